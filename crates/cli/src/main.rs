@@ -1,0 +1,5 @@
+//! The `sipmeter` binary.
+
+fn main() {
+    println!("sipmeter");
+}

@@ -1,0 +1,1 @@
+//! SIP digest authentication and ephemeral credentials. No I/O.

@@ -1,0 +1,1 @@
+//! SIP message model, parser, printer and stream framer. No I/O.
