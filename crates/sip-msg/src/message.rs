@@ -1,0 +1,705 @@
+//! The SIP message: start line, headers, body. Parsing (RFC 3261 §7), validation and printing.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
+use crate::header::{Header, HeaderName, Headers, TypedHeader};
+use crate::method::Method;
+use crate::text::is_token;
+use crate::typed::{
+    CSeq, CallId, Contact, ContentLength, ContentType, Expires, From, MaxForwards, RecordRoute,
+    Route, To, Via,
+};
+use crate::uri::Uri;
+
+/// Largest message [`Message::parse`] accepts by default (a UDP datagram is at most 65,535).
+pub const DEFAULT_MAX_SIZE: usize = 65_536;
+
+/// `Method SP Request-URI SP SIP-Version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    /// The method.
+    pub method: Method,
+    /// The Request-URI.
+    pub uri: Uri,
+}
+
+/// `SIP-Version SP Status-Code SP Reason-Phrase`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    /// 100–699.
+    pub code: u16,
+    /// The reason phrase as sent (may be empty).
+    pub reason: String,
+}
+
+/// A request or a response line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// A request.
+    Request(RequestLine),
+    /// A response.
+    Response(StatusLine),
+}
+
+/// A SIP message. Parsed messages keep the exact bytes of their start line and headers, so
+/// printing one gives back what was received.
+#[derive(Debug, Clone)]
+pub struct Message {
+    start: StartLine,
+    start_raw: Option<Bytes>,
+    /// The headers, in order.
+    pub headers: Headers,
+    body: Bytes,
+    warnings: Vec<Warning>,
+}
+
+impl Message {
+    /// A new request with no headers (see [`crate::RequestBuilder`] for a complete one).
+    pub fn new_request(method: Method, uri: Uri) -> Self {
+        Self::from_start(StartLine::Request(RequestLine { method, uri }))
+    }
+
+    /// A new response with no headers (see [`Message::response_to`]).
+    pub fn new_response(code: u16, reason: &str) -> Self {
+        Self::from_start(StartLine::Response(StatusLine {
+            code,
+            reason: reason.to_owned(),
+        }))
+    }
+
+    fn from_start(start: StartLine) -> Self {
+        Self {
+            start,
+            start_raw: None,
+            headers: Headers::new(),
+            body: Bytes::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Parses one message as received in a datagram: Content-Length bounds the body when
+    /// present, bytes beyond it are discarded (RFC 3261 §18.3); without it the body is the rest.
+    /// Checks syntax only; call [`Message::validate`] for the semantic checks.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        parse(Bytes::copy_from_slice(bytes), DEFAULT_MAX_SIZE)
+    }
+
+    /// Like [`Message::parse`], without copying.
+    pub fn parse_bytes(bytes: Bytes) -> Result<Self, ParseError> {
+        parse(bytes, usize::MAX)
+    }
+
+    /// The start line.
+    pub fn start_line(&self) -> &StartLine {
+        &self.start
+    }
+
+    /// True for a request.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    /// The method of a request; for a response, the method of its CSeq.
+    pub fn method(&self) -> Option<Method> {
+        match &self.start {
+            StartLine::Request(r) => Some(r.method.clone()),
+            StartLine::Response(_) => self.cseq().map(|c| c.method),
+        }
+    }
+
+    /// The Request-URI of a request.
+    pub fn request_uri(&self) -> Option<&Uri> {
+        match &self.start {
+            StartLine::Request(r) => Some(&r.uri),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Request(_) => None,
+            StartLine::Response(s) => Some(s.code),
+        }
+    }
+
+    /// The reason phrase of a response.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request(_) => None,
+            StartLine::Response(s) => Some(&s.reason),
+        }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Sets the body and its Content-Type, and recomputes Content-Length.
+    pub fn set_body(&mut self, content_type: &str, body: impl Into<Bytes>) {
+        self.body = body.into();
+        if self.body.is_empty() {
+            self.headers.remove(&HeaderName::ContentType);
+        } else {
+            self.headers
+                .set(Header::new(HeaderName::ContentType, content_type));
+        }
+        self.headers.set(Header::new(
+            HeaderName::ContentLength,
+            self.body.len().to_string(),
+        ));
+    }
+
+    /// What a lenient parse tolerated (also filled by [`Message::validate`]).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The Call-ID, when present and well formed.
+    pub fn call_id(&self) -> Option<String> {
+        self.headers.typed::<CallId>()?.ok().map(|c| c.0)
+    }
+
+    /// The CSeq, when present and well formed.
+    pub fn cseq(&self) -> Option<CSeq> {
+        self.headers.typed::<CSeq>()?.ok()
+    }
+
+    /// The top Via, when present and well formed.
+    pub fn top_via(&self) -> Option<Via> {
+        self.headers.typed::<Via>()?.ok()
+    }
+
+    /// The From header, when present and well formed.
+    pub fn from(&self) -> Option<From> {
+        self.headers.typed::<From>()?.ok()
+    }
+
+    /// The To header, when present and well formed.
+    pub fn to(&self) -> Option<To> {
+        self.headers.typed::<To>()?.ok()
+    }
+
+    /// Semantic checks beyond syntax: mandatory headers present (RFC 3261 §8.1.1) and their
+    /// typed views readable, single-valued headers not repeated, CSeq method matching the
+    /// request method, no headers in the Request-URI. Problems in headers a user agent does
+    /// not need become warnings (RFC 4475 §3.1.2.11: ignore what you do not need).
+    pub fn validate(&mut self) -> Result<Vec<Warning>, ParseError> {
+        let mut warnings = Vec::new();
+        let line_of = |msg: &Message, name: &HeaderName| -> usize {
+            // Line 1 is the start line; header i is on line i + 2 (folding ignored).
+            msg.headers
+                .iter()
+                .position(|h| h.name() == name)
+                .map_or(0, |i| i + 2)
+        };
+        let err = |msg: &Message, kind: ErrorKind, name: HeaderName| {
+            ParseError::in_header(kind, line_of(msg, &name), name)
+        };
+
+        if let StartLine::Request(RequestLine {
+            uri: Uri::Sip(u), ..
+        }) = &self.start
+            && !u.headers.is_empty()
+        {
+            return Err(ParseError::new(ErrorKind::RequestUriHeaders, 1));
+        }
+
+        let mandatory = [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ];
+        for name in mandatory {
+            if self.headers.get(&name).is_none() {
+                return Err(ParseError::in_header(ErrorKind::MissingHeader, 0, name));
+            }
+        }
+        if self.is_request() && self.headers.get(&HeaderName::MaxForwards).is_none() {
+            warnings.push(Warning {
+                header: Some(HeaderName::MaxForwards),
+                line: 0,
+                kind: WarningKind::MissingMaxForwards,
+            });
+        }
+
+        // Headers that may appear only once (RFC 3261 §7.3.1: not comma-separated lists).
+        for name in [
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::MaxForwards,
+            HeaderName::ContentLength,
+            HeaderName::ContentType,
+            HeaderName::Expires,
+        ] {
+            let differs = {
+                let mut values = self.headers.get_all(&name).map(Header::value);
+                match values.next() {
+                    Some(first) => values.any(|v| v != first),
+                    None => false,
+                }
+            };
+            if differs {
+                return Err(err(self, ErrorKind::DuplicateHeader, name));
+            }
+        }
+
+        fn check<T: TypedHeader>(msg: &Message) -> Result<(), (HeaderError, HeaderName)> {
+            for v in msg.headers.typed_all::<T>() {
+                v.map_err(|e| (e, T::NAME))?;
+            }
+            Ok(())
+        }
+        let essential = [
+            check::<Via>,
+            check::<From>,
+            check::<To>,
+            check::<CallId>,
+            check::<CSeq>,
+            check::<MaxForwards>,
+            check::<ContentLength>,
+            check::<Contact>,
+            check::<Route>,
+            check::<RecordRoute>,
+        ];
+        for c in essential {
+            if let Err((e, name)) = c(self) {
+                return Err(err(self, ErrorKind::BadHeaderValue(e), name));
+            }
+        }
+        let optional = [
+            check::<ContentType>,
+            check::<Expires>,
+            check::<crate::typed::Date>,
+        ];
+        for c in optional {
+            if let Err((e, name)) = c(self) {
+                let line = line_of(self, &name);
+                warnings.push(Warning {
+                    header: Some(name),
+                    line,
+                    kind: WarningKind::MalformedHeader(e),
+                });
+            }
+        }
+
+        // Checked above: CSeq is present and well formed.
+        if let (StartLine::Request(r), Some(cseq)) = (&self.start, self.cseq())
+            && cseq.method != r.method
+        {
+            return Err(err(self, ErrorKind::CSeqMethodMismatch, HeaderName::CSeq));
+        }
+        self.warnings.extend(warnings.iter().cloned());
+        Ok(warnings)
+    }
+
+    /// A response to `request` (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and CSeq copied;
+    /// `to_tag` is added to To when the request's To has none.
+    pub fn response_to(request: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Self {
+        let mut resp = Message::new_response(code, reason);
+        for h in request.headers.iter() {
+            let n = h.name();
+            let copy = matches!(
+                n,
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq
+            ) || (matches!(n, HeaderName::RecordRoute) && (101..300).contains(&code));
+            if copy {
+                resp.headers.push(Header::new(n.clone(), h.value()));
+            } else if matches!(n, HeaderName::To) {
+                let value = match (to_tag, NameAddrTag::has_tag(h.value())) {
+                    (Some(tag), false) => format!("{};tag={tag}", h.value()),
+                    _ => h.value().to_owned(),
+                };
+                resp.headers.push(Header::new(HeaderName::To, value));
+            }
+        }
+        resp.headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        resp
+    }
+
+    /// The message on the wire: parsed lines as received, built ones canonical, then the body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.body.len());
+        match &self.start_raw {
+            Some(raw) => out.extend_from_slice(raw),
+            None => match &self.start {
+                StartLine::Request(r) => {
+                    out.extend_from_slice(format!("{} {} SIP/2.0", r.method, r.uri).as_bytes())
+                }
+                StartLine::Response(s) => {
+                    out.extend_from_slice(format!("SIP/2.0 {} {}", s.code, s.reason).as_bytes())
+                }
+            },
+        }
+        out.extend_from_slice(b"\r\n");
+        for h in self.headers.iter() {
+            match h.raw() {
+                Some(raw) => out.extend_from_slice(raw),
+                None => {
+                    out.extend_from_slice(h.name().as_str().as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(h.value().as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// A one-line summary: `INVITE sip:bob@biloxi.com` or `200 OK (INVITE)`.
+    pub fn summary(&self) -> String {
+        match &self.start {
+            StartLine::Request(r) => format!("{} {}", r.method, r.uri),
+            StartLine::Response(s) => match self.cseq() {
+                Some(c) => format!("{} {} ({})", s.code, s.reason, c.method),
+                None => format!("{} {}", s.code, s.reason),
+            },
+        }
+    }
+}
+
+/// Tag detection on a raw To value without a full parse.
+struct NameAddrTag;
+
+impl NameAddrTag {
+    fn has_tag(value: &str) -> bool {
+        crate::typed::NameAddr::parse(value)
+            .map(|n| n.tag().is_some())
+            .unwrap_or(false)
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
+
+/// The header section split into lines: `(start, end)` byte ranges, the body offset, and
+/// whether bare LF line ends were seen.
+type Head = (Vec<(usize, usize)>, usize, bool);
+
+/// Splits `buf` into lines (CRLF, or a bare LF tolerated and flagged).
+fn split_head(buf: &[u8]) -> Result<Head, ParseError> {
+    let mut lines = Vec::new();
+    let mut pos = 0;
+    let mut bare_lf = false;
+    loop {
+        let Some(nl) = buf[pos..].iter().position(|&c| c == b'\n') else {
+            return Err(ParseError::new(ErrorKind::Incomplete, lines.len() + 1));
+        };
+        let end = pos + nl;
+        let line_end = if end > pos && buf[end - 1] == b'\r' {
+            end - 1
+        } else {
+            bare_lf = true;
+            end
+        };
+        if line_end == pos {
+            return Ok((lines, end + 1, bare_lf));
+        }
+        lines.push((pos, line_end));
+        pos = end + 1;
+    }
+}
+
+fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
+    if buf.len() > max {
+        return Err(ParseError::new(ErrorKind::TooLarge, 0));
+    }
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    let skip = buf
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
+    let buf = buf.slice(skip..);
+    if buf.is_empty() {
+        return Err(ParseError::new(ErrorKind::Empty, 0));
+    }
+    let (lines, body_at, bare_lf) = split_head(&buf)?;
+    let mut warnings = Vec::new();
+    if bare_lf {
+        warnings.push(Warning {
+            header: None,
+            line: 0,
+            kind: WarningKind::BareLf,
+        });
+    }
+    let Some(&(s0, e0)) = lines.first() else {
+        return Err(ParseError::new(ErrorKind::Empty, 0));
+    };
+    let start_raw = buf.slice(s0..e0);
+    let start = parse_start_line(&start_raw, &mut warnings)?;
+
+    // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the previous).
+    let mut headers = Headers::new();
+    let mut i = 1;
+    while i < lines.len() {
+        let (hs, he) = lines[i];
+        let first = buf[hs];
+        if first == b' ' || first == b'\t' {
+            return Err(ParseError::new(ErrorKind::BadHeaderLine, i + 1));
+        }
+        let mut end = he;
+        let mut j = i + 1;
+        while j < lines.len() && matches!(buf[lines[j].0], b' ' | b'\t') {
+            end = lines[j].1;
+            j += 1;
+        }
+        let raw = buf.slice(hs..end);
+        let line_no = i + 1;
+        let colon = raw
+            .iter()
+            .position(|&c| c == b':')
+            .ok_or(ParseError::new(ErrorKind::BadHeaderLine, line_no))?;
+        let name = std::str::from_utf8(&raw[..colon])
+            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?
+            .trim_end_matches([' ', '\t']);
+        if !is_token(name) {
+            return Err(ParseError::new(ErrorKind::BadHeaderName, line_no));
+        }
+        let name = HeaderName::from_name(name);
+        let value = unfold(&raw[colon + 1..]);
+        headers.push(Header::parsed(name, value, raw));
+        i = j;
+    }
+
+    // Body: bounded by Content-Length when present (RFC 3261 §18.3).
+    let available = buf.len() - body_at;
+    let body = match headers.typed::<ContentLength>() {
+        Some(Ok(ContentLength(n))) => {
+            // u32 always fits in usize on the 32/64-bit targets we build for.
+            let n = n as usize;
+            if n > available {
+                return Err(ParseError::in_header(
+                    ErrorKind::BodyTooShort {
+                        declared: n,
+                        available,
+                    },
+                    0,
+                    HeaderName::ContentLength,
+                ));
+            }
+            if n < available {
+                warnings.push(Warning {
+                    header: None,
+                    line: 0,
+                    kind: WarningKind::ExtraBytes,
+                });
+            }
+            buf.slice(body_at..body_at + n)
+        }
+        Some(Err(e)) => {
+            let line = headers
+                .iter()
+                .position(|h| h.name() == &HeaderName::ContentLength)
+                .map_or(0, |p| p + 2);
+            return Err(ParseError::in_header(
+                ErrorKind::BadHeaderValue(e),
+                line,
+                HeaderName::ContentLength,
+            ));
+        }
+        None => {
+            if available > 0 {
+                warnings.push(Warning {
+                    header: None,
+                    line: 0,
+                    kind: WarningKind::MissingContentLength,
+                });
+            }
+            buf.slice(body_at..)
+        }
+    };
+    Ok(Message {
+        start,
+        start_raw: Some(start_raw),
+        headers,
+        body,
+        warnings,
+    })
+}
+
+/// Joins folded lines: CRLF + white space becomes one space; outer white space trimmed.
+fn unfold(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    if !s.contains('\n') {
+        return s.trim_matches([' ', '\t']).to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (k, part) in s.split('\n').enumerate() {
+        let part = part.trim_end_matches('\r');
+        if k == 0 {
+            out.push_str(part.trim_end_matches([' ', '\t']));
+        } else {
+            out.push(' ');
+            out.push_str(part.trim_matches([' ', '\t']));
+        }
+    }
+    out.trim_matches([' ', '\t']).to_owned()
+}
+
+fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine, ParseError> {
+    let bad = |k| ParseError::new(k, 1);
+    let line = std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?;
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let mut it = line.splitn(3, ' ');
+        let version = it.next().unwrap_or("");
+        if !version.eq_ignore_ascii_case("SIP/2.0") {
+            return Err(bad(ErrorKind::BadVersion));
+        }
+        let code = it.next().ok_or(bad(ErrorKind::BadStatusCode))?;
+        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(bad(ErrorKind::BadStatusCode));
+        }
+        let code: u16 = code.parse().map_err(|_| bad(ErrorKind::BadStatusCode))?;
+        if !(100..700).contains(&code) {
+            return Err(bad(ErrorKind::BadStatusCode));
+        }
+        let reason = it.next().unwrap_or("").to_owned();
+        return Ok(StartLine::Response(StatusLine { code, reason }));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each).
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    if trimmed.len() != line.len() {
+        warnings.push(Warning {
+            header: None,
+            line: 1,
+            kind: WarningKind::StartLineWhitespace,
+        });
+    }
+    let parts: Vec<&str> = trimmed.split(' ').collect();
+    if parts.len() != 3 {
+        // Covers several spaces between elements and white space inside the Request-URI.
+        if parts.len() > 3 && parts.iter().skip(1).any(|p| p.is_empty()) {
+            return Err(bad(ErrorKind::BadStartLine));
+        }
+        if parts.len() > 3 {
+            return Err(bad(ErrorKind::BadRequestUri(
+                crate::error::UriError::InvalidChar,
+            )));
+        }
+        return Err(bad(ErrorKind::BadStartLine));
+    }
+    let method = Method::parse(parts[0]).ok_or(bad(ErrorKind::BadMethod))?;
+    if !parts[2].eq_ignore_ascii_case("SIP/2.0") {
+        if parts[2].len() >= 4 && parts[2][..4].eq_ignore_ascii_case("SIP/") {
+            return Err(bad(ErrorKind::BadVersion));
+        }
+        return Err(bad(ErrorKind::BadStartLine));
+    }
+    let uri = Uri::parse(parts[1]).map_err(|e| bad(ErrorKind::BadRequestUri(e)))?;
+    Ok(StartLine::Request(RequestLine { method, uri }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.com>\r\n\
+From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn parses_rfc3261_invite() {
+        let mut m = Message::parse(INVITE).unwrap();
+        assert!(m.validate().unwrap().is_empty());
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(
+            m.call_id().as_deref(),
+            Some("a84b4c76e66710@pc33.atlanta.com")
+        );
+        assert_eq!(m.cseq().unwrap().seq, 314159);
+        assert_eq!(m.from().unwrap().tag().as_deref(), Some("1928301774"));
+        assert_eq!(m.to().unwrap().tag(), None);
+        assert_eq!(
+            m.top_via().unwrap().branch().as_deref(),
+            Some("z9hG4bK776asdhds")
+        );
+        assert_eq!(m.body().as_ref(), b"v=0\n");
+        assert_eq!(m.to_bytes(), INVITE);
+    }
+
+    #[test]
+    fn folding_compact_and_multi() {
+        let raw = b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,\r\n SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\nVia: SIP/2.0/TCP c.example.com;branch=z9hG4bK3\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>;tag=2\r\ni: x@y\r\nCSeq: 1 REGISTER\r\nl: 0\r\nX-Odd :  anything goes\r\n\r\n";
+        let mut m = Message::parse(raw).unwrap();
+        m.validate().unwrap();
+        let vias: Vec<_> = m
+            .headers
+            .typed_all::<Via>()
+            .into_iter()
+            .map(|v| v.unwrap().branch().unwrap())
+            .collect();
+        assert_eq!(vias, ["z9hG4bK1", "z9hG4bK2", "z9hG4bK3"]);
+        assert_eq!(m.headers.value(&"x-odd".into()), Some("anything goes"));
+        assert_eq!(m.status(), Some(200));
+        assert_eq!(m.method(), Some(Method::Register));
+        assert_eq!(m.to_bytes(), raw);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia SIP/2.0/UDP x\r\n\r\n").unwrap_err();
+        assert_eq!((e.kind(), e.line()), (ErrorKind::BadHeaderLine, 2));
+        let e = Message::parse(b"INVITE sip:a@b SIP/7.0\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadVersion);
+        let e = Message::parse(b"SIP/2.0 4294967301 Huge\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadStatusCode);
+        let e =
+            Message::parse(b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::BodyTooShort {
+                declared: 10,
+                available: 3
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "Content-Length: body shorter than content-length (10 declared, 3 present)"
+        );
+        let e = Message::parse(b"INVITE sip:a@b SIP/2.0\r\nVia: x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Incomplete);
+        let e = Message::parse(b"INVITE  sip:a@b SIP/2.0\r\n\r\n").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::BadStartLine);
+        let mut m = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\r\n").unwrap();
+        let e = m.validate().unwrap_err();
+        assert_eq!(
+            (e.kind(), e.line(), e.header()),
+            (ErrorKind::CSeqMethodMismatch, 6, Some(&HeaderName::CSeq))
+        );
+    }
+
+    #[test]
+    fn response_copies_headers() {
+        let req = Message::parse(INVITE).unwrap();
+        let resp = Message::response_to(&req, 180, "Ringing", Some("abc"));
+        let mut again = Message::parse(&resp.to_bytes()).unwrap();
+        again.validate().unwrap();
+        assert_eq!(again.to().unwrap().tag().as_deref(), Some("abc"));
+        assert_eq!(again.call_id(), req.call_id());
+        assert_eq!(again.summary(), "180 Ringing (INVITE)");
+    }
+}

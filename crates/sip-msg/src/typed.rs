@@ -1,0 +1,956 @@
+//! Typed views of the headers a SIP user agent reads (RFC 3261 §20 and extensions).
+//! Each parses one header value lazily; `Display` writes it back in canonical form.
+
+use std::fmt;
+
+use crate::error::HeaderError;
+use crate::header::{HeaderName, TypedHeader};
+use crate::method::Method;
+use crate::text::{Params, is_token, is_ws, parse_num, quoted_end, split_top, unquote};
+use crate::uri::{Host, Uri, parse_hostport};
+
+/// `[display-name] <uri> *(;param)` or `uri *(;param)` (RFC 3261 §20.10, §25.1 name-addr / addr-spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// The display name without quotes, if any.
+    pub display: Option<String>,
+    /// The URI.
+    pub uri: Uri,
+    /// Header parameters (`tag`, `expires`, `q`, …).
+    pub params: Params,
+}
+
+impl NameAddr {
+    /// A name-addr with no display name and no parameters.
+    pub fn new(uri: impl Into<Uri>) -> Self {
+        Self {
+            display: None,
+            uri: uri.into(),
+            params: Params::new(),
+        }
+    }
+
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<String> {
+        self.params.value("tag")
+    }
+
+    /// Sets the `tag` parameter.
+    pub fn with_tag(mut self, tag: &str) -> Self {
+        self.params.set("tag", Some(tag));
+        self
+    }
+
+    /// Reads a name-addr or addr-spec.
+    pub fn parse(value: &str) -> Result<Self, HeaderError> {
+        let s = value.trim_matches(|c| c == ' ' || c == '\t');
+        if s.is_empty() {
+            return Err(HeaderError::Empty);
+        }
+        let b = s.as_bytes();
+        let (display, after_display) = if b[0] == b'"' {
+            let end = quoted_end(b, 0)?;
+            (Some(unquote(&s[..end])), s[end..].trim_start())
+        } else {
+            match find_top_angle(s)? {
+                Some(lt) => {
+                    let d = s[..lt].trim();
+                    // RFC 3261 §25.1: display-name = *(token LWS) / quoted-string
+                    if !d.bytes().all(|c| crate::text::is_token_char(c) || is_ws(c)) {
+                        return Err(HeaderError::BadDisplayName);
+                    }
+                    (
+                        if d.is_empty() {
+                            None
+                        } else {
+                            Some(d.to_owned())
+                        },
+                        &s[lt..],
+                    )
+                }
+                None => (None, s),
+            }
+        };
+        if let Some(rest) = after_display.strip_prefix('<') {
+            let gt = rest.find('>').ok_or(HeaderError::UnterminatedAngle)?;
+            let uri = Uri::parse(&rest[..gt])?;
+            let params = parse_trailing_params(&rest[gt + 1..])?;
+            Ok(Self {
+                display,
+                uri,
+                params,
+            })
+        } else if display.is_some() {
+            // A quoted display name must be followed by <uri>.
+            Err(HeaderError::BadDisplayName)
+        } else {
+            // addr-spec: the URI ends at the first ';' and may not hold ',' '?' ';' (§20.10).
+            let (uri_s, params_s) = match after_display.find(';') {
+                Some(i) => (&after_display[..i], &after_display[i..]),
+                None => (after_display, ""),
+            };
+            let uri_s = uri_s.trim_end();
+            if uri_s.contains('?') || uri_s.contains(',') {
+                return Err(HeaderError::Uri(crate::error::UriError::InvalidChar));
+            }
+            let uri = Uri::parse(uri_s)?;
+            let params = parse_trailing_params(params_s)?;
+            Ok(Self {
+                display: None,
+                uri,
+                params,
+            })
+        }
+    }
+}
+
+/// Finds a `<` outside quotes.
+fn find_top_angle(s: &str) -> Result<Option<usize>, HeaderError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = quoted_end(b, i)?;
+                continue;
+            }
+            b'<' => return Ok(Some(i)),
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// Reads `*( SEMI param )` after a value; empty input gives no parameters.
+fn parse_trailing_params(s: &str) -> Result<Params, HeaderError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Params::new());
+    }
+    let rest = s.strip_prefix(';').ok_or(HeaderError::Trailing)?;
+    Params::parse_header_params(rest)
+}
+
+fn needs_quotes(d: &str) -> bool {
+    !d.split(' ').all(is_token)
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display {
+            if needs_quotes(d) {
+                write!(f, "\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\""))?;
+            } else {
+                write!(f, "{d} ")?;
+            }
+        }
+        write!(f, "<{}>{}", self.uri, self.params)
+    }
+}
+
+macro_rules! name_addr_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident, $list:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty(pub NameAddr);
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = $list;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                NameAddr::parse(value).map($ty)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = NameAddr;
+            fn deref(&self) -> &NameAddr {
+                &self.0
+            }
+        }
+    };
+}
+
+name_addr_header!(
+    /// The `From` header (tag identifies the dialog's local side).
+    From, From, false
+);
+name_addr_header!(
+    /// The `To` header.
+    To, To, false
+);
+name_addr_header!(
+    /// One `Route` entry.
+    Route, Route, true
+);
+name_addr_header!(
+    /// One `Record-Route` entry.
+    RecordRoute, RecordRoute, true
+);
+name_addr_header!(
+    /// The `Refer-To` header (RFC 3515).
+    ReferTo, ReferTo, false
+);
+
+/// One `Contact` value: `*` (all bindings, with REGISTER) or an address with `expires`/`q`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contact {
+    /// `Contact: *`
+    Star,
+    /// A contact address.
+    Addr(NameAddr),
+}
+
+impl Contact {
+    /// The `expires` parameter in seconds.
+    pub fn expires(&self) -> Option<u32> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => a.params.value("expires").and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// The `q` parameter (0.0–1.0).
+    pub fn q(&self) -> Option<f32> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => a.params.value("q").and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// The address, unless `*`.
+    pub fn addr(&self) -> Option<&NameAddr> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+}
+
+impl TypedHeader for Contact {
+    const NAME: HeaderName = HeaderName::Contact;
+    const LIST: bool = true;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        if value.trim() == "*" {
+            return Ok(Contact::Star);
+        }
+        let a = NameAddr::parse(value)?;
+        if let Some(e) = a.params.get("expires") {
+            // RFC 3261 §20.10: expires is delta-seconds (at most 2**32-1).
+            parse_num(e.unwrap_or(""), u32::MAX.into())?;
+        }
+        if let Some(q) = a.params.get("q") {
+            let q: f32 = q.unwrap_or("").parse().map_err(|_| HeaderError::BadParam)?;
+            if !(0.0..=1.0).contains(&q) {
+                return Err(HeaderError::BadParam);
+            }
+        }
+        Ok(Contact::Addr(a))
+    }
+}
+
+impl fmt::Display for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contact::Star => f.write_str("*"),
+            Contact::Addr(a) => a.fmt(f),
+        }
+    }
+}
+
+/// One `Via` value (RFC 3261 §20.42): `SIP/2.0/UDP host:port;branch=z9hG4bK…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// The transport token, upper-cased (`UDP`, `TCP`, `TLS`, `WS`, `WSS`, `SCTP`…).
+    pub transport: String,
+    /// The sent-by host.
+    pub host: Host,
+    /// The sent-by port.
+    pub port: Option<u16>,
+    /// Parameters (`branch`, `received`, `rport`, `maddr`, `ttl`).
+    pub params: Params,
+}
+
+impl Via {
+    /// A Via with a branch.
+    pub fn new(transport: &str, host: Host, port: Option<u16>, branch: &str) -> Self {
+        let mut params = Params::new();
+        params.set("branch", Some(branch));
+        Self {
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
+            params,
+        }
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<String> {
+        self.params.value("branch")
+    }
+
+    /// The `received` parameter (RFC 3261 §18.2.1).
+    pub fn received(&self) -> Option<String> {
+        self.params.value("received")
+    }
+
+    /// `rport` (RFC 3581): `None` when absent, `Some(None)` when asked for, `Some(Some(p))` when filled.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| p.parse().ok()))
+    }
+
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<String> {
+        self.params.value("maddr")
+    }
+
+    /// The `ttl` parameter.
+    pub fn ttl(&self) -> Option<u8> {
+        self.params.value("ttl").and_then(|v| v.parse().ok())
+    }
+}
+
+impl TypedHeader for Via {
+    const NAME: HeaderName = HeaderName::Via;
+    const LIST: bool = true;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        // RFC 3261 §25.1: sent-protocol = protocol-name SLASH protocol-version SLASH transport,
+        // SLASH = SWS "/" SWS; then LWS sent-by *( SEMI via-params ).
+        let mut parts = value.splitn(3, '/');
+        let name = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
+        let version = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
+        let rest = parts
+            .next()
+            .ok_or(HeaderError::BadSentProtocol)?
+            .trim_start();
+        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+            return Err(HeaderError::BadSentProtocol);
+        }
+        let tend = rest.find([' ', '\t']).ok_or(HeaderError::BadSentProtocol)?;
+        let transport = &rest[..tend];
+        if !is_token(transport) {
+            return Err(HeaderError::BadToken);
+        }
+        let rest = rest[tend..].trim_start();
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (rest[..i].trim_end(), &rest[i..]),
+            None => (rest.trim_end(), ""),
+        };
+        let (host, port) = parse_hostport(sent_by)?;
+        let params = parse_trailing_params(params)?;
+        if let Some(Some(ttl)) = params.get("ttl") {
+            parse_num(ttl, 255)?;
+        }
+        Ok(Self {
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
+            params,
+        })
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "{}", self.params)
+    }
+}
+
+/// The `CSeq` header: sequence number and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
+    /// The sequence number (RFC 3261 §8.1.1.5: below 2**31).
+    pub seq: u32,
+    /// The method.
+    pub method: Method,
+}
+
+impl TypedHeader for CSeq {
+    const NAME: HeaderName = HeaderName::CSeq;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let mut it = value.split([' ', '\t']).filter(|s| !s.is_empty());
+        let seq = parse_num(it.next().ok_or(HeaderError::Empty)?, u32::MAX.into())?;
+        let method =
+            Method::parse(it.next().ok_or(HeaderError::BadToken)?).ok_or(HeaderError::BadToken)?;
+        if it.next().is_some() {
+            return Err(HeaderError::Trailing);
+        }
+        // Checked against u32::MAX just above: the conversion cannot fail.
+        Ok(Self {
+            seq: u32::try_from(seq).map_err(|_| HeaderError::BadNumber)?,
+            method,
+        })
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+/// The `Call-ID` header.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallId(pub String);
+
+impl TypedHeader for CallId {
+    const NAME: HeaderName = HeaderName::CallId;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        // RFC 3261 §25.1: callid = word [ "@" word ]
+        if value.is_empty() {
+            return Err(HeaderError::Empty);
+        }
+        if value.bytes().any(|c| c <= b' ' || c == 0x7f) || value.matches('@').count() > 1 {
+            return Err(HeaderError::BadToken);
+        }
+        Ok(Self(value.to_owned()))
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! number_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident, $int:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $ty(pub $int);
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = false;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                let n = parse_num(value.trim(), <$int>::MAX.into())?;
+                // parse_num checked the range: the conversion cannot fail.
+                Ok($ty(<$int>::try_from(n).map_err(|_| HeaderError::BadNumber)?))
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+number_header!(
+    /// `Max-Forwards` (0–255).
+    MaxForwards, MaxForwards, u8
+);
+number_header!(
+    /// `Content-Length` in bytes.
+    ContentLength, ContentLength, u32
+);
+number_header!(
+    /// `Expires` in seconds.
+    Expires, Expires, u32
+);
+number_header!(
+    /// `Min-Expires` in seconds (sent with 423 Interval Too Brief).
+    MinExpires, MinExpires, u32
+);
+number_header!(
+    /// `RSeq` (RFC 3262).
+    RSeq, RSeq, u32
+);
+
+/// `Content-Type`: `type/subtype *(;param)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentType {
+    /// `type/subtype`, lower-cased.
+    pub media_type: String,
+    /// Parameters.
+    pub params: Params,
+}
+
+impl TypedHeader for ContentType {
+    const NAME: HeaderName = HeaderName::ContentType;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let (mt, params) = match value.find(';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        };
+        let (t, s) = mt.split_once('/').ok_or(HeaderError::BadToken)?;
+        let (t, s) = (t.trim(), s.trim());
+        if !is_token(t) || !is_token(s) {
+            return Err(HeaderError::BadToken);
+        }
+        Ok(Self {
+            media_type: format!("{}/{}", t.to_ascii_lowercase(), s.to_ascii_lowercase()),
+            params: parse_trailing_params(params)?,
+        })
+    }
+}
+
+impl fmt::Display for ContentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.media_type, self.params)
+    }
+}
+
+/// A challenge or credentials header: `Digest realm="x", nonce="y", …` (RFC 3261 §20.27, §20.44).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthParams {
+    /// The scheme (`Digest`).
+    pub scheme: String,
+    /// The auth-params; quoted values keep their quotes (use [`Params::value`] to unquote).
+    pub params: Params,
+}
+
+impl AuthParams {
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let value = value.trim();
+        let (scheme, rest) = match value.find([' ', '\t']) {
+            Some(i) => (&value[..i], value[i..].trim_start()),
+            None => (value, ""),
+        };
+        if !is_token(scheme) {
+            return Err(HeaderError::BadToken);
+        }
+        let mut params = Params::new();
+        if !rest.is_empty() {
+            for p in split_top(rest, b',')? {
+                let p = p.trim();
+                let (n, v) = p.split_once('=').ok_or(HeaderError::BadParam)?;
+                let (n, v) = (n.trim(), v.trim());
+                if !is_token(n) || v.is_empty() {
+                    return Err(HeaderError::BadParam);
+                }
+                if v.starts_with('"') && quoted_end(v.as_bytes(), 0)? != v.len() {
+                    return Err(HeaderError::Trailing);
+                }
+                params.set(n, Some(v));
+            }
+        }
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            params,
+        })
+    }
+}
+
+impl fmt::Display for AuthParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.scheme)?;
+        for (i, (n, v)) in self.params.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{n}={}", v.unwrap_or(""))?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! auth_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty(pub AuthParams);
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = false;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                AuthParams::parse(value).map($ty)
+            }
+        }
+
+        impl std::ops::Deref for $ty {
+            type Target = AuthParams;
+            fn deref(&self) -> &AuthParams {
+                &self.0
+            }
+        }
+    };
+}
+
+auth_header!(
+    /// `WWW-Authenticate` (a 401 challenge).
+    WwwAuthenticate, WwwAuthenticate
+);
+auth_header!(
+    /// `Proxy-Authenticate` (a 407 challenge).
+    ProxyAuthenticate, ProxyAuthenticate
+);
+auth_header!(
+    /// `Authorization` (credentials for a 401).
+    Authorization, Authorization
+);
+auth_header!(
+    /// `Proxy-Authorization` (credentials for a 407).
+    ProxyAuthorization, ProxyAuthorization
+);
+
+macro_rules! token_list_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Default)]
+        pub struct $ty(pub Vec<String>);
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = false;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                let mut out = Vec::new();
+                for t in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    if !is_token(t) {
+                        return Err(HeaderError::BadToken);
+                    }
+                    out.push(t.to_owned());
+                }
+                Ok($ty(out))
+            }
+        }
+
+        impl $ty {
+            /// True when the list holds `token` (case-insensitive).
+            pub fn contains(&self, token: &str) -> bool {
+                self.0.iter().any(|t| t.eq_ignore_ascii_case(token))
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0.join(", "))
+            }
+        }
+    };
+}
+
+token_list_header!(
+    /// `Allow`: methods the peer accepts.
+    Allow, Allow
+);
+token_list_header!(
+    /// `Supported`: option tags (`100rel`, `timer`, `replaces` …).
+    Supported, Supported
+);
+token_list_header!(
+    /// `Require`: option tags the peer insists on.
+    Require, Require
+);
+token_list_header!(
+    /// `Unsupported`: option tags the peer refused (with 420).
+    Unsupported, Unsupported
+);
+
+/// `RAck` (RFC 3262): `rseq cseq method`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RAck {
+    /// The RSeq being acknowledged.
+    pub rseq: u32,
+    /// The CSeq number of the INVITE.
+    pub cseq: u32,
+    /// The method (INVITE).
+    pub method: Method,
+}
+
+impl TypedHeader for RAck {
+    const NAME: HeaderName = HeaderName::RAck;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let mut it = value.split([' ', '\t']).filter(|s| !s.is_empty());
+        let mut num = || -> Result<u32, HeaderError> {
+            let n = parse_num(it.next().ok_or(HeaderError::Empty)?, u32::MAX.into())?;
+            u32::try_from(n).map_err(|_| HeaderError::BadNumber)
+        };
+        let rseq = num()?;
+        let cseq = num()?;
+        let method =
+            Method::parse(it.next().ok_or(HeaderError::BadToken)?).ok_or(HeaderError::BadToken)?;
+        if it.next().is_some() {
+            return Err(HeaderError::Trailing);
+        }
+        Ok(Self { rseq, cseq, method })
+    }
+}
+
+impl fmt::Display for RAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.rseq, self.cseq, self.method)
+    }
+}
+
+/// `delta-seconds *(;param)`: shared shape of Session-Expires, Min-SE and Retry-After.
+fn parse_delta_params(value: &str) -> Result<(u32, Params), HeaderError> {
+    let (d, params) = match value.find(';') {
+        Some(i) => (&value[..i], &value[i..]),
+        None => (value, ""),
+    };
+    // Retry-After may carry a comment: `120 (I'm in a meeting)`.
+    let d = match d.find('(') {
+        Some(i) if d.trim_end().ends_with(')') => &d[..i],
+        _ => d,
+    };
+    let n = parse_num(d.trim(), u32::MAX.into())?;
+    // parse_num checked the range: the conversion cannot fail.
+    Ok((
+        u32::try_from(n).map_err(|_| HeaderError::BadNumber)?,
+        parse_trailing_params(params)?,
+    ))
+}
+
+macro_rules! delta_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty {
+            /// Seconds.
+            pub seconds: u32,
+            /// Parameters.
+            pub params: Params,
+        }
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = false;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                let (seconds, params) = parse_delta_params(value)?;
+                Ok(Self { seconds, params })
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}{}", self.seconds, self.params)
+            }
+        }
+    };
+}
+
+delta_header!(
+    /// `Session-Expires` (RFC 4028), with `refresher=uac|uas`.
+    SessionExpires, SessionExpires
+);
+delta_header!(
+    /// `Min-SE` (RFC 4028).
+    MinSe, MinSe
+);
+delta_header!(
+    /// `Retry-After` (RFC 3261 §20.33).
+    RetryAfter, RetryAfter
+);
+
+impl SessionExpires {
+    /// The `refresher` parameter (`uac` or `uas`).
+    pub fn refresher(&self) -> Option<String> {
+        self.params.value("refresher")
+    }
+}
+
+/// One `Reason` value (RFC 3326): `SIP ;cause=200 ;text="Call completed elsewhere"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// `SIP`, `Q.850`, …
+    pub protocol: String,
+    /// Parameters (`cause`, `text`).
+    pub params: Params,
+}
+
+impl Reason {
+    /// The `cause` parameter.
+    pub fn cause(&self) -> Option<u16> {
+        self.params.value("cause").and_then(|c| c.parse().ok())
+    }
+
+    /// The `text` parameter, unquoted.
+    pub fn text(&self) -> Option<String> {
+        self.params.value("text")
+    }
+}
+
+impl TypedHeader for Reason {
+    const NAME: HeaderName = HeaderName::Reason;
+    const LIST: bool = true;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let (p, params) = match value.find(';') {
+            Some(i) => (value[..i].trim(), &value[i..]),
+            None => (value.trim(), ""),
+        };
+        if !is_token(p) {
+            return Err(HeaderError::BadToken);
+        }
+        Ok(Self {
+            protocol: p.to_owned(),
+            params: parse_trailing_params(params)?,
+        })
+    }
+}
+
+macro_rules! text_header {
+    ($(#[$doc:meta])* $ty:ident, $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty(pub String);
+
+        impl TypedHeader for $ty {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = false;
+            fn parse(value: &str) -> Result<Self, HeaderError> {
+                if value.trim().is_empty() {
+                    return Err(HeaderError::Empty);
+                }
+                Ok($ty(value.to_owned()))
+            }
+        }
+    };
+}
+
+text_header!(
+    /// `User-Agent`: the product tokens of a client.
+    UserAgent, UserAgent
+);
+text_header!(
+    /// `Server`: the product tokens of a server.
+    Server, Server
+);
+
+/// `Date` (RFC 3261 §20.17): RFC 1123 format, always GMT, e.g. `Sat, 13 Nov 2010 23:29:00 GMT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Date(pub String);
+
+impl TypedHeader for Date {
+    const NAME: HeaderName = HeaderName::Date;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let v = value.trim();
+        let parts: Vec<&str> = v.split(' ').collect();
+        const DAYS: [&str; 7] = ["Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,", "Sun,"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let ok = parts.len() == 6
+            && DAYS.contains(&parts[0])
+            && parts[1].len() == 2
+            && parse_num(parts[1], 31).is_ok()
+            && MONTHS.contains(&parts[2])
+            && parts[3].len() == 4
+            && parse_num(parts[3], 9999).is_ok()
+            && parts[4].len() == 8
+            && parts[4].split(':').count() == 3
+            && parts[4]
+                .split(':')
+                .all(|x| x.len() == 2 && parse_num(x, 60).is_ok())
+            && parts[5] == "GMT";
+        if ok {
+            Ok(Date(v.to_owned()))
+        } else {
+            Err(HeaderError::BadDate)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_addr_forms() {
+        let a = NameAddr::parse("\"Bob \\\"B\\\"\" <sip:bob@biloxi.com>;tag=a6c85cf").unwrap();
+        assert_eq!(a.display.as_deref(), Some("Bob \"B\""));
+        assert_eq!(a.tag().as_deref(), Some("a6c85cf"));
+        let b = NameAddr::parse("sip:alice@atlanta.com;tag=1928301774").unwrap();
+        assert_eq!(b.tag().as_deref(), Some("1928301774"));
+        assert!(b.uri.as_sip().unwrap().params.is_empty());
+        let c = NameAddr::parse("Alice Smith <sip:alice@atlanta.com> ; tag = 88").unwrap();
+        assert_eq!(c.display.as_deref(), Some("Alice Smith"));
+        assert_eq!(c.tag().as_deref(), Some("88"));
+        assert_eq!(
+            NameAddr::parse("Bell, Alexander <sip:a@b>"),
+            Err(HeaderError::BadDisplayName)
+        );
+        assert_eq!(
+            NameAddr::parse("\"Bob <sip:b@c>"),
+            Err(HeaderError::UnterminatedQuote)
+        );
+        assert_eq!(
+            NameAddr::parse("<sip:b@c"),
+            Err(HeaderError::UnterminatedAngle)
+        );
+        assert!(NameAddr::parse("sip:user@example.com?Route=%3Csip:a%3E").is_err());
+    }
+
+    #[test]
+    fn via_params() {
+        let v = Via::parse(
+            "SIP / 2.0 / UDP 192.0.2.1:5060 ; branch=z9hG4bK776;rport;received=10.0.0.1",
+        )
+        .unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.port, Some(5060));
+        assert_eq!(v.branch().as_deref(), Some("z9hG4bK776"));
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.received().as_deref(), Some("10.0.0.1"));
+        let v6 = Via::parse("SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;ttl=16").unwrap();
+        assert_eq!(v6.ttl(), Some(16));
+        assert_eq!(
+            v6.to_string(),
+            "SIP/2.0/TCP [2001:db8::9:1];branch=z9hG4bKas3;ttl=16"
+        );
+        assert!(Via::parse("SIP/3.0/UDP host").is_err());
+        assert!(Via::parse("SIP/2.0/UDP host;ttl=300").is_err());
+    }
+
+    #[test]
+    fn numbers_and_lists() {
+        assert_eq!(CSeq::parse("4711 INVITE").unwrap().seq, 4711);
+        assert!(CSeq::parse("36893488147419103232 INVITE").is_err());
+        assert!(MaxForwards::parse("300").is_err());
+        assert_eq!(MaxForwards::parse("70").unwrap().0, 70);
+        assert!(ContentLength::parse("-999").is_err());
+        assert!(Supported::parse("").unwrap().0.is_empty());
+        assert!(Allow::parse("INVITE, ACK,BYE").unwrap().contains("bye"));
+        let r = RAck::parse("776656 1 INVITE").unwrap();
+        assert_eq!((r.rseq, r.cseq), (776656, 1));
+        let se = SessionExpires::parse("1800;refresher=uac").unwrap();
+        assert_eq!((se.seconds, se.refresher().as_deref()), (1800, Some("uac")));
+        assert_eq!(
+            RetryAfter::parse("18000 (meeting);duration=3600")
+                .unwrap()
+                .seconds,
+            18000
+        );
+        let reason = Reason::parse("Q.850;cause=16;text=\"Terminated\"").unwrap();
+        assert_eq!(
+            (reason.cause(), reason.text().as_deref()),
+            (Some(16), Some("Terminated"))
+        );
+    }
+
+    #[test]
+    fn auth_and_dates() {
+        let w = WwwAuthenticate::parse(
+            "Digest realm=\"atlanta.com\", qop=\"auth,auth-int\", nonce=\"84a4\", algorithm=MD5",
+        )
+        .unwrap();
+        assert_eq!(w.scheme, "Digest");
+        assert_eq!(w.params.value("qop").as_deref(), Some("auth,auth-int"));
+        assert_eq!(w.params.value("algorithm").as_deref(), Some("MD5"));
+        assert!(WwwAuthenticate::parse("Digest realm=\"x").is_err());
+        assert!(Date::parse("Sat, 13 Nov 2010 23:29:00 GMT").is_ok());
+        assert!(Date::parse("Fri, 01 Jan 2010 16:00:00 EST").is_err());
+        assert!(matches!(Contact::parse("*").unwrap(), Contact::Star));
+        let c = Contact::parse("<sip:a@b>;expires=3600;q=0.7").unwrap();
+        assert_eq!((c.expires(), c.q()), (Some(3600), Some(0.7)));
+        assert!(Contact::parse("<sip:a@b>;expires=280297596632815").is_err());
+    }
+}

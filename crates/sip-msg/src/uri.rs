@@ -1,0 +1,516 @@
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), and other absolute URIs kept verbatim.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use crate::error::UriError;
+use crate::text::Params;
+
+/// The host of a SIP URI or Via.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// A host name (kept as written; compare case-insensitively).
+    Name(String),
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 reference (written in brackets).
+    V6(Ipv6Addr),
+}
+
+impl Host {
+    /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
+    pub fn parse(s: &str) -> Result<Self, UriError> {
+        if let Some(inner) = s.strip_prefix('[') {
+            let inner = inner.strip_suffix(']').ok_or(UriError::BadHost)?;
+            return Ipv6Addr::from_str(inner)
+                .map(Host::V6)
+                .map_err(|_| UriError::BadHost);
+        }
+        if s.is_empty() {
+            return Err(UriError::BadHost);
+        }
+        if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+            && let Ok(a) = Ipv4Addr::from_str(s)
+        {
+            return Ok(Host::V4(a));
+        }
+        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional final dot.
+        let ok = s.split('.').enumerate().all(|(i, label)| {
+            (label.is_empty() && i > 0 && s.ends_with('.'))
+                || (!label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-'))
+        });
+        if ok {
+            Ok(Host::Name(s.to_owned()))
+        } else {
+            Err(UriError::BadHost)
+        }
+    }
+
+    /// True when the host is an IP address literal (no DNS needed).
+    pub fn is_ip(&self) -> bool {
+        !matches!(self, Host::Name(_))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::V4(a) => write!(f, "{a}"),
+            Host::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Splits `host[:port]` where host may be a bracketed IPv6 reference.
+pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
+    let (host, port) = if s.starts_with('[') {
+        let end = s.find(']').ok_or(UriError::BadHost)?;
+        let rest = &s[end + 1..];
+        let port = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':').ok_or(UriError::BadPort)?),
+        };
+        (&s[..=end], port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => {
+            if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(UriError::BadPort);
+            }
+            Some(p.parse::<u16>().map_err(|_| UriError::BadPort)?)
+        }
+    };
+    Ok((Host::parse(host)?, port))
+}
+
+/// The scheme of a SIP URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `sip:`
+    Sip,
+    /// `sips:` (TLS end to end).
+    Sips,
+}
+
+/// A `sip:` or `sips:` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sip` or `sips`.
+    pub scheme: Scheme,
+    /// The user part, still %-escaped as written.
+    pub user: Option<String>,
+    /// The password, still %-escaped (RFC 3261 discourages it, but it is legal).
+    pub password: Option<String>,
+    /// The host.
+    pub host: Host,
+    /// The port, when written.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`).
+    pub params: Params,
+    /// URI headers (`?Subject=x&Priority=urgent`), still escaped.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SipUri {
+    /// A URI `sip:host` with nothing else.
+    pub fn new(host: Host) -> Self {
+        Self {
+            scheme: Scheme::Sip,
+            user: None,
+            password: None,
+            host,
+            port: None,
+            params: Params::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sets the user part (escape it first if needed).
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Adds a URI parameter.
+    pub fn with_param(mut self, name: &str, value: Option<&str>) -> Self {
+        self.params.set(name, value);
+        self
+    }
+
+    /// The user part with %-escapes decoded.
+    pub fn user_unescaped(&self) -> Option<String> {
+        self.user.as_deref().map(unescape)
+    }
+
+    /// The `transport` parameter, lower-cased.
+    pub fn transport(&self) -> Option<String> {
+        self.params
+            .value("transport")
+            .map(|t| t.to_ascii_lowercase())
+    }
+
+    /// True with the `lr` parameter (loose routing, RFC 3261 §16.12).
+    pub fn is_loose_route(&self) -> bool {
+        self.params.contains("lr")
+    }
+
+    fn parse(scheme: Scheme, rest: &str) -> Result<Self, UriError> {
+        let (main, headers) = match rest.split_once('?') {
+            Some((m, h)) => (m, Some(h)),
+            None => (rest, None),
+        };
+        let (userinfo, hostpart) = match main.rfind('@') {
+            Some(at) => (Some(&main[..at]), &main[at + 1..]),
+            None => (None, main),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                let (u, p) = match ui.split_once(':') {
+                    Some((u, p)) => (u, Some(p)),
+                    None => (ui, None),
+                };
+                if u.is_empty() {
+                    return Err(UriError::BadUser);
+                }
+                check_escapes(u)?;
+                if u.bytes().any(|c| !is_user_char(c)) {
+                    return Err(UriError::BadUser);
+                }
+                if let Some(p) = p {
+                    check_escapes(p)?;
+                }
+                (Some(u.to_owned()), p.map(str::to_owned))
+            }
+        };
+        let (hostport, params) = match hostpart.split_once(';') {
+            Some((hp, ps)) => (hp, Some(ps)),
+            None => (hostpart, None),
+        };
+        let (host, port) = parse_hostport(hostport)?;
+        let mut out = Params::new();
+        if let Some(ps) = params {
+            for p in ps.split(';') {
+                let (n, v) = match p.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (p, None),
+                };
+                if n.is_empty() {
+                    return Err(UriError::BadParam);
+                }
+                check_escapes(n)?;
+                if let Some(v) = v {
+                    check_escapes(v)?;
+                }
+                out.set(n, v);
+            }
+        }
+        let mut hs = Vec::new();
+        if let Some(h) = headers {
+            for pair in h.split('&') {
+                let (n, v) = pair.split_once('=').ok_or(UriError::BadParam)?;
+                check_escapes(n)?;
+                check_escapes(v)?;
+                hs.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        Ok(Self {
+            scheme,
+            user,
+            password,
+            host,
+            port,
+            params: out,
+            headers: hs,
+        })
+    }
+}
+
+/// RFC 3261 §25.1 `user = 1*( unreserved / escaped / user-unreserved )`.
+fn is_user_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_'
+                | b'.'
+                | b'!'
+                | b'~'
+                | b'*'
+                | b'\''
+                | b'('
+                | b')'
+                | b'%'
+                | b'&'
+                | b'='
+                | b'+'
+                | b'$'
+                | b','
+                | b';'
+                | b'?'
+                | b'/'
+        )
+}
+
+fn check_escapes(s: &str) -> Result<(), UriError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() {
+                return Err(UriError::BadEscape);
+            }
+            if !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return Err(UriError::BadEscape);
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes %-escapes (invalid escapes are kept as written).
+pub fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                // Two hex digits make at most 0xff: the cast cannot truncate.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl fmt::Display for SipUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.scheme {
+            Scheme::Sip => "sip:",
+            Scheme::Sips => "sips:",
+        })?;
+        if let Some(u) = &self.user {
+            f.write_str(u)?;
+            if let Some(p) = &self.password {
+                write!(f, ":{p}")?;
+            }
+            f.write_str("@")?;
+        }
+        write!(f, "{}", self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "{}", self.params)?;
+        for (i, (n, v)) in self.headers.iter().enumerate() {
+            write!(f, "{}{n}={v}", if i == 0 { '?' } else { '&' })?;
+        }
+        Ok(())
+    }
+}
+
+/// A URI as it may appear in a Request-URI, To, From, Contact or Route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Uri {
+    /// `sip:` or `sips:`.
+    Sip(SipUri),
+    /// `tel:` (RFC 3966): the number and its parameters, as written.
+    Tel {
+        /// The telephone-subscriber part up to the first `;`.
+        number: String,
+        /// Parameters such as `phone-context`.
+        params: Params,
+    },
+    /// Any other absolute URI (`http:`, `mailto:`, `urn:` …), kept verbatim.
+    Other {
+        /// The scheme, lower-cased.
+        scheme: String,
+        /// Everything after the colon.
+        rest: String,
+    },
+}
+
+impl Uri {
+    /// Parses an absolute URI.
+    pub fn parse(s: &str) -> Result<Self, UriError> {
+        if s.is_empty() {
+            return Err(UriError::Empty);
+        }
+        if s.bytes()
+            .any(|c| c <= b' ' || c == b'<' || c == b'>' || c == b'"' || c == 0x7f)
+        {
+            return Err(UriError::InvalidChar);
+        }
+        let (scheme, rest) = s.split_once(':').ok_or(UriError::MissingScheme)?;
+        let valid_scheme = !scheme.is_empty()
+            && scheme.as_bytes()[0].is_ascii_alphabetic()
+            && scheme
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        if !valid_scheme {
+            return Err(UriError::MissingScheme);
+        }
+        if scheme.eq_ignore_ascii_case("sip") {
+            SipUri::parse(Scheme::Sip, rest).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case("sips") {
+            SipUri::parse(Scheme::Sips, rest).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case("tel") {
+            let (number, params) = match rest.split_once(';') {
+                Some((n, p)) => (n, Some(p)),
+                None => (rest, None),
+            };
+            if number.is_empty() {
+                return Err(UriError::BadUser);
+            }
+            let mut ps = Params::new();
+            if let Some(p) = params {
+                for kv in p.split(';') {
+                    let (k, v) = match kv.split_once('=') {
+                        Some((k, v)) => (k, Some(v)),
+                        None => (kv, None),
+                    };
+                    if k.is_empty() {
+                        return Err(UriError::BadParam);
+                    }
+                    ps.set(k, v);
+                }
+            }
+            Ok(Uri::Tel {
+                number: number.to_owned(),
+                params: ps,
+            })
+        } else {
+            check_escapes(rest)?;
+            Ok(Uri::Other {
+                scheme: scheme.to_ascii_lowercase(),
+                rest: rest.to_owned(),
+            })
+        }
+    }
+
+    /// The SIP URI, when this is one.
+    pub fn as_sip(&self) -> Option<&SipUri> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl From<SipUri> for Uri {
+    fn from(u: SipUri) -> Self {
+        Uri::Sip(u)
+    }
+}
+
+impl FromStr for Uri {
+    type Err = UriError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uri::parse(s)
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uri::Sip(u) => write!(f, "{u}"),
+            Uri::Tel { number, params } => write!(f, "tel:{number}{params}"),
+            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_sip_uri() {
+        let u = Uri::parse("sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?Subject=x&P=y")
+            .unwrap();
+        let s = u.as_sip().unwrap();
+        assert_eq!(s.scheme, Scheme::Sips);
+        assert_eq!(s.user.as_deref(), Some("alice"));
+        assert_eq!(s.password.as_deref(), Some("secret"));
+        assert_eq!(s.host, Host::V6("2001:db8::1".parse().unwrap()));
+        assert_eq!(s.port, Some(5061));
+        assert_eq!(s.transport().as_deref(), Some("tcp"));
+        assert!(s.is_loose_route());
+        assert_eq!(s.headers.len(), 2);
+        assert_eq!(
+            u.to_string(),
+            "sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?Subject=x&P=y"
+        );
+    }
+
+    #[test]
+    fn escapes_and_tel() {
+        let u = Uri::parse("sip:%61lice@example.com").unwrap();
+        assert_eq!(
+            u.as_sip().unwrap().user_unescaped().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            Uri::parse("sip:%6Glice@example.com"),
+            Err(UriError::BadEscape)
+        );
+        assert_eq!(Uri::parse("sip:a%6@example.com"), Err(UriError::BadEscape));
+        let t = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert!(matches!(t, Uri::Tel { ref number, .. } if number == "+1-201-555-0123"));
+        assert!(matches!(
+            Uri::parse("http://x/y").unwrap(),
+            Uri::Other { .. }
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_uris() {
+        assert_eq!(
+            Uri::parse("sip:user@example.com:99999"),
+            Err(UriError::BadPort)
+        );
+        assert_eq!(
+            Uri::parse("sip:user@exa mple.com"),
+            Err(UriError::InvalidChar)
+        );
+        assert_eq!(Uri::parse("sip:[2001:db8:::1]"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse("sip:@example.com"), Err(UriError::BadUser));
+        assert_eq!(Uri::parse("example.com"), Err(UriError::MissingScheme));
+        assert_eq!(Uri::parse("sip:a@-bad-.com"), Err(UriError::BadHost));
+        assert_eq!(Uri::parse(""), Err(UriError::Empty));
+    }
+
+    #[test]
+    fn host_kinds() {
+        assert!(Host::parse("10.0.0.50").unwrap().is_ip());
+        assert!(!Host::parse("pbx.corp.net").unwrap().is_ip());
+        assert!(Host::parse("example.com.").is_ok());
+        assert!(Host::parse("a..b").is_err());
+    }
+}
