@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod lint;
 
 /// Test and monitor SIP/VoIP infrastructure.
@@ -19,6 +20,8 @@ enum Command {
     /// Tools for SIP messages.
     #[command(subcommand)]
     Sip(SipCommand),
+    /// Check that an account registers with a registrar: DNS, transport, REGISTER, auth.
+    Check(check::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,5 +35,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sip(SipCommand::Lint(args)) => lint::run(&args),
+        Command::Check(args) => check::run(&args),
     }
 }

@@ -1,0 +1,7 @@
+//! sipmeter's engine: drives the sans-IO endpoints of `sip-proto` over real sockets.
+
+pub mod builtin;
+pub mod check;
+pub mod flow;
+pub mod hints;
+pub mod trace;

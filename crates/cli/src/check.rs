@@ -1,0 +1,152 @@
+//! `sipmeter check`: the registrar connectivity check of the seed page, as a command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agent::check::{CheckReport, CheckRequest, StepStatus, run_check};
+use agent::flow::FlowKind;
+use agent::trace::Direction;
+use sip_proto::auth::Credentials;
+
+/// Arguments of `sipmeter check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The registrar's domain: host name or IP address.
+    #[arg(long)]
+    domain: String,
+    /// The SIP port (default: 5060 for UDP and TCP).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Transport: udp or tcp (tls, wss and auto are not in this build yet).
+    #[arg(long, default_value = "udp")]
+    transport: String,
+    /// The SIP account's auth user name.
+    #[arg(long)]
+    user: Option<String>,
+    /// The SIP account's password.
+    #[arg(long, requires = "user")]
+    password: Option<String>,
+    /// The realm (default: learned from the challenge).
+    #[arg(long)]
+    realm: Option<String>,
+    /// The extension (AOR user) when it differs from the auth user.
+    #[arg(long)]
+    extension: Option<String>,
+    /// Registration lifetime to ask for, in seconds.
+    #[arg(long, default_value_t = 300)]
+    expires: u32,
+    /// Print the full SIP trace.
+    #[arg(long)]
+    trace: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the check: exit 0 only when registered, 1 when the check ran and failed, 2 for bad arguments.
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let transport = match args.transport.to_ascii_lowercase().as_str() {
+        "udp" => FlowKind::Udp,
+        "tcp" => FlowKind::Tcp,
+        "tls" | "wss" | "auto" => {
+            eprintln!(
+                "sipmeter: --transport {}: not available in this build yet (udp and tcp are)",
+                args.transport
+            );
+            return ExitCode::from(2);
+        }
+        other => {
+            eprintln!("sipmeter: --transport {other}: expected udp, tcp, tls, wss or auto");
+            return ExitCode::from(2);
+        }
+    };
+    let credentials = args.user.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: args.password.clone().unwrap_or_default(),
+        realm: args.realm.clone(),
+    });
+    let req = CheckRequest {
+        domain: args.domain.clone(),
+        port: args.port,
+        transport,
+        proxy: None,
+        credentials,
+        extension: args.extension.clone(),
+        expires: args.expires,
+        timeout: Duration::from_secs(40),
+        seed: std::process::id().into(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sipmeter: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = runtime.block_on(run_check(req));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_report(&report, args.trace);
+    }
+    if report.registered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_report(r: &CheckReport, trace: bool) {
+    println!("registration URI  {}", r.registration_uri);
+    if let Some(s) = r.server {
+        println!("server            {s}");
+    }
+    for s in &r.steps {
+        let mark = match s.status {
+            StepStatus::Ok => "ok  ",
+            StepStatus::Failed => "FAIL",
+            StepStatus::Skipped => "--  ",
+        };
+        let label = match s.name {
+            "dns" => "DNS resolution",
+            "transport" => "transport connection",
+            "register" => "REGISTER answered",
+            _ => "authenticated (200 OK)",
+        };
+        println!(
+            "[{mark}] {label:<24} {:>8.1} ms  {}",
+            s.elapsed_ms, s.detail
+        );
+    }
+    if let Some(h) = &r.hint {
+        println!("hint: {h}");
+    }
+    if trace {
+        println!();
+        for e in &r.trace {
+            match e.direction {
+                Direction::Note => println!("--- {:>9.1} ms  {}", e.at_ms, e.text),
+                d => {
+                    let arrow = if d == Direction::Sent { ">>>" } else { "<<<" };
+                    let peer = e.remote.map(|a| a.to_string()).unwrap_or_default();
+                    let re = if e.retransmission {
+                        " (retransmission)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{arrow} {:>9.1} ms  {peer}{re}\n{}",
+                        e.at_ms,
+                        e.text.trim_end()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Dialog state (RFC 3261 §12): identifiers, CSeq, route set and remote target, and the
+//! construction of requests inside a dialog.
+
+use sip_msg::typed::{Contact, NameAddr, RecordRoute, Via};
+use sip_msg::{Message, Method, RequestBuilder, Uri};
+
+/// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    /// The Call-ID.
+    pub call_id: String,
+    /// Our tag (From tag of our requests).
+    pub local_tag: String,
+    /// The peer's tag.
+    pub remote_tag: String,
+}
+
+/// One dialog, as seen from our side.
+#[derive(Debug, Clone)]
+pub struct Dialog {
+    /// Identifiers.
+    pub id: DialogId,
+    /// Our URI (From of our requests).
+    pub local_uri: NameAddr,
+    /// The peer's URI (To of our requests).
+    pub remote_uri: NameAddr,
+    /// Where in-dialog requests go: the peer's Contact.
+    pub remote_target: Uri,
+    /// The route set from Record-Route, in the order our requests must carry it.
+    pub route_set: Vec<NameAddr>,
+    /// Our last CSeq number.
+    pub local_seq: u32,
+    /// The peer's last CSeq number, once it sent a request.
+    pub remote_seq: Option<u32>,
+}
+
+/// Why a dialog could not be created from a message (the peer's fault, reported as a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DialogError {
+    /// The response or request lacks a tag where one is required.
+    #[error("missing tag")]
+    MissingTag,
+    /// No usable Contact (RFC 3261 §12.1.1: a 2xx to INVITE must carry one).
+    #[error("missing or malformed contact")]
+    MissingContact,
+    /// A header needed for the dialog is missing or malformed.
+    #[error("missing or malformed {0}")]
+    BadHeader(&'static str),
+}
+
+fn contact_uri(msg: &Message) -> Result<Uri, DialogError> {
+    match msg.headers.typed::<Contact>() {
+        Some(Ok(Contact::Addr(a))) => Ok(a.uri),
+        _ => Err(DialogError::MissingContact),
+    }
+}
+
+fn record_routes(msg: &Message) -> Vec<NameAddr> {
+    msg.headers
+        .typed_all::<RecordRoute>()
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|r| r.0)
+        .collect()
+}
+
+impl Dialog {
+    /// The UAC side, from our request and a 1xx/2xx response carrying a To tag (§12.1.2):
+    /// the route set is the Record-Route of the response, reversed.
+    pub fn from_uac(request: &Message, response: &Message) -> Result<Self, DialogError> {
+        let from = request.from().ok_or(DialogError::BadHeader("From"))?;
+        let to = response.to().ok_or(DialogError::BadHeader("To"))?;
+        let local_tag = from.tag().ok_or(DialogError::MissingTag)?;
+        let remote_tag = to.tag().ok_or(DialogError::MissingTag)?;
+        let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
+        let mut route_set = record_routes(response);
+        route_set.reverse();
+        Ok(Self {
+            id: DialogId {
+                call_id,
+                local_tag,
+                remote_tag,
+            },
+            local_uri: from.0,
+            remote_uri: to.0,
+            remote_target: contact_uri(response)?,
+            route_set,
+            local_seq: request.cseq().map_or(1, |c| c.seq),
+            remote_seq: None,
+        })
+    }
+
+    /// The UAS side, from the received request and the tag we chose (§12.1.1): the route
+    /// set is the request's Record-Route in order.
+    pub fn from_uas(request: &Message, local_tag: &str) -> Result<Self, DialogError> {
+        let from = request.from().ok_or(DialogError::BadHeader("From"))?;
+        let to = request.to().ok_or(DialogError::BadHeader("To"))?;
+        let remote_tag = from.tag().ok_or(DialogError::MissingTag)?;
+        let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
+        Ok(Self {
+            id: DialogId {
+                call_id,
+                local_tag: local_tag.to_owned(),
+                remote_tag,
+            },
+            local_uri: to.0.with_tag(local_tag),
+            remote_uri: from.0,
+            remote_target: contact_uri(request)?,
+            route_set: record_routes(request),
+            local_seq: 0,
+            remote_seq: request.cseq().map(|c| c.seq),
+        })
+    }
+
+    /// Where an in-dialog request goes first: the first route if any, else the remote target.
+    pub fn next_hop(&self) -> Uri {
+        self.route_set
+            .first()
+            .map_or_else(|| self.remote_target.clone(), |r| r.uri.clone())
+    }
+
+    /// A new in-dialog request (§12.2.1.1) with the next CSeq (ACK and CANCEL reuse the
+    /// INVITE's number: pass `cseq` for them). Loose routing puts the remote target in the
+    /// Request-URI and the route set in Route; a strict first route (no `lr`) becomes the
+    /// Request-URI and the remote target goes last in Route.
+    pub fn request(&mut self, method: Method, via: Via, cseq: Option<u32>) -> RequestBuilder {
+        let seq = match cseq {
+            Some(s) => s,
+            None => {
+                self.local_seq += 1;
+                self.local_seq
+            }
+        };
+        let strict = self
+            .route_set
+            .first()
+            .and_then(|r| r.uri.as_sip())
+            .is_some_and(|u| !u.is_loose_route());
+        let (uri, routes): (Uri, Vec<NameAddr>) = if strict {
+            let mut rest: Vec<NameAddr> = self.route_set[1..].to_vec();
+            rest.push(NameAddr::new(self.remote_target.clone()));
+            (self.route_set[0].uri.clone(), rest)
+        } else {
+            (self.remote_target.clone(), self.route_set.clone())
+        };
+        let mut b = RequestBuilder::new(method, uri)
+            .via(via)
+            .from(self.local_uri.clone().with_tag(&self.id.local_tag))
+            .to(self.remote_uri.clone().with_tag(&self.id.remote_tag))
+            .call_id(self.id.call_id.clone())
+            .cseq(seq);
+        for r in routes {
+            b = b.route(r);
+        }
+        b
+    }
+
+    /// Checks an in-dialog request's CSeq (§12.2.2): lower than the last one → 500.
+    pub fn accept_remote_cseq(&mut self, seq: u32) -> bool {
+        match self.remote_seq {
+            Some(last) if seq <= last => false,
+            _ => {
+                self.remote_seq = Some(seq);
+                true
+            }
+        }
+    }
+
+    /// Updates the remote target from a target-refresh request or response (re-INVITE, UPDATE).
+    pub fn refresh_target(&mut self, msg: &Message) {
+        if let Ok(uri) = contact_uri(msg) {
+            self.remote_target = uri;
+        }
+    }
+}
+
+/// True when `msg` is inside the dialog `d` (Call-ID and both tags match, from the receiver's view).
+pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
+    let (Some(call_id), Some(from), Some(to)) = (msg.call_id(), msg.from(), msg.to()) else {
+        return false;
+    };
+    let (local, remote) = if is_request {
+        (to.tag(), from.tag())
+    } else {
+        (from.tag(), to.tag())
+    };
+    call_id == d.call_id
+        && local.as_deref() == Some(&d.local_tag)
+        && remote.as_deref() == Some(&d.remote_tag)
+}

@@ -1,0 +1,975 @@
+//! SIP transactions (RFC 3261 §17, with RFC 6026's Accepted state), sans-IO.
+//!
+//! # Driving a transaction
+//!
+//! A transaction never touches a socket or the clock. The owner:
+//! 1. creates it with the current time ([`ClientTransaction::new`], [`ServerTransaction::new`]);
+//! 2. feeds it what happens: `handle_response` / `handle_request` for matching messages,
+//!    [`ServerTransaction::send_response`] for the TU's answers, and `handle_timeout(now)`
+//!    whenever `poll_timeout()` has passed;
+//! 3. after every call drains `poll_transmit()` (bytes to send on the transaction's flow) and
+//!    `poll_event()` (responses for the TU, timer firings, retransmissions, termination)
+//!    until both return `None`, then sleeps until `poll_timeout()`.
+//!
+//! Every retransmission and every timer firing is an event, so a tester can say
+//! "REGISTER retransmitted 3 times, then Timer F fired".
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_msg::typed::{CSeq, Route, To, Via};
+use sip_msg::{Header, HeaderName, Message, Method, TypedHeader};
+
+/// RFC 3261 §17.1.1.1 and Table 4: the base intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate (default 500 ms).
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses (default 4 s).
+    pub t2: Duration,
+    /// Maximum time a message remains in the network (default 5 s).
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The named timers of RFC 3261 §17 (Table 4) and RFC 6026 (L, M).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// INVITE request retransmit (client, unreliable).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Wait for response retransmits (client INVITE, Completed).
+    D,
+    /// Non-INVITE request retransmit (client, unreliable).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE response retransmit (server, unreliable).
+    G,
+    /// Wait for ACK receipt (server INVITE).
+    H,
+    /// Wait for ACK retransmits (server INVITE, Confirmed).
+    I,
+    /// Wait for non-INVITE request retransmits (server).
+    J,
+    /// Wait for response retransmits (client non-INVITE).
+    K,
+    /// Wait for INVITE request retransmits after a 2xx (server, RFC 6026 Accepted).
+    L,
+    /// Wait for 2xx retransmits (client, RFC 6026 Accepted).
+    M,
+}
+
+impl Timer {
+    const ALL: [Timer; 12] = [
+        Timer::A,
+        Timer::B,
+        Timer::D,
+        Timer::E,
+        Timer::F,
+        Timer::G,
+        Timer::H,
+        Timer::I,
+        Timer::J,
+        Timer::K,
+        Timer::L,
+        Timer::M,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A fixed table of deadlines, one slot per named timer; the next wake-up is a `min()`.
+#[derive(Debug, Clone, Default)]
+struct Timers([Option<Instant>; 12]);
+
+impl Timers {
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.0[t.index()] = Some(at);
+    }
+
+    fn stop(&mut self, t: Timer) {
+        self.0[t.index()] = None;
+    }
+
+    fn stop_all(&mut self) {
+        self.0 = [None; 12];
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+
+    /// The expired timers, earliest first, cleared from the table.
+    fn expired(&mut self, now: Instant) -> Vec<Timer> {
+        let mut fired: Vec<(Instant, Timer)> = Timer::ALL
+            .iter()
+            .filter_map(|&t| self.0[t.index()].filter(|&d| d <= now).map(|d| (d, t)))
+            .collect();
+        fired.sort_by_key(|&(d, t)| (d, t.index()));
+        for &(_, t) in &fired {
+            self.stop(t);
+        }
+        fired.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+/// Transaction states, named as in RFC 3261 §17 and RFC 6026.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Client INVITE, request sent.
+    Calling,
+    /// Non-INVITE, request sent or received.
+    Trying,
+    /// A provisional response was received or sent.
+    Proceeding,
+    /// A 2xx to an INVITE was received or sent (RFC 6026).
+    Accepted,
+    /// A final response was received or sent.
+    Completed,
+    /// Server INVITE: the ACK for a non-2xx final response arrived.
+    Confirmed,
+    /// Done; the owner may drop the transaction.
+    Terminated,
+}
+
+/// What a transaction reports to its owner.
+#[derive(Debug, Clone)]
+pub enum TxnEvent {
+    /// A response for the TU (client transactions). Retransmitted 2xx in Accepted are passed too,
+    /// so the TU can re-send its ACK (RFC 6026 §7.2).
+    Response(Message),
+    /// A request (or ACK) for the TU (server transactions): only the first copy of a request;
+    /// the ACK of a 2xx never reaches a server transaction (it has its own branch).
+    Ack(Message),
+    /// The request or response was sent again; `count` counts retransmissions so far.
+    Retransmitted {
+        /// The timer that caused it (A, E or G), or `None` when a peer's retransmission did.
+        timer: Option<Timer>,
+        /// Retransmissions so far.
+        count: u32,
+    },
+    /// A timer fired (recorded for the trace, whatever it caused).
+    TimerFired(Timer),
+    /// The transaction timed out: Timer B or F (client, no final response) or Timer H (server,
+    /// no ACK). The TU treats it as a 408 (RFC 3261 §8.1.3.1).
+    Timeout(Timer),
+    /// The transaction reached Terminated.
+    Terminated,
+}
+
+/// Bytes to send on the transaction's flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The whole message.
+    pub bytes: Bytes,
+    /// True when this is a retransmission (for the trace).
+    pub retransmission: bool,
+}
+
+/// Misuse of the transaction API (a bug in the caller, not the peer's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxnError {
+    /// The request has no parseable top Via with a branch, or no CSeq.
+    #[error("request lacks a top via branch or cseq")]
+    MissingTxnHeaders,
+    /// ACK is never sent in a client transaction of its own (RFC 3261 §17.1).
+    #[error("ack does not create a transaction")]
+    AckTransaction,
+    /// A response may not be sent in the transaction's current state.
+    #[error("response not allowed in state {0:?}")]
+    BadState(State),
+}
+
+/// What identifies a transaction when matching messages to it (RFC 3261 §17.1.3, §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TxnKey {
+    /// The top Via branch.
+    pub branch: String,
+    /// The top Via sent-by, lower-cased (`host:port`); empty for client keys.
+    pub sent_by: String,
+    /// The method; ACK maps to INVITE for server matching.
+    pub method: Method,
+}
+
+impl TxnKey {
+    /// The key of a response, matching the client transaction that sent its request (§17.1.3).
+    pub fn of_response(resp: &Message) -> Option<Self> {
+        let branch = resp.top_via()?.branch()?;
+        Some(Self {
+            branch,
+            sent_by: String::new(),
+            method: resp.cseq()?.method,
+        })
+    }
+
+    /// The key of our own outgoing request (client side).
+    pub fn of_client_request(req: &Message) -> Option<Self> {
+        let branch = req.top_via()?.branch()?;
+        Some(Self {
+            branch,
+            sent_by: String::new(),
+            method: req.cseq()?.method,
+        })
+    }
+
+    /// The key of a received request, matching a server transaction (§17.2.3); ACK matches
+    /// the INVITE it acknowledges. CANCEL has its own transaction.
+    pub fn of_server_request(req: &Message) -> Option<Self> {
+        let via = req.top_via()?;
+        let branch = via.branch()?;
+        let sent_by = match via.port {
+            Some(p) => format!("{}:{p}", via.host),
+            None => via.host.to_string(),
+        }
+        .to_ascii_lowercase();
+        let method = match req.method()? {
+            Method::Ack => Method::Invite,
+            m => m,
+        };
+        Some(Self {
+            branch,
+            sent_by,
+            method,
+        })
+    }
+}
+
+/// A client transaction (RFC 3261 §17.1): INVITE or non-INVITE.
+#[derive(Debug)]
+pub struct ClientTransaction {
+    key: TxnKey,
+    invite: bool,
+    reliable: bool,
+    config: TimerConfig,
+    state: State,
+    request: Bytes,
+    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3).
+    request_msg: Message,
+    ack: Option<Bytes>,
+    interval: Duration,
+    retransmissions: u32,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TxnEvent>,
+}
+
+impl ClientTransaction {
+    /// Starts a transaction for `request` and queues its first transmission.
+    /// `reliable` is true on TCP, TLS, WS and WSS (no retransmission timers, §17.1.1.2).
+    pub fn new(
+        now: Instant,
+        request: &Message,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        let key = TxnKey::of_client_request(request).ok_or(TxnError::MissingTxnHeaders)?;
+        let invite = match key.method {
+            Method::Ack => return Err(TxnError::AckTransaction),
+            Method::Invite => true,
+            _ => false,
+        };
+        let bytes = Bytes::from(request.to_bytes());
+        let mut t = Self {
+            key,
+            invite,
+            reliable,
+            config,
+            state: if invite {
+                State::Calling
+            } else {
+                State::Trying
+            },
+            request: bytes.clone(),
+            request_msg: request.clone(),
+            ack: None,
+            interval: config.t1,
+            retransmissions: 0,
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        t.transmits.push_back(Transmit {
+            bytes,
+            retransmission: false,
+        });
+        let (retransmit, timeout) = if invite {
+            (Timer::A, Timer::B)
+        } else {
+            (Timer::E, Timer::F)
+        };
+        // RFC 3261 §17.1.1.2 / §17.1.2.2: retransmit only over unreliable transports;
+        // Timer B / F = 64*T1 in every case.
+        if !reliable {
+            t.timers.set(retransmit, now + config.t1);
+        }
+        t.timers.set(timeout, now + 64 * config.t1);
+        Ok(t)
+    }
+
+    /// The key responses are matched with.
+    pub fn key(&self) -> &TxnKey {
+        &self.key
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The request this transaction sends.
+    pub fn request(&self) -> &Message {
+        &self.request_msg
+    }
+
+    /// Retransmissions of the request so far.
+    pub fn retransmissions(&self) -> u32 {
+        self.retransmissions
+    }
+
+    /// Feeds a response whose [`TxnKey::of_response`] equals [`ClientTransaction::key`].
+    pub fn handle_response(&mut self, now: Instant, resp: &Message) {
+        let Some(code) = resp.status() else { return };
+        match (self.state, code) {
+            (State::Calling | State::Trying | State::Proceeding, 100..=199) => {
+                if self.state == State::Calling {
+                    // §17.1.1.2: a provisional response stops INVITE retransmissions.
+                    self.timers.stop(Timer::A);
+                }
+                self.state = State::Proceeding;
+                if !self.invite && !self.reliable {
+                    // §17.1.2.2: in Proceeding, Timer E continues at T2.
+                    self.interval = self.config.t2;
+                }
+                self.events.push_back(TxnEvent::Response(resp.clone()));
+            }
+            (State::Calling | State::Proceeding, 200..=299) if self.invite => {
+                // RFC 6026 §8.4: Accepted, Timer M; the TU sends the ACK.
+                self.timers.stop(Timer::A);
+                self.timers.stop(Timer::B);
+                self.state = State::Accepted;
+                self.timers.set(Timer::M, now + 64 * self.config.t1);
+                self.events.push_back(TxnEvent::Response(resp.clone()));
+            }
+            (State::Accepted, 200..=299) => {
+                // A retransmitted 2xx: the TU re-sends its ACK (RFC 6026 §7.2).
+                self.events.push_back(TxnEvent::Response(resp.clone()));
+            }
+            (State::Calling | State::Proceeding, 300..=699) if self.invite => {
+                // §17.1.1.2: Completed, ACK, Timer D (32 s unreliable, 0 reliable).
+                self.timers.stop(Timer::A);
+                self.timers.stop(Timer::B);
+                self.state = State::Completed;
+                let ack = Bytes::from(self.build_ack(resp).to_bytes());
+                self.ack = Some(ack.clone());
+                self.transmits.push_back(Transmit {
+                    bytes: ack,
+                    retransmission: false,
+                });
+                self.events.push_back(TxnEvent::Response(resp.clone()));
+                let d = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32)
+                };
+                self.timers.set(Timer::D, now + d);
+            }
+            (State::Completed, 300..=699) if self.invite => {
+                // §17.1.1.2: a retransmitted final response is answered with the ACK again.
+                if let Some(ack) = &self.ack {
+                    self.transmits.push_back(Transmit {
+                        bytes: ack.clone(),
+                        retransmission: true,
+                    });
+                }
+            }
+            (State::Trying | State::Proceeding, 200..=699) if !self.invite => {
+                // §17.1.2.2: Completed, Timer K (T4 unreliable, 0 reliable).
+                self.timers.stop(Timer::E);
+                self.timers.stop(Timer::F);
+                self.state = State::Completed;
+                self.events.push_back(TxnEvent::Response(resp.clone()));
+                let k = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.config.t4
+                };
+                self.timers.set(Timer::K, now + k);
+            }
+            // Anything else (late provisional, retransmitted final in Completed) is absorbed.
+            _ => {}
+        }
+    }
+
+    /// The transport failed to send (§17.1.1.2, §17.1.2.2): the transaction ends as a timeout
+    /// would, reported as [`TxnEvent::Timeout`] of the transaction's timeout timer.
+    pub fn handle_transport_error(&mut self) {
+        if matches!(
+            self.state,
+            State::Calling | State::Trying | State::Proceeding
+        ) {
+            let t = if self.invite { Timer::B } else { Timer::F };
+            self.events.push_back(TxnEvent::Timeout(t));
+            self.terminate();
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.timers.expired(now) {
+            self.events.push_back(TxnEvent::TimerFired(timer));
+            match timer {
+                Timer::A | Timer::E => {
+                    if matches!(
+                        self.state,
+                        State::Calling | State::Trying | State::Proceeding
+                    ) {
+                        self.retransmissions += 1;
+                        self.transmits.push_back(Transmit {
+                            bytes: self.request.clone(),
+                            retransmission: true,
+                        });
+                        self.events.push_back(TxnEvent::Retransmitted {
+                            timer: Some(timer),
+                            count: self.retransmissions,
+                        });
+                        // §17.1.1.2: Timer A doubles without bound (B ends it);
+                        // §17.1.2.2: Timer E doubles up to T2 (and stays at T2 in Proceeding).
+                        self.interval = if timer == Timer::A {
+                            self.interval * 2
+                        } else if self.state == State::Proceeding {
+                            self.config.t2
+                        } else {
+                            (self.interval * 2).min(self.config.t2)
+                        };
+                        self.timers.set(timer, now + self.interval);
+                    }
+                }
+                Timer::B | Timer::F => {
+                    self.events.push_back(TxnEvent::Timeout(timer));
+                    self.terminate();
+                }
+                Timer::D | Timer::K | Timer::M => self.terminate(),
+                _ => {}
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        if self.state != State::Terminated {
+            self.state = State::Terminated;
+            self.timers.stop_all();
+            self.events.push_back(TxnEvent::Terminated);
+        }
+    }
+
+    /// §17.1.1.3: the ACK for a non-2xx final response: same Request-URI, Call-ID, From, top
+    /// Via and CSeq number as the INVITE, To from the response, the INVITE's Route set.
+    fn build_ack(&self, resp: &Message) -> Message {
+        let invite = &self.request_msg;
+        // `new` only accepts requests (TxnKey::of_client_request needs a CSeq and a Via, and
+        // responses never reach here), so the Request-URI is present.
+        let uri = invite
+            .request_uri()
+            .cloned()
+            .expect("a request has a Request-URI");
+        let mut ack = Message::new_request(Method::Ack, uri);
+        if let Some(via) = invite.headers.get(&HeaderName::Via) {
+            let top = invite
+                .headers
+                .typed::<Via>()
+                .and_then(Result::ok)
+                .map_or_else(|| via.value().to_owned(), |v| v.to_string());
+            ack.headers.push(Header::new(HeaderName::Via, top));
+        }
+        ack.headers.push(Header::new(HeaderName::MaxForwards, "70"));
+        for r in invite.headers.get_all(&Route::NAME) {
+            ack.headers.push(Header::new(HeaderName::Route, r.value()));
+        }
+        for name in [HeaderName::From, HeaderName::CallId] {
+            if let Some(h) = invite.headers.get(&name) {
+                ack.headers.push(Header::new(name.clone(), h.value()));
+            }
+        }
+        if let Some(to) = resp.headers.get(&To::NAME) {
+            ack.headers.push(Header::new(HeaderName::To, to.value()));
+        }
+        let seq = invite.cseq().map_or(1, |c| c.seq);
+        ack.headers.push(Header::new(
+            HeaderName::CSeq,
+            CSeq {
+                seq,
+                method: Method::Ack,
+            }
+            .to_string(),
+        ));
+        ack.headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        ack
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`ClientTransaction::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+/// A server transaction (RFC 3261 §17.2): INVITE or non-INVITE.
+#[derive(Debug)]
+pub struct ServerTransaction {
+    key: TxnKey,
+    invite: bool,
+    reliable: bool,
+    config: TimerConfig,
+    state: State,
+    last_response: Option<Bytes>,
+    interval: Duration,
+    retransmissions: u32,
+    timers: Timers,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TxnEvent>,
+}
+
+impl ServerTransaction {
+    /// Creates the transaction for a new request (not an ACK). The TU learns of the request
+    /// from its own dispatch; the transaction absorbs retransmissions of it.
+    pub fn new(request: &Message, reliable: bool, config: TimerConfig) -> Result<Self, TxnError> {
+        let key = TxnKey::of_server_request(request).ok_or(TxnError::MissingTxnHeaders)?;
+        if request.method() == Some(Method::Ack) {
+            return Err(TxnError::AckTransaction);
+        }
+        let invite = key.method == Method::Invite;
+        Ok(Self {
+            key,
+            invite,
+            reliable,
+            config,
+            state: if invite {
+                State::Proceeding
+            } else {
+                State::Trying
+            },
+            last_response: None,
+            interval: config.t1,
+            retransmissions: 0,
+            timers: Timers::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The key requests are matched with.
+    pub fn key(&self) -> &TxnKey {
+        &self.key
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Sends a response from the TU.
+    pub fn send_response(&mut self, now: Instant, resp: &Message) -> Result<(), TxnError> {
+        let code = resp.status().unwrap_or(500);
+        let bytes = Bytes::from(resp.to_bytes());
+        match (self.state, code) {
+            (State::Trying | State::Proceeding, 100..=199) => self.state = State::Proceeding,
+            (State::Proceeding, 200..=299) if self.invite => {
+                // RFC 6026 §8.5/§8.7: Accepted; the TU (UA core) retransmits 2xx until ACK
+                // (RFC 3261 §13.3.1.4); Timer L absorbs INVITE retransmissions meanwhile.
+                self.state = State::Accepted;
+                self.timers.set(Timer::L, now + 64 * self.config.t1);
+            }
+            (State::Accepted, 200..=299) => {}
+            (State::Proceeding, 300..=699) if self.invite => {
+                // §17.2.1: Completed, Timer G (unreliable) and Timer H.
+                self.state = State::Completed;
+                if !self.reliable {
+                    self.timers.set(Timer::G, now + self.config.t1);
+                }
+                self.timers.set(Timer::H, now + 64 * self.config.t1);
+            }
+            (State::Trying | State::Proceeding, 200..=699) if !self.invite => {
+                // §17.2.2: Completed, Timer J (64*T1 unreliable, 0 reliable).
+                self.state = State::Completed;
+                let j = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    64 * self.config.t1
+                };
+                self.timers.set(Timer::J, now + j);
+            }
+            (state, _) => return Err(TxnError::BadState(state)),
+        }
+        self.last_response = Some(bytes.clone());
+        self.transmits.push_back(Transmit {
+            bytes,
+            retransmission: false,
+        });
+        Ok(())
+    }
+
+    /// Feeds a request matching [`ServerTransaction::key`]: a retransmission of the original,
+    /// or the ACK of a non-2xx final response.
+    pub fn handle_request(&mut self, now: Instant, req: &Message) {
+        if req.method() == Some(Method::Ack) {
+            if self.invite && self.state == State::Completed {
+                // §17.2.1: Confirmed, Timer I (T4 unreliable, 0 reliable); G and H stop.
+                self.timers.stop(Timer::G);
+                self.timers.stop(Timer::H);
+                self.state = State::Confirmed;
+                let i = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    self.config.t4
+                };
+                self.timers.set(Timer::I, now + i);
+                self.events.push_back(TxnEvent::Ack(req.clone()));
+            }
+            return;
+        }
+        // A retransmitted request: re-send the last response (§17.2.1, §17.2.2), except in
+        // Trying (no response yet) and Accepted (the UA core retransmits 2xx itself).
+        if matches!(self.state, State::Proceeding | State::Completed)
+            && let Some(last) = &self.last_response
+        {
+            self.retransmissions += 1;
+            self.transmits.push_back(Transmit {
+                bytes: last.clone(),
+                retransmission: true,
+            });
+            self.events.push_back(TxnEvent::Retransmitted {
+                timer: None,
+                count: self.retransmissions,
+            });
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in self.timers.expired(now) {
+            self.events.push_back(TxnEvent::TimerFired(timer));
+            match timer {
+                Timer::G if self.state == State::Completed => {
+                    if let Some(last) = &self.last_response {
+                        self.retransmissions += 1;
+                        self.transmits.push_back(Transmit {
+                            bytes: last.clone(),
+                            retransmission: true,
+                        });
+                        self.events.push_back(TxnEvent::Retransmitted {
+                            timer: Some(Timer::G),
+                            count: self.retransmissions,
+                        });
+                    }
+                    // §17.2.1: Timer G doubles up to T2.
+                    self.interval = (self.interval * 2).min(self.config.t2);
+                    self.timers.set(Timer::G, now + self.interval);
+                }
+                Timer::H => {
+                    self.events.push_back(TxnEvent::Timeout(Timer::H));
+                    self.terminate();
+                }
+                Timer::I | Timer::J | Timer::L => self.terminate(),
+                _ => {}
+            }
+        }
+    }
+
+    fn terminate(&mut self) {
+        if self.state != State::Terminated {
+            self.state = State::Terminated;
+            self.timers.stop_all();
+            self.events.push_back(TxnEvent::Terminated);
+        }
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`ServerTransaction::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str) -> Message {
+        let raw = format!(
+            "{method} sip:bob@biloxi.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\n\
+Max-Forwards: 70\r\nRoute: <sip:p1.example;lr>\r\nFrom: <sip:alice@atlanta.example>;tag=9fxced76sl\r\n\
+To: <sip:bob@biloxi.example>\r\nCall-ID: 3848276298220188511@atlanta.example\r\nCSeq: 1 {method}\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(raw.as_bytes()).unwrap()
+    }
+
+    fn response(req: &Message, code: u16) -> Message {
+        Message::response_to(req, code, "X", (code > 100).then_some("8321234356"))
+    }
+
+    /// Runs `t` on a virtual clock until `end`, returning (offset, event) pairs.
+    fn run_client(
+        t: &mut ClientTransaction,
+        start: Instant,
+        end: Duration,
+    ) -> Vec<(Duration, TxnEvent)> {
+        let mut out = Vec::new();
+        while let Some(at) = t.poll_timeout() {
+            if at > start + end {
+                break;
+            }
+            t.handle_timeout(at);
+            while let Some(e) = t.poll_event() {
+                out.push((at - start, e));
+            }
+        }
+        out
+    }
+
+    fn retransmit_times(events: &[(Duration, TxnEvent)]) -> Vec<u64> {
+        events
+            .iter()
+            .filter(|(_, e)| matches!(e, TxnEvent::Retransmitted { .. }))
+            .map(|(d, _)| d.as_millis() as u64)
+            .collect()
+    }
+
+    #[test]
+    fn timer_e_doubles_up_to_t2_then_f_times_out() {
+        let now = Instant::now();
+        let mut t =
+            ClientTransaction::new(now, &request("REGISTER"), false, TimerConfig::default())
+                .unwrap();
+        assert_eq!(t.state(), State::Trying);
+        assert!(!t.poll_transmit().unwrap().retransmission);
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        // §17.1.2.2: 500, 1000, 2000, 4000, 4000 … ms intervals until Timer F at 64*T1 = 32 s.
+        assert_eq!(
+            retransmit_times(&ev),
+            [
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
+        );
+        assert!(
+            matches!(ev.iter().rev().nth(1), Some((d, TxnEvent::Timeout(Timer::F))) if d.as_secs() == 32)
+        );
+        assert_eq!(t.state(), State::Terminated);
+        assert_eq!(t.retransmissions(), 10);
+    }
+
+    #[test]
+    fn timer_a_doubles_without_cap_then_b() {
+        let now = Instant::now();
+        let mut t =
+            ClientTransaction::new(now, &request("INVITE"), false, TimerConfig::default()).unwrap();
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        // §17.1.1.2: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; Timer B at 32 s.
+        assert_eq!(retransmit_times(&ev), [500, 1500, 3500, 7500, 15500, 31500]);
+        assert!(
+            ev.iter()
+                .any(|(d, e)| matches!(e, TxnEvent::Timeout(Timer::B)) && d.as_secs() == 32)
+        );
+    }
+
+    #[test]
+    fn reliable_transport_never_retransmits() {
+        let now = Instant::now();
+        let mut t =
+            ClientTransaction::new(now, &request("OPTIONS"), true, TimerConfig::default()).unwrap();
+        t.poll_transmit().unwrap();
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        assert!(retransmit_times(&ev).is_empty());
+        assert!(matches!(ev[1], (_, TxnEvent::Timeout(Timer::F))));
+    }
+
+    #[test]
+    fn provisional_moves_e_to_t2_and_final_completes() {
+        let now = Instant::now();
+        let req = request("BYE");
+        let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+        t.handle_response(now + Duration::from_millis(100), &response(&req, 100));
+        assert_eq!(t.state(), State::Proceeding);
+        assert!(matches!(t.poll_event(), Some(TxnEvent::Response(_))));
+        // E was armed for 500 ms; after it fires in Proceeding the interval is T2.
+        t.handle_timeout(now + Duration::from_millis(500));
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_millis(4500)));
+        t.handle_response(now + Duration::from_secs(1), &response(&req, 200));
+        assert_eq!(t.state(), State::Completed);
+        // Timer K = T4 on unreliable transports; then Terminated.
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(6)));
+        t.handle_timeout(now + Duration::from_secs(6));
+        assert_eq!(t.state(), State::Terminated);
+    }
+
+    #[test]
+    fn invite_non_2xx_is_acked_in_the_transaction_and_again_on_retransmission() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+        t.poll_transmit();
+        let busy = response(&req, 486);
+        t.handle_response(now, &busy);
+        assert_eq!(t.state(), State::Completed);
+        let ack = Message::parse(&t.poll_transmit().unwrap().bytes).unwrap();
+        assert_eq!(ack.method(), Some(Method::Ack));
+        assert_eq!(ack.cseq().unwrap().seq, 1);
+        assert_eq!(
+            ack.top_via().unwrap().branch(),
+            req.top_via().unwrap().branch()
+        );
+        assert_eq!(ack.to().unwrap().tag().as_deref(), Some("8321234356"));
+        assert_eq!(
+            ack.headers.value(&HeaderName::Route),
+            Some("<sip:p1.example;lr>")
+        );
+        t.handle_response(now + Duration::from_secs(1), &busy);
+        assert!(t.poll_transmit().unwrap().retransmission);
+        // One Response event only: the retransmission is absorbed.
+        let responses = std::iter::from_fn(|| t.poll_event())
+            .filter(|e| matches!(e, TxnEvent::Response(_)))
+            .count();
+        assert_eq!(responses, 1);
+        // Timer D = 32 s.
+        assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn invite_2xx_goes_to_accepted_and_passes_retransmissions() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+        let ok = response(&req, 200);
+        t.handle_response(now, &ok);
+        t.handle_response(now + Duration::from_millis(500), &ok);
+        assert_eq!(t.state(), State::Accepted);
+        let n = std::iter::from_fn(|| t.poll_event())
+            .filter(|e| matches!(e, TxnEvent::Response(_)))
+            .count();
+        assert_eq!(n, 2, "the TU sees each 2xx to ACK it again");
+        assert_eq!(
+            t.poll_timeout(),
+            Some(now + Duration::from_secs(32)),
+            "Timer M = 64*T1"
+        );
+    }
+
+    #[test]
+    fn server_invite_retransmits_final_until_ack_then_confirmed() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        assert_eq!(s.key(), &TxnKey::of_server_request(&req).unwrap());
+        s.send_response(now, &response(&req, 100)).unwrap();
+        s.poll_transmit().unwrap();
+        // A retransmitted INVITE gets the last provisional again.
+        s.handle_request(now, &req);
+        assert!(s.poll_transmit().unwrap().retransmission);
+        s.send_response(now, &response(&req, 486)).unwrap();
+        s.poll_transmit().unwrap();
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let at = s.poll_timeout().unwrap();
+            s.handle_timeout(at);
+            if s.poll_transmit().is_some() {
+                times.push((at - now).as_millis());
+            }
+        }
+        // §17.2.1: G = 500, 1000, 2000, 4000, 4000 ms.
+        assert_eq!(times, [500, 1500, 3500, 7500, 11500]);
+        let mut ack = request("ACK");
+        ack.headers.set(Header::new(HeaderName::CSeq, "1 ACK"));
+        assert_eq!(TxnKey::of_server_request(&ack).unwrap(), *s.key());
+        s.handle_request(now + Duration::from_secs(12), &ack);
+        assert_eq!(s.state(), State::Confirmed);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(now + Duration::from_secs(17)),
+            "Timer I = T4"
+        );
+    }
+
+    #[test]
+    fn server_invite_without_ack_times_out_with_h() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        let mut s = ServerTransaction::new(&req, true, TimerConfig::default()).unwrap();
+        s.send_response(now, &response(&req, 603)).unwrap();
+        s.handle_timeout(now + Duration::from_secs(32));
+        let ev: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(ev.iter().any(|e| matches!(e, TxnEvent::Timeout(Timer::H))));
+        assert_eq!(s.state(), State::Terminated);
+    }
+
+    #[test]
+    fn server_non_invite_absorbs_and_answers_retransmissions() {
+        let now = Instant::now();
+        let req = request("OPTIONS");
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        s.handle_request(now, &req);
+        assert!(s.poll_transmit().is_none(), "nothing to resend in Trying");
+        s.send_response(now, &response(&req, 200)).unwrap();
+        s.poll_transmit().unwrap();
+        s.handle_request(now, &req);
+        assert!(s.poll_transmit().unwrap().retransmission);
+        assert_eq!(
+            s.send_response(now, &response(&req, 500)),
+            Err(TxnError::BadState(State::Completed))
+        );
+        assert_eq!(
+            s.poll_timeout(),
+            Some(now + Duration::from_secs(32)),
+            "Timer J = 64*T1"
+        );
+    }
+
+    #[test]
+    fn ack_and_missing_headers_are_api_misuse() {
+        let now = Instant::now();
+        let mut ack = request("ACK");
+        ack.headers.set(Header::new(HeaderName::CSeq, "1 ACK"));
+        assert_eq!(
+            ClientTransaction::new(now, &ack, false, TimerConfig::default()).err(),
+            Some(TxnError::AckTransaction)
+        );
+        let mut bad = request("OPTIONS");
+        bad.headers.remove(&HeaderName::Via);
+        assert_eq!(
+            ClientTransaction::new(now, &bad, false, TimerConfig::default()).err(),
+            Some(TxnError::MissingTxnHeaders)
+        );
+    }
+}

@@ -1,0 +1,2127 @@
+//! The simulated phone: a sans-IO SIP user agent that registers, places and receives calls.
+//!
+//! # Driving a [`UserAgent`]
+//!
+//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`].
+//! Inputs (each takes `now`): [`UserAgent::handle_message`] for every SIP message received on
+//! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
+//! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
+//! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
+//! [`UserAgent::ring`], [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`].
+//! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
+//! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
+//! [`UserAgent::poll_timeout`] or the next message.
+//!
+//! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
+//! so a run can be replayed exactly.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sip_msg::typed::{CSeq, Contact, Expires, MinExpires, NameAddr, Via};
+use sip_msg::{
+    Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
+};
+
+use crate::auth::{AuthFailure, Authenticator, Credentials};
+use crate::dialog::{Dialog, DialogId};
+use crate::transaction::{
+    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey,
+};
+
+/// Methods we accept, announced in Allow.
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// The address-of-record user (extension).
+    pub user: String,
+    /// The domain of the address-of-record (the registrar's domain).
+    pub domain: String,
+    /// The REGISTER Request-URI (e.g. `sip:pbx.example.com:5060;transport=udp`).
+    pub registrar_uri: Uri,
+    /// The outbound proxy: every initial INVITE carries `Route: <PROXY;lr>` and goes there.
+    pub outbound_proxy: Option<SipUri>,
+    /// Digest credentials; `None` answers no challenge.
+    pub credentials: Option<Credentials>,
+    /// Our host and port as written in Via and Contact.
+    pub local_host: Host,
+    /// Our port.
+    pub local_port: u16,
+    /// The Via transport token (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
+    pub transport: String,
+    /// True on TCP/TLS/WS/WSS: no retransmissions (RFC 3261 §17.1.1.2).
+    pub reliable: bool,
+    /// Requested registration lifetime in seconds.
+    pub expires: u32,
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// The User-Agent header.
+    pub user_agent: String,
+    /// Seed for tags, branches and Call-IDs.
+    pub seed: u64,
+}
+
+/// Where a message must be sent; the driver maps this to an address and flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// The registrar (REGISTER, and initial requests when no outbound proxy is set).
+    Registrar,
+    /// The outbound proxy (initial INVITE and its CANCEL/ACK when one is set).
+    OutboundProxy,
+    /// The next hop of an in-dialog request: first route or remote target.
+    Uri(Uri),
+    /// Back to where a request came from (responses).
+    Source(SocketAddr),
+}
+
+/// One message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where to.
+    pub destination: Destination,
+    /// The whole message.
+    pub bytes: Bytes,
+    /// True for a retransmission.
+    pub retransmission: bool,
+}
+
+/// Our handle on one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallId(pub u32);
+
+/// Registration status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegState {
+    /// Never registered.
+    Idle,
+    /// A REGISTER is in flight.
+    Registering,
+    /// Bound until the given instant.
+    Registered {
+        /// When the binding expires.
+        until: Instant,
+    },
+    /// Un-REGISTER in flight.
+    Unregistering,
+    /// Un-registered after a successful un-REGISTER.
+    Unregistered,
+    /// The last attempt failed.
+    Failed,
+}
+
+/// What the agent reports.
+#[derive(Debug, Clone)]
+pub enum UaEvent {
+    /// 200 OK to REGISTER: the binding and its granted lifetime.
+    Registered {
+        /// Granted seconds.
+        expires: u32,
+        /// True for a refresh of an existing binding.
+        refresh: bool,
+    },
+    /// Registration failed: the final code (408 for a timeout) and reason phrase.
+    RegistrationFailed {
+        /// SIP status code.
+        code: u16,
+        /// Reason phrase, or a description of the local failure.
+        reason: String,
+    },
+    /// The un-REGISTER was answered (any final code).
+    Unregistered {
+        /// SIP status code.
+        code: u16,
+    },
+    /// A call event.
+    Call(CallId, CallEvent),
+    /// A request or response was sent again (RFC 3261 timers A, E, G or a peer's retransmission).
+    Retransmitted {
+        /// The method of the transaction.
+        method: Method,
+        /// Retransmissions so far in this transaction.
+        count: u32,
+    },
+    /// A transaction timer fired.
+    TimerFired {
+        /// Which timer.
+        timer: Timer,
+        /// The method of the transaction.
+        method: Method,
+    },
+    /// The peer sent something we had to refuse or ignore (reported, never fatal).
+    Ignored {
+        /// What and why.
+        what: &'static str,
+    },
+}
+
+/// How a call ended or failed, from our point of view.
+#[derive(Debug, Clone)]
+pub enum CallEvent {
+    /// An incoming INVITE; answer with [`UserAgent::answer`] or [`UserAgent::reject`].
+    Incoming {
+        /// The caller's URI.
+        from: String,
+        /// The SDP offer, if any.
+        offer: Option<Bytes>,
+    },
+    /// 100 Trying received.
+    Trying,
+    /// 180/183 received (with early media SDP, if any).
+    Progress {
+        /// 180, 183 …
+        code: u16,
+        /// SDP in the provisional response.
+        sdp: Option<Bytes>,
+    },
+    /// 2xx received (UAC) or ACK received (UAS): the call is up.
+    Answered {
+        /// The remote SDP (answer for UAC; for UAS the offer already reported).
+        sdp: Option<Bytes>,
+    },
+    /// A final failure response, a timeout (408) or cancellation (487).
+    Failed {
+        /// The status code.
+        code: u16,
+        /// The reason phrase or local description.
+        reason: String,
+    },
+    /// A re-INVITE was received and answered with our current SDP.
+    Reinvited {
+        /// The new remote SDP.
+        sdp: Option<Bytes>,
+    },
+    /// An INFO request inside the call (e.g. DTMF `application/dtmf-relay`).
+    Info {
+        /// Its Content-Type.
+        content_type: Option<String>,
+        /// Its body.
+        body: Bytes,
+    },
+    /// The call ended.
+    Ended {
+        /// True when the peer hung up.
+        by_remote: bool,
+        /// The final code of our BYE (200, or 408 on timeout; 0 when the peer hung up).
+        code: u16,
+    },
+}
+
+/// Phases a call goes through (forward only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CallState {
+    /// INVITE sent or received, nothing back yet.
+    Calling,
+    /// A provisional response was received or sent.
+    Early,
+    /// 2xx sent, waiting for the ACK (UAS).
+    Answering,
+    /// Confirmed dialog.
+    Confirmed,
+    /// BYE or CANCEL in flight.
+    Terminating,
+    /// Over.
+    Terminated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Register,
+    Unregister,
+    Invite(CallId),
+    Cancel(CallId),
+    Bye(CallId),
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    txn: ClientTransaction,
+    owner: Owner,
+    destination: Destination,
+    method: Method,
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    txn: ServerTransaction,
+    source: SocketAddr,
+    method: Method,
+}
+
+#[derive(Debug)]
+struct Call {
+    uac: bool,
+    state: CallState,
+    /// The INVITE we sent last (UAC) or received (UAS).
+    invite: Message,
+    local_tag: String,
+    dialog: Option<Dialog>,
+    /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
+    provisional_seen: bool,
+    /// UAC: hang-up asked before any provisional response.
+    cancel_pending: bool,
+    /// UAC: the ACK for the 2xx, re-sent on 2xx retransmissions.
+    ack: Option<(Destination, Bytes)>,
+    /// Our SDP (offer for UAC, answer for UAS).
+    local_sdp: Option<Bytes>,
+    /// UAS: where the INVITE came from.
+    source: Option<SocketAddr>,
+    /// UAS: the server transaction of the INVITE.
+    server_key: Option<TxnKey>,
+    /// UAS: 2xx retransmission (§13.3.1.4): the bytes, next time, interval, give-up time.
+    ok_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
+    /// Failed or ended already reported.
+    reported_end: bool,
+}
+
+/// A simulated SIP phone.
+#[derive(Debug)]
+pub struct UserAgent {
+    config: UaConfig,
+    rng: SmallRng,
+    auth: Authenticator,
+    reg_state: RegState,
+    reg_call_id: String,
+    reg_from_tag: String,
+    reg_cseq: u32,
+    reg_expires: u32,
+    reg_refresh_at: Option<Instant>,
+    reg_refresh: bool,
+    reg_423_retried: bool,
+    calls: Vec<Option<Call>>,
+    client: Vec<ClientEntry>,
+    server: Vec<ServerEntry>,
+    out: VecDeque<Outgoing>,
+    events: VecDeque<UaEvent>,
+}
+
+impl UserAgent {
+    /// A new agent; nothing is sent until a command.
+    pub fn new(config: UaConfig) -> Self {
+        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let reg_call_id = format!("{:016x}@{}", rng.random::<u64>(), config.local_host);
+        let reg_from_tag = tag_from(rng.random());
+        let auth = Authenticator::new(config.credentials.clone());
+        let reg_expires = config.expires;
+        Self {
+            config,
+            rng,
+            auth,
+            reg_state: RegState::Idle,
+            reg_call_id,
+            reg_from_tag,
+            reg_cseq: 0,
+            reg_expires,
+            reg_refresh_at: None,
+            reg_refresh: false,
+            reg_423_retried: false,
+            calls: Vec::new(),
+            client: Vec::new(),
+            server: Vec::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UaConfig {
+        &self.config
+    }
+
+    /// The registration state.
+    pub fn registration(&self) -> RegState {
+        self.reg_state
+    }
+
+    /// The state of a call (`None` once forgotten or unknown).
+    pub fn call_state(&self, call: CallId) -> Option<CallState> {
+        self.call_ref(call).map(|c| c.state)
+    }
+
+    /// The remote SDP of an established call is reported in events; this returns our SDP.
+    pub fn local_sdp(&self, call: CallId) -> Option<&Bytes> {
+        self.call_ref(call)?.local_sdp.as_ref()
+    }
+
+    fn call_ref(&self, id: CallId) -> Option<&Call> {
+        self.calls.get(id.0 as usize)?.as_ref()
+    }
+
+    fn call_mut(&mut self, id: CallId) -> Option<&mut Call> {
+        self.calls.get_mut(id.0 as usize)?.as_mut()
+    }
+
+    fn aor(&self) -> SipUri {
+        SipUri::new(
+            Host::parse(&self.config.domain).unwrap_or(Host::Name(self.config.domain.clone())),
+        )
+        .with_user(self.config.user.clone())
+    }
+
+    fn contact(&self) -> NameAddr {
+        let mut uri = SipUri::new(self.config.local_host.clone())
+            .with_user(self.config.user.clone())
+            .with_port(self.config.local_port);
+        if !self.config.transport.eq_ignore_ascii_case("udp") {
+            uri = uri.with_param(
+                "transport",
+                Some(&self.config.transport.to_ascii_lowercase()),
+            );
+        }
+        NameAddr::new(uri)
+    }
+
+    fn new_via(&mut self) -> Via {
+        let mut via = Via::new(
+            &self.config.transport,
+            self.config.local_host.clone(),
+            Some(self.config.local_port),
+            &branch_from(self.rng.random()),
+        );
+        // RFC 3581: ask for the source port, so answers reach us through NAT.
+        via.params.set("rport", None);
+        via
+    }
+
+    fn common(&self, b: RequestBuilder) -> RequestBuilder {
+        b.header(HeaderName::UserAgent, self.config.user_agent.clone())
+    }
+
+    fn start_client(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        owner: Owner,
+        destination: Destination,
+    ) {
+        let method = req.method().unwrap_or(Method::Options);
+        match ClientTransaction::new(now, req, self.config.reliable, self.config.timers) {
+            Ok(txn) => {
+                self.client.push(ClientEntry {
+                    txn,
+                    owner,
+                    destination,
+                    method,
+                });
+                self.drain_client(now);
+            }
+            // Our own requests always carry Via and CSeq: this cannot happen.
+            Err(_) => self.events.push_back(UaEvent::Ignored {
+                what: "could not start a transaction for our request",
+            }),
+        }
+    }
+
+    // ---- registration ----
+
+    /// Sends REGISTER (RFC 3261 §10.2) with the configured lifetime.
+    pub fn register(&mut self, now: Instant) {
+        self.reg_state = RegState::Registering;
+        self.reg_refresh = false;
+        self.reg_423_retried = false;
+        self.reg_expires = self.config.expires;
+        self.send_register(now, self.reg_expires, Owner::Register);
+    }
+
+    /// Sends REGISTER with expires 0 for our contact (RFC 3261 §10.2.2).
+    pub fn unregister(&mut self, now: Instant) {
+        self.reg_state = RegState::Unregistering;
+        self.reg_refresh_at = None;
+        self.send_register(now, 0, Owner::Unregister);
+    }
+
+    fn send_register(&mut self, now: Instant, expires: u32, owner: Owner) {
+        self.reg_cseq += 1;
+        let aor = self.aor();
+        let via = self.new_via();
+        let b = RequestBuilder::new(Method::Register, self.config.registrar_uri.clone())
+            .via(via)
+            .from(NameAddr::new(aor.clone()).with_tag(&self.reg_from_tag))
+            .to(NameAddr::new(aor))
+            .call_id(self.reg_call_id.clone())
+            .cseq(self.reg_cseq)
+            .contact(self.contact())
+            .header(HeaderName::Expires, expires.to_string());
+        let b = self.common(b).header(HeaderName::Allow, ALLOW);
+        let mut req = b.build();
+        // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
+        if let Some(h) = self.auth.preemptive(
+            &Method::Register,
+            &self.config.registrar_uri.to_string(),
+            b"",
+        ) {
+            req.headers.push(h);
+        }
+        self.start_client(now, &req, owner, Destination::Registrar);
+    }
+
+    fn on_register_response(&mut self, now: Instant, req: &Message, resp: &Message, owner: Owner) {
+        let code = resp.status().unwrap_or(0);
+        let reason = resp.reason().unwrap_or("").to_owned();
+        match code {
+            100..=199 => {}
+            200..=299 => {
+                self.auth.succeeded();
+                if owner == Owner::Unregister {
+                    self.reg_state = RegState::Unregistered;
+                    self.events.push_back(UaEvent::Unregistered { code });
+                    return;
+                }
+                let granted = self.granted_expires(resp);
+                self.reg_state = RegState::Registered {
+                    until: now + Duration::from_secs(granted.into()),
+                };
+                // Refresh 32 s (a whole Timer F) before expiry, or at half the lifetime when
+                // that is sooner, so a slow REGISTER still lands before the binding lapses.
+                let margin = (granted / 2).min(32);
+                self.reg_refresh_at =
+                    (granted > 0).then(|| now + Duration::from_secs((granted - margin).into()));
+                self.events.push_back(UaEvent::Registered {
+                    expires: granted,
+                    refresh: self.reg_refresh,
+                });
+            }
+            401 | 407 => match self.auth.challenge(
+                resp,
+                &Method::Register,
+                &self.config.registrar_uri.to_string(),
+                b"",
+            ) {
+                Ok(header) => {
+                    let mut retry = req.clone();
+                    self.reg_cseq += 1;
+                    retry.headers.set(Header::new(
+                        HeaderName::CSeq,
+                        CSeq {
+                            seq: self.reg_cseq,
+                            method: Method::Register,
+                        }
+                        .to_string(),
+                    ));
+                    let via = self.new_via();
+                    retry
+                        .headers
+                        .set(Header::new(HeaderName::Via, via.to_string()));
+                    retry.headers.remove(&HeaderName::Authorization);
+                    retry.headers.remove(&HeaderName::ProxyAuthorization);
+                    retry.headers.push(header);
+                    self.start_client(now, &retry, owner, Destination::Registrar);
+                }
+                Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
+            },
+            423 if !self.reg_423_retried && owner == Owner::Register => {
+                // RFC 3261 §10.2.8: retry with the Min-Expires the registrar asks for.
+                match resp.headers.typed::<MinExpires>() {
+                    Some(Ok(MinExpires(min))) if min > self.reg_expires => {
+                        self.reg_423_retried = true;
+                        self.reg_expires = min;
+                        self.send_register(now, min, owner);
+                    }
+                    _ => self.register_failed(
+                        owner,
+                        code,
+                        format!("{reason} (no usable Min-Expires)"),
+                    ),
+                }
+            }
+            _ => self.register_failed(owner, code, reason),
+        }
+    }
+
+    fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
+        if owner == Owner::Unregister {
+            self.reg_state = RegState::Unregistered;
+            self.events.push_back(UaEvent::Unregistered { code });
+        } else {
+            self.reg_state = RegState::Failed;
+            self.reg_refresh_at = None;
+            self.events
+                .push_back(UaEvent::RegistrationFailed { code, reason });
+        }
+    }
+
+    /// The lifetime the registrar granted: our Contact's `expires`, else Expires, else asked.
+    fn granted_expires(&self, resp: &Message) -> u32 {
+        let ours = self.contact().uri;
+        let from_contact = resp
+            .headers
+            .typed_all::<Contact>()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|c| c.addr().is_some_and(|a| same_contact(&a.uri, &ours)))
+            .find_map(|c| c.expires());
+        from_contact
+            .or_else(|| {
+                resp.headers
+                    .typed::<Expires>()
+                    .and_then(Result::ok)
+                    .map(|e| e.0)
+            })
+            .unwrap_or(self.reg_expires)
+    }
+
+    // ---- calls ----
+
+    /// Places a call to `target` with an SDP offer; returns its handle.
+    pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
+        let local_tag = tag_from(self.rng.random());
+        let call_id = format!(
+            "{:016x}@{}",
+            self.rng.random::<u64>(),
+            self.config.local_host
+        );
+        let via = self.new_via();
+        let mut b = RequestBuilder::new(Method::Invite, target.clone())
+            .via(via)
+            .from(NameAddr::new(self.aor()).with_tag(&local_tag))
+            .to(NameAddr::new(target))
+            .call_id(call_id)
+            .cseq(1)
+            .contact(self.contact());
+        let destination = match &self.config.outbound_proxy {
+            Some(proxy) => {
+                // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
+                b = b.route(NameAddr::new(proxy.clone().with_param("lr", None)));
+                Destination::OutboundProxy
+            }
+            None => Destination::Registrar,
+        };
+        b = self
+            .common(b)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::Supported, "replaces, timer");
+        if let Some(sdp) = &offer {
+            b = b.body("application/sdp", sdp.clone());
+        }
+        let invite = b.build();
+        let id = CallId(self.calls.len() as u32);
+        self.calls.push(Some(Call {
+            uac: true,
+            state: CallState::Calling,
+            invite: invite.clone(),
+            local_tag,
+            dialog: None,
+            provisional_seen: false,
+            cancel_pending: false,
+            ack: None,
+            local_sdp: offer,
+            source: None,
+            server_key: None,
+            ok_retransmit: None,
+            reported_end: false,
+        }));
+        self.start_client(now, &invite, Owner::Invite(id), destination);
+        id
+    }
+
+    fn call_event(&mut self, id: CallId, e: CallEvent) {
+        if matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }) {
+            let Some(c) = self.call_mut(id) else { return };
+            if c.reported_end {
+                return;
+            }
+            c.reported_end = true;
+            c.state = CallState::Terminated;
+        }
+        self.events.push_back(UaEvent::Call(id, e));
+    }
+
+    fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
+        let code = resp.status().unwrap_or(0);
+        let sdp = sdp_of(resp);
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        match code {
+            100 => self.call_event(id, CallEvent::Trying),
+            101..=199 => {
+                call.provisional_seen = true;
+                if call.state == CallState::Calling {
+                    call.state = CallState::Early;
+                }
+                if call.dialog.is_none() && resp.to().and_then(|t| t.tag()).is_some() {
+                    call.dialog = Dialog::from_uac(&call.invite, resp).ok();
+                }
+                let cancel = call.cancel_pending;
+                self.call_event(id, CallEvent::Progress { code, sdp });
+                if cancel {
+                    self.send_cancel(now, id);
+                }
+            }
+            200..=299 => {
+                if let Some((dest, ack)) = call.ack.clone() {
+                    // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4).
+                    self.out.push_back(Outgoing {
+                        destination: dest,
+                        bytes: ack,
+                        retransmission: true,
+                    });
+                    return;
+                }
+                let dialog = match Dialog::from_uac(&call.invite, resp) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
+                        self.events.push_back(UaEvent::Ignored {
+                            what: "2xx to INVITE without To tag or Contact",
+                        });
+                        self.call_event(
+                            id,
+                            CallEvent::Failed {
+                                code,
+                                reason: "2xx without To tag or Contact".into(),
+                            },
+                        );
+                        return;
+                    }
+                };
+                let cancelled = call.cancel_pending || call.state == CallState::Terminating;
+                let seq = call.invite.cseq().map_or(1, |c| c.seq);
+                let mut dialog = dialog;
+                let via = self.new_via();
+                let ack = self
+                    .common(dialog.request(Method::Ack, via, Some(seq)))
+                    .build();
+                let dest = Destination::Uri(dialog.next_hop());
+                let ack = Bytes::from(ack.to_bytes());
+                let Some(call) = self.call_mut(id) else {
+                    return;
+                };
+                call.dialog = Some(dialog);
+                call.ack = Some((dest.clone(), ack.clone()));
+                call.state = CallState::Confirmed;
+                self.out.push_back(Outgoing {
+                    destination: dest,
+                    bytes: ack,
+                    retransmission: false,
+                });
+                self.events
+                    .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
+                if cancelled {
+                    // §9.1 race: the 2xx crossed our CANCEL; end the call with BYE.
+                    self.send_bye(now, id);
+                }
+            }
+            401 | 407 if call.state != CallState::Terminating => {
+                let uri = call
+                    .invite
+                    .request_uri()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let body = call.invite.body().clone();
+                match self.auth.challenge(resp, &Method::Invite, &uri, &body) {
+                    Ok(header) => self.reinvite_with_auth(now, id, header),
+                    Err(f) => {
+                        let reason = auth_reason(resp.reason().unwrap_or(""), f);
+                        self.call_event(id, CallEvent::Failed { code, reason });
+                    }
+                }
+            }
+            _ => {
+                let reason = resp.reason().unwrap_or("").to_owned();
+                self.call_event(id, CallEvent::Failed { code, reason });
+            }
+        }
+    }
+
+    /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
+    fn reinvite_with_auth(&mut self, now: Instant, id: CallId, header: Header) {
+        let via = self.new_via();
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        let mut invite = call.invite.clone();
+        let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
+        invite.headers.set(Header::new(
+            HeaderName::CSeq,
+            CSeq {
+                seq,
+                method: Method::Invite,
+            }
+            .to_string(),
+        ));
+        invite
+            .headers
+            .set(Header::new(HeaderName::Via, via.to_string()));
+        invite.headers.remove(&HeaderName::Authorization);
+        invite.headers.remove(&HeaderName::ProxyAuthorization);
+        invite.headers.push(header);
+        call.invite = invite.clone();
+        call.provisional_seen = false;
+        let dest = if self.config.outbound_proxy.is_some() {
+            Destination::OutboundProxy
+        } else {
+            Destination::Registrar
+        };
+        self.start_client(now, &invite, Owner::Invite(id), dest);
+    }
+
+    /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
+    /// response arrives, §9.1), a 486 when it is an unanswered incoming call.
+    pub fn hangup(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        match (call.uac, call.state) {
+            (_, CallState::Confirmed) | (false, CallState::Answering) => self.send_bye(now, id),
+            (true, CallState::Calling | CallState::Early) => {
+                if call.provisional_seen {
+                    self.send_cancel(now, id);
+                } else {
+                    call.cancel_pending = true;
+                }
+            }
+            (false, CallState::Calling | CallState::Early) => self.reject(now, id, 486),
+            _ => {}
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        call.cancel_pending = false;
+        call.state = CallState::Terminating;
+        // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
+        // Route, and the CSeq number of the INVITE.
+        let inv = &call.invite;
+        let mut cancel = Message::new_request(
+            Method::Cancel,
+            inv.request_uri()
+                .cloned()
+                .unwrap_or_else(|| Uri::Sip(SipUri::new(Host::Name("invalid".into())))),
+        );
+        for name in [
+            HeaderName::Via,
+            HeaderName::MaxForwards,
+            HeaderName::Route,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+        ] {
+            if let Some(h) = inv.headers.get(&name) {
+                cancel.headers.push(Header::new(name.clone(), h.value()));
+            }
+        }
+        let seq = inv.cseq().map_or(1, |c| c.seq);
+        cancel.headers.push(Header::new(
+            HeaderName::CSeq,
+            CSeq {
+                seq,
+                method: Method::Cancel,
+            }
+            .to_string(),
+        ));
+        cancel
+            .headers
+            .push(Header::new(HeaderName::ContentLength, "0"));
+        let dest = if self.config.outbound_proxy.is_some() {
+            Destination::OutboundProxy
+        } else {
+            Destination::Registrar
+        };
+        self.start_client(now, &cancel, Owner::Cancel(id), dest);
+    }
+
+    fn send_bye(&mut self, now: Instant, id: CallId) {
+        let via = self.new_via();
+        let ua = self.config.user_agent.clone();
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        call.state = CallState::Terminating;
+        call.ok_retransmit = None;
+        let Some(dialog) = call.dialog.as_mut() else {
+            return;
+        };
+        let bye = dialog
+            .request(Method::Bye, via, None)
+            .header(HeaderName::UserAgent, ua)
+            .build();
+        let dest = Destination::Uri(dialog.next_hop());
+        self.start_client(now, &bye, Owner::Bye(id), dest);
+    }
+
+    // ---- incoming calls ----
+
+    /// Sends 180 Ringing on an incoming call.
+    pub fn ring(&mut self, now: Instant, id: CallId) {
+        self.respond_invite(now, id, 180, "Ringing", None);
+        if let Some(c) = self.call_mut(id)
+            && c.state == CallState::Calling
+        {
+            c.state = CallState::Early;
+        }
+    }
+
+    /// Answers an incoming call with 200 OK and an SDP answer; retransmits it until the ACK.
+    pub fn answer(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) {
+        if let Some(c) = self.call_mut(id) {
+            c.local_sdp = sdp.clone();
+        }
+        if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
+            let t1 = self.config.timers.t1;
+            let reliable = self.config.reliable;
+            if let Some(c) = self.call_mut(id) {
+                c.state = CallState::Answering;
+                // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK (on every
+                // transport: the 2xx crosses proxies hop by hop), give up after 64*T1.
+                let first = if reliable { 64 * t1 } else { t1 };
+                c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+            }
+        }
+    }
+
+    /// Rejects an incoming call with `code` (486 Busy Here, 603 Decline …).
+    pub fn reject(&mut self, now: Instant, id: CallId, code: u16) {
+        self.respond_invite(now, id, code, reason_phrase(code), None);
+        self.call_event(
+            id,
+            CallEvent::Failed {
+                code,
+                reason: format!("rejected locally with {code}"),
+            },
+        );
+    }
+
+    fn respond_invite(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        code: u16,
+        reason: &str,
+        sdp: Option<Bytes>,
+    ) -> Option<Bytes> {
+        let contact = self.contact();
+        let ua = self.config.user_agent.clone();
+        let call = self.call_ref(id)?;
+        let key = call.server_key.clone()?;
+        let mut resp = Message::response_to(
+            &call.invite,
+            code,
+            reason,
+            (code > 100).then_some(call.local_tag.as_str()),
+        );
+        if (101..300).contains(&code) {
+            resp.headers
+                .push(Header::new(HeaderName::Contact, contact.to_string()));
+        }
+        if code == 200 {
+            resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
+        }
+        resp.headers.push(Header::new(HeaderName::Server, ua));
+        if let Some(sdp) = sdp {
+            resp.set_body("application/sdp", sdp);
+        }
+        let entry = self.server.iter_mut().find(|e| e.txn.key() == &key)?;
+        entry.txn.send_response(now, &resp).ok()?;
+        self.drain_server(now);
+        Some(Bytes::from(resp.to_bytes()))
+    }
+
+    fn on_new_invite(&mut self, now: Instant, req: &Message, source: SocketAddr, key: TxnKey) {
+        let local_tag = tag_from(self.rng.random());
+        let dialog = match Dialog::from_uas(req, &local_tag) {
+            Ok(d) => d,
+            Err(_) => {
+                self.respond_stateless(
+                    now,
+                    req,
+                    source,
+                    400,
+                    "Bad Request (missing From tag or Contact)",
+                );
+                return;
+            }
+        };
+        let id = CallId(self.calls.len() as u32);
+        let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
+        let offer = sdp_of(req);
+        self.calls.push(Some(Call {
+            uac: false,
+            state: CallState::Calling,
+            invite: req.clone(),
+            local_tag,
+            dialog: Some(dialog),
+            provisional_seen: false,
+            cancel_pending: false,
+            ack: None,
+            local_sdp: None,
+            source: Some(source),
+            server_key: Some(key),
+            ok_retransmit: None,
+            reported_end: false,
+        }));
+        // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
+        self.respond_invite(now, id, 100, "Trying", None);
+        self.events
+            .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
+    }
+
+    fn respond_stateless(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        source: SocketAddr,
+        code: u16,
+        reason: &str,
+    ) {
+        self.respond_with(now, req, source, code, reason, Vec::new());
+    }
+
+    /// Answers `req` through a new server transaction (absorbing its retransmissions).
+    fn respond_with(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        source: SocketAddr,
+        code: u16,
+        reason: &str,
+        extra: Vec<Header>,
+    ) {
+        let tag = tag_from(self.rng.random());
+        let mut resp = Message::response_to(req, code, reason, Some(&tag));
+        for h in extra {
+            resp.headers.push(h);
+        }
+        resp.headers.push(Header::new(
+            HeaderName::Server,
+            self.config.user_agent.clone(),
+        ));
+        let Ok(mut txn) = ServerTransaction::new(req, self.config.reliable, self.config.timers)
+        else {
+            return;
+        };
+        if txn.send_response(now, &resp).is_ok() {
+            let method = req.method().unwrap_or(Method::Options);
+            self.server.push(ServerEntry {
+                txn,
+                source,
+                method,
+            });
+            self.drain_server(now);
+        }
+    }
+
+    // ---- input ----
+
+    /// Feeds one received message (already parsed; malformed input is the driver's to report).
+    pub fn handle_message(&mut self, now: Instant, msg: Message, source: SocketAddr) {
+        if msg.is_request() {
+            self.handle_request(now, msg, source);
+        } else {
+            self.handle_response(now, msg);
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, resp: Message) {
+        let Some(key) = TxnKey::of_response(&resp) else {
+            self.events.push_back(UaEvent::Ignored {
+                what: "response without Via branch or CSeq",
+            });
+            return;
+        };
+        match self.client.iter_mut().find(|e| e.txn.key() == &key) {
+            Some(e) => e.txn.handle_response(now, &resp),
+            None => {
+                // A 2xx retransmission after the INVITE transaction ended (no RFC 6026
+                // Accepted state left): re-ACK through the call (§13.2.2.4).
+                if key.method == Method::Invite
+                    && resp.status().is_some_and(|c| (200..300).contains(&c))
+                {
+                    let call_id = resp.call_id();
+                    let found = self.calls.iter().enumerate().find_map(|(i, c)| {
+                        let c = c.as_ref()?;
+                        (c.uac && c.invite.call_id() == call_id && c.ack.is_some())
+                            .then_some(CallId(i as u32))
+                    });
+                    if let Some(id) = found {
+                        self.on_invite_response(now, id, &resp);
+                        return;
+                    }
+                }
+                self.events.push_back(UaEvent::Ignored {
+                    what: "response matches no transaction",
+                });
+            }
+        }
+        self.drain_client(now);
+    }
+
+    fn handle_request(&mut self, now: Instant, req: Message, source: SocketAddr) {
+        let Some(method) = req.method() else { return };
+        let Some(key) = TxnKey::of_server_request(&req) else {
+            self.events.push_back(UaEvent::Ignored {
+                what: "request without Via branch",
+            });
+            return;
+        };
+        // Retransmissions and ACKs of non-2xx finals belong to an existing server transaction.
+        if method != Method::Cancel
+            && let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key)
+        {
+            e.txn.handle_request(now, &req);
+            self.drain_server(now);
+            return;
+        }
+        let to_tag = req.to().and_then(|t| t.tag());
+        if method == Method::Ack {
+            self.on_ack(now, &req);
+            return;
+        }
+        if method == Method::Cancel {
+            self.on_cancel(now, &req, source, &key);
+            return;
+        }
+        if to_tag.is_some() {
+            self.on_in_dialog(now, &req, source, &key, method);
+            return;
+        }
+        match method {
+            Method::Invite => {
+                match ServerTransaction::new(&req, self.config.reliable, self.config.timers) {
+                    Ok(txn) => {
+                        self.server.push(ServerEntry {
+                            txn,
+                            source,
+                            method: Method::Invite,
+                        });
+                        self.on_new_invite(now, &req, source, key);
+                    }
+                    Err(_) => self.events.push_back(UaEvent::Ignored {
+                        what: "INVITE without Via branch",
+                    }),
+                }
+            }
+            Method::Options => {
+                let extra = vec![
+                    Header::new(HeaderName::Allow, ALLOW),
+                    Header::new(HeaderName::Accept, "application/sdp"),
+                ];
+                self.respond_with(now, &req, source, 200, "OK", extra);
+            }
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.respond_stateless(now, &req, source, 481, "Call/Transaction Does Not Exist")
+            }
+            _ => {
+                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, &req, source, 405, "Method Not Allowed", extra);
+            }
+        }
+    }
+
+    fn find_dialog_call(&self, req: &Message) -> Option<CallId> {
+        self.calls.iter().enumerate().find_map(|(i, c)| {
+            let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
+            crate::dialog::matches(d, req, true).then_some(CallId(i as u32))
+        })
+    }
+
+    fn on_ack(&mut self, _now: Instant, req: &Message) {
+        let Some(id) = self.find_dialog_call(req) else {
+            self.events.push_back(UaEvent::Ignored {
+                what: "ACK matches no dialog",
+            });
+            return;
+        };
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        if call.state == CallState::Answering {
+            call.ok_retransmit = None;
+            call.state = CallState::Confirmed;
+            let sdp = sdp_of(req);
+            self.events
+                .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
+        }
+    }
+
+    fn on_cancel(&mut self, now: Instant, req: &Message, source: SocketAddr, key: &TxnKey) {
+        // §9.2: the CANCEL matches the INVITE's server transaction by branch and sent-by.
+        let invite_key = TxnKey {
+            method: Method::Invite,
+            ..key.clone()
+        };
+        let id = self.calls.iter().enumerate().find_map(|(i, c)| {
+            (c.as_ref()?.server_key.as_ref() == Some(&invite_key)).then_some(CallId(i as u32))
+        });
+        let Some(id) = id else {
+            self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        self.respond_stateless(now, req, source, 200, "OK");
+        let proceeding = self
+            .server
+            .iter()
+            .find(|e| e.txn.key() == &invite_key)
+            .is_some_and(|e| e.txn.state() == State::Proceeding);
+        if proceeding {
+            self.respond_invite(now, id, 487, "Request Terminated", None);
+            self.call_event(
+                id,
+                CallEvent::Failed {
+                    code: 487,
+                    reason: "cancelled by the caller".into(),
+                },
+            );
+        }
+    }
+
+    fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        source: SocketAddr,
+        key: &TxnKey,
+        method: Method,
+    ) {
+        let Some(id) = self.find_dialog_call(req) else {
+            self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
+            return;
+        };
+        let seq = req.cseq().map_or(0, |c| c.seq);
+        let in_order = self
+            .call_mut(id)
+            .and_then(|c| c.dialog.as_mut())
+            .is_some_and(|d| d.accept_remote_cseq(seq));
+        if !in_order {
+            self.respond_stateless(
+                now,
+                req,
+                source,
+                500,
+                "Server Internal Error (CSeq out of order)",
+            );
+            return;
+        }
+        match method {
+            Method::Bye => {
+                self.respond_stateless(now, req, source, 200, "OK");
+                if let Some(c) = self.call_mut(id) {
+                    c.ok_retransmit = None;
+                }
+                self.call_event(
+                    id,
+                    CallEvent::Ended {
+                        by_remote: true,
+                        code: 0,
+                    },
+                );
+            }
+            Method::Invite | Method::Update => {
+                if let Some(d) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) {
+                    d.refresh_target(req);
+                }
+                let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
+                let contact = self.contact();
+                let Ok(mut txn) =
+                    ServerTransaction::new(req, self.config.reliable, self.config.timers)
+                else {
+                    return;
+                };
+                let local_tag = self
+                    .call_ref(id)
+                    .map(|c| c.local_tag.clone())
+                    .unwrap_or_default();
+                let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
+                resp.headers
+                    .push(Header::new(HeaderName::Contact, contact.to_string()));
+                if let (Some(sdp), true) = (sdp, sdp_of(req).is_some()) {
+                    resp.set_body("application/sdp", sdp);
+                }
+                if txn.send_response(now, &resp).is_ok() {
+                    self.server.push(ServerEntry {
+                        txn,
+                        source,
+                        method: method.clone(),
+                    });
+                    self.drain_server(now);
+                }
+                let _ = key;
+                self.events
+                    .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: sdp_of(req) }));
+            }
+            Method::Info => {
+                self.respond_stateless(now, req, source, 200, "OK");
+                let content_type = req
+                    .headers
+                    .value(&HeaderName::ContentType)
+                    .map(str::to_owned);
+                self.events.push_back(UaEvent::Call(
+                    id,
+                    CallEvent::Info {
+                        content_type,
+                        body: req.body().clone(),
+                    },
+                ));
+            }
+            Method::Options => {
+                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, source, 200, "OK", extra);
+            }
+            _ => {
+                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, source, 405, "Method Not Allowed", extra);
+            }
+        }
+    }
+
+    /// The flow to the server broke (connection refused or reset, ICMP unreachable): every
+    /// pending client transaction ends as a timeout would (RFC 3261 §8.1.3.1).
+    pub fn handle_transport_error(&mut self, now: Instant) {
+        for e in &mut self.client {
+            e.txn.handle_transport_error();
+        }
+        self.drain_client(now);
+    }
+
+    /// Fires everything due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for e in &mut self.client {
+            if e.txn.poll_timeout().is_some_and(|t| t <= now) {
+                e.txn.handle_timeout(now);
+            }
+        }
+        self.drain_client(now);
+        for e in &mut self.server {
+            if e.txn.poll_timeout().is_some_and(|t| t <= now) {
+                e.txn.handle_timeout(now);
+            }
+        }
+        self.drain_server(now);
+        if self.reg_refresh_at.is_some_and(|t| t <= now) {
+            self.reg_refresh_at = None;
+            self.reg_refresh = true;
+            self.reg_423_retried = false;
+            let expires = self.reg_expires;
+            self.send_register(now, expires, Owner::Register);
+        }
+        // UAS 2xx retransmissions (§13.3.1.4).
+        let t2 = self.config.timers.t2;
+        let mut give_up = Vec::new();
+        for (i, slot) in self.calls.iter_mut().enumerate() {
+            let Some(call) = slot.as_mut() else { continue };
+            let Some((bytes, next, interval, deadline)) = call.ok_retransmit.as_mut() else {
+                continue;
+            };
+            if *deadline <= now {
+                give_up.push(CallId(i as u32));
+                continue;
+            }
+            if *next <= now {
+                if let Some(src) = call.source {
+                    self.out.push_back(Outgoing {
+                        destination: Destination::Source(src),
+                        bytes: bytes.clone(),
+                        retransmission: true,
+                    });
+                    self.events.push_back(UaEvent::Retransmitted {
+                        method: Method::Invite,
+                        count: 0,
+                    });
+                }
+                *interval = (*interval * 2).min(t2);
+                *next = now + *interval;
+            }
+        }
+        for id in give_up {
+            // §13.3.1.4: no ACK within 64*T1: confirm the dialog and end it with BYE.
+            if let Some(c) = self.call_mut(id) {
+                c.ok_retransmit = None;
+                c.state = CallState::Confirmed;
+            }
+            self.send_bye(now, id);
+            self.call_event(
+                id,
+                CallEvent::Failed {
+                    code: 408,
+                    reason: "no ACK for our 2xx".into(),
+                },
+            );
+        }
+    }
+
+    fn drain_client(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.client.len() {
+            let mut finished = Vec::new();
+            {
+                let e = &mut self.client[i];
+                while let Some(t) = e.txn.poll_transmit() {
+                    self.out.push_back(Outgoing {
+                        destination: e.destination.clone(),
+                        bytes: t.bytes,
+                        retransmission: t.retransmission,
+                    });
+                }
+                while let Some(ev) = e.txn.poll_event() {
+                    finished.push(ev);
+                }
+            }
+            let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
+            let request_bytes_needed = matches!(owner, Owner::Register | Owner::Unregister);
+            let req = if request_bytes_needed {
+                Some(self.client[i].txn.request().clone())
+            } else {
+                None
+            };
+            for ev in finished {
+                self.on_client_event(now, owner, &method, req.as_ref(), ev);
+            }
+            if self
+                .client
+                .get(i)
+                .is_some_and(|e| e.txn.state() == State::Terminated)
+            {
+                self.client.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn on_client_event(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        method: &Method,
+        req: Option<&Message>,
+        ev: TxnEvent,
+    ) {
+        match ev {
+            TxnEvent::Response(resp) => match owner {
+                Owner::Register | Owner::Unregister => {
+                    if let Some(req) = req {
+                        self.on_register_response(now, req, &resp, owner);
+                    }
+                }
+                Owner::Invite(id) => self.on_invite_response(now, id, &resp),
+                Owner::Cancel(_) => {}
+                Owner::Bye(id) => {
+                    if resp.status().is_some_and(|c| c >= 200) {
+                        let code = resp.status().unwrap_or(0);
+                        self.call_event(
+                            id,
+                            CallEvent::Ended {
+                                by_remote: false,
+                                code,
+                            },
+                        );
+                    }
+                }
+            },
+            TxnEvent::Timeout(timer) => match owner {
+                Owner::Register | Owner::Unregister => {
+                    self.register_failed(owner, 408, format!("no response (Timer {timer:?} fired)"))
+                }
+                Owner::Invite(id) => self.call_event(
+                    id,
+                    CallEvent::Failed {
+                        code: 408,
+                        reason: format!("no final response (Timer {timer:?} fired)"),
+                    },
+                ),
+                Owner::Bye(id) => self.call_event(
+                    id,
+                    CallEvent::Ended {
+                        by_remote: false,
+                        code: 408,
+                    },
+                ),
+                Owner::Cancel(_) => {}
+            },
+            TxnEvent::Retransmitted { count, .. } => {
+                self.events.push_back(UaEvent::Retransmitted {
+                    method: method.clone(),
+                    count,
+                })
+            }
+            TxnEvent::TimerFired(timer) => self.events.push_back(UaEvent::TimerFired {
+                timer,
+                method: method.clone(),
+            }),
+            TxnEvent::Ack(_) | TxnEvent::Terminated => {}
+        }
+    }
+
+    fn drain_server(&mut self, _now: Instant) {
+        let mut i = 0;
+        while i < self.server.len() {
+            let e = &mut self.server[i];
+            while let Some(t) = e.txn.poll_transmit() {
+                self.out.push_back(Outgoing {
+                    destination: Destination::Source(e.source),
+                    bytes: t.bytes,
+                    retransmission: t.retransmission,
+                });
+            }
+            let method = e.method.clone();
+            while let Some(ev) = e.txn.poll_event() {
+                match ev {
+                    TxnEvent::Retransmitted { count, .. } => {
+                        self.events.push_back(UaEvent::Retransmitted {
+                            method: method.clone(),
+                            count,
+                        })
+                    }
+                    TxnEvent::TimerFired(timer) => self.events.push_back(UaEvent::TimerFired {
+                        timer,
+                        method: method.clone(),
+                    }),
+                    _ => {}
+                }
+            }
+            if e.txn.state() == State::Terminated {
+                self.server.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    // ---- output ----
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Outgoing> {
+        self.out.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<UaEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`UserAgent::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let txns = self
+            .client
+            .iter()
+            .filter_map(|e| e.txn.poll_timeout())
+            .chain(self.server.iter().filter_map(|e| e.txn.poll_timeout()));
+        let calls = self.calls.iter().flatten().filter_map(|c| {
+            c.ok_retransmit
+                .as_ref()
+                .map(|(_, next, _, deadline)| (*next).min(*deadline))
+        });
+        txns.chain(calls).chain(self.reg_refresh_at).min()
+    }
+
+    /// Forgets a finished call's state (its handle becomes unknown).
+    pub fn forget_call(&mut self, id: CallId) {
+        if self.call_state(id) == Some(CallState::Terminated)
+            && let Some(slot) = self.calls.get_mut(id.0 as usize)
+        {
+            *slot = None;
+        }
+    }
+}
+
+fn sdp_of(msg: &Message) -> Option<Bytes> {
+    let ct = msg.headers.value(&HeaderName::ContentType)?;
+    (ct.to_ascii_lowercase().starts_with("application/sdp") && !msg.body().is_empty())
+        .then(|| msg.body().clone())
+}
+
+fn same_contact(a: &Uri, b: &Uri) -> bool {
+    match (a.as_sip(), b.as_sip()) {
+        (Some(a), Some(b)) => {
+            a.user == b.user && a.host == b.host && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+        }
+        _ => false,
+    }
+}
+
+fn auth_reason(reason: &str, f: AuthFailure) -> String {
+    format!("{reason} ({f})")
+}
+
+/// The standard reason phrase of the codes we send.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "127.0.0.1:5061";
+    const BOB: &str = "127.0.0.1:5062";
+    const SERVER: &str = "127.0.0.1:5060";
+
+    fn config(user: &str, port: u16, seed: u64) -> UaConfig {
+        UaConfig {
+            user: user.into(),
+            domain: "example.test".into(),
+            registrar_uri: Uri::parse("sip:example.test:5060;transport=udp").unwrap(),
+            outbound_proxy: None,
+            credentials: None,
+            local_host: Host::parse("127.0.0.1").unwrap(),
+            local_port: port,
+            transport: "UDP".into(),
+            reliable: false,
+            expires: 300,
+            timers: TimerConfig::default(),
+            user_agent: "sipmeter-test".into(),
+            seed,
+        }
+    }
+
+    fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
+        (
+            std::iter::from_fn(|| ua.poll_transmit()).collect(),
+            std::iter::from_fn(|| ua.poll_event()).collect(),
+        )
+    }
+
+    fn parse(o: &Outgoing) -> Message {
+        Message::parse(&o.bytes).unwrap()
+    }
+
+    /// Two agents wired back to back on a virtual clock, with a drop filter on messages.
+    struct Pair {
+        now: Instant,
+        a: UserAgent,
+        b: UserAgent,
+        /// (deliver at, to b?, bytes)
+        wire: Vec<(Instant, bool, Bytes)>,
+        events_a: Vec<UaEvent>,
+        events_b: Vec<UaEvent>,
+        sent: Vec<(bool, String)>,
+        drop: DropFilter,
+    }
+
+    /// Decides whether a message is lost: (sent by Alice, message, earlier copies sent).
+    type DropFilter = Box<dyn FnMut(bool, &Message, usize) -> bool>;
+
+    impl Pair {
+        fn new() -> Self {
+            Self {
+                now: Instant::now(),
+                a: UserAgent::new(config("alice", 5061, 1)),
+                b: UserAgent::new(config("bob", 5062, 2)),
+                wire: Vec::new(),
+                events_a: Vec::new(),
+                events_b: Vec::new(),
+                sent: Vec::new(),
+                drop: Box::new(|_, _, _| false),
+            }
+        }
+
+        fn collect(&mut self) {
+            for (from_a, ua) in [(true, &mut self.a), (false, &mut self.b)] {
+                let (out, ev) = drain(ua);
+                for o in out {
+                    let m = Message::parse(&o.bytes).unwrap();
+                    let n = self
+                        .sent
+                        .iter()
+                        .filter(|(fa, s)| *fa == from_a && *s == m.summary())
+                        .count();
+                    self.sent.push((from_a, m.summary()));
+                    if !(self.drop)(from_a, &m, n) {
+                        // 10 ms one-way delay.
+                        self.wire
+                            .push((self.now + Duration::from_millis(10), from_a, o.bytes));
+                    }
+                }
+                if from_a {
+                    self.events_a.extend(ev)
+                } else {
+                    self.events_b.extend(ev)
+                }
+            }
+        }
+
+        /// Runs until `until` on the virtual clock.
+        fn run(&mut self, until: Duration) {
+            let end = self.now + until;
+            loop {
+                self.collect();
+                let next_wire = self.wire.iter().map(|w| w.0).min();
+                let next = [next_wire, self.a.poll_timeout(), self.b.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let Some(next) = next.filter(|&n| n <= end) else {
+                    break;
+                };
+                self.now = next.max(self.now);
+                let (due, rest): (Vec<_>, Vec<_>) =
+                    self.wire.drain(..).partition(|w| w.0 <= self.now);
+                self.wire = rest;
+                for (_, to_b, bytes) in due {
+                    let m = Message::parse(&bytes).unwrap();
+                    if to_b {
+                        self.b.handle_message(self.now, m, ALICE.parse().unwrap());
+                    } else {
+                        self.a.handle_message(self.now, m, BOB.parse().unwrap());
+                    }
+                }
+                self.a.handle_timeout(self.now);
+                self.b.handle_timeout(self.now);
+            }
+            self.now = end;
+        }
+
+        fn bob_uri() -> Uri {
+            Uri::parse("sip:bob@127.0.0.1:5062").unwrap()
+        }
+    }
+
+    fn incoming(ev: &[UaEvent]) -> Vec<CallId> {
+        ev.iter()
+            .filter_map(|e| match e {
+                UaEvent::Call(id, CallEvent::Incoming { .. }) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(ev: &[UaEvent], f: impl Fn(&CallEvent) -> bool) -> bool {
+        ev.iter().any(|e| matches!(e, UaEvent::Call(_, c) if f(c)))
+    }
+
+    #[test]
+    fn call_answer_and_hang_up() {
+        let mut p = Pair::new();
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(50));
+        p.b.answer(
+            p.now,
+            bob_call,
+            Some(Bytes::from_static(b"v=0\r\ns=answer\r\n")),
+        );
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(c, CallEvent::Trying)));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Progress { code: 180, .. }
+        )));
+        assert!(has(
+            &p.events_a,
+            |c| matches!(c, CallEvent::Answered { sdp: Some(s) } if s.as_ref() == b"v=0\r\ns=answer\r\n")
+        ));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Answered { .. }
+        )));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: false,
+                code: 200
+            }
+        )));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: true,
+                ..
+            }
+        )));
+        let summaries: Vec<&str> = p.sent.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(
+            summaries,
+            [
+                "INVITE sip:bob@127.0.0.1:5062",
+                "100 Trying (INVITE)",
+                "180 Ringing (INVITE)",
+                "200 OK (INVITE)",
+                "ACK sip:bob@127.0.0.1:5062",
+                "BYE sip:bob@127.0.0.1:5062",
+                "200 OK (BYE)",
+            ]
+        );
+        // Nothing left pending but timers that end transactions.
+        p.run(Duration::from_secs(40));
+        assert_eq!(
+            p.sent.len(),
+            7,
+            "no retransmission on a clean path: {:?}",
+            p.sent
+        );
+    }
+
+    #[test]
+    fn lost_ack_makes_uas_retransmit_2xx_and_uac_ack_again() {
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, n| from_a && m.method() == Some(Method::Ack) && n == 0);
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_secs(2));
+        let oks = p
+            .sent
+            .iter()
+            .filter(|(a, s)| !a && s == "200 OK (INVITE)")
+            .count();
+        let acks = p
+            .sent
+            .iter()
+            .filter(|(a, s)| *a && s.starts_with("ACK"))
+            .count();
+        assert_eq!((oks, acks), (2, 2), "{:?}", p.sent);
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+    }
+
+    #[test]
+    fn lost_invite_is_retransmitted_and_duplicates_absorbed() {
+        let mut p = Pair::new();
+        // Drop the first INVITE and the first 100 Trying: the caller retransmits at 500 ms,
+        // and the callee answers the retransmission with the 100 again.
+        p.drop = Box::new(|from_a, m, n| {
+            n == 0
+                && ((from_a && m.method() == Some(Method::Invite))
+                    || (!from_a && m.status() == Some(100)))
+        });
+        p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(1600));
+        assert_eq!(
+            incoming(&p.events_b).len(),
+            1,
+            "one call despite the duplicate INVITE"
+        );
+        let invites = p
+            .sent
+            .iter()
+            .filter(|(a, s)| *a && s.starts_with("INVITE"))
+            .count();
+        assert_eq!(invites, 3, "sent at 0, 500 ms and 1.5 s: {:?}", p.sent);
+        assert!(p.events_a.iter().any(|e| matches!(
+            e,
+            UaEvent::Retransmitted {
+                method: Method::Invite,
+                count: 1
+            }
+        )));
+        assert!(has(&p.events_a, |c| matches!(c, CallEvent::Trying)));
+    }
+
+    #[test]
+    fn cancel_before_any_provisional_waits_for_one() {
+        let mut p = Pair::new();
+        // Bob's 100 Trying is lost, so Alice has seen no provisional when she hangs up.
+        p.drop = Box::new(|from_a, m, _| !from_a && m.status() == Some(100));
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(50));
+        assert!(
+            !p.sent.iter().any(|(_, s)| s.starts_with("CANCEL")),
+            "§9.1: no CANCEL before a provisional"
+        );
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(100));
+        assert!(p.sent.iter().any(|(a, s)| *a && s.starts_with("CANCEL")));
+        assert!(p.sent.iter().any(|(a, s)| !*a && s == "200 OK (CANCEL)"));
+        assert!(
+            p.sent
+                .iter()
+                .any(|(a, s)| !*a && s == "487 Request Terminated (INVITE)")
+        );
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Failed { code: 487, .. }
+        )));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Failed { code: 487, .. }
+        )));
+        p.run(Duration::from_secs(1));
+        assert!(
+            p.sent.iter().any(|(a, s)| *a && s.starts_with("ACK")),
+            "487 is ACKed in the transaction"
+        );
+    }
+
+    #[test]
+    fn answer_crossing_cancel_is_acked_then_byed() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(15));
+        // Both act at the same instant: Bob's 200 and Alice's CANCEL cross on the wire.
+        p.b.answer(p.now, bob_call, None);
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(200));
+        let alice: Vec<&str> = p
+            .sent
+            .iter()
+            .filter(|(a, _)| *a)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(
+            alice,
+            [
+                "INVITE sip:bob@127.0.0.1:5062",
+                "CANCEL sip:bob@127.0.0.1:5062",
+                "ACK sip:bob@127.0.0.1:5062",
+                "BYE sip:bob@127.0.0.1:5062"
+            ]
+        );
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Ended { code: 200, .. }
+        )));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: true,
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn unanswered_bye_times_out_with_retransmissions() {
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, _| {
+            !from_a && m.status() == Some(200) && m.method() == Some(Method::Bye)
+        });
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_millis(100));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_secs(40));
+        let byes = p
+            .sent
+            .iter()
+            .filter(|(a, s)| *a && s.starts_with("BYE"))
+            .count();
+        assert_eq!(byes, 11, "BYE plus 10 Timer E retransmissions in 32 s");
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: false,
+                code: 408
+            }
+        )));
+        assert!(p.events_a.iter().any(|e| matches!(
+            e,
+            UaEvent::TimerFired {
+                timer: Timer::F,
+                method: Method::Bye
+            }
+        )));
+    }
+
+    #[test]
+    fn options_unknown_methods_and_stray_requests() {
+        let mut b = UserAgent::new(config("bob", 5062, 2));
+        let now = Instant::now();
+        let src: SocketAddr = ALICE.parse().unwrap();
+        let req = |m: &str, to_tag: &str| {
+            Message::parse(format!("{m} sip:bob@127.0.0.1:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{m}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a\r\nTo: <sip:bob@example.test>{to_tag}\r\nCall-ID: x1\r\nCSeq: 5 {m}\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
+        };
+        b.handle_message(now, req("OPTIONS", ""), src);
+        b.handle_message(now, req("SUBSCRIBE", ""), src);
+        b.handle_message(now, req("BYE", ";tag=zz"), src);
+        let (out, _) = drain(&mut b);
+        let got: Vec<(u16, Option<String>)> = out
+            .iter()
+            .map(|o| {
+                let m = parse(o);
+                (
+                    m.status().unwrap(),
+                    m.headers.value(&HeaderName::Allow).map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (200, Some(ALLOW.into())),
+                (405, Some(ALLOW.into())),
+                (481, None)
+            ]
+        );
+        assert!(
+            out.iter()
+                .all(|o| o.destination == Destination::Source(src))
+        );
+    }
+
+    /// A scripted registrar: answers each REGISTER with the next scripted response.
+    fn answer_register(
+        ua: &mut UserAgent,
+        now: Instant,
+        code: u16,
+        extra: &[(&str, &str)],
+    ) -> Message {
+        let (out, _) = drain(ua);
+        let req = out
+            .iter()
+            .map(parse)
+            .find(|m| m.method() == Some(Method::Register))
+            .expect("a REGISTER was sent");
+        let mut resp = Message::response_to(&req, code, reason_phrase(code), Some("srv"));
+        for (n, v) in extra {
+            resp.headers.push(Header::new(*n, *v));
+        }
+        ua.handle_message(now, resp, SERVER.parse().unwrap());
+        req
+    }
+
+    #[test]
+    fn register_refreshes_before_expiry_and_unregisters() {
+        let mut ua = UserAgent::new(config("alice", 5061, 1));
+        let t0 = Instant::now();
+        ua.register(t0);
+        let req = answer_register(
+            &mut ua,
+            t0,
+            200,
+            &[("Contact", "<sip:alice@127.0.0.1:5061>;expires=120")],
+        );
+        assert_eq!(req.headers.value(&HeaderName::Expires), Some("300"));
+        assert_eq!(
+            req.request_uri().unwrap().to_string(),
+            "sip:example.test:5060;transport=udp"
+        );
+        let (_, ev) = drain(&mut ua);
+        assert!(matches!(
+            ev[..],
+            [UaEvent::Registered {
+                expires: 120,
+                refresh: false
+            }]
+        ));
+        // Granted 120 s: the refresh goes out 32 s before expiry, not earlier.
+        let mut at = t0;
+        while let Some(t) = ua.poll_timeout() {
+            at = t;
+            ua.handle_timeout(t);
+            if ua
+                .out
+                .iter()
+                .any(|o| parse(o).method() == Some(Method::Register))
+            {
+                break;
+            }
+        }
+        assert_eq!(at, t0 + Duration::from_secs(88));
+        let refresh = answer_register(
+            &mut ua,
+            t0 + Duration::from_secs(88),
+            200,
+            &[("Expires", "60")],
+        );
+        assert_eq!(
+            refresh.call_id(),
+            req.call_id(),
+            "same Call-ID across refreshes"
+        );
+        assert_eq!(refresh.cseq().unwrap().seq, req.cseq().unwrap().seq + 1);
+        let (_, ev) = drain(&mut ua);
+        assert!(matches!(
+            ev[..],
+            [UaEvent::Registered {
+                expires: 60,
+                refresh: true
+            }]
+        ));
+        ua.unregister(t0 + Duration::from_secs(100));
+        let un = answer_register(&mut ua, t0 + Duration::from_secs(100), 200, &[]);
+        assert_eq!(un.headers.value(&HeaderName::Expires), Some("0"));
+        assert_eq!(ua.registration(), RegState::Unregistered);
+    }
+
+    #[test]
+    fn register_423_uses_min_expires_and_403_fails() {
+        let mut ua = UserAgent::new(config("alice", 5061, 1));
+        let t0 = Instant::now();
+        ua.register(t0);
+        answer_register(&mut ua, t0, 423, &[("Min-Expires", "3600")]);
+        let retry = answer_register(&mut ua, t0, 403, &[]);
+        assert_eq!(retry.headers.value(&HeaderName::Expires), Some("3600"));
+        let (_, ev) = drain(&mut ua);
+        assert!(
+            matches!(&ev[..], [UaEvent::RegistrationFailed { code: 403, .. }]),
+            "{ev:?}"
+        );
+        assert_eq!(ua.registration(), RegState::Failed);
+    }
+
+    #[test]
+    fn register_timeout_is_408_after_timer_f() {
+        let mut ua = UserAgent::new(config("alice", 5061, 1));
+        let t0 = Instant::now();
+        ua.register(t0);
+        let mut sent = 0;
+        while let Some(t) = ua.poll_timeout() {
+            ua.handle_timeout(t);
+            sent += std::iter::from_fn(|| ua.poll_transmit()).count();
+        }
+        let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+        assert_eq!(sent, 11, "the REGISTER and ten retransmissions");
+        assert!(
+            matches!(
+                ev.last(),
+                Some(UaEvent::RegistrationFailed { code: 408, .. })
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn outbound_proxy_route_on_invite_only() {
+        let mut cfg = config("alice", 5061, 1);
+        cfg.outbound_proxy =
+            Some(SipUri::new(Host::parse("proxy.example.com").unwrap()).with_port(5060));
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        ua.register(now);
+        ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        let reg = parse(&out[0]);
+        let inv = parse(&out[1]);
+        assert_eq!(out[0].destination, Destination::Registrar);
+        assert!(
+            reg.headers.get(&HeaderName::Route).is_none(),
+            "REGISTER is not routed through the proxy"
+        );
+        assert_eq!(out[1].destination, Destination::OutboundProxy);
+        assert_eq!(
+            inv.headers.value(&HeaderName::Route),
+            Some("<sip:proxy.example.com:5060;lr>")
+        );
+    }
+}
