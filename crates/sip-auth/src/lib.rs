@@ -1,1 +1,953 @@
-//! SIP digest authentication and ephemeral credentials. No I/O.
+//! SIP digest authentication (RFC 2617, RFC 7616, RFC 8760) and the ephemeral HMAC
+//! credentials of sipmeter's built-in registrar. No I/O, no clock, no randomness: times and
+//! cnonces are parameters.
+//!
+//! Client side: parse the challenges of a 401/407 with [`Challenge::parse`], pick the
+//! strongest with [`Challenge::strongest`], and answer with [`DigestClient::authorize`],
+//! which keeps the nonce count per nonce.
+//!
+//! ```
+//! use sip_auth::{Challenge, DigestClient, Credentials};
+//! let ch = Challenge::parse(r#"Digest realm="biloxi.com", nonce="dcd98b", qop="auth", algorithm=SHA-256"#)?;
+//! let creds = Credentials::new("bob", "zanzibar");
+//! let mut client = DigestClient::default();
+//! let value = client.authorize(&ch, &creds, "REGISTER", "sip:biloxi.com", b"", "0a4f113b");
+//! assert!(value.starts_with("Digest username=\"bob\", realm=\"biloxi.com\""));
+//! # Ok::<(), sip_auth::AuthError>(())
+//! ```
+//!
+//! Server side: [`NonceIssuer`] makes stateless, expiring nonces; [`verify`] checks an
+//! `Authorization` value against a password in constant time. [`ephemeral`] issues and checks
+//! the `EXPIRY:ID` credentials of the built-in registrar.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use md5::{Digest, Md5};
+use sha2::{Sha256, Sha512_256};
+use subtle::ConstantTimeEq;
+
+/// Why a challenge or credentials header could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The scheme is not `Digest` (e.g. `Basic`, which SIP forbids, RFC 3261 §22.1).
+    #[error("not a digest challenge")]
+    NotDigest,
+    /// A quoted string has no closing quote.
+    #[error("unterminated quoted string")]
+    UnterminatedQuote,
+    /// A parameter is not `name=value`.
+    #[error("malformed parameter")]
+    BadParam,
+    /// A mandatory parameter is missing.
+    #[error("missing parameter {0}")]
+    Missing(&'static str),
+    /// The algorithm is unknown.
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// Only qop values we do not support are offered.
+    #[error("unsupported qop")]
+    UnsupportedQop,
+    /// No challenge in the list could be used.
+    #[error("no usable challenge")]
+    NoUsableChallenge,
+}
+
+/// A secret string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// An account's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The authentication user name.
+    pub username: String,
+    /// The password.
+    pub password: Secret,
+    /// The realm; `None` takes it from the challenge.
+    pub realm: Option<String>,
+}
+
+impl Credentials {
+    /// Credentials with no fixed realm.
+    pub fn new(username: &str, password: &str) -> Self {
+        Self {
+            username: username.into(),
+            password: Secret::new(password),
+            realm: None,
+        }
+    }
+}
+
+/// Digest algorithms (RFC 7616 §3.3, RFC 8760).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Algorithm {
+    /// MD5 (RFC 2617; the default when none is named).
+    Md5,
+    /// MD5-sess.
+    Md5Sess,
+    /// SHA-256 (RFC 7616, RFC 8760).
+    Sha256,
+    /// SHA-256-sess.
+    Sha256Sess,
+    /// SHA-512-256.
+    Sha512_256,
+    /// SHA-512-256-sess.
+    Sha512_256Sess,
+}
+
+impl Algorithm {
+    /// Reads an algorithm token, case-insensitively.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "MD5" => Algorithm::Md5,
+            "MD5-SESS" => Algorithm::Md5Sess,
+            "SHA-256" => Algorithm::Sha256,
+            "SHA-256-SESS" => Algorithm::Sha256Sess,
+            "SHA-512-256" => Algorithm::Sha512_256,
+            "SHA-512-256-SESS" => Algorithm::Sha512_256Sess,
+            _ => return None,
+        })
+    }
+
+    /// The token as written in headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Md5Sess => "MD5-sess",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha256Sess => "SHA-256-sess",
+            Algorithm::Sha512_256 => "SHA-512-256",
+            Algorithm::Sha512_256Sess => "SHA-512-256-sess",
+        }
+    }
+
+    fn is_sess(self) -> bool {
+        matches!(
+            self,
+            Algorithm::Md5Sess | Algorithm::Sha256Sess | Algorithm::Sha512_256Sess
+        )
+    }
+
+    /// Strength order for choosing among challenges: SHA-512-256 > SHA-256 > MD5.
+    fn strength(self) -> u8 {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => 1,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => 2,
+            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => 3,
+        }
+    }
+
+    /// The hex digest of `data` (RFC 7616 §3.4.1 `H`).
+    pub fn hash(self, data: &[u8]) -> String {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => hex(&Md5::digest(data)),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => hex(&Sha256::digest(data)),
+            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => hex(&Sha512_256::digest(data)),
+        }
+    }
+}
+
+/// Lower-case hex (digest 0.11 outputs do not implement `LowerHex`).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// Quality of protection (RFC 7616 §3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qop {
+    /// Authentication only.
+    Auth,
+    /// Authentication with integrity protection of the body.
+    AuthInt,
+}
+
+/// Splits `name=value, name="quoted, value"` into pairs, unquoting values.
+fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b',' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if i >= b.len() {
+            return Ok(out);
+        }
+        let start = i;
+        while i < b.len() && b[i] != b'=' && b[i] != b',' {
+            i += 1;
+        }
+        if i >= b.len() || b[i] != b'=' {
+            return Err(AuthError::BadParam);
+        }
+        let name = s[start..i].trim().to_ascii_lowercase();
+        if name.is_empty() || name.contains([' ', '\t', '"']) {
+            return Err(AuthError::BadParam);
+        }
+        i += 1;
+        while i < b.len() && matches!(b[i], b' ' | b'\t') {
+            i += 1;
+        }
+        let value = if i < b.len() && b[i] == b'"' {
+            let mut v = Vec::new();
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return Err(AuthError::UnterminatedQuote),
+                    Some(b'\\') => {
+                        if let Some(&c) = b.get(i + 1) {
+                            v.push(c);
+                        }
+                        i += 2;
+                    }
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&c) => {
+                        v.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        } else {
+            let start = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            s[start..i].trim().to_owned()
+        };
+        out.push((name, value));
+    }
+}
+
+/// Splits a header value into its scheme and the parameters after it.
+fn split_scheme(value: &str) -> Result<&str, AuthError> {
+    let v = value.trim();
+    let (scheme, rest) = v.split_once([' ', '\t']).unwrap_or((v, ""));
+    if !scheme.eq_ignore_ascii_case("digest") {
+        return Err(AuthError::NotDigest);
+    }
+    Ok(rest)
+}
+
+/// A digest challenge from `WWW-Authenticate` or `Proxy-Authenticate` (RFC 7616 §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// The realm.
+    pub realm: String,
+    /// The server nonce.
+    pub nonce: String,
+    /// The opaque value to echo.
+    pub opaque: Option<String>,
+    /// The algorithm (MD5 when absent).
+    pub algorithm: Algorithm,
+    /// The qop values offered; empty for an RFC 2069 style challenge.
+    pub qop: Vec<Qop>,
+    /// True when the previous credentials were right but the nonce expired.
+    pub stale: bool,
+}
+
+impl Challenge {
+    /// Reads one challenge header value.
+    pub fn parse(value: &str) -> Result<Self, AuthError> {
+        let params = parse_params(split_scheme(value)?)?;
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let algorithm = match get("algorithm") {
+            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+            None => Algorithm::Md5,
+        };
+        let qop = match get("qop") {
+            None => Vec::new(),
+            Some(q) => {
+                let offered: Vec<Qop> = q
+                    .split(',')
+                    .filter_map(|t| match t.trim().to_ascii_lowercase().as_str() {
+                        "auth" => Some(Qop::Auth),
+                        "auth-int" => Some(Qop::AuthInt),
+                        _ => None,
+                    })
+                    .collect();
+                if offered.is_empty() {
+                    return Err(AuthError::UnsupportedQop);
+                }
+                offered
+            }
+        };
+        Ok(Self {
+            realm: get("realm").ok_or(AuthError::Missing("realm"))?,
+            nonce: get("nonce").ok_or(AuthError::Missing("nonce"))?,
+            opaque: get("opaque"),
+            algorithm,
+            qop,
+            stale: get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
+        })
+    }
+
+    /// The strongest usable challenge among several header values (RFC 8760 §2.4: a client
+    /// uses the first one it supports in the server's preference order; among algorithms we
+    /// prefer SHA-512-256, then SHA-256, then MD5). Unusable values are skipped.
+    pub fn strongest<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, AuthError> {
+        let mut best: Option<Challenge> = None;
+        let mut last_err = AuthError::NoUsableChallenge;
+        for v in values {
+            match Challenge::parse(v) {
+                Ok(c) => {
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| c.algorithm.strength() > b.algorithm.strength())
+                    {
+                        best = Some(c);
+                    }
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        best.ok_or(last_err)
+    }
+
+    /// The header name the answer goes in: `Authorization` for a 401, `Proxy-Authorization` for a 407.
+    pub fn answer_header(status: u16) -> &'static str {
+        if status == 407 {
+            "Proxy-Authorization"
+        } else {
+            "Authorization"
+        }
+    }
+}
+
+/// Computes the digest response (RFC 7616 §3.4.1; RFC 2617 §3.2.2.1 without qop).
+#[allow(clippy::too_many_arguments)] // reason: the RFC's inputs, named as in the RFC
+fn response(
+    alg: Algorithm,
+    user: &str,
+    realm: &str,
+    password: &str,
+    nonce: &str,
+    cnonce: &str,
+    nc: &str,
+    qop: Option<Qop>,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> String {
+    let mut ha1 = alg.hash(format!("{user}:{realm}:{password}").as_bytes());
+    if alg.is_sess() {
+        ha1 = alg.hash(format!("{ha1}:{nonce}:{cnonce}").as_bytes());
+    }
+    let ha2 = match qop {
+        Some(Qop::AuthInt) => alg.hash(format!("{method}:{uri}:{}", alg.hash(body)).as_bytes()),
+        _ => alg.hash(format!("{method}:{uri}").as_bytes()),
+    };
+    match qop {
+        Some(q) => {
+            let q = if q == Qop::Auth { "auth" } else { "auth-int" };
+            alg.hash(format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}").as_bytes())
+        }
+        None => alg.hash(format!("{ha1}:{nonce}:{ha2}").as_bytes()),
+    }
+}
+
+/// Client state: the nonce count per nonce (RFC 7616 §3.4: nc increments on reuse).
+#[derive(Debug, Default, Clone)]
+pub struct DigestClient {
+    counts: HashMap<String, u32>,
+}
+
+impl DigestClient {
+    /// The `Authorization`/`Proxy-Authorization` value answering `ch` for a request.
+    /// Prefers qop `auth`; uses `auth-int` only when it is the only one offered.
+    pub fn authorize(
+        &mut self,
+        ch: &Challenge,
+        creds: &Credentials,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        cnonce: &str,
+    ) -> String {
+        // The challenge's realm wins: it is what the server will hash with.
+        let realm = ch.realm.as_str();
+        let qop = if ch.qop.contains(&Qop::Auth) {
+            Some(Qop::Auth)
+        } else {
+            ch.qop.first().copied()
+        };
+        let count = self.counts.entry(ch.nonce.clone()).or_insert(0);
+        *count += 1;
+        let nc = format!("{:08x}", *count);
+        let resp = response(
+            ch.algorithm,
+            &creds.username,
+            realm,
+            creds.password.expose(),
+            &ch.nonce,
+            cnonce,
+            &nc,
+            qop,
+            method,
+            uri,
+            body,
+        );
+        let mut v = format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
+            quote(&creds.username),
+            quote(realm),
+            quote(&ch.nonce),
+            quote(uri),
+            resp,
+            ch.algorithm.as_str()
+        );
+        if let Some(q) = qop {
+            let q = if q == Qop::Auth { "auth" } else { "auth-int" };
+            v.push_str(&format!(", cnonce=\"{}\", qop={q}, nc={nc}", quote(cnonce)));
+        }
+        if let Some(o) = &ch.opaque {
+            v.push_str(&format!(", opaque=\"{}\"", quote(o)));
+        }
+        v
+    }
+
+    /// True when the realm the account is configured with differs from the challenge's.
+    pub fn realm_mismatch(ch: &Challenge, creds: &Credentials) -> bool {
+        creds.realm.as_deref().is_some_and(|r| r != ch.realm)
+    }
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Parsed `Authorization` / `Proxy-Authorization` digest credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    /// The user name.
+    pub username: String,
+    /// The realm.
+    pub realm: String,
+    /// The nonce being answered.
+    pub nonce: String,
+    /// The digest URI.
+    pub uri: String,
+    /// The response hash.
+    pub response: String,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// qop chosen by the client.
+    pub qop: Option<Qop>,
+    /// Client nonce.
+    pub cnonce: Option<String>,
+    /// Nonce count (8 hex digits).
+    pub nc: Option<String>,
+    /// Opaque echoed.
+    pub opaque: Option<String>,
+}
+
+impl Authorization {
+    /// Reads a credentials header value.
+    pub fn parse(value: &str) -> Result<Self, AuthError> {
+        let params = parse_params(split_scheme(value)?)?;
+        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let qop = match get("qop").map(|q| q.to_ascii_lowercase()) {
+            None => None,
+            Some(q) if q == "auth" => Some(Qop::Auth),
+            Some(q) if q == "auth-int" => Some(Qop::AuthInt),
+            Some(_) => return Err(AuthError::UnsupportedQop),
+        };
+        let algorithm = match get("algorithm") {
+            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+            None => Algorithm::Md5,
+        };
+        let a = Self {
+            username: get("username").ok_or(AuthError::Missing("username"))?,
+            realm: get("realm").ok_or(AuthError::Missing("realm"))?,
+            nonce: get("nonce").ok_or(AuthError::Missing("nonce"))?,
+            uri: get("uri").ok_or(AuthError::Missing("uri"))?,
+            response: get("response").ok_or(AuthError::Missing("response"))?,
+            algorithm,
+            qop,
+            cnonce: get("cnonce"),
+            nc: get("nc"),
+            opaque: get("opaque"),
+        };
+        if a.qop.is_some() && (a.cnonce.is_none() || a.nc.is_none()) {
+            return Err(AuthError::Missing("cnonce/nc"));
+        }
+        Ok(a)
+    }
+}
+
+/// Stateless nonces: `TIMESTAMP.HMAC(secret, TIMESTAMP:realm)`, valid for `lifetime` seconds.
+#[derive(Clone)]
+pub struct NonceIssuer {
+    secret: Vec<u8>,
+    lifetime: u64,
+}
+
+impl fmt::Debug for NonceIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceIssuer")
+            .field("secret", &"<redacted>")
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
+
+/// What a nonce check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceState {
+    /// Issued by us and still valid.
+    Fresh,
+    /// Issued by us but expired: answer with `stale=true` (RFC 7616 §3.3).
+    Stale,
+    /// Not issued by us (forged or from another realm).
+    Invalid,
+}
+
+fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
+    // HMAC accepts keys of any length: `new_from_slice` cannot fail for Hmac<Sha256>.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes keys of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+impl NonceIssuer {
+    /// An issuer keyed by `secret` whose nonces live `lifetime_secs`.
+    pub fn new(secret: &[u8], lifetime_secs: u64) -> Self {
+        Self {
+            secret: secret.to_vec(),
+            lifetime: lifetime_secs,
+        }
+    }
+
+    /// A nonce for `realm` at `now_unix`.
+    pub fn issue(&self, realm: &str, now_unix: u64) -> String {
+        let mac = hmac_sha256(&self.secret, format!("{now_unix}:{realm}").as_bytes());
+        format!(
+            "{now_unix}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..18])
+        )
+    }
+
+    /// Checks a nonce we may have issued.
+    pub fn check(&self, nonce: &str, realm: &str, now_unix: u64) -> NonceState {
+        let Some((ts, _)) = nonce.split_once('.') else {
+            return NonceState::Invalid;
+        };
+        let Ok(t) = ts.parse::<u64>() else {
+            return NonceState::Invalid;
+        };
+        let expected = self.issue(realm, t);
+        if !bool::from(expected.as_bytes().ct_eq(nonce.as_bytes())) {
+            return NonceState::Invalid;
+        }
+        if now_unix > t.saturating_add(self.lifetime) || t > now_unix.saturating_add(60) {
+            NonceState::Stale
+        } else {
+            NonceState::Fresh
+        }
+    }
+
+    /// A challenge header value (`Digest realm=…, nonce=…, algorithm=…, qop="auth"`).
+    pub fn challenge(
+        &self,
+        realm: &str,
+        algorithm: Algorithm,
+        stale: bool,
+        now_unix: u64,
+    ) -> String {
+        let mut v = format!(
+            "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"",
+            quote(realm),
+            self.issue(realm, now_unix),
+            algorithm.as_str()
+        );
+        if stale {
+            v.push_str(", stale=true");
+        }
+        v
+    }
+}
+
+/// The server's verdict on credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The response is right and the nonce fresh.
+    Ok,
+    /// The response is right but the nonce expired: challenge again with `stale=true`.
+    Stale,
+    /// Wrong password, forged nonce, or another realm.
+    Rejected,
+}
+
+/// Verifies parsed credentials for a request (`method`, `body`) against `password`.
+pub fn verify(
+    auth: &Authorization,
+    issuer: &NonceIssuer,
+    realm: &str,
+    password: &str,
+    method: &str,
+    body: &[u8],
+    now_unix: u64,
+) -> Verdict {
+    if auth.realm != realm {
+        return Verdict::Rejected;
+    }
+    let nonce_state = issuer.check(&auth.nonce, realm, now_unix);
+    if nonce_state == NonceState::Invalid {
+        return Verdict::Rejected;
+    }
+    let expected = response(
+        auth.algorithm,
+        &auth.username,
+        realm,
+        password,
+        &auth.nonce,
+        auth.cnonce.as_deref().unwrap_or(""),
+        auth.nc.as_deref().unwrap_or(""),
+        auth.qop,
+        method,
+        &auth.uri,
+        body,
+    );
+    // Constant time: do not leak how many leading characters matched.
+    if !bool::from(
+        expected
+            .as_bytes()
+            .ct_eq(auth.response.to_ascii_lowercase().as_bytes()),
+    ) {
+        return Verdict::Rejected;
+    }
+    if nonce_state == NonceState::Stale {
+        Verdict::Stale
+    } else {
+        Verdict::Ok
+    }
+}
+
+/// Ephemeral credentials of the built-in registrar: username `EXPIRY_UNIX:ID`, password
+/// `base64(HMAC-SHA256(secret, username))`.
+pub mod ephemeral {
+    use base64::Engine;
+
+    use super::hmac_sha256;
+
+    /// Why ephemeral credentials were refused.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum EphemeralError {
+        /// The username is not `EXPIRY:ID`.
+        #[error("not an ephemeral username")]
+        Malformed,
+        /// The expiry has passed.
+        #[error("ephemeral credentials expired")]
+        Expired,
+    }
+
+    /// The password for `username` under `secret`.
+    pub fn password(secret: &[u8], username: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(hmac_sha256(secret, username.as_bytes()))
+    }
+
+    /// Issues credentials for `id` valid until `expiry_unix`: `(username, password)`.
+    pub fn issue(secret: &[u8], id: &str, expiry_unix: u64) -> (String, String) {
+        let username = format!("{expiry_unix}:{id}");
+        let pw = password(secret, &username);
+        (username, pw)
+    }
+
+    /// The password the registrar expects for `username`, if it is well formed and unexpired.
+    /// A forged username yields a password its holder cannot know, so digest verification fails.
+    pub fn expected_password(
+        secret: &[u8],
+        username: &str,
+        now_unix: u64,
+    ) -> Result<String, EphemeralError> {
+        let (expiry, id) = username.split_once(':').ok_or(EphemeralError::Malformed)?;
+        let expiry: u64 = expiry.parse().map_err(|_| EphemeralError::Malformed)?;
+        if id.is_empty() {
+            return Err(EphemeralError::Malformed);
+        }
+        if now_unix > expiry {
+            return Err(EphemeralError::Expired);
+        }
+        Ok(password(secret, username))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2617_section_3_5() {
+        let ch = Challenge::parse(
+            r#"Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41""#,
+        )
+        .unwrap();
+        let creds = Credentials::new("Mufasa", "Circle Of Life");
+        let v = DigestClient::default().authorize(
+            &ch,
+            &creds,
+            "GET",
+            "/dir/index.html",
+            b"",
+            "0a4f113b",
+        );
+        assert!(
+            v.contains(r#"response="6629fae49393a05397450978507c4ef1""#),
+            "{v}"
+        );
+        assert!(
+            v.contains("nc=00000001") && v.contains("qop=auth,") || v.contains("qop=auth, "),
+            "{v}"
+        );
+        assert!(v.contains(r#"opaque="5ccc069c403ebaf9f0171e9517f40e41""#));
+    }
+
+    const RFC7616_CHALLENGE: &str = r#"Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=ALG, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS""#;
+    const RFC7616_CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+
+    #[test]
+    fn rfc7616_section_3_9_1_md5_and_sha256() {
+        let creds = Credentials::new("Mufasa", "Circle of Life");
+        for (alg, expected) in [
+            ("MD5", "8ca523f5e9506fed4657c9700eebdbec"),
+            (
+                "SHA-256",
+                "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
+            ),
+        ] {
+            let ch = Challenge::parse(&RFC7616_CHALLENGE.replace("ALG", alg)).unwrap();
+            let v = DigestClient::default().authorize(
+                &ch,
+                &creds,
+                "GET",
+                "/dir/index.html",
+                b"",
+                RFC7616_CNONCE,
+            );
+            assert!(
+                v.contains(&format!("response=\"{expected}\"")),
+                "{alg}: {v}"
+            );
+        }
+    }
+
+    #[test]
+    fn strongest_challenge_wins_and_bad_ones_are_skipped() {
+        let md5 = r#"Digest realm="r", nonce="n1""#;
+        let sha = r#"Digest realm="r", nonce="n2", algorithm=SHA-256"#;
+        let bad = r#"Digest realm="r", nonce="n3", algorithm=SHA-1"#;
+        assert_eq!(Challenge::strongest([md5, sha, bad]).unwrap().nonce, "n2");
+        assert_eq!(
+            Challenge::strongest([bad, md5]).unwrap().algorithm,
+            Algorithm::Md5
+        );
+        assert_eq!(
+            Challenge::strongest([bad]),
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn malformed_challenges_are_errors_not_panics() {
+        assert_eq!(
+            Challenge::parse(r#"Basic realm="x""#),
+            Err(AuthError::NotDigest)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="x, nonce=y"#),
+            Err(AuthError::UnterminatedQuote)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="x, nonce="y"#),
+            Err(AuthError::BadParam)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="x""#),
+            Err(AuthError::Missing("nonce"))
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm"#),
+            Err(AuthError::BadParam)
+        );
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="x", nonce="y", qop="bogus""#),
+            Err(AuthError::UnsupportedQop)
+        );
+        assert!(
+            Challenge::parse(r#"DIGEST REALM="x", NONCE="y", STALE=TRUE"#)
+                .unwrap()
+                .stale
+        );
+        for junk in ["", "Digest", "Digest ,,,", "Digest a=\"\\", "Digest =x"] {
+            let _ = Challenge::parse(junk);
+            let _ = Authorization::parse(junk);
+        }
+    }
+
+    #[test]
+    fn nc_increments_on_the_same_nonce() {
+        let ch = Challenge::parse(r#"Digest realm="r", nonce="n", qop="auth""#).unwrap();
+        let creds = Credentials::new("u", "p");
+        let mut c = DigestClient::default();
+        assert!(
+            c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
+                .contains("nc=00000001")
+        );
+        assert!(
+            c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
+                .contains("nc=00000002")
+        );
+    }
+
+    #[test]
+    fn server_round_trip_auth_int_sess_stale_and_forgery() {
+        let issuer = NonceIssuer::new(b"server secret", 300);
+        let now = 1_800_000_000;
+        let creds = Credentials::new("alice", "wonderland");
+        for (alg, qop) in [
+            ("MD5", "auth"),
+            ("SHA-256-sess", "auth"),
+            ("SHA-256", "auth-int"),
+            ("SHA-512-256", "auth"),
+        ] {
+            let ch_value = format!(
+                r#"Digest realm="sipmeter", nonce="{}", algorithm={alg}, qop="{qop}""#,
+                issuer.issue("sipmeter", now)
+            );
+            let ch = Challenge::parse(&ch_value).unwrap();
+            let v = DigestClient::default().authorize(
+                &ch,
+                &creds,
+                "INVITE",
+                "sip:bob@sipmeter",
+                b"v=0\r\n",
+                "abc",
+            );
+            let a = Authorization::parse(&v).unwrap();
+            assert_eq!(
+                verify(
+                    &a,
+                    &issuer,
+                    "sipmeter",
+                    "wonderland",
+                    "INVITE",
+                    b"v=0\r\n",
+                    now + 10
+                ),
+                Verdict::Ok,
+                "{alg} {qop}"
+            );
+            assert_eq!(
+                verify(
+                    &a,
+                    &issuer,
+                    "sipmeter",
+                    "wrong",
+                    "INVITE",
+                    b"v=0\r\n",
+                    now + 10
+                ),
+                Verdict::Rejected
+            );
+            assert_eq!(
+                verify(
+                    &a,
+                    &issuer,
+                    "sipmeter",
+                    "wonderland",
+                    "INVITE",
+                    b"v=0\r\n",
+                    now + 301
+                ),
+                Verdict::Stale
+            );
+            if qop == "auth-int" {
+                assert_eq!(
+                    verify(
+                        &a,
+                        &issuer,
+                        "sipmeter",
+                        "wonderland",
+                        "INVITE",
+                        b"tampered",
+                        now
+                    ),
+                    Verdict::Rejected
+                );
+            }
+        }
+        let forged = Authorization::parse(r#"Digest username="alice", realm="sipmeter", nonce="1800000000.AAAA", uri="sip:x", response="00""#).unwrap();
+        assert_eq!(
+            verify(
+                &forged,
+                &issuer,
+                "sipmeter",
+                "wonderland",
+                "REGISTER",
+                b"",
+                now
+            ),
+            Verdict::Rejected
+        );
+        assert!(
+            issuer
+                .challenge("sipmeter", Algorithm::Sha256, true, now)
+                .ends_with("stale=true")
+        );
+    }
+
+    #[test]
+    fn ephemeral_credentials() {
+        let secret = b"run secret";
+        let (user, pw) = ephemeral::issue(secret, "run42-ep7", 2_000);
+        assert_eq!(user, "2000:run42-ep7");
+        assert_eq!(
+            ephemeral::expected_password(secret, &user, 1_999),
+            Ok(pw.clone())
+        );
+        assert_eq!(
+            ephemeral::expected_password(secret, &user, 2_001),
+            Err(ephemeral::EphemeralError::Expired)
+        );
+        assert_eq!(
+            ephemeral::expected_password(secret, "nocolon", 0),
+            Err(ephemeral::EphemeralError::Malformed)
+        );
+        assert_ne!(
+            ephemeral::expected_password(b"other", &user, 0).unwrap(),
+            pw,
+            "another secret gives another password"
+        );
+        assert!(!format!("{:?}", Credentials::new("u", "hunter2")).contains("hunter2"));
+    }
+}
