@@ -16,6 +16,7 @@ fn open_registrar() -> RegistrarConfig {
         port: 0,
         transport: "UDP".into(),
         auth: AuthMode::Open,
+        secret: b"test".to_vec(),
         min_expires: 10,
         max_expires: 3600,
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use agent::check::{CheckReport, CheckRequest, StepStatus, run_check};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
-use sip_proto::auth::Credentials;
+use sip_proto::auth::{Credentials, Secret};
 
 /// Arguments of `sipmeter check`.
 #[derive(Debug, clap::Args)]
@@ -62,7 +62,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     };
     let credentials = args.user.as_ref().map(|u| Credentials {
         username: u.clone(),
-        password: args.password.clone().unwrap_or_default(),
+        password: Secret::new(args.password.clone().unwrap_or_default()),
         realm: args.realm.clone(),
     });
     let req = CheckRequest {

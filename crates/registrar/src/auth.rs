@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 
-use sip_msg::{Header, Message, Method};
+use sip_auth::{Algorithm, Authorization, NonceIssuer, Verdict, ephemeral, verify};
+use sip_msg::{Header, HeaderName, Message, Method};
+
+/// How long a nonce stays fresh (then `stale=true`).
+const NONCE_LIFETIME_SECS: u64 = 300;
 
 /// Whether an account may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,85 +28,141 @@ impl std::fmt::Debug for Accounts {
 }
 
 /// Who may register and call.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum AuthMode {
     /// No authentication at all (a lab switch).
     Open,
-    /// Ephemeral HMAC credentials `EXPIRY:ID` / `base64(HMAC-SHA256(secret, username))`.
-    Ephemeral {
-        /// The server secret (never printed).
-        secret: Vec<u8>,
-    },
+    /// Ephemeral HMAC credentials `EXPIRY:ID` / `base64(HMAC-SHA256(secret, username))`
+    /// keyed by the registrar's secret.
+    Ephemeral,
     /// A static account list.
     Static(Accounts),
 }
 
-impl std::fmt::Debug for AuthMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AuthMode::Open => f.write_str("Open"),
-            AuthMode::Ephemeral { .. } => f.write_str("Ephemeral { secret: <redacted> }"),
-            AuthMode::Static(a) => f.debug_tuple("Static").field(a).finish(),
-        }
-    }
-}
-
 /// The verdict on a request.
 #[derive(Debug)]
-#[allow(dead_code)] // reason: Challenge and NotFound come with digest verification (sip-auth)
 pub(crate) enum Outcome {
     /// Authenticated as this user (or no authentication needed).
     Allowed(String),
-    /// Send this challenge header (401 or 407).
-    Challenge(Header),
-    /// Known but disabled, or credentials forged/expired.
+    /// Send these challenge headers (401 or 407).
+    Challenge(Vec<Header>),
+    /// Known but disabled, or credentials expired.
     Forbidden,
     /// Unknown user.
     NotFound,
 }
 
 /// Verifies credentials statelessly (nonces are HMACs of a timestamp).
-#[derive(Debug)]
 pub(crate) struct Verifier {
     mode: AuthMode,
     realm: String,
+    secret: Vec<u8>,
+    issuer: NonceIssuer,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("mode", &self.mode)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Verifier {
-    pub(crate) fn new(mode: &AuthMode, realm: &str) -> Self {
+    pub(crate) fn new(mode: &AuthMode, realm: &str, secret: &[u8]) -> Self {
         Self {
             mode: mode.clone(),
             realm: realm.to_owned(),
+            secret: secret.to_vec(),
+            issuer: NonceIssuer::new(secret, NONCE_LIFETIME_SECS),
         }
     }
 
     pub(crate) fn is_ephemeral(&self) -> bool {
-        matches!(self.mode, AuthMode::Ephemeral { .. })
+        matches!(self.mode, AuthMode::Ephemeral)
     }
 
     /// True when `user` is a known account (for 480 versus 404).
     pub(crate) fn knows(&self, user: &str) -> bool {
         match &self.mode {
             AuthMode::Static(a) => a.0.contains_key(user),
-            AuthMode::Open | AuthMode::Ephemeral { .. } => true,
+            AuthMode::Open | AuthMode::Ephemeral => true,
         }
+    }
+
+    /// Challenges: SHA-256 first, then MD5 for peers that know nothing better (RFC 8760 §2.4).
+    fn challenges(&self, proxy: bool, stale: bool, now_unix: u64) -> Vec<Header> {
+        let name = if proxy {
+            HeaderName::ProxyAuthenticate
+        } else {
+            HeaderName::WwwAuthenticate
+        };
+        [Algorithm::Sha256, Algorithm::Md5]
+            .into_iter()
+            .map(|alg| {
+                Header::new(
+                    name.clone(),
+                    self.issuer.challenge(&self.realm, alg, stale, now_unix),
+                )
+            })
+            .collect()
     }
 
     pub(crate) fn check(
         &self,
         req: &Message,
-        _method: &Method,
-        _now_unix: u64,
-        _proxy: bool,
+        method: &Method,
+        now_unix: u64,
+        proxy: bool,
     ) -> Outcome {
-        let user = req
-            .from()
-            .and_then(|f| f.uri.as_sip().and_then(|u| u.user_unescaped()))
-            .unwrap_or_default();
-        let _ = &self.realm;
-        match &self.mode {
-            AuthMode::Open => Outcome::Allowed(user),
-            _ => Outcome::Forbidden,
+        if matches!(self.mode, AuthMode::Open) {
+            let user = req
+                .from()
+                .and_then(|f| f.uri.as_sip().and_then(|u| u.user_unescaped()))
+                .unwrap_or_default();
+            return Outcome::Allowed(user);
+        }
+        let name = if proxy {
+            HeaderName::ProxyAuthorization
+        } else {
+            HeaderName::Authorization
+        };
+        // Use the credentials for our realm (a request may carry several, RFC 3261 §22.4).
+        let creds = req
+            .headers
+            .get_all(&name)
+            .filter_map(|h| Authorization::parse(h.value()).ok())
+            .find(|a| a.realm == self.realm);
+        let Some(creds) = creds else {
+            return Outcome::Challenge(self.challenges(proxy, false, now_unix));
+        };
+        let password = match &self.mode {
+            AuthMode::Open => unreachable!("handled above"),
+            AuthMode::Ephemeral => {
+                match ephemeral::expected_password(&self.secret, &creds.username, now_unix) {
+                    Ok(p) => p,
+                    Err(_) => return Outcome::Forbidden,
+                }
+            }
+            AuthMode::Static(accounts) => match accounts.0.get(&creds.username) {
+                Some((_, AccountStatus::Disabled)) => return Outcome::Forbidden,
+                Some((p, AccountStatus::Enabled)) => p.clone(),
+                None => return Outcome::NotFound,
+            },
+        };
+        match verify(
+            &creds,
+            &self.issuer,
+            &self.realm,
+            &password,
+            method.as_str(),
+            req.body(),
+            now_unix,
+        ) {
+            Verdict::Ok => Outcome::Allowed(creds.username),
+            Verdict::Stale => Outcome::Challenge(self.challenges(proxy, true, now_unix)),
+            Verdict::Rejected => Outcome::Challenge(self.challenges(proxy, false, now_unix)),
         }
     }
 }

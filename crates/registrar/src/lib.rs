@@ -30,7 +30,7 @@ use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, SipUri, U
 pub use auth::{AccountStatus, Accounts, AuthMode};
 
 /// How the registrar is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RegistrarConfig {
     /// The domain it is authoritative for (AORs `sip:user@domain`).
     pub domain: String,
@@ -42,10 +42,25 @@ pub struct RegistrarConfig {
     pub transport: String,
     /// Who may register and call.
     pub auth: AuthMode,
+    /// Keys nonces and ephemeral credentials (never printed).
+    pub secret: Vec<u8>,
     /// Shortest registration accepted (423 below it, RFC 3261 §10.3 step 7).
     pub min_expires: u32,
     /// Longest registration granted.
     pub max_expires: u32,
+}
+
+impl std::fmt::Debug for RegistrarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrarConfig")
+            .field("domain", &self.domain)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("transport", &self.transport)
+            .field("auth", &self.auth)
+            .field("secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// One binding of the location service.
@@ -89,7 +104,7 @@ pub struct Registrar {
 impl Registrar {
     /// A registrar with no bindings. `secret` keys its nonces (and ephemeral credentials).
     pub fn new(config: RegistrarConfig) -> Self {
-        let auth = auth::Verifier::new(&config.auth, &config.domain);
+        let auth = auth::Verifier::new(&config.auth, &config.domain, &config.secret);
         Self {
             config,
             bindings: HashMap::new(),
@@ -228,7 +243,7 @@ impl Registrar {
             }
             auth::Outcome::Challenge(h) => {
                 self.stats.challenged += 1;
-                self.respond(req, source, 401, "Unauthorized", vec![h]);
+                self.respond(req, source, 401, "Unauthorized", h);
                 return;
             }
             auth::Outcome::Forbidden => {
@@ -337,7 +352,7 @@ impl Registrar {
                     auth::Outcome::Allowed(_) => {}
                     auth::Outcome::Challenge(h) => {
                         self.stats.challenged += 1;
-                        self.respond(&req, source, 407, "Proxy Authentication Required", vec![h]);
+                        self.respond(&req, source, 407, "Proxy Authentication Required", h);
                         return;
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {

@@ -450,11 +450,9 @@ impl UserAgent {
         let b = self.common(b).header(HeaderName::Allow, ALLOW);
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
-        if let Some(h) = self.auth.preemptive(
-            &Method::Register,
-            &self.config.registrar_uri.to_string(),
-            b"",
-        ) {
+        let cnonce = tag_from(self.rng.random());
+        let uri = self.config.registrar_uri.to_string();
+        if let Some(h) = self.auth.preemptive(&Method::Register, &uri, b"", &cnonce) {
             req.headers.push(h);
         }
         self.start_client(now, &req, owner, Destination::Registrar);
@@ -486,12 +484,7 @@ impl UserAgent {
                     refresh: self.reg_refresh,
                 });
             }
-            401 | 407 => match self.auth.challenge(
-                resp,
-                &Method::Register,
-                &self.config.registrar_uri.to_string(),
-                b"",
-            ) {
+            401 | 407 => match self.answer_register_challenge(resp, req) {
                 Ok(header) => {
                     let mut retry = req.clone();
                     self.reg_cseq += 1;
@@ -531,6 +524,17 @@ impl UserAgent {
             }
             _ => self.register_failed(owner, code, reason),
         }
+    }
+
+    fn answer_register_challenge(
+        &mut self,
+        resp: &Message,
+        req: &Message,
+    ) -> Result<Header, AuthFailure> {
+        let cnonce = tag_from(self.rng.random());
+        let uri = self.config.registrar_uri.to_string();
+        self.auth
+            .challenge(resp, req, &Method::Register, &uri, b"", &cnonce)
     }
 
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
@@ -714,7 +718,12 @@ impl UserAgent {
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 let body = call.invite.body().clone();
-                match self.auth.challenge(resp, &Method::Invite, &uri, &body) {
+                let rejected = call.invite.clone();
+                let cnonce = tag_from(self.rng.random());
+                match self
+                    .auth
+                    .challenge(resp, &rejected, &Method::Invite, &uri, &body, &cnonce)
+                {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
                     Err(f) => {
                         let reason = auth_reason(resp.reason().unwrap_or(""), f);
@@ -2123,5 +2132,224 @@ mod tests {
             inv.headers.value(&HeaderName::Route),
             Some("<sip:proxy.example.com:5060;lr>")
         );
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use std::time::Instant;
+
+    use sip_auth::{Authorization, NonceIssuer, Verdict, verify};
+
+    use super::*;
+
+    fn config() -> UaConfig {
+        UaConfig {
+            user: "1001".into(),
+            domain: "example.test".into(),
+            registrar_uri: Uri::parse("sip:example.test:5060;transport=udp").unwrap(),
+            outbound_proxy: None,
+            credentials: Some(Credentials::new("1001", "s3cret")),
+            local_host: Host::parse("127.0.0.1").unwrap(),
+            local_port: 5070,
+            transport: "UDP".into(),
+            reliable: false,
+            expires: 300,
+            timers: TimerConfig::default(),
+            user_agent: "sipmeter-test".into(),
+            seed: 9,
+        }
+    }
+
+    /// A scripted registrar that checks digest credentials with sip-auth's server side.
+    struct Server {
+        issuer: NonceIssuer,
+        password: &'static str,
+        now_unix: u64,
+    }
+
+    impl Server {
+        fn answer(&self, req: &Message, proxy: bool) -> Message {
+            let (ask, got) = if proxy {
+                (
+                    HeaderName::ProxyAuthenticate,
+                    HeaderName::ProxyAuthorization,
+                )
+            } else {
+                (HeaderName::WwwAuthenticate, HeaderName::Authorization)
+            };
+            let method = req.method().unwrap();
+            let verdict = req.headers.get(&got).map(|h| {
+                let a = Authorization::parse(h.value()).unwrap();
+                verify(
+                    &a,
+                    &self.issuer,
+                    "example.test",
+                    self.password,
+                    method.as_str(),
+                    req.body(),
+                    self.now_unix,
+                )
+            });
+            let (code, stale) = match verdict {
+                Some(Verdict::Ok) => (200, false),
+                Some(Verdict::Stale) => (if proxy { 407 } else { 401 }, true),
+                _ => (if proxy { 407 } else { 401 }, false),
+            };
+            let mut resp = Message::response_to(req, code, reason_phrase(code), Some("srv"));
+            if code != 200 {
+                let ch = self.issuer.challenge(
+                    "example.test",
+                    sip_auth::Algorithm::Sha256,
+                    stale,
+                    self.now_unix,
+                );
+                resp.headers.push(Header::new(ask, ch));
+            } else if method == Method::Invite {
+                resp.headers.push(Header::new(
+                    HeaderName::Contact,
+                    "<sip:1002@127.0.0.1:5080>",
+                ));
+            }
+            resp
+        }
+    }
+
+    fn exchange(ua: &mut UserAgent, server: &Server, now: Instant, proxy: bool) -> Vec<Message> {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let out: Vec<_> = std::iter::from_fn(|| ua.poll_transmit()).collect();
+            if out.is_empty() {
+                break;
+            }
+            for o in out {
+                let req = Message::parse(&o.bytes).unwrap();
+                if req.method() == Some(Method::Ack) {
+                    continue;
+                }
+                let resp = server.answer(&req, proxy && req.method() == Some(Method::Invite));
+                seen.push(req);
+                ua.handle_message(now, resp, "127.0.0.1:5060".parse().unwrap());
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn register_answers_401_once_and_refreshes_with_the_same_nonce() {
+        let server = Server {
+            issuer: NonceIssuer::new(b"k", 3600),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        ua.register(now);
+        let sent = exchange(&mut ua, &server, now, false);
+        assert_eq!(sent.len(), 2, "REGISTER, then REGISTER with credentials");
+        assert_eq!(sent[1].cseq().unwrap().seq, sent[0].cseq().unwrap().seq + 1);
+        assert!(
+            sent[1]
+                .headers
+                .value(&HeaderName::Authorization)
+                .unwrap()
+                .contains("algorithm=SHA-256")
+        );
+        let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+        assert!(
+            ev.iter().any(|e| matches!(e, UaEvent::Registered { .. })),
+            "{ev:?}"
+        );
+        // The refresh reuses the challenge with nc=2: no new 401.
+        ua.handle_timeout(now + Duration::from_secs(300));
+        let sent = exchange(&mut ua, &server, now, false);
+        assert_eq!(sent.len(), 1, "refresh accepted at once");
+        assert!(
+            sent[0]
+                .headers
+                .value(&HeaderName::Authorization)
+                .unwrap()
+                .contains("nc=00000002")
+        );
+    }
+
+    #[test]
+    fn wrong_password_fails_after_one_retry_with_the_401() {
+        let server = Server {
+            issuer: NonceIssuer::new(b"k", 3600),
+            password: "other",
+            now_unix: 1_000,
+        };
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        ua.register(now);
+        let sent = exchange(&mut ua, &server, now, false);
+        assert_eq!(sent.len(), 2, "no third attempt with the same credentials");
+        let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+        assert!(
+            matches!(
+                ev.last(),
+                Some(UaEvent::RegistrationFailed { code: 401, .. })
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn stale_nonce_is_answered_again() {
+        let mut server = Server {
+            issuer: NonceIssuer::new(b"k", 10),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        ua.register(now);
+        exchange(&mut ua, &server, now, false);
+        // Much later the reused nonce is stale: the server says stale=true and we answer it.
+        server.now_unix = 5_000;
+        ua.handle_timeout(now + Duration::from_secs(300));
+        let sent = exchange(&mut ua, &server, now, false);
+        assert_eq!(sent.len(), 2);
+        let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+        assert!(
+            matches!(ev.last(), Some(UaEvent::Registered { refresh: true, .. })),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn invite_407_is_answered_with_proxy_authorization() {
+        let server = Server {
+            issuer: NonceIssuer::new(b"k", 3600),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        let call = ua.call(
+            now,
+            Uri::parse("sip:1002@example.test").unwrap(),
+            Some(Bytes::from_static(b"v=0\r\n")),
+        );
+        let sent = exchange(&mut ua, &server, now, true);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].cseq().unwrap().seq, 2);
+        assert_ne!(
+            sent[0].top_via().unwrap().branch(),
+            sent[1].top_via().unwrap().branch()
+        );
+        assert!(
+            sent[1]
+                .headers
+                .get(&HeaderName::ProxyAuthorization)
+                .is_some()
+        );
+        assert_eq!(
+            sent[0].from().unwrap().tag(),
+            sent[1].from().unwrap().tag(),
+            "same dialog attempt"
+        );
+        assert_eq!(ua.call_state(call), Some(CallState::Confirmed));
     }
 }
