@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod check;
+pub mod engine;
 pub mod flow;
 pub mod hints;
 pub mod trace;

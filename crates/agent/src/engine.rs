@@ -1,0 +1,1246 @@
+//! The load engine: a [`RunPlan`] becomes a fleet of simulated endpoints on N shards.
+//!
+//! Each shard is one OS thread running one event loop over a slab of endpoints: an endpoint
+//! is a struct (a sans-IO [`UserAgent`] plus its test script and results), never a task.
+//! A shard owns one UDP socket shared by its endpoints and one timer heap for all of them.
+//! Incoming requests are routed to an endpoint by their Request-URI user (each endpoint's
+//! contact user is unique in its shard), responses by Call-ID.
+//!
+//! The run reports through one stream of [`RunEvent`]s: phase changes, progress, and each
+//! endpoint's final [`EndpointReport`] with its SIP trace.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+use sip_msg::{Host, Message, SipUri, Uri};
+use sip_proto::auth::Credentials;
+use sip_proto::transaction::TimerConfig;
+use sip_proto::ua::{CallEvent, CallId, Destination, UaConfig, UaEvent, UserAgent};
+use tokio::net::UdpSocket;
+
+use crate::flow::FlowKind;
+use crate::hints::hint_for;
+use crate::trace::{Direction, TraceEntry};
+
+/// Where the endpoints register and send their calls.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    /// The registrar's address.
+    pub addr: SocketAddr,
+    /// The SIP domain (AOR host).
+    pub domain: String,
+    /// The REGISTER Request-URI.
+    pub registrar_uri: Uri,
+    /// The outbound proxy's URI and address, when INVITEs go through one.
+    pub outbound_proxy: Option<(SipUri, SocketAddr)>,
+}
+
+/// What a group of endpoints does.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Register and answer incoming calls after a delay.
+    Answer {
+        /// Time between the INVITE and the 200 OK (180 Ringing is sent at once).
+        answer_delay: Duration,
+    },
+    /// Register and call `targets[i % len]` (endpoint i of the group), `calls` times.
+    Call {
+        /// Request-URIs to call.
+        targets: Vec<Uri>,
+        /// Calls per endpoint.
+        calls: u32,
+        /// Pause between two calls of one endpoint.
+        pause: Duration,
+    },
+    /// Register, stay registered for the run, un-register.
+    RegisterOnly,
+}
+
+/// One endpoint to simulate.
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    /// Its AOR user (extension).
+    pub user: String,
+    /// Its credentials.
+    pub credentials: Option<Credentials>,
+}
+
+/// A group of endpoints with one role.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    /// The group's name.
+    pub name: String,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointPlan>,
+    /// What they do.
+    pub role: Role,
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The test's name.
+    pub name: String,
+    /// Where to register.
+    pub server: ServerTarget,
+    /// The groups (answering groups register before calling groups dial).
+    pub groups: Vec<GroupPlan>,
+    /// How long each call stays up.
+    pub call_duration: Duration,
+    /// Endpoints started per second (0: all at once).
+    pub ramp_per_sec: f64,
+    /// Registration lifetime asked for.
+    pub register_expires: u32,
+    /// Event loops (one per core).
+    pub shards: usize,
+    /// Seed for every tag, branch and Call-ID.
+    pub seed: u64,
+    /// Hard limit for the run; endpoints still busy then end with TIMEOUT.
+    pub time_limit: Duration,
+    /// Keep the trace of every endpoint (otherwise only of failed ones).
+    pub keep_all_traces: bool,
+}
+
+/// Endpoint phases, forward only (product.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Phase {
+    /// Created, registering.
+    Initializing,
+    /// Registered.
+    Registered,
+    /// INVITE sent or received.
+    Calling,
+    /// 180/183 sent or received.
+    Ringing,
+    /// 2xx sent or received, SDP being settled.
+    Negotiating,
+    /// In the call.
+    Incall,
+    /// BYE/CANCEL/un-REGISTER in flight.
+    Disconnecting,
+    /// Done.
+    Closed,
+}
+
+/// Endpoint outcomes; a worse one is never overwritten by a milder one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Outcome {
+    /// Everything worked.
+    Success,
+    /// Worked, with something to look at (e.g. un-REGISTER refused).
+    CompletedWithWarnings,
+    /// Could not register.
+    RegistrationFailed,
+    /// The call was refused or failed.
+    CallFailed,
+    /// No common codec.
+    NegotiationFailed,
+    /// Something did not answer in time.
+    Timeout,
+    /// A socket error.
+    Oserror,
+    /// Hanging up failed.
+    TeardownError,
+}
+
+impl Outcome {
+    /// The severity used to keep the worst outcome (product.md: 0, 1, then 10 each).
+    pub fn severity(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::CompletedWithWarnings => 1,
+            _ => 10,
+        }
+    }
+}
+
+/// How a call ended (product.md's call results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallResult {
+    /// Answered.
+    Answered,
+    /// 486/600.
+    Busy,
+    /// Other 4xx-6xx.
+    Rejected,
+    /// No final answer (408 or Timer B).
+    Timeout,
+    /// Cancelled (487).
+    Cancelled,
+    /// 480/503.
+    Unavailable,
+    /// Anything else.
+    Failed,
+}
+
+/// Call timings in milliseconds (one-shot metrics).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// REGISTER sent → 200 OK.
+    pub registration_ms: Option<f64>,
+    /// INVITE sent → 100 Trying.
+    pub time_to_100_ms: Option<f64>,
+    /// INVITE sent → first 180/183.
+    pub time_to_180_ms: Option<f64>,
+    /// Post-dial delay: INVITE sent → first ringing or answer.
+    pub post_dial_delay_ms: Option<f64>,
+    /// INVITE sent → 2xx.
+    pub call_setup_ms: Option<f64>,
+    /// Answer → end of call.
+    pub call_duration_ms: Option<f64>,
+}
+
+/// The final report of one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointReport {
+    /// Index in the run.
+    pub id: u32,
+    /// Its group.
+    pub group: String,
+    /// Its AOR user.
+    pub user: String,
+    /// The last phase reached.
+    pub phase: Phase,
+    /// The worst outcome seen.
+    pub outcome: Outcome,
+    /// Final code of the registration.
+    pub registration_code: Option<u16>,
+    /// Final code of the (last) call.
+    pub call_code: Option<u16>,
+    /// How the (last) call ended.
+    pub call_result: Option<CallResult>,
+    /// Calls completed.
+    pub calls_answered: u32,
+    /// Calls attempted.
+    pub calls_attempted: u32,
+    /// Timings of the first call.
+    pub timings: Timings,
+    /// What went wrong, in words, with the hint for the code.
+    pub error: Option<String>,
+    /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
+    pub trace: Vec<TraceEntry>,
+}
+
+/// The stream the CLI, the server and remote workers consume.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// An endpoint entered a phase.
+    Phase {
+        /// Endpoint id.
+        endpoint: u32,
+        /// The phase.
+        phase: Phase,
+    },
+    /// Counters, about once a second.
+    Progress(Progress),
+    /// An endpoint finished.
+    Finished(Box<EndpointReport>),
+    /// The whole run finished.
+    Done(RunSummary),
+}
+
+/// Live counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Progress {
+    /// Endpoints registered (now or before).
+    pub registered: u32,
+    /// Endpoints in a call setup.
+    pub calling: u32,
+    /// Endpoints in a call.
+    pub in_call: u32,
+    /// Endpoints finished.
+    pub done: u32,
+    /// Endpoints finished with a failure outcome.
+    pub failed: u32,
+}
+
+/// The run's totals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Endpoints in the run.
+    pub endpoints: u32,
+    /// Per outcome.
+    pub outcomes: HashMap<String, u32>,
+    /// Calls attempted.
+    pub calls_attempted: u32,
+    /// Calls answered.
+    pub calls_answered: u32,
+    /// Answer-seizure ratio in percent (answered / attempted).
+    pub asr: Option<f64>,
+    /// Network effectiveness ratio in percent: attempts that got an answer or a user
+    /// response (busy, rejected, no answer), i.e. not a network failure (ITU-T E.411).
+    pub ner: Option<f64>,
+    /// Call setup time percentiles (ms).
+    pub setup_p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub setup_p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub setup_p99_ms: Option<f64>,
+    /// Post-dial delay percentiles (ms).
+    pub pdd_p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub pdd_p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub pdd_p99_ms: Option<f64>,
+    /// Wall time of the run (ms).
+    pub duration_ms: f64,
+    /// Timer events handled later than 10 ms after their deadline: the generator itself
+    /// was overloaded when this is not small.
+    pub late_timers: u64,
+    /// The worst lateness of a timer (ms).
+    pub max_timer_lateness_ms: f64,
+    /// Sends that failed at the socket.
+    pub send_errors: u64,
+}
+
+/// Stops a run early (Ctrl-C): endpoints hang up, un-register and report.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<AtomicBool>);
+
+impl StopHandle {
+    /// Asks the run to stop.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `plan` to completion on `plan.shards` threads, forwarding every event to `events`
+/// (ending with [`RunEvent::Done`]). Blocks until done; returns the summary and the reports.
+pub fn run(
+    plan: RunPlan,
+    events: mpsc::Sender<RunEvent>,
+    stop: StopHandle,
+) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
+    let started = Instant::now();
+    let shards = plan.shards.max(1);
+    // Deal endpoints to shards round-robin, keeping each group's order.
+    let mut assignments: Vec<Vec<(u32, usize, usize)>> = vec![Vec::new(); shards];
+    let mut id = 0u32;
+    for (g, group) in plan.groups.iter().enumerate() {
+        for i in 0..group.endpoints.len() {
+            assignments[id as usize % shards].push((id, g, i));
+            id += 1;
+        }
+    }
+    let total = id;
+    let count = |pred: fn(&Role) -> bool| -> u32 {
+        plan.groups
+            .iter()
+            .filter(|g| pred(&g.role))
+            .map(|g| g.endpoints.len() as u32)
+            .sum()
+    };
+    let shared = Arc::new(Shared {
+        answerers: count(|r| matches!(r, Role::Answer { .. })),
+        registered: AtomicU32::new(0),
+        callers_left: AtomicU32::new(count(|r| matches!(r, Role::Call { .. }))),
+    });
+    let plan = Arc::new(plan);
+    let (tx, rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (s, work) in assignments.into_iter().enumerate() {
+        let plan = Arc::clone(&plan);
+        let tx = tx.clone();
+        let stop = stop.clone();
+        let shared = Arc::clone(&shared);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("shard-{s}"))
+                .spawn(move || -> std::io::Result<ShardStats> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(Shard::run(s, &plan, work, tx, stop, shared))
+                })?,
+        );
+    }
+    drop(tx);
+    let mut reports = Vec::with_capacity(total as usize);
+    for ev in rx {
+        if let RunEvent::Finished(r) = &ev {
+            reports.push((**r).clone());
+        }
+        let _ = events.send(ev);
+    }
+    let mut base = RunSummary {
+        endpoints: total,
+        ..RunSummary::default()
+    };
+    let mut first_err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(stats)) => {
+                base.late_timers += stats.late_timers;
+                base.max_timer_lateness_ms = base.max_timer_lateness_ms.max(stats.max_lateness_ms);
+                base.send_errors += stats.send_errors;
+            }
+            Ok(Err(e)) => first_err = Some(e),
+            Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    base.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    reports.sort_by_key(|r| r.id);
+    let summary = summarise(&reports, base);
+    let _ = events.send(RunEvent::Done(summary.clone()));
+    Ok((summary, reports))
+}
+
+/// Counters the shards share.
+#[derive(Debug)]
+struct Shared {
+    /// Endpoints of answering groups.
+    answerers: u32,
+    /// Answerers that registered (or failed to): callers dial once all have.
+    registered: AtomicU32,
+    /// Callers not finished: answerers leave when none is left.
+    callers_left: AtomicU32,
+}
+
+/// Folds endpoint reports into the summary figures.
+pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary {
+    let mut setups: Vec<f64> = Vec::new();
+    let mut pdds: Vec<f64> = Vec::new();
+    let mut network_ok = 0u32;
+    for r in reports {
+        *base
+            .outcomes
+            .entry(format!("{:?}", r.outcome).to_ascii_uppercase())
+            .or_default() += 1;
+        base.calls_attempted += r.calls_attempted;
+        base.calls_answered += r.calls_answered;
+        if r.calls_attempted > 0 {
+            network_ok += match r.call_result {
+                Some(
+                    CallResult::Answered
+                    | CallResult::Busy
+                    | CallResult::Rejected
+                    | CallResult::Cancelled,
+                ) => r.calls_attempted,
+                _ => r.calls_answered,
+            };
+        }
+        setups.extend(r.timings.call_setup_ms);
+        pdds.extend(r.timings.post_dial_delay_ms);
+    }
+    if base.calls_attempted > 0 {
+        base.asr = Some(100.0 * f64::from(base.calls_answered) / f64::from(base.calls_attempted));
+        base.ner = Some(
+            100.0 * f64::from(network_ok.min(base.calls_attempted))
+                / f64::from(base.calls_attempted),
+        );
+    }
+    base.setup_p50_ms = percentile(&mut setups, 50.0);
+    base.setup_p95_ms = percentile(&mut setups, 95.0);
+    base.setup_p99_ms = percentile(&mut setups, 99.0);
+    base.pdd_p50_ms = percentile(&mut pdds, 50.0);
+    base.pdd_p95_ms = percentile(&mut pdds, 95.0);
+    base.pdd_p99_ms = percentile(&mut pdds, 99.0);
+    base
+}
+
+/// Nearest-rank percentile.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
+    Some(values[rank.min(values.len()) - 1])
+}
+
+#[derive(Debug, Default)]
+struct ShardStats {
+    late_timers: u64,
+    max_lateness_ms: f64,
+    send_errors: u64,
+}
+
+/// What an endpoint does next on its own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Script {
+    /// Waiting to start (ramp).
+    Start,
+    /// Waiting for the answering groups to register before dialling.
+    WaitForAnswerers,
+    /// Dial now.
+    Dial,
+    /// Answer the incoming call now.
+    Answer(CallId),
+    /// Hang up now.
+    HangUp(CallId),
+    /// Answerers: poll until every caller of the run is done, then un-register.
+    WaitCallersDone,
+    /// Un-register now.
+    Unregister,
+    /// Nothing scheduled.
+    Idle,
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    id: u32,
+    group: usize,
+    index: usize,
+    ua: UserAgent,
+    phase: Phase,
+    outcome: Outcome,
+    error: Option<String>,
+    registration_code: Option<u16>,
+    call_code: Option<u16>,
+    call_result: Option<CallResult>,
+    calls_attempted: u32,
+    calls_answered: u32,
+    timings: Timings,
+    reg_sent: Option<Instant>,
+    invite_sent: Option<Instant>,
+    answered_at: Option<Instant>,
+    script: Script,
+    script_at: Option<Instant>,
+    /// The wake-up currently in the heap (stale heap entries are skipped).
+    wake: Option<Instant>,
+    trace: Vec<TraceEntry>,
+    done: bool,
+}
+
+impl Endpoint {
+    fn set_phase(&mut self, phase: Phase, events: &mpsc::Sender<RunEvent>) {
+        if phase > self.phase {
+            self.phase = phase;
+            let _ = events.send(RunEvent::Phase {
+                endpoint: self.id,
+                phase,
+            });
+        }
+    }
+
+    fn worsen(&mut self, outcome: Outcome, error: String) {
+        if outcome.severity() > self.outcome.severity() {
+            self.outcome = outcome;
+            self.error = Some(error);
+        } else if self.error.is_none() && outcome != Outcome::Success {
+            self.error = Some(error);
+        }
+    }
+}
+
+struct Shard<'a> {
+    plan: &'a RunPlan,
+    sock: UdpSocket,
+    local: SocketAddr,
+    endpoints: Vec<Endpoint>,
+    by_user: HashMap<String, usize>,
+    by_call_id: HashMap<String, usize>,
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    events: mpsc::Sender<RunEvent>,
+    start: Instant,
+    wall: SystemTime,
+    stats: ShardStats,
+    shared: Arc<Shared>,
+}
+
+fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
+    let (net, addr) = match ip {
+        IpAddr::V4(a) => ("IP4", a.to_string()),
+        IpAddr::V6(a) => ("IP6", a.to_string()),
+    };
+    Bytes::from(format!(
+        "v=0\r\no=sipmeter {session} {session} IN {net} {addr}\r\ns=sipmeter\r\nc=IN {net} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+    ))
+}
+
+fn classify(code: u16) -> CallResult {
+    match code {
+        200..=299 => CallResult::Answered,
+        486 | 600 => CallResult::Busy,
+        487 => CallResult::Cancelled,
+        408 => CallResult::Timeout,
+        480 | 503 => CallResult::Unavailable,
+        400..=699 => CallResult::Rejected,
+        _ => CallResult::Failed,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl<'a> Shard<'a> {
+    async fn run(
+        index: usize,
+        plan: &'a RunPlan,
+        work: Vec<(u32, usize, usize)>,
+        events: mpsc::Sender<RunEvent>,
+        stop: StopHandle,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<ShardStats> {
+        let bind_ip: IpAddr = if plan.server.addr.ip().is_loopback() {
+            plan.server.addr.ip()
+        } else if plan.server.addr.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+        let mut local = sock.local_addr()?;
+        if local.ip().is_unspecified() {
+            let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+            probe.connect(plan.server.addr)?;
+            local.set_ip(probe.local_addr()?.ip());
+        }
+        let start = Instant::now();
+        let mut shard = Shard {
+            plan,
+            sock,
+            local,
+            endpoints: Vec::with_capacity(work.len()),
+            by_user: HashMap::new(),
+            by_call_id: HashMap::new(),
+            heap: BinaryHeap::new(),
+            events,
+            start,
+            wall: SystemTime::now(),
+            stats: ShardStats::default(),
+            shared,
+        };
+        // Answerers start first; callers follow at the ramp rate and dial once every
+        // answerer of the run is registered (product.md: receivers register first).
+        let mut order = work;
+        order.sort_by_key(|&(id, g, _)| (!matches!(plan.groups[g].role, Role::Answer { .. }), id));
+        for (n, (id, g, i)) in order.into_iter().enumerate() {
+            let ep_plan = &plan.groups[g].endpoints[i];
+            let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let ua = UserAgent::new(UaConfig {
+                user: ep_plan.user.clone(),
+                domain: plan.server.domain.clone(),
+                registrar_uri: plan.server.registrar_uri.clone(),
+                outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
+                credentials: ep_plan.credentials.clone(),
+                local_host: match local.ip() {
+                    IpAddr::V4(a) => Host::V4(a),
+                    IpAddr::V6(a) => Host::V6(a),
+                },
+                local_port: local.port(),
+                transport: FlowKind::Udp.via_token().into(),
+                reliable: false,
+                expires: plan.register_expires,
+                timers: TimerConfig::default(),
+                user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
+                seed,
+            });
+            // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
+            let slot = if plan.ramp_per_sec > 0.0 {
+                Duration::from_secs_f64((n * plan.shards.max(1) + index) as f64 / plan.ramp_per_sec)
+            } else {
+                Duration::ZERO
+            };
+            let idx = shard.endpoints.len();
+            shard.by_user.insert(ep_plan.user.clone(), idx);
+            shard.endpoints.push(Endpoint {
+                id,
+                group: g,
+                index: i,
+                ua,
+                phase: Phase::Initializing,
+                outcome: Outcome::Success,
+                error: None,
+                registration_code: None,
+                call_code: None,
+                call_result: None,
+                calls_attempted: 0,
+                calls_answered: 0,
+                timings: Timings::default(),
+                reg_sent: None,
+                invite_sent: None,
+                answered_at: None,
+                script: Script::Start,
+                script_at: Some(start + slot),
+                wake: None,
+                trace: Vec::new(),
+                done: false,
+            });
+            shard.schedule(idx);
+        }
+        shard.event_loop(stop).await?;
+        Ok(shard.stats)
+    }
+
+    fn schedule(&mut self, idx: usize) {
+        let ep = &mut self.endpoints[idx];
+        let next = [ep.ua.poll_timeout(), ep.script_at]
+            .into_iter()
+            .flatten()
+            .min();
+        if next != ep.wake {
+            ep.wake = next;
+            if let Some(at) = next {
+                self.heap.push(Reverse((at, idx)));
+            }
+        }
+    }
+
+    async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
+        let deadline = self.start + self.plan.time_limit;
+        let mut buf = vec![0u8; 65_536];
+        let mut stopping = false;
+        let mut next_progress = self.start + Duration::from_secs(1);
+        loop {
+            if self.endpoints.iter().all(|e| e.done) {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if (stop.requested() || now >= deadline) && !stopping {
+                stopping = true;
+                self.stop_all(now, now >= deadline).await;
+            }
+            if now >= next_progress {
+                next_progress = now + Duration::from_secs(1);
+                self.progress();
+            }
+            // Fire due timers.
+            while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.heap.pop();
+                if self.endpoints[idx].wake != Some(at) {
+                    continue; // stale entry
+                }
+                let lateness = now.saturating_duration_since(at);
+                if lateness > Duration::from_millis(10) {
+                    self.stats.late_timers += 1;
+                }
+                self.stats.max_lateness_ms = self.stats.max_lateness_ms.max(ms(lateness));
+                self.endpoints[idx].wake = None;
+                self.on_timer(idx, now).await;
+            }
+            let next = self
+                .heap
+                .peek()
+                .map(|r| r.0.0)
+                .unwrap_or(now + Duration::from_millis(200))
+                .min(next_progress)
+                .min(deadline.max(now));
+            tokio::select! {
+                r = self.sock.recv_from(&mut buf) => {
+                    // ICMP errors on an unconnected UDP socket are not per endpoint: ignored.
+                    if let Ok((n, from)) = r {
+                        let bytes = Bytes::copy_from_slice(&buf[..n]);
+                        self.on_datagram(Instant::now(), bytes, from).await;
+                    }
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+            }
+        }
+    }
+
+    fn progress(&self) {
+        let mut p = Progress::default();
+        for e in &self.endpoints {
+            if e.phase >= Phase::Registered && e.registration_code == Some(200) {
+                p.registered += 1;
+            }
+            match e.phase {
+                Phase::Calling | Phase::Ringing | Phase::Negotiating => p.calling += 1,
+                Phase::Incall => p.in_call += 1,
+                _ => {}
+            }
+            if e.done {
+                p.done += 1;
+                if e.outcome.severity() >= 10 {
+                    p.failed += 1;
+                }
+            }
+        }
+        let _ = self.events.send(RunEvent::Progress(p));
+    }
+
+    async fn stop_all(&mut self, now: Instant, timed_out: bool) {
+        for idx in 0..self.endpoints.len() {
+            let ep = &mut self.endpoints[idx];
+            if ep.done {
+                continue;
+            }
+            if timed_out {
+                ep.worsen(Outcome::Timeout, "the run's time limit was reached".into());
+            }
+            match ep.script {
+                Script::HangUp(_) | Script::Answer(_) => ep.script_at = Some(now),
+                _ => {
+                    ep.script = Script::Unregister;
+                    ep.script_at = Some(now);
+                }
+            }
+            self.schedule(idx);
+        }
+    }
+
+    async fn on_timer(&mut self, idx: usize, now: Instant) {
+        {
+            let ep = &mut self.endpoints[idx];
+            if ep.ua.poll_timeout().is_some_and(|t| t <= now) {
+                ep.ua.handle_timeout(now);
+            }
+        }
+        let due = self.endpoints[idx].script_at.is_some_and(|t| t <= now);
+        if due {
+            let script = {
+                let ep = &mut self.endpoints[idx];
+                ep.script_at = None;
+                std::mem::replace(&mut ep.script, Script::Idle)
+            };
+            self.run_script(idx, now, script);
+        }
+        self.pump(idx, now).await;
+    }
+
+    fn run_script(&mut self, idx: usize, now: Instant, script: Script) {
+        let events = self.events.clone();
+        let sdp_ip = self.local.ip();
+        let ep = &mut self.endpoints[idx];
+        match script {
+            Script::Start => {
+                ep.reg_sent = Some(now);
+                ep.ua.register(now);
+            }
+            Script::WaitForAnswerers => {
+                let ready = self.shared.registered.load(Ordering::Relaxed) >= self.shared.answerers;
+                ep.script = if ready {
+                    Script::Dial
+                } else {
+                    Script::WaitForAnswerers
+                };
+                ep.script_at = Some(if ready {
+                    now
+                } else {
+                    now + Duration::from_millis(20)
+                });
+            }
+            Script::WaitCallersDone => {
+                if self.shared.callers_left.load(Ordering::Relaxed) == 0 {
+                    ep.script = Script::Unregister;
+                    ep.script_at = Some(now);
+                } else {
+                    ep.script = Script::WaitCallersDone;
+                    ep.script_at = Some(now + Duration::from_millis(100));
+                }
+            }
+            Script::Dial => self.dial(idx, now),
+            Script::Answer(call) => {
+                let sdp = sdp_offer(sdp_ip, 0, u64::from(ep.id));
+                ep.ua.answer(now, call, Some(sdp));
+                ep.set_phase(Phase::Negotiating, &events);
+            }
+            Script::HangUp(call) => {
+                ep.set_phase(Phase::Disconnecting, &events);
+                ep.ua.hangup(now, call);
+            }
+            Script::Unregister => {
+                ep.set_phase(Phase::Disconnecting, &events);
+                if ep.registration_code == Some(200) {
+                    ep.ua.unregister(now);
+                } else {
+                    self.finish(idx);
+                }
+            }
+            Script::Idle => {}
+        }
+    }
+
+    fn dial(&mut self, idx: usize, now: Instant) {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
+            return;
+        };
+        if targets.is_empty() {
+            ep.worsen(Outcome::CallFailed, "no call target".into());
+            ep.script = Script::Unregister;
+            ep.script_at = Some(now);
+            return;
+        }
+        let target = targets[ep.index % targets.len()].clone();
+        let sdp = sdp_offer(self.local.ip(), 0, u64::from(ep.id));
+        ep.calls_attempted += 1;
+        ep.invite_sent = Some(now);
+        ep.answered_at = None;
+        ep.set_phase(Phase::Calling, &self.events);
+        let _call = ep.ua.call(now, target, Some(sdp));
+    }
+
+    /// Sends what the endpoint queued, handles its events, reschedules it.
+    async fn pump(&mut self, idx: usize, now: Instant) {
+        loop {
+            let mut sent_any = false;
+            while let Some(out) = self.endpoints[idx].ua.poll_transmit() {
+                sent_any = true;
+                let to = match &out.destination {
+                    Destination::Registrar => self.plan.server.addr,
+                    Destination::OutboundProxy => self
+                        .plan
+                        .server
+                        .outbound_proxy
+                        .as_ref()
+                        .map_or(self.plan.server.addr, |p| p.1),
+                    Destination::Source(a) => *a,
+                    Destination::Uri(u) => uri_addr(u).unwrap_or(self.plan.server.addr),
+                };
+                if let Ok(m) = Message::parse(&out.bytes)
+                    && let Some(cid) = m.call_id()
+                    && m.is_request()
+                {
+                    self.by_call_id.entry(cid).or_insert(idx);
+                }
+                let at = now - self.start;
+                let entry = TraceEntry::new(
+                    Direction::Sent,
+                    FlowKind::Udp,
+                    self.local,
+                    to,
+                    out.bytes.clone(),
+                    at,
+                    self.wall + at,
+                    out.retransmission,
+                );
+                self.endpoints[idx].trace.push(entry);
+                if let Err(e) = self.sock.send_to(&out.bytes, to).await {
+                    self.stats.send_errors += 1;
+                    let ep = &mut self.endpoints[idx];
+                    ep.trace
+                        .push(TraceEntry::note(format!("send to {to} failed: {e}"), at));
+                    ep.worsen(Outcome::Oserror, format!("send failed: {e}"));
+                }
+            }
+            let mut got_any = false;
+            while let Some(ev) = self.endpoints[idx].ua.poll_event() {
+                got_any = true;
+                self.on_event(idx, now, ev);
+            }
+            if !sent_any && !got_any {
+                break;
+            }
+        }
+        self.schedule(idx);
+    }
+
+    fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
+        let plan = self.plan;
+        let events = self.events.clone();
+        let ep = &mut self.endpoints[idx];
+        let role = &plan.groups[ep.group].role;
+        match ev {
+            UaEvent::Registered { refresh, .. } => {
+                ep.registration_code = Some(200);
+                if refresh {
+                    return;
+                }
+                ep.timings.registration_ms = ep.reg_sent.map(|t| ms(now - t));
+                ep.set_phase(Phase::Registered, &events);
+                if matches!(role, Role::Answer { .. }) {
+                    self.shared.registered.fetch_add(1, Ordering::Relaxed);
+                }
+                match role {
+                    Role::Call { .. } => {
+                        ep.script = Script::WaitForAnswerers;
+                        ep.script_at = Some(now);
+                    }
+                    Role::RegisterOnly => {
+                        ep.script = Script::Unregister;
+                        ep.script_at = Some(now + plan.call_duration);
+                    }
+                    Role::Answer { .. } => {
+                        ep.script = Script::WaitCallersDone;
+                        ep.script_at = Some(now + Duration::from_millis(100));
+                    }
+                }
+            }
+            UaEvent::RegistrationFailed { code, reason } => {
+                ep.registration_code = Some(code);
+                if matches!(role, Role::Answer { .. }) {
+                    // Callers must not wait for an answerer that will never register.
+                    self.shared.registered.fetch_add(1, Ordering::Relaxed);
+                }
+                let outcome = if code == 408 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::RegistrationFailed
+                };
+                ep.worsen(
+                    outcome,
+                    format!("REGISTER failed: {code} {reason}: {}", hint_for(code)),
+                );
+                self.finish(idx);
+            }
+            UaEvent::Unregistered { code } => {
+                if !(200..300).contains(&code) {
+                    ep.worsen(
+                        Outcome::CompletedWithWarnings,
+                        format!("un-REGISTER answered {code}"),
+                    );
+                }
+                self.finish(idx);
+            }
+            UaEvent::Call(call, ce) => self.on_call_event(idx, now, call, ce),
+            UaEvent::Retransmitted { method, count } => {
+                let at = now - self.start;
+                ep.trace.push(TraceEntry::note(
+                    format!("{method} retransmitted ({count})"),
+                    at,
+                ));
+            }
+            UaEvent::TimerFired { timer, method } => {
+                let at = now - self.start;
+                ep.trace.push(TraceEntry::note(
+                    format!("Timer {timer:?} fired ({method})"),
+                    at,
+                ));
+            }
+            UaEvent::Ignored { what } => {
+                let at = now - self.start;
+                ep.trace
+                    .push(TraceEntry::note(format!("ignored: {what}"), at));
+            }
+        }
+    }
+
+    fn on_call_event(&mut self, idx: usize, now: Instant, call: CallId, ce: CallEvent) {
+        let plan = self.plan;
+        let events = self.events.clone();
+        let ep = &mut self.endpoints[idx];
+        let since_invite = |ep: &Endpoint| ep.invite_sent.map(|t| ms(now - t));
+        match ce {
+            CallEvent::Incoming { .. } => {
+                ep.calls_attempted += 1;
+                ep.set_phase(Phase::Calling, &events);
+                ep.ua.ring(now, call);
+                ep.set_phase(Phase::Ringing, &events);
+                let delay = match &plan.groups[ep.group].role {
+                    Role::Answer { answer_delay } => *answer_delay,
+                    _ => Duration::ZERO,
+                };
+                ep.script = Script::Answer(call);
+                ep.script_at = Some(now + delay);
+            }
+            CallEvent::Trying => {
+                if ep.timings.time_to_100_ms.is_none() {
+                    ep.timings.time_to_100_ms = since_invite(ep);
+                }
+            }
+            CallEvent::Progress { code, .. } => {
+                if (180..=183).contains(&code) && ep.timings.time_to_180_ms.is_none() {
+                    ep.timings.time_to_180_ms = since_invite(ep);
+                    ep.timings.post_dial_delay_ms = since_invite(ep);
+                }
+                ep.set_phase(Phase::Ringing, &events);
+            }
+            CallEvent::Answered { .. } => {
+                ep.set_phase(Phase::Negotiating, &events);
+                ep.set_phase(Phase::Incall, &events);
+                ep.calls_answered += 1;
+                ep.call_code = Some(200);
+                ep.call_result = Some(CallResult::Answered);
+                ep.answered_at = Some(now);
+                if ep.invite_sent.is_some() {
+                    if ep.timings.call_setup_ms.is_none() {
+                        ep.timings.call_setup_ms = since_invite(ep);
+                    }
+                    if ep.timings.post_dial_delay_ms.is_none() {
+                        ep.timings.post_dial_delay_ms = since_invite(ep);
+                    }
+                    ep.script = Script::HangUp(call);
+                    ep.script_at = Some(now + plan.call_duration);
+                }
+            }
+            CallEvent::Failed { code, reason } => {
+                ep.call_code = Some(code);
+                ep.call_result = Some(classify(code));
+                let outcome = if code == 408 {
+                    Outcome::Timeout
+                } else if code == 488 || code == 606 {
+                    Outcome::NegotiationFailed
+                } else {
+                    Outcome::CallFailed
+                };
+                ep.worsen(
+                    outcome,
+                    format!("call failed: {code} {reason}: {}", hint_for(code)),
+                );
+                ep.ua.forget_call(call);
+                self.after_call(idx, now);
+            }
+            CallEvent::Ended { by_remote, code } => {
+                if let Some(a) = ep.answered_at {
+                    ep.timings.call_duration_ms.get_or_insert(ms(now - a));
+                }
+                if !by_remote && code != 0 && !(200..300).contains(&code) {
+                    ep.worsen(
+                        Outcome::TeardownError,
+                        format!("BYE answered {code}: {}", hint_for(code)),
+                    );
+                }
+                ep.ua.forget_call(call);
+                self.after_call(idx, now);
+            }
+            CallEvent::Reinvited { .. } | CallEvent::Info { .. } => {}
+        }
+    }
+
+    /// After a call: dial again, un-register, or (answerers) wait for the callers.
+    fn after_call(&mut self, idx: usize, now: Instant) {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        match &plan.groups[ep.group].role {
+            Role::Call { calls, pause, .. } if ep.calls_attempted < *calls => {
+                ep.script = Script::Dial;
+                ep.script_at = Some(now + *pause);
+            }
+            Role::Call { .. } => {
+                ep.script = Script::Unregister;
+                ep.script_at = Some(now);
+            }
+            Role::Answer { .. } => {
+                ep.script = Script::WaitCallersDone;
+                ep.script_at = Some(now + Duration::from_millis(100));
+            }
+            Role::RegisterOnly => {}
+        }
+    }
+
+    fn finish(&mut self, idx: usize) {
+        let events = self.events.clone();
+        let keep = self.plan.keep_all_traces;
+        let ep = &mut self.endpoints[idx];
+        if ep.done {
+            return;
+        }
+        ep.done = true;
+        if matches!(self.plan.groups[ep.group].role, Role::Call { .. }) {
+            self.shared.callers_left.fetch_sub(1, Ordering::Relaxed);
+        }
+        ep.set_phase(Phase::Closed, &events);
+        let failed = ep.outcome != Outcome::Success;
+        let report = EndpointReport {
+            id: ep.id,
+            group: self.plan.groups[ep.group].name.clone(),
+            user: ep.ua.config().user.clone(),
+            phase: ep.phase,
+            outcome: ep.outcome,
+            registration_code: ep.registration_code,
+            call_code: ep.call_code,
+            call_result: ep.call_result,
+            calls_answered: ep.calls_answered,
+            calls_attempted: ep.calls_attempted,
+            timings: ep.timings.clone(),
+            error: ep.error.clone(),
+            trace: if keep || failed {
+                std::mem::take(&mut ep.trace)
+            } else {
+                Vec::new()
+            },
+        };
+        ep.trace = Vec::new();
+        let _ = events.send(RunEvent::Finished(Box::new(report)));
+    }
+
+    async fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {
+        let msg = match Message::parse_bytes(bytes.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                // Malformed input from the server under test: find the endpoint it was for
+                // (by Call-ID text) and put the bytes and the error in its trace.
+                if let Some(idx) = self.find_by_raw_call_id(&bytes) {
+                    let at = now - self.start;
+                    let ep = &mut self.endpoints[idx];
+                    ep.trace.push(TraceEntry::new(
+                        Direction::Received,
+                        FlowKind::Udp,
+                        self.local,
+                        from,
+                        bytes,
+                        at,
+                        self.wall + at,
+                        false,
+                    ));
+                    ep.trace.push(TraceEntry::note(
+                        format!("malformed message from {from}: {e}"),
+                        at,
+                    ));
+                    ep.worsen(
+                        Outcome::CompletedWithWarnings,
+                        format!("received a malformed message: {e}"),
+                    );
+                }
+                return;
+            }
+        };
+        let idx = if msg.is_request() {
+            let user = msg
+                .request_uri()
+                .and_then(Uri::as_sip)
+                .and_then(SipUri::user_unescaped);
+            user.and_then(|u| self.by_user.get(&u).copied())
+                .or_else(|| msg.call_id().and_then(|c| self.by_call_id.get(&c).copied()))
+        } else {
+            msg.call_id().and_then(|c| self.by_call_id.get(&c).copied())
+        };
+        let Some(idx) = idx else { return };
+        if let Some(cid) = msg.call_id() {
+            self.by_call_id.entry(cid).or_insert(idx);
+        }
+        let at = now - self.start;
+        let entry = TraceEntry::new(
+            Direction::Received,
+            FlowKind::Udp,
+            self.local,
+            from,
+            bytes,
+            at,
+            self.wall + at,
+            false,
+        );
+        let ep = &mut self.endpoints[idx];
+        ep.trace.push(entry);
+        if ep.done {
+            return;
+        }
+        ep.ua.handle_message(now, msg, from);
+        self.pump(idx, now).await;
+    }
+
+    fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            let n = name.trim();
+            (n.eq_ignore_ascii_case("call-id") || n == "i")
+                .then(|| self.by_call_id.get(value.trim()).copied())
+                .flatten()
+        })
+    }
+}
+
+fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
+    let u = uri.as_sip()?;
+    let ip = match &u.host {
+        Host::V4(a) => IpAddr::V4(*a),
+        Host::V6(a) => IpAddr::V6(*a),
+        Host::Name(_) => return None,
+    };
+    Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
+}

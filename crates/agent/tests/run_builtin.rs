@@ -1,0 +1,133 @@
+//! A whole run over real loopback UDP: callers call callees through the built-in registrar.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agent::builtin::BuiltinRegistrar;
+use agent::engine::{
+    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
+};
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::{Host, Uri};
+use sip_proto::auth::Credentials;
+
+const SECRET: &[u8] = b"run secret";
+
+fn endpoints(prefix: &str, n: usize) -> Vec<EndpointPlan> {
+    (0..n)
+        .map(|i| {
+            let user = format!("{prefix}{i}");
+            let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, 4_000_000_000);
+            EndpointPlan {
+                user,
+                credentials: Some(Credentials::new(&u, &p)),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            RegistrarConfig {
+                domain: "sipmeter.test".into(),
+                host: Host::parse("127.0.0.1").unwrap(),
+                port: 0,
+                transport: "UDP".into(),
+                auth: AuthMode::Ephemeral,
+                secret: SECRET.to_vec(),
+                min_expires: 10,
+                max_expires: 3600,
+            },
+        ))
+        .unwrap();
+    let addr = reg.addr();
+    let targets = (0..10)
+        .map(|i| Uri::parse(&format!("sip:callee{i}@sipmeter.test")).unwrap())
+        .collect();
+    let plan = RunPlan {
+        name: "loopback".into(),
+        server: ServerTarget {
+            addr,
+            domain: "sipmeter.test".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
+                .unwrap(),
+            outbound_proxy: None,
+        },
+        groups: vec![
+            GroupPlan {
+                name: "callers".into(),
+                endpoints: endpoints("caller", 10),
+                role: Role::Call {
+                    targets,
+                    calls: 2,
+                    pause: Duration::from_millis(100),
+                },
+            },
+            GroupPlan {
+                name: "callees".into(),
+                endpoints: endpoints("callee", 10),
+                role: Role::Answer {
+                    answer_delay: Duration::from_millis(50),
+                },
+            },
+        ],
+        call_duration: Duration::from_millis(300),
+        ramp_per_sec: 200.0,
+        register_expires: 60,
+        shards: 2,
+        seed: 42,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+    };
+    let (tx, rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    let events: Vec<RunEvent> = rx.try_iter().collect();
+    assert_eq!(reports.len(), 20);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.phase, Phase::Closed);
+        assert_eq!(r.registration_code, Some(200));
+    }
+    let callers: Vec<_> = reports.iter().filter(|r| r.group == "callers").collect();
+    assert!(
+        callers
+            .iter()
+            .all(|r| r.calls_attempted == 2 && r.calls_answered == 2)
+    );
+    assert!(
+        callers
+            .iter()
+            .all(|r| r.timings.call_setup_ms.is_some() && r.timings.time_to_180_ms.is_some())
+    );
+    assert_eq!(summary.calls_attempted, 40, "20 placed and 20 received");
+    assert_eq!(summary.asr, Some(100.0));
+    assert!(summary.setup_p95_ms.unwrap() < 1000.0);
+    // Phases came in order for each endpoint.
+    let mut last = std::collections::HashMap::new();
+    for e in &events {
+        if let RunEvent::Phase { endpoint, phase } = e {
+            let prev = last.insert(*endpoint, *phase);
+            assert!(prev.is_none_or(|p| p < *phase), "phases go forward only");
+        }
+    }
+    assert!(matches!(events.last(), Some(RunEvent::Done(_))));
+    // Each trace holds the exact bytes: the caller's first line is its REGISTER.
+    assert!(
+        callers[0].trace[0]
+            .first_line()
+            .starts_with("REGISTER sip:127.0.0.1:")
+    );
+    let stats = rt.block_on(reg.stop());
+    assert!(
+        stats.forwarded >= 20 * 3,
+        "INVITE, ACK and BYE of each call went through the proxy: {stats:?}"
+    );
+}
