@@ -153,6 +153,20 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name as reported (`CALL_FAILED`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Success => "SUCCESS",
+            Outcome::CompletedWithWarnings => "COMPLETED_WITH_WARNINGS",
+            Outcome::RegistrationFailed => "REGISTRATION_FAILED",
+            Outcome::CallFailed => "CALL_FAILED",
+            Outcome::NegotiationFailed => "NEGOTIATION_FAILED",
+            Outcome::Timeout => "TIMEOUT",
+            Outcome::Oserror => "OSERROR",
+            Outcome::TeardownError => "TEARDOWN_ERROR",
+        }
+    }
+
     /// The severity used to keep the worst outcome (product.md: 0, 1, then 10 each).
     pub fn severity(self) -> u8 {
         match self {
@@ -221,8 +235,10 @@ pub struct EndpointReport {
     pub call_result: Option<CallResult>,
     /// Calls completed.
     pub calls_answered: u32,
-    /// Calls attempted.
+    /// Calls attempted (placed by this endpoint).
     pub calls_attempted: u32,
+    /// Calls received.
+    pub calls_received: u32,
     /// Timings of the first call.
     pub timings: Timings,
     /// What went wrong, in words, with the hint for the code.
@@ -249,9 +265,12 @@ pub enum RunEvent {
     Done(RunSummary),
 }
 
-/// Live counters.
+/// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
+/// carries the totals over all shards (`shard: None`).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Progress {
+    /// The shard that counted, or `None` for run totals.
+    pub shard: Option<usize>,
     /// Endpoints registered (now or before).
     pub registered: u32,
     /// Endpoints in a call setup.
@@ -271,9 +290,9 @@ pub struct RunSummary {
     pub endpoints: u32,
     /// Per outcome.
     pub outcomes: HashMap<String, u32>,
-    /// Calls attempted.
+    /// Calls placed.
     pub calls_attempted: u32,
-    /// Calls answered.
+    /// Calls placed and answered.
     pub calls_answered: u32,
     /// Answer-seizure ratio in percent (answered / attempted).
     pub asr: Option<f64>,
@@ -370,11 +389,30 @@ pub fn run(
     }
     drop(tx);
     let mut reports = Vec::with_capacity(total as usize);
+    let mut per_shard = vec![Progress::default(); shards];
     for ev in rx {
-        if let RunEvent::Finished(r) = &ev {
-            reports.push((**r).clone());
+        match ev {
+            RunEvent::Progress(p) => {
+                let Some(i) = p.shard else { continue };
+                per_shard[i] = p;
+                let mut sum = Progress::default();
+                for q in &per_shard {
+                    sum.registered += q.registered;
+                    sum.calling += q.calling;
+                    sum.in_call += q.in_call;
+                    sum.done += q.done;
+                    sum.failed += q.failed;
+                }
+                let _ = events.send(RunEvent::Progress(sum));
+            }
+            RunEvent::Finished(r) => {
+                reports.push((*r).clone());
+                let _ = events.send(RunEvent::Finished(r));
+            }
+            other => {
+                let _ = events.send(other);
+            }
         }
-        let _ = events.send(ev);
     }
     let mut base = RunSummary {
         endpoints: total,
@@ -421,7 +459,7 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
     for r in reports {
         *base
             .outcomes
-            .entry(format!("{:?}", r.outcome).to_ascii_uppercase())
+            .entry(r.outcome.name().to_owned())
             .or_default() += 1;
         base.calls_attempted += r.calls_attempted;
         base.calls_answered += r.calls_answered;
@@ -506,6 +544,7 @@ struct Endpoint {
     call_code: Option<u16>,
     call_result: Option<CallResult>,
     calls_attempted: u32,
+    calls_received: u32,
     calls_answered: u32,
     timings: Timings,
     reg_sent: Option<Instant>,
@@ -541,6 +580,7 @@ impl Endpoint {
 }
 
 struct Shard<'a> {
+    index: usize,
     plan: &'a RunPlan,
     sock: UdpSocket,
     local: SocketAddr,
@@ -606,6 +646,7 @@ impl<'a> Shard<'a> {
         }
         let start = Instant::now();
         let mut shard = Shard {
+            index,
             plan,
             sock,
             local,
@@ -664,6 +705,7 @@ impl<'a> Shard<'a> {
                 call_code: None,
                 call_result: None,
                 calls_attempted: 0,
+                calls_received: 0,
                 calls_answered: 0,
                 timings: Timings::default(),
                 reg_sent: None,
@@ -751,7 +793,10 @@ impl<'a> Shard<'a> {
     }
 
     fn progress(&self) {
-        let mut p = Progress::default();
+        let mut p = Progress {
+            shard: Some(self.index),
+            ..Progress::default()
+        };
         for e in &self.endpoints {
             if e.phase >= Phase::Registered && e.registration_code == Some(200) {
                 p.registered += 1;
@@ -1026,7 +1071,7 @@ impl<'a> Shard<'a> {
         let since_invite = |ep: &Endpoint| ep.invite_sent.map(|t| ms(now - t));
         match ce {
             CallEvent::Incoming { .. } => {
-                ep.calls_attempted += 1;
+                ep.calls_received += 1;
                 ep.set_phase(Phase::Calling, &events);
                 ep.ua.ring(now, call);
                 ep.set_phase(Phase::Ringing, &events);
@@ -1052,7 +1097,9 @@ impl<'a> Shard<'a> {
             CallEvent::Answered { .. } => {
                 ep.set_phase(Phase::Negotiating, &events);
                 ep.set_phase(Phase::Incall, &events);
-                ep.calls_answered += 1;
+                if ep.invite_sent.is_some() {
+                    ep.calls_answered += 1;
+                }
                 ep.call_code = Some(200);
                 ep.call_result = Some(CallResult::Answered);
                 ep.answered_at = Some(now);
@@ -1146,6 +1193,7 @@ impl<'a> Shard<'a> {
             call_result: ep.call_result,
             calls_answered: ep.calls_answered,
             calls_attempted: ep.calls_attempted,
+            calls_received: ep.calls_received,
             timings: ep.timings.clone(),
             error: ep.error.clone(),
             trace: if keep || failed {

@@ -5,4 +5,6 @@ pub mod check;
 pub mod engine;
 pub mod flow;
 pub mod hints;
+pub mod runner;
+pub mod testfile;
 pub mod trace;

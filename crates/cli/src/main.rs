@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod lint;
+mod run;
 
 /// Test and monitor SIP/VoIP infrastructure.
 #[derive(Debug, Parser)]
@@ -22,6 +23,10 @@ enum Command {
     Sip(SipCommand),
     /// Check that an account registers with a registrar: DNS, transport, REGISTER, auth.
     Check(check::CheckArgs),
+    /// Run a test described in a TOML file; exit 0 when it passes, 1 when it fails, 2 for a bad file.
+    Run(run::RunArgs),
+    /// Run the demo: 10 callers call 10 callees through the built-in registrar on loopback.
+    Demo(run::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,5 +41,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sip(SipCommand::Lint(args)) => lint::run(&args),
         Command::Check(args) => check::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Demo(args) => run::demo(&args),
     }
 }

@@ -83,6 +83,11 @@ impl Verifier {
         matches!(self.mode, AuthMode::Ephemeral)
     }
 
+    /// True with a static account list (otherwise users are known by having registered).
+    pub(crate) fn has_accounts(&self) -> bool {
+        matches!(self.mode, AuthMode::Static(_))
+    }
+
     /// True when `user` is a known account (for 480 versus 404).
     pub(crate) fn knows(&self, user: &str) -> bool {
         match &self.mode {

@@ -96,6 +96,8 @@ pub struct Stats {
 pub struct Registrar {
     config: RegistrarConfig,
     bindings: HashMap<String, Vec<Binding>>,
+    /// Users that registered at some point (404 versus 480 without an account list).
+    seen: std::collections::HashSet<String>,
     out: VecDeque<(SocketAddr, Bytes)>,
     stats: Stats,
     auth: auth::Verifier,
@@ -108,6 +110,7 @@ impl Registrar {
         Self {
             config,
             bindings: HashMap::new(),
+            seen: Default::default(),
             out: VecDeque::new(),
             stats: Stats::default(),
             auth,
@@ -302,6 +305,7 @@ impl Registrar {
             ));
         }
         self.stats.registered += 1;
+        self.seen.insert(user);
         self.respond(req, source, 200, "OK", extra);
     }
 
@@ -377,7 +381,12 @@ impl Registrar {
                     Some(to)
                 }
                 None => {
-                    let (code, reason) = if self.auth.knows(&user) {
+                    let known = if self.auth.has_accounts() {
+                        self.auth.knows(&user)
+                    } else {
+                        self.seen.contains(&user)
+                    };
+                    let (code, reason) = if known {
                         (480, "Temporarily Unavailable")
                     } else {
                         (404, "Not Found")

@@ -1,0 +1,51 @@
+//! Runs a prepared test: starts the built-in registrar when the test uses it, then the engine.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::{Host, Uri};
+
+use crate::builtin::BuiltinRegistrar;
+use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run};
+use crate::testfile::Prepared;
+
+/// Runs `prepared`, streaming events to `events`.
+pub fn execute(
+    mut prepared: Prepared,
+    events: mpsc::Sender<RunEvent>,
+    stop: StopHandle,
+) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
+    let Some(secret) = prepared.builtin.take() else {
+        return run(prepared.plan, events, stop);
+    };
+    // The built-in registrar runs on its own thread for the length of the run.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let domain = "sipmeter.builtin".to_owned();
+    let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let reg = rt.block_on(BuiltinRegistrar::start_udp(
+        listen,
+        RegistrarConfig {
+            domain: domain.clone(),
+            host: Host::parse("127.0.0.1").unwrap_or(Host::Name("localhost".into())),
+            port: 0,
+            transport: "UDP".into(),
+            auth: AuthMode::Ephemeral,
+            secret,
+            min_expires: 10,
+            max_expires: 3600,
+        },
+    ))?;
+    let addr = reg.addr();
+    prepared.plan.server.addr = addr;
+    prepared.plan.server.domain = domain;
+    prepared.plan.server.registrar_uri =
+        Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let out = run(prepared.plan, events, stop);
+    rt.block_on(reg.stop());
+    out
+}

@@ -1,0 +1,741 @@
+//! Test files: a TOML description of a test (registrars, accounts, groups, pass criteria),
+//! turned into a [`RunPlan`]. Errors name the line and the field.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sip_msg::{Host, SipUri, Uri};
+use sip_proto::auth::Credentials;
+use toml::Spanned;
+
+use crate::engine::{EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget};
+
+/// A test file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// The test's name.
+    pub name: String,
+    /// How long each call stays up (`30s`, `500ms`, `2m`).
+    pub duration: Spanned<String>,
+    /// Endpoints started per second (`20/s`); all at once when absent.
+    pub ramp: Option<Spanned<String>>,
+    /// Hard limit for the whole run (default: duration × calls + 2 minutes).
+    pub time_limit: Option<Spanned<String>>,
+    /// Event loops; default: one per core.
+    pub shards: Option<usize>,
+    /// Seed for tags, branches and Call-IDs.
+    pub seed: Option<u64>,
+    /// Registration lifetime in seconds (default 300).
+    pub register_expires: Option<u32>,
+    /// The registrars.
+    #[serde(rename = "registrar", default)]
+    pub registrars: Vec<RegistrarEntry>,
+    /// Accounts for non-builtin registrars.
+    #[serde(default)]
+    pub accounts: Vec<AccountsEntry>,
+    /// The groups of endpoints.
+    #[serde(rename = "group", default)]
+    pub groups: Vec<GroupEntry>,
+    /// Pass criteria; without them the test passes when every endpoint succeeds.
+    #[serde(default)]
+    pub pass: PassCriteria,
+}
+
+/// A `[[registrar]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrarEntry {
+    /// How groups refer to it.
+    pub id: String,
+    /// `builtin` for sipmeter's own registrar; otherwise a SIP server.
+    pub kind: Option<String>,
+    /// Host name or IP address (not for builtin).
+    pub domain: Option<Spanned<String>>,
+    /// Port; default per transport.
+    pub port: Option<u16>,
+    /// `udp` (this build's engine runs UDP; tcp/tls/wss/auto come with the transports).
+    pub transport: Option<Spanned<String>>,
+    /// `host:port` of an outbound proxy for INVITEs.
+    pub outbound_proxy: Option<Spanned<String>>,
+}
+
+/// An `[[accounts]]` entry: a numeric range, or a list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsEntry {
+    /// The registrar these accounts belong to.
+    pub registrar: Spanned<String>,
+    /// A numeric range with a password pattern (`{n}` is the number).
+    pub range: Option<AccountRange>,
+    /// Explicit accounts.
+    #[serde(default)]
+    pub list: Vec<Account>,
+}
+
+/// `range = { from = 1001, to = 1100, password = "pass{n}" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRange {
+    /// First number.
+    pub from: u64,
+    /// Last number (inclusive).
+    pub to: u64,
+    /// The password pattern.
+    pub password: String,
+}
+
+/// One account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// Auth user name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Realm (learned from the challenge when absent).
+    pub realm: Option<String>,
+    /// The AOR user when it differs from the auth user.
+    pub extension: Option<String>,
+}
+
+/// A `[[group]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupEntry {
+    /// The group's name.
+    pub name: String,
+    /// How many endpoints.
+    pub endpoints: Spanned<usize>,
+    /// Which registrar (`id`).
+    pub registrar: Spanned<String>,
+    /// `answer`, `call` or `register`.
+    pub role: Option<Spanned<String>>,
+    /// For `answer`: delay before 200 OK.
+    pub answer_delay: Option<Spanned<String>>,
+    /// For `call`: `group:NAME`, or a URI template such as `sip:{n}@pbx.example.com`.
+    pub call: Option<Spanned<String>>,
+    /// For `call`: calls per endpoint (default 1).
+    pub calls: Option<u32>,
+    /// For `call`: pause between calls (default 1s).
+    pub pause: Option<Spanned<String>>,
+    /// Codecs offered (recorded; media comes with the media engine).
+    #[serde(default)]
+    pub codecs: Vec<String>,
+}
+
+/// `[pass]`: the gates a CI pipeline uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassCriteria {
+    /// Minimum answer-seizure ratio, percent.
+    pub min_asr: Option<f64>,
+    /// Minimum share of endpoints with outcome SUCCESS, percent (default 100 when no gate is set).
+    pub min_success: Option<f64>,
+    /// Maximum 95th percentile call setup time, ms.
+    pub max_setup_p95_ms: Option<f64>,
+}
+
+/// A problem in a test file: where and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct FileError {
+    /// The file name as given.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// The field concerned (`group[2].endpoints`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 30s, 500ms, 2m)"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("`{s}` is not a duration (try 30s, 500ms, 2m)"));
+    }
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// How to run a test: the engine plan, plus what the runner must set up.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The plan; `server.addr` is a placeholder when `builtin` is set.
+    pub plan: RunPlan,
+    /// Start the built-in registrar (with this secret) and point the plan at it.
+    pub builtin: Option<Vec<u8>>,
+    /// The gates.
+    pub pass: PassCriteria,
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, span: Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        span: Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Result<T, FileError> {
+        Err(FileError {
+            file: self.file.to_owned(),
+            line: self.line_of(span),
+            field: field.into(),
+            message: message.into(),
+        })
+    }
+
+    fn duration(&self, v: &Spanned<String>, field: &str) -> Result<Duration, FileError> {
+        parse_duration(v.get_ref()).or_else(|m| self.err(v.span(), field, m))
+    }
+}
+
+/// Reads and checks a test file. `secret` keys ephemeral credentials for `builtin`.
+pub fn prepare(
+    file: &str,
+    text: &str,
+    secret: &[u8],
+    now_unix: u64,
+) -> Result<Prepared, FileError> {
+    let cx = Ctx { file, text };
+    let tf: TestFile = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| cx.line_of(s));
+        FileError {
+            file: file.to_owned(),
+            line,
+            field: "toml".into(),
+            message: e.message().to_owned(),
+        }
+    })?;
+    let duration = cx.duration(&tf.duration, "duration")?;
+    let ramp_per_sec = match &tf.ramp {
+        None => 0.0,
+        Some(r) => {
+            let t = r.get_ref().trim();
+            let n = t
+                .strip_suffix("/s")
+                .unwrap_or(t)
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| *n > 0.0 && n.is_finite());
+            match n {
+                Some(n) => n,
+                None => return cx.err(r.span(), "ramp", format!("`{t}` is not a rate (try 20/s)")),
+            }
+        }
+    };
+    if tf.groups.is_empty() {
+        return cx.err(0..0, "group", "the test has no [[group]]");
+    }
+    // Registrars.
+    let mut servers: HashMap<&str, (ServerTarget, bool)> = HashMap::new();
+    let mut builtin = None;
+    for (i, r) in tf.registrars.iter().enumerate() {
+        let field = |f: &str| format!("registrar[{i}].{f}");
+        let is_builtin = r
+            .kind
+            .as_deref()
+            .is_some_and(|k| k.eq_ignore_ascii_case("builtin"))
+            || r.id == "builtin";
+        if is_builtin {
+            builtin = Some(secret.to_vec());
+            let placeholder: SocketAddr = ([127, 0, 0, 1], 0).into();
+            servers.insert(
+                &r.id,
+                (
+                    ServerTarget {
+                        addr: placeholder,
+                        domain: "sipmeter.builtin".into(),
+                        registrar_uri: Uri::Sip(SipUri::new(Host::Name("sipmeter.builtin".into()))),
+                        outbound_proxy: None,
+                    },
+                    true,
+                ),
+            );
+            continue;
+        }
+        let Some(domain) = &r.domain else {
+            return cx.err(
+                0..0,
+                field("domain"),
+                format!(
+                    "registrar `{}` needs a domain (or kind = \"builtin\")",
+                    r.id
+                ),
+            );
+        };
+        if let Some(t) = &r.transport
+            && !t.get_ref().eq_ignore_ascii_case("udp")
+        {
+            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (tcp, tls, wss and auto come with the transport layer)", t.get_ref()));
+        }
+        let port = r.port.unwrap_or(5060);
+        let host = domain.get_ref().trim_matches(['[', ']']);
+        let addr = match host.parse::<IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(a) => a,
+                None => {
+                    return cx.err(
+                        domain.span(),
+                        field("domain"),
+                        format!("`{host}` does not resolve"),
+                    );
+                }
+            },
+        };
+        let hostpart = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let registrar_uri =
+            Uri::parse(&format!("sip:{hostpart}:{port};transport=udp")).or_else(|_| {
+                cx.err(
+                    domain.span(),
+                    field("domain"),
+                    format!("`{host}` is not a host name or IP address"),
+                )
+            })?;
+        let outbound_proxy = match &r.outbound_proxy {
+            None => None,
+            Some(p) => {
+                let (ph, pp) = match p.get_ref().rsplit_once(':') {
+                    Some((h, port)) if !h.ends_with(':') => {
+                        (h.trim_matches(['[', ']']), port.parse::<u16>().ok())
+                    }
+                    _ => (p.get_ref().as_str(), Some(5060)),
+                };
+                let Some(pp) = pp else {
+                    return cx.err(p.span(), field("outbound_proxy"), "expected host:port");
+                };
+                let ip = match ph.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(ph, pp))
+                        .ok()
+                        .and_then(|mut a| a.next())
+                    {
+                        Some(a) => a.ip(),
+                        None => {
+                            return cx.err(
+                                p.span(),
+                                field("outbound_proxy"),
+                                format!("`{ph}` does not resolve"),
+                            );
+                        }
+                    },
+                };
+                let host = Host::parse(&if ph.contains(':') {
+                    format!("[{ph}]")
+                } else {
+                    ph.to_owned()
+                })
+                .or_else(|_| cx.err(p.span(), field("outbound_proxy"), "not a host"))?;
+                Some((SipUri::new(host).with_port(pp), SocketAddr::new(ip, pp)))
+            }
+        };
+        servers.insert(
+            &r.id,
+            (
+                ServerTarget {
+                    addr,
+                    domain: host.to_owned(),
+                    registrar_uri,
+                    outbound_proxy,
+                },
+                false,
+            ),
+        );
+    }
+    // Accounts per registrar, drawn in order (never shared within a run).
+    let mut pools: HashMap<String, Vec<Account>> = HashMap::new();
+    for (i, a) in tf.accounts.iter().enumerate() {
+        if !servers.contains_key(a.registrar.get_ref().as_str()) {
+            return cx.err(
+                a.registrar.span(),
+                format!("accounts[{i}].registrar"),
+                format!("no registrar with id `{}`", a.registrar.get_ref()),
+            );
+        }
+        let pool = pools.entry(a.registrar.get_ref().clone()).or_default();
+        if let Some(r) = &a.range {
+            if r.to < r.from || r.to - r.from > 1_000_000 {
+                return cx.err(
+                    a.registrar.span(),
+                    format!("accounts[{i}].range"),
+                    "`to` must be ≥ `from` (at most a million accounts)",
+                );
+            }
+            for n in r.from..=r.to {
+                pool.push(Account {
+                    username: n.to_string(),
+                    password: r.password.replace("{n}", &n.to_string()),
+                    realm: None,
+                    extension: None,
+                });
+            }
+        }
+        pool.extend(a.list.iter().cloned());
+    }
+    // Groups.
+    let mut groups = Vec::new();
+    let mut server: Option<(ServerTarget, bool)> = None;
+    let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    for (gi, g) in tf.groups.iter().enumerate() {
+        let field = |f: &str| format!("group[{gi}].{f}");
+        let rid = g.registrar.get_ref();
+        let Some((target, is_builtin)) = servers.get(rid.as_str()) else {
+            return cx.err(
+                g.registrar.span(),
+                field("registrar"),
+                format!("no registrar with id `{rid}`"),
+            );
+        };
+        match &server {
+            Some((s, _)) if s.addr != target.addr || s.domain != target.domain => {
+                return cx.err(
+                    g.registrar.span(),
+                    field("registrar"),
+                    "all groups of one test must use the same registrar in this build",
+                );
+            }
+            _ => server = Some((target.clone(), *is_builtin)),
+        }
+        let n = *g.endpoints.get_ref();
+        if n == 0 {
+            return cx.err(g.endpoints.span(), field("endpoints"), "must be at least 1");
+        }
+        let mut endpoints = Vec::with_capacity(n);
+        if *is_builtin {
+            for k in 0..n {
+                let user = format!("{}{}", g.name, k + 1);
+                let expiry = now_unix + 24 * 3600;
+                let (u, p) = sip_auth::ephemeral::issue(secret, &user, expiry);
+                endpoints.push(EndpointPlan {
+                    user,
+                    credentials: Some(Credentials::new(&u, &p)),
+                });
+            }
+        } else {
+            let pool = pools.get(rid).map_or(&[][..], Vec::as_slice);
+            let used = taken.entry(rid.clone()).or_default();
+            if pool.len() < *used + n {
+                return cx.err(g.endpoints.span(), field("endpoints"), format!("needs {n} accounts but registrar `{rid}` has {} left of {}: add [[accounts]]", pool.len().saturating_sub(*used), pool.len()));
+            }
+            for a in &pool[*used..*used + n] {
+                let mut creds = Credentials::new(&a.username, &a.password);
+                creds.realm = a.realm.clone();
+                endpoints.push(EndpointPlan {
+                    user: a.extension.clone().unwrap_or_else(|| a.username.clone()),
+                    credentials: Some(creds),
+                });
+            }
+            *used += n;
+        }
+        users_of.insert(
+            g.name.clone(),
+            endpoints.iter().map(|e| e.user.clone()).collect(),
+        );
+        groups.push((gi, endpoints));
+    }
+    let Some((server, _)) = server else {
+        return cx.err(0..0, "group", "no group");
+    };
+    let mut plans = Vec::new();
+    let mut max_calls = 1u32;
+    for (gi, endpoints) in groups {
+        let g = &tf.groups[gi];
+        let field = |f: &str| format!("group[{gi}].{f}");
+        let role_name = g.role.as_ref().map_or_else(
+            || {
+                if g.call.is_some() {
+                    "call".to_owned()
+                } else {
+                    "answer".to_owned()
+                }
+            },
+            |r| r.get_ref().to_ascii_lowercase(),
+        );
+        let role = match role_name.as_str() {
+            "answer" => Role::Answer {
+                answer_delay: g
+                    .answer_delay
+                    .as_ref()
+                    .map(|d| cx.duration(d, &field("answer_delay")))
+                    .transpose()?
+                    .unwrap_or(Duration::ZERO),
+            },
+            "register" => Role::RegisterOnly,
+            "call" => {
+                let Some(call) = &g.call else {
+                    return cx.err(
+                        g.endpoints.span(),
+                        field("call"),
+                        "a calling group needs `call` (group:NAME or a URI template)",
+                    );
+                };
+                let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("group:") {
+                    let Some(users) = users_of.get(name) else {
+                        return cx.err(
+                            call.span(),
+                            field("call"),
+                            format!("no group named `{name}`"),
+                        );
+                    };
+                    users
+                        .iter()
+                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{}", server.domain)).ok())
+                        .collect()
+                } else {
+                    let mut v = Vec::new();
+                    for k in 0..endpoints.len() {
+                        let s = call.get_ref().replace("{n}", &(k + 1).to_string());
+                        match Uri::parse(&s) {
+                            Ok(u) => v.push(u),
+                            Err(e) => {
+                                return cx.err(
+                                    call.span(),
+                                    field("call"),
+                                    format!("`{s}` is not a URI: {e}"),
+                                );
+                            }
+                        }
+                    }
+                    v
+                };
+                let calls = g.calls.unwrap_or(1).max(1);
+                max_calls = max_calls.max(calls);
+                let pause = g
+                    .pause
+                    .as_ref()
+                    .map(|d| cx.duration(d, &field("pause")))
+                    .transpose()?
+                    .unwrap_or(Duration::from_secs(1));
+                Role::Call {
+                    targets,
+                    calls,
+                    pause,
+                }
+            }
+            other => {
+                let span = g.role.as_ref().map_or(0..0, Spanned::span);
+                return cx.err(
+                    span,
+                    field("role"),
+                    format!("`{other}`: expected answer, call or register"),
+                );
+            }
+        };
+        plans.push(GroupPlan {
+            name: g.name.clone(),
+            endpoints,
+            role,
+        });
+    }
+    let time_limit = match &tf.time_limit {
+        Some(t) => cx.duration(t, "time_limit")?,
+        None => duration * max_calls + Duration::from_secs(120),
+    };
+    let shards = tf
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    Ok(Prepared {
+        plan: RunPlan {
+            name: tf.name,
+            server,
+            groups: plans,
+            call_duration: duration,
+            ramp_per_sec,
+            register_expires: tf.register_expires.unwrap_or(300),
+            shards,
+            seed: tf.seed.unwrap_or(now_unix),
+            time_limit,
+            keep_all_traces: false,
+        },
+        builtin,
+        pass: tf.pass,
+    })
+}
+
+/// Whether the run passed its gates, and why not.
+pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<String>> {
+    let mut failures = Vec::new();
+    let success = f64::from(summary.outcomes.get("SUCCESS").copied().unwrap_or(0));
+    let total = f64::from(summary.endpoints.max(1));
+    let min_success = pass.min_success.unwrap_or(
+        if pass.min_asr.is_none() && pass.max_setup_p95_ms.is_none() {
+            100.0
+        } else {
+            0.0
+        },
+    );
+    if 100.0 * success / total < min_success {
+        failures.push(format!(
+            "{:.1} % of endpoints succeeded, below min_success {min_success}",
+            100.0 * success / total
+        ));
+    }
+    if let Some(min) = pass.min_asr {
+        match summary.asr {
+            Some(asr) if asr >= min => {}
+            Some(asr) => failures.push(format!("ASR {asr:.1} % below min_asr {min}")),
+            None => failures.push("no calls were attempted, so min_asr cannot hold".into()),
+        }
+    }
+    if let Some(max) = pass.max_setup_p95_ms {
+        match summary.setup_p95_ms {
+            Some(p) if p <= max => {}
+            Some(p) => failures.push(format!(
+                "call setup P95 {p:.1} ms above max_setup_p95_ms {max}"
+            )),
+            None => failures.push("no call was set up, so max_setup_p95_ms cannot hold".into()),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "PBX smoke"
+duration = "30s"
+ramp = "20/s"
+
+[[registrar]]
+id = "pbx"
+domain = "127.0.0.1"
+transport = "udp"
+
+[[accounts]]
+registrar = "pbx"
+range = { from = 1001, to = 1004, password = "pass{n}" }
+
+[[group]]
+name = "callees"
+endpoints = 2
+registrar = "pbx"
+role = "answer"
+answer_delay = "1s"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "pbx"
+call = "group:callees"
+"#;
+
+    #[test]
+    fn reads_a_test_file() {
+        let p = prepare("t.toml", GOOD, b"s", 1_000).unwrap();
+        assert_eq!(p.plan.call_duration, Duration::from_secs(30));
+        assert_eq!(p.plan.ramp_per_sec, 20.0);
+        assert_eq!(p.plan.groups[0].endpoints[1].user, "1002");
+        assert_eq!(
+            p.plan.groups[1].endpoints[0].user, "1003",
+            "accounts are never shared"
+        );
+        let Role::Call { targets, .. } = &p.plan.groups[1].role else {
+            panic!("callers call")
+        };
+        assert_eq!(targets[0].to_string(), "sip:1001@127.0.0.1");
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:127.0.0.1:5060;transport=udp"
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let too_many = GOOD.replace(
+            "endpoints = 2\nregistrar = \"pbx\"\ncall",
+            "endpoints = 3\nregistrar = \"pbx\"\ncall",
+        );
+        let e = prepare("t.toml", &too_many, b"s", 0).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (24, "group[1].endpoints"),
+            "{e}"
+        );
+        assert!(e.message.contains("needs 3 accounts"), "{e}");
+        let e = prepare("t.toml", &GOOD.replace("\"1s\"", "\"soon\""), b"s", 0).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (20, "group[0].answer_delay"),
+            "{e}"
+        );
+        let e = prepare(
+            "t.toml",
+            &GOOD.replace("ramp = \"20/s\"", "ramp = 20\nbogus = 1"),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("unknown field `bogus`"), "{e}");
+        let e = prepare(
+            "t.toml",
+            &GOOD.replace("call = \"group:callees\"", "call = \"group:nobody\""),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (26, "no group named `nobody`")
+        );
+        assert_eq!(
+            e.to_string(),
+            "t.toml:26: group[1].call: no group named `nobody`"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! `sipmeter run TEST.toml` and `sipmeter demo`: run a test, show progress, print the summary,
+//! write reports, and exit 0 (passed), 1 (ran but failed) or 2 (bad file or setup).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agent::engine::{EndpointReport, Outcome, RunEvent, RunSummary, StopHandle};
+use agent::runner::execute;
+use agent::testfile::{Prepared, prepare, verdict};
+
+/// Arguments of `sipmeter run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The test file (TOML).
+    file: PathBuf,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Arguments of `sipmeter demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// Where results go.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Write the full report (summary, endpoints, traces of failures) as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write a JUnit XML file (one test case per endpoint) for CI.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Keep the SIP trace of every endpoint in the report, not only of failed ones.
+    #[arg(long)]
+    all_traces: bool,
+    /// Event loops (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+const DEMO: &str = include_str!("../../../examples/demo.toml");
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn secret() -> Vec<u8> {
+    // A per-run secret for ephemeral credentials: time and process id are enough here, as
+    // the credentials only live on loopback for the length of the run.
+    format!("sipmeter-{}-{}", std::process::id(), now_unix()).into_bytes()
+}
+
+/// `sipmeter run`.
+pub fn run(args: &RunArgs) -> ExitCode {
+    let name = args.file.display().to_string();
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sipmeter: cannot read {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    execute_file(&name, &text, &args.out)
+}
+
+/// `sipmeter demo`.
+pub fn demo(args: &DemoArgs) -> ExitCode {
+    execute_file("demo.toml (embedded)", DEMO, &args.out)
+}
+
+fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
+    let mut prepared: Prepared = match prepare(name, text, &secret(), now_unix()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sipmeter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = out.workers {
+        prepared.plan.shards = w.max(1);
+    }
+    prepared.plan.keep_all_traces = out.all_traces;
+    let endpoints: usize = prepared.plan.groups.iter().map(|g| g.endpoints.len()).sum();
+    println!(
+        "running \"{}\": {endpoints} endpoints on {} shard(s)",
+        prepared.plan.name, prepared.plan.shards
+    );
+    let pass = std::mem::take(&mut prepared.pass);
+    let stop = StopHandle::default();
+    let (tx, rx) = mpsc::channel();
+    let quiet = out.quiet;
+    let printer = std::thread::spawn(move || {
+        for ev in rx {
+            if let RunEvent::Progress(p) = ev
+                && !quiet
+            {
+                eprintln!(
+                    "  registered {:>5}  calling {:>5}  in call {:>5}  done {:>5}  failed {:>5}",
+                    p.registered, p.calling, p.in_call, p.done, p.failed
+                );
+            }
+        }
+    });
+    let result = execute(prepared, tx, stop);
+    let _ = printer.join();
+    let (summary, reports) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sipmeter: the run could not start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print_summary(&summary, &reports);
+    if let Some(path) = &out.report
+        && let Err(e) = write_report(path, &summary, &reports)
+    {
+        eprintln!("sipmeter: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    if let Some(path) = &out.junit
+        && let Err(e) = std::fs::write(path, junit(&summary, &reports))
+    {
+        eprintln!("sipmeter: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    match verdict(&summary, &pass) {
+        Ok(()) => {
+            println!("PASSED");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            for w in why {
+                println!("FAILED: {w}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
+    println!();
+    println!("endpoints        {}", s.endpoints);
+    let mut outcomes: Vec<_> = s.outcomes.iter().collect();
+    outcomes.sort();
+    for (o, n) in outcomes {
+        println!("  {o:<22} {n}");
+    }
+    println!(
+        "calls            {} attempted, {} answered",
+        s.calls_attempted, s.calls_answered
+    );
+    println!(
+        "ASR / NER        {} / {}",
+        s.asr.map_or("-".into(), |v| format!("{v:.1} %")),
+        s.ner.map_or("-".into(), |v| format!("{v:.1} %"))
+    );
+    println!(
+        "call setup       P50 {}  P95 {}  P99 {}",
+        fmt_ms(s.setup_p50_ms),
+        fmt_ms(s.setup_p95_ms),
+        fmt_ms(s.setup_p99_ms)
+    );
+    println!(
+        "post-dial delay  P50 {}  P95 {}  P99 {}",
+        fmt_ms(s.pdd_p50_ms),
+        fmt_ms(s.pdd_p95_ms),
+        fmt_ms(s.pdd_p99_ms)
+    );
+    println!("media            not measured in this build (RTP comes with the media engine)");
+    println!("run time         {:.1} s", s.duration_ms / 1000.0);
+    if s.late_timers > 0 || s.send_errors > 0 {
+        println!(
+            "GENERATOR OVERLOADED: {} timers fired >10 ms late (worst {:.1} ms), {} send errors: results may reflect sipmeter, not the server",
+            s.late_timers, s.max_timer_lateness_ms, s.send_errors
+        );
+    }
+    for r in reports
+        .iter()
+        .filter(|r| r.outcome != Outcome::Success)
+        .take(10)
+    {
+        println!(
+            "  endpoint {} ({}/{}): {}: {}",
+            r.id,
+            r.group,
+            r.user,
+            r.outcome.name(),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+}
+
+fn write_report(path: &PathBuf, s: &RunSummary, reports: &[EndpointReport]) -> std::io::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        summary: &'a RunSummary,
+        endpoints: &'a [EndpointReport],
+    }
+    let mut f = std::fs::File::create(path)?;
+    serde_json::to_writer_pretty(
+        &mut f,
+        &Report {
+            summary: s,
+            endpoints: reports,
+        },
+    )?;
+    f.write_all(b"\n")
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// JUnit XML: one test case per endpoint; failures carry the error and hint.
+fn junit(s: &RunSummary, reports: &[EndpointReport]) -> String {
+    let failures = reports
+        .iter()
+        .filter(|r| r.outcome.severity() >= 10)
+        .count();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"sipmeter\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">\n",
+        reports.len(),
+        s.duration_ms / 1000.0
+    );
+    for r in reports {
+        x.push_str(&format!(
+            "  <testcase classname=\"{}\" name=\"endpoint {} ({})\">",
+            xml_escape(&r.group),
+            r.id,
+            xml_escape(&r.user)
+        ));
+        if r.outcome.severity() >= 10 {
+            x.push_str(&format!(
+                "<failure message=\"{}\">{}</failure>",
+                r.outcome.name(),
+                xml_escape(r.error.as_deref().unwrap_or(""))
+            ));
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("</testsuite>\n");
+    x
+}

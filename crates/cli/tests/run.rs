@@ -1,0 +1,82 @@
+//! `sipmeter demo` and `sipmeter run` as a user runs them: the real binary, real sockets.
+
+use std::process::Command;
+
+fn sipmeter(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(args)
+        .output()
+        .expect("sipmeter runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sipmeter-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn demo_passes_and_writes_reports() {
+    let report = tmp("demo.json");
+    let junit = tmp("demo.xml");
+    let (code, out, err) = sipmeter(&[
+        "demo",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("SUCCESS                20"), "{out}");
+    assert!(
+        out.contains("calls            10 attempted, 10 answered"),
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("PASSED"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["summary"]["asr"], 100.0);
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 20);
+    assert_eq!(v["endpoints"][0]["phase"], "CLOSED");
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(x.contains("tests=\"20\" failures=\"0\""), "{x}");
+}
+
+#[test]
+fn a_bad_file_names_line_and_field_and_exits_2() {
+    let file = tmp("bad.toml");
+    std::fs::write(&file, "name = \"x\"\nduration = \"soon\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 1\nregistrar = \"builtin\"\n").unwrap();
+    let (code, _, err) = sipmeter(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.toml:2: duration: `soon` is not a duration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failed_calls_exit_1_with_the_code_and_hint() {
+    let file = tmp("nobody.toml");
+    std::fs::write(
+        &file,
+        "name = \"calls nobody\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = sipmeter(&["run", "--quiet", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("CALL_FAILED            2"), "{out}");
+    assert!(
+        out.contains("call failed: 404 Not Found: not found: check the SIP domain"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAILED: 0.0 % of endpoints succeeded"),
+        "{out}"
+    );
+}
