@@ -174,13 +174,15 @@ impl SipUri {
     }
 
     fn parse(scheme: Scheme, rest: &str) -> Result<Self, UriError> {
-        let (main, headers) = match rest.split_once('?') {
-            Some((m, h)) => (m, Some(h)),
-            None => (rest, None),
+        // The user part may hold `?`, `;` and `,` (RFC 3261 §25.1 user-unreserved) while `@`
+        // appears nowhere else unescaped: split the userinfo off at the last `@` first.
+        let (userinfo, after_user) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
         };
-        let (userinfo, hostpart) = match main.rfind('@') {
-            Some(at) => (Some(&main[..at]), &main[at + 1..]),
-            None => (None, main),
+        let (hostpart, headers) = match after_user.split_once('?') {
+            Some((m, h)) => (m, Some(h)),
+            None => (after_user, None),
         };
         let (user, password) = match userinfo {
             None => (None, None),
