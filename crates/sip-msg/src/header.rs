@@ -5,7 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::error::HeaderError;
-use crate::text::split_top;
+use crate::text::{first_top, split_top};
 
 macro_rules! header_names {
     ($( $variant:ident => $canon:literal $(, $compact:literal)? ; )*) => {
@@ -32,6 +32,12 @@ macro_rules! header_names {
 
             /// The name for `s`, recognising long and compact forms in any case.
             pub fn from_name(s: &str) -> Self {
+                // Most names are canonical or lower case: try those first without folding.
+                $(
+                    if s == $canon {
+                        return HeaderName::$variant;
+                    }
+                )*
                 $(
                     if s.eq_ignore_ascii_case($canon) $(|| s.eq_ignore_ascii_case($compact))? {
                         return HeaderName::$variant;
@@ -133,8 +139,18 @@ impl From<&str> for HeaderName {
 #[derive(Debug, Clone)]
 pub struct Header {
     name: HeaderName,
-    value: String,
+    value: Value,
     raw: Option<Bytes>,
+}
+
+/// A header value: a slice of the received bytes when it needed no unfolding (no copy), or
+/// an owned string (built headers, folded or non-UTF-8 values).
+#[derive(Debug, Clone)]
+enum Value {
+    /// Valid UTF-8, already trimmed, shared with the message buffer.
+    Shared(Bytes),
+    /// Owned text.
+    Owned(String),
 }
 
 impl Header {
@@ -142,15 +158,25 @@ impl Header {
     pub fn new(name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            value: value.into(),
+            value: Value::Owned(value.into()),
             raw: None,
         }
     }
 
+    /// A parsed header whose value needed unfolding or repair (an owned copy).
     pub(crate) fn parsed(name: HeaderName, value: String, raw: Bytes) -> Self {
         Self {
             name,
-            value,
+            value: Value::Owned(value),
+            raw: Some(raw),
+        }
+    }
+
+    /// A parsed header whose value is the UTF-8 slice `value` of the received buffer.
+    pub(crate) fn parsed_shared(name: HeaderName, value: Bytes, raw: Bytes) -> Self {
+        Self {
+            name,
+            value: Value::Shared(value),
             raw: Some(raw),
         }
     }
@@ -162,7 +188,12 @@ impl Header {
 
     /// The value with folding replaced by a single space and outer white space trimmed.
     pub fn value(&self) -> &str {
-        &self.value
+        match &self.value {
+            // Checked to be UTF-8 when the header was parsed (`parsed_shared`), so this
+            // cannot fail; the empty fallback only keeps the function total.
+            Value::Shared(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Value::Owned(s) => s,
+        }
     }
 
     /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
@@ -225,8 +256,8 @@ impl Headers {
     pub fn typed<T: TypedHeader>(&self) -> Option<Result<T, HeaderError>> {
         let h = self.get(&T::NAME)?;
         if T::LIST {
-            let first = match split_top(h.value(), b',') {
-                Ok(parts) => parts.into_iter().next().unwrap_or(""),
+            let first = match first_top(h.value(), b',') {
+                Ok(first) => first,
                 Err(e) => return Some(Err(e)),
             };
             Some(T::parse(first.trim()))

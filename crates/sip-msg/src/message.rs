@@ -470,8 +470,23 @@ fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
             return Err(ParseError::new(ErrorKind::BadHeaderName, line_no));
         }
         let name = HeaderName::from_name(name);
-        let value = unfold(&raw[colon + 1..]);
-        headers.push(Header::parsed(name, value, raw));
+        let value_bytes = &raw[colon + 1..];
+        let start = value_bytes
+            .iter()
+            .position(|&c| c != b' ' && c != b'\t')
+            .unwrap_or(value_bytes.len());
+        let end = value_bytes
+            .iter()
+            .rposition(|&c| c != b' ' && c != b'\t')
+            .map_or(start, |e| e + 1);
+        let trimmed = &value_bytes[start..end];
+        if !trimmed.contains(&b'\n') && std::str::from_utf8(trimmed).is_ok() {
+            // The common case: one line of UTF-8, shared with the buffer (no copy).
+            let v = raw.slice(colon + 1 + start..colon + 1 + end);
+            headers.push(Header::parsed_shared(name, v, raw));
+        } else {
+            headers.push(Header::parsed(name, unfold(value_bytes), raw));
+        }
         i = j;
     }
 
@@ -533,8 +548,12 @@ fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
 
 /// Joins folded lines: CRLF + white space becomes one space; outer white space trimmed.
 fn unfold(raw: &[u8]) -> String {
-    let s = String::from_utf8_lossy(raw);
-    if !s.contains('\n') {
+    // Header values are UTF-8 almost always: take the fast path, fall back to lossy.
+    let s: std::borrow::Cow<'_, str> = match std::str::from_utf8(raw) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(raw),
+    };
+    if !raw.contains(&b'\n') {
         return s.trim_matches([' ', '\t']).to_owned();
     }
     let mut out = String::with_capacity(s.len());

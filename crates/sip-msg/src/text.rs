@@ -82,6 +82,30 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     Ok(parts)
 }
 
+/// The part of `s` before the first `sep` outside quotes and `<...>` (all of `s` if none).
+pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut angle = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = quoted_end(b, i)?;
+                continue;
+            }
+            b'<' => angle = true,
+            b'>' => angle = false,
+            c if c == sep && !angle => return Ok(&s[..i]),
+            _ => {}
+        }
+        i += 1;
+    }
+    if angle {
+        return Err(HeaderError::UnterminatedAngle);
+    }
+    Ok(s)
+}
+
 /// An ordered list of `name[=value]` parameters; names compare case-insensitively.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params(Vec<(String, Option<String>)>);
