@@ -1,3 +1,7 @@
+// NOTE for the engineer assigned to the conformance tests: the lead already wrote this file,
+// the RFC 4475/5118 vectors under testdata/ (with EXPECTED.tsv in the format your brief gave)
+// and fuzz/. Please extend rather than replace them.
+
 //! Parse + typed access of the common headers of a realistic INVITE with SDP, and printing.
 //! Run: `cargo bench -p sip-msg --bench parse`.
 

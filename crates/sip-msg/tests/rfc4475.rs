@@ -1,3 +1,7 @@
+// NOTE for the engineer assigned to the conformance tests: the lead already wrote this file,
+// the RFC 4475/5118 vectors under testdata/ (with EXPECTED.tsv in the format your brief gave)
+// and fuzz/. Please extend rather than replace them.
+
 //! RFC 4475 torture messages (testdata/rfc4475): valid ones parse and validate, invalid ones
 //! are rejected with a precise error, lenient ones are accepted with a warning or rejected
 //! precisely; none panics, whole or fed to the stream framer in odd-sized chunks.
