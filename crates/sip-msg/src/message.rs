@@ -572,7 +572,11 @@ fn unfold(raw: &[u8]) -> String {
 fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine, ParseError> {
     let bad = |k| ParseError::new(k, 1);
     let line = std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?;
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case("SIP/") {
+    if line
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let mut it = line.splitn(3, ' ');
         let version = it.next().unwrap_or("");
@@ -614,7 +618,11 @@ fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine
     }
     let method = Method::parse(parts[0]).ok_or(bad(ErrorKind::BadMethod))?;
     if !parts[2].eq_ignore_ascii_case("SIP/2.0") {
-        if parts[2].len() >= 4 && parts[2][..4].eq_ignore_ascii_case("SIP/") {
+        if parts[2]
+            .as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        {
             return Err(bad(ErrorKind::BadVersion));
         }
         return Err(bad(ErrorKind::BadStartLine));
