@@ -9,5 +9,8 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod rfc3263;
+pub mod target;
+pub mod timer;
 pub mod transaction;
 pub mod ua;

@@ -1,0 +1,327 @@
+//! RFC 3261 §17 transaction timers as data: a named enum indexing a fixed table of deadlines.
+//!
+//! # Driving it
+//!
+//! A transaction owns one [`TimerTable`]. It [`set`](TimerTable::set)s a timer to `now +
+//! duration` (durations from [`TimerConfig`]), [`stop`](TimerTable::stop)s it on a state
+//! change, and reports [`next_timeout`](TimerTable::next_timeout) (a `min()`) to its owner,
+//! which sleeps until then and calls the transaction's `handle_timeout(now)`; that drains
+//! [`expired`](TimerTable::expired). No task and no clock read: `now` is always a parameter.
+//!
+//! Timer C (proxy INVITE, RFC 3261 §16.6 step 11) belongs to a proxy, not a transaction, and is
+//! not here.
+
+use std::time::{Duration, Instant};
+
+/// RFC 3261 §17.1.1.1 and Table 4: the base intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate (default 500 ms).
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses (default 4 s).
+    pub t2: Duration,
+    /// Maximum time a message remains in the network (default 5 s).
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The named timers of RFC 3261 §17 (Table 4) and RFC 6026 (L, M).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// INVITE request retransmit (client, unreliable).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Wait for response retransmits (client INVITE, Completed).
+    D,
+    /// Non-INVITE request retransmit (client, unreliable).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE response retransmit (server, unreliable).
+    G,
+    /// Wait for ACK receipt (server INVITE).
+    H,
+    /// Wait for ACK retransmits (server INVITE, Confirmed).
+    I,
+    /// Wait for non-INVITE request retransmits (server).
+    J,
+    /// Wait for response retransmits (client non-INVITE).
+    K,
+    /// Wait for INVITE request retransmits after a 2xx (server, RFC 6026 Accepted).
+    L,
+    /// Wait for 2xx retransmits (client, RFC 6026 Accepted).
+    M,
+}
+
+impl Timer {
+    /// How many named timers there are (the table's size).
+    pub const COUNT: usize = 12;
+
+    /// Every timer, in table order.
+    pub const ALL: [Timer; Timer::COUNT] = [
+        Timer::A,
+        Timer::B,
+        Timer::D,
+        Timer::E,
+        Timer::F,
+        Timer::G,
+        Timer::H,
+        Timer::I,
+        Timer::J,
+        Timer::K,
+        Timer::L,
+        Timer::M,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl TimerConfig {
+    /// The value a timer is set to when started (for A, E, G: the first interval).
+    ///
+    /// `reliable` is the transport's reliability; timers that only absorb retransmissions are
+    /// zero on reliable transports.
+    pub fn initial(&self, timer: Timer, reliable: bool) -> Duration {
+        let t1x64 = self.t1.saturating_mul(64);
+        match timer {
+            // RFC 3261 §17.1.1.2: Timer A starts at T1; §17.1.2.2: Timer E at T1;
+            // §17.2.1: Timer G at T1. All three only run on unreliable transports.
+            Timer::A | Timer::E | Timer::G => self.t1,
+            // §17.1.1.2 Timer B, §17.1.2.2 Timer F, §17.2.1 Timer H: 64*T1 on every transport.
+            Timer::B | Timer::F | Timer::H => t1x64,
+            // RFC 6026 §8.4 Timer M and §8.7 Timer L: 64*T1.
+            Timer::L | Timer::M => t1x64,
+            // §17.1.1.2: Timer D at least 32 s for unreliable transports, zero for reliable.
+            Timer::D if reliable => Duration::ZERO,
+            Timer::D => Duration::from_secs(32),
+            // §17.2.1 Timer I and §17.1.2.2 Timer K: T4 unreliable, zero reliable.
+            Timer::I | Timer::K if reliable => Duration::ZERO,
+            Timer::I | Timer::K => self.t4,
+            // §17.2.2: Timer J 64*T1 unreliable, zero reliable.
+            Timer::J if reliable => Duration::ZERO,
+            Timer::J => t1x64,
+        }
+    }
+
+    /// The interval after a retransmission timer that ran for `current` fires.
+    ///
+    /// Only A, E and G repeat; for the others this returns `current`.
+    pub fn next_interval(&self, timer: Timer, current: Duration) -> Duration {
+        match timer {
+            // RFC 3261 §17.1.1.2: "the client transaction MUST reset the timer with a value
+            // of 2*T1" … doubling each time; not capped by T2 (Timer B ends it at 64*T1).
+            Timer::A => current.saturating_mul(2),
+            // §17.1.2.2: "reset with a value of MIN(2*T1, T2)", doubling up to T2;
+            // §17.2.1: Timer G "MIN(2*T1, T2)" likewise.
+            Timer::E | Timer::G => current.saturating_mul(2).min(self.t2),
+            _ => current,
+        }
+    }
+
+    /// Timer E's interval once a provisional response moved the transaction to Proceeding.
+    ///
+    /// RFC 3261 §17.1.2.2: "If Timer E fires while in the Proceeding state … Timer E MUST be
+    /// reset with a value of T2 seconds."
+    pub fn proceeding_interval(&self) -> Duration {
+        self.t2
+    }
+}
+
+/// A fixed table of deadlines, one slot per named timer; the next wake-up is a `min()`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerTable([Option<Instant>; Timer::COUNT]);
+
+impl TimerTable {
+    /// Arms `timer` to fire at `deadline` (replacing any earlier deadline).
+    pub fn set(&mut self, timer: Timer, deadline: Instant) {
+        self.0[timer.index()] = Some(deadline);
+    }
+
+    /// Arms `timer` to fire `after` from `now`; an overflowing deadline never fires.
+    pub fn set_after(&mut self, timer: Timer, now: Instant, after: Duration) {
+        self.0[timer.index()] = now.checked_add(after);
+    }
+
+    /// Disarms `timer`.
+    pub fn stop(&mut self, timer: Timer) {
+        self.0[timer.index()] = None;
+    }
+
+    /// Disarms every timer.
+    pub fn stop_all(&mut self) {
+        self.0 = [None; Timer::COUNT];
+    }
+
+    /// The deadline of `timer`, if armed.
+    pub fn get(&self, timer: Timer) -> Option<Instant> {
+        self.0[timer.index()]
+    }
+
+    /// True if `timer` is armed and its deadline is at or before `now`.
+    pub fn is_expired(&self, timer: Timer, now: Instant) -> bool {
+        self.0[timer.index()].is_some_and(|d| d <= now)
+    }
+
+    /// The earliest armed deadline.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.0.iter().flatten().min().copied()
+    }
+
+    /// The expired timers, earliest deadline first (ties in table order), disarmed.
+    pub fn expired(&mut self, now: Instant) -> Vec<Timer> {
+        let mut fired: Vec<(Instant, Timer)> = Timer::ALL
+            .iter()
+            .filter_map(|&t| self.0[t.index()].filter(|&d| d <= now).map(|d| (d, t)))
+            .collect();
+        fired.sort();
+        for &(_, t) in &fired {
+            self.stop(t);
+        }
+        fired.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Firing times (from the start) of a retransmission timer until the timeout timer.
+    fn schedule(c: &TimerConfig, timer: Timer, timeout: Timer) -> Vec<Duration> {
+        let end = c.initial(timeout, false);
+        let mut interval = c.initial(timer, false);
+        let mut at = interval;
+        let mut out = vec![];
+        while at < end {
+            out.push(at);
+            interval = c.next_interval(timer, interval);
+            at += interval;
+        }
+        out
+    }
+
+    #[test]
+    fn defaults_are_table_4() {
+        let c = TimerConfig::default();
+        assert_eq!((c.t1, c.t2, c.t4), (ms(500), ms(4000), ms(5000)));
+        for t in [Timer::B, Timer::F, Timer::H, Timer::L, Timer::M] {
+            assert_eq!(c.initial(t, false), ms(32_000), "{t:?}");
+            assert_eq!(c.initial(t, true), ms(32_000), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn timer_a_doubles_without_cap() {
+        // RFC 3261 §17.1.1.2: 500 ms, 1 s, 2 s, 4 s, 8 s, 16 s: retransmissions at 0.5, 1.5,
+        // 3.5, 7.5, 15.5, 31.5 s; Timer B fires at 32 s (7 transmissions in all).
+        let c = TimerConfig::default();
+        assert_eq!(
+            schedule(&c, Timer::A, Timer::B),
+            [500, 1500, 3500, 7500, 15_500, 31_500].map(ms)
+        );
+        assert_eq!(
+            c.next_interval(Timer::A, ms(4000)),
+            ms(8000),
+            "A is not capped by T2"
+        );
+    }
+
+    #[test]
+    fn timer_e_doubles_up_to_t2() {
+        // RFC 3261 §17.1.2.2: 500 ms, 1 s, 2 s, then T2 = 4 s: 10 retransmissions, 11 sends.
+        let c = TimerConfig::default();
+        assert_eq!(
+            schedule(&c, Timer::E, Timer::F),
+            [
+                500, 1500, 3500, 7500, 11_500, 15_500, 19_500, 23_500, 27_500, 31_500
+            ]
+            .map(ms)
+        );
+        assert_eq!(c.proceeding_interval(), ms(4000));
+    }
+
+    #[test]
+    fn timer_g_doubles_up_to_t2() {
+        let c = TimerConfig::default();
+        let g: Vec<Duration> = std::iter::successors(Some(c.initial(Timer::G, false)), |&i| {
+            Some(c.next_interval(Timer::G, i))
+        })
+        .take(5)
+        .collect();
+        assert_eq!(g, [500, 1000, 2000, 4000, 4000].map(ms));
+    }
+
+    #[test]
+    fn reliable_vs_unreliable() {
+        let c = TimerConfig::default();
+        assert_eq!(c.initial(Timer::D, false), ms(32_000));
+        assert_eq!(c.initial(Timer::D, true), Duration::ZERO);
+        assert_eq!(c.initial(Timer::I, false), ms(5000));
+        assert_eq!(c.initial(Timer::I, true), Duration::ZERO);
+        assert_eq!(c.initial(Timer::J, false), ms(32_000));
+        assert_eq!(c.initial(Timer::J, true), Duration::ZERO);
+        assert_eq!(c.initial(Timer::K, false), ms(5000));
+        assert_eq!(c.initial(Timer::K, true), Duration::ZERO);
+    }
+
+    #[test]
+    fn custom_t1_scales_timeouts() {
+        let c = TimerConfig {
+            t1: ms(100),
+            ..TimerConfig::default()
+        };
+        assert_eq!(c.initial(Timer::F, true), ms(6400));
+        assert_eq!(c.initial(Timer::J, false), ms(6400));
+        let huge = TimerConfig {
+            t1: Duration::MAX,
+            ..TimerConfig::default()
+        };
+        assert_eq!(
+            huge.initial(Timer::B, false),
+            Duration::MAX,
+            "saturates, never panics"
+        );
+    }
+
+    #[test]
+    fn table_set_stop_min_expired() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        assert_eq!(t.next_timeout(), None);
+        t.set(Timer::F, t0 + ms(32_000));
+        t.set(Timer::E, t0 + ms(500));
+        t.set_after(Timer::K, t0, Duration::MAX);
+        assert_eq!(t.get(Timer::K), None, "overflowing deadline never fires");
+        assert_eq!(t.next_timeout(), Some(t0 + ms(500)));
+        assert!(!t.is_expired(Timer::E, t0 + ms(499)));
+        assert!(t.is_expired(Timer::E, t0 + ms(500)));
+        assert_eq!(t.expired(t0 + ms(499)), vec![]);
+        t.set(Timer::A, t0 + ms(500));
+        assert_eq!(
+            t.expired(t0 + ms(40_000)),
+            vec![Timer::A, Timer::E, Timer::F]
+        );
+        assert_eq!(t.next_timeout(), None);
+        t.set(Timer::B, t0);
+        t.stop(Timer::B);
+        assert_eq!(t.next_timeout(), None);
+        t.set(Timer::B, t0);
+        t.stop_all();
+        assert_eq!(t, TimerTable::default());
+    }
+}
