@@ -1,5 +1,7 @@
 //! The sans-IO SIP endpoint: transactions (RFC 3261 §17, RFC 6026), dialogs (§12), and the
-//! simulated phone ([`ua::UserAgent`]) that registers, places and receives calls.
+//! simulated phone ([`ua::UserAgent`]) that registers, places and receives calls; the registrar
+//! target and its URIs ([`target`]), RFC 3263 server location ([`rfc3263::Planner`]: DNS
+//! questions out, answers in, targets out) and the transaction timer table ([`timer`]).
 //!
 //! NOTE for co-workers: this crate was created by the lead; add your modules below (keep the
 //! existing ones), and add dependencies to Cargo.toml rather than replacing it.

@@ -21,111 +21,10 @@ use bytes::Bytes;
 use sip_msg::typed::{CSeq, Route, To, Via};
 use sip_msg::{Header, HeaderName, Message, Method, TypedHeader};
 
-/// RFC 3261 §17.1.1.1 and Table 4: the base intervals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerConfig {
-    /// RTT estimate (default 500 ms).
-    pub t1: Duration,
-    /// Maximum retransmit interval for non-INVITE requests and INVITE responses (default 4 s).
-    pub t2: Duration,
-    /// Maximum time a message remains in the network (default 5 s).
-    pub t4: Duration,
-}
-
-impl Default for TimerConfig {
-    fn default() -> Self {
-        Self {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The named timers of RFC 3261 §17 (Table 4) and RFC 6026 (L, M).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Timer {
-    /// INVITE request retransmit (client, unreliable).
-    A,
-    /// INVITE transaction timeout (client).
-    B,
-    /// Wait for response retransmits (client INVITE, Completed).
-    D,
-    /// Non-INVITE request retransmit (client, unreliable).
-    E,
-    /// Non-INVITE transaction timeout (client).
-    F,
-    /// INVITE response retransmit (server, unreliable).
-    G,
-    /// Wait for ACK receipt (server INVITE).
-    H,
-    /// Wait for ACK retransmits (server INVITE, Confirmed).
-    I,
-    /// Wait for non-INVITE request retransmits (server).
-    J,
-    /// Wait for response retransmits (client non-INVITE).
-    K,
-    /// Wait for INVITE request retransmits after a 2xx (server, RFC 6026 Accepted).
-    L,
-    /// Wait for 2xx retransmits (client, RFC 6026 Accepted).
-    M,
-}
-
-impl Timer {
-    const ALL: [Timer; 12] = [
-        Timer::A,
-        Timer::B,
-        Timer::D,
-        Timer::E,
-        Timer::F,
-        Timer::G,
-        Timer::H,
-        Timer::I,
-        Timer::J,
-        Timer::K,
-        Timer::L,
-        Timer::M,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// A fixed table of deadlines, one slot per named timer; the next wake-up is a `min()`.
-#[derive(Debug, Clone, Default)]
-struct Timers([Option<Instant>; 12]);
-
-impl Timers {
-    fn set(&mut self, t: Timer, at: Instant) {
-        self.0[t.index()] = Some(at);
-    }
-
-    fn stop(&mut self, t: Timer) {
-        self.0[t.index()] = None;
-    }
-
-    fn stop_all(&mut self) {
-        self.0 = [None; 12];
-    }
-
-    fn next(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
-    }
-
-    /// The expired timers, earliest first, cleared from the table.
-    fn expired(&mut self, now: Instant) -> Vec<Timer> {
-        let mut fired: Vec<(Instant, Timer)> = Timer::ALL
-            .iter()
-            .filter_map(|&t| self.0[t.index()].filter(|&d| d <= now).map(|d| (d, t)))
-            .collect();
-        fired.sort_by_key(|&(d, t)| (d, t.index()));
-        for &(_, t) in &fired {
-            self.stop(t);
-        }
-        fired.into_iter().map(|(_, t)| t).collect()
-    }
-}
+// The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
+// here so `transaction::{Timer, TimerConfig}` keep working.
+use crate::timer::TimerTable as Timers;
+pub use crate::timer::{Timer, TimerConfig};
 
 /// Transaction states, named as in RFC 3261 §17 and RFC 6026.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,9 +213,11 @@ impl ClientTransaction {
         // RFC 3261 §17.1.1.2 / §17.1.2.2: retransmit only over unreliable transports;
         // Timer B / F = 64*T1 in every case.
         if !reliable {
-            t.timers.set(retransmit, now + config.t1);
+            t.timers
+                .set_after(retransmit, now, config.initial(retransmit, reliable));
         }
-        t.timers.set(timeout, now + 64 * config.t1);
+        t.timers
+            .set_after(timeout, now, config.initial(timeout, reliable));
         Ok(t)
     }
 
@@ -361,7 +262,8 @@ impl ClientTransaction {
                 self.timers.stop(Timer::A);
                 self.timers.stop(Timer::B);
                 self.state = State::Accepted;
-                self.timers.set(Timer::M, now + 64 * self.config.t1);
+                self.timers
+                    .set_after(Timer::M, now, self.config.initial(Timer::M, self.reliable));
                 self.events.push_back(TxnEvent::Response(resp.clone()));
             }
             (State::Accepted, 200..=299) => {
@@ -380,12 +282,8 @@ impl ClientTransaction {
                     retransmission: false,
                 });
                 self.events.push_back(TxnEvent::Response(resp.clone()));
-                let d = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(32)
-                };
-                self.timers.set(Timer::D, now + d);
+                self.timers
+                    .set_after(Timer::D, now, self.config.initial(Timer::D, self.reliable));
             }
             (State::Completed, 300..=699) if self.invite => {
                 // §17.1.1.2: a retransmitted final response is answered with the ACK again.
@@ -402,12 +300,8 @@ impl ClientTransaction {
                 self.timers.stop(Timer::F);
                 self.state = State::Completed;
                 self.events.push_back(TxnEvent::Response(resp.clone()));
-                let k = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.config.t4
-                };
-                self.timers.set(Timer::K, now + k);
+                self.timers
+                    .set_after(Timer::K, now, self.config.initial(Timer::K, self.reliable));
             }
             // Anything else (late provisional, retransmitted final in Completed) is absorbed.
             _ => {}
@@ -448,14 +342,12 @@ impl ClientTransaction {
                         });
                         // §17.1.1.2: Timer A doubles without bound (B ends it);
                         // §17.1.2.2: Timer E doubles up to T2 (and stays at T2 in Proceeding).
-                        self.interval = if timer == Timer::A {
-                            self.interval * 2
-                        } else if self.state == State::Proceeding {
-                            self.config.t2
+                        self.interval = if timer == Timer::E && self.state == State::Proceeding {
+                            self.config.proceeding_interval()
                         } else {
-                            (self.interval * 2).min(self.config.t2)
+                            self.config.next_interval(timer, self.interval)
                         };
-                        self.timers.set(timer, now + self.interval);
+                        self.timers.set_after(timer, now, self.interval);
                     }
                 }
                 Timer::B | Timer::F => {
@@ -533,7 +425,7 @@ impl ClientTransaction {
 
     /// When [`ClientTransaction::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.timers.next_timeout()
     }
 }
 
@@ -601,26 +493,25 @@ impl ServerTransaction {
                 // RFC 6026 §8.5/§8.7: Accepted; the TU (UA core) retransmits 2xx until ACK
                 // (RFC 3261 §13.3.1.4); Timer L absorbs INVITE retransmissions meanwhile.
                 self.state = State::Accepted;
-                self.timers.set(Timer::L, now + 64 * self.config.t1);
+                self.timers
+                    .set_after(Timer::L, now, self.config.initial(Timer::L, self.reliable));
             }
             (State::Accepted, 200..=299) => {}
             (State::Proceeding, 300..=699) if self.invite => {
                 // §17.2.1: Completed, Timer G (unreliable) and Timer H.
                 self.state = State::Completed;
                 if !self.reliable {
-                    self.timers.set(Timer::G, now + self.config.t1);
+                    self.timers
+                        .set_after(Timer::G, now, self.config.initial(Timer::G, false));
                 }
-                self.timers.set(Timer::H, now + 64 * self.config.t1);
+                self.timers
+                    .set_after(Timer::H, now, self.config.initial(Timer::H, self.reliable));
             }
             (State::Trying | State::Proceeding, 200..=699) if !self.invite => {
                 // §17.2.2: Completed, Timer J (64*T1 unreliable, 0 reliable).
                 self.state = State::Completed;
-                let j = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    64 * self.config.t1
-                };
-                self.timers.set(Timer::J, now + j);
+                self.timers
+                    .set_after(Timer::J, now, self.config.initial(Timer::J, self.reliable));
             }
             (state, _) => return Err(TxnError::BadState(state)),
         }
@@ -641,12 +532,8 @@ impl ServerTransaction {
                 self.timers.stop(Timer::G);
                 self.timers.stop(Timer::H);
                 self.state = State::Confirmed;
-                let i = if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.config.t4
-                };
-                self.timers.set(Timer::I, now + i);
+                self.timers
+                    .set_after(Timer::I, now, self.config.initial(Timer::I, self.reliable));
                 self.events.push_back(TxnEvent::Ack(req.clone()));
             }
             return;
@@ -686,8 +573,8 @@ impl ServerTransaction {
                         });
                     }
                     // §17.2.1: Timer G doubles up to T2.
-                    self.interval = (self.interval * 2).min(self.config.t2);
-                    self.timers.set(Timer::G, now + self.interval);
+                    self.interval = self.config.next_interval(Timer::G, self.interval);
+                    self.timers.set_after(Timer::G, now, self.interval);
                 }
                 Timer::H => {
                     self.events.push_back(TxnEvent::Timeout(Timer::H));
@@ -719,7 +606,7 @@ impl ServerTransaction {
 
     /// When [`ServerTransaction::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        self.timers.next_timeout()
     }
 }
 
