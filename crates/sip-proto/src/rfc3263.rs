@@ -68,6 +68,19 @@ impl Destination {
             sips: false,
         }
     }
+
+    /// Where requests routed through the outbound proxy go: the same URI as
+    /// [`RegistrarConfig::route_header`] (port defaulted per transport, so A/AAAA only).
+    pub fn from_outbound_proxy(config: &RegistrarConfig) -> Option<Self> {
+        let proxy = config.outbound_proxy()?;
+        let transport = Some(config.transport()).filter(|&t| t != Transport::Auto);
+        Some(Self {
+            host: proxy.host.clone(),
+            port: proxy.port.or(config.transport().default_port()),
+            transport,
+            sips: false,
+        })
+    }
 }
 
 /// A DNS record type the planner asks for.
@@ -1136,6 +1149,64 @@ mod tests {
             Planner::new(dest("example.com", None, Some(Udp), true), rng()).unwrap_err(),
             PlanError::InsecureTransportForSips(Udp)
         );
+    }
+
+    #[test]
+    fn naptr_whose_srv_is_empty_falls_back_to_the_domain() {
+        let mut dns = FakeDns::default()
+            .naptr(
+                "example.com",
+                &[(10, 10, "s", "SIP+D2T", "_sip._tcp.example.com")],
+            )
+            .a("example.com", "192.0.2.99");
+        let got = plan_with(&mut dns, dest("example.com", None, None, false), rng()).unwrap();
+        assert_eq!(got, vec![tgt(Udp, "192.0.2.99", 5060)]);
+    }
+
+    #[test]
+    fn numeric_srv_target_needs_no_lookup() {
+        let mut dns = FakeDns::default().srv(
+            "_sip._udp.example.com",
+            &[(10, 0, 5070, "192.0.2.5"), (20, 0, 5071, "h.example.com")],
+        );
+        let got = plan_with(&mut dns, dest("example.com", None, Some(Udp), false), rng());
+        assert_eq!(got.unwrap(), vec![tgt(Udp, "192.0.2.5", 5070)]);
+        assert!(!dns.asked().iter().any(|q| q.starts_with("192.")));
+    }
+
+    #[test]
+    fn same_seed_same_plan() {
+        let dns = || {
+            FakeDns::default()
+                .srv(
+                    "_sip._udp.example.com",
+                    &[
+                        (0, 30, 5060, "a.example.com"),
+                        (0, 70, 5060, "b.example.com"),
+                    ],
+                )
+                .a("a.example.com", "192.0.2.1")
+                .a("b.example.com", "192.0.2.2")
+        };
+        let d = || dest("example.com", None, Some(Udp), false);
+        for seed in 0..20 {
+            let one = plan_with(&mut dns(), d(), StdRng::seed_from_u64(seed)).unwrap();
+            let two = plan_with(&mut dns(), d(), StdRng::seed_from_u64(seed)).unwrap();
+            assert_eq!(one, two);
+            assert_eq!(one.len(), 2);
+        }
+    }
+
+    #[test]
+    fn outbound_proxy_destination_mirrors_the_route_header() {
+        let c = RegistrarConfig::new("example.com", None, Tls, Some("proxy.example.com")).unwrap();
+        let d = Destination::from_outbound_proxy(&c).unwrap();
+        assert_eq!((d.port, d.transport), (Some(5061), Some(Tls)));
+        let mut dns = FakeDns::default().a("proxy.example.com", "192.0.2.8");
+        let got = plan_with(&mut dns, d, rng()).unwrap();
+        assert_eq!(got, vec![tgt(Tls, "192.0.2.8", 5061)]);
+        let c = RegistrarConfig::new("example.com", None, Auto, None).unwrap();
+        assert_eq!(Destination::from_outbound_proxy(&c), None);
     }
 
     #[test]
