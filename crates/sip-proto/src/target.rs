@@ -144,6 +144,9 @@ pub enum HostError {
     /// Brackets that do not hold a valid IPv6 address.
     #[error("invalid IPv6 reference")]
     BadIpv6,
+    /// One colon: `host:port` where only a host is expected.
+    #[error("a host, not host:port (the port has its own field)")]
+    PortInHost,
 }
 
 impl Host {
@@ -159,6 +162,9 @@ impl Host {
                 .parse::<Ipv6Addr>()
                 .map(Host::V6)
                 .map_err(|_| HostError::BadIpv6);
+        }
+        if s.matches(':').count() == 1 {
+            return Err(HostError::PortInHost);
         }
         if s.contains(':') {
             return s
@@ -590,7 +596,7 @@ mod tests {
         );
         assert_eq!(
             bad("sip.example.com:5060", "", "udp", ""),
-            ConfigError::Domain(HostError::BadIpv6)
+            ConfigError::Domain(HostError::PortInHost)
         );
         assert_eq!(bad("a.com", "0", "udp", ""), ConfigError::Port("0".into()));
         assert_eq!(
