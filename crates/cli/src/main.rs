@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod lint;
+mod registrar;
 mod run;
 
 /// Test and monitor SIP/VoIP infrastructure.
@@ -27,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run the demo: 10 callers call 10 callees through the built-in registrar on loopback.
     Demo(run::DemoArgs),
+    /// Run the built-in SIP registrar and proxy standalone (UDP).
+    Registrar(registrar::RegistrarArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,5 +46,6 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => run::demo(&args),
+        Command::Registrar(args) => registrar::run(&args),
     }
 }

@@ -96,6 +96,11 @@ pub struct Stats {
 pub struct Registrar {
     config: RegistrarConfig,
     bindings: HashMap<String, Vec<Binding>>,
+    /// Registered contact (`user@host:port`) → the address its REGISTER came from, so
+    /// in-dialog requests find their endpoint in O(1).
+    contacts: HashMap<String, SocketAddr>,
+    /// The earliest binding expiry (recomputed when bindings lapse).
+    earliest: Option<Instant>,
     /// Users that registered at some point (404 versus 480 without an account list).
     seen: std::collections::HashSet<String>,
     out: VecDeque<(SocketAddr, Bytes)>,
@@ -111,6 +116,8 @@ impl Registrar {
             config,
             bindings: HashMap::new(),
             seen: Default::default(),
+            contacts: HashMap::new(),
+            earliest: None,
             out: VecDeque::new(),
             stats: Stats::default(),
             auth,
@@ -134,15 +141,26 @@ impl Registrar {
 
     /// When the next binding lapses.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.bindings.values().flatten().map(|b| b.expires_at).min()
+        self.earliest
     }
 
     /// Drops lapsed bindings.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.earliest.is_none_or(|t| t > now) {
+            return;
+        }
+        let contacts = &mut self.contacts;
         for list in self.bindings.values_mut() {
-            list.retain(|b| b.expires_at > now);
+            list.retain(|b| {
+                let keep = b.expires_at > now;
+                if !keep {
+                    contacts.remove(&contact_key(&b.contact));
+                }
+                keep
+            });
         }
         self.bindings.retain(|_, l| !l.is_empty());
+        self.earliest = self.bindings.values().flatten().map(|b| b.expires_at).min();
     }
 
     /// Handles one received message.
@@ -275,7 +293,11 @@ impl Registrar {
                 self.respond(req, source, 400, "Bad Request (* needs Expires: 0)", vec![]);
                 return;
             }
-            self.bindings.remove(&user);
+            if let Some(list) = self.bindings.remove(&user) {
+                for b in list {
+                    self.contacts.remove(&contact_key(&b.contact));
+                }
+            }
         }
         for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
             let expires = c.0.expires().unwrap_or(default_expires);
@@ -286,16 +308,24 @@ impl Registrar {
             }
             let list = self.bindings.entry(user.clone()).or_default();
             list.retain(|b| !same_uri(&b.contact, &c.1.uri));
+            let key = contact_key(&c.1.uri);
             if expires > 0 {
                 let granted = expires.min(self.config.max_expires);
+                let expires_at = now + Duration::from_secs(granted.into());
                 list.push(Binding {
                     contact: c.1.uri.clone(),
                     source,
-                    expires_at: now + Duration::from_secs(granted.into()),
+                    expires_at,
                 });
+                self.contacts.insert(key, source);
+                self.earliest = Some(self.earliest.map_or(expires_at, |e| e.min(expires_at)));
+            } else {
+                self.contacts.remove(&key);
             }
         }
-        self.bindings.retain(|_, l| !l.is_empty());
+        if self.bindings.get(&user).is_some_and(Vec::is_empty) {
+            self.bindings.remove(&user);
+        }
         let mut extra = Vec::new();
         for b in self.bindings(&user) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
@@ -468,11 +498,9 @@ impl Registrar {
 
     /// The address of a registered contact: the source its REGISTER came from.
     fn addr_of_contact(&self, uri: &Uri) -> Option<SocketAddr> {
-        self.bindings
-            .values()
-            .flatten()
-            .find(|b| same_uri(&b.contact, uri))
-            .map(|b| b.source)
+        self.contacts
+            .get(&contact_key(uri))
+            .copied()
             .or_else(|| uri_addr(uri))
     }
 }
@@ -558,6 +586,19 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
             a.user == b.user && a.host == b.host && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
         }
         _ => a == b,
+    }
+}
+
+/// The key of a contact in the index: `user@host:port` (port defaulted).
+fn contact_key(uri: &Uri) -> String {
+    match uri.as_sip() {
+        Some(u) => format!(
+            "{}@{}:{}",
+            u.user.as_deref().unwrap_or(""),
+            u.host,
+            u.port.unwrap_or(5060)
+        ),
+        None => uri.to_string(),
     }
 }
 

@@ -1392,6 +1392,9 @@ impl UserAgent {
                 i += 1;
             }
         }
+        if self.client.is_empty() && self.client.capacity() > 0 {
+            self.client = Vec::new();
+        }
     }
 
     fn on_client_event(
@@ -1491,18 +1494,30 @@ impl UserAgent {
                 i += 1;
             }
         }
+        if self.server.is_empty() && self.server.capacity() > 0 {
+            self.server = Vec::new();
+        }
     }
 
     // ---- output ----
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Outgoing> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > 0 {
+            // An idle phone keeps no buffers: thousands of them share a shard.
+            self.out = VecDeque::new();
+        }
+        next
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<UaEvent> {
-        self.events.pop_front()
+        let next = self.events.pop_front();
+        if next.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        next
     }
 
     /// When [`UserAgent::handle_timeout`] must run next.

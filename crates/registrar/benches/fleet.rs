@@ -1,0 +1,230 @@
+//! The state machines alone: N simulated phones register (with digest authentication) and
+//! call each other through the registrar core, in one process, on a virtual clock, no sockets.
+//! Prints transactions per second on one core and bytes of state per idle registered endpoint.
+//!
+//! Run: `cargo bench -p registrar --bench fleet` (N = 10,000; `FLEET_N` overrides).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use registrar::{AuthMode, Registrar, RegistrarConfig};
+use sip_msg::{Host, Message, Uri};
+use sip_proto::auth::Credentials;
+use sip_proto::transaction::TimerConfig;
+use sip_proto::ua::{CallEvent, Destination, UaConfig, UaEvent, UserAgent};
+
+/// Counts live heap bytes, to measure the state an idle endpoint keeps.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// The one unsafe block of the workspace: a global allocator must be an `unsafe impl`. It
+// forwards to the system allocator unchanged and only counts sizes.
+#[allow(unsafe_code)] // reason: measuring heap bytes per endpoint needs a counting allocator
+// SAFETY: every method forwards to `System` with the caller's arguments, so the allocator
+// contract is upheld by `System`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const SECRET: &[u8] = b"bench";
+const NOW_UNIX: u64 = 1_900_000_000;
+
+fn reg_addr() -> SocketAddr {
+    "127.0.0.1:5060".parse().unwrap()
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::new(
+        [127, 0, (1 + i / 60_000) as u8, 1].into(),
+        1024 + (i % 60_000) as u16,
+    )
+}
+
+fn main() {
+    let n: usize = std::env::var("FLEET_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut reg = Registrar::new(RegistrarConfig {
+        domain: "bench.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 5060,
+        transport: "UDP".into(),
+        auth: AuthMode::Ephemeral,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    });
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut uas: Vec<UserAgent> = (0..n)
+        .map(|i| {
+            let a = addr_of(i);
+            let user = format!("u{i}");
+            let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, NOW_UNIX + 3600);
+            UserAgent::new(UaConfig {
+                user,
+                domain: "bench.test".into(),
+                registrar_uri: Uri::parse("sip:127.0.0.1:5060;transport=udp").unwrap(),
+                outbound_proxy: None,
+                credentials: Some(Credentials::new(&u, &p)),
+                local_host: Host::V4(match a.ip() {
+                    std::net::IpAddr::V4(v4) => v4,
+                    std::net::IpAddr::V6(_) => unreachable!("IPv4 only"),
+                }),
+                local_port: a.port(),
+                transport: "UDP".into(),
+                reliable: false,
+                expires: 3600,
+                timers: TimerConfig::default(),
+                user_agent: "sipmeter-bench".into(),
+                seed: i as u64,
+            })
+        })
+        .collect();
+    let index: HashMap<SocketAddr, usize> = (0..n).map(|i| (addr_of(i), i)).collect();
+    let now = Instant::now();
+    let mut messages = 0u64;
+
+    // Moves every queued message to its receiver until the network is quiet.
+    let settle = |uas: &mut Vec<UserAgent>,
+                  reg: &mut Registrar,
+                  dirty: &mut Vec<usize>,
+                  messages: &mut u64| {
+        let mut queue: Vec<(SocketAddr, SocketAddr, Bytes)> = Vec::new();
+        loop {
+            for &i in dirty.iter() {
+                while let Some(o) = uas[i].poll_transmit() {
+                    let to = match o.destination {
+                        Destination::Registrar | Destination::OutboundProxy => reg_addr(),
+                        Destination::Source(a) => a,
+                        Destination::Uri(u) => {
+                            let s = u.as_sip().unwrap();
+                            format!("{}:{}", s.host, s.port.unwrap_or(5060))
+                                .parse()
+                                .unwrap()
+                        }
+                    };
+                    queue.push((addr_of(i), to, o.bytes));
+                }
+                while uas[i].poll_event().is_some() {}
+            }
+            dirty.clear();
+            while let Some((to, b)) = reg.poll_transmit() {
+                queue.push((reg_addr(), to, b));
+            }
+            if queue.is_empty() {
+                return;
+            }
+            for (from, to, bytes) in queue.drain(..) {
+                *messages += 1;
+                let msg = Message::parse_bytes(bytes).unwrap();
+                if to == reg_addr() {
+                    reg.handle_message(now, NOW_UNIX, msg, from);
+                } else if let Some(&i) = index.get(&to) {
+                    uas[i].handle_message(now, msg, from);
+                    dirty.push(i);
+                }
+            }
+        }
+    };
+
+    // Phase 1: everyone registers (REGISTER, 401, REGISTER with credentials, 200).
+    let t0 = Instant::now();
+    let mut dirty: Vec<usize> = (0..n).collect();
+    for ua in uas.iter_mut() {
+        ua.register(now);
+    }
+    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
+    let reg_time = t0.elapsed();
+    let reg_msgs = messages;
+    let registered = uas
+        .iter()
+        .filter(|u| matches!(u.registration(), sip_proto::ua::RegState::Registered { .. }))
+        .count();
+    assert_eq!(registered, n, "every endpoint registered");
+    // Let the finished REGISTER transactions end (Timer K = T4) so what remains is the idle
+    // state: the agent and its registration, and the registrar's binding.
+    let later = now + Duration::from_secs(10);
+    for ua in uas.iter_mut() {
+        ua.handle_timeout(later);
+        while ua.poll_event().is_some() {}
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+
+    // Phase 2: the first half calls the second half; answered, then hung up.
+    let t1 = Instant::now();
+    messages = 0;
+    let half = n / 2;
+    let mut calls = Vec::with_capacity(half);
+    for i in 0..half {
+        let target = Uri::parse(&format!("sip:u{}@bench.test", i + half)).unwrap();
+        calls.push(uas[i].call(now, target, Some(Bytes::from_static(b"v=0\r\n"))));
+    }
+    let mut dirty: Vec<usize> = (0..half).collect();
+    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
+    // Answer every incoming call (the callees saw Incoming events, drained above): answer by state.
+    for i in half..n {
+        // Call handle 0 is the only call each callee has.
+        uas[i].answer(
+            now,
+            sip_proto::ua::CallId(0),
+            Some(Bytes::from_static(b"v=0\r\n")),
+        );
+    }
+    let mut dirty: Vec<usize> = (half..n).collect();
+    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
+    for (i, c) in calls.iter().enumerate() {
+        uas[i].hangup(now, *c);
+    }
+    let mut dirty: Vec<usize> = (0..half).collect();
+    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
+    let call_time = t1.elapsed();
+    let ended = (0..half)
+        .filter(|&i| uas[i].call_state(calls[i]) == Some(sip_proto::ua::CallState::Terminated))
+        .count();
+    assert_eq!(ended, half, "every call set up and torn down");
+
+    // Transactions: REGISTER ×2 per endpoint; INVITE ×2 (407), ACK-less 2xx path, BYE per call.
+    let reg_txns = 2.0 * n as f64;
+    let call_txns = 3.0 * half as f64; // INVITE (challenged), INVITE, BYE
+    println!("fleet: {n} endpoints, one core, virtual clock, registrar core in process");
+    println!(
+        "  register: {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
+        reg_txns,
+        reg_msgs,
+        reg_time.as_secs_f64(),
+        reg_txns / reg_time.as_secs_f64()
+    );
+    println!(
+        "  calls:    {} calls, {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
+        half,
+        call_txns,
+        messages,
+        call_time.as_secs_f64(),
+        call_txns / call_time.as_secs_f64()
+    );
+    println!(
+        "  state per idle registered endpoint: {:.0} bytes (heap and inline, counted by the allocator; includes the registrar's binding of it)",
+        (after - before) as f64 / n as f64
+    );
+    let _ = Duration::ZERO;
+    let _ = CallEvent::Trying;
+    let _ = UaEvent::Unregistered { code: 0 };
+}
