@@ -173,16 +173,16 @@ fn main() {
     messages = 0;
     let half = n / 2;
     let mut calls = Vec::with_capacity(half);
-    for i in 0..half {
+    for (i, ua) in uas.iter_mut().take(half).enumerate() {
         let target = Uri::parse(&format!("sip:u{}@bench.test", i + half)).unwrap();
-        calls.push(uas[i].call(now, target, Some(Bytes::from_static(b"v=0\r\n"))));
+        calls.push(ua.call(now, target, Some(Bytes::from_static(b"v=0\r\n"))));
     }
     let mut dirty: Vec<usize> = (0..half).collect();
     settle(&mut uas, &mut reg, &mut dirty, &mut messages);
     // Answer every incoming call (the callees saw Incoming events, drained above): answer by state.
-    for i in half..n {
+    for ua in uas.iter_mut().skip(half) {
         // Call handle 0 is the only call each callee has.
-        uas[i].answer(
+        ua.answer(
             now,
             sip_proto::ua::CallId(0),
             Some(Bytes::from_static(b"v=0\r\n")),
