@@ -552,6 +552,10 @@ struct Endpoint {
     answered_at: Option<Instant>,
     script: Script,
     script_at: Option<Instant>,
+    /// Answerers in a run without callers (calls come from outside): when to leave.
+    leave_at: Option<Instant>,
+    /// The call in progress: an endpoint is one phone line; a second incoming call gets 486.
+    active_call: Option<CallId>,
     /// The wake-up currently in the heap (stale heap entries are skipped).
     wake: Option<Instant>,
     trace: Vec<TraceEntry>,
@@ -713,6 +717,8 @@ impl<'a> Shard<'a> {
                 answered_at: None,
                 script: Script::Start,
                 script_at: Some(start + slot),
+                leave_at: None,
+                active_call: None,
                 wake: None,
                 trace: Vec::new(),
                 done: false,
@@ -926,7 +932,7 @@ impl<'a> Shard<'a> {
         ep.invite_sent = Some(now);
         ep.answered_at = None;
         ep.set_phase(Phase::Calling, &self.events);
-        let _call = ep.ua.call(now, target, Some(sdp));
+        ep.active_call = Some(ep.ua.call(now, target, Some(sdp)));
     }
 
     /// Sends what the endpoint queued, handles its events, reschedules it.
@@ -1009,6 +1015,18 @@ impl<'a> Shard<'a> {
                         ep.script = Script::Unregister;
                         ep.script_at = Some(now + plan.call_duration);
                     }
+                    Role::Answer { .. }
+                        if !plan
+                            .groups
+                            .iter()
+                            .any(|g| matches!(g.role, Role::Call { .. })) =>
+                    {
+                        // Nobody in this run calls: calls come from outside (another tool, a
+                        // PBX); stay registered for the test's duration.
+                        ep.leave_at = Some(now + plan.call_duration);
+                        ep.script = Script::Unregister;
+                        ep.script_at = ep.leave_at;
+                    }
                     Role::Answer { .. } => {
                         ep.script = Script::WaitCallersDone;
                         ep.script_at = Some(now + Duration::from_millis(100));
@@ -1070,7 +1088,18 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         let since_invite = |ep: &Endpoint| ep.invite_sent.map(|t| ms(now - t));
         match ce {
+            CallEvent::Incoming { .. } if ep.active_call.is_some_and(|c| c != call) => {
+                // One line per phone: a second call while busy is refused (RFC 3261 §21.4.24).
+                ep.ua.reject(now, call, 486);
+                ep.ua.forget_call(call);
+                let at = now - self.start;
+                ep.trace.push(TraceEntry::note(
+                    "second incoming call refused with 486 Busy Here".into(),
+                    at,
+                ));
+            }
             CallEvent::Incoming { .. } => {
+                ep.active_call = Some(call);
                 ep.calls_received += 1;
                 ep.set_phase(Phase::Calling, &events);
                 ep.ua.ring(now, call);
@@ -1129,7 +1158,10 @@ impl<'a> Shard<'a> {
                     format!("call failed: {code} {reason}: {}", hint_for(code)),
                 );
                 ep.ua.forget_call(call);
-                self.after_call(idx, now);
+                if ep.active_call == Some(call) {
+                    ep.active_call = None;
+                    self.after_call(idx, now);
+                }
             }
             CallEvent::Ended { by_remote, code } => {
                 if let Some(a) = ep.answered_at {
@@ -1142,7 +1174,10 @@ impl<'a> Shard<'a> {
                     );
                 }
                 ep.ua.forget_call(call);
-                self.after_call(idx, now);
+                if ep.active_call == Some(call) {
+                    ep.active_call = None;
+                    self.after_call(idx, now);
+                }
             }
             CallEvent::Reinvited { .. } | CallEvent::Info { .. } => {}
         }
@@ -1161,10 +1196,16 @@ impl<'a> Shard<'a> {
                 ep.script = Script::Unregister;
                 ep.script_at = Some(now);
             }
-            Role::Answer { .. } => {
-                ep.script = Script::WaitCallersDone;
-                ep.script_at = Some(now + Duration::from_millis(100));
-            }
+            Role::Answer { .. } => match ep.leave_at {
+                Some(at) => {
+                    ep.script = Script::Unregister;
+                    ep.script_at = Some(at.max(now));
+                }
+                None => {
+                    ep.script = Script::WaitCallersDone;
+                    ep.script_at = Some(now + Duration::from_millis(100));
+                }
+            },
             Role::RegisterOnly => {}
         }
     }

@@ -371,13 +371,47 @@ impl Registrar {
             pop_first_value(&mut req, HeaderName::Route);
         }
         let in_dialog = req.to().and_then(|t| t.tag()).is_some();
+        // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
+        if method == Method::Ack
+            && req
+                .to()
+                .and_then(|t| t.tag())
+                .is_some_and(|t| t == to_tag_for(&req))
+        {
+            return;
+        }
 
         let target: Option<SocketAddr> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
             match req.headers.typed::<Route>().and_then(Result::ok) {
                 Some(r) => uri_addr(&r.uri),
-                None => req.request_uri().and_then(|u| self.addr_of_contact(u)),
+                None => {
+                    // A peer that ignored our Record-Route (SIPp's default scenarios) sends
+                    // in-dialog requests to us by AOR: find the user's binding then.
+                    let uri = req.request_uri().cloned();
+                    let by_aor = uri
+                        .as_ref()
+                        .filter(|u| uri_addr(u).is_some_and(|a| self.is_our_addr(a)));
+                    match by_aor
+                        .and_then(Uri::as_sip)
+                        .and_then(SipUri::user_unescaped)
+                    {
+                        Some(user) => match self
+                            .bindings
+                            .get(&user)
+                            .and_then(|l| l.last())
+                            .map(|b| (b.contact.clone(), b.source))
+                        {
+                            Some((contact, to)) => {
+                                req = retarget(req, contact);
+                                Some(to)
+                            }
+                            None => None,
+                        },
+                        None => uri.and_then(|u| self.addr_of_contact(&u)),
+                    }
+                }
             }
         } else {
             // Initial request: authenticate the caller (407, RFC 3261 §22.3), then look up the callee.
@@ -403,6 +437,12 @@ impl Registrar {
                 self.respond(&req, source, 404, "Not Found", vec![]);
                 return;
             };
+            // A Request-URI naming another server by address (sip:user@192.0.2.9:5070) is
+            // forwarded there: tests may call SIP peers that do not register here.
+            let foreign = req
+                .request_uri()
+                .and_then(uri_addr)
+                .filter(|a| !self.is_our_addr(*a));
             match self.bindings.get(&user).and_then(|l| l.last()) {
                 Some(b) => {
                     let contact = b.contact.clone();
@@ -410,6 +450,7 @@ impl Registrar {
                     req = retarget(req, contact);
                     Some(to)
                 }
+                None if foreign.is_some() => foreign,
                 None => {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
@@ -471,11 +512,13 @@ impl Registrar {
         let ours = resp.top_via().is_some_and(|v| {
             v.host == self.config.host && v.port.unwrap_or(5060) == self.config.port
         });
-        if !ours {
-            self.stats.dropped += 1;
-            return;
+        // A response whose top Via is not ours was sent to us by a peer that answers "the
+        // address the call came from" instead of following Via (SIPp's stock UAS does that for
+        // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
+        // along its top Via, so such peers still interoperate.
+        if ours {
+            pop_first_value(&mut resp, HeaderName::Via);
         }
-        pop_first_value(&mut resp, HeaderName::Via);
         let Some(next) = resp.top_via() else {
             self.stats.dropped += 1;
             return;
@@ -494,6 +537,16 @@ impl Registrar {
         self.stats.responses_forwarded += 1;
         self.out
             .push_back((SocketAddr::new(host, port), Bytes::from(resp.to_bytes())));
+    }
+
+    /// True when `a` is this registrar's own address.
+    fn is_our_addr(&self, a: SocketAddr) -> bool {
+        let ours = match &self.config.host {
+            Host::V4(ip) => Some(std::net::IpAddr::V4(*ip)),
+            Host::V6(ip) => Some(std::net::IpAddr::V6(*ip)),
+            Host::Name(_) => None,
+        };
+        ours == Some(a.ip()) && a.port() == self.config.port
     }
 
     /// The address of a registered contact: the source its REGISTER came from.

@@ -1,0 +1,261 @@
+//! Interop with SIPp (Debian's `sip-tester`), a real third-party SIP peer, over loopback UDP:
+//! our callers call a SIPp UAS through the built-in registrar, and a SIPp UAC calls our
+//! answering endpoints. `./scripts/test` installs sip-tester; without it these tests fail
+//! with a message naming the package.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agent::builtin::BuiltinRegistrar;
+use agent::engine::{
+    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
+};
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::{Host, Uri};
+use sip_proto::auth::Credentials;
+
+const SECRET: &[u8] = b"sipp interop";
+
+/// SIPp tests run one at a time: each picks free ports, and two SIPp processes starting
+/// together make port races more likely.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A SIPp process, killed when dropped even if the test fails.
+struct Sipp(Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Sipp {
+    fn start(args: &[&str]) -> Self {
+        let child = Command::new("sipp")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run sipp ({e}): install the Debian package `sip-tester`")
+            });
+        Sipp(child)
+    }
+
+    /// Waits for SIPp to exit (bounded) and returns its exit code.
+    fn wait(mut self, limit: Duration) -> i32 {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() >= end {
+                let _ = self.0.kill();
+                let mut err = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("sipp did not finish within {limit:?}: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
+    rt.block_on(BuiltinRegistrar::start_udp(
+        "127.0.0.1:0".parse().unwrap(),
+        RegistrarConfig {
+            domain: "sipmeter.test".into(),
+            host: Host::parse("127.0.0.1").unwrap(),
+            port: 0,
+            transport: "UDP".into(),
+            auth,
+            secret: SECRET.to_vec(),
+            min_expires: 10,
+            max_expires: 3600,
+        },
+    ))
+    .unwrap()
+}
+
+fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
+    RunPlan {
+        name: "sipp interop".into(),
+        server: ServerTarget {
+            addr: reg.addr(),
+            domain: "sipmeter.test".into(),
+            registrar_uri: Uri::parse(&format!(
+                "sip:127.0.0.1:{};transport=udp",
+                reg.addr().port()
+            ))
+            .unwrap(),
+            outbound_proxy: None,
+        },
+        groups,
+        call_duration: duration,
+        ramp_per_sec: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 7,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+    }
+}
+
+#[test]
+fn our_callers_call_a_sipp_uas() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = registrar(&rt, AuthMode::Ephemeral);
+    let port = free_udp_port();
+    let sipp = Sipp::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "5",
+        "-nostdin",
+        "-timeout",
+        "25s",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let endpoints = (0..5)
+        .map(|i| {
+            let user = format!("caller{i}");
+            let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, 4_000_000_000);
+            EndpointPlan {
+                user,
+                credentials: Some(Credentials::new(&u, &p)),
+            }
+        })
+        .collect();
+    let target = Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap();
+    let groups = vec![GroupPlan {
+        name: "callers".into(),
+        endpoints,
+        role: Role::Call {
+            targets: vec![target],
+            calls: 1,
+            pause: Duration::ZERO,
+        },
+    }];
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = run(
+        plan(&reg, groups, Duration::from_millis(500)),
+        tx,
+        StopHandle::default(),
+    )
+    .unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.call_code, Some(200));
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (5, 5));
+    // The trace shows SIPp's answer, relayed by the built-in proxy.
+    assert!(
+        reports[0]
+            .trace
+            .iter()
+            .any(|e| e.first_line() == "SIP/2.0 200 OK" && e.text.contains("CSeq: 2 INVITE"))
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(20)),
+        0,
+        "SIPp counts 5 successful calls"
+    );
+    rt.block_on(reg.stop());
+}
+
+#[test]
+fn a_sipp_uac_calls_our_answering_endpoints() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // SIPp's stock UAC does not answer proxy challenges: the registrar runs open here.
+    let reg = registrar(&rt, AuthMode::Open);
+    let reg_port = reg.addr().port();
+    let endpoints = vec![EndpointPlan {
+        user: "callee1".into(),
+        credentials: None,
+    }];
+    let groups = vec![GroupPlan {
+        name: "callees".into(),
+        endpoints,
+        role: Role::Answer {
+            answer_delay: Duration::from_millis(100),
+        },
+    }];
+    let the_plan = plan(&reg, groups, Duration::from_secs(4));
+    let (tx, rx) = mpsc::channel();
+    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
+    // Call only once the endpoint is registered.
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the endpoint registers")
+        {
+            RunEvent::Phase {
+                phase: Phase::Registered,
+                ..
+            } => break,
+            _ => continue,
+        }
+    }
+    let port = free_udp_port();
+    let sipp = Sipp::start(&[
+        &format!("127.0.0.1:{reg_port}"),
+        "-sn",
+        "uac",
+        "-s",
+        "callee1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "2",
+        "-l",
+        "1",
+        "-d",
+        "300",
+        "-nostdin",
+        "-timeout",
+        "20s",
+    ]);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(20)),
+        0,
+        "SIPp's two calls were answered and hung up"
+    );
+    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 2);
+    assert!(
+        r.trace.iter().any(|e| e.first_line().starts_with("BYE ")),
+        "SIPp's BYE reached the endpoint"
+    );
+}
