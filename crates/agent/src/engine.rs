@@ -106,6 +106,8 @@ pub struct RunPlan {
     pub time_limit: Duration,
     /// Keep the trace of every endpoint (otherwise only of failed ones).
     pub keep_all_traces: bool,
+    /// RFC 3261 T1, T2, T4 for every endpoint.
+    pub timers: TimerConfig,
 }
 
 /// Endpoint phases, forward only (product.md).
@@ -556,6 +558,8 @@ struct Endpoint {
     leave_at: Option<Instant>,
     /// The call in progress: an endpoint is one phone line; a second incoming call gets 486.
     active_call: Option<CallId>,
+    /// The first malformed message the server sent this endpoint, in words.
+    malformed: Option<String>,
     /// The wake-up currently in the heap (stale heap entries are skipped).
     wake: Option<Instant>,
     trace: Vec<TraceEntry>,
@@ -685,7 +689,7 @@ impl<'a> Shard<'a> {
                 transport: FlowKind::Udp.via_token().into(),
                 reliable: false,
                 expires: plan.register_expires,
-                timers: TimerConfig::default(),
+                timers: plan.timers,
                 user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
                 seed,
             });
@@ -719,6 +723,7 @@ impl<'a> Shard<'a> {
                 script_at: Some(start + slot),
                 leave_at: None,
                 active_call: None,
+                malformed: None,
                 wake: None,
                 trace: Vec::new(),
                 done: false,
@@ -1078,6 +1083,7 @@ impl<'a> Shard<'a> {
                 let at = now - self.start;
                 ep.trace
                     .push(TraceEntry::note(format!("ignored: {what}"), at));
+                ep.malformed.get_or_insert_with(|| what.to_owned());
             }
         }
     }
@@ -1223,6 +1229,12 @@ impl<'a> Shard<'a> {
         }
         ep.set_phase(Phase::Closed, &events);
         let failed = ep.outcome != Outcome::Success;
+        if ep.outcome.severity() >= 10
+            && let Some(m) = &ep.malformed
+        {
+            let e = ep.error.get_or_insert_with(String::new);
+            e.push_str(&format!(" (the server sent a malformed message: {m})"));
+        }
         let report = EndpointReport {
             id: ep.id,
             group: self.plan.groups[ep.group].name.clone(),
@@ -1274,9 +1286,20 @@ impl<'a> Shard<'a> {
                         Outcome::CompletedWithWarnings,
                         format!("received a malformed message: {e}"),
                     );
+                    ep.malformed.get_or_insert_with(|| format!("{e}"));
                 }
                 return;
             }
+        };
+        // A message missing what transactions need is the server's fault: say exactly what.
+        let broken = if msg.top_via().and_then(|v| v.branch()).is_none()
+            || msg.cseq().is_none()
+            || msg.call_id().is_none()
+        {
+            let mut copy = msg.clone();
+            copy.validate().err().map(|e| e.to_string())
+        } else {
+            None
         };
         let idx = if msg.is_request() {
             let user = msg
@@ -1305,6 +1328,13 @@ impl<'a> Shard<'a> {
         );
         let ep = &mut self.endpoints[idx];
         ep.trace.push(entry);
+        if let Some(why) = broken {
+            ep.trace.push(TraceEntry::note(
+                format!("malformed message from {from}: {why}"),
+                at,
+            ));
+            ep.malformed.get_or_insert(why);
+        }
         if ep.done {
             return;
         }

@@ -31,6 +31,8 @@ pub struct TestFile {
     pub seed: Option<u64>,
     /// Registration lifetime in seconds (default 300).
     pub register_expires: Option<u32>,
+    /// RFC 3261 T1, the round-trip estimate retransmissions start from (default 500ms).
+    pub t1: Option<Spanned<String>>,
     /// The registrars.
     #[serde(rename = "registrar", default)]
     pub registrars: Vec<RegistrarEntry>,
@@ -570,6 +572,13 @@ pub fn prepare(
         Some(t) => cx.duration(t, "time_limit")?,
         None => duration * max_calls + Duration::from_secs(120),
     };
+    let mut timers = sip_proto::transaction::TimerConfig::default();
+    if let Some(t1) = &tf.t1 {
+        timers.t1 = cx.duration(t1, "t1")?;
+        if timers.t1.is_zero() || timers.t1 > Duration::from_secs(10) {
+            return cx.err(t1.span(), "t1", "must be between 1ms and 10s");
+        }
+    }
     let shards = tf
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -586,6 +595,7 @@ pub fn prepare(
             seed: tf.seed.unwrap_or(now_unix),
             time_limit,
             keep_all_traces: false,
+            timers,
         },
         builtin,
         pass: tf.pass,

@@ -86,6 +86,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         seed: 42,
         time_limit: Duration::from_secs(30),
         keep_all_traces: true,
+        timers: Default::default(),
     };
     let (tx, rx) = mpsc::channel();
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();

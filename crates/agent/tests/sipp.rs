@@ -112,6 +112,7 @@ fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> R
         seed: 7,
         time_limit: Duration::from_secs(30),
         keep_all_traces: true,
+        timers: Default::default(),
     }
 }
 
