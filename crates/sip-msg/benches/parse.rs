@@ -70,7 +70,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse+typed INVITE (1054 B)", |b| {
         b.iter(|| parse_and_read(black_box(INVITE)))
     });
-    g.bench_function("parse only", |b| b.iter(|| Message::parse(black_box(INVITE)).expect("parses").headers.len()));
+    g.bench_function("parse only", |b| {
+        b.iter(|| {
+            Message::parse(black_box(INVITE))
+                .expect("parses")
+                .headers
+                .len()
+        })
+    });
     let parsed = Message::parse(INVITE).expect("parses");
     g.bench_function("print INVITE", |b| b.iter(|| black_box(&parsed).to_bytes()));
     g.bench_function("parse+validate INVITE", |b| {
