@@ -246,6 +246,7 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
         timers: TimerConfig::default(),
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
         seed: req.seed,
+        use_100rel: false,
     };
     let mut ua = UserAgent::new(config);
     let start = Instant::now();

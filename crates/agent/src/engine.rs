@@ -692,6 +692,7 @@ impl<'a> Shard<'a> {
                 timers: plan.timers,
                 user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
                 seed,
+                use_100rel: false,
             });
             // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
             let slot = if plan.ramp_per_sec > 0.0 {
@@ -1185,7 +1186,10 @@ impl<'a> Shard<'a> {
                     self.after_call(idx, now);
                 }
             }
-            CallEvent::Reinvited { .. } | CallEvent::Info { .. } => {}
+            CallEvent::Reinvited { .. }
+            | CallEvent::Info { .. }
+            | CallEvent::Modified { .. }
+            | CallEvent::Pracked { .. } => {}
         }
     }
 
