@@ -81,6 +81,8 @@ pub struct GroupPlan {
     pub endpoints: Vec<EndpointPlan>,
     /// What they do.
     pub role: Role,
+    /// Offer and use reliable provisional responses (RFC 3262 100rel/PRACK).
+    pub prack: bool,
 }
 
 /// A whole run.
@@ -692,7 +694,7 @@ impl<'a> Shard<'a> {
                 timers: plan.timers,
                 user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
                 seed,
-                use_100rel: false,
+                use_100rel: plan.groups[g].prack,
             });
             // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
             let slot = if plan.ramp_per_sec > 0.0 {

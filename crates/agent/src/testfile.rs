@@ -124,6 +124,9 @@ pub struct GroupEntry {
     pub calls: Option<u32>,
     /// For `call`: pause between calls (default 1s).
     pub pause: Option<Spanned<String>>,
+    /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
+    #[serde(default)]
+    pub prack: bool,
     /// Codecs offered (recorded; media comes with the media engine).
     #[serde(default)]
     pub codecs: Vec<String>,
@@ -566,6 +569,7 @@ pub fn prepare(
             name: g.name.clone(),
             endpoints,
             role,
+            prack: g.prack,
         });
     }
     let time_limit = match &tf.time_limit {

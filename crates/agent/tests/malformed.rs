@@ -71,6 +71,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
                     credentials: None,
                 })
                 .collect(),
+            prack: false,
             role: Role::RegisterOnly,
         }],
         call_duration: Duration::from_millis(200),

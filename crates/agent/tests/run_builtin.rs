@@ -65,6 +65,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             GroupPlan {
                 name: "callers".into(),
                 endpoints: endpoints("caller", 10),
+                prack: true,
                 role: Role::Call {
                     targets,
                     calls: 2,
@@ -74,6 +75,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             GroupPlan {
                 name: "callees".into(),
                 endpoints: endpoints("callee", 10),
+                prack: true,
                 role: Role::Answer {
                     answer_delay: Duration::from_millis(50),
                 },
@@ -132,6 +134,15 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             .first_line()
             .starts_with("REGISTER sip:127.0.0.1:")
     );
+    // Both groups use 100rel: every call's 180 was PRACKed through the proxy.
+    for r in &callers {
+        let pracks = r
+            .trace
+            .iter()
+            .filter(|t| t.first_line().starts_with("PRACK sip:"))
+            .count();
+        assert_eq!(pracks, 2, "one PRACK per call: {:?}", r.user);
+    }
     let stats = rt.block_on(reg.stop());
     assert!(
         stats.forwarded >= 20 * 3,

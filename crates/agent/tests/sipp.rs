@@ -154,6 +154,7 @@ fn our_callers_call_a_sipp_uas() {
     let groups = vec![GroupPlan {
         name: "callers".into(),
         endpoints,
+        prack: false,
         role: Role::Call {
             targets: vec![target],
             calls: 1,
@@ -205,6 +206,7 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
     let groups = vec![GroupPlan {
         name: "callees".into(),
         endpoints,
+        prack: false,
         role: Role::Answer {
             answer_delay: Duration::from_millis(100),
         },

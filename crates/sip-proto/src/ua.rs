@@ -36,7 +36,7 @@ use crate::transaction::{
 };
 
 /// Methods we accept, announced in Allow.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK";
 
 /// How the agent is set up.
 #[derive(Debug, Clone)]
@@ -766,6 +766,11 @@ impl UserAgent {
                 let cancelled = call.cancel_pending || call.state == CallState::Terminating;
                 let seq = call.invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
+                // Requests sent in the early dialog (PRACK, UPDATE) used CSeq numbers the
+                // confirmed dialog must continue from (RFC 3261 §12.2.1.1).
+                if let Some(early) = &call.dialog {
+                    dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                }
                 let via = self.new_via();
                 let ack = self
                     .common(dialog.request(Method::Ack, via, Some(seq)))
@@ -2165,6 +2170,16 @@ mod tests {
         p.run(Duration::from_millis(100));
         assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
         assert_eq!(count_of(&p, "ACK sip:bob@127.0.0.1:5062"), 1);
+        // The BYE continues the CSeq after the PRACK sent in the early dialog.
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: false,
+                code: 200
+            }
+        )));
     }
 
     fn count_of(p: &Pair, summary: &str) -> usize {
