@@ -324,6 +324,8 @@ pub struct RunSummary {
     pub max_timer_lateness_ms: f64,
     /// Sends that failed at the socket.
     pub send_errors: u64,
+    /// The run was stopped on request (Ctrl-C, or a stop from the server) before it ended.
+    pub stopped: bool,
 }
 
 /// Stops a run early (Ctrl-C): endpoints hang up, un-register and report.
@@ -438,6 +440,7 @@ pub fn run(
         return Err(e);
     }
     base.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    base.stopped = stop.requested();
     reports.sort_by_key(|r| r.id);
     let summary = summarise(&reports, base);
     let _ = events.send(RunEvent::Done(summary.clone()));
@@ -602,6 +605,8 @@ struct Shard<'a> {
     start: Instant,
     wall: SystemTime,
     stats: ShardStats,
+    /// A stop (request or time limit) began: endpoints hang up and un-register.
+    stopping: bool,
     shared: Arc<Shared>,
 }
 
@@ -668,6 +673,7 @@ impl<'a> Shard<'a> {
             start,
             wall: SystemTime::now(),
             stats: ShardStats::default(),
+            stopping: false,
             shared,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
@@ -754,15 +760,14 @@ impl<'a> Shard<'a> {
     async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
         let deadline = self.start + self.plan.time_limit;
         let mut buf = vec![0u8; 65_536];
-        let mut stopping = false;
         let mut next_progress = self.start + Duration::from_secs(1);
         loop {
             if self.endpoints.iter().all(|e| e.done) {
                 return Ok(());
             }
             let now = Instant::now();
-            if (stop.requested() || now >= deadline) && !stopping {
-                stopping = true;
+            if (stop.requested() || now >= deadline) && !self.stopping {
+                self.stopping = true;
                 self.stop_all(now, now >= deadline).await;
             }
             if now >= next_progress {
@@ -839,9 +844,17 @@ impl<'a> Shard<'a> {
             if timed_out {
                 ep.worsen(Outcome::Timeout, "the run's time limit was reached".into());
             }
-            match ep.script {
-                Script::HangUp(_) | Script::Answer(_) => ep.script_at = Some(now),
-                _ => {
+            let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
+            match (ep.script, ep.active_call) {
+                (Script::HangUp(_) | Script::Answer(_), _) => ep.script_at = Some(now),
+                // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
+                // until that BYE arrives, then un-register (see `after_call`).
+                (_, Some(call)) if caller => {
+                    ep.script = Script::HangUp(call);
+                    ep.script_at = Some(now);
+                }
+                (_, Some(_)) => ep.script = Script::Idle,
+                (_, None) => {
                     ep.script = Script::Unregister;
                     ep.script_at = Some(now);
                 }
@@ -1199,6 +1212,11 @@ impl<'a> Shard<'a> {
     fn after_call(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
+        if self.stopping {
+            ep.script = Script::Unregister;
+            ep.script_at = Some(now);
+            return;
+        }
         match &plan.groups[ep.group].role {
             Role::Call { calls, pause, .. } if ep.calls_attempted < *calls => {
                 ep.script = Script::Dial;

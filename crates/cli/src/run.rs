@@ -98,6 +98,7 @@ fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
     );
     let pass = std::mem::take(&mut prepared.pass);
     let stop = StopHandle::default();
+    watch_ctrl_c(stop.clone());
     let (tx, rx) = mpsc::channel();
     let quiet = out.quiet;
     let printer = std::thread::spawn(move || {
@@ -152,8 +153,39 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
 }
 
+/// First Ctrl-C: stop the run gracefully (calls hang up, endpoints un-register, the report
+/// is written). Second Ctrl-C: quit at once.
+fn watch_ctrl_c(stop: StopHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                eprintln!("stopping: hanging up, un-registering (Ctrl-C again to quit at once)");
+                stop.stop();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        eprintln!("sipmeter: Ctrl-C will not stop the run gracefully: {e}");
+    }
+}
+
 fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     println!();
+    if s.stopped {
+        println!("stopped on request after {:.1} s", s.duration_ms / 1000.0);
+    }
     println!("endpoints        {}", s.endpoints);
     let mut outcomes: Vec<_> = s.outcomes.iter().collect();
     outcomes.sort();

@@ -80,3 +80,50 @@ fn failed_calls_exit_1_with_the_code_and_hint() {
         "{out}"
     );
 }
+
+#[test]
+fn ctrl_c_hangs_up_unregisters_and_reports() {
+    let file = tmp("long.toml");
+    std::fs::write(
+        &file,
+        "name = \"long calls\"\nduration = \"60s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callee\"\nendpoints = 3\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"caller\"\nendpoints = 3\nregistrar = \"builtin\"\ncall = \"group:callee\"\n",
+    )
+    .unwrap();
+    let report = tmp("long.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(["run", "--quiet", "--report", report.to_str().unwrap()])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipmeter runs");
+    // Let the calls connect, then interrupt as a user at the terminal would.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped promptly: {:?}\n{stdout}\n{stderr}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("stopping: hanging up"), "{stderr}");
+    assert!(stdout.contains("stopped on request after"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["summary"]["stopped"], true);
+    // Every call that was up was hung up with BYE and every endpoint ended CLOSED.
+    for ep in v["endpoints"].as_array().unwrap() {
+        assert_eq!(ep["phase"], "CLOSED", "{ep}");
+    }
+    assert_eq!(v["summary"]["calls_answered"], 3, "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
