@@ -83,6 +83,8 @@ pub struct GroupPlan {
     pub role: Role,
     /// Offer and use reliable provisional responses (RFC 3262 100rel/PRACK).
     pub prack: bool,
+    /// Register before calling (false: a trunk with IP authentication, or a direct peer).
+    pub register: bool,
 }
 
 /// A whole run.
@@ -887,6 +889,7 @@ impl<'a> Shard<'a> {
         let sdp_ip = self.local.ip();
         let ep = &mut self.endpoints[idx];
         match script {
+            Script::Start if !self.plan.groups[ep.group].register => self.ready(idx, now),
             Script::Start => {
                 ep.reg_sent = Some(now);
                 ep.ua.register(now);
@@ -1011,6 +1014,42 @@ impl<'a> Shard<'a> {
         self.schedule(idx);
     }
 
+    /// Registered (or, for a group that does not register, started): wait, dial or stay.
+    fn ready(&mut self, idx: usize, now: Instant) {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        let role = &plan.groups[ep.group].role;
+        if matches!(role, Role::Answer { .. }) {
+            self.shared.registered.fetch_add(1, Ordering::Relaxed);
+        }
+        match role {
+            Role::Call { .. } => {
+                ep.script = Script::WaitForAnswerers;
+                ep.script_at = Some(now);
+            }
+            Role::RegisterOnly => {
+                ep.script = Script::Unregister;
+                ep.script_at = Some(now + plan.call_duration);
+            }
+            Role::Answer { .. }
+                if !plan
+                    .groups
+                    .iter()
+                    .any(|g| matches!(g.role, Role::Call { .. })) =>
+            {
+                // Nobody in this run calls: calls come from outside (another tool, a
+                // PBX); stay registered for the test's duration.
+                ep.leave_at = Some(now + plan.call_duration);
+                ep.script = Script::Unregister;
+                ep.script_at = ep.leave_at;
+            }
+            Role::Answer { .. } => {
+                ep.script = Script::WaitCallersDone;
+                ep.script_at = Some(now + Duration::from_millis(100));
+            }
+        }
+    }
+
     fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
         let plan = self.plan;
         let events = self.events.clone();
@@ -1024,35 +1063,7 @@ impl<'a> Shard<'a> {
                 }
                 ep.timings.registration_ms = ep.reg_sent.map(|t| ms(now - t));
                 ep.set_phase(Phase::Registered, &events);
-                if matches!(role, Role::Answer { .. }) {
-                    self.shared.registered.fetch_add(1, Ordering::Relaxed);
-                }
-                match role {
-                    Role::Call { .. } => {
-                        ep.script = Script::WaitForAnswerers;
-                        ep.script_at = Some(now);
-                    }
-                    Role::RegisterOnly => {
-                        ep.script = Script::Unregister;
-                        ep.script_at = Some(now + plan.call_duration);
-                    }
-                    Role::Answer { .. }
-                        if !plan
-                            .groups
-                            .iter()
-                            .any(|g| matches!(g.role, Role::Call { .. })) =>
-                    {
-                        // Nobody in this run calls: calls come from outside (another tool, a
-                        // PBX); stay registered for the test's duration.
-                        ep.leave_at = Some(now + plan.call_duration);
-                        ep.script = Script::Unregister;
-                        ep.script_at = ep.leave_at;
-                    }
-                    Role::Answer { .. } => {
-                        ep.script = Script::WaitCallersDone;
-                        ep.script_at = Some(now + Duration::from_millis(100));
-                    }
-                }
+                self.ready(idx, now);
             }
             UaEvent::RegistrationFailed { code, reason } => {
                 ep.registration_code = Some(code);

@@ -63,6 +63,9 @@ pub struct RegistrarEntry {
     pub transport: Option<Spanned<String>>,
     /// `host:port` of an outbound proxy for INVITEs.
     pub outbound_proxy: Option<Spanned<String>>,
+    /// `false`: do not REGISTER; call straight away (a SIP trunk with IP authentication, a
+    /// PBX that accepts unregistered calls, or a peer such as SIPp). Default true.
+    pub register: Option<bool>,
 }
 
 /// An `[[accounts]]` entry: a numeric range, or a list.
@@ -416,6 +419,13 @@ pub fn prepare(
         pool.extend(a.list.iter().cloned());
     }
     // Groups.
+    let registers = |rid: &str| {
+        tf.registrars
+            .iter()
+            .find(|r| r.id == rid)
+            .and_then(|r| r.register)
+            .unwrap_or(true)
+    };
     let mut groups = Vec::new();
     let mut server: Option<(ServerTarget, bool)> = None;
     let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
@@ -453,6 +463,14 @@ pub fn prepare(
                 endpoints.push(EndpointPlan {
                     user,
                     credentials: Some(Credentials::new(&u, &p)),
+                });
+            }
+        } else if !registers(rid) && pools.get(rid).is_none_or(Vec::is_empty) {
+            // No registration and no accounts: callers identified by name (IP-authenticated).
+            for k in 0..n {
+                endpoints.push(EndpointPlan {
+                    user: format!("{}{}", g.name, k + 1),
+                    credentials: None,
                 });
             }
         } else {
@@ -570,6 +588,7 @@ pub fn prepare(
             endpoints,
             role,
             prack: g.prack,
+            register: registers(g.registrar.get_ref()),
         });
     }
     let time_limit = match &tf.time_limit {
@@ -742,6 +761,16 @@ call = "group:callees"
             e.to_string(),
             "t.toml:26: group[1].call: no group named `nobody`"
         );
+    }
+
+    #[test]
+    fn a_trunk_that_does_not_register_needs_no_accounts() {
+        let file = "name = \"trunk\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"trunk\"\ndomain = \"127.0.0.1\"\nregister = false\n\n[[group]]\nname = \"out\"\nendpoints = 2\nregistrar = \"trunk\"\nprack = true\ncall = \"sip:{n}@127.0.0.1\"\n";
+        let p = prepare("t.toml", file, b"s", 0).unwrap();
+        let g = &p.plan.groups[0];
+        assert!(!g.register && g.prack);
+        assert_eq!(g.endpoints[1].user, "out2");
+        assert!(g.endpoints.iter().all(|e| e.credentials.is_none()));
     }
 
     #[test]

@@ -66,6 +66,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                 name: "callers".into(),
                 endpoints: endpoints("caller", 10),
                 prack: true,
+                register: true,
                 role: Role::Call {
                     targets,
                     calls: 2,
@@ -76,6 +77,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                 name: "callees".into(),
                 endpoints: endpoints("callee", 10),
                 prack: true,
+                register: true,
                 role: Role::Answer {
                     answer_delay: Duration::from_millis(50),
                 },

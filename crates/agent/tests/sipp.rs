@@ -155,6 +155,7 @@ fn our_callers_call_a_sipp_uas() {
         name: "callers".into(),
         endpoints,
         prack: false,
+        register: true,
         role: Role::Call {
             targets: vec![target],
             calls: 1,
@@ -207,6 +208,7 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         name: "callees".into(),
         endpoints,
         prack: false,
+        register: true,
         role: Role::Answer {
             answer_delay: Duration::from_millis(100),
         },
@@ -261,4 +263,81 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         r.trace.iter().any(|e| e.first_line().starts_with("BYE ")),
         "SIPp's BYE reached the endpoint"
     );
+}
+
+#[test]
+fn callers_that_do_not_register_call_a_sipp_uas_directly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_udp_port();
+    let sipp = Sipp::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "6",
+        "-nostdin",
+        "-timeout",
+        "25s",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let sipp_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
+    let plan = RunPlan {
+        name: "direct to sipp".into(),
+        server: ServerTarget {
+            addr: sipp_addr,
+            domain: "127.0.0.1".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
+            outbound_proxy: None,
+        },
+        groups: vec![GroupPlan {
+            name: "trunk".into(),
+            endpoints: (0..3)
+                .map(|i| EndpointPlan {
+                    user: format!("trunk{i}"),
+                    credentials: None,
+                })
+                .collect(),
+            prack: false,
+            register: false,
+            role: Role::Call {
+                targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
+                calls: 2,
+                pause: Duration::ZERO,
+            },
+        }],
+        call_duration: Duration::ZERO,
+        ramp_per_sec: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 11,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+        timers: Default::default(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.registration_code, None, "no REGISTER was sent");
+        assert!(
+            r.trace
+                .iter()
+                .all(|t| !t.first_line().starts_with("REGISTER"))
+        );
+        assert_eq!(r.calls_answered, 2);
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (6, 6));
+    // Phases skip REGISTERED: INITIALIZING → CALLING … → CLOSED.
+    assert!(!rx.try_iter().any(|e| matches!(
+        e,
+        RunEvent::Phase {
+            phase: Phase::Registered,
+            ..
+        }
+    )));
+    assert_eq!(sipp.wait(Duration::from_secs(20)), 0, "SIPp counts 6 calls");
 }
