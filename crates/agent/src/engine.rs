@@ -85,6 +85,33 @@ pub struct GroupPlan {
     pub prack: bool,
     /// Register before calling (false: a trunk with IP authentication, or a direct peer).
     pub register: bool,
+    /// What each call does while it is up, in time order (hold, resume, DTMF).
+    pub actions: Vec<CallAction>,
+}
+
+/// Something an endpoint does in a call, `at` after the call was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAction {
+    /// Time after the answer.
+    pub at: Duration,
+    /// What to do.
+    pub kind: ActionKind,
+}
+
+/// The scenario actions an endpoint performs in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    /// re-INVITE with `a=sendonly` (RFC 3264 §8.4).
+    Hold,
+    /// re-INVITE with `a=sendrecv`.
+    Resume,
+    /// One DTMF digit as SIP INFO (`application/dtmf-relay`, `Signal=`/`Duration=`).
+    DtmfInfo {
+        /// The digit: 0-9, *, #, A-D.
+        digit: char,
+        /// Its duration.
+        duration_ms: u32,
+    },
 }
 
 /// A whole run.
@@ -249,6 +276,10 @@ pub struct EndpointReport {
     pub timings: Timings,
     /// What went wrong, in words, with the hint for the code.
     pub error: Option<String>,
+    /// DTMF digits this endpoint sent (SIP INFO).
+    pub dtmf_sent: String,
+    /// DTMF digits this endpoint received (SIP INFO `application/dtmf-relay` or `application/dtmf`).
+    pub dtmf_received: String,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -569,6 +600,10 @@ struct Endpoint {
     malformed: Option<String>,
     /// The wake-up currently in the heap (stale heap entries are skipped).
     wake: Option<Instant>,
+    /// The next scenario action of the current call (index into the group's actions).
+    next_action: usize,
+    dtmf_sent: String,
+    dtmf_received: String,
     trace: Vec<TraceEntry>,
     done: bool,
 }
@@ -613,13 +648,40 @@ struct Shard<'a> {
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
+    sdp(ip, port, session, 1, "sendrecv")
+}
+
+/// An audio SDP; `version` grows with each new offer in a call (RFC 3264 §8).
+fn sdp(ip: IpAddr, port: u16, session: u64, version: u64, direction: &str) -> Bytes {
     let (net, addr) = match ip {
         IpAddr::V4(a) => ("IP4", a.to_string()),
         IpAddr::V6(a) => ("IP6", a.to_string()),
     };
     Bytes::from(format!(
-        "v=0\r\no=sipmeter {session} {session} IN {net} {addr}\r\ns=sipmeter\r\nc=IN {net} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        "v=0\r\no=sipmeter {session} {version} IN {net} {addr}\r\ns=sipmeter\r\nc=IN {net} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n"
     ))
+}
+
+/// The digit of a SIP INFO DTMF body: `application/dtmf-relay` (`Signal=5`) or
+/// `application/dtmf` (`5`).
+fn dtmf_of(content_type: Option<&str>, body: &[u8]) -> Option<char> {
+    let ct = content_type?.split(';').next()?.trim();
+    let text = std::str::from_utf8(body).ok()?;
+    let value = if ct.eq_ignore_ascii_case("application/dtmf-relay") {
+        text.lines()
+            .find_map(|l| {
+                l.split_once('=')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+            })?
+            .1
+    } else if ct.eq_ignore_ascii_case("application/dtmf") {
+        text
+    } else {
+        return None;
+    };
+    let mut chars = value.trim().chars();
+    let d = chars.next()?.to_ascii_uppercase();
+    (chars.next().is_none() && matches!(d, '0'..='9' | '*' | '#' | 'A'..='D')).then_some(d)
 }
 
 fn classify(code: u16) -> CallResult {
@@ -738,6 +800,9 @@ impl<'a> Shard<'a> {
                 wake: None,
                 trace: Vec::new(),
                 done: false,
+                next_action: 0,
+                dtmf_sent: String::new(),
+                dtmf_received: String::new(),
             });
             shard.schedule(idx);
         }
@@ -745,9 +810,52 @@ impl<'a> Shard<'a> {
         Ok(shard.stats)
     }
 
+    /// When the current call's next scenario action is due.
+    fn next_action_at(&self, idx: usize) -> Option<Instant> {
+        let ep = &self.endpoints[idx];
+        let action = self.plan.groups[ep.group].actions.get(ep.next_action)?;
+        ep.active_call?;
+        (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
+    }
+
+    /// Runs the current call's scenario actions that are due.
+    fn run_actions(&mut self, idx: usize, now: Instant) {
+        while let Some(at) = self.next_action_at(idx).filter(|&t| t <= now) {
+            let plan = self.plan;
+            let ip = self.local.ip();
+            let ep = &mut self.endpoints[idx];
+            let Some(call) = ep.active_call else { return };
+            let action = &plan.groups[ep.group].actions[ep.next_action];
+            ep.next_action += 1;
+            let version = ep.next_action as u64 + 1;
+            let note = match &action.kind {
+                ActionKind::Hold => {
+                    ep.ua
+                        .reinvite(now, call, sdp(ip, 0, u64::from(ep.id), version, "sendonly"));
+                    "hold (re-INVITE a=sendonly)".to_owned()
+                }
+                ActionKind::Resume => {
+                    ep.ua
+                        .reinvite(now, call, sdp(ip, 0, u64::from(ep.id), version, "sendrecv"));
+                    "resume (re-INVITE a=sendrecv)".to_owned()
+                }
+                ActionKind::DtmfInfo { digit, duration_ms } => {
+                    let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
+                    ep.ua
+                        .info(now, call, "application/dtmf-relay", Bytes::from(body));
+                    ep.dtmf_sent.push(*digit);
+                    format!("DTMF {digit} (INFO)")
+                }
+            };
+            ep.trace
+                .push(TraceEntry::note(format!("action: {note}"), at - self.start));
+        }
+    }
+
     fn schedule(&mut self, idx: usize) {
+        let action_at = self.next_action_at(idx);
         let ep = &mut self.endpoints[idx];
-        let next = [ep.ua.poll_timeout(), ep.script_at]
+        let next = [ep.ua.poll_timeout(), ep.script_at, action_at]
             .into_iter()
             .flatten()
             .min();
@@ -881,6 +989,7 @@ impl<'a> Shard<'a> {
             };
             self.run_script(idx, now, script);
         }
+        self.run_actions(idx, now);
         self.pump(idx, now).await;
     }
 
@@ -1165,6 +1274,7 @@ impl<'a> Shard<'a> {
                 ep.call_code = Some(200);
                 ep.call_result = Some(CallResult::Answered);
                 ep.answered_at = Some(now);
+                ep.next_action = 0;
                 if ep.invite_sent.is_some() {
                     if ep.timings.call_setup_ms.is_none() {
                         ep.timings.call_setup_ms = since_invite(ep);
@@ -1212,8 +1322,18 @@ impl<'a> Shard<'a> {
                     self.after_call(idx, now);
                 }
             }
+            CallEvent::Info { content_type, body } => {
+                if let Some(d) = dtmf_of(content_type.as_deref(), &body) {
+                    ep.dtmf_received.push(d);
+                }
+            }
+            CallEvent::Modified { method, code, .. } if code >= 300 => {
+                ep.worsen(
+                    Outcome::CompletedWithWarnings,
+                    format!("{method} in the call answered {code}: {}", hint_for(code)),
+                );
+            }
             CallEvent::Reinvited { .. }
-            | CallEvent::Info { .. }
             | CallEvent::Modified { .. }
             | CallEvent::Pracked { .. } => {}
         }
@@ -1284,6 +1404,8 @@ impl<'a> Shard<'a> {
             calls_received: ep.calls_received,
             timings: ep.timings.clone(),
             error: ep.error.clone(),
+            dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
+            dtmf_received: std::mem::take(&mut ep.dtmf_received),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace)
             } else {

@@ -11,7 +11,9 @@ use sip_msg::{Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use toml::Spanned;
 
-use crate::engine::{EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget};
+use crate::engine::{
+    ActionKind, CallAction, EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget,
+};
 
 /// A test file as written.
 #[derive(Debug, Deserialize)]
@@ -127,12 +129,31 @@ pub struct GroupEntry {
     pub calls: Option<u32>,
     /// For `call`: pause between calls (default 1s).
     pub pause: Option<Spanned<String>>,
+    /// Scenario actions in each call: `{ at = "2s", do = "hold" }`, `do = "resume"`,
+    /// `{ at = "1s", do = "dtmf", digits = "123#", duration = "100ms" }`.
+    #[serde(default)]
+    pub actions: Vec<ActionEntry>,
     /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
     #[serde(default)]
     pub prack: bool,
     /// Codecs offered (recorded; media comes with the media engine).
     #[serde(default)]
     pub codecs: Vec<String>,
+}
+
+/// One scenario action of a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionEntry {
+    /// Time after the call is answered.
+    pub at: Spanned<String>,
+    /// `hold`, `resume` or `dtmf`.
+    #[serde(rename = "do")]
+    pub action: Spanned<String>,
+    /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
+    pub digits: Option<Spanned<String>>,
+    /// For `dtmf`: each digit's duration (default 100ms; digits are sent 2× apart).
+    pub duration: Option<Spanned<String>>,
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
@@ -583,7 +604,61 @@ pub fn prepare(
                 );
             }
         };
+        let mut actions = Vec::new();
+        for (ai, a) in g.actions.iter().enumerate() {
+            let afield = |f: &str| format!("group[{gi}].actions[{ai}].{f}");
+            let at = cx.duration(&a.at, &afield("at"))?;
+            match a.action.get_ref().to_ascii_lowercase().as_str() {
+                "hold" => actions.push(CallAction {
+                    at,
+                    kind: ActionKind::Hold,
+                }),
+                "resume" => actions.push(CallAction {
+                    at,
+                    kind: ActionKind::Resume,
+                }),
+                "dtmf" => {
+                    let Some(digits) = &a.digits else {
+                        return cx.err(a.action.span(), afield("digits"), "dtmf needs `digits`");
+                    };
+                    let duration = match &a.duration {
+                        Some(d) => cx.duration(d, &afield("duration"))?,
+                        None => Duration::from_millis(100),
+                    };
+                    if duration.is_zero() || duration > Duration::from_secs(5) {
+                        let span = a.duration.as_ref().map_or(0..0, Spanned::span);
+                        return cx.err(span, afield("duration"), "must be between 1ms and 5s");
+                    }
+                    for (k, c) in digits.get_ref().chars().enumerate() {
+                        let digit = c.to_ascii_uppercase();
+                        if !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D') {
+                            return cx.err(
+                                digits.span(),
+                                afield("digits"),
+                                format!("`{c}` is not a DTMF digit (0-9 * # A-D)"),
+                            );
+                        }
+                        actions.push(CallAction {
+                            at: at + 2 * duration * k as u32,
+                            kind: ActionKind::DtmfInfo {
+                                digit,
+                                duration_ms: duration.as_millis() as u32,
+                            },
+                        });
+                    }
+                }
+                other => {
+                    return cx.err(
+                        a.action.span(),
+                        afield("do"),
+                        format!("`{other}`: expected hold, resume or dtmf"),
+                    );
+                }
+            }
+        }
+        actions.sort_by_key(|a| a.at);
         plans.push(GroupPlan {
+            actions,
             name: g.name.clone(),
             endpoints,
             role,
@@ -771,6 +846,42 @@ call = "group:callees"
         assert!(!g.register && g.prack);
         assert_eq!(g.endpoints[1].user, "out2");
         assert!(g.endpoints.iter().all(|e| e.credentials.is_none()));
+    }
+
+    #[test]
+    fn actions_expand_dtmf_digits_and_name_bad_fields() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let ok = format!(
+            "{base}actions = [{{ at = \"1s\", do = \"dtmf\", digits = \"1*\", duration = \"80ms\" }}, {{ at = \"500ms\", do = \"hold\" }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        let at: Vec<u128> = p.plan.groups[0]
+            .actions
+            .iter()
+            .map(|a| a.at.as_millis())
+            .collect();
+        assert_eq!(
+            at,
+            [500, 1000, 1160],
+            "hold first, then one digit every 2×80 ms"
+        );
+        assert_eq!(
+            p.plan.groups[0].actions[2].kind,
+            ActionKind::DtmfInfo {
+                digit: '*',
+                duration_ms: 80
+            }
+        );
+        let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dtmf\", digits = \"1x\" }}]\n");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (13, "group[0].actions[0].digits"),
+            "{e}"
+        );
+        let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert!(e.message.contains("expected hold, resume or dtmf"), "{e}");
     }
 
     #[test]

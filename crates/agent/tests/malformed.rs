@@ -73,6 +73,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
                 .collect(),
             prack: false,
             register: true,
+            actions: Vec::new(),
             role: Role::RegisterOnly,
         }],
         call_duration: Duration::from_millis(200),

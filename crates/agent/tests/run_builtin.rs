@@ -67,6 +67,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                 endpoints: endpoints("caller", 10),
                 prack: true,
                 register: true,
+                actions: Vec::new(),
                 role: Role::Call {
                     targets,
                     calls: 2,
@@ -78,6 +79,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                 endpoints: endpoints("callee", 10),
                 prack: true,
                 register: true,
+                actions: Vec::new(),
                 role: Role::Answer {
                     answer_delay: Duration::from_millis(50),
                 },

@@ -156,6 +156,7 @@ fn our_callers_call_a_sipp_uas() {
         endpoints,
         prack: false,
         register: true,
+        actions: Vec::new(),
         role: Role::Call {
             targets: vec![target],
             calls: 1,
@@ -209,6 +210,7 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         endpoints,
         prack: false,
         register: true,
+        actions: Vec::new(),
         role: Role::Answer {
             answer_delay: Duration::from_millis(100),
         },
@@ -303,6 +305,7 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
                 .collect(),
             prack: false,
             register: false,
+            actions: Vec::new(),
             role: Role::Call {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 2,

@@ -127,3 +127,78 @@ fn ctrl_c_hangs_up_unregisters_and_reports() {
     assert_eq!(v["summary"]["calls_answered"], 3, "{stdout}");
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 }
+
+/// True when a request's To header carries a tag (sent inside a dialog).
+fn in_dialog(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with("To:") && l.contains(";tag="))
+}
+
+#[test]
+fn scenario_actions_hold_resume_and_dtmf_go_through_the_proxy() {
+    let file = tmp("actions.toml");
+    std::fs::write(
+        &file,
+        r#"name = "hold, resume, DTMF"
+duration = "1500ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "callee"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+
+[[group]]
+name = "caller"
+endpoints = 2
+registrar = "builtin"
+call = "group:callee"
+actions = [
+  { at = "200ms", do = "hold" },
+  { at = "500ms", do = "resume" },
+  { at = "700ms", do = "dtmf", digits = "12#", duration = "50ms" },
+]
+"#,
+    )
+    .unwrap();
+    let report = tmp("actions.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for ep in v["endpoints"].as_array().unwrap() {
+        assert_eq!(ep["outcome"], "SUCCESS", "{ep}");
+        let texts: Vec<&str> = ep["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["text"].as_str())
+            .collect();
+        if ep["group"] == "caller" {
+            assert_eq!(ep["dtmf_sent"], "12#");
+            // The hold re-INVITE offered sendonly and the resume sendrecv, both answered 200.
+            let reinvites: Vec<&&str> = texts
+                .iter()
+                .filter(|t| t.starts_with("INVITE ") && in_dialog(t))
+                .collect();
+            assert_eq!(reinvites.len(), 2, "{texts:#?}");
+            assert!(reinvites[0].contains("a=sendonly"));
+            assert!(reinvites[1].contains("a=sendrecv"));
+            let infos = texts.iter().filter(|t| t.starts_with("INFO ")).count();
+            assert_eq!(infos, 3);
+        } else {
+            assert_eq!(ep["dtmf_received"], "12#", "{ep}");
+        }
+    }
+}
