@@ -262,7 +262,7 @@ impl ReceiveStats {
         self.interval.packets += 1;
         self.interval.bytes += len as u64;
         if let Some(prev) = self.last_arrival {
-            let ms = now.saturating_duration_since(prev).as_secs_f64() * 1000.0;
+            let ms = now.saturating_duration_since(prev).as_nanos() as f64 / 1e6;
             let i = &mut self.interval;
             i.spacing_min_ms = Some(i.spacing_min_ms.map_or(ms, |m| m.min(ms)));
             i.spacing_max_ms = Some(i.spacing_max_ms.map_or(ms, |m| m.max(ms)));
