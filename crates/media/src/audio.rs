@@ -4,6 +4,8 @@
 //! dBov: 0 dBov is the RMS of a full-scale square wave (ITU-T G.100.1), so
 //! `dBov = 20·log10(rms / 32768)`; a full-scale sine is −3.01 dBov.
 
+use std::sync::OnceLock;
+
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -54,6 +56,18 @@ const HARMONICS: [(f64, f64); 4] = [(1.0, 1.0), (2.0, 0.6), (3.0, 0.35), (5.0, 0
 /// The fundamental, Hz.
 const F0: f64 = 140.0;
 
+fn voiced(n: u64, rate: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * F0 * n as f64 / rate;
+    HARMONICS.iter().map(|(k, a)| a * (k * w).sin()).sum()
+}
+
+/// One second of the unit-gain voiced signal at 8 kHz: 140 whole periods, so it repeats
+/// exactly. Shared by all sessions (sin() per sample was most of a packet's cost).
+fn table_8k() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..8000).map(|n| voiced(n, 8000.0) as f32).collect())
+}
+
 /// Generates 16-bit PCM: a harmonic "voiced" complex during talk spurts, white noise in pauses.
 #[derive(Debug, Clone)]
 pub struct SpeechSource {
@@ -98,15 +112,14 @@ impl SpeechSource {
     /// Fills `out` with the next samples.
     pub fn fill(&mut self, out: &mut [i16]) {
         let rate = f64::from(self.sample_rate);
+        let table = (self.sample_rate == 8000).then(table_8k);
         for s in out.iter_mut() {
             let v = if self.talking_at(self.n) {
-                let t = self.n as f64 / rate;
-                let w = 2.0 * std::f64::consts::PI * F0 * t;
-                self.speech_gain
-                    * HARMONICS
-                        .iter()
-                        .map(|(k, a)| a * (k * w).sin())
-                        .sum::<f64>()
+                let unit = match table {
+                    Some(t) => f64::from(t[(self.n % 8000) as usize]),
+                    None => voiced(self.n, rate),
+                };
+                self.speech_gain * unit
             } else {
                 self.noise_amp * (self.rng.random::<f64>() * 2.0 - 1.0)
             };
