@@ -1,0 +1,246 @@
+//! A speech-like test signal with talk spurts and pauses at known levels, and a level meter
+//! for decoded audio (RMS, VAD-gated speech level, noise level, all in dBov).
+//!
+//! dBov: 0 dBov is the RMS of a full-scale square wave (ITU-T G.100.1), so
+//! `dBov = 20·log10(rms / 32768)`; a full-scale sine is −3.01 dBov.
+
+use std::sync::OnceLock;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// The floor reported for digital silence.
+pub const FLOOR_DBOV: f64 = -120.0;
+
+/// Frames at or above this level count as speech in the level meter.
+pub const VAD_THRESHOLD_DBOV: f64 = -45.0;
+
+/// dBov of a mean energy (mean of squared samples).
+pub fn dbov(mean_energy: f64) -> f64 {
+    if mean_energy <= 0.0 {
+        return FLOOR_DBOV;
+    }
+    (10.0 * (mean_energy / (32768.0 * 32768.0)).log10()).max(FLOOR_DBOV)
+}
+
+/// How the generated signal sounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceConfig {
+    /// Length of a talk spurt, ms.
+    pub talk_ms: u32,
+    /// Length of a pause, ms.
+    pub pause_ms: u32,
+    /// RMS level during talk spurts, dBov.
+    pub speech_dbov: f64,
+    /// RMS level of the background noise in pauses, dBov.
+    pub noise_dbov: f64,
+    /// Seed of the noise.
+    pub seed: u64,
+}
+
+impl Default for SourceConfig {
+    /// Talk 1.2 s / pause 0.8 s at −20 dBov speech over −60 dBov noise.
+    fn default() -> Self {
+        SourceConfig {
+            talk_ms: 1200,
+            pause_ms: 800,
+            speech_dbov: -20.0,
+            noise_dbov: -60.0,
+            seed: 1,
+        }
+    }
+}
+
+/// Harmonics of the voiced signal: (multiple of f0, relative amplitude).
+const HARMONICS: [(f64, f64); 4] = [(1.0, 1.0), (2.0, 0.6), (3.0, 0.35), (5.0, 0.2)];
+/// The fundamental, Hz.
+const F0: f64 = 140.0;
+
+fn voiced(n: u64, rate: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * F0 * n as f64 / rate;
+    HARMONICS.iter().map(|(k, a)| a * (k * w).sin()).sum()
+}
+
+/// One second of the unit-gain voiced signal at 8 kHz: 140 whole periods, so it repeats
+/// exactly. Shared by all sessions (sin() per sample was most of a packet's cost).
+fn table_8k() -> &'static [f32] {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..8000).map(|n| voiced(n, 8000.0) as f32).collect())
+}
+
+/// Generates 16-bit PCM: a harmonic "voiced" complex during talk spurts, white noise in pauses.
+#[derive(Debug, Clone)]
+pub struct SpeechSource {
+    cfg: SourceConfig,
+    sample_rate: u32,
+    n: u64,
+    speech_gain: f64,
+    noise_amp: f64,
+    rng: SmallRng,
+}
+
+impl SpeechSource {
+    /// A source at this sample rate.
+    pub fn new(cfg: SourceConfig, sample_rate: u32) -> Self {
+        let full = 32768.0;
+        // RMS of Σ aᵢ·sin = sqrt(Σ aᵢ² / 2).
+        let unit_rms = (HARMONICS.iter().map(|(_, a)| a * a).sum::<f64>() / 2.0).sqrt();
+        let speech_gain = full * 10f64.powf(cfg.speech_dbov / 20.0) / unit_rms;
+        // Uniform noise in [−a, a] has RMS a/√3.
+        let noise_amp = full * 10f64.powf(cfg.noise_dbov / 20.0) * 3f64.sqrt();
+        SpeechSource {
+            cfg,
+            sample_rate: sample_rate.max(1),
+            n: 0,
+            speech_gain,
+            noise_amp,
+            rng: SmallRng::seed_from_u64(cfg.seed),
+        }
+    }
+
+    fn talking_at(&self, n: u64) -> bool {
+        let ms = n * 1000 / u64::from(self.sample_rate);
+        let cycle = u64::from(self.cfg.talk_ms) + u64::from(self.cfg.pause_ms);
+        cycle == 0 || ms % cycle < u64::from(self.cfg.talk_ms)
+    }
+
+    /// True if the next sample starts a talk spurt (the RTP marker, RFC 3551 §4.1).
+    pub fn spurt_starts(&self) -> bool {
+        self.talking_at(self.n) && (self.n == 0 || !self.talking_at(self.n - 1))
+    }
+
+    /// Fills `out` with the next samples.
+    pub fn fill(&mut self, out: &mut [i16]) {
+        let rate = f64::from(self.sample_rate);
+        let table = (self.sample_rate == 8000).then(table_8k);
+        for s in out.iter_mut() {
+            let v = if self.talking_at(self.n) {
+                let unit = match table {
+                    Some(t) => f64::from(t[(self.n % 8000) as usize]),
+                    None => voiced(self.n, rate),
+                };
+                self.speech_gain * unit
+            } else {
+                self.noise_amp * (self.rng.random::<f64>() * 2.0 - 1.0)
+            };
+            *s = v.round().clamp(-32768.0, 32767.0) as i16;
+            self.n += 1;
+        }
+    }
+}
+
+/// Levels measured over an interval.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Levels {
+    /// RMS of everything, dBov.
+    pub rms_dbov: Option<f64>,
+    /// RMS of frames classed as speech (VAD-gated), dBov.
+    pub speech_dbov: Option<f64>,
+    /// RMS of the other frames, dBov.
+    pub noise_dbov: Option<f64>,
+    /// Share of frames classed as speech.
+    pub activity: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    energy: f64,
+    samples: u64,
+    frames: u64,
+}
+
+impl Acc {
+    fn add(&mut self, energy: f64, samples: u64) {
+        self.energy += energy;
+        self.samples += samples;
+        self.frames += 1;
+    }
+
+    fn level(&self) -> Option<f64> {
+        (self.samples > 0).then(|| dbov(self.energy / self.samples as f64))
+    }
+}
+
+/// Measures decoded audio frame by frame. A frame (one packet's worth) is speech when its own
+/// level is at or above [`VAD_THRESHOLD_DBOV`]: a fixed-threshold VAD, simple and predictable
+/// for a test signal (not a P.56 active speech level).
+#[derive(Debug, Clone, Default)]
+pub struct LevelMeter {
+    speech: Acc,
+    noise: Acc,
+}
+
+impl LevelMeter {
+    /// Adds one decoded frame.
+    pub fn add_frame(&mut self, pcm: &[i16]) {
+        if pcm.is_empty() {
+            return;
+        }
+        let energy: f64 = pcm.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+        let n = pcm.len() as u64;
+        if dbov(energy / n as f64) >= VAD_THRESHOLD_DBOV {
+            self.speech.add(energy, n);
+        } else {
+            self.noise.add(energy, n);
+        }
+    }
+
+    /// Levels since the last call, and a fresh interval.
+    pub fn take(&mut self) -> Levels {
+        let (s, n) = (
+            std::mem::take(&mut self.speech),
+            std::mem::take(&mut self.noise),
+        );
+        let all = Acc {
+            energy: s.energy + n.energy,
+            samples: s.samples + n.samples,
+            frames: s.frames + n.frames,
+        };
+        Levels {
+            rms_dbov: all.level(),
+            speech_dbov: s.level(),
+            noise_dbov: n.level(),
+            activity: (all.frames > 0).then(|| s.frames as f64 / all.frames as f64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_levels_are_the_configured_ones() {
+        let mut src = SpeechSource::new(SourceConfig::default(), 8000);
+        let mut meter = LevelMeter::default();
+        let mut frame = [0i16; 160];
+        let mut markers = 0;
+        // Two full 2-second cycles: 60 talk frames and 40 pause frames each.
+        for _ in 0..200 {
+            markers += usize::from(src.spurt_starts());
+            src.fill(&mut frame);
+            meter.add_frame(&frame);
+        }
+        assert_eq!(markers, 2);
+        let l = meter.take();
+        assert_eq!(l.activity, Some(0.6));
+        // 140 Hz harmonics over whole 20 ms frames: within rounding of the target.
+        let speech = l.speech_dbov.unwrap();
+        assert!((speech + 20.0).abs() < 0.05, "{speech}");
+        // Uniform noise at −60 dBov from 12 800 samples: the estimate's spread is ~0.04 dB.
+        let noise = l.noise_dbov.unwrap();
+        assert!((noise + 60.0).abs() < 0.2, "{noise}");
+        // The mix: 10·log10(0.6·10^-2 + 0.4·10^-6) = −22.22 dBov.
+        let rms = l.rms_dbov.unwrap();
+        assert!((rms + 22.218).abs() < 0.05, "{rms}");
+        assert_eq!(meter.take(), Levels::default());
+    }
+
+    #[test]
+    fn dbov_reference_points() {
+        assert_eq!(dbov(32768.0 * 32768.0), 0.0);
+        // Full-scale sine: mean energy A²/2 → −3.01 dBov.
+        assert!((dbov(32768.0 * 32768.0 / 2.0) + 3.0103).abs() < 1e-4);
+        assert_eq!(dbov(0.0), FLOOR_DBOV);
+    }
+}

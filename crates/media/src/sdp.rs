@@ -1,0 +1,1216 @@
+//! SDP (RFC 4566/8866) for audio and the offer/answer model (RFC 3264).
+//!
+//! A small hand-written parser: SDP is line-based and the audio subset we negotiate is small,
+//! so owning the parser gives us precise errors (line number and what was wrong) and no
+//! panics on garbage. Lines we do not understand are kept as generic attributes and printed
+//! back; unknown line types are skipped, as RFC 4566 §5 asks.
+//!
+//! Offer/answer: [`build_offer`] from a [`LocalMedia`], [`answer_offer`] on the answerer,
+//! [`apply_answer`] on the offerer. Both sides end with a [`Negotiated`] that configures a
+//! [`crate::session::MediaSession`].
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// An undecodable SDP body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// The body is not UTF-8.
+    #[error("sdp is not utf-8")]
+    NotUtf8,
+    /// A line is not of the form `<type>=<value>` with a lower-case letter type.
+    #[error("line {line}: not a <type>=<value> line")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A mandatory line is missing.
+    #[error("missing mandatory {0}= line")]
+    Missing(char),
+    /// `v=` is not 0.
+    #[error("line {line}: unsupported version (v=0 expected)")]
+    BadVersion {
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A field of a line does not parse.
+    #[error("line {line}: bad {what}")]
+    BadField {
+        /// 1-based line number.
+        line: usize,
+        /// Which field (e.g. `"origin"`, `"media port"`, `"rtpmap"`).
+        what: &'static str,
+    },
+}
+
+/// Media direction attribute (RFC 4566 §6, RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Send and receive (the default).
+    SendRecv,
+    /// Send only.
+    SendOnly,
+    /// Receive only.
+    RecvOnly,
+    /// Neither (hold).
+    Inactive,
+}
+
+impl Direction {
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sendrecv" => Direction::SendRecv,
+            "sendonly" => Direction::SendOnly,
+            "recvonly" => Direction::RecvOnly,
+            "inactive" => Direction::Inactive,
+            _ => return None,
+        })
+    }
+
+    /// True if media flows from this side.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// True if this side accepts media.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    fn from_flags(send: bool, recv: bool) -> Self {
+        match (send, recv) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    /// The direction seen from the other side (sendonly ↔ recvonly).
+    pub fn mirror(self) -> Self {
+        Direction::from_flags(self.receives(), self.sends())
+    }
+
+    /// What both allow: send only if both allow sending, and so on.
+    pub fn intersect(self, other: Direction) -> Self {
+        Direction::from_flags(
+            self.sends() && other.sends(),
+            self.receives() && other.receives(),
+        )
+    }
+}
+
+/// `o=` (RFC 4566 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// User name (`-` when none).
+    pub username: String,
+    /// Session id.
+    pub session_id: u64,
+    /// Session version, bumped on every new offer.
+    pub session_version: u64,
+    /// Unicast address of the originator (kept as text: may be a name).
+    pub address: String,
+}
+
+/// `a=rtpmap:<pt> <name>/<rate>[/<channels>]` (RFC 4566 §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    /// Payload type.
+    pub pt: u8,
+    /// Encoding name as written.
+    pub encoding: String,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channels (1 when absent).
+    pub channels: u8,
+}
+
+/// One generic attribute `a=name[:value]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    /// Name.
+    pub name: String,
+    /// Value after the colon.
+    pub value: Option<String>,
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    /// `audio`, `video`, ...
+    pub media: String,
+    /// Transport port; 0 rejects or disables the stream.
+    pub port: u16,
+    /// `RTP/AVP`, ...
+    pub proto: String,
+    /// Format tokens (payload types for RTP).
+    pub formats: Vec<String>,
+    /// Media-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// `a=rtpmap` lines.
+    pub rtpmaps: Vec<RtpMap>,
+    /// `a=fmtp` lines: payload type and parameters.
+    pub fmtps: Vec<(u8, String)>,
+    /// `a=ptime` in ms.
+    pub ptime: Option<u32>,
+    /// Direction attribute if present.
+    pub direction: Option<Direction>,
+    /// `a=rtcp-mux` present (RFC 5761).
+    pub rtcp_mux: bool,
+    /// `a=rtcp:<port>` (RFC 3605).
+    pub rtcp_port: Option<u16>,
+    /// Other attributes, in order.
+    pub attributes: Vec<Attribute>,
+}
+
+impl MediaDescription {
+    /// Payload types as numbers; tokens that are not 0..=127 are skipped.
+    pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter(|pt| *pt < 128)
+    }
+
+    /// The rtpmap of a payload type.
+    pub fn rtpmap(&self, pt: u8) -> Option<&RtpMap> {
+        self.rtpmaps.iter().find(|m| m.pt == pt)
+    }
+
+    /// The fmtp parameters of a payload type.
+    pub fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.fmtps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, s)| s.as_str())
+    }
+}
+
+/// A parsed session description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    /// `o=`.
+    pub origin: Origin,
+    /// `s=`.
+    pub session_name: String,
+    /// Session-level `c=` address.
+    pub connection: Option<IpAddr>,
+    /// Session-level direction attribute.
+    pub direction: Option<Direction>,
+    /// Other session-level attributes.
+    pub attributes: Vec<Attribute>,
+    /// `m=` sections.
+    pub media: Vec<MediaDescription>,
+}
+
+fn parse_connection(value: &str, line: usize) -> Result<IpAddr, SdpError> {
+    let bad = SdpError::BadField {
+        line,
+        what: "connection",
+    };
+    let mut it = value.split_ascii_whitespace();
+    let (Some("IN"), Some(kind), Some(addr), None) = (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad);
+    };
+    // A multicast address may carry /ttl[/count]; we keep the address.
+    let addr = addr.split('/').next().unwrap_or(addr);
+    let ip: IpAddr = addr.parse().map_err(|_| bad.clone())?;
+    match (kind, ip) {
+        ("IP4", IpAddr::V4(_)) | ("IP6", IpAddr::V6(_)) => Ok(ip),
+        _ => Err(bad),
+    }
+}
+
+fn parse_origin(value: &str, line: usize) -> Result<Origin, SdpError> {
+    let bad = SdpError::BadField {
+        line,
+        what: "origin",
+    };
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [user, id, ver, "IN", _kind, addr] = f[..] else {
+        return Err(bad);
+    };
+    Ok(Origin {
+        username: user.to_string(),
+        session_id: id.parse().map_err(|_| bad.clone())?,
+        session_version: ver.parse().map_err(|_| bad.clone())?,
+        address: addr.to_string(),
+    })
+}
+
+fn parse_media(value: &str, line: usize) -> Result<MediaDescription, SdpError> {
+    let mut it = value.split_ascii_whitespace();
+    let (Some(media), Some(port), Some(proto)) = (it.next(), it.next(), it.next()) else {
+        return Err(SdpError::BadField {
+            line,
+            what: "media line",
+        });
+    };
+    // `<port>/<count>` is allowed; we use the first port.
+    let port = port.split('/').next().unwrap_or(port);
+    let port: u16 = port.parse().map_err(|_| SdpError::BadField {
+        line,
+        what: "media port",
+    })?;
+    Ok(MediaDescription {
+        media: media.to_string(),
+        port,
+        proto: proto.to_string(),
+        formats: it.map(str::to_string).collect(),
+        connection: None,
+        rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
+        ptime: None,
+        direction: None,
+        rtcp_mux: false,
+        rtcp_port: None,
+        attributes: Vec::new(),
+    })
+}
+
+fn parse_rtpmap(value: &str, line: usize) -> Result<RtpMap, SdpError> {
+    let bad = SdpError::BadField {
+        line,
+        what: "rtpmap",
+    };
+    let (pt, rest) = value.split_once(' ').ok_or(bad.clone())?;
+    let pt: u8 = pt.parse().map_err(|_| bad.clone())?;
+    if pt > 127 {
+        return Err(bad);
+    }
+    let mut parts = rest.trim().split('/');
+    let encoding = parts.next().filter(|e| !e.is_empty()).ok_or(bad.clone())?;
+    let clock_rate: u32 = parts
+        .next()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .ok_or(bad.clone())?;
+    let channels: u8 = match parts.next() {
+        Some(c) => c.parse().ok().filter(|c| *c > 0).ok_or(bad.clone())?,
+        None => 1,
+    };
+    if parts.next().is_some() {
+        return Err(bad);
+    }
+    Ok(RtpMap {
+        pt,
+        encoding: encoding.to_string(),
+        clock_rate,
+        channels,
+    })
+}
+
+impl SessionDescription {
+    /// Parses an SDP body. Accepts CRLF or bare LF line ends; never panics.
+    pub fn parse(body: &[u8]) -> Result<Self, SdpError> {
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
+        let mut version_seen = false;
+        let mut origin = None;
+        let mut session_name = None;
+        let mut connection = None;
+        let mut direction = None;
+        let mut attributes = Vec::new();
+        let mut media: Vec<MediaDescription> = Vec::new();
+        for (i, raw) in text.split('\n').enumerate() {
+            let line = i + 1;
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            if raw.is_empty() {
+                continue;
+            }
+            let b = raw.as_bytes();
+            if b.len() < 2 || b[1] != b'=' || !b[0].is_ascii_lowercase() {
+                return Err(SdpError::BadLine { line });
+            }
+            let kind = b[0] as char;
+            // Slicing at 2 is fine: bytes 0 and 1 are ASCII, so 2 is a char boundary.
+            let value = &raw[2..];
+            if !version_seen && kind != 'v' {
+                return Err(SdpError::Missing('v'));
+            }
+            match kind {
+                'v' => {
+                    if version_seen || value.trim() != "0" {
+                        return Err(SdpError::BadVersion { line });
+                    }
+                    version_seen = true;
+                }
+                'o' => origin = Some(parse_origin(value, line)?),
+                's' => session_name = Some(value.to_string()),
+                'c' => {
+                    let addr = parse_connection(value, line)?;
+                    match media.last_mut() {
+                        Some(m) => m.connection = Some(addr),
+                        None => connection = Some(addr),
+                    }
+                }
+                'm' => media.push(parse_media(value, line)?),
+                'a' => {
+                    let (name, val) = match value.split_once(':') {
+                        Some((n, v)) => (n, Some(v)),
+                        None => (value, None),
+                    };
+                    match media.last_mut() {
+                        None => match Direction::parse(name) {
+                            Some(d) if val.is_none() => direction = Some(d),
+                            _ => attributes.push(Attribute {
+                                name: name.to_string(),
+                                value: val.map(str::to_string),
+                            }),
+                        },
+                        Some(m) => parse_media_attribute(m, name, val, line)?,
+                    }
+                }
+                _ => {} // RFC 4566 §5: unknown types are ignored.
+            }
+        }
+        if !version_seen {
+            return Err(SdpError::Missing('v'));
+        }
+        Ok(SessionDescription {
+            origin: origin.ok_or(SdpError::Missing('o'))?,
+            session_name: session_name.ok_or(SdpError::Missing('s'))?,
+            connection,
+            direction,
+            attributes,
+            media,
+        })
+    }
+
+    /// The effective direction of an m-section (media-level, else session-level, else
+    /// sendrecv per RFC 3264 §5.1).
+    pub fn direction_of(&self, m: &MediaDescription) -> Direction {
+        m.direction
+            .or(self.direction)
+            .unwrap_or(Direction::SendRecv)
+    }
+
+    /// The effective connection address of an m-section.
+    pub fn connection_of(&self, m: &MediaDescription) -> Option<IpAddr> {
+        m.connection.or(self.connection)
+    }
+}
+
+fn parse_media_attribute(
+    m: &mut MediaDescription,
+    name: &str,
+    val: Option<&str>,
+    line: usize,
+) -> Result<(), SdpError> {
+    match (name, val) {
+        ("rtpmap", Some(v)) => m.rtpmaps.push(parse_rtpmap(v, line)?),
+        ("fmtp", Some(v)) => {
+            let bad = SdpError::BadField { line, what: "fmtp" };
+            let (pt, params) = v.split_once(' ').ok_or(bad.clone())?;
+            let pt: u8 = pt.parse().map_err(|_| bad)?;
+            m.fmtps.push((pt, params.trim().to_string()));
+        }
+        ("ptime", Some(v)) => {
+            // RFC 4566 allows a decimal ptime; we keep whole milliseconds.
+            let ms = v
+                .trim()
+                .split('.')
+                .next()
+                .and_then(|s| s.parse::<u32>().ok())
+                .filter(|p| *p > 0)
+                .ok_or(SdpError::BadField {
+                    line,
+                    what: "ptime",
+                })?;
+            m.ptime = Some(ms);
+        }
+        ("rtcp-mux", None) => m.rtcp_mux = true,
+        ("rtcp", Some(v)) => {
+            let port = v.split_ascii_whitespace().next().unwrap_or("");
+            m.rtcp_port = Some(
+                port.parse()
+                    .map_err(|_| SdpError::BadField { line, what: "rtcp" })?,
+            );
+        }
+        (d, None) if Direction::parse(d).is_some() => m.direction = Direction::parse(d),
+        _ => m.attributes.push(Attribute {
+            name: name.to_string(),
+            value: val.map(str::to_string),
+        }),
+    }
+    Ok(())
+}
+
+fn addr_kind(ip: &IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => "IP4",
+        IpAddr::V6(_) => "IP6",
+    }
+}
+
+impl fmt::Display for SessionDescription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.origin;
+        let okind = if o.address.contains(':') {
+            "IP6"
+        } else {
+            "IP4"
+        };
+        write!(
+            f,
+            "v=0\r\no={} {} {} IN {okind} {}\r\ns={}\r\n",
+            o.username, o.session_id, o.session_version, o.address, self.session_name
+        )?;
+        if let Some(c) = &self.connection {
+            write!(f, "c=IN {} {c}\r\n", addr_kind(c))?;
+        }
+        f.write_str("t=0 0\r\n")?;
+        for a in &self.attributes {
+            write_attr(f, &a.name, a.value.as_deref())?;
+        }
+        if let Some(d) = self.direction {
+            write!(f, "a={}\r\n", d.as_str())?;
+        }
+        for m in &self.media {
+            write!(f, "m={} {} {}", m.media, m.port, m.proto)?;
+            for fmt in &m.formats {
+                write!(f, " {fmt}")?;
+            }
+            f.write_str("\r\n")?;
+            if let Some(c) = &m.connection {
+                write!(f, "c=IN {} {c}\r\n", addr_kind(c))?;
+            }
+            for r in &m.rtpmaps {
+                write!(f, "a=rtpmap:{} {}/{}", r.pt, r.encoding, r.clock_rate)?;
+                if r.channels != 1 {
+                    write!(f, "/{}", r.channels)?;
+                }
+                f.write_str("\r\n")?;
+            }
+            for (pt, p) in &m.fmtps {
+                write!(f, "a=fmtp:{pt} {p}\r\n")?;
+            }
+            if let Some(p) = m.ptime {
+                write!(f, "a=ptime:{p}\r\n")?;
+            }
+            if let Some(p) = m.rtcp_port {
+                write!(f, "a=rtcp:{p}\r\n")?;
+            }
+            if m.rtcp_mux {
+                f.write_str("a=rtcp-mux\r\n")?;
+            }
+            for a in &m.attributes {
+                write_attr(f, &a.name, a.value.as_deref())?;
+            }
+            if let Some(d) = m.direction {
+                write!(f, "a={}\r\n", d.as_str())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_attr(f: &mut fmt::Formatter<'_>, name: &str, value: Option<&str>) -> fmt::Result {
+    match value {
+        Some(v) => write!(f, "a={name}:{v}\r\n"),
+        None => write!(f, "a={name}\r\n"),
+    }
+}
+
+/// Audio codecs we negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 µ-law, static PT 0.
+    Pcmu,
+    /// G.711 A-law, static PT 8.
+    Pcma,
+    /// G.722, static PT 9 (RTP clock 8000 per RFC 3551 §4.5.2, sampled at 16 kHz).
+    G722,
+    /// Opus, dynamic PT, `opus/48000/2` (RFC 7587).
+    Opus,
+}
+
+impl Codec {
+    /// The encoding name in rtpmap.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// The RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            _ => 8_000,
+        }
+    }
+
+    /// Channels as written in rtpmap.
+    pub fn channels(self) -> u8 {
+        if self == Codec::Opus { 2 } else { 1 }
+    }
+
+    /// The static payload type (RFC 3551 Table 4), if any.
+    pub fn static_pt(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::Opus => None,
+        }
+    }
+
+    /// The payload type we put in our offers.
+    pub fn default_pt(self) -> u8 {
+        self.static_pt().unwrap_or(OPUS_PT)
+    }
+
+    fn from_rtpmap(m: &RtpMap) -> Option<Self> {
+        let c = [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(&m.encoding))?;
+        (m.clock_rate == c.clock_rate() && m.channels == c.channels()).then_some(c)
+    }
+
+    fn from_static(pt: u8) -> Option<Self> {
+        match pt {
+            0 => Some(Codec::Pcmu),
+            8 => Some(Codec::Pcma),
+            9 => Some(Codec::G722),
+            _ => None,
+        }
+    }
+
+    /// The codec a payload type stands for in an m-section: its rtpmap if present, else the
+    /// static assignment (RFC 3551).
+    pub fn of_pt(m: &MediaDescription, pt: u8) -> Option<Self> {
+        match m.rtpmap(pt) {
+            Some(map) => Codec::from_rtpmap(map),
+            None => Codec::from_static(pt),
+        }
+    }
+}
+
+/// The dynamic payload type we offer for Opus.
+pub const OPUS_PT: u8 = 111;
+/// The dynamic payload type we offer for telephone-event.
+pub const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// What this side can and wants to do.
+#[derive(Debug, Clone)]
+pub struct LocalMedia {
+    /// Codecs in preference order.
+    pub codecs: Vec<Codec>,
+    /// Offer/accept `telephone-event/8000` (RFC 4733) with events 0-16.
+    pub telephone_event: bool,
+    /// Packetisation time in ms.
+    pub ptime: u32,
+    /// Direction we want.
+    pub direction: Direction,
+    /// Our RTP address.
+    pub address: IpAddr,
+    /// Our RTP port (RTCP on port+1 unless muxed).
+    pub port: u16,
+    /// Offer/accept RTCP multiplexing (RFC 5761).
+    pub rtcp_mux: bool,
+    /// `o=` session id.
+    pub session_id: u64,
+    /// `o=` session version.
+    pub session_version: u64,
+}
+
+/// Why offer/answer failed; the engine reports NEGOTIATION_FAILED with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NegotiationError {
+    /// The SDP has no `m=audio` section.
+    #[error("no audio stream in the sdp")]
+    NoAudio,
+    /// The audio stream has port 0 (rejected or disabled, RFC 3264 §6/§8.2).
+    #[error("audio stream rejected (port 0)")]
+    Rejected,
+    /// The audio transport is not plain RTP.
+    #[error("unsupported audio transport {0}")]
+    UnsupportedTransport(String),
+    /// No connection address for the audio stream.
+    #[error("no connection address for the audio stream")]
+    NoConnection,
+    /// No codec in common.
+    #[error("no common codec: remote offers [{}], we support [{}]", .remote.join(" "), .local.join(" "))]
+    NoCommonCodec {
+        /// Remote formats, as `PT:name/rate` (or the bare PT when unknown).
+        remote: Vec<String>,
+        /// Our codecs.
+        local: Vec<String>,
+    },
+}
+
+/// The outcome of offer/answer: everything a media session needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The codec.
+    pub codec: Codec,
+    /// Payload type in the packets we send (the remote side's number).
+    pub send_pt: u8,
+    /// Payload type we expect in received packets (our number).
+    pub recv_pt: u8,
+    /// telephone-event PT we send with (the remote side's number), if negotiated.
+    pub send_event_pt: Option<u8>,
+    /// telephone-event PT we expect, if negotiated.
+    pub recv_event_pt: Option<u8>,
+    /// RTP clock rate of the codec.
+    pub clock_rate: u32,
+    /// Packetisation we send with (the remote's `a=ptime` if given, else ours), in ms.
+    pub ptime: u32,
+    /// Our resulting direction.
+    pub direction: Direction,
+    /// Where to send RTP.
+    pub remote_rtp: SocketAddr,
+    /// Where to send RTCP (the RTP address when muxed).
+    pub remote_rtcp: SocketAddr,
+    /// RTCP multiplexed on the RTP port.
+    pub rtcp_mux: bool,
+}
+
+fn local_names(local: &LocalMedia) -> Vec<String> {
+    local
+        .codecs
+        .iter()
+        .map(|c| format!("{}/{}", c.encoding_name(), c.clock_rate()))
+        .collect()
+}
+
+fn remote_names(m: &MediaDescription) -> Vec<String> {
+    m.formats
+        .iter()
+        .map(|f| match f.parse::<u8>().ok().and_then(|pt| m.rtpmap(pt)) {
+            Some(r) => format!("{f}:{}/{}", r.encoding, r.clock_rate),
+            None => f.clone(),
+        })
+        .collect()
+}
+
+fn is_telephone_event(m: &MediaDescription, pt: u8) -> bool {
+    m.rtpmap(pt)
+        .is_some_and(|r| r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == 8000)
+}
+
+fn audio_section(
+    local: &LocalMedia,
+    pts: &[(Codec, u8)],
+    event_pt: Option<u8>,
+    direction: Direction,
+    rtcp_mux: bool,
+) -> MediaDescription {
+    let mut formats = Vec::new();
+    let mut rtpmaps = Vec::new();
+    let mut fmtps = Vec::new();
+    for &(c, pt) in pts {
+        formats.push(pt.to_string());
+        rtpmaps.push(RtpMap {
+            pt,
+            encoding: c.encoding_name().to_string(),
+            clock_rate: c.clock_rate(),
+            channels: c.channels(),
+        });
+        if c == Codec::Opus {
+            fmtps.push((pt, "minptime=10;useinbandfec=1".to_string()));
+        }
+    }
+    if let Some(pt) = event_pt {
+        formats.push(pt.to_string());
+        rtpmaps.push(RtpMap {
+            pt,
+            encoding: "telephone-event".to_string(),
+            clock_rate: 8000,
+            channels: 1,
+        });
+        fmtps.push((pt, "0-16".to_string()));
+    }
+    MediaDescription {
+        media: "audio".to_string(),
+        port: local.port,
+        proto: "RTP/AVP".to_string(),
+        formats,
+        connection: None,
+        rtpmaps,
+        fmtps,
+        ptime: Some(local.ptime),
+        direction: Some(direction),
+        rtcp_mux,
+        rtcp_port: None,
+        attributes: Vec::new(),
+    }
+}
+
+fn session(local: &LocalMedia, media: Vec<MediaDescription>) -> SessionDescription {
+    SessionDescription {
+        origin: Origin {
+            username: "sipmeter".to_string(),
+            session_id: local.session_id,
+            session_version: local.session_version,
+            address: local.address.to_string(),
+        },
+        session_name: "sipmeter".to_string(),
+        connection: Some(local.address),
+        direction: None,
+        attributes: Vec::new(),
+        media,
+    }
+}
+
+/// Builds our offer: one audio stream with our codecs in order.
+pub fn build_offer(local: &LocalMedia) -> SessionDescription {
+    let pts: Vec<(Codec, u8)> = local.codecs.iter().map(|c| (*c, c.default_pt())).collect();
+    let event = local.telephone_event.then_some(TELEPHONE_EVENT_PT);
+    let m = audio_section(local, &pts, event, local.direction, local.rtcp_mux);
+    session(local, vec![m])
+}
+
+fn remote_addrs(
+    sd: &SessionDescription,
+    m: &MediaDescription,
+    rtcp_mux: bool,
+) -> Result<(SocketAddr, SocketAddr), NegotiationError> {
+    let ip = sd.connection_of(m).ok_or(NegotiationError::NoConnection)?;
+    let rtp = SocketAddr::new(ip, m.port);
+    let rtcp = if rtcp_mux {
+        rtp
+    } else {
+        // RFC 3605 a=rtcp, else RFC 3550 §11: the next port.
+        SocketAddr::new(ip, m.rtcp_port.unwrap_or(m.port.saturating_add(1)))
+    };
+    Ok((rtp, rtcp))
+}
+
+fn check_transport(m: &MediaDescription) -> Result<(), NegotiationError> {
+    if m.proto == "RTP/AVP" || m.proto == "RTP/AVPF" {
+        Ok(())
+    } else {
+        Err(NegotiationError::UnsupportedTransport(m.proto.clone()))
+    }
+}
+
+/// Answers a remote offer (RFC 3264 §6): picks the offerer's first codec that we support,
+/// adopts the offerer's payload type numbers (dynamic ones included), mirrors the direction,
+/// and rejects every other m-section with port 0.
+pub fn answer_offer(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+) -> Result<(SessionDescription, Negotiated), NegotiationError> {
+    let idx = offer
+        .media
+        .iter()
+        .position(|m| m.media == "audio" && m.port != 0)
+        .ok_or(if offer.media.iter().any(|m| m.media == "audio") {
+            NegotiationError::Rejected
+        } else {
+            NegotiationError::NoAudio
+        })?;
+    let om = &offer.media[idx];
+    check_transport(om)?;
+    // RFC 3264 §6.1: answer with the offerer's order; we use its first match.
+    let chosen = om
+        .payload_types()
+        .find_map(|pt| {
+            Codec::of_pt(om, pt)
+                .filter(|c| local.codecs.contains(c))
+                .map(|c| (c, pt))
+        })
+        .ok_or_else(|| NegotiationError::NoCommonCodec {
+            remote: remote_names(om),
+            local: local_names(local),
+        })?;
+    let event_pt = if local.telephone_event {
+        om.payload_types().find(|pt| is_telephone_event(om, *pt))
+    } else {
+        None
+    };
+    let rtcp_mux = local.rtcp_mux && om.rtcp_mux;
+    let (remote_rtp, remote_rtcp) = remote_addrs(offer, om, rtcp_mux)?;
+    let mut offered_dir = offer.direction_of(om);
+    // RFC 3264 §8.4: c=0.0.0.0 is the old way of putting a stream on hold.
+    if remote_rtp.ip().is_unspecified() {
+        offered_dir = offered_dir.intersect(Direction::SendOnly);
+    }
+    let direction = local.direction.intersect(offered_dir.mirror());
+    let mut media = Vec::new();
+    for (i, m) in offer.media.iter().enumerate() {
+        if i == idx {
+            media.push(audio_section(
+                local,
+                &[chosen],
+                event_pt,
+                direction,
+                rtcp_mux,
+            ));
+        } else {
+            // RFC 3264 §6: every offered stream gets an m-line; port 0 rejects it.
+            media.push(MediaDescription {
+                media: m.media.clone(),
+                port: 0,
+                proto: m.proto.clone(),
+                formats: m.formats.clone(),
+                connection: None,
+                rtpmaps: Vec::new(),
+                fmtps: Vec::new(),
+                ptime: None,
+                direction: None,
+                rtcp_mux: false,
+                rtcp_port: None,
+                attributes: Vec::new(),
+            });
+        }
+    }
+    let negotiated = Negotiated {
+        codec: chosen.0,
+        send_pt: chosen.1,
+        recv_pt: chosen.1,
+        send_event_pt: event_pt,
+        recv_event_pt: event_pt,
+        clock_rate: chosen.0.clock_rate(),
+        ptime: om.ptime.unwrap_or(local.ptime),
+        direction,
+        remote_rtp,
+        remote_rtcp,
+        rtcp_mux,
+    };
+    Ok((session(local, media), negotiated))
+}
+
+/// Applies the remote answer to our offer (made by [`build_offer`] from `local`).
+pub fn apply_answer(
+    local: &LocalMedia,
+    answer: &SessionDescription,
+) -> Result<Negotiated, NegotiationError> {
+    // We offer a single audio stream, so the answer's first m-section is its answer.
+    let am = answer.media.first().ok_or(NegotiationError::NoAudio)?;
+    if am.media != "audio" {
+        return Err(NegotiationError::NoAudio);
+    }
+    if am.port == 0 {
+        return Err(NegotiationError::Rejected);
+    }
+    check_transport(am)?;
+    let (codec, send_pt) = am
+        .payload_types()
+        .find_map(|pt| {
+            Codec::of_pt(am, pt)
+                .filter(|c| local.codecs.contains(c))
+                .map(|c| (c, pt))
+        })
+        .ok_or_else(|| NegotiationError::NoCommonCodec {
+            remote: remote_names(am),
+            local: local_names(local),
+        })?;
+    let send_event_pt = if local.telephone_event {
+        am.payload_types().find(|pt| is_telephone_event(am, *pt))
+    } else {
+        None
+    };
+    let rtcp_mux = local.rtcp_mux && am.rtcp_mux;
+    let (remote_rtp, remote_rtcp) = remote_addrs(answer, am, rtcp_mux)?;
+    let mut answered_dir = answer.direction_of(am);
+    if remote_rtp.ip().is_unspecified() {
+        answered_dir = answered_dir.intersect(Direction::SendOnly);
+    }
+    Ok(Negotiated {
+        codec,
+        send_pt,
+        recv_pt: codec.default_pt(),
+        send_event_pt,
+        recv_event_pt: send_event_pt.map(|_| TELEPHONE_EVENT_PT),
+        clock_rate: codec.clock_rate(),
+        ptime: am.ptime.unwrap_or(local.ptime),
+        direction: local.direction.intersect(answered_dir.mirror()),
+        remote_rtp,
+        remote_rtcp,
+        rtcp_mux,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn local(codecs: Vec<Codec>) -> LocalMedia {
+        LocalMedia {
+            codecs,
+            telephone_event: true,
+            ptime: 20,
+            direction: Direction::SendRecv,
+            address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port: 40000,
+            rtcp_mux: true,
+            session_id: 42,
+            session_version: 1,
+        }
+    }
+
+    #[test]
+    fn offer_text_and_round_trip() {
+        let l = local(vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus]);
+        let text = build_offer(&l).to_string();
+        let expected = "v=0\r\no=sipmeter 42 1 IN IP4 10.0.0.1\r\ns=sipmeter\r\n\
+            c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 9 111 101\r\n\
+            a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\n\
+            a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
+            a=fmtp:111 minptime=10;useinbandfec=1\r\na=fmtp:101 0-16\r\na=ptime:20\r\n\
+            a=rtcp-mux\r\na=sendrecv\r\n";
+        assert_eq!(text, expected);
+        let parsed = SessionDescription::parse(text.as_bytes()).unwrap();
+        assert_eq!(parsed, build_offer(&l));
+        assert_eq!(parsed.to_string(), text);
+    }
+
+    const PBX_OFFER: &str = "v=0\r\n\
+        o=- 3 4 IN IP4 192.0.2.10\r\n\
+        s=pbx\r\n\
+        c=IN IP4 192.0.2.10\r\n\
+        t=0 0\r\n\
+        m=audio 30000 RTP/AVP 96 8 0 97\r\n\
+        a=rtpmap:96 opus/48000/2\r\n\
+        a=rtpmap:8 PCMA/8000\r\n\
+        a=rtpmap:97 telephone-event/8000\r\n\
+        a=fmtp:97 0-15\r\n\
+        a=ptime:30\r\n\
+        a=sendonly\r\n\
+        m=video 30002 RTP/AVP 99\r\n\
+        a=rtpmap:99 H264/90000\r\n";
+
+    #[test]
+    fn answer_adopts_offerer_order_pts_and_mirrors_direction() {
+        let offer = SessionDescription::parse(PBX_OFFER.as_bytes()).unwrap();
+        // We prefer PCMU, but the offerer's order wins: first common is opus (PT 96).
+        let l = local(vec![Codec::Pcmu, Codec::Opus, Codec::Pcma]);
+        let (ans, neg) = answer_offer(&offer, &l).unwrap();
+        assert_eq!(neg.codec, Codec::Opus);
+        assert_eq!((neg.send_pt, neg.recv_pt), (96, 96));
+        assert_eq!(neg.send_event_pt, Some(97));
+        assert_eq!(neg.ptime, 30);
+        assert_eq!(neg.direction, Direction::RecvOnly);
+        assert_eq!(neg.remote_rtp, "192.0.2.10:30000".parse().unwrap());
+        // The offer has no rtcp-mux: RTCP goes to port+1.
+        assert!(!neg.rtcp_mux);
+        assert_eq!(neg.remote_rtcp, "192.0.2.10:30001".parse().unwrap());
+        let text = ans.to_string();
+        assert!(text.contains("m=audio 40000 RTP/AVP 96 97\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:96 opus/48000/2\r\n"));
+        assert!(text.contains("a=rtpmap:97 telephone-event/8000\r\n"));
+        assert!(text.contains("a=recvonly\r\n"));
+        assert!(!text.contains("rtcp-mux"));
+        // Video is refused with port 0, same formats.
+        assert!(text.contains("m=video 0 RTP/AVP 99\r\n"));
+        assert_eq!(ans.media.len(), 2);
+    }
+
+    #[test]
+    fn static_pt_without_rtpmap_and_hold() {
+        let sdp = "v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\n\
+                   m=audio 5000 RTP/AVP 18 0\na=inactive\n";
+        let offer = SessionDescription::parse(sdp.as_bytes()).unwrap();
+        let (_, neg) = answer_offer(&offer, &local(vec![Codec::Pcma, Codec::Pcmu])).unwrap();
+        assert_eq!(neg.codec, Codec::Pcmu);
+        assert_eq!(neg.send_pt, 0);
+        assert_eq!(neg.direction, Direction::Inactive);
+        assert_eq!(neg.send_event_pt, None);
+        // Old-style hold: c=0.0.0.0 means the offerer does not want our media.
+        let held = sdp
+            .replace("192.0.2.1\nt", "0.0.0.0\nt")
+            .replace("a=inactive\n", "");
+        let offer = SessionDescription::parse(held.as_bytes()).unwrap();
+        let (_, neg) = answer_offer(&offer, &local(vec![Codec::Pcmu])).unwrap();
+        assert_eq!(neg.direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn no_common_codec_names_both_sides() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                   m=audio 5000 RTP/AVP 18 98\r\na=rtpmap:98 iLBC/8000\r\n";
+        let offer = SessionDescription::parse(sdp.as_bytes()).unwrap();
+        let err = answer_offer(&offer, &local(vec![Codec::Pcmu, Codec::Pcma])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no common codec: remote offers [18 98:iLBC/8000], we support [PCMU/8000 PCMA/8000]"
+        );
+    }
+
+    #[test]
+    fn rejections() {
+        let base = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\n";
+        let p = |s: String| SessionDescription::parse(s.as_bytes()).unwrap();
+        let l = local(vec![Codec::Pcmu]);
+        let r = |m: &str| answer_offer(&p(format!("{base}{m}")), &l).unwrap_err();
+        assert_eq!(r("m=video 5000 RTP/AVP 99\r\n"), NegotiationError::NoAudio);
+        assert_eq!(r("m=audio 0 RTP/AVP 0\r\n"), NegotiationError::Rejected);
+        assert_eq!(
+            r("m=audio 5000 RTP/AVP 0\r\n"),
+            NegotiationError::NoConnection
+        );
+        assert_eq!(
+            r("m=audio 5000 RTP/SAVP 0\r\nc=IN IP4 192.0.2.1\r\n"),
+            NegotiationError::UnsupportedTransport("RTP/SAVP".into())
+        );
+    }
+
+    #[test]
+    fn offerer_applies_answer_with_foreign_pts() {
+        let l = local(vec![Codec::Opus, Codec::Pcmu]);
+        // The answerer renumbered opus and telephone-event (allowed, RFC 3264 §6.1 SHOULD).
+        let ans = "v=0\r\no=- 9 9 IN IP4 192.0.2.7\r\ns=-\r\nt=0 0\r\n\
+                   m=audio 7000 RTP/AVP 100 102\r\nc=IN IP4 192.0.2.7\r\n\
+                   a=rtpmap:100 OPUS/48000/2\r\na=rtpmap:102 telephone-event/8000\r\n\
+                   a=rtcp-mux\r\na=recvonly\r\n";
+        let neg = apply_answer(&l, &SessionDescription::parse(ans.as_bytes()).unwrap()).unwrap();
+        assert_eq!(neg.codec, Codec::Opus);
+        assert_eq!((neg.send_pt, neg.recv_pt), (100, OPUS_PT));
+        assert_eq!(
+            (neg.send_event_pt, neg.recv_event_pt),
+            (Some(102), Some(TELEPHONE_EVENT_PT))
+        );
+        assert_eq!(neg.direction, Direction::SendOnly);
+        assert!(neg.rtcp_mux);
+        assert_eq!(neg.remote_rtcp, neg.remote_rtp);
+        assert_eq!(neg.ptime, 20);
+        let rejected = ans.replace("audio 7000", "audio 0");
+        assert_eq!(
+            apply_answer(&l, &SessionDescription::parse(rejected.as_bytes()).unwrap()),
+            Err(NegotiationError::Rejected)
+        );
+    }
+
+    #[test]
+    fn full_offer_answer_between_two_sides() {
+        let mut a = local(vec![Codec::Pcma, Codec::Pcmu]);
+        a.telephone_event = true;
+        let mut b = local(vec![Codec::Pcmu, Codec::Pcma]);
+        b.port = 50000;
+        b.address = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let offer = build_offer(&a).to_string();
+        let (answer, nb) =
+            answer_offer(&SessionDescription::parse(offer.as_bytes()).unwrap(), &b).unwrap();
+        let na = apply_answer(
+            &a,
+            &SessionDescription::parse(answer.to_string().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(na.codec, Codec::Pcma);
+        assert_eq!(nb.codec, Codec::Pcma);
+        assert_eq!(na.remote_rtp, "10.0.0.2:50000".parse().unwrap());
+        assert_eq!(nb.remote_rtp, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(na.send_event_pt, Some(101));
+        assert!(na.rtcp_mux && nb.rtcp_mux);
+        assert_eq!(na.direction, Direction::SendRecv);
+    }
+
+    #[test]
+    fn precise_errors_on_garbage() {
+        let e = |s: &str| SessionDescription::parse(s.as_bytes()).unwrap_err();
+        assert_eq!(e(""), SdpError::Missing('v'));
+        assert_eq!(e("o=- 1 1 IN IP4 1.2.3.4\r\n"), SdpError::Missing('v'));
+        assert_eq!(e("v=1\r\n"), SdpError::BadVersion { line: 1 });
+        assert_eq!(e("v=0\r\nhello\r\n"), SdpError::BadLine { line: 2 });
+        assert_eq!(e("v=0\r\ns=x\r\n"), SdpError::Missing('o'));
+        assert_eq!(
+            e("v=0\r\no=- x 1 IN IP4 1.2.3.4\r\n"),
+            SdpError::BadField {
+                line: 2,
+                what: "origin"
+            }
+        );
+        let head = "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\n";
+        let f = |tail: &str| e(&format!("{head}{tail}"));
+        assert_eq!(
+            f("c=IN IP4 999.1.1.1\r\n"),
+            SdpError::BadField {
+                line: 4,
+                what: "connection"
+            }
+        );
+        assert_eq!(
+            f("c=IN IP6 1.1.1.1\r\n"),
+            SdpError::BadField {
+                line: 4,
+                what: "connection"
+            }
+        );
+        assert_eq!(
+            f("m=audio 70000 RTP/AVP 0\r\n"),
+            SdpError::BadField {
+                line: 4,
+                what: "media port"
+            }
+        );
+        assert_eq!(
+            f("m=audio\r\n"),
+            SdpError::BadField {
+                line: 4,
+                what: "media line"
+            }
+        );
+        let m = "m=audio 5 RTP/AVP 0\r\n";
+        assert_eq!(
+            f(&format!("{m}a=rtpmap:0 PCMU\r\n")),
+            SdpError::BadField {
+                line: 5,
+                what: "rtpmap"
+            }
+        );
+        assert_eq!(
+            f(&format!("{m}a=rtpmap:200 X/8000\r\n")),
+            SdpError::BadField {
+                line: 5,
+                what: "rtpmap"
+            }
+        );
+        assert_eq!(
+            f(&format!("{m}a=ptime:0\r\n")),
+            SdpError::BadField {
+                line: 5,
+                what: "ptime"
+            }
+        );
+        assert_eq!(
+            f(&format!("{m}a=fmtp:x 0-15\r\n")),
+            SdpError::BadField {
+                line: 5,
+                what: "fmtp"
+            }
+        );
+        assert_eq!(
+            SessionDescription::parse(b"v=0\r\n\xff\xfe"),
+            Err(SdpError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn never_panics_on_mutations() {
+        // Every truncation and every single-byte corruption of a real offer parses or errors.
+        let base = PBX_OFFER.as_bytes();
+        for cut in 0..base.len() {
+            let _ = SessionDescription::parse(&base[..cut]);
+        }
+        let mut seed = 0x1234_5678u32;
+        for i in 0..base.len() {
+            for _ in 0..8 {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let mut b = base.to_vec();
+                b[i] = (seed >> 16) as u8;
+                if let Ok(sd) = SessionDescription::parse(&b) {
+                    let _ = answer_offer(&sd, &local(vec![Codec::Pcmu, Codec::Opus]));
+                    let _ = sd.to_string();
+                }
+            }
+        }
+    }
+}

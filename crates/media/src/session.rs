@@ -1,0 +1,1269 @@
+//! One call's media, sans-IO: sends paced RTP carrying a generated speech-like signal, sends
+//! RTCP reports, receives RTP/RTCP and measures both directions.
+//!
+//! # Driving a [`MediaSession`]
+//!
+//! Getters: [`MediaSession::config`], [`MediaSession::remote_ssrc`].
+//! Inputs (each takes `now`): [`MediaSession::handle_packet`] for every datagram received on
+//! the call's RTP port (and on its RTCP port when not muxed; RTP and RTCP are told apart per
+//! RFC 5761 §4 either way).
+//! Commands: [`MediaSession::stop`] (queues the final RTCP report with BYE).
+//! Outputs: after every input or command, and whenever [`MediaSession::poll_timeout`] has
+//! passed, drain [`MediaSession::poll_transmit`] until it returns `None`; send RTP to the
+//! negotiated RTP address and RTCP to the RTCP address (the same one when muxed).
+//! Measurements: [`MediaSession::sample`] once a second, [`MediaSession::summary`] at the end.
+//!
+//! The session never reads the clock; its RTCP timing and initial sequence number and
+//! timestamp come from a seeded RNG, so a run can be replayed exactly.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
+use crate::dtmf::{TelephoneEvent, char_of};
+use crate::emodel::{self, CodecImpairment, Delays, Params};
+use crate::g711::Law;
+use crate::rtcp::{
+    self, ReportBlock, RtcpError, RtcpPacket, SenderInfo, ntp_middle, rtt_from_block,
+};
+use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
+use crate::sdp::{Codec, Direction, Negotiated};
+use crate::stats::{ReceiveStats, ReportInterval, Verdict};
+
+/// How a session is set up.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our SSRC.
+    pub local_ssrc: u32,
+    /// Our SDES CNAME.
+    pub cname: String,
+    /// The codec (PCMU or PCMA in this version).
+    pub codec: Codec,
+    /// Payload type we send.
+    pub send_pt: u8,
+    /// Payload type we expect.
+    pub recv_pt: u8,
+    /// telephone-event payload type we expect, if negotiated.
+    pub recv_event_pt: Option<u8>,
+    /// Packetisation time, ms.
+    pub ptime_ms: u32,
+    /// RTCP multiplexed on the RTP port (informational: demux works either way).
+    pub rtcp_mux: bool,
+    /// Whether we send (and receive) media.
+    pub direction: Direction,
+    /// The generated signal.
+    pub source: SourceConfig,
+    /// The nominal RTCP report interval (RFC 3550 §6.2 minimum 5 s); each actual interval is
+    /// randomised over [0.5, 1.5] × this (§6.3.1), the first is half of it.
+    pub rtcp_interval: Duration,
+    /// Our NTP time (RFC 3550 §4 format) at the session's `now` of creation; only used to
+    /// stamp SRs, so any consistent origin works.
+    pub ntp_at_start: u64,
+    /// Seed for the initial sequence number, timestamp and RTCP timing.
+    pub seed: u64,
+}
+
+impl SessionConfig {
+    /// A configuration from the outcome of offer/answer.
+    pub fn from_negotiated(n: &Negotiated, local_ssrc: u32, cname: String, seed: u64) -> Self {
+        SessionConfig {
+            local_ssrc,
+            cname,
+            codec: n.codec,
+            send_pt: n.send_pt,
+            recv_pt: n.recv_pt,
+            recv_event_pt: n.recv_event_pt,
+            ptime_ms: n.ptime,
+            rtcp_mux: n.rtcp_mux,
+            direction: n.direction,
+            source: SourceConfig {
+                seed,
+                ..SourceConfig::default()
+            },
+            rtcp_interval: Duration::from_secs(5),
+            ntp_at_start: DEFAULT_NTP_ORIGIN,
+            seed,
+        }
+    }
+}
+
+/// 2024-01-01T00:00:00Z in NTP seconds, shifted to the 64-bit format.
+pub const DEFAULT_NTP_ORIGIN: u64 = 3_913_056_000 << 32;
+
+/// A configuration the session cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No encoder for this codec in this version.
+    #[error("codec {0:?} is not implemented for media sessions yet")]
+    UnsupportedCodec(Codec),
+    /// ptime outside 10..=120 ms or not a whole number of 1 ms.
+    #[error("ptime {0} ms out of range (10..=120)")]
+    BadPtime(u32),
+}
+
+/// An undecodable datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Bad RTP.
+    #[error(transparent)]
+    Rtp(#[from] RtpError),
+    /// Bad RTCP.
+    #[error(transparent)]
+    Rtcp(#[from] RtcpError),
+}
+
+/// RTP or RTCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketKind {
+    /// Goes to the remote RTP address.
+    Rtp,
+    /// Goes to the remote RTCP address (the RTP one when muxed).
+    Rtcp,
+}
+
+/// One datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// RTP or RTCP.
+    pub kind: PacketKind,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// A simple adaptive jitter-buffer model: playout at the fastest relative transit seen plus a
+/// target delay of `ptime + 3·J` (J the A.8 jitter), clamped to [ptime, 300 ms], raised at
+/// once and lowered by half the difference per second. A packet later than its playout
+/// instant is late (discarded); the delay a packet waits is the current delay.
+#[derive(Debug, Clone)]
+struct JitterBuffer {
+    ptime_ms: f64,
+    target_ms: f64,
+    base_ns: Option<i128>,
+    ext_ts: Option<(u32, i64)>,
+    late_total: u64,
+    late_interval: u64,
+    delay_sum_ms: f64,
+    delay_n: u64,
+}
+
+impl JitterBuffer {
+    fn new(ptime_ms: u32) -> Self {
+        JitterBuffer {
+            ptime_ms: f64::from(ptime_ms),
+            target_ms: f64::from(ptime_ms),
+            base_ns: None,
+            ext_ts: None,
+            late_total: 0,
+            late_interval: 0,
+            delay_sum_ms: 0.0,
+            delay_n: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.base_ns = None;
+        self.ext_ts = None;
+    }
+
+    /// Returns true if the packet is in time for playout.
+    fn on_packet(&mut self, arrival_ns: i128, ts: u32, clock_rate: u32) -> bool {
+        let ext = match self.ext_ts {
+            None => i64::from(ts),
+            // Extend the 32-bit timestamp around the previous one.
+            Some((last, ext)) => ext + i64::from(ts.wrapping_sub(last) as i32),
+        };
+        if self.ext_ts.is_none_or(|(_, e)| ext > e) {
+            self.ext_ts = Some((ts, ext));
+        }
+        // Relative transit in integer nanoseconds, so steady streams give exact figures.
+        let rel = arrival_ns - i128::from(ext) * 1_000_000_000 / i128::from(clock_rate.max(1));
+        let base = match self.base_ns {
+            Some(b) if b <= rel => b,
+            _ => {
+                self.base_ns = Some(rel);
+                rel
+            }
+        };
+        let lateness_ms = (rel - base) as f64 / 1e6;
+        // The fastest packet waits `target` before playout; one later than that missed it.
+        if lateness_ms > self.target_ms + 1e-9 {
+            self.late_total += 1;
+            self.late_interval += 1;
+            return false;
+        }
+        self.delay_sum_ms += self.target_ms - lateness_ms;
+        self.delay_n += 1;
+        true
+    }
+
+    fn adapt(&mut self, jitter_ms: f64) {
+        let want = (self.ptime_ms + 3.0 * jitter_ms).clamp(self.ptime_ms, 300.0);
+        self.target_ms = if want > self.target_ms {
+            want
+        } else {
+            self.target_ms - (self.target_ms - want) / 2.0
+        };
+    }
+}
+
+/// Per-second figures of one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DirectionSample {
+    /// Packets in the interval.
+    pub packets: u64,
+    /// Bytes (whole RTP packets) in the interval.
+    pub bytes: u64,
+    /// Packets per second.
+    pub packet_rate: f64,
+    /// Kilobits per second of RTP packets.
+    pub bitrate_kbps: f64,
+    /// Cumulative packets lost.
+    pub lost: Option<i64>,
+    /// Fraction lost in the interval, 0..=1 (sent direction: the remote's last report).
+    pub fraction_lost: Option<f64>,
+    /// Interarrival jitter, ms (sent direction: the remote's last report).
+    pub jitter_ms: Option<f64>,
+    /// E-model R for this interval.
+    pub r_factor: Option<f64>,
+    /// MOS from that R.
+    pub mos: Option<f64>,
+}
+
+/// Receive-only figures.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ReceiveSample {
+    /// Duplicates (cumulative).
+    pub duplicates: u64,
+    /// Out-of-order packets (cumulative).
+    pub out_of_order: u64,
+    /// Sequence restarts (cumulative).
+    pub seq_resets: u64,
+    /// Large sequence jumps (cumulative).
+    pub seq_jumps: u64,
+    /// Largest gap (cumulative).
+    pub largest_gap: u64,
+    /// SSRC switches (cumulative).
+    pub ssrc_switches: u64,
+    /// Timestamp jumps (cumulative).
+    pub ts_jumps: u64,
+    /// Spacing between arrivals in the interval, ms.
+    pub spacing_min_ms: Option<f64>,
+    /// Mean spacing, ms.
+    pub spacing_avg_ms: Option<f64>,
+    /// Largest spacing, ms.
+    pub spacing_max_ms: Option<f64>,
+    /// Jitter-buffer late packets in the interval.
+    pub jb_late: u64,
+    /// Jitter-buffer target delay, ms.
+    pub jb_target_ms: f64,
+    /// Mean time packets waited in the buffer this interval, ms.
+    pub jb_delay_ms: Option<f64>,
+    /// Decoded audio levels in the interval.
+    pub levels: Levels,
+}
+
+/// One second of measurements.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sample {
+    /// Length of the interval.
+    pub interval: Duration,
+    /// What we sent (quality as reported back by the remote's RTCP).
+    pub sent: DirectionSample,
+    /// What we received (measured here).
+    pub received: DirectionSample,
+    /// Receive-only figures.
+    pub rx: ReceiveSample,
+    /// Round-trip time from the last RTCP LSR/DLSR, ms.
+    pub rtt_ms: Option<f64>,
+    /// One-way delay used by the E-model (RTT/2 + jitter buffer + packetisation), ms.
+    pub one_way_delay_ms: f64,
+}
+
+impl Sample {
+    /// The figures under their stable metric names (documented in docs/notes-media.md).
+    /// Absent values (no RTCP yet, no audio) are left out.
+    pub fn metrics(&self) -> Vec<(&'static str, f64)> {
+        let mut m = Vec::with_capacity(48);
+        let mut dir = |prefix: [&'static str; 9], d: &DirectionSample| {
+            m.push((prefix[0], d.packets as f64));
+            m.push((prefix[1], d.bytes as f64));
+            m.push((prefix[2], d.packet_rate));
+            m.push((prefix[3], d.bitrate_kbps));
+            let opt = [
+                (prefix[4], d.lost.map(|l| l as f64)),
+                (prefix[5], d.fraction_lost),
+                (prefix[6], d.jitter_ms),
+                (prefix[7], d.r_factor),
+                (prefix[8], d.mos),
+            ];
+            m.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        };
+        dir(
+            [
+                "tx_packets",
+                "tx_bytes",
+                "tx_packet_rate",
+                "tx_bitrate_kbps",
+                "tx_lost",
+                "tx_fraction_lost",
+                "tx_jitter_ms",
+                "tx_r_factor",
+                "tx_mos",
+            ],
+            &self.sent,
+        );
+        dir(
+            [
+                "rx_packets",
+                "rx_bytes",
+                "rx_packet_rate",
+                "rx_bitrate_kbps",
+                "rx_lost",
+                "rx_fraction_lost",
+                "rx_jitter_ms",
+                "rx_r_factor",
+                "rx_mos",
+            ],
+            &self.received,
+        );
+        let r = &self.rx;
+        m.extend([
+            ("rx_duplicates", r.duplicates as f64),
+            ("rx_out_of_order", r.out_of_order as f64),
+            ("rx_seq_resets", r.seq_resets as f64),
+            ("rx_seq_jumps", r.seq_jumps as f64),
+            ("rx_largest_gap", r.largest_gap as f64),
+            ("rx_ssrc_switches", r.ssrc_switches as f64),
+            ("rx_ts_jumps", r.ts_jumps as f64),
+            ("rx_jb_late", r.jb_late as f64),
+            ("rx_jb_target_ms", r.jb_target_ms),
+            ("one_way_delay_ms", self.one_way_delay_ms),
+        ]);
+        let opt = [
+            ("rx_spacing_min_ms", r.spacing_min_ms),
+            ("rx_spacing_avg_ms", r.spacing_avg_ms),
+            ("rx_spacing_max_ms", r.spacing_max_ms),
+            ("rx_jb_delay_ms", r.jb_delay_ms),
+            ("rx_level_dbov", r.levels.speech_dbov),
+            ("rx_rms_dbov", r.levels.rms_dbov),
+            ("rx_noise_dbov", r.levels.noise_dbov),
+            ("rtt_ms", self.rtt_ms),
+        ];
+        m.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        m
+    }
+}
+
+/// The whole call's media figures.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallMediaSummary {
+    /// From creation to stop (or the last sample).
+    pub duration: Duration,
+    /// RTP packets sent.
+    pub tx_packets: u64,
+    /// RTP bytes sent (whole packets).
+    pub tx_bytes: u64,
+    /// RTP packets received (all).
+    pub rx_packets: u64,
+    /// RTP bytes received.
+    pub rx_bytes: u64,
+    /// Expected packets (RFC 3550 A.3).
+    pub rx_expected: u64,
+    /// Lost packets (RFC 3550 A.3).
+    pub rx_lost: i64,
+    /// Lost / expected, percent.
+    pub rx_loss_percent: f64,
+    /// Duplicates.
+    pub rx_duplicates: u64,
+    /// Out of order.
+    pub rx_out_of_order: u64,
+    /// Sequence restarts.
+    pub rx_seq_resets: u64,
+    /// Large sequence jumps.
+    pub rx_seq_jumps: u64,
+    /// Largest gap.
+    pub rx_largest_gap: u64,
+    /// SSRC switches.
+    pub rx_ssrc_switches: u64,
+    /// Timestamp jumps.
+    pub rx_ts_jumps: u64,
+    /// Final A.8 jitter, ms.
+    pub rx_jitter_ms: f64,
+    /// Largest A.8 jitter, ms.
+    pub rx_max_jitter_ms: f64,
+    /// Jitter-buffer late packets.
+    pub rx_jb_late: u64,
+    /// Burst ratio of the observed loss (2-state Markov estimate).
+    pub rx_burst_ratio: f64,
+    /// Mean RTT, ms.
+    pub rtt_avg_ms: Option<f64>,
+    /// Largest RTT, ms.
+    pub rtt_max_ms: Option<f64>,
+    /// R for the whole call (loss incl. jitter-buffer discards over the call, observed
+    /// BurstR, last one-way delay).
+    pub r_factor: f64,
+    /// MOS from that R.
+    pub mos: f64,
+    /// Lowest per-second MOS.
+    pub mos_min: Option<f64>,
+    /// DTMF digits received (RFC 4733).
+    pub dtmf_received: String,
+    /// Undecodable datagrams.
+    pub malformed: u64,
+    /// RTP packets with a payload type we did not negotiate.
+    pub unexpected_pt: u64,
+    /// RTCP compounds received.
+    pub rtcp_received: u64,
+    /// The remote sent RTCP BYE.
+    pub remote_bye: bool,
+}
+
+/// One call's media. See the module docs for how to drive it.
+#[derive(Debug)]
+pub struct MediaSession {
+    cfg: SessionConfig,
+    law: Law,
+    clock_rate: u32,
+    spp: u32,
+    start: Instant,
+    rng: SmallRng,
+    // sending
+    source: SpeechSource,
+    pcm: Vec<i16>,
+    next_rtp: Option<Instant>,
+    seq: u16,
+    ts: u32,
+    tx_packets: u64,
+    tx_bytes: u64,
+    tx_octets: u64,
+    tx_interval: (u64, u64),
+    // rtcp
+    next_rtcp: Option<Instant>,
+    last_sr: Option<(u32, Instant)>,
+    remote_report: Option<ReportBlock>,
+    report_interval: ReportInterval,
+    rtt_ms: Option<f64>,
+    rtt_sum_ms: f64,
+    rtt_n: u64,
+    rtt_max_ms: Option<f64>,
+    rtcp_received: u64,
+    remote_bye: bool,
+    // receiving
+    stats: ReceiveStats,
+    jb: JitterBuffer,
+    meter: LevelMeter,
+    decoded: Vec<i16>,
+    origin: Option<Instant>,
+    seen_resets: (u64, u64),
+    malformed: u64,
+    unexpected_pt: u64,
+    dtmf: String,
+    last_event_ts: Option<u32>,
+    // lifecycle
+    pending: VecDeque<Outgoing>,
+    stopped_at: Option<Instant>,
+    last_sample: Instant,
+    one_way_ms: f64,
+    mos_min: Option<f64>,
+}
+
+fn ntp_add(base: u64, d: Duration) -> u64 {
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    base.wrapping_add((d.as_secs() << 32) | frac)
+}
+
+impl MediaSession {
+    /// A session starting at `now` (the first RTP packet goes out at `now`).
+    pub fn new(cfg: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+        let law = match cfg.codec {
+            Codec::Pcmu => Law::Ulaw,
+            Codec::Pcma => Law::Alaw,
+            other => return Err(ConfigError::UnsupportedCodec(other)),
+        };
+        if !(10..=120).contains(&cfg.ptime_ms) {
+            return Err(ConfigError::BadPtime(cfg.ptime_ms));
+        }
+        let clock_rate = cfg.codec.clock_rate();
+        let spp = clock_rate / 1000 * cfg.ptime_ms;
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        // RFC 3550 §5.1: random initial sequence number and timestamp.
+        let seq = rng.random();
+        let ts = rng.random();
+        let first_rtcp = now + cfg.rtcp_interval.mul_f64(rng.random_range(0.25..0.75));
+        Ok(MediaSession {
+            law,
+            clock_rate,
+            spp,
+            start: now,
+            source: SpeechSource::new(cfg.source, clock_rate),
+            pcm: vec![0; spp as usize],
+            next_rtp: cfg.direction.sends().then_some(now),
+            seq,
+            ts,
+            tx_packets: 0,
+            tx_bytes: 0,
+            tx_octets: 0,
+            tx_interval: (0, 0),
+            next_rtcp: Some(first_rtcp),
+            last_sr: None,
+            remote_report: None,
+            report_interval: ReportInterval::default(),
+            rtt_ms: None,
+            rtt_sum_ms: 0.0,
+            rtt_n: 0,
+            rtt_max_ms: None,
+            rtcp_received: 0,
+            remote_bye: false,
+            stats: ReceiveStats::new(clock_rate, spp),
+            jb: JitterBuffer::new(cfg.ptime_ms),
+            meter: LevelMeter::default(),
+            decoded: Vec::with_capacity(spp as usize),
+            origin: None,
+            seen_resets: (0, 0),
+            malformed: 0,
+            unexpected_pt: 0,
+            dtmf: String::new(),
+            last_event_ts: None,
+            pending: VecDeque::new(),
+            stopped_at: None,
+            last_sample: now,
+            one_way_ms: 0.0,
+            mos_min: None,
+            rng,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    /// The remote SSRC once a packet was received.
+    pub fn remote_ssrc(&self) -> Option<u32> {
+        self.stats.ssrc()
+    }
+
+    fn ntp(&self, now: Instant) -> u64 {
+        ntp_add(
+            self.cfg.ntp_at_start,
+            now.saturating_duration_since(self.start),
+        )
+    }
+
+    /// When [`Self::poll_transmit`] has something next; `None` once stopped and drained.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped_at.is_some() {
+            return if self.pending.is_empty() {
+                None
+            } else {
+                Some(self.start)
+            };
+        }
+        match (self.next_rtp, self.next_rtcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next datagram due at `now`, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Outgoing> {
+        if let Some(o) = self.pending.pop_front() {
+            return Some(o);
+        }
+        if self.stopped_at.is_some() {
+            return None;
+        }
+        if let Some(at) = self.next_rtp.filter(|at| *at <= now) {
+            // Paced on the codec clock: packet n leaves at start + n·ptime, however late
+            // the driver calls (a late driver gets the backlog in a burst).
+            self.next_rtp = Some(at + Duration::from_millis(u64::from(self.cfg.ptime_ms)));
+            return Some(self.build_rtp());
+        }
+        if let Some(at) = self.next_rtcp.filter(|at| *at <= now) {
+            let jitter = self.rng.random_range(0.5..1.5);
+            self.next_rtcp = Some(at + self.cfg.rtcp_interval.mul_f64(jitter));
+            let bytes = rtcp::build_compound(&self.build_report(now, false));
+            return Some(Outgoing {
+                kind: PacketKind::Rtcp,
+                bytes,
+            });
+        }
+        None
+    }
+
+    fn build_rtp(&mut self) -> Outgoing {
+        let marker = self.source.spurt_starts();
+        self.source.fill(&mut self.pcm);
+        let header = RtpHeader {
+            marker,
+            payload_type: self.cfg.send_pt,
+            sequence: self.seq,
+            timestamp: self.ts,
+            ssrc: self.cfg.local_ssrc,
+            ..RtpHeader::default()
+        };
+        let mut bytes = Vec::with_capacity(12 + self.pcm.len());
+        header.write(&[], &mut bytes);
+        self.law.encode(&self.pcm, &mut bytes);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(self.spp);
+        self.tx_packets += 1;
+        self.tx_bytes += bytes.len() as u64;
+        self.tx_octets += self.pcm.len() as u64;
+        self.tx_interval.0 += 1;
+        self.tx_interval.1 += bytes.len() as u64;
+        Outgoing {
+            kind: PacketKind::Rtp,
+            bytes,
+        }
+    }
+
+    fn build_report(&mut self, now: Instant, bye: bool) -> Vec<RtcpPacket> {
+        let mut reports = Vec::new();
+        if let Some(remote) = self.stats.ssrc() {
+            let t = self.stats.totals();
+            let (lsr, dlsr) = match self.last_sr {
+                // DLSR in 1/65536 s (RFC 3550 §6.4.1).
+                Some((lsr, at)) => (
+                    lsr,
+                    (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+                ),
+                None => (0, 0),
+            };
+            reports.push(ReportBlock {
+                ssrc: remote,
+                fraction_lost: self.report_interval.fraction(t.expected, t.received),
+                cumulative_lost: t.lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+                highest_seq: t.ext_highest_seq,
+                jitter: t.jitter as u32,
+                lsr,
+                dlsr,
+            });
+        }
+        let ssrc = self.cfg.local_ssrc;
+        let mut out = Vec::with_capacity(3);
+        if self.tx_packets > 0 {
+            let elapsed = now.saturating_duration_since(self.start);
+            // The RTP timestamp of `now` on our media clock (RFC 3550 §6.4.1).
+            let first_ts = self
+                .ts
+                .wrapping_sub((self.tx_packets as u32).wrapping_mul(self.spp));
+            let rtp_timestamp =
+                first_ts.wrapping_add((elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u32);
+            out.push(RtcpPacket::SenderReport {
+                ssrc,
+                info: SenderInfo {
+                    ntp: self.ntp(now),
+                    rtp_timestamp,
+                    packet_count: self.tx_packets as u32,
+                    octet_count: self.tx_octets as u32,
+                },
+                reports,
+            });
+        } else {
+            out.push(RtcpPacket::ReceiverReport { ssrc, reports });
+        }
+        out.push(RtcpPacket::SourceDescription(vec![(
+            ssrc,
+            Some(self.cfg.cname.clone()),
+        )]));
+        if bye {
+            out.push(RtcpPacket::Bye {
+                ssrcs: vec![ssrc],
+                reason: None,
+            });
+        }
+        out
+    }
+
+    /// Handles one received datagram (RTP or RTCP, demultiplexed per RFC 5761 §4).
+    /// Malformed datagrams are counted and returned as an error; the session carries on.
+    pub fn handle_packet(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
+        let r = if rtp::is_rtcp(buf) {
+            self.handle_rtcp(now, buf).map(|()| PacketKind::Rtcp)
+        } else {
+            self.handle_rtp(now, buf).map(|()| PacketKind::Rtp)
+        };
+        if r.is_err() {
+            self.malformed += 1;
+        }
+        r
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) -> Result<(), PacketError> {
+        let pkts = rtcp::parse_compound(buf)?;
+        self.rtcp_received += 1;
+        let arrival = ntp_middle(self.ntp(now));
+        for p in pkts {
+            let blocks = match p {
+                RtcpPacket::SenderReport { info, reports, .. } => {
+                    self.last_sr = Some((ntp_middle(info.ntp), now));
+                    reports
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => reports,
+                RtcpPacket::Bye { .. } => {
+                    self.remote_bye = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            for b in blocks.into_iter().filter(|b| b.ssrc == self.cfg.local_ssrc) {
+                if let Some(rtt) = rtt_from_block(&b, arrival) {
+                    let ms = rtt * 1000.0;
+                    self.rtt_ms = Some(ms);
+                    self.rtt_sum_ms += ms;
+                    self.rtt_n += 1;
+                    self.rtt_max_ms = Some(self.rtt_max_ms.map_or(ms, |m| m.max(ms)));
+                }
+                self.remote_report = Some(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_rtp(&mut self, now: Instant, buf: &[u8]) -> Result<(), PacketError> {
+        let p = RtpPacket::parse(buf)?;
+        // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all.
+        let verdict =
+            self.stats
+                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len());
+        let t = self.stats.totals();
+        if (t.ssrc_switches, t.seq_resets) != self.seen_resets {
+            self.seen_resets = (t.ssrc_switches, t.seq_resets);
+            self.jb.reset();
+        }
+        if matches!(verdict, Verdict::Duplicate | Verdict::Jump) {
+            return Ok(());
+        }
+        if p.payload_type == self.cfg.recv_pt {
+            let origin = *self.origin.get_or_insert(now);
+            let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
+            if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
+                self.decoded.clear();
+                self.law.decode(p.payload, &mut self.decoded);
+                self.meter.add_frame(&self.decoded);
+            }
+        } else if Some(p.payload_type) == self.cfg.recv_event_pt {
+            // RFC 4733 §2.5.1.4: the end packet is repeated; one digit per event timestamp.
+            if let Ok(ev) = TelephoneEvent::decode(p.payload)
+                && ev.end
+                && self.last_event_ts != Some(p.timestamp)
+            {
+                self.last_event_ts = Some(p.timestamp);
+                if let Some(c) = char_of(ev.event) {
+                    self.dtmf.push(c);
+                }
+            }
+        } else {
+            self.unexpected_pt += 1;
+        }
+        Ok(())
+    }
+
+    /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
+    pub fn stop(&mut self, now: Instant) {
+        if self.stopped_at.is_some() {
+            return;
+        }
+        let bytes = rtcp::build_compound(&self.build_report(now, true));
+        self.pending.push_back(Outgoing {
+            kind: PacketKind::Rtcp,
+            bytes,
+        });
+        self.stopped_at = Some(now);
+        self.next_rtp = None;
+        self.next_rtcp = None;
+    }
+
+    fn rate(&self, ppl: f64, burst_r: f64, delay_ms: f64) -> f64 {
+        let d = Delays {
+            ta: delay_ms,
+            ..Delays::default()
+        };
+        emodel::rating(
+            &Params::default(),
+            d,
+            CodecImpairment::of(self.cfg.codec),
+            ppl,
+            burst_r,
+        )
+        .r
+    }
+
+    /// Closes the current measurement interval (call once a second) and returns its figures.
+    pub fn sample(&mut self, now: Instant) -> Sample {
+        let interval = now.saturating_duration_since(self.last_sample);
+        self.last_sample = now;
+        let secs = interval.as_secs_f64();
+        let per_s = |x: u64| if secs > 0.0 { x as f64 / secs } else { 0.0 };
+        let iv = self.stats.take_interval();
+        let t = self.stats.totals();
+        let jitter_ms = self.stats.jitter_ms();
+        let jb_late = std::mem::take(&mut self.jb.late_interval);
+        let jb_delay = (self.jb.delay_n > 0).then(|| self.jb.delay_sum_ms / self.jb.delay_n as f64);
+        self.jb.delay_sum_ms = 0.0;
+        self.jb.delay_n = 0;
+        let jb_target = self.jb.target_ms;
+        self.jb.adapt(jitter_ms);
+        self.one_way_ms =
+            self.rtt_ms.unwrap_or(0.0) / 2.0 + jb_target + f64::from(self.cfg.ptime_ms);
+
+        let receiving = self.stats.ssrc().is_some() && iv.expected > 0;
+        let (rx_r, rx_mos) = if receiving {
+            let lost = iv.lost.max(0) as f64 + jb_late as f64;
+            let ppl = (100.0 * lost / iv.expected as f64).min(100.0);
+            let r = self.rate(
+                ppl,
+                self.stats.loss_pattern().burst_ratio(),
+                self.one_way_ms,
+            );
+            (Some(r), Some(emodel::mos_from_r(r)))
+        } else {
+            (None, None)
+        };
+        if let Some(m) = rx_mos {
+            self.mos_min = Some(self.mos_min.map_or(m, |x: f64| x.min(m)));
+        }
+        let received = DirectionSample {
+            packets: iv.packets,
+            bytes: iv.bytes,
+            packet_rate: per_s(iv.packets),
+            bitrate_kbps: per_s(iv.bytes) * 8.0 / 1000.0,
+            lost: self.stats.ssrc().map(|_| t.lost),
+            fraction_lost: (iv.expected > 0).then(|| f64::from(iv.fraction_lost) / 256.0),
+            jitter_ms: self.stats.ssrc().map(|_| jitter_ms),
+            r_factor: rx_r,
+            mos: rx_mos,
+        };
+        let (txp, txb) = std::mem::take(&mut self.tx_interval);
+        let rep = self.remote_report;
+        let tx_r = rep.map(|b| {
+            self.rate(
+                100.0 * f64::from(b.fraction_lost) / 256.0,
+                1.0,
+                self.one_way_ms,
+            )
+        });
+        let sent = DirectionSample {
+            packets: txp,
+            bytes: txb,
+            packet_rate: per_s(txp),
+            bitrate_kbps: per_s(txb) * 8.0 / 1000.0,
+            lost: rep.map(|b| i64::from(b.cumulative_lost)),
+            fraction_lost: rep.map(|b| f64::from(b.fraction_lost) / 256.0),
+            jitter_ms: rep.map(|b| f64::from(b.jitter) * 1000.0 / f64::from(self.clock_rate)),
+            r_factor: tx_r,
+            mos: tx_r.map(emodel::mos_from_r),
+        };
+        Sample {
+            interval,
+            sent,
+            received,
+            rx: ReceiveSample {
+                duplicates: t.duplicates,
+                out_of_order: t.out_of_order,
+                seq_resets: t.seq_resets,
+                seq_jumps: t.seq_jumps,
+                largest_gap: t.largest_gap,
+                ssrc_switches: t.ssrc_switches,
+                ts_jumps: t.ts_jumps,
+                spacing_min_ms: iv.spacing_min_ms,
+                spacing_avg_ms: iv.spacing_avg_ms,
+                spacing_max_ms: iv.spacing_max_ms,
+                jb_late,
+                jb_target_ms: jb_target,
+                jb_delay_ms: jb_delay,
+                levels: self.meter.take(),
+            },
+            rtt_ms: self.rtt_ms,
+            one_way_delay_ms: self.one_way_ms,
+        }
+    }
+
+    /// The whole call so far.
+    pub fn summary(&self) -> CallMediaSummary {
+        let t = self.stats.totals();
+        let end = self.stopped_at.unwrap_or(self.last_sample);
+        let lost_all = t.lost.max(0) as f64 + self.jb.late_total as f64;
+        let loss_percent = if t.expected > 0 {
+            100.0 * t.lost.max(0) as f64 / t.expected as f64
+        } else {
+            0.0
+        };
+        let ppl = if t.expected > 0 {
+            (100.0 * lost_all / t.expected as f64).min(100.0)
+        } else {
+            0.0
+        };
+        let burst = self.stats.loss_pattern().burst_ratio();
+        let r = self.rate(ppl, burst, self.one_way_ms);
+        CallMediaSummary {
+            duration: end.saturating_duration_since(self.start),
+            tx_packets: self.tx_packets,
+            tx_bytes: self.tx_bytes,
+            rx_packets: t.packets,
+            rx_bytes: t.bytes,
+            rx_expected: t.expected,
+            rx_lost: t.lost,
+            rx_loss_percent: loss_percent,
+            rx_duplicates: t.duplicates,
+            rx_out_of_order: t.out_of_order,
+            rx_seq_resets: t.seq_resets,
+            rx_seq_jumps: t.seq_jumps,
+            rx_largest_gap: t.largest_gap,
+            rx_ssrc_switches: t.ssrc_switches,
+            rx_ts_jumps: t.ts_jumps,
+            rx_jitter_ms: self.stats.jitter_ms(),
+            rx_max_jitter_ms: t.max_jitter * 1000.0 / f64::from(self.clock_rate),
+            rx_jb_late: self.jb.late_total,
+            rx_burst_ratio: burst,
+            rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
+            rtt_max_ms: self.rtt_max_ms,
+            r_factor: r,
+            mos: emodel::mos_from_r(r),
+            mos_min: self.mos_min,
+            dtmf_received: self.dtmf.clone(),
+            malformed: self.malformed,
+            unexpected_pt: self.unexpected_pt,
+            rtcp_received: self.rtcp_received,
+            remote_bye: self.remote_bye,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtmf::TelephoneEvent;
+
+    fn cfg(ssrc: u32, codec: Codec, seed: u64) -> SessionConfig {
+        SessionConfig {
+            local_ssrc: ssrc,
+            cname: format!("ep{ssrc}@sipmeter"),
+            codec,
+            send_pt: codec.default_pt(),
+            recv_pt: codec.default_pt(),
+            recv_event_pt: Some(101),
+            ptime_ms: 20,
+            rtcp_mux: true,
+            direction: Direction::SendRecv,
+            source: SourceConfig {
+                seed,
+                ..SourceConfig::default()
+            },
+            rtcp_interval: Duration::from_secs(5),
+            ntp_at_start: DEFAULT_NTP_ORIGIN,
+            seed,
+        }
+    }
+
+    struct Run {
+        a: MediaSession,
+        b: MediaSession,
+        samples_a: Vec<Sample>,
+        samples_b: Vec<Sample>,
+        rtp_dropped: u64,
+        rtcp_seen: Vec<Vec<u8>>,
+    }
+
+    /// Two sessions wired back to back through a virtual network: fixed one-way delay, RTP
+    /// dropped at random with probability `loss` (seeded); RTCP is never dropped.
+    fn run(codec: Codec, secs: u64, loss: f64, delay_ms: u64, seed: u64) -> Run {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(0xa, codec, seed), t0).unwrap();
+        let mut b = MediaSession::new(cfg(0xb, codec, seed + 1), t0).unwrap();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let delay = Duration::from_millis(delay_ms);
+        // (deliver at, to b?, bytes), kept in send order: the delay is fixed, so FIFO.
+        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        let end = t0 + Duration::from_secs(secs);
+        let mut next_sample = t0 + Duration::from_secs(1);
+        let mut out = Run {
+            a: MediaSession::new(cfg(1, codec, 0), t0).unwrap(),
+            b: MediaSession::new(cfg(2, codec, 0), t0).unwrap(),
+            samples_a: Vec::new(),
+            samples_b: Vec::new(),
+            rtp_dropped: 0,
+            rtcp_seen: Vec::new(),
+        };
+        let mut now = t0;
+        let mut stopped = false;
+        loop {
+            while let Some((at, to_b, bytes)) = wire.front() {
+                if *at > now {
+                    break;
+                }
+                let target = if *to_b { &mut b } else { &mut a };
+                target.handle_packet(*at, bytes).unwrap();
+                wire.pop_front();
+            }
+            for (from_a, s) in [(true, &mut a), (false, &mut b)] {
+                while let Some(o) = s.poll_transmit(now) {
+                    if o.kind == PacketKind::Rtp && rng.random::<f64>() < loss {
+                        out.rtp_dropped += 1;
+                        continue;
+                    }
+                    if o.kind == PacketKind::Rtcp && from_a {
+                        out.rtcp_seen.push(o.bytes.clone());
+                    }
+                    wire.push_back((now + delay, from_a, o.bytes));
+                }
+            }
+            if now >= next_sample && !stopped {
+                out.samples_a.push(a.sample(now));
+                out.samples_b.push(b.sample(now));
+                next_sample += Duration::from_secs(1);
+            }
+            if now >= end && !stopped {
+                a.stop(now);
+                b.stop(now);
+                stopped = true;
+                continue;
+            }
+            let next = [
+                a.poll_timeout(),
+                b.poll_timeout(),
+                wire.front().map(|w| w.0),
+                (!stopped).then_some(next_sample.min(end)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(n) => now = n.max(now),
+                None => break,
+            }
+        }
+        out.a = a;
+        out.b = b;
+        out
+    }
+
+    #[test]
+    fn lossless_g711_call_scores_93_2() {
+        let r = run(Codec::Pcmu, 12, 0.0, 10, 7);
+        let s = r.a.summary();
+        // 12 s at 50 packets/s, sent at t = 0, 20 ms, ..., 11.98 s and stop at 12 s: 601
+        // packets including the one at exactly 12 s (sent before stop in the same instant).
+        assert_eq!(s.tx_packets, r.b.summary().rx_packets);
+        assert_eq!(s.rx_packets, 601);
+        assert_eq!(s.rx_bytes, 601 * 172);
+        // The first packet is A.1's probation packet.
+        assert_eq!((s.rx_expected, s.rx_lost), (600, 0));
+        assert_eq!(
+            (s.rx_duplicates, s.rx_out_of_order, s.rx_ts_jumps),
+            (0, 0, 0)
+        );
+        assert_eq!(s.rx_jitter_ms, 0.0);
+        assert_eq!(s.rx_jb_late, 0);
+        // RTT = 2 × 10 ms, to the 1/65536 s resolution of LSR/DLSR.
+        let rtt = s.rtt_avg_ms.unwrap();
+        assert!((rtt - 20.0).abs() < 0.05, "{rtt}");
+        // One-way 10 + jitter buffer 20 + packetisation 20 = 50 ms ≤ 100 ms: no Idd.
+        assert_eq!((s.r_factor * 10.0).round() / 10.0, 93.2);
+        assert_eq!((s.mos * 100.0).round() / 100.0, 4.41);
+        assert!(s.remote_bye && r.b.summary().remote_bye);
+        assert_eq!(s.malformed, 0);
+        assert!(s.rtcp_received >= 2);
+
+        // Per-second samples: with this seed the RTT is known from the 9th second on (RTCP
+        // every 2.5–7.5 s, and an RTT needs our SR answered by the peer's report).
+        assert_eq!(r.samples_a[7].rtt_ms, None);
+        assert_eq!(r.samples_a[7].one_way_delay_ms, 40.0);
+        let x = &r.samples_a[10];
+        assert_eq!(x.received.packets, 50);
+        assert_eq!(x.sent.packets, 50);
+        assert_eq!(x.received.packet_rate, 50.0);
+        assert_eq!(x.received.bitrate_kbps, 68.8);
+        assert_eq!(x.received.fraction_lost, Some(0.0));
+        assert_eq!(x.sent.fraction_lost, Some(0.0));
+        assert_eq!(x.sent.jitter_ms, Some(0.0));
+        assert_eq!(x.rx.spacing_min_ms, Some(20.0));
+        assert_eq!(x.rx.spacing_max_ms, Some(20.0));
+        assert_eq!(x.rx.jb_target_ms, 20.0);
+        assert_eq!(x.rx.jb_delay_ms, Some(20.0));
+        assert!((x.one_way_delay_ms - 50.0).abs() < 0.05);
+        assert_eq!((x.received.mos.unwrap() * 100.0).round() / 100.0, 4.41);
+        // Levels of the decoded µ-law audio: the source's −20 dBov speech and −60 dBov
+        // noise, within G.711 quantisation (about 0.1 dB here).
+        let mut meter_speech = Vec::new();
+        let mut meter_noise = Vec::new();
+        for s in &r.samples_a[2..] {
+            meter_speech.extend(s.rx.levels.speech_dbov);
+            meter_noise.extend(s.rx.levels.noise_dbov);
+        }
+        assert!(
+            meter_speech.iter().all(|l| (l + 20.0).abs() < 0.15),
+            "{meter_speech:?}"
+        );
+        assert!(
+            meter_noise.iter().all(|l| (l + 60.0).abs() < 0.6),
+            "{meter_noise:?}"
+        );
+        let names: Vec<_> = x.metrics().into_iter().map(|(k, _)| k).collect();
+        for n in [
+            "rx_mos",
+            "tx_mos",
+            "rtt_ms",
+            "rx_jitter_ms",
+            "rx_level_dbov",
+            "rx_jb_late",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn first_rtcp_is_sr_with_cname() {
+        let r = run(Codec::Pcma, 6, 0.0, 5, 3);
+        let first = rtcp::parse_compound(&r.rtcp_seen[0]).unwrap();
+        let RtcpPacket::SenderReport {
+            ssrc,
+            info,
+            reports,
+        } = &first[0]
+        else {
+            panic!("not an SR: {first:?}");
+        };
+        assert_eq!(*ssrc, 0xa);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].ssrc, 0xb);
+        assert_eq!(info.octet_count, info.packet_count * 160);
+        assert_eq!(
+            first[1],
+            RtcpPacket::SourceDescription(vec![(0xa, Some("ep10@sipmeter".into()))])
+        );
+        // The last compound carries BYE.
+        let last = rtcp::parse_compound(r.rtcp_seen.last().unwrap()).unwrap();
+        assert_eq!(
+            last.last(),
+            Some(&RtcpPacket::Bye {
+                ssrcs: vec![0xa],
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn five_percent_random_loss_gives_the_g107_figure() {
+        let r = run(Codec::Pcmu, 60, 0.05, 10, 11);
+        let s = r.a.summary();
+        let lost = s.rx_lost as f64;
+        let ppl = 100.0 * lost / s.rx_expected as f64;
+        // The measured loss is what the wire dropped (b → a plus a → b, so about half).
+        assert!(s.rx_lost as u64 + r.b.summary().rx_lost as u64 <= r.rtp_dropped);
+        // 3000 packets at p = 0.05: σ = √(3000·0.05·0.95) = 11.9 packets = 0.40 %;
+        // this seed lands within 2σ.
+        assert!((ppl - 5.0).abs() < 0.8, "{ppl}");
+        // Random loss: the 2-state estimate of BurstR is ≈ 1 (σ ≈ 0.06 at this size).
+        assert!(
+            (s.rx_burst_ratio - 1.0).abs() < 0.15,
+            "{}",
+            s.rx_burst_ratio
+        );
+        // The session's R is exactly G.107 with the measured Ppl and BurstR ...
+        let expect = emodel::rating(
+            &Params::default(),
+            Delays {
+                ta: 50.0,
+                ..Delays::default()
+            },
+            CodecImpairment::of(Codec::Pcmu),
+            ppl,
+            s.rx_burst_ratio,
+        )
+        .r;
+        assert!(
+            (s.r_factor - expect).abs() < 0.05,
+            "{} vs {expect}",
+            s.r_factor
+        );
+        // ... which is the reference figure for 5 % random loss (R 77.43, MOS 3.92) within
+        // the sampling spread: dR/dPpl ≈ −3.1 per % near 5 %, so ±0.8 % → ±2.5 R.
+        assert!((s.r_factor - 77.43).abs() < 2.5, "{}", s.r_factor);
+        assert_eq!(s.rx_jb_late, 0);
+        assert_eq!(s.rx_jitter_ms, 0.0);
+    }
+
+    #[test]
+    fn dtmf_events_malformed_and_foreign_payloads() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut seq = 100u16;
+        let mut send = |s: &mut MediaSession, pt: u8, ts: u32, payload: &[u8]| {
+            let mut b = Vec::new();
+            RtpHeader {
+                payload_type: pt,
+                sequence: seq,
+                timestamp: ts,
+                ssrc: 9,
+                ..RtpHeader::default()
+            }
+            .write(payload, &mut b);
+            seq += 1;
+            s.handle_packet(t0 + Duration::from_millis(u64::from(seq) * 20), &b)
+        };
+        for (i, digit) in [1u8, 11].into_iter().enumerate() {
+            let ts = 1000 * (i as u32 + 1);
+            for end in [false, true, true, true] {
+                let ev = TelephoneEvent {
+                    event: digit,
+                    end,
+                    volume: 10,
+                    duration: 400,
+                };
+                assert_eq!(send(&mut s, 101, ts, &ev.encode()), Ok(PacketKind::Rtp));
+            }
+        }
+        assert_eq!(send(&mut s, 13, 5000, &[0x40]), Ok(PacketKind::Rtp));
+        assert_eq!(
+            s.handle_packet(t0, &[0x80, 0]),
+            Err(PacketError::Rtp(RtpError::TooShort(2)))
+        );
+        assert_eq!(
+            s.handle_packet(t0, &[0x80, 201, 0, 9]),
+            Err(PacketError::Rtcp(RtcpError::Truncated(0)))
+        );
+        let sum = s.summary();
+        assert_eq!(sum.dtmf_received, "1#");
+        assert_eq!(sum.unexpected_pt, 1);
+        assert_eq!(sum.malformed, 2);
+        assert_eq!(sum.rx_packets, 9);
+    }
+
+    #[test]
+    fn config_errors_and_recvonly() {
+        let t0 = Instant::now();
+        assert_eq!(
+            MediaSession::new(cfg(1, Codec::Opus, 1), t0).unwrap_err(),
+            ConfigError::UnsupportedCodec(Codec::Opus)
+        );
+        let mut c = cfg(1, Codec::Pcmu, 1);
+        c.ptime_ms = 5;
+        assert_eq!(
+            MediaSession::new(c, t0).unwrap_err(),
+            ConfigError::BadPtime(5)
+        );
+        let mut c = cfg(1, Codec::Pcmu, 1);
+        c.direction = Direction::RecvOnly;
+        let mut s = MediaSession::new(c, t0).unwrap();
+        // No RTP: only RTCP (an RR, since nothing was sent) when its time comes.
+        let at = s.poll_timeout().unwrap();
+        assert!(at > t0);
+        assert_eq!(s.poll_transmit(t0), None);
+        let o = s.poll_transmit(at).unwrap();
+        assert_eq!(o.kind, PacketKind::Rtcp);
+        assert!(matches!(
+            rtcp::parse_compound(&o.bytes).unwrap()[0],
+            RtcpPacket::ReceiverReport { .. }
+        ));
+        s.stop(at);
+        assert_eq!(s.poll_transmit(at).map(|o| o.kind), Some(PacketKind::Rtcp));
+        assert_eq!(s.poll_transmit(at), None);
+        assert_eq!(s.poll_timeout(), None);
+    }
+}
