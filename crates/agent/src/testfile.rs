@@ -11,6 +11,7 @@ use sip_msg::{Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use toml::Spanned;
 
+use crate::callmedia::MediaPlan;
 use crate::engine::{
     ActionKind, CallAction, EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget,
 };
@@ -31,6 +32,8 @@ pub struct TestFile {
     pub shards: Option<usize>,
     /// Seed for tags, branches and Call-IDs.
     pub seed: Option<u64>,
+    /// RTP/RTCP port pairs from this range (`"20000-30000"`); default: chosen by the system.
+    pub rtp_ports: Option<Spanned<String>>,
     /// Registration lifetime in seconds (default 300).
     pub register_expires: Option<u32>,
     /// RFC 3261 T1, the round-trip estimate retransmissions start from (default 500ms).
@@ -136,9 +139,15 @@ pub struct GroupEntry {
     /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
     #[serde(default)]
     pub prack: bool,
-    /// Codecs offered (recorded; media comes with the media engine).
+    /// Codecs offered, in preference order (default PCMU, PCMA).
     #[serde(default)]
-    pub codecs: Vec<String>,
+    pub codecs: Vec<Spanned<String>>,
+    /// Packetisation time in ms (default 20).
+    pub ptime: Option<Spanned<u32>>,
+    /// RTP media in the calls (default true); false: signalling only.
+    pub media: Option<bool>,
+    /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
+    pub rtcp_mux: Option<bool>,
 }
 
 /// One scenario action of a group.
@@ -166,6 +175,12 @@ pub struct PassCriteria {
     pub min_success: Option<f64>,
     /// Maximum 95th percentile call setup time, ms.
     pub max_setup_p95_ms: Option<f64>,
+    /// Minimum mean MOS over the endpoints with media.
+    pub min_mos: Option<f64>,
+    /// Maximum mean jitter, ms.
+    pub max_jitter_ms: Option<f64>,
+    /// Maximum mean packet loss, percent.
+    pub max_loss_percent: Option<f64>,
 }
 
 /// A problem in a test file: where and what.
@@ -657,7 +672,49 @@ pub fn prepare(
             }
         }
         actions.sort_by_key(|a| a.at);
+        let media = if g.media.unwrap_or(true) {
+            let mut codecs = Vec::new();
+            for c in &g.codecs {
+                match crate::callmedia::codec_by_name(c.get_ref()) {
+                    Some(codec @ (media::sdp::Codec::Pcmu | media::sdp::Codec::Pcma)) => {
+                        codecs.push(codec)
+                    }
+                    Some(_) => {
+                        return cx.err(
+                            c.span(),
+                            field("codecs"),
+                            format!(
+                                "`{}`: this build sends PCMU and PCMA (G.722 and Opus are not implemented yet)",
+                                c.get_ref()
+                            ),
+                        );
+                    }
+                    None => {
+                        return cx.err(
+                            c.span(),
+                            field("codecs"),
+                            format!("`{}`: unknown codec (PCMU, PCMA)", c.get_ref()),
+                        );
+                    }
+                }
+            }
+            let mut mp = MediaPlan::default();
+            if !codecs.is_empty() {
+                mp.codecs = codecs;
+            }
+            if let Some(p) = &g.ptime {
+                if !(10..=120).contains(p.get_ref()) || p.get_ref() % 10 != 0 {
+                    return cx.err(p.span(), field("ptime"), "must be 10, 20, … 120 (ms)");
+                }
+                mp.ptime_ms = *p.get_ref();
+            }
+            mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            Some(mp)
+        } else {
+            None
+        };
         plans.push(GroupPlan {
+            media,
             actions,
             name: g.name.clone(),
             endpoints,
@@ -677,6 +734,28 @@ pub fn prepare(
             return cx.err(t1.span(), "t1", "must be between 1ms and 10s");
         }
     }
+    let rtp_ports = match &tf.rtp_ports {
+        None => None,
+        Some(r) => {
+            let parsed = r.get_ref().split_once('-').and_then(|(a, b)| {
+                let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+                (1024 <= a && a + 3 <= b).then_some((a, b))
+            });
+            match parsed {
+                Some(p) => Some(p),
+                None => {
+                    return cx.err(
+                        r.span(),
+                        "rtp_ports",
+                        format!(
+                            "`{}`: expected FROM-TO with 1024 ≤ FROM and room for two pairs",
+                            r.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+    };
     let shards = tf
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -684,6 +763,8 @@ pub fn prepare(
     Ok(Prepared {
         plan: RunPlan {
             name: tf.name,
+            rtp_ports,
+            keep_samples: false,
             server,
             groups: plans,
             call_duration: duration,
@@ -706,7 +787,12 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
     let success = f64::from(summary.outcomes.get("SUCCESS").copied().unwrap_or(0));
     let total = f64::from(summary.endpoints.max(1));
     let min_success = pass.min_success.unwrap_or(
-        if pass.min_asr.is_none() && pass.max_setup_p95_ms.is_none() {
+        if pass.min_asr.is_none()
+            && pass.max_setup_p95_ms.is_none()
+            && pass.min_mos.is_none()
+            && pass.max_jitter_ms.is_none()
+            && pass.max_loss_percent.is_none()
+        {
             100.0
         } else {
             0.0
@@ -732,6 +818,31 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
                 "call setup P95 {p:.1} ms above max_setup_p95_ms {max}"
             )),
             None => failures.push("no call was set up, so max_setup_p95_ms cannot hold".into()),
+        }
+    }
+    let media_gates = [
+        ("min_mos", pass.min_mos, summary.mos_avg, true, "MOS"),
+        (
+            "max_jitter_ms",
+            pass.max_jitter_ms,
+            summary.jitter_avg_ms,
+            false,
+            "jitter (ms)",
+        ),
+        (
+            "max_loss_percent",
+            pass.max_loss_percent,
+            summary.loss_avg_percent,
+            false,
+            "loss (%)",
+        ),
+    ];
+    for (gate, limit, value, at_least, what) in media_gates {
+        let Some(limit) = limit else { continue };
+        match value {
+            Some(v) if (at_least && v >= limit) || (!at_least && v <= limit) => {}
+            Some(v) => failures.push(format!("mean {what} {v:.2} fails {gate} {limit}")),
+            None => failures.push(format!("no media was measured, so {gate} cannot hold")),
         }
     }
     if failures.is_empty() {

@@ -55,6 +55,8 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
     let users = ["good1", "bad", "good2"];
     let plan = RunPlan {
         name: "malformed".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr,
             domain: "scripted.test".into(),
@@ -74,6 +76,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
             prack: false,
             register: true,
             actions: Vec::new(),
+            media: None,
             role: Role::RegisterOnly,
         }],
         call_duration: Duration::from_millis(200),

@@ -94,6 +94,8 @@ fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
     RunPlan {
         name: "sipp interop".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr: reg.addr(),
             domain: "sipmeter.test".into(),
@@ -157,6 +159,7 @@ fn our_callers_call_a_sipp_uas() {
         prack: false,
         register: true,
         actions: Vec::new(),
+        media: None,
         role: Role::Call {
             targets: vec![target],
             calls: 1,
@@ -211,6 +214,7 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         prack: false,
         register: true,
         actions: Vec::new(),
+        media: None,
         role: Role::Answer {
             answer_delay: Duration::from_millis(100),
         },
@@ -289,6 +293,8 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
     // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
     let plan = RunPlan {
         name: "direct to sipp".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr: sipp_addr,
             domain: "127.0.0.1".into(),
@@ -306,6 +312,7 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
             prack: false,
             register: false,
             actions: Vec::new(),
+            media: None,
             role: Role::Call {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 2,

@@ -39,6 +39,10 @@ pub struct OutputArgs {
     /// Keep the SIP trace of every endpoint in the report, not only of failed ones.
     #[arg(long)]
     all_traces: bool,
+    /// Keep every per-second media sample in the report (default: when the test has at most
+    /// 100 endpoints).
+    #[arg(long)]
+    samples: bool,
     /// Event loops (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -92,6 +96,7 @@ fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
     }
     prepared.plan.keep_all_traces = out.all_traces;
     let endpoints: usize = prepared.plan.groups.iter().map(|g| g.endpoints.len()).sum();
+    prepared.plan.keep_samples = out.samples || endpoints <= 100;
     println!(
         "running \"{}\": {endpoints} endpoints on {} shard(s)",
         prepared.plan.name, prepared.plan.shards
@@ -213,7 +218,24 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         fmt_ms(s.pdd_p95_ms),
         fmt_ms(s.pdd_p99_ms)
     );
-    println!("media            not measured in this build (RTP comes with the media engine)");
+    match s.mos_avg {
+        Some(mos) => {
+            let f = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
+            println!(
+                "MOS              avg {mos:.2}  min {}   ({} calls measured, ITU-T G.107)",
+                f(s.mos_min, ""),
+                s.media_calls
+            );
+            println!(
+                "jitter / loss    avg {}  max {}  /  avg {}",
+                f(s.jitter_avg_ms, " ms"),
+                f(s.jitter_max_ms, " ms"),
+                f(s.loss_avg_percent, " %")
+            );
+            println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
+        }
+        None => println!("media            none measured"),
+    }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
     if s.late_timers > 0 || s.send_errors > 0 {
         println!(

@@ -32,20 +32,56 @@ fn demo_passes_and_writes_reports() {
         "--junit",
         junit.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // When this machine starves the generator (timers late), sipmeter says so and its quality
+    // figures describe itself, not the path: then only the MOS gate may fail.
+    let overloaded = v["summary"]["late_timers"].as_u64().unwrap() > 0;
+    if overloaded && code == 1 {
+        assert!(out.contains("fails min_mos 4.3"), "{out}\n{err}");
+        assert!(out.contains("GENERATOR OVERLOADED"), "{out}");
+    } else {
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.trim_end().ends_with("PASSED"));
+    }
     assert!(out.contains("SUCCESS                20"), "{out}");
     assert!(
         out.contains("calls            10 attempted, 10 answered"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("PASSED"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(out.contains("MOS              avg 4."), "{out}");
     assert_eq!(v["summary"]["asr"], 100.0);
     assert_eq!(v["endpoints"].as_array().unwrap().len(), 20);
     assert_eq!(v["endpoints"][0]["phase"], "CLOSED");
+    for ep in v["endpoints"].as_array().unwrap() {
+        let m = &ep["media"];
+        if !overloaded {
+            assert!(m["mos"].as_f64().unwrap() >= 4.3, "{m}");
+        }
+        assert_eq!(m["rx_lost"], 0, "{m}");
+        // A 5 s call at 20 ms: about 250 packets each way.
+        assert!(m["rx_packets"].as_u64().unwrap() > 200, "{m}");
+        // Per-second samples under stable names, both directions.
+        let samples = ep["samples"].as_array().unwrap();
+        assert!(samples.len() >= 4, "{}", samples.len());
+        let names: Vec<&str> = samples[1]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| kv[0].as_str().unwrap())
+            .collect();
+        for name in [
+            "tx_packets",
+            "rx_packets",
+            "rx_jitter_ms",
+            "rx_mos",
+            "rx_r_factor",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+    }
     let x = std::fs::read_to_string(&junit).unwrap();
-    assert!(x.contains("tests=\"20\" failures=\"0\""), "{x}");
+    assert!(x.contains("tests=\"20\""), "{x}");
 }
 
 #[test]
