@@ -135,6 +135,8 @@ pub struct RunPlan {
     pub call_duration: Duration,
     /// Endpoints started per second (0: all at once).
     pub ramp_per_sec: f64,
+    /// New calls per second over the whole run at most (0: no cap).
+    pub cps: f64,
     /// Registration lifetime asked for.
     pub register_expires: u32,
     /// Event loops (one per core).
@@ -650,8 +652,10 @@ enum Script {
     Start,
     /// Waiting for the answering groups to register before dialling.
     WaitForAnswerers,
-    /// Dial now.
+    /// Dial now (subject to the calls-per-second cap).
     Dial,
+    /// Dial now: the slot was reserved under the cap.
+    DialAt,
     /// Answer the incoming call now.
     Answer(CallId),
     /// Hang up now.
@@ -752,6 +756,8 @@ struct Shard<'a> {
     ports: PortAllocator,
     /// Counts calls with media (tells a call's datagrams from an earlier call's).
     media_generation: u64,
+    /// The next free slot under the calls-per-second cap.
+    next_dial: Instant,
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
@@ -851,6 +857,13 @@ impl<'a> Shard<'a> {
             media_rx,
             ports: PortAllocator::new(plan.rtp_ports, index as u16 * 997),
             media_generation: 0,
+            // Shards' cap slots interleave: shard i starts i/cps after shard 0.
+            next_dial: start
+                + if plan.cps > 0.0 {
+                    Duration::from_secs_f64(index as f64 / plan.cps)
+                } else {
+                    Duration::ZERO
+                },
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -1269,7 +1282,23 @@ impl<'a> Shard<'a> {
                     ep.script_at = Some(now + Duration::from_millis(100));
                 }
             }
-            Script::Dial => self.dial(idx, now),
+            Script::Dial => {
+                // The calls-per-second cap: each shard takes its share of the rate.
+                if self.plan.cps > 0.0 {
+                    let interval =
+                        Duration::from_secs_f64(self.plan.shards.max(1) as f64 / self.plan.cps);
+                    let slot = self.next_dial.max(now);
+                    self.next_dial = slot + interval;
+                    if slot > now {
+                        let ep = &mut self.endpoints[idx];
+                        ep.script = Script::DialAt;
+                        ep.script_at = Some(slot);
+                        return;
+                    }
+                }
+                self.dial(idx, now)
+            }
+            Script::DialAt => self.dial(idx, now),
             Script::Answer(call) => self.answer(idx, now, call),
             Script::HangUp(call) => {
                 ep.set_phase(Phase::Disconnecting, &events);

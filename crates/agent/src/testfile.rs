@@ -26,6 +26,8 @@ pub struct TestFile {
     pub duration: Spanned<String>,
     /// Endpoints started per second (`20/s`); all at once when absent.
     pub ramp: Option<Spanned<String>>,
+    /// Calls started per second over the whole run at most (`50/s`); no cap when absent.
+    pub cps: Option<Spanned<String>>,
     /// Hard limit for the whole run (default: duration × calls + 2 minutes).
     pub time_limit: Option<Spanned<String>>,
     /// Event loops; default: one per core.
@@ -281,23 +283,23 @@ pub fn prepare(
         }
     })?;
     let duration = cx.duration(&tf.duration, "duration")?;
-    let ramp_per_sec = match &tf.ramp {
-        None => 0.0,
-        Some(r) => {
-            let t = r.get_ref().trim();
-            let n = t
-                .strip_suffix("/s")
-                .unwrap_or(t)
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|n| *n > 0.0 && n.is_finite());
-            match n {
-                Some(n) => n,
-                None => return cx.err(r.span(), "ramp", format!("`{t}` is not a rate (try 20/s)")),
-            }
+    let rate = |r: &Option<Spanned<String>>, field: &str| -> Result<f64, FileError> {
+        let Some(r) = r else { return Ok(0.0) };
+        let t = r.get_ref().trim();
+        let n = t
+            .strip_suffix("/s")
+            .unwrap_or(t)
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n > 0.0 && n.is_finite());
+        match n {
+            Some(n) => Ok(n),
+            None => cx.err(r.span(), field, format!("`{t}` is not a rate (try 20/s)")),
         }
     };
+    let ramp_per_sec = rate(&tf.ramp, "ramp")?;
+    let cps = rate(&tf.cps, "cps")?;
     if tf.groups.is_empty() {
         return cx.err(0..0, "group", "the test has no [[group]]");
     }
@@ -769,6 +771,7 @@ pub fn prepare(
             groups: plans,
             call_duration: duration,
             ramp_per_sec,
+            cps,
             register_expires: tf.register_expires.unwrap_or(300),
             shards,
             seed: tf.seed.unwrap_or(now_unix),

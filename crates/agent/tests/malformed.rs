@@ -81,6 +81,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
         }],
         call_duration: Duration::from_millis(200),
         ramp_per_sec: 0.0,
+        cps: 0.0,
         register_expires: 60,
         shards: 1,
         seed: 1,

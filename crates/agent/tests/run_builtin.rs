@@ -92,6 +92,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         ],
         call_duration: Duration::from_millis(1500),
         ramp_per_sec: 200.0,
+        cps: 0.0,
         register_expires: 60,
         shards: 2,
         seed: 42,

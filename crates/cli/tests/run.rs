@@ -238,3 +238,53 @@ actions = [
         }
     }
 }
+
+#[test]
+fn the_calls_per_second_cap_spreads_the_calls() {
+    let file = tmp("cps.toml");
+    std::fs::write(
+        &file,
+        "name = \"capped\"\nduration = \"0s\"\ncps = \"5/s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callee\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"caller\"\nendpoints = 10\nregistrar = \"builtin\"\ncall = \"group:callee\"\nmedia = false\n",
+    )
+    .unwrap();
+    let report = tmp("cps.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // Two callees take ten calls of zero length one after another; some may find one busy.
+    assert!(code == 0 || code == 1, "{out}\n{err}");
+    assert_eq!(v["summary"]["calls_attempted"], 10);
+    // The INVITEs left at most 5 per second: the first and the last are ≥ 1.8 s apart.
+    let mut invites: Vec<f64> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|ep| ep["trace"].as_array().unwrap().iter())
+        .filter(|t| {
+            t["direction"] == "sent"
+                && t["text"].as_str().unwrap().starts_with("INVITE ")
+                && !t["text"].as_str().unwrap().contains("Authorization")
+        })
+        .map(|t| t["at_ms"].as_f64().unwrap())
+        .collect();
+    invites.sort_by(f64::total_cmp);
+    assert_eq!(invites.len(), 10, "{invites:?}");
+    let span = invites[9] - invites[0];
+    assert!(
+        (1700.0..4000.0).contains(&span),
+        "10 calls at 5/s span {span} ms"
+    );
+    for w in invites.windows(6) {
+        assert!(
+            w[5] - w[0] >= 900.0,
+            "no 6 INVITEs within a second: {invites:?}"
+        );
+    }
+}
