@@ -90,6 +90,9 @@ async fn registers_over(transport: FlowKind) {
         .collect();
     assert!(sent[1].text.contains("Authorization: Digest "));
     assert!(sent[1].text.contains("realm=\"127.0.0.1\""));
+    // Kamailio asked for qop=auth on REGISTER: the answer carries qop, nc and cnonce.
+    assert!(report.trace[1].text.contains("qop=\"auth\""));
+    assert!(sent[1].text.contains("qop=auth") && sent[1].text.contains("nc=00000001"));
     let via = format!("SIP/2.0/{} ", transport.via_token());
     assert!(sent.iter().all(|e| e.text.contains(&via)));
 }
@@ -144,4 +147,110 @@ async fn unknown_user_is_not_found() {
     assert_eq!(report.final_code, Some(404), "{report:#?}");
     assert!(report.hint.as_deref().unwrap().starts_with("not found"));
     assert_eq!(received_codes(&report), ["SIP/2.0 404 User Not Found"]);
+}
+
+/// A test file run: 5 callers call 5 callees through Kamailio (401 on REGISTER, 407 on INVITE,
+/// record-routed ACK and BYE), every endpoint SUCCESS with the expected codes.
+#[test]
+fn a_run_of_callers_and_callees_through_kamailio() {
+    if !have_binary("kamailio") {
+        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+        return;
+    }
+    let users = (1001..=1010)
+        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+        .collect();
+    let k = Kamailio::start(&KamailioConfig {
+        users,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        r#"
+name = "through kamailio"
+duration = "500ms"
+seed = 3
+shards = 1
+time_limit = "30s"
+
+[[registrar]]
+id = "kam"
+domain = "127.0.0.1"
+port = {port}
+transport = "udp"
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1010, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 5
+registrar = "kam"
+role = "answer"
+answer_delay = "100ms"
+
+[[group]]
+name = "callers"
+endpoints = 5
+registrar = "kam"
+call = "group:callees"
+"#,
+        port = k.port()
+    );
+    let mut prepared = agent::testfile::prepare("kamailio.toml", &text, b"unused", 1_700_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(
+            r.outcome,
+            agent::engine::Outcome::Success,
+            "{r:#?}\nkamailio log:\n{}",
+            k.log()
+        );
+        assert_eq!(r.registration_code, Some(200), "{}", r.user);
+    }
+    assert_eq!(reports.len(), 10);
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (5, 5));
+    assert_eq!(summary.asr, Some(100.0));
+    let callers: Vec<_> = reports.iter().filter(|r| r.group == "callers").collect();
+    let callees: Vec<_> = reports.iter().filter(|r| r.group == "callees").collect();
+    assert!(callers.iter().all(|r| r.call_code == Some(200)));
+    assert_eq!(callees.iter().map(|r| r.calls_received).sum::<u32>(), 5);
+    // Each caller was challenged with 407 on its INVITE, then went through; the callee saw
+    // Kamailio's Record-Route, and the BYE travelled along it.
+    for r in &callers {
+        let lines: Vec<&str> = r.trace.iter().map(|e| e.first_line()).collect();
+        assert!(
+            lines.contains(&"SIP/2.0 407 Proxy Authentication Required"),
+            "{lines:?}"
+        );
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Sent
+                && e.first_line().starts_with("INVITE ")
+                && e.text.contains("Proxy-Authorization: Digest ")),
+            "{lines:?}"
+        );
+        assert!(
+            r.trace
+                .iter()
+                .any(|e| e.direction == Direction::Sent && e.first_line().starts_with("BYE ")),
+            "{lines:?}"
+        );
+    }
+    for r in &callees {
+        let invite = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .expect("the callee received the INVITE");
+        assert!(
+            invite.text.contains(&format!("Record-Route: <sip:127.0.0.1:{};", k.port())),
+            "{}",
+            invite.text
+        );
+    }
 }

@@ -45,6 +45,8 @@ pub struct KamailioConfig {
     pub users: Vec<User>,
     /// Kamailio's log level (`debug=`): 0 quiet … 3 debug.
     pub debug: u8,
+    /// REGISTER challenges ask for `qop="auth"` (RFC 2617 §3.2.1); INVITE challenges never do.
+    pub register_qop: bool,
 }
 
 impl Default for KamailioConfig {
@@ -53,6 +55,7 @@ impl Default for KamailioConfig {
             domain: "kamailio.test".into(),
             users: Vec::new(),
             debug: 1,
+            register_qop: true,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Kamailio {
             .replace("@PORT@", &port.to_string())
             .replace("@DOMAIN@", &config.domain)
             .replace("@DEBUG@", &config.debug.to_string())
+            .replace("@QOP@", if config.register_qop { "1" } else { "0" })
             .replace("@USERS@", &users))
     }
 
