@@ -248,7 +248,9 @@ call = "group:callees"
             .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
             .expect("the callee received the INVITE");
         assert!(
-            invite.text.contains(&format!("Record-Route: <sip:127.0.0.1:{};", k.port())),
+            invite
+                .text
+                .contains(&format!("Record-Route: <sip:127.0.0.1:{};", k.port())),
             "{}",
             invite.text
         );

@@ -133,7 +133,10 @@ impl Dnsmasq {
         let mut id = 0u16;
         while Instant::now() < end {
             if let Some(status) = d.group.exited() {
-                return Err(PeerError::Exited("dnsmasq", format!("{status}; log:\n{}", d.log())));
+                return Err(PeerError::Exited(
+                    "dnsmasq",
+                    format!("{status}; log:\n{}", d.log()),
+                ));
             }
             id = id.wrapping_add(1);
             if dns_ping(&probe, d.addr(), id) {

@@ -84,7 +84,10 @@ impl Kamailio {
             if !safe(&u.name) || (u.password.is_some() && !safe(pw)) {
                 return Err(PeerError::Io(std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    format!("user {:?}: names and passwords are limited to [A-Za-z0-9-_.+]", u.name),
+                    format!(
+                        "user {:?}: names and passwords are limited to [A-Za-z0-9-_.+]",
+                        u.name
+                    ),
                 )));
             }
             users.push_str(&format!("\t$sht(users=>{}) = \"{pw}\";\n", u.name));
@@ -150,7 +153,10 @@ impl Kamailio {
         let mut n = 0u32;
         while Instant::now() < end {
             if let Some(status) = k.group.exited() {
-                return Err(PeerError::Exited("kamailio", format!("{status}; log:\n{}", k.log())));
+                return Err(PeerError::Exited(
+                    "kamailio",
+                    format!("{status}; log:\n{}", k.log()),
+                ));
             }
             n += 1;
             if options_ping(&probe, k.addr(), n) {
