@@ -29,7 +29,9 @@ fn lab() -> Option<Lab> {
         }
     }
     let kamailio = Kamailio::start(&KamailioConfig {
-        users: vec![User::new("alice", "alice-pw")],
+        users: std::iter::once(User::new("alice", "alice-pw"))
+            .chain((1001..=1004).map(|n| User::new(&n.to_string(), &format!("pw{n}"))))
+            .collect(),
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -58,11 +60,14 @@ fn lab() -> Option<Lab> {
             naptr("naptr.test", 5, "SIPS+D2T", "_sips._tcp.naptr.test"),
             naptr("naptr.test", 10, "SIP+D2T", "_sip._tcp.naptr.test"),
             naptr("naptr.test", 20, "SIP+D2U", "_sip._udp.naptr.test"),
+            naptr("run.test", 10, "SIP+D2U", "_sip._udp.run.test"),
         ],
         srv: vec![
             srv("_sips._tcp.naptr.test", "tls.naptr.test", dead_port, 10),
             srv("_sip._tcp.naptr.test", "kamailio.naptr.test", port, 10),
             srv("_sip._udp.naptr.test", "kamailio.naptr.test", port, 10),
+            srv("_sip._udp.run.test", "kamailio.naptr.test", port, 10),
+            srv("_sip._tcp.tcponly.test", "kamailio.naptr.test", port, 10),
             // The first UDP target is dead, the second is Kamailio.
             srv(
                 "_sip._udp.failover.test",
@@ -289,4 +294,98 @@ async fn auto_for_a_domain_with_no_records_fails_at_dns() {
             .all(|s| s.status == StepStatus::Skipped)
     );
     assert!(report.hint.as_deref().unwrap().contains("does not resolve"));
+}
+
+fn run_file(lab: &Lab, domain: &str) -> String {
+    format!(
+        r#"
+name = "auto through dnsmasq and kamailio"
+duration = "300ms"
+seed = 9
+shards = 1
+time_limit = "30s"
+dns_server = "{dns}"
+
+[[registrar]]
+id = "pbx"
+domain = "{domain}"
+transport = "auto"
+
+[[accounts]]
+registrar = "pbx"
+range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 2
+registrar = "pbx"
+role = "answer"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "pbx"
+call = "group:callees"
+"#,
+        dns = lab.dns.addr()
+    )
+}
+
+#[test]
+fn a_test_file_with_transport_auto_finds_kamailio_by_naptr_and_srv() {
+    let Some(lab) = lab() else { return };
+    let mut prepared = agent::testfile::prepare(
+        "auto.toml",
+        &run_file(&lab, "run.test"),
+        b"-",
+        1_700_000_000,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        prepared.plan.server.registrar_uri.to_string(),
+        "sip:run.test"
+    );
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default())
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.dns.log()));
+    for r in &reports {
+        assert_eq!(r.outcome, agent::engine::Outcome::Success, "{r:#?}");
+        assert_eq!(r.registration_code, Some(200));
+        // Every message went to the address the SRV record named.
+        assert!(
+            r.trace
+                .iter()
+                .filter(|e| e.direction == Direction::Sent)
+                .all(|e| e.remote == Some(lab.kamailio.addr())),
+            "{r:#?}"
+        );
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
+    let log = lab.dns.log();
+    assert!(log.contains("query[NAPTR] run.test"), "{log}");
+    assert!(log.contains("query[SRV] _sip._udp.run.test"), "{log}");
+}
+
+#[test]
+fn a_test_file_refuses_a_domain_reachable_only_over_tcp() {
+    let Some(lab) = lab() else { return };
+    let prepared = agent::testfile::prepare(
+        "auto.toml",
+        &run_file(&lab, "tcponly.test"),
+        b"-",
+        1_700_000_000,
+    )
+    .unwrap();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let err = agent::runner::execute(prepared, tx, agent::engine::StopHandle::default())
+        .expect_err("the run cannot start");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "DNS offers tcponly.test only over tcp 127.0.0.1:{} and the load engine runs UDP in this build",
+            lab.kamailio.port()
+        )
+    );
 }
