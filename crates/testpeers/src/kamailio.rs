@@ -47,6 +47,9 @@ pub struct KamailioConfig {
     pub debug: u8,
     /// REGISTER challenges ask for `qop="auth"` (RFC 2617 §3.2.1); INVITE challenges never do.
     pub register_qop: bool,
+    /// Every nonce serves one request only (`one_time_nonce`): refreshes and un-REGISTERs
+    /// reusing a nonce are challenged again.
+    pub one_time_nonce: bool,
 }
 
 impl Default for KamailioConfig {
@@ -56,6 +59,7 @@ impl Default for KamailioConfig {
             users: Vec::new(),
             debug: 1,
             register_qop: true,
+            one_time_nonce: false,
         }
     }
 }
@@ -103,6 +107,7 @@ impl Kamailio {
             .replace("@DOMAIN@", &config.domain)
             .replace("@DEBUG@", &config.debug.to_string())
             .replace("@QOP@", if config.register_qop { "1" } else { "0" })
+            .replace("@OTN@", if config.one_time_nonce { "1" } else { "0" })
             .replace("@USERS@", &users))
     }
 
