@@ -13,7 +13,7 @@ use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_wi
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_proto::auth::Credentials;
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Naptr, Srv, User, have_binary};
+use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Naptr, Srv, User, available};
 
 struct Lab {
     kamailio: Kamailio,
@@ -22,11 +22,8 @@ struct Lab {
 }
 
 fn lab() -> Option<Lab> {
-    for (bin, pkg) in [("kamailio", "kamailio"), ("dnsmasq", "dnsmasq-base")] {
-        if !have_binary(bin) {
-            eprintln!("SKIPPED: {bin} is not installed (Debian package `{pkg}`)");
-            return None;
-        }
+    if !available("kamailio", "kamailio") || !available("dnsmasq", "dnsmasq-base") {
+        return None;
     }
     let kamailio = Kamailio::start(&KamailioConfig {
         users: std::iter::once(User::new("alice", "alice-pw"))

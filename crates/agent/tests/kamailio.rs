@@ -10,11 +10,10 @@ use agent::check::{CheckReport, CheckRequest, StepStatus, run_check};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_proto::auth::Credentials;
-use testpeers::{Kamailio, KamailioConfig, User, have_binary};
+use testpeers::{Kamailio, KamailioConfig, User, available};
 
 fn kamailio() -> Option<Kamailio> {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return None;
     }
     let config = KamailioConfig {
@@ -111,8 +110,7 @@ async fn check_registers_with_kamailio_over_tcp() {
 /// un-REGISTER that reuses the nonce of the REGISTER: the check answers that challenge too.
 #[tokio::test]
 async fn a_one_time_nonce_server_rechallenges_and_the_check_answers() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let k = Kamailio::start(&KamailioConfig {
@@ -204,8 +202,7 @@ async fn unknown_user_is_not_found() {
 /// record-routed ACK and BYE), every endpoint SUCCESS with the expected codes.
 #[test]
 fn a_run_of_callers_and_callees_through_kamailio() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let k = numbered_kamailio();
@@ -332,8 +329,7 @@ fn run_text(
 /// Kamailio, acting as that proxy, sees it.
 #[test]
 fn calls_through_an_outbound_proxy_carry_its_route() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let k = numbered_kamailio();
@@ -404,8 +400,7 @@ call = "group:callees"
 /// endpoints of the run are unaffected.
 #[test]
 fn a_disabled_account_fails_registration_with_403_in_a_run() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let k = numbered_kamailio();
@@ -450,8 +445,7 @@ role = "register"
 /// registered (480) end CALL_FAILED with those codes and their hints.
 #[test]
 fn calls_to_unknown_and_unregistered_users_fail_with_404_and_480() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let k = numbered_kamailio();

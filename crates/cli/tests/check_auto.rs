@@ -6,15 +6,12 @@
 
 use std::process::Command;
 
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Naptr, Srv, User, have_binary};
+use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Naptr, Srv, User, available};
 
 #[test]
 fn check_auto_finds_kamailio_through_naptr_and_srv() {
-    for (bin, pkg) in [("kamailio", "kamailio"), ("dnsmasq", "dnsmasq-base")] {
-        if !have_binary(bin) {
-            eprintln!("SKIPPED: {bin} is not installed (Debian package `{pkg}`)");
-            return;
-        }
+    if !available("kamailio", "kamailio") || !available("dnsmasq", "dnsmasq-base") {
+        return;
     }
     let k = Kamailio::start(&KamailioConfig {
         users: vec![User::new("1001", "secret1001")],

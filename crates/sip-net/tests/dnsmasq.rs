@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use sip_net::dns::{Discovery, Dns};
 use sip_proto::rfc3263::{Answer, Destination, Question, RecordType, Target};
 use sip_proto::target::{Host, Transport};
-use testpeers::{Dnsmasq, DnsmasqConfig, Naptr, Srv, have_binary};
+use testpeers::{Dnsmasq, DnsmasqConfig, Naptr, Srv, available};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -72,8 +72,7 @@ fn t(transport: Transport, address: &str, port: u16) -> Target {
 }
 
 fn dnsmasq() -> Option<Dnsmasq> {
-    if !have_binary("dnsmasq") {
-        eprintln!("SKIPPED: dnsmasq is not installed (Debian package `dnsmasq-base`)");
+    if !available("dnsmasq", "dnsmasq-base") {
         return None;
     }
     Some(Dnsmasq::start(&zone()).unwrap_or_else(|e| panic!("{e}")))

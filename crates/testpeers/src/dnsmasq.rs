@@ -110,7 +110,6 @@ impl Dnsmasq {
             "-k",
             "--conf-file=/dev/null",
             "--pid-file=",
-            "--user=root",
             "--no-resolv",
             "--no-hosts",
             "--no-poll",

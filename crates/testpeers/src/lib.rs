@@ -7,7 +7,8 @@
 //! - [`Dnsmasq`]: an authoritative DNS server for test zones (NAPTR, SRV, A records).
 //!
 //! Each peer runs in its own process group, which is terminated as a whole on drop.
-//! Missing binaries are reported as [`PeerError::Missing`] naming the Debian package.
+//! Missing binaries are reported as [`PeerError::Missing`] naming the Debian package; tests
+//! gate on [`available`], which skips with a message (or fails under `SIPMETER_REQUIRE_PEERS`).
 
 mod dnsmasq;
 mod kamailio;
@@ -15,4 +16,4 @@ mod proc;
 
 pub use dnsmasq::{Dnsmasq, DnsmasqConfig, Naptr, Srv};
 pub use kamailio::{Kamailio, KamailioConfig, User};
-pub use proc::{PeerError, TempDir, free_port, have_binary};
+pub use proc::{PeerError, TempDir, available, free_port, have_binary};

@@ -29,6 +29,22 @@ pub enum PeerError {
     Io(#[from] io::Error),
 }
 
+/// Whether a test needing `binary` can run. When it is missing, prints
+/// `SKIPPED: … install the Debian package PACKAGE` and returns false — or, with the environment
+/// variable `SIPMETER_REQUIRE_PEERS` set (as CI does once the packages are installed), panics
+/// with that message, so a missing peer can never pass silently there.
+pub fn available(binary: &str, package: &str) -> bool {
+    if have_binary(binary) {
+        return true;
+    }
+    let msg = format!("{binary} is not installed: install the Debian package `{package}`");
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
 /// True when `binary` is found on `PATH` (or in /usr/sbin, /sbin, where Debian puts daemons).
 pub fn have_binary(binary: &str) -> bool {
     find_binary(binary).is_some()

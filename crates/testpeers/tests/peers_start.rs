@@ -1,11 +1,10 @@
 //! The harness itself: each peer starts, answers, and is gone after drop.
 
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, User, have_binary};
+use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, User, available};
 
 #[test]
 fn kamailio_starts_answers_and_stops() {
-    if !have_binary("kamailio") {
-        eprintln!("SKIPPED: kamailio is not installed (Debian package `kamailio`)");
+    if !available("kamailio", "kamailio") {
         return;
     }
     let cfg = KamailioConfig {
@@ -22,8 +21,7 @@ fn kamailio_starts_answers_and_stops() {
 
 #[test]
 fn dnsmasq_starts_answers_and_stops() {
-    if !have_binary("dnsmasq") {
-        eprintln!("SKIPPED: dnsmasq is not installed (Debian package `dnsmasq-base`)");
+    if !available("dnsmasq", "dnsmasq-base") {
         return;
     }
     let d = Dnsmasq::start(&DnsmasqConfig {
