@@ -298,7 +298,8 @@ call = "group:callees"
     }
 }
 
-/// Kamailio with accounts 1001–1020 (password `pw<n>`) and a disabled `carol`.
+/// Kamailio with accounts 1001–1020 (password `pw<n>`), a disabled `carol`, and one-time
+/// nonces (stricter than the default; INVITE challenges are never reused).
 fn numbered_kamailio() -> Kamailio {
     let users = (1001..=1020)
         .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
