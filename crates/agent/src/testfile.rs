@@ -40,6 +40,8 @@ pub struct TestFile {
     pub register_expires: Option<u32>,
     /// RFC 3261 T1, the round-trip estimate retransmissions start from (default 500ms).
     pub t1: Option<Spanned<String>>,
+    /// DNS server for the registrar's domain, `address:port` (default: the system's).
+    pub dns_server: Option<Spanned<String>>,
     /// The registrars.
     #[serde(rename = "registrar", default)]
     pub registrars: Vec<RegistrarEntry>,
@@ -66,7 +68,8 @@ pub struct RegistrarEntry {
     pub domain: Option<Spanned<String>>,
     /// Port; default per transport.
     pub port: Option<u16>,
-    /// `udp` (this build's engine runs UDP; tcp/tls/wss/auto come with the transports).
+    /// `udp`, or `auto` (RFC 3263 DNS discovery; the engine uses the first UDP target).
+    /// This build's engine runs UDP; tcp/tls/wss come with the transports.
     pub transport: Option<Spanned<String>>,
     /// `host:port` of an outbound proxy for INVITEs.
     pub outbound_proxy: Option<Spanned<String>>,
@@ -231,6 +234,17 @@ pub struct Prepared {
     pub builtin: Option<Vec<u8>>,
     /// The gates.
     pub pass: PassCriteria,
+    /// Find the registrar by DNS before the run (the plan's `server.addr` is a placeholder).
+    pub discover: Option<Discover>,
+}
+
+/// A registrar to locate by DNS (RFC 3263) when the run starts.
+#[derive(Debug, Clone)]
+pub struct Discover {
+    /// What to locate.
+    pub destination: sip_proto::rfc3263::Destination,
+    /// The DNS server; `None` for the system's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 struct Ctx<'a> {
@@ -272,6 +286,17 @@ pub fn prepare(
     secret: &[u8],
     now_unix: u64,
 ) -> Result<Prepared, FileError> {
+    prepare_with(file, text, secret, now_unix, None)
+}
+
+/// [`prepare`], with a DNS server (`--dns-server`) that overrides the file's `dns_server`.
+pub fn prepare_with(
+    file: &str,
+    text: &str,
+    secret: &[u8],
+    now_unix: u64,
+    dns_server: Option<SocketAddr>,
+) -> Result<Prepared, FileError> {
     let cx = Ctx { file, text };
     let tf: TestFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |s| cx.line_of(s));
@@ -303,6 +328,25 @@ pub fn prepare(
     if tf.groups.is_empty() {
         return cx.err(0..0, "group", "the test has no [[group]]");
     }
+    let dns_server = match (dns_server, &tf.dns_server) {
+        (Some(s), _) => Some(s),
+        (None, None) => None,
+        (None, Some(d)) => match d.get_ref().trim().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                return cx.err(
+                    d.span(),
+                    "dns_server",
+                    format!(
+                        "`{}`: expected ADDRESS:PORT, e.g. 127.0.0.1:53",
+                        d.get_ref()
+                    ),
+                );
+            }
+        },
+    };
+    // Registrars located by DNS when the run starts.
+    let mut deferred: HashMap<&str, sip_proto::rfc3263::Destination> = HashMap::new();
     // Registrars.
     let mut servers: HashMap<&str, (ServerTarget, bool)> = HashMap::new();
     let mut builtin = None;
@@ -340,13 +384,72 @@ pub fn prepare(
                 ),
             );
         };
+        let auto = r
+            .transport
+            .as_ref()
+            .is_some_and(|t| t.get_ref().eq_ignore_ascii_case("auto"));
         if let Some(t) = &r.transport
             && !t.get_ref().eq_ignore_ascii_case("udp")
+            && !auto
         {
-            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (tcp, tls, wss and auto come with the transport layer)", t.get_ref()));
+            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (udp or auto; tcp, tls and wss come with the transport layer)", t.get_ref()));
         }
         let port = r.port.unwrap_or(5060);
         let host = domain.get_ref().trim_matches(['[', ']']);
+        let is_name = host.parse::<IpAddr>().is_err();
+        if auto || (is_name && dns_server.is_some()) {
+            let Ok(h) = sip_proto::target::Host::parse(host) else {
+                return cx.err(
+                    domain.span(),
+                    field("domain"),
+                    format!("`{host}` is not a host name or IP address"),
+                );
+            };
+            // RFC 3263 §4: AUTO puts neither port nor transport in the URI (or DNS discovery
+            // would be off); a fixed transport keeps the seed page's form.
+            let hostpart = h.to_string();
+            let uri = match (auto, r.port) {
+                (true, Some(p)) => format!("sip:{hostpart}:{p}"),
+                (true, None) => format!("sip:{hostpart}"),
+                (false, _) => format!("sip:{hostpart}:{port};transport=udp"),
+            };
+            let registrar_uri = Uri::parse(&uri).or_else(|_| {
+                cx.err(
+                    domain.span(),
+                    field("domain"),
+                    format!("`{host}` is not a host name or IP address"),
+                )
+            })?;
+            deferred.insert(
+                &r.id,
+                sip_proto::rfc3263::Destination {
+                    host: h,
+                    port: if auto { r.port } else { Some(port) },
+                    transport: (!auto).then_some(sip_proto::target::Transport::Udp),
+                    sips: false,
+                },
+            );
+            if r.outbound_proxy.is_some() {
+                return cx.err(
+                    0..0,
+                    field("outbound_proxy"),
+                    "not supported together with DNS discovery in this build",
+                );
+            }
+            servers.insert(
+                &r.id,
+                (
+                    ServerTarget {
+                        addr: ([0, 0, 0, 0], 0).into(),
+                        domain: host.to_owned(),
+                        registrar_uri,
+                        outbound_proxy: None,
+                    },
+                    false,
+                ),
+            );
+            continue;
+        }
         let addr = match host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
             Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
@@ -466,6 +569,7 @@ pub fn prepare(
     };
     let mut groups = Vec::new();
     let mut server: Option<(ServerTarget, bool)> = None;
+    let mut discover = None;
     let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut taken: HashMap<String, usize> = HashMap::new();
     for (gi, g) in tf.groups.iter().enumerate() {
@@ -486,7 +590,13 @@ pub fn prepare(
                     "all groups of one test must use the same registrar in this build",
                 );
             }
-            _ => server = Some((target.clone(), *is_builtin)),
+            _ => {
+                server = Some((target.clone(), *is_builtin));
+                discover = deferred.get(rid.as_str()).map(|d| Discover {
+                    destination: d.clone(),
+                    dns_server,
+                });
+            }
         }
         let n = *g.endpoints.get_ref();
         if n == 0 {
@@ -781,6 +891,7 @@ pub fn prepare(
         },
         builtin,
         pass: tf.pass,
+        discover,
     })
 }
 
@@ -905,6 +1016,44 @@ call = "group:callees"
             p.plan.server.registrar_uri.to_string(),
             "sip:127.0.0.1:5060;transport=udp"
         );
+    }
+
+    #[test]
+    fn auto_defers_to_dns_and_keeps_port_and_transport_out_of_the_uri() {
+        let auto = GOOD
+            .replace("domain = \"127.0.0.1\"", "domain = \"pbx.example.com\"")
+            .replace("transport = \"udp\"", "transport = \"auto\"")
+            .replace("ramp = \"20/s\"", "dns_server = \"127.0.0.1:5353\"");
+        let p = prepare("t.toml", &auto, b"s", 0).unwrap();
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:pbx.example.com"
+        );
+        let d = p.discover.expect("located by DNS at run time");
+        assert_eq!(d.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!((d.destination.port, d.destination.transport), (None, None));
+        // --dns-server wins over the file.
+        let p = prepare_with(
+            "t.toml",
+            &auto,
+            b"s",
+            0,
+            Some("10.0.0.1:53".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            p.discover.unwrap().dns_server,
+            Some("10.0.0.1:53".parse().unwrap())
+        );
+        // A fixed transport with an IP literal needs no DNS.
+        assert!(prepare("t.toml", GOOD, b"s", 0).unwrap().discover.is_none());
+        let bad = auto.replace("127.0.0.1:5353", "localhost");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "dns_server"), "{e}");
+        assert!(e.message.contains("expected ADDRESS:PORT"), "{e}");
+        let tls = auto.replace("\"auto\"", "\"tls\"");
+        let e = prepare("t.toml", &tls, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].transport", "{e}");
     }
 
     #[test]

@@ -9,13 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent::engine::{EndpointReport, Outcome, RunEvent, RunSummary, StopHandle};
 use agent::runner::execute;
-use agent::testfile::{Prepared, prepare, verdict};
+use agent::testfile::{Prepared, prepare_with, verdict};
 
 /// Arguments of `sipmeter run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The test file (TOML).
     file: PathBuf,
+    /// DNS server for the registrar's domain, ADDRESS:PORT (overrides the file's `dns_server`).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -75,16 +78,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    execute_file(&name, &text, &args.out)
+    execute_file(&name, &text, &args.out, args.dns_server)
 }
 
 /// `sipmeter demo`.
 pub fn demo(args: &DemoArgs) -> ExitCode {
-    execute_file("demo.toml (embedded)", DEMO, &args.out)
+    execute_file("demo.toml (embedded)", DEMO, &args.out, None)
 }
 
-fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
-    let mut prepared: Prepared = match prepare(name, text, &secret(), now_unix()) {
+fn execute_file(
+    name: &str,
+    text: &str,
+    out: &OutputArgs,
+    dns_server: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let mut prepared: Prepared = match prepare_with(name, text, &secret(), now_unix(), dns_server) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sipmeter: {e}");
