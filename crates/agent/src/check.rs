@@ -528,7 +528,10 @@ async fn attempt(
     };
     let mut ua = UserAgent::new(config);
     let begin = Instant::now();
-    let wall = SystemTime::now() - begin.saturating_duration_since(start);
+    // The wall clock at `start`, so trace entries of every attempt share one time base.
+    let wall = SystemTime::now()
+        .checked_sub(begin.saturating_duration_since(start))
+        .unwrap_or_else(SystemTime::now);
     let deadline = begin + limit;
     ua.register(begin);
     let mut first_answer: Option<(Duration, u16)> = None;

@@ -687,9 +687,15 @@ pub fn prepare_with(
                             format!("no group named `{name}`"),
                         );
                     };
+                    // RFC 3261 §25.1: an IPv6 domain is bracketed in a URI.
+                    let host = if server.domain.contains(':') {
+                        format!("[{}]", server.domain)
+                    } else {
+                        server.domain.clone()
+                    };
                     users
                         .iter()
-                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{}", server.domain)).ok())
+                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{host}")).ok())
                         .collect()
                 } else {
                     let mut v = Vec::new();
@@ -1015,6 +1021,21 @@ call = "group:callees"
         assert_eq!(
             p.plan.server.registrar_uri.to_string(),
             "sip:127.0.0.1:5060;transport=udp"
+        );
+    }
+
+    #[test]
+    fn group_targets_bracket_an_ipv6_domain() {
+        let v6 = GOOD.replace("domain = \"127.0.0.1\"", "domain = \"::1\"");
+        let p = prepare("t.toml", &v6, b"s", 0).unwrap();
+        let Role::Call { targets, .. } = &p.plan.groups[1].role else {
+            panic!("callers call")
+        };
+        assert_eq!(targets.len(), 2, "no callee dropped");
+        assert_eq!(targets[0].to_string(), "sip:1001@[::1]");
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:[::1]:5060;transport=udp"
         );
     }
 

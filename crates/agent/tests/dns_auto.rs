@@ -65,6 +65,7 @@ fn lab() -> Option<Lab> {
             srv("_sip._udp.naptr.test", "kamailio.naptr.test", port, 10),
             srv("_sip._udp.run.test", "kamailio.naptr.test", port, 10),
             srv("_sip._tcp.tcponly.test", "kamailio.naptr.test", port, 10),
+            srv("_sip._udp.dual.test", "host.dual.test", port, 10),
             // The first UDP target is dead, the second is Kamailio.
             srv(
                 "_sip._udp.failover.test",
@@ -85,6 +86,9 @@ fn lab() -> Option<Lab> {
             ("dead.failover.test".into(), ip),
             ("kamailio.failover.test".into(), ip),
             ("aonly.test".into(), ip),
+            // Kamailio listens on 127.0.0.1 only: the AAAA address, tried first, is dead.
+            ("host.dual.test".into(), "::1".parse().unwrap()),
+            ("host.dual.test".into(), ip),
         ],
     })
     .unwrap_or_else(|e| panic!("{e}"));
@@ -384,5 +388,32 @@ fn a_test_file_refuses_a_domain_reachable_only_over_tcp() {
             "DNS offers tcponly.test only over tcp 127.0.0.1:{} and the load engine runs UDP in this build",
             lab.kamailio.port()
         )
+    );
+}
+
+#[tokio::test]
+async fn auto_tries_aaaa_first_and_falls_back_to_a() {
+    let Some(lab) = lab() else { return };
+    let report = run_check_with(request("dual.test", None), auto(&lab)).await;
+    assert!(
+        report.registered && all_ok(&report),
+        "{report:#?}\n{}",
+        lab.dns.log()
+    );
+    assert_eq!(report.server, Some(lab.kamailio.addr()));
+    let port = lab.kamailio.port();
+    assert!(
+        report.steps[0]
+            .detail
+            .contains(&format!("host.dual.test Aaaa → ::1 ⇒ udp [::1]:{port}")),
+        "{}",
+        report.steps[0].detail
+    );
+    let n = notes(&report);
+    assert!(
+        n.iter()
+            .any(|t| t.starts_with(&format!("udp [::1]:{port} failed ("))
+                && t.ends_with(&format!("trying udp 127.0.0.1:{port} (RFC 3263 §4.3)"))),
+        "{n:#?}"
     );
 }

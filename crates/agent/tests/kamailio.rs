@@ -156,6 +156,60 @@ async fn a_one_time_nonce_server_rechallenges_and_the_check_answers() {
     assert_eq!(nonce(&unregisters[1].text), fresh);
 }
 
+/// The same check against Kamailio on IPv6 loopback: `[::1]` in the registration URI, Via and
+/// Contact.
+async fn registers_over_ipv6(transport: FlowKind) {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let k = Kamailio::start(&KamailioConfig {
+        users: vec![User::new("alice", "alice-pw")],
+        ipv6: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut req = request(&k, transport, "alice", "alice-pw");
+    req.domain = "::1".into();
+    let report = run_check(req).await;
+    assert!(report.registered, "{report:#?}\nkamailio log:\n{}", k.log());
+    assert_eq!(
+        report.registration_uri,
+        format!(
+            "sip:[::1]:{};transport={}",
+            k.port(),
+            transport.via_token().to_ascii_lowercase()
+        )
+    );
+    assert_eq!(report.server, Some(k.addr()));
+    let register = &report.trace[0].text;
+    assert!(
+        register.contains(&format!("SIP/2.0/{} [::1]:", transport.via_token())),
+        "{register}"
+    );
+    assert!(
+        register.contains("Contact: <sip:alice@[::1]:"),
+        "{register}"
+    );
+    assert_eq!(
+        received_codes(&report),
+        [
+            "SIP/2.0 401 Unauthorized",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 200 OK"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn check_registers_with_kamailio_over_ipv6_udp() {
+    registers_over_ipv6(FlowKind::Udp).await;
+}
+
+#[tokio::test]
+async fn check_registers_with_kamailio_over_ipv6_tcp() {
+    registers_over_ipv6(FlowKind::Tcp).await;
+}
+
 #[tokio::test]
 async fn wrong_password_fails_with_the_401_and_its_hint() {
     let Some(k) = kamailio() else { return };
@@ -535,5 +589,77 @@ async fn a_stopped_server_is_a_transport_failure_not_a_hang() {
         report.steps[1]
             .detail
             .starts_with("connection refused by 127.0.0.1:")
+    );
+}
+
+/// A run over IPv6 loopback through Kamailio on `[::1]`: 2 callers → 2 callees.
+#[test]
+fn a_run_over_ipv6_through_kamailio() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let k = Kamailio::start(&KamailioConfig {
+        users: (1001..=1004)
+            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+            .collect(),
+        ipv6: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (summary, reports) = run_text(&format!(
+        r#"
+name = "ipv6"
+duration = "200ms"
+seed = 8
+shards = 1
+time_limit = "20s"
+
+[[registrar]]
+id = "kam"
+domain = "::1"
+port = {port}
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 2
+registrar = "kam"
+role = "answer"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "kam"
+call = "group:callees"
+"#,
+        port = k.port()
+    ));
+    for r in &reports {
+        assert_eq!(
+            r.outcome,
+            agent::engine::Outcome::Success,
+            "{r:#?}\n{}",
+            k.log()
+        );
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
+    let invite = reports
+        .iter()
+        .filter(|r| r.group == "callers")
+        .flat_map(|r| r.trace.iter())
+        .find(|e| e.first_line().starts_with("INVITE "))
+        .unwrap();
+    assert!(
+        invite.first_line().starts_with("INVITE sip:100"),
+        "{}",
+        invite.text
+    );
+    assert!(
+        invite.first_line().contains("@[::1] SIP/2.0"),
+        "{}",
+        invite.text
     );
 }

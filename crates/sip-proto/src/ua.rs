@@ -403,10 +403,12 @@ impl UserAgent {
     }
 
     fn aor(&self) -> SipUri {
-        SipUri::new(
-            Host::parse(&self.config.domain).unwrap_or(Host::Name(self.config.domain.clone())),
-        )
-        .with_user(self.config.user.clone())
+        let domain = &self.config.domain;
+        // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
+        let host = Host::parse(domain)
+            .or_else(|e| domain.parse().map(Host::V6).map_err(|_| e))
+            .unwrap_or(Host::Name(domain.clone()));
+        SipUri::new(host).with_user(self.config.user.clone())
     }
 
     fn contact(&self) -> NameAddr {

@@ -1,7 +1,7 @@
 //! A Kamailio registrar + proxy for interop tests.
 
 use std::fs::File;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct KamailioConfig {
     /// Every nonce serves one request only (`one_time_nonce`): refreshes and un-REGISTERs
     /// reusing a nonce are challenged again.
     pub one_time_nonce: bool,
+    /// Listen on `[::1]` instead of `127.0.0.1`.
+    pub ipv6: bool,
 }
 
 impl Default for KamailioConfig {
@@ -60,15 +62,18 @@ impl Default for KamailioConfig {
             debug: 1,
             register_qop: true,
             one_time_nonce: false,
+            ipv6: false,
         }
     }
 }
 
-/// A running Kamailio listening on 127.0.0.1:`port()` over UDP and TCP; stopped on drop.
+/// A running Kamailio listening on `addr()` (127.0.0.1 or [::1]) over UDP and TCP; stopped
+/// on drop.
 #[derive(Debug)]
 pub struct Kamailio {
     // Dropped first: the process goes before its directory.
     group: Group,
+    ip: IpAddr,
     port: u16,
     dir: TempDir,
 }
@@ -104,6 +109,13 @@ impl Kamailio {
         }
         Ok(CONFIG_TEMPLATE
             .replace("@PORT@", &port.to_string())
+            .replace(
+                "@IP@",
+                &match listen_ip(config) {
+                    IpAddr::V6(a) => format!("[{a}]"),
+                    v4 => v4.to_string(),
+                },
+            )
             .replace("@DOMAIN@", &config.domain)
             .replace("@DEBUG@", &config.debug.to_string())
             .replace("@QOP@", if config.register_qop { "1" } else { "0" })
@@ -131,7 +143,12 @@ impl Kamailio {
     }
 
     fn try_start(binary: &std::path::Path, config: &KamailioConfig) -> Result<Kamailio, PeerError> {
-        let port = free_port()?;
+        let ip = listen_ip(config);
+        let port = if config.ipv6 {
+            free_port_v6()?
+        } else {
+            free_port()?
+        };
         let dir = TempDir::new("sipmeter-kamailio")?;
         let cfg = dir.path().join("kamailio.cfg");
         std::fs::write(&cfg, Self::config_text(config, port)?)?;
@@ -150,10 +167,15 @@ impl Kamailio {
             .stdout(Stdio::null())
             .stderr(log);
         let group = Group::spawn("kamailio", cmd)?;
-        let mut k = Kamailio { group, port, dir };
+        let mut k = Kamailio {
+            group,
+            ip,
+            port,
+            dir,
+        };
         let limit = Duration::from_secs(10);
         let end = Instant::now() + limit;
-        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        let probe = UdpSocket::bind(SocketAddr::new(ip, 0))?;
         probe.set_read_timeout(Some(Duration::from_millis(200)))?;
         let mut n = 0u32;
         while Instant::now() < end {
@@ -171,14 +193,14 @@ impl Kamailio {
         Err(PeerError::NotReady("kamailio", limit, k.log()))
     }
 
-    /// The port (UDP and TCP) on 127.0.0.1.
+    /// The port (UDP and TCP).
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The listening address (UDP and TCP).
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     /// What Kamailio logged so far.
@@ -190,6 +212,29 @@ impl Kamailio {
     pub fn is_running(&mut self) -> bool {
         self.group.exited().is_none() && self.group.child().id() > 0
     }
+}
+
+fn listen_ip(config: &KamailioConfig) -> IpAddr {
+    if config.ipv6 {
+        IpAddr::V6(Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// A port free on [::1] for both UDP and TCP at the time of the call.
+fn free_port_v6() -> std::io::Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("[::1]:0")?;
+        let port = tcp.local_addr()?.port();
+        if UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no port free on [::1] for both UDP and TCP",
+    ))
 }
 
 /// Sends one OPTIONS and waits briefly for a 200.
