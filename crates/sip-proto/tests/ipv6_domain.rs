@@ -23,6 +23,7 @@ fn first_register(domain: &str) -> String {
         timers: TimerConfig::default(),
         user_agent: "test".into(),
         seed: 1,
+        use_100rel: false,
     });
     ua.register(Instant::now());
     let out = ua.poll_transmit().expect("a REGISTER");
