@@ -1,6 +1,7 @@
 //! Header names, raw headers, and the lazily parsed typed views.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -32,14 +33,20 @@ macro_rules! header_names {
 
             /// The name for `s`, recognising long and compact forms in any case.
             pub fn from_name(s: &str) -> Self {
-                // Most names are canonical or lower case: try those first without folding.
+                let b = s.as_bytes();
+                if let [c] = b {
+                    // Compact forms are single letters (RFC 3261 §7.3.3).
+                    let c = c.to_ascii_lowercase();
+                    $($(
+                        if c == $compact.as_bytes()[0] {
+                            return HeaderName::$variant;
+                        }
+                    )?)*
+                }
+                // One pass, most frequent names first (the list order); the length test
+                // rejects most candidates before any byte is compared.
                 $(
-                    if s == $canon {
-                        return HeaderName::$variant;
-                    }
-                )*
-                $(
-                    if s.eq_ignore_ascii_case($canon) $(|| s.eq_ignore_ascii_case($compact))? {
+                    if b.len() == $canon.len() && b.eq_ignore_ascii_case($canon.as_bytes()) {
                         return HeaderName::$variant;
                     }
                 )*
@@ -50,65 +57,66 @@ macro_rules! header_names {
 }
 
 // RFC 3261 §7.3.3 and §20; compact forms from RFC 3261, RFC 3515 (r), RFC 3892 (b),
-// RFC 3903? (none), RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d), RFC 3329? (none), RFC 3891? (none).
+// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d). `from_name` tries the names in this order:
+// the headers of every request and response come first.
 header_names! {
+    Via => "Via", "v";
+    From => "From", "f";
+    To => "To", "t";
+    CallId => "Call-ID", "i";
+    CSeq => "CSeq";
+    Contact => "Contact", "m";
+    MaxForwards => "Max-Forwards";
+    ContentLength => "Content-Length", "l";
+    ContentType => "Content-Type", "c";
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    Allow => "Allow";
+    Supported => "Supported", "k";
+    UserAgent => "User-Agent";
+    Server => "Server";
+    Expires => "Expires";
+    Authorization => "Authorization";
+    ProxyAuthorization => "Proxy-Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    Require => "Require";
+    Event => "Event", "o";
+    AllowEvents => "Allow-Events", "u";
+    SubscriptionState => "Subscription-State";
+    Date => "Date";
+    Reason => "Reason";
+    SessionExpires => "Session-Expires", "x";
+    MinSe => "Min-SE";
+    RSeq => "RSeq";
+    RAck => "RAck";
     Accept => "Accept";
     AcceptEncoding => "Accept-Encoding";
     AcceptLanguage => "Accept-Language";
     AlertInfo => "Alert-Info";
-    Allow => "Allow";
-    AllowEvents => "Allow-Events", "u";
     AuthenticationInfo => "Authentication-Info";
-    Authorization => "Authorization";
-    CallId => "Call-ID", "i";
     CallInfo => "Call-Info";
-    Contact => "Contact", "m";
     ContentDisposition => "Content-Disposition";
     ContentEncoding => "Content-Encoding", "e";
     ContentLanguage => "Content-Language";
-    ContentLength => "Content-Length", "l";
-    ContentType => "Content-Type", "c";
-    CSeq => "CSeq";
-    Date => "Date";
     ErrorInfo => "Error-Info";
-    Event => "Event", "o";
-    Expires => "Expires";
-    From => "From", "f";
     InReplyTo => "In-Reply-To";
-    MaxForwards => "Max-Forwards";
     MimeVersion => "MIME-Version";
     MinExpires => "Min-Expires";
-    MinSe => "Min-SE";
     Organization => "Organization";
     Path => "Path";
     Priority => "Priority";
-    ProxyAuthenticate => "Proxy-Authenticate";
-    ProxyAuthorization => "Proxy-Authorization";
     ProxyRequire => "Proxy-Require";
-    RAck => "RAck";
-    Reason => "Reason";
-    RecordRoute => "Record-Route";
     ReferTo => "Refer-To", "r";
     ReferredBy => "Referred-By", "b";
     RejectContact => "Reject-Contact", "j";
     ReplyTo => "Reply-To";
-    Require => "Require";
     RequestDisposition => "Request-Disposition", "d";
     RetryAfter => "Retry-After";
-    Route => "Route";
-    RSeq => "RSeq";
-    Server => "Server";
-    SessionExpires => "Session-Expires", "x";
     Subject => "Subject", "s";
-    SubscriptionState => "Subscription-State";
-    Supported => "Supported", "k";
     Timestamp => "Timestamp";
-    To => "To", "t";
     Unsupported => "Unsupported";
-    UserAgent => "User-Agent";
-    Via => "Via", "v";
     Warning => "Warning";
-    WwwAuthenticate => "WWW-Authenticate";
     AcceptContact => "Accept-Contact", "a";
 }
 
@@ -136,21 +144,76 @@ impl From<&str> for HeaderName {
 }
 
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Header {
     name: HeaderName,
     value: Value,
-    raw: Option<Bytes>,
+    raw: Raw,
 }
 
-/// A header value: a slice of the received bytes when it needed no unfolding (no copy), or
-/// an owned string (built headers, folded or non-UTF-8 values).
+/// A header value: a range of the received head text when it needed no unfolding (no copy),
+/// or an owned string (built headers, folded values, heads that are not UTF-8).
 #[derive(Debug, Clone)]
 enum Value {
-    /// Valid UTF-8, already trimmed, shared with the message buffer.
-    Shared(Bytes),
+    /// `start..end` of the head text in [`Raw::Text`], already trimmed.
+    Shared(u32, u32),
     /// Owned text.
     Owned(String),
+}
+
+/// Where a header's received bytes live.
+#[derive(Clone)]
+pub(crate) enum Raw {
+    /// Built locally: printed as `Name: value`.
+    None,
+    /// `start..end` of the received header section, valid UTF-8 as a whole and shared by
+    /// every header of the message (one reference count, no copy per header).
+    Text {
+        /// The header section as received.
+        head: Arc<str>,
+        /// First byte of the line(s).
+        start: u32,
+        /// End of the line(s), without the final CRLF.
+        end: u32,
+    },
+    /// The exact bytes of a header section that is not valid UTF-8.
+    Bytes(Bytes),
+}
+
+impl Raw {
+    /// The bytes, if any.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Raw::None => None,
+            // Ranges were cut at line ends, which are ASCII: always in bounds and on
+            // character boundaries; the empty fallback keeps the function total.
+            Raw::Text { head, start, end } => Some(
+                head.as_bytes()
+                    .get(*start as usize..*end as usize)
+                    .unwrap_or_default(),
+            ),
+            Raw::Bytes(b) => Some(b),
+        }
+    }
+}
+
+impl fmt::Debug for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_bytes() {
+            Some(b) => fmt::Debug::fmt(&String::from_utf8_lossy(b), f),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Header")
+            .field("name", &self.name)
+            .field("value", &self.value())
+            .field("raw", &self.raw)
+            .finish()
+    }
 }
 
 impl Header {
@@ -159,25 +222,32 @@ impl Header {
         Self {
             name: name.into(),
             value: Value::Owned(value.into()),
-            raw: None,
+            raw: Raw::None,
         }
     }
 
     /// A parsed header whose value needed unfolding or repair (an owned copy).
-    pub(crate) fn parsed(name: HeaderName, value: String, raw: Bytes) -> Self {
+    pub(crate) fn parsed(name: HeaderName, value: String, raw: Raw) -> Self {
         Self {
             name,
             value: Value::Owned(value),
-            raw: Some(raw),
+            raw,
         }
     }
 
-    /// A parsed header whose value is the UTF-8 slice `value` of the received buffer.
-    pub(crate) fn parsed_shared(name: HeaderName, value: Bytes, raw: Bytes) -> Self {
+    /// A parsed header whose lines are `start..end` of `head` and whose value is
+    /// `value.0..value.1` of it (ranges in bytes, on character boundaries).
+    pub(crate) fn parsed_shared(
+        name: HeaderName,
+        head: Arc<str>,
+        start: u32,
+        end: u32,
+        value: (u32, u32),
+    ) -> Self {
         Self {
             name,
-            value: Value::Shared(value),
-            raw: Some(raw),
+            value: Value::Shared(value.0, value.1),
+            raw: Raw::Text { head, start, end },
         }
     }
 
@@ -188,17 +258,20 @@ impl Header {
 
     /// The value with folding replaced by a single space and outer white space trimmed.
     pub fn value(&self) -> &str {
-        match &self.value {
-            // Checked to be UTF-8 when the header was parsed (`parsed_shared`), so this
-            // cannot fail; the empty fallback only keeps the function total.
-            Value::Shared(b) => std::str::from_utf8(b).unwrap_or_default(),
-            Value::Owned(s) => s,
+        match (&self.value, &self.raw) {
+            // `parsed_shared` is only given ranges inside the head that end next to ASCII
+            // bytes, so `get` cannot fail; the empty fallback keeps the function total.
+            (Value::Shared(s, e), Raw::Text { head, .. }) => {
+                head.get(*s as usize..*e as usize).unwrap_or_default()
+            }
+            (Value::Shared(..), _) => "",
+            (Value::Owned(s), _) => s,
         }
     }
 
     /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
     pub fn raw(&self) -> Option<&[u8]> {
-        self.raw.as_deref()
+        self.raw.as_bytes()
     }
 }
 
@@ -220,6 +293,11 @@ impl Headers {
     /// No headers.
     pub fn new() -> Self {
         Self(Vec::new())
+    }
+
+    /// Room for `n` headers without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
     }
 
     /// All headers in order.
