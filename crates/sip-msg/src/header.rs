@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::HeaderError;
-use crate::text::{first_top, split_top};
+use crate::text::{TopSplit, check_top, first_top, split_top};
 
 macro_rules! header_names {
     ($( $variant:ident => $canon:literal $(, $compact:literal)? ; )*) => {
@@ -285,6 +285,18 @@ pub trait TypedHeader: Sized {
     fn parse(value: &str) -> Result<Self, HeaderError>;
 }
 
+/// A typed view that borrows from the header value instead of copying it
+/// (`headers.view::<ViaRef>()`): no allocation for the common headers. Each has an
+/// `into_owned()` giving the matching [`TypedHeader`], which is parsed by the same code.
+pub trait HeaderView<'a>: Sized {
+    /// The header this view reads.
+    const NAME: HeaderName;
+    /// True when one header line may carry several comma-separated values (RFC 3261 §7.3.1).
+    const LIST: bool;
+    /// Reads one value (one element of the list for list headers).
+    fn parse(value: &'a str) -> Result<Self, HeaderError>;
+}
+
 /// The headers of a message, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Headers(Vec<Header>);
@@ -358,6 +370,48 @@ impl Headers {
             }
         }
         out
+    }
+
+    /// The borrowed view of the first value of `T`'s header; `None` when absent.
+    /// Reads what [`Headers::typed`] reads, without allocating.
+    pub fn view<'a, T: HeaderView<'a>>(&'a self) -> Option<Result<T, HeaderError>> {
+        let h = self.get(&T::NAME)?;
+        if T::LIST {
+            let first = match first_top(h.value(), b',') {
+                Ok(first) => first,
+                Err(e) => return Some(Err(e)),
+            };
+            Some(T::parse(first.trim()))
+        } else {
+            Some(T::parse(h.value()))
+        }
+    }
+
+    /// Every value of `T`'s header across all its lines, in order, as borrowed views: the
+    /// items of [`Headers::typed_all`] without the `Vec` or any copy.
+    pub fn view_all<'a, T: HeaderView<'a> + 'a>(
+        &'a self,
+    ) -> impl Iterator<Item = Result<T, HeaderError>> + 'a {
+        self.0
+            .iter()
+            .filter(|h| h.name == T::NAME)
+            .flat_map(|h| {
+                let v = h.value();
+                // One value (not a list), one error (a list that cannot be split), or the
+                // parts of a list: one iterator type for the three without boxing.
+                let (single, parts) = if !T::LIST {
+                    (Some(Ok(v)), None)
+                } else {
+                    match check_top(v) {
+                        Ok(()) => (None, Some(TopSplit::new(v, b','))),
+                        Err(e) => (Some(Err(e)), None),
+                    }
+                };
+                single
+                    .into_iter()
+                    .chain(parts.into_iter().flatten().map(|p| Ok(p.trim())))
+            })
+            .map(|v| v.and_then(T::parse))
     }
 
     /// Appends a header.

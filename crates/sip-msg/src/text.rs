@@ -1,14 +1,30 @@
 //! Lexical helpers shared by the parsers (RFC 3261 §25.1).
 
+use std::borrow::Cow;
+
 use crate::error::HeaderError;
 
+/// Token characters as a table: one load per byte on the parser's hottest path.
+static TOKEN_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 /// RFC 3261 §25.1: `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`.
+#[inline]
 pub(crate) fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN_CHARS[c as usize]
 }
 
 /// True when `s` is a non-empty token.
@@ -80,6 +96,84 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     }
     parts.push(&s[start..]);
     Ok(parts)
+}
+
+/// Checks what [`split_top`] checks (closed quotes and angle brackets) without splitting.
+pub(crate) fn check_top(s: &str) -> Result<(), HeaderError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut angle = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = quoted_end(b, i)?;
+                continue;
+            }
+            b'<' => angle = true,
+            b'>' => angle = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    if angle {
+        return Err(HeaderError::UnterminatedAngle);
+    }
+    Ok(())
+}
+
+/// The parts of [`split_top`] without a `Vec`; on text that [`check_top`] rejected it still
+/// ends (an open quote runs to the end).
+#[derive(Debug, Clone)]
+pub(crate) struct TopSplit<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    done: bool,
+}
+
+impl<'a> TopSplit<'a> {
+    pub(crate) fn new(s: &'a str, sep: u8) -> Self {
+        Self {
+            s,
+            pos: 0,
+            sep,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for TopSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        // A separator counts only outside `<...>`, so each part starts outside one.
+        let mut angle = false;
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    i = quoted_end(b, i).unwrap_or(b.len());
+                    continue;
+                }
+                b'<' => angle = true,
+                b'>' => angle = false,
+                c if c == self.sep && !angle => {
+                    // `i` is at an ASCII separator: a character boundary.
+                    let part = self.s.get(self.pos..i).unwrap_or_default();
+                    self.pos = i + 1;
+                    return Some(part);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(self.s.get(self.pos..).unwrap_or_default())
+    }
 }
 
 /// The part of `s` before the first `sep` outside quotes and `<...>` (all of `s` if none).
@@ -172,16 +266,46 @@ impl Params {
         self.0.is_empty()
     }
 
-    /// Parses `;a=b;c` (the leading `;` already removed, i.e. `a=b;c`). White space around
+    /// Appends `name` even when it is already present (header parameters keep duplicates).
+    fn push(&mut self, name: &str, value: Option<&str>) {
+        self.0.push((name.to_owned(), value.map(str::to_owned)));
+    }
+}
+
+/// How a [`ParamsRef`] text is split and which duplicate wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamsKind {
+    /// Header parameters: quotes respected, white space around `;` and `=`, first wins.
+    Header,
+    /// URI parameters: split at every `;`, no white space, the last value wins.
+    Uri,
+}
+
+/// Parameters read in place: the validated text after the first `;`, looked up by scanning
+/// (a handful of short parameters: cheaper than building a list). [`ParamsRef::into_owned`]
+/// gives the [`Params`] the owned views carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamsRef<'a> {
+    text: &'a str,
+    kind: ParamsKind,
+}
+
+impl Default for ParamsRef<'_> {
+    fn default() -> Self {
+        Self {
+            text: "",
+            kind: ParamsKind::Header,
+        }
+    }
+}
+
+impl<'a> ParamsRef<'a> {
+    /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
-    pub(crate) fn parse_header_params(s: &str) -> Result<Self, HeaderError> {
-        let mut out = Vec::new();
-        for part in split_top(s, b';')? {
-            let part = part.trim_matches(|c| c == ' ' || c == '\t');
-            let (name, value) = match part.split_once('=') {
-                Some((n, v)) => (n.trim_end(), Some(v.trim_start())),
-                None => (part, None),
-            };
+    pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {
+        check_top(s)?;
+        for part in TopSplit::new(s, b';') {
+            let (name, value) = header_param(part);
             if !is_token(name) {
                 return Err(HeaderError::BadParam);
             }
@@ -198,9 +322,98 @@ impl Params {
                     return Err(HeaderError::BadParam);
                 }
             }
-            out.push((name.to_owned(), value.map(str::to_owned)));
         }
-        Ok(Self(out))
+        Ok(Self {
+            text: s,
+            kind: ParamsKind::Header,
+        })
+    }
+
+    /// URI parameters `a=b;c` that the caller validated (split at every `;`).
+    pub(crate) fn uri(s: &'a str) -> Self {
+        Self {
+            text: s,
+            kind: ParamsKind::Uri,
+        }
+    }
+
+    /// Iterates over `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + use<'a> {
+        let kind = self.kind;
+        let (header, uri) = match (self.text.is_empty(), kind) {
+            (true, _) => (None, None),
+            (false, ParamsKind::Header) => (Some(TopSplit::new(self.text, b';')), None),
+            (false, ParamsKind::Uri) => (None, Some(self.text.split(';'))),
+        };
+        header
+            .into_iter()
+            .flatten()
+            .map(header_param)
+            .chain(uri.into_iter().flatten().map(|p| match p.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (p, None),
+            }))
+    }
+
+    /// The value of `name`: `None` when absent, `Some(None)` when present without a value.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        let mut found = None;
+        for (n, v) in self.iter() {
+            if n.eq_ignore_ascii_case(name) {
+                found = Some(v);
+                if self.kind == ParamsKind::Header {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    /// The value of `name` when present with a value; quotes of a quoted value are removed
+    /// (borrowed unless it holds escapes).
+    pub fn value(&self, name: &str) -> Option<Cow<'a, str>> {
+        let v = self.get(name)??;
+        Some(if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+            let inner = &v[1..v.len() - 1];
+            if inner.contains('\\') {
+                Cow::Owned(unquote(v))
+            } else {
+                Cow::Borrowed(inner)
+            }
+        } else {
+            Cow::Borrowed(v)
+        })
+    }
+
+    /// True when `name` is present, with or without a value.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// The owned list (URI parameters: a repeated name keeps its first place and last value).
+    pub fn into_owned(self) -> Params {
+        let mut out = Params::new();
+        for (n, v) in self.iter() {
+            match self.kind {
+                ParamsKind::Header => out.push(n, v),
+                ParamsKind::Uri => out.set(n, v),
+            }
+        }
+        out
+    }
+}
+
+/// One header parameter `name [= value]`, white space trimmed.
+fn header_param(part: &str) -> (&str, Option<&str>) {
+    let part = part.trim_matches(|c| c == ' ' || c == '\t');
+    match part.split_once('=') {
+        Some((n, v)) => (n.trim_end(), Some(v.trim_start())),
+        None => (part, None),
     }
 }
 

@@ -1,11 +1,12 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), and other absolute URIs kept verbatim.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::error::UriError;
-use crate::text::Params;
+use crate::text::{Params, ParamsRef};
 
 /// The host of a SIP URI or Via.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,35 +22,7 @@ pub enum Host {
 impl Host {
     /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
     pub fn parse(s: &str) -> Result<Self, UriError> {
-        if let Some(inner) = s.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or(UriError::BadHost)?;
-            return Ipv6Addr::from_str(inner)
-                .map(Host::V6)
-                .map_err(|_| UriError::BadHost);
-        }
-        if s.is_empty() {
-            return Err(UriError::BadHost);
-        }
-        if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
-            && let Ok(a) = Ipv4Addr::from_str(s)
-        {
-            return Ok(Host::V4(a));
-        }
-        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional final dot.
-        let ok = s.split('.').enumerate().all(|(i, label)| {
-            (label.is_empty() && i > 0 && s.ends_with('.'))
-                || (!label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-'))
-        });
-        if ok {
-            Ok(Host::Name(s.to_owned()))
-        } else {
-            Err(UriError::BadHost)
-        }
+        HostRef::parse(s).map(HostRef::into_owned)
     }
 
     /// True when the host is an IP address literal (no DNS needed).
@@ -68,8 +41,78 @@ impl fmt::Display for Host {
     }
 }
 
+/// A [`Host`] read in place: the name borrowed from the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostRef<'a> {
+    /// A host name as written (compare case-insensitively).
+    Name(&'a str),
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 reference (written in brackets).
+    V6(Ipv6Addr),
+}
+
+impl<'a> HostRef<'a> {
+    /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
+        if let Some(inner) = s.strip_prefix('[') {
+            let inner = inner.strip_suffix(']').ok_or(UriError::BadHost)?;
+            return Ipv6Addr::from_str(inner)
+                .map(HostRef::V6)
+                .map_err(|_| UriError::BadHost);
+        }
+        if s.is_empty() {
+            return Err(UriError::BadHost);
+        }
+        if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+            && let Ok(a) = Ipv4Addr::from_str(s)
+        {
+            return Ok(HostRef::V4(a));
+        }
+        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional final dot.
+        let ok = s.split('.').enumerate().all(|(i, label)| {
+            (label.is_empty() && i > 0 && s.ends_with('.'))
+                || (!label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-'))
+        });
+        if ok {
+            Ok(HostRef::Name(s))
+        } else {
+            Err(UriError::BadHost)
+        }
+    }
+
+    /// The owned host.
+    pub fn into_owned(self) -> Host {
+        match self {
+            HostRef::Name(n) => Host::Name(n.to_owned()),
+            HostRef::V4(a) => Host::V4(a),
+            HostRef::V6(a) => Host::V6(a),
+        }
+    }
+
+    /// True when the host is an IP address literal (no DNS needed).
+    pub fn is_ip(&self) -> bool {
+        !matches!(self, HostRef::Name(_))
+    }
+}
+
+impl fmt::Display for HostRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostRef::Name(n) => f.write_str(n),
+            HostRef::V4(a) => write!(f, "{a}"),
+            HostRef::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
 /// Splits `host[:port]` where host may be a bracketed IPv6 reference.
-pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
+pub(crate) fn parse_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
         let end = s.find(']').ok_or(UriError::BadHost)?;
         let rest = &s[end + 1..];
@@ -93,7 +136,7 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
             Some(p.parse::<u16>().map_err(|_| UriError::BadPort)?)
         }
     };
-    Ok((Host::parse(host)?, port))
+    Ok((HostRef::parse(host)?, port))
 }
 
 /// The scheme of a SIP URI.
@@ -172,8 +215,29 @@ impl SipUri {
     pub fn is_loose_route(&self) -> bool {
         self.params.contains("lr")
     }
+}
 
-    fn parse(scheme: Scheme, rest: &str) -> Result<Self, UriError> {
+/// A [`SipUri`] read in place (every part borrowed from the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUriRef<'a> {
+    /// `sip` or `sips`.
+    pub scheme: Scheme,
+    /// The user part, still %-escaped as written.
+    pub user: Option<&'a str>,
+    /// The password, still %-escaped.
+    pub password: Option<&'a str>,
+    /// The host.
+    pub host: HostRef<'a>,
+    /// The port, when written.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`).
+    pub params: ParamsRef<'a>,
+    /// URI headers after `?` (`Subject=x&Priority=urgent`), still escaped.
+    pub headers: Option<&'a str>,
+}
+
+impl<'a> SipUriRef<'a> {
+    fn parse(scheme: Scheme, rest: &'a str) -> Result<Self, UriError> {
         // The user part may hold `?`, `;` and `,` (RFC 3261 §25.1 user-unreserved) while `@`
         // appears nowhere else unescaped: split the userinfo off at the last `@` first.
         let (userinfo, after_user) = match rest.rfind('@') {
@@ -201,7 +265,7 @@ impl SipUri {
                 if let Some(p) = p {
                     check_escapes(p)?;
                 }
-                (Some(u.to_owned()), p.map(str::to_owned))
+                (Some(u), p)
             }
         };
         let (hostport, params) = match hostpart.split_once(';') {
@@ -209,7 +273,6 @@ impl SipUri {
             None => (hostpart, None),
         };
         let (host, port) = parse_hostport(hostport)?;
-        let mut out = Params::new();
         if let Some(ps) = params {
             for p in ps.split(';') {
                 let (n, v) = match p.split_once('=') {
@@ -223,16 +286,13 @@ impl SipUri {
                 if let Some(v) = v {
                     check_escapes(v)?;
                 }
-                out.set(n, v);
             }
         }
-        let mut hs = Vec::new();
         if let Some(h) = headers {
             for pair in h.split('&') {
                 let (n, v) = pair.split_once('=').ok_or(UriError::BadParam)?;
                 check_escapes(n)?;
                 check_escapes(v)?;
-                hs.push((n.to_owned(), v.to_owned()));
             }
         }
         Ok(Self {
@@ -241,9 +301,40 @@ impl SipUri {
             password,
             host,
             port,
-            params: out,
-            headers: hs,
+            params: ParamsRef::uri(params.unwrap_or("")),
+            headers,
         })
+    }
+
+    /// The owned URI.
+    pub fn into_owned(self) -> SipUri {
+        let headers = match self.headers {
+            None => Vec::new(),
+            Some(h) => h
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        SipUri {
+            scheme: self.scheme,
+            user: self.user.map(str::to_owned),
+            password: self.password.map(str::to_owned),
+            host: self.host.into_owned(),
+            port: self.port,
+            params: self.params.into_owned(),
+            headers,
+        }
+    }
+
+    /// The `transport` parameter as written (compare case-insensitively).
+    pub fn transport(&self) -> Option<Cow<'a, str>> {
+        self.params.value("transport")
+    }
+
+    /// True with the `lr` parameter (loose routing, RFC 3261 §16.12).
+    pub fn is_loose_route(&self) -> bool {
+        self.params.contains("lr")
     }
 }
 
@@ -358,9 +449,30 @@ pub enum Uri {
     },
 }
 
-impl Uri {
+/// A [`Uri`] read in place (every part borrowed from the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriRef<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUriRef<'a>),
+    /// `tel:` (RFC 3966).
+    Tel {
+        /// The telephone-subscriber part up to the first `;`.
+        number: &'a str,
+        /// Parameters such as `phone-context`.
+        params: ParamsRef<'a>,
+    },
+    /// Any other absolute URI, as written.
+    Other {
+        /// The scheme as written.
+        scheme: &'a str,
+        /// Everything after the colon.
+        rest: &'a str,
+    },
+}
+
+impl<'a> UriRef<'a> {
     /// Parses an absolute URI.
-    pub fn parse(s: &str) -> Result<Self, UriError> {
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
         if s.is_empty() {
             return Err(UriError::Empty);
         }
@@ -379,9 +491,9 @@ impl Uri {
             return Err(UriError::MissingScheme);
         }
         if scheme.eq_ignore_ascii_case("sip") {
-            SipUri::parse(Scheme::Sip, rest).map(Uri::Sip)
+            SipUriRef::parse(Scheme::Sip, rest).map(UriRef::Sip)
         } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUri::parse(Scheme::Sips, rest).map(Uri::Sip)
+            SipUriRef::parse(Scheme::Sips, rest).map(UriRef::Sip)
         } else if scheme.eq_ignore_ascii_case("tel") {
             let (number, params) = match rest.split_once(';') {
                 Some((n, p)) => (n, Some(p)),
@@ -390,30 +502,52 @@ impl Uri {
             if number.is_empty() {
                 return Err(UriError::BadUser);
             }
-            let mut ps = Params::new();
             if let Some(p) = params {
                 for kv in p.split(';') {
-                    let (k, v) = match kv.split_once('=') {
-                        Some((k, v)) => (k, Some(v)),
-                        None => (kv, None),
-                    };
+                    let k = kv.split_once('=').map_or(kv, |(k, _)| k);
                     if k.is_empty() {
                         return Err(UriError::BadParam);
                     }
-                    ps.set(k, v);
                 }
             }
-            Ok(Uri::Tel {
-                number: number.to_owned(),
-                params: ps,
+            Ok(UriRef::Tel {
+                number,
+                params: ParamsRef::uri(params.unwrap_or("")),
             })
         } else {
             check_escapes(rest)?;
-            Ok(Uri::Other {
+            Ok(UriRef::Other { scheme, rest })
+        }
+    }
+
+    /// The owned URI.
+    pub fn into_owned(self) -> Uri {
+        match self {
+            UriRef::Sip(u) => Uri::Sip(u.into_owned()),
+            UriRef::Tel { number, params } => Uri::Tel {
+                number: number.to_owned(),
+                params: params.into_owned(),
+            },
+            UriRef::Other { scheme, rest } => Uri::Other {
                 scheme: scheme.to_ascii_lowercase(),
                 rest: rest.to_owned(),
-            })
+            },
         }
+    }
+
+    /// The SIP URI, when this is one.
+    pub fn as_sip(&self) -> Option<&SipUriRef<'a>> {
+        match self {
+            UriRef::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl Uri {
+    /// Parses an absolute URI.
+    pub fn parse(s: &str) -> Result<Self, UriError> {
+        UriRef::parse(s).map(UriRef::into_owned)
     }
 
     /// The SIP URI, when this is one.
