@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::HeaderError;
-use crate::text::{TopSplit, check_top, first_top, split_top};
+use crate::text::{TopSplit, check_top, first_top, split_top, trim_fast};
 
 macro_rules! header_names {
     ($( $variant:ident => $canon:literal $(, $compact:literal)? ; )*) => {
@@ -33,6 +33,22 @@ macro_rules! header_names {
 
             /// The name for `s`, recognising long and compact forms in any case.
             pub fn from_name(s: &str) -> Self {
+                if crate::text::is_token(s) {
+                    Self::from_token(s)
+                } else {
+                    Self::from_any(s)
+                }
+            }
+
+            /// [`HeaderName::from_name`] for a name already checked to be a token.
+            pub(crate) fn from_token(s: &str) -> Self {
+                match Self::frequent(s.as_bytes()) {
+                    Some(name) => name,
+                    None => Self::from_any(s),
+                }
+            }
+
+            fn from_any(s: &str) -> Self {
                 let b = s.as_bytes();
                 if let [c] = b {
                     // Compact forms are single letters (RFC 3261 §7.3.3).
@@ -118,6 +134,47 @@ header_names! {
     Unsupported => "Unsupported";
     Warning => "Warning";
     AcceptContact => "Accept-Contact", "a";
+}
+
+impl HeaderName {
+    /// The headers of nearly every message, found by length and first letter.
+    #[inline]
+    fn frequent(b: &[u8]) -> Option<Self> {
+        let first = b.first()?.to_ascii_lowercase();
+        let (name, canon) = match (b.len(), first) {
+            (3, b'v') => (HeaderName::Via, "Via"),
+            (4, b'f') => (HeaderName::From, "From"),
+            (2, b't') => (HeaderName::To, "To"),
+            (7, b'c') if b[1].eq_ignore_ascii_case(&b'a') => (HeaderName::CallId, "Call-ID"),
+            (7, b'c') => (HeaderName::Contact, "Contact"),
+            (4, b'c') => (HeaderName::CSeq, "CSeq"),
+            (12, b'm') => (HeaderName::MaxForwards, "Max-Forwards"),
+            (14, b'c') => (HeaderName::ContentLength, "Content-Length"),
+            (12, b'c') => (HeaderName::ContentType, "Content-Type"),
+            (5, b'r') => (HeaderName::Route, "Route"),
+            (12, b'r') => (HeaderName::RecordRoute, "Record-Route"),
+            (5, b'a') => (HeaderName::Allow, "Allow"),
+            (9, b's') => (HeaderName::Supported, "Supported"),
+            (10, b'u') => (HeaderName::UserAgent, "User-Agent"),
+            (7, b'e') => (HeaderName::Expires, "Expires"),
+            (19, b'p') => (HeaderName::ProxyAuthorization, "Proxy-Authorization"),
+            (13, b'a') => (HeaderName::Authorization, "Authorization"),
+            _ => return None,
+        };
+        eq_fold_token(b, canon.as_bytes()).then_some(name)
+    }
+}
+
+/// `a.eq_ignore_ascii_case(b)` for two tokens. Setting bit 0x20 folds
+/// case and maps no other token character onto another one (only letters, and characters
+/// that are not token characters, differ from others in that bit alone).
+fn eq_fold_token(a: &[u8], b: &[u8]) -> bool {
+    // No early exit: a short branch-free loop.
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |acc, (x, y)| acc | ((x ^ y) & !0x20))
+            == 0
 }
 
 impl PartialEq for HeaderName {
@@ -350,7 +407,7 @@ impl Headers {
                 Ok(first) => first,
                 Err(e) => return Some(Err(e)),
             };
-            Some(T::parse(first.trim()))
+            Some(T::parse(trim_fast(first)))
         } else {
             Some(T::parse(h.value()))
         }
@@ -381,7 +438,7 @@ impl Headers {
                 Ok(first) => first,
                 Err(e) => return Some(Err(e)),
             };
-            Some(T::parse(first.trim()))
+            Some(T::parse(trim_fast(first)))
         } else {
             Some(T::parse(h.value()))
         }
@@ -409,7 +466,7 @@ impl Headers {
                 };
                 single
                     .into_iter()
-                    .chain(parts.into_iter().flatten().map(|p| Ok(p.trim())))
+                    .chain(parts.into_iter().flatten().map(|p| Ok(trim_fast(p))))
             })
             .map(|v| v.and_then(T::parse))
     }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
 use crate::header::{Header, HeaderName, Headers, Raw, TypedHeader};
 use crate::method::Method;
-use crate::text::is_token_char;
+use crate::text::{ByteStr, is_token_char};
 use crate::typed::{
     CSeq, CallId, Contact, ContentLength, ContentType, Expires, From, MaxForwards, RecordRoute,
     Route, To, Via,
@@ -481,22 +481,32 @@ fn parse_header(
     headers: &mut Headers,
 ) -> Result<(), ParseError> {
     let raw = &src.buf[hs..he];
-    let colon = raw
+    // field-name = token, then optional SP/HT, then `:` (RFC 3261 §7.3.1) in one pass.
+    let name_end = raw
         .iter()
-        .position(|&c| c == b':')
-        .ok_or(ParseError::new(ErrorKind::BadHeaderLine, line_no))?;
-    let mut name_end = colon;
-    while name_end > 0 && matches!(raw[name_end - 1], b' ' | b'\t') {
-        name_end -= 1;
+        .position(|&c| !is_token_char(c))
+        .unwrap_or(raw.len());
+    let mut colon = name_end;
+    while colon < raw.len() && matches!(raw[colon], b' ' | b'\t') {
+        colon += 1;
     }
-    let name = &raw[..name_end];
-    if name.is_empty() || !name.iter().all(|&c| is_token_char(c)) {
-        return Err(ParseError::new(ErrorKind::BadHeaderName, line_no));
+    if name_end == 0 || raw.get(colon) != Some(&b':') {
+        // Not `token [WS] :`: a bad name when there is a colon, a bad line when there is none.
+        let kind = if raw.contains(&b':') {
+            ErrorKind::BadHeaderName
+        } else {
+            ErrorKind::BadHeaderLine
+        };
+        return Err(ParseError::new(kind, line_no));
     }
-    // Token characters are ASCII: this conversion cannot fail.
-    let name = std::str::from_utf8(name)
-        .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?;
-    let name = HeaderName::from_name(name);
+    // Token characters are ASCII: the cut is a character boundary and the conversion cannot
+    // fail. The head text gives the `&str` without checking the bytes again.
+    let name = match head.and_then(|h| h.get(hs..hs + name_end)) {
+        Some(name) => name,
+        None => std::str::from_utf8(&raw[..name_end])
+            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?,
+    };
+    let name = HeaderName::from_token(name);
     let value_bytes = &raw[colon + 1..];
     let start = value_bytes
         .iter()
@@ -734,7 +744,7 @@ fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine
     let mut parts = [""; 3];
     let mut count = 0;
     let mut empty_after_method = false;
-    for (k, p) in trimmed.split(' ').enumerate() {
+    for (k, p) in trimmed.split_b(b' ').enumerate() {
         if let Some(slot) = parts.get_mut(k) {
             *slot = p;
         }

@@ -27,6 +27,134 @@ pub(crate) fn is_token_char(c: u8) -> bool {
     TOKEN_CHARS[c as usize]
 }
 
+/// Byte searches for ASCII delimiters in short header text: a plain loop, where `str::find`
+/// and `split_once` with a `char` set up a `memchr` search that costs more than it saves on
+/// values of a few dozen bytes.
+pub(crate) trait ByteStr {
+    /// The index of the first `c`.
+    fn find_b(&self, c: u8) -> Option<usize>;
+    /// The index of the last `c`.
+    fn rfind_b(&self, c: u8) -> Option<usize>;
+    /// The text before and after the first `c`.
+    fn split_once_b(&self, c: u8) -> Option<(&str, &str)>;
+    /// The text before and after the last `c`.
+    fn rsplit_once_b(&self, c: u8) -> Option<(&str, &str)>;
+    /// The parts between each `c` (like `str::split`).
+    fn split_b(&self, c: u8) -> SplitB<'_>;
+}
+
+impl ByteStr for str {
+    #[inline]
+    fn find_b(&self, c: u8) -> Option<usize> {
+        self.as_bytes().iter().position(|&b| b == c)
+    }
+
+    #[inline]
+    fn rfind_b(&self, c: u8) -> Option<usize> {
+        self.as_bytes().iter().rposition(|&b| b == c)
+    }
+
+    #[inline]
+    fn split_once_b(&self, c: u8) -> Option<(&str, &str)> {
+        // `c` is an ASCII delimiter: both cuts are character boundaries.
+        let i = self.find_b(c)?;
+        Some((self.get(..i)?, self.get(i + 1..)?))
+    }
+
+    #[inline]
+    fn rsplit_once_b(&self, c: u8) -> Option<(&str, &str)> {
+        let i = self.rfind_b(c)?;
+        Some((self.get(..i)?, self.get(i + 1..)?))
+    }
+
+    #[inline]
+    fn split_b(&self, c: u8) -> SplitB<'_> {
+        SplitB {
+            rest: Some(self),
+            c,
+        }
+    }
+}
+
+/// The iterator of [`ByteStr::split_b`].
+#[derive(Debug, Clone)]
+pub(crate) struct SplitB<'a> {
+    rest: Option<&'a str>,
+    c: u8,
+}
+
+impl<'a> Iterator for SplitB<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.split_once_b(self.c) {
+            Some((part, after)) => {
+                self.rest = Some(after);
+                Some(part)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// `s` without leading and trailing SP and HT (what `trim_matches([' ', '\t'])` gives, on bytes).
+#[inline]
+pub(crate) fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut start = 0;
+    while start < b.len() && matches!(b[start], b' ' | b'\t') {
+        start += 1;
+    }
+    let mut end = b.len();
+    while end > start && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    // Both cuts sit next to ASCII white space or at the ends: character boundaries.
+    s.get(start..end).unwrap_or_default()
+}
+
+/// A byte that is certainly not part of leading or trailing white space (`char::is_whitespace`):
+/// printable ASCII.
+#[inline]
+fn solid(c: u8) -> bool {
+    c > b' ' && c < 0x7f
+}
+
+/// `s.trim()`, answering without a character walk when both ends are printable ASCII.
+#[inline]
+pub(crate) fn trim_fast(s: &str) -> &str {
+    match s.as_bytes() {
+        [] => s,
+        [first, .., last] | [first @ last] if solid(*first) && solid(*last) => s,
+        _ => s.trim(),
+    }
+}
+
+/// `s.trim_start()`, fast when `s` starts with printable ASCII.
+#[inline]
+pub(crate) fn trim_start_fast(s: &str) -> &str {
+    match s.as_bytes().first() {
+        None => s,
+        Some(&c) if solid(c) => s,
+        _ => s.trim_start(),
+    }
+}
+
+/// `s.trim_end()`, fast when `s` ends with printable ASCII.
+#[inline]
+pub(crate) fn trim_end_fast(s: &str) -> &str {
+    match s.as_bytes().last() {
+        None => s,
+        Some(&c) if solid(c) => s,
+        _ => s.trim_end(),
+    }
+}
+
 /// True when `s` is a non-empty token.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
@@ -98,12 +226,36 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     Ok(parts)
 }
 
+/// The bytes the top-level splitters act on: quotes, angle brackets and both separators.
+static TOP_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b',' as usize] = true;
+    t[b';' as usize] = true;
+    t
+};
+
+/// The index of the next byte at or after `i` that a top-level splitter acts on (or the end).
+#[inline]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && !TOP_SPECIAL[b[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
 /// Checks what [`split_top`] checks (closed quotes and angle brackets) without splitting.
 pub(crate) fn check_top(s: &str) -> Result<(), HeaderError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut angle = false;
-    while i < b.len() {
+    loop {
+        i = skip_plain(b, i);
+        if i >= b.len() {
+            break;
+        }
         match b[i] {
             b'"' => {
                 i = quoted_end(b, i)?;
@@ -153,7 +305,11 @@ impl<'a> Iterator for TopSplit<'a> {
         let mut i = self.pos;
         // A separator counts only outside `<...>`, so each part starts outside one.
         let mut angle = false;
-        while i < b.len() {
+        loop {
+            i = skip_plain(b, i);
+            if i >= b.len() {
+                break;
+            }
             match b[i] {
                 b'"' => {
                     i = quoted_end(b, i).unwrap_or(b.len());
@@ -181,7 +337,11 @@ pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut angle = false;
-    while i < b.len() {
+    loop {
+        i = skip_plain(b, i);
+        if i >= b.len() {
+            break;
+        }
         match b[i] {
             b'"' => {
                 i = quoted_end(b, i)?;
@@ -288,6 +448,9 @@ enum ParamsKind {
 pub struct ParamsRef<'a> {
     text: &'a str,
     kind: ParamsKind,
+    /// No quoted value: valid header parameters then hold no `"`, `<` or `>` at all, so a
+    /// plain split at `;` finds the same parts as the quote-aware one.
+    plain: bool,
 }
 
 impl Default for ParamsRef<'_> {
@@ -295,6 +458,7 @@ impl Default for ParamsRef<'_> {
         Self {
             text: "",
             kind: ParamsKind::Header,
+            plain: true,
         }
     }
 }
@@ -303,14 +467,30 @@ impl<'a> ParamsRef<'a> {
     /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
     pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {
-        check_top(s)?;
-        for part in TopSplit::new(s, b';') {
+        // Without quotes or `<` the quote-aware split is a plain one and cannot fail.
+        let simple = !s.bytes().any(|c| c == b'"' || c == b'<');
+        if !simple {
+            check_top(s)?;
+        }
+        let mut plain = true;
+        let (mut top, mut flat) = if simple {
+            (None, Some(s.split_b(b';')))
+        } else {
+            (Some(TopSplit::new(s, b';')), None)
+        };
+        let parts = std::iter::from_fn(|| match (&mut top, &mut flat) {
+            (Some(t), _) => t.next(),
+            (None, Some(f)) => f.next(),
+            (None, None) => None,
+        });
+        for part in parts {
             let (name, value) = header_param(part);
             if !is_token(name) {
                 return Err(HeaderError::BadParam);
             }
             if let Some(v) = value {
                 let ok = if v.starts_with('"') {
+                    plain = false;
                     quoted_end(v.as_bytes(), 0)? == v.len()
                 } else {
                     // token / host (IPv6 references carry `[` `:` `]`)
@@ -326,6 +506,7 @@ impl<'a> ParamsRef<'a> {
         Ok(Self {
             text: s,
             kind: ParamsKind::Header,
+            plain,
         })
     }
 
@@ -334,6 +515,7 @@ impl<'a> ParamsRef<'a> {
         Self {
             text: s,
             kind: ParamsKind::Uri,
+            plain: true,
         }
     }
 
@@ -343,30 +525,40 @@ impl<'a> ParamsRef<'a> {
         let (header, uri) = match (self.text.is_empty(), kind) {
             (true, _) => (None, None),
             (false, ParamsKind::Header) => (Some(TopSplit::new(self.text, b';')), None),
-            (false, ParamsKind::Uri) => (None, Some(self.text.split(';'))),
+            (false, ParamsKind::Uri) => (None, Some(self.text.split_b(b';'))),
         };
         header
             .into_iter()
             .flatten()
             .map(header_param)
-            .chain(uri.into_iter().flatten().map(|p| match p.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (p, None),
-            }))
+            .chain(uri.into_iter().flatten().map(uri_param))
     }
 
     /// The value of `name`: `None` when absent, `Some(None)` when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        let mut found = None;
-        for (n, v) in self.iter() {
-            if n.eq_ignore_ascii_case(name) {
-                found = Some(v);
-                if self.kind == ParamsKind::Header {
-                    break;
-                }
-            }
+        if self.text.is_empty() {
+            return None;
         }
-        found
+        match self.kind {
+            ParamsKind::Header if self.plain => self
+                .text
+                .split_b(b';')
+                .map(header_param)
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+            ParamsKind::Header => TopSplit::new(self.text, b';')
+                .map(header_param)
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+            // `set` semantics of the owned list: the last value wins.
+            ParamsKind::Uri => self
+                .text
+                .split_b(b';')
+                .map(uri_param)
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .last()
+                .map(|(_, v)| v),
+        }
     }
 
     /// The value of `name` when present with a value; quotes of a quoted value are removed
@@ -410,9 +602,17 @@ impl<'a> ParamsRef<'a> {
 
 /// One header parameter `name [= value]`, white space trimmed.
 fn header_param(part: &str) -> (&str, Option<&str>) {
-    let part = part.trim_matches(|c| c == ' ' || c == '\t');
-    match part.split_once('=') {
-        Some((n, v)) => (n.trim_end(), Some(v.trim_start())),
+    let part = trim_ws(part);
+    match part.split_once_b(b'=') {
+        Some((n, v)) => (trim_end_fast(n), Some(trim_start_fast(v))),
+        None => (part, None),
+    }
+}
+
+/// One URI parameter `name [= value]` (no white space in URIs).
+fn uri_param(part: &str) -> (&str, Option<&str>) {
+    match part.split_once_b(b'=') {
+        Some((n, v)) => (n, Some(v)),
         None => (part, None),
     }
 }

@@ -7,7 +7,10 @@ use std::fmt;
 use crate::error::HeaderError;
 use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
-use crate::text::{Params, ParamsRef, is_token, is_ws, parse_num, quoted_end, split_top, unquote};
+use crate::text::{
+    ByteStr, Params, ParamsRef, is_token, is_ws, parse_num, quoted_end, split_top, trim_end_fast,
+    trim_fast, trim_start_fast, trim_ws, unquote,
+};
 use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
 
 /// `[display-name] <uri> *(;param)` or `uri *(;param)` (RFC 3261 §20.10, §25.1 name-addr / addr-spec).
@@ -62,18 +65,18 @@ pub struct NameAddrRef<'a> {
 impl<'a> NameAddrRef<'a> {
     /// Reads a name-addr or addr-spec.
     pub fn parse(value: &'a str) -> Result<Self, HeaderError> {
-        let s = value.trim_matches(|c| c == ' ' || c == '\t');
+        let s = trim_ws(value);
         if s.is_empty() {
             return Err(HeaderError::Empty);
         }
         let b = s.as_bytes();
         let (display_raw, after_display) = if b[0] == b'"' {
             let end = quoted_end(b, 0)?;
-            (Some(&s[..end]), s[end..].trim_start())
+            (Some(&s[..end]), trim_start_fast(&s[end..]))
         } else {
             match find_top_angle(s)? {
                 Some(lt) => {
-                    let d = s[..lt].trim();
+                    let d = trim_fast(&s[..lt]);
                     // RFC 3261 §25.1: display-name = *(token LWS) / quoted-string
                     if !d.bytes().all(|c| crate::text::is_token_char(c) || is_ws(c)) {
                         return Err(HeaderError::BadDisplayName);
@@ -84,7 +87,7 @@ impl<'a> NameAddrRef<'a> {
             }
         };
         if let Some(rest) = after_display.strip_prefix('<') {
-            let gt = rest.find('>').ok_or(HeaderError::UnterminatedAngle)?;
+            let gt = rest.find_b(b'>').ok_or(HeaderError::UnterminatedAngle)?;
             let uri = UriRef::parse(&rest[..gt])?;
             let params = parse_trailing_params(&rest[gt + 1..])?;
             Ok(Self {
@@ -97,11 +100,11 @@ impl<'a> NameAddrRef<'a> {
             Err(HeaderError::BadDisplayName)
         } else {
             // addr-spec: the URI ends at the first ';' and may not hold ',' '?' ';' (§20.10).
-            let (uri_s, params_s) = match after_display.find(';') {
+            let (uri_s, params_s) = match after_display.find_b(b';') {
                 Some(i) => (&after_display[..i], &after_display[i..]),
                 None => (after_display, ""),
             };
-            let uri_s = uri_s.trim_end();
+            let uri_s = trim_end_fast(uri_s);
             if uri_s.contains('?') || uri_s.contains(',') {
                 return Err(HeaderError::Uri(crate::error::UriError::InvalidChar));
             }
@@ -166,7 +169,7 @@ fn find_top_angle(s: &str) -> Result<Option<usize>, HeaderError> {
 
 /// Reads `*( SEMI param )` after a value; empty input gives no parameters.
 fn parse_trailing_params(s: &str) -> Result<ParamsRef<'_>, HeaderError> {
-    let s = s.trim();
+    let s = trim_fast(s);
     if s.is_empty() {
         return Ok(ParamsRef::default());
     }
@@ -350,7 +353,7 @@ impl<'a> HeaderView<'a> for ContactRef<'a> {
     const NAME: HeaderName = HeaderName::Contact;
     const LIST: bool = true;
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
-        if value.trim() == "*" {
+        if trim_fast(value) == "*" {
             return Ok(ContactRef::Star);
         }
         let a = NameAddrRef::parse(value)?;
@@ -497,25 +500,28 @@ impl<'a> HeaderView<'a> for ViaRef<'a> {
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
         // RFC 3261 §25.1: sent-protocol = protocol-name SLASH protocol-version SLASH transport,
         // SLASH = SWS "/" SWS; then LWS sent-by *( SEMI via-params ).
-        let mut parts = value.splitn(3, '/');
-        let name = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
-        let version = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
-        let rest = parts
-            .next()
-            .ok_or(HeaderError::BadSentProtocol)?
-            .trim_start();
+        let (name, rest) = value
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        let (version, rest) = rest
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return Err(HeaderError::BadSentProtocol);
         }
-        let tend = rest.find([' ', '\t']).ok_or(HeaderError::BadSentProtocol)?;
+        let tend = rest
+            .bytes()
+            .position(|c| c == b' ' || c == b'\t')
+            .ok_or(HeaderError::BadSentProtocol)?;
         let transport = &rest[..tend];
         if !is_token(transport) {
             return Err(HeaderError::BadToken);
         }
-        let rest = rest[tend..].trim_start();
-        let (sent_by, params) = match rest.find(';') {
-            Some(i) => (rest[..i].trim_end(), &rest[i..]),
-            None => (rest.trim_end(), ""),
+        let rest = trim_start_fast(&rest[tend..]);
+        let (sent_by, params) = match rest.find_b(b';') {
+            Some(i) => (trim_end_fast(&rest[..i]), &rest[i..]),
+            None => (trim_end_fast(rest), ""),
         };
         let (host, port) = parse_hostport(sent_by)?;
         let params = parse_trailing_params(params)?;
@@ -624,7 +630,7 @@ macro_rules! number_header {
             const NAME: HeaderName = HeaderName::$name;
             const LIST: bool = false;
             fn parse(value: &str) -> Result<Self, HeaderError> {
-                let n = parse_num(value.trim(), <$int>::MAX.into())?;
+                let n = parse_num(trim_fast(value), <$int>::MAX.into())?;
                 // parse_num checked the range: the conversion cannot fail.
                 Ok($ty(<$int>::try_from(n).map_err(|_| HeaderError::BadNumber)?))
             }
@@ -710,12 +716,12 @@ impl<'a> HeaderView<'a> for ContentTypeRef<'a> {
     const NAME: HeaderName = HeaderName::ContentType;
     const LIST: bool = false;
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
-        let (mt, params) = match value.find(';') {
+        let (mt, params) = match value.find_b(b';') {
             Some(i) => (&value[..i], &value[i..]),
             None => (value, ""),
         };
-        let (t, s) = mt.split_once('/').ok_or(HeaderError::BadToken)?;
-        let (t, s) = (t.trim(), s.trim());
+        let (t, s) = mt.split_once_b(b'/').ok_or(HeaderError::BadToken)?;
+        let (t, s) = (trim_fast(t), trim_fast(s));
         if !is_token(t) || !is_token(s) {
             return Err(HeaderError::BadToken);
         }

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::error::UriError;
-use crate::text::{Params, ParamsRef};
+use crate::text::{ByteStr, Params, ParamsRef};
 
 /// The host of a SIP URI or Via.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,20 +65,29 @@ impl<'a> HostRef<'a> {
             return Err(UriError::BadHost);
         }
         if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
-            && let Ok(a) = Ipv4Addr::from_str(s)
+            && let Some(a) = parse_ipv4(s.as_bytes())
         {
             return Ok(HostRef::V4(a));
         }
-        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional final dot.
-        let ok = s.split('.').enumerate().all(|(i, label)| {
-            (label.is_empty() && i > 0 && s.ends_with('.'))
-                || (!label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-'))
-        });
+        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional
+        // final dot (an empty label after the first is accepted when the name ends in '.').
+        let b = s.as_bytes();
+        let ends_with_dot = b.last() == Some(&b'.');
+        let mut ok = true;
+        let mut start = 0;
+        for i in 0..=b.len() {
+            if i < b.len() && b[i] != b'.' {
+                ok &= HOST_CHARS[b[i] as usize];
+                continue;
+            }
+            let label = &b[start..i];
+            ok &= match label {
+                [] => start > 0 && ends_with_dot,
+                [first, .., last] => *first != b'-' && *last != b'-',
+                [only] => *only != b'-',
+            };
+            start = i + 1;
+        }
         if ok {
             Ok(HostRef::Name(s))
         } else {
@@ -111,10 +120,45 @@ impl fmt::Display for HostRef<'_> {
     }
 }
 
+/// Characters of a host name label: alphanumerics and `-`.
+static HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-';
+        c += 1;
+    }
+    t
+};
+
+/// What `Ipv4Addr::from_str` accepts, without its general parser: four decimal octets of at
+/// most three digits, no leading zero, each at most 255, separated by dots.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&c| c == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
 /// Splits `host[:port]` where host may be a bracketed IPv6 reference.
 pub(crate) fn parse_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
-        let end = s.find(']').ok_or(UriError::BadHost)?;
+        let end = s.find_b(b']').ok_or(UriError::BadHost)?;
         let rest = &s[end + 1..];
         let port = match rest {
             "" => None,
@@ -122,7 +166,7 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), UriE
         };
         (&s[..=end], port)
     } else {
-        match s.rsplit_once(':') {
+        match s.rsplit_once_b(b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
@@ -237,21 +281,36 @@ pub struct SipUriRef<'a> {
 }
 
 impl<'a> SipUriRef<'a> {
-    fn parse(scheme: Scheme, rest: &'a str) -> Result<Self, UriError> {
+    /// `escapes`: whether `rest` holds a `%` at all (when not, no escape can be malformed).
+    fn parse(scheme: Scheme, rest: &'a str, escapes: bool) -> Result<Self, UriError> {
+        let check_escapes = |s: &str| if escapes { check_escapes(s) } else { Ok(()) };
         // The user part may hold `?`, `;` and `,` (RFC 3261 §25.1 user-unreserved) while `@`
         // appears nowhere else unescaped: split the userinfo off at the last `@` first.
-        let (userinfo, after_user) = match rest.rfind('@') {
+        let (userinfo, after_user) = match rest.rfind_b(b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
-        let (hostpart, headers) = match after_user.split_once('?') {
-            Some((m, h)) => (m, Some(h)),
+        // One pass over the rest: the first `?` starts the headers, the first `;` before it
+        // the parameters.
+        let mut question = None;
+        let mut semi = None;
+        for (i, &c) in after_user.as_bytes().iter().enumerate() {
+            if c == b'?' {
+                question = Some(i);
+                break;
+            }
+            if c == b';' && semi.is_none() {
+                semi = Some(i);
+            }
+        }
+        let (hostpart, headers) = match question {
+            Some(i) => (&after_user[..i], Some(&after_user[i + 1..])),
             None => (after_user, None),
         };
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once(':') {
+                let (u, p) = match ui.split_once_b(b':') {
                     Some((u, p)) => (u, Some(p)),
                     None => (ui, None),
                 };
@@ -259,7 +318,7 @@ impl<'a> SipUriRef<'a> {
                     return Err(UriError::BadUser);
                 }
                 check_escapes(u)?;
-                if u.bytes().any(|c| !is_user_char(c)) {
+                if u.bytes().any(|c| !USER_CHARS[c as usize]) {
                     return Err(UriError::BadUser);
                 }
                 if let Some(p) = p {
@@ -268,14 +327,14 @@ impl<'a> SipUriRef<'a> {
                 (Some(u), p)
             }
         };
-        let (hostport, params) = match hostpart.split_once(';') {
-            Some((hp, ps)) => (hp, Some(ps)),
+        let (hostport, params) = match semi {
+            Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
             None => (hostpart, None),
         };
         let (host, port) = parse_hostport(hostport)?;
         if let Some(ps) = params {
-            for p in ps.split(';') {
-                let (n, v) = match p.split_once('=') {
+            for p in ps.split_b(b';') {
+                let (n, v) = match p.split_once_b(b'=') {
                     Some((n, v)) => (n, Some(v)),
                     None => (p, None),
                 };
@@ -289,8 +348,8 @@ impl<'a> SipUriRef<'a> {
             }
         }
         if let Some(h) = headers {
-            for pair in h.split('&') {
-                let (n, v) = pair.split_once('=').ok_or(UriError::BadParam)?;
+            for pair in h.split_b(b'&') {
+                let (n, v) = pair.split_once_b(b'=').ok_or(UriError::BadParam)?;
                 check_escapes(n)?;
                 check_escapes(v)?;
             }
@@ -311,8 +370,8 @@ impl<'a> SipUriRef<'a> {
         let headers = match self.headers {
             None => Vec::new(),
             Some(h) => h
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
+                .split_b(b'&')
+                .filter_map(|pair| pair.split_once_b(b'='))
                 .map(|(n, v)| (n.to_owned(), v.to_owned()))
                 .collect(),
         };
@@ -338,30 +397,56 @@ impl<'a> SipUriRef<'a> {
     }
 }
 
-/// RFC 3261 §25.1 `user = 1*( unreserved / escaped / user-unreserved )`.
-fn is_user_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-                | b'&'
-                | b'='
-                | b'+'
-                | b'$'
-                | b','
-                | b';'
-                | b'?'
-                | b'/'
-        )
-}
+/// RFC 3261 §25.1 `user = 1*( unreserved / escaped / user-unreserved )`, as a table.
+static USER_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b';'
+                    | b'?'
+                    | b'/'
+            );
+        c += 1;
+    }
+    t
+};
+
+/// Byte classes of a URI: characters it may not hold, and `%`.
+const URI_BAD: u8 = 1;
+const URI_PERCENT: u8 = 2;
+static URI_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c <= b' ' as usize {
+        t[c] = URI_BAD;
+        c += 1;
+    }
+    t[b'<' as usize] = URI_BAD;
+    t[b'>' as usize] = URI_BAD;
+    t[b'"' as usize] = URI_BAD;
+    t[0x7f] = URI_BAD;
+    t[b'%' as usize] = URI_PERCENT;
+    t
+};
 
 fn check_escapes(s: &str) -> Result<(), UriError> {
     let b = s.as_bytes();
@@ -476,12 +561,13 @@ impl<'a> UriRef<'a> {
         if s.is_empty() {
             return Err(UriError::Empty);
         }
-        if s.bytes()
-            .any(|c| c <= b' ' || c == b'<' || c == b'>' || c == b'"' || c == 0x7f)
-        {
+        // One pass: no character a URI may not hold, and whether it has escapes at all.
+        let class = s.bytes().fold(0, |k, c| k | URI_CLASS[c as usize]);
+        if class & URI_BAD != 0 {
             return Err(UriError::InvalidChar);
         }
-        let (scheme, rest) = s.split_once(':').ok_or(UriError::MissingScheme)?;
+        let escapes = class & URI_PERCENT != 0;
+        let (scheme, rest) = s.split_once_b(b':').ok_or(UriError::MissingScheme)?;
         let valid_scheme = !scheme.is_empty()
             && scheme.as_bytes()[0].is_ascii_alphabetic()
             && scheme
@@ -491,11 +577,11 @@ impl<'a> UriRef<'a> {
             return Err(UriError::MissingScheme);
         }
         if scheme.eq_ignore_ascii_case("sip") {
-            SipUriRef::parse(Scheme::Sip, rest).map(UriRef::Sip)
+            SipUriRef::parse(Scheme::Sip, rest, escapes).map(UriRef::Sip)
         } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUriRef::parse(Scheme::Sips, rest).map(UriRef::Sip)
+            SipUriRef::parse(Scheme::Sips, rest, escapes).map(UriRef::Sip)
         } else if scheme.eq_ignore_ascii_case("tel") {
-            let (number, params) = match rest.split_once(';') {
+            let (number, params) = match rest.split_once_b(b';') {
                 Some((n, p)) => (n, Some(p)),
                 None => (rest, None),
             };
@@ -503,8 +589,8 @@ impl<'a> UriRef<'a> {
                 return Err(UriError::BadUser);
             }
             if let Some(p) = params {
-                for kv in p.split(';') {
-                    let k = kv.split_once('=').map_or(kv, |(k, _)| k);
+                for kv in p.split_b(b';') {
+                    let k = kv.split_once_b(b'=').map_or(kv, |(k, _)| k);
                     if k.is_empty() {
                         return Err(UriError::BadParam);
                     }
@@ -515,7 +601,9 @@ impl<'a> UriRef<'a> {
                 params: ParamsRef::uri(params.unwrap_or("")),
             })
         } else {
-            check_escapes(rest)?;
+            if escapes {
+                check_escapes(rest)?;
+            }
             Ok(UriRef::Other { scheme, rest })
         }
     }
@@ -640,6 +728,35 @@ mod tests {
         assert_eq!(Uri::parse("example.com"), Err(UriError::MissingScheme));
         assert_eq!(Uri::parse("sip:a@-bad-.com"), Err(UriError::BadHost));
         assert_eq!(Uri::parse(""), Err(UriError::Empty));
+    }
+
+    #[test]
+    fn ipv4_matches_std() {
+        // Every string of up to 7 characters over digits that matter and dots, plus edges.
+        let alphabet = b"01259.";
+        let mut inputs: Vec<String> = vec![
+            "255.255.255.255".into(),
+            "256.1.1.1".into(),
+            "1.2.3.4.5".into(),
+            "01.2.3.4".into(),
+            "192.0.2.10".into(),
+            "1.2.3.".into(),
+            "1000.1.1.1".into(),
+            "0.0.0.0".into(),
+        ];
+        for len in 1..=7u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push(char::from(alphabet[n % alphabet.len()]));
+                    n /= alphabet.len();
+                }
+                inputs.push(s);
+            }
+        }
+        for s in inputs {
+            assert_eq!(parse_ipv4(s.as_bytes()), Ipv4Addr::from_str(&s).ok(), "{s}");
+        }
     }
 
     #[test]
