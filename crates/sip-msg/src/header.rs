@@ -458,6 +458,9 @@ impl Headers {
                 // parts of a list: one iterator type for the three without boxing.
                 let (single, parts) = if !T::LIST {
                     (Some(Ok(v)), None)
+                } else if !v.bytes().any(|c| matches!(c, b',' | b'"' | b'<')) {
+                    // No separator and nothing that could hide one: a single value.
+                    (Some(Ok(trim_fast(v))), None)
                 } else {
                     match check_top(v) {
                         Ok(()) => (None, Some(TopSplit::new(v, b','))),

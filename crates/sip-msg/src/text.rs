@@ -467,6 +467,13 @@ impl<'a> ParamsRef<'a> {
     /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
     pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {
+        if simple_header_params(s.as_bytes()) {
+            return Ok(Self {
+                text: s,
+                kind: ParamsKind::Header,
+                plain: true,
+            });
+        }
         // Without quotes or `<` the quote-aware split is a plain one and cannot fail.
         let simple = !s.bytes().any(|c| c == b'"' || c == b'<');
         if !simple {
@@ -543,13 +550,10 @@ impl<'a> ParamsRef<'a> {
             ParamsKind::Header if self.plain => self
                 .text
                 .split_b(b';')
-                .map(header_param)
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v),
-            ParamsKind::Header => TopSplit::new(self.text, b';')
-                .map(header_param)
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v),
+                .find_map(|part| match_param(part, name)),
+            ParamsKind::Header => {
+                TopSplit::new(self.text, b';').find_map(|part| match_param(part, name))
+            }
             // `set` semantics of the owned list: the last value wins.
             ParamsKind::Uri => self
                 .text
@@ -598,6 +602,74 @@ impl<'a> ParamsRef<'a> {
         }
         out
     }
+}
+
+/// Token characters (class 1) and the other characters of an unquoted parameter value
+/// (class 2: `[` `]` `:` of IPv6 references).
+static PARAM_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        if TOKEN_CHARS[c] {
+            t[c] = 1;
+        }
+        c += 1;
+    }
+    t[b'[' as usize] = 2;
+    t[b']' as usize] = 2;
+    t[b':' as usize] = 2;
+    t
+};
+
+/// True for header parameters `name[=value]` joined by `;` with no white space, quotes or
+/// other unusual bytes, which the general reader would accept: one pass instead of its
+/// split, trim and checks. False sends the text to the general reader (for anything else,
+/// and for the precise error).
+fn simple_header_params(s: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        let start = i;
+        while i < s.len() && PARAM_CLASS[s[i] as usize] == 1 {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if i < s.len() && s[i] == b'=' {
+            i += 1;
+            let value = i;
+            while i < s.len() && PARAM_CLASS[s[i] as usize] != 0 {
+                i += 1;
+            }
+            if i == value {
+                return false;
+            }
+        }
+        if i == s.len() {
+            return true;
+        }
+        if s[i] != b';' {
+            return false;
+        }
+        i += 1;
+    }
+}
+
+/// The value of `part` when its name is `name`; most parts are rejected on their first bytes.
+#[inline]
+fn match_param<'a>(part: &'a str, name: &str) -> Option<Option<&'a str>> {
+    let p = part.as_bytes();
+    let mut i = 0;
+    while i < p.len() && matches!(p[i], b' ' | b'\t') {
+        i += 1;
+    }
+    // The name starts after the leading white space: it must begin with `name`.
+    let prefix = p.get(i..i + name.len())?;
+    if !prefix.eq_ignore_ascii_case(name.as_bytes()) {
+        return None;
+    }
+    let (n, v) = header_param(part);
+    n.eq_ignore_ascii_case(name).then_some(v)
 }
 
 /// One header parameter `name [= value]`, white space trimmed.

@@ -177,7 +177,9 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), UriE
             if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(UriError::BadPort);
             }
-            Some(p.parse::<u16>().map_err(|_| UriError::BadPort)?)
+            // At most five digits: fits in u32; above 65535 is an error.
+            let n = p.bytes().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'));
+            Some(u16::try_from(n).map_err(|_| UriError::BadPort)?)
         }
     };
     Ok((HostRef::parse(host)?, port))
