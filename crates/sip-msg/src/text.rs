@@ -451,7 +451,14 @@ pub struct ParamsRef<'a> {
     /// No quoted value: valid header parameters then hold no `"`, `<` or `>` at all, so a
     /// plain split at `;` finds the same parts as the quote-aware one.
     plain: bool,
+    /// For simple parameters (`name[=value]` joined by `;`, no white space or quotes), where
+    /// each starts: lookups then compare names without scanning. 0 when not indexed.
+    count: u8,
+    starts: [u16; MAX_INDEXED],
 }
+
+/// Parameters indexed by [`ParamsRef`] (Via, From/To and Contact carry fewer).
+const MAX_INDEXED: usize = 6;
 
 impl Default for ParamsRef<'_> {
     fn default() -> Self {
@@ -459,6 +466,8 @@ impl Default for ParamsRef<'_> {
             text: "",
             kind: ParamsKind::Header,
             plain: true,
+            count: 0,
+            starts: [0; MAX_INDEXED],
         }
     }
 }
@@ -467,11 +476,14 @@ impl<'a> ParamsRef<'a> {
     /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
     pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {
-        if simple_header_params(s.as_bytes()) {
+        let mut starts = [0u16; MAX_INDEXED];
+        if let Some(count) = simple_header_params(s.as_bytes(), &mut starts) {
             return Ok(Self {
                 text: s,
                 kind: ParamsKind::Header,
                 plain: true,
+                count,
+                starts,
             });
         }
         // Without quotes or `<` the quote-aware split is a plain one and cannot fail.
@@ -514,6 +526,8 @@ impl<'a> ParamsRef<'a> {
             text: s,
             kind: ParamsKind::Header,
             plain,
+            count: 0,
+            starts: [0; MAX_INDEXED],
         })
     }
 
@@ -523,6 +537,8 @@ impl<'a> ParamsRef<'a> {
             text: s,
             kind: ParamsKind::Uri,
             plain: true,
+            count: 0,
+            starts: [0; MAX_INDEXED],
         }
     }
 
@@ -546,6 +562,9 @@ impl<'a> ParamsRef<'a> {
         if self.text.is_empty() {
             return None;
         }
+        if self.count > 0 {
+            return self.get_indexed(name);
+        }
         match self.kind {
             ParamsKind::Header if self.plain => self
                 .text
@@ -563,6 +582,30 @@ impl<'a> ParamsRef<'a> {
                 .last()
                 .map(|(_, v)| v),
         }
+    }
+
+    /// [`ParamsRef::get`] through the index of simple parameters: `name` or `name=value`.
+    fn get_indexed(&self, name: &str) -> Option<Option<&'a str>> {
+        let count = usize::from(self.count);
+        let b = self.text.as_bytes();
+        for k in 0..count {
+            let start = usize::from(self.starts[k]);
+            let end = match self.starts.get(k + 1) {
+                Some(&next) if k + 1 < count => usize::from(next) - 1,
+                _ => b.len(),
+            };
+            let part = b.get(start..end)?;
+            if part.len() >= name.len() && part[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            {
+                match part.get(name.len()) {
+                    None => return Some(None),
+                    // `=` is ASCII: the value starts on a character boundary.
+                    Some(b'=') => return Some(self.text.get(start + name.len() + 1..end)),
+                    Some(_) => {}
+                }
+            }
+        }
+        None
     }
 
     /// The value of `name` when present with a value; quotes of a quoted value are removed
@@ -621,20 +664,25 @@ static PARAM_CLASS: [u8; 256] = {
     t
 };
 
-/// True for header parameters `name[=value]` joined by `;` with no white space, quotes or
-/// other unusual bytes, which the general reader would accept: one pass instead of its
-/// split, trim and checks. False sends the text to the general reader (for anything else,
-/// and for the precise error).
-fn simple_header_params(s: &[u8]) -> bool {
+/// For header parameters `name[=value]` joined by `;` with no white space, quotes or other
+/// unusual bytes, which the general reader would accept: their number, and where each starts
+/// in `starts`; one pass instead of the general split, trim and checks. `None` sends the text
+/// to the general reader (for anything else, and for the precise error).
+fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8> {
     let mut i = 0;
+    let mut count = 0;
     loop {
         let start = i;
         while i < s.len() && PARAM_CLASS[s[i] as usize] == 1 {
             i += 1;
         }
         if i == start {
-            return false;
+            return None;
         }
+        // Index up to MAX_INDEXED parameters in text of up to 64 KiB; otherwise give up (the
+        // general reader takes it).
+        *starts.get_mut(count)? = u16::try_from(start).ok()?;
+        count += 1;
         if i < s.len() && s[i] == b'=' {
             i += 1;
             let value = i;
@@ -642,14 +690,15 @@ fn simple_header_params(s: &[u8]) -> bool {
                 i += 1;
             }
             if i == value {
-                return false;
+                return None;
             }
         }
         if i == s.len() {
-            return true;
+            // At most MAX_INDEXED (6): fits in u8.
+            return u8::try_from(count).ok();
         }
         if s[i] != b';' {
-            return false;
+            return None;
         }
         i += 1;
     }
