@@ -616,7 +616,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
             kind: WarningKind::BareLf,
         });
     }
-    let start = parse_start_line(&buf[..e0], &mut warnings)?;
+    let start = parse_start_line(&buf[..e0], head.as_deref(), &mut warnings)?;
     let start_raw = raw_of(&src, head.as_ref(), 0, e0);
     if leading_fold {
         return Err(ParseError::new(ErrorKind::BadHeaderLine, 2));
@@ -706,9 +706,18 @@ fn unfold(raw: &[u8]) -> String {
     out.trim_matches([' ', '\t']).to_owned()
 }
 
-fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine, ParseError> {
+/// Reads the start line `raw`; `head` is the header section as text when it is UTF-8 (the
+/// start line is its beginning: no second check).
+fn parse_start_line(
+    raw: &[u8],
+    head: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Result<StartLine, ParseError> {
     let bad = |k| ParseError::new(k, 1);
-    let line = std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?;
+    let line = match head.and_then(|h| h.get(..raw.len())) {
+        Some(line) => line,
+        None => std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?,
+    };
     if line
         .as_bytes()
         .get(..4)

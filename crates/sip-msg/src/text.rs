@@ -155,6 +155,22 @@ pub(crate) fn trim_end_fast(s: &str) -> &str {
     }
 }
 
+/// `a.eq_ignore_ascii_case(b)` with one comparison per equal byte (the library version
+/// lower-cases both sides of every byte).
+#[inline]
+pub(crate) fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| x == y || ((x ^ y) == 0x20 && (x | 0x20).is_ascii_lowercase()))
+}
+
+/// [`eq_ic`] for text.
+#[inline]
+pub(crate) fn eq_ic_str(a: &str, b: &str) -> bool {
+    eq_ic(a.as_bytes(), b.as_bytes())
+}
+
 /// True when `s` is a non-empty token.
 pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
@@ -578,7 +594,7 @@ impl<'a> ParamsRef<'a> {
                 .text
                 .split_b(b';')
                 .map(uri_param)
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .filter(|(n, _)| eq_ic_str(n, name))
                 .last()
                 .map(|(_, v)| v),
         }
@@ -595,8 +611,7 @@ impl<'a> ParamsRef<'a> {
                 _ => b.len(),
             };
             let part = b.get(start..end)?;
-            if part.len() >= name.len() && part[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-            {
+            if part.len() >= name.len() && eq_ic(&part[..name.len()], name.as_bytes()) {
                 match part.get(name.len()) {
                     None => return Some(None),
                     // `=` is ASCII: the value starts on a character boundary.
@@ -714,11 +729,11 @@ fn match_param<'a>(part: &'a str, name: &str) -> Option<Option<&'a str>> {
     }
     // The name starts after the leading white space: it must begin with `name`.
     let prefix = p.get(i..i + name.len())?;
-    if !prefix.eq_ignore_ascii_case(name.as_bytes()) {
+    if !eq_ic(prefix, name.as_bytes()) {
         return None;
     }
     let (n, v) = header_param(part);
-    n.eq_ignore_ascii_case(name).then_some(v)
+    eq_ic_str(n, name).then_some(v)
 }
 
 /// One header parameter `name [= value]`, white space trimmed.

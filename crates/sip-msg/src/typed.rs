@@ -8,8 +8,8 @@ use crate::error::HeaderError;
 use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
 use crate::text::{
-    ByteStr, Params, ParamsRef, is_token, is_ws, parse_num, quoted_end, split_top, trim_end_fast,
-    trim_fast, trim_start_fast, trim_ws, unquote,
+    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, quoted_end, split_top,
+    trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
 };
 use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
 
@@ -507,7 +507,7 @@ impl<'a> HeaderView<'a> for ViaRef<'a> {
             .split_once_b(b'/')
             .ok_or(HeaderError::BadSentProtocol)?;
         let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        if !eq_ic_str(name, "SIP") || version != "2.0" {
             return Err(HeaderError::BadSentProtocol);
         }
         let tend = rest
@@ -605,9 +605,13 @@ impl<'a> HeaderView<'a> for CallIdRef<'a> {
         if value.is_empty() {
             return Err(HeaderError::Empty);
         }
-        if value.bytes().any(|c| c <= b' ' || c == 0x7f)
-            || value.bytes().filter(|&c| c == b'@').count() > 1
-        {
+        // One pass: no white space or control byte, at most one `@`.
+        let (mut bad, mut ats) = (false, 0usize);
+        for c in value.bytes() {
+            bad |= c <= b' ' || c == 0x7f;
+            ats += usize::from(c == b'@');
+        }
+        if bad || ats > 1 {
             return Err(HeaderError::BadToken);
         }
         Ok(Self(value))
@@ -696,7 +700,7 @@ pub struct ContentTypeRef<'a> {
 impl ContentTypeRef<'_> {
     /// True when the media type is `ty/subtype`, compared case-insensitively.
     pub fn is(&self, ty: &str, subtype: &str) -> bool {
-        self.ty.eq_ignore_ascii_case(ty) && self.subtype.eq_ignore_ascii_case(subtype)
+        eq_ic_str(self.ty, ty) && eq_ic_str(self.subtype, subtype)
     }
 
     /// The owned view (`type/subtype` lower-cased).

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::error::UriError;
-use crate::text::{ByteStr, Params, ParamsRef};
+use crate::text::{ByteStr, Params, ParamsRef, eq_ic_str};
 
 /// The host of a SIP URI or Via.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,29 +64,35 @@ impl<'a> HostRef<'a> {
         if s.is_empty() {
             return Err(UriError::BadHost);
         }
-        if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
-            && let Some(a) = parse_ipv4(s.as_bytes())
-        {
-            return Ok(HostRef::V4(a));
-        }
-        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional
-        // final dot (an empty label after the first is accepted when the name ends in '.').
+        // One pass for both readings: digits and dots (an IPv4 address when it parses as
+        // one), and RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.',
+        // optional final dot (an empty label after the first is accepted when the name ends
+        // in '.').
         let b = s.as_bytes();
         let ends_with_dot = b.last() == Some(&b'.');
+        let mut digits_and_dots = true;
         let mut ok = true;
         let mut start = 0;
-        for i in 0..=b.len() {
+        let mut i = 0;
+        // The end of the text closes the last label like a dot does.
+        while i <= b.len() {
             if i < b.len() && b[i] != b'.' {
-                ok &= HOST_CHARS[b[i] as usize];
+                let c = b[i];
+                ok &= HOST_CHARS[c as usize];
+                digits_and_dots &= c.is_ascii_digit();
+                i += 1;
                 continue;
             }
-            let label = &b[start..i];
-            ok &= match label {
-                [] => start > 0 && ends_with_dot,
-                [first, .., last] => *first != b'-' && *last != b'-',
-                [only] => *only != b'-',
+            ok &= if i == start {
+                start > 0 && ends_with_dot
+            } else {
+                b[start] != b'-' && b[i - 1] != b'-'
             };
-            start = i + 1;
+            i += 1;
+            start = i;
+        }
+        if digits_and_dots && let Some(a) = parse_ipv4(b) {
+            return Ok(HostRef::V4(a));
         }
         if ok {
             Ok(HostRef::Name(s))
@@ -137,22 +143,32 @@ static HOST_CHARS: [bool; 256] = {
 /// most three digits, no leading zero, each at most 255, separated by dots.
 fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&c| c == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut v: u16 = 0;
-        for &c in part {
-            if !c.is_ascii_digit() {
+    let mut k = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || k == 3 {
                 return None;
             }
-            v = v * 10 + u16::from(c - b'0');
+            octets[k] = u8::try_from(value).ok()?;
+            k += 1;
+            value = 0;
+            digits = 0;
+            continue;
         }
-        *octet = u8::try_from(v).ok()?;
+        // At most three digits, and no leading zero.
+        if !c.is_ascii_digit() || digits == 3 || (digits == 1 && value == 0) {
+            return None;
+        }
+        value = value * 10 + u16::from(c - b'0');
+        digits += 1;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+    if digits == 0 || k != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Splits `host[:port]` where host may be a bracketed IPv6 reference.
@@ -283,32 +299,22 @@ pub struct SipUriRef<'a> {
 }
 
 impl<'a> SipUriRef<'a> {
-    /// `escapes`: whether `rest` holds a `%` at all (when not, no escape can be malformed).
-    fn parse(scheme: Scheme, rest: &'a str, escapes: bool) -> Result<Self, UriError> {
+    /// `scan`: what [`UriRef::parse`] found in `rest` in its one pass.
+    fn parse(scheme: Scheme, rest: &'a str, scan: &Scan) -> Result<Self, UriError> {
+        let escapes = scan.escapes;
         let check_escapes = |s: &str| if escapes { check_escapes(s) } else { Ok(()) };
         // The user part may hold `?`, `;` and `,` (RFC 3261 §25.1 user-unreserved) while `@`
-        // appears nowhere else unescaped: split the userinfo off at the last `@` first.
-        let (userinfo, after_user) = match rest.rfind_b(b'@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
+        // appears nowhere else unescaped: the userinfo ends at the last `@`. After it, the
+        // first `?` starts the headers and the first `;` before that the parameters.
+        let (userinfo, after_user, from) = match scan.at {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..], at + 1),
+            None => (None, rest, 0),
         };
-        // One pass over the rest: the first `?` starts the headers, the first `;` before it
-        // the parameters.
-        let mut question = None;
-        let mut semi = None;
-        for (i, &c) in after_user.as_bytes().iter().enumerate() {
-            if c == b'?' {
-                question = Some(i);
-                break;
-            }
-            if c == b';' && semi.is_none() {
-                semi = Some(i);
-            }
-        }
-        let (hostpart, headers) = match question {
-            Some(i) => (&after_user[..i], Some(&after_user[i + 1..])),
+        let (hostpart, headers) = match scan.question {
+            Some(i) => (&after_user[..i - from], Some(&after_user[i - from + 1..])),
             None => (after_user, None),
         };
+        let semi = scan.semi.map(|i| i - from);
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
@@ -432,9 +438,66 @@ static USER_CHARS: [bool; 256] = {
     t
 };
 
-/// Byte classes of a URI: characters it may not hold, and `%`.
+/// Byte classes of a URI: characters it may not hold, `%`, and the delimiters `@` `?` `;`.
 const URI_BAD: u8 = 1;
 const URI_PERCENT: u8 = 2;
+const URI_DELIM: u8 = 4;
+
+/// What one pass over a URI finds: whether it holds escapes, the last `@`, and after it the
+/// first `?` and the first `;` before that `?` (byte positions).
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    escapes: bool,
+    at: Option<usize>,
+    question: Option<usize>,
+    semi: Option<usize>,
+}
+
+impl Scan {
+    /// Scans `s`; a character a URI may not hold is an error.
+    fn of(s: &str) -> Result<Self, UriError> {
+        let mut class = 0;
+        let mut scan = Scan {
+            escapes: false,
+            at: None,
+            question: None,
+            semi: None,
+        };
+        for (i, &c) in s.as_bytes().iter().enumerate() {
+            let k = URI_CLASS[c as usize];
+            if k == 0 {
+                continue;
+            }
+            class |= k;
+            match c {
+                b'@' => {
+                    scan.at = Some(i);
+                    scan.question = None;
+                    scan.semi = None;
+                }
+                b'?' if scan.question.is_none() => scan.question = Some(i),
+                b';' if scan.question.is_none() && scan.semi.is_none() => scan.semi = Some(i),
+                _ => {}
+            }
+        }
+        if class & URI_BAD != 0 {
+            return Err(UriError::InvalidChar);
+        }
+        scan.escapes = class & URI_PERCENT != 0;
+        Ok(scan)
+    }
+
+    /// The positions relative to `s[offset..]` (the delimiters all lie beyond `offset`).
+    fn after(&self, offset: usize) -> Self {
+        let shift = |p: Option<usize>| p.map(|p| p.saturating_sub(offset));
+        Scan {
+            escapes: self.escapes,
+            at: shift(self.at),
+            question: shift(self.question),
+            semi: shift(self.semi),
+        }
+    }
+}
 static URI_CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0;
@@ -447,6 +510,9 @@ static URI_CLASS: [u8; 256] = {
     t[b'"' as usize] = URI_BAD;
     t[0x7f] = URI_BAD;
     t[b'%' as usize] = URI_PERCENT;
+    t[b'@' as usize] = URI_DELIM;
+    t[b'?' as usize] = URI_DELIM;
+    t[b';' as usize] = URI_DELIM;
     t
 };
 
@@ -563,12 +629,7 @@ impl<'a> UriRef<'a> {
         if s.is_empty() {
             return Err(UriError::Empty);
         }
-        // One pass: no character a URI may not hold, and whether it has escapes at all.
-        let class = s.bytes().fold(0, |k, c| k | URI_CLASS[c as usize]);
-        if class & URI_BAD != 0 {
-            return Err(UriError::InvalidChar);
-        }
-        let escapes = class & URI_PERCENT != 0;
+        let scan = Scan::of(s)?;
         let (scheme, rest) = s.split_once_b(b':').ok_or(UriError::MissingScheme)?;
         let valid_scheme = !scheme.is_empty()
             && scheme.as_bytes()[0].is_ascii_alphabetic()
@@ -578,11 +639,11 @@ impl<'a> UriRef<'a> {
         if !valid_scheme {
             return Err(UriError::MissingScheme);
         }
-        if scheme.eq_ignore_ascii_case("sip") {
-            SipUriRef::parse(Scheme::Sip, rest, escapes).map(UriRef::Sip)
-        } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUriRef::parse(Scheme::Sips, rest, escapes).map(UriRef::Sip)
-        } else if scheme.eq_ignore_ascii_case("tel") {
+        if eq_ic_str(scheme, "sip") {
+            SipUriRef::parse(Scheme::Sip, rest, &scan.after(scheme.len() + 1)).map(UriRef::Sip)
+        } else if eq_ic_str(scheme, "sips") {
+            SipUriRef::parse(Scheme::Sips, rest, &scan.after(scheme.len() + 1)).map(UriRef::Sip)
+        } else if eq_ic_str(scheme, "tel") {
             let (number, params) = match rest.split_once_b(b';') {
                 Some((n, p)) => (n, Some(p)),
                 None => (rest, None),
@@ -603,7 +664,7 @@ impl<'a> UriRef<'a> {
                 params: ParamsRef::uri(params.unwrap_or("")),
             })
         } else {
-            if escapes {
+            if scan.escapes {
                 check_escapes(rest)?;
             }
             Ok(UriRef::Other { scheme, rest })
