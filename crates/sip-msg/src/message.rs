@@ -6,12 +6,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
-use crate::header::{Header, HeaderName, Headers, Raw, TypedHeader};
+use crate::header::{Header, HeaderName, HeaderView, Headers, Raw, TypedHeader};
 use crate::method::Method;
 use crate::text::{ByteStr, is_token_char};
 use crate::typed::{
-    CSeq, CallId, Contact, ContentLength, ContentType, Expires, From, MaxForwards, RecordRoute,
-    Route, To, Via,
+    CSeq, CallId, CallIdRef, ContactRef, ContentLength, ContentTypeRef, Expires, From, FromRef,
+    MaxForwards, RecordRouteRef, RouteRef, To, ToRef, Via, ViaRef,
 };
 use crate::uri::Uri;
 
@@ -257,31 +257,44 @@ impl Message {
             }
         }
 
+        type Check = fn(&Message) -> Result<(), (HeaderError, HeaderName)>;
         fn check<T: TypedHeader>(msg: &Message) -> Result<(), (HeaderError, HeaderName)> {
             for v in msg.headers.typed_all::<T>() {
                 v.map_err(|e| (e, T::NAME))?;
             }
             Ok(())
         }
-        let essential = [
-            check::<Via>,
-            check::<From>,
-            check::<To>,
-            check::<CallId>,
+        // The borrowed views read (and reject) exactly what the owned ones do, without
+        // copying every value.
+        macro_rules! check_view {
+            ($view:ident) => {
+                |msg: &Message| -> Result<(), (HeaderError, HeaderName)> {
+                    for v in msg.headers.view_all::<$view>() {
+                        v.map_err(|e| (e, <$view as HeaderView>::NAME))?;
+                    }
+                    Ok(())
+                }
+            };
+        }
+        let essential: [Check; 10] = [
+            check_view!(ViaRef),
+            check_view!(FromRef),
+            check_view!(ToRef),
+            check_view!(CallIdRef),
             check::<CSeq>,
             check::<MaxForwards>,
             check::<ContentLength>,
-            check::<Contact>,
-            check::<Route>,
-            check::<RecordRoute>,
+            check_view!(ContactRef),
+            check_view!(RouteRef),
+            check_view!(RecordRouteRef),
         ];
         for c in essential {
             if let Err((e, name)) = c(self) {
                 return Err(err(self, ErrorKind::BadHeaderValue(e), name));
             }
         }
-        let optional = [
-            check::<ContentType>,
+        let optional: [Check; 3] = [
+            check_view!(ContentTypeRef),
             check::<Expires>,
             check::<crate::typed::Date>,
         ];
