@@ -43,7 +43,7 @@ fn packet_round(c: &mut Criterion) {
                 let _ = black_box(b.handle_packet(now, &o.bytes));
             }
             n += 1;
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 black_box(b.sample(now));
             }
             now += Duration::from_millis(20);
