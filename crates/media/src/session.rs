@@ -973,13 +973,33 @@ mod tests {
     /// Two sessions wired back to back through a virtual network: fixed one-way delay, RTP
     /// dropped at random with probability `loss` (seeded); RTCP is never dropped.
     fn run(codec: Codec, secs: u64, loss: f64, delay_ms: u64, seed: u64) -> Run {
+        let delay = Duration::from_millis(delay_ms);
+        run_with(codec, secs, seed, move |rng, _, _| {
+            if rng.random::<f64>() < loss {
+                vec![]
+            } else {
+                vec![delay]
+            }
+        })
+    }
+
+    /// The same with any impairment: `impair(rng, n, from_a)` gives the delays of the copies
+    /// of the n-th RTP packet of a direction (none: dropped, two: duplicated). RTCP always
+    /// takes 10 ms.
+    fn run_with(
+        codec: Codec,
+        secs: u64,
+        seed: u64,
+        mut impair: impl FnMut(&mut SmallRng, u64, bool) -> Vec<Duration>,
+    ) -> Run {
         let t0 = Instant::now();
         let mut a = MediaSession::new(cfg(0xa, codec, seed), t0).unwrap();
         let mut b = MediaSession::new(cfg(0xb, codec, seed + 1), t0).unwrap();
         let mut rng = SmallRng::seed_from_u64(seed);
-        let delay = Duration::from_millis(delay_ms);
-        // (deliver at, to b?, bytes), kept in send order: the delay is fixed, so FIFO.
-        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        // (deliver at, send order, to b?, bytes), delivered in time order.
+        let mut wire: Vec<(Instant, u64, bool, Vec<u8>)> = Vec::new();
+        let mut order = 0u64;
+        let mut sent = [0u64; 2];
         let end = t0 + Duration::from_secs(secs);
         let mut next_sample = t0 + Duration::from_secs(1);
         let mut out = Run {
@@ -993,24 +1013,31 @@ mod tests {
         let mut now = t0;
         let mut stopped = false;
         loop {
-            while let Some((at, to_b, bytes)) = wire.front() {
-                if *at > now {
-                    break;
-                }
-                let target = if *to_b { &mut b } else { &mut a };
-                target.handle_packet(*at, bytes).unwrap();
-                wire.pop_front();
+            wire.sort_by_key(|w| (w.0, w.1));
+            while wire.first().is_some_and(|w| w.0 <= now) {
+                let (at, _, to_b, bytes) = wire.remove(0);
+                let target = if to_b { &mut b } else { &mut a };
+                target.handle_packet(at, &bytes).unwrap();
             }
             for (from_a, s) in [(true, &mut a), (false, &mut b)] {
                 while let Some(o) = s.poll_transmit(now) {
-                    if o.kind == PacketKind::Rtp && rng.random::<f64>() < loss {
+                    order += 1;
+                    let delays = if o.kind == PacketKind::Rtp {
+                        let n = &mut sent[usize::from(from_a)];
+                        *n += 1;
+                        impair(&mut rng, *n - 1, from_a)
+                    } else {
+                        if from_a {
+                            out.rtcp_seen.push(o.bytes.clone());
+                        }
+                        vec![Duration::from_millis(10)]
+                    };
+                    if delays.is_empty() {
                         out.rtp_dropped += 1;
-                        continue;
                     }
-                    if o.kind == PacketKind::Rtcp && from_a {
-                        out.rtcp_seen.push(o.bytes.clone());
+                    for d in delays {
+                        wire.push((now + d, order, from_a, o.bytes.clone()));
                     }
-                    wire.push_back((now + delay, from_a, o.bytes));
                 }
             }
             if now >= next_sample && !stopped {
@@ -1027,7 +1054,7 @@ mod tests {
             let next = [
                 a.poll_timeout(),
                 b.poll_timeout(),
-                wire.front().map(|w| w.0),
+                wire.iter().map(|w| w.0).min(),
                 (!stopped).then_some(next_sample.min(end)),
             ]
             .into_iter()
@@ -1187,6 +1214,81 @@ mod tests {
         assert!((s.r_factor - 77.43).abs() < 2.5, "{}", s.r_factor);
         assert_eq!(s.rx_jb_late, 0);
         assert_eq!(s.rx_jitter_ms, 0.0);
+    }
+
+    #[test]
+    fn uniform_jitter_is_measured() {
+        // One-way delay uniform in [10, 25] ms, independent per packet (no reordering: the
+        // spread is below the 20 ms spacing). A.8's J averages E|Dᵢ − Dᵢ₋₁| = a/3 for
+        // independent U(0, a) delays: 15/3 = 5 ms. Each 1-s reading has σ ≈ a/√18/√31
+        // = 0.63 ms (EWMA gain 1/16); the mean of 58 readings has σ ≈ 0.1 ms.
+        let r = run_with(Codec::Pcmu, 60, 5, |rng, _, _| {
+            vec![Duration::from_micros(rng.random_range(10_000..=25_000))]
+        });
+        let js: Vec<f64> = r.samples_b[2..]
+            .iter()
+            .filter_map(|s| s.received.jitter_ms)
+            .collect();
+        let mean = js.iter().sum::<f64>() / js.len() as f64;
+        assert!((mean - 5.0).abs() < 0.4, "mean jitter {mean} ms");
+        let s = r.b.summary();
+        assert_eq!((s.rx_lost, s.rx_out_of_order, s.rx_jb_late), (0, 0, 0));
+        // A's view of the same direction comes from B's RTCP reports: the same estimator.
+        let reported = r.samples_a.last().unwrap().sent.jitter_ms.unwrap();
+        assert!((reported - 5.0).abs() < 2.5, "{reported}");
+        // The jitter buffer grew to ptime + 3·J ≈ 35 ms.
+        let target = r.samples_b.last().unwrap().rx.jb_target_ms;
+        assert!((target - 35.0).abs() < 5.0, "{target}");
+    }
+
+    #[test]
+    fn spikes_reorder_and_duplicates_are_counted() {
+        // A → B: every 100th packet (n ≡ 50) is held 100 ms more (5 packets overtake it, and
+        // it misses its playout: the jitter buffer's target stays well under 100 ms); every
+        // 100th (n ≡ 75) is duplicated 1 ms later. 20 s: 1001 packets, 10 of each.
+        let r = run_with(Codec::Pcma, 20, 9, |_, n, from_a| {
+            let base = Duration::from_millis(10);
+            match (from_a, n % 100) {
+                (true, 50) => vec![base + Duration::from_millis(100)],
+                (true, 75) => vec![base, base + Duration::from_millis(1)],
+                _ => vec![base],
+            }
+        });
+        let s = r.b.summary();
+        assert_eq!(s.rx_packets, 1011);
+        assert_eq!((s.rx_expected, s.rx_lost), (1000, 0));
+        assert_eq!(
+            (s.rx_out_of_order, s.rx_duplicates, s.rx_jb_late),
+            (10, 10, 10)
+        );
+        assert_eq!(s.rx_largest_gap, 1);
+        // For the E-model the 10 late packets are lost: Ppl = 1 %. The gaps seen at arrival
+        // give p = 10/990, q = 1 → BurstR = 1/(p + q) = 0.990.
+        assert!((s.rx_burst_ratio - 1.0 / (10.0 / 990.0 + 1.0)).abs() < 1e-12);
+        let expect = emodel::rating(
+            &Params::default(),
+            Delays {
+                ta: r.samples_b.last().unwrap().one_way_delay_ms,
+                ..Delays::default()
+            },
+            CodecImpairment::of(Codec::Pcma),
+            1.0,
+            s.rx_burst_ratio,
+        )
+        .r;
+        assert!(
+            (s.r_factor - expect).abs() < 1e-9,
+            "{} vs {expect}",
+            s.r_factor
+        );
+        // ≈ 89.6 (1 % random loss is 89.57).
+        assert_eq!((s.r_factor * 10.0).round() / 10.0, 89.6);
+        // The other direction was clean.
+        let s = r.a.summary();
+        assert_eq!(
+            (s.rx_lost, s.rx_out_of_order, s.rx_duplicates, s.rx_jb_late),
+            (0, 0, 0, 0)
+        );
     }
 
     #[test]
