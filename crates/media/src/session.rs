@@ -17,7 +17,11 @@
 //! timestamp come from a seeded RNG, so a run can be replayed exactly.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
+
+use audio_codec::g722::{G722Decoder, G722Encoder};
+use audio_codec::{Decoder as _, Encoder as _};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -40,7 +44,7 @@ pub struct SessionConfig {
     pub local_ssrc: u32,
     /// Our SDES CNAME.
     pub cname: String,
-    /// The codec (PCMU or PCMA in this version).
+    /// The codec (PCMU, PCMA or G.722 in this version).
     pub codec: Codec,
     /// Payload type we send.
     pub send_pt: u8,
@@ -421,11 +425,54 @@ pub struct CallMediaSummary {
     pub remote_bye: bool,
 }
 
+/// The encoder/decoder pair of a session.
+enum Coder {
+    G711(Law),
+    // Boxed: the G.722 state is ~400 bytes a direction.
+    G722(Box<G722Encoder>, Box<G722Decoder>),
+}
+
+impl fmt::Debug for Coder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Coder::G711(law) => write!(f, "G711({law:?})"),
+            Coder::G722(..) => f.write_str("G722"),
+        }
+    }
+}
+
+impl Coder {
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
+        match self {
+            Coder::G711(law) => law.encode(pcm, out),
+            Coder::G722(enc, _) => {
+                let at = out.len();
+                out.resize(at + enc.max_encode_bytes(pcm.len()), 0);
+                // The buffer is sized by the encoder's own bound, so this cannot fail.
+                let n = enc.encode_into(pcm, &mut out[at..]).unwrap_or(0);
+                out.truncate(at + n);
+            }
+        }
+    }
+
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
+        match self {
+            Coder::G711(law) => law.decode(payload, out),
+            Coder::G722(_, dec) => {
+                out.resize(dec.max_decode_samples(payload.len()), 0);
+                // Sized by the decoder's own bound, as above.
+                let n = dec.decode_into(payload, out).unwrap_or(0);
+                out.truncate(n);
+            }
+        }
+    }
+}
+
 /// One call's media. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct MediaSession {
     cfg: SessionConfig,
-    law: Law,
+    coder: Coder,
     clock_rate: u32,
     spp: u32,
     start: Instant,
@@ -478,9 +525,14 @@ fn ntp_add(base: u64, d: Duration) -> u64 {
 impl MediaSession {
     /// A session starting at `now` (the first RTP packet goes out at `now`).
     pub fn new(cfg: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
-        let law = match cfg.codec {
-            Codec::Pcmu => Law::Ulaw,
-            Codec::Pcma => Law::Alaw,
+        // G.722 samples at 16 kHz but its RTP clock is 8 kHz (RFC 3551 §4.5.2).
+        let (coder, sample_rate) = match cfg.codec {
+            Codec::Pcmu => (Coder::G711(Law::Ulaw), 8000),
+            Codec::Pcma => (Coder::G711(Law::Alaw), 8000),
+            Codec::G722 => (
+                Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
+                16000,
+            ),
             other => return Err(ConfigError::UnsupportedCodec(other)),
         };
         if !(10..=120).contains(&cfg.ptime_ms) {
@@ -488,18 +540,19 @@ impl MediaSession {
         }
         let clock_rate = cfg.codec.clock_rate();
         let spp = clock_rate / 1000 * cfg.ptime_ms;
+        let frame = sample_rate / 1000 * cfg.ptime_ms;
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
         // RFC 3550 §5.1: random initial sequence number and timestamp.
         let seq = rng.random();
         let ts = rng.random();
         let first_rtcp = now + cfg.rtcp_interval.mul_f64(rng.random_range(0.25..0.75));
         Ok(MediaSession {
-            law,
+            coder,
             clock_rate,
             spp,
             start: now,
-            source: SpeechSource::new(cfg.source, clock_rate),
-            pcm: vec![0; spp as usize],
+            source: SpeechSource::new(cfg.source, sample_rate),
+            pcm: vec![0; frame as usize],
             next_rtp: cfg.direction.sends().then_some(now),
             seq,
             ts,
@@ -520,7 +573,7 @@ impl MediaSession {
             stats: ReceiveStats::new(clock_rate, spp),
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
-            decoded: Vec::with_capacity(spp as usize),
+            decoded: Vec::with_capacity(frame as usize),
             origin: None,
             seen_resets: (0, 0),
             malformed: 0,
@@ -608,12 +661,14 @@ impl MediaSession {
         };
         let mut bytes = Vec::with_capacity(12 + self.pcm.len());
         header.write(&[], &mut bytes);
-        self.law.encode(&self.pcm, &mut bytes);
+        let payload_at = bytes.len();
+        self.coder.encode(&self.pcm, &mut bytes);
+        let payload_len = bytes.len() - payload_at;
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.spp);
         self.tx_packets += 1;
         self.tx_bytes += bytes.len() as u64;
-        self.tx_octets += self.pcm.len() as u64;
+        self.tx_octets += payload_len as u64;
         self.tx_interval.0 += 1;
         self.tx_interval.1 += bytes.len() as u64;
         Outgoing {
@@ -744,7 +799,7 @@ impl MediaSession {
             let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
             if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
                 self.decoded.clear();
-                self.law.decode(p.payload, &mut self.decoded);
+                self.coder.decode(p.payload, &mut self.decoded);
                 self.meter.add_frame(&self.decoded);
             }
         } else if Some(p.payload_type) == self.cfg.recv_event_pt {
@@ -1141,6 +1196,23 @@ mod tests {
             "rx_jb_late",
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn g722_call_carries_wideband_audio() {
+        let r = run(Codec::G722, 6, 0.0, 10, 4);
+        let s = r.a.summary();
+        // 64 kbit/s: 160 payload bytes per 20 ms, as G.711; the RTP clock is 8 kHz.
+        assert_eq!(s.rx_bytes, s.rx_packets * 172);
+        assert_eq!((s.rx_lost, s.rx_ts_jumps, s.malformed), (0, 0, 0));
+        // The decoded 16 kHz signal has the source's levels (ADPCM: within 0.5 dB).
+        for x in &r.samples_a[2..] {
+            let speech = x.rx.levels.speech_dbov.unwrap();
+            assert!((speech + 20.0).abs() < 0.5, "{speech}");
+            if let Some(noise) = x.rx.levels.noise_dbov {
+                assert!((noise + 60.0).abs() < 3.0, "{noise}");
+            }
         }
     }
 
