@@ -21,6 +21,7 @@ fn cfg(ssrc: u32) -> SessionConfig {
         send_pt: 0,
         recv_pt: 0,
         recv_event_pt: Some(101),
+        send_event_pt: Some(101),
         ptime_ms: 20,
         rtcp_mux: true,
         direction: Direction::SendRecv,

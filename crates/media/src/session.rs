@@ -27,7 +27,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
-use crate::dtmf::{TelephoneEvent, char_of};
+use crate::dtmf::{TelephoneEvent, char_of, event_of};
 use crate::emodel::{self, CodecImpairment, Delays, Params};
 use crate::g711::Law;
 use crate::rtcp::{
@@ -52,6 +52,8 @@ pub struct SessionConfig {
     pub recv_pt: u8,
     /// telephone-event payload type we expect, if negotiated.
     pub recv_event_pt: Option<u8>,
+    /// telephone-event payload type we send with, if negotiated.
+    pub send_event_pt: Option<u8>,
     /// Packetisation time, ms.
     pub ptime_ms: u32,
     /// RTCP multiplexed on the RTP port (informational: demux works either way).
@@ -80,6 +82,7 @@ impl SessionConfig {
             send_pt: n.send_pt,
             recv_pt: n.recv_pt,
             recv_event_pt: n.recv_event_pt,
+            send_event_pt: n.send_event_pt,
             ptime_ms: n.ptime,
             rtcp_mux: n.rtcp_mux,
             direction: n.direction,
@@ -106,6 +109,30 @@ pub enum ConfigError {
     /// ptime outside 10..=120 ms or not a whole number of 1 ms.
     #[error("ptime {0} ms out of range (10..=120)")]
     BadPtime(u32),
+}
+
+/// A DTMF request the session cannot carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DtmfSendError {
+    /// telephone-event was not negotiated (use SIP INFO instead).
+    #[error("telephone-event was not negotiated")]
+    NotNegotiated,
+    /// Not one of 0-9 * # A-D.
+    #[error("not a dtmf digit: {0:?}")]
+    BadDigit(char),
+    /// The session does not send media.
+    #[error("the session does not send media")]
+    NotSending,
+}
+
+/// An RFC 4733 event being sent.
+#[derive(Debug, Clone, Copy)]
+struct EventTx {
+    event: u8,
+    start_ts: u32,
+    packets: u32,
+    total: u32,
+    ends_sent: u8,
 }
 
 /// An undecodable datagram.
@@ -415,6 +442,8 @@ pub struct CallMediaSummary {
     pub mos_min: Option<f64>,
     /// DTMF digits received (RFC 4733).
     pub dtmf_received: String,
+    /// DTMF digits sent (RFC 4733), each once its last end packet went out.
+    pub dtmf_sent: String,
     /// Undecodable datagrams.
     pub malformed: u64,
     /// RTP packets with a payload type we did not negotiate.
@@ -487,6 +516,11 @@ pub struct MediaSession {
     tx_bytes: u64,
     tx_octets: u64,
     tx_interval: (u64, u64),
+    dtmf_queue: VecDeque<(u8, u32)>,
+    dtmf_current: Option<EventTx>,
+    dtmf_gap: u32,
+    dtmf_sent: String,
+    event_ts: u32,
     // rtcp
     next_rtcp: Option<Instant>,
     last_sr: Option<(u32, Instant)>,
@@ -560,6 +594,11 @@ impl MediaSession {
             tx_bytes: 0,
             tx_octets: 0,
             tx_interval: (0, 0),
+            dtmf_queue: VecDeque::new(),
+            dtmf_current: None,
+            dtmf_gap: 0,
+            dtmf_sent: String::new(),
+            event_ts: 0,
             next_rtcp: Some(first_rtcp),
             last_sr: None,
             remote_report: None,
@@ -648,7 +687,88 @@ impl MediaSession {
         None
     }
 
+    /// Queues DTMF digits to send as RFC 4733 events of `duration` each (50 ms of audio
+    /// between digits). Events replace the audio packets while they last.
+    pub fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), DtmfSendError> {
+        if self.cfg.send_event_pt.is_none() {
+            return Err(DtmfSendError::NotNegotiated);
+        }
+        if self.next_rtp.is_none() {
+            return Err(DtmfSendError::NotSending);
+        }
+        let events = digits
+            .chars()
+            .map(|c| event_of(c).ok_or(DtmfSendError::BadDigit(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The duration field is 16 bits of timestamp units (RFC 4733 §2.5.1.3); whole packets.
+        let units = (duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        let total = units.clamp(self.spp, u32::from(u16::MAX) / self.spp * self.spp);
+        self.dtmf_queue
+            .extend(events.into_iter().map(|e| (e, total)));
+        Ok(())
+    }
+
+    /// The next RFC 4733 packet (payload and marker) if an event is being sent.
+    fn next_event(&mut self) -> Option<([u8; 4], bool)> {
+        if self.dtmf_current.is_none() && self.dtmf_gap == 0 {
+            let (event, total) = self.dtmf_queue.pop_front()?;
+            self.dtmf_current = Some(EventTx {
+                event,
+                start_ts: self.ts,
+                packets: 0,
+                total,
+                ends_sent: 0,
+            });
+        }
+        let Some(e) = self.dtmf_current.as_mut() else {
+            self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
+            return None;
+        };
+        if e.ends_sent == 0 {
+            e.packets += 1;
+        }
+        let duration = (e.packets * self.spp).min(e.total);
+        let end = duration >= e.total;
+        let marker = e.packets == 1 && e.ends_sent == 0;
+        if end {
+            e.ends_sent += 1;
+        }
+        let payload = TelephoneEvent {
+            event: e.event,
+            end,
+            volume: 10,
+            duration: duration as u16,
+        }
+        .encode();
+        // All packets of an event carry its start time (RFC 4733 §2.5.1.2).
+        self.event_ts = e.start_ts;
+        // RFC 4733 §2.5.1.4: the end packet goes out three times.
+        if e.ends_sent == 3 {
+            if let Some(c) = char_of(e.event) {
+                self.dtmf_sent.push(c);
+            }
+            self.dtmf_current = None;
+            self.dtmf_gap = (50 / self.cfg.ptime_ms).max(1);
+        }
+        Some((payload, marker))
+    }
+
     fn build_rtp(&mut self) -> Outgoing {
+        if let Some(pt) = self.cfg.send_event_pt
+            && let Some((payload, marker)) = self.next_event()
+        {
+            let header = RtpHeader {
+                marker,
+                payload_type: pt,
+                sequence: self.seq,
+                timestamp: self.event_ts,
+                ssrc: self.cfg.local_ssrc,
+                ..RtpHeader::default()
+            };
+            let mut bytes = Vec::with_capacity(16);
+            header.write(&payload, &mut bytes);
+            return self.account(bytes, 4);
+        }
         let marker = self.source.spurt_starts();
         self.source.fill(&mut self.pcm);
         let header = RtpHeader {
@@ -664,6 +784,10 @@ impl MediaSession {
         let payload_at = bytes.len();
         self.coder.encode(&self.pcm, &mut bytes);
         let payload_len = bytes.len() - payload_at;
+        self.account(bytes, payload_len)
+    }
+
+    fn account(&mut self, bytes: Vec<u8>, payload_len: usize) -> Outgoing {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.spp);
         self.tx_packets += 1;
@@ -782,10 +906,15 @@ impl MediaSession {
 
     fn handle_rtp(&mut self, now: Instant, buf: &[u8]) -> Result<(), PacketError> {
         let p = RtpPacket::parse(buf)?;
-        // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all.
-        let verdict =
+        // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all,
+        // but only media timestamps follow the media clock.
+        let verdict = if Some(p.payload_type) == self.cfg.recv_event_pt {
             self.stats
-                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len());
+                .on_other_packet(now, p.sequence, p.ssrc, buf.len())
+        } else {
+            self.stats
+                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len())
+        };
         let t = self.stats.totals();
         if (t.ssrc_switches, t.seq_resets) != self.seen_resets {
             self.seen_resets = (t.ssrc_switches, t.seq_resets);
@@ -982,6 +1111,7 @@ impl MediaSession {
             mos: emodel::mos_from_r(r),
             mos_min: self.mos_min,
             dtmf_received: self.dtmf.clone(),
+            dtmf_sent: self.dtmf_sent.clone(),
             malformed: self.malformed,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
@@ -1003,6 +1133,7 @@ mod tests {
             send_pt: codec.default_pt(),
             recv_pt: codec.default_pt(),
             recv_event_pt: Some(101),
+            send_event_pt: Some(101),
             ptime_ms: 20,
             rtcp_mux: true,
             direction: Direction::SendRecv,
@@ -1361,6 +1492,89 @@ mod tests {
             (s.rx_lost, s.rx_out_of_order, s.rx_duplicates, s.rx_jb_late),
             (0, 0, 0, 0)
         );
+    }
+
+    #[test]
+    fn dtmf_sent_as_rfc4733_events_is_detected() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        assert_eq!(
+            a.send_dtmf("1x", Duration::from_millis(100)),
+            Err(DtmfSendError::BadDigit('x'))
+        );
+        a.send_dtmf("12#", Duration::from_millis(100)).unwrap();
+        let mut events = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(2) {
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    let p = RtpPacket::parse(&o.bytes).unwrap();
+                    if p.payload_type == 101 {
+                        let e = TelephoneEvent::decode(p.payload).unwrap();
+                        events.push((p.marker, p.timestamp, e.event, e.end, e.duration));
+                    }
+                }
+                b.handle_packet(now, &o.bytes).unwrap();
+            }
+            while let Some(o) = b.poll_transmit(now) {
+                a.handle_packet(now, &o.bytes).unwrap();
+            }
+            now += Duration::from_millis(20);
+        }
+        // 100 ms = 800 units = 5 packets, then the end packet twice more: 7 per digit.
+        assert_eq!(events.len(), 21);
+        let first: Vec<_> = events[..7].iter().map(|e| (e.0, e.2, e.3, e.4)).collect();
+        assert_eq!(
+            first,
+            vec![
+                (true, 1, false, 160),
+                (false, 1, false, 320),
+                (false, 1, false, 480),
+                (false, 1, false, 640),
+                (false, 1, true, 800),
+                (false, 1, true, 800),
+                (false, 1, true, 800),
+            ]
+        );
+        // One timestamp per event (its start); 2 audio packets (50 ms → 2) between digits.
+        assert!(events[..7].iter().all(|e| e.1 == events[0].1));
+        assert_eq!(events[7].1.wrapping_sub(events[0].1), 9 * 160);
+        assert_eq!(a.summary().dtmf_sent, "12#");
+        let s = b.summary();
+        assert_eq!(s.dtmf_received, "12#");
+        // Events share the sequence space and do not disturb the media figures.
+        assert_eq!((s.rx_lost, s.rx_ts_jumps, s.unexpected_pt), (0, 0, 0));
+        assert_eq!(s.rx_jitter_ms, 0.0);
+        let mut c = cfg(3, Codec::Pcmu, 3);
+        c.send_event_pt = None;
+        let mut x = MediaSession::new(c, t0).unwrap();
+        assert_eq!(
+            x.send_dtmf("1", Duration::from_millis(100)),
+            Err(DtmfSendError::NotNegotiated)
+        );
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(cfg(1, Codec::G722, 1), t0).unwrap();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for i in 0..20_000u32 {
+            let len = rng.random_range(0..200);
+            let mut b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if len > 1 && i % 2 == 0 {
+                b[0] = 0x80 | (b[0] & 0x3f);
+            }
+            let _ = s.handle_packet(t0 + Duration::from_millis(u64::from(i)), &b);
+            if i % 1000 == 0 {
+                let x = s.sample(t0 + Duration::from_millis(u64::from(i)));
+                assert!(x.metrics().iter().all(|(_, v)| v.is_finite()), "{x:?}");
+            }
+        }
+        let sum = s.summary();
+        assert!(sum.malformed > 0);
+        assert!(sum.r_factor.is_finite() && sum.mos >= 1.0);
     }
 
     #[test]

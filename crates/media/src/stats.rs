@@ -140,6 +140,10 @@ struct Source {
     /// Bit i set: extended sequence `ext_max - i` was received (duplicate detection).
     window: u128,
     last_ts: u32,
+    /// `last_ts` is from a media packet.
+    has_ts: bool,
+    /// Sequence steps taken by non-media packets since `last_ts`.
+    skipped: u32,
     transit: Option<f64>,
 }
 
@@ -154,6 +158,8 @@ impl Source {
             probation: MIN_SEQUENTIAL,
             window: 0,
             last_ts: 0,
+            has_ts: false,
+            skipped: 0,
             transit: None,
         };
         s.init_seq(seq);
@@ -247,7 +253,7 @@ impl ReceiveStats {
         self.totals.jitter * 1000.0 / f64::from(self.clock_rate)
     }
 
-    /// Counts one arriving RTP packet (`len` is the whole packet).
+    /// Counts one arriving RTP media packet (`len` is the whole packet).
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -256,6 +262,27 @@ impl ReceiveStats {
         ssrc: u32,
         marker: bool,
         len: usize,
+    ) -> Verdict {
+        self.count(now, seq, timestamp, ssrc, marker, len, true)
+    }
+
+    /// Counts a packet of the same stream whose timestamp does not follow the media clock
+    /// (RFC 4733 events keep the event's start time): sequence and volume figures only, no
+    /// jitter or timestamp-jump check.
+    pub fn on_other_packet(&mut self, now: Instant, seq: u16, ssrc: u32, len: usize) -> Verdict {
+        self.count(now, seq, 0, ssrc, false, len, false)
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: private; the two public doors name them
+    fn count(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        ssrc: u32,
+        marker: bool,
+        len: usize,
+        media: bool,
     ) -> Verdict {
         self.totals.packets += 1;
         self.totals.bytes += len as u64;
@@ -285,8 +312,8 @@ impl ReceiveStats {
         if fresh {
             self.src = Some(Source::new(ssrc, seq));
         }
-        let verdict = self.update_seq(seq, timestamp, marker);
-        if matches!(verdict, Verdict::InOrder | Verdict::Late) {
+        let verdict = self.update_seq(seq, timestamp, marker, media);
+        if media && matches!(verdict, Verdict::InOrder | Verdict::Late) {
             self.update_jitter(now, origin, timestamp);
         }
         verdict
@@ -318,7 +345,7 @@ impl ReceiveStats {
     }
 
     /// RFC 3550 A.1 `update_seq`, extended with duplicate/late/gap bookkeeping.
-    fn update_seq(&mut self, seq: u16, timestamp: u32, marker: bool) -> Verdict {
+    fn update_seq(&mut self, seq: u16, timestamp: u32, marker: bool, media: bool) -> Verdict {
         let spp = self.samples_per_packet;
         // `src` is set by the caller just before.
         let Some(s) = self.src.as_mut() else {
@@ -333,6 +360,7 @@ impl ReceiveStats {
                 if s.probation == 0 {
                     s.init_seq(seq);
                     s.last_ts = timestamp;
+                    s.has_ts = media;
                     self.totals.received += 1;
                     self.pattern.rr += 1;
                     return Verdict::InOrder;
@@ -362,10 +390,18 @@ impl ReceiveStats {
                 self.pattern.lr += 1;
             }
             let ts_step = timestamp.wrapping_sub(s.last_ts);
-            if spp > 0 && !marker && ts_step != u32::from(udelta).wrapping_mul(spp) {
-                self.totals.ts_jumps += 1;
+            if media {
+                // The step is counted from the last media packet, across event packets.
+                let want = u32::from(udelta).wrapping_add(s.skipped).wrapping_mul(spp);
+                if spp > 0 && !marker && s.has_ts && ts_step != want {
+                    self.totals.ts_jumps += 1;
+                }
+                s.last_ts = timestamp;
+                s.has_ts = true;
+                s.skipped = 0;
+            } else {
+                s.skipped = s.skipped.wrapping_add(u32::from(udelta));
             }
-            s.last_ts = timestamp;
             s.window = if udelta >= 128 {
                 1
             } else {
@@ -380,6 +416,8 @@ impl ReceiveStats {
                 self.folded_expected += s.expected();
                 s.init_seq(seq);
                 s.last_ts = timestamp;
+                s.has_ts = media;
+                s.skipped = 0;
                 s.transit = None;
                 self.totals.seq_resets += 1;
             } else {
@@ -638,6 +676,20 @@ mod tests {
         }
         // The 8000 step without marker is a jump; the 4000 step with marker is a new talk spurt.
         assert_eq!(s.totals().ts_jumps, 1);
+        // Three RFC 4733 packets in between, then media 4 steps on: no jump.
+        for q in 6..9 {
+            s.on_other_packet(t0 + Duration::from_millis(20 * q), q as u16, 1, 16);
+        }
+        s.on_packet(
+            t0 + Duration::from_millis(180),
+            9,
+            ts.wrapping_add(4 * SPP),
+            1,
+            false,
+            100,
+        );
+        assert_eq!(s.totals().ts_jumps, 1);
+        assert_eq!(s.totals().received, 9);
     }
 
     #[test]
