@@ -103,6 +103,30 @@ pub struct LossPattern {
 }
 
 impl LossPattern {
+    fn count(&mut self, from: bool, to: bool, k: u64) {
+        match (from, to) {
+            (true, true) => self.rr += k,
+            (true, false) => self.rl += k,
+            (false, false) => self.ll += k,
+            (false, true) => self.lr += k,
+        }
+    }
+
+    /// Appends `n` packets of one state (received or lost) to the process.
+    fn feed(&mut self, last: &mut Option<bool>, received: bool, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match *last {
+            Some(prev) => {
+                self.count(prev, received, 1);
+                self.count(received, received, n - 1);
+            }
+            None => self.count(received, received, n - 1),
+        }
+        *last = Some(received);
+    }
+
     /// Loss ratio implied by the transitions (lost packets / all packets).
     pub fn loss_ratio(&self) -> f64 {
         let lost = self.rl + self.ll;
@@ -137,8 +161,11 @@ struct Source {
     base_seq: u32,
     bad_seq: u32,
     probation: u8,
-    /// Bit i set: extended sequence `ext_max - i` was received (duplicate detection).
+    /// Bit i set: extended sequence `ext_max - i` was received (duplicate detection, and the
+    /// loss pattern: a bit is final once it leaves the window, since MAX_MISORDER < 128).
     window: u128,
+    /// How many bits of `window` are sequence numbers at or after the base.
+    win_len: u32,
     last_ts: u32,
     /// `last_ts` is from a media packet.
     has_ts: bool,
@@ -157,6 +184,7 @@ impl Source {
             bad_seq: SEQ_MOD + 1,
             probation: MIN_SEQUENTIAL,
             window: 0,
+            win_len: 0,
             last_ts: 0,
             has_ts: false,
             skipped: 0,
@@ -174,6 +202,24 @@ impl Source {
         self.bad_seq = SEQ_MOD + 1;
         self.cycles = 0;
         self.window = 1;
+        self.win_len = 1;
+    }
+
+    /// Feeds the window's bits, oldest first, into a loss pattern.
+    fn drain_into(&self, pattern: &mut LossPattern, last: &mut Option<bool>, from: u32) {
+        for i in (from..self.win_len).rev() {
+            pattern.feed(last, (self.window >> i) & 1 == 1, 1);
+        }
+    }
+
+    /// Moves the window `d` packets forward; bits that fall out are final.
+    fn advance(&mut self, d: u32, pattern: &mut LossPattern, last: &mut Option<bool>) {
+        self.drain_into(pattern, last, 128u32.saturating_sub(d));
+        if d > 128 {
+            pattern.feed(last, false, u64::from(d - 128));
+        }
+        self.window = if d >= 128 { 1 } else { (self.window << d) | 1 };
+        self.win_len = (self.win_len + d).min(128);
     }
 
     fn ext_max(&self) -> u32 {
@@ -200,7 +246,10 @@ pub struct ReceiveStats {
     spacing_sum_ms: f64,
     spacing_n: u64,
     last_arrival: Option<Instant>,
+    /// Transitions of packets that left the window (final).
     pattern: LossPattern,
+    /// State of the last packet fed into `pattern`.
+    pattern_last: Option<bool>,
     /// Expected packets of earlier sources and of epochs before a restart.
     folded_expected: u64,
     /// Cumulative expected and received at the end of the previous interval (A.3).
@@ -221,6 +270,7 @@ impl ReceiveStats {
             spacing_n: 0,
             last_arrival: None,
             pattern: LossPattern::default(),
+            pattern_last: None,
             folded_expected: 0,
             prior: (0, 0),
         }
@@ -245,7 +295,20 @@ impl ReceiveStats {
 
     /// Loss-process transitions so far.
     pub fn loss_pattern(&self) -> LossPattern {
-        self.pattern
+        let mut p = self.pattern;
+        let mut last = self.pattern_last;
+        if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
+            s.drain_into(&mut p, &mut last, 0);
+        }
+        p
+    }
+
+    /// Commits the current window to the pattern and starts a new epoch (restart, switch).
+    fn close_pattern_epoch(&mut self) {
+        if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
+            s.drain_into(&mut self.pattern, &mut self.pattern_last, 0);
+        }
+        self.pattern_last = None;
     }
 
     /// Jitter in ms.
@@ -321,6 +384,7 @@ impl ReceiveStats {
 
     /// Keeps the counts of a source that went away (SSRC switch) in the totals.
     fn fold_source(&mut self) {
+        self.close_pattern_epoch();
         if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
             self.folded_expected += s.expected();
         }
@@ -362,7 +426,6 @@ impl ReceiveStats {
                     s.last_ts = timestamp;
                     s.has_ts = media;
                     self.totals.received += 1;
-                    self.pattern.rr += 1;
                     return Verdict::InOrder;
                 }
             } else {
@@ -382,13 +445,6 @@ impl ReceiveStats {
             }
             let gap = u64::from(udelta) - 1;
             self.totals.largest_gap = self.totals.largest_gap.max(gap);
-            if gap == 0 {
-                self.pattern.rr += 1;
-            } else {
-                self.pattern.rl += 1;
-                self.pattern.ll += gap - 1;
-                self.pattern.lr += 1;
-            }
             let ts_step = timestamp.wrapping_sub(s.last_ts);
             if media {
                 // The step is counted from the last media packet, across event packets.
@@ -402,11 +458,7 @@ impl ReceiveStats {
             } else {
                 s.skipped = s.skipped.wrapping_add(u32::from(udelta));
             }
-            s.window = if udelta >= 128 {
-                1
-            } else {
-                (s.window << udelta) | 1
-            };
+            s.advance(u32::from(udelta), &mut self.pattern, &mut self.pattern_last);
             s.max_seq = seq;
         } else if u32::from(udelta) <= SEQ_MOD - u32::from(MAX_MISORDER) {
             // A very large jump.
@@ -414,6 +466,8 @@ impl ReceiveStats {
                 // Two sequential packets: assume the other side restarted without telling us.
                 // The packets expected before the restart stay in the totals.
                 self.folded_expected += s.expected();
+                s.drain_into(&mut self.pattern, &mut self.pattern_last, 0);
+                self.pattern_last = None;
                 s.init_seq(seq);
                 s.last_ts = timestamp;
                 s.has_ts = media;
@@ -567,12 +621,12 @@ mod tests {
         assert_eq!(i.fraction_lost, 36);
         // Gaps are 20 ms apart except across a hole: min 20, max 11 × 20 = 220.
         assert_eq!(i.spacing_max_ms, Some(220.0));
-        // Transitions: 3 loss runs (lengths 1, 3, 10) → rl 3, lr 3, ll 0+2+9 = 11,
-        // rr = received in order without gap = 85 − 3 = 82 (the first counted packet included).
+        // The process over seqs 1..=99: R×9 L×1 R×9 L×3 R×27 L×10 R×40, 98 transitions:
+        // rl 3, lr 3, ll 0+2+9 = 11, rr 8+8+26+39 = 81.
         let p = s.loss_pattern();
-        assert_eq!((p.rr, p.rl, p.ll, p.lr), (82, 3, 11, 3));
-        // p = 3/85, q = 3/14 → BurstR = 1 / (0.035294 + 0.214286) = 4.0067.
-        assert!((p.burst_ratio() - 1.0 / (3.0 / 85.0 + 3.0 / 14.0)).abs() < 1e-12);
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (81, 3, 11, 3));
+        // p = 3/84, q = 3/14 → BurstR = 1 / (0.035714 + 0.214286) = 4.0.
+        assert!((p.burst_ratio() - 4.0).abs() < 1e-12);
         // Timestamps follow the sequence, so gaps are not timestamp jumps.
         assert_eq!(t.ts_jumps, 0);
         // Next interval: 10 more, none lost.
@@ -585,6 +639,25 @@ mod tests {
         );
         let i = s.take_interval();
         assert_eq!((i.expected, i.lost, i.fraction_lost), (10, 0, 0));
+    }
+
+    #[test]
+    fn long_outage_in_the_loss_pattern() {
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        // 0..=9, then 210..=219: 200 lost in one go (more than the 128-packet window).
+        let mut pkts = in_order(0, 10);
+        pkts.extend((210..220).map(|q| (q, 20 * u64::from(q))));
+        feed(&mut s, t0, &pkts);
+        let t = s.totals();
+        assert_eq!(
+            (t.expected, t.received, t.lost, t.largest_gap),
+            (219, 19, 200, 200)
+        );
+        // R×9 (seqs 1..=9) L×200 R×10: rr 8+9, rl 1, ll 199, lr 1.
+        let p = s.loss_pattern();
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (17, 1, 199, 1));
+        assert!((p.loss_ratio() - 200.0 / 218.0).abs() < 1e-12);
     }
 
     #[test]
@@ -612,6 +685,9 @@ mod tests {
         assert_eq!((t.duplicates, t.out_of_order), (3, 3));
         assert_eq!(t.packets, 14);
         assert_eq!(t.largest_gap, 2);
+        // Late packets filled their gaps: the loss process saw no loss at all.
+        let p = s.loss_pattern();
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (9, 0, 0, 0));
         let i = s.take_interval();
         assert_eq!((i.lost, i.fraction_lost), (0, 0));
     }
