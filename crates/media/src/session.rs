@@ -280,6 +280,10 @@ pub struct ReceiveSample {
     pub ssrc_switches: u64,
     /// Timestamp jumps (cumulative).
     pub ts_jumps: u64,
+    /// Sender clock skew, ppm.
+    pub clock_skew_ppm: Option<f64>,
+    /// Accumulated clock drift, ms.
+    pub clock_drift_ms: Option<f64>,
     /// Spacing between arrivals in the interval, ms.
     pub spacing_min_ms: Option<f64>,
     /// Mean spacing, ms.
@@ -378,6 +382,8 @@ impl Sample {
             ("rx_spacing_avg_ms", r.spacing_avg_ms),
             ("rx_spacing_max_ms", r.spacing_max_ms),
             ("rx_jb_delay_ms", r.jb_delay_ms),
+            ("rx_clock_skew_ppm", r.clock_skew_ppm),
+            ("rx_clock_drift_ms", r.clock_drift_ms),
             ("rx_level_dbov", r.levels.speech_dbov),
             ("rx_rms_dbov", r.levels.rms_dbov),
             ("rx_noise_dbov", r.levels.noise_dbov),
@@ -427,6 +433,8 @@ pub struct CallMediaSummary {
     pub rx_max_jitter_ms: f64,
     /// Jitter-buffer late packets.
     pub rx_jb_late: u64,
+    /// Sender clock skew, ppm.
+    pub rx_clock_skew_ppm: Option<f64>,
     /// Burst ratio of the observed loss (2-state Markov estimate).
     pub rx_burst_ratio: f64,
     /// Mean RTT, ms.
@@ -1055,6 +1063,8 @@ impl MediaSession {
                 largest_gap: t.largest_gap,
                 ssrc_switches: t.ssrc_switches,
                 ts_jumps: t.ts_jumps,
+                clock_skew_ppm: t.clock_skew_ppm,
+                clock_drift_ms: t.clock_drift_ms,
                 spacing_min_ms: iv.spacing_min_ms,
                 spacing_avg_ms: iv.spacing_avg_ms,
                 spacing_max_ms: iv.spacing_max_ms,
@@ -1104,6 +1114,7 @@ impl MediaSession {
             rx_jitter_ms: self.stats.jitter_ms(),
             rx_max_jitter_ms: t.max_jitter * 1000.0 / f64::from(self.clock_rate),
             rx_jb_late: self.jb.late_total,
+            rx_clock_skew_ppm: t.clock_skew_ppm,
             rx_burst_ratio: burst,
             rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
             rtt_max_ms: self.rtt_max_ms,

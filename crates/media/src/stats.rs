@@ -66,6 +66,11 @@ pub struct Totals {
     pub jitter: f64,
     /// Largest jitter seen, in timestamp units.
     pub max_jitter: f64,
+    /// The sender's media clock against ours, ppm (positive: theirs runs fast); a
+    /// least-squares fit of RTP timestamps on arrival times, after 1 s of packets.
+    pub clock_skew_ppm: Option<f64>,
+    /// What that skew has accumulated to over the stream, ms.
+    pub clock_drift_ms: Option<f64>,
 }
 
 /// Figures for the interval closed by [`ReceiveStats::take_interval`].
@@ -152,6 +157,55 @@ impl LossPattern {
     }
 }
 
+/// A least-squares fit of the sender's media clock against our arrival clock (Welford's
+/// online covariance, numerically stable over long calls).
+#[derive(Debug, Clone, Copy, Default)]
+struct SkewFit {
+    n: f64,
+    mean_x: f64,
+    mean_y: f64,
+    c_xy: f64,
+    m2_x: f64,
+    first_x: f64,
+    last_x: f64,
+    /// Last raw timestamp and its extension (relative to the first), in timestamp units.
+    ts: Option<(u32, i64)>,
+}
+
+impl SkewFit {
+    /// Adds one packet: `x` arrival in s, `timestamp` on the sender's clock.
+    fn add(&mut self, x: f64, timestamp: u32, clock_rate: f64) {
+        let ext = match self.ts {
+            None => 0,
+            Some((last, ext)) => ext + i64::from(timestamp.wrapping_sub(last) as i32),
+        };
+        if self.ts.is_none_or(|(_, e)| ext > e) {
+            self.ts = Some((timestamp, ext));
+        }
+        if self.n == 0.0 {
+            self.first_x = x;
+        }
+        self.last_x = self.last_x.max(x);
+        let y = ext as f64 / clock_rate;
+        self.n += 1.0;
+        let dx = x - self.mean_x;
+        self.mean_x += dx / self.n;
+        self.mean_y += (y - self.mean_y) / self.n;
+        self.c_xy += dx * (y - self.mean_y);
+        self.m2_x += dx * (x - self.mean_x);
+    }
+
+    /// (skew in ppm, accumulated drift in ms) once a second of arrivals has been seen.
+    fn estimate(&self) -> Option<(f64, f64)> {
+        let span = self.last_x - self.first_x;
+        if span < 1.0 || self.m2_x <= 0.0 {
+            return None;
+        }
+        let slope = self.c_xy / self.m2_x;
+        Some(((slope - 1.0) * 1e6, (slope - 1.0) * span * 1000.0))
+    }
+}
+
 /// RFC 3550 A.1 source state.
 #[derive(Debug, Clone, Copy)]
 struct Source {
@@ -172,6 +226,7 @@ struct Source {
     /// Sequence steps taken by non-media packets since `last_ts`.
     skipped: u32,
     transit: Option<f64>,
+    skew: SkewFit,
 }
 
 impl Source {
@@ -189,6 +244,7 @@ impl Source {
             has_ts: false,
             skipped: 0,
             transit: None,
+            skew: SkewFit::default(),
         };
         s.init_seq(seq);
         // A.1: "max_seq = seq - 1" so the first packet looks in-sequence.
@@ -288,6 +344,10 @@ impl ReceiveStats {
         if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
             t.expected += s.expected();
             t.ext_highest_seq = s.ext_max();
+            if let Some((skew, drift)) = s.skew.estimate() {
+                t.clock_skew_ppm = Some(skew);
+                t.clock_drift_ms = Some(drift);
+            }
         }
         t.lost = t.expected as i64 - t.received as i64;
         t
@@ -406,6 +466,8 @@ impl ReceiveStats {
             self.totals.max_jitter = self.totals.max_jitter.max(self.totals.jitter);
         }
         s.transit = Some(transit);
+        s.skew
+            .add(ns as f64 / 1e9, timestamp, f64::from(self.clock_rate));
     }
 
     /// RFC 3550 A.1 `update_seq`, extended with duplicate/late/gap bookkeeping.
@@ -473,6 +535,7 @@ impl ReceiveStats {
                 s.has_ts = media;
                 s.skipped = 0;
                 s.transit = None;
+                s.skew = SkewFit::default();
                 self.totals.seq_resets += 1;
             } else {
                 self.totals.seq_jumps += 1;
@@ -797,6 +860,37 @@ mod tests {
         assert_eq!(i.spacing_max_ms, Some(25.0));
         let avg = i.spacing_avg_ms.unwrap();
         assert!((avg - (20.0 * 399.0 + 5.0) / 399.0).abs() < 1e-9, "{avg}");
+    }
+
+    #[test]
+    fn clock_skew_of_a_fast_sender() {
+        // The sender's 8 kHz clock runs 100 ppm fast: its 160-sample packets leave every
+        // 20 ms / 1.0001 of our time. Over 60 s that is 6 ms of drift.
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        for q in 0..3000u32 {
+            let at = t0 + Duration::from_secs_f64(f64::from(q) * 0.020 / 1.0001);
+            s.on_packet(at, q as u16, 5_000 + q * SPP, 3, false, 172);
+        }
+        let t = s.totals();
+        let skew = t.clock_skew_ppm.unwrap();
+        assert!((skew - 100.0).abs() < 0.5, "{skew}");
+        let drift = t.clock_drift_ms.unwrap();
+        // 100 ppm × (2998 × 20 ms / 1.0001) ≈ 6.0 ms.
+        assert!((drift - 5.995).abs() < 0.01, "{drift}");
+        // A steady sender shows no skew.
+        let mut s = ReceiveStats::new(8000, SPP);
+        for q in 0..500u32 {
+            s.on_packet(
+                t0 + Duration::from_millis(u64::from(q) * 20),
+                q as u16,
+                q * SPP,
+                3,
+                false,
+                172,
+            );
+        }
+        assert!(s.totals().clock_skew_ppm.unwrap().abs() < 1e-6);
     }
 
     #[test]
