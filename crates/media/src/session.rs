@@ -1135,6 +1135,7 @@ impl MediaSession {
 mod tests {
     use super::*;
     use crate::dtmf::TelephoneEvent;
+    use crate::impair::{Impairment, ImpairmentConfig, Loss};
 
     fn cfg(ssrc: u32, codec: Codec, seed: u64) -> SessionConfig {
         SessionConfig {
@@ -1265,6 +1266,133 @@ mod tests {
         out.a = a;
         out.b = b;
         out
+    }
+
+    /// Two sessions through two [`Impairment`] models (one per direction).
+    fn run_model(codec: Codec, secs: u64, ab: ImpairmentConfig, ba: ImpairmentConfig) -> Run {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(0xa, codec, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(0xb, codec, 2), t0).unwrap();
+        let mut to_b: Impairment<Vec<u8>> = Impairment::new(ab);
+        let mut to_a: Impairment<Vec<u8>> = Impairment::new(ba);
+        let end = t0 + Duration::from_secs(secs);
+        let mut next_sample = t0 + Duration::from_secs(1);
+        let (mut samples_a, mut samples_b) = (Vec::new(), Vec::new());
+        let mut now = t0;
+        let mut stopped = false;
+        loop {
+            while let Some(p) = to_b.poll_packet(now) {
+                b.handle_packet(now, &p).unwrap();
+            }
+            while let Some(p) = to_a.poll_packet(now) {
+                a.handle_packet(now, &p).unwrap();
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                to_b.handle_packet(now, o.bytes);
+            }
+            while let Some(o) = b.poll_transmit(now) {
+                to_a.handle_packet(now, o.bytes);
+            }
+            if now >= next_sample && !stopped {
+                samples_a.push(a.sample(now));
+                samples_b.push(b.sample(now));
+                next_sample += Duration::from_secs(1);
+            }
+            if now >= end && !stopped {
+                a.stop(now);
+                b.stop(now);
+                stopped = true;
+                continue;
+            }
+            let next = [
+                a.poll_timeout(),
+                b.poll_timeout(),
+                to_a.poll_timeout(),
+                to_b.poll_timeout(),
+                (!stopped).then_some(next_sample.min(end)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(n) => now = n.max(now),
+                None => break,
+            }
+        }
+        Run {
+            a,
+            b,
+            samples_a,
+            samples_b,
+            rtp_dropped: to_b.stats().dropped + to_a.stats().dropped,
+            rtcp_seen: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bursty_loss_gives_the_markov_burst_ratio() {
+        // Gilbert loss A → B (RTCP included, as on a real path): p = 0.01, r = 0.25 → loss
+        // p/(p+r) = 3.85 %, BurstR 1/(p+r) = 3.85. 300 s = 15 000 packets, ≈ 145 bursts:
+        // the estimate of r has σ ≈ r·√((1−r)/145) ≈ 7 %, so BurstR within ±25 %.
+        let ab = ImpairmentConfig {
+            delay: Duration::from_millis(20),
+            loss: Loss::GilbertElliott {
+                p: 0.01,
+                r: 0.25,
+                loss_good: 0.0,
+                loss_bad: 1.0,
+            },
+            seed: 21,
+            ..ImpairmentConfig::default()
+        };
+        let ba = ImpairmentConfig {
+            delay: Duration::from_millis(20),
+            ..ImpairmentConfig::default()
+        };
+        let r = run_model(Codec::Pcmu, 300, ab, ba);
+        let s = r.b.summary();
+        assert!(
+            (s.rx_loss_percent - 3.85).abs() < 0.6,
+            "{}",
+            s.rx_loss_percent
+        );
+        assert!(
+            (s.rx_burst_ratio - 3.85).abs() < 0.96,
+            "{}",
+            s.rx_burst_ratio
+        );
+        // G.107 with what was measured (one-way 20 + 20 jitter buffer + 20 ptime = 60 ms);
+        // bursty loss costs more than random loss of the same rate: at 3.85 % Ie-eff is
+        // 95·3.85/(3.85/3.85 + 25.1) = 14.0 instead of 95·3.85/(3.85 + 25.1) = 12.6.
+        let rate = |burst: f64| {
+            emodel::rating(
+                &Params::default(),
+                Delays {
+                    ta: 60.0,
+                    ..Delays::default()
+                },
+                CodecImpairment::of(Codec::Pcmu),
+                s.rx_loss_percent,
+                burst,
+            )
+            .r
+        };
+        assert_eq!(s.rx_jb_late, 0);
+        assert!(
+            (s.r_factor - rate(s.rx_burst_ratio)).abs() < 0.05,
+            "{}",
+            s.r_factor
+        );
+        assert!(
+            rate(1.0) - s.r_factor > 1.0,
+            "{} vs random {}",
+            s.r_factor,
+            rate(1.0)
+        );
+        // The RTT still comes through (RTCP from A may be lost too): 2 × 20 ms.
+        let rtt = r.a.summary().rtt_avg_ms.unwrap();
+        assert!((rtt - 40.0).abs() < 0.05, "{rtt}");
+        assert_eq!(r.a.summary().rx_lost, 0);
     }
 
     #[test]
