@@ -106,9 +106,12 @@ pub enum ConfigError {
     /// No encoder for this codec in this version.
     #[error("codec {0:?} is not implemented for media sessions yet")]
     UnsupportedCodec(Codec),
-    /// ptime outside 10..=120 ms or not a whole number of 1 ms.
+    /// ptime outside 10..=120 ms.
     #[error("ptime {0} ms out of range (10..=120)")]
     BadPtime(u32),
+    /// RTCP interval outside 100 ms ..= 1 h.
+    #[error("rtcp interval {0:?} out of range (100 ms ..= 1 h)")]
+    BadRtcpInterval(Duration),
 }
 
 /// A DTMF request the session cannot carry out.
@@ -579,6 +582,10 @@ impl MediaSession {
         };
         if !(10..=120).contains(&cfg.ptime_ms) {
             return Err(ConfigError::BadPtime(cfg.ptime_ms));
+        }
+        // A zero interval would make poll_transmit emit RTCP forever at one instant.
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&cfg.rtcp_interval) {
+            return Err(ConfigError::BadRtcpInterval(cfg.rtcp_interval));
         }
         let clock_rate = cfg.codec.clock_rate();
         let spp = clock_rate / 1000 * cfg.ptime_ms;
@@ -1774,6 +1781,12 @@ mod tests {
         assert_eq!(
             MediaSession::new(c, t0).unwrap_err(),
             ConfigError::BadPtime(5)
+        );
+        let mut c = cfg(1, Codec::Pcmu, 1);
+        c.rtcp_interval = Duration::ZERO;
+        assert_eq!(
+            MediaSession::new(c, t0).unwrap_err(),
+            ConfigError::BadRtcpInterval(Duration::ZERO)
         );
         let mut c = cfg(1, Codec::Pcmu, 1);
         c.direction = Direction::RecvOnly;
