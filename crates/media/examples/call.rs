@@ -2,7 +2,7 @@
 //! loss and uniform extra delay on RTP), printing each second's metrics for the A side and the
 //! summaries at the end. Offer/answer is real: A offers, B answers, both configure from it.
 //!
-//! `cargo run -p media --example call -- [codec=PCMU|PCMA|G722] [secs=10] [loss%=0]
+//! `cargo run -p media --example call -- [codec=PCMU|PCMA|G722|OPUS] [secs=10] [loss%=0]
 //! [jitter_ms=0] [seed=1]`
 
 use std::collections::BTreeMap;
@@ -34,6 +34,7 @@ fn main() {
     let codec = match arg(0, "PCMU").to_ascii_uppercase().as_str() {
         "PCMA" => Codec::Pcma,
         "G722" => Codec::G722,
+        "OPUS" => Codec::Opus,
         _ => Codec::Pcmu,
     };
     let secs: u64 = arg(1, "10").parse().unwrap_or(10);
@@ -42,7 +43,11 @@ fn main() {
     let seed: u64 = arg(4, "1").parse().unwrap_or(1);
 
     let la = local(vec![codec, Codec::Pcmu], 1, 40000);
-    let lb = local(vec![Codec::Pcmu, Codec::Pcma, Codec::G722], 2, 50000);
+    let lb = local(
+        vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
+        2,
+        50000,
+    );
     let offer = sdp::build_offer(&la).to_string();
     let offer = SessionDescription::parse(offer.as_bytes()).expect("our offer parses");
     let (answer, nb) = match sdp::answer_offer(&offer, &lb) {
@@ -103,13 +108,14 @@ fn main() {
             let m: BTreeMap<_, _> = x.metrics().into_iter().collect();
             let g = |k: &str| m.get(k).map_or("-".to_string(), |v| format!("{v:.2}"));
             println!(
-                "t={:>3}s rx_packets {} rx_lost {} rx_jitter_ms {} rx_jb_late {} rtt_ms {} \
+                "t={:>3}s rx_packets {} rx_lost {} rx_jitter_ms {} rx_jb_late {} rx_plc_events {} rtt_ms {} \
                  rx_level_dbov {} rx_noise_dbov {} rx_r_factor {} rx_mos {} tx_mos {}",
                 (now - t0).as_secs(),
                 g("rx_packets"),
                 g("rx_lost"),
                 g("rx_jitter_ms"),
                 g("rx_jb_late"),
+                g("rx_plc_events"),
                 g("rtt_ms"),
                 g("rx_level_dbov"),
                 g("rx_noise_dbov"),

@@ -44,7 +44,7 @@ pub struct SessionConfig {
     pub local_ssrc: u32,
     /// Our SDES CNAME.
     pub cname: String,
-    /// The codec (PCMU, PCMA or G.722 in this version).
+    /// The codec (PCMU, PCMA, G.722 or Opus).
     pub codec: Codec,
     /// Payload type we send.
     pub send_pt: u8,
@@ -103,9 +103,9 @@ pub const DEFAULT_NTP_ORIGIN: u64 = 3_913_056_000 << 32;
 /// A configuration the session cannot run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// No encoder for this codec in this version.
-    #[error("codec {0:?} is not implemented for media sessions yet")]
-    UnsupportedCodec(Codec),
+    /// The codec library refused to start.
+    #[error("codec {0:?} failed to initialise")]
+    CodecInit(Codec),
     /// ptime outside 10..=120 ms.
     #[error("ptime {0} ms out of range (10..=120)")]
     BadPtime(u32),
@@ -295,6 +295,8 @@ pub struct ReceiveSample {
     pub spacing_max_ms: Option<f64>,
     /// Jitter-buffer late packets in the interval.
     pub jb_late: u64,
+    /// Frames concealed by the decoder's PLC (Opus), cumulative.
+    pub plc_events: u64,
     /// Jitter-buffer target delay, ms.
     pub jb_target_ms: f64,
     /// Mean time packets waited in the buffer this interval, ms.
@@ -377,6 +379,7 @@ impl Sample {
             ("rx_ssrc_switches", r.ssrc_switches as f64),
             ("rx_ts_jumps", r.ts_jumps as f64),
             ("rx_jb_late", r.jb_late as f64),
+            ("rx_plc_events", r.plc_events as f64),
             ("rx_jb_target_ms", r.jb_target_ms),
             ("one_way_delay_ms", self.one_way_delay_ms),
         ]);
@@ -436,6 +439,8 @@ pub struct CallMediaSummary {
     pub rx_max_jitter_ms: f64,
     /// Jitter-buffer late packets.
     pub rx_jb_late: u64,
+    /// Frames concealed by the decoder's PLC (Opus).
+    pub rx_plc_events: u64,
     /// Sender clock skew, ppm.
     pub rx_clock_skew_ppm: Option<f64>,
     /// Burst ratio of the observed loss (2-state Markov estimate).
@@ -470,13 +475,18 @@ enum Coder {
     G711(Law),
     // Boxed: the G.722 state is ~400 bytes a direction.
     G722(Box<G722Encoder>, Box<G722Decoder>),
+    Opus(opus::Encoder, opus::Decoder),
 }
+
+/// Opus runs at 16 kHz mono here (wideband speech); its RTP clock is 48 kHz (RFC 7587).
+const OPUS_RATE: u32 = 16_000;
 
 impl fmt::Debug for Coder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Coder::G711(law) => write!(f, "G711({law:?})"),
             Coder::G722(..) => f.write_str("G722"),
+            Coder::Opus(..) => f.write_str("Opus"),
         }
     }
 }
@@ -492,6 +502,27 @@ impl Coder {
                 let n = enc.encode_into(pcm, &mut out[at..]).unwrap_or(0);
                 out.truncate(at + n);
             }
+            Coder::Opus(enc, _) => {
+                let at = out.len();
+                // 1275 bytes is Opus's largest frame (RFC 6716 §3.2.1).
+                out.resize(at + 1275, 0);
+                let n = enc.encode(pcm, &mut out[at..]).unwrap_or(0);
+                out.truncate(at + n);
+            }
+        }
+    }
+
+    /// Runs the decoder's packet-loss concealment for one missing frame of `samples`.
+    /// Returns false for codecs without PLC here (G.711, G.722).
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> bool {
+        match self {
+            Coder::Opus(_, dec) => {
+                out.resize(samples, 0);
+                let n = dec.decode(&[], out, false).unwrap_or(0);
+                out.truncate(n);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -502,6 +533,12 @@ impl Coder {
                 out.resize(dec.max_decode_samples(payload.len()), 0);
                 // Sized by the decoder's own bound, as above.
                 let n = dec.decode_into(payload, out).unwrap_or(0);
+                out.truncate(n);
+            }
+            Coder::Opus(_, dec) => {
+                // Up to 120 ms per packet (RFC 6716 §3.2.1).
+                out.resize(OPUS_RATE as usize * 120 / 1000, 0);
+                let n = dec.decode(payload, out, false).unwrap_or(0);
                 out.truncate(n);
             }
         }
@@ -554,6 +591,8 @@ pub struct MediaSession {
     unexpected_pt: u64,
     dtmf: String,
     last_event_ts: Option<u32>,
+    last_played: Option<u16>,
+    plc_events: u64,
     // lifecycle
     pending: VecDeque<Outgoing>,
     stopped_at: Option<Instant>,
@@ -578,7 +617,16 @@ impl MediaSession {
                 Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
                 16000,
             ),
-            other => return Err(ConfigError::UnsupportedCodec(other)),
+            Codec::Opus => {
+                let init = ConfigError::CodecInit(Codec::Opus);
+                let mut enc =
+                    opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)
+                        .map_err(|_| init)?;
+                enc.set_bitrate(opus::Bitrate::Bits(32_000))
+                    .map_err(|_| init)?;
+                let dec = opus::Decoder::new(OPUS_RATE, opus::Channels::Mono).map_err(|_| init)?;
+                (Coder::Opus(enc, dec), OPUS_RATE)
+            }
         };
         if !(10..=120).contains(&cfg.ptime_ms) {
             return Err(ConfigError::BadPtime(cfg.ptime_ms));
@@ -634,6 +682,8 @@ impl MediaSession {
             unexpected_pt: 0,
             dtmf: String::new(),
             last_event_ts: None,
+            last_played: None,
+            plc_events: 0,
             pending: VecDeque::new(),
             stopped_at: None,
             last_sample: now,
@@ -942,9 +992,7 @@ impl MediaSession {
             let origin = *self.origin.get_or_insert(now);
             let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
             if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
-                self.decoded.clear();
-                self.coder.decode(p.payload, &mut self.decoded);
-                self.meter.add_frame(&self.decoded);
+                self.play(p.sequence, p.payload);
             }
         } else if Some(p.payload_type) == self.cfg.recv_event_pt {
             // RFC 4733 §2.5.1.4: the end packet is repeated; one digit per event timestamp.
@@ -961,6 +1009,39 @@ impl MediaSession {
             self.unexpected_pt += 1;
         }
         Ok(())
+    }
+
+    /// Decodes one in-time packet into the level meter. With a PLC codec, sequence numbers
+    /// skipped since the last decoded packet are concealed first (counted as PLC events), and
+    /// a packet older than that is not decoded (its frame was already concealed).
+    fn play(&mut self, seq: u16, payload: &[u8]) {
+        if let Some(last) = self.last_played {
+            let ahead = seq.wrapping_sub(last);
+            if ahead == 0 || ahead >= 0x8000 {
+                if matches!(self.coder, Coder::Opus(..)) {
+                    return;
+                }
+            } else if ahead > 1 {
+                // Conceal at most 5 frames per gap (100 ms at 20 ms): enough to keep the
+                // decoder's state honest without unbounded work on a big jump.
+                for _ in 0..(ahead - 1).min(5) {
+                    self.decoded.clear();
+                    if !self.coder.conceal(self.pcm.len(), &mut self.decoded) {
+                        break;
+                    }
+                    self.plc_events += 1;
+                }
+            }
+        }
+        if self
+            .last_played
+            .is_none_or(|l| seq.wrapping_sub(l).wrapping_sub(1) < 0x8000)
+        {
+            self.last_played = Some(seq);
+        }
+        self.decoded.clear();
+        self.coder.decode(payload, &mut self.decoded);
+        self.meter.add_frame(&self.decoded);
     }
 
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
@@ -1076,6 +1157,7 @@ impl MediaSession {
                 spacing_avg_ms: iv.spacing_avg_ms,
                 spacing_max_ms: iv.spacing_max_ms,
                 jb_late,
+                plc_events: self.plc_events,
                 jb_target_ms: jb_target,
                 jb_delay_ms: jb_delay,
                 levels: self.meter.take(),
@@ -1121,6 +1203,7 @@ impl MediaSession {
             rx_jitter_ms: self.stats.jitter_ms(),
             rx_max_jitter_ms: t.max_jitter * 1000.0 / f64::from(self.clock_rate),
             rx_jb_late: self.jb.late_total,
+            rx_plc_events: self.plc_events,
             rx_clock_skew_ppm: t.clock_skew_ppm,
             rx_burst_ratio: burst,
             rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
@@ -1494,6 +1577,28 @@ mod tests {
     }
 
     #[test]
+    fn opus_call_with_loss_conceals_frames() {
+        // 2 % random loss on both directions; Opus at 16 kHz mono, 32 kbit/s, 48 kHz clock.
+        let r = run(Codec::Opus, 20, 0.02, 10, 6);
+        let s = r.a.summary();
+        assert!(s.rx_lost > 0);
+        assert_eq!((s.rx_ts_jumps, s.malformed, s.unexpected_pt), (0, 0, 0));
+        // Each lost packet is concealed once by the decoder, unless it was the very last.
+        assert_eq!(s.rx_plc_events, s.rx_lost as u64);
+        // 48 kHz RTP clock: 960 per 20 ms; jitter stays 0 on a fixed-delay path.
+        assert_eq!(s.rx_jitter_ms, 0.0);
+        // The decoded speech keeps its level: Opus is perceptual, not waveform-matching,
+        // and concealed frames fade, so allow 1.5 dB.
+        for x in &r.samples_a[2..] {
+            let speech = x.rx.levels.speech_dbov.unwrap();
+            assert!((speech + 20.0).abs() < 1.5, "{speech}");
+        }
+        // 32 kbit/s → ~80 bytes of payload per 20 ms, far below G.711's 160.
+        let per_packet = s.rx_bytes as f64 / s.rx_packets as f64 - 12.0;
+        assert!(per_packet > 40.0 && per_packet < 120.0, "{per_packet}");
+    }
+
+    #[test]
     fn first_rtcp_is_sr_with_cname() {
         let r = run(Codec::Pcma, 6, 0.0, 5, 3);
         let first = rtcp::parse_compound(&r.rtcp_seen[0]).unwrap();
@@ -1772,10 +1877,6 @@ mod tests {
     #[test]
     fn config_errors_and_recvonly() {
         let t0 = Instant::now();
-        assert_eq!(
-            MediaSession::new(cfg(1, Codec::Opus, 1), t0).unwrap_err(),
-            ConfigError::UnsupportedCodec(Codec::Opus)
-        );
         let mut c = cfg(1, Codec::Pcmu, 1);
         c.ptime_ms = 5;
         assert_eq!(
