@@ -103,6 +103,9 @@ pub const DEFAULT_NTP_ORIGIN: u64 = 3_913_056_000 << 32;
 /// A configuration the session cannot run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// This build has no encoder for the codec (Opus without the `opus` feature).
+    #[error("codec {0:?} is not in this build")]
+    UnsupportedCodec(Codec),
     /// The codec library refused to start.
     #[error("codec {0:?} failed to initialise")]
     CodecInit(Codec),
@@ -475,10 +478,12 @@ enum Coder {
     G711(Law),
     // Boxed: the G.722 state is ~400 bytes a direction.
     G722(Box<G722Encoder>, Box<G722Decoder>),
+    #[cfg(feature = "opus")]
     Opus(opus::Encoder, opus::Decoder),
 }
 
 /// Opus runs at 16 kHz mono here (wideband speech); its RTP clock is 48 kHz (RFC 7587).
+#[cfg(feature = "opus")]
 const OPUS_RATE: u32 = 16_000;
 
 impl fmt::Debug for Coder {
@@ -486,6 +491,7 @@ impl fmt::Debug for Coder {
         match self {
             Coder::G711(law) => write!(f, "G711({law:?})"),
             Coder::G722(..) => f.write_str("G722"),
+            #[cfg(feature = "opus")]
             Coder::Opus(..) => f.write_str("Opus"),
         }
     }
@@ -502,6 +508,7 @@ impl Coder {
                 let n = enc.encode_into(pcm, &mut out[at..]).unwrap_or(0);
                 out.truncate(at + n);
             }
+            #[cfg(feature = "opus")]
             Coder::Opus(enc, _) => {
                 let at = out.len();
                 // 1275 bytes is Opus's largest frame (RFC 6716 §3.2.1).
@@ -515,15 +522,24 @@ impl Coder {
     /// Runs the decoder's packet-loss concealment for one missing frame of `samples`.
     /// Returns false for codecs without PLC here (G.711, G.722).
     fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> bool {
-        match self {
-            Coder::Opus(_, dec) => {
-                out.resize(samples, 0);
-                let n = dec.decode(&[], out, false).unwrap_or(0);
-                out.truncate(n);
-                true
-            }
-            _ => false,
+        #[cfg(feature = "opus")]
+        if let Coder::Opus(_, dec) = self {
+            out.resize(samples, 0);
+            let n = dec.decode(&[], out, false).unwrap_or(0);
+            out.truncate(n);
+            return true;
         }
+        let _ = (samples, out);
+        false
+    }
+
+    /// True for codecs whose decoder conceals lost frames (and must see packets in order).
+    fn has_plc(&self) -> bool {
+        #[cfg(feature = "opus")]
+        if matches!(self, Coder::Opus(..)) {
+            return true;
+        }
+        false
     }
 
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
@@ -535,6 +551,7 @@ impl Coder {
                 let n = dec.decode_into(payload, out).unwrap_or(0);
                 out.truncate(n);
             }
+            #[cfg(feature = "opus")]
             Coder::Opus(_, dec) => {
                 // Up to 120 ms per packet (RFC 6716 §3.2.1).
                 out.resize(OPUS_RATE as usize * 120 / 1000, 0);
@@ -618,6 +635,9 @@ impl MediaSession {
                 Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
                 16000,
             ),
+            #[cfg(not(feature = "opus"))]
+            Codec::Opus => return Err(ConfigError::UnsupportedCodec(Codec::Opus)),
+            #[cfg(feature = "opus")]
             Codec::Opus => {
                 let init = ConfigError::CodecInit(Codec::Opus);
                 let mut enc =
@@ -1020,7 +1040,7 @@ impl MediaSession {
         if let Some(last) = self.last_played {
             let ahead = seq.wrapping_sub(last);
             if ahead == 0 || ahead >= 0x8000 {
-                if matches!(self.coder, Coder::Opus(..)) {
+                if self.coder.has_plc() {
                     return;
                 }
             } else if ahead > 1 {
@@ -1605,6 +1625,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "opus")]
     #[test]
     fn opus_call_with_loss_conceals_frames() {
         // 2 % random loss on both directions; Opus at 16 kHz mono, 32 kbit/s, 48 kHz clock.
