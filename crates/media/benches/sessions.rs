@@ -13,14 +13,15 @@ use media::audio::SourceConfig;
 use media::sdp::{Codec, Direction};
 use media::session::{DEFAULT_NTP_ORIGIN, MediaSession, SessionConfig};
 
-fn cfg(ssrc: u32) -> SessionConfig {
+fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
     SessionConfig {
         local_ssrc: ssrc,
         cname: format!("bench{ssrc}"),
-        codec: Codec::Pcmu,
-        send_pt: 0,
-        recv_pt: 0,
+        codec,
+        send_pt: codec.default_pt(),
+        recv_pt: codec.default_pt(),
         recv_event_pt: Some(101),
+        send_event_pt: Some(101),
         ptime_ms: 20,
         rtcp_mux: true,
         direction: Direction::SendRecv,
@@ -32,23 +33,36 @@ fn cfg(ssrc: u32) -> SessionConfig {
 }
 
 fn packet_round(c: &mut Criterion) {
-    c.bench_function("media packet (send+receive, 20 ms G.711)", |bench| {
-        let t0 = Instant::now();
-        let mut a = MediaSession::new(cfg(1), t0).expect("valid config");
-        let mut b = MediaSession::new(cfg(2), t0).expect("valid config");
-        let mut now = t0;
-        let mut n = 0u64;
-        bench.iter(|| {
-            while let Some(o) = a.poll_transmit(now) {
-                let _ = black_box(b.handle_packet(now, &o.bytes));
-            }
-            n += 1;
-            if n.is_multiple_of(50) {
-                black_box(b.sample(now));
-            }
-            now += Duration::from_millis(20);
-        });
-    });
+    for (name, codec) in [
+        ("G.711", Codec::Pcmu),
+        ("G.722", Codec::G722),
+        ("Opus", Codec::Opus),
+    ] {
+        // Opus is absent from builds without the `opus` feature.
+        if MediaSession::new(cfg(1, codec), Instant::now()).is_err() {
+            continue;
+        }
+        c.bench_function(
+            &format!("media packet (send+receive, 20 ms {name})"),
+            |bench| {
+                let t0 = Instant::now();
+                let mut a = MediaSession::new(cfg(1, codec), t0).expect("checked above");
+                let mut b = MediaSession::new(cfg(2, codec), t0).expect("checked above");
+                let mut now = t0;
+                let mut n = 0u64;
+                bench.iter(|| {
+                    while let Some(o) = a.poll_transmit(now) {
+                        let _ = black_box(b.handle_packet(now, &o.bytes));
+                    }
+                    n += 1;
+                    if n.is_multiple_of(50) {
+                        black_box(b.sample(now));
+                    }
+                    now += Duration::from_millis(20);
+                });
+            },
+        );
+    }
 }
 
 criterion_group!(benches, packet_round);

@@ -61,11 +61,21 @@ fn voiced(n: u64, rate: f64) -> f64 {
     HARMONICS.iter().map(|(k, a)| a * (k * w).sin()).sum()
 }
 
-/// One second of the unit-gain voiced signal at 8 kHz: 140 whole periods, so it repeats
+/// One second of the unit-gain voiced signal at 8 or 16 kHz: 140 whole periods, so it repeats
 /// exactly. Shared by all sessions (sin() per sample was most of a packet's cost).
-fn table_8k() -> &'static [f32] {
-    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..8000).map(|n| voiced(n, 8000.0) as f32).collect())
+fn table(rate: u32) -> Option<&'static [f32]> {
+    static T8: OnceLock<Vec<f32>> = OnceLock::new();
+    static T16: OnceLock<Vec<f32>> = OnceLock::new();
+    let cell = match rate {
+        8000 => &T8,
+        16000 => &T16,
+        _ => return None,
+    };
+    Some(cell.get_or_init(|| {
+        (0..u64::from(rate))
+            .map(|n| voiced(n, f64::from(rate)) as f32)
+            .collect()
+    }))
 }
 
 /// Generates 16-bit PCM: a harmonic "voiced" complex during talk spurts, white noise in pauses.
@@ -112,11 +122,11 @@ impl SpeechSource {
     /// Fills `out` with the next samples.
     pub fn fill(&mut self, out: &mut [i16]) {
         let rate = f64::from(self.sample_rate);
-        let table = (self.sample_rate == 8000).then(table_8k);
+        let table = table(self.sample_rate);
         for s in out.iter_mut() {
             let v = if self.talking_at(self.n) {
                 let unit = match table {
-                    Some(t) => f64::from(t[(self.n % 8000) as usize]),
+                    Some(t) => f64::from(t[(self.n % u64::from(self.sample_rate)) as usize]),
                     None => voiced(self.n, rate),
                 };
                 self.speech_gain * unit

@@ -1,8 +1,8 @@
 //! The sans-IO media core of sipmeter: SDP offer/answer ([`sdp`]), RTP and RTCP packets
 //! ([`rtp`], [`rtcp`]), RFC 4733 telephone-events ([`dtmf`]), G.711 ([`g711`]), RFC 3550
 //! Appendix A receive statistics ([`stats`]), the ITU-T G.107 E-model ([`emodel`]), a
-//! speech-like test signal and level meter ([`audio`]), and the per-call [`session::MediaSession`]
-//! that ties them together.
+//! speech-like test signal and level meter ([`audio`]), the per-call [`session::MediaSession`]
+//! that ties them together, and a seeded network impairment model for tests ([`impair`]).
 //!
 //! Nothing here does I/O or reads the clock: every input takes `now: Instant`, every output is
 //! polled (`poll_transmit`, `poll_timeout`). The load engine binds a session to a UDP port pair.
@@ -13,6 +13,7 @@ pub mod audio;
 pub mod dtmf;
 pub mod emodel;
 pub mod g711;
+pub mod impair;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;

@@ -605,6 +605,8 @@ impl Codec {
 pub const OPUS_PT: u8 = 111;
 /// The dynamic payload type we offer for telephone-event.
 pub const TELEPHONE_EVENT_PT: u8 = 101;
+/// The dynamic payload type we offer for telephone-event/48000 (with Opus).
+pub const TELEPHONE_EVENT_48K_PT: u8 = 110;
 
 /// What this side can and wants to do.
 #[derive(Debug, Clone)]
@@ -699,15 +701,29 @@ fn remote_names(m: &MediaDescription) -> Vec<String> {
         .collect()
 }
 
-fn is_telephone_event(m: &MediaDescription, pt: u8) -> bool {
-    m.rtpmap(pt)
-        .is_some_and(|r| r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == 8000)
+/// The telephone-event payload type of an m-section at this clock rate (RFC 4733 §2.1: the
+/// events' clock is the audio codec's).
+fn telephone_event(m: &MediaDescription, clock_rate: u32) -> Option<u8> {
+    m.payload_types().find(|pt| {
+        m.rtpmap(*pt).is_some_and(|r| {
+            r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == clock_rate
+        })
+    })
+}
+
+/// Our telephone-event payload type for a clock rate.
+fn our_event_pt(clock_rate: u32) -> u8 {
+    if clock_rate == 48_000 {
+        TELEPHONE_EVENT_48K_PT
+    } else {
+        TELEPHONE_EVENT_PT
+    }
 }
 
 fn audio_section(
     local: &LocalMedia,
     pts: &[(Codec, u8)],
-    event_pt: Option<u8>,
+    events: &[(u8, u32)],
     direction: Direction,
     rtcp_mux: bool,
 ) -> MediaDescription {
@@ -726,12 +742,12 @@ fn audio_section(
             fmtps.push((pt, "minptime=10;useinbandfec=1".to_string()));
         }
     }
-    if let Some(pt) = event_pt {
+    for &(pt, clock_rate) in events {
         formats.push(pt.to_string());
         rtpmaps.push(RtpMap {
             pt,
             encoding: "telephone-event".to_string(),
-            clock_rate: 8000,
+            clock_rate,
             channels: 1,
         });
         fmtps.push((pt, "0-16".to_string()));
@@ -771,8 +787,14 @@ fn session(local: &LocalMedia, media: Vec<MediaDescription>) -> SessionDescripti
 /// Builds our offer: one audio stream with our codecs in order.
 pub fn build_offer(local: &LocalMedia) -> SessionDescription {
     let pts: Vec<(Codec, u8)> = local.codecs.iter().map(|c| (*c, c.default_pt())).collect();
-    let event = local.telephone_event.then_some(TELEPHONE_EVENT_PT);
-    let m = audio_section(local, &pts, event, local.direction, local.rtcp_mux);
+    let mut events = Vec::new();
+    if local.telephone_event {
+        events.push((TELEPHONE_EVENT_PT, 8000));
+        if local.codecs.contains(&Codec::Opus) {
+            events.push((TELEPHONE_EVENT_48K_PT, 48_000));
+        }
+    }
+    let m = audio_section(local, &pts, &events, local.direction, local.rtcp_mux);
     session(local, vec![m])
 }
 
@@ -830,11 +852,10 @@ pub fn answer_offer(
             remote: remote_names(om),
             local: local_names(local),
         })?;
-    let event_pt = if local.telephone_event {
-        om.payload_types().find(|pt| is_telephone_event(om, *pt))
-    } else {
-        None
-    };
+    let event_pt = local
+        .telephone_event
+        .then(|| telephone_event(om, chosen.0.clock_rate()))
+        .flatten();
     let rtcp_mux = local.rtcp_mux && om.rtcp_mux;
     let (remote_rtp, remote_rtcp) = remote_addrs(offer, om, rtcp_mux)?;
     let mut offered_dir = offer.direction_of(om);
@@ -849,7 +870,10 @@ pub fn answer_offer(
             media.push(audio_section(
                 local,
                 &[chosen],
-                event_pt,
+                &event_pt
+                    .map(|pt| (pt, chosen.0.clock_rate()))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
                 direction,
                 rtcp_mux,
             ));
@@ -912,11 +936,10 @@ pub fn apply_answer(
             remote: remote_names(am),
             local: local_names(local),
         })?;
-    let send_event_pt = if local.telephone_event {
-        am.payload_types().find(|pt| is_telephone_event(am, *pt))
-    } else {
-        None
-    };
+    let send_event_pt = local
+        .telephone_event
+        .then(|| telephone_event(am, codec.clock_rate()))
+        .flatten();
     let rtcp_mux = local.rtcp_mux && am.rtcp_mux;
     let (remote_rtp, remote_rtcp) = remote_addrs(answer, am, rtcp_mux)?;
     let mut answered_dir = answer.direction_of(am);
@@ -928,7 +951,7 @@ pub fn apply_answer(
         send_pt,
         recv_pt: codec.default_pt(),
         send_event_pt,
-        recv_event_pt: send_event_pt.map(|_| TELEPHONE_EVENT_PT),
+        recv_event_pt: send_event_pt.map(|_| our_event_pt(codec.clock_rate())),
         clock_rate: codec.clock_rate(),
         ptime: am.ptime.unwrap_or(local.ptime),
         direction: local.direction.intersect(answered_dir.mirror()),
@@ -962,10 +985,12 @@ mod tests {
         let l = local(vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus]);
         let text = build_offer(&l).to_string();
         let expected = "v=0\r\no=sipmeter 42 1 IN IP4 10.0.0.1\r\ns=sipmeter\r\n\
-            c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 9 111 101\r\n\
+            c=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8 9 111 101 110\r\n\
             a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\n\
             a=rtpmap:111 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n\
-            a=fmtp:111 minptime=10;useinbandfec=1\r\na=fmtp:101 0-16\r\na=ptime:20\r\n\
+            a=rtpmap:110 telephone-event/48000\r\n\
+            a=fmtp:111 minptime=10;useinbandfec=1\r\na=fmtp:101 0-16\r\na=fmtp:110 0-16\r\n\
+            a=ptime:20\r\n\
             a=rtcp-mux\r\na=sendrecv\r\n";
         assert_eq!(text, expected);
         let parsed = SessionDescription::parse(text.as_bytes()).unwrap();
@@ -978,11 +1003,12 @@ mod tests {
         s=pbx\r\n\
         c=IN IP4 192.0.2.10\r\n\
         t=0 0\r\n\
-        m=audio 30000 RTP/AVP 96 8 0 97\r\n\
+        m=audio 30000 RTP/AVP 96 8 0 97 98\r\n\
         a=rtpmap:96 opus/48000/2\r\n\
         a=rtpmap:8 PCMA/8000\r\n\
         a=rtpmap:97 telephone-event/8000\r\n\
         a=fmtp:97 0-15\r\n\
+        a=rtpmap:98 telephone-event/48000\r\n\
         a=ptime:30\r\n\
         a=sendonly\r\n\
         m=video 30002 RTP/AVP 99\r\n\
@@ -996,7 +1022,8 @@ mod tests {
         let (ans, neg) = answer_offer(&offer, &l).unwrap();
         assert_eq!(neg.codec, Codec::Opus);
         assert_eq!((neg.send_pt, neg.recv_pt), (96, 96));
-        assert_eq!(neg.send_event_pt, Some(97));
+        // telephone-event at the codec's clock (RFC 4733 §2.1): 98/48000, not 97/8000.
+        assert_eq!(neg.send_event_pt, Some(98));
         assert_eq!(neg.ptime, 30);
         assert_eq!(neg.direction, Direction::RecvOnly);
         assert_eq!(neg.remote_rtp, "192.0.2.10:30000".parse().unwrap());
@@ -1004,9 +1031,9 @@ mod tests {
         assert!(!neg.rtcp_mux);
         assert_eq!(neg.remote_rtcp, "192.0.2.10:30001".parse().unwrap());
         let text = ans.to_string();
-        assert!(text.contains("m=audio 40000 RTP/AVP 96 97\r\n"), "{text}");
+        assert!(text.contains("m=audio 40000 RTP/AVP 96 98\r\n"), "{text}");
         assert!(text.contains("a=rtpmap:96 opus/48000/2\r\n"));
-        assert!(text.contains("a=rtpmap:97 telephone-event/8000\r\n"));
+        assert!(text.contains("a=rtpmap:98 telephone-event/48000\r\n"));
         assert!(text.contains("a=recvonly\r\n"));
         assert!(!text.contains("rtcp-mux"));
         // Video is refused with port 0, same formats.
@@ -1069,14 +1096,14 @@ mod tests {
         // The answerer renumbered opus and telephone-event (allowed, RFC 3264 §6.1 SHOULD).
         let ans = "v=0\r\no=- 9 9 IN IP4 192.0.2.7\r\ns=-\r\nt=0 0\r\n\
                    m=audio 7000 RTP/AVP 100 102\r\nc=IN IP4 192.0.2.7\r\n\
-                   a=rtpmap:100 OPUS/48000/2\r\na=rtpmap:102 telephone-event/8000\r\n\
+                   a=rtpmap:100 OPUS/48000/2\r\na=rtpmap:102 telephone-event/48000\r\n\
                    a=rtcp-mux\r\na=recvonly\r\n";
         let neg = apply_answer(&l, &SessionDescription::parse(ans.as_bytes()).unwrap()).unwrap();
         assert_eq!(neg.codec, Codec::Opus);
         assert_eq!((neg.send_pt, neg.recv_pt), (100, OPUS_PT));
         assert_eq!(
             (neg.send_event_pt, neg.recv_event_pt),
-            (Some(102), Some(TELEPHONE_EVENT_PT))
+            (Some(102), Some(TELEPHONE_EVENT_48K_PT))
         );
         assert_eq!(neg.direction, Direction::SendOnly);
         assert!(neg.rtcp_mux);
@@ -1111,6 +1138,69 @@ mod tests {
         assert_eq!(na.send_event_pt, Some(101));
         assert!(na.rtcp_mux && nb.rtcp_mux);
         assert_eq!(na.direction, Direction::SendRecv);
+    }
+
+    // Offers shaped like those of common servers (written for these tests, not captures).
+    const ASTERISK: &str = include_str!("../testdata/sdp/asterisk-style-offer.sdp");
+    const FREESWITCH: &str = include_str!("../testdata/sdp/freeswitch-style-offer.sdp");
+    const WEBRTC: &str = include_str!("../testdata/sdp/webrtc-style-offer.sdp");
+    const IPV6: &str = include_str!("../testdata/sdp/ipv6-sendonly-offer.sdp");
+
+    #[test]
+    fn server_style_offers() {
+        let p = |t: &str| SessionDescription::parse(t.as_bytes()).unwrap();
+        // Asterisk-style: prints back byte for byte (unknown a=maxptime kept in place).
+        let offer = p(ASTERISK);
+        assert_eq!(offer.to_string(), ASTERISK);
+        let (_, n) = answer_offer(&offer, &local(vec![Codec::Pcma, Codec::Pcmu])).unwrap();
+        assert_eq!(
+            (n.codec, n.send_pt, n.send_event_pt),
+            (Codec::Pcmu, 0, Some(101))
+        );
+        assert_eq!(n.remote_rtp, "203.0.113.5:14562".parse().unwrap());
+        assert_eq!(n.remote_rtcp, "203.0.113.5:14563".parse().unwrap());
+
+        // FreeSWITCH-style: opus first, two telephone-event clocks, a=rtcp with an address.
+        let offer = p(FREESWITCH);
+        let (_, n) = answer_offer(&offer, &local(vec![Codec::Pcmu, Codec::G722])).unwrap();
+        assert_eq!(
+            (n.codec, n.send_pt, n.send_event_pt),
+            (Codec::G722, 9, Some(101))
+        );
+        assert_eq!(n.remote_rtcp, "198.51.100.7:24001".parse().unwrap());
+        let (_, n) = answer_offer(&offer, &local(vec![Codec::Pcmu, Codec::Opus])).unwrap();
+        assert_eq!(
+            (n.codec, n.send_pt, n.send_event_pt),
+            (Codec::Opus, 102, Some(103))
+        );
+        assert_eq!(n.clock_rate, 48_000);
+        assert_eq!(
+            offer.media[0]
+                .fmtp(102)
+                .map(|f| f.starts_with("useinbandfec=1")),
+            Some(true)
+        );
+
+        // WebRTC-style: DTLS-SRTP transport is refused with its name.
+        let offer = p(WEBRTC);
+        assert_eq!(
+            offer.media[0]
+                .attributes
+                .iter()
+                .filter(|a| a.name == "ice-ufrag")
+                .count(),
+            1
+        );
+        assert_eq!(
+            answer_offer(&offer, &local(vec![Codec::Pcmu])).unwrap_err(),
+            NegotiationError::UnsupportedTransport("UDP/TLS/RTP/SAVPF".into())
+        );
+
+        // IPv6, sendonly: we receive only.
+        let (ans, n) = answer_offer(&p(IPV6), &local(vec![Codec::Pcma])).unwrap();
+        assert_eq!(n.remote_rtp, "[2001:db8::10]:6000".parse().unwrap());
+        assert_eq!(n.direction, Direction::RecvOnly);
+        assert!(ans.to_string().contains("a=recvonly\r\n"));
     }
 
     #[test]

@@ -17,13 +17,17 @@
 //! timestamp come from a seeded RNG, so a run can be replayed exactly.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
+
+use audio_codec::g722::{G722Decoder, G722Encoder};
+use audio_codec::{Decoder as _, Encoder as _};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
-use crate::dtmf::{TelephoneEvent, char_of};
+use crate::dtmf::{TelephoneEvent, char_of, event_of};
 use crate::emodel::{self, CodecImpairment, Delays, Params};
 use crate::g711::Law;
 use crate::rtcp::{
@@ -40,7 +44,7 @@ pub struct SessionConfig {
     pub local_ssrc: u32,
     /// Our SDES CNAME.
     pub cname: String,
-    /// The codec (PCMU or PCMA in this version).
+    /// The codec (PCMU, PCMA, G.722 or Opus).
     pub codec: Codec,
     /// Payload type we send.
     pub send_pt: u8,
@@ -48,6 +52,8 @@ pub struct SessionConfig {
     pub recv_pt: u8,
     /// telephone-event payload type we expect, if negotiated.
     pub recv_event_pt: Option<u8>,
+    /// telephone-event payload type we send with, if negotiated.
+    pub send_event_pt: Option<u8>,
     /// Packetisation time, ms.
     pub ptime_ms: u32,
     /// RTCP multiplexed on the RTP port (informational: demux works either way).
@@ -76,6 +82,7 @@ impl SessionConfig {
             send_pt: n.send_pt,
             recv_pt: n.recv_pt,
             recv_event_pt: n.recv_event_pt,
+            send_event_pt: n.send_event_pt,
             ptime_ms: n.ptime,
             rtcp_mux: n.rtcp_mux,
             direction: n.direction,
@@ -96,12 +103,42 @@ pub const DEFAULT_NTP_ORIGIN: u64 = 3_913_056_000 << 32;
 /// A configuration the session cannot run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// No encoder for this codec in this version.
-    #[error("codec {0:?} is not implemented for media sessions yet")]
+    /// This build has no encoder for the codec (Opus without the `opus` feature).
+    #[error("codec {0:?} is not in this build")]
     UnsupportedCodec(Codec),
-    /// ptime outside 10..=120 ms or not a whole number of 1 ms.
+    /// The codec library refused to start.
+    #[error("codec {0:?} failed to initialise")]
+    CodecInit(Codec),
+    /// ptime outside 10..=120 ms.
     #[error("ptime {0} ms out of range (10..=120)")]
     BadPtime(u32),
+    /// RTCP interval outside 100 ms ..= 1 h.
+    #[error("rtcp interval {0:?} out of range (100 ms ..= 1 h)")]
+    BadRtcpInterval(Duration),
+}
+
+/// A DTMF request the session cannot carry out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DtmfSendError {
+    /// telephone-event was not negotiated (use SIP INFO instead).
+    #[error("telephone-event was not negotiated")]
+    NotNegotiated,
+    /// Not one of 0-9 * # A-D.
+    #[error("not a dtmf digit: {0:?}")]
+    BadDigit(char),
+    /// The session does not send media.
+    #[error("the session does not send media")]
+    NotSending,
+}
+
+/// An RFC 4733 event being sent.
+#[derive(Debug, Clone, Copy)]
+struct EventTx {
+    event: u8,
+    start_ts: u32,
+    packets: u32,
+    total: u32,
+    ends_sent: u8,
 }
 
 /// An undecodable datagram.
@@ -249,6 +286,10 @@ pub struct ReceiveSample {
     pub ssrc_switches: u64,
     /// Timestamp jumps (cumulative).
     pub ts_jumps: u64,
+    /// Sender clock skew, ppm.
+    pub clock_skew_ppm: Option<f64>,
+    /// Accumulated clock drift, ms.
+    pub clock_drift_ms: Option<f64>,
     /// Spacing between arrivals in the interval, ms.
     pub spacing_min_ms: Option<f64>,
     /// Mean spacing, ms.
@@ -257,6 +298,8 @@ pub struct ReceiveSample {
     pub spacing_max_ms: Option<f64>,
     /// Jitter-buffer late packets in the interval.
     pub jb_late: u64,
+    /// Frames concealed by the decoder's PLC (Opus), cumulative.
+    pub plc_events: u64,
     /// Jitter-buffer target delay, ms.
     pub jb_target_ms: f64,
     /// Mean time packets waited in the buffer this interval, ms.
@@ -339,6 +382,7 @@ impl Sample {
             ("rx_ssrc_switches", r.ssrc_switches as f64),
             ("rx_ts_jumps", r.ts_jumps as f64),
             ("rx_jb_late", r.jb_late as f64),
+            ("rx_plc_events", r.plc_events as f64),
             ("rx_jb_target_ms", r.jb_target_ms),
             ("one_way_delay_ms", self.one_way_delay_ms),
         ]);
@@ -347,6 +391,8 @@ impl Sample {
             ("rx_spacing_avg_ms", r.spacing_avg_ms),
             ("rx_spacing_max_ms", r.spacing_max_ms),
             ("rx_jb_delay_ms", r.jb_delay_ms),
+            ("rx_clock_skew_ppm", r.clock_skew_ppm),
+            ("rx_clock_drift_ms", r.clock_drift_ms),
             ("rx_level_dbov", r.levels.speech_dbov),
             ("rx_rms_dbov", r.levels.rms_dbov),
             ("rx_noise_dbov", r.levels.noise_dbov),
@@ -396,6 +442,10 @@ pub struct CallMediaSummary {
     pub rx_max_jitter_ms: f64,
     /// Jitter-buffer late packets.
     pub rx_jb_late: u64,
+    /// Frames concealed by the decoder's PLC (Opus).
+    pub rx_plc_events: u64,
+    /// Sender clock skew, ppm.
+    pub rx_clock_skew_ppm: Option<f64>,
     /// Burst ratio of the observed loss (2-state Markov estimate).
     pub rx_burst_ratio: f64,
     /// Mean RTT, ms.
@@ -411,6 +461,8 @@ pub struct CallMediaSummary {
     pub mos_min: Option<f64>,
     /// DTMF digits received (RFC 4733).
     pub dtmf_received: String,
+    /// DTMF digits sent (RFC 4733), each once its last end packet went out.
+    pub dtmf_sent: String,
     /// Undecodable datagrams.
     pub malformed: u64,
     /// RTP packets with a payload type we did not negotiate.
@@ -421,11 +473,100 @@ pub struct CallMediaSummary {
     pub remote_bye: bool,
 }
 
+/// The encoder/decoder pair of a session.
+enum Coder {
+    G711(Law),
+    // Boxed: the G.722 state is ~400 bytes a direction.
+    G722(Box<G722Encoder>, Box<G722Decoder>),
+    #[cfg(feature = "opus")]
+    Opus(opus::Encoder, opus::Decoder),
+}
+
+/// Opus runs at 16 kHz mono here (wideband speech); its RTP clock is 48 kHz (RFC 7587).
+#[cfg(feature = "opus")]
+const OPUS_RATE: u32 = 16_000;
+
+impl fmt::Debug for Coder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Coder::G711(law) => write!(f, "G711({law:?})"),
+            Coder::G722(..) => f.write_str("G722"),
+            #[cfg(feature = "opus")]
+            Coder::Opus(..) => f.write_str("Opus"),
+        }
+    }
+}
+
+impl Coder {
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
+        match self {
+            Coder::G711(law) => law.encode(pcm, out),
+            Coder::G722(enc, _) => {
+                let at = out.len();
+                out.resize(at + enc.max_encode_bytes(pcm.len()), 0);
+                // The buffer is sized by the encoder's own bound, so this cannot fail.
+                let n = enc.encode_into(pcm, &mut out[at..]).unwrap_or(0);
+                out.truncate(at + n);
+            }
+            #[cfg(feature = "opus")]
+            Coder::Opus(enc, _) => {
+                let at = out.len();
+                // 1275 bytes is Opus's largest frame (RFC 6716 §3.2.1).
+                out.resize(at + 1275, 0);
+                let n = enc.encode(pcm, &mut out[at..]).unwrap_or(0);
+                out.truncate(at + n);
+            }
+        }
+    }
+
+    /// Runs the decoder's packet-loss concealment for one missing frame of `samples`.
+    /// Returns false for codecs without PLC here (G.711, G.722).
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) -> bool {
+        #[cfg(feature = "opus")]
+        if let Coder::Opus(_, dec) = self {
+            out.resize(samples, 0);
+            let n = dec.decode(&[], out, false).unwrap_or(0);
+            out.truncate(n);
+            return true;
+        }
+        let _ = (samples, out);
+        false
+    }
+
+    /// True for codecs whose decoder conceals lost frames (and must see packets in order).
+    fn has_plc(&self) -> bool {
+        #[cfg(feature = "opus")]
+        if matches!(self, Coder::Opus(..)) {
+            return true;
+        }
+        false
+    }
+
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
+        match self {
+            Coder::G711(law) => law.decode(payload, out),
+            Coder::G722(_, dec) => {
+                out.resize(dec.max_decode_samples(payload.len()), 0);
+                // Sized by the decoder's own bound, as above.
+                let n = dec.decode_into(payload, out).unwrap_or(0);
+                out.truncate(n);
+            }
+            #[cfg(feature = "opus")]
+            Coder::Opus(_, dec) => {
+                // Up to 120 ms per packet (RFC 6716 §3.2.1).
+                out.resize(OPUS_RATE as usize * 120 / 1000, 0);
+                let n = dec.decode(payload, out, false).unwrap_or(0);
+                out.truncate(n);
+            }
+        }
+    }
+}
+
 /// One call's media. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct MediaSession {
     cfg: SessionConfig,
-    law: Law,
+    coder: Coder,
     clock_rate: u32,
     spp: u32,
     start: Instant,
@@ -440,6 +581,11 @@ pub struct MediaSession {
     tx_bytes: u64,
     tx_octets: u64,
     tx_interval: (u64, u64),
+    dtmf_queue: VecDeque<(u8, u32)>,
+    dtmf_current: Option<EventTx>,
+    dtmf_gap: u32,
+    dtmf_sent: String,
+    event_ts: u32,
     // rtcp
     next_rtcp: Option<Instant>,
     last_sr: Option<(u32, Instant)>,
@@ -462,7 +608,10 @@ pub struct MediaSession {
     unexpected_pt: u64,
     dtmf: String,
     last_event_ts: Option<u32>,
+    last_played: Option<u16>,
+    plc_events: u64,
     // lifecycle
+    paused_at: Option<Instant>,
     pending: VecDeque<Outgoing>,
     stopped_at: Option<Instant>,
     last_sample: Instant,
@@ -478,28 +627,50 @@ fn ntp_add(base: u64, d: Duration) -> u64 {
 impl MediaSession {
     /// A session starting at `now` (the first RTP packet goes out at `now`).
     pub fn new(cfg: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
-        let law = match cfg.codec {
-            Codec::Pcmu => Law::Ulaw,
-            Codec::Pcma => Law::Alaw,
-            other => return Err(ConfigError::UnsupportedCodec(other)),
+        // G.722 samples at 16 kHz but its RTP clock is 8 kHz (RFC 3551 §4.5.2).
+        let (coder, sample_rate) = match cfg.codec {
+            Codec::Pcmu => (Coder::G711(Law::Ulaw), 8000),
+            Codec::Pcma => (Coder::G711(Law::Alaw), 8000),
+            Codec::G722 => (
+                Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
+                16000,
+            ),
+            #[cfg(not(feature = "opus"))]
+            Codec::Opus => return Err(ConfigError::UnsupportedCodec(Codec::Opus)),
+            #[cfg(feature = "opus")]
+            Codec::Opus => {
+                let init = ConfigError::CodecInit(Codec::Opus);
+                let mut enc =
+                    opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)
+                        .map_err(|_| init)?;
+                enc.set_bitrate(opus::Bitrate::Bits(32_000))
+                    .map_err(|_| init)?;
+                let dec = opus::Decoder::new(OPUS_RATE, opus::Channels::Mono).map_err(|_| init)?;
+                (Coder::Opus(enc, dec), OPUS_RATE)
+            }
         };
         if !(10..=120).contains(&cfg.ptime_ms) {
             return Err(ConfigError::BadPtime(cfg.ptime_ms));
         }
+        // A zero interval would make poll_transmit emit RTCP forever at one instant.
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&cfg.rtcp_interval) {
+            return Err(ConfigError::BadRtcpInterval(cfg.rtcp_interval));
+        }
         let clock_rate = cfg.codec.clock_rate();
         let spp = clock_rate / 1000 * cfg.ptime_ms;
+        let frame = sample_rate / 1000 * cfg.ptime_ms;
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
         // RFC 3550 §5.1: random initial sequence number and timestamp.
         let seq = rng.random();
         let ts = rng.random();
         let first_rtcp = now + cfg.rtcp_interval.mul_f64(rng.random_range(0.25..0.75));
         Ok(MediaSession {
-            law,
+            coder,
             clock_rate,
             spp,
             start: now,
-            source: SpeechSource::new(cfg.source, clock_rate),
-            pcm: vec![0; spp as usize],
+            source: SpeechSource::new(cfg.source, sample_rate),
+            pcm: vec![0; frame as usize],
             next_rtp: cfg.direction.sends().then_some(now),
             seq,
             ts,
@@ -507,6 +678,11 @@ impl MediaSession {
             tx_bytes: 0,
             tx_octets: 0,
             tx_interval: (0, 0),
+            dtmf_queue: VecDeque::new(),
+            dtmf_current: None,
+            dtmf_gap: 0,
+            dtmf_sent: String::new(),
+            event_ts: 0,
             next_rtcp: Some(first_rtcp),
             last_sr: None,
             remote_report: None,
@@ -520,13 +696,16 @@ impl MediaSession {
             stats: ReceiveStats::new(clock_rate, spp),
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
-            decoded: Vec::with_capacity(spp as usize),
+            decoded: Vec::with_capacity(frame as usize),
             origin: None,
             seen_resets: (0, 0),
             malformed: 0,
             unexpected_pt: 0,
             dtmf: String::new(),
             last_event_ts: None,
+            last_played: None,
+            plc_events: 0,
+            paused_at: None,
             pending: VecDeque::new(),
             stopped_at: None,
             last_sample: now,
@@ -595,7 +774,88 @@ impl MediaSession {
         None
     }
 
+    /// Queues DTMF digits to send as RFC 4733 events of `duration` each (50 ms of audio
+    /// between digits). Events replace the audio packets while they last.
+    pub fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), DtmfSendError> {
+        if self.cfg.send_event_pt.is_none() {
+            return Err(DtmfSendError::NotNegotiated);
+        }
+        if self.next_rtp.is_none() {
+            return Err(DtmfSendError::NotSending);
+        }
+        let events = digits
+            .chars()
+            .map(|c| event_of(c).ok_or(DtmfSendError::BadDigit(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The duration field is 16 bits of timestamp units (RFC 4733 §2.5.1.3); whole packets.
+        let units = (duration.as_secs_f64() * f64::from(self.clock_rate)) as u32;
+        let total = units.clamp(self.spp, u32::from(u16::MAX) / self.spp * self.spp);
+        self.dtmf_queue
+            .extend(events.into_iter().map(|e| (e, total)));
+        Ok(())
+    }
+
+    /// The next RFC 4733 packet (payload and marker) if an event is being sent.
+    fn next_event(&mut self) -> Option<([u8; 4], bool)> {
+        if self.dtmf_current.is_none() && self.dtmf_gap == 0 {
+            let (event, total) = self.dtmf_queue.pop_front()?;
+            self.dtmf_current = Some(EventTx {
+                event,
+                start_ts: self.ts,
+                packets: 0,
+                total,
+                ends_sent: 0,
+            });
+        }
+        let Some(e) = self.dtmf_current.as_mut() else {
+            self.dtmf_gap = self.dtmf_gap.saturating_sub(1);
+            return None;
+        };
+        if e.ends_sent == 0 {
+            e.packets += 1;
+        }
+        let duration = (e.packets * self.spp).min(e.total);
+        let end = duration >= e.total;
+        let marker = e.packets == 1 && e.ends_sent == 0;
+        if end {
+            e.ends_sent += 1;
+        }
+        let payload = TelephoneEvent {
+            event: e.event,
+            end,
+            volume: 10,
+            duration: duration as u16,
+        }
+        .encode();
+        // All packets of an event carry its start time (RFC 4733 §2.5.1.2).
+        self.event_ts = e.start_ts;
+        // RFC 4733 §2.5.1.4: the end packet goes out three times.
+        if e.ends_sent == 3 {
+            if let Some(c) = char_of(e.event) {
+                self.dtmf_sent.push(c);
+            }
+            self.dtmf_current = None;
+            self.dtmf_gap = (50 / self.cfg.ptime_ms).max(1);
+        }
+        Some((payload, marker))
+    }
+
     fn build_rtp(&mut self) -> Outgoing {
+        if let Some(pt) = self.cfg.send_event_pt
+            && let Some((payload, marker)) = self.next_event()
+        {
+            let header = RtpHeader {
+                marker,
+                payload_type: pt,
+                sequence: self.seq,
+                timestamp: self.event_ts,
+                ssrc: self.cfg.local_ssrc,
+                ..RtpHeader::default()
+            };
+            let mut bytes = Vec::with_capacity(16);
+            header.write(&payload, &mut bytes);
+            return self.account(bytes, 4);
+        }
         let marker = self.source.spurt_starts();
         self.source.fill(&mut self.pcm);
         let header = RtpHeader {
@@ -608,12 +868,18 @@ impl MediaSession {
         };
         let mut bytes = Vec::with_capacity(12 + self.pcm.len());
         header.write(&[], &mut bytes);
-        self.law.encode(&self.pcm, &mut bytes);
+        let payload_at = bytes.len();
+        self.coder.encode(&self.pcm, &mut bytes);
+        let payload_len = bytes.len() - payload_at;
+        self.account(bytes, payload_len)
+    }
+
+    fn account(&mut self, bytes: Vec<u8>, payload_len: usize) -> Outgoing {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.spp);
         self.tx_packets += 1;
         self.tx_bytes += bytes.len() as u64;
-        self.tx_octets += self.pcm.len() as u64;
+        self.tx_octets += payload_len as u64;
         self.tx_interval.0 += 1;
         self.tx_interval.1 += bytes.len() as u64;
         Outgoing {
@@ -727,10 +993,15 @@ impl MediaSession {
 
     fn handle_rtp(&mut self, now: Instant, buf: &[u8]) -> Result<(), PacketError> {
         let p = RtpPacket::parse(buf)?;
-        // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all.
-        let verdict =
+        // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all,
+        // but only media timestamps follow the media clock.
+        let verdict = if Some(p.payload_type) == self.cfg.recv_event_pt {
             self.stats
-                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len());
+                .on_other_packet(now, p.sequence, p.ssrc, buf.len())
+        } else {
+            self.stats
+                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len())
+        };
         let t = self.stats.totals();
         if (t.ssrc_switches, t.seq_resets) != self.seen_resets {
             self.seen_resets = (t.ssrc_switches, t.seq_resets);
@@ -743,9 +1014,7 @@ impl MediaSession {
             let origin = *self.origin.get_or_insert(now);
             let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
             if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
-                self.decoded.clear();
-                self.law.decode(p.payload, &mut self.decoded);
-                self.meter.add_frame(&self.decoded);
+                self.play(p.sequence, p.payload);
             }
         } else if Some(p.payload_type) == self.cfg.recv_event_pt {
             // RFC 4733 §2.5.1.4: the end packet is repeated; one digit per event timestamp.
@@ -762,6 +1031,66 @@ impl MediaSession {
             self.unexpected_pt += 1;
         }
         Ok(())
+    }
+
+    /// Decodes one in-time packet into the level meter. With a PLC codec, sequence numbers
+    /// skipped since the last decoded packet are concealed first (counted as PLC events), and
+    /// a packet older than that is not decoded (its frame was already concealed).
+    fn play(&mut self, seq: u16, payload: &[u8]) {
+        if let Some(last) = self.last_played {
+            let ahead = seq.wrapping_sub(last);
+            if ahead == 0 || ahead >= 0x8000 {
+                if self.coder.has_plc() {
+                    return;
+                }
+            } else if ahead > 1 {
+                // Conceal at most 5 frames per gap (100 ms at 20 ms): enough to keep the
+                // decoder's state honest without unbounded work on a big jump.
+                for _ in 0..(ahead - 1).min(5) {
+                    self.decoded.clear();
+                    if !self.coder.conceal(self.pcm.len(), &mut self.decoded) {
+                        break;
+                    }
+                    self.plc_events += 1;
+                }
+            }
+        }
+        if self
+            .last_played
+            .is_none_or(|l| seq.wrapping_sub(l).wrapping_sub(1) < 0x8000)
+        {
+            self.last_played = Some(seq);
+        }
+        self.decoded.clear();
+        self.coder.decode(payload, &mut self.decoded);
+        self.meter.add_frame(&self.decoded);
+    }
+
+    /// Applies a new direction after a re-INVITE/UPDATE (hold: `SendOnly`/`Inactive`,
+    /// resume: `SendRecv`). Sending resumes at `now`, on the same sequence and timestamp
+    /// line (the timestamp jumps by the time on hold, as RFC 3550 §5.1 wants).
+    pub fn set_direction(&mut self, now: Instant, direction: Direction) {
+        if self.stopped_at.is_some() {
+            return;
+        }
+        self.cfg.direction = direction;
+        match (direction.sends(), self.next_rtp) {
+            (true, None) => {
+                if let Some(at) = self.paused_at.take() {
+                    // Advance the media clock by the pause so receivers see real time pass.
+                    let gap = now.saturating_duration_since(at).as_secs_f64();
+                    self.ts = self
+                        .ts
+                        .wrapping_add((gap * f64::from(self.clock_rate)) as u32);
+                }
+                self.next_rtp = Some(now);
+            }
+            (false, Some(_)) => {
+                self.next_rtp = None;
+                self.paused_at = Some(now);
+            }
+            _ => {}
+        }
     }
 
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
@@ -871,10 +1200,13 @@ impl MediaSession {
                 largest_gap: t.largest_gap,
                 ssrc_switches: t.ssrc_switches,
                 ts_jumps: t.ts_jumps,
+                clock_skew_ppm: t.clock_skew_ppm,
+                clock_drift_ms: t.clock_drift_ms,
                 spacing_min_ms: iv.spacing_min_ms,
                 spacing_avg_ms: iv.spacing_avg_ms,
                 spacing_max_ms: iv.spacing_max_ms,
                 jb_late,
+                plc_events: self.plc_events,
                 jb_target_ms: jb_target,
                 jb_delay_ms: jb_delay,
                 levels: self.meter.take(),
@@ -920,6 +1252,8 @@ impl MediaSession {
             rx_jitter_ms: self.stats.jitter_ms(),
             rx_max_jitter_ms: t.max_jitter * 1000.0 / f64::from(self.clock_rate),
             rx_jb_late: self.jb.late_total,
+            rx_plc_events: self.plc_events,
+            rx_clock_skew_ppm: t.clock_skew_ppm,
             rx_burst_ratio: burst,
             rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
             rtt_max_ms: self.rtt_max_ms,
@@ -927,6 +1261,7 @@ impl MediaSession {
             mos: emodel::mos_from_r(r),
             mos_min: self.mos_min,
             dtmf_received: self.dtmf.clone(),
+            dtmf_sent: self.dtmf_sent.clone(),
             malformed: self.malformed,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
@@ -939,6 +1274,7 @@ impl MediaSession {
 mod tests {
     use super::*;
     use crate::dtmf::TelephoneEvent;
+    use crate::impair::{Impairment, ImpairmentConfig, Loss};
 
     fn cfg(ssrc: u32, codec: Codec, seed: u64) -> SessionConfig {
         SessionConfig {
@@ -948,6 +1284,7 @@ mod tests {
             send_pt: codec.default_pt(),
             recv_pt: codec.default_pt(),
             recv_event_pt: Some(101),
+            send_event_pt: Some(101),
             ptime_ms: 20,
             rtcp_mux: true,
             direction: Direction::SendRecv,
@@ -973,13 +1310,33 @@ mod tests {
     /// Two sessions wired back to back through a virtual network: fixed one-way delay, RTP
     /// dropped at random with probability `loss` (seeded); RTCP is never dropped.
     fn run(codec: Codec, secs: u64, loss: f64, delay_ms: u64, seed: u64) -> Run {
+        let delay = Duration::from_millis(delay_ms);
+        run_with(codec, secs, seed, move |rng, _, _| {
+            if rng.random::<f64>() < loss {
+                vec![]
+            } else {
+                vec![delay]
+            }
+        })
+    }
+
+    /// The same with any impairment: `impair(rng, n, from_a)` gives the delays of the copies
+    /// of the n-th RTP packet of a direction (none: dropped, two: duplicated). RTCP always
+    /// takes 10 ms.
+    fn run_with(
+        codec: Codec,
+        secs: u64,
+        seed: u64,
+        mut impair: impl FnMut(&mut SmallRng, u64, bool) -> Vec<Duration>,
+    ) -> Run {
         let t0 = Instant::now();
         let mut a = MediaSession::new(cfg(0xa, codec, seed), t0).unwrap();
         let mut b = MediaSession::new(cfg(0xb, codec, seed + 1), t0).unwrap();
         let mut rng = SmallRng::seed_from_u64(seed);
-        let delay = Duration::from_millis(delay_ms);
-        // (deliver at, to b?, bytes), kept in send order: the delay is fixed, so FIFO.
-        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        // (deliver at, send order, to b?, bytes), delivered in time order.
+        let mut wire: Vec<(Instant, u64, bool, Vec<u8>)> = Vec::new();
+        let mut order = 0u64;
+        let mut sent = [0u64; 2];
         let end = t0 + Duration::from_secs(secs);
         let mut next_sample = t0 + Duration::from_secs(1);
         let mut out = Run {
@@ -993,24 +1350,31 @@ mod tests {
         let mut now = t0;
         let mut stopped = false;
         loop {
-            while let Some((at, to_b, bytes)) = wire.front() {
-                if *at > now {
-                    break;
-                }
-                let target = if *to_b { &mut b } else { &mut a };
-                target.handle_packet(*at, bytes).unwrap();
-                wire.pop_front();
+            wire.sort_by_key(|w| (w.0, w.1));
+            while wire.first().is_some_and(|w| w.0 <= now) {
+                let (at, _, to_b, bytes) = wire.remove(0);
+                let target = if to_b { &mut b } else { &mut a };
+                target.handle_packet(at, &bytes).unwrap();
             }
             for (from_a, s) in [(true, &mut a), (false, &mut b)] {
                 while let Some(o) = s.poll_transmit(now) {
-                    if o.kind == PacketKind::Rtp && rng.random::<f64>() < loss {
+                    order += 1;
+                    let delays = if o.kind == PacketKind::Rtp {
+                        let n = &mut sent[usize::from(from_a)];
+                        *n += 1;
+                        impair(&mut rng, *n - 1, from_a)
+                    } else {
+                        if from_a {
+                            out.rtcp_seen.push(o.bytes.clone());
+                        }
+                        vec![Duration::from_millis(10)]
+                    };
+                    if delays.is_empty() {
                         out.rtp_dropped += 1;
-                        continue;
                     }
-                    if o.kind == PacketKind::Rtcp && from_a {
-                        out.rtcp_seen.push(o.bytes.clone());
+                    for d in delays {
+                        wire.push((now + d, order, from_a, o.bytes.clone()));
                     }
-                    wire.push_back((now + delay, from_a, o.bytes));
                 }
             }
             if now >= next_sample && !stopped {
@@ -1027,7 +1391,7 @@ mod tests {
             let next = [
                 a.poll_timeout(),
                 b.poll_timeout(),
-                wire.front().map(|w| w.0),
+                wire.iter().map(|w| w.0).min(),
                 (!stopped).then_some(next_sample.min(end)),
             ]
             .into_iter()
@@ -1041,6 +1405,133 @@ mod tests {
         out.a = a;
         out.b = b;
         out
+    }
+
+    /// Two sessions through two [`Impairment`] models (one per direction).
+    fn run_model(codec: Codec, secs: u64, ab: ImpairmentConfig, ba: ImpairmentConfig) -> Run {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(0xa, codec, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(0xb, codec, 2), t0).unwrap();
+        let mut to_b: Impairment<Vec<u8>> = Impairment::new(ab);
+        let mut to_a: Impairment<Vec<u8>> = Impairment::new(ba);
+        let end = t0 + Duration::from_secs(secs);
+        let mut next_sample = t0 + Duration::from_secs(1);
+        let (mut samples_a, mut samples_b) = (Vec::new(), Vec::new());
+        let mut now = t0;
+        let mut stopped = false;
+        loop {
+            while let Some(p) = to_b.poll_packet(now) {
+                b.handle_packet(now, &p).unwrap();
+            }
+            while let Some(p) = to_a.poll_packet(now) {
+                a.handle_packet(now, &p).unwrap();
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                to_b.handle_packet(now, o.bytes);
+            }
+            while let Some(o) = b.poll_transmit(now) {
+                to_a.handle_packet(now, o.bytes);
+            }
+            if now >= next_sample && !stopped {
+                samples_a.push(a.sample(now));
+                samples_b.push(b.sample(now));
+                next_sample += Duration::from_secs(1);
+            }
+            if now >= end && !stopped {
+                a.stop(now);
+                b.stop(now);
+                stopped = true;
+                continue;
+            }
+            let next = [
+                a.poll_timeout(),
+                b.poll_timeout(),
+                to_a.poll_timeout(),
+                to_b.poll_timeout(),
+                (!stopped).then_some(next_sample.min(end)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(n) => now = n.max(now),
+                None => break,
+            }
+        }
+        Run {
+            a,
+            b,
+            samples_a,
+            samples_b,
+            rtp_dropped: to_b.stats().dropped + to_a.stats().dropped,
+            rtcp_seen: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bursty_loss_gives_the_markov_burst_ratio() {
+        // Gilbert loss A → B (RTCP included, as on a real path): p = 0.01, r = 0.25 → loss
+        // p/(p+r) = 3.85 %, BurstR 1/(p+r) = 3.85. 300 s = 15 000 packets, ≈ 145 bursts:
+        // the estimate of r has σ ≈ r·√((1−r)/145) ≈ 7 %, so BurstR within ±25 %.
+        let ab = ImpairmentConfig {
+            delay: Duration::from_millis(20),
+            loss: Loss::GilbertElliott {
+                p: 0.01,
+                r: 0.25,
+                loss_good: 0.0,
+                loss_bad: 1.0,
+            },
+            seed: 21,
+            ..ImpairmentConfig::default()
+        };
+        let ba = ImpairmentConfig {
+            delay: Duration::from_millis(20),
+            ..ImpairmentConfig::default()
+        };
+        let r = run_model(Codec::Pcmu, 300, ab, ba);
+        let s = r.b.summary();
+        assert!(
+            (s.rx_loss_percent - 3.85).abs() < 0.6,
+            "{}",
+            s.rx_loss_percent
+        );
+        assert!(
+            (s.rx_burst_ratio - 3.85).abs() < 0.96,
+            "{}",
+            s.rx_burst_ratio
+        );
+        // G.107 with what was measured (one-way 20 + 20 jitter buffer + 20 ptime = 60 ms);
+        // bursty loss costs more than random loss of the same rate: at 3.85 % Ie-eff is
+        // 95·3.85/(3.85/3.85 + 25.1) = 14.0 instead of 95·3.85/(3.85 + 25.1) = 12.6.
+        let rate = |burst: f64| {
+            emodel::rating(
+                &Params::default(),
+                Delays {
+                    ta: 60.0,
+                    ..Delays::default()
+                },
+                CodecImpairment::of(Codec::Pcmu),
+                s.rx_loss_percent,
+                burst,
+            )
+            .r
+        };
+        assert_eq!(s.rx_jb_late, 0);
+        assert!(
+            (s.r_factor - rate(s.rx_burst_ratio)).abs() < 0.05,
+            "{}",
+            s.r_factor
+        );
+        assert!(
+            rate(1.0) - s.r_factor > 1.0,
+            "{} vs random {}",
+            s.r_factor,
+            rate(1.0)
+        );
+        // The RTT still comes through (RTCP from A may be lost too): 2 × 20 ms.
+        let rtt = r.a.summary().rtt_avg_ms.unwrap();
+        assert!((rtt - 40.0).abs() < 0.05, "{rtt}");
+        assert_eq!(r.a.summary().rx_lost, 0);
     }
 
     #[test]
@@ -1118,6 +1609,46 @@ mod tests {
     }
 
     #[test]
+    fn g722_call_carries_wideband_audio() {
+        let r = run(Codec::G722, 6, 0.0, 10, 4);
+        let s = r.a.summary();
+        // 64 kbit/s: 160 payload bytes per 20 ms, as G.711; the RTP clock is 8 kHz.
+        assert_eq!(s.rx_bytes, s.rx_packets * 172);
+        assert_eq!((s.rx_lost, s.rx_ts_jumps, s.malformed), (0, 0, 0));
+        // The decoded 16 kHz signal has the source's levels (ADPCM: within 0.5 dB).
+        for x in &r.samples_a[2..] {
+            let speech = x.rx.levels.speech_dbov.unwrap();
+            assert!((speech + 20.0).abs() < 0.5, "{speech}");
+            if let Some(noise) = x.rx.levels.noise_dbov {
+                assert!((noise + 60.0).abs() < 3.0, "{noise}");
+            }
+        }
+    }
+
+    #[cfg(feature = "opus")]
+    #[test]
+    fn opus_call_with_loss_conceals_frames() {
+        // 2 % random loss on both directions; Opus at 16 kHz mono, 32 kbit/s, 48 kHz clock.
+        let r = run(Codec::Opus, 20, 0.02, 10, 6);
+        let s = r.a.summary();
+        assert!(s.rx_lost > 0);
+        assert_eq!((s.rx_ts_jumps, s.malformed, s.unexpected_pt), (0, 0, 0));
+        // Each lost packet is concealed once by the decoder, unless it was the very last.
+        assert_eq!(s.rx_plc_events, s.rx_lost as u64);
+        // 48 kHz RTP clock: 960 per 20 ms; jitter stays 0 on a fixed-delay path.
+        assert_eq!(s.rx_jitter_ms, 0.0);
+        // The decoded speech keeps its level: Opus is perceptual, not waveform-matching,
+        // and concealed frames fade, so allow 1.5 dB.
+        for x in &r.samples_a[2..] {
+            let speech = x.rx.levels.speech_dbov.unwrap();
+            assert!((speech + 20.0).abs() < 1.5, "{speech}");
+        }
+        // 32 kbit/s → ~80 bytes of payload per 20 ms, far below G.711's 160.
+        let per_packet = s.rx_bytes as f64 / s.rx_packets as f64 - 12.0;
+        assert!(per_packet > 40.0 && per_packet < 120.0, "{per_packet}");
+    }
+
+    #[test]
     fn first_rtcp_is_sr_with_cname() {
         let r = run(Codec::Pcma, 6, 0.0, 5, 3);
         let first = rtcp::parse_compound(&r.rtcp_seen[0]).unwrap();
@@ -1190,6 +1721,164 @@ mod tests {
     }
 
     #[test]
+    fn uniform_jitter_is_measured() {
+        // One-way delay uniform in [10, 25] ms, independent per packet (no reordering: the
+        // spread is below the 20 ms spacing). A.8's J averages E|Dᵢ − Dᵢ₋₁| = a/3 for
+        // independent U(0, a) delays: 15/3 = 5 ms. Each 1-s reading has σ ≈ a/√18/√31
+        // = 0.63 ms (EWMA gain 1/16); the mean of 58 readings has σ ≈ 0.1 ms.
+        let r = run_with(Codec::Pcmu, 60, 5, |rng, _, _| {
+            vec![Duration::from_micros(rng.random_range(10_000..=25_000))]
+        });
+        let js: Vec<f64> = r.samples_b[2..]
+            .iter()
+            .filter_map(|s| s.received.jitter_ms)
+            .collect();
+        let mean = js.iter().sum::<f64>() / js.len() as f64;
+        assert!((mean - 5.0).abs() < 0.4, "mean jitter {mean} ms");
+        let s = r.b.summary();
+        assert_eq!((s.rx_lost, s.rx_out_of_order, s.rx_jb_late), (0, 0, 0));
+        // A's view of the same direction comes from B's RTCP reports: the same estimator.
+        let reported = r.samples_a.last().unwrap().sent.jitter_ms.unwrap();
+        assert!((reported - 5.0).abs() < 2.5, "{reported}");
+        // The jitter buffer grew to ptime + 3·J ≈ 35 ms.
+        let target = r.samples_b.last().unwrap().rx.jb_target_ms;
+        assert!((target - 35.0).abs() < 5.0, "{target}");
+    }
+
+    #[test]
+    fn spikes_reorder_and_duplicates_are_counted() {
+        // A → B: every 100th packet (n ≡ 50) is held 100 ms more (5 packets overtake it, and
+        // it misses its playout: the jitter buffer's target stays well under 100 ms); every
+        // 100th (n ≡ 75) is duplicated 1 ms later. 20 s: 1001 packets, 10 of each.
+        let r = run_with(Codec::Pcma, 20, 9, |_, n, from_a| {
+            let base = Duration::from_millis(10);
+            match (from_a, n % 100) {
+                (true, 50) => vec![base + Duration::from_millis(100)],
+                (true, 75) => vec![base, base + Duration::from_millis(1)],
+                _ => vec![base],
+            }
+        });
+        let s = r.b.summary();
+        assert_eq!(s.rx_packets, 1011);
+        assert_eq!((s.rx_expected, s.rx_lost), (1000, 0));
+        assert_eq!(
+            (s.rx_out_of_order, s.rx_duplicates, s.rx_jb_late),
+            (10, 10, 10)
+        );
+        assert_eq!(s.rx_largest_gap, 1);
+        // For the E-model the 10 late packets are lost: Ppl = 1 %. The network lost nothing
+        // (the held packets filled their gaps), so the loss pattern gives BurstR 1.
+        assert_eq!(s.rx_burst_ratio, 1.0);
+        let expect = emodel::rating(
+            &Params::default(),
+            Delays {
+                ta: r.samples_b.last().unwrap().one_way_delay_ms,
+                ..Delays::default()
+            },
+            CodecImpairment::of(Codec::Pcma),
+            1.0,
+            s.rx_burst_ratio,
+        )
+        .r;
+        assert!(
+            (s.r_factor - expect).abs() < 1e-9,
+            "{} vs {expect}",
+            s.r_factor
+        );
+        // ≈ 89.6 (1 % random loss is 89.57).
+        assert_eq!((s.r_factor * 10.0).round() / 10.0, 89.6);
+        // The other direction was clean.
+        let s = r.a.summary();
+        assert_eq!(
+            (s.rx_lost, s.rx_out_of_order, s.rx_duplicates, s.rx_jb_late),
+            (0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn dtmf_sent_as_rfc4733_events_is_detected() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        assert_eq!(
+            a.send_dtmf("1x", Duration::from_millis(100)),
+            Err(DtmfSendError::BadDigit('x'))
+        );
+        a.send_dtmf("12#", Duration::from_millis(100)).unwrap();
+        let mut events = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(2) {
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    let p = RtpPacket::parse(&o.bytes).unwrap();
+                    if p.payload_type == 101 {
+                        let e = TelephoneEvent::decode(p.payload).unwrap();
+                        events.push((p.marker, p.timestamp, e.event, e.end, e.duration));
+                    }
+                }
+                b.handle_packet(now, &o.bytes).unwrap();
+            }
+            while let Some(o) = b.poll_transmit(now) {
+                a.handle_packet(now, &o.bytes).unwrap();
+            }
+            now += Duration::from_millis(20);
+        }
+        // 100 ms = 800 units = 5 packets, then the end packet twice more: 7 per digit.
+        assert_eq!(events.len(), 21);
+        let first: Vec<_> = events[..7].iter().map(|e| (e.0, e.2, e.3, e.4)).collect();
+        assert_eq!(
+            first,
+            vec![
+                (true, 1, false, 160),
+                (false, 1, false, 320),
+                (false, 1, false, 480),
+                (false, 1, false, 640),
+                (false, 1, true, 800),
+                (false, 1, true, 800),
+                (false, 1, true, 800),
+            ]
+        );
+        // One timestamp per event (its start); 2 audio packets (50 ms → 2) between digits.
+        assert!(events[..7].iter().all(|e| e.1 == events[0].1));
+        assert_eq!(events[7].1.wrapping_sub(events[0].1), 9 * 160);
+        assert_eq!(a.summary().dtmf_sent, "12#");
+        let s = b.summary();
+        assert_eq!(s.dtmf_received, "12#");
+        // Events share the sequence space and do not disturb the media figures.
+        assert_eq!((s.rx_lost, s.rx_ts_jumps, s.unexpected_pt), (0, 0, 0));
+        assert_eq!(s.rx_jitter_ms, 0.0);
+        let mut c = cfg(3, Codec::Pcmu, 3);
+        c.send_event_pt = None;
+        let mut x = MediaSession::new(c, t0).unwrap();
+        assert_eq!(
+            x.send_dtmf("1", Duration::from_millis(100)),
+            Err(DtmfSendError::NotNegotiated)
+        );
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(cfg(1, Codec::G722, 1), t0).unwrap();
+        let mut rng = SmallRng::seed_from_u64(5);
+        for i in 0..20_000u32 {
+            let len = rng.random_range(0..200);
+            let mut b: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if len > 1 && i % 2 == 0 {
+                b[0] = 0x80 | (b[0] & 0x3f);
+            }
+            let _ = s.handle_packet(t0 + Duration::from_millis(u64::from(i)), &b);
+            if i % 1000 == 0 {
+                let x = s.sample(t0 + Duration::from_millis(u64::from(i)));
+                assert!(x.metrics().iter().all(|(_, v)| v.is_finite()), "{x:?}");
+            }
+        }
+        let sum = s.summary();
+        assert!(sum.malformed > 0);
+        assert!(sum.r_factor.is_finite() && sum.mos >= 1.0);
+    }
+
+    #[test]
     fn dtmf_events_malformed_and_foreign_payloads() {
         let t0 = Instant::now();
         let mut s = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
@@ -1236,17 +1925,62 @@ mod tests {
     }
 
     #[test]
+    fn hold_and_resume() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        let mut now = t0;
+        let step = Duration::from_millis(20);
+        let pump = |a: &mut MediaSession, b: &mut MediaSession, now: Instant| {
+            let mut rtp = 0;
+            while let Some(o) = a.poll_transmit(now) {
+                rtp += usize::from(o.kind == PacketKind::Rtp);
+                b.handle_packet(now, &o.bytes).unwrap();
+            }
+            rtp
+        };
+        let mut sent = 0;
+        for _ in 0..50 {
+            sent += pump(&mut a, &mut b, now);
+            now += step;
+        }
+        assert_eq!(sent, 50);
+        // Hold for 2 s: nothing goes out.
+        a.set_direction(now, Direction::Inactive);
+        for _ in 0..100 {
+            sent += pump(&mut a, &mut b, now);
+            now += step;
+        }
+        assert_eq!(sent, 50);
+        // Resume: packets again, the timestamp moved on by the 2 s of hold (no marker on the
+        // first packet after hold unless a spurt starts, so it shows as one timestamp jump).
+        a.set_direction(now, Direction::SendRecv);
+        for _ in 0..50 {
+            sent += pump(&mut a, &mut b, now);
+            now += step;
+        }
+        assert_eq!(sent, 100);
+        let s = b.summary();
+        assert_eq!((s.rx_lost, s.rx_seq_jumps, s.rx_ts_jumps), (0, 0, 1));
+        // Sequence numbers carried on; the hold shows as one 2 s spacing.
+        let rx = b.sample(now).rx;
+        assert_eq!(rx.spacing_max_ms, Some(2020.0));
+    }
+
+    #[test]
     fn config_errors_and_recvonly() {
         let t0 = Instant::now();
-        assert_eq!(
-            MediaSession::new(cfg(1, Codec::Opus, 1), t0).unwrap_err(),
-            ConfigError::UnsupportedCodec(Codec::Opus)
-        );
         let mut c = cfg(1, Codec::Pcmu, 1);
         c.ptime_ms = 5;
         assert_eq!(
             MediaSession::new(c, t0).unwrap_err(),
             ConfigError::BadPtime(5)
+        );
+        let mut c = cfg(1, Codec::Pcmu, 1);
+        c.rtcp_interval = Duration::ZERO;
+        assert_eq!(
+            MediaSession::new(c, t0).unwrap_err(),
+            ConfigError::BadRtcpInterval(Duration::ZERO)
         );
         let mut c = cfg(1, Codec::Pcmu, 1);
         c.direction = Direction::RecvOnly;

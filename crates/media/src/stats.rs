@@ -66,6 +66,11 @@ pub struct Totals {
     pub jitter: f64,
     /// Largest jitter seen, in timestamp units.
     pub max_jitter: f64,
+    /// The sender's media clock against ours, ppm (positive: theirs runs fast); a
+    /// least-squares fit of RTP timestamps on arrival times, after 1 s of packets.
+    pub clock_skew_ppm: Option<f64>,
+    /// What that skew has accumulated to over the stream, ms.
+    pub clock_drift_ms: Option<f64>,
 }
 
 /// Figures for the interval closed by [`ReceiveStats::take_interval`].
@@ -103,6 +108,30 @@ pub struct LossPattern {
 }
 
 impl LossPattern {
+    fn count(&mut self, from: bool, to: bool, k: u64) {
+        match (from, to) {
+            (true, true) => self.rr += k,
+            (true, false) => self.rl += k,
+            (false, false) => self.ll += k,
+            (false, true) => self.lr += k,
+        }
+    }
+
+    /// Appends `n` packets of one state (received or lost) to the process.
+    fn feed(&mut self, last: &mut Option<bool>, received: bool, n: u64) {
+        if n == 0 {
+            return;
+        }
+        match *last {
+            Some(prev) => {
+                self.count(prev, received, 1);
+                self.count(received, received, n - 1);
+            }
+            None => self.count(received, received, n - 1),
+        }
+        *last = Some(received);
+    }
+
     /// Loss ratio implied by the transitions (lost packets / all packets).
     pub fn loss_ratio(&self) -> f64 {
         let lost = self.rl + self.ll;
@@ -128,6 +157,55 @@ impl LossPattern {
     }
 }
 
+/// A least-squares fit of the sender's media clock against our arrival clock (Welford's
+/// online covariance, numerically stable over long calls).
+#[derive(Debug, Clone, Copy, Default)]
+struct SkewFit {
+    n: f64,
+    mean_x: f64,
+    mean_y: f64,
+    c_xy: f64,
+    m2_x: f64,
+    first_x: f64,
+    last_x: f64,
+    /// Last raw timestamp and its extension (relative to the first), in timestamp units.
+    ts: Option<(u32, i64)>,
+}
+
+impl SkewFit {
+    /// Adds one packet: `x` arrival in s, `timestamp` on the sender's clock.
+    fn add(&mut self, x: f64, timestamp: u32, clock_rate: f64) {
+        let ext = match self.ts {
+            None => 0,
+            Some((last, ext)) => ext + i64::from(timestamp.wrapping_sub(last) as i32),
+        };
+        if self.ts.is_none_or(|(_, e)| ext > e) {
+            self.ts = Some((timestamp, ext));
+        }
+        if self.n == 0.0 {
+            self.first_x = x;
+        }
+        self.last_x = self.last_x.max(x);
+        let y = ext as f64 / clock_rate;
+        self.n += 1.0;
+        let dx = x - self.mean_x;
+        self.mean_x += dx / self.n;
+        self.mean_y += (y - self.mean_y) / self.n;
+        self.c_xy += dx * (y - self.mean_y);
+        self.m2_x += dx * (x - self.mean_x);
+    }
+
+    /// (skew in ppm, accumulated drift in ms) once a second of arrivals has been seen.
+    fn estimate(&self) -> Option<(f64, f64)> {
+        let span = self.last_x - self.first_x;
+        if span < 1.0 || self.m2_x <= 0.0 {
+            return None;
+        }
+        let slope = self.c_xy / self.m2_x;
+        Some(((slope - 1.0) * 1e6, (slope - 1.0) * span * 1000.0))
+    }
+}
+
 /// RFC 3550 A.1 source state.
 #[derive(Debug, Clone, Copy)]
 struct Source {
@@ -137,10 +215,18 @@ struct Source {
     base_seq: u32,
     bad_seq: u32,
     probation: u8,
-    /// Bit i set: extended sequence `ext_max - i` was received (duplicate detection).
+    /// Bit i set: extended sequence `ext_max - i` was received (duplicate detection, and the
+    /// loss pattern: a bit is final once it leaves the window, since MAX_MISORDER < 128).
     window: u128,
+    /// How many bits of `window` are sequence numbers at or after the base.
+    win_len: u32,
     last_ts: u32,
+    /// `last_ts` is from a media packet.
+    has_ts: bool,
+    /// Sequence steps taken by non-media packets since `last_ts`.
+    skipped: u32,
     transit: Option<f64>,
+    skew: SkewFit,
 }
 
 impl Source {
@@ -153,8 +239,12 @@ impl Source {
             bad_seq: SEQ_MOD + 1,
             probation: MIN_SEQUENTIAL,
             window: 0,
+            win_len: 0,
             last_ts: 0,
+            has_ts: false,
+            skipped: 0,
             transit: None,
+            skew: SkewFit::default(),
         };
         s.init_seq(seq);
         // A.1: "max_seq = seq - 1" so the first packet looks in-sequence.
@@ -168,6 +258,24 @@ impl Source {
         self.bad_seq = SEQ_MOD + 1;
         self.cycles = 0;
         self.window = 1;
+        self.win_len = 1;
+    }
+
+    /// Feeds the window's bits, oldest first, into a loss pattern.
+    fn drain_into(&self, pattern: &mut LossPattern, last: &mut Option<bool>, from: u32) {
+        for i in (from..self.win_len).rev() {
+            pattern.feed(last, (self.window >> i) & 1 == 1, 1);
+        }
+    }
+
+    /// Moves the window `d` packets forward; bits that fall out are final.
+    fn advance(&mut self, d: u32, pattern: &mut LossPattern, last: &mut Option<bool>) {
+        self.drain_into(pattern, last, 128u32.saturating_sub(d));
+        if d > 128 {
+            pattern.feed(last, false, u64::from(d - 128));
+        }
+        self.window = if d >= 128 { 1 } else { (self.window << d) | 1 };
+        self.win_len = (self.win_len + d).min(128);
     }
 
     fn ext_max(&self) -> u32 {
@@ -194,7 +302,10 @@ pub struct ReceiveStats {
     spacing_sum_ms: f64,
     spacing_n: u64,
     last_arrival: Option<Instant>,
+    /// Transitions of packets that left the window (final).
     pattern: LossPattern,
+    /// State of the last packet fed into `pattern`.
+    pattern_last: Option<bool>,
     /// Expected packets of earlier sources and of epochs before a restart.
     folded_expected: u64,
     /// Cumulative expected and received at the end of the previous interval (A.3).
@@ -215,6 +326,7 @@ impl ReceiveStats {
             spacing_n: 0,
             last_arrival: None,
             pattern: LossPattern::default(),
+            pattern_last: None,
             folded_expected: 0,
             prior: (0, 0),
         }
@@ -232,6 +344,10 @@ impl ReceiveStats {
         if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
             t.expected += s.expected();
             t.ext_highest_seq = s.ext_max();
+            if let Some((skew, drift)) = s.skew.estimate() {
+                t.clock_skew_ppm = Some(skew);
+                t.clock_drift_ms = Some(drift);
+            }
         }
         t.lost = t.expected as i64 - t.received as i64;
         t
@@ -239,7 +355,20 @@ impl ReceiveStats {
 
     /// Loss-process transitions so far.
     pub fn loss_pattern(&self) -> LossPattern {
-        self.pattern
+        let mut p = self.pattern;
+        let mut last = self.pattern_last;
+        if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
+            s.drain_into(&mut p, &mut last, 0);
+        }
+        p
+    }
+
+    /// Commits the current window to the pattern and starts a new epoch (restart, switch).
+    fn close_pattern_epoch(&mut self) {
+        if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
+            s.drain_into(&mut self.pattern, &mut self.pattern_last, 0);
+        }
+        self.pattern_last = None;
     }
 
     /// Jitter in ms.
@@ -247,7 +376,7 @@ impl ReceiveStats {
         self.totals.jitter * 1000.0 / f64::from(self.clock_rate)
     }
 
-    /// Counts one arriving RTP packet (`len` is the whole packet).
+    /// Counts one arriving RTP media packet (`len` is the whole packet).
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -256,6 +385,27 @@ impl ReceiveStats {
         ssrc: u32,
         marker: bool,
         len: usize,
+    ) -> Verdict {
+        self.count(now, seq, timestamp, ssrc, marker, len, true)
+    }
+
+    /// Counts a packet of the same stream whose timestamp does not follow the media clock
+    /// (RFC 4733 events keep the event's start time): sequence and volume figures only, no
+    /// jitter or timestamp-jump check.
+    pub fn on_other_packet(&mut self, now: Instant, seq: u16, ssrc: u32, len: usize) -> Verdict {
+        self.count(now, seq, 0, ssrc, false, len, false)
+    }
+
+    #[allow(clippy::too_many_arguments)] // reason: private; the two public doors name them
+    fn count(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        timestamp: u32,
+        ssrc: u32,
+        marker: bool,
+        len: usize,
+        media: bool,
     ) -> Verdict {
         self.totals.packets += 1;
         self.totals.bytes += len as u64;
@@ -285,8 +435,8 @@ impl ReceiveStats {
         if fresh {
             self.src = Some(Source::new(ssrc, seq));
         }
-        let verdict = self.update_seq(seq, timestamp, marker);
-        if matches!(verdict, Verdict::InOrder | Verdict::Late) {
+        let verdict = self.update_seq(seq, timestamp, marker, media);
+        if media && matches!(verdict, Verdict::InOrder | Verdict::Late) {
             self.update_jitter(now, origin, timestamp);
         }
         verdict
@@ -294,6 +444,7 @@ impl ReceiveStats {
 
     /// Keeps the counts of a source that went away (SSRC switch) in the totals.
     fn fold_source(&mut self) {
+        self.close_pattern_epoch();
         if let Some(s) = self.src.as_ref().filter(|s| s.probation == 0) {
             self.folded_expected += s.expected();
         }
@@ -315,10 +466,12 @@ impl ReceiveStats {
             self.totals.max_jitter = self.totals.max_jitter.max(self.totals.jitter);
         }
         s.transit = Some(transit);
+        s.skew
+            .add(ns as f64 / 1e9, timestamp, f64::from(self.clock_rate));
     }
 
     /// RFC 3550 A.1 `update_seq`, extended with duplicate/late/gap bookkeeping.
-    fn update_seq(&mut self, seq: u16, timestamp: u32, marker: bool) -> Verdict {
+    fn update_seq(&mut self, seq: u16, timestamp: u32, marker: bool, media: bool) -> Verdict {
         let spp = self.samples_per_packet;
         // `src` is set by the caller just before.
         let Some(s) = self.src.as_mut() else {
@@ -333,8 +486,8 @@ impl ReceiveStats {
                 if s.probation == 0 {
                     s.init_seq(seq);
                     s.last_ts = timestamp;
+                    s.has_ts = media;
                     self.totals.received += 1;
-                    self.pattern.rr += 1;
                     return Verdict::InOrder;
                 }
             } else {
@@ -354,23 +507,20 @@ impl ReceiveStats {
             }
             let gap = u64::from(udelta) - 1;
             self.totals.largest_gap = self.totals.largest_gap.max(gap);
-            if gap == 0 {
-                self.pattern.rr += 1;
-            } else {
-                self.pattern.rl += 1;
-                self.pattern.ll += gap - 1;
-                self.pattern.lr += 1;
-            }
             let ts_step = timestamp.wrapping_sub(s.last_ts);
-            if spp > 0 && !marker && ts_step != u32::from(udelta).wrapping_mul(spp) {
-                self.totals.ts_jumps += 1;
-            }
-            s.last_ts = timestamp;
-            s.window = if udelta >= 128 {
-                1
+            if media {
+                // The step is counted from the last media packet, across event packets.
+                let want = u32::from(udelta).wrapping_add(s.skipped).wrapping_mul(spp);
+                if spp > 0 && !marker && s.has_ts && ts_step != want {
+                    self.totals.ts_jumps += 1;
+                }
+                s.last_ts = timestamp;
+                s.has_ts = true;
+                s.skipped = 0;
             } else {
-                (s.window << udelta) | 1
-            };
+                s.skipped = s.skipped.wrapping_add(u32::from(udelta));
+            }
+            s.advance(u32::from(udelta), &mut self.pattern, &mut self.pattern_last);
             s.max_seq = seq;
         } else if u32::from(udelta) <= SEQ_MOD - u32::from(MAX_MISORDER) {
             // A very large jump.
@@ -378,9 +528,14 @@ impl ReceiveStats {
                 // Two sequential packets: assume the other side restarted without telling us.
                 // The packets expected before the restart stay in the totals.
                 self.folded_expected += s.expected();
+                s.drain_into(&mut self.pattern, &mut self.pattern_last, 0);
+                self.pattern_last = None;
                 s.init_seq(seq);
                 s.last_ts = timestamp;
+                s.has_ts = media;
+                s.skipped = 0;
                 s.transit = None;
+                s.skew = SkewFit::default();
                 self.totals.seq_resets += 1;
             } else {
                 self.totals.seq_jumps += 1;
@@ -529,12 +684,12 @@ mod tests {
         assert_eq!(i.fraction_lost, 36);
         // Gaps are 20 ms apart except across a hole: min 20, max 11 × 20 = 220.
         assert_eq!(i.spacing_max_ms, Some(220.0));
-        // Transitions: 3 loss runs (lengths 1, 3, 10) → rl 3, lr 3, ll 0+2+9 = 11,
-        // rr = received in order without gap = 85 − 3 = 82 (the first counted packet included).
+        // The process over seqs 1..=99: R×9 L×1 R×9 L×3 R×27 L×10 R×40, 98 transitions:
+        // rl 3, lr 3, ll 0+2+9 = 11, rr 8+8+26+39 = 81.
         let p = s.loss_pattern();
-        assert_eq!((p.rr, p.rl, p.ll, p.lr), (82, 3, 11, 3));
-        // p = 3/85, q = 3/14 → BurstR = 1 / (0.035294 + 0.214286) = 4.0067.
-        assert!((p.burst_ratio() - 1.0 / (3.0 / 85.0 + 3.0 / 14.0)).abs() < 1e-12);
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (81, 3, 11, 3));
+        // p = 3/84, q = 3/14 → BurstR = 1 / (0.035714 + 0.214286) = 4.0.
+        assert!((p.burst_ratio() - 4.0).abs() < 1e-12);
         // Timestamps follow the sequence, so gaps are not timestamp jumps.
         assert_eq!(t.ts_jumps, 0);
         // Next interval: 10 more, none lost.
@@ -547,6 +702,25 @@ mod tests {
         );
         let i = s.take_interval();
         assert_eq!((i.expected, i.lost, i.fraction_lost), (10, 0, 0));
+    }
+
+    #[test]
+    fn long_outage_in_the_loss_pattern() {
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        // 0..=9, then 210..=219: 200 lost in one go (more than the 128-packet window).
+        let mut pkts = in_order(0, 10);
+        pkts.extend((210..220).map(|q| (q, 20 * u64::from(q))));
+        feed(&mut s, t0, &pkts);
+        let t = s.totals();
+        assert_eq!(
+            (t.expected, t.received, t.lost, t.largest_gap),
+            (219, 19, 200, 200)
+        );
+        // R×9 (seqs 1..=9) L×200 R×10: rr 8+9, rl 1, ll 199, lr 1.
+        let p = s.loss_pattern();
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (17, 1, 199, 1));
+        assert!((p.loss_ratio() - 200.0 / 218.0).abs() < 1e-12);
     }
 
     #[test]
@@ -574,6 +748,9 @@ mod tests {
         assert_eq!((t.duplicates, t.out_of_order), (3, 3));
         assert_eq!(t.packets, 14);
         assert_eq!(t.largest_gap, 2);
+        // Late packets filled their gaps: the loss process saw no loss at all.
+        let p = s.loss_pattern();
+        assert_eq!((p.rr, p.rl, p.ll, p.lr), (9, 0, 0, 0));
         let i = s.take_interval();
         assert_eq!((i.lost, i.fraction_lost), (0, 0));
     }
@@ -638,6 +815,20 @@ mod tests {
         }
         // The 8000 step without marker is a jump; the 4000 step with marker is a new talk spurt.
         assert_eq!(s.totals().ts_jumps, 1);
+        // Three RFC 4733 packets in between, then media 4 steps on: no jump.
+        for q in 6..9 {
+            s.on_other_packet(t0 + Duration::from_millis(20 * q), q as u16, 1, 16);
+        }
+        s.on_packet(
+            t0 + Duration::from_millis(180),
+            9,
+            ts.wrapping_add(4 * SPP),
+            1,
+            false,
+            100,
+        );
+        assert_eq!(s.totals().ts_jumps, 1);
+        assert_eq!(s.totals().received, 9);
     }
 
     #[test]
@@ -669,6 +860,37 @@ mod tests {
         assert_eq!(i.spacing_max_ms, Some(25.0));
         let avg = i.spacing_avg_ms.unwrap();
         assert!((avg - (20.0 * 399.0 + 5.0) / 399.0).abs() < 1e-9, "{avg}");
+    }
+
+    #[test]
+    fn clock_skew_of_a_fast_sender() {
+        // The sender's 8 kHz clock runs 100 ppm fast: its 160-sample packets leave every
+        // 20 ms / 1.0001 of our time. Over 60 s that is 6 ms of drift.
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        for q in 0..3000u32 {
+            let at = t0 + Duration::from_secs_f64(f64::from(q) * 0.020 / 1.0001);
+            s.on_packet(at, q as u16, 5_000 + q * SPP, 3, false, 172);
+        }
+        let t = s.totals();
+        let skew = t.clock_skew_ppm.unwrap();
+        assert!((skew - 100.0).abs() < 0.5, "{skew}");
+        let drift = t.clock_drift_ms.unwrap();
+        // 100 ppm × (2998 × 20 ms / 1.0001) ≈ 6.0 ms.
+        assert!((drift - 5.995).abs() < 0.01, "{drift}");
+        // A steady sender shows no skew.
+        let mut s = ReceiveStats::new(8000, SPP);
+        for q in 0..500u32 {
+            s.on_packet(
+                t0 + Duration::from_millis(u64::from(q) * 20),
+                q as u16,
+                q * SPP,
+                3,
+                false,
+                172,
+            );
+        }
+        assert!(s.totals().clock_skew_ppm.unwrap().abs() < 1e-6);
     }
 
     #[test]
