@@ -227,9 +227,9 @@ impl CallMedia {
 
     /// A new offer in the same session with another direction (hold: sendonly; resume:
     /// sendrecv), with the session version raised (RFC 3264 §8).
-    pub fn reoffer(&mut self, direction: Direction) -> Bytes {
+    pub fn reoffer(&mut self, now: Instant, direction: Direction) -> Bytes {
         self.local.session_version += 1;
-        self.local.direction = direction;
+        self.set_direction(now, direction);
         self.offer()
     }
 
@@ -277,6 +277,37 @@ impl CallMedia {
         self.next_sample = Some(now + Duration::from_secs(1));
         self.flush(now);
         Ok(())
+    }
+
+    /// Sends DTMF digits as RFC 4733 telephone-events (each `duration` long).
+    pub fn send_dtmf(&mut self, digits: &str, duration: Duration) -> Result<(), String> {
+        let s = self.session.as_mut().ok_or("no media session")?;
+        s.send_dtmf(digits, duration).map_err(|e| e.to_string())
+    }
+
+    /// Follows a new offer of the remote (re-INVITE): our direction mirrors its direction
+    /// (its sendonly → we stop sending; its sendrecv → we send again).
+    pub fn follow_remote_offer(&mut self, now: Instant, offer: &[u8]) {
+        let Ok(sd) = SessionDescription::parse(offer) else {
+            return;
+        };
+        let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
+            return;
+        };
+        let theirs = if m.port == 0 {
+            Direction::Inactive
+        } else {
+            sd.direction_of(m)
+        };
+        self.set_direction(now, theirs.mirror());
+    }
+
+    /// Sets our direction (hold: sendonly; resume: sendrecv).
+    pub fn set_direction(&mut self, now: Instant, direction: Direction) {
+        self.local.direction = direction;
+        if let Some(s) = self.session.as_mut() {
+            s.set_direction(now, direction);
+        }
     }
 
     /// True once offer/answer completed and media flows.

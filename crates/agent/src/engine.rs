@@ -108,6 +108,13 @@ pub enum ActionKind {
     Hold,
     /// re-INVITE with `a=sendrecv`.
     Resume,
+    /// DTMF digits as RFC 4733 telephone-events in the RTP stream.
+    Dtmf {
+        /// The digits: 0-9, *, #, A-D.
+        digits: String,
+        /// Each digit's duration.
+        duration_ms: u32,
+    },
     /// One DTMF digit as SIP INFO (`application/dtmf-relay`, `Signal=`/`Duration=`).
     DtmfInfo {
         /// The digit: 0-9, *, #, A-D.
@@ -961,7 +968,7 @@ impl<'a> Shard<'a> {
             let note = match &action.kind {
                 ActionKind::Hold => {
                     let offer = match ep.media.as_mut() {
-                        Some(m) => m.reoffer(media::sdp::Direction::SendOnly),
+                        Some(m) => m.reoffer(now, media::sdp::Direction::SendOnly),
                         None => sdp(ip, 0, u64::from(ep.id), version, "sendonly"),
                     };
                     ep.ua.reinvite(now, call, offer);
@@ -969,11 +976,32 @@ impl<'a> Shard<'a> {
                 }
                 ActionKind::Resume => {
                     let offer = match ep.media.as_mut() {
-                        Some(m) => m.reoffer(media::sdp::Direction::SendRecv),
+                        Some(m) => m.reoffer(now, media::sdp::Direction::SendRecv),
                         None => sdp(ip, 0, u64::from(ep.id), version, "sendrecv"),
                     };
                     ep.ua.reinvite(now, call, offer);
                     "resume (re-INVITE a=sendrecv)".to_owned()
+                }
+                ActionKind::Dtmf {
+                    digits,
+                    duration_ms,
+                } => {
+                    let duration = Duration::from_millis(u64::from(*duration_ms));
+                    let sent = match ep.media.as_mut() {
+                        Some(m) => m.send_dtmf(digits, duration),
+                        None => Err("no media in this call".to_owned()),
+                    };
+                    match sent {
+                        Ok(()) => {
+                            ep.dtmf_sent.push_str(digits);
+                            format!("DTMF {digits} (RFC 4733)")
+                        }
+                        Err(e) => {
+                            let note = format!("DTMF {digits} not sent: {e}");
+                            ep.worsen(Outcome::CompletedWithWarnings, note.clone());
+                            note
+                        }
+                    }
                 }
                 ActionKind::DtmfInfo { digit, duration_ms } => {
                     let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
@@ -1237,6 +1265,7 @@ impl<'a> Shard<'a> {
         r.rx_out_of_order += sum.rx_out_of_order;
         r.rx_jb_late += sum.rx_jb_late;
         r.dtmf_received.push_str(&sum.dtmf_received);
+        ep.dtmf_received.push_str(&sum.dtmf_received);
         r.send_errors += send_errors;
         let expected = r.rx_packets as f64 + r.rx_lost.max(0) as f64;
         r.loss_percent = if expected > 0.0 {
@@ -1677,6 +1706,11 @@ impl<'a> Shard<'a> {
                     Outcome::CompletedWithWarnings,
                     format!("{method} in the call answered {code}: {}", hint_for(code)),
                 );
+            }
+            CallEvent::Reinvited { sdp: Some(offer) } => {
+                if let Some(m) = ep.media.as_mut() {
+                    m.follow_remote_offer(now, &offer);
+                }
             }
             CallEvent::Reinvited { .. }
             | CallEvent::Modified { .. }

@@ -166,8 +166,11 @@ pub struct ActionEntry {
     pub action: Spanned<String>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
     pub digits: Option<Spanned<String>>,
-    /// For `dtmf`: each digit's duration (default 100ms; digits are sent 2× apart).
+    /// For `dtmf`: each digit's duration (default 100ms; INFO digits are sent 2× apart).
     pub duration: Option<Spanned<String>>,
+    /// For `dtmf`: `rfc4733` (telephone-events in RTP; the default with media) or `info`
+    /// (SIP INFO `application/dtmf-relay`; the default without media).
+    pub method: Option<Spanned<String>>,
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
@@ -762,15 +765,47 @@ pub fn prepare_with(
                         let span = a.duration.as_ref().map_or(0..0, Spanned::span);
                         return cx.err(span, afield("duration"), "must be between 1ms and 5s");
                     }
-                    for (k, c) in digits.get_ref().chars().enumerate() {
-                        let digit = c.to_ascii_uppercase();
-                        if !matches!(digit, '0'..='9' | '*' | '#' | 'A'..='D') {
+                    let info = match a.method.as_ref().map(|m| m.get_ref().to_ascii_lowercase()) {
+                        None => !g.media.unwrap_or(true),
+                        Some(m) if m == "info" => true,
+                        Some(m) if m == "rfc4733" => false,
+                        Some(m) => {
+                            let span = a.method.as_ref().map_or(0..0, Spanned::span);
                             return cx.err(
-                                digits.span(),
-                                afield("digits"),
-                                format!("`{c}` is not a DTMF digit (0-9 * # A-D)"),
+                                span,
+                                afield("method"),
+                                format!("`{m}`: expected rfc4733 or info"),
                             );
                         }
+                    };
+                    if let Some(c) = digits.get_ref().chars().find(
+                        |c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'),
+                    ) {
+                        return cx.err(
+                            digits.span(),
+                            afield("digits"),
+                            format!("`{c}` is not a DTMF digit (0-9 * # A-D)"),
+                        );
+                    }
+                    if !info {
+                        if !g.media.unwrap_or(true) {
+                            return cx.err(
+                                a.action.span(),
+                                afield("method"),
+                                "rfc4733 DTMF needs media (media = true) or method = \"info\"",
+                            );
+                        }
+                        actions.push(CallAction {
+                            at,
+                            kind: ActionKind::Dtmf {
+                                digits: digits.get_ref().to_ascii_uppercase(),
+                                duration_ms: duration.as_millis() as u32,
+                            },
+                        });
+                        continue;
+                    }
+                    for (k, c) in digits.get_ref().chars().enumerate() {
+                        let digit = c.to_ascii_uppercase();
                         actions.push(CallAction {
                             at: at + 2 * duration * k as u32,
                             kind: ActionKind::DtmfInfo {
@@ -794,24 +829,12 @@ pub fn prepare_with(
             let mut codecs = Vec::new();
             for c in &g.codecs {
                 match crate::callmedia::codec_by_name(c.get_ref()) {
-                    Some(codec @ (media::sdp::Codec::Pcmu | media::sdp::Codec::Pcma)) => {
-                        codecs.push(codec)
-                    }
-                    Some(_) => {
-                        return cx.err(
-                            c.span(),
-                            field("codecs"),
-                            format!(
-                                "`{}`: this build sends PCMU and PCMA (G.722 and Opus are not implemented yet)",
-                                c.get_ref()
-                            ),
-                        );
-                    }
+                    Some(codec) => codecs.push(codec),
                     None => {
                         return cx.err(
                             c.span(),
                             field("codecs"),
-                            format!("`{}`: unknown codec (PCMU, PCMA)", c.get_ref()),
+                            format!("`{}`: unknown codec (PCMU, PCMA, G722, OPUS)", c.get_ref()),
                         );
                     }
                 }
@@ -1136,7 +1159,7 @@ call = "group:callees"
     fn actions_expand_dtmf_digits_and_name_bad_fields() {
         let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
         let ok = format!(
-            "{base}actions = [{{ at = \"1s\", do = \"dtmf\", digits = \"1*\", duration = \"80ms\" }}, {{ at = \"500ms\", do = \"hold\" }}]\n"
+            "{base}actions = [{{ at = \"1s\", do = \"dtmf\", method = \"info\", digits = \"1*\", duration = \"80ms\" }}, {{ at = \"500ms\", do = \"hold\" }}, {{ at = \"2s\", do = \"dtmf\", digits = \"#9\" }}]\n"
         );
         let p = prepare("t.toml", &ok, b"s", 0).unwrap();
         let at: Vec<u128> = p.plan.groups[0]
@@ -1146,8 +1169,15 @@ call = "group:callees"
             .collect();
         assert_eq!(
             at,
-            [500, 1000, 1160],
-            "hold first, then one digit every 2×80 ms"
+            [500, 1000, 1160, 2000],
+            "hold first, then one INFO digit every 2×80 ms, then the RFC 4733 digits"
+        );
+        assert_eq!(
+            p.plan.groups[0].actions[3].kind,
+            ActionKind::Dtmf {
+                digits: "#9".into(),
+                duration_ms: 100
+            }
         );
         assert_eq!(
             p.plan.groups[0].actions[2].kind,

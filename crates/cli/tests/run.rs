@@ -196,7 +196,8 @@ call = "group:callee"
 actions = [
   { at = "200ms", do = "hold" },
   { at = "500ms", do = "resume" },
-  { at = "700ms", do = "dtmf", digits = "12#", duration = "50ms" },
+  { at = "700ms", do = "dtmf", method = "info", digits = "12#", duration = "50ms" },
+  { at = "1000ms", do = "dtmf", digits = "9*", duration = "60ms" },
 ]
 "#,
     )
@@ -222,7 +223,7 @@ actions = [
             .filter_map(|t| t["text"].as_str())
             .collect();
         if ep["group"] == "caller" {
-            assert_eq!(ep["dtmf_sent"], "12#");
+            assert_eq!(ep["dtmf_sent"], "12#9*");
             // The hold re-INVITE offered sendonly and the resume sendrecv, both answered 200.
             let reinvites: Vec<&&str> = texts
                 .iter()
@@ -234,7 +235,9 @@ actions = [
             let infos = texts.iter().filter(|t| t.starts_with("INFO ")).count();
             assert_eq!(infos, 3);
         } else {
-            assert_eq!(ep["dtmf_received"], "12#", "{ep}");
+            // INFO digits as they came, then the RFC 4733 digits the media session detected.
+            assert_eq!(ep["dtmf_received"], "12#9*", "{ep}");
+            assert_eq!(ep["media"]["dtmf_received"], "9*", "{ep}");
         }
     }
 }
@@ -287,4 +290,95 @@ fn the_calls_per_second_cap_spreads_the_calls() {
             "no 6 INVITEs within a second: {invites:?}"
         );
     }
+}
+
+#[test]
+fn codecs_are_negotiated_and_a_mismatch_is_negotiation_failed() {
+    let file = tmp("codecs.toml");
+    std::fs::write(
+        &file,
+        r#"name = "codecs"
+duration = "1200ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "wide"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+codecs = ["G722", "OPUS", "PCMA"]
+
+[[group]]
+name = "narrow"
+endpoints = 1
+registrar = "builtin"
+role = "answer"
+codecs = ["PCMU"]
+
+[[group]]
+name = "g722"
+endpoints = 1
+registrar = "builtin"
+call = "sip:wide1@sipmeter.builtin"
+codecs = ["G722"]
+
+[[group]]
+name = "opus"
+endpoints = 1
+registrar = "builtin"
+call = "sip:wide2@sipmeter.builtin"
+codecs = ["OPUS", "PCMA"]
+
+[[group]]
+name = "mismatch"
+endpoints = 1
+registrar = "builtin"
+call = "sip:narrow1@sipmeter.builtin"
+codecs = ["OPUS"]
+
+[pass]
+min_success = 0
+"#,
+    )
+    .unwrap();
+    let report = tmp("codecs.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let ep = |group: &str| {
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["group"] == group)
+            .unwrap()
+            .clone()
+    };
+    for (group, codec) in [("g722", "G722"), ("opus", "opus")] {
+        let e = ep(group);
+        assert_eq!(e["outcome"], "SUCCESS", "{e}");
+        assert_eq!(e["media"]["codec"], codec, "{e}");
+        assert!(e["media"]["rx_packets"].as_u64().unwrap() > 40, "{e}");
+        assert_eq!(e["media"]["rx_lost"], 0, "{e}");
+    }
+    // OPUS only against a PCMU-only phone: 488 from the callee, both ends NEGOTIATION_FAILED.
+    let e = ep("mismatch");
+    assert_eq!(e["outcome"], "NEGOTIATION_FAILED", "{e}");
+    assert_eq!(e["call_code"], 488, "{e}");
+    let e = ep("narrow");
+    assert_eq!(e["outcome"], "NEGOTIATION_FAILED", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no common codec"),
+        "the reason names the codecs: {e}"
+    );
 }
