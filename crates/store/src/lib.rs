@@ -1,0 +1,939 @@
+//! sipmeter storage: the schema, its migrations and every query the control plane runs.
+//!
+//! One codebase serves SQLite (the embedded default, WAL mode) and PostgreSQL through sqlx's
+//! `Any` driver. Why `Any` rather than a `Store` trait with two implementations: every query
+//! here is portable DML (`$n` placeholders, `RETURNING`, `ON CONFLICT`), so one implementation
+//! keeps the two backends from drifting apart; the DDL differs and lives in two migration
+//! folders (`migrations/sqlite`, `migrations/postgres`). The store test suite runs on both.
+//!
+//! Portability rules the schema follows (see `dependencies.md`): flags are `INTEGER` 0/1, times
+//! are `BIGINT` unix milliseconds, enums are lower-case `TEXT`, ids are 64-bit integers.
+
+mod model;
+
+/// `SELECT <every registrar column> FROM registrars <tail>` as a literal (sqlx 0.9 wants
+/// literal SQL).
+macro_rules! registrar_select {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, project_id, kind, name, domain, port, transport, outbound_proxy, tls_verify, ",
+            "tls_ca_pem, tls_cert_pem, tls_key_pem, created_at, updated_at FROM registrars ",
+            $tail
+        )
+    };
+}
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+pub use model::{
+    ApiKey, Member, Organization, Project, Registrar, RegistrarInput, RegistrarKind, Role, Session,
+    TlsVerify, Transport, User, registration_uri,
+};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The URL names a database the store does not support.
+    #[error("unsupported database URL (expected sqlite://… or postgres://…)")]
+    UnsupportedUrl,
+    /// A unique value is already taken.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// A stored value could not be read back (a column holds an unknown enum value).
+    #[error("invalid value {value:?} in column {column}")]
+    InvalidValue {
+        /// The column.
+        column: &'static str,
+        /// What it held.
+        value: String,
+    },
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (embedded default).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// One migration: a version, a name and its DDL for each backend.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+    postgres: include_str!("../migrations/postgres/0001_init.sql"),
+}];
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Turns a display name into a URL slug: lower-case ASCII letters, digits and single dashes.
+pub fn slugify(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    slug.truncate(48);
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    if slug.is_empty() {
+        slug.push_str("project");
+    }
+    slug
+}
+
+/// What the first start creates: the Owner, their organization and a "Demo" project.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// The Owner.
+    pub user: User,
+    /// The organization.
+    pub org: Organization,
+    /// The "Demo" project, holding the built-in registrar.
+    pub demo: Project,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://…`) and runs the migrations.
+    ///
+    /// SQLite databases are switched to WAL mode with foreign keys on.
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let mut options = AnyPoolOptions::new().max_connections(8);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Per-connection settings; WAL is persistent but setting it again is free.
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(url).await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Applies every migration not applied yet, each in its own transaction.
+    async fn migrate(&self) -> Result<()> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS sipmeter_migrations (version BIGINT PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await?;
+        for m in MIGRATIONS {
+            let done: i64 =
+                sqlx::query("SELECT COUNT(*) AS n FROM sipmeter_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("n")?;
+            if done > 0 {
+                continue;
+            }
+            let ddl = match self.backend {
+                Backend::Sqlite => m.sqlite,
+                Backend::Postgres => m.postgres,
+            };
+            let mut tx = self.pool.begin().await?;
+            for stmt in split_statements(ddl) {
+                // Audited: the statements come from the migration files compiled into the binary.
+                sqlx::query(sqlx::AssertSqlSafe(stmt))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO sipmeter_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// The applied migration versions, in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT version FROM sipmeter_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("version").map_err(Into::into))
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- users and orgs
+
+    /// How many users exist (0 means the first-start setup has not run).
+    pub async fn count_users(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    /// First start: creates the Owner, the organization, and a "Demo" project containing the
+    /// built-in registrar, all in one transaction.
+    pub async fn bootstrap(
+        &self,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        org_name: &str,
+    ) -> Result<Bootstrap> {
+        let email = email.trim().to_ascii_lowercase();
+        let email = email.as_str();
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let user_id = insert_user(&mut tx, email, name, password_hash, now).await?;
+        let org_slug = slugify(org_name);
+        let org_id: i64 = sqlx::query(
+            "INSERT INTO organizations (name, slug, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(org_name)
+        .bind(&org_slug)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "organization"))?
+        .try_get("id")?;
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .bind(Role::Owner.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let project_id: i64 = sqlx::query(
+            "INSERT INTO projects (org_id, name, slug, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(org_id)
+        .bind("Demo")
+        .bind("demo")
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("id")?;
+        insert_registrar(
+            &mut tx,
+            project_id,
+            RegistrarKind::Builtin,
+            &RegistrarInput::builtin(),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Bootstrap {
+            user: User {
+                id: user_id,
+                email: email.to_string(),
+                name: name.to_string(),
+                password_hash: password_hash.to_string(),
+                created_at: now,
+            },
+            org: Organization {
+                id: org_id,
+                name: org_name.to_string(),
+                slug: org_slug,
+                created_at: now,
+            },
+            demo: Project {
+                id: project_id,
+                org_id,
+                name: "Demo".to_string(),
+                slug: "demo".to_string(),
+                created_at: now,
+            },
+        })
+    }
+
+    /// Creates a user (email must be unique; compare lower-cased).
+    pub async fn create_user(&self, email: &str, name: &str, password_hash: &str) -> Result<User> {
+        let email = email.trim().to_ascii_lowercase();
+        let email = email.as_str();
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let id = insert_user(&mut tx, email, name, password_hash, now).await?;
+        tx.commit().await?;
+        Ok(User {
+            id,
+            email: email.to_string(),
+            name: name.to_string(),
+            password_hash: password_hash.to_string(),
+            created_at: now,
+        })
+    }
+
+    /// Looks a user up by email (case-insensitive: emails are stored lower-cased).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT id, email, name, password_hash, created_at FROM users WHERE email = $1",
+        )
+        .bind(email.trim().to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Looks a user up by id.
+    pub async fn user(&self, id: i64) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT id, email, name, password_hash, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Creates an organization (its slug is derived from the name and made unique).
+    pub async fn create_organization(&self, name: &str) -> Result<Organization> {
+        let base = slugify(name);
+        let taken: Vec<String> = sqlx::query("SELECT slug FROM organizations")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("slug"))
+            .collect::<Result<_, _>>()?;
+        let slug = unique_slug(&base, &taken);
+        let now = now_ms();
+        let id: i64 = sqlx::query(
+            "INSERT INTO organizations (name, slug, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(&slug)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "organization"))?
+        .try_get("id")?;
+        Ok(Organization {
+            id,
+            name: name.to_string(),
+            slug,
+            created_at: now,
+        })
+    }
+
+    /// Adds a user to an organization with a role, or changes their role.
+    pub async fn set_member(&self, org_id: i64, user_id: i64, role: Role) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The organizations a user belongs to, with their role in each, oldest membership first.
+    pub async fn memberships(&self, user_id: i64) -> Result<Vec<(Organization, Role)>> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.name, o.slug, o.created_at, m.role FROM memberships m \
+             JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY m.created_at, o.id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    org_from_row(r)?,
+                    Role::parse_column(&r.try_get::<String, _>("role")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A user's role in an organization, if they are a member.
+    pub async fn member_role(&self, org_id: i64, user_id: i64) -> Result<Option<Role>> {
+        let row = sqlx::query("SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Role::parse_column(&r.try_get::<String, _>("role")?))
+            .transpose()
+    }
+
+    /// The members of an organization.
+    pub async fn members(&self, org_id: i64) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.id, u.email, u.name, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.org_id = $1 ORDER BY u.email",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    user_id: r.try_get("id")?,
+                    email: r.try_get("email")?,
+                    name: r.try_get("name")?,
+                    role: Role::parse_column(&r.try_get::<String, _>("role")?)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- projects
+
+    /// Creates a project; its slug is generated from the name, unique in the organization,
+    /// and never changes afterwards.
+    pub async fn create_project(&self, org_id: i64, name: &str) -> Result<Project> {
+        let base = slugify(name);
+        let taken: Vec<String> = sqlx::query("SELECT slug FROM projects WHERE org_id = $1")
+            .bind(org_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("slug"))
+            .collect::<Result<_, _>>()?;
+        let slug = unique_slug(&base, &taken);
+        let now = now_ms();
+        let id: i64 = sqlx::query(
+            "INSERT INTO projects (org_id, name, slug, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(name)
+        .bind(&slug)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "project"))?
+        .try_get("id")?;
+        Ok(Project {
+            id,
+            org_id,
+            name: name.to_string(),
+            slug,
+            created_at: now,
+        })
+    }
+
+    /// Renames a project (the slug stays).
+    pub async fn rename_project(&self, id: i64, name: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE projects SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The projects of an organization, by name.
+    pub async fn projects(&self, org_id: i64) -> Result<Vec<Project>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, name, slug, created_at FROM projects WHERE org_id = $1 ORDER BY name, id",
+        )
+        .bind(org_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    /// A project by id.
+    pub async fn project(&self, id: i64) -> Result<Option<Project>> {
+        let row =
+            sqlx::query("SELECT id, org_id, name, slug, created_at FROM projects WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    /// A project by its slug within an organization.
+    pub async fn project_by_slug(&self, org_id: i64, slug: &str) -> Result<Option<Project>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, name, slug, created_at FROM projects WHERE org_id = $1 AND slug = $2",
+        )
+        .bind(org_id)
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
+    // ---------------------------------------------------------------- sessions
+
+    /// Stores a session (the token itself is never stored, only its hash).
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        csrf_token: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(user_id)
+        .bind(csrf_token)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live session with this token hash at time `now` (unix ms), if any.
+    pub async fn session(&self, token_hash: &str, now: i64) -> Result<Option<Session>> {
+        let row = sqlx::query(
+            "SELECT user_id, csrf_token, expires_at FROM sessions WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get("user_id")?,
+                csrf_token: r.try_get("csrf_token")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Deletes a session (logout).
+    pub async fn delete_session(&self, token_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes sessions that expired before `now`; returns how many.
+    pub async fn purge_sessions(&self, now: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    // ---------------------------------------------------------------- API keys
+
+    /// Stores an API key (hash only) scoped to a project and carrying `role`.
+    pub async fn create_api_key(
+        &self,
+        project_id: i64,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+        role: Role,
+        created_by: i64,
+    ) -> Result<ApiKey> {
+        let now = now_ms();
+        let id: i64 = sqlx::query(
+            "INSERT INTO api_keys (project_id, name, prefix, key_hash, role, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(project_id)
+        .bind(name)
+        .bind(prefix)
+        .bind(key_hash)
+        .bind(role.as_str())
+        .bind(created_by)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "api key"))?
+        .try_get("id")?;
+        Ok(ApiKey {
+            id,
+            project_id,
+            name: name.to_string(),
+            prefix: prefix.to_string(),
+            role,
+            created_by,
+            created_at: now,
+            revoked_at: None,
+        })
+    }
+
+    /// The unrevoked API key with this hash.
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT id, project_id, name, prefix, role, created_by, created_at, revoked_at FROM api_keys \
+             WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    /// The API keys of a project (revoked ones included), newest first.
+    pub async fn api_keys(&self, project_id: i64) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, project_id, name, prefix, role, created_by, created_at, revoked_at FROM api_keys \
+             WHERE project_id = $1 ORDER BY id DESC",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    /// Revokes a project's API key; false when there is no such unrevoked key.
+    pub async fn revoke_api_key(&self, project_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE project_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(project_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    // ---------------------------------------------------------------- registrars
+
+    /// Creates a custom registrar in a project (the input is validated by the caller).
+    pub async fn create_registrar(
+        &self,
+        project_id: i64,
+        input: &RegistrarInput,
+    ) -> Result<Registrar> {
+        let mut tx = self.pool.begin().await?;
+        let id =
+            insert_registrar(&mut tx, project_id, RegistrarKind::Custom, input, now_ms()).await?;
+        tx.commit().await?;
+        self.registrar(project_id, id)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    /// The registrars of a project, by name.
+    pub async fn registrars(&self, project_id: i64) -> Result<Vec<Registrar>> {
+        let rows = sqlx::query(registrar_select!("WHERE project_id = $1 ORDER BY name, id"))
+            .bind(project_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(registrar_from_row).collect()
+    }
+
+    /// A registrar of a project by id (None when it belongs to another project).
+    pub async fn registrar(&self, project_id: i64, id: i64) -> Result<Option<Registrar>> {
+        let row = sqlx::query(registrar_select!("WHERE project_id = $1 AND id = $2"))
+            .bind(project_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(registrar_from_row).transpose()
+    }
+
+    /// Replaces a registrar's configuration; None when there is no such registrar.
+    pub async fn update_registrar(
+        &self,
+        project_id: i64,
+        id: i64,
+        input: &RegistrarInput,
+    ) -> Result<Option<Registrar>> {
+        let r = sqlx::query(
+            "UPDATE registrars SET name = $1, domain = $2, port = $3, transport = $4, outbound_proxy = $5, \
+             tls_verify = $6, tls_ca_pem = $7, tls_cert_pem = $8, tls_key_pem = $9, updated_at = $10 \
+             WHERE project_id = $11 AND id = $12",
+        )
+        .bind(&input.name)
+        .bind(&input.domain)
+        .bind(input.port.map(i64::from))
+        .bind(input.transport.as_str())
+        .bind(input.outbound_proxy.as_deref())
+        .bind(input.tls_verify.as_str())
+        .bind(input.tls_ca_pem.as_deref())
+        .bind(input.tls_cert_pem.as_deref())
+        .bind(input.tls_key_pem.as_deref())
+        .bind(now_ms())
+        .bind(project_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.registrar(project_id, id).await
+    }
+
+    /// Deletes a registrar; false when there is no such registrar.
+    pub async fn delete_registrar(&self, project_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM registrars WHERE project_id = $1 AND id = $2")
+            .bind(project_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+/// Splits a migration file into statements (the files hold no `;` inside literals).
+fn split_statements(ddl: &str) -> Vec<String> {
+    ddl.split(';')
+        .map(|chunk| {
+            chunk
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+        .collect()
+}
+
+/// `base`, or `base-2`, `base-3`, … whichever is not taken.
+fn unique_slug(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|n| format!("{base}-{n}"))
+        .find(|s| !taken.contains(s))
+        // The range is unbounded and `taken` finite, so a free slug always exists.
+        .unwrap()
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`].
+fn conflict(e: sqlx::Error, what: &'static str) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Conflict(what);
+    }
+    StoreError::Database(e)
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<i64> {
+    Ok(sqlx::query(
+        "INSERT INTO users (email, name, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(email.trim().to_ascii_lowercase())
+    .bind(name)
+    .bind(password_hash)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| conflict(e, "user"))?
+    .try_get("id")?)
+}
+
+async fn insert_registrar(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    project_id: i64,
+    kind: RegistrarKind,
+    input: &RegistrarInput,
+    now: i64,
+) -> Result<i64> {
+    Ok(sqlx::query(
+        "INSERT INTO registrars (project_id, kind, name, domain, port, transport, outbound_proxy, \
+         tls_verify, tls_ca_pem, tls_cert_pem, tls_key_pem, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+    )
+    .bind(project_id)
+    .bind(kind.as_str())
+    .bind(&input.name)
+    .bind(&input.domain)
+    .bind(input.port.map(i64::from))
+    .bind(input.transport.as_str())
+    .bind(input.outbound_proxy.as_deref())
+    .bind(input.tls_verify.as_str())
+    .bind(input.tls_ca_pem.as_deref())
+    .bind(input.tls_cert_pem.as_deref())
+    .bind(input.tls_key_pem.as_deref())
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("id")?)
+}
+
+fn user_from_row(r: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn org_from_row(r: &AnyRow) -> Result<Organization> {
+    Ok(Organization {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        slug: r.try_get("slug")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn project_from_row(r: &AnyRow) -> Result<Project> {
+    Ok(Project {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        name: r.try_get("name")?,
+        slug: r.try_get("slug")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn api_key_from_row(r: &AnyRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        name: r.try_get("name")?,
+        prefix: r.try_get("prefix")?,
+        role: Role::parse_column(&r.try_get::<String, _>("role")?)?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+fn registrar_from_row(r: &AnyRow) -> Result<Registrar> {
+    let kind: String = r.try_get("kind")?;
+    let transport: String = r.try_get("transport")?;
+    let verify: String = r.try_get("tls_verify")?;
+    let port: Option<i64> = r.try_get("port")?;
+    Ok(Registrar {
+        id: r.try_get("id")?,
+        project_id: r.try_get("project_id")?,
+        kind: RegistrarKind::parse(&kind).ok_or(StoreError::InvalidValue {
+            column: "registrars.kind",
+            value: kind.clone(),
+        })?,
+        name: r.try_get("name")?,
+        domain: r.try_get("domain")?,
+        port: port
+            .map(|p| {
+                u16::try_from(p).map_err(|_| StoreError::InvalidValue {
+                    column: "registrars.port",
+                    value: p.to_string(),
+                })
+            })
+            .transpose()?,
+        transport: Transport::parse(&transport).ok_or(StoreError::InvalidValue {
+            column: "registrars.transport",
+            value: transport.clone(),
+        })?,
+        outbound_proxy: r.try_get("outbound_proxy")?,
+        tls_verify: TlsVerify::parse(&verify).ok_or(StoreError::InvalidValue {
+            column: "registrars.tls_verify",
+            value: verify.clone(),
+        })?,
+        tls_ca_pem: r.try_get("tls_ca_pem")?,
+        tls_cert_pem: r.try_get("tls_cert_pem")?,
+        tls_key_pem: r.try_get("tls_key_pem")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Production Asterisk!"), "production-asterisk");
+        assert_eq!(slugify("  --Ünïcode  -- name "), "n-code-name");
+        assert_eq!(slugify("***"), "project");
+        assert_eq!(
+            unique_slug("demo", &["demo".into(), "demo-2".into()]),
+            "demo-3"
+        );
+        assert_eq!(unique_slug("x", &["demo".into()]), "x");
+    }
+
+    #[test]
+    fn migration_files_split_into_statements() {
+        let stmts = split_statements(MIGRATIONS[0].sqlite);
+        assert_eq!(stmts.len(), 8, "7 tables and 1 index");
+        assert!(stmts.iter().all(|s| !s.contains("--")));
+        assert_eq!(split_statements(MIGRATIONS[0].postgres).len(), 8);
+    }
+}

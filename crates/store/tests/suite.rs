@@ -1,0 +1,330 @@
+//! The store test suite, run on SQLite (a temporary file in WAL mode) and on PostgreSQL (a
+//! private cluster on a free loopback port, started and stopped by the test).
+
+mod pg;
+
+use store::{RegistrarInput, RegistrarKind, Role, Store, StoreError, TlsVerify, Transport};
+
+fn tls_input(name: &str) -> RegistrarInput {
+    RegistrarInput {
+        name: name.to_string(),
+        domain: "pbx.corp.net".to_string(),
+        port: None,
+        transport: Transport::Tls,
+        outbound_proxy: Some("proxy.example.com:5060".to_string()),
+        tls_verify: TlsVerify::Custom,
+        tls_ca_pem: Some(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_string(),
+        ),
+        tls_cert_pem: None,
+        tls_key_pem: None,
+    }
+}
+
+/// Everything the store does, asserted against one fresh database.
+async fn suite(store: &Store) {
+    // Migrations ran exactly once and are recorded.
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(store.count_users().await.unwrap(), 0);
+
+    // First start.
+    let boot = store
+        .bootstrap(
+            "Owner@Example.com",
+            "Olive Owner",
+            "$argon2id$fake",
+            "Acme Telecom",
+        )
+        .await
+        .unwrap();
+    assert_eq!(boot.user.email, "owner@example.com");
+    assert_eq!(boot.org.slug, "acme-telecom");
+    assert_eq!(boot.demo.slug, "demo");
+    assert_eq!(store.count_users().await.unwrap(), 1);
+    let regs = store.registrars(boot.demo.id).await.unwrap();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].kind, RegistrarKind::Builtin);
+    assert_eq!(
+        regs[0].registration_uri(),
+        "sip:127.0.0.1:5060;transport=udp"
+    );
+
+    // Users: lookup is case-insensitive, duplicates are a conflict.
+    let found = store
+        .user_by_email(" OWNER@example.COM ")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, boot.user.id);
+    assert_eq!(found.password_hash, "$argon2id$fake");
+    assert!(matches!(
+        store.create_user("owner@example.com", "Again", "h").await,
+        Err(StoreError::Conflict("user"))
+    ));
+    let viewer = store
+        .create_user("viewer@example.com", "Vic", "h2")
+        .await
+        .unwrap();
+    assert_eq!(store.user(viewer.id).await.unwrap().unwrap().name, "Vic");
+    assert!(store.user(viewer.id + 1000).await.unwrap().is_none());
+
+    // Memberships and roles.
+    assert_eq!(
+        store.member_role(boot.org.id, boot.user.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert_eq!(
+        store.member_role(boot.org.id, viewer.id).await.unwrap(),
+        None
+    );
+    store
+        .set_member(boot.org.id, viewer.id, Role::Viewer)
+        .await
+        .unwrap();
+    store
+        .set_member(boot.org.id, viewer.id, Role::Tester)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.member_role(boot.org.id, viewer.id).await.unwrap(),
+        Some(Role::Tester)
+    );
+    let members = store.members(boot.org.id).await.unwrap();
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| (m.email.as_str(), m.role))
+            .collect::<Vec<_>>(),
+        vec![
+            ("owner@example.com", Role::Owner),
+            ("viewer@example.com", Role::Tester)
+        ]
+    );
+    let other_org = store.create_organization("Acme Telecom").await.unwrap();
+    assert_eq!(other_org.slug, "acme-telecom-2");
+    store
+        .set_member(other_org.id, viewer.id, Role::Admin)
+        .await
+        .unwrap();
+    let ms = store.memberships(viewer.id).await.unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_eq!(ms[0].0.id, boot.org.id);
+    assert_eq!(ms[1].1, Role::Admin);
+
+    // Projects: slugs generated once, unique per organization, kept on rename.
+    let p1 = store
+        .create_project(boot.org.id, "Staging PBX")
+        .await
+        .unwrap();
+    let p2 = store
+        .create_project(boot.org.id, "Staging  PBX!")
+        .await
+        .unwrap();
+    let p3 = store
+        .create_project(other_org.id, "Staging PBX")
+        .await
+        .unwrap();
+    assert_eq!(
+        (p1.slug.as_str(), p2.slug.as_str(), p3.slug.as_str()),
+        ("staging-pbx", "staging-pbx-2", "staging-pbx")
+    );
+    assert!(store.rename_project(p1.id, "Renamed").await.unwrap());
+    let p1b = store.project(p1.id).await.unwrap().unwrap();
+    assert_eq!(
+        (p1b.name.as_str(), p1b.slug.as_str()),
+        ("Renamed", "staging-pbx")
+    );
+    assert_eq!(
+        store
+            .project_by_slug(boot.org.id, "staging-pbx-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        p2.id
+    );
+    assert!(
+        store
+            .project_by_slug(other_org.id, "staging-pbx-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let names: Vec<String> = store
+        .projects(boot.org.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, vec!["Demo", "Renamed", "Staging  PBX!"]);
+
+    // Sessions expire and log out.
+    store
+        .create_session("h-live", viewer.id, "csrf1", 2_000)
+        .await
+        .unwrap();
+    store
+        .create_session("h-old", viewer.id, "csrf2", 1_000)
+        .await
+        .unwrap();
+    let s = store.session("h-live", 1_500).await.unwrap().unwrap();
+    assert_eq!((s.user_id, s.csrf_token.as_str()), (viewer.id, "csrf1"));
+    assert!(store.session("h-old", 1_500).await.unwrap().is_none());
+    assert_eq!(store.purge_sessions(1_500).await.unwrap(), 1);
+    store.delete_session("h-live").await.unwrap();
+    assert!(store.session("h-live", 1_500).await.unwrap().is_none());
+
+    // API keys: looked up by hash, listed, revoked.
+    let k = store
+        .create_api_key(
+            p1.id,
+            "ci",
+            "smk_abcd",
+            "hash-1",
+            Role::Editor,
+            boot.user.id,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_api_key(p1.id, "dup", "smk_x", "hash-1", Role::Viewer, boot.user.id)
+            .await,
+        Err(StoreError::Conflict("api key"))
+    ));
+    let got = store.api_key_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.id, got.role, got.project_id),
+        (k.id, Role::Editor, p1.id)
+    );
+    assert_eq!(store.api_keys(p1.id).await.unwrap().len(), 1);
+    assert!(
+        !store.revoke_api_key(p2.id, k.id).await.unwrap(),
+        "another project's key"
+    );
+    assert!(store.revoke_api_key(p1.id, k.id).await.unwrap());
+    assert!(
+        !store.revoke_api_key(p1.id, k.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(store.api_key_by_hash("hash-1").await.unwrap().is_none());
+    assert!(store.api_keys(p1.id).await.unwrap()[0].revoked_at.is_some());
+
+    // Registrars: create, read back every field, update, scope by project, delete.
+    let r = store
+        .create_registrar(p1.id, &tls_input("Production Asterisk"))
+        .await
+        .unwrap();
+    assert_eq!(r.kind, RegistrarKind::Custom);
+    assert_eq!(r.registration_uri(), "sip:pbx.corp.net:5061;transport=tls");
+    assert_eq!(r.to_input(), tls_input("Production Asterisk"));
+    let mut edit = tls_input("Staging FreeSWITCH");
+    edit.transport = Transport::Tcp;
+    edit.port = Some(5080);
+    edit.domain = "10.0.0.50".to_string();
+    edit.outbound_proxy = None;
+    edit.tls_ca_pem = None;
+    edit.tls_verify = TlsVerify::System;
+    let r2 = store
+        .update_registrar(p1.id, r.id, &edit)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r2.to_input(), edit);
+    assert_eq!(r2.registration_uri(), "sip:10.0.0.50:5080;transport=tcp");
+    assert!(r2.updated_at >= r.updated_at);
+    assert!(
+        store
+            .update_registrar(p2.id, r.id, &edit)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.registrar(p2.id, r.id).await.unwrap().is_none());
+    store
+        .create_registrar(p1.id, &tls_input("Another"))
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .registrars(p1.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(listed, vec!["Another", "Staging FreeSWITCH"]);
+    assert!(!store.delete_registrar(p2.id, r.id).await.unwrap());
+    assert!(store.delete_registrar(p1.id, r.id).await.unwrap());
+    assert!(store.registrar(p1.id, r.id).await.unwrap().is_none());
+    assert_eq!(store.registrars(p1.id).await.unwrap().len(), 1);
+
+    // Concurrent writers do not fail (SQLite: WAL + busy timeout).
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = store.clone();
+        let pid = p2.id;
+        tasks.push(tokio::spawn(async move {
+            s.create_registrar(pid, &tls_input(&format!("r{i:02}")))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.registrars(p2.id).await.unwrap().len(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_sqlite() {
+    let dir = tempdir("sqlite");
+    let url = format!("sqlite://{}/t.db?mode=rwc", dir.display());
+    let store = Store::connect(&url).await.unwrap();
+    suite(&store).await;
+    store.close().await;
+    // WAL mode is on (the -wal file exists while open or the header says so), and a second
+    // connect re-runs no migration.
+    let again = Store::connect(&url).await.unwrap();
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(again.count_users().await.unwrap(), 2);
+    again.close().await;
+    let header = std::fs::read(dir.join("t.db")).unwrap();
+    // SQLite file header bytes 18 and 19 are 2 in WAL mode (1 in rollback mode).
+    assert_eq!((header[18], header[19]), (2, 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_postgres() {
+    let Some(cluster) = pg::Cluster::start() else {
+        return;
+    };
+    let store = Store::connect(&cluster.url()).await.unwrap();
+    suite(&store).await;
+    store.close().await;
+    let again = Store::connect(&cluster.url()).await.unwrap();
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1]);
+    again.close().await;
+}
+
+#[tokio::test]
+async fn bad_urls_are_refused() {
+    assert!(matches!(
+        Store::connect("mysql://localhost/x").await,
+        Err(StoreError::UnsupportedUrl)
+    ));
+    let err = Store::connect("sqlite:///nonexistent-dir-sipmeter/x/y.db")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+}
+
+fn tempdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sipmeter-store-{tag}-{}-{}",
+        std::process::id(),
+        store::now_ms()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
