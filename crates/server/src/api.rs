@@ -1,0 +1,683 @@
+//! The JSON API, `/api/v1`. Every answer is an envelope `{ "data": …, "meta": { "requestId":
+//! …, "pagination"? } }`; every error is `{ "error": { "code", "message", "fields"? } }` with a
+//! stable code. Authentication: `Authorization: Bearer <API key>` (scoped to one project,
+//! carrying its creator's role) or the web session cookie. Writes must be
+//! `Content-Type: application/json`, which a cross-site HTML form cannot send: that is the CSRF
+//! defence for cookie-authenticated API calls.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde::Serialize;
+use serde_json::{Value, json};
+use store::{ApiKey, Project, Registrar, Role, StoreError, User};
+
+use crate::validate::{FieldMessage, RegistrarForm, validate};
+use crate::{AppState, auth, request_id};
+
+/// An API error with a stable machine-readable code.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Vec<FieldMessage>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// 401 `UNAUTHENTICATED`.
+    pub fn unauthenticated() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "sign in or send Authorization: Bearer <API key>",
+        )
+    }
+
+    /// 404 `NOT_FOUND`.
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("{what} not found"),
+        )
+    }
+
+    /// 403 `FORBIDDEN`.
+    pub fn forbidden(needed: Role) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("this action needs the {} role or higher", needed.label()),
+        )
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    fn validation(fields: Vec<FieldMessage>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "VALIDATION_FAILED",
+            message: fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            fields,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict(what) => ApiError::new(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                format!("{what} already exists"),
+            ),
+            e => {
+                tracing::error!(request_id = %request_id(), error = %e, "store error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if !self.fields.is_empty() {
+            error["fields"] = json!(self.fields);
+        }
+        (
+            self.status,
+            axum::Json(json!({ "error": error, "meta": { "requestId": request_id() } })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pagination {
+    page: usize,
+    per_page: usize,
+    total: usize,
+}
+
+fn envelope(status: StatusCode, data: impl Serialize, pagination: Option<Pagination>) -> Response {
+    let mut meta = json!({ "requestId": request_id() });
+    if let Some(p) = pagination {
+        meta["pagination"] = json!(p);
+    }
+    (status, axum::Json(json!({ "data": data, "meta": meta }))).into_response()
+}
+
+/// Slices a list by `page` (from 1) and `perPage` (1–200, default 50).
+fn paginate<T>(
+    items: Vec<T>,
+    q: &HashMap<String, String>,
+) -> Result<(Vec<T>, Pagination), ApiError> {
+    let num = |key: &str, default: usize, max: usize| -> Result<usize, ApiError> {
+        match q.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("{key} must be a number from 1 to {max}"))
+                }),
+        }
+    };
+    let page = num("page", 1, 1_000_000)?;
+    let per_page = num("perPage", 50, 200)?;
+    let total = items.len();
+    let data = items
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .collect();
+    Ok((
+        data,
+        Pagination {
+            page,
+            per_page,
+            total,
+        },
+    ))
+}
+
+/// The caller's access to one project.
+pub(crate) struct Access {
+    pub project: Project,
+    pub role: Role,
+    pub user_id: i64,
+    pub via_key: bool,
+}
+
+/// The signed-in user of a session cookie.
+pub(crate) async fn session_user(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<(User, store::Session)>, StoreError> {
+    let Some(token) = auth::cookie(headers, auth::SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let Some(session) = state
+        .store()
+        .session(&auth::token_hash(&token), store::now_ms())
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(state
+        .store()
+        .user(session.user_id)
+        .await?
+        .map(|u| (u, session)))
+}
+
+/// Resolves the caller's role in project `id`: 401 without credentials, 404 when the project
+/// does not exist or belongs to an organization the caller is not in (no existence leak).
+async fn access(
+    state: &AppState,
+    headers: &HeaderMap,
+    project_id: i64,
+) -> Result<Access, ApiError> {
+    if let Some(token) = auth::bearer(headers) {
+        let key = state
+            .store()
+            .api_key_by_hash(&auth::token_hash(&token))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "invalid or revoked API key",
+                )
+            })?;
+        if key.project_id != project_id {
+            return Err(ApiError::not_found("project"));
+        }
+        let project = state
+            .store()
+            .project(project_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        // A key never exceeds its creator's current role; a creator who left disables it.
+        let current = state
+            .store()
+            .member_role(project.org_id, key.created_by)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "the API key's creator is no longer a member",
+                )
+            })?;
+        return Ok(Access {
+            project,
+            role: key.role.min(current),
+            user_id: key.created_by,
+            via_key: true,
+        });
+    }
+    let (user, _) = session_user(state, headers)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let project = state
+        .store()
+        .project(project_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let role = state
+        .store()
+        .member_role(project.org_id, user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    Ok(Access {
+        project,
+        role,
+        user_id: user.id,
+        via_key: false,
+    })
+}
+
+fn require(a: &Access, needed: Role) -> Result<(), ApiError> {
+    if a.role >= needed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(needed))
+    }
+}
+
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// A registrar body as the form's strings (numbers become their decimal text).
+fn registrar_form(v: &Value) -> Result<RegistrarForm, ApiError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let mut errors = Vec::new();
+    let mut get = |key: &'static str| -> String {
+        match obj.get(key) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => {
+                errors.push(FieldMessage {
+                    field: key,
+                    message: "must be a string or a number".into(),
+                });
+                String::new()
+            }
+        }
+    };
+    let form = RegistrarForm {
+        name: get("name"),
+        domain: get("domain"),
+        port: get("port"),
+        transport: get("transport"),
+        outbound_proxy: get("outboundProxy"),
+        tls_verify: get("tlsVerify"),
+        tls_ca_pem: get("tlsCaPem"),
+        tls_cert_pem: get("tlsCertPem"),
+        tls_key_pem: get("tlsKeyPem"),
+    };
+    if errors.is_empty() {
+        Ok(form)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+/// The API view of a registrar (the private key is never returned).
+pub(crate) fn registrar_json(r: &Registrar) -> Value {
+    json!({
+        "id": r.id,
+        "projectId": r.project_id,
+        "kind": r.kind,
+        "name": r.name,
+        "domain": r.domain,
+        "port": r.port,
+        "effectivePort": r.effective_port(),
+        "transport": r.transport,
+        "outboundProxy": r.outbound_proxy,
+        "registrationUri": r.registration_uri(),
+        "dnsDiscovery": r.transport == store::Transport::Auto,
+        "tlsVerify": r.tls_verify,
+        "tlsCaPem": r.tls_ca_pem,
+        "tlsCertPem": r.tls_cert_pem,
+        "hasTlsKey": r.tls_key_pem.is_some(),
+        "createdAt": r.created_at,
+        "updatedAt": r.updated_at,
+    })
+}
+
+fn key_json(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id, "projectId": k.project_id, "name": k.name, "prefix": k.prefix,
+        "role": k.role, "createdBy": k.created_by, "createdAt": k.created_at, "revokedAt": k.revoked_at,
+    })
+}
+
+fn now_secs() -> i64 {
+    store::now_ms() / 1000
+}
+
+/// On edit, a blank key with a certificate keeps the stored key (keys are never shown again).
+pub(crate) fn keep_stored_key(form: &mut RegistrarForm, existing: &Registrar) {
+    if form.tls_key_pem.trim().is_empty()
+        && !form.tls_cert_pem.trim().is_empty()
+        && let Some(k) = &existing.tls_key_pem
+    {
+        form.tls_key_pem = k.clone();
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{id}", get(get_project))
+        .route(
+            "/projects/{id}/registrars",
+            get(list_registrars).post(create_registrar),
+        )
+        .route(
+            "/projects/{id}/registrars/{rid}",
+            get(get_registrar)
+                .put(update_registrar)
+                .delete(delete_registrar),
+        )
+        .route("/projects/{id}/api-keys", get(list_keys).post(create_key))
+        .route("/projects/{id}/api-keys/{kid}", delete(revoke_key))
+        .fallback(|| async { ApiError::not_found("resource") })
+}
+
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let (user, _) = session_user(&state, &headers)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let orgs: Vec<Value> = state
+        .store()
+        .memberships(user.id)
+        .await?
+        .into_iter()
+        .map(|(o, r)| json!({ "id": o.id, "name": o.name, "slug": o.slug, "role": r }))
+        .collect();
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "id": user.id, "email": user.email, "name": user.name, "organizations": orgs }),
+        None,
+    ))
+}
+
+async fn list_projects(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    if let Some(token) = auth::bearer(&headers) {
+        let key = state
+            .store()
+            .api_key_by_hash(&auth::token_hash(&token))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "invalid or revoked API key",
+                )
+            })?;
+        let a = access(&state, &headers, key.project_id).await?;
+        let (data, p) = paginate(vec![a.project], &q)?;
+        return Ok(envelope(StatusCode::OK, data, Some(p)));
+    }
+    let (user, _) = session_user(&state, &headers)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let mut projects = Vec::new();
+    for (org, _) in state.store().memberships(user.id).await? {
+        projects.extend(state.store().projects(org.id).await?);
+    }
+    let (data, p) = paginate(projects, &q)?;
+    Ok(envelope(StatusCode::OK, data, Some(p)))
+}
+
+async fn create_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let (user, _) = session_user(&state, &headers)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let v = json_body(&headers, &body)?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation(vec![FieldMessage {
+            field: "name",
+            message: "Name is required (at most 100 characters)".into(),
+        }]));
+    }
+    let memberships = state.store().memberships(user.id).await?;
+    let (org, role) = match v.get("organizationId").and_then(Value::as_i64) {
+        Some(id) => memberships
+            .into_iter()
+            .find(|(o, _)| o.id == id)
+            .ok_or_else(|| ApiError::not_found("organization"))?,
+        None => memberships
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found("organization"))?,
+    };
+    if role < Role::Admin {
+        return Err(ApiError::forbidden(Role::Admin));
+    }
+    let p = state.store().create_project(org.id, &name).await?;
+    Ok(envelope(StatusCode::CREATED, p, None))
+}
+
+async fn get_project(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let mut v = json!(a.project);
+    v["role"] = json!(a.role);
+    Ok(envelope(StatusCode::OK, v, None))
+}
+
+async fn list_registrars(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let regs: Vec<Value> = state
+        .store()
+        .registrars(a.project.id)
+        .await?
+        .iter()
+        .map(registrar_json)
+        .collect();
+    let (data, p) = paginate(regs, &q)?;
+    Ok(envelope(StatusCode::OK, data, Some(p)))
+}
+
+async fn create_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let form = registrar_form(&json_body(&headers, &body)?)?;
+    let v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    let r = state
+        .store()
+        .create_registrar(a.project.id, &v.input)
+        .await?;
+    let mut data = registrar_json(&r);
+    data["warnings"] = json!(v.warnings);
+    Ok(envelope(StatusCode::CREATED, data, None))
+}
+
+async fn get_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let r = state
+        .store()
+        .registrar(a.project.id, rid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("registrar"))?;
+    Ok(envelope(StatusCode::OK, registrar_json(&r), None))
+}
+
+async fn update_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let existing = state
+        .store()
+        .registrar(a.project.id, rid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("registrar"))?;
+    if existing.kind == store::RegistrarKind::Builtin {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "BUILTIN_READ_ONLY",
+            "the built-in registrar cannot be changed",
+        ));
+    }
+    let mut form = registrar_form(&json_body(&headers, &body)?)?;
+    keep_stored_key(&mut form, &existing);
+    let v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    let r = state
+        .store()
+        .update_registrar(a.project.id, rid, &v.input)
+        .await?
+        .ok_or_else(|| ApiError::not_found("registrar"))?;
+    let mut data = registrar_json(&r);
+    data["warnings"] = json!(v.warnings);
+    Ok(envelope(StatusCode::OK, data, None))
+}
+
+async fn delete_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    if !state.store().delete_registrar(a.project.id, rid).await? {
+        return Err(ApiError::not_found("registrar"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "deleted": rid }), None))
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let keys: Vec<Value> = state
+        .store()
+        .api_keys(a.project.id)
+        .await?
+        .iter()
+        .map(key_json)
+        .collect();
+    let (data, p) = paginate(keys, &q)?;
+    Ok(envelope(StatusCode::OK, data, Some(p)))
+}
+
+/// Creates an API key for a project; the key is in the answer once and never again.
+pub(crate) async fn mint_key(
+    state: &AppState,
+    a: &Access,
+    name: &str,
+) -> Result<(ApiKey, String), ApiError> {
+    let secret = format!("smk_{}", auth::random_token(32));
+    let prefix: String = secret.chars().take(12).collect();
+    let key = state
+        .store()
+        .create_api_key(
+            a.project.id,
+            name,
+            &prefix,
+            &auth::token_hash(&secret),
+            a.role,
+            a.user_id,
+        )
+        .await?;
+    Ok((key, secret))
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    if a.via_key {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "API keys are created by a signed-in user, not by another API key",
+        ));
+    }
+    let v = json_body(&headers, &body)?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::validation(vec![FieldMessage {
+            field: "name",
+            message: "Name is required (at most 100 characters)".into(),
+        }]));
+    }
+    let (key, secret) = mint_key(&state, &a, &name).await?;
+    let mut data = key_json(&key);
+    data["key"] = json!(secret);
+    Ok(envelope(StatusCode::CREATED, data, None))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, kid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    if !state.store().revoke_api_key(a.project.id, kid).await? {
+        return Err(ApiError::not_found("API key"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "revoked": kid }), None))
+}
