@@ -114,6 +114,17 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     };
     out.flush()?;
     drop(out);
+    // Expired sessions are refused at lookup; this only keeps the table small.
+    let purge_store = store.clone();
+    let purge = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            if let Err(e) = purge_store.purge_sessions(store::now_ms()).await {
+                tracing::warn!(error = %e, "purging expired sessions failed");
+            }
+        }
+    });
     let state = AppState::new(
         store.clone(),
         ServerConfig {
@@ -124,6 +135,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, server::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    purge.abort();
     store.close().await;
     println!("sipmeter serve: stopped");
     Ok(())

@@ -99,6 +99,14 @@ async fn browser(d: &Driver) -> Client {
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// With `SIPMETER_SCREENSHOTS=DIR`, saves a PNG of the current page (for reviewing the UI).
+async fn shot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("SIPMETER_SCREENSHOTS") {
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
 async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
     c.wait()
         .at_most(WAIT)
@@ -194,6 +202,7 @@ async fn person_path(c: &Client, s: &TestServer) {
         .await
         .unwrap();
     // Port left blank: the live URI shows the TLS default port, and the TLS fields appear.
+    shot(&c, "1-new-registrar").await;
     let uri = c
         .find(Locator::Css("#uri-preview"))
         .await
@@ -241,6 +250,7 @@ async fn person_path(c: &Client, s: &TestServer) {
             .unwrap()
             .contains("saved")
     );
+    shot(&c, "2-listed").await;
 
     // An invalid domain: its error next to the field, nothing saved, input kept.
     c.find(Locator::Css("#new-registrar"))
@@ -270,6 +280,7 @@ async fn person_path(c: &Client, s: &TestServer) {
         .unwrap();
     let err = wait_css(&c, "#domain-error").await.text().await.unwrap();
     assert_eq!(err, "pbx..corp.net is not a valid host name (empty label)");
+    shot(&c, "3-field-error").await;
     let kept = c
         .find(Locator::Css("#name"))
         .await

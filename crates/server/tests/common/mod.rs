@@ -59,6 +59,11 @@ impl TestServer {
         let store = Store::connect(&format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()))
             .await
             .unwrap();
+        TestServer::on(store, dir).await
+    }
+
+    /// A server over `store` (any backend); `dir` is removed on drop.
+    pub async fn on(store: Store, dir: PathBuf) -> TestServer {
         let boot = server::create_owner(&store, OWNER_EMAIL, PASSWORD, "Acme Telecom")
             .await
             .unwrap();
