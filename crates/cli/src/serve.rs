@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Mark cookies Secure (when served behind HTTPS).
     #[arg(long)]
     secure_cookies: bool,
+    /// API requests allowed per API key or session per minute.
+    #[arg(long, default_value_t = 600, env = "SIPMETER_API_REQUESTS_PER_MINUTE")]
+    api_requests_per_minute: u32,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully.
@@ -129,6 +132,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         ServerConfig {
             secure_cookies: args.secure_cookies,
+            api_requests_per_minute: args.api_requests_per_minute,
         },
         token,
     );

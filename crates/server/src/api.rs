@@ -377,8 +377,43 @@ pub(crate) fn keep_stored_key(form: &mut RegistrarForm, existing: &Registrar) {
     }
 }
 
-pub(crate) fn routes() -> Router<AppState> {
+/// Per-credential API rate limit (API key, else session, else one shared anonymous bucket).
+async fn rate_limit(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let key = match (
+        auth::bearer(headers),
+        auth::cookie(headers, auth::SESSION_COOKIE),
+    ) {
+        (Some(k), _) => format!("key:{}", auth::token_hash(&k)),
+        (None, Some(c)) => format!("session:{}", auth::token_hash(&c)),
+        (None, None) => "anonymous".to_string(),
+    };
+    let verdict = state.api_limiter().hit(&key, std::time::Instant::now());
+    match verdict {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("too many requests; retry in {wait} s"),
+            )
+            .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, wait.into());
+            resp
+        }
+    }
+}
+
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .route("/me", get(me))
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{id}", get(get_project))
@@ -395,6 +430,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/projects/{id}/api-keys", get(list_keys).post(create_key))
         .route("/projects/{id}/api-keys/{kid}", delete(revoke_key))
         .fallback(|| async { ApiError::not_found("resource") })
+        .layer(axum::middleware::from_fn_with_state(state, rate_limit))
 }
 
 async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {

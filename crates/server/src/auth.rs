@@ -146,6 +146,42 @@ impl LoginLimiter {
     }
 }
 
+/// A fixed-window request limiter: at most `limit` requests per key per window.
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window: Duration,
+    counts: HashMap<String, (u32, Instant)>,
+}
+
+impl RateLimiter {
+    /// A limiter allowing `limit` requests per `window`.
+    pub fn new(limit: u32, window: Duration) -> RateLimiter {
+        RateLimiter {
+            limit,
+            window,
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Counts a request; `Err(seconds to wait)` when over the limit.
+    pub fn hit(&mut self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.counts.len() > 100_000 {
+            let w = self.window;
+            self.counts.retain(|_, (_, s)| now < *s + w);
+        }
+        let e = self.counts.entry(key.to_string()).or_insert((0, now));
+        if now >= e.1 + self.window {
+            *e = (0, now);
+        }
+        if e.0 >= self.limit {
+            return Err((e.1 + self.window - now).as_secs().max(1));
+        }
+        e.0 += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +215,18 @@ mod tests {
         assert_eq!(cookie(&h, "c"), None);
         assert_eq!(bearer(&h).as_deref(), Some("smk_123"));
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+
+    #[test]
+    fn rate_limiter_windows() {
+        let mut r = RateLimiter::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(r.hit("k", t0), Ok(()));
+        }
+        assert_eq!(r.hit("k", t0 + Duration::from_secs(20)), Err(40));
+        assert_eq!(r.hit("other", t0), Ok(()));
+        assert_eq!(r.hit("k", t0 + Duration::from_secs(60)), Ok(()));
     }
 
     #[test]

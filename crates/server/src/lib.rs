@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 pub mod certs;
+pub mod openapi;
 pub mod validate;
 mod web;
 
@@ -34,10 +35,21 @@ pub(crate) fn request_id() -> String {
 }
 
 /// Settings of a running server.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Mark cookies `Secure` (set when served behind HTTPS).
     pub secure_cookies: bool,
+    /// API requests allowed per credential (API key or session) per minute.
+    pub api_requests_per_minute: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            secure_cookies: false,
+            api_requests_per_minute: 600,
+        }
+    }
 }
 
 /// Shared state of the server; cheap to clone.
@@ -52,6 +64,7 @@ struct Inner {
     /// The one-time setup token while no user exists.
     setup_token: Mutex<Option<String>>,
     limiter: Mutex<auth::LoginLimiter>,
+    api_limiter: Mutex<auth::RateLimiter>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -69,9 +82,13 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
-                config,
                 setup_token: Mutex::new(setup_token),
                 limiter: Mutex::new(auth::LoginLimiter::default()),
+                api_limiter: Mutex::new(auth::RateLimiter::new(
+                    config.api_requests_per_minute,
+                    std::time::Duration::from_secs(60),
+                )),
+                config,
             }),
         }
     }
@@ -97,6 +114,13 @@ impl AppState {
             *guard = None;
         }
         ok
+    }
+
+    pub(crate) fn api_limiter(&self) -> std::sync::MutexGuard<'_, auth::RateLimiter> {
+        self.inner
+            .api_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn limiter(&self) -> std::sync::MutexGuard<'_, auth::LoginLimiter> {
@@ -198,7 +222,7 @@ async fn request_id_layer(req: Request, next: Next) -> Response {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(web::routes())
-        .nest("/api/v1", api::routes())
+        .nest("/api/v1", api::routes(state.clone()))
         .layer(axum::middleware::from_fn(request_id_layer))
         .with_state(state)
 }

@@ -371,6 +371,10 @@ async fn errors_are_enveloped_with_stable_codes() {
         .json()["error"]["code"],
         "NOT_FOUND"
     );
+    let doc = http(s.addr, "GET", "/api/v1/openapi.json", &[], "").await;
+    assert_eq!(doc.status, 200, "the OpenAPI document needs no credentials");
+    assert_eq!(doc.json()["openapi"], "3.1.0");
+    assert!(doc.json()["paths"]["/projects/{id}/registrars"]["post"].is_object());
     let me = api(
         s.addr,
         "GET",
@@ -732,4 +736,57 @@ async fn permission_matrix() {
             "{m} {path}"
         );
     }
+}
+
+#[tokio::test]
+async fn api_requests_are_rate_limited_per_credential() {
+    let dir = common::tempdir("apilimit");
+    let store = store::Store::connect(&format!("sqlite://{}/db.sqlite?mode=rwc", dir.display()))
+        .await
+        .unwrap();
+    let boot = server::create_owner(&store, common::OWNER_EMAIL, common::PASSWORD, "Acme")
+        .await
+        .unwrap();
+    let config = server::ServerConfig {
+        api_requests_per_minute: 5,
+        ..Default::default()
+    };
+    let (addr, task) = common::serve(server::AppState::new(store, config, None)).await;
+    let owner = sign_in(addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    let path = format!("/api/v1/projects/{}/registrars", boot.demo.id);
+    for _ in 0..5 {
+        assert_eq!(
+            api(addr, "GET", &path, &Auth::Cookie(&owner.cookie), None)
+                .await
+                .status,
+            200
+        );
+    }
+    let r = api(addr, "GET", &path, &Auth::Cookie(&owner.cookie), None).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["code"], "RATE_LIMITED");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another credential has its own budget; the web UI is not counted.
+    let other = sign_in(addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    assert_eq!(
+        api(addr, "GET", &path, &Auth::Cookie(&other.cookie), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/projects/demo/registrars",
+            &[("Cookie", &owner.cookie)],
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    task.abort();
+    let _ = std::fs::remove_dir_all(dir);
 }
