@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Mark cookies Secure (when served behind HTTPS).
     #[arg(long)]
     secure_cookies: bool,
+    /// Key encrypting SIP account passwords (64 hex digits); default: `secret.key` in the data
+    /// dir, created on first start.
+    #[arg(long, env = "SIPMETER_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
     /// API requests allowed per API key or session per minute.
     #[arg(long, default_value_t = 600, env = "SIPMETER_API_REQUESTS_PER_MINUTE")]
     api_requests_per_minute: u32,
@@ -67,17 +71,21 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the data directory {}: {e}",
+            args.data_dir.display()
+        )
+    })?;
     let url = match &args.database {
         Some(u) => u.clone(),
-        None => {
-            std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create the data directory {}: {e}",
-                    args.data_dir.display()
-                )
-            })?;
-            format!("sqlite://{}/sipmeter.db?mode=rwc", args.data_dir.display())
-        }
+        None => format!("sqlite://{}/sipmeter.db?mode=rwc", args.data_dir.display()),
+    };
+    // SIP account passwords are encrypted with this key: keep it with backups of the database.
+    let secret_key = match &args.secret_key {
+        Some(hex) => server::secrets::SecretKey::from_hex(hex)
+            .map_err(|e| anyhow::anyhow!("SIPMETER_SECRET_KEY: {e}"))?,
+        None => server::secrets::SecretKey::load_or_create(&args.data_dir)?,
     };
     let store = store::Store::connect(&url)
         .await
@@ -133,6 +141,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         ServerConfig {
             secure_cookies: args.secure_cookies,
             api_requests_per_minute: args.api_requests_per_minute,
+            secret_key,
         },
         token,
     );

@@ -27,6 +27,7 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> (Server, String) {
         .env_remove("SIPMETER_ADMIN_EMAIL")
         .env_remove("SIPMETER_ADMIN_PASSWORD")
         .env_remove("SIPMETER_DATABASE_URL")
+        .env_remove("SIPMETER_SECRET_KEY")
         .env("SIPMETER_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -103,6 +104,8 @@ fn serve_on_port_zero_sets_up_persists_and_stops_gracefully() {
         Some("sipmeter serve: stopped")
     );
     assert!(dir.join("sipmeter.db").exists());
+    let key = std::fs::read_to_string(dir.join("secret.key")).unwrap();
+    assert_eq!(key.trim().len(), 64, "a 256-bit key, hex");
 
     // Admin flags on a database with no users: the Owner and Demo project are created.
     let (server, addr) = start(
@@ -130,6 +133,11 @@ fn serve_on_port_zero_sets_up_persists_and_stops_gracefully() {
     assert_eq!(status, 401);
     let out = terminate(server);
     assert_eq!(out, vec!["sipmeter serve: stopped".to_string()]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("secret.key")).unwrap(),
+        key,
+        "the key is kept"
+    );
 
     // A bad password on first start of a fresh dir is refused with a clear message.
     let fresh = dir.join("fresh");

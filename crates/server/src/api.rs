@@ -12,10 +12,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
-use store::{ApiKey, Project, Registrar, Role, StoreError, User};
+use store::{ApiKey, Project, Registrar, Role, SipAccount, SipAccountInput, StoreError, User};
+
+use crate::accounts::{AccountRow, RangeSpec, check_row, expand_range, parse_csv};
 
 use crate::validate::{FieldMessage, RegistrarForm, validate};
 use crate::{AppState, auth, request_id};
@@ -64,6 +66,11 @@ impl ApiError {
             "FORBIDDEN",
             format!("this action needs the {} role or higher", needed.label()),
         )
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn bad_request(message: impl Into<String>) -> ApiError {
@@ -427,6 +434,18 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
                 .put(update_registrar)
                 .delete(delete_registrar),
         )
+        .route(
+            "/projects/{id}/registrars/{rid}/accounts",
+            get(list_accounts).post(add_account),
+        )
+        .route(
+            "/projects/{id}/registrars/{rid}/accounts/bulk",
+            post(bulk_accounts),
+        )
+        .route(
+            "/projects/{id}/registrars/{rid}/accounts/{aid}",
+            delete(delete_account),
+        )
         .route("/projects/{id}/api-keys", get(list_keys).post(create_key))
         .route("/projects/{id}/api-keys/{kid}", delete(revoke_key))
         .fallback(|| async { ApiError::not_found("resource") })
@@ -716,4 +735,200 @@ async fn revoke_key(
         return Err(ApiError::not_found("API key"));
     }
     Ok(envelope(StatusCode::OK, json!({ "revoked": kid }), None))
+}
+
+// ------------------------------------------------------------------ SIP accounts
+
+/// The custom registrar whose accounts are addressed (the built-in one has none).
+pub(crate) async fn accounts_registrar(
+    state: &AppState,
+    a: &Access,
+    rid: i64,
+) -> Result<Registrar, ApiError> {
+    let r = state
+        .store()
+        .registrar(a.project.id, rid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("registrar"))?;
+    if r.kind == store::RegistrarKind::Builtin {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "BUILTIN_NO_ACCOUNTS",
+            "the built-in registrar needs no SIP accounts: endpoints get ephemeral credentials",
+        ));
+    }
+    Ok(r)
+}
+
+fn account_json(a: &SipAccount) -> Value {
+    json!({
+        "id": a.id, "registrarId": a.registrar_id, "username": a.username, "realm": a.realm,
+        "extension": a.extension, "hasPassword": true, "createdAt": a.created_at,
+    })
+}
+
+/// Encrypts and saves a batch; usernames already stored are refused, naming them.
+pub(crate) async fn save_accounts(
+    state: &AppState,
+    r: &Registrar,
+    rows: &[AccountRow],
+) -> Result<Vec<SipAccount>, ApiError> {
+    let existing: std::collections::HashSet<String> = state
+        .store()
+        .sip_accounts(r.id)
+        .await?
+        .into_iter()
+        .map(|a| a.username)
+        .collect();
+    let clashes: Vec<&str> = rows
+        .iter()
+        .filter(|row| existing.contains(&row.username))
+        .map(|row| row.username.as_str())
+        .collect();
+    if !clashes.is_empty() {
+        let shown: Vec<&str> = clashes.iter().take(10).copied().collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            format!(
+                "{} username(s) already exist on this registrar: {}{}",
+                clashes.len(),
+                shown.join(", "),
+                if clashes.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    let inputs: Vec<SipAccountInput> = rows
+        .iter()
+        .map(|row| SipAccountInput {
+            username: row.username.clone(),
+            password_enc: state
+                .secret_key()
+                .encrypt(&row.password, &crate::accounts::aad(r.id, &row.username)),
+            realm: row.realm.clone(),
+            extension: row.extension.clone(),
+        })
+        .collect();
+    Ok(state.store().add_sip_accounts(r.id, &inputs).await?)
+}
+
+async fn list_accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let all: Vec<Value> = state
+        .store()
+        .sip_accounts(r.id)
+        .await?
+        .iter()
+        .map(account_json)
+        .collect();
+    let (data, p) = paginate(all, &q)?;
+    Ok(envelope(StatusCode::OK, data, Some(p)))
+}
+
+fn text_field(v: &Value, key: &str) -> Option<String> {
+    match v.get(key) {
+        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+async fn add_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let v = json_body(&headers, &body)?;
+    let row = AccountRow {
+        username: text_field(&v, "username").unwrap_or_default(),
+        password: v
+            .get("password")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        realm: text_field(&v, "realm"),
+        extension: text_field(&v, "extension"),
+    };
+    if let Err(m) = check_row(&row) {
+        let field = ["username", "password", "realm", "extension"]
+            .into_iter()
+            .find(|f| m.starts_with(f))
+            .unwrap_or("username");
+        return Err(ApiError::validation(vec![FieldMessage {
+            field,
+            message: m,
+        }]));
+    }
+    let saved = save_accounts(&state, &r, &[row]).await?;
+    Ok(envelope(StatusCode::CREATED, account_json(&saved[0]), None))
+}
+
+async fn bulk_accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let v = json_body(&headers, &body)?;
+    let rows = match (v.get("csv").and_then(Value::as_str), v.get("range")) {
+        (Some(csv), None) => parse_csv(csv).map_err(|errs| {
+            ApiError::validation(
+                errs.into_iter()
+                    .map(|(line, message)| FieldMessage {
+                        field: "csv",
+                        message: format!("line {line}: {message}"),
+                    })
+                    .collect(),
+            )
+        })?,
+        (None, Some(range)) => {
+            let spec: RangeSpec = serde_json::from_value(range.clone())
+                .map_err(|e| ApiError::bad_request(format!("range: {e}")))?;
+            expand_range(&spec).map_err(|(field, message)| {
+                ApiError::validation(vec![FieldMessage { field, message }])
+            })?
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "send either {\"csv\": \"…\"} or {\"range\": {…}}",
+            ));
+        }
+    };
+    let saved = save_accounts(&state, &r, &rows).await?;
+    Ok(envelope(
+        StatusCode::CREATED,
+        json!({ "created": saved.len(), "accounts": saved.iter().map(account_json).collect::<Vec<_>>() }),
+        None,
+    ))
+}
+
+async fn delete_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid, aid)): Path<(i64, i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    if !state.store().delete_sip_account(r.id, aid).await? {
+        return Err(ApiError::not_found("SIP account"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "deleted": aid }), None))
 }

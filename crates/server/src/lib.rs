@@ -5,10 +5,12 @@
 //! (`tower::ServiceExt::oneshot`) or serve it on `127.0.0.1:0`. The `sipmeter serve` command
 //! (crates/cli) connects the store, calls [`first_start`], binds and serves.
 
+mod accounts;
 mod api;
 pub mod auth;
 pub mod certs;
 pub mod openapi;
+pub mod secrets;
 pub mod validate;
 mod web;
 
@@ -41,6 +43,8 @@ pub struct ServerConfig {
     pub secure_cookies: bool,
     /// API requests allowed per credential (API key or session) per minute.
     pub api_requests_per_minute: u32,
+    /// Key encrypting SIP account passwords at rest.
+    pub secret_key: secrets::SecretKey,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
         ServerConfig {
             secure_cookies: false,
             api_requests_per_minute: 600,
+            secret_key: secrets::SecretKey::random(),
         }
     }
 }
@@ -96,6 +101,21 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub(crate) fn secret_key(&self) -> &secrets::SecretKey {
+        &self.inner.config.secret_key
+    }
+
+    /// The clear password of a stored SIP account (for the engine that registers with it).
+    pub fn sip_password(
+        &self,
+        account: &store::SipAccount,
+    ) -> Result<String, secrets::SecretError> {
+        self.secret_key().decrypt(
+            &account.password_enc,
+            &accounts::aad(account.registrar_id, &account.username),
+        )
     }
 
     pub(crate) fn secure_cookies(&self) -> bool {

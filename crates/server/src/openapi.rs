@@ -80,6 +80,8 @@ pub fn document() -> Value {
     let kid = id_param("kid", "API key id");
     let mut list_params = vec![project.clone()];
     list_params.extend(paging());
+    let mut acc_list_params = vec![project.clone(), rid.clone()];
+    acc_list_params.extend(paging());
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -118,8 +120,26 @@ pub fn document() -> Value {
                 "put": { "operationId": "updateRegistrar", "summary": "Replace a registrar's configuration (Editor+); a blank tlsKeyPem with a certificate keeps the stored key",
                     "parameters": [project.clone(), rid.clone()], "requestBody": body("RegistrarInput"),
                     "responses": merge(json!({ "200": ok("updated", r("Registrar")) }), errors(&["400", "401", "403", "404", "409", "415", "422"])) },
-                "delete": { "operationId": "deleteRegistrar", "parameters": [project.clone(), rid],
+                "delete": { "operationId": "deleteRegistrar", "parameters": [project.clone(), rid.clone()],
                     "responses": merge(json!({ "200": ok("deleted", json!({ "type": "object" })) }), errors(&["401", "403", "404"])) }
+            },
+            "/projects/{id}/registrars/{rid}/accounts": {
+                "get": { "operationId": "listSipAccounts", "summary": "SIP accounts of a registrar (Viewer+); passwords are never returned",
+                    "parameters": acc_list_params,
+                    "responses": merge(json!({ "200": ok("accounts", list("SipAccount")) }), errors(&["400", "401", "404", "409"])) },
+                "post": { "operationId": "addSipAccount", "summary": "Add one account (Editor+); the password is encrypted at rest",
+                    "parameters": [project.clone(), rid.clone()], "requestBody": body("SipAccountInput"),
+                    "responses": merge(json!({ "201": ok("added", r("SipAccount")) }), errors(&["401", "403", "404", "409", "415", "422"])) }
+            },
+            "/projects/{id}/registrars/{rid}/accounts/bulk": {
+                "post": { "operationId": "bulkAddSipAccounts", "summary": "Add accounts from CSV (username,password[,realm[,extension]]) or a numeric range; errors per line, nothing saved on error",
+                    "parameters": [project.clone(), rid.clone()], "requestBody": body("SipAccountBulk"),
+                    "responses": merge(json!({ "201": ok("added", json!({ "type": "object", "properties": {
+                        "created": { "type": "integer" }, "accounts": list("SipAccount") } })) }), errors(&["400", "401", "403", "404", "409", "415", "422"])) }
+            },
+            "/projects/{id}/registrars/{rid}/accounts/{aid}": {
+                "delete": { "operationId": "deleteSipAccount", "parameters": [project.clone(), rid.clone(), id_param("aid", "account id")],
+                    "responses": merge(json!({ "200": ok("deleted", json!({ "type": "object" })) }), errors(&["401", "403", "404", "409"])) }
             },
             "/projects/{id}/api-keys": {
                 "get": { "operationId": "listApiKeys", "summary": "API keys of a project (Editor+); keys themselves are never listed",
@@ -147,7 +167,7 @@ pub fn document() -> Value {
                 "Error": { "type": "object", "required": ["error"], "properties": {
                     "error": { "type": "object", "required": ["code", "message"], "properties": {
                         "code": { "type": "string", "enum": ["BAD_REQUEST", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT",
-                            "BUILTIN_READ_ONLY", "UNSUPPORTED_MEDIA_TYPE", "VALIDATION_FAILED", "RATE_LIMITED", "INTERNAL"] },
+                            "BUILTIN_READ_ONLY", "BUILTIN_NO_ACCOUNTS", "UNSUPPORTED_MEDIA_TYPE", "VALIDATION_FAILED", "RATE_LIMITED", "INTERNAL"] },
                         "message": { "type": "string" },
                         "fields": { "type": "array", "items": { "type": "object", "properties": {
                             "field": { "type": "string" }, "message": { "type": "string" } } } } } },
@@ -179,6 +199,19 @@ pub fn document() -> Value {
                     "tlsCertPem": { "type": ["string", "null"] }, "hasTlsKey": { "type": "boolean" },
                     "warnings": { "type": "array", "items": { "type": "object" } },
                     "createdAt": { "type": "integer" }, "updatedAt": { "type": "integer" } } },
+                "SipAccountInput": { "type": "object", "required": ["username", "password"], "properties": {
+                    "username": { "type": "string", "maxLength": 64 }, "password": { "type": "string", "maxLength": 128, "writeOnly": true },
+                    "realm": { "type": ["string", "null"] }, "extension": { "type": ["string", "null"] } } },
+                "SipAccountBulk": { "type": "object", "properties": {
+                    "csv": { "type": "string", "description": "username,password[,realm[,extension]] per line; # comments" },
+                    "range": { "type": "object", "required": ["from", "to", "passwordTemplate"], "properties": {
+                        "from": { "type": "integer" }, "to": { "type": "integer" }, "width": { "type": "integer" },
+                        "usernameTemplate": { "type": "string", "default": "{n}" }, "passwordTemplate": { "type": "string" },
+                        "realm": { "type": "string" } } } } },
+                "SipAccount": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "registrarId": { "type": "integer" }, "username": { "type": "string" },
+                    "realm": { "type": ["string", "null"] }, "extension": { "type": ["string", "null"] },
+                    "hasPassword": { "type": "boolean" }, "createdAt": { "type": "integer" } } },
                 "ApiKeyInput": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string", "maxLength": 100 } } },
                 "ApiKey": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "projectId": { "type": "integer" }, "name": { "type": "string" },
@@ -215,6 +248,10 @@ mod tests {
             "GET /projects/{id}/registrars/{rid}",
             "PUT /projects/{id}/registrars/{rid}",
             "DELETE /projects/{id}/registrars/{rid}",
+            "GET /projects/{id}/registrars/{rid}/accounts",
+            "POST /projects/{id}/registrars/{rid}/accounts",
+            "POST /projects/{id}/registrars/{rid}/accounts/bulk",
+            "DELETE /projects/{id}/registrars/{rid}/accounts/{aid}",
             "GET /projects/{id}/api-keys",
             "POST /projects/{id}/api-keys",
             "DELETE /projects/{id}/api-keys/{kid}",

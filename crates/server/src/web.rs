@@ -18,7 +18,10 @@ use store::{
     Transport, User,
 };
 
-use crate::api::{Access, keep_stored_key, mint_key, session_user};
+use crate::accounts::{AccountRow, check_row, parse_csv};
+use crate::api::{
+    Access, accounts_registrar, keep_stored_key, mint_key, save_accounts, session_user,
+};
 use crate::validate::{FieldMessage, RegistrarForm, validate};
 use crate::{AppState, auth, certs, request_id};
 
@@ -286,6 +289,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(
             "/projects/{slug}/api-keys/{id}/revoke",
             post(revoke_api_key),
+        )
+        .route("/projects/{slug}/accounts", get(accounts_page))
+        .route("/projects/{slug}/accounts/{rid}", post(add_account))
+        .route("/projects/{slug}/accounts/{rid}/bulk", post(bulk_accounts))
+        .route(
+            "/projects/{slug}/accounts/{rid}/{aid}/delete",
+            post(delete_account),
         )
         .route("/projects/{slug}/{section}", get(placeholder))
         .fallback(|| async { WebError::NotFound })
@@ -1210,4 +1220,274 @@ async fn revoke_api_key(
         return Err(WebError::NotFound);
     }
     Ok(see_other(&format!("/projects/{}/api-keys", p.slug)))
+}
+
+// ------------------------------------------------------------------ SIP accounts
+
+struct RegistrarTab {
+    id: i64,
+    name: String,
+    count: i64,
+    active: bool,
+}
+
+struct AccountLine {
+    id: i64,
+    username: String,
+    realm: String,
+    extension: String,
+}
+
+#[derive(Template)]
+#[template(path = "accounts.html")]
+struct AccountsPage {
+    layout: Layout,
+    slug: String,
+    registrars: Vec<RegistrarTab>,
+    selected: i64,
+    accounts: Vec<AccountLine>,
+    notice: String,
+    errors: Vec<String>,
+    form_username: String,
+    form_realm: String,
+    form_extension: String,
+    form_csv: String,
+}
+
+/// What to put back into the forms after an error (never the password).
+#[derive(Default)]
+struct AccountsInput {
+    username: String,
+    realm: String,
+    extension: String,
+    csv: String,
+}
+
+#[allow(clippy::too_many_arguments)] // a page with its three optional states
+async fn render_accounts(
+    state: &AppState,
+    c: &Ctx,
+    p: &Project,
+    selected: Option<i64>,
+    status: StatusCode,
+    notice: String,
+    errors: Vec<String>,
+    input: AccountsInput,
+) -> WebResult {
+    let custom: Vec<Registrar> = state
+        .store()
+        .registrars(p.id)
+        .await?
+        .into_iter()
+        .filter(|r| r.kind == RegistrarKind::Custom)
+        .collect();
+    let selected = selected
+        .filter(|id| custom.iter().any(|r| r.id == *id))
+        .or(custom.first().map(|r| r.id))
+        .unwrap_or(0);
+    let mut registrars = Vec::new();
+    for r in &custom {
+        registrars.push(RegistrarTab {
+            id: r.id,
+            name: r.name.clone(),
+            count: state.store().count_sip_accounts(r.id).await?,
+            active: r.id == selected,
+        });
+    }
+    let accounts = if selected > 0 {
+        state
+            .store()
+            .sip_accounts(selected)
+            .await?
+            .into_iter()
+            .map(|a| AccountLine {
+                id: a.id,
+                username: a.username,
+                realm: a.realm.unwrap_or_default(),
+                extension: a.extension.unwrap_or_default(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(render(
+        status,
+        &AccountsPage {
+            layout: c.layout(Some(p), "accounts"),
+            slug: p.slug.clone(),
+            registrars,
+            selected,
+            accounts,
+            notice,
+            errors,
+            form_username: input.username,
+            form_realm: input.realm,
+            form_extension: input.extension,
+            form_csv: input.csv,
+        },
+    ))
+}
+
+async fn accounts_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    let selected = q.get("registrar").and_then(|v| v.parse().ok());
+    let notice = match q.get("added") {
+        Some(n) => format!("{n} account(s) added."),
+        None if q.contains_key("deleted") => "Account deleted.".into(),
+        None => String::new(),
+    };
+    render_accounts(
+        &state,
+        &c,
+        &p,
+        selected,
+        StatusCode::OK,
+        notice,
+        Vec::new(),
+        AccountsInput::default(),
+    )
+    .await
+}
+
+/// The registrar (custom, in this project) for an accounts form, with the editor checks done.
+async fn accounts_target(
+    state: &AppState,
+    headers: &HeaderMap,
+    slug: &str,
+    rid: &str,
+    map: &HashMap<String, String>,
+) -> Result<(Ctx, Project, Registrar), WebError> {
+    let (c, p) = project_ctx(state, headers, slug).await?;
+    c.check_csrf(map)?;
+    c.require(Role::Editor)?;
+    let r = accounts_registrar(state, &c.access(&p), parse_id(rid)?)
+        .await
+        .map_err(|_| WebError::NotFound)?;
+    Ok((c, p, r))
+}
+
+async fn finish_accounts(
+    state: &AppState,
+    c: &Ctx,
+    p: &Project,
+    r: &Registrar,
+    rows: Vec<AccountRow>,
+    input: AccountsInput,
+) -> WebResult {
+    match save_accounts(state, r, &rows).await {
+        Ok(saved) => Ok(see_other(&format!(
+            "/projects/{}/accounts?registrar={}&added={}",
+            p.slug,
+            r.id,
+            saved.len()
+        ))),
+        Err(e) => {
+            render_accounts(
+                state,
+                c,
+                p,
+                Some(r.id),
+                StatusCode::CONFLICT,
+                String::new(),
+                vec![e.message().to_string()],
+                input,
+            )
+            .await
+        }
+    }
+}
+
+async fn add_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    let get = |k: &str| map.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let row = AccountRow {
+        username: get("username"),
+        password: map.get("password").cloned().unwrap_or_default(),
+        realm: Some(get("realm")).filter(|s| !s.is_empty()),
+        extension: Some(get("extension")).filter(|s| !s.is_empty()),
+    };
+    let input = AccountsInput {
+        username: get("username"),
+        realm: get("realm"),
+        extension: get("extension"),
+        csv: String::new(),
+    };
+    if let Err(e) = check_row(&row) {
+        return render_accounts(
+            &state,
+            &c,
+            &p,
+            Some(r.id),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            String::new(),
+            vec![e],
+            input,
+        )
+        .await;
+    }
+    finish_accounts(&state, &c, &p, &r, vec![row], input).await
+}
+
+async fn bulk_accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    let csv = map.get("csv").cloned().unwrap_or_default();
+    let input = AccountsInput {
+        csv: csv.clone(),
+        ..Default::default()
+    };
+    match parse_csv(&csv) {
+        Ok(rows) => finish_accounts(&state, &c, &p, &r, rows, input).await,
+        Err(errs) => {
+            let errors = errs
+                .into_iter()
+                .map(|(n, m)| format!("Line {n}: {m}"))
+                .collect();
+            render_accounts(
+                &state,
+                &c,
+                &p,
+                Some(r.id),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                String::new(),
+                errors,
+                input,
+            )
+            .await
+        }
+    }
+}
+
+async fn delete_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid, aid)): Path<(String, String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (_, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    if !state
+        .store()
+        .delete_sip_account(r.id, parse_id(&aid)?)
+        .await?
+    {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other(&format!(
+        "/projects/{}/accounts?registrar={}&deleted=1",
+        p.slug, r.id
+    )))
 }

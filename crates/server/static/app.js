@@ -45,6 +45,17 @@
     });
   }
 
+  Array.prototype.forEach.call(document.querySelectorAll("input[type=file][data-csv-target]"), function (input) {
+    input.addEventListener("change", function () {
+      var file = input.files && input.files[0];
+      if (!file) { return; }
+      var reader = new FileReader();
+      reader.onload = function () { document.getElementById(input.dataset.csvTarget).value = reader.result; };
+      reader.readAsText(file);
+      input.value = "";
+    });
+  });
+
   Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (f) {
     f.addEventListener("submit", function (e) {
       if (!window.confirm(f.dataset.confirm)) { e.preventDefault(); }

@@ -616,6 +616,38 @@ async fn permission_matrix() {
         )
         .await
         .status;
+        let accounts = format!("{base}/{seed_id}/accounts");
+        let list_accounts = api(s.addr, "GET", &accounts, &c, None).await.status;
+        let user = format!("u-{}", role.as_str());
+        let add = api(
+            s.addr,
+            "POST",
+            &accounts,
+            &c,
+            Some(&json!({ "username": user, "password": "pw" })),
+        )
+        .await;
+        let bulk = api(
+            s.addr,
+            "POST",
+            &format!("{accounts}/bulk"),
+            &c,
+            Some(&json!({ "csv": format!("b-{}-1,pw\nb-{}-2,pw", role.as_str(), role.as_str()) })),
+        )
+        .await
+        .status;
+        let del_account = match add.json()["data"]["id"].as_i64() {
+            Some(id) => {
+                api(s.addr, "DELETE", &format!("{accounts}/{id}"), &c, None)
+                    .await
+                    .status
+            }
+            None => {
+                api(s.addr, "DELETE", &format!("{accounts}/1"), &c, None)
+                    .await
+                    .status
+            }
+        };
         table.push((
             *role,
             [
@@ -627,16 +659,36 @@ async fn permission_matrix() {
                 keys,
                 new_key,
                 new_project,
+                list_accounts,
+                add.status,
+                bulk,
+                del_account,
             ],
         ));
     }
-    //                      list view create update delete keys newkey newproject
+    // Columns: registrars list, view, create, update, delete; API keys list, create;
+    // project create; SIP accounts list, add, bulk add, delete.
     let expected = vec![
-        (Role::Viewer, [200, 200, 403, 403, 403, 403, 403, 403]),
-        (Role::Tester, [200, 200, 403, 403, 403, 403, 403, 403]),
-        (Role::Editor, [200, 200, 201, 200, 200, 200, 201, 403]),
-        (Role::Admin, [200, 200, 201, 200, 200, 200, 201, 201]),
-        (Role::Owner, [200, 200, 201, 200, 200, 200, 201, 201]),
+        (
+            Role::Viewer,
+            [200, 200, 403, 403, 403, 403, 403, 403, 200, 403, 403, 403],
+        ),
+        (
+            Role::Tester,
+            [200, 200, 403, 403, 403, 403, 403, 403, 200, 403, 403, 403],
+        ),
+        (
+            Role::Editor,
+            [200, 200, 201, 200, 200, 200, 201, 403, 200, 201, 201, 200],
+        ),
+        (
+            Role::Admin,
+            [200, 200, 201, 200, 200, 200, 201, 201, 200, 201, 201, 200],
+        ),
+        (
+            Role::Owner,
+            [200, 200, 201, 200, 200, 200, 201, 201, 200, 201, 201, 200],
+        ),
     ];
     assert_eq!(table, expected);
 
@@ -789,4 +841,190 @@ async fn api_requests_are_rate_limited_per_credential() {
     );
     task.abort();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn sip_accounts_one_bulk_and_range_with_encrypted_passwords() {
+    let s = TestServer::start("accounts").await;
+    let owner = sign_in(s.addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    let c = Auth::Cookie(&owner.cookie);
+    let pid = s.boot.demo.id;
+    let reg = api(
+        s.addr,
+        "POST",
+        &format!("/api/v1/projects/{pid}/registrars"),
+        &c,
+        Some(&json!({ "name": "PBX", "domain": "pbx.corp.net", "transport": "UDP" })),
+    )
+    .await
+    .json()["data"]["id"]
+        .as_i64()
+        .unwrap();
+    let base = format!("/api/v1/projects/{pid}/registrars/{reg}/accounts");
+
+    // One account: the password is never returned, and is stored encrypted.
+    let one = api(
+        s.addr,
+        "POST",
+        &base,
+        &c,
+        Some(&json!({ "username": "1001", "password": "pw-1001", "realm": "pbx.corp.net" })),
+    )
+    .await;
+    assert_eq!(one.status, 201, "{}", one.body);
+    assert!(!one.body.contains("pw-1001"));
+    assert_eq!(one.json()["data"]["hasPassword"], true);
+    let stored = s.store.sip_accounts(reg).await.unwrap();
+    assert!(
+        stored[0].password_enc.starts_with("v1:") && !stored[0].password_enc.contains("pw-1001")
+    );
+    let dup = api(
+        s.addr,
+        "POST",
+        &base,
+        &c,
+        Some(&json!({ "username": "1001", "password": "x" })),
+    )
+    .await;
+    assert_eq!(
+        (dup.status, dup.json()["error"]["code"].clone()),
+        (409, json!("CONFLICT"))
+    );
+    let bad = api(
+        s.addr,
+        "POST",
+        &base,
+        &c,
+        Some(&json!({ "username": "a b", "password": "x" })),
+    )
+    .await;
+    assert_eq!(bad.json()["error"]["fields"][0]["field"], "username");
+
+    // CSV: errors per line, nothing saved; then a good batch.
+    let csv_bad = "1002,pw2\n1003\n1004,pw4,realm with space\n";
+    let e = api(
+        s.addr,
+        "POST",
+        &format!("{base}/bulk"),
+        &c,
+        Some(&json!({ "csv": csv_bad })),
+    )
+    .await;
+    assert_eq!(e.status, 422);
+    let msgs: Vec<String> = e.json()["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs[0].starts_with("line 2: expected username,password"),
+        "{msgs:?}"
+    );
+    assert!(msgs[1].starts_with("line 3: realm"), "{msgs:?}");
+    assert_eq!(
+        s.store.count_sip_accounts(reg).await.unwrap(),
+        1,
+        "nothing saved"
+    );
+    let clash = api(
+        s.addr,
+        "POST",
+        &format!("{base}/bulk"),
+        &c,
+        Some(&json!({ "csv": "1005,a\n1001,b\n" })),
+    )
+    .await;
+    assert_eq!(clash.status, 409);
+    assert!(
+        clash.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1001")
+    );
+    assert_eq!(s.store.count_sip_accounts(reg).await.unwrap(), 1);
+    let ok = api(
+        s.addr,
+        "POST",
+        &format!("{base}/bulk"),
+        &c,
+        Some(&json!({ "csv": "# user,pass\n1002,pw2\n1003,pw3,,2003\n" })),
+    )
+    .await;
+    assert_eq!(
+        (ok.status, ok.json()["data"]["created"].clone()),
+        (201, json!(2))
+    );
+
+    // Range with a password pattern.
+    let range = json!({ "range": { "from": 1, "to": 100, "width": 3, "usernameTemplate": "load{n}", "passwordTemplate": "s3cret{n}" } });
+    let r = api(s.addr, "POST", &format!("{base}/bulk"), &c, Some(&range)).await;
+    assert_eq!(
+        (r.status, r.json()["data"]["created"].clone()),
+        (201, json!(100))
+    );
+    let list = api(s.addr, "GET", &format!("{base}?perPage=200"), &c, None)
+        .await
+        .json();
+    assert_eq!(list["meta"]["pagination"]["total"], 103);
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(&names[..5], &["1001", "1002", "1003", "load001", "load002"]);
+
+    // Every stored password decrypts to what was entered, with the server's key only.
+    let config = server::ServerConfig {
+        secret_key: s.key.clone(),
+        ..Default::default()
+    };
+    let state = server::AppState::new(s.store.clone(), config, None);
+    let all = s.store.sip_accounts(reg).await.unwrap();
+    let a42 = all.iter().find(|a| a.username == "load042").unwrap();
+    assert_eq!(state.sip_password(a42).unwrap(), "s3cret042");
+    let first = all.iter().find(|a| a.username == "1001").unwrap();
+    assert_eq!(state.sip_password(first).unwrap(), "pw-1001");
+    let stranger = server::AppState::new(s.store.clone(), server::ServerConfig::default(), None);
+    assert!(
+        stranger.sip_password(a42).is_err(),
+        "another key cannot decrypt"
+    );
+
+    // Delete one; the built-in registrar has no accounts.
+    let id = list["data"][0]["id"].as_i64().unwrap();
+    assert_eq!(
+        api(s.addr, "DELETE", &format!("{base}/{id}"), &c, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api(s.addr, "DELETE", &format!("{base}/{id}"), &c, None)
+            .await
+            .status,
+        404
+    );
+    let builtin = s
+        .store
+        .registrars(pid)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == store::RegistrarKind::Builtin)
+        .unwrap();
+    let b = api(
+        s.addr,
+        "GET",
+        &format!("/api/v1/projects/{pid}/registrars/{}/accounts", builtin.id),
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (b.status, b.json()["error"]["code"].clone()),
+        (409, json!("BUILTIN_NO_ACCOUNTS"))
+    );
 }

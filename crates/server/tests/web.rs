@@ -518,3 +518,122 @@ async fn first_start_setup_link_works_once() {
     task.abort();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn sip_accounts_page_adds_one_and_in_bulk() {
+    let s = TestServer::start("accountspage").await;
+    let o = sign_in(s.addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    let empty = http(
+        s.addr,
+        "GET",
+        "/projects/demo/accounts",
+        &[("Cookie", &o.cookie)],
+        "",
+    )
+    .await;
+    assert!(
+        empty.body.contains("Add a registrar"),
+        "only the built-in registrar so far"
+    );
+    let mut input = store::RegistrarInput::builtin();
+    input.name = "Asterisk".into();
+    input.domain = "pbx.corp.net".into();
+    let reg = s
+        .store
+        .create_registrar(s.boot.demo.id, &input)
+        .await
+        .unwrap();
+    let post = |path: String, pairs: Vec<(&'static str, &'static str)>| {
+        let (cookie, csrf) = (o.cookie.clone(), o.csrf.clone());
+        async move {
+            let mut all: Vec<(&str, &str)> = pairs.clone();
+            all.push(("csrf", &csrf));
+            http(
+                s.addr,
+                "POST",
+                &path,
+                &[("Cookie", &cookie), ("Content-Type", FORM)],
+                &form(&all),
+            )
+            .await
+        }
+    };
+    let bulk = format!("/projects/demo/accounts/{}/bulk", reg.id);
+    let r = post(bulk.clone(), vec![("csv", "2001,pw1\n2002\n")]).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains(
+            "Line 2: expected username,password[,realm[,extension]] but found 1 field(s)"
+        ),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("2001,pw1\n2002\n</textarea>"),
+        "CSV kept for correction"
+    );
+    assert_eq!(s.store.count_sip_accounts(reg.id).await.unwrap(), 0);
+
+    let r = post(
+        bulk,
+        vec![("csv", "2001,pw-one\n2002,pw-two,pbx.corp.net\n")],
+    )
+    .await;
+    assert_eq!(
+        r.header("location").map(str::to_string),
+        Some(format!(
+            "/projects/demo/accounts?registrar={}&added=2",
+            reg.id
+        ))
+    );
+    let r = post(
+        format!("/projects/demo/accounts/{}", reg.id),
+        vec![
+            ("username", "2003"),
+            ("password", "pw-three"),
+            ("extension", "300"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let dup = post(
+        format!("/projects/demo/accounts/{}", reg.id),
+        vec![("username", "2003"), ("password", "x")],
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    assert!(
+        dup.body
+            .contains("1 username(s) already exist on this registrar: 2003")
+    );
+
+    let page = http(
+        s.addr,
+        "GET",
+        &format!("/projects/demo/accounts?registrar={}&added=1", reg.id),
+        &[("Cookie", &o.cookie)],
+        "",
+    )
+    .await;
+    assert!(page.body.contains("<td>2001</td><td>••••••</td>"));
+    assert!(
+        page.body
+            .contains("<td>2002</td><td>••••••</td><td>pbx.corp.net</td>")
+    );
+    assert!(
+        !page.body.contains("pw-one") && !page.body.contains("pw-three"),
+        "passwords never shown"
+    );
+    assert!(
+        page.body
+            .contains("Asterisk <span class=\"count\">3</span>")
+    );
+    let id = s.store.sip_accounts(reg.id).await.unwrap()[0].id;
+    let r = post(
+        format!("/projects/demo/accounts/{}/{id}/delete", reg.id),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(s.store.count_sip_accounts(reg.id).await.unwrap(), 2);
+}

@@ -30,7 +30,7 @@ use sqlx::{AnyPool, Row};
 
 pub use model::{
     ApiKey, Member, Organization, Project, Registrar, RegistrarInput, RegistrarKind, Role, Session,
-    TlsVerify, Transport, User, registration_uri,
+    SipAccount, SipAccountInput, TlsVerify, Transport, User, registration_uri,
 };
 
 /// Errors from the store.
@@ -75,12 +75,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
-    postgres: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sqlite: include_str!("../migrations/sqlite/0001_init.sql"),
+        postgres: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "sip_accounts",
+        sqlite: include_str!("../migrations/sqlite/0002_sip_accounts.sql"),
+        postgres: include_str!("../migrations/postgres/0002_sip_accounts.sql"),
+    },
+];
 
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -744,19 +752,105 @@ impl Store {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    // ---------------------------------------------------------------- SIP accounts
+
+    /// Adds accounts to a registrar in one transaction: all are saved, or none (a duplicate
+    /// username, within the batch or with a stored account, is a [`StoreError::Conflict`]).
+    pub async fn add_sip_accounts(
+        &self,
+        registrar_id: i64,
+        accounts: &[SipAccountInput],
+    ) -> Result<Vec<SipAccount>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(accounts.len());
+        for a in accounts {
+            let id: i64 = sqlx::query(
+                "INSERT INTO sip_accounts (registrar_id, username, password_enc, realm, extension, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(registrar_id)
+            .bind(&a.username)
+            .bind(&a.password_enc)
+            .bind(a.realm.as_deref())
+            .bind(a.extension.as_deref())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, "sip account"))?
+            .try_get("id")?;
+            out.push(SipAccount {
+                id,
+                registrar_id,
+                username: a.username.clone(),
+                password_enc: a.password_enc.clone(),
+                realm: a.realm.clone(),
+                extension: a.extension.clone(),
+                created_at: now,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The accounts of a registrar, by username.
+    pub async fn sip_accounts(&self, registrar_id: i64) -> Result<Vec<SipAccount>> {
+        let rows = sqlx::query(
+            "SELECT id, registrar_id, username, password_enc, realm, extension, created_at FROM sip_accounts \
+             WHERE registrar_id = $1 ORDER BY username, id",
+        )
+        .bind(registrar_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sip_account_from_row).collect()
+    }
+
+    /// How many accounts a registrar has.
+    pub async fn count_sip_accounts(&self, registrar_id: i64) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM sip_accounts WHERE registrar_id = $1")
+                .bind(registrar_id)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    /// Deletes one account of a registrar; false when there is no such account.
+    pub async fn delete_sip_account(&self, registrar_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM sip_accounts WHERE registrar_id = $1 AND id = $2")
+            .bind(registrar_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
 }
 
-/// Splits a migration file into statements (the files hold no `;` inside literals).
+fn sip_account_from_row(r: &AnyRow) -> Result<SipAccount> {
+    Ok(SipAccount {
+        id: r.try_get("id")?,
+        registrar_id: r.try_get("registrar_id")?,
+        username: r.try_get("username")?,
+        password_enc: r.try_get("password_enc")?,
+        realm: r.try_get("realm")?,
+        extension: r.try_get("extension")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// Splits a migration file into statements: comment lines dropped first, then split on `;`
+/// (the files hold no `;` inside literals).
 fn split_statements(ddl: &str) -> Vec<String> {
-    ddl.split(';')
-        .map(|chunk| {
-            chunk
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
+    let code: Vec<&str> = ddl
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
+    code.join("\n")
+        .split(';')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
         .collect()
 }
 
@@ -935,5 +1029,10 @@ mod tests {
         assert_eq!(stmts.len(), 8, "7 tables and 1 index");
         assert!(stmts.iter().all(|s| !s.contains("--")));
         assert_eq!(split_statements(MIGRATIONS[0].postgres).len(), 8);
+        assert_eq!(split_statements(MIGRATIONS[1].sqlite).len(), 1);
+        assert_eq!(
+            split_statements("-- a; b\nCREATE X;\n\n-- c\nCREATE Y"),
+            vec!["CREATE X", "CREATE Y"]
+        );
     }
 }

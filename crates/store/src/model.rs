@@ -450,6 +450,62 @@ impl Registrar {
     }
 }
 
+/// A SIP account to add (the password already encrypted by the caller).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SipAccountInput {
+    /// Auth user name.
+    pub username: String,
+    /// The encrypted password.
+    pub password_enc: String,
+    /// Realm (None: learned from the challenge).
+    pub realm: Option<String>,
+    /// Extension / AOR user when it differs from the auth user.
+    pub extension: Option<String>,
+}
+
+impl std::fmt::Debug for SipAccountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipAccountInput")
+            .field("username", &self.username)
+            .field("password_enc", &"<redacted>")
+            .field("realm", &self.realm)
+            .field("extension", &self.extension)
+            .finish()
+    }
+}
+
+/// A stored SIP account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SipAccount {
+    /// Id.
+    pub id: i64,
+    /// Owning registrar.
+    pub registrar_id: i64,
+    /// Auth user name.
+    pub username: String,
+    /// The encrypted password.
+    pub password_enc: String,
+    /// Realm.
+    pub realm: Option<String>,
+    /// Extension.
+    pub extension: Option<String>,
+    /// Creation time, unix ms.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for SipAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipAccount")
+            .field("id", &self.id)
+            .field("registrar_id", &self.registrar_id)
+            .field("username", &self.username)
+            .field("password_enc", &"<redacted>")
+            .field("realm", &self.realm)
+            .field("extension", &self.extension)
+            .finish()
+    }
+}
+
 /// The registration URI for a domain, an optional port and a transport (see
 /// [`Registrar::registration_uri`]). IPv6 literals are bracketed.
 pub fn registration_uri(domain: &str, port: Option<u16>, transport: Transport) -> String {

@@ -3,7 +3,9 @@
 
 mod pg;
 
-use store::{RegistrarInput, RegistrarKind, Role, Store, StoreError, TlsVerify, Transport};
+use store::{
+    RegistrarInput, RegistrarKind, Role, SipAccountInput, Store, StoreError, TlsVerify, Transport,
+};
 
 fn tls_input(name: &str) -> RegistrarInput {
     RegistrarInput {
@@ -24,7 +26,7 @@ fn tls_input(name: &str) -> RegistrarInput {
 /// Everything the store does, asserted against one fresh database.
 async fn suite(store: &Store) {
     // Migrations ran exactly once and are recorded.
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
     assert_eq!(store.count_users().await.unwrap(), 0);
 
     // First start.
@@ -259,6 +261,70 @@ async fn suite(store: &Store) {
     assert!(store.registrar(p1.id, r.id).await.unwrap().is_none());
     assert_eq!(store.registrars(p1.id).await.unwrap().len(), 1);
 
+    // SIP accounts: batches are all-or-nothing, usernames unique per registrar, deleted with
+    // their registrar.
+    let acc = |u: &str| SipAccountInput {
+        username: u.to_string(),
+        password_enc: format!("enc-{u}"),
+        realm: (u == "1001").then(|| "pbx.corp.net".to_string()),
+        extension: None,
+    };
+    let reg = store
+        .create_registrar(p1.id, &tls_input("With accounts"))
+        .await
+        .unwrap();
+    let added = store
+        .add_sip_accounts(reg.id, &[acc("1002"), acc("1001")])
+        .await
+        .unwrap();
+    assert_eq!(added.len(), 2);
+    assert!(matches!(
+        store
+            .add_sip_accounts(reg.id, &[acc("1003"), acc("1001")])
+            .await,
+        Err(StoreError::Conflict("sip account"))
+    ));
+    assert!(matches!(
+        store
+            .add_sip_accounts(reg.id, &[acc("1004"), acc("1004")])
+            .await,
+        Err(StoreError::Conflict("sip account"))
+    ));
+    let listed = store.sip_accounts(reg.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|a| (
+                a.username.as_str(),
+                a.password_enc.as_str(),
+                a.realm.as_deref()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            ("1001", "enc-1001", Some("pbx.corp.net")),
+            ("1002", "enc-1002", None)
+        ]
+    );
+    assert_eq!(store.count_sip_accounts(reg.id).await.unwrap(), 2);
+    assert!(
+        store
+            .delete_sip_account(reg.id, listed[0].id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_sip_account(reg.id, listed[0].id)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_registrar(p1.id, reg.id).await.unwrap());
+    assert_eq!(
+        store.count_sip_accounts(reg.id).await.unwrap(),
+        0,
+        "cascade"
+    );
+
     // Concurrent writers do not fail (SQLite: WAL + busy timeout).
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -285,7 +351,7 @@ async fn suite_on_sqlite() {
     // WAL mode is on (the -wal file exists while open or the header says so), and a second
     // connect re-runs no migration.
     let again = Store::connect(&url).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
     assert_eq!(again.count_users().await.unwrap(), 2);
     again.close().await;
     let header = std::fs::read(dir.join("t.db")).unwrap();
@@ -303,7 +369,7 @@ async fn suite_on_postgres() {
     suite(&store).await;
     store.close().await;
     let again = Store::connect(&cluster.url()).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1]);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
     again.close().await;
 }
 

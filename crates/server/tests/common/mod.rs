@@ -18,6 +18,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub store: Store,
     pub boot: Bootstrap,
+    /// The key the server encrypts SIP passwords with.
+    pub key: server::secrets::SecretKey,
     dir: PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
@@ -67,11 +69,17 @@ impl TestServer {
         let boot = server::create_owner(&store, OWNER_EMAIL, PASSWORD, "Acme Telecom")
             .await
             .unwrap();
-        let (addr, task) = serve(AppState::new(store.clone(), ServerConfig::default(), None)).await;
+        let key = server::secrets::SecretKey::random();
+        let config = ServerConfig {
+            secret_key: key.clone(),
+            ..Default::default()
+        };
+        let (addr, task) = serve(AppState::new(store.clone(), config, None)).await;
         TestServer {
             addr,
             store,
             boot,
+            key,
             dir,
             task,
         }
