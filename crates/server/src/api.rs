@@ -374,13 +374,28 @@ fn now_secs() -> i64 {
     store::now_ms() / 1000
 }
 
+/// The associated data binding an encrypted TLS client key to its project.
+pub(crate) fn tls_key_aad(project_id: i64) -> String {
+    format!("registrar-tls-key:{project_id}")
+}
+
+/// Encrypts the TLS client key of a validated registrar before it is stored.
+pub(crate) fn seal_tls_key(state: &AppState, project_id: i64, input: &mut store::RegistrarInput) {
+    if let Some(k) = &input.tls_key_pem {
+        input.tls_key_pem = Some(state.secret_key().encrypt(k, &tls_key_aad(project_id)));
+    }
+}
+
 /// On edit, a blank key with a certificate keeps the stored key (keys are never shown again).
-pub(crate) fn keep_stored_key(form: &mut RegistrarForm, existing: &Registrar) {
+pub(crate) fn keep_stored_key(state: &AppState, form: &mut RegistrarForm, existing: &Registrar) {
     if form.tls_key_pem.trim().is_empty()
         && !form.tls_cert_pem.trim().is_empty()
         && let Some(k) = &existing.tls_key_pem
+        && let Ok(clear) = state
+            .secret_key()
+            .decrypt(k, &tls_key_aad(existing.project_id))
     {
-        form.tls_key_pem = k.clone();
+        form.tls_key_pem = clear;
     }
 }
 
@@ -579,7 +594,8 @@ async fn create_registrar(
     let a = access(&state, &headers, id).await?;
     require(&a, Role::Editor)?;
     let form = registrar_form(&json_body(&headers, &body)?)?;
-    let v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    let mut v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    seal_tls_key(&state, a.project.id, &mut v.input);
     let r = state
         .store()
         .create_registrar(a.project.id, &v.input)
@@ -624,8 +640,9 @@ async fn update_registrar(
         ));
     }
     let mut form = registrar_form(&json_body(&headers, &body)?)?;
-    keep_stored_key(&mut form, &existing);
-    let v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    keep_stored_key(&state, &mut form, &existing);
+    let mut v = validate(&form, now_secs()).map_err(ApiError::validation)?;
+    seal_tls_key(&state, a.project.id, &mut v.input);
     let r = state
         .store()
         .update_registrar(a.project.id, rid, &v.input)

@@ -118,6 +118,20 @@ impl AppState {
         )
     }
 
+    /// The clear TLS client key of a stored registrar, if it has one.
+    pub fn registrar_tls_key(
+        &self,
+        r: &store::Registrar,
+    ) -> Result<Option<String>, secrets::SecretError> {
+        r.tls_key_pem
+            .as_deref()
+            .map(|k| {
+                self.secret_key()
+                    .decrypt(k, &api::tls_key_aad(r.project_id))
+            })
+            .transpose()
+    }
+
     pub(crate) fn secure_cookies(&self) -> bool {
         self.inner.config.secure_cookies
     }

@@ -20,7 +20,8 @@ use store::{
 
 use crate::accounts::{AccountRow, check_row, parse_csv};
 use crate::api::{
-    Access, accounts_registrar, keep_stored_key, mint_key, save_accounts, session_user,
+    Access, accounts_registrar, keep_stored_key, mint_key, save_accounts, seal_tls_key,
+    session_user,
 };
 use crate::validate::{FieldMessage, RegistrarForm, validate};
 use crate::{AppState, auth, certs, request_id};
@@ -888,7 +889,8 @@ async fn create_registrar(
     c.require(Role::Editor)?;
     let mut form = form_from(&map);
     match validate(&form, now_secs()) {
-        Ok(v) => {
+        Ok(mut v) => {
+            seal_tls_key(&state, p.id, &mut v.input);
             let r = state.store().create_registrar(p.id, &v.input).await?;
             // Back to the list, where it now appears; with warnings, to its page to read them.
             Ok(if v.warnings.is_empty() {
@@ -973,7 +975,10 @@ async fn registrar_page(
     let mut warnings = Vec::new();
     if q.contains_key("warn") {
         // Re-run the checks to show the warnings of what was just saved.
-        if let Ok(v) = validate(&RegistrarForm::from_input(&r.to_input()), now_secs()) {
+        let mut form = RegistrarForm::from_input(&r.to_input());
+        form.tls_key_pem.clear();
+        keep_stored_key(&state, &mut form, &r);
+        if let Ok(v) = validate(&form, now_secs()) {
             warnings = v.warnings.into_iter().map(|w| w.message).collect();
         }
     }
@@ -1059,9 +1064,10 @@ async fn update_registrar(
         return Err(WebError::NotFound);
     }
     let mut form = form_from(&map);
-    keep_stored_key(&mut form, &r);
+    keep_stored_key(&state, &mut form, &r);
     match validate(&form, now_secs()) {
-        Ok(v) => {
+        Ok(mut v) => {
+            seal_tls_key(&state, p.id, &mut v.input);
             state
                 .store()
                 .update_registrar(p.id, r.id, &v.input)

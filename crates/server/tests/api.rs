@@ -526,8 +526,22 @@ async fn tls_material_is_checked_on_save() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.tls_key_pem.as_deref(), Some(good.key_pem.trim()));
     assert_eq!(stored.name, "Renamed");
+    let sealed = stored.tls_key_pem.clone().unwrap();
+    assert!(
+        sealed.starts_with("v1:") && !sealed.contains("PRIVATE KEY"),
+        "encrypted at rest"
+    );
+    let config = server::ServerConfig {
+        secret_key: s.key.clone(),
+        ..Default::default()
+    };
+    let state = server::AppState::new(s.store.clone(), config, None);
+    assert_eq!(
+        state.registrar_tls_key(&stored).unwrap().as_deref(),
+        Some(good.key_pem.trim()),
+        "the blank key on edit kept the stored key"
+    );
 }
 
 /// Every role × every action that exists so far, through the API.
