@@ -238,13 +238,13 @@ async fn access(
         // A key never exceeds its creator's current role; a creator who left disables it.
         let current = state
             .store()
-            .member_role(project.org_id, key.created_by)
+            .project_role(project.id, key.created_by)
             .await?
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHENTICATED",
-                    "the API key's creator is no longer a member",
+                    "the API key's creator no longer has access to the project",
                 )
             })?;
         return Ok(Access {
@@ -264,7 +264,7 @@ async fn access(
         .ok_or_else(|| ApiError::not_found("project"))?;
     let role = state
         .store()
-        .member_role(project.org_id, user.id)
+        .project_role(project.id, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("project"))?;
     Ok(Access {
@@ -461,6 +461,19 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/projects/{id}/registrars/{rid}/accounts/{aid}",
             delete(delete_account),
         )
+        .route("/orgs/{oid}/members", get(list_members))
+        .route(
+            "/orgs/{oid}/members/{uid}",
+            axum::routing::put(update_member).delete(remove_member),
+        )
+        .route(
+            "/orgs/{oid}/invitations",
+            get(list_invitations).post(create_invitation),
+        )
+        .route(
+            "/projects/{id}/members/{uid}",
+            axum::routing::put(set_project_role),
+        )
         .route("/projects/{id}/api-keys", get(list_keys).post(create_key))
         .route("/projects/{id}/api-keys/{kid}", delete(revoke_key))
         .fallback(|| async { ApiError::not_found("resource") })
@@ -511,7 +524,7 @@ async fn list_projects(
         .ok_or_else(ApiError::unauthenticated)?;
     let mut projects = Vec::new();
     for (org, _) in state.store().memberships(user.id).await? {
-        projects.extend(state.store().projects(org.id).await?);
+        projects.extend(state.store().accessible_projects(org.id, user.id).await?);
     }
     let (data, p) = paginate(projects, &q)?;
     Ok(envelope(StatusCode::OK, data, Some(p)))
@@ -948,4 +961,181 @@ async fn delete_account(
         return Err(ApiError::not_found("SIP account"));
     }
     Ok(envelope(StatusCode::OK, json!({ "deleted": aid }), None))
+}
+
+// ------------------------------------------------------------------ members and invitations
+
+impl From<crate::members::MemberError> for ApiError {
+    fn from(e: crate::members::MemberError) -> ApiError {
+        use crate::members::MemberError as M;
+        match e {
+            M::NotAdmin => ApiError::forbidden(Role::Admin),
+            M::OwnerOnly | M::AboveOwnRole => {
+                ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", e.to_string())
+            }
+            M::LastOwner => ApiError::new(StatusCode::CONFLICT, "LAST_OWNER", e.to_string()),
+            M::NotFound(what) => ApiError::not_found(what),
+            M::Invalid(m) => ApiError::validation(vec![FieldMessage {
+                field: "role",
+                message: m.to_string(),
+            }]),
+            M::Store(s) => s.into(),
+        }
+    }
+}
+
+/// The signed-in caller's role in an organization (404 when not a member; API keys are
+/// project-scoped and cannot manage the organization).
+async fn org_access(
+    state: &AppState,
+    headers: &HeaderMap,
+    org_id: i64,
+) -> Result<(User, Role), ApiError> {
+    if auth::bearer(headers).is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "API keys are scoped to a project; organization members are managed by a signed-in user",
+        ));
+    }
+    let (user, _) = session_user(state, headers)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let role = state
+        .store()
+        .member_role(org_id, user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok((user, role))
+}
+
+fn role_field(v: &Value, key: &'static str) -> Result<Option<Role>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Role::parse(s).map(Some).ok_or_else(|| {
+            ApiError::validation(vec![FieldMessage {
+                field: key,
+                message: "must be viewer, tester, editor, admin or owner".into(),
+            }])
+        }),
+        Some(_) => Err(ApiError::validation(vec![FieldMessage {
+            field: key,
+            message: "must be a string".into(),
+        }])),
+    }
+}
+
+async fn list_members(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(oid): Path<i64>,
+) -> ApiResult {
+    org_access(&state, &headers, oid).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        state.store().members(oid).await?,
+        None,
+    ))
+}
+
+async fn update_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((oid, uid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let (_, caller) = org_access(&state, &headers, oid).await?;
+    let v = json_body(&headers, &body)?;
+    let role = role_field(&v, "role")?;
+    let all = match v.get("allProjects") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => {
+            return Err(ApiError::validation(vec![FieldMessage {
+                field: "allProjects",
+                message: "must be true or false".into(),
+            }]));
+        }
+    };
+    let m = crate::members::update_member(&state, oid, caller, uid, role, all).await?;
+    Ok(envelope(StatusCode::OK, m, None))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((oid, uid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let (_, caller) = org_access(&state, &headers, oid).await?;
+    crate::members::remove_member(&state, oid, caller, uid).await?;
+    Ok(envelope(StatusCode::OK, json!({ "removed": uid }), None))
+}
+
+async fn list_invitations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(oid): Path<i64>,
+) -> ApiResult {
+    let (_, caller) = org_access(&state, &headers, oid).await?;
+    if caller < Role::Admin {
+        return Err(ApiError::forbidden(Role::Admin));
+    }
+    Ok(envelope(
+        StatusCode::OK,
+        state.store().invitations(oid, store::now_ms()).await?,
+        None,
+    ))
+}
+
+async fn create_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(oid): Path<i64>,
+    body: Bytes,
+) -> ApiResult {
+    let (user, caller) = org_access(&state, &headers, oid).await?;
+    let v = json_body(&headers, &body)?;
+    let email = v
+        .get("email")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let role = role_field(&v, "role")?.unwrap_or(Role::Viewer);
+    let project_id = v.get("projectId").and_then(Value::as_i64);
+    let (inv, token) =
+        crate::members::invite(&state, oid, caller, user.id, &email, role, project_id).await?;
+    let mut data = json!(inv);
+    data["path"] = json!(format!("/invite/{token}"));
+    Ok(envelope(StatusCode::CREATED, data, None))
+}
+
+async fn set_project_role(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, uid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    if a.via_key {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "project roles are managed by a signed-in user",
+        ));
+    }
+    let caller = state
+        .store()
+        .member_role(a.project.org_id, a.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))?;
+    let v = json_body(&headers, &body)?;
+    let role = role_field(&v, "role")?;
+    crate::members::set_override(&state, a.project.org_id, caller, a.project.id, uid, role).await?;
+    let effective = state.store().project_role(a.project.id, uid).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "userId": uid, "override": role, "effectiveRole": effective }),
+        None,
+    ))
 }

@@ -9,6 +9,7 @@ mod accounts;
 mod api;
 pub mod auth;
 pub mod certs;
+pub mod members;
 pub mod openapi;
 pub mod secrets;
 pub mod validate;

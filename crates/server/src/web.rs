@@ -156,7 +156,10 @@ struct Ctx {
     user: User,
     session: Session,
     org: Organization,
+    /// The role that applies to the page: the project role inside a project, else `org_role`.
     role: Role,
+    /// The organization role (members, projects).
+    org_role: Role,
     projects: Vec<Project>,
 }
 
@@ -229,12 +232,13 @@ async fn ctx(state: &AppState, headers: &HeaderMap) -> Result<Ctx, WebError> {
         .into_iter()
         .next()
         .ok_or(WebError::NotFound)?;
-    let projects = state.store().projects(org.id).await?;
+    let projects = state.store().accessible_projects(org.id, user.id).await?;
     Ok(Ctx {
         user,
         session,
         org,
         role,
+        org_role: role,
         projects,
     })
 }
@@ -244,12 +248,18 @@ async fn project_ctx(
     headers: &HeaderMap,
     slug: &str,
 ) -> Result<(Ctx, Project), WebError> {
-    let c = ctx(state, headers).await?;
+    let mut c = ctx(state, headers).await?;
     let p = c
         .projects
         .iter()
         .find(|p| p.slug == slug)
         .cloned()
+        .ok_or(WebError::NotFound)?;
+    // Inside a project, the project's role (override or organization role) decides.
+    c.role = state
+        .store()
+        .project_role(p.id, c.user.id)
+        .await?
         .ok_or(WebError::NotFound)?;
     Ok((c, p))
 }
@@ -298,6 +308,11 @@ pub(crate) fn routes() -> Router<AppState> {
             "/projects/{slug}/accounts/{rid}/{aid}/delete",
             post(delete_account),
         )
+        .route("/projects/{slug}/members", get(members_page))
+        .route("/projects/{slug}/members/{uid}", post(update_member))
+        .route("/projects/{slug}/members/{uid}/remove", post(remove_member))
+        .route("/projects/{slug}/invitations", post(create_invitation))
+        .route("/invite/{token}", get(invite_page).post(accept_invite))
         .route("/projects/{slug}/{section}", get(placeholder))
         .fallback(|| async { WebError::NotFound })
 }
@@ -1496,4 +1511,427 @@ async fn delete_account(
         "/projects/{}/accounts?registrar={}&deleted=1",
         p.slug, r.id
     )))
+}
+
+// ------------------------------------------------------------------ members and invitations
+
+struct MemberRow {
+    user_id: i64,
+    email: String,
+    role: &'static str,
+    all_projects: bool,
+    effective: String,
+    is_self: bool,
+    role_choices: Vec<Choice>,
+    override_choices: Vec<Choice>,
+}
+
+#[derive(Template)]
+#[template(path = "members.html")]
+struct MembersPage {
+    layout: Layout,
+    slug: String,
+    members: Vec<MemberRow>,
+    invite_roles: Vec<Choice>,
+    pending: Vec<String>,
+    notice: String,
+    error: String,
+    invite_link: String,
+}
+
+fn role_choices(max: Role, selected: Role) -> Vec<Choice> {
+    Role::ALL
+        .into_iter()
+        .filter(|r| *r <= max || *r == selected)
+        .map(|r| Choice {
+            value: r.as_str(),
+            label: r.label(),
+            selected: r == selected,
+        })
+        .collect()
+}
+
+async fn render_members(
+    state: &AppState,
+    c: &Ctx,
+    p: &Project,
+    status: StatusCode,
+    notice: String,
+    error: String,
+    invite_link: String,
+) -> WebResult {
+    let overrides = state.store().project_overrides(p.id).await?;
+    let mut members = Vec::new();
+    for m in state.store().members(c.org.id).await? {
+        let over = overrides
+            .iter()
+            .find(|(u, _)| *u == m.user_id)
+            .map(|(_, r)| *r);
+        let effective = state
+            .store()
+            .project_role(p.id, m.user_id)
+            .await?
+            .map(|r| r.label().to_string())
+            .unwrap_or_else(|| "no access".into());
+        let mut override_choices = vec![Choice {
+            value: "",
+            label: "— organization role",
+            selected: over.is_none(),
+        }];
+        override_choices.extend(
+            Role::ALL
+                .into_iter()
+                .filter(|r| *r < Role::Owner && *r <= c.org_role)
+                .map(|r| Choice {
+                    value: r.as_str(),
+                    label: r.label(),
+                    selected: over == Some(r),
+                }),
+        );
+        members.push(MemberRow {
+            user_id: m.user_id,
+            email: m.email,
+            role: m.role.label(),
+            all_projects: m.all_projects,
+            effective,
+            is_self: m.user_id == c.user.id,
+            role_choices: role_choices(c.org_role, m.role),
+            override_choices,
+        });
+    }
+    let pending = if c.org_role >= Role::Admin {
+        state
+            .store()
+            .invitations(c.org.id, store::now_ms())
+            .await?
+            .into_iter()
+            .map(|i| {
+                format!(
+                    "{} as {}{} — expires {}",
+                    i.email,
+                    i.role.label(),
+                    if i.project_id.is_some() {
+                        " (one project)"
+                    } else {
+                        ""
+                    },
+                    certs::date(i.expires_at / 1000)
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut layout = c.layout(Some(p), "members");
+    layout.is_admin = c.org_role >= Role::Admin;
+    let mut resp = render(
+        status,
+        &MembersPage {
+            layout,
+            slug: p.slug.clone(),
+            members,
+            invite_roles: role_choices(c.org_role, Role::Viewer),
+            pending,
+            notice,
+            error,
+            invite_link,
+        },
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+async fn members_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    render_members(
+        &state,
+        &c,
+        &p,
+        StatusCode::OK,
+        String::new(),
+        String::new(),
+        String::new(),
+    )
+    .await
+}
+
+fn member_error(e: crate::members::MemberError) -> Result<String, WebError> {
+    match e {
+        crate::members::MemberError::Store(e) => Err(e.into()),
+        e => Ok(format!("Not changed: {e}.")),
+    }
+}
+
+async fn update_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, uid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    let uid = parse_id(&uid)?;
+    let role = map.get("role").and_then(|r| Role::parse(r));
+    let all = map.contains_key("allProjects");
+    let over = map.get("override").and_then(|r| Role::parse(r));
+    let result = async {
+        crate::members::update_member(&state, c.org.id, c.org_role, uid, role, Some(all)).await?;
+        crate::members::set_override(&state, c.org.id, c.org_role, p.id, uid, over).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(see_other(&format!("/projects/{}/members", p.slug))),
+        Err(e) => {
+            let msg = member_error(e)?;
+            render_members(
+                &state,
+                &c,
+                &p,
+                StatusCode::FORBIDDEN,
+                String::new(),
+                msg,
+                String::new(),
+            )
+            .await
+        }
+    }
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, uid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    match crate::members::remove_member(&state, c.org.id, c.org_role, parse_id(&uid)?).await {
+        Ok(()) => Ok(see_other(&format!("/projects/{}/members", p.slug))),
+        Err(e) => {
+            let msg = member_error(e)?;
+            render_members(
+                &state,
+                &c,
+                &p,
+                StatusCode::FORBIDDEN,
+                String::new(),
+                msg,
+                String::new(),
+            )
+            .await
+        }
+    }
+}
+
+async fn create_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(slug): Path<String>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    let email = map.get("email").cloned().unwrap_or_default();
+    let role = map
+        .get("role")
+        .and_then(|r| Role::parse(r))
+        .unwrap_or(Role::Viewer);
+    let project = (map.get("scope").map(String::as_str) == Some("project")).then_some(p.id);
+    match crate::members::invite(
+        &state, c.org.id, c.org_role, c.user.id, &email, role, project,
+    )
+    .await
+    {
+        Ok((inv, token)) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = if state.secure_cookies() {
+                "https"
+            } else {
+                "http"
+            };
+            let link = format!("{scheme}://{host}/invite/{token}");
+            let notice = format!("Invitation for {} created.", inv.email);
+            render_members(
+                &state,
+                &c,
+                &p,
+                StatusCode::CREATED,
+                notice,
+                String::new(),
+                link,
+            )
+            .await
+        }
+        Err(e) => {
+            let msg = member_error(e)?;
+            render_members(
+                &state,
+                &c,
+                &p,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                String::new(),
+                msg,
+                String::new(),
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "invite.html")]
+struct InvitePage {
+    csrf: String,
+    token: String,
+    org: String,
+    role: &'static str,
+    email: String,
+    existing: bool,
+    error: String,
+}
+
+async fn invite_context(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(store::Invitation, Organization, Option<User>)>, WebError> {
+    let Some(inv) = state
+        .store()
+        .open_invitation(&auth::token_hash(token), store::now_ms())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = state.store().user_by_email(&inv.email).await?;
+    let org = state.store().organization(inv.org_id).await?;
+    Ok(org.map(|o| (inv, o, user)))
+}
+
+fn invite_form(
+    state: &AppState,
+    status: StatusCode,
+    token: &str,
+    inv: &store::Invitation,
+    org: &Organization,
+    existing: bool,
+    error: &str,
+) -> Response {
+    with_login_csrf(state, status, |csrf| {
+        render(
+            StatusCode::OK,
+            &InvitePage {
+                csrf,
+                token: token.to_string(),
+                org: org.name.clone(),
+                role: inv.role.label(),
+                email: inv.email.clone(),
+                existing,
+                error: error.to_string(),
+            },
+        )
+    })
+}
+
+fn invalid_invite() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Invitation not valid",
+        "This invitation link was already used, has expired, or was never issued. Ask for a new one.",
+    )
+}
+
+async fn invite_page(State(state): State<AppState>, Path(token): Path<String>) -> WebResult {
+    Ok(match invite_context(&state, &token).await? {
+        Some((inv, org, user)) => invite_form(
+            &state,
+            StatusCode::OK,
+            &token,
+            &inv,
+            &org,
+            user.is_some(),
+            "",
+        ),
+        None => invalid_invite(),
+    })
+}
+
+async fn accept_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let Some((inv, org, user)) = invite_context(&state, &token).await? else {
+        return Ok(invalid_invite());
+    };
+    let existing = user.is_some();
+    let fail =
+        |status, error: &str| invite_form(&state, status, &token, &inv, &org, existing, error);
+    if !login_csrf_ok(&headers, &map) {
+        return Ok(fail(
+            StatusCode::FORBIDDEN,
+            "The form expired. Please submit it again.",
+        ));
+    }
+    let password = map.get("password").cloned().unwrap_or_default();
+    let accepted = match &user {
+        Some(u) => {
+            // Joining with an existing account needs its password (same limiter as sign-in).
+            if state.limiter().locked(&u.email, Instant::now()).is_some() {
+                return Ok(fail(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed attempts. Try again later.",
+                ));
+            }
+            let phc = u.password_hash.clone();
+            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                state.limiter().fail(&u.email, Instant::now());
+                return Ok(fail(StatusCode::UNAUTHORIZED, "Wrong password."));
+            }
+            state
+                .store()
+                .accept_invitation(&inv, Some(u.id), None)
+                .await?
+        }
+        None => {
+            let name = map
+                .get("name")
+                .map(|n| n.trim().to_string())
+                .unwrap_or_default();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Ok(fail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Please enter your name (at most 100 characters).",
+                ));
+            }
+            if let Err(m) = crate::check_credentials(&inv.email, &password) {
+                return Ok(fail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &m.replace("the admin ", "The "),
+                ));
+            }
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(|_| WebError::Internal)?
+                .map_err(|_| WebError::Internal)?;
+            state
+                .store()
+                .accept_invitation(&inv, None, Some((&name, &hash)))
+                .await?
+        }
+    };
+    match accepted {
+        Some(user_id) => start_session(&state, user_id, "/").await,
+        None => Ok(invalid_invite()),
+    }
 }

@@ -29,8 +29,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use model::{
-    ApiKey, Member, Organization, Project, Registrar, RegistrarInput, RegistrarKind, Role, Session,
-    SipAccount, SipAccountInput, TlsVerify, Transport, User, registration_uri,
+    ApiKey, Invitation, Member, Organization, Project, Registrar, RegistrarInput, RegistrarKind,
+    Role, Session, SipAccount, SipAccountInput, TlsVerify, Transport, User, registration_uri,
 };
 
 /// Errors from the store.
@@ -87,6 +87,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "sip_accounts",
         sqlite: include_str!("../migrations/sqlite/0002_sip_accounts.sql"),
         postgres: include_str!("../migrations/postgres/0002_sip_accounts.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "access",
+        sqlite: include_str!("../migrations/sqlite/0003_access.sql"),
+        postgres: include_str!("../migrations/postgres/0003_access.sql"),
     },
 ];
 
@@ -393,6 +399,15 @@ impl Store {
         })
     }
 
+    /// An organization by id.
+    pub async fn organization(&self, id: i64) -> Result<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name, slug, created_at FROM organizations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(org_from_row).transpose()
+    }
+
     /// Adds a user to an organization with a role, or changes their role.
     pub async fn set_member(&self, org_id: i64, user_id: i64, role: Role) -> Result<()> {
         sqlx::query(
@@ -441,8 +456,8 @@ impl Store {
     /// The members of an organization.
     pub async fn members(&self, org_id: i64) -> Result<Vec<Member>> {
         let rows = sqlx::query(
-            "SELECT u.id, u.email, u.name, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.org_id = $1 ORDER BY u.email",
+            "SELECT u.id, u.email, u.name, m.role, m.all_projects FROM memberships m \
+             JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
         )
         .bind(org_id)
         .fetch_all(&self.pool)
@@ -454,9 +469,263 @@ impl Store {
                     email: r.try_get("email")?,
                     name: r.try_get("name")?,
                     role: Role::parse_column(&r.try_get::<String, _>("role")?)?,
+                    all_projects: r.try_get::<i64, _>("all_projects")? != 0,
                 })
             })
             .collect()
+    }
+
+    /// Whether a member sees every project of the organization (true) or only the projects
+    /// with a per-project role.
+    pub async fn set_member_scope(
+        &self,
+        org_id: i64,
+        user_id: i64,
+        all_projects: bool,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE memberships SET all_projects = $1 WHERE org_id = $2 AND user_id = $3",
+        )
+        .bind(i64::from(all_projects))
+        .bind(org_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Removes a member and their per-project roles in that organization.
+    pub async fn remove_member(&self, org_id: i64, user_id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM project_roles WHERE user_id = $1 AND project_id IN \
+             (SELECT id FROM projects WHERE org_id = $2)",
+        )
+        .bind(user_id)
+        .bind(org_id)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query("DELETE FROM memberships WHERE org_id = $1 AND user_id = $2")
+            .bind(org_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// A user's effective role in a project: the per-project override when there is one, else
+    /// the organization role when the member sees all projects (Admins and Owners always do);
+    /// None when the user has no access.
+    pub async fn project_role(&self, project_id: i64, user_id: i64) -> Result<Option<Role>> {
+        let row = sqlx::query(
+            "SELECT m.role AS org_role, m.all_projects, pr.role AS project_role FROM projects p \
+             JOIN memberships m ON m.org_id = p.org_id AND m.user_id = $2 \
+             LEFT JOIN project_roles pr ON pr.project_id = p.id AND pr.user_id = $2 \
+             WHERE p.id = $1",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let org_role = Role::parse_column(&r.try_get::<String, _>("org_role")?)?;
+        let all: i64 = r.try_get("all_projects")?;
+        let over: Option<String> = r.try_get("project_role")?;
+        Ok(match over {
+            Some(o) => Some(Role::parse_column(&o)?),
+            None if all != 0 || org_role >= Role::Admin => Some(org_role),
+            None => None,
+        })
+    }
+
+    /// The projects of an organization a user can open, by name.
+    pub async fn accessible_projects(&self, org_id: i64, user_id: i64) -> Result<Vec<Project>> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.org_id, p.name, p.slug, p.created_at FROM projects p \
+             JOIN memberships m ON m.org_id = p.org_id AND m.user_id = $2 \
+             LEFT JOIN project_roles pr ON pr.project_id = p.id AND pr.user_id = $2 \
+             WHERE p.org_id = $1 AND (m.all_projects <> 0 OR m.role IN ('admin', 'owner') OR pr.role IS NOT NULL) \
+             ORDER BY p.name, p.id",
+        )
+        .bind(org_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    /// Sets (Some) or removes (None) a user's role override in a project.
+    pub async fn set_project_role(
+        &self,
+        project_id: i64,
+        user_id: i64,
+        role: Option<Role>,
+    ) -> Result<()> {
+        match role {
+            Some(role) => {
+                sqlx::query(
+                    "INSERT INTO project_roles (project_id, user_id, role) VALUES ($1, $2, $3) \
+                     ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+                )
+                .bind(project_id)
+                .bind(user_id)
+                .bind(role.as_str())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM project_roles WHERE project_id = $1 AND user_id = $2")
+                    .bind(project_id)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-project role overrides of a project: (user id, role).
+    pub async fn project_overrides(&self, project_id: i64) -> Result<Vec<(i64, Role)>> {
+        let rows = sqlx::query(
+            "SELECT user_id, role FROM project_roles WHERE project_id = $1 ORDER BY user_id",
+        )
+        .bind(project_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("user_id")?,
+                    Role::parse_column(&r.try_get::<String, _>("role")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------- invitations
+
+    /// Stores an invitation (the token only as its hash). With `project_id`, the invitee gets
+    /// `role` in that project only (`all_projects` false).
+    #[allow(clippy::too_many_arguments)] // one row's columns
+    pub async fn create_invitation(
+        &self,
+        org_id: i64,
+        email: &str,
+        role: Role,
+        project_id: Option<i64>,
+        token_hash: &str,
+        created_by: i64,
+        expires_at: i64,
+    ) -> Result<Invitation> {
+        let email = email.trim().to_ascii_lowercase();
+        let now = now_ms();
+        let id: i64 = sqlx::query(
+            "INSERT INTO invitations (org_id, email, role, all_projects, project_id, token_hash, created_by, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(org_id)
+        .bind(&email)
+        .bind(role.as_str())
+        .bind(i64::from(project_id.is_none()))
+        .bind(project_id)
+        .bind(token_hash)
+        .bind(created_by)
+        .bind(now)
+        .bind(expires_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "invitation"))?
+        .try_get("id")?;
+        Ok(Invitation {
+            id,
+            org_id,
+            email,
+            role,
+            project_id,
+            created_by,
+            created_at: now,
+            expires_at,
+            accepted_at: None,
+        })
+    }
+
+    /// The open (unaccepted, unexpired at `now`) invitation with this token hash.
+    pub async fn open_invitation(&self, token_hash: &str, now: i64) -> Result<Option<Invitation>> {
+        let row = sqlx::query(
+            "SELECT id, org_id, email, role, project_id, created_by, created_at, expires_at, accepted_at \
+             FROM invitations WHERE token_hash = $1 AND accepted_at IS NULL AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(invitation_from_row).transpose()
+    }
+
+    /// The open invitations of an organization, newest first.
+    pub async fn invitations(&self, org_id: i64, now: i64) -> Result<Vec<Invitation>> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, email, role, project_id, created_by, created_at, expires_at, accepted_at \
+             FROM invitations WHERE org_id = $1 AND accepted_at IS NULL AND expires_at > $2 ORDER BY id DESC",
+        )
+        .bind(org_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(invitation_from_row).collect()
+    }
+
+    /// Accepts an invitation once: the user (existing, or created here from `new_user` =
+    /// (name, password hash) with the invitation's email) joins the organization with its
+    /// role and scope. Returns the user id, or None when the invitation was already used.
+    pub async fn accept_invitation(
+        &self,
+        inv: &Invitation,
+        existing_user: Option<i64>,
+        new_user: Option<(&str, &str)>,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        let used = sqlx::query(
+            "UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL",
+        )
+        .bind(now)
+        .bind(inv.id)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let user_id = match (existing_user, new_user) {
+            (Some(id), _) => id,
+            (None, Some((name, hash))) => insert_user(&mut tx, &inv.email, name, hash, now).await?,
+            (None, None) => return Err(StoreError::Conflict("user")),
+        };
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role, created_at, all_projects) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (org_id, user_id) DO UPDATE SET role = excluded.role, all_projects = excluded.all_projects",
+        )
+        .bind(inv.org_id)
+        .bind(user_id)
+        .bind(inv.role.as_str())
+        .bind(now)
+        .bind(i64::from(inv.project_id.is_none()))
+        .execute(&mut *tx)
+        .await?;
+        if let Some(pid) = inv.project_id {
+            sqlx::query(
+                "INSERT INTO project_roles (project_id, user_id, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+            )
+            .bind(pid)
+            .bind(user_id)
+            .bind(inv.role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(user_id))
     }
 
     // ---------------------------------------------------------------- projects
@@ -826,6 +1095,20 @@ impl Store {
             .await?;
         Ok(r.rows_affected() > 0)
     }
+}
+
+fn invitation_from_row(r: &AnyRow) -> Result<Invitation> {
+    Ok(Invitation {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        email: r.try_get("email")?,
+        role: Role::parse_column(&r.try_get::<String, _>("role")?)?,
+        project_id: r.try_get("project_id")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        accepted_at: r.try_get("accepted_at")?,
+    })
 }
 
 fn sip_account_from_row(r: &AnyRow) -> Result<SipAccount> {

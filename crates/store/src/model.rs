@@ -250,6 +250,32 @@ pub struct Member {
     pub name: String,
     /// Role in the organization.
     pub role: Role,
+    /// Sees every project (else only those with a per-project role).
+    pub all_projects: bool,
+}
+
+/// An invitation to join an organization (the token is stored hashed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    /// Id.
+    pub id: i64,
+    /// The organization.
+    pub org_id: i64,
+    /// Invitee's email (lower case).
+    pub email: String,
+    /// Role granted.
+    pub role: Role,
+    /// With a project: access to that project only, with `role` there.
+    pub project_id: Option<i64>,
+    /// Inviter.
+    pub created_by: i64,
+    /// Creation, unix ms.
+    pub created_at: i64,
+    /// Expiry, unix ms.
+    pub expires_at: i64,
+    /// When it was used.
+    pub accepted_at: Option<i64>,
 }
 
 /// A project.

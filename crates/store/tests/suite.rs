@@ -26,7 +26,7 @@ fn tls_input(name: &str) -> RegistrarInput {
 /// Everything the store does, asserted against one fresh database.
 async fn suite(store: &Store) {
     // Migrations ran exactly once and are recorded.
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
     assert_eq!(store.count_users().await.unwrap(), 0);
 
     // First start.
@@ -103,6 +103,11 @@ async fn suite(store: &Store) {
         ]
     );
     let other_org = store.create_organization("Acme Telecom").await.unwrap();
+    assert_eq!(
+        store.organization(other_org.id).await.unwrap(),
+        Some(other_org.clone())
+    );
+    assert_eq!(store.organization(other_org.id + 100).await.unwrap(), None);
     assert_eq!(other_org.slug, "acme-telecom-2");
     store
         .set_member(other_org.id, viewer.id, Role::Admin)
@@ -261,6 +266,205 @@ async fn suite(store: &Store) {
     assert!(store.registrar(p1.id, r.id).await.unwrap().is_none());
     assert_eq!(store.registrars(p1.id).await.unwrap().len(), 1);
 
+    // Access: all projects, specific projects, per-project overrides.
+    let scoped = store
+        .create_user("scoped@example.com", "Sam", "h3")
+        .await
+        .unwrap();
+    store
+        .set_member(boot.org.id, scoped.id, Role::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.project_role(p1.id, scoped.id).await.unwrap(),
+        Some(Role::Viewer)
+    );
+    assert_eq!(
+        store
+            .accessible_projects(boot.org.id, scoped.id)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert!(
+        store
+            .set_member_scope(boot.org.id, scoped.id, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.project_role(p1.id, scoped.id).await.unwrap(), None);
+    assert!(
+        store
+            .accessible_projects(boot.org.id, scoped.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .set_project_role(p2.id, scoped.id, Some(Role::Editor))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.project_role(p2.id, scoped.id).await.unwrap(),
+        Some(Role::Editor)
+    );
+    let visible: Vec<i64> = store
+        .accessible_projects(boot.org.id, scoped.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(visible, vec![p2.id]);
+    assert_eq!(
+        store.project_overrides(p2.id).await.unwrap(),
+        vec![(scoped.id, Role::Editor)]
+    );
+    // Admins see everything whatever their scope; an override still applies.
+    store
+        .set_member(boot.org.id, scoped.id, Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.project_role(p1.id, scoped.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(
+        store.project_role(p2.id, scoped.id).await.unwrap(),
+        Some(Role::Editor)
+    );
+    store
+        .set_project_role(p2.id, scoped.id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.project_role(p2.id, scoped.id).await.unwrap(),
+        Some(Role::Admin)
+    );
+    assert_eq!(
+        store.project_role(p3.id, scoped.id).await.unwrap(),
+        None,
+        "other organization"
+    );
+    let members = store.members(boot.org.id).await.unwrap();
+    let sam = members.iter().find(|m| m.user_id == scoped.id).unwrap();
+    assert!(!sam.all_projects);
+    store
+        .set_project_role(p2.id, scoped.id, Some(Role::Tester))
+        .await
+        .unwrap();
+    assert!(store.remove_member(boot.org.id, scoped.id).await.unwrap());
+    assert_eq!(store.project_role(p2.id, scoped.id).await.unwrap(), None);
+    assert!(store.project_overrides(p2.id).await.unwrap().is_empty());
+    assert!(!store.remove_member(boot.org.id, scoped.id).await.unwrap());
+
+    // Invitations: open until used or expired; accepting creates the user and the access.
+    let far = store::now_ms() + 3_600_000;
+    let inv = store
+        .create_invitation(
+            boot.org.id,
+            " New@Example.com ",
+            Role::Tester,
+            Some(p1.id),
+            "inv-hash",
+            boot.user.id,
+            far,
+        )
+        .await
+        .unwrap();
+    assert_eq!(inv.email, "new@example.com");
+    store
+        .create_invitation(
+            boot.org.id,
+            "old@example.com",
+            Role::Viewer,
+            None,
+            "old-hash",
+            boot.user.id,
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .open_invitation("old-hash", store::now_ms())
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert_eq!(
+        store
+            .invitations(boot.org.id, store::now_ms())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let open = store
+        .open_invitation("inv-hash", store::now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open, inv);
+    let uid = store
+        .accept_invitation(&open, None, Some(("Newbie", "h4")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.user(uid).await.unwrap().unwrap().email,
+        "new@example.com"
+    );
+    assert_eq!(
+        store.project_role(p1.id, uid).await.unwrap(),
+        Some(Role::Tester)
+    );
+    assert_eq!(
+        store.project_role(p2.id, uid).await.unwrap(),
+        None,
+        "invited to one project"
+    );
+    assert_eq!(
+        store
+            .accept_invitation(&open, Some(uid), None)
+            .await
+            .unwrap(),
+        None,
+        "used once"
+    );
+    assert!(
+        store
+            .open_invitation("inv-hash", store::now_ms())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let inv2 = store
+        .create_invitation(
+            boot.org.id,
+            "viewer@example.com",
+            Role::Editor,
+            None,
+            "inv2",
+            boot.user.id,
+            far,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .accept_invitation(&inv2, Some(viewer.id), None)
+            .await
+            .unwrap(),
+        Some(viewer.id)
+    );
+    assert_eq!(
+        store.member_role(boot.org.id, viewer.id).await.unwrap(),
+        Some(Role::Editor)
+    );
+
     // SIP accounts: batches are all-or-nothing, usernames unique per registrar, deleted with
     // their registrar.
     let acc = |u: &str| SipAccountInput {
@@ -348,11 +552,11 @@ async fn suite_on_sqlite() {
     let store = Store::connect(&url).await.unwrap();
     suite(&store).await;
     store.close().await;
-    // WAL mode is on (the -wal file exists while open or the header says so), and a second
-    // connect re-runs no migration.
+    // A second connect re-runs no migration and finds the data.
     let again = Store::connect(&url).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
-    assert_eq!(again.count_users().await.unwrap(), 2);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    // Owner, viewer, scoped and the invited user.
+    assert_eq!(again.count_users().await.unwrap(), 4);
     again.close().await;
     let header = std::fs::read(dir.join("t.db")).unwrap();
     // SQLite file header bytes 18 and 19 are 2 in WAL mode (1 in rollback mode).
@@ -369,7 +573,7 @@ async fn suite_on_postgres() {
     suite(&store).await;
     store.close().await;
     let again = Store::connect(&cluster.url()).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3]);
     again.close().await;
 }
 
