@@ -141,6 +141,30 @@ pub fn document() -> Value {
                 "delete": { "operationId": "deleteSipAccount", "parameters": [project.clone(), rid.clone(), id_param("aid", "account id")],
                     "responses": merge(json!({ "200": ok("deleted", json!({ "type": "object" })) }), errors(&["401", "403", "404", "409"])) }
             },
+            "/orgs/{oid}/members": {
+                "get": { "operationId": "listMembers", "summary": "Members of an organization (any member; session only)",
+                    "parameters": [id_param("oid", "organization id")],
+                    "responses": merge(json!({ "200": ok("members", list("Member")) }), errors(&["401", "403", "404"])) }
+            },
+            "/orgs/{oid}/members/{uid}": {
+                "put": { "operationId": "updateMember", "summary": "Change a member's role and/or scope (Admin+; only an Owner touches Owner; the last Owner stays)",
+                    "parameters": [id_param("oid", "organization id"), id_param("uid", "user id")], "requestBody": body("MemberUpdate"),
+                    "responses": merge(json!({ "200": ok("the member", r("Member")) }), errors(&["401", "403", "404", "409", "415", "422"])) },
+                "delete": { "operationId": "removeMember", "parameters": [id_param("oid", "organization id"), id_param("uid", "user id")],
+                    "responses": merge(json!({ "200": ok("removed", json!({ "type": "object" })) }), errors(&["401", "403", "404", "409"])) }
+            },
+            "/orgs/{oid}/invitations": {
+                "get": { "operationId": "listInvitations", "summary": "Open invitations (Admin+)", "parameters": [id_param("oid", "organization id")],
+                    "responses": merge(json!({ "200": ok("invitations", list("Invitation")) }), errors(&["401", "403", "404"])) },
+                "post": { "operationId": "createInvitation", "summary": "Invite by link (Admin+); `path` (/invite/TOKEN) is in this answer only; with projectId the role applies to that project only",
+                    "parameters": [id_param("oid", "organization id")], "requestBody": body("InvitationInput"),
+                    "responses": merge(json!({ "201": ok("created", r("Invitation")) }), errors(&["401", "403", "404", "415", "422"])) }
+            },
+            "/projects/{id}/members/{uid}": {
+                "put": { "operationId": "setProjectRole", "summary": "Set ({\"role\": \"editor\"}) or clear ({\"role\": null}) a member's role override in this project (organization Admin+)",
+                    "parameters": [project.clone(), id_param("uid", "user id")], "requestBody": body("ProjectRoleInput"),
+                    "responses": merge(json!({ "200": ok("the effective role", json!({ "type": "object" })) }), errors(&["401", "403", "404", "415", "422"])) }
+            },
             "/projects/{id}/api-keys": {
                 "get": { "operationId": "listApiKeys", "summary": "API keys of a project (Editor+); keys themselves are never listed",
                     "parameters": list_params,
@@ -167,7 +191,7 @@ pub fn document() -> Value {
                 "Error": { "type": "object", "required": ["error"], "properties": {
                     "error": { "type": "object", "required": ["code", "message"], "properties": {
                         "code": { "type": "string", "enum": ["BAD_REQUEST", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT",
-                            "BUILTIN_READ_ONLY", "BUILTIN_NO_ACCOUNTS", "UNSUPPORTED_MEDIA_TYPE", "VALIDATION_FAILED", "RATE_LIMITED", "INTERNAL"] },
+                            "BUILTIN_READ_ONLY", "BUILTIN_NO_ACCOUNTS", "LAST_OWNER", "UNSUPPORTED_MEDIA_TYPE", "VALIDATION_FAILED", "RATE_LIMITED", "INTERNAL"] },
                         "message": { "type": "string" },
                         "fields": { "type": "array", "items": { "type": "object", "properties": {
                             "field": { "type": "string" }, "message": { "type": "string" } } } } } },
@@ -212,6 +236,23 @@ pub fn document() -> Value {
                     "id": { "type": "integer" }, "registrarId": { "type": "integer" }, "username": { "type": "string" },
                     "realm": { "type": ["string", "null"] }, "extension": { "type": ["string", "null"] },
                     "hasPassword": { "type": "boolean" }, "createdAt": { "type": "integer" } } },
+                "Member": { "type": "object", "properties": {
+                    "userId": { "type": "integer" }, "email": { "type": "string" }, "name": { "type": "string" },
+                    "role": { "type": "string", "enum": ["viewer", "tester", "editor", "admin", "owner"] },
+                    "allProjects": { "type": "boolean" } } },
+                "MemberUpdate": { "type": "object", "properties": {
+                    "role": { "type": "string", "enum": ["viewer", "tester", "editor", "admin", "owner"] },
+                    "allProjects": { "type": "boolean" } } },
+                "ProjectRoleInput": { "type": "object", "required": ["role"], "properties": {
+                    "role": { "type": ["string", "null"], "enum": ["viewer", "tester", "editor", "admin", null] } } },
+                "InvitationInput": { "type": "object", "required": ["email"], "properties": {
+                    "email": { "type": "string" }, "role": { "type": "string", "default": "viewer" },
+                    "projectId": { "type": ["integer", "null"] } } },
+                "Invitation": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "orgId": { "type": "integer" }, "email": { "type": "string" },
+                    "role": { "type": "string" }, "projectId": { "type": ["integer", "null"] },
+                    "path": { "type": "string", "description": "only in the create answer" },
+                    "createdBy": { "type": "integer" }, "createdAt": { "type": "integer" }, "expiresAt": { "type": "integer" } } },
                 "ApiKeyInput": { "type": "object", "required": ["name"], "properties": { "name": { "type": "string", "maxLength": 100 } } },
                 "ApiKey": { "type": "object", "properties": {
                     "id": { "type": "integer" }, "projectId": { "type": "integer" }, "name": { "type": "string" },
@@ -252,6 +293,12 @@ mod tests {
             "POST /projects/{id}/registrars/{rid}/accounts",
             "POST /projects/{id}/registrars/{rid}/accounts/bulk",
             "DELETE /projects/{id}/registrars/{rid}/accounts/{aid}",
+            "GET /orgs/{oid}/members",
+            "PUT /orgs/{oid}/members/{uid}",
+            "DELETE /orgs/{oid}/members/{uid}",
+            "GET /orgs/{oid}/invitations",
+            "POST /orgs/{oid}/invitations",
+            "PUT /projects/{id}/members/{uid}",
             "GET /projects/{id}/api-keys",
             "POST /projects/{id}/api-keys",
             "DELETE /projects/{id}/api-keys/{kid}",
