@@ -305,6 +305,39 @@ async fn person_path(c: &Client, s: &TestServer) {
         .collect();
     assert_eq!(names, vec!["Production Asterisk"]);
 
+    // SIP Accounts of the new registrar: paste CSV, save, listed with masked passwords.
+    c.find(Locator::LinkText("SIP Accounts"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(&c, "#csv")
+        .await
+        .send_keys("1001,secret-1\n1002,secret-2,pbx.corp.net\n")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#bulk-accounts button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let accounts = wait_css(&c, "table#accounts").await.text().await.unwrap();
+    assert!(
+        accounts.contains("1001") && accounts.contains("1002") && !accounts.contains("secret-1"),
+        "{accounts}"
+    );
+    shot(&c, "4-accounts").await;
+    c.find(Locator::LinkText("Members"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(&c, "table#members").await;
+    shot(&c, "5-members").await;
+
     // A Viewer sees the registrar but no New Registrar button; the API refuses the create.
     c.find(Locator::Css("form.logout button"))
         .await
