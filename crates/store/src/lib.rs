@@ -10,6 +10,7 @@
 //! are `BIGINT` unix milliseconds, enums are lower-case `TEXT`, ids are 64-bit integers.
 
 mod model;
+pub mod rotation;
 
 /// `SELECT <every registrar column> FROM registrars <tail>` as a literal (sqlx 0.9 wants
 /// literal SQL).
@@ -29,8 +30,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use model::{
-    ApiKey, Invitation, Member, Organization, Project, Registrar, RegistrarInput, RegistrarKind,
-    Role, Session, SipAccount, SipAccountInput, TlsVerify, Transport, User, registration_uri,
+    AccountPool, ApiKey, Invitation, Member, Organization, Project, Registrar, RegistrarInput,
+    RegistrarKind, Role, Session, SipAccount, SipAccountInput, TlsVerify, Transport, User,
+    registration_uri,
 };
 
 /// Errors from the store.
@@ -45,6 +47,12 @@ pub enum StoreError {
     /// A unique value is already taken.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A referenced row does not exist (or belongs elsewhere).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A pool cannot supply the accounts a run needs.
+    #[error(transparent)]
+    NotEnoughAccounts(#[from] rotation::NotEnoughAccounts),
     /// A stored value could not be read back (a column holds an unknown enum value).
     #[error("invalid value {value:?} in column {column}")]
     InvalidValue {
@@ -93,6 +101,12 @@ const MIGRATIONS: &[Migration] = &[
         name: "access",
         sqlite: include_str!("../migrations/sqlite/0003_access.sql"),
         postgres: include_str!("../migrations/postgres/0003_access.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "pools",
+        sqlite: include_str!("../migrations/sqlite/0004_pools.sql"),
+        postgres: include_str!("../migrations/postgres/0004_pools.sql"),
     },
 ];
 
@@ -1094,6 +1108,233 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    // ---------------------------------------------------------------- account pools
+
+    async fn fill_pool(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        registrar_id: i64,
+        pool_id: i64,
+        account_ids: &[i64],
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM pool_accounts WHERE pool_id = $1")
+            .bind(pool_id)
+            .execute(&mut **tx)
+            .await?;
+        for id in account_ids {
+            let r = sqlx::query(
+                "INSERT INTO pool_accounts (pool_id, account_id) SELECT $1, id FROM sip_accounts \
+                 WHERE id = $2 AND registrar_id = $3 ON CONFLICT (pool_id, account_id) DO NOTHING",
+            )
+            .bind(pool_id)
+            .bind(id)
+            .bind(registrar_id)
+            .execute(&mut **tx)
+            .await?;
+            if r.rows_affected() == 0 {
+                // Either another registrar's account, a missing one, or a duplicate id.
+                let exists: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM pool_accounts WHERE pool_id = $1 AND account_id = $2",
+                )
+                .bind(pool_id)
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
+                if exists == 0 {
+                    return Err(StoreError::NotFound("sip account"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a pool of a registrar's accounts (all saved, or nothing when an id is not one of
+    /// the registrar's accounts).
+    pub async fn create_pool(
+        &self,
+        registrar_id: i64,
+        name: &str,
+        strategy: rotation::Strategy,
+        account_ids: &[i64],
+    ) -> Result<AccountPool> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query(
+            "INSERT INTO account_pools (registrar_id, name, strategy, next_index, created_at) \
+             VALUES ($1, $2, $3, 0, $4) RETURNING id",
+        )
+        .bind(registrar_id)
+        .bind(name)
+        .bind(strategy.as_str())
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "pool"))?
+        .try_get("id")?;
+        Self::fill_pool(&mut tx, registrar_id, id, account_ids).await?;
+        tx.commit().await?;
+        self.account_pool(registrar_id, id)
+            .await?
+            .ok_or(StoreError::NotFound("pool"))
+    }
+
+    /// Renames a pool, changes its strategy and replaces its accounts.
+    pub async fn update_pool(
+        &self,
+        registrar_id: i64,
+        id: i64,
+        name: &str,
+        strategy: rotation::Strategy,
+        account_ids: &[i64],
+    ) -> Result<Option<AccountPool>> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "UPDATE account_pools SET name = $1, strategy = $2 WHERE registrar_id = $3 AND id = $4",
+        )
+        .bind(name)
+        .bind(strategy.as_str())
+        .bind(registrar_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict(e, "pool"))?;
+        if r.rows_affected() == 0 {
+            return Ok(None);
+        }
+        Self::fill_pool(&mut tx, registrar_id, id, account_ids).await?;
+        tx.commit().await?;
+        self.account_pool(registrar_id, id).await
+    }
+
+    /// The pools of a registrar, by name.
+    pub async fn account_pools(&self, registrar_id: i64) -> Result<Vec<AccountPool>> {
+        let rows =
+            sqlx::query("SELECT id FROM account_pools WHERE registrar_id = $1 ORDER BY name, id")
+                .bind(registrar_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(p) = self.account_pool(registrar_id, r.try_get("id")?).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One pool of a registrar, with its account ids (by username).
+    pub async fn account_pool(&self, registrar_id: i64, id: i64) -> Result<Option<AccountPool>> {
+        let row = sqlx::query(
+            "SELECT id, registrar_id, name, strategy, next_index, created_at FROM account_pools \
+             WHERE registrar_id = $1 AND id = $2",
+        )
+        .bind(registrar_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let strategy: String = r.try_get("strategy")?;
+        let members = sqlx::query(
+            "SELECT a.id FROM pool_accounts pa JOIN sip_accounts a ON a.id = pa.account_id \
+             WHERE pa.pool_id = $1 ORDER BY a.username, a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(AccountPool {
+            id: r.try_get("id")?,
+            registrar_id: r.try_get("registrar_id")?,
+            name: r.try_get("name")?,
+            strategy: rotation::Strategy::parse(&strategy).ok_or(StoreError::InvalidValue {
+                column: "account_pools.strategy",
+                value: strategy.clone(),
+            })?,
+            next_index: r.try_get("next_index")?,
+            created_at: r.try_get("created_at")?,
+            account_ids: members
+                .iter()
+                .map(|m| m.try_get("id"))
+                .collect::<Result<_, _>>()?,
+        }))
+    }
+
+    /// Deletes a pool (its accounts stay).
+    pub async fn delete_pool(&self, registrar_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM account_pools WHERE registrar_id = $1 AND id = $2")
+            .bind(registrar_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Draws `n` distinct accounts for one run with the pool's strategy (`seed` for Random),
+    /// recording their use at `now` (unix ms; least-recently-used) and the round-robin
+    /// position, in one transaction. Too few accounts → [`StoreError::NotEnoughAccounts`],
+    /// nothing recorded.
+    pub async fn draw_accounts(
+        &self,
+        registrar_id: i64,
+        pool_id: i64,
+        n: usize,
+        seed: u64,
+        now: i64,
+    ) -> Result<Vec<SipAccount>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT strategy, next_index FROM account_pools WHERE registrar_id = $1 AND id = $2",
+        )
+        .bind(registrar_id)
+        .bind(pool_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("pool"))?;
+        let strategy: String = row.try_get("strategy")?;
+        let strategy = rotation::Strategy::parse(&strategy).ok_or(StoreError::InvalidValue {
+            column: "account_pools.strategy",
+            value: strategy.clone(),
+        })?;
+        let next_index: i64 = row.try_get("next_index")?;
+        let rows = sqlx::query(
+            "SELECT a.id, a.registrar_id, a.username, a.password_enc, a.realm, a.extension, a.created_at, \
+             a.last_used_at FROM pool_accounts pa JOIN sip_accounts a ON a.id = pa.account_id \
+             WHERE pa.pool_id = $1 ORDER BY a.username, a.id",
+        )
+        .bind(pool_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut accounts = Vec::with_capacity(rows.len());
+        let mut candidates = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let a = sip_account_from_row(r)?;
+            candidates.push((a.id, r.try_get::<Option<i64>, _>("last_used_at")?));
+            accounts.push(a);
+        }
+        let (ids, next) = rotation::pick(
+            strategy,
+            &candidates,
+            n,
+            usize::try_from(next_index).unwrap_or(0),
+            seed,
+        )?;
+        for id in &ids {
+            sqlx::query("UPDATE sip_accounts SET last_used_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE account_pools SET next_index = $1 WHERE id = $2")
+            .bind(i64::try_from(next).unwrap_or(0))
+            .bind(pool_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| accounts.iter().find(|a| a.id == *id).cloned())
+            .collect())
     }
 }
 

@@ -532,6 +532,26 @@ impl std::fmt::Debug for SipAccount {
     }
 }
 
+/// A named set of a registrar's accounts that tests draw from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPool {
+    /// Id.
+    pub id: i64,
+    /// Owning registrar.
+    pub registrar_id: i64,
+    /// Name, unique per registrar.
+    pub name: String,
+    /// Rotation strategy.
+    pub strategy: crate::rotation::Strategy,
+    /// Round-robin position for the next run.
+    pub next_index: i64,
+    /// Creation, unix ms.
+    pub created_at: i64,
+    /// Member accounts, by username.
+    pub account_ids: Vec<i64>,
+}
+
 /// The registration URI for a domain, an optional port and a transport (see
 /// [`Registrar::registration_uri`]). IPv6 literals are bracketed.
 pub fn registration_uri(domain: &str, port: Option<u16>, transport: Transport) -> String {

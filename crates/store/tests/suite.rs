@@ -3,6 +3,7 @@
 
 mod pg;
 
+use store::rotation::{NotEnoughAccounts, Strategy};
 use store::{
     RegistrarInput, RegistrarKind, Role, SipAccountInput, Store, StoreError, TlsVerify, Transport,
 };
@@ -26,7 +27,7 @@ fn tls_input(name: &str) -> RegistrarInput {
 /// Everything the store does, asserted against one fresh database.
 async fn suite(store: &Store) {
     // Migrations ran exactly once and are recorded.
-    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     assert_eq!(store.count_users().await.unwrap(), 0);
 
     // First start.
@@ -522,12 +523,136 @@ async fn suite(store: &Store) {
             .await
             .unwrap()
     );
+    // Pools: a registrar's accounts only; draws follow the strategy and are recorded.
+    let more: Vec<SipAccountInput> = ["1003", "1004", "1005"].iter().map(|u| acc(u)).collect();
+    store.add_sip_accounts(reg.id, &more).await.unwrap();
+    let all = store.sip_accounts(reg.id).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|a| a.id).collect();
+    assert_eq!(
+        all.iter().map(|a| a.username.as_str()).collect::<Vec<_>>(),
+        ["1002", "1003", "1004", "1005"]
+    );
+    let rr = store
+        .create_pool(reg.id, "rr", Strategy::RoundRobin, &ids)
+        .await
+        .unwrap();
+    assert_eq!(rr.account_ids, ids);
+    assert!(matches!(
+        store.create_pool(reg.id, "rr", Strategy::Random, &[]).await,
+        Err(StoreError::Conflict("pool"))
+    ));
+    let other_reg = store
+        .create_registrar(p1.id, &tls_input("Other"))
+        .await
+        .unwrap();
+    let foreign = store
+        .add_sip_accounts(other_reg.id, &[acc("9999")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_pool(reg.id, "bad", Strategy::Random, &[ids[0], foreign[0].id])
+            .await,
+        Err(StoreError::NotFound("sip account"))
+    ));
+    assert_eq!(
+        store.account_pools(reg.id).await.unwrap().len(),
+        1,
+        "nothing saved"
+    );
+    let names = |v: Vec<store::SipAccount>| v.into_iter().map(|a| a.username).collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            store
+                .draw_accounts(reg.id, rr.id, 3, 0, 1_000)
+                .await
+                .unwrap()
+        ),
+        ["1002", "1003", "1004"]
+    );
+    assert_eq!(
+        names(
+            store
+                .draw_accounts(reg.id, rr.id, 3, 0, 2_000)
+                .await
+                .unwrap()
+        ),
+        ["1005", "1002", "1003"]
+    );
+    assert!(matches!(
+        store.draw_accounts(reg.id, rr.id, 5, 0, 3_000).await,
+        Err(StoreError::NotEnoughAccounts(NotEnoughAccounts {
+            have: 4,
+            need: 5
+        }))
+    ));
+    // LRU: last uses are 1002, 1003, 1005 at 2000 and 1004 at 1000 (the refused draw recorded nothing).
+    let lru = store
+        .update_pool(reg.id, rr.id, "lru", Strategy::LeastRecentlyUsed, &ids)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lru.name, "lru");
+    let first = names(
+        store
+            .draw_accounts(reg.id, lru.id, 1, 0, 4_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first, ["1004"], "the account unused for the longest time");
+    let random = store
+        .create_pool(reg.id, "dice", Strategy::Random, &ids[..3])
+        .await
+        .unwrap();
+    let a = names(
+        store
+            .draw_accounts(reg.id, random.id, 2, 7, 5_000)
+            .await
+            .unwrap(),
+    );
+    let b = names(
+        store
+            .draw_accounts(reg.id, random.id, 2, 7, 5_000)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(a, b, "seeded");
+    assert_eq!(
+        store
+            .account_pools(reg.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["dice", "lru"]
+    );
+    // Deleting an account removes it from pools; deleting a pool keeps the accounts.
+    assert!(store.delete_sip_account(reg.id, ids[0]).await.unwrap());
+    assert_eq!(
+        store
+            .account_pool(reg.id, lru.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .account_ids,
+        ids[1..].to_vec()
+    );
+    assert!(store.delete_pool(reg.id, random.id).await.unwrap());
+    assert!(!store.delete_pool(reg.id, random.id).await.unwrap());
+    assert_eq!(store.count_sip_accounts(reg.id).await.unwrap(), 3);
+
     assert!(store.delete_registrar(p1.id, reg.id).await.unwrap());
     assert_eq!(
         store.count_sip_accounts(reg.id).await.unwrap(),
         0,
         "cascade"
     );
+    assert!(
+        store.account_pools(reg.id).await.unwrap().is_empty(),
+        "cascade"
+    );
+    assert!(store.delete_registrar(p1.id, other_reg.id).await.unwrap());
 
     // Concurrent writers do not fail (SQLite: WAL + busy timeout).
     let mut tasks = Vec::new();
@@ -554,7 +679,7 @@ async fn suite_on_sqlite() {
     store.close().await;
     // A second connect re-runs no migration and finds the data.
     let again = Store::connect(&url).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     // Owner, viewer, scoped and the invited user.
     assert_eq!(again.count_users().await.unwrap(), 4);
     again.close().await;
@@ -573,7 +698,7 @@ async fn suite_on_postgres() {
     suite(&store).await;
     store.close().await;
     let again = Store::connect(&cluster.url()).await.unwrap();
-    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3, 4]);
     again.close().await;
 }
 
