@@ -461,6 +461,14 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/projects/{id}/registrars/{rid}/accounts/{aid}",
             delete(delete_account),
         )
+        .route(
+            "/projects/{id}/registrars/{rid}/pools",
+            get(list_pools).post(create_pool),
+        )
+        .route(
+            "/projects/{id}/registrars/{rid}/pools/{pid}",
+            get(get_pool).put(update_pool).delete(delete_pool),
+        )
         .route("/orgs/{oid}/members", get(list_members))
         .route(
             "/orgs/{oid}/members/{uid}",
@@ -982,6 +990,160 @@ impl From<crate::members::MemberError> for ApiError {
             M::Store(s) => s.into(),
         }
     }
+}
+
+// ------------------------------------------------------------------ account pools
+
+/// A pool body: name, strategy, and the accounts (`accountIds`, or `allAccounts: true`).
+async fn pool_body(
+    state: &AppState,
+    r: &Registrar,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, store::rotation::Strategy, Vec<i64>), ApiError> {
+    let v = json_body(headers, body)?;
+    let mut errors = Vec::new();
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.push(FieldMessage {
+            field: "name",
+            message: "Name is required (at most 100 characters)".into(),
+        });
+    }
+    let strategy = v
+        .get("strategy")
+        .and_then(Value::as_str)
+        .unwrap_or("sequential");
+    let strategy = store::rotation::Strategy::parse(strategy).unwrap_or_else(|| {
+        errors.push(FieldMessage {
+            field: "strategy",
+            message: "must be sequential, round_robin, random or least_recently_used".into(),
+        });
+        store::rotation::Strategy::Sequential
+    });
+    let ids: Vec<i64> = if v.get("allAccounts").and_then(Value::as_bool) == Some(true) {
+        state
+            .store()
+            .sip_accounts(r.id)
+            .await?
+            .iter()
+            .map(|a| a.id)
+            .collect()
+    } else {
+        match v.get("accountIds") {
+            None => Vec::new(),
+            Some(Value::Array(a)) if a.iter().all(Value::is_i64) => {
+                a.iter().filter_map(Value::as_i64).collect()
+            }
+            Some(_) => {
+                errors.push(FieldMessage {
+                    field: "accountIds",
+                    message: "must be an array of account ids".into(),
+                });
+                Vec::new()
+            }
+        }
+    };
+    if errors.is_empty() {
+        Ok((name, strategy, ids))
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}
+
+fn pool_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound(what) => ApiError::validation(vec![FieldMessage {
+            field: "accountIds",
+            message: format!("a {what} is not one of this registrar's accounts"),
+        }]),
+        e => e.into(),
+    }
+}
+
+async fn list_pools(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        state.store().account_pools(r.id).await?,
+        None,
+    ))
+}
+
+async fn create_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let (name, strategy, ids) = pool_body(&state, &r, &headers, &body).await?;
+    let p = state
+        .store()
+        .create_pool(r.id, &name, strategy, &ids)
+        .await
+        .map_err(pool_error)?;
+    Ok(envelope(StatusCode::CREATED, p, None))
+}
+
+async fn get_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid, pid)): Path<(i64, i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let p = state
+        .store()
+        .account_pool(r.id, pid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pool"))?;
+    Ok(envelope(StatusCode::OK, p, None))
+}
+
+async fn update_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid, pid)): Path<(i64, i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    let (name, strategy, ids) = pool_body(&state, &r, &headers, &body).await?;
+    let p = state
+        .store()
+        .update_pool(r.id, pid, &name, strategy, &ids)
+        .await
+        .map_err(pool_error)?
+        .ok_or_else(|| ApiError::not_found("pool"))?;
+    Ok(envelope(StatusCode::OK, p, None))
+}
+
+async fn delete_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid, pid)): Path<(i64, i64, i64)>,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Editor)?;
+    let r = accounts_registrar(&state, &a, rid).await?;
+    if !state.store().delete_pool(r.id, pid).await? {
+        return Err(ApiError::not_found("pool"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "deleted": pid }), None))
 }
 
 /// The signed-in caller's role in an organization (404 when not a member; API keys are

@@ -141,6 +141,24 @@ pub fn document() -> Value {
                 "delete": { "operationId": "deleteSipAccount", "parameters": [project.clone(), rid.clone(), id_param("aid", "account id")],
                     "responses": merge(json!({ "200": ok("deleted", json!({ "type": "object" })) }), errors(&["401", "403", "404", "409"])) }
             },
+            "/projects/{id}/registrars/{rid}/pools": {
+                "get": { "operationId": "listPools", "summary": "Account pools of a registrar (Viewer+)",
+                    "parameters": [project.clone(), rid.clone()],
+                    "responses": merge(json!({ "200": ok("pools", list("AccountPool")) }), errors(&["401", "404", "409"])) },
+                "post": { "operationId": "createPool", "summary": "Create a pool (Editor+) from accountIds or allAccounts, with a rotation strategy",
+                    "parameters": [project.clone(), rid.clone()], "requestBody": body("AccountPoolInput"),
+                    "responses": merge(json!({ "201": ok("created", r("AccountPool")) }), errors(&["401", "403", "404", "409", "415", "422"])) }
+            },
+            "/projects/{id}/registrars/{rid}/pools/{pid}": {
+                "get": { "operationId": "getPool", "parameters": [project.clone(), rid.clone(), id_param("pid", "pool id")],
+                    "responses": merge(json!({ "200": ok("the pool", r("AccountPool")) }), errors(&["401", "404", "409"])) },
+                "put": { "operationId": "updatePool", "summary": "Rename, change strategy, replace accounts (Editor+)",
+                    "parameters": [project.clone(), rid.clone(), id_param("pid", "pool id")], "requestBody": body("AccountPoolInput"),
+                    "responses": merge(json!({ "200": ok("updated", r("AccountPool")) }), errors(&["401", "403", "404", "409", "415", "422"])) },
+                "delete": { "operationId": "deletePool", "summary": "Delete a pool (its accounts stay)",
+                    "parameters": [project.clone(), rid.clone(), id_param("pid", "pool id")],
+                    "responses": merge(json!({ "200": ok("deleted", json!({ "type": "object" })) }), errors(&["401", "403", "404", "409"])) }
+            },
             "/orgs/{oid}/members": {
                 "get": { "operationId": "listMembers", "summary": "Members of an organization (any member; session only)",
                     "parameters": [id_param("oid", "organization id")],
@@ -236,6 +254,15 @@ pub fn document() -> Value {
                     "id": { "type": "integer" }, "registrarId": { "type": "integer" }, "username": { "type": "string" },
                     "realm": { "type": ["string", "null"] }, "extension": { "type": ["string", "null"] },
                     "hasPassword": { "type": "boolean" }, "createdAt": { "type": "integer" } } },
+                "AccountPoolInput": { "type": "object", "required": ["name"], "properties": {
+                    "name": { "type": "string", "maxLength": 100 },
+                    "strategy": { "type": "string", "enum": ["sequential", "round_robin", "random", "least_recently_used"], "default": "sequential" },
+                    "accountIds": { "type": "array", "items": { "type": "integer" } },
+                    "allAccounts": { "type": "boolean" } } },
+                "AccountPool": { "type": "object", "properties": {
+                    "id": { "type": "integer" }, "registrarId": { "type": "integer" }, "name": { "type": "string" },
+                    "strategy": { "type": "string" }, "nextIndex": { "type": "integer" },
+                    "accountIds": { "type": "array", "items": { "type": "integer" } }, "createdAt": { "type": "integer" } } },
                 "Member": { "type": "object", "properties": {
                     "userId": { "type": "integer" }, "email": { "type": "string" }, "name": { "type": "string" },
                     "role": { "type": "string", "enum": ["viewer", "tester", "editor", "admin", "owner"] },
@@ -293,6 +320,11 @@ mod tests {
             "POST /projects/{id}/registrars/{rid}/accounts",
             "POST /projects/{id}/registrars/{rid}/accounts/bulk",
             "DELETE /projects/{id}/registrars/{rid}/accounts/{aid}",
+            "GET /projects/{id}/registrars/{rid}/pools",
+            "POST /projects/{id}/registrars/{rid}/pools",
+            "GET /projects/{id}/registrars/{rid}/pools/{pid}",
+            "PUT /projects/{id}/registrars/{rid}/pools/{pid}",
+            "DELETE /projects/{id}/registrars/{rid}/pools/{pid}",
             "GET /orgs/{oid}/members",
             "PUT /orgs/{oid}/members/{uid}",
             "DELETE /orgs/{oid}/members/{uid}",

@@ -1007,6 +1007,91 @@ async fn sip_accounts_one_bulk_and_range_with_encrypted_passwords() {
         "another key cannot decrypt"
     );
 
+    // Pools: every account or a chosen few, with a strategy; foreign ids are refused.
+    let pools = format!("/api/v1/projects/{pid}/registrars/{reg}/pools");
+    let p = api(
+        s.addr,
+        "POST",
+        &pools,
+        &c,
+        Some(&json!({ "name": "load", "strategy": "round_robin", "allAccounts": true })),
+    )
+    .await;
+    assert_eq!(p.status, 201, "{}", p.body);
+    assert_eq!(
+        p.json()["data"]["accountIds"].as_array().unwrap().len(),
+        103
+    );
+    assert_eq!(p.json()["data"]["strategy"], "round_robin");
+    let few: Vec<i64> = all.iter().take(2).map(|a| a.id).collect();
+    let p2 = api(
+        s.addr,
+        "POST",
+        &pools,
+        &c,
+        Some(&json!({ "name": "two", "strategy": "least_recently_used", "accountIds": few })),
+    )
+    .await;
+    assert_eq!(p2.status, 201);
+    let bad = api(
+        s.addr,
+        "POST",
+        &pools,
+        &c,
+        Some(&json!({ "name": "x", "strategy": "fifo", "accountIds": [999_999] })),
+    )
+    .await;
+    assert_eq!(bad.json()["error"]["fields"][0]["field"], "strategy");
+    let bad = api(
+        s.addr,
+        "POST",
+        &pools,
+        &c,
+        Some(&json!({ "name": "x", "accountIds": [999_999] })),
+    )
+    .await;
+    assert_eq!(
+        (
+            bad.status,
+            bad.json()["error"]["fields"][0]["field"].clone()
+        ),
+        (422, json!("accountIds"))
+    );
+    let dup = api(s.addr, "POST", &pools, &c, Some(&json!({ "name": "two" }))).await;
+    assert_eq!(dup.status, 409);
+    let p2id = p2.json()["data"]["id"].as_i64().unwrap();
+    let u = api(
+        s.addr,
+        "PUT",
+        &format!("{pools}/{p2id}"),
+        &c,
+        Some(&json!({ "name": "three", "strategy": "random", "accountIds": [all[2].id] })),
+    )
+    .await;
+    assert_eq!(u.json()["data"]["accountIds"], json!([all[2].id]));
+    let listed = api(s.addr, "GET", &pools, &c, None).await.json();
+    assert_eq!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["load", "three"]
+    );
+    assert_eq!(
+        api(s.addr, "DELETE", &format!("{pools}/{p2id}"), &c, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api(s.addr, "GET", &format!("{pools}/{p2id}"), &c, None)
+            .await
+            .status,
+        404
+    );
+
     // Delete one; the built-in registrar has no accounts.
     let id = list["data"][0]["id"].as_i64().unwrap();
     assert_eq!(
