@@ -686,7 +686,6 @@ async fn suite_on_sqlite() {
     let header = std::fs::read(dir.join("t.db")).unwrap();
     // SQLite file header bytes 18 and 19 are 2 in WAL mode (1 in rollback mode).
     assert_eq!((header[18], header[19]), (2, 2));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -714,12 +713,28 @@ async fn bad_urls_are_refused() {
     assert!(matches!(err, StoreError::Database(_)), "{err}");
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
+/// A temporary directory removed on drop, even when the test fails.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!(
         "sipmeter-store-{tag}-{}-{}",
         std::process::id(),
         store::now_ms()
     ));
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
 }
