@@ -8,6 +8,7 @@ mod check;
 mod lint;
 mod registrar;
 mod run;
+mod serve;
 
 /// Test and monitor SIP/VoIP infrastructure.
 #[derive(Debug, Parser)]
@@ -30,6 +31,8 @@ enum Command {
     Demo(run::DemoArgs),
     /// Run the built-in SIP registrar and proxy standalone (UDP).
     Registrar(registrar::RegistrarArgs),
+    /// Run the web app and JSON API (SQLite in the data dir by default, or PostgreSQL).
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,5 +50,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => run::demo(&args),
         Command::Registrar(args) => registrar::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }
