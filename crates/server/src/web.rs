@@ -18,6 +18,8 @@ use store::{
     Transport, User,
 };
 
+use store::rotation::Strategy;
+
 use crate::accounts::{AccountRow, check_row, parse_csv};
 use crate::api::{
     Access, accounts_registrar, keep_stored_key, mint_key, save_accounts, seal_tls_key,
@@ -304,6 +306,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/projects/{slug}/accounts", get(accounts_page))
         .route("/projects/{slug}/accounts/{rid}", post(add_account))
         .route("/projects/{slug}/accounts/{rid}/bulk", post(bulk_accounts))
+        .route("/projects/{slug}/accounts/{rid}/pools", post(create_pool))
+        .route(
+            "/projects/{slug}/accounts/{rid}/pools/{pid}/delete",
+            post(delete_pool),
+        )
         .route(
             "/projects/{slug}/accounts/{rid}/{aid}/delete",
             post(delete_account),
@@ -1259,6 +1266,13 @@ struct AccountLine {
     extension: String,
 }
 
+struct PoolLine {
+    id: i64,
+    name: String,
+    strategy: &'static str,
+    size: usize,
+}
+
 #[derive(Template)]
 #[template(path = "accounts.html")]
 struct AccountsPage {
@@ -1267,6 +1281,8 @@ struct AccountsPage {
     registrars: Vec<RegistrarTab>,
     selected: i64,
     accounts: Vec<AccountLine>,
+    pools: Vec<PoolLine>,
+    strategies: Vec<Choice>,
     notice: String,
     errors: Vec<String>,
     form_username: String,
@@ -1331,6 +1347,30 @@ async fn render_accounts(
     } else {
         Vec::new()
     };
+    let pools = if selected > 0 {
+        state
+            .store()
+            .account_pools(selected)
+            .await?
+            .into_iter()
+            .map(|p| PoolLine {
+                id: p.id,
+                name: p.name,
+                strategy: strategy_label(p.strategy),
+                size: p.account_ids.len(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let strategies = Strategy::ALL
+        .into_iter()
+        .map(|s| Choice {
+            value: s.as_str(),
+            label: strategy_label(s),
+            selected: false,
+        })
+        .collect();
     Ok(render(
         status,
         &AccountsPage {
@@ -1339,6 +1379,8 @@ async fn render_accounts(
             registrars,
             selected,
             accounts,
+            pools,
+            strategies,
             notice,
             errors,
             form_username: input.username,
@@ -1934,4 +1976,85 @@ async fn accept_invite(
         Some(user_id) => start_session(&state, user_id, "/").await,
         None => Ok(invalid_invite()),
     }
+}
+
+fn strategy_label(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Sequential => "Sequential",
+        Strategy::RoundRobin => "Round robin across runs",
+        Strategy::Random => "Random",
+        Strategy::LeastRecentlyUsed => "Least recently used",
+    }
+}
+
+async fn create_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    let name = map
+        .get("name")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    let strategy = map.get("strategy").and_then(|s| Strategy::parse(s));
+    let (Some(strategy), false) = (strategy, name.is_empty() || name.chars().count() > 100) else {
+        let error = "A pool needs a name (at most 100 characters) and a strategy.".to_string();
+        return render_accounts(
+            &state,
+            &c,
+            &p,
+            Some(r.id),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            String::new(),
+            vec![error],
+            AccountsInput::default(),
+        )
+        .await;
+    };
+    let ids: Vec<i64> = state
+        .store()
+        .sip_accounts(r.id)
+        .await?
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    match state.store().create_pool(r.id, &name, strategy, &ids).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/projects/{}/accounts?registrar={}",
+            p.slug, r.id
+        ))),
+        Err(StoreError::Conflict(_)) => {
+            let error = format!("A pool named {name} already exists on this registrar.");
+            render_accounts(
+                &state,
+                &c,
+                &p,
+                Some(r.id),
+                StatusCode::CONFLICT,
+                String::new(),
+                vec![error],
+                AccountsInput::default(),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid, pid)): Path<(String, String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (_, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    if !state.store().delete_pool(r.id, parse_id(&pid)?).await? {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other(&format!(
+        "/projects/{}/accounts?registrar={}",
+        p.slug, r.id
+    )))
 }

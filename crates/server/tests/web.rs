@@ -628,6 +628,49 @@ async fn sip_accounts_page_adds_one_and_in_bulk() {
         page.body
             .contains("Asterisk <span class=\"count\">3</span>")
     );
+    // A pool from all accounts, then its deletion.
+    let r = post(
+        format!("/projects/demo/accounts/{}/pools", reg.id),
+        vec![("name", "load"), ("strategy", "round_robin")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let pools = s.store.account_pools(reg.id).await.unwrap();
+    assert_eq!(
+        (pools[0].name.as_str(), pools[0].account_ids.len()),
+        ("load", 3)
+    );
+    let page = http(
+        s.addr,
+        "GET",
+        &format!("/projects/demo/accounts?registrar={}", reg.id),
+        &[("Cookie", &o.cookie)],
+        "",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<td>load</td><td>Round robin across runs</td><td>3</td>"),
+        "{}",
+        page.body
+    );
+    let dup = post(
+        format!("/projects/demo/accounts/{}/pools", reg.id),
+        vec![("name", "load"), ("strategy", "random")],
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    let r = post(
+        format!(
+            "/projects/demo/accounts/{}/pools/{}/delete",
+            reg.id, pools[0].id
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(s.store.account_pools(reg.id).await.unwrap().is_empty());
+
     let id = s.store.sip_accounts(reg.id).await.unwrap()[0].id;
     let r = post(
         format!("/projects/demo/accounts/{}/{id}/delete", reg.id),
