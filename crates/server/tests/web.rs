@@ -17,6 +17,13 @@ async fn sign_in_cookies_csrf_and_logout() {
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
 
     let page = http(s.addr, "GET", "/login", &[], "").await;
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
     let login_cookie_header = page.set_cookies()[0].to_string();
     assert!(
         login_cookie_header.contains("HttpOnly") && login_cookie_header.contains("SameSite=Strict")
