@@ -130,6 +130,8 @@ struct NavLink {
 struct Layout {
     user_email: String,
     org_name: String,
+    /// The other organizations the user belongs to (for the switcher).
+    other_orgs: Vec<(i64, String)>,
     role: &'static str,
     csrf: String,
     projects: Vec<NavProject>,
@@ -163,13 +165,18 @@ struct Ctx {
     /// The organization role (members, projects).
     org_role: Role,
     projects: Vec<Project>,
+    other_orgs: Vec<(i64, String)>,
 }
+
+/// Cookie holding the organization the UI shows (a view preference, not a credential).
+const ORG_COOKIE: &str = "sipmeter_org";
 
 impl Ctx {
     fn layout(&self, project: Option<&Project>, section: &str) -> Layout {
         Layout {
             user_email: self.user.email.clone(),
             org_name: self.org.name.clone(),
+            other_orgs: self.other_orgs.clone(),
             role: self.role.label(),
             csrf: self.session.csrf_token.clone(),
             projects: self
@@ -226,14 +233,20 @@ impl Ctx {
 
 async fn ctx(state: &AppState, headers: &HeaderMap) -> Result<Ctx, WebError> {
     let (user, session) = session_user(state, headers).await?.ok_or(WebError::Login)?;
-    // The first organization the user joined is the one shown (switching comes with invitations).
-    let (org, role) = state
-        .store()
-        .memberships(user.id)
-        .await?
-        .into_iter()
-        .next()
+    // The organization chosen with the switcher, else the first one the user joined.
+    let memberships = state.store().memberships(user.id).await?;
+    let chosen: Option<i64> = auth::cookie(headers, ORG_COOKIE).and_then(|v| v.parse().ok());
+    let (org, role) = memberships
+        .iter()
+        .find(|(o, _)| Some(o.id) == chosen)
+        .or(memberships.first())
+        .cloned()
         .ok_or(WebError::NotFound)?;
+    let other_orgs = memberships
+        .iter()
+        .filter(|(o, _)| o.id != org.id)
+        .map(|(o, _)| (o.id, o.name.clone()))
+        .collect();
     let projects = state.store().accessible_projects(org.id, user.id).await?;
     Ok(Ctx {
         user,
@@ -242,6 +255,7 @@ async fn ctx(state: &AppState, headers: &HeaderMap) -> Result<Ctx, WebError> {
         role,
         org_role: role,
         projects,
+        other_orgs,
     })
 }
 
@@ -273,6 +287,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/orgs/{id}/switch", post(switch_org))
         .route("/setup", get(setup_page).post(setup))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
@@ -2057,4 +2072,31 @@ async fn delete_pool(
         "/projects/{}/accounts?registrar={}",
         p.slug, r.id
     )))
+}
+
+/// Shows another organization the user belongs to.
+async fn switch_org(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let c = ctx(&state, &headers).await?;
+    c.check_csrf(&map)?;
+    let id = parse_id(&id)?;
+    if id != c.org.id && !c.other_orgs.iter().any(|(o, _)| *o == id) {
+        return Err(WebError::NotFound);
+    }
+    let mut resp = see_other("/");
+    let cookie = auth::set_cookie(
+        ORG_COOKIE,
+        &id.to_string(),
+        auth::SESSION_TTL_MS / 1000,
+        "Lax",
+        state.secure_cookies(),
+    );
+    if let Ok(v) = cookie.parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
 }

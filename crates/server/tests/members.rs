@@ -175,6 +175,36 @@ async fn invitation_links_create_members_once() {
         Some(Role::Owner)
     );
 
+    // X now belongs to two organizations: the UI shows the first joined and switches.
+    let xs = sign_in(s.addr, "x@example.com", common::PASSWORD).await;
+    let page = http(s.addr, "GET", "/projects", &[("Cookie", &xs.cookie)], "").await;
+    assert!(page.body.contains("<div class=\"org\">Elsewhere</div>"));
+    assert!(page.body.contains("Switch to Acme Telecom"));
+    let r = http(
+        s.addr,
+        "POST",
+        &format!("/orgs/{}/switch", s.boot.org.id),
+        &[("Cookie", &xs.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &xs.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let org_cookie = cookie_pair(&r, "sipmeter_org").unwrap();
+    let both = format!("{}; {org_cookie}", xs.cookie);
+    let page = http(s.addr, "GET", "/projects", &[("Cookie", &both)], "").await;
+    assert!(page.body.contains("<div class=\"org\">Acme Telecom</div>"));
+    assert!(page.body.contains("data-project=\"demo\""));
+    // Switching to an organization one is not in is refused.
+    let r = http(
+        s.addr,
+        "POST",
+        "/orgs/999999/switch",
+        &[("Cookie", &xs.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &xs.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
     assert_eq!(
         http(s.addr, "GET", "/invite/not-a-token", &[], "")
             .await
