@@ -1272,6 +1272,21 @@ async fn create_invitation(
     Ok(envelope(StatusCode::CREATED, data, None))
 }
 
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((oid, iid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let (_, caller) = org_access(&state, &headers, oid).await?;
+    if caller < Role::Admin {
+        return Err(ApiError::forbidden(Role::Admin));
+    }
+    if !state.store().revoke_invitation(oid, iid).await? {
+        return Err(ApiError::not_found("open invitation"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "revoked": iid }), None))
+}
+
 async fn set_project_role(
     State(state): State<AppState>,
     headers: HeaderMap,

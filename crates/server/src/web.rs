@@ -334,6 +334,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/projects/{slug}/members/{uid}", post(update_member))
         .route("/projects/{slug}/members/{uid}/remove", post(remove_member))
         .route("/projects/{slug}/invitations", post(create_invitation))
+        .route(
+            "/projects/{slug}/invitations/{id}/revoke",
+            post(revoke_invitation),
+        )
         .route("/invite/{token}", get(invite_page).post(accept_invite))
         .route("/projects/{slug}/{section}", get(placeholder))
         .fallback(|| async { WebError::NotFound })
@@ -1590,7 +1594,7 @@ struct MembersPage {
     slug: String,
     members: Vec<MemberRow>,
     invite_roles: Vec<Choice>,
-    pending: Vec<String>,
+    pending: Vec<(i64, String)>,
     notice: String,
     error: String,
     invite_link: String,
@@ -1663,7 +1667,7 @@ async fn render_members(
             .await?
             .into_iter()
             .map(|i| {
-                format!(
+                let text = format!(
                     "{} as {}{} — expires {}",
                     i.email,
                     i.role.label(),
@@ -1673,7 +1677,8 @@ async fn render_members(
                         ""
                     },
                     certs::date(i.expires_at / 1000)
-                )
+                );
+                (i.id, text)
             })
             .collect()
     } else {
@@ -2099,4 +2104,25 @@ async fn switch_org(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(resp)
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, id)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    if c.org_role < Role::Admin {
+        return Err(WebError::Forbidden(Role::Admin));
+    }
+    if !state
+        .store()
+        .revoke_invitation(c.org.id, parse_id(&id)?)
+        .await?
+    {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other(&format!("/projects/{}/members", p.slug)))
 }

@@ -509,6 +509,33 @@ async fn members_page_for_admins_and_viewers() {
     )
     .await;
     assert!(!again.body.contains(link), "not shown again");
+    // Revoke it: the link stops working.
+    let inv = s
+        .store
+        .invitations(s.boot.org.id, store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(inv.len(), 1);
+    let r = http(
+        s.addr,
+        "POST",
+        &format!("/projects/demo/invitations/{}/revoke", inv[0].id),
+        &[("Cookie", &owner.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &owner.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let path = link.split_once(&s.addr.to_string()).unwrap().1;
+    assert_eq!(http(s.addr, "GET", path, &[], "").await.status, 404);
+    let v = api(
+        s.addr,
+        "DELETE",
+        &format!("/api/v1/orgs/{}/invitations/{}", s.boot.org.id, inv[0].id),
+        &Auth::Cookie(&owner.cookie),
+        None,
+    )
+    .await;
+    assert_eq!(v.status, 404, "already revoked");
 
     // The last Owner cannot be demoted from the page either.
     let r = http(
