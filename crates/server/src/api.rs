@@ -478,6 +478,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/orgs/{oid}/invitations",
             get(list_invitations).post(create_invitation),
         )
+        .route("/orgs/{oid}/invitations/{iid}", delete(revoke_invitation))
         .route(
             "/projects/{id}/members/{uid}",
             axum::routing::put(set_project_role),

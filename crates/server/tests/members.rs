@@ -536,6 +536,23 @@ async fn members_page_for_admins_and_viewers() {
     )
     .await;
     assert_eq!(v.status, 404, "already revoked");
+    let fresh = invite(&s, &owner.cookie, json!({ "email": "later@example.com" })).await;
+    let fresh_id = fresh.json()["data"]["id"].as_i64().unwrap();
+    let fresh_path = fresh.json()["data"]["path"].as_str().unwrap().to_string();
+    let revoke = format!("/api/v1/orgs/{}/invitations/{fresh_id}", s.boot.org.id);
+    let v = api(
+        s.addr,
+        "DELETE",
+        &revoke,
+        &Auth::Cookie(&owner.cookie),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (v.status, v.json()["data"]["revoked"].clone()),
+        (200, json!(fresh_id))
+    );
+    assert_eq!(http(s.addr, "GET", &fresh_path, &[], "").await.status, 404);
 
     // The last Owner cannot be demoted from the page either.
     let r = http(
