@@ -687,3 +687,50 @@ async fn sip_accounts_page_adds_one_and_in_bulk() {
     assert_eq!(r.status, 303);
     assert_eq!(s.store.count_sip_accounts(reg.id).await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn a_certificate_expiring_soon_is_saved_with_a_warning_on_its_page() {
+    let s = TestServer::start("warn").await;
+    let o = sign_in(s.addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    // A client certificate expiring in ~10 days, with its key.
+    let soon = server::certs::date(store::now_ms() / 1000 + 10 * 86_400);
+    let (y, m, d) = (
+        soon[..4].parse().unwrap(),
+        soon[5..7].parse().unwrap(),
+        soon[8..].parse().unwrap(),
+    );
+    let mut params = rcgen::CertificateParams::new(vec!["client.example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let r = http(
+        s.addr,
+        "POST",
+        "/projects/demo/registrars",
+        &[("Cookie", &o.cookie), ("Content-Type", FORM)],
+        &form(&[
+            ("csrf", &o.csrf),
+            ("name", "mTLS"),
+            ("domain", "pbx.example.com"),
+            ("transport", "TLS"),
+            ("tlsVerify", "skip"),
+            ("tlsCertPem", &cert.pem()),
+            ("tlsKeyPem", &key.serialize_pem()),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let loc = r.header("location").unwrap().to_string();
+    assert!(loc.ends_with("?saved=1&warn=1"), "{loc}");
+    let page = http(s.addr, "GET", &loc, &[("Cookie", &o.cookie)], "").await;
+    assert!(
+        page.body
+            .contains(&format!("The client certificate expires on {soon} (in ")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("1 certificate(s), valid until"));
+    assert!(page.body.contains("with its key"));
+    assert!(!page.body.contains("PRIVATE KEY"), "the key is never shown");
+}
