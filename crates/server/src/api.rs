@@ -478,6 +478,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
             "/orgs/{oid}/invitations",
             get(list_invitations).post(create_invitation),
         )
+        .route("/orgs/{oid}/invitations/{iid}", delete(revoke_invitation))
         .route(
             "/projects/{id}/members/{uid}",
             axum::routing::put(set_project_role),
@@ -1270,6 +1271,21 @@ async fn create_invitation(
     let mut data = json!(inv);
     data["path"] = json!(format!("/invite/{token}"));
     Ok(envelope(StatusCode::CREATED, data, None))
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((oid, iid)): Path<(i64, i64)>,
+) -> ApiResult {
+    let (_, caller) = org_access(&state, &headers, oid).await?;
+    if caller < Role::Admin {
+        return Err(ApiError::forbidden(Role::Admin));
+    }
+    if !state.store().revoke_invitation(oid, iid).await? {
+        return Err(ApiError::not_found("open invitation"));
+    }
+    Ok(envelope(StatusCode::OK, json!({ "revoked": iid }), None))
 }
 
 async fn set_project_role(

@@ -178,6 +178,11 @@ pub fn document() -> Value {
                     "parameters": [id_param("oid", "organization id")], "requestBody": body("InvitationInput"),
                     "responses": merge(json!({ "201": ok("created", r("Invitation")) }), errors(&["401", "403", "404", "415", "422"])) }
             },
+            "/orgs/{oid}/invitations/{iid}": {
+                "delete": { "operationId": "revokeInvitation", "summary": "Revoke an open invitation (Admin+)",
+                    "parameters": [id_param("oid", "organization id"), id_param("iid", "invitation id")],
+                    "responses": merge(json!({ "200": ok("revoked", json!({ "type": "object" })) }), errors(&["401", "403", "404"])) }
+            },
             "/projects/{id}/members/{uid}": {
                 "put": { "operationId": "setProjectRole", "summary": "Set ({\"role\": \"editor\"}) or clear ({\"role\": null}) a member's role override in this project (organization Admin+)",
                     "parameters": [project.clone(), id_param("uid", "user id")], "requestBody": body("ProjectRoleInput"),
@@ -330,6 +335,7 @@ mod tests {
             "DELETE /orgs/{oid}/members/{uid}",
             "GET /orgs/{oid}/invitations",
             "POST /orgs/{oid}/invitations",
+            "DELETE /orgs/{oid}/invitations/{iid}",
             "PUT /projects/{id}/members/{uid}",
             "GET /projects/{id}/api-keys",
             "POST /projects/{id}/api-keys",

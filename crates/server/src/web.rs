@@ -18,6 +18,8 @@ use store::{
     Transport, User,
 };
 
+use store::rotation::Strategy;
+
 use crate::accounts::{AccountRow, check_row, parse_csv};
 use crate::api::{
     Access, accounts_registrar, keep_stored_key, mint_key, save_accounts, seal_tls_key,
@@ -128,6 +130,8 @@ struct NavLink {
 struct Layout {
     user_email: String,
     org_name: String,
+    /// The other organizations the user belongs to (for the switcher).
+    other_orgs: Vec<(i64, String)>,
     role: &'static str,
     csrf: String,
     projects: Vec<NavProject>,
@@ -161,13 +165,18 @@ struct Ctx {
     /// The organization role (members, projects).
     org_role: Role,
     projects: Vec<Project>,
+    other_orgs: Vec<(i64, String)>,
 }
+
+/// Cookie holding the organization the UI shows (a view preference, not a credential).
+const ORG_COOKIE: &str = "sipmeter_org";
 
 impl Ctx {
     fn layout(&self, project: Option<&Project>, section: &str) -> Layout {
         Layout {
             user_email: self.user.email.clone(),
             org_name: self.org.name.clone(),
+            other_orgs: self.other_orgs.clone(),
             role: self.role.label(),
             csrf: self.session.csrf_token.clone(),
             projects: self
@@ -224,14 +233,20 @@ impl Ctx {
 
 async fn ctx(state: &AppState, headers: &HeaderMap) -> Result<Ctx, WebError> {
     let (user, session) = session_user(state, headers).await?.ok_or(WebError::Login)?;
-    // The first organization the user joined is the one shown (switching comes with invitations).
-    let (org, role) = state
-        .store()
-        .memberships(user.id)
-        .await?
-        .into_iter()
-        .next()
+    // The organization chosen with the switcher, else the first one the user joined.
+    let memberships = state.store().memberships(user.id).await?;
+    let chosen: Option<i64> = auth::cookie(headers, ORG_COOKIE).and_then(|v| v.parse().ok());
+    let (org, role) = memberships
+        .iter()
+        .find(|(o, _)| Some(o.id) == chosen)
+        .or(memberships.first())
+        .cloned()
         .ok_or(WebError::NotFound)?;
+    let other_orgs = memberships
+        .iter()
+        .filter(|(o, _)| o.id != org.id)
+        .map(|(o, _)| (o.id, o.name.clone()))
+        .collect();
     let projects = state.store().accessible_projects(org.id, user.id).await?;
     Ok(Ctx {
         user,
@@ -240,6 +255,7 @@ async fn ctx(state: &AppState, headers: &HeaderMap) -> Result<Ctx, WebError> {
         role,
         org_role: role,
         projects,
+        other_orgs,
     })
 }
 
@@ -271,6 +287,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/orgs/{id}/switch", post(switch_org))
         .route("/setup", get(setup_page).post(setup))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
@@ -304,6 +321,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/projects/{slug}/accounts", get(accounts_page))
         .route("/projects/{slug}/accounts/{rid}", post(add_account))
         .route("/projects/{slug}/accounts/{rid}/bulk", post(bulk_accounts))
+        .route("/projects/{slug}/accounts/{rid}/pools", post(create_pool))
+        .route(
+            "/projects/{slug}/accounts/{rid}/pools/{pid}/delete",
+            post(delete_pool),
+        )
         .route(
             "/projects/{slug}/accounts/{rid}/{aid}/delete",
             post(delete_account),
@@ -312,6 +334,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/projects/{slug}/members/{uid}", post(update_member))
         .route("/projects/{slug}/members/{uid}/remove", post(remove_member))
         .route("/projects/{slug}/invitations", post(create_invitation))
+        .route(
+            "/projects/{slug}/invitations/{id}/revoke",
+            post(revoke_invitation),
+        )
         .route("/invite/{token}", get(invite_page).post(accept_invite))
         .route("/projects/{slug}/{section}", get(placeholder))
         .fallback(|| async { WebError::NotFound })
@@ -1259,6 +1285,13 @@ struct AccountLine {
     extension: String,
 }
 
+struct PoolLine {
+    id: i64,
+    name: String,
+    strategy: &'static str,
+    size: usize,
+}
+
 #[derive(Template)]
 #[template(path = "accounts.html")]
 struct AccountsPage {
@@ -1267,6 +1300,8 @@ struct AccountsPage {
     registrars: Vec<RegistrarTab>,
     selected: i64,
     accounts: Vec<AccountLine>,
+    pools: Vec<PoolLine>,
+    strategies: Vec<Choice>,
     notice: String,
     errors: Vec<String>,
     form_username: String,
@@ -1331,6 +1366,30 @@ async fn render_accounts(
     } else {
         Vec::new()
     };
+    let pools = if selected > 0 {
+        state
+            .store()
+            .account_pools(selected)
+            .await?
+            .into_iter()
+            .map(|p| PoolLine {
+                id: p.id,
+                name: p.name,
+                strategy: strategy_label(p.strategy),
+                size: p.account_ids.len(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let strategies = Strategy::ALL
+        .into_iter()
+        .map(|s| Choice {
+            value: s.as_str(),
+            label: strategy_label(s),
+            selected: false,
+        })
+        .collect();
     Ok(render(
         status,
         &AccountsPage {
@@ -1339,6 +1398,8 @@ async fn render_accounts(
             registrars,
             selected,
             accounts,
+            pools,
+            strategies,
             notice,
             errors,
             form_username: input.username,
@@ -1533,7 +1594,7 @@ struct MembersPage {
     slug: String,
     members: Vec<MemberRow>,
     invite_roles: Vec<Choice>,
-    pending: Vec<String>,
+    pending: Vec<(i64, String)>,
     notice: String,
     error: String,
     invite_link: String,
@@ -1606,7 +1667,7 @@ async fn render_members(
             .await?
             .into_iter()
             .map(|i| {
-                format!(
+                let text = format!(
                     "{} as {}{} — expires {}",
                     i.email,
                     i.role.label(),
@@ -1616,7 +1677,8 @@ async fn render_members(
                         ""
                     },
                     certs::date(i.expires_at / 1000)
-                )
+                );
+                (i.id, text)
             })
             .collect()
     } else {
@@ -1934,4 +1996,133 @@ async fn accept_invite(
         Some(user_id) => start_session(&state, user_id, "/").await,
         None => Ok(invalid_invite()),
     }
+}
+
+fn strategy_label(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Sequential => "Sequential",
+        Strategy::RoundRobin => "Round robin across runs",
+        Strategy::Random => "Random",
+        Strategy::LeastRecentlyUsed => "Least recently used",
+    }
+}
+
+async fn create_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    let name = map
+        .get("name")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    let strategy = map.get("strategy").and_then(|s| Strategy::parse(s));
+    let (Some(strategy), false) = (strategy, name.is_empty() || name.chars().count() > 100) else {
+        let error = "A pool needs a name (at most 100 characters) and a strategy.".to_string();
+        return render_accounts(
+            &state,
+            &c,
+            &p,
+            Some(r.id),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            String::new(),
+            vec![error],
+            AccountsInput::default(),
+        )
+        .await;
+    };
+    let ids: Vec<i64> = state
+        .store()
+        .sip_accounts(r.id)
+        .await?
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    match state.store().create_pool(r.id, &name, strategy, &ids).await {
+        Ok(_) => Ok(see_other(&format!(
+            "/projects/{}/accounts?registrar={}",
+            p.slug, r.id
+        ))),
+        Err(StoreError::Conflict(_)) => {
+            let error = format!("A pool named {name} already exists on this registrar.");
+            render_accounts(
+                &state,
+                &c,
+                &p,
+                Some(r.id),
+                StatusCode::CONFLICT,
+                String::new(),
+                vec![error],
+                AccountsInput::default(),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_pool(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, rid, pid)): Path<(String, String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (_, p, r) = accounts_target(&state, &headers, &slug, &rid, &map).await?;
+    if !state.store().delete_pool(r.id, parse_id(&pid)?).await? {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other(&format!(
+        "/projects/{}/accounts?registrar={}",
+        p.slug, r.id
+    )))
+}
+
+/// Shows another organization the user belongs to.
+async fn switch_org(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let c = ctx(&state, &headers).await?;
+    c.check_csrf(&map)?;
+    let id = parse_id(&id)?;
+    if id != c.org.id && !c.other_orgs.iter().any(|(o, _)| *o == id) {
+        return Err(WebError::NotFound);
+    }
+    let mut resp = see_other("/");
+    let cookie = auth::set_cookie(
+        ORG_COOKIE,
+        &id.to_string(),
+        auth::SESSION_TTL_MS / 1000,
+        "Lax",
+        state.secure_cookies(),
+    );
+    if let Ok(v) = cookie.parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, id)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    if c.org_role < Role::Admin {
+        return Err(WebError::Forbidden(Role::Admin));
+    }
+    if !state
+        .store()
+        .revoke_invitation(c.org.id, parse_id(&id)?)
+        .await?
+    {
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other(&format!("/projects/{}/members", p.slug)))
 }

@@ -175,6 +175,36 @@ async fn invitation_links_create_members_once() {
         Some(Role::Owner)
     );
 
+    // X now belongs to two organizations: the UI shows the first joined and switches.
+    let xs = sign_in(s.addr, "x@example.com", common::PASSWORD).await;
+    let page = http(s.addr, "GET", "/projects", &[("Cookie", &xs.cookie)], "").await;
+    assert!(page.body.contains("<div class=\"org\">Elsewhere</div>"));
+    assert!(page.body.contains("Switch to Acme Telecom"));
+    let r = http(
+        s.addr,
+        "POST",
+        &format!("/orgs/{}/switch", s.boot.org.id),
+        &[("Cookie", &xs.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &xs.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let org_cookie = cookie_pair(&r, "sipmeter_org").unwrap();
+    let both = format!("{}; {org_cookie}", xs.cookie);
+    let page = http(s.addr, "GET", "/projects", &[("Cookie", &both)], "").await;
+    assert!(page.body.contains("<div class=\"org\">Acme Telecom</div>"));
+    assert!(page.body.contains("data-project=\"demo\""));
+    // Switching to an organization one is not in is refused.
+    let r = http(
+        s.addr,
+        "POST",
+        "/orgs/999999/switch",
+        &[("Cookie", &xs.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &xs.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+
     assert_eq!(
         http(s.addr, "GET", "/invite/not-a-token", &[], "")
             .await
@@ -479,6 +509,50 @@ async fn members_page_for_admins_and_viewers() {
     )
     .await;
     assert!(!again.body.contains(link), "not shown again");
+    // Revoke it: the link stops working.
+    let inv = s
+        .store
+        .invitations(s.boot.org.id, store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(inv.len(), 1);
+    let r = http(
+        s.addr,
+        "POST",
+        &format!("/projects/demo/invitations/{}/revoke", inv[0].id),
+        &[("Cookie", &owner.cookie), ("Content-Type", FORM)],
+        &form(&[("csrf", &owner.csrf)]),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let path = link.split_once(&s.addr.to_string()).unwrap().1;
+    assert_eq!(http(s.addr, "GET", path, &[], "").await.status, 404);
+    let v = api(
+        s.addr,
+        "DELETE",
+        &format!("/api/v1/orgs/{}/invitations/{}", s.boot.org.id, inv[0].id),
+        &Auth::Cookie(&owner.cookie),
+        None,
+    )
+    .await;
+    assert_eq!(v.status, 404, "already revoked");
+    let fresh = invite(&s, &owner.cookie, json!({ "email": "later@example.com" })).await;
+    let fresh_id = fresh.json()["data"]["id"].as_i64().unwrap();
+    let fresh_path = fresh.json()["data"]["path"].as_str().unwrap().to_string();
+    let revoke = format!("/api/v1/orgs/{}/invitations/{fresh_id}", s.boot.org.id);
+    let v = api(
+        s.addr,
+        "DELETE",
+        &revoke,
+        &Auth::Cookie(&owner.cookie),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (v.status, v.json()["data"]["revoked"].clone()),
+        (200, json!(fresh_id))
+    );
+    assert_eq!(http(s.addr, "GET", &fresh_path, &[], "").await.status, 404);
 
     // The last Owner cannot be demoted from the page either.
     let r = http(

@@ -17,6 +17,13 @@ async fn sign_in_cookies_csrf_and_logout() {
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
 
     let page = http(s.addr, "GET", "/login", &[], "").await;
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("referrer-policy"), Some("same-origin"));
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .starts_with("default-src 'self'")
+    );
     let login_cookie_header = page.set_cookies()[0].to_string();
     assert!(
         login_cookie_header.contains("HttpOnly") && login_cookie_header.contains("SameSite=Strict")
@@ -628,6 +635,49 @@ async fn sip_accounts_page_adds_one_and_in_bulk() {
         page.body
             .contains("Asterisk <span class=\"count\">3</span>")
     );
+    // A pool from all accounts, then its deletion.
+    let r = post(
+        format!("/projects/demo/accounts/{}/pools", reg.id),
+        vec![("name", "load"), ("strategy", "round_robin")],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let pools = s.store.account_pools(reg.id).await.unwrap();
+    assert_eq!(
+        (pools[0].name.as_str(), pools[0].account_ids.len()),
+        ("load", 3)
+    );
+    let page = http(
+        s.addr,
+        "GET",
+        &format!("/projects/demo/accounts?registrar={}", reg.id),
+        &[("Cookie", &o.cookie)],
+        "",
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<td>load</td><td>Round robin across runs</td><td>3</td>"),
+        "{}",
+        page.body
+    );
+    let dup = post(
+        format!("/projects/demo/accounts/{}/pools", reg.id),
+        vec![("name", "load"), ("strategy", "random")],
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    let r = post(
+        format!(
+            "/projects/demo/accounts/{}/pools/{}/delete",
+            reg.id, pools[0].id
+        ),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert!(s.store.account_pools(reg.id).await.unwrap().is_empty());
+
     let id = s.store.sip_accounts(reg.id).await.unwrap()[0].id;
     let r = post(
         format!("/projects/demo/accounts/{}/{id}/delete", reg.id),
@@ -636,4 +686,51 @@ async fn sip_accounts_page_adds_one_and_in_bulk() {
     .await;
     assert_eq!(r.status, 303);
     assert_eq!(s.store.count_sip_accounts(reg.id).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_soon_is_saved_with_a_warning_on_its_page() {
+    let s = TestServer::start("warn").await;
+    let o = sign_in(s.addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    // A client certificate expiring in ~10 days, with its key.
+    let soon = server::certs::date(store::now_ms() / 1000 + 10 * 86_400);
+    let (y, m, d) = (
+        soon[..4].parse().unwrap(),
+        soon[5..7].parse().unwrap(),
+        soon[8..].parse().unwrap(),
+    );
+    let mut params = rcgen::CertificateParams::new(vec!["client.example.com".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let r = http(
+        s.addr,
+        "POST",
+        "/projects/demo/registrars",
+        &[("Cookie", &o.cookie), ("Content-Type", FORM)],
+        &form(&[
+            ("csrf", &o.csrf),
+            ("name", "mTLS"),
+            ("domain", "pbx.example.com"),
+            ("transport", "TLS"),
+            ("tlsVerify", "skip"),
+            ("tlsCertPem", &cert.pem()),
+            ("tlsKeyPem", &key.serialize_pem()),
+        ]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let loc = r.header("location").unwrap().to_string();
+    assert!(loc.ends_with("?saved=1&warn=1"), "{loc}");
+    let page = http(s.addr, "GET", &loc, &[("Cookie", &o.cookie)], "").await;
+    assert!(
+        page.body
+            .contains(&format!("The client certificate expires on {soon} (in ")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("1 certificate(s), valid until"));
+    assert!(page.body.contains("with its key"));
+    assert!(!page.body.contains("PRIVATE KEY"), "the key is never shown");
 }

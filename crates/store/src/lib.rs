@@ -690,6 +690,18 @@ impl Store {
         rows.iter().map(invitation_from_row).collect()
     }
 
+    /// Revokes an open invitation; false when there is no such open invitation.
+    pub async fn revoke_invitation(&self, org_id: i64, id: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "DELETE FROM invitations WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL",
+        )
+        .bind(org_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
     /// Accepts an invitation once: the user (existing, or created here from `new_user` =
     /// (name, password hash) with the invitation's email) joins the organization with its
     /// role and scope. Returns the user id, or None when the invitation was already used.

@@ -465,6 +465,37 @@ async fn suite(store: &Store) {
         store.member_role(boot.org.id, viewer.id).await.unwrap(),
         Some(Role::Editor)
     );
+    let inv3 = store
+        .create_invitation(
+            boot.org.id,
+            "z@example.com",
+            Role::Viewer,
+            None,
+            "inv3",
+            boot.user.id,
+            far,
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .revoke_invitation(other_org.id, inv3.id)
+            .await
+            .unwrap(),
+        "other organization"
+    );
+    assert!(store.revoke_invitation(boot.org.id, inv3.id).await.unwrap());
+    assert!(
+        store
+            .open_invitation("inv3", store::now_ms())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store.revoke_invitation(boot.org.id, inv2.id).await.unwrap(),
+        "accepted ones stay"
+    );
 
     // SIP accounts: batches are all-or-nothing, usernames unique per registrar, deleted with
     // their registrar.
