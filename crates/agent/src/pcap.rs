@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::engine::EndpointReport;
@@ -565,6 +565,7 @@ pub fn write_run_pcaps(dir: &Path, reports: &[EndpointReport]) -> Result<RunPcap
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::net::Ipv6Addr;
     use std::time::{Duration, UNIX_EPOCH};
 
     /// One record of a pcap file, decoded by the test's own reader.

@@ -176,3 +176,94 @@ fn pcap_dir_that_cannot_be_created_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `sipmeter registrar` on a free port; killed when dropped.
+struct Registrar {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Registrar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registrar() -> Registrar {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "registrar",
+            "--listen",
+            "127.0.0.1:0",
+            "--domain",
+            "lab.test",
+        ])
+        .args(["--account", "1001:right"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipmeter registrar starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .split("udp:127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok());
+    let port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
+    Registrar { child, port }
+}
+
+#[test]
+fn check_pcap_decodes_in_tshark_as_the_trace() {
+    if !testpeers::available("tshark", "tshark") {
+        return;
+    }
+    let reg = start_registrar();
+    let pcap = tmp("check.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "check",
+            "--domain",
+            "127.0.0.1",
+            "--port",
+            &reg.port.to_string(),
+        ])
+        .args([
+            "--transport",
+            "udp",
+            "--user",
+            "1001",
+            "--password",
+            "right",
+        ])
+        .args(["--json", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .expect("sipmeter check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let expected: Vec<Sip> = v["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["direction"] != "note")
+        .map(|e| sip_of(e["text"].as_str().unwrap()))
+        .collect();
+    let decoded = tshark(&pcap);
+    assert_eq!(decoded, expected);
+    // REGISTER, 401, REGISTER with credentials, 200 — then the un-REGISTER and its 200.
+    let firsts: Vec<(&str, &str)> = decoded
+        .iter()
+        .map(|(m, s, _)| (m.as_str(), s.as_str()))
+        .take(4)
+        .collect();
+    assert_eq!(
+        firsts,
+        [("REGISTER", ""), ("", "401"), ("REGISTER", ""), ("", "200")]
+    );
+}
