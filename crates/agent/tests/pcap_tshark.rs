@@ -36,7 +36,16 @@ fn tshark(file: &Path) -> Vec<String> {
             "-e",
             "sip.Call-ID",
         ])
-        .args(["-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport"])
+        .args([
+            "-e",
+            "ip.src",
+            "-e",
+            "ipv6.src",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "udp.srcport",
+        ])
         .output()
         .expect("tshark runs");
     assert!(
@@ -60,6 +69,8 @@ fn tshark_expert_warnings(file: &Path) -> String {
             "ip.check_checksum:TRUE",
             "-o",
             "tcp.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
         ])
         .args(["-q", "-z", "expert,warn"])
         .output()
@@ -67,11 +78,17 @@ fn tshark_expert_warnings(file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn entry(dir: Direction, local: &str, remote: &str, text: &str, ms: u64) -> TraceEntry {
+fn entry(
+    kind: FlowKind,
+    dir: Direction,
+    (local, remote): (&str, &str),
+    text: &str,
+    ms: u64,
+) -> TraceEntry {
     let at = Duration::from_millis(ms);
     TraceEntry::new(
         dir,
-        FlowKind::Tcp,
+        kind,
         local.parse().unwrap(),
         remote.parse().unwrap(),
         Bytes::from(text.to_owned()),
@@ -82,87 +99,92 @@ fn entry(dir: Direction, local: &str, remote: &str, text: &str, ms: u64) -> Trac
 }
 
 #[test]
-fn tcp_over_ipv4_and_ipv6_decodes_in_tshark_with_a_clean_stream() {
+fn tcp_and_udp_over_ipv4_and_ipv6_decode_in_tshark_with_clean_streams() {
     if !testpeers::available("tshark", "tshark") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("sipmeter-pcap-agent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    // A large body makes one message longer than a segment: Wireshark must reassemble it.
+    // Over TCP a large body makes one message longer than a segment: Wireshark must
+    // reassemble it. Over UDP the message stays within one datagram.
     let big = "v=0\r\n".repeat(14_000);
-    for (local, remote, src_field) in [
-        ("192.0.2.1:40000", "192.0.2.2:5060", "192.0.2.1//40000"),
-        (
-            "[2001:db8::1]:40000",
-            "[2001:db8::2]:5060",
-            "/2001:db8::1/40000",
-        ),
+    let v4 = ("192.0.2.1:40000", "192.0.2.2:5060");
+    let v6 = ("[2001:db8::1]:40000", "[2001:db8::2]:5060");
+    for (kind, addrs) in [
+        (FlowKind::Tcp, v4),
+        (FlowKind::Tcp, v6),
+        (FlowKind::Udp, v4),
+        (FlowKind::Udp, v6),
     ] {
+        let body = if kind == FlowKind::Tcp {
+            &big[..]
+        } else {
+            &big[..5_000]
+        };
+        let e = |d, text: &str, ms| entry(kind, d, addrs, text, ms);
         let trace = vec![
-            entry(
+            e(
                 Direction::Sent,
-                local,
-                remote,
                 &message("REGISTER", "c1", "1 REGISTER", ""),
                 0,
             ),
-            entry(
+            e(
                 Direction::Received,
-                local,
-                remote,
                 &message("401", "c1", "1 REGISTER", ""),
                 2,
             ),
             TraceEntry::note("a note".into(), Duration::from_millis(3)),
-            entry(
+            e(
                 Direction::Sent,
-                local,
-                remote,
                 &message("REGISTER", "c1", "2 REGISTER", ""),
                 4,
             ),
-            entry(
+            e(
                 Direction::Received,
-                local,
-                remote,
                 &message("200", "c1", "2 REGISTER", ""),
                 6,
             ),
-            entry(
+            e(
                 Direction::Sent,
-                local,
-                remote,
-                &message("MESSAGE", "c2", "1 MESSAGE", &big),
+                &message("MESSAGE", "c2", "1 MESSAGE", body),
                 8,
             ),
-            entry(
+            e(
                 Direction::Received,
-                local,
-                remote,
                 &message("200", "c2", "1 MESSAGE", ""),
                 9,
             ),
         ];
-        let file = dir.join("tcp.pcap");
+        let file = dir.join("trace.pcap");
         write_trace_file(&file, &trace).unwrap();
-        let got = tshark(&file);
-        let peer = if src_field.starts_with('/') {
-            "/2001:db8::2/5060"
-        } else {
-            "192.0.2.2//5060"
+        // tshark prints the IPv4 source in the ip.src column, IPv6 in ipv6.src; the port in
+        // tcp.srcport or udp.srcport.
+        let col = |addr: &str| {
+            let a: std::net::SocketAddr = addr.parse().unwrap();
+            let ip = if a.is_ipv4() {
+                format!("{}/", a.ip())
+            } else {
+                format!("/{}", a.ip())
+            };
+            if kind == FlowKind::Tcp {
+                format!("{ip}/{}/", a.port())
+            } else {
+                format!("{ip}//{}", a.port())
+            }
         };
+        let (us, peer) = (col(addrs.0), col(addrs.1));
         let want = [
-            format!("REGISTER//c1/{src_field}"),
+            format!("REGISTER//c1/{us}"),
             format!("/401/c1/{peer}"),
-            format!("REGISTER//c1/{src_field}"),
+            format!("REGISTER//c1/{us}"),
             format!("/200/c1/{peer}"),
-            format!("MESSAGE//c2/{src_field}"),
+            format!("MESSAGE//c2/{us}"),
             format!("/200/c2/{peer}"),
         ];
-        assert_eq!(got, want, "{local}");
-        // Consistent sequence numbers: no "previous segment not captured", no bad checksums.
+        assert_eq!(tshark(&file), want, "{kind:?} {addrs:?}");
+        // Consistent sequence numbers (no "previous segment not captured"), good checksums.
         let warn = tshark_expert_warnings(&file);
-        assert!(!warn.contains("Warning"), "{local}: {warn}");
-        assert!(!warn.contains("Error"), "{local}: {warn}");
+        assert!(!warn.contains("Warning"), "{kind:?} {addrs:?}: {warn}");
+        assert!(!warn.contains("Error"), "{kind:?} {addrs:?}: {warn}");
     }
 }

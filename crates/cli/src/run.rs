@@ -148,12 +148,19 @@ fn execute_file(
     }
     if let Some(dir) = &out.pcap {
         match agent::pcap::write_run_pcaps(dir, &reports) {
-            Ok(p) => println!(
-                "pcap             {} endpoint file(s) and {} ({} packets)",
-                p.endpoint_files.len(),
-                p.all.display(),
-                p.packets
-            ),
+            Ok(p) => {
+                println!(
+                    "pcap             {} endpoint file(s) and {} ({} packets)",
+                    p.endpoint_files.len(),
+                    p.all.display(),
+                    p.packets
+                );
+                if p.endpoint_files.is_empty() && !out.all_traces {
+                    println!(
+                        "                 (traces are kept for failed endpoints only: add --all-traces)"
+                    );
+                }
+            }
             Err(e) => {
                 eprintln!("sipmeter: {e}");
                 return ExitCode::from(2);

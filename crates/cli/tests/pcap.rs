@@ -267,3 +267,34 @@ fn check_pcap_decodes_in_tshark_as_the_trace() {
         [("REGISTER", ""), ("", "401"), ("REGISTER", ""), ("", "200")]
     );
 }
+
+#[test]
+fn without_all_traces_only_failed_endpoints_get_a_pcap() {
+    let file = tmp("mixed.toml");
+    // One endpoint that registers and succeeds, two whose calls fail with 404.
+    std::fs::write(
+        &file,
+        "name = \"mixed\"\nduration = \"100ms\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"ok\"\nendpoints = 1\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"bad\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
+    )
+    .unwrap();
+    let dir = tmp("mixed-pcaps");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(["run", "--quiet", "--pcap"])
+        .arg(&dir)
+        .arg(&file)
+        .output()
+        .expect("sipmeter runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("pcap             2 endpoint file(s) and "),
+        "{stdout}"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    // Endpoint 0 ("ok1") succeeded: no file; 1 and 2 failed: one each, named <id>-<user>.
+    assert_eq!(names, ["1-bad1.pcap", "2-bad2.pcap", "all.pcap"]);
+}
