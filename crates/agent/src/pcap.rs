@@ -447,7 +447,7 @@ pub fn entry_timestamps(entries: &[TraceEntry]) -> Vec<Option<u64>> {
             } else {
                 lo
             };
-            Some(ts.clamp(lo, lo + 999))
+            Some(ts.clamp(lo, lo.saturating_add(999)))
         })
         .collect()
 }

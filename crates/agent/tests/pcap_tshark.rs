@@ -109,7 +109,8 @@ fn tcp_and_udp_over_ipv4_and_ipv6_decode_in_tshark_with_clean_streams() {
     // reassemble it. Over UDP the message stays within one datagram.
     let big = "v=0\r\n".repeat(14_000);
     let v4 = ("192.0.2.1:40000", "192.0.2.2:5060");
-    let v6 = ("[2001:db8::1]:40000", "[2001:db8::2]:5060");
+    // Not 5060: Wireshark must recognise SIP by its heuristics.
+    let v6 = ("[2001:db8::1]:40000", "[2001:db8::2]:5999");
     for (kind, addrs) in [
         (FlowKind::Tcp, v4),
         (FlowKind::Tcp, v6),
