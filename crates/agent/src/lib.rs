@@ -6,6 +6,7 @@ pub mod check;
 pub mod engine;
 pub mod flow;
 pub mod hints;
+pub mod pcap;
 pub mod runner;
 pub mod testfile;
 pub mod trace;

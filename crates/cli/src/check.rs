@@ -42,6 +42,9 @@ pub struct CheckArgs {
     /// Print the full SIP trace.
     #[arg(long)]
     trace: bool,
+    /// Write the SIP messages of the check to FILE as a pcap (Wireshark, tshark).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -107,6 +110,12 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         );
     } else {
         print_report(&report, args.trace);
+    }
+    if let Some(path) = &args.pcap
+        && let Err(e) = agent::pcap::write_trace_file(path, &report.trace)
+    {
+        eprintln!("sipmeter: {e}");
+        return ExitCode::from(2);
     }
     if report.registered {
         ExitCode::SUCCESS

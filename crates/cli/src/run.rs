@@ -39,6 +39,10 @@ pub struct OutputArgs {
     /// Write a JUnit XML file (one test case per endpoint) for CI.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write the SIP messages of each endpoint whose trace is kept (failed ones, or all with
+    /// --all-traces) as DIR/<id>-<user>.pcap, and all of them merged as DIR/all.pcap.
+    #[arg(long, value_name = "DIR")]
+    pcap: Option<PathBuf>,
     /// Keep the SIP trace of every endpoint in the report, not only of failed ones.
     #[arg(long)]
     all_traces: bool,
@@ -141,6 +145,27 @@ fn execute_file(
     {
         eprintln!("sipmeter: cannot write {}: {e}", path.display());
         return ExitCode::from(2);
+    }
+    if let Some(dir) = &out.pcap {
+        match agent::pcap::write_run_pcaps(dir, &reports) {
+            Ok(p) => {
+                println!(
+                    "pcap             {} endpoint file(s) and {} ({} packets)",
+                    p.endpoint_files.len(),
+                    p.all.display(),
+                    p.packets
+                );
+                if p.endpoint_files.is_empty() && !out.all_traces {
+                    println!(
+                        "                 (traces are kept for failed endpoints only: add --all-traces)"
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("sipmeter: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if let Some(path) = &out.junit
         && let Err(e) = std::fs::write(path, junit(&summary, &reports))
