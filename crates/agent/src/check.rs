@@ -12,6 +12,10 @@ use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{UaConfig, UaEvent, UserAgent};
 
+use sip_net::dns::{Discovery, Dns};
+use sip_proto::rfc3263::{Destination, Failure, Target};
+use sip_proto::target::Transport;
+
 use crate::flow::{Flow, FlowKind};
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
@@ -37,6 +41,16 @@ pub struct CheckRequest {
     pub timeout: Duration,
     /// Seed for tags, branches and Call-IDs.
     pub seed: u64,
+}
+
+/// How `check` finds the server (RFC 3263).
+#[derive(Debug, Clone, Default)]
+pub struct CheckDns {
+    /// AUTO: discover transport and port by NAPTR → SRV → A/AAAA (RFC 3263 §4); the request's
+    /// `transport` is then ignored, and its `port`, if set, means "A/AAAA only, UDP".
+    pub auto: bool,
+    /// The DNS server as `address:port`; `None` uses the system's configuration.
+    pub server: Option<SocketAddr>,
 }
 
 /// The outcome of one step of the checklist.
@@ -69,8 +83,10 @@ pub struct Step {
 pub struct CheckReport {
     /// The registration URI used.
     pub registration_uri: String,
-    /// The address contacted.
+    /// The address contacted (the last one when DNS offered several).
     pub server: Option<SocketAddr>,
+    /// The transport used (chosen by DNS with AUTO).
+    pub transport: Option<FlowKind>,
     /// The steps, in order.
     pub steps: Vec<Step>,
     /// True when the endpoint registered (200 OK).
@@ -109,19 +125,58 @@ pub fn registration_uri(domain: &str, port: u16, transport: FlowKind) -> String 
     )
 }
 
-/// Runs the check; never panics on what the server sends.
+/// Runs the check with the system's DNS and the request's transport; never panics on what
+/// the server sends.
 pub async fn run_check(req: CheckRequest) -> CheckReport {
+    run_check_with(req, CheckDns::default()).await
+}
+
+/// What one attempt against one address ended with.
+struct Attempt {
+    /// Steps `transport`, `register`, `auth` (or fewer, then padded with skipped ones).
+    steps: Vec<Step>,
+    registered: bool,
+    final_code: Option<u16>,
+    hint: Option<String>,
+    /// Set when RFC 3263 §4.3 says "try the next target".
+    failover: Option<Failure>,
+}
+
+const NO_RECORDS_HINT: &str =
+    "the domain does not resolve: check its spelling and its A/AAAA records";
+
+/// Runs the check, finding the server as `dns` says; never panics on what the server sends.
+///
+/// With AUTO (or a custom DNS server), the targets come from the RFC 3263 planner of
+/// `sip-proto` through hickory-resolver; a target that fails at the transport, answers 503 or
+/// never answers makes the check move on to the next one (RFC 3263 §4.3), and each DNS answer
+/// and each failover is a note in the trace.
+pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
     let port = req.port.unwrap_or(5060);
-    let reg_uri = registration_uri(&req.domain, port, req.transport);
+    let reg_uri = if dns.auto {
+        // RFC 3263 §4: no port and no transport in the URI, or DNS discovery is switched off.
+        let host = match req.domain.parse::<IpAddr>() {
+            Ok(IpAddr::V6(a)) => format!("[{a}]"),
+            _ => req.domain.clone(),
+        };
+        match req.port {
+            Some(p) => format!("sip:{host}:{p}"),
+            None => format!("sip:{host}"),
+        }
+    } else {
+        registration_uri(&req.domain, port, req.transport)
+    };
     let mut report = CheckReport {
         registration_uri: reg_uri.clone(),
         server: None,
+        transport: None,
         steps: Vec::new(),
         registered: false,
         final_code: None,
         hint: None,
         trace: Vec::new(),
     };
+    let start = Instant::now();
     let skip_rest = |report: &mut CheckReport, from: usize| {
         for name in ["dns", "transport", "register", "auth"]
             .into_iter()
@@ -138,41 +193,49 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
 
     // 1. DNS.
     let t = Instant::now();
-    let addr = match req.domain.trim_matches(['[', ']']).parse::<IpAddr>() {
-        Ok(ip) => {
+    let literal = req.domain.trim_matches(['[', ']']).parse::<IpAddr>().ok();
+    let mut discovery = None;
+    let first: Target = match (literal, dns.auto || dns.server.is_some()) {
+        (Some(ip), false) => {
             report.steps.push(step(
                 "dns",
                 StepStatus::Ok,
                 Duration::ZERO,
                 format!("{ip} is an IP address: no lookup needed"),
             ));
-            SocketAddr::new(ip, port)
+            Target {
+                transport: transport_of(req.transport),
+                address: ip,
+                port,
+            }
         }
-        Err(_) => match tokio::net::lookup_host((req.domain.as_str(), port)).await {
-            Ok(mut addrs) => {
-                match addrs.next() {
-                    Some(a) => {
-                        report.steps.push(step(
-                            "dns",
-                            StepStatus::Ok,
-                            t.elapsed(),
-                            format!("{} resolved to {}", req.domain, a.ip()),
-                        ));
-                        a
-                    }
-                    None => {
-                        report.steps.push(step(
-                            "dns",
-                            StepStatus::Failed,
-                            t.elapsed(),
-                            format!("{} has no address records", req.domain),
-                        ));
-                        report.hint = Some("the domain does not resolve: check its spelling and its A/AAAA records".into());
-                        skip_rest(&mut report, 1);
-                        return report;
+        (None, false) => match tokio::net::lookup_host((req.domain.as_str(), port)).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => {
+                    report.steps.push(step(
+                        "dns",
+                        StepStatus::Ok,
+                        t.elapsed(),
+                        format!("{} resolved to {}", req.domain, a.ip()),
+                    ));
+                    Target {
+                        transport: transport_of(req.transport),
+                        address: a.ip(),
+                        port,
                     }
                 }
-            }
+                None => {
+                    report.steps.push(step(
+                        "dns",
+                        StepStatus::Failed,
+                        t.elapsed(),
+                        format!("{} has no address records", req.domain),
+                    ));
+                    report.hint = Some(NO_RECORDS_HINT.into());
+                    skip_rest(&mut report, 1);
+                    return report;
+                }
+            },
             Err(e) => {
                 report.steps.push(step(
                     "dns",
@@ -180,39 +243,254 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
                     t.elapsed(),
                     format!("{} did not resolve: {e}", req.domain),
                 ));
-                report.hint = Some(
-                    "the domain does not resolve: check its spelling and its A/AAAA records".into(),
-                );
+                report.hint = Some(NO_RECORDS_HINT.into());
                 skip_rest(&mut report, 1);
                 return report;
             }
         },
+        (_, true) => {
+            let resolver = match Dns::new(dns.server) {
+                Ok(r) => r,
+                Err(e) => {
+                    report
+                        .steps
+                        .push(step("dns", StepStatus::Failed, t.elapsed(), e.to_string()));
+                    report.hint = Some("fix the DNS server setting (address:port)".into());
+                    skip_rest(&mut report, 1);
+                    return report;
+                }
+            };
+            let host = sip_proto::target::Host::parse(&req.domain);
+            let dest = host.map(|host| Destination {
+                host,
+                port: if dns.auto { req.port } else { Some(port) },
+                transport: (!dns.auto).then(|| transport_of(req.transport)),
+                sips: false,
+            });
+            let d = match dest
+                .map_err(|e| e.to_string())
+                .and_then(|d| Discovery::new(d, resolver, req.seed).map_err(|e| e.to_string()))
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    report.steps.push(step(
+                        "dns",
+                        StepStatus::Failed,
+                        Duration::ZERO,
+                        format!("`{}`: {e}", req.domain),
+                    ));
+                    report.hint = Some("check the domain: a host name or an IP address".into());
+                    skip_rest(&mut report, 1);
+                    return report;
+                }
+            };
+            let d = discovery.insert(d);
+            let next = d.next_target().await;
+            let asked: Vec<String> = d.log().iter().map(|e| e.to_string()).collect();
+            for line in &asked {
+                report
+                    .trace
+                    .push(TraceEntry::note(format!("DNS {line}"), start.elapsed()));
+            }
+            let via = match dns.server {
+                Some(s) => format!(" (DNS server {s})"),
+                None => String::new(),
+            };
+            match next {
+                Some(target) => {
+                    let how = if asked.is_empty() {
+                        String::from("no lookup needed")
+                    } else {
+                        asked.join("; ")
+                    };
+                    report.steps.push(step(
+                        "dns",
+                        StepStatus::Ok,
+                        t.elapsed(),
+                        format!(
+                            "{how} ⇒ {} {}{via}",
+                            target.transport,
+                            SocketAddr::new(target.address, target.port)
+                        ),
+                    ));
+                    target
+                }
+                None => {
+                    report.steps.push(step(
+                        "dns",
+                        StepStatus::Failed,
+                        t.elapsed(),
+                        format!(
+                            "{} has no NAPTR, SRV or address records: {}{via}",
+                            req.domain,
+                            asked.join("; ")
+                        ),
+                    ));
+                    report.hint = Some(NO_RECORDS_HINT.into());
+                    skip_rest(&mut report, 1);
+                    return report;
+                }
+            }
+        }
     };
-    report.server = Some(addr);
+
+    // 2–4. Transport, REGISTER, authentication; the next target on an RFC 3263 §4.3 failure.
+    let mut target = first;
+    let mut unsupported = Vec::new();
+    loop {
+        let attempt = match flow_kind(target.transport) {
+            Some(kind) => {
+                let addr = SocketAddr::new(target.address, target.port);
+                report.server = Some(addr);
+                report.transport = Some(kind);
+                let remaining = req.timeout.saturating_sub(start.elapsed());
+                Some(
+                    attempt(
+                        &req,
+                        &reg_uri,
+                        kind,
+                        addr,
+                        remaining,
+                        start,
+                        &mut report.trace,
+                    )
+                    .await,
+                )
+            }
+            None => {
+                let what = format!(
+                    "{} {} skipped: this build checks udp and tcp",
+                    target.transport,
+                    SocketAddr::new(target.address, target.port)
+                );
+                report
+                    .trace
+                    .push(TraceEntry::note(what.clone(), start.elapsed()));
+                unsupported.push(what);
+                None
+            }
+        };
+        let next = match (&mut discovery, attempt.as_ref().and_then(|a| a.failover)) {
+            (Some(d), Some(failure)) => {
+                d.handle_failure(target, failure);
+                d.next_target().await
+            }
+            (Some(d), None) if attempt.is_none() => d.next_target().await,
+            _ => None,
+        };
+        match (attempt, next) {
+            (Some(a), Some(n)) if start.elapsed() < req.timeout => {
+                report.trace.push(TraceEntry::note(
+                    format!(
+                        "{} {} failed ({}): trying {} {} (RFC 3263 §4.3)",
+                        target.transport,
+                        SocketAddr::new(target.address, target.port),
+                        a.steps
+                            .iter()
+                            .rev()
+                            .find(|s| s.status == StepStatus::Failed)
+                            .map_or("no answer", |s| s.detail.as_str()),
+                        n.transport,
+                        SocketAddr::new(n.address, n.port)
+                    ),
+                    start.elapsed(),
+                ));
+                target = n;
+            }
+            (None, Some(n)) => target = n,
+            (Some(a), _) => {
+                report.steps.extend(a.steps);
+                report.registered = a.registered;
+                report.final_code = a.final_code;
+                report.hint = a.hint;
+                break;
+            }
+            (None, None) => {
+                report.steps.push(step(
+                    "transport",
+                    StepStatus::Failed,
+                    Duration::ZERO,
+                    format!("no target this build can use: {}", unsupported.join("; ")),
+                ));
+                report.hint = Some(
+                    "DNS offers only transports this build cannot check: choose udp or tcp explicitly"
+                        .into(),
+                );
+                skip_rest(&mut report, 2);
+                break;
+            }
+        }
+    }
+    report
+}
+
+fn transport_of(kind: FlowKind) -> Transport {
+    match kind {
+        FlowKind::Udp => Transport::Udp,
+        FlowKind::Tcp => Transport::Tcp,
+    }
+}
+
+/// The flow for a planner transport, if this build drives it.
+fn flow_kind(t: Transport) -> Option<FlowKind> {
+    match t {
+        Transport::Udp => Some(FlowKind::Udp),
+        Transport::Tcp => Some(FlowKind::Tcp),
+        _ => None,
+    }
+}
+
+/// One attempt: transport, REGISTER, authentication against `addr`; the trace goes to `trace`.
+async fn attempt(
+    req: &CheckRequest,
+    reg_uri: &str,
+    kind: FlowKind,
+    addr: SocketAddr,
+    limit: Duration,
+    start: Instant,
+    trace: &mut Vec<TraceEntry>,
+) -> Attempt {
+    let mut out = Attempt {
+        steps: Vec::new(),
+        registered: false,
+        final_code: None,
+        hint: None,
+        failover: None,
+    };
+    let skip_rest = |out: &mut Attempt, from: usize| {
+        for name in ["transport", "register", "auth"].into_iter().skip(from) {
+            out.steps.push(step(
+                name,
+                StepStatus::Skipped,
+                Duration::ZERO,
+                "not reached",
+            ));
+        }
+    };
 
     // 2. Transport.
     let t = Instant::now();
-    let mut flow = match Flow::connect(req.transport, addr, Duration::from_secs(5)).await {
+    let mut flow = match Flow::connect(kind, addr, Duration::from_secs(5)).await {
         Ok(f) => {
-            let what = match req.transport {
+            let what = match kind {
                 FlowKind::Udp => format!("UDP socket ready towards {addr} (UDP has no handshake)"),
                 FlowKind::Tcp => format!("TCP connected to {addr}"),
             };
-            report
-                .steps
+            out.steps
                 .push(step("transport", StepStatus::Ok, t.elapsed(), what));
             f
         }
         Err(e) => {
-            report.steps.push(step(
+            out.steps.push(step(
                 "transport",
                 StepStatus::Failed,
                 t.elapsed(),
                 e.to_string(),
             ));
-            report.hint = Some("the server is unreachable on this transport and port: check the address, port, transport and firewall".into());
-            skip_rest(&mut report, 2);
-            return report;
+            out.hint = Some("the server is unreachable on this transport and port: check the address, port, transport and firewall".into());
+            out.failover = Some(Failure::TransportError);
+            skip_rest(&mut out, 1);
+            return out;
         }
     };
     let local = flow
@@ -234,31 +512,36 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
     let config = UaConfig {
         user,
         domain: req.domain.clone(),
-        registrar_uri: Uri::parse(&reg_uri)
+        registrar_uri: Uri::parse(reg_uri)
             .unwrap_or_else(|_| Uri::Sip(SipUri::new(Host::Name(req.domain.clone())))),
         outbound_proxy: None,
         credentials: req.credentials.clone(),
         local_host: ip_host(local_ip),
         local_port: local.port(),
-        transport: req.transport.via_token().into(),
-        reliable: req.transport.reliable(),
+        transport: kind.via_token().into(),
+        reliable: kind.reliable(),
         expires: req.expires,
         timers: TimerConfig::default(),
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
         seed: req.seed,
+        use_100rel: false,
     };
     let mut ua = UserAgent::new(config);
-    let start = Instant::now();
-    let wall = SystemTime::now();
-    let deadline = start + req.timeout;
-    ua.register(start);
+    let begin = Instant::now();
+    // The wall clock at `start`, so trace entries of every attempt share one time base.
+    let wall = SystemTime::now()
+        .checked_sub(begin.saturating_duration_since(start))
+        .unwrap_or_else(SystemTime::now);
+    let deadline = begin + limit;
+    ua.register(begin);
     let mut first_answer: Option<(Duration, u16)> = None;
     let mut challenged: Option<u16> = None;
+    let mut transport_error = false;
     let outcome: Option<UaEvent>;
     let trace_entry = |dir: Direction, bytes: &Bytes, at: Instant, retrans: bool| {
         TraceEntry::new(
             dir,
-            req.transport,
+            kind,
             local,
             addr,
             bytes.clone(),
@@ -270,7 +553,7 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
 
     'run: loop {
         while let Some(o) = ua.poll_transmit() {
-            report.trace.push(trace_entry(
+            trace.push(trace_entry(
                 Direction::Sent,
                 &o.bytes,
                 Instant::now(),
@@ -278,10 +561,11 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
             ));
             // The check talks to one server: every destination is the registrar.
             if let Err(e) = flow.send(&o.bytes).await {
-                report.trace.push(TraceEntry::note(
+                trace.push(TraceEntry::note(
                     format!("send failed: {e}"),
                     start.elapsed(),
                 ));
+                transport_error = true;
                 ua.handle_transport_error(Instant::now());
             }
         }
@@ -292,13 +576,13 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
                     break 'run;
                 }
                 UaEvent::Retransmitted { method, count } => {
-                    report.trace.push(TraceEntry::note(
+                    trace.push(TraceEntry::note(
                         format!("{method} retransmitted ({count})"),
                         start.elapsed(),
                     ));
                 }
                 UaEvent::TimerFired { timer, method } => {
-                    report.trace.push(TraceEntry::note(
+                    trace.push(TraceEntry::note(
                         format!("Timer {timer:?} fired ({method})"),
                         start.elapsed(),
                     ));
@@ -311,12 +595,12 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
             r = flow.recv() => match r {
                 Ok(bytes) => {
                     let now = Instant::now();
-                    report.trace.push(trace_entry(Direction::Received, &bytes, now, false));
+                    trace.push(trace_entry(Direction::Received, &bytes, now, false));
                     match Message::parse_bytes(bytes) {
                         Ok(msg) => {
                             if let Some(code) = msg.status() {
                                 if first_answer.is_none() {
-                                    first_answer = Some((now - start, code));
+                                    first_answer = Some((now - begin, code));
                                 }
                                 if matches!(code, 401 | 407) {
                                     challenged = Some(code);
@@ -324,14 +608,15 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
                             }
                             ua.handle_message(now, msg, addr);
                         }
-                        Err(e) => report.trace.push(TraceEntry::note(format!("malformed message from the server: {e}"), start.elapsed())),
+                        Err(e) => trace.push(TraceEntry::note(format!("malformed message from the server: {e}"), start.elapsed())),
                     }
                 }
                 Err(e) => {
-                    report.trace.push(TraceEntry::note(format!("receive failed: {e}"), start.elapsed()));
+                    trace.push(TraceEntry::note(format!("receive failed: {e}"), start.elapsed()));
+                    transport_error = true;
                     // ICMP port unreachable on UDP, or a closed TCP connection.
                     ua.handle_transport_error(Instant::now());
-                    if matches!(req.transport, FlowKind::Tcp) {
+                    if matches!(kind, FlowKind::Tcp) {
                         // A dead stream cannot recover within the check.
                         outcome = Some(UaEvent::RegistrationFailed { code: 503, reason: e.to_string() });
                         break 'run;
@@ -350,68 +635,66 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
         }
     }
 
-    let elapsed = start.elapsed();
+    let elapsed = begin.elapsed();
     match first_answer {
-        Some((d, code)) => report.steps.push(step(
+        Some((d, code)) => out.steps.push(step(
             "register",
             StepStatus::Ok,
             d,
             format!("the server answered REGISTER with {code}"),
         )),
-        None => report.steps.push(step(
+        None => out.steps.push(step(
             "register",
             StepStatus::Failed,
             elapsed,
-            "no answer to REGISTER",
+            if transport_error {
+                format!("no answer to REGISTER: {addr} refused it (ICMP unreachable or connection closed)")
+            } else {
+                "no answer to REGISTER".to_owned()
+            },
         )),
     }
     match outcome {
         Some(UaEvent::Registered { expires, .. }) => {
-            report.registered = true;
-            report.final_code = Some(200);
+            out.registered = true;
+            out.final_code = Some(200);
             let how = match challenged {
                 Some(c) => format!("200 OK after a {c} challenge; registered for {expires} s"),
                 None => format!("200 OK without a challenge; registered for {expires} s"),
             };
-            report
-                .steps
-                .push(step("auth", StepStatus::Ok, elapsed, how));
+            out.steps.push(step("auth", StepStatus::Ok, elapsed, how));
             // Leave no binding behind: un-REGISTER, best effort.
             ua.unregister(Instant::now());
-            unregister(
-                &mut ua,
-                &mut flow,
-                &mut report,
-                start,
-                wall,
-                local,
-                addr,
-                req.transport,
-            )
-            .await;
+            unregister(&mut ua, &mut flow, trace, start, wall, local, addr, kind).await;
         }
         Some(UaEvent::RegistrationFailed { code, reason }) => {
-            report.final_code = Some(code);
+            out.final_code = Some(code);
             let status = if first_answer.is_some() {
                 StepStatus::Failed
             } else {
                 StepStatus::Skipped
             };
-            report
-                .steps
+            out.steps
                 .push(step("auth", status, elapsed, format!("{code} {reason}")));
-            report.hint = Some(hint_for(code).to_owned());
+            out.hint = Some(hint_for(code).to_owned());
+            // RFC 3263 §4.3: a transport error, a 503 or a timeout means "next target".
+            out.failover = match (first_answer, code) {
+                (_, 503) => Some(Failure::ServiceUnavailable),
+                (None, _) if transport_error => Some(Failure::TransportError),
+                (None, 408) => Some(Failure::Timeout),
+                _ => None,
+            };
         }
         _ => {}
     }
-    report
+    out
 }
 
 #[allow(clippy::too_many_arguments)] // reason: a private helper of run_check sharing its locals
 async fn unregister(
     ua: &mut UserAgent,
     flow: &mut Flow,
-    report: &mut CheckReport,
+    trace: &mut Vec<TraceEntry>,
     start: Instant,
     wall: SystemTime,
     local: SocketAddr,
@@ -422,7 +705,7 @@ async fn unregister(
     loop {
         while let Some(o) = ua.poll_transmit() {
             let at = Instant::now() - start;
-            report.trace.push(TraceEntry::new(
+            trace.push(TraceEntry::new(
                 Direction::Sent,
                 kind,
                 local,
@@ -446,7 +729,7 @@ async fn unregister(
             r = flow.recv() => match r {
                 Ok(bytes) => {
                     let at = Instant::now() - start;
-                    report.trace.push(TraceEntry::new(Direction::Received, kind, local, addr, bytes.clone(), at, wall + at, false));
+                    trace.push(TraceEntry::new(Direction::Received, kind, local, addr, bytes.clone(), at, wall + at, false));
                     if let Ok(msg) = Message::parse_bytes(bytes) {
                         ua.handle_message(Instant::now(), msg, addr);
                     }

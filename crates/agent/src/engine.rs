@@ -25,6 +25,7 @@ use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Destination, UaConfig, UaEvent, UserAgent};
 use tokio::net::UdpSocket;
 
+use crate::callmedia::{CallMedia, MediaIn, MediaPlan, PortAllocator};
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
@@ -81,6 +82,46 @@ pub struct GroupPlan {
     pub endpoints: Vec<EndpointPlan>,
     /// What they do.
     pub role: Role,
+    /// Offer and use reliable provisional responses (RFC 3262 100rel/PRACK).
+    pub prack: bool,
+    /// Register before calling (false: a trunk with IP authentication, or a direct peer).
+    pub register: bool,
+    /// What each call does while it is up, in time order (hold, resume, DTMF).
+    pub actions: Vec<CallAction>,
+    /// RTP media in each call (`None`: signalling only, with a fixed SDP).
+    pub media: Option<MediaPlan>,
+}
+
+/// Something an endpoint does in a call, `at` after the call was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallAction {
+    /// Time after the answer.
+    pub at: Duration,
+    /// What to do.
+    pub kind: ActionKind,
+}
+
+/// The scenario actions an endpoint performs in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionKind {
+    /// re-INVITE with `a=sendonly` (RFC 3264 §8.4).
+    Hold,
+    /// re-INVITE with `a=sendrecv`.
+    Resume,
+    /// DTMF digits as RFC 4733 telephone-events in the RTP stream.
+    Dtmf {
+        /// The digits: 0-9, *, #, A-D.
+        digits: String,
+        /// Each digit's duration.
+        duration_ms: u32,
+    },
+    /// One DTMF digit as SIP INFO (`application/dtmf-relay`, `Signal=`/`Duration=`).
+    DtmfInfo {
+        /// The digit: 0-9, *, #, A-D.
+        digit: char,
+        /// Its duration.
+        duration_ms: u32,
+    },
 }
 
 /// A whole run.
@@ -88,6 +129,11 @@ pub struct GroupPlan {
 pub struct RunPlan {
     /// The test's name.
     pub name: String,
+    /// RTP/RTCP port pairs from this inclusive range (`None`: chosen by the system).
+    pub rtp_ports: Option<(u16, u16)>,
+    /// Keep every per-second media sample in the endpoint reports (they are always sent as
+    /// [`RunEvent::Sample`]).
+    pub keep_samples: bool,
     /// Where to register.
     pub server: ServerTarget,
     /// The groups (answering groups register before calling groups dial).
@@ -96,6 +142,8 @@ pub struct RunPlan {
     pub call_duration: Duration,
     /// Endpoints started per second (0: all at once).
     pub ramp_per_sec: f64,
+    /// New calls per second over the whole run at most (0: no cap).
+    pub cps: f64,
     /// Registration lifetime asked for.
     pub register_expires: u32,
     /// Event loops (one per core).
@@ -245,6 +293,14 @@ pub struct EndpointReport {
     pub timings: Timings,
     /// What went wrong, in words, with the hint for the code.
     pub error: Option<String>,
+    /// Media figures, when the calls carried RTP.
+    pub media: Option<MediaReport>,
+    /// Per-second media samples (with `keep_samples`).
+    pub samples: Vec<SampleRecord>,
+    /// DTMF digits this endpoint sent (SIP INFO).
+    pub dtmf_sent: String,
+    /// DTMF digits this endpoint received (SIP INFO `application/dtmf-relay` or `application/dtmf`).
+    pub dtmf_received: String,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -263,8 +319,62 @@ pub enum RunEvent {
     Progress(Progress),
     /// An endpoint finished.
     Finished(Box<EndpointReport>),
+    /// One second of one call's media figures (both directions).
+    Sample(Box<SampleRecord>),
     /// The whole run finished.
     Done(RunSummary),
+}
+
+/// One second of a call's media, under the metric names of `media::session::Sample::metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleRecord {
+    /// The endpoint.
+    pub endpoint: u32,
+    /// Which of its calls (1 = first).
+    pub call: u32,
+    /// Seconds since the call's media started, at the end of the interval.
+    pub t: f64,
+    /// Metric name → value (absent values are left out).
+    pub metrics: Vec<(&'static str, f64)>,
+}
+
+/// One endpoint's media over its calls (averages over the calls measured).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MediaReport {
+    /// Calls with media measured.
+    pub calls: u32,
+    /// The codec of the last call.
+    pub codec: Option<&'static str>,
+    /// Mean MOS (ITU-T G.107 E-model) of the calls, as received here.
+    pub mos: f64,
+    /// The lowest per-second MOS seen.
+    pub mos_min: Option<f64>,
+    /// Mean R-factor.
+    pub r_factor: f64,
+    /// Mean final interarrival jitter (RFC 3550 A.8), ms.
+    pub jitter_ms: f64,
+    /// Largest jitter seen, ms.
+    pub jitter_max_ms: f64,
+    /// Packets lost / expected over all calls, percent.
+    pub loss_percent: f64,
+    /// Mean RTT from RTCP, ms (when reports came back).
+    pub rtt_ms: Option<f64>,
+    /// RTP packets sent.
+    pub tx_packets: u64,
+    /// RTP packets received.
+    pub rx_packets: u64,
+    /// Packets lost (RFC 3550 A.3).
+    pub rx_lost: i64,
+    /// Duplicates, out-of-order, jitter-buffer late packets.
+    pub rx_duplicates: u64,
+    /// Out-of-order packets.
+    pub rx_out_of_order: u64,
+    /// Late for the modelled jitter buffer.
+    pub rx_jb_late: u64,
+    /// DTMF digits received as RFC 4733 events.
+    pub dtmf_received: String,
+    /// Datagrams the socket refused to send.
+    pub send_errors: u64,
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -322,6 +432,22 @@ pub struct RunSummary {
     pub max_timer_lateness_ms: f64,
     /// Sends that failed at the socket.
     pub send_errors: u64,
+    /// The run was stopped on request (Ctrl-C, or a stop from the server) before it ended.
+    pub stopped: bool,
+    /// Calls whose media was measured (summed over endpoints, both ends of a call count).
+    pub media_calls: u32,
+    /// Mean MOS over endpoints with media.
+    pub mos_avg: Option<f64>,
+    /// The lowest per-second MOS of any endpoint.
+    pub mos_min: Option<f64>,
+    /// Mean jitter, ms.
+    pub jitter_avg_ms: Option<f64>,
+    /// Largest jitter, ms.
+    pub jitter_max_ms: Option<f64>,
+    /// Mean loss, percent.
+    pub loss_avg_percent: Option<f64>,
+    /// Mean RTT, ms.
+    pub rtt_avg_ms: Option<f64>,
 }
 
 /// Stops a run early (Ctrl-C): endpoints hang up, un-register and report.
@@ -436,6 +562,7 @@ pub fn run(
         return Err(e);
     }
     base.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    base.stopped = stop.requested();
     reports.sort_by_key(|r| r.id);
     let summary = summarise(&reports, base);
     let _ = events.send(RunEvent::Done(summary.clone()));
@@ -486,6 +613,19 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
                 / f64::from(base.calls_attempted),
         );
     }
+    let media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    if !media.is_empty() {
+        let n = media.len() as f64;
+        let mean = |f: fn(&MediaReport) -> f64| media.iter().map(|m| f(m)).sum::<f64>() / n;
+        base.media_calls = media.iter().map(|m| m.calls).sum();
+        base.mos_avg = Some(mean(|m| m.mos));
+        base.mos_min = media.iter().filter_map(|m| m.mos_min).reduce(f64::min);
+        base.jitter_avg_ms = Some(mean(|m| m.jitter_ms));
+        base.jitter_max_ms = media.iter().map(|m| m.jitter_max_ms).reduce(f64::max);
+        base.loss_avg_percent = Some(mean(|m| m.loss_percent));
+        let rtts: Vec<f64> = media.iter().filter_map(|m| m.rtt_ms).collect();
+        base.rtt_avg_ms = (!rtts.is_empty()).then(|| rtts.iter().sum::<f64>() / rtts.len() as f64);
+    }
     base.setup_p50_ms = percentile(&mut setups, 50.0);
     base.setup_p95_ms = percentile(&mut setups, 95.0);
     base.setup_p99_ms = percentile(&mut setups, 99.0);
@@ -519,8 +659,10 @@ enum Script {
     Start,
     /// Waiting for the answering groups to register before dialling.
     WaitForAnswerers,
-    /// Dial now.
+    /// Dial now (subject to the calls-per-second cap).
     Dial,
+    /// Dial now: the slot was reserved under the cap.
+    DialAt,
     /// Answer the incoming call now.
     Answer(CallId),
     /// Hang up now.
@@ -562,6 +704,19 @@ struct Endpoint {
     malformed: Option<String>,
     /// The wake-up currently in the heap (stale heap entries are skipped).
     wake: Option<Instant>,
+    /// The next scenario action of the current call (index into the group's actions).
+    next_action: usize,
+    /// The current call's media.
+    media: Option<CallMedia>,
+    /// The SDP offer of the incoming call being answered.
+    offer: Option<Bytes>,
+    /// Media of the calls already ended.
+    media_report: Option<MediaReport>,
+    /// Sum of the RTT averages (for the mean) and how many calls had one.
+    rtt_sum: (f64, u32),
+    samples: Vec<SampleRecord>,
+    dtmf_sent: String,
+    dtmf_received: String,
     trace: Vec<TraceEntry>,
     done: bool,
 }
@@ -600,17 +755,53 @@ struct Shard<'a> {
     start: Instant,
     wall: SystemTime,
     stats: ShardStats,
+    /// A stop (request or time limit) began: endpoints hang up and un-register.
+    stopping: bool,
     shared: Arc<Shared>,
+    media_tx: tokio::sync::mpsc::UnboundedSender<MediaIn>,
+    media_rx: tokio::sync::mpsc::UnboundedReceiver<MediaIn>,
+    ports: PortAllocator,
+    /// Counts calls with media (tells a call's datagrams from an earlier call's).
+    media_generation: u64,
+    /// The next free slot under the calls-per-second cap.
+    next_dial: Instant,
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
+    sdp(ip, port, session, 1, "sendrecv")
+}
+
+/// An audio SDP; `version` grows with each new offer in a call (RFC 3264 §8).
+fn sdp(ip: IpAddr, port: u16, session: u64, version: u64, direction: &str) -> Bytes {
     let (net, addr) = match ip {
         IpAddr::V4(a) => ("IP4", a.to_string()),
         IpAddr::V6(a) => ("IP6", a.to_string()),
     };
     Bytes::from(format!(
-        "v=0\r\no=sipmeter {session} {session} IN {net} {addr}\r\ns=sipmeter\r\nc=IN {net} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n"
+        "v=0\r\no=sipmeter {session} {version} IN {net} {addr}\r\ns=sipmeter\r\nc=IN {net} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na={direction}\r\n"
     ))
+}
+
+/// The digit of a SIP INFO DTMF body: `application/dtmf-relay` (`Signal=5`) or
+/// `application/dtmf` (`5`).
+fn dtmf_of(content_type: Option<&str>, body: &[u8]) -> Option<char> {
+    let ct = content_type?.split(';').next()?.trim();
+    let text = std::str::from_utf8(body).ok()?;
+    let value = if ct.eq_ignore_ascii_case("application/dtmf-relay") {
+        text.lines()
+            .find_map(|l| {
+                l.split_once('=')
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("signal"))
+            })?
+            .1
+    } else if ct.eq_ignore_ascii_case("application/dtmf") {
+        text
+    } else {
+        return None;
+    };
+    let mut chars = value.trim().chars();
+    let d = chars.next()?.to_ascii_uppercase();
+    (chars.next().is_none() && matches!(d, '0'..='9' | '*' | '#' | 'A'..='D')).then_some(d)
 }
 
 fn classify(code: u16) -> CallResult {
@@ -653,6 +844,7 @@ impl<'a> Shard<'a> {
             local.set_ip(probe.local_addr()?.ip());
         }
         let start = Instant::now();
+        let (media_tx, media_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut shard = Shard {
             index,
             plan,
@@ -666,7 +858,19 @@ impl<'a> Shard<'a> {
             start,
             wall: SystemTime::now(),
             stats: ShardStats::default(),
+            stopping: false,
             shared,
+            media_tx,
+            media_rx,
+            ports: PortAllocator::new(plan.rtp_ports, index as u16 * 997),
+            media_generation: 0,
+            // Shards' cap slots interleave: shard i starts i/cps after shard 0.
+            next_dial: start
+                + if plan.cps > 0.0 {
+                    Duration::from_secs_f64(index as f64 / plan.cps)
+                } else {
+                    Duration::ZERO
+                },
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -692,6 +896,7 @@ impl<'a> Shard<'a> {
                 timers: plan.timers,
                 user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
                 seed,
+                use_100rel: plan.groups[g].prack,
             });
             // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
             let slot = if plan.ramp_per_sec > 0.0 {
@@ -727,6 +932,14 @@ impl<'a> Shard<'a> {
                 wake: None,
                 trace: Vec::new(),
                 done: false,
+                next_action: 0,
+                media: None,
+                offer: None,
+                media_report: None,
+                rtt_sum: (0.0, 0),
+                samples: Vec::new(),
+                dtmf_sent: String::new(),
+                dtmf_received: String::new(),
             });
             shard.schedule(idx);
         }
@@ -734,9 +947,80 @@ impl<'a> Shard<'a> {
         Ok(shard.stats)
     }
 
+    /// When the current call's next scenario action is due.
+    fn next_action_at(&self, idx: usize) -> Option<Instant> {
+        let ep = &self.endpoints[idx];
+        let action = self.plan.groups[ep.group].actions.get(ep.next_action)?;
+        ep.active_call?;
+        (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
+    }
+
+    /// Runs the current call's scenario actions that are due.
+    fn run_actions(&mut self, idx: usize, now: Instant) {
+        while let Some(at) = self.next_action_at(idx).filter(|&t| t <= now) {
+            let plan = self.plan;
+            let ip = self.local.ip();
+            let ep = &mut self.endpoints[idx];
+            let Some(call) = ep.active_call else { return };
+            let action = &plan.groups[ep.group].actions[ep.next_action];
+            ep.next_action += 1;
+            let version = ep.next_action as u64 + 1;
+            let note = match &action.kind {
+                ActionKind::Hold => {
+                    let offer = match ep.media.as_mut() {
+                        Some(m) => m.reoffer(now, media::sdp::Direction::SendOnly),
+                        None => sdp(ip, 0, u64::from(ep.id), version, "sendonly"),
+                    };
+                    ep.ua.reinvite(now, call, offer);
+                    "hold (re-INVITE a=sendonly)".to_owned()
+                }
+                ActionKind::Resume => {
+                    let offer = match ep.media.as_mut() {
+                        Some(m) => m.reoffer(now, media::sdp::Direction::SendRecv),
+                        None => sdp(ip, 0, u64::from(ep.id), version, "sendrecv"),
+                    };
+                    ep.ua.reinvite(now, call, offer);
+                    "resume (re-INVITE a=sendrecv)".to_owned()
+                }
+                ActionKind::Dtmf {
+                    digits,
+                    duration_ms,
+                } => {
+                    let duration = Duration::from_millis(u64::from(*duration_ms));
+                    let sent = match ep.media.as_mut() {
+                        Some(m) => m.send_dtmf(digits, duration),
+                        None => Err("no media in this call".to_owned()),
+                    };
+                    match sent {
+                        Ok(()) => {
+                            ep.dtmf_sent.push_str(digits);
+                            format!("DTMF {digits} (RFC 4733)")
+                        }
+                        Err(e) => {
+                            let note = format!("DTMF {digits} not sent: {e}");
+                            ep.worsen(Outcome::CompletedWithWarnings, note.clone());
+                            note
+                        }
+                    }
+                }
+                ActionKind::DtmfInfo { digit, duration_ms } => {
+                    let body = format!("Signal={digit}\r\nDuration={duration_ms}\r\n");
+                    ep.ua
+                        .info(now, call, "application/dtmf-relay", Bytes::from(body));
+                    ep.dtmf_sent.push(*digit);
+                    format!("DTMF {digit} (INFO)")
+                }
+            };
+            ep.trace
+                .push(TraceEntry::note(format!("action: {note}"), at - self.start));
+        }
+    }
+
     fn schedule(&mut self, idx: usize) {
+        let action_at = self.next_action_at(idx);
         let ep = &mut self.endpoints[idx];
-        let next = [ep.ua.poll_timeout(), ep.script_at]
+        let media_at = ep.media.as_ref().and_then(CallMedia::poll_timeout);
+        let next = [ep.ua.poll_timeout(), ep.script_at, action_at, media_at]
             .into_iter()
             .flatten()
             .min();
@@ -751,15 +1035,14 @@ impl<'a> Shard<'a> {
     async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
         let deadline = self.start + self.plan.time_limit;
         let mut buf = vec![0u8; 65_536];
-        let mut stopping = false;
         let mut next_progress = self.start + Duration::from_secs(1);
         loop {
             if self.endpoints.iter().all(|e| e.done) {
                 return Ok(());
             }
             let now = Instant::now();
-            if (stop.requested() || now >= deadline) && !stopping {
-                stopping = true;
+            if (stop.requested() || now >= deadline) && !self.stopping {
+                self.stopping = true;
                 self.stop_all(now, now >= deadline).await;
             }
             if now >= next_progress {
@@ -798,6 +1081,7 @@ impl<'a> Shard<'a> {
                         self.on_datagram(Instant::now(), bytes, from).await;
                     }
                 }
+                Some(m) = self.media_rx.recv() => self.on_media(m),
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             }
         }
@@ -836,9 +1120,17 @@ impl<'a> Shard<'a> {
             if timed_out {
                 ep.worsen(Outcome::Timeout, "the run's time limit was reached".into());
             }
-            match ep.script {
-                Script::HangUp(_) | Script::Answer(_) => ep.script_at = Some(now),
-                _ => {
+            let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
+            match (ep.script, ep.active_call) {
+                (Script::HangUp(_) | Script::Answer(_), _) => ep.script_at = Some(now),
+                // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
+                // until that BYE arrives, then un-register (see `after_call`).
+                (_, Some(call)) if caller => {
+                    ep.script = Script::HangUp(call);
+                    ep.script_at = Some(now);
+                }
+                (_, Some(_)) => ep.script = Script::Idle,
+                (_, None) => {
                     ep.script = Script::Unregister;
                     ep.script_at = Some(now);
                 }
@@ -863,14 +1155,136 @@ impl<'a> Shard<'a> {
             };
             self.run_script(idx, now, script);
         }
+        self.run_actions(idx, now);
+        self.media_timeout(idx, now);
         self.pump(idx, now).await;
+    }
+
+    /// A media datagram: into the call's session (datagrams of ended calls are dropped).
+    fn on_media(&mut self, m: MediaIn) {
+        let Some(ep) = self.endpoints.get_mut(m.endpoint) else {
+            return;
+        };
+        if let Some(media) = ep.media.as_mut()
+            && media.generation() == m.generation
+        {
+            media.on_packet(m.at, &m.bytes);
+        }
+    }
+
+    /// Sends the media that is due and emits the second's sample.
+    fn media_timeout(&mut self, idx: usize, now: Instant) {
+        let ep = &mut self.endpoints[idx];
+        let Some(media) = ep.media.as_mut() else {
+            return;
+        };
+        if media.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        if let Some(sample) = media.on_timeout(now) {
+            let record = SampleRecord {
+                endpoint: ep.id,
+                call: ep.calls_attempted.max(ep.calls_received),
+                t: ep.answered_at.map_or(0.0, |a| (now - a).as_secs_f64()),
+                metrics: sample.metrics(),
+            };
+            if self.plan.keep_samples {
+                ep.samples.push(record.clone());
+            }
+            let _ = self.events.send(RunEvent::Sample(Box::new(record)));
+        }
+    }
+
+    /// Binds the next call's media; `None` (and an OSERROR outcome) when no ports are free.
+    fn bind_media(&mut self, idx: usize) -> Option<()> {
+        let plan = self.plan;
+        let ip = self.local.ip();
+        self.media_generation += 1;
+        let generation = self.media_generation;
+        let ep = &mut self.endpoints[idx];
+        let mp = plan.groups[ep.group].media.as_ref()?;
+        let session_id = u64::from(ep.id) << 20 | generation;
+        match CallMedia::bind(
+            ip,
+            &mut self.ports,
+            mp,
+            session_id,
+            idx,
+            generation,
+            &self.media_tx,
+        ) {
+            Ok(m) => {
+                ep.media = Some(m);
+                Some(())
+            }
+            Err(e) => {
+                ep.worsen(Outcome::Oserror, format!("cannot bind RTP ports: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The call ended: RTCP BYE, and its figures folded into the endpoint's media report.
+    fn end_media(&mut self, idx: usize, now: Instant) {
+        let ep = &mut self.endpoints[idx];
+        let Some(media) = ep.media.take() else {
+            return;
+        };
+        let codec = media.codec();
+        let send_errors = media.send_errors;
+        let Some((sum, last)) = media.finish(now) else {
+            return;
+        };
+        let record = SampleRecord {
+            endpoint: ep.id,
+            call: ep.calls_attempted.max(ep.calls_received),
+            t: ep.answered_at.map_or(0.0, |a| (now - a).as_secs_f64()),
+            metrics: last.metrics(),
+        };
+        if self.plan.keep_samples {
+            ep.samples.push(record.clone());
+        }
+        let _ = self.events.send(RunEvent::Sample(Box::new(record)));
+        let r = ep.media_report.get_or_insert_with(MediaReport::default);
+        let n = f64::from(r.calls);
+        let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);
+        r.mos = mean(r.mos, sum.mos);
+        r.r_factor = mean(r.r_factor, sum.r_factor);
+        r.jitter_ms = mean(r.jitter_ms, sum.rx_jitter_ms);
+        r.calls += 1;
+        r.codec = codec;
+        r.mos_min = [r.mos_min, sum.mos_min, Some(sum.mos)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::min);
+        r.jitter_max_ms = r.jitter_max_ms.max(sum.rx_max_jitter_ms);
+        r.tx_packets += sum.tx_packets;
+        r.rx_packets += sum.rx_packets;
+        r.rx_lost += sum.rx_lost;
+        r.rx_duplicates += sum.rx_duplicates;
+        r.rx_out_of_order += sum.rx_out_of_order;
+        r.rx_jb_late += sum.rx_jb_late;
+        r.dtmf_received.push_str(&sum.dtmf_received);
+        ep.dtmf_received.push_str(&sum.dtmf_received);
+        r.send_errors += send_errors;
+        let expected = r.rx_packets as f64 + r.rx_lost.max(0) as f64;
+        r.loss_percent = if expected > 0.0 {
+            r.rx_lost.max(0) as f64 / expected * 100.0
+        } else {
+            0.0
+        };
+        if let Some(rtt) = sum.rtt_avg_ms {
+            ep.rtt_sum.0 += rtt;
+            ep.rtt_sum.1 += 1;
+            r.rtt_ms = Some(ep.rtt_sum.0 / f64::from(ep.rtt_sum.1));
+        }
     }
 
     fn run_script(&mut self, idx: usize, now: Instant, script: Script) {
         let events = self.events.clone();
-        let sdp_ip = self.local.ip();
         let ep = &mut self.endpoints[idx];
         match script {
+            Script::Start if !self.plan.groups[ep.group].register => self.ready(idx, now),
             Script::Start => {
                 ep.reg_sent = Some(now);
                 ep.ua.register(now);
@@ -897,12 +1311,24 @@ impl<'a> Shard<'a> {
                     ep.script_at = Some(now + Duration::from_millis(100));
                 }
             }
-            Script::Dial => self.dial(idx, now),
-            Script::Answer(call) => {
-                let sdp = sdp_offer(sdp_ip, 0, u64::from(ep.id));
-                ep.ua.answer(now, call, Some(sdp));
-                ep.set_phase(Phase::Negotiating, &events);
+            Script::Dial => {
+                // The calls-per-second cap: each shard takes its share of the rate.
+                if self.plan.cps > 0.0 {
+                    let interval =
+                        Duration::from_secs_f64(self.plan.shards.max(1) as f64 / self.plan.cps);
+                    let slot = self.next_dial.max(now);
+                    self.next_dial = slot + interval;
+                    if slot > now {
+                        let ep = &mut self.endpoints[idx];
+                        ep.script = Script::DialAt;
+                        ep.script_at = Some(slot);
+                        return;
+                    }
+                }
+                self.dial(idx, now)
             }
+            Script::DialAt => self.dial(idx, now),
+            Script::Answer(call) => self.answer(idx, now, call),
             Script::HangUp(call) => {
                 ep.set_phase(Phase::Disconnecting, &events);
                 ep.ua.hangup(now, call);
@@ -919,6 +1345,42 @@ impl<'a> Shard<'a> {
         }
     }
 
+    /// Answers the incoming call: with media, the SDP answer to the caller's offer (488 and
+    /// NEGOTIATION_FAILED when nothing matches).
+    fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
+        let events = self.events.clone();
+        let sdp_ip = self.local.ip();
+        let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
+        let offer = self.endpoints[idx].offer.take();
+        let sdp = match offer {
+            Some(offer) if with_media => {
+                if self.bind_media(idx).is_none() {
+                    self.endpoints[idx].ua.reject(now, call, 500);
+                    return;
+                }
+                let ep = &mut self.endpoints[idx];
+                let seed = self.plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_received) << 32;
+                let cname = format!("{}@sipmeter", ep.ua.config().user);
+                let Some(media) = ep.media.as_mut() else {
+                    return;
+                };
+                match media.answer(&offer, seed as u32, &cname, seed, now) {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        ep.media = None;
+                        ep.worsen(Outcome::NegotiationFailed, e);
+                        ep.ua.reject(now, call, 488);
+                        return;
+                    }
+                }
+            }
+            _ => sdp_offer(sdp_ip, 0, u64::from(self.endpoints[idx].id)),
+        };
+        let ep = &mut self.endpoints[idx];
+        ep.ua.answer(now, call, Some(sdp));
+        ep.set_phase(Phase::Negotiating, &events);
+    }
+
     fn dial(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
@@ -933,6 +1395,21 @@ impl<'a> Shard<'a> {
         }
         let target = targets[ep.index % targets.len()].clone();
         let sdp = sdp_offer(self.local.ip(), 0, u64::from(ep.id));
+        let sdp = if plan.groups[ep.group].media.is_some() {
+            if self.bind_media(idx).is_none() {
+                let ep = &mut self.endpoints[idx];
+                ep.script = Script::Unregister;
+                ep.script_at = Some(now);
+                return;
+            }
+            self.endpoints[idx]
+                .media
+                .as_ref()
+                .map_or(sdp, CallMedia::offer)
+        } else {
+            sdp
+        };
+        let ep = &mut self.endpoints[idx];
         ep.calls_attempted += 1;
         ep.invite_sent = Some(now);
         ep.answered_at = None;
@@ -995,6 +1472,42 @@ impl<'a> Shard<'a> {
         self.schedule(idx);
     }
 
+    /// Registered (or, for a group that does not register, started): wait, dial or stay.
+    fn ready(&mut self, idx: usize, now: Instant) {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        let role = &plan.groups[ep.group].role;
+        if matches!(role, Role::Answer { .. }) {
+            self.shared.registered.fetch_add(1, Ordering::Relaxed);
+        }
+        match role {
+            Role::Call { .. } => {
+                ep.script = Script::WaitForAnswerers;
+                ep.script_at = Some(now);
+            }
+            Role::RegisterOnly => {
+                ep.script = Script::Unregister;
+                ep.script_at = Some(now + plan.call_duration);
+            }
+            Role::Answer { .. }
+                if !plan
+                    .groups
+                    .iter()
+                    .any(|g| matches!(g.role, Role::Call { .. })) =>
+            {
+                // Nobody in this run calls: calls come from outside (another tool, a
+                // PBX); stay registered for the test's duration.
+                ep.leave_at = Some(now + plan.call_duration);
+                ep.script = Script::Unregister;
+                ep.script_at = ep.leave_at;
+            }
+            Role::Answer { .. } => {
+                ep.script = Script::WaitCallersDone;
+                ep.script_at = Some(now + Duration::from_millis(100));
+            }
+        }
+    }
+
     fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
         let plan = self.plan;
         let events = self.events.clone();
@@ -1008,35 +1521,7 @@ impl<'a> Shard<'a> {
                 }
                 ep.timings.registration_ms = ep.reg_sent.map(|t| ms(now - t));
                 ep.set_phase(Phase::Registered, &events);
-                if matches!(role, Role::Answer { .. }) {
-                    self.shared.registered.fetch_add(1, Ordering::Relaxed);
-                }
-                match role {
-                    Role::Call { .. } => {
-                        ep.script = Script::WaitForAnswerers;
-                        ep.script_at = Some(now);
-                    }
-                    Role::RegisterOnly => {
-                        ep.script = Script::Unregister;
-                        ep.script_at = Some(now + plan.call_duration);
-                    }
-                    Role::Answer { .. }
-                        if !plan
-                            .groups
-                            .iter()
-                            .any(|g| matches!(g.role, Role::Call { .. })) =>
-                    {
-                        // Nobody in this run calls: calls come from outside (another tool, a
-                        // PBX); stay registered for the test's duration.
-                        ep.leave_at = Some(now + plan.call_duration);
-                        ep.script = Script::Unregister;
-                        ep.script_at = ep.leave_at;
-                    }
-                    Role::Answer { .. } => {
-                        ep.script = Script::WaitCallersDone;
-                        ep.script_at = Some(now + Duration::from_millis(100));
-                    }
-                }
+                self.ready(idx, now);
             }
             UaEvent::RegistrationFailed { code, reason } => {
                 ep.registration_code = Some(code);
@@ -1104,7 +1589,8 @@ impl<'a> Shard<'a> {
                     at,
                 ));
             }
-            CallEvent::Incoming { .. } => {
+            CallEvent::Incoming { offer, .. } => {
+                ep.offer = offer;
                 ep.active_call = Some(call);
                 ep.calls_received += 1;
                 ep.set_phase(Phase::Calling, &events);
@@ -1129,8 +1615,30 @@ impl<'a> Shard<'a> {
                 }
                 ep.set_phase(Phase::Ringing, &events);
             }
-            CallEvent::Answered { .. } => {
+            CallEvent::Answered { sdp } => {
                 ep.set_phase(Phase::Negotiating, &events);
+                // Caller: the answer to our offer starts the media (the callee started its
+                // own when it answered).
+                let mut negotiation = Ok(());
+                if ep.invite_sent.is_some()
+                    && let Some(media) = ep.media.as_mut()
+                    && !media.started()
+                {
+                    let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
+                    let cname = format!("{}@sipmeter", ep.ua.config().user);
+                    negotiation = match &sdp {
+                        Some(answer) => media.apply_answer(answer, seed as u32, &cname, seed, now),
+                        None => Err("the 200 OK carried no SDP answer".to_owned()),
+                    };
+                }
+                if let Err(e) = negotiation {
+                    ep.media = None;
+                    ep.worsen(Outcome::NegotiationFailed, e);
+                    ep.answered_at = Some(now);
+                    ep.script = Script::HangUp(call);
+                    ep.script_at = Some(now);
+                    return;
+                }
                 ep.set_phase(Phase::Incall, &events);
                 if ep.invite_sent.is_some() {
                     ep.calls_answered += 1;
@@ -1138,6 +1646,7 @@ impl<'a> Shard<'a> {
                 ep.call_code = Some(200);
                 ep.call_result = Some(CallResult::Answered);
                 ep.answered_at = Some(now);
+                ep.next_action = 0;
                 if ep.invite_sent.is_some() {
                     if ep.timings.call_setup_ms.is_none() {
                         ep.timings.call_setup_ms = since_invite(ep);
@@ -1166,6 +1675,7 @@ impl<'a> Shard<'a> {
                 ep.ua.forget_call(call);
                 if ep.active_call == Some(call) {
                     ep.active_call = None;
+                    self.end_media(idx, now);
                     self.after_call(idx, now);
                 }
             }
@@ -1182,10 +1692,29 @@ impl<'a> Shard<'a> {
                 ep.ua.forget_call(call);
                 if ep.active_call == Some(call) {
                     ep.active_call = None;
+                    self.end_media(idx, now);
                     self.after_call(idx, now);
                 }
             }
-            CallEvent::Reinvited { .. } | CallEvent::Info { .. } => {}
+            CallEvent::Info { content_type, body } => {
+                if let Some(d) = dtmf_of(content_type.as_deref(), &body) {
+                    ep.dtmf_received.push(d);
+                }
+            }
+            CallEvent::Modified { method, code, .. } if code >= 300 => {
+                ep.worsen(
+                    Outcome::CompletedWithWarnings,
+                    format!("{method} in the call answered {code}: {}", hint_for(code)),
+                );
+            }
+            CallEvent::Reinvited { sdp: Some(offer) } => {
+                if let Some(m) = ep.media.as_mut() {
+                    m.follow_remote_offer(now, &offer);
+                }
+            }
+            CallEvent::Reinvited { .. }
+            | CallEvent::Modified { .. }
+            | CallEvent::Pracked { .. } => {}
         }
     }
 
@@ -1193,6 +1722,11 @@ impl<'a> Shard<'a> {
     fn after_call(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
+        if self.stopping {
+            ep.script = Script::Unregister;
+            ep.script_at = Some(now);
+            return;
+        }
         match &plan.groups[ep.group].role {
             Role::Call { calls, pause, .. } if ep.calls_attempted < *calls => {
                 ep.script = Script::Dial;
@@ -1249,6 +1783,10 @@ impl<'a> Shard<'a> {
             calls_received: ep.calls_received,
             timings: ep.timings.clone(),
             error: ep.error.clone(),
+            media: ep.media_report.take(),
+            samples: std::mem::take(&mut ep.samples),
+            dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
+            dtmf_received: std::mem::take(&mut ep.dtmf_received),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace)
             } else {

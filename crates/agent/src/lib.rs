@@ -1,6 +1,7 @@
 //! sipmeter's engine: drives the sans-IO endpoints of `sip-proto` over real sockets.
 
 pub mod builtin;
+pub mod callmedia;
 pub mod check;
 pub mod engine;
 pub mod flow;

@@ -8,7 +8,7 @@ use sip_msg::{Host, Uri};
 
 use crate::builtin::BuiltinRegistrar;
 use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run};
-use crate::testfile::Prepared;
+use crate::testfile::{Discover, Prepared};
 
 /// Runs `prepared`, streaming events to `events`.
 pub fn execute(
@@ -16,6 +16,9 @@ pub fn execute(
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
+    if let Some(d) = prepared.discover.take() {
+        prepared.plan.server.addr = discover(&d, prepared.plan.seed)?;
+    }
     let Some(secret) = prepared.builtin.take() else {
         return run(prepared.plan, events, stop);
     };
@@ -48,4 +51,35 @@ pub fn execute(
     let out = run(prepared.plan, events, stop);
     rt.block_on(reg.stop());
     out
+}
+
+/// Locates the registrar by DNS (RFC 3263): the first target the engine can drive (UDP).
+fn discover(d: &Discover, seed: u64) -> std::io::Result<SocketAddr> {
+    use sip_net::dns::{Discovery, Dns};
+    use sip_proto::target::Transport;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let dns = Dns::new(d.dns_server).map_err(std::io::Error::other)?;
+        let mut disco = Discovery::new(d.destination.clone(), dns, seed)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut skipped = Vec::new();
+        while let Some(t) = disco.next_target().await {
+            if t.transport == Transport::Udp {
+                return Ok(SocketAddr::new(t.address, t.port));
+            }
+            skipped.push(format!("{} {}:{}", t.transport, t.address, t.port));
+        }
+        let asked: Vec<String> = disco.log().iter().map(|e| e.to_string()).collect();
+        let host = &d.destination.host;
+        Err(std::io::Error::other(if skipped.is_empty() {
+            format!("DNS finds no server for {host}: {}", asked.join("; "))
+        } else {
+            format!(
+                "DNS offers {host} only over {} and the load engine runs UDP in this build",
+                skipped.join(", ")
+            )
+        }))
+    })
 }

@@ -11,7 +11,10 @@ use sip_msg::{Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use toml::Spanned;
 
-use crate::engine::{EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget};
+use crate::callmedia::MediaPlan;
+use crate::engine::{
+    ActionKind, CallAction, EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget,
+};
 
 /// A test file as written.
 #[derive(Debug, Deserialize)]
@@ -23,16 +26,22 @@ pub struct TestFile {
     pub duration: Spanned<String>,
     /// Endpoints started per second (`20/s`); all at once when absent.
     pub ramp: Option<Spanned<String>>,
+    /// Calls started per second over the whole run at most (`50/s`); no cap when absent.
+    pub cps: Option<Spanned<String>>,
     /// Hard limit for the whole run (default: duration × calls + 2 minutes).
     pub time_limit: Option<Spanned<String>>,
     /// Event loops; default: one per core.
     pub shards: Option<usize>,
     /// Seed for tags, branches and Call-IDs.
     pub seed: Option<u64>,
+    /// RTP/RTCP port pairs from this range (`"20000-30000"`); default: chosen by the system.
+    pub rtp_ports: Option<Spanned<String>>,
     /// Registration lifetime in seconds (default 300).
     pub register_expires: Option<u32>,
     /// RFC 3261 T1, the round-trip estimate retransmissions start from (default 500ms).
     pub t1: Option<Spanned<String>>,
+    /// DNS server for the registrar's domain, `address:port` (default: the system's).
+    pub dns_server: Option<Spanned<String>>,
     /// The registrars.
     #[serde(rename = "registrar", default)]
     pub registrars: Vec<RegistrarEntry>,
@@ -59,10 +68,14 @@ pub struct RegistrarEntry {
     pub domain: Option<Spanned<String>>,
     /// Port; default per transport.
     pub port: Option<u16>,
-    /// `udp` (this build's engine runs UDP; tcp/tls/wss/auto come with the transports).
+    /// `udp`, or `auto` (RFC 3263 DNS discovery; the engine uses the first UDP target).
+    /// This build's engine runs UDP; tcp/tls/wss come with the transports.
     pub transport: Option<Spanned<String>>,
     /// `host:port` of an outbound proxy for INVITEs.
     pub outbound_proxy: Option<Spanned<String>>,
+    /// `false`: do not REGISTER; call straight away (a SIP trunk with IP authentication, a
+    /// PBX that accepts unregistered calls, or a peer such as SIPp). Default true.
+    pub register: Option<bool>,
 }
 
 /// An `[[accounts]]` entry: a numeric range, or a list.
@@ -124,9 +137,40 @@ pub struct GroupEntry {
     pub calls: Option<u32>,
     /// For `call`: pause between calls (default 1s).
     pub pause: Option<Spanned<String>>,
-    /// Codecs offered (recorded; media comes with the media engine).
+    /// Scenario actions in each call: `{ at = "2s", do = "hold" }`, `do = "resume"`,
+    /// `{ at = "1s", do = "dtmf", digits = "123#", duration = "100ms" }`.
     #[serde(default)]
-    pub codecs: Vec<String>,
+    pub actions: Vec<ActionEntry>,
+    /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
+    #[serde(default)]
+    pub prack: bool,
+    /// Codecs offered, in preference order (default PCMU, PCMA).
+    #[serde(default)]
+    pub codecs: Vec<Spanned<String>>,
+    /// Packetisation time in ms (default 20).
+    pub ptime: Option<Spanned<u32>>,
+    /// RTP media in the calls (default true); false: signalling only.
+    pub media: Option<bool>,
+    /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
+    pub rtcp_mux: Option<bool>,
+}
+
+/// One scenario action of a group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionEntry {
+    /// Time after the call is answered.
+    pub at: Spanned<String>,
+    /// `hold`, `resume` or `dtmf`.
+    #[serde(rename = "do")]
+    pub action: Spanned<String>,
+    /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
+    pub digits: Option<Spanned<String>>,
+    /// For `dtmf`: each digit's duration (default 100ms; INFO digits are sent 2× apart).
+    pub duration: Option<Spanned<String>>,
+    /// For `dtmf`: `rfc4733` (telephone-events in RTP; the default with media) or `info`
+    /// (SIP INFO `application/dtmf-relay`; the default without media).
+    pub method: Option<Spanned<String>>,
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
@@ -139,6 +183,12 @@ pub struct PassCriteria {
     pub min_success: Option<f64>,
     /// Maximum 95th percentile call setup time, ms.
     pub max_setup_p95_ms: Option<f64>,
+    /// Minimum mean MOS over the endpoints with media.
+    pub min_mos: Option<f64>,
+    /// Maximum mean jitter, ms.
+    pub max_jitter_ms: Option<f64>,
+    /// Maximum mean packet loss, percent.
+    pub max_loss_percent: Option<f64>,
 }
 
 /// A problem in a test file: where and what.
@@ -187,6 +237,17 @@ pub struct Prepared {
     pub builtin: Option<Vec<u8>>,
     /// The gates.
     pub pass: PassCriteria,
+    /// Find the registrar by DNS before the run (the plan's `server.addr` is a placeholder).
+    pub discover: Option<Discover>,
+}
+
+/// A registrar to locate by DNS (RFC 3263) when the run starts.
+#[derive(Debug, Clone)]
+pub struct Discover {
+    /// What to locate.
+    pub destination: sip_proto::rfc3263::Destination,
+    /// The DNS server; `None` for the system's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 struct Ctx<'a> {
@@ -228,6 +289,17 @@ pub fn prepare(
     secret: &[u8],
     now_unix: u64,
 ) -> Result<Prepared, FileError> {
+    prepare_with(file, text, secret, now_unix, None)
+}
+
+/// [`prepare`], with a DNS server (`--dns-server`) that overrides the file's `dns_server`.
+pub fn prepare_with(
+    file: &str,
+    text: &str,
+    secret: &[u8],
+    now_unix: u64,
+    dns_server: Option<SocketAddr>,
+) -> Result<Prepared, FileError> {
     let cx = Ctx { file, text };
     let tf: TestFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |s| cx.line_of(s));
@@ -239,26 +311,45 @@ pub fn prepare(
         }
     })?;
     let duration = cx.duration(&tf.duration, "duration")?;
-    let ramp_per_sec = match &tf.ramp {
-        None => 0.0,
-        Some(r) => {
-            let t = r.get_ref().trim();
-            let n = t
-                .strip_suffix("/s")
-                .unwrap_or(t)
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|n| *n > 0.0 && n.is_finite());
-            match n {
-                Some(n) => n,
-                None => return cx.err(r.span(), "ramp", format!("`{t}` is not a rate (try 20/s)")),
-            }
+    let rate = |r: &Option<Spanned<String>>, field: &str| -> Result<f64, FileError> {
+        let Some(r) = r else { return Ok(0.0) };
+        let t = r.get_ref().trim();
+        let n = t
+            .strip_suffix("/s")
+            .unwrap_or(t)
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n > 0.0 && n.is_finite());
+        match n {
+            Some(n) => Ok(n),
+            None => cx.err(r.span(), field, format!("`{t}` is not a rate (try 20/s)")),
         }
     };
+    let ramp_per_sec = rate(&tf.ramp, "ramp")?;
+    let cps = rate(&tf.cps, "cps")?;
     if tf.groups.is_empty() {
         return cx.err(0..0, "group", "the test has no [[group]]");
     }
+    let dns_server = match (dns_server, &tf.dns_server) {
+        (Some(s), _) => Some(s),
+        (None, None) => None,
+        (None, Some(d)) => match d.get_ref().trim().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                return cx.err(
+                    d.span(),
+                    "dns_server",
+                    format!(
+                        "`{}`: expected ADDRESS:PORT, e.g. 127.0.0.1:53",
+                        d.get_ref()
+                    ),
+                );
+            }
+        },
+    };
+    // Registrars located by DNS when the run starts.
+    let mut deferred: HashMap<&str, sip_proto::rfc3263::Destination> = HashMap::new();
     // Registrars.
     let mut servers: HashMap<&str, (ServerTarget, bool)> = HashMap::new();
     let mut builtin = None;
@@ -296,13 +387,72 @@ pub fn prepare(
                 ),
             );
         };
+        let auto = r
+            .transport
+            .as_ref()
+            .is_some_and(|t| t.get_ref().eq_ignore_ascii_case("auto"));
         if let Some(t) = &r.transport
             && !t.get_ref().eq_ignore_ascii_case("udp")
+            && !auto
         {
-            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (tcp, tls, wss and auto come with the transport layer)", t.get_ref()));
+            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (udp or auto; tcp, tls and wss come with the transport layer)", t.get_ref()));
         }
         let port = r.port.unwrap_or(5060);
         let host = domain.get_ref().trim_matches(['[', ']']);
+        let is_name = host.parse::<IpAddr>().is_err();
+        if auto || (is_name && dns_server.is_some()) {
+            let Ok(h) = sip_proto::target::Host::parse(host) else {
+                return cx.err(
+                    domain.span(),
+                    field("domain"),
+                    format!("`{host}` is not a host name or IP address"),
+                );
+            };
+            // RFC 3263 §4: AUTO puts neither port nor transport in the URI (or DNS discovery
+            // would be off); a fixed transport keeps the seed page's form.
+            let hostpart = h.to_string();
+            let uri = match (auto, r.port) {
+                (true, Some(p)) => format!("sip:{hostpart}:{p}"),
+                (true, None) => format!("sip:{hostpart}"),
+                (false, _) => format!("sip:{hostpart}:{port};transport=udp"),
+            };
+            let registrar_uri = Uri::parse(&uri).or_else(|_| {
+                cx.err(
+                    domain.span(),
+                    field("domain"),
+                    format!("`{host}` is not a host name or IP address"),
+                )
+            })?;
+            deferred.insert(
+                &r.id,
+                sip_proto::rfc3263::Destination {
+                    host: h,
+                    port: if auto { r.port } else { Some(port) },
+                    transport: (!auto).then_some(sip_proto::target::Transport::Udp),
+                    sips: false,
+                },
+            );
+            if r.outbound_proxy.is_some() {
+                return cx.err(
+                    0..0,
+                    field("outbound_proxy"),
+                    "not supported together with DNS discovery in this build",
+                );
+            }
+            servers.insert(
+                &r.id,
+                (
+                    ServerTarget {
+                        addr: ([0, 0, 0, 0], 0).into(),
+                        domain: host.to_owned(),
+                        registrar_uri,
+                        outbound_proxy: None,
+                    },
+                    false,
+                ),
+            );
+            continue;
+        }
         let addr = match host.parse::<IpAddr>() {
             Ok(ip) => SocketAddr::new(ip, port),
             Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
@@ -413,8 +563,16 @@ pub fn prepare(
         pool.extend(a.list.iter().cloned());
     }
     // Groups.
+    let registers = |rid: &str| {
+        tf.registrars
+            .iter()
+            .find(|r| r.id == rid)
+            .and_then(|r| r.register)
+            .unwrap_or(true)
+    };
     let mut groups = Vec::new();
     let mut server: Option<(ServerTarget, bool)> = None;
+    let mut discover = None;
     let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut taken: HashMap<String, usize> = HashMap::new();
     for (gi, g) in tf.groups.iter().enumerate() {
@@ -435,7 +593,13 @@ pub fn prepare(
                     "all groups of one test must use the same registrar in this build",
                 );
             }
-            _ => server = Some((target.clone(), *is_builtin)),
+            _ => {
+                server = Some((target.clone(), *is_builtin));
+                discover = deferred.get(rid.as_str()).map(|d| Discover {
+                    destination: d.clone(),
+                    dns_server,
+                });
+            }
         }
         let n = *g.endpoints.get_ref();
         if n == 0 {
@@ -450,6 +614,14 @@ pub fn prepare(
                 endpoints.push(EndpointPlan {
                     user,
                     credentials: Some(Credentials::new(&u, &p)),
+                });
+            }
+        } else if !registers(rid) && pools.get(rid).is_none_or(Vec::is_empty) {
+            // No registration and no accounts: callers identified by name (IP-authenticated).
+            for k in 0..n {
+                endpoints.push(EndpointPlan {
+                    user: format!("{}{}", g.name, k + 1),
+                    credentials: None,
                 });
             }
         } else {
@@ -518,9 +690,15 @@ pub fn prepare(
                             format!("no group named `{name}`"),
                         );
                     };
+                    // RFC 3261 §25.1: an IPv6 domain is bracketed in a URI.
+                    let host = if server.domain.contains(':') {
+                        format!("[{}]", server.domain)
+                    } else {
+                        server.domain.clone()
+                    };
                     users
                         .iter()
-                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{}", server.domain)).ok())
+                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{host}")).ok())
                         .collect()
                 } else {
                     let mut v = Vec::new();
@@ -562,10 +740,128 @@ pub fn prepare(
                 );
             }
         };
+        let mut actions = Vec::new();
+        for (ai, a) in g.actions.iter().enumerate() {
+            let afield = |f: &str| format!("group[{gi}].actions[{ai}].{f}");
+            let at = cx.duration(&a.at, &afield("at"))?;
+            match a.action.get_ref().to_ascii_lowercase().as_str() {
+                "hold" => actions.push(CallAction {
+                    at,
+                    kind: ActionKind::Hold,
+                }),
+                "resume" => actions.push(CallAction {
+                    at,
+                    kind: ActionKind::Resume,
+                }),
+                "dtmf" => {
+                    let Some(digits) = &a.digits else {
+                        return cx.err(a.action.span(), afield("digits"), "dtmf needs `digits`");
+                    };
+                    let duration = match &a.duration {
+                        Some(d) => cx.duration(d, &afield("duration"))?,
+                        None => Duration::from_millis(100),
+                    };
+                    if duration.is_zero() || duration > Duration::from_secs(5) {
+                        let span = a.duration.as_ref().map_or(0..0, Spanned::span);
+                        return cx.err(span, afield("duration"), "must be between 1ms and 5s");
+                    }
+                    let info = match a.method.as_ref().map(|m| m.get_ref().to_ascii_lowercase()) {
+                        None => !g.media.unwrap_or(true),
+                        Some(m) if m == "info" => true,
+                        Some(m) if m == "rfc4733" => false,
+                        Some(m) => {
+                            let span = a.method.as_ref().map_or(0..0, Spanned::span);
+                            return cx.err(
+                                span,
+                                afield("method"),
+                                format!("`{m}`: expected rfc4733 or info"),
+                            );
+                        }
+                    };
+                    if let Some(c) = digits.get_ref().chars().find(
+                        |c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'),
+                    ) {
+                        return cx.err(
+                            digits.span(),
+                            afield("digits"),
+                            format!("`{c}` is not a DTMF digit (0-9 * # A-D)"),
+                        );
+                    }
+                    if !info {
+                        if !g.media.unwrap_or(true) {
+                            return cx.err(
+                                a.action.span(),
+                                afield("method"),
+                                "rfc4733 DTMF needs media (media = true) or method = \"info\"",
+                            );
+                        }
+                        actions.push(CallAction {
+                            at,
+                            kind: ActionKind::Dtmf {
+                                digits: digits.get_ref().to_ascii_uppercase(),
+                                duration_ms: duration.as_millis() as u32,
+                            },
+                        });
+                        continue;
+                    }
+                    for (k, c) in digits.get_ref().chars().enumerate() {
+                        let digit = c.to_ascii_uppercase();
+                        actions.push(CallAction {
+                            at: at + 2 * duration * k as u32,
+                            kind: ActionKind::DtmfInfo {
+                                digit,
+                                duration_ms: duration.as_millis() as u32,
+                            },
+                        });
+                    }
+                }
+                other => {
+                    return cx.err(
+                        a.action.span(),
+                        afield("do"),
+                        format!("`{other}`: expected hold, resume or dtmf"),
+                    );
+                }
+            }
+        }
+        actions.sort_by_key(|a| a.at);
+        let media = if g.media.unwrap_or(true) {
+            let mut codecs = Vec::new();
+            for c in &g.codecs {
+                match crate::callmedia::codec_by_name(c.get_ref()) {
+                    Some(codec) => codecs.push(codec),
+                    None => {
+                        return cx.err(
+                            c.span(),
+                            field("codecs"),
+                            format!("`{}`: unknown codec (PCMU, PCMA, G722, OPUS)", c.get_ref()),
+                        );
+                    }
+                }
+            }
+            let mut mp = MediaPlan::default();
+            if !codecs.is_empty() {
+                mp.codecs = codecs;
+            }
+            if let Some(p) = &g.ptime {
+                if !(10..=120).contains(p.get_ref()) || p.get_ref() % 10 != 0 {
+                    return cx.err(p.span(), field("ptime"), "must be 10, 20, … 120 (ms)");
+                }
+                mp.ptime_ms = *p.get_ref();
+            }
+            mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            Some(mp)
+        } else {
+            None
+        };
         plans.push(GroupPlan {
+            media,
+            actions,
             name: g.name.clone(),
             endpoints,
             role,
+            prack: g.prack,
+            register: registers(g.registrar.get_ref()),
         });
     }
     let time_limit = match &tf.time_limit {
@@ -579,6 +875,28 @@ pub fn prepare(
             return cx.err(t1.span(), "t1", "must be between 1ms and 10s");
         }
     }
+    let rtp_ports = match &tf.rtp_ports {
+        None => None,
+        Some(r) => {
+            let parsed = r.get_ref().split_once('-').and_then(|(a, b)| {
+                let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+                (1024 <= a && a + 3 <= b).then_some((a, b))
+            });
+            match parsed {
+                Some(p) => Some(p),
+                None => {
+                    return cx.err(
+                        r.span(),
+                        "rtp_ports",
+                        format!(
+                            "`{}`: expected FROM-TO with 1024 ≤ FROM and room for two pairs",
+                            r.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+    };
     let shards = tf
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -586,10 +904,13 @@ pub fn prepare(
     Ok(Prepared {
         plan: RunPlan {
             name: tf.name,
+            rtp_ports,
+            keep_samples: false,
             server,
             groups: plans,
             call_duration: duration,
             ramp_per_sec,
+            cps,
             register_expires: tf.register_expires.unwrap_or(300),
             shards,
             seed: tf.seed.unwrap_or(now_unix),
@@ -599,6 +920,7 @@ pub fn prepare(
         },
         builtin,
         pass: tf.pass,
+        discover,
     })
 }
 
@@ -608,7 +930,12 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
     let success = f64::from(summary.outcomes.get("SUCCESS").copied().unwrap_or(0));
     let total = f64::from(summary.endpoints.max(1));
     let min_success = pass.min_success.unwrap_or(
-        if pass.min_asr.is_none() && pass.max_setup_p95_ms.is_none() {
+        if pass.min_asr.is_none()
+            && pass.max_setup_p95_ms.is_none()
+            && pass.min_mos.is_none()
+            && pass.max_jitter_ms.is_none()
+            && pass.max_loss_percent.is_none()
+        {
             100.0
         } else {
             0.0
@@ -634,6 +961,31 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
                 "call setup P95 {p:.1} ms above max_setup_p95_ms {max}"
             )),
             None => failures.push("no call was set up, so max_setup_p95_ms cannot hold".into()),
+        }
+    }
+    let media_gates = [
+        ("min_mos", pass.min_mos, summary.mos_avg, true, "MOS"),
+        (
+            "max_jitter_ms",
+            pass.max_jitter_ms,
+            summary.jitter_avg_ms,
+            false,
+            "jitter (ms)",
+        ),
+        (
+            "max_loss_percent",
+            pass.max_loss_percent,
+            summary.loss_avg_percent,
+            false,
+            "loss (%)",
+        ),
+    ];
+    for (gate, limit, value, at_least, what) in media_gates {
+        let Some(limit) = limit else { continue };
+        match value {
+            Some(v) if (at_least && v >= limit) || (!at_least && v <= limit) => {}
+            Some(v) => failures.push(format!("mean {what} {v:.2} fails {gate} {limit}")),
+            None => failures.push(format!("no media was measured, so {gate} cannot hold")),
         }
     }
     if failures.is_empty() {
@@ -696,6 +1048,59 @@ call = "group:callees"
     }
 
     #[test]
+    fn group_targets_bracket_an_ipv6_domain() {
+        let v6 = GOOD.replace("domain = \"127.0.0.1\"", "domain = \"::1\"");
+        let p = prepare("t.toml", &v6, b"s", 0).unwrap();
+        let Role::Call { targets, .. } = &p.plan.groups[1].role else {
+            panic!("callers call")
+        };
+        assert_eq!(targets.len(), 2, "no callee dropped");
+        assert_eq!(targets[0].to_string(), "sip:1001@[::1]");
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:[::1]:5060;transport=udp"
+        );
+    }
+
+    #[test]
+    fn auto_defers_to_dns_and_keeps_port_and_transport_out_of_the_uri() {
+        let auto = GOOD
+            .replace("domain = \"127.0.0.1\"", "domain = \"pbx.example.com\"")
+            .replace("transport = \"udp\"", "transport = \"auto\"")
+            .replace("ramp = \"20/s\"", "dns_server = \"127.0.0.1:5353\"");
+        let p = prepare("t.toml", &auto, b"s", 0).unwrap();
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:pbx.example.com"
+        );
+        let d = p.discover.expect("located by DNS at run time");
+        assert_eq!(d.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!((d.destination.port, d.destination.transport), (None, None));
+        // --dns-server wins over the file.
+        let p = prepare_with(
+            "t.toml",
+            &auto,
+            b"s",
+            0,
+            Some("10.0.0.1:53".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            p.discover.unwrap().dns_server,
+            Some("10.0.0.1:53".parse().unwrap())
+        );
+        // A fixed transport with an IP literal needs no DNS.
+        assert!(prepare("t.toml", GOOD, b"s", 0).unwrap().discover.is_none());
+        let bad = auto.replace("127.0.0.1:5353", "localhost");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (4, "dns_server"), "{e}");
+        assert!(e.message.contains("expected ADDRESS:PORT"), "{e}");
+        let tls = auto.replace("\"auto\"", "\"tls\"");
+        let e = prepare("t.toml", &tls, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].transport", "{e}");
+    }
+
+    #[test]
     fn errors_name_line_and_field() {
         let too_many = GOOD.replace(
             "endpoints = 2\nregistrar = \"pbx\"\ncall",
@@ -738,6 +1143,59 @@ call = "group:callees"
             e.to_string(),
             "t.toml:26: group[1].call: no group named `nobody`"
         );
+    }
+
+    #[test]
+    fn a_trunk_that_does_not_register_needs_no_accounts() {
+        let file = "name = \"trunk\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"trunk\"\ndomain = \"127.0.0.1\"\nregister = false\n\n[[group]]\nname = \"out\"\nendpoints = 2\nregistrar = \"trunk\"\nprack = true\ncall = \"sip:{n}@127.0.0.1\"\n";
+        let p = prepare("t.toml", file, b"s", 0).unwrap();
+        let g = &p.plan.groups[0];
+        assert!(!g.register && g.prack);
+        assert_eq!(g.endpoints[1].user, "out2");
+        assert!(g.endpoints.iter().all(|e| e.credentials.is_none()));
+    }
+
+    #[test]
+    fn actions_expand_dtmf_digits_and_name_bad_fields() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let ok = format!(
+            "{base}actions = [{{ at = \"1s\", do = \"dtmf\", method = \"info\", digits = \"1*\", duration = \"80ms\" }}, {{ at = \"500ms\", do = \"hold\" }}, {{ at = \"2s\", do = \"dtmf\", digits = \"#9\" }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        let at: Vec<u128> = p.plan.groups[0]
+            .actions
+            .iter()
+            .map(|a| a.at.as_millis())
+            .collect();
+        assert_eq!(
+            at,
+            [500, 1000, 1160, 2000],
+            "hold first, then one INFO digit every 2×80 ms, then the RFC 4733 digits"
+        );
+        assert_eq!(
+            p.plan.groups[0].actions[3].kind,
+            ActionKind::Dtmf {
+                digits: "#9".into(),
+                duration_ms: 100
+            }
+        );
+        assert_eq!(
+            p.plan.groups[0].actions[2].kind,
+            ActionKind::DtmfInfo {
+                digit: '*',
+                duration_ms: 80
+            }
+        );
+        let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dtmf\", digits = \"1x\" }}]\n");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (13, "group[0].actions[0].digits"),
+            "{e}"
+        );
+        let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert!(e.message.contains("expected hold, resume or dtmf"), "{e}");
     }
 
     #[test]

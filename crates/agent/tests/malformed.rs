@@ -55,6 +55,8 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
     let users = ["good1", "bad", "good2"];
     let plan = RunPlan {
         name: "malformed".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr,
             domain: "scripted.test".into(),
@@ -71,10 +73,15 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
                     credentials: None,
                 })
                 .collect(),
+            prack: false,
+            register: true,
+            actions: Vec::new(),
+            media: None,
             role: Role::RegisterOnly,
         }],
         call_duration: Duration::from_millis(200),
         ramp_per_sec: 0.0,
+        cps: 0.0,
         register_expires: 60,
         shards: 1,
         seed: 1,

@@ -4,6 +4,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use agent::builtin::BuiltinRegistrar;
+use agent::callmedia::MediaPlan;
 use agent::engine::{
     EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
 };
@@ -54,6 +55,8 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         .collect();
     let plan = RunPlan {
         name: "loopback".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr,
             domain: "sipmeter.test".into(),
@@ -65,6 +68,10 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             GroupPlan {
                 name: "callers".into(),
                 endpoints: endpoints("caller", 10),
+                prack: true,
+                register: true,
+                actions: Vec::new(),
+                media: Some(MediaPlan::default()),
                 role: Role::Call {
                     targets,
                     calls: 2,
@@ -74,13 +81,18 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             GroupPlan {
                 name: "callees".into(),
                 endpoints: endpoints("callee", 10),
+                prack: true,
+                register: true,
+                actions: Vec::new(),
+                media: Some(MediaPlan::default()),
                 role: Role::Answer {
                     answer_delay: Duration::from_millis(50),
                 },
             },
         ],
-        call_duration: Duration::from_millis(300),
+        call_duration: Duration::from_millis(1500),
         ramp_per_sec: 200.0,
+        cps: 0.0,
         register_expires: 60,
         shards: 2,
         seed: 42,
@@ -131,6 +143,45 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         callers[0].trace[0]
             .first_line()
             .starts_with("REGISTER sip:127.0.0.1:")
+    );
+    // Both groups use 100rel: every call's 180 was PRACKed through the proxy.
+    for r in &callers {
+        let pracks = r
+            .trace
+            .iter()
+            .filter(|t| t.first_line().starts_with("PRACK sip:"))
+            .count();
+        assert_eq!(pracks, 2, "one PRACK per call: {:?}", r.user);
+    }
+    // Media flowed both ways in every call and scores like a clean G.711 path (G.107: a
+    // lossless G.711 call at low delay rates R 93.2, MOS 4.41).
+    for r in &reports {
+        let m = r
+            .media
+            .as_ref()
+            .unwrap_or_else(|| panic!("media measured: {r:#?}"));
+        assert_eq!(m.calls, 2, "{m:?}");
+        assert_eq!(m.codec, Some("PCMU"));
+        assert!(
+            m.rx_packets >= 2 * 60,
+            "≈75 packets of 20 ms per 1.5 s call: {m:?}"
+        );
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        // A starved generator (timers late) measures itself, and says so.
+        if summary.late_timers == 0 {
+            assert!(m.mos > 4.3, "{m:?}");
+            assert!(m.jitter_ms < 5.0, "{m:?}");
+        }
+        assert!(!r.samples.is_empty(), "per-second samples kept");
+    }
+    if summary.late_timers == 0 {
+        assert!(summary.mos_avg.unwrap() > 4.3);
+    }
+    assert!(
+        events.iter().any(
+            |e| matches!(e, RunEvent::Sample(s) if s.metrics.iter().any(|(k, _)| *k == "rx_mos"))
+        ),
+        "samples are streamed as events"
     );
     let stats = rt.block_on(reg.stop());
     assert!(

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent::builtin::BuiltinRegistrar;
+use agent::callmedia::MediaPlan;
 use agent::engine::{
     EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
 };
@@ -94,6 +95,8 @@ fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
     RunPlan {
         name: "sipp interop".into(),
+        rtp_ports: None,
+        keep_samples: true,
         server: ServerTarget {
             addr: reg.addr(),
             domain: "sipmeter.test".into(),
@@ -107,6 +110,7 @@ fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> R
         groups,
         call_duration: duration,
         ramp_per_sec: 0.0,
+        cps: 0.0,
         register_expires: 60,
         shards: 1,
         seed: 7,
@@ -154,6 +158,10 @@ fn our_callers_call_a_sipp_uas() {
     let groups = vec![GroupPlan {
         name: "callers".into(),
         endpoints,
+        prack: false,
+        register: true,
+        actions: Vec::new(),
+        media: None,
         role: Role::Call {
             targets: vec![target],
             calls: 1,
@@ -205,6 +213,10 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
     let groups = vec![GroupPlan {
         name: "callees".into(),
         endpoints,
+        prack: false,
+        register: true,
+        actions: Vec::new(),
+        media: None,
         role: Role::Answer {
             answer_delay: Duration::from_millis(100),
         },
@@ -259,4 +271,166 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         r.trace.iter().any(|e| e.first_line().starts_with("BYE ")),
         "SIPp's BYE reached the endpoint"
     );
+}
+
+#[test]
+fn callers_that_do_not_register_call_a_sipp_uas_directly() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_udp_port();
+    let sipp = Sipp::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        "6",
+        "-nostdin",
+        "-timeout",
+        "25s",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let sipp_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
+    let plan = RunPlan {
+        name: "direct to sipp".into(),
+        rtp_ports: None,
+        keep_samples: true,
+        server: ServerTarget {
+            addr: sipp_addr,
+            domain: "127.0.0.1".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
+            outbound_proxy: None,
+        },
+        groups: vec![GroupPlan {
+            name: "trunk".into(),
+            endpoints: (0..3)
+                .map(|i| EndpointPlan {
+                    user: format!("trunk{i}"),
+                    credentials: None,
+                })
+                .collect(),
+            prack: false,
+            register: false,
+            actions: Vec::new(),
+            media: None,
+            role: Role::Call {
+                targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
+                calls: 2,
+                pause: Duration::ZERO,
+            },
+        }],
+        call_duration: Duration::ZERO,
+        ramp_per_sec: 0.0,
+        cps: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 11,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+        timers: Default::default(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.registration_code, None, "no REGISTER was sent");
+        assert!(
+            r.trace
+                .iter()
+                .all(|t| !t.first_line().starts_with("REGISTER"))
+        );
+        assert_eq!(r.calls_answered, 2);
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (6, 6));
+    // Phases skip REGISTERED: INITIALIZING → CALLING … → CLOSED.
+    assert!(!rx.try_iter().any(|e| matches!(
+        e,
+        RunEvent::Phase {
+            phase: Phase::Registered,
+            ..
+        }
+    )));
+    assert_eq!(sipp.wait(Duration::from_secs(20)), 0, "SIPp counts 6 calls");
+}
+
+#[test]
+fn media_through_a_sipp_uas_with_rtp_echo() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_udp_port();
+    let media_port = free_udp_port();
+    let sipp = Sipp::start(&[
+        "-sn",
+        "uas",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-mi",
+        "127.0.0.1",
+        "-mp",
+        &media_port.to_string(),
+        "-rtp_echo",
+        "-m",
+        "2",
+        "-nostdin",
+        "-timeout",
+        "25s",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let plan = RunPlan {
+        name: "rtp echo".into(),
+        rtp_ports: None,
+        keep_samples: true,
+        server: ServerTarget {
+            addr: ([127, 0, 0, 1], port).into(),
+            domain: "127.0.0.1".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
+            outbound_proxy: None,
+        },
+        groups: vec![GroupPlan {
+            name: "trunk".into(),
+            endpoints: (0..2)
+                .map(|i| EndpointPlan {
+                    user: format!("echo{i}"),
+                    credentials: None,
+                })
+                .collect(),
+            prack: false,
+            register: false,
+            actions: Vec::new(),
+            media: Some(MediaPlan::default()),
+            role: Role::Call {
+                targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
+                calls: 1,
+                pause: Duration::ZERO,
+            },
+        }],
+        call_duration: Duration::from_secs(3),
+        ramp_per_sec: 0.0,
+        cps: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 5,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+        timers: Default::default(),
+    };
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        // SIPp answered PCMU and reflected our RTP: we measured our own stream coming back.
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("PCMU"));
+        assert!(m.tx_packets >= 140, "3 s at 20 ms: {m:?}");
+        assert!(m.rx_packets >= 140, "echoed back: {m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        if summary.late_timers == 0 {
+            assert!(m.mos > 4.3, "{m:?}");
+        }
+        assert!(r.samples.len() >= 2);
+    }
+    assert_eq!(sipp.wait(Duration::from_secs(20)), 0, "SIPp counts 2 calls");
 }

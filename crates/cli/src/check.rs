@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent::check::{CheckReport, CheckRequest, StepStatus, run_check};
+use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_with};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_proto::auth::{Credentials, Secret};
@@ -17,9 +17,13 @@ pub struct CheckArgs {
     /// The SIP port (default: 5060 for UDP and TCP).
     #[arg(long)]
     port: Option<u16>,
-    /// Transport: udp or tcp (tls, wss and auto are not in this build yet).
+    /// Transport: udp, tcp, or auto (DNS NAPTR → SRV → A/AAAA decides; tls and wss are not
+    /// in this build yet).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// DNS server as ADDRESS:PORT (default: the system's resolver).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     /// The SIP account's auth user name.
     #[arg(long)]
     user: Option<String>,
@@ -45,12 +49,17 @@ pub struct CheckArgs {
 
 /// Runs the check: exit 0 only when registered, 1 when the check ran and failed, 2 for bad arguments.
 pub fn run(args: &CheckArgs) -> ExitCode {
+    let mut auto = false;
     let transport = match args.transport.to_ascii_lowercase().as_str() {
         "udp" => FlowKind::Udp,
         "tcp" => FlowKind::Tcp,
-        "tls" | "wss" | "auto" => {
+        "auto" => {
+            auto = true;
+            FlowKind::Udp
+        }
+        "tls" | "wss" => {
             eprintln!(
-                "sipmeter: --transport {}: not available in this build yet (udp and tcp are)",
+                "sipmeter: --transport {}: not available in this build yet (udp, tcp and auto are)",
                 args.transport
             );
             return ExitCode::from(2);
@@ -86,7 +95,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = runtime.block_on(run_check(req));
+    let dns = CheckDns {
+        auto,
+        server: args.dns_server,
+    };
+    let report = runtime.block_on(run_check_with(req, dns));
     if args.json {
         println!(
             "{}",
@@ -105,7 +118,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
 fn print_report(r: &CheckReport, trace: bool) {
     println!("registration URI  {}", r.registration_uri);
     if let Some(s) = r.server {
-        println!("server            {s}");
+        let t = r.transport.map_or("", |t| t.via_token());
+        println!("server            {s} {t}");
     }
     for s in &r.steps {
         let mark = match s.status {

@@ -9,13 +9,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent::engine::{EndpointReport, Outcome, RunEvent, RunSummary, StopHandle};
 use agent::runner::execute;
-use agent::testfile::{Prepared, prepare, verdict};
+use agent::testfile::{Prepared, prepare_with, verdict};
 
 /// Arguments of `sipmeter run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The test file (TOML).
     file: PathBuf,
+    /// DNS server for the registrar's domain, ADDRESS:PORT (overrides the file's `dns_server`).
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
     #[command(flatten)]
     out: OutputArgs,
 }
@@ -39,6 +42,10 @@ pub struct OutputArgs {
     /// Keep the SIP trace of every endpoint in the report, not only of failed ones.
     #[arg(long)]
     all_traces: bool,
+    /// Keep every per-second media sample in the report (default: when the test has at most
+    /// 100 endpoints).
+    #[arg(long)]
+    samples: bool,
     /// Event loops (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
@@ -71,16 +78,21 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    execute_file(&name, &text, &args.out)
+    execute_file(&name, &text, &args.out, args.dns_server)
 }
 
 /// `sipmeter demo`.
 pub fn demo(args: &DemoArgs) -> ExitCode {
-    execute_file("demo.toml (embedded)", DEMO, &args.out)
+    execute_file("demo.toml (embedded)", DEMO, &args.out, None)
 }
 
-fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
-    let mut prepared: Prepared = match prepare(name, text, &secret(), now_unix()) {
+fn execute_file(
+    name: &str,
+    text: &str,
+    out: &OutputArgs,
+    dns_server: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let mut prepared: Prepared = match prepare_with(name, text, &secret(), now_unix(), dns_server) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("sipmeter: {e}");
@@ -92,12 +104,14 @@ fn execute_file(name: &str, text: &str, out: &OutputArgs) -> ExitCode {
     }
     prepared.plan.keep_all_traces = out.all_traces;
     let endpoints: usize = prepared.plan.groups.iter().map(|g| g.endpoints.len()).sum();
+    prepared.plan.keep_samples = out.samples || endpoints <= 100;
     println!(
         "running \"{}\": {endpoints} endpoints on {} shard(s)",
         prepared.plan.name, prepared.plan.shards
     );
     let pass = std::mem::take(&mut prepared.pass);
     let stop = StopHandle::default();
+    watch_ctrl_c(stop.clone());
     let (tx, rx) = mpsc::channel();
     let quiet = out.quiet;
     let printer = std::thread::spawn(move || {
@@ -152,8 +166,39 @@ fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
 }
 
+/// First Ctrl-C: stop the run gracefully (calls hang up, endpoints un-register, the report
+/// is written). Second Ctrl-C: quit at once.
+fn watch_ctrl_c(stop: StopHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                eprintln!("stopping: hanging up, un-registering (Ctrl-C again to quit at once)");
+                stop.stop();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        eprintln!("sipmeter: Ctrl-C will not stop the run gracefully: {e}");
+    }
+}
+
 fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     println!();
+    if s.stopped {
+        println!("stopped on request after {:.1} s", s.duration_ms / 1000.0);
+    }
     println!("endpoints        {}", s.endpoints);
     let mut outcomes: Vec<_> = s.outcomes.iter().collect();
     outcomes.sort();
@@ -181,7 +226,24 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         fmt_ms(s.pdd_p95_ms),
         fmt_ms(s.pdd_p99_ms)
     );
-    println!("media            not measured in this build (RTP comes with the media engine)");
+    match s.mos_avg {
+        Some(mos) => {
+            let f = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
+            println!(
+                "MOS              avg {mos:.2}  min {}   ({} calls measured, ITU-T G.107)",
+                f(s.mos_min, ""),
+                s.media_calls
+            );
+            println!(
+                "jitter / loss    avg {}  max {}  /  avg {}",
+                f(s.jitter_avg_ms, " ms"),
+                f(s.jitter_max_ms, " ms"),
+                f(s.loss_avg_percent, " %")
+            );
+            println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
+        }
+        None => println!("media            none measured"),
+    }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
     if s.late_timers > 0 || s.send_errors > 0 {
         println!(

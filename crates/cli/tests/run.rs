@@ -32,20 +32,56 @@ fn demo_passes_and_writes_reports() {
         "--junit",
         junit.to_str().unwrap(),
     ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // When this machine starves the generator (timers late), sipmeter says so and its quality
+    // figures describe itself, not the path: then only the MOS gate may fail.
+    let overloaded = v["summary"]["late_timers"].as_u64().unwrap() > 0;
+    if overloaded && code == 1 {
+        assert!(out.contains("fails min_mos 4.3"), "{out}\n{err}");
+        assert!(out.contains("GENERATOR OVERLOADED"), "{out}");
+    } else {
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.trim_end().ends_with("PASSED"));
+    }
     assert!(out.contains("SUCCESS                20"), "{out}");
     assert!(
         out.contains("calls            10 attempted, 10 answered"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("PASSED"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(out.contains("MOS              avg 4."), "{out}");
     assert_eq!(v["summary"]["asr"], 100.0);
     assert_eq!(v["endpoints"].as_array().unwrap().len(), 20);
     assert_eq!(v["endpoints"][0]["phase"], "CLOSED");
+    for ep in v["endpoints"].as_array().unwrap() {
+        let m = &ep["media"];
+        if !overloaded {
+            assert!(m["mos"].as_f64().unwrap() >= 4.3, "{m}");
+        }
+        assert_eq!(m["rx_lost"], 0, "{m}");
+        // A 5 s call at 20 ms: about 250 packets each way.
+        assert!(m["rx_packets"].as_u64().unwrap() > 200, "{m}");
+        // Per-second samples under stable names, both directions.
+        let samples = ep["samples"].as_array().unwrap();
+        assert!(samples.len() >= 4, "{}", samples.len());
+        let names: Vec<&str> = samples[1]["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|kv| kv[0].as_str().unwrap())
+            .collect();
+        for name in [
+            "tx_packets",
+            "rx_packets",
+            "rx_jitter_ms",
+            "rx_mos",
+            "rx_r_factor",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+    }
     let x = std::fs::read_to_string(&junit).unwrap();
-    assert!(x.contains("tests=\"20\" failures=\"0\""), "{x}");
+    assert!(x.contains("tests=\"20\""), "{x}");
 }
 
 #[test]
@@ -78,5 +114,271 @@ fn failed_calls_exit_1_with_the_code_and_hint() {
     assert!(
         out.contains("FAILED: 0.0 % of endpoints succeeded"),
         "{out}"
+    );
+}
+
+#[test]
+fn ctrl_c_hangs_up_unregisters_and_reports() {
+    let file = tmp("long.toml");
+    std::fs::write(
+        &file,
+        "name = \"long calls\"\nduration = \"60s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callee\"\nendpoints = 3\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"caller\"\nendpoints = 3\nregistrar = \"builtin\"\ncall = \"group:callee\"\n",
+    )
+    .unwrap();
+    let report = tmp("long.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(["run", "--quiet", "--report", report.to_str().unwrap()])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipmeter runs");
+    // Let the calls connect, then interrupt as a user at the terminal would.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stopped promptly: {:?}\n{stdout}\n{stderr}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("stopping: hanging up"), "{stderr}");
+    assert!(stdout.contains("stopped on request after"), "{stdout}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["summary"]["stopped"], true);
+    // Every call that was up was hung up with BYE and every endpoint ended CLOSED.
+    for ep in v["endpoints"].as_array().unwrap() {
+        assert_eq!(ep["phase"], "CLOSED", "{ep}");
+    }
+    assert_eq!(v["summary"]["calls_answered"], 3, "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
+
+/// True when a request's To header carries a tag (sent inside a dialog).
+fn in_dialog(text: &str) -> bool {
+    text.lines()
+        .any(|l| l.starts_with("To:") && l.contains(";tag="))
+}
+
+#[test]
+fn scenario_actions_hold_resume_and_dtmf_go_through_the_proxy() {
+    let file = tmp("actions.toml");
+    std::fs::write(
+        &file,
+        r#"name = "hold, resume, DTMF"
+duration = "1500ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "callee"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+
+[[group]]
+name = "caller"
+endpoints = 2
+registrar = "builtin"
+call = "group:callee"
+actions = [
+  { at = "200ms", do = "hold" },
+  { at = "500ms", do = "resume" },
+  { at = "700ms", do = "dtmf", method = "info", digits = "12#", duration = "50ms" },
+  { at = "1000ms", do = "dtmf", digits = "9*", duration = "60ms" },
+]
+"#,
+    )
+    .unwrap();
+    let report = tmp("actions.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    for ep in v["endpoints"].as_array().unwrap() {
+        assert_eq!(ep["outcome"], "SUCCESS", "{ep}");
+        let texts: Vec<&str> = ep["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["text"].as_str())
+            .collect();
+        if ep["group"] == "caller" {
+            assert_eq!(ep["dtmf_sent"], "12#9*");
+            // The hold re-INVITE offered sendonly and the resume sendrecv, both answered 200.
+            let reinvites: Vec<&&str> = texts
+                .iter()
+                .filter(|t| t.starts_with("INVITE ") && in_dialog(t))
+                .collect();
+            assert_eq!(reinvites.len(), 2, "{texts:#?}");
+            assert!(reinvites[0].contains("a=sendonly"));
+            assert!(reinvites[1].contains("a=sendrecv"));
+            let infos = texts.iter().filter(|t| t.starts_with("INFO ")).count();
+            assert_eq!(infos, 3);
+        } else {
+            // INFO digits as they came, then the RFC 4733 digits the media session detected.
+            assert_eq!(ep["dtmf_received"], "12#9*", "{ep}");
+            assert_eq!(ep["media"]["dtmf_received"], "9*", "{ep}");
+        }
+    }
+}
+
+#[test]
+fn the_calls_per_second_cap_spreads_the_calls() {
+    let file = tmp("cps.toml");
+    std::fs::write(
+        &file,
+        "name = \"capped\"\nduration = \"0s\"\ncps = \"5/s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callee\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"caller\"\nendpoints = 10\nregistrar = \"builtin\"\ncall = \"group:callee\"\nmedia = false\n",
+    )
+    .unwrap();
+    let report = tmp("cps.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // Two callees take ten calls of zero length one after another; some may find one busy.
+    assert!(code == 0 || code == 1, "{out}\n{err}");
+    assert_eq!(v["summary"]["calls_attempted"], 10);
+    // The INVITEs left at most 5 per second: the first and the last are ≥ 1.8 s apart.
+    let mut invites: Vec<f64> = v["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|ep| ep["trace"].as_array().unwrap().iter())
+        .filter(|t| {
+            t["direction"] == "sent"
+                && t["text"].as_str().unwrap().starts_with("INVITE ")
+                && !t["text"].as_str().unwrap().contains("Authorization")
+        })
+        .map(|t| t["at_ms"].as_f64().unwrap())
+        .collect();
+    invites.sort_by(f64::total_cmp);
+    assert_eq!(invites.len(), 10, "{invites:?}");
+    let span = invites[9] - invites[0];
+    assert!(
+        (1700.0..4000.0).contains(&span),
+        "10 calls at 5/s span {span} ms"
+    );
+    for w in invites.windows(6) {
+        assert!(
+            w[5] - w[0] >= 900.0,
+            "no 6 INVITEs within a second: {invites:?}"
+        );
+    }
+}
+
+#[test]
+fn codecs_are_negotiated_and_a_mismatch_is_negotiation_failed() {
+    let file = tmp("codecs.toml");
+    std::fs::write(
+        &file,
+        r#"name = "codecs"
+duration = "1200ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "wide"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+codecs = ["G722", "OPUS", "PCMA"]
+
+[[group]]
+name = "narrow"
+endpoints = 1
+registrar = "builtin"
+role = "answer"
+codecs = ["PCMU"]
+
+[[group]]
+name = "g722"
+endpoints = 1
+registrar = "builtin"
+call = "sip:wide1@sipmeter.builtin"
+codecs = ["G722"]
+
+[[group]]
+name = "opus"
+endpoints = 1
+registrar = "builtin"
+call = "sip:wide2@sipmeter.builtin"
+codecs = ["OPUS", "PCMA"]
+
+[[group]]
+name = "mismatch"
+endpoints = 1
+registrar = "builtin"
+call = "sip:narrow1@sipmeter.builtin"
+codecs = ["OPUS"]
+
+[pass]
+min_success = 0
+"#,
+    )
+    .unwrap();
+    let report = tmp("codecs.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let ep = |group: &str| {
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["group"] == group)
+            .unwrap()
+            .clone()
+    };
+    for (group, codec) in [("g722", "G722"), ("opus", "opus")] {
+        let e = ep(group);
+        assert_eq!(e["outcome"], "SUCCESS", "{e}");
+        assert_eq!(e["media"]["codec"], codec, "{e}");
+        assert!(e["media"]["rx_packets"].as_u64().unwrap() > 40, "{e}");
+        assert_eq!(e["media"]["rx_lost"], 0, "{e}");
+    }
+    // OPUS only against a PCMU-only phone: 488 from the callee, both ends NEGOTIATION_FAILED.
+    let e = ep("mismatch");
+    assert_eq!(e["outcome"], "NEGOTIATION_FAILED", "{e}");
+    assert_eq!(e["call_code"], 488, "{e}");
+    let e = ep("narrow");
+    assert_eq!(e["outcome"], "NEGOTIATION_FAILED", "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("no common codec"),
+        "the reason names the codecs: {e}"
     );
 }

@@ -95,6 +95,7 @@ fn main() {
                 timers: TimerConfig::default(),
                 user_agent: "sipmeter-bench".into(),
                 seed: i as u64,
+                use_100rel: false,
             })
         })
         .collect();

@@ -47,6 +47,7 @@ fn ua(user: &str, port: u16, creds: Option<Credentials>) -> UserAgent {
         timers: TimerConfig::default(),
         user_agent: "sipmeter-test".into(),
         seed: u64::from(port),
+        use_100rel: false,
     })
 }
 

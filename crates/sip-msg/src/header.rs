@@ -1,11 +1,12 @@
 //! Header names, raw headers, and the lazily parsed typed views.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::HeaderError;
-use crate::text::{first_top, split_top};
+use crate::text::{TopSplit, check_top, first_top, split_top, trim_fast};
 
 macro_rules! header_names {
     ($( $variant:ident => $canon:literal $(, $compact:literal)? ; )*) => {
@@ -32,14 +33,36 @@ macro_rules! header_names {
 
             /// The name for `s`, recognising long and compact forms in any case.
             pub fn from_name(s: &str) -> Self {
-                // Most names are canonical or lower case: try those first without folding.
+                if crate::text::is_token(s) {
+                    Self::from_token(s)
+                } else {
+                    Self::from_any(s)
+                }
+            }
+
+            /// [`HeaderName::from_name`] for a name already checked to be a token.
+            pub(crate) fn from_token(s: &str) -> Self {
+                match Self::frequent(s.as_bytes()) {
+                    Some(name) => name,
+                    None => Self::from_any(s),
+                }
+            }
+
+            fn from_any(s: &str) -> Self {
+                let b = s.as_bytes();
+                if let [c] = b {
+                    // Compact forms are single letters (RFC 3261 §7.3.3).
+                    let c = c.to_ascii_lowercase();
+                    $($(
+                        if c == $compact.as_bytes()[0] {
+                            return HeaderName::$variant;
+                        }
+                    )?)*
+                }
+                // One pass, most frequent names first (the list order); the length test
+                // rejects most candidates before any byte is compared.
                 $(
-                    if s == $canon {
-                        return HeaderName::$variant;
-                    }
-                )*
-                $(
-                    if s.eq_ignore_ascii_case($canon) $(|| s.eq_ignore_ascii_case($compact))? {
+                    if b.len() == $canon.len() && b.eq_ignore_ascii_case($canon.as_bytes()) {
                         return HeaderName::$variant;
                     }
                 )*
@@ -50,66 +73,108 @@ macro_rules! header_names {
 }
 
 // RFC 3261 §7.3.3 and §20; compact forms from RFC 3261, RFC 3515 (r), RFC 3892 (b),
-// RFC 3903? (none), RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d), RFC 3329? (none), RFC 3891? (none).
+// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d). `from_name` tries the names in this order:
+// the headers of every request and response come first.
 header_names! {
+    Via => "Via", "v";
+    From => "From", "f";
+    To => "To", "t";
+    CallId => "Call-ID", "i";
+    CSeq => "CSeq";
+    Contact => "Contact", "m";
+    MaxForwards => "Max-Forwards";
+    ContentLength => "Content-Length", "l";
+    ContentType => "Content-Type", "c";
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    Allow => "Allow";
+    Supported => "Supported", "k";
+    UserAgent => "User-Agent";
+    Server => "Server";
+    Expires => "Expires";
+    Authorization => "Authorization";
+    ProxyAuthorization => "Proxy-Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    Require => "Require";
+    Event => "Event", "o";
+    AllowEvents => "Allow-Events", "u";
+    SubscriptionState => "Subscription-State";
+    Date => "Date";
+    Reason => "Reason";
+    SessionExpires => "Session-Expires", "x";
+    MinSe => "Min-SE";
+    RSeq => "RSeq";
+    RAck => "RAck";
     Accept => "Accept";
     AcceptEncoding => "Accept-Encoding";
     AcceptLanguage => "Accept-Language";
     AlertInfo => "Alert-Info";
-    Allow => "Allow";
-    AllowEvents => "Allow-Events", "u";
     AuthenticationInfo => "Authentication-Info";
-    Authorization => "Authorization";
-    CallId => "Call-ID", "i";
     CallInfo => "Call-Info";
-    Contact => "Contact", "m";
     ContentDisposition => "Content-Disposition";
     ContentEncoding => "Content-Encoding", "e";
     ContentLanguage => "Content-Language";
-    ContentLength => "Content-Length", "l";
-    ContentType => "Content-Type", "c";
-    CSeq => "CSeq";
-    Date => "Date";
     ErrorInfo => "Error-Info";
-    Event => "Event", "o";
-    Expires => "Expires";
-    From => "From", "f";
     InReplyTo => "In-Reply-To";
-    MaxForwards => "Max-Forwards";
     MimeVersion => "MIME-Version";
     MinExpires => "Min-Expires";
-    MinSe => "Min-SE";
     Organization => "Organization";
     Path => "Path";
     Priority => "Priority";
-    ProxyAuthenticate => "Proxy-Authenticate";
-    ProxyAuthorization => "Proxy-Authorization";
     ProxyRequire => "Proxy-Require";
-    RAck => "RAck";
-    Reason => "Reason";
-    RecordRoute => "Record-Route";
     ReferTo => "Refer-To", "r";
     ReferredBy => "Referred-By", "b";
     RejectContact => "Reject-Contact", "j";
     ReplyTo => "Reply-To";
-    Require => "Require";
     RequestDisposition => "Request-Disposition", "d";
     RetryAfter => "Retry-After";
-    Route => "Route";
-    RSeq => "RSeq";
-    Server => "Server";
-    SessionExpires => "Session-Expires", "x";
     Subject => "Subject", "s";
-    SubscriptionState => "Subscription-State";
-    Supported => "Supported", "k";
     Timestamp => "Timestamp";
-    To => "To", "t";
     Unsupported => "Unsupported";
-    UserAgent => "User-Agent";
-    Via => "Via", "v";
     Warning => "Warning";
-    WwwAuthenticate => "WWW-Authenticate";
     AcceptContact => "Accept-Contact", "a";
+}
+
+impl HeaderName {
+    /// The headers of nearly every message, found by length and first letter.
+    #[inline]
+    fn frequent(b: &[u8]) -> Option<Self> {
+        let first = b.first()?.to_ascii_lowercase();
+        let (name, canon) = match (b.len(), first) {
+            (3, b'v') => (HeaderName::Via, "Via"),
+            (4, b'f') => (HeaderName::From, "From"),
+            (2, b't') => (HeaderName::To, "To"),
+            (7, b'c') if b[1].eq_ignore_ascii_case(&b'a') => (HeaderName::CallId, "Call-ID"),
+            (7, b'c') => (HeaderName::Contact, "Contact"),
+            (4, b'c') => (HeaderName::CSeq, "CSeq"),
+            (12, b'm') => (HeaderName::MaxForwards, "Max-Forwards"),
+            (14, b'c') => (HeaderName::ContentLength, "Content-Length"),
+            (12, b'c') => (HeaderName::ContentType, "Content-Type"),
+            (5, b'r') => (HeaderName::Route, "Route"),
+            (12, b'r') => (HeaderName::RecordRoute, "Record-Route"),
+            (5, b'a') => (HeaderName::Allow, "Allow"),
+            (9, b's') => (HeaderName::Supported, "Supported"),
+            (10, b'u') => (HeaderName::UserAgent, "User-Agent"),
+            (7, b'e') => (HeaderName::Expires, "Expires"),
+            (19, b'p') => (HeaderName::ProxyAuthorization, "Proxy-Authorization"),
+            (13, b'a') => (HeaderName::Authorization, "Authorization"),
+            _ => return None,
+        };
+        eq_fold_token(b, canon.as_bytes()).then_some(name)
+    }
+}
+
+/// `a.eq_ignore_ascii_case(b)` for two tokens. Setting bit 0x20 folds
+/// case and maps no other token character onto another one (only letters, and characters
+/// that are not token characters, differ from others in that bit alone).
+fn eq_fold_token(a: &[u8], b: &[u8]) -> bool {
+    // No early exit: a short branch-free loop.
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .fold(0u8, |acc, (x, y)| acc | ((x ^ y) & !0x20))
+            == 0
 }
 
 impl PartialEq for HeaderName {
@@ -136,21 +201,76 @@ impl From<&str> for HeaderName {
 }
 
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Header {
     name: HeaderName,
     value: Value,
-    raw: Option<Bytes>,
+    raw: Raw,
 }
 
-/// A header value: a slice of the received bytes when it needed no unfolding (no copy), or
-/// an owned string (built headers, folded or non-UTF-8 values).
+/// A header value: a range of the received head text when it needed no unfolding (no copy),
+/// or an owned string (built headers, folded values, heads that are not UTF-8).
 #[derive(Debug, Clone)]
 enum Value {
-    /// Valid UTF-8, already trimmed, shared with the message buffer.
-    Shared(Bytes),
+    /// `start..end` of the head text in [`Raw::Text`], already trimmed.
+    Shared(u32, u32),
     /// Owned text.
     Owned(String),
+}
+
+/// Where a header's received bytes live.
+#[derive(Clone)]
+pub(crate) enum Raw {
+    /// Built locally: printed as `Name: value`.
+    None,
+    /// `start..end` of the received header section, valid UTF-8 as a whole and shared by
+    /// every header of the message (one reference count, no copy per header).
+    Text {
+        /// The header section as received.
+        head: Arc<str>,
+        /// First byte of the line(s).
+        start: u32,
+        /// End of the line(s), without the final CRLF.
+        end: u32,
+    },
+    /// The exact bytes of a header section that is not valid UTF-8.
+    Bytes(Bytes),
+}
+
+impl Raw {
+    /// The bytes, if any.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Raw::None => None,
+            // Ranges were cut at line ends, which are ASCII: always in bounds and on
+            // character boundaries; the empty fallback keeps the function total.
+            Raw::Text { head, start, end } => Some(
+                head.as_bytes()
+                    .get(*start as usize..*end as usize)
+                    .unwrap_or_default(),
+            ),
+            Raw::Bytes(b) => Some(b),
+        }
+    }
+}
+
+impl fmt::Debug for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.as_bytes() {
+            Some(b) => fmt::Debug::fmt(&String::from_utf8_lossy(b), f),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Header")
+            .field("name", &self.name)
+            .field("value", &self.value())
+            .field("raw", &self.raw)
+            .finish()
+    }
 }
 
 impl Header {
@@ -159,25 +279,32 @@ impl Header {
         Self {
             name: name.into(),
             value: Value::Owned(value.into()),
-            raw: None,
+            raw: Raw::None,
         }
     }
 
     /// A parsed header whose value needed unfolding or repair (an owned copy).
-    pub(crate) fn parsed(name: HeaderName, value: String, raw: Bytes) -> Self {
+    pub(crate) fn parsed(name: HeaderName, value: String, raw: Raw) -> Self {
         Self {
             name,
             value: Value::Owned(value),
-            raw: Some(raw),
+            raw,
         }
     }
 
-    /// A parsed header whose value is the UTF-8 slice `value` of the received buffer.
-    pub(crate) fn parsed_shared(name: HeaderName, value: Bytes, raw: Bytes) -> Self {
+    /// A parsed header whose lines are `start..end` of `head` and whose value is
+    /// `value.0..value.1` of it (ranges in bytes, on character boundaries).
+    pub(crate) fn parsed_shared(
+        name: HeaderName,
+        head: Arc<str>,
+        start: u32,
+        end: u32,
+        value: (u32, u32),
+    ) -> Self {
         Self {
             name,
-            value: Value::Shared(value),
-            raw: Some(raw),
+            value: Value::Shared(value.0, value.1),
+            raw: Raw::Text { head, start, end },
         }
     }
 
@@ -188,17 +315,20 @@ impl Header {
 
     /// The value with folding replaced by a single space and outer white space trimmed.
     pub fn value(&self) -> &str {
-        match &self.value {
-            // Checked to be UTF-8 when the header was parsed (`parsed_shared`), so this
-            // cannot fail; the empty fallback only keeps the function total.
-            Value::Shared(b) => std::str::from_utf8(b).unwrap_or_default(),
-            Value::Owned(s) => s,
+        match (&self.value, &self.raw) {
+            // `parsed_shared` is only given ranges inside the head that end next to ASCII
+            // bytes, so `get` cannot fail; the empty fallback keeps the function total.
+            (Value::Shared(s, e), Raw::Text { head, .. }) => {
+                head.get(*s as usize..*e as usize).unwrap_or_default()
+            }
+            (Value::Shared(..), _) => "",
+            (Value::Owned(s), _) => s,
         }
     }
 
     /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
     pub fn raw(&self) -> Option<&[u8]> {
-        self.raw.as_deref()
+        self.raw.as_bytes()
     }
 }
 
@@ -212,6 +342,18 @@ pub trait TypedHeader: Sized {
     fn parse(value: &str) -> Result<Self, HeaderError>;
 }
 
+/// A typed view that borrows from the header value instead of copying it
+/// (`headers.view::<ViaRef>()`): no allocation for the common headers. Each has an
+/// `into_owned()` giving the matching [`TypedHeader`], which is parsed by the same code.
+pub trait HeaderView<'a>: Sized {
+    /// The header this view reads.
+    const NAME: HeaderName;
+    /// True when one header line may carry several comma-separated values (RFC 3261 §7.3.1).
+    const LIST: bool;
+    /// Reads one value (one element of the list for list headers).
+    fn parse(value: &'a str) -> Result<Self, HeaderError>;
+}
+
 /// The headers of a message, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Headers(Vec<Header>);
@@ -220,6 +362,11 @@ impl Headers {
     /// No headers.
     pub fn new() -> Self {
         Self(Vec::new())
+    }
+
+    /// Room for `n` headers without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
     }
 
     /// All headers in order.
@@ -260,7 +407,7 @@ impl Headers {
                 Ok(first) => first,
                 Err(e) => return Some(Err(e)),
             };
-            Some(T::parse(first.trim()))
+            Some(T::parse(trim_fast(first)))
         } else {
             Some(T::parse(h.value()))
         }
@@ -280,6 +427,51 @@ impl Headers {
             }
         }
         out
+    }
+
+    /// The borrowed view of the first value of `T`'s header; `None` when absent.
+    /// Reads what [`Headers::typed`] reads, without allocating.
+    pub fn view<'a, T: HeaderView<'a>>(&'a self) -> Option<Result<T, HeaderError>> {
+        let h = self.get(&T::NAME)?;
+        if T::LIST {
+            let first = match first_top(h.value(), b',') {
+                Ok(first) => first,
+                Err(e) => return Some(Err(e)),
+            };
+            Some(T::parse(trim_fast(first)))
+        } else {
+            Some(T::parse(h.value()))
+        }
+    }
+
+    /// Every value of `T`'s header across all its lines, in order, as borrowed views: the
+    /// items of [`Headers::typed_all`] without the `Vec` or any copy.
+    pub fn view_all<'a, T: HeaderView<'a> + 'a>(
+        &'a self,
+    ) -> impl Iterator<Item = Result<T, HeaderError>> + 'a {
+        self.0
+            .iter()
+            .filter(|h| h.name == T::NAME)
+            .flat_map(|h| {
+                let v = h.value();
+                // One value (not a list), one error (a list that cannot be split), or the
+                // parts of a list: one iterator type for the three without boxing.
+                let (single, parts) = if !T::LIST {
+                    (Some(Ok(v)), None)
+                } else if !v.bytes().any(|c| matches!(c, b',' | b'"' | b'<')) {
+                    // No separator and nothing that could hide one: a single value.
+                    (Some(Ok(trim_fast(v))), None)
+                } else {
+                    match check_top(v) {
+                        Ok(()) => (None, Some(TopSplit::new(v, b','))),
+                        Err(e) => (Some(Err(e)), None),
+                    }
+                };
+                single
+                    .into_iter()
+                    .chain(parts.into_iter().flatten().map(|p| Ok(trim_fast(p))))
+            })
+            .map(|v| v.and_then(T::parse))
     }
 
     /// Appends a header.

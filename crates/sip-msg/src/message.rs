@@ -1,16 +1,17 @@
 //! The SIP message: start line, headers, body. Parsing (RFC 3261 §7), validation and printing.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
-use crate::header::{Header, HeaderName, Headers, TypedHeader};
+use crate::header::{Header, HeaderName, HeaderView, Headers, Raw, TypedHeader};
 use crate::method::Method;
-use crate::text::is_token;
+use crate::text::{ByteStr, is_token_char};
 use crate::typed::{
-    CSeq, CallId, Contact, ContentLength, ContentType, Expires, From, MaxForwards, RecordRoute,
-    Route, To, Via,
+    CSeq, CallId, CallIdRef, ContactRef, ContentLength, ContentTypeRef, Expires, From, FromRef,
+    MaxForwards, RecordRouteRef, RouteRef, To, ToRef, Via, ViaRef,
 };
 use crate::uri::Uri;
 
@@ -49,7 +50,7 @@ pub enum StartLine {
 #[derive(Debug, Clone)]
 pub struct Message {
     start: StartLine,
-    start_raw: Option<Bytes>,
+    start_raw: Raw,
     /// The headers, in order.
     pub headers: Headers,
     body: Bytes,
@@ -73,7 +74,7 @@ impl Message {
     fn from_start(start: StartLine) -> Self {
         Self {
             start,
-            start_raw: None,
+            start_raw: Raw::None,
             headers: Headers::new(),
             body: Bytes::new(),
             warnings: Vec::new(),
@@ -84,12 +85,16 @@ impl Message {
     /// present, bytes beyond it are discarded (RFC 3261 §18.3); without it the body is the rest.
     /// Checks syntax only; call [`Message::validate`] for the semantic checks.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        parse(Bytes::copy_from_slice(bytes), DEFAULT_MAX_SIZE)
+        if bytes.len() > DEFAULT_MAX_SIZE {
+            return Err(ParseError::new(ErrorKind::TooLarge, 0));
+        }
+        parse(bytes, None)
     }
 
-    /// Like [`Message::parse`], without copying.
+    /// Like [`Message::parse`], without copying the body (the header section is copied once
+    /// into a shared UTF-8 buffer that every header points into).
     pub fn parse_bytes(bytes: Bytes) -> Result<Self, ParseError> {
-        parse(bytes, usize::MAX)
+        parse(&bytes, Some(&bytes))
     }
 
     /// The start line.
@@ -252,31 +257,44 @@ impl Message {
             }
         }
 
+        type Check = fn(&Message) -> Result<(), (HeaderError, HeaderName)>;
         fn check<T: TypedHeader>(msg: &Message) -> Result<(), (HeaderError, HeaderName)> {
             for v in msg.headers.typed_all::<T>() {
                 v.map_err(|e| (e, T::NAME))?;
             }
             Ok(())
         }
-        let essential = [
-            check::<Via>,
-            check::<From>,
-            check::<To>,
-            check::<CallId>,
+        // The borrowed views read (and reject) exactly what the owned ones do, without
+        // copying every value.
+        macro_rules! check_view {
+            ($view:ident) => {
+                |msg: &Message| -> Result<(), (HeaderError, HeaderName)> {
+                    for v in msg.headers.view_all::<$view>() {
+                        v.map_err(|e| (e, <$view as HeaderView>::NAME))?;
+                    }
+                    Ok(())
+                }
+            };
+        }
+        let essential: [Check; 10] = [
+            check_view!(ViaRef),
+            check_view!(FromRef),
+            check_view!(ToRef),
+            check_view!(CallIdRef),
             check::<CSeq>,
             check::<MaxForwards>,
             check::<ContentLength>,
-            check::<Contact>,
-            check::<Route>,
-            check::<RecordRoute>,
+            check_view!(ContactRef),
+            check_view!(RouteRef),
+            check_view!(RecordRouteRef),
         ];
         for c in essential {
             if let Err((e, name)) = c(self) {
                 return Err(err(self, ErrorKind::BadHeaderValue(e), name));
             }
         }
-        let optional = [
-            check::<ContentType>,
+        let optional: [Check; 3] = [
+            check_view!(ContentTypeRef),
             check::<Expires>,
             check::<crate::typed::Date>,
         ];
@@ -329,7 +347,7 @@ impl Message {
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.body.len());
-        match &self.start_raw {
+        match self.start_raw.as_bytes() {
             Some(raw) => out.extend_from_slice(raw),
             None => match &self.start {
                 StartLine::Request(r) => {
@@ -414,20 +432,195 @@ fn split_head(buf: &[u8]) -> Result<Head, ParseError> {
     }
 }
 
-fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
-    if buf.len() > max {
-        return Err(ParseError::new(ErrorKind::TooLarge, 0));
+/// The index of the first `\n` in `b` at or after `from`, eight bytes at a time.
+fn find_lf(b: &[u8], from: usize) -> Option<usize> {
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // A zero byte of `x` is a `\n` of the input; the lowest flagged byte is always a real
+        // zero (borrows only propagate upwards), so little-endian order finds the first one.
+        let x = u64::from_le_bytes(word) ^ LF;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
     }
+    b.get(i..)?.iter().position(|&c| c == b'\n').map(|p| i + p)
+}
+
+/// Where the bytes being parsed come from: a borrowed slice (copied out as needed) or a
+/// [`Bytes`] that slices share.
+struct Source<'a> {
+    /// The message after any leading CRLFs.
+    buf: &'a [u8],
+    /// The [`Bytes`] holding `buf` at offset `skip`, when the caller gave one.
+    owner: Option<&'a Bytes>,
+    skip: usize,
+}
+
+impl Source<'_> {
+    fn bytes(&self, start: usize, end: usize) -> Bytes {
+        match self.owner {
+            Some(o) => o.slice(self.skip + start..self.skip + end),
+            None => Bytes::copy_from_slice(&self.buf[start..end]),
+        }
+    }
+}
+
+/// The raw form of `start..end`: a range of the shared head text, or its own bytes.
+fn raw_of(src: &Source<'_>, head: Option<&Arc<str>>, start: usize, end: usize) -> Raw {
+    match head {
+        // The head text is at most u32::MAX bytes long (checked where it is made).
+        Some(h) => Raw::Text {
+            head: Arc::clone(h),
+            start: start as u32,
+            end: end as u32,
+        },
+        None => Raw::Bytes(src.bytes(start, end)),
+    }
+}
+
+/// Reads one header (lines `hs..he`, folding included) into `headers`. `folded` says whether
+/// continuation lines were joined.
+fn parse_header(
+    src: &Source<'_>,
+    head: Option<&Arc<str>>,
+    (hs, he, line_no, folded): (usize, usize, usize, bool),
+    headers: &mut Headers,
+) -> Result<(), ParseError> {
+    let raw = &src.buf[hs..he];
+    // field-name = token, then optional SP/HT, then `:` (RFC 3261 §7.3.1) in one pass.
+    let name_end = raw
+        .iter()
+        .position(|&c| !is_token_char(c))
+        .unwrap_or(raw.len());
+    let mut colon = name_end;
+    while colon < raw.len() && matches!(raw[colon], b' ' | b'\t') {
+        colon += 1;
+    }
+    if name_end == 0 || raw.get(colon) != Some(&b':') {
+        // Not `token [WS] :`: a bad name when there is a colon, a bad line when there is none.
+        let kind = if raw.contains(&b':') {
+            ErrorKind::BadHeaderName
+        } else {
+            ErrorKind::BadHeaderLine
+        };
+        return Err(ParseError::new(kind, line_no));
+    }
+    // Token characters are ASCII: the cut is a character boundary and the conversion cannot
+    // fail. The head text gives the `&str` without checking the bytes again.
+    let name = match head.and_then(|h| h.get(hs..hs + name_end)) {
+        Some(name) => name,
+        None => std::str::from_utf8(&raw[..name_end])
+            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?,
+    };
+    let name = HeaderName::from_token(name);
+    let value_bytes = &raw[colon + 1..];
+    let start = value_bytes
+        .iter()
+        .position(|&c| c != b' ' && c != b'\t')
+        .unwrap_or(value_bytes.len());
+    let end = value_bytes
+        .iter()
+        .rposition(|&c| c != b' ' && c != b'\t')
+        .map_or(start, |e| e + 1);
+    match head {
+        Some(h) if !folded || !value_bytes[start..end].contains(&b'\n') => {
+            // The common case: one line, shared with the head text (no copy). The range is
+            // bounded by ASCII bytes (`:`, SP, HT, line ends), so on character boundaries.
+            let at = hs + colon + 1;
+            headers.push(Header::parsed_shared(
+                name,
+                Arc::clone(h),
+                hs as u32,
+                he as u32,
+                ((at + start) as u32, (at + end) as u32),
+            ));
+        }
+        _ => headers.push(Header::parsed(
+            name,
+            unfold(value_bytes),
+            raw_of(src, head, hs, he),
+        )),
+    }
+    Ok(())
+}
+
+fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     // RFC 3261 §7.5: ignore CRLFs before the start line.
-    let skip = buf
+    let skip = bytes
         .iter()
         .take_while(|&&c| c == b'\r' || c == b'\n')
         .count();
-    let buf = buf.slice(skip..);
+    let src = Source {
+        buf: &bytes[skip..],
+        owner,
+        skip,
+    };
+    let buf = src.buf;
     if buf.is_empty() {
         return Err(ParseError::new(ErrorKind::Empty, 0));
     }
-    let (lines, body_at, bare_lf) = split_head(&buf)?;
+    // A header-section error found while reading is reported only when the section is
+    // complete; otherwise the message is incomplete (the framer may be mid-stream).
+    let or_incomplete = |e: ParseError| match split_head(buf) {
+        Err(incomplete) => incomplete,
+        Ok(_) => e,
+    };
+
+    // Pass 1: find the end of the header section (and the line ends of the start line).
+    let mut bare_lf = false;
+    let mut line_end = |pos: usize, lines: usize| -> Result<(usize, usize), ParseError> {
+        let nl = find_lf(buf, pos).ok_or(ParseError::new(ErrorKind::Incomplete, lines + 1))?;
+        let end = if nl > pos && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            bare_lf = true;
+            nl
+        };
+        Ok((end, nl + 1))
+    };
+    let (e0, mut pos) = line_end(0, 0)?;
+    // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the
+    // previous). Collected as (start, end, line number, folded) before the head text exists.
+    let mut spans: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(24);
+    let mut lines = 1;
+    let mut leading_fold = false;
+    let body_at = loop {
+        let (end, next) = line_end(pos, lines)?;
+        lines += 1;
+        if end == pos {
+            break next;
+        }
+        if matches!(buf[pos], b' ' | b'\t') {
+            match spans.last_mut() {
+                Some(last) => {
+                    last.1 = end;
+                    last.3 = true;
+                }
+                None => {
+                    // Reported after the start line, as a complete section's first error.
+                    leading_fold = true;
+                    spans.push((pos, end, lines, false));
+                }
+            }
+        } else {
+            spans.push((pos, end, lines, false));
+        }
+        pos = next;
+    };
+
+    // The header section as one shared UTF-8 text when it is (nearly always), so that header
+    // values are `&str` ranges of it without a copy or a check per header.
+    let head: Option<Arc<str>> = match std::str::from_utf8(&buf[..body_at]) {
+        Ok(text) if u32::try_from(text.len()).is_ok() => Some(Arc::from(text)),
+        _ => None,
+    };
     let mut warnings = Vec::new();
     if bare_lf {
         warnings.push(Warning {
@@ -436,58 +629,15 @@ fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
             kind: WarningKind::BareLf,
         });
     }
-    let Some(&(s0, e0)) = lines.first() else {
-        return Err(ParseError::new(ErrorKind::Empty, 0));
-    };
-    let start_raw = buf.slice(s0..e0);
-    let start = parse_start_line(&start_raw, &mut warnings)?;
+    let start = parse_start_line(&buf[..e0], head.as_deref(), &mut warnings)?;
+    let start_raw = raw_of(&src, head.as_ref(), 0, e0);
+    if leading_fold {
+        return Err(ParseError::new(ErrorKind::BadHeaderLine, 2));
+    }
 
-    // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the previous).
-    let mut headers = Headers::new();
-    let mut i = 1;
-    while i < lines.len() {
-        let (hs, he) = lines[i];
-        let first = buf[hs];
-        if first == b' ' || first == b'\t' {
-            return Err(ParseError::new(ErrorKind::BadHeaderLine, i + 1));
-        }
-        let mut end = he;
-        let mut j = i + 1;
-        while j < lines.len() && matches!(buf[lines[j].0], b' ' | b'\t') {
-            end = lines[j].1;
-            j += 1;
-        }
-        let raw = buf.slice(hs..end);
-        let line_no = i + 1;
-        let colon = raw
-            .iter()
-            .position(|&c| c == b':')
-            .ok_or(ParseError::new(ErrorKind::BadHeaderLine, line_no))?;
-        let name = std::str::from_utf8(&raw[..colon])
-            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?
-            .trim_end_matches([' ', '\t']);
-        if !is_token(name) {
-            return Err(ParseError::new(ErrorKind::BadHeaderName, line_no));
-        }
-        let name = HeaderName::from_name(name);
-        let value_bytes = &raw[colon + 1..];
-        let start = value_bytes
-            .iter()
-            .position(|&c| c != b' ' && c != b'\t')
-            .unwrap_or(value_bytes.len());
-        let end = value_bytes
-            .iter()
-            .rposition(|&c| c != b' ' && c != b'\t')
-            .map_or(start, |e| e + 1);
-        let trimmed = &value_bytes[start..end];
-        if !trimmed.contains(&b'\n') && std::str::from_utf8(trimmed).is_ok() {
-            // The common case: one line of UTF-8, shared with the buffer (no copy).
-            let v = raw.slice(colon + 1 + start..colon + 1 + end);
-            headers.push(Header::parsed_shared(name, v, raw));
-        } else {
-            headers.push(Header::parsed(name, unfold(value_bytes), raw));
-        }
-        i = j;
+    let mut headers = Headers::with_capacity(spans.len());
+    for span in spans {
+        parse_header(&src, head.as_ref(), span, &mut headers).map_err(or_incomplete)?;
     }
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
@@ -513,7 +663,7 @@ fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
                     kind: WarningKind::ExtraBytes,
                 });
             }
-            buf.slice(body_at..body_at + n)
+            src.bytes(body_at, body_at + n)
         }
         Some(Err(e)) => {
             let line = headers
@@ -534,12 +684,12 @@ fn parse(buf: Bytes, max: usize) -> Result<Message, ParseError> {
                     kind: WarningKind::MissingContentLength,
                 });
             }
-            buf.slice(body_at..)
+            src.bytes(body_at, buf.len())
         }
     };
     Ok(Message {
         start,
-        start_raw: Some(start_raw),
+        start_raw,
         headers,
         body,
         warnings,
@@ -569,9 +719,18 @@ fn unfold(raw: &[u8]) -> String {
     out.trim_matches([' ', '\t']).to_owned()
 }
 
-fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine, ParseError> {
+/// Reads the start line `raw`; `head` is the header section as text when it is UTF-8 (the
+/// start line is its beginning: no second check).
+fn parse_start_line(
+    raw: &[u8],
+    head: Option<&str>,
+    warnings: &mut Vec<Warning>,
+) -> Result<StartLine, ParseError> {
     let bad = |k| ParseError::new(k, 1);
-    let line = std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?;
+    let line = match head.and_then(|h| h.get(..raw.len())) {
+        Some(line) => line,
+        None => std::str::from_utf8(raw).map_err(|_| bad(ErrorKind::BadStartLine))?,
+    };
     if line
         .as_bytes()
         .get(..4)
@@ -603,13 +762,23 @@ fn parse_start_line(raw: &[u8], warnings: &mut Vec<Warning>) -> Result<StartLine
             kind: WarningKind::StartLineWhitespace,
         });
     }
-    let parts: Vec<&str> = trimmed.split(' ').collect();
-    if parts.len() != 3 {
+    // Up to three elements, and how many there were.
+    let mut parts = [""; 3];
+    let mut count = 0;
+    let mut empty_after_method = false;
+    for (k, p) in trimmed.split_b(b' ').enumerate() {
+        if let Some(slot) = parts.get_mut(k) {
+            *slot = p;
+        }
+        empty_after_method |= k > 0 && p.is_empty();
+        count = k + 1;
+    }
+    if count != 3 {
         // Covers several spaces between elements and white space inside the Request-URI.
-        if parts.len() > 3 && parts.iter().skip(1).any(|p| p.is_empty()) {
+        if count > 3 && empty_after_method {
             return Err(bad(ErrorKind::BadStartLine));
         }
-        if parts.len() > 3 {
+        if count > 3 {
             return Err(bad(ErrorKind::BadRequestUri(
                 crate::error::UriError::InvalidChar,
             )));

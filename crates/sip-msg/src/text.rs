@@ -1,14 +1,174 @@
 //! Lexical helpers shared by the parsers (RFC 3261 §25.1).
 
+use std::borrow::Cow;
+
 use crate::error::HeaderError;
 
+/// Token characters as a table: one load per byte on the parser's hottest path.
+static TOKEN_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 /// RFC 3261 §25.1: `token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )`.
+#[inline]
 pub(crate) fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
+    TOKEN_CHARS[c as usize]
+}
+
+/// Byte searches for ASCII delimiters in short header text: a plain loop, where `str::find`
+/// and `split_once` with a `char` set up a `memchr` search that costs more than it saves on
+/// values of a few dozen bytes.
+pub(crate) trait ByteStr {
+    /// The index of the first `c`.
+    fn find_b(&self, c: u8) -> Option<usize>;
+    /// The index of the last `c`.
+    fn rfind_b(&self, c: u8) -> Option<usize>;
+    /// The text before and after the first `c`.
+    fn split_once_b(&self, c: u8) -> Option<(&str, &str)>;
+    /// The text before and after the last `c`.
+    fn rsplit_once_b(&self, c: u8) -> Option<(&str, &str)>;
+    /// The parts between each `c` (like `str::split`).
+    fn split_b(&self, c: u8) -> SplitB<'_>;
+}
+
+impl ByteStr for str {
+    #[inline]
+    fn find_b(&self, c: u8) -> Option<usize> {
+        self.as_bytes().iter().position(|&b| b == c)
+    }
+
+    #[inline]
+    fn rfind_b(&self, c: u8) -> Option<usize> {
+        self.as_bytes().iter().rposition(|&b| b == c)
+    }
+
+    #[inline]
+    fn split_once_b(&self, c: u8) -> Option<(&str, &str)> {
+        // `c` is an ASCII delimiter: both cuts are character boundaries.
+        let i = self.find_b(c)?;
+        Some((self.get(..i)?, self.get(i + 1..)?))
+    }
+
+    #[inline]
+    fn rsplit_once_b(&self, c: u8) -> Option<(&str, &str)> {
+        let i = self.rfind_b(c)?;
+        Some((self.get(..i)?, self.get(i + 1..)?))
+    }
+
+    #[inline]
+    fn split_b(&self, c: u8) -> SplitB<'_> {
+        SplitB {
+            rest: Some(self),
             c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+        }
+    }
+}
+
+/// The iterator of [`ByteStr::split_b`].
+#[derive(Debug, Clone)]
+pub(crate) struct SplitB<'a> {
+    rest: Option<&'a str>,
+    c: u8,
+}
+
+impl<'a> Iterator for SplitB<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.split_once_b(self.c) {
+            Some((part, after)) => {
+                self.rest = Some(after);
+                Some(part)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// `s` without leading and trailing SP and HT (what `trim_matches([' ', '\t'])` gives, on bytes).
+#[inline]
+pub(crate) fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut start = 0;
+    while start < b.len() && matches!(b[start], b' ' | b'\t') {
+        start += 1;
+    }
+    let mut end = b.len();
+    while end > start && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    // Both cuts sit next to ASCII white space or at the ends: character boundaries.
+    s.get(start..end).unwrap_or_default()
+}
+
+/// A byte that is certainly not part of leading or trailing white space (`char::is_whitespace`):
+/// printable ASCII.
+#[inline]
+fn solid(c: u8) -> bool {
+    c > b' ' && c < 0x7f
+}
+
+/// `s.trim()`, answering without a character walk when both ends are printable ASCII.
+#[inline]
+pub(crate) fn trim_fast(s: &str) -> &str {
+    match s.as_bytes() {
+        [] => s,
+        [first, .., last] | [first @ last] if solid(*first) && solid(*last) => s,
+        _ => s.trim(),
+    }
+}
+
+/// `s.trim_start()`, fast when `s` starts with printable ASCII.
+#[inline]
+pub(crate) fn trim_start_fast(s: &str) -> &str {
+    match s.as_bytes().first() {
+        None => s,
+        Some(&c) if solid(c) => s,
+        _ => s.trim_start(),
+    }
+}
+
+/// `s.trim_end()`, fast when `s` ends with printable ASCII.
+#[inline]
+pub(crate) fn trim_end_fast(s: &str) -> &str {
+    match s.as_bytes().last() {
+        None => s,
+        Some(&c) if solid(c) => s,
+        _ => s.trim_end(),
+    }
+}
+
+/// `a.eq_ignore_ascii_case(b)` with one comparison per equal byte (the library version
+/// lower-cases both sides of every byte).
+#[inline]
+pub(crate) fn eq_ic(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| x == y || ((x ^ y) == 0x20 && (x | 0x20).is_ascii_lowercase()))
+}
+
+/// [`eq_ic`] for text.
+#[inline]
+pub(crate) fn eq_ic_str(a: &str, b: &str) -> bool {
+    eq_ic(a.as_bytes(), b.as_bytes())
 }
 
 /// True when `s` is a non-empty token.
@@ -82,12 +242,122 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     Ok(parts)
 }
 
+/// The bytes the top-level splitters act on: quotes, angle brackets and both separators.
+static TOP_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b',' as usize] = true;
+    t[b';' as usize] = true;
+    t
+};
+
+/// The index of the next byte at or after `i` that a top-level splitter acts on (or the end).
+#[inline]
+fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && !TOP_SPECIAL[b[i] as usize] {
+        i += 1;
+    }
+    i
+}
+
+/// Checks what [`split_top`] checks (closed quotes and angle brackets) without splitting.
+pub(crate) fn check_top(s: &str) -> Result<(), HeaderError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut angle = false;
+    loop {
+        i = skip_plain(b, i);
+        if i >= b.len() {
+            break;
+        }
+        match b[i] {
+            b'"' => {
+                i = quoted_end(b, i)?;
+                continue;
+            }
+            b'<' => angle = true,
+            b'>' => angle = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    if angle {
+        return Err(HeaderError::UnterminatedAngle);
+    }
+    Ok(())
+}
+
+/// The parts of [`split_top`] without a `Vec`; on text that [`check_top`] rejected it still
+/// ends (an open quote runs to the end).
+#[derive(Debug, Clone)]
+pub(crate) struct TopSplit<'a> {
+    s: &'a str,
+    pos: usize,
+    sep: u8,
+    done: bool,
+}
+
+impl<'a> TopSplit<'a> {
+    pub(crate) fn new(s: &'a str, sep: u8) -> Self {
+        Self {
+            s,
+            pos: 0,
+            sep,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for TopSplit<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let b = self.s.as_bytes();
+        let mut i = self.pos;
+        // A separator counts only outside `<...>`, so each part starts outside one.
+        let mut angle = false;
+        loop {
+            i = skip_plain(b, i);
+            if i >= b.len() {
+                break;
+            }
+            match b[i] {
+                b'"' => {
+                    i = quoted_end(b, i).unwrap_or(b.len());
+                    continue;
+                }
+                b'<' => angle = true,
+                b'>' => angle = false,
+                c if c == self.sep && !angle => {
+                    // `i` is at an ASCII separator: a character boundary.
+                    let part = self.s.get(self.pos..i).unwrap_or_default();
+                    self.pos = i + 1;
+                    return Some(part);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(self.s.get(self.pos..).unwrap_or_default())
+    }
+}
+
 /// The part of `s` before the first `sep` outside quotes and `<...>` (all of `s` if none).
 pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut angle = false;
-    while i < b.len() {
+    loop {
+        i = skip_plain(b, i);
+        if i >= b.len() {
+            break;
+        }
         match b[i] {
             b'"' => {
                 i = quoted_end(b, i)?;
@@ -172,21 +442,90 @@ impl Params {
         self.0.is_empty()
     }
 
-    /// Parses `;a=b;c` (the leading `;` already removed, i.e. `a=b;c`). White space around
+    /// Appends `name` even when it is already present (header parameters keep duplicates).
+    fn push(&mut self, name: &str, value: Option<&str>) {
+        self.0.push((name.to_owned(), value.map(str::to_owned)));
+    }
+}
+
+/// How a [`ParamsRef`] text is split and which duplicate wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParamsKind {
+    /// Header parameters: quotes respected, white space around `;` and `=`, first wins.
+    Header,
+    /// URI parameters: split at every `;`, no white space, the last value wins.
+    Uri,
+}
+
+/// Parameters read in place: the validated text after the first `;`, looked up by scanning
+/// (a handful of short parameters: cheaper than building a list). [`ParamsRef::into_owned`]
+/// gives the [`Params`] the owned views carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamsRef<'a> {
+    text: &'a str,
+    kind: ParamsKind,
+    /// No quoted value: valid header parameters then hold no `"`, `<` or `>` at all, so a
+    /// plain split at `;` finds the same parts as the quote-aware one.
+    plain: bool,
+    /// For simple parameters (`name[=value]` joined by `;`, no white space or quotes), where
+    /// each starts: lookups then compare names without scanning. 0 when not indexed.
+    count: u8,
+    starts: [u16; MAX_INDEXED],
+}
+
+/// Parameters indexed by [`ParamsRef`] (Via, From/To and Contact carry fewer).
+const MAX_INDEXED: usize = 6;
+
+impl Default for ParamsRef<'_> {
+    fn default() -> Self {
+        Self {
+            text: "",
+            kind: ParamsKind::Header,
+            plain: true,
+            count: 0,
+            starts: [0; MAX_INDEXED],
+        }
+    }
+}
+
+impl<'a> ParamsRef<'a> {
+    /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
-    pub(crate) fn parse_header_params(s: &str) -> Result<Self, HeaderError> {
-        let mut out = Vec::new();
-        for part in split_top(s, b';')? {
-            let part = part.trim_matches(|c| c == ' ' || c == '\t');
-            let (name, value) = match part.split_once('=') {
-                Some((n, v)) => (n.trim_end(), Some(v.trim_start())),
-                None => (part, None),
-            };
+    pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {
+        let mut starts = [0u16; MAX_INDEXED];
+        if let Some(count) = simple_header_params(s.as_bytes(), &mut starts) {
+            return Ok(Self {
+                text: s,
+                kind: ParamsKind::Header,
+                plain: true,
+                count,
+                starts,
+            });
+        }
+        // Without quotes or `<` the quote-aware split is a plain one and cannot fail.
+        let simple = !s.bytes().any(|c| c == b'"' || c == b'<');
+        if !simple {
+            check_top(s)?;
+        }
+        let mut plain = true;
+        let (mut top, mut flat) = if simple {
+            (None, Some(s.split_b(b';')))
+        } else {
+            (Some(TopSplit::new(s, b';')), None)
+        };
+        let parts = std::iter::from_fn(|| match (&mut top, &mut flat) {
+            (Some(t), _) => t.next(),
+            (None, Some(f)) => f.next(),
+            (None, None) => None,
+        });
+        for part in parts {
+            let (name, value) = header_param(part);
             if !is_token(name) {
                 return Err(HeaderError::BadParam);
             }
             if let Some(v) = value {
                 let ok = if v.starts_with('"') {
+                    plain = false;
                     quoted_end(v.as_bytes(), 0)? == v.len()
                 } else {
                     // token / host (IPv6 references carry `[` `:` `]`)
@@ -198,9 +537,219 @@ impl Params {
                     return Err(HeaderError::BadParam);
                 }
             }
-            out.push((name.to_owned(), value.map(str::to_owned)));
         }
-        Ok(Self(out))
+        Ok(Self {
+            text: s,
+            kind: ParamsKind::Header,
+            plain,
+            count: 0,
+            starts: [0; MAX_INDEXED],
+        })
+    }
+
+    /// URI parameters `a=b;c` that the caller validated (split at every `;`).
+    pub(crate) fn uri(s: &'a str) -> Self {
+        Self {
+            text: s,
+            kind: ParamsKind::Uri,
+            plain: true,
+            count: 0,
+            starts: [0; MAX_INDEXED],
+        }
+    }
+
+    /// Iterates over `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + use<'a> {
+        let kind = self.kind;
+        let (header, uri) = match (self.text.is_empty(), kind) {
+            (true, _) => (None, None),
+            (false, ParamsKind::Header) => (Some(TopSplit::new(self.text, b';')), None),
+            (false, ParamsKind::Uri) => (None, Some(self.text.split_b(b';'))),
+        };
+        header
+            .into_iter()
+            .flatten()
+            .map(header_param)
+            .chain(uri.into_iter().flatten().map(uri_param))
+    }
+
+    /// The value of `name`: `None` when absent, `Some(None)` when present without a value.
+    pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        if self.text.is_empty() {
+            return None;
+        }
+        if self.count > 0 {
+            return self.get_indexed(name);
+        }
+        match self.kind {
+            ParamsKind::Header if self.plain => self
+                .text
+                .split_b(b';')
+                .find_map(|part| match_param(part, name)),
+            ParamsKind::Header => {
+                TopSplit::new(self.text, b';').find_map(|part| match_param(part, name))
+            }
+            // `set` semantics of the owned list: the last value wins.
+            ParamsKind::Uri => self
+                .text
+                .split_b(b';')
+                .map(uri_param)
+                .filter(|(n, _)| eq_ic_str(n, name))
+                .last()
+                .map(|(_, v)| v),
+        }
+    }
+
+    /// [`ParamsRef::get`] through the index of simple parameters: `name` or `name=value`.
+    fn get_indexed(&self, name: &str) -> Option<Option<&'a str>> {
+        let count = usize::from(self.count);
+        let b = self.text.as_bytes();
+        for k in 0..count {
+            let start = usize::from(self.starts[k]);
+            let end = match self.starts.get(k + 1) {
+                Some(&next) if k + 1 < count => usize::from(next) - 1,
+                _ => b.len(),
+            };
+            let part = b.get(start..end)?;
+            if part.len() >= name.len() && eq_ic(&part[..name.len()], name.as_bytes()) {
+                match part.get(name.len()) {
+                    None => return Some(None),
+                    // `=` is ASCII: the value starts on a character boundary.
+                    Some(b'=') => return Some(self.text.get(start + name.len() + 1..end)),
+                    Some(_) => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// The value of `name` when present with a value; quotes of a quoted value are removed
+    /// (borrowed unless it holds escapes).
+    pub fn value(&self, name: &str) -> Option<Cow<'a, str>> {
+        let v = self.get(name)??;
+        Some(if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+            let inner = &v[1..v.len() - 1];
+            if inner.contains('\\') {
+                Cow::Owned(unquote(v))
+            } else {
+                Cow::Borrowed(inner)
+            }
+        } else {
+            Cow::Borrowed(v)
+        })
+    }
+
+    /// True when `name` is present, with or without a value.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    /// The owned list (URI parameters: a repeated name keeps its first place and last value).
+    pub fn into_owned(self) -> Params {
+        let mut out = Params::new();
+        for (n, v) in self.iter() {
+            match self.kind {
+                ParamsKind::Header => out.push(n, v),
+                ParamsKind::Uri => out.set(n, v),
+            }
+        }
+        out
+    }
+}
+
+/// Token characters (class 1) and the other characters of an unquoted parameter value
+/// (class 2: `[` `]` `:` of IPv6 references).
+static PARAM_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        if TOKEN_CHARS[c] {
+            t[c] = 1;
+        }
+        c += 1;
+    }
+    t[b'[' as usize] = 2;
+    t[b']' as usize] = 2;
+    t[b':' as usize] = 2;
+    t
+};
+
+/// For header parameters `name[=value]` joined by `;` with no white space, quotes or other
+/// unusual bytes, which the general reader would accept: their number, and where each starts
+/// in `starts`; one pass instead of the general split, trim and checks. `None` sends the text
+/// to the general reader (for anything else, and for the precise error).
+fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8> {
+    let mut i = 0;
+    let mut count = 0;
+    loop {
+        let start = i;
+        while i < s.len() && PARAM_CLASS[s[i] as usize] == 1 {
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        // Index up to MAX_INDEXED parameters in text of up to 64 KiB; otherwise give up (the
+        // general reader takes it).
+        *starts.get_mut(count)? = u16::try_from(start).ok()?;
+        count += 1;
+        if i < s.len() && s[i] == b'=' {
+            i += 1;
+            let value = i;
+            while i < s.len() && PARAM_CLASS[s[i] as usize] != 0 {
+                i += 1;
+            }
+            if i == value {
+                return None;
+            }
+        }
+        if i == s.len() {
+            // At most MAX_INDEXED (6): fits in u8.
+            return u8::try_from(count).ok();
+        }
+        if s[i] != b';' {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+/// The value of `part` when its name is `name`; most parts are rejected on their first bytes.
+#[inline]
+fn match_param<'a>(part: &'a str, name: &str) -> Option<Option<&'a str>> {
+    let p = part.as_bytes();
+    let mut i = 0;
+    while i < p.len() && matches!(p[i], b' ' | b'\t') {
+        i += 1;
+    }
+    // The name starts after the leading white space: it must begin with `name`.
+    let prefix = p.get(i..i + name.len())?;
+    if !eq_ic(prefix, name.as_bytes()) {
+        return None;
+    }
+    let (n, v) = header_param(part);
+    eq_ic_str(n, name).then_some(v)
+}
+
+/// One header parameter `name [= value]`, white space trimmed.
+fn header_param(part: &str) -> (&str, Option<&str>) {
+    let part = trim_ws(part);
+    match part.split_once_b(b'=') {
+        Some((n, v)) => (trim_end_fast(n), Some(trim_start_fast(v))),
+        None => (part, None),
+    }
+}
+
+/// One URI parameter `name [= value]` (no white space in URIs).
+fn uri_param(part: &str) -> (&str, Option<&str>) {
+    match part.split_once_b(b'=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (part, None),
     }
 }
 

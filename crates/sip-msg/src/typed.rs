@@ -1,13 +1,17 @@
 //! Typed views of the headers a SIP user agent reads (RFC 3261 §20 and extensions).
 //! Each parses one header value lazily; `Display` writes it back in canonical form.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::error::HeaderError;
-use crate::header::{HeaderName, TypedHeader};
+use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
-use crate::text::{Params, is_token, is_ws, parse_num, quoted_end, split_top, unquote};
-use crate::uri::{Host, Uri, parse_hostport};
+use crate::text::{
+    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, quoted_end, split_top,
+    trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
+};
+use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
 
 /// `[display-name] <uri> *(;param)` or `uri *(;param)` (RFC 3261 §20.10, §25.1 name-addr / addr-spec).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,63 +47,104 @@ impl NameAddr {
 
     /// Reads a name-addr or addr-spec.
     pub fn parse(value: &str) -> Result<Self, HeaderError> {
-        let s = value.trim_matches(|c| c == ' ' || c == '\t');
+        NameAddrRef::parse(value).map(NameAddrRef::into_owned)
+    }
+}
+
+/// A [`NameAddr`] read in place: every part borrowed from the header value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddrRef<'a> {
+    /// The display name as written (quoted or tokens), if any.
+    display_raw: Option<&'a str>,
+    /// The URI.
+    pub uri: UriRef<'a>,
+    /// Header parameters (`tag`, `expires`, `q`, …).
+    pub params: ParamsRef<'a>,
+}
+
+impl<'a> NameAddrRef<'a> {
+    /// Reads a name-addr or addr-spec.
+    pub fn parse(value: &'a str) -> Result<Self, HeaderError> {
+        let s = trim_ws(value);
         if s.is_empty() {
             return Err(HeaderError::Empty);
         }
         let b = s.as_bytes();
-        let (display, after_display) = if b[0] == b'"' {
+        let (display_raw, after_display) = if b[0] == b'"' {
             let end = quoted_end(b, 0)?;
-            (Some(unquote(&s[..end])), s[end..].trim_start())
+            (Some(&s[..end]), trim_start_fast(&s[end..]))
         } else {
             match find_top_angle(s)? {
                 Some(lt) => {
-                    let d = s[..lt].trim();
+                    let d = trim_fast(&s[..lt]);
                     // RFC 3261 §25.1: display-name = *(token LWS) / quoted-string
                     if !d.bytes().all(|c| crate::text::is_token_char(c) || is_ws(c)) {
                         return Err(HeaderError::BadDisplayName);
                     }
-                    (
-                        if d.is_empty() {
-                            None
-                        } else {
-                            Some(d.to_owned())
-                        },
-                        &s[lt..],
-                    )
+                    ((!d.is_empty()).then_some(d), &s[lt..])
                 }
                 None => (None, s),
             }
         };
         if let Some(rest) = after_display.strip_prefix('<') {
-            let gt = rest.find('>').ok_or(HeaderError::UnterminatedAngle)?;
-            let uri = Uri::parse(&rest[..gt])?;
+            let gt = rest.find_b(b'>').ok_or(HeaderError::UnterminatedAngle)?;
+            let uri = UriRef::parse(&rest[..gt])?;
             let params = parse_trailing_params(&rest[gt + 1..])?;
             Ok(Self {
-                display,
+                display_raw,
                 uri,
                 params,
             })
-        } else if display.is_some() {
+        } else if display_raw.is_some() {
             // A quoted display name must be followed by <uri>.
             Err(HeaderError::BadDisplayName)
         } else {
             // addr-spec: the URI ends at the first ';' and may not hold ',' '?' ';' (§20.10).
-            let (uri_s, params_s) = match after_display.find(';') {
+            let (uri_s, params_s) = match after_display.find_b(b';') {
                 Some(i) => (&after_display[..i], &after_display[i..]),
                 None => (after_display, ""),
             };
-            let uri_s = uri_s.trim_end();
+            let uri_s = trim_end_fast(uri_s);
             if uri_s.contains('?') || uri_s.contains(',') {
                 return Err(HeaderError::Uri(crate::error::UriError::InvalidChar));
             }
-            let uri = Uri::parse(uri_s)?;
+            let uri = UriRef::parse(uri_s)?;
             let params = parse_trailing_params(params_s)?;
             Ok(Self {
-                display: None,
+                display_raw: None,
                 uri,
                 params,
             })
+        }
+    }
+
+    /// The display name without quotes, if any (borrowed unless it holds escapes).
+    pub fn display(&self) -> Option<Cow<'a, str>> {
+        self.display_raw.map(|d| {
+            if d.starts_with('"') {
+                if d.contains('\\') {
+                    Cow::Owned(unquote(d))
+                } else {
+                    // A quoted string read by `quoted_end`: at least the two quotes.
+                    Cow::Borrowed(d.get(1..d.len() - 1).unwrap_or_default())
+                }
+            } else {
+                Cow::Borrowed(d)
+            }
+        })
+    }
+
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<Cow<'a, str>> {
+        self.params.value("tag")
+    }
+
+    /// The owned name-addr.
+    pub fn into_owned(self) -> NameAddr {
+        NameAddr {
+            display: self.display().map(Cow::into_owned),
+            uri: self.uri.into_owned(),
+            params: self.params.into_owned(),
         }
     }
 }
@@ -123,13 +168,13 @@ fn find_top_angle(s: &str) -> Result<Option<usize>, HeaderError> {
 }
 
 /// Reads `*( SEMI param )` after a value; empty input gives no parameters.
-fn parse_trailing_params(s: &str) -> Result<Params, HeaderError> {
-    let s = s.trim();
+fn parse_trailing_params(s: &str) -> Result<ParamsRef<'_>, HeaderError> {
+    let s = trim_fast(s);
     if s.is_empty() {
-        return Ok(Params::new());
+        return Ok(ParamsRef::default());
     }
     let rest = s.strip_prefix(';').ok_or(HeaderError::Trailing)?;
-    Params::parse_header_params(rest)
+    ParamsRef::parse_header(rest)
 }
 
 fn needs_quotes(d: &str) -> bool {
@@ -150,7 +195,26 @@ impl fmt::Display for NameAddr {
 }
 
 macro_rules! name_addr_header {
-    ($(#[$doc:meta])* $ty:ident, $name:ident, $list:literal) => {
+    ($(#[$doc:meta])* $ty:ident, $rty:ident, $name:ident, $list:literal) => {
+        #[doc = concat!("[`", stringify!($ty), "`] read in place (see [`NameAddrRef`]).")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $rty<'a>(pub NameAddrRef<'a>);
+
+        impl<'a> HeaderView<'a> for $rty<'a> {
+            const NAME: HeaderName = HeaderName::$name;
+            const LIST: bool = $list;
+            fn parse(value: &'a str) -> Result<Self, HeaderError> {
+                NameAddrRef::parse(value).map($rty)
+            }
+        }
+
+        impl<'a> std::ops::Deref for $rty<'a> {
+            type Target = NameAddrRef<'a>;
+            fn deref(&self) -> &NameAddrRef<'a> {
+                &self.0
+            }
+        }
+
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $ty(pub NameAddr);
@@ -180,23 +244,23 @@ macro_rules! name_addr_header {
 
 name_addr_header!(
     /// The `From` header (tag identifies the dialog's local side).
-    From, From, false
+    From, FromRef, From, false
 );
 name_addr_header!(
     /// The `To` header.
-    To, To, false
+    To, ToRef, To, false
 );
 name_addr_header!(
     /// One `Route` entry.
-    Route, Route, true
+    Route, RouteRef, Route, true
 );
 name_addr_header!(
     /// One `Record-Route` entry.
-    RecordRoute, RecordRoute, true
+    RecordRoute, RecordRouteRef, RecordRoute, true
 );
 name_addr_header!(
     /// The `Refer-To` header (RFC 3515).
-    ReferTo, ReferTo, false
+    ReferTo, ReferToRef, ReferTo, false
 );
 
 /// One `Contact` value: `*` (all bindings, with REGISTER) or an address with `expires`/`q`.
@@ -238,10 +302,61 @@ impl TypedHeader for Contact {
     const NAME: HeaderName = HeaderName::Contact;
     const LIST: bool = true;
     fn parse(value: &str) -> Result<Self, HeaderError> {
-        if value.trim() == "*" {
-            return Ok(Contact::Star);
+        ContactRef::parse(value).map(ContactRef::into_owned)
+    }
+}
+
+/// A [`Contact`] value read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactRef<'a> {
+    /// `Contact: *`
+    Star,
+    /// A contact address.
+    Addr(NameAddrRef<'a>),
+}
+
+impl<'a> ContactRef<'a> {
+    /// The `expires` parameter in seconds.
+    pub fn expires(&self) -> Option<u32> {
+        match self {
+            ContactRef::Star => None,
+            ContactRef::Addr(a) => a.params.get("expires")??.parse().ok(),
         }
-        let a = NameAddr::parse(value)?;
+    }
+
+    /// The `q` parameter (0.0–1.0).
+    pub fn q(&self) -> Option<f32> {
+        match self {
+            ContactRef::Star => None,
+            ContactRef::Addr(a) => a.params.get("q")??.parse().ok(),
+        }
+    }
+
+    /// The address, unless `*`.
+    pub fn addr(&self) -> Option<&NameAddrRef<'a>> {
+        match self {
+            ContactRef::Star => None,
+            ContactRef::Addr(a) => Some(a),
+        }
+    }
+
+    /// The owned contact.
+    pub fn into_owned(self) -> Contact {
+        match self {
+            ContactRef::Star => Contact::Star,
+            ContactRef::Addr(a) => Contact::Addr(a.into_owned()),
+        }
+    }
+}
+
+impl<'a> HeaderView<'a> for ContactRef<'a> {
+    const NAME: HeaderName = HeaderName::Contact;
+    const LIST: bool = true;
+    fn parse(value: &'a str) -> Result<Self, HeaderError> {
+        if trim_fast(value) == "*" {
+            return Ok(ContactRef::Star);
+        }
+        let a = NameAddrRef::parse(value)?;
         if let Some(e) = a.params.get("expires") {
             // RFC 3261 §20.10: expires is delta-seconds (at most 2**32-1).
             parse_num(e.unwrap_or(""), u32::MAX.into())?;
@@ -252,7 +367,7 @@ impl TypedHeader for Contact {
                 return Err(HeaderError::BadParam);
             }
         }
-        Ok(Contact::Addr(a))
+        Ok(ContactRef::Addr(a))
     }
 }
 
@@ -323,27 +438,90 @@ impl TypedHeader for Via {
     const NAME: HeaderName = HeaderName::Via;
     const LIST: bool = true;
     fn parse(value: &str) -> Result<Self, HeaderError> {
+        ViaRef::parse(value).map(ViaRef::into_owned)
+    }
+}
+
+/// A [`Via`] value read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViaRef<'a> {
+    /// The transport token as written (compare case-insensitively).
+    pub transport: &'a str,
+    /// The sent-by host.
+    pub host: HostRef<'a>,
+    /// The sent-by port.
+    pub port: Option<u16>,
+    /// Parameters (`branch`, `received`, `rport`, `maddr`, `ttl`).
+    pub params: ParamsRef<'a>,
+}
+
+impl<'a> ViaRef<'a> {
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<Cow<'a, str>> {
+        self.params.value("branch")
+    }
+
+    /// The `received` parameter (RFC 3261 §18.2.1).
+    pub fn received(&self) -> Option<Cow<'a, str>> {
+        self.params.value("received")
+    }
+
+    /// `rport` (RFC 3581): `None` when absent, `Some(None)` when asked for, `Some(Some(p))` when filled.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|p| p.parse().ok()))
+    }
+
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<Cow<'a, str>> {
+        self.params.value("maddr")
+    }
+
+    /// The `ttl` parameter.
+    pub fn ttl(&self) -> Option<u8> {
+        self.params.value("ttl").and_then(|v| v.parse().ok())
+    }
+
+    /// The owned Via (transport upper-cased).
+    pub fn into_owned(self) -> Via {
+        Via {
+            transport: self.transport.to_ascii_uppercase(),
+            host: self.host.into_owned(),
+            port: self.port,
+            params: self.params.into_owned(),
+        }
+    }
+}
+
+impl<'a> HeaderView<'a> for ViaRef<'a> {
+    const NAME: HeaderName = HeaderName::Via;
+    const LIST: bool = true;
+    fn parse(value: &'a str) -> Result<Self, HeaderError> {
         // RFC 3261 §25.1: sent-protocol = protocol-name SLASH protocol-version SLASH transport,
         // SLASH = SWS "/" SWS; then LWS sent-by *( SEMI via-params ).
-        let mut parts = value.splitn(3, '/');
-        let name = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
-        let version = parts.next().ok_or(HeaderError::BadSentProtocol)?.trim();
-        let rest = parts
-            .next()
-            .ok_or(HeaderError::BadSentProtocol)?
-            .trim_start();
-        if !name.eq_ignore_ascii_case("SIP") || version != "2.0" {
+        let (name, rest) = value
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        let (version, rest) = rest
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
+        if !eq_ic_str(name, "SIP") || version != "2.0" {
             return Err(HeaderError::BadSentProtocol);
         }
-        let tend = rest.find([' ', '\t']).ok_or(HeaderError::BadSentProtocol)?;
+        let tend = rest
+            .bytes()
+            .position(|c| c == b' ' || c == b'\t')
+            .ok_or(HeaderError::BadSentProtocol)?;
         let transport = &rest[..tend];
         if !is_token(transport) {
             return Err(HeaderError::BadToken);
         }
-        let rest = rest[tend..].trim_start();
-        let (sent_by, params) = match rest.find(';') {
-            Some(i) => (rest[..i].trim_end(), &rest[i..]),
-            None => (rest.trim_end(), ""),
+        let rest = trim_start_fast(&rest[tend..]);
+        let (sent_by, params) = match rest.find_b(b';') {
+            Some(i) => (trim_end_fast(&rest[..i]), &rest[i..]),
+            None => (trim_end_fast(rest), ""),
         };
         let (host, port) = parse_hostport(sent_by)?;
         let params = parse_trailing_params(params)?;
@@ -351,7 +529,7 @@ impl TypedHeader for Via {
             parse_num(ttl, 255)?;
         }
         Ok(Self {
-            transport: transport.to_ascii_uppercase(),
+            transport,
             host,
             port,
             params,
@@ -411,14 +589,32 @@ impl TypedHeader for CallId {
     const NAME: HeaderName = HeaderName::CallId;
     const LIST: bool = false;
     fn parse(value: &str) -> Result<Self, HeaderError> {
+        CallIdRef::parse(value).map(|c| Self(c.0.to_owned()))
+    }
+}
+
+/// The `Call-ID` header read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallIdRef<'a>(pub &'a str);
+
+impl<'a> HeaderView<'a> for CallIdRef<'a> {
+    const NAME: HeaderName = HeaderName::CallId;
+    const LIST: bool = false;
+    fn parse(value: &'a str) -> Result<Self, HeaderError> {
         // RFC 3261 §25.1: callid = word [ "@" word ]
         if value.is_empty() {
             return Err(HeaderError::Empty);
         }
-        if value.bytes().any(|c| c <= b' ' || c == 0x7f) || value.matches('@').count() > 1 {
+        // One pass: no white space or control byte, at most one `@`.
+        let (mut bad, mut ats) = (false, 0usize);
+        for c in value.bytes() {
+            bad |= c <= b' ' || c == 0x7f;
+            ats += usize::from(c == b'@');
+        }
+        if bad || ats > 1 {
             return Err(HeaderError::BadToken);
         }
-        Ok(Self(value.to_owned()))
+        Ok(Self(value))
     }
 }
 
@@ -438,7 +634,7 @@ macro_rules! number_header {
             const NAME: HeaderName = HeaderName::$name;
             const LIST: bool = false;
             fn parse(value: &str) -> Result<Self, HeaderError> {
-                let n = parse_num(value.trim(), <$int>::MAX.into())?;
+                let n = parse_num(trim_fast(value), <$int>::MAX.into())?;
                 // parse_num checked the range: the conversion cannot fail.
                 Ok($ty(<$int>::try_from(n).map_err(|_| HeaderError::BadNumber)?))
             }
@@ -486,17 +682,56 @@ impl TypedHeader for ContentType {
     const NAME: HeaderName = HeaderName::ContentType;
     const LIST: bool = false;
     fn parse(value: &str) -> Result<Self, HeaderError> {
-        let (mt, params) = match value.find(';') {
+        ContentTypeRef::parse(value).map(ContentTypeRef::into_owned)
+    }
+}
+
+/// A [`ContentType`] read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentTypeRef<'a> {
+    /// The type (`application`) as written.
+    pub ty: &'a str,
+    /// The subtype (`sdp`) as written.
+    pub subtype: &'a str,
+    /// Parameters.
+    pub params: ParamsRef<'a>,
+}
+
+impl ContentTypeRef<'_> {
+    /// True when the media type is `ty/subtype`, compared case-insensitively.
+    pub fn is(&self, ty: &str, subtype: &str) -> bool {
+        eq_ic_str(self.ty, ty) && eq_ic_str(self.subtype, subtype)
+    }
+
+    /// The owned view (`type/subtype` lower-cased).
+    pub fn into_owned(self) -> ContentType {
+        ContentType {
+            media_type: format!(
+                "{}/{}",
+                self.ty.to_ascii_lowercase(),
+                self.subtype.to_ascii_lowercase()
+            ),
+            params: self.params.into_owned(),
+        }
+    }
+}
+
+impl<'a> HeaderView<'a> for ContentTypeRef<'a> {
+    const NAME: HeaderName = HeaderName::ContentType;
+    const LIST: bool = false;
+    fn parse(value: &'a str) -> Result<Self, HeaderError> {
+        let (mt, params) = match value.find_b(b';') {
             Some(i) => (&value[..i], &value[i..]),
             None => (value, ""),
         };
-        let (t, s) = mt.split_once('/').ok_or(HeaderError::BadToken)?;
-        let (t, s) = (t.trim(), s.trim());
+        let (t, s) = mt.split_once_b(b'/').ok_or(HeaderError::BadToken)?;
+        let (t, s) = (trim_fast(t), trim_fast(s));
         if !is_token(t) || !is_token(s) {
             return Err(HeaderError::BadToken);
         }
         Ok(Self {
-            media_type: format!("{}/{}", t.to_ascii_lowercase(), s.to_ascii_lowercase()),
+            ty: t,
+            subtype: s,
             params: parse_trailing_params(params)?,
         })
     }
@@ -705,7 +940,7 @@ fn parse_delta_params(value: &str) -> Result<(u32, Params), HeaderError> {
     // parse_num checked the range: the conversion cannot fail.
     Ok((
         u32::try_from(n).map_err(|_| HeaderError::BadNumber)?,
-        parse_trailing_params(params)?,
+        parse_trailing_params(params)?.into_owned(),
     ))
 }
 
@@ -791,7 +1026,7 @@ impl TypedHeader for Reason {
         }
         Ok(Self {
             protocol: p.to_owned(),
-            params: parse_trailing_params(params)?,
+            params: parse_trailing_params(params)?.into_owned(),
         })
     }
 }

@@ -1,11 +1,12 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, §25.1; RFC 3966), and other absolute URIs kept verbatim.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::error::UriError;
-use crate::text::Params;
+use crate::text::{ByteStr, Params, ParamsRef, eq_ic_str};
 
 /// The host of a SIP URI or Via.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,35 +22,7 @@ pub enum Host {
 impl Host {
     /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
     pub fn parse(s: &str) -> Result<Self, UriError> {
-        if let Some(inner) = s.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or(UriError::BadHost)?;
-            return Ipv6Addr::from_str(inner)
-                .map(Host::V6)
-                .map_err(|_| UriError::BadHost);
-        }
-        if s.is_empty() {
-            return Err(UriError::BadHost);
-        }
-        if s.bytes().all(|c| c.is_ascii_digit() || c == b'.')
-            && let Ok(a) = Ipv4Addr::from_str(s)
-        {
-            return Ok(Host::V4(a));
-        }
-        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional final dot.
-        let ok = s.split('.').enumerate().all(|(i, label)| {
-            (label.is_empty() && i > 0 && s.ends_with('.'))
-                || (!label.is_empty()
-                    && label
-                        .bytes()
-                        .all(|c| c.is_ascii_alphanumeric() || c == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-'))
-        });
-        if ok {
-            Ok(Host::Name(s.to_owned()))
-        } else {
-            Err(UriError::BadHost)
-        }
+        HostRef::parse(s).map(HostRef::into_owned)
     }
 
     /// True when the host is an IP address literal (no DNS needed).
@@ -68,10 +41,140 @@ impl fmt::Display for Host {
     }
 }
 
+/// A [`Host`] read in place: the name borrowed from the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostRef<'a> {
+    /// A host name as written (compare case-insensitively).
+    Name(&'a str),
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 reference (written in brackets).
+    V6(Ipv6Addr),
+}
+
+impl<'a> HostRef<'a> {
+    /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
+        if let Some(inner) = s.strip_prefix('[') {
+            let inner = inner.strip_suffix(']').ok_or(UriError::BadHost)?;
+            return Ipv6Addr::from_str(inner)
+                .map(HostRef::V6)
+                .map_err(|_| UriError::BadHost);
+        }
+        if s.is_empty() {
+            return Err(UriError::BadHost);
+        }
+        // One pass for both readings: digits and dots (an IPv4 address when it parses as
+        // one), and RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.',
+        // optional final dot (an empty label after the first is accepted when the name ends
+        // in '.').
+        let b = s.as_bytes();
+        let ends_with_dot = b.last() == Some(&b'.');
+        let mut digits_and_dots = true;
+        let mut ok = true;
+        let mut start = 0;
+        let mut i = 0;
+        // The end of the text closes the last label like a dot does.
+        while i <= b.len() {
+            if i < b.len() && b[i] != b'.' {
+                let c = b[i];
+                ok &= HOST_CHARS[c as usize];
+                digits_and_dots &= c.is_ascii_digit();
+                i += 1;
+                continue;
+            }
+            ok &= if i == start {
+                start > 0 && ends_with_dot
+            } else {
+                b[start] != b'-' && b[i - 1] != b'-'
+            };
+            i += 1;
+            start = i;
+        }
+        if digits_and_dots && let Some(a) = parse_ipv4(b) {
+            return Ok(HostRef::V4(a));
+        }
+        if ok {
+            Ok(HostRef::Name(s))
+        } else {
+            Err(UriError::BadHost)
+        }
+    }
+
+    /// The owned host.
+    pub fn into_owned(self) -> Host {
+        match self {
+            HostRef::Name(n) => Host::Name(n.to_owned()),
+            HostRef::V4(a) => Host::V4(a),
+            HostRef::V6(a) => Host::V6(a),
+        }
+    }
+
+    /// True when the host is an IP address literal (no DNS needed).
+    pub fn is_ip(&self) -> bool {
+        !matches!(self, HostRef::Name(_))
+    }
+}
+
+impl fmt::Display for HostRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostRef::Name(n) => f.write_str(n),
+            HostRef::V4(a) => write!(f, "{a}"),
+            HostRef::V6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// Characters of a host name label: alphanumerics and `-`.
+static HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'-';
+        c += 1;
+    }
+    t
+};
+
+/// What `Ipv4Addr::from_str` accepts, without its general parser: four decimal octets of at
+/// most three digits, no leading zero, each at most 255, separated by dots.
+fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut k = 0;
+    let mut value: u16 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || k == 3 {
+                return None;
+            }
+            octets[k] = u8::try_from(value).ok()?;
+            k += 1;
+            value = 0;
+            digits = 0;
+            continue;
+        }
+        // At most three digits, and no leading zero.
+        if !c.is_ascii_digit() || digits == 3 || (digits == 1 && value == 0) {
+            return None;
+        }
+        value = value * 10 + u16::from(c - b'0');
+        digits += 1;
+    }
+    if digits == 0 || k != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
 /// Splits `host[:port]` where host may be a bracketed IPv6 reference.
-pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
+pub(crate) fn parse_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
-        let end = s.find(']').ok_or(UriError::BadHost)?;
+        let end = s.find_b(b']').ok_or(UriError::BadHost)?;
         let rest = &s[end + 1..];
         let port = match rest {
             "" => None,
@@ -79,7 +182,7 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
         };
         (&s[..=end], port)
     } else {
-        match s.rsplit_once(':') {
+        match s.rsplit_once_b(b':') {
             Some((h, p)) => (h, Some(p)),
             None => (s, None),
         }
@@ -90,10 +193,12 @@ pub(crate) fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), UriError> {
             if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
                 return Err(UriError::BadPort);
             }
-            Some(p.parse::<u16>().map_err(|_| UriError::BadPort)?)
+            // At most five digits: fits in u32; above 65535 is an error.
+            let n = p.bytes().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'));
+            Some(u16::try_from(n).map_err(|_| UriError::BadPort)?)
         }
     };
-    Ok((Host::parse(host)?, port))
+    Ok((HostRef::parse(host)?, port))
 }
 
 /// The scheme of a SIP URI.
@@ -172,22 +277,48 @@ impl SipUri {
     pub fn is_loose_route(&self) -> bool {
         self.params.contains("lr")
     }
+}
 
-    fn parse(scheme: Scheme, rest: &str) -> Result<Self, UriError> {
+/// A [`SipUri`] read in place (every part borrowed from the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipUriRef<'a> {
+    /// `sip` or `sips`.
+    pub scheme: Scheme,
+    /// The user part, still %-escaped as written.
+    pub user: Option<&'a str>,
+    /// The password, still %-escaped.
+    pub password: Option<&'a str>,
+    /// The host.
+    pub host: HostRef<'a>,
+    /// The port, when written.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`).
+    pub params: ParamsRef<'a>,
+    /// URI headers after `?` (`Subject=x&Priority=urgent`), still escaped.
+    pub headers: Option<&'a str>,
+}
+
+impl<'a> SipUriRef<'a> {
+    /// `scan`: what [`UriRef::parse`] found in `rest` in its one pass.
+    fn parse(scheme: Scheme, rest: &'a str, scan: &Scan) -> Result<Self, UriError> {
+        let escapes = scan.escapes;
+        let check_escapes = |s: &str| if escapes { check_escapes(s) } else { Ok(()) };
         // The user part may hold `?`, `;` and `,` (RFC 3261 §25.1 user-unreserved) while `@`
-        // appears nowhere else unescaped: split the userinfo off at the last `@` first.
-        let (userinfo, after_user) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
+        // appears nowhere else unescaped: the userinfo ends at the last `@`. After it, the
+        // first `?` starts the headers and the first `;` before that the parameters.
+        let (userinfo, after_user, from) = match scan.at {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..], at + 1),
+            None => (None, rest, 0),
         };
-        let (hostpart, headers) = match after_user.split_once('?') {
-            Some((m, h)) => (m, Some(h)),
+        let (hostpart, headers) = match scan.question {
+            Some(i) => (&after_user[..i - from], Some(&after_user[i - from + 1..])),
             None => (after_user, None),
         };
+        let semi = scan.semi.map(|i| i - from);
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once(':') {
+                let (u, p) = match ui.split_once_b(b':') {
                     Some((u, p)) => (u, Some(p)),
                     None => (ui, None),
                 };
@@ -195,24 +326,23 @@ impl SipUri {
                     return Err(UriError::BadUser);
                 }
                 check_escapes(u)?;
-                if u.bytes().any(|c| !is_user_char(c)) {
+                if u.bytes().any(|c| !USER_CHARS[c as usize]) {
                     return Err(UriError::BadUser);
                 }
                 if let Some(p) = p {
                     check_escapes(p)?;
                 }
-                (Some(u.to_owned()), p.map(str::to_owned))
+                (Some(u), p)
             }
         };
-        let (hostport, params) = match hostpart.split_once(';') {
-            Some((hp, ps)) => (hp, Some(ps)),
+        let (hostport, params) = match semi {
+            Some(i) => (&hostpart[..i], Some(&hostpart[i + 1..])),
             None => (hostpart, None),
         };
         let (host, port) = parse_hostport(hostport)?;
-        let mut out = Params::new();
         if let Some(ps) = params {
-            for p in ps.split(';') {
-                let (n, v) = match p.split_once('=') {
+            for p in ps.split_b(b';') {
+                let (n, v) = match p.split_once_b(b'=') {
                     Some((n, v)) => (n, Some(v)),
                     None => (p, None),
                 };
@@ -223,16 +353,13 @@ impl SipUri {
                 if let Some(v) = v {
                     check_escapes(v)?;
                 }
-                out.set(n, v);
             }
         }
-        let mut hs = Vec::new();
         if let Some(h) = headers {
-            for pair in h.split('&') {
-                let (n, v) = pair.split_once('=').ok_or(UriError::BadParam)?;
+            for pair in h.split_b(b'&') {
+                let (n, v) = pair.split_once_b(b'=').ok_or(UriError::BadParam)?;
                 check_escapes(n)?;
                 check_escapes(v)?;
-                hs.push((n.to_owned(), v.to_owned()));
             }
         }
         Ok(Self {
@@ -241,36 +368,153 @@ impl SipUri {
             password,
             host,
             port,
-            params: out,
-            headers: hs,
+            params: ParamsRef::uri(params.unwrap_or("")),
+            headers,
         })
+    }
+
+    /// The owned URI.
+    pub fn into_owned(self) -> SipUri {
+        let headers = match self.headers {
+            None => Vec::new(),
+            Some(h) => h
+                .split_b(b'&')
+                .filter_map(|pair| pair.split_once_b(b'='))
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        SipUri {
+            scheme: self.scheme,
+            user: self.user.map(str::to_owned),
+            password: self.password.map(str::to_owned),
+            host: self.host.into_owned(),
+            port: self.port,
+            params: self.params.into_owned(),
+            headers,
+        }
+    }
+
+    /// The `transport` parameter as written (compare case-insensitively).
+    pub fn transport(&self) -> Option<Cow<'a, str>> {
+        self.params.value("transport")
+    }
+
+    /// True with the `lr` parameter (loose routing, RFC 3261 §16.12).
+    pub fn is_loose_route(&self) -> bool {
+        self.params.contains("lr")
     }
 }
 
-/// RFC 3261 §25.1 `user = 1*( unreserved / escaped / user-unreserved )`.
-fn is_user_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_'
-                | b'.'
-                | b'!'
-                | b'~'
-                | b'*'
-                | b'\''
-                | b'('
-                | b')'
-                | b'%'
-                | b'&'
-                | b'='
-                | b'+'
-                | b'$'
-                | b','
-                | b';'
-                | b'?'
-                | b'/'
-        )
+/// RFC 3261 §25.1 `user = 1*( unreserved / escaped / user-unreserved )`, as a table.
+static USER_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        // `c` < 256: the cast cannot truncate.
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'~'
+                    | b'*'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'%'
+                    | b'&'
+                    | b'='
+                    | b'+'
+                    | b'$'
+                    | b','
+                    | b';'
+                    | b'?'
+                    | b'/'
+            );
+        c += 1;
+    }
+    t
+};
+
+/// Byte classes of a URI: characters it may not hold, `%`, and the delimiters `@` `?` `;`.
+const URI_BAD: u8 = 1;
+const URI_PERCENT: u8 = 2;
+const URI_DELIM: u8 = 4;
+
+/// What one pass over a URI finds: whether it holds escapes, the last `@`, and after it the
+/// first `?` and the first `;` before that `?` (byte positions).
+#[derive(Debug, Clone, Copy)]
+struct Scan {
+    escapes: bool,
+    at: Option<usize>,
+    question: Option<usize>,
+    semi: Option<usize>,
 }
+
+impl Scan {
+    /// Scans `s`; a character a URI may not hold is an error.
+    fn of(s: &str) -> Result<Self, UriError> {
+        let mut class = 0;
+        let mut scan = Scan {
+            escapes: false,
+            at: None,
+            question: None,
+            semi: None,
+        };
+        for (i, &c) in s.as_bytes().iter().enumerate() {
+            let k = URI_CLASS[c as usize];
+            if k == 0 {
+                continue;
+            }
+            class |= k;
+            match c {
+                b'@' => {
+                    scan.at = Some(i);
+                    scan.question = None;
+                    scan.semi = None;
+                }
+                b'?' if scan.question.is_none() => scan.question = Some(i),
+                b';' if scan.question.is_none() && scan.semi.is_none() => scan.semi = Some(i),
+                _ => {}
+            }
+        }
+        if class & URI_BAD != 0 {
+            return Err(UriError::InvalidChar);
+        }
+        scan.escapes = class & URI_PERCENT != 0;
+        Ok(scan)
+    }
+
+    /// The positions relative to `s[offset..]` (the delimiters all lie beyond `offset`).
+    fn after(&self, offset: usize) -> Self {
+        let shift = |p: Option<usize>| p.map(|p| p.saturating_sub(offset));
+        Scan {
+            escapes: self.escapes,
+            at: shift(self.at),
+            question: shift(self.question),
+            semi: shift(self.semi),
+        }
+    }
+}
+static URI_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c <= b' ' as usize {
+        t[c] = URI_BAD;
+        c += 1;
+    }
+    t[b'<' as usize] = URI_BAD;
+    t[b'>' as usize] = URI_BAD;
+    t[b'"' as usize] = URI_BAD;
+    t[0x7f] = URI_BAD;
+    t[b'%' as usize] = URI_PERCENT;
+    t[b'@' as usize] = URI_DELIM;
+    t[b'?' as usize] = URI_DELIM;
+    t[b';' as usize] = URI_DELIM;
+    t
+};
 
 fn check_escapes(s: &str) -> Result<(), UriError> {
     let b = s.as_bytes();
@@ -358,18 +602,35 @@ pub enum Uri {
     },
 }
 
-impl Uri {
+/// A [`Uri`] read in place (every part borrowed from the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriRef<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUriRef<'a>),
+    /// `tel:` (RFC 3966).
+    Tel {
+        /// The telephone-subscriber part up to the first `;`.
+        number: &'a str,
+        /// Parameters such as `phone-context`.
+        params: ParamsRef<'a>,
+    },
+    /// Any other absolute URI, as written.
+    Other {
+        /// The scheme as written.
+        scheme: &'a str,
+        /// Everything after the colon.
+        rest: &'a str,
+    },
+}
+
+impl<'a> UriRef<'a> {
     /// Parses an absolute URI.
-    pub fn parse(s: &str) -> Result<Self, UriError> {
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
         if s.is_empty() {
             return Err(UriError::Empty);
         }
-        if s.bytes()
-            .any(|c| c <= b' ' || c == b'<' || c == b'>' || c == b'"' || c == 0x7f)
-        {
-            return Err(UriError::InvalidChar);
-        }
-        let (scheme, rest) = s.split_once(':').ok_or(UriError::MissingScheme)?;
+        let scan = Scan::of(s)?;
+        let (scheme, rest) = s.split_once_b(b':').ok_or(UriError::MissingScheme)?;
         let valid_scheme = !scheme.is_empty()
             && scheme.as_bytes()[0].is_ascii_alphabetic()
             && scheme
@@ -378,42 +639,66 @@ impl Uri {
         if !valid_scheme {
             return Err(UriError::MissingScheme);
         }
-        if scheme.eq_ignore_ascii_case("sip") {
-            SipUri::parse(Scheme::Sip, rest).map(Uri::Sip)
-        } else if scheme.eq_ignore_ascii_case("sips") {
-            SipUri::parse(Scheme::Sips, rest).map(Uri::Sip)
-        } else if scheme.eq_ignore_ascii_case("tel") {
-            let (number, params) = match rest.split_once(';') {
+        if eq_ic_str(scheme, "sip") {
+            SipUriRef::parse(Scheme::Sip, rest, &scan.after(scheme.len() + 1)).map(UriRef::Sip)
+        } else if eq_ic_str(scheme, "sips") {
+            SipUriRef::parse(Scheme::Sips, rest, &scan.after(scheme.len() + 1)).map(UriRef::Sip)
+        } else if eq_ic_str(scheme, "tel") {
+            let (number, params) = match rest.split_once_b(b';') {
                 Some((n, p)) => (n, Some(p)),
                 None => (rest, None),
             };
             if number.is_empty() {
                 return Err(UriError::BadUser);
             }
-            let mut ps = Params::new();
             if let Some(p) = params {
-                for kv in p.split(';') {
-                    let (k, v) = match kv.split_once('=') {
-                        Some((k, v)) => (k, Some(v)),
-                        None => (kv, None),
-                    };
+                for kv in p.split_b(b';') {
+                    let k = kv.split_once_b(b'=').map_or(kv, |(k, _)| k);
                     if k.is_empty() {
                         return Err(UriError::BadParam);
                     }
-                    ps.set(k, v);
                 }
             }
-            Ok(Uri::Tel {
-                number: number.to_owned(),
-                params: ps,
+            Ok(UriRef::Tel {
+                number,
+                params: ParamsRef::uri(params.unwrap_or("")),
             })
         } else {
-            check_escapes(rest)?;
-            Ok(Uri::Other {
+            if scan.escapes {
+                check_escapes(rest)?;
+            }
+            Ok(UriRef::Other { scheme, rest })
+        }
+    }
+
+    /// The owned URI.
+    pub fn into_owned(self) -> Uri {
+        match self {
+            UriRef::Sip(u) => Uri::Sip(u.into_owned()),
+            UriRef::Tel { number, params } => Uri::Tel {
+                number: number.to_owned(),
+                params: params.into_owned(),
+            },
+            UriRef::Other { scheme, rest } => Uri::Other {
                 scheme: scheme.to_ascii_lowercase(),
                 rest: rest.to_owned(),
-            })
+            },
         }
+    }
+
+    /// The SIP URI, when this is one.
+    pub fn as_sip(&self) -> Option<&SipUriRef<'a>> {
+        match self {
+            UriRef::Sip(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl Uri {
+    /// Parses an absolute URI.
+    pub fn parse(s: &str) -> Result<Self, UriError> {
+        UriRef::parse(s).map(UriRef::into_owned)
     }
 
     /// The SIP URI, when this is one.
@@ -506,6 +791,35 @@ mod tests {
         assert_eq!(Uri::parse("example.com"), Err(UriError::MissingScheme));
         assert_eq!(Uri::parse("sip:a@-bad-.com"), Err(UriError::BadHost));
         assert_eq!(Uri::parse(""), Err(UriError::Empty));
+    }
+
+    #[test]
+    fn ipv4_matches_std() {
+        // Every string of up to 7 characters over digits that matter and dots, plus edges.
+        let alphabet = b"01259.";
+        let mut inputs: Vec<String> = vec![
+            "255.255.255.255".into(),
+            "256.1.1.1".into(),
+            "1.2.3.4.5".into(),
+            "01.2.3.4".into(),
+            "192.0.2.10".into(),
+            "1.2.3.".into(),
+            "1000.1.1.1".into(),
+            "0.0.0.0".into(),
+        ];
+        for len in 1..=7u32 {
+            for mut n in 0..alphabet.len().pow(len) {
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push(char::from(alphabet[n % alphabet.len()]));
+                    n /= alphabet.len();
+                }
+                inputs.push(s);
+            }
+        }
+        for s in inputs {
+            assert_eq!(parse_ipv4(s.as_bytes()), Ipv4Addr::from_str(&s).ok(), "{s}");
+        }
     }
 
     #[test]

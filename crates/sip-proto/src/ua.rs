@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use sip_msg::typed::{CSeq, Contact, Expires, MinExpires, NameAddr, Via};
+use sip_msg::typed::{
+    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, Via,
+};
 use sip_msg::{
     Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
 };
@@ -34,7 +36,7 @@ use crate::transaction::{
 };
 
 /// Methods we accept, announced in Allow.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK";
 
 /// How the agent is set up.
 #[derive(Debug, Clone)]
@@ -65,6 +67,8 @@ pub struct UaConfig {
     pub user_agent: String,
     /// Seed for tags, branches and Call-IDs.
     pub seed: u64,
+    /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
+    pub use_100rel: bool,
 }
 
 /// Where a message must be sent; the driver maps this to an address and flow.
@@ -196,6 +200,20 @@ pub enum CallEvent {
         /// The new remote SDP.
         sdp: Option<Bytes>,
     },
+    /// The final response to our re-INVITE, UPDATE or INFO (2xx re-INVITEs are ACKed).
+    Modified {
+        /// The method we sent.
+        method: Method,
+        /// Its final status code.
+        code: u16,
+        /// SDP in the response, if any.
+        sdp: Option<Bytes>,
+    },
+    /// A reliable provisional response arrived and was acknowledged with PRACK.
+    Pracked {
+        /// Its RSeq.
+        rseq: u32,
+    },
     /// An INFO request inside the call (e.g. DTMF `application/dtmf-relay`).
     Info {
         /// Its Content-Type.
@@ -229,6 +247,26 @@ pub enum CallState {
     Terminated,
 }
 
+/// Requests we send inside a call's dialog (besides ACK, BYE and CANCEL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InDialogMethod {
+    Reinvite,
+    Update,
+    Info,
+    Prack,
+}
+
+impl InDialogMethod {
+    fn method(self) -> Method {
+        match self {
+            Self::Reinvite => Method::Invite,
+            Self::Update => Method::Update,
+            Self::Info => Method::Info,
+            Self::Prack => Method::Prack,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Register,
@@ -236,6 +274,8 @@ enum Owner {
     Invite(CallId),
     Cancel(CallId),
     Bye(CallId),
+    /// re-INVITE, UPDATE, INFO or PRACK inside a call.
+    InDialog(CallId, InDialogMethod),
 }
 
 #[derive(Debug)]
@@ -277,6 +317,12 @@ struct Call {
     ok_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
     /// Failed or ended already reported.
     reported_end: bool,
+    /// UAC: the last RSeq acknowledged with PRACK (RFC 3262 §4).
+    last_rseq: Option<u32>,
+    /// UAS: the next RSeq to send.
+    next_rseq: u32,
+    /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
+    prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
 }
 
 /// A simulated SIP phone.
@@ -357,10 +403,12 @@ impl UserAgent {
     }
 
     fn aor(&self) -> SipUri {
-        SipUri::new(
-            Host::parse(&self.config.domain).unwrap_or(Host::Name(self.config.domain.clone())),
-        )
-        .with_user(self.config.user.clone())
+        let domain = &self.config.domain;
+        // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
+        let host = Host::parse(domain)
+            .or_else(|e| domain.parse().map(Host::V6).map_err(|_| e))
+            .unwrap_or(Host::Name(domain.clone()));
+        SipUri::new(host).with_user(self.config.user.clone())
     }
 
     fn contact(&self) -> NameAddr {
@@ -595,10 +643,14 @@ impl UserAgent {
             }
             None => Destination::Registrar,
         };
-        b = self
-            .common(b)
-            .header(HeaderName::Allow, ALLOW)
-            .header(HeaderName::Supported, "replaces, timer");
+        b = self.common(b).header(HeaderName::Allow, ALLOW).header(
+            HeaderName::Supported,
+            if self.config.use_100rel {
+                "100rel, replaces, timer"
+            } else {
+                "replaces, timer"
+            },
+        );
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
         }
@@ -618,6 +670,9 @@ impl UserAgent {
             server_key: None,
             ok_retransmit: None,
             reported_end: false,
+            last_rseq: None,
+            next_rseq: 1,
+            prov_retransmit: None,
         }));
         self.start_client(now, &invite, Owner::Invite(id), destination);
         id
@@ -638,6 +693,7 @@ impl UserAgent {
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
         let code = resp.status().unwrap_or(0);
         let sdp = sdp_of(resp);
+        let use_100rel = self.config.use_100rel;
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -651,6 +707,31 @@ impl UserAgent {
                 if call.dialog.is_none() && resp.to().and_then(|t| t.tag()).is_some() {
                     call.dialog = Dialog::from_uac(&call.invite, resp).ok();
                 }
+                // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once.
+                let reliable = requires_100rel(resp);
+                let rseq = resp
+                    .headers
+                    .typed::<RSeq>()
+                    .and_then(Result::ok)
+                    .map(|r| r.0);
+                if let (true, Some(rseq)) = (reliable && use_100rel, rseq)
+                    && call.last_rseq.is_none_or(|last| rseq > last)
+                {
+                    call.last_rseq = Some(rseq);
+                    let cseq = call.invite.cseq().map_or(1, |c| c.seq);
+                    self.send_in_dialog(
+                        now,
+                        id,
+                        InDialogMethod::Prack,
+                        None,
+                        Some(format!("{rseq} {cseq} INVITE")),
+                    );
+                    self.events
+                        .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
+                }
+                let Some(call) = self.call_mut(id) else {
+                    return;
+                };
                 let cancel = call.cancel_pending;
                 self.call_event(id, CallEvent::Progress { code, sdp });
                 if cancel {
@@ -687,6 +768,11 @@ impl UserAgent {
                 let cancelled = call.cancel_pending || call.state == CallState::Terminating;
                 let seq = call.invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
+                // Requests sent in the early dialog (PRACK, UPDATE) used CSeq numbers the
+                // confirmed dialog must continue from (RFC 3261 §12.2.1.1).
+                if let Some(early) = &call.dialog {
+                    dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                }
                 let via = self.new_via();
                 let ack = self
                     .common(dialog.request(Method::Ack, via, Some(seq)))
@@ -856,6 +942,119 @@ impl UserAgent {
         self.start_client(now, &bye, Owner::Bye(id), dest);
     }
 
+    /// Sends a re-INVITE with a new SDP offer in a confirmed call (hold: `a=sendonly`,
+    /// resume: `a=sendrecv`). The final answer comes as [`CallEvent::Modified`].
+    pub fn reinvite(&mut self, now: Instant, id: CallId, sdp: Bytes) -> bool {
+        if self.call_state(id) != Some(CallState::Confirmed) {
+            return false;
+        }
+        if let Some(c) = self.call_mut(id) {
+            c.local_sdp = Some(sdp.clone());
+        }
+        self.send_in_dialog(
+            now,
+            id,
+            InDialogMethod::Reinvite,
+            Some(("application/sdp", sdp)),
+            None,
+        )
+    }
+
+    /// Sends UPDATE (RFC 3311) in a confirmed or early call, with an optional SDP offer.
+    pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
+        self.send_in_dialog(
+            now,
+            id,
+            InDialogMethod::Update,
+            sdp.map(|b| ("application/sdp", b)),
+            None,
+        )
+    }
+
+    /// Sends INFO (RFC 6086) in a call, e.g. `application/dtmf-relay` with `Signal=5\r\nDuration=160`.
+    pub fn info(&mut self, now: Instant, id: CallId, content_type: &str, body: Bytes) -> bool {
+        self.send_in_dialog(
+            now,
+            id,
+            InDialogMethod::Info,
+            Some((content_type, body)),
+            None,
+        )
+    }
+
+    /// Builds and sends a request inside the call's dialog; false when there is no dialog.
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        body: Option<(&str, Bytes)>,
+        rack: Option<String>,
+    ) -> bool {
+        let method = kind.method();
+        let via = self.new_via();
+        let contact = self.contact();
+        let ua = self.config.user_agent.clone();
+        let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
+            return false;
+        };
+        let mut b = dialog
+            .request(method.clone(), via, None)
+            .header(HeaderName::UserAgent, ua);
+        if method == Method::Invite || method == Method::Update {
+            // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
+            b = b.contact(contact);
+        }
+        if let Some(rack) = rack {
+            b = b.header(HeaderName::RAck, rack);
+        }
+        if let Some((ct, body)) = body {
+            b = b.body(ct, body);
+        }
+        let req = b.build();
+        let dest = Destination::Uri(dialog.next_hop());
+        self.start_client(now, &req, Owner::InDialog(id, kind), dest);
+        true
+    }
+
+    fn on_in_dialog_response(&mut self, id: CallId, kind: InDialogMethod, resp: &Message) {
+        let Some(code) = resp.status().filter(|c| *c >= 200) else {
+            return;
+        };
+        if kind == InDialogMethod::Prack {
+            return;
+        }
+        let method = kind.method();
+        if kind == InDialogMethod::Reinvite && (200..300).contains(&code) {
+            // RFC 3261 §13.2.2.4: the UAC core ACKs a 2xx to (re-)INVITE.
+            let via = self.new_via();
+            let seq = resp.cseq().map_or(1, |c| c.seq);
+            let Some(call) = self.call_mut(id) else {
+                return;
+            };
+            let Some(dialog) = call.dialog.as_mut() else {
+                return;
+            };
+            dialog.refresh_target(resp);
+            let ack = Bytes::from(
+                dialog
+                    .request(Method::Ack, via, Some(seq))
+                    .build()
+                    .to_bytes(),
+            );
+            let dest = Destination::Uri(dialog.next_hop());
+            call.ack = Some((dest.clone(), ack.clone()));
+            self.out.push_back(Outgoing {
+                destination: dest,
+                bytes: ack,
+                retransmission: false,
+            });
+        }
+        let sdp = sdp_of(resp);
+        self.events
+            .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
+    }
+
     // ---- incoming calls ----
 
     /// Sends 180 Ringing on an incoming call.
@@ -923,6 +1122,16 @@ impl UserAgent {
         if code == 200 {
             resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
         }
+        // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
+        let reliable =
+            code > 100 && code < 200 && self.config.use_100rel && supports_100rel(&call.invite);
+        let rseq = call.next_rseq;
+        if reliable {
+            resp.headers
+                .push(Header::new(HeaderName::Require, "100rel"));
+            resp.headers
+                .push(Header::new(HeaderName::RSeq, rseq.to_string()));
+        }
         resp.headers.push(Header::new(HeaderName::Server, ua));
         if let Some(sdp) = sdp {
             resp.set_body("application/sdp", sdp);
@@ -930,7 +1139,17 @@ impl UserAgent {
         let entry = self.server.iter_mut().find(|e| e.txn.key() == &key)?;
         entry.txn.send_response(now, &resp).ok()?;
         self.drain_server(now);
-        Some(Bytes::from(resp.to_bytes()))
+        let bytes = Bytes::from(resp.to_bytes());
+        let t1 = self.config.timers.t1;
+        let call = self.call_mut(id)?;
+        if reliable {
+            // §3: retransmit from T1 doubling (no cap) until PRACK, give up after 64*T1.
+            call.next_rseq = rseq.wrapping_add(1);
+            call.prov_retransmit = Some((bytes.clone(), now + t1, t1, now + 64 * t1));
+        } else if code >= 200 {
+            call.prov_retransmit = None;
+        }
+        Some(bytes)
     }
 
     fn on_new_invite(&mut self, now: Instant, req: &Message, source: SocketAddr, key: TxnKey) {
@@ -965,6 +1184,9 @@ impl UserAgent {
             server_key: Some(key),
             ok_retransmit: None,
             reported_end: false,
+            last_rseq: None,
+            next_rseq: 1,
+            prov_retransmit: None,
         }));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
@@ -1255,6 +1477,36 @@ impl UserAgent {
                 self.events
                     .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: sdp_of(req) }));
             }
+            Method::Prack => {
+                // RFC 3262 §3: a PRACK matching the outstanding reliable provisional stops
+                // its retransmission; one matching nothing is answered 481.
+                let rack = req.headers.typed::<RAck>().and_then(Result::ok);
+                let matched = self.call_mut(id).is_some_and(|c| {
+                    let outstanding = c.prov_retransmit.is_some()
+                        && rack
+                            .as_ref()
+                            .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
+                    if outstanding {
+                        c.prov_retransmit = None;
+                    }
+                    outstanding
+                });
+                if matched {
+                    self.respond_stateless(now, req, source, 200, "OK");
+                    if let Some(r) = rack {
+                        self.events
+                            .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq: r.rseq }));
+                    }
+                } else {
+                    self.respond_stateless(
+                        now,
+                        req,
+                        source,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                    );
+                }
+            }
             Method::Info => {
                 self.respond_stateless(now, req, source, 200, "OK");
                 let content_type = req
@@ -1309,6 +1561,32 @@ impl UserAgent {
             self.reg_423_retried = false;
             let expires = self.reg_expires;
             self.send_register(now, expires, Owner::Register);
+        }
+        // UAS reliable provisional retransmissions (RFC 3262 §3): T1 doubling until PRACK.
+        for slot in self.calls.iter_mut() {
+            let Some(call) = slot.as_mut() else { continue };
+            let Some((bytes, next, interval, deadline)) = call.prov_retransmit.as_mut() else {
+                continue;
+            };
+            if *deadline <= now {
+                call.prov_retransmit = None;
+                continue;
+            }
+            if *next <= now {
+                if let Some(src) = call.source {
+                    self.out.push_back(Outgoing {
+                        destination: Destination::Source(src),
+                        bytes: bytes.clone(),
+                        retransmission: true,
+                    });
+                    self.events.push_back(UaEvent::Retransmitted {
+                        method: Method::Invite,
+                        count: 0,
+                    });
+                }
+                *interval *= 2;
+                *next = now + *interval;
+            }
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.config.timers.t2;
@@ -1413,6 +1691,7 @@ impl UserAgent {
                     }
                 }
                 Owner::Invite(id) => self.on_invite_response(now, id, &resp),
+                Owner::InDialog(id, m) => self.on_in_dialog_response(id, m, &resp),
                 Owner::Cancel(_) => {}
                 Owner::Bye(id) => {
                     if resp.status().is_some_and(|c| c >= 200) {
@@ -1445,7 +1724,17 @@ impl UserAgent {
                         code: 408,
                     },
                 ),
-                Owner::Cancel(_) => {}
+                Owner::InDialog(id, m) if m != InDialogMethod::Prack => {
+                    self.events.push_back(UaEvent::Call(
+                        id,
+                        CallEvent::Modified {
+                            method: m.method(),
+                            code: 408,
+                            sdp: None,
+                        },
+                    ))
+                }
+                Owner::InDialog(..) | Owner::Cancel(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
                 self.events.push_back(UaEvent::Retransmitted {
@@ -1527,9 +1816,10 @@ impl UserAgent {
             .iter()
             .filter_map(|e| e.txn.poll_timeout())
             .chain(self.server.iter().filter_map(|e| e.txn.poll_timeout()));
-        let calls = self.calls.iter().flatten().filter_map(|c| {
-            c.ok_retransmit
-                .as_ref()
+        let calls = self.calls.iter().flatten().flat_map(|c| {
+            [&c.ok_retransmit, &c.prov_retransmit]
+                .into_iter()
+                .flatten()
                 .map(|(_, next, _, deadline)| (*next).min(*deadline))
         });
         txns.chain(calls).chain(self.reg_refresh_at).min()
@@ -1543,6 +1833,26 @@ impl UserAgent {
             *slot = None;
         }
     }
+}
+
+/// True when `msg` lists `100rel` in a Require header (any line).
+fn requires_100rel(msg: &Message) -> bool {
+    msg.headers
+        .typed_all::<Require>()
+        .into_iter()
+        .flatten()
+        .any(|r| r.contains("100rel"))
+}
+
+/// True when `msg` lists `100rel` in Supported or Require (RFC 3262 §3).
+fn supports_100rel(msg: &Message) -> bool {
+    requires_100rel(msg)
+        || msg
+            .headers
+            .typed_all::<Supported>()
+            .into_iter()
+            .flatten()
+            .any(|s| s.contains("100rel"))
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
@@ -1611,6 +1921,7 @@ mod tests {
             timers: TimerConfig::default(),
             user_agent: "sipmeter-test".into(),
             seed,
+            use_100rel: false,
         }
     }
 
@@ -1796,6 +2107,166 @@ mod tests {
             "no retransmission on a clean path: {:?}",
             p.sent
         );
+    }
+
+    /// Alice calls Bob and Bob answers; both ends confirmed.
+    fn confirmed_call(p: &mut Pair) -> (CallId, CallId) {
+        let call = p.a.call(
+            p.now,
+            Pair::bob_uri(),
+            Some(Bytes::from_static(b"v=0\r\na=sendrecv\r\n")),
+        );
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(
+            p.now,
+            bob_call,
+            Some(Bytes::from_static(b"v=0\r\ns=bob\r\n")),
+        );
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        (call, bob_call)
+    }
+
+    #[test]
+    fn reliable_180_is_retransmitted_until_pracked() {
+        let mut p = Pair::new();
+        p.a = UserAgent::new(UaConfig {
+            use_100rel: true,
+            ..config("alice", 5061, 1)
+        });
+        p.b = UserAgent::new(UaConfig {
+            use_100rel: true,
+            ..config("bob", 5062, 2)
+        });
+        // The first 180 is lost: Bob must resend it after T1 (RFC 3262 §3).
+        p.drop = Box::new(|from_a, m, n| !from_a && m.status() == Some(180) && n == 0);
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let invite = p.sent.iter().find(|(a, _)| *a).map(|(_, s)| s.clone());
+        assert_eq!(invite.as_deref(), Some("INVITE sip:bob@127.0.0.1:5062"));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_secs(2));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Pracked { rseq: 1 }
+        )));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Pracked { rseq: 1 }
+        )));
+        let count = |s: &str| p.sent.iter().filter(|(_, x)| x == s).count();
+        assert_eq!(
+            count("180 Ringing (INVITE)"),
+            2,
+            "lost once, resent once: {:?}",
+            p.sent
+        );
+        assert_eq!(count("PRACK sip:bob@127.0.0.1:5062"), 1);
+        assert_eq!(count("200 OK (PRACK)"), 1);
+        // PRACKed: no more 180s however long Bob rings.
+        p.run(Duration::from_secs(10));
+        assert_eq!(count_of(&p, "180 Ringing (INVITE)"), 2);
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        assert_eq!(count_of(&p, "ACK sip:bob@127.0.0.1:5062"), 1);
+        // The BYE continues the CSeq after the PRACK sent in the early dialog.
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Ended {
+                by_remote: false,
+                code: 200
+            }
+        )));
+    }
+
+    fn count_of(p: &Pair, summary: &str) -> usize {
+        p.sent.iter().filter(|(_, s)| s == summary).count()
+    }
+
+    #[test]
+    fn reliable_provisionals_only_when_both_support_100rel() {
+        let mut p = Pair::new();
+        p.b = UserAgent::new(UaConfig {
+            use_100rel: true,
+            ..config("bob", 5062, 2)
+        });
+        p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_secs(3));
+        assert_eq!(count_of(&p, "180 Ringing (INVITE)"), 1);
+        assert_eq!(count_of(&p, "PRACK sip:bob@127.0.0.1:5062"), 0);
+    }
+
+    #[test]
+    fn reinvite_hold_then_resume() {
+        let mut p = Pair::new();
+        let (call, _bob_call) = confirmed_call(&mut p);
+        let hold = Bytes::from_static(b"v=0\r\na=sendonly\r\n");
+        assert!(p.a.reinvite(p.now, call, hold.clone()));
+        p.run(Duration::from_millis(100));
+        assert!(has(
+            &p.events_b,
+            |c| matches!(c, CallEvent::Reinvited { sdp: Some(s) } if *s == hold)
+        ));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Modified {
+                method: Method::Invite,
+                code: 200,
+                sdp: Some(_)
+            }
+        )));
+        let resume = Bytes::from_static(b"v=0\r\na=sendrecv\r\n");
+        assert!(p.a.reinvite(p.now, call, resume));
+        p.run(Duration::from_millis(100));
+        assert_eq!(count_of(&p, "200 OK (INVITE)"), 3);
+        // One ACK for the initial 2xx and one for each re-INVITE's 2xx.
+        assert_eq!(count_of(&p, "ACK sip:bob@127.0.0.1:5062"), 3);
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        // Nothing is retransmitted on a clean path.
+        let before = p.sent.len();
+        p.run(Duration::from_secs(40));
+        assert_eq!(p.sent.len(), before, "{:?}", p.sent);
+    }
+
+    #[test]
+    fn update_and_info_in_a_call() {
+        let mut p = Pair::new();
+        let (call, _) = confirmed_call(&mut p);
+        assert!(p.a.update(p.now, call, None));
+        let dtmf = Bytes::from_static(b"Signal=5\r\nDuration=160\r\n");
+        p.run(Duration::from_millis(100));
+        assert!(p.a.info(p.now, call, "application/dtmf-relay", dtmf.clone()));
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Modified {
+                method: Method::Update,
+                code: 200,
+                ..
+            }
+        )));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Modified {
+                method: Method::Info,
+                code: 200,
+                ..
+            }
+        )));
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Info { content_type: Some(t), body } if t == "application/dtmf-relay" && *body == dtmf
+        )));
+        // In-dialog requests need a dialog.
+        assert!(!p.a.info(p.now, CallId(99), "text/plain", Bytes::new()));
     }
 
     #[test]
@@ -2173,6 +2644,7 @@ mod auth_tests {
             timers: TimerConfig::default(),
             user_agent: "sipmeter-test".into(),
             seed: 9,
+            use_100rel: false,
         }
     }
 

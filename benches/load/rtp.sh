@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Concurrent G.711 calls with RTP both ways, sipmeter ↔ sipmeter through the built-in
+# registrar on loopback: N callers call N callees, every call up for DURATION, all at once.
+# For each N prints packets sent/received, loss, mean/min MOS, mean/max jitter, late timers
+# (the generator's own timing), CPU seconds, peak RSS. Measures; never fails on a figure.
+#
+#   benches/load/rtp.sh [DURATION_S] N1 N2 …      (default: 20 s, 250 500 1000 1500)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${1:-20}
+shift || true
+COUNTS=("$@")
+((${#COUNTS[@]})) || COUNTS=(250 500 1000 1500)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sipmeter/target}
+cargo build --release -q -p sipmeter
+BIN=$CARGO_TARGET_DIR/release/sipmeter
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+ulimit -n 65536 2>/dev/null || true
+
+echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)"
+printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %8s %8s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "CPU s" "RSS MB"
+for N in "${COUNTS[@]}"; do
+  cat > "$WORK/rtp.toml" <<TOML
+name = "rtp bench $N"
+duration = "${DURATION}s"
+ramp = "500/s"
+time_limit = "$((DURATION + 120))s"
+register_expires = 600
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+[[group]]
+name = "callee"
+endpoints = $N
+registrar = "builtin"
+role = "answer"
+[[group]]
+name = "caller"
+endpoints = $N
+registrar = "builtin"
+call = "group:callee"
+codecs = ["PCMU"]
+[pass]
+min_success = 0
+TOML
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
+    "$BIN" run --quiet --report "$WORK/report.json" "$WORK/rtp.toml" > "$WORK/out" 2>&1 || true
+  read -r W U S R < "$WORK/time"
+  python3 - "$WORK/report.json" "$N" "$U" "$S" "$R" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
+u, s, r = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+m = [e["media"] for e in v["endpoints"] if e.get("media")]
+tx = sum(x["tx_packets"] for x in m); rx = sum(x["rx_packets"] for x in m)
+lost = sum(max(0, x["rx_lost"]) for x in m)
+mos = sum(x["mos"] for x in m) / len(m) if m else 0
+minmos = min((x["mos_min"] or x["mos"]) for x in m) if m else 0
+jit = sum(x["jitter_ms"] for x in m) / len(m) if m else 0
+maxjit = max((x["jitter_max_ms"] for x in m), default=0)
+late = v["summary"]["late_timers"]
+print(f"{n:7d} {2*n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {late:7d} {u+s:8.1f} {r/1024:8.1f}")
+PY
+done

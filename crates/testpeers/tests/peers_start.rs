@@ -1,0 +1,37 @@
+//! The harness itself: each peer starts, answers, and is gone after drop.
+
+use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, User, available};
+
+#[test]
+fn kamailio_starts_answers_and_stops() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let cfg = KamailioConfig {
+        users: vec![User::new("alice", "secret"), User::disabled("carol")],
+        ..Default::default()
+    };
+    let mut k = Kamailio::start(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert!(k.is_running());
+    let port = k.port();
+    drop(k);
+    // The port is free again once Kamailio is gone.
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("kamailio released its port");
+}
+
+#[test]
+fn dnsmasq_starts_answers_and_stops() {
+    if !available("dnsmasq", "dnsmasq-base") {
+        return;
+    }
+    let d = Dnsmasq::start(&DnsmasqConfig {
+        local_domains: vec!["sip.test".into()],
+        hosts: vec![("sip.test".into(), "127.0.0.1".parse().unwrap())],
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let port = d.port();
+    assert!(d.log().contains("probe.invalid"), "{}", d.log());
+    drop(d);
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("dnsmasq released its port");
+}
