@@ -461,12 +461,15 @@ impl Scan {
             question: None,
             semi: None,
         };
-        for (i, &c) in s.as_bytes().iter().enumerate() {
-            let k = URI_CLASS[c as usize];
-            if k == 0 {
-                continue;
+        let b = s.as_bytes();
+        let mut i = 0;
+        loop {
+            // Most bytes are of no class: skip them in a tight loop.
+            while i < b.len() && URI_CLASS[b[i] as usize] == 0 {
+                i += 1;
             }
-            class |= k;
+            let Some(&c) = b.get(i) else { break };
+            class |= URI_CLASS[c as usize];
             match c {
                 b'@' => {
                     scan.at = Some(i);
@@ -477,6 +480,7 @@ impl Scan {
                 b';' if scan.question.is_none() && scan.semi.is_none() => scan.semi = Some(i),
                 _ => {}
             }
+            i += 1;
         }
         if class & URI_BAD != 0 {
             return Err(UriError::InvalidChar);
