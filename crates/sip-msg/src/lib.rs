@@ -4,7 +4,10 @@
 //!   checks a user agent needs; both return errors that say what is wrong and on which line
 //!   and header ([`ParseError`]).
 //! - Every header keeps its raw bytes; typed views parse lazily:
-//!   `msg.headers.typed::<Via>()`, `msg.headers.typed_all::<Contact>()`.
+//!   `msg.headers.typed::<Via>()`, `msg.headers.typed_all::<Contact>()`. The borrowed views
+//!   read the same values in place without allocating (the hot path):
+//!   `msg.headers.view::<ViaRef>()`, `msg.headers.view_all::<ContactRef>()`; each has an
+//!   `into_owned()` giving the owned view.
 //! - [`Framer`] splits TCP/TLS/WebSocket streams into messages.
 //! - [`RequestBuilder`] and [`Message::response_to`] write correct messages.
 //!

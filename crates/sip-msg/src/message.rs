@@ -573,7 +573,8 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         Ok(_) => e,
     };
 
-    // Pass 1: find the end of the header section (and the line ends of the start line).
+    // Split the header section into lines (CRLF, or a bare LF tolerated and flagged): the
+    // start line, then the header spans, up to the empty line.
     let mut bare_lf = false;
     let mut line_end = |pos: usize, lines: usize| -> Result<(usize, usize), ParseError> {
         let nl = find_lf(buf, pos).ok_or(ParseError::new(ErrorKind::Incomplete, lines + 1))?;

@@ -64,22 +64,23 @@ impl<'a> HostRef<'a> {
         if s.is_empty() {
             return Err(UriError::BadHost);
         }
-        // One pass for both readings: digits and dots (an IPv4 address when it parses as
-        // one), and RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.',
-        // optional final dot (an empty label after the first is accepted when the name ends
-        // in '.').
         let b = s.as_bytes();
+        // An IPv4 address when it reads as one (it then holds only digits and dots).
+        if b[0].is_ascii_digit()
+            && let Some(a) = parse_ipv4(b)
+        {
+            return Ok(HostRef::V4(a));
+        }
+        // RFC 3261 §25.1 hostname: labels of alphanum and '-', separated by '.', optional
+        // final dot (an empty label after the first is accepted when the name ends in '.').
         let ends_with_dot = b.last() == Some(&b'.');
-        let mut digits_and_dots = true;
         let mut ok = true;
         let mut start = 0;
         let mut i = 0;
         // The end of the text closes the last label like a dot does.
         while i <= b.len() {
             if i < b.len() && b[i] != b'.' {
-                let c = b[i];
-                ok &= HOST_CHARS[c as usize];
-                digits_and_dots &= c.is_ascii_digit();
+                ok &= HOST_CHARS[b[i] as usize];
                 i += 1;
                 continue;
             }
@@ -90,9 +91,6 @@ impl<'a> HostRef<'a> {
             };
             i += 1;
             start = i;
-        }
-        if digits_and_dots && let Some(a) = parse_ipv4(b) {
-            return Ok(HostRef::V4(a));
         }
         if ok {
             Ok(HostRef::Name(s))
@@ -463,12 +461,15 @@ impl Scan {
             question: None,
             semi: None,
         };
-        for (i, &c) in s.as_bytes().iter().enumerate() {
-            let k = URI_CLASS[c as usize];
-            if k == 0 {
-                continue;
+        let b = s.as_bytes();
+        let mut i = 0;
+        loop {
+            // Most bytes are of no class: skip them in a tight loop.
+            while i < b.len() && URI_CLASS[b[i] as usize] == 0 {
+                i += 1;
             }
-            class |= k;
+            let Some(&c) = b.get(i) else { break };
+            class |= URI_CLASS[c as usize];
             match c {
                 b'@' => {
                     scan.at = Some(i);
@@ -479,6 +480,7 @@ impl Scan {
                 b';' if scan.question.is_none() && scan.semi.is_none() => scan.semi = Some(i),
                 _ => {}
             }
+            i += 1;
         }
         if class & URI_BAD != 0 {
             return Err(UriError::InvalidChar);
