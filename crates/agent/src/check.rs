@@ -13,10 +13,11 @@ use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{UaConfig, UaEvent, UserAgent};
 
 use sip_net::dns::{Discovery, Dns};
+use sip_net::tls::ClientSettings;
 use sip_proto::rfc3263::{Destination, Failure, Target};
 use sip_proto::target::Transport;
 
-use crate::flow::{Flow, FlowKind};
+use crate::flow::{Flow, FlowError, FlowKind};
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
 
@@ -25,7 +26,7 @@ use crate::trace::{Direction, TraceEntry};
 pub struct CheckRequest {
     /// The registrar's domain: a host name or an IP literal.
     pub domain: String,
-    /// The port; `None` uses the transport's default (5060).
+    /// The port; `None` uses the transport's default (5060; 5061 for TLS).
     pub port: Option<u16>,
     /// The transport.
     pub transport: FlowKind,
@@ -68,7 +69,7 @@ pub enum StepStatus {
 /// One line of the checklist.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// `dns`, `transport`, `register`, `auth`.
+    /// `dns`, `transport`, `tls` (TLS flows only: the handshake), `register`, `auth`.
     pub name: &'static str,
     /// What happened.
     pub status: StepStatus,
@@ -131,6 +132,12 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
     run_check_with(req, CheckDns::default()).await
 }
 
+/// Runs the check, finding the server as `dns` says (see [`run_check_with`]), with System
+/// TLS verification and no client certificate; never panics on what the server sends.
+pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
+    run_check_tls(req, dns, &ClientSettings::default()).await
+}
+
 /// What one attempt against one address ended with.
 struct Attempt {
     /// Steps `transport`, `register`, `auth` (or fewer, then padded with skipped ones).
@@ -145,14 +152,23 @@ struct Attempt {
 const NO_RECORDS_HINT: &str =
     "the domain does not resolve: check its spelling and its A/AAAA records";
 
-/// Runs the check, finding the server as `dns` says; never panics on what the server sends.
+/// Runs the check, finding the server as `dns` says and speaking TLS (when the transport is
+/// TLS, or DNS picks it) with `tls`; never panics on what the server sends.
+///
+/// A TLS flow adds the step `tls` (the handshake, timed on its own) between `transport` (the
+/// TCP connection) and `register`; a TLS failure says in words what is wrong with which
+/// certificate, and the hint what to do. SNI and the name verified are the request's domain.
 ///
 /// With AUTO (or a custom DNS server), the targets come from the RFC 3263 planner of
 /// `sip-proto` through hickory-resolver; a target that fails at the transport, answers 503 or
 /// never answers makes the check move on to the next one (RFC 3263 §4.3), and each DNS answer
 /// and each failover is a note in the trace.
-pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
-    let port = req.port.unwrap_or(5060);
+pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSettings) -> CheckReport {
+    let default_port = match req.transport {
+        FlowKind::Tls => 5061,
+        _ => 5060,
+    };
+    let port = req.port.unwrap_or(default_port);
     let reg_uri = if dns.auto {
         // RFC 3263 §4: no port and no transport in the URI, or DNS discovery is switched off.
         let host = match req.domain.parse::<IpAddr>() {
@@ -352,6 +368,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
                         addr,
                         remaining,
                         start,
+                        tls,
                         &mut report.trace,
                     )
                     .await,
@@ -359,7 +376,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
             }
             None => {
                 let what = format!(
-                    "{} {} skipped: this build checks udp and tcp",
+                    "{} {} skipped: this build checks udp, tcp and tls",
                     target.transport,
                     SocketAddr::new(target.address, target.port)
                 );
@@ -413,7 +430,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
                     format!("no target this build can use: {}", unsupported.join("; ")),
                 ));
                 report.hint = Some(
-                    "DNS offers only transports this build cannot check: choose udp or tcp explicitly"
+                    "DNS offers only transports this build cannot check: choose udp, tcp or tls explicitly"
                         .into(),
                 );
                 skip_rest(&mut report, 2);
@@ -428,6 +445,7 @@ fn transport_of(kind: FlowKind) -> Transport {
     match kind {
         FlowKind::Udp => Transport::Udp,
         FlowKind::Tcp => Transport::Tcp,
+        FlowKind::Tls => Transport::Tls,
     }
 }
 
@@ -436,11 +454,13 @@ fn flow_kind(t: Transport) -> Option<FlowKind> {
     match t {
         Transport::Udp => Some(FlowKind::Udp),
         Transport::Tcp => Some(FlowKind::Tcp),
+        Transport::Tls => Some(FlowKind::Tls),
         _ => None,
     }
 }
 
 /// One attempt: transport, REGISTER, authentication against `addr`; the trace goes to `trace`.
+#[allow(clippy::too_many_arguments)] // reason: a private helper of run_check sharing its locals
 async fn attempt(
     req: &CheckRequest,
     reg_uri: &str,
@@ -448,6 +468,7 @@ async fn attempt(
     addr: SocketAddr,
     limit: Duration,
     start: Instant,
+    tls: &ClientSettings,
     trace: &mut Vec<TraceEntry>,
 ) -> Attempt {
     let mut out = Attempt {
@@ -457,8 +478,13 @@ async fn attempt(
         hint: None,
         failover: None,
     };
+    let names: &[&'static str] = if kind == FlowKind::Tls {
+        &["transport", "tls", "register", "auth"]
+    } else {
+        &["transport", "register", "auth"]
+    };
     let skip_rest = |out: &mut Attempt, from: usize| {
-        for name in ["transport", "register", "auth"].into_iter().skip(from) {
+        for &name in names.iter().skip(from) {
             out.steps.push(step(
                 name,
                 StepStatus::Skipped,
@@ -468,17 +494,103 @@ async fn attempt(
         }
     };
 
-    // 2. Transport.
+    // 2. Transport (and the TLS handshake, timed on its own).
+    let unreachable_hint = "the server is unreachable on this transport and port: check the address, port, transport and firewall";
     let t = Instant::now();
-    let mut flow = match Flow::connect(kind, addr, Duration::from_secs(5)).await {
-        Ok(f) => {
+    let connected = if kind == FlowKind::Tls {
+        let setup = tls
+            .config()
+            .and_then(|config| sip_net::tls::server_name(&req.domain).map(|name| (config, name)));
+        match setup {
+            Ok((config, name)) => Flow::connect_tls(
+                addr,
+                Duration::from_secs(5),
+                config,
+                name,
+                tls.identity.is_some(),
+            )
+            .await
+            .map(|(flow, c)| (flow, Some(c))),
+            Err(e) => {
+                out.steps.push(step(
+                    "transport",
+                    StepStatus::Failed,
+                    Duration::ZERO,
+                    format!("TLS settings: {e}"),
+                ));
+                out.hint = Some(
+                    "fix the TLS settings: the CA certificate, client certificate and key must be PEM files"
+                        .into(),
+                );
+                skip_rest(&mut out, 1);
+                return out;
+            }
+        }
+    } else {
+        Flow::connect(kind, addr, Duration::from_secs(5))
+            .await
+            .map(|flow| (flow, None))
+    };
+    let mut flow = match connected {
+        Ok((f, tls_done)) => {
             let what = match kind {
                 FlowKind::Udp => format!("UDP socket ready towards {addr} (UDP has no handshake)"),
-                FlowKind::Tcp => format!("TCP connected to {addr}"),
+                FlowKind::Tcp | FlowKind::Tls => format!("TCP connected to {addr}"),
             };
-            out.steps
-                .push(step("transport", StepStatus::Ok, t.elapsed(), what));
+            match tls_done {
+                Some(c) => {
+                    out.steps
+                        .push(step("transport", StepStatus::Ok, c.tcp, what));
+                    let n = &c.negotiated;
+                    let detail = format!(
+                        "{} {} with {}; server certificate {} (verification: {}{})",
+                        n.version,
+                        n.cipher_suite,
+                        req.domain,
+                        n.server_fingerprint
+                            .as_deref()
+                            .map_or_else(|| "?".to_owned(), |f| format!("SHA-256 {f}")),
+                        tls.verify.name(),
+                        if tls.identity.is_some() {
+                            "; client certificate sent"
+                        } else {
+                            ""
+                        }
+                    );
+                    trace.push(TraceEntry::note(
+                        format!("TLS handshake done with {addr}: {detail}"),
+                        start.elapsed(),
+                    ));
+                    out.steps
+                        .push(step("tls", StepStatus::Ok, c.handshake, detail));
+                }
+                None => out
+                    .steps
+                    .push(step("transport", StepStatus::Ok, t.elapsed(), what)),
+            }
             f
+        }
+        Err(FlowError::TlsHandshake(d, tcp)) => {
+            out.steps.push(step(
+                "transport",
+                StepStatus::Ok,
+                tcp,
+                format!("TCP connected to {addr}"),
+            ));
+            out.steps.push(step(
+                "tls",
+                StepStatus::Failed,
+                t.elapsed().saturating_sub(tcp),
+                d.problem.clone(),
+            ));
+            trace.push(TraceEntry::note(
+                format!("TLS handshake with {addr} failed: {}", d.problem),
+                start.elapsed(),
+            ));
+            out.hint = Some(d.hint);
+            out.failover = Some(Failure::TransportError);
+            skip_rest(&mut out, 2);
+            return out;
         }
         Err(e) => {
             out.steps.push(step(
@@ -487,7 +599,7 @@ async fn attempt(
                 t.elapsed(),
                 e.to_string(),
             ));
-            out.hint = Some("the server is unreachable on this transport and port: check the address, port, transport and firewall".into());
+            out.hint = Some(unreachable_hint.into());
             out.failover = Some(Failure::TransportError);
             skip_rest(&mut out, 1);
             return out;
@@ -537,6 +649,7 @@ async fn attempt(
     let mut first_answer: Option<(Duration, u16)> = None;
     let mut challenged: Option<u16> = None;
     let mut transport_error = false;
+    let mut tls_failure = None;
     let outcome: Option<UaEvent>;
     let trace_entry = |dir: Direction, bytes: &Bytes, at: Instant, retrans: bool| {
         TraceEntry::new(
@@ -616,7 +729,12 @@ async fn attempt(
                     transport_error = true;
                     // ICMP port unreachable on UDP, or a closed TCP connection.
                     ua.handle_transport_error(Instant::now());
-                    if matches!(kind, FlowKind::Tcp) {
+                    if let FlowError::Tls(d) = e {
+                        tls_failure = Some(d);
+                        outcome = Some(UaEvent::RegistrationFailed { code: 503, reason: "the TLS connection failed".into() });
+                        break 'run;
+                    }
+                    if kind.reliable() {
                         // A dead stream cannot recover within the check.
                         outcome = Some(UaEvent::RegistrationFailed { code: 503, reason: e.to_string() });
                         break 'run;
@@ -686,6 +804,27 @@ async fn attempt(
             };
         }
         _ => {}
+    }
+    if let Some(d) = tls_failure {
+        // The server refused the TLS session after our side of the handshake (TLS 1.3 sends
+        // a refused client certificate's alert then): the handshake step failed, not REGISTER.
+        if first_answer.is_none() {
+            for s in &mut out.steps {
+                match s.name {
+                    "tls" => {
+                        s.status = StepStatus::Failed;
+                        s.detail = d.problem.clone();
+                    }
+                    "register" | "auth" => {
+                        s.status = StepStatus::Skipped;
+                        s.detail = "not reached".into();
+                    }
+                    _ => {}
+                }
+            }
+            out.final_code = None;
+        }
+        out.hint = Some(d.hint);
     }
     out
 }

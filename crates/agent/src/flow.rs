@@ -1,12 +1,14 @@
-//! One endpoint's signalling flow to its server over UDP or TCP: a thin driver that moves
-//! whole SIP messages between a socket and the sans-IO agent.
+//! One endpoint's signalling flow to its server over UDP, TCP or TLS: a thin driver that
+//! moves whole SIP messages between a socket and the sans-IO agent.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::{Frame, Framer};
+use sip_net::tls::{self, ClientStream, Diagnosis, Negotiated};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -20,6 +22,8 @@ pub enum FlowKind {
     Udp,
     /// TCP, one connection per flow (as real phones do).
     Tcp,
+    /// TLS over TCP, one connection per flow.
+    Tls,
 }
 
 impl FlowKind {
@@ -28,12 +32,13 @@ impl FlowKind {
         match self {
             FlowKind::Udp => "UDP",
             FlowKind::Tcp => "TCP",
+            FlowKind::Tls => "TLS",
         }
     }
 
     /// True for connection-oriented transports (no SIP retransmissions, RFC 3261 §17.1.1.2).
     pub fn reliable(self) -> bool {
-        matches!(self, FlowKind::Tcp)
+        matches!(self, FlowKind::Tcp | FlowKind::Tls)
     }
 }
 
@@ -52,9 +57,41 @@ pub enum FlowError {
     /// The stream is not SIP (framing failed).
     #[error("cannot frame the stream: {0}")]
     Framing(#[from] sip_msg::FrameError),
+    /// The TLS handshake failed after the TCP connection (which took the given time); the
+    /// diagnosis says why in words.
+    #[error("{}", .0.problem)]
+    TlsHandshake(Diagnosis, Duration),
+    /// The TLS stream failed after the handshake (e.g. the server's alert refusing our client
+    /// certificate, which TLS 1.3 delivers on the first read).
+    #[error("{}", .0.problem)]
+    Tls(Diagnosis),
+    /// A TLS flow was asked of [`Flow::connect`], which has no TLS settings.
+    #[error("a TLS flow needs TLS settings: use Flow::connect_tls")]
+    NeedsTlsSettings,
     /// Any other socket error.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
+}
+
+impl FlowError {
+    /// What to do about a TLS failure (`None` for other errors).
+    pub fn tls_hint(&self) -> Option<&str> {
+        match self {
+            FlowError::Tls(d) | FlowError::TlsHandshake(d, _) => Some(&d.hint),
+            _ => None,
+        }
+    }
+}
+
+/// How long each phase of a TLS connection took, and what the handshake agreed on.
+#[derive(Debug, Clone)]
+pub struct TlsConnected {
+    /// The TCP three-way handshake.
+    pub tcp: Duration,
+    /// The TLS handshake after it.
+    pub handshake: Duration,
+    /// Version, cipher suite and the server certificate's fingerprint.
+    pub negotiated: Negotiated,
 }
 
 /// A connected flow.
@@ -64,6 +101,9 @@ pub enum Flow {
     Udp(UdpSocket),
     /// A TCP connection with its framer.
     Tcp(TcpStream, Framer),
+    /// A TLS connection with its framer; `bool` is true when we presented a client
+    /// certificate (to explain a later refusal).
+    Tls(Box<ClientStream>, Framer, bool),
 }
 
 impl Flow {
@@ -87,20 +127,63 @@ impl Flow {
                 sock.connect(remote).await?;
                 Ok(Flow::Udp(sock))
             }
-            FlowKind::Tcp => {
-                match tokio::time::timeout(timeout, TcpStream::connect(remote)).await {
-                    Err(_) => Err(FlowError::ConnectTimeout(remote, timeout)),
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        Err(FlowError::Refused(remote))
-                    }
-                    Ok(Err(e)) => Err(e.into()),
-                    Ok(Ok(s)) => {
-                        s.set_nodelay(true)?;
-                        Ok(Flow::Tcp(s, Framer::new(MAX_MESSAGE)))
-                    }
-                }
-            }
+            FlowKind::Tcp => Ok(Flow::Tcp(
+                tcp_connect(remote, timeout).await?,
+                Framer::new(MAX_MESSAGE),
+            )),
+            FlowKind::Tls => Err(FlowError::NeedsTlsSettings),
         }
+    }
+
+    /// Opens a TLS flow to `remote`: TCP, then the TLS handshake with `config`, sending
+    /// `name` as SNI (none for an IP address) and verifying the certificate against it.
+    /// `timeout` applies to each phase. `client_certificate` says whether `config` presents
+    /// one (it only shapes the words of a failure).
+    pub async fn connect_tls(
+        remote: SocketAddr,
+        timeout: Duration,
+        config: Arc<tls::rustls::ClientConfig>,
+        name: tls::rustls::pki_types::ServerName<'static>,
+        client_certificate: bool,
+    ) -> Result<(Self, TlsConnected), FlowError> {
+        let t = Instant::now();
+        let tcp = tcp_connect(remote, timeout).await?;
+        let tcp_time = t.elapsed();
+        let t = Instant::now();
+        let stream = match tokio::time::timeout(timeout, tls::connect(tcp, config, name)).await {
+            Err(_) => {
+                return Err(FlowError::TlsHandshake(
+                    Diagnosis {
+                        problem: format!(
+                            "no answer to the TLS handshake with {remote} within {timeout:?}"
+                        ),
+                        hint: "the port may be plain UDP/TCP SIP or a firewall may drop TLS: TLS is usually on 5061".into(),
+                        certificate: false,
+                    },
+                    tcp_time,
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(match tls::diagnose(&e, client_certificate) {
+                    Some(d) => FlowError::TlsHandshake(d, tcp_time),
+                    None => e.into(),
+                });
+            }
+            Ok(Ok(s)) => s,
+        };
+        let connected = TlsConnected {
+            tcp: tcp_time,
+            handshake: t.elapsed(),
+            negotiated: Negotiated::of(&stream),
+        };
+        Ok((
+            Flow::Tls(
+                Box::new(stream),
+                Framer::new(MAX_MESSAGE),
+                client_certificate,
+            ),
+            connected,
+        ))
     }
 
     /// Our address on this flow.
@@ -108,6 +191,7 @@ impl Flow {
         match self {
             Flow::Udp(s) => s.local_addr(),
             Flow::Tcp(s, _) => s.local_addr(),
+            Flow::Tls(s, _, _) => s.get_ref().0.local_addr(),
         }
     }
 
@@ -116,6 +200,7 @@ impl Flow {
         match self {
             Flow::Udp(s) => s.peer_addr(),
             Flow::Tcp(s, _) => s.peer_addr(),
+            Flow::Tls(s, _, _) => s.get_ref().0.peer_addr(),
         }
     }
 
@@ -126,6 +211,13 @@ impl Flow {
                 s.send(bytes).await?;
             }
             Flow::Tcp(s, _) => s.write_all(bytes).await?,
+            Flow::Tls(s, _, cert) => {
+                let sent = async {
+                    s.write_all(bytes).await?;
+                    s.flush().await
+                };
+                sent.await.map_err(|e| tls_error(e, *cert))?;
+            }
         }
         Ok(())
     }
@@ -158,6 +250,47 @@ impl Flow {
                 }
                 framer.push(&buf[..n]);
             },
+            Flow::Tls(s, framer, cert) => loop {
+                while let Some(frame) = framer.next_frame() {
+                    match frame? {
+                        Frame::Message(m) => return Ok(m),
+                        Frame::Ping | Frame::Pong => {}
+                    }
+                }
+                let mut buf = [0u8; 16 * 1024];
+                // tokio-rustls's read is cancel safe: decrypted bytes stay in the session.
+                let n = s.read(&mut buf).await.map_err(|e| tls_error(e, *cert))?;
+                if n == 0 {
+                    return Err(FlowError::Closed);
+                }
+                framer.push(&buf[..n]);
+            },
         }
+    }
+}
+
+async fn tcp_connect(remote: SocketAddr, timeout: Duration) -> Result<TcpStream, FlowError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(remote)).await {
+        Err(_) => Err(FlowError::ConnectTimeout(remote, timeout)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            Err(FlowError::Refused(remote))
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(s)) => {
+            s.set_nodelay(true)?;
+            Ok(s)
+        }
+    }
+}
+
+/// A TLS stream error, explained when rustls says why (e.g. the server's alert after the
+/// handshake: with TLS 1.3 a refused client certificate shows up on the first read).
+fn tls_error(e: io::Error, client_certificate: bool) -> FlowError {
+    match e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<tls::rustls::Error>())
+    {
+        Some(r) => FlowError::Tls(tls::explain(r, client_certificate)),
+        None => e.into(),
     }
 }

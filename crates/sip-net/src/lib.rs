@@ -2,3 +2,4 @@
 //! hickory-resolver, feeding the sans-IO planner of `sip-proto`.
 
 pub mod dns;
+pub mod tls;
