@@ -52,6 +52,22 @@ pub struct KamailioConfig {
     pub one_time_nonce: bool,
     /// Listen on `[::1]` instead of `127.0.0.1`.
     pub ipv6: bool,
+    /// Also listen over TLS (module `tls.so`, Debian `kamailio-tls-modules`) on a port of its
+    /// own, [`Kamailio::tls_port`].
+    pub tls: Option<KamailioTls>,
+}
+
+/// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
+/// certificates. PEM texts, written to the peer's temp dir (the harness makes none itself:
+/// tests generate them, e.g. with rcgen).
+#[derive(Debug, Clone)]
+pub struct KamailioTls {
+    /// The server certificate (PEM, leaf first).
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// When set, clients must present a certificate signed by this CA (PEM).
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for KamailioConfig {
@@ -63,6 +79,7 @@ impl Default for KamailioConfig {
             register_qop: true,
             one_time_nonce: false,
             ipv6: false,
+            tls: None,
         }
     }
 }
@@ -75,6 +92,7 @@ pub struct Kamailio {
     group: Group,
     ip: IpAddr,
     port: u16,
+    tls_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -85,8 +103,13 @@ fn safe(s: &str) -> bool {
 }
 
 impl Kamailio {
-    /// The Kamailio configuration text for `config` on `port` (for reading in failures).
-    pub fn config_text(config: &KamailioConfig, port: u16) -> Result<String, PeerError> {
+    /// The Kamailio configuration text for `config` on `port` (for reading in failures);
+    /// with TLS, `tls` is the TLS port and the directory holding `tls.cfg`.
+    pub fn config_text(
+        config: &KamailioConfig,
+        port: u16,
+        tls: Option<(u16, &std::path::Path)>,
+    ) -> Result<String, PeerError> {
         let mut users = String::new();
         for u in &config.users {
             let pw = u.password.as_deref().unwrap_or("!");
@@ -107,7 +130,19 @@ impl Kamailio {
                 format!("domain {:?} is not a plain host name", config.domain),
             )));
         }
+        let (tls_core, tls_module) = match tls {
+            Some((tls_port, dir)) => (
+                format!("enable_tls=yes\nlisten=tls:@IP@:{tls_port}\nalias=\"@IP@:{tls_port}\"\n"),
+                format!(
+                    "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n",
+                    dir.join("tls.cfg").display()
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         Ok(CONFIG_TEMPLATE
+            .replace("@TLS_CORE@", &tls_core)
+            .replace("@TLS_MODULE@", &tls_module)
             .replace("@PORT@", &port.to_string())
             .replace(
                 "@IP@",
@@ -130,6 +165,12 @@ impl Kamailio {
             binary: "kamailio",
             package: "kamailio",
         })?;
+        if config.tls.is_some() && !tls_module_installed() {
+            return Err(PeerError::Missing {
+                binary: "kamailio tls.so",
+                package: "kamailio-tls-modules",
+            });
+        }
         let mut last = None;
         // A port found free may be taken before Kamailio binds it: retry with another.
         for _ in 0..3 {
@@ -150,8 +191,28 @@ impl Kamailio {
             free_port()?
         };
         let dir = TempDir::new("sipmeter-kamailio")?;
+        let tls_port = match &config.tls {
+            Some(tls) => {
+                let tls_port = loop {
+                    let p = if config.ipv6 {
+                        free_port_v6()?
+                    } else {
+                        free_port()?
+                    };
+                    if p != port {
+                        break p;
+                    }
+                };
+                write_tls_files(dir.path(), tls)?;
+                Some(tls_port)
+            }
+            None => None,
+        };
         let cfg = dir.path().join("kamailio.cfg");
-        std::fs::write(&cfg, Self::config_text(config, port)?)?;
+        std::fs::write(
+            &cfg,
+            Self::config_text(config, port, tls_port.map(|p| (p, dir.path())))?,
+        )?;
         let log_path = dir.path().join("kamailio.log");
         let log = File::create(&log_path)?;
         let mut cmd = Command::new(binary);
@@ -171,6 +232,7 @@ impl Kamailio {
             group,
             ip,
             port,
+            tls_port,
             dir,
         };
         let limit = Duration::from_secs(10);
@@ -203,6 +265,16 @@ impl Kamailio {
         SocketAddr::new(self.ip, self.port)
     }
 
+    /// The TLS port, when started with [`KamailioConfig::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The TLS listening address, when started with [`KamailioConfig::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port.map(|p| SocketAddr::new(self.ip, p))
+    }
+
     /// What Kamailio logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
@@ -212,6 +284,66 @@ impl Kamailio {
     pub fn is_running(&mut self) -> bool {
         self.group.exited().is_none() && self.group.child().id() > 0
     }
+}
+
+/// Like [`crate::available`] for Kamailio's TLS module: true when `kamailio` and its `tls.so`
+/// are installed; otherwise prints `SKIPPED: …` and returns false, or panics when
+/// `SIPMETER_REQUIRE_PEERS` is set.
+pub fn tls_available() -> bool {
+    if !crate::available("kamailio", "kamailio") {
+        return false;
+    }
+    if tls_module_installed() {
+        return true;
+    }
+    let msg =
+        "kamailio's tls.so is not installed: install the Debian package `kamailio-tls-modules`";
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// True when Debian's `kamailio-tls-modules` (tls.so) is installed.
+pub fn tls_module_installed() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules/tls.so",
+        "/usr/lib/kamailio/modules/tls.so",
+        "/usr/local/lib64/kamailio/modules/tls.so",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+}
+
+/// Writes the certificate, key, optional client CA and the tls module's own config file
+/// (`tls.cfg`: TLS 1.2 and 1.3, client certificates required only with a client CA).
+fn write_tls_files(dir: &std::path::Path, tls: &KamailioTls) -> std::io::Result<()> {
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    std::fs::write(&cert, &tls.cert_pem)?;
+    std::fs::write(&key, &tls.key_pem)?;
+    let mut server = format!(
+        "[server:default]\nmethod = TLSv1.2+\ncertificate = {}\nprivate_key = {}\n",
+        cert.display(),
+        key.display()
+    );
+    match &tls.client_ca_pem {
+        Some(ca) => {
+            let ca_path = dir.join("client-ca.pem");
+            std::fs::write(&ca_path, ca)?;
+            server.push_str(&format!(
+                "ca_list = {}\nverify_certificate = yes\nrequire_certificate = yes\n",
+                ca_path.display()
+            ));
+        }
+        None => server.push_str("verify_certificate = no\nrequire_certificate = no\n"),
+    }
+    server.push_str(
+        "\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+    );
+    std::fs::write(dir.join("tls.cfg"), server)
 }
 
 fn listen_ip(config: &KamailioConfig) -> IpAddr {

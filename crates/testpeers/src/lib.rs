@@ -15,5 +15,7 @@ mod kamailio;
 mod proc;
 
 pub use dnsmasq::{Dnsmasq, DnsmasqConfig, Naptr, Srv};
-pub use kamailio::{Kamailio, KamailioConfig, User};
+pub use kamailio::{
+    Kamailio, KamailioConfig, KamailioTls, User, tls_available, tls_module_installed,
+};
 pub use proc::{PeerError, TempDir, available, free_port, have_binary};
