@@ -33,13 +33,18 @@ pub enum Listen {
     Tcp(SocketAddr),
     /// TLS on this address with these settings (certificate, optional client CAs).
     Tls(SocketAddr, ServerSettings),
+    /// SIP over WebSocket (RFC 7118) on this address.
+    Ws(SocketAddr),
+    /// SIP over secure WebSocket on this address with these TLS settings.
+    Wss(SocketAddr, ServerSettings),
 }
 
 impl Listen {
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
         match self {
-            Listen::Udp(a) | Listen::Tcp(a) | Listen::Tls(a, _) => *a,
+            Listen::Udp(a) | Listen::Tcp(a) | Listen::Ws(a) => *a,
+            Listen::Tls(a, _) | Listen::Wss(a, _) => *a,
         }
     }
 
@@ -49,6 +54,8 @@ impl Listen {
             Listen::Udp(_) => "UDP",
             Listen::Tcp(_) => "TCP",
             Listen::Tls(..) => "TLS",
+            Listen::Ws(_) => "WS",
+            Listen::Wss(..) => "WSS",
         }
     }
 }
@@ -69,6 +76,7 @@ pub enum StartError {
 struct ConnCounters {
     accepted: AtomicU64,
     tls_failed: AtomicU64,
+    ws_failed: AtomicU64,
     dropped_no_connection: AtomicU64,
 }
 
@@ -79,6 +87,8 @@ pub struct ConnectionStats {
     pub accepted: u64,
     /// TLS handshakes that failed (bad client certificate, not TLS …).
     pub tls_failed: u64,
+    /// WebSocket upgrades refused (not a WebSocket request, no `sip` subprotocol …).
+    pub ws_failed: u64,
     /// Messages the core sent to an address with no open connection (dropped).
     pub dropped_no_connection: u64,
 }
@@ -104,10 +114,15 @@ impl BuiltinRegistrar {
     pub async fn start(listen: Listen, config: RegistrarConfig) -> Result<Self, StartError> {
         match listen {
             Listen::Udp(a) => Ok(Self::start_udp(a, config).await?),
-            Listen::Tcp(a) => Self::start_stream(a, None, config).await,
+            Listen::Tcp(a) => Self::start_stream(a, None, false, config).await,
             Listen::Tls(a, settings) => {
                 let tls = settings.config()?;
-                Self::start_stream(a, Some(tls), config).await
+                Self::start_stream(a, Some(tls), false, config).await
+            }
+            Listen::Ws(a) => Self::start_stream(a, None, true, config).await,
+            Listen::Wss(a, settings) => {
+                let tls = settings.config()?;
+                Self::start_stream(a, Some(tls), true, config).await
             }
         }
     }
@@ -115,6 +130,7 @@ impl BuiltinRegistrar {
     async fn start_stream(
         listen: SocketAddr,
         tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
+        websocket: bool,
         mut config: RegistrarConfig,
     ) -> Result<Self, StartError> {
         let listener = TcpListener::bind(listen).await?;
@@ -124,7 +140,13 @@ impl BuiltinRegistrar {
             std::net::IpAddr::V6(a) => Host::V6(a),
         };
         config.port = addr.port();
-        config.transport = if tls.is_some() { "TLS" } else { "TCP" }.into();
+        config.transport = match (tls.is_some(), websocket) {
+            (false, false) => "TCP",
+            (true, false) => "TLS",
+            (false, true) => "WS",
+            (true, true) => "WSS",
+        }
+        .into();
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
         let (events, mut inbox) = mpsc::channel::<ConnEvent>(1024);
@@ -133,6 +155,7 @@ impl BuiltinRegistrar {
         let acceptor = tokio::spawn(accept_loop(
             listener,
             tls,
+            websocket,
             events,
             accept_stop,
             accept_counters,
@@ -190,6 +213,7 @@ impl BuiltinRegistrar {
         self.conns.as_ref().map(|c| ConnectionStats {
             accepted: c.accepted.load(Ordering::Relaxed),
             tls_failed: c.tls_failed.load(Ordering::Relaxed),
+            ws_failed: c.ws_failed.load(Ordering::Relaxed),
             dropped_no_connection: c.dropped_no_connection.load(Ordering::Relaxed),
         })
     }
@@ -254,6 +278,7 @@ impl BuiltinRegistrar {
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
+    websocket: bool,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
     counters: Arc<ConnCounters>,
@@ -270,10 +295,18 @@ async fn accept_loop(
                 let tls = tls.clone();
                 // The handshake runs in the connection's task so a slow client blocks no one.
                 tokio::spawn(async move {
-                    match tls {
-                        None => serve_connection(tcp, peer, events, stopped).await,
-                        Some(config) => match sip_net::tls::accept(tcp, config).await {
-                            Ok(stream) => serve_connection(stream, peer, events, stopped).await,
+                    match (tls, websocket) {
+                        (None, false) => serve_connection(tcp, peer, events, stopped).await,
+                        (None, true) => match sip_net::ws::accept(tcp).await {
+                            Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                            Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
+                        },
+                        (Some(config), ws) => match sip_net::tls::accept(tcp, config).await {
+                            Ok(stream) if !ws => serve_connection(stream, peer, events, stopped).await,
+                            Ok(stream) => match sip_net::ws::accept(stream).await {
+                                Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                                Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
+                            },
                             Err(_) => {
                                 counters.tls_failed.fetch_add(1, Ordering::Relaxed);
                             }
@@ -334,6 +367,43 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = wr.shutdown().await;
+    let _ = events.send(ConnEvent::Closed(peer)).await;
+}
+
+/// Moves whole messages between one WebSocket (one SIP message per WebSocket message,
+/// RFC 7118 §5) and the core until either side closes.
+async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: sip_net::ws::SipWebSocket<S>,
+    peer: SocketAddr,
+    events: mpsc::Sender<ConnEvent>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
+    if events.send(ConnEvent::Open(peer, tx)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            r = ws.recv() => match r {
+                Ok(Some(m)) => {
+                    if events.send(ConnEvent::Message(peer, m)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            },
+            out = outbox.recv() => match out {
+                Some(bytes) => {
+                    if ws.send(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = stopped.changed() => break,
+        }
+    }
+    ws.close().await;
     let _ = events.send(ConnEvent::Closed(peer)).await;
 }
 

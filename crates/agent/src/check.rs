@@ -17,7 +17,7 @@ use sip_net::tls::ClientSettings;
 use sip_proto::rfc3263::{Destination, Failure, Target};
 use sip_proto::target::Transport;
 
-use crate::flow::{Flow, FlowError, FlowKind};
+use crate::flow::{Flow, FlowError, FlowKind, WsTarget};
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
 
@@ -164,10 +164,19 @@ const NO_RECORDS_HINT: &str =
 /// never answers makes the check move on to the next one (RFC 3263 §4.3), and each DNS answer
 /// and each failover is a note in the trace.
 pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSettings) -> CheckReport {
-    let default_port = match req.transport {
-        FlowKind::Tls => 5061,
-        _ => 5060,
-    };
+    run_check_ws(req, dns, tls, "/").await
+}
+
+/// [`run_check_tls`] with the WebSocket path for WS/WSS flows (RFC 7118; `/` by default).
+/// WS and WSS add the step `websocket` (the HTTP upgrade with `Sec-WebSocket-Protocol: sip`)
+/// after `transport` (and `tls` for WSS).
+pub async fn run_check_ws(
+    req: CheckRequest,
+    dns: CheckDns,
+    tls: &ClientSettings,
+    ws_path: &str,
+) -> CheckReport {
+    let default_port = transport_of(req.transport).default_port().unwrap_or(5060);
     let port = req.port.unwrap_or(default_port);
     let reg_uri = if dns.auto {
         // RFC 3263 §4: no port and no transport in the URI, or DNS discovery is switched off.
@@ -368,7 +377,7 @@ pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSetting
                         addr,
                         remaining,
                         start,
-                        tls,
+                        (tls, ws_path),
                         &mut report.trace,
                     )
                     .await,
@@ -376,7 +385,7 @@ pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSetting
             }
             None => {
                 let what = format!(
-                    "{} {} skipped: this build checks udp, tcp and tls",
+                    "{} {} skipped: this build checks udp, tcp, tls, ws and wss",
                     target.transport,
                     SocketAddr::new(target.address, target.port)
                 );
@@ -430,7 +439,7 @@ pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSetting
                     format!("no target this build can use: {}", unsupported.join("; ")),
                 ));
                 report.hint = Some(
-                    "DNS offers only transports this build cannot check: choose udp, tcp or tls explicitly"
+                    "DNS offers only transports this build cannot check: choose a transport explicitly"
                         .into(),
                 );
                 skip_rest(&mut report, 2);
@@ -446,6 +455,8 @@ fn transport_of(kind: FlowKind) -> Transport {
         FlowKind::Udp => Transport::Udp,
         FlowKind::Tcp => Transport::Tcp,
         FlowKind::Tls => Transport::Tls,
+        FlowKind::Ws => Transport::Ws,
+        FlowKind::Wss => Transport::Wss,
     }
 }
 
@@ -455,7 +466,9 @@ fn flow_kind(t: Transport) -> Option<FlowKind> {
         Transport::Udp => Some(FlowKind::Udp),
         Transport::Tcp => Some(FlowKind::Tcp),
         Transport::Tls => Some(FlowKind::Tls),
-        _ => None,
+        Transport::Ws => Some(FlowKind::Ws),
+        Transport::Wss => Some(FlowKind::Wss),
+        Transport::Auto => None,
     }
 }
 
@@ -468,7 +481,7 @@ async fn attempt(
     addr: SocketAddr,
     limit: Duration,
     start: Instant,
-    tls: &ClientSettings,
+    (tls, ws_path): (&ClientSettings, &str),
     trace: &mut Vec<TraceEntry>,
 ) -> Attempt {
     let mut out = Attempt {
@@ -478,10 +491,11 @@ async fn attempt(
         hint: None,
         failover: None,
     };
-    let names: &[&'static str] = if kind == FlowKind::Tls {
-        &["transport", "tls", "register", "auth"]
-    } else {
-        &["transport", "register", "auth"]
+    let names: &[&'static str] = match kind {
+        FlowKind::Udp | FlowKind::Tcp => &["transport", "register", "auth"],
+        FlowKind::Tls => &["transport", "tls", "register", "auth"],
+        FlowKind::Ws => &["transport", "websocket", "register", "auth"],
+        FlowKind::Wss => &["transport", "tls", "websocket", "register", "auth"],
     };
     let skip_rest = |out: &mut Attempt, from: usize| {
         for &name in names.iter().skip(from) {
@@ -494,23 +508,15 @@ async fn attempt(
         }
     };
 
-    // 2. Transport (and the TLS handshake, timed on its own).
+    // 2. Transport (and the TLS handshake and WebSocket upgrade, each timed on its own).
     let unreachable_hint = "the server is unreachable on this transport and port: check the address, port, transport and firewall";
     let t = Instant::now();
-    let connected = if kind == FlowKind::Tls {
-        let setup = tls
-            .config()
-            .and_then(|config| sip_net::tls::server_name(&req.domain).map(|name| (config, name)));
-        match setup {
-            Ok((config, name)) => Flow::connect_tls(
-                addr,
-                Duration::from_secs(5),
-                config,
-                name,
-                tls.identity.is_some(),
-            )
-            .await
-            .map(|(flow, c)| (flow, Some(c))),
+    let tls_setup = if kind.secure() {
+        match tls.config().and_then(|config| {
+            sip_net::tls::server_name(&req.domain)
+                .map(|name| (config, name, tls.identity.is_some()))
+        }) {
+            Ok(x) => Some(x),
             Err(e) => {
                 out.steps.push(step(
                     "transport",
@@ -527,56 +533,101 @@ async fn attempt(
             }
         }
     } else {
-        Flow::connect(kind, addr, Duration::from_secs(5))
-            .await
-            .map(|flow| (flow, None))
+        None
     };
-    let mut flow = match connected {
-        Ok((f, tls_done)) => {
-            let what = match kind {
-                FlowKind::Udp => format!("UDP socket ready towards {addr} (UDP has no handshake)"),
-                FlowKind::Tcp | FlowKind::Tls => format!("TCP connected to {addr}"),
-            };
-            match tls_done {
-                Some(c) => {
-                    out.steps
-                        .push(step("transport", StepStatus::Ok, c.tcp, what));
-                    let n = &c.negotiated;
-                    let detail = format!(
-                        "{} {} with {}; server certificate {} (verification: {}{})",
-                        n.version,
-                        n.cipher_suite,
-                        req.domain,
-                        n.server_fingerprint
-                            .as_deref()
-                            .map_or_else(|| "?".to_owned(), |f| format!("SHA-256 {f}")),
-                        tls.verify.name(),
-                        if tls.identity.is_some() {
-                            "; client certificate sent"
-                        } else {
-                            ""
-                        }
-                    );
+    let tls_detail = |n: &sip_net::tls::Negotiated| {
+        format!(
+            "{} {} with {}; server certificate {} (verification: {}{})",
+            n.version,
+            n.cipher_suite,
+            req.domain,
+            n.server_fingerprint
+                .as_deref()
+                .map_or_else(|| "?".to_owned(), |f| format!("SHA-256 {f}")),
+            tls.verify.name(),
+            if tls.identity.is_some() {
+                "; client certificate sent"
+            } else {
+                ""
+            }
+        )
+    };
+    let tcp_ok = |d: Duration| {
+        step(
+            "transport",
+            StepStatus::Ok,
+            d,
+            format!("TCP connected to {addr}"),
+        )
+    };
+    let connected = match (kind, tls_setup) {
+        (FlowKind::Tls, Some((config, name, cert))) => {
+            Flow::connect_tls(addr, Duration::from_secs(5), config, name, cert)
+                .await
+                .map(|(flow, c)| {
+                    let detail = tls_detail(&c.negotiated);
                     trace.push(TraceEntry::note(
                         format!("TLS handshake done with {addr}: {detail}"),
                         start.elapsed(),
                     ));
+                    out.steps.push(tcp_ok(c.tcp));
                     out.steps
                         .push(step("tls", StepStatus::Ok, c.handshake, detail));
-                }
-                None => out
-                    .steps
-                    .push(step("transport", StepStatus::Ok, t.elapsed(), what)),
-            }
-            f
+                    flow
+                })
         }
+        (FlowKind::Ws | FlowKind::Wss, setup) => {
+            let host = match (req.domain.parse::<IpAddr>(), req.port) {
+                (Ok(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+                (_, Some(p)) => format!("{}:{p}", req.domain),
+                (Ok(IpAddr::V6(a)), None) => format!("[{a}]"),
+                (_, None) => req.domain.clone(),
+            };
+            let target = WsTarget {
+                host,
+                path: ws_path.to_owned(),
+            };
+            Flow::connect_ws(addr, Duration::from_secs(5), setup, &target)
+                .await
+                .map(|(flow, c)| {
+                    out.steps.push(tcp_ok(c.tcp));
+                    if let Some((d, n)) = &c.tls {
+                        let detail = tls_detail(n);
+                        trace.push(TraceEntry::note(
+                            format!("TLS handshake done with {addr}: {detail}"),
+                            start.elapsed(),
+                        ));
+                        out.steps.push(step("tls", StepStatus::Ok, *d, detail));
+                    }
+                    let detail = format!(
+                        "HTTP upgrade to WebSocket at {}://{}{} with subprotocol sip (RFC 7118)",
+                        if kind == FlowKind::Wss { "wss" } else { "ws" },
+                        target.host,
+                        target.path
+                    );
+                    trace.push(TraceEntry::note(detail.clone(), start.elapsed()));
+                    out.steps
+                        .push(step("websocket", StepStatus::Ok, c.upgrade, detail));
+                    flow
+                })
+        }
+        _ => Flow::connect(kind, addr, Duration::from_secs(5))
+            .await
+            .inspect(|_| {
+                let what = match kind {
+                    FlowKind::Udp => {
+                        format!("UDP socket ready towards {addr} (UDP has no handshake)")
+                    }
+                    _ => format!("TCP connected to {addr}"),
+                };
+                out.steps
+                    .push(step("transport", StepStatus::Ok, t.elapsed(), what));
+            }),
+    };
+    let mut flow = match connected {
+        Ok(f) => f,
         Err(FlowError::TlsHandshake(d, tcp)) => {
-            out.steps.push(step(
-                "transport",
-                StepStatus::Ok,
-                tcp,
-                format!("TCP connected to {addr}"),
-            ));
+            out.steps.push(tcp_ok(tcp));
             out.steps.push(step(
                 "tls",
                 StepStatus::Failed,
@@ -590,6 +641,37 @@ async fn attempt(
             out.hint = Some(d.hint);
             out.failover = Some(Failure::TransportError);
             skip_rest(&mut out, 2);
+            return out;
+        }
+        Err(FlowError::WebSocketUpgrade {
+            diagnosis,
+            tcp,
+            tls: tls_done,
+        }) => {
+            out.steps.push(tcp_ok(tcp));
+            let mut before = tcp;
+            if let Some((d, n)) = &tls_done {
+                out.steps
+                    .push(step("tls", StepStatus::Ok, *d, tls_detail(n)));
+                before += *d;
+            }
+            let done = out.steps.len();
+            out.steps.push(step(
+                "websocket",
+                StepStatus::Failed,
+                t.elapsed().saturating_sub(before),
+                diagnosis.problem.clone(),
+            ));
+            trace.push(TraceEntry::note(
+                format!(
+                    "WebSocket upgrade with {addr} failed: {}",
+                    diagnosis.problem
+                ),
+                start.elapsed(),
+            ));
+            out.hint = Some(diagnosis.hint);
+            out.failover = Some(Failure::TransportError);
+            skip_rest(&mut out, done + 1);
             return out;
         }
         Err(e) => {

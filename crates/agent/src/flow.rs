@@ -1,5 +1,5 @@
-//! One endpoint's signalling flow to its server over UDP, TCP or TLS: a thin driver that
-//! moves whole SIP messages between a socket and the sans-IO agent.
+//! One endpoint's signalling flow to its server over UDP, TCP, TLS, WS or WSS: a thin driver
+//! that moves whole SIP messages between a socket and the sans-IO agent.
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sip_msg::{Frame, Framer};
 use sip_net::tls::{self, ClientStream, Diagnosis, Negotiated};
+use sip_net::ws::SipWebSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -24,6 +25,10 @@ pub enum FlowKind {
     Tcp,
     /// TLS over TCP, one connection per flow.
     Tls,
+    /// SIP over WebSocket (RFC 7118) over TCP.
+    Ws,
+    /// SIP over secure WebSocket (RFC 7118) over TLS.
+    Wss,
 }
 
 impl FlowKind {
@@ -33,12 +38,24 @@ impl FlowKind {
             FlowKind::Udp => "UDP",
             FlowKind::Tcp => "TCP",
             FlowKind::Tls => "TLS",
+            FlowKind::Ws => "WS",
+            FlowKind::Wss => "WSS",
         }
     }
 
     /// True for connection-oriented transports (no SIP retransmissions, RFC 3261 §17.1.1.2).
     pub fn reliable(self) -> bool {
-        matches!(self, FlowKind::Tcp | FlowKind::Tls)
+        !matches!(self, FlowKind::Udp)
+    }
+
+    /// True when the flow runs TLS (TLS and WSS).
+    pub fn secure(self) -> bool {
+        matches!(self, FlowKind::Tls | FlowKind::Wss)
+    }
+
+    /// True for WebSocket flows.
+    pub fn websocket(self) -> bool {
+        matches!(self, FlowKind::Ws | FlowKind::Wss)
     }
 }
 
@@ -65,8 +82,22 @@ pub enum FlowError {
     /// certificate, which TLS 1.3 delivers on the first read).
     #[error("{}", .0.problem)]
     Tls(Diagnosis),
-    /// A TLS flow was asked of [`Flow::connect`], which has no TLS settings.
-    #[error("a TLS flow needs TLS settings: use Flow::connect_tls")]
+    /// The WebSocket upgrade failed after the TCP connection and the TLS handshake (WSS);
+    /// the diagnosis says why in words.
+    #[error("{}", .diagnosis.problem)]
+    WebSocketUpgrade {
+        /// What went wrong.
+        diagnosis: Diagnosis,
+        /// The TCP connection's time.
+        tcp: Duration,
+        /// The TLS handshake (WSS).
+        tls: Option<(Duration, Negotiated)>,
+    },
+    /// The WebSocket failed after the upgrade.
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
+    /// A TLS or WebSocket flow was asked of [`Flow::connect`], which has no settings for them.
+    #[error("a TLS or WebSocket flow needs settings: use Flow::connect_tls or Flow::connect_ws")]
     NeedsTlsSettings,
     /// Any other socket error.
     #[error("socket error: {0}")]
@@ -77,7 +108,9 @@ impl FlowError {
     /// What to do about a TLS failure (`None` for other errors).
     pub fn tls_hint(&self) -> Option<&str> {
         match self {
-            FlowError::Tls(d) | FlowError::TlsHandshake(d, _) => Some(&d.hint),
+            FlowError::Tls(d)
+            | FlowError::TlsHandshake(d, _)
+            | FlowError::WebSocketUpgrade { diagnosis: d, .. } => Some(&d.hint),
             _ => None,
         }
     }
@@ -104,6 +137,30 @@ pub enum Flow {
     /// A TLS connection with its framer; `bool` is true when we presented a client
     /// certificate (to explain a later refusal).
     Tls(Box<ClientStream>, Framer, bool),
+    /// SIP over WebSocket over TCP.
+    Ws(Box<SipWebSocket<TcpStream>>),
+    /// SIP over WebSocket over TLS; `bool` as for [`Flow::Tls`].
+    Wss(Box<SipWebSocket<ClientStream>>, bool),
+}
+
+/// The phases of a WebSocket connection: TCP, TLS (WSS), the HTTP upgrade.
+#[derive(Debug, Clone)]
+pub struct WsConnected {
+    /// The TCP three-way handshake.
+    pub tcp: Duration,
+    /// The TLS handshake and what it agreed on (WSS only).
+    pub tls: Option<(Duration, Negotiated)>,
+    /// The HTTP upgrade to WebSocket.
+    pub upgrade: Duration,
+}
+
+/// Where a WebSocket flow goes beyond the address: the Host header and the path.
+#[derive(Debug, Clone)]
+pub struct WsTarget {
+    /// `host[:port]` for the Host header and URL (the registrar's domain).
+    pub host: String,
+    /// The resource, e.g. `/` or `/ws`.
+    pub path: String,
 }
 
 impl Flow {
@@ -131,7 +188,7 @@ impl Flow {
                 tcp_connect(remote, timeout).await?,
                 Framer::new(MAX_MESSAGE),
             )),
-            FlowKind::Tls => Err(FlowError::NeedsTlsSettings),
+            FlowKind::Tls | FlowKind::Ws | FlowKind::Wss => Err(FlowError::NeedsTlsSettings),
         }
     }
 
@@ -186,12 +243,88 @@ impl Flow {
         ))
     }
 
+    /// Opens a WebSocket flow to `remote` (RFC 7118): TCP, then for WSS the TLS handshake
+    /// (`tls`: config, server name, whether a client certificate is presented), then the HTTP
+    /// upgrade asking for the `sip` subprotocol. `timeout` applies to each phase.
+    pub async fn connect_ws(
+        remote: SocketAddr,
+        timeout: Duration,
+        tls: Option<(
+            Arc<tls::rustls::ClientConfig>,
+            tls::rustls::pki_types::ServerName<'static>,
+            bool,
+        )>,
+        target: &WsTarget,
+    ) -> Result<(Self, WsConnected), FlowError> {
+        let upgrade_timeout = |tcp, tls| FlowError::WebSocketUpgrade {
+            diagnosis: Diagnosis {
+                problem: format!("no answer to the WebSocket upgrade within {timeout:?}"),
+                hint: "the port may not serve WebSocket: check the port and path".into(),
+                certificate: false,
+            },
+            tcp,
+            tls,
+        };
+        match tls {
+            None => {
+                let t = Instant::now();
+                let tcp = tcp_connect(remote, timeout).await?;
+                let tcp_time = t.elapsed();
+                let t = Instant::now();
+                let ws = tokio::time::timeout(
+                    timeout,
+                    sip_net::ws::connect(tcp, false, &target.host, &target.path, false),
+                )
+                .await
+                .map_err(|_| upgrade_timeout(tcp_time, None))?
+                .map_err(|diagnosis| FlowError::WebSocketUpgrade {
+                    diagnosis,
+                    tcp: tcp_time,
+                    tls: None,
+                })?;
+                let connected = WsConnected {
+                    tcp: tcp_time,
+                    tls: None,
+                    upgrade: t.elapsed(),
+                };
+                Ok((Flow::Ws(Box::new(ws)), connected))
+            }
+            Some((config, name, cert)) => {
+                let (flow, c) = Self::connect_tls(remote, timeout, config, name, cert).await?;
+                let Flow::Tls(stream, _, _) = flow else {
+                    unreachable!("connect_tls returns a TLS flow")
+                };
+                let tls = Some((c.handshake, c.negotiated));
+                let t = Instant::now();
+                let ws = tokio::time::timeout(
+                    timeout,
+                    sip_net::ws::connect(*stream, true, &target.host, &target.path, cert),
+                )
+                .await
+                .map_err(|_| upgrade_timeout(c.tcp, tls.clone()))?
+                .map_err(|diagnosis| FlowError::WebSocketUpgrade {
+                    diagnosis,
+                    tcp: c.tcp,
+                    tls: tls.clone(),
+                })?;
+                let connected = WsConnected {
+                    tcp: c.tcp,
+                    tls,
+                    upgrade: t.elapsed(),
+                };
+                Ok((Flow::Wss(Box::new(ws), cert), connected))
+            }
+        }
+    }
+
     /// Our address on this flow.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
             Flow::Udp(s) => s.local_addr(),
             Flow::Tcp(s, _) => s.local_addr(),
             Flow::Tls(s, _, _) => s.get_ref().0.local_addr(),
+            Flow::Ws(w) => w.get_ref().local_addr(),
+            Flow::Wss(w, _) => w.get_ref().get_ref().0.local_addr(),
         }
     }
 
@@ -201,6 +334,8 @@ impl Flow {
             Flow::Udp(s) => s.peer_addr(),
             Flow::Tcp(s, _) => s.peer_addr(),
             Flow::Tls(s, _, _) => s.get_ref().0.peer_addr(),
+            Flow::Ws(w) => w.get_ref().peer_addr(),
+            Flow::Wss(w, _) => w.get_ref().get_ref().0.peer_addr(),
         }
     }
 
@@ -218,6 +353,8 @@ impl Flow {
                 };
                 sent.await.map_err(|e| tls_error(e, *cert))?;
             }
+            Flow::Ws(w) => w.send(bytes).await.map_err(|e| ws_error(e, false))?,
+            Flow::Wss(w, cert) => w.send(bytes).await.map_err(|e| ws_error(e, *cert))?,
         }
         Ok(())
     }
@@ -265,7 +402,26 @@ impl Flow {
                 }
                 framer.push(&buf[..n]);
             },
+            Flow::Ws(w) => match w.recv().await.map_err(|e| ws_error(e, false))? {
+                Some(m) => Ok(m),
+                None => Err(FlowError::Closed),
+            },
+            Flow::Wss(w, cert) => match w.recv().await.map_err(|e| ws_error(e, *cert))? {
+                Some(m) => Ok(m),
+                None => Err(FlowError::Closed),
+            },
         }
+    }
+}
+
+/// A WebSocket error; TLS errors underneath are explained as for TLS flows.
+fn ws_error(e: sip_net::ws::WsError, client_certificate: bool) -> FlowError {
+    match e {
+        sip_net::ws::WsError::Io(io) => match tls_error(io, client_certificate) {
+            FlowError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => FlowError::Closed,
+            other => other,
+        },
+        e => FlowError::WebSocket(e.to_string()),
     }
 }
 
