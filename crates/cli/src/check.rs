@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_tls};
+use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_ws};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_net::tls::{ClientSettings, Identity, Verify, certificates_from_pem};
@@ -15,13 +15,15 @@ pub struct CheckArgs {
     /// The registrar's domain: host name or IP address.
     #[arg(long)]
     domain: String,
-    /// The SIP port (default: 5060 for UDP and TCP, 5061 for TLS).
+    /// The SIP port (default: 5060 for UDP and TCP, 5061 for TLS, 80 for WS, 443 for WSS).
     #[arg(long)]
     port: Option<u16>,
-    /// Transport: udp, tcp, tls, or auto (DNS NAPTR → SRV → A/AAAA decides; wss is not in
-    /// this build yet).
+    /// Transport: udp, tcp, tls, ws, wss, or auto (DNS NAPTR → SRV → A/AAAA decides).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// WS/WSS: the WebSocket path (RFC 7118).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    ws_path: String,
     /// TLS: verify the server's certificate against this CA certificate (PEM) instead of the
     /// system's roots (verification mode Custom).
     #[arg(long, value_name = "FILE", alias = "tls-ca")]
@@ -73,13 +75,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             auto = true;
             FlowKind::Udp
         }
-        "wss" => {
-            eprintln!(
-                "sipmeter: --transport {}: not available in this build yet (udp, tcp, tls and auto are)",
-                args.transport
-            );
-            return ExitCode::from(2);
-        }
+        "ws" => FlowKind::Ws,
+        "wss" => FlowKind::Wss,
         other => {
             eprintln!("sipmeter: --transport {other}: expected udp, tcp, tls, wss or auto");
             return ExitCode::from(2);
@@ -122,7 +119,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         auto,
         server: args.dns_server,
     };
-    let report = runtime.block_on(run_check_tls(req, dns, &tls));
+    let report = runtime.block_on(run_check_ws(req, dns, &tls, &args.ws_path));
     if args.json {
         println!(
             "{}",
@@ -178,6 +175,7 @@ fn print_report(r: &CheckReport, trace: bool) {
         "dns" => "DNS resolution",
         "transport" => "transport connection",
         "tls" => "transport connection (TLS handshake)",
+        "websocket" => "WebSocket upgrade",
         "register" => "REGISTER answered",
         _ => "authenticated (200 OK)",
     };

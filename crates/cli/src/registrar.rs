@@ -11,8 +11,8 @@ use sip_net::tls::{Identity, ServerSettings, certificates_from_pem, self_signed}
 /// Arguments of `sipmeter registrar`.
 #[derive(Debug, clap::Args)]
 pub struct RegistrarArgs {
-    /// Where to listen: `[udp:|tcp:|tls:]ADDRESS:PORT`, e.g. 127.0.0.1:5060 (UDP) or
-    /// tls:127.0.0.1:5061; port 0 picks a free port.
+    /// Where to listen: `[udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT`, e.g. 127.0.0.1:5060 (UDP)
+    /// or tls:127.0.0.1:5061; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:5060", value_parser = parse_listen)]
     listen: (Proto, SocketAddr),
     /// TLS: the server certificate (PEM, leaf first); without it a self-signed certificate
@@ -52,6 +52,10 @@ pub enum Proto {
     Tcp,
     /// TLS.
     Tls,
+    /// SIP over WebSocket.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
 }
 
 fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
@@ -59,10 +63,12 @@ fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
         Some(("udp", r)) => (Proto::Udp, r),
         Some(("tcp", r)) => (Proto::Tcp, r),
         Some(("tls", r)) => (Proto::Tls, r),
+        Some(("ws", r)) => (Proto::Ws, r),
+        Some(("wss", r)) => (Proto::Wss, r),
         _ => (Proto::Udp, s),
     };
     rest.parse().map(|a| (proto, a)).map_err(|_| {
-        format!("`{s}`: expected [udp:|tcp:|tls:]ADDRESS:PORT, e.g. tls:127.0.0.1:5061")
+        format!("`{s}`: expected [udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT, e.g. tls:127.0.0.1:5061")
     })
 }
 
@@ -125,19 +131,23 @@ fn tls_settings(
 /// Runs until Ctrl-C.
 pub fn run(args: &RegistrarArgs) -> ExitCode {
     let (proto, addr) = args.listen;
-    if proto != Proto::Tls
+    if !matches!(proto, Proto::Tls | Proto::Wss)
         && (args.cert.is_some() || args.client_ca.is_some() || args.save_cert.is_some())
     {
         eprintln!(
-            "sipmeter: --cert, --key, --client-ca and --save-cert need --listen tls:ADDRESS:PORT"
+            "sipmeter: --cert, --key, --client-ca and --save-cert need --listen tls: or wss:ADDRESS:PORT"
         );
         return ExitCode::from(2);
     }
     let (listen, tls_banner) = match proto {
         Proto::Udp => (Listen::Udp(addr), None),
         Proto::Tcp => (Listen::Tcp(addr), None),
-        Proto::Tls => match tls_settings(args, addr) {
-            Ok((settings, what)) => (Listen::Tls(addr, settings), Some(what)),
+        Proto::Ws => (Listen::Ws(addr), None),
+        Proto::Tls | Proto::Wss => match tls_settings(args, addr) {
+            Ok((settings, what)) if proto == Proto::Tls => {
+                (Listen::Tls(addr, settings), Some(what))
+            }
+            Ok((settings, what)) => (Listen::Wss(addr, settings), Some(what)),
             Err(e) => {
                 eprintln!("sipmeter: {e}");
                 return ExitCode::from(2);

@@ -52,14 +52,13 @@ impl Drop for Dir {
 }
 
 fn start_registrar(extra: &[&str]) -> Registrar {
+    start_registrar_on("tls", extra)
+}
+
+fn start_registrar_on(proto: &str, extra: &[&str]) -> Registrar {
+    let listen = format!("{proto}:127.0.0.1:0");
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args([
-            "registrar",
-            "--listen",
-            "tls:127.0.0.1:0",
-            "--domain",
-            "lab.test",
-        ])
+        .args(["registrar", "--listen", &listen, "--domain", "lab.test"])
         .args(["--account", "1001:right"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -74,7 +73,7 @@ fn start_registrar(extra: &[&str]) -> Registrar {
     }
     // "sipmeter registrar listening on tls:127.0.0.1:PORT for domain …"
     let port = banner[0]
-        .split("tls:127.0.0.1:")
+        .split(&format!("{proto}:127.0.0.1:"))
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|p| p.parse().ok());
@@ -87,6 +86,10 @@ fn start_registrar(extra: &[&str]) -> Registrar {
 }
 
 fn check(port: u16, extra: &[&str]) -> (i32, String, String) {
+    check_over("tls", port, extra)
+}
+
+fn check_over(transport: &str, port: u16, extra: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
         .args([
             "check",
@@ -97,7 +100,7 @@ fn check(port: u16, extra: &[&str]) -> (i32, String, String) {
         ])
         .args([
             "--transport",
-            "tls",
+            transport,
             "--user",
             "1001",
             "--password",
@@ -280,7 +283,36 @@ fn unreadable_or_wrong_tls_files_are_argument_errors() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("expected [udp:|tcp:|tls:]ADDRESS:PORT"),
+        err.contains("expected [udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT"),
         "{err}"
     );
+}
+
+#[test]
+fn check_over_wss_with_a_self_signed_registrar() {
+    let dir = Dir::new("wss");
+    let saved = dir.path("self.pem");
+    let reg = start_registrar_on("wss", &["--save-cert", &saved]);
+    let (code, out, _) = check_over("wss", reg.port, &["--ca", &saved, "--ws-path", "/sip"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "registration URI  sip:127.0.0.1:{};transport=wss\n",
+            reg.port
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("[ok  ] transport connection (TLS handshake) "),
+        "{out}"
+    );
+    assert!(
+        out.contains("[ok  ] WebSocket upgrade ")
+            && out.contains(&format!(
+                "HTTP upgrade to WebSocket at wss://127.0.0.1:{}/sip with subprotocol sip (RFC 7118)",
+                reg.port
+            )),
+        "{out}"
+    );
+    assert!(out.contains("[ok  ] authenticated (200 OK)"), "{out}");
 }
