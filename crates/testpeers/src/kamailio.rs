@@ -55,6 +55,10 @@ pub struct KamailioConfig {
     /// Also listen over TLS (module `tls.so`, Debian `kamailio-tls-modules`) on a port of its
     /// own, [`Kamailio::tls_port`].
     pub tls: Option<KamailioTls>,
+    /// Also serve SIP over WebSocket (RFC 7118; modules `xhttp.so` and `websocket.so`, Debian
+    /// `kamailio-websocket-modules`): WS on [`Kamailio::ws_port`] and, with `tls`, WSS on
+    /// [`Kamailio::wss_port`].
+    pub websocket: bool,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -80,6 +84,7 @@ impl Default for KamailioConfig {
             one_time_nonce: false,
             ipv6: false,
             tls: None,
+            websocket: false,
         }
     }
 }
@@ -93,6 +98,8 @@ pub struct Kamailio {
     ip: IpAddr,
     port: u16,
     tls_port: Option<u16>,
+    ws_port: Option<u16>,
+    wss_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -104,11 +111,13 @@ fn safe(s: &str) -> bool {
 
 impl Kamailio {
     /// The Kamailio configuration text for `config` on `port` (for reading in failures);
-    /// with TLS, `tls` is the TLS port and the directory holding `tls.cfg`.
+    /// with TLS, `tls` is the TLS port and the directory holding `tls.cfg`; with WebSocket,
+    /// `ws` is the WS port and the WSS port (with TLS).
     pub fn config_text(
         config: &KamailioConfig,
         port: u16,
         tls: Option<(u16, &std::path::Path)>,
+        ws: Option<(u16, Option<u16>)>,
     ) -> Result<String, PeerError> {
         let mut users = String::new();
         for u in &config.users {
@@ -140,9 +149,26 @@ impl Kamailio {
             ),
             None => (String::new(), String::new()),
         };
+        let (ws_core, ws_module, ws_route) = match ws {
+            Some((ws_port, wss_port)) => {
+                let mut core = format!("listen=tcp:@IP@:{ws_port}\nalias=\"@IP@:{ws_port}\"\n");
+                if let Some(p) = wss_port {
+                    core.push_str(&format!("listen=tls:@IP@:{p}\nalias=\"@IP@:{p}\"\n"));
+                }
+                (
+                    core,
+                    "loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"\n".to_owned(),
+                    WS_ROUTE.to_owned(),
+                )
+            }
+            None => (String::new(), String::new(), String::new()),
+        };
         Ok(CONFIG_TEMPLATE
             .replace("@TLS_CORE@", &tls_core)
             .replace("@TLS_MODULE@", &tls_module)
+            .replace("@WS_CORE@", &ws_core)
+            .replace("@WS_MODULE@", &ws_module)
+            .replace("@WS_ROUTE@", &ws_route)
             .replace("@PORT@", &port.to_string())
             .replace(
                 "@IP@",
@@ -165,6 +191,12 @@ impl Kamailio {
             binary: "kamailio",
             package: "kamailio",
         })?;
+        if config.websocket && !module_installed("websocket.so") {
+            return Err(PeerError::Missing {
+                binary: "kamailio websocket.so",
+                package: "kamailio-websocket-modules",
+            });
+        }
         if config.tls.is_some() && !tls_module_installed() {
             return Err(PeerError::Missing {
                 binary: "kamailio tls.so",
@@ -191,27 +223,46 @@ impl Kamailio {
             free_port()?
         };
         let dir = TempDir::new("sipmeter-kamailio")?;
+        let mut taken = vec![port];
+        let mut another_port = || -> std::io::Result<u16> {
+            loop {
+                let p = if config.ipv6 {
+                    free_port_v6()?
+                } else {
+                    free_port()?
+                };
+                if !taken.contains(&p) {
+                    taken.push(p);
+                    return Ok(p);
+                }
+            }
+        };
         let tls_port = match &config.tls {
             Some(tls) => {
-                let tls_port = loop {
-                    let p = if config.ipv6 {
-                        free_port_v6()?
-                    } else {
-                        free_port()?
-                    };
-                    if p != port {
-                        break p;
-                    }
-                };
                 write_tls_files(dir.path(), tls)?;
-                Some(tls_port)
+                Some(another_port()?)
             }
             None => None,
+        };
+        let (ws_port, wss_port) = if config.websocket {
+            let ws = another_port()?;
+            let wss = match tls_port {
+                Some(_) => Some(another_port()?),
+                None => None,
+            };
+            (Some(ws), wss)
+        } else {
+            (None, None)
         };
         let cfg = dir.path().join("kamailio.cfg");
         std::fs::write(
             &cfg,
-            Self::config_text(config, port, tls_port.map(|p| (p, dir.path())))?,
+            Self::config_text(
+                config,
+                port,
+                tls_port.map(|p| (p, dir.path())),
+                ws_port.map(|p| (p, wss_port)),
+            )?,
         )?;
         let log_path = dir.path().join("kamailio.log");
         let log = File::create(&log_path)?;
@@ -233,6 +284,8 @@ impl Kamailio {
             ip,
             port,
             tls_port,
+            ws_port,
+            wss_port,
             dir,
         };
         let limit = Duration::from_secs(10);
@@ -268,6 +321,16 @@ impl Kamailio {
     /// The TLS port, when started with [`KamailioConfig::tls`].
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port
+    }
+
+    /// The WS port, when started with [`KamailioConfig::websocket`].
+    pub fn ws_port(&self) -> Option<u16> {
+        self.ws_port
+    }
+
+    /// The WSS port, when started with [`KamailioConfig::websocket`] and TLS.
+    pub fn wss_port(&self) -> Option<u16> {
+        self.wss_port
     }
 
     /// The TLS listening address, when started with [`KamailioConfig::tls`].
@@ -307,15 +370,51 @@ pub fn tls_available() -> bool {
 
 /// True when Debian's `kamailio-tls-modules` (tls.so) is installed.
 pub fn tls_module_installed() -> bool {
+    module_installed("tls.so")
+}
+
+/// True when Kamailio's module `name` (e.g. `websocket.so`) is installed.
+pub fn module_installed(name: &str) -> bool {
     [
-        "/usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so",
-        "/usr/lib/aarch64-linux-gnu/kamailio/modules/tls.so",
-        "/usr/lib/kamailio/modules/tls.so",
-        "/usr/local/lib64/kamailio/modules/tls.so",
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+        "/usr/local/lib64/kamailio/modules",
     ]
     .iter()
-    .any(|p| std::path::Path::new(p).exists())
+    .any(|d| std::path::Path::new(d).join(name).exists())
 }
+
+/// Like [`tls_available`] for the WebSocket modules (`kamailio-websocket-modules`).
+pub fn websocket_available() -> bool {
+    if !crate::available("kamailio", "kamailio") {
+        return false;
+    }
+    if module_installed("websocket.so") && module_installed("xhttp.so") {
+        return true;
+    }
+    let msg = "kamailio's websocket.so is not installed: install the Debian package `kamailio-websocket-modules`";
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// The HTTP side of the WebSocket listeners: upgrade requests asking for `sip` are handed to
+/// the websocket module, anything else gets a 404.
+const WS_ROUTE: &str = r#"
+event_route[xhttp:request] {
+	set_reply_close();
+	set_reply_no_connect();
+	if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {
+		if (ws_handle_handshake()) {
+			exit;
+		}
+	}
+	xhttp_reply("404", "Not Found", "", "");
+}
+"#;
 
 /// Writes the certificate, key, optional client CA and the tls module's own config file
 /// (`tls.cfg`: TLS 1.2 and 1.3, client certificates required only with a client CA).

@@ -16,6 +16,7 @@ mod proc;
 
 pub use dnsmasq::{Dnsmasq, DnsmasqConfig, Naptr, Srv};
 pub use kamailio::{
-    Kamailio, KamailioConfig, KamailioTls, User, tls_available, tls_module_installed,
+    Kamailio, KamailioConfig, KamailioTls, User, module_installed, tls_available,
+    tls_module_installed, websocket_available,
 };
 pub use proc::{PeerError, TempDir, available, free_port, have_binary};
