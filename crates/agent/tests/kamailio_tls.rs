@@ -12,7 +12,10 @@ use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_net::tls::{CertificateAuthority, ClientSettings, IssuedCertificate, Verify, self_signed};
 use sip_proto::auth::Credentials;
-use testpeers::{Kamailio, KamailioConfig, KamailioTls, User, tls_available};
+use testpeers::{
+    Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, KamailioTls, Naptr, Srv, User, available,
+    tls_available,
+};
 
 fn start(cert: &IssuedCertificate, client_ca: Option<&CertificateAuthority>) -> Kamailio {
     Kamailio::start(&KamailioConfig {
@@ -238,4 +241,74 @@ async fn mutual_tls_with_kamailio() {
     );
     let report = run_check_tls(request(&k, "alice-pw"), CheckDns::default(), &tls).await;
     assert!(report.registered, "{report:#?}\nkamailio log:\n{}", k.log());
+}
+
+#[tokio::test]
+async fn auto_follows_sips_naptr_and_srv_to_kamailio_over_tls() {
+    if !tls_available() || !available("dnsmasq", "dnsmasq-base") {
+        return;
+    }
+    // The certificate names the SIP domain: SNI and verification use the domain, not the
+    // SRV target (RFC 5922 §4.1).
+    let ca = CertificateAuthority::new("interop CA").unwrap();
+    let k = start(&ca.issue(&["pbx.test".to_owned()]).unwrap(), None);
+    let dns = Dnsmasq::start(&DnsmasqConfig {
+        local_domains: vec!["test".into()],
+        naptr: vec![
+            Naptr {
+                name: "pbx.test".into(),
+                order: 10,
+                preference: 10,
+                service: "SIPS+D2T".into(),
+                replacement: "_sips._tcp.pbx.test".into(),
+            },
+            Naptr {
+                name: "pbx.test".into(),
+                order: 20,
+                preference: 10,
+                service: "SIP+D2U".into(),
+                replacement: "_sip._udp.pbx.test".into(),
+            },
+        ],
+        srv: vec![
+            Srv {
+                name: "_sips._tcp.pbx.test".into(),
+                target: "sip1.pbx.test".into(),
+                port: k.tls_port().unwrap(),
+                priority: 10,
+                weight: 0,
+            },
+            Srv {
+                name: "_sip._udp.pbx.test".into(),
+                target: "sip1.pbx.test".into(),
+                port: k.port(),
+                priority: 10,
+                weight: 0,
+            },
+        ],
+        hosts: vec![("sip1.pbx.test".into(), "127.0.0.1".parse().unwrap())],
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut req = request(&k, "alice-pw");
+    req.domain = "pbx.test".into();
+    req.port = None;
+    let auto = CheckDns {
+        auto: true,
+        server: Some(dns.addr()),
+    };
+    let report = run_check_tls(req, auto, &custom(&ca)).await;
+    assert!(report.registered, "{report:#?}\nkamailio log:\n{}", k.log());
+    assert_eq!(report.transport, Some(FlowKind::Tls));
+    assert_eq!(report.server, k.tls_addr());
+    assert_eq!(report.registration_uri, "sip:pbx.test");
+    let dns_step = &report.steps[0].detail;
+    assert!(
+        dns_step.contains("10 SIPS+D2T → _sips._tcp.pbx.test"),
+        "{dns_step}"
+    );
+    assert!(
+        tls_step(&report).detail.contains("with pbx.test; "),
+        "{}",
+        tls_step(&report).detail
+    );
 }
