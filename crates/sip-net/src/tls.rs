@@ -706,3 +706,128 @@ impl CertificateAuthority {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(
+            date(UnixTime::since_unix_epoch(Duration::ZERO)),
+            "1970-01-01"
+        );
+        // 2000-02-29 (a leap day of a century leap year) and 2026-11-30.
+        assert_eq!(
+            date(UnixTime::since_unix_epoch(Duration::from_secs(951_782_400))),
+            "2000-02-29"
+        );
+        assert_eq!(
+            date(UnixTime::since_unix_epoch(Duration::from_secs(
+                1_796_083_199
+            ))),
+            "2026-11-30"
+        );
+        assert_eq!(ago(10 * 86_400 + 5), "10 days");
+        assert_eq!(ago(3 * 3_600), "3 hours");
+        assert_eq!(ago(59), "59 seconds");
+    }
+
+    #[test]
+    fn presented_names_lose_their_debug_wrapping() {
+        assert_eq!(presented_name("DnsName(\"pbx.test\")"), "pbx.test");
+        assert_eq!(presented_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(presented_name("odd"), "odd");
+    }
+
+    #[test]
+    fn server_names_from_domains() {
+        assert!(matches!(
+            server_name("pbx.test"),
+            Ok(ServerName::DnsName(_))
+        ));
+        assert!(matches!(
+            server_name("10.0.0.5"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(server_name("[::1]"), Ok(ServerName::IpAddress(_))));
+        assert!(matches!(
+            server_name("bad name!"),
+            Err(TlsError::BadServerName(n)) if n == "bad name!"
+        ));
+    }
+
+    #[test]
+    fn pem_errors_name_the_input() {
+        assert_eq!(
+            certificates_from_pem(b"nothing here", "CA certificate")
+                .unwrap_err()
+                .to_string(),
+            "CA certificate: no CERTIFICATE block found in the PEM text"
+        );
+        let ca = CertificateAuthority::new("unit CA").unwrap();
+        let issued = ca.issue(&["a.test".to_owned()]).unwrap();
+        assert_eq!(
+            private_key_from_pem(issued.cert_pem.as_bytes(), "private key")
+                .unwrap_err()
+                .to_string(),
+            "private key: no PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1) found in the PEM text"
+        );
+        // A key that does not belong to the certificate is refused when the config is built.
+        let other = ca.issue(&["b.test".to_owned()]).unwrap();
+        let mismatched =
+            Identity::from_pem(issued.cert_pem.as_bytes(), other.key_pem.as_bytes()).unwrap();
+        let err = ServerSettings {
+            identity: mismatched,
+            client_cas: None,
+        }
+        .config()
+        .unwrap_err();
+        assert!(matches!(err, TlsError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn identities_never_show_their_key_and_fingerprints_are_sha256() {
+        let issued = self_signed(&["a.test".to_owned()]).unwrap();
+        let id = issued.identity().unwrap();
+        let shown = format!("{id:?}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(
+            !shown.contains(issued.key_pem.lines().nth(1).unwrap()),
+            "{shown}"
+        );
+        let fp = id.fingerprint();
+        assert_eq!(fp, issued.fingerprint());
+        assert_eq!(fp.len(), 32 * 3 - 1);
+        assert!(fp.bytes().all(|b| b == b':' || b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn alerts_are_explained_by_who_sent_what() {
+        let no_cert = explain(
+            &rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+            false,
+        );
+        assert_eq!(
+            no_cert.problem,
+            "the server requires a client certificate (mutual TLS) and we sent none"
+        );
+        let refused = explain(
+            &rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+            true,
+        );
+        assert_eq!(
+            refused.problem,
+            "the server refused our client certificate (UnknownCA)"
+        );
+        let other = explain(
+            &rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+            false,
+        );
+        assert_eq!(
+            other.problem,
+            "the server aborted the TLS handshake with the alert UnknownCA"
+        );
+        assert!(!other.certificate);
+    }
+}
