@@ -383,3 +383,27 @@ async fn registers_with_the_builtin_registrar_over_tcp() {
     assert!(register.text.contains("Via: SIP/2.0/TCP "));
     assert_eq!(reg.connection_stats().unwrap().dropped_no_connection, 0);
 }
+
+#[tokio::test]
+async fn registers_over_tls_on_ipv6_with_the_address_in_the_certificate() {
+    let ca = CertificateAuthority::new("v6 CA").unwrap();
+    let settings = ServerSettings {
+        identity: ca.issue(&names(&["::1"])).unwrap().identity().unwrap(),
+        client_cas: None,
+    };
+    let reg = BuiltinRegistrar::start(
+        Listen::Tls("[::1]:0".parse().unwrap(), settings),
+        open_registrar(),
+    )
+    .await
+    .unwrap();
+    let mut req = request(reg.addr().port(), FlowKind::Tls);
+    req.domain = "::1".into();
+    let report = run_check_tls(req, CheckDns::default(), &custom(&ca)).await;
+    assert!(report.registered, "{report:#?}");
+    assert_eq!(
+        report.registration_uri,
+        format!("sip:[::1]:{};transport=tls", reg.addr().port())
+    );
+    assert!(step(&report, "tls").detail.contains(" with ::1; "));
+}
