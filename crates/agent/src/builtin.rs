@@ -1,13 +1,103 @@
-//! Runs the built-in registrar core on real sockets (UDP today).
+//! Runs the built-in registrar core on real sockets: UDP, TCP or TLS.
+//!
+//! Over TCP and TLS one task per connection frames the stream (sip-msg's framer) and hands
+//! whole messages to the single task that owns the sans-IO core; the core's output goes back
+//! on the connection whose peer address it names (RFC 3261 §18.2.2: responses return on the
+//! connection the request came on). A message for an address with no open connection is
+//! dropped and counted: the registrar does not open connections to endpoints.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use registrar::{Registrar, RegistrarConfig};
-use sip_msg::{Host, Message};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use sip_msg::{Frame, Framer, Host, Message};
+use sip_net::tls::{ServerSettings, TlsError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+/// Largest SIP message accepted from a stream.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Where and how the built-in registrar listens.
+#[derive(Debug, Clone)]
+pub enum Listen {
+    /// UDP on this address.
+    Udp(SocketAddr),
+    /// TCP on this address.
+    Tcp(SocketAddr),
+    /// TLS on this address with these settings (certificate, optional client CAs).
+    Tls(SocketAddr, ServerSettings),
+    /// SIP over WebSocket (RFC 7118) on this address.
+    Ws(SocketAddr),
+    /// SIP over secure WebSocket on this address with these TLS settings.
+    Wss(SocketAddr, ServerSettings),
+}
+
+impl Listen {
+    /// The address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Listen::Udp(a) | Listen::Tcp(a) | Listen::Ws(a) => *a,
+            Listen::Tls(a, _) | Listen::Wss(a, _) => *a,
+        }
+    }
+
+    /// The Via transport token.
+    pub fn token(&self) -> &'static str {
+        match self {
+            Listen::Udp(_) => "UDP",
+            Listen::Tcp(_) => "TCP",
+            Listen::Tls(..) => "TLS",
+            Listen::Ws(_) => "WS",
+            Listen::Wss(..) => "WSS",
+        }
+    }
+}
+
+/// Why the registrar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The socket could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] io::Error),
+    /// The TLS settings were refused.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+/// Connection counters of a TCP/TLS registrar.
+#[derive(Debug, Default)]
+struct ConnCounters {
+    accepted: AtomicU64,
+    tls_failed: AtomicU64,
+    ws_failed: AtomicU64,
+    dropped_no_connection: AtomicU64,
+}
+
+/// Connection counters of a stream registrar, at the time asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// TLS handshakes that failed (bad client certificate, not TLS …).
+    pub tls_failed: u64,
+    /// WebSocket upgrades refused (not a WebSocket request, no `sip` subprotocol …).
+    pub ws_failed: u64,
+    /// Messages the core sent to an address with no open connection (dropped).
+    pub dropped_no_connection: u64,
+}
+
+enum ConnEvent {
+    Open(SocketAddr, mpsc::Sender<Bytes>),
+    Message(SocketAddr, Bytes),
+    Closed(SocketAddr),
+}
 
 /// A running built-in registrar.
 #[derive(Debug)]
@@ -15,9 +105,119 @@ pub struct BuiltinRegistrar {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<registrar::Stats>,
+    conns: Option<Arc<ConnCounters>>,
 }
 
 impl BuiltinRegistrar {
+    /// Binds `listen` (port 0 picks a free port) and serves until stopped.
+    /// `config.host`/`config.port`/`config.transport` are replaced by the bound socket's.
+    pub async fn start(listen: Listen, config: RegistrarConfig) -> Result<Self, StartError> {
+        match listen {
+            Listen::Udp(a) => Ok(Self::start_udp(a, config).await?),
+            Listen::Tcp(a) => Self::start_stream(a, None, false, config).await,
+            Listen::Tls(a, settings) => {
+                let tls = settings.config()?;
+                Self::start_stream(a, Some(tls), false, config).await
+            }
+            Listen::Ws(a) => Self::start_stream(a, None, true, config).await,
+            Listen::Wss(a, settings) => {
+                let tls = settings.config()?;
+                Self::start_stream(a, Some(tls), true, config).await
+            }
+        }
+    }
+
+    async fn start_stream(
+        listen: SocketAddr,
+        tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
+        websocket: bool,
+        mut config: RegistrarConfig,
+    ) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        config.host = match addr.ip() {
+            std::net::IpAddr::V4(a) => Host::V4(a),
+            std::net::IpAddr::V6(a) => Host::V6(a),
+        };
+        config.port = addr.port();
+        config.transport = match (tls.is_some(), websocket) {
+            (false, false) => "TCP",
+            (true, false) => "TLS",
+            (false, true) => "WS",
+            (true, true) => "WSS",
+        }
+        .into();
+        let counters = Arc::new(ConnCounters::default());
+        let (stop, mut stopped) = watch::channel(false);
+        let (events, mut inbox) = mpsc::channel::<ConnEvent>(1024);
+        let accept_stop = stop.subscribe();
+        let accept_counters = counters.clone();
+        let acceptor = tokio::spawn(accept_loop(
+            listener,
+            tls,
+            websocket,
+            events,
+            accept_stop,
+            accept_counters,
+        ));
+        let core_counters = counters.clone();
+        let task = tokio::spawn(async move {
+            let mut core = Registrar::new(config);
+            let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+            loop {
+                let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    ev = inbox.recv() => match ev {
+                        Some(ConnEvent::Open(peer, tx)) => { conns.insert(peer, tx); }
+                        Some(ConnEvent::Closed(peer)) => { conns.remove(&peer); }
+                        Some(ConnEvent::Message(peer, bytes)) => {
+                            // Malformed input is dropped here; a registrar answers what it can read.
+                            if let Ok(msg) = Message::parse_bytes(bytes) {
+                                core.handle_message(Instant::now(), unix_now(), msg, peer);
+                            }
+                        }
+                        None => break,
+                    },
+                    () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
+                        core.handle_timeout(Instant::now());
+                    }
+                    _ = stopped.changed() => break,
+                }
+                while let Some((to, bytes)) = core.poll_transmit() {
+                    match conns.get(&to) {
+                        // A full or closed connection must not stop the registrar.
+                        Some(tx) => {
+                            let _ = tx.try_send(bytes);
+                        }
+                        None => {
+                            core_counters
+                                .dropped_no_connection
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            acceptor.abort();
+            core.stats()
+        });
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            conns: Some(counters),
+        })
+    }
+
+    /// Connection counters (`None` over UDP).
+    pub fn connection_stats(&self) -> Option<ConnectionStats> {
+        self.conns.as_ref().map(|c| ConnectionStats {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            tls_failed: c.tls_failed.load(Ordering::Relaxed),
+            ws_failed: c.ws_failed.load(Ordering::Relaxed),
+            dropped_no_connection: c.dropped_no_connection.load(Ordering::Relaxed),
+        })
+    }
+
     /// Binds `listen` over UDP (port 0 picks a free port) and serves until stopped.
     /// `config.host`/`config.port` are replaced by the bound address.
     pub async fn start_udp(listen: SocketAddr, mut config: RegistrarConfig) -> io::Result<Self> {
@@ -55,7 +255,12 @@ impl BuiltinRegistrar {
             }
             core.stats()
         });
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            conns: None,
+        })
     }
 
     /// The bound address.
@@ -68,6 +273,138 @@ impl BuiltinRegistrar {
         let _ = self.stop.send(true);
         self.task.await.unwrap_or_default()
     }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
+    websocket: bool,
+    events: mpsc::Sender<ConnEvent>,
+    mut stopped: watch::Receiver<bool>,
+    counters: Arc<ConnCounters>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((tcp, peer)) = r else { continue };
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
+                let _ = tcp.set_nodelay(true);
+                let events = events.clone();
+                let stopped = stopped.clone();
+                let counters = counters.clone();
+                let tls = tls.clone();
+                // The handshake runs in the connection's task so a slow client blocks no one.
+                tokio::spawn(async move {
+                    match (tls, websocket) {
+                        (None, false) => serve_connection(tcp, peer, events, stopped).await,
+                        (None, true) => match sip_net::ws::accept(tcp).await {
+                            Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                            Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
+                        },
+                        (Some(config), ws) => match sip_net::tls::accept(tcp, config).await {
+                            Ok(stream) if !ws => serve_connection(stream, peer, events, stopped).await,
+                            Ok(stream) => match sip_net::ws::accept(stream).await {
+                                Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                                Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
+                            },
+                            Err(_) => {
+                                counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                    }
+                });
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Moves whole messages between one connection and the core until either side closes.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    events: mpsc::Sender<ConnEvent>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
+    if events.send(ConnEvent::Open(peer, tx)).await.is_err() {
+        return;
+    }
+    let mut framer = Framer::new(MAX_MESSAGE);
+    let mut buf = vec![0u8; 16 * 1024];
+    'conn: loop {
+        tokio::select! {
+            r = rd.read(&mut buf) => {
+                let n = match r { Ok(0) | Err(_) => break 'conn, Ok(n) => n };
+                framer.push(&buf[..n]);
+                while let Some(frame) = framer.next_frame() {
+                    match frame {
+                        Ok(Frame::Message(m)) => {
+                            if events.send(ConnEvent::Message(peer, m)).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
+                        Ok(Frame::Ping) => {
+                            if wr.write_all(b"\r\n").await.is_err() { break 'conn; }
+                        }
+                        Ok(Frame::Pong) => {}
+                        // An unframeable stream cannot be resynchronised: close it.
+                        Err(_) => break 'conn,
+                    }
+                }
+            }
+            out = outbox.recv() => match out {
+                Some(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
+                        break 'conn;
+                    }
+                }
+                None => break 'conn,
+            },
+            _ = stopped.changed() => break 'conn,
+        }
+    }
+    let _ = wr.shutdown().await;
+    let _ = events.send(ConnEvent::Closed(peer)).await;
+}
+
+/// Moves whole messages between one WebSocket (one SIP message per WebSocket message,
+/// RFC 7118 §5) and the core until either side closes.
+async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: sip_net::ws::SipWebSocket<S>,
+    peer: SocketAddr,
+    events: mpsc::Sender<ConnEvent>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
+    if events.send(ConnEvent::Open(peer, tx)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            r = ws.recv() => match r {
+                Ok(Some(m)) => {
+                    if events.send(ConnEvent::Message(peer, m)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            },
+            out = outbox.recv() => match out {
+                Some(bytes) => {
+                    if ws.send(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = stopped.changed() => break,
+        }
+    }
+    ws.close().await;
+    let _ = events.send(ConnEvent::Closed(peer)).await;
 }
 
 fn unix_now() -> u64 {

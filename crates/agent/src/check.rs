@@ -13,10 +13,11 @@ use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{UaConfig, UaEvent, UserAgent};
 
 use sip_net::dns::{Discovery, Dns};
+use sip_net::tls::ClientSettings;
 use sip_proto::rfc3263::{Destination, Failure, Target};
 use sip_proto::target::Transport;
 
-use crate::flow::{Flow, FlowKind};
+use crate::flow::{Flow, FlowError, FlowKind, WsTarget};
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
 
@@ -25,7 +26,7 @@ use crate::trace::{Direction, TraceEntry};
 pub struct CheckRequest {
     /// The registrar's domain: a host name or an IP literal.
     pub domain: String,
-    /// The port; `None` uses the transport's default (5060).
+    /// The port; `None` uses the transport's default (5060; 5061 for TLS).
     pub port: Option<u16>,
     /// The transport.
     pub transport: FlowKind,
@@ -68,7 +69,7 @@ pub enum StepStatus {
 /// One line of the checklist.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// `dns`, `transport`, `register`, `auth`.
+    /// `dns`, `transport`, `tls` (TLS flows only: the handshake), `register`, `auth`.
     pub name: &'static str,
     /// What happened.
     pub status: StepStatus,
@@ -131,6 +132,12 @@ pub async fn run_check(req: CheckRequest) -> CheckReport {
     run_check_with(req, CheckDns::default()).await
 }
 
+/// Runs the check, finding the server as `dns` says (see [`run_check_with`]), with System
+/// TLS verification and no client certificate; never panics on what the server sends.
+pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
+    run_check_tls(req, dns, &ClientSettings::default()).await
+}
+
 /// What one attempt against one address ended with.
 struct Attempt {
     /// Steps `transport`, `register`, `auth` (or fewer, then padded with skipped ones).
@@ -145,14 +152,32 @@ struct Attempt {
 const NO_RECORDS_HINT: &str =
     "the domain does not resolve: check its spelling and its A/AAAA records";
 
-/// Runs the check, finding the server as `dns` says; never panics on what the server sends.
+/// Runs the check, finding the server as `dns` says and speaking TLS (when the transport is
+/// TLS, or DNS picks it) with `tls`; never panics on what the server sends.
+///
+/// A TLS flow adds the step `tls` (the handshake, timed on its own) between `transport` (the
+/// TCP connection) and `register`; a TLS failure says in words what is wrong with which
+/// certificate, and the hint what to do. SNI and the name verified are the request's domain.
 ///
 /// With AUTO (or a custom DNS server), the targets come from the RFC 3263 planner of
 /// `sip-proto` through hickory-resolver; a target that fails at the transport, answers 503 or
 /// never answers makes the check move on to the next one (RFC 3263 §4.3), and each DNS answer
 /// and each failover is a note in the trace.
-pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
-    let port = req.port.unwrap_or(5060);
+pub async fn run_check_tls(req: CheckRequest, dns: CheckDns, tls: &ClientSettings) -> CheckReport {
+    run_check_ws(req, dns, tls, "/").await
+}
+
+/// [`run_check_tls`] with the WebSocket path for WS/WSS flows (RFC 7118; `/` by default).
+/// WS and WSS add the step `websocket` (the HTTP upgrade with `Sec-WebSocket-Protocol: sip`)
+/// after `transport` (and `tls` for WSS).
+pub async fn run_check_ws(
+    req: CheckRequest,
+    dns: CheckDns,
+    tls: &ClientSettings,
+    ws_path: &str,
+) -> CheckReport {
+    let default_port = transport_of(req.transport).default_port().unwrap_or(5060);
+    let port = req.port.unwrap_or(default_port);
     let reg_uri = if dns.auto {
         // RFC 3263 §4: no port and no transport in the URI, or DNS discovery is switched off.
         let host = match req.domain.parse::<IpAddr>() {
@@ -352,6 +377,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
                         addr,
                         remaining,
                         start,
+                        (tls, ws_path),
                         &mut report.trace,
                     )
                     .await,
@@ -359,7 +385,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
             }
             None => {
                 let what = format!(
-                    "{} {} skipped: this build checks udp and tcp",
+                    "{} {} skipped: this build checks udp, tcp, tls, ws and wss",
                     target.transport,
                     SocketAddr::new(target.address, target.port)
                 );
@@ -413,7 +439,7 @@ pub async fn run_check_with(req: CheckRequest, dns: CheckDns) -> CheckReport {
                     format!("no target this build can use: {}", unsupported.join("; ")),
                 ));
                 report.hint = Some(
-                    "DNS offers only transports this build cannot check: choose udp or tcp explicitly"
+                    "DNS offers only transports this build cannot check: choose a transport explicitly"
                         .into(),
                 );
                 skip_rest(&mut report, 2);
@@ -428,6 +454,9 @@ fn transport_of(kind: FlowKind) -> Transport {
     match kind {
         FlowKind::Udp => Transport::Udp,
         FlowKind::Tcp => Transport::Tcp,
+        FlowKind::Tls => Transport::Tls,
+        FlowKind::Ws => Transport::Ws,
+        FlowKind::Wss => Transport::Wss,
     }
 }
 
@@ -436,11 +465,15 @@ fn flow_kind(t: Transport) -> Option<FlowKind> {
     match t {
         Transport::Udp => Some(FlowKind::Udp),
         Transport::Tcp => Some(FlowKind::Tcp),
-        _ => None,
+        Transport::Tls => Some(FlowKind::Tls),
+        Transport::Ws => Some(FlowKind::Ws),
+        Transport::Wss => Some(FlowKind::Wss),
+        Transport::Auto => None,
     }
 }
 
 /// One attempt: transport, REGISTER, authentication against `addr`; the trace goes to `trace`.
+#[allow(clippy::too_many_arguments)] // reason: a private helper of run_check sharing its locals
 async fn attempt(
     req: &CheckRequest,
     reg_uri: &str,
@@ -448,6 +481,7 @@ async fn attempt(
     addr: SocketAddr,
     limit: Duration,
     start: Instant,
+    (tls, ws_path): (&ClientSettings, &str),
     trace: &mut Vec<TraceEntry>,
 ) -> Attempt {
     let mut out = Attempt {
@@ -457,8 +491,14 @@ async fn attempt(
         hint: None,
         failover: None,
     };
+    let names: &[&'static str] = match kind {
+        FlowKind::Udp | FlowKind::Tcp => &["transport", "register", "auth"],
+        FlowKind::Tls => &["transport", "tls", "register", "auth"],
+        FlowKind::Ws => &["transport", "websocket", "register", "auth"],
+        FlowKind::Wss => &["transport", "tls", "websocket", "register", "auth"],
+    };
     let skip_rest = |out: &mut Attempt, from: usize| {
-        for name in ["transport", "register", "auth"].into_iter().skip(from) {
+        for &name in names.iter().skip(from) {
             out.steps.push(step(
                 name,
                 StepStatus::Skipped,
@@ -468,17 +508,171 @@ async fn attempt(
         }
     };
 
-    // 2. Transport.
+    // 2. Transport (and the TLS handshake and WebSocket upgrade, each timed on its own).
+    let unreachable_hint = "the server is unreachable on this transport and port: check the address, port, transport and firewall";
     let t = Instant::now();
-    let mut flow = match Flow::connect(kind, addr, Duration::from_secs(5)).await {
-        Ok(f) => {
-            let what = match kind {
-                FlowKind::Udp => format!("UDP socket ready towards {addr} (UDP has no handshake)"),
-                FlowKind::Tcp => format!("TCP connected to {addr}"),
+    let tls_setup = if kind.secure() {
+        match tls.config().and_then(|config| {
+            sip_net::tls::server_name(&req.domain)
+                .map(|name| (config, name, tls.identity.is_some()))
+        }) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                out.steps.push(step(
+                    "transport",
+                    StepStatus::Failed,
+                    Duration::ZERO,
+                    format!("TLS settings: {e}"),
+                ));
+                out.hint = Some(
+                    "fix the TLS settings: the CA certificate, client certificate and key must be PEM files"
+                        .into(),
+                );
+                skip_rest(&mut out, 1);
+                return out;
+            }
+        }
+    } else {
+        None
+    };
+    let tls_detail = |n: &sip_net::tls::Negotiated| {
+        format!(
+            "{} {} with {}; server certificate {} (verification: {}{})",
+            n.version,
+            n.cipher_suite,
+            req.domain,
+            n.server_fingerprint
+                .as_deref()
+                .map_or_else(|| "?".to_owned(), |f| format!("SHA-256 {f}")),
+            tls.verify.name(),
+            if tls.identity.is_some() {
+                "; client certificate sent"
+            } else {
+                ""
+            }
+        )
+    };
+    let tcp_ok = |d: Duration| {
+        step(
+            "transport",
+            StepStatus::Ok,
+            d,
+            format!("TCP connected to {addr}"),
+        )
+    };
+    let connected = match (kind, tls_setup) {
+        (FlowKind::Tls, Some((config, name, cert))) => {
+            Flow::connect_tls(addr, Duration::from_secs(5), config, name, cert)
+                .await
+                .map(|(flow, c)| {
+                    let detail = tls_detail(&c.negotiated);
+                    trace.push(TraceEntry::note(
+                        format!("TLS handshake done with {addr}: {detail}"),
+                        start.elapsed(),
+                    ));
+                    out.steps.push(tcp_ok(c.tcp));
+                    out.steps
+                        .push(step("tls", StepStatus::Ok, c.handshake, detail));
+                    flow
+                })
+        }
+        (FlowKind::Ws | FlowKind::Wss, setup) => {
+            let host = match (req.domain.parse::<IpAddr>(), req.port) {
+                (Ok(IpAddr::V6(a)), Some(p)) => format!("[{a}]:{p}"),
+                (_, Some(p)) => format!("{}:{p}", req.domain),
+                (Ok(IpAddr::V6(a)), None) => format!("[{a}]"),
+                (_, None) => req.domain.clone(),
             };
-            out.steps
-                .push(step("transport", StepStatus::Ok, t.elapsed(), what));
-            f
+            let target = WsTarget {
+                host,
+                path: ws_path.to_owned(),
+            };
+            Flow::connect_ws(addr, Duration::from_secs(5), setup, &target)
+                .await
+                .map(|(flow, c)| {
+                    out.steps.push(tcp_ok(c.tcp));
+                    if let Some((d, n)) = &c.tls {
+                        let detail = tls_detail(n);
+                        trace.push(TraceEntry::note(
+                            format!("TLS handshake done with {addr}: {detail}"),
+                            start.elapsed(),
+                        ));
+                        out.steps.push(step("tls", StepStatus::Ok, *d, detail));
+                    }
+                    let detail = format!(
+                        "HTTP upgrade to WebSocket at {}://{}{} with subprotocol sip (RFC 7118)",
+                        if kind == FlowKind::Wss { "wss" } else { "ws" },
+                        target.host,
+                        target.path
+                    );
+                    trace.push(TraceEntry::note(detail.clone(), start.elapsed()));
+                    out.steps
+                        .push(step("websocket", StepStatus::Ok, c.upgrade, detail));
+                    flow
+                })
+        }
+        _ => Flow::connect(kind, addr, Duration::from_secs(5))
+            .await
+            .inspect(|_| {
+                let what = match kind {
+                    FlowKind::Udp => {
+                        format!("UDP socket ready towards {addr} (UDP has no handshake)")
+                    }
+                    _ => format!("TCP connected to {addr}"),
+                };
+                out.steps
+                    .push(step("transport", StepStatus::Ok, t.elapsed(), what));
+            }),
+    };
+    let mut flow = match connected {
+        Ok(f) => f,
+        Err(FlowError::TlsHandshake(d, tcp)) => {
+            out.steps.push(tcp_ok(tcp));
+            out.steps.push(step(
+                "tls",
+                StepStatus::Failed,
+                t.elapsed().saturating_sub(tcp),
+                d.problem.clone(),
+            ));
+            trace.push(TraceEntry::note(
+                format!("TLS handshake with {addr} failed: {}", d.problem),
+                start.elapsed(),
+            ));
+            out.hint = Some(d.hint);
+            out.failover = Some(Failure::TransportError);
+            skip_rest(&mut out, 2);
+            return out;
+        }
+        Err(FlowError::WebSocketUpgrade {
+            diagnosis,
+            tcp,
+            tls: tls_done,
+        }) => {
+            out.steps.push(tcp_ok(tcp));
+            let mut before = tcp;
+            if let Some((d, n)) = &tls_done {
+                out.steps
+                    .push(step("tls", StepStatus::Ok, *d, tls_detail(n)));
+                before += *d;
+            }
+            let done = out.steps.len();
+            out.steps.push(step(
+                "websocket",
+                StepStatus::Failed,
+                t.elapsed().saturating_sub(before),
+                diagnosis.problem.clone(),
+            ));
+            trace.push(TraceEntry::note(
+                format!(
+                    "WebSocket upgrade with {addr} failed: {}",
+                    diagnosis.problem
+                ),
+                start.elapsed(),
+            ));
+            out.hint = Some(diagnosis.hint);
+            out.failover = Some(Failure::TransportError);
+            skip_rest(&mut out, done + 1);
+            return out;
         }
         Err(e) => {
             out.steps.push(step(
@@ -487,7 +681,7 @@ async fn attempt(
                 t.elapsed(),
                 e.to_string(),
             ));
-            out.hint = Some("the server is unreachable on this transport and port: check the address, port, transport and firewall".into());
+            out.hint = Some(unreachable_hint.into());
             out.failover = Some(Failure::TransportError);
             skip_rest(&mut out, 1);
             return out;
@@ -537,6 +731,7 @@ async fn attempt(
     let mut first_answer: Option<(Duration, u16)> = None;
     let mut challenged: Option<u16> = None;
     let mut transport_error = false;
+    let mut tls_failure = None;
     let outcome: Option<UaEvent>;
     let trace_entry = |dir: Direction, bytes: &Bytes, at: Instant, retrans: bool| {
         TraceEntry::new(
@@ -616,7 +811,12 @@ async fn attempt(
                     transport_error = true;
                     // ICMP port unreachable on UDP, or a closed TCP connection.
                     ua.handle_transport_error(Instant::now());
-                    if matches!(kind, FlowKind::Tcp) {
+                    if let FlowError::Tls(d) = e {
+                        tls_failure = Some(d);
+                        outcome = Some(UaEvent::RegistrationFailed { code: 503, reason: "the TLS connection failed".into() });
+                        break 'run;
+                    }
+                    if kind.reliable() {
                         // A dead stream cannot recover within the check.
                         outcome = Some(UaEvent::RegistrationFailed { code: 503, reason: e.to_string() });
                         break 'run;
@@ -686,6 +886,27 @@ async fn attempt(
             };
         }
         _ => {}
+    }
+    if let Some(d) = tls_failure {
+        // The server refused the TLS session after our side of the handshake (TLS 1.3 sends
+        // a refused client certificate's alert then): the handshake step failed, not REGISTER.
+        if first_answer.is_none() {
+            for s in &mut out.steps {
+                match s.name {
+                    "tls" => {
+                        s.status = StepStatus::Failed;
+                        s.detail = d.problem.clone();
+                    }
+                    "register" | "auth" => {
+                        s.status = StepStatus::Skipped;
+                        s.detail = "not reached".into();
+                    }
+                    _ => {}
+                }
+            }
+            out.final_code = None;
+        }
+        out.hint = Some(d.hint);
     }
     out
 }

@@ -142,7 +142,11 @@ impl<W: Write> PcapWriter<W> {
                 let udp = udp_segment(src, dst, &e.bytes);
                 self.packet(ts_us, src, dst, IPPROTO_UDP, &udp)?;
             }
-            FlowKind::Tcp => self.tcp_message(e.direction, local, remote, &e.bytes, ts_us)?,
+            // TLS and WebSocket flows are written as the decrypted, unframed SIP they carried,
+            // over TCP on the original ports, so Wireshark shows the messages themselves.
+            FlowKind::Tcp | FlowKind::Tls | FlowKind::Ws | FlowKind::Wss => {
+                self.tcp_message(e.direction, local, remote, &e.bytes, ts_us)?
+            }
         }
         Ok(self.packets - before)
     }

@@ -53,7 +53,7 @@ fn lab() -> Option<Lab> {
     let dns = Dnsmasq::start(&DnsmasqConfig {
         local_domains: vec!["test".into()],
         naptr: vec![
-            // TLS first by order: this build cannot check it, so TCP is used.
+            // TLS first by order: its target is dead, so the check fails over to TCP.
             naptr("naptr.test", 5, "SIPS+D2T", "_sips._tcp.naptr.test"),
             naptr("naptr.test", 10, "SIP+D2T", "_sip._tcp.naptr.test"),
             naptr("naptr.test", 20, "SIP+D2U", "_sip._udp.naptr.test"),
@@ -156,13 +156,14 @@ async fn auto_follows_naptr_and_srv_to_kamailio_over_tcp() {
         )),
         "the TLS target comes first by NAPTR order: {dns}"
     );
-    // The TLS target is skipped (not in this build), the TCP one is used.
+    // The TLS target is tried first; nothing listens there, so the check fails over to TCP.
     let n = notes(&report);
     assert!(
         n.iter().any(|t| *t
             == format!(
-                "tls 127.0.0.1:{} skipped: this build checks udp and tcp",
-                lab.dead_port
+                "tls 127.0.0.1:{dead} failed (connection refused by 127.0.0.1:{dead}: nothing listens on that port over TCP): trying tcp 127.0.0.1:{} (RFC 3263 §4.3)",
+                lab.kamailio.port(),
+                dead = lab.dead_port,
             )),
         "{n:#?}"
     );

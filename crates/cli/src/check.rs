@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_with};
+use agent::check::{CheckDns, CheckReport, CheckRequest, StepStatus, run_check_ws};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
+use sip_net::tls::{ClientSettings, Identity, Verify, certificates_from_pem};
 use sip_proto::auth::{Credentials, Secret};
 
 /// Arguments of `sipmeter check`.
@@ -14,13 +15,29 @@ pub struct CheckArgs {
     /// The registrar's domain: host name or IP address.
     #[arg(long)]
     domain: String,
-    /// The SIP port (default: 5060 for UDP and TCP).
+    /// The SIP port (default: 5060 for UDP and TCP, 5061 for TLS, 80 for WS, 443 for WSS).
     #[arg(long)]
     port: Option<u16>,
-    /// Transport: udp, tcp, or auto (DNS NAPTR → SRV → A/AAAA decides; tls and wss are not
-    /// in this build yet).
+    /// Transport: udp, tcp, tls, ws, wss, or auto (DNS NAPTR → SRV → A/AAAA decides).
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// WS/WSS: the WebSocket path (RFC 7118).
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    ws_path: String,
+    /// TLS: verify the server's certificate against this CA certificate (PEM) instead of the
+    /// system's roots (verification mode Custom).
+    #[arg(long, value_name = "FILE", alias = "tls-ca")]
+    ca: Option<std::path::PathBuf>,
+    /// TLS: do not verify the server's certificate at all (verification mode Skip). Insecure:
+    /// for labs only.
+    #[arg(long, alias = "tls-skip-verify", conflicts_with = "ca")]
+    insecure: bool,
+    /// TLS: our client certificate (PEM, leaf first) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// TLS: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// DNS server as ADDRESS:PORT (default: the system's resolver).
     #[arg(long, value_name = "ADDRESS:PORT")]
     dns_server: Option<std::net::SocketAddr>,
@@ -56,19 +73,22 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     let transport = match args.transport.to_ascii_lowercase().as_str() {
         "udp" => FlowKind::Udp,
         "tcp" => FlowKind::Tcp,
+        "tls" => FlowKind::Tls,
         "auto" => {
             auto = true;
             FlowKind::Udp
         }
-        "tls" | "wss" => {
-            eprintln!(
-                "sipmeter: --transport {}: not available in this build yet (udp, tcp and auto are)",
-                args.transport
-            );
-            return ExitCode::from(2);
-        }
+        "ws" => FlowKind::Ws,
+        "wss" => FlowKind::Wss,
         other => {
             eprintln!("sipmeter: --transport {other}: expected udp, tcp, tls, wss or auto");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match tls_settings(args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sipmeter: {e}");
             return ExitCode::from(2);
         }
     };
@@ -102,7 +122,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         auto,
         server: args.dns_server,
     };
-    let report = runtime.block_on(run_check_with(req, dns));
+    let report = runtime.block_on(run_check_ws(req, dns, &tls, &args.ws_path));
     if args.json {
         println!(
             "{}",
@@ -124,26 +144,66 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     }
 }
 
+/// The TLS settings from `--ca`, `--insecure`, `--cert` and `--key`.
+fn tls_settings(args: &CheckArgs) -> Result<ClientSettings, String> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    };
+    let verify = match (&args.ca, args.insecure) {
+        (Some(path), _) => {
+            let pem = read("--ca", path)?;
+            Verify::Custom(
+                certificates_from_pem(&pem, "CA certificate")
+                    .map_err(|e| format!("--ca {}: {e}", path.display()))?,
+            )
+        }
+        (None, true) => Verify::InsecureSkipVerification,
+        (None, false) => Verify::System,
+    };
+    let identity =
+        match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => {
+                let c = read("--cert", cert)?;
+                let k = read("--key", key)?;
+                Some(Identity::from_pem(&c, &k).map_err(|e| {
+                    format!("--cert {} --key {}: {e}", cert.display(), key.display())
+                })?)
+            }
+            _ => None,
+        };
+    Ok(ClientSettings { verify, identity })
+}
+
 fn print_report(r: &CheckReport, trace: bool) {
     println!("registration URI  {}", r.registration_uri);
     if let Some(s) = r.server {
         let t = r.transport.map_or("", |t| t.via_token());
         println!("server            {s} {t}");
     }
+    let label_of = |name: &str| match name {
+        "dns" => "DNS resolution",
+        "transport" => "transport connection",
+        "tls" => "transport connection (TLS handshake)",
+        "websocket" => "WebSocket upgrade",
+        "register" => "REGISTER answered",
+        _ => "authenticated (200 OK)",
+    };
+    let width = r
+        .steps
+        .iter()
+        .map(|s| label_of(s.name).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     for s in &r.steps {
         let mark = match s.status {
             StepStatus::Ok => "ok  ",
             StepStatus::Failed => "FAIL",
             StepStatus::Skipped => "--  ",
         };
-        let label = match s.name {
-            "dns" => "DNS resolution",
-            "transport" => "transport connection",
-            "register" => "REGISTER answered",
-            _ => "authenticated (200 OK)",
-        };
+        let label = label_of(s.name);
         println!(
-            "[{mark}] {label:<24} {:>8.1} ms  {}",
+            "[{mark}] {label:<width$} {:>8.1} ms  {}",
             s.elapsed_ms, s.detail
         );
     }

@@ -3,16 +3,32 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use agent::builtin::BuiltinRegistrar;
+use agent::builtin::{BuiltinRegistrar, Listen};
 use registrar::{AccountStatus, Accounts, AuthMode, RegistrarConfig};
 use sip_msg::Host;
+use sip_net::tls::{Identity, ServerSettings, certificates_from_pem, self_signed};
 
 /// Arguments of `sipmeter registrar`.
 #[derive(Debug, clap::Args)]
 pub struct RegistrarArgs {
-    /// Where to listen (UDP), e.g. 127.0.0.1:5060; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:5060")]
-    listen: SocketAddr,
+    /// Where to listen: `[udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT`, e.g. 127.0.0.1:5060 (UDP)
+    /// or tls:127.0.0.1:5061; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:5060", value_parser = parse_listen)]
+    listen: (Proto, SocketAddr),
+    /// TLS: the server certificate (PEM, leaf first); without it a self-signed certificate
+    /// is generated and its fingerprint printed.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// TLS: the server certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// TLS: require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<std::path::PathBuf>,
+    /// TLS: write the generated self-signed certificate (PEM) to this file, for clients to
+    /// trust it (`sipmeter check --ca FILE`).
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    save_cert: Option<std::path::PathBuf>,
     /// The SIP domain it serves (and the digest realm).
     #[arg(long, default_value = "sipmeter.local")]
     domain: String,
@@ -27,8 +43,117 @@ pub struct RegistrarArgs {
     secret: Option<String>,
 }
 
+/// The transport of `--listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS.
+    Tls,
+    /// SIP over WebSocket.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
+}
+
+fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
+    let (proto, rest) = match s.split_once(':') {
+        Some(("udp", r)) => (Proto::Udp, r),
+        Some(("tcp", r)) => (Proto::Tcp, r),
+        Some(("tls", r)) => (Proto::Tls, r),
+        Some(("ws", r)) => (Proto::Ws, r),
+        Some(("wss", r)) => (Proto::Wss, r),
+        _ => (Proto::Udp, s),
+    };
+    rest.parse().map(|a| (proto, a)).map_err(|_| {
+        format!("`{s}`: expected [udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT, e.g. tls:127.0.0.1:5061")
+    })
+}
+
+/// The TLS settings from `--cert/--key` (or a fresh self-signed certificate) and
+/// `--client-ca`; the second value describes the certificate for the start-up banner.
+fn tls_settings(
+    args: &RegistrarArgs,
+    addr: SocketAddr,
+) -> Result<(ServerSettings, String), String> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    };
+    let (identity, what) = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            let id = Identity::from_pem(&read("--cert", cert)?, &read("--key", key)?)
+                .map_err(|e| format!("--cert {} --key {}: {e}", cert.display(), key.display()))?;
+            let what = format!("certificate {}", cert.display());
+            (id, what)
+        }
+        _ => {
+            let mut names = vec![args.domain.clone(), "localhost".to_owned()];
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+            names.dedup();
+            let issued = self_signed(&names).map_err(|e| e.to_string())?;
+            if let Some(path) = &args.save_cert {
+                std::fs::write(path, &issued.cert_pem)
+                    .map_err(|e| format!("--save-cert {}: {e}", path.display()))?;
+            }
+            let id = issued.identity().map_err(|e| e.to_string())?;
+            (
+                id,
+                format!("self-signed certificate for {}", names.join(", ")),
+            )
+        }
+    };
+    let what = format!("{what}, SHA-256 fingerprint {}", identity.fingerprint());
+    let client_cas = match &args.client_ca {
+        Some(path) => Some(
+            certificates_from_pem(&read("--client-ca", path)?, "client CA certificate")
+                .map_err(|e| format!("--client-ca {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let what = if client_cas.is_some() {
+        format!("{what}; client certificates required (mutual TLS)")
+    } else {
+        what
+    };
+    Ok((
+        ServerSettings {
+            identity,
+            client_cas,
+        },
+        what,
+    ))
+}
+
 /// Runs until Ctrl-C.
 pub fn run(args: &RegistrarArgs) -> ExitCode {
+    let (proto, addr) = args.listen;
+    if !matches!(proto, Proto::Tls | Proto::Wss)
+        && (args.cert.is_some() || args.client_ca.is_some() || args.save_cert.is_some())
+    {
+        eprintln!(
+            "sipmeter: --cert, --key, --client-ca and --save-cert need --listen tls: or wss:ADDRESS:PORT"
+        );
+        return ExitCode::from(2);
+    }
+    let (listen, tls_banner) = match proto {
+        Proto::Udp => (Listen::Udp(addr), None),
+        Proto::Tcp => (Listen::Tcp(addr), None),
+        Proto::Ws => (Listen::Ws(addr), None),
+        Proto::Tls | Proto::Wss => match tls_settings(args, addr) {
+            Ok((settings, what)) if proto == Proto::Tls => {
+                (Listen::Tls(addr, settings), Some(what))
+            }
+            Ok((settings, what)) => (Listen::Wss(addr, settings), Some(what)),
+            Err(e) => {
+                eprintln!("sipmeter: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let auth = if args.open {
         AuthMode::Open
     } else if args.accounts.is_empty() {
@@ -85,26 +210,30 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
             domain: args.domain.clone(),
             host: Host::Name("placeholder".into()),
             port: 0,
-            transport: "UDP".into(),
+            transport: listen.token().into(),
             auth,
             secret,
             min_expires: 60,
             max_expires: 3600,
         };
-        match BuiltinRegistrar::start_udp(args.listen, config).await {
+        let token = listen.token().to_ascii_lowercase();
+        match BuiltinRegistrar::start(listen, config).await {
             Ok(reg) => {
                 println!(
-                    "sipmeter registrar listening on udp:{} for domain {} ({mode})",
+                    "sipmeter registrar listening on {token}:{} for domain {} ({mode})",
                     reg.addr(),
                     args.domain
                 );
+                if let Some(what) = &tls_banner {
+                    println!("TLS: {what}");
+                }
                 let _ = tokio::signal::ctrl_c().await;
                 let stats = reg.stop().await;
                 println!("stopped: {stats:?}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("sipmeter: cannot listen on {}: {e}", args.listen);
+                eprintln!("sipmeter: cannot listen on {token}:{addr}: {e}");
                 ExitCode::from(2)
             }
         }

@@ -52,6 +52,26 @@ pub struct KamailioConfig {
     pub one_time_nonce: bool,
     /// Listen on `[::1]` instead of `127.0.0.1`.
     pub ipv6: bool,
+    /// Also listen over TLS (module `tls.so`, Debian `kamailio-tls-modules`) on a port of its
+    /// own, [`Kamailio::tls_port`].
+    pub tls: Option<KamailioTls>,
+    /// Also serve SIP over WebSocket (RFC 7118; modules `xhttp.so` and `websocket.so`, Debian
+    /// `kamailio-websocket-modules`): WS on [`Kamailio::ws_port`] and, with `tls`, WSS on
+    /// [`Kamailio::wss_port`].
+    pub websocket: bool,
+}
+
+/// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
+/// certificates. PEM texts, written to the peer's temp dir (the harness makes none itself:
+/// tests generate them, e.g. with rcgen).
+#[derive(Debug, Clone)]
+pub struct KamailioTls {
+    /// The server certificate (PEM, leaf first).
+    pub cert_pem: String,
+    /// Its private key (PEM).
+    pub key_pem: String,
+    /// When set, clients must present a certificate signed by this CA (PEM).
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for KamailioConfig {
@@ -63,6 +83,8 @@ impl Default for KamailioConfig {
             register_qop: true,
             one_time_nonce: false,
             ipv6: false,
+            tls: None,
+            websocket: false,
         }
     }
 }
@@ -75,6 +97,9 @@ pub struct Kamailio {
     group: Group,
     ip: IpAddr,
     port: u16,
+    tls_port: Option<u16>,
+    ws_port: Option<u16>,
+    wss_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -85,8 +110,15 @@ fn safe(s: &str) -> bool {
 }
 
 impl Kamailio {
-    /// The Kamailio configuration text for `config` on `port` (for reading in failures).
-    pub fn config_text(config: &KamailioConfig, port: u16) -> Result<String, PeerError> {
+    /// The Kamailio configuration text for `config` on `port` (for reading in failures);
+    /// with TLS, `tls` is the TLS port and the directory holding `tls.cfg`; with WebSocket,
+    /// `ws` is the WS port and the WSS port (with TLS).
+    pub fn config_text(
+        config: &KamailioConfig,
+        port: u16,
+        tls: Option<(u16, &std::path::Path)>,
+        ws: Option<(u16, Option<u16>)>,
+    ) -> Result<String, PeerError> {
         let mut users = String::new();
         for u in &config.users {
             let pw = u.password.as_deref().unwrap_or("!");
@@ -107,7 +139,36 @@ impl Kamailio {
                 format!("domain {:?} is not a plain host name", config.domain),
             )));
         }
+        let (tls_core, tls_module) = match tls {
+            Some((tls_port, dir)) => (
+                format!("enable_tls=yes\nlisten=tls:@IP@:{tls_port}\nalias=\"@IP@:{tls_port}\"\n"),
+                format!(
+                    "loadmodule \"tls.so\"\nmodparam(\"tls\", \"config\", \"{}\")\n",
+                    dir.join("tls.cfg").display()
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let (ws_core, ws_module, ws_route) = match ws {
+            Some((ws_port, wss_port)) => {
+                let mut core = format!("listen=tcp:@IP@:{ws_port}\nalias=\"@IP@:{ws_port}\"\n");
+                if let Some(p) = wss_port {
+                    core.push_str(&format!("listen=tls:@IP@:{p}\nalias=\"@IP@:{p}\"\n"));
+                }
+                (
+                    core,
+                    "loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"\n".to_owned(),
+                    WS_ROUTE.to_owned(),
+                )
+            }
+            None => (String::new(), String::new(), String::new()),
+        };
         Ok(CONFIG_TEMPLATE
+            .replace("@TLS_CORE@", &tls_core)
+            .replace("@TLS_MODULE@", &tls_module)
+            .replace("@WS_CORE@", &ws_core)
+            .replace("@WS_MODULE@", &ws_module)
+            .replace("@WS_ROUTE@", &ws_route)
             .replace("@PORT@", &port.to_string())
             .replace(
                 "@IP@",
@@ -130,6 +191,18 @@ impl Kamailio {
             binary: "kamailio",
             package: "kamailio",
         })?;
+        if config.websocket && !module_installed("websocket.so") {
+            return Err(PeerError::Missing {
+                binary: "kamailio websocket.so",
+                package: "kamailio-websocket-modules",
+            });
+        }
+        if config.tls.is_some() && !tls_module_installed() {
+            return Err(PeerError::Missing {
+                binary: "kamailio tls.so",
+                package: "kamailio-tls-modules",
+            });
+        }
         let mut last = None;
         // A port found free may be taken before Kamailio binds it: retry with another.
         for _ in 0..3 {
@@ -150,8 +223,47 @@ impl Kamailio {
             free_port()?
         };
         let dir = TempDir::new("sipmeter-kamailio")?;
+        let mut taken = vec![port];
+        let mut another_port = || -> std::io::Result<u16> {
+            loop {
+                let p = if config.ipv6 {
+                    free_port_v6()?
+                } else {
+                    free_port()?
+                };
+                if !taken.contains(&p) {
+                    taken.push(p);
+                    return Ok(p);
+                }
+            }
+        };
+        let tls_port = match &config.tls {
+            Some(tls) => {
+                write_tls_files(dir.path(), tls)?;
+                Some(another_port()?)
+            }
+            None => None,
+        };
+        let (ws_port, wss_port) = if config.websocket {
+            let ws = another_port()?;
+            let wss = match tls_port {
+                Some(_) => Some(another_port()?),
+                None => None,
+            };
+            (Some(ws), wss)
+        } else {
+            (None, None)
+        };
         let cfg = dir.path().join("kamailio.cfg");
-        std::fs::write(&cfg, Self::config_text(config, port)?)?;
+        std::fs::write(
+            &cfg,
+            Self::config_text(
+                config,
+                port,
+                tls_port.map(|p| (p, dir.path())),
+                ws_port.map(|p| (p, wss_port)),
+            )?,
+        )?;
         let log_path = dir.path().join("kamailio.log");
         let log = File::create(&log_path)?;
         let mut cmd = Command::new(binary);
@@ -171,6 +283,9 @@ impl Kamailio {
             group,
             ip,
             port,
+            tls_port,
+            ws_port,
+            wss_port,
             dir,
         };
         let limit = Duration::from_secs(10);
@@ -203,6 +318,26 @@ impl Kamailio {
         SocketAddr::new(self.ip, self.port)
     }
 
+    /// The TLS port, when started with [`KamailioConfig::tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The WS port, when started with [`KamailioConfig::websocket`].
+    pub fn ws_port(&self) -> Option<u16> {
+        self.ws_port
+    }
+
+    /// The WSS port, when started with [`KamailioConfig::websocket`] and TLS.
+    pub fn wss_port(&self) -> Option<u16> {
+        self.wss_port
+    }
+
+    /// The TLS listening address, when started with [`KamailioConfig::tls`].
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_port.map(|p| SocketAddr::new(self.ip, p))
+    }
+
     /// What Kamailio logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("kamailio.log")).unwrap_or_default()
@@ -212,6 +347,102 @@ impl Kamailio {
     pub fn is_running(&mut self) -> bool {
         self.group.exited().is_none() && self.group.child().id() > 0
     }
+}
+
+/// Like [`crate::available`] for Kamailio's TLS module: true when `kamailio` and its `tls.so`
+/// are installed; otherwise prints `SKIPPED: …` and returns false, or panics when
+/// `SIPMETER_REQUIRE_PEERS` is set.
+pub fn tls_available() -> bool {
+    if !crate::available("kamailio", "kamailio") {
+        return false;
+    }
+    if tls_module_installed() {
+        return true;
+    }
+    let msg =
+        "kamailio's tls.so is not installed: install the Debian package `kamailio-tls-modules`";
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// True when Debian's `kamailio-tls-modules` (tls.so) is installed.
+pub fn tls_module_installed() -> bool {
+    module_installed("tls.so")
+}
+
+/// True when Kamailio's module `name` (e.g. `websocket.so`) is installed.
+pub fn module_installed(name: &str) -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+        "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+        "/usr/lib/kamailio/modules",
+        "/usr/local/lib64/kamailio/modules",
+    ]
+    .iter()
+    .any(|d| std::path::Path::new(d).join(name).exists())
+}
+
+/// Like [`tls_available`] for the WebSocket modules (`kamailio-websocket-modules`).
+pub fn websocket_available() -> bool {
+    if !crate::available("kamailio", "kamailio") {
+        return false;
+    }
+    if module_installed("websocket.so") && module_installed("xhttp.so") {
+        return true;
+    }
+    let msg = "kamailio's websocket.so is not installed: install the Debian package `kamailio-websocket-modules`";
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// The HTTP side of the WebSocket listeners: upgrade requests asking for `sip` are handed to
+/// the websocket module, anything else gets a 404.
+const WS_ROUTE: &str = r#"
+event_route[xhttp:request] {
+	set_reply_close();
+	set_reply_no_connect();
+	if ($hdr(Upgrade) =~ "websocket" && $hdr(Connection) =~ "Upgrade" && $rm =~ "GET") {
+		if (ws_handle_handshake()) {
+			exit;
+		}
+	}
+	xhttp_reply("404", "Not Found", "", "");
+}
+"#;
+
+/// Writes the certificate, key, optional client CA and the tls module's own config file
+/// (`tls.cfg`: TLS 1.2 and 1.3, client certificates required only with a client CA).
+fn write_tls_files(dir: &std::path::Path, tls: &KamailioTls) -> std::io::Result<()> {
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    std::fs::write(&cert, &tls.cert_pem)?;
+    std::fs::write(&key, &tls.key_pem)?;
+    let mut server = format!(
+        "[server:default]\nmethod = TLSv1.2+\ncertificate = {}\nprivate_key = {}\n",
+        cert.display(),
+        key.display()
+    );
+    match &tls.client_ca_pem {
+        Some(ca) => {
+            let ca_path = dir.join("client-ca.pem");
+            std::fs::write(&ca_path, ca)?;
+            server.push_str(&format!(
+                "ca_list = {}\nverify_certificate = yes\nrequire_certificate = yes\n",
+                ca_path.display()
+            ));
+        }
+        None => server.push_str("verify_certificate = no\nrequire_certificate = no\n"),
+    }
+    server.push_str(
+        "\n[client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+    );
+    std::fs::write(dir.join("tls.cfg"), server)
 }
 
 fn listen_ip(config: &KamailioConfig) -> IpAddr {

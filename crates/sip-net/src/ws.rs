@@ -1,0 +1,195 @@
+//! SIP over WebSocket (RFC 7118): the HTTP upgrade with `Sec-WebSocket-Protocol: sip` over
+//! our own TCP or TLS stream, one SIP message per WebSocket message, and upgrade failures in
+//! words.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+pub use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::tls::Diagnosis;
+
+/// The subprotocol of RFC 7118 §4.1.
+pub const SUBPROTOCOL: &str = "sip";
+
+/// Largest WebSocket message accepted (a SIP message, RFC 7118 §5).
+const MAX_MESSAGE: usize = 64 * 1024;
+
+fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// A SIP-over-WebSocket connection over `S` (TCP for WS, TLS for WSS).
+#[derive(Debug)]
+pub struct SipWebSocket<S> {
+    inner: WebSocketStream<S>,
+}
+
+/// Runs the client's opening handshake (RFC 6455 §4.1) asking for the `sip` subprotocol;
+/// `host` goes in the Host header (and the URL), `path` is the resource (e.g. `/`).
+/// `client_certificate` says whether a TLS stream underneath presented one (it only shapes
+/// the words of a TLS failure that surfaces during the upgrade).
+///
+/// # Cancel safety
+///
+/// Not cancel safe: a cancelled upgrade leaves the stream unusable (it is consumed).
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    secure: bool,
+    host: &str,
+    path: &str,
+    client_certificate: bool,
+) -> Result<SipWebSocket<S>, Diagnosis> {
+    let scheme = if secure { "wss" } else { "ws" };
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let url = format!("{scheme}://{host}{path}");
+    let mut request = url.as_str().into_client_request().map_err(|e| Diagnosis {
+        problem: format!("`{url}` is not a valid WebSocket URL: {e}"),
+        hint: "check the domain, port and WebSocket path".into(),
+        certificate: false,
+    })?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(SUBPROTOCOL),
+    );
+    match tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await {
+        Ok((inner, _response)) => Ok(SipWebSocket { inner }),
+        Err(WsError::Io(io)) if crate::tls::diagnose(&io, client_certificate).is_some() => {
+            // A TLS alert after the handshake (TLS 1.3 refuses a client certificate so).
+            Err(crate::tls::diagnose(&io, client_certificate)
+                .unwrap_or_else(|| explain_upgrade(&WsError::Io(io), &url)))
+        }
+        Err(e) => Err(explain_upgrade(&e, &url)),
+    }
+}
+
+/// Explains a failed WebSocket upgrade.
+fn explain_upgrade(e: &WsError, url: &str) -> Diagnosis {
+    let d = |problem: String, hint: &str| Diagnosis {
+        problem,
+        hint: hint.to_owned(),
+        certificate: false,
+    };
+    match e {
+        WsError::Http(resp) => d(
+            format!(
+                "the server answered the WebSocket upgrade for {url} with HTTP {}",
+                resp.status()
+            ),
+            "check the WebSocket path (--ws-path) and that this port serves SIP over WebSocket",
+        ),
+        WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(_)) => d(
+            format!(
+                "the server at {url} did not accept the WebSocket subprotocol `sip` (RFC 7118)"
+            ),
+            "the server speaks WebSocket but not SIP over it: check the port and path",
+        ),
+        WsError::Io(io) if io.kind() == io::ErrorKind::UnexpectedEof => d(
+            format!("the server closed the connection during the WebSocket upgrade for {url}"),
+            "the port may not serve WebSocket: check the port (WS is often 80 or 8080, WSS 443 or 8443)",
+        ),
+        WsError::Protocol(p) => d(
+            format!("the WebSocket upgrade for {url} failed: {p}"),
+            "the port may not serve WebSocket: check the port and path",
+        ),
+        e => d(
+            format!("the WebSocket upgrade for {url} failed: {e}"),
+            "check the port and path, and the server's WebSocket log",
+        ),
+    }
+}
+
+/// Runs the server's side of the opening handshake: accepts when the client asks for the
+/// `sip` subprotocol (answering it), refuses with 400 otherwise.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: a cancelled upgrade leaves the stream unusable (it is consumed).
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+) -> Result<SipWebSocket<S>, WsError> {
+    #[allow(clippy::result_large_err)] // reason: the callback's signature is tungstenite's
+    fn negotiate(
+        req: &Request,
+        mut resp: Response,
+    ) -> Result<Response, tokio_tungstenite::tungstenite::handshake::server::ErrorResponse> {
+        let wants_sip = req
+            .headers()
+            .get_all("Sec-WebSocket-Protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case(SUBPROTOCOL));
+        if !wants_sip {
+            let mut refusal = tokio_tungstenite::tungstenite::handshake::server::ErrorResponse::new(
+                Some("SIP over WebSocket needs Sec-WebSocket-Protocol: sip (RFC 7118)".into()),
+            );
+            *refusal.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
+            return Err(refusal);
+        }
+        resp.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        Ok(resp)
+    }
+    let inner =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config())).await?;
+    Ok(SipWebSocket { inner })
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SipWebSocket<S> {
+    /// The stream underneath (TCP or TLS).
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// Sends one SIP message as one WebSocket message: text when it is UTF-8 (RFC 7118 §5.1
+    /// allows both), binary otherwise.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), WsError> {
+        let msg = match std::str::from_utf8(bytes) {
+            Ok(s) => Message::text(s),
+            Err(_) => Message::binary(bytes.to_vec()),
+        };
+        self.inner.send(msg).await
+    }
+
+    /// Receives the next SIP message; `Ok(None)` when the peer closed the WebSocket.
+    /// Pings are answered by tungstenite on the next read or write.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `StreamExt::next` keeps partial frames in the stream.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, WsError> {
+        loop {
+            match self.inner.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                    return Ok(Some(m.into_data()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Ok(None),
+                Some(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Closes the WebSocket (best effort).
+    pub async fn close(&mut self) {
+        let _ = self.inner.close(None).await;
+    }
+}
