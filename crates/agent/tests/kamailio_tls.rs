@@ -78,7 +78,7 @@ async fn registers_over_tls_with_a_custom_ca_then_unregisters() {
     let report = run_check_tls(request(&k, "alice-pw"), CheckDns::default(), &custom(&ca)).await;
     assert!(report.registered, "{report:#?}\nkamailio log:\n{}", k.log());
     for s in &report.steps {
-        // Shown with --nocapture: the figures of notes-tls.md.
+        // Shown with --nocapture: the figures of docs/tls.md.
         eprintln!("{:<10} {:>7.2} ms  {}", s.name, s.elapsed_ms, s.detail);
     }
     assert_eq!(

@@ -326,7 +326,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The figures under their stable metric names (documented in docs/notes-media.md).
+    /// The figures under their stable metric names (documented in README.md and docs/media.md).
     /// Absent values (no RTCP yet, no audio) are left out.
     pub fn metrics(&self) -> Vec<(&'static str, f64)> {
         let mut m = Vec::with_capacity(48);
