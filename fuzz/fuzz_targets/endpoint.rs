@@ -1,0 +1,172 @@
+//! Drives one user agent with arbitrary sequences of API calls, timer ticks, responses to what
+//! it sent (any status, with or without tags, challenges and Contacts), incoming requests and
+//! raw bytes. It must never panic, and its queues and timers must stay bounded.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sip_msg::{Header, HeaderName, Host, Message, Uri};
+use sip_proto::auth::Credentials;
+use sip_proto::transaction::TimerConfig;
+use sip_proto::ua::{CallEvent, CallId, UaConfig, UaEvent, UserAgent};
+
+const PEER: &str = "127.0.0.1:5060";
+
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from(self.byte()?) << 8 | u16::from(self.byte()?))
+    }
+    fn bytes(&mut self) -> &[u8] {
+        let n = usize::from(self.byte().unwrap_or(0)).min(self.0.len());
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        b
+    }
+}
+
+fn config() -> UaConfig {
+    UaConfig {
+        user: "alice".into(),
+        domain: "example.test".into(),
+        registrar_uri: Uri::parse("sip:example.test:5060;transport=udp").unwrap(),
+        outbound_proxy: None,
+        credentials: Some(Credentials::new("alice", "secret")),
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: 5070,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: "fuzz".into(),
+        seed: 1,
+        use_100rel: true,
+    }
+}
+
+const CHALLENGE: &str = "Digest realm=\"example.test\", nonce=\"abc\", algorithm=MD5, qop=\"auth\"";
+
+fuzz_target!(|data: &[u8]| {
+    let mut c = Cursor(data);
+    let mut ua = UserAgent::new(config());
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let mut now = Instant::now();
+    let mut sent: Vec<Message> = Vec::new();
+    let mut calls: Vec<CallId> = Vec::new();
+    for _ in 0..64 {
+        let Some(op) = c.byte() else { break };
+        match op % 12 {
+            0 => ua.register(now),
+            1 => ua.unregister(now),
+            2 => calls.push(ua.call(
+                now,
+                Uri::parse("sip:bob@127.0.0.1:5060").unwrap(),
+                Some(Bytes::from_static(b"v=0\r\n")),
+            )),
+            3 | 4 => {
+                // Answer the last request we sent with any status code.
+                let Some(req) = sent.iter().rev().find(|m| m.is_request()).cloned() else {
+                    continue;
+                };
+                let code = 100 + c.u16().unwrap_or(0) % 600;
+                let flags = c.byte().unwrap_or(0);
+                let tag = (flags & 1 == 1).then_some("t1");
+                let mut resp = Message::response_to(&req, code, "X", tag);
+                if flags & 2 == 2 {
+                    resp.headers.push(Header::new(HeaderName::Contact, "<sip:bob@127.0.0.1:5060>"));
+                }
+                if flags & 4 == 4 {
+                    let name = if code == 407 {
+                        HeaderName::ProxyAuthenticate
+                    } else {
+                        HeaderName::WwwAuthenticate
+                    };
+                    resp.headers.push(Header::new(name, CHALLENGE));
+                }
+                if flags & 8 == 8 {
+                    resp.headers.push(Header::new(HeaderName::Require, "100rel"));
+                    resp.headers.push(Header::new(HeaderName::RSeq, (flags >> 4).to_string()));
+                }
+                if flags & 16 == 16 {
+                    resp.headers.push(Header::new(HeaderName::MinExpires, "3600"));
+                }
+                ua.handle_message(now, resp, peer);
+            }
+            5 => {
+                let ms = u64::from(c.u16().unwrap_or(0)) * 4;
+                now += Duration::from_millis(ms);
+                ua.handle_timeout(now);
+            }
+            6 => {
+                // An incoming INVITE, or an in-dialog request on a call we know.
+                let method = ["INVITE", "BYE", "ACK", "CANCEL", "OPTIONS", "PRACK", "INFO", "UPDATE"]
+                    [usize::from(c.byte().unwrap_or(0) % 8)];
+                let cid = c.byte().unwrap_or(0) % 4;
+                let to_tag = if c.byte().unwrap_or(0) % 2 == 0 { "" } else { ";tag=x" };
+                let text = format!(
+                    "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{cid}{method}\r\nFrom: <sip:bob@example.test>;tag=b{cid}\r\nTo: <sip:alice@example.test>{to_tag}\r\nCall-ID: c{cid}\r\nCSeq: {} {method}\r\nContact: <sip:bob@127.0.0.1:5060>\r\nRAck: 1 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                    c.byte().unwrap_or(1)
+                );
+                if let Ok(m) = Message::parse(text.as_bytes()) {
+                    ua.handle_message(now, m, peer);
+                }
+            }
+            7 => {
+                if let Ok(m) = Message::parse(c.bytes()) {
+                    ua.handle_message(now, m, peer);
+                }
+            }
+            8 => {
+                if let Some(&id) = calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1)) {
+                    match c.byte().unwrap_or(0) % 7 {
+                        0 => ua.hangup(now, id),
+                        1 => ua.ring(now, id),
+                        2 => ua.answer(now, id, Some(Bytes::from_static(b"v=0\r\n"))),
+                        3 => ua.reject(now, id, 486),
+                        4 => drop(ua.reinvite(now, id, Bytes::from_static(b"v=0\r\na=sendonly\r\n"))),
+                        5 => drop(ua.info(now, id, "application/dtmf-relay", Bytes::from_static(b"Signal=1\r\n"))),
+                        _ => drop(ua.update(now, id, None)),
+                    }
+                }
+            }
+            9 => ua.handle_transport_error(now),
+            10 => {
+                if let Some(&id) = calls.first() {
+                    ua.forget_call(id);
+                }
+            }
+            _ => {}
+        }
+        // Drain; every output must print and parse back.
+        let mut n = 0;
+        while let Some(o) = ua.poll_transmit() {
+            n += 1;
+            assert!(n < 1000, "unbounded transmit queue");
+            let m = Message::parse(&o.bytes).expect("our own messages parse");
+            sent.push(m);
+        }
+        let mut e = 0;
+        while let Some(ev) = ua.poll_event() {
+            e += 1;
+            assert!(e < 1000, "unbounded event queue");
+            if let UaEvent::Call(id, CallEvent::Incoming { .. }) = ev {
+                calls.push(id);
+            }
+        }
+        if sent.len() > 256 {
+            sent.drain(..128);
+        }
+        if let Some(t) = ua.poll_timeout() {
+            assert!(t >= now || t + Duration::from_secs(3600) > now, "timer far in the past");
+        }
+    }
+});
