@@ -30,6 +30,10 @@ pub struct MediaPlan {
     pub telephone_event: bool,
     /// Offer RTCP multiplexing (RFC 5761).
     pub rtcp_mux: bool,
+    /// Advertise this address and port in SDP instead of the socket's own (a media relay or
+    /// a static NAT mapping in front of the endpoint; the impairment tests put a relay
+    /// there). Every call of the group advertises the same one. `None`: the bound socket.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Default for MediaPlan {
@@ -39,6 +43,7 @@ impl Default for MediaPlan {
             ptime_ms: 20,
             telephone_event: true,
             rtcp_mux: false,
+            advertise: None,
         }
     }
 }
@@ -198,8 +203,8 @@ impl CallMedia {
                 telephone_event: plan.telephone_event,
                 ptime: plan.ptime_ms,
                 direction: Direction::SendRecv,
-                address: ip,
-                port,
+                address: plan.advertise.map_or(ip, |a| a.ip()),
+                port: plan.advertise.map_or(port, |a| a.port()),
                 rtcp_mux: plan.rtcp_mux,
                 session_id,
                 session_version: 1,
