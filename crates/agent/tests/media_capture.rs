@@ -1,4 +1,7 @@
-//! sipmeter's media figures against Wireshark's, on a real call captured on loopback.
+//! sipmeter's media figures on real sockets, checked two ways: against Wireshark's on a real
+//! call captured on loopback (`loopback_call_agrees_with_wireshark`, below), and against
+//! impairment injected by a UDP relay between the endpoints (`relay_impairment_is_measured`,
+//! tolerances on that test).
 //!
 //! One caller calls one callee through the built-in registrar with `rtp_ports` set to a small
 //! range; `dumpcap` captures that range on `lo` from before the run until after it, and
