@@ -1052,7 +1052,8 @@ pub struct RegistrarCheck {
     pub port: Option<u16>,
     /// Transport, AUTO included.
     pub transport: RegistrarTransport,
-    /// Outbound proxy `host[:port]` (recorded; used for INVITEs only).
+    /// Outbound proxy `host[:port]`: noted at the head of the trace; the check registers
+    /// with the registrar directly (the proxy is for calls).
     pub proxy: Option<String>,
     /// The account, or none for a registrar that accepts anyone.
     pub account: Option<CheckAccount>,
@@ -1132,7 +1133,16 @@ pub async fn check_registrar(c: RegistrarCheck) -> Result<CheckReport, CheckSetu
         seed: c.seed,
     };
     let dns = CheckDns { auto, server: None };
-    Ok(run_check_ws(req, dns, &tls, "/").await)
+    let note = req.proxy.as_ref().map(|p| {
+        format!("outbound proxy {p} configured: used for calls; REGISTER goes to the registrar")
+    });
+    let mut report = run_check_ws(req, dns, &tls, "/").await;
+    if let Some(note) = note {
+        report
+            .trace
+            .insert(0, TraceEntry::note(note, Duration::ZERO));
+    }
+    Ok(report)
 }
 
 /// Checks the built-in registrar: starts one on loopback UDP (port 0) exactly as a run does,

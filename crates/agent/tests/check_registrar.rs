@@ -145,9 +145,14 @@ async fn static_account_over_udp_success_and_wrong_password() {
     };
     let mut good = spec(port, RegistrarTransport::Udp, RegistrarVerify::System);
     good.account = Some(account("pw-2001"));
+    good.proxy = Some("proxy.example.com:5070".into());
     let r = check_registrar(good).await.unwrap();
     assert!(r.registered, "{r:#?}");
     assert_eq!(r.final_code, Some(200));
+    assert_eq!(
+        r.trace[0].text,
+        "outbound proxy proxy.example.com:5070 configured: used for calls; REGISTER goes to the registrar"
+    );
     let mut bad = spec(port, RegistrarTransport::Udp, RegistrarVerify::System);
     bad.account = Some(account("nope"));
     assert!(
