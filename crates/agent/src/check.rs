@@ -989,3 +989,205 @@ fn guess_local_ip(remote: SocketAddr) -> IpAddr {
         .map(|a| a.ip())
         .unwrap_or(any.ip())
 }
+
+/// The transport of a stored registrar, AUTO included (the platform's setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrarTransport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// SIP over WebSocket.
+    Ws,
+    /// SIP over secure WebSocket.
+    Wss,
+    /// DNS discovery (RFC 3263: NAPTR → SRV → A/AAAA).
+    Auto,
+}
+
+/// How the server certificate is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrarVerify {
+    /// Against the bundled Mozilla roots.
+    System,
+    /// Against the registrar's CA certificate only.
+    Custom,
+    /// Not at all (labs only).
+    Skip,
+}
+
+/// The account a check registers with, in clear.
+#[derive(Clone)]
+pub struct CheckAccount {
+    /// Auth user name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Realm, when fixed.
+    pub realm: Option<String>,
+    /// AOR user when it differs from the auth user.
+    pub extension: Option<String>,
+}
+
+impl std::fmt::Debug for CheckAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckAccount")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("realm", &self.realm)
+            .field("extension", &self.extension)
+            .finish()
+    }
+}
+
+/// A registrar as the platform stores it, in plain data: what the server hands the engine for
+/// "Check connectivity" (the server reaches protocol code only through this API).
+#[derive(Debug, Clone)]
+pub struct RegistrarCheck {
+    /// Host name or IP literal.
+    pub domain: String,
+    /// Port (None: the transport's default, or DNS with AUTO).
+    pub port: Option<u16>,
+    /// Transport, AUTO included.
+    pub transport: RegistrarTransport,
+    /// Outbound proxy `host[:port]`: noted at the head of the trace; the check registers
+    /// with the registrar directly (the proxy is for calls).
+    pub proxy: Option<String>,
+    /// The account, or none for a registrar that accepts anyone.
+    pub account: Option<CheckAccount>,
+    /// Server certificate verification (TLS/WSS/AUTO).
+    pub verify: RegistrarVerify,
+    /// CA certificate(s), PEM (for `Custom`).
+    pub ca_pem: Option<String>,
+    /// Client certificate, PEM (mutual TLS).
+    pub client_cert_pem: Option<String>,
+    /// Client private key, PEM, in clear.
+    pub client_key_pem: Option<String>,
+    /// Overall limit of the check.
+    pub timeout: Duration,
+    /// Seed for tags, branches, Call-IDs and DNS choices.
+    pub seed: u64,
+}
+
+/// Why a check could not start (the check itself never fails: its report says what went wrong).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckSetupError {
+    /// The TLS material does not parse.
+    #[error("{0}")]
+    Tls(String),
+    /// Custom verification without a CA certificate.
+    #[error("verification mode Custom needs a CA certificate")]
+    MissingCa,
+    /// The loopback built-in registrar could not start.
+    #[error("the built-in registrar cannot start: {0}")]
+    Builtin(String),
+}
+
+/// Runs the checklist against a stored registrar's settings (see [`run_check_ws`]).
+pub async fn check_registrar(c: RegistrarCheck) -> Result<CheckReport, CheckSetupError> {
+    use sip_net::tls::{Identity, Verify, certificates_from_pem};
+    let verify = match c.verify {
+        RegistrarVerify::System => Verify::System,
+        RegistrarVerify::Skip => Verify::InsecureSkipVerification,
+        RegistrarVerify::Custom => {
+            let pem = c.ca_pem.as_deref().ok_or(CheckSetupError::MissingCa)?;
+            Verify::Custom(
+                certificates_from_pem(pem.as_bytes(), "CA certificate")
+                    .map_err(|e| CheckSetupError::Tls(e.to_string()))?,
+            )
+        }
+    };
+    let identity = match (&c.client_cert_pem, &c.client_key_pem) {
+        (Some(cert), Some(key)) => Some(
+            Identity::from_pem(cert.as_bytes(), key.as_bytes())
+                .map_err(|e| CheckSetupError::Tls(format!("client certificate: {e}")))?,
+        ),
+        _ => None,
+    };
+    let tls = ClientSettings { verify, identity };
+    let (transport, auto) = match c.transport {
+        RegistrarTransport::Udp => (FlowKind::Udp, false),
+        RegistrarTransport::Tcp => (FlowKind::Tcp, false),
+        RegistrarTransport::Tls => (FlowKind::Tls, false),
+        RegistrarTransport::Ws => (FlowKind::Ws, false),
+        RegistrarTransport::Wss => (FlowKind::Wss, false),
+        RegistrarTransport::Auto => (FlowKind::Udp, true),
+    };
+    let extension = c.account.as_ref().and_then(|a| a.extension.clone());
+    let credentials = c.account.map(|a| Credentials {
+        username: a.username,
+        password: sip_proto::auth::Secret::new(a.password),
+        realm: a.realm,
+    });
+    let req = CheckRequest {
+        domain: c.domain,
+        port: c.port,
+        transport,
+        proxy: c.proxy,
+        credentials,
+        extension,
+        expires: 60,
+        timeout: c.timeout,
+        seed: c.seed,
+    };
+    let dns = CheckDns { auto, server: None };
+    let note = req.proxy.as_ref().map(|p| {
+        format!("outbound proxy {p} configured: used for calls; REGISTER goes to the registrar")
+    });
+    let mut report = run_check_ws(req, dns, &tls, "/").await;
+    if let Some(note) = note {
+        report
+            .trace
+            .insert(0, TraceEntry::note(note, Duration::ZERO));
+    }
+    Ok(report)
+}
+
+/// Checks the built-in registrar: starts one on loopback UDP (port 0) exactly as a run does,
+/// with ephemeral credentials keyed by `secret`, registers an endpoint with freshly issued
+/// credentials, and stops it.
+pub async fn check_builtin(
+    secret: Vec<u8>,
+    timeout: Duration,
+    seed: u64,
+) -> Result<CheckReport, CheckSetupError> {
+    use registrar::{AuthMode, RegistrarConfig};
+    let config = RegistrarConfig {
+        domain: "sipmeter.builtin".to_owned(),
+        host: Host::V4(std::net::Ipv4Addr::LOCALHOST),
+        port: 0,
+        transport: "UDP".into(),
+        auth: AuthMode::Ephemeral,
+        secret: secret.clone(),
+        min_expires: 10,
+        max_expires: 3600,
+    };
+    let reg = crate::builtin::BuiltinRegistrar::start_udp(([127, 0, 0, 1], 0).into(), config)
+        .await
+        .map_err(|e| CheckSetupError::Builtin(e.to_string()))?;
+    let expiry = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 600;
+    let (username, password) = sip_auth::ephemeral::issue(&secret, "check", expiry);
+    let req = CheckRequest {
+        domain: "127.0.0.1".into(),
+        port: Some(reg.addr().port()),
+        transport: FlowKind::Udp,
+        proxy: None,
+        credentials: Some(Credentials {
+            username,
+            password: sip_proto::auth::Secret::new(password),
+            realm: None,
+        }),
+        extension: None,
+        expires: 60,
+        timeout,
+        seed,
+    };
+    let report = run_check(req).await;
+    reg.stop().await;
+    Ok(report)
+}

@@ -450,6 +450,10 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
                 .delete(delete_registrar),
         )
         .route(
+            "/projects/{id}/registrars/{rid}/check",
+            post(check_registrar),
+        )
+        .route(
             "/projects/{id}/registrars/{rid}/accounts",
             get(list_accounts).post(add_account),
         )
@@ -686,6 +690,56 @@ async fn delete_registrar(
         return Err(ApiError::not_found("registrar"));
     }
     Ok(envelope(StatusCode::OK, json!({ "deleted": rid }), None))
+}
+
+impl From<crate::check::CheckError> for ApiError {
+    fn from(e: crate::check::CheckError) -> ApiError {
+        use crate::check::CheckError as C;
+        match e {
+            C::AccountNotFound => ApiError::not_found("SIP account"),
+            C::BuiltinNoAccounts => {
+                ApiError::new(StatusCode::CONFLICT, "BUILTIN_NO_ACCOUNTS", e.to_string())
+            }
+            C::Setup(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "CHECK_SETUP_FAILED", m),
+            C::Timeout => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "CHECK_TIMEOUT", e.to_string())
+            }
+            C::Store(s) => s.into(),
+        }
+    }
+}
+
+/// `POST …/registrars/{rid}/check` `{ "account": <id> | null }`: runs the connectivity
+/// checklist and returns it (200 whatever the registrar answered; `registered` says).
+async fn check_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, rid)): Path<(i64, i64)>,
+    body: Bytes,
+) -> ApiResult {
+    let a = access(&state, &headers, id).await?;
+    require(&a, Role::Tester)?;
+    let v = json_body(&headers, &body)?;
+    let account = match v.get("account") {
+        None | Some(Value::Null) => None,
+        Some(x) => Some(x.as_i64().ok_or_else(|| {
+            ApiError::validation(vec![FieldMessage {
+                field: "account",
+                message: "account must be a SIP account id (a number) or null".into(),
+            }])
+        })?),
+    };
+    let r = state
+        .store()
+        .registrar(a.project.id, rid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("registrar"))?;
+    let report = crate::check::run(&state, &r, account).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        crate::check::report_json(&report),
+        None,
+    ))
 }
 
 async fn list_keys(

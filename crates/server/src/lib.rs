@@ -9,6 +9,7 @@ mod accounts;
 mod api;
 pub mod auth;
 pub mod certs;
+mod check;
 pub mod members;
 pub mod openapi;
 pub mod secrets;

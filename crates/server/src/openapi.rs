@@ -29,9 +29,10 @@ fn errors(codes: &[&str]) -> Value {
             "401" => "UNAUTHENTICATED: no session and no valid API key",
             "403" => "FORBIDDEN: the caller's role is too low",
             "404" => "NOT_FOUND: no such resource, or not visible to the caller",
-            "409" => "CONFLICT or BUILTIN_READ_ONLY",
+            "409" => "CONFLICT, BUILTIN_READ_ONLY or BUILTIN_NO_ACCOUNTS",
             "415" => "UNSUPPORTED_MEDIA_TYPE: writes must be application/json",
             "422" => "VALIDATION_FAILED: `fields` names each invalid field",
+            "504" => "CHECK_TIMEOUT: the check did not finish within its limit",
             "429" => "RATE_LIMITED: over the per-credential request rate (see Retry-After)",
             _ => "error",
         };
@@ -82,7 +83,28 @@ pub fn document() -> Value {
     list_params.extend(paging());
     let mut acc_list_params = vec![project.clone(), rid.clone()];
     acc_list_params.extend(paging());
-    json!({
+    let check_input = json!({ "type": "object", "properties": {
+                    "account": { "type": ["integer", "null"], "description": "one of the registrar's SIP account ids; omit for the built-in registrar or an unauthenticated REGISTER" } } });
+    let check_report = json!({ "type": "object", "properties": {
+                    "registrationUri": { "type": "string" }, "server": { "type": ["string", "null"] },
+                    "transport": { "type": ["string", "null"] }, "registered": { "type": "boolean" },
+                    "finalCode": { "type": ["integer", "null"] }, "hint": { "type": ["string", "null"] },
+                    "steps": { "type": "array", "items": { "type": "object", "properties": {
+                        "name": { "type": "string", "enum": ["dns", "transport", "tls", "websocket", "register", "auth"] },
+                        "status": { "type": "string", "enum": ["ok", "failed", "skipped"] },
+                        "elapsedMs": { "type": "number" }, "detail": { "type": "string" } } } },
+                    "trace": { "type": "array", "items": { "type": "object", "properties": {
+                        "direction": { "type": "string", "enum": ["sent", "received", "note"] },
+                        "atMs": { "type": "number" }, "wallMs": { "type": "integer" },
+                        "transport": { "type": ["string", "null"] }, "local": { "type": ["string", "null"] },
+                        "remote": { "type": ["string", "null"] }, "retransmission": { "type": "boolean" },
+                        "text": { "type": "string" } } } } } });
+    let check_path = json!({
+                "post": { "operationId": "checkRegistrar", "summary": "Check connectivity (Tester+): DNS → transport → REGISTER answered → authenticated, with the registrar's settings and the account's credentials (none for the built-in registrar, which is started on loopback for the check); 200 whatever the registrar answered, `registered` says; 422 CHECK_SETUP_FAILED when stored TLS material or secrets cannot be used",
+                    "parameters": [project.clone(), rid.clone()], "requestBody": body("CheckInput"),
+                    "responses": merge(json!({ "200": ok("the checklist", r("CheckReport")) }), errors(&["400", "401", "403", "404", "409", "415", "422", "504"])) }
+    });
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "sipmeter API",
@@ -293,7 +315,12 @@ pub fn document() -> Value {
                     "createdBy": { "type": "integer" }, "createdAt": { "type": "integer" }, "revokedAt": { "type": ["integer", "null"] } } }
             }
         }
-    })
+    });
+    // Added outside the literal above, which is at the json! macro's recursion limit.
+    doc["paths"]["/projects/{id}/registrars/{rid}/check"] = check_path;
+    doc["components"]["schemas"]["CheckInput"] = check_input;
+    doc["components"]["schemas"]["CheckReport"] = check_report;
+    doc
 }
 
 #[cfg(test)]
@@ -324,6 +351,7 @@ mod tests {
             "GET /projects/{id}/registrars/{rid}/accounts",
             "POST /projects/{id}/registrars/{rid}/accounts",
             "POST /projects/{id}/registrars/{rid}/accounts/bulk",
+            "POST /projects/{id}/registrars/{rid}/check",
             "DELETE /projects/{id}/registrars/{rid}/accounts/{aid}",
             "GET /projects/{id}/registrars/{rid}/pools",
             "POST /projects/{id}/registrars/{rid}/pools",

@@ -307,6 +307,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(edit_registrar_page),
         )
         .route(
+            "/projects/{slug}/registrars/{id}/check",
+            post(check_registrar),
+        )
+        .route(
             "/projects/{slug}/registrars/{id}/delete",
             post(delete_registrar),
         )
@@ -980,6 +984,11 @@ struct RegistrarViewPage {
     client: String,
     notice: String,
     warnings: Vec<String>,
+    can_check: bool,
+    accounts: Vec<(i64, String)>,
+    selected: i64,
+    check: Option<CheckView>,
+    check_error: String,
 }
 
 fn describe_cert(pem: Option<&str>) -> String {
@@ -1013,26 +1022,121 @@ async fn registrar_page(
         .registrar(p.id, parse_id(&id)?)
         .await?
         .ok_or(WebError::NotFound)?;
+    registrar_view(&state, &c, &p, &r, &q, CheckOutcome::default()).await
+}
+
+/// What a "Check connectivity" left to show on the registrar page.
+#[derive(Default)]
+struct CheckOutcome {
+    report: Option<CheckView>,
+    error: String,
+    account: Option<i64>,
+}
+
+struct StepView {
+    mark: &'static str,
+    name: &'static str,
+    status: &'static str,
+    ms: String,
+    detail: String,
+}
+
+struct CheckView {
+    registered: bool,
+    final_code: String,
+    hint: String,
+    uri: String,
+    server: String,
+    steps: Vec<StepView>,
+    trace: String,
+}
+
+impl CheckView {
+    fn new(r: &agent::check::CheckReport) -> CheckView {
+        use agent::check::StepStatus;
+        CheckView {
+            registered: r.registered,
+            final_code: r.final_code.map(|c| c.to_string()).unwrap_or_default(),
+            hint: r.hint.clone().unwrap_or_default(),
+            uri: r.registration_uri.clone(),
+            server: match (r.server, r.transport) {
+                (Some(s), Some(t)) => format!("{s} over {}", t.via_token()),
+                (Some(s), None) => s.to_string(),
+                _ => String::new(),
+            },
+            steps: r
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    mark: match s.status {
+                        StepStatus::Ok => "✓",
+                        StepStatus::Failed => "✗",
+                        StepStatus::Skipped => "–",
+                    },
+                    name: s.name,
+                    status: crate::check::status_str(&s.status),
+                    ms: format!("{:.1} ms", s.elapsed_ms),
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            trace: r
+                .trace
+                .iter()
+                .map(|e| {
+                    let dir = match e.direction {
+                        agent::trace::Direction::Sent => "→ sent",
+                        agent::trace::Direction::Received => "← received",
+                        agent::trace::Direction::Note => "· note",
+                    };
+                    format!("[{:.1} ms] {dir}\n{}", e.at_ms, e.text.trim_end())
+                })
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+        }
+    }
+}
+
+async fn registrar_view(
+    state: &AppState,
+    c: &Ctx,
+    p: &Project,
+    r: &Registrar,
+    q: &HashMap<String, String>,
+    check: CheckOutcome,
+) -> WebResult {
+    let builtin = r.kind == RegistrarKind::Builtin;
     let mut warnings = Vec::new();
     if q.contains_key("warn") {
         // Re-run the checks to show the warnings of what was just saved.
         let mut form = RegistrarForm::from_input(&r.to_input());
         form.tls_key_pem.clear();
-        keep_stored_key(&state, &mut form, &r);
+        keep_stored_key(state, &mut form, r);
         if let Ok(v) = validate(&form, now_secs()) {
             warnings = v.warnings.into_iter().map(|w| w.message).collect();
         }
     }
+    let can_check = c.role >= Role::Tester;
+    let accounts = if builtin || !can_check {
+        Vec::new()
+    } else {
+        state
+            .store()
+            .sip_accounts(r.id)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.username))
+            .collect()
+    };
     Ok(render(
         StatusCode::OK,
         &RegistrarViewPage {
-            layout: c.layout(Some(&p), "registrars"),
+            layout: c.layout(Some(p), "registrars"),
             slug: p.slug.clone(),
             id: r.id,
             name: r.name.clone(),
             uri: r.registration_uri(),
             auto: r.transport == Transport::Auto,
-            builtin: r.kind == RegistrarKind::Builtin,
+            builtin,
             domain: r.domain.clone(),
             port: match (r.port, r.effective_port()) {
                 (Some(p), _) => p.to_string(),
@@ -1054,8 +1158,48 @@ async fn registrar_page(
                 String::new()
             },
             warnings,
+            can_check,
+            accounts,
+            selected: check.account.unwrap_or(0),
+            check: check.report,
+            check_error: check.error,
         },
     ))
+}
+
+/// "Check connectivity": runs the checklist and shows it in the registrar page.
+async fn check_registrar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((slug, id)): Path<(String, String)>,
+    Form(map): Form<HashMap<String, String>>,
+) -> WebResult {
+    let (c, p) = project_ctx(&state, &headers, &slug).await?;
+    c.check_csrf(&map)?;
+    c.require(Role::Tester)?;
+    let r = state
+        .store()
+        .registrar(p.id, parse_id(&id)?)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    let account = match map.get("account").map(|s| s.trim()) {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<i64>().map_err(|_| WebError::NotFound)?),
+    };
+    let outcome = match crate::check::run(&state, &r, account).await {
+        Ok(report) => CheckOutcome {
+            report: Some(CheckView::new(&report)),
+            error: String::new(),
+            account,
+        },
+        Err(crate::check::CheckError::Store(e)) => return Err(e.into()),
+        Err(e) => CheckOutcome {
+            report: None,
+            error: e.to_string(),
+            account,
+        },
+    };
+    registrar_view(&state, &c, &p, &r, &HashMap::new(), outcome).await
 }
 
 async fn edit_registrar_page(

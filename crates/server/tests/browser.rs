@@ -1,7 +1,7 @@
 //! The person's path in headless Chromium, driven over WebDriver (chromedriver + fantoccini):
 //! sign in → open the project from the sidebar → Registrars → New Registrar → fill in → see the
 //! URI → Save → listed; a bad domain shows its error next to the field; a Viewer sees no
-//! New Registrar button. Needs Debian's `chromium` and `chromium-driver`.
+//! New Registrar button; "Check connectivity" on a registrar shows the checklist. Needs Debian's `chromium` and `chromium-driver`.
 
 mod common;
 
@@ -141,6 +141,8 @@ async fn a_person_adds_a_registrar_in_chromium() {
         .await
         .unwrap();
     s.add_user("viewer@example.com", Role::Viewer).await;
+    // A real registrar on loopback UDP for "Check connectivity", with one static account.
+    let reg = lab_registrar(&s).await;
     let driver = start_driver().await;
     let c = browser(&driver).await;
     let c2 = c.clone();
@@ -148,9 +150,105 @@ async fn a_person_adds_a_registrar_in_chromium() {
     // Close the browser session whatever happened, then report.
     let _ = c.close().await;
     drop(driver);
+    let stats = reg.stop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
+    // The check clicked in the browser: one REGISTER accepted, then its un-REGISTER.
+    assert_eq!(stats.registered, 2, "{stats:?}");
+}
+
+/// Starts a built-in registrar with the static account `lab-1001` and saves it in the Demo
+/// project as "Lab registrar" with that account (through the API, password encrypted).
+async fn lab_registrar(s: &TestServer) -> agent::builtin::BuiltinRegistrar {
+    use registrar::{AccountStatus, Accounts, AuthMode, RegistrarConfig};
+    let accounts = Accounts(
+        [(
+            "lab-1001".to_owned(),
+            ("lab-secret-1".to_owned(), AccountStatus::Enabled),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let reg = agent::builtin::BuiltinRegistrar::start_udp(
+        "127.0.0.1:0".parse().unwrap(),
+        RegistrarConfig {
+            domain: "127.0.0.1".into(),
+            host: sip_msg::Host::parse("127.0.0.1").unwrap(),
+            port: 0,
+            transport: "UDP".into(),
+            auth: AuthMode::Static(accounts),
+            secret: b"browser-test".to_vec(),
+            min_expires: 10,
+            max_expires: 3600,
+        },
+    )
+    .await
+    .unwrap();
+    let owner = common::sign_in(s.addr, common::OWNER_EMAIL, common::PASSWORD).await;
+    let o = Auth::Cookie(&owner.cookie);
+    let base = format!("/api/v1/projects/{}/registrars", s.boot.demo.id);
+    let body = json!({ "name": "Lab registrar", "domain": "127.0.0.1",
+                       "port": reg.addr().port(), "transport": "UDP" });
+    let r = common::api(s.addr, "POST", &base, &o, Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rid = r.json()["data"]["id"].as_i64().unwrap();
+    let a = common::api(
+        s.addr,
+        "POST",
+        &format!("{base}/{rid}/accounts"),
+        &o,
+        Some(&json!({ "username": "lab-1001", "password": "lab-secret-1" })),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    reg
+}
+
+/// Demo → Registrars → Lab registrar → choose the account → Check connectivity → the
+/// checklist with four ✓ and "registered".
+async fn check_connectivity(c: &Client, s: &TestServer) {
+    let base = format!("http://{}", s.addr);
+    c.goto(&format!("{base}/projects/{}/registrars", s.boot.demo.slug))
+        .await
+        .unwrap();
+    wait_css(c, "table#registrars").await;
+    c.find(Locator::LinkText("Lab registrar"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_css(c, "#check-account")
+        .await
+        .select_by_label("lab-1001")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#check-connectivity"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let verdict = wait_css(c, "#check-verdict").await.text().await.unwrap();
+    assert!(verdict.starts_with("✓ registered (200)"), "{verdict}");
+    let steps = c
+        .find(Locator::Css("#check-steps"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["dns", "transport", "register", "auth"] {
+        assert!(steps.contains(name), "{steps}");
+    }
+    assert_eq!(steps.matches('✓').count(), 4, "{steps}");
+    assert!(steps.contains(" ms"), "timings shown: {steps}");
+    assert!(
+        c.find(Locator::Css("#check-hint")).await.is_err(),
+        "no hint when it works"
+    );
+    shot(c, "6-check-connectivity").await;
 }
 
 async fn person_path(c: &Client, s: &TestServer) {
@@ -337,6 +435,8 @@ async fn person_path(c: &Client, s: &TestServer) {
         .unwrap();
     wait_css(&c, "table#members").await;
     shot(&c, "5-members").await;
+
+    check_connectivity(&c, s).await;
 
     // A Viewer sees the registrar but no New Registrar button; the API refuses the create.
     c.find(Locator::Css("form.logout button"))
