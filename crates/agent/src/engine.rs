@@ -1434,11 +1434,13 @@ impl<'a> Shard<'a> {
                     Destination::Source(a) => *a,
                     Destination::Uri(u) => uri_addr(u).unwrap_or(self.plan.server.addr),
                 };
-                if let Ok(m) = Message::parse(&out.bytes)
-                    && let Some(cid) = m.call_id()
-                    && m.is_request()
+                // Our own requests are indexed by Call-ID (responses route by it) with a scan
+                // of the header lines we wrote, not a second parse.
+                if !out.bytes.starts_with(b"SIP/2.0 ")
+                    && let Some(cid) = raw_call_id(&out.bytes)
+                    && !self.by_call_id.contains_key(cid)
                 {
-                    self.by_call_id.entry(cid).or_insert(idx);
+                    self.by_call_id.insert(cid.to_owned(), idx);
                 }
                 let at = now - self.start;
                 let entry = TraceEntry::new(
@@ -1881,15 +1883,26 @@ impl<'a> Shard<'a> {
     }
 
     fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
-        let text = String::from_utf8_lossy(bytes);
-        text.lines().find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            let n = name.trim();
-            (n.eq_ignore_ascii_case("call-id") || n == "i")
-                .then(|| self.by_call_id.get(value.trim()).copied())
-                .flatten()
-        })
+        self.by_call_id.get(raw_call_id(bytes)?).copied()
     }
+}
+
+/// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without
+/// parsing the message.
+fn raw_call_id(bytes: &[u8]) -> Option<&str> {
+    let head = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(bytes, |end| &bytes[..end]);
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"call-id") || name == b"i" {
+            std::str::from_utf8(line[colon + 1..].trim_ascii()).ok()
+        } else {
+            None
+        }
+    })
 }
 
 fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
@@ -1900,4 +1913,41 @@ fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
         Host::Name(_) => return None,
     };
     Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_call_id_reads_full_and_compact_names_and_stops_at_the_body() {
+        let m = b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\ncall-ID:  abc@h \r\nContent-Length: 12\r\n\r\nCall-ID: no\r\n";
+        assert_eq!(raw_call_id(m), Some("abc@h"));
+        let compact = b"BYE sip:b@x SIP/2.0\ni: k1\n\n";
+        assert_eq!(raw_call_id(compact), Some("k1"));
+        let body_only = b"OPTIONS sip:b@x SIP/2.0\r\nTo: <sip:b@x>\r\n\r\nCall-ID: hidden\r\n";
+        assert_eq!(
+            raw_call_id(body_only),
+            None,
+            "a Call-ID in the body is not a header"
+        );
+        assert_eq!(raw_call_id(b"\xff\xfe:garbage"), None);
+    }
+
+    #[test]
+    fn dtmf_bodies() {
+        assert_eq!(
+            dtmf_of(
+                Some("application/dtmf-relay"),
+                b"Signal=5\r\nDuration=160\r\n"
+            ),
+            Some('5')
+        );
+        assert_eq!(dtmf_of(Some("application/dtmf"), b"#"), Some('#'));
+        assert_eq!(
+            dtmf_of(Some("application/dtmf-relay"), b"Signal=55\r\n"),
+            None
+        );
+        assert_eq!(dtmf_of(Some("text/plain"), b"5"), None);
+    }
 }
