@@ -309,12 +309,14 @@ fn full_flow(seed: u64, imp: Impairment, use_100rel: bool) -> Outcome {
             let now = net.now;
             match e {
                 UaEvent::Registered { .. } => registered[node] = true,
-                UaEvent::Call(id, CallEvent::Incoming { .. }) if node == BOB => {
-                    if bob_call.is_none() {
-                        bob_call = Some(id);
-                        net.bob.ring(now, id);
-                        answer_at = Some(now + Duration::from_millis(300));
-                    }
+                // A second Incoming would be a bug: it is counted by the assertions, not
+                // answered.
+                UaEvent::Call(id, CallEvent::Incoming { .. })
+                    if node == BOB && bob_call.is_none() =>
+                {
+                    bob_call = Some(id);
+                    net.bob.ring(now, id);
+                    answer_at = Some(now + Duration::from_millis(300));
                 }
                 UaEvent::Call(_, CallEvent::Answered { .. }) if node == ALICE => {
                     hangup_at.get_or_insert(now + Duration::from_millis(500));
@@ -477,19 +479,36 @@ fn assert_retransmission_bounds(seed: u64, net: &Net) {
 
 #[test]
 fn full_flow_completes_under_loss_duplication_and_reordering() {
-    let mut lost = 0;
-    let mut duplicated = 0;
+    let (mut lost, mut sends, mut ack_overtaken, mut answer_overtook_180) = (0, 0, 0, 0);
+    let mut max_sends = [0usize; 2];
     for seed in 0..SEEDS {
         let o = full_flow(seed, CHAOS, false);
         assert_completed(seed, &o);
-        lost += o.net.losses.values().sum::<usize>();
-        duplicated += o.net.sent.len();
+        let net = &o.net;
+        lost += net.losses.values().sum::<usize>();
+        sends += net.sent.len();
+        ack_overtaken += usize::from(!net.first_before(BOB, "ACK ", "BYE "));
+        answer_overtook_180 += usize::from(!net.first_before(ALICE, "180 ", "200 OK (INVITE)"));
+        for node in [ALICE, BOB] {
+            for (method, n) in net.request_sends(node).into_values() {
+                let i = usize::from(method != Method::Invite);
+                max_sends[i] = max_sends[i].max(n);
+            }
+        }
     }
-    // The impairment really bit: with 10 % loss over 200 runs, many copies were dropped.
+    eprintln!(
+        "{SEEDS} runs: {sends} sends, {lost} lost copies, BYE overtook every ACK in \
+         {ack_overtaken}, 200 overtook every 180 in {answer_overtook_180}, most sends of one \
+         INVITE {} / non-INVITE {}",
+        max_sends[0], max_sends[1]
+    );
+    // The impairment really bit: with 10 % loss, hundreds of copies were dropped, and the
+    // reordering made answers overtake provisionals in some runs.
     assert!(
         lost > 100,
-        "only {lost} losses over {SEEDS} runs ({duplicated} sends)"
+        "only {lost} losses over {SEEDS} runs ({sends} sends)"
     );
+    assert!(answer_overtook_180 > 0);
 }
 
 #[test]
@@ -540,6 +559,7 @@ fn full_flow_with_100rel_completes_and_each_rseq_is_pracked_once() {
         pracked += n;
         stale_180 += 1 - expected;
     }
+    eprintln!("{SEEDS} runs with 100rel: {pracked} PRACKed 180s, {stale_180} 180s overtaken");
     // Most runs PRACK; the impairment makes some 200s overtake every copy of the 180.
     assert!(
         pracked > SEEDS as usize * 3 / 4,
@@ -610,5 +630,43 @@ fn unreachable_bob_times_out_after_seven_invites() {
             "seed {seed}"
         );
         assert_eq!(net.alice.call_state(id), Some(CallState::Terminated));
+    }
+}
+
+#[test]
+fn unreachable_registrar_times_out_after_eleven_registers() {
+    for seed in 0..SEEDS {
+        let mut net = Net::new(seed, CHAOS, false);
+        net.blackhole = Some((ALICE, REGISTRAR));
+        net.alice.register(net.now);
+        let end = net.now + Duration::from_secs(40);
+        while {
+            net.collect();
+            net.step(end)
+        } {}
+        net.collect();
+        let sends = net.request_sends(ALICE);
+        assert_eq!(sends.len(), 1, "seed {seed}: one REGISTER transaction");
+        assert_eq!(
+            sends.into_values().next().map(|(_, n)| n),
+            Some(11),
+            "seed {seed}: REGISTER + 10 retransmissions before Timer F"
+        );
+        assert!(
+            net.events[ALICE].iter().any(|(t, e)| matches!(
+                e,
+                UaEvent::TimerFired {
+                    timer: sip_proto::timer::Timer::F,
+                    ..
+                }
+            ) && *t - net.start == Duration::from_secs(32)),
+            "seed {seed}: Timer F at 64·T1"
+        );
+        assert!(
+            net.events[ALICE]
+                .iter()
+                .any(|(_, e)| matches!(e, UaEvent::RegistrationFailed { code: 408, .. })),
+            "seed {seed}"
+        );
     }
 }
