@@ -26,7 +26,7 @@ pub fn dbov(mean_energy: f64) -> f64 {
 }
 
 /// What a session sends.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SourceKind {
     /// The generated speech-like signal described by [`SourceConfig`]'s levels and timing.
     #[default]

@@ -331,6 +331,8 @@ impl PartialEq for WavAudio {
     }
 }
 
+impl Eq for WavAudio {}
+
 impl WavAudio {
     /// A clip of mono samples at `rate` Hz (rate 0 counts as 8 kHz).
     pub fn new(samples: Arc<[i16]>, rate: u32) -> Self {
