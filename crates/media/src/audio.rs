@@ -118,7 +118,9 @@ impl SpeechSource {
         let noise_amp = full * 10f64.powf(cfg.noise_dbov / 20.0) * 3f64.sqrt();
         let clip = match &cfg.kind {
             SourceKind::Generated => None,
-            SourceKind::Wav(w) => Some(w.at_rate(sample_rate.max(1))).filter(|c| !c.is_empty()),
+            // An empty clip (only possible through `WavAudio::new`) plays silence.
+            SourceKind::Wav(w) => Some(w.at_rate(sample_rate.max(1)))
+                .map(|c| if c.is_empty() { Arc::from([0i16]) } else { c }),
         };
         let seed = cfg.seed;
         SpeechSource {
@@ -293,6 +295,29 @@ mod tests {
         let rms = l.rms_dbov.unwrap();
         assert!((rms + 22.218).abs() < 0.05, "{rms}");
         assert_eq!(meter.take(), Levels::default());
+    }
+
+    #[test]
+    fn a_wav_clip_loops_and_an_empty_one_is_silence() {
+        let clip = WavAudio::new(Arc::from([100i16, -200, 300]), 8000);
+        let cfg = SourceConfig {
+            kind: SourceKind::Wav(clip),
+            ..SourceConfig::default()
+        };
+        let mut src = SpeechSource::new(cfg, 8000);
+        assert!(src.spurt_starts());
+        let mut out = [0i16; 7];
+        src.fill(&mut out);
+        assert_eq!(out, [100, -200, 300, 100, -200, 300, 100]);
+        assert!(!src.spurt_starts());
+        let cfg = SourceConfig {
+            kind: SourceKind::Wav(WavAudio::new(Arc::from([]), 8000)),
+            ..SourceConfig::default()
+        };
+        let mut src = SpeechSource::new(cfg, 16000);
+        let mut out = [1i16; 5];
+        src.fill(&mut out);
+        assert_eq!(out, [0; 5]);
     }
 
     #[test]
