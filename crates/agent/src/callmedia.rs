@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use media::audio::SourceKind;
 use media::sdp::{
     self, Codec, Direction, LocalMedia, Negotiated, NegotiationError, SessionDescription,
 };
@@ -34,6 +35,8 @@ pub struct MediaPlan {
     /// a static NAT mapping in front of the endpoint; the impairment tests put a relay
     /// there). Every call of the group advertises the same one. `None`: the bound socket.
     pub advertise: Option<SocketAddr>,
+    /// What the calls send: the generated speech-like signal (default) or a WAV clip.
+    pub source: SourceKind,
 }
 
 impl Default for MediaPlan {
@@ -44,6 +47,7 @@ impl Default for MediaPlan {
             telephone_event: true,
             rtcp_mux: false,
             advertise: None,
+            source: SourceKind::Generated,
         }
     }
 }
@@ -134,6 +138,7 @@ pub struct CallMedia {
     negotiated: Option<Negotiated>,
     next_sample: Option<Instant>,
     generation: u64,
+    source: SourceKind,
     /// Datagrams the socket refused (buffer full): counted, never retried.
     pub send_errors: u64,
 }
@@ -216,6 +221,7 @@ impl CallMedia {
             negotiated: None,
             next_sample: None,
             generation,
+            source: plan.source.clone(),
             send_errors: 0,
         })
     }
@@ -275,7 +281,8 @@ impl CallMedia {
         seed: u64,
         now: Instant,
     ) -> Result<(), String> {
-        let cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
+        let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
+        cfg.source.kind = self.source.clone();
         let session = MediaSession::new(cfg, now).map_err(|e| e.to_string())?;
         self.session = Some(session);
         self.negotiated = Some(n);

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::path::Path;
 use std::time::Duration;
 
+use media::audio::SourceKind;
+use media::wav::WavAudio;
 use serde::Deserialize;
 use sip_msg::{Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
@@ -153,6 +156,9 @@ pub struct GroupEntry {
     pub media: Option<bool>,
     /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
     pub rtcp_mux: Option<bool>,
+    /// Send this WAV file (path relative to the test file) instead of the generated signal,
+    /// looped for the call's duration.
+    pub source: Option<Spanned<String>>,
 }
 
 /// One scenario action of a group.
@@ -280,6 +286,38 @@ impl Ctx<'_> {
     fn duration(&self, v: &Spanned<String>, field: &str) -> Result<Duration, FileError> {
         parse_duration(v.get_ref()).or_else(|m| self.err(v.span(), field, m))
     }
+}
+
+/// Largest WAV file accepted as a source.
+const MAX_WAV_BYTES: u64 = 64 << 20;
+
+/// The rate a codec's audio is sampled at (what the source is resampled to).
+fn decoded_rate(c: media::sdp::Codec) -> u32 {
+    match c {
+        media::sdp::Codec::Pcmu | media::sdp::Codec::Pcma => 8000,
+        _ => 16000,
+    }
+}
+
+/// Reads a WAV source; `path` is relative to the test file's directory.
+fn read_wav(file: &str, path: &str) -> Result<WavAudio, String> {
+    let p = Path::new(path);
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        Path::new(file).parent().unwrap_or(Path::new("")).join(p)
+    };
+    let shown = full.display();
+    let len = std::fs::metadata(&full)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?
+        .len();
+    if len > MAX_WAV_BYTES {
+        return Err(format!(
+            "{shown}: {len} bytes, more than the 64 MiB accepted"
+        ));
+    }
+    let bytes = std::fs::read(&full).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    WavAudio::from_wav_bytes(&bytes).map_err(|e| format!("{shown}: {e}"))
 }
 
 /// Reads and checks a test file. `secret` keys ephemeral credentials for `builtin`.
@@ -850,8 +888,26 @@ pub fn prepare_with(
                 mp.ptime_ms = *p.get_ref();
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            if let Some(src) = &g.source {
+                let clip = read_wav(file, src.get_ref())
+                    .or_else(|m| cx.err(src.span(), field("source"), m))?;
+                // Resample now, not on the first call in the shard loop.
+                for rate in [8000, 16000] {
+                    if mp.codecs.iter().any(|c| decoded_rate(*c) == rate) {
+                        clip.at_rate(rate);
+                    }
+                }
+                mp.source = SourceKind::Wav(clip);
+            }
             Some(mp)
         } else {
+            if let Some(src) = &g.source {
+                return cx.err(
+                    src.span(),
+                    field("source"),
+                    "a WAV source needs media = true",
+                );
+            }
             None
         };
         plans.push(GroupPlan {
@@ -1143,6 +1199,47 @@ call = "group:callees"
             e.to_string(),
             "t.toml:26: group[1].call: no group named `nobody`"
         );
+    }
+
+    #[test]
+    fn a_wav_source_is_read_relative_to_the_file_and_its_problems_named() {
+        let dir = std::env::temp_dir().join(format!("sipmeter-wavsrc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tone: Vec<i16> = (0..22050)
+            .map(|i| if i % 20 < 10 { 3000 } else { -3000 })
+            .collect();
+        std::fs::write(dir.join("ok.wav"), media::wav::write_pcm16(&tone, 22050)).unwrap();
+        std::fs::write(dir.join("bad.wav"), b"RIFF\x04\0\0\0WAVE").unwrap();
+        let file = dir.join("t.toml").display().to_string();
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let p = prepare(&file, &format!("{base}source = \"ok.wav\"\n"), b"s", 0).unwrap();
+        let mp = p.plan.groups[0].media.as_ref().unwrap();
+        let SourceKind::Wav(w) = &mp.source else {
+            panic!("{mp:?}")
+        };
+        assert_eq!((w.rate(), w.samples().len()), (22050, 22050));
+        // Square wave of ±3000: 20·log10(3000/32768) = −20.77 dBov.
+        assert!((w.level_dbov() + 20.767).abs() < 0.01, "{}", w.level_dbov());
+        assert_eq!(MediaPlan::default().source, SourceKind::Generated);
+
+        let e = prepare(&file, &format!("{base}source = \"bad.wav\"\n"), b"s", 0).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (13, "group[0].source"));
+        assert!(e.message.ends_with("bad.wav: no \"data\" chunk"), "{e}");
+        let e = prepare(&file, &format!("{base}source = \"none.wav\"\n"), b"s", 0).unwrap_err();
+        assert!(e.message.starts_with("cannot read "), "{e}");
+        assert!(e.message.contains("none.wav"), "{e}");
+        let e = prepare(
+            &file,
+            &format!("{base}media = false\nsource = \"ok.wav\"\n"),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (14, "a WAV source needs media = true")
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

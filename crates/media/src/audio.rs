@@ -4,10 +4,12 @@
 //! dBov: 0 dBov is the RMS of a full-scale square wave (ITU-T G.100.1), so
 //! `dBov = 20·log10(rms / 32768)`; a full-scale sine is −3.01 dBov.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+use crate::wav::WavAudio;
 
 /// The floor reported for digital silence.
 pub const FLOOR_DBOV: f64 = -120.0;
@@ -23,9 +25,22 @@ pub fn dbov(mean_energy: f64) -> f64 {
     (10.0 * (mean_energy / (32768.0 * 32768.0)).log10()).max(FLOOR_DBOV)
 }
 
-/// How the generated signal sounds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a session sends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SourceKind {
+    /// The generated speech-like signal described by [`SourceConfig`]'s levels and timing.
+    #[default]
+    Generated,
+    /// A WAV clip, resampled to the codec's rate and looped for the call's duration (one
+    /// talk spurt: the RTP marker is set on the first packet only).
+    Wav(WavAudio),
+}
+
+/// How the sent signal sounds.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
+    /// Generated signal or a WAV clip; the fields below only apply to the generated signal.
+    pub kind: SourceKind,
     /// Length of a talk spurt, ms.
     pub talk_ms: u32,
     /// Length of a pause, ms.
@@ -42,6 +57,7 @@ impl Default for SourceConfig {
     /// Talk 1.2 s / pause 0.8 s at −20 dBov speech over −60 dBov noise.
     fn default() -> Self {
         SourceConfig {
+            kind: SourceKind::Generated,
             talk_ms: 1200,
             pause_ms: 800,
             speech_dbov: -20.0,
@@ -78,10 +94,12 @@ fn table(rate: u32) -> Option<&'static [f32]> {
     }))
 }
 
-/// Generates 16-bit PCM: a harmonic "voiced" complex during talk spurts, white noise in pauses.
+/// Generates 16-bit PCM: a harmonic "voiced" complex during talk spurts, white noise in pauses;
+/// or plays a WAV clip in a loop.
 #[derive(Debug, Clone)]
 pub struct SpeechSource {
     cfg: SourceConfig,
+    clip: Option<Arc<[i16]>>,
     sample_rate: u32,
     n: u64,
     speech_gain: f64,
@@ -98,13 +116,21 @@ impl SpeechSource {
         let speech_gain = full * 10f64.powf(cfg.speech_dbov / 20.0) / unit_rms;
         // Uniform noise in [−a, a] has RMS a/√3.
         let noise_amp = full * 10f64.powf(cfg.noise_dbov / 20.0) * 3f64.sqrt();
+        let clip = match &cfg.kind {
+            SourceKind::Generated => None,
+            // An empty clip (only possible through `WavAudio::new`) plays silence.
+            SourceKind::Wav(w) => Some(w.at_rate(sample_rate.max(1)))
+                .map(|c| if c.is_empty() { Arc::from([0i16]) } else { c }),
+        };
+        let seed = cfg.seed;
         SpeechSource {
             cfg,
+            clip,
             sample_rate: sample_rate.max(1),
             n: 0,
             speech_gain,
             noise_amp,
-            rng: SmallRng::seed_from_u64(cfg.seed),
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 
@@ -116,11 +142,22 @@ impl SpeechSource {
 
     /// True if the next sample starts a talk spurt (the RTP marker, RFC 3551 §4.1).
     pub fn spurt_starts(&self) -> bool {
+        if self.clip.is_some() {
+            return self.n == 0;
+        }
         self.talking_at(self.n) && (self.n == 0 || !self.talking_at(self.n - 1))
     }
 
     /// Fills `out` with the next samples.
     pub fn fill(&mut self, out: &mut [i16]) {
+        if let Some(clip) = &self.clip {
+            let len = clip.len() as u64;
+            for s in out.iter_mut() {
+                *s = clip[(self.n % len) as usize];
+                self.n += 1;
+            }
+            return;
+        }
         let rate = f64::from(self.sample_rate);
         let table = table(self.sample_rate);
         for s in out.iter_mut() {
@@ -150,6 +187,9 @@ pub struct Levels {
     pub noise_dbov: Option<f64>,
     /// Share of frames classed as speech.
     pub activity: Option<f64>,
+    /// Sign changes per sample of everything (a crude spectral centroid: a sine of f Hz at
+    /// rate r gives 2f/r).
+    pub zero_crossings: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,6 +218,8 @@ impl Acc {
 pub struct LevelMeter {
     speech: Acc,
     noise: Acc,
+    crossings: u64,
+    last_negative: Option<bool>,
 }
 
 impl LevelMeter {
@@ -188,6 +230,13 @@ impl LevelMeter {
         }
         let energy: f64 = pcm.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
         let n = pcm.len() as u64;
+        for s in pcm {
+            let neg = *s < 0;
+            if self.last_negative.is_some_and(|l| l != neg) {
+                self.crossings += 1;
+            }
+            self.last_negative = Some(neg);
+        }
         if dbov(energy / n as f64) >= VAD_THRESHOLD_DBOV {
             self.speech.add(energy, n);
         } else {
@@ -211,6 +260,8 @@ impl LevelMeter {
             speech_dbov: s.level(),
             noise_dbov: n.level(),
             activity: (all.frames > 0).then(|| s.frames as f64 / all.frames as f64),
+            zero_crossings: (all.samples > 0)
+                .then(|| std::mem::take(&mut self.crossings) as f64 / all.samples as f64),
         }
     }
 }
@@ -244,6 +295,29 @@ mod tests {
         let rms = l.rms_dbov.unwrap();
         assert!((rms + 22.218).abs() < 0.05, "{rms}");
         assert_eq!(meter.take(), Levels::default());
+    }
+
+    #[test]
+    fn a_wav_clip_loops_and_an_empty_one_is_silence() {
+        let clip = WavAudio::new(Arc::from([100i16, -200, 300]), 8000);
+        let cfg = SourceConfig {
+            kind: SourceKind::Wav(clip),
+            ..SourceConfig::default()
+        };
+        let mut src = SpeechSource::new(cfg, 8000);
+        assert!(src.spurt_starts());
+        let mut out = [0i16; 7];
+        src.fill(&mut out);
+        assert_eq!(out, [100, -200, 300, 100, -200, 300, 100]);
+        assert!(!src.spurt_starts());
+        let cfg = SourceConfig {
+            kind: SourceKind::Wav(WavAudio::new(Arc::from([]), 8000)),
+            ..SourceConfig::default()
+        };
+        let mut src = SpeechSource::new(cfg, 16000);
+        let mut out = [1i16; 5];
+        src.fill(&mut out);
+        assert_eq!(out, [0; 5]);
     }
 
     #[test]

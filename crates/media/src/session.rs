@@ -669,7 +669,7 @@ impl MediaSession {
             clock_rate,
             spp,
             start: now,
-            source: SpeechSource::new(cfg.source, sample_rate),
+            source: SpeechSource::new(cfg.source.clone(), sample_rate),
             pcm: vec![0; frame as usize],
             next_rtp: cfg.direction.sends().then_some(now),
             seq,
@@ -1327,11 +1327,29 @@ mod tests {
         codec: Codec,
         secs: u64,
         seed: u64,
+        impair: impl FnMut(&mut SmallRng, u64, bool) -> Vec<Duration>,
+    ) -> Run {
+        run_src(codec, secs, seed, None, impair)
+    }
+
+    /// The same with both sides sending `source` (default: the generated signal).
+    fn run_src(
+        codec: Codec,
+        secs: u64,
+        seed: u64,
+        source: Option<SourceConfig>,
         mut impair: impl FnMut(&mut SmallRng, u64, bool) -> Vec<Duration>,
     ) -> Run {
         let t0 = Instant::now();
-        let mut a = MediaSession::new(cfg(0xa, codec, seed), t0).unwrap();
-        let mut b = MediaSession::new(cfg(0xb, codec, seed + 1), t0).unwrap();
+        let mk = |ssrc, seed| {
+            let mut c = cfg(ssrc, codec, seed);
+            if let Some(s) = &source {
+                c.source = s.clone();
+            }
+            c
+        };
+        let mut a = MediaSession::new(mk(0xa, seed), t0).unwrap();
+        let mut b = MediaSession::new(mk(0xb, seed + 1), t0).unwrap();
         let mut rng = SmallRng::seed_from_u64(seed);
         // (deliver at, send order, to b?, bytes), delivered in time order.
         let mut wire: Vec<(Instant, u64, bool, Vec<u8>)> = Vec::new();
@@ -1605,6 +1623,46 @@ mod tests {
             "rx_jb_late",
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn wav_tone_at_44k1_arrives_at_its_level() {
+        use crate::audio::SourceKind;
+        use crate::wav::{WavAudio, write_pcm16};
+        // 0.5 s of 1 kHz at −20 dBov, 44.1 kHz (500 whole periods, so the loop is seamless).
+        let rate = 44100;
+        let amp = 32768.0 * 0.1 * 2f64.sqrt();
+        let tone: Vec<i16> = (0..rate / 2)
+            .map(|i| {
+                let w = 2.0 * std::f64::consts::PI * 1000.0 * f64::from(i) / f64::from(rate);
+                (amp * w.sin()).round() as i16
+            })
+            .collect();
+        let clip = WavAudio::from_wav_bytes(&write_pcm16(&tone, rate)).unwrap();
+        assert!((clip.level_dbov() + 20.0).abs() < 0.01);
+        let src = SourceConfig {
+            kind: SourceKind::Wav(clip),
+            ..SourceConfig::default()
+        };
+        for (codec, tol) in [(Codec::Pcmu, 0.15), (Codec::Pcma, 0.15), (Codec::G722, 0.5)] {
+            let delay = Duration::from_millis(10);
+            let r = run_src(codec, 5, 3, Some(src.clone()), move |_, _, _| vec![delay]);
+            assert_eq!(r.a.summary().rx_lost, 0);
+            for x in &r.samples_a[1..] {
+                // Every frame of a steady tone is "speech": activity 1, level −20 dBov.
+                assert_eq!(x.rx.levels.activity, Some(1.0), "{codec:?}");
+                let l = x.rx.levels.rms_dbov.unwrap();
+                assert!((l + 20.0).abs() < tol, "{codec:?}: {l}");
+                // 2000 sign changes per second of decoded audio at the codec's rate.
+                let rate = if codec == Codec::G722 {
+                    16000.0
+                } else {
+                    8000.0
+                };
+                let zps = x.rx.levels.zero_crossings.unwrap() * rate;
+                assert!((zps - 2000.0).abs() < 5.0, "{codec:?}: {zps}");
+            }
         }
     }
 
