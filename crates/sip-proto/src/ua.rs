@@ -1433,8 +1433,19 @@ impl UserAgent {
         match method {
             Method::Bye => {
                 self.respond_stateless(now, req, source, 200, "OK");
+                let mut confirmed_by_bye = false;
                 if let Some(c) = self.call_mut(id) {
                     c.ok_retransmit = None;
+                    // Every ACK was lost but the caller hangs up: its BYE proves our 2xx
+                    // arrived, so the call was answered (counted as such) before it ends.
+                    if c.state == CallState::Answering {
+                        c.state = CallState::Confirmed;
+                        confirmed_by_bye = true;
+                    }
+                }
+                if confirmed_by_bye {
+                    self.events
+                        .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
                 }
                 self.call_event(
                     id,
