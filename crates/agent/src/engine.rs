@@ -1182,17 +1182,23 @@ impl<'a> Shard<'a> {
             return;
         }
         if let Some(sample) = media.on_timeout(now) {
-            let record = SampleRecord {
-                endpoint: ep.id,
-                call: ep.calls_attempted.max(ep.calls_received),
-                t: ep.answered_at.map_or(0.0, |a| (now - a).as_secs_f64()),
-                metrics: sample.metrics(),
-            };
-            if self.plan.keep_samples {
-                ep.samples.push(record.clone());
-            }
-            let _ = self.events.send(RunEvent::Sample(Box::new(record)));
+            self.emit_sample(idx, now, &sample);
         }
+    }
+
+    /// Streams one second of a call's media as [`RunEvent::Sample`] (and keeps it when asked).
+    fn emit_sample(&mut self, idx: usize, now: Instant, sample: &media::session::Sample) {
+        let ep = &mut self.endpoints[idx];
+        let record = SampleRecord {
+            endpoint: ep.id,
+            call: ep.calls_attempted.max(ep.calls_received),
+            t: ep.answered_at.map_or(0.0, |a| (now - a).as_secs_f64()),
+            metrics: sample.metrics(),
+        };
+        if self.plan.keep_samples {
+            ep.samples.push(record.clone());
+        }
+        let _ = self.events.send(RunEvent::Sample(Box::new(record)));
     }
 
     /// Binds the next call's media; `None` (and an OSERROR outcome) when no ports are free.
@@ -1235,16 +1241,8 @@ impl<'a> Shard<'a> {
         let Some((sum, last)) = media.finish(now) else {
             return;
         };
-        let record = SampleRecord {
-            endpoint: ep.id,
-            call: ep.calls_attempted.max(ep.calls_received),
-            t: ep.answered_at.map_or(0.0, |a| (now - a).as_secs_f64()),
-            metrics: last.metrics(),
-        };
-        if self.plan.keep_samples {
-            ep.samples.push(record.clone());
-        }
-        let _ = self.events.send(RunEvent::Sample(Box::new(record)));
+        self.emit_sample(idx, now, &last);
+        let ep = &mut self.endpoints[idx];
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
         let n = f64::from(r.calls);
         let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);

@@ -1866,6 +1866,23 @@ async fn members_page(
     .await
 }
 
+/// After a change to a member: back to the Members page, or the page again with the refusal.
+async fn member_change_done(
+    state: &AppState,
+    c: &Ctx,
+    p: &Project,
+    result: Result<(), crate::members::MemberError>,
+) -> WebResult {
+    match result {
+        Ok(()) => Ok(see_other(&format!("/projects/{}/members", p.slug))),
+        Err(e) => {
+            let msg = member_error(e)?;
+            let no = String::new;
+            render_members(state, c, p, StatusCode::FORBIDDEN, no(), msg, no()).await
+        }
+    }
+}
+
 fn member_error(e: crate::members::MemberError) -> Result<String, WebError> {
     match e {
         crate::members::MemberError::Store(e) => Err(e.into()),
@@ -1890,22 +1907,7 @@ async fn update_member(
         crate::members::set_override(&state, c.org.id, c.org_role, p.id, uid, over).await
     }
     .await;
-    match result {
-        Ok(()) => Ok(see_other(&format!("/projects/{}/members", p.slug))),
-        Err(e) => {
-            let msg = member_error(e)?;
-            render_members(
-                &state,
-                &c,
-                &p,
-                StatusCode::FORBIDDEN,
-                String::new(),
-                msg,
-                String::new(),
-            )
-            .await
-        }
-    }
+    member_change_done(&state, &c, &p, result).await
 }
 
 async fn remove_member(
@@ -1916,22 +1918,8 @@ async fn remove_member(
 ) -> WebResult {
     let (c, p) = project_ctx(&state, &headers, &slug).await?;
     c.check_csrf(&map)?;
-    match crate::members::remove_member(&state, c.org.id, c.org_role, parse_id(&uid)?).await {
-        Ok(()) => Ok(see_other(&format!("/projects/{}/members", p.slug))),
-        Err(e) => {
-            let msg = member_error(e)?;
-            render_members(
-                &state,
-                &c,
-                &p,
-                StatusCode::FORBIDDEN,
-                String::new(),
-                msg,
-                String::new(),
-            )
-            .await
-        }
-    }
+    let result = crate::members::remove_member(&state, c.org.id, c.org_role, parse_id(&uid)?).await;
+    member_change_done(&state, &c, &p, result).await
 }
 
 async fn create_invitation(
