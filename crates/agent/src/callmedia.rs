@@ -75,10 +75,11 @@ pub struct PortAllocator {
 
 impl PortAllocator {
     /// `range`: inclusive bounds; `None` lets the system choose. `offset` spreads shards.
-    pub fn new(range: Option<(u16, u16)>, offset: u16) -> Self {
+    pub fn new(range: Option<(u16, u16)>, offset: usize) -> Self {
         let cursor = range.map_or(0, |(from, to)| {
-            let span = (to - from) / 2;
-            from + 2 * (offset % span.max(1))
+            let pairs = (usize::from(to).saturating_sub(usize::from(from)) / 2).max(1);
+            let port = usize::from(from) + 2 * (offset % pairs);
+            u16::try_from(port).unwrap_or(from)
         });
         Self { range, cursor }
     }
@@ -106,11 +107,22 @@ impl PortAllocator {
                 ))
             }
             Some((from, to)) => {
-                let from = from + from % 2;
-                let pairs = (to.saturating_sub(from) / 2).max(1);
+                // Even RTP ports with room for RTCP on the next one, in u32 so a range that
+                // ends at 65535 cannot overflow.
+                let (from32, to32) = (u32::from(from) + u32::from(from) % 2, u32::from(to));
+                let from = u16::try_from(from32).unwrap_or(u16::MAX);
+                let pairs = (to32.saturating_sub(from32) / 2).max(1);
                 for _ in 0..pairs {
                     let port = self.cursor.max(from);
-                    self.cursor = if port + 3 > to { from } else { port + 2 };
+                    if u32::from(port) + 1 > to32 {
+                        self.cursor = from;
+                        continue;
+                    }
+                    self.cursor = if u32::from(port) + 3 > to32 {
+                        from
+                    } else {
+                        port + 2
+                    };
                     let Ok(rtp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port)) else {
                         continue;
                     };
@@ -416,6 +428,14 @@ mod tests {
         assert_eq!(p % 2, 0);
         assert_eq!(rtcp.local_addr().unwrap().port(), p + 1);
         // A range hands out successive pairs and skips ports in use.
+        // A range that ends at the last port hands out its pairs without overflowing.
+        let mut top = PortAllocator::new(Some((65530, 65535)), 7);
+        for _ in 0..4 {
+            if let Ok((rtp, rtcp)) = top.bind_pair(ip) {
+                let p = rtp.local_addr().unwrap().port();
+                assert!(p % 2 == 0 && rtcp.local_addr().unwrap().port() == p + 1);
+            }
+        }
         let base = p.saturating_sub(40) & !1;
         let mut ranged = PortAllocator::new(Some((base, base + 99)), 0);
         let a = ranged.bind_pair(ip).unwrap();

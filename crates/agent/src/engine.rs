@@ -862,7 +862,7 @@ impl<'a> Shard<'a> {
             shared,
             media_tx,
             media_rx,
-            ports: PortAllocator::new(plan.rtp_ports, index as u16 * 997),
+            ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
             // Shards' cap slots interleave: shard i starts i/cps after shard 0.
             next_dial: start

@@ -936,7 +936,7 @@ pub fn prepare_with(
         Some(r) => {
             let parsed = r.get_ref().split_once('-').and_then(|(a, b)| {
                 let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
-                (1024 <= a && a + 3 <= b).then_some((a, b))
+                (1024 <= a && u32::from(a) + 3 <= u32::from(b)).then_some((a, b))
             });
             match parsed {
                 Some(p) => Some(p),
@@ -1293,6 +1293,27 @@ call = "group:callees"
         let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert!(e.message.contains("expected hold, resume or dtmf"), "{e}");
+    }
+
+    #[test]
+    fn rtp_port_ranges_are_checked_without_overflow() {
+        let base = "name = \"a\"\nduration = \"1s\"\n";
+        let rest = "\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\nrole = \"answer\"\n";
+        for bad in [
+            "65535-65535",
+            "65534-65535",
+            "100-200",
+            "9000-8000",
+            "x-y",
+            "5000",
+        ] {
+            let file = format!("{base}rtp_ports = \"{bad}\"\n{rest}");
+            let e = prepare("t.toml", &file, b"s", 0).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (3, "rtp_ports"), "{bad}: {e}");
+        }
+        let file = format!("{base}rtp_ports = \"65528-65535\"\n{rest}");
+        let p = prepare("t.toml", &file, b"s", 0).unwrap();
+        assert_eq!(p.plan.rtp_ports, Some((65528, 65535)));
     }
 
     #[test]
