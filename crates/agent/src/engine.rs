@@ -428,12 +428,17 @@ pub struct RunSummary {
     /// Timer events handled later than 10 ms after their deadline: the generator itself
     /// was overloaded when this is not small.
     pub late_timers: u64,
+    /// Timer events handled in all (the base of `late_timers`).
+    pub timers_fired: u64,
     /// The worst lateness of a timer (ms).
     pub max_timer_lateness_ms: f64,
     /// Sends that failed at the socket.
     pub send_errors: u64,
     /// The run was stopped on request (Ctrl-C, or a stop from the server) before it ended.
     pub stopped: bool,
+    /// Calls per second the run actually offered: INVITEs placed (first attempts and
+    /// repeats) over the time from the first to the last one; `None` with fewer than two.
+    pub offered_cps: Option<f64>,
     /// Calls whose media was measured (summed over endpoints, both ends of a call count).
     pub media_calls: u32,
     /// Mean MOS over endpoints with media.
@@ -448,6 +453,15 @@ pub struct RunSummary {
     pub loss_avg_percent: Option<f64>,
     /// Mean RTT, ms.
     pub rtt_avg_ms: Option<f64>,
+}
+
+impl RunSummary {
+    /// sipmeter itself fell behind: a send failed at the socket, or more than 1 % of the
+    /// timers fired over 10 ms late (a stray late timer on a busy machine is not overload;
+    /// a generator that cannot keep its schedule is).
+    pub fn generator_overloaded(&self) -> bool {
+        self.send_errors > 0 || self.late_timers * 100 > self.timers_fired
+    }
 }
 
 /// Stops a run early (Ctrl-C): endpoints hang up, un-register and report.
@@ -547,12 +561,19 @@ pub fn run(
         ..RunSummary::default()
     };
     let mut first_err = None;
+    let mut dials: (Option<Instant>, Option<Instant>, u64) = (None, None, 0);
     for h in handles {
         match h.join() {
             Ok(Ok(stats)) => {
                 base.late_timers += stats.late_timers;
+                base.timers_fired += stats.timers_fired;
                 base.max_timer_lateness_ms = base.max_timer_lateness_ms.max(stats.max_lateness_ms);
                 base.send_errors += stats.send_errors;
+                if let Some((first, last)) = stats.dial_window {
+                    dials.0 = Some(dials.0.map_or(first, |t| t.min(first)));
+                    dials.1 = Some(dials.1.map_or(last, |t| t.max(last)));
+                }
+                dials.2 += stats.dials;
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -563,6 +584,12 @@ pub fn run(
     }
     base.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     base.stopped = stop.requested();
+    if let (Some(first), Some(last), n) = dials
+        && n >= 2
+        && last > first
+    {
+        base.offered_cps = Some((n - 1) as f64 / (last - first).as_secs_f64());
+    }
     reports.sort_by_key(|r| r.id);
     let summary = summarise(&reports, base);
     let _ = events.send(RunEvent::Done(summary.clone()));
@@ -648,8 +675,13 @@ pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
 #[derive(Debug, Default)]
 struct ShardStats {
     late_timers: u64,
+    timers_fired: u64,
     max_lateness_ms: f64,
     send_errors: u64,
+    /// When this shard placed its first and its last INVITE.
+    dial_window: Option<(Instant, Instant)>,
+    /// INVITEs placed (new calls, not retransmissions or re-INVITEs).
+    dials: u64,
 }
 
 /// What an endpoint does next on its own clock.
@@ -1059,6 +1091,7 @@ impl<'a> Shard<'a> {
                     continue; // stale entry
                 }
                 let lateness = now.saturating_duration_since(at);
+                self.stats.timers_fired += 1;
                 if lateness > Duration::from_millis(10) {
                     self.stats.late_timers += 1;
                 }
@@ -1407,6 +1440,8 @@ impl<'a> Shard<'a> {
         } else {
             sdp
         };
+        self.stats.dials += 1;
+        self.stats.dial_window = Some(self.stats.dial_window.map_or((now, now), |(f, _)| (f, now)));
         let ep = &mut self.endpoints[idx];
         ep.calls_attempted += 1;
         ep.invite_sent = Some(now);

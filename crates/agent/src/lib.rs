@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod callmedia;
+pub mod capacity;
 pub mod check;
 pub mod engine;
 pub mod flow;

@@ -20,7 +20,7 @@ use crate::engine::{
 };
 
 /// A test file as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestFile {
     /// The test's name.
@@ -57,10 +57,29 @@ pub struct TestFile {
     /// Pass criteria; without them the test passes when every endpoint succeeds.
     #[serde(default)]
     pub pass: PassCriteria,
+    /// How `sipmeter capacity` steps the load (ignored by `sipmeter run`).
+    pub capacity: Option<CapacityEntry>,
+}
+
+/// `[capacity]`: what `sipmeter capacity` varies and over which range.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityEntry {
+    /// `calls` (concurrent calls: every group is scaled) or `cps` (the calls-per-second cap).
+    pub vary: Option<Spanned<String>>,
+    /// The first level tried.
+    pub start: Option<Spanned<f64>>,
+    /// The highest level tried.
+    pub max: Option<Spanned<f64>>,
+    /// Add this much per step; without it each step doubles the level.
+    pub step: Option<Spanned<f64>>,
+    /// Stop refining once the knee is known within this many units (default: 5 % of it, at
+    /// least 1).
+    pub precision: Option<Spanned<f64>>,
 }
 
 /// A `[[registrar]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrarEntry {
     /// How groups refer to it.
@@ -82,7 +101,7 @@ pub struct RegistrarEntry {
 }
 
 /// An `[[accounts]]` entry: a numeric range, or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsEntry {
     /// The registrar these accounts belong to.
@@ -95,7 +114,7 @@ pub struct AccountsEntry {
 }
 
 /// `range = { from = 1001, to = 1100, password = "pass{n}" }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountRange {
     /// First number.
@@ -121,7 +140,7 @@ pub struct Account {
 }
 
 /// A `[[group]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupEntry {
     /// The group's name.
@@ -162,7 +181,7 @@ pub struct GroupEntry {
 }
 
 /// One scenario action of a group.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionEntry {
     /// Time after the call is answered.
@@ -180,7 +199,7 @@ pub struct ActionEntry {
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassCriteria {
     /// Minimum answer-seizure ratio, percent.
@@ -256,20 +275,20 @@ pub struct Discover {
     pub dns_server: Option<SocketAddr>,
 }
 
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
+pub(crate) struct Ctx<'a> {
+    pub(crate) file: &'a str,
+    pub(crate) text: &'a str,
 }
 
 impl Ctx<'_> {
-    fn line_of(&self, span: Range<usize>) -> usize {
+    pub(crate) fn line_of(&self, span: Range<usize>) -> usize {
         self.text[..span.start.min(self.text.len())]
             .matches('\n')
             .count()
             + 1
     }
 
-    fn err<T>(
+    pub(crate) fn err<T>(
         &self,
         span: Range<usize>,
         field: impl Into<String>,
@@ -338,8 +357,14 @@ pub fn prepare_with(
     now_unix: u64,
     dns_server: Option<SocketAddr>,
 ) -> Result<Prepared, FileError> {
+    let tf = parse(file, text)?;
+    prepare_parsed(file, text, tf, secret, now_unix, dns_server)
+}
+
+/// Parses a test file without checking it further.
+pub fn parse(file: &str, text: &str) -> Result<TestFile, FileError> {
     let cx = Ctx { file, text };
-    let tf: TestFile = toml::from_str(text).map_err(|e| {
+    toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |s| cx.line_of(s));
         FileError {
             file: file.to_owned(),
@@ -347,7 +372,20 @@ pub fn prepare_with(
             field: "toml".into(),
             message: e.message().to_owned(),
         }
-    })?;
+    })
+}
+
+/// [`prepare_with`] for a file already parsed from `text` (and perhaps changed: the spans
+/// still point into `text`, so errors name its lines).
+pub fn prepare_parsed(
+    file: &str,
+    text: &str,
+    tf: TestFile,
+    secret: &[u8],
+    now_unix: u64,
+    dns_server: Option<SocketAddr>,
+) -> Result<Prepared, FileError> {
+    let cx = Ctx { file, text };
     let duration = cx.duration(&tf.duration, "duration")?;
     let rate = |r: &Option<Spanned<String>>, field: &str| -> Result<f64, FileError> {
         let Some(r) = r else { return Ok(0.0) };

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod capacity;
 mod check;
 mod lint;
 mod registrar;
@@ -27,6 +28,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run a test described in a TOML file; exit 0 when it passes, 1 when it fails, 2 for a bad file.
     Run(run::RunArgs),
+    /// Find a test's capacity: run it at rising load until its pass criteria break, then
+    /// narrow the knee down; exit 0 when a knee was found, 1 when the first level failed.
+    Capacity(capacity::CapacityArgs),
     /// Run the demo: 10 callers call 10 callees through the built-in registrar on loopback.
     Demo(run::DemoArgs),
     /// Run the built-in SIP registrar and proxy standalone (UDP).
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => run::demo(&args),
+        Command::Capacity(args) => capacity::run(&args),
         Command::Registrar(args) => registrar::run(&args),
         Command::Serve(args) => serve::run(&args),
     }

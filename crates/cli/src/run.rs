@@ -60,13 +60,13 @@ pub struct OutputArgs {
 
 const DEMO: &str = include_str!("../../../examples/demo.toml");
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-fn secret() -> Vec<u8> {
+pub(crate) fn secret() -> Vec<u8> {
     // A per-run secret for ephemeral credentials: time and process id are enough here, as
     // the credentials only live on loopback for the length of the run.
     format!("sipmeter-{}-{}", std::process::id(), now_unix()).into_bytes()
@@ -187,13 +187,13 @@ fn execute_file(
     }
 }
 
-fn fmt_ms(v: Option<f64>) -> String {
+pub(crate) fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
 }
 
 /// First Ctrl-C: stop the run gracefully (calls hang up, endpoints un-register, the report
 /// is written). Second Ctrl-C: quit at once.
-fn watch_ctrl_c(stop: StopHandle) {
+pub(crate) fn watch_ctrl_c(stop: StopHandle) {
     let spawned = std::thread::Builder::new()
         .name("ctrl-c".into())
         .spawn(move || {
@@ -270,10 +270,15 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         None => println!("media            none measured"),
     }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
-    if s.late_timers > 0 || s.send_errors > 0 {
+    if s.generator_overloaded() {
         println!(
-            "GENERATOR OVERLOADED: {} timers fired >10 ms late (worst {:.1} ms), {} send errors: results may reflect sipmeter, not the server",
-            s.late_timers, s.max_timer_lateness_ms, s.send_errors
+            "GENERATOR OVERLOADED: {} of {} timers fired >10 ms late (worst {:.1} ms), {} send errors: results may reflect sipmeter, not the server",
+            s.late_timers, s.timers_fired, s.max_timer_lateness_ms, s.send_errors
+        );
+    } else if s.late_timers > 0 {
+        println!(
+            "timers           {} of {} fired >10 ms late (worst {:.1} ms)",
+            s.late_timers, s.timers_fired, s.max_timer_lateness_ms
         );
     }
     for r in reports

@@ -382,3 +382,77 @@ min_success = 0
         "the reason names the codecs: {e}"
     );
 }
+
+/// `sipmeter capacity` stepping the calls-per-second cap through the built-in registrar:
+/// every level passes, so the search ends at `max`; each level offered the rate it named.
+#[test]
+fn capacity_steps_the_call_rate() {
+    let file = tmp("capacity.toml");
+    let report = tmp("capacity.json");
+    std::fs::write(
+        &file,
+        r#"
+name = "rate steps"
+duration = "200ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "callee"
+endpoints = 10
+registrar = "builtin"
+role = "answer"
+media = false
+
+[[group]]
+name = "caller"
+endpoints = 10
+registrar = "builtin"
+call = "group:callee"
+calls = 4
+pause = "0s"
+media = false
+
+[capacity]
+vary = "cps"
+start = 4
+max = 16
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = sipmeter(&[
+        "capacity",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("calls/s from 4 to 16, doubling"), "{out}");
+    assert!(out.contains("no knee up to 16 calls/s"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["limit"]["kind"], "not_reached", "{v:#}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3, "{v:#}");
+    for (s, level) in steps.iter().zip([4.0, 8.0, 16.0]) {
+        assert_eq!(s["level"], level);
+        assert_eq!(s["summary"]["calls_attempted"], 40);
+        let offered = s["summary"]["offered_cps"].as_f64().unwrap();
+        // The cap is an upper bound the engine paces to: within 10 % of it.
+        assert!(
+            offered <= level * 1.05 && offered >= level * 0.9,
+            "level {level}: offered {offered}"
+        );
+    }
+    // A bad field names itself and its line.
+    std::fs::write(
+        &file,
+        "name = \"x\"\nduration = \"1s\"\n[capacity]\nvary = \"people\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = sipmeter(&["capacity", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains(":4: capacity.vary: `people`"), "{err}");
+}

@@ -9,6 +9,19 @@ use crate::proc::{Group, PeerError, TempDir, find_binary, free_port};
 
 const CONFIG_TEMPLATE: &str = include_str!("kamailio.cfg");
 
+/// The channel limit's check, in the INVITE branch after proxy authentication: count the
+/// calls of the profile, refuse beyond the limit, else track this one.
+const CHANNEL_LIMIT: &str = "\t\tif (is_method(\"INVITE\")) {
+\t\t\tget_profile_size(\"calls\", \"$var(calls)\");\n\t\t\txlog(\"L_NOTICE\", \"channel limit: $var(calls) calls, INVITE from $fU\\n\");
+\t\t\tif ($var(calls) >= @MAX_CALLS@) {
+\t\t\t\tsl_send_reply(\"503\", \"Channel Limit Reached\");
+\t\t\t\texit;
+\t\t\t}
+\t\t\tdlg_manage();
+\t\t\tset_dlg_profile(\"calls\");
+\t\t}
+";
+
 /// One account in Kamailio's user table.
 #[derive(Debug, Clone)]
 pub struct User {
@@ -59,6 +72,11 @@ pub struct KamailioConfig {
     /// `kamailio-websocket-modules`): WS on [`Kamailio::ws_port`] and, with `tls`, WSS on
     /// [`Kamailio::wss_port`].
     pub websocket: bool,
+    /// A channel limit, as a trunk or PBX sets one: at most this many calls (dialogs, early
+    /// or confirmed) at once; an INVITE beyond it is answered `503 Channel Limit Reached`
+    /// (module `dialog.so` with a dialog profile). Kamailio then runs one UDP worker, so the
+    /// check and the count are atomic.
+    pub max_calls: Option<u32>,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -85,6 +103,7 @@ impl Default for KamailioConfig {
             ipv6: false,
             tls: None,
             websocket: false,
+            max_calls: None,
         }
     }
 }
@@ -163,7 +182,23 @@ impl Kamailio {
             }
             None => (String::new(), String::new(), String::new()),
         };
+        let (dialog_module, channel_limit) = match config.max_calls {
+            Some(n) => (
+                "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"profiles_no_value\", \"calls\")\n"
+                    .to_owned(),
+                CHANNEL_LIMIT.replace("@MAX_CALLS@", &n.to_string()),
+            ),
+            None => (String::new(), String::new()),
+        };
         Ok(CONFIG_TEMPLATE
+            // The limit's check and the count are not atomic across UDP workers: one worker
+            // serialises them, so the limit is exact.
+            .replace(
+                "@CHILDREN@",
+                if config.max_calls.is_some() { "1" } else { "2" },
+            )
+            .replace("@DIALOG_MODULE@", &dialog_module)
+            .replace("@CHANNEL_LIMIT@", &channel_limit)
             .replace("@TLS_CORE@", &tls_core)
             .replace("@TLS_MODULE@", &tls_module)
             .replace("@WS_CORE@", &ws_core)
