@@ -30,7 +30,8 @@ pub struct CheckRequest {
     pub port: Option<u16>,
     /// The transport.
     pub transport: FlowKind,
-    /// The outbound proxy (`host[:port]`), used for INVITEs only; recorded in the report.
+    /// The outbound proxy (`host[:port]`): INVITEs go through it, REGISTER does not, so the
+    /// check probes it on its own with an OPTIONS (step `proxy`).
     pub proxy: Option<String>,
     /// The account; without one the registrar must accept unauthenticated REGISTERs.
     pub credentials: Option<Credentials>,
@@ -446,6 +447,33 @@ pub async fn run_check_ws(
                 break;
             }
         }
+    }
+    // The outbound proxy carries the calls, not the registration: probed on its own.
+    if let Some(proxy) = &req.proxy {
+        let user = req
+            .extension
+            .as_deref()
+            .or(req.credentials.as_ref().map(|c| c.username.as_str()))
+            .unwrap_or("sipmeter");
+        let probe = crate::proxyprobe::ProxyProbe {
+            proxy,
+            kind: report.transport.unwrap_or(req.transport),
+            tls,
+            ws_path,
+            user,
+            domain: &req.domain,
+            seed: req.seed,
+            timeout: req
+                .timeout
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_secs(5))
+                .min(Duration::from_secs(10)),
+        };
+        let (s, hint) = crate::proxyprobe::probe(&probe, start, &mut report.trace).await;
+        if report.hint.is_none() {
+            report.hint = hint;
+        }
+        report.steps.push(s);
     }
     report
 }
@@ -975,7 +1003,7 @@ fn ip_host(ip: IpAddr) -> Host {
 }
 
 /// The local address the kernel would use towards `remote` (a connected UDP socket's view).
-fn guess_local_ip(remote: SocketAddr) -> IpAddr {
+pub(crate) fn guess_local_ip(remote: SocketAddr) -> IpAddr {
     let any: SocketAddr = if remote.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

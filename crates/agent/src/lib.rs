@@ -8,6 +8,7 @@ pub mod engine;
 pub mod flow;
 pub mod hints;
 pub mod pcap;
+pub mod proxyprobe;
 pub mod runner;
 pub mod testfile;
 pub mod trace;

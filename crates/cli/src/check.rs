@@ -41,6 +41,10 @@ pub struct CheckArgs {
     /// DNS server as ADDRESS:PORT (default: the system's resolver).
     #[arg(long, value_name = "ADDRESS:PORT")]
     dns_server: Option<std::net::SocketAddr>,
+    /// The outbound proxy, HOST[:PORT]: calls go through it, REGISTER does not, so the check
+    /// sends it an OPTIONS of its own and reports whether it answers.
+    #[arg(long, value_name = "HOST:PORT")]
+    proxy: Option<String>,
     /// The SIP account's auth user name.
     #[arg(long)]
     user: Option<String>,
@@ -67,7 +71,7 @@ pub struct CheckArgs {
     json: bool,
 }
 
-/// Runs the check: exit 0 only when registered, 1 when the check ran and failed, 2 for bad arguments.
+/// Runs the check: exit 0 only when registered (and the outbound proxy, if given, answered), 1 when the check ran and failed, 2 for bad arguments.
 pub fn run(args: &CheckArgs) -> ExitCode {
     let mut auto = false;
     let transport = match args.transport.to_ascii_lowercase().as_str() {
@@ -101,7 +105,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         domain: args.domain.clone(),
         port: args.port,
         transport,
-        proxy: None,
+        proxy: args.proxy.clone(),
         credentials,
         extension: args.extension.clone(),
         expires: args.expires,
@@ -137,7 +141,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         eprintln!("sipmeter: {e}");
         return ExitCode::from(2);
     }
-    if report.registered {
+    if report.registered && report.steps.iter().all(|s| s.status != StepStatus::Failed) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -186,6 +190,7 @@ fn print_report(r: &CheckReport, trace: bool) {
         "tls" => "transport connection (TLS handshake)",
         "websocket" => "WebSocket upgrade",
         "register" => "REGISTER answered",
+        "proxy" => "outbound proxy (OPTIONS)",
         _ => "authenticated (200 OK)",
     };
     let width = r
