@@ -532,11 +532,17 @@ pub fn run(
     drop(tx);
     let mut reports = Vec::with_capacity(total as usize);
     let mut per_shard = vec![Progress::default(); shards];
+    // Each shard reports every second; the totals go out once per round, not once per shard.
+    let mut last_total: Option<Instant> = None;
     for ev in rx {
         match ev {
             RunEvent::Progress(p) => {
                 let Some(i) = p.shard else { continue };
                 per_shard[i] = p;
+                if last_total.is_some_and(|t| t.elapsed() < Duration::from_millis(900)) {
+                    continue;
+                }
+                last_total = Some(Instant::now());
                 let mut sum = Progress::default();
                 for q in &per_shard {
                     sum.registered += q.registered;

@@ -118,18 +118,7 @@ fn execute_file(
     watch_ctrl_c(stop.clone());
     let (tx, rx) = mpsc::channel();
     let quiet = out.quiet;
-    let printer = std::thread::spawn(move || {
-        for ev in rx {
-            if let RunEvent::Progress(p) = ev
-                && !quiet
-            {
-                eprintln!(
-                    "  registered {:>5}  calling {:>5}  in call {:>5}  done {:>5}  failed {:>5}",
-                    p.registered, p.calling, p.in_call, p.done, p.failed
-                );
-            }
-        }
-    });
+    let printer = std::thread::spawn(move || show_progress(&rx, quiet));
     let result = execute(prepared, tx, stop);
     let _ = printer.join();
     let (summary, reports) = match result {
@@ -189,6 +178,50 @@ fn execute_file(
 
 pub(crate) fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
+}
+
+/// The live view: one line updated in place on a terminal (indicatif), one line per second
+/// otherwise (CI logs). "MOS now" is the mean received MOS of the samples of the last second.
+fn show_progress(rx: &mpsc::Receiver<RunEvent>, quiet: bool) {
+    use std::io::IsTerminal;
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    });
+    let mut mos = (0.0, 0u32);
+    for ev in rx {
+        match ev {
+            RunEvent::Sample(s) => {
+                if let Some(&(_, v)) = s.metrics.iter().find(|(k, _)| *k == "rx_mos") {
+                    mos = (mos.0 + v, mos.1 + 1);
+                }
+            }
+            RunEvent::Progress(p) if !quiet => {
+                let now = if mos.1 > 0 {
+                    format!("  MOS now {:.2}", mos.0 / f64::from(mos.1))
+                } else {
+                    String::new()
+                };
+                mos = (0.0, 0);
+                let line = format!(
+                    "registered {:>5}  calling {:>5}  in call {:>5}  done {:>5}  failed {:>5}{now}",
+                    p.registered, p.calling, p.in_call, p.done, p.failed
+                );
+                match &bar {
+                    Some(b) => b.set_message(line),
+                    None => eprintln!("  {line}"),
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
 }
 
 /// First Ctrl-C: stop the run gracefully (calls hang up, endpoints un-register, the report
