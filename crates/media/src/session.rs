@@ -1817,7 +1817,7 @@ mod tests {
         let r = run(Codec::G722, 60, 0.02, 10, 11);
         let s = r.a.summary();
         let ppl = 100.0 * s.rx_lost as f64 / s.rx_expected as f64;
-        // 3000 packets at p = 0.02: σ = 0.26 %; this seed lands within 2σ.
+        // 3000 packets at p = 0.02: σ = 0.26 %; this seed measures 2.03 % (R 89.71, MOS 3.58).
         assert!((ppl - 2.0).abs() < 0.55, "{ppl}");
         // R is G.107.1 with the measured Ppl and BurstR (Ie,WB 13, Bpl 4.3) ...
         let expect = emodel::rating(
