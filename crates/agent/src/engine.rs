@@ -345,7 +345,8 @@ pub struct MediaReport {
     pub calls: u32,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
-    /// Mean MOS (ITU-T G.107 E-model) of the calls, as received here.
+    /// Mean MOS (E-model: ITU-T G.107 for G.711, G.107.1 for G.722 and Opus; one 1–4.5 scale).
+    /// `r_factor` is on the scale of the model used: up to 100 (G.107) or 129 (G.107.1).
     pub mos: f64,
     /// The lowest per-second MOS seen.
     pub mos_min: Option<f64>,

@@ -288,7 +288,7 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         Some(mos) => {
             let f = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
             println!(
-                "MOS              avg {mos:.2}  min {}   ({} calls measured, ITU-T G.107)",
+                "MOS              avg {mos:.2}  min {}   ({} calls measured, ITU-T G.107/G.107.1)",
                 f(s.mos_min, ""),
                 s.media_calls
             );

@@ -1,13 +1,26 @@
-//! The ITU-T G.107 (06/2015) E-model: R = Ro − Is − Id − Ie-eff + A, and MOS from R (Annex B).
+//! The E-model, in the variant that fits the codec: ITU-T G.107 (06/2015) for narrowband
+//! (G.711) and ITU-T G.107.1 (06/2019, with Corrigendum 1, 01/2020) for wideband (G.722, Opus).
 //!
-//! Every parameter defaults to G.107 Table 3. With all defaults (and no delay) R = 93.2 and
-//! MOS = 4.41, the figures quoted for a lossless G.711 call.
+//! Narrowband: R = Ro − Is − Id − Ie-eff + A, and MOS from R (G.107 Annex B). Every parameter
+//! defaults to G.107 Table 3. With all defaults (and no delay) R = 93.2 and MOS = 4.41, the
+//! figures quoted for a lossless G.711 call.
+//!
+//! Wideband: R is on the G.107.1 scale, whose top is Ro,WB = 129 (not 100): a lossless G.722
+//! call (Ie,WB 13) rates 116. MOS comes from Rx = R / 1.29 through the same polynomial
+//! (G.107.1 Annex A), so MOS is on one 1–4.5 scale for every codec while R is not; see
+//! [`Model`]. G.107.1 sets Is,WB = 0 (its loudness, noise and sidetone terms are not yet
+//! covered). The talker- and listener-echo terms are not modelled on the wideband path (see
+//! below), so Id,WB is the pure-delay term Idd,WB = 1.29 · Idd, with Idd as in G.107.
 //!
 //! Delay: G.107 separates the talker-echo delay `T`, the listener-echo round trip `Tr` and the
 //! absolute one-way delay `Ta`. sipmeter's endpoints are software phones with no hybrid or
 //! acoustic echo path, so the session scores with `T = Tr = 0` (the residual echo terms of the
 //! defaults) and charges the measured one-way delay through `Ta` (Idd, zero up to 100 ms).
-//! Callers who model an echo path can pass their own [`Delays`].
+//! Callers who model an echo path can pass their own [`Delays`] (narrowband only: the wideband
+//! path reads `Ta` alone).
+//!
+//! Sources and what could be checked: docs/media.md ("E-model per codec") lists each figure,
+//! where it comes from, and which ones this project could not check against the ITU text.
 
 use crate::sdp::Codec;
 
@@ -82,29 +95,103 @@ pub struct Delays {
     pub ta: f64,
 }
 
-/// Codec impairment (G.113 Appendix I).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CodecImpairment {
-    /// Equipment impairment factor Ie.
-    pub ie: f64,
-    /// Packet-loss robustness factor Bpl.
-    pub bpl: f64,
+/// Which E-model a codec is scored with, and so which R scale its `r_factor` is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// ITU-T G.107, narrowband: R up to 100 (93.2 for a lossless G.711 call).
+    G107,
+    /// ITU-T G.107.1, wideband: R up to Ro,WB = 129.
+    G1071,
 }
 
-impl CodecImpairment {
-    /// G.113 Appendix I values. G.711 with packet loss concealment: Ie 0, Bpl 25.1.
-    /// G.722 and Opus are wideband; their narrowband-scale figures are not in G.113, so they
-    /// are scored with the G.711 values for now (noted in the README).
-    pub fn of(codec: Codec) -> Self {
-        match codec {
-            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::Opus => {
-                CodecImpairment { ie: 0.0, bpl: 25.1 }
-            }
+impl Model {
+    /// The Recommendation's number, as reported ("G.107" or "G.107.1").
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::G107 => "G.107",
+            Model::G1071 => "G.107.1",
         }
     }
 
+    /// The top of this model's R scale (the `r_factor_scale` metric): 100 or 129.
+    /// R / (scale / 100) puts a wideband R on the narrowband scale (G.107.1 Annex A, Rx).
+    pub fn r_scale(self) -> f64 {
+        match self {
+            Model::G107 => 100.0,
+            Model::G1071 => 129.0,
+        }
+    }
+
+    /// MOS (conversational quality estimate) from an R on this model's scale.
+    pub fn mos(self, r: f64) -> f64 {
+        match self {
+            Model::G107 => mos_from_r(r),
+            Model::G1071 => mos_from_r_wb(r),
+        }
+    }
+}
+
+/// A codec's equipment impairment, and the model whose scale it is on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CodecImpairment {
+    /// Equipment impairment factor Ie (narrowband) or Ie,WB (wideband).
+    pub ie: f64,
+    /// Packet-loss robustness factor Bpl.
+    pub bpl: f64,
+    /// The model these figures belong to.
+    pub model: Model,
+}
+
+impl CodecImpairment {
+    /// The figures sipmeter scores each codec with (sources in docs/media.md):
+    ///
+    /// - PCMU, PCMA: G.107, G.113 Appendix I: G.711 with packet loss concealment, Ie 0,
+    ///   Bpl 25.1.
+    /// - G.722 (64 kbit/s): G.107.1, Ie,WB 13 (G.113 Appendix IV, as quoted: not checked
+    ///   against the ITU text here) and Bpl 4.3, the G.107 Table 3 default (no published
+    ///   wideband Bpl for G.722 was found; 4.3 is the robustness of a codec without PLC, and
+    ///   sipmeter's G.722 decoder conceals nothing).
+    /// - Opus (16 kHz wideband, 32 kbit/s VBR as `MediaSession` configures it): G.107.1,
+    ///   Ie,WB 19.96 and Bpl 19.50, measured for wideband Opus VBR at 13 kbit/s, random loss
+    ///   (Alahmadi, Počta, Melvin, ACM TOMM 17(4) art. 133, 2021). No ITU figure exists for
+    ///   Opus; 13 kbit/s is the highest wideband rate measured there, so for our 32 kbit/s
+    ///   stream the figure is a pessimistic stand-in.
+    pub fn of(codec: Codec) -> Self {
+        match codec {
+            Codec::Pcmu | Codec::Pcma => Self::G711_PLC,
+            Codec::G722 => Self::G722,
+            Codec::Opus => Self::OPUS_WB,
+        }
+    }
+
+    /// G.711 with packet loss concealment (G.113 Appendix I: Ie 0, Bpl 25.1).
+    pub const G711_PLC: CodecImpairment = CodecImpairment {
+        ie: 0.0,
+        bpl: 25.1,
+        model: Model::G107,
+    };
+
     /// G.711 without packet loss concealment (G.113 Appendix I: Bpl 4.3).
-    pub const G711_NO_PLC: CodecImpairment = CodecImpairment { ie: 0.0, bpl: 4.3 };
+    pub const G711_NO_PLC: CodecImpairment = CodecImpairment {
+        ie: 0.0,
+        bpl: 4.3,
+        model: Model::G107,
+    };
+
+    /// G.722 at 64 kbit/s on the wideband scale (see [`CodecImpairment::of`]).
+    pub const G722: CodecImpairment = CodecImpairment {
+        ie: 13.0,
+        bpl: 4.3,
+        model: Model::G1071,
+    };
+
+    /// Opus, wideband (see [`CodecImpairment::of`]). The published figures are
+    /// Ie,WB 19.958882 and Bpl 19.49608704 (random loss).
+    pub const OPUS_WB: CodecImpairment = CodecImpairment {
+        ie: 19.958882,
+        bpl: 19.49608704,
+        model: Model::G1071,
+    };
 }
 
 /// The terms of one R computation (for tests and traces).
@@ -128,9 +215,87 @@ fn log10(x: f64) -> f64 {
     x.log10()
 }
 
-/// Computes R (G.107 §7). `ppl` is the packet-loss probability in percent, `burst_r` the
-/// burst ratio (1 for random loss).
+/// Computes R with the codec's model: G.107 §7 for a narrowband codec, G.107.1 §7 for a
+/// wideband one (which reads only `a`, `s_t` and `m_t` of `p` and only `ta` of `d`). `ppl` is
+/// the packet-loss probability in percent, `burst_r` the burst ratio (1 for random loss).
 pub fn rating(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: f64) -> Terms {
+    match codec.model {
+        Model::G107 => rating_nb(p, d, codec, ppl, burst_r),
+        Model::G1071 => rating_wb(p, d.ta, codec, ppl, burst_r),
+    }
+}
+
+/// The score of one interval: R on the model's scale and the MOS from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// R on `model`'s scale.
+    pub r: f64,
+    /// MOS, 1–4.5 whatever the model.
+    pub mos: f64,
+    /// The model used.
+    pub model: Model,
+}
+
+/// Scores `codec` with the default parameters, no echo path and one-way delay `ta_ms`: what a
+/// `MediaSession` reports each second.
+pub fn score(codec: Codec, ppl: f64, burst_r: f64, ta_ms: f64) -> Score {
+    let imp = CodecImpairment::of(codec);
+    let d = Delays {
+        ta: ta_ms,
+        ..Delays::default()
+    };
+    let r = rating(&Params::default(), d, imp, ppl, burst_r).r;
+    Score {
+        r,
+        mos: imp.model.mos(r),
+        model: imp.model,
+    }
+}
+
+/// Ie-eff (G.107 eq. 7-29; G.107.1 uses the same form with the wideband Ie and Bpl, and the
+/// same constant 95). Out-of-range inputs are clamped: Ppl to 0..=100, BurstR to > 0.
+fn ie_eff(codec: CodecImpairment, ppl: f64, burst_r: f64) -> f64 {
+    let ppl = if ppl.is_finite() {
+        ppl.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    let burst_r = if burst_r.is_finite() && burst_r > 0.0 {
+        burst_r
+    } else {
+        1.0
+    };
+    codec.ie + (95.0 - codec.ie) * ppl / (ppl / burst_r + codec.bpl)
+}
+
+/// Idd, the pure-delay impairment (G.107 eq. 7-27/7-28), zero up to `m_t`.
+fn delay_impairment(p: &Params, ta: f64) -> f64 {
+    // NaN and anything up to mT charge nothing.
+    if ta.is_nan() || ta <= p.m_t {
+        return 0.0;
+    }
+    let x = log10(ta / p.m_t) / log10(2.0);
+    let k = 6.0 * p.s_t;
+    25.0 * ((1.0 + x.powf(k)).powf(1.0 / k) - 3.0 * (1.0 + (x / 3.0).powf(k)).powf(1.0 / k) + 2.0)
+}
+
+/// G.107.1 R: Ro,WB 129, Is,WB 0, Id,WB = 1.29 · Idd (no echo path), Ie-eff,WB.
+fn rating_wb(p: &Params, ta: f64, codec: CodecImpairment, ppl: f64, burst_r: f64) -> Terms {
+    let ro = 129.0;
+    let idd = 1.29 * delay_impairment(p, ta);
+    let ie_eff = ie_eff(codec, ppl, burst_r);
+    Terms {
+        ro,
+        is: 0.0,
+        id: idd,
+        idd,
+        ie_eff,
+        r: ro - idd - ie_eff + p.a,
+    }
+}
+
+/// G.107 R (§7).
+fn rating_nb(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: f64) -> Terms {
     // §7.2 basic signal-to-noise ratio.
     let olr = p.slr + p.rlr;
     let nfo = p.nfor + p.rlr;
@@ -171,28 +336,11 @@ pub fn rating(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: 
         ((roe - re) / 2.0 + ((roe - re).powi(2) / 4.0 + 100.0).sqrt() - 1.0) * (1.0 - (-d.t).exp());
     let rle = 10.5 * (p.wepl + 7.0) * (d.tr + 1.0).powf(-0.25);
     let idle = (ro - rle) / 2.0 + ((ro - rle).powi(2) / 4.0 + 169.0).sqrt();
-    let idd = if d.ta <= p.m_t {
-        0.0
-    } else {
-        let x = log10(d.ta / p.m_t) / log10(2.0);
-        let k = 6.0 * p.s_t;
-        25.0 * ((1.0 + x.powf(k)).powf(1.0 / k) - 3.0 * (1.0 + (x / 3.0).powf(k)).powf(1.0 / k)
-            + 2.0)
-    };
+    let idd = delay_impairment(p, d.ta);
     let id = idte + idle + idd;
 
     // §7.5 effective equipment impairment.
-    let ppl = if ppl.is_finite() {
-        ppl.clamp(0.0, 100.0)
-    } else {
-        0.0
-    };
-    let burst_r = if burst_r.is_finite() && burst_r > 0.0 {
-        burst_r
-    } else {
-        1.0
-    };
-    let ie_eff = codec.ie + (95.0 - codec.ie) * ppl / (ppl / burst_r + codec.bpl);
+    let ie_eff = ie_eff(codec, ppl, burst_r);
 
     let r = ro - is - id - ie_eff + p.a;
     Terms {
@@ -205,7 +353,7 @@ pub fn rating(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: 
     }
 }
 
-/// MOS (conversational quality estimate) from R, G.107 Annex B (B-4).
+/// MOS (conversational quality estimate) from a narrowband R, G.107 Annex B (B-4).
 pub fn mos_from_r(r: f64) -> f64 {
     if r.is_nan() || r <= 0.0 {
         1.0
@@ -214,6 +362,12 @@ pub fn mos_from_r(r: f64) -> f64 {
     } else {
         1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7e-6
     }
+}
+
+/// MOS from a wideband R (0..=129), G.107.1 Annex A: the G.107 polynomial applied to
+/// Rx = R / 1.29, so R 129 gives 4.5 and a lossless G.722 call (R 116) 4.34.
+pub fn mos_from_r_wb(r: f64) -> f64 {
+    mos_from_r(r / 1.29)
 }
 
 #[cfg(test)]
@@ -304,5 +458,104 @@ mod tests {
         assert_eq!(round(mos_from_r(50.0), 3), 2.575);
         // Garbage inputs stay finite.
         assert!(g711(f64::NAN, f64::INFINITY, 0.0).r.is_finite());
+    }
+    fn wb(codec: Codec, ppl: f64, burst_r: f64, ta: f64) -> Terms {
+        let d = Delays {
+            ta,
+            ..Delays::default()
+        };
+        rating(
+            &Params::default(),
+            d,
+            CodecImpairment::of(codec),
+            ppl,
+            burst_r,
+        )
+    }
+
+    #[test]
+    fn each_codec_is_scored_with_its_model() {
+        assert_eq!(CodecImpairment::of(Codec::Pcmu).model, Model::G107);
+        assert_eq!(CodecImpairment::of(Codec::Pcma).model, Model::G107);
+        assert_eq!(CodecImpairment::of(Codec::G722).model, Model::G1071);
+        assert_eq!(CodecImpairment::of(Codec::Opus).model, Model::G1071);
+        assert_eq!(Model::G107.name(), "G.107");
+        assert_eq!(Model::G1071.name(), "G.107.1");
+        assert_eq!(Model::G107.r_scale(), 100.0);
+        assert_eq!(Model::G1071.r_scale(), 129.0);
+        // G.711 keeps its narrowband figures exactly.
+        let s = score(Codec::Pcma, 0.0, 1.0, 60.0);
+        assert_eq!((round(s.r, 1), round(s.mos, 2)), (93.2, 4.41));
+    }
+
+    #[test]
+    fn lossless_g722_is_116_on_the_wideband_scale() {
+        // G.107.1: Ro,WB 129, Is,WB 0, Id,WB 0 up to 100 ms, Ie,WB 13 → R = 116;
+        // Annex A: Rx = 116 / 1.29 = 89.92 → MOS = 1 + 0.035·Rx + Rx(Rx−60)(100−Rx)·7e-6
+        // = 4.337.
+        let t = wb(Codec::G722, 0.0, 1.0, 0.0);
+        assert_eq!(t.ro, 129.0);
+        assert_eq!(t.is, 0.0);
+        assert_eq!(t.id, 0.0);
+        assert_eq!(t.r, 116.0);
+        assert_eq!(round(mos_from_r_wb(t.r), 3), 4.337);
+        assert_eq!(wb(Codec::G722, 0.0, 1.0, 100.0).r, 116.0);
+        let s = score(Codec::G722, 0.0, 1.0, 45.0);
+        assert_eq!((s.r, round(s.mos, 2), s.model), (116.0, 4.34, Model::G1071));
+    }
+
+    #[test]
+    fn random_loss_g722() {
+        // Ie-eff,WB = 13 + (95 − 13)·Ppl / (Ppl + 4.3):
+        //   1 %: 82/5.3 = 15.472 → Ie-eff 28.47, R 100.53, Rx 77.93, MOS 3.94
+        //   2 %: 164/6.3 = 26.032 → 39.03, R 89.97, Rx 69.74, MOS 3.58 (3.585)
+        //   5 %: 410/9.3 = 44.086 → 57.09, R 71.91, Rx 55.75, MOS 2.88
+        let cases = [
+            (1.0, 28.47, 100.53, 3.94),
+            (2.0, 39.03, 89.97, 3.58),
+            (5.0, 57.09, 71.91, 2.88),
+        ];
+        for (ppl, ie_eff, r, mos) in cases {
+            let t = wb(Codec::G722, ppl, 1.0, 0.0);
+            assert_eq!(round(t.ie_eff, 2), ie_eff, "ppl {ppl}");
+            assert_eq!(round(t.r, 2), r, "ppl {ppl}");
+            assert_eq!(round(mos_from_r_wb(t.r), 2), mos, "ppl {ppl}");
+        }
+        // BurstR 2 at 2 %: 164 / (1 + 4.3) = 30.943 → R = 85.06.
+        assert_eq!(round(wb(Codec::G722, 2.0, 2.0, 0.0).r, 2), 85.06);
+    }
+
+    #[test]
+    fn opus_wideband() {
+        // Ie,WB 19.958882, Bpl 19.49608704 (Alahmadi et al. 2021, wideband VBR, random loss).
+        //   lossless: R = 129 − 19.96 = 109.04, Rx 84.53, MOS 4.18
+        //   2 %: (95 − 19.96)·2 / 21.496 = 6.982 → R 102.06, MOS 3.99
+        let t = wb(Codec::Opus, 0.0, 1.0, 0.0);
+        assert_eq!(round(t.r, 2), 109.04);
+        assert_eq!(round(mos_from_r_wb(t.r), 2), 4.18);
+        let t = wb(Codec::Opus, 2.0, 1.0, 0.0);
+        assert_eq!(round(t.ie_eff, 2), 26.94);
+        assert_eq!(round(t.r, 2), 102.06);
+        assert_eq!(round(mos_from_r_wb(t.r), 2), 3.99);
+    }
+
+    #[test]
+    fn wideband_delay_and_bounds() {
+        // Ta 200 ms: Idd = 3.044 (as narrowband), ×1.29 on the wideband scale = 3.927.
+        let t = wb(Codec::G722, 0.0, 1.0, 200.0);
+        assert_eq!(round(t.idd, 3), 3.927);
+        assert_eq!(round(t.r, 2), 112.07);
+        // The ends of the scale: R 129 → 4.5, R ≤ 0 → 1; the MOS curve is G.107's at R/1.29.
+        assert_eq!(mos_from_r_wb(129.0), 4.5);
+        assert_eq!(mos_from_r_wb(0.0), 1.0);
+        assert_eq!(mos_from_r_wb(f64::NAN), 1.0);
+        assert_eq!(mos_from_r_wb(64.5), mos_from_r(50.0));
+        // Garbage inputs stay finite.
+        assert!(
+            wb(Codec::Opus, f64::NAN, f64::INFINITY, f64::NAN)
+                .r
+                .is_finite()
+        );
+        assert!(wb(Codec::G722, 1e9, 0.0, -5.0).r.is_finite());
     }
 }

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
 use crate::dtmf::{TelephoneEvent, char_of, event_of};
-use crate::emodel::{self, CodecImpairment, Delays, Params};
+use crate::emodel::{self, CodecImpairment};
 use crate::g711::Law;
 use crate::rtcp::{
     self, ReportBlock, RtcpError, RtcpPacket, SenderInfo, ntp_middle, rtt_from_block,
@@ -323,13 +323,16 @@ pub struct Sample {
     pub rtt_ms: Option<f64>,
     /// One-way delay used by the E-model (RTT/2 + jitter buffer + packetisation), ms.
     pub one_way_delay_ms: f64,
+    /// Top of the R scale the `r_factor`s are on: 100 (G.107, G.711) or 129 (G.107.1,
+    /// G.722 and Opus). MOS is on one scale for all codecs; R is not.
+    pub r_factor_scale: f64,
 }
 
 impl Sample {
     /// The figures under their stable metric names (documented in README.md and docs/media.md).
     /// Absent values (no RTCP yet, no audio) are left out.
     pub fn metrics(&self) -> Vec<(&'static str, f64)> {
-        let mut m = Vec::with_capacity(48);
+        let mut m = Vec::with_capacity(49);
         let mut dir = |prefix: [&'static str; 9], d: &DirectionSample| {
             m.push((prefix[0], d.packets as f64));
             m.push((prefix[1], d.bytes as f64));
@@ -399,6 +402,9 @@ impl Sample {
             ("rtt_ms", self.rtt_ms),
         ];
         m.extend(opt.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        if self.sent.r_factor.is_some() || self.received.r_factor.is_some() {
+            m.push(("r_factor_scale", self.r_factor_scale));
+        }
         m
     }
 }
@@ -453,10 +459,13 @@ pub struct CallMediaSummary {
     /// Largest RTT, ms.
     pub rtt_max_ms: Option<f64>,
     /// R for the whole call (loss incl. jitter-buffer discards over the call, observed
-    /// BurstR, last one-way delay).
+    /// BurstR, last one-way delay), on the scale of `emodel` (G.107: up to 100, G.107.1: up
+    /// to 129).
     pub r_factor: f64,
-    /// MOS from that R.
+    /// MOS from that R (1–4.5 whatever the model).
     pub mos: f64,
+    /// The E-model the codec is scored with: "G.107" (G.711) or "G.107.1" (G.722, Opus).
+    pub emodel: &'static str,
     /// Lowest per-second MOS.
     pub mos_min: Option<f64>,
     /// DTMF digits received (RFC 4733).
@@ -1108,19 +1117,14 @@ impl MediaSession {
         self.next_rtcp = None;
     }
 
+    /// R on the codec's E-model scale (G.107 for G.711, G.107.1 for G.722 and Opus).
     fn rate(&self, ppl: f64, burst_r: f64, delay_ms: f64) -> f64 {
-        let d = Delays {
-            ta: delay_ms,
-            ..Delays::default()
-        };
-        emodel::rating(
-            &Params::default(),
-            d,
-            CodecImpairment::of(self.cfg.codec),
-            ppl,
-            burst_r,
-        )
-        .r
+        emodel::score(self.cfg.codec, ppl, burst_r, delay_ms).r
+    }
+
+    /// MOS from an R of [`MediaSession::rate`].
+    fn mos(&self, r: f64) -> f64 {
+        CodecImpairment::of(self.cfg.codec).model.mos(r)
     }
 
     /// Closes the current measurement interval (call once a second) and returns its figures.
@@ -1150,7 +1154,7 @@ impl MediaSession {
                 self.stats.loss_pattern().burst_ratio(),
                 self.one_way_ms,
             );
-            (Some(r), Some(emodel::mos_from_r(r)))
+            (Some(r), Some(self.mos(r)))
         } else {
             (None, None)
         };
@@ -1186,7 +1190,7 @@ impl MediaSession {
             fraction_lost: rep.map(|b| f64::from(b.fraction_lost) / 256.0),
             jitter_ms: rep.map(|b| f64::from(b.jitter) * 1000.0 / f64::from(self.clock_rate)),
             r_factor: tx_r,
-            mos: tx_r.map(emodel::mos_from_r),
+            mos: tx_r.map(|r| self.mos(r)),
         };
         Sample {
             interval,
@@ -1213,6 +1217,7 @@ impl MediaSession {
             },
             rtt_ms: self.rtt_ms,
             one_way_delay_ms: self.one_way_ms,
+            r_factor_scale: CodecImpairment::of(self.cfg.codec).model.r_scale(),
         }
     }
 
@@ -1258,7 +1263,8 @@ impl MediaSession {
             rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
             rtt_max_ms: self.rtt_max_ms,
             r_factor: r,
-            mos: emodel::mos_from_r(r),
+            mos: self.mos(r),
+            emodel: CodecImpairment::of(self.cfg.codec).model.name(),
             mos_min: self.mos_min,
             dtmf_received: self.dtmf.clone(),
             dtmf_sent: self.dtmf_sent.clone(),
@@ -1274,6 +1280,7 @@ impl MediaSession {
 mod tests {
     use super::*;
     use crate::dtmf::TelephoneEvent;
+    use crate::emodel::{Delays, Params};
     use crate::impair::{Impairment, ImpairmentConfig, Loss};
 
     fn cfg(ssrc: u32, codec: Codec, seed: u64) -> SessionConfig {
@@ -1776,6 +1783,75 @@ mod tests {
         assert!((s.r_factor - 77.43).abs() < 2.5, "{}", s.r_factor);
         assert_eq!(s.rx_jb_late, 0);
         assert_eq!(s.rx_jitter_ms, 0.0);
+    }
+
+    #[test]
+    fn lossless_g722_call_scores_116_on_the_wideband_scale() {
+        // G.722 is scored with G.107.1 (Ie,WB 13): R = 129 − 13 = 116, MOS 4.34 (Annex A).
+        let r = run(Codec::G722, 12, 0.0, 10, 7);
+        let s = r.a.summary();
+        assert_eq!((s.rx_expected, s.rx_lost), (600, 0));
+        assert_eq!(s.emodel, "G.107.1");
+        assert_eq!(s.r_factor, 116.0);
+        assert_eq!((s.mos * 100.0).round() / 100.0, 4.34);
+        let x = &r.samples_a[10];
+        assert_eq!(x.received.r_factor, Some(116.0));
+        assert_eq!((x.received.mos.unwrap() * 100.0).round() / 100.0, 4.34);
+        assert_eq!(x.sent.r_factor, Some(116.0));
+        assert_eq!(x.r_factor_scale, 129.0);
+        let m = x.metrics();
+        assert!(m.contains(&("r_factor_scale", 129.0)), "{m:?}");
+        assert!(m.contains(&("rx_r_factor", 116.0)), "{m:?}");
+        // G.711 stays on the narrowband scale, and says so.
+        let r = run(Codec::Pcma, 3, 0.0, 10, 7);
+        assert_eq!(r.a.summary().emodel, "G.107");
+        assert!(
+            r.samples_a[2]
+                .metrics()
+                .contains(&("r_factor_scale", 100.0))
+        );
+    }
+
+    #[test]
+    fn g722_with_random_loss_follows_the_wideband_formula() {
+        let r = run(Codec::G722, 60, 0.02, 10, 11);
+        let s = r.a.summary();
+        let ppl = 100.0 * s.rx_lost as f64 / s.rx_expected as f64;
+        // 3000 packets at p = 0.02: σ = 0.26 %; this seed measures 2.03 % (R 89.71, MOS 3.58).
+        assert!((ppl - 2.0).abs() < 0.55, "{ppl}");
+        // R is G.107.1 with the measured Ppl and BurstR (Ie,WB 13, Bpl 4.3) ...
+        let expect = emodel::rating(
+            &Params::default(),
+            Delays {
+                ta: 50.0,
+                ..Delays::default()
+            },
+            CodecImpairment::G722,
+            ppl,
+            s.rx_burst_ratio,
+        );
+        assert!(
+            (s.r_factor - expect.r).abs() < 0.05,
+            "{} vs {}",
+            s.r_factor,
+            expect.r
+        );
+        assert!((s.mos - emodel::mos_from_r_wb(expect.r)).abs() < 1e-9);
+        // ... near the 2 % reference (R 89.97, MOS 3.58): dR/dPpl ≈ −8.8 per % at 2 %.
+        assert!((s.r_factor - 89.97).abs() < 5.0, "{}", s.r_factor);
+    }
+
+    #[cfg(feature = "opus")]
+    #[test]
+    fn lossless_opus_call_is_scored_wideband() {
+        // Opus: G.107.1 with Ie,WB 19.96 → R 109.04, MOS 4.18.
+        let r = run(Codec::Opus, 6, 0.0, 10, 7);
+        let s = r.a.summary();
+        assert_eq!(s.rx_lost, 0);
+        assert_eq!(s.emodel, "G.107.1");
+        assert_eq!((s.r_factor * 100.0).round() / 100.0, 109.04);
+        assert_eq!((s.mos * 100.0).round() / 100.0, 4.18);
+        assert_eq!(r.samples_a[4].r_factor_scale, 129.0);
     }
 
     #[test]
