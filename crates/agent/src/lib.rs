@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod callmedia;
 pub mod check;
+pub mod conn;
 pub mod engine;
 pub mod flow;
 pub mod hints;

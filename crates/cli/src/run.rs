@@ -270,10 +270,16 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         None => println!("media            none measured"),
     }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
-    if s.late_timers > 0 || s.send_errors > 0 {
+    if s.late_timers > 0 || s.send_errors > 0 || s.dropped_sends > 0 {
         println!(
-            "GENERATOR OVERLOADED: {} timers fired >10 ms late (worst {:.1} ms), {} send errors: results may reflect sipmeter, not the server",
-            s.late_timers, s.max_timer_lateness_ms, s.send_errors
+            "GENERATOR OVERLOADED: {} timers fired >10 ms late (worst {:.1} ms), {} send errors, {} sends dropped (connection queue full): results may reflect sipmeter, not the server",
+            s.late_timers, s.max_timer_lateness_ms, s.send_errors, s.dropped_sends
+        );
+    }
+    if s.reconnects > 0 {
+        println!(
+            "reconnects       {} (connections lost and re-established)",
+            s.reconnects
         );
     }
     for r in reports

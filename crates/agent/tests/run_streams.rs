@@ -1,0 +1,205 @@
+//! Runs over connection-oriented transports (TCP, TLS, WS, WSS) through the built-in
+//! registrar, from test files: one connection per endpoint, calls with media both ways.
+
+use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
+use agent::flow::FlowKind;
+use agent::trace::Direction;
+
+fn run_file(text: &str) -> (RunSummary, Vec<EndpointReport>) {
+    // Ephemeral credentials of the built-in registrar expire a day after `now`.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare("streams.toml", text, b"stream secret", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+}
+
+fn ten_to_ten(transport: &str) -> String {
+    format!(
+        r#"
+name = "builtin over {transport}"
+duration = "1s"
+seed = 7
+shards = 2
+time_limit = "30s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+transport = "{transport}"
+
+[[group]]
+name = "callees"
+endpoints = 10
+registrar = "builtin"
+role = "answer"
+answer_delay = "50ms"
+
+[[group]]
+name = "callers"
+endpoints = 10
+registrar = "builtin"
+call = "group:callees"
+"#
+    )
+}
+
+/// Every endpoint succeeded with media, and its trace shows its own connection: the real
+/// transport on every message, one local port for all of them, the connection notes.
+fn assert_ten_to_ten(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_eq!(reports.len(), 20);
+    for r in reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.registration_code, Some(200));
+        let m = r.media.as_ref().unwrap_or_else(|| panic!("media: {r:#?}"));
+        assert_eq!(m.calls, 1, "{m:?}");
+        assert!(m.rx_packets >= 40, "≈50 packets of 20 ms in 1 s: {m:?}");
+        let messages: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction != Direction::Note)
+            .collect();
+        assert!(
+            messages.iter().all(|e| e.transport == Some(kind)),
+            "{kind:?}: {messages:#?}"
+        );
+        let locals: std::collections::HashSet<_> = messages.iter().map(|e| e.local).collect();
+        assert_eq!(locals.len(), 1, "one connection per endpoint: {locals:?}");
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("TCP connected to 127.0.0.1:")),
+            "{notes:?}"
+        );
+        if kind.secure() {
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.starts_with("TLS handshake done with 127.0.0.1:")
+                        && n.contains("TLSv1.3")
+                        && n.contains("verification: Custom CA")),
+                "{notes:?}"
+            );
+        }
+        if kind.websocket() {
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.contains("subprotocol sip (RFC 7118)")),
+                "{notes:?}"
+            );
+        }
+        let via = format!("Via: SIP/2.0/{} ", kind.via_token());
+        let register = messages
+            .iter()
+            .find(|e| e.first_line().starts_with("REGISTER "))
+            .unwrap();
+        assert!(register.text.contains(&via), "{}", register.text);
+        let port = register.local.unwrap().port();
+        assert!(
+            register.text.contains(&format!(
+                ":{port};transport={}>",
+                kind.via_token().to_ascii_lowercase()
+            )),
+            "Contact names the connection's port: {}",
+            register.text
+        );
+        // No retransmissions over a reliable transport (RFC 3261 §17.1.1.2).
+        assert!(messages.iter().all(|e| !e.retransmission));
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    assert_eq!(summary.dropped_sends, 0);
+    assert_eq!(
+        reports
+            .iter()
+            .filter(|r| r.group == "callees")
+            .map(|r| r.calls_received)
+            .sum::<u32>(),
+        10
+    );
+}
+
+#[test]
+fn ten_callers_call_ten_callees_over_tcp() {
+    let (summary, reports) = run_file(&ten_to_ten("tcp"));
+    assert_ten_to_ten(FlowKind::Tcp, &summary, &reports);
+}
+
+#[test]
+fn ten_callers_call_ten_callees_over_tls() {
+    let (summary, reports) = run_file(&ten_to_ten("tls"));
+    assert_ten_to_ten(FlowKind::Tls, &summary, &reports);
+}
+
+#[test]
+fn ten_callers_call_ten_callees_over_ws() {
+    let (summary, reports) = run_file(&ten_to_ten("ws"));
+    assert_ten_to_ten(FlowKind::Ws, &summary, &reports);
+}
+
+#[test]
+fn ten_callers_call_ten_callees_over_wss() {
+    let (summary, reports) = run_file(&ten_to_ten("wss"));
+    assert_ten_to_ten(FlowKind::Wss, &summary, &reports);
+}
+
+/// Nothing listens: each endpoint ends OSERROR with the words and hint of `check`, fast.
+#[test]
+fn a_refused_connection_is_an_oserror_with_the_hint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        r#"
+name = "refused"
+duration = "1s"
+shards = 1
+time_limit = "20s"
+
+[[registrar]]
+id = "pbx"
+domain = "127.0.0.1"
+port = {port}
+transport = "tcp"
+
+[[accounts]]
+registrar = "pbx"
+range = {{ from = 1, to = 2, password = "p" }}
+
+[[group]]
+name = "callees"
+endpoints = 1
+registrar = "pbx"
+role = "answer"
+
+[[group]]
+name = "callers"
+endpoints = 1
+registrar = "pbx"
+call = "group:callees"
+"#
+    );
+    let (summary, reports) = run_file(&text);
+    assert!(summary.duration_ms < 10_000.0, "{summary:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.contains(&format!("connection refused by 127.0.0.1:{port}"))
+                && e.contains("check the address, port, transport and firewall"),
+            "{e}"
+        );
+    }
+}
