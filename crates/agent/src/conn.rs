@@ -269,3 +269,120 @@ async fn drive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<StreamIn>) -> StreamEvent {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event in time")
+            .expect("the task is alive")
+            .event
+    }
+
+    /// RFC 5626 §3.5.1 over a real loopback connection: the client sends CRLFCRLF every
+    /// interval, the server's CRLF pong is swallowed, the next SIP message is forwarded
+    /// whole, and the server closing the connection is reported.
+    #[tokio::test]
+    async fn keepalive_pings_pongs_are_silent_and_a_close_is_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = StreamSettings::new(
+            FlowKind::Tcp,
+            addr,
+            "127.0.0.1",
+            &ClientSettings::default(),
+            None,
+            "/",
+            Some(Duration::from_millis(50)),
+        )
+        .unwrap();
+        let (to_shard, mut rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
+        spawn(Arc::new(settings), 3, 7, to_shard, out_rx);
+        let (mut server, _) = listener.accept().await.unwrap();
+        let StreamEvent::Connected { local, notes } = next(&mut rx).await else {
+            panic!("connected first");
+        };
+        assert_eq!(local, server.peer_addr().unwrap());
+        assert_eq!(notes, [format!("TCP connected to {addr}")]);
+        // Two pings, 50 ms apart.
+        for _ in 0..2 {
+            let mut ping = [0u8; 4];
+            tokio::time::timeout(Duration::from_secs(2), server.read_exact(&mut ping))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&ping, b"\r\n\r\n");
+        }
+        // A pong, then a message: only the message reaches the shard.
+        let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        server.write_all(b"\r\n").await.unwrap();
+        server.write_all(options).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((ev.endpoint, ev.generation), (3, 7));
+        match ev.event {
+            StreamEvent::Message(m) => assert_eq!(&m[..], &options[..]),
+            other => panic!("{other:?}"),
+        }
+        // What the shard queues is written as is.
+        out_tx.try_send(Bytes::from_static(options)).unwrap();
+        let mut got = vec![0u8; options.len()];
+        loop {
+            server.read_exact(&mut got[..4]).await.unwrap();
+            if &got[..4] != b"\r\n\r\n" {
+                break; // not a ping
+            }
+        }
+        server.read_exact(&mut got[4..]).await.unwrap();
+        assert_eq!(&got[..], &options[..]);
+        drop(server);
+        match next(&mut rx).await {
+            StreamEvent::Closed(why) => assert!(why.contains("closed"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Dropping the send queue closes the connection on purpose: no `Closed` event.
+    #[tokio::test]
+    async fn dropping_the_queue_closes_the_connection_quietly() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = StreamSettings::new(
+            FlowKind::Tcp,
+            addr,
+            "127.0.0.1",
+            &ClientSettings::default(),
+            None,
+            "/",
+            None,
+        )
+        .unwrap();
+        let (to_shard, mut rx) = mpsc::unbounded_channel();
+        let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
+        spawn(Arc::new(settings), 0, 1, to_shard, out_rx);
+        let (mut server, _) = listener.accept().await.unwrap();
+        assert!(matches!(next(&mut rx).await, StreamEvent::Connected { .. }));
+        drop(out_tx);
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "the client closed");
+        // The task ended without a word: the channel closes.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -741,6 +741,8 @@ struct Link {
     resume: Option<(Script, Option<Instant>)>,
     /// A call was lost with the connection: after re-registering, go on as after a call.
     lost_call: bool,
+    /// Un-registering (the endpoint is leaving): a lost connection is not reopened.
+    leaving: bool,
 }
 
 /// Reconnect attempts in a row before the endpoint gives up (RFC 5626 §4.5 backoff).
@@ -1464,6 +1466,7 @@ impl<'a> Shard<'a> {
             Script::Unregister => {
                 ep.set_phase(Phase::Disconnecting, &events);
                 let connected = self.stream.is_none() || ep.link.local.is_some();
+                ep.link.leaving = true;
                 if ep.registration_code == Some(200) && connected {
                     ep.ua.unregister(now);
                 } else {
@@ -2160,6 +2163,17 @@ impl<'a> Shard<'a> {
                     self.finish(idx);
                     return;
                 }
+                if reconnect && !plan.groups[ep.group].register {
+                    // Nothing to register again: carry on where the loss left.
+                    if std::mem::take(&mut ep.link.lost_call) {
+                        self.after_call(idx, now);
+                    } else if let Some((script, when)) = ep.link.resume.take() {
+                        ep.script = script;
+                        ep.script_at = when.map(|t| t.max(now));
+                    }
+                    self.schedule(idx);
+                    return;
+                }
                 ep.script = Script::Start;
                 ep.script_at = Some(now);
                 self.schedule(idx);
@@ -2225,7 +2239,7 @@ impl<'a> Shard<'a> {
                     .push(TraceEntry::note(format!("connection closed: {reason}"), at));
                 ep.link.tx = None;
                 ep.link.local = None;
-                let leaving = ep.phase == Phase::Disconnecting;
+                let leaving = ep.link.leaving;
                 if plan.server.transport.reconnect && !stopping && !leaving {
                     // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
                     // in progress is lost with its connection.

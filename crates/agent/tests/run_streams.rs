@@ -203,3 +203,170 @@ call = "group:callees"
         );
     }
 }
+
+/// The server drops every connection between two calls (the built-in registrar's TCP
+/// listener stops, and starts again on the same port): each endpoint reconnects, registers
+/// again, and the second call goes through. The trace shows the loss and the reconnect.
+#[test]
+fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
+    use agent::builtin::{BuiltinRegistrar, Listen};
+    use agent::callmedia::MediaPlan;
+    use agent::engine::{EndpointPlan, GroupPlan, Role, RunPlan, ServerTarget, TransportPlan};
+    use registrar::{AuthMode, RegistrarConfig};
+    use sip_msg::{Host, Uri};
+    use sip_proto::auth::Credentials;
+    use std::time::Duration;
+
+    const SECRET: &[u8] = b"reconnect secret";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 0,
+        transport: "TCP".into(),
+        auth: AuthMode::Ephemeral,
+        secret: SECRET.to_vec(),
+        min_expires: 10,
+        max_expires: 3600,
+    };
+    let first = rt
+        .block_on(BuiltinRegistrar::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            config.clone(),
+        ))
+        .unwrap();
+    let addr = first.addr();
+    let endpoints = |prefix: &str| -> Vec<EndpointPlan> {
+        (0..2)
+            .map(|i| {
+                let user = format!("{prefix}{i}");
+                let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, 4_000_000_000);
+                EndpointPlan {
+                    user,
+                    credentials: Some(Credentials::new(&u, &p)),
+                }
+            })
+            .collect()
+    };
+    let group = |name: &str, role: Role| GroupPlan {
+        name: name.into(),
+        endpoints: endpoints(name),
+        prack: false,
+        register: true,
+        actions: Vec::new(),
+        media: Some(MediaPlan::default()),
+        role,
+    };
+    let plan = RunPlan {
+        name: "reconnect".into(),
+        rtp_ports: None,
+        keep_samples: false,
+        server: ServerTarget {
+            addr,
+            domain: "sipmeter.test".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=tcp", addr.port()))
+                .unwrap(),
+            outbound_proxy: None,
+            transport: TransportPlan {
+                kind: FlowKind::Tcp,
+                ..TransportPlan::default()
+            },
+        },
+        groups: vec![
+            group(
+                "callee",
+                Role::Answer {
+                    answer_delay: Duration::from_millis(50),
+                },
+            ),
+            group(
+                "caller",
+                Role::Call {
+                    targets: (0..2)
+                        .map(|i| Uri::parse(&format!("sip:callee{i}@sipmeter.test")).unwrap())
+                        .collect(),
+                    calls: 2,
+                    pause: Duration::from_millis(1500),
+                },
+            ),
+        ],
+        call_duration: Duration::from_millis(300),
+        ramp_per_sec: 0.0,
+        cps: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 9,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: true,
+        timers: Default::default(),
+    };
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let engine = std::thread::spawn(move || agent::engine::run(plan, tx, StopHandle::default()));
+    // The first calls end at about 0.4 s, the second ones start at about 1.9 s.
+    std::thread::sleep(Duration::from_millis(900));
+    rt.block_on(first.stop());
+    // The stopped listener is closed by its aborted task: retry the bind briefly.
+    let mut tries = 0;
+    let second = loop {
+        match rt.block_on(BuiltinRegistrar::start(Listen::Tcp(addr), config.clone())) {
+            Ok(r) => break r,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("rebinding {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (summary, reports) = engine.join().unwrap().unwrap();
+    rt.block_on(second.stop());
+    assert_eq!(summary.reconnects, 4, "{reports:#?}");
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let at = |prefix: &str| {
+            notes
+                .iter()
+                .position(|n| n.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
+        };
+        let reconnect = notes
+            .iter()
+            .position(|n| {
+                n.starts_with("connecting over TCP to 127.0.0.1:") && n.ends_with(" (reconnect)")
+            })
+            .unwrap_or_else(|| panic!("{notes:#?}"));
+        assert!(
+            at("connection closed: the server closed the connection") < reconnect,
+            "{notes:#?}"
+        );
+        assert!(
+            at("connection closed:") < at("registered again after reconnecting"),
+            "{notes:#?}"
+        );
+        // Two REGISTERs answered 200, one per connection, from two different local ports.
+        let registered: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| {
+                e.direction == Direction::Received
+                    && e.first_line() == "SIP/2.0 200 OK"
+                    && e.text.contains(" REGISTER\r\n")
+                    && e.text.contains("Contact:")
+            })
+            .map(|e| e.local)
+            .collect();
+        assert_eq!(registered.len(), 2, "{notes:#?}");
+        assert_ne!(registered[0], registered[1]);
+    }
+}
