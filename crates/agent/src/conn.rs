@@ -121,6 +121,8 @@ pub enum StreamEvent {
     },
     /// One whole SIP message.
     Message(Bytes),
+    /// A datagram on an endpoint's own UDP socket, and where it came from.
+    Datagram(Bytes, SocketAddr),
     /// The connection closed, and why.
     Closed(String),
 }

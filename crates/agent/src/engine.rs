@@ -826,6 +826,10 @@ struct Endpoint {
     done: bool,
     /// The connection (stream transports).
     link: Link,
+    /// Its own UDP socket (`udp_socket = "per-endpoint"`).
+    udp: Option<Arc<UdpSocket>>,
+    /// The task reading that socket (stopped when the endpoint finishes).
+    udp_reader: Option<tokio::task::AbortHandle>,
 }
 
 impl Endpoint {
@@ -974,7 +978,7 @@ impl<'a> Shard<'a> {
         } else {
             IpAddr::from([0u16; 8])
         };
-        let sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+        let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
         let mut local = sock.local_addr()?;
         if local.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
@@ -1018,9 +1022,31 @@ impl<'a> Shard<'a> {
         // answerer of the run is registered (product.md: receivers register first).
         let mut order = work;
         order.sort_by_key(|&(id, g, _)| (!matches!(plan.groups[g].role, Role::Answer { .. }), id));
+        let per_endpoint =
+            plan.server.transport.kind == FlowKind::Udp && plan.server.transport.udp_per_endpoint;
         for (n, (id, g, i)) in order.into_iter().enumerate() {
             let ep_plan = &plan.groups[g].endpoints[i];
             let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            // `udp_socket = "per-endpoint"`: the endpoint's own socket (servers that tell
+            // phones apart by source port), read by a small task like a connection.
+            let mut link = Link::default();
+            let mut notes = Vec::new();
+            let (udp, local) = if per_endpoint {
+                let (s, note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+                let mut own = s.local_addr()?;
+                own.set_ip(local.ip());
+                link.local = Some(own);
+                notes.push(format!(
+                    "own UDP socket {own}{}",
+                    note.map_or(String::new(), |n| format!(" ({n})"))
+                ));
+                (Some(Arc::new(s)), own)
+            } else {
+                if let Some(n) = &udp_note {
+                    notes.push(format!("shared UDP socket {local} ({n})"));
+                }
+                (None, local)
+            };
             // Over a stream transport the agent is made again once connected, with the
             // connection's address in Via and Contact.
             let ua = new_ua(plan, g, i, local, seed);
@@ -1066,8 +1092,19 @@ impl<'a> Shard<'a> {
                 samples: Vec::new(),
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
-                link: Link::default(),
+                link,
+                udp: udp.clone(),
+                udp_reader: None,
             });
+            for n in notes {
+                shard.endpoints[idx]
+                    .trace
+                    .push(TraceEntry::note(n, Duration::ZERO));
+            }
+            if let Some(s) = udp {
+                let reader = spawn_udp_reader(s, idx, shard.stream_tx.clone());
+                shard.endpoints[idx].udp_reader = Some(reader);
+            }
             shard.schedule(idx);
         }
         shard.event_loop(stop).await?;
@@ -1621,10 +1658,11 @@ impl<'a> Shard<'a> {
                     }
                     continue;
                 }
+                let own = self.endpoints[idx].udp.clone();
                 let entry = TraceEntry::new(
                     Direction::Sent,
                     FlowKind::Udp,
-                    self.local,
+                    self.endpoints[idx].link.local.unwrap_or(self.local),
                     to,
                     out.bytes.clone(),
                     at,
@@ -1632,7 +1670,11 @@ impl<'a> Shard<'a> {
                     out.retransmission,
                 );
                 self.endpoints[idx].trace.push(entry);
-                if let Err(e) = self.sock.send_to(&out.bytes, to).await {
+                let sent = match &own {
+                    Some(s) => s.send_to(&out.bytes, to).await,
+                    None => self.sock.send_to(&out.bytes, to).await,
+                };
+                if let Err(e) = sent {
                     self.stats.send_errors += 1;
                     let ep = &mut self.endpoints[idx];
                     ep.trace
@@ -1955,6 +1997,10 @@ impl<'a> Shard<'a> {
         ep.done = true;
         // Dropping the send queue closes the connection.
         ep.link.tx = None;
+        if let Some(r) = ep.udp_reader.take() {
+            r.abort();
+        }
+        ep.udp = None;
         if matches!(self.plan.groups[ep.group].role, Role::Call { .. }) {
             self.shared.callers_left.fetch_sub(1, Ordering::Relaxed);
         }
@@ -2128,6 +2174,12 @@ impl<'a> Shard<'a> {
 
     /// News from an endpoint's connection task.
     async fn on_stream(&mut self, now: Instant, m: StreamIn) {
+        if let StreamEvent::Datagram(bytes, from) = m.event {
+            if self.endpoints.get(m.endpoint).is_some_and(|e| !e.done) {
+                self.on_message(now, bytes, from, Some(m.endpoint)).await;
+            }
+            return;
+        }
         let Some(settings) = self.stream.clone() else {
             return;
         };
@@ -2234,6 +2286,7 @@ impl<'a> Shard<'a> {
             StreamEvent::Message(bytes) => {
                 self.on_message(now, bytes, settings.addr, Some(idx)).await;
             }
+            StreamEvent::Datagram(..) => {} // handled above
             StreamEvent::Closed(reason) => {
                 ep.trace
                     .push(TraceEntry::note(format!("connection closed: {reason}"), at));
@@ -2278,6 +2331,58 @@ impl<'a> Shard<'a> {
     fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
         self.by_call_id.get(raw_call_id(bytes)?).copied()
     }
+}
+
+/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
+/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
+fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, Option<String>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let mut granted = Vec::new();
+    if let Some(n) = t.udp_recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+        granted.push(format!(
+            "receive buffer {} bytes for {n} asked",
+            sock.recv_buffer_size()?
+        ));
+    }
+    if let Some(n) = t.udp_send_buffer {
+        sock.set_send_buffer_size(n)?;
+        granted.push(format!(
+            "send buffer {} bytes for {n} asked",
+            sock.send_buffer_size()?
+        ));
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    let sock = UdpSocket::from_std(sock.into())?;
+    Ok((sock, (!granted.is_empty()).then(|| granted.join(", "))))
+}
+
+/// Reads an endpoint's own UDP socket and hands each datagram to the shard loop.
+fn spawn_udp_reader(
+    sock: Arc<UdpSocket>,
+    endpoint: usize,
+    to_shard: tokio::sync::mpsc::UnboundedSender<StreamIn>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
+            if let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let event = StreamEvent::Datagram(Bytes::copy_from_slice(&buf[..n]), from);
+                let m = StreamIn {
+                    endpoint,
+                    generation: 0,
+                    event,
+                };
+                if to_shard.send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without

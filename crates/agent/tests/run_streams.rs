@@ -370,3 +370,61 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
         assert_ne!(registered[0], registered[1]);
     }
 }
+
+/// `udp_socket = "per-endpoint"`: each endpoint sends and receives on its own UDP socket
+/// (its own source port, as servers that tell phones apart by port need), with the socket
+/// buffer sizes asked for; calls go through as over the shared socket.
+#[test]
+fn udp_with_one_socket_per_endpoint_and_buffer_sizes() {
+    let text = ten_to_ten("udp").replace(
+        "transport = \"udp\"",
+        "transport = \"udp\"\nudp_socket = \"per-endpoint\"\nudp_recv_buffer = 262144\nudp_send_buffer = 131072",
+    );
+    let (summary, reports) = run_file(&text);
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    let mut ports = std::collections::HashSet::new();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let note = &r.trace[0];
+        assert_eq!(note.direction, Direction::Note);
+        assert!(
+            note.text.starts_with("own UDP socket 127.0.0.1:")
+                && note.text.contains(" bytes for 262144 asked")
+                && note.text.contains(" bytes for 131072 asked"),
+            "{}",
+            note.text
+        );
+        let locals: std::collections::HashSet<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction != Direction::Note)
+            .map(|e| e.local.unwrap())
+            .collect();
+        assert_eq!(locals.len(), 1, "{locals:?}");
+        let local = *locals.iter().next().unwrap();
+        assert!(note.text.contains(&local.to_string()), "{}", note.text);
+        assert!(ports.insert(local.port()), "a port of its own: {local}");
+        // The server's requests (the callee's INVITE) reach it on its own socket.
+        if r.group == "callees" {
+            assert!(r.trace.iter().any(|e| e.direction == Direction::Received
+                && e.first_line().starts_with("INVITE ")
+                && e.local == Some(local)));
+        }
+    }
+    assert_eq!(ports.len(), 20);
+    // The shared socket (the default) says what it was granted too.
+    let shared = ten_to_ten("udp").replace(
+        "transport = \"udp\"",
+        "transport = \"udp\"\nudp_recv_buffer = 262144",
+    );
+    let (_, reports) = run_file(&shared);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(
+            r.trace[0].text.starts_with("shared UDP socket 127.0.0.1:")
+                && r.trace[0].text.contains(" bytes for 262144 asked"),
+            "{}",
+            r.trace[0].text
+        );
+    }
+}
