@@ -25,7 +25,10 @@ use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Destination, UaConfig, UaEvent, UserAgent};
 use tokio::net::UdpSocket;
 
+use sip_net::tls::ClientSettings;
+
 use crate::callmedia::{CallMedia, MediaIn, MediaPlan, PortAllocator};
+use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings};
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
@@ -41,6 +44,48 @@ pub struct ServerTarget {
     pub registrar_uri: Uri,
     /// The outbound proxy's URI and address, when INVITEs go through one.
     pub outbound_proxy: Option<(SipUri, SocketAddr)>,
+    /// How endpoints reach it: transport, TLS, WebSocket path, keep-alive, UDP sockets.
+    pub transport: TransportPlan,
+}
+
+/// How the endpoints of a run reach their server.
+#[derive(Debug, Clone)]
+pub struct TransportPlan {
+    /// UDP (a socket shared per shard, or one per endpoint), or one connection per endpoint
+    /// over TCP, TLS, WS or WSS.
+    pub kind: FlowKind,
+    /// TLS verification and client certificate (TLS and WSS).
+    pub tls: ClientSettings,
+    /// The name the server's certificate must carry and the SNI (default: the domain).
+    pub tls_name: Option<String>,
+    /// The WebSocket resource (WS and WSS), e.g. `/` or `/ws`.
+    pub ws_path: String,
+    /// CRLF keep-alive interval on TCP and TLS (RFC 5626 §3.5.1); `None`: off.
+    pub keepalive: Option<Duration>,
+    /// Reconnect (with backoff) and re-register when a connection is lost.
+    pub reconnect: bool,
+    /// One UDP socket per endpoint instead of one per shard.
+    pub udp_per_endpoint: bool,
+    /// SO_RCVBUF for UDP signalling sockets, bytes (`None`: the system's default).
+    pub udp_recv_buffer: Option<usize>,
+    /// SO_SNDBUF for UDP signalling sockets, bytes.
+    pub udp_send_buffer: Option<usize>,
+}
+
+impl Default for TransportPlan {
+    fn default() -> Self {
+        Self {
+            kind: FlowKind::Udp,
+            tls: ClientSettings::default(),
+            tls_name: None,
+            ws_path: "/".into(),
+            keepalive: Some(Duration::from_secs(30)),
+            reconnect: true,
+            udp_per_endpoint: false,
+            udp_recv_buffer: None,
+            udp_send_buffer: None,
+        }
+    }
 }
 
 /// What a group of endpoints does.
@@ -435,6 +480,11 @@ pub struct RunSummary {
     pub max_timer_lateness_ms: f64,
     /// Sends that failed at the socket.
     pub send_errors: u64,
+    /// Messages dropped because a connection's send queue was full: the generator (or the
+    /// connection) was overloaded when this is not zero.
+    pub dropped_sends: u64,
+    /// Connections re-established after a loss (TCP, TLS, WS, WSS).
+    pub reconnects: u64,
     /// The run was stopped on request (Ctrl-C, or a stop from the server) before it ended.
     pub stopped: bool,
     /// Calls per second the run actually offered: INVITEs placed (first attempts and
@@ -457,11 +507,12 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// sipmeter itself fell behind: a send failed at the socket, or more than 1 % of the
+    /// sipmeter itself fell behind: a send failed at the socket or was dropped (a connection's
+    /// queue was full), or more than 1 % of the
     /// timers fired over 10 ms late (a stray late timer on a busy machine is not overload;
     /// a generator that cannot keep its schedule is).
     pub fn generator_overloaded(&self) -> bool {
-        self.send_errors > 0 || self.late_timers * 100 > self.timers_fired
+        self.send_errors > 0 || self.dropped_sends > 0 || self.late_timers * 100 > self.timers_fired
     }
 }
 
@@ -511,6 +562,23 @@ pub fn run(
         registered: AtomicU32::new(0),
         callers_left: AtomicU32::new(count(|r| matches!(r, Role::Call { .. }))),
     });
+    let stream = match plan.server.transport.kind {
+        FlowKind::Udp => None,
+        kind => {
+            let t = &plan.server.transport;
+            let s = StreamSettings::new(
+                kind,
+                plan.server.addr,
+                &plan.server.domain,
+                &t.tls,
+                t.tls_name.as_deref(),
+                &t.ws_path,
+                t.keepalive,
+            )
+            .map_err(std::io::Error::other)?;
+            Some(Arc::new(s))
+        }
+    };
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -519,6 +587,7 @@ pub fn run(
         let tx = tx.clone();
         let stop = stop.clone();
         let shared = Arc::clone(&shared);
+        let stream = stream.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("shard-{s}"))
@@ -526,7 +595,7 @@ pub fn run(
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()?;
-                    rt.block_on(Shard::run(s, &plan, work, tx, stop, shared))
+                    rt.block_on(Shard::run(s, &plan, work, tx, stop, shared, stream))
                 })?,
         );
     }
@@ -581,6 +650,8 @@ pub fn run(
                     dials.1 = Some(dials.1.map_or(last, |t| t.max(last)));
                 }
                 dials.2 += stats.dials;
+                base.dropped_sends += stats.dropped_sends;
+                base.reconnects += stats.reconnects;
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -689,6 +760,39 @@ struct ShardStats {
     dial_window: Option<(Instant, Instant)>,
     /// INVITEs placed (new calls, not retransmissions or re-INVITEs).
     dials: u64,
+    dropped_sends: u64,
+    reconnects: u64,
+}
+
+/// An endpoint's own connection to the server (TCP, TLS, WS, WSS).
+#[derive(Debug, Default)]
+struct Link {
+    /// Counts connection attempts: events of an older one are stale.
+    generation: u32,
+    /// The connection task's send queue (dropping it closes the connection).
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    /// Our address on the connection, once connected.
+    local: Option<SocketAddr>,
+    /// Connected at least once: a later connection is a reconnect.
+    was_up: bool,
+    /// Failed reconnect attempts in a row (the backoff).
+    failures: u32,
+    /// What the endpoint was doing when the connection dropped, resumed once re-registered.
+    resume: Option<(Script, Option<Instant>)>,
+    /// A call was lost with the connection: after re-registering, go on as after a call.
+    lost_call: bool,
+    /// Un-registering (the endpoint is leaving): a lost connection is not reopened.
+    leaving: bool,
+}
+
+/// Reconnect attempts in a row before the endpoint gives up (RFC 5626 §4.5 backoff).
+const MAX_RECONNECT_FAILURES: u32 = 5;
+
+/// The wait before reconnect attempt `failures + 1`: 0.5 s doubling up to 30 s.
+fn reconnect_backoff(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1 << failures.min(6))
+        .min(Duration::from_secs(30))
 }
 
 /// What an endpoint does next on its own clock.
@@ -710,6 +814,8 @@ enum Script {
     WaitCallersDone,
     /// Un-register now.
     Unregister,
+    /// Open the connection again (after a loss).
+    Connect,
     /// Nothing scheduled.
     Idle,
 }
@@ -758,6 +864,12 @@ struct Endpoint {
     dtmf_received: String,
     trace: Vec<TraceEntry>,
     done: bool,
+    /// The connection (stream transports).
+    link: Link,
+    /// Its own UDP socket (`udp_socket = "per-endpoint"`).
+    udp: Option<Arc<UdpSocket>>,
+    /// The task reading that socket (stopped when the endpoint finishes).
+    udp_reader: Option<tokio::task::AbortHandle>,
 }
 
 impl Endpoint {
@@ -804,6 +916,36 @@ struct Shard<'a> {
     media_generation: u64,
     /// The next free slot under the calls-per-second cap.
     next_dial: Instant,
+    /// Stream transports: how each endpoint connects (`None`: UDP).
+    stream: Option<Arc<StreamSettings>>,
+    stream_tx: tokio::sync::mpsc::UnboundedSender<StreamIn>,
+    stream_rx: tokio::sync::mpsc::UnboundedReceiver<StreamIn>,
+}
+
+/// The user agent of endpoint `i` of group `g`, writing `local` in Via and Contact.
+fn new_ua(plan: &RunPlan, g: usize, i: usize, local: SocketAddr, seed: u64) -> UserAgent {
+    let ep_plan = &plan.groups[g].endpoints[i];
+    let kind = plan.server.transport.kind;
+    UserAgent::new(UaConfig {
+        user: ep_plan.user.clone(),
+        domain: plan.server.domain.clone(),
+        registrar_uri: plan.server.registrar_uri.clone(),
+        outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
+        credentials: ep_plan.credentials.clone(),
+        local_host: match local.ip() {
+            IpAddr::V4(a) => Host::V4(a),
+            IpAddr::V6(a) => Host::V6(a),
+        },
+        local_port: local.port(),
+        transport: kind.via_token().into(),
+        // RFC 3261 §17.1.1.2: no retransmissions over a reliable transport.
+        reliable: kind.reliable(),
+        expires: plan.register_expires,
+        timers: plan.timers,
+        user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
+        seed,
+        use_100rel: plan.groups[g].prack,
+    })
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
@@ -867,6 +1009,7 @@ impl<'a> Shard<'a> {
         events: mpsc::Sender<RunEvent>,
         stop: StopHandle,
         shared: Arc<Shared>,
+        stream: Option<Arc<StreamSettings>>,
     ) -> std::io::Result<ShardStats> {
         let bind_ip: IpAddr = if plan.server.addr.ip().is_loopback() {
             plan.server.addr.ip()
@@ -875,7 +1018,7 @@ impl<'a> Shard<'a> {
         } else {
             IpAddr::from([0u16; 8])
         };
-        let sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
+        let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
         let mut local = sock.local_addr()?;
         if local.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
@@ -884,6 +1027,7 @@ impl<'a> Shard<'a> {
         }
         let start = Instant::now();
         let (media_tx, media_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stream_tx, stream_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut shard = Shard {
             index,
             plan,
@@ -910,33 +1054,42 @@ impl<'a> Shard<'a> {
                 } else {
                     Duration::ZERO
                 },
+            stream,
+            stream_tx,
+            stream_rx,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
         let mut order = work;
         order.sort_by_key(|&(id, g, _)| (!matches!(plan.groups[g].role, Role::Answer { .. }), id));
+        let per_endpoint =
+            plan.server.transport.kind == FlowKind::Udp && plan.server.transport.udp_per_endpoint;
         for (n, (id, g, i)) in order.into_iter().enumerate() {
             let ep_plan = &plan.groups[g].endpoints[i];
             let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let ua = UserAgent::new(UaConfig {
-                user: ep_plan.user.clone(),
-                domain: plan.server.domain.clone(),
-                registrar_uri: plan.server.registrar_uri.clone(),
-                outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
-                credentials: ep_plan.credentials.clone(),
-                local_host: match local.ip() {
-                    IpAddr::V4(a) => Host::V4(a),
-                    IpAddr::V6(a) => Host::V6(a),
-                },
-                local_port: local.port(),
-                transport: FlowKind::Udp.via_token().into(),
-                reliable: false,
-                expires: plan.register_expires,
-                timers: plan.timers,
-                user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
-                seed,
-                use_100rel: plan.groups[g].prack,
-            });
+            // `udp_socket = "per-endpoint"`: the endpoint's own socket (servers that tell
+            // phones apart by source port), read by a small task like a connection.
+            let mut link = Link::default();
+            let mut notes = Vec::new();
+            let (udp, local) = if per_endpoint {
+                let (s, note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+                let mut own = s.local_addr()?;
+                own.set_ip(local.ip());
+                link.local = Some(own);
+                notes.push(format!(
+                    "own UDP socket {own}{}",
+                    note.map_or(String::new(), |n| format!(" ({n})"))
+                ));
+                (Some(Arc::new(s)), own)
+            } else {
+                if let Some(n) = &udp_note {
+                    notes.push(format!("shared UDP socket {local} ({n})"));
+                }
+                (None, local)
+            };
+            // Over a stream transport the agent is made again once connected, with the
+            // connection's address in Via and Contact.
+            let ua = new_ua(plan, g, i, local, seed);
             // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
             let slot = if plan.ramp_per_sec > 0.0 {
                 Duration::from_secs_f64((n * plan.shards.max(1) + index) as f64 / plan.ramp_per_sec)
@@ -979,7 +1132,19 @@ impl<'a> Shard<'a> {
                 samples: Vec::new(),
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
+                link,
+                udp: udp.clone(),
+                udp_reader: None,
             });
+            for n in notes {
+                shard.endpoints[idx]
+                    .trace
+                    .push(TraceEntry::note(n, Duration::ZERO));
+            }
+            if let Some(s) = udp {
+                let reader = spawn_udp_reader(s, idx, shard.stream_tx.clone());
+                shard.endpoints[idx].udp_reader = Some(reader);
+            }
             shard.schedule(idx);
         }
         shard.event_loop(stop).await?;
@@ -1122,6 +1287,7 @@ impl<'a> Shard<'a> {
                     }
                 }
                 Some(m) = self.media_rx.recv() => self.on_media(m),
+                Some(m) = self.stream_rx.recv() => self.on_stream(Instant::now(), m).await,
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             }
         }
@@ -1322,6 +1488,10 @@ impl<'a> Shard<'a> {
         let events = self.events.clone();
         let ep = &mut self.endpoints[idx];
         match script {
+            Script::Start | Script::Connect if self.stream.is_some() && ep.link.local.is_none() => {
+                self.connect(idx, now)
+            }
+            Script::Connect => {}
             Script::Start if !self.plan.groups[ep.group].register => self.ready(idx, now),
             Script::Start => {
                 ep.reg_sent = Some(now);
@@ -1373,7 +1543,9 @@ impl<'a> Shard<'a> {
             }
             Script::Unregister => {
                 ep.set_phase(Phase::Disconnecting, &events);
-                if ep.registration_code == Some(200) {
+                let connected = self.stream.is_none() || ep.link.local.is_some();
+                ep.link.leaving = true;
+                if ep.registration_code == Some(200) && connected {
                     ep.ua.unregister(now);
                 } else {
                     self.finish(idx);
@@ -1483,10 +1655,57 @@ impl<'a> Shard<'a> {
                     self.by_call_id.insert(cid.to_owned(), idx);
                 }
                 let at = now - self.start;
+                if let Some(stream) = &self.stream {
+                    // One connection per endpoint: every message goes over it, whatever
+                    // its destination (the server reuses it towards us, RFC 5923 style).
+                    let ep = &mut self.endpoints[idx];
+                    let local = ep.link.local.unwrap_or(self.local);
+                    ep.trace.push(TraceEntry::new(
+                        Direction::Sent,
+                        stream.kind,
+                        local,
+                        stream.addr,
+                        out.bytes.clone(),
+                        at,
+                        self.wall + at,
+                        out.retransmission,
+                    ));
+                    let first = || {
+                        String::from_utf8_lossy(
+                            out.bytes.split(|&b| b == b'\r').next().unwrap_or(b""),
+                        )
+                        .into_owned()
+                    };
+                    let sent = match (&ep.link.tx, ep.link.local) {
+                        (Some(tx), Some(_)) => {
+                            tx.try_send(out.bytes.clone()).map_err(|e| match e {
+                                tokio::sync::mpsc::error::TrySendError::Full(_) => true,
+                                tokio::sync::mpsc::error::TrySendError::Closed(_) => false,
+                            })
+                        }
+                        _ => Err(false),
+                    };
+                    match sent {
+                        Ok(()) => {}
+                        Err(true) => {
+                            self.stats.dropped_sends += 1;
+                            ep.trace.push(TraceEntry::note(
+                                format!("send queue full: {} dropped (the generator or the connection is overloaded)", first()),
+                                at,
+                            ));
+                        }
+                        Err(false) => ep.trace.push(TraceEntry::note(
+                            format!("not connected: {} not sent", first()),
+                            at,
+                        )),
+                    }
+                    continue;
+                }
+                let own = self.endpoints[idx].udp.clone();
                 let entry = TraceEntry::new(
                     Direction::Sent,
                     FlowKind::Udp,
-                    self.local,
+                    self.endpoints[idx].link.local.unwrap_or(self.local),
                     to,
                     out.bytes.clone(),
                     at,
@@ -1494,7 +1713,11 @@ impl<'a> Shard<'a> {
                     out.retransmission,
                 );
                 self.endpoints[idx].trace.push(entry);
-                if let Err(e) = self.sock.send_to(&out.bytes, to).await {
+                let sent = match &own {
+                    Some(s) => s.send_to(&out.bytes, to).await,
+                    None => self.sock.send_to(&out.bytes, to).await,
+                };
+                if let Err(e) = sent {
                     self.stats.send_errors += 1;
                     let ep = &mut self.endpoints[idx];
                     ep.trace
@@ -1559,6 +1782,21 @@ impl<'a> Shard<'a> {
             UaEvent::Registered { refresh, .. } => {
                 ep.registration_code = Some(200);
                 if refresh {
+                    return;
+                }
+                if ep.link.was_up && ep.link.generation > 1 {
+                    // Registered again over a new connection: carry on where the loss left.
+                    let at = now - self.start;
+                    ep.trace.push(TraceEntry::note(
+                        "registered again after reconnecting".into(),
+                        at,
+                    ));
+                    if std::mem::take(&mut ep.link.lost_call) {
+                        self.after_call(idx, now);
+                    } else if let Some((script, when)) = ep.link.resume.take() {
+                        ep.script = script;
+                        ep.script_at = when.map(|t| t.max(now));
+                    }
                     return;
                 }
                 ep.timings.registration_ms = ep.reg_sent.map(|t| ms(now - t));
@@ -1800,6 +2038,12 @@ impl<'a> Shard<'a> {
             return;
         }
         ep.done = true;
+        // Dropping the send queue closes the connection.
+        ep.link.tx = None;
+        if let Some(r) = ep.udp_reader.take() {
+            r.abort();
+        }
+        ep.udp = None;
         if matches!(self.plan.groups[ep.group].role, Role::Call { .. }) {
             self.shared.callers_left.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1840,18 +2084,37 @@ impl<'a> Shard<'a> {
     }
 
     async fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {
+        self.on_message(now, bytes, from, None).await;
+    }
+
+    /// A message from the server: over the shard's UDP socket (`on`: `None`, routed by
+    /// Request-URI user or Call-ID), or over endpoint `on`'s own connection.
+    async fn on_message(
+        &mut self,
+        now: Instant,
+        bytes: Bytes,
+        from: SocketAddr,
+        on: Option<usize>,
+    ) {
+        let (kind, local) = match on {
+            Some(i) => (
+                self.plan.server.transport.kind,
+                self.endpoints[i].link.local.unwrap_or(self.local),
+            ),
+            None => (FlowKind::Udp, self.local),
+        };
         let msg = match Message::parse_bytes(bytes.clone()) {
             Ok(m) => m,
             Err(e) => {
                 // Malformed input from the server under test: find the endpoint it was for
                 // (by Call-ID text) and put the bytes and the error in its trace.
-                if let Some(idx) = self.find_by_raw_call_id(&bytes) {
+                if let Some(idx) = on.or_else(|| self.find_by_raw_call_id(&bytes)) {
                     let at = now - self.start;
                     let ep = &mut self.endpoints[idx];
                     ep.trace.push(TraceEntry::new(
                         Direction::Received,
-                        FlowKind::Udp,
-                        self.local,
+                        kind,
+                        local,
                         from,
                         bytes,
                         at,
@@ -1881,7 +2144,9 @@ impl<'a> Shard<'a> {
         } else {
             None
         };
-        let idx = if msg.is_request() {
+        let idx = if let Some(i) = on {
+            Some(i)
+        } else if msg.is_request() {
             let user = msg
                 .request_uri()
                 .and_then(Uri::as_sip)
@@ -1898,8 +2163,8 @@ impl<'a> Shard<'a> {
         let at = now - self.start;
         let entry = TraceEntry::new(
             Direction::Received,
-            FlowKind::Udp,
-            self.local,
+            kind,
+            local,
             from,
             bytes,
             at,
@@ -1922,9 +2187,245 @@ impl<'a> Shard<'a> {
         self.pump(idx, now).await;
     }
 
+    /// Opens endpoint `idx`'s connection (a new generation); it registers once connected.
+    fn connect(&mut self, idx: usize, now: Instant) {
+        let Some(settings) = self.stream.clone() else {
+            return;
+        };
+        let ep = &mut self.endpoints[idx];
+        ep.link.generation += 1;
+        ep.link.local = None;
+        let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
+        ep.link.tx = Some(tx);
+        ep.trace.push(TraceEntry::note(
+            format!(
+                "connecting over {} to {}{}",
+                settings.kind.via_token(),
+                settings.addr,
+                if ep.link.was_up { " (reconnect)" } else { "" }
+            ),
+            now - self.start,
+        ));
+        crate::conn::spawn(
+            settings,
+            idx,
+            ep.link.generation,
+            self.stream_tx.clone(),
+            rx,
+        );
+    }
+
+    /// News from an endpoint's connection task.
+    async fn on_stream(&mut self, now: Instant, m: StreamIn) {
+        if let StreamEvent::Datagram(bytes, from) = m.event {
+            if self.endpoints.get(m.endpoint).is_some_and(|e| !e.done) {
+                self.on_message(now, bytes, from, Some(m.endpoint)).await;
+            }
+            return;
+        }
+        let Some(settings) = self.stream.clone() else {
+            return;
+        };
+        let idx = m.endpoint;
+        let plan = self.plan;
+        let at = now - self.start;
+        let stopping = self.stopping;
+        let Some(ep) = self.endpoints.get_mut(idx) else {
+            return;
+        };
+        if m.generation != ep.link.generation || ep.done {
+            return; // an older connection, or an endpoint that finished
+        }
+        match m.event {
+            StreamEvent::Connected { local, notes } => {
+                for n in notes {
+                    ep.trace.push(TraceEntry::note(n, at));
+                }
+                ep.link.local = Some(local);
+                ep.link.failures = 0;
+                let reconnect = ep.link.was_up;
+                ep.link.was_up = true;
+                if reconnect {
+                    self.stats.reconnects += 1;
+                }
+                // Via and Contact carry the connection's address. After a reconnect the
+                // agent is new (a fresh seed: a new registration Call-ID).
+                let seed = plan.seed
+                    ^ u64::from(ep.id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ u64::from(ep.link.generation - 1) << 48;
+                ep.ua = new_ua(plan, ep.group, ep.index, local, seed);
+                if stopping && reconnect {
+                    self.finish(idx);
+                    return;
+                }
+                if reconnect && !plan.groups[ep.group].register {
+                    // Nothing to register again: carry on where the loss left.
+                    if std::mem::take(&mut ep.link.lost_call) {
+                        self.after_call(idx, now);
+                    } else if let Some((script, when)) = ep.link.resume.take() {
+                        ep.script = script;
+                        ep.script_at = when.map(|t| t.max(now));
+                    }
+                    self.schedule(idx);
+                    return;
+                }
+                ep.script = Script::Start;
+                ep.script_at = Some(now);
+                self.schedule(idx);
+            }
+            StreamEvent::Failed {
+                error,
+                hint,
+                after_tcp,
+            } => {
+                ep.trace.push(TraceEntry::note(
+                    format!(
+                        "{} connection to {} failed: {error}",
+                        settings.kind.via_token(),
+                        settings.addr
+                    ),
+                    at,
+                ));
+                ep.link.tx = None;
+                if ep.link.was_up
+                    && plan.server.transport.reconnect
+                    && !stopping
+                    && ep.link.failures < MAX_RECONNECT_FAILURES
+                {
+                    let wait = reconnect_backoff(ep.link.failures);
+                    ep.link.failures += 1;
+                    ep.trace.push(TraceEntry::note(
+                        format!("reconnecting in {} ms", wait.as_millis()),
+                        at,
+                    ));
+                    ep.script = Script::Connect;
+                    ep.script_at = Some(now + wait);
+                    self.schedule(idx);
+                    return;
+                }
+                // A TLS or WebSocket refusal keeps the endpoint from registering; a TCP
+                // failure is a socket error (product.md's outcomes).
+                let outcome = if after_tcp {
+                    Outcome::RegistrationFailed
+                } else {
+                    Outcome::Oserror
+                };
+                ep.worsen(
+                    outcome,
+                    format!(
+                        "cannot connect over {} to {}: {error}: {hint}",
+                        settings.kind.via_token(),
+                        settings.addr
+                    ),
+                );
+                if matches!(plan.groups[ep.group].role, Role::Answer { .. })
+                    && ep.registration_code != Some(200)
+                {
+                    // Callers must not wait for an answerer that will never register.
+                    self.shared.registered.fetch_add(1, Ordering::Relaxed);
+                }
+                self.finish(idx);
+            }
+            StreamEvent::Message(bytes) => {
+                self.on_message(now, bytes, settings.addr, Some(idx)).await;
+            }
+            StreamEvent::Datagram(..) => {} // handled above
+            StreamEvent::Closed(reason) => {
+                ep.trace
+                    .push(TraceEntry::note(format!("connection closed: {reason}"), at));
+                ep.link.tx = None;
+                ep.link.local = None;
+                let leaving = ep.link.leaving;
+                if plan.server.transport.reconnect && !stopping && !leaving {
+                    // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
+                    // in progress is lost with its connection.
+                    if let Some(call) = ep.active_call.take() {
+                        ep.worsen(
+                            Outcome::CallFailed,
+                            format!("the call was lost with the connection: {reason}"),
+                        );
+                        ep.ua.forget_call(call);
+                        ep.link.lost_call = true;
+                        self.end_media(idx, now);
+                    }
+                    let ep = &mut self.endpoints[idx];
+                    if !ep.link.lost_call {
+                        let script = std::mem::replace(&mut ep.script, Script::Connect);
+                        ep.link.resume = Some((script, ep.script_at));
+                    }
+                    let wait = reconnect_backoff(0).min(Duration::from_millis(200));
+                    ep.script = Script::Connect;
+                    ep.script_at = Some(now + wait);
+                    ep.trace.push(TraceEntry::note(
+                        format!("reconnecting in {} ms", wait.as_millis()),
+                        at,
+                    ));
+                    self.schedule(idx);
+                    return;
+                }
+                ep.worsen(Outcome::Oserror, format!("connection lost: {reason}"));
+                // Pending transactions end as on a timeout (RFC 3261 §8.1.3.1).
+                ep.ua.handle_transport_error(now);
+                self.pump(idx, now).await;
+            }
+        }
+    }
+
     fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
         self.by_call_id.get(raw_call_id(bytes)?).copied()
     }
+}
+
+/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
+/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
+fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, Option<String>)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let mut granted = Vec::new();
+    if let Some(n) = t.udp_recv_buffer {
+        sock.set_recv_buffer_size(n)?;
+        granted.push(format!(
+            "receive buffer {} bytes for {n} asked",
+            sock.recv_buffer_size()?
+        ));
+    }
+    if let Some(n) = t.udp_send_buffer {
+        sock.set_send_buffer_size(n)?;
+        granted.push(format!(
+            "send buffer {} bytes for {n} asked",
+            sock.send_buffer_size()?
+        ));
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    let sock = UdpSocket::from_std(sock.into())?;
+    Ok((sock, (!granted.is_empty()).then(|| granted.join(", "))))
+}
+
+/// Reads an endpoint's own UDP socket and hands each datagram to the shard loop.
+fn spawn_udp_reader(
+    sock: Arc<UdpSocket>,
+    endpoint: usize,
+    to_shard: tokio::sync::mpsc::UnboundedSender<StreamIn>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
+            if let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let event = StreamEvent::Datagram(Bytes::copy_from_slice(&buf[..n]), from);
+                let m = StreamIn {
+                    endpoint,
+                    generation: 0,
+                    event,
+                };
+                if to_shard.send(m).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .abort_handle()
 }
 
 /// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without

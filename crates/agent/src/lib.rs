@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod callmedia;
 pub mod capacity;
 pub mod check;
+pub mod conn;
 pub mod engine;
 pub mod flow;
 pub mod hints;

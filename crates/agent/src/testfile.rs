@@ -17,7 +17,9 @@ use toml::Spanned;
 use crate::callmedia::MediaPlan;
 use crate::engine::{
     ActionKind, CallAction, EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget,
+    TransportPlan,
 };
+use crate::flow::FlowKind;
 
 /// A test file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,9 +92,32 @@ pub struct RegistrarEntry {
     pub domain: Option<Spanned<String>>,
     /// Port; default per transport.
     pub port: Option<u16>,
-    /// `udp`, or `auto` (RFC 3263 DNS discovery; the engine uses the first UDP target).
-    /// This build's engine runs UDP; tcp/tls/wss come with the transports.
+    /// `udp` (default), `tcp`, `tls`, `ws`, `wss`, or `auto` (RFC 3263 DNS discovery: the
+    /// first target the records name). Over tcp/tls/ws/wss each endpoint has its own
+    /// connection.
     pub transport: Option<Spanned<String>>,
+    /// TLS server verification: `system` (default), `custom` (with `tls_ca`) or `skip`.
+    pub tls_verify: Option<Spanned<String>>,
+    /// The CA certificate (PEM file, relative to the test file) for `tls_verify = "custom"`.
+    pub tls_ca: Option<Spanned<String>>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key`.
+    pub tls_cert: Option<Spanned<String>>,
+    /// The client certificate's private key (PEM).
+    pub tls_key: Option<Spanned<String>>,
+    /// The name the server certificate must carry, sent as SNI (default: the domain).
+    pub tls_server_name: Option<Spanned<String>>,
+    /// WebSocket resource for ws/wss (default `/`).
+    pub ws_path: Option<Spanned<String>>,
+    /// CRLF keep-alive interval on tcp/tls (RFC 5626 §3.5.1), e.g. `30s` (default) or `0s` (off).
+    pub keepalive: Option<Spanned<String>>,
+    /// Reconnect and re-register when a connection drops (default true).
+    pub reconnect: Option<bool>,
+    /// UDP: `shared` (one socket per shard, default) or `per-endpoint`.
+    pub udp_socket: Option<Spanned<String>>,
+    /// UDP signalling socket receive buffer (SO_RCVBUF), bytes.
+    pub udp_recv_buffer: Option<Spanned<usize>>,
+    /// UDP signalling socket send buffer (SO_SNDBUF), bytes.
+    pub udp_send_buffer: Option<Spanned<usize>>,
     /// `host:port` of an outbound proxy for INVITEs.
     pub outbound_proxy: Option<Spanned<String>>,
     /// `false`: do not REGISTER; call straight away (a SIP trunk with IP authentication, a
@@ -307,6 +332,172 @@ impl Ctx<'_> {
     }
 }
 
+/// The registrar's transport (`None` for auto) and its connection settings.
+fn transport_plan(
+    cx: &Ctx<'_>,
+    file: &str,
+    r: &RegistrarEntry,
+    i: usize,
+) -> Result<(Option<FlowKind>, TransportPlan), FileError> {
+    use sip_net::tls::{ClientSettings, Identity, Verify, certificates_from_pem};
+    let field = |f: &str| format!("registrar[{i}].{f}");
+    let kind = match r
+        .transport
+        .as_ref()
+        .map(|t| t.get_ref().to_ascii_lowercase())
+    {
+        None => Some(FlowKind::Udp),
+        Some(t) => match t.as_str() {
+            "udp" => Some(FlowKind::Udp),
+            "tcp" => Some(FlowKind::Tcp),
+            "tls" => Some(FlowKind::Tls),
+            "ws" => Some(FlowKind::Ws),
+            "wss" => Some(FlowKind::Wss),
+            "auto" => None,
+            other => {
+                let span = r.transport.as_ref().map_or(0..0, Spanned::span);
+                return cx.err(
+                    span,
+                    field("transport"),
+                    format!("`{other}`: expected udp, tcp, tls, ws, wss or auto"),
+                );
+            }
+        },
+    };
+    let path_of = |p: &str| {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            Path::new(file).parent().unwrap_or(Path::new("")).join(path)
+        }
+    };
+    // Files and errors as `sipmeter check --ca/--cert/--key` reads and words them.
+    let read = |v: &Spanned<String>, f: &str| {
+        let full = path_of(v.get_ref());
+        std::fs::read(&full)
+            .or_else(|e| cx.err(v.span(), field(f), format!("{}: {e}", full.display())))
+    };
+    let verify_name = r
+        .tls_verify
+        .as_ref()
+        .map(|v| v.get_ref().to_ascii_lowercase());
+    let verify = match (verify_name.as_deref(), &r.tls_ca) {
+        (None | Some("custom"), Some(ca)) => {
+            let pem = read(ca, "tls_ca")?;
+            Verify::Custom(certificates_from_pem(&pem, "CA certificate").or_else(|e| {
+                cx.err(
+                    ca.span(),
+                    field("tls_ca"),
+                    format!("{}: {e}", path_of(ca.get_ref()).display()),
+                )
+            })?)
+        }
+        (Some("custom"), None) => {
+            let span = r.tls_verify.as_ref().map_or(0..0, Spanned::span);
+            return cx.err(
+                span,
+                field("tls_ca"),
+                "tls_verify = \"custom\" needs tls_ca (the CA certificate, PEM)",
+            );
+        }
+        (None | Some("system"), None) => Verify::System,
+        (Some("skip"), None) => Verify::InsecureSkipVerification,
+        (Some("system" | "skip"), Some(ca)) => {
+            return cx.err(
+                ca.span(),
+                field("tls_ca"),
+                "tls_ca goes with tls_verify = \"custom\"",
+            );
+        }
+        (Some(other), _) => {
+            let span = r.tls_verify.as_ref().map_or(0..0, Spanned::span);
+            return cx.err(
+                span,
+                field("tls_verify"),
+                format!("`{other}`: expected system, custom or skip"),
+            );
+        }
+    };
+    let identity = match (&r.tls_cert, &r.tls_key) {
+        (Some(c), Some(k)) => {
+            let cert = read(c, "tls_cert")?;
+            let key = read(k, "tls_key")?;
+            Some(Identity::from_pem(&cert, &key).or_else(|e| {
+                cx.err(
+                    c.span(),
+                    field("tls_cert"),
+                    format!(
+                        "{} with {}: {e}",
+                        path_of(c.get_ref()).display(),
+                        path_of(k.get_ref()).display()
+                    ),
+                )
+            })?)
+        }
+        (None, None) => None,
+        (Some(c), None) => {
+            return cx.err(c.span(), field("tls_key"), "tls_cert needs tls_key");
+        }
+        (None, Some(k)) => {
+            return cx.err(k.span(), field("tls_cert"), "tls_key needs tls_cert");
+        }
+    };
+    let keepalive = match &r.keepalive {
+        None => Some(Duration::from_secs(30)),
+        Some(k) => {
+            let d = cx.duration(k, &field("keepalive"))?;
+            (!d.is_zero()).then_some(d)
+        }
+    };
+    let udp_per_endpoint = match r
+        .udp_socket
+        .as_ref()
+        .map(|u| u.get_ref().to_ascii_lowercase())
+    {
+        None => false,
+        Some(u) if u == "shared" => false,
+        Some(u) if u == "per-endpoint" => true,
+        Some(u) => {
+            let span = r.udp_socket.as_ref().map_or(0..0, Spanned::span);
+            return cx.err(
+                span,
+                field("udp_socket"),
+                format!("`{u}`: expected shared or per-endpoint"),
+            );
+        }
+    };
+    let buffer = |b: &Option<Spanned<usize>>, f: &str| match b {
+        None => Ok(None),
+        Some(v) if (1024..=(256 << 20)).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
+        Some(v) => cx.err(
+            v.span(),
+            field(f),
+            "must be between 1024 and 268435456 bytes",
+        ),
+    };
+    let plan = TransportPlan {
+        kind: kind.unwrap_or(FlowKind::Udp),
+        tls: ClientSettings { verify, identity },
+        tls_name: r.tls_server_name.as_ref().map(|n| n.get_ref().clone()),
+        ws_path: r
+            .ws_path
+            .as_ref()
+            .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
+        keepalive,
+        reconnect: r.reconnect.unwrap_or(true),
+        udp_per_endpoint,
+        udp_recv_buffer: buffer(&r.udp_recv_buffer, "udp_recv_buffer")?,
+        udp_send_buffer: buffer(&r.udp_send_buffer, "udp_send_buffer")?,
+    };
+    if let Some(p) = &r.ws_path
+        && !p.get_ref().starts_with('/')
+    {
+        return cx.err(p.span(), field("ws_path"), "must start with /");
+    }
+    Ok((kind, plan))
+}
+
 /// Largest WAV file accepted as a source.
 const MAX_WAV_BYTES: u64 = 64 << 20;
 
@@ -436,9 +627,15 @@ pub fn prepare_parsed(
             .as_deref()
             .is_some_and(|k| k.eq_ignore_ascii_case("builtin"))
             || r.id == "builtin";
+        let (kind, transport) = transport_plan(&cx, file, r, i)?;
         if is_builtin {
             builtin = Some(secret.to_vec());
             let placeholder: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let Some(kind) = kind else {
+                let span = r.transport.as_ref().map_or(0..0, Spanned::span);
+                return cx.err(span, field("transport"), "the built-in registrar needs a fixed transport (udp, tcp, tls, ws or wss), not auto");
+            };
+            let transport = TransportPlan { kind, ..transport };
             servers.insert(
                 &r.id,
                 (
@@ -447,6 +644,7 @@ pub fn prepare_parsed(
                         domain: "sipmeter.builtin".into(),
                         registrar_uri: Uri::Sip(SipUri::new(Host::Name("sipmeter.builtin".into()))),
                         outbound_proxy: None,
+                        transport,
                     },
                     true,
                 ),
@@ -463,17 +661,28 @@ pub fn prepare_parsed(
                 ),
             );
         };
-        let auto = r
-            .transport
-            .as_ref()
-            .is_some_and(|t| t.get_ref().eq_ignore_ascii_case("auto"));
-        if let Some(t) = &r.transport
-            && !t.get_ref().eq_ignore_ascii_case("udp")
-            && !auto
+        let auto = kind.is_none();
+        let fixed = kind.unwrap_or(FlowKind::Udp);
+        let token = fixed.via_token().to_ascii_lowercase();
+        let port = r.port.unwrap_or(match fixed {
+            FlowKind::Tls => 5061,
+            FlowKind::Wss => 443,
+            FlowKind::Ws => 80,
+            FlowKind::Udp | FlowKind::Tcp => 5060,
+        });
+        let transport = TransportPlan {
+            kind: fixed,
+            ..transport
+        };
+        if let Some(p) = &r.outbound_proxy
+            && fixed != FlowKind::Udp
         {
-            return cx.err(t.span(), field("transport"), format!("`{}`: the load engine runs UDP in this build (udp or auto; tcp, tls and wss come with the transport layer)", t.get_ref()));
+            return cx.err(
+                p.span(),
+                field("outbound_proxy"),
+                "over tcp/tls/ws/wss each endpoint has one connection, to the registrar: an outbound proxy is not supported with them in this build",
+            );
         }
-        let port = r.port.unwrap_or(5060);
         let host = domain.get_ref().trim_matches(['[', ']']);
         let is_name = host.parse::<IpAddr>().is_err();
         if auto || (is_name && dns_server.is_some()) {
@@ -490,7 +699,7 @@ pub fn prepare_parsed(
             let uri = match (auto, r.port) {
                 (true, Some(p)) => format!("sip:{hostpart}:{p}"),
                 (true, None) => format!("sip:{hostpart}"),
-                (false, _) => format!("sip:{hostpart}:{port};transport=udp"),
+                (false, _) => format!("sip:{hostpart}:{port};transport={token}"),
             };
             let registrar_uri = Uri::parse(&uri).or_else(|_| {
                 cx.err(
@@ -504,7 +713,13 @@ pub fn prepare_parsed(
                 sip_proto::rfc3263::Destination {
                     host: h,
                     port: if auto { r.port } else { Some(port) },
-                    transport: (!auto).then_some(sip_proto::target::Transport::Udp),
+                    transport: (!auto).then_some(match fixed {
+                        FlowKind::Udp => sip_proto::target::Transport::Udp,
+                        FlowKind::Tcp => sip_proto::target::Transport::Tcp,
+                        FlowKind::Tls => sip_proto::target::Transport::Tls,
+                        FlowKind::Ws => sip_proto::target::Transport::Ws,
+                        FlowKind::Wss => sip_proto::target::Transport::Wss,
+                    }),
                     sips: false,
                 },
             );
@@ -523,6 +738,7 @@ pub fn prepare_parsed(
                         domain: host.to_owned(),
                         registrar_uri,
                         outbound_proxy: None,
+                        transport,
                     },
                     false,
                 ),
@@ -550,8 +766,8 @@ pub fn prepare_parsed(
         } else {
             host.to_owned()
         };
-        let registrar_uri =
-            Uri::parse(&format!("sip:{hostpart}:{port};transport=udp")).or_else(|_| {
+        let registrar_uri = Uri::parse(&format!("sip:{hostpart}:{port};transport={token}"))
+            .or_else(|_| {
                 cx.err(
                     domain.span(),
                     field("domain"),
@@ -603,6 +819,7 @@ pub fn prepare_parsed(
                     domain: host.to_owned(),
                     registrar_uri,
                     outbound_proxy,
+                    transport,
                 },
                 false,
             ),
@@ -1189,9 +1406,87 @@ call = "group:callees"
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (4, "dns_server"), "{e}");
         assert!(e.message.contains("expected ADDRESS:PORT"), "{e}");
-        let tls = auto.replace("\"auto\"", "\"tls\"");
-        let e = prepare("t.toml", &tls, b"s", 0).unwrap_err();
+        let quic = auto.replace("\"auto\"", "\"quic\"");
+        let e = prepare("t.toml", &quic, b"s", 0).unwrap_err();
         assert_eq!(e.field, "registrar[0].transport", "{e}");
+        assert!(
+            e.message
+                .contains("expected udp, tcp, tls, ws, wss or auto"),
+            "{e}"
+        );
+        // A fixed TLS transport with a DNS server: located by DNS, TLS only, port 5061.
+        let tls = auto.replace("\"auto\"", "\"tls\"");
+        let p = prepare("t.toml", &tls, b"s", 0).unwrap();
+        let d = p.discover.unwrap();
+        assert_eq!(
+            (d.destination.port, d.destination.transport),
+            (Some(5061), Some(sip_proto::target::Transport::Tls))
+        );
+        assert_eq!(p.plan.server.transport.kind, FlowKind::Tls);
+    }
+
+    #[test]
+    fn stream_transport_options() {
+        let tcp = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tcp\"\nkeepalive = \"10s\"",
+        );
+        let p = prepare("t.toml", &tcp, b"s", 0).unwrap();
+        let t = &p.plan.server.transport;
+        assert_eq!(
+            (t.kind, t.keepalive),
+            (FlowKind::Tcp, Some(Duration::from_secs(10)))
+        );
+        assert_eq!(
+            p.plan.server.registrar_uri.to_string(),
+            "sip:127.0.0.1:5060;transport=tcp"
+        );
+        let tls = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tls\"\nport = 5061\ntls_verify = \"skip\"",
+        );
+        let p = prepare("t.toml", &tls, b"s", 0).unwrap();
+        assert_eq!(p.plan.server.addr.port(), 5061);
+        assert_eq!(p.plan.server.transport.tls.verify.name(), "Skip (insecure)");
+        let custom = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tls\"\ntls_verify = \"custom\"",
+        );
+        let e = prepare("t.toml", &custom, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].tls_ca", "{e}");
+        let missing = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tls\"\ntls_ca = \"/nonexistent/ca.pem\"",
+        );
+        let e = prepare("t.toml", &missing, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].tls_ca", "{e}");
+        assert!(e.message.contains("/nonexistent/ca.pem"), "{e}");
+        let key_only = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tls\"\ntls_key = \"k.pem\"",
+        );
+        let e = prepare("t.toml", &key_only, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].tls_cert", "{e}");
+        let ws = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"ws\"\nws_path = \"sip\"",
+        );
+        let e = prepare("t.toml", &ws, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].ws_path", "{e}");
+        let udp = GOOD.replace(
+            "transport = \"udp\"",
+            "udp_socket = \"per-endpoint\"\nudp_recv_buffer = 1048576",
+        );
+        let t = prepare("t.toml", &udp, b"s", 0)
+            .unwrap()
+            .plan
+            .server
+            .transport;
+        assert!(t.udp_per_endpoint);
+        assert_eq!(t.udp_recv_buffer, Some(1 << 20));
+        let bad = GOOD.replace("transport = \"udp\"", "udp_socket = \"each\"");
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].udp_socket", "{e}");
     }
 
     #[test]

@@ -370,26 +370,42 @@ fn a_test_file_with_transport_auto_finds_kamailio_by_naptr_and_srv() {
     assert!(log.contains("query[SRV] _sip._udp.run.test"), "{log}");
 }
 
+/// A domain whose records offer only TCP: the run goes over TCP, one connection per
+/// endpoint, to the address the SRV record names.
 #[test]
-fn a_test_file_refuses_a_domain_reachable_only_over_tcp() {
+fn a_test_file_with_auto_runs_over_tcp_when_dns_offers_only_tcp() {
     let Some(lab) = lab() else { return };
-    let prepared = agent::testfile::prepare(
+    let mut prepared = agent::testfile::prepare(
         "auto.toml",
         &run_file(&lab, "tcponly.test"),
         b"-",
         1_700_000_000,
     )
     .unwrap();
+    prepared.plan.keep_all_traces = true;
     let (tx, _rx) = std::sync::mpsc::channel();
-    let err = agent::runner::execute(prepared, tx, agent::engine::StopHandle::default())
-        .expect_err("the run cannot start");
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "DNS offers tcponly.test only over tcp 127.0.0.1:{} and the load engine runs UDP in this build",
-            lab.kamailio.port()
-        )
-    );
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default())
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.dns.log()));
+    for r in &reports {
+        assert_eq!(r.outcome, agent::engine::Outcome::Success, "{r:#?}");
+        let sent: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Sent)
+            .collect();
+        assert!(
+            sent.iter().all(|e| e.remote == Some(lab.kamailio.addr())
+                && e.transport == Some(agent::flow::FlowKind::Tcp)),
+            "{r:#?}"
+        );
+        assert!(
+            sent[0].text.contains("Via: SIP/2.0/TCP "),
+            "{}",
+            sent[0].text
+        );
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
 }
 
 #[tokio::test]

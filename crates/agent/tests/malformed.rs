@@ -63,6 +63,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
                 .unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups: vec![GroupPlan {
             name: "phones".into(),

@@ -241,6 +241,7 @@ fn one_call(
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
                 .unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups: vec![
             GroupPlan {

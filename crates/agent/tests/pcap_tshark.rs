@@ -1,6 +1,6 @@
 //! The synthesised TCP streams and IPv6 packets of `agent::pcap`, read back by Wireshark's
-//! `tshark` (Debian package `tshark`): `sipmeter run` only drives UDP today, so the stream
-//! transports are checked here from traces built by hand.
+//! `tshark` (Debian package `tshark`): traces built by hand for every address family, and
+//! the traces of a real run over TCP through the built-in registrar.
 
 use std::path::Path;
 use std::process::Command;
@@ -187,5 +187,77 @@ fn tcp_and_udp_over_ipv4_and_ipv6_decode_in_tshark_with_clean_streams() {
         let warn = tshark_expert_warnings(&file);
         assert!(!warn.contains("Warning"), "{kind:?} {addrs:?}: {warn}");
         assert!(!warn.contains("Error"), "{kind:?} {addrs:?}: {warn}");
+    }
+}
+
+/// A real run over TCP (one connection per endpoint, through the built-in registrar):
+/// `run --pcap`'s files decode in tshark as SIP over TCP, every message of every trace,
+/// with clean streams and checksums.
+#[test]
+fn a_run_over_tcp_exports_pcaps_that_tshark_decodes() {
+    if !testpeers::available("tshark", "tshark") {
+        return;
+    }
+    let text = r#"
+name = "pcap over tcp"
+duration = "300ms"
+shards = 1
+time_limit = "20s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+transport = "tcp"
+
+[[group]]
+name = "callees"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+media = false
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+media = false
+"#;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare("pcap.toml", text, b"pcap secret", now).unwrap();
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default()).unwrap();
+    assert_eq!(summary.calls_answered, 2, "{reports:#?}");
+    let dir = testpeers::TempDir::new("sipmeter-run-pcap").unwrap();
+    let pcaps = agent::pcap::write_run_pcaps(dir.path(), &reports).unwrap();
+    assert_eq!(pcaps.endpoint_files.len(), 4);
+    let messages: usize = reports
+        .iter()
+        .map(|r| {
+            r.trace
+                .iter()
+                .filter(|e| e.direction != Direction::Note)
+                .count()
+        })
+        .sum();
+    let decoded = tshark(&pcaps.all);
+    assert_eq!(decoded.len(), messages, "{decoded:#?}");
+    // Every SIP message rode TCP (a TCP source port, no UDP one).
+    assert!(
+        decoded.iter().all(|l| {
+            let f: Vec<&str> = l.split('/').collect();
+            !f[5].is_empty() && f[6].is_empty()
+        }),
+        "{decoded:#?}"
+    );
+    for file in pcaps.endpoint_files.iter().chain([&pcaps.all]) {
+        let warn = tshark_expert_warnings(file);
+        assert!(!warn.contains("Warning"), "{}: {warn}", file.display());
+        assert!(!warn.contains("Error"), "{}: {warn}", file.display());
     }
 }

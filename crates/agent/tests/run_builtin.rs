@@ -63,6 +63,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
                 .unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups: vec![
             GroupPlan {

@@ -106,6 +106,7 @@ fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> R
             ))
             .unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups,
         call_duration: duration,
@@ -302,6 +303,7 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
             domain: "127.0.0.1".into(),
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups: vec![GroupPlan {
             name: "trunk".into(),
@@ -388,6 +390,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
             domain: "127.0.0.1".into(),
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups: vec![GroupPlan {
             name: "trunk".into(),

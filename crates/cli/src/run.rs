@@ -305,13 +305,19 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
     if s.generator_overloaded() {
         println!(
-            "GENERATOR OVERLOADED: {} of {} timers fired >10 ms late (worst {:.1} ms), {} send errors: results may reflect sipmeter, not the server",
-            s.late_timers, s.timers_fired, s.max_timer_lateness_ms, s.send_errors
+            "GENERATOR OVERLOADED: {} of {} timers fired >10 ms late (worst {:.1} ms), {} send errors, {} sends dropped (connection queue full): results may reflect sipmeter, not the server",
+            s.late_timers, s.timers_fired, s.max_timer_lateness_ms, s.send_errors, s.dropped_sends
         );
     } else if s.late_timers > 0 {
         println!(
             "timers           {} of {} fired >10 ms late (worst {:.1} ms)",
             s.late_timers, s.timers_fired, s.max_timer_lateness_ms
+        );
+    }
+    if s.reconnects > 0 {
+        println!(
+            "reconnects       {} (connections lost and re-established)",
+            s.reconnects
         );
     }
     for r in reports

@@ -168,7 +168,7 @@ impl Kamailio {
             ),
             None => (String::new(), String::new()),
         };
-        let (ws_core, ws_module, ws_route) = match ws {
+        let (ws_core, ws_module, ws_route, ws_nat, ws_dlg) = match ws {
             Some((ws_port, wss_port)) => {
                 let mut core = format!("listen=tcp:@IP@:{ws_port}\nalias=\"@IP@:{ws_port}\"\n");
                 if let Some(p) = wss_port {
@@ -176,11 +176,19 @@ impl Kamailio {
                 }
                 (
                     core,
-                    "loadmodule \"xhttp.so\"\nloadmodule \"websocket.so\"\n".to_owned(),
+                    WS_MODULES.to_owned(),
                     WS_ROUTE.to_owned(),
+                    WS_NAT.to_owned(),
+                    "\t\t\thandle_ruri_alias();\n".to_owned(),
                 )
             }
-            None => (String::new(), String::new(), String::new()),
+            None => (
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
         };
         let (dialog_module, channel_limit) = match config.max_calls {
             Some(n) => (
@@ -204,6 +212,8 @@ impl Kamailio {
             .replace("@WS_CORE@", &ws_core)
             .replace("@WS_MODULE@", &ws_module)
             .replace("@WS_ROUTE@", &ws_route)
+            .replace("@WS_NAT@", &ws_nat)
+            .replace("@WS_DLG@", &ws_dlg)
             .replace("@PORT@", &port.to_string())
             .replace(
                 "@IP@",
@@ -438,7 +448,34 @@ pub fn websocket_available() -> bool {
 
 /// The HTTP side of the WebSocket listeners: upgrade requests asking for `sip` are handed to
 /// the websocket module, anything else gets a 404.
+/// WebSocket modules; nathelper, as websocket.so asks, so that requests reach a WebSocket
+/// client on its own connection (the `received` address of its registration, and a contact
+/// alias in dialogs), as Kamailio's sample configuration does.
+const WS_MODULES: &str = r#"loadmodule "xhttp.so"
+loadmodule "websocket.so"
+loadmodule "nathelper.so"
+modparam("nathelper", "received_avp", "$avp(RECEIVED)")
+modparam("registrar", "received_avp", "$avp(RECEIVED)")
+"#;
+
+/// At the top of request_route with WebSocket: remember how to reach WS/WSS clients.
+const WS_NAT: &str = r#"	if (proto == WS || proto == WSS) {
+		force_rport();
+		if (is_method("REGISTER")) {
+			fix_nated_register();
+		} else if (!has_totag() || is_method("INVITE|UPDATE")) {
+			add_contact_alias();
+		}
+	}
+"#;
+
 const WS_ROUTE: &str = r#"
+onreply_route {
+	if (proto == WS || proto == WSS) {
+		add_contact_alias();
+	}
+}
+
 event_route[xhttp:request] {
 	set_reply_close();
 	set_reply_no_connect();
