@@ -8,5 +8,6 @@ pub mod flow;
 pub mod hints;
 pub mod pcap;
 pub mod runner;
+pub mod service_media;
 pub mod testfile;
 pub mod trace;
