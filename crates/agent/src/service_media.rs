@@ -244,13 +244,13 @@ async fn run_call(
             r = rtp.recv_from(&mut buf_rtp) => {
                 if let Ok((len, from)) = r {
                     last_heard = Instant::now();
-                    on_datagram(&mut media, &rtp, &buf_rtp[..len], from, false).await;
+                    on_datagram(&mut media, &rtp, &mut buf_rtp[..len], from, false).await;
                 }
             }
             r = rtcp.recv_from(&mut buf_rtcp) => {
                 if let Ok((len, from)) = r {
                     last_heard = Instant::now();
-                    on_datagram(&mut media, &rtcp, &buf_rtcp[..len], from, true).await;
+                    on_datagram(&mut media, &rtcp, &mut buf_rtcp[..len], from, true).await;
                 }
             }
             c = ctl.recv() => match c {
@@ -296,7 +296,7 @@ async fn sleep_until(at: Option<Instant>) {
 async fn on_datagram(
     media: &mut Media,
     sock: &UdpSocket,
-    buf: &[u8],
+    buf: &mut [u8],
     from: SocketAddr,
     on_rtcp_port: bool,
 ) {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, Outcome, Phase, Role, RunPlan, RunSummary,
-    ServerTarget, StopHandle, run,
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, Outcome, Phase, Role, RunPlan,
+    RunSummary, ServerTarget, StopHandle, run,
 };
 use media::sdp::Codec;
 use registrar::services::TONE_DBOV;
@@ -200,6 +200,43 @@ fn five_callers_hear_the_tone_at_its_level() {
     }
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.active, s.ended_bye), (5, 0, 5), "{s:?}");
+}
+
+#[test]
+fn echo_is_held_and_resumed_by_re_invite() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    let mut group = callers("holder", 1, "echo", vec![Codec::Pcmu]);
+    group.actions = vec![
+        CallAction {
+            at: Duration::from_millis(1000),
+            kind: ActionKind::Hold,
+        },
+        CallAction {
+            at: Duration::from_millis(2000),
+            kind: ActionKind::Resume,
+        },
+    ];
+    let (_, reports) = run_against(&reg, vec![group], Duration::from_secs(3));
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let m = r.media.as_ref().expect("media measured");
+    // On hold (we sendonly, the echo recvonly) nothing comes back: about a second of the
+    // three is missing from what was received, yet no packet counts as lost (the echo
+    // continues the sequence after the pause, like a peer that stopped sending).
+    assert!(m.tx_packets >= 140, "{m:?}");
+    assert!(
+        m.rx_packets + 30 < m.tx_packets && m.rx_packets >= 80,
+        "the held second was not reflected: {m:?}"
+    );
+    assert_eq!(m.rx_lost, 0, "{m:?}");
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
 }
 
 #[test]

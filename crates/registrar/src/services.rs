@@ -861,7 +861,11 @@ fn bye(cfg: &RegistrarConfig, call: &Call, call_id: &str) -> Message {
 /// Echo's media: reflects RTP to its source, answers RTCP.
 ///
 /// RTP goes back unchanged (SSRC, sequence numbers, timestamps, payload), like SIPp's
-/// `-rtp_echo`: what the caller receives measures the whole round trip. RTCP is not
+/// `-rtp_echo`: what the caller receives measures the whole round trip. On hold (we answered
+/// recvonly or inactive) nothing is reflected; after the resume the sequence numbers are
+/// shifted down by the packets held back, so the caller sees a pause in the stream, as from
+/// a real peer that stopped sending (RFC 3550 §5.1: the sequence counts packets sent), not
+/// a burst of loss. RTCP is not
 /// reflected: a reflected SR would come back as the caller's own and double the RTT it
 /// computes (RFC 3550 §6.4.1: the report would span two round trips). Each RTCP compound
 /// from the caller is answered at once with a receiver report from our own SSRC about the
@@ -876,6 +880,8 @@ pub struct EchoMedia {
     event_pt: Option<u8>,
     sends: bool,
     last_sr: Option<(u32, Instant)>,
+    /// RTP packets not reflected while on hold (subtracted from later sequence numbers).
+    held_back: u16,
     /// RTP packets reflected.
     pub reflected: u64,
     /// RTCP reports sent.
@@ -887,7 +893,8 @@ pub struct EchoMedia {
 /// What to do with a datagram received by [`EchoMedia`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EchoAction {
-    /// Send it back, unchanged, to where it came from.
+    /// Send the datagram back to where it came from (unchanged, or with its sequence number
+    /// shifted after a hold: the buffer was rewritten in place).
     Reflect,
     /// Send this RTCP compound to where the datagram came from.
     Reply(Vec<u8>),
@@ -907,6 +914,7 @@ impl EchoMedia {
             event_pt: n.recv_event_pt,
             sends: n.direction.sends(),
             last_sr: None,
+            held_back: 0,
             reflected: 0,
             reports: 0,
             malformed: 0,
@@ -920,7 +928,7 @@ impl EchoMedia {
     }
 
     /// Handles one datagram received on the call's RTP or RTCP port.
-    pub fn handle_packet(&mut self, now: Instant, buf: &[u8]) -> EchoAction {
+    pub fn handle_packet(&mut self, now: Instant, buf: &mut [u8]) -> EchoAction {
         if rtp::is_rtcp(buf) {
             return self.handle_rtcp(now, buf);
         }
@@ -935,12 +943,18 @@ impl EchoMedia {
             self.stats
                 .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len());
         }
-        if self.sends {
-            self.reflected += 1;
-            EchoAction::Reflect
-        } else {
-            EchoAction::Drop
+        let seq = p.sequence;
+        if !self.sends {
+            self.held_back = self.held_back.wrapping_add(1);
+            return EchoAction::Drop;
         }
+        if self.held_back != 0 {
+            // The sequence number is bytes 2..4 of every RTP header (RFC 3550 §5.1); the
+            // packet parsed, so they are there.
+            buf[2..4].copy_from_slice(&seq.wrapping_sub(self.held_back).to_be_bytes());
+        }
+        self.reflected += 1;
+        EchoAction::Reflect
     }
 
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) -> EchoAction {
@@ -1077,11 +1091,16 @@ mod tests {
             let at = t0 + Duration::from_millis(20 * u64::from(seq));
             // Packet 5 is lost on the way in.
             if seq != 5 {
-                assert_eq!(echo.handle_packet(at, &rtp(seq, 0)), EchoAction::Reflect);
+                let mut p = rtp(seq, 0);
+                assert_eq!(echo.handle_packet(at, &mut p), EchoAction::Reflect);
+                assert_eq!(p, rtp(seq, 0), "unchanged");
             }
         }
         // A DTMF event is reflected too.
-        assert_eq!(echo.handle_packet(t0, &rtp(10, 101)), EchoAction::Reflect);
+        assert_eq!(
+            echo.handle_packet(t0, &mut rtp(10, 101)),
+            EchoAction::Reflect
+        );
         let ntp = 0x1234_5678_9abc_def0u64;
         let sr = rtcp::build_compound(&[RtcpPacket::SenderReport {
             ssrc: 0xcafe,
@@ -1092,7 +1111,7 @@ mod tests {
             reports: vec![],
         }]);
         let at = t0 + Duration::from_millis(300);
-        let EchoAction::Reply(reply) = echo.handle_packet(at, &sr) else {
+        let EchoAction::Reply(reply) = echo.handle_packet(at, &mut sr.clone()) else {
             panic!("rtcp is answered");
         };
         let pkts = rtcp::parse_compound(&reply).unwrap_or_default();
@@ -1108,7 +1127,7 @@ mod tests {
         // Answered 100 ms after the SR: DLSR says so, in 1/65536 s.
         let later = echo.handle_packet(
             at + Duration::from_millis(100),
-            &rtcp::build_compound(&[RtcpPacket::ReceiverReport {
+            &mut rtcp::build_compound(&[RtcpPacket::ReceiverReport {
                 ssrc: 0xcafe,
                 reports: vec![],
             }]),
@@ -1126,13 +1145,21 @@ mod tests {
             ssrcs: vec![0xcafe],
             reason: None,
         }]);
-        assert_eq!(echo.handle_packet(at, &bye), EchoAction::Drop);
-        assert_eq!(echo.handle_packet(at, &[0x80, 0]), EchoAction::Drop);
+        assert_eq!(echo.handle_packet(at, &mut bye.clone()), EchoAction::Drop);
+        assert_eq!(echo.handle_packet(at, &mut [0x80, 0]), EchoAction::Drop);
         assert_eq!(echo.malformed, 1);
-        // On hold (we only receive) nothing is reflected.
+        // On hold (we only receive) nothing is reflected ...
         echo.update(&negotiated(Codec::Pcmu, Direction::RecvOnly));
-        assert_eq!(echo.handle_packet(at, &rtp(11, 0)), EchoAction::Drop);
-        assert_eq!(echo.reflected, 10);
+        for seq in 11..14 {
+            assert_eq!(echo.handle_packet(at, &mut rtp(seq, 0)), EchoAction::Drop);
+        }
+        // ... and after the resume the stream continues where it paused: 14 goes out as 11.
+        echo.update(&negotiated(Codec::Pcmu, Direction::SendRecv));
+        let mut p = rtp(14, 0);
+        assert_eq!(echo.handle_packet(at, &mut p), EchoAction::Reflect);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 11);
+        assert_eq!(p[4..], rtp(14, 0)[4..], "only the sequence number changed");
+        assert_eq!(echo.reflected, 11);
     }
 
     /// The tone decodes at its level and frequency in every codec.
