@@ -303,7 +303,7 @@ impl Services {
         let method = req.method().unwrap_or(Method::Options);
         let to_tag = req.to().and_then(|t| t.tag());
         if !self.calls.contains_key(&call_id) {
-            if let Some(_until) = self.ended.get(&call_id) {
+            if self.ended.contains_key(&call_id) {
                 // A retransmitted BYE whose 200 was lost is answered again; anything else
                 // in a finished dialog gets 481 (RFC 3261 §12.2.2).
                 match method {
