@@ -5,6 +5,9 @@
 //! on the connection whose peer address it names (RFC 3261 §18.2.2: responses return on the
 //! connection the request came on). A message for an address with no open connection is
 //! dropped and counted: the registrar does not open connections to endpoints.
+//!
+//! Calls to the service numbers `echo` and `tone` get their media here too: one RTP/RTCP
+//! port pair per call on the listen address ([`crate::service_media`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -20,6 +23,9 @@ use sip_net::tls::{ServerSettings, TlsError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
+
+use crate::service_media::ServiceMedia;
+pub use crate::service_media::ServiceOptions;
 
 /// Largest SIP message accepted from a stream.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -112,17 +118,26 @@ impl BuiltinRegistrar {
     /// Binds `listen` (port 0 picks a free port) and serves until stopped.
     /// `config.host`/`config.port`/`config.transport` are replaced by the bound socket's.
     pub async fn start(listen: Listen, config: RegistrarConfig) -> Result<Self, StartError> {
+        Self::start_with(listen, config, ServiceOptions::default()).await
+    }
+
+    /// [`Self::start`] with these settings for the service numbers.
+    pub async fn start_with(
+        listen: Listen,
+        config: RegistrarConfig,
+        services: ServiceOptions,
+    ) -> Result<Self, StartError> {
         match listen {
-            Listen::Udp(a) => Ok(Self::start_udp(a, config).await?),
-            Listen::Tcp(a) => Self::start_stream(a, None, false, config).await,
+            Listen::Udp(a) => Ok(Self::start_udp_with(a, config, services).await?),
+            Listen::Tcp(a) => Self::start_stream(a, None, false, config, services).await,
             Listen::Tls(a, settings) => {
                 let tls = settings.config()?;
-                Self::start_stream(a, Some(tls), false, config).await
+                Self::start_stream(a, Some(tls), false, config, services).await
             }
-            Listen::Ws(a) => Self::start_stream(a, None, true, config).await,
+            Listen::Ws(a) => Self::start_stream(a, None, true, config, services).await,
             Listen::Wss(a, settings) => {
                 let tls = settings.config()?;
-                Self::start_stream(a, Some(tls), true, config).await
+                Self::start_stream(a, Some(tls), true, config, services).await
             }
         }
     }
@@ -132,6 +147,7 @@ impl BuiltinRegistrar {
         tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
         websocket: bool,
         mut config: RegistrarConfig,
+        services: ServiceOptions,
     ) -> Result<Self, StartError> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -163,6 +179,8 @@ impl BuiltinRegistrar {
         let core_counters = counters.clone();
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
+            core.set_service_limits(services.limits);
+            let mut media = ServiceMedia::new(addr.ip(), &services);
             let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -181,8 +199,10 @@ impl BuiltinRegistrar {
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                         core.handle_timeout(Instant::now());
                     }
+                    Some(call) = media.next_inactive() => core.end_service_call(Instant::now(), call),
                     _ = stopped.changed() => break,
                 }
+                media.drive(&mut core);
                 while let Some((to, bytes)) = core.poll_transmit() {
                     match conns.get(&to) {
                         // A full or closed connection must not stop the registrar.
@@ -220,7 +240,16 @@ impl BuiltinRegistrar {
 
     /// Binds `listen` over UDP (port 0 picks a free port) and serves until stopped.
     /// `config.host`/`config.port` are replaced by the bound address.
-    pub async fn start_udp(listen: SocketAddr, mut config: RegistrarConfig) -> io::Result<Self> {
+    pub async fn start_udp(listen: SocketAddr, config: RegistrarConfig) -> io::Result<Self> {
+        Self::start_udp_with(listen, config, ServiceOptions::default()).await
+    }
+
+    /// [`Self::start_udp`] with these settings for the service numbers.
+    pub async fn start_udp_with(
+        listen: SocketAddr,
+        mut config: RegistrarConfig,
+        services: ServiceOptions,
+    ) -> io::Result<Self> {
         let sock = UdpSocket::bind(listen).await?;
         let addr = sock.local_addr()?;
         config.host = match addr.ip() {
@@ -232,6 +261,8 @@ impl BuiltinRegistrar {
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
+            core.set_service_limits(services.limits);
+            let mut media = ServiceMedia::new(addr.ip(), &services);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -246,8 +277,10 @@ impl BuiltinRegistrar {
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                         core.handle_timeout(Instant::now());
                     }
+                    Some(call) = media.next_inactive() => core.end_service_call(Instant::now(), call),
                     _ = stopped.changed() => break,
                 }
+                media.drive(&mut core);
                 while let Some((to, bytes)) = core.poll_transmit() {
                     // A send error to one endpoint must not stop the registrar.
                     let _ = sock.send_to(&bytes, to).await;

@@ -11,5 +11,6 @@ pub mod hints;
 pub mod pcap;
 pub mod proxyprobe;
 pub mod runner;
+pub mod service_media;
 pub mod testfile;
 pub mod trace;

@@ -939,7 +939,7 @@ pub fn prepare_parsed(
         );
         groups.push((gi, endpoints));
     }
-    let Some((server, _)) = server else {
+    let Some((server, server_is_builtin)) = server else {
         return cx.err(0..0, "group", "no group");
     };
     let mut plans = Vec::new();
@@ -975,7 +975,31 @@ pub fn prepare_parsed(
                         "a calling group needs `call` (group:NAME or a URI template)",
                     );
                 };
-                let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("group:") {
+                let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("builtin:")
+                {
+                    // The built-in registrar's service numbers (echo, tone) at its domain.
+                    if !server_is_builtin {
+                        return cx.err(
+                            call.span(),
+                            field("call"),
+                            format!(
+                                "`{}` needs the built-in registrar (kind = \"builtin\")",
+                                call.get_ref()
+                            ),
+                        );
+                    }
+                    let Some(service) = registrar::Service::from_user(name) else {
+                        return cx.err(
+                            call.span(),
+                            field("call"),
+                            format!("no service `{name}`: use builtin:echo or builtin:tone"),
+                        );
+                    };
+                    match Uri::parse(&format!("sip:{}@{}", service.name(), server.domain)) {
+                        Ok(u) => vec![u],
+                        Err(e) => return cx.err(call.span(), field("call"), e.to_string()),
+                    }
+                } else if let Some(name) = call.get_ref().strip_prefix("group:") {
                     let Some(users) = users_of.get(name) else {
                         return cx.err(
                             call.span(),
@@ -1656,5 +1680,50 @@ call = "group:callees"
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn builtin_service_targets_resolve_to_the_builtin_domain() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 3\nregistrar = \"builtin\"\n";
+        for service in ["echo", "tone"] {
+            let p = prepare(
+                "t.toml",
+                &format!("{base}call = \"builtin:{service}\"\n"),
+                b"s",
+                0,
+            )
+            .unwrap();
+            let Role::Call { targets, .. } = &p.plan.groups[0].role else {
+                panic!("{:?}", p.plan.groups[0].role)
+            };
+            assert_eq!(targets.len(), 1, "every endpoint calls the one service");
+            assert_eq!(
+                targets[0].to_string(),
+                format!("sip:{service}@sipmeter.builtin")
+            );
+        }
+        let e = prepare(
+            "t.toml",
+            &format!("{base}call = \"builtin:music\"\n"),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:12: group[0].call: no service `music`: use builtin:echo or builtin:tone"
+        );
+        // A test on another registrar cannot use them.
+        let e = prepare(
+            "t.toml",
+            &GOOD.replace("call = \"group:callees\"", "call = \"builtin:echo\""),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:26: group[1].call: `builtin:echo` needs the built-in registrar (kind = \"builtin\")"
+        );
     }
 }

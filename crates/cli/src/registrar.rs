@@ -227,6 +227,12 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                 if let Some(what) = &tls_banner {
                     println!("TLS: {what}");
                 }
+                println!(
+                    "service numbers: echo@{d} reflects RTP, tone@{d} plays {} Hz at {} dBov",
+                    registrar::services::TONE_HZ,
+                    registrar::services::TONE_DBOV,
+                    d = args.domain
+                );
                 let _ = tokio::signal::ctrl_c().await;
                 let stats = reg.stop().await;
                 println!("stopped: {stats:?}");

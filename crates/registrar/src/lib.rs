@@ -16,8 +16,13 @@
 //! transaction state, computing its Via branch from the incoming one so that retransmissions
 //! and CANCELs take the same path; endpoints retransmit end to end. It record-routes, so BYE
 //! and re-INVITE pass through it too.
+//!
+//! INVITEs to the service numbers `echo` and `tone` at our domain are answered by the
+//! registrar itself ([`services`]); drain [`Registrar::poll_service_event`] after every input
+//! and bind their media as it says.
 
 mod auth;
+pub mod services;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,6 +33,7 @@ use sip_msg::typed::{Contact, Expires, MaxForwards, Route, Via};
 use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, SipUri, Uri};
 
 pub use auth::{AccountStatus, Accounts, AuthMode};
+pub use services::{Service, ServiceCallId, ServiceEvent, ServiceLimits, ServiceStats};
 
 /// How the registrar is set up.
 #[derive(Clone)]
@@ -89,6 +95,8 @@ pub struct Stats {
     pub responses_forwarded: u64,
     /// Messages dropped (malformed or not ours).
     pub dropped: u64,
+    /// The service numbers (echo, tone).
+    pub services: ServiceStats,
 }
 
 /// The built-in registrar and proxy.
@@ -106,6 +114,7 @@ pub struct Registrar {
     out: VecDeque<(SocketAddr, Bytes)>,
     stats: Stats,
     auth: auth::Verifier,
+    services: services::Services,
 }
 
 impl Registrar {
@@ -121,12 +130,48 @@ impl Registrar {
             out: VecDeque::new(),
             stats: Stats::default(),
             auth,
+            services: services::Services::default(),
         }
     }
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            services: self.services.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Sets the limits of service calls.
+    pub fn set_service_limits(&mut self, limits: ServiceLimits) {
+        self.services.set_limits(limits);
+    }
+
+    /// The next thing the socket driver must do for a service call (see [`services`]).
+    pub fn poll_service_event(&mut self) -> Option<ServiceEvent> {
+        self.services.poll_event()
+    }
+
+    /// The driver bound `call`'s RTP socket at `rtp` (`Err`: it could not; the caller gets 503).
+    pub fn handle_service_bound(
+        &mut self,
+        now: Instant,
+        call: ServiceCallId,
+        rtp: Result<SocketAddr, ()>,
+    ) {
+        self.services
+            .handle_bound(now, &self.config, call, rtp, &mut self.out);
+    }
+
+    /// Ends a service call from our side (the driver saw no media): BYE to the caller.
+    pub fn end_service_call(&mut self, now: Instant, call: ServiceCallId) {
+        self.services.end_call(
+            now,
+            &self.config,
+            call,
+            services::EndReason::Inactive,
+            &mut self.out,
+        );
     }
 
     /// The live bindings of `user`.
@@ -139,13 +184,18 @@ impl Registrar {
         self.out.pop_front()
     }
 
-    /// When the next binding lapses.
+    /// When the next binding lapses (or a service call's timer fires).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.earliest
+        match (self.earliest, self.services.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Drops lapsed bindings.
+    /// Drops lapsed bindings; runs the service calls' timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.services
+            .handle_timeout(now, &self.config, &mut self.out);
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }
@@ -173,6 +223,8 @@ impl Registrar {
     ) {
         if msg.is_request() {
             self.handle_request(now, now_unix, msg, source);
+        } else if !self.services.is_idle() && self.services.owns_response(&msg) {
+            // The answer to a BYE a service call sent: nothing more to do.
         } else {
             self.forward_response(msg);
         }
@@ -229,7 +281,7 @@ impl Registrar {
                 );
                 self.respond(&req, source, 200, "OK", vec![allow]);
             }
-            _ => self.proxy(now_unix, req, source),
+            _ => self.proxy(now, now_unix, req, source),
         }
     }
 
@@ -339,8 +391,17 @@ impl Registrar {
         self.respond(req, source, 200, "OK", extra);
     }
 
-    fn proxy(&mut self, now_unix: u64, mut req: Message, source: SocketAddr) {
+    fn proxy(&mut self, now: Instant, now_unix: u64, mut req: Message, source: SocketAddr) {
         let method = req.method().unwrap_or(Method::Options);
+        if !self.services.is_idle()
+            && matches!(
+                self.services
+                    .handle_known(now, &self.config, &req, source, &mut self.out),
+                services::Verdict::Handled
+            )
+        {
+            return;
+        }
         // RFC 3261 §16.3 step 3: Max-Forwards.
         let mf = req
             .headers
@@ -437,6 +498,20 @@ impl Registrar {
                 self.respond(&req, source, 404, "Not Found", vec![]);
                 return;
             };
+            if method == Method::Invite
+                && let Some(service) = Service::from_user(&user)
+                && self.names_us(&req)
+            {
+                self.services.handle_invite(
+                    now,
+                    &self.config,
+                    service,
+                    &req,
+                    source,
+                    &mut self.out,
+                );
+                return;
+            }
             // A Request-URI naming another server by address (sip:user@192.0.2.9:5070) is
             // forwarded there: tests may call SIP peers that do not register here.
             let foreign = req
@@ -537,6 +612,20 @@ impl Registrar {
         self.stats.responses_forwarded += 1;
         self.out
             .push_back((SocketAddr::new(host, port), Bytes::from(resp.to_bytes())));
+    }
+
+    /// True when the Request-URI's host is our domain or our own address.
+    fn names_us(&self, req: &Message) -> bool {
+        let Some(u) = req.request_uri().and_then(Uri::as_sip) else {
+            return false;
+        };
+        match &u.host {
+            Host::Name(n) => n.eq_ignore_ascii_case(&self.config.domain),
+            _ => req
+                .request_uri()
+                .and_then(uri_addr)
+                .is_some_and(|a| self.is_our_addr(a)),
+        }
     }
 
     /// True when `a` is this registrar's own address.

@@ -1,0 +1,579 @@
+//! The built-in registrar's service numbers over real loopback sockets: our callers call
+//! `echo` and `tone` (the registrar answers and runs the media itself), a test file names
+//! them `builtin:echo`, a raw TCP client sees its RTP reflected byte for byte, unusable offers
+//! get 488, and a caller that goes silent is hung up on.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
+use agent::callmedia::MediaPlan;
+use agent::engine::{
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, Outcome, Phase, Role, RunPlan,
+    RunSummary, ServerTarget, StopHandle, run,
+};
+use media::sdp::Codec;
+use registrar::services::TONE_DBOV;
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::{Host, Message, Uri};
+use sip_proto::auth::Credentials;
+
+const SECRET: &[u8] = b"services secret";
+
+fn config(auth: AuthMode) -> RegistrarConfig {
+    RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 0,
+        transport: "UDP".into(),
+        auth,
+        secret: SECRET.to_vec(),
+        min_expires: 10,
+        max_expires: 3600,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPlan {
+    GroupPlan {
+        name: group.into(),
+        endpoints: (0..n)
+            .map(|i| {
+                let user = format!("{group}{i}");
+                let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, 4_000_000_000);
+                EndpointPlan {
+                    user,
+                    credentials: Some(Credentials::new(&u, &p)),
+                }
+            })
+            .collect(),
+        role: Role::Call {
+            targets: vec![Uri::parse(&format!("sip:{service}@sipmeter.test")).unwrap()],
+            calls: 1,
+            pause: Duration::ZERO,
+        },
+        prack: false,
+        register: true,
+        actions: Vec::new(),
+        media: Some(MediaPlan {
+            codecs,
+            ..MediaPlan::default()
+        }),
+    }
+}
+
+fn run_against(
+    reg: &BuiltinRegistrar,
+    groups: Vec<GroupPlan>,
+    call: Duration,
+) -> (RunSummary, Vec<EndpointReport>) {
+    let addr = reg.addr();
+    let plan = RunPlan {
+        name: "services".into(),
+        rtp_ports: None,
+        keep_samples: true,
+        server: ServerTarget {
+            addr,
+            domain: "sipmeter.test".into(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
+                .unwrap(),
+            outbound_proxy: None,
+        },
+        groups,
+        call_duration: call,
+        ramp_per_sec: 0.0,
+        cps: 0.0,
+        register_expires: 60,
+        shards: 1,
+        seed: 11,
+        time_limit: Duration::from_secs(30),
+        keep_all_traces: false,
+        timers: Default::default(),
+    };
+    let (tx, _rx) = mpsc::channel();
+    run(plan, tx, StopHandle::default()).unwrap()
+}
+
+fn samples_of(r: &EndpointReport, name: &str) -> Vec<f64> {
+    r.samples
+        .iter()
+        .filter_map(|s| s.metrics.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
+        .collect()
+}
+
+#[test]
+fn five_callers_call_echo() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    // 5 s: the callers' first RTCP report goes out 1.25–3.75 s in (RFC 3550 §6.3.1).
+    let (summary, reports) = run_against(
+        &reg,
+        vec![callers("caller", 5, "echo", vec![Codec::Pcmu])],
+        Duration::from_secs(5),
+    );
+    assert_eq!(reports.len(), 5);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.phase, Phase::Closed);
+        assert_eq!(r.calls_answered, 1);
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("PCMU"));
+        // What came back is what went out: ≈250 packets of 20 ms, none lost.
+        assert!(m.rx_packets >= 200, "{m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        assert!(m.tx_packets >= m.rx_packets, "{m:?}");
+        // The echo answers RTCP, so the caller measures the real round trip.
+        let rtt = m
+            .rtt_ms
+            .unwrap_or_else(|| panic!("rtt from the echo's reports: {m:?}"));
+        eprintln!(
+            "{}: rx {} lost {} mos {:.2} rtt {rtt:.3} ms jitter {:.3} ms",
+            r.user, m.rx_packets, m.rx_lost, m.mos, m.jitter_ms
+        );
+        assert!((0.0..50.0).contains(&rtt), "{m:?}");
+        // A starved generator (timers late) measures itself, and says so.
+        if summary.late_timers == 0 {
+            assert!(m.mos >= 4.3, "{m:?}");
+        }
+        // The echo's receiver reports describe the caller → echo leg: nothing lost there.
+        let tx_lost = samples_of(r, "tx_lost");
+        assert!(
+            !tx_lost.is_empty() && tx_lost.iter().all(|l| *l == 0.0),
+            "{tx_lost:?}"
+        );
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    let stats = rt.block_on(reg.stop());
+    let s = stats.services;
+    assert_eq!(
+        (s.answered, s.active, s.ended_bye, s.ended_by_us),
+        (5, 0, 5, 0),
+        "every call answered and hung up by its caller: {s:?}"
+    );
+}
+
+#[test]
+fn five_callers_hear_the_tone_at_its_level() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    // Narrowband and wideband: the tone is encoded in the negotiated codec.
+    let (summary, reports) = run_against(
+        &reg,
+        vec![
+            callers("narrow", 3, "tone", vec![Codec::Pcma]),
+            callers("wide", 2, "tone", vec![Codec::G722]),
+        ],
+        Duration::from_secs(3),
+    );
+    assert_eq!(summary.calls_answered, 5, "{summary:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        let want = if r.group == "narrow" { "PCMA" } else { "G722" };
+        assert_eq!(m.codec, Some(want));
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        let levels = samples_of(r, "rx_level_dbov");
+        eprintln!("{} {want}: rx_level_dbov {levels:?}", r.user);
+        assert!(levels.len() >= 2, "a level every second: {levels:?}");
+        for l in &levels {
+            assert!((l - TONE_DBOV).abs() <= 1.0, "{}: {levels:?}", r.user);
+        }
+    }
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (5, 0, 5), "{s:?}");
+}
+
+#[test]
+fn echo_is_held_and_resumed_by_re_invite() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    let mut group = callers("holder", 1, "echo", vec![Codec::Pcmu]);
+    group.actions = vec![
+        CallAction {
+            at: Duration::from_millis(1000),
+            kind: ActionKind::Hold,
+        },
+        CallAction {
+            at: Duration::from_millis(2000),
+            kind: ActionKind::Resume,
+        },
+    ];
+    let (_, reports) = run_against(&reg, vec![group], Duration::from_secs(3));
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let m = r.media.as_ref().expect("media measured");
+    // On hold (we sendonly, the echo recvonly) nothing comes back: about a second of the
+    // three is missing from what was received, yet no packet counts as lost (the echo
+    // continues the sequence after the pause, like a peer that stopped sending).
+    assert!(m.tx_packets >= 140, "{m:?}");
+    assert!(
+        m.rx_packets + 30 < m.tx_packets && m.rx_packets >= 80,
+        "the held second was not reflected: {m:?}"
+    );
+    assert_eq!(m.rx_lost, 0, "{m:?}");
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+}
+
+#[test]
+fn a_test_file_calls_builtin_echo() {
+    let text = r#"name = "echo"
+duration = "2s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "alone"
+endpoints = 2
+registrar = "builtin"
+call = "builtin:echo"
+"#;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let prepared = agent::testfile::prepare("echo.toml", text, b"file secret", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = agent::runner::execute(prepared, tx, StopHandle::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.calls_answered, 2, "{summary:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 80 && m.rx_lost == 0, "{m:?}");
+    }
+}
+
+/// A minimal SIP-over-TCP client: sends requests, reads whole responses.
+struct TcpSip {
+    stream: BufReader<TcpStream>,
+    local: SocketAddr,
+}
+
+impl TcpSip {
+    fn connect(to: SocketAddr) -> Self {
+        let s = TcpStream::connect(to).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let local = s.local_addr().unwrap();
+        Self {
+            stream: BufReader::new(s),
+            local,
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.stream.get_mut().write_all(text.as_bytes()).unwrap();
+    }
+
+    fn read(&mut self) -> Message {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(self.stream.read_line(&mut line).unwrap() > 0, "closed");
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).unwrap();
+        let mut bytes = head.into_bytes();
+        bytes.extend(body);
+        Message::parse(&bytes).unwrap()
+    }
+}
+
+fn sdp(port: u16, formats: &str, rtpmaps: &str) -> String {
+    format!(
+        "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {formats}\r\n{rtpmaps}a=sendrecv\r\n"
+    )
+}
+
+/// A raw client's side of one dialog.
+struct Raw<'a> {
+    transport: &'a str,
+    local: SocketAddr,
+    call: &'a str,
+}
+
+impl Raw<'_> {
+    fn req(
+        &self,
+        method: &str,
+        uri: &str,
+        branch: &str,
+        cseq: u32,
+        to_tag: Option<&str>,
+        body: &str,
+    ) -> String {
+        let Raw {
+            transport,
+            local,
+            call,
+        } = self;
+        let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ct = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:raw@sipmeter.test>;tag=raw1\r\n\
+             To: <sip:echo@sipmeter.test>{to_tag}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:raw@{local};transport={}>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            transport.to_ascii_lowercase(),
+            body.len()
+        )
+    }
+}
+
+fn rtp_packet(seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend(std::iter::repeat_n(0xd5, 160));
+    p
+}
+
+#[test]
+fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
+    let rt = runtime();
+    let mut cfg = config(AuthMode::Open);
+    cfg.transport = "TCP".into();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            cfg,
+        ))
+        .unwrap();
+    let mut sip = TcpSip::connect(reg.addr());
+    let local = sip.local;
+    let uri = "sip:echo@sipmeter.test";
+
+    // Only GSM: 488 with a Warning naming the problem, no 100 first.
+    let gsm = sdp(40_000, "3", "a=rtpmap:3 GSM/8000\r\n");
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c488",
+        }
+        .req("INVITE", uri, "a1", 1, None, &gsm),
+    );
+    let r = sip.read();
+    assert_eq!(r.status(), Some(488), "{}", r.summary());
+    let warning = r.headers.value(&sip_msg::HeaderName::Warning).unwrap_or("");
+    assert!(
+        warning.starts_with("305 ") && warning.contains("no common codec"),
+        "{warning}"
+    );
+    let tag = r.to().and_then(|t| t.tag()).unwrap();
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c488",
+        }
+        .req("ACK", uri, "a1", 1, Some(&tag), ""),
+    );
+
+    // PCMU: 100, 180, 200 with our SDP; RTP sent to it comes back unchanged.
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let offer = sdp(
+        media.local_addr().unwrap().port(),
+        "0 101",
+        "a=rtpmap:101 telephone-event/8000\r\n",
+    );
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c200",
+        }
+        .req("INVITE", uri, "b1", 1, None, &offer),
+    );
+    let codes: Vec<u16> = (0..3)
+        .map(|_| sip.read())
+        .map(|m| m.status().unwrap())
+        .collect();
+    assert_eq!(codes, [100, 180, 200]);
+    // The INVITE again (a retransmission, same branch): the same 200 comes back; its SDP
+    // and Contact are read from this copy.
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c200",
+        }
+        .req("INVITE", uri, "b1", 1, None, &offer),
+    );
+    let ok = sip.read();
+    assert_eq!(ok.status(), Some(200));
+    let contact = ok
+        .headers
+        .value(&sip_msg::HeaderName::Contact)
+        .unwrap()
+        .to_owned();
+    assert!(
+        contact.ends_with(";transport=tcp>"),
+        "in-dialog requests come back over TCP: {contact}"
+    );
+    let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+    assert_eq!(answer.media[0].formats, ["0", "101"]);
+    let echo: SocketAddr = (answer.connection.unwrap(), answer.media[0].port).into();
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    let target = contact
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned();
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c200",
+        }
+        .req("ACK", &target, "b2", 1, Some(&tag), ""),
+    );
+    let mut buf = [0u8; 2048];
+    for seq in 0..20u16 {
+        let p = rtp_packet(seq);
+        media.send_to(&p, echo).unwrap();
+        let (n, from) = media.recv_from(&mut buf).unwrap();
+        assert_eq!(from, echo, "symmetric: from the port in the SDP");
+        assert_eq!(&buf[..n], &p[..], "reflected unchanged");
+    }
+    // BYE: 200, and the call is gone.
+    sip.send(
+        &Raw {
+            transport: "TCP",
+            local,
+            call: "c200",
+        }
+        .req("BYE", &target, "b3", 2, Some(&tag), ""),
+    );
+    let bye_ok = sip.read();
+    assert_eq!(
+        (bye_ok.status(), bye_ok.cseq().map(|c| c.seq)),
+        (Some(200), Some(2))
+    );
+    media.send_to(&rtp_packet(99), echo).unwrap();
+    assert!(
+        media.recv_from(&mut buf).is_err(),
+        "the port is closed after BYE"
+    );
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!(
+        (s.answered, s.active, s.refused_488, s.ended_bye),
+        (1, 0, 1, 1),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_silent_caller_is_hung_up_on() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp_with(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Open),
+            ServiceOptions {
+                inactivity: Duration::from_secs(1),
+                ..ServiceOptions::default()
+            },
+        ))
+        .unwrap();
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = sip.local_addr().unwrap();
+    let uri = "sip:tone@sipmeter.test";
+    let offer = sdp(9, "8", "");
+    sip.send_to(
+        Raw {
+            transport: "UDP",
+            local,
+            call: "silent",
+        }
+        .req("INVITE", uri, "s1", 1, None, &offer)
+        .as_bytes(),
+        reg.addr(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut read = || {
+        let (n, _) = sip.recv_from(&mut buf).unwrap();
+        Message::parse(&buf[..n]).unwrap()
+    };
+    let ok = loop {
+        let m = read();
+        if m.status() == Some(200) {
+            break m;
+        }
+    };
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    let started = Instant::now();
+    sip.send_to(
+        Raw {
+            transport: "UDP",
+            local,
+            call: "silent",
+        }
+        .req("ACK", uri, "s2", 1, Some(&tag), "")
+        .as_bytes(),
+        reg.addr(),
+    )
+    .unwrap();
+    // We send no RTP: after a second of silence the registrar hangs up.
+    let bye = read();
+    assert_eq!(
+        bye.method(),
+        Some(sip_msg::Method::Bye),
+        "{}",
+        bye.summary()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(bye.call_id().as_deref(), Some("silent"));
+    let mut resp = Message::response_to(&bye, 200, "OK", None);
+    resp.set_body("", bytes::Bytes::new());
+    sip.send_to(&resp.to_bytes(), reg.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let stats = rt.block_on(reg.stop());
+    let s = stats.services;
+    assert_eq!((s.answered, s.active, s.ended_by_us), (1, 0, 1), "{s:?}");
+    assert_eq!(stats.dropped, 0, "the 200 to our BYE is taken, not dropped");
+}

@@ -1,0 +1,1208 @@
+//! Service numbers answered by the registrar itself: `echo` reflects the caller's RTP back
+//! to it, `tone` plays a 1 kHz tone. One endpoint can so test a path alone.
+//!
+//! The SIP side is a small sans-IO UAS ([`Services`], driven by the [`crate::Registrar`]
+//! core): INVITE → 100, 180, 200 with an SDP answer (RFC 3264, through the media crate's
+//! offer/answer), ACK, re-INVITE/UPDATE (hold and resume), BYE. The media side is two small
+//! sans-IO pieces the socket driver runs per call: [`EchoMedia`] (reflect RTP, answer RTCP)
+//! and [`tone_session`] (a [`MediaSession`] whose source is the tone).
+//!
+//! # Driving the services (through [`crate::Registrar`])
+//!
+//! After every input to the registrar, drain [`crate::Registrar::poll_service_event`]:
+//! - [`ServiceEvent::Bind`]: bind an RTP/RTCP port pair for the call and report the RTP
+//!   address with [`crate::Registrar::handle_service_bound`] (or the failure: the caller
+//!   gets 503). The 180 and the 200 with the SDP answer go out then.
+//! - [`ServiceEvent::Media`]: start (or update, after a re-INVITE) the call's media.
+//! - [`ServiceEvent::End`]: release the call's media.
+//!
+//! When the driver sees no RTP or RTCP from the caller for a while (the caller vanished), it
+//! calls [`crate::Registrar::end_service_call`]: the registrar sends a BYE and forgets the
+//! call. A call longer than [`ServiceLimits::max_call`] is ended the same way by a timer.
+//!
+//! Service calls are authenticated like any other INVITE: with ephemeral or static
+//! credentials the caller gets a 407 first. An open media reflector would let anyone aim RTP
+//! (a tone, or reflected packets) at an address of their choosing.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::audio::{SourceConfig, SourceKind};
+use media::rtcp::{self, ReportBlock, RtcpPacket, ntp_middle};
+use media::rtp::{self, RtpPacket};
+use media::sdp::{self, Codec, Direction, LocalMedia, Negotiated, SessionDescription};
+use media::session::{ConfigError, MediaSession, SessionConfig};
+use media::stats::{ReceiveStats, ReportInterval};
+use media::wav::WavAudio;
+use sip_msg::typed::{Contact, NameAddr, Via};
+use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Message, Method, RequestBuilder, Uri};
+
+use crate::RegistrarConfig;
+
+/// The tone's frequency, Hz.
+pub const TONE_HZ: u32 = 1000;
+/// The tone's level: RMS −10 dBov (a sine of amplitude 0.447 of full scale).
+pub const TONE_DBOV: f64 = -10.0;
+
+/// RFC 3261 §17.1.1.1: T1 and T2 for 2xx retransmission (§13.3.1.4).
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+/// How long an ended call is remembered, to answer a retransmitted BYE (64·T1, Timer J).
+const LINGER: Duration = Duration::from_secs(32);
+/// The branch prefix of requests we send as a UAS (BYE), so their responses stop here.
+const BRANCH_PREFIX: &str = "z9hG4bKsvc";
+
+/// A service number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    /// Reflects every RTP packet back to its source.
+    Echo,
+    /// Plays a [`TONE_HZ`] tone at [`TONE_DBOV`].
+    Tone,
+}
+
+impl Service {
+    /// The service a Request-URI user names (`echo`, `tone`).
+    pub fn from_user(user: &str) -> Option<Self> {
+        match user {
+            "echo" => Some(Service::Echo),
+            "tone" => Some(Service::Tone),
+            _ => None,
+        }
+    }
+
+    /// Its user name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Echo => "echo",
+            Service::Tone => "tone",
+        }
+    }
+}
+
+/// A service call, as the driver knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceCallId(pub u64);
+
+/// Why a service call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    Bye,
+    /// The caller never acknowledged our 200 (RFC 3261 §13.3.1.4: 64·T1).
+    NoAck,
+    /// Longer than [`ServiceLimits::max_call`].
+    MaxDuration,
+    /// The driver ended it (no media from the caller).
+    Inactive,
+}
+
+/// What the socket driver must do for the service calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServiceEvent {
+    /// Bind an RTP/RTCP port pair and report with `handle_service_bound`.
+    Bind {
+        /// The call.
+        call: ServiceCallId,
+        /// Where the caller's INVITE came from (to pick a local address facing it).
+        peer: SocketAddr,
+    },
+    /// Start or update the call's media with this negotiation.
+    Media {
+        /// The call.
+        call: ServiceCallId,
+        /// Echo or tone.
+        service: Service,
+        /// The outcome of offer/answer.
+        negotiated: Negotiated,
+    },
+    /// Release the call's media.
+    End {
+        /// The call.
+        call: ServiceCallId,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// Limits of service calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// A call is ended with BYE after this long.
+    pub max_call: Duration,
+}
+
+impl Default for ServiceLimits {
+    /// Four hours.
+    fn default() -> Self {
+        Self {
+            max_call: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// Service counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Calls answered 200.
+    pub answered: u64,
+    /// Calls now up (answered or being set up).
+    pub active: u64,
+    /// Offers refused with 488 (initial INVITEs and re-INVITEs).
+    pub refused_488: u64,
+    /// Calls ended by the caller's BYE.
+    pub ended_bye: u64,
+    /// Calls ended by us (no ACK, too long, no media).
+    pub ended_by_us: u64,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the driver's port pair.
+    Binding,
+    /// 200 sent, waiting for the ACK; retransmitted over UDP.
+    WaitAck {
+        cseq: u32,
+        resp: Bytes,
+        next: Option<Instant>,
+        interval: Duration,
+        give_up: Instant,
+    },
+    /// Confirmed.
+    Confirmed,
+}
+
+#[derive(Debug)]
+struct Call {
+    id: ServiceCallId,
+    service: Service,
+    /// Where the caller's requests come from (responses and our BYE go there).
+    peer: SocketAddr,
+    /// The initial INVITE (kept until answered) and its branch (retransmission matching).
+    invite: Option<Message>,
+    branch: String,
+    state: State,
+    /// Our side: the To of the INVITE with our tag.
+    local: NameAddr,
+    /// The caller: the From of the INVITE.
+    remote: NameAddr,
+    /// The caller's Contact (our BYE's Request-URI).
+    remote_target: Uri,
+    remote_cseq: u32,
+    our_cseq: u32,
+    media: Option<LocalMedia>,
+    ends_at: Instant,
+}
+
+/// The UAS of the service numbers. Driven by [`crate::Registrar`]; see the module docs.
+#[derive(Debug)]
+pub struct Services {
+    calls: HashMap<String, Call>,
+    by_id: HashMap<ServiceCallId, String>,
+    /// Ended calls (Call-ID → forget at), to answer a retransmitted BYE.
+    ended: HashMap<String, Instant>,
+    events: VecDeque<ServiceEvent>,
+    next_id: u64,
+    limits: ServiceLimits,
+    stats: ServiceStats,
+    next_timeout: Option<Instant>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self::new(ServiceLimits::default())
+    }
+}
+
+/// What the core does with a request the services looked at.
+pub(crate) enum Verdict {
+    /// Not a service request: proxy it as usual.
+    NotOurs,
+    /// Handled (responses queued).
+    Handled,
+}
+
+impl Services {
+    /// No calls yet.
+    pub fn new(limits: ServiceLimits) -> Self {
+        Self {
+            calls: HashMap::new(),
+            by_id: HashMap::new(),
+            ended: HashMap::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            limits,
+            stats: ServiceStats::default(),
+            next_timeout: None,
+        }
+    }
+
+    /// Counters (with the calls now up).
+    pub fn stats(&self) -> ServiceStats {
+        ServiceStats {
+            active: self.calls.len() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Replaces the limits (applies to calls answered from now on).
+    pub fn set_limits(&mut self, limits: ServiceLimits) {
+        self.limits = limits;
+    }
+
+    /// True when there is no call to look up: the core's fast path.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.ended.is_empty()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<ServiceEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next timer (2xx retransmission, give-up, call length, ended-call expiry).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout
+    }
+
+    fn recompute_timeout(&mut self) {
+        let calls = self.calls.values().flat_map(|c| {
+            let retrans = match &c.state {
+                State::WaitAck { next, give_up, .. } => {
+                    Some(next.unwrap_or(*give_up).min(*give_up))
+                }
+                _ => None,
+            };
+            retrans.into_iter().chain(Some(c.ends_at))
+        });
+        self.next_timeout = calls.chain(self.ended.values().copied()).min();
+    }
+
+    /// True if `msg` is a response to a request we sent (our BYE): it ends here.
+    pub(crate) fn owns_response(&self, msg: &Message) -> bool {
+        msg.top_via()
+            .and_then(|v| v.branch())
+            .is_some_and(|b| b.starts_with(BRANCH_PREFIX))
+    }
+
+    /// A request for a known service dialog (in-dialog, a retransmitted INVITE, a CANCEL).
+    pub(crate) fn handle_known(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        req: &Message,
+        source: SocketAddr,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) -> Verdict {
+        let Some(call_id) = req.call_id() else {
+            return Verdict::NotOurs;
+        };
+        let method = req.method().unwrap_or(Method::Options);
+        let to_tag = req.to().and_then(|t| t.tag());
+        if !self.calls.contains_key(&call_id) {
+            if self.ended.contains_key(&call_id) {
+                // A retransmitted BYE whose 200 was lost is answered again; anything else
+                // in a finished dialog gets 481 (RFC 3261 §12.2.2).
+                match method {
+                    Method::Ack => {}
+                    Method::Bye => out.push_back(respond(cfg, req, source, 200, "OK", None)),
+                    _ => out.push_back(respond(
+                        cfg,
+                        req,
+                        source,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        None,
+                    )),
+                }
+                return Verdict::Handled;
+            }
+            return Verdict::NotOurs;
+        }
+        let result = match (method, to_tag) {
+            (Method::Invite, None) => self.retransmitted_invite(cfg, req, source, out),
+            (Method::Cancel, _) => {
+                // RFC 3261 §9.2: the INVITE was already answered; the CANCEL gets 200 and
+                // changes nothing.
+                out.push_back(respond(cfg, req, source, 200, "OK", None));
+                Verdict::Handled
+            }
+            (_, Some(_)) => self.in_dialog(now, cfg, req, &call_id, source, out),
+            _ => Verdict::NotOurs,
+        };
+        self.recompute_timeout();
+        result
+    }
+
+    fn retransmitted_invite(
+        &mut self,
+        cfg: &RegistrarConfig,
+        req: &Message,
+        source: SocketAddr,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) -> Verdict {
+        let branch = req.top_via().and_then(|v| v.branch()).unwrap_or_default();
+        let Some(call) = req.call_id().and_then(|c| self.calls.get(&c)) else {
+            return Verdict::NotOurs;
+        };
+        if call.branch != branch {
+            // Another INVITE with this Call-ID and no To tag: a merged request (RFC 3261
+            // §8.2.2.2).
+            out.push_back(respond(cfg, req, source, 482, "Loop Detected", None));
+            return Verdict::Handled;
+        }
+        // RFC 3261 §13.3.1.4: a retransmitted INVITE gets the 2xx again.
+        if let State::WaitAck { resp, .. } = &call.state {
+            out.push_back((call.peer, resp.clone()));
+        }
+        Verdict::Handled
+    }
+
+    /// An initial INVITE to a service (already authenticated by the core).
+    pub(crate) fn handle_invite(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        service: Service,
+        req: &Message,
+        source: SocketAddr,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) {
+        let tag = crate::to_tag_for(req);
+        let (Some(call_id), Some(from), Some(to), Some(cseq), Some(branch)) = (
+            req.call_id(),
+            req.from(),
+            req.to(),
+            req.cseq(),
+            req.top_via().and_then(|v| v.branch()),
+        ) else {
+            out.push_back(respond(cfg, req, source, 400, "Bad Request", Some(&tag)));
+            return;
+        };
+        let contact = req
+            .headers
+            .typed::<Contact>()
+            .and_then(Result::ok)
+            .and_then(|c| c.addr().map(|a| a.uri.clone()));
+        let Some(remote_target) = contact else {
+            out.push_back(respond(
+                cfg,
+                req,
+                source,
+                400,
+                "Bad Request (no Contact)",
+                Some(&tag),
+            ));
+            return;
+        };
+        // RFC 3261 §8.2.2.3: extensions we do not support.
+        let required: Vec<String> = req
+            .headers
+            .get_all(&HeaderName::Require)
+            .flat_map(|h| h.value().split(',').map(|s| s.trim().to_owned()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !required.is_empty() {
+            let mut resp = response(cfg, req, source, 420, "Bad Extension", Some(&tag));
+            resp.headers
+                .push(Header::new(HeaderName::Unsupported, required.join(", ")));
+            out.push_back((source, Bytes::from(resp.to_bytes())));
+            return;
+        }
+        // Check the offer before binding ports: an unusable one is refused at once.
+        let offer = match parse_offer(req) {
+            Ok(o) => o,
+            Err(why) => {
+                self.stats.refused_488 += 1;
+                out.push_back(not_acceptable(cfg, req, source, &tag, &why));
+                return;
+            }
+        };
+        let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
+        if let Err(e) = sdp::answer_offer(&offer, &probe) {
+            self.stats.refused_488 += 1;
+            out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
+            return;
+        }
+        out.push_back(respond(cfg, req, source, 100, "Trying", None));
+        let id = ServiceCallId(self.next_id);
+        self.next_id += 1;
+        let call = Call {
+            id,
+            service,
+            peer: source,
+            invite: Some(req.clone()),
+            branch,
+            state: State::Binding,
+            local: to.0.clone().with_tag(&tag),
+            remote: from.0.clone(),
+            remote_target,
+            remote_cseq: cseq.seq,
+            our_cseq: 0,
+            media: None,
+            ends_at: now + self.limits.max_call,
+        };
+        self.by_id.insert(id, call_id.clone());
+        self.calls.insert(call_id, call);
+        self.events.push_back(ServiceEvent::Bind {
+            call: id,
+            peer: source,
+        });
+        self.recompute_timeout();
+    }
+
+    /// The driver bound the call's RTP socket at `rtp` (or could not: 503).
+    pub(crate) fn handle_bound(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        id: ServiceCallId,
+        rtp: Result<SocketAddr, ()>,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) {
+        let Some(call_id) = self.by_id.get(&id).cloned() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let (State::Binding, Some(invite)) = (&call.state, call.invite.take()) else {
+            return;
+        };
+        let tag = call.local.tag().unwrap_or_default();
+        let Ok(rtp) = rtp else {
+            out.push_back(respond(
+                cfg,
+                &invite,
+                call.peer,
+                503,
+                "Service Unavailable (no RTP port)",
+                Some(&tag),
+            ));
+            self.forget(&call_id, now);
+            self.recompute_timeout();
+            return;
+        };
+        let local = local_media(rtp.ip(), rtp.port(), id.0, 1);
+        // The offer was checked in handle_invite; answering it again with the real port
+        // cannot fail differently (only the port and address changed).
+        let Ok((answer, negotiated)) = parse_offer(&invite)
+            .map_err(|_| ())
+            .and_then(|o| sdp::answer_offer(&o, &local).map_err(|_| ()))
+        else {
+            out.push_back(respond(
+                cfg,
+                &invite,
+                call.peer,
+                500,
+                "Server Error",
+                Some(&tag),
+            ));
+            self.forget(&call_id, now);
+            self.recompute_timeout();
+            return;
+        };
+        let peer = call.peer;
+        out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
+        let ok = answer_response(cfg, &invite, peer, &tag, call.service, &answer);
+        let cseq = invite.cseq().map_or(0, |c| c.seq);
+        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+        call.media = Some(local);
+        let service = call.service;
+        out.push_back(ok);
+        self.stats.answered += 1;
+        self.events.push_back(ServiceEvent::Media {
+            call: id,
+            service,
+            negotiated,
+        });
+        self.recompute_timeout();
+    }
+
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        req: &Message,
+        call_id: &str,
+        source: SocketAddr,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) -> Verdict {
+        let method = req.method().unwrap_or(Method::Options);
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Verdict::NotOurs;
+        };
+        if req.to().and_then(|t| t.tag()) != call.local.tag() {
+            // Same Call-ID, another dialog: not ours.
+            return Verdict::NotOurs;
+        }
+        let cseq = req.cseq().map_or(0, |c| c.seq);
+        if method == Method::Ack {
+            if let State::WaitAck { cseq: c, .. } = call.state
+                && c == cseq
+            {
+                call.state = State::Confirmed;
+            }
+            return Verdict::Handled;
+        }
+        // RFC 3261 §12.2.2: a lower CSeq than the last one is out of order.
+        if cseq < call.remote_cseq {
+            out.push_back(respond(
+                cfg,
+                req,
+                source,
+                500,
+                "Server Internal Error (CSeq out of order)",
+                None,
+            ));
+            return Verdict::Handled;
+        }
+        call.remote_cseq = cseq;
+        match method {
+            Method::Bye => {
+                out.push_back(respond(cfg, req, source, 200, "OK", None));
+                self.stats.ended_bye += 1;
+                let id = call.id;
+                self.events.push_back(ServiceEvent::End {
+                    call: id,
+                    reason: EndReason::Bye,
+                });
+                self.forget(call_id, now);
+            }
+            Method::Invite | Method::Update => {
+                if method == Method::Invite && !matches!(call.state, State::Confirmed) {
+                    // RFC 3261 §14.2: an INVITE while one is pending.
+                    out.push_back(respond(cfg, req, source, 491, "Request Pending", None));
+                    return Verdict::Handled;
+                }
+                let Some(local) = call.media.as_mut() else {
+                    out.push_back(respond(cfg, req, source, 491, "Request Pending", None));
+                    return Verdict::Handled;
+                };
+                if req.body().is_empty() {
+                    // No offer: confirm the session as it is (an offerless re-INVITE gets our
+                    // current description; its answer in the ACK changes nothing here).
+                    local.session_version += 1;
+                    let sd = sdp::build_offer(local);
+                    let ok = answer_response(cfg, req, source, "", call.service, &sd);
+                    if method == Method::Invite {
+                        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                    }
+                    out.push_back(ok);
+                    return Verdict::Handled;
+                }
+                let answered = parse_offer(req).and_then(|o| {
+                    let mut next = local.clone();
+                    next.session_version += 1;
+                    sdp::answer_offer(&o, &next)
+                        .map(|(a, n)| (a, n, next))
+                        .map_err(|e| e.to_string())
+                });
+                match answered {
+                    Err(why) => {
+                        // RFC 3264 §8: a refused modification leaves the session as it was.
+                        self.stats.refused_488 += 1;
+                        out.push_back(not_acceptable(cfg, req, source, "", &why));
+                    }
+                    Ok((answer, negotiated, next)) => {
+                        *local = next;
+                        let ok = answer_response(cfg, req, source, "", call.service, &answer);
+                        if method == Method::Invite {
+                            call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                        }
+                        out.push_back(ok);
+                        self.events.push_back(ServiceEvent::Media {
+                            call: call.id,
+                            service: call.service,
+                            negotiated,
+                        });
+                    }
+                }
+            }
+            Method::Info | Method::Options | Method::Notify | Method::Message => {
+                out.push_back(respond(cfg, req, source, 200, "OK", None));
+            }
+            _ => {
+                let mut resp = response(cfg, req, source, 405, "Method Not Allowed", None);
+                resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
+                out.push_back((source, Bytes::from(resp.to_bytes())));
+            }
+        }
+        Verdict::Handled
+    }
+
+    /// Ends a call from our side: BYE to the caller, media released.
+    pub(crate) fn end_call(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        id: ServiceCallId,
+        reason: EndReason,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) {
+        let Some(call_id) = self.by_id.get(&id).cloned() else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if !matches!(call.state, State::Binding) {
+            // Fire and forget: the caller is probably gone; a lost BYE leaves it to its own
+            // timers.
+            call.our_cseq += 1;
+            out.push_back((call.peer, Bytes::from(bye(cfg, call, &call_id).to_bytes())));
+        }
+        self.stats.ended_by_us += 1;
+        self.events
+            .push_back(ServiceEvent::End { call: id, reason });
+        self.forget(&call_id, now);
+        self.recompute_timeout();
+    }
+
+    /// Fires due timers: 2xx retransmissions, unacknowledged and overlong calls, expiry of
+    /// ended calls.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        out: &mut VecDeque<(SocketAddr, Bytes)>,
+    ) {
+        if self.next_timeout.is_none_or(|t| t > now) {
+            return;
+        }
+        self.ended.retain(|_, until| *until > now);
+        let mut to_end = Vec::new();
+        for call in self.calls.values_mut() {
+            if call.ends_at <= now {
+                to_end.push((call.id, EndReason::MaxDuration));
+                continue;
+            }
+            if let State::WaitAck {
+                resp,
+                next,
+                interval,
+                give_up,
+                ..
+            } = &mut call.state
+            {
+                if *give_up <= now {
+                    to_end.push((call.id, EndReason::NoAck));
+                } else if let Some(at) = next.filter(|at| *at <= now) {
+                    // RFC 3261 §13.3.1.4: T1 doubling up to T2.
+                    out.push_back((call.peer, resp.clone()));
+                    *interval = (*interval * 2).min(T2);
+                    *next = Some(at + *interval);
+                }
+            }
+        }
+        for (id, reason) in to_end {
+            self.end_call(now, cfg, id, reason, out);
+        }
+        self.recompute_timeout();
+    }
+
+    fn forget(&mut self, call_id: &str, now: Instant) {
+        if let Some(c) = self.calls.remove(call_id) {
+            self.by_id.remove(&c.id);
+        }
+        self.ended.insert(call_id.to_owned(), now + LINGER);
+    }
+}
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+
+fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, resp: Bytes) -> State {
+    // Over a reliable transport the 2xx is not retransmitted (§13.3.1.4 still waits 64·T1
+    // for the ACK).
+    let reliable = !cfg.transport.eq_ignore_ascii_case("UDP");
+    State::WaitAck {
+        cseq,
+        resp,
+        next: (!reliable).then_some(now + T1),
+        interval: T1,
+        give_up: now + 64 * T1,
+    }
+}
+
+/// What the services answer with: every codec of the media crate, telephone-event, RTCP mux
+/// when offered, send and receive.
+fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> LocalMedia {
+    LocalMedia {
+        codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
+        telephone_event: true,
+        ptime: 20,
+        direction: Direction::SendRecv,
+        address,
+        port,
+        rtcp_mux: true,
+        session_id,
+        session_version: version,
+    }
+}
+
+fn parse_offer(req: &Message) -> Result<SessionDescription, String> {
+    if req.body().is_empty() {
+        // A delayed offer (INVITE without SDP, RFC 3261 §13.2.1) is not supported here.
+        return Err("no sdp offer in the invite (delayed offer is not supported)".into());
+    }
+    SessionDescription::parse(req.body()).map_err(|e| format!("unreadable sdp: {e}"))
+}
+
+/// A response with RFC 3581 received/rport on the top Via, like the core's own.
+fn respond(
+    cfg: &RegistrarConfig,
+    req: &Message,
+    source: SocketAddr,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+) -> (SocketAddr, Bytes) {
+    (
+        source,
+        Bytes::from(response(cfg, req, source, code, reason, to_tag).to_bytes()),
+    )
+}
+
+fn response(
+    _cfg: &RegistrarConfig,
+    req: &Message,
+    source: SocketAddr,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+) -> Message {
+    let to_tag = to_tag.filter(|t| !t.is_empty());
+    let mut resp = Message::response_to(req, code, reason, to_tag);
+    if let Some(mut via) = req.top_via() {
+        via.params.set("received", Some(&source.ip().to_string()));
+        if via.params.contains("rport") {
+            via.params.set("rport", Some(&source.port().to_string()));
+        }
+        let mut vias: Vec<Header> = resp.headers.get_all(&HeaderName::Via).cloned().collect();
+        resp.headers.remove(&HeaderName::Via);
+        if !vias.is_empty() {
+            vias[0] = Header::new(HeaderName::Via, via.to_string());
+        }
+        for v in vias.into_iter().rev() {
+            resp.headers.push_front(v);
+        }
+    }
+    resp.headers
+        .push(Header::new(HeaderName::Server, "sipmeter-registrar"));
+    resp
+}
+
+/// 488 with a Warning (RFC 3261 §20.43: 305 Incompatible media format).
+fn not_acceptable(
+    cfg: &RegistrarConfig,
+    req: &Message,
+    source: SocketAddr,
+    tag: &str,
+    why: &str,
+) -> (SocketAddr, Bytes) {
+    let mut resp = response(cfg, req, source, 488, "Not Acceptable Here", Some(tag));
+    let text = why.replace(['"', '\\'], "'");
+    resp.headers.push(Header::new(
+        HeaderName::Warning,
+        format!("305 {} \"{text}\"", cfg.host),
+    ));
+    (source, Bytes::from(resp.to_bytes()))
+}
+
+/// The 200 OK carrying our SDP, with a Contact that reaches this registrar.
+fn answer_response(
+    cfg: &RegistrarConfig,
+    req: &Message,
+    source: SocketAddr,
+    tag: &str,
+    service: Service,
+    sdp: &SessionDescription,
+) -> (SocketAddr, Bytes) {
+    let mut resp = response(cfg, req, source, 200, "OK", Some(tag));
+    resp.headers.push(Header::new(
+        HeaderName::Contact,
+        format!("<{}>", our_uri(cfg, service)),
+    ));
+    resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
+    resp.set_body("application/sdp", sdp.to_string());
+    (source, Bytes::from(resp.to_bytes()))
+}
+
+fn our_uri(cfg: &RegistrarConfig, service: Service) -> String {
+    let transport = if cfg.transport.eq_ignore_ascii_case("UDP") {
+        String::new()
+    } else {
+        format!(";transport={}", cfg.transport.to_ascii_lowercase())
+    };
+    format!(
+        "sip:{}@{}:{}{transport}",
+        service.name(),
+        cfg.host,
+        cfg.port
+    )
+}
+
+fn bye(cfg: &RegistrarConfig, call: &Call, call_id: &str) -> Message {
+    let branch = format!("{BRANCH_PREFIX}{:x}{}", call.id.0, call.our_cseq);
+    debug_assert!(branch.starts_with(BRANCH_MAGIC));
+    let via = Via::new(&cfg.transport, cfg.host.clone(), Some(cfg.port), &branch);
+    RequestBuilder::new(Method::Bye, call.remote_target.clone())
+        .via(via)
+        .from(call.local.clone())
+        .to(call.remote.clone())
+        .call_id(call_id)
+        .cseq(call.our_cseq)
+        .build()
+}
+
+/// Echo's media: reflects RTP to its source, answers RTCP.
+///
+/// RTP goes back unchanged (SSRC, sequence numbers, timestamps, payload), like SIPp's
+/// `-rtp_echo`: what the caller receives measures the whole round trip. On hold (we answered
+/// recvonly or inactive) nothing is reflected; after the resume the sequence numbers are
+/// shifted down by the packets held back, so the caller sees a pause in the stream, as from
+/// a real peer that stopped sending (RFC 3550 §5.1: the sequence counts packets sent), not
+/// a burst of loss. RTCP is not
+/// reflected: a reflected SR would come back as the caller's own and double the RTT it
+/// computes (RFC 3550 §6.4.1: the report would span two round trips). Each RTCP compound
+/// from the caller is answered at once with a receiver report from our own SSRC about the
+/// caller's stream as it arrived here: LSR/DLSR give the caller the true RTT, and its
+/// "sent" figures (loss, jitter) describe the caller → echo leg alone.
+#[derive(Debug)]
+pub struct EchoMedia {
+    ssrc: u32,
+    cname: String,
+    stats: ReceiveStats,
+    interval: ReportInterval,
+    event_pt: Option<u8>,
+    sends: bool,
+    last_sr: Option<(u32, Instant)>,
+    /// RTP packets not reflected while on hold (subtracted from later sequence numbers).
+    held_back: u16,
+    /// RTP packets reflected.
+    pub reflected: u64,
+    /// RTCP reports sent.
+    pub reports: u64,
+    /// Undecodable datagrams (dropped).
+    pub malformed: u64,
+}
+
+/// What to do with a datagram received by [`EchoMedia`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EchoAction {
+    /// Send the datagram back to where it came from (unchanged, or with its sequence number
+    /// shifted after a hold: the buffer was rewritten in place).
+    Reflect,
+    /// Send this RTCP compound to where the datagram came from.
+    Reply(Vec<u8>),
+    /// Nothing (malformed, a BYE, or we do not send in this direction).
+    Drop,
+}
+
+impl EchoMedia {
+    /// Echo for a negotiated call; `ssrc` is our RTCP sender SSRC.
+    pub fn new(n: &Negotiated, ssrc: u32) -> Self {
+        let spp = n.clock_rate / 1000 * n.ptime;
+        Self {
+            ssrc,
+            cname: format!("echo-{ssrc:08x}@sipmeter"),
+            stats: ReceiveStats::new(n.clock_rate, spp),
+            interval: ReportInterval::default(),
+            event_pt: n.recv_event_pt,
+            sends: n.direction.sends(),
+            last_sr: None,
+            held_back: 0,
+            reflected: 0,
+            reports: 0,
+            malformed: 0,
+        }
+    }
+
+    /// A re-INVITE changed the direction (hold: echo stops reflecting).
+    pub fn update(&mut self, n: &Negotiated) {
+        self.sends = n.direction.sends();
+        self.event_pt = n.recv_event_pt;
+    }
+
+    /// Handles one datagram received on the call's RTP or RTCP port.
+    pub fn handle_packet(&mut self, now: Instant, buf: &mut [u8]) -> EchoAction {
+        if rtp::is_rtcp(buf) {
+            return self.handle_rtcp(now, buf);
+        }
+        let Ok(p) = RtpPacket::parse(buf) else {
+            self.malformed += 1;
+            return EchoAction::Drop;
+        };
+        if Some(p.payload_type) == self.event_pt {
+            self.stats
+                .on_other_packet(now, p.sequence, p.ssrc, buf.len());
+        } else {
+            self.stats
+                .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len());
+        }
+        let seq = p.sequence;
+        if !self.sends {
+            self.held_back = self.held_back.wrapping_add(1);
+            return EchoAction::Drop;
+        }
+        if self.held_back != 0 {
+            // The sequence number is bytes 2..4 of every RTP header (RFC 3550 §5.1); the
+            // packet parsed, so they are there.
+            buf[2..4].copy_from_slice(&seq.wrapping_sub(self.held_back).to_be_bytes());
+        }
+        self.reflected += 1;
+        EchoAction::Reflect
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) -> EchoAction {
+        let Ok(pkts) = rtcp::parse_compound(buf) else {
+            self.malformed += 1;
+            return EchoAction::Drop;
+        };
+        let mut bye = false;
+        for p in &pkts {
+            match p {
+                RtcpPacket::SenderReport { info, .. } => {
+                    self.last_sr = Some((ntp_middle(info.ntp), now));
+                }
+                RtcpPacket::Bye { .. } => bye = true,
+                _ => {}
+            }
+        }
+        if bye {
+            return EchoAction::Drop;
+        }
+        let mut reports = Vec::new();
+        if let Some(remote) = self.stats.ssrc() {
+            let t = self.stats.totals();
+            let (lsr, dlsr) = match self.last_sr {
+                // DLSR in 1/65536 s (RFC 3550 §6.4.1).
+                Some((lsr, at)) => (
+                    lsr,
+                    (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+                ),
+                None => (0, 0),
+            };
+            reports.push(ReportBlock {
+                ssrc: remote,
+                fraction_lost: self.interval.fraction(t.expected, t.received),
+                cumulative_lost: t.lost.clamp(-0x80_0000, 0x7f_ffff) as i32,
+                highest_seq: t.ext_highest_seq,
+                jitter: t.jitter as u32,
+                lsr,
+                dlsr,
+            });
+        }
+        self.reports += 1;
+        EchoAction::Reply(rtcp::build_compound(&[
+            RtcpPacket::ReceiverReport {
+                ssrc: self.ssrc,
+                reports,
+            },
+            RtcpPacket::SourceDescription(vec![(self.ssrc, Some(self.cname.clone()))]),
+        ]))
+    }
+}
+
+/// One period-exact buffer of the tone at 8 kHz (20 ms: 20 periods of 1 kHz), shared by all
+/// tone calls; the media crate resamples it (periodically) for 16 kHz codecs.
+fn tone_clip() -> WavAudio {
+    static CLIP: OnceLock<WavAudio> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let rate = 8000u32;
+        // A sine's RMS is A/√2; 0 dBov is RMS 32768 (ITU-T G.100.1).
+        let amp = 32768.0 * 10f64.powf(TONE_DBOV / 20.0) * 2f64.sqrt();
+        let samples: Arc<[i16]> = (0..160u32)
+            .map(|n| {
+                let w = 2.0 * std::f64::consts::PI * f64::from(TONE_HZ) * f64::from(n)
+                    / f64::from(rate);
+                (amp * w.sin()).round() as i16
+            })
+            .collect();
+        WavAudio::new(samples, rate)
+    })
+    .clone()
+}
+
+/// Tone's media: a [`MediaSession`] (paced RTP in the negotiated codec, RTCP reports, and
+/// measurement of what the caller sends) whose source is the tone.
+pub fn tone_session(
+    n: &Negotiated,
+    ssrc: u32,
+    seed: u64,
+    now: Instant,
+) -> Result<MediaSession, ConfigError> {
+    let mut cfg =
+        SessionConfig::from_negotiated(n, ssrc, format!("tone-{ssrc:08x}@sipmeter"), seed);
+    cfg.source = SourceConfig {
+        kind: SourceKind::Wav(tone_clip()),
+        seed,
+        ..SourceConfig::default()
+    };
+    MediaSession::new(cfg, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::rtcp::SenderInfo;
+    use media::rtp::RtpHeader;
+    use media::session::PacketKind;
+
+    fn negotiated(codec: Codec, direction: Direction) -> Negotiated {
+        let pt = codec.default_pt();
+        let addr: SocketAddr = "127.0.0.1:30000".parse().unwrap_or_else(|_| unreachable!());
+        Negotiated {
+            codec,
+            send_pt: pt,
+            recv_pt: pt,
+            send_event_pt: None,
+            recv_event_pt: Some(101),
+            clock_rate: codec.clock_rate(),
+            ptime: 20,
+            direction,
+            remote_rtp: addr,
+            remote_rtcp: addr,
+            rtcp_mux: true,
+        }
+    }
+
+    fn rtp(seq: u16, pt: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        RtpHeader {
+            payload_type: pt,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc: 0xcafe,
+            ..RtpHeader::default()
+        }
+        .write(&[0xff; 160], &mut out);
+        out
+    }
+
+    #[test]
+    fn echo_reflects_rtp_and_answers_rtcp_with_the_callers_lsr() {
+        let t0 = Instant::now();
+        let mut echo = EchoMedia::new(&negotiated(Codec::Pcmu, Direction::SendRecv), 0xec40);
+        for seq in 0..10u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(seq));
+            // Packet 5 is lost on the way in.
+            if seq != 5 {
+                let mut p = rtp(seq, 0);
+                assert_eq!(echo.handle_packet(at, &mut p), EchoAction::Reflect);
+                assert_eq!(p, rtp(seq, 0), "unchanged");
+            }
+        }
+        // A DTMF event is reflected too.
+        assert_eq!(
+            echo.handle_packet(t0, &mut rtp(10, 101)),
+            EchoAction::Reflect
+        );
+        let ntp = 0x1234_5678_9abc_def0u64;
+        let sr = rtcp::build_compound(&[RtcpPacket::SenderReport {
+            ssrc: 0xcafe,
+            info: SenderInfo {
+                ntp,
+                ..SenderInfo::default()
+            },
+            reports: vec![],
+        }]);
+        let at = t0 + Duration::from_millis(300);
+        let EchoAction::Reply(reply) = echo.handle_packet(at, &mut sr.clone()) else {
+            panic!("rtcp is answered");
+        };
+        let pkts = rtcp::parse_compound(&reply).unwrap_or_default();
+        let Some(RtcpPacket::ReceiverReport { ssrc, reports }) = pkts.first() else {
+            panic!("{pkts:?}");
+        };
+        assert_eq!(*ssrc, 0xec40, "from our own SSRC, not reflected");
+        assert_eq!(reports.len(), 1);
+        let b = reports[0];
+        assert_eq!((b.ssrc, b.lsr, b.dlsr), (0xcafe, ntp_middle(ntp), 0));
+        assert_eq!(b.cumulative_lost, 1, "one packet lost on the way in");
+        assert_eq!(b.highest_seq, 10);
+        // Answered 100 ms after the SR: DLSR says so, in 1/65536 s.
+        let later = echo.handle_packet(
+            at + Duration::from_millis(100),
+            &mut rtcp::build_compound(&[RtcpPacket::ReceiverReport {
+                ssrc: 0xcafe,
+                reports: vec![],
+            }]),
+        );
+        let EchoAction::Reply(reply) = later else {
+            panic!("answered")
+        };
+        let pkts = rtcp::parse_compound(&reply).unwrap_or_default();
+        let Some(RtcpPacket::ReceiverReport { reports, .. }) = pkts.first() else {
+            panic!("{pkts:?}");
+        };
+        assert_eq!(reports[0].dlsr, 6553);
+        // The caller's BYE is not answered; garbage is dropped and counted.
+        let bye = rtcp::build_compound(&[RtcpPacket::Bye {
+            ssrcs: vec![0xcafe],
+            reason: None,
+        }]);
+        assert_eq!(echo.handle_packet(at, &mut bye.clone()), EchoAction::Drop);
+        assert_eq!(echo.handle_packet(at, &mut [0x80, 0]), EchoAction::Drop);
+        assert_eq!(echo.malformed, 1);
+        // On hold (we only receive) nothing is reflected ...
+        echo.update(&negotiated(Codec::Pcmu, Direction::RecvOnly));
+        for seq in 11..14 {
+            assert_eq!(echo.handle_packet(at, &mut rtp(seq, 0)), EchoAction::Drop);
+        }
+        // ... and after the resume the stream continues where it paused: 14 goes out as 11.
+        echo.update(&negotiated(Codec::Pcmu, Direction::SendRecv));
+        let mut p = rtp(14, 0);
+        assert_eq!(echo.handle_packet(at, &mut p), EchoAction::Reflect);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), 11);
+        assert_eq!(p[4..], rtp(14, 0)[4..], "only the sequence number changed");
+        assert_eq!(echo.reflected, 11);
+    }
+
+    /// The tone decodes at its level and frequency in every codec.
+    #[test]
+    fn tone_is_1khz_at_minus_10_dbov_in_every_codec() {
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus] {
+            let t0 = Instant::now();
+            let n = negotiated(codec, Direction::SendRecv);
+            let mut tone = tone_session(&n, 1, 1, t0).unwrap_or_else(|e| panic!("{e}"));
+            let mut rx =
+                MediaSession::new(SessionConfig::from_negotiated(&n, 2, "rx".into(), 2), t0)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let mut now = t0;
+            let mut packets = 0;
+            // Two seconds; the first half lets Opus's encoder settle.
+            for i in 0..100 {
+                now = t0 + Duration::from_millis(20 * i);
+                while let Some(o) = tone.poll_transmit(now) {
+                    if o.kind == PacketKind::Rtp {
+                        packets += 1;
+                        let _ = rx.handle_packet(now, &o.bytes);
+                    }
+                }
+                if i == 49 {
+                    let _ = rx.sample(now);
+                }
+            }
+            assert_eq!(packets, 100, "{codec:?}: paced at the 20 ms ptime");
+            let levels = rx.sample(now).rx.levels;
+            let level = levels.speech_dbov.unwrap_or(f64::NAN);
+            let tol = if codec == Codec::Opus { 0.5 } else { 0.2 };
+            assert!((level - TONE_DBOV).abs() < tol, "{codec:?}: {level} dBov");
+            // A sine of f Hz at rate r crosses zero 2f/r times a sample.
+            let rate = if matches!(codec, Codec::Pcmu | Codec::Pcma) {
+                8000.0
+            } else {
+                16000.0
+            };
+            let zc = levels.zero_crossings.unwrap_or(0.0);
+            assert!(
+                (zc - 2.0 * f64::from(TONE_HZ) / rate).abs() < 0.01,
+                "{codec:?}: {zc}"
+            );
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The service numbers' SIP side on a virtual clock: a sip-proto user agent calls `echo` and
+//! `tone` at the registrar, which answers itself (100, 180, 200 with SDP, ACK, hold
+//! re-INVITE, BYE); unusable offers get 488; calls whose caller vanished are cleaned up.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::sdp::{self, Codec, Direction, LocalMedia, SessionDescription};
+use registrar::services::EndReason;
+use registrar::{AuthMode, Registrar, RegistrarConfig, Service, ServiceEvent, ServiceLimits};
+use sip_msg::{Host, Message, Uri};
+use sip_proto::auth::Credentials;
+use sip_proto::transaction::TimerConfig;
+use sip_proto::ua::{CallEvent, CallId, CallState, UaConfig, UaEvent, UserAgent};
+
+const NOW_UNIX: u64 = 1_900_000_000;
+const SECRET: &[u8] = b"test secret";
+const RTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
+
+fn reg_addr() -> SocketAddr {
+    "127.0.0.1:5060".parse().unwrap()
+}
+
+fn registrar() -> Registrar {
+    Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 5060,
+        transport: "UDP".into(),
+        auth: AuthMode::Ephemeral,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    })
+}
+
+fn ua(user: &str, port: u16) -> UserAgent {
+    let (u, p) = sip_auth::ephemeral::issue(SECRET, user, NOW_UNIX + 3600);
+    UserAgent::new(UaConfig {
+        user: user.into(),
+        domain: "sipmeter.test".into(),
+        registrar_uri: Uri::parse("sip:sipmeter.test:5060;transport=udp").unwrap(),
+        outbound_proxy: None,
+        credentials: Some(Credentials::new(&u, &p)),
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: port,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: "sipmeter-test".into(),
+        seed: u64::from(port),
+        use_100rel: true,
+    })
+}
+
+fn offer(codecs: Vec<Codec>, direction: Direction, version: u64) -> Bytes {
+    Bytes::from(
+        sdp::build_offer(&LocalMedia {
+            codecs,
+            telephone_event: true,
+            ptime: 20,
+            direction,
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 30_000,
+            rtcp_mux: false,
+            session_id: 7,
+            session_version: version,
+        })
+        .to_string(),
+    )
+}
+
+/// One caller and the registrar wired by address; the test plays the socket driver.
+struct Net {
+    now: Instant,
+    reg: Registrar,
+    caller: UserAgent,
+    caller_up: bool,
+    events: Vec<UaEvent>,
+    services: Vec<ServiceEvent>,
+    log: Vec<(bool, String)>,
+    bind_fails: bool,
+}
+
+impl Net {
+    fn new() -> Self {
+        Self {
+            now: Instant::now(),
+            reg: registrar(),
+            caller: ua("alice", 5071),
+            caller_up: true,
+            events: Vec::new(),
+            services: Vec::new(),
+            log: Vec::new(),
+            bind_fails: false,
+        }
+    }
+
+    fn caller_addr(&self) -> SocketAddr {
+        "127.0.0.1:5071".parse().unwrap()
+    }
+
+    /// Delivers messages until quiet, answering Bind events like a driver would.
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            let mut to_reg = Vec::new();
+            let mut to_caller = Vec::new();
+            while let Some(o) = self.caller.poll_transmit() {
+                to_reg.push(o.bytes);
+            }
+            self.events
+                .extend(std::iter::from_fn(|| self.caller.poll_event()));
+            while let Some(ev) = self.reg.poll_service_event() {
+                if let ServiceEvent::Bind { call, .. } = &ev {
+                    let r = if self.bind_fails { Err(()) } else { Ok(RTP) };
+                    self.reg.handle_service_bound(self.now, *call, r);
+                }
+                self.services.push(ev);
+            }
+            while let Some((to, bytes)) = self.reg.poll_transmit() {
+                assert_eq!(to, self.caller_addr());
+                to_caller.push(bytes);
+            }
+            if to_reg.is_empty() && to_caller.is_empty() {
+                return;
+            }
+            for b in to_reg {
+                let msg = Message::parse(&b).unwrap();
+                self.log.push((true, msg.summary()));
+                let from = self.caller_addr();
+                self.reg.handle_message(self.now, NOW_UNIX, msg, from);
+            }
+            for b in to_caller {
+                let msg = Message::parse(&b).unwrap();
+                self.log.push((false, msg.summary()));
+                if self.caller_up {
+                    self.caller.handle_message(self.now, msg, reg_addr());
+                }
+            }
+        }
+        panic!("the network never settled: {:?}", self.log);
+    }
+
+    /// Advances the virtual clock, firing both sides' timers.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        loop {
+            let caller = self.caller_up.then(|| self.caller.poll_timeout()).flatten();
+            let next = [self.reg.poll_timeout(), caller]
+                .into_iter()
+                .flatten()
+                .filter(|t| *t <= end)
+                .min();
+            let Some(t) = next else { break };
+            self.now = self.now.max(t);
+            self.reg.handle_timeout(self.now);
+            if self.caller_up {
+                self.caller.handle_timeout(self.now);
+            }
+            self.settle();
+        }
+        self.now = end;
+    }
+
+    fn call(&mut self, service: &str, sdp: Bytes) -> CallId {
+        let now = self.now;
+        let id = self.caller.call(
+            now,
+            Uri::parse(&format!("sip:{service}@sipmeter.test")).unwrap(),
+            Some(sdp),
+        );
+        self.settle();
+        id
+    }
+
+    fn sent_by_reg(&self) -> Vec<&str> {
+        self.log
+            .iter()
+            .filter(|(to_reg, _)| !to_reg)
+            .map(|(_, s)| s.as_str())
+            .collect()
+    }
+
+    fn answer_sdp(&self) -> SessionDescription {
+        let sdp = self
+            .events
+            .iter()
+            .find_map(|e| match e {
+                UaEvent::Call(_, CallEvent::Answered { sdp: Some(s) }) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("answered with sdp");
+        SessionDescription::parse(&sdp).unwrap()
+    }
+}
+
+#[test]
+fn echo_answers_holds_and_hangs_up() {
+    let mut net = Net::new();
+    let call = net.call(
+        "echo",
+        offer(vec![Codec::Pcma, Codec::Pcmu], Direction::SendRecv, 1),
+    );
+    assert_eq!(net.caller.call_state(call), Some(CallState::Confirmed));
+    let sent = net.sent_by_reg();
+    // Authenticated like any INVITE, then answered by the registrar itself.
+    assert_eq!(
+        sent,
+        [
+            "407 Proxy Authentication Required (INVITE)",
+            "100 Trying (INVITE)",
+            "180 Ringing (INVITE)",
+            "200 OK (INVITE)"
+        ]
+    );
+    let answer = net.answer_sdp();
+    let m = &answer.media[0];
+    assert_eq!(m.port, RTP.port());
+    assert_eq!(m.formats[0], "8", "the offerer's first codec: PCMA");
+    assert_eq!(answer.connection, Some(RTP.ip()));
+    let (call_id, negotiated) = match &net.services[..] {
+        [
+            ServiceEvent::Bind { call, .. },
+            ServiceEvent::Media {
+                call: c2,
+                service: Service::Echo,
+                negotiated,
+            },
+        ] if call == c2 => (*call, negotiated.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(negotiated.codec, Codec::Pcma);
+    assert_eq!(negotiated.remote_rtp, "127.0.0.1:30000".parse().unwrap());
+    assert_eq!(negotiated.recv_event_pt, Some(101));
+    assert_eq!(net.reg.stats().services.active, 1);
+
+    // Hold: a re-INVITE with sendonly is answered recvonly and the driver told.
+    let now = net.now;
+    assert!(
+        net.caller
+            .reinvite(now, call, offer(vec![Codec::Pcma], Direction::SendOnly, 2))
+    );
+    net.settle();
+    let held = net.events.iter().find_map(|e| match e {
+        UaEvent::Call(
+            _,
+            CallEvent::Modified {
+                code, sdp: Some(s), ..
+            },
+        ) => Some((*code, SessionDescription::parse(s).unwrap())),
+        _ => None,
+    });
+    let (code, sd) = held.expect("re-INVITE answered");
+    assert_eq!(code, 200);
+    assert_eq!(sd.media[0].direction, Some(Direction::RecvOnly));
+    assert_eq!(
+        sd.origin.session_version, 2,
+        "a new version of our description"
+    );
+    assert!(matches!(
+        net.services.last(),
+        Some(ServiceEvent::Media { negotiated, .. }) if negotiated.direction == Direction::RecvOnly
+    ));
+    assert_eq!(net.caller.call_state(call), Some(CallState::Confirmed));
+
+    // BYE from the caller: 200, media released, nothing left over.
+    let now = net.now;
+    net.caller.hangup(now, call);
+    net.settle();
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        UaEvent::Call(
+            _,
+            CallEvent::Ended {
+                by_remote: false,
+                code: 200
+            }
+        )
+    )));
+    assert_eq!(
+        net.services.last(),
+        Some(&ServiceEvent::End {
+            call: call_id,
+            reason: EndReason::Bye
+        })
+    );
+    let s = net.reg.stats().services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+    // The remembered dialog expires.
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.reg.poll_timeout(), None, "no timer left");
+}
+
+#[test]
+fn an_offer_with_only_unsupported_codecs_gets_488() {
+    let mut net = Net::new();
+    // GSM (static PT 3) only.
+    let gsm = "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 30000 RTP/AVP 3\r\na=rtpmap:3 GSM/8000\r\n";
+    let call = net.call("tone", Bytes::from_static(gsm.as_bytes()));
+    let failed = net.events.iter().find_map(|e| match e {
+        UaEvent::Call(id, CallEvent::Failed { code, .. }) if *id == call => Some(*code),
+        _ => None,
+    });
+    assert_eq!(failed, Some(488));
+    assert!(
+        net.services.is_empty(),
+        "no media bound: {:?}",
+        net.services
+    );
+    let s = net.reg.stats().services;
+    assert_eq!((s.refused_488, s.active, s.answered), (1, 0, 0));
+    // The 488 names the problem in a Warning (RFC 3261 §20.43).
+    assert!(
+        net.sent_by_reg()
+            .contains(&"488 Not Acceptable Here (INVITE)")
+    );
+}
+
+#[test]
+fn no_port_gets_503() {
+    let mut net = Net::new();
+    net.bind_fails = true;
+    let call = net.call("echo", offer(vec![Codec::Pcmu], Direction::SendRecv, 1));
+    let failed = net.events.iter().find_map(|e| match e {
+        UaEvent::Call(id, CallEvent::Failed { code, .. }) if *id == call => Some(*code),
+        _ => None,
+    });
+    assert_eq!(failed, Some(503));
+    assert_eq!(net.reg.stats().services.active, 0);
+}
+
+#[test]
+fn a_caller_that_never_acks_is_given_up_after_64_t1() {
+    let mut net = Net::new();
+    let now = net.now;
+    // The caller sends its INVITE and vanishes once it is challenged and re-sent.
+    net.caller.call(
+        now,
+        Uri::parse("sip:echo@sipmeter.test").unwrap(),
+        Some(offer(vec![Codec::Pcmu], Direction::SendRecv, 1)),
+    );
+    // Deliver up to the authenticated INVITE, then cut the caller off.
+    for _ in 0..3 {
+        let out: Vec<Bytes> = std::iter::from_fn(|| net.caller.poll_transmit())
+            .map(|o| o.bytes)
+            .collect();
+        for b in out {
+            let from = net.caller_addr();
+            net.reg
+                .handle_message(now, NOW_UNIX, Message::parse(&b).unwrap(), from);
+        }
+        while let Some(ev) = net.reg.poll_service_event() {
+            if let ServiceEvent::Bind { call, .. } = ev {
+                net.reg.handle_service_bound(now, call, Ok(RTP));
+            }
+            net.services.push(ev);
+        }
+        while let Some((_, b)) = net.reg.poll_transmit() {
+            let msg = Message::parse(&b).unwrap();
+            if msg.status() == Some(407) {
+                net.caller.handle_message(now, msg, reg_addr());
+            } else {
+                net.log.push((false, msg.summary()));
+            }
+        }
+    }
+    net.caller_up = false;
+    assert_eq!(net.reg.stats().services.active, 1);
+    net.advance(Duration::from_secs(33));
+    let oks = net
+        .sent_by_reg()
+        .iter()
+        .filter(|s| **s == "200 OK (INVITE)")
+        .count();
+    // Sent at 0, then T1 doubling up to T2: 0.5, 1.5, 3.5, 7.5, 11.5 … 31.5 s.
+    assert_eq!(oks, 11, "{:?}", net.sent_by_reg());
+    assert!(
+        net.sent_by_reg()
+            .iter()
+            .any(|s| s.starts_with("BYE sip:alice@127.0.0.1:5071"))
+    );
+    assert!(matches!(
+        net.services.last(),
+        Some(ServiceEvent::End {
+            reason: EndReason::NoAck,
+            ..
+        })
+    ));
+    let s = net.reg.stats().services;
+    assert_eq!((s.active, s.ended_by_us), (0, 1));
+}
+
+#[test]
+fn overlong_and_silent_calls_are_ended_with_bye() {
+    let mut net = Net::new();
+    net.reg.set_service_limits(ServiceLimits {
+        max_call: Duration::from_secs(10),
+    });
+    let first = net.call("tone", offer(vec![Codec::G722], Direction::SendRecv, 1));
+    assert_eq!(net.caller.call_state(first), Some(CallState::Confirmed));
+    net.advance(Duration::from_secs(11));
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        UaEvent::Call(id, CallEvent::Ended { by_remote: true, .. }) if *id == first
+    )));
+    assert!(matches!(
+        net.services.last(),
+        Some(ServiceEvent::End {
+            reason: EndReason::MaxDuration,
+            ..
+        })
+    ));
+    // The driver saw no media: it ends the call.
+    let second = net.call("echo", offer(vec![Codec::Opus], Direction::SendRecv, 1));
+    let id = match net
+        .services
+        .iter()
+        .rev()
+        .find(|e| matches!(e, ServiceEvent::Bind { .. }))
+    {
+        Some(ServiceEvent::Bind { call, .. }) => *call,
+        _ => unreachable!(),
+    };
+    let now = net.now;
+    net.reg.end_service_call(now, id);
+    net.settle();
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        UaEvent::Call(c, CallEvent::Ended { by_remote: true, .. }) if *c == second
+    )));
+    let s = net.reg.stats().services;
+    assert_eq!((s.answered, s.active, s.ended_by_us), (2, 0, 2), "{s:?}");
+}
+
+#[test]
+fn echo_at_another_domain_is_proxied_not_answered() {
+    // `echo` at another host is not ours: the proxy handles it (404 here, nobody registered).
+    let mut net = Net::new();
+    let now = net.now;
+    let id = net.caller.call(
+        now,
+        Uri::parse("sip:echo@elsewhere.example").unwrap(),
+        Some(offer(vec![Codec::Pcmu], Direction::SendRecv, 1)),
+    );
+    net.settle();
+    let failed = net.events.iter().find_map(|e| match e {
+        UaEvent::Call(c, CallEvent::Failed { code, .. }) if *c == id => Some(*code),
+        _ => None,
+    });
+    assert_eq!(failed, Some(404));
+    assert!(net.services.is_empty());
+}
