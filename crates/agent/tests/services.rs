@@ -87,6 +87,7 @@ fn run_against(
             registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
                 .unwrap(),
             outbound_proxy: None,
+            transport: Default::default(),
         },
         groups,
         call_duration: call,

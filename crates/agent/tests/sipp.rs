@@ -1,4 +1,5 @@
-//! Interop with SIPp (Debian's `sip-tester`), a real third-party SIP peer, over loopback UDP:
+//! Interop with SIPp (Debian's `sip-tester`), a real third-party SIP peer, over loopback UDP
+//! (and TCP for the direct calls):
 //! our callers call a SIPp UAS through the built-in registrar, and a SIPp UAC calls our
 //! answering endpoints. `./scripts/test` installs sip-tester; without it these tests fail
 //! with a message naming the package.
@@ -11,8 +12,10 @@ use std::time::{Duration, Instant};
 use agent::builtin::BuiltinRegistrar;
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle,
+    TransportPlan, run,
 };
+use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
 use sip_proto::auth::Credentials;
@@ -276,21 +279,32 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
 
 #[test]
 fn callers_that_do_not_register_call_a_sipp_uas_directly() {
+    direct_to_a_sipp_uas(FlowKind::Udp);
+}
+
+/// The same over TCP: SIPp listens with `-t t1`, each of our endpoints opens its own
+/// connection, and every message of the calls crosses it (no retransmissions).
+#[test]
+fn callers_call_a_sipp_uas_over_tcp() {
+    direct_to_a_sipp_uas(FlowKind::Tcp);
+}
+
+fn direct_to_a_sipp_uas(kind: FlowKind) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_udp_port();
-    let sipp = Sipp::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        "6",
-        "-nostdin",
-        "-timeout",
-        "25s",
-    ]);
+    let (port, token) = match kind {
+        FlowKind::Tcp => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            (l.local_addr().unwrap().port(), "tcp")
+        }
+        _ => (free_udp_port(), "udp"),
+    };
+    let mut args = vec!["-sn", "uas", "-i", "127.0.0.1", "-m", "6", "-nostdin"];
+    if kind == FlowKind::Tcp {
+        args.extend(["-t", "t1"]);
+    }
+    let port_text = port.to_string();
+    args.extend(["-p", &port_text, "-timeout", "25s"]);
+    let sipp = Sipp::start(&args);
     std::thread::sleep(Duration::from_millis(300));
     let sipp_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
@@ -301,9 +315,12 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
         server: ServerTarget {
             addr: sipp_addr,
             domain: "127.0.0.1".into(),
-            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport=udp")).unwrap(),
+            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{port};transport={token}")).unwrap(),
             outbound_proxy: None,
-            transport: Default::default(),
+            transport: TransportPlan {
+                kind,
+                ..Default::default()
+            },
         },
         groups: vec![GroupPlan {
             name: "trunk".into(),
@@ -318,7 +335,13 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
             actions: Vec::new(),
             media: None,
             role: Role::Call {
-                targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
+                targets: vec![
+                    Uri::parse(&match kind {
+                        FlowKind::Tcp => format!("sip:service@127.0.0.1:{port};transport=tcp"),
+                        _ => format!("sip:service@127.0.0.1:{port}"),
+                    })
+                    .unwrap(),
+                ],
                 calls: 2,
                 pause: Duration::ZERO,
             },
@@ -344,6 +367,15 @@ fn callers_that_do_not_register_call_a_sipp_uas_directly() {
                 .all(|t| !t.first_line().starts_with("REGISTER"))
         );
         assert_eq!(r.calls_answered, 2);
+        // Every message crossed the endpoint's own flow of the right transport.
+        assert!(
+            r.trace
+                .iter()
+                .filter(|t| t.transport.is_some())
+                .all(|t| t.transport == Some(kind) && (kind == FlowKind::Udp || !t.retransmission)),
+            "{:#?}",
+            r.trace
+        );
     }
     assert_eq!((summary.calls_attempted, summary.calls_answered), (6, 6));
     // Phases skip REGISTERED: INITIALIZING → CALLING … → CLOSED.
