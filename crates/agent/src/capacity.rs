@@ -309,7 +309,7 @@ pub struct Step {
     /// The criteria that broke.
     pub failures: Vec<String>,
     /// The generator fell behind (timers late, sends failed): a failure here is not the
-    /// server's.
+    /// server's, unless the server refused every failed call with a final response.
     pub overloaded: bool,
 }
 
@@ -319,8 +319,9 @@ pub struct Step {
 pub enum Limit {
     /// The pass criteria broke while sipmeter kept up: the server's (or the path's) limit.
     Server,
-    /// The criteria broke while sipmeter itself was overloaded: the knee is at least the
-    /// last pass; run on more workers or machines to find the server's.
+    /// The criteria broke while sipmeter itself was overloaded (and not only by the server's
+    /// refusals): the knee is at least the last pass; run on more workers or machines to
+    /// find the server's.
     Generator,
     /// Every level up to `max` passed.
     NotReached,
@@ -412,8 +413,8 @@ pub fn search(
         let pass = std::mem::take(&mut prepared.pass);
         // Progress of a level is not shown: the receiver goes away at once.
         let (tx, _) = mpsc::channel();
-        let summary = match execute(prepared, tx, stop.clone()) {
-            Ok((summary, _)) => summary,
+        let (summary, reports) = match execute(prepared, tx, stop.clone()) {
+            Ok(r) => r,
             Err(e) => {
                 limit = Some(Limit::Setup(format!(
                     "at {level} {}: the run could not start: {e}",
@@ -424,6 +425,18 @@ pub fn search(
         };
         let failures = verdict(&summary, &pass).err().unwrap_or_default();
         let overloaded = summary.generator_overloaded();
+        // A late generator can cause timeouts and poor media, not a refusal: when every
+        // failed endpoint was refused by the server with a final response (a 4xx–6xx code
+        // other than 408), the failure is the server's even on a busy machine.
+        let refused_by_server = reports
+            .iter()
+            .filter(|r| r.outcome.severity() >= 10)
+            .all(|r| {
+                [r.call_code, r.registration_code]
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c >= 400 && c != 408)
+            });
         let step = Step {
             level,
             endpoints,
@@ -435,7 +448,10 @@ pub fn search(
         on_step(&step);
         let offered = step.summary.offered_cps;
         let stopped = step.summary.stopped;
-        let (passed, failed_overloaded) = (step.passed, !step.passed && step.overloaded);
+        let (passed, failed_overloaded) = (
+            step.passed,
+            !step.passed && step.overloaded && !refused_by_server,
+        );
         steps.push(step);
         if stopped {
             limit = Some(Limit::Stopped);

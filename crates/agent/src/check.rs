@@ -462,6 +462,7 @@ pub async fn run_check_ws(
             ws_path,
             user,
             domain: &req.domain,
+            server_name: None,
             seed: req.seed,
             timeout: req
                 .timeout

@@ -33,6 +33,8 @@ pub struct ProxyProbe<'a> {
     pub user: &'a str,
     /// The registrar's domain.
     pub domain: &'a str,
+    /// The name the TLS certificate must carry (and the SNI); default: the proxy's host.
+    pub server_name: Option<&'a str>,
     /// Seed for the branch, tag and Call-ID.
     pub seed: u64,
     /// How long to wait for a final response at most.
@@ -129,7 +131,8 @@ pub async fn probe(
     let connect = Duration::from_secs(5);
     let tls = || {
         p.tls.config().and_then(|c| {
-            sip_net::tls::server_name(&host).map(|n| (c, n, p.tls.identity.is_some()))
+            sip_net::tls::server_name(p.server_name.unwrap_or(&host))
+                .map(|n| (c, n, p.tls.identity.is_some()))
         })
     };
     let flow = match p.kind {

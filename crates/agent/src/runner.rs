@@ -19,13 +19,18 @@ pub fn execute(
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
+    let mut found = Vec::new();
     if let Some(d) = prepared.discover.take() {
-        let (addr, kind) = discover(&d, prepared.plan.seed)?;
+        let (addr, kind, notes) = discover(&d, &prepared.plan)?;
         prepared.plan.server.addr = addr;
         prepared.plan.server.transport.kind = kind;
+        found = notes;
     }
     let Some(secret) = prepared.builtin.take() else {
-        return run(prepared.plan, events, stop);
+        return run(prepared.plan, events, stop).map(|(mut summary, reports)| {
+            summary.discovery = found;
+            (summary, reports)
+        });
     };
     // The built-in registrar runs on its own thread for the length of the run.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -85,32 +90,84 @@ pub fn execute(
     out
 }
 
-/// Locates the registrar by DNS (RFC 3263): the first target the engine can drive, and its
-/// transport.
-fn discover(d: &Discover, seed: u64) -> std::io::Result<(SocketAddr, FlowKind)> {
+/// Locates the registrar by DNS (RFC 3263) and fails over before the run (§4.3): each target
+/// in DNS order is asked with an OPTIONS over its transport (the probe of `check --proxy`),
+/// and the first that answers with any final response but 503 is used; a dead one (refused,
+/// silent, 503) is reported to the planner and the next is tried. When none answers, the
+/// first is used anyway (some servers ignore OPTIONS from strangers) and the notes say so.
+fn discover(
+    d: &Discover,
+    plan: &crate::engine::RunPlan,
+) -> std::io::Result<(SocketAddr, FlowKind, Vec<String>)> {
     use sip_net::dns::{Discovery, Dns};
+    use sip_proto::rfc3263::Failure;
     use sip_proto::target::Transport;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let dns = Dns::new(d.dns_server).map_err(std::io::Error::other)?;
-        let mut disco = Discovery::new(d.destination.clone(), dns, seed)
+        let mut disco = Discovery::new(d.destination.clone(), dns, plan.seed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut skipped = Vec::new();
+        let mut notes = Vec::new();
+        let mut first = None;
         while let Some(t) = disco.next_target().await {
             let kind = match t.transport {
-                Transport::Udp => Some(FlowKind::Udp),
-                Transport::Tcp => Some(FlowKind::Tcp),
-                Transport::Tls => Some(FlowKind::Tls),
-                Transport::Ws => Some(FlowKind::Ws),
-                Transport::Wss => Some(FlowKind::Wss),
-                Transport::Auto => None,
+                Transport::Udp => FlowKind::Udp,
+                Transport::Tcp => FlowKind::Tcp,
+                Transport::Tls => FlowKind::Tls,
+                Transport::Ws => FlowKind::Ws,
+                Transport::Wss => FlowKind::Wss,
+                Transport::Auto => {
+                    skipped.push(format!("{} {}:{}", t.transport, t.address, t.port));
+                    continue;
+                }
             };
-            if let Some(kind) = kind {
-                return Ok((SocketAddr::new(t.address, t.port), kind));
+            let addr = SocketAddr::new(t.address, t.port);
+            first.get_or_insert((addr, kind));
+            let transport = &plan.server.transport;
+            let probe = crate::proxyprobe::ProxyProbe {
+                proxy: &addr.to_string(),
+                kind,
+                tls: &transport.tls,
+                ws_path: &transport.ws_path,
+                user: "sipmeter",
+                domain: &plan.server.domain,
+                server_name: Some(transport.tls_name.as_deref().unwrap_or(&plan.server.domain)),
+                seed: plan.seed,
+                timeout: std::time::Duration::from_secs(4),
+            };
+            let mut trace = Vec::new();
+            let (step, _) =
+                crate::proxyprobe::probe(&probe, std::time::Instant::now(), &mut trace).await;
+            let target = format!("{} {addr}", kind.via_token());
+            if step.status == crate::check::StepStatus::Ok {
+                notes.push(format!(
+                    "{target}: {}",
+                    step.detail.replace("outbound proxy ", "")
+                ));
+                return Ok((addr, kind, notes));
             }
-            skipped.push(format!("{} {}:{}", t.transport, t.address, t.port));
+            notes.push(format!(
+                "{target} failed ({}): next target (RFC 3263 §4.3)",
+                step.detail.replace("outbound proxy ", "")
+            ));
+            let failure = if step.detail.contains(" 503 ") {
+                Failure::ServiceUnavailable
+            } else if step.detail.contains("no answer") {
+                Failure::Timeout
+            } else {
+                Failure::TransportError
+            };
+            disco.handle_failure(t, failure);
+        }
+        if let Some((addr, kind)) = first {
+            notes.push(format!(
+                "no target answered OPTIONS: using the first, {} {addr}",
+                kind.via_token()
+            ));
+            return Ok((addr, kind, notes));
         }
         let asked: Vec<String> = disco.log().iter().map(|e| e.to_string()).collect();
         let host = &d.destination.host;

@@ -408,6 +408,55 @@ fn a_test_file_with_auto_runs_over_tcp_when_dns_offers_only_tcp() {
     assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
 }
 
+/// The first SRV target is dead: before the run, its OPTIONS is refused (ICMP), the run fails
+/// over to the next target (RFC 3263 §4.3), and every endpoint talks to Kamailio only.
+#[test]
+fn a_run_fails_over_past_a_dead_srv_target() {
+    let Some(lab) = lab() else { return };
+    let mut prepared = agent::testfile::prepare(
+        "auto.toml",
+        &run_file(&lab, "failover.test"),
+        b"-",
+        1_700_000_000,
+    )
+    .unwrap();
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default())
+            .unwrap_or_else(|e| panic!("{e}\n{}", lab.dns.log()));
+    assert_eq!(summary.discovery.len(), 2, "{:#?}", summary.discovery);
+    assert!(
+        summary.discovery[0].starts_with(&format!(
+            "UDP 127.0.0.1:{} failed (the outbound proxy",
+            lab.dead_port
+        )) || summary.discovery[0]
+            .starts_with(&format!("UDP 127.0.0.1:{} failed (", lab.dead_port)),
+        "{:#?}",
+        summary.discovery
+    );
+    assert!(
+        summary.discovery[1].starts_with(&format!(
+            "UDP {}: {} answered OPTIONS with 200",
+            lab.kamailio.addr(),
+            lab.kamailio.addr()
+        )),
+        "{:#?}",
+        summary.discovery
+    );
+    for r in &reports {
+        assert_eq!(r.outcome, agent::engine::Outcome::Success, "{r:#?}");
+        assert!(
+            r.trace
+                .iter()
+                .filter(|e| e.direction == Direction::Sent)
+                .all(|e| e.remote == Some(lab.kamailio.addr())),
+            "{r:#?}"
+        );
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
+}
+
 #[tokio::test]
 async fn auto_tries_aaaa_first_and_falls_back_to_a() {
     let Some(lab) = lab() else { return };

@@ -55,7 +55,16 @@ impl Sipp {
         let end = Instant::now() + limit;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
+                let code = status.code().unwrap_or(-1);
+                if code != 0 {
+                    // Shown with the failing assertion: SIPp says which calls it counted failed.
+                    let mut err = String::new();
+                    if let Some(mut e) = self.0.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                    }
+                    eprintln!("sipp exited {code}: {err}");
+                }
+                return code;
             }
             if Instant::now() >= end {
                 let _ = self.0.kill();

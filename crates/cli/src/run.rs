@@ -257,6 +257,16 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     if s.stopped {
         println!("stopped on request after {:.1} s", s.duration_ms / 1000.0);
     }
+    for (i, note) in s.discovery.iter().enumerate() {
+        println!(
+            "{}{note}",
+            if i == 0 {
+                "server (DNS)     "
+            } else {
+                "                 "
+            }
+        );
+    }
     println!("endpoints        {}", s.endpoints);
     let mut outcomes: Vec<_> = s.outcomes.iter().collect();
     outcomes.sort();
