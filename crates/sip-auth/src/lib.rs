@@ -25,7 +25,6 @@
 //! `Authorization` value against a password in constant time. [`ephemeral`] issues and checks
 //! the `EXPIRY:ID` credentials of the built-in registrar.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use base64::Engine;
@@ -382,9 +381,14 @@ fn response(
 }
 
 /// Client state: the nonce count per nonce (RFC 7616 §3.4: nc increments on reuse).
+///
+/// Only the [`DigestClient::NONCES`] most recent nonces are remembered: a client answers the
+/// latest challenge, and a phone that runs for days would otherwise keep every nonce it was
+/// ever given. Thousands of agents each hold one, so the list is sized exactly.
 #[derive(Debug, Default, Clone)]
 pub struct DigestClient {
-    counts: HashMap<String, u32>,
+    /// `(nonce, count)`, most recently used last.
+    counts: Vec<(Box<str>, u32)>,
 }
 
 impl DigestClient {
@@ -406,9 +410,8 @@ impl DigestClient {
         } else {
             ch.qop.first().copied()
         };
-        let count = self.counts.entry(ch.nonce.clone()).or_insert(0);
-        *count += 1;
-        let nc = format!("{:08x}", *count);
+        let count = self.next_count(&ch.nonce);
+        let nc = format!("{count:08x}");
         let resp = response(
             ch.algorithm,
             &creds.username,
@@ -439,6 +442,27 @@ impl DigestClient {
             v.push_str(&format!(", opaque=\"{}\"", quote(o)));
         }
         v
+    }
+
+    /// How many nonces keep their count.
+    pub const NONCES: usize = 4;
+
+    /// Increments and returns the count of `nonce` (1 for a nonce not seen or forgotten).
+    fn next_count(&mut self, nonce: &str) -> u32 {
+        let count = match self.counts.iter().position(|(n, _)| &**n == nonce) {
+            Some(i) => self.counts.remove(i).1 + 1,
+            None => {
+                if self.counts.len() == Self::NONCES {
+                    self.counts.remove(0);
+                }
+                1
+            }
+        };
+        if self.counts.len() == self.counts.capacity() {
+            self.counts.reserve_exact(1);
+        }
+        self.counts.push((nonce.into(), count));
+        count
     }
 
     /// True when the realm the account is configured with differs from the challenge's.
@@ -832,6 +856,32 @@ mod tests {
             c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
                 .contains("nc=00000002")
         );
+    }
+
+    #[test]
+    fn nonce_counts_are_kept_for_the_latest_nonces_only() {
+        let creds = Credentials::new("u", "p");
+        let ch = |n: usize| {
+            Challenge::parse(&format!(r#"Digest realm="r", nonce="n{n}", qop="auth""#)).unwrap()
+        };
+        let mut c = DigestClient::default();
+        let nc = |c: &mut DigestClient, n: usize| {
+            let v = c.authorize(&ch(n), &creds, "REGISTER", "sip:r", b"", "c");
+            v.split("nc=").nth(1).unwrap().get(..8).unwrap().to_owned()
+        };
+        assert_eq!(nc(&mut c, 0), "00000001");
+        // Interleaved nonces keep their own counts.
+        for n in 1..DigestClient::NONCES {
+            assert_eq!(nc(&mut c, n), "00000001");
+        }
+        assert_eq!(nc(&mut c, 0), "00000002");
+        // A run of new nonces pushes the oldest out (the list stays bounded).
+        for n in 100..200 {
+            assert_eq!(nc(&mut c, n), "00000001");
+        }
+        assert_eq!(c.counts.len(), DigestClient::NONCES);
+        assert_eq!(nc(&mut c, 199), "00000002");
+        assert_eq!(nc(&mut c, 0), "00000001", "forgotten: starts again");
     }
 
     #[test]

@@ -123,6 +123,20 @@ impl Message {
         }
     }
 
+    /// Replaces the Request-URI of a request (a proxy retargeting it, RFC 3261 §16.6 step 2);
+    /// the start line is then printed from the new URI, the headers and body stay as they are.
+    /// False (and nothing changed) for a response.
+    pub fn set_request_uri(&mut self, uri: Uri) -> bool {
+        match &mut self.start {
+            StartLine::Request(r) => {
+                r.uri = uri;
+                self.start_raw = Raw::None;
+                true
+            }
+            StartLine::Response(_) => false,
+        }
+    }
+
     /// The status code of a response.
     pub fn status(&self) -> Option<u16> {
         match &self.start {
@@ -836,6 +850,32 @@ v=0\n";
         );
         assert_eq!(m.body().as_ref(), b"v=0\n");
         assert_eq!(m.to_bytes(), INVITE);
+    }
+
+    #[test]
+    fn retargeting_prints_the_new_uri_and_keeps_the_rest_as_received() {
+        let mut m = Message::parse(INVITE).unwrap();
+        let uri = Uri::parse("sip:bob@192.0.2.4:5062").unwrap();
+        assert!(m.set_request_uri(uri.clone()));
+        assert_eq!(m.request_uri(), Some(&uri));
+        let mut want = b"INVITE sip:bob@192.0.2.4:5062 SIP/2.0".to_vec();
+        want.extend_from_slice(&INVITE[INVITE.iter().position(|&c| c == b'\r').unwrap()..]);
+        assert_eq!(m.to_bytes(), want);
+        let mut resp = Message::response_to(&m, 200, "OK", Some("t"));
+        assert!(!resp.set_request_uri(uri));
+        assert_eq!(resp.status(), Some(200));
+        // position and insert: put a header back where it was.
+        let i = m.headers.position(&HeaderName::To).unwrap();
+        let to = m.headers.remove_first(&HeaderName::To).unwrap();
+        m.headers.insert(i, to);
+        assert_eq!(m.to_bytes(), want);
+        m.headers.insert(99, Header::new(HeaderName::Subject, "x"));
+        assert_eq!(m.headers.iter().last().unwrap().value(), "x");
+        assert_eq!(
+            m.headers.position(&HeaderName::Subject),
+            Some(m.headers.len() - 1)
+        );
+        assert_eq!(m.headers.position(&HeaderName::Warning), None);
     }
 
     #[test]

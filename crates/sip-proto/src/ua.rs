@@ -32,7 +32,7 @@ use sip_msg::{
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId};
 use crate::transaction::{
-    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey,
+    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -332,8 +332,11 @@ pub struct UserAgent {
     rng: SmallRng,
     auth: Authenticator,
     reg_state: RegState,
-    reg_call_id: String,
-    reg_from_tag: String,
+    /// The random parts of the registration's Call-ID and From tag (RFC 3261 §10.2: the same
+    /// for every REGISTER of this binding), printed when a REGISTER is built: two numbers
+    /// instead of two strings on every idle phone.
+    reg_call_id: u64,
+    reg_from_tag: u64,
     reg_cseq: u32,
     reg_expires: u32,
     reg_refresh_at: Option<Instant>,
@@ -350,9 +353,9 @@ impl UserAgent {
     /// A new agent; nothing is sent until a command.
     pub fn new(config: UaConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
-        let reg_call_id = format!("{:016x}@{}", rng.random::<u64>(), config.local_host);
-        let reg_from_tag = tag_from(rng.random());
-        let auth = Authenticator::new(config.credentials.clone());
+        let reg_call_id = rng.random::<u64>();
+        let reg_from_tag = rng.random::<u64>();
+        let auth = Authenticator::new();
         let reg_expires = config.expires;
         Self {
             config,
@@ -440,15 +443,9 @@ impl UserAgent {
         b.header(HeaderName::UserAgent, self.config.user_agent.clone())
     }
 
-    fn start_client(
-        &mut self,
-        now: Instant,
-        req: &Message,
-        owner: Owner,
-        destination: Destination,
-    ) {
+    fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
         let method = req.method().unwrap_or(Method::Options);
-        match ClientTransaction::new(now, req, self.config.reliable, self.config.timers) {
+        match ClientTransaction::from_request(now, req, self.config.reliable, self.config.timers) {
             Ok(txn) => {
                 self.client.push(ClientEntry {
                     txn,
@@ -489,9 +486,12 @@ impl UserAgent {
         let via = self.new_via();
         let b = RequestBuilder::new(Method::Register, self.config.registrar_uri.clone())
             .via(via)
-            .from(NameAddr::new(aor.clone()).with_tag(&self.reg_from_tag))
+            .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
             .to(NameAddr::new(aor))
-            .call_id(self.reg_call_id.clone())
+            .call_id(format!(
+                "{:016x}@{}",
+                self.reg_call_id, self.config.local_host
+            ))
             .cseq(self.reg_cseq)
             .contact(self.contact())
             .header(HeaderName::Expires, expires.to_string());
@@ -500,10 +500,16 @@ impl UserAgent {
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         let cnonce = tag_from(self.rng.random());
         let uri = self.config.registrar_uri.to_string();
-        if let Some(h) = self.auth.preemptive(&Method::Register, &uri, b"", &cnonce) {
+        if let Some(h) = self.auth.preemptive(
+            self.config.credentials.as_ref(),
+            &Method::Register,
+            &uri,
+            b"",
+            &cnonce,
+        ) {
             req.headers.push(h);
         }
-        self.start_client(now, &req, owner, Destination::Registrar);
+        self.start_client(now, req, owner, Destination::Registrar);
     }
 
     fn on_register_response(&mut self, now: Instant, req: &Message, resp: &Message, owner: Owner) {
@@ -551,7 +557,7 @@ impl UserAgent {
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
-                    self.start_client(now, &retry, owner, Destination::Registrar);
+                    self.start_client(now, retry, owner, Destination::Registrar);
                 }
                 Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
             },
@@ -581,8 +587,15 @@ impl UserAgent {
     ) -> Result<Header, AuthFailure> {
         let cnonce = tag_from(self.rng.random());
         let uri = self.config.registrar_uri.to_string();
-        self.auth
-            .challenge(resp, req, &Method::Register, &uri, b"", &cnonce)
+        self.auth.challenge(
+            self.config.credentials.as_ref(),
+            resp,
+            req,
+            &Method::Register,
+            &uri,
+            b"",
+            &cnonce,
+        )
     }
 
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
@@ -674,7 +687,7 @@ impl UserAgent {
             next_rseq: 1,
             prov_retransmit: None,
         }));
-        self.start_client(now, &invite, Owner::Invite(id), destination);
+        self.start_client(now, invite, Owner::Invite(id), destination);
         id
     }
 
@@ -806,10 +819,15 @@ impl UserAgent {
                 let body = call.invite.body().clone();
                 let rejected = call.invite.clone();
                 let cnonce = tag_from(self.rng.random());
-                match self
-                    .auth
-                    .challenge(resp, &rejected, &Method::Invite, &uri, &body, &cnonce)
-                {
+                match self.auth.challenge(
+                    self.config.credentials.as_ref(),
+                    resp,
+                    &rejected,
+                    &Method::Invite,
+                    &uri,
+                    &body,
+                    &cnonce,
+                ) {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
                     Err(f) => {
                         let reason = auth_reason(resp.reason().unwrap_or(""), f);
@@ -853,7 +871,7 @@ impl UserAgent {
         } else {
             Destination::Registrar
         };
-        self.start_client(now, &invite, Owner::Invite(id), dest);
+        self.start_client(now, invite, Owner::Invite(id), dest);
     }
 
     /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
@@ -920,7 +938,7 @@ impl UserAgent {
         } else {
             Destination::Registrar
         };
-        self.start_client(now, &cancel, Owner::Cancel(id), dest);
+        self.start_client(now, cancel, Owner::Cancel(id), dest);
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
@@ -939,7 +957,7 @@ impl UserAgent {
             .header(HeaderName::UserAgent, ua)
             .build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, &bye, Owner::Bye(id), dest);
+        self.start_client(now, bye, Owner::Bye(id), dest);
     }
 
     /// Sends a re-INVITE with a new SDP offer in a confirmed call (hold: `a=sendonly`,
@@ -1013,7 +1031,7 @@ impl UserAgent {
         }
         let req = b.build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, &req, Owner::InDialog(id, kind), dest);
+        self.start_client(now, req, Owner::InDialog(id, kind), dest);
         true
     }
 
@@ -1251,18 +1269,25 @@ impl UserAgent {
     }
 
     fn handle_response(&mut self, now: Instant, resp: Message) {
-        let Some(key) = TxnKey::of_response(&resp) else {
+        let Some((branch, method)) = client_match(&resp) else {
             self.events.push_back(UaEvent::Ignored {
                 what: "response without Via branch or CSeq",
             });
             return;
         };
-        match self.client.iter_mut().find(|e| e.txn.key() == &key) {
-            Some(e) => e.txn.handle_response(now, &resp),
+        let found = self
+            .client
+            .iter()
+            .position(|e| e.txn.key().is(&branch, &method));
+        match found {
+            Some(i) => {
+                drop(branch);
+                self.client[i].txn.handle_response_owned(now, resp);
+            }
             None => {
                 // A 2xx retransmission after the INVITE transaction ended (no RFC 6026
                 // Accepted state left): re-ACK through the call (§13.2.2.4).
-                if key.method == Method::Invite
+                if method == Method::Invite
                     && resp.status().is_some_and(|c| (200..300).contains(&c))
                 {
                     let call_id = resp.call_id();
@@ -1662,12 +1687,11 @@ impl UserAgent {
                 }
             }
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
-            let request_bytes_needed = matches!(owner, Owner::Register | Owner::Unregister);
-            let req = if request_bytes_needed {
-                Some(self.client[i].txn.request().clone())
-            } else {
-                None
-            };
+            // A REGISTER's response handler needs the request (to answer a challenge): a copy
+            // only when a response is there to handle.
+            let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
+                && finished.iter().any(|e| matches!(e, TxnEvent::Response(_)));
+            let req = request_needed.then(|| self.client[i].txn.request().clone());
             for ev in finished {
                 self.on_client_event(now, owner, &method, req.as_ref(), ev);
             }
