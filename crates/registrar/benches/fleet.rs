@@ -32,6 +32,8 @@ use sip_proto::ua::{CallId, Destination, UaConfig, UserAgent};
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made (reallocations count as one each), for allocations per transaction.
+static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 
 // The one unsafe block of the workspace: a global allocator must be an `unsafe impl`. It
 // forwards to the system allocator unchanged and only counts sizes.
@@ -41,8 +43,15 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, new_size) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
@@ -210,9 +219,11 @@ fn main() {
     let now = Instant::now();
 
     // Phase 1: everyone registers (REGISTER, 401, REGISTER with credentials, 200).
+    let a0 = ALLOCS.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let reg_msgs = phase_register(&mut uas, &mut reg, &index, now);
     let reg_time = t0.elapsed();
+    let reg_allocs = ALLOCS.load(Ordering::Relaxed) - a0;
     let registered = uas
         .iter()
         .filter(|u| matches!(u.registration(), sip_proto::ua::RegState::Registered { .. }))
@@ -228,9 +239,11 @@ fn main() {
     let after = LIVE.load(Ordering::Relaxed);
 
     // Phase 2: the first half calls the second half; answered, then hung up.
+    let a1 = ALLOCS.load(Ordering::Relaxed);
     let t1 = Instant::now();
     let (messages, calls) = phase_calls(&mut uas, &mut reg, &index, now);
     let call_time = t1.elapsed();
+    let call_allocs = ALLOCS.load(Ordering::Relaxed) - a1;
     let half = n / 2;
     let ended = (0..half)
         .filter(|&i| uas[i].call_state(calls[i]) == Some(sip_proto::ua::CallState::Terminated))
@@ -242,19 +255,21 @@ fn main() {
     let call_txns = 3.0 * half as f64;
     println!("fleet: {n} endpoints, one core, virtual clock, registrar core in process");
     println!(
-        "  register: {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
+        "  register: {} transactions ({} messages) in {:.3} s = {:.0} transactions/s, {:.0} allocations each",
         reg_txns,
         reg_msgs,
         reg_time.as_secs_f64(),
-        reg_txns / reg_time.as_secs_f64()
+        reg_txns / reg_time.as_secs_f64(),
+        reg_allocs as f64 / reg_txns
     );
     println!(
-        "  calls:    {} calls, {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
+        "  calls:    {} calls, {} transactions ({} messages) in {:.3} s = {:.0} transactions/s, {:.0} allocations each",
         half,
         call_txns,
         messages,
         call_time.as_secs_f64(),
-        call_txns / call_time.as_secs_f64()
+        call_txns / call_time.as_secs_f64(),
+        call_allocs as f64 / call_txns
     );
     println!(
         "  both:     {} transactions in {:.3} s = {:.0} transactions/s",

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::typed::{Contact, Expires, MaxForwards, Route, ToRef, Via, ViaRef};
-use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri};
+use sip_msg::{
+    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
+};
 
 pub use auth::{AccountStatus, Accounts, AuthMode};
 
@@ -203,10 +205,15 @@ impl Registrar {
             if via.params.contains("rport") {
                 via.params.set("rport", Some(&source.port().to_string()));
             }
-            // The first Via line becomes the edited top Via, in place.
-            resp.headers.remove_first(&HeaderName::Via);
+            // The top Via value is replaced in place; the other values of its line (a
+            // comma-joined `Via: a, b`) stay, after it.
+            let first = resp.headers.remove_first(&HeaderName::Via);
             resp.headers
-                .insert(i, Header::new(HeaderName::Via, via.to_string()));
+                .insert(i, Header::new(HeaderName::Via, text_of(&via, 128)));
+            if let Some(rest) = first.and_then(|h| after_first_value(h.value())) {
+                resp.headers
+                    .insert(i + 1, Header::new(HeaderName::Via, rest));
+            }
         }
         for h in extra {
             resp.headers.push(h);
@@ -517,7 +524,7 @@ impl Registrar {
             }
             pop_first_value(&mut req, HeaderName::Via);
             req.headers
-                .push_front(Header::new(HeaderName::Via, via.to_string()));
+                .push_front(Header::new(HeaderName::Via, text_of(&via, 128)));
         }
         let ours = Via::new(
             &self.config.transport,
@@ -526,7 +533,7 @@ impl Registrar {
             &branch,
         );
         req.headers
-            .push_front(Header::new(HeaderName::Via, ours.to_string()));
+            .push_front(Header::new(HeaderName::Via, text_of(&ours, 96)));
         self.stats.forwarded += 1;
         self.out.push_back((to, Bytes::from(req.to_bytes())));
     }
@@ -728,6 +735,43 @@ Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c
         // The other headers keep the bytes they were received with (compact forms too).
         let out = String::from_utf8(m.to_bytes()).unwrap();
         assert!(out.contains("\r\nf: <sip:a@x>;tag=1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn an_answer_keeps_every_via_of_a_joined_line() {
+        let mut reg = Registrar::new(RegistrarConfig {
+            domain: "reg.test".into(),
+            host: Host::parse("127.0.0.1").unwrap(),
+            port: 5060,
+            transport: "UDP".into(),
+            auth: AuthMode::Open,
+            secret: b"s".to_vec(),
+            min_expires: 60,
+            max_expires: 3600,
+        });
+        let raw = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport, SIP/2.0/UDP p.example;branch=z9hG4bK2\r\n\
+f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        let src: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        reg.handle_message(
+            Instant::now(),
+            0,
+            Message::parse(raw.as_bytes()).unwrap(),
+            src,
+        );
+        let (to, bytes) = reg.poll_transmit().unwrap();
+        assert_eq!(to, src);
+        let resp = Message::parse(&bytes).unwrap();
+        assert_eq!(resp.status(), Some(200));
+        let vias: Vec<Via> = resp
+            .headers
+            .typed_all::<Via>()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(vias.len(), 2, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
+        assert_eq!(vias[0].rport(), Some(Some(40000)));
+        assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! `Authorization` value against a password in constant time. [`ephemeral`] issues and checks
 //! the `EXPIRY:ID` credentials of the built-in registrar.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine;
@@ -193,9 +194,11 @@ pub enum Qop {
 }
 
 /// Splits `name=value, name="quoted, value"` into pairs, unquoting values.
-fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
+/// The `name=value` parameters of a digest header, read in place: names as written (compare
+/// them case-insensitively, see [`param`]), values unquoted (borrowed unless they hold escapes).
+fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
     let b = s.as_bytes();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(12);
     let mut i = 0;
     loop {
         while i < b.len() && matches!(b[i], b' ' | b'\t' | b',' | b'\r' | b'\n') {
@@ -211,7 +214,7 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
         if i >= b.len() || b[i] != b'=' {
             return Err(AuthError::BadParam);
         }
-        let name = s[start..i].trim().to_ascii_lowercase();
+        let name = s[start..i].trim();
         if name.is_empty() || name.contains([' ', '\t', '"']) {
             return Err(AuthError::BadParam);
         }
@@ -219,13 +222,15 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
         while i < b.len() && matches!(b[i], b' ' | b'\t') {
             i += 1;
         }
-        let value = if i < b.len() && b[i] == b'"' {
-            let mut v = Vec::new();
+        let value: Cow<'_, str> = if i < b.len() && b[i] == b'"' {
             i += 1;
+            let start = i;
+            let mut escaped: Option<Vec<u8>> = None;
             loop {
                 match b.get(i) {
                     None => return Err(AuthError::UnterminatedQuote),
                     Some(b'\\') => {
+                        let v = escaped.get_or_insert_with(|| b[start..i].to_vec());
                         if let Some(&c) = b.get(i + 1) {
                             v.push(c);
                         }
@@ -236,21 +241,35 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
                         break;
                     }
                     Some(&c) => {
-                        v.push(c);
+                        if let Some(v) = escaped.as_mut() {
+                            v.push(c);
+                        }
                         i += 1;
                     }
                 }
             }
-            String::from_utf8_lossy(&v).into_owned()
+            match escaped {
+                Some(v) => String::from_utf8_lossy(&v).into_owned().into(),
+                // No escape: the text between the quotes, which ends before an ASCII `"`.
+                None => s[start..i - 1].into(),
+            }
         } else {
             let start = i;
             while i < b.len() && b[i] != b',' {
                 i += 1;
             }
-            s[start..i].trim().to_owned()
+            s[start..i].trim().into()
         };
         out.push((name, value));
     }
+}
+
+/// The value of parameter `name` (case-insensitive, first occurrence) of a [`parse_params`] list.
+fn param(params: &[(&str, Cow<'_, str>)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone().into_owned())
 }
 
 /// Splits a header value into its scheme and the parameters after it.
@@ -284,7 +303,7 @@ impl Challenge {
     /// Reads one challenge header value.
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| param(&params, n);
         let algorithm = match get("algorithm") {
             Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
@@ -471,8 +490,13 @@ impl DigestClient {
     }
 }
 
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// `s` escaped for a quoted-string: borrowed when it holds no `\\` or `"` (nearly always).
+fn quote(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|c| c == b'\\' || c == b'"') {
+        s.replace('\\', "\\\\").replace('"', "\\\"").into()
+    } else {
+        s.into()
+    }
 }
 
 /// Parsed `Authorization` / `Proxy-Authorization` digest credentials.
@@ -504,7 +528,7 @@ impl Authorization {
     /// Reads a credentials header value.
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| param(&params, n);
         let qop = match get("qop").map(|q| q.to_ascii_lowercase()) {
             None => None,
             Some(q) if q == "auth" => Some(Qop::Auth),
@@ -855,6 +879,37 @@ mod tests {
         assert!(
             c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
                 .contains("nc=00000002")
+        );
+    }
+
+    #[test]
+    fn params_are_read_in_place_with_escapes_and_any_case() {
+        let ch = Challenge::parse(
+            r#"Digest REALM="a \"b\" c\\d", Nonce = "n,1" , qop="auth,auth-int", Algorithm=SHA-256, opaque="", stale=TRUE"#,
+        )
+        .unwrap();
+        assert_eq!(ch.realm, r#"a "b" c\d"#);
+        assert_eq!(ch.nonce, "n,1");
+        assert_eq!(ch.qop, [Qop::Auth, Qop::AuthInt]);
+        assert_eq!(ch.algorithm, Algorithm::Sha256);
+        assert_eq!(ch.opaque.as_deref(), Some(""));
+        assert!(ch.stale);
+        // The first of two values wins, and quoting round-trips through an answer.
+        let ch = Challenge::parse(r#"Digest realm="r\"", realm="other", nonce="x""#).unwrap();
+        assert_eq!(ch.realm, "r\"");
+        let v = DigestClient::default().authorize(
+            &ch,
+            &Credentials::new("u\"ser", "p"),
+            "REGISTER",
+            "sip:r",
+            b"",
+            "c",
+        );
+        let a = Authorization::parse(&v).unwrap();
+        assert_eq!((a.username.as_str(), a.realm.as_str()), ("u\"ser", "r\""));
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="r"#).err(),
+            Some(AuthError::UnterminatedQuote)
         );
     }
 

@@ -344,7 +344,9 @@ impl Message {
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq
             ) || (matches!(n, HeaderName::RecordRoute) && (101..300).contains(&code));
             if copy {
-                resp.headers.push(Header::new(n.clone(), h.value()));
+                // A clone shares the request's received bytes (no copy of the value): the
+                // response carries the line exactly as the request did (§8.2.6.2 copies it).
+                resp.headers.push(h.clone());
             } else if matches!(n, HeaderName::To) {
                 let value = match (to_tag, NameAddrTag::has_tag(h.value())) {
                     (Some(tag), false) => format!("{};tag={tag}", h.value()),
@@ -360,18 +362,41 @@ impl Message {
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
-        match self.start_raw.as_bytes() {
-            Some(raw) => out.extend_from_slice(raw),
+        // One allocation of the exact size (a `Bytes` made from it then needs no other).
+        let start: std::borrow::Cow<'_, [u8]> = match self.start_raw.as_bytes() {
+            Some(raw) => raw.into(),
             None => match &self.start {
-                StartLine::Request(r) => {
-                    out.extend_from_slice(format!("{} {} SIP/2.0", r.method, r.uri).as_bytes())
-                }
+                StartLine::Request(r) => format!("{} {} SIP/2.0", r.method, r.uri)
+                    .into_bytes()
+                    .into(),
                 StartLine::Response(s) => {
-                    out.extend_from_slice(format!("SIP/2.0 {} {}", s.code, s.reason).as_bytes())
+                    let mut line = Vec::with_capacity(12 + s.reason.len());
+                    line.extend_from_slice(b"SIP/2.0 ");
+                    match s.code {
+                        // Three digits (every real status code): written without formatting.
+                        c @ 100..=999 => line.extend_from_slice(&[
+                            b'0' + (c / 100) as u8,
+                            b'0' + (c / 10 % 10) as u8,
+                            b'0' + (c % 10) as u8,
+                        ]),
+                        c => line.extend_from_slice(c.to_string().as_bytes()),
+                    }
+                    line.push(b' ');
+                    line.extend_from_slice(s.reason.as_bytes());
+                    line.into()
                 }
             },
-        }
+        };
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| match h.raw() {
+                Some(raw) => raw.len() + 2,
+                None => h.name().as_str().len() + 2 + h.value().len() + 2,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(start.len() + 2 + headers + 2 + self.body.len());
+        out.extend_from_slice(&start);
         out.extend_from_slice(b"\r\n");
         for h in self.headers.iter() {
             match h.raw() {
@@ -406,9 +431,7 @@ struct NameAddrTag;
 
 impl NameAddrTag {
     fn has_tag(value: &str) -> bool {
-        crate::typed::NameAddr::parse(value)
-            .map(|n| n.tag().is_some())
-            .unwrap_or(false)
+        crate::typed::NameAddrRef::parse(value).is_ok_and(|n| n.tag().is_some())
     }
 }
 
@@ -938,5 +961,22 @@ v=0\n";
         assert_eq!(again.to().unwrap().tag().as_deref(), Some("abc"));
         assert_eq!(again.call_id(), req.call_id());
         assert_eq!(again.summary(), "180 Ringing (INVITE)");
+        // Copied lines are the request's, byte for byte (compact forms and folding too).
+        let raw = b"INVITE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1,\r\n SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+f: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
+        let req = Message::parse(raw).unwrap();
+        let resp = Message::response_to(&req, 200, "OK", Some("z"));
+        let text = String::from_utf8(resp.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "SIP/2.0 200 OK\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1,\r\n SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+f: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=z\r\ni: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let again = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(again.headers.get_all(&HeaderName::Via).count(), 1);
+        assert_eq!(
+            again.top_via().unwrap().branch().as_deref(),
+            Some("z9hG4bK1")
+        );
     }
 }

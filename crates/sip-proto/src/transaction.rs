@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::typed::{CSeq, Route, To, Via, ViaRef};
-use sip_msg::{Header, HeaderName, Message, Method, TypedHeader};
+use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
@@ -430,7 +430,7 @@ impl ClientTransaction {
                 .headers
                 .typed::<Via>()
                 .and_then(Result::ok)
-                .map_or_else(|| via.value().to_owned(), |v| v.to_string());
+                .map_or_else(|| via.value().to_owned(), |v| text_of(&v, 96));
             ack.headers.push(Header::new(HeaderName::Via, top));
         }
         ack.headers.push(Header::new(HeaderName::MaxForwards, "70"));

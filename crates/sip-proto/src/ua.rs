@@ -27,6 +27,7 @@ use sip_msg::typed::{
 };
 use sip_msg::{
     Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
+    text_of,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
@@ -553,7 +554,7 @@ impl UserAgent {
                     let via = self.new_via();
                     retry
                         .headers
-                        .set(Header::new(HeaderName::Via, via.to_string()));
+                        .set(Header::new(HeaderName::Via, text_of(&via, 96)));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
@@ -816,16 +817,19 @@ impl UserAgent {
                     .request_uri()
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                let body = call.invite.body().clone();
-                let rejected = call.invite.clone();
                 let cnonce = tag_from(self.rng.random());
+                // Fields borrowed apart: the rejected INVITE is read where it is kept.
+                let Some(Some(call)) = self.calls.get(id.0 as usize) else {
+                    return;
+                };
+                let rejected = &call.invite;
                 match self.auth.challenge(
                     self.config.credentials.as_ref(),
                     resp,
-                    &rejected,
+                    rejected,
                     &Method::Invite,
                     &uri,
-                    &body,
+                    rejected.body(),
                     &cnonce,
                 ) {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
@@ -848,7 +852,7 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        let mut invite = call.invite.clone();
+        let invite = &mut call.invite;
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
         invite.headers.set(Header::new(
             HeaderName::CSeq,
@@ -860,11 +864,11 @@ impl UserAgent {
         ));
         invite
             .headers
-            .set(Header::new(HeaderName::Via, via.to_string()));
+            .set(Header::new(HeaderName::Via, text_of(&via, 96)));
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
         invite.headers.push(header);
-        call.invite = invite.clone();
+        let invite = invite.clone();
         call.provisional_seen = false;
         let dest = if self.config.outbound_proxy.is_some() {
             Destination::OutboundProxy
@@ -1135,7 +1139,7 @@ impl UserAgent {
         );
         if (101..300).contains(&code) {
             resp.headers
-                .push(Header::new(HeaderName::Contact, contact.to_string()));
+                .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
         }
         if code == 200 {
             resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
@@ -1170,14 +1174,14 @@ impl UserAgent {
         Some(bytes)
     }
 
-    fn on_new_invite(&mut self, now: Instant, req: &Message, source: SocketAddr, key: TxnKey) {
+    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr, key: TxnKey) {
         let local_tag = tag_from(self.rng.random());
-        let dialog = match Dialog::from_uas(req, &local_tag) {
+        let dialog = match Dialog::from_uas(&req, &local_tag) {
             Ok(d) => d,
             Err(_) => {
                 self.respond_stateless(
                     now,
-                    req,
+                    &req,
                     source,
                     400,
                     "Bad Request (missing From tag or Contact)",
@@ -1187,11 +1191,11 @@ impl UserAgent {
         };
         let id = CallId(self.calls.len() as u32);
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
-        let offer = sdp_of(req);
+        let offer = sdp_of(&req);
         self.calls.push(Some(Call {
             uac: false,
             state: CallState::Calling,
-            invite: req.clone(),
+            invite: req,
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
@@ -1347,7 +1351,7 @@ impl UserAgent {
                             source,
                             method: Method::Invite,
                         });
-                        self.on_new_invite(now, &req, source, key);
+                        self.on_new_invite(now, req, source, key);
                     }
                     Err(_) => self.events.push_back(UaEvent::Ignored {
                         what: "INVITE without Via branch",
@@ -1497,7 +1501,7 @@ impl UserAgent {
                     .unwrap_or_default();
                 let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
                 resp.headers
-                    .push(Header::new(HeaderName::Contact, contact.to_string()));
+                    .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
                 if let (Some(sdp), true) = (sdp, sdp_of(req).is_some()) {
                     resp.set_body("application/sdp", sdp);
                 }
@@ -1687,13 +1691,24 @@ impl UserAgent {
                 }
             }
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
-            // A REGISTER's response handler needs the request (to answer a challenge): a copy
-            // only when a response is there to handle.
+            // A REGISTER's response handler reads the request (to answer a challenge): the
+            // entry is taken out of the list meanwhile (handlers may start transactions), and
+            // put back at its place, to be visited again with nothing left to drain.
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
                 && finished.iter().any(|e| matches!(e, TxnEvent::Response(_)));
-            let req = request_needed.then(|| self.client[i].txn.request().clone());
+            if request_needed {
+                let entry = self.client.remove(i);
+                for ev in finished {
+                    self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
+                }
+                if entry.txn.state() != State::Terminated {
+                    let at = i.min(self.client.len());
+                    self.client.insert(at, entry);
+                }
+                continue;
+            }
             for ev in finished {
-                self.on_client_event(now, owner, &method, req.as_ref(), ev);
+                self.on_client_event(now, owner, &method, None, ev);
             }
             if self
                 .client
