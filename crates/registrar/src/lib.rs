@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Contact, Expires, MaxForwards, Route, ToRef, Via, ViaRef};
+use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, Via, ViaRef};
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
 };
@@ -379,14 +379,14 @@ impl Registrar {
             .set(Header::new(HeaderName::MaxForwards, (mf - 1).to_string()));
 
         // §16.4: remove our own Route entry (loose routing) from the top.
-        let ours = |r: &Route| {
+        let ours = |r: &RouteRef<'_>| {
             r.uri.as_sip().is_some_and(|u| {
-                u.host == self.config.host && u.port.unwrap_or(5060) == self.config.port
+                host_is(&u.host, &self.config.host) && u.port.unwrap_or(5060) == self.config.port
             })
         };
         if req
             .headers
-            .typed::<Route>()
+            .view::<RouteRef>()
             .and_then(Result::ok)
             .is_some_and(|r| ours(&r))
         {
@@ -406,8 +406,18 @@ impl Registrar {
         let target: Option<SocketAddr> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
-            match req.headers.typed::<Route>().and_then(Result::ok) {
-                Some(r) => uri_addr(&r.uri),
+            let next_route = req
+                .headers
+                .view::<RouteRef>()
+                .and_then(Result::ok)
+                .map(|r| match r.uri.as_sip() {
+                    Some(u) => {
+                        host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060)))
+                    }
+                    None => None,
+                });
+            match next_route {
+                Some(addr) => addr,
                 None => {
                     // A peer that ignored our Record-Route (SIPp's default scenarios) sends
                     // in-dialog requests to us by AOR: find the user's binding then.
@@ -631,6 +641,15 @@ fn after_first_value(v: &str) -> Option<String> {
     }
     parts.push(v[start..].trim());
     Some(parts[1..].join(", "))
+}
+
+/// The address of a host read in place, when it is one (names are not resolved here).
+fn host_ip(h: &HostRef<'_>) -> Option<std::net::IpAddr> {
+    match h {
+        HostRef::V4(a) => Some(std::net::IpAddr::V4(*a)),
+        HostRef::V6(a) => Some(std::net::IpAddr::V6(*a)),
+        HostRef::Name(_) => None,
+    }
 }
 
 /// True when `h` (read in place) is `host`; names compare case-insensitively.

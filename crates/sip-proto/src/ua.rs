@@ -23,7 +23,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, Via,
+    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef, Via,
 };
 use sip_msg::{
     Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
@@ -1329,7 +1329,11 @@ impl UserAgent {
             self.drain_server(now);
             return;
         }
-        let to_tag = req.to().and_then(|t| t.tag());
+        let in_dialog = req
+            .headers
+            .view::<ToRef>()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
         if method == Method::Ack {
             self.on_ack(now, &req);
             return;
@@ -1338,7 +1342,7 @@ impl UserAgent {
             self.on_cancel(now, &req, source, &key);
             return;
         }
-        if to_tag.is_some() {
+        if in_dialog {
             self.on_in_dialog(now, &req, source, &key, method);
             return;
         }
@@ -1906,9 +1910,11 @@ fn supports_100rel(msg: &Message) -> bool {
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
-    let ct = msg.headers.value(&HeaderName::ContentType)?;
-    (ct.to_ascii_lowercase().starts_with("application/sdp") && !msg.body().is_empty())
-        .then(|| msg.body().clone())
+    let ct = msg.headers.value(&HeaderName::ContentType)?.as_bytes();
+    let sdp = ct
+        .get(..15)
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"));
+    (sdp && !msg.body().is_empty()).then(|| msg.body().clone())
 }
 
 fn same_contact(a: &Uri, b: &Uri) -> bool {
