@@ -2,7 +2,18 @@
 //! call each other through the registrar core, in one process, on a virtual clock, no sockets.
 //! Prints transactions per second on one core and bytes of state per idle registered endpoint.
 //!
+//! A *transaction* is one request and its final response, run as a client transaction in the
+//! sending `UserAgent` (RFC 3261 §17.1), through the registrar core (which authenticates,
+//! answers, or proxies statelessly) and, for calls, as a server transaction in the called
+//! `UserAgent`. Every message is printed by its sender and parsed by its receiver (the
+//! registrar's forwarded copy too), and every digest is computed and verified.
+//! - Registration, 2 per endpoint: REGISTER → 401; REGISTER with credentials → 200.
+//! - Calls, 3 per call: INVITE → 407 (and its ACK); INVITE with credentials → 100, 180-less
+//!   200 (and the 2xx ACK, end to end); BYE → 200. ACKs are messages, not transactions.
+//!
 //! Run: `cargo bench -p registrar --bench fleet` (N = 10,000; `FLEET_N` overrides).
+//! Instructions of the timed phases only:
+//! `FLEET_N=1000 valgrind --tool=callgrind --toggle-collect='fleet::phase_*' <bench binary>`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -15,12 +26,14 @@ use registrar::{AuthMode, Registrar, RegistrarConfig};
 use sip_msg::{Host, Message, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallEvent, Destination, UaConfig, UaEvent, UserAgent};
+use sip_proto::ua::{CallId, Destination, UaConfig, UserAgent};
 
 /// Counts live heap bytes, to measure the state an idle endpoint keeps.
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Allocations made (reallocations count as one each), for allocations per transaction.
+static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 
 // The one unsafe block of the workspace: a global allocator must be an `unsafe impl`. It
 // forwards to the system allocator unchanged and only counts sizes.
@@ -30,8 +43,15 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - l.size() as isize, Ordering::Relaxed);
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(p, l, new_size) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
@@ -57,6 +77,108 @@ fn addr_of(i: usize) -> SocketAddr {
     )
 }
 
+type Index = HashMap<SocketAddr, usize>;
+
+/// Time this thread has run on a CPU (Linux `/proc/thread-self/schedstat`, nanoseconds), so
+/// that the rate per core holds even when other processes share the machine; `None` elsewhere.
+fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Moves every queued message to its receiver until the network is quiet; returns how many
+/// messages were delivered. Every message is printed by its sender and parsed here, as a
+/// driver does with a datagram.
+fn settle(
+    uas: &mut [UserAgent],
+    reg: &mut Registrar,
+    index: &Index,
+    now: Instant,
+    dirty: &mut Vec<usize>,
+) -> u64 {
+    let mut messages = 0;
+    let mut queue: Vec<(SocketAddr, SocketAddr, Bytes)> = Vec::new();
+    loop {
+        for &i in dirty.iter() {
+            while let Some(o) = uas[i].poll_transmit() {
+                let to = match o.destination {
+                    Destination::Registrar | Destination::OutboundProxy => reg_addr(),
+                    Destination::Source(a) => a,
+                    Destination::Uri(u) => {
+                        let s = u.as_sip().unwrap();
+                        let Host::V4(ip) = s.host else {
+                            unreachable!("IPv4 only")
+                        };
+                        SocketAddr::new(ip.into(), s.port.unwrap_or(5060))
+                    }
+                };
+                queue.push((addr_of(i), to, o.bytes));
+            }
+            while uas[i].poll_event().is_some() {}
+        }
+        dirty.clear();
+        while let Some((to, b)) = reg.poll_transmit() {
+            queue.push((reg_addr(), to, b));
+        }
+        if queue.is_empty() {
+            return messages;
+        }
+        for (from, to, bytes) in queue.drain(..) {
+            messages += 1;
+            let msg = Message::parse_bytes(bytes).unwrap();
+            if to == reg_addr() {
+                reg.handle_message(now, NOW_UNIX, msg, from);
+            } else if let Some(&i) = index.get(&to) {
+                uas[i].handle_message(now, msg, from);
+                dirty.push(i);
+            }
+        }
+    }
+}
+
+/// The timed registration phase (a function of its own so that
+/// `valgrind --tool=callgrind --toggle-collect='fleet::phase_*'` counts exactly it).
+#[inline(never)]
+fn phase_register(uas: &mut [UserAgent], reg: &mut Registrar, index: &Index, now: Instant) -> u64 {
+    let mut dirty: Vec<usize> = (0..uas.len()).collect();
+    for ua in uas.iter_mut() {
+        ua.register(now);
+    }
+    settle(uas, reg, index, now, &mut dirty)
+}
+
+/// The timed call phase: the first half calls the second half; answered, then hung up.
+#[inline(never)]
+fn phase_calls(
+    uas: &mut [UserAgent],
+    reg: &mut Registrar,
+    index: &Index,
+    now: Instant,
+) -> (u64, Vec<CallId>) {
+    let half = uas.len() / 2;
+    let mut calls = Vec::with_capacity(half);
+    for (i, ua) in uas.iter_mut().take(half).enumerate() {
+        let target = Uri::parse(&format!("sip:u{}@bench.test", i + half)).unwrap();
+        calls.push(ua.call(now, target, Some(Bytes::from_static(b"v=0\r\n"))));
+    }
+    let mut dirty: Vec<usize> = (0..half).collect();
+    let mut messages = settle(uas, reg, index, now, &mut dirty);
+    // Answer every incoming call (the callees saw Incoming events, drained above).
+    for ua in uas.iter_mut().skip(half) {
+        // Call handle 0 is the only call each callee has.
+        ua.answer(now, CallId(0), Some(Bytes::from_static(b"v=0\r\n")));
+    }
+    let mut dirty: Vec<usize> = (half..uas.len()).collect();
+    messages += settle(uas, reg, index, now, &mut dirty);
+    for (i, c) in calls.iter().enumerate() {
+        uas[i].hangup(now, *c);
+    }
+    let mut dirty: Vec<usize> = (0..half).collect();
+    messages += settle(uas, reg, index, now, &mut dirty);
+    (messages, calls)
+}
+
 fn main() {
     let n: usize = std::env::var("FLEET_N")
         .ok()
@@ -72,6 +194,9 @@ fn main() {
         min_expires: 60,
         max_expires: 3600,
     });
+    // The fake network's routing table is the harness's, not state of an endpoint: built
+    // before the count starts.
+    let index: HashMap<SocketAddr, usize> = (0..n).map(|i| (addr_of(i), i)).collect();
     let before = LIVE.load(Ordering::Relaxed);
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {
@@ -99,62 +224,14 @@ fn main() {
             })
         })
         .collect();
-    let index: HashMap<SocketAddr, usize> = (0..n).map(|i| (addr_of(i), i)).collect();
     let now = Instant::now();
-    let mut messages = 0u64;
-
-    // Moves every queued message to its receiver until the network is quiet.
-    let settle = |uas: &mut Vec<UserAgent>,
-                  reg: &mut Registrar,
-                  dirty: &mut Vec<usize>,
-                  messages: &mut u64| {
-        let mut queue: Vec<(SocketAddr, SocketAddr, Bytes)> = Vec::new();
-        loop {
-            for &i in dirty.iter() {
-                while let Some(o) = uas[i].poll_transmit() {
-                    let to = match o.destination {
-                        Destination::Registrar | Destination::OutboundProxy => reg_addr(),
-                        Destination::Source(a) => a,
-                        Destination::Uri(u) => {
-                            let s = u.as_sip().unwrap();
-                            format!("{}:{}", s.host, s.port.unwrap_or(5060))
-                                .parse()
-                                .unwrap()
-                        }
-                    };
-                    queue.push((addr_of(i), to, o.bytes));
-                }
-                while uas[i].poll_event().is_some() {}
-            }
-            dirty.clear();
-            while let Some((to, b)) = reg.poll_transmit() {
-                queue.push((reg_addr(), to, b));
-            }
-            if queue.is_empty() {
-                return;
-            }
-            for (from, to, bytes) in queue.drain(..) {
-                *messages += 1;
-                let msg = Message::parse_bytes(bytes).unwrap();
-                if to == reg_addr() {
-                    reg.handle_message(now, NOW_UNIX, msg, from);
-                } else if let Some(&i) = index.get(&to) {
-                    uas[i].handle_message(now, msg, from);
-                    dirty.push(i);
-                }
-            }
-        }
-    };
 
     // Phase 1: everyone registers (REGISTER, 401, REGISTER with credentials, 200).
-    let t0 = Instant::now();
-    let mut dirty: Vec<usize> = (0..n).collect();
-    for ua in uas.iter_mut() {
-        ua.register(now);
-    }
-    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
-    let reg_time = t0.elapsed();
-    let reg_msgs = messages;
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let (t0, c0) = (Instant::now(), cpu_time());
+    let reg_msgs = phase_register(&mut uas, &mut reg, &index, now);
+    let (reg_time, reg_cpu) = (t0.elapsed(), cpu_time().zip(c0).map(|(b, a)| b - a));
+    let reg_allocs = ALLOCS.load(Ordering::Relaxed) - a0;
     let registered = uas
         .iter()
         .filter(|u| matches!(u.registration(), sip_proto::ua::RegState::Registered { .. }))
@@ -170,62 +247,53 @@ fn main() {
     let after = LIVE.load(Ordering::Relaxed);
 
     // Phase 2: the first half calls the second half; answered, then hung up.
-    let t1 = Instant::now();
-    messages = 0;
+    let a1 = ALLOCS.load(Ordering::Relaxed);
+    let (t1, c1) = (Instant::now(), cpu_time());
+    let (messages, calls) = phase_calls(&mut uas, &mut reg, &index, now);
+    let (call_time, call_cpu) = (t1.elapsed(), cpu_time().zip(c1).map(|(b, a)| b - a));
+    let call_allocs = ALLOCS.load(Ordering::Relaxed) - a1;
     let half = n / 2;
-    let mut calls = Vec::with_capacity(half);
-    for (i, ua) in uas.iter_mut().take(half).enumerate() {
-        let target = Uri::parse(&format!("sip:u{}@bench.test", i + half)).unwrap();
-        calls.push(ua.call(now, target, Some(Bytes::from_static(b"v=0\r\n"))));
-    }
-    let mut dirty: Vec<usize> = (0..half).collect();
-    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
-    // Answer every incoming call (the callees saw Incoming events, drained above): answer by state.
-    for ua in uas.iter_mut().skip(half) {
-        // Call handle 0 is the only call each callee has.
-        ua.answer(
-            now,
-            sip_proto::ua::CallId(0),
-            Some(Bytes::from_static(b"v=0\r\n")),
-        );
-    }
-    let mut dirty: Vec<usize> = (half..n).collect();
-    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
-    for (i, c) in calls.iter().enumerate() {
-        uas[i].hangup(now, *c);
-    }
-    let mut dirty: Vec<usize> = (0..half).collect();
-    settle(&mut uas, &mut reg, &mut dirty, &mut messages);
-    let call_time = t1.elapsed();
     let ended = (0..half)
         .filter(|&i| uas[i].call_state(calls[i]) == Some(sip_proto::ua::CallState::Terminated))
         .count();
     assert_eq!(ended, half, "every call set up and torn down");
 
-    // Transactions: REGISTER ×2 per endpoint; INVITE ×2 (407), ACK-less 2xx path, BYE per call.
+    // Transactions (see the top of this file): 2 per registration, 3 per call.
     let reg_txns = 2.0 * n as f64;
-    let call_txns = 3.0 * half as f64; // INVITE (challenged), INVITE, BYE
+    let call_txns = 3.0 * half as f64;
     println!("fleet: {n} endpoints, one core, virtual clock, registrar core in process");
+    // Rates per second of CPU time of this thread when the OS reports it (the machine may be
+    // shared), else per second of wall-clock time.
+    let clock = if reg_cpu.is_some() { "CPU" } else { "wall" };
+    let (reg_t, call_t) = (reg_cpu.unwrap_or(reg_time), call_cpu.unwrap_or(call_time));
     println!(
-        "  register: {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
-        reg_txns,
-        reg_msgs,
+        "  register: {reg_txns} transactions ({reg_msgs} messages) in {:.3} s {clock} ({:.3} s wall) = {:.0} transactions/s, {:.0} allocations each",
+        reg_t.as_secs_f64(),
         reg_time.as_secs_f64(),
-        reg_txns / reg_time.as_secs_f64()
+        reg_txns / reg_t.as_secs_f64(),
+        reg_allocs as f64 / reg_txns
     );
     println!(
-        "  calls:    {} calls, {} transactions ({} messages) in {:.3} s = {:.0} transactions/s",
-        half,
-        call_txns,
-        messages,
+        "  calls:    {half} calls, {call_txns} transactions ({messages} messages) in {:.3} s {clock} ({:.3} s wall) = {:.0} transactions/s, {:.0} allocations each",
+        call_t.as_secs_f64(),
         call_time.as_secs_f64(),
-        call_txns / call_time.as_secs_f64()
+        call_txns / call_t.as_secs_f64(),
+        call_allocs as f64 / call_txns
     );
     println!(
-        "  state per idle registered endpoint: {:.0} bytes (heap and inline, counted by the allocator; includes the registrar's binding of it)",
-        (after - before) as f64 / n as f64
+        "  both:     {} transactions in {:.3} s {clock} = {:.0} transactions/s per core",
+        reg_txns + call_txns,
+        (reg_t + call_t).as_secs_f64(),
+        (reg_txns + call_txns) / (reg_t + call_t).as_secs_f64()
     );
-    let _ = Duration::ZERO;
-    let _ = CallEvent::Trying;
-    let _ = UaEvent::Unregistered { code: 0 };
+    // The registrar's share: what dropping it frees (its bindings are those of the idle
+    // phase: calls add none, and its output queue is empty).
+    let with_reg = LIVE.load(Ordering::Relaxed);
+    drop(reg);
+    let reg_bytes = (with_reg - LIVE.load(Ordering::Relaxed)) as f64 / n as f64;
+    let total = (after - before) as f64 / n as f64;
+    println!(
+        "  state per idle registered endpoint: {total:.0} bytes (heap and inline, counted by the allocator): UserAgent {:.0} + the registrar's binding of it {reg_bytes:.0}",
+        total - reg_bytes
+    );
 }

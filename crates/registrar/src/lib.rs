@@ -29,8 +29,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Contact, Expires, MaxForwards, Route, Via};
-use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, SipUri, Uri};
+use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, Via, ViaRef};
+use sip_msg::{
+    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
+};
 
 pub use auth::{AccountStatus, Accounts, AuthMode};
 pub use services::{Service, ServiceCallId, ServiceEvent, ServiceLimits, ServiceStats};
@@ -98,6 +100,9 @@ pub struct Stats {
     /// The service numbers (echo, tone).
     pub services: ServiceStats,
 }
+
+/// Slots of the output queue kept between bursts.
+const OUT_KEEP: usize = 64;
 
 /// The built-in registrar and proxy.
 #[derive(Debug)]
@@ -181,7 +186,12 @@ impl Registrar {
 
     /// The next datagram or stream message to send, with its destination.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > OUT_KEEP {
+            // A burst (every phone registering at once) must not leave its queue behind.
+            self.out = VecDeque::with_capacity(OUT_KEEP);
+        }
+        next
     }
 
     /// When the next binding lapses (or a service call's timer fires).
@@ -240,19 +250,21 @@ impl Registrar {
     ) {
         let mut resp = Message::response_to(req, code, reason, Some(&to_tag_for(req)));
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
-        if let Some(via) = req.top_via() {
-            let mut via = via;
+        if let Some(mut via) = req.top_via()
+            && let Some(i) = resp.headers.position(&HeaderName::Via)
+        {
             via.params.set("received", Some(&source.ip().to_string()));
             if via.params.contains("rport") {
                 via.params.set("rport", Some(&source.port().to_string()));
             }
-            let mut vias: Vec<Header> = resp.headers.get_all(&HeaderName::Via).cloned().collect();
-            resp.headers.remove(&HeaderName::Via);
-            if !vias.is_empty() {
-                vias[0] = Header::new(HeaderName::Via, via.to_string());
-            }
-            for v in vias.into_iter().rev() {
-                resp.headers.push_front(v);
+            // The top Via value is replaced in place; the other values of its line (a
+            // comma-joined `Via: a, b`) stay, after it.
+            let first = resp.headers.remove_first(&HeaderName::Via);
+            resp.headers
+                .insert(i, Header::new(HeaderName::Via, text_of(&via, 128)));
+            if let Some(rest) = first.and_then(|h| after_first_value(h.value())) {
+                resp.headers
+                    .insert(i + 1, Header::new(HeaderName::Via, rest));
             }
         }
         for h in extra {
@@ -268,7 +280,12 @@ impl Registrar {
 
     fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {
         let Some(method) = req.method() else { return };
-        if req.top_via().and_then(|v| v.branch()).is_none() || req.cseq().is_none() {
+        let has_branch = req
+            .headers
+            .view::<ViaRef>()
+            .and_then(Result::ok)
+            .is_some_and(|v| v.branch().is_some());
+        if !has_branch || req.cseq().is_none() {
             self.stats.dropped += 1;
             return;
         }
@@ -364,6 +381,11 @@ impl Registrar {
             if expires > 0 {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
+                // Nearly every user has one contact: room for exactly one more, not the four
+                // a first push reserves (a Binding is 176 bytes, per registered endpoint).
+                if list.len() == list.capacity() {
+                    list.reserve_exact(1);
+                }
                 list.push(Binding {
                     contact: c.1.uri.clone(),
                     source,
@@ -418,35 +440,45 @@ impl Registrar {
             .set(Header::new(HeaderName::MaxForwards, (mf - 1).to_string()));
 
         // §16.4: remove our own Route entry (loose routing) from the top.
-        let ours = |r: &Route| {
+        let ours = |r: &RouteRef<'_>| {
             r.uri.as_sip().is_some_and(|u| {
-                u.host == self.config.host && u.port.unwrap_or(5060) == self.config.port
+                host_is(&u.host, &self.config.host) && u.port.unwrap_or(5060) == self.config.port
             })
         };
         if req
             .headers
-            .typed::<Route>()
+            .view::<RouteRef>()
             .and_then(Result::ok)
             .is_some_and(|r| ours(&r))
         {
             pop_first_value(&mut req, HeaderName::Route);
         }
-        let in_dialog = req.to().and_then(|t| t.tag()).is_some();
+        let to_tag = req
+            .headers
+            .view::<ToRef>()
+            .and_then(Result::ok)
+            .and_then(|t| t.tag());
+        let in_dialog = to_tag.is_some();
         // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
-        if method == Method::Ack
-            && req
-                .to()
-                .and_then(|t| t.tag())
-                .is_some_and(|t| t == to_tag_for(&req))
-        {
+        if method == Method::Ack && to_tag.is_some_and(|t| t == to_tag_for(&req)) {
             return;
         }
 
         let target: Option<SocketAddr> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
-            match req.headers.typed::<Route>().and_then(Result::ok) {
-                Some(r) => uri_addr(&r.uri),
+            let next_route = req
+                .headers
+                .view::<RouteRef>()
+                .and_then(Result::ok)
+                .map(|r| match r.uri.as_sip() {
+                    Some(u) => {
+                        host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060)))
+                    }
+                    None => None,
+                });
+            match next_route {
+                Some(addr) => addr,
                 None => {
                     // A peer that ignored our Record-Route (SIPp's default scenarios) sends
                     // in-dialog requests to us by AOR: find the user's binding then.
@@ -465,7 +497,7 @@ impl Registrar {
                             .map(|b| (b.contact.clone(), b.source))
                         {
                             Some((contact, to)) => {
-                                req = retarget(req, contact);
+                                req.set_request_uri(contact);
                                 Some(to)
                             }
                             None => None,
@@ -522,7 +554,9 @@ impl Registrar {
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.source;
-                    req = retarget(req, contact);
+                    // §16.5 target → §16.6 step 2: the Request-URI becomes the contact; every
+                    // header and the body are forwarded as received.
+                    req.set_request_uri(contact);
                     Some(to)
                 }
                 None if foreign.is_some() => foreign,
@@ -558,8 +592,15 @@ impl Registrar {
         }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
-        let incoming = req.top_via().and_then(|v| v.branch()).unwrap_or_default();
-        let branch = format!("{BRANCH_MAGIC}sm{}", fnv(&incoming));
+        let incoming = fnv(req
+            .headers
+            .view::<ViaRef>()
+            .and_then(Result::ok)
+            .and_then(|v| v.branch())
+            .as_deref()
+            .unwrap_or_default()
+            .bytes());
+        let branch = format!("{BRANCH_MAGIC}sm{incoming:016x}");
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         if let Some(mut via) = req.top_via() {
             via.params.set("received", Some(&source.ip().to_string()));
@@ -568,7 +609,7 @@ impl Registrar {
             }
             pop_first_value(&mut req, HeaderName::Via);
             req.headers
-                .push_front(Header::new(HeaderName::Via, via.to_string()));
+                .push_front(Header::new(HeaderName::Via, text_of(&via, 128)));
         }
         let ours = Via::new(
             &self.config.transport,
@@ -577,16 +618,20 @@ impl Registrar {
             &branch,
         );
         req.headers
-            .push_front(Header::new(HeaderName::Via, ours.to_string()));
+            .push_front(Header::new(HeaderName::Via, text_of(&ours, 96)));
         self.stats.forwarded += 1;
         self.out.push_back((to, Bytes::from(req.to_bytes())));
     }
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
     fn forward_response(&mut self, mut resp: Message) {
-        let ours = resp.top_via().is_some_and(|v| {
-            v.host == self.config.host && v.port.unwrap_or(5060) == self.config.port
-        });
+        let ours = resp
+            .headers
+            .view::<ViaRef>()
+            .and_then(Result::ok)
+            .is_some_and(|v| {
+                host_is(&v.host, &self.config.host) && v.port.unwrap_or(5060) == self.config.port
+            });
         // A response whose top Via is not ours was sent to us by a peer that answers "the
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
@@ -594,14 +639,14 @@ impl Registrar {
         if ours {
             pop_first_value(&mut resp, HeaderName::Via);
         }
-        let Some(next) = resp.top_via() else {
+        let Some(Ok(next)) = resp.headers.view::<ViaRef>() else {
             self.stats.dropped += 1;
             return;
         };
-        let via_ip = match &next.host {
-            Host::V4(a) => Some(std::net::IpAddr::V4(*a)),
-            Host::V6(a) => Some(std::net::IpAddr::V6(*a)),
-            Host::Name(_) => None,
+        let via_ip = match next.host {
+            HostRef::V4(a) => Some(std::net::IpAddr::V4(a)),
+            HostRef::V6(a) => Some(std::net::IpAddr::V6(a)),
+            HostRef::Name(_) => None,
         };
         let host = next.received().and_then(|r| r.parse().ok()).or(via_ip);
         let port = next.rport().flatten().or(next.port).unwrap_or(5060);
@@ -647,69 +692,63 @@ impl Registrar {
     }
 }
 
-/// Replaces the Request-URI with the registered contact (§16.5 target → §16.6 step 2).
-fn retarget(req: Message, contact: Uri) -> Message {
-    let mut out = Message::new_request(req.method().unwrap_or(Method::Options), contact);
-    for h in req.headers.iter() {
-        out.headers.push(Header::new(h.name().clone(), h.value()));
-    }
-    if !req.body().is_empty() {
-        let ct = req
-            .headers
-            .value(&HeaderName::ContentType)
-            .unwrap_or("application/sdp")
-            .to_owned();
-        out.set_body(&ct, req.body().clone());
-    }
-    out
-}
-
-/// Removes the first value of a (possibly comma-joined) header.
+/// Removes the first value of a (possibly comma-joined) header, in place: the other headers
+/// keep their received bytes.
 fn pop_first_value(msg: &mut Message, name: HeaderName) {
-    let Some(first) = msg.headers.get(&name).map(|h| h.value().to_owned()) else {
+    let Some(i) = msg.headers.position(&name) else {
         return;
     };
-    let rest: Vec<String> = split_values(&first).into_iter().skip(1).collect();
-    let pos = msg
-        .headers
-        .iter()
-        .position(|h| h.name() == &name)
-        .unwrap_or(0);
-    let others: Vec<Header> = msg.headers.iter().cloned().collect();
-    let mut rebuilt = sip_msg::Headers::new();
-    for (i, h) in others.into_iter().enumerate() {
-        if i == pos {
-            if !rest.is_empty() {
-                rebuilt.push(Header::new(name.clone(), rest.join(", ")));
-            }
-        } else {
-            rebuilt.push(h);
-        }
+    let Some(first) = msg.headers.remove_first(&name) else {
+        return;
+    };
+    if let Some(rest) = after_first_value(first.value()) {
+        msg.headers.insert(i, Header::new(name, rest));
     }
-    msg.headers = rebuilt;
 }
 
-fn split_values(v: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut depth_quote = false;
+/// The values after the first of a comma-joined header value (commas inside quotes or angle
+/// brackets do not count), re-joined with `, `; `None` when there is only one.
+fn after_first_value(v: &str) -> Option<String> {
+    let mut quote = false;
     let mut angle = false;
-    let mut cur = String::new();
-    for c in v.chars() {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in v.bytes().enumerate() {
         match c {
-            '"' => depth_quote = !depth_quote,
-            '<' if !depth_quote => angle = true,
-            '>' if !depth_quote => angle = false,
-            ',' if !depth_quote && !angle => {
-                out.push(cur.trim().to_owned());
-                cur.clear();
-                continue;
+            b'"' => quote = !quote,
+            b'<' if !quote => angle = true,
+            b'>' if !quote => angle = false,
+            b',' if !quote && !angle => {
+                parts.push(v[start..i].trim());
+                start = i + 1;
             }
             _ => {}
         }
-        cur.push(c);
     }
-    out.push(cur.trim().to_owned());
-    out
+    if parts.is_empty() {
+        return None;
+    }
+    parts.push(v[start..].trim());
+    Some(parts[1..].join(", "))
+}
+
+/// The address of a host read in place, when it is one (names are not resolved here).
+fn host_ip(h: &HostRef<'_>) -> Option<std::net::IpAddr> {
+    match h {
+        HostRef::V4(a) => Some(std::net::IpAddr::V4(*a)),
+        HostRef::V6(a) => Some(std::net::IpAddr::V6(*a)),
+        HostRef::Name(_) => None,
+    }
+}
+
+/// True when `h` (read in place) is `host`; names compare case-insensitively.
+fn host_is(h: &HostRef<'_>, host: &Host) -> bool {
+    match (h, host) {
+        (HostRef::V4(a), Host::V4(b)) => a == b,
+        (HostRef::V6(a), Host::V6(b)) => a == b,
+        (HostRef::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
 }
 
 fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
@@ -746,20 +785,110 @@ fn contact_key(uri: &Uri) -> String {
 
 /// A To tag for our own responses: stable per request so retransmitted requests get the same.
 fn to_tag_for(req: &Message) -> String {
-    let key = format!(
-        "{}{}",
-        req.call_id().unwrap_or_default(),
-        req.top_via().and_then(|v| v.branch()).unwrap_or_default()
-    );
-    format!("r{}", fnv(&key))
+    let call_id = req
+        .headers
+        .view::<sip_msg::typed::CallIdRef>()
+        .and_then(Result::ok)
+        .map_or("", |c| c.0);
+    let via = req.headers.view::<ViaRef>().and_then(Result::ok);
+    let branch = via.as_ref().and_then(ViaRef::branch);
+    let h = fnv(call_id
+        .bytes()
+        .chain(branch.as_deref().unwrap_or_default().bytes()));
+    format!("r{h:016x}")
 }
 
-/// FNV-1a, hex: a cheap deterministic digest for branches and tags (not security relevant).
-fn fnv(s: &str) -> String {
+/// FNV-1a: a cheap deterministic digest for branches and tags (not security relevant).
+fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_value_of_a_joined_header_is_popped_in_place() {
+        assert_eq!(after_first_value("SIP/2.0/UDP a;branch=z9hG4bK1"), None);
+        assert_eq!(
+            after_first_value("<sip:a;lr>, \"x, y\" <sip:b>,<sip:c,d>").as_deref(),
+            Some("\"x, y\" <sip:b>, <sip:c,d>")
+        );
+        let raw = "INVITE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1, SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
+        let mut m = Message::parse(raw.as_bytes()).unwrap();
+        pop_first_value(&mut m, HeaderName::Via);
+        let vias: Vec<&str> = m
+            .headers
+            .get_all(&HeaderName::Via)
+            .map(|h| h.value())
+            .collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP q;branch=z9hG4bK2",
+                "SIP/2.0/UDP r;branch=z9hG4bK3"
+            ]
+        );
+        assert_eq!(m.headers.position(&HeaderName::Via), Some(0));
+        pop_first_value(&mut m, HeaderName::Via);
+        pop_first_value(&mut m, HeaderName::Via);
+        pop_first_value(&mut m, HeaderName::Via);
+        assert_eq!(m.headers.get(&HeaderName::Via).map(|h| h.value()), None);
+        // The other headers keep the bytes they were received with (compact forms too).
+        let out = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(out.contains("\r\nf: <sip:a@x>;tag=1\r\n"), "{out}");
+    }
+
+    #[test]
+    fn an_answer_keeps_every_via_of_a_joined_line() {
+        let mut reg = Registrar::new(RegistrarConfig {
+            domain: "reg.test".into(),
+            host: Host::parse("127.0.0.1").unwrap(),
+            port: 5060,
+            transport: "UDP".into(),
+            auth: AuthMode::Open,
+            secret: b"s".to_vec(),
+            min_expires: 60,
+            max_expires: 3600,
+        });
+        let raw = "OPTIONS sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;rport, SIP/2.0/UDP p.example;branch=z9hG4bK2\r\n\
+f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        let src: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        reg.handle_message(
+            Instant::now(),
+            0,
+            Message::parse(raw.as_bytes()).unwrap(),
+            src,
+        );
+        let (to, bytes) = reg.poll_transmit().unwrap();
+        assert_eq!(to, src);
+        let resp = Message::parse(&bytes).unwrap();
+        assert_eq!(resp.status(), Some(200));
+        let vias: Vec<Via> = resp
+            .headers
+            .typed_all::<Via>()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(vias.len(), 2, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
+        assert_eq!(vias[0].rport(), Some(Some(40000)));
+        assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn host_comparison_reads_in_place() {
+        let v4 = Host::parse("192.0.2.1").unwrap();
+        assert!(host_is(&HostRef::parse("192.0.2.1").unwrap(), &v4));
+        assert!(!host_is(&HostRef::parse("192.0.2.2").unwrap(), &v4));
+        let name = Host::parse("Reg.Example").unwrap();
+        assert!(host_is(&HostRef::parse("reg.example").unwrap(), &name));
+        assert!(!host_is(&HostRef::parse("192.0.2.1").unwrap(), &name));
+    }
 }

@@ -25,7 +25,7 @@
 //! `Authorization` value against a password in constant time. [`ephemeral`] issues and checks
 //! the `EXPIRY:ID` credentials of the built-in registrar.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine;
@@ -194,9 +194,11 @@ pub enum Qop {
 }
 
 /// Splits `name=value, name="quoted, value"` into pairs, unquoting values.
-fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
+/// The `name=value` parameters of a digest header, read in place: names as written (compare
+/// them case-insensitively, see [`param`]), values unquoted (borrowed unless they hold escapes).
+fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
     let b = s.as_bytes();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(12);
     let mut i = 0;
     loop {
         while i < b.len() && matches!(b[i], b' ' | b'\t' | b',' | b'\r' | b'\n') {
@@ -212,7 +214,7 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
         if i >= b.len() || b[i] != b'=' {
             return Err(AuthError::BadParam);
         }
-        let name = s[start..i].trim().to_ascii_lowercase();
+        let name = s[start..i].trim();
         if name.is_empty() || name.contains([' ', '\t', '"']) {
             return Err(AuthError::BadParam);
         }
@@ -220,13 +222,15 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
         while i < b.len() && matches!(b[i], b' ' | b'\t') {
             i += 1;
         }
-        let value = if i < b.len() && b[i] == b'"' {
-            let mut v = Vec::new();
+        let value: Cow<'_, str> = if i < b.len() && b[i] == b'"' {
             i += 1;
+            let start = i;
+            let mut escaped: Option<Vec<u8>> = None;
             loop {
                 match b.get(i) {
                     None => return Err(AuthError::UnterminatedQuote),
                     Some(b'\\') => {
+                        let v = escaped.get_or_insert_with(|| b[start..i].to_vec());
                         if let Some(&c) = b.get(i + 1) {
                             v.push(c);
                         }
@@ -237,21 +241,35 @@ fn parse_params(s: &str) -> Result<Vec<(String, String)>, AuthError> {
                         break;
                     }
                     Some(&c) => {
-                        v.push(c);
+                        if let Some(v) = escaped.as_mut() {
+                            v.push(c);
+                        }
                         i += 1;
                     }
                 }
             }
-            String::from_utf8_lossy(&v).into_owned()
+            match escaped {
+                Some(v) => String::from_utf8_lossy(&v).into_owned().into(),
+                // No escape: the text between the quotes, which ends before an ASCII `"`.
+                None => s[start..i - 1].into(),
+            }
         } else {
             let start = i;
             while i < b.len() && b[i] != b',' {
                 i += 1;
             }
-            s[start..i].trim().to_owned()
+            s[start..i].trim().into()
         };
         out.push((name, value));
     }
+}
+
+/// The value of parameter `name` (case-insensitive, first occurrence) of a [`parse_params`] list.
+fn param(params: &[(&str, Cow<'_, str>)], name: &str) -> Option<String> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone().into_owned())
 }
 
 /// Splits a header value into its scheme and the parameters after it.
@@ -285,7 +303,7 @@ impl Challenge {
     /// Reads one challenge header value.
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| param(&params, n);
         let algorithm = match get("algorithm") {
             Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
@@ -382,9 +400,14 @@ fn response(
 }
 
 /// Client state: the nonce count per nonce (RFC 7616 §3.4: nc increments on reuse).
+///
+/// Only the [`DigestClient::NONCES`] most recent nonces are remembered: a client answers the
+/// latest challenge, and a phone that runs for days would otherwise keep every nonce it was
+/// ever given. Thousands of agents each hold one, so the list is sized exactly.
 #[derive(Debug, Default, Clone)]
 pub struct DigestClient {
-    counts: HashMap<String, u32>,
+    /// `(nonce, count)`, most recently used last.
+    counts: Vec<(Box<str>, u32)>,
 }
 
 impl DigestClient {
@@ -406,9 +429,8 @@ impl DigestClient {
         } else {
             ch.qop.first().copied()
         };
-        let count = self.counts.entry(ch.nonce.clone()).or_insert(0);
-        *count += 1;
-        let nc = format!("{:08x}", *count);
+        let count = self.next_count(&ch.nonce);
+        let nc = format!("{count:08x}");
         let resp = response(
             ch.algorithm,
             &creds.username,
@@ -441,14 +463,40 @@ impl DigestClient {
         v
     }
 
+    /// How many nonces keep their count.
+    pub const NONCES: usize = 4;
+
+    /// Increments and returns the count of `nonce` (1 for a nonce not seen or forgotten).
+    fn next_count(&mut self, nonce: &str) -> u32 {
+        let count = match self.counts.iter().position(|(n, _)| &**n == nonce) {
+            Some(i) => self.counts.remove(i).1 + 1,
+            None => {
+                if self.counts.len() == Self::NONCES {
+                    self.counts.remove(0);
+                }
+                1
+            }
+        };
+        if self.counts.len() == self.counts.capacity() {
+            self.counts.reserve_exact(1);
+        }
+        self.counts.push((nonce.into(), count));
+        count
+    }
+
     /// True when the realm the account is configured with differs from the challenge's.
     pub fn realm_mismatch(ch: &Challenge, creds: &Credentials) -> bool {
         creds.realm.as_deref().is_some_and(|r| r != ch.realm)
     }
 }
 
-fn quote(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// `s` escaped for a quoted-string: borrowed when it holds no `\\` or `"` (nearly always).
+fn quote(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|c| c == b'\\' || c == b'"') {
+        s.replace('\\', "\\\\").replace('"', "\\\"").into()
+    } else {
+        s.into()
+    }
 }
 
 /// Parsed `Authorization` / `Proxy-Authorization` digest credentials.
@@ -480,7 +528,7 @@ impl Authorization {
     /// Reads a credentials header value.
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| params.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let get = |n: &str| param(&params, n);
         let qop = match get("qop").map(|q| q.to_ascii_lowercase()) {
             None => None,
             Some(q) if q == "auth" => Some(Qop::Auth),
@@ -513,7 +561,9 @@ impl Authorization {
 /// Stateless nonces: `TIMESTAMP.HMAC(secret, TIMESTAMP:realm)`, valid for `lifetime` seconds.
 #[derive(Clone)]
 pub struct NonceIssuer {
-    secret: Vec<u8>,
+    /// HMAC-SHA-256 keyed with the secret, cloned for each nonce: the key's two blocks are
+    /// hashed once here instead of for every nonce issued or checked.
+    mac: Hmac<Sha256>,
     lifetime: u64,
 }
 
@@ -548,14 +598,17 @@ impl NonceIssuer {
     /// An issuer keyed by `secret` whose nonces live `lifetime_secs`.
     pub fn new(secret: &[u8], lifetime_secs: u64) -> Self {
         Self {
-            secret: secret.to_vec(),
+            // HMAC accepts keys of any length: `new_from_slice` cannot fail for Hmac<Sha256>.
+            mac: Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes keys of any length"),
             lifetime: lifetime_secs,
         }
     }
 
     /// A nonce for `realm` at `now_unix`.
     pub fn issue(&self, realm: &str, now_unix: u64) -> String {
-        let mac = hmac_sha256(&self.secret, format!("{now_unix}:{realm}").as_bytes());
+        let mut mac = self.mac.clone();
+        mac.update(format!("{now_unix}:{realm}").as_bytes());
+        let mac = mac.finalize().into_bytes();
         format!(
             "{now_unix}.{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..18])
@@ -832,6 +885,63 @@ mod tests {
             c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
                 .contains("nc=00000002")
         );
+    }
+
+    #[test]
+    fn params_are_read_in_place_with_escapes_and_any_case() {
+        let ch = Challenge::parse(
+            r#"Digest REALM="a \"b\" c\\d", Nonce = "n,1" , qop="auth,auth-int", Algorithm=SHA-256, opaque="", stale=TRUE"#,
+        )
+        .unwrap();
+        assert_eq!(ch.realm, r#"a "b" c\d"#);
+        assert_eq!(ch.nonce, "n,1");
+        assert_eq!(ch.qop, [Qop::Auth, Qop::AuthInt]);
+        assert_eq!(ch.algorithm, Algorithm::Sha256);
+        assert_eq!(ch.opaque.as_deref(), Some(""));
+        assert!(ch.stale);
+        // The first of two values wins, and quoting round-trips through an answer.
+        let ch = Challenge::parse(r#"Digest realm="r\"", realm="other", nonce="x""#).unwrap();
+        assert_eq!(ch.realm, "r\"");
+        let v = DigestClient::default().authorize(
+            &ch,
+            &Credentials::new("u\"ser", "p"),
+            "REGISTER",
+            "sip:r",
+            b"",
+            "c",
+        );
+        let a = Authorization::parse(&v).unwrap();
+        assert_eq!((a.username.as_str(), a.realm.as_str()), ("u\"ser", "r\""));
+        assert_eq!(
+            Challenge::parse(r#"Digest realm="r"#).err(),
+            Some(AuthError::UnterminatedQuote)
+        );
+    }
+
+    #[test]
+    fn nonce_counts_are_kept_for_the_latest_nonces_only() {
+        let creds = Credentials::new("u", "p");
+        let ch = |n: usize| {
+            Challenge::parse(&format!(r#"Digest realm="r", nonce="n{n}", qop="auth""#)).unwrap()
+        };
+        let mut c = DigestClient::default();
+        let nc = |c: &mut DigestClient, n: usize| {
+            let v = c.authorize(&ch(n), &creds, "REGISTER", "sip:r", b"", "c");
+            v.split("nc=").nth(1).unwrap().get(..8).unwrap().to_owned()
+        };
+        assert_eq!(nc(&mut c, 0), "00000001");
+        // Interleaved nonces keep their own counts.
+        for n in 1..DigestClient::NONCES {
+            assert_eq!(nc(&mut c, n), "00000001");
+        }
+        assert_eq!(nc(&mut c, 0), "00000002");
+        // A run of new nonces pushes the oldest out (the list stays bounded).
+        for n in 100..200 {
+            assert_eq!(nc(&mut c, n), "00000001");
+        }
+        assert_eq!(c.counts.len(), DigestClient::NONCES);
+        assert_eq!(nc(&mut c, 199), "00000002");
+        assert_eq!(nc(&mut c, 0), "00000001", "forgotten: starts again");
     }
 
     #[test]

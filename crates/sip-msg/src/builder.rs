@@ -1,5 +1,7 @@
 //! Builders for correct requests (RFC 3261 §8.1.1).
 
+use std::fmt;
+
 use bytes::Bytes;
 
 use crate::header::{Header, HeaderName};
@@ -10,6 +12,17 @@ use crate::uri::Uri;
 
 /// The magic cookie every RFC 3261 branch starts with (§8.1.1.7).
 pub const BRANCH_MAGIC: &str = "z9hG4bK";
+
+/// `value.to_string()` written into a string of `capacity` bytes: one allocation for a
+/// typical header value instead of one per doubling of an empty string.
+pub fn text_of(value: &impl fmt::Display, capacity: usize) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(capacity);
+    // Writing into a String never fails; a Display impl that reports an error leaves what it
+    // wrote so far (`to_string` would panic instead).
+    let _ = write!(s, "{value}");
+    s
+}
 
 /// A branch from 64 random bits supplied by the caller (seeded RNG): `z9hG4bK` + 16 hex digits.
 pub fn branch_from(random: u64) -> String {
@@ -122,7 +135,7 @@ impl RequestBuilder {
     pub fn build(self) -> Message {
         let mut m = Message::new_request(self.method.clone(), self.uri);
         for v in &self.via {
-            m.headers.push(Header::new(HeaderName::Via, v.to_string()));
+            m.headers.push(Header::new(HeaderName::Via, text_of(v, 96)));
         }
         m.headers.push(Header::new(
             HeaderName::MaxForwards,
@@ -130,28 +143,31 @@ impl RequestBuilder {
         ));
         for r in &self.routes {
             m.headers
-                .push(Header::new(HeaderName::Route, r.to_string()));
+                .push(Header::new(HeaderName::Route, text_of(r, 64)));
         }
         if let Some(f) = &self.from {
-            m.headers.push(Header::new(HeaderName::From, f.to_string()));
+            m.headers
+                .push(Header::new(HeaderName::From, text_of(f, 96)));
         }
         if let Some(t) = &self.to {
-            m.headers.push(Header::new(HeaderName::To, t.to_string()));
+            m.headers.push(Header::new(HeaderName::To, text_of(t, 96)));
         }
         if let Some(c) = self.call_id {
             m.headers.push(Header::new(HeaderName::CallId, c));
         }
         m.headers.push(Header::new(
             HeaderName::CSeq,
-            CSeq {
-                seq: self.cseq,
-                method: self.method,
-            }
-            .to_string(),
+            text_of(
+                &CSeq {
+                    seq: self.cseq,
+                    method: self.method,
+                },
+                24,
+            ),
         ));
         if let Some(c) = &self.contact {
             m.headers
-                .push(Header::new(HeaderName::Contact, c.to_string()));
+                .push(Header::new(HeaderName::Contact, text_of(c, 96)));
         }
         for h in self.extra {
             m.headers.push(h);

@@ -474,6 +474,16 @@ impl Headers {
             .map(|v| v.and_then(T::parse))
     }
 
+    /// The index of the first header named `name` (for [`Headers::insert`]).
+    pub fn position(&self, name: &HeaderName) -> Option<usize> {
+        self.0.iter().position(|h| &h.name == name)
+    }
+
+    /// Inserts a header at `index` (appended when `index` is past the end).
+    pub fn insert(&mut self, index: usize, header: Header) {
+        self.0.insert(index.min(self.0.len()), header);
+    }
+
     /// Appends a header.
     pub fn push(&mut self, header: Header) {
         self.0.push(header);

@@ -123,6 +123,20 @@ impl Message {
         }
     }
 
+    /// Replaces the Request-URI of a request (a proxy retargeting it, RFC 3261 §16.6 step 2);
+    /// the start line is then printed from the new URI, the headers and body stay as they are.
+    /// False (and nothing changed) for a response.
+    pub fn set_request_uri(&mut self, uri: Uri) -> bool {
+        match &mut self.start {
+            StartLine::Request(r) => {
+                r.uri = uri;
+                self.start_raw = Raw::None;
+                true
+            }
+            StartLine::Response(_) => false,
+        }
+    }
+
     /// The status code of a response.
     pub fn status(&self) -> Option<u16> {
         match &self.start {
@@ -330,7 +344,9 @@ impl Message {
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq
             ) || (matches!(n, HeaderName::RecordRoute) && (101..300).contains(&code));
             if copy {
-                resp.headers.push(Header::new(n.clone(), h.value()));
+                // A clone shares the request's received bytes (no copy of the value): the
+                // response carries the line exactly as the request did (§8.2.6.2 copies it).
+                resp.headers.push(h.clone());
             } else if matches!(n, HeaderName::To) {
                 let value = match (to_tag, NameAddrTag::has_tag(h.value())) {
                     (Some(tag), false) => format!("{};tag={tag}", h.value()),
@@ -346,18 +362,41 @@ impl Message {
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.body.len());
-        match self.start_raw.as_bytes() {
-            Some(raw) => out.extend_from_slice(raw),
+        // One allocation of the exact size (a `Bytes` made from it then needs no other).
+        let start: std::borrow::Cow<'_, [u8]> = match self.start_raw.as_bytes() {
+            Some(raw) => raw.into(),
             None => match &self.start {
-                StartLine::Request(r) => {
-                    out.extend_from_slice(format!("{} {} SIP/2.0", r.method, r.uri).as_bytes())
-                }
+                StartLine::Request(r) => format!("{} {} SIP/2.0", r.method, r.uri)
+                    .into_bytes()
+                    .into(),
                 StartLine::Response(s) => {
-                    out.extend_from_slice(format!("SIP/2.0 {} {}", s.code, s.reason).as_bytes())
+                    let mut line = Vec::with_capacity(12 + s.reason.len());
+                    line.extend_from_slice(b"SIP/2.0 ");
+                    match s.code {
+                        // Three digits (every real status code): written without formatting.
+                        c @ 100..=999 => line.extend_from_slice(&[
+                            b'0' + (c / 100) as u8,
+                            b'0' + (c / 10 % 10) as u8,
+                            b'0' + (c % 10) as u8,
+                        ]),
+                        c => line.extend_from_slice(c.to_string().as_bytes()),
+                    }
+                    line.push(b' ');
+                    line.extend_from_slice(s.reason.as_bytes());
+                    line.into()
                 }
             },
-        }
+        };
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| match h.raw() {
+                Some(raw) => raw.len() + 2,
+                None => h.name().as_str().len() + 2 + h.value().len() + 2,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(start.len() + 2 + headers + 2 + self.body.len());
+        out.extend_from_slice(&start);
         out.extend_from_slice(b"\r\n");
         for h in self.headers.iter() {
             match h.raw() {
@@ -392,9 +431,7 @@ struct NameAddrTag;
 
 impl NameAddrTag {
     fn has_tag(value: &str) -> bool {
-        crate::typed::NameAddr::parse(value)
-            .map(|n| n.tag().is_some())
-            .unwrap_or(false)
+        crate::typed::NameAddrRef::parse(value).is_ok_and(|n| n.tag().is_some())
     }
 }
 
@@ -839,6 +876,32 @@ v=0\n";
     }
 
     #[test]
+    fn retargeting_prints_the_new_uri_and_keeps_the_rest_as_received() {
+        let mut m = Message::parse(INVITE).unwrap();
+        let uri = Uri::parse("sip:bob@192.0.2.4:5062").unwrap();
+        assert!(m.set_request_uri(uri.clone()));
+        assert_eq!(m.request_uri(), Some(&uri));
+        let mut want = b"INVITE sip:bob@192.0.2.4:5062 SIP/2.0".to_vec();
+        want.extend_from_slice(&INVITE[INVITE.iter().position(|&c| c == b'\r').unwrap()..]);
+        assert_eq!(m.to_bytes(), want);
+        let mut resp = Message::response_to(&m, 200, "OK", Some("t"));
+        assert!(!resp.set_request_uri(uri));
+        assert_eq!(resp.status(), Some(200));
+        // position and insert: put a header back where it was.
+        let i = m.headers.position(&HeaderName::To).unwrap();
+        let to = m.headers.remove_first(&HeaderName::To).unwrap();
+        m.headers.insert(i, to);
+        assert_eq!(m.to_bytes(), want);
+        m.headers.insert(99, Header::new(HeaderName::Subject, "x"));
+        assert_eq!(m.headers.iter().last().unwrap().value(), "x");
+        assert_eq!(
+            m.headers.position(&HeaderName::Subject),
+            Some(m.headers.len() - 1)
+        );
+        assert_eq!(m.headers.position(&HeaderName::Warning), None);
+    }
+
+    #[test]
     fn folding_compact_and_multi() {
         let raw = b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP a.example.com;branch=z9hG4bK1,\r\n SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\nVia: SIP/2.0/TCP c.example.com;branch=z9hG4bK3\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>;tag=2\r\ni: x@y\r\nCSeq: 1 REGISTER\r\nl: 0\r\nX-Odd :  anything goes\r\n\r\n";
         let mut m = Message::parse(raw).unwrap();
@@ -898,5 +961,22 @@ v=0\n";
         assert_eq!(again.to().unwrap().tag().as_deref(), Some("abc"));
         assert_eq!(again.call_id(), req.call_id());
         assert_eq!(again.summary(), "180 Ringing (INVITE)");
+        // Copied lines are the request's, byte for byte (compact forms and folding too).
+        let raw = b"INVITE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1,\r\n SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+f: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
+        let req = Message::parse(raw).unwrap();
+        let resp = Message::response_to(&req, 200, "OK", Some("z"));
+        let text = String::from_utf8(resp.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "SIP/2.0 200 OK\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1,\r\n SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+f: <sip:a@x>;tag=1\r\nTo: <sip:b@x>;tag=z\r\ni: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let again = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(again.headers.get_all(&HeaderName::Via).count(), 1);
+        assert_eq!(
+            again.top_via().unwrap().branch().as_deref(),
+            Some("z9hG4bK1")
+        );
     }
 }

@@ -19,14 +19,17 @@ pub enum AuthFailure {
 }
 
 /// Per-agent digest state: the nonce counts, and the last challenge for reuse.
-#[derive(Debug)]
+///
+/// The credentials are not kept here: the agent's configuration holds them and passes them
+/// in (one copy per agent; a fleet has thousands).
+#[derive(Debug, Default)]
 pub struct Authenticator {
-    creds: Option<Credentials>,
     client: DigestClient,
     /// The last 401 challenge answered, reused for REGISTER refreshes (RFC 7616 §3.4 nc).
     last: Option<Challenge>,
-    /// The nonce of credentials sent unprompted: a rejection of those is a fresh challenge.
-    preemptive_nonce: Option<String>,
+    /// Credentials were last sent unprompted, with the nonce of `last`: a rejection of those
+    /// is a fresh challenge, not a wrong password.
+    preemptive: bool,
 }
 
 fn nonce_of(value: &str) -> Option<String> {
@@ -34,21 +37,18 @@ fn nonce_of(value: &str) -> Option<String> {
 }
 
 impl Authenticator {
-    /// New state for these credentials.
-    pub fn new(creds: Option<Credentials>) -> Self {
-        Self {
-            creds,
-            client: DigestClient::default(),
-            last: None,
-            preemptive_nonce: None,
-        }
+    /// New state: no challenge seen yet.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Answers the 401/407 `resp` to `rejected`, a request with `method`, Request-URI `uri`
     /// and `body`. A second challenge to credentials we computed for a challenge (not a
     /// stale one) is a rejection (RFC 3261 §22.2: do not retry the same credentials).
+    #[allow(clippy::too_many_arguments)] // reason: the request's parts, each needed by the digest
     pub fn challenge(
         &mut self,
+        creds: Option<&Credentials>,
         resp: &Message,
         rejected: &Message,
         method: &Method,
@@ -56,7 +56,7 @@ impl Authenticator {
         body: &[u8],
         cnonce: &str,
     ) -> Result<Header, AuthFailure> {
-        let creds = self.creds.as_ref().ok_or(AuthFailure::NoCredentials)?;
+        let creds = creds.ok_or(AuthFailure::NoCredentials)?;
         let (challenge_name, answer_name) = if resp.status() == Some(407) {
             (
                 HeaderName::ProxyAuthenticate,
@@ -72,12 +72,13 @@ impl Authenticator {
             .get(&answer_name)
             .and_then(|h| nonce_of(h.value()));
         if let Some(nonce) = sent {
-            let was_preemptive = self.preemptive_nonce.as_deref() == Some(nonce.as_str());
+            let was_preemptive =
+                self.preemptive && self.last.as_ref().is_some_and(|l| l.nonce == nonce);
             if !ch.stale && !was_preemptive {
                 return Err(AuthFailure::Rejected);
             }
         }
-        self.preemptive_nonce = None;
+        self.preemptive = false;
         let value = self
             .client
             .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
@@ -90,14 +91,15 @@ impl Authenticator {
     /// Credentials for a new request from the last 401 challenge, if any (nc incremented).
     pub fn preemptive(
         &mut self,
+        creds: Option<&Credentials>,
         method: &Method,
         uri: &str,
         body: &[u8],
         cnonce: &str,
     ) -> Option<Header> {
-        let creds = self.creds.as_ref()?;
+        let creds = creds?;
         let ch = self.last.as_ref()?;
-        self.preemptive_nonce = Some(ch.nonce.clone());
+        self.preemptive = true;
         let value = self
             .client
             .authorize(ch, creds, method.as_str(), uri, body, cnonce);
@@ -106,6 +108,6 @@ impl Authenticator {
 
     /// The last request with credentials succeeded.
     pub fn succeeded(&mut self) {
-        self.preemptive_nonce = None;
+        self.preemptive = false;
     }
 }

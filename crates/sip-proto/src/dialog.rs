@@ -1,7 +1,7 @@
 //! Dialog state (RFC 3261 §12): identifiers, CSeq, route set and remote target, and the
 //! construction of requests inside a dialog.
 
-use sip_msg::typed::{Contact, NameAddr, RecordRoute, Via};
+use sip_msg::typed::{CallIdRef, Contact, FromRef, NameAddr, RecordRoute, ToRef, Via};
 use sip_msg::{Message, Method, RequestBuilder, Uri};
 
 /// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
@@ -176,7 +176,14 @@ impl Dialog {
 
 /// True when `msg` is inside the dialog `d` (Call-ID and both tags match, from the receiver's view).
 pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
-    let (Some(call_id), Some(from), Some(to)) = (msg.call_id(), msg.from(), msg.to()) else {
+    // Read in place (no copy of the three headers): this runs for every dialog of the agent
+    // on every in-dialog request.
+    let h = &msg.headers;
+    let (Some(Ok(call_id)), Some(Ok(from)), Some(Ok(to))) = (
+        h.view::<CallIdRef>(),
+        h.view::<FromRef>(),
+        h.view::<ToRef>(),
+    ) else {
         return false;
     };
     let (local, remote) = if is_request {
@@ -184,7 +191,7 @@ pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
     } else {
         (from.tag(), to.tag())
     };
-    call_id == d.call_id
+    call_id.0 == d.call_id
         && local.as_deref() == Some(&d.local_tag)
         && remote.as_deref() == Some(&d.remote_tag)
 }

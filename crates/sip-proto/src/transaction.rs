@@ -14,12 +14,13 @@
 //! Every retransmission and every timer firing is an event, so a tester can say
 //! "REGISTER retransmitted 3 times, then Timer F fired".
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{CSeq, Route, To, Via};
-use sip_msg::{Header, HeaderName, Message, Method, TypedHeader};
+use sip_msg::typed::{CSeq, Route, To, Via, ViaRef};
+use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
@@ -107,34 +108,42 @@ pub struct TxnKey {
 impl TxnKey {
     /// The key of a response, matching the client transaction that sent its request (§17.1.3).
     pub fn of_response(resp: &Message) -> Option<Self> {
-        let branch = resp.top_via()?.branch()?;
-        Some(Self {
-            branch,
-            sent_by: String::new(),
-            method: resp.cseq()?.method,
-        })
+        Self::of_client_request(resp)
     }
 
     /// The key of our own outgoing request (client side).
     pub fn of_client_request(req: &Message) -> Option<Self> {
-        let branch = req.top_via()?.branch()?;
+        let (branch, method) = client_match(req)?;
         Some(Self {
-            branch,
+            branch: branch.into_owned(),
             sent_by: String::new(),
-            method: req.cseq()?.method,
+            method,
         })
+    }
+
+    /// True when `resp` answers the client transaction with this key (RFC 3261 §17.1.3):
+    /// [`TxnKey::of_response`] compared without building a key.
+    pub fn matches_response(&self, resp: &Message) -> bool {
+        client_match(resp).is_some_and(|(b, m)| self.is(&b, &m))
+    }
+
+    /// True for the client key of `branch` and `method` (what [`TxnKey::matches_response`]
+    /// compares; read the two once to match many keys).
+    pub fn is(&self, branch: &str, method: &Method) -> bool {
+        self.sent_by.is_empty() && self.branch == branch && self.method == *method
     }
 
     /// The key of a received request, matching a server transaction (§17.2.3); ACK matches
     /// the INVITE it acknowledges. CANCEL has its own transaction.
     pub fn of_server_request(req: &Message) -> Option<Self> {
-        let via = req.top_via()?;
-        let branch = via.branch()?;
-        let sent_by = match via.port {
-            Some(p) => format!("{}:{p}", via.host),
-            None => via.host.to_string(),
+        let via = req.headers.view::<ViaRef>()?.ok()?;
+        let branch = via.branch()?.into_owned();
+        let mut sent_by = via.host.into_owned().to_string();
+        if let Some(p) = via.port {
+            sent_by.push(':');
+            sent_by.push_str(&p.to_string());
         }
-        .to_ascii_lowercase();
+        sent_by.make_ascii_lowercase();
         let method = match req.method()? {
             Method::Ack => Method::Invite,
             m => m,
@@ -145,6 +154,15 @@ impl TxnKey {
             method,
         })
     }
+}
+
+/// The top Via branch (borrowed from the message) and CSeq method that match a response or
+/// our own request to a client transaction (RFC 3261 §17.1.3). No copy of either header.
+pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
+    let via = msg.headers.view::<ViaRef>()?.ok()?;
+    // Borrowed unless the branch is quoted with escapes (never ours: only a peer's junk).
+    let branch = via.branch()?;
+    Some((branch, msg.cseq()?.method))
 }
 
 /// A client transaction (RFC 3261 §17.1): INVITE or non-INVITE.
@@ -175,7 +193,17 @@ impl ClientTransaction {
         reliable: bool,
         config: TimerConfig,
     ) -> Result<Self, TxnError> {
-        let key = TxnKey::of_client_request(request).ok_or(TxnError::MissingTxnHeaders)?;
+        Self::from_request(now, request.clone(), reliable, config)
+    }
+
+    /// [`ClientTransaction::new`] taking the request (no copy of it).
+    pub fn from_request(
+        now: Instant,
+        request: Message,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        let key = TxnKey::of_client_request(&request).ok_or(TxnError::MissingTxnHeaders)?;
         let invite = match key.method {
             Method::Ack => return Err(TxnError::AckTransaction),
             Method::Invite => true,
@@ -193,7 +221,7 @@ impl ClientTransaction {
                 State::Trying
             },
             request: bytes.clone(),
-            request_msg: request.clone(),
+            request_msg: request,
             ack: None,
             interval: config.t1,
             retransmissions: 0,
@@ -243,7 +271,24 @@ impl ClientTransaction {
 
     /// Feeds a response whose [`TxnKey::of_response`] equals [`ClientTransaction::key`].
     pub fn handle_response(&mut self, now: Instant, resp: &Message) {
-        let Some(code) = resp.status() else { return };
+        if self.step(now, resp) {
+            self.events.push_back(TxnEvent::Response(resp.clone()));
+        }
+    }
+
+    /// [`ClientTransaction::handle_response`] taking the response (passed on without a copy).
+    pub fn handle_response_owned(&mut self, now: Instant, resp: Message) {
+        if self.step(now, &resp) {
+            self.events.push_back(TxnEvent::Response(resp));
+        }
+    }
+
+    /// Moves the state machine for `resp`; true when the TU must see it.
+    fn step(&mut self, now: Instant, resp: &Message) -> bool {
+        let Some(code) = resp.status() else {
+            return false;
+        };
+        let mut deliver = false;
         match (self.state, code) {
             (State::Calling | State::Trying | State::Proceeding, 100..=199) => {
                 if self.state == State::Calling {
@@ -255,7 +300,7 @@ impl ClientTransaction {
                     // §17.1.2.2: in Proceeding, Timer E continues at T2.
                     self.interval = self.config.t2;
                 }
-                self.events.push_back(TxnEvent::Response(resp.clone()));
+                deliver = true;
             }
             (State::Calling | State::Proceeding, 200..=299) if self.invite => {
                 // RFC 6026 §8.4: Accepted, Timer M; the TU sends the ACK.
@@ -264,11 +309,11 @@ impl ClientTransaction {
                 self.state = State::Accepted;
                 self.timers
                     .set_after(Timer::M, now, self.config.initial(Timer::M, self.reliable));
-                self.events.push_back(TxnEvent::Response(resp.clone()));
+                deliver = true;
             }
             (State::Accepted, 200..=299) => {
                 // A retransmitted 2xx: the TU re-sends its ACK (RFC 6026 §7.2).
-                self.events.push_back(TxnEvent::Response(resp.clone()));
+                deliver = true;
             }
             (State::Calling | State::Proceeding, 300..=699) if self.invite => {
                 // §17.1.1.2: Completed, ACK, Timer D (32 s unreliable, 0 reliable).
@@ -281,7 +326,7 @@ impl ClientTransaction {
                     bytes: ack,
                     retransmission: false,
                 });
-                self.events.push_back(TxnEvent::Response(resp.clone()));
+                deliver = true;
                 self.timers
                     .set_after(Timer::D, now, self.config.initial(Timer::D, self.reliable));
             }
@@ -299,13 +344,14 @@ impl ClientTransaction {
                 self.timers.stop(Timer::E);
                 self.timers.stop(Timer::F);
                 self.state = State::Completed;
-                self.events.push_back(TxnEvent::Response(resp.clone()));
+                deliver = true;
                 self.timers
                     .set_after(Timer::K, now, self.config.initial(Timer::K, self.reliable));
             }
             // Anything else (late provisional, retransmitted final in Completed) is absorbed.
             _ => {}
         }
+        deliver
     }
 
     /// The transport failed to send (§17.1.1.2, §17.1.2.2): the transaction ends as a timeout
@@ -384,7 +430,7 @@ impl ClientTransaction {
                 .headers
                 .typed::<Via>()
                 .and_then(Result::ok)
-                .map_or_else(|| via.value().to_owned(), |v| v.to_string());
+                .map_or_else(|| via.value().to_owned(), |v| text_of(&v, 96));
             ack.headers.push(Header::new(HeaderName::Via, top));
         }
         ack.headers.push(Header::new(HeaderName::MaxForwards, "70"));

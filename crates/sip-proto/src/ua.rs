@@ -23,16 +23,17 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, Via,
+    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef, Via,
 };
 use sip_msg::{
     Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
+    text_of,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId};
 use crate::transaction::{
-    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey,
+    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -332,8 +333,11 @@ pub struct UserAgent {
     rng: SmallRng,
     auth: Authenticator,
     reg_state: RegState,
-    reg_call_id: String,
-    reg_from_tag: String,
+    /// The random parts of the registration's Call-ID and From tag (RFC 3261 §10.2: the same
+    /// for every REGISTER of this binding), printed when a REGISTER is built: two numbers
+    /// instead of two strings on every idle phone.
+    reg_call_id: u64,
+    reg_from_tag: u64,
     reg_cseq: u32,
     reg_expires: u32,
     reg_refresh_at: Option<Instant>,
@@ -350,9 +354,9 @@ impl UserAgent {
     /// A new agent; nothing is sent until a command.
     pub fn new(config: UaConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(config.seed);
-        let reg_call_id = format!("{:016x}@{}", rng.random::<u64>(), config.local_host);
-        let reg_from_tag = tag_from(rng.random());
-        let auth = Authenticator::new(config.credentials.clone());
+        let reg_call_id = rng.random::<u64>();
+        let reg_from_tag = rng.random::<u64>();
+        let auth = Authenticator::new();
         let reg_expires = config.expires;
         Self {
             config,
@@ -440,15 +444,9 @@ impl UserAgent {
         b.header(HeaderName::UserAgent, self.config.user_agent.clone())
     }
 
-    fn start_client(
-        &mut self,
-        now: Instant,
-        req: &Message,
-        owner: Owner,
-        destination: Destination,
-    ) {
+    fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
         let method = req.method().unwrap_or(Method::Options);
-        match ClientTransaction::new(now, req, self.config.reliable, self.config.timers) {
+        match ClientTransaction::from_request(now, req, self.config.reliable, self.config.timers) {
             Ok(txn) => {
                 self.client.push(ClientEntry {
                     txn,
@@ -489,9 +487,12 @@ impl UserAgent {
         let via = self.new_via();
         let b = RequestBuilder::new(Method::Register, self.config.registrar_uri.clone())
             .via(via)
-            .from(NameAddr::new(aor.clone()).with_tag(&self.reg_from_tag))
+            .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
             .to(NameAddr::new(aor))
-            .call_id(self.reg_call_id.clone())
+            .call_id(format!(
+                "{:016x}@{}",
+                self.reg_call_id, self.config.local_host
+            ))
             .cseq(self.reg_cseq)
             .contact(self.contact())
             .header(HeaderName::Expires, expires.to_string());
@@ -500,10 +501,16 @@ impl UserAgent {
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         let cnonce = tag_from(self.rng.random());
         let uri = self.config.registrar_uri.to_string();
-        if let Some(h) = self.auth.preemptive(&Method::Register, &uri, b"", &cnonce) {
+        if let Some(h) = self.auth.preemptive(
+            self.config.credentials.as_ref(),
+            &Method::Register,
+            &uri,
+            b"",
+            &cnonce,
+        ) {
             req.headers.push(h);
         }
-        self.start_client(now, &req, owner, Destination::Registrar);
+        self.start_client(now, req, owner, Destination::Registrar);
     }
 
     fn on_register_response(&mut self, now: Instant, req: &Message, resp: &Message, owner: Owner) {
@@ -547,11 +554,11 @@ impl UserAgent {
                     let via = self.new_via();
                     retry
                         .headers
-                        .set(Header::new(HeaderName::Via, via.to_string()));
+                        .set(Header::new(HeaderName::Via, text_of(&via, 96)));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
-                    self.start_client(now, &retry, owner, Destination::Registrar);
+                    self.start_client(now, retry, owner, Destination::Registrar);
                 }
                 Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
             },
@@ -581,8 +588,15 @@ impl UserAgent {
     ) -> Result<Header, AuthFailure> {
         let cnonce = tag_from(self.rng.random());
         let uri = self.config.registrar_uri.to_string();
-        self.auth
-            .challenge(resp, req, &Method::Register, &uri, b"", &cnonce)
+        self.auth.challenge(
+            self.config.credentials.as_ref(),
+            resp,
+            req,
+            &Method::Register,
+            &uri,
+            b"",
+            &cnonce,
+        )
     }
 
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
@@ -674,7 +688,7 @@ impl UserAgent {
             next_rseq: 1,
             prov_retransmit: None,
         }));
-        self.start_client(now, &invite, Owner::Invite(id), destination);
+        self.start_client(now, invite, Owner::Invite(id), destination);
         id
     }
 
@@ -803,13 +817,21 @@ impl UserAgent {
                     .request_uri()
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                let body = call.invite.body().clone();
-                let rejected = call.invite.clone();
                 let cnonce = tag_from(self.rng.random());
-                match self
-                    .auth
-                    .challenge(resp, &rejected, &Method::Invite, &uri, &body, &cnonce)
-                {
+                // Fields borrowed apart: the rejected INVITE is read where it is kept.
+                let Some(Some(call)) = self.calls.get(id.0 as usize) else {
+                    return;
+                };
+                let rejected = &call.invite;
+                match self.auth.challenge(
+                    self.config.credentials.as_ref(),
+                    resp,
+                    rejected,
+                    &Method::Invite,
+                    &uri,
+                    rejected.body(),
+                    &cnonce,
+                ) {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
                     Err(f) => {
                         let reason = auth_reason(resp.reason().unwrap_or(""), f);
@@ -830,7 +852,7 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        let mut invite = call.invite.clone();
+        let invite = &mut call.invite;
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
         invite.headers.set(Header::new(
             HeaderName::CSeq,
@@ -842,18 +864,18 @@ impl UserAgent {
         ));
         invite
             .headers
-            .set(Header::new(HeaderName::Via, via.to_string()));
+            .set(Header::new(HeaderName::Via, text_of(&via, 96)));
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
         invite.headers.push(header);
-        call.invite = invite.clone();
+        let invite = invite.clone();
         call.provisional_seen = false;
         let dest = if self.config.outbound_proxy.is_some() {
             Destination::OutboundProxy
         } else {
             Destination::Registrar
         };
-        self.start_client(now, &invite, Owner::Invite(id), dest);
+        self.start_client(now, invite, Owner::Invite(id), dest);
     }
 
     /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
@@ -920,7 +942,7 @@ impl UserAgent {
         } else {
             Destination::Registrar
         };
-        self.start_client(now, &cancel, Owner::Cancel(id), dest);
+        self.start_client(now, cancel, Owner::Cancel(id), dest);
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
@@ -939,7 +961,7 @@ impl UserAgent {
             .header(HeaderName::UserAgent, ua)
             .build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, &bye, Owner::Bye(id), dest);
+        self.start_client(now, bye, Owner::Bye(id), dest);
     }
 
     /// Sends a re-INVITE with a new SDP offer in a confirmed call (hold: `a=sendonly`,
@@ -1013,7 +1035,7 @@ impl UserAgent {
         }
         let req = b.build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, &req, Owner::InDialog(id, kind), dest);
+        self.start_client(now, req, Owner::InDialog(id, kind), dest);
         true
     }
 
@@ -1117,7 +1139,7 @@ impl UserAgent {
         );
         if (101..300).contains(&code) {
             resp.headers
-                .push(Header::new(HeaderName::Contact, contact.to_string()));
+                .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
         }
         if code == 200 {
             resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
@@ -1152,14 +1174,14 @@ impl UserAgent {
         Some(bytes)
     }
 
-    fn on_new_invite(&mut self, now: Instant, req: &Message, source: SocketAddr, key: TxnKey) {
+    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr, key: TxnKey) {
         let local_tag = tag_from(self.rng.random());
-        let dialog = match Dialog::from_uas(req, &local_tag) {
+        let dialog = match Dialog::from_uas(&req, &local_tag) {
             Ok(d) => d,
             Err(_) => {
                 self.respond_stateless(
                     now,
-                    req,
+                    &req,
                     source,
                     400,
                     "Bad Request (missing From tag or Contact)",
@@ -1169,11 +1191,11 @@ impl UserAgent {
         };
         let id = CallId(self.calls.len() as u32);
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
-        let offer = sdp_of(req);
+        let offer = sdp_of(&req);
         self.calls.push(Some(Call {
             uac: false,
             state: CallState::Calling,
-            invite: req.clone(),
+            invite: req,
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
@@ -1251,18 +1273,25 @@ impl UserAgent {
     }
 
     fn handle_response(&mut self, now: Instant, resp: Message) {
-        let Some(key) = TxnKey::of_response(&resp) else {
+        let Some((branch, method)) = client_match(&resp) else {
             self.events.push_back(UaEvent::Ignored {
                 what: "response without Via branch or CSeq",
             });
             return;
         };
-        match self.client.iter_mut().find(|e| e.txn.key() == &key) {
-            Some(e) => e.txn.handle_response(now, &resp),
+        let found = self
+            .client
+            .iter()
+            .position(|e| e.txn.key().is(&branch, &method));
+        match found {
+            Some(i) => {
+                drop(branch);
+                self.client[i].txn.handle_response_owned(now, resp);
+            }
             None => {
                 // A 2xx retransmission after the INVITE transaction ended (no RFC 6026
                 // Accepted state left): re-ACK through the call (§13.2.2.4).
-                if key.method == Method::Invite
+                if method == Method::Invite
                     && resp.status().is_some_and(|c| (200..300).contains(&c))
                 {
                     let call_id = resp.call_id();
@@ -1300,7 +1329,11 @@ impl UserAgent {
             self.drain_server(now);
             return;
         }
-        let to_tag = req.to().and_then(|t| t.tag());
+        let in_dialog = req
+            .headers
+            .view::<ToRef>()
+            .and_then(Result::ok)
+            .is_some_and(|t| t.tag().is_some());
         if method == Method::Ack {
             self.on_ack(now, &req);
             return;
@@ -1309,7 +1342,7 @@ impl UserAgent {
             self.on_cancel(now, &req, source, &key);
             return;
         }
-        if to_tag.is_some() {
+        if in_dialog {
             self.on_in_dialog(now, &req, source, &key, method);
             return;
         }
@@ -1322,7 +1355,7 @@ impl UserAgent {
                             source,
                             method: Method::Invite,
                         });
-                        self.on_new_invite(now, &req, source, key);
+                        self.on_new_invite(now, req, source, key);
                     }
                     Err(_) => self.events.push_back(UaEvent::Ignored {
                         what: "INVITE without Via branch",
@@ -1472,7 +1505,7 @@ impl UserAgent {
                     .unwrap_or_default();
                 let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
                 resp.headers
-                    .push(Header::new(HeaderName::Contact, contact.to_string()));
+                    .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
                 if let (Some(sdp), true) = (sdp, sdp_of(req).is_some()) {
                     resp.set_body("application/sdp", sdp);
                 }
@@ -1662,14 +1695,24 @@ impl UserAgent {
                 }
             }
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
-            let request_bytes_needed = matches!(owner, Owner::Register | Owner::Unregister);
-            let req = if request_bytes_needed {
-                Some(self.client[i].txn.request().clone())
-            } else {
-                None
-            };
+            // A REGISTER's response handler reads the request (to answer a challenge): the
+            // entry is taken out of the list meanwhile (handlers may start transactions), and
+            // put back at its place, to be visited again with nothing left to drain.
+            let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
+                && finished.iter().any(|e| matches!(e, TxnEvent::Response(_)));
+            if request_needed {
+                let entry = self.client.remove(i);
+                for ev in finished {
+                    self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
+                }
+                if entry.txn.state() != State::Terminated {
+                    let at = i.min(self.client.len());
+                    self.client.insert(at, entry);
+                }
+                continue;
+            }
             for ev in finished {
-                self.on_client_event(now, owner, &method, req.as_ref(), ev);
+                self.on_client_event(now, owner, &method, None, ev);
             }
             if self
                 .client
@@ -1867,9 +1910,11 @@ fn supports_100rel(msg: &Message) -> bool {
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
-    let ct = msg.headers.value(&HeaderName::ContentType)?;
-    (ct.to_ascii_lowercase().starts_with("application/sdp") && !msg.body().is_empty())
-        .then(|| msg.body().clone())
+    let ct = msg.headers.value(&HeaderName::ContentType)?.as_bytes();
+    let sdp = ct
+        .get(..15)
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"));
+    (sdp && !msg.body().is_empty()).then(|| msg.body().clone())
 }
 
 fn same_contact(a: &Uri, b: &Uri) -> bool {
