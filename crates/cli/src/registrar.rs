@@ -1,5 +1,6 @@
 //! `sipmeter registrar`: the built-in registrar and proxy, standalone, for other tools.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -219,23 +220,29 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
         let token = listen.token().to_ascii_lowercase();
         match BuiltinRegistrar::start(listen, config).await {
             Ok(reg) => {
-                println!(
-                    "sipmeter registrar listening on {token}:{} for domain {} ({mode})",
+                // One write for the whole banner, and write errors ignored: a reader that
+                // takes the first lines and closes the pipe must not stop the registrar.
+                let mut banner = format!(
+                    "sipmeter registrar listening on {token}:{} for domain {} ({mode})\n",
                     reg.addr(),
                     args.domain
                 );
                 if let Some(what) = &tls_banner {
-                    println!("TLS: {what}");
+                    banner.push_str(&format!("TLS: {what}\n"));
                 }
-                println!(
-                    "service numbers: echo@{d} reflects RTP, tone@{d} plays {} Hz at {} dBov",
+                banner.push_str(&format!(
+                    "service numbers: echo@{d} reflects RTP, tone@{d} plays {} Hz at {} dBov\n",
                     registrar::services::TONE_HZ,
                     registrar::services::TONE_DBOV,
                     d = args.domain
-                );
+                ));
+                let mut stdout = std::io::stdout();
+                let _ = stdout
+                    .write_all(banner.as_bytes())
+                    .and_then(|()| stdout.flush());
                 let _ = tokio::signal::ctrl_c().await;
                 let stats = reg.stop().await;
-                println!("stopped: {stats:?}");
+                let _ = writeln!(std::io::stdout(), "stopped: {stats:?}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
