@@ -1075,11 +1075,17 @@ impl<'a> Shard<'a> {
         let deadline = self.start + self.plan.time_limit;
         let mut buf = vec![0u8; 65_536];
         let mut next_progress = self.start + Duration::from_secs(1);
+        // Whether every endpoint is done is a scan of the slab: at most every 5 ms, not on
+        // each of the loop's (many thousand per second, with media) turns.
+        let mut next_done_check = self.start;
         loop {
-            if self.endpoints.iter().all(|e| e.done) {
-                return Ok(());
-            }
             let now = Instant::now();
+            if now >= next_done_check {
+                if self.endpoints.iter().all(|e| e.done) {
+                    return Ok(());
+                }
+                next_done_check = now + Duration::from_millis(5);
+            }
             if (stop.requested() || now >= deadline) && !self.stopping {
                 self.stopping = true;
                 self.stop_all(now, now >= deadline).await;
