@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Concurrent G.711 calls with RTP both ways, sipmeter ↔ sipmeter through the built-in
 # registrar on loopback: N callers call N callees, every call up for DURATION, all at once.
-# For each N prints packets sent/received, loss, mean/min MOS, mean/max jitter, late timers
-# (the generator's own timing), CPU seconds, peak RSS. Measures; never fails on a figure.
+# For each N prints packets sent/received, loss, mean/min MOS, mean/max jitter, the
+# generator's own timing (late timers; RTP send-timing jitter p99 = how late packets left
+# against their schedule), CPU seconds (whole run) and cores while all calls are up, peak RSS and RSS per call,
+# and OVERLOADED when the generator flagged itself. Measures; never fails on a figure.
 #
 #   benches/load/rtp.sh [DURATION_S] N1 N2 …      (default: 20 s, 250 500 1000 1500)
 set -euo pipefail
@@ -12,14 +14,14 @@ shift || true
 COUNTS=("$@")
 ((${#COUNTS[@]})) || COUNTS=(250 500 1000 1500)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sipmeter/target}
-cargo build --release -q -p sipmeter
-BIN=$CARGO_TARGET_DIR/release/sipmeter
+[[ -n ${SIPMETER_BIN:-} ]] || cargo build --release -q -p sipmeter
+BIN=${SIPMETER_BIN:-$CARGO_TARGET_DIR/release/sipmeter}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || true
 
 echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)"
-printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %8s %8s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "CPU s" "RSS MB"
+printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %6s %8s %8s  %s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "CPU s" cores "RSS MB" "KB/call" flag
 for N in "${COUNTS[@]}"; do
   cat > "$WORK/rtp.toml" <<TOML
 name = "rtp bench $N"
@@ -45,12 +47,29 @@ codecs = ["PCMU"]
 min_success = 0
 TOML
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" \
-    "$BIN" run --quiet --report "$WORK/report.json" "$WORK/rtp.toml" > "$WORK/out" 2>&1 || true
+    "$BIN" run --quiet --report "$WORK/report.json" "$WORK/rtp.toml" > "$WORK/out" 2>&1 &
+  TPID=$!
+  # Steady-state cores: CPU used while every call is up. Callees register first (N at the
+  # ramp), then callers start and dial (N more), so all N calls overlap from about 2N/500 s
+  # to N/500 + DURATION s; measure inside that window when it is at least 2 s long.
+  FROM=$(( 2 * N / 500 + 2 )); TO=$(( N / 500 + DURATION - 1 ))
+  CORES=-
+  if (( TO - FROM >= 2 )); then
+    sleep "$FROM"
+    PID=$(pgrep -P "$TPID" | head -1 || true)
+    if [[ -n $PID ]]; then
+      T0=$(awk '{print $14 + $15}' "/proc/$PID/stat" 2>/dev/null || echo)
+      sleep $(( TO - FROM ))
+      T1=$(awk '{print $14 + $15}' "/proc/$PID/stat" 2>/dev/null || echo)
+      [[ -n $T0 && -n $T1 ]] && CORES=$(python3 -c "print(f'{($T1 - $T0) / $(getconf CLK_TCK) / $(( TO - FROM )):.2f}')")
+    fi
+  fi
+  wait "$TPID" || true
   read -r W U S R < "$WORK/time"
-  python3 - "$WORK/report.json" "$N" "$U" "$S" "$R" <<'PY'
+  python3 - "$WORK/report.json" "$N" "$U" "$S" "$R" "$CORES" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
-u, s, r = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+u, s, r, cores = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 m = [e["media"] for e in v["endpoints"] if e.get("media")]
 tx = sum(x["tx_packets"] for x in m); rx = sum(x["rx_packets"] for x in m)
 lost = sum(max(0, x["rx_lost"]) for x in m)
@@ -58,7 +77,11 @@ mos = sum(x["mos"] for x in m) / len(m) if m else 0
 minmos = min((x["mos_min"] or x["mos"]) for x in m) if m else 0
 jit = sum(x["jitter_ms"] for x in m) / len(m) if m else 0
 maxjit = max((x["jitter_max_ms"] for x in m), default=0)
-late = v["summary"]["late_timers"]
-print(f"{n:7d} {2*n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {late:7d} {u+s:8.1f} {r/1024:8.1f}")
+sm = v["summary"]
+late = sm["late_timers"]
+p99 = sm.get("send_jitter_p99_ms")
+p99s = f"{p99:7.3f}ms" if p99 is not None else "        -"
+flag = "OVERLOADED" if sm.get("generator_overloaded", late > 0) else ""
+print(f"{n:7d} {2*n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {late:7d} {p99s} {u+s:8.1f} {cores:>6} {r/1024:8.1f} {r/n:8.1f}  {flag}")
 PY
 done

@@ -1,13 +1,17 @@
 //! One call's media bound to sockets: an RTP/RTCP socket pair per call (RFC 3550 §11: RTP on
-//! an even port, RTCP on the next), a receive pump per socket that hands datagrams to the
-//! shard's loop, and the sans-IO [`MediaSession`] that paces, measures and scores.
+//! an even port, RTCP on the next), and the sans-IO [`MediaSession`] that paces, measures and
+//! scores.
 //!
-//! The endpoint stays a struct in the shard's slab: the pumps only move bytes from a socket
-//! to the shard's channel; every decision is taken by the shard loop.
+//! The endpoint stays a struct in the shard's slab, and so do its sockets: no task per call.
+//! Each shard has one [`MediaDriver`], an epoll set holding every media socket of the shard;
+//! the shard loop waits on it (through tokio's reactor), asks it which sockets are readable,
+//! and reads them into one reused buffer straight into the call's session: no task, channel
+//! hop or allocation per datagram. Senders are paced by the shard's timer heap, and each RTP
+//! send records how late it left against its schedule ([`SendTiming`]).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,9 +20,9 @@ use media::sdp::{
     self, Codec, Direction, LocalMedia, Negotiated, NegotiationError, SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinHandle;
+use mio::net::UdpSocket as MioUdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use tokio::io::unix::AsyncFd;
 
 /// A group's media settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,19 +54,6 @@ impl Default for MediaPlan {
             source: SourceKind::Generated,
         }
     }
-}
-
-/// A datagram received on a call's media socket.
-#[derive(Debug)]
-pub struct MediaIn {
-    /// The endpoint's slot in the shard.
-    pub endpoint: usize,
-    /// Which of the endpoint's calls (stale datagrams of an ended call are dropped).
-    pub generation: u64,
-    /// The datagram.
-    pub bytes: Bytes,
-    /// When the pump read it.
-    pub at: Instant,
 }
 
 /// Hands out RTP/RTCP port pairs: from a range (`rtp_ports = "20000-30000"`), or chosen by the
@@ -139,13 +130,313 @@ impl PortAllocator {
     }
 }
 
-/// Per-call media: sockets, pumps and the session once negotiated.
+/// Which of a call's two sockets a readiness event is about, and whose call it is: the
+/// endpoint's slot, the call's generation (low 31 bits) and RTP/RTCP, packed in one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaToken {
+    /// The endpoint's slot in the shard.
+    pub endpoint: usize,
+    /// The call's generation, low 31 bits (a datagram of an earlier call is not delivered).
+    pub generation: u32,
+    /// The RTCP socket (else RTP).
+    pub rtcp: bool,
+}
+
+impl MediaToken {
+    fn pack(self) -> Token {
+        Token(
+            self.endpoint << 32
+                | (self.generation as usize & 0x7fff_ffff) << 1
+                | usize::from(self.rtcp),
+        )
+    }
+
+    fn unpack(t: Token) -> Self {
+        Self {
+            endpoint: t.0 >> 32,
+            generation: ((t.0 >> 1) & 0x7fff_ffff) as u32,
+            rtcp: t.0 & 1 == 1,
+        }
+    }
+
+    /// Does this token belong to the call of `generation`?
+    pub fn is_for(&self, generation: u64) -> bool {
+        u64::from(self.generation) == generation & 0x7fff_ffff
+    }
+}
+
+/// How many readiness events one poll of the set hands back.
+const EVENTS_PER_POLL: usize = 256;
+
+/// A shard's media sockets in one epoll set (`mio::Poll`, edge-triggered): the shard loop
+/// awaits [`Self::readable`] (the set's own descriptor is registered with tokio's reactor),
+/// then [`Self::poll_ready`] names the sockets that became readable, and each is read until
+/// it would block ([`CallMedia::receive`]). A socket leaves the set when it is closed (the
+/// call's [`CallMedia`] is dropped).
+pub struct MediaDriver {
+    poll: AsyncFd<Poll>,
+    events: Events,
+    ready: Vec<MediaToken>,
+    /// The one receive buffer of the shard (RTP over UDP fits in 2 KB here; a longer
+    /// datagram is truncated and then counted as malformed by the session).
+    pub buf: Box<[u8; 2048]>,
+    /// Datagrams read.
+    pub received: u64,
+}
+
+impl std::fmt::Debug for MediaDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaDriver")
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaDriver {
+    /// A new, empty set. Must be called inside a tokio runtime with I/O enabled.
+    pub fn new() -> io::Result<Self> {
+        // `with_interest` is deprecated for types whose descriptor could be closed behind the
+        // reactor's back; `Poll` owns its descriptor and closes it only when dropped, after the
+        // `AsyncFd` has deregistered it. The replacement (`register_with_interest`) is
+        // `unsafe` for the same promise, and the workspace denies unsafe code.
+        #[allow(deprecated)] // reason: sound for an owned `mio::Poll` (see above)
+        let poll = AsyncFd::with_interest(Poll::new()?, tokio::io::Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(EVENTS_PER_POLL),
+            ready: Vec::with_capacity(EVENTS_PER_POLL),
+            buf: Box::new([0; 2048]),
+            received: 0,
+        })
+    }
+
+    /// Resolves when some media socket of the shard may be readable; then drain the set
+    /// with [`Self::poll_ready`].
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.poll.readable().await?;
+        // Cleared before the caller drains the set: a datagram arriving after the drain
+        // raises a new readiness edge, so none is missed.
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Asks the set which sockets became readable (never blocks) and returns how many;
+    /// [`Self::token`] names them. Call again while it returns a full batch
+    /// ([`Self::batch_full`]).
+    pub fn poll_ready(&mut self) -> usize {
+        // An error (EINTR) reads as "nothing ready"; the next readiness edge retries.
+        if self
+            .poll
+            .get_mut()
+            .poll(&mut self.events, Some(Duration::ZERO))
+            .is_err()
+        {
+            self.events.clear();
+        }
+        self.ready.clear();
+        self.ready
+            .extend(self.events.iter().map(|e| MediaToken::unpack(e.token())));
+        self.ready.len()
+    }
+
+    /// The `i`-th readable socket of the last [`Self::poll_ready`].
+    pub fn token(&self, i: usize) -> Option<MediaToken> {
+        self.ready.get(i).copied()
+    }
+
+    /// True when the last [`Self::poll_ready`] may have left events behind.
+    pub fn batch_full(n: usize) -> bool {
+        n == EVENTS_PER_POLL
+    }
+}
+
+/// A precise wake-up for the shard loop. Tokio's timers tick in whole milliseconds (a sleep
+/// ends at the first tick after its deadline), which alone makes paced RTP leave 0–1 ms
+/// late. This thread waits on a condition variable (a futex wait with a µs-precise timeout)
+/// until the shard's earliest deadline, rounded up to [`PreciseTimer::QUANTUM`] so that
+/// deadlines close together share one wake-up, then wakes the shard through a
+/// [`tokio::sync::Notify`].
+#[derive(Debug)]
+pub struct PreciseTimer {
+    shared: Arc<TimerShared>,
+    /// The deadline the thread is waiting for, as last set here.
+    armed: Option<Instant>,
+    origin: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct TimerShared {
+    /// The deadline, and "stop".
+    state: Mutex<(Option<Instant>, bool)>,
+    cv: Condvar,
+    fired: tokio::sync::Notify,
+}
+
+impl PreciseTimer {
+    /// Deadlines are rounded up to a multiple of this (at most 4,000 wake-ups a second).
+    pub const QUANTUM: Duration = Duration::from_micros(250);
+
+    /// Starts the timer thread (named after the shard).
+    pub fn new(name: String) -> io::Result<Self> {
+        let shared = Arc::new(TimerShared::default());
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            loop {
+                // A poisoned lock means the shard panicked: stop.
+                let Ok(mut g) = s.state.lock() else { return };
+                loop {
+                    if g.1 {
+                        return;
+                    }
+                    match g.0 {
+                        None => match s.cv.wait(g) {
+                            Ok(n) => g = n,
+                            Err(_) => return,
+                        },
+                        Some(at) => {
+                            let now = Instant::now();
+                            if at <= now {
+                                g.0 = None;
+                                break;
+                            }
+                            match s.cv.wait_timeout(g, at - now) {
+                                Ok((n, _)) => g = n,
+                                Err(_) => return,
+                            }
+                        }
+                    }
+                }
+                drop(g);
+                s.fired.notify_one();
+            }
+        })?;
+        Ok(Self {
+            shared,
+            armed: None,
+            origin: Instant::now(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wakes the shard at `at` (rounded up to the quantum) unless an earlier wake-up is set.
+    pub fn arm(&mut self, at: Instant) {
+        let q = Self::QUANTUM.as_nanos();
+        let since = at.saturating_duration_since(self.origin).as_nanos();
+        let nanos = since.div_ceil(q) * q;
+        let at = self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        if self.armed.is_some_and(|a| a <= at && a > Instant::now()) {
+            // The thread wakes earlier anyway; the shard then arms the next deadline.
+            return;
+        }
+        self.armed = Some(at);
+        if let Ok(mut g) = self.shared.state.lock() {
+            g.0 = Some(at);
+        }
+        self.shared.cv.notify_one();
+    }
+
+    /// Resolves when an armed deadline has passed.
+    pub async fn fired(&self) {
+        self.shared.fired.notified().await;
+    }
+}
+
+impl Drop for PreciseTimer {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.shared.state.lock() {
+            g.1 = true;
+        }
+        self.shared.cv.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How late RTP packets left against their schedule (the send time the session's pacing
+/// asked for): a histogram in 10 µs steps up to 10 ms, then 1 ms steps up to 1 s.
+#[derive(Debug, Clone)]
+pub struct SendTiming {
+    fine: Box<[u64; 1000]>,
+    coarse: Box<[u64; 991]>,
+    /// Packets measured.
+    pub count: u64,
+    /// The latest one, µs.
+    pub max_us: u64,
+}
+
+impl Default for SendTiming {
+    fn default() -> Self {
+        Self {
+            fine: Box::new([0; 1000]),
+            coarse: Box::new([0; 991]),
+            count: 0,
+            max_us: 0,
+        }
+    }
+}
+
+impl SendTiming {
+    /// One packet that left `late` after its scheduled time.
+    pub fn record(&mut self, late: Duration) {
+        let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+        self.count += 1;
+        self.max_us = self.max_us.max(us);
+        if us < 10_000 {
+            self.fine[(us / 10) as usize] += 1;
+        } else {
+            self.coarse[((us / 1000) as usize).min(1000) - 10] += 1;
+        }
+    }
+
+    /// Adds another histogram (another shard's).
+    pub fn merge(&mut self, other: &SendTiming) {
+        for (a, b) in self.fine.iter_mut().zip(other.fine.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.coarse.iter_mut().zip(other.coarse.iter()) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+
+    /// The `p`-th percentile in ms (the upper edge of its bucket, capped by the maximum);
+    /// `None` before any packet.
+    pub fn percentile_ms(&self, p: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        let upper = self
+            .fine
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, (i as u64 + 1) * 10))
+            .chain(
+                self.coarse
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (*n, (i as u64 + 11) * 1000)),
+            )
+            .find_map(|(n, upper_us)| {
+                seen += n;
+                (seen >= rank).then_some(upper_us)
+            })
+            .unwrap_or(self.max_us);
+        Some(upper.min(self.max_us) as f64 / 1000.0)
+    }
+}
+
+/// Per-call media: sockets (registered with the shard's [`MediaDriver`]) and the session once
+/// negotiated.
 #[derive(Debug)]
 pub struct CallMedia {
     local: LocalMedia,
-    rtp: Arc<UdpSocket>,
-    rtcp: Arc<UdpSocket>,
-    pumps: Vec<JoinHandle<()>>,
+    rtp: MioUdpSocket,
+    rtcp: MioUdpSocket,
     session: Option<MediaSession>,
     negotiated: Option<Negotiated>,
     next_sample: Option<Instant>,
@@ -155,46 +446,8 @@ pub struct CallMedia {
     pub send_errors: u64,
 }
 
-impl Drop for CallMedia {
-    fn drop(&mut self) {
-        for p in &self.pumps {
-            p.abort();
-        }
-    }
-}
-
-fn spawn_pump(
-    sock: Arc<UdpSocket>,
-    endpoint: usize,
-    generation: u64,
-    tx: UnboundedSender<MediaIn>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 2048];
-        loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, _from)) => {
-                    let m = MediaIn {
-                        endpoint,
-                        generation,
-                        bytes: Bytes::copy_from_slice(&buf[..n]),
-                        at: Instant::now(),
-                    };
-                    if tx.send(m).is_err() {
-                        return;
-                    }
-                }
-                // ICMP port unreachable from an earlier send: the peer is not there yet or
-                // any more; keep listening.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(_) => return,
-            }
-        }
-    })
-}
-
 impl CallMedia {
-    /// Binds the call's port pair and starts its receive pumps.
+    /// Binds the call's port pair and adds both sockets to the shard's media set.
     pub fn bind(
         ip: IpAddr,
         ports: &mut PortAllocator,
@@ -202,18 +455,22 @@ impl CallMedia {
         session_id: u64,
         endpoint: usize,
         generation: u64,
-        tx: &UnboundedSender<MediaIn>,
+        driver: &MediaDriver,
     ) -> io::Result<Self> {
         let (rtp, rtcp) = ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
         let port = rtp.local_addr()?.port();
-        let rtp = Arc::new(UdpSocket::from_std(rtp)?);
-        let rtcp = Arc::new(UdpSocket::from_std(rtcp)?);
-        let pumps = vec![
-            spawn_pump(Arc::clone(&rtp), endpoint, generation, tx.clone()),
-            spawn_pump(Arc::clone(&rtcp), endpoint, generation, tx.clone()),
-        ];
+        let token = |rtcp| MediaToken {
+            endpoint,
+            generation: (generation & 0x7fff_ffff) as u32,
+            rtcp,
+        };
+        let mut rtp = MioUdpSocket::from_std(rtp);
+        let mut rtcp = MioUdpSocket::from_std(rtcp);
+        let registry = driver.poll.get_ref().registry();
+        registry.register(&mut rtp, token(false).pack(), Interest::READABLE)?;
+        registry.register(&mut rtcp, token(true).pack(), Interest::READABLE)?;
         Ok(Self {
             local: LocalMedia {
                 codecs: plan.codecs.clone(),
@@ -228,7 +485,6 @@ impl CallMedia {
             },
             rtp,
             rtcp,
-            pumps,
             session: None,
             negotiated: None,
             next_sample: None,
@@ -236,6 +492,27 @@ impl CallMedia {
             source: plan.source.clone(),
             send_errors: 0,
         })
+    }
+
+    /// Reads every datagram waiting on the RTP (or RTCP) socket into the session, each
+    /// stamped when it was read. Returns how many were read.
+    pub fn receive(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
+        let mut n = 0;
+        loop {
+            let sock = if rtcp { &self.rtcp } else { &self.rtp };
+            match sock.recv_from(buf) {
+                Ok((len, _from)) => {
+                    n += 1;
+                    self.on_packet(Instant::now(), &buf[..len]);
+                }
+                // ICMP port unreachable from an earlier send: the peer is not there yet or
+                // any more; keep reading.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: drained. Anything else: the set reports the socket again.
+                Err(_) => return n,
+            }
+        }
     }
 
     /// Which call of the endpoint this is.
@@ -299,7 +576,8 @@ impl CallMedia {
         self.session = Some(session);
         self.negotiated = Some(n);
         self.next_sample = Some(now + Duration::from_secs(1));
-        self.flush(now);
+        // The first packet is due at `now` by definition: not a timing measurement.
+        self.flush(now, None);
         Ok(())
     }
 
@@ -361,25 +639,34 @@ impl CallMedia {
         }
     }
 
-    /// Sends what is due; returns the second's sample when one is due.
-    pub fn on_timeout(&mut self, now: Instant) -> Option<Sample> {
-        self.flush(now);
+    /// Sends what is due (recording each RTP packet's lateness in `timing`); returns the
+    /// second's sample when one is due.
+    pub fn on_timeout(&mut self, now: Instant, timing: &mut SendTiming) -> Option<Sample> {
+        self.flush(now, Some(timing));
         let due = self.next_sample.filter(|t| *t <= now)?;
         self.next_sample = Some(due + Duration::from_secs(1));
         self.session.as_mut().map(|s| s.sample(now))
     }
 
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, now: Instant, mut timing: Option<&mut SendTiming>) {
         let (Some(s), Some(n)) = (self.session.as_mut(), self.negotiated.as_ref()) else {
             return;
         };
-        while let Some(o) = s.poll_transmit(now) {
+        loop {
+            // The send time the pacing asked for, if the next datagram is a paced RTP one.
+            let due = s.rtp_due().filter(|t| *t <= now);
+            let Some(o) = s.poll_transmit(now) else {
+                break;
+            };
             let (sock, to) = match o.kind {
                 PacketKind::Rtp => (&self.rtp, n.remote_rtp),
                 PacketKind::Rtcp if n.rtcp_mux => (&self.rtp, n.remote_rtcp),
                 PacketKind::Rtcp => (&self.rtcp, n.remote_rtcp),
             };
-            match sock.try_send_to(&o.bytes, to) {
+            if let (Some(due), PacketKind::Rtp, Some(t)) = (due, o.kind, timing.as_deref_mut()) {
+                t.record(Instant::now().saturating_duration_since(due));
+            }
+            match sock.send_to(&o.bytes, to) {
                 Ok(_) => {}
                 // An ICMP port-unreachable from an earlier datagram (the peer closed its
                 // port, e.g. before our final RTCP BYE): not a failure of the generator.
@@ -394,7 +681,7 @@ impl CallMedia {
         let s = self.session.as_mut()?;
         s.stop(now);
         let last = s.sample(now);
-        self.flush(now);
+        self.flush(now, None);
         let summary = self.session.as_ref()?.summary();
         Some((summary, last))
     }
@@ -446,6 +733,100 @@ mod tests {
         );
         assert!(pa >= base && pb <= base + 98 && pa != pb, "{pa} {pb}");
         assert_eq!((pa % 2, pb % 2), (0, 0));
+    }
+
+    #[test]
+    fn send_timing_percentiles() {
+        let mut t = SendTiming::default();
+        assert_eq!(t.percentile_ms(99.0), None);
+        // 98 packets 15 µs late, one 2.5 ms, one 40 ms.
+        for _ in 0..98 {
+            t.record(Duration::from_micros(15));
+        }
+        t.record(Duration::from_micros(2_500));
+        t.record(Duration::from_millis(40));
+        assert_eq!(t.count, 100);
+        assert_eq!(t.percentile_ms(50.0), Some(0.02)); // upper edge of the 10–20 µs bucket
+        assert_eq!(t.percentile_ms(98.0), Some(0.02));
+        assert_eq!(t.percentile_ms(99.0), Some(2.51));
+        assert_eq!(t.percentile_ms(100.0), Some(40.0));
+        let mut other = SendTiming::default();
+        other.record(Duration::from_secs(5)); // beyond the last bucket: counted there
+        t.merge(&other);
+        assert_eq!((t.count, t.max_us), (101, 5_000_000));
+        assert_eq!(t.percentile_ms(100.0), Some(1001.0));
+    }
+
+    #[test]
+    fn media_tokens_round_trip() {
+        for (endpoint, generation, rtcp) in
+            [(0, 0, false), (7, 3, true), (1 << 30, 0x7fff_ffff, true)]
+        {
+            let t = MediaToken {
+                endpoint,
+                generation,
+                rtcp,
+            };
+            assert_eq!(MediaToken::unpack(t.pack()), t);
+        }
+        let t = MediaToken::unpack(
+            MediaToken {
+                endpoint: 1,
+                generation: 5,
+                rtcp: false,
+            }
+            .pack(),
+        );
+        assert!(t.is_for(5) && t.is_for(5 + (1 << 31)) && !t.is_for(6));
+    }
+
+    /// Datagrams on a call's sockets are reported by the shard's set with the call's token
+    /// and read until the socket would block.
+    #[tokio::test]
+    async fn driver_reports_readable_call_sockets() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let mut call =
+            CallMedia::bind(ip, &mut ports, &MediaPlan::default(), 1, 7, 3, &driver).unwrap();
+        let rtp = call.rtp.local_addr().unwrap();
+        let rtcp = call.rtcp.local_addr().unwrap();
+        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        for _ in 0..3 {
+            peer.send_to(b"\x80\x00rtp", rtp).unwrap();
+        }
+        peer.send_to(b"\x80\xc8rtcp", rtcp).unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            tokio::time::timeout(Duration::from_secs(5), driver.readable())
+                .await
+                .expect("the set reports the sockets")
+                .unwrap();
+            let n = driver.poll_ready();
+            for i in 0..n {
+                let t = driver.token(i).unwrap();
+                assert_eq!((t.endpoint, t.generation), (7, 3));
+                let read = call.receive(t.rtcp, &mut driver.buf[..]);
+                seen.push((t.rtcp, read));
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, vec![(false, 3), (true, 1)]);
+    }
+
+    #[tokio::test]
+    async fn precise_timer_wakes_at_its_deadline() {
+        let mut timer = PreciseTimer::new("test-timer".into()).unwrap();
+        for ms in [3, 7] {
+            let start = Instant::now();
+            let at = start + Duration::from_millis(ms);
+            timer.arm(at);
+            tokio::time::timeout(Duration::from_secs(5), timer.fired())
+                .await
+                .expect("the timer fires");
+            // Never early; the rounding adds at most one quantum.
+            assert!(Instant::now() >= at, "fired {ms} ms deadline early");
+        }
     }
 
     #[test]

@@ -313,10 +313,20 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         None => println!("media            none measured"),
     }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
+    if let (Some(p99), Some(max)) = (s.send_jitter_p99_ms, s.send_jitter_max_ms) {
+        println!("RTP send timing  p99 {p99:.2} ms late  max {max:.1} ms (generator's own pacing)");
+    }
     if s.generator_overloaded() {
         println!(
-            "GENERATOR OVERLOADED: {} of {} timers fired >10 ms late (worst {:.1} ms), {} send errors, {} sends dropped (connection queue full): results may reflect sipmeter, not the server",
-            s.late_timers, s.timers_fired, s.max_timer_lateness_ms, s.send_errors, s.dropped_sends
+            "GENERATOR OVERLOADED: {} of {} timers fired >10 ms late (worst {:.1} ms), {} send errors, {} sends dropped (connection queue full), {} media send errors, RTP send-timing p99 {}: results may reflect sipmeter, not the server",
+            s.late_timers,
+            s.timers_fired,
+            s.max_timer_lateness_ms,
+            s.send_errors,
+            s.dropped_sends,
+            s.media_send_errors,
+            s.send_jitter_p99_ms
+                .map_or("-".into(), |v| format!("{v:.2} ms"))
         );
     } else if s.late_timers > 0 {
         println!(

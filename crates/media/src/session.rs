@@ -757,6 +757,12 @@ impl MediaSession {
         }
     }
 
+    /// When the next paced RTP packet is due (`None` while not sending): a driver compares
+    /// it with the time it actually sends to measure its own send-timing jitter.
+    pub fn rtp_due(&self) -> Option<Instant> {
+        self.next_rtp.filter(|_| self.stopped_at.is_none())
+    }
+
     /// The next datagram due at `now`, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Outgoing> {
         if let Some(o) = self.pending.pop_front() {
