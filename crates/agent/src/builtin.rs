@@ -151,10 +151,7 @@ impl BuiltinRegistrar {
     ) -> Result<Self, StartError> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        config.host = match addr.ip() {
-            std::net::IpAddr::V4(a) => Host::V4(a),
-            std::net::IpAddr::V6(a) => Host::V6(a),
-        };
+        config.host = Host::from(addr.ip());
         config.port = addr.port();
         config.transport = match (tls.is_some(), websocket) {
             (false, false) => "TCP",
@@ -252,10 +249,7 @@ impl BuiltinRegistrar {
     ) -> io::Result<Self> {
         let sock = UdpSocket::bind(listen).await?;
         let addr = sock.local_addr()?;
-        config.host = match addr.ip() {
-            std::net::IpAddr::V4(a) => Host::V4(a),
-            std::net::IpAddr::V6(a) => Host::V6(a),
-        };
+        config.host = Host::from(addr.ip());
         config.port = addr.port();
         config.transport = "UDP".into();
         let (stop, mut stopped) = watch::channel(false);

@@ -739,7 +739,7 @@ async fn attempt(
             .unwrap_or_else(|_| Uri::Sip(SipUri::new(Host::Name(req.domain.clone())))),
         outbound_proxy: None,
         credentials: req.credentials.clone(),
-        local_host: ip_host(local_ip),
+        local_host: Host::from(local_ip),
         local_port: local.port(),
         transport: kind.via_token().into(),
         reliable: kind.reliable(),
@@ -993,13 +993,6 @@ async fn unregister(
                 ua.handle_timeout(Instant::now());
             }
         }
-    }
-}
-
-fn ip_host(ip: IpAddr) -> Host {
-    match ip {
-        IpAddr::V4(a) => Host::V4(a),
-        IpAddr::V6(a) => Host::V6(a),
     }
 }
 

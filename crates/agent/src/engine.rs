@@ -972,10 +972,7 @@ fn new_ua(plan: &RunPlan, g: usize, i: usize, local: SocketAddr, seed: u64) -> U
         registrar_uri: plan.server.registrar_uri.clone(),
         outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
         credentials: ep_plan.credentials.clone(),
-        local_host: match local.ip() {
-            IpAddr::V4(a) => Host::V4(a),
-            IpAddr::V6(a) => Host::V6(a),
-        },
+        local_host: Host::from(local.ip()),
         local_port: local.port(),
         transport: kind.via_token().into(),
         // RFC 3261 §17.1.1.2: no retransmissions over a reliable transport.

@@ -69,13 +69,6 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
     Ok((host, port))
 }
 
-fn ip_host(ip: IpAddr) -> Host {
-    match ip {
-        IpAddr::V4(a) => Host::V4(a),
-        IpAddr::V6(a) => Host::V6(a),
-    }
-}
-
 /// Runs the probe; returns the `proxy` step and, when it failed, the hint.
 pub async fn probe(
     p: &ProxyProbe<'_>,
@@ -185,13 +178,13 @@ pub async fn probe(
     } else {
         local.ip()
     };
-    let mut target = SipUri::new(ip_host(ip)).with_port(port);
+    let mut target = SipUri::new(Host::from(ip)).with_port(port);
     if p.kind != FlowKind::Udp {
         target = target.with_param("transport", Some(&p.kind.via_token().to_ascii_lowercase()));
     }
     let mut via = Via::new(
         p.kind.via_token(),
-        ip_host(local_ip),
+        Host::from(local_ip),
         Some(local.port()),
         &branch_from(p.seed ^ 0x6F70_7469_6F6E_7321),
     );

@@ -19,6 +19,15 @@ pub enum Host {
     V6(Ipv6Addr),
 }
 
+impl From<std::net::IpAddr> for Host {
+    fn from(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(a) => Host::V4(a),
+            std::net::IpAddr::V6(a) => Host::V6(a),
+        }
+    }
+}
+
 impl Host {
     /// Parses a host name, an IPv4 address or a bracketed IPv6 reference.
     pub fn parse(s: &str) -> Result<Self, UriError> {
