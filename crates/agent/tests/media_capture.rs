@@ -281,8 +281,14 @@ fn one_call(
     }
 }
 
+/// The tests of this file run one at a time: the relay tests keep both cores busy, and the
+/// Wireshark comparison measures our receive timing (user space) against the capture's (the
+/// kernel): a sibling test's load would show as jitter that is not on the wire.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
 fn loopback_call_agrees_with_wireshark() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !tshark_present() {
         return;
     }
@@ -577,6 +583,7 @@ fn relay_leg(
 ///   [48, 70] ms for scheduling.
 #[test]
 fn relay_impairment_is_measured() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -694,6 +701,7 @@ fn max_sample(r: &EndpointReport, name: &str) -> f64 {
 /// bursts (σ ≈ 2.4 points).
 #[test]
 fn relay_bursts_reordering_and_duplicates_are_counted() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
