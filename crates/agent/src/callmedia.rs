@@ -460,6 +460,9 @@ impl CallMedia {
         let (rtp, rtcp) = ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
+        // Arrival times from the kernel: a busy shard must not show up as network jitter.
+        crate::rxstamp::enable(&rtp)?;
+        crate::rxstamp::enable(&rtcp)?;
         let port = rtp.local_addr()?.port();
         let token = |rtcp| MediaToken {
             endpoint,
@@ -495,15 +498,15 @@ impl CallMedia {
     }
 
     /// Reads every datagram waiting on the RTP (or RTCP) socket into the session, each
-    /// stamped when it was read. Returns how many were read.
+    /// stamped when the kernel received it ([`crate::rxstamp`]). Returns how many were read.
     pub fn receive(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
         let mut n = 0;
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
-            match sock.recv_from(buf) {
-                Ok((len, _from)) => {
+            match crate::rxstamp::recv(sock, buf) {
+                Ok((len, at)) => {
                     n += 1;
-                    self.on_packet(Instant::now(), &buf[..len]);
+                    self.on_packet(at, &buf[..len]);
                 }
                 // ICMP port unreachable from an earlier send: the peer is not there yet or
                 // any more; keep reading.

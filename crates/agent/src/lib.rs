@@ -11,6 +11,7 @@ pub mod hints;
 pub mod pcap;
 pub mod proxyprobe;
 pub mod runner;
+pub mod rxstamp;
 pub mod service_media;
 pub mod testfile;
 pub mod trace;

@@ -1,0 +1,149 @@
+//! Kernel receive timestamps for media sockets (`SO_TIMESTAMPNS`).
+//!
+//! Interarrival jitter (RFC 3550 A.8) is only as good as the arrival times it is fed. Stamped
+//! with `Instant::now()` when the shard's media loop gets round to reading, a busy generator
+//! shows its own scheduling delay as network jitter: a tester must not blame the server for
+//! its own load. The kernel stamps each datagram as it reaches the socket; we read that stamp
+//! with the datagram and turn it into an [`Instant`].
+//!
+//! The stamp is on the wall clock (`CLOCK_REALTIME`), so it is converted by its age: the
+//! wall clock now minus the stamp, taken from `Instant::now()` read at the same moment. A
+//! stamp from the future or older than [`MAX_AGE`] (the wall clock was stepped) is ignored
+//! and the read time is used instead.
+//!
+//! Linux switches stamping on for the whole system a moment after the first socket asks
+//! (a deferred static key); until then the kernel stamps datagrams when they are read, which
+//! is what we did before. So the first datagrams of the first call may carry read times.
+//!
+//! `recvmsg` with a control buffer has no safe wrapper in std, mio or socket2, so this module
+//! is the one place in the crate with `unsafe` for sockets; every block says why it is sound.
+#![allow(unsafe_code)] // reason: setsockopt/recvmsg with a control buffer (see above)
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A kernel stamp older than this is not trusted (the wall clock was stepped meanwhile).
+pub const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Asks the kernel to stamp every datagram received on `sock`.
+pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` outlives the call and the length passed is its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads one datagram into `buf` without blocking: its length and when it arrived (the
+/// kernel's stamp when there is one, else now). Errors are the socket's (`WouldBlock` when
+/// drained). A datagram longer than `buf` is cut, as `recv_from` would.
+pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Instant)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one timespec message and then some; u64s keep it aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 8]>() as _;
+    // SAFETY: `msg` points at `iov` (which points into `buf`) and at `control`, all alive and
+    // exclusively borrowed for the duration of the call, with their true lengths.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let mut at = now;
+    // SAFETY: the kernel filled `msg_control`/`msg_controllen`; CMSG_FIRSTHDR/NXTHDR walk it
+    // within those bounds and return null at its end.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR lie inside `control`.
+        let header = unsafe { &*cmsg };
+        if header.cmsg_level == libc::SOL_SOCKET && header.cmsg_type == libc::SCM_TIMESTAMPNS {
+            // SAFETY: an SCM_TIMESTAMPNS message carries one timespec; the data may be
+            // unaligned for it, hence the unaligned read.
+            let ts: libc::timespec =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            if let Some(stamp) = u64::try_from(ts.tv_sec)
+                .ok()
+                .map(|s| UNIX_EPOCH + Duration::new(s, ts.tv_nsec as u32))
+                && let Ok(age) = wall.duration_since(stamp)
+                && age <= MAX_AGE
+            {
+                at = now.checked_sub(age).unwrap_or(now);
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
+    }
+    Ok((n as usize, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// A datagram that waited in the socket is stamped when it arrived, not when it was read.
+    /// Linux turns stamping on for the system shortly after the first socket asks, so the
+    /// first tries may be stamped at the read: at most 20 tries (1 s).
+    #[test]
+    fn the_stamp_is_the_arrival_not_the_read() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut waited = Vec::new();
+        for _ in 0..20 {
+            let sent = Instant::now();
+            tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 16];
+            let (n, at) = recv(&rx, &mut buf).unwrap();
+            let read = Instant::now();
+            assert_eq!(&buf[..n], b"one");
+            assert!(at >= sent.checked_sub(Duration::from_millis(1)).unwrap());
+            assert!(at <= read);
+            assert_eq!(
+                recv(&rx, &mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            waited.push(read.duration_since(at));
+            if read.duration_since(at) >= Duration::from_millis(45) {
+                return;
+            }
+        }
+        panic!("never stamped on arrival: waited {waited:?}");
+    }
+
+    /// Without SO_TIMESTAMPNS there is no stamp: the read time is used.
+    #[test]
+    fn without_a_stamp_the_read_time_is_used() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"two", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let before = Instant::now();
+        let mut buf = [0u8; 16];
+        let (n, at) = recv(&rx, &mut buf).unwrap();
+        assert_eq!(n, 3);
+        assert!(at >= before);
+    }
+}
