@@ -248,6 +248,9 @@ pub struct EndpointFailover<C> {
     pub invite_sent_to: usize,
     /// The target the endpoint is registered on (`None`: not registered).
     pub registered_on: Option<usize>,
+    /// A REGISTER (first, refresh or challenge answer) is in flight: its failure belongs to
+    /// `register_sent_to`, so no second REGISTER may start meanwhile.
+    pub register_pending: bool,
 }
 
 impl<C> EndpointFailover<C> {
@@ -262,6 +265,7 @@ impl<C> EndpointFailover<C> {
             register_sent_to: current,
             invite_sent_to: current,
             registered_on: None,
+            register_pending: false,
         }
     }
 

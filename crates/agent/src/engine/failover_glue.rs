@@ -29,6 +29,7 @@ impl Shard<'_> {
         let i = ep.failover.current();
         if bytes.starts_with(b"REGISTER ") {
             ep.failover.register_sent_to = i;
+            ep.failover.register_pending = true;
         } else if bytes.starts_with(b"INVITE ") {
             ep.failover.invite_sent_to = i;
         }
@@ -63,6 +64,7 @@ impl Shard<'_> {
         reason: &str,
     ) -> bool {
         let retry_after = self.endpoints[idx].failover.retry_after.take();
+        self.endpoints[idx].failover.register_pending = false;
         if !self.can_fail_over() {
             return false;
         }
@@ -131,8 +133,9 @@ impl Shard<'_> {
         ep.active_call = None;
         if !register || (ep.failover.registered_on == Some(next) && ep.failover.resume.is_none()) {
             ep.active_call = Some(ep.ua.call(now, retry.target, retry.sdp));
-        } else if ep.failover.resume.is_some() {
-            // A REGISTER to the new target is in flight: dial once it is answered.
+        } else if ep.failover.resume.is_some() || ep.failover.register_pending {
+            // A REGISTER is in flight: dial once it is answered (registering on the new
+            // target first if it went elsewhere).
             ep.failover.resume = Some(Resume::Call(retry));
         } else {
             ep.failover.resume = Some(Resume::Call(retry));
@@ -152,7 +155,17 @@ impl Shard<'_> {
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
         let was_registered = ep.registration_code == Some(200);
+        ep.failover.register_pending = false;
         ep.failover.registered_on = Some(ep.failover.register_sent_to);
+        if was_registered
+            && matches!(ep.failover.resume, Some(Resume::Call(_)))
+            && ep.failover.registered_on != Some(ep.failover.current())
+        {
+            // A refresh that was in flight landed on the old target: register on the new
+            // one before the call is sent again.
+            ep.ua.register(now);
+            return true;
+        }
         let Some(resume) = ep.failover.resume.take() else {
             ep.failover.succeeded();
             return false;
@@ -189,6 +202,7 @@ impl Shard<'_> {
                 || ep.done
                 || ep.failover.current() != dead
                 || ep.failover.resume.is_some()
+                || ep.failover.register_pending
             {
                 continue;
             }
