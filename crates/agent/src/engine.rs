@@ -490,6 +490,9 @@ pub struct RunSummary {
     pub dropped_sends: u64,
     /// Connections re-established after a loss (TCP, TLS, WS, WSS).
     pub reconnects: u64,
+    /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
+    /// endpoints moved off a target the shard found dead.
+    pub failovers: u64,
     /// RTP send-timing jitter of the generator itself: how late RTP packets left against
     /// the time their pacing scheduled (actual send − scheduled), median, 99th percentile
     /// and worst, in ms, over every RTP packet of the run (`None` without media). Target:
@@ -693,6 +696,7 @@ pub fn run_with_targets(
                 dials.2 += stats.dials;
                 base.dropped_sends += stats.dropped_sends;
                 base.reconnects += stats.reconnects;
+                base.failovers += stats.failovers;
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -814,6 +818,7 @@ struct ShardStats {
     dials: u64,
     dropped_sends: u64,
     reconnects: u64,
+    failovers: u64,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
 }

@@ -141,11 +141,12 @@ fn discover(
             .log()
             .iter()
             .any(|e| matches!(&e.answer, sip_proto::rfc3263::Answer::Srv(r) if !r.is_empty()));
-        // The failover list: the targets of the transport used, in DNS order.
+        // The failover list: the targets of the transport and address family used (the
+        // shard's sockets are bound for one), in DNS order.
         let list = |addr: SocketAddr, kind: FlowKind| {
             let same: Vec<SocketAddr> = usable
                 .iter()
-                .filter(|(_, k)| *k == kind)
+                .filter(|(a, k)| *k == kind && a.is_ipv4() == addr.is_ipv4())
                 .map(|(a, _)| *a)
                 .collect();
             let n = same.len();

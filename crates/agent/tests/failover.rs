@@ -163,6 +163,8 @@ media = false
     let (summary, reports) = run.join().unwrap();
     assert_eq!(summary.discovery.len(), 1, "{:#?}", summary.discovery);
     assert_eq!(reports.len(), 3);
+    // Each phone moved once: by its own timeout or with the shard's table.
+    assert_eq!(summary.failovers, 3);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let regs = sent(r, "REGISTER");
@@ -273,6 +275,12 @@ pause = "200ms"
     // At least the caller that found the target dead says so (the other may have been
     // moved by it before its own INVITE timed out).
     assert!(timeouts >= 1, "{reports:#?}");
+    // Its INVITE, and the three other endpoints moved; perhaps the other caller's INVITE.
+    assert!(
+        (4..=5).contains(&summary.failovers),
+        "{}",
+        summary.failovers
+    );
 }
 
 /// The first SRV target answers REGISTER and INVITE with 503 and Retry-After (OPTIONS
@@ -319,6 +327,8 @@ media = false
         summary.discovery
     );
     assert_eq!((summary.calls_attempted, summary.calls_answered), (2, 2));
+    // The first endpoint's REGISTER, and the three not yet started moved with the table.
+    assert_eq!(summary.failovers, 4);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         assert_eq!(r.registration_code, Some(200));

@@ -23,11 +23,14 @@ pub(super) struct CallRetry {
 
 impl Shard<'_> {
     /// The address for a request to the registrar (REGISTER, or an INVITE without outbound
-    /// proxy): the endpoint's current target. Remembers where REGISTERs and INVITEs went.
+    /// proxy): the endpoint's current target. Remembers where REGISTERs and INVITEs went;
+    /// a CANCEL and the ACK of a failure go where their INVITE went (RFC 3261 §9.1, §17.1.1.3).
     pub(super) fn registrar_addr(&mut self, idx: usize, bytes: &[u8]) -> std::net::SocketAddr {
         let ep = &mut self.endpoints[idx];
-        let i = ep.failover.current();
-        if bytes.starts_with(b"REGISTER ") {
+        let mut i = ep.failover.current();
+        if bytes.starts_with(b"CANCEL ") || bytes.starts_with(b"ACK ") {
+            i = ep.failover.invite_sent_to;
+        } else if bytes.starts_with(b"REGISTER ") {
             ep.failover.register_sent_to = i;
             ep.failover.register_pending = true;
         } else if bytes.starts_with(b"INVITE ") {
@@ -82,6 +85,7 @@ impl Shard<'_> {
         if d.next.is_none() {
             return false;
         }
+        self.stats.failovers += 1;
         ep.failover.resume.get_or_insert(Resume::Registered);
         ep.ua.register(now);
         if d.newly_down {
@@ -128,6 +132,7 @@ impl Shard<'_> {
         let Some(next) = d.next else {
             return false;
         };
+        self.stats.failovers += 1;
         // The failed INVITE is over; the call (and its media) carries on as the new one.
         ep.ua.forget_call(call);
         ep.active_call = None;
@@ -215,6 +220,7 @@ impl Shard<'_> {
                 return;
             };
             ep.trace.push(TraceEntry::note(note, at));
+            self.stats.failovers += 1;
             if idle {
                 continue; // its first request goes to the new target
             }
