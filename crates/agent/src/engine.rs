@@ -929,8 +929,8 @@ struct Endpoint {
     udp: Option<Arc<UdpSocket>>,
     /// The task reading that socket (stopped when the endpoint finishes).
     udp_reader: Option<tokio::task::AbortHandle>,
-    /// Its target and failover state.
-    failover: EndpointFailover<failover_glue::CallRetry>,
+    /// Its target and failover state (a call to send again is boxed: endpoints stay small).
+    failover: EndpointFailover<Box<failover_glue::CallRetry>>,
 }
 
 impl Endpoint {

@@ -113,7 +113,7 @@ name = "failover"
 seed = 11
 shards = 1
 time_limit = "60s"
-t1 = "20ms"
+t1 = "50ms"
 dns_server = "{dns}"
 {extra}
 
@@ -132,8 +132,8 @@ range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
 }
 
 /// The first SRV target dies after every endpoint registered there: each refresh (Timer F,
-/// 64×T1, since ICMP is not seen on the shared UDP socket) moves to the second target and
-/// is answered there, and the endpoints un-register there at the end.
+/// 64×T1 = 3.2 s, since ICMP is not seen on the shared UDP socket) moves to the second
+/// target and is answered there, and the endpoints un-register there at the end.
 #[test]
 fn refreshes_move_to_the_second_srv_target_when_the_first_dies() {
     if !peers() {
@@ -143,11 +143,12 @@ fn refreshes_move_to_the_second_srv_target_when_the_first_dies() {
     let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
     let dns = dns("refresh.test", a1, a2);
-    // Kamailio grants 10 s: the refresh leaves at 5 s; the endpoints stay 10 s.
+    // Kamailio grants 10 s: the refresh leaves at 5 s and moves at 8.2 s; the endpoints
+    // stay 12 s.
     let toml = run_file(
         &dns,
         "refresh.test",
-        "duration = \"10s\"\nregister_expires = 10",
+        "duration = \"12s\"\nregister_expires = 10",
         r#"
 [[group]]
 name = "phones"
@@ -235,7 +236,8 @@ endpoints = 2
 registrar = "pbx"
 call = "group:callees"
 calls = 2
-pause = "200ms"
+# The first target is stopped at the first answer: the pause leaves it seconds to go.
+pause = "2s"
 "#,
     );
     let (rx, run) = start(&toml);
@@ -361,5 +363,65 @@ media = false
             sent(r, "REGISTER").iter().all(|e| e.remote == Some(a2)),
             "started a second or more after the 503, so the first target was skipped: {r:#?}"
         );
+    }
+}
+
+/// Both SRV targets answer 503: the REGISTER tries both, once, and the endpoint fails with
+/// the last answer (REGISTRATION_FAILED), its trace saying that no target is left. (One
+/// phone: with two, the second may find both already down by Retry-After and try none.)
+#[test]
+fn when_every_target_answers_503_the_registration_fails() {
+    if !peers() {
+        return;
+    }
+    let busy = || {
+        kamailio(KamailioConfig {
+            unavailable: Some(30),
+            ..Default::default()
+        })
+    };
+    let (k1, k2) = (busy(), busy());
+    let (a1, a2) = (k1.addr(), k2.addr());
+    let dns = dns("down.test", a1, a2);
+    let toml = run_file(
+        &dns,
+        "down.test",
+        "duration = \"300ms\"",
+        r#"
+[[group]]
+name = "phones"
+endpoints = 1
+registrar = "pbx"
+role = "register"
+media = false
+"#,
+    );
+    let (_rx, run) = start(&toml);
+    let (summary, reports) = run.join().unwrap();
+    // The phone moved once, then found no target left.
+    assert_eq!(summary.failovers, 1);
+    assert_eq!(reports.len(), 1);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::RegistrationFailed, "{r:#?}");
+        assert_eq!(r.registration_code, Some(503));
+        let error = r.error.as_deref().unwrap();
+        assert!(
+            error.starts_with("REGISTER failed: 503 Service Unavailable: "),
+            "{error}"
+        );
+        let n = notes(r);
+        assert_eq!(
+            n.last().copied(),
+            Some(
+                format!(
+                    "target {a2} UDP failed: 503 Service Unavailable (Retry-After 30 s); no target left (2 of 2 tried or down)"
+                )
+                .as_str()
+            ),
+            "{n:#?}"
+        );
+        let regs = sent(r, "REGISTER");
+        assert_eq!(regs.len(), 2, "{r:#?}");
+        assert_eq!((regs[0].remote, regs[1].remote), (Some(a1), Some(a2)));
     }
 }

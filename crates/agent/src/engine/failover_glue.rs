@@ -117,10 +117,10 @@ impl Shard<'_> {
         let Some(failure) = Failure::of(code, reason, retry_after) else {
             return false;
         };
-        let retry = CallRetry {
+        let retry = Box::new(CallRetry {
             target: targets[ep.index % targets.len()].clone(),
             sdp: ep.ua.local_sdp(call).cloned(),
-        };
+        });
         let register = plan.groups[ep.group].register;
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
