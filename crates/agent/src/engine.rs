@@ -35,6 +35,9 @@ use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
 
+mod failover_glue;
+use crate::failover::{EndpointFailover, TargetList, TargetTable};
+
 /// Where the endpoints register and send their calls.
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
@@ -487,6 +490,9 @@ pub struct RunSummary {
     pub dropped_sends: u64,
     /// Connections re-established after a loss (TCP, TLS, WS, WSS).
     pub reconnects: u64,
+    /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
+    /// endpoints moved off a target the shard found dead.
+    pub failovers: u64,
     /// RTP send-timing jitter of the generator itself: how late RTP packets left against
     /// the time their pacing scheduled (actual send − scheduled), median, 99th percentile
     /// and worst, in ms, over every RTP packet of the run (`None` without media). Target:
@@ -561,6 +567,18 @@ pub fn run(
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
+    let targets = TargetList::single(plan.server.addr, plan.server.transport.kind);
+    run_with_targets(plan, targets, events, stop)
+}
+
+/// [`run`] with the targets DNS found in order (RFC 3263): an endpoint whose REGISTER or
+/// initial INVITE meets a timeout or a 503 moves to the next one ([`crate::failover`]).
+pub fn run_with_targets(
+    plan: RunPlan,
+    targets: TargetList,
+    events: mpsc::Sender<RunEvent>,
+    stop: StopHandle,
+) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
     let started = Instant::now();
     let shards = plan.shards.max(1);
     // Deal endpoints to shards round-robin, keeping each group's order.
@@ -584,6 +602,7 @@ pub fn run(
         answerers: count(|r| matches!(r, Role::Answer { .. })),
         registered: AtomicU32::new(0),
         callers_left: AtomicU32::new(count(|r| matches!(r, Role::Call { .. }))),
+        targets,
     });
     let stream = match plan.server.transport.kind {
         FlowKind::Udp => None,
@@ -677,6 +696,7 @@ pub fn run(
                 dials.2 += stats.dials;
                 base.dropped_sends += stats.dropped_sends;
                 base.reconnects += stats.reconnects;
+                base.failovers += stats.failovers;
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -717,6 +737,8 @@ struct Shared {
     registered: AtomicU32,
     /// Callers not finished: answerers leave when none is left.
     callers_left: AtomicU32,
+    /// The targets in DNS order; each shard keeps its own table of which are down.
+    targets: TargetList,
 }
 
 /// Folds endpoint reports into the summary figures.
@@ -796,6 +818,7 @@ struct ShardStats {
     dials: u64,
     dropped_sends: u64,
     reconnects: u64,
+    failovers: u64,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
 }
@@ -906,6 +929,8 @@ struct Endpoint {
     udp: Option<Arc<UdpSocket>>,
     /// The task reading that socket (stopped when the endpoint finishes).
     udp_reader: Option<tokio::task::AbortHandle>,
+    /// Its target and failover state (a call to send again is boxed: endpoints stay small).
+    failover: EndpointFailover<Box<failover_glue::CallRetry>>,
 }
 
 impl Endpoint {
@@ -960,6 +985,8 @@ struct Shard<'a> {
     stream: Option<Arc<StreamSettings>>,
     stream_tx: tokio::sync::mpsc::UnboundedSender<StreamIn>,
     stream_rx: tokio::sync::mpsc::UnboundedReceiver<StreamIn>,
+    /// The run's targets and which are down (RFC 3263 §4.3 failover).
+    targets: TargetTable,
 }
 
 /// The user agent of endpoint `i` of group `g`, writing `local` in Via and Contact.
@@ -1065,6 +1092,7 @@ impl<'a> Shard<'a> {
         let start = Instant::now();
         let (stream_tx, stream_rx) = tokio::sync::mpsc::unbounded_channel();
         let media = MediaDriver::new()?;
+        let targets = TargetTable::new(shared.targets.clone(), start);
         let mut shard = Shard {
             index,
             plan,
@@ -1095,6 +1123,7 @@ impl<'a> Shard<'a> {
             stream,
             stream_tx,
             stream_rx,
+            targets,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -1173,6 +1202,7 @@ impl<'a> Shard<'a> {
                 link,
                 udp: udp.clone(),
                 udp_reader: None,
+                failover: EndpointFailover::new(&shard.targets, start),
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -1690,6 +1720,7 @@ impl<'a> Shard<'a> {
         self.stats.dial_window = Some(self.stats.dial_window.map_or((now, now), |(f, _)| (f, now)));
         let ep = &mut self.endpoints[idx];
         ep.calls_attempted += 1;
+        ep.failover.new_request();
         ep.invite_sent = Some(now);
         ep.answered_at = None;
         ep.set_phase(Phase::Calling, &self.events);
@@ -1703,13 +1734,11 @@ impl<'a> Shard<'a> {
             while let Some(out) = self.endpoints[idx].ua.poll_transmit() {
                 sent_any = true;
                 let to = match &out.destination {
-                    Destination::Registrar => self.plan.server.addr,
-                    Destination::OutboundProxy => self
-                        .plan
-                        .server
-                        .outbound_proxy
-                        .as_ref()
-                        .map_or(self.plan.server.addr, |p| p.1),
+                    Destination::Registrar => self.registrar_addr(idx, &out.bytes),
+                    Destination::OutboundProxy => match &self.plan.server.outbound_proxy {
+                        Some(p) => p.1,
+                        None => self.registrar_addr(idx, &out.bytes),
+                    },
                     Destination::Source(a) => *a,
                     Destination::Uri(u) => uri_addr(u).unwrap_or(self.plan.server.addr),
                 };
@@ -1841,6 +1870,16 @@ impl<'a> Shard<'a> {
     }
 
     fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
+        // RFC 3263 §4.3: a REGISTER that timed out or got a 503 moves to the next target.
+        match &ev {
+            UaEvent::RegistrationFailed { code, reason }
+                if self.register_failed_over(idx, now, *code, reason) =>
+            {
+                return;
+            }
+            UaEvent::Registered { .. } if self.registered_after_failover(idx, now) => return,
+            _ => {}
+        }
         let plan = self.plan;
         let events = self.events.clone();
         let ep = &mut self.endpoints[idx];
@@ -1921,6 +1960,11 @@ impl<'a> Shard<'a> {
     }
 
     fn on_call_event(&mut self, idx: usize, now: Instant, call: CallId, ce: CallEvent) {
+        if let CallEvent::Failed { code, reason } = &ce
+            && self.call_failed_over(idx, now, call, *code, reason)
+        {
+            return;
+        }
         let plan = self.plan;
         let events = self.events.clone();
         let ep = &mut self.endpoints[idx];
@@ -2238,6 +2282,7 @@ impl<'a> Shard<'a> {
             self.wall + at,
             false,
         );
+        self.note_retry_after(idx, &msg);
         let ep = &mut self.endpoints[idx];
         ep.trace.push(entry);
         if let Some(why) = broken {

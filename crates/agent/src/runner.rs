@@ -9,7 +9,8 @@ use sip_msg::{Host, Uri};
 use sip_net::tls::{ServerSettings, Verify, self_signed};
 
 use crate::builtin::{BuiltinRegistrar, Listen};
-use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run};
+use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run, run_with_targets};
+use crate::failover::{Target, TargetList};
 use crate::flow::FlowKind;
 use crate::testfile::{Discover, Prepared};
 
@@ -20,14 +21,20 @@ pub fn execute(
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
     let mut found = Vec::new();
+    let mut targets = None;
     if let Some(d) = prepared.discover.take() {
-        let (addr, kind, notes) = discover(&d, &prepared.plan)?;
-        prepared.plan.server.addr = addr;
-        prepared.plan.server.transport.kind = kind;
+        let (list, notes) = discover(&d, &prepared.plan)?;
+        let first = &list.targets[list.start];
+        prepared.plan.server.addr = first.addr;
+        prepared.plan.server.transport.kind = first.kind;
         found = notes;
+        targets = Some(list);
     }
     let Some(secret) = prepared.builtin.take() else {
-        return run(prepared.plan, events, stop).map(|(mut summary, reports)| {
+        let plan = prepared.plan;
+        let targets = targets
+            .unwrap_or_else(|| TargetList::single(plan.server.addr, plan.server.transport.kind));
+        return run_with_targets(plan, targets, events, stop).map(|(mut summary, reports)| {
             summary.discovery = found;
             (summary, reports)
         });
@@ -95,10 +102,13 @@ pub fn execute(
 /// and the first that answers with any final response but 503 is used; a dead one (refused,
 /// silent, 503) is reported to the planner and the next is tried. When none answers, the
 /// first is used anyway (some servers ignore OPTIONS from strangers) and the notes say so.
+///
+/// The run keeps every target of the chosen transport in DNS order, starting at the one
+/// used: endpoints fail over along it during the run ([`crate::failover`]).
 fn discover(
     d: &Discover,
     plan: &crate::engine::RunPlan,
-) -> std::io::Result<(SocketAddr, FlowKind, Vec<String>)> {
+) -> std::io::Result<(TargetList, Vec<String>)> {
     use sip_net::dns::{Discovery, Dns};
     use sip_proto::rfc3263::Failure;
     use sip_proto::target::Transport;
@@ -112,7 +122,8 @@ fn discover(
         let mut skipped = Vec::new();
         let mut notes = Vec::new();
         let mut first = None;
-        while let Some(t) = disco.next_target().await {
+        let mut usable: Vec<(SocketAddr, FlowKind)> = Vec::new();
+        for t in disco.all_targets().await {
             let kind = match t.transport {
                 Transport::Udp => FlowKind::Udp,
                 Transport::Tcp => FlowKind::Tcp,
@@ -124,7 +135,46 @@ fn discover(
                     continue;
                 }
             };
-            let addr = SocketAddr::new(t.address, t.port);
+            usable.push((SocketAddr::new(t.address, t.port), kind));
+        }
+        let srv = disco
+            .log()
+            .iter()
+            .any(|e| matches!(&e.answer, sip_proto::rfc3263::Answer::Srv(r) if !r.is_empty()));
+        // The failover list: the targets of the transport and address family used (the
+        // shard's sockets are bound for one), in DNS order.
+        let list = |addr: SocketAddr, kind: FlowKind| {
+            let same: Vec<SocketAddr> = usable
+                .iter()
+                .filter(|(a, k)| *k == kind && a.is_ipv4() == addr.is_ipv4())
+                .map(|(a, _)| *a)
+                .collect();
+            let n = same.len();
+            TargetList {
+                start: same.iter().position(|a| *a == addr).unwrap_or(0),
+                targets: same
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, a)| Target {
+                        addr: a,
+                        kind,
+                        origin: format!("{} {} of {n}", if srv { "SRV" } else { "address" }, i + 1),
+                    })
+                    .collect(),
+            }
+        };
+        for &(addr, kind) in &usable {
+            let t = sip_proto::rfc3263::Target {
+                transport: match kind {
+                    FlowKind::Udp => Transport::Udp,
+                    FlowKind::Tcp => Transport::Tcp,
+                    FlowKind::Tls => Transport::Tls,
+                    FlowKind::Ws => Transport::Ws,
+                    FlowKind::Wss => Transport::Wss,
+                },
+                address: addr.ip(),
+                port: addr.port(),
+            };
             first.get_or_insert((addr, kind));
             let transport = &plan.server.transport;
             let probe = crate::proxyprobe::ProxyProbe {
@@ -147,7 +197,7 @@ fn discover(
                     "{target}: {}",
                     step.detail.replace("outbound proxy ", "")
                 ));
-                return Ok((addr, kind, notes));
+                return Ok((list(addr, kind), notes));
             }
             notes.push(format!(
                 "{target} failed ({}): next target (RFC 3263 §4.3)",
@@ -167,7 +217,7 @@ fn discover(
                 "no target answered OPTIONS: using the first, {} {addr}",
                 kind.via_token()
             ));
-            return Ok((addr, kind, notes));
+            return Ok((list(addr, kind), notes));
         }
         let asked: Vec<String> = disco.log().iter().map(|e| e.to_string()).collect();
         let host = &d.destination.host;

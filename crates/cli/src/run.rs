@@ -340,6 +340,12 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             s.reconnects
         );
     }
+    if s.failovers > 0 {
+        println!(
+            "failovers        {} (requests moved to the next server, RFC 3263)",
+            s.failovers
+        );
+    }
     for r in reports
         .iter()
         .filter(|r| r.outcome != Outcome::Success)

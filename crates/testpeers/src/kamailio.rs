@@ -77,6 +77,14 @@ pub struct KamailioConfig {
     /// (module `dialog.so` with a dialog profile). Kamailio then runs one UDP worker, so the
     /// check and the count are atomic.
     pub max_calls: Option<u32>,
+    /// Out of service: REGISTER and INVITE are answered `503 Service Unavailable` with this
+    /// `Retry-After` (seconds); OPTIONS still gets 200 (RFC 3263 §4.3 failover tests).
+    pub unavailable: Option<u32>,
+    /// Record-Route INVITEs (the default): in-dialog requests then go through Kamailio.
+    /// Without it, BYE and re-INVITE go from phone to phone.
+    pub record_route: bool,
+    /// One UDP worker: Kamailio handles datagrams one at a time, in arrival order.
+    pub one_udp_worker: bool,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -104,6 +112,9 @@ impl Default for KamailioConfig {
             tls: None,
             websocket: false,
             max_calls: None,
+            unavailable: None,
+            record_route: true,
+            one_udp_worker: false,
         }
     }
 }
@@ -203,7 +214,27 @@ impl Kamailio {
             // serialises them, so the limit is exact.
             .replace(
                 "@CHILDREN@",
-                if config.max_calls.is_some() { "1" } else { "2" },
+                if config.max_calls.is_some() || config.one_udp_worker {
+                    "1"
+                } else {
+                    "2"
+                },
+            )
+            .replace(
+                "@UNAVAILABLE@",
+                &config.unavailable.map_or(String::new(), |secs| {
+                    format!(
+                        "\tif (is_method(\"REGISTER|INVITE\")) {{\n\t\tappend_to_reply(\"Retry-After: {secs}\\r\\n\");\n\t\tsl_send_reply(\"503\", \"Service Unavailable\");\n\t\texit;\n\t}}\n"
+                    )
+                }),
+            )
+            .replace(
+                "@RECORD_ROUTE@",
+                if config.record_route {
+                    "\tif (is_method(\"INVITE|SUBSCRIBE\")) {\n\t\trecord_route();\n\t}"
+                } else {
+                    "\t# No Record-Route: in-dialog requests go from phone to phone."
+                },
             )
             // Kamailio 5.6 with OpenSSL 3 shares OpenSSL's per-thread state between its
             // worker processes (kamailio#3695): with two TCP workers doing TLS, about one run

@@ -1,0 +1,234 @@
+//! The engine's side of RFC 3263 §4.3 failover (the rules are in [`crate::failover`]): where
+//! an endpoint's REGISTER and initial INVITE go, and what the shard does when one of them
+//! meets a timeout or a 503. A child of `engine` so the shard's hooks stay one line each.
+//!
+//! UDP only for now: stream transports connect to one address per run (see the notes).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{CallId, RegState};
+
+use super::{Role, Shard};
+use crate::failover::{Failure, Resume, parse_retry_after};
+use crate::trace::TraceEntry;
+
+/// A call to send again on the next target: its Request-URI and our SDP offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CallRetry {
+    target: Uri,
+    sdp: Option<Bytes>,
+}
+
+impl Shard<'_> {
+    /// The address for a request to the registrar (REGISTER, or an INVITE without outbound
+    /// proxy): the endpoint's current target. Remembers where REGISTERs and INVITEs went;
+    /// a CANCEL and the ACK of a failure go where their INVITE went (RFC 3261 §9.1, §17.1.1.3).
+    pub(super) fn registrar_addr(&mut self, idx: usize, bytes: &[u8]) -> std::net::SocketAddr {
+        let ep = &mut self.endpoints[idx];
+        let mut i = ep.failover.current();
+        if bytes.starts_with(b"CANCEL ") || bytes.starts_with(b"ACK ") {
+            i = ep.failover.invite_sent_to;
+        } else if bytes.starts_with(b"REGISTER ") {
+            ep.failover.register_sent_to = i;
+            ep.failover.register_pending = true;
+        } else if bytes.starts_with(b"INVITE ") {
+            ep.failover.invite_sent_to = i;
+        }
+        self.targets
+            .get(i)
+            .map_or(self.plan.server.addr, |t| t.addr)
+    }
+
+    /// A response for endpoint `idx` arrived: keep a 503's Retry-After for the failure.
+    pub(super) fn note_retry_after(&mut self, idx: usize, msg: &Message) {
+        if msg.status() == Some(503) {
+            self.endpoints[idx].failover.retry_after = msg
+                .headers
+                .value(&sip_msg::HeaderName::RetryAfter)
+                .and_then(parse_retry_after);
+        }
+    }
+
+    /// Failover is possible: UDP, more than one target, not stopping.
+    fn can_fail_over(&self) -> bool {
+        self.stream.is_none() && self.targets.len() > 1 && !self.stopping
+    }
+
+    /// A REGISTER (first or refresh) failed: on a timeout or a 503, register on the next
+    /// target and return true; otherwise (or with no target left) false, and the engine
+    /// reports the failure as before.
+    pub(super) fn register_failed_over(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        code: u16,
+        reason: &str,
+    ) -> bool {
+        let retry_after = self.endpoints[idx].failover.retry_after.take();
+        self.endpoints[idx].failover.register_pending = false;
+        if !self.can_fail_over() {
+            return false;
+        }
+        let Some(failure) = Failure::of(code, reason, retry_after) else {
+            return false;
+        };
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let failed = ep.failover.register_sent_to;
+        ep.failover.registered_on = None;
+        let d = ep
+            .failover
+            .handle_failure(&mut self.targets, failed, &failure, now);
+        ep.trace.push(TraceEntry::note(d.note, at));
+        if d.next.is_none() {
+            return false;
+        }
+        self.stats.failovers += 1;
+        ep.failover.resume.get_or_insert(Resume::Registered);
+        ep.ua.register(now);
+        if d.newly_down {
+            self.move_others_off(idx, failed, now);
+        }
+        true
+    }
+
+    /// An initial INVITE failed: on a timeout or a 503, send it again on the next target
+    /// (registering there first) and return true; otherwise false (reported as before).
+    pub(super) fn call_failed_over(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        code: u16,
+        reason: &str,
+    ) -> bool {
+        let retry_after = self.endpoints[idx].failover.retry_after.take();
+        let plan = self.plan;
+        let ep = &self.endpoints[idx];
+        // Only our own dialling (not an incoming call, not a CANCEL's 487).
+        let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
+            return false;
+        };
+        if !self.can_fail_over() || ep.active_call != Some(call) || targets.is_empty() {
+            return false;
+        }
+        let Some(failure) = Failure::of(code, reason, retry_after) else {
+            return false;
+        };
+        let retry = Box::new(CallRetry {
+            target: targets[ep.index % targets.len()].clone(),
+            sdp: ep.ua.local_sdp(call).cloned(),
+        });
+        let register = plan.groups[ep.group].register;
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let failed = ep.failover.invite_sent_to;
+        let d = ep
+            .failover
+            .handle_failure(&mut self.targets, failed, &failure, now);
+        ep.trace.push(TraceEntry::note(d.note, at));
+        let Some(next) = d.next else {
+            return false;
+        };
+        self.stats.failovers += 1;
+        // The failed INVITE is over; the call (and its media) carries on as the new one.
+        ep.ua.forget_call(call);
+        ep.active_call = None;
+        if !register || (ep.failover.registered_on == Some(next) && ep.failover.resume.is_none()) {
+            ep.active_call = Some(ep.ua.call(now, retry.target, retry.sdp));
+        } else if ep.failover.resume.is_some() || ep.failover.register_pending {
+            // A REGISTER is in flight: dial once it is answered (registering on the new
+            // target first if it went elsewhere).
+            ep.failover.resume = Some(Resume::Call(retry));
+        } else {
+            ep.failover.resume = Some(Resume::Call(retry));
+            ep.ua.register(now);
+        }
+        if d.newly_down {
+            self.move_others_off(idx, failed, now);
+        }
+        true
+    }
+
+    /// A REGISTER was answered 200: record where; after a failover, carry on with what the
+    /// endpoint was doing and return true. A first registration returns false (the engine
+    /// goes on as usual: timings, phase, the script).
+    pub(super) fn registered_after_failover(&mut self, idx: usize, now: Instant) -> bool {
+        let stopping = self.stopping;
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let was_registered = ep.registration_code == Some(200);
+        ep.failover.register_pending = false;
+        ep.failover.registered_on = Some(ep.failover.register_sent_to);
+        if was_registered
+            && matches!(ep.failover.resume, Some(Resume::Call(_)))
+            && ep.failover.registered_on != Some(ep.failover.current())
+        {
+            // A refresh that was in flight landed on the old target: register on the new
+            // one before the call is sent again.
+            ep.ua.register(now);
+            return true;
+        }
+        let Some(resume) = ep.failover.resume.take() else {
+            ep.failover.succeeded();
+            return false;
+        };
+        if !was_registered {
+            // The first registration, on a later target: the usual path.
+            ep.failover.succeeded();
+            return false;
+        }
+        ep.registration_code = Some(200);
+        if let Some(t) = self.targets.get(ep.failover.current()) {
+            ep.trace
+                .push(TraceEntry::note(format!("registered on {t}"), at));
+        }
+        match resume {
+            Resume::Registered => ep.failover.succeeded(),
+            Resume::Call(_) if stopping => self.after_call(idx, now),
+            Resume::Call(retry) => {
+                ep.active_call = Some(ep.ua.call(now, retry.target, retry.sdp));
+            }
+        }
+        true
+    }
+
+    /// Target `dead` just went down: the other endpoints of the shard on it move to the next
+    /// target now (re-registering there) instead of each waiting for its own timeout.
+    /// Endpoints with a REGISTER in flight find out by themselves.
+    fn move_others_off(&mut self, except: usize, dead: usize, now: Instant) {
+        let at = now - self.start;
+        for j in 0..self.endpoints.len() {
+            let registers = self.plan.groups[self.endpoints[j].group].register;
+            let ep = &mut self.endpoints[j];
+            if j == except
+                || ep.done
+                || ep.failover.current() != dead
+                || ep.failover.resume.is_some()
+                || ep.failover.register_pending
+            {
+                continue;
+            }
+            let state = ep.ua.registration();
+            let idle = matches!(state, RegState::Idle) || !registers;
+            if !idle && !matches!(state, RegState::Registered { .. }) {
+                continue;
+            }
+            let Some(note) = ep.failover.move_off(&self.targets, now) else {
+                return;
+            };
+            ep.trace.push(TraceEntry::note(note, at));
+            self.stats.failovers += 1;
+            if idle {
+                continue; // its first request goes to the new target
+            }
+            ep.failover.resume = Some(Resume::Registered);
+            ep.ua.register(now);
+            // Wake it now: the loop sends its REGISTER on this turn.
+            ep.wake = Some(now);
+            self.heap.push(std::cmp::Reverse((now, j)));
+        }
+    }
+}
