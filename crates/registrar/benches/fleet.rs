@@ -18,6 +18,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use registrar::{AuthMode, Registrar, RegistrarConfig};
 use sip_msg::{Host, Message, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallId, Destination, UaConfig, UserAgent};
+use sip_proto::ua::{CallId, Destination, UaIdentity, UaProfile, UserAgent};
 
 /// Counts live heap bytes, to measure the state an idle endpoint keeps.
 struct Counting;
@@ -198,30 +199,36 @@ fn main() {
     // before the count starts.
     let index: HashMap<SocketAddr, usize> = (0..n).map(|i| (addr_of(i), i)).collect();
     let before = LIVE.load(Ordering::Relaxed);
+    // One profile for the group, shared by every phone (as the agent's engine does).
+    let profile = Arc::new(UaProfile {
+        domain: "bench.test".into(),
+        registrar_uri: Uri::parse("sip:127.0.0.1:5060;transport=udp").unwrap(),
+        outbound_proxy: None,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 3600,
+        timers: TimerConfig::default(),
+        user_agent: "sipmeter-bench".into(),
+        use_100rel: false,
+    });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {
             let a = addr_of(i);
             let user = format!("u{i}");
             let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, NOW_UNIX + 3600);
-            UserAgent::new(UaConfig {
-                user,
-                domain: "bench.test".into(),
-                registrar_uri: Uri::parse("sip:127.0.0.1:5060;transport=udp").unwrap(),
-                outbound_proxy: None,
-                credentials: Some(Credentials::new(&u, &p)),
-                local_host: Host::V4(match a.ip() {
-                    std::net::IpAddr::V4(v4) => v4,
-                    std::net::IpAddr::V6(_) => unreachable!("IPv4 only"),
-                }),
-                local_port: a.port(),
-                transport: "UDP".into(),
-                reliable: false,
-                expires: 3600,
-                timers: TimerConfig::default(),
-                user_agent: "sipmeter-bench".into(),
-                seed: i as u64,
-                use_100rel: false,
-            })
+            UserAgent::with_profile(
+                profile.clone(),
+                UaIdentity {
+                    user,
+                    credentials: Some(Credentials::new(&u, &p)),
+                    local_host: Host::V4(match a.ip() {
+                        std::net::IpAddr::V4(v4) => v4,
+                        std::net::IpAddr::V6(_) => unreachable!("IPv4 only"),
+                    }),
+                    local_port: a.port(),
+                    seed: i as u64,
+                },
+            )
         })
         .collect();
     let now = Instant::now();

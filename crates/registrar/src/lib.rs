@@ -108,14 +108,15 @@ const OUT_KEEP: usize = 64;
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
+    /// User → its bindings. A user who registered once keeps an entry, empty once its
+    /// bindings are gone: that is how 480 (known, not bound) is told from 404 without an
+    /// account list, with no second set of user names.
     bindings: HashMap<String, Vec<Binding>>,
     /// Registered contact (`user@host:port`) → the address its REGISTER came from, so
     /// in-dialog requests find their endpoint in O(1).
     contacts: HashMap<String, SocketAddr>,
     /// The earliest binding expiry (recomputed when bindings lapse).
     earliest: Option<Instant>,
-    /// Users that registered at some point (404 versus 480 without an account list).
-    seen: std::collections::HashSet<String>,
     out: VecDeque<(SocketAddr, Bytes)>,
     stats: Stats,
     auth: auth::Verifier,
@@ -129,7 +130,6 @@ impl Registrar {
         Self {
             config,
             bindings: HashMap::new(),
-            seen: Default::default(),
             contacts: HashMap::new(),
             earliest: None,
             out: VecDeque::new(),
@@ -219,7 +219,10 @@ impl Registrar {
                 keep
             });
         }
-        self.bindings.retain(|_, l| !l.is_empty());
+        // Emptied lists stay (the user is known) but give their room back.
+        for list in self.bindings.values_mut().filter(|l| l.is_empty()) {
+            list.shrink_to_fit();
+        }
         self.earliest = self.bindings.values().flatten().map(|b| b.expires_at).min();
     }
 
@@ -362,20 +365,31 @@ impl Registrar {
                 self.respond(req, source, 400, "Bad Request (* needs Expires: 0)", vec![]);
                 return;
             }
-            if let Some(list) = self.bindings.remove(&user) {
-                for b in list {
+            if let Some(list) = self.bindings.get_mut(&user) {
+                for b in std::mem::take(list) {
                     self.contacts.remove(&contact_key(&b.contact));
                 }
             }
         }
+        let was_known = self.bindings.contains_key(&user);
         for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
             let expires = c.0.expires().unwrap_or(default_expires);
             if expires != 0 && expires < self.config.min_expires {
+                // A refused REGISTER does not make its user known.
+                if !was_known && self.bindings.get(&user).is_some_and(Vec::is_empty) {
+                    self.bindings.remove(&user);
+                }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
                 self.respond(req, source, 423, "Interval Too Brief", vec![h]);
                 return;
             }
-            let list = self.bindings.entry(user.clone()).or_default();
+            if !self.bindings.contains_key(&user) {
+                self.bindings.insert(user.clone(), Vec::new());
+            }
+            // Inserted just above when missing.
+            let Some(list) = self.bindings.get_mut(&user) else {
+                unreachable!("the user's list exists")
+            };
             list.retain(|b| !same_uri(&b.contact, &c.1.uri));
             let key = contact_key(&c.1.uri);
             if expires > 0 {
@@ -397,8 +411,13 @@ impl Registrar {
                 self.contacts.remove(&key);
             }
         }
-        if self.bindings.get(&user).is_some_and(Vec::is_empty) {
-            self.bindings.remove(&user);
+        // The user is known from now on (an empty list when nothing is bound).
+        match self.bindings.get_mut(&user) {
+            Some(list) if list.is_empty() => list.shrink_to_fit(),
+            Some(_) => {}
+            None => {
+                self.bindings.insert(user.clone(), Vec::new());
+            }
         }
         let mut extra = Vec::new();
         for b in self.bindings(&user) {
@@ -409,7 +428,6 @@ impl Registrar {
             ));
         }
         self.stats.registered += 1;
-        self.seen.insert(user);
         self.respond(req, source, 200, "OK", extra);
     }
 
@@ -564,7 +582,7 @@ impl Registrar {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
                     } else {
-                        self.seen.contains(&user)
+                        self.bindings.contains_key(&user)
                     };
                     let (code, reason) = if known {
                         (480, "Temporarily Unavailable")

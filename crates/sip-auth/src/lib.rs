@@ -339,16 +339,24 @@ impl Challenge {
     /// uses the first one it supports in the server's preference order; among algorithms we
     /// prefer SHA-512-256, then SHA-256, then MD5). Unusable values are skipped.
     pub fn strongest<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, AuthError> {
-        let mut best: Option<Challenge> = None;
+        Self::strongest_with_value(values).map(|(c, _)| c)
+    }
+
+    /// [`Challenge::strongest`], with the header value it was read from (kept by a client that
+    /// reuses the challenge later: one string instead of the parsed fields).
+    pub fn strongest_with_value<'a>(
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(Self, &'a str), AuthError> {
+        let mut best: Option<(Challenge, &'a str)> = None;
         let mut last_err = AuthError::NoUsableChallenge;
         for v in values {
             match Challenge::parse(v) {
                 Ok(c) => {
                     if best
                         .as_ref()
-                        .is_none_or(|b| c.algorithm.strength() > b.algorithm.strength())
+                        .is_none_or(|(b, _)| c.algorithm.strength() > b.algorithm.strength())
                     {
-                        best = Some(c);
+                        best = Some((c, v));
                     }
                 }
                 Err(e) => last_err = e,
