@@ -352,6 +352,14 @@ fn param(params: &[(&str, Cow<'_, str>)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone().into_owned())
 }
 
+/// [`param`] borrowed, for values only looked at (algorithm, qop, stale).
+fn param_ref<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+}
+
 /// Splits a header value into its scheme and the parameters after it.
 fn split_scheme(value: &str) -> Result<&str, AuthError> {
     let v = value.trim();
@@ -384,19 +392,24 @@ impl Challenge {
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
         let get = |n: &str| param(&params, n);
-        let algorithm = match get("algorithm") {
-            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+        let algorithm = match param_ref(&params, "algorithm") {
+            Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
-        let qop = match get("qop") {
+        let qop = match param_ref(&params, "qop") {
             None => Vec::new(),
             Some(q) => {
                 let offered: Vec<Qop> = q
                     .split(',')
-                    .filter_map(|t| match t.trim().to_ascii_lowercase().as_str() {
-                        "auth" => Some(Qop::Auth),
-                        "auth-int" => Some(Qop::AuthInt),
-                        _ => None,
+                    .map(str::trim)
+                    .filter_map(|t| {
+                        if t.eq_ignore_ascii_case("auth") {
+                            Some(Qop::Auth)
+                        } else if t.eq_ignore_ascii_case("auth-int") {
+                            Some(Qop::AuthInt)
+                        } else {
+                            None
+                        }
                     })
                     .collect();
                 if offered.is_empty() {
@@ -411,7 +424,7 @@ impl Challenge {
             opaque: get("opaque"),
             algorithm,
             qop,
-            stale: get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
+            stale: param_ref(&params, "stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
     }
 
@@ -641,14 +654,14 @@ impl Authorization {
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
         let get = |n: &str| param(&params, n);
-        let qop = match get("qop").map(|q| q.to_ascii_lowercase()) {
+        let qop = match param_ref(&params, "qop") {
             None => None,
-            Some(q) if q == "auth" => Some(Qop::Auth),
-            Some(q) if q == "auth-int" => Some(Qop::AuthInt),
+            Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
+            Some(q) if q.eq_ignore_ascii_case("auth-int") => Some(Qop::AuthInt),
             Some(_) => return Err(AuthError::UnsupportedQop),
         };
-        let algorithm = match get("algorithm") {
-            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+        let algorithm = match param_ref(&params, "algorithm") {
+            Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
         let a = Self {

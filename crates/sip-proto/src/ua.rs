@@ -24,10 +24,10 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef, Via,
+    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
+    BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, tag_from,
     text_of,
 };
 
@@ -532,15 +532,22 @@ impl UserAgent {
         NameAddr::new(uri)
     }
 
-    fn new_via(&mut self) -> Via {
-        let mut via = Via::new(
-            &self.profile.transport,
-            self.local_host.clone(),
-            Some(self.local_port),
-            &branch_from(self.rng.random()),
+    /// Our Via for a new request, printed straight into its string as
+    /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
+    fn new_via(&mut self) -> String {
+        use std::fmt::Write as _;
+        let branch: u64 = self.rng.random();
+        let mut via = String::with_capacity(64);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            via,
+            "SIP/2.0/{} {}:{};branch={BRANCH_MAGIC}{branch:016x}",
+            self.profile.transport.to_ascii_uppercase(),
+            self.local_host,
+            self.local_port
         );
         // RFC 3581: ask for the source port, so answers reach us through NAT.
-        via.params.set("rport", None);
+        via.push_str(";rport");
         via
     }
 
@@ -591,7 +598,7 @@ impl UserAgent {
         let aor = self.aor();
         let via = self.new_via();
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
-            .via(via)
+            .via_text(via)
             .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
             .to(NameAddr::new(aor))
             .call_id(format!("{:016x}@{}", self.reg_call_id, self.local_host))
@@ -658,9 +665,7 @@ impl UserAgent {
                         .to_string(),
                     ));
                     let via = self.new_via();
-                    retry
-                        .headers
-                        .set(Header::new(HeaderName::Via, text_of(&via, 96)));
+                    retry.headers.set(Header::new(HeaderName::Via, via));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
@@ -748,7 +753,7 @@ impl UserAgent {
         let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), self.local_host);
         let via = self.new_via();
         let mut b = RequestBuilder::new(Method::Invite, target.clone())
-            .via(via)
+            .via_text(via)
             .from(NameAddr::new(self.aor()).with_tag(&local_tag))
             .to(NameAddr::new(target))
             .call_id(call_id)
@@ -897,7 +902,7 @@ impl UserAgent {
                 }
                 let via = self.new_via();
                 let ack = self
-                    .common(dialog.request(Method::Ack, via, Some(seq)))
+                    .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
                     .build();
                 let dest = Destination::Uri(dialog.next_hop());
                 let ack = Bytes::from(ack.to_bytes());
@@ -971,9 +976,7 @@ impl UserAgent {
             }
             .to_string(),
         ));
-        invite
-            .headers
-            .set(Header::new(HeaderName::Via, text_of(&via, 96)));
+        invite.headers.set(Header::new(HeaderName::Via, via));
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
         invite.headers.push(header);
@@ -1066,7 +1069,7 @@ impl UserAgent {
             return;
         };
         let bye = dialog
-            .request(Method::Bye, via, None)
+            .request_via_text(Method::Bye, via, None)
             .header(HeaderName::UserAgent, ua)
             .build();
         let dest = Destination::Uri(dialog.next_hop());
@@ -1130,7 +1133,7 @@ impl UserAgent {
             return false;
         };
         let mut b = dialog
-            .request(method.clone(), via, None)
+            .request_via_text(method.clone(), via, None)
             .header(HeaderName::UserAgent, ua);
         if method == Method::Invite || method == Method::Update {
             // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
@@ -1169,7 +1172,7 @@ impl UserAgent {
             dialog.refresh_target(resp);
             let ack = Bytes::from(
                 dialog
-                    .request(Method::Ack, via, Some(seq))
+                    .request_via_text(Method::Ack, via, Some(seq))
                     .build()
                     .to_bytes(),
             );
@@ -1799,7 +1802,10 @@ impl UserAgent {
     fn drain_client(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.client.len() {
-            let mut finished = Vec::new();
+            // Nearly always one event at a time: the first is held apart so that the list of
+            // the others is only allocated when there are more.
+            let mut first = None;
+            let mut more = Vec::new();
             {
                 let e = &mut self.client[i];
                 while let Some(t) = e.txn.poll_transmit() {
@@ -1810,15 +1816,24 @@ impl UserAgent {
                     });
                 }
                 while let Some(ev) = e.txn.poll_event() {
-                    finished.push(ev);
+                    if first.is_none() {
+                        first = Some(ev);
+                    } else {
+                        more.push(ev);
+                    }
                 }
             }
+
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
             // A REGISTER's response handler reads the request (to answer a challenge): the
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && finished.iter().any(|e| matches!(e, TxnEvent::Response(_)));
+                && first
+                    .iter()
+                    .chain(&more)
+                    .any(|e| matches!(e, TxnEvent::Response(_)));
+            let finished = first.into_iter().chain(more);
             if request_needed {
                 let entry = self.client.remove(i);
                 for ev in finished {
@@ -2115,6 +2130,33 @@ mod tests {
             user_agent: "sipmeter-test".into(),
             seed,
             use_100rel: false,
+        }
+    }
+
+    #[test]
+    fn our_via_is_printed_as_the_typed_model_prints_it() {
+        for (transport, host) in [
+            ("UDP", "127.0.0.1"),
+            ("tcp", "[2001:db8::5]"),
+            ("TLS", "phone.example.test"),
+        ] {
+            let mut ua = UserAgent::new(UaConfig {
+                transport: transport.into(),
+                local_host: Host::parse(host).unwrap(),
+                ..config("alice", 5061, 7)
+            });
+            for _ in 0..3 {
+                // The same draw of the RNG as the agent makes.
+                let branch = sip_msg::branch_from(ua.rng.clone().random());
+                let mut via = sip_msg::typed::Via::new(
+                    transport,
+                    Host::parse(host).unwrap(),
+                    Some(5061),
+                    &branch,
+                );
+                via.params.set("rport", None);
+                assert_eq!(ua.new_via(), text_of(&via, 96));
+            }
         }
     }
 
