@@ -416,7 +416,12 @@ pub struct UserAgent {
     reg_refresh_at: Option<Instant>,
     reg_refresh: bool,
     reg_423_retried: bool,
-    calls: Vec<Option<Call>>,
+    /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. Each is boxed (a finished,
+    /// forgotten call leaves an 8-byte slot, not a whole `Call`) and forgotten calls at the
+    /// front are dropped, so a phone that calls for days keeps only its recent calls.
+    calls: VecDeque<Option<Box<Call>>>,
+    /// The handle of `calls[0]`: handles are never reused.
+    first_call: u32,
     client: Vec<ClientEntry>,
     server: Vec<ServerEntry>,
     /// Messages to send and events to report; `None` when both are empty (an idle phone).
@@ -465,7 +470,8 @@ impl UserAgent {
             reg_refresh_at: None,
             reg_refresh: false,
             reg_423_retried: false,
-            calls: Vec::new(),
+            calls: VecDeque::new(),
+            first_call: 0,
             client: Vec::new(),
             server: Vec::new(),
             queues: None,
@@ -502,12 +508,24 @@ impl UserAgent {
         self.call_ref(call)?.local_sdp.as_ref()
     }
 
+    /// The index of call `id` in `calls`.
+    fn slot(&self, id: CallId) -> Option<usize> {
+        id.0.checked_sub(self.first_call).map(|i| i as usize)
+    }
+
+    /// The handle of `calls[i]`.
+    fn id_at(first_call: u32, i: usize) -> CallId {
+        // There are never more than u32::MAX calls in the list (handles are u32).
+        CallId(first_call.wrapping_add(i as u32))
+    }
+
     fn call_ref(&self, id: CallId) -> Option<&Call> {
-        self.calls.get(id.0 as usize)?.as_ref()
+        self.calls.get(self.slot(id)?)?.as_deref()
     }
 
     fn call_mut(&mut self, id: CallId) -> Option<&mut Call> {
-        self.calls.get_mut(id.0 as usize)?.as_mut()
+        let i = self.slot(id)?;
+        self.calls.get_mut(i)?.as_deref_mut()
     }
 
     fn aor(&self) -> SipUri {
@@ -779,8 +797,8 @@ impl UserAgent {
             b = b.body("application/sdp", sdp.clone());
         }
         let invite = b.build();
-        let id = CallId(self.calls.len() as u32);
-        self.calls.push(Some(Call {
+        let id = Self::id_at(self.first_call, self.calls.len());
+        self.calls.push_back(Some(Box::new(Call {
             uac: true,
             state: CallState::Calling,
             invite: invite.clone(),
@@ -797,7 +815,7 @@ impl UserAgent {
             last_rseq: None,
             next_rseq: 1,
             prov_retransmit: None,
-        }));
+        })));
         self.start_client(now, invite, Owner::Invite(id), destination);
         id
     }
@@ -933,7 +951,7 @@ impl UserAgent {
                     .unwrap_or_default();
                 let cnonce = tag_from(self.rng.random());
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
-                let Some(Some(call)) = self.calls.get(id.0 as usize) else {
+                let Some(Some(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
                 };
                 let rejected = &call.invite;
@@ -1302,10 +1320,10 @@ impl UserAgent {
                 return;
             }
         };
-        let id = CallId(self.calls.len() as u32);
+        let id = Self::id_at(self.first_call, self.calls.len());
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
         let offer = sdp_of(&req);
-        self.calls.push(Some(Call {
+        self.calls.push_back(Some(Box::new(Call {
             uac: false,
             state: CallState::Calling,
             invite: req,
@@ -1322,7 +1340,7 @@ impl UserAgent {
             last_rseq: None,
             next_rseq: 1,
             prov_retransmit: None,
-        }));
+        })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
         queues(&mut self.queues)
@@ -1409,10 +1427,11 @@ impl UserAgent {
                     && resp.status().is_some_and(|c| (200..300).contains(&c))
                 {
                     let call_id = resp.call_id();
+                    let first = self.first_call;
                     let found = self.calls.iter().enumerate().find_map(|(i, c)| {
                         let c = c.as_ref()?;
                         (c.uac && c.invite.call_id() == call_id && c.ack.is_some())
-                            .then_some(CallId(i as u32))
+                            .then_some(Self::id_at(first, i))
                     });
                     if let Some(id) = found {
                         self.on_invite_response(now, id, &resp);
@@ -1496,7 +1515,7 @@ impl UserAgent {
     fn find_dialog_call(&self, req: &Message) -> Option<CallId> {
         self.calls.iter().enumerate().find_map(|(i, c)| {
             let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
-            crate::dialog::matches(d, req, true).then_some(CallId(i as u32))
+            crate::dialog::matches(d, req, true).then_some(Self::id_at(self.first_call, i))
         })
     }
 
@@ -1527,7 +1546,8 @@ impl UserAgent {
             ..key.clone()
         };
         let id = self.calls.iter().enumerate().find_map(|(i, c)| {
-            (c.as_ref()?.server_key.as_ref() == Some(&invite_key)).then_some(CallId(i as u32))
+            (c.as_ref()?.server_key.as_ref() == Some(&invite_key))
+                .then_some(Self::id_at(self.first_call, i))
         });
         let Some(id) = id else {
             self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
@@ -1755,13 +1775,14 @@ impl UserAgent {
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
         let mut give_up = Vec::new();
+        let first = self.first_call;
         for (i, slot) in self.calls.iter_mut().enumerate() {
             let Some(call) = slot.as_mut() else { continue };
             let Some((bytes, next, interval, deadline)) = call.ok_retransmit.as_mut() else {
                 continue;
             };
             if *deadline <= now {
-                give_up.push(CallId(i as u32));
+                give_up.push(Self::id_at(first, i));
                 continue;
             }
             if *next <= now {
@@ -2034,9 +2055,18 @@ impl UserAgent {
     /// Forgets a finished call's state (its handle becomes unknown).
     pub fn forget_call(&mut self, id: CallId) {
         if self.call_state(id) == Some(CallState::Terminated)
-            && let Some(slot) = self.calls.get_mut(id.0 as usize)
+            && let Some(i) = self.slot(id)
+            && let Some(slot) = self.calls.get_mut(i)
         {
             *slot = None;
+        }
+        // Forgotten calls at the front go: their handles stay unknown (never reused).
+        while matches!(self.calls.front(), Some(None)) {
+            self.calls.pop_front();
+            self.first_call = self.first_call.wrapping_add(1);
+        }
+        if self.calls.is_empty() && self.calls.capacity() > 0 {
+            self.calls = VecDeque::new();
         }
     }
 }
@@ -2273,6 +2303,47 @@ mod tests {
 
     fn has(ev: &[UaEvent], f: impl Fn(&CallEvent) -> bool) -> bool {
         ev.iter().any(|e| matches!(e, UaEvent::Call(_, c) if f(c)))
+    }
+
+    #[test]
+    fn forgotten_calls_free_their_slots_and_handles_are_never_reused() {
+        let mut p = Pair::new();
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            let call =
+                p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+            assert!(!seen.contains(&call), "handle {call:?} reused");
+            seen.push(call);
+            p.run(Duration::from_millis(50));
+            let bob_call = *incoming(&p.events_b).last().unwrap();
+            p.b.answer(p.now, bob_call, Some(Bytes::from_static(b"v=0\r\n")));
+            p.run(Duration::from_millis(100));
+            p.a.hangup(p.now, call);
+            // Long enough for every timer of the call (64*T1) to end.
+            p.run(Duration::from_secs(40));
+            assert_eq!(
+                p.a.call_state(call),
+                Some(CallState::Terminated),
+                "round {round}"
+            );
+            p.a.forget_call(call);
+            p.b.forget_call(bob_call);
+            assert_eq!(p.a.call_state(call), None);
+            assert!(
+                p.a.calls.is_empty() && p.b.calls.is_empty(),
+                "round {round}"
+            );
+        }
+        // A call forgotten out of order keeps the handles after it valid.
+        let first = p.a.call(p.now, Pair::bob_uri(), None);
+        let second = p.a.call(p.now, Pair::bob_uri(), None);
+        p.a.hangup(p.now, first);
+        p.run(Duration::from_secs(40));
+        assert_eq!(p.a.call_state(first), Some(CallState::Terminated));
+        p.a.forget_call(first);
+        assert_eq!(p.a.call_state(first), None);
+        assert!(p.a.call_state(second).is_some());
+        assert_eq!(p.a.calls.len(), 1);
     }
 
     #[test]
