@@ -22,7 +22,7 @@ use serde::Serialize;
 use sip_msg::{Host, Message, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallEvent, CallId, Destination, UaConfig, UaEvent, UserAgent};
+use sip_proto::ua::{CallEvent, CallId, Destination, UaEvent, UaIdentity, UaProfile, UserAgent};
 use tokio::net::UdpSocket;
 
 use sip_net::tls::ClientSettings;
@@ -960,6 +960,8 @@ struct Shard<'a> {
     sock: UdpSocket,
     local: SocketAddr,
     endpoints: Vec<Endpoint>,
+    /// One agent profile per group, shared by the group's agents.
+    profiles: Vec<Arc<UaProfile>>,
     by_user: HashMap<String, usize>,
     by_call_id: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -989,27 +991,44 @@ struct Shard<'a> {
     targets: TargetTable,
 }
 
-/// The user agent of endpoint `i` of group `g`, writing `local` in Via and Contact.
-fn new_ua(plan: &RunPlan, g: usize, i: usize, local: SocketAddr, seed: u64) -> UserAgent {
-    let ep_plan = &plan.groups[g].endpoints[i];
+/// The agent profile of group `g`: what its agents share.
+fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
     let kind = plan.server.transport.kind;
-    UserAgent::new(UaConfig {
-        user: ep_plan.user.clone(),
+    UaProfile {
         domain: plan.server.domain.clone(),
         registrar_uri: plan.server.registrar_uri.clone(),
         outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
-        credentials: ep_plan.credentials.clone(),
-        local_host: Host::from(local.ip()),
-        local_port: local.port(),
         transport: kind.via_token().into(),
         // RFC 3261 §17.1.1.2: no retransmissions over a reliable transport.
         reliable: kind.reliable(),
         expires: plan.register_expires,
         timers: plan.timers,
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
-        seed,
         use_100rel: plan.groups[g].prack,
-    })
+    }
+}
+
+/// The user agent of endpoint `i` of group `g` (sharing the group's `profile`), writing
+/// `local` in Via and Contact.
+fn new_ua(
+    profile: &Arc<UaProfile>,
+    plan: &RunPlan,
+    g: usize,
+    i: usize,
+    local: SocketAddr,
+    seed: u64,
+) -> UserAgent {
+    let ep_plan = &plan.groups[g].endpoints[i];
+    UserAgent::with_profile(
+        Arc::clone(profile),
+        UaIdentity {
+            user: ep_plan.user.clone(),
+            credentials: ep_plan.credentials.clone(),
+            local_host: Host::from(local.ip()),
+            local_port: local.port(),
+            seed,
+        },
+    )
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
@@ -1099,6 +1118,9 @@ impl<'a> Shard<'a> {
             sock,
             local,
             endpoints: Vec::with_capacity(work.len()),
+            profiles: (0..plan.groups.len())
+                .map(|g| Arc::new(ua_profile(plan, g)))
+                .collect(),
             by_user: HashMap::new(),
             by_call_id: HashMap::new(),
             heap: BinaryHeap::new(),
@@ -1156,7 +1178,7 @@ impl<'a> Shard<'a> {
             };
             // Over a stream transport the agent is made again once connected, with the
             // connection's address in Via and Contact.
-            let ua = new_ua(plan, g, i, local, seed);
+            let ua = new_ua(&shard.profiles[g], plan, g, i, local, seed);
             // The ramp is global: endpoint n of this shard of `shards` starts at its slot.
             let slot = if plan.ramp_per_sec > 0.0 {
                 Duration::from_secs_f64((n * plan.shards.max(1) + index) as f64 / plan.ramp_per_sec)
@@ -1667,7 +1689,7 @@ impl<'a> Shard<'a> {
                 }
                 let ep = &mut self.endpoints[idx];
                 let seed = self.plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_received) << 32;
-                let cname = format!("{}@sipmeter", ep.ua.config().user);
+                let cname = format!("{}@sipmeter", ep.ua.user());
                 let Some(media) = ep.media.as_mut() else {
                     return;
                 };
@@ -2016,7 +2038,7 @@ impl<'a> Shard<'a> {
                     && !media.started()
                 {
                     let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
-                    let cname = format!("{}@sipmeter", ep.ua.config().user);
+                    let cname = format!("{}@sipmeter", ep.ua.user());
                     negotiation = match &sdp {
                         Some(answer) => media.apply_answer(answer, seed as u32, &cname, seed, now),
                         None => Err("the 200 OK carried no SDP answer".to_owned()),
@@ -2169,7 +2191,7 @@ impl<'a> Shard<'a> {
         let report = EndpointReport {
             id: ep.id,
             group: self.plan.groups[ep.group].name.clone(),
-            user: ep.ua.config().user.clone(),
+            user: ep.ua.user().to_owned(),
             phase: ep.phase,
             outcome: ep.outcome,
             registration_code: ep.registration_code,
@@ -2365,7 +2387,14 @@ impl<'a> Shard<'a> {
                 let seed = plan.seed
                     ^ u64::from(ep.id).wrapping_mul(0x9E37_79B9_7F4A_7C15)
                     ^ u64::from(ep.link.generation - 1) << 48;
-                ep.ua = new_ua(plan, ep.group, ep.index, local, seed);
+                ep.ua = new_ua(
+                    &self.profiles[ep.group],
+                    plan,
+                    ep.group,
+                    ep.index,
+                    local,
+                    seed,
+                );
                 if stopping && reconnect {
                     self.finish(idx);
                     return;

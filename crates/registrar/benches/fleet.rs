@@ -18,6 +18,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -26,14 +27,33 @@ use registrar::{AuthMode, Registrar, RegistrarConfig};
 use sip_msg::{Host, Message, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallId, Destination, UaConfig, UserAgent};
+use sip_proto::ua::{CallId, Destination, UaIdentity, UaProfile, UserAgent};
 
 /// Counts live heap bytes, to measure the state an idle endpoint keeps.
 struct Counting;
 
+/// Adds `v` to a counter. The bench runs on one thread, so a plain load and store is exact
+/// here; a locked read-modify-write costs ~20 cycles, and the harness would pay it several
+/// hundred times per transaction (estimate: a few % of the measured time).
+fn bump(counter: &AtomicIsize, v: isize) {
+    counter.store(counter.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+}
+
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 /// Allocations made (reallocations count as one each), for allocations per transaction.
 static ALLOCS: AtomicIsize = AtomicIsize::new(0);
+/// Live heap blocks: the allocator's own overhead per block (glibc: 8 bytes of header,
+/// sizes rounded up to 16, at least 32) comes on top of the bytes counted.
+static BLOCKS: AtomicIsize = AtomicIsize::new(0);
+/// Live bytes as glibc's allocator (x86-64) holds them: each block with its 8-byte header,
+/// rounded up to 16, at least 32 (an estimate of the resident size; large blocks are mapped
+/// whole pages, which this ignores).
+static CHUNKS: AtomicIsize = AtomicIsize::new(0);
+
+/// The size of glibc's chunk for a request of `size` bytes.
+fn chunk(size: usize) -> isize {
+    ((size + 8 + 15) & !15).max(32) as isize
+}
 
 // The one unsafe block of the workspace: a global allocator must be an `unsafe impl`. It
 // forwards to the system allocator unchanged and only counts sizes.
@@ -42,19 +62,24 @@ static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 // contract is upheld by `System`.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        bump(&LIVE, l.size() as isize);
+        bump(&ALLOCS, 1);
+        bump(&BLOCKS, 1);
+        bump(&CHUNKS, chunk(l.size()));
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - l.size() as isize, Ordering::Relaxed);
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        bump(&LIVE, new_size as isize - l.size() as isize);
+        bump(&ALLOCS, 1);
+        bump(&CHUNKS, chunk(new_size) - chunk(l.size()));
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(p, l, new_size) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        bump(&LIVE, -(l.size() as isize));
+        bump(&BLOCKS, -1);
+        bump(&CHUNKS, -chunk(l.size()));
         // SAFETY: same contract as our caller's.
         unsafe { System.dealloc(p, l) }
     }
@@ -198,30 +223,38 @@ fn main() {
     // before the count starts.
     let index: HashMap<SocketAddr, usize> = (0..n).map(|i| (addr_of(i), i)).collect();
     let before = LIVE.load(Ordering::Relaxed);
+    let blocks_before = BLOCKS.load(Ordering::Relaxed);
+    let chunks_before = CHUNKS.load(Ordering::Relaxed);
+    // One profile for the group, shared by every phone (as the agent's engine does).
+    let profile = Arc::new(UaProfile {
+        domain: "bench.test".into(),
+        registrar_uri: Uri::parse("sip:127.0.0.1:5060;transport=udp").unwrap(),
+        outbound_proxy: None,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 3600,
+        timers: TimerConfig::default(),
+        user_agent: "sipmeter-bench".into(),
+        use_100rel: false,
+    });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {
             let a = addr_of(i);
             let user = format!("u{i}");
             let (u, p) = sip_auth::ephemeral::issue(SECRET, &user, NOW_UNIX + 3600);
-            UserAgent::new(UaConfig {
-                user,
-                domain: "bench.test".into(),
-                registrar_uri: Uri::parse("sip:127.0.0.1:5060;transport=udp").unwrap(),
-                outbound_proxy: None,
-                credentials: Some(Credentials::new(&u, &p)),
-                local_host: Host::V4(match a.ip() {
-                    std::net::IpAddr::V4(v4) => v4,
-                    std::net::IpAddr::V6(_) => unreachable!("IPv4 only"),
-                }),
-                local_port: a.port(),
-                transport: "UDP".into(),
-                reliable: false,
-                expires: 3600,
-                timers: TimerConfig::default(),
-                user_agent: "sipmeter-bench".into(),
-                seed: i as u64,
-                use_100rel: false,
-            })
+            UserAgent::with_profile(
+                profile.clone(),
+                UaIdentity {
+                    user,
+                    credentials: Some(Credentials::new(&u, &p)),
+                    local_host: Host::V4(match a.ip() {
+                        std::net::IpAddr::V4(v4) => v4,
+                        std::net::IpAddr::V6(_) => unreachable!("IPv4 only"),
+                    }),
+                    local_port: a.port(),
+                    seed: i as u64,
+                },
+            )
         })
         .collect();
     let now = Instant::now();
@@ -245,6 +278,8 @@ fn main() {
         while ua.poll_event().is_some() {}
     }
     let after = LIVE.load(Ordering::Relaxed);
+    let blocks_after = BLOCKS.load(Ordering::Relaxed);
+    let chunks_after = CHUNKS.load(Ordering::Relaxed);
 
     // Phase 2: the first half calls the second half; answered, then hung up.
     let a1 = ALLOCS.load(Ordering::Relaxed);
@@ -288,12 +323,25 @@ fn main() {
     );
     // The registrar's share: what dropping it frees (its bindings are those of the idle
     // phase: calls add none, and its output queue is empty).
-    let with_reg = LIVE.load(Ordering::Relaxed);
+    let (with_reg, blocks_with_reg, chunks_with_reg) = (
+        LIVE.load(Ordering::Relaxed),
+        BLOCKS.load(Ordering::Relaxed),
+        CHUNKS.load(Ordering::Relaxed),
+    );
     drop(reg);
     let reg_bytes = (with_reg - LIVE.load(Ordering::Relaxed)) as f64 / n as f64;
+    let reg_blocks = (blocks_with_reg - BLOCKS.load(Ordering::Relaxed)) as f64 / n as f64;
+    let blocks = (blocks_after - blocks_before) as f64 / n as f64;
+    let reg_chunks = (chunks_with_reg - CHUNKS.load(Ordering::Relaxed)) as f64 / n as f64;
+    let chunks = (chunks_after - chunks_before) as f64 / n as f64;
     let total = (after - before) as f64 / n as f64;
     println!(
         "  state per idle registered endpoint: {total:.0} bytes (heap and inline, counted by the allocator): UserAgent {:.0} + the registrar's binding of it {reg_bytes:.0}",
         total - reg_bytes
+    );
+    println!(
+        "    in {blocks:.1} heap blocks per endpoint (UserAgent {:.1} + binding {reg_blocks:.1}); with glibc's header and rounding per block: {chunks:.0} bytes (UserAgent {:.0} + binding {reg_chunks:.0})",
+        blocks - reg_blocks,
+        chunks - reg_chunks
     );
 }

@@ -25,11 +25,12 @@ mod auth;
 pub mod services;
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, Via, ViaRef};
+use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef};
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
 };
@@ -108,28 +109,37 @@ const OUT_KEEP: usize = 64;
 #[derive(Debug)]
 pub struct Registrar {
     config: RegistrarConfig,
+    /// User → its bindings. A user who registered once keeps an entry, empty once its
+    /// bindings are gone: that is how 480 (known, not bound) is told from 404 without an
+    /// account list, with no second set of user names.
     bindings: HashMap<String, Vec<Binding>>,
     /// Registered contact (`user@host:port`) → the address its REGISTER came from, so
     /// in-dialog requests find their endpoint in O(1).
     contacts: HashMap<String, SocketAddr>,
     /// The earliest binding expiry (recomputed when bindings lapse).
     earliest: Option<Instant>,
-    /// Users that registered at some point (404 versus 480 without an account list).
-    seen: std::collections::HashSet<String>,
     out: VecDeque<(SocketAddr, Bytes)>,
     stats: Stats,
     auth: auth::Verifier,
     services: services::Services,
+    /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
+    via_prefix: String,
 }
 
 impl Registrar {
     /// A registrar with no bindings. `secret` keys its nonces (and ephemeral credentials).
     pub fn new(config: RegistrarConfig) -> Self {
         let auth = auth::Verifier::new(&config.auth, &config.domain, &config.secret);
+        let via_prefix = format!(
+            "SIP/2.0/{} {}:{};branch=",
+            config.transport.to_ascii_uppercase(),
+            config.host,
+            config.port
+        );
         Self {
+            via_prefix,
             config,
             bindings: HashMap::new(),
-            seen: Default::default(),
             contacts: HashMap::new(),
             earliest: None,
             out: VecDeque::new(),
@@ -219,7 +229,10 @@ impl Registrar {
                 keep
             });
         }
-        self.bindings.retain(|_, l| !l.is_empty());
+        // Emptied lists stay (the user is known) but give their room back.
+        for list in self.bindings.values_mut().filter(|l| l.is_empty()) {
+            list.shrink_to_fit();
+        }
         self.earliest = self.bindings.values().flatten().map(|b| b.expires_at).min();
     }
 
@@ -250,18 +263,14 @@ impl Registrar {
     ) {
         let mut resp = Message::response_to(req, code, reason, Some(&to_tag_for(req)));
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
-        if let Some(mut via) = req.top_via()
+        if let Some(stamped) = stamped_top_via(req, source)
             && let Some(i) = resp.headers.position(&HeaderName::Via)
         {
-            via.params.set("received", Some(&source.ip().to_string()));
-            if via.params.contains("rport") {
-                via.params.set("rport", Some(&source.port().to_string()));
-            }
             // The top Via value is replaced in place; the other values of its line (a
             // comma-joined `Via: a, b`) stay, after it.
             let first = resp.headers.remove_first(&HeaderName::Via);
             resp.headers
-                .insert(i, Header::new(HeaderName::Via, text_of(&via, 128)));
+                .insert(i, Header::new(HeaderName::Via, stamped));
             if let Some(rest) = first.and_then(|h| after_first_value(h.value())) {
                 resp.headers
                     .insert(i + 1, Header::new(HeaderName::Via, rest));
@@ -362,20 +371,31 @@ impl Registrar {
                 self.respond(req, source, 400, "Bad Request (* needs Expires: 0)", vec![]);
                 return;
             }
-            if let Some(list) = self.bindings.remove(&user) {
-                for b in list {
+            if let Some(list) = self.bindings.get_mut(&user) {
+                for b in std::mem::take(list) {
                     self.contacts.remove(&contact_key(&b.contact));
                 }
             }
         }
+        let was_known = self.bindings.contains_key(&user);
         for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
             let expires = c.0.expires().unwrap_or(default_expires);
             if expires != 0 && expires < self.config.min_expires {
+                // A refused REGISTER does not make its user known.
+                if !was_known && self.bindings.get(&user).is_some_and(Vec::is_empty) {
+                    self.bindings.remove(&user);
+                }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
                 self.respond(req, source, 423, "Interval Too Brief", vec![h]);
                 return;
             }
-            let list = self.bindings.entry(user.clone()).or_default();
+            if !self.bindings.contains_key(&user) {
+                self.bindings.insert(user.clone(), Vec::new());
+            }
+            // Inserted just above when missing.
+            let Some(list) = self.bindings.get_mut(&user) else {
+                unreachable!("the user's list exists")
+            };
             list.retain(|b| !same_uri(&b.contact, &c.1.uri));
             let key = contact_key(&c.1.uri);
             if expires > 0 {
@@ -397,8 +417,13 @@ impl Registrar {
                 self.contacts.remove(&key);
             }
         }
-        if self.bindings.get(&user).is_some_and(Vec::is_empty) {
-            self.bindings.remove(&user);
+        // The user is known from now on (an empty list when nothing is bound).
+        match self.bindings.get_mut(&user) {
+            Some(list) if list.is_empty() => list.shrink_to_fit(),
+            Some(_) => {}
+            None => {
+                self.bindings.insert(user.clone(), Vec::new());
+            }
         }
         let mut extra = Vec::new();
         for b in self.bindings(&user) {
@@ -409,7 +434,6 @@ impl Registrar {
             ));
         }
         self.stats.registered += 1;
-        self.seen.insert(user);
         self.respond(req, source, 200, "OK", extra);
     }
 
@@ -564,7 +588,7 @@ impl Registrar {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
                     } else {
-                        self.seen.contains(&user)
+                        self.bindings.contains_key(&user)
                     };
                     let (code, reason) = if known {
                         (480, "Temporarily Unavailable")
@@ -600,25 +624,20 @@ impl Registrar {
             .as_deref()
             .unwrap_or_default()
             .bytes());
-        let branch = format!("{BRANCH_MAGIC}sm{incoming:016x}");
+
         // Record where the request came from on its Via (RFC 3581), so responses find it.
-        if let Some(mut via) = req.top_via() {
-            via.params.set("received", Some(&source.ip().to_string()));
-            if via.params.contains("rport") {
-                via.params.set("rport", Some(&source.port().to_string()));
-            }
+        if let Some(stamped) = stamped_top_via(&req, source) {
             pop_first_value(&mut req, HeaderName::Via);
             req.headers
-                .push_front(Header::new(HeaderName::Via, text_of(&via, 128)));
+                .push_front(Header::new(HeaderName::Via, stamped));
         }
-        let ours = Via::new(
-            &self.config.transport,
-            self.config.host.clone(),
-            Some(self.config.port),
-            &branch,
-        );
-        req.headers
-            .push_front(Header::new(HeaderName::Via, text_of(&ours, 96)));
+        // Our Via, printed as `Via::new(transport, host, port, branch)` prints it, straight
+        // into its string.
+        let mut ours = String::with_capacity(self.via_prefix.len() + 32);
+        ours.push_str(&self.via_prefix);
+        // Writing to a String cannot fail.
+        let _ = write!(ours, "{BRANCH_MAGIC}sm{incoming:016x}");
+        req.headers.push_front(Header::new(HeaderName::Via, ours));
         self.stats.forwarded += 1;
         self.out.push_back((to, Bytes::from(req.to_bytes())));
     }
@@ -704,6 +723,62 @@ fn pop_first_value(msg: &mut Message, name: HeaderName) {
     if let Some(rest) = after_first_value(first.value()) {
         msg.headers.insert(i, Header::new(name, rest));
     }
+}
+
+/// The top Via value of `msg` with `received` (and `rport`, when asked for) set to `source`
+/// (RFC 3261 §18.2.1, RFC 3581 §4), edited as text: the rest of the value stays byte for
+/// byte as received. `None` when the message has no readable top Via.
+fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
+    msg.headers.view::<ViaRef>()?.ok()?;
+    let line = msg.headers.get(&HeaderName::Via)?.value();
+    let top = first_value(line);
+    if top.contains('"') {
+        // A quoted parameter could hold `;`: let the typed model print it.
+        let mut via = msg.top_via()?;
+        via.params.set("received", Some(&source.ip().to_string()));
+        if via.params.contains("rport") {
+            via.params.set("rport", Some(&source.port().to_string()));
+        }
+        return Some(text_of(&via, 128));
+    }
+    let mut out = String::with_capacity(top.len() + 40);
+    let mut segments = top.split(';');
+    out.push_str(segments.next().unwrap_or_default().trim_end());
+    let mut received = false;
+    // Writing to a String cannot fail.
+    for seg in segments {
+        let name = seg.split_once('=').map_or(seg, |(n, _)| n).trim();
+        if name.eq_ignore_ascii_case("received") {
+            received = true;
+            let _ = write!(out, ";{name}={}", source.ip());
+        } else if name.eq_ignore_ascii_case("rport") {
+            let _ = write!(out, ";{name}={}", source.port());
+        } else {
+            out.push(';');
+            out.push_str(seg.trim());
+        }
+    }
+    if !received {
+        let _ = write!(out, ";received={}", source.ip());
+    }
+    Some(out)
+}
+
+/// The first value of a comma-joined header value (commas inside quotes or angle brackets do
+/// not count), trimmed.
+fn first_value(v: &str) -> &str {
+    let mut quote = false;
+    let mut angle = false;
+    for (i, c) in v.bytes().enumerate() {
+        match c {
+            b'"' => quote = !quote,
+            b'<' if !quote => angle = true,
+            b'>' if !quote => angle = false,
+            b',' if !quote && !angle => return v[..i].trim(),
+            _ => {}
+        }
+    }
+    v.trim()
 }
 
 /// The values after the first of a comma-joined header value (commas inside quotes or angle
@@ -846,6 +921,61 @@ Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c
     }
 
     #[test]
+    fn the_top_via_is_stamped_as_text_and_matches_the_typed_model() {
+        let src: SocketAddr = "192.0.2.7:5099".parse().unwrap();
+        let msg = |via: &str| {
+            let raw = format!(
+                "OPTIONS sip:b@x SIP/2.0\r\nVia: {via}\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n"
+            );
+            Message::parse(raw.as_bytes()).unwrap()
+        };
+        // The typed model's answer, for comparison.
+        let typed = |m: &Message| {
+            let mut via = m.top_via().unwrap();
+            via.params.set("received", Some(&src.ip().to_string()));
+            if via.params.contains("rport") {
+                via.params.set("rport", Some(&src.port().to_string()));
+            }
+            text_of(&via, 128)
+        };
+        for via in [
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport",
+            "SIP/2.0/UDP 10.0.0.1;rport;branch=z9hG4bK1",
+            "SIP/2.0/TCP h.example;branch=z9hG4bK1;received=1.1.1.1",
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1, SIP/2.0/UDP q;branch=z9hG4bK2",
+        ] {
+            let m = msg(via);
+            assert_eq!(stamped_top_via(&m, src).unwrap(), typed(&m), "{via}");
+        }
+        assert_eq!(
+            stamped_top_via(&msg("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport"), src).unwrap(),
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5099;received=192.0.2.7"
+        );
+        // Spacing and case are kept as received (the typed model would re-print them).
+        assert_eq!(
+            stamped_top_via(&msg("SIP/2.0/udp  10.0.0.1 ;branch=z9hG4bK1"), src).unwrap(),
+            "SIP/2.0/udp  10.0.0.1;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        // The Via we add when forwarding prints as the typed model prints it.
+        let reg = Registrar::new(RegistrarConfig {
+            domain: "x".into(),
+            host: Host::parse("[2001:db8::1]").unwrap(),
+            port: 5070,
+            transport: "tcp".into(),
+            auth: AuthMode::Open,
+            secret: b"s".to_vec(),
+            min_expires: 60,
+            max_expires: 3600,
+        });
+        let ours =
+            sip_msg::typed::Via::new("tcp", reg.config.host.clone(), Some(5070), "z9hG4bKsm1");
+        assert_eq!(format!("{}z9hG4bKsm1", reg.via_prefix), text_of(&ours, 96));
+        // A quoted parameter goes through the typed model.
+        let quoted = msg(r#"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;x="a;b""#);
+        assert_eq!(stamped_top_via(&quoted, src).unwrap(), typed(&quoted));
+    }
+
+    #[test]
     fn an_answer_keeps_every_via_of_a_joined_line() {
         let mut reg = Registrar::new(RegistrarConfig {
             domain: "reg.test".into(),
@@ -870,9 +1000,9 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert_eq!(to, src);
         let resp = Message::parse(&bytes).unwrap();
         assert_eq!(resp.status(), Some(200));
-        let vias: Vec<Via> = resp
+        let vias: Vec<sip_msg::typed::Via> = resp
             .headers
-            .typed_all::<Via>()
+            .typed_all::<sip_msg::typed::Via>()
             .into_iter()
             .map(Result::unwrap)
             .collect();

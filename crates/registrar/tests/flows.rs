@@ -72,9 +72,7 @@ impl Net {
     }
 
     fn add(&mut self, ua: UserAgent) -> SocketAddr {
-        let addr: SocketAddr = format!("127.0.0.1:{}", ua.config().local_port)
-            .parse()
-            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", ua.local_port()).parse().unwrap();
         self.uas.insert(addr, ua);
         addr
     }

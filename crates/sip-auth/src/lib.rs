@@ -124,15 +124,15 @@ pub enum Algorithm {
 impl Algorithm {
     /// Reads an algorithm token, case-insensitively.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_uppercase().as_str() {
-            "MD5" => Algorithm::Md5,
-            "MD5-SESS" => Algorithm::Md5Sess,
-            "SHA-256" => Algorithm::Sha256,
-            "SHA-256-SESS" => Algorithm::Sha256Sess,
-            "SHA-512-256" => Algorithm::Sha512_256,
-            "SHA-512-256-SESS" => Algorithm::Sha512_256Sess,
-            _ => return None,
-        })
+        const ALL: [Algorithm; 6] = [
+            Algorithm::Md5,
+            Algorithm::Md5Sess,
+            Algorithm::Sha256,
+            Algorithm::Sha256Sess,
+            Algorithm::Sha512_256,
+            Algorithm::Sha512_256Sess,
+        ];
+        ALL.into_iter().find(|a| a.as_str().eq_ignore_ascii_case(s))
     }
 
     /// The token as written in headers.
@@ -170,6 +170,86 @@ impl Algorithm {
             Algorithm::Sha256 | Algorithm::Sha256Sess => hex(&Sha256::digest(data)),
             Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => hex(&Sha512_256::digest(data)),
         }
+    }
+}
+
+/// A running hash of one of the digest algorithms, fed in pieces (no text is formatted to
+/// hash it).
+enum Hasher {
+    Md5(Md5),
+    Sha256(Sha256),
+    Sha512_256(Sha512_256),
+}
+
+impl Hasher {
+    fn new(alg: Algorithm) -> Self {
+        match alg {
+            Algorithm::Md5 | Algorithm::Md5Sess => Hasher::Md5(Md5::new()),
+            Algorithm::Sha256 | Algorithm::Sha256Sess => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => {
+                Hasher::Sha512_256(Sha512_256::new())
+            }
+        }
+    }
+
+    /// Feeds `parts`, separated by `:` (RFC 7616 §3.4: every digest input is such a list).
+    fn parts(mut self, parts: &[&[u8]]) -> Self {
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                self.update(b":");
+            }
+            self.update(p);
+        }
+        self
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512_256(h) => h.update(data),
+        }
+    }
+
+    fn hex(self) -> HexDigest {
+        match self {
+            Hasher::Md5(h) => HexDigest::of(&h.finalize()),
+            Hasher::Sha256(h) => HexDigest::of(&h.finalize()),
+            Hasher::Sha512_256(h) => HexDigest::of(&h.finalize()),
+        }
+    }
+}
+
+/// A digest in lower-case hex, on the stack (at most 32 bytes: 64 characters).
+#[derive(Clone, Copy)]
+struct HexDigest {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl HexDigest {
+    fn of(bytes: &[u8]) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 64];
+        // Every algorithm here outputs at most 32 bytes (MD5 16, SHA-256 and SHA-512/256 32).
+        let bytes = &bytes[..bytes.len().min(32)];
+        for (i, b) in bytes.iter().enumerate() {
+            buf[2 * i] = DIGITS[usize::from(b >> 4)];
+            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        Self {
+            buf,
+            len: bytes.len() * 2,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -272,6 +352,14 @@ fn param(params: &[(&str, Cow<'_, str>)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone().into_owned())
 }
 
+/// [`param`] borrowed, for values only looked at (algorithm, qop, stale).
+fn param_ref<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+}
+
 /// Splits a header value into its scheme and the parameters after it.
 fn split_scheme(value: &str) -> Result<&str, AuthError> {
     let v = value.trim();
@@ -304,19 +392,24 @@ impl Challenge {
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
         let get = |n: &str| param(&params, n);
-        let algorithm = match get("algorithm") {
-            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+        let algorithm = match param_ref(&params, "algorithm") {
+            Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
-        let qop = match get("qop") {
+        let qop = match param_ref(&params, "qop") {
             None => Vec::new(),
             Some(q) => {
                 let offered: Vec<Qop> = q
                     .split(',')
-                    .filter_map(|t| match t.trim().to_ascii_lowercase().as_str() {
-                        "auth" => Some(Qop::Auth),
-                        "auth-int" => Some(Qop::AuthInt),
-                        _ => None,
+                    .map(str::trim)
+                    .filter_map(|t| {
+                        if t.eq_ignore_ascii_case("auth") {
+                            Some(Qop::Auth)
+                        } else if t.eq_ignore_ascii_case("auth-int") {
+                            Some(Qop::AuthInt)
+                        } else {
+                            None
+                        }
                     })
                     .collect();
                 if offered.is_empty() {
@@ -331,7 +424,7 @@ impl Challenge {
             opaque: get("opaque"),
             algorithm,
             qop,
-            stale: get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
+            stale: param_ref(&params, "stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
     }
 
@@ -339,16 +432,24 @@ impl Challenge {
     /// uses the first one it supports in the server's preference order; among algorithms we
     /// prefer SHA-512-256, then SHA-256, then MD5). Unusable values are skipped.
     pub fn strongest<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, AuthError> {
-        let mut best: Option<Challenge> = None;
+        Self::strongest_with_value(values).map(|(c, _)| c)
+    }
+
+    /// [`Challenge::strongest`], with the header value it was read from (kept by a client that
+    /// reuses the challenge later: one string instead of the parsed fields).
+    pub fn strongest_with_value<'a>(
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(Self, &'a str), AuthError> {
+        let mut best: Option<(Challenge, &'a str)> = None;
         let mut last_err = AuthError::NoUsableChallenge;
         for v in values {
             match Challenge::parse(v) {
                 Ok(c) => {
                     if best
                         .as_ref()
-                        .is_none_or(|b| c.algorithm.strength() > b.algorithm.strength())
+                        .is_none_or(|(b, _)| c.algorithm.strength() > b.algorithm.strength())
                     {
-                        best = Some(c);
+                        best = Some((c, v));
                     }
                 }
                 Err(e) => last_err = e,
@@ -381,21 +482,45 @@ fn response(
     method: &str,
     uri: &str,
     body: &[u8],
-) -> String {
-    let mut ha1 = alg.hash(format!("{user}:{realm}:{password}").as_bytes());
+) -> HexDigest {
+    // Every input is hashed in pieces: no formatted copies (this runs for every request a
+    // fleet authenticates, on both sides).
+    let mut ha1 = Hasher::new(alg)
+        .parts(&[user.as_bytes(), realm.as_bytes(), password.as_bytes()])
+        .hex();
     if alg.is_sess() {
-        ha1 = alg.hash(format!("{ha1}:{nonce}:{cnonce}").as_bytes());
+        ha1 = Hasher::new(alg)
+            .parts(&[ha1.as_bytes(), nonce.as_bytes(), cnonce.as_bytes()])
+            .hex();
     }
     let ha2 = match qop {
-        Some(Qop::AuthInt) => alg.hash(format!("{method}:{uri}:{}", alg.hash(body)).as_bytes()),
-        _ => alg.hash(format!("{method}:{uri}").as_bytes()),
+        Some(Qop::AuthInt) => {
+            let hb = Hasher::new(alg).parts(&[body]).hex();
+            Hasher::new(alg)
+                .parts(&[method.as_bytes(), uri.as_bytes(), hb.as_bytes()])
+                .hex()
+        }
+        _ => Hasher::new(alg)
+            .parts(&[method.as_bytes(), uri.as_bytes()])
+            .hex(),
     };
     match qop {
         Some(q) => {
             let q = if q == Qop::Auth { "auth" } else { "auth-int" };
-            alg.hash(format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}").as_bytes())
+            Hasher::new(alg)
+                .parts(&[
+                    ha1.as_bytes(),
+                    nonce.as_bytes(),
+                    nc.as_bytes(),
+                    cnonce.as_bytes(),
+                    q.as_bytes(),
+                    ha2.as_bytes(),
+                ])
+                .hex()
         }
-        None => alg.hash(format!("{ha1}:{nonce}:{ha2}").as_bytes()),
+        None => Hasher::new(alg)
+            .parts(&[ha1.as_bytes(), nonce.as_bytes(), ha2.as_bytes()])
+            .hex(),
     }
 }
 
@@ -450,7 +575,7 @@ impl DigestClient {
             quote(realm),
             quote(&ch.nonce),
             quote(uri),
-            resp,
+            resp.as_str(),
             ch.algorithm.as_str()
         );
         if let Some(q) = qop {
@@ -529,14 +654,14 @@ impl Authorization {
     pub fn parse(value: &str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
         let get = |n: &str| param(&params, n);
-        let qop = match get("qop").map(|q| q.to_ascii_lowercase()) {
+        let qop = match param_ref(&params, "qop") {
             None => None,
-            Some(q) if q == "auth" => Some(Qop::Auth),
-            Some(q) if q == "auth-int" => Some(Qop::AuthInt),
+            Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
+            Some(q) if q.eq_ignore_ascii_case("auth-int") => Some(Qop::AuthInt),
             Some(_) => return Err(AuthError::UnsupportedQop),
         };
-        let algorithm = match get("algorithm") {
-            Some(a) => Algorithm::parse(&a).ok_or(AuthError::UnsupportedAlgorithm)?,
+        let algorithm = match param_ref(&params, "algorithm") {
+            Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
         let a = Self {
@@ -606,13 +731,23 @@ impl NonceIssuer {
 
     /// A nonce for `realm` at `now_unix`.
     pub fn issue(&self, realm: &str, now_unix: u64) -> String {
+        let mut out = String::with_capacity(20 + 1 + 24);
+        self.write_nonce(realm, now_unix, &mut out);
+        out
+    }
+
+    /// Appends the nonce for `realm` at `now_unix` to `out` (no other allocation).
+    fn write_nonce(&self, realm: &str, now_unix: u64, out: &mut String) {
         let mut mac = self.mac.clone();
-        mac.update(format!("{now_unix}:{realm}").as_bytes());
+        let mut digits = [0u8; 20];
+        let ts = decimal(now_unix, &mut digits);
+        mac.update(ts.as_bytes());
+        mac.update(b":");
+        mac.update(realm.as_bytes());
         let mac = mac.finalize().into_bytes();
-        format!(
-            "{now_unix}.{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&mac[..18])
-        )
+        out.push_str(ts);
+        out.push('.');
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&mac[..18], out);
     }
 
     /// Checks a nonce we may have issued.
@@ -623,8 +758,21 @@ impl NonceIssuer {
         let Ok(t) = ts.parse::<u64>() else {
             return NonceState::Invalid;
         };
-        let expected = self.issue(realm, t);
-        if !bool::from(expected.as_bytes().ct_eq(nonce.as_bytes())) {
+        // The canonical nonce of `t` (a timestamp written with leading zeros is not ours).
+        let mut mac = self.mac.clone();
+        mac.update(ts.as_bytes());
+        mac.update(b":");
+        mac.update(realm.as_bytes());
+        let mac = mac.finalize().into_bytes();
+        let mut tag = [0u8; 24];
+        // 18 bytes are exactly 24 base64 characters: the buffer fits.
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(&mac[..18], &mut tag)
+            .unwrap_or(0);
+        let mut digits = [0u8; 20];
+        let canonical = decimal(t, &mut digits) == ts;
+        let given = &nonce.as_bytes()[ts.len() + 1..];
+        if !canonical || n != 24 || !bool::from(tag.as_slice().ct_eq(given)) {
             return NonceState::Invalid;
         }
         if now_unix > t.saturating_add(self.lifetime) || t > now_unix.saturating_add(60) {
@@ -642,17 +790,35 @@ impl NonceIssuer {
         stale: bool,
         now_unix: u64,
     ) -> String {
-        let mut v = format!(
-            "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"",
-            quote(realm),
-            self.issue(realm, now_unix),
-            algorithm.as_str()
-        );
+        let realm_q = quote(realm);
+        let mut v = String::with_capacity(80 + realm_q.len());
+        v.push_str("Digest realm=\"");
+        v.push_str(&realm_q);
+        v.push_str("\", nonce=\"");
+        self.write_nonce(realm, now_unix, &mut v);
+        v.push_str("\", algorithm=");
+        v.push_str(algorithm.as_str());
+        v.push_str(", qop=\"auth\"");
         if stale {
             v.push_str(", stale=true");
         }
         v
     }
+}
+
+/// `n` in decimal, written into `buf` (a u64 has at most 20 digits).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits are written.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
 /// The server's verdict on credentials.
@@ -697,11 +863,15 @@ pub fn verify(
         body,
     );
     // Constant time: do not leak how many leading characters matched.
-    if !bool::from(
-        expected
-            .as_bytes()
-            .ct_eq(auth.response.to_ascii_lowercase().as_bytes()),
-    ) {
+    // Hex digits compared case-insensitively, without a lower-cased copy.
+    let given = auth.response.as_bytes();
+    let same_len = expected.as_bytes().len() == given.len();
+    let mut lowered = [0u8; 64];
+    for (l, g) in lowered.iter_mut().zip(given) {
+        *l = g.to_ascii_lowercase();
+    }
+    let given = &lowered[..given.len().min(64)];
+    if !same_len || !bool::from(expected.as_bytes().ct_eq(given)) {
         return Verdict::Rejected;
     }
     if nonce_state == NonceState::Stale {

@@ -40,7 +40,8 @@ pub fn tag_from(random: u64) -> String {
 pub struct RequestBuilder {
     method: Method,
     uri: Uri,
-    via: Vec<Via>,
+    /// Via values, printed when added.
+    via: Vec<String>,
     max_forwards: u8,
     routes: Vec<NameAddr>,
     from: Option<NameAddr>,
@@ -73,6 +74,13 @@ impl RequestBuilder {
 
     /// Adds a Via (the first added is the top one).
     pub fn via(mut self, via: Via) -> Self {
+        self.via.push(text_of(&via, 96));
+        self
+    }
+
+    /// Adds a Via value already printed (`SIP/2.0/UDP host:port;branch=…`), as a caller that
+    /// writes its Via straight into one string does.
+    pub fn via_text(mut self, via: String) -> Self {
         self.via.push(via);
         self
     }
@@ -134,8 +142,8 @@ impl RequestBuilder {
     /// The request; Content-Length is computed from the body.
     pub fn build(self) -> Message {
         let mut m = Message::new_request(self.method.clone(), self.uri);
-        for v in &self.via {
-            m.headers.push(Header::new(HeaderName::Via, text_of(v, 96)));
+        for v in self.via {
+            m.headers.push(Header::new(HeaderName::Via, v));
         }
         m.headers.push(Header::new(
             HeaderName::MaxForwards,

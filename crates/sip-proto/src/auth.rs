@@ -25,8 +25,10 @@ pub enum AuthFailure {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     client: DigestClient,
-    /// The last 401 challenge answered, reused for REGISTER refreshes (RFC 7616 §3.4 nc).
-    last: Option<Challenge>,
+    /// The last 401 challenge answered, reused for REGISTER refreshes (RFC 7616 §3.4 nc):
+    /// its header value as received, read again when reused (a refresh, rare) so that an
+    /// idle phone keeps one string instead of the parsed fields.
+    last: Option<Box<str>>,
     /// Credentials were last sent unprompted, with the nonce of `last`: a rejection of those
     /// is a fresh challenge, not a wrong password.
     preemptive: bool,
@@ -65,15 +67,17 @@ impl Authenticator {
         } else {
             (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         };
-        let ch = Challenge::strongest(resp.headers.get_all(&challenge_name).map(Header::value))
-            .map_err(AuthFailure::BadChallenge)?;
+        let (ch, raw) = Challenge::strongest_with_value(
+            resp.headers.get_all(&challenge_name).map(Header::value),
+        )
+        .map_err(AuthFailure::BadChallenge)?;
         let sent = rejected
             .headers
             .get(&answer_name)
             .and_then(|h| nonce_of(h.value()));
         if let Some(nonce) = sent {
             let was_preemptive =
-                self.preemptive && self.last.as_ref().is_some_and(|l| l.nonce == nonce);
+                self.preemptive && self.last_challenge().is_some_and(|l| l.nonce == nonce);
             if !ch.stale && !was_preemptive {
                 return Err(AuthFailure::Rejected);
             }
@@ -83,7 +87,7 @@ impl Authenticator {
             .client
             .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
         if answer_name == HeaderName::Authorization {
-            self.last = Some(ch);
+            self.last = Some(raw.into());
         }
         Ok(Header::new(answer_name, value))
     }
@@ -98,12 +102,17 @@ impl Authenticator {
         cnonce: &str,
     ) -> Option<Header> {
         let creds = creds?;
-        let ch = self.last.as_ref()?;
+        let ch = self.last_challenge()?;
         self.preemptive = true;
         let value = self
             .client
-            .authorize(ch, creds, method.as_str(), uri, body, cnonce);
+            .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
         Some(Header::new(HeaderName::Authorization, value))
+    }
+
+    /// The kept challenge, read again (it parsed when it was received, so it parses now).
+    fn last_challenge(&self) -> Option<Challenge> {
+        Challenge::parse(self.last.as_deref()?).ok()
     }
 
     /// The last request with credentials succeeded.

@@ -2,7 +2,7 @@
 //! construction of requests inside a dialog.
 
 use sip_msg::typed::{CallIdRef, Contact, FromRef, NameAddr, RecordRoute, ToRef, Via};
-use sip_msg::{Message, Method, RequestBuilder, Uri};
+use sip_msg::{Message, Method, RequestBuilder, Uri, text_of};
 
 /// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -124,6 +124,16 @@ impl Dialog {
     /// Request-URI and the route set in Route; a strict first route (no `lr`) becomes the
     /// Request-URI and the remote target goes last in Route.
     pub fn request(&mut self, method: Method, via: Via, cseq: Option<u32>) -> RequestBuilder {
+        self.request_via_text(method, text_of(&via, 96), cseq)
+    }
+
+    /// [`Dialog::request`] with the Via value already printed.
+    pub fn request_via_text(
+        &mut self,
+        method: Method,
+        via: String,
+        cseq: Option<u32>,
+    ) -> RequestBuilder {
         let seq = match cseq {
             Some(s) => s,
             None => {
@@ -144,7 +154,7 @@ impl Dialog {
             (self.remote_target.clone(), self.route_set.clone())
         };
         let mut b = RequestBuilder::new(method, uri)
-            .via(via)
+            .via_text(via)
             .from(self.local_uri.clone().with_tag(&self.id.local_tag))
             .to(self.remote_uri.clone().with_tag(&self.id.remote_tag))
             .call_id(self.id.call_id.clone())

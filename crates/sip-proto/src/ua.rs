@@ -17,16 +17,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef, Via,
+    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, branch_from, tag_from,
+    BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, tag_from,
     text_of,
 };
 
@@ -39,7 +40,8 @@ use crate::transaction::{
 /// Methods we accept, announced in Allow.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK";
 
-/// How the agent is set up.
+/// How the agent is set up: everything in one struct (see [`UaConfig::split`] for the shared
+/// and the per-phone parts).
 #[derive(Debug, Clone)]
 pub struct UaConfig {
     /// The address-of-record user (extension).
@@ -70,6 +72,71 @@ pub struct UaConfig {
     pub seed: u64,
     /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
     pub use_100rel: bool,
+}
+
+impl UaConfig {
+    /// The part every phone of a group shares, and the phone's own part.
+    pub fn split(self) -> (UaProfile, UaIdentity) {
+        (
+            UaProfile {
+                domain: self.domain,
+                registrar_uri: self.registrar_uri,
+                outbound_proxy: self.outbound_proxy,
+                transport: self.transport,
+                reliable: self.reliable,
+                expires: self.expires,
+                timers: self.timers,
+                user_agent: self.user_agent,
+                use_100rel: self.use_100rel,
+            },
+            UaIdentity {
+                user: self.user,
+                credentials: self.credentials,
+                local_host: self.local_host,
+                local_port: self.local_port,
+                seed: self.seed,
+            },
+        )
+    }
+}
+
+/// The configuration every phone of a group shares: held once, behind an `Arc`, by all of
+/// them (a fleet has thousands of phones and one copy of this per group).
+#[derive(Debug, Clone)]
+pub struct UaProfile {
+    /// The domain of the address-of-record (the registrar's domain).
+    pub domain: String,
+    /// The REGISTER Request-URI (e.g. `sip:pbx.example.com:5060;transport=udp`).
+    pub registrar_uri: Uri,
+    /// The outbound proxy: every initial INVITE carries `Route: <PROXY;lr>` and goes there.
+    pub outbound_proxy: Option<SipUri>,
+    /// The Via transport token (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
+    pub transport: String,
+    /// True on TCP/TLS/WS/WSS: no retransmissions (RFC 3261 §17.1.1.2).
+    pub reliable: bool,
+    /// Requested registration lifetime in seconds.
+    pub expires: u32,
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// The User-Agent header.
+    pub user_agent: String,
+    /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
+    pub use_100rel: bool,
+}
+
+/// What is a phone's own: its user, credentials, address and seed.
+#[derive(Debug, Clone)]
+pub struct UaIdentity {
+    /// The address-of-record user (extension).
+    pub user: String,
+    /// Digest credentials; `None` answers no challenge.
+    pub credentials: Option<Credentials>,
+    /// Our host as written in Via and Contact.
+    pub local_host: Host,
+    /// Our port.
+    pub local_port: u16,
+    /// Seed for tags, branches and Call-IDs.
+    pub seed: u64,
 }
 
 /// Where a message must be sent; the driver maps this to an address and flow.
@@ -329,7 +396,13 @@ struct Call {
 /// A simulated SIP phone.
 #[derive(Debug)]
 pub struct UserAgent {
-    config: UaConfig,
+    /// Shared by the phones of a group.
+    profile: Arc<UaProfile>,
+    /// The user as a boxed string: no spare capacity on an idle phone.
+    user: Box<str>,
+    credentials: Option<Credentials>,
+    local_host: Host,
+    local_port: u16,
     rng: SmallRng,
     auth: Authenticator,
     reg_state: RegState,
@@ -343,23 +416,50 @@ pub struct UserAgent {
     reg_refresh_at: Option<Instant>,
     reg_refresh: bool,
     reg_423_retried: bool,
-    calls: Vec<Option<Call>>,
+    /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. Each is boxed (a finished,
+    /// forgotten call leaves an 8-byte slot, not a whole `Call`) and forgotten calls at the
+    /// front are dropped, so a phone that calls for days keeps only its recent calls.
+    calls: VecDeque<Option<Box<Call>>>,
+    /// The handle of `calls[0]`: handles are never reused.
+    first_call: u32,
     client: Vec<ClientEntry>,
     server: Vec<ServerEntry>,
+    /// Messages to send and events to report; `None` when both are empty (an idle phone).
+    queues: Option<Box<Queues>>,
+}
+
+/// The output queues of an agent, allocated only while something is queued.
+#[derive(Debug, Default)]
+struct Queues {
     out: VecDeque<Outgoing>,
     events: VecDeque<UaEvent>,
 }
 
+/// The queues, made when the first message or event is queued.
+fn queues(q: &mut Option<Box<Queues>>) -> &mut Queues {
+    q.get_or_insert_with(Box::default)
+}
+
 impl UserAgent {
-    /// A new agent; nothing is sent until a command.
+    /// A new agent with a configuration of its own; nothing is sent until a command.
     pub fn new(config: UaConfig) -> Self {
-        let mut rng = SmallRng::seed_from_u64(config.seed);
+        let (profile, identity) = config.split();
+        Self::with_profile(Arc::new(profile), identity)
+    }
+
+    /// A new agent sharing `profile` with the other phones of its group.
+    pub fn with_profile(profile: Arc<UaProfile>, identity: UaIdentity) -> Self {
+        let mut rng = SmallRng::seed_from_u64(identity.seed);
         let reg_call_id = rng.random::<u64>();
         let reg_from_tag = rng.random::<u64>();
         let auth = Authenticator::new();
-        let reg_expires = config.expires;
+        let reg_expires = profile.expires;
         Self {
-            config,
+            profile,
+            user: identity.user.into_boxed_str(),
+            credentials: identity.credentials,
+            local_host: identity.local_host,
+            local_port: identity.local_port,
             rng,
             auth,
             reg_state: RegState::Idle,
@@ -370,17 +470,27 @@ impl UserAgent {
             reg_refresh_at: None,
             reg_refresh: false,
             reg_423_retried: false,
-            calls: Vec::new(),
+            calls: VecDeque::new(),
+            first_call: 0,
             client: Vec::new(),
             server: Vec::new(),
-            out: VecDeque::new(),
-            events: VecDeque::new(),
+            queues: None,
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &UaConfig {
-        &self.config
+    /// The configuration shared with the phones of the group.
+    pub fn profile(&self) -> &UaProfile {
+        &self.profile
+    }
+
+    /// The address-of-record user.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Our port as written in Via and Contact.
+    pub fn local_port(&self) -> u16 {
+        self.local_port
     }
 
     /// The registration state.
@@ -398,55 +508,75 @@ impl UserAgent {
         self.call_ref(call)?.local_sdp.as_ref()
     }
 
+    /// The index of call `id` in `calls`.
+    fn slot(&self, id: CallId) -> Option<usize> {
+        id.0.checked_sub(self.first_call).map(|i| i as usize)
+    }
+
+    /// The handle of `calls[i]`.
+    fn id_at(first_call: u32, i: usize) -> CallId {
+        // There are never more than u32::MAX calls in the list (handles are u32).
+        CallId(first_call.wrapping_add(i as u32))
+    }
+
     fn call_ref(&self, id: CallId) -> Option<&Call> {
-        self.calls.get(id.0 as usize)?.as_ref()
+        self.calls.get(self.slot(id)?)?.as_deref()
     }
 
     fn call_mut(&mut self, id: CallId) -> Option<&mut Call> {
-        self.calls.get_mut(id.0 as usize)?.as_mut()
+        let i = self.slot(id)?;
+        self.calls.get_mut(i)?.as_deref_mut()
     }
 
     fn aor(&self) -> SipUri {
-        let domain = &self.config.domain;
+        let domain = &self.profile.domain;
         // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
         let host = Host::parse(domain)
             .or_else(|e| domain.parse().map(Host::V6).map_err(|_| e))
             .unwrap_or(Host::Name(domain.clone()));
-        SipUri::new(host).with_user(self.config.user.clone())
+        SipUri::new(host).with_user(self.user.to_string())
     }
 
     fn contact(&self) -> NameAddr {
-        let mut uri = SipUri::new(self.config.local_host.clone())
-            .with_user(self.config.user.clone())
-            .with_port(self.config.local_port);
-        if !self.config.transport.eq_ignore_ascii_case("udp") {
+        let mut uri = SipUri::new(self.local_host.clone())
+            .with_user(self.user.to_string())
+            .with_port(self.local_port);
+        if !self.profile.transport.eq_ignore_ascii_case("udp") {
             uri = uri.with_param(
                 "transport",
-                Some(&self.config.transport.to_ascii_lowercase()),
+                Some(&self.profile.transport.to_ascii_lowercase()),
             );
         }
         NameAddr::new(uri)
     }
 
-    fn new_via(&mut self) -> Via {
-        let mut via = Via::new(
-            &self.config.transport,
-            self.config.local_host.clone(),
-            Some(self.config.local_port),
-            &branch_from(self.rng.random()),
+    /// Our Via for a new request, printed straight into its string as
+    /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
+    fn new_via(&mut self) -> String {
+        use std::fmt::Write as _;
+        let branch: u64 = self.rng.random();
+        let mut via = String::with_capacity(64);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            via,
+            "SIP/2.0/{} {}:{};branch={BRANCH_MAGIC}{branch:016x}",
+            self.profile.transport.to_ascii_uppercase(),
+            self.local_host,
+            self.local_port
         );
         // RFC 3581: ask for the source port, so answers reach us through NAT.
-        via.params.set("rport", None);
+        via.push_str(";rport");
         via
     }
 
     fn common(&self, b: RequestBuilder) -> RequestBuilder {
-        b.header(HeaderName::UserAgent, self.config.user_agent.clone())
+        b.header(HeaderName::UserAgent, self.profile.user_agent.clone())
     }
 
     fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
         let method = req.method().unwrap_or(Method::Options);
-        match ClientTransaction::from_request(now, req, self.config.reliable, self.config.timers) {
+        match ClientTransaction::from_request(now, req, self.profile.reliable, self.profile.timers)
+        {
             Ok(txn) => {
                 self.client.push(ClientEntry {
                     txn,
@@ -457,7 +587,7 @@ impl UserAgent {
                 self.drain_client(now);
             }
             // Our own requests always carry Via and CSeq: this cannot happen.
-            Err(_) => self.events.push_back(UaEvent::Ignored {
+            Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "could not start a transaction for our request",
             }),
         }
@@ -470,7 +600,7 @@ impl UserAgent {
         self.reg_state = RegState::Registering;
         self.reg_refresh = false;
         self.reg_423_retried = false;
-        self.reg_expires = self.config.expires;
+        self.reg_expires = self.profile.expires;
         self.send_register(now, self.reg_expires, Owner::Register);
     }
 
@@ -485,14 +615,11 @@ impl UserAgent {
         self.reg_cseq += 1;
         let aor = self.aor();
         let via = self.new_via();
-        let b = RequestBuilder::new(Method::Register, self.config.registrar_uri.clone())
-            .via(via)
+        let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
+            .via_text(via)
             .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
             .to(NameAddr::new(aor))
-            .call_id(format!(
-                "{:016x}@{}",
-                self.reg_call_id, self.config.local_host
-            ))
+            .call_id(format!("{:016x}@{}", self.reg_call_id, self.local_host))
             .cseq(self.reg_cseq)
             .contact(self.contact())
             .header(HeaderName::Expires, expires.to_string());
@@ -500,9 +627,9 @@ impl UserAgent {
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         let cnonce = tag_from(self.rng.random());
-        let uri = self.config.registrar_uri.to_string();
+        let uri = self.profile.registrar_uri.to_string();
         if let Some(h) = self.auth.preemptive(
-            self.config.credentials.as_ref(),
+            self.credentials.as_ref(),
             &Method::Register,
             &uri,
             b"",
@@ -522,7 +649,9 @@ impl UserAgent {
                 self.auth.succeeded();
                 if owner == Owner::Unregister {
                     self.reg_state = RegState::Unregistered;
-                    self.events.push_back(UaEvent::Unregistered { code });
+                    queues(&mut self.queues)
+                        .events
+                        .push_back(UaEvent::Unregistered { code });
                     return;
                 }
                 let granted = self.granted_expires(resp);
@@ -534,10 +663,12 @@ impl UserAgent {
                 let margin = (granted / 2).min(32);
                 self.reg_refresh_at =
                     (granted > 0).then(|| now + Duration::from_secs((granted - margin).into()));
-                self.events.push_back(UaEvent::Registered {
-                    expires: granted,
-                    refresh: self.reg_refresh,
-                });
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::Registered {
+                        expires: granted,
+                        refresh: self.reg_refresh,
+                    });
             }
             401 | 407 => match self.answer_register_challenge(resp, req) {
                 Ok(header) => {
@@ -552,9 +683,7 @@ impl UserAgent {
                         .to_string(),
                     ));
                     let via = self.new_via();
-                    retry
-                        .headers
-                        .set(Header::new(HeaderName::Via, text_of(&via, 96)));
+                    retry.headers.set(Header::new(HeaderName::Via, via));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
@@ -587,9 +716,9 @@ impl UserAgent {
         req: &Message,
     ) -> Result<Header, AuthFailure> {
         let cnonce = tag_from(self.rng.random());
-        let uri = self.config.registrar_uri.to_string();
+        let uri = self.profile.registrar_uri.to_string();
         self.auth.challenge(
-            self.config.credentials.as_ref(),
+            self.credentials.as_ref(),
             resp,
             req,
             &Method::Register,
@@ -602,11 +731,14 @@ impl UserAgent {
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
         if owner == Owner::Unregister {
             self.reg_state = RegState::Unregistered;
-            self.events.push_back(UaEvent::Unregistered { code });
+            queues(&mut self.queues)
+                .events
+                .push_back(UaEvent::Unregistered { code });
         } else {
             self.reg_state = RegState::Failed;
             self.reg_refresh_at = None;
-            self.events
+            queues(&mut self.queues)
+                .events
                 .push_back(UaEvent::RegistrationFailed { code, reason });
         }
     }
@@ -636,20 +768,16 @@ impl UserAgent {
     /// Places a call to `target` with an SDP offer; returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
         let local_tag = tag_from(self.rng.random());
-        let call_id = format!(
-            "{:016x}@{}",
-            self.rng.random::<u64>(),
-            self.config.local_host
-        );
+        let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), self.local_host);
         let via = self.new_via();
         let mut b = RequestBuilder::new(Method::Invite, target.clone())
-            .via(via)
+            .via_text(via)
             .from(NameAddr::new(self.aor()).with_tag(&local_tag))
             .to(NameAddr::new(target))
             .call_id(call_id)
             .cseq(1)
             .contact(self.contact());
-        let destination = match &self.config.outbound_proxy {
+        let destination = match &self.profile.outbound_proxy {
             Some(proxy) => {
                 // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
                 b = b.route(NameAddr::new(proxy.clone().with_param("lr", None)));
@@ -659,7 +787,7 @@ impl UserAgent {
         };
         b = self.common(b).header(HeaderName::Allow, ALLOW).header(
             HeaderName::Supported,
-            if self.config.use_100rel {
+            if self.profile.use_100rel {
                 "100rel, replaces, timer"
             } else {
                 "replaces, timer"
@@ -669,8 +797,8 @@ impl UserAgent {
             b = b.body("application/sdp", sdp.clone());
         }
         let invite = b.build();
-        let id = CallId(self.calls.len() as u32);
-        self.calls.push(Some(Call {
+        let id = Self::id_at(self.first_call, self.calls.len());
+        self.calls.push_back(Some(Box::new(Call {
             uac: true,
             state: CallState::Calling,
             invite: invite.clone(),
@@ -687,7 +815,7 @@ impl UserAgent {
             last_rseq: None,
             next_rseq: 1,
             prov_retransmit: None,
-        }));
+        })));
         self.start_client(now, invite, Owner::Invite(id), destination);
         id
     }
@@ -701,13 +829,15 @@ impl UserAgent {
             c.reported_end = true;
             c.state = CallState::Terminated;
         }
-        self.events.push_back(UaEvent::Call(id, e));
+        queues(&mut self.queues)
+            .events
+            .push_back(UaEvent::Call(id, e));
     }
 
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
         let code = resp.status().unwrap_or(0);
         let sdp = sdp_of(resp);
-        let use_100rel = self.config.use_100rel;
+        let use_100rel = self.profile.use_100rel;
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -740,7 +870,8 @@ impl UserAgent {
                         None,
                         Some(format!("{rseq} {cseq} INVITE")),
                     );
-                    self.events
+                    queues(&mut self.queues)
+                        .events
                         .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
                 }
                 let Some(call) = self.call_mut(id) else {
@@ -755,7 +886,7 @@ impl UserAgent {
             200..=299 => {
                 if let Some((dest, ack)) = call.ack.clone() {
                     // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4).
-                    self.out.push_back(Outgoing {
+                    queues(&mut self.queues).out.push_back(Outgoing {
                         destination: dest,
                         bytes: ack,
                         retransmission: true,
@@ -766,7 +897,7 @@ impl UserAgent {
                     Ok(d) => d,
                     Err(_) => {
                         // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
-                        self.events.push_back(UaEvent::Ignored {
+                        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                             what: "2xx to INVITE without To tag or Contact",
                         });
                         self.call_event(
@@ -789,7 +920,7 @@ impl UserAgent {
                 }
                 let via = self.new_via();
                 let ack = self
-                    .common(dialog.request(Method::Ack, via, Some(seq)))
+                    .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
                     .build();
                 let dest = Destination::Uri(dialog.next_hop());
                 let ack = Bytes::from(ack.to_bytes());
@@ -799,12 +930,13 @@ impl UserAgent {
                 call.dialog = Some(dialog);
                 call.ack = Some((dest.clone(), ack.clone()));
                 call.state = CallState::Confirmed;
-                self.out.push_back(Outgoing {
+                queues(&mut self.queues).out.push_back(Outgoing {
                     destination: dest,
                     bytes: ack,
                     retransmission: false,
                 });
-                self.events
+                queues(&mut self.queues)
+                    .events
                     .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
                 if cancelled {
                     // §9.1 race: the 2xx crossed our CANCEL; end the call with BYE.
@@ -819,12 +951,12 @@ impl UserAgent {
                     .unwrap_or_default();
                 let cnonce = tag_from(self.rng.random());
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
-                let Some(Some(call)) = self.calls.get(id.0 as usize) else {
+                let Some(Some(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
                 };
                 let rejected = &call.invite;
                 match self.auth.challenge(
-                    self.config.credentials.as_ref(),
+                    self.credentials.as_ref(),
                     resp,
                     rejected,
                     &Method::Invite,
@@ -862,15 +994,13 @@ impl UserAgent {
             }
             .to_string(),
         ));
-        invite
-            .headers
-            .set(Header::new(HeaderName::Via, text_of(&via, 96)));
+        invite.headers.set(Header::new(HeaderName::Via, via));
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
         invite.headers.push(header);
         let invite = invite.clone();
         call.provisional_seen = false;
-        let dest = if self.config.outbound_proxy.is_some() {
+        let dest = if self.profile.outbound_proxy.is_some() {
             Destination::OutboundProxy
         } else {
             Destination::Registrar
@@ -937,7 +1067,7 @@ impl UserAgent {
         cancel
             .headers
             .push(Header::new(HeaderName::ContentLength, "0"));
-        let dest = if self.config.outbound_proxy.is_some() {
+        let dest = if self.profile.outbound_proxy.is_some() {
             Destination::OutboundProxy
         } else {
             Destination::Registrar
@@ -947,7 +1077,7 @@ impl UserAgent {
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
         let via = self.new_via();
-        let ua = self.config.user_agent.clone();
+        let ua = self.profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -957,7 +1087,7 @@ impl UserAgent {
             return;
         };
         let bye = dialog
-            .request(Method::Bye, via, None)
+            .request_via_text(Method::Bye, via, None)
             .header(HeaderName::UserAgent, ua)
             .build();
         let dest = Destination::Uri(dialog.next_hop());
@@ -1016,12 +1146,12 @@ impl UserAgent {
         let method = kind.method();
         let via = self.new_via();
         let contact = self.contact();
-        let ua = self.config.user_agent.clone();
+        let ua = self.profile.user_agent.clone();
         let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
             return false;
         };
         let mut b = dialog
-            .request(method.clone(), via, None)
+            .request_via_text(method.clone(), via, None)
             .header(HeaderName::UserAgent, ua);
         if method == Method::Invite || method == Method::Update {
             // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
@@ -1060,20 +1190,21 @@ impl UserAgent {
             dialog.refresh_target(resp);
             let ack = Bytes::from(
                 dialog
-                    .request(Method::Ack, via, Some(seq))
+                    .request_via_text(Method::Ack, via, Some(seq))
                     .build()
                     .to_bytes(),
             );
             let dest = Destination::Uri(dialog.next_hop());
             call.ack = Some((dest.clone(), ack.clone()));
-            self.out.push_back(Outgoing {
+            queues(&mut self.queues).out.push_back(Outgoing {
                 destination: dest,
                 bytes: ack,
                 retransmission: false,
             });
         }
         let sdp = sdp_of(resp);
-        self.events
+        queues(&mut self.queues)
+            .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
     }
 
@@ -1095,8 +1226,8 @@ impl UserAgent {
             c.local_sdp = sdp.clone();
         }
         if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
-            let t1 = self.config.timers.t1;
-            let reliable = self.config.reliable;
+            let t1 = self.profile.timers.t1;
+            let reliable = self.profile.reliable;
             if let Some(c) = self.call_mut(id) {
                 c.state = CallState::Answering;
                 // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK (on every
@@ -1128,7 +1259,7 @@ impl UserAgent {
         sdp: Option<Bytes>,
     ) -> Option<Bytes> {
         let contact = self.contact();
-        let ua = self.config.user_agent.clone();
+        let ua = self.profile.user_agent.clone();
         let call = self.call_ref(id)?;
         let key = call.server_key.clone()?;
         let mut resp = Message::response_to(
@@ -1146,7 +1277,7 @@ impl UserAgent {
         }
         // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
         let reliable =
-            code > 100 && code < 200 && self.config.use_100rel && supports_100rel(&call.invite);
+            code > 100 && code < 200 && self.profile.use_100rel && supports_100rel(&call.invite);
         let rseq = call.next_rseq;
         if reliable {
             resp.headers
@@ -1162,7 +1293,7 @@ impl UserAgent {
         entry.txn.send_response(now, &resp).ok()?;
         self.drain_server(now);
         let bytes = Bytes::from(resp.to_bytes());
-        let t1 = self.config.timers.t1;
+        let t1 = self.profile.timers.t1;
         let call = self.call_mut(id)?;
         if reliable {
             // §3: retransmit from T1 doubling (no cap) until PRACK, give up after 64*T1.
@@ -1189,10 +1320,10 @@ impl UserAgent {
                 return;
             }
         };
-        let id = CallId(self.calls.len() as u32);
+        let id = Self::id_at(self.first_call, self.calls.len());
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
         let offer = sdp_of(&req);
-        self.calls.push(Some(Call {
+        self.calls.push_back(Some(Box::new(Call {
             uac: false,
             state: CallState::Calling,
             invite: req,
@@ -1209,10 +1340,11 @@ impl UserAgent {
             last_rseq: None,
             next_rseq: 1,
             prov_retransmit: None,
-        }));
+        })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
-        self.events
+        queues(&mut self.queues)
+            .events
             .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
     }
 
@@ -1244,9 +1376,9 @@ impl UserAgent {
         }
         resp.headers.push(Header::new(
             HeaderName::Server,
-            self.config.user_agent.clone(),
+            self.profile.user_agent.clone(),
         ));
-        let Ok(mut txn) = ServerTransaction::new(req, self.config.reliable, self.config.timers)
+        let Ok(mut txn) = ServerTransaction::new(req, self.profile.reliable, self.profile.timers)
         else {
             return;
         };
@@ -1274,7 +1406,7 @@ impl UserAgent {
 
     fn handle_response(&mut self, now: Instant, resp: Message) {
         let Some((branch, method)) = client_match(&resp) else {
-            self.events.push_back(UaEvent::Ignored {
+            queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "response without Via branch or CSeq",
             });
             return;
@@ -1295,17 +1427,18 @@ impl UserAgent {
                     && resp.status().is_some_and(|c| (200..300).contains(&c))
                 {
                     let call_id = resp.call_id();
+                    let first = self.first_call;
                     let found = self.calls.iter().enumerate().find_map(|(i, c)| {
                         let c = c.as_ref()?;
                         (c.uac && c.invite.call_id() == call_id && c.ack.is_some())
-                            .then_some(CallId(i as u32))
+                            .then_some(Self::id_at(first, i))
                     });
                     if let Some(id) = found {
                         self.on_invite_response(now, id, &resp);
                         return;
                     }
                 }
-                self.events.push_back(UaEvent::Ignored {
+                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                     what: "response matches no transaction",
                 });
             }
@@ -1316,7 +1449,7 @@ impl UserAgent {
     fn handle_request(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let Some(method) = req.method() else { return };
         let Some(key) = TxnKey::of_server_request(&req) else {
-            self.events.push_back(UaEvent::Ignored {
+            queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "request without Via branch",
             });
             return;
@@ -1348,7 +1481,7 @@ impl UserAgent {
         }
         match method {
             Method::Invite => {
-                match ServerTransaction::new(&req, self.config.reliable, self.config.timers) {
+                match ServerTransaction::new(&req, self.profile.reliable, self.profile.timers) {
                     Ok(txn) => {
                         self.server.push(ServerEntry {
                             txn,
@@ -1357,7 +1490,7 @@ impl UserAgent {
                         });
                         self.on_new_invite(now, req, source, key);
                     }
-                    Err(_) => self.events.push_back(UaEvent::Ignored {
+                    Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                         what: "INVITE without Via branch",
                     }),
                 }
@@ -1382,13 +1515,13 @@ impl UserAgent {
     fn find_dialog_call(&self, req: &Message) -> Option<CallId> {
         self.calls.iter().enumerate().find_map(|(i, c)| {
             let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
-            crate::dialog::matches(d, req, true).then_some(CallId(i as u32))
+            crate::dialog::matches(d, req, true).then_some(Self::id_at(self.first_call, i))
         })
     }
 
     fn on_ack(&mut self, _now: Instant, req: &Message) {
         let Some(id) = self.find_dialog_call(req) else {
-            self.events.push_back(UaEvent::Ignored {
+            queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "ACK matches no dialog",
             });
             return;
@@ -1400,7 +1533,8 @@ impl UserAgent {
             call.ok_retransmit = None;
             call.state = CallState::Confirmed;
             let sdp = sdp_of(req);
-            self.events
+            queues(&mut self.queues)
+                .events
                 .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
         }
     }
@@ -1412,7 +1546,8 @@ impl UserAgent {
             ..key.clone()
         };
         let id = self.calls.iter().enumerate().find_map(|(i, c)| {
-            (c.as_ref()?.server_key.as_ref() == Some(&invite_key)).then_some(CallId(i as u32))
+            (c.as_ref()?.server_key.as_ref() == Some(&invite_key))
+                .then_some(Self::id_at(self.first_call, i))
         });
         let Some(id) = id else {
             self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
@@ -1477,7 +1612,8 @@ impl UserAgent {
                     }
                 }
                 if confirmed_by_bye {
-                    self.events
+                    queues(&mut self.queues)
+                        .events
                         .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
                 }
                 self.call_event(
@@ -1495,7 +1631,7 @@ impl UserAgent {
                 let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
                 let contact = self.contact();
                 let Ok(mut txn) =
-                    ServerTransaction::new(req, self.config.reliable, self.config.timers)
+                    ServerTransaction::new(req, self.profile.reliable, self.profile.timers)
                 else {
                     return;
                 };
@@ -1518,7 +1654,8 @@ impl UserAgent {
                     self.drain_server(now);
                 }
                 let _ = key;
-                self.events
+                queues(&mut self.queues)
+                    .events
                     .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: sdp_of(req) }));
             }
             Method::Prack => {
@@ -1538,7 +1675,8 @@ impl UserAgent {
                 if matched {
                     self.respond_stateless(now, req, source, 200, "OK");
                     if let Some(r) = rack {
-                        self.events
+                        queues(&mut self.queues)
+                            .events
                             .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq: r.rseq }));
                     }
                 } else {
@@ -1557,7 +1695,7 @@ impl UserAgent {
                     .headers
                     .value(&HeaderName::ContentType)
                     .map(str::to_owned);
-                self.events.push_back(UaEvent::Call(
+                queues(&mut self.queues).events.push_back(UaEvent::Call(
                     id,
                     CallEvent::Info {
                         content_type,
@@ -1618,43 +1756,48 @@ impl UserAgent {
             }
             if *next <= now {
                 if let Some(src) = call.source {
-                    self.out.push_back(Outgoing {
+                    queues(&mut self.queues).out.push_back(Outgoing {
                         destination: Destination::Source(src),
                         bytes: bytes.clone(),
                         retransmission: true,
                     });
-                    self.events.push_back(UaEvent::Retransmitted {
-                        method: Method::Invite,
-                        count: 0,
-                    });
+                    queues(&mut self.queues)
+                        .events
+                        .push_back(UaEvent::Retransmitted {
+                            method: Method::Invite,
+                            count: 0,
+                        });
                 }
                 *interval *= 2;
                 *next = now + *interval;
             }
         }
         // UAS 2xx retransmissions (§13.3.1.4).
-        let t2 = self.config.timers.t2;
+        let t2 = self.profile.timers.t2;
         let mut give_up = Vec::new();
+        let first = self.first_call;
         for (i, slot) in self.calls.iter_mut().enumerate() {
             let Some(call) = slot.as_mut() else { continue };
             let Some((bytes, next, interval, deadline)) = call.ok_retransmit.as_mut() else {
                 continue;
             };
             if *deadline <= now {
-                give_up.push(CallId(i as u32));
+                give_up.push(Self::id_at(first, i));
                 continue;
             }
             if *next <= now {
                 if let Some(src) = call.source {
-                    self.out.push_back(Outgoing {
+                    queues(&mut self.queues).out.push_back(Outgoing {
                         destination: Destination::Source(src),
                         bytes: bytes.clone(),
                         retransmission: true,
                     });
-                    self.events.push_back(UaEvent::Retransmitted {
-                        method: Method::Invite,
-                        count: 0,
-                    });
+                    queues(&mut self.queues)
+                        .events
+                        .push_back(UaEvent::Retransmitted {
+                            method: Method::Invite,
+                            count: 0,
+                        });
                 }
                 *interval = (*interval * 2).min(t2);
                 *next = now + *interval;
@@ -1680,26 +1823,38 @@ impl UserAgent {
     fn drain_client(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.client.len() {
-            let mut finished = Vec::new();
+            // Nearly always one event at a time: the first is held apart so that the list of
+            // the others is only allocated when there are more.
+            let mut first = None;
+            let mut more = Vec::new();
             {
                 let e = &mut self.client[i];
                 while let Some(t) = e.txn.poll_transmit() {
-                    self.out.push_back(Outgoing {
+                    queues(&mut self.queues).out.push_back(Outgoing {
                         destination: e.destination.clone(),
                         bytes: t.bytes,
                         retransmission: t.retransmission,
                     });
                 }
                 while let Some(ev) = e.txn.poll_event() {
-                    finished.push(ev);
+                    if first.is_none() {
+                        first = Some(ev);
+                    } else {
+                        more.push(ev);
+                    }
                 }
             }
+
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
             // A REGISTER's response handler reads the request (to answer a challenge): the
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && finished.iter().any(|e| matches!(e, TxnEvent::Response(_)));
+                && first
+                    .iter()
+                    .chain(&more)
+                    .any(|e| matches!(e, TxnEvent::Response(_)));
+            let finished = first.into_iter().chain(more);
             if request_needed {
                 let entry = self.client.remove(i);
                 for ev in finished {
@@ -1779,7 +1934,7 @@ impl UserAgent {
                     },
                 ),
                 Owner::InDialog(id, m) if m != InDialogMethod::Prack => {
-                    self.events.push_back(UaEvent::Call(
+                    queues(&mut self.queues).events.push_back(UaEvent::Call(
                         id,
                         CallEvent::Modified {
                             method: m.method(),
@@ -1791,15 +1946,21 @@ impl UserAgent {
                 Owner::InDialog(..) | Owner::Cancel(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
-                self.events.push_back(UaEvent::Retransmitted {
-                    method: method.clone(),
-                    count,
-                })
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::Retransmitted {
+                        method: method.clone(),
+                        count,
+                    })
             }
-            TxnEvent::TimerFired(timer) => self.events.push_back(UaEvent::TimerFired {
-                timer,
-                method: method.clone(),
-            }),
+            TxnEvent::TimerFired(timer) => {
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::TimerFired {
+                        timer,
+                        method: method.clone(),
+                    })
+            }
             TxnEvent::Ack(_) | TxnEvent::Terminated => {}
         }
     }
@@ -1809,7 +1970,7 @@ impl UserAgent {
         while i < self.server.len() {
             let e = &mut self.server[i];
             while let Some(t) = e.txn.poll_transmit() {
-                self.out.push_back(Outgoing {
+                queues(&mut self.queues).out.push_back(Outgoing {
                     destination: Destination::Source(e.source),
                     bytes: t.bytes,
                     retransmission: t.retransmission,
@@ -1818,16 +1979,20 @@ impl UserAgent {
             let method = e.method.clone();
             while let Some(ev) = e.txn.poll_event() {
                 match ev {
-                    TxnEvent::Retransmitted { count, .. } => {
-                        self.events.push_back(UaEvent::Retransmitted {
+                    TxnEvent::Retransmitted { count, .. } => queues(&mut self.queues)
+                        .events
+                        .push_back(UaEvent::Retransmitted {
                             method: method.clone(),
                             count,
-                        })
+                        }),
+                    TxnEvent::TimerFired(timer) => {
+                        queues(&mut self.queues)
+                            .events
+                            .push_back(UaEvent::TimerFired {
+                                timer,
+                                method: method.clone(),
+                            })
                     }
-                    TxnEvent::TimerFired(timer) => self.events.push_back(UaEvent::TimerFired {
-                        timer,
-                        method: method.clone(),
-                    }),
                     _ => {}
                 }
             }
@@ -1846,21 +2011,29 @@ impl UserAgent {
 
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Outgoing> {
-        let next = self.out.pop_front();
-        if next.is_none() && self.out.capacity() > 0 {
-            // An idle phone keeps no buffers: thousands of them share a shard.
-            self.out = VecDeque::new();
-        }
+        let q = self.queues.as_mut()?;
+        let next = q.out.pop_front();
+        self.release_queues();
         next
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<UaEvent> {
-        let next = self.events.pop_front();
-        if next.is_none() && self.events.capacity() > 0 {
-            self.events = VecDeque::new();
-        }
+        let q = self.queues.as_mut()?;
+        let next = q.events.pop_front();
+        self.release_queues();
         next
+    }
+
+    /// An idle phone keeps no buffers: thousands of them share a shard.
+    fn release_queues(&mut self) {
+        if self
+            .queues
+            .as_ref()
+            .is_some_and(|q| q.out.is_empty() && q.events.is_empty())
+        {
+            self.queues = None;
+        }
     }
 
     /// When [`UserAgent::handle_timeout`] must run next.
@@ -1882,9 +2055,18 @@ impl UserAgent {
     /// Forgets a finished call's state (its handle becomes unknown).
     pub fn forget_call(&mut self, id: CallId) {
         if self.call_state(id) == Some(CallState::Terminated)
-            && let Some(slot) = self.calls.get_mut(id.0 as usize)
+            && let Some(i) = self.slot(id)
+            && let Some(slot) = self.calls.get_mut(i)
         {
             *slot = None;
+        }
+        // Forgotten calls at the front go: their handles stay unknown (never reused).
+        while matches!(self.calls.front(), Some(None)) {
+            self.calls.pop_front();
+            self.first_call = self.first_call.wrapping_add(1);
+        }
+        if self.calls.is_empty() && self.calls.capacity() > 0 {
+            self.calls = VecDeque::new();
         }
     }
 }
@@ -1978,6 +2160,33 @@ mod tests {
             user_agent: "sipmeter-test".into(),
             seed,
             use_100rel: false,
+        }
+    }
+
+    #[test]
+    fn our_via_is_printed_as_the_typed_model_prints_it() {
+        for (transport, host) in [
+            ("UDP", "127.0.0.1"),
+            ("tcp", "[2001:db8::5]"),
+            ("TLS", "phone.example.test"),
+        ] {
+            let mut ua = UserAgent::new(UaConfig {
+                transport: transport.into(),
+                local_host: Host::parse(host).unwrap(),
+                ..config("alice", 5061, 7)
+            });
+            for _ in 0..3 {
+                // The same draw of the RNG as the agent makes.
+                let branch = sip_msg::branch_from(ua.rng.clone().random());
+                let mut via = sip_msg::typed::Via::new(
+                    transport,
+                    Host::parse(host).unwrap(),
+                    Some(5061),
+                    &branch,
+                );
+                via.params.set("rport", None);
+                assert_eq!(ua.new_via(), text_of(&via, 96));
+            }
         }
     }
 
@@ -2094,6 +2303,47 @@ mod tests {
 
     fn has(ev: &[UaEvent], f: impl Fn(&CallEvent) -> bool) -> bool {
         ev.iter().any(|e| matches!(e, UaEvent::Call(_, c) if f(c)))
+    }
+
+    #[test]
+    fn forgotten_calls_free_their_slots_and_handles_are_never_reused() {
+        let mut p = Pair::new();
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            let call =
+                p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+            assert!(!seen.contains(&call), "handle {call:?} reused");
+            seen.push(call);
+            p.run(Duration::from_millis(50));
+            let bob_call = *incoming(&p.events_b).last().unwrap();
+            p.b.answer(p.now, bob_call, Some(Bytes::from_static(b"v=0\r\n")));
+            p.run(Duration::from_millis(100));
+            p.a.hangup(p.now, call);
+            // Long enough for every timer of the call (64*T1) to end.
+            p.run(Duration::from_secs(40));
+            assert_eq!(
+                p.a.call_state(call),
+                Some(CallState::Terminated),
+                "round {round}"
+            );
+            p.a.forget_call(call);
+            p.b.forget_call(bob_call);
+            assert_eq!(p.a.call_state(call), None);
+            assert!(
+                p.a.calls.is_empty() && p.b.calls.is_empty(),
+                "round {round}"
+            );
+        }
+        // A call forgotten out of order keeps the handles after it valid.
+        let first = p.a.call(p.now, Pair::bob_uri(), None);
+        let second = p.a.call(p.now, Pair::bob_uri(), None);
+        p.a.hangup(p.now, first);
+        p.run(Duration::from_secs(40));
+        assert_eq!(p.a.call_state(first), Some(CallState::Terminated));
+        p.a.forget_call(first);
+        assert_eq!(p.a.call_state(first), None);
+        assert!(p.a.call_state(second).is_some());
+        assert_eq!(p.a.calls.len(), 1);
     }
 
     #[test]
@@ -2580,11 +2830,11 @@ mod tests {
         while let Some(t) = ua.poll_timeout() {
             at = t;
             ua.handle_timeout(t);
-            if ua
-                .out
-                .iter()
-                .any(|o| parse(o).method() == Some(Method::Register))
-            {
+            if ua.queues.as_ref().is_some_and(|q| {
+                q.out
+                    .iter()
+                    .any(|o| parse(o).method() == Some(Method::Register))
+            }) {
                 break;
             }
         }
