@@ -33,6 +33,7 @@ use crate::callmedia::{
 use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings};
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
+use crate::netpoll::{NetPoll, Sent};
 use crate::trace::{Direction, TraceEntry};
 
 /// Where the endpoints register and send their calls.
@@ -902,10 +903,8 @@ struct Endpoint {
     done: bool,
     /// The connection (stream transports).
     link: Link,
-    /// Its own UDP socket (`udp_socket = "per-endpoint"`).
-    udp: Option<Arc<UdpSocket>>,
-    /// The task reading that socket (stopped when the endpoint finishes).
-    udp_reader: Option<tokio::task::AbortHandle>,
+    /// Has its own UDP socket in the shard's poll set (`udp_socket = "per-endpoint"`).
+    own_udp: bool,
 }
 
 impl Endpoint {
@@ -960,6 +959,8 @@ struct Shard<'a> {
     stream: Option<Arc<StreamSettings>>,
     stream_tx: tokio::sync::mpsc::UnboundedSender<StreamIn>,
     stream_rx: tokio::sync::mpsc::UnboundedReceiver<StreamIn>,
+    /// The shard's TCP and TLS connections and own UDP sockets, in one poll set.
+    net: NetPoll,
 }
 
 /// The user agent of endpoint `i` of group `g`, writing `local` in Via and Contact.
@@ -1056,6 +1057,7 @@ impl<'a> Shard<'a> {
             IpAddr::from([0u16; 8])
         };
         let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+        let sock = UdpSocket::from_std(sock)?;
         let mut local = sock.local_addr()?;
         if local.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
@@ -1065,6 +1067,7 @@ impl<'a> Shard<'a> {
         let start = Instant::now();
         let (stream_tx, stream_rx) = tokio::sync::mpsc::unbounded_channel();
         let media = MediaDriver::new()?;
+        let net = NetPoll::new(stream.clone())?;
         let mut shard = Shard {
             index,
             plan,
@@ -1095,6 +1098,7 @@ impl<'a> Shard<'a> {
             stream,
             stream_tx,
             stream_rx,
+            net,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -1106,7 +1110,7 @@ impl<'a> Shard<'a> {
             let ep_plan = &plan.groups[g].endpoints[i];
             let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             // `udp_socket = "per-endpoint"`: the endpoint's own socket (servers that tell
-            // phones apart by source port), read by a small task like a connection.
+            // phones apart by source port), in the shard's poll set like a connection.
             let mut link = Link::default();
             let mut notes = Vec::new();
             let (udp, local) = if per_endpoint {
@@ -1118,7 +1122,7 @@ impl<'a> Shard<'a> {
                     "own UDP socket {own}{}",
                     note.map_or(String::new(), |n| format!(" ({n})"))
                 ));
-                (Some(Arc::new(s)), own)
+                (Some(s), own)
             } else {
                 if let Some(n) = &udp_note {
                     notes.push(format!("shared UDP socket {local} ({n})"));
@@ -1171,8 +1175,7 @@ impl<'a> Shard<'a> {
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
                 link,
-                udp: udp.clone(),
-                udp_reader: None,
+                own_udp: udp.is_some(),
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -1180,8 +1183,7 @@ impl<'a> Shard<'a> {
                     .push(TraceEntry::note(n, Duration::ZERO));
             }
             if let Some(s) = udp {
-                let reader = spawn_udp_reader(s, idx, shard.stream_tx.clone());
-                shard.endpoints[idx].udp_reader = Some(reader);
+                shard.net.add_udp(idx, s)?;
             }
             shard.schedule(idx);
         }
@@ -1318,6 +1320,10 @@ impl<'a> Shard<'a> {
             if self.media_pending {
                 self.on_media_ready();
             }
+            self.net.on_timeout(now);
+            if self.net.pending() {
+                self.on_net().await;
+            }
             let next = self
                 .heap
                 .peek()
@@ -1325,8 +1331,10 @@ impl<'a> Shard<'a> {
                 .unwrap_or(now + Duration::from_millis(200))
                 .min(next_progress)
                 .min(deadline.max(now));
-            // More media waiting: look again at once (after any timer now due).
-            let next = if self.media_pending {
+            let next = self.net.next_deadline().map_or(next, |t| t.min(next));
+            // More media or connection news waiting: look again at once (after any timer
+            // now due).
+            let next = if self.media_pending || self.net.pending() {
                 now
             } else {
                 self.timer.arm(next);
@@ -1344,6 +1352,12 @@ impl<'a> Shard<'a> {
                 r = self.media.readable() => {
                     if r.is_ok() {
                         self.on_media_ready();
+                    }
+                }
+                r = self.net.readable() => {
+                    if r.is_ok() {
+                        self.net.poll_ready(Instant::now());
+                        self.on_net().await;
                     }
                 }
                 () = self.timer.fired() => {}
@@ -1443,6 +1457,17 @@ impl<'a> Shard<'a> {
             }
         }
         self.media_pending = MediaDriver::batch_full(n);
+    }
+
+    /// Hands the poll set's news (connections, own UDP sockets) to the endpoints; sockets
+    /// left over from a full batch are moved on first.
+    async fn on_net(&mut self) {
+        if self.net.more() {
+            self.net.poll_ready(Instant::now());
+        }
+        while let Some(m) = self.net.next_event() {
+            self.on_stream(Instant::now(), m).await;
+        }
     }
 
     /// Sends the media that is due and emits the second's sample.
@@ -1744,13 +1769,18 @@ impl<'a> Shard<'a> {
                         .into_owned()
                     };
                     let sent = match (&ep.link.tx, ep.link.local) {
+                        (_, None) => Err(false),
                         (Some(tx), Some(_)) => {
                             tx.try_send(out.bytes.clone()).map_err(|e| match e {
                                 tokio::sync::mpsc::error::TrySendError::Full(_) => true,
                                 tokio::sync::mpsc::error::TrySendError::Closed(_) => false,
                             })
                         }
-                        _ => Err(false),
+                        (None, Some(_)) => match self.net.send(idx, out.bytes.clone()) {
+                            Sent::Queued => Ok(()),
+                            Sent::Full => Err(true),
+                            Sent::NotConnected => Err(false),
+                        },
                     };
                     match sent {
                         Ok(()) => {}
@@ -1768,7 +1798,7 @@ impl<'a> Shard<'a> {
                     }
                     continue;
                 }
-                let own = self.endpoints[idx].udp.clone();
+                let own = self.endpoints[idx].own_udp;
                 let entry = TraceEntry::new(
                     Direction::Sent,
                     FlowKind::Udp,
@@ -1780,11 +1810,20 @@ impl<'a> Shard<'a> {
                     out.retransmission,
                 );
                 self.endpoints[idx].trace.push(entry);
-                let sent = match &own {
-                    Some(s) => s.send_to(&out.bytes, to).await,
-                    None => self.sock.send_to(&out.bytes, to).await,
+                let sent = if own {
+                    self.net.send_udp(idx, &out.bytes, to)
+                } else {
+                    self.sock.send_to(&out.bytes, to).await.map(|_| true)
                 };
-                if let Err(e) = sent {
+                if let Ok(false) = sent {
+                    // The own socket's buffer is full: a dropped send, as on a full queue.
+                    self.stats.dropped_sends += 1;
+                    self.endpoints[idx].trace.push(TraceEntry::note(
+                        "UDP send buffer full: message dropped (the generator is overloaded)"
+                            .into(),
+                        at,
+                    ));
+                } else if let Err(e) = sent {
                     self.stats.send_errors += 1;
                     let ep = &mut self.endpoints[idx];
                     ep.trace
@@ -2107,10 +2146,10 @@ impl<'a> Shard<'a> {
         ep.done = true;
         // Dropping the send queue closes the connection.
         ep.link.tx = None;
-        if let Some(r) = ep.udp_reader.take() {
-            r.abort();
+        self.net.close(idx);
+        if std::mem::take(&mut ep.own_udp) {
+            self.net.remove_udp(idx);
         }
-        ep.udp = None;
         if matches!(self.plan.groups[ep.group].role, Role::Call { .. }) {
             self.shared.callers_left.fetch_sub(1, Ordering::Relaxed);
         }
@@ -2262,8 +2301,7 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
         ep.link.local = None;
-        let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
-        ep.link.tx = Some(tx);
+        ep.link.tx = None;
         ep.trace.push(TraceEntry::note(
             format!(
                 "connecting over {} to {}{}",
@@ -2273,13 +2311,19 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        crate::conn::spawn(
-            settings,
-            idx,
-            ep.link.generation,
-            self.stream_tx.clone(),
-            rx,
-        );
+        if crate::netpoll::on_poll_set(settings.kind) {
+            self.net.connect(idx, ep.link.generation, now);
+        } else {
+            let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
+            ep.link.tx = Some(tx);
+            crate::conn::spawn(
+                settings,
+                idx,
+                ep.link.generation,
+                self.stream_tx.clone(),
+                rx,
+            );
+        }
     }
 
     /// News from an endpoint's connection task.
@@ -2445,7 +2489,10 @@ impl<'a> Shard<'a> {
 
 /// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
 /// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
-fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, Option<String>)> {
+fn bind_udp(
+    addr: SocketAddr,
+    t: &TransportPlan,
+) -> std::io::Result<(std::net::UdpSocket, Option<String>)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let mut granted = Vec::new();
@@ -2465,34 +2512,10 @@ fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, 
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    let sock = UdpSocket::from_std(sock.into())?;
-    Ok((sock, (!granted.is_empty()).then(|| granted.join(", "))))
-}
-
-/// Reads an endpoint's own UDP socket and hands each datagram to the shard loop.
-fn spawn_udp_reader(
-    sock: Arc<UdpSocket>,
-    endpoint: usize,
-    to_shard: tokio::sync::mpsc::UnboundedSender<StreamIn>,
-) -> tokio::task::AbortHandle {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
-            if let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let event = StreamEvent::Datagram(Bytes::copy_from_slice(&buf[..n]), from);
-                let m = StreamIn {
-                    endpoint,
-                    generation: 0,
-                    event,
-                };
-                if to_shard.send(m).is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .abort_handle()
+    Ok((
+        sock.into(),
+        (!granted.is_empty()).then(|| granted.join(", ")),
+    ))
 }
 
 /// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without

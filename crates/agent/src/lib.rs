@@ -8,6 +8,7 @@ pub mod conn;
 pub mod engine;
 pub mod flow;
 pub mod hints;
+pub mod netpoll;
 pub mod pcap;
 pub mod proxyprobe;
 pub mod runner;

@@ -209,10 +209,7 @@ impl Kamailio {
             // worker processes (kamailio#3695): with two TCP workers doing TLS, about one run
             // in ten ended in "freeing already freed pointer" and a crashed worker. With TLS,
             // one TCP worker does all of it.
-            .replace(
-                "@TCP_CHILDREN@",
-                if tls.is_some() { "1" } else { "2" },
-            )
+            .replace("@TCP_CHILDREN@", if tls.is_some() { "1" } else { "2" })
             .replace("@DIALOG_MODULE@", &dialog_module)
             .replace("@CHANNEL_LIMIT@", &channel_limit)
             .replace("@TLS_CORE@", &tls_core)
