@@ -30,7 +30,7 @@ use sip_net::tls::ClientSettings;
 use crate::callmedia::{
     CallMedia, MediaDriver, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
 };
-use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings};
+use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
@@ -806,8 +806,6 @@ struct ShardStats {
 struct Link {
     /// Counts connection attempts: events of an older one are stale.
     generation: u32,
-    /// The connection task's send queue (dropping it closes the connection).
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
     /// Our address on the connection, once connected.
     local: Option<SocketAddr>,
     /// Connected at least once: a later connection is a reconnect.
@@ -957,8 +955,6 @@ struct Shard<'a> {
     next_dial: Instant,
     /// Stream transports: how each endpoint connects (`None`: UDP).
     stream: Option<Arc<StreamSettings>>,
-    stream_tx: tokio::sync::mpsc::UnboundedSender<StreamIn>,
-    stream_rx: tokio::sync::mpsc::UnboundedReceiver<StreamIn>,
     /// The shard's TCP and TLS connections and own UDP sockets, in one poll set.
     net: NetPoll,
 }
@@ -1065,7 +1061,6 @@ impl<'a> Shard<'a> {
             local.set_ip(probe.local_addr()?.ip());
         }
         let start = Instant::now();
-        let (stream_tx, stream_rx) = tokio::sync::mpsc::unbounded_channel();
         let media = MediaDriver::new()?;
         let net = NetPoll::new(stream.clone())?;
         let mut shard = Shard {
@@ -1096,8 +1091,6 @@ impl<'a> Shard<'a> {
                     Duration::ZERO
                 },
             stream,
-            stream_tx,
-            stream_rx,
             net,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
@@ -1348,7 +1341,6 @@ impl<'a> Shard<'a> {
                         self.on_datagram(Instant::now(), bytes, from).await;
                     }
                 }
-                Some(m) = self.stream_rx.recv() => self.on_stream(Instant::now(), m).await,
                 r = self.media.readable() => {
                     if r.is_ok() {
                         self.on_media_ready();
@@ -1768,15 +1760,9 @@ impl<'a> Shard<'a> {
                         )
                         .into_owned()
                     };
-                    let sent = match (&ep.link.tx, ep.link.local) {
-                        (_, None) => Err(false),
-                        (Some(tx), Some(_)) => {
-                            tx.try_send(out.bytes.clone()).map_err(|e| match e {
-                                tokio::sync::mpsc::error::TrySendError::Full(_) => true,
-                                tokio::sync::mpsc::error::TrySendError::Closed(_) => false,
-                            })
-                        }
-                        (None, Some(_)) => match self.net.send(idx, out.bytes.clone()) {
+                    let sent = match ep.link.local {
+                        None => Err(false),
+                        Some(_) => match self.net.send(idx, out.bytes.clone()) {
                             Sent::Queued => Ok(()),
                             Sent::Full => Err(true),
                             Sent::NotConnected => Err(false),
@@ -2144,8 +2130,6 @@ impl<'a> Shard<'a> {
             return;
         }
         ep.done = true;
-        // Dropping the send queue closes the connection.
-        ep.link.tx = None;
         self.net.close(idx);
         if std::mem::take(&mut ep.own_udp) {
             self.net.remove_udp(idx);
@@ -2301,7 +2285,6 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
         ep.link.local = None;
-        ep.link.tx = None;
         ep.trace.push(TraceEntry::note(
             format!(
                 "connecting over {} to {}{}",
@@ -2311,22 +2294,10 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        if crate::netpoll::on_poll_set(settings.kind) {
-            self.net.connect(idx, ep.link.generation, now);
-        } else {
-            let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
-            ep.link.tx = Some(tx);
-            crate::conn::spawn(
-                settings,
-                idx,
-                ep.link.generation,
-                self.stream_tx.clone(),
-                rx,
-            );
-        }
+        self.net.connect(idx, ep.link.generation, now);
     }
 
-    /// News from an endpoint's connection task.
+    /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
     async fn on_stream(&mut self, now: Instant, m: StreamIn) {
         if let StreamEvent::Datagram(bytes, from) = m.event {
             if self.endpoints.get(m.endpoint).is_some_and(|e| !e.done) {
@@ -2397,7 +2368,6 @@ impl<'a> Shard<'a> {
                     ),
                     at,
                 ));
-                ep.link.tx = None;
                 if ep.link.was_up
                     && plan.server.transport.reconnect
                     && !stopping
@@ -2444,7 +2414,6 @@ impl<'a> Shard<'a> {
             StreamEvent::Closed(reason) => {
                 ep.trace
                     .push(TraceEntry::note(format!("connection closed: {reason}"), at));
-                ep.link.tx = None;
                 ep.link.local = None;
                 let leaving = ep.link.leaving;
                 if plan.server.transport.reconnect && !stopping && !leaving {

@@ -251,11 +251,7 @@ impl Flow {
         target: &WsTarget,
     ) -> Result<(Self, WsConnected), FlowError> {
         let upgrade_timeout = |tcp, tls| FlowError::WebSocketUpgrade {
-            diagnosis: Diagnosis {
-                problem: format!("no answer to the WebSocket upgrade within {timeout:?}"),
-                hint: "the port may not serve WebSocket: check the port and path".into(),
-                certificate: false,
-            },
+            diagnosis: ws_timeout(timeout),
             tcp,
             tls,
         };
@@ -440,6 +436,15 @@ pub(crate) fn tls_timeout(remote: SocketAddr, timeout: Duration) -> Diagnosis {
         hint:
             "the port may be plain UDP/TCP SIP or a firewall may drop TLS: TLS is usually on 5061"
                 .into(),
+        certificate: false,
+    }
+}
+
+/// No answer to the WebSocket upgrade within `timeout`, in words.
+pub(crate) fn ws_timeout(timeout: Duration) -> Diagnosis {
+    Diagnosis {
+        problem: format!("no answer to the WebSocket upgrade within {timeout:?}"),
+        hint: "the port may not serve WebSocket: check the port and path".into(),
         certificate: false,
     }
 }

@@ -1,5 +1,5 @@
-//! One poll set per shard for the shard's signalling sockets: every endpoint's own TCP or
-//! TLS connection and every endpoint's own UDP socket (`udp_socket = "per-endpoint"`).
+//! One poll set per shard for the shard's signalling sockets: every endpoint's own TCP, TLS,
+//! WS or WSS connection and every endpoint's own UDP socket (`udp_socket = "per-endpoint"`).
 //!
 //! No task or thread per connection: the sockets are non-blocking and registered in one
 //! `mio::Poll` (edge-triggered), whose own descriptor is registered with the shard's tokio
@@ -7,9 +7,9 @@
 //! [`NetPoll::poll_ready`] moves bytes for the sockets that are ready: it finishes connects,
 //! drives TLS through rustls's sans-IO API (`read_tls`, `process_new_packets`, `reader`,
 //! `writer`, `write_tls`), frames incoming bytes into whole SIP messages (sip-msg's framer)
-//! and writes what is queued. What happened comes out as [`StreamIn`] events, the same the
-//! shard handles for the connections that still have their own task (WS and WSS, see
-//! [`crate::conn`]). Deadlines (connect and handshake timeouts, CRLF keep-alives) are in one
+//! and writes what is queued. WS and WSS connections also run the HTTP upgrade and the
+//! WebSocket framing sans-IO ([`sip_net::wsclient`]). What happened comes out as
+//! [`StreamIn`] events. Deadlines (connect and handshake timeouts, CRLF keep-alives) are in one
 //! heap: [`NetPoll::next_deadline`] and [`NetPoll::on_timeout`].
 //!
 //! Sending never waits: a message is written at once when the socket takes it, else queued
@@ -28,10 +28,11 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use sip_msg::{Frame, Framer};
 use sip_net::tls::{self, Negotiated, rustls};
+use sip_net::wsclient::{WsClient, WsEvent, WsFailure};
 use tokio::io::unix::AsyncFd;
 
 use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings, UNREACHABLE_HINT};
-use crate::flow::{FlowError, FlowKind, MAX_MESSAGE, tls_timeout};
+use crate::flow::{FlowError, MAX_MESSAGE, tls_timeout, ws_timeout};
 
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
@@ -54,6 +55,8 @@ enum Phase {
     Connecting,
     /// TCP connected; the TLS handshake runs.
     Handshaking,
+    /// TCP (and TLS) connected; the HTTP upgrade to WebSocket runs.
+    Upgrading,
     /// Messages flow.
     Open,
 }
@@ -68,6 +71,8 @@ struct Conn {
     /// The TCP connect's time (for a TLS failure's report).
     tcp_time: Duration,
     tls: Option<Box<rustls::ClientConnection>>,
+    /// WS and WSS: the WebSocket (it frames the messages); else the SIP stream framer.
+    ws: Option<Box<WsClient>>,
     framer: Framer,
     /// Whole messages waiting for the socket; the front one is written from `offset` on
     /// (plain TCP; TLS takes a whole message into its own buffer).
@@ -220,6 +225,14 @@ impl NetPoll {
                     );
                     self.fail(endpoint, &e);
                 }
+                Phase::Upgrading => {
+                    let e = FlowError::WebSocketUpgrade {
+                        diagnosis: ws_timeout(settings.timeout),
+                        tcp: c.tcp_time,
+                        tls: None,
+                    };
+                    self.fail(endpoint, &e);
+                }
                 Phase::Open => {
                     let Some(period) = settings.keepalive else {
                         continue;
@@ -271,6 +284,7 @@ impl NetPoll {
             since: now,
             tcp_time: Duration::ZERO,
             tls: None,
+            ws: None,
             framer: Framer::new(MAX_MESSAGE),
             queue: VecDeque::new(),
             offset: 0,
@@ -285,10 +299,24 @@ impl NetPoll {
         let Some(mut c) = self.conns.get_mut(endpoint).and_then(Option::take) else {
             return;
         };
-        if let Some(t) = c.tls.as_mut().filter(|_| c.phase == Phase::Open) {
-            // A polite close_notify, if the socket takes it now.
-            t.send_close_notify();
-            let _ = t.write_tls(&mut c.sock);
+        if c.phase == Phase::Open {
+            // A polite WebSocket close and TLS close_notify, if the socket takes them now.
+            if let Some(w) = c.ws.as_mut() {
+                w.close();
+                let f = w.take_output();
+                match c.tls.as_mut() {
+                    Some(t) => {
+                        let _ = t.writer().write_all(&f);
+                    }
+                    None => {
+                        let _ = c.sock.write(&f);
+                    }
+                }
+            }
+            if let Some(t) = c.tls.as_mut() {
+                t.send_close_notify();
+                let _ = t.write_tls(&mut c.sock);
+            }
         }
         let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
     }
@@ -307,7 +335,13 @@ impl NetPoll {
         if c.queue.len() >= SEND_QUEUE {
             return Sent::Full;
         }
-        c.queue.push_back(bytes);
+        match c.ws.as_mut() {
+            Some(w) => match w.frame(&bytes) {
+                Some(f) => c.queue.push_back(Bytes::from(f)),
+                None => return Sent::NotConnected,
+            },
+            None => c.queue.push_back(bytes),
+        }
         if let Err(e) = self.flush(endpoint) {
             self.close_with(endpoint, format!("send failed: {e}"));
         }
@@ -403,6 +437,8 @@ impl NetPoll {
     fn close_with(&mut self, endpoint: usize, reason: String) {
         if let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) {
             let generation = c.generation;
+            // What is queued (a WebSocket close answering the server's) leaves if it can.
+            let _ = self.flush(endpoint);
             if let Some(mut c) = self.conns[endpoint].take() {
                 let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
             }
@@ -449,6 +485,10 @@ impl NetPoll {
                     c.since = now;
                     self.set_deadline(endpoint, now + settings.timeout);
                 }
+                None if settings.kind.websocket() => {
+                    Self::upgrade(c, &settings, now);
+                    self.set_deadline(endpoint, now + settings.timeout);
+                }
                 None => return self.opened(endpoint, now, &settings),
             }
         }
@@ -483,6 +523,14 @@ impl NetPoll {
                     ""
                 }
             ));
+            if settings.kind.websocket() {
+                Self::upgrade(c, &settings, now);
+                self.set_deadline(endpoint, now + settings.timeout);
+                if let Err(e) = self.flush(endpoint) {
+                    self.end(endpoint, &tls_io_error(e, &settings));
+                }
+                return;
+            }
             self.opened(endpoint, now, &settings);
             // Application data may have come with the handshake's last flight.
             if let Err(e) = self.read(endpoint, &settings) {
@@ -491,24 +539,23 @@ impl NetPoll {
         }
     }
 
+    /// Starts the HTTP upgrade to WebSocket (RFC 6455 §4.1, subprotocol `sip`).
+    fn upgrade(c: &mut Conn, settings: &StreamSettings, now: Instant) {
+        let mut w = WsClient::new(settings.kind.secure(), &settings.ws.host, &settings.ws.path);
+        c.queue.push_back(Bytes::from(w.take_output()));
+        c.ws = Some(Box::new(w));
+        c.phase = Phase::Upgrading;
+        c.since = now;
+    }
+
     /// The connection is open: the shard hears of it, keep-alives start.
     fn opened(&mut self, endpoint: usize, now: Instant, settings: &StreamSettings) {
         let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
-        c.phase = Phase::Open;
-        c.deadline = None;
-        let local = c
-            .sock
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let notes = std::mem::take(&mut c.notes);
+        let event = open(c);
         let generation = c.generation;
-        self.push(
-            endpoint,
-            generation,
-            StreamEvent::Connected { local, notes },
-        );
+        self.push(endpoint, generation, event);
         if let Some(period) = settings.keepalive {
             self.set_deadline(endpoint, now + period);
         }
@@ -537,7 +584,7 @@ impl NetPoll {
                         closed = true;
                         break;
                     }
-                    Ok(n) => c.framer.push(&self.buf[..n]),
+                    Ok(n) => feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Box::new(e.into())),
@@ -566,7 +613,7 @@ impl NetPoll {
                                 closed = true; // close_notify
                                 break;
                             }
-                            Ok(n) => c.framer.push(&self.buf[..n]),
+                            Ok(n) => feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                                 closed = true;
@@ -582,6 +629,57 @@ impl NetPoll {
             }
         }
         let generation = c.generation;
+        let mut got = Vec::new();
+        let mut failure = None;
+        if let Some(w) = c.ws.as_deref_mut() {
+            loop {
+                match w.next_event() {
+                    Ok(None) => break,
+                    Ok(Some(WsEvent::Closed)) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(Some(e)) => got.push(e),
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            // Answers to pings and closes.
+            if w.wants_write() {
+                c.queue.push_back(Bytes::from(w.take_output()));
+            }
+        }
+        for e in got {
+            let event = match e {
+                WsEvent::Open => {
+                    let url = c.ws.as_deref().map_or("", WsClient::url);
+                    c.notes.push(format!(
+                        "HTTP upgrade to WebSocket at {url} with subprotocol sip (RFC 7118)"
+                    ));
+                    open(c)
+                }
+                WsEvent::Message(m) => StreamEvent::Message(m),
+                WsEvent::Closed => continue,
+            };
+            self.ready.push_back(StreamIn {
+                endpoint,
+                generation,
+                event,
+            });
+        }
+        match failure {
+            None => {}
+            Some(WsFailure::Upgrade(diagnosis)) => {
+                return Err(Box::new(FlowError::WebSocketUpgrade {
+                    diagnosis,
+                    tcp: c.tcp_time,
+                    tls: None,
+                }));
+            }
+            Some(WsFailure::Protocol(why)) => return Err(Box::new(FlowError::WebSocket(why))),
+        }
         while let Some(frame) = c.framer.next_frame() {
             match frame {
                 Ok(Frame::Message(m)) => self.ready.push_back(StreamIn {
@@ -594,8 +692,15 @@ impl NetPoll {
             }
         }
         if closed {
-            return Err(Box::new(match c.phase {
-                Phase::Handshaking => tls_io_error(io::ErrorKind::UnexpectedEof.into(), settings),
+            return Err(Box::new(match (c.phase, c.ws.as_deref()) {
+                (Phase::Handshaking, _) => {
+                    tls_io_error(io::ErrorKind::UnexpectedEof.into(), settings)
+                }
+                (Phase::Upgrading, Some(w)) => FlowError::WebSocketUpgrade {
+                    diagnosis: w.closed_during_upgrade(),
+                    tcp: c.tcp_time,
+                    tls: None,
+                },
                 _ => FlowError::Closed,
             }));
         }
@@ -639,7 +744,7 @@ impl NetPoll {
                         }
                     }
                     // rustls holds nothing unsent: hand it the next message.
-                    if c.phase != Phase::Open {
+                    if matches!(c.phase, Phase::Connecting | Phase::Handshaking) {
                         return Ok(());
                     }
                     let Some(m) = c.queue.pop_front() else {
@@ -649,6 +754,28 @@ impl NetPoll {
                 }
             }
         }
+    }
+}
+
+/// Bytes read (after TLS): to the WebSocket, or to the SIP stream framer.
+fn feed(ws: Option<&mut WsClient>, framer: &mut Framer, data: &[u8]) {
+    match ws {
+        Some(w) => w.push(data),
+        None => framer.push(data),
+    }
+}
+
+/// The connection is open: what the shard hears (our address, the connect's notes).
+fn open(c: &mut Conn) -> StreamEvent {
+    c.phase = Phase::Open;
+    c.deadline = None;
+    let local = c
+        .sock
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    StreamEvent::Connected {
+        local,
+        notes: std::mem::take(&mut c.notes),
     }
 }
 
@@ -685,14 +812,10 @@ fn tls_io_error(e: io::Error, settings: &StreamSettings) -> FlowError {
     }
 }
 
-/// Whether `kind` runs on the poll set (WS and WSS still have a task per connection).
-pub fn on_poll_set(kind: FlowKind) -> bool {
-    matches!(kind, FlowKind::Tcp | FlowKind::Tls)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::FlowKind;
     use sip_net::tls::ClientSettings;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
