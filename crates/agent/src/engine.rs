@@ -1457,7 +1457,18 @@ impl<'a> Shard<'a> {
         if self.net.more() {
             self.net.poll_ready(Instant::now());
         }
-        while let Some(m) = self.net.next_event() {
+        // A close that came with messages waits for the loop's next turn: the timers those
+        // messages made due (Timer K of a last BYE's answer) fire first, as they would had
+        // the close come a moment later (a server that hangs up once it is done).
+        let mut first = true;
+        while let Some(m) = self.net.peek_event() {
+            if !first && matches!(m.event, StreamEvent::Closed(_)) {
+                break;
+            }
+            first = false;
+            let Some(m) = self.net.next_event() else {
+                break;
+            };
             self.on_stream(Instant::now(), m).await;
         }
     }

@@ -157,6 +157,11 @@ impl NetPoll {
         self.more
     }
 
+    /// The next event for the shard, left in place.
+    pub fn peek_event(&self) -> Option<&StreamIn> {
+        self.ready.front()
+    }
+
     /// The next event for the shard.
     pub fn next_event(&mut self) -> Option<StreamIn> {
         self.ready.pop_front()
