@@ -488,6 +488,10 @@ pub struct RunSummary {
     pub dropped_sends: u64,
     /// Connections re-established after a loss (TCP, TLS, WS, WSS).
     pub reconnects: u64,
+    /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
+    /// does not grow with endpoints or connections: they all live in the shard's loop and
+    /// its poll sets, never in a task of their own.
+    pub shard_tasks_max: usize,
     /// RTP send-timing jitter of the generator itself: how late RTP packets left against
     /// the time their pacing scheduled (actual send − scheduled), median, 99th percentile
     /// and worst, in ms, over every RTP packet of the run (`None` without media). Target:
@@ -678,6 +682,7 @@ pub fn run(
                 dials.2 += stats.dials;
                 base.dropped_sends += stats.dropped_sends;
                 base.reconnects += stats.reconnects;
+                base.shard_tasks_max = base.shard_tasks_max.max(stats.tasks_max);
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -797,6 +802,8 @@ struct ShardStats {
     dials: u64,
     dropped_sends: u64,
     reconnects: u64,
+    /// The most tokio tasks alive at once on the shard's runtime (sampled each second).
+    tasks_max: usize,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
 }
@@ -1291,6 +1298,10 @@ impl<'a> Shard<'a> {
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
                 self.progress();
+                let tasks = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                self.stats.tasks_max = self.stats.tasks_max.max(tasks);
             }
             // Fire due timers.
             while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
