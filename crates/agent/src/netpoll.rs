@@ -1031,4 +1031,118 @@ mod tests {
         }
         assert_eq!(net.send(0, Bytes::from_static(b"\r\n\r\n")), Sent::Queued);
     }
+
+    fn ws_settings(addr: SocketAddr) -> Arc<StreamSettings> {
+        Arc::new(
+            StreamSettings::new(
+                FlowKind::Ws,
+                addr,
+                "127.0.0.1",
+                &ClientSettings::default(),
+                None,
+                "/sip",
+                Some(Duration::from_millis(10)),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// SIP over WebSocket against sip-net's server side (tungstenite): the upgrade note,
+    /// a message each way, no CRLF keep-alive, and the server's close reported.
+    #[tokio::test]
+    async fn websocket_messages_both_ways_and_the_servers_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(1, 1, Instant::now());
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accept = sip_net::ws::accept(tcp);
+        let mut server = tokio::select! {
+            r = accept => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        let StreamEvent::Connected { notes, .. } = next(&mut net, &mut events).await.event else {
+            panic!("connected first");
+        };
+        assert_eq!(
+            notes,
+            [
+                format!("TCP connected to {addr}"),
+                format!(
+                    "HTTP upgrade to WebSocket at ws://127.0.0.1:{}/sip with subprotocol sip (RFC 7118)",
+                    addr.port()
+                )
+            ]
+        );
+        let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(net.send(1, Bytes::from_static(options)), Sent::Queued);
+        let got = tokio::select! {
+            r = server.recv() => r.unwrap().unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        // One WebSocket message per SIP message, and no CRLF keep-alive (RFC 7118).
+        assert_eq!(&got[..], &options[..]);
+        server.send(options).await.unwrap();
+        match next(&mut net, &mut events).await.event {
+            StreamEvent::Message(m) => assert_eq!(&m[..], &options[..]),
+            other => panic!("{other:?}"),
+        }
+        server.close().await;
+        match next(&mut net, &mut events).await.event {
+            StreamEvent::Closed(why) => assert_eq!(why, "the server closed the connection"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A port that answers the upgrade with HTTP 404: a failure after TCP, in words, with
+    /// the hint.
+    #[tokio::test]
+    async fn a_refused_websocket_upgrade_is_explained() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(0, 4, Instant::now());
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            tokio::select! {
+                r = server.read_exact(&mut b) => { r.unwrap(); }
+                () = drive(&mut net, &mut events) => unreachable!(),
+            }
+            request.push(b[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        assert!(request.starts_with("GET /sip HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("\r\nSec-WebSocket-Protocol: sip\r\n"),
+            "{request}"
+        );
+        server
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert_eq!(ev.generation, 4);
+        match ev.event {
+            StreamEvent::Failed {
+                error,
+                hint,
+                after_tcp,
+            } => {
+                assert_eq!(
+                    error,
+                    format!(
+                        "the server answered the WebSocket upgrade for ws://127.0.0.1:{}/sip with HTTP 404 Not Found",
+                        addr.port()
+                    )
+                );
+                assert!(hint.contains("WebSocket path"), "{hint}");
+                assert!(after_tcp);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
