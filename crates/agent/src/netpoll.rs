@@ -313,9 +313,11 @@ impl NetPoll {
                     Some(t) => {
                         let _ = t.writer().write_all(&f);
                     }
-                    None => {
+                    // Not in the middle of a frame already half written.
+                    None if c.offset == 0 => {
                         let _ = c.sock.write(&f);
                     }
+                    None => {}
                 }
             }
             if let Some(t) = c.tls.as_mut() {
@@ -494,7 +496,8 @@ impl NetPoll {
                     Self::upgrade(c, &settings, now);
                     self.set_deadline(endpoint, now + settings.timeout);
                 }
-                None => return self.opened(endpoint, now, &settings),
+                // Open; bytes that came with the connect are read below.
+                None => self.opened(endpoint, now, &settings),
             }
         }
         match self.read(endpoint, &settings) {
