@@ -30,9 +30,10 @@ use sip_net::tls::ClientSettings;
 use crate::callmedia::{
     CallMedia, MediaDriver, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
 };
-use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings};
+use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
+use crate::netpoll::{NetPoll, Sent};
 use crate::trace::{Direction, TraceEntry};
 
 mod failover_glue;
@@ -493,6 +494,10 @@ pub struct RunSummary {
     /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
     /// endpoints moved off a target the shard found dead.
     pub failovers: u64,
+    /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
+    /// does not grow with endpoints or connections: they all live in the shard's loop and
+    /// its poll sets, never in a task of their own.
+    pub shard_tasks_max: usize,
     /// RTP send-timing jitter of the generator itself: how late RTP packets left against
     /// the time their pacing scheduled (actual send − scheduled), median, 99th percentile
     /// and worst, in ms, over every RTP packet of the run (`None` without media). Target:
@@ -697,6 +702,7 @@ pub fn run_with_targets(
                 base.dropped_sends += stats.dropped_sends;
                 base.reconnects += stats.reconnects;
                 base.failovers += stats.failovers;
+                base.shard_tasks_max = base.shard_tasks_max.max(stats.tasks_max);
             }
             Ok(Err(e)) => first_err = Some(e),
             Err(_) => first_err = Some(std::io::Error::other("a shard panicked")),
@@ -819,6 +825,8 @@ struct ShardStats {
     dropped_sends: u64,
     reconnects: u64,
     failovers: u64,
+    /// The most tokio tasks alive at once on the shard's runtime (sampled each second).
+    tasks_max: usize,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
 }
@@ -828,8 +836,6 @@ struct ShardStats {
 struct Link {
     /// Counts connection attempts: events of an older one are stale.
     generation: u32,
-    /// The connection task's send queue (dropping it closes the connection).
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
     /// Our address on the connection, once connected.
     local: Option<SocketAddr>,
     /// Connected at least once: a later connection is a reconnect.
@@ -925,10 +931,8 @@ struct Endpoint {
     done: bool,
     /// The connection (stream transports).
     link: Link,
-    /// Its own UDP socket (`udp_socket = "per-endpoint"`).
-    udp: Option<Arc<UdpSocket>>,
-    /// The task reading that socket (stopped when the endpoint finishes).
-    udp_reader: Option<tokio::task::AbortHandle>,
+    /// Has its own UDP socket in the shard's poll set (`udp_socket = "per-endpoint"`).
+    own_udp: bool,
     /// Its target and failover state (a call to send again is boxed: endpoints stay small).
     failover: EndpointFailover<Box<failover_glue::CallRetry>>,
 }
@@ -985,8 +989,8 @@ struct Shard<'a> {
     next_dial: Instant,
     /// Stream transports: how each endpoint connects (`None`: UDP).
     stream: Option<Arc<StreamSettings>>,
-    stream_tx: tokio::sync::mpsc::UnboundedSender<StreamIn>,
-    stream_rx: tokio::sync::mpsc::UnboundedReceiver<StreamIn>,
+    /// The shard's TCP and TLS connections and own UDP sockets, in one poll set.
+    net: NetPoll,
     /// The run's targets and which are down (RFC 3263 §4.3 failover).
     targets: TargetTable,
 }
@@ -1102,6 +1106,7 @@ impl<'a> Shard<'a> {
             IpAddr::from([0u16; 8])
         };
         let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+        let sock = UdpSocket::from_std(sock)?;
         let mut local = sock.local_addr()?;
         if local.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
@@ -1109,9 +1114,9 @@ impl<'a> Shard<'a> {
             local.set_ip(probe.local_addr()?.ip());
         }
         let start = Instant::now();
-        let (stream_tx, stream_rx) = tokio::sync::mpsc::unbounded_channel();
         let media = MediaDriver::new()?;
         let targets = TargetTable::new(shared.targets.clone(), start);
+        let net = NetPoll::new(stream.clone())?;
         let mut shard = Shard {
             index,
             plan,
@@ -1143,8 +1148,7 @@ impl<'a> Shard<'a> {
                     Duration::ZERO
                 },
             stream,
-            stream_tx,
-            stream_rx,
+            net,
             targets,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
@@ -1157,7 +1161,7 @@ impl<'a> Shard<'a> {
             let ep_plan = &plan.groups[g].endpoints[i];
             let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             // `udp_socket = "per-endpoint"`: the endpoint's own socket (servers that tell
-            // phones apart by source port), read by a small task like a connection.
+            // phones apart by source port), in the shard's poll set like a connection.
             let mut link = Link::default();
             let mut notes = Vec::new();
             let (udp, local) = if per_endpoint {
@@ -1169,7 +1173,7 @@ impl<'a> Shard<'a> {
                     "own UDP socket {own}{}",
                     note.map_or(String::new(), |n| format!(" ({n})"))
                 ));
-                (Some(Arc::new(s)), own)
+                (Some(s), own)
             } else {
                 if let Some(n) = &udp_note {
                     notes.push(format!("shared UDP socket {local} ({n})"));
@@ -1222,8 +1226,7 @@ impl<'a> Shard<'a> {
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
                 link,
-                udp: udp.clone(),
-                udp_reader: None,
+                own_udp: udp.is_some(),
                 failover: EndpointFailover::new(&shard.targets, start),
             });
             for n in notes {
@@ -1232,8 +1235,7 @@ impl<'a> Shard<'a> {
                     .push(TraceEntry::note(n, Duration::ZERO));
             }
             if let Some(s) = udp {
-                let reader = spawn_udp_reader(s, idx, shard.stream_tx.clone());
-                shard.endpoints[idx].udp_reader = Some(reader);
+                shard.net.add_udp(idx, s)?;
             }
             shard.schedule(idx);
         }
@@ -1348,6 +1350,10 @@ impl<'a> Shard<'a> {
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
                 self.progress();
+                let tasks = tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks();
+                self.stats.tasks_max = self.stats.tasks_max.max(tasks);
             }
             // Fire due timers.
             while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
@@ -1370,6 +1376,10 @@ impl<'a> Shard<'a> {
             if self.media_pending {
                 self.on_media_ready();
             }
+            self.net.on_timeout(now);
+            if self.net.pending() {
+                self.on_net().await;
+            }
             let next = self
                 .heap
                 .peek()
@@ -1377,8 +1387,10 @@ impl<'a> Shard<'a> {
                 .unwrap_or(now + Duration::from_millis(200))
                 .min(next_progress)
                 .min(deadline.max(now));
-            // More media waiting: look again at once (after any timer now due).
-            let next = if self.media_pending {
+            let next = self.net.next_deadline().map_or(next, |t| t.min(next));
+            // More media or connection news waiting: look again at once (after any timer
+            // now due).
+            let next = if self.media_pending || self.net.pending() {
                 now
             } else {
                 self.timer.arm(next);
@@ -1392,10 +1404,15 @@ impl<'a> Shard<'a> {
                         self.on_datagram(Instant::now(), bytes, from).await;
                     }
                 }
-                Some(m) = self.stream_rx.recv() => self.on_stream(Instant::now(), m).await,
                 r = self.media.readable() => {
                     if r.is_ok() {
                         self.on_media_ready();
+                    }
+                }
+                r = self.net.readable() => {
+                    if r.is_ok() {
+                        self.net.poll_ready(Instant::now());
+                        self.on_net().await;
                     }
                 }
                 () = self.timer.fired() => {}
@@ -1495,6 +1512,28 @@ impl<'a> Shard<'a> {
             }
         }
         self.media_pending = MediaDriver::batch_full(n);
+    }
+
+    /// Hands the poll set's news (connections, own UDP sockets) to the endpoints; sockets
+    /// left over from a full batch are moved on first.
+    async fn on_net(&mut self) {
+        if self.net.more() {
+            self.net.poll_ready(Instant::now());
+        }
+        // A close that came with messages waits for the loop's next turn: the timers those
+        // messages made due (Timer K of a last BYE's answer) fire first, as they would had
+        // the close come a moment later (a server that hangs up once it is done).
+        let mut first = true;
+        while let Some(m) = self.net.peek_event() {
+            if !first && matches!(m.event, StreamEvent::Closed(_)) {
+                break;
+            }
+            first = false;
+            let Some(m) = self.net.next_event() else {
+                break;
+            };
+            self.on_stream(Instant::now(), m).await;
+        }
     }
 
     /// Sends the media that is due and emits the second's sample.
@@ -1794,14 +1833,13 @@ impl<'a> Shard<'a> {
                         )
                         .into_owned()
                     };
-                    let sent = match (&ep.link.tx, ep.link.local) {
-                        (Some(tx), Some(_)) => {
-                            tx.try_send(out.bytes.clone()).map_err(|e| match e {
-                                tokio::sync::mpsc::error::TrySendError::Full(_) => true,
-                                tokio::sync::mpsc::error::TrySendError::Closed(_) => false,
-                            })
-                        }
-                        _ => Err(false),
+                    let sent = match ep.link.local {
+                        None => Err(false),
+                        Some(_) => match self.net.send(idx, out.bytes.clone()) {
+                            Sent::Queued => Ok(()),
+                            Sent::Full => Err(true),
+                            Sent::NotConnected => Err(false),
+                        },
                     };
                     match sent {
                         Ok(()) => {}
@@ -1819,7 +1857,7 @@ impl<'a> Shard<'a> {
                     }
                     continue;
                 }
-                let own = self.endpoints[idx].udp.clone();
+                let own = self.endpoints[idx].own_udp;
                 let entry = TraceEntry::new(
                     Direction::Sent,
                     FlowKind::Udp,
@@ -1831,11 +1869,20 @@ impl<'a> Shard<'a> {
                     out.retransmission,
                 );
                 self.endpoints[idx].trace.push(entry);
-                let sent = match &own {
-                    Some(s) => s.send_to(&out.bytes, to).await,
-                    None => self.sock.send_to(&out.bytes, to).await,
+                let sent = if own {
+                    self.net.send_udp(idx, &out.bytes, to)
+                } else {
+                    self.sock.send_to(&out.bytes, to).await.map(|_| true)
                 };
-                if let Err(e) = sent {
+                if let Ok(false) = sent {
+                    // The own socket's buffer is full: a dropped send, as on a full queue.
+                    self.stats.dropped_sends += 1;
+                    self.endpoints[idx].trace.push(TraceEntry::note(
+                        "UDP send buffer full: message dropped (the generator is overloaded)"
+                            .into(),
+                        at,
+                    ));
+                } else if let Err(e) = sent {
                     self.stats.send_errors += 1;
                     let ep = &mut self.endpoints[idx];
                     ep.trace
@@ -2171,12 +2218,10 @@ impl<'a> Shard<'a> {
             return;
         }
         ep.done = true;
-        // Dropping the send queue closes the connection.
-        ep.link.tx = None;
-        if let Some(r) = ep.udp_reader.take() {
-            r.abort();
+        self.net.close(idx);
+        if std::mem::take(&mut ep.own_udp) {
+            self.net.remove_udp(idx);
         }
-        ep.udp = None;
         if matches!(self.plan.groups[ep.group].role, Role::Call { .. }) {
             self.shared.callers_left.fetch_sub(1, Ordering::Relaxed);
         }
@@ -2329,8 +2374,6 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
         ep.link.local = None;
-        let (tx, rx) = tokio::sync::mpsc::channel(SEND_QUEUE);
-        ep.link.tx = Some(tx);
         ep.trace.push(TraceEntry::note(
             format!(
                 "connecting over {} to {}{}",
@@ -2340,16 +2383,10 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        crate::conn::spawn(
-            settings,
-            idx,
-            ep.link.generation,
-            self.stream_tx.clone(),
-            rx,
-        );
+        self.net.connect(idx, ep.link.generation, now);
     }
 
-    /// News from an endpoint's connection task.
+    /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
     async fn on_stream(&mut self, now: Instant, m: StreamIn) {
         if let StreamEvent::Datagram(bytes, from) = m.event {
             if self.endpoints.get(m.endpoint).is_some_and(|e| !e.done) {
@@ -2427,7 +2464,6 @@ impl<'a> Shard<'a> {
                     ),
                     at,
                 ));
-                ep.link.tx = None;
                 if ep.link.was_up
                     && plan.server.transport.reconnect
                     && !stopping
@@ -2474,7 +2510,6 @@ impl<'a> Shard<'a> {
             StreamEvent::Closed(reason) => {
                 ep.trace
                     .push(TraceEntry::note(format!("connection closed: {reason}"), at));
-                ep.link.tx = None;
                 ep.link.local = None;
                 let leaving = ep.link.leaving;
                 if plan.server.transport.reconnect && !stopping && !leaving {
@@ -2519,7 +2554,10 @@ impl<'a> Shard<'a> {
 
 /// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
 /// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
-fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, Option<String>)> {
+fn bind_udp(
+    addr: SocketAddr,
+    t: &TransportPlan,
+) -> std::io::Result<(std::net::UdpSocket, Option<String>)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let mut granted = Vec::new();
@@ -2539,34 +2577,10 @@ fn bind_udp(addr: SocketAddr, t: &TransportPlan) -> std::io::Result<(UdpSocket, 
     }
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    let sock = UdpSocket::from_std(sock.into())?;
-    Ok((sock, (!granted.is_empty()).then(|| granted.join(", "))))
-}
-
-/// Reads an endpoint's own UDP socket and hands each datagram to the shard loop.
-fn spawn_udp_reader(
-    sock: Arc<UdpSocket>,
-    endpoint: usize,
-    to_shard: tokio::sync::mpsc::UnboundedSender<StreamIn>,
-) -> tokio::task::AbortHandle {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
-            if let Ok((n, from)) = sock.recv_from(&mut buf).await {
-                let event = StreamEvent::Datagram(Bytes::copy_from_slice(&buf[..n]), from);
-                let m = StreamIn {
-                    endpoint,
-                    generation: 0,
-                    event,
-                };
-                if to_shard.send(m).is_err() {
-                    return;
-                }
-            }
-        }
-    })
-    .abort_handle()
+    Ok((
+        sock.into(),
+        (!granted.is_empty()).then(|| granted.join(", ")),
+    ))
 }
 
 /// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without

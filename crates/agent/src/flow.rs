@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// Largest SIP message accepted from a stream.
-const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The transports this engine drives today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -210,13 +210,7 @@ impl Flow {
         let stream = match tokio::time::timeout(timeout, tls::connect(tcp, config, name)).await {
             Err(_) => {
                 return Err(FlowError::TlsHandshake(
-                    Diagnosis {
-                        problem: format!(
-                            "no answer to the TLS handshake with {remote} within {timeout:?}"
-                        ),
-                        hint: "the port may be plain UDP/TCP SIP or a firewall may drop TLS: TLS is usually on 5061".into(),
-                        certificate: false,
-                    },
+                    tls_timeout(remote, timeout),
                     tcp_time,
                 ));
             }
@@ -257,11 +251,7 @@ impl Flow {
         target: &WsTarget,
     ) -> Result<(Self, WsConnected), FlowError> {
         let upgrade_timeout = |tcp, tls| FlowError::WebSocketUpgrade {
-            diagnosis: Diagnosis {
-                problem: format!("no answer to the WebSocket upgrade within {timeout:?}"),
-                hint: "the port may not serve WebSocket: check the port and path".into(),
-                certificate: false,
-            },
+            diagnosis: ws_timeout(timeout),
             tcp,
             tls,
         };
@@ -436,6 +426,26 @@ async fn tcp_connect(remote: SocketAddr, timeout: Duration) -> Result<TcpStream,
             s.set_nodelay(true)?;
             Ok(s)
         }
+    }
+}
+
+/// No answer to the TLS handshake within `timeout`, in words.
+pub(crate) fn tls_timeout(remote: SocketAddr, timeout: Duration) -> Diagnosis {
+    Diagnosis {
+        problem: format!("no answer to the TLS handshake with {remote} within {timeout:?}"),
+        hint:
+            "the port may be plain UDP/TCP SIP or a firewall may drop TLS: TLS is usually on 5061"
+                .into(),
+        certificate: false,
+    }
+}
+
+/// No answer to the WebSocket upgrade within `timeout`, in words.
+pub(crate) fn ws_timeout(timeout: Duration) -> Diagnosis {
+    Diagnosis {
+        problem: format!("no answer to the WebSocket upgrade within {timeout:?}"),
+        hint: "the port may not serve WebSocket: check the port and path".into(),
+        certificate: false,
     }
 }
 

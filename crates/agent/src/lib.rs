@@ -9,6 +9,7 @@ pub mod engine;
 pub mod failover;
 pub mod flow;
 pub mod hints;
+pub mod netpoll;
 pub mod pcap;
 pub mod proxyprobe;
 pub mod runner;

@@ -307,7 +307,12 @@ pub struct Negotiated {
 impl Negotiated {
     /// Reads the session facts of a client stream.
     pub fn of(stream: &ClientStream) -> Self {
-        let conn = stream.get_ref().1;
+        Self::of_connection(stream.get_ref().1)
+    }
+
+    /// Reads the session facts of a client connection driven sans-IO (`read_tls`,
+    /// `process_new_packets`, `write_tls`).
+    pub fn of_connection(conn: &rustls::ClientConnection) -> Self {
         let version = match conn.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),

@@ -1,0 +1,1151 @@
+//! One poll set per shard for the shard's signalling sockets: every endpoint's own TCP, TLS,
+//! WS or WSS connection and every endpoint's own UDP socket (`udp_socket = "per-endpoint"`).
+//!
+//! No task or thread per connection: the sockets are non-blocking and registered in one
+//! `mio::Poll` (edge-triggered), whose own descriptor is registered with the shard's tokio
+//! reactor (as the media driver's is). The shard loop awaits [`NetPoll::readable`], then
+//! [`NetPoll::poll_ready`] moves bytes for the sockets that are ready: it finishes connects,
+//! drives TLS through rustls's sans-IO API (`read_tls`, `process_new_packets`, `reader`,
+//! `writer`, `write_tls`), frames incoming bytes into whole SIP messages (sip-msg's framer)
+//! and writes what is queued. WS and WSS connections also run the HTTP upgrade and the
+//! WebSocket framing sans-IO ([`sip_net::wsclient`]). What happened comes out as
+//! [`StreamIn`] events. Deadlines (connect and handshake timeouts, CRLF keep-alives) are in one
+//! heap: [`NetPoll::next_deadline`] and [`NetPoll::on_timeout`].
+//!
+//! Sending never waits: a message is written at once when the socket takes it, else queued
+//! (at most [`SEND_QUEUE`] messages per connection) and written when the socket is writable.
+//! A full queue refuses the message ([`Sent::Full`]): the shard counts a dropped send.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use sip_msg::{Frame, Framer};
+use sip_net::tls::{self, Negotiated, rustls};
+use sip_net::wsclient::{WsClient, WsEvent, WsFailure};
+use tokio::io::unix::AsyncFd;
+
+use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings, UNREACHABLE_HINT};
+use crate::flow::{FlowError, MAX_MESSAGE, tls_timeout, ws_timeout};
+
+/// How many readiness events one poll of the set hands back.
+const EVENTS_PER_POLL: usize = 256;
+
+/// The result of [`NetPoll::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written, or queued behind earlier messages.
+    Queued,
+    /// The connection's queue is full: the message is dropped.
+    Full,
+    /// The endpoint has no open connection.
+    NotConnected,
+}
+
+/// Where a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// TCP connected; the TLS handshake runs.
+    Handshaking,
+    /// TCP (and TLS) connected; the HTTP upgrade to WebSocket runs.
+    Upgrading,
+    /// Messages flow.
+    Open,
+}
+
+/// One endpoint's connection.
+struct Conn {
+    generation: u32,
+    sock: TcpStream,
+    phase: Phase,
+    /// When the current phase began (its timeout counts from there).
+    since: Instant,
+    /// The TCP connect's time (for a TLS failure's report).
+    tcp_time: Duration,
+    tls: Option<Box<rustls::ClientConnection>>,
+    /// WS and WSS: the WebSocket (it frames the messages); else the SIP stream framer.
+    ws: Option<Box<WsClient>>,
+    framer: Framer,
+    /// Whole messages waiting for the socket; the front one is written from `offset` on
+    /// (plain TCP; TLS takes a whole message into its own buffer).
+    queue: VecDeque<Bytes>,
+    offset: usize,
+    /// The connect's trace notes, handed over with [`StreamEvent::Connected`].
+    notes: Vec<String>,
+    /// The phase timeout, or the next keep-alive once open.
+    deadline: Option<Instant>,
+}
+
+/// A shard's signalling sockets in one poll set.
+pub struct NetPoll {
+    poll: AsyncFd<Poll>,
+    events: Events,
+    settings: Option<Arc<StreamSettings>>,
+    /// Connections by endpoint index.
+    conns: Vec<Option<Conn>>,
+    /// Own UDP sockets by endpoint index.
+    udp: Vec<Option<UdpSocket>>,
+    /// (deadline, endpoint, generation); stale entries are skipped.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Events for the shard, oldest first.
+    ready: VecDeque<StreamIn>,
+    /// The last poll returned a full batch: more sockets may be ready.
+    more: bool,
+    tokens: Vec<Token>,
+    buf: Box<[u8]>,
+}
+
+impl std::fmt::Debug for NetPoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetPoll")
+            .field("connections", &self.conns.iter().flatten().count())
+            .field("udp", &self.udp.iter().flatten().count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn token(endpoint: usize, udp: bool) -> Token {
+    Token(endpoint << 1 | usize::from(udp))
+}
+
+impl NetPoll {
+    /// A new, empty set; `settings` say how connections are made (`None`: UDP only). Must be
+    /// called inside a tokio runtime with I/O enabled.
+    pub fn new(settings: Option<Arc<StreamSettings>>) -> io::Result<Self> {
+        // As for the media driver: sound for an owned `mio::Poll`, which closes its
+        // descriptor only when dropped, after the `AsyncFd` has deregistered it.
+        #[allow(deprecated)] // reason: `register_with_interest` is `unsafe`, denied here
+        let poll = AsyncFd::with_interest(Poll::new()?, tokio::io::Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(EVENTS_PER_POLL),
+            settings,
+            conns: Vec::new(),
+            udp: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            more: false,
+            tokens: Vec::with_capacity(EVENTS_PER_POLL),
+            buf: vec![0; 65_536].into_boxed_slice(),
+        })
+    }
+
+    /// Resolves when some socket of the set may be ready; then call [`Self::poll_ready`].
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut guard = self.poll.readable().await?;
+        // Cleared before the set is drained: readiness after the drain raises a new edge.
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// True when events wait for the shard or sockets may still be ready: the shard loop
+    /// must come back without sleeping.
+    pub fn pending(&self) -> bool {
+        self.more || !self.ready.is_empty()
+    }
+
+    /// True when the last poll returned a full batch: call [`Self::poll_ready`] again.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+
+    /// The next event for the shard, left in place.
+    pub fn peek_event(&self) -> Option<&StreamIn> {
+        self.ready.front()
+    }
+
+    /// The next event for the shard.
+    pub fn next_event(&mut self) -> Option<StreamIn> {
+        self.ready.pop_front()
+    }
+
+    /// Moves bytes for one batch of ready sockets (never blocks); events wait in
+    /// [`Self::next_event`].
+    pub fn poll_ready(&mut self, now: Instant) {
+        // An error (EINTR) reads as "nothing ready"; the next edge retries.
+        if self
+            .poll
+            .get_mut()
+            .poll(&mut self.events, Some(Duration::ZERO))
+            .is_err()
+        {
+            self.events.clear();
+        }
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokens.clear();
+        tokens.extend(self.events.iter().map(|e| e.token()));
+        self.more = tokens.len() == EVENTS_PER_POLL;
+        for &t in &tokens {
+            let endpoint = t.0 >> 1;
+            if t.0 & 1 == 1 {
+                self.read_udp(endpoint);
+            } else {
+                self.drive(endpoint, now);
+            }
+        }
+        self.tokens = tokens;
+    }
+
+    /// The earliest connect/handshake timeout or keep-alive.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, e, g))) = self.deadlines.peek().copied() {
+            if self.conn(e, g).is_some_and(|c| c.deadline == Some(at)) {
+                return Some(at);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
+    /// Runs the timeouts and keep-alives that are due.
+    pub fn on_timeout(&mut self, now: Instant) {
+        while let Some(at) = self.next_deadline().filter(|&t| t <= now) {
+            let Some(Reverse((_, endpoint, _))) = self.deadlines.pop() else {
+                break;
+            };
+            let Some(settings) = self.settings.clone() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+                continue;
+            };
+            c.deadline = None;
+            match c.phase {
+                Phase::Connecting => {
+                    let e = FlowError::ConnectTimeout(settings.addr, settings.timeout);
+                    self.fail(endpoint, &e);
+                }
+                Phase::Handshaking => {
+                    let e = FlowError::TlsHandshake(
+                        tls_timeout(settings.addr, settings.timeout),
+                        c.tcp_time,
+                    );
+                    self.fail(endpoint, &e);
+                }
+                Phase::Upgrading => {
+                    let e = FlowError::WebSocketUpgrade {
+                        diagnosis: ws_timeout(settings.timeout),
+                        tcp: c.tcp_time,
+                        tls: None,
+                    };
+                    self.fail(endpoint, &e);
+                }
+                Phase::Open => {
+                    let Some(period) = settings.keepalive else {
+                        continue;
+                    };
+                    // RFC 5626 §3.5.1: a double CRLF; the server's CRLF pong is skipped by
+                    // the framer. A full queue has no room for it, and needs none.
+                    if c.queue.len() < SEND_QUEUE {
+                        c.queue.push_back(Bytes::from_static(b"\r\n\r\n"));
+                    }
+                    self.set_deadline(endpoint, at.max(now) + period);
+                    if let Err(e) = self.flush(endpoint) {
+                        self.close_with(endpoint, format!("keep-alive failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts endpoint `endpoint`'s connection `generation` (a previous one is closed).
+    /// The outcome comes later as [`StreamEvent::Connected`] or [`StreamEvent::Failed`].
+    pub fn connect(&mut self, endpoint: usize, generation: u32, now: Instant) {
+        self.close(endpoint);
+        let Some(settings) = self.settings.clone() else {
+            return;
+        };
+        if self.conns.len() <= endpoint {
+            self.conns.resize_with(endpoint + 1, || None);
+        }
+        let started = TcpStream::connect(settings.addr).and_then(|mut sock| {
+            self.poll.get_ref().registry().register(
+                &mut sock,
+                token(endpoint, false),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(sock)
+        });
+        let sock = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let e = connect_error(e, settings.addr);
+                self.push(endpoint, generation, failed(&e));
+                return;
+            }
+        };
+        self.conns[endpoint] = Some(Conn {
+            generation,
+            sock,
+            phase: Phase::Connecting,
+            since: now,
+            tcp_time: Duration::ZERO,
+            tls: None,
+            ws: None,
+            framer: Framer::new(MAX_MESSAGE),
+            queue: VecDeque::new(),
+            offset: 0,
+            notes: Vec::new(),
+            deadline: None,
+        });
+        self.set_deadline(endpoint, now + settings.timeout);
+    }
+
+    /// Closes endpoint `endpoint`'s connection on purpose (no event).
+    pub fn close(&mut self, endpoint: usize) {
+        let Some(mut c) = self.conns.get_mut(endpoint).and_then(Option::take) else {
+            return;
+        };
+        if c.phase == Phase::Open {
+            // A polite WebSocket close and TLS close_notify, if the socket takes them now.
+            if let Some(w) = c.ws.as_mut() {
+                w.close();
+                let f = w.take_output();
+                match c.tls.as_mut() {
+                    Some(t) => {
+                        let _ = t.writer().write_all(&f);
+                    }
+                    // Not in the middle of a frame already half written.
+                    None if c.offset == 0 => {
+                        let _ = c.sock.write(&f);
+                    }
+                    None => {}
+                }
+            }
+            if let Some(t) = c.tls.as_mut() {
+                t.send_close_notify();
+                let _ = t.write_tls(&mut c.sock);
+            }
+        }
+        let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
+    }
+
+    /// Queues one message on endpoint `endpoint`'s open connection and writes what the
+    /// socket takes.
+    pub fn send(&mut self, endpoint: usize, bytes: Bytes) -> Sent {
+        let Some(c) = self
+            .conns
+            .get_mut(endpoint)
+            .and_then(Option::as_mut)
+            .filter(|c| c.phase == Phase::Open)
+        else {
+            return Sent::NotConnected;
+        };
+        if c.queue.len() >= SEND_QUEUE {
+            return Sent::Full;
+        }
+        match c.ws.as_mut() {
+            Some(w) => match w.frame(&bytes) {
+                Some(f) => c.queue.push_back(Bytes::from(f)),
+                None => return Sent::NotConnected,
+            },
+            None => c.queue.push_back(bytes),
+        }
+        if let Err(e) = self.flush(endpoint) {
+            self.close_with(endpoint, format!("send failed: {e}"));
+        }
+        Sent::Queued
+    }
+
+    /// Adds endpoint `endpoint`'s own UDP socket to the set.
+    pub fn add_udp(&mut self, endpoint: usize, sock: std::net::UdpSocket) -> io::Result<()> {
+        sock.set_nonblocking(true)?;
+        let mut sock = UdpSocket::from_std(sock);
+        self.poll.get_ref().registry().register(
+            &mut sock,
+            token(endpoint, true),
+            Interest::READABLE,
+        )?;
+        if self.udp.len() <= endpoint {
+            self.udp.resize_with(endpoint + 1, || None);
+        }
+        self.udp[endpoint] = Some(sock);
+        Ok(())
+    }
+
+    /// Sends a datagram from endpoint `endpoint`'s own socket; `Ok(false)`: the socket's
+    /// buffer is full (a dropped send), or the endpoint has no socket.
+    pub fn send_udp(&mut self, endpoint: usize, bytes: &[u8], to: SocketAddr) -> io::Result<bool> {
+        let Some(s) = self.udp.get(endpoint).and_then(Option::as_ref) else {
+            return Ok(false);
+        };
+        match s.send_to(bytes, to) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes endpoint `endpoint`'s own UDP socket.
+    pub fn remove_udp(&mut self, endpoint: usize) {
+        if let Some(mut s) = self.udp.get_mut(endpoint).and_then(Option::take) {
+            let _ = self.poll.get_ref().registry().deregister(&mut s);
+        }
+    }
+
+    fn read_udp(&mut self, endpoint: usize) {
+        let Some(s) = self.udp.get(endpoint).and_then(Option::as_ref) else {
+            return;
+        };
+        loop {
+            match s.recv_from(&mut self.buf) {
+                Ok((n, from)) => self.ready.push_back(StreamIn {
+                    endpoint,
+                    generation: 0,
+                    event: StreamEvent::Datagram(Bytes::copy_from_slice(&self.buf[..n]), from),
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn conn(&self, endpoint: usize, generation: u32) -> Option<&Conn> {
+        self.conns
+            .get(endpoint)
+            .and_then(Option::as_ref)
+            .filter(|c| c.generation == generation)
+    }
+
+    fn set_deadline(&mut self, endpoint: usize, at: Instant) {
+        if let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) {
+            c.deadline = Some(at);
+            self.deadlines.push(Reverse((at, endpoint, c.generation)));
+        }
+    }
+
+    fn push(&mut self, endpoint: usize, generation: u32, event: StreamEvent) {
+        self.ready.push_back(StreamIn {
+            endpoint,
+            generation,
+            event,
+        });
+    }
+
+    /// The connect failed: the connection is gone, the shard is told why.
+    fn fail(&mut self, endpoint: usize, e: &FlowError) {
+        if let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) {
+            let generation = c.generation;
+            self.close(endpoint);
+            self.push(endpoint, generation, failed(e));
+        }
+    }
+
+    /// The open connection ended: the shard is told why.
+    fn close_with(&mut self, endpoint: usize, reason: String) {
+        if let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) {
+            let generation = c.generation;
+            // What is queued (a WebSocket close answering the server's) leaves if it can.
+            let _ = self.flush(endpoint);
+            if let Some(mut c) = self.conns[endpoint].take() {
+                let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
+            }
+            self.push(endpoint, generation, StreamEvent::Closed(reason));
+        }
+    }
+
+    /// The socket of endpoint `endpoint` is ready: moves the connection on.
+    fn drive(&mut self, endpoint: usize, now: Instant) {
+        let Some(settings) = self.settings.clone() else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.phase == Phase::Connecting {
+            match c.sock.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    let e = connect_error(e, settings.addr);
+                    return self.fail(endpoint, &e);
+                }
+            }
+            match c.sock.peer_addr() {
+                Ok(_) => {}
+                // Not connected yet (a spurious wake-up): the next edge says more.
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(endpoint, &connect_error(e, settings.addr)),
+            }
+            let _ = c.sock.set_nodelay(true);
+            c.tcp_time = now.saturating_duration_since(c.since);
+            c.notes.push(format!("TCP connected to {}", settings.addr));
+            match &settings.tls {
+                Some((config, name, _)) => {
+                    match rustls::ClientConnection::new(config.clone(), name.clone()) {
+                        Ok(t) => c.tls = Some(Box::new(t)),
+                        Err(e) => {
+                            let cert = settings.tls.as_ref().is_some_and(|t| t.2);
+                            let e = FlowError::TlsHandshake(tls::explain(&e, cert), c.tcp_time);
+                            return self.fail(endpoint, &e);
+                        }
+                    }
+                    c.phase = Phase::Handshaking;
+                    c.since = now;
+                    self.set_deadline(endpoint, now + settings.timeout);
+                }
+                None if settings.kind.websocket() => {
+                    Self::upgrade(c, &settings, now);
+                    self.set_deadline(endpoint, now + settings.timeout);
+                }
+                // Open; bytes that came with the connect are read below.
+                None => self.opened(endpoint, now, &settings),
+            }
+        }
+        match self.read(endpoint, &settings) {
+            Ok(()) => {}
+            Err(e) => return self.end(endpoint, &e),
+        }
+        if let Err(e) = self.flush(endpoint) {
+            let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) else {
+                return;
+            };
+            return match c.phase {
+                Phase::Open => self.close_with(endpoint, format!("send failed: {e}")),
+                _ => self.end(endpoint, &tls_io_error(e, &settings)),
+            };
+        }
+        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.phase == Phase::Handshaking && c.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
+            let Some(t) = c.tls.as_deref() else { return };
+            let n = Negotiated::of_connection(t);
+            c.notes.push(format!(
+                "TLS handshake done with {}: {} {} (verification: {}{})",
+                settings.addr,
+                n.version,
+                n.cipher_suite,
+                settings.verify,
+                if settings.tls.as_ref().is_some_and(|t| t.2) {
+                    "; client certificate sent"
+                } else {
+                    ""
+                }
+            ));
+            if settings.kind.websocket() {
+                Self::upgrade(c, &settings, now);
+                self.set_deadline(endpoint, now + settings.timeout);
+                if let Err(e) = self.flush(endpoint) {
+                    self.end(endpoint, &tls_io_error(e, &settings));
+                }
+                return;
+            }
+            self.opened(endpoint, now, &settings);
+            // Application data may have come with the handshake's last flight.
+            if let Err(e) = self.read(endpoint, &settings) {
+                self.end(endpoint, &e);
+            }
+        }
+    }
+
+    /// Starts the HTTP upgrade to WebSocket (RFC 6455 §4.1, subprotocol `sip`).
+    fn upgrade(c: &mut Conn, settings: &StreamSettings, now: Instant) {
+        let mut w = WsClient::new(settings.kind.secure(), &settings.ws.host, &settings.ws.path);
+        c.queue.push_back(Bytes::from(w.take_output()));
+        c.ws = Some(Box::new(w));
+        c.phase = Phase::Upgrading;
+        c.since = now;
+    }
+
+    /// The connection is open: the shard hears of it, keep-alives start.
+    fn opened(&mut self, endpoint: usize, now: Instant, settings: &StreamSettings) {
+        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            return;
+        };
+        let event = open(c);
+        let generation = c.generation;
+        self.push(endpoint, generation, event);
+        if let Some(period) = settings.keepalive {
+            self.set_deadline(endpoint, now + period);
+        }
+    }
+
+    /// A failure during the connect is a `Failed` event; once open, a `Closed` one.
+    fn end(&mut self, endpoint: usize, e: &FlowError) {
+        match self.conns.get(endpoint).and_then(Option::as_ref) {
+            Some(c) if c.phase == Phase::Open => self.close_with(endpoint, e.to_string()),
+            Some(_) => self.fail(endpoint, e),
+            None => {}
+        }
+    }
+
+    /// Reads until the socket would block; whole messages become events.
+    fn read(&mut self, endpoint: usize, settings: &StreamSettings) -> Result<(), Box<FlowError>> {
+        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let cert = settings.tls.as_ref().is_some_and(|t| t.2);
+        let mut closed = false;
+        loop {
+            match &mut c.tls {
+                None => match c.sock.read(&mut self.buf) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(n) => feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Box::new(e.into())),
+                },
+                Some(t) => {
+                    match t.read_tls(&mut c.sock) {
+                        Ok(0) => closed = true,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(Box::new(e.into())),
+                    }
+                    if let Err(e) = t.process_new_packets() {
+                        // Tell the server why (the alert rustls queued), if the socket takes it.
+                        let _ = t.write_tls(&mut c.sock);
+                        let d = tls::explain(&e, cert);
+                        return Err(Box::new(if c.phase == Phase::Open {
+                            FlowError::Tls(d)
+                        } else {
+                            FlowError::TlsHandshake(d, c.tcp_time)
+                        }));
+                    }
+                    loop {
+                        match t.reader().read(&mut self.buf) {
+                            Ok(0) => {
+                                closed = true; // close_notify
+                                break;
+                            }
+                            Ok(n) => feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                closed = true;
+                                break;
+                            }
+                            Err(e) => return Err(Box::new(e.into())),
+                        }
+                    }
+                    if closed {
+                        break;
+                    }
+                }
+            }
+        }
+        let generation = c.generation;
+        let mut got = Vec::new();
+        let mut failure = None;
+        if let Some(w) = c.ws.as_deref_mut() {
+            loop {
+                match w.next_event() {
+                    Ok(None) => break,
+                    Ok(Some(WsEvent::Closed)) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(Some(e)) => got.push(e),
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            // Answers to pings and closes.
+            if w.wants_write() {
+                c.queue.push_back(Bytes::from(w.take_output()));
+            }
+        }
+        for e in got {
+            let event = match e {
+                WsEvent::Open => {
+                    let url = c.ws.as_deref().map_or("", WsClient::url);
+                    c.notes.push(format!(
+                        "HTTP upgrade to WebSocket at {url} with subprotocol sip (RFC 7118)"
+                    ));
+                    open(c)
+                }
+                WsEvent::Message(m) => StreamEvent::Message(m),
+                WsEvent::Closed => continue,
+            };
+            self.ready.push_back(StreamIn {
+                endpoint,
+                generation,
+                event,
+            });
+        }
+        match failure {
+            None => {}
+            Some(WsFailure::Upgrade(diagnosis)) => {
+                return Err(Box::new(FlowError::WebSocketUpgrade {
+                    diagnosis,
+                    tcp: c.tcp_time,
+                    tls: None,
+                }));
+            }
+            Some(WsFailure::Protocol(why)) => return Err(Box::new(FlowError::WebSocket(why))),
+        }
+        while let Some(frame) = c.framer.next_frame() {
+            match frame {
+                Ok(Frame::Message(m)) => self.ready.push_back(StreamIn {
+                    endpoint,
+                    generation,
+                    event: StreamEvent::Message(m),
+                }),
+                Ok(Frame::Ping | Frame::Pong) => {}
+                Err(e) => return Err(Box::new(e.into())),
+            }
+        }
+        if closed {
+            return Err(Box::new(match (c.phase, c.ws.as_deref()) {
+                (Phase::Handshaking, _) => {
+                    tls_io_error(io::ErrorKind::UnexpectedEof.into(), settings)
+                }
+                (Phase::Upgrading, Some(w)) => FlowError::WebSocketUpgrade {
+                    diagnosis: w.closed_during_upgrade(),
+                    tcp: c.tcp_time,
+                    tls: None,
+                },
+                _ => FlowError::Closed,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued until the socket would block.
+    fn flush(&mut self, endpoint: usize) -> io::Result<()> {
+        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        if c.phase == Phase::Connecting {
+            return Ok(());
+        }
+        loop {
+            match &mut c.tls {
+                None => {
+                    let Some(front) = c.queue.front() else {
+                        return Ok(());
+                    };
+                    match c.sock.write(&front[c.offset..]) {
+                        Ok(n) => {
+                            c.offset += n;
+                            if c.offset == front.len() {
+                                c.queue.pop_front();
+                                c.offset = 0;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(t) => {
+                    while t.wants_write() {
+                        match t.write_tls(&mut c.sock) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    // rustls holds nothing unsent: hand it the next message.
+                    if matches!(c.phase, Phase::Connecting | Phase::Handshaking) {
+                        return Ok(());
+                    }
+                    let Some(m) = c.queue.pop_front() else {
+                        return Ok(());
+                    };
+                    t.writer().write_all(&m)?;
+                }
+            }
+        }
+    }
+}
+
+/// Bytes read (after TLS): to the WebSocket, or to the SIP stream framer.
+fn feed(ws: Option<&mut WsClient>, framer: &mut Framer, data: &[u8]) {
+    match ws {
+        Some(w) => w.push(data),
+        None => framer.push(data),
+    }
+}
+
+/// The connection is open: what the shard hears (our address, the connect's notes).
+fn open(c: &mut Conn) -> StreamEvent {
+    c.phase = Phase::Open;
+    c.deadline = None;
+    let local = c
+        .sock
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    StreamEvent::Connected {
+        local,
+        notes: std::mem::take(&mut c.notes),
+    }
+}
+
+/// What a failed connect tells the shard.
+fn failed(e: &FlowError) -> StreamEvent {
+    StreamEvent::Failed {
+        error: e.to_string(),
+        hint: e
+            .tls_hint()
+            .map_or_else(|| UNREACHABLE_HINT.to_owned(), str::to_owned),
+        after_tcp: matches!(
+            e,
+            FlowError::TlsHandshake(..) | FlowError::WebSocketUpgrade { .. }
+        ),
+    }
+}
+
+/// A TCP connect error in the words `check` uses.
+fn connect_error(e: io::Error, addr: SocketAddr) -> FlowError {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        FlowError::Refused(addr)
+    } else {
+        FlowError::Io(e)
+    }
+}
+
+/// An I/O error during the TLS handshake, explained when it says something about TLS (the
+/// server closing the connection mid-handshake).
+fn tls_io_error(e: io::Error, settings: &StreamSettings) -> FlowError {
+    let cert = settings.tls.as_ref().is_some_and(|t| t.2);
+    match tls::diagnose(&e, cert) {
+        Some(d) if settings.kind.secure() => FlowError::TlsHandshake(d, Duration::ZERO),
+        _ => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowKind;
+    use sip_net::tls::ClientSettings;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Runs the set as the shard loop does (readiness, deadlines), collecting its events.
+    async fn drive(net: &mut NetPoll, events: &mut VecDeque<StreamIn>) {
+        loop {
+            let now = Instant::now();
+            net.on_timeout(now);
+            while let Some(e) = net.next_event() {
+                events.push_back(e);
+            }
+            let wake = net.next_deadline().unwrap_or(now + Duration::from_secs(1));
+            tokio::select! {
+                r = net.readable() => {
+                    r.unwrap();
+                    net.poll_ready(Instant::now());
+                }
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+
+    /// The next event (the set driven meanwhile).
+    async fn next(net: &mut NetPoll, events: &mut VecDeque<StreamIn>) -> StreamIn {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while events.is_empty() {
+            assert!(Instant::now() < deadline, "an event in time");
+            let _ = tokio::time::timeout(Duration::from_millis(20), drive(net, events)).await;
+        }
+        events.pop_front().unwrap()
+    }
+
+    fn tcp_settings(addr: SocketAddr, keepalive: Option<Duration>) -> Arc<StreamSettings> {
+        Arc::new(
+            StreamSettings::new(
+                FlowKind::Tcp,
+                addr,
+                "127.0.0.1",
+                &ClientSettings::default(),
+                None,
+                "/",
+                keepalive,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// RFC 5626 §3.5.1 over a real loopback connection: the client sends CRLFCRLF every
+    /// interval, the server's CRLF pong is swallowed, the next SIP message is handed over
+    /// whole, what the shard sends is written as is, and the server closing the connection
+    /// is reported.
+    #[tokio::test]
+    async fn keepalive_pings_pongs_are_silent_and_a_close_is_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net =
+            NetPoll::new(Some(tcp_settings(addr, Some(Duration::from_millis(50))))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(3, 7, Instant::now());
+        let (mut server, _) = listener.accept().await.unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert_eq!((ev.endpoint, ev.generation), (3, 7));
+        let StreamEvent::Connected { local, notes } = ev.event else {
+            panic!("connected first: {ev:?}");
+        };
+        assert_eq!(local, server.peer_addr().unwrap());
+        assert_eq!(notes, [format!("TCP connected to {addr}")]);
+        // Two pings, 50 ms apart, while the set runs.
+        for _ in 0..2 {
+            let mut ping = [0u8; 4];
+            tokio::select! {
+                r = server.read_exact(&mut ping) => { r.unwrap(); }
+                () = drive(&mut net, &mut events) => unreachable!(),
+                () = tokio::time::sleep(Duration::from_secs(2)) => panic!("no ping"),
+            }
+            assert_eq!(&ping, b"\r\n\r\n");
+        }
+        // A pong, then a message in two pieces: only the whole message comes out.
+        let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        server.write_all(b"\r\n").await.unwrap();
+        server.write_all(&options[..10]).await.unwrap();
+        server.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        server.write_all(&options[10..]).await.unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert_eq!((ev.endpoint, ev.generation), (3, 7));
+        match ev.event {
+            StreamEvent::Message(m) => assert_eq!(&m[..], &options[..]),
+            other => panic!("{other:?}"),
+        }
+        // What the shard sends is written as is.
+        assert_eq!(net.send(3, Bytes::from_static(options)), Sent::Queued);
+        let mut got = vec![0u8; options.len()];
+        loop {
+            server.read_exact(&mut got[..4]).await.unwrap();
+            if &got[..4] != b"\r\n\r\n" {
+                break; // not a ping
+            }
+        }
+        server.read_exact(&mut got[4..]).await.unwrap();
+        assert_eq!(&got[..], &options[..]);
+        drop(server);
+        loop {
+            match next(&mut net, &mut events).await.event {
+                StreamEvent::Closed(why) => {
+                    assert_eq!(why, "the server closed the connection");
+                    break;
+                }
+                StreamEvent::Message(m) => panic!("{m:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(net.send(3, Bytes::from_static(options)), Sent::NotConnected);
+    }
+
+    /// Closing on purpose closes the socket without an event; a refused connect is a
+    /// failure with the words and the hint `check` uses.
+    #[tokio::test]
+    async fn a_close_is_quiet_and_a_refusal_is_explained() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(tcp_settings(addr, None))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(0, 1, Instant::now());
+        let (mut server, _) = listener.accept().await.unwrap();
+        assert!(matches!(
+            next(&mut net, &mut events).await.event,
+            StreamEvent::Connected { .. }
+        ));
+        net.close(0);
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 0, "the client closed");
+        let _ =
+            tokio::time::timeout(Duration::from_millis(100), drive(&mut net, &mut events)).await;
+        assert!(events.is_empty(), "{events:?}");
+
+        drop(listener);
+        net.connect(0, 2, Instant::now());
+        let ev = next(&mut net, &mut events).await;
+        assert_eq!(ev.generation, 2);
+        match ev.event {
+            StreamEvent::Failed {
+                error,
+                hint,
+                after_tcp,
+            } => {
+                assert_eq!(
+                    error,
+                    format!("connection refused by {addr}: nothing listens on that port over TCP")
+                );
+                assert_eq!(hint, UNREACHABLE_HINT);
+                assert!(!after_tcp);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A bounded queue: while the server reads nothing, messages queue up to the bound and
+    /// the next one is refused; once the server reads, everything queued arrives in order.
+    #[tokio::test]
+    async fn a_full_queue_refuses_sends_and_drains_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(tcp_settings(addr, None))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(0, 1, Instant::now());
+        let (mut server, _) = listener.accept().await.unwrap();
+        assert!(matches!(
+            next(&mut net, &mut events).await.event,
+            StreamEvent::Connected { .. }
+        ));
+        // 64 KiB messages fill the kernel's buffers, then the queue.
+        let mut sent = 0u32;
+        let full = loop {
+            let mut m = format!("MESSAGE {sent:08} ").into_bytes();
+            m.resize(64 * 1024, b'x');
+            match net.send(0, Bytes::from(m)) {
+                Sent::Queued => sent += 1,
+                Sent::Full => break true,
+                Sent::NotConnected => panic!("closed"),
+            }
+            assert!(sent < 100_000, "never full");
+        };
+        assert!(full && sent as usize >= SEND_QUEUE, "{sent}");
+        // The server reads everything while the set writes the rest.
+        let expected = sent as usize * 64 * 1024;
+        let mut got = Vec::with_capacity(expected);
+        let mut buf = vec![0u8; 256 * 1024];
+        while got.len() < expected {
+            tokio::select! {
+                r = server.read(&mut buf) => {
+                    let n = r.unwrap();
+                    assert!(n > 0);
+                    got.extend_from_slice(&buf[..n]);
+                }
+                () = drive(&mut net, &mut events) => unreachable!(),
+                () = tokio::time::sleep(Duration::from_secs(10)) => panic!("stalled at {}", got.len()),
+            }
+        }
+        assert_eq!(got.len(), expected);
+        for (i, m) in got.chunks(64 * 1024).enumerate() {
+            assert!(m.starts_with(format!("MESSAGE {i:08} ").as_bytes()));
+        }
+        assert_eq!(net.send(0, Bytes::from_static(b"\r\n\r\n")), Sent::Queued);
+    }
+
+    fn ws_settings(addr: SocketAddr) -> Arc<StreamSettings> {
+        Arc::new(
+            StreamSettings::new(
+                FlowKind::Ws,
+                addr,
+                "127.0.0.1",
+                &ClientSettings::default(),
+                None,
+                "/sip",
+                Some(Duration::from_millis(10)),
+            )
+            .unwrap(),
+        )
+    }
+
+    /// SIP over WebSocket against sip-net's server side (tungstenite): the upgrade note,
+    /// a message each way, no CRLF keep-alive, and the server's close reported.
+    #[tokio::test]
+    async fn websocket_messages_both_ways_and_the_servers_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(1, 1, Instant::now());
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accept = sip_net::ws::accept(tcp);
+        let mut server = tokio::select! {
+            r = accept => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        let StreamEvent::Connected { notes, .. } = next(&mut net, &mut events).await.event else {
+            panic!("connected first");
+        };
+        assert_eq!(
+            notes,
+            [
+                format!("TCP connected to {addr}"),
+                format!(
+                    "HTTP upgrade to WebSocket at ws://127.0.0.1:{}/sip with subprotocol sip (RFC 7118)",
+                    addr.port()
+                )
+            ]
+        );
+        let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(net.send(1, Bytes::from_static(options)), Sent::Queued);
+        let got = tokio::select! {
+            r = server.recv() => r.unwrap().unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        // One WebSocket message per SIP message, and no CRLF keep-alive (RFC 7118).
+        assert_eq!(&got[..], &options[..]);
+        server.send(options).await.unwrap();
+        match next(&mut net, &mut events).await.event {
+            StreamEvent::Message(m) => assert_eq!(&m[..], &options[..]),
+            other => panic!("{other:?}"),
+        }
+        server.close().await;
+        match next(&mut net, &mut events).await.event {
+            StreamEvent::Closed(why) => assert_eq!(why, "the server closed the connection"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A port that answers the upgrade with HTTP 404: a failure after TCP, in words, with
+    /// the hint.
+    #[tokio::test]
+    async fn a_refused_websocket_upgrade_is_explained() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut events = VecDeque::new();
+        net.connect(0, 4, Instant::now());
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            tokio::select! {
+                r = server.read_exact(&mut b) => { r.unwrap(); }
+                () = drive(&mut net, &mut events) => unreachable!(),
+            }
+            request.push(b[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        assert!(request.starts_with("GET /sip HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("\r\nSec-WebSocket-Protocol: sip\r\n"),
+            "{request}"
+        );
+        server
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert_eq!(ev.generation, 4);
+        match ev.event {
+            StreamEvent::Failed {
+                error,
+                hint,
+                after_tcp,
+            } => {
+                assert_eq!(
+                    error,
+                    format!(
+                        "the server answered the WebSocket upgrade for ws://127.0.0.1:{}/sip with HTTP 404 Not Found",
+                        addr.port()
+                    )
+                );
+                assert!(hint.contains("WebSocket path"), "{hint}");
+                assert!(after_tcp);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
