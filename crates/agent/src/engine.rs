@@ -31,9 +31,10 @@ use crate::callmedia::{
     CallMedia, MediaDriver, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
 };
 use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings};
+use crate::eventbuf::EventSink;
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
-use crate::trace::{Direction, TraceEntry};
+use crate::trace::{Direction, Trace, TraceEntry};
 
 /// Where the endpoints register and send their calls.
 #[derive(Debug, Clone)]
@@ -898,7 +899,7 @@ struct Endpoint {
     samples: Vec<SampleRecord>,
     dtmf_sent: String,
     dtmf_received: String,
-    trace: Vec<TraceEntry>,
+    trace: Trace,
     done: bool,
     /// The connection (stream transports).
     link: Link,
@@ -909,7 +910,7 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn set_phase(&mut self, phase: Phase, events: &mpsc::Sender<RunEvent>) {
+    fn set_phase(&mut self, phase: Phase, events: &EventSink) {
         if phase > self.phase {
             self.phase = phase;
             let _ = events.send(RunEvent::Phase {
@@ -938,7 +939,8 @@ struct Shard<'a> {
     by_user: HashMap<String, usize>,
     by_call_id: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
-    events: mpsc::Sender<RunEvent>,
+    /// Batched: see `eventbuf`.
+    events: EventSink,
     start: Instant,
     wall: SystemTime,
     stats: ShardStats,
@@ -948,7 +950,9 @@ struct Shard<'a> {
     /// Every media socket of the shard, in one epoll set.
     media: MediaDriver,
     /// Wakes the loop at its next deadline with µs precision (tokio's timers tick in ms).
-    timer: PreciseTimer,
+    /// Only when some group has media: RTP pacing needs sub-ms wake-ups, SIP timers do
+    /// not (tokio's ms timer is enough), and each precise wake-up is a thread hand-off.
+    timer: Option<PreciseTimer>,
     /// The last media batch was full: more sockets may be readable.
     media_pending: bool,
     ports: PortAllocator,
@@ -1074,14 +1078,18 @@ impl<'a> Shard<'a> {
             by_user: HashMap::new(),
             by_call_id: HashMap::new(),
             heap: BinaryHeap::new(),
-            events,
+            events: EventSink::new(events),
             start,
             wall: SystemTime::now(),
             stats: ShardStats::default(),
             stopping: false,
             shared,
             media,
-            timer: PreciseTimer::new(format!("shard-{index}-timer"))?,
+            timer: if plan.groups.iter().any(|g| g.media.is_some()) {
+                Some(PreciseTimer::new(format!("shard-{index}-timer"))?)
+            } else {
+                None
+            },
             media_pending: false,
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
@@ -1160,7 +1168,7 @@ impl<'a> Shard<'a> {
                 active_call: None,
                 malformed: None,
                 wake: None,
-                trace: Vec::new(),
+                trace: Trace::default(),
                 done: false,
                 next_action: 0,
                 media: None,
@@ -1283,8 +1291,12 @@ impl<'a> Shard<'a> {
         let mut next_done_check = self.start;
         loop {
             let now = Instant::now();
+            if self.events.due().is_some_and(|t| t <= now) {
+                let _ = self.events.flush();
+            }
             if now >= next_done_check {
                 if self.endpoints.iter().all(|e| e.done) {
+                    let _ = self.events.flush();
                     return Ok(());
                 }
                 next_done_check = now + Duration::from_millis(5);
@@ -1324,12 +1336,15 @@ impl<'a> Shard<'a> {
                 .map(|r| r.0.0)
                 .unwrap_or(now + Duration::from_millis(200))
                 .min(next_progress)
-                .min(deadline.max(now));
+                .min(deadline.max(now))
+                .min(self.events.due().unwrap_or(next_progress));
             // More media waiting: look again at once (after any timer now due).
             let next = if self.media_pending {
                 now
             } else {
-                self.timer.arm(next);
+                if let Some(t) = &mut self.timer {
+                    t.arm(next);
+                }
                 next
             };
             tokio::select! {
@@ -1346,7 +1361,7 @@ impl<'a> Shard<'a> {
                         self.on_media_ready();
                     }
                 }
-                () = self.timer.fired() => {}
+                () = PreciseTimer::fired_if(self.timer.as_ref()) => {}
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             }
         }
@@ -1727,16 +1742,15 @@ impl<'a> Shard<'a> {
                     // its destination (the server reuses it towards us, RFC 5923 style).
                     let ep = &mut self.endpoints[idx];
                     let local = ep.link.local.unwrap_or(self.local);
-                    ep.trace.push(TraceEntry::new(
+                    ep.trace.message(
                         Direction::Sent,
                         stream.kind,
                         local,
                         stream.addr,
                         out.bytes.clone(),
                         at,
-                        self.wall + at,
                         out.retransmission,
-                    ));
+                    );
                     let first = || {
                         String::from_utf8_lossy(
                             out.bytes.split(|&b| b == b'\r').next().unwrap_or(b""),
@@ -1769,17 +1783,16 @@ impl<'a> Shard<'a> {
                     continue;
                 }
                 let own = self.endpoints[idx].udp.clone();
-                let entry = TraceEntry::new(
+                let ep = &mut self.endpoints[idx];
+                ep.trace.message(
                     Direction::Sent,
                     FlowKind::Udp,
-                    self.endpoints[idx].link.local.unwrap_or(self.local),
+                    ep.link.local.unwrap_or(self.local),
                     to,
                     out.bytes.clone(),
                     at,
-                    self.wall + at,
                     out.retransmission,
                 );
-                self.endpoints[idx].trace.push(entry);
                 let sent = match &own {
                     Some(s) => s.send_to(&out.bytes, to).await,
                     None => self.sock.send_to(&out.bytes, to).await,
@@ -2141,12 +2154,12 @@ impl<'a> Shard<'a> {
             dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             trace: if keep || failed {
-                std::mem::take(&mut ep.trace)
+                std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {
                 Vec::new()
             },
         };
-        ep.trace = Vec::new();
+        ep.trace = Trace::default();
         let _ = events.send(RunEvent::Finished(Box::new(report)));
     }
 
@@ -2178,16 +2191,8 @@ impl<'a> Shard<'a> {
                 if let Some(idx) = on.or_else(|| self.find_by_raw_call_id(&bytes)) {
                     let at = now - self.start;
                     let ep = &mut self.endpoints[idx];
-                    ep.trace.push(TraceEntry::new(
-                        Direction::Received,
-                        kind,
-                        local,
-                        from,
-                        bytes,
-                        at,
-                        self.wall + at,
-                        false,
-                    ));
+                    ep.trace
+                        .message(Direction::Received, kind, local, from, bytes, at, false);
                     ep.trace.push(TraceEntry::note(
                         format!("malformed message from {from}: {e}"),
                         at,
@@ -2228,18 +2233,9 @@ impl<'a> Shard<'a> {
             self.by_call_id.entry(cid).or_insert(idx);
         }
         let at = now - self.start;
-        let entry = TraceEntry::new(
-            Direction::Received,
-            kind,
-            local,
-            from,
-            bytes,
-            at,
-            self.wall + at,
-            false,
-        );
         let ep = &mut self.endpoints[idx];
-        ep.trace.push(entry);
+        ep.trace
+            .message(Direction::Received, kind, local, from, bytes, at, false);
         if let Some(why) = broken {
             ep.trace.push(TraceEntry::note(
                 format!("malformed message from {from}: {why}"),
