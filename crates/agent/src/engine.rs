@@ -369,8 +369,9 @@ pub enum RunEvent {
     Finished(Box<EndpointReport>),
     /// One second of one call's media figures (both directions).
     Sample(Box<SampleRecord>),
-    /// The whole run finished.
-    Done(RunSummary),
+    /// The whole run finished (boxed: the summary is large, and every event of the stream
+    /// is as large as its largest kind).
+    Done(Box<RunSummary>),
 }
 
 /// One second of a call's media, under the metric names of `media::session::Sample::metrics`.
@@ -705,7 +706,7 @@ pub fn run(
         .filter_map(|r| r.media.as_ref())
         .map(|m| m.send_errors)
         .sum();
-    let _ = events.send(RunEvent::Done(summary.clone()));
+    let _ = events.send(RunEvent::Done(Box::new(summary.clone())));
     Ok((summary, reports))
 }
 

@@ -143,6 +143,12 @@ mod tests {
     }
 
     #[test]
+    fn events_are_small() {
+        // Every event in the channel takes the size of the largest kind.
+        assert!(std::mem::size_of::<RunEvent>() <= 64);
+    }
+
+    #[test]
     fn a_gone_receiver_is_an_error_not_a_panic() {
         let (tx, rx) = mpsc::channel();
         let sink = EventSink::new(tx);
