@@ -340,6 +340,15 @@ impl PreciseTimer {
     pub async fn fired(&self) {
         self.shared.fired.notified().await;
     }
+
+    /// [`PreciseTimer::fired`] of a timer the shard may not have (no media in the run):
+    /// without one, never resolves.
+    pub async fn fired_if(timer: Option<&Self>) {
+        match timer {
+            Some(t) => t.fired().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Drop for PreciseTimer {

@@ -31,10 +31,11 @@ use crate::callmedia::{
     CallMedia, MediaDriver, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
+use crate::eventbuf::EventSink;
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
-use crate::trace::{Direction, TraceEntry};
+use crate::trace::{Direction, Trace, TraceEntry};
 
 mod failover_glue;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
@@ -372,8 +373,9 @@ pub enum RunEvent {
     Finished(Box<EndpointReport>),
     /// One second of one call's media figures (both directions).
     Sample(Box<SampleRecord>),
-    /// The whole run finished.
-    Done(RunSummary),
+    /// The whole run finished (boxed: the summary is large, and every event of the stream
+    /// is as large as its largest kind).
+    Done(Box<RunSummary>),
 }
 
 /// One second of a call's media, under the metric names of `media::session::Sample::metrics`.
@@ -730,7 +732,7 @@ pub fn run_with_targets(
         .filter_map(|r| r.media.as_ref())
         .map(|m| m.send_errors)
         .sum();
-    let _ = events.send(RunEvent::Done(summary.clone()));
+    let _ = events.send(RunEvent::Done(Box::new(summary.clone())));
     Ok((summary, reports))
 }
 
@@ -927,7 +929,7 @@ struct Endpoint {
     samples: Vec<SampleRecord>,
     dtmf_sent: String,
     dtmf_received: String,
-    trace: Vec<TraceEntry>,
+    trace: Trace,
     done: bool,
     /// The connection (stream transports).
     link: Link,
@@ -938,7 +940,7 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn set_phase(&mut self, phase: Phase, events: &mpsc::Sender<RunEvent>) {
+    fn set_phase(&mut self, phase: Phase, events: &EventSink) {
         if phase > self.phase {
             self.phase = phase;
             let _ = events.send(RunEvent::Phase {
@@ -969,7 +971,8 @@ struct Shard<'a> {
     by_user: HashMap<String, usize>,
     by_call_id: HashMap<String, usize>,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
-    events: mpsc::Sender<RunEvent>,
+    /// Batched: see `eventbuf`.
+    events: EventSink,
     start: Instant,
     wall: SystemTime,
     stats: ShardStats,
@@ -979,7 +982,9 @@ struct Shard<'a> {
     /// Every media socket of the shard, in one epoll set.
     media: MediaDriver,
     /// Wakes the loop at its next deadline with µs precision (tokio's timers tick in ms).
-    timer: PreciseTimer,
+    /// Only when some group has media: RTP pacing needs sub-ms wake-ups, SIP timers do
+    /// not (tokio's ms timer is enough), and each precise wake-up is a thread hand-off.
+    timer: Option<PreciseTimer>,
     /// The last media batch was full: more sockets may be readable.
     media_pending: bool,
     ports: PortAllocator,
@@ -1129,14 +1134,18 @@ impl<'a> Shard<'a> {
             by_user: HashMap::new(),
             by_call_id: HashMap::new(),
             heap: BinaryHeap::new(),
-            events,
+            events: EventSink::new(events),
             start,
             wall: SystemTime::now(),
             stats: ShardStats::default(),
             stopping: false,
             shared,
             media,
-            timer: PreciseTimer::new(format!("shard-{index}-timer"))?,
+            timer: if plan.groups.iter().any(|g| g.media.is_some()) {
+                Some(PreciseTimer::new(format!("shard-{index}-timer"))?)
+            } else {
+                None
+            },
             media_pending: false,
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
@@ -1215,7 +1224,7 @@ impl<'a> Shard<'a> {
                 active_call: None,
                 malformed: None,
                 wake: None,
-                trace: Vec::new(),
+                trace: Trace::default(),
                 done: false,
                 next_action: 0,
                 media: None,
@@ -1337,8 +1346,12 @@ impl<'a> Shard<'a> {
         let mut next_done_check = self.start;
         loop {
             let now = Instant::now();
+            if self.events.due().is_some_and(|t| t <= now) {
+                let _ = self.events.flush();
+            }
             if now >= next_done_check {
                 if self.endpoints.iter().all(|e| e.done) {
+                    let _ = self.events.flush();
                     return Ok(());
                 }
                 next_done_check = now + Duration::from_millis(5);
@@ -1386,14 +1399,17 @@ impl<'a> Shard<'a> {
                 .map(|r| r.0.0)
                 .unwrap_or(now + Duration::from_millis(200))
                 .min(next_progress)
-                .min(deadline.max(now));
+                .min(deadline.max(now))
+                .min(self.events.due().unwrap_or(next_progress));
             let next = self.net.next_deadline().map_or(next, |t| t.min(next));
             // More media or connection news waiting: look again at once (after any timer
             // now due).
             let next = if self.media_pending || self.net.pending() {
                 now
             } else {
-                self.timer.arm(next);
+                if let Some(t) = &mut self.timer {
+                    t.arm(next);
+                }
                 next
             };
             tokio::select! {
@@ -1415,7 +1431,7 @@ impl<'a> Shard<'a> {
                         self.on_net().await;
                     }
                 }
-                () = self.timer.fired() => {}
+                () = PreciseTimer::fired_if(self.timer.as_ref()) => {}
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
             }
         }
@@ -1817,16 +1833,15 @@ impl<'a> Shard<'a> {
                     // its destination (the server reuses it towards us, RFC 5923 style).
                     let ep = &mut self.endpoints[idx];
                     let local = ep.link.local.unwrap_or(self.local);
-                    ep.trace.push(TraceEntry::new(
+                    ep.trace.message(
                         Direction::Sent,
                         stream.kind,
                         local,
                         stream.addr,
                         out.bytes.clone(),
                         at,
-                        self.wall + at,
                         out.retransmission,
-                    ));
+                    );
                     let first = || {
                         String::from_utf8_lossy(
                             out.bytes.split(|&b| b == b'\r').next().unwrap_or(b""),
@@ -1858,17 +1873,16 @@ impl<'a> Shard<'a> {
                     continue;
                 }
                 let own = self.endpoints[idx].own_udp;
-                let entry = TraceEntry::new(
+                let ep = &mut self.endpoints[idx];
+                ep.trace.message(
                     Direction::Sent,
                     FlowKind::Udp,
-                    self.endpoints[idx].link.local.unwrap_or(self.local),
+                    ep.link.local.unwrap_or(self.local),
                     to,
                     out.bytes.clone(),
                     at,
-                    self.wall + at,
                     out.retransmission,
                 );
-                self.endpoints[idx].trace.push(entry);
                 let sent = if own {
                     self.net.send_udp(idx, &out.bytes, to)
                 } else {
@@ -2252,12 +2266,12 @@ impl<'a> Shard<'a> {
             dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             trace: if keep || failed {
-                std::mem::take(&mut ep.trace)
+                std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {
                 Vec::new()
             },
         };
-        ep.trace = Vec::new();
+        ep.trace = Trace::default();
         let _ = events.send(RunEvent::Finished(Box::new(report)));
     }
 
@@ -2289,16 +2303,8 @@ impl<'a> Shard<'a> {
                 if let Some(idx) = on.or_else(|| self.find_by_raw_call_id(&bytes)) {
                     let at = now - self.start;
                     let ep = &mut self.endpoints[idx];
-                    ep.trace.push(TraceEntry::new(
-                        Direction::Received,
-                        kind,
-                        local,
-                        from,
-                        bytes,
-                        at,
-                        self.wall + at,
-                        false,
-                    ));
+                    ep.trace
+                        .message(Direction::Received, kind, local, from, bytes, at, false);
                     ep.trace.push(TraceEntry::note(
                         format!("malformed message from {from}: {e}"),
                         at,
@@ -2339,19 +2345,10 @@ impl<'a> Shard<'a> {
             self.by_call_id.entry(cid).or_insert(idx);
         }
         let at = now - self.start;
-        let entry = TraceEntry::new(
-            Direction::Received,
-            kind,
-            local,
-            from,
-            bytes,
-            at,
-            self.wall + at,
-            false,
-        );
         self.note_retry_after(idx, &msg);
         let ep = &mut self.endpoints[idx];
-        ep.trace.push(entry);
+        ep.trace
+            .message(Direction::Received, kind, local, from, bytes, at, false);
         if let Some(why) = broken {
             ep.trace.push(TraceEntry::note(
                 format!("malformed message from {from}: {why}"),

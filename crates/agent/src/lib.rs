@@ -6,6 +6,7 @@ pub mod capacity;
 pub mod check;
 pub mod conn;
 pub mod engine;
+pub mod eventbuf;
 pub mod failover;
 pub mod flow;
 pub mod hints;

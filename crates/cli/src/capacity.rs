@@ -124,9 +124,11 @@ pub fn run(args: &CapacityArgs) -> ExitCode {
     });
     print_conclusion(&report);
     if let Some(path) = &args.report {
-        let written = std::fs::File::create(path).and_then(|mut f| {
+        let written = std::fs::File::create(path).and_then(|f| {
+            let mut f = std::io::BufWriter::new(f);
             serde_json::to_writer_pretty(&mut f, &report)?;
-            f.write_all(b"\n")
+            f.write_all(b"\n")?;
+            f.flush()
         });
         if let Err(e) = written {
             eprintln!("sipmeter: cannot write {}: {e}", path.display());

@@ -368,7 +368,9 @@ fn write_report(path: &PathBuf, s: &RunSummary, reports: &[EndpointReport]) -> s
         summary: &'a RunSummary,
         endpoints: &'a [EndpointReport],
     }
-    let mut f = std::fs::File::create(path)?;
+    // Buffered: serde_json writes token by token, and an unbuffered file made that a
+    // write(2) per token (a fifth of a short run's CPU for a 4 MB report).
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     serde_json::to_writer_pretty(
         &mut f,
         &Report {
@@ -376,7 +378,8 @@ fn write_report(path: &PathBuf, s: &RunSummary, reports: &[EndpointReport]) -> s
             endpoints: reports,
         },
     )?;
-    f.write_all(b"\n")
+    f.write_all(b"\n")?;
+    f.flush()
 }
 
 fn xml_escape(s: &str) -> String {
