@@ -295,3 +295,56 @@ pause = "5s"
         }
     }
 }
+
+/// The first target answers REGISTER with 503 and Retry-After over TCP (OPTIONS still
+/// 200, so the pre-run probe picks it): the phone closes that connection, connects to the
+/// second target and registers there. It ends SUCCESS; the trace says why it moved.
+#[test]
+fn tcp_a_503_moves_the_registration_to_the_second_srv_target() {
+    if !peers() {
+        return;
+    }
+    let k1 = Kamailio::start(&KamailioConfig {
+        users: users(),
+        unavailable: Some(120),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let k2 = kamailio();
+    let (a1, a2) = (k1.addr(), k2.addr());
+    let dns = dns("tcp-503.test", a1, a2);
+    let toml = run_file(
+        &dns,
+        "tcp-503.test",
+        "duration = \"300ms\"",
+        r#"
+[[group]]
+name = "phones"
+endpoints = 1
+registrar = "pbx"
+role = "register"
+media = false
+"#,
+    );
+    let (_rx, run) = start(&toml);
+    let (summary, reports) = run.join().unwrap();
+    assert_eq!(summary.failovers, 1, "{reports:#?}");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let n = notes(r);
+    let moved = format!(
+        "target {a1} TCP failed: 503 Service Unavailable (Retry-After 120 s); trying {a2} TCP (SRV 2 of 2)"
+    );
+    assert!(n.contains(&moved.as_str()), "{n:#?}");
+    assert!(
+        n.contains(&format!("connecting over TCP to {a2} (reconnect)").as_str()),
+        "{n:#?}"
+    );
+    let regs = sent(r, "REGISTER");
+    assert_eq!(regs[0].remote, Some(a1), "{r:#?}");
+    assert!(regs[1..].iter().all(|e| e.remote == Some(a2)), "{r:#?}");
+    assert!(
+        regs.last().unwrap().text.contains("Expires: 0\r\n"),
+        "{r:#?}"
+    );
+}
