@@ -850,6 +850,8 @@ struct Link {
     lost_call: bool,
     /// Un-registering (the endpoint is leaving): a lost connection is not reopened.
     leaving: bool,
+    /// The target the connection goes to (RFC 3263 failover may change it).
+    addr: Option<SocketAddr>,
 }
 
 /// Reconnect attempts in a row before the endpoint gives up (RFC 5626 §4.5 backoff).
@@ -1837,7 +1839,7 @@ impl<'a> Shard<'a> {
                         Direction::Sent,
                         stream.kind,
                         local,
-                        stream.addr,
+                        ep.link.addr.unwrap_or(stream.addr),
                         out.bytes.clone(),
                         at,
                         out.retransmission,
@@ -1973,7 +1975,9 @@ impl<'a> Shard<'a> {
                 if refresh {
                     return;
                 }
-                if ep.link.was_up && ep.link.generation > 1 {
+                // (A first connect that failed over to another target is not a reconnect.)
+                if ep.link.was_up && ep.link.generation > 1 && ep.timings.registration_ms.is_some()
+                {
                     // Registered again over a new connection: carry on where the loss left.
                     let at = now - self.start;
                     ep.trace.push(TraceEntry::note(
@@ -2368,19 +2372,21 @@ impl<'a> Shard<'a> {
         let Some(settings) = self.stream.clone() else {
             return;
         };
+        let addr = self.stream_target(idx, now);
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
         ep.link.local = None;
+        ep.link.addr = Some(addr);
         ep.trace.push(TraceEntry::note(
             format!(
                 "connecting over {} to {}{}",
                 settings.kind.via_token(),
-                settings.addr,
+                addr,
                 if ep.link.was_up { " (reconnect)" } else { "" }
             ),
             now - self.start,
         ));
-        self.net.connect(idx, ep.link.generation, now);
+        self.net.connect_to(idx, ep.link.generation, now, addr);
     }
 
     /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
@@ -2453,14 +2459,20 @@ impl<'a> Shard<'a> {
                 hint,
                 after_tcp,
             } => {
+                let addr = ep.link.addr.unwrap_or(settings.addr);
                 ep.trace.push(TraceEntry::note(
                     format!(
-                        "{} connection to {} failed: {error}",
+                        "{} connection to {addr} failed: {error}",
                         settings.kind.via_token(),
-                        settings.addr
                     ),
                     at,
                 ));
+                // RFC 3263 §4.3: a connect that fails (not a TLS or WebSocket refusal, a
+                // configuration error) moves to the next target.
+                if !after_tcp && self.connect_failed_over(idx, now, &error) {
+                    return;
+                }
+                let ep = &mut self.endpoints[idx];
                 if ep.link.was_up
                     && plan.server.transport.reconnect
                     && !stopping
@@ -2487,9 +2499,8 @@ impl<'a> Shard<'a> {
                 ep.worsen(
                     outcome,
                     format!(
-                        "cannot connect over {} to {}: {error}: {hint}",
+                        "cannot connect over {} to {addr}: {error}: {hint}",
                         settings.kind.via_token(),
-                        settings.addr
                     ),
                 );
                 if matches!(plan.groups[ep.group].role, Role::Answer { .. })
@@ -2501,7 +2512,8 @@ impl<'a> Shard<'a> {
                 self.finish(idx);
             }
             StreamEvent::Message(bytes) => {
-                self.on_message(now, bytes, settings.addr, Some(idx)).await;
+                let from = ep.link.addr.unwrap_or(settings.addr);
+                self.on_message(now, bytes, from, Some(idx)).await;
             }
             StreamEvent::Datagram(..) => {} // handled above
             StreamEvent::Closed(reason) => {

@@ -64,6 +64,8 @@ enum Phase {
 /// One endpoint's connection.
 struct Conn {
     generation: u32,
+    /// The server this connection goes to (one of the run's targets, RFC 3263).
+    addr: SocketAddr,
     sock: TcpStream,
     phase: Phase,
     /// When the current phase began (its timeout counts from there).
@@ -220,14 +222,12 @@ impl NetPoll {
             c.deadline = None;
             match c.phase {
                 Phase::Connecting => {
-                    let e = FlowError::ConnectTimeout(settings.addr, settings.timeout);
+                    let e = FlowError::ConnectTimeout(c.addr, settings.timeout);
                     self.fail(endpoint, &e);
                 }
                 Phase::Handshaking => {
-                    let e = FlowError::TlsHandshake(
-                        tls_timeout(settings.addr, settings.timeout),
-                        c.tcp_time,
-                    );
+                    let e =
+                        FlowError::TlsHandshake(tls_timeout(c.addr, settings.timeout), c.tcp_time);
                     self.fail(endpoint, &e);
                 }
                 Phase::Upgrading => {
@@ -259,6 +259,14 @@ impl NetPoll {
     /// Starts endpoint `endpoint`'s connection `generation` (a previous one is closed).
     /// The outcome comes later as [`StreamEvent::Connected`] or [`StreamEvent::Failed`].
     pub fn connect(&mut self, endpoint: usize, generation: u32, now: Instant) {
+        if let Some(addr) = self.settings.as_ref().map(|s| s.addr) {
+            self.connect_to(endpoint, generation, now, addr);
+        }
+    }
+
+    /// [`NetPoll::connect`] to `addr` (the endpoint's current target) instead of the
+    /// settings' address.
+    pub fn connect_to(&mut self, endpoint: usize, generation: u32, now: Instant, addr: SocketAddr) {
         self.close(endpoint);
         let Some(settings) = self.settings.clone() else {
             return;
@@ -266,7 +274,7 @@ impl NetPoll {
         if self.conns.len() <= endpoint {
             self.conns.resize_with(endpoint + 1, || None);
         }
-        let started = TcpStream::connect(settings.addr).and_then(|mut sock| {
+        let started = TcpStream::connect(addr).and_then(|mut sock| {
             self.poll.get_ref().registry().register(
                 &mut sock,
                 token(endpoint, false),
@@ -277,13 +285,14 @@ impl NetPoll {
         let sock = match started {
             Ok(s) => s,
             Err(e) => {
-                let e = connect_error(e, settings.addr);
+                let e = connect_error(e, addr);
                 self.push(endpoint, generation, failed(&e));
                 return;
             }
         };
         self.conns[endpoint] = Some(Conn {
             generation,
+            addr,
             sock,
             phase: Phase::Connecting,
             since: now,
@@ -465,7 +474,7 @@ impl NetPoll {
             match c.sock.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
-                    let e = connect_error(e, settings.addr);
+                    let e = connect_error(e, c.addr);
                     return self.fail(endpoint, &e);
                 }
             }
@@ -473,11 +482,14 @@ impl NetPoll {
                 Ok(_) => {}
                 // Not connected yet (a spurious wake-up): the next edge says more.
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return self.fail(endpoint, &connect_error(e, settings.addr)),
+                Err(e) => {
+                    let e = connect_error(e, c.addr);
+                    return self.fail(endpoint, &e);
+                }
             }
             let _ = c.sock.set_nodelay(true);
             c.tcp_time = now.saturating_duration_since(c.since);
-            c.notes.push(format!("TCP connected to {}", settings.addr));
+            c.notes.push(format!("TCP connected to {}", c.addr));
             match &settings.tls {
                 Some((config, name, _)) => {
                     match rustls::ClientConnection::new(config.clone(), name.clone()) {
@@ -521,7 +533,7 @@ impl NetPoll {
             let n = Negotiated::of_connection(t);
             c.notes.push(format!(
                 "TLS handshake done with {}: {} {} (verification: {}{})",
-                settings.addr,
+                c.addr,
                 n.version,
                 n.cipher_suite,
                 settings.verify,

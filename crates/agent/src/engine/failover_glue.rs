@@ -2,7 +2,9 @@
 //! an endpoint's REGISTER and initial INVITE go, and what the shard does when one of them
 //! meets a timeout or a 503. A child of `engine` so the shard's hooks stay one line each.
 //!
-//! UDP only for now: stream transports connect to one address per run (see the notes).
+//! Stream transports (TCP, TLS, WS, WSS): each endpoint's connection goes to its current
+//! target. A refused or timed-out connect moves it to the next target; a timeout or a 503
+//! moves it too, over a new connection (see docs/notes-failover2.md).
 
 use std::time::Instant;
 
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use sip_msg::{Message, Uri};
 use sip_proto::ua::{CallId, RegState};
 
+use super::Script;
 use super::{Role, Shard};
 use crate::failover::{Failure, Resume, parse_retry_after};
 use crate::trace::TraceEntry;
@@ -51,9 +54,79 @@ impl Shard<'_> {
         }
     }
 
-    /// Failover is possible: UDP, more than one target, not stopping.
+    /// Failover is possible: more than one target, not stopping.
     fn can_fail_over(&self) -> bool {
-        self.stream.is_none() && self.targets.len() > 1 && !self.stopping
+        self.targets.len() > 1 && !self.stopping
+    }
+
+    /// Stream transports: where endpoint `idx`'s next connection goes. Its current target,
+    /// unless another endpoint of the shard found that one down: then the next one up.
+    pub(super) fn stream_target(&mut self, idx: usize, now: Instant) -> std::net::SocketAddr {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        // The old connection (and any REGISTER on it) is gone with its agent.
+        ep.failover.register_pending = false;
+        if self.targets.is_down(ep.failover.current(), now)
+            && let Some(note) = ep.failover.move_off(&self.targets, now)
+        {
+            ep.trace.push(TraceEntry::note(note, at));
+            self.stats.failovers += 1;
+        }
+        self.targets
+            .get(ep.failover.current())
+            .map_or(self.plan.server.addr, |t| t.addr)
+    }
+
+    /// Stream transports: endpoint `idx`'s connect failed (refused, unreachable, timed out;
+    /// not a TLS or WebSocket refusal). With a target left, connect there now and return
+    /// true; the endpoint registers once connected and carries on (a reconnect resumes what
+    /// it was doing). False: the engine handles the failure as before.
+    pub(super) fn connect_failed_over(&mut self, idx: usize, now: Instant, error: &str) -> bool {
+        if !self.can_fail_over() || self.endpoints[idx].link.leaving {
+            return false;
+        }
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let failed = ep.failover.current();
+        let failure = Failure::Transport(format!("connect failed: {error}"));
+        let d = ep
+            .failover
+            .handle_failure(&mut self.targets, failed, &failure, now);
+        ep.trace.push(TraceEntry::note(d.note, at));
+        if d.next.is_none() {
+            return false;
+        }
+        self.stats.failovers += 1;
+        ep.link.failures = 0;
+        self.connect(idx, now);
+        true
+    }
+
+    /// Stream transports: the endpoint moved to another target because of a timeout or a
+    /// 503. Its requests go over its connection, so it opens one to the new target (the
+    /// old one is closed); once connected it registers and, with `call`, sends the call
+    /// again, else carries on with its script.
+    fn reconnect_elsewhere(&mut self, idx: usize, now: Instant, call: Option<Box<CallRetry>>) {
+        let ep = &mut self.endpoints[idx];
+        match call {
+            Some(retry) => {
+                ep.failover.resume = Some(Resume::Call(retry));
+                ep.link.resume = None;
+            }
+            None => {
+                ep.failover.resume = None;
+                // Registered before: carry on with the script once registered again.
+                ep.link.resume = ep
+                    .timings
+                    .registration_ms
+                    .is_some()
+                    .then_some((ep.script, ep.script_at));
+            }
+        }
+        ep.failover.registered_on = None;
+        ep.script = Script::Idle;
+        ep.script_at = None;
+        self.connect(idx, now);
     }
 
     /// A REGISTER (first or refresh) failed: on a timeout or a 503, register on the next
@@ -86,8 +159,16 @@ impl Shard<'_> {
             return false;
         }
         self.stats.failovers += 1;
-        ep.failover.resume.get_or_insert(Resume::Registered);
-        ep.ua.register(now);
+        if self.stream.is_some() {
+            let call = match ep.failover.resume.take() {
+                Some(Resume::Call(c)) => Some(c),
+                _ => None,
+            };
+            self.reconnect_elsewhere(idx, now, call);
+        } else {
+            ep.failover.resume.get_or_insert(Resume::Registered);
+            ep.ua.register(now);
+        }
         if d.newly_down {
             self.move_others_off(idx, failed, now);
         }
@@ -136,7 +217,11 @@ impl Shard<'_> {
         // The failed INVITE is over; the call (and its media) carries on as the new one.
         ep.ua.forget_call(call);
         ep.active_call = None;
-        if !register || (ep.failover.registered_on == Some(next) && ep.failover.resume.is_none()) {
+        if self.stream.is_some() {
+            self.reconnect_elsewhere(idx, now, Some(retry));
+        } else if !register
+            || (ep.failover.registered_on == Some(next) && ep.failover.resume.is_none())
+        {
             ep.active_call = Some(ep.ua.call(now, retry.target, retry.sdp));
         } else if ep.failover.resume.is_some() || ep.failover.register_pending {
             // A REGISTER is in flight: dial once it is answered (registering on the new
@@ -211,6 +296,11 @@ impl Shard<'_> {
             {
                 continue;
             }
+            if self.stream.is_some() && (ep.active_call.is_some() || ep.link.local.is_none()) {
+                // A call in progress keeps its connection; an endpoint without one picks a
+                // live target when it connects.
+                continue;
+            }
             let state = ep.ua.registration();
             let idle = matches!(state, RegState::Idle) || !registers;
             if !idle && !matches!(state, RegState::Registered { .. }) {
@@ -221,6 +311,10 @@ impl Shard<'_> {
             };
             ep.trace.push(TraceEntry::note(note, at));
             self.stats.failovers += 1;
+            if self.stream.is_some() {
+                self.reconnect_elsewhere(j, now, None);
+                continue;
+            }
             if idle {
                 continue; // its first request goes to the new target
             }
