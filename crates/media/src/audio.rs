@@ -103,8 +103,33 @@ pub struct SpeechSource {
     sample_rate: u32,
     n: u64,
     speech_gain: f64,
+    /// One second of the talk-spurt signal at this gain, rounded to samples: shared by every
+    /// source of the same rate and level (`None` where there is no table).
+    speech: Option<Arc<[i16]>>,
     noise_amp: f64,
     rng: SmallRng,
+}
+
+/// The talk-spurt samples of one second at `rate` and `gain` (what `fill` computes sample by
+/// sample), built once per (rate, gain) and shared: the sessions of a run all use the same.
+fn speech_samples(rate: u32, gain: f64) -> Option<Arc<[i16]>> {
+    type Cache = Vec<((u32, u64), Arc<[i16]>)>;
+    static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(Vec::new());
+    let t = table(rate)?;
+    let key = (rate, gain.to_bits());
+    let build = || -> Arc<[i16]> { t.iter().map(|u| to_i16(gain * f64::from(*u))).collect() };
+    let Ok(mut cache) = CACHE.lock() else {
+        return Some(build());
+    };
+    if let Some((_, s)) = cache.iter().find(|(k, _)| *k == key) {
+        return Some(Arc::clone(s));
+    }
+    let s = build();
+    // A handful of levels per run at most; past that, sources keep their own copy.
+    if cache.len() < 16 {
+        cache.push((key, Arc::clone(&s)));
+    }
+    Some(s)
 }
 
 impl SpeechSource {
@@ -129,6 +154,7 @@ impl SpeechSource {
             sample_rate: sample_rate.max(1),
             n: 0,
             speech_gain,
+            speech: speech_samples(sample_rate.max(1), speech_gain),
             noise_amp,
             rng: SmallRng::seed_from_u64(seed),
         }
@@ -159,7 +185,6 @@ impl SpeechSource {
             return;
         }
         let rate = u64::from(self.sample_rate);
-        let table = table(self.sample_rate);
         let mut rest = out;
         // Runs of samples inside one talk spurt or one pause: the state is worked out once
         // per run, not per sample (the samples are the same as `talking_at` per sample).
@@ -171,15 +196,17 @@ impl SpeechSource {
             let (run, tail) = rest.split_at_mut(len);
             rest = tail;
             if talking {
-                match table {
+                match &self.speech {
                     Some(t) => {
+                        // Copies from the shared second, wrapping at its end.
                         let mut i = (self.n % rate) as usize;
-                        for s in run.iter_mut() {
-                            *s = to_i16(self.speech_gain * f64::from(t[i]));
-                            i += 1;
-                            if i == t.len() {
-                                i = 0;
-                            }
+                        let mut to = &mut run[..];
+                        while !to.is_empty() {
+                            let k = to.len().min(t.len() - i);
+                            let (head, tail) = to.split_at_mut(k);
+                            head.copy_from_slice(&t[i..i + k]);
+                            to = tail;
+                            i = (i + k) % t.len();
                         }
                     }
                     None => {
@@ -289,7 +316,12 @@ impl LevelMeter {
         if pcm.is_empty() {
             return;
         }
-        let energy: f64 = pcm.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+        // Integer squares (≤ 2³⁰) summed in u64: exact, as the f64 sum was while it stays
+        // under 2⁵³ (any frame shorter than 2²³ samples), and it vectorises.
+        let energy = pcm
+            .iter()
+            .map(|s| u64::from(s.unsigned_abs()).pow(2))
+            .sum::<u64>() as f64;
         let n = pcm.len() as u64;
         if self.last_negative.is_some_and(|l| l != (pcm[0] < 0)) {
             self.crossings += 1;
