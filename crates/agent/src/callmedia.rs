@@ -451,6 +451,8 @@ pub struct CallMedia {
     next_sample: Option<Instant>,
     generation: u64,
     source: SourceKind,
+    /// The datagram being sent (one buffer for all of the call's packets).
+    out: Vec<u8>,
     /// Datagrams the socket refused (buffer full): counted, never retried.
     pub send_errors: u64,
 }
@@ -502,6 +504,7 @@ impl CallMedia {
             next_sample: None,
             generation,
             source: plan.source.clone(),
+            out: Vec::with_capacity(256),
             send_errors: 0,
         })
     }
@@ -667,18 +670,18 @@ impl CallMedia {
         loop {
             // The send time the pacing asked for, if the next datagram is a paced RTP one.
             let due = s.rtp_due().filter(|t| *t <= now);
-            let Some(o) = s.poll_transmit(now) else {
+            let Some(kind) = s.poll_transmit_into(now, &mut self.out) else {
                 break;
             };
-            let (sock, to) = match o.kind {
+            let (sock, to) = match kind {
                 PacketKind::Rtp => (&self.rtp, n.remote_rtp),
                 PacketKind::Rtcp if n.rtcp_mux => (&self.rtp, n.remote_rtcp),
                 PacketKind::Rtcp => (&self.rtcp, n.remote_rtcp),
             };
-            if let (Some(due), PacketKind::Rtp, Some(t)) = (due, o.kind, timing.as_deref_mut()) {
+            if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
             }
-            match sock.send_to(&o.bytes, to) {
+            match sock.send_to(&self.out, to) {
                 Ok(_) => {}
                 // An ICMP port-unreachable from an earlier datagram (the peer closed its
                 // port, e.g. before our final RTCP BYE): not a failure of the generator.

@@ -50,9 +50,11 @@ fn packet_round(c: &mut Criterion) {
                 let mut b = MediaSession::new(cfg(2, codec), t0).expect("checked above");
                 let mut now = t0;
                 let mut n = 0u64;
+                // One reused send buffer, as the agent's driver does.
+                let mut out = Vec::new();
                 bench.iter(|| {
-                    while let Some(o) = a.poll_transmit(now) {
-                        let _ = black_box(b.handle_packet(now, &o.bytes));
+                    while a.poll_transmit_into(now, &mut out).is_some() {
+                        let _ = black_box(b.handle_packet(now, &out));
                     }
                     n += 1;
                     if n.is_multiple_of(50) {

@@ -103,8 +103,33 @@ pub struct SpeechSource {
     sample_rate: u32,
     n: u64,
     speech_gain: f64,
+    /// One second of the talk-spurt signal at this gain, rounded to samples: shared by every
+    /// source of the same rate and level (`None` where there is no table).
+    speech: Option<Arc<[i16]>>,
     noise_amp: f64,
     rng: SmallRng,
+}
+
+/// The talk-spurt samples of one second at `rate` and `gain` (what `fill` computes sample by
+/// sample), built once per (rate, gain) and shared: the sessions of a run all use the same.
+fn speech_samples(rate: u32, gain: f64) -> Option<Arc<[i16]>> {
+    type Cache = Vec<((u32, u64), Arc<[i16]>)>;
+    static CACHE: std::sync::Mutex<Cache> = std::sync::Mutex::new(Vec::new());
+    let t = table(rate)?;
+    let key = (rate, gain.to_bits());
+    let build = || -> Arc<[i16]> { t.iter().map(|u| to_i16(gain * f64::from(*u))).collect() };
+    let Ok(mut cache) = CACHE.lock() else {
+        return Some(build());
+    };
+    if let Some((_, s)) = cache.iter().find(|(k, _)| *k == key) {
+        return Some(Arc::clone(s));
+    }
+    let s = build();
+    // A handful of levels per run at most; past that, sources keep their own copy.
+    if cache.len() < 16 {
+        cache.push((key, Arc::clone(&s)));
+    }
+    Some(s)
 }
 
 impl SpeechSource {
@@ -129,6 +154,7 @@ impl SpeechSource {
             sample_rate: sample_rate.max(1),
             n: 0,
             speech_gain,
+            speech: speech_samples(sample_rate.max(1), speech_gain),
             noise_amp,
             rng: SmallRng::seed_from_u64(seed),
         }
@@ -158,22 +184,84 @@ impl SpeechSource {
             }
             return;
         }
-        let rate = f64::from(self.sample_rate);
-        let table = table(self.sample_rate);
-        for s in out.iter_mut() {
-            let v = if self.talking_at(self.n) {
-                let unit = match table {
-                    Some(t) => f64::from(t[(self.n % u64::from(self.sample_rate)) as usize]),
-                    None => voiced(self.n, rate),
-                };
-                self.speech_gain * unit
+        let rate = u64::from(self.sample_rate);
+        let mut rest = out;
+        // Runs of samples inside one talk spurt or one pause: the state is worked out once
+        // per run, not per sample (the samples are the same as `talking_at` per sample).
+        while !rest.is_empty() {
+            let (talking, run_end) = self.run_at(self.n);
+            let len = usize::try_from(run_end.saturating_sub(self.n))
+                .unwrap_or(usize::MAX)
+                .clamp(1, rest.len());
+            let (run, tail) = rest.split_at_mut(len);
+            rest = tail;
+            if talking {
+                match &self.speech {
+                    Some(t) => {
+                        // Copies from the shared second, wrapping at its end.
+                        let mut i = (self.n % rate) as usize;
+                        let mut to = &mut run[..];
+                        while !to.is_empty() {
+                            let k = to.len().min(t.len() - i);
+                            let (head, tail) = to.split_at_mut(k);
+                            head.copy_from_slice(&t[i..i + k]);
+                            to = tail;
+                            i = (i + k) % t.len();
+                        }
+                    }
+                    None => {
+                        for (k, s) in run.iter_mut().enumerate() {
+                            let unit = voiced(self.n + k as u64, rate as f64);
+                            *s = to_i16(self.speech_gain * unit);
+                        }
+                    }
+                }
             } else {
-                self.noise_amp * (self.rng.random::<f64>() * 2.0 - 1.0)
-            };
-            *s = v.round().clamp(-32768.0, 32767.0) as i16;
-            self.n += 1;
+                for s in run.iter_mut() {
+                    *s = to_i16(self.noise_amp * (self.rng.random::<f64>() * 2.0 - 1.0));
+                }
+            }
+            self.n += len as u64;
         }
     }
+
+    /// Whether sample `n` is in a talk spurt, and the first sample after `n` where that
+    /// changes (`u64::MAX`: never).
+    fn run_at(&self, n: u64) -> (bool, u64) {
+        let talk = u64::from(self.cfg.talk_ms);
+        let cycle = talk + u64::from(self.cfg.pause_ms);
+        let talking = self.talking_at(n);
+        if cycle == 0 {
+            return (true, u64::MAX);
+        }
+        let rate = u64::from(self.sample_rate);
+        let ms = n.saturating_mul(1000) / rate;
+        let phase = ms % cycle;
+        // The millisecond at which the state flips, then its first sample:
+        // the least m with m·1000/rate ≥ that millisecond.
+        let flip_ms = ms - phase + if talking { talk } else { cycle };
+        let end = flip_ms.saturating_mul(rate).div_ceil(1000);
+        (talking, end.max(n + 1))
+    }
+}
+
+/// `v.round().clamp(-32768.0, 32767.0) as i16` without the libm call (`round` is not an
+/// instruction on baseline x86-64): the same result for every `f64`, NaN included (0).
+fn to_i16(v: f64) -> i16 {
+    if !(-40000.0..=40000.0).contains(&v) {
+        return v.round().clamp(-32768.0, 32767.0) as i16;
+    }
+    // Exact: |v| < 2^52, so `v - t` has no rounding error.
+    let t = v as i32;
+    let f = v - f64::from(t);
+    let r = if f >= 0.5 {
+        t + 1
+    } else if f <= -0.5 {
+        t - 1
+    } else {
+        t
+    };
+    r.clamp(-32768, 32767) as i16
 }
 
 /// Levels measured over an interval.
@@ -228,15 +316,18 @@ impl LevelMeter {
         if pcm.is_empty() {
             return;
         }
-        let energy: f64 = pcm.iter().map(|s| f64::from(*s) * f64::from(*s)).sum();
+        // Integer squares (≤ 2³⁰) summed in u64: exact, as the f64 sum was while it stays
+        // under 2⁵³ (any frame shorter than 2²³ samples), and it vectorises.
+        let energy = pcm
+            .iter()
+            .map(|s| u64::from(s.unsigned_abs()).pow(2))
+            .sum::<u64>() as f64;
         let n = pcm.len() as u64;
-        for s in pcm {
-            let neg = *s < 0;
-            if self.last_negative.is_some_and(|l| l != neg) {
-                self.crossings += 1;
-            }
-            self.last_negative = Some(neg);
+        if self.last_negative.is_some_and(|l| l != (pcm[0] < 0)) {
+            self.crossings += 1;
         }
+        self.crossings += pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as u64;
+        self.last_negative = pcm.last().map(|s| *s < 0);
         if dbov(energy / n as f64) >= VAD_THRESHOLD_DBOV {
             self.speech.add(energy, n);
         } else {
@@ -269,6 +360,95 @@ impl LevelMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-sample definition `fill` must keep producing, bit for bit.
+    fn fill_reference(src: &mut SpeechSource, out: &mut [i16]) {
+        let rate = f64::from(src.sample_rate);
+        let table = table(src.sample_rate);
+        for s in out.iter_mut() {
+            let v = if src.talking_at(src.n) {
+                let unit = match table {
+                    Some(t) => f64::from(t[(src.n % u64::from(src.sample_rate)) as usize]),
+                    None => voiced(src.n, rate),
+                };
+                src.speech_gain * unit
+            } else {
+                src.noise_amp * (src.rng.random::<f64>() * 2.0 - 1.0)
+            };
+            *s = v.round().clamp(-32768.0, 32767.0) as i16;
+            src.n += 1;
+        }
+    }
+
+    #[test]
+    fn fill_in_runs_gives_the_per_sample_signal() {
+        let cases = [
+            (SourceConfig::default(), 8000, 160),
+            (SourceConfig::default(), 16000, 320),
+            (SourceConfig::default(), 48000, 960),
+            (SourceConfig::default(), 44100, 441),
+            (
+                SourceConfig {
+                    talk_ms: 7,
+                    pause_ms: 3,
+                    speech_dbov: 3.0,
+                    noise_dbov: -10.0,
+                    seed: 9,
+                    ..SourceConfig::default()
+                },
+                8000,
+                97,
+            ),
+            (
+                SourceConfig {
+                    talk_ms: 0,
+                    pause_ms: 0,
+                    ..SourceConfig::default()
+                },
+                8000,
+                160,
+            ),
+            (
+                SourceConfig {
+                    talk_ms: 0,
+                    pause_ms: 5,
+                    ..SourceConfig::default()
+                },
+                11025,
+                100,
+            ),
+        ];
+        for (cfg, rate, frame) in cases {
+            let mut fast = SpeechSource::new(cfg.clone(), rate);
+            let mut slow = SpeechSource::new(cfg.clone(), rate);
+            let (mut a, mut b) = (vec![0i16; frame], vec![0i16; frame]);
+            // 5 s: several talk/pause cycles of the default, many of the short ones.
+            for _ in 0..(5 * rate as usize / frame) {
+                fast.fill(&mut a);
+                fill_reference(&mut slow, &mut b);
+                assert_eq!(a, b, "{cfg:?} at {rate} Hz, sample {}", slow.n);
+            }
+        }
+        for v in [
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.4999,
+            -2.5,
+            0.49999999999999994,
+            32767.5,
+            -32768.5,
+            39999.9,
+            -40000.0,
+            1e300,
+            -1e300,
+            f64::NAN,
+            f64::INFINITY,
+        ] {
+            assert_eq!(to_i16(v), v.round().clamp(-32768.0, 32767.0) as i16, "{v}");
+        }
+    }
 
     #[test]
     fn generated_levels_are_the_configured_ones() {

@@ -29,6 +29,26 @@ pub fn linear_to_ulaw(pcm: i16) -> u8 {
     (((seg as i32) << 4 | ((v >> (seg + 1)) & 0xf)) ^ mask) as u8
 }
 
+/// Every 16-bit sample's code (indexed by the sample's bits), built once: a lookup per
+/// sample instead of the segment search.
+fn encode_table(alaw: bool) -> &'static [u8; 65536] {
+    static ULAW: std::sync::OnceLock<Box<[u8; 65536]>> = std::sync::OnceLock::new();
+    static ALAW: std::sync::OnceLock<Box<[u8; 65536]>> = std::sync::OnceLock::new();
+    let cell = if alaw { &ALAW } else { &ULAW };
+    cell.get_or_init(|| {
+        let mut t = Box::new([0u8; 65536]);
+        for (i, code) in t.iter_mut().enumerate() {
+            let pcm = i as u16 as i16;
+            *code = if alaw {
+                linear_to_alaw(pcm)
+            } else {
+                linear_to_ulaw(pcm)
+            };
+        }
+        t
+    })
+}
+
 const fn ulaw_decode(u: u8) -> i16 {
     let u = !u;
     let mut t = (((u & 0x0f) as i32) << 3) + BIAS;
@@ -112,8 +132,14 @@ impl Law {
     /// Appends the encoding of `pcm` to `out`.
     pub fn encode(self, pcm: &[i16], out: &mut Vec<u8>) {
         match self {
-            Law::Ulaw => out.extend(pcm.iter().map(|s| linear_to_ulaw(*s))),
-            Law::Alaw => out.extend(pcm.iter().map(|s| linear_to_alaw(*s))),
+            Law::Ulaw => {
+                let t = encode_table(false);
+                out.extend(pcm.iter().map(|s| t[usize::from(*s as u16)]));
+            }
+            Law::Alaw => {
+                let t = encode_table(true);
+                out.extend(pcm.iter().map(|s| t[usize::from(*s as u16)]));
+            }
         }
     }
 
@@ -160,6 +186,23 @@ mod tests {
         assert_eq!(linear_to_alaw(-1), 0x55);
         assert_eq!(linear_to_alaw(i16::MAX), 0xaa);
         assert_eq!(linear_to_alaw(i16::MIN), 0x2a);
+    }
+
+    #[test]
+    fn table_encoder_matches_the_formula_for_every_sample() {
+        let pcm: Vec<i16> = (i16::MIN..=i16::MAX).collect();
+        for (law, f) in [
+            (Law::Ulaw, linear_to_ulaw as fn(i16) -> u8),
+            (Law::Alaw, linear_to_alaw),
+        ] {
+            let mut out = vec![7u8];
+            law.encode(&pcm, &mut out);
+            assert_eq!(out.len(), 1 + pcm.len());
+            assert_eq!(out[0], 7, "appends");
+            for (s, code) in pcm.iter().zip(&out[1..]) {
+                assert_eq!(*code, f(*s), "{law:?} {s}");
+            }
+        }
     }
 
     #[test]

@@ -765,8 +765,18 @@ impl MediaSession {
 
     /// The next datagram due at `now`, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Outgoing> {
+        let mut bytes = Vec::new();
+        let kind = self.poll_transmit_into(now, &mut bytes)?;
+        Some(Outgoing { kind, bytes })
+    }
+
+    /// As [`Self::poll_transmit`], but the datagram is written into `out` (cleared first), so
+    /// a driver can reuse one buffer for every packet. `None` (and `out` empty): nothing due.
+    pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<PacketKind> {
+        out.clear();
         if let Some(o) = self.pending.pop_front() {
-            return Some(o);
+            out.extend_from_slice(&o.bytes);
+            return Some(o.kind);
         }
         if self.stopped_at.is_some() {
             return None;
@@ -775,16 +785,14 @@ impl MediaSession {
             // Paced on the codec clock: packet n leaves at start + n·ptime, however late
             // the driver calls (a late driver gets the backlog in a burst).
             self.next_rtp = Some(at + Duration::from_millis(u64::from(self.cfg.ptime_ms)));
-            return Some(self.build_rtp());
+            self.build_rtp(out);
+            return Some(PacketKind::Rtp);
         }
         if let Some(at) = self.next_rtcp.filter(|at| *at <= now) {
             let jitter = self.rng.random_range(0.5..1.5);
             self.next_rtcp = Some(at + self.cfg.rtcp_interval.mul_f64(jitter));
-            let bytes = rtcp::build_compound(&self.build_report(now, false));
-            return Some(Outgoing {
-                kind: PacketKind::Rtcp,
-                bytes,
-            });
+            out.extend_from_slice(&rtcp::build_compound(&self.build_report(now, false)));
+            return Some(PacketKind::Rtcp);
         }
         None
     }
@@ -855,7 +863,9 @@ impl MediaSession {
         Some((payload, marker))
     }
 
-    fn build_rtp(&mut self) -> Outgoing {
+    /// Appends the next RTP packet (an RFC 4733 event while one is being sent, else audio)
+    /// to `out`, which is empty.
+    fn build_rtp(&mut self, out: &mut Vec<u8>) {
         if let Some(pt) = self.cfg.send_event_pt
             && let Some((payload, marker)) = self.next_event()
         {
@@ -867,9 +877,8 @@ impl MediaSession {
                 ssrc: self.cfg.local_ssrc,
                 ..RtpHeader::default()
             };
-            let mut bytes = Vec::with_capacity(16);
-            header.write(&payload, &mut bytes);
-            return self.account(bytes, 4);
+            header.write(&payload, out);
+            return self.account(out.len(), 4);
         }
         let marker = self.source.spurt_starts();
         self.source.fill(&mut self.pcm);
@@ -881,26 +890,22 @@ impl MediaSession {
             ssrc: self.cfg.local_ssrc,
             ..RtpHeader::default()
         };
-        let mut bytes = Vec::with_capacity(12 + self.pcm.len());
-        header.write(&[], &mut bytes);
-        let payload_at = bytes.len();
-        self.coder.encode(&self.pcm, &mut bytes);
-        let payload_len = bytes.len() - payload_at;
-        self.account(bytes, payload_len)
+        out.reserve(12 + self.pcm.len());
+        header.write(&[], out);
+        let payload_at = out.len();
+        self.coder.encode(&self.pcm, out);
+        let payload_len = out.len() - payload_at;
+        self.account(out.len(), payload_len);
     }
 
-    fn account(&mut self, bytes: Vec<u8>, payload_len: usize) -> Outgoing {
+    fn account(&mut self, len: usize, payload_len: usize) {
         self.seq = self.seq.wrapping_add(1);
         self.ts = self.ts.wrapping_add(self.spp);
         self.tx_packets += 1;
-        self.tx_bytes += bytes.len() as u64;
+        self.tx_bytes += len as u64;
         self.tx_octets += payload_len as u64;
         self.tx_interval.0 += 1;
-        self.tx_interval.1 += bytes.len() as u64;
-        Outgoing {
-            kind: PacketKind::Rtp,
-            bytes,
-        }
+        self.tx_interval.1 += len as u64;
     }
 
     fn build_report(&mut self, now: Instant, bye: bool) -> Vec<RtcpPacket> {
