@@ -279,8 +279,10 @@ impl Registrar {
         for h in extra {
             resp.headers.push(h);
         }
-        resp.headers
-            .push(Header::new(HeaderName::Server, "sipmeter-registrar"));
+        resp.headers.push(Header::from_static(
+            HeaderName::Server,
+            "sipmeter-registrar",
+        ));
         if code >= 300 {
             self.stats.refused += u64::from(!matches!(code, 401 | 407));
         }

@@ -790,8 +790,10 @@ fn response(
             resp.headers.push_front(v);
         }
     }
-    resp.headers
-        .push(Header::new(HeaderName::Server, "sipmeter-registrar"));
+    resp.headers.push(Header::from_static(
+        HeaderName::Server,
+        "sipmeter-registrar",
+    ));
     resp
 }
 

@@ -1,10 +1,11 @@
 //! Builders for correct requests (RFC 3261 §8.1.1).
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::header::{Header, HeaderName};
+use crate::header::{Header, HeaderName, Headers};
 use crate::message::Message;
 use crate::method::Method;
 use crate::typed::{CSeq, NameAddr, Via};
@@ -140,51 +141,137 @@ impl RequestBuilder {
     }
 
     /// The request; Content-Length is computed from the body.
+    ///
+    /// Every header is written into one text buffer that the message's headers share (as a
+    /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
-        let mut m = Message::new_request(self.method.clone(), self.uri);
-        for v in self.via {
-            m.headers.push(Header::new(HeaderName::Via, v));
+        let extra = self.extra.len();
+        let head = String::with_capacity(
+            400 + self.via.iter().map(|v| v.len() + 8).sum::<usize>()
+                + self.routes.len() * 72
+                + self
+                    .extra
+                    .iter()
+                    .map(|h| h.name().as_str().len() + h.value().len() + 4)
+                    .sum::<usize>(),
+        );
+        let mut w = HeadWriter {
+            head,
+            spans: Vec::with_capacity(9 + self.via.len() + self.routes.len() + extra),
+        };
+        for v in &self.via {
+            w.text(HeaderName::Via, v);
         }
-        m.headers.push(Header::new(
-            HeaderName::MaxForwards,
-            self.max_forwards.to_string(),
-        ));
+        w.display(HeaderName::MaxForwards, &self.max_forwards);
         for r in &self.routes {
-            m.headers
-                .push(Header::new(HeaderName::Route, text_of(r, 64)));
+            w.display(HeaderName::Route, r);
         }
         if let Some(f) = &self.from {
-            m.headers
-                .push(Header::new(HeaderName::From, text_of(f, 96)));
+            w.display(HeaderName::From, f);
         }
         if let Some(t) = &self.to {
-            m.headers.push(Header::new(HeaderName::To, text_of(t, 96)));
+            w.display(HeaderName::To, t);
         }
-        if let Some(c) = self.call_id {
-            m.headers.push(Header::new(HeaderName::CallId, c));
+        if let Some(c) = &self.call_id {
+            w.text(HeaderName::CallId, c);
         }
-        m.headers.push(Header::new(
+        w.display(
             HeaderName::CSeq,
-            text_of(
-                &CSeq {
-                    seq: self.cseq,
-                    method: self.method,
-                },
-                24,
-            ),
-        ));
+            &CSeq {
+                seq: self.cseq,
+                method: self.method.clone(),
+            },
+        );
         if let Some(c) = &self.contact {
-            m.headers
-                .push(Header::new(HeaderName::Contact, text_of(c, 96)));
+            w.display(HeaderName::Contact, c);
         }
+        let has_body = self.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
         for h in self.extra {
-            m.headers.push(h);
+            // Content-Length is always computed, and the body's type replaces another one.
+            let name = h.name();
+            if *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
+            {
+                continue;
+            }
+            w.text(h.name().clone(), h.value());
         }
-        match self.body {
-            Some((ct, body)) => m.set_body(&ct, body),
-            None => m.headers.push(Header::new(HeaderName::ContentLength, "0")),
+        let body = match self.body {
+            Some((ct, body)) => {
+                if !body.is_empty() {
+                    w.text(HeaderName::ContentType, &ct);
+                }
+                w.display(HeaderName::ContentLength, &body.len());
+                body
+            }
+            None => {
+                w.text(HeaderName::ContentLength, "0");
+                Bytes::new()
+            }
+        };
+        let HeadWriter { head, spans } = w;
+        let mut m = Message::new_request(self.method, self.uri);
+        m.headers = Headers::with_capacity(spans.len());
+        match u32::try_from(head.len()) {
+            Ok(_) => {
+                let head: Arc<str> = Arc::from(head);
+                for (name, start, value, end) in spans {
+                    // Every offset is at most `head.len()`, which fits in a u32.
+                    m.headers.push(Header::parsed_shared(
+                        name,
+                        Arc::clone(&head),
+                        start as u32,
+                        end as u32,
+                        (value as u32, end as u32),
+                    ));
+                }
+            }
+            // A header section of 4 GiB (absurd, but not a panic): owned values as before.
+            Err(_) => {
+                for (name, _, value, end) in spans {
+                    let text = head.get(value..end).unwrap_or_default().to_owned();
+                    m.headers.push(Header::new(name, text));
+                }
+            }
         }
+        m.put_body(body);
         m
+    }
+}
+
+/// The header section of a built request: `Name: value` lines in one string, and where each
+/// line and value lies in it.
+struct HeadWriter {
+    head: String,
+    /// (name, start of the line, start of the value, end of the line).
+    spans: Vec<(HeaderName, usize, usize, usize)>,
+}
+
+impl HeadWriter {
+    fn open(&mut self, name: &HeaderName) -> (usize, usize) {
+        let start = self.head.len();
+        self.head.push_str(name.as_str());
+        self.head.push_str(": ");
+        (start, self.head.len())
+    }
+
+    fn close(&mut self, name: HeaderName, (start, value): (usize, usize)) {
+        self.spans.push((name, start, value, self.head.len()));
+        self.head.push_str("\r\n");
+    }
+
+    fn text(&mut self, name: HeaderName, value: &str) {
+        let at = self.open(&name);
+        self.head.push_str(value);
+        self.close(name, at);
+    }
+
+    fn display(&mut self, name: HeaderName, value: &dyn fmt::Display) {
+        use fmt::Write;
+        let at = self.open(&name);
+        // Writing into a String never fails; a Display impl that reports an error leaves what
+        // it wrote so far (as `text_of` does).
+        let _ = write!(self.head, "{value}");
+        self.close(name, at);
     }
 }
 
@@ -227,5 +314,49 @@ mod tests {
             }
         );
         assert_eq!(again.body().as_ref(), b"v=0\r\n");
+    }
+
+    #[test]
+    fn built_headers_share_one_buffer_and_print_canonically() {
+        let bob = SipUri::new(Host::parse("biloxi.com").unwrap()).with_user("bob");
+        let proxy = SipUri::new(Host::parse("p.example").unwrap());
+        let mut m = RequestBuilder::new(Method::Invite, bob.clone().into())
+            .via_text("SIP/2.0/TCP h:1;branch=z9hG4bK1".to_owned())
+            .max_forwards(69)
+            .route(NameAddr::new(proxy))
+            .from(NameAddr::new(bob.clone()).with_tag("a"))
+            .to(NameAddr::new(bob))
+            .call_id("c")
+            .cseq(7)
+            .header("Content-Length", "99")
+            .header("X-Any", "v")
+            .body("application/sdp", "v=0\r\n")
+            .build();
+        let expected = "INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+            Via: SIP/2.0/TCP h:1;branch=z9hG4bK1\r\nMax-Forwards: 69\r\n\
+            Route: <sip:p.example>\r\nFrom: <sip:bob@biloxi.com>;tag=a\r\n\
+            To: <sip:bob@biloxi.com>\r\nCall-ID: c\r\nCSeq: 7 INVITE\r\nX-Any: v\r\n\
+            Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n";
+        assert_eq!(String::from_utf8(m.to_bytes()).unwrap(), expected);
+        assert_eq!(m.headers.value(&HeaderName::CallId), Some("c"));
+        assert_eq!(m.headers.value(&HeaderName::MaxForwards), Some("69"));
+        assert_eq!(m.cseq().unwrap().seq, 7);
+        assert!(m.validate().unwrap().is_empty());
+        // Built headers can still be replaced and removed one by one.
+        m.headers.set(Header::new(HeaderName::MaxForwards, "5"));
+        m.headers.remove(&HeaderName::Route);
+        let text = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(text.contains("\r\nMax-Forwards: 5\r\nFrom: "), "{text}");
+        let empty = RequestBuilder::new(
+            Method::Options,
+            SipUri::new(Host::parse("x").unwrap()).into(),
+        )
+        .body("application/sdp", "")
+        .build();
+        let text = String::from_utf8(empty.to_bytes()).unwrap();
+        assert_eq!(
+            text,
+            "OPTIONS sip:x SIP/2.0\r\nMax-Forwards: 70\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 }

@@ -216,6 +216,8 @@ enum Value {
     Shared(u32, u32),
     /// Owned text.
     Owned(String),
+    /// A constant (`Content-Length: 0`): no allocation.
+    Static(&'static str),
 }
 
 /// Where a header's received bytes live.
@@ -283,6 +285,15 @@ impl Header {
         }
     }
 
+    /// A header built locally from a constant value: no allocation.
+    pub fn from_static(name: HeaderName, value: &'static str) -> Self {
+        Self {
+            name,
+            value: Value::Static(value),
+            raw: Raw::None,
+        }
+    }
+
     /// A parsed header whose value needed unfolding or repair (an owned copy).
     pub(crate) fn parsed(name: HeaderName, value: String, raw: Raw) -> Self {
         Self {
@@ -323,6 +334,7 @@ impl Header {
             }
             (Value::Shared(..), _) => "",
             (Value::Owned(s), _) => s,
+            (Value::Static(s), _) => s,
         }
     }
 

@@ -173,6 +173,12 @@ impl Message {
         ));
     }
 
+    /// Sets the body without touching the headers (the builder writes Content-Type and
+    /// Content-Length itself).
+    pub(crate) fn put_body(&mut self, body: Bytes) {
+        self.body = body;
+    }
+
     /// What a lenient parse tolerated (also filled by [`Message::validate`]).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -337,6 +343,26 @@ impl Message {
     /// `to_tag` is added to To when the request's To has none.
     pub fn response_to(request: &Message, code: u16, reason: &str, to_tag: Option<&str>) -> Self {
         let mut resp = Message::new_response(code, reason);
+        // Via, From, To, Call-ID, CSeq (+ Record-Route) and Content-Length: room for them all
+        // at once instead of growing the list by doubling.
+        resp.headers = Headers::with_capacity(
+            request
+                .headers
+                .iter()
+                .filter(|h| {
+                    matches!(
+                        h.name(),
+                        HeaderName::Via
+                            | HeaderName::From
+                            | HeaderName::To
+                            | HeaderName::CallId
+                            | HeaderName::CSeq
+                            | HeaderName::RecordRoute
+                    )
+                })
+                .count()
+                + 1,
+        );
         for h in request.headers.iter() {
             let n = h.name();
             let copy = matches!(
@@ -356,7 +382,7 @@ impl Message {
             }
         }
         resp.headers
-            .push(Header::new(HeaderName::ContentLength, "0"));
+            .push(Header::from_static(HeaderName::ContentLength, "0"));
         resp
     }
 

@@ -433,7 +433,8 @@ impl ClientTransaction {
                 .map_or_else(|| via.value().to_owned(), |v| text_of(&v, 96));
             ack.headers.push(Header::new(HeaderName::Via, top));
         }
-        ack.headers.push(Header::new(HeaderName::MaxForwards, "70"));
+        ack.headers
+            .push(Header::from_static(HeaderName::MaxForwards, "70"));
         for r in invite.headers.get_all(&Route::NAME) {
             ack.headers.push(Header::new(HeaderName::Route, r.value()));
         }
@@ -455,7 +456,7 @@ impl ClientTransaction {
             .to_string(),
         ));
         ack.headers
-            .push(Header::new(HeaderName::ContentLength, "0"));
+            .push(Header::from_static(HeaderName::ContentLength, "0"));
         ack
     }
 

@@ -1066,7 +1066,7 @@ impl UserAgent {
         ));
         cancel
             .headers
-            .push(Header::new(HeaderName::ContentLength, "0"));
+            .push(Header::from_static(HeaderName::ContentLength, "0"));
         let dest = if self.profile.outbound_proxy.is_some() {
             Destination::OutboundProxy
         } else {
@@ -1281,7 +1281,7 @@ impl UserAgent {
         let rseq = call.next_rseq;
         if reliable {
             resp.headers
-                .push(Header::new(HeaderName::Require, "100rel"));
+                .push(Header::from_static(HeaderName::Require, "100rel"));
             resp.headers
                 .push(Header::new(HeaderName::RSeq, rseq.to_string()));
         }
@@ -1498,7 +1498,7 @@ impl UserAgent {
             Method::Options => {
                 let extra = vec![
                     Header::new(HeaderName::Allow, ALLOW),
-                    Header::new(HeaderName::Accept, "application/sdp"),
+                    Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
                 self.respond_with(now, &req, source, 200, "OK", extra);
             }
