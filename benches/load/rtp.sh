@@ -81,7 +81,7 @@ sm = v["summary"]
 late = sm["late_timers"]
 p99 = sm.get("send_jitter_p99_ms")
 p99s = f"{p99:7.3f}ms" if p99 is not None else "        -"
-flag = "OVERLOADED" if sm.get("generator_overloaded", late > 0) else ""
+flag = "OVERLOADED" if sm["generator_overloaded"] else ""
 print(f"{n:7d} {2*n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {late:7d} {p99s} {u+s:8.1f} {cores:>6} {r/1024:8.1f} {r/n:8.1f}  {flag}")
 PY
 done

@@ -365,8 +365,16 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
 fn write_report(path: &PathBuf, s: &RunSummary, reports: &[EndpointReport]) -> std::io::Result<()> {
     #[derive(serde::Serialize)]
     struct Report<'a> {
-        summary: &'a RunSummary,
+        summary: Summary<'a>,
         endpoints: &'a [EndpointReport],
+    }
+    /// The summary and the verdict on the generator itself, so a reader of the JSON never
+    /// has to re-derive the overload rule.
+    #[derive(serde::Serialize)]
+    struct Summary<'a> {
+        #[serde(flatten)]
+        summary: &'a RunSummary,
+        generator_overloaded: bool,
     }
     // Buffered: serde_json writes token by token, and an unbuffered file made that a
     // write(2) per token (a fifth of a short run's CPU for a 4 MB report).
@@ -374,7 +382,10 @@ fn write_report(path: &PathBuf, s: &RunSummary, reports: &[EndpointReport]) -> s
     serde_json::to_writer_pretty(
         &mut f,
         &Report {
-            summary: s,
+            summary: Summary {
+                summary: s,
+                generator_overloaded: s.generator_overloaded(),
+            },
             endpoints: reports,
         },
     )?;
