@@ -2521,6 +2521,20 @@ impl<'a> Shard<'a> {
                     .push(TraceEntry::note(format!("connection closed: {reason}"), at));
                 ep.link.local = None;
                 let leaving = ep.link.leaving;
+                // Its calls are done and it holds no registration: nothing is left to send on
+                // this connection (a peer such as SIPp closes its connections when it exits,
+                // possibly before our last transaction's Timer K has fired).
+                if ep.active_call.is_none()
+                    && matches!(ep.script, Script::Unregister)
+                    && ep.registration_code != Some(200)
+                {
+                    ep.trace.push(TraceEntry::note(
+                        "nothing left to send on it: not reopened".into(),
+                        at,
+                    ));
+                    self.schedule(idx);
+                    return;
+                }
                 if plan.server.transport.reconnect && !stopping && !leaving {
                     // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
                     // in progress is lost with its connection.
