@@ -7,128 +7,24 @@
 //! Skipped with a message when `kamailio` or `dnsmasq` is absent (fails when
 //! `SIPMETER_REQUIRE_PEERS` is set).
 
-use std::net::{IpAddr, SocketAddr};
+mod failover_common;
+
 use std::sync::mpsc;
 
-use agent::engine::{EndpointReport, Outcome, Phase, RunEvent, RunSummary, StopHandle};
-use agent::trace::{Direction, TraceEntry};
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Srv, User, available};
-
-fn users() -> Vec<User> {
-    (1001..=1004)
-        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
-        .collect()
-}
-
-/// dnsmasq with `_sip._udp.<domain>` → `first` (priority 10), `second` (priority 20).
-fn dns(domain: &str, first: SocketAddr, second: SocketAddr) -> Dnsmasq {
-    let srv = |target: &str, port, priority| Srv {
-        name: format!("_sip._udp.{domain}"),
-        target: format!("{target}.{domain}"),
-        port,
-        priority,
-        weight: 0,
-    };
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    Dnsmasq::start(&DnsmasqConfig {
-        local_domains: vec!["test".into()],
-        naptr: vec![],
-        srv: vec![srv("one", first.port(), 10), srv("two", second.port(), 20)],
-        hosts: vec![(format!("one.{domain}"), ip), (format!("two.{domain}"), ip)],
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn peers() -> bool {
-    available("kamailio", "kamailio") && available("dnsmasq", "dnsmasq-base")
-}
-
-fn kamailio(config: KamailioConfig) -> Kamailio {
-    Kamailio::start(&KamailioConfig {
-        users: users(),
-        ..config
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Starts the run on its own thread; the caller reads its events.
-fn start(
-    toml: &str,
-) -> (
-    mpsc::Receiver<RunEvent>,
-    std::thread::JoinHandle<(RunSummary, Vec<EndpointReport>)>,
-) {
-    let mut prepared = agent::testfile::prepare("failover.toml", toml, b"-", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, rx) = mpsc::channel();
-    let run = std::thread::spawn(move || {
-        agent::runner::execute(prepared, tx, StopHandle::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    });
-    (rx, run)
-}
+use agent::engine::{Outcome, Phase, RunEvent};
+use agent::trace::Direction;
+use failover_common::{dns, kamailio, notes, peers, run_file, sent, start, wait_until};
+use testpeers::KamailioConfig;
 
 /// Waits until `n` endpoints have entered `phase`.
 fn wait_for(rx: &mpsc::Receiver<RunEvent>, phase: Phase, n: usize) {
     let mut seen = 0;
-    while seen < n {
-        match rx.recv() {
-            Ok(RunEvent::Phase { phase: p, .. }) if p == phase => seen += 1,
-            Ok(RunEvent::Finished(r)) => assert_ne!(
-                r.outcome.severity(),
-                10,
-                "an endpoint failed before the first target was stopped: {r:#?}"
-            ),
-            Ok(_) => {}
-            Err(_) => panic!("the run ended before {n} endpoints were {phase:?}"),
+    wait_until(rx, &format!("{n} endpoints were {phase:?}"), |e| {
+        if matches!(e, RunEvent::Phase { phase: p, .. } if *p == phase) {
+            seen += 1;
         }
-    }
-}
-
-fn notes(r: &EndpointReport) -> Vec<&str> {
-    r.trace
-        .iter()
-        .filter(|e| e.direction == Direction::Note)
-        .map(|e| e.text.as_str())
-        .collect()
-}
-
-/// Requests this endpoint sent, with where they went.
-fn sent<'a>(r: &'a EndpointReport, method: &str) -> Vec<&'a TraceEntry> {
-    r.trace
-        .iter()
-        .filter(|e| {
-            e.direction == Direction::Sent
-                && !e.retransmission
-                && e.first_line().starts_with(&format!("{method} "))
-        })
-        .collect()
-}
-
-fn run_file(dns: &Dnsmasq, domain: &str, extra: &str, groups: &str) -> String {
-    format!(
-        r#"
-name = "failover"
-seed = 11
-shards = 1
-time_limit = "60s"
-t1 = "50ms"
-dns_server = "{dns}"
-{extra}
-
-[[registrar]]
-id = "pbx"
-domain = "{domain}"
-transport = "auto"
-
-[[accounts]]
-registrar = "pbx"
-range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
-{groups}
-"#,
-        dns = dns.addr()
-    )
+        seen >= n
+    });
 }
 
 /// The first SRV target dies after every endpoint registered there: each refresh (Timer F,
@@ -142,10 +38,11 @@ fn refreshes_move_to_the_second_srv_target_when_the_first_dies() {
     let k1 = kamailio(KamailioConfig::default());
     let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("refresh.test", a1, a2);
+    let dns = dns("_sip._udp", "refresh.test", a1, a2);
     // Kamailio grants 10 s: the refresh leaves at 5 s and moves at 8.2 s; the endpoints
     // stay 12 s.
     let toml = run_file(
+        11,
         &dns,
         "refresh.test",
         "duration = \"12s\"\nregister_expires = 10",
@@ -218,8 +115,9 @@ fn new_calls_move_to_the_second_srv_target_when_the_first_dies() {
         ..Default::default()
     });
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("calls.test", a1, a2);
+    let dns = dns("_sip._udp", "calls.test", a1, a2);
     let toml = run_file(
+        11,
         &dns,
         "calls.test",
         "duration = \"300ms\"",
@@ -300,8 +198,9 @@ fn a_503_with_retry_after_moves_registrations_to_the_second_target() {
     });
     let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("busy.test", a1, a2);
+    let dns = dns("_sip._udp", "busy.test", a1, a2);
     let toml = run_file(
+        11,
         &dns,
         "busy.test",
         "duration = \"300ms\"\nramp = \"1/s\"",
@@ -382,8 +281,9 @@ fn when_every_target_answers_503_the_registration_fails() {
     };
     let (k1, k2) = (busy(), busy());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("down.test", a1, a2);
+    let dns = dns("_sip._udp", "down.test", a1, a2);
     let toml = run_file(
+        11,
         &dns,
         "down.test",
         "duration = \"300ms\"",

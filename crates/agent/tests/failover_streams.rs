@@ -7,128 +7,13 @@
 //! Skipped with a message when `kamailio` or `dnsmasq` is absent (fails when
 //! `SIPMETER_REQUIRE_PEERS` is set).
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::mpsc;
+mod failover_common;
 
-use agent::engine::{EndpointReport, Outcome, Phase, RunEvent, RunSummary, StopHandle};
-use agent::trace::{Direction, TraceEntry};
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, Srv, User, available};
+use std::net::SocketAddr;
 
-fn users() -> Vec<User> {
-    (1001..=1004)
-        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
-        .collect()
-}
-
-/// dnsmasq with `_sip._tcp.<domain>` → `first` (priority 10), `second` (priority 20).
-fn dns(domain: &str, first: SocketAddr, second: SocketAddr) -> Dnsmasq {
-    let srv = |target: &str, port, priority| Srv {
-        name: format!("_sip._tcp.{domain}"),
-        target: format!("{target}.{domain}"),
-        port,
-        priority,
-        weight: 0,
-    };
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
-    Dnsmasq::start(&DnsmasqConfig {
-        local_domains: vec!["test".into()],
-        naptr: vec![],
-        srv: vec![srv("one", first.port(), 10), srv("two", second.port(), 20)],
-        hosts: vec![(format!("one.{domain}"), ip), (format!("two.{domain}"), ip)],
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn peers() -> bool {
-    available("kamailio", "kamailio") && available("dnsmasq", "dnsmasq-base")
-}
-
-fn kamailio() -> Kamailio {
-    Kamailio::start(&KamailioConfig {
-        users: users(),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Starts the run on its own thread; the caller reads its events.
-fn start(
-    toml: &str,
-) -> (
-    mpsc::Receiver<RunEvent>,
-    std::thread::JoinHandle<(RunSummary, Vec<EndpointReport>)>,
-) {
-    let mut prepared = agent::testfile::prepare("failover.toml", toml, b"-", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, rx) = mpsc::channel();
-    let run = std::thread::spawn(move || {
-        agent::runner::execute(prepared, tx, StopHandle::default())
-            .unwrap_or_else(|e| panic!("{e}"))
-    });
-    (rx, run)
-}
-
-/// Reads events until `done` says so; an endpoint that fails before is a test failure.
-fn wait_until(rx: &mpsc::Receiver<RunEvent>, what: &str, mut done: impl FnMut(&RunEvent) -> bool) {
-    loop {
-        match rx.recv() {
-            Ok(RunEvent::Finished(r)) => assert_ne!(
-                r.outcome.severity(),
-                10,
-                "an endpoint failed before the first target was stopped: {r:#?}"
-            ),
-            Ok(e) if done(&e) => return,
-            Ok(_) => {}
-            Err(_) => panic!("the run ended before {what}"),
-        }
-    }
-}
-
-fn notes(r: &EndpointReport) -> Vec<&str> {
-    r.trace
-        .iter()
-        .filter(|e| e.direction == Direction::Note)
-        .map(|e| e.text.as_str())
-        .collect()
-}
-
-/// Requests this endpoint sent, with where they went.
-fn sent<'a>(r: &'a EndpointReport, method: &str) -> Vec<&'a TraceEntry> {
-    r.trace
-        .iter()
-        .filter(|e| {
-            e.direction == Direction::Sent
-                && !e.retransmission
-                && e.first_line().starts_with(&format!("{method} "))
-        })
-        .collect()
-}
-
-fn run_file(dns: &Dnsmasq, domain: &str, extra: &str, groups: &str) -> String {
-    format!(
-        r#"
-name = "failover-tcp"
-seed = 12
-shards = 1
-time_limit = "60s"
-t1 = "50ms"
-dns_server = "{dns}"
-{extra}
-
-[[registrar]]
-id = "pbx"
-domain = "{domain}"
-transport = "auto"
-
-[[accounts]]
-registrar = "pbx"
-range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
-{groups}
-"#,
-        dns = dns.addr()
-    )
-}
+use agent::engine::{EndpointReport, Outcome, Phase, RunEvent};
+use failover_common::{dns, kamailio, notes, peers, run_file, sent, start, wait_until};
+use testpeers::KamailioConfig;
 
 /// Each endpoint says why it left the first target, in the words of the UDP path: its own
 /// refused connect, or the shard's table (another endpoint was refused first).
@@ -158,12 +43,13 @@ fn tcp_registrations_move_to_the_second_srv_target_when_the_first_dies() {
     if !peers() {
         return;
     }
-    let k1 = kamailio();
-    let k2 = kamailio();
+    let k1 = kamailio(KamailioConfig::default());
+    let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("tcp-refresh.test", a1, a2);
+    let dns = dns("_sip._tcp", "tcp-refresh.test", a1, a2);
     // Kamailio grants 4 s: a refresh leaves at 2 s on the second target; phones stay 6 s.
     let toml = run_file(
+        12,
         &dns,
         "tcp-refresh.test",
         "duration = \"6s\"\nregister_expires = 4",
@@ -217,11 +103,12 @@ fn tcp_new_calls_move_to_the_second_srv_target_when_the_first_dies() {
     if !peers() {
         return;
     }
-    let k1 = kamailio();
-    let k2 = kamailio();
+    let k1 = kamailio(KamailioConfig::default());
+    let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("tcp-calls.test", a1, a2);
+    let dns = dns("_sip._tcp", "tcp-calls.test", a1, a2);
     let toml = run_file(
+        12,
         &dns,
         "tcp-calls.test",
         "duration = \"300ms\"",
@@ -304,16 +191,15 @@ fn tcp_a_503_moves_the_registration_to_the_second_srv_target() {
     if !peers() {
         return;
     }
-    let k1 = Kamailio::start(&KamailioConfig {
-        users: users(),
+    let k1 = kamailio(KamailioConfig {
         unavailable: Some(120),
         ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let k2 = kamailio();
+    });
+    let k2 = kamailio(KamailioConfig::default());
     let (a1, a2) = (k1.addr(), k2.addr());
-    let dns = dns("tcp-503.test", a1, a2);
+    let dns = dns("_sip._tcp", "tcp-503.test", a1, a2);
     let toml = run_file(
+        12,
         &dns,
         "tcp-503.test",
         "duration = \"300ms\"",
