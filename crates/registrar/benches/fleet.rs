@@ -15,7 +15,9 @@
 //! Instructions of the timed phases only:
 //! `FLEET_N=1000 valgrind --tool=callgrind --toggle-collect='fleet::phase_*' <bench binary>`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,8 +60,8 @@ fn chunk(size: usize) -> isize {
 // The one unsafe block of the workspace: a global allocator must be an `unsafe impl`. It
 // forwards to the system allocator unchanged and only counts sizes.
 #[allow(unsafe_code)] // reason: measuring heap bytes per endpoint needs a counting allocator
-// SAFETY: every method forwards to `System` with the caller's arguments, so the allocator
-// contract is upheld by `System`.
+// SAFETY: every method forwards to `MiMalloc` (the sipmeter binary's allocator) with the
+// caller's arguments, so the allocator contract is upheld by `MiMalloc`.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         bump(&LIVE, l.size() as isize);
@@ -67,21 +69,21 @@ unsafe impl GlobalAlloc for Counting {
         bump(&BLOCKS, 1);
         bump(&CHUNKS, chunk(l.size()));
         // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(l) }
+        unsafe { MiMalloc.alloc(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         bump(&LIVE, new_size as isize - l.size() as isize);
         bump(&ALLOCS, 1);
         bump(&CHUNKS, chunk(new_size) - chunk(l.size()));
         // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(p, l, new_size) }
+        unsafe { MiMalloc.realloc(p, l, new_size) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         bump(&LIVE, -(l.size() as isize));
         bump(&BLOCKS, -1);
         bump(&CHUNKS, -chunk(l.size()));
         // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(p, l) }
+        unsafe { MiMalloc.dealloc(p, l) }
     }
 }
 
