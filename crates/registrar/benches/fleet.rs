@@ -42,7 +42,17 @@ fn bump(counter: &AtomicIsize, v: isize) {
 }
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// The most live bytes seen so far (reset before each phase): the heap the phase touches.
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 /// Allocations made (reallocations count as one each), for allocations per transaction.
+/// Raises [`PEAK`] to the live bytes when they exceed it.
+fn peak() {
+    let live = LIVE.load(Ordering::Relaxed);
+    if live > PEAK.load(Ordering::Relaxed) {
+        PEAK.store(live, Ordering::Relaxed);
+    }
+}
+
 static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 /// Live heap blocks: the allocator's own overhead per block (glibc: 8 bytes of header,
 /// sizes rounded up to 16, at least 32) comes on top of the bytes counted.
@@ -65,6 +75,7 @@ fn chunk(size: usize) -> isize {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         bump(&LIVE, l.size() as isize);
+        peak();
         bump(&ALLOCS, 1);
         bump(&BLOCKS, 1);
         bump(&CHUNKS, chunk(l.size()));
@@ -73,6 +84,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         bump(&LIVE, new_size as isize - l.size() as isize);
+        peak();
         bump(&ALLOCS, 1);
         bump(&CHUNKS, chunk(new_size) - chunk(l.size()));
         // SAFETY: same contract as our caller's.
@@ -263,10 +275,13 @@ fn main() {
 
     // Phase 1: everyone registers (REGISTER, 401, REGISTER with credentials, 200).
     let a0 = ALLOCS.load(Ordering::Relaxed);
+    let l0 = LIVE.load(Ordering::Relaxed);
+    PEAK.store(l0, Ordering::Relaxed);
     let (t0, c0) = (Instant::now(), cpu_time());
     let reg_msgs = phase_register(&mut uas, &mut reg, &index, now);
     let (reg_time, reg_cpu) = (t0.elapsed(), cpu_time().zip(c0).map(|(b, a)| b - a));
     let reg_allocs = ALLOCS.load(Ordering::Relaxed) - a0;
+    let reg_peak = PEAK.load(Ordering::Relaxed) - l0;
     let registered = uas
         .iter()
         .filter(|u| matches!(u.registration(), sip_proto::ua::RegState::Registered { .. }))
@@ -285,10 +300,13 @@ fn main() {
 
     // Phase 2: the first half calls the second half; answered, then hung up.
     let a1 = ALLOCS.load(Ordering::Relaxed);
+    let l1 = LIVE.load(Ordering::Relaxed);
+    PEAK.store(l1, Ordering::Relaxed);
     let (t1, c1) = (Instant::now(), cpu_time());
     let (messages, calls) = phase_calls(&mut uas, &mut reg, &index, now);
     let (call_time, call_cpu) = (t1.elapsed(), cpu_time().zip(c1).map(|(b, a)| b - a));
     let call_allocs = ALLOCS.load(Ordering::Relaxed) - a1;
+    let call_peak = PEAK.load(Ordering::Relaxed) - l1;
     let half = n / 2;
     let ended = (0..half)
         .filter(|&i| uas[i].call_state(calls[i]) == Some(sip_proto::ua::CallState::Terminated))
@@ -322,6 +340,12 @@ fn main() {
         reg_txns + call_txns,
         (reg_t + call_t).as_secs_f64(),
         (reg_txns + call_txns) / (reg_t + call_t).as_secs_f64()
+    );
+    // The heap a burst touches: messages and transactions in flight for every endpoint at once.
+    println!(
+        "  heap in flight at the peak: register {:.0} bytes per endpoint, calls {:.0} bytes per call",
+        reg_peak as f64 / n as f64,
+        call_peak as f64 / half as f64
     );
     // The registrar's share: what dropping it frees (its bindings are those of the idle
     // phase: calls add none, and its output queue is empty).

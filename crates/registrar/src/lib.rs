@@ -850,12 +850,18 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
 /// The key of a contact in the index: `user@host:port` (port defaulted).
 fn contact_key(uri: &Uri) -> String {
     match uri.as_sip() {
-        Some(u) => format!(
-            "{}@{}:{}",
-            u.user.as_deref().unwrap_or(""),
-            u.host,
-            u.port.unwrap_or(5060)
-        ),
+        Some(u) => {
+            // `user@host:port`, written piece by piece (no `format!` on the REGISTER path).
+            let user = u.user.as_deref().unwrap_or("");
+            let mut key = String::with_capacity(user.len() + 24);
+            key.push_str(user);
+            key.push('@');
+            // Writing into a String never fails.
+            let _ = std::fmt::Write::write_fmt(&mut key, format_args!("{}", u.host));
+            key.push(':');
+            sip_msg::push_decimal(&mut key, u64::from(u.port.unwrap_or(5060)));
+            key
+        }
         None => uri.to_string(),
     }
 }
@@ -872,7 +878,10 @@ fn to_tag_for(req: &Message) -> String {
     let h = fnv(call_id
         .bytes()
         .chain(branch.as_deref().unwrap_or_default().bytes()));
-    format!("r{h:016x}")
+    let mut tag = String::with_capacity(17);
+    tag.push('r');
+    sip_msg::push_hex16(&mut tag, h);
+    tag
 }
 
 /// FNV-1a: a cheap deterministic digest for branches and tags (not security relevant).

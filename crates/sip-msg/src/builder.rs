@@ -25,14 +25,37 @@ pub fn text_of(value: &impl fmt::Display, capacity: usize) -> String {
     s
 }
 
+/// Appends `v` as 16 lower-case hex digits (what `format!("{v:016x}")` gives, without the
+/// formatting machinery).
+pub fn push_hex16(s: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        // A nibble is < 16: the index is in bounds.
+        *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    // Only ASCII hex digits are written, so this never falls back.
+    s.push_str(std::str::from_utf8(&out).unwrap_or_default());
+}
+
+/// Appends `n` in decimal (what `n.to_string()` gives, without the formatting machinery).
+pub fn push_decimal(s: &mut String, n: u64) {
+    s.push_str(crate::text::decimal(n, &mut [0; 20]));
+}
+
 /// A branch from 64 random bits supplied by the caller (seeded RNG): `z9hG4bK` + 16 hex digits.
 pub fn branch_from(random: u64) -> String {
-    format!("{BRANCH_MAGIC}{random:016x}")
+    let mut s = String::with_capacity(BRANCH_MAGIC.len() + 16);
+    s.push_str(BRANCH_MAGIC);
+    push_hex16(&mut s, random);
+    s
 }
 
 /// A tag from 64 random bits supplied by the caller.
 pub fn tag_from(random: u64) -> String {
-    format!("{random:016x}")
+    let mut s = String::with_capacity(16);
+    push_hex16(&mut s, random);
+    s
 }
 
 /// Builds a request with the mandatory headers in the usual order:
@@ -279,6 +302,42 @@ impl HeadWriter {
 mod tests {
     use super::*;
     use crate::uri::{Host, SipUri};
+
+    #[test]
+    fn digits_are_written_as_format_writes_them() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            255,
+            5060,
+            65_535,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut s = String::new();
+            push_decimal(&mut s, v);
+            assert_eq!(s, v.to_string());
+            let mut s = String::from("x");
+            push_hex16(&mut s, v);
+            assert_eq!(s, format!("x{v:016x}"));
+        }
+        assert_eq!(branch_from(0xabc), format!("{BRANCH_MAGIC}{:016x}", 0xabc));
+        assert_eq!(tag_from(u64::MAX), "ffffffffffffffff");
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.22.133.9",
+        ] {
+            let host = Host::parse(a).unwrap();
+            assert_eq!(host.to_string(), a);
+            let uri = SipUri::new(host).with_user("u").with_port(5060);
+            assert_eq!(uri.to_string(), format!("sip:u@{a}:5060"));
+        }
+    }
 
     #[test]
     fn builds_a_valid_invite() {

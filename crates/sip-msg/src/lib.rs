@@ -36,7 +36,9 @@ mod text;
 pub mod typed;
 mod uri;
 
-pub use builder::{BRANCH_MAGIC, RequestBuilder, branch_from, tag_from, text_of};
+pub use builder::{
+    BRANCH_MAGIC, RequestBuilder, branch_from, push_decimal, push_hex16, tag_from, text_of,
+};
 pub use error::{ErrorKind, HeaderError, ParseError, UriError, Warning, WarningKind};
 pub use framer::{Frame, FrameError, Framer};
 pub use header::{Header, HeaderName, HeaderView, Headers, TypedHeader};

@@ -392,9 +392,16 @@ impl Message {
         let start: std::borrow::Cow<'_, [u8]> = match self.start_raw.as_bytes() {
             Some(raw) => raw.into(),
             None => match &self.start {
-                StartLine::Request(r) => format!("{} {} SIP/2.0", r.method, r.uri)
-                    .into_bytes()
-                    .into(),
+                StartLine::Request(r) => {
+                    let method = r.method.as_str();
+                    let mut line = String::with_capacity(method.len() + 48);
+                    line.push_str(method);
+                    line.push(' ');
+                    // Writing into a String never fails.
+                    let _ = fmt::Write::write_fmt(&mut line, format_args!("{}", r.uri));
+                    line.push_str(" SIP/2.0");
+                    line.into_bytes().into()
+                }
                 StartLine::Response(s) => {
                     let mut line = Vec::with_capacity(12 + s.reason.len());
                     line.extend_from_slice(b"SIP/2.0 ");

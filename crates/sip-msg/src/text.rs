@@ -756,14 +756,53 @@ fn uri_param(part: &str) -> (&str, Option<&str>) {
 impl std::fmt::Display for Params {
     /// Writes `;name=value` for each parameter.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Pieces written one by one: `write!` would run the formatting machinery per parameter.
         for (n, v) in &self.0 {
-            match v {
-                Some(v) => write!(f, ";{n}={v}")?,
-                None => write!(f, ";{n}")?,
+            f.write_str(";")?;
+            f.write_str(n)?;
+            if let Some(v) = v {
+                f.write_str("=")?;
+                f.write_str(v)?;
             }
         }
         Ok(())
     }
+}
+
+/// `n` in decimal, written into `buf` (a u64 has at most 20 digits): the digits without the
+/// formatting machinery of `Display`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        // `n % 10` < 10: the cast cannot truncate.
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits are written, so this never falls back.
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
+}
+
+/// Writes an IPv4 address as `Ipv4Addr`'s `Display` does (dotted decimal), in one call.
+pub(crate) fn write_ipv4(f: &mut impl std::fmt::Write, a: std::net::Ipv4Addr) -> std::fmt::Result {
+    let mut out = [0u8; 15];
+    let mut len = 0;
+    for (k, o) in a.octets().into_iter().enumerate() {
+        if k > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        let mut digits = [0u8; 20];
+        for &d in decimal(u64::from(o), &mut digits).as_bytes() {
+            out[len] = d;
+            len += 1;
+        }
+    }
+    // Only ASCII digits and dots are written, so this never falls back.
+    f.write_str(std::str::from_utf8(&out[..len]).unwrap_or_default())
 }
 
 /// Parses a decimal number that must fit in `u64` and be at most `max`.

@@ -44,7 +44,7 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Name(n) => f.write_str(n),
-            Host::V4(a) => write!(f, "{a}"),
+            Host::V4(a) => crate::text::write_ipv4(f, *a),
             Host::V6(a) => write!(f, "[{a}]"),
         }
     }
@@ -127,7 +127,7 @@ impl fmt::Display for HostRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostRef::Name(n) => f.write_str(n),
-            HostRef::V4(a) => write!(f, "{a}"),
+            HostRef::V4(a) => crate::text::write_ipv4(f, *a),
             HostRef::V6(a) => write!(f, "[{a}]"),
         }
     }
@@ -580,11 +580,12 @@ impl fmt::Display for SipUri {
             }
             f.write_str("@")?;
         }
-        write!(f, "{}", self.host)?;
+        fmt::Display::fmt(&self.host, f)?;
         if let Some(p) = self.port {
-            write!(f, ":{p}")?;
+            f.write_str(":")?;
+            f.write_str(crate::text::decimal(u64::from(p), &mut [0; 20]))?;
         }
-        write!(f, "{}", self.params)?;
+        fmt::Display::fmt(&self.params, f)?;
         for (i, (n, v)) in self.headers.iter().enumerate() {
             write!(f, "{}{n}={v}", if i == 0 { '?' } else { '&' })?;
         }
@@ -737,7 +738,7 @@ impl FromStr for Uri {
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Uri::Sip(u) => write!(f, "{u}"),
+            Uri::Sip(u) => fmt::Display::fmt(u, f),
             Uri::Tel { number, params } => write!(f, "tel:{number}{params}"),
             Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
         }
