@@ -261,32 +261,51 @@ impl Registrar {
         reason: &str,
         extra: Vec<Header>,
     ) {
-        let mut resp = Message::response_to(req, code, reason, Some(&to_tag_for(req)));
+        // Printed straight from the request's lines into the bytes to send (the same bytes as
+        // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
+        let mut out = Vec::with_capacity(
+            req.headers
+                .iter()
+                .map(|h| h.value().len() + 16)
+                .sum::<usize>()
+                + 160,
+        );
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
-        if let Some(stamped) = stamped_top_via(req, source)
-            && let Some(i) = resp.headers.position(&HeaderName::Via)
-        {
-            // The top Via value is replaced in place; the other values of its line (a
-            // comma-joined `Via: a, b`) stay, after it.
-            let first = resp.headers.remove_first(&HeaderName::Via);
-            resp.headers
-                .insert(i, Header::new(HeaderName::Via, stamped));
-            if let Some(rest) = first.and_then(|h| after_first_value(h.value())) {
-                resp.headers
-                    .insert(i + 1, Header::new(HeaderName::Via, rest));
-            }
-        }
-        for h in extra {
-            resp.headers.push(h);
-        }
-        resp.headers.push(Header::from_static(
+        // The top Via value is replaced in place; the other values of its line (a
+        // comma-joined `Via: a, b`) stay, after it.
+        let stamped = stamped_top_via(req, source);
+        let rest = stamped.as_ref().and_then(|_| {
+            req.headers
+                .get(&HeaderName::Via)
+                .and_then(|h| after_first_value(h.value()))
+        });
+        let vias = [
+            stamped.as_deref().unwrap_or_default(),
+            rest.as_deref().unwrap_or_default(),
+        ];
+        let vias = &vias[..1 + usize::from(rest.is_some())];
+        Message::write_response(
+            req,
+            code,
+            reason,
+            Some(&to_tag_for(req)),
+            stamped.is_some().then_some(vias),
+            &mut out,
+        );
+        for h in extra.iter().chain([&Header::from_static(
             HeaderName::Server,
             "sipmeter-registrar",
-        ));
+        )]) {
+            out.extend_from_slice(h.name().as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         if code >= 300 {
             self.stats.refused += u64::from(!matches!(code, 401 | 407));
         }
-        self.out.push_back((source, Bytes::from(resp.to_bytes())));
+        self.out.push_back((source, Bytes::from(out)));
     }
 
     fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {

@@ -386,6 +386,53 @@ impl Message {
         resp
     }
 
+    /// Prints a response to `request` straight into `out`, as
+    /// `Message::response_to(request, code, reason, to_tag).to_bytes()` would print it, without
+    /// building the response: the start line, the copied header lines (byte for byte as
+    /// received; To with `to_tag` added when it has none) and `Content-Length: 0`, each ending
+    /// in CRLF, but **not** the empty line that ends the head, so the caller can add header
+    /// lines before it. When `first_via` is given, the first Via line is printed as those
+    /// values instead, one `Via:` line each (a proxy's edited top Via).
+    pub fn write_response(
+        request: &Message,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        first_via: Option<&[&str]>,
+        out: &mut Vec<u8>,
+    ) {
+        write_status_line(out, code, reason);
+        out.extend_from_slice(b"\r\n");
+        let mut first_via = first_via;
+        for h in request.headers.iter() {
+            let n = h.name();
+            match n {
+                HeaderName::Via if first_via.is_some() => {
+                    for v in first_via.take().unwrap_or_default() {
+                        write_line(out, HeaderName::Via.as_str(), v);
+                    }
+                }
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    write_header(out, h);
+                }
+                HeaderName::RecordRoute if (101..300).contains(&code) => write_header(out, h),
+                HeaderName::To => {
+                    out.extend_from_slice(b"To: ");
+                    out.extend_from_slice(h.value().as_bytes());
+                    if let Some(tag) = to_tag
+                        && !NameAddrTag::has_tag(h.value())
+                    {
+                        out.extend_from_slice(b";tag=");
+                        out.extend_from_slice(tag.as_bytes());
+                    }
+                    out.extend_from_slice(b"\r\n");
+                }
+                _ => {}
+            }
+        }
+        out.extend_from_slice(b"Content-Length: 0\r\n");
+    }
+
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
         // One allocation of the exact size (a `Bytes` made from it then needs no other).
@@ -404,18 +451,7 @@ impl Message {
                 }
                 StartLine::Response(s) => {
                     let mut line = Vec::with_capacity(12 + s.reason.len());
-                    line.extend_from_slice(b"SIP/2.0 ");
-                    match s.code {
-                        // Three digits (every real status code): written without formatting.
-                        c @ 100..=999 => line.extend_from_slice(&[
-                            b'0' + (c / 100) as u8,
-                            b'0' + (c / 10 % 10) as u8,
-                            b'0' + (c % 10) as u8,
-                        ]),
-                        c => line.extend_from_slice(c.to_string().as_bytes()),
-                    }
-                    line.push(b' ');
-                    line.extend_from_slice(s.reason.as_bytes());
+                    write_status_line(&mut line, s.code, &s.reason);
                     line.into()
                 }
             },
@@ -457,6 +493,41 @@ impl Message {
             },
         }
     }
+}
+
+/// `SIP/2.0 code reason`, without the line end.
+fn write_status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
+    out.extend_from_slice(b"SIP/2.0 ");
+    match code {
+        // Three digits (every real status code): written without formatting.
+        c @ 100..=999 => out.extend_from_slice(&[
+            b'0' + (c / 100) as u8,
+            b'0' + (c / 10 % 10) as u8,
+            b'0' + (c % 10) as u8,
+        ]),
+        c => out.extend_from_slice(c.to_string().as_bytes()),
+    }
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+}
+
+/// One header as [`Message::to_bytes`] prints it (as received, or `Name: value`), and CRLF.
+fn write_header(out: &mut Vec<u8>, h: &Header) {
+    match h.raw() {
+        Some(raw) => {
+            out.extend_from_slice(raw);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => write_line(out, h.name().as_str(), h.value()),
+    }
+}
+
+/// `name: value` and CRLF.
+fn write_line(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Tag detection on a raw To value without a full parse.
@@ -659,7 +730,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     let (e0, mut pos) = line_end(0, 0)?;
     // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the
     // previous). Collected as (start, end, line number, folded) before the head text exists.
-    let mut spans: Vec<(usize, usize, usize, bool)> = Vec::with_capacity(24);
+    let mut spans = Spans::new();
     let mut lines = 1;
     let mut leading_fold = false;
     let body_at = loop {
@@ -706,8 +777,8 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         return Err(ParseError::new(ErrorKind::BadHeaderLine, 2));
     }
 
-    let mut headers = Headers::with_capacity(spans.len());
-    for span in spans {
+    let mut headers = Headers::with_capacity(spans.len);
+    for &span in spans.iter() {
         parse_header(&src, head.as_ref(), span, &mut headers).map_err(or_incomplete)?;
     }
 
@@ -765,6 +836,51 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         body,
         warnings,
     })
+}
+
+/// A header's lines while the head is split: start, end, line number, folded.
+type Span = (usize, usize, usize, bool);
+
+/// The header spans of one message: the first [`Spans::INLINE`] on the stack (a message
+/// rarely has more), the rest in a list; one heap allocation less per message parsed.
+struct Spans {
+    inline: [Span; Spans::INLINE],
+    len: usize,
+    more: Vec<Span>,
+}
+
+impl Spans {
+    const INLINE: usize = 32;
+
+    fn new() -> Self {
+        Self {
+            inline: [(0, 0, 0, false); Self::INLINE],
+            len: 0,
+            more: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, span: Span) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = span,
+            None => self.more.push(span),
+        }
+        self.len += 1;
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Span> {
+        match self.len {
+            0 => None,
+            n if n <= Self::INLINE => self.inline.get_mut(n - 1),
+            _ => self.more.last_mut(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Span> {
+        self.inline[..self.len.min(Self::INLINE)]
+            .iter()
+            .chain(self.more.iter())
+    }
 }
 
 /// Joins folded lines: CRLF + white space becomes one space; outer white space trimmed.
@@ -950,6 +1066,88 @@ v=0\n";
         assert_eq!(m.status(), Some(200));
         assert_eq!(m.method(), Some(Method::Register));
         assert_eq!(m.to_bytes(), raw);
+    }
+
+    #[test]
+    fn a_printed_answer_is_the_built_one() {
+        // Compact names, a folded To, joined and repeated Vias, Record-Route, a To with a tag,
+        // a header that is not copied: `write_response` + the empty line gives the bytes of
+        // `response_to` + `to_bytes`, for every code class, with and without a To tag.
+        let requests: [&[u8]; 3] = [
+            INVITE,
+            b"INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c;branch=z9hG4bK3\r\nRecord-Route: <sip:p;lr>\r\nf: <sip:a@h>;tag=1\r\nt: \"B\"\r\n  <sip:b@h>\r\ni: x@y\r\nCSeq: 1 INVITE\r\nX-Other: no\r\nl: 0\r\n\r\n",
+            b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK9\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n",
+        ];
+        for raw in requests {
+            let req = Message::parse(raw).unwrap();
+            for code in [100, 180, 200, 302, 401, 500] {
+                for tag in [None, Some("t1")] {
+                    let built = Message::response_to(&req, code, "Reason", tag);
+                    let mut printed = Vec::new();
+                    Message::write_response(&req, code, "Reason", tag, None, &mut printed);
+                    printed.extend_from_slice(b"\r\n");
+                    assert_eq!(
+                        String::from_utf8_lossy(&printed),
+                        String::from_utf8_lossy(&built.to_bytes())
+                    );
+                    // The first Via line replaced, as a proxy's answer does.
+                    for vias in [&["SIP/2.0/UDP z;received=1.2.3.4"][..], &["V1", "V2, V3"]] {
+                        let mut edited = built.clone();
+                        let i = edited.headers.position(&HeaderName::Via).unwrap();
+                        edited.headers.remove_first(&HeaderName::Via);
+                        for (k, v) in vias.iter().enumerate() {
+                            edited
+                                .headers
+                                .insert(i + k, Header::new(HeaderName::Via, *v));
+                        }
+                        let mut printed = Vec::new();
+                        Message::write_response(
+                            &req,
+                            code,
+                            "Reason",
+                            tag,
+                            Some(vias),
+                            &mut printed,
+                        );
+                        printed.extend_from_slice(b"\r\n");
+                        assert_eq!(printed, edited.to_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn many_headers_and_folding_past_the_inline_spans() {
+        // More header lines than `Spans` keeps on the stack, with folded lines on both sides
+        // of the boundary: every header is read, in order, and printed back as received.
+        for folded_at in [30, 31, 32, 33, 40] {
+            let mut raw = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+            for i in 0..45 {
+                raw.extend_from_slice(format!("X-H{i}: v{i}\r\n").as_bytes());
+                if i == folded_at {
+                    raw.extend_from_slice(b" more\r\n\tend\r\n");
+                }
+            }
+            raw.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            let m = Message::parse(&raw).unwrap();
+            assert_eq!(m.headers.len(), 46);
+            for i in 0..45 {
+                let want = if i == folded_at {
+                    format!("v{i} more end")
+                } else {
+                    format!("v{i}")
+                };
+                let name: HeaderName = format!("X-H{i}").as_str().into();
+                assert_eq!(m.headers.value(&name), Some(want.as_str()), "header {i}");
+            }
+            assert_eq!(m.to_bytes(), raw);
+            let line = raw.len() - 4;
+            let mut broken = raw[..line].to_vec();
+            broken.extend_from_slice(b"\r\nBad Header\r\n\r\n");
+            let e = Message::parse(&broken).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::BadHeaderLine);
+        }
     }
 
     #[test]
