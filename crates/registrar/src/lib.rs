@@ -449,10 +449,14 @@ impl Registrar {
         let mut extra = Vec::new();
         for b in self.bindings(&user) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
-            extra.push(Header::new(
-                HeaderName::Contact,
-                format!("<{}>;expires={left}", b.contact),
-            ));
+            // `<contact>;expires=left`, written into one string.
+            let mut value = String::with_capacity(64);
+            value.push('<');
+            // Writing into a String never fails.
+            let _ = write!(value, "{}", b.contact);
+            value.push_str(">;expires=");
+            sip_msg::push_decimal(&mut value, left);
+            extra.push(Header::new(HeaderName::Contact, value));
         }
         self.stats.registered += 1;
         self.respond(req, source, 200, "OK", extra);
@@ -656,8 +660,9 @@ impl Registrar {
         // into its string.
         let mut ours = String::with_capacity(self.via_prefix.len() + 32);
         ours.push_str(&self.via_prefix);
-        // Writing to a String cannot fail.
-        let _ = write!(ours, "{BRANCH_MAGIC}sm{incoming:016x}");
+        ours.push_str(BRANCH_MAGIC);
+        ours.push_str("sm");
+        sip_msg::push_hex16(&mut ours, incoming);
         req.headers.push_front(Header::new(HeaderName::Via, ours));
         self.stats.forwarded += 1;
         self.out.push_back((to, Bytes::from(req.to_bytes())));
@@ -771,16 +776,23 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
         let name = seg.split_once('=').map_or(seg, |(n, _)| n).trim();
         if name.eq_ignore_ascii_case("received") {
             received = true;
-            let _ = write!(out, ";{name}={}", source.ip());
+            out.push(';');
+            out.push_str(name);
+            out.push('=');
+            sip_msg::push_ip(&mut out, source.ip());
         } else if name.eq_ignore_ascii_case("rport") {
-            let _ = write!(out, ";{name}={}", source.port());
+            out.push(';');
+            out.push_str(name);
+            out.push('=');
+            sip_msg::push_decimal(&mut out, u64::from(source.port()));
         } else {
             out.push(';');
             out.push_str(seg.trim());
         }
     }
     if !received {
-        let _ = write!(out, ";received={}", source.ip());
+        out.push_str(";received=");
+        sip_msg::push_ip(&mut out, source.ip());
     }
     Some(out)
 }

@@ -38,6 +38,19 @@ pub fn push_hex16(s: &mut String, v: u64) {
     s.push_str(std::str::from_utf8(&out).unwrap_or_default());
 }
 
+/// Appends `ip` as its `Display` prints it (IPv4 without the formatting machinery).
+pub fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            // Writing into a String never fails.
+            let _ = crate::text::write_ipv4(s, a);
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = fmt::Write::write_fmt(s, format_args!("{a}"));
+        }
+    }
+}
+
 /// Appends `n` in decimal (what `n.to_string()` gives, without the formatting machinery).
 pub fn push_decimal(s: &mut String, n: u64) {
     s.push_str(crate::text::decimal(n, &mut [0; 20]));

@@ -795,11 +795,17 @@ pub(crate) fn write_ipv4(f: &mut impl std::fmt::Write, a: std::net::Ipv4Addr) ->
             out[len] = b'.';
             len += 1;
         }
-        let mut digits = [0u8; 20];
-        for &d in decimal(u64::from(o), &mut digits).as_bytes() {
-            out[len] = d;
+        // At most three digits, no leading zero (as `Ipv4Addr` prints them).
+        if o >= 100 {
+            out[len] = b'0' + o / 100;
             len += 1;
         }
+        if o >= 10 {
+            out[len] = b'0' + o / 10 % 10;
+            len += 1;
+        }
+        out[len] = b'0' + o % 10;
+        len += 1;
     }
     // Only ASCII digits and dots are written, so this never falls back.
     f.write_str(std::str::from_utf8(&out[..len]).unwrap_or_default())

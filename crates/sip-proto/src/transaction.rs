@@ -138,10 +138,12 @@ impl TxnKey {
     pub fn of_server_request(req: &Message) -> Option<Self> {
         let via = req.headers.view::<ViaRef>()?.ok()?;
         let branch = via.branch()?.into_owned();
-        let mut sent_by = via.host.into_owned().to_string();
+        let mut sent_by = String::with_capacity(24);
+        // Writing into a String never fails.
+        let _ = std::fmt::Write::write_fmt(&mut sent_by, format_args!("{}", via.host));
         if let Some(p) = via.port {
             sent_by.push(':');
-            sent_by.push_str(&p.to_string());
+            sip_msg::push_decimal(&mut sent_by, u64::from(p));
         }
         sent_by.make_ascii_lowercase();
         let method = match req.method()? {
@@ -259,9 +261,32 @@ impl ClientTransaction {
         self.state
     }
 
-    /// The request this transaction sends.
+    /// The request this transaction sends (an empty message after [`ClientTransaction::shed`]).
     pub fn request(&self) -> &Message {
         &self.request_msg
+    }
+
+    /// Drops the request (its bytes and its message) once a final response has moved the
+    /// transaction to Completed, Accepted or Terminated: nothing in those states sends or
+    /// reads it again (retransmissions have stopped; the ACK for a non-2xx answer was built
+    /// on the way into Completed and is kept). A finished transaction waiting out Timer D, K
+    /// or M then holds a few hundred bytes instead of its request twice. Does nothing in
+    /// Calling, Trying or Proceeding.
+    pub fn shed(&mut self) {
+        if matches!(
+            self.state,
+            State::Completed | State::Accepted | State::Terminated
+        ) {
+            self.request = Bytes::new();
+            self.request_msg = Message::new_response(0, "");
+            // Drained queues give their room back (a queue of events keeps room for four).
+            if self.transmits.is_empty() {
+                self.transmits = VecDeque::new();
+            }
+            if self.events.is_empty() {
+                self.events = VecDeque::new();
+            }
+        }
     }
 
     /// Retransmissions of the request so far.
@@ -700,6 +725,54 @@ Content-Length: 0\r\n\r\n"
             .filter(|(_, e)| matches!(e, TxnEvent::Retransmitted { .. }))
             .map(|(d, _)| d.as_millis() as u64)
             .collect()
+    }
+
+    #[test]
+    fn a_shed_transaction_behaves_as_before() {
+        let now = Instant::now();
+        // Non-INVITE: shedding while Trying keeps the request (Timer E still resends it).
+        let req = request("REGISTER");
+        let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+        let sent = t.poll_transmit().unwrap().bytes;
+        t.shed();
+        assert_eq!(t.request().to_bytes(), req.to_bytes());
+        t.handle_timeout(now + Duration::from_millis(500));
+        assert_eq!(t.poll_transmit().unwrap().bytes, sent);
+        while t.poll_event().is_some() {}
+        // After the final response: Completed, the request dropped, a retransmitted 200
+        // absorbed, Timer K (T4 = 5 s) ends it.
+        t.handle_response(now, &response(&req, 200));
+        assert!(matches!(t.poll_event(), Some(TxnEvent::Response(_))));
+        t.shed();
+        assert_eq!(t.state(), State::Completed);
+        assert!(t.request().headers.is_empty());
+        t.handle_response(now, &response(&req, 200));
+        assert!(t.poll_event().is_none() && t.poll_transmit().is_none());
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        assert!(
+            ev.iter()
+                .any(|(d, e)| matches!(e, TxnEvent::Terminated) && d.as_secs() == 5)
+        );
+
+        // INVITE: the ACK for a non-2xx answer is built on the way into Completed; after
+        // shedding, a retransmitted 486 gets the same ACK again.
+        let inv = request("INVITE");
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        assert!(t.poll_transmit().is_some());
+        t.handle_response(now, &response(&inv, 486));
+        let ack = t.poll_transmit().unwrap().bytes;
+        assert!(ack.starts_with(b"ACK sip:bob@biloxi.example SIP/2.0\r\n"));
+        while t.poll_event().is_some() {}
+        t.shed();
+        t.handle_response(now, &response(&inv, 486));
+        let again = t.poll_transmit().unwrap();
+        assert!(again.retransmission);
+        assert_eq!(again.bytes, ack);
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        assert!(
+            ev.iter()
+                .any(|(d, e)| matches!(e, TxnEvent::Terminated) && d.as_secs() == 32)
+        );
     }
 
     #[test]

@@ -589,6 +589,17 @@ impl UserAgent {
         via
     }
 
+    /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
+    /// gives, without the formatting machinery for the digits).
+    fn call_id_text(&self, random: u64) -> String {
+        let mut id = String::with_capacity(40);
+        sip_msg::push_hex16(&mut id, random);
+        id.push('@');
+        // Writing into a String never fails.
+        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{}", self.local_host));
+        id
+    }
+
     fn common(&self, b: RequestBuilder) -> RequestBuilder {
         b.header(HeaderName::UserAgent, self.profile.user_agent.clone())
     }
@@ -642,7 +653,7 @@ impl UserAgent {
             .via_text(via)
             .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
             .to(NameAddr::new(aor))
-            .call_id(format!("{:016x}@{}", self.reg_call_id, self.local_host))
+            .call_id(self.call_id_text(self.reg_call_id))
             .cseq(self.reg_cseq)
             .contact(self.contact())
             .header(HeaderName::Expires, expires.to_string());
@@ -791,7 +802,8 @@ impl UserAgent {
     /// Places a call to `target` with an SDP offer; returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
         let local_tag = tag_from(self.rng.random());
-        let call_id = format!("{:016x}@{}", self.rng.random::<u64>(), self.local_host);
+        let random = self.rng.random::<u64>();
+        let call_id = self.call_id_text(random);
         let via = self.new_via();
         let mut b = RequestBuilder::new(Method::Invite, target.clone())
             .via_text(via)
@@ -1906,10 +1918,12 @@ impl UserAgent {
                     .any(|e| matches!(e, TxnEvent::Response(_)));
             let finished = first.into_iter().chain(more);
             if request_needed {
-                let entry = self.client.remove(i);
+                let mut entry = self.client.remove(i);
                 for ev in finished {
                     self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
                 }
+                // The response was handled: a finished transaction needs its request no more.
+                entry.txn.shed();
                 if entry.txn.state() != State::Terminated {
                     let at = i.min(self.client.len());
                     self.client.insert(at, entry);
@@ -1919,14 +1933,17 @@ impl UserAgent {
             for ev in finished {
                 self.on_client_event(now, owner, &method, None, ev);
             }
-            if self
-                .client
-                .get(i)
-                .is_some_and(|e| e.txn.state() == State::Terminated)
-            {
-                self.client.swap_remove(i);
-            } else {
-                i += 1;
+            match self.client.get_mut(i) {
+                Some(e) if e.txn.state() == State::Terminated => {
+                    self.client.swap_remove(i);
+                }
+                Some(e) => {
+                    // A finished transaction (waiting out Timer D, K or M) needs its request
+                    // no more.
+                    e.txn.shed();
+                    i += 1;
+                }
+                None => i += 1,
             }
         }
         if self.client.is_empty() && self.client.capacity() > 0 {
