@@ -435,11 +435,12 @@ struct Queues {
     events: VecDeque<UaEvent>,
 }
 
-/// Pushes a transaction entry with room for exactly one at first: an entry is several hundred
-/// bytes, a phone mostly has one transaction at a time, and `Vec`'s first capacity of 4
-/// wasted ≈ 2.7 KB per phone while a burst was in flight.
+/// Pushes a transaction entry, growing the list one entry at a time up to four: an entry is
+/// several hundred bytes, a phone mostly has one to three transactions at a time (a finished
+/// one waits out Timer K while the next runs), and `Vec`'s first capacity of 4 wasted up to
+/// ≈ 2.7 KB per phone while a burst was in flight.
 fn push_one<T>(v: &mut Vec<T>, x: T) {
-    if v.capacity() == 0 {
+    if v.len() == v.capacity() && v.len() < 4 {
         v.reserve_exact(1);
     }
     v.push(x);
@@ -1926,6 +1927,10 @@ impl UserAgent {
                 entry.txn.shed();
                 if entry.txn.state() != State::Terminated {
                     let at = i.min(self.client.len());
+                    // Grown by one (as `push_one` does), not to `Vec`'s first four.
+                    if self.client.len() == self.client.capacity() && self.client.len() < 4 {
+                        self.client.reserve_exact(1);
+                    }
                     self.client.insert(at, entry);
                 }
                 continue;
