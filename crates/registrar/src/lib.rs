@@ -273,7 +273,10 @@ impl Registrar {
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
         // The top Via value is replaced in place; the other values of its line (a
         // comma-joined `Via: a, b`) stay, after it.
-        let stamped = stamped_top_via(req, source);
+        // The top Via read once for the To tag and the stamp.
+        let via = req.headers.view::<ViaRef>().and_then(Result::ok);
+        let to_tag = to_tag_with(req, via.as_ref());
+        let stamped = via.as_ref().and_then(|_| stamp_valid_top_via(req, source));
         let rest = stamped.as_ref().and_then(|_| {
             req.headers
                 .get(&HeaderName::Via)
@@ -288,7 +291,7 @@ impl Registrar {
             req,
             code,
             reason,
-            Some(&to_tag_for(req)),
+            Some(&to_tag),
             stamped.is_some().then_some(vias),
             &mut out,
         );
@@ -756,6 +759,11 @@ fn pop_first_value(msg: &mut Message, name: HeaderName) {
 /// byte as received. `None` when the message has no readable top Via.
 fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     msg.headers.view::<ViaRef>()?.ok()?;
+    stamp_valid_top_via(msg, source)
+}
+
+/// [`stamped_top_via`] for a message whose top Via the caller has read as valid.
+fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     let line = msg.headers.get(&HeaderName::Via)?.value();
     let top = first_value(line);
     if top.contains('"') {
@@ -899,13 +907,20 @@ fn contact_key(uri: &Uri) -> String {
 
 /// A To tag for our own responses: stable per request so retransmitted requests get the same.
 fn to_tag_for(req: &Message) -> String {
+    to_tag_with(
+        req,
+        req.headers.view::<ViaRef>().and_then(Result::ok).as_ref(),
+    )
+}
+
+/// [`to_tag_for`] with the request's top Via already read.
+fn to_tag_with(req: &Message, via: Option<&ViaRef<'_>>) -> String {
     let call_id = req
         .headers
         .view::<sip_msg::typed::CallIdRef>()
         .and_then(Result::ok)
         .map_or("", |c| c.0);
-    let via = req.headers.view::<ViaRef>().and_then(Result::ok);
-    let branch = via.as_ref().and_then(ViaRef::branch);
+    let branch = via.and_then(ViaRef::branch);
     let h = fnv(call_id
         .bytes()
         .chain(branch.as_deref().unwrap_or_default().bytes()));
