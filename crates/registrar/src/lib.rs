@@ -638,23 +638,30 @@ impl Registrar {
         };
         // §16.6 step 4: Record-Route on dialog-creating requests.
         if method == Method::Invite && !in_dialog {
-            let rr = format!("<sip:{}:{};lr>", self.config.host, self.config.port);
+            let mut rr = String::with_capacity(48);
+            rr.push_str("<sip:");
+            // Writing into a String never fails.
+            let _ = write!(rr, "{}", self.config.host);
+            rr.push(':');
+            sip_msg::push_decimal(&mut rr, u64::from(self.config.port));
+            rr.push_str(";lr>");
             req.headers
                 .push_front(Header::new(HeaderName::RecordRoute, rr));
         }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
-        let incoming = fnv(req
-            .headers
-            .view::<ViaRef>()
-            .and_then(Result::ok)
-            .and_then(|v| v.branch())
+        // The top Via read once for the branch and the stamp.
+        let via = req.headers.view::<ViaRef>().and_then(Result::ok);
+        let incoming = fnv(via
+            .as_ref()
+            .and_then(ViaRef::branch)
             .as_deref()
             .unwrap_or_default()
             .bytes());
+        let stamped = via.and_then(|_| stamp_valid_top_via(&req, source));
 
         // Record where the request came from on its Via (RFC 3581), so responses find it.
-        if let Some(stamped) = stamped_top_via(&req, source) {
+        if let Some(stamped) = stamped {
             pop_first_value(&mut req, HeaderName::Via);
             req.headers
                 .push_front(Header::new(HeaderName::Via, stamped));
@@ -756,13 +763,16 @@ fn pop_first_value(msg: &mut Message, name: HeaderName) {
 
 /// The top Via value of `msg` with `received` (and `rport`, when asked for) set to `source`
 /// (RFC 3261 §18.2.1, RFC 3581 §4), edited as text: the rest of the value stays byte for
-/// byte as received. `None` when the message has no readable top Via.
+/// byte as received. `None` when the message has no readable top Via. (The registrar's paths
+/// read the Via once and call `stamp_valid_top_via`; the tests use this whole form.)
+#[cfg(test)]
 fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     msg.headers.view::<ViaRef>()?.ok()?;
     stamp_valid_top_via(msg, source)
 }
 
-/// [`stamped_top_via`] for a message whose top Via the caller has read as valid.
+/// The top Via of `msg` stamped as `stamped_top_via` says, for a message whose top Via the
+/// caller has read as valid.
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     let line = msg.headers.get(&HeaderName::Via)?.value();
     let top = first_value(line);
