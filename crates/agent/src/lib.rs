@@ -8,6 +8,7 @@ pub mod conn;
 pub mod engine;
 pub mod eventbuf;
 pub mod failover;
+pub mod fasthash;
 pub mod flow;
 pub mod hints;
 pub mod netpoll;
