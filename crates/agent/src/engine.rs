@@ -36,6 +36,7 @@ use crate::fasthash::FastMap;
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
+use crate::routes::CallRoutes;
 use crate::trace::{Direction, Trace, TraceEntry};
 
 mod failover_glue;
@@ -936,6 +937,8 @@ struct Endpoint {
     dtmf_sent: String,
     dtmf_received: String,
     trace: Trace,
+    /// The Call-ID of the current call (its route retires when the call ends).
+    call_cid: Option<String>,
     done: bool,
     /// The connection (stream transports).
     link: Link,
@@ -975,7 +978,7 @@ struct Shard<'a> {
     /// One agent profile per group, shared by the group's agents.
     profiles: Vec<Arc<UaProfile>>,
     by_user: FastMap<String, usize>,
-    by_call_id: FastMap<String, usize>,
+    by_call_id: CallRoutes,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Batched: see `eventbuf`.
     events: EventSink,
@@ -1138,7 +1141,7 @@ impl<'a> Shard<'a> {
                 .map(|g| Arc::new(ua_profile(plan, g)))
                 .collect(),
             by_user: FastMap::default(),
-            by_call_id: FastMap::default(),
+            by_call_id: CallRoutes::default(),
             heap: BinaryHeap::new(),
             events: EventSink::new(events),
             start,
@@ -1231,6 +1234,7 @@ impl<'a> Shard<'a> {
                 malformed: None,
                 wake: None,
                 trace: Trace::default(),
+                call_cid: None,
                 done: false,
                 next_action: 0,
                 media: None,
@@ -1371,6 +1375,7 @@ impl<'a> Shard<'a> {
             }
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
+                self.by_call_id.expire(now);
                 self.progress();
                 let tasks = tokio::runtime::Handle::current()
                     .metrics()
@@ -1845,9 +1850,12 @@ impl<'a> Shard<'a> {
                 // of the header lines we wrote, not a second parse.
                 if !out.bytes.starts_with(b"SIP/2.0 ")
                     && let Some(cid) = raw_call_id(&out.bytes)
-                    && !self.by_call_id.contains_key(cid)
+                    && !self.by_call_id.contains(cid)
                 {
                     self.by_call_id.insert(cid.to_owned(), idx);
+                    if out.bytes.starts_with(b"INVITE ") {
+                        self.call_route(idx, now, cid.to_owned());
+                    }
                 }
                 let at = now - self.start;
                 if let Some(stream) = &self.stream {
@@ -2216,10 +2224,24 @@ impl<'a> Shard<'a> {
         }
     }
 
+    /// `cid` is the Call-ID of endpoint `idx`'s new call: its route retires when the call
+    /// ends (see `routes`); a call left without an end (a failover to a new Call-ID) retires
+    /// now.
+    fn call_route(&mut self, idx: usize, now: Instant, cid: String) {
+        if let Some(old) = self.endpoints[idx].call_cid.replace(cid) {
+            self.by_call_id
+                .retire(old, now, self.plan.timers.t1.saturating_mul(64));
+        }
+    }
+
     /// After a call: dial again, un-register, or (answerers) wait for the callers.
     fn after_call(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
+        if let Some(cid) = ep.call_cid.take() {
+            self.by_call_id
+                .retire(cid, now, plan.timers.t1.saturating_mul(64));
+        }
         // A call that ended well leaves no records behind (see `Trace`'s retention rule).
         ep.trace
             .call_ended(plan.keep_all_traces || ep.outcome != Outcome::Success);
@@ -2357,7 +2379,7 @@ impl<'a> Shard<'a> {
         };
         // The Call-ID once (each `call_id()` is a parse and a copy).
         let cid = msg.call_id();
-        let by_cid = |m: &FastMap<String, usize>| cid.as_deref().and_then(|c| m.get(c).copied());
+        let by_cid = |m: &CallRoutes| cid.as_deref().and_then(|c| m.get(c));
         let idx = if let Some(i) = on {
             Some(i)
         } else if msg.is_request() {
@@ -2373,9 +2395,17 @@ impl<'a> Shard<'a> {
         let Some(idx) = idx else { return };
         let mut new_call = false;
         if let Some(cid) = cid
-            && !self.by_call_id.contains_key(&cid)
+            && !self.by_call_id.contains(&cid)
         {
             new_call = msg.method() == Some(Method::Invite);
+            if new_call && self.endpoints[idx].active_call.is_some() {
+                // A second call while busy is refused (486): its route goes with its
+                // transaction, the current call's stays.
+                self.by_call_id
+                    .retire(cid.clone(), now, self.plan.timers.t1.saturating_mul(64));
+            } else if new_call {
+                self.call_route(idx, now, cid.clone());
+            }
             self.by_call_id.insert(cid, idx);
         }
         let at = now - self.start;
@@ -2605,7 +2635,7 @@ impl<'a> Shard<'a> {
     }
 
     fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
-        self.by_call_id.get(raw_call_id(bytes)?).copied()
+        self.by_call_id.get(raw_call_id(bytes)?)
     }
 }
 
