@@ -6,7 +6,8 @@
 # seconds (user+sys), CPU per call and peak RSS. Measures; never fails on a figure.
 #
 #   benches/load/cps.sh [CALLS] RATE1 RATE2 …      (default: 5000 calls at 200 500 1000 2000/s)
-# Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode.
+# Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or
+# measures the binary SIPMETER_BIN names (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -14,8 +15,12 @@ shift || true
 RATES=("$@")
 ((${#RATES[@]})) || RATES=(200 500 1000 2000)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sipmeter/target}
-cargo build --release -q -p sipmeter
-BIN=$CARGO_TARGET_DIR/release/sipmeter
+if [[ -n ${SIPMETER_BIN:-} ]]; then
+  BIN=$SIPMETER_BIN
+else
+  cargo build --release -q -p sipmeter
+  BIN=$CARGO_TARGET_DIR/release/sipmeter
+fi
 WORK=$(mktemp -d)
 trap 'pkill -f "sipp -sn uas -i 127.0.0.1 -p" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

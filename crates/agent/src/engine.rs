@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
-use sip_msg::{Host, Message, SipUri, Uri};
+use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Destination, UaEvent, UaIdentity, UaProfile, UserAgent};
@@ -32,9 +32,11 @@ use crate::callmedia::{
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
+use crate::fasthash::FastMap;
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
+use crate::routes::CallRoutes;
 use crate::trace::{Direction, Trace, TraceEntry};
 
 mod failover_glue;
@@ -857,6 +859,9 @@ struct Link {
 /// Reconnect attempts in a row before the endpoint gives up (RFC 5626 §4.5 backoff).
 const MAX_RECONNECT_FAILURES: u32 = 5;
 
+/// Datagrams read from the shard's UDP socket in one turn of its loop, at most.
+const UDP_DRAIN: usize = 64;
+
 /// The wait before reconnect attempt `failures + 1`: 0.5 s doubling up to 30 s.
 fn reconnect_backoff(failures: u32) -> Duration {
     Duration::from_millis(500)
@@ -932,6 +937,8 @@ struct Endpoint {
     dtmf_sent: String,
     dtmf_received: String,
     trace: Trace,
+    /// The Call-ID of the current call (its route retires when the call ends).
+    call_cid: Option<String>,
     done: bool,
     /// The connection (stream transports).
     link: Link,
@@ -970,8 +977,8 @@ struct Shard<'a> {
     endpoints: Vec<Endpoint>,
     /// One agent profile per group, shared by the group's agents.
     profiles: Vec<Arc<UaProfile>>,
-    by_user: HashMap<String, usize>,
-    by_call_id: HashMap<String, usize>,
+    by_user: FastMap<String, usize>,
+    by_call_id: CallRoutes,
     heap: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Batched: see `eventbuf`.
     events: EventSink,
@@ -1133,8 +1140,8 @@ impl<'a> Shard<'a> {
             profiles: (0..plan.groups.len())
                 .map(|g| Arc::new(ua_profile(plan, g)))
                 .collect(),
-            by_user: HashMap::new(),
-            by_call_id: HashMap::new(),
+            by_user: FastMap::default(),
+            by_call_id: CallRoutes::default(),
             heap: BinaryHeap::new(),
             events: EventSink::new(events),
             start,
@@ -1227,6 +1234,7 @@ impl<'a> Shard<'a> {
                 malformed: None,
                 wake: None,
                 trace: Trace::default(),
+                call_cid: None,
                 done: false,
                 next_action: 0,
                 media: None,
@@ -1346,6 +1354,9 @@ impl<'a> Shard<'a> {
         // Whether every endpoint is done is a scan of the slab: at most every 5 ms, not on
         // each of the loop's (many thousand per second, with media) turns.
         let mut next_done_check = self.start;
+        // Lateness counts from the loop's start: the endpoints' first wake-ups fall due while
+        // the shard is still being set up (thousands of agents made), which is no overload.
+        let began = Instant::now();
         loop {
             let now = Instant::now();
             if self.events.due().is_some_and(|t| t <= now) {
@@ -1364,6 +1375,7 @@ impl<'a> Shard<'a> {
             }
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
+                self.by_call_id.expire(now);
                 self.progress();
                 let tasks = tokio::runtime::Handle::current()
                     .metrics()
@@ -1379,7 +1391,7 @@ impl<'a> Shard<'a> {
                 if self.endpoints[idx].wake != Some(at) {
                     continue; // stale entry
                 }
-                let lateness = now.saturating_duration_since(at);
+                let lateness = now.saturating_duration_since(at.max(began));
                 self.stats.timers_fired += 1;
                 if lateness > Duration::from_millis(10) {
                     self.stats.late_timers += 1;
@@ -1420,6 +1432,18 @@ impl<'a> Shard<'a> {
                     if let Ok((n, from)) = r {
                         let bytes = Bytes::copy_from_slice(&buf[..n]);
                         self.on_datagram(Instant::now(), bytes, from).await;
+                    }
+                    // Then what else has arrived, without a turn of the loop (a poll of every
+                    // source and a timer set) per datagram; bounded, so timers stay on time.
+                    for _ in 0..UDP_DRAIN {
+                        match self.sock.try_recv_from(&mut buf) {
+                            Ok((n, from)) => {
+                                let bytes = Bytes::copy_from_slice(&buf[..n]);
+                                self.on_datagram(Instant::now(), bytes, from).await;
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
                     }
                 }
                 r = self.media.readable() => {
@@ -1803,6 +1827,7 @@ impl<'a> Shard<'a> {
         ep.invite_sent = Some(now);
         ep.answered_at = None;
         ep.set_phase(Phase::Calling, &self.events);
+        ep.trace.call_begins();
         ep.active_call = Some(ep.ua.call(now, target, Some(sdp)));
     }
 
@@ -1825,9 +1850,12 @@ impl<'a> Shard<'a> {
                 // of the header lines we wrote, not a second parse.
                 if !out.bytes.starts_with(b"SIP/2.0 ")
                     && let Some(cid) = raw_call_id(&out.bytes)
-                    && !self.by_call_id.contains_key(cid)
+                    && !self.by_call_id.contains(cid)
                 {
                     self.by_call_id.insert(cid.to_owned(), idx);
+                    if out.bytes.starts_with(b"INVITE ") {
+                        self.call_route(idx, now, cid.to_owned());
+                    }
                 }
                 let at = now - self.start;
                 if let Some(stream) = &self.stream {
@@ -2196,10 +2224,27 @@ impl<'a> Shard<'a> {
         }
     }
 
+    /// `cid` is the Call-ID of endpoint `idx`'s new call: its route retires when the call
+    /// ends (see `routes`); a call left without an end (a failover to a new Call-ID) retires
+    /// now.
+    fn call_route(&mut self, idx: usize, now: Instant, cid: String) {
+        if let Some(old) = self.endpoints[idx].call_cid.replace(cid) {
+            self.by_call_id
+                .retire(old, now, self.plan.timers.t1.saturating_mul(64));
+        }
+    }
+
     /// After a call: dial again, un-register, or (answerers) wait for the callers.
     fn after_call(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
+        if let Some(cid) = ep.call_cid.take() {
+            self.by_call_id
+                .retire(cid, now, plan.timers.t1.saturating_mul(64));
+        }
+        // A call that ended well leaves no records behind (see `Trace`'s retention rule).
+        ep.trace
+            .call_ended(plan.keep_all_traces || ep.outcome != Outcome::Success);
         if self.stopping {
             ep.script = Script::Unregister;
             ep.script_at = Some(now);
@@ -2332,6 +2377,9 @@ impl<'a> Shard<'a> {
         } else {
             None
         };
+        // The Call-ID once (each `call_id()` is a parse and a copy).
+        let cid = msg.call_id();
+        let by_cid = |m: &CallRoutes| cid.as_deref().and_then(|c| m.get(c));
         let idx = if let Some(i) = on {
             Some(i)
         } else if msg.is_request() {
@@ -2340,17 +2388,33 @@ impl<'a> Shard<'a> {
                 .and_then(Uri::as_sip)
                 .and_then(SipUri::user_unescaped);
             user.and_then(|u| self.by_user.get(&u).copied())
-                .or_else(|| msg.call_id().and_then(|c| self.by_call_id.get(&c).copied()))
+                .or_else(|| by_cid(&self.by_call_id))
         } else {
-            msg.call_id().and_then(|c| self.by_call_id.get(&c).copied())
+            by_cid(&self.by_call_id)
         };
         let Some(idx) = idx else { return };
-        if let Some(cid) = msg.call_id() {
-            self.by_call_id.entry(cid).or_insert(idx);
+        let mut new_call = false;
+        if let Some(cid) = cid
+            && !self.by_call_id.contains(&cid)
+        {
+            new_call = msg.method() == Some(Method::Invite);
+            if new_call && self.endpoints[idx].active_call.is_some() {
+                // A second call while busy is refused (486): its route goes with its
+                // transaction, the current call's stays.
+                self.by_call_id
+                    .retire(cid.clone(), now, self.plan.timers.t1.saturating_mul(64));
+            } else if new_call {
+                self.call_route(idx, now, cid.clone());
+            }
+            self.by_call_id.insert(cid, idx);
         }
         let at = now - self.start;
         self.note_retry_after(idx, &msg);
         let ep = &mut self.endpoints[idx];
+        if new_call {
+            // An incoming call's records begin with its INVITE.
+            ep.trace.call_begins();
+        }
         ep.trace
             .message(Direction::Received, kind, local, from, bytes, at, false);
         if let Some(why) = broken {
@@ -2571,7 +2635,7 @@ impl<'a> Shard<'a> {
     }
 
     fn find_by_raw_call_id(&self, bytes: &[u8]) -> Option<usize> {
-        self.by_call_id.get(raw_call_id(bytes)?).copied()
+        self.by_call_id.get(raw_call_id(bytes)?)
     }
 }
 
@@ -2609,19 +2673,21 @@ fn bind_udp(
 /// The Call-ID value of a message's header section (`Call-ID:` or compact `i:`), without
 /// parsing the message.
 fn raw_call_id(bytes: &[u8]) -> Option<&str> {
-    let head = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(bytes, |end| &bytes[..end]);
-    head.split(|&b| b == b'\n').find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
+    // One pass over the lines, up to the empty line that ends the header section.
+    for line in bytes.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"call-id") || name == b"i" {
-            std::str::from_utf8(line[colon + 1..].trim_ascii()).ok()
-        } else {
-            None
+            return std::str::from_utf8(line[colon + 1..].trim_ascii()).ok();
         }
-    })
+    }
+    None
 }
 
 fn uri_addr(uri: &Uri) -> Option<SocketAddr> {

@@ -97,9 +97,21 @@ impl TraceEntry {
 /// An endpoint's trace as the engine keeps it while the endpoint runs: a message is its bytes
 /// and facts; its text ([`TraceEntry::text`], a lossy UTF-8 copy) is made only when the trace
 /// goes into a report ([`Trace::into_entries`]), which most successful endpoints' never do.
+///
+/// Retention: a report carries the trace of failed endpoints only (unless all traces are
+/// asked for), so the records of a call that ended well need not wait for the end of the run.
+/// A call's records run from [`Trace::call_begins`] (its first) or the end of the call before
+/// to [`Trace::call_ended`], which drops them when the endpoint is still doing well. What
+/// came before the endpoint's first call (notes, registration) stays, and so does everything
+/// from the first call that went wrong on. One note in their place counts the calls left out.
 #[derive(Debug, Default)]
 pub struct Trace {
     items: Vec<Item>,
+    /// Where the records of the current call (or of what follows the last call) begin;
+    /// `None` before the first call.
+    call_start: Option<usize>,
+    /// The note counting the calls left out, when some were (an index into `items`).
+    omitted: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -114,6 +126,21 @@ enum Item {
         retransmission: bool,
     },
     Entry(TraceEntry),
+    /// Calls that ended well, left out: how many, how many records, from when.
+    Omitted {
+        calls: u32,
+        records: usize,
+        at: Duration,
+    },
+}
+
+impl Item {
+    fn at(&self) -> Duration {
+        match self {
+            Item::Message { at, .. } | Item::Omitted { at, .. } => *at,
+            Item::Entry(e) => Duration::from_secs_f64(e.at_ms.max(0.0) / 1000.0),
+        }
+    }
 }
 
 impl Trace {
@@ -145,6 +172,39 @@ impl Trace {
         });
     }
 
+    /// A call ended. `keep`: its records stay (the endpoint failed, or every trace is
+    /// kept); otherwise they are dropped (see [`Trace`]). Either way the next call's records
+    /// begin here.
+    pub fn call_ended(&mut self, keep: bool) {
+        let start = self.call_start.unwrap_or(self.items.len());
+        if !keep && self.items.len() > start {
+            let at = self.items[start].at();
+            let dropped = self.items.len() - start;
+            self.items.truncate(start);
+            match self.omitted.and_then(|i| self.items.get_mut(i)) {
+                Some(Item::Omitted { calls, records, .. }) => {
+                    *calls += 1;
+                    *records += dropped;
+                }
+                _ => {
+                    self.omitted = Some(self.items.len());
+                    self.items.push(Item::Omitted {
+                        calls: 1,
+                        records: dropped,
+                        at,
+                    });
+                }
+            }
+        }
+        self.call_start = Some(self.items.len());
+    }
+
+    /// A call begins with the next record (a no-op when the records since the last call's
+    /// end already count as this call's).
+    pub fn call_begins(&mut self) {
+        self.call_start.get_or_insert(self.items.len());
+    }
+
     /// Entries and messages so far.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -162,6 +222,16 @@ impl Trace {
             .into_iter()
             .map(|item| match item {
                 Item::Entry(e) => e,
+                Item::Omitted {
+                    calls,
+                    records,
+                    at,
+                } => TraceEntry::note(
+                    format!(
+                        "{calls} call(s) that ended well left out of this trace ({records} records; --all-traces keeps them)"
+                    ),
+                    at,
+                ),
                 Item::Message {
                     direction,
                     transport,
@@ -188,6 +258,109 @@ impl Trace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(t: &mut Trace, n: u64) {
+        let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let remote: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        for (i, line) in ["INVITE", "SIP/2.0 200 OK", "ACK", "BYE", "SIP/2.0 200 OK"]
+            .iter()
+            .enumerate()
+        {
+            t.message(
+                if i % 2 == 0 {
+                    Direction::Sent
+                } else {
+                    Direction::Received
+                },
+                FlowKind::Udp,
+                local,
+                remote,
+                Bytes::from(format!("{line} call {n}\r\n\r\n")),
+                Duration::from_millis(n * 1000 + i as u64),
+                false,
+            );
+        }
+    }
+
+    fn texts(t: Trace) -> Vec<String> {
+        t.into_entries(UNIX_EPOCH)
+            .into_iter()
+            .map(|e| e.text.lines().next().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn calls_that_ended_well_leave_one_note_and_a_failing_call_stays_whole() {
+        let mut t = Trace::default();
+        t.push(TraceEntry::note("own UDP socket".into(), Duration::ZERO));
+        t.message(
+            Direction::Sent,
+            FlowKind::Udp,
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5070".parse().unwrap(),
+            Bytes::from_static(b"REGISTER sip:x SIP/2.0\r\n\r\n"),
+            Duration::from_millis(1),
+            false,
+        );
+        for n in 1..=3 {
+            t.call_begins();
+            call(&mut t, n);
+            t.call_ended(false);
+        }
+        // The fourth call goes wrong: it stays, and so does all that follows.
+        call(&mut t, 4);
+        t.push(TraceEntry::note(
+            "BYE timed out".into(),
+            Duration::from_secs(5),
+        ));
+        t.call_ended(true);
+        call(&mut t, 5);
+        t.call_ended(true);
+        let texts = texts(t);
+        assert_eq!(texts[0], "own UDP socket");
+        assert_eq!(
+            texts[1], "REGISTER sip:x SIP/2.0",
+            "what came before the calls stays"
+        );
+        assert_eq!(
+            texts[2],
+            "3 call(s) that ended well left out of this trace (15 records; --all-traces keeps them)"
+        );
+        assert_eq!(texts[3], "INVITE call 4");
+        assert_eq!(texts[8], "BYE timed out");
+        assert_eq!(texts[9], "INVITE call 5");
+        assert_eq!(texts.len(), 14);
+    }
+
+    #[test]
+    fn keeping_every_call_keeps_the_trace_whole() {
+        let mut t = Trace::default();
+        for n in 1..=3 {
+            call(&mut t, n);
+            t.call_ended(true);
+        }
+        let texts = texts(t);
+        assert_eq!(texts.len(), 15);
+        assert!(texts.iter().all(|l| !l.contains("left out")));
+        assert_eq!(texts[10], "INVITE call 3");
+    }
+
+    #[test]
+    fn the_note_stands_where_the_first_left_out_call_began() {
+        let mut t = Trace::default();
+        t.call_begins();
+        call(&mut t, 1);
+        t.call_ended(false);
+        t.call_ended(false); // no records since: nothing to count
+        t.call_begins(); // the records since the last end are this call's already
+        call(&mut t, 2);
+        t.call_ended(false);
+        assert_eq!(t.len(), 1);
+        let e = &t.into_entries(UNIX_EPOCH)[0];
+        assert_eq!(e.direction, Direction::Note);
+        assert_eq!(e.at_ms, 1000.0);
+        assert!(e.text.starts_with("2 call(s)"), "{}", e.text);
+    }
 
     #[test]
     fn a_trace_makes_the_same_entries_as_made_at_once() {
