@@ -306,18 +306,27 @@ impl MediaPacer {
 /// ends at the first tick after its deadline), which alone makes paced RTP leave 0–1 ms
 /// late. This is a `timerfd` in the shard's own tokio reactor: the shard's thread wakes at
 /// the earliest deadline, rounded up to [`PreciseTimer::QUANTUM`] so that deadlines close
-/// together share one wake-up (no helper thread, no hand-off).
+/// together share one wake-up (no helper thread, no hand-off). While deadlines are dense
+/// (the next one within [`PreciseTimer::DENSE`]) the timer ticks on every quantum instead
+/// of being set again after each wake-up: setting it costs more than a tick that finds
+/// nothing due (a timer reprogramming per call, ≈ 4 % of a loaded shard).
 #[derive(Debug)]
 pub struct PreciseTimer {
     fd: AsyncFd<std::fs::File>,
-    /// The deadline the timer is set to, as last set here.
+    /// The one-shot deadline the timer is set to, as last set here.
     armed: Option<Instant>,
+    /// Ticking on every quantum.
+    periodic: bool,
+    /// While ticking: the deadline asked for (ticks before it are not a wake-up).
+    target: Instant,
     origin: Instant,
 }
 
 impl PreciseTimer {
     /// Deadlines are rounded up to a multiple of this (at most 4,000 wake-ups a second).
     pub const QUANTUM: Duration = Duration::from_micros(250);
+    /// A deadline this close counts as dense: tick on every quantum.
+    pub const DENSE: Duration = Duration::from_micros(500);
 
     /// A disarmed timer. Must be called inside a tokio runtime with I/O enabled; `_name`
     /// is kept for callers that named the former timer thread.
@@ -332,6 +341,8 @@ impl PreciseTimer {
         Ok(Self {
             fd,
             armed: None,
+            periodic: false,
+            target: Instant::now(),
             origin: Instant::now(),
         })
     }
@@ -343,14 +354,23 @@ impl PreciseTimer {
         let nanos = since.div_ceil(q) * q;
         let at = self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         let now = Instant::now();
-        if self.armed.is_some_and(|a| a <= at && a > now) {
+        let dense = at.saturating_duration_since(now) <= Self::DENSE;
+        if self.periodic && dense {
+            // A tick (on the quantum grid, like `at`) comes at `at`.
+            self.target = at;
+            return;
+        }
+        if !self.periodic && self.armed.is_some_and(|a| a <= at && a > now) {
             // The timer fires earlier anyway; the shard then arms the next deadline.
             return;
         }
+        let every = if dense { Self::QUANTUM } else { Duration::ZERO };
         // An error (none is expected for a valid descriptor) leaves the tokio sleep of the
         // shard loop as the wake-up.
-        if timerfd::set(self.fd.get_ref(), at.saturating_duration_since(now)).is_ok() {
-            self.armed = Some(at);
+        if timerfd::set(self.fd.get_ref(), at.saturating_duration_since(now), every).is_ok() {
+            self.periodic = dense;
+            self.armed = (!dense).then_some(at);
+            self.target = at;
         }
     }
 
@@ -362,10 +382,12 @@ impl PreciseTimer {
             };
             let mut count = [0u8; 8];
             // Would block (a spurious readiness): readiness cleared, wait again. Read (the
-            // expiry count) or failed: the wake-up is due.
+            // expiry count) or failed: the wake-up is due, unless the timer ticks and this
+            // tick came before the deadline asked for.
             if guard
                 .try_io(|f| std::io::Read::read(&mut f.get_ref(), &mut count))
                 .is_ok()
+                && (!self.periodic || Instant::now() >= self.target)
             {
                 return;
             }
@@ -891,15 +913,17 @@ mod tests {
     #[tokio::test]
     async fn precise_timer_wakes_at_its_deadline() {
         let mut timer = PreciseTimer::new("test-timer".into()).unwrap();
-        for ms in [3, 7] {
+        // Dense deadlines (the timer then ticks on every quantum), then sparse ones (set once
+        // each), then dense again.
+        for us in [300, 200, 3_000, 7_000, 400] {
             let start = Instant::now();
-            let at = start + Duration::from_millis(ms);
+            let at = start + Duration::from_micros(us);
             timer.arm(at);
             tokio::time::timeout(Duration::from_secs(5), timer.fired())
                 .await
                 .expect("the timer fires");
             // Never early; the rounding adds at most one quantum.
-            assert!(Instant::now() >= at, "fired {ms} ms deadline early");
+            assert!(Instant::now() >= at, "fired {us} µs deadline early");
         }
     }
 

@@ -25,13 +25,14 @@ pub fn create() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Makes the timer expire once, `after` from now (at least 1 ns: zero would disarm it).
-pub fn set(fd: &impl AsRawFd, after: Duration) -> io::Result<()> {
+/// Makes the timer expire `after` from now (at least 1 ns: zero would disarm it), then every
+/// `every` after that (`Duration::ZERO`: once).
+pub fn set(fd: &impl AsRawFd, after: Duration, every: Duration) -> io::Result<()> {
     let after = after.max(Duration::from_nanos(1));
     let spec = libc::itimerspec {
         it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+            tv_sec: libc::time_t::try_from(every.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: every.subsec_nanos() as libc::c_long,
         },
         it_value: libc::timespec {
             tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
