@@ -13,6 +13,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
 use media::sdp::{
@@ -181,9 +182,10 @@ pub struct MediaDriver {
     poll: Poll,
     events: Events,
     ready: Vec<MediaToken>,
-    /// The one receive buffer of the shard (RTP over UDP fits in 2 KB here; a longer
-    /// datagram is truncated and then counted as malformed by the session).
-    pub buf: Box<[u8; 2048]>,
+    /// The receive buffers of the shard ([`crate::rxstamp::BATCH`] datagrams of 2 KB: RTP
+    /// over UDP fits; a longer datagram is truncated and then counted as malformed by the
+    /// session).
+    pub batch: RecvBatch,
     /// Datagrams read.
     pub received: u64,
 }
@@ -203,7 +205,7 @@ impl MediaDriver {
             poll: Poll::new()?,
             events: Events::with_capacity(EVENTS_PER_POLL),
             ready: Vec::with_capacity(EVENTS_PER_POLL),
-            buf: Box::new([0; 2048]),
+            batch: RecvBatch::default(),
             received: 0,
         })
     }
@@ -551,8 +553,44 @@ impl CallMedia {
     }
 
     /// Reads every datagram waiting on the RTP (or RTCP) socket into the session, each
-    /// stamped when the kernel received it ([`crate::rxstamp`]). Returns how many were read.
-    pub fn receive(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
+    /// stamped when the kernel received it ([`crate::rxstamp`]), up to
+    /// [`crate::rxstamp::BATCH`] per system call. Returns how many were read.
+    pub fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> u64 {
+        let mut n = 0;
+        loop {
+            let sock = if rtcp { &self.rtcp } else { &self.rtp };
+            match crate::rxstamp::recv_batch(sock, batch) {
+                Ok(k) => {
+                    for i in 0..k {
+                        if let Some((bytes, at)) = batch.datagram(i) {
+                            n += 1;
+                            self.on_packet(at, bytes);
+                        }
+                    }
+                    // A short batch: the socket is drained (no call to learn it would block).
+                    if k < crate::rxstamp::BATCH {
+                        return n;
+                    }
+                }
+                // ICMP port unreachable from an earlier send: the peer is not there yet or
+                // any more; keep reading.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: drained. Anything else: the set reports the socket again.
+                Err(_) => return n,
+            }
+        }
+    }
+
+    /// Reads what waits on both sockets (one datagram per call, into a buffer on the stack:
+    /// for the rare drains at a call's start, end and samples).
+    fn drain(&mut self) {
+        let mut buf = [0u8; 2048];
+        self.receive_each(false, &mut buf);
+        self.receive_each(true, &mut buf);
+    }
+
+    fn receive_each(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
         let mut n = 0;
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
@@ -628,9 +666,7 @@ impl CallMedia {
     ) -> Result<(), String> {
         // Datagrams that reached the sockets before the call's media started are not the
         // call's (the shard reads its sockets on its own schedule, so they may still wait).
-        let mut buf = [0u8; 2048];
-        self.receive(false, &mut buf);
-        self.receive(true, &mut buf);
+        self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
         let session = MediaSession::new(cfg, now).map_err(|e| e.to_string())?;
@@ -707,9 +743,7 @@ impl CallMedia {
         let due = self.next_sample.filter(|t| *t <= now)?;
         // What arrived before the second ended counts in it (the shard reads its sockets on
         // its own schedule, so some may still wait).
-        let mut buf = [0u8; 2048];
-        self.receive(false, &mut buf);
-        self.receive(true, &mut buf);
+        self.drain();
         self.next_sample = Some(due + Duration::from_secs(1));
         self.session.as_mut().map(|s| s.sample(now))
     }
@@ -745,9 +779,7 @@ impl CallMedia {
     /// Ends the call's media: sends RTCP BYE, closes the last interval and sums the call.
     pub fn finish(mut self, now: Instant) -> Option<(CallMediaSummary, Sample)> {
         // What already arrived counts (the shard reads its sockets on its own schedule).
-        let mut buf = [0u8; 2048];
-        self.receive(false, &mut buf);
-        self.receive(true, &mut buf);
+        self.drain();
         let s = self.session.as_mut()?;
         s.stop(now);
         let last = s.sample(now);
@@ -862,7 +894,8 @@ mod tests {
         let rtp = call.rtp.local_addr().unwrap();
         let rtcp = call.rtcp.local_addr().unwrap();
         let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
-        for _ in 0..3 {
+        // More than one batch of the receive call.
+        for _ in 0..6 {
             peer.send_to(b"\x80\x00rtp", rtp).unwrap();
         }
         peer.send_to(b"\x80\xc8rtcp", rtcp).unwrap();
@@ -877,12 +910,12 @@ mod tests {
             for i in 0..n {
                 let t = driver.token(i).unwrap();
                 assert_eq!((t.endpoint, t.generation), (7, 3));
-                let read = call.receive(t.rtcp, &mut driver.buf[..]);
+                let read = call.receive(t.rtcp, &mut driver.batch);
                 seen.push((t.rtcp, read));
             }
         }
         seen.sort();
-        assert_eq!(seen, vec![(false, 3), (true, 1)]);
+        assert_eq!(seen, vec![(false, 6), (true, 1)]);
     }
 
     #[test]

@@ -1531,7 +1531,7 @@ impl<'a> Shard<'a> {
                 .and_then(|ep| ep.media.as_mut())
                 .filter(|m| t.is_for(m.generation()))
             {
-                self.media.received += media.receive(t.rtcp, &mut self.media.buf[..]);
+                self.media.received += media.receive(t.rtcp, &mut self.media.batch);
             }
         }
         self.media_pending = MediaDriver::batch_full(n);
