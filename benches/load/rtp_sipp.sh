@@ -6,7 +6,8 @@
 # round trip through SIPp. For each N prints packets sent/received, loss, mean/min MOS, mean/max
 # jitter, the generator's send-timing p99 and late timers, and the cores sipmeter and SIPp
 # each used while all calls were up (from /proc/PID/stat), sipmeter's peak RSS per call, and
-# OVERLOADED when sipmeter flagged itself. Loss here is the sum of both directions through
+# OVERLOADED when sipmeter flagged itself, and the datagrams the kernel dropped at SIPp's echo
+# socket because SIPp did not read them in time ("SIPp drop"). Loss here is the sum of both directions through
 # SIPp's one echo socket: when SIPp's echo falls behind, the kernel drops at its socket.
 # Measures; never fails on a figure.
 #
@@ -28,9 +29,12 @@ ulimit -n 65536 2>/dev/null || true
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo; }
+# Datagrams the kernel dropped at the UDP socket bound to 127.0.0.1:PORT (its receive buffer
+# was full): the last column of /proc/net/udp.
+udp_drops() { awk -v p="$(printf '0100007F:%04X' "$1")" '$2 == p { print $NF }' /proc/net/udp | head -1; }
 
 echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))"
-printf "%7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %8s %8s  %s\n" calls tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "our cor" "SIPp cor" "KB/call" flag
+printf "%7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %8s %10s %8s  %s\n" calls tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "our cor" "SIPp cor" "SIPp drop" "KB/call" flag
 for N in "${COUNTS[@]}"; do
   PORT=$(free_port)
   # SIPp's media ports (it uses MPORT and MPORT + 2), below the ephemeral range our calls'
@@ -79,14 +83,15 @@ TOML
     fi
   fi
   wait "$TPID" || true
+  DROPS=$(udp_drops "$MPORT"); DROPS=${DROPS:--}
   kill "$SIPP_PID" 2>/dev/null || true
   wait "$SIPP_PID" 2>/dev/null || true
   SIPP_PID=
   read -r W U S R < "$WORK/time"
-  python3 - "$WORK/report.json" "$N" "$R" "$CORES" "$SCORES" <<'PY'
+  python3 - "$WORK/report.json" "$N" "$R" "$CORES" "$SCORES" "$DROPS" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
-r, cores, scores = float(sys.argv[3]), sys.argv[4], sys.argv[5]
+r, cores, scores, drops = float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 m = [e["media"] for e in v["endpoints"] if e.get("media")]
 tx = sum(x["tx_packets"] for x in m); rx = sum(x["rx_packets"] for x in m)
 lost = sum(max(0, x["rx_lost"]) for x in m)
@@ -100,7 +105,7 @@ p99s = f"{p99:7.3f}ms" if p99 is not None else "        -"
 flag = "OVERLOADED" if sm["generator_overloaded"] else ""
 if sm.get("calls_answered", n) < n:
     flag += f" answered {sm.get('calls_answered')}/{n}"
-print(f"{n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {sm['late_timers']:7d} {p99s} {cores:>8} {scores:>8} {r/n:8.1f}  {flag}")
+print(f"{n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {sm['late_timers']:7d} {p99s} {cores:>8} {scores:>8} {drops:>10} {r/n:8.1f}  {flag}")
 PY
 done
 echo "(loss: RFC 3550 A.3 on the echoed stream, i.e. both directions through SIPp; cores: while all calls are up)"

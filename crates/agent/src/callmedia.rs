@@ -287,15 +287,15 @@ impl MediaPacer {
         None
     }
 
-    /// The next endpoint whose deadline is at or before `now` (its deadline is cleared: set
-    /// the next one after running its media).
-    pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
+    /// The next endpoint whose deadline is at or before `now`, and that deadline (it is
+    /// cleared: set the next one after running its media).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, Instant)> {
         let at = self.next_deadline().filter(|at| *at <= now)?;
         let std::cmp::Reverse((_, idx)) = self.heap.pop()?;
         debug_assert_eq!(self.armed[idx], Some(at));
         self.armed[idx] = None;
         self.live -= 1;
-        Some(idx)
+        Some((idx, at))
     }
 
     /// True while some call's media runs.
@@ -932,14 +932,14 @@ mod tests {
         assert!(p.active());
         assert_eq!(p.next_deadline(), Some(ms(20)));
         assert_eq!(p.pop_due(ms(19)), None);
-        assert_eq!(p.pop_due(ms(40)), Some(3));
-        assert_eq!(p.pop_due(ms(40)), Some(1));
+        assert_eq!(p.pop_due(ms(40)), Some((3, ms(20))));
+        assert_eq!(p.pop_due(ms(40)), Some((1, ms(30))));
         assert_eq!(p.pop_due(ms(40)), None);
         assert!(!p.active());
         // Same deadline twice: one entry handed out.
         p.set(2, Some(ms(50)));
         p.set(2, Some(ms(50)));
-        assert_eq!(p.pop_due(ms(60)), Some(2));
+        assert_eq!(p.pop_due(ms(60)), Some((2, ms(50))));
         assert_eq!((p.pop_due(ms(60)), p.next_deadline()), (None, None));
     }
 

@@ -1564,7 +1564,14 @@ impl<'a> Shard<'a> {
     /// first: they are the timed part; arrival times are the kernel's.
     fn pace_media(&mut self) {
         let now = Instant::now();
-        while let Some(idx) = self.pacer.pop_due(now) {
+        while let Some((idx, at)) = self.pacer.pop_due(now) {
+            // Counted as the timer heap counts its own (`late_timers`).
+            let lateness = now.saturating_duration_since(at);
+            self.stats.timers_fired += 1;
+            if lateness > Duration::from_millis(10) {
+                self.stats.late_timers += 1;
+            }
+            self.stats.max_lateness_ms = self.stats.max_lateness_ms.max(ms(lateness));
             self.media_timeout(idx, now);
             let at = self.endpoints[idx]
                 .media
