@@ -11,9 +11,9 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
 use media::sdp::{
@@ -23,6 +23,8 @@ use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, Session
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
+
+mod timerfd;
 
 /// A group's media settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,18 +170,22 @@ impl MediaToken {
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
 
-/// A shard's media sockets in one epoll set (`mio::Poll`, edge-triggered): the shard loop
-/// awaits [`Self::readable`] (the set's own descriptor is registered with tokio's reactor),
-/// then [`Self::poll_ready`] names the sockets that became readable, and each is read until
-/// it would block ([`CallMedia::receive`]). A socket leaves the set when it is closed (the
+/// A shard's media sockets in one epoll set (`mio::Poll`, edge-triggered). The set is *not*
+/// registered with tokio's reactor: a datagram does not wake the shard. The shard reads the
+/// set on its own schedule instead, on every pass of its loop (and the pacing of its calls'
+/// senders makes a pass at least every few hundred µs under load, see [`MediaPacer`]);
+/// arrival times are the kernel's ([`crate::rxstamp`]), so reading later changes no figure.
+/// [`Self::poll_ready`] names the sockets that became readable, and each is read until it
+/// would block ([`CallMedia::receive`]). A socket leaves the set when it is closed (the
 /// call's [`CallMedia`] is dropped).
 pub struct MediaDriver {
-    poll: AsyncFd<Poll>,
+    poll: Poll,
     events: Events,
     ready: Vec<MediaToken>,
-    /// The one receive buffer of the shard (RTP over UDP fits in 2 KB here; a longer
-    /// datagram is truncated and then counted as malformed by the session).
-    pub buf: Box<[u8; 2048]>,
+    /// The receive buffers of the shard ([`crate::rxstamp::BATCH`] datagrams of 2 KB: RTP
+    /// over UDP fits; a longer datagram is truncated and then counted as malformed by the
+    /// session).
+    pub batch: RecvBatch,
     /// Datagrams read.
     pub received: u64,
 }
@@ -193,44 +199,29 @@ impl std::fmt::Debug for MediaDriver {
 }
 
 impl MediaDriver {
-    /// A new, empty set. Must be called inside a tokio runtime with I/O enabled.
+    /// A new, empty set.
     pub fn new() -> io::Result<Self> {
-        // `with_interest` is deprecated for types whose descriptor could be closed behind the
-        // reactor's back; `Poll` owns its descriptor and closes it only when dropped, after the
-        // `AsyncFd` has deregistered it. The replacement (`register_with_interest`) is
-        // `unsafe` for the same promise, and the workspace denies unsafe code.
-        #[allow(deprecated)] // reason: sound for an owned `mio::Poll` (see above)
-        let poll = AsyncFd::with_interest(Poll::new()?, tokio::io::Interest::READABLE)?;
         Ok(Self {
-            poll,
+            poll: Poll::new()?,
             events: Events::with_capacity(EVENTS_PER_POLL),
             ready: Vec::with_capacity(EVENTS_PER_POLL),
-            buf: Box::new([0; 2048]),
+            batch: RecvBatch::default(),
             received: 0,
         })
-    }
-
-    /// Resolves when some media socket of the shard may be readable; then drain the set
-    /// with [`Self::poll_ready`].
-    pub async fn readable(&self) -> io::Result<()> {
-        let mut guard = self.poll.readable().await?;
-        // Cleared before the caller drains the set: a datagram arriving after the drain
-        // raises a new readiness edge, so none is missed.
-        guard.clear_ready();
-        Ok(())
     }
 
     /// Asks the set which sockets became readable (never blocks) and returns how many;
     /// [`Self::token`] names them. Call again while it returns a full batch
     /// ([`Self::batch_full`]).
     pub fn poll_ready(&mut self) -> usize {
-        // An error (EINTR) reads as "nothing ready"; the next readiness edge retries.
-        if self
-            .poll
-            .get_mut()
-            .poll(&mut self.events, Some(Duration::ZERO))
-            .is_err()
-        {
+        self.wait_ready(Duration::ZERO)
+    }
+
+    /// [`Self::poll_ready`], waiting up to `timeout` for a first readable socket (blocks the
+    /// thread: not for the shard loop).
+    pub fn wait_ready(&mut self, timeout: Duration) -> usize {
+        // An error (EINTR) reads as "nothing ready"; the next pass retries.
+        if self.poll.poll(&mut self.events, Some(timeout)).is_err() {
             self.events.clear();
         }
         self.ready.clear();
@@ -250,72 +241,111 @@ impl MediaDriver {
     }
 }
 
-/// A precise wake-up for the shard loop. Tokio's timers tick in whole milliseconds (a sleep
-/// ends at the first tick after its deadline), which alone makes paced RTP leave 0–1 ms
-/// late. This thread waits on a condition variable (a futex wait with a µs-precise timeout)
-/// until the shard's earliest deadline, rounded up to [`PreciseTimer::QUANTUM`] so that
-/// deadlines close together share one wake-up, then wakes the shard through a
-/// [`tokio::sync::Notify`].
-#[derive(Debug)]
-pub struct PreciseTimer {
-    shared: Arc<TimerShared>,
-    /// The deadline the thread is waiting for, as last set here.
-    armed: Option<Instant>,
-    origin: Instant,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The media deadlines of a shard's calls (next RTP/RTCP send, next per-second sample),
+/// apart from the SIP timer heap: a paced send needs none of the endpoint's SIP work (UA
+/// timers, script, actions), so the shard pops every deadline due in a pass and runs only
+/// the call's media ([`CallMedia::on_timeout`]). One entry per endpoint is live; re-arming
+/// leaves the old heap entry behind, skipped when it comes up.
+#[derive(Debug, Default)]
+pub struct MediaPacer {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
+    /// Each endpoint's live deadline.
+    armed: Vec<Option<Instant>>,
+    /// Endpoints with a live deadline (calls whose media runs).
+    live: usize,
 }
 
-#[derive(Debug, Default)]
-struct TimerShared {
-    /// The deadline, and "stop".
-    state: Mutex<(Option<Instant>, bool)>,
-    cv: Condvar,
-    fired: tokio::sync::Notify,
+impl MediaPacer {
+    /// Sets endpoint `idx`'s next media deadline (`None`: no media running).
+    pub fn set(&mut self, idx: usize, at: Option<Instant>) {
+        if self.armed.len() <= idx {
+            self.armed.resize(idx + 1, None);
+        }
+        let slot = &mut self.armed[idx];
+        if *slot == at {
+            return;
+        }
+        match (slot.is_some(), at.is_some()) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
+        }
+        *slot = at;
+        if let Some(at) = at {
+            self.heap.push(std::cmp::Reverse((at, idx)));
+        }
+    }
+
+    /// The earliest live deadline (stale entries on top are dropped).
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(std::cmp::Reverse((at, idx))) = self.heap.peek().copied() {
+            if self.armed.get(idx).copied().flatten() == Some(at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// The next endpoint whose deadline is at or before `now`, and that deadline (it is
+    /// cleared: set the next one after running its media).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, Instant)> {
+        let at = self.next_deadline().filter(|at| *at <= now)?;
+        let std::cmp::Reverse((_, idx)) = self.heap.pop()?;
+        debug_assert_eq!(self.armed[idx], Some(at));
+        self.armed[idx] = None;
+        self.live -= 1;
+        Some((idx, at))
+    }
+
+    /// True while some call's media runs.
+    pub fn active(&self) -> bool {
+        self.live > 0
+    }
+}
+
+/// A precise wake-up for the shard loop. Tokio's timers tick in whole milliseconds (a sleep
+/// ends at the first tick after its deadline), which alone makes paced RTP leave 0–1 ms
+/// late. This is a `timerfd` in the shard's own tokio reactor: the shard's thread wakes at
+/// the earliest deadline, rounded up to [`PreciseTimer::QUANTUM`] so that deadlines close
+/// together share one wake-up (no helper thread, no hand-off). While deadlines are dense
+/// (the next one within [`PreciseTimer::DENSE`]) the timer ticks on every quantum instead
+/// of being set again after each wake-up: setting it costs more than a tick that finds
+/// nothing due (a timer reprogramming per call, ≈ 4 % of a loaded shard).
+#[derive(Debug)]
+pub struct PreciseTimer {
+    fd: AsyncFd<std::fs::File>,
+    /// The one-shot deadline the timer is set to, as last set here.
+    armed: Option<Instant>,
+    /// Ticking on every quantum.
+    periodic: bool,
+    /// While ticking: the deadline asked for (ticks before it are not a wake-up).
+    target: Instant,
+    origin: Instant,
 }
 
 impl PreciseTimer {
     /// Deadlines are rounded up to a multiple of this (at most 4,000 wake-ups a second).
     pub const QUANTUM: Duration = Duration::from_micros(250);
+    /// A deadline this close counts as dense: tick on every quantum.
+    pub const DENSE: Duration = Duration::from_micros(500);
 
-    /// Starts the timer thread (named after the shard).
-    pub fn new(name: String) -> io::Result<Self> {
-        let shared = Arc::new(TimerShared::default());
-        let s = Arc::clone(&shared);
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            loop {
-                // A poisoned lock means the shard panicked: stop.
-                let Ok(mut g) = s.state.lock() else { return };
-                loop {
-                    if g.1 {
-                        return;
-                    }
-                    match g.0 {
-                        None => match s.cv.wait(g) {
-                            Ok(n) => g = n,
-                            Err(_) => return,
-                        },
-                        Some(at) => {
-                            let now = Instant::now();
-                            if at <= now {
-                                g.0 = None;
-                                break;
-                            }
-                            match s.cv.wait_timeout(g, at - now) {
-                                Ok((n, _)) => g = n,
-                                Err(_) => return,
-                            }
-                        }
-                    }
-                }
-                drop(g);
-                s.fired.notify_one();
-            }
-        })?;
+    /// A disarmed timer. Must be called inside a tokio runtime with I/O enabled; `_name`
+    /// is kept for callers that named the former timer thread.
+    pub fn new(_name: String) -> io::Result<Self> {
+        let fd = std::fs::File::from(timerfd::create()?);
+        // `with_interest` is deprecated for types whose descriptor could be closed behind the
+        // reactor's back; the `File` owns the timer's descriptor and closes it only when
+        // dropped, after the `AsyncFd` has deregistered it. The replacement
+        // (`register_with_interest`) is `unsafe` for the same promise.
+        #[allow(deprecated)] // reason: sound for an owned descriptor (see above)
+        let fd = AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
         Ok(Self {
-            shared,
+            fd,
             armed: None,
+            periodic: false,
+            target: Instant::now(),
             origin: Instant::now(),
-            thread: Some(thread),
         })
     }
 
@@ -325,20 +355,45 @@ impl PreciseTimer {
         let since = at.saturating_duration_since(self.origin).as_nanos();
         let nanos = since.div_ceil(q) * q;
         let at = self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        if self.armed.is_some_and(|a| a <= at && a > Instant::now()) {
-            // The thread wakes earlier anyway; the shard then arms the next deadline.
+        let now = Instant::now();
+        let dense = at.saturating_duration_since(now) <= Self::DENSE;
+        if self.periodic && dense {
+            // A tick (on the quantum grid, like `at`) comes at `at`.
+            self.target = at;
             return;
         }
-        self.armed = Some(at);
-        if let Ok(mut g) = self.shared.state.lock() {
-            g.0 = Some(at);
+        if !self.periodic && self.armed.is_some_and(|a| a <= at && a > now) {
+            // The timer fires earlier anyway; the shard then arms the next deadline.
+            return;
         }
-        self.shared.cv.notify_one();
+        let every = if dense { Self::QUANTUM } else { Duration::ZERO };
+        // An error (none is expected for a valid descriptor) leaves the tokio sleep of the
+        // shard loop as the wake-up.
+        if timerfd::set(self.fd.get_ref(), at.saturating_duration_since(now), every).is_ok() {
+            self.periodic = dense;
+            self.armed = (!dense).then_some(at);
+            self.target = at;
+        }
     }
 
     /// Resolves when an armed deadline has passed.
     pub async fn fired(&self) {
-        self.shared.fired.notified().await;
+        loop {
+            let Ok(mut guard) = self.fd.readable().await else {
+                return std::future::pending().await;
+            };
+            let mut count = [0u8; 8];
+            // Would block (a spurious readiness): readiness cleared, wait again. Read (the
+            // expiry count) or failed: the wake-up is due, unless the timer ticks and this
+            // tick came before the deadline asked for.
+            if guard
+                .try_io(|f| std::io::Read::read(&mut f.get_ref(), &mut count))
+                .is_ok()
+                && (!self.periodic || Instant::now() >= self.target)
+            {
+                return;
+            }
+        }
     }
 
     /// [`PreciseTimer::fired`] of a timer the shard may not have (no media in the run):
@@ -347,18 +402,6 @@ impl PreciseTimer {
         match timer {
             Some(t) => t.fired().await,
             None => std::future::pending().await,
-        }
-    }
-}
-
-impl Drop for PreciseTimer {
-    fn drop(&mut self) {
-        if let Ok(mut g) = self.shared.state.lock() {
-            g.1 = true;
-        }
-        self.shared.cv.notify_one();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -482,7 +525,7 @@ impl CallMedia {
         };
         let mut rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
-        let registry = driver.poll.get_ref().registry();
+        let registry = driver.poll.registry();
         registry.register(&mut rtp, token(false).pack(), Interest::READABLE)?;
         registry.register(&mut rtcp, token(true).pack(), Interest::READABLE)?;
         Ok(Self {
@@ -510,8 +553,44 @@ impl CallMedia {
     }
 
     /// Reads every datagram waiting on the RTP (or RTCP) socket into the session, each
-    /// stamped when the kernel received it ([`crate::rxstamp`]). Returns how many were read.
-    pub fn receive(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
+    /// stamped when the kernel received it ([`crate::rxstamp`]), up to
+    /// [`crate::rxstamp::BATCH`] per system call. Returns how many were read.
+    pub fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> u64 {
+        let mut n = 0;
+        loop {
+            let sock = if rtcp { &self.rtcp } else { &self.rtp };
+            match crate::rxstamp::recv_batch(sock, batch) {
+                Ok(k) => {
+                    for i in 0..k {
+                        if let Some((bytes, at)) = batch.datagram(i) {
+                            n += 1;
+                            self.on_packet(at, bytes);
+                        }
+                    }
+                    // A short batch: the socket is drained (no call to learn it would block).
+                    if k < crate::rxstamp::BATCH {
+                        return n;
+                    }
+                }
+                // ICMP port unreachable from an earlier send: the peer is not there yet or
+                // any more; keep reading.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: drained. Anything else: the set reports the socket again.
+                Err(_) => return n,
+            }
+        }
+    }
+
+    /// Reads what waits on both sockets (one datagram per call, into a buffer on the stack:
+    /// for the rare drains at a call's start, end and samples).
+    fn drain(&mut self) {
+        let mut buf = [0u8; 2048];
+        self.receive_each(false, &mut buf);
+        self.receive_each(true, &mut buf);
+    }
+
+    fn receive_each(&mut self, rtcp: bool, buf: &mut [u8]) -> u64 {
         let mut n = 0;
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
@@ -585,6 +664,9 @@ impl CallMedia {
         seed: u64,
         now: Instant,
     ) -> Result<(), String> {
+        // Datagrams that reached the sockets before the call's media started are not the
+        // call's (the shard reads its sockets on its own schedule, so they may still wait).
+        self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
         let session = MediaSession::new(cfg, now).map_err(|e| e.to_string())?;
@@ -659,6 +741,9 @@ impl CallMedia {
     pub fn on_timeout(&mut self, now: Instant, timing: &mut SendTiming) -> Option<Sample> {
         self.flush(now, Some(timing));
         let due = self.next_sample.filter(|t| *t <= now)?;
+        // What arrived before the second ended counts in it (the shard reads its sockets on
+        // its own schedule, so some may still wait).
+        self.drain();
         self.next_sample = Some(due + Duration::from_secs(1));
         self.session.as_mut().map(|s| s.sample(now))
     }
@@ -693,6 +778,8 @@ impl CallMedia {
 
     /// Ends the call's media: sends RTCP BYE, closes the last interval and sums the call.
     pub fn finish(mut self, now: Instant) -> Option<(CallMediaSummary, Sample)> {
+        // What already arrived counts (the shard reads its sockets on its own schedule).
+        self.drain();
         let s = self.session.as_mut()?;
         s.stop(now);
         let last = s.sample(now);
@@ -807,40 +894,69 @@ mod tests {
         let rtp = call.rtp.local_addr().unwrap();
         let rtcp = call.rtcp.local_addr().unwrap();
         let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
-        for _ in 0..3 {
+        // More than one batch of the receive call.
+        for _ in 0..6 {
             peer.send_to(b"\x80\x00rtp", rtp).unwrap();
         }
         peer.send_to(b"\x80\xc8rtcp", rtcp).unwrap();
         let mut seen = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(5);
         while seen.len() < 2 {
-            tokio::time::timeout(Duration::from_secs(5), driver.readable())
-                .await
-                .expect("the set reports the sockets")
-                .unwrap();
-            let n = driver.poll_ready();
+            assert!(
+                Instant::now() < give_up,
+                "the set reports the sockets: {seen:?}"
+            );
+            let n = driver.wait_ready(Duration::from_millis(100));
             for i in 0..n {
                 let t = driver.token(i).unwrap();
                 assert_eq!((t.endpoint, t.generation), (7, 3));
-                let read = call.receive(t.rtcp, &mut driver.buf[..]);
+                let read = call.receive(t.rtcp, &mut driver.batch);
                 seen.push((t.rtcp, read));
             }
         }
         seen.sort();
-        assert_eq!(seen, vec![(false, 3), (true, 1)]);
+        assert_eq!(seen, vec![(false, 6), (true, 1)]);
+    }
+
+    #[test]
+    fn pacer_hands_out_each_live_deadline_once_in_order() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = MediaPacer::default();
+        assert!(!p.active());
+        p.set(3, Some(ms(20)));
+        p.set(1, Some(ms(10)));
+        p.set(1, Some(ms(30))); // re-armed: the 10 ms entry is stale
+        p.set(5, Some(ms(5)));
+        p.set(5, None); // media ended
+        assert!(p.active());
+        assert_eq!(p.next_deadline(), Some(ms(20)));
+        assert_eq!(p.pop_due(ms(19)), None);
+        assert_eq!(p.pop_due(ms(40)), Some((3, ms(20))));
+        assert_eq!(p.pop_due(ms(40)), Some((1, ms(30))));
+        assert_eq!(p.pop_due(ms(40)), None);
+        assert!(!p.active());
+        // Same deadline twice: one entry handed out.
+        p.set(2, Some(ms(50)));
+        p.set(2, Some(ms(50)));
+        assert_eq!(p.pop_due(ms(60)), Some((2, ms(50))));
+        assert_eq!((p.pop_due(ms(60)), p.next_deadline()), (None, None));
     }
 
     #[tokio::test]
     async fn precise_timer_wakes_at_its_deadline() {
         let mut timer = PreciseTimer::new("test-timer".into()).unwrap();
-        for ms in [3, 7] {
+        // Dense deadlines (the timer then ticks on every quantum), then sparse ones (set once
+        // each), then dense again.
+        for us in [300, 200, 3_000, 7_000, 400] {
             let start = Instant::now();
-            let at = start + Duration::from_millis(ms);
+            let at = start + Duration::from_micros(us);
             timer.arm(at);
             tokio::time::timeout(Duration::from_secs(5), timer.fired())
                 .await
                 .expect("the timer fires");
             // Never early; the rounding adds at most one quantum.
-            assert!(Instant::now() >= at, "fired {ms} ms deadline early");
+            assert!(Instant::now() >= at, "fired {us} µs deadline early");
         }
     }
 

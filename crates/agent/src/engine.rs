@@ -28,7 +28,7 @@ use tokio::net::UdpSocket;
 use sip_net::tls::ClientSettings;
 
 use crate::callmedia::{
-    CallMedia, MediaDriver, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
+    CallMedia, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
@@ -992,13 +992,15 @@ struct Shard<'a> {
     media: MediaDriver,
     /// Wakes the loop at its next deadline with µs precision (tokio's timers tick in ms).
     /// Only when some group has media: RTP pacing needs sub-ms wake-ups, SIP timers do
-    /// not (tokio's ms timer is enough), and each precise wake-up is a thread hand-off.
+    /// not (tokio's ms timer is enough).
     timer: Option<PreciseTimer>,
     /// The last media batch was full: more sockets may be readable.
     media_pending: bool,
     ports: PortAllocator,
     /// Counts calls with media (tells a call's datagrams from an earlier call's).
     media_generation: u64,
+    /// Media deadlines (paced sends, samples), apart from the SIP timer heap.
+    pacer: MediaPacer,
     /// The next free slot under the calls-per-second cap.
     next_dial: Instant,
     /// Stream transports: how each endpoint connects (`None`: UDP).
@@ -1098,6 +1100,10 @@ fn classify(code: u16) -> CallResult {
     }
 }
 
+/// While media runs, the shard reads its media sockets at least this often (arrival times
+/// are the kernel's, so only the processing waits).
+const MEDIA_READ_EVERY: Duration = Duration::from_millis(2);
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -1158,6 +1164,7 @@ impl<'a> Shard<'a> {
             media_pending: false,
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
+            pacer: MediaPacer::default(),
             // Shards' cap slots interleave: shard i starts i/cps after shard 0.
             next_dial: start
                 + if plan.cps > 0.0 {
@@ -1335,7 +1342,7 @@ impl<'a> Shard<'a> {
         let action_at = self.next_action_at(idx);
         let ep = &mut self.endpoints[idx];
         let media_at = ep.media.as_ref().and_then(CallMedia::poll_timeout);
-        let next = [ep.ua.poll_timeout(), ep.script_at, action_at, media_at]
+        let next = [ep.ua.poll_timeout(), ep.script_at, action_at]
             .into_iter()
             .flatten()
             .min();
@@ -1345,6 +1352,7 @@ impl<'a> Shard<'a> {
                 self.heap.push(Reverse((at, idx)));
             }
         }
+        self.pacer.set(idx, media_at);
     }
 
     async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
@@ -1400,8 +1408,8 @@ impl<'a> Shard<'a> {
                 self.endpoints[idx].wake = None;
                 self.on_timer(idx, now).await;
             }
-            if self.media_pending {
-                self.on_media_ready();
+            if self.media_pending || self.pacer.active() {
+                self.pace_media();
             }
             self.net.on_timeout(now);
             if self.net.pending() {
@@ -1416,6 +1424,7 @@ impl<'a> Shard<'a> {
                 .min(deadline.max(now))
                 .min(self.events.due().unwrap_or(next_progress));
             let next = self.net.next_deadline().map_or(next, |t| t.min(next));
+            let next = self.next_media_pass(now, next);
             // More media or connection news waiting: look again at once (after any timer
             // now due).
             let next = if self.media_pending || self.net.pending() {
@@ -1444,11 +1453,6 @@ impl<'a> Shard<'a> {
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {}
                         }
-                    }
-                }
-                r = self.media.readable() => {
-                    if r.is_ok() {
-                        self.on_media_ready();
                     }
                 }
                 r = self.net.readable() => {
@@ -1536,8 +1540,9 @@ impl<'a> Shard<'a> {
         self.pump(idx, now).await;
     }
 
-    /// Media sockets are readable: each one's datagrams go straight into its call's session
-    /// (a socket of an ended call is closed, so it has left the set). One batch per call, so
+    /// Reads the media sockets the set reports readable: each one's datagrams go straight
+    /// into its call's session (a socket of an ended call is closed, so it has left the
+    /// set). One batch per pass, so
     /// a flood of datagrams cannot starve the timers (senders); a full batch leaves
     /// `media_pending` set and the loop comes back without sleeping.
     fn on_media_ready(&mut self) {
@@ -1550,7 +1555,7 @@ impl<'a> Shard<'a> {
                 .and_then(|ep| ep.media.as_mut())
                 .filter(|m| t.is_for(m.generation()))
             {
-                self.media.received += media.receive(t.rtcp, &mut self.media.buf[..]);
+                self.media.received += media.receive(t.rtcp, &mut self.media.batch);
             }
         }
         self.media_pending = MediaDriver::batch_full(n);
@@ -1576,6 +1581,39 @@ impl<'a> Shard<'a> {
             };
             self.on_stream(Instant::now(), m).await;
         }
+    }
+
+    /// One media pass: sends every packet due by now and emits the samples due (without the
+    /// endpoints' SIP work), then reads every readable media socket (one batch). Sends
+    /// first: they are the timed part; arrival times are the kernel's.
+    fn pace_media(&mut self) {
+        let now = Instant::now();
+        while let Some((idx, at)) = self.pacer.pop_due(now) {
+            // Counted as the timer heap counts its own (`late_timers`).
+            let lateness = now.saturating_duration_since(at);
+            self.stats.timers_fired += 1;
+            if lateness > Duration::from_millis(10) {
+                self.stats.late_timers += 1;
+            }
+            self.stats.max_lateness_ms = self.stats.max_lateness_ms.max(ms(lateness));
+            self.media_timeout(idx, now);
+            let at = self.endpoints[idx]
+                .media
+                .as_ref()
+                .and_then(CallMedia::poll_timeout);
+            self.pacer.set(idx, at);
+        }
+        self.on_media_ready();
+    }
+
+    /// When the loop must make its next media pass: the earliest media deadline, and while
+    /// media runs at least every [`MEDIA_READ_EVERY`] (datagrams do not wake the loop).
+    fn next_media_pass(&mut self, now: Instant, next: Instant) -> Instant {
+        if !self.pacer.active() {
+            return next;
+        }
+        let next = next.min(now + MEDIA_READ_EVERY);
+        self.pacer.next_deadline().map_or(next, |t| t.min(next))
     }
 
     /// Sends the media that is due and emits the second's sample.

@@ -15,7 +15,7 @@
 //! (a deferred static key); until then the kernel stamps datagrams when they are read, which
 //! is what we did before. So the first datagrams of the first call may carry read times.
 //!
-//! `recvmsg` with a control buffer has no safe wrapper in std, mio or socket2, so this module
+//! `recvmsg`/`recvmmsg` with a control buffer have no safe wrapper in std, mio or socket2, so this module
 //! is the one place in the crate with `unsafe` for sockets; every block says why it is sound.
 #![allow(unsafe_code)] // reason: setsockopt/recvmsg with a control buffer (see above)
 
@@ -69,11 +69,16 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Instant)>
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    let (now, wall) = (Instant::now(), SystemTime::now());
+    Ok((n as usize, arrival(&msg, Instant::now(), SystemTime::now())))
+}
+
+/// When the datagram of `msg` arrived: its kernel stamp, else `now` (`wall` is the wall
+/// clock read with `now`).
+fn arrival(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
     let mut at = now;
     // SAFETY: the kernel filled `msg_control`/`msg_controllen`; CMSG_FIRSTHDR/NXTHDR walk it
     // within those bounds and return null at its end.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
     while !cmsg.is_null() {
         // SAFETY: non-null headers from CMSG_FIRSTHDR/NXTHDR lie inside `control`.
         let header = unsafe { &*cmsg };
@@ -92,9 +97,84 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Instant)>
             }
         }
         // SAFETY: as above.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    Ok((n as usize, at))
+    at
+}
+
+/// How many datagrams one [`recv_batch`] reads at most.
+pub const BATCH: usize = 4;
+
+/// Buffers for [`recv_batch`]: [`BATCH`] datagrams of up to 2 KB each (RTP over UDP fits; a
+/// longer datagram is cut), with their lengths and arrival times after a read.
+pub struct RecvBatch {
+    bufs: Box<[[u8; 2048]; BATCH]>,
+    control: [[u64; 8]; BATCH],
+    got: [(usize, Instant); BATCH],
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch").finish_non_exhaustive()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            bufs: Box::new([[0; 2048]; BATCH]),
+            control: [[0; 8]; BATCH],
+            got: [(0, Instant::now()); BATCH],
+        }
+    }
+}
+
+impl RecvBatch {
+    /// The `i`-th datagram of the last read and when it arrived.
+    pub fn datagram(&self, i: usize) -> Option<(&[u8], Instant)> {
+        let (len, at) = *self.got.get(i)?;
+        Some((&self.bufs[i][..len.min(2048)], at))
+    }
+}
+
+/// Reads up to [`BATCH`] datagrams in one `recvmmsg` without blocking, each with its arrival
+/// time as [`recv`] gives it, and returns how many. Fewer than [`BATCH`] means the socket was
+/// drained (no second call to learn that it would block). Errors are the socket's
+/// (`WouldBlock` when nothing was waiting).
+pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid (null, empty).
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, (m, v)) in msgs.iter_mut().zip(iov.iter_mut()).enumerate() {
+        v.iov_base = batch.bufs[i].as_mut_ptr().cast();
+        v.iov_len = batch.bufs[i].len();
+        m.msg_hdr.msg_iov = v;
+        m.msg_hdr.msg_iovlen = 1;
+        m.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = size_of::<[u64; 8]>() as _;
+    }
+    // SAFETY: every header points at its own iovec (into its own 2 KB buffer) and control
+    // buffer, all alive and exclusively borrowed for the call, with their true lengths; the
+    // vector length is the array's; no timeout.
+    let n = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = (n as usize).min(BATCH);
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    for (i, m) in msgs.iter().enumerate().take(n) {
+        batch.got[i] = (m.msg_len as usize, arrival(&m.msg_hdr, now, wall));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -131,6 +211,36 @@ mod tests {
             }
         }
         panic!("never stamped on arrival: waited {waited:?}");
+    }
+
+    /// One call reads up to a batch, in order, each with its own stamp; a short batch means
+    /// drained.
+    #[test]
+    fn a_batch_reads_datagrams_in_order_with_their_stamps() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable(&rx).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = Instant::now();
+        for i in 0..BATCH + 2 {
+            tx.send_to(&[i as u8; 3], rx.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut got = Vec::new();
+        for want in [BATCH, 2] {
+            assert_eq!(recv_batch(&rx, &mut batch).unwrap(), want);
+            let read = Instant::now();
+            for i in 0..want {
+                let (bytes, at) = batch.datagram(i).unwrap();
+                assert_eq!(bytes.len(), 3);
+                assert!(at >= sent.checked_sub(Duration::from_millis(1)).unwrap() && at <= read);
+                got.push(bytes[0]);
+            }
+        }
+        assert_eq!(got, (0..BATCH as u8 + 2).collect::<Vec<_>>());
+        assert_eq!(
+            recv_batch(&rx, &mut batch).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 
     /// Without SO_TIMESTAMPNS there is no stamp: the read time is used.
