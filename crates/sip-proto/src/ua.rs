@@ -456,6 +456,21 @@ fn push_out(q: &mut Option<Box<Queues>>, out: Outgoing) {
     q.out.push_back(out);
 }
 
+/// Keeps a 2xx's ACK in the call (sent again if the 2xx is retransmitted) and returns it to
+/// be queued.
+fn keep_ack(
+    kept: &mut Option<(Destination, Bytes)>,
+    destination: Destination,
+    bytes: Bytes,
+) -> Outgoing {
+    *kept = Some((destination.clone(), bytes.clone()));
+    Outgoing {
+        destination,
+        bytes,
+        retransmission: false,
+    }
+}
+
 /// The queues, made when the first message or event is queued.
 fn queues(q: &mut Option<Box<Queues>>) -> &mut Queues {
     q.get_or_insert_with(Box::default)
@@ -967,16 +982,9 @@ impl UserAgent {
                     return;
                 };
                 call.dialog = Some(dialog);
-                call.ack = Some((dest.clone(), ack.clone()));
                 call.state = CallState::Confirmed;
-                push_out(
-                    &mut self.queues,
-                    Outgoing {
-                        destination: dest,
-                        bytes: ack,
-                        retransmission: false,
-                    },
-                );
+                let out = keep_ack(&mut call.ack, dest, ack);
+                push_out(&mut self.queues, out);
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
@@ -1237,15 +1245,8 @@ impl UserAgent {
                     .to_bytes(),
             );
             let dest = Destination::Uri(dialog.next_hop());
-            call.ack = Some((dest.clone(), ack.clone()));
-            push_out(
-                &mut self.queues,
-                Outgoing {
-                    destination: dest,
-                    bytes: ack,
-                    retransmission: false,
-                },
-            );
+            let out = keep_ack(&mut call.ack, dest, ack);
+            push_out(&mut self.queues, out);
         }
         let sdp = sdp_of(resp);
         queues(&mut self.queues)
