@@ -835,6 +835,18 @@ struct ShardStats {
     send_timing: SendTiming,
 }
 
+impl ShardStats {
+    /// A timer (SIP heap or media pacer) fired `lateness` after its deadline; over 10 ms
+    /// counts as late.
+    fn timer_fired(&mut self, lateness: Duration) {
+        self.timers_fired += 1;
+        if lateness > Duration::from_millis(10) {
+            self.late_timers += 1;
+        }
+        self.max_lateness_ms = self.max_lateness_ms.max(ms(lateness));
+    }
+}
+
 /// An endpoint's own connection to the server (TCP, TLS, WS, WSS).
 #[derive(Debug, Default)]
 struct Link {
@@ -1399,12 +1411,8 @@ impl<'a> Shard<'a> {
                 if self.endpoints[idx].wake != Some(at) {
                     continue; // stale entry
                 }
-                let lateness = now.saturating_duration_since(at.max(began));
-                self.stats.timers_fired += 1;
-                if lateness > Duration::from_millis(10) {
-                    self.stats.late_timers += 1;
-                }
-                self.stats.max_lateness_ms = self.stats.max_lateness_ms.max(ms(lateness));
+                self.stats
+                    .timer_fired(now.saturating_duration_since(at.max(began)));
                 self.endpoints[idx].wake = None;
                 self.on_timer(idx, now).await;
             }
@@ -1590,12 +1598,7 @@ impl<'a> Shard<'a> {
         let now = Instant::now();
         while let Some((idx, at)) = self.pacer.pop_due(now) {
             // Counted as the timer heap counts its own (`late_timers`).
-            let lateness = now.saturating_duration_since(at);
-            self.stats.timers_fired += 1;
-            if lateness > Duration::from_millis(10) {
-                self.stats.late_timers += 1;
-            }
-            self.stats.max_lateness_ms = self.stats.max_lateness_ms.max(ms(lateness));
+            self.stats.timer_fired(now.saturating_duration_since(at));
             self.media_timeout(idx, now);
             let at = self.endpoints[idx]
                 .media
