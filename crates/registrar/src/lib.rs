@@ -256,6 +256,7 @@ impl Registrar {
     fn respond(
         &mut self,
         req: &Message,
+        top: TopVia,
         source: SocketAddr,
         code: u16,
         reason: &str,
@@ -273,10 +274,9 @@ impl Registrar {
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
         // The top Via value is replaced in place; the other values of its line (a
         // comma-joined `Via: a, b`) stay, after it.
-        // The top Via read once for the To tag and the stamp.
-        let via = req.headers.view::<ViaRef>().and_then(Result::ok);
-        let to_tag = to_tag_with(req, via.as_ref());
-        let stamped = via.as_ref().and_then(|_| stamp_valid_top_via(req, source));
+        // The top Via was read once, when the request came in (`TopVia`).
+        let to_tag = tag_text(top.tag_hash);
+        let stamped = stamp_valid_top_via(req, source);
         let rest = stamped.as_ref().and_then(|_| {
             req.headers
                 .get(&HeaderName::Via)
@@ -313,25 +313,24 @@ impl Registrar {
 
     fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {
         let Some(method) = req.method() else { return };
-        let has_branch = req
-            .headers
-            .view::<ViaRef>()
-            .and_then(Result::ok)
-            .is_some_and(|v| v.branch().is_some());
-        if !has_branch || req.cseq().is_none() {
+        let Some(top) = TopVia::of(&req) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if req.cseq().is_none() {
             self.stats.dropped += 1;
             return;
         }
         match method {
-            Method::Register => self.register(now, now_unix, &req, source),
+            Method::Register => self.register(now, now_unix, &req, top, source),
             Method::Options if self.is_for_us(&req) => {
                 let allow = Header::new(
                     HeaderName::Allow,
                     "REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS",
                 );
-                self.respond(&req, source, 200, "OK", vec![allow]);
+                self.respond(&req, top, source, 200, "OK", vec![allow]);
             }
-            _ => self.proxy(now, now_unix, req, source),
+            _ => self.proxy(now, now_unix, req, top, source),
         }
     }
 
@@ -342,13 +341,20 @@ impl Registrar {
             .is_some_and(|u| u.user.is_none())
     }
 
-    fn register(&mut self, now: Instant, now_unix: u64, req: &Message, source: SocketAddr) {
+    fn register(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        req: &Message,
+        top: TopVia,
+        source: SocketAddr,
+    ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
         let Some(user) = req
             .to()
             .and_then(|t| t.uri.as_sip().and_then(|u| u.user_unescaped()))
         else {
-            self.respond(req, source, 400, "Bad Request (no user in To)", vec![]);
+            self.respond(req, top, source, 400, "Bad Request (no user in To)", vec![]);
             return;
         };
         match self.auth.check(req, &Method::Register, now_unix, false) {
@@ -356,6 +362,7 @@ impl Registrar {
                 if auth_user != user && !self.auth.is_ephemeral() {
                     self.respond(
                         req,
+                        top,
                         source,
                         403,
                         "Forbidden (user does not match credentials)",
@@ -366,15 +373,15 @@ impl Registrar {
             }
             auth::Outcome::Challenge(h) => {
                 self.stats.challenged += 1;
-                self.respond(req, source, 401, "Unauthorized", h);
+                self.respond(req, top, source, 401, "Unauthorized", h);
                 return;
             }
             auth::Outcome::Forbidden => {
-                self.respond(req, source, 403, "Forbidden", vec![]);
+                self.respond(req, top, source, 403, "Forbidden", vec![]);
                 return;
             }
             auth::Outcome::NotFound => {
-                self.respond(req, source, 404, "Not Found", vec![]);
+                self.respond(req, top, source, 404, "Not Found", vec![]);
                 return;
             }
         }
@@ -392,7 +399,14 @@ impl Registrar {
         if contacts.iter().any(|c| matches!(c, Contact::Star)) {
             // §10.3 step 6: `*` only with Expires: 0, and alone.
             if default_expires != 0 || contacts.len() != 1 {
-                self.respond(req, source, 400, "Bad Request (* needs Expires: 0)", vec![]);
+                self.respond(
+                    req,
+                    top,
+                    source,
+                    400,
+                    "Bad Request (* needs Expires: 0)",
+                    vec![],
+                );
                 return;
             }
             if let Some(list) = self.bindings.get_mut(&user) {
@@ -410,7 +424,7 @@ impl Registrar {
                     self.bindings.remove(&user);
                 }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
-                self.respond(req, source, 423, "Interval Too Brief", vec![h]);
+                self.respond(req, top, source, 423, "Interval Too Brief", vec![h]);
                 return;
             }
             if !self.bindings.contains_key(&user) {
@@ -462,10 +476,17 @@ impl Registrar {
             extra.push(Header::new(HeaderName::Contact, value));
         }
         self.stats.registered += 1;
-        self.respond(req, source, 200, "OK", extra);
+        self.respond(req, top, source, 200, "OK", extra);
     }
 
-    fn proxy(&mut self, now: Instant, now_unix: u64, mut req: Message, source: SocketAddr) {
+    fn proxy(
+        &mut self,
+        now: Instant,
+        now_unix: u64,
+        mut req: Message,
+        top: TopVia,
+        source: SocketAddr,
+    ) {
         let method = req.method().unwrap_or(Method::Options);
         if !self.services.is_idle()
             && matches!(
@@ -484,7 +505,7 @@ impl Registrar {
             .map_or(70, |m| m.0);
         if mf == 0 {
             if method != Method::Ack {
-                self.respond(&req, source, 483, "Too Many Hops", vec![]);
+                self.respond(&req, top, source, 483, "Too Many Hops", vec![]);
             }
             return;
         }
@@ -512,7 +533,7 @@ impl Registrar {
             .and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
         // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
-        if method == Method::Ack && to_tag.is_some_and(|t| t == to_tag_for(&req)) {
+        if method == Method::Ack && to_tag.is_some_and(|t| t == tag_text(top.tag_hash)) {
             return;
         }
 
@@ -565,11 +586,11 @@ impl Registrar {
                     auth::Outcome::Allowed(_) => {}
                     auth::Outcome::Challenge(h) => {
                         self.stats.challenged += 1;
-                        self.respond(&req, source, 407, "Proxy Authentication Required", h);
+                        self.respond(&req, top, source, 407, "Proxy Authentication Required", h);
                         return;
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {
-                        self.respond(&req, source, 403, "Forbidden", vec![]);
+                        self.respond(&req, top, source, 403, "Forbidden", vec![]);
                         return;
                     }
                 }
@@ -579,7 +600,7 @@ impl Registrar {
                 .and_then(Uri::as_sip)
                 .and_then(SipUri::user_unescaped)
             else {
-                self.respond(&req, source, 404, "Not Found", vec![]);
+                self.respond(&req, top, source, 404, "Not Found", vec![]);
                 return;
             };
             if method == Method::Invite
@@ -624,7 +645,7 @@ impl Registrar {
                         (404, "Not Found")
                     };
                     if method != Method::Ack {
-                        self.respond(&req, source, code, reason, vec![]);
+                        self.respond(&req, top, source, code, reason, vec![]);
                     }
                     return;
                 }
@@ -632,7 +653,7 @@ impl Registrar {
         };
         let Some(to) = target else {
             if method != Method::Ack {
-                self.respond(&req, source, 404, "Not Found (unknown target)", vec![]);
+                self.respond(&req, top, source, 404, "Not Found (unknown target)", vec![]);
             }
             return;
         };
@@ -650,15 +671,9 @@ impl Registrar {
         }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
-        // The top Via read once for the branch and the stamp.
-        let via = req.headers.view::<ViaRef>().and_then(Result::ok);
-        let incoming = fnv(via
-            .as_ref()
-            .and_then(ViaRef::branch)
-            .as_deref()
-            .unwrap_or_default()
-            .bytes());
-        let stamped = via.and_then(|_| stamp_valid_top_via(&req, source));
+        // The top Via was read once, when the request came in (`TopVia`).
+        let incoming = top.branch_hash;
+        let stamped = stamp_valid_top_via(&req, source);
 
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         if let Some(stamped) = stamped {
@@ -680,13 +695,15 @@ impl Registrar {
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
     fn forward_response(&mut self, mut resp: Message) {
-        let ours = resp
-            .headers
-            .view::<ViaRef>()
-            .and_then(Result::ok)
-            .is_some_and(|v| {
-                host_is(&v.host, &self.config.host) && v.port.unwrap_or(5060) == self.config.port
-            });
+        let ours = self.is_our_via(&resp)
+            || resp
+                .headers
+                .view::<ViaRef>()
+                .and_then(Result::ok)
+                .is_some_and(|v| {
+                    host_is(&v.host, &self.config.host)
+                        && v.port.unwrap_or(5060) == self.config.port
+                });
         // A response whose top Via is not ours was sent to us by a peer that answers "the
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
@@ -712,6 +729,20 @@ impl Registrar {
         self.stats.responses_forwarded += 1;
         self.out
             .push_back((SocketAddr::new(host, port), Bytes::from(resp.to_bytes())));
+    }
+
+    /// True when the top Via of `msg` is exactly as we print ours (`via_prefix` and a branch
+    /// of letters and digits): such a Via reads as our host and port, so the parse that
+    /// checks it in general is skipped. False says nothing (the caller parses then).
+    fn is_our_via(&self, msg: &Message) -> bool {
+        msg.headers
+            .get(&HeaderName::Via)
+            .and_then(|h| h.value().strip_prefix(self.via_prefix.as_str()))
+            .is_some_and(|rest| {
+                let end = rest.find(',').unwrap_or(rest.len());
+                let branch = rest[..end].trim_end_matches([' ', '\t']);
+                !branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric())
+            })
     }
 
     /// True when the Request-URI's host is our domain or our own address.
@@ -931,13 +962,43 @@ fn to_tag_with(req: &Message, via: Option<&ViaRef<'_>>) -> String {
         .and_then(Result::ok)
         .map_or("", |c| c.0);
     let branch = via.and_then(ViaRef::branch);
-    let h = fnv(call_id
+    tag_text(fnv(call_id
         .bytes()
-        .chain(branch.as_deref().unwrap_or_default().bytes()));
+        .chain(branch.as_deref().unwrap_or_default().bytes())))
+}
+
+/// The To tag our answers carry: `r` and the digest of the request's Call-ID and branch.
+fn tag_text(h: u64) -> String {
     let mut tag = String::with_capacity(17);
     tag.push('r');
     sip_msg::push_hex16(&mut tag, h);
     tag
+}
+
+/// What the registrar's paths need of a request's top Via, read once when the request comes
+/// in: the digest of its branch (the proxy's own branch is a function of it) and the digest
+/// of Call-ID and branch (the To tag of our answers). A request has one only when its top Via
+/// is readable and has a branch (others are dropped).
+#[derive(Debug, Clone, Copy)]
+struct TopVia {
+    branch_hash: u64,
+    tag_hash: u64,
+}
+
+impl TopVia {
+    fn of(req: &Message) -> Option<Self> {
+        let via = req.headers.view::<ViaRef>()?.ok()?;
+        let branch = via.branch()?;
+        let call_id = req
+            .headers
+            .view::<sip_msg::typed::CallIdRef>()
+            .and_then(Result::ok)
+            .map_or("", |c| c.0);
+        Some(Self {
+            branch_hash: fnv(branch.bytes()),
+            tag_hash: fnv(call_id.bytes().chain(branch.bytes())),
+        })
+    }
 }
 
 /// FNV-1a: a cheap deterministic digest for branches and tags (not security relevant).
