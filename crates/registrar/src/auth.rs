@@ -56,7 +56,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Verifier {
     mode: AuthMode,
     realm: String,
-    secret: Vec<u8>,
+    /// Ephemeral credentials' passwords, keyed by the secret once.
+    ephemeral: ephemeral::Checker,
     issuer: NonceIssuer,
 }
 
@@ -74,7 +75,7 @@ impl Verifier {
         Self {
             mode: mode.clone(),
             realm: realm.to_owned(),
-            secret: secret.to_vec(),
+            ephemeral: ephemeral::Checker::new(secret),
             issuer: NonceIssuer::new(secret, NONCE_LIFETIME_SECS),
         }
     }
@@ -145,7 +146,7 @@ impl Verifier {
         let password = match &self.mode {
             AuthMode::Open => unreachable!("handled above"),
             AuthMode::Ephemeral => {
-                match ephemeral::expected_password(&self.secret, &creds.username, now_unix) {
+                match self.ephemeral.expected_password(&creds.username, now_unix) {
                     Ok(p) => p,
                     Err(_) => return Outcome::Forbidden,
                 }

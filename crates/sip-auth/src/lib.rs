@@ -885,6 +885,8 @@ pub fn verify(
 /// `base64(HMAC-SHA256(secret, username))`.
 pub mod ephemeral {
     use base64::Engine;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
 
     use super::hmac_sha256;
 
@@ -918,6 +920,12 @@ pub mod ephemeral {
         username: &str,
         now_unix: u64,
     ) -> Result<String, EphemeralError> {
+        check_username(username, now_unix)?;
+        Ok(password(secret, username))
+    }
+
+    /// Refuses a username that is not `EXPIRY:ID` or whose expiry has passed.
+    fn check_username(username: &str, now_unix: u64) -> Result<(), EphemeralError> {
         let (expiry, id) = username.split_once(':').ok_or(EphemeralError::Malformed)?;
         let expiry: u64 = expiry.parse().map_err(|_| EphemeralError::Malformed)?;
         if id.is_empty() {
@@ -926,7 +934,42 @@ pub mod ephemeral {
         if now_unix > expiry {
             return Err(EphemeralError::Expired);
         }
-        Ok(password(secret, username))
+        Ok(())
+    }
+
+    /// [`expected_password`] for one secret, with its HMAC key prepared once: each check
+    /// then hashes two SHA-256 blocks less (the keyed inner and outer pads are kept).
+    #[derive(Clone)]
+    pub struct Checker {
+        mac: Hmac<Sha256>,
+    }
+
+    impl std::fmt::Debug for Checker {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("ephemeral::Checker")
+        }
+    }
+
+    impl Checker {
+        /// A checker for credentials issued under `secret`.
+        pub fn new(secret: &[u8]) -> Self {
+            Self {
+                // HMAC accepts keys of any length: `new_from_slice` cannot fail for Hmac<Sha256>.
+                mac: Hmac::<Sha256>::new_from_slice(secret).expect("hmac takes keys of any length"),
+            }
+        }
+
+        /// What [`expected_password`] gives for this checker's secret.
+        pub fn expected_password(
+            &self,
+            username: &str,
+            now_unix: u64,
+        ) -> Result<String, EphemeralError> {
+            check_username(username, now_unix)?;
+            let mut mac = self.mac.clone();
+            mac.update(username.as_bytes());
+            Ok(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+        }
     }
 }
 
@@ -1234,5 +1277,30 @@ mod tests {
             "another secret gives another password"
         );
         assert!(!format!("{:?}", Credentials::new("u", "hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn a_prepared_checker_expects_the_same_passwords() {
+        for secret in [&b"s3cret"[..], b"", &[7u8; 100][..]] {
+            let checker = ephemeral::Checker::new(secret);
+            for user in [
+                "2000:run42-ep7",
+                "5:x",
+                "9999999999:a:b",
+                "nocolon",
+                "x:y",
+                "3:",
+            ] {
+                for now in [0, 1_999, 2_001] {
+                    assert_eq!(
+                        checker.expected_password(user, now),
+                        ephemeral::expected_password(secret, user, now),
+                        "{user} at {now}"
+                    );
+                }
+            }
+            let (user, pw) = ephemeral::issue(secret, "id", 10);
+            assert_eq!(checker.expected_password(&user, 10).unwrap(), pw);
+        }
     }
 }
