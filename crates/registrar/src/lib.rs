@@ -661,8 +661,7 @@ impl Registrar {
         if method == Method::Invite && !in_dialog {
             let mut rr = String::with_capacity(48);
             rr.push_str("<sip:");
-            // Writing into a String never fails.
-            let _ = write!(rr, "{}", self.config.host);
+            sip_msg::push_host(&mut rr, &self.config.host);
             rr.push(':');
             sip_msg::push_decimal(&mut rr, u64::from(self.config.port));
             rr.push_str(";lr>");
@@ -936,8 +935,7 @@ fn contact_key(uri: &Uri) -> String {
             let mut key = String::with_capacity(user.len() + 24);
             key.push_str(user);
             key.push('@');
-            // Writing into a String never fails.
-            let _ = std::fmt::Write::write_fmt(&mut key, format_args!("{}", u.host));
+            sip_msg::push_host(&mut key, &u.host);
             key.push(':');
             sip_msg::push_decimal(&mut key, u64::from(u.port.unwrap_or(5060)));
             key

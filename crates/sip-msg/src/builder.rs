@@ -51,6 +51,35 @@ pub fn push_ip(s: &mut String, ip: std::net::IpAddr) {
     }
 }
 
+/// Appends `host` as its `Display` prints it (names and IPv4 without the formatting
+/// machinery; IPv6 in brackets).
+pub fn push_host(s: &mut String, host: &crate::uri::Host) {
+    use crate::uri::{Host, HostRef};
+    push_host_ref(
+        s,
+        &match host {
+            Host::Name(n) => HostRef::Name(n),
+            Host::V4(a) => HostRef::V4(*a),
+            Host::V6(a) => HostRef::V6(*a),
+        },
+    );
+}
+
+/// Appends `host` as its `Display` prints it (see [`push_host`]).
+pub fn push_host_ref(s: &mut String, host: &crate::uri::HostRef<'_>) {
+    use crate::uri::HostRef;
+    match host {
+        HostRef::Name(n) => s.push_str(n),
+        // Writing into a String never fails.
+        HostRef::V4(a) => {
+            let _ = crate::text::write_ipv4(s, *a);
+        }
+        HostRef::V6(a) => {
+            let _ = fmt::Write::write_fmt(s, format_args!("[{a}]"));
+        }
+    }
+}
+
 /// Appends `n` in decimal (what `n.to_string()` gives, without the formatting machinery).
 pub fn push_decimal(s: &mut String, n: u64) {
     s.push_str(crate::text::decimal(n, &mut [0; 20]));
@@ -338,6 +367,12 @@ mod tests {
         }
         assert_eq!(branch_from(0xabc), format!("{BRANCH_MAGIC}{:016x}", 0xabc));
         assert_eq!(tag_from(u64::MAX), "ffffffffffffffff");
+        for a in ["example.COM", "[::1]", "[2001:db8::7]", "a-b.c"] {
+            let host = Host::parse(a).unwrap();
+            let mut s = String::new();
+            push_host(&mut s, &host);
+            assert_eq!(s, host.to_string());
+        }
         for a in [
             "0.0.0.0",
             "127.0.0.1",
@@ -347,6 +382,9 @@ mod tests {
         ] {
             let host = Host::parse(a).unwrap();
             assert_eq!(host.to_string(), a);
+            let mut s = String::from("x");
+            push_host(&mut s, &host);
+            assert_eq!(s, format!("x{host}"));
             let uri = SipUri::new(host).with_user("u").with_port(5060);
             assert_eq!(uri.to_string(), format!("sip:u@{a}:5060"));
         }

@@ -139,8 +139,7 @@ impl TxnKey {
         let via = req.headers.view::<ViaRef>()?.ok()?;
         let branch = via.branch()?.into_owned();
         let mut sent_by = String::with_capacity(24);
-        // Writing into a String never fails.
-        let _ = std::fmt::Write::write_fmt(&mut sent_by, format_args!("{}", via.host));
+        sip_msg::push_host_ref(&mut sent_by, &via.host);
         if let Some(p) = via.port {
             sent_by.push(':');
             sip_msg::push_decimal(&mut sent_by, u64::from(p));

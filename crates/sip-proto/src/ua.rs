@@ -589,17 +589,24 @@ impl UserAgent {
     /// Our Via for a new request, printed straight into its string as
     /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
     fn new_via(&mut self) -> String {
-        use std::fmt::Write as _;
         let branch: u64 = self.rng.random();
         let mut via = String::with_capacity(64);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            via,
-            "SIP/2.0/{} {}:{};branch={BRANCH_MAGIC}{branch:016x}",
-            self.profile.transport.to_ascii_uppercase(),
-            self.local_host,
-            self.local_port
+        // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
+        // piece (no formatting machinery, no upper-cased copy of the transport).
+        via.push_str("SIP/2.0/");
+        via.extend(
+            self.profile
+                .transport
+                .chars()
+                .map(|c| c.to_ascii_uppercase()),
         );
+        via.push(' ');
+        sip_msg::push_host(&mut via, &self.local_host);
+        via.push(':');
+        sip_msg::push_decimal(&mut via, u64::from(self.local_port));
+        via.push_str(";branch=");
+        via.push_str(BRANCH_MAGIC);
+        sip_msg::push_hex16(&mut via, branch);
         // RFC 3581: ask for the source port, so answers reach us through NAT.
         via.push_str(";rport");
         via
@@ -611,8 +618,7 @@ impl UserAgent {
         let mut id = String::with_capacity(40);
         sip_msg::push_hex16(&mut id, random);
         id.push('@');
-        // Writing into a String never fails.
-        let _ = std::fmt::Write::write_fmt(&mut id, format_args!("{}", self.local_host));
+        sip_msg::push_host(&mut id, &self.local_host);
         id
     }
 
