@@ -401,36 +401,83 @@ impl Message {
         first_via: Option<&[&str]>,
         out: &mut Vec<u8>,
     ) {
-        write_status_line(out, code, reason);
-        out.extend_from_slice(b"\r\n");
-        let mut first_via = first_via;
-        for h in request.headers.iter() {
-            let n = h.name();
-            match n {
-                HeaderName::Via if first_via.is_some() => {
-                    for v in first_via.take().unwrap_or_default() {
-                        write_line(out, HeaderName::Via.as_str(), v);
-                    }
-                }
+        write_response_head(request, code, reason, to_tag, first_via, 0, out);
+    }
+
+    /// Prints a whole response to `request` into `out`: the bytes of
+    /// `Message::response_to(request, code, reason, to_tag)`, then each of `extra` pushed in
+    /// order, then `set_body(content_type, body)` when a body is given, then `to_bytes()` —
+    /// without building the response (a UA's answers: 100, 180, 200, 481 …).
+    pub fn write_full_response(
+        request: &Message,
+        code: u16,
+        reason: &str,
+        to_tag: Option<&str>,
+        extra: &[Header],
+        body: Option<(&str, &[u8])>,
+        out: &mut Vec<u8>,
+    ) {
+        let len = body.map_or(0, |(_, b)| b.len());
+        // Room for it all at once, a few bytes over at most (a To tag the To already has), so
+        // that a response kept for retransmission holds little spare room.
+        let line = |h: &Header| {
+            h.raw()
+                .map_or(h.name().as_str().len() + 2 + h.value().len(), <[u8]>::len)
+                + 2
+        };
+        let copied: usize = request
+            .headers
+            .iter()
+            .map(|h| match h.name() {
                 HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                    write_header(out, h);
+                    line(h)
                 }
-                HeaderName::RecordRoute if (101..300).contains(&code) => write_header(out, h),
-                HeaderName::To => {
-                    out.extend_from_slice(b"To: ");
-                    out.extend_from_slice(h.value().as_bytes());
-                    if let Some(tag) = to_tag
-                        && !NameAddrTag::has_tag(h.value())
-                    {
-                        out.extend_from_slice(b";tag=");
-                        out.extend_from_slice(tag.as_bytes());
+                HeaderName::RecordRoute if (101..300).contains(&code) => line(h),
+                HeaderName::To => 6 + h.value().len() + to_tag.map_or(0, |t| 5 + t.len()),
+                _ => 0,
+            })
+            .sum();
+        out.reserve(
+            12 + reason.len()
+                + 2
+                + copied
+                + 16
+                + crate::text::decimal(len as u64, &mut [0; 20]).len()
+                + 2
+                + extra.iter().map(line).sum::<usize>()
+                + body.map_or(0, |(t, b)| 16 + t.len() + b.len())
+                + 2,
+        );
+        // `set_body` sets Content-Length in place (the copied lines' own one, always first)
+        // and drops any later one; it replaces the first Content-Type in place (or appends
+        // one) when the body is not empty, and drops every other.
+        write_response_head(request, code, reason, to_tag, None, len, out);
+        let mut type_seen = false;
+        for h in extra {
+            if let Some((content_type, _)) = body {
+                match h.name() {
+                    HeaderName::ContentLength => continue,
+                    HeaderName::ContentType => {
+                        if !type_seen && len > 0 {
+                            write_line(out, HeaderName::ContentType.as_str(), content_type);
+                        }
+                        type_seen = true;
+                        continue;
                     }
-                    out.extend_from_slice(b"\r\n");
+                    _ => {}
                 }
-                _ => {}
             }
+            write_header(out, h);
         }
-        out.extend_from_slice(b"Content-Length: 0\r\n");
+        if let Some((content_type, b)) = body {
+            if !b.is_empty() && !type_seen {
+                write_line(out, HeaderName::ContentType.as_str(), content_type);
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(b);
+        } else {
+            out.extend_from_slice(b"\r\n");
+        }
     }
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
@@ -493,6 +540,50 @@ impl Message {
             },
         }
     }
+}
+
+/// [`Message::write_response`] with `Content-Length: content_length` as its last line.
+fn write_response_head(
+    request: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    first_via: Option<&[&str]>,
+    content_length: usize,
+    out: &mut Vec<u8>,
+) {
+    write_status_line(out, code, reason);
+    out.extend_from_slice(b"\r\n");
+    let mut first_via = first_via;
+    for h in request.headers.iter() {
+        let n = h.name();
+        match n {
+            HeaderName::Via if first_via.is_some() => {
+                for v in first_via.take().unwrap_or_default() {
+                    write_line(out, HeaderName::Via.as_str(), v);
+                }
+            }
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                write_header(out, h);
+            }
+            HeaderName::RecordRoute if (101..300).contains(&code) => write_header(out, h),
+            HeaderName::To => {
+                out.extend_from_slice(b"To: ");
+                out.extend_from_slice(h.value().as_bytes());
+                if let Some(tag) = to_tag
+                    && !NameAddrTag::has_tag(h.value())
+                {
+                    out.extend_from_slice(b";tag=");
+                    out.extend_from_slice(tag.as_bytes());
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(crate::text::decimal(content_length as u64, &mut [0; 20]).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `SIP/2.0 code reason`, without the line end.
@@ -1111,6 +1202,71 @@ v=0\n";
                         );
                         printed.extend_from_slice(b"\r\n");
                         assert_eq!(printed, edited.to_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_printed_full_answer_is_the_built_one() {
+        // `write_full_response` gives the bytes of `response_to` + pushed headers +
+        // `set_body` + `to_bytes`, including extra headers that `set_body` replaces or drops.
+        let requests: [&[u8]; 2] = [
+            INVITE,
+            b"BYE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK9, SIP/2.0/UDP b;branch=z9hG4bK8\r\nRecord-Route: <sip:p;lr>\r\nFrom: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nl: 0\r\n\r\n",
+        ];
+        let extras: [Vec<Header>; 4] = [
+            vec![],
+            vec![
+                Header::new(HeaderName::Contact, "<sip:b@10.0.0.2:5062>"),
+                Header::new(HeaderName::Server, "ua"),
+            ],
+            vec![
+                Header::new(HeaderName::ContentType, "text/plain"),
+                Header::new(HeaderName::ContentLength, "99"),
+                Header::new(HeaderName::Server, "ua"),
+            ],
+            vec![
+                Header::new(HeaderName::ContentType, "a/b"),
+                Header::new("X-Mid", "m"),
+                Header::new(HeaderName::ContentType, "c/d"),
+            ],
+        ];
+        let bodies: [Option<(&str, &[u8])>; 3] = [
+            None,
+            Some(("application/sdp", b"v=0\r\n")),
+            Some(("application/sdp", b"")),
+        ];
+        for raw in requests {
+            let req = Message::parse(raw).unwrap();
+            for code in [100, 180, 200, 481] {
+                for tag in [None, Some("t1")] {
+                    for extra in &extras {
+                        for body in bodies {
+                            let mut built = Message::response_to(&req, code, "Reason", tag);
+                            for h in extra {
+                                built.headers.push(h.clone());
+                            }
+                            if let Some((ct, b)) = body {
+                                built.set_body(ct, Bytes::copy_from_slice(b));
+                            }
+                            let mut printed = Vec::new();
+                            Message::write_full_response(
+                                &req,
+                                code,
+                                "Reason",
+                                tag,
+                                extra,
+                                body,
+                                &mut printed,
+                            );
+                            assert_eq!(
+                                String::from_utf8_lossy(&printed),
+                                String::from_utf8_lossy(&built.to_bytes()),
+                                "{code} {tag:?} {extra:?} {body:?}"
+                            );
+                        }
                     }
                 }
             }

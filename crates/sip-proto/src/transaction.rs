@@ -557,7 +557,17 @@ impl ServerTransaction {
     /// Sends a response from the TU.
     pub fn send_response(&mut self, now: Instant, resp: &Message) -> Result<(), TxnError> {
         let code = resp.status().unwrap_or(500);
-        let bytes = Bytes::from(resp.to_bytes());
+        self.send_response_bytes(now, code, Bytes::from(resp.to_bytes()))
+    }
+
+    /// [`ServerTransaction::send_response`] for a response the TU printed itself: `bytes` is
+    /// the whole message and `code` its status code.
+    pub fn send_response_bytes(
+        &mut self,
+        now: Instant,
+        code: u16,
+        bytes: Bytes,
+    ) -> Result<(), TxnError> {
         match (self.state, code) {
             (State::Trying | State::Proceeding, 100..=199) => self.state = State::Proceeding,
             (State::Proceeding, 200..=299) if self.invite => {

@@ -1311,40 +1311,48 @@ impl UserAgent {
         sdp: Option<Bytes>,
     ) -> Option<Bytes> {
         let contact = self.contact();
-        let ua = self.profile.user_agent.clone();
         let call = self.call_ref(id)?;
         let key = call.server_key.clone()?;
-        let mut resp = Message::response_to(
-            &call.invite,
-            code,
-            reason,
-            (code > 100).then_some(call.local_tag.as_str()),
-        );
-        if (101..300).contains(&code) {
-            resp.headers
-                .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
-        }
-        if code == 200 {
-            resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
-        }
         // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
         let reliable =
             code > 100 && code < 200 && self.profile.use_100rel && supports_100rel(&call.invite);
         let rseq = call.next_rseq;
+        // Contact (1xx–2xx but 100), Allow (200), Require and RSeq (reliable), Server: the
+        // headers pushed after the copied ones, printed with them straight into the bytes to
+        // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave).
+        let mut extra = Vec::with_capacity(5);
+        if (101..300).contains(&code) {
+            extra.push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
+        }
+        if code == 200 {
+            extra.push(Header::new(HeaderName::Allow, ALLOW));
+        }
         if reliable {
-            resp.headers
-                .push(Header::from_static(HeaderName::Require, "100rel"));
-            resp.headers
-                .push(Header::new(HeaderName::RSeq, rseq.to_string()));
+            extra.push(Header::from_static(HeaderName::Require, "100rel"));
+            extra.push(Header::new(HeaderName::RSeq, rseq.to_string()));
         }
-        resp.headers.push(Header::new(HeaderName::Server, ua));
-        if let Some(sdp) = sdp {
-            resp.set_body("application/sdp", sdp);
-        }
+        extra.push(Header::new(
+            HeaderName::Server,
+            self.profile.user_agent.clone(),
+        ));
+        // `write_full_response` reserves what it needs.
+        let mut out = Vec::new();
+        Message::write_full_response(
+            &call.invite,
+            code,
+            reason,
+            (code > 100).then_some(call.local_tag.as_str()),
+            &extra,
+            sdp.as_ref().map(|b| ("application/sdp", &b[..])),
+            &mut out,
+        );
+        let bytes = Bytes::from(out);
         let entry = self.server.iter_mut().find(|e| e.txn.key() == &key)?;
-        entry.txn.send_response(now, &resp).ok()?;
+        entry
+            .txn
+            .send_response_bytes(now, code, bytes.clone())
+            .ok()?;
         self.drain_server(now);
-        let bytes = Bytes::from(resp.to_bytes());
         let t1 = self.profile.timers.t1;
         let call = self.call_mut(id)?;
         if reliable {
@@ -1422,11 +1430,8 @@ impl UserAgent {
         extra: Vec<Header>,
     ) {
         let tag = tag_from(self.rng.random());
-        let mut resp = Message::response_to(req, code, reason, Some(&tag));
-        for h in extra {
-            resp.headers.push(h);
-        }
-        resp.headers.push(Header::new(
+        let mut extra = extra;
+        extra.push(Header::new(
             HeaderName::Server,
             self.profile.user_agent.clone(),
         ));
@@ -1434,7 +1439,11 @@ impl UserAgent {
         else {
             return;
         };
-        if txn.send_response(now, &resp).is_ok() {
+        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
+        // `write_full_response` reserves what it needs.
+        let mut out = Vec::new();
+        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
+        if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
             let method = req.method().unwrap_or(Method::Options);
             push_one(
                 &mut self.server,
