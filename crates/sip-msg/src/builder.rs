@@ -110,8 +110,8 @@ pub struct RequestBuilder {
     via: Vec<String>,
     max_forwards: u8,
     routes: Vec<NameAddr>,
-    from: Option<NameAddr>,
-    to: Option<NameAddr>,
+    from: Option<Addr>,
+    to: Option<Addr>,
     call_id: Option<String>,
     cseq: u32,
     contact: Option<NameAddr>,
@@ -165,13 +165,26 @@ impl RequestBuilder {
 
     /// Sets From (include the tag).
     pub fn from(mut self, from: NameAddr) -> Self {
-        self.from = Some(from);
+        self.from = Some(Addr::Parsed(from));
+        self
+    }
+
+    /// Sets From to a value already printed (`<sip:a@h>;tag=1`), as a dialog that printed
+    /// its URIs once does.
+    pub fn from_text(mut self, from: String) -> Self {
+        self.from = Some(Addr::Text(from));
         self
     }
 
     /// Sets To.
     pub fn to(mut self, to: NameAddr) -> Self {
-        self.to = Some(to);
+        self.to = Some(Addr::Parsed(to));
+        self
+    }
+
+    /// Sets To to a value already printed (see [`RequestBuilder::from_text`]).
+    pub fn to_text(mut self, to: String) -> Self {
+        self.to = Some(Addr::Text(to));
         self
     }
 
@@ -231,11 +244,12 @@ impl RequestBuilder {
         for r in &self.routes {
             w.display(HeaderName::Route, r);
         }
-        if let Some(f) = &self.from {
-            w.display(HeaderName::From, f);
-        }
-        if let Some(t) = &self.to {
-            w.display(HeaderName::To, t);
+        for (name, addr) in [(HeaderName::From, &self.from), (HeaderName::To, &self.to)] {
+            match addr {
+                Some(Addr::Parsed(a)) => w.display(name, a),
+                Some(Addr::Text(t)) => w.text(name, t),
+                None => {}
+            }
         }
         if let Some(c) = &self.call_id {
             w.text(HeaderName::CallId, c);
@@ -301,6 +315,13 @@ impl RequestBuilder {
         m.put_body(body);
         m
     }
+}
+
+/// A From or To value: a name-addr, or its text already printed.
+#[derive(Debug)]
+enum Addr {
+    Parsed(NameAddr),
+    Text(String),
 }
 
 /// The header section of a built request: `Name: value` lines in one string, and where each
@@ -424,6 +445,38 @@ mod tests {
             }
         );
         assert_eq!(again.body().as_ref(), b"v=0\r\n");
+    }
+
+    #[test]
+    fn printed_from_and_to_give_the_same_request() {
+        // A dialog prints its name-addrs once: the request is the one built from them.
+        let bob = SipUri::new(Host::parse("biloxi.com").unwrap()).with_user("bob");
+        let mut alice = NameAddr::new(
+            SipUri::new(Host::parse("192.0.2.7").unwrap())
+                .with_user("alice")
+                .with_port(5062)
+                .with_param("transport", Some("tcp")),
+        )
+        .with_tag("a1");
+        alice.display = Some("Alice \"A\"".to_owned());
+        let to = NameAddr::new(bob.clone()).with_tag("b2");
+        let build = |b: RequestBuilder| b.call_id("c").cseq(3).build().to_bytes();
+        let parsed = build(
+            RequestBuilder::new(Method::Bye, bob.clone().into())
+                .via_text("SIP/2.0/UDP h:1;branch=z9hG4bK1".to_owned())
+                .from(alice.clone())
+                .to(to.clone()),
+        );
+        let printed = build(
+            RequestBuilder::new(Method::Bye, bob.into())
+                .via_text("SIP/2.0/UDP h:1;branch=z9hG4bK1".to_owned())
+                .from_text(text_of(&alice, 16))
+                .to_text(text_of(&to, 16)),
+        );
+        assert_eq!(
+            String::from_utf8(printed).unwrap(),
+            String::from_utf8(parsed).unwrap()
+        );
     }
 
     #[test]

@@ -20,10 +20,11 @@ pub struct DialogId {
 pub struct Dialog {
     /// Identifiers.
     pub id: DialogId,
-    /// Our URI (From of our requests).
-    pub local_uri: NameAddr,
-    /// The peer's URI (To of our requests).
-    pub remote_uri: NameAddr,
+    /// Our URI with our tag, printed as the From value of our requests (printed once, when
+    /// the dialog is made: no copy of a parsed name-addr per request).
+    pub local_uri: String,
+    /// The peer's URI with its tag, printed as the To value of our requests.
+    pub remote_uri: String,
     /// Where in-dialog requests go: the peer's Contact.
     pub remote_target: Uri,
     /// The route set from Record-Route, in the order our requests must carry it.
@@ -76,13 +77,13 @@ impl Dialog {
         let mut route_set = record_routes(response);
         route_set.reverse();
         Ok(Self {
+            local_uri: text_of(&from.0.with_tag(&local_tag), 96),
+            remote_uri: text_of(&to.0.with_tag(&remote_tag), 96),
             id: DialogId {
                 call_id,
                 local_tag,
                 remote_tag,
             },
-            local_uri: from.0,
-            remote_uri: to.0,
             remote_target: contact_uri(response)?,
             route_set,
             local_seq: request.cseq().map_or(1, |c| c.seq),
@@ -98,13 +99,13 @@ impl Dialog {
         let remote_tag = from.tag().ok_or(DialogError::MissingTag)?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         Ok(Self {
+            local_uri: text_of(&to.0.with_tag(local_tag), 96),
+            remote_uri: text_of(&from.0.with_tag(&remote_tag), 96),
             id: DialogId {
                 call_id,
                 local_tag: local_tag.to_owned(),
                 remote_tag,
             },
-            local_uri: to.0.with_tag(local_tag),
-            remote_uri: from.0,
             remote_target: contact_uri(request)?,
             route_set: record_routes(request),
             local_seq: 0,
@@ -155,8 +156,8 @@ impl Dialog {
         };
         let mut b = RequestBuilder::new(method, uri)
             .via_text(via)
-            .from(self.local_uri.clone().with_tag(&self.id.local_tag))
-            .to(self.remote_uri.clone().with_tag(&self.id.remote_tag))
+            .from_text(self.local_uri.clone())
+            .to_text(self.remote_uri.clone())
             .call_id(self.id.call_id.clone())
             .cseq(seq);
         for r in routes {
