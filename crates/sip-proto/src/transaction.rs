@@ -205,6 +205,24 @@ impl ClientTransaction {
         config: TimerConfig,
     ) -> Result<Self, TxnError> {
         let key = TxnKey::of_client_request(&request).ok_or(TxnError::MissingTxnHeaders)?;
+        Self::from_request_keyed(now, request, key, reliable, config)
+    }
+
+    /// [`ClientTransaction::from_request`] for a caller that knows the request's key (it
+    /// wrote the top Via's branch and the CSeq itself): the Via is not read back.
+    /// `key` must be [`TxnKey::of_client_request`] of `request` (checked in debug builds).
+    pub fn from_request_keyed(
+        now: Instant,
+        request: Message,
+        key: TxnKey,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        debug_assert_eq!(
+            TxnKey::of_client_request(&request).as_ref(),
+            Some(&key),
+            "the key given is the request's"
+        );
         let invite = match key.method {
             Method::Ack => return Err(TxnError::AckTransaction),
             Method::Invite => true,

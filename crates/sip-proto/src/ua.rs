@@ -27,8 +27,8 @@ use sip_msg::typed::{
     CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri, tag_from,
-    text_of,
+    BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri,
+    branch_from, tag_from, text_of,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
@@ -589,6 +589,11 @@ impl UserAgent {
     /// Our Via for a new request, printed straight into its string as
     /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
     fn new_via(&mut self) -> String {
+        self.new_via_branch().0
+    }
+
+    /// [`UserAgent::new_via`] and the random part of its branch (`z9hG4bK` + 16 hex digits).
+    fn new_via_branch(&mut self) -> (String, u64) {
         let branch: u64 = self.rng.random();
         let mut via = String::with_capacity(64);
         // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
@@ -609,7 +614,7 @@ impl UserAgent {
         sip_msg::push_hex16(&mut via, branch);
         // RFC 3581: ask for the source port, so answers reach us through NAT.
         via.push_str(";rport");
-        via
+        (via, branch)
     }
 
     /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
@@ -627,9 +632,42 @@ impl UserAgent {
     }
 
     fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
+        self.start_client_keyed(now, req, None, owner, destination);
+    }
+
+    /// [`UserAgent::start_client`] for a request whose top Via has the branch
+    /// `new_via_branch` returned: its key is known without reading the Via back.
+    fn start_client_branch(
+        &mut self,
+        now: Instant,
+        req: Message,
+        branch: u64,
+        owner: Owner,
+        destination: Destination,
+    ) {
+        let key = req.method().map(|method| TxnKey {
+            branch: branch_from(branch),
+            sent_by: String::new(),
+            method,
+        });
+        self.start_client_keyed(now, req, key, owner, destination);
+    }
+
+    fn start_client_keyed(
+        &mut self,
+        now: Instant,
+        req: Message,
+        key: Option<TxnKey>,
+        owner: Owner,
+        destination: Destination,
+    ) {
         let method = req.method().unwrap_or(Method::Options);
-        match ClientTransaction::from_request(now, req, self.profile.reliable, self.profile.timers)
-        {
+        let (reliable, timers) = (self.profile.reliable, self.profile.timers);
+        let txn = match key {
+            Some(key) => ClientTransaction::from_request_keyed(now, req, key, reliable, timers),
+            None => ClientTransaction::from_request(now, req, reliable, timers),
+        };
+        match txn {
             Ok(txn) => {
                 push_one(
                     &mut self.client,
@@ -670,7 +708,7 @@ impl UserAgent {
     fn send_register(&mut self, now: Instant, expires: u32, owner: Owner) {
         self.reg_cseq += 1;
         let aor = self.aor();
-        let via = self.new_via();
+        let (via, branch) = self.new_via_branch();
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
             .via_text(via)
             .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
@@ -693,7 +731,7 @@ impl UserAgent {
         ) {
             req.headers.push(h);
         }
-        self.start_client(now, req, owner, Destination::Registrar);
+        self.start_client_branch(now, req, branch, owner, Destination::Registrar);
     }
 
     fn on_register_response(&mut self, now: Instant, req: &Message, resp: &Message, owner: Owner) {
@@ -738,12 +776,12 @@ impl UserAgent {
                         }
                         .to_string(),
                     ));
-                    let via = self.new_via();
+                    let (via, branch) = self.new_via_branch();
                     retry.headers.set(Header::new(HeaderName::Via, via));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
-                    self.start_client(now, retry, owner, Destination::Registrar);
+                    self.start_client_branch(now, retry, branch, owner, Destination::Registrar);
                 }
                 Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
             },
@@ -826,7 +864,7 @@ impl UserAgent {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
         let call_id = self.call_id_text(random);
-        let via = self.new_via();
+        let (via, branch) = self.new_via_branch();
         let mut b = RequestBuilder::new(Method::Invite, target.clone())
             .via_text(via)
             .from(NameAddr::new(self.aor()).with_tag(&local_tag))
@@ -873,7 +911,7 @@ impl UserAgent {
             next_rseq: 1,
             prov_retransmit: None,
         })));
-        self.start_client(now, invite, Owner::Invite(id), destination);
+        self.start_client_branch(now, invite, branch, Owner::Invite(id), destination);
         id
     }
 
@@ -1036,7 +1074,7 @@ impl UserAgent {
 
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
     fn reinvite_with_auth(&mut self, now: Instant, id: CallId, header: Header) {
-        let via = self.new_via();
+        let (via, branch) = self.new_via_branch();
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -1061,7 +1099,7 @@ impl UserAgent {
         } else {
             Destination::Registrar
         };
-        self.start_client(now, invite, Owner::Invite(id), dest);
+        self.start_client_branch(now, invite, branch, Owner::Invite(id), dest);
     }
 
     /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
@@ -1132,7 +1170,7 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
-        let via = self.new_via();
+        let (via, branch) = self.new_via_branch();
         let ua = self.profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
             return;
@@ -1147,7 +1185,7 @@ impl UserAgent {
             .header(HeaderName::UserAgent, ua)
             .build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, bye, Owner::Bye(id), dest);
+        self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
     }
 
     /// Sends a re-INVITE with a new SDP offer in a confirmed call (hold: `a=sendonly`,
@@ -1200,7 +1238,7 @@ impl UserAgent {
         rack: Option<String>,
     ) -> bool {
         let method = kind.method();
-        let via = self.new_via();
+        let (via, branch) = self.new_via_branch();
         let contact = self.contact();
         let ua = self.profile.user_agent.clone();
         let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
@@ -1221,7 +1259,7 @@ impl UserAgent {
         }
         let req = b.build();
         let dest = Destination::Uri(dialog.next_hop());
-        self.start_client(now, req, Owner::InDialog(id, kind), dest);
+        self.start_client_branch(now, req, branch, Owner::InDialog(id, kind), dest);
         true
     }
 
