@@ -151,7 +151,7 @@ impl Verifier {
                     Err(_) => return Outcome::Forbidden,
                 }
             }
-            AuthMode::Static(accounts) => match accounts.0.get(&creds.username) {
+            AuthMode::Static(accounts) => match accounts.0.get(&*creds.username) {
                 Some((_, AccountStatus::Disabled)) => return Outcome::Forbidden,
                 Some((p, AccountStatus::Enabled)) => p.clone(),
                 None => return Outcome::NotFound,
@@ -166,7 +166,7 @@ impl Verifier {
             req.body(),
             now_unix,
         ) {
-            Verdict::Ok => Outcome::Allowed(creds.username),
+            Verdict::Ok => Outcome::Allowed(creds.username.into_owned()),
             Verdict::Stale => Outcome::Challenge(self.challenges(proxy, true, now_unix)),
             Verdict::Rejected => Outcome::Challenge(self.challenges(proxy, false, now_unix)),
         }

@@ -624,36 +624,42 @@ fn quote(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Parsed `Authorization` / `Proxy-Authorization` digest credentials.
+/// Parsed `Authorization` / `Proxy-Authorization` digest credentials, read in place: every
+/// value borrowed from the header value (owned only when it held quoted escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
+pub struct Authorization<'a> {
     /// The user name.
-    pub username: String,
+    pub username: Cow<'a, str>,
     /// The realm.
-    pub realm: String,
+    pub realm: Cow<'a, str>,
     /// The nonce being answered.
-    pub nonce: String,
+    pub nonce: Cow<'a, str>,
     /// The digest URI.
-    pub uri: String,
+    pub uri: Cow<'a, str>,
     /// The response hash.
-    pub response: String,
+    pub response: Cow<'a, str>,
     /// The algorithm.
     pub algorithm: Algorithm,
     /// qop chosen by the client.
     pub qop: Option<Qop>,
     /// Client nonce.
-    pub cnonce: Option<String>,
+    pub cnonce: Option<Cow<'a, str>>,
     /// Nonce count (8 hex digits).
-    pub nc: Option<String>,
+    pub nc: Option<Cow<'a, str>>,
     /// Opaque echoed.
-    pub opaque: Option<String>,
+    pub opaque: Option<Cow<'a, str>>,
 }
 
-impl Authorization {
+impl<'a> Authorization<'a> {
     /// Reads a credentials header value.
-    pub fn parse(value: &str) -> Result<Self, AuthError> {
+    pub fn parse(value: &'a str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| param(&params, n);
+        let get = |n: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
         let qop = match param_ref(&params, "qop") {
             None => None,
             Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
@@ -1124,7 +1130,7 @@ mod tests {
             "c",
         );
         let a = Authorization::parse(&v).unwrap();
-        assert_eq!((a.username.as_str(), a.realm.as_str()), ("u\"ser", "r\""));
+        assert_eq!((&*a.username, &*a.realm), ("u\"ser", "r\""));
         assert_eq!(
             Challenge::parse(r#"Digest realm="r"#).err(),
             Some(AuthError::UnterminatedQuote)

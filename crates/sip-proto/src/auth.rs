@@ -35,7 +35,9 @@ pub struct Authenticator {
 }
 
 fn nonce_of(value: &str) -> Option<String> {
-    sip_auth::Authorization::parse(value).ok().map(|a| a.nonce)
+    sip_auth::Authorization::parse(value)
+        .ok()
+        .map(|a| a.nonce.into_owned())
 }
 
 impl Authenticator {
