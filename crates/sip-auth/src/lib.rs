@@ -344,12 +344,13 @@ fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
     }
 }
 
-/// The value of parameter `name` (case-insensitive, first occurrence) of a [`parse_params`] list.
-fn param(params: &[(&str, Cow<'_, str>)], name: &str) -> Option<String> {
+/// The value of parameter `name` (case-insensitive, first occurrence) of a [`parse_params`]
+/// list (a copy of the borrowed text, not of the characters).
+fn param<'a>(params: &[(&str, Cow<'a, str>)], name: &str) -> Option<Cow<'a, str>> {
     params
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone().into_owned())
+        .map(|(_, v)| v.clone())
 }
 
 /// [`param`] borrowed, for values only looked at (algorithm, qop, stale).
@@ -371,14 +372,16 @@ fn split_scheme(value: &str) -> Result<&str, AuthError> {
 }
 
 /// A digest challenge from `WWW-Authenticate` or `Proxy-Authenticate` (RFC 7616 §3.3).
+/// Read in place: the values are borrowed from the header (owned only when they held quoted
+/// escapes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub struct Challenge<'a> {
     /// The realm.
-    pub realm: String,
+    pub realm: Cow<'a, str>,
     /// The server nonce.
-    pub nonce: String,
+    pub nonce: Cow<'a, str>,
     /// The opaque value to echo.
-    pub opaque: Option<String>,
+    pub opaque: Option<Cow<'a, str>>,
     /// The algorithm (MD5 when absent).
     pub algorithm: Algorithm,
     /// The qop values offered; empty for an RFC 2069 style challenge.
@@ -387,9 +390,9 @@ pub struct Challenge {
     pub stale: bool,
 }
 
-impl Challenge {
+impl<'a> Challenge<'a> {
     /// Reads one challenge header value.
-    pub fn parse(value: &str) -> Result<Self, AuthError> {
+    pub fn parse(value: &'a str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
         let get = |n: &str| param(&params, n);
         let algorithm = match param_ref(&params, "algorithm") {
@@ -431,16 +434,16 @@ impl Challenge {
     /// The strongest usable challenge among several header values (RFC 8760 §2.4: a client
     /// uses the first one it supports in the server's preference order; among algorithms we
     /// prefer SHA-512-256, then SHA-256, then MD5). Unusable values are skipped.
-    pub fn strongest<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, AuthError> {
+    pub fn strongest(values: impl IntoIterator<Item = &'a str>) -> Result<Self, AuthError> {
         Self::strongest_with_value(values).map(|(c, _)| c)
     }
 
     /// [`Challenge::strongest`], with the header value it was read from (kept by a client that
     /// reuses the challenge later: one string instead of the parsed fields).
-    pub fn strongest_with_value<'a>(
+    pub fn strongest_with_value(
         values: impl IntoIterator<Item = &'a str>,
     ) -> Result<(Self, &'a str), AuthError> {
-        let mut best: Option<(Challenge, &'a str)> = None;
+        let mut best: Option<(Challenge<'a>, &'a str)> = None;
         let mut last_err = AuthError::NoUsableChallenge;
         for v in values {
             match Challenge::parse(v) {
@@ -540,7 +543,7 @@ impl DigestClient {
     /// Prefers qop `auth`; uses `auth-int` only when it is the only one offered.
     pub fn authorize(
         &mut self,
-        ch: &Challenge,
+        ch: &Challenge<'_>,
         creds: &Credentials,
         method: &str,
         uri: &str,
@@ -548,14 +551,20 @@ impl DigestClient {
         cnonce: &str,
     ) -> String {
         // The challenge's realm wins: it is what the server will hash with.
-        let realm = ch.realm.as_str();
+        let realm: &str = &ch.realm;
         let qop = if ch.qop.contains(&Qop::Auth) {
             Some(Qop::Auth)
         } else {
             ch.qop.first().copied()
         };
         let count = self.next_count(&ch.nonce);
-        let nc = format!("{count:08x}");
+        // `format!("{count:08x}")` without the formatting machinery.
+        let mut nc_buf = [0u8; 8];
+        for (i, d) in nc_buf.iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[((count >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        // Only ASCII hex digits are written.
+        let nc = std::str::from_utf8(&nc_buf).unwrap_or_default();
         let resp = response(
             ch.algorithm,
             &creds.username,
@@ -563,27 +572,48 @@ impl DigestClient {
             creds.password.expose(),
             &ch.nonce,
             cnonce,
-            &nc,
+            nc,
             qop,
             method,
             uri,
             body,
         );
-        let mut v = format!(
-            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
-            quote(&creds.username),
-            quote(realm),
-            quote(&ch.nonce),
-            quote(uri),
-            resp.as_str(),
-            ch.algorithm.as_str()
+        // Written piece by piece into one string (what the `format!` calls it replaces gave).
+        // The fixed text is at most 136 bytes (quoting may add more: the string grows then).
+        let mut v = String::with_capacity(
+            136 + creds.username.len()
+                + realm.len()
+                + ch.nonce.len()
+                + uri.len()
+                + resp.as_str().len()
+                + cnonce.len()
+                + ch.opaque.as_ref().map_or(0, |o| o.len()),
         );
+        for (name, value) in [
+            ("Digest username=\"", &*creds.username),
+            ("\", realm=\"", realm),
+            ("\", nonce=\"", &ch.nonce),
+            ("\", uri=\"", uri),
+        ] {
+            v.push_str(name);
+            v.push_str(&quote(value));
+        }
+        v.push_str("\", response=\"");
+        v.push_str(resp.as_str());
+        v.push_str("\", algorithm=");
+        v.push_str(ch.algorithm.as_str());
         if let Some(q) = qop {
-            let q = if q == Qop::Auth { "auth" } else { "auth-int" };
-            v.push_str(&format!(", cnonce=\"{}\", qop={q}, nc={nc}", quote(cnonce)));
+            v.push_str(", cnonce=\"");
+            v.push_str(&quote(cnonce));
+            v.push_str("\", qop=");
+            v.push_str(if q == Qop::Auth { "auth" } else { "auth-int" });
+            v.push_str(", nc=");
+            v.push_str(nc);
         }
         if let Some(o) = &ch.opaque {
-            v.push_str(&format!(", opaque=\"{}\"", quote(o)));
+            v.push_str(", opaque=\"");
+            v.push_str(&quote(o));
+            v.push('"');
         }
         v
     }
@@ -654,12 +684,7 @@ impl<'a> Authorization<'a> {
     /// Reads a credentials header value.
     pub fn parse(value: &'a str) -> Result<Self, AuthError> {
         let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
-        };
+        let get = |n: &str| param(&params, n);
         let qop = match param_ref(&params, "qop") {
             None => None,
             Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
@@ -1022,7 +1047,8 @@ mod tests {
                 "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
             ),
         ] {
-            let ch = Challenge::parse(&RFC7616_CHALLENGE.replace("ALG", alg)).unwrap();
+            let value = RFC7616_CHALLENGE.replace("ALG", alg);
+            let ch = Challenge::parse(&value).unwrap();
             let v = DigestClient::default().authorize(
                 &ch,
                 &creds,
@@ -1140,12 +1166,12 @@ mod tests {
     #[test]
     fn nonce_counts_are_kept_for_the_latest_nonces_only() {
         let creds = Credentials::new("u", "p");
-        let ch = |n: usize| {
-            Challenge::parse(&format!(r#"Digest realm="r", nonce="n{n}", qop="auth""#)).unwrap()
-        };
+        let ch = |n: usize| format!(r#"Digest realm="r", nonce="n{n}", qop="auth""#);
         let mut c = DigestClient::default();
         let nc = |c: &mut DigestClient, n: usize| {
-            let v = c.authorize(&ch(n), &creds, "REGISTER", "sip:r", b"", "c");
+            let value = ch(n);
+            let ch = Challenge::parse(&value).unwrap();
+            let v = c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c");
             v.split("nc=").nth(1).unwrap().get(..8).unwrap().to_owned()
         };
         assert_eq!(nc(&mut c, 0), "00000001");

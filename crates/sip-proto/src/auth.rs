@@ -104,16 +104,17 @@ impl Authenticator {
         cnonce: &str,
     ) -> Option<Header> {
         let creds = creds?;
-        let ch = self.last_challenge()?;
-        self.preemptive = true;
+        // The challenge is read in place from `last` while the client counts the nonce.
+        let ch = Challenge::parse(self.last.as_deref()?).ok()?;
         let value = self
             .client
             .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
+        self.preemptive = true;
         Some(Header::new(HeaderName::Authorization, value))
     }
 
     /// The kept challenge, read again (it parsed when it was received, so it parses now).
-    fn last_challenge(&self) -> Option<Challenge> {
+    fn last_challenge(&self) -> Option<Challenge<'_>> {
         Challenge::parse(self.last.as_deref()?).ok()
     }
 
