@@ -350,9 +350,12 @@ impl Registrar {
         source: SocketAddr,
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
+        // Read in place (`to()` would copy the whole name-addr to take its user).
         let Some(user) = req
-            .to()
-            .and_then(|t| t.uri.as_sip().and_then(|u| u.user_unescaped()))
+            .headers
+            .view::<ToRef>()
+            .and_then(Result::ok)
+            .and_then(|t| t.0.uri.as_sip().and_then(|u| u.user.map(sip_msg::unescape)))
         else {
             self.respond(req, top, source, 400, "Bad Request (no user in To)", vec![]);
             return;

@@ -24,11 +24,11 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, Contact, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
+    CSeq, ContactRef, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, Message, Method, RequestBuilder, SipUri, Uri,
-    branch_from, tag_from, text_of,
+    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, RequestBuilder, SipUri, Uri,
+    UriRef, branch_from, tag_from, text_of,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
@@ -839,14 +839,21 @@ impl UserAgent {
 
     /// The lifetime the registrar granted: our Contact's `expires`, else Expires, else asked.
     fn granted_expires(&self, resp: &Message) -> u32 {
-        let ours = self.contact().uri;
+        // Read in place: our Contact is `sip:user@local_host:local_port` (see `contact`); a
+        // contact is ours when user, host and port (5060 when absent) are the same.
+        let is_ours = |u: &UriRef<'_>| {
+            u.as_sip().is_some_and(|u| {
+                u.user == Some(&*self.user)
+                    && host_ref_is(&u.host, &self.local_host)
+                    && u.port.unwrap_or(5060) == self.local_port
+            })
+        };
         let from_contact = resp
             .headers
-            .typed_all::<Contact>()
-            .into_iter()
+            .view_all::<ContactRef>()
             .filter_map(Result::ok)
-            .filter(|c| c.addr().is_some_and(|a| same_contact(&a.uri, &ours)))
-            .find_map(|c| c.expires());
+            .filter(|c| c.addr().is_some_and(|a| is_ours(&a.uri)))
+            .find_map(|c| c.addr()?.params.value("expires")?.parse().ok());
         from_contact
             .or_else(|| {
                 resp.headers
@@ -943,7 +950,13 @@ impl UserAgent {
                 if call.state == CallState::Calling {
                     call.state = CallState::Early;
                 }
-                if call.dialog.is_none() && resp.to().and_then(|t| t.tag()).is_some() {
+                if call.dialog.is_none()
+                    && resp
+                        .headers
+                        .view::<ToRef>()
+                        .and_then(Result::ok)
+                        .is_some_and(|t| t.tag().is_some())
+                {
                     call.dialog = Dialog::from_uac(&call.invite, resp).ok();
                 }
                 // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once.
@@ -2228,11 +2241,13 @@ fn sdp_of(msg: &Message) -> Option<Bytes> {
     (sdp && !msg.body().is_empty()).then(|| msg.body().clone())
 }
 
-fn same_contact(a: &Uri, b: &Uri) -> bool {
-    match (a.as_sip(), b.as_sip()) {
-        (Some(a), Some(b)) => {
-            a.user == b.user && a.host == b.host && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
-        }
+/// `Host` equality (names compared exactly, as the owned `Host`'s `==` does) for a host read
+/// in place.
+fn host_ref_is(a: &HostRef<'_>, b: &Host) -> bool {
+    match (a, b) {
+        (HostRef::Name(a), Host::Name(b)) => a == b,
+        (HostRef::V4(a), Host::V4(b)) => a == b,
+        (HostRef::V6(a), Host::V6(b)) => a == b,
         _ => false,
     }
 }
@@ -2928,6 +2943,36 @@ mod tests {
         }
         ua.handle_message(now, resp, SERVER.parse().unwrap());
         req
+    }
+
+    #[test]
+    fn the_granted_lifetime_is_our_contacts() {
+        // Other phones' contacts (another port, user or host) do not count; a contact whose
+        // `expires` is not delta-seconds (quoted) is unreadable, so the lifetime asked (300)
+        // stands; without our contact, Expires gives the lifetime.
+        for (contacts, expires, granted) in [
+            (
+                "<sip:alice@127.0.0.1:5062>;expires=50, <sip:bob@127.0.0.1:5061>;expires=60, <sip:alice@127.0.0.2:5061>;expires=70, <sip:alice@127.0.0.1:5061>;expires=120",
+                None,
+                120,
+            ),
+            ("<sip:alice@127.0.0.1:5061>;expires=\"90\"", None, 300),
+            ("<sip:alice@127.0.0.1:5062>;expires=50", Some("200"), 200),
+        ] {
+            let mut ua = UserAgent::new(config("alice", 5061, 1));
+            let t0 = Instant::now();
+            ua.register(t0);
+            let mut extra = vec![("Contact", contacts)];
+            if let Some(e) = expires {
+                extra.push(("Expires", e));
+            }
+            answer_register(&mut ua, t0, 200, &extra);
+            let (_, ev) = drain(&mut ua);
+            assert!(
+                matches!(ev[..], [UaEvent::Registered { expires, .. }] if expires == granted),
+                "{contacts}: {ev:?}"
+            );
+        }
     }
 
     #[test]
