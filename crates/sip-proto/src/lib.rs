@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod dialog;
+mod fifo;
 pub mod rfc3263;
 pub mod target;
 pub mod timer;

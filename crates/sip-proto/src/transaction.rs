@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+
+use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -181,7 +183,7 @@ pub struct ClientTransaction {
     interval: Duration,
     retransmissions: u32,
     timers: Timers,
-    transmits: VecDeque<Transmit>,
+    transmits: Fifo<Transmit>,
     events: VecDeque<TxnEvent>,
 }
 
@@ -245,7 +247,7 @@ impl ClientTransaction {
             interval: config.t1,
             retransmissions: 0,
             timers: Timers::default(),
-            transmits: VecDeque::new(),
+            transmits: Fifo::new(),
             events: VecDeque::new(),
         };
         t.transmits.push_back(Transmit {
@@ -297,9 +299,7 @@ impl ClientTransaction {
             self.request = Bytes::new();
             self.request_msg = Message::new_response(0, "");
             // Drained queues give their room back (a queue of events keeps room for four).
-            if self.transmits.is_empty() {
-                self.transmits = VecDeque::new();
-            }
+            self.transmits.shrink();
             if self.events.is_empty() {
                 self.events = VecDeque::new();
             }
@@ -530,7 +530,7 @@ pub struct ServerTransaction {
     interval: Duration,
     retransmissions: u32,
     timers: Timers,
-    transmits: VecDeque<Transmit>,
+    transmits: Fifo<Transmit>,
     events: VecDeque<TxnEvent>,
 }
 
@@ -557,7 +557,7 @@ impl ServerTransaction {
             interval: config.t1,
             retransmissions: 0,
             timers: Timers::default(),
-            transmits: VecDeque::new(),
+            transmits: Fifo::new(),
             events: VecDeque::new(),
         })
     }

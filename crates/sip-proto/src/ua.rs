@@ -33,6 +33,7 @@ use sip_msg::{
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId};
+use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey, client_match,
 };
@@ -431,8 +432,8 @@ pub struct UserAgent {
 /// The output queues of an agent, allocated only while something is queued.
 #[derive(Debug, Default)]
 struct Queues {
-    out: VecDeque<Outgoing>,
-    events: VecDeque<UaEvent>,
+    out: Fifo<Outgoing>,
+    events: Fifo<UaEvent>,
 }
 
 /// Pushes a transaction entry, growing the list one entry at a time up to four: an entry is
@@ -446,14 +447,10 @@ fn push_one<T>(v: &mut Vec<T>, x: T) {
     v.push(x);
 }
 
-/// Queues a message to send. The queue starts with room for one (a phone mostly sends one
-/// message at a time), not the default four.
+/// Queues a message to send (a phone mostly sends one message at a time: the queue holds
+/// its first one inline).
 fn push_out(q: &mut Option<Box<Queues>>, out: Outgoing) {
-    let q = queues(q);
-    if q.out.capacity() == 0 {
-        q.out.reserve_exact(1);
-    }
-    q.out.push_back(out);
+    queues(q).out.push_back(out);
 }
 
 /// Keeps a 2xx's ACK in the call (sent again if the 2xx is retransmitted) and returns it to

@@ -1,0 +1,89 @@
+//! A first-in first-out queue that keeps its first item inline: the queues of a transaction
+//! and of a phone nearly always hold one item at a time, which then costs no allocation.
+
+use std::collections::VecDeque;
+
+/// A FIFO queue; `head` is the oldest item when present, `rest` the others in order.
+#[derive(Debug, Clone)]
+pub(crate) struct Fifo<T> {
+    head: Option<T>,
+    rest: VecDeque<T>,
+}
+
+impl<T> Default for Fifo<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Fifo<T> {
+    /// An empty queue (no allocation).
+    pub(crate) const fn new() -> Self {
+        Self {
+            head: None,
+            rest: VecDeque::new(),
+        }
+    }
+
+    /// Appends `x`.
+    pub(crate) fn push_back(&mut self, x: T) {
+        if self.head.is_none() && self.rest.is_empty() {
+            self.head = Some(x);
+        } else {
+            self.rest.push_back(x);
+        }
+    }
+
+    /// Takes the oldest item.
+    pub(crate) fn pop_front(&mut self) -> Option<T> {
+        self.head.take().or_else(|| self.rest.pop_front())
+    }
+
+    /// True when nothing is queued.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none() && self.rest.is_empty()
+    }
+
+    /// The items, oldest first.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.head.iter().chain(self.rest.iter())
+    }
+
+    /// Gives back the room of the overflow list once it is empty.
+    pub(crate) fn shrink(&mut self) {
+        if self.rest.is_empty() {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_come_out_in_the_order_they_went_in() {
+        // Every interleaving of pushes and pops of a short run matches a VecDeque.
+        for pattern in 0u32..(1 << 12) {
+            let mut fifo = Fifo::new();
+            let mut model = VecDeque::new();
+            let mut next = 0;
+            for bit in 0..12 {
+                if pattern & (1 << bit) != 0 {
+                    fifo.push_back(next);
+                    model.push_back(next);
+                    next += 1;
+                } else {
+                    assert_eq!(fifo.pop_front(), model.pop_front());
+                }
+                assert_eq!(fifo.is_empty(), model.is_empty());
+                assert!(fifo.iter().eq(model.iter()));
+            }
+            while let Some(x) = model.pop_front() {
+                assert_eq!(fifo.pop_front(), Some(x));
+            }
+            assert_eq!(fifo.pop_front(), None);
+        }
+    }
+}
