@@ -25,7 +25,6 @@ mod auth;
 pub mod services;
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -473,7 +472,7 @@ impl Registrar {
             let mut value = String::with_capacity(64);
             value.push('<');
             // Writing into a String never fails.
-            let _ = write!(value, "{}", b.contact);
+            let _ = b.contact.write_to(&mut value);
             value.push_str(">;expires=");
             sip_msg::push_decimal(&mut value, left);
             extra.push(Header::new(HeaderName::Contact, value));

@@ -242,11 +242,11 @@ impl RequestBuilder {
         }
         w.display(HeaderName::MaxForwards, &self.max_forwards);
         for r in &self.routes {
-            w.display(HeaderName::Route, r);
+            w.name_addr(HeaderName::Route, r);
         }
         for (name, addr) in [(HeaderName::From, &self.from), (HeaderName::To, &self.to)] {
             match addr {
-                Some(Addr::Parsed(a)) => w.display(name, a),
+                Some(Addr::Parsed(a)) => w.name_addr(name, a),
                 Some(Addr::Text(t)) => w.text(name, t),
                 None => {}
             }
@@ -262,7 +262,7 @@ impl RequestBuilder {
             },
         );
         if let Some(c) = &self.contact {
-            w.display(HeaderName::Contact, c);
+            w.name_addr(HeaderName::Contact, c);
         }
         let has_body = self.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
         for h in self.extra {
@@ -348,6 +348,13 @@ impl HeadWriter {
     fn text(&mut self, name: HeaderName, value: &str) {
         let at = self.open(&name);
         self.head.push_str(value);
+        self.close(name, at);
+    }
+
+    fn name_addr(&mut self, name: HeaderName, value: &NameAddr) {
+        let at = self.open(&name);
+        // Writing into a String never fails.
+        let _ = value.write_to(&mut self.head);
         self.close(name, at);
     }
 

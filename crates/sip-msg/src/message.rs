@@ -492,7 +492,7 @@ impl Message {
                     line.push_str(method);
                     line.push(' ');
                     // Writing into a String never fails.
-                    let _ = fmt::Write::write_fmt(&mut line, format_args!("{}", r.uri));
+                    let _ = r.uri.write_to(&mut line);
                     line.push_str(" SIP/2.0");
                     line.into_bytes().into()
                 }

@@ -779,13 +779,20 @@ fn uri_param(part: &str) -> (&str, Option<&str>) {
 impl std::fmt::Display for Params {
     /// Writes `;name=value` for each parameter.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Params {
+    /// Writes `;name=value` for each parameter into any writer, as `Display` does.
+    pub fn write_to<W: std::fmt::Write>(&self, w: &mut W) -> std::fmt::Result {
         // Pieces written one by one: `write!` would run the formatting machinery per parameter.
         for (n, v) in &self.0 {
-            f.write_str(";")?;
-            f.write_str(n)?;
+            w.write_str(";")?;
+            w.write_str(n)?;
             if let Some(v) = v {
-                f.write_str("=")?;
-                f.write_str(v)?;
+                w.write_str("=")?;
+                w.write_str(v)?;
             }
         }
         Ok(())

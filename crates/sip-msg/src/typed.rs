@@ -183,14 +183,25 @@ fn needs_quotes(d: &str) -> bool {
 
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl NameAddr {
+    /// Writes the name-addr as `Display` prints it into any writer (a `String` directly,
+    /// without the formatting machinery for the URI and parameters).
+    pub fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         if let Some(d) = &self.display {
             if needs_quotes(d) {
-                write!(f, "\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\""))?;
+                write!(w, "\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\""))?;
             } else {
-                write!(f, "{d} ")?;
+                write!(w, "{d} ")?;
             }
         }
-        write!(f, "<{}>{}", self.uri, self.params)
+        w.write_str("<")?;
+        self.uri.write_to(w)?;
+        w.write_str(">")?;
+        self.params.write_to(w)
     }
 }
 

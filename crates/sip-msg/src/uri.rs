@@ -42,10 +42,18 @@ impl Host {
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Host {
+    /// Writes the host as `Display` prints it into any writer (a `String` directly, without
+    /// the formatting machinery).
+    pub fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         match self {
-            Host::Name(n) => f.write_str(n),
-            Host::V4(a) => crate::text::write_ipv4(f, *a),
-            Host::V6(a) => write!(f, "[{a}]"),
+            Host::Name(n) => w.write_str(n),
+            Host::V4(a) => crate::text::write_ipv4(w, *a),
+            Host::V6(a) => write!(w, "[{a}]"),
         }
     }
 }
@@ -569,25 +577,32 @@ pub fn unescape(s: &str) -> String {
 
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.scheme {
+        self.write_to(f)
+    }
+}
+
+impl SipUri {
+    /// Writes the URI as `Display` prints it into any writer (see [`Host::write_to`]).
+    pub fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
+        w.write_str(match self.scheme {
             Scheme::Sip => "sip:",
             Scheme::Sips => "sips:",
         })?;
         if let Some(u) = &self.user {
-            f.write_str(u)?;
+            w.write_str(u)?;
             if let Some(p) = &self.password {
-                write!(f, ":{p}")?;
+                write!(w, ":{p}")?;
             }
-            f.write_str("@")?;
+            w.write_str("@")?;
         }
-        fmt::Display::fmt(&self.host, f)?;
+        self.host.write_to(w)?;
         if let Some(p) = self.port {
-            f.write_str(":")?;
-            f.write_str(crate::text::decimal(u64::from(p), &mut [0; 20]))?;
+            w.write_str(":")?;
+            w.write_str(crate::text::decimal(u64::from(p), &mut [0; 20]))?;
         }
-        fmt::Display::fmt(&self.params, f)?;
+        self.params.write_to(w)?;
         for (i, (n, v)) in self.headers.iter().enumerate() {
-            write!(f, "{}{n}={v}", if i == 0 { '?' } else { '&' })?;
+            write!(w, "{}{n}={v}", if i == 0 { '?' } else { '&' })?;
         }
         Ok(())
     }
@@ -737,10 +752,17 @@ impl FromStr for Uri {
 
 impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_to(f)
+    }
+}
+
+impl Uri {
+    /// Writes the URI as `Display` prints it into any writer (see [`Host::write_to`]).
+    pub fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
         match self {
-            Uri::Sip(u) => fmt::Display::fmt(u, f),
-            Uri::Tel { number, params } => write!(f, "tel:{number}{params}"),
-            Uri::Other { scheme, rest } => write!(f, "{scheme}:{rest}"),
+            Uri::Sip(u) => u.write_to(w),
+            Uri::Tel { number, params } => write!(w, "tel:{number}{params}"),
+            Uri::Other { scheme, rest } => write!(w, "{scheme}:{rest}"),
         }
     }
 }

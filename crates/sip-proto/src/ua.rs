@@ -583,6 +583,15 @@ impl UserAgent {
         NameAddr::new(uri)
     }
 
+    /// The registrar's URI as text (the digest URI of a REGISTER), printed straight into a
+    /// string of its size.
+    fn registrar_uri_text(&self) -> String {
+        let mut uri = String::with_capacity(48);
+        // Writing into a String never fails.
+        let _ = self.profile.registrar_uri.write_to(&mut uri);
+        uri
+    }
+
     /// Our Via for a new request, printed straight into its string as
     /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
     fn new_via(&mut self) -> String {
@@ -718,7 +727,7 @@ impl UserAgent {
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         let cnonce = tag_from(self.rng.random());
-        let uri = self.profile.registrar_uri.to_string();
+        let uri = self.registrar_uri_text();
         if let Some(h) = self.auth.preemptive(
             self.credentials.as_ref(),
             &Method::Register,
@@ -807,7 +816,7 @@ impl UserAgent {
         req: &Message,
     ) -> Result<Header, AuthFailure> {
         let cnonce = tag_from(self.rng.random());
-        let uri = self.profile.registrar_uri.to_string();
+        let uri = self.registrar_uri_text();
         self.auth.challenge(
             self.credentials.as_ref(),
             resp,
