@@ -850,6 +850,10 @@ fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 /// The first value of a comma-joined header value (commas inside quotes or angle brackets do
 /// not count), trimmed.
 fn first_value(v: &str) -> &str {
+    // Nearly every value is alone on its line: without a comma there is nothing to split.
+    if !v.contains(',') {
+        return v.trim();
+    }
     let mut quote = false;
     let mut angle = false;
     for (i, c) in v.bytes().enumerate() {
@@ -867,6 +871,10 @@ fn first_value(v: &str) -> &str {
 /// The values after the first of a comma-joined header value (commas inside quotes or angle
 /// brackets do not count), re-joined with `, `; `None` when there is only one.
 fn after_first_value(v: &str) -> Option<String> {
+    // Without a comma there is one value only.
+    if !v.contains(',') {
+        return None;
+    }
     let mut quote = false;
     let mut angle = false;
     let mut parts = Vec::new();
