@@ -626,7 +626,13 @@ struct NameAddrTag;
 
 impl NameAddrTag {
     fn has_tag(value: &str) -> bool {
-        crate::typed::NameAddrRef::parse(value).is_ok_and(|n| n.tag().is_some())
+        // A value without the letters `tag` (in any case) has no tag parameter, readable or
+        // not: the parse is skipped (the To of nearly every out-of-dialog request).
+        value
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"tag"))
+            && crate::typed::NameAddrRef::parse(value).is_ok_and(|n| n.tag().is_some())
     }
 }
 
