@@ -168,6 +168,16 @@ pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
     Some((branch, msg.cseq()?.method))
 }
 
+/// Queues a transaction event. A queue starts with room for one (a transaction nearly always
+/// holds one event at a time; an event is 280 bytes and `VecDeque` would first make room for
+/// four).
+fn push_event(q: &mut VecDeque<TxnEvent>, ev: TxnEvent) {
+    if q.capacity() == 0 {
+        q.reserve_exact(1);
+    }
+    q.push_back(ev);
+}
+
 /// A client transaction (RFC 3261 §17.1): INVITE or non-INVITE.
 #[derive(Debug)]
 pub struct ClientTransaction {
@@ -314,14 +324,14 @@ impl ClientTransaction {
     /// Feeds a response whose [`TxnKey::of_response`] equals [`ClientTransaction::key`].
     pub fn handle_response(&mut self, now: Instant, resp: &Message) {
         if self.step(now, resp) {
-            self.events.push_back(TxnEvent::Response(resp.clone()));
+            push_event(&mut self.events, TxnEvent::Response(resp.clone()));
         }
     }
 
     /// [`ClientTransaction::handle_response`] taking the response (passed on without a copy).
     pub fn handle_response_owned(&mut self, now: Instant, resp: Message) {
         if self.step(now, &resp) {
-            self.events.push_back(TxnEvent::Response(resp));
+            push_event(&mut self.events, TxnEvent::Response(resp));
         }
     }
 
@@ -404,7 +414,7 @@ impl ClientTransaction {
             State::Calling | State::Trying | State::Proceeding
         ) {
             let t = if self.invite { Timer::B } else { Timer::F };
-            self.events.push_back(TxnEvent::Timeout(t));
+            push_event(&mut self.events, TxnEvent::Timeout(t));
             self.terminate();
         }
     }
@@ -412,7 +422,7 @@ impl ClientTransaction {
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for timer in self.timers.expired(now) {
-            self.events.push_back(TxnEvent::TimerFired(timer));
+            push_event(&mut self.events, TxnEvent::TimerFired(timer));
             match timer {
                 Timer::A | Timer::E => {
                     if matches!(
@@ -424,10 +434,13 @@ impl ClientTransaction {
                             bytes: self.request.clone(),
                             retransmission: true,
                         });
-                        self.events.push_back(TxnEvent::Retransmitted {
-                            timer: Some(timer),
-                            count: self.retransmissions,
-                        });
+                        push_event(
+                            &mut self.events,
+                            TxnEvent::Retransmitted {
+                                timer: Some(timer),
+                                count: self.retransmissions,
+                            },
+                        );
                         // §17.1.1.2: Timer A doubles without bound (B ends it);
                         // §17.1.2.2: Timer E doubles up to T2 (and stays at T2 in Proceeding).
                         self.interval = if timer == Timer::E && self.state == State::Proceeding {
@@ -439,7 +452,7 @@ impl ClientTransaction {
                     }
                 }
                 Timer::B | Timer::F => {
-                    self.events.push_back(TxnEvent::Timeout(timer));
+                    push_event(&mut self.events, TxnEvent::Timeout(timer));
                     self.terminate();
                 }
                 Timer::D | Timer::K | Timer::M => self.terminate(),
@@ -452,7 +465,7 @@ impl ClientTransaction {
         if self.state != State::Terminated {
             self.state = State::Terminated;
             self.timers.stop_all();
-            self.events.push_back(TxnEvent::Terminated);
+            push_event(&mut self.events, TxnEvent::Terminated);
         }
     }
 
@@ -633,7 +646,7 @@ impl ServerTransaction {
                 self.state = State::Confirmed;
                 self.timers
                     .set_after(Timer::I, now, self.config.initial(Timer::I, self.reliable));
-                self.events.push_back(TxnEvent::Ack(req.clone()));
+                push_event(&mut self.events, TxnEvent::Ack(req.clone()));
             }
             return;
         }
@@ -647,17 +660,20 @@ impl ServerTransaction {
                 bytes: last.clone(),
                 retransmission: true,
             });
-            self.events.push_back(TxnEvent::Retransmitted {
-                timer: None,
-                count: self.retransmissions,
-            });
+            push_event(
+                &mut self.events,
+                TxnEvent::Retransmitted {
+                    timer: None,
+                    count: self.retransmissions,
+                },
+            );
         }
     }
 
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for timer in self.timers.expired(now) {
-            self.events.push_back(TxnEvent::TimerFired(timer));
+            push_event(&mut self.events, TxnEvent::TimerFired(timer));
             match timer {
                 Timer::G if self.state == State::Completed => {
                     if let Some(last) = &self.last_response {
@@ -666,17 +682,20 @@ impl ServerTransaction {
                             bytes: last.clone(),
                             retransmission: true,
                         });
-                        self.events.push_back(TxnEvent::Retransmitted {
-                            timer: Some(Timer::G),
-                            count: self.retransmissions,
-                        });
+                        push_event(
+                            &mut self.events,
+                            TxnEvent::Retransmitted {
+                                timer: Some(Timer::G),
+                                count: self.retransmissions,
+                            },
+                        );
                     }
                     // §17.2.1: Timer G doubles up to T2.
                     self.interval = self.config.next_interval(Timer::G, self.interval);
                     self.timers.set_after(Timer::G, now, self.interval);
                 }
                 Timer::H => {
-                    self.events.push_back(TxnEvent::Timeout(Timer::H));
+                    push_event(&mut self.events, TxnEvent::Timeout(Timer::H));
                     self.terminate();
                 }
                 Timer::I | Timer::J | Timer::L => self.terminate(),
@@ -689,7 +708,7 @@ impl ServerTransaction {
         if self.state != State::Terminated {
             self.state = State::Terminated;
             self.timers.stop_all();
-            self.events.push_back(TxnEvent::Terminated);
+            push_event(&mut self.events, TxnEvent::Terminated);
         }
     }
 
