@@ -1,5 +1,6 @@
 //! The SIP message: start line, headers, body. Parsing (RFC 3261 §7), validation and printing.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,8 +33,9 @@ pub struct RequestLine {
 pub struct StatusLine {
     /// 100–699.
     pub code: u16,
-    /// The reason phrase as sent (may be empty).
-    pub reason: String,
+    /// The reason phrase as sent (may be empty): the standard phrases are kept as static text
+    /// (no allocation per response), others as their own copy.
+    pub reason: Cow<'static, str>,
 }
 
 /// A request or a response line.
@@ -67,7 +69,7 @@ impl Message {
     pub fn new_response(code: u16, reason: &str) -> Self {
         Self::from_start(StartLine::Response(StatusLine {
             code,
-            reason: reason.to_owned(),
+            reason: reason_text(reason),
         }))
     }
 
@@ -586,6 +588,39 @@ fn write_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// `reason` as a static text when it is one of the usual phrases (exactly as written), else
+/// a copy.
+fn reason_text(reason: &str) -> Cow<'static, str> {
+    const USUAL: [&str; 22] = [
+        "",
+        "OK",
+        "Trying",
+        "Ringing",
+        "Session Progress",
+        "Accepted",
+        "Unauthorized",
+        "Proxy Authentication Required",
+        "Forbidden",
+        "Not Found",
+        "Method Not Allowed",
+        "Request Timeout",
+        "Bad Request",
+        "Temporarily Unavailable",
+        "Call/Transaction Does Not Exist",
+        "Busy Here",
+        "Request Terminated",
+        "Interval Too Brief",
+        "Server Internal Error",
+        "Service Unavailable",
+        "Decline",
+        "Moved Temporarily",
+    ];
+    match USUAL.iter().find(|u| **u == reason) {
+        Some(u) => Cow::Borrowed(u),
+        None => Cow::Owned(reason.to_owned()),
+    }
+}
+
 /// `SIP/2.0 code reason`, without the line end.
 fn write_status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
     out.extend_from_slice(b"SIP/2.0 ");
@@ -1034,7 +1069,7 @@ fn parse_start_line(
         if !(100..700).contains(&code) {
             return Err(bad(ErrorKind::BadStatusCode));
         }
-        let reason = it.next().unwrap_or("").to_owned();
+        let reason = reason_text(it.next().unwrap_or(""));
         return Ok(StartLine::Response(StatusLine { code, reason }));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each).
@@ -1276,6 +1311,34 @@ v=0\n";
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn reason_phrases_are_kept_as_sent() {
+        // Usual phrases (kept as static text) and others (copied), printed back unchanged.
+        for reason in [
+            "OK",
+            "Trying",
+            "ok",
+            "Okay then",
+            "",
+            "Unauthorized ",
+            "Très bien",
+        ] {
+            let raw = format!(
+                "SIP/2.0 200 {reason}\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"
+            );
+            let m = Message::parse(raw.as_bytes()).unwrap();
+            assert_eq!(m.reason(), Some(reason));
+            assert_eq!(m.to_bytes(), raw.as_bytes());
+            let built = Message::new_response(200, reason);
+            assert_eq!(built.reason(), Some(reason));
+            assert!(
+                String::from_utf8(built.to_bytes())
+                    .unwrap()
+                    .starts_with(&format!("SIP/2.0 200 {reason}\r\n"))
+            );
         }
     }
 
