@@ -56,6 +56,22 @@ fn contact_uri(msg: &Message) -> Result<Uri, DialogError> {
     }
 }
 
+/// `addr` with its tag set to `tag`, printed: what `text_of(&addr.with_tag(tag), 96)` gives,
+/// without copying the parameters when the tag is absent (appended last, as `with_tag` does)
+/// or already `tag` (unchanged).
+pub fn tagged_text(addr: NameAddr, tag: &str) -> String {
+    match addr.params.get("tag") {
+        None => {
+            let mut text = text_of(&addr, 96 + tag.len());
+            text.push_str(";tag=");
+            text.push_str(tag);
+            text
+        }
+        Some(Some(v)) if v == tag => text_of(&addr, 96),
+        _ => text_of(&addr.with_tag(tag), 96),
+    }
+}
+
 fn record_routes(msg: &Message) -> Vec<NameAddr> {
     msg.headers
         .typed_all::<RecordRoute>()
@@ -77,8 +93,8 @@ impl Dialog {
         let mut route_set = record_routes(response);
         route_set.reverse();
         Ok(Self {
-            local_uri: text_of(&from.0.with_tag(&local_tag), 96),
-            remote_uri: text_of(&to.0.with_tag(&remote_tag), 96),
+            local_uri: tagged_text(from.0, &local_tag),
+            remote_uri: tagged_text(to.0, &remote_tag),
             id: DialogId {
                 call_id,
                 local_tag,
@@ -99,8 +115,8 @@ impl Dialog {
         let remote_tag = from.tag().ok_or(DialogError::MissingTag)?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         Ok(Self {
-            local_uri: text_of(&to.0.with_tag(local_tag), 96),
-            remote_uri: text_of(&from.0.with_tag(&remote_tag), 96),
+            local_uri: tagged_text(to.0, local_tag),
+            remote_uri: tagged_text(from.0, &remote_tag),
             id: DialogId {
                 call_id,
                 local_tag: local_tag.to_owned(),
@@ -205,4 +221,33 @@ pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
     call_id.0 == d.call_id
         && local.as_deref() == Some(&d.local_tag)
         && remote.as_deref() == Some(&d.remote_tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tagged_text_is_the_printed_with_tag() {
+        // No tag, the same tag, another tag, a tag written in capitals, quoted or without a
+        // value, other parameters around it: the text `with_tag` + print gives.
+        for value in [
+            "<sip:a@h>",
+            "\"A b\" <sip:a@h;transport=tcp>;x=1",
+            "<sip:a@h>;tag=t1",
+            "<sip:a@h>;tag=other;y",
+            "<sip:a@h>;TAG=t1",
+            "<sip:a@h>;Tag=t2;z=3",
+            "<sip:a@h>;tag=\"t1\"",
+            "<sip:a@h>;tag",
+            "sip:a@h;tag=t1",
+        ] {
+            let addr = NameAddr::parse(value).unwrap();
+            assert_eq!(
+                tagged_text(addr.clone(), "t1"),
+                text_of(&addr.with_tag("t1"), 96),
+                "{value}"
+            );
+        }
+    }
 }

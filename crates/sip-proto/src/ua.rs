@@ -32,7 +32,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogId};
+use crate::dialog::{Dialog, DialogId, tagged_text};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey, client_match,
@@ -717,7 +717,10 @@ impl UserAgent {
         let (via, branch) = self.new_via_branch();
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
             .via_text(via)
-            .from(NameAddr::new(aor.clone()).with_tag(&tag_from(self.reg_from_tag)))
+            .from_text(tagged_text(
+                NameAddr::new(aor.clone()),
+                &tag_from(self.reg_from_tag),
+            ))
             .to(NameAddr::new(aor))
             .call_id(self.call_id_text(self.reg_call_id))
             .cseq(self.reg_cseq)
@@ -880,7 +883,7 @@ impl UserAgent {
         let (via, branch) = self.new_via_branch();
         let mut b = RequestBuilder::new(Method::Invite, target.clone())
             .via_text(via)
-            .from(NameAddr::new(self.aor()).with_tag(&local_tag))
+            .from_text(tagged_text(NameAddr::new(self.aor()), &local_tag))
             .to(NameAddr::new(target))
             .call_id(call_id)
             .cseq(1)
