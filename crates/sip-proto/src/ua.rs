@@ -713,15 +713,18 @@ impl UserAgent {
 
     fn send_register(&mut self, now: Instant, expires: u32, owner: Owner) {
         self.reg_cseq += 1;
-        let aor = self.aor();
+        // The AOR printed once, for To and (with our tag) From: `<sip:user@domain>`, what
+        // `NameAddr::new(aor)` prints (no parameters, so the tag goes last).
+        let to = text_of(&NameAddr::new(self.aor()), 64);
+        let mut from = String::with_capacity(to.len() + 21);
+        from.push_str(&to);
+        from.push_str(";tag=");
+        sip_msg::push_hex16(&mut from, self.reg_from_tag);
         let (via, branch) = self.new_via_branch();
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
             .via_text(via)
-            .from_text(tagged_text(
-                NameAddr::new(aor.clone()),
-                &tag_from(self.reg_from_tag),
-            ))
-            .to(NameAddr::new(aor))
+            .from_text(from)
+            .to_text(to)
             .call_id(self.call_id_text(self.reg_call_id))
             .cseq(self.reg_cseq)
             .contact(self.contact())
