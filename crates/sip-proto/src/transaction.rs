@@ -552,6 +552,23 @@ impl ServerTransaction {
     /// from its own dispatch; the transaction absorbs retransmissions of it.
     pub fn new(request: &Message, reliable: bool, config: TimerConfig) -> Result<Self, TxnError> {
         let key = TxnKey::of_server_request(request).ok_or(TxnError::MissingTxnHeaders)?;
+        Self::with_key(request, key, reliable, config)
+    }
+
+    /// [`ServerTransaction::new`] for a TU that has read the request's key already (to match
+    /// it against its transactions): the Via is not read again. `key` must be
+    /// [`TxnKey::of_server_request`] of `request` (checked in debug builds).
+    pub fn with_key(
+        request: &Message,
+        key: TxnKey,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        debug_assert_eq!(
+            TxnKey::of_server_request(request).as_ref(),
+            Some(&key),
+            "the key given is the request's"
+        );
         if request.method() == Some(Method::Ack) {
             return Err(TxnError::AckTransaction);
         }

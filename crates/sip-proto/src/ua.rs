@@ -1436,6 +1436,7 @@ impl UserAgent {
                 self.respond_stateless(
                     now,
                     &req,
+                    &key,
                     source,
                     400,
                     "Bad Request (missing From tag or Contact)",
@@ -1475,18 +1476,21 @@ impl UserAgent {
         &mut self,
         now: Instant,
         req: &Message,
+        key: &TxnKey,
         source: SocketAddr,
         code: u16,
         reason: &str,
     ) {
-        self.respond_with(now, req, source, code, reason, Vec::new());
+        self.respond_with(now, req, key, source, code, reason, Vec::new());
     }
 
     /// Answers `req` through a new server transaction (absorbing its retransmissions).
+    #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the answer's parts
     fn respond_with(
         &mut self,
         now: Instant,
         req: &Message,
+        key: &TxnKey,
         source: SocketAddr,
         code: u16,
         reason: &str,
@@ -1498,8 +1502,12 @@ impl UserAgent {
             HeaderName::Server,
             self.profile.user_agent.clone(),
         ));
-        let Ok(mut txn) = ServerTransaction::new(req, self.profile.reliable, self.profile.timers)
-        else {
+        let Ok(mut txn) = ServerTransaction::with_key(
+            req,
+            key.clone(),
+            self.profile.reliable,
+            self.profile.timers,
+        ) else {
             return;
         };
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
@@ -1608,7 +1616,12 @@ impl UserAgent {
         }
         match method {
             Method::Invite => {
-                match ServerTransaction::new(&req, self.profile.reliable, self.profile.timers) {
+                match ServerTransaction::with_key(
+                    &req,
+                    key.clone(),
+                    self.profile.reliable,
+                    self.profile.timers,
+                ) {
                     Ok(txn) => {
                         push_one(
                             &mut self.server,
@@ -1630,14 +1643,19 @@ impl UserAgent {
                     Header::new(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
-                self.respond_with(now, &req, source, 200, "OK", extra);
+                self.respond_with(now, &req, &key, source, 200, "OK", extra);
             }
-            Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                self.respond_stateless(now, &req, source, 481, "Call/Transaction Does Not Exist")
-            }
+            Method::Bye | Method::Info | Method::Update | Method::Prack => self.respond_stateless(
+                now,
+                &req,
+                &key,
+                source,
+                481,
+                "Call/Transaction Does Not Exist",
+            ),
             _ => {
                 let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, &req, source, 405, "Method Not Allowed", extra);
+                self.respond_with(now, &req, &key, source, 405, "Method Not Allowed", extra);
             }
         }
     }
@@ -1680,10 +1698,17 @@ impl UserAgent {
                 .then_some(Self::id_at(self.first_call, i))
         });
         let Some(id) = id else {
-            self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
+            self.respond_stateless(
+                now,
+                req,
+                key,
+                source,
+                481,
+                "Call/Transaction Does Not Exist",
+            );
             return;
         };
-        self.respond_stateless(now, req, source, 200, "OK");
+        self.respond_stateless(now, req, key, source, 200, "OK");
         let proceeding = self
             .server
             .iter()
@@ -1710,7 +1735,14 @@ impl UserAgent {
         method: Method,
     ) {
         let Some(id) = self.find_dialog_call(req) else {
-            self.respond_stateless(now, req, source, 481, "Call/Transaction Does Not Exist");
+            self.respond_stateless(
+                now,
+                req,
+                key,
+                source,
+                481,
+                "Call/Transaction Does Not Exist",
+            );
             return;
         };
         let seq = req.cseq().map_or(0, |c| c.seq);
@@ -1722,6 +1754,7 @@ impl UserAgent {
             self.respond_stateless(
                 now,
                 req,
+                key,
                 source,
                 500,
                 "Server Internal Error (CSeq out of order)",
@@ -1730,7 +1763,7 @@ impl UserAgent {
         }
         match method {
             Method::Bye => {
-                self.respond_stateless(now, req, source, 200, "OK");
+                self.respond_stateless(now, req, key, source, 200, "OK");
                 let mut confirmed_by_bye = false;
                 if let Some(c) = self.call_mut(id) {
                     c.ok_retransmit = None;
@@ -1760,9 +1793,12 @@ impl UserAgent {
                 }
                 let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
                 let contact = self.contact();
-                let Ok(mut txn) =
-                    ServerTransaction::new(req, self.profile.reliable, self.profile.timers)
-                else {
+                let Ok(mut txn) = ServerTransaction::with_key(
+                    req,
+                    key.clone(),
+                    self.profile.reliable,
+                    self.profile.timers,
+                ) else {
                     return;
                 };
                 let local_tag = self
@@ -1806,7 +1842,7 @@ impl UserAgent {
                     outstanding
                 });
                 if matched {
-                    self.respond_stateless(now, req, source, 200, "OK");
+                    self.respond_stateless(now, req, key, source, 200, "OK");
                     if let Some(r) = rack {
                         queues(&mut self.queues)
                             .events
@@ -1816,6 +1852,7 @@ impl UserAgent {
                     self.respond_stateless(
                         now,
                         req,
+                        key,
                         source,
                         481,
                         "Call/Transaction Does Not Exist",
@@ -1823,7 +1860,7 @@ impl UserAgent {
                 }
             }
             Method::Info => {
-                self.respond_stateless(now, req, source, 200, "OK");
+                self.respond_stateless(now, req, key, source, 200, "OK");
                 let content_type = req
                     .headers
                     .value(&HeaderName::ContentType)
@@ -1838,11 +1875,11 @@ impl UserAgent {
             }
             Method::Options => {
                 let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, source, 200, "OK", extra);
+                self.respond_with(now, req, key, source, 200, "OK", extra);
             }
             _ => {
                 let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, source, 405, "Method Not Allowed", extra);
+                self.respond_with(now, req, key, source, 405, "Method Not Allowed", extra);
             }
         }
     }
