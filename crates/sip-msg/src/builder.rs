@@ -109,7 +109,7 @@ pub struct RequestBuilder {
     /// Via values, printed when added.
     via: Vec<String>,
     max_forwards: u8,
-    routes: Vec<NameAddr>,
+    routes: Vec<Addr>,
     from: Option<Addr>,
     to: Option<Addr>,
     call_id: Option<String>,
@@ -159,7 +159,14 @@ impl RequestBuilder {
 
     /// Adds a Route entry.
     pub fn route(mut self, route: NameAddr) -> Self {
-        self.routes.push(route);
+        self.routes.push(Addr::Parsed(route));
+        self
+    }
+
+    /// Adds a Route entry already printed (`<sip:p.example;lr>`), as a dialog that printed its
+    /// route set once does.
+    pub fn route_text(mut self, route: String) -> Self {
+        self.routes.push(Addr::Text(route));
         self
     }
 
@@ -242,7 +249,10 @@ impl RequestBuilder {
         }
         w.display(HeaderName::MaxForwards, &self.max_forwards);
         for r in &self.routes {
-            w.name_addr(HeaderName::Route, r);
+            match r {
+                Addr::Parsed(a) => w.name_addr(HeaderName::Route, a),
+                Addr::Text(t) => w.text(HeaderName::Route, t),
+            }
         }
         for (name, addr) in [(HeaderName::From, &self.from), (HeaderName::To, &self.to)] {
             match addr {
@@ -317,7 +327,7 @@ impl RequestBuilder {
     }
 }
 
-/// A From or To value: a name-addr, or its text already printed.
+/// A From, To or Route value: a name-addr, or its text already printed.
 #[derive(Debug)]
 enum Addr {
     Parsed(NameAddr),
@@ -455,8 +465,8 @@ mod tests {
     }
 
     #[test]
-    fn printed_from_and_to_give_the_same_request() {
-        // A dialog prints its name-addrs once: the request is the one built from them.
+    fn printed_from_to_and_route_give_the_same_request() {
+        // A dialog prints its name-addrs itself: the request is the one built from them.
         let bob = SipUri::new(Host::parse("biloxi.com").unwrap()).with_user("bob");
         let mut alice = NameAddr::new(
             SipUri::new(Host::parse("192.0.2.7").unwrap())
@@ -467,16 +477,23 @@ mod tests {
         .with_tag("a1");
         alice.display = Some("Alice \"A\"".to_owned());
         let to = NameAddr::new(bob.clone()).with_tag("b2");
+        let route = NameAddr::new(
+            SipUri::new(Host::parse("192.0.2.9").unwrap())
+                .with_port(5060)
+                .with_param("lr", None),
+        );
         let build = |b: RequestBuilder| b.call_id("c").cseq(3).build().to_bytes();
         let parsed = build(
             RequestBuilder::new(Method::Bye, bob.clone().into())
                 .via_text("SIP/2.0/UDP h:1;branch=z9hG4bK1".to_owned())
+                .route(route.clone())
                 .from(alice.clone())
                 .to(to.clone()),
         );
         let printed = build(
             RequestBuilder::new(Method::Bye, bob.into())
                 .via_text("SIP/2.0/UDP h:1;branch=z9hG4bK1".to_owned())
+                .route_text(text_of(&route, 16))
                 .from_text(text_of(&alice, 16))
                 .to_text(text_of(&to, 16)),
         );

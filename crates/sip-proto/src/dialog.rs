@@ -163,12 +163,10 @@ impl Dialog {
             .first()
             .and_then(|r| r.uri.as_sip())
             .is_some_and(|u| !u.is_loose_route());
-        let (uri, routes): (Uri, Vec<NameAddr>) = if strict {
-            let mut rest: Vec<NameAddr> = self.route_set[1..].to_vec();
-            rest.push(NameAddr::new(self.remote_target.clone()));
-            (self.route_set[0].uri.clone(), rest)
+        let uri = if strict {
+            self.route_set[0].uri.clone()
         } else {
-            (self.remote_target.clone(), self.route_set.clone())
+            self.remote_target.clone()
         };
         let mut b = RequestBuilder::new(method, uri)
             .via_text(via)
@@ -176,8 +174,16 @@ impl Dialog {
             .to_text(self.remote_uri.clone())
             .call_id(self.id.call_id.clone())
             .cseq(seq);
-        for r in routes {
-            b = b.route(r);
+        if strict {
+            for r in &self.route_set[1..] {
+                b = b.route(r.clone());
+            }
+            b = b.route(NameAddr::new(self.remote_target.clone()));
+        } else {
+            // Printed straight from the route set (no copy of the name-addrs).
+            for r in &self.route_set {
+                b = b.route_text(text_of(r, 48));
+            }
         }
         b
     }

@@ -884,10 +884,17 @@ impl UserAgent {
         let random = self.rng.random::<u64>();
         let call_id = self.call_id_text(random);
         let (via, branch) = self.new_via_branch();
-        let mut b = RequestBuilder::new(Method::Invite, target.clone())
+        // `NameAddr::new(target)` printed (no display name, no parameters) without a copy of
+        // the target, which the request line takes.
+        let mut to = String::with_capacity(64);
+        to.push('<');
+        // Writing into a String never fails.
+        let _ = target.write_to(&mut to);
+        to.push('>');
+        let mut b = RequestBuilder::new(Method::Invite, target)
             .via_text(via)
             .from_text(tagged_text(NameAddr::new(self.aor()), &local_tag))
-            .to(NameAddr::new(target))
+            .to_text(to)
             .call_id(call_id)
             .cseq(1)
             .contact(self.contact());
