@@ -201,22 +201,34 @@ impl From<&str> for HeaderName {
 }
 
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
+/// 64 bytes: a parsed line shares the message's head text (one reference count, four offsets).
 #[derive(Clone)]
 pub struct Header {
     name: HeaderName,
-    value: Value,
-    raw: Raw,
+    repr: Repr,
 }
 
-/// A header value: a range of the received head text when it needed no unfolding (no copy),
-/// or an owned string (built headers, folded values, heads that are not UTF-8).
-#[derive(Debug, Clone)]
-enum Value {
-    /// `start..end` of the head text in [`Raw::Text`], already trimmed.
-    Shared(u32, u32),
-    /// Owned text.
+/// How a header's value and received bytes are held.
+#[derive(Clone)]
+enum Repr {
+    /// Parsed from a UTF-8 head, value needing no unfolding: the line is `start..end` of
+    /// `head` and the value (trimmed) `value.0..value.1` of it. No copy.
+    Shared {
+        /// The header section as received.
+        head: Arc<str>,
+        /// First byte of the line(s).
+        start: u32,
+        /// End of the line(s), without the final CRLF.
+        end: u32,
+        /// The value's range.
+        value: (u32, u32),
+    },
+    /// Parsed, with a value that needed unfolding or repair (rare: boxed to keep `Header`
+    /// small): the owned value and the received bytes.
+    Parsed(Box<(String, Raw)>),
+    /// Built locally: printed as `Name: value`.
     Owned(String),
-    /// A constant (`Content-Length: 0`): no allocation.
+    /// Built locally from a constant (`Content-Length: 0`): no allocation.
     Static(&'static str),
 }
 
@@ -267,10 +279,11 @@ impl fmt::Debug for Raw {
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = self.raw().map(String::from_utf8_lossy);
         f.debug_struct("Header")
             .field("name", &self.name)
             .field("value", &self.value())
-            .field("raw", &self.raw)
+            .field("raw", &raw.as_deref().unwrap_or("None"))
             .finish()
     }
 }
@@ -280,8 +293,7 @@ impl Header {
     pub fn new(name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            value: Value::Owned(value.into()),
-            raw: Raw::None,
+            repr: Repr::Owned(value.into()),
         }
     }
 
@@ -289,8 +301,7 @@ impl Header {
     pub fn from_static(name: HeaderName, value: &'static str) -> Self {
         Self {
             name,
-            value: Value::Static(value),
-            raw: Raw::None,
+            repr: Repr::Static(value),
         }
     }
 
@@ -298,8 +309,7 @@ impl Header {
     pub(crate) fn parsed(name: HeaderName, value: String, raw: Raw) -> Self {
         Self {
             name,
-            value: Value::Owned(value),
-            raw,
+            repr: Repr::Parsed(Box::new((value, raw))),
         }
     }
 
@@ -314,8 +324,12 @@ impl Header {
     ) -> Self {
         Self {
             name,
-            value: Value::Shared(value.0, value.1),
-            raw: Raw::Text { head, start, end },
+            repr: Repr::Shared {
+                head,
+                start,
+                end,
+                value,
+            },
         }
     }
 
@@ -326,21 +340,33 @@ impl Header {
 
     /// The value with folding replaced by a single space and outer white space trimmed.
     pub fn value(&self) -> &str {
-        match (&self.value, &self.raw) {
+        match &self.repr {
             // `parsed_shared` is only given ranges inside the head that end next to ASCII
             // bytes, so `get` cannot fail; the empty fallback keeps the function total.
-            (Value::Shared(s, e), Raw::Text { head, .. }) => {
-                head.get(*s as usize..*e as usize).unwrap_or_default()
-            }
-            (Value::Shared(..), _) => "",
-            (Value::Owned(s), _) => s,
-            (Value::Static(s), _) => s,
+            Repr::Shared { head, value, .. } => head
+                .get(value.0 as usize..value.1 as usize)
+                .unwrap_or_default(),
+            Repr::Parsed(p) => &p.0,
+            Repr::Owned(s) => s,
+            Repr::Static(s) => s,
         }
     }
 
     /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
     pub fn raw(&self) -> Option<&[u8]> {
-        self.raw.as_bytes()
+        match &self.repr {
+            // Ranges were cut at line ends, which are ASCII: always in bounds and on
+            // character boundaries; the empty fallback keeps the function total.
+            Repr::Shared {
+                head, start, end, ..
+            } => Some(
+                head.as_bytes()
+                    .get(*start as usize..*end as usize)
+                    .unwrap_or_default(),
+            ),
+            Repr::Parsed(p) => p.1.as_bytes(),
+            Repr::Owned(_) | Repr::Static(_) => None,
+        }
     }
 }
 

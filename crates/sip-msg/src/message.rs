@@ -1315,6 +1315,13 @@ v=0\n";
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_header_is_64_bytes() {
+        // Every message holds one per line (parsed lines share the head text): kept small.
+        assert_eq!(std::mem::size_of::<Header>(), 64);
+    }
+
+    #[test]
     fn reason_phrases_are_kept_as_sent() {
         // Usual phrases (kept as static text) and others (copied), printed back unchanged.
         for reason in [
