@@ -26,7 +26,8 @@ else
 fi
 WORK=$(mktemp -d)
 UAS_PID=
-trap '{ [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; rm -rf "$WORK"' EXIT
+# CPS_KEEP=1 keeps the last run's files (config, report, SIPp's statistics) and says where.
+trap '{ [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; if [[ -n ${CPS_KEEP:-} ]]; then echo "files kept in $WORK"; else rm -rf "$WORK"; fi' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # sipp -bg prints "Background mode - PID=[1234]".
