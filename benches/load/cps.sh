@@ -7,7 +7,10 @@
 #
 #   benches/load/cps.sh [CALLS] RATE1 RATE2 …      (default: 5000 calls at 200 500 1000 2000/s)
 # Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or
-# measures the binary SIPMETER_BIN names (to compare two builds).
+# measures the binary SIPMETER_BIN names (to compare two builds). SIPMETER_WRAP prefixes
+# sipmeter's command, e.g. SIPMETER_WRAP="strace -c -f -o /tmp/sc" counts its syscalls
+# (its figures then include strace's overhead). Only the SIPp UAS this script started are
+# stopped (by PID), never other runs'.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -22,11 +25,17 @@ else
   BIN=$CARGO_TARGET_DIR/release/sipmeter
 fi
 WORK=$(mktemp -d)
-trap 'pkill -f "sipp -sn uas -i 127.0.0.1 -p" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+UAS_PID=
+# CPS_KEEP=1 keeps the last run's files (config, report, SIPp's statistics) and says where.
+trap '{ [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; if [[ -n ${CPS_KEEP:-} ]]; then echo "files kept in $WORK"; else rm -rf "$WORK"; fi' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_uas() { sipp -sn uas -i 127.0.0.1 -p "$1" -nostdin -bg >/dev/null 2>&1 || true; sleep 0.5; }
-stop_uas() { pkill -f "sipp -sn uas -i 127.0.0.1 -p $1" 2>/dev/null || true; sleep 0.2; }
+# sipp -bg prints "Background mode - PID=[1234]".
+start_uas() {
+  UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
+  sleep 0.5
+}
+stop_uas() { { [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; UAS_PID=; sleep 0.2; }
 times() { tail -1 "$1"; }   # /usr/bin/time's last line: wall user sys maxrss
 
 report() { # name rate wall user sys rss calls failed
@@ -72,7 +81,7 @@ media = false
 min_success = 0
 TOML
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipmeter.time" \
-    "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
+    ${SIPMETER_WRAP:-} "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
   stop_uas "$PORT"
   read -r W U S R <<< "$(times "$WORK/sipmeter.time")"
   read -r OK ATT LATE <<< "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["calls_answered"], s["calls_attempted"], s["late_timers"])' "$WORK/report.json")"

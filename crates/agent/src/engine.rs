@@ -23,6 +23,7 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Destination, UaEvent, UaIdentity, UaProfile, UserAgent};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use sip_net::tls::ClientSettings;
@@ -38,6 +39,7 @@ use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
 use crate::routes::CallRoutes;
 use crate::trace::{Direction, Trace, TraceEntry};
+use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod failover_glue;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
@@ -985,6 +987,11 @@ struct Shard<'a> {
     index: usize,
     plan: &'a RunPlan,
     sock: UdpSocket,
+    /// What this turn of the loop sends on `sock` (endpoint and trace time of each), written
+    /// with one `sendmmsg` before the loop sleeps: see `udpbatch`.
+    udp_out: SendQueue<(usize, Duration)>,
+    /// Datagrams read from `sock` with one `recvmmsg`.
+    udp_in: RecvBatch,
     local: SocketAddr,
     endpoints: Vec<Endpoint>,
     /// One agent profile per group, shared by the group's agents.
@@ -1153,6 +1160,8 @@ impl<'a> Shard<'a> {
             index,
             plan,
             sock,
+            udp_out: SendQueue::default(),
+            udp_in: RecvBatch::default(),
             local,
             endpoints: Vec::with_capacity(work.len()),
             profiles: (0..plan.groups.len())
@@ -1369,7 +1378,6 @@ impl<'a> Shard<'a> {
 
     async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
         let deadline = self.start + self.plan.time_limit;
-        let mut buf = vec![0u8; 65_536];
         let mut next_progress = self.start + Duration::from_secs(1);
         // Whether every endpoint is done is a scan of the slab: at most every 5 ms, not on
         // each of the loop's (many thousand per second, with media) turns.
@@ -1384,6 +1392,7 @@ impl<'a> Shard<'a> {
             }
             if now >= next_done_check {
                 if self.endpoints.iter().all(|e| e.done) {
+                    self.flush_udp_wait().await;
                     let _ = self.events.flush();
                     return Ok(());
                 }
@@ -1443,24 +1452,12 @@ impl<'a> Shard<'a> {
                 }
                 next
             };
+            // What this turn sent leaves now, before the loop sleeps.
+            self.flush_udp_wait().await;
             tokio::select! {
-                r = self.sock.recv_from(&mut buf) => {
-                    // ICMP errors on an unconnected UDP socket are not per endpoint: ignored.
-                    if let Ok((n, from)) = r {
-                        let bytes = Bytes::copy_from_slice(&buf[..n]);
-                        self.on_datagram(Instant::now(), bytes, from).await;
-                    }
-                    // Then what else has arrived, without a turn of the loop (a poll of every
-                    // source and a timer set) per datagram; bounded, so timers stay on time.
-                    for _ in 0..UDP_DRAIN {
-                        match self.sock.try_recv_from(&mut buf) {
-                            Ok((n, from)) => {
-                                let bytes = Bytes::copy_from_slice(&buf[..n]);
-                                self.on_datagram(Instant::now(), bytes, from).await;
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(_) => {}
-                        }
+                r = self.sock.readable() => {
+                    if r.is_ok() {
+                        self.on_udp_readable().await;
                     }
                 }
                 r = self.net.readable() => {
@@ -1957,7 +1954,12 @@ impl<'a> Shard<'a> {
                 let sent = if own {
                     self.net.send_udp(idx, &out.bytes, to)
                 } else {
-                    self.sock.send_to(&out.bytes, to).await.map(|_| true)
+                    // Queued for this turn's `sendmmsg`; a refusal is answered for then
+                    // (`udp_send_failed`), a full buffer waits as a blocking send did.
+                    if self.udp_out.push(out.bytes, to, (idx, at)) {
+                        self.flush_udp();
+                    }
+                    Ok(true)
                 };
                 if let Ok(false) = sent {
                     // The own socket's buffer is full: a dropped send, as on a full queue.
@@ -1968,11 +1970,7 @@ impl<'a> Shard<'a> {
                         at,
                     ));
                 } else if let Err(e) = sent {
-                    self.stats.send_errors += 1;
-                    let ep = &mut self.endpoints[idx];
-                    ep.trace
-                        .push(TraceEntry::note(format!("send to {to} failed: {e}"), at));
-                    ep.worsen(Outcome::Oserror, format!("send failed: {e}"));
+                    self.udp_send_failed(idx, to, at, &e);
                 }
             }
             let mut got_any = false;
@@ -2315,6 +2313,8 @@ impl<'a> Shard<'a> {
     }
 
     fn finish(&mut self, idx: usize) {
+        // What the endpoint sent last leaves first, so a refusal still reaches its report.
+        self.flush_udp();
         let events = self.events.clone();
         let keep = self.plan.keep_all_traces;
         let ep = &mut self.endpoints[idx];
@@ -2363,6 +2363,89 @@ impl<'a> Shard<'a> {
         };
         ep.trace = Trace::default();
         let _ = events.send(RunEvent::Finished(Box::new(report)));
+    }
+
+    /// Writes what this turn queued on the shared UDP socket (see `udpbatch`) without
+    /// waiting: true when all of it left; else the socket's buffer is full and the rest
+    /// stays queued, in order, for `flush_udp_wait`.
+    fn flush_udp(&mut self) -> bool {
+        if self.udp_out.is_empty() {
+            return true;
+        }
+        let sock = &self.sock;
+        let mut refused = Vec::new();
+        let r = self.udp_out.flush(
+            |items| sock.try_io(Interest::WRITABLE, || udpbatch::send_batch(sock, items)),
+            |o, e| refused.push((o, e)),
+        );
+        for (o, e) in refused {
+            let (idx, at) = o.tag;
+            self.udp_send_failed(idx, o.to, at, &e);
+        }
+        r.is_ok()
+    }
+
+    /// Writes everything queued, waiting while the socket's buffer is full (as the one
+    /// awaited `send_to` per message did).
+    async fn flush_udp_wait(&mut self) {
+        while !self.flush_udp() {
+            if self.sock.writable().await.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// The kernel refused a message to `to` that endpoint `idx` sent at `at`: a send error,
+    /// noted in its trace, and the endpoint ends with OSERROR.
+    fn udp_send_failed(&mut self, idx: usize, to: SocketAddr, at: Duration, e: &std::io::Error) {
+        self.stats.send_errors += 1;
+        let ep = &mut self.endpoints[idx];
+        ep.trace
+            .push(TraceEntry::note(format!("send to {to} failed: {e}"), at));
+        ep.worsen(Outcome::Oserror, format!("send failed: {e}"));
+    }
+
+    /// The shared UDP socket is readable: read what has arrived, a `recvmmsg` batch at a
+    /// time, and handle each datagram in order. At most `UDP_DRAIN` per turn, so timers
+    /// stay on time; a short batch means the socket was drained.
+    async fn on_udp_readable(&mut self) {
+        let mut left = UDP_DRAIN;
+        while left > 0 {
+            let (sock, batch) = (&self.sock, &mut self.udp_in);
+            // A short batch drained the socket: tell tokio so (as `WouldBlock` does), which
+            // saves the `recvmmsg` that would only learn it. A datagram arriving meanwhile
+            // is a new edge for the reactor, so none is missed.
+            let r = sock.try_io(Interest::READABLE, || {
+                match udpbatch::recv_batch(sock, batch)? {
+                    n if n < udpbatch::RECV_BATCH => Err(std::io::ErrorKind::WouldBlock.into()),
+                    n => Ok(n),
+                }
+            });
+            let drained = match r {
+                Ok(_) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                // ICMP errors on an unconnected UDP socket are not per endpoint: ignored.
+                Err(_) => {
+                    left -= 1;
+                    continue;
+                }
+            };
+            let n = self.udp_in.len();
+            for i in 0..n {
+                let Some((bytes, Some(from))) = self
+                    .udp_in
+                    .datagram(i)
+                    .map(|(d, from)| (Bytes::copy_from_slice(d), from))
+                else {
+                    continue;
+                };
+                self.on_datagram(Instant::now(), bytes, from).await;
+            }
+            if drained {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
     }
 
     async fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {

@@ -20,3 +20,4 @@ pub mod rxstamp;
 pub mod service_media;
 pub mod testfile;
 pub mod trace;
+pub mod udpbatch;
