@@ -28,7 +28,8 @@ use tokio::net::UdpSocket;
 use sip_net::tls::ClientSettings;
 
 use crate::callmedia::{
-    CallMedia, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
+    CallMedia, LoopProbe, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer,
+    SendTiming,
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
@@ -630,6 +631,11 @@ pub fn run_with_targets(
             Some(Arc::new(s))
         }
     };
+    if plan.groups.iter().any(|g| g.media.is_some()) {
+        // Room in the descriptor table for every call's sockets before the shards run:
+        // growing it while they run stalls them all (see callmedia/fdtable.rs).
+        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + 256);
+    }
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -1013,6 +1019,8 @@ struct Shard<'a> {
     media_generation: u64,
     /// Media deadlines (paced sends, samples), apart from the SIP timer heap.
     pacer: MediaPacer,
+    /// Stall diagnostic of the loop (`SIPMETER_STALL_MS`; off by default).
+    probe: LoopProbe,
     /// The next free slot under the calls-per-second cap.
     next_dial: Instant,
     /// Stream transports: how each endpoint connects (`None`: UDP).
@@ -1177,6 +1185,7 @@ impl<'a> Shard<'a> {
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
             pacer: MediaPacer::default(),
+            probe: LoopProbe::from_env(index),
             // Shards' cap slots interleave: shard i starts i/cps after shard 0.
             next_dial: start
                 + if plan.cps > 0.0 {
@@ -1378,10 +1387,12 @@ impl<'a> Shard<'a> {
         // the shard is still being set up (thousands of agents made), which is no overload.
         let began = Instant::now();
         loop {
+            self.probe.turn();
             let now = Instant::now();
             if self.events.due().is_some_and(|t| t <= now) {
                 let _ = self.events.flush();
             }
+            self.probe.mark("flush", 0);
             if now >= next_done_check {
                 if self.endpoints.iter().all(|e| e.done) {
                     let _ = self.events.flush();
@@ -1402,7 +1413,9 @@ impl<'a> Shard<'a> {
                     .num_alive_tasks();
                 self.stats.tasks_max = self.stats.tasks_max.max(tasks);
             }
+            self.probe.mark("done/stop/progress", 0);
             // Fire due timers.
+            let mut fired = 0;
             while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
                 if at > now {
                     break;
@@ -1415,14 +1428,18 @@ impl<'a> Shard<'a> {
                     .timer_fired(now.saturating_duration_since(at.max(began)));
                 self.endpoints[idx].wake = None;
                 self.on_timer(idx, now).await;
+                fired += 1;
             }
+            self.probe.mark("sip timers", fired);
             if self.media_pending || self.pacer.active() {
                 self.pace_media();
             }
+            self.probe.mark("media", 0);
             self.net.on_timeout(now);
             if self.net.pending() {
                 self.on_net().await;
             }
+            self.probe.mark("net", 0);
             let next = self
                 .heap
                 .peek()
@@ -1443,12 +1460,16 @@ impl<'a> Shard<'a> {
                 }
                 next
             };
+            self.probe.sleeping(next);
             tokio::select! {
                 r = self.sock.recv_from(&mut buf) => {
+                    self.probe.woke();
+                    let mut got = 0;
                     // ICMP errors on an unconnected UDP socket are not per endpoint: ignored.
                     if let Ok((n, from)) = r {
                         let bytes = Bytes::copy_from_slice(&buf[..n]);
                         self.on_datagram(Instant::now(), bytes, from).await;
+                        got += 1;
                     }
                     // Then what else has arrived, without a turn of the loop (a poll of every
                     // source and a timer set) per datagram; bounded, so timers stay on time.
@@ -1457,20 +1478,24 @@ impl<'a> Shard<'a> {
                             Ok((n, from)) => {
                                 let bytes = Bytes::copy_from_slice(&buf[..n]);
                                 self.on_datagram(Instant::now(), bytes, from).await;
+                                got += 1;
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(_) => {}
                         }
                     }
+                    self.probe.mark("sip rx", got);
                 }
                 r = self.net.readable() => {
+                    self.probe.woke();
                     if r.is_ok() {
                         self.net.poll_ready(Instant::now());
                         self.on_net().await;
                     }
+                    self.probe.mark("net rx", 0);
                 }
-                () = PreciseTimer::fired_if(self.timer.as_ref()) => {}
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+                () = PreciseTimer::fired_if(self.timer.as_ref()) => self.probe.woke(),
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => self.probe.woke(),
             }
         }
     }
