@@ -632,9 +632,11 @@ pub fn run_with_targets(
         }
     };
     if plan.groups.iter().any(|g| g.media.is_some()) {
-        // Room in the descriptor table for every call's sockets before the shards run:
-        // growing it while they run stalls them all (see callmedia/fdtable.rs).
+        // Room in the descriptor table for every call's sockets before the shards run, and
+        // no huge-page faults: both stalled the shards for ms while calls started (see
+        // callmedia/fdtable.rs and callmedia/thp.rs).
         let _ = crate::callmedia::reserve_descriptors(3 * total as usize + 256);
+        let _ = crate::callmedia::disable_huge_pages();
     }
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();
