@@ -1433,10 +1433,12 @@ impl<'a> Shard<'a> {
                 fired += 1;
             }
             self.probe.mark("sip timers", fired);
-            if self.media_pending || self.pacer.active() {
-                self.pace_media();
-            }
-            self.probe.mark("media", 0);
+            let paced = if self.media_pending || self.pacer.active() {
+                self.pace_media()
+            } else {
+                0
+            };
+            self.probe.paced(paced);
             self.net.on_timeout(now);
             if self.net.pending() {
                 self.on_net().await;
@@ -1621,9 +1623,12 @@ impl<'a> Shard<'a> {
     /// One media pass: sends every packet due by now and emits the samples due (without the
     /// endpoints' SIP work), then reads every readable media socket (one batch). Sends
     /// first: they are the timed part; arrival times are the kernel's.
-    fn pace_media(&mut self) {
+    /// Returns how many calls' media it ran.
+    fn pace_media(&mut self) -> usize {
         let now = Instant::now();
+        let mut ran = 0;
         while let Some((idx, at)) = self.pacer.pop_due(now) {
+            ran += 1;
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
             self.media_timeout(idx, now);
@@ -1634,6 +1639,7 @@ impl<'a> Shard<'a> {
             self.pacer.set(idx, at);
         }
         self.on_media_ready();
+        ran
     }
 
     /// When the loop must make its next media pass: the earliest media deadline, and while

@@ -3,9 +3,13 @@
 //! With `SIPMETER_STALL_MS=N` every turn of a shard's loop that took longer than N ms, and
 //! every wake-up that came more than N ms after the deadline the loop asked for, is printed
 //! to stderr with what the turn did (time and count per part of the loop) and what the
-//! thread went through meanwhile (`getrusage(RUSAGE_THREAD)`: voluntary context switches =
-//! the thread slept in an `await`, involuntary ones = it was preempted, minor/major page
-//! faults). At the end of the run each shard prints how many stalls it saw and the longest.
+//! thread went through meanwhile: CPU time, time runnable but waiting for a CPU
+//! (`/proc/thread-self/schedstat`), voluntary context switches (it slept), involuntary ones
+//! (it was preempted), minor/major page faults (`getrusage(RUSAGE_THREAD)`). At the end of
+//! the run each shard prints how many stalls it saw, the longest, the stalls by kind —
+//! busy (its own CPU work), preempted or woken but waiting for a CPU (other threads or
+//! processes had the CPUs), off-cpu (neither: it slept in the kernel, e.g. on a lock, or
+//! the host held the VM) — and how many calls' media each media pass ran.
 //! Off (the default), every call is one branch on a `None`.
 #![allow(unsafe_code)] // reason: getrusage (see `Usage::now`)
 
@@ -19,10 +23,12 @@ struct Usage {
     minor_faults: i64,
     major_faults: i64,
     cpu: Duration,
+    /// Time spent runnable but waiting for a CPU (`/proc/thread-self/schedstat`).
+    run_delay: Duration,
 }
 
 impl Usage {
-    fn now() -> Self {
+    fn now(schedstat: Option<&std::fs::File>) -> Self {
         // SAFETY: `rusage` is plain old data (all-zero is a valid value); the kernel writes
         // into the local we pass and keeps no pointer to it.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -40,8 +46,21 @@ impl Usage {
             minor_faults: ru.ru_minflt,
             major_faults: ru.ru_majflt,
             cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+            run_delay: schedstat.map_or(Duration::ZERO, run_delay),
         }
     }
+}
+
+/// The second field of `/proc/thread-self/schedstat`: ns spent waiting on a run queue.
+fn run_delay(f: &std::fs::File) -> Duration {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 96];
+    let n = f.read_at(&mut buf, 0).unwrap_or(0);
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
 
 const PARTS: usize = 8;
@@ -50,6 +69,7 @@ const PARTS: usize = 8;
 struct Inner {
     shard: usize,
     threshold: Duration,
+    schedstat: Option<std::fs::File>,
     origin: Instant,
     /// When the loop went to sleep, and the wake-up it asked for.
     slept: Option<(Instant, Instant)>,
@@ -59,6 +79,14 @@ struct Inner {
     parts: Vec<(&'static str, Duration, usize)>,
     stalls: u64,
     longest: Duration,
+    /// Stalls by what the thread did meanwhile: mostly ran (its own work), was preempted,
+    /// or neither (slept, or a page fault or the host held it).
+    busy: u64,
+    preempted: u64,
+    waited_cpu: u64,
+    off_cpu: u64,
+    /// How many calls' media each media pass ran (index: count, the last bucket: more).
+    passes: Vec<u64>,
 }
 
 /// See the module documentation.
@@ -77,6 +105,8 @@ impl LoopProbe {
             Box::new(Inner {
                 shard,
                 threshold: Duration::from_secs_f64(ms / 1000.0),
+                // Opened on the shard's own thread (the probe is made there).
+                schedstat: std::fs::File::open("/proc/thread-self/schedstat").ok(),
                 origin: now,
                 slept: None,
                 turn_start: now,
@@ -85,6 +115,11 @@ impl LoopProbe {
                 parts: Vec::with_capacity(PARTS),
                 stalls: 0,
                 longest: Duration::ZERO,
+                busy: 0,
+                preempted: 0,
+                waited_cpu: 0,
+                off_cpu: 0,
+                passes: vec![0; 4097],
             })
         }))
     }
@@ -128,6 +163,18 @@ impl LoopProbe {
         p.last_mark = now;
     }
 
+    /// A media pass ran `n` calls' media (the part since the last mark).
+    pub fn paced(&mut self, n: usize) {
+        let Some(p) = self.0.as_deref_mut() else {
+            return;
+        };
+        if n > 0 {
+            let last = p.passes.len() - 1;
+            p.passes[n.min(last)] += 1;
+        }
+        self.mark("media", n);
+    }
+
     /// A new turn of the loop begins: reports the last one when it stalled.
     pub fn turn(&mut self) {
         let Some(p) = self.0.as_deref_mut() else {
@@ -150,17 +197,32 @@ impl LoopProbe {
             .find(|x| x.0 == "woke late")
             .map_or(Duration::ZERO, |x| x.1);
         let stall = worked.max(woke_late);
-        let u = Usage::now();
+        let u = Usage::now(p.schedstat.as_ref());
         if stall >= p.threshold {
             p.stalls += 1;
             p.longest = p.longest.max(stall);
+            let cpu = u.cpu.saturating_sub(p.usage.cpu);
+            let waited = u.run_delay.saturating_sub(p.usage.run_delay);
+            if cpu.as_secs_f64() >= 0.7 * stall.as_secs_f64() {
+                p.busy += 1;
+            } else if waited.as_secs_f64() >= 0.5 * stall.as_secs_f64() {
+                // Runnable, but the CPUs ran other threads (preempted or woken late).
+                if u.involuntary > p.usage.involuntary {
+                    p.preempted += 1;
+                } else {
+                    p.waited_cpu += 1;
+                }
+            } else {
+                p.off_cpu += 1;
+            }
             let mut line = format!(
-                "stall shard={} t={:.3}s worked={:.2}ms woke_late={:.2}ms cpu={:.2}ms vcsw+{} ivcsw+{} minflt+{} majflt+{} |",
+                "stall shard={} t={:.3}s worked={:.2}ms woke_late={:.2}ms cpu={:.2}ms runq={:.2}ms vcsw+{} ivcsw+{} minflt+{} majflt+{} |",
                 p.shard,
                 (p.turn_start - p.origin).as_secs_f64(),
                 worked.as_secs_f64() * 1e3,
                 woke_late.as_secs_f64() * 1e3,
                 u.cpu.saturating_sub(p.usage.cpu).as_secs_f64() * 1e3,
+                u.run_delay.saturating_sub(p.usage.run_delay).as_secs_f64() * 1e3,
                 u.voluntary - p.usage.voluntary,
                 u.involuntary - p.usage.involuntary,
                 u.minor_faults - p.usage.minor_faults,
@@ -181,21 +243,40 @@ impl LoopProbe {
         p.last_mark = now;
         p.slept = None;
     }
-
-    /// Turns that stalled, and the longest stall.
-    pub fn stalls(&self) -> Option<(u64, Duration)> {
-        self.0.as_deref().map(|p| (p.stalls, p.longest))
-    }
 }
 
 impl Drop for LoopProbe {
     fn drop(&mut self) {
-        if let Some((n, longest)) = self.stalls() {
-            eprintln!(
-                "stalls shard={}: {n} (longest {:.2} ms)",
-                self.0.as_deref().map_or(0, |p| p.shard),
-                longest.as_secs_f64() * 1e3
-            );
-        }
+        let Some(p) = self.0.as_deref() else {
+            return;
+        };
+        // Media passes: how many calls each ran (a pass runs every call due in its quantum).
+        let total: u64 = p.passes.iter().sum();
+        let at = |q: f64| {
+            let want = (q * total as f64).ceil() as u64;
+            let mut seen = 0;
+            p.passes
+                .iter()
+                .position(|c| {
+                    seen += c;
+                    seen >= want.max(1)
+                })
+                .unwrap_or(0)
+        };
+        let calls: u64 = p.passes.iter().enumerate().map(|(n, c)| n as u64 * c).sum();
+        eprintln!(
+            "stalls shard={}: {} (longest {:.2} ms; busy {}, preempted {}, woken but waited for a CPU {}, off-cpu {}); media passes {total}, calls per pass mean {:.1} p50 {} p99 {} max {}",
+            p.shard,
+            p.stalls,
+            p.longest.as_secs_f64() * 1e3,
+            p.busy,
+            p.preempted,
+            p.waited_cpu,
+            p.off_cpu,
+            calls as f64 / total.max(1) as f64,
+            at(0.5),
+            at(0.99),
+            p.passes.iter().rposition(|c| *c > 0).unwrap_or(0),
+        );
     }
 }
