@@ -7,6 +7,9 @@
 # and OVERLOADED when the generator flagged itself. Measures; never fails on a figure.
 #
 #   benches/load/rtp.sh [DURATION_S] N1 N2 …      (default: 20 s, 250 500 1000 1500)
+#
+# SIPMETER_STALL_MS=N: the shards print every loop turn that stalled longer than N ms
+# (docs/media.md); RTP_KEEP=DIR keeps each run's output (DIR/rtp-N.out) and report.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
@@ -65,6 +68,12 @@ TOML
     fi
   fi
   wait "$TPID" || true
+  if [[ -n ${RTP_KEEP:-} ]]; then
+    mkdir -p "$RTP_KEEP" && cp "$WORK/out" "$RTP_KEEP/rtp-$N.out" && cp "$WORK/report.json" "$RTP_KEEP/rtp-$N.json"
+  fi
+  if [[ -n ${SIPMETER_STALL_MS:-} ]]; then
+    grep '^stalls shard' "$WORK/out" | sed 's/^/  /' || true
+  fi
   read -r W U S R < "$WORK/time"
   python3 - "$WORK/report.json" "$N" "$U" "$S" "$R" "$CORES" <<'PY'
 import json, sys

@@ -24,7 +24,14 @@ use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
 
+mod fdtable;
+mod probe;
+mod thp;
 mod timerfd;
+
+pub use fdtable::reserve as reserve_descriptors;
+pub use probe::LoopProbe;
+pub use thp::disable as disable_huge_pages;
 
 /// A group's media settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

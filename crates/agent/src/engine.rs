@@ -29,7 +29,8 @@ use tokio::net::UdpSocket;
 use sip_net::tls::ClientSettings;
 
 use crate::callmedia::{
-    CallMedia, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer, SendTiming,
+    CallMedia, LoopProbe, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer,
+    SendTiming,
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
@@ -632,6 +633,13 @@ pub fn run_with_targets(
             Some(Arc::new(s))
         }
     };
+    if plan.groups.iter().any(|g| g.media.is_some()) {
+        // Room in the descriptor table for every call's sockets before the shards run, and
+        // no huge-page faults: both stalled the shards for ms while calls started (see
+        // callmedia/fdtable.rs and callmedia/thp.rs).
+        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + 256);
+        let _ = crate::callmedia::disable_huge_pages();
+    }
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::new();
@@ -1020,6 +1028,8 @@ struct Shard<'a> {
     media_generation: u64,
     /// Media deadlines (paced sends, samples), apart from the SIP timer heap.
     pacer: MediaPacer,
+    /// Stall diagnostic of the loop (`SIPMETER_STALL_MS`; off by default).
+    probe: LoopProbe,
     /// The next free slot under the calls-per-second cap.
     next_dial: Instant,
     /// Stream transports: how each endpoint connects (`None`: UDP).
@@ -1186,6 +1196,7 @@ impl<'a> Shard<'a> {
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
             pacer: MediaPacer::default(),
+            probe: LoopProbe::from_env(index),
             // Shards' cap slots interleave: shard i starts i/cps after shard 0.
             next_dial: start
                 + if plan.cps > 0.0 {
@@ -1386,10 +1397,12 @@ impl<'a> Shard<'a> {
         // the shard is still being set up (thousands of agents made), which is no overload.
         let began = Instant::now();
         loop {
+            self.probe.turn();
             let now = Instant::now();
             if self.events.due().is_some_and(|t| t <= now) {
                 let _ = self.events.flush();
             }
+            self.probe.mark("flush", 0);
             if now >= next_done_check {
                 if self.endpoints.iter().all(|e| e.done) {
                     self.flush_udp_wait().await;
@@ -1411,7 +1424,9 @@ impl<'a> Shard<'a> {
                     .num_alive_tasks();
                 self.stats.tasks_max = self.stats.tasks_max.max(tasks);
             }
+            self.probe.mark("done/stop/progress", 0);
             // Fire due timers.
+            let mut fired = 0;
             while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
                 if at > now {
                     break;
@@ -1424,14 +1439,20 @@ impl<'a> Shard<'a> {
                     .timer_fired(now.saturating_duration_since(at.max(began)));
                 self.endpoints[idx].wake = None;
                 self.on_timer(idx, now).await;
+                fired += 1;
             }
-            if self.media_pending || self.pacer.active() {
-                self.pace_media();
-            }
+            self.probe.mark("sip timers", fired);
+            let paced = if self.media_pending || self.pacer.active() {
+                self.pace_media()
+            } else {
+                0
+            };
+            self.probe.paced(paced);
             self.net.on_timeout(now);
             if self.net.pending() {
                 self.on_net().await;
             }
+            self.probe.mark("net", 0);
             let next = self
                 .heap
                 .peek()
@@ -1454,20 +1475,23 @@ impl<'a> Shard<'a> {
             };
             // What this turn sent leaves now, before the loop sleeps.
             self.flush_udp_wait().await;
+            self.probe.sleeping(next);
             tokio::select! {
                 r = self.sock.readable() => {
-                    if r.is_ok() {
-                        self.on_udp_readable().await;
-                    }
+                    self.probe.woke();
+                    let got = if r.is_ok() { self.on_udp_readable().await } else { 0 };
+                    self.probe.mark("sip rx", got);
                 }
                 r = self.net.readable() => {
+                    self.probe.woke();
                     if r.is_ok() {
                         self.net.poll_ready(Instant::now());
                         self.on_net().await;
                     }
+                    self.probe.mark("net rx", 0);
                 }
-                () = PreciseTimer::fired_if(self.timer.as_ref()) => {}
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => {}
+                () = PreciseTimer::fired_if(self.timer.as_ref()) => self.probe.woke(),
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => self.probe.woke(),
             }
         }
     }
@@ -1591,9 +1615,12 @@ impl<'a> Shard<'a> {
     /// One media pass: sends every packet due by now and emits the samples due (without the
     /// endpoints' SIP work), then reads every readable media socket (one batch). Sends
     /// first: they are the timed part; arrival times are the kernel's.
-    fn pace_media(&mut self) {
+    /// Returns how many calls' media it ran.
+    fn pace_media(&mut self) -> usize {
         let now = Instant::now();
+        let mut ran = 0;
         while let Some((idx, at)) = self.pacer.pop_due(now) {
+            ran += 1;
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
             self.media_timeout(idx, now);
@@ -1604,6 +1631,7 @@ impl<'a> Shard<'a> {
             self.pacer.set(idx, at);
         }
         self.on_media_ready();
+        ran
     }
 
     /// When the loop must make its next media pass: the earliest media deadline, and while
@@ -2408,8 +2436,11 @@ impl<'a> Shard<'a> {
     /// The shared UDP socket is readable: read what has arrived, a `recvmmsg` batch at a
     /// time, and handle each datagram in order. At most `UDP_DRAIN` per turn, so timers
     /// stay on time; a short batch means the socket was drained.
-    async fn on_udp_readable(&mut self) {
+    /// Reads and handles what the shared UDP socket holds (at most `UDP_DRAIN` datagrams);
+    /// returns how many were handled.
+    async fn on_udp_readable(&mut self) -> usize {
         let mut left = UDP_DRAIN;
+        let mut got = 0;
         while left > 0 {
             let (sock, batch) = (&self.sock, &mut self.udp_in);
             // A short batch drained the socket: tell tokio so (as `WouldBlock` does), which
@@ -2440,12 +2471,14 @@ impl<'a> Shard<'a> {
                     continue;
                 };
                 self.on_datagram(Instant::now(), bytes, from).await;
+                got += 1;
             }
             if drained {
                 break;
             }
             left = left.saturating_sub(n);
         }
+        got
     }
 
     async fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {
