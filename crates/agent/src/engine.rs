@@ -1396,6 +1396,10 @@ impl<'a> Shard<'a> {
         // Lateness counts from the loop's start: the endpoints' first wake-ups fall due while
         // the shard is still being set up (thousands of agents made), which is no overload.
         let began = Instant::now();
+        // One sleep for the whole loop, moved only when the deadline moves: a new tokio
+        // sleep per turn is a timer-wheel removal and insertion each time.
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(began));
+        tokio::pin!(sleep);
         loop {
             self.probe.turn();
             let now = Instant::now();
@@ -1413,7 +1417,7 @@ impl<'a> Shard<'a> {
             }
             if (stop.requested() || now >= deadline) && !self.stopping {
                 self.stopping = true;
-                self.stop_all(now, now >= deadline).await;
+                self.stop_all(now, now >= deadline);
             }
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
@@ -1438,7 +1442,7 @@ impl<'a> Shard<'a> {
                 self.stats
                     .timer_fired(now.saturating_duration_since(at.max(began)));
                 self.endpoints[idx].wake = None;
-                self.on_timer(idx, now).await;
+                self.on_timer(idx, now);
                 fired += 1;
             }
             self.probe.mark("sip timers", fired);
@@ -1450,7 +1454,7 @@ impl<'a> Shard<'a> {
             self.probe.paced(paced);
             self.net.on_timeout(now);
             if self.net.pending() {
-                self.on_net().await;
+                self.on_net();
             }
             self.probe.mark("net", 0);
             let next = self
@@ -1476,22 +1480,26 @@ impl<'a> Shard<'a> {
             // What this turn sent leaves now, before the loop sleeps.
             self.flush_udp_wait().await;
             self.probe.sleeping(next);
+            let wake = tokio::time::Instant::from_std(next);
+            if sleep.deadline() != wake {
+                sleep.as_mut().reset(wake);
+            }
             tokio::select! {
                 r = self.sock.readable() => {
                     self.probe.woke();
-                    let got = if r.is_ok() { self.on_udp_readable().await } else { 0 };
+                    let got = if r.is_ok() { self.on_udp_readable() } else { 0 };
                     self.probe.mark("sip rx", got);
                 }
                 r = self.net.readable() => {
                     self.probe.woke();
                     if r.is_ok() {
                         self.net.poll_ready(Instant::now());
-                        self.on_net().await;
+                        self.on_net();
                     }
                     self.probe.mark("net rx", 0);
                 }
                 () = PreciseTimer::fired_if(self.timer.as_ref()) => self.probe.woke(),
-                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(next)) => self.probe.woke(),
+                () = &mut sleep => self.probe.woke(),
             }
         }
     }
@@ -1520,7 +1528,7 @@ impl<'a> Shard<'a> {
         let _ = self.events.send(RunEvent::Progress(p));
     }
 
-    async fn stop_all(&mut self, now: Instant, timed_out: bool) {
+    fn stop_all(&mut self, now: Instant, timed_out: bool) {
         for idx in 0..self.endpoints.len() {
             let ep = &mut self.endpoints[idx];
             if ep.done {
@@ -1548,7 +1556,7 @@ impl<'a> Shard<'a> {
         }
     }
 
-    async fn on_timer(&mut self, idx: usize, now: Instant) {
+    fn on_timer(&mut self, idx: usize, now: Instant) {
         {
             let ep = &mut self.endpoints[idx];
             if ep.ua.poll_timeout().is_some_and(|t| t <= now) {
@@ -1566,7 +1574,7 @@ impl<'a> Shard<'a> {
         }
         self.run_actions(idx, now);
         self.media_timeout(idx, now);
-        self.pump(idx, now).await;
+        self.pump(idx, now);
     }
 
     /// Reads the media sockets the set reports readable: each one's datagrams go straight
@@ -1592,7 +1600,7 @@ impl<'a> Shard<'a> {
 
     /// Hands the poll set's news (connections, own UDP sockets) to the endpoints; sockets
     /// left over from a full batch are moved on first.
-    async fn on_net(&mut self) {
+    fn on_net(&mut self) {
         if self.net.more() {
             self.net.poll_ready(Instant::now());
         }
@@ -1608,7 +1616,7 @@ impl<'a> Shard<'a> {
             let Some(m) = self.net.next_event() else {
                 break;
             };
-            self.on_stream(Instant::now(), m).await;
+            self.on_stream(Instant::now(), m);
         }
     }
 
@@ -1898,7 +1906,7 @@ impl<'a> Shard<'a> {
     }
 
     /// Sends what the endpoint queued, handles its events, reschedules it.
-    async fn pump(&mut self, idx: usize, now: Instant) {
+    fn pump(&mut self, idx: usize, now: Instant) {
         loop {
             let mut sent_any = false;
             while let Some(out) = self.endpoints[idx].ua.poll_transmit() {
@@ -2436,9 +2444,8 @@ impl<'a> Shard<'a> {
     /// The shared UDP socket is readable: read what has arrived, a `recvmmsg` batch at a
     /// time, and handle each datagram in order. At most `UDP_DRAIN` per turn, so timers
     /// stay on time; a short batch means the socket was drained.
-    /// Reads and handles what the shared UDP socket holds (at most `UDP_DRAIN` datagrams);
-    /// returns how many were handled.
-    async fn on_udp_readable(&mut self) -> usize {
+    /// Returns how many datagrams were handled.
+    fn on_udp_readable(&mut self) -> usize {
         let mut left = UDP_DRAIN;
         let mut got = 0;
         while left > 0 {
@@ -2470,7 +2477,7 @@ impl<'a> Shard<'a> {
                 else {
                     continue;
                 };
-                self.on_datagram(Instant::now(), bytes, from).await;
+                self.on_datagram(Instant::now(), bytes, from);
                 got += 1;
             }
             if drained {
@@ -2481,19 +2488,13 @@ impl<'a> Shard<'a> {
         got
     }
 
-    async fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {
-        self.on_message(now, bytes, from, None).await;
+    fn on_datagram(&mut self, now: Instant, bytes: Bytes, from: SocketAddr) {
+        self.on_message(now, bytes, from, None);
     }
 
     /// A message from the server: over the shard's UDP socket (`on`: `None`, routed by
     /// Request-URI user or Call-ID), or over endpoint `on`'s own connection.
-    async fn on_message(
-        &mut self,
-        now: Instant,
-        bytes: Bytes,
-        from: SocketAddr,
-        on: Option<usize>,
-    ) {
+    fn on_message(&mut self, now: Instant, bytes: Bytes, from: SocketAddr, on: Option<usize>) {
         let (kind, local) = match on {
             Some(i) => (
                 self.plan.server.transport.kind,
@@ -2585,7 +2586,7 @@ impl<'a> Shard<'a> {
             return;
         }
         ep.ua.handle_message(now, msg, from);
-        self.pump(idx, now).await;
+        self.pump(idx, now);
     }
 
     /// Opens endpoint `idx`'s connection (a new generation); it registers once connected.
@@ -2611,10 +2612,10 @@ impl<'a> Shard<'a> {
     }
 
     /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
-    async fn on_stream(&mut self, now: Instant, m: StreamIn) {
+    fn on_stream(&mut self, now: Instant, m: StreamIn) {
         if let StreamEvent::Datagram(bytes, from) = m.event {
             if self.endpoints.get(m.endpoint).is_some_and(|e| !e.done) {
-                self.on_message(now, bytes, from, Some(m.endpoint)).await;
+                self.on_message(now, bytes, from, Some(m.endpoint));
             }
             return;
         }
@@ -2734,7 +2735,7 @@ impl<'a> Shard<'a> {
             }
             StreamEvent::Message(bytes) => {
                 let from = ep.link.addr.unwrap_or(settings.addr);
-                self.on_message(now, bytes, from, Some(idx)).await;
+                self.on_message(now, bytes, from, Some(idx));
             }
             StreamEvent::Datagram(..) => {} // handled above
             StreamEvent::Closed(reason) => {
@@ -2786,7 +2787,7 @@ impl<'a> Shard<'a> {
                 ep.worsen(Outcome::Oserror, format!("connection lost: {reason}"));
                 // Pending transactions end as on a timeout (RFC 3261 §8.1.3.1).
                 ep.ua.handle_transport_error(now);
-                self.pump(idx, now).await;
+                self.pump(idx, now);
             }
         }
     }

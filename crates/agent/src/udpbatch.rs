@@ -109,19 +109,14 @@ pub fn send_batch<T>(sock: &impl AsRawFd, items: &[Outgoing<T>]) -> io::Result<u
     if items.is_empty() {
         return Ok(0);
     }
-    // Addresses first, so the headers below can point at them without moving them.
-    let mut addrs: [Option<SockAddr>; SEND_BATCH] = [const { None }; SEND_BATCH];
-    for (a, item) in addrs.iter_mut().zip(items) {
-        *a = Some(SockAddr::from(item.to));
-    }
+    // Addresses first, so the headers below can point at them without moving them. Only
+    // as many as there are datagrams: an array of 32 would be 4 KB to fill on each call.
+    let addrs: Vec<SockAddr> = items.iter().map(|i| SockAddr::from(i.to)).collect();
     // SAFETY: iovec and mmsghdr are plain old data; all-zero is valid (null, empty).
     let mut iov: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-    for (i, item) in items.iter().enumerate() {
-        let Some(addr) = &addrs[i] else {
-            continue;
-        };
+    for (i, (item, addr)) in items.iter().zip(&addrs).enumerate() {
         iov[i].iov_base = item.bytes.as_ptr().cast_mut().cast();
         iov[i].iov_len = item.bytes.len();
         let h = &mut msgs[i].msg_hdr;
