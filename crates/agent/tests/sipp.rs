@@ -50,6 +50,31 @@ impl Sipp {
         Sipp(child)
     }
 
+    /// Starts SIPp with the arguments `attempt` gives (with ports it picked) and gives it
+    /// 300 ms to bind. A port is only free when it is picked: another process may take it
+    /// before SIPp binds it (SIPp then exits at once, "Address already in use"), so an early
+    /// exit is tried again with new ports, up to 5 times.
+    fn start_listening<T>(mut attempt: impl FnMut() -> (Vec<String>, T)) -> (Self, T) {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let (args, ports) = attempt();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut sipp = Sipp::start(&args);
+            std::thread::sleep(Duration::from_millis(300));
+            match sipp.0.try_wait() {
+                Ok(None) => return (sipp, ports),
+                _ => {
+                    last.clear();
+                    if let Some(mut e) = sipp.0.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut e, &mut last);
+                    }
+                    eprintln!("sipp exited at start, trying new ports: {last}");
+                }
+            }
+        }
+        panic!("sipp did not start in 5 tries: {last}");
+    }
+
     /// Waits for SIPp to exit (bounded) and returns its exit code.
     fn wait(mut self, limit: Duration) -> i32 {
         let end = Instant::now() + limit;
@@ -85,6 +110,20 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A port P free on 127.0.0.1 with P+1..P+3 free too, at the time of the call: SIPp's
+/// `-rtp_echo` binds P (audio) and P+2 (video), and their RTCP neighbours.
+fn free_media_ports() -> u16 {
+    loop {
+        let p = free_udp_port();
+        if p.is_multiple_of(2)
+            && p < 65_532
+            && (1..4).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok())
+        {
+            return p;
+        }
+    }
 }
 
 fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
@@ -142,21 +181,24 @@ fn our_callers_call_a_sipp_uas() {
         .build()
         .unwrap();
     let reg = registrar(&rt, AuthMode::Ephemeral);
-    let port = free_udp_port();
-    let sipp = Sipp::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        "5",
-        "-nostdin",
-        "-timeout",
-        "25s",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
+    let (sipp, port) = Sipp::start_listening(|| {
+        let port = free_udp_port();
+        let args = [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "5",
+        ]
+        .into_iter()
+        .chain(["-nostdin", "-timeout", "25s"])
+        .map(str::to_owned)
+        .collect();
+        (args, port)
+    });
     let endpoints = (0..5)
         .map(|i| {
             let user = format!("caller{i}");
@@ -300,13 +342,7 @@ fn callers_call_a_sipp_uas_over_tcp() {
 
 fn direct_to_a_sipp_uas(kind: FlowKind) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (port, token) = match kind {
-        FlowKind::Tcp => {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (l.local_addr().unwrap().port(), "tcp")
-        }
-        _ => (free_udp_port(), "udp"),
-    };
+    let token = if kind == FlowKind::Tcp { "tcp" } else { "udp" };
     // Over TCP: SIPp's own UAS scenario without its final 4 s timewait, which only serves to
     // answer a retransmitted BYE over UDP; with it, SIPp counts a call as failed when our
     // endpoint, done with its calls, closes its connection during that wait.
@@ -327,21 +363,22 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
     } else {
         args.extend(["-sn", "uas"]);
     }
-    let port_text = port.to_string();
     let errors =
         std::env::temp_dir().join(format!("sipmeter-sipp-{}-{token}.err", std::process::id()));
     let errors_text = errors.display().to_string();
-    args.extend([
-        "-p",
-        &port_text,
-        "-timeout",
-        "25s",
-        "-trace_err",
-        "-error_file",
-        &errors_text,
-    ]);
-    let sipp = Sipp::start(&args);
-    std::thread::sleep(Duration::from_millis(300));
+    args.extend(["-timeout", "25s", "-trace_err", "-error_file", &errors_text]);
+    let (sipp, port) = Sipp::start_listening(|| {
+        let port = match kind {
+            FlowKind::Tcp => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            }
+            _ => free_udp_port(),
+        };
+        let port_text = port.to_string();
+        let args = args.iter().copied().chain(["-p", &port_text]);
+        (args.map(str::to_owned).collect(), port)
+    });
     let sipp_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
     let plan = RunPlan {
@@ -432,27 +469,30 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
 #[test]
 fn media_through_a_sipp_uas_with_rtp_echo() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let port = free_udp_port();
-    let media_port = free_udp_port();
-    let sipp = Sipp::start(&[
-        "-sn",
-        "uas",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-mi",
-        "127.0.0.1",
-        "-mp",
-        &media_port.to_string(),
-        "-rtp_echo",
-        "-m",
-        "2",
-        "-nostdin",
-        "-timeout",
-        "25s",
-    ]);
-    std::thread::sleep(Duration::from_millis(300));
+    let (sipp, port) = Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let args = [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port.to_string(),
+            "-rtp_echo",
+            "-m",
+            "2",
+            "-nostdin",
+            "-timeout",
+            "25s",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        (args, port)
+    });
     let plan = RunPlan {
         name: "rtp echo".into(),
         rtp_ports: None,
