@@ -83,6 +83,12 @@ TOML
     fi
   fi
   wait "$TPID" || true
+  if [[ -n ${RTP_KEEP:-} ]]; then
+    mkdir -p "$RTP_KEEP" && cp "$WORK/out" "$RTP_KEEP/sipp-$N.out" && cp "$WORK/report.json" "$RTP_KEEP/sipp-$N.json"
+  fi
+  if [[ -n ${SIPMETER_STALL_MS:-} ]]; then
+    grep '^stalls shard' "$WORK/out" | sed 's/^/  /' || true
+  fi
   DROPS=$(udp_drops "$MPORT"); DROPS=${DROPS:--}
   kill "$SIPP_PID" 2>/dev/null || true
   wait "$SIPP_PID" 2>/dev/null || true
