@@ -891,6 +891,19 @@ fn reconnect_backoff(failures: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// How long an answerer in a call waits, once the run stops, for the caller's BYE before it
+/// hangs up itself: 8 × T1 (4 s by default), time for the BYE and three retransmissions.
+fn answerer_grace(t: &TimerConfig) -> Duration {
+    t.t1.saturating_mul(8)
+}
+
+/// How long the stop may take before every endpoint still busy is ended without waiting:
+/// the answerers' grace, then a BYE and an un-REGISTER that each run to their transaction
+/// timeout (64 × T1), and a second to spare (69 s by default).
+fn stop_grace(t: &TimerConfig) -> Duration {
+    answerer_grace(t) + t.t1.saturating_mul(128) + Duration::from_secs(1)
+}
+
 /// What an endpoint does next on its own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Script {
@@ -1396,6 +1409,9 @@ impl<'a> Shard<'a> {
         // Lateness counts from the loop's start: the endpoints' first wake-ups fall due while
         // the shard is still being set up (thousands of agents made), which is no overload.
         let began = Instant::now();
+        // When the stop (Ctrl-C or the time limit) began: the run ends at most
+        // `stop_grace` later, whatever the server does.
+        let mut stopped_at = None;
         // One sleep for the whole loop, moved only when the deadline moves: a new tokio
         // sleep per turn is a timer-wheel removal and insertion each time.
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(began));
@@ -1417,7 +1433,14 @@ impl<'a> Shard<'a> {
             }
             if (stop.requested() || now >= deadline) && !self.stopping {
                 self.stopping = true;
+                stopped_at = Some(now);
                 self.stop_all(now, now >= deadline);
+            }
+            if let Some(at) = stopped_at
+                && now >= at + stop_grace(&self.plan.timers)
+            {
+                self.end_unfinished(now, now - at);
+                continue;
             }
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
@@ -1546,13 +1569,46 @@ impl<'a> Shard<'a> {
                     ep.script = Script::HangUp(call);
                     ep.script_at = Some(now);
                 }
-                (_, Some(_)) => ep.script = Script::Idle,
+                // ... but not forever: a BYE lost for good (or a caller that is not ours and
+                // does not hang up) would keep the run alive. After the grace they hang up.
+                (_, Some(call)) => {
+                    ep.script = Script::HangUp(call);
+                    ep.script_at = Some(now + answerer_grace(&self.plan.timers));
+                }
                 (_, None) => {
                     ep.script = Script::Unregister;
                     ep.script_at = Some(now);
                 }
             }
             self.schedule(idx);
+        }
+    }
+
+    /// The stop's last step: endpoints still busy `waited` after it (a BYE or un-REGISTER
+    /// that got no final answer, a call the server keeps up) end now with TIMEOUT and say
+    /// so in their trace; their media is measured up to now.
+    fn end_unfinished(&mut self, now: Instant, waited: Duration) {
+        for idx in 0..self.endpoints.len() {
+            if self.endpoints[idx].done {
+                continue;
+            }
+            self.end_media(idx, now);
+            let at = now - self.start;
+            let ep = &mut self.endpoints[idx];
+            let doing = match ep.phase {
+                Phase::Disconnecting => "its BYE, CANCEL or un-REGISTER has no final answer",
+                Phase::Calling | Phase::Ringing | Phase::Negotiating | Phase::Incall => {
+                    "its call is still up"
+                }
+                _ => "it has not finished",
+            };
+            let why = format!(
+                "{doing} {:.1} s after the stop began: ended without waiting further",
+                waited.as_secs_f64()
+            );
+            ep.trace.push(TraceEntry::note(why.clone(), at));
+            ep.worsen(Outcome::Timeout, why);
+            self.finish(idx);
         }
     }
 
