@@ -300,20 +300,30 @@ impl ClientTransaction {
     /// reads it again (retransmissions have stopped; the ACK for a non-2xx answer was built
     /// on the way into Completed and is kept). A finished transaction waiting out Timer D, K
     /// or M then holds a few hundred bytes instead of its request twice. Does nothing in
-    /// Calling, Trying or Proceeding.
+    /// Calling, Trying or Proceeding. Cheap when there is nothing (left) to drop: the owner
+    /// calls it on every pass over its transactions.
     pub fn shed(&mut self) {
         if matches!(
             self.state,
             State::Completed | State::Accepted | State::Terminated
         ) {
-            self.request = Bytes::new();
-            self.request_msg = Message::new_response(0, "");
+            // A request is never empty: an empty one was shed already.
+            if !self.request.is_empty() {
+                self.request = Bytes::new();
+                self.request_msg = Message::new_response(0, "");
+            }
             // Drained queues give their room back (a queue of events keeps room for four).
             self.transmits.shrink();
-            if self.events.is_empty() {
+            if self.events.is_empty() && self.events.capacity() > 0 {
                 self.events = VecDeque::new();
             }
         }
+    }
+
+    /// True when nothing waits in [`ClientTransaction::poll_transmit`] or
+    /// [`ClientTransaction::poll_event`].
+    pub fn is_quiet(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
     }
 
     /// Retransmissions of the request so far.
@@ -737,6 +747,12 @@ impl ServerTransaction {
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<TxnEvent> {
         self.events.pop_front()
+    }
+
+    /// True when nothing waits in [`ServerTransaction::poll_transmit`] or
+    /// [`ServerTransaction::poll_event`].
+    pub fn is_quiet(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
     }
 
     /// When [`ServerTransaction::handle_timeout`] must be called next.

@@ -2012,6 +2012,18 @@ impl UserAgent {
     fn drain_client(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.client.len() {
+            // Most entries are finished ones waiting out Timer D, K or M, with nothing to
+            // drain: they are passed over with no event machinery (the same outcome as below).
+            let e = &mut self.client[i];
+            if e.txn.is_quiet() {
+                if e.txn.state() == State::Terminated {
+                    self.client.swap_remove(i);
+                } else {
+                    e.txn.shed();
+                    i += 1;
+                }
+                continue;
+            }
             // Nearly always one event at a time: the first is held apart so that the list of
             // the others is only allocated when there are more.
             let mut first = None;
@@ -2178,6 +2190,14 @@ impl UserAgent {
         let mut i = 0;
         while i < self.server.len() {
             let e = &mut self.server[i];
+            if e.txn.is_quiet() {
+                if e.txn.state() == State::Terminated {
+                    self.server.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
             while let Some(t) = e.txn.poll_transmit() {
                 push_out(
                     &mut self.queues,
