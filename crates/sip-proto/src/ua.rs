@@ -423,8 +423,11 @@ pub struct UserAgent {
     calls: VecDeque<Option<Box<Call>>>,
     /// The handle of `calls[0]`: handles are never reused.
     first_call: u32,
-    client: Vec<ClientEntry>,
-    server: Vec<ServerEntry>,
+    /// Boxed entries (see [`push_boxed`]).
+    #[allow(clippy::vec_box)] // reason: entries of ~900 bytes moved on every grow and remove
+    client: Vec<Box<ClientEntry>>,
+    #[allow(clippy::vec_box)] // reason: as `client`
+    server: Vec<Box<ServerEntry>>,
     /// The earliest timer of `client` and `server`, taken again at the end of every
     /// `drain_client` and `drain_server` (a transaction's timers change only in calls that
     /// are followed by one): `poll_timeout`, asked after every event, reads it instead of
@@ -441,15 +444,12 @@ struct Queues {
     events: Fifo<UaEvent>,
 }
 
-/// Pushes a transaction entry, growing the list one entry at a time up to four: an entry is
-/// several hundred bytes, a phone mostly has one to three transactions at a time (a finished
-/// one waits out Timer K while the next runs), and `Vec`'s first capacity of 4 wasted up to
-/// ≈ 2.7 KB per phone while a burst was in flight.
-fn push_one<T>(v: &mut Vec<T>, x: T) {
-    if v.len() == v.capacity() && v.len() < 4 {
-        v.reserve_exact(1);
-    }
-    v.push(x);
+/// Pushes a transaction entry. Entries are boxed (several hundred bytes each): growing the
+/// list, removing from its middle and putting an entry back move pointers, not entries, and
+/// the room a list keeps spare is 8 bytes a slot.
+#[allow(clippy::vec_box)] // reason: see the function's comment
+fn push_boxed<T>(v: &mut Vec<Box<T>>, x: T) {
+    v.push(Box::new(x));
 }
 
 /// Queues a message to send (a phone mostly sends one message at a time: the queue holds
@@ -681,7 +681,7 @@ impl UserAgent {
         };
         match txn {
             Ok(txn) => {
-                push_one(
+                push_boxed(
                     &mut self.client,
                     ClientEntry {
                         txn,
@@ -1529,7 +1529,7 @@ impl UserAgent {
         Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
         if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
             let method = req.method().unwrap_or(Method::Options);
-            push_one(
+            push_boxed(
                 &mut self.server,
                 ServerEntry {
                     txn,
@@ -1636,7 +1636,7 @@ impl UserAgent {
                     self.profile.timers,
                 ) {
                     Ok(txn) => {
-                        push_one(
+                        push_boxed(
                             &mut self.server,
                             ServerEntry {
                                 txn,
@@ -1825,7 +1825,7 @@ impl UserAgent {
                     resp.set_body("application/sdp", sdp);
                 }
                 if txn.send_response(now, &resp).is_ok() {
-                    push_one(
+                    push_boxed(
                         &mut self.server,
                         ServerEntry {
                             txn,
@@ -2068,10 +2068,6 @@ impl UserAgent {
                 entry.txn.shed();
                 if entry.txn.state() != State::Terminated {
                     let at = i.min(self.client.len());
-                    // Grown by one (as `push_one` does), not to `Vec`'s first four.
-                    if self.client.len() == self.client.capacity() && self.client.len() < 4 {
-                        self.client.reserve_exact(1);
-                    }
                     self.client.insert(at, entry);
                 }
                 continue;
