@@ -654,7 +654,10 @@ impl ServerTransaction {
             }
             (state, _) => return Err(TxnError::BadState(state)),
         }
-        self.last_response = Some(bytes.clone());
+        // Kept to be sent again in Proceeding and Completed only: in Accepted the UA core
+        // retransmits the 2xx and a retransmitted INVITE is absorbed (RFC 6026 §8.7), so a
+        // finished INVITE does not hold its 2xx for Timer L's 32 s.
+        self.last_response = (self.state != State::Accepted).then(|| bytes.clone());
         self.transmits.push_back(Transmit {
             bytes,
             retransmission: false,
@@ -671,6 +674,8 @@ impl ServerTransaction {
                 self.timers.stop(Timer::G);
                 self.timers.stop(Timer::H);
                 self.state = State::Confirmed;
+                // Confirmed only absorbs ACKs: the final response is sent no more.
+                self.last_response = None;
                 self.timers
                     .set_after(Timer::I, now, self.config.initial(Timer::I, self.reliable));
                 push_event(&mut self.events, TxnEvent::Ack(req.clone()));
@@ -1006,6 +1011,33 @@ Content-Length: 0\r\n\r\n"
             Some(now + Duration::from_secs(17)),
             "Timer I = T4"
         );
+    }
+
+    #[test]
+    fn finished_server_invites_absorb_retransmissions_without_their_final_response() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        // Accepted (RFC 6026 §8.7): the 2xx went out once; a retransmitted INVITE is
+        // absorbed (the UA core retransmits the 2xx), so the 2xx is not held.
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        s.send_response(now, &response(&req, 200)).unwrap();
+        assert!(!s.poll_transmit().unwrap().retransmission);
+        assert_eq!(s.state(), State::Accepted);
+        assert!(s.last_response.is_none());
+        s.handle_request(now, &req);
+        assert!(s.poll_transmit().is_none());
+        // Confirmed: only ACKs are absorbed, the non-2xx final is sent no more.
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        s.send_response(now, &response(&req, 486)).unwrap();
+        s.poll_transmit().unwrap();
+        let mut ack = request("ACK");
+        ack.headers.set(Header::new(HeaderName::CSeq, "1 ACK"));
+        s.handle_request(now, &ack);
+        assert_eq!(s.state(), State::Confirmed);
+        assert!(s.last_response.is_none());
+        s.handle_request(now, &req);
+        s.handle_timeout(now + Duration::from_secs(1));
+        assert!(s.poll_transmit().is_none(), "no Timer G in Confirmed");
     }
 
     #[test]
