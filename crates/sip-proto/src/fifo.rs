@@ -52,7 +52,7 @@ impl<T> Fifo<T> {
 
     /// Gives back the room of the overflow list once it is empty.
     pub(crate) fn shrink(&mut self) {
-        if self.rest.is_empty() {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
             self.rest = VecDeque::new();
         }
     }

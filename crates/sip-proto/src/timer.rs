@@ -139,51 +139,68 @@ impl TimerConfig {
     }
 }
 
-/// A fixed table of deadlines, one slot per named timer; the next wake-up is a `min()`.
+/// A fixed table of deadlines, one slot per named timer; the next wake-up is a `min()`,
+/// kept beside the table (an owner asks for it far more often than it changes a timer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TimerTable([Option<Instant>; Timer::COUNT]);
+pub struct TimerTable {
+    slots: [Option<Instant>; Timer::COUNT],
+    /// The earliest armed deadline of `slots`, updated on every change.
+    next: Option<Instant>,
+}
 
 impl TimerTable {
     /// Arms `timer` to fire at `deadline` (replacing any earlier deadline).
     pub fn set(&mut self, timer: Timer, deadline: Instant) {
-        self.0[timer.index()] = Some(deadline);
+        self.put(timer, Some(deadline));
     }
 
     /// Arms `timer` to fire `after` from `now`; an overflowing deadline never fires.
     pub fn set_after(&mut self, timer: Timer, now: Instant, after: Duration) {
-        self.0[timer.index()] = now.checked_add(after);
+        self.put(timer, now.checked_add(after));
     }
 
     /// Disarms `timer`.
     pub fn stop(&mut self, timer: Timer) {
-        self.0[timer.index()] = None;
+        self.put(timer, None);
     }
 
     /// Disarms every timer.
     pub fn stop_all(&mut self) {
-        self.0 = [None; Timer::COUNT];
+        *self = Self::default();
+    }
+
+    fn put(&mut self, timer: Timer, deadline: Option<Instant>) {
+        let old = std::mem::replace(&mut self.slots[timer.index()], deadline);
+        match (deadline, self.next) {
+            // Earlier than every other armed timer (or the first one armed).
+            (Some(d), next) if next.is_none_or(|n| d <= n) => self.next = Some(d),
+            // Not the earliest, and the slot did not hold the earliest: the min stands.
+            _ if old.is_none() || old > self.next => {}
+            _ => self.next = self.slots.iter().flatten().min().copied(),
+        }
     }
 
     /// The deadline of `timer`, if armed.
     pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.0[timer.index()]
+        self.slots[timer.index()]
     }
 
     /// True if `timer` is armed and its deadline is at or before `now`.
     pub fn is_expired(&self, timer: Timer, now: Instant) -> bool {
-        self.0[timer.index()].is_some_and(|d| d <= now)
+        self.slots[timer.index()].is_some_and(|d| d <= now)
     }
 
     /// The earliest armed deadline.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
+        debug_assert_eq!(self.next, self.slots.iter().flatten().min().copied());
+        self.next
     }
 
     /// The expired timers, earliest deadline first (ties in table order), disarmed.
     pub fn expired(&mut self, now: Instant) -> Vec<Timer> {
         let mut fired: Vec<(Instant, Timer)> = Timer::ALL
             .iter()
-            .filter_map(|&t| self.0[t.index()].filter(|&d| d <= now).map(|d| (d, t)))
+            .filter_map(|&t| self.slots[t.index()].filter(|&d| d <= now).map(|d| (d, t)))
             .collect();
         fired.sort();
         for &(_, t) in &fired {
@@ -323,5 +340,31 @@ mod tests {
         t.set(Timer::B, t0);
         t.stop_all();
         assert_eq!(t, TimerTable::default());
+    }
+
+    #[test]
+    fn the_kept_earliest_deadline_follows_every_change() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set(Timer::E, t0 + ms(500));
+        t.set(Timer::F, t0 + ms(32_000));
+        // The earliest timer re-armed later: the next one takes over.
+        t.set(Timer::E, t0 + ms(40_000));
+        assert_eq!(t.next_timeout(), Some(t0 + ms(32_000)));
+        // Re-armed earlier again, and a tie with another timer.
+        t.set(Timer::E, t0 + ms(1_000));
+        t.set(Timer::K, t0 + ms(1_000));
+        assert_eq!(t.next_timeout(), Some(t0 + ms(1_000)));
+        t.stop(Timer::E);
+        assert_eq!(t.next_timeout(), Some(t0 + ms(1_000)), "K still there");
+        t.stop(Timer::K);
+        assert_eq!(t.next_timeout(), Some(t0 + ms(32_000)));
+        // A later timer stopped or armed leaves the earliest alone.
+        t.set(Timer::D, t0 + ms(64_000));
+        t.stop(Timer::D);
+        assert_eq!(t.next_timeout(), Some(t0 + ms(32_000)));
+        // An overflowing re-arm of the earliest disarms it.
+        t.set_after(Timer::F, t0, Duration::MAX);
+        assert_eq!(t.next_timeout(), None);
     }
 }

@@ -300,20 +300,30 @@ impl ClientTransaction {
     /// reads it again (retransmissions have stopped; the ACK for a non-2xx answer was built
     /// on the way into Completed and is kept). A finished transaction waiting out Timer D, K
     /// or M then holds a few hundred bytes instead of its request twice. Does nothing in
-    /// Calling, Trying or Proceeding.
+    /// Calling, Trying or Proceeding. Cheap when there is nothing (left) to drop: the owner
+    /// calls it on every pass over its transactions.
     pub fn shed(&mut self) {
         if matches!(
             self.state,
             State::Completed | State::Accepted | State::Terminated
         ) {
-            self.request = Bytes::new();
-            self.request_msg = Message::new_response(0, "");
+            // A request is never empty: an empty one was shed already.
+            if !self.request.is_empty() {
+                self.request = Bytes::new();
+                self.request_msg = Message::new_response(0, "");
+            }
             // Drained queues give their room back (a queue of events keeps room for four).
             self.transmits.shrink();
-            if self.events.is_empty() {
+            if self.events.is_empty() && self.events.capacity() > 0 {
                 self.events = VecDeque::new();
             }
         }
+    }
+
+    /// True when nothing waits in [`ClientTransaction::poll_transmit`] or
+    /// [`ClientTransaction::poll_event`].
+    pub fn is_quiet(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
     }
 
     /// Retransmissions of the request so far.
@@ -644,7 +654,10 @@ impl ServerTransaction {
             }
             (state, _) => return Err(TxnError::BadState(state)),
         }
-        self.last_response = Some(bytes.clone());
+        // Kept to be sent again in Proceeding and Completed only: in Accepted the UA core
+        // retransmits the 2xx and a retransmitted INVITE is absorbed (RFC 6026 §8.7), so a
+        // finished INVITE does not hold its 2xx for Timer L's 32 s.
+        self.last_response = (self.state != State::Accepted).then(|| bytes.clone());
         self.transmits.push_back(Transmit {
             bytes,
             retransmission: false,
@@ -661,6 +674,8 @@ impl ServerTransaction {
                 self.timers.stop(Timer::G);
                 self.timers.stop(Timer::H);
                 self.state = State::Confirmed;
+                // Confirmed only absorbs ACKs: the final response is sent no more.
+                self.last_response = None;
                 self.timers
                     .set_after(Timer::I, now, self.config.initial(Timer::I, self.reliable));
                 push_event(&mut self.events, TxnEvent::Ack(req.clone()));
@@ -737,6 +752,12 @@ impl ServerTransaction {
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<TxnEvent> {
         self.events.pop_front()
+    }
+
+    /// True when nothing waits in [`ServerTransaction::poll_transmit`] or
+    /// [`ServerTransaction::poll_event`].
+    pub fn is_quiet(&self) -> bool {
+        self.transmits.is_empty() && self.events.is_empty()
     }
 
     /// When [`ServerTransaction::handle_timeout`] must be called next.
@@ -990,6 +1011,33 @@ Content-Length: 0\r\n\r\n"
             Some(now + Duration::from_secs(17)),
             "Timer I = T4"
         );
+    }
+
+    #[test]
+    fn finished_server_invites_absorb_retransmissions_without_their_final_response() {
+        let now = Instant::now();
+        let req = request("INVITE");
+        // Accepted (RFC 6026 §8.7): the 2xx went out once; a retransmitted INVITE is
+        // absorbed (the UA core retransmits the 2xx), so the 2xx is not held.
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        s.send_response(now, &response(&req, 200)).unwrap();
+        assert!(!s.poll_transmit().unwrap().retransmission);
+        assert_eq!(s.state(), State::Accepted);
+        assert!(s.last_response.is_none());
+        s.handle_request(now, &req);
+        assert!(s.poll_transmit().is_none());
+        // Confirmed: only ACKs are absorbed, the non-2xx final is sent no more.
+        let mut s = ServerTransaction::new(&req, false, TimerConfig::default()).unwrap();
+        s.send_response(now, &response(&req, 486)).unwrap();
+        s.poll_transmit().unwrap();
+        let mut ack = request("ACK");
+        ack.headers.set(Header::new(HeaderName::CSeq, "1 ACK"));
+        s.handle_request(now, &ack);
+        assert_eq!(s.state(), State::Confirmed);
+        assert!(s.last_response.is_none());
+        s.handle_request(now, &req);
+        s.handle_timeout(now + Duration::from_secs(1));
+        assert!(s.poll_transmit().is_none(), "no Timer G in Confirmed");
     }
 
     #[test]

@@ -423,8 +423,16 @@ pub struct UserAgent {
     calls: VecDeque<Option<Box<Call>>>,
     /// The handle of `calls[0]`: handles are never reused.
     first_call: u32,
-    client: Vec<ClientEntry>,
-    server: Vec<ServerEntry>,
+    /// Boxed entries (see [`push_boxed`]).
+    #[allow(clippy::vec_box)] // reason: entries of ~900 bytes moved on every grow and remove
+    client: Vec<Box<ClientEntry>>,
+    #[allow(clippy::vec_box)] // reason: as `client`
+    server: Vec<Box<ServerEntry>>,
+    /// The earliest timer of `client` and `server`, taken again at the end of every
+    /// `drain_client` and `drain_server` (a transaction's timers change only in calls that
+    /// are followed by one): `poll_timeout`, asked after every event, reads it instead of
+    /// walking every transaction (a finished call's wait 32 s, Timers D/K/M/L/J).
+    txn_next: Option<Instant>,
     /// Messages to send and events to report; `None` when both are empty (an idle phone).
     queues: Option<Box<Queues>>,
 }
@@ -436,15 +444,12 @@ struct Queues {
     events: Fifo<UaEvent>,
 }
 
-/// Pushes a transaction entry, growing the list one entry at a time up to four: an entry is
-/// several hundred bytes, a phone mostly has one to three transactions at a time (a finished
-/// one waits out Timer K while the next runs), and `Vec`'s first capacity of 4 wasted up to
-/// ≈ 2.7 KB per phone while a burst was in flight.
-fn push_one<T>(v: &mut Vec<T>, x: T) {
-    if v.len() == v.capacity() && v.len() < 4 {
-        v.reserve_exact(1);
-    }
-    v.push(x);
+/// Pushes a transaction entry. Entries are boxed (several hundred bytes each): growing the
+/// list, removing from its middle and putting an entry back move pointers, not entries, and
+/// the room a list keeps spare is 8 bytes a slot.
+#[allow(clippy::vec_box)] // reason: see the function's comment
+fn push_boxed<T>(v: &mut Vec<Box<T>>, x: T) {
+    v.push(Box::new(x));
 }
 
 /// Queues a message to send (a phone mostly sends one message at a time: the queue holds
@@ -507,6 +512,7 @@ impl UserAgent {
             first_call: 0,
             client: Vec::new(),
             server: Vec::new(),
+            txn_next: None,
             queues: None,
         }
     }
@@ -675,7 +681,7 @@ impl UserAgent {
         };
         match txn {
             Ok(txn) => {
-                push_one(
+                push_boxed(
                     &mut self.client,
                     ClientEntry {
                         txn,
@@ -1523,7 +1529,7 @@ impl UserAgent {
         Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
         if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
             let method = req.method().unwrap_or(Method::Options);
-            push_one(
+            push_boxed(
                 &mut self.server,
                 ServerEntry {
                     txn,
@@ -1630,7 +1636,7 @@ impl UserAgent {
                     self.profile.timers,
                 ) {
                     Ok(txn) => {
-                        push_one(
+                        push_boxed(
                             &mut self.server,
                             ServerEntry {
                                 txn,
@@ -1819,7 +1825,7 @@ impl UserAgent {
                     resp.set_body("application/sdp", sdp);
                 }
                 if txn.send_response(now, &resp).is_ok() {
-                    push_one(
+                    push_boxed(
                         &mut self.server,
                         ServerEntry {
                             txn,
@@ -2006,6 +2012,18 @@ impl UserAgent {
     fn drain_client(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.client.len() {
+            // Most entries are finished ones waiting out Timer D, K or M, with nothing to
+            // drain: they are passed over with no event machinery (the same outcome as below).
+            let e = &mut self.client[i];
+            if e.txn.is_quiet() {
+                if e.txn.state() == State::Terminated {
+                    self.client.swap_remove(i);
+                } else {
+                    e.txn.shed();
+                    i += 1;
+                }
+                continue;
+            }
             // Nearly always one event at a time: the first is held apart so that the list of
             // the others is only allocated when there are more.
             let mut first = None;
@@ -2050,10 +2068,6 @@ impl UserAgent {
                 entry.txn.shed();
                 if entry.txn.state() != State::Terminated {
                     let at = i.min(self.client.len());
-                    // Grown by one (as `push_one` does), not to `Vec`'s first four.
-                    if self.client.len() == self.client.capacity() && self.client.len() < 4 {
-                        self.client.reserve_exact(1);
-                    }
                     self.client.insert(at, entry);
                 }
                 continue;
@@ -2077,6 +2091,14 @@ impl UserAgent {
         if self.client.is_empty() && self.client.capacity() > 0 {
             self.client = Vec::new();
         }
+        self.txn_next = self.scan_txn_next();
+    }
+
+    /// The earliest timer of every client and server transaction.
+    fn scan_txn_next(&self) -> Option<Instant> {
+        let client = self.client.iter().filter_map(|e| e.txn.poll_timeout());
+        let server = self.server.iter().filter_map(|e| e.txn.poll_timeout());
+        client.chain(server).min()
     }
 
     fn on_client_event(
@@ -2164,6 +2186,14 @@ impl UserAgent {
         let mut i = 0;
         while i < self.server.len() {
             let e = &mut self.server[i];
+            if e.txn.is_quiet() {
+                if e.txn.state() == State::Terminated {
+                    self.server.swap_remove(i);
+                } else {
+                    i += 1;
+                }
+                continue;
+            }
             while let Some(t) = e.txn.poll_transmit() {
                 push_out(
                     &mut self.queues,
@@ -2203,6 +2233,7 @@ impl UserAgent {
         if self.server.is_empty() && self.server.capacity() > 0 {
             self.server = Vec::new();
         }
+        self.txn_next = self.scan_txn_next();
     }
 
     // ---- output ----
@@ -2236,18 +2267,18 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let txns = self
-            .client
-            .iter()
-            .filter_map(|e| e.txn.poll_timeout())
-            .chain(self.server.iter().filter_map(|e| e.txn.poll_timeout()));
+        debug_assert_eq!(
+            self.txn_next,
+            self.scan_txn_next(),
+            "stale transaction deadline"
+        );
         let calls = self.calls.iter().flatten().flat_map(|c| {
             [&c.ok_retransmit, &c.prov_retransmit]
                 .into_iter()
                 .flatten()
                 .map(|(_, next, _, deadline)| (*next).min(*deadline))
         });
-        txns.chain(calls).chain(self.reg_refresh_at).min()
+        calls.chain(self.txn_next).chain(self.reg_refresh_at).min()
     }
 
     /// Forgets a finished call's state (its handle becomes unknown).
