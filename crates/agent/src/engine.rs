@@ -9,8 +9,7 @@
 //! The run reports through one stream of [`RunEvent`]s: phase changes, progress, and each
 //! endpoint's final [`EndpointReport`] with its SIP trace.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -39,6 +38,7 @@ use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
 use crate::routes::CallRoutes;
+use crate::timerheap::TimerHeap;
 use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
 
@@ -943,8 +943,6 @@ struct Endpoint {
     active_call: Option<CallId>,
     /// The first malformed message the server sent this endpoint, in words.
     malformed: Option<String>,
-    /// The wake-up currently in the heap (stale heap entries are skipped).
-    wake: Option<Instant>,
     /// The next scenario action of the current call (index into the group's actions).
     next_action: usize,
     /// The current call's media.
@@ -1006,7 +1004,8 @@ struct Shard<'a> {
     profiles: Vec<Arc<UaProfile>>,
     by_user: FastMap<String, usize>,
     by_call_id: CallRoutes,
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Each endpoint's next SIP wake-up (UA timers, script, actions): see `timerheap`.
+    timers: TimerHeap,
     /// Batched: see `eventbuf`.
     events: EventSink,
     start: Instant,
@@ -1179,7 +1178,7 @@ impl<'a> Shard<'a> {
                 .collect(),
             by_user: FastMap::default(),
             by_call_id: CallRoutes::default(),
-            heap: BinaryHeap::new(),
+            timers: TimerHeap::with_capacity(work.len()),
             events: EventSink::new(events),
             start,
             wall: SystemTime::now(),
@@ -1271,7 +1270,6 @@ impl<'a> Shard<'a> {
                 leave_at: None,
                 active_call: None,
                 malformed: None,
-                wake: None,
                 trace: Trace::default(),
                 call_cid: None,
                 done: false,
@@ -1378,12 +1376,7 @@ impl<'a> Shard<'a> {
             .into_iter()
             .flatten()
             .min();
-        if next != ep.wake {
-            ep.wake = next;
-            if let Some(at) = next {
-                self.heap.push(Reverse((at, idx)));
-            }
-        }
+        self.timers.set(idx, next);
         self.pacer.set(idx, media_at);
     }
 
@@ -1431,17 +1424,9 @@ impl<'a> Shard<'a> {
             self.probe.mark("done/stop/progress", 0);
             // Fire due timers.
             let mut fired = 0;
-            while let Some(Reverse((at, idx))) = self.heap.peek().copied() {
-                if at > now {
-                    break;
-                }
-                self.heap.pop();
-                if self.endpoints[idx].wake != Some(at) {
-                    continue; // stale entry
-                }
+            while let Some((idx, at)) = self.timers.pop_due(now) {
                 self.stats
                     .timer_fired(now.saturating_duration_since(at.max(began)));
-                self.endpoints[idx].wake = None;
                 self.on_timer(idx, now);
                 fired += 1;
             }
@@ -1458,9 +1443,8 @@ impl<'a> Shard<'a> {
             }
             self.probe.mark("net", 0);
             let next = self
-                .heap
-                .peek()
-                .map(|r| r.0.0)
+                .timers
+                .next_deadline()
                 .unwrap_or(now + Duration::from_millis(200))
                 .min(next_progress)
                 .min(deadline.max(now))

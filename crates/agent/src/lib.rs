@@ -19,5 +19,6 @@ pub mod runner;
 pub mod rxstamp;
 pub mod service_media;
 pub mod testfile;
+pub mod timerheap;
 pub mod trace;
 pub mod udpbatch;
