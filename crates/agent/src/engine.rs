@@ -2816,12 +2816,20 @@ fn bind_udp(
 /// parsing the message.
 fn raw_call_id(bytes: &[u8]) -> Option<&str> {
     // One pass over the lines, up to the empty line that ends the header section.
-    for line in bytes.split(|&b| b == b'\n') {
+    for line in crate::rawscan::lines(bytes) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return None;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        // Only a name that begins with `C`, `c` or `i` can match: other lines are passed
+        // over without looking for their colon (most of the lines before the Call-ID).
+        if !matches!(
+            line.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'C' | b'c' | b'i')
+        ) {
+            continue;
+        }
+        let Some(colon) = crate::rawscan::find_byte(line, b':') else {
             continue;
         };
         let name = line[..colon].trim_ascii();
@@ -2859,6 +2867,10 @@ mod tests {
             "a Call-ID in the body is not a header"
         );
         assert_eq!(raw_call_id(b"\xff\xfe:garbage"), None);
+        // Names that begin like `Call-ID` and `i` but are not: passed over.
+        let near = b"ACK sip:b@x SIP/2.0\r\nCSeq: 1 ACK\r\nContact: <sip:a@h>\r\nI: upper\r\nid: x\r\nCall-Info: y\r\n  Call-ID :  c9 \r\n\r\n";
+        assert_eq!(raw_call_id(near), Some("c9"));
+        assert_eq!(raw_call_id(b"BYE sip:b@x SIP/2.0\r\nCall-ID\r\n\r\n"), None);
     }
 
     #[test]

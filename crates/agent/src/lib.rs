@@ -14,6 +14,7 @@ pub mod hints;
 pub mod netpoll;
 pub mod pcap;
 pub mod proxyprobe;
+pub mod rawscan;
 pub mod routes;
 pub mod runner;
 pub mod rxstamp;
