@@ -10,33 +10,59 @@
 //! Order is by deadline, then endpoint index: the order a `BinaryHeap<Reverse<(Instant,
 //! usize)>>` pops its live entries in, so timers fire in the same order as before.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// `pos` of an endpoint without a deadline.
 const NONE: u32 = u32::MAX;
 
 /// Deadlines keyed by endpoint index (`0..n`, grown on demand).
-#[derive(Debug, Default)]
+///
+/// An entry is one `u128`: the deadline in nanoseconds since `base` in the high 64 bits,
+/// the endpoint in the low 32 bits. Ordering entries is then one integer compare, and an
+/// entry is 16 bytes.
+#[derive(Debug)]
 pub struct TimerHeap {
     /// The binary heap, earliest `(deadline, endpoint)` first.
-    heap: Vec<(Instant, usize)>,
+    heap: Vec<u128>,
     /// Each endpoint's slot in `heap`, or `NONE`.
     pos: Vec<u32>,
+    /// The time deadlines count from: an hour before the queue was made. A deadline
+    /// before it (none is, in a run) counts as `base`: due at once, never early.
+    base: Instant,
+}
+
+impl Default for TimerHeap {
+    fn default() -> Self {
+        TimerHeap::with_capacity(0)
+    }
 }
 
 impl TimerHeap {
     /// A queue for endpoints `0..endpoints` (more grow it).
     pub fn with_capacity(endpoints: usize) -> Self {
+        let now = Instant::now();
         TimerHeap {
             heap: Vec::with_capacity(endpoints),
             pos: vec![NONE; endpoints],
+            base: now.checked_sub(Duration::from_secs(3600)).unwrap_or(now),
         }
+    }
+
+    fn entry(&self, at: Instant, idx: usize) -> u128 {
+        let nanos =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let idx = u32::try_from(idx).expect("endpoint index fits u32");
+        (u128::from(nanos) << 64) | u128::from(idx)
+    }
+
+    fn at(&self, e: u128) -> Instant {
+        self.base + Duration::from_nanos((e >> 64) as u64)
     }
 
     /// Endpoint `idx`'s deadline.
     pub fn get(&self, idx: usize) -> Option<Instant> {
         let p = *self.pos.get(idx)?;
-        (p != NONE).then(|| self.heap[p as usize].0)
+        (p != NONE).then(|| self.at(self.heap[p as usize]))
     }
 
     /// Sets endpoint `idx`'s deadline (`None` removes it).
@@ -49,8 +75,8 @@ impl TimerHeap {
             (NONE, None) => {}
             (NONE, Some(at)) => {
                 let i = self.heap.len();
-                self.heap.push((at, idx));
-                self.pos[idx] = slot(i);
+                let e = self.entry(at, idx);
+                self.heap.push(e);
                 self.sift_up(i);
             }
             (p, None) => {
@@ -58,12 +84,13 @@ impl TimerHeap {
             }
             (p, Some(at)) => {
                 let i = p as usize;
-                let old = self.heap[i].0;
-                if at == old {
+                let old = self.heap[i];
+                let e = self.entry(at, idx);
+                if e == old {
                     return;
                 }
-                self.heap[i].0 = at;
-                if at < old {
+                self.heap[i] = e;
+                if e < old {
                     self.sift_up(i);
                 } else {
                     self.sift_down(i);
@@ -74,18 +101,19 @@ impl TimerHeap {
 
     /// The earliest deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.first().map(|e| e.0)
+        self.heap.first().map(|&e| self.at(e))
     }
 
     /// The endpoint whose deadline is earliest, if it is at or before `now`, with that
     /// deadline (removed: set the next one after handling it).
     pub fn pop_due(&mut self, now: Instant) -> Option<(usize, Instant)> {
-        let &(at, idx) = self.heap.first()?;
+        let &e = self.heap.first()?;
+        let at = self.at(e);
         if at > now {
             return None;
         }
         self.remove_at(0);
-        Some((idx, at))
+        Some((endpoint(e), at))
     }
 
     /// How many endpoints have a deadline.
@@ -99,12 +127,20 @@ impl TimerHeap {
     }
 
     fn remove_at(&mut self, i: usize) {
-        let (_, idx) = self.heap.swap_remove(i);
-        self.pos[idx] = NONE;
+        let Some(last) = self.heap.pop() else { return };
+        let gone = if i < self.heap.len() {
+            std::mem::replace(&mut self.heap[i], last)
+        } else {
+            last
+        };
+        self.pos[endpoint(gone)] = NONE;
         if i < self.heap.len() {
-            self.pos[self.heap[i].1] = slot(i);
-            // The entry moved in from the end may belong above or below `i`.
-            if i > 0 && self.heap[i] < self.heap[(i - 1) / 2] {
+            if i == 0 {
+                // The root: move the hole to the bottom (one compare a level), then the
+                // entry from the end up from there; it usually belongs near the bottom.
+                self.sift_down_to_bottom();
+            } else if self.heap[i] < self.heap[(i - 1) / 2] {
+                // The entry moved in from the end may belong above or below `i`.
                 self.sift_up(i);
             } else {
                 self.sift_down(i);
@@ -121,11 +157,11 @@ impl TimerHeap {
                 break;
             }
             self.heap[i] = p;
-            self.pos[p.1] = slot(i);
+            self.pos[endpoint(p)] = slot(i);
             i = parent;
         }
         self.heap[i] = e;
-        self.pos[e.1] = slot(i);
+        self.pos[endpoint(e)] = slot(i);
     }
 
     fn sift_down(&mut self, mut i: usize) {
@@ -147,12 +183,37 @@ impl TimerHeap {
                 break;
             }
             self.heap[i] = c;
-            self.pos[c.1] = slot(i);
+            self.pos[endpoint(c)] = slot(i);
             i = child;
         }
         self.heap[i] = e;
-        self.pos[e.1] = slot(i);
+        self.pos[endpoint(e)] = slot(i);
     }
+
+    fn sift_down_to_bottom(&mut self) {
+        let n = self.heap.len();
+        let mut i = 0;
+        loop {
+            let left = 2 * i + 1;
+            if left >= n {
+                break;
+            }
+            let right = left + 1;
+            let child = if right < n && self.heap[right] < self.heap[left] {
+                right
+            } else {
+                left
+            };
+            self.heap.swap(i, child);
+            self.pos[endpoint(self.heap[i])] = slot(i);
+            i = child;
+        }
+        self.sift_up(i);
+    }
+}
+
+fn endpoint(e: u128) -> usize {
+    (e as u32) as usize
 }
 
 fn slot(i: usize) -> u32 {
@@ -250,5 +311,20 @@ mod tests {
         }
         assert_eq!(fired, vec![8, 7, 6, 5, 4, 2, 1, 0]);
         assert!(heap.is_empty());
+    }
+
+    #[test]
+    fn a_deadline_long_past_is_due_at_once() {
+        let t0 = Instant::now();
+        let mut heap = TimerHeap::default();
+        let Some(past) = t0.checked_sub(Duration::from_secs(7200)) else {
+            return; // the clock cannot go back that far on this machine
+        };
+        heap.set(1, Some(t0 + Duration::from_millis(1)));
+        heap.set(0, Some(past));
+        let (idx, at) = heap.pop_due(t0).expect("due");
+        assert_eq!(idx, 0);
+        assert!(at <= t0, "never later than asked for");
+        assert_eq!(heap.pop_due(t0), None);
     }
 }
