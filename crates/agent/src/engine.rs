@@ -1006,6 +1006,8 @@ struct Shard<'a> {
     by_call_id: CallRoutes,
     /// Each endpoint's next SIP wake-up (UA timers, script, actions): see `timerheap`.
     timers: TimerHeap,
+    /// How many endpoints are done (`finish`): the loop ends when all are.
+    done_count: usize,
     /// Batched: see `eventbuf`.
     events: EventSink,
     start: Instant,
@@ -1179,6 +1181,7 @@ impl<'a> Shard<'a> {
             by_user: FastMap::default(),
             by_call_id: CallRoutes::default(),
             timers: TimerHeap::with_capacity(work.len()),
+            done_count: 0,
             events: EventSink::new(events),
             start,
             wall: SystemTime::now(),
@@ -1383,8 +1386,9 @@ impl<'a> Shard<'a> {
     async fn event_loop(&mut self, stop: StopHandle) -> std::io::Result<()> {
         let deadline = self.start + self.plan.time_limit;
         let mut next_progress = self.start + Duration::from_secs(1);
-        // Whether every endpoint is done is a scan of the slab: at most every 5 ms, not on
-        // each of the loop's (many thousand per second, with media) turns.
+        // Whether every endpoint is done is looked at every 5 ms, not on each of the loop's
+        // (many thousand per second, with media) turns. It is a count (`done_count`), no
+        // longer a scan of the slab (0.6 % of the shard at 4,000 endpoints).
         let mut next_done_check = self.start;
         // Lateness counts from the loop's start: the endpoints' first wake-ups fall due while
         // the shard is still being set up (thousands of agents made), which is no overload.
@@ -1401,7 +1405,7 @@ impl<'a> Shard<'a> {
             }
             self.probe.mark("flush", 0);
             if now >= next_done_check {
-                if self.endpoints.iter().all(|e| e.done) {
+                if self.done_count == self.endpoints.len() {
                     self.flush_udp_wait().await;
                     let _ = self.events.flush();
                     return Ok(());
@@ -2342,6 +2346,7 @@ impl<'a> Shard<'a> {
             return;
         }
         ep.done = true;
+        self.done_count += 1;
         self.net.close(idx);
         if std::mem::take(&mut ep.own_udp) {
             self.net.remove_udp(idx);
