@@ -321,8 +321,7 @@ impl Shard<'_> {
             ep.failover.resume = Some(Resume::Registered);
             ep.ua.register(now);
             // Wake it now: the loop sends its REGISTER on this turn.
-            ep.wake = Some(now);
-            self.heap.push(std::cmp::Reverse((now, j)));
+            self.timers.set(j, Some(now));
         }
     }
 }
