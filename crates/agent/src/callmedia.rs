@@ -505,6 +505,10 @@ pub struct CallMedia {
     out: Vec<u8>,
     /// Datagrams the socket refused (buffer full): counted, never retried.
     pub send_errors: u64,
+    /// The source the call's RTP is taken from (see [`CallMedia::takes_rtp_from`]).
+    rtp_source: Option<SocketAddr>,
+    /// RTP datagrams from any other source: counted, not measured.
+    pub stray: u64,
 }
 
 impl CallMedia {
@@ -556,6 +560,8 @@ impl CallMedia {
             source: plan.source.clone(),
             out: Vec::with_capacity(256),
             send_errors: 0,
+            rtp_source: None,
+            stray: 0,
         })
     }
 
@@ -569,9 +575,9 @@ impl CallMedia {
             match crate::rxstamp::recv_batch(sock, batch) {
                 Ok(k) => {
                     for i in 0..k {
-                        if let Some((bytes, at)) = batch.datagram(i) {
+                        if let Some((bytes, at, from)) = batch.datagram(i) {
                             n += 1;
-                            self.on_packet(at, bytes);
+                            self.on_packet(at, bytes, from);
                         }
                     }
                     // A short batch: the socket is drained (no call to learn it would block).
@@ -602,9 +608,9 @@ impl CallMedia {
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
             match crate::rxstamp::recv(sock, buf) {
-                Ok((len, at)) => {
+                Ok((len, at, from)) => {
                     n += 1;
-                    self.on_packet(at, &buf[..len]);
+                    self.on_packet(at, &buf[..len], from);
                 }
                 // ICMP port unreachable from an earlier send: the peer is not there yet or
                 // any more; keep reading.
@@ -679,6 +685,7 @@ impl CallMedia {
         let session = MediaSession::new(cfg, now).map_err(|e| e.to_string())?;
         self.session = Some(session);
         self.negotiated = Some(n);
+        self.rtp_source = None;
         self.next_sample = Some(now + Duration::from_secs(1));
         // The first packet is due at `now` by definition: not a timing measurement.
         self.flush(now, None);
@@ -735,12 +742,37 @@ impl CallMedia {
             .min()
     }
 
-    /// A datagram arrived on one of the call's sockets.
-    pub fn on_packet(&mut self, now: Instant, bytes: &[u8]) {
+    /// A datagram arrived on one of the call's sockets from `from`.
+    pub fn on_packet(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>) {
+        if self.session.is_none() {
+            return;
+        }
+        if !media::rtp::is_rtcp(bytes) && !self.takes_rtp_from(from) {
+            self.stray += 1;
+            return;
+        }
         if let Some(s) = self.session.as_mut() {
             // Undecodable datagrams are counted by the session (summary.malformed).
             let _ = s.handle_packet(now, bytes);
         }
+    }
+
+    /// Strict RTP, as phones and SBCs latch: the call's RTP is taken from the address the
+    /// remote SDP named, or, when its first RTP comes from elsewhere (a NAT), from that
+    /// source; the SDP's address, once heard from, is kept. RTP from any other source (a
+    /// stream still sent to a port this call now has) is stray: counted, not measured.
+    fn takes_rtp_from(&mut self, from: Option<SocketAddr>) -> bool {
+        let (Some(from), Some(n)) = (from, self.negotiated.as_ref()) else {
+            return true;
+        };
+        if self.rtp_source == Some(from) {
+            return true;
+        }
+        if from == n.remote_rtp || self.rtp_source.is_none() {
+            self.rtp_source = Some(from);
+            return true;
+        }
+        false
     }
 
     /// Sends what is due (recording each RTP packet's lateness in `timing`); returns the
@@ -887,6 +919,48 @@ mod tests {
             .pack(),
         );
         assert!(t.is_for(5) && t.is_for(5 + (1 << 31)) && !t.is_for(6));
+    }
+
+    /// Strict RTP: the call measures the RTP of the address its SDP named; a stream from
+    /// anywhere else reaching the same port (e.g. still sent to a port another call just
+    /// freed) is counted as stray and not measured.
+    #[tokio::test]
+    async fn rtp_from_another_source_is_stray() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        // `a` starts: its first RTP packet leaves at once, to `b`.
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let stray = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let to = b.rtp.local_addr().unwrap();
+        for seq in 0..3u16 {
+            let mut p = Vec::new();
+            media::rtp::RtpHeader {
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc: 0x5eed,
+                ..media::rtp::RtpHeader::default()
+            }
+            .write(&[0xff; 160], &mut p);
+            stray.send_to(&p, to).unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut read = 0;
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while read < 4 {
+            assert!(Instant::now() < give_up, "4 datagrams reach b: {read}");
+            read += b.receive(false, &mut batch);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(b.stray, 3);
+        let (sum, _) = b.finish(Instant::now()).unwrap();
+        assert_eq!(sum.rx_packets, 1, "only a's packet is measured: {sum:?}");
     }
 
     /// Datagrams on a call's sockets are reported by the shard's set with the call's token

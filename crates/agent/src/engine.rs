@@ -434,6 +434,8 @@ pub struct MediaReport {
     pub dtmf_received: String,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
+    /// RTP datagrams from a source other than the call's (strict RTP): not measured.
+    pub rx_stray: u64,
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -1762,6 +1764,7 @@ impl<'a> Shard<'a> {
         };
         let codec = media.codec();
         let send_errors = media.send_errors;
+        let stray = media.stray;
         let Some((sum, last)) = media.finish(now) else {
             return;
         };
@@ -1789,6 +1792,7 @@ impl<'a> Shard<'a> {
         r.dtmf_received.push_str(&sum.dtmf_received);
         ep.dtmf_received.push_str(&sum.dtmf_received);
         r.send_errors += send_errors;
+        r.rx_stray += stray;
         let expected = r.rx_packets as f64 + r.rx_lost.max(0) as f64;
         r.loss_percent = if expected > 0.0 {
             r.rx_lost.max(0) as f64 / expected * 100.0

@@ -21,6 +21,7 @@
 
 use std::io;
 use std::mem::size_of;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,7 +51,10 @@ pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
 /// Reads one datagram into `buf` without blocking: its length and when it arrived (the
 /// kernel's stamp when there is one, else now). Errors are the socket's (`WouldBlock` when
 /// drained). A datagram longer than `buf` is cut, as `recv_from` would.
-pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Instant)> {
+pub fn recv(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Instant, Option<SocketAddr>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -63,13 +67,23 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Instant)>
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = size_of::<[u64; 8]>() as _;
-    // SAFETY: `msg` points at `iov` (which points into `buf`) and at `control`, all alive and
-    // exclusively borrowed for the duration of the call, with their true lengths.
+    // SAFETY: sockaddr_storage is plain old data; all-zero is valid (AF_UNSPEC).
+    let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut name).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `msg` points at `iov` (which points into `buf`), at `control` and at `name`,
+    // all alive and exclusively borrowed for the duration of the call, with their true
+    // lengths.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((n as usize, arrival(&msg, Instant::now(), SystemTime::now())))
+    let from = crate::udpbatch::source(&name, msg.msg_namelen);
+    Ok((
+        n as usize,
+        arrival(&msg, Instant::now(), SystemTime::now()),
+        from,
+    ))
 }
 
 /// When the datagram of `msg` arrived: its kernel stamp, else `now` (`wall` is the wall
@@ -110,7 +124,8 @@ pub const BATCH: usize = 4;
 pub struct RecvBatch {
     bufs: Box<[[u8; 2048]; BATCH]>,
     control: [[u64; 8]; BATCH],
-    got: [(usize, Instant); BATCH],
+    names: [libc::sockaddr_storage; BATCH],
+    got: [(usize, Instant, Option<SocketAddr>); BATCH],
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -124,16 +139,18 @@ impl Default for RecvBatch {
         Self {
             bufs: Box::new([[0; 2048]; BATCH]),
             control: [[0; 8]; BATCH],
-            got: [(0, Instant::now()); BATCH],
+            // SAFETY: sockaddr_storage is plain old data; all-zero is valid (AF_UNSPEC).
+            names: unsafe { std::mem::zeroed() },
+            got: [(0, Instant::now(), None); BATCH],
         }
     }
 }
 
 impl RecvBatch {
-    /// The `i`-th datagram of the last read and when it arrived.
-    pub fn datagram(&self, i: usize) -> Option<(&[u8], Instant)> {
-        let (len, at) = *self.got.get(i)?;
-        Some((&self.bufs[i][..len.min(2048)], at))
+    /// The `i`-th datagram of the last read, when it arrived and where from.
+    pub fn datagram(&self, i: usize) -> Option<(&[u8], Instant, Option<SocketAddr>)> {
+        let (len, at, from) = *self.got.get(i)?;
+        Some((&self.bufs[i][..len.min(2048)], at, from))
     }
 }
 
@@ -153,9 +170,11 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
         m.msg_hdr.msg_iovlen = 1;
         m.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
         m.msg_hdr.msg_controllen = size_of::<[u64; 8]>() as _;
+        m.msg_hdr.msg_name = (&raw mut batch.names[i]).cast();
+        m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     }
-    // SAFETY: every header points at its own iovec (into its own 2 KB buffer) and control
-    // buffer, all alive and exclusively borrowed for the call, with their true lengths; the
+    // SAFETY: every header points at its own iovec (into its own 2 KB buffer), control
+    // buffer and sockaddr_storage, all alive and exclusively borrowed for the call, with their true lengths; the
     // vector length is the array's; no timeout.
     let n = unsafe {
         libc::recvmmsg(
@@ -172,7 +191,8 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
     let n = (n as usize).min(BATCH);
     let (now, wall) = (Instant::now(), SystemTime::now());
     for (i, m) in msgs.iter().enumerate().take(n) {
-        batch.got[i] = (m.msg_len as usize, arrival(&m.msg_hdr, now, wall));
+        let from = crate::udpbatch::source(&batch.names[i], m.msg_hdr.msg_namelen);
+        batch.got[i] = (m.msg_len as usize, arrival(&m.msg_hdr, now, wall), from);
     }
     Ok(n)
 }
@@ -196,7 +216,7 @@ mod tests {
             tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
             std::thread::sleep(Duration::from_millis(50));
             let mut buf = [0u8; 16];
-            let (n, at) = recv(&rx, &mut buf).unwrap();
+            let (n, at, _) = recv(&rx, &mut buf).unwrap();
             let read = Instant::now();
             assert_eq!(&buf[..n], b"one");
             assert!(at >= sent.checked_sub(Duration::from_millis(1)).unwrap());
@@ -230,7 +250,8 @@ mod tests {
             assert_eq!(recv_batch(&rx, &mut batch).unwrap(), want);
             let read = Instant::now();
             for i in 0..want {
-                let (bytes, at) = batch.datagram(i).unwrap();
+                let (bytes, at, from) = batch.datagram(i).unwrap();
+                assert_eq!(from, Some(tx.local_addr().unwrap()));
                 assert_eq!(bytes.len(), 3);
                 assert!(at >= sent.checked_sub(Duration::from_millis(1)).unwrap() && at <= read);
                 got.push(bytes[0]);
@@ -252,7 +273,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let before = Instant::now();
         let mut buf = [0u8; 16];
-        let (n, at) = recv(&rx, &mut buf).unwrap();
+        let (n, at, _) = recv(&rx, &mut buf).unwrap();
         assert_eq!(n, 3);
         assert!(at >= before);
     }

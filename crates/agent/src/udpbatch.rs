@@ -232,18 +232,25 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
     }
     let n = (n as usize).min(RECV_BATCH);
     for (i, m) in msgs.iter().enumerate().take(n) {
-        // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes (at most the
-        // storage's size) into `names[i]`.
-        let from = unsafe {
-            let mut storage = SockAddrStorage::zeroed();
-            *storage.view_as::<libc::sockaddr_storage>() = batch.names[i];
-            SockAddr::new(storage, m.msg_hdr.msg_namelen)
-        }
-        .as_socket();
+        let from = source(&batch.names[i], m.msg_hdr.msg_namelen);
         batch.got[i] = (m.msg_len as usize, from);
     }
     batch.len = n;
     Ok(n)
+}
+
+/// The source address the kernel wrote into `name` (`len` bytes of it) on a receive;
+/// `None` when it is not an IP socket address.
+pub(crate) fn source(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len.min(size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+    // SAFETY: `name` is a whole sockaddr_storage and `len` is capped at its size, so the
+    // address SockAddr reads (`len` bytes of it, per its family) is initialised memory.
+    unsafe {
+        let mut storage = SockAddrStorage::zeroed();
+        *storage.view_as::<libc::sockaddr_storage>() = *name;
+        SockAddr::new(storage, len)
+    }
+    .as_socket()
 }
 
 #[cfg(test)]
