@@ -148,6 +148,12 @@ impl TimerHeap {
         }
     }
 
+    /// Puts entry `e` in slot `i` and records where its endpoint now is.
+    fn put(&mut self, i: usize, e: u128) {
+        self.heap[i] = e;
+        self.pos[endpoint(e)] = slot(i);
+    }
+
     fn sift_up(&mut self, mut i: usize) {
         let e = self.heap[i];
         while i > 0 {
@@ -156,12 +162,10 @@ impl TimerHeap {
             if e >= p {
                 break;
             }
-            self.heap[i] = p;
-            self.pos[endpoint(p)] = slot(i);
+            self.put(i, p);
             i = parent;
         }
-        self.heap[i] = e;
-        self.pos[endpoint(e)] = slot(i);
+        self.put(i, e);
     }
 
     fn sift_down(&mut self, mut i: usize) {
@@ -182,12 +186,10 @@ impl TimerHeap {
             if c >= e {
                 break;
             }
-            self.heap[i] = c;
-            self.pos[endpoint(c)] = slot(i);
+            self.put(i, c);
             i = child;
         }
-        self.heap[i] = e;
-        self.pos[endpoint(e)] = slot(i);
+        self.put(i, e);
     }
 
     fn sift_down_to_bottom(&mut self) {

@@ -1497,6 +1497,24 @@ impl UserAgent {
         self.respond_with(now, req, key, source, code, reason, Vec::new());
     }
 
+    /// 481: `req` matches no call, dialog or transaction (RFC 3261 §9.2, §12.2.2).
+    fn respond_no_such_call(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        key: &TxnKey,
+        source: SocketAddr,
+    ) {
+        self.respond_stateless(
+            now,
+            req,
+            key,
+            source,
+            481,
+            "Call/Transaction Does Not Exist",
+        );
+    }
+
     /// Answers `req` through a new server transaction (absorbing its retransmissions).
     #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the answer's parts
     fn respond_with(
@@ -1658,14 +1676,9 @@ impl UserAgent {
                 ];
                 self.respond_with(now, &req, &key, source, 200, "OK", extra);
             }
-            Method::Bye | Method::Info | Method::Update | Method::Prack => self.respond_stateless(
-                now,
-                &req,
-                &key,
-                source,
-                481,
-                "Call/Transaction Does Not Exist",
-            ),
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.respond_no_such_call(now, &req, &key, source);
+            }
             _ => {
                 let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, &req, &key, source, 405, "Method Not Allowed", extra);
@@ -1711,14 +1724,7 @@ impl UserAgent {
                 .then_some(Self::id_at(self.first_call, i))
         });
         let Some(id) = id else {
-            self.respond_stateless(
-                now,
-                req,
-                key,
-                source,
-                481,
-                "Call/Transaction Does Not Exist",
-            );
+            self.respond_no_such_call(now, req, key, source);
             return;
         };
         self.respond_stateless(now, req, key, source, 200, "OK");
@@ -1748,14 +1754,7 @@ impl UserAgent {
         method: Method,
     ) {
         let Some(id) = self.find_dialog_call(req) else {
-            self.respond_stateless(
-                now,
-                req,
-                key,
-                source,
-                481,
-                "Call/Transaction Does Not Exist",
-            );
+            self.respond_no_such_call(now, req, key, source);
             return;
         };
         let seq = req.cseq().map_or(0, |c| c.seq);
@@ -1862,14 +1861,7 @@ impl UserAgent {
                             .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq: r.rseq }));
                     }
                 } else {
-                    self.respond_stateless(
-                        now,
-                        req,
-                        key,
-                        source,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                    );
+                    self.respond_no_such_call(now, req, key, source);
                 }
             }
             Method::Info => {
