@@ -111,9 +111,12 @@ pub struct Registrar {
     /// User → its bindings. A user who registered once keeps an entry, empty once its
     /// bindings are gone: that is how 480 (known, not bound) is told from 404 without an
     /// account list, with no second set of user names.
-    bindings: HashMap<String, Vec<Binding>>,
+    bindings: HashMap<Box<str>, Vec<Binding>>,
     /// Registered contact (`user@host:port`) → the address its REGISTER came from, so
-    /// in-dialog requests find their endpoint in O(1).
+    /// in-dialog requests find their endpoint in O(1). Only contacts whose user part is not
+    /// their AOR's user are listed: the others (nearly every phone's) are found through
+    /// their user's bindings (see [`Registrar::addr_of_contact`]), with no second copy of
+    /// them per registered endpoint.
     contacts: HashMap<String, SocketAddr>,
     /// The earliest binding expiry (recomputed when bindings lapse).
     earliest: Option<Instant>,
@@ -219,10 +222,10 @@ impl Registrar {
             return;
         }
         let contacts = &mut self.contacts;
-        for list in self.bindings.values_mut() {
+        for (user, list) in self.bindings.iter_mut() {
             list.retain(|b| {
                 let keep = b.expires_at > now;
-                if !keep {
+                if !keep && !found_by_user(user, &b.contact) {
                     contacts.remove(&contact_key(&b.contact));
                 }
                 keep
@@ -411,33 +414,37 @@ impl Registrar {
                 );
                 return;
             }
-            if let Some(list) = self.bindings.get_mut(&user) {
+            if let Some(list) = self.bindings.get_mut(user.as_str()) {
                 for b in std::mem::take(list) {
-                    self.contacts.remove(&contact_key(&b.contact));
+                    if !found_by_user(&user, &b.contact) {
+                        self.contacts.remove(&contact_key(&b.contact));
+                    }
                 }
             }
         }
-        let was_known = self.bindings.contains_key(&user);
+        let was_known = self.bindings.contains_key(user.as_str());
         for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
             let expires = c.0.expires().unwrap_or(default_expires);
             if expires != 0 && expires < self.config.min_expires {
                 // A refused REGISTER does not make its user known.
-                if !was_known && self.bindings.get(&user).is_some_and(Vec::is_empty) {
-                    self.bindings.remove(&user);
+                if !was_known && self.bindings.get(user.as_str()).is_some_and(Vec::is_empty) {
+                    self.bindings.remove(user.as_str());
                 }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
                 self.respond(req, top, source, 423, "Interval Too Brief", vec![h]);
                 return;
             }
-            if !self.bindings.contains_key(&user) {
-                self.bindings.insert(user.clone(), Vec::new());
+            if !self.bindings.contains_key(user.as_str()) {
+                self.bindings.insert(user.as_str().into(), Vec::new());
             }
             // Inserted just above when missing.
-            let Some(list) = self.bindings.get_mut(&user) else {
+            let Some(list) = self.bindings.get_mut(user.as_str()) else {
                 unreachable!("the user's list exists")
             };
             list.retain(|b| !same_uri(&b.contact, &c.1.uri));
-            let key = contact_key(&c.1.uri);
+            // The contact a binding replaced had the same user part: it was listed in
+            // `contacts` exactly when this one is.
+            let key = (!found_by_user(&user, &c.1.uri)).then(|| contact_key(&c.1.uri));
             if expires > 0 {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
@@ -451,22 +458,24 @@ impl Registrar {
                     source,
                     expires_at,
                 });
-                self.contacts.insert(key, source);
+                if let Some(key) = key {
+                    self.contacts.insert(key, source);
+                }
                 self.earliest = Some(self.earliest.map_or(expires_at, |e| e.min(expires_at)));
-            } else {
+            } else if let Some(key) = key {
                 self.contacts.remove(&key);
             }
         }
         // The user is known from now on (an empty list when nothing is bound).
-        match self.bindings.get_mut(&user) {
+        match self.bindings.get_mut(user.as_str()) {
             Some(list) if list.is_empty() => list.shrink_to_fit(),
             Some(_) => {}
             None => {
-                self.bindings.insert(user.clone(), Vec::new());
+                self.bindings.insert(user.as_str().into(), Vec::new());
             }
         }
         let mut extra = Vec::new();
-        for b in self.bindings(&user) {
+        for b in self.bindings(user.as_str()) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             // `<contact>;expires=left`, written into one string.
             let mut value = String::with_capacity(64);
@@ -567,7 +576,7 @@ impl Registrar {
                     {
                         Some(user) => match self
                             .bindings
-                            .get(&user)
+                            .get(user.as_str())
                             .and_then(|l| l.last())
                             .map(|b| (b.contact.clone(), b.source))
                         {
@@ -625,7 +634,7 @@ impl Registrar {
                 .request_uri()
                 .and_then(uri_addr)
                 .filter(|a| !self.is_our_addr(*a));
-            match self.bindings.get(&user).and_then(|l| l.last()) {
+            match self.bindings.get(user.as_str()).and_then(|l| l.last()) {
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.source;
@@ -639,7 +648,7 @@ impl Registrar {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
                     } else {
-                        self.bindings.contains_key(&user)
+                        self.bindings.contains_key(user.as_str())
                     };
                     let (code, reason) = if known {
                         (480, "Temporarily Unavailable")
@@ -770,8 +779,23 @@ impl Registrar {
         ours == Some(a.ip()) && a.port() == self.config.port
     }
 
-    /// The address of a registered contact: the source its REGISTER came from.
+    /// The address of a registered contact: the source its REGISTER came from. A contact
+    /// whose user part is its AOR's user is found among that user's bindings; the others in
+    /// `contacts`.
     fn addr_of_contact(&self, uri: &Uri) -> Option<SocketAddr> {
+        let own = uri.as_sip().and_then(|u| {
+            let raw = u.user.as_deref()?;
+            let user: std::borrow::Cow<'_, str> = if raw.contains('%') {
+                u.user_unescaped()?.into()
+            } else {
+                raw.into()
+            };
+            let list = self.bindings.get(&*user)?;
+            list.iter().rev().find(|b| same_uri(&b.contact, uri))
+        });
+        if let Some(b) = own {
+            return Some(b.source);
+        }
         self.contacts
             .get(&contact_key(uri))
             .copied()
@@ -936,6 +960,19 @@ fn same_uri(a: &Uri, b: &Uri) -> bool {
     }
 }
 
+/// True when `contact`'s user part (unescaped) is `user`: such a contact of `user`'s is found
+/// through `user`'s bindings and is not listed in the contacts index.
+fn found_by_user(user: &str, contact: &Uri) -> bool {
+    match contact
+        .as_sip()
+        .and_then(|u| u.user.as_deref().map(|raw| (u, raw)))
+    {
+        Some((_, raw)) if !raw.contains('%') => raw == user,
+        Some((u, _)) => u.user_unescaped().is_some_and(|c| c == user),
+        None => false,
+    }
+}
+
 /// The key of a contact in the index: `user@host:port` (port defaulted).
 fn contact_key(uri: &Uri) -> String {
     match uri.as_sip() {
@@ -1022,6 +1059,123 @@ fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open_registrar() -> Registrar {
+        Registrar::new(RegistrarConfig {
+            domain: "reg.test".into(),
+            host: Host::parse("127.0.0.1").unwrap(),
+            port: 5060,
+            transport: "UDP".into(),
+            auth: AuthMode::Open,
+            secret: b"s".to_vec(),
+            min_expires: 60,
+            max_expires: 3600,
+        })
+    }
+
+    fn register(
+        reg: &mut Registrar,
+        now: Instant,
+        user: &str,
+        contact: &str,
+        expires: u32,
+        source: SocketAddr,
+    ) {
+        let raw = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bK{user}{expires}\r\n\
+From: <sip:{user}@reg.test>;tag=1\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: r-{user}\r\n\
+CSeq: {} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            expires + 1
+        );
+        reg.handle_message(
+            now,
+            1_900_000_000,
+            Message::parse(raw.as_bytes()).unwrap(),
+            source,
+        );
+        let (to, bytes) = reg.poll_transmit().expect("an answer");
+        assert_eq!(to, source);
+        let answer = Message::parse(&bytes).unwrap();
+        assert_eq!(
+            answer.status(),
+            Some(200),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(reg.poll_transmit().is_none());
+    }
+
+    /// Where the registrar forwards an in-dialog BYE sent to `target` (no Route).
+    fn forwarded_to(reg: &mut Registrar, now: Instant, target: &str) -> SocketAddr {
+        let from: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+        let raw = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKbye\r\n\
+From: <sip:x@reg.test>;tag=a\r\nTo: <sip:y@reg.test>;tag=b\r\nCall-ID: c1\r\n\
+CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        reg.handle_message(
+            now,
+            1_900_000_000,
+            Message::parse(raw.as_bytes()).unwrap(),
+            from,
+        );
+        let (to, bytes) = reg.poll_transmit().expect("the BYE forwarded");
+        let fwd = Message::parse(&bytes).unwrap();
+        assert_eq!(
+            fwd.method(),
+            Some(Method::Bye),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(reg.poll_transmit().is_none());
+        to
+    }
+
+    #[test]
+    fn in_dialog_requests_reach_a_contact_by_its_users_bindings_or_the_contacts_index() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "192.0.2.2:40001".parse().unwrap(),
+            "192.0.2.3:40002".parse().unwrap(),
+        );
+        // Contact user = AOR user: found through the user's bindings, not indexed.
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.1:5062", 600, a);
+        // Contact user ≠ AOR user: indexed.
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 600, b);
+        // An escaped contact user that unescapes to the AOR user: not indexed either.
+        register(&mut reg, now, "carol", "sip:car%6Fl@10.0.0.3", 600, c);
+        assert_eq!(reg.contacts.len(), 1, "{:?}", reg.contacts);
+        assert!(reg.contacts.contains_key("phone7@10.0.0.2:5070"));
+        // Each in-dialog request goes to where its contact's REGISTER came from (the NAT
+        // source), not to the contact's own address.
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.1:5062"), a);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), b);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:car%6Fl@10.0.0.3:5060"), c);
+        // A contact alice never registered (another port) goes to its own address.
+        let other: SocketAddr = "10.0.0.1:5099".parse().unwrap();
+        assert_eq!(
+            forwarded_to(&mut reg, now, "sip:alice@10.0.0.1:5099"),
+            other
+        );
+        // Un-registering bob's contact removes it from the index.
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 0, b);
+        assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
+        let own: SocketAddr = "10.0.0.2:5070".parse().unwrap();
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), own);
+        // Lapsed bindings are not found any more.
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 600, b);
+        reg.handle_timeout(now + Duration::from_secs(601));
+        assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
+        assert!(reg.bindings("alice").is_empty());
+        let own_a: SocketAddr = "10.0.0.1:5062".parse().unwrap();
+        assert_eq!(
+            forwarded_to(&mut reg, now, "sip:alice@10.0.0.1:5062"),
+            own_a
+        );
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), own);
+    }
 
     #[test]
     fn first_value_of_a_joined_header_is_popped_in_place() {
