@@ -366,8 +366,12 @@ struct ServerEntry {
 struct Call {
     uac: bool,
     state: CallState,
-    /// The INVITE we sent last (UAC) or received (UAS).
-    invite: Message,
+    /// The INVITE we sent last (UAC) or received (UAS), until nothing reads it any more:
+    /// dropped once the UAC has ACKed a 2xx or the UAS has sent its final response (the
+    /// dialog and the kept ACK or 2xx bytes are what a confirmed call works from), and when
+    /// the call ends. Boxed: a `Call` lives in a box of its own, and the `Message` inline
+    /// would make every call's box 264 bytes (one size class) bigger for its whole life.
+    invite: Option<Box<Message>>,
     local_tag: String,
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
@@ -928,7 +932,7 @@ impl UserAgent {
         self.calls.push_back(Some(Box::new(Call {
             uac: true,
             state: CallState::Calling,
-            invite: invite.clone(),
+            invite: Some(Box::new(invite.clone())),
             local_tag,
             dialog: None,
             provisional_seen: false,
@@ -955,6 +959,12 @@ impl UserAgent {
             }
             c.reported_end = true;
             c.state = CallState::Terminated;
+            // RFC 3261 §15: the dialog ends with the call (a retransmitted BYE is answered by
+            // its server transaction; other requests of the dialog get 481); the kept INVITE
+            // goes too. A UAC keeps the 2xx's ACK, re-sent while Timer M absorbs 2xx
+            // retransmissions.
+            c.invite = None;
+            c.dialog = None;
         }
         queues(&mut self.queues)
             .events
@@ -982,7 +992,10 @@ impl UserAgent {
                         .and_then(Result::ok)
                         .is_some_and(|t| t.tag().is_some())
                 {
-                    call.dialog = Dialog::from_uac(&call.invite, resp).ok();
+                    call.dialog = call
+                        .invite
+                        .as_deref()
+                        .and_then(|inv| Dialog::from_uac(inv, resp).ok());
                 }
                 // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once.
                 let reliable = requires_100rel(resp);
@@ -995,7 +1008,11 @@ impl UserAgent {
                     && call.last_rseq.is_none_or(|last| rseq > last)
                 {
                     call.last_rseq = Some(rseq);
-                    let cseq = call.invite.cseq().map_or(1, |c| c.seq);
+                    let cseq = call
+                        .invite
+                        .as_deref()
+                        .and_then(Message::cseq)
+                        .map_or(1, |c| c.seq);
                     self.send_in_dialog(
                         now,
                         id,
@@ -1029,7 +1046,14 @@ impl UserAgent {
                     );
                     return;
                 }
-                let dialog = match Dialog::from_uac(&call.invite, resp) {
+                let Some(invite) = call.invite.as_deref() else {
+                    // The call ended (or failed) before this 2xx: nothing to build an ACK from.
+                    queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                        what: "2xx to INVITE of an ended call",
+                    });
+                    return;
+                };
+                let dialog = match Dialog::from_uac(invite, resp) {
                     Ok(d) => d,
                     Err(_) => {
                         // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
@@ -1047,7 +1071,7 @@ impl UserAgent {
                     }
                 };
                 let cancelled = call.cancel_pending || call.state == CallState::Terminating;
-                let seq = call.invite.cseq().map_or(1, |c| c.seq);
+                let seq = invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
                 // Requests sent in the early dialog (PRACK, UPDATE) used CSeq numbers the
                 // confirmed dialog must continue from (RFC 3261 §12.2.1.1).
@@ -1065,6 +1089,10 @@ impl UserAgent {
                 };
                 call.dialog = Some(dialog);
                 call.state = CallState::Confirmed;
+                // Confirmed: the dialog and the kept ACK are what the call works from now
+                // (a retransmitted 2xx is answered with the ACK; an auth retry or a CANCEL
+                // can no longer happen).
+                call.invite = None;
                 let out = keep_ack(&mut call.ack, dest, ack);
                 push_out(&mut self.queues, out);
                 queues(&mut self.queues)
@@ -1078,7 +1106,8 @@ impl UserAgent {
             401 | 407 if call.state != CallState::Terminating => {
                 let uri = call
                     .invite
-                    .request_uri()
+                    .as_deref()
+                    .and_then(Message::request_uri)
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 let cnonce = tag_from(self.rng.random());
@@ -1086,7 +1115,9 @@ impl UserAgent {
                 let Some(Some(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
                 };
-                let rejected = &call.invite;
+                let Some(rejected) = call.invite.as_deref() else {
+                    return;
+                };
                 match self.auth.challenge(
                     self.credentials.as_ref(),
                     resp,
@@ -1116,7 +1147,9 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        let invite = &mut call.invite;
+        let Some(invite) = call.invite.as_deref_mut() else {
+            return;
+        };
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
         invite.headers.set(Header::new(
             HeaderName::CSeq,
@@ -1168,7 +1201,9 @@ impl UserAgent {
         call.state = CallState::Terminating;
         // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
         // Route, and the CSeq number of the INVITE.
-        let inv = &call.invite;
+        let Some(inv) = call.invite.as_deref() else {
+            return;
+        };
         let mut cancel = Message::new_request(
             Method::Cancel,
             inv.request_uri()
@@ -1389,9 +1424,11 @@ impl UserAgent {
         let contact = self.contact();
         let call = self.call_ref(id)?;
         let key = call.server_key.clone()?;
+        // Dropped once a final response was sent: nothing more is answered.
+        let invite = call.invite.as_deref()?;
         // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
         let reliable =
-            code > 100 && code < 200 && self.profile.use_100rel && supports_100rel(&call.invite);
+            code > 100 && code < 200 && self.profile.use_100rel && supports_100rel(invite);
         let rseq = call.next_rseq;
         // Contact (1xx–2xx but 100), Allow (200), Require and RSeq (reliable), Server: the
         // headers pushed after the copied ones, printed with them straight into the bytes to
@@ -1414,7 +1451,7 @@ impl UserAgent {
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
         Message::write_full_response(
-            &call.invite,
+            invite,
             code,
             reason,
             (code > 100).then_some(call.local_tag.as_str()),
@@ -1431,6 +1468,11 @@ impl UserAgent {
         self.drain_server(now);
         let t1 = self.profile.timers.t1;
         let call = self.call_mut(id)?;
+        if code >= 200 {
+            // The final answer is out: the server transaction re-sends a non-2xx, the call
+            // keeps a 2xx's bytes, the dialog holds what in-dialog requests need.
+            call.invite = None;
+        }
         if reliable {
             // §3: retransmit from T1 doubling (no cap) until PRACK, give up after 64*T1.
             call.next_rseq = rseq.wrapping_add(1);
@@ -1463,7 +1505,7 @@ impl UserAgent {
         self.calls.push_back(Some(Box::new(Call {
             uac: false,
             state: CallState::Calling,
-            invite: req,
+            invite: Some(Box::new(req)),
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
@@ -1596,8 +1638,11 @@ impl UserAgent {
                     let first = self.first_call;
                     let found = self.calls.iter().enumerate().find_map(|(i, c)| {
                         let c = c.as_ref()?;
-                        (c.uac && c.invite.call_id() == call_id && c.ack.is_some())
-                            .then_some(Self::id_at(first, i))
+                        let d = c.dialog.as_ref()?;
+                        (c.uac
+                            && Some(d.id.call_id.as_str()) == call_id.as_deref()
+                            && c.ack.is_some())
+                        .then_some(Self::id_at(first, i))
                     });
                     if let Some(id) = found {
                         self.on_invite_response(now, id, &resp);
@@ -2434,6 +2479,8 @@ mod tests {
         events_a: Vec<UaEvent>,
         events_b: Vec<UaEvent>,
         sent: Vec<(bool, String)>,
+        /// Every message sent, as sent (lost ones too): (sent by Alice, bytes).
+        sent_bytes: Vec<(bool, Bytes)>,
         drop: DropFilter,
     }
 
@@ -2450,6 +2497,7 @@ mod tests {
                 events_a: Vec::new(),
                 events_b: Vec::new(),
                 sent: Vec::new(),
+                sent_bytes: Vec::new(),
                 drop: Box::new(|_, _, _| false),
             }
         }
@@ -2465,6 +2513,7 @@ mod tests {
                         .filter(|(fa, s)| *fa == from_a && *s == m.summary())
                         .count();
                     self.sent.push((from_a, m.summary()));
+                    self.sent_bytes.push((from_a, o.bytes.clone()));
                     if !(self.drop)(from_a, &m, n) {
                         // 10 ms one-way delay.
                         self.wire
@@ -2820,6 +2869,91 @@ mod tests {
         assert_eq!((oks, acks), (2, 2), "{:?}", p.sent);
         assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
         assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+    }
+
+    /// The last message `from_a` sent whose summary starts with `prefix`.
+    fn last_sent(p: &Pair, from_a: bool, prefix: &str) -> Bytes {
+        p.sent_bytes
+            .iter()
+            .rev()
+            .find(|(a, b)| *a == from_a && Message::parse(b).unwrap().summary().starts_with(prefix))
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("no {prefix} sent"))
+    }
+
+    #[test]
+    fn confirmed_and_ended_calls_drop_what_they_no_longer_need_and_still_answer_retransmissions() {
+        let mut p = Pair::new();
+        // The first ACK is lost: Bob retransmits his 2xx after Alice dropped her INVITE.
+        p.drop = Box::new(|from_a, m, n| from_a && m.method() == Some(Method::Ack) && n == 0);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(100));
+        // Alice has ACKed the 2xx (lost), Bob has sent his final answer: neither keeps the
+        // INVITE; both keep the dialog.
+        let (ca, cb) = (p.a.call_ref(call).unwrap(), p.b.call_ref(bob_call).unwrap());
+        assert!(ca.invite.is_none() && cb.invite.is_none());
+        assert!(ca.dialog.is_some() && cb.dialog.is_some());
+        let first_ack = last_sent(&p, true, "ACK");
+        p.run(Duration::from_secs(2));
+        // The retransmitted 2xx got the same ACK again, and the call is confirmed at Bob.
+        let acks: Vec<&Bytes> = p
+            .sent_bytes
+            .iter()
+            .filter(|(a, b)| *a && b.starts_with(b"ACK "))
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(acks, [&first_ack, &first_ack], "{:?}", p.sent);
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
+        // A 2xx retransmission after the INVITE transaction ended (Timer M, 32 s) is still
+        // ACKed while the call is up: the call is found by its dialog's Call-ID.
+        p.run(Duration::from_secs(40));
+        let ok = last_sent(&p, false, "200 OK (INVITE)");
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, _) = drain(&mut p.a);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].retransmission);
+        assert_eq!(out[0].bytes, first_ack);
+        // Hang up: both ends forget the dialog.
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Terminated));
+        let (ca, cb) = (p.a.call_ref(call).unwrap(), p.b.call_ref(bob_call).unwrap());
+        assert!(ca.invite.is_none() && cb.invite.is_none());
+        assert!(ca.dialog.is_none() && cb.dialog.is_none());
+        // A retransmitted BYE is answered with the same 200 by its server transaction.
+        let bye = last_sent(&p, true, "BYE");
+        let ok_bye = last_sent(&p, false, "200 OK (BYE)");
+        p.b.handle_message(p.now, Message::parse(&bye).unwrap(), ALICE.parse().unwrap());
+        let (out, _) = drain(&mut p.b);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].retransmission);
+        assert_eq!(out[0].bytes, ok_bye);
+        // Any other request of the ended dialog gets 481 (RFC 3261 §12.2.2).
+        let info = String::from_utf8(bye.to_vec())
+            .unwrap()
+            .replace("BYE", "INFO");
+        p.b.handle_message(
+            p.now,
+            Message::parse(info.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let (out, _) = drain(&mut p.b);
+        assert_eq!(out.len(), 1);
+        assert_eq!(parse(&out[0]).status(), Some(481));
+        // After Timer J the BYE's transaction is gone and a late copy of the BYE gets 481
+        // too; nothing else was sent meanwhile.
+        let before = p.sent.len();
+        p.run(Duration::from_secs(40));
+        assert_eq!(p.sent.len(), before, "{:?}", &p.sent[before..]);
+        p.b.handle_message(p.now, Message::parse(&bye).unwrap(), ALICE.parse().unwrap());
+        let (out, _) = drain(&mut p.b);
+        assert_eq!(out.len(), 1);
+        assert_eq!(parse(&out[0]).status(), Some(481));
     }
 
     #[test]
