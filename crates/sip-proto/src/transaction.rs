@@ -326,6 +326,39 @@ impl ClientTransaction {
         self.transmits.is_empty() && self.events.is_empty()
     }
 
+    /// The compact form of a transaction that has its final response and only waits out
+    /// Timer D (INVITE, non-2xx: Completed), M (INVITE, 2xx: Accepted) or K (non-INVITE:
+    /// Completed), with nothing left to drain: its key, that deadline and, for an INVITE in
+    /// Completed, its ACK. It answers what the transaction would still answer (see
+    /// [`Finished::handle_response`]). `Err(self)` in any other state or while something
+    /// waits to be polled.
+    #[allow(clippy::result_large_err)] // reason: the transaction is handed back whole, by value, as it came
+    pub fn finish(self) -> Result<Finished, Self> {
+        let timer = match (self.state, self.invite) {
+            (State::Completed, true) => Timer::D,
+            (State::Accepted, true) => Timer::M,
+            (State::Completed, false) => Timer::K,
+            _ => return Err(self),
+        };
+        let Some(deadline) = self.timers.get(timer) else {
+            return Err(self);
+        };
+        if !self.is_quiet() {
+            return Err(self);
+        }
+        let kind = match (timer, self.ack) {
+            (Timer::D, Some(ack)) => FinishedKind::ClientCompletedInvite(ack),
+            (Timer::M, _) => FinishedKind::ClientAccepted,
+            _ => FinishedKind::Absorb,
+        };
+        Ok(Finished {
+            key: self.key,
+            deadline,
+            timer,
+            kind,
+        })
+    }
+
     /// Retransmissions of the request so far.
     pub fn retransmissions(&self) -> u32 {
         self.retransmissions
@@ -760,9 +793,157 @@ impl ServerTransaction {
         self.transmits.is_empty() && self.events.is_empty()
     }
 
+    /// The compact form of a transaction that has sent its final response and only waits
+    /// out Timer J (non-INVITE: Completed), L (INVITE, 2xx: Accepted) or I (INVITE,
+    /// non-2xx, ACKed: Confirmed), with nothing left to drain: its key, that deadline and,
+    /// for a non-INVITE, the response it re-sends for each retransmitted request. `Err(self)`
+    /// in any other state (an INVITE in Completed still retransmits its answer) or while
+    /// something waits to be polled.
+    #[allow(clippy::result_large_err)] // reason: the transaction is handed back whole, by value, as it came
+    pub fn finish(self) -> Result<Finished, Self> {
+        let timer = match (self.state, self.invite) {
+            (State::Completed, false) => Timer::J,
+            (State::Accepted, true) => Timer::L,
+            (State::Confirmed, true) => Timer::I,
+            _ => return Err(self),
+        };
+        let Some(deadline) = self.timers.get(timer) else {
+            return Err(self);
+        };
+        if !self.is_quiet() {
+            return Err(self);
+        }
+        let kind = match (timer, self.last_response) {
+            (Timer::J, Some(last)) => FinishedKind::ServerCompleted {
+                last,
+                retransmissions: self.retransmissions,
+            },
+            _ => FinishedKind::Absorb,
+        };
+        Ok(Finished {
+            key: self.key,
+            deadline,
+            timer,
+            kind,
+        })
+    }
+
     /// When [`ServerTransaction::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_timeout()
+    }
+}
+
+/// A transaction that has its final answer and only waits out its last timer (client: D, K
+/// or M; server: I, J or L), kept in the few bytes it still needs: its key (to match
+/// retransmissions), the deadline, and the one message it may send again. Made by
+/// [`ClientTransaction::finish`] or [`ServerTransaction::finish`]; it answers retransmissions
+/// as the whole transaction would, and ends at [`Finished::deadline`] (the owner reports
+/// [`Finished::timer`] fired then, as the transaction's `TimerFired` event did).
+#[derive(Debug)]
+pub struct Finished {
+    key: TxnKey,
+    deadline: Instant,
+    timer: Timer,
+    kind: FinishedKind,
+}
+
+#[derive(Debug)]
+enum FinishedKind {
+    /// Client INVITE in Completed: the ACK, sent again for each retransmitted final response
+    /// (§17.1.1.2).
+    ClientCompletedInvite(Bytes),
+    /// Client INVITE in Accepted: retransmitted 2xx go to the TU (RFC 6026 §7.2).
+    ClientAccepted,
+    /// Server non-INVITE in Completed: the final response, sent again for each
+    /// retransmitted request (§17.2.2).
+    ServerCompleted { last: Bytes, retransmissions: u32 },
+    /// Absorbs whatever matches: a client non-INVITE in Completed (§17.1.2.2), a server
+    /// INVITE in Accepted (RFC 6026 §8.7: the TU retransmits its 2xx) or in Confirmed
+    /// (§17.2.1: ACKs absorbed).
+    Absorb,
+}
+
+/// What a [`Finished`] transaction does with a matching message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishedReply {
+    /// Nothing: the message is absorbed.
+    Absorbed,
+    /// A retransmitted 2xx to an INVITE in Accepted: the TU must see it (to re-send its ACK).
+    Deliver,
+    /// Send this again on the transaction's flow; `count` is the transaction's
+    /// retransmissions so far when the transaction reports them (server non-INVITE, as a
+    /// [`TxnEvent::Retransmitted`] with no timer), `None` for the ACK a client INVITE
+    /// re-sends.
+    Resend {
+        /// The bytes, marked as a retransmission.
+        transmit: Transmit,
+        /// The retransmission count to report, if any.
+        count: Option<u32>,
+    },
+}
+
+impl Finished {
+    /// The key messages are matched with (the transaction's).
+    pub fn key(&self) -> &TxnKey {
+        &self.key
+    }
+
+    /// When the transaction ends (its last timer).
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The timer that ends it (D, K or M for a client; I, J or L for a server).
+    pub fn timer(&self) -> Timer {
+        self.timer
+    }
+
+    /// True for a server transaction's record.
+    pub fn is_server(&self) -> bool {
+        matches!(self.timer, Timer::I | Timer::J | Timer::L)
+    }
+
+    /// A response matching a finished client transaction's key: the ACK again for a
+    /// retransmitted non-2xx final (INVITE, Completed), the TU for a retransmitted 2xx
+    /// (INVITE, Accepted); anything else is absorbed.
+    pub fn handle_response(&self, resp: &Message) -> FinishedReply {
+        let code = resp.status().unwrap_or(0);
+        match &self.kind {
+            FinishedKind::ClientCompletedInvite(ack) if (300..=699).contains(&code) => {
+                FinishedReply::Resend {
+                    transmit: Transmit {
+                        bytes: ack.clone(),
+                        retransmission: true,
+                    },
+                    count: None,
+                }
+            }
+            FinishedKind::ClientAccepted if (200..=299).contains(&code) => FinishedReply::Deliver,
+            _ => FinishedReply::Absorbed,
+        }
+    }
+
+    /// A request matching a finished server transaction's key: a retransmitted non-INVITE
+    /// request is answered with the final response again (counted); retransmitted INVITEs
+    /// and ACKs are absorbed.
+    pub fn handle_request(&mut self, req: &Message) -> FinishedReply {
+        match &mut self.kind {
+            FinishedKind::ServerCompleted {
+                last,
+                retransmissions,
+            } if req.method() != Some(Method::Ack) => {
+                *retransmissions += 1;
+                FinishedReply::Resend {
+                    transmit: Transmit {
+                        bytes: last.clone(),
+                        retransmission: true,
+                    },
+                    count: Some(*retransmissions),
+                }
+            }
+            _ => FinishedReply::Absorbed,
+        }
     }
 }
 
@@ -857,6 +1038,148 @@ Content-Length: 0\r\n\r\n"
             ev.iter()
                 .any(|(d, e)| matches!(e, TxnEvent::Terminated) && d.as_secs() == 32)
         );
+    }
+
+    /// Drains a transaction's queues (what its owner does before `finish`).
+    fn drain_client(t: &mut ClientTransaction) -> Vec<Transmit> {
+        while t.poll_event().is_some() {}
+        std::iter::from_fn(|| t.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn finished_client_transactions_answer_as_the_whole_ones_did() {
+        let now = Instant::now();
+        let cfg = TimerConfig::default();
+        // Still at work (Calling / Trying) or with something to poll: not finished.
+        let inv = request("INVITE");
+        let t = ClientTransaction::new(now, &inv, false, cfg).unwrap();
+        let mut t = t.finish().expect_err("Calling, and its INVITE to send");
+        drain_client(&mut t);
+        let t = t.finish().expect_err("Calling");
+        // INVITE, non-2xx: Completed, Timer D (32 s); a retransmitted 486 gets the same ACK
+        // again, as the whole transaction sends it; a stray 2xx is absorbed.
+        let mut whole = t;
+        whole.handle_response(now, &response(&inv, 486));
+        let ack = drain_client(&mut whole).remove(0);
+        let deadline = whole.poll_timeout().unwrap();
+        let f = whole.finish().unwrap();
+        assert_eq!(
+            (f.timer(), f.deadline(), f.is_server()),
+            (Timer::D, deadline, false)
+        );
+        assert_eq!(deadline - now, Duration::from_secs(32));
+        assert_eq!(f.key(), &TxnKey::of_client_request(&inv).unwrap());
+        assert_eq!(
+            f.handle_response(&response(&inv, 486)),
+            FinishedReply::Resend {
+                transmit: Transmit {
+                    bytes: ack.bytes,
+                    retransmission: true
+                },
+                count: None
+            }
+        );
+        assert_eq!(
+            f.handle_response(&response(&inv, 200)),
+            FinishedReply::Absorbed
+        );
+        assert_eq!(
+            f.handle_response(&response(&inv, 180)),
+            FinishedReply::Absorbed
+        );
+        // INVITE, 2xx: Accepted, Timer M (32 s); retransmitted 2xx go to the TU (RFC 6026).
+        let mut t = ClientTransaction::new(now, &inv, false, cfg).unwrap();
+        t.handle_response(now, &response(&inv, 200));
+        assert_eq!(drain_client(&mut t).len(), 1, "only the INVITE itself");
+        let f = t.finish().unwrap();
+        assert_eq!(f.timer(), Timer::M);
+        assert_eq!(f.deadline() - now, Duration::from_secs(32));
+        assert_eq!(
+            f.handle_response(&response(&inv, 200)),
+            FinishedReply::Deliver
+        );
+        assert_eq!(
+            f.handle_response(&response(&inv, 486)),
+            FinishedReply::Absorbed
+        );
+        // Non-INVITE: Completed, Timer K (T4 = 5 s), everything absorbed.
+        let reg = request("REGISTER");
+        let mut t = ClientTransaction::new(now, &reg, false, cfg).unwrap();
+        t.handle_response(now, &response(&reg, 401));
+        drain_client(&mut t);
+        let f = t.finish().unwrap();
+        assert_eq!(
+            (f.timer(), f.deadline() - now),
+            (Timer::K, Duration::from_secs(5))
+        );
+        assert_eq!(
+            f.handle_response(&response(&reg, 401)),
+            FinishedReply::Absorbed
+        );
+        // Reliable transport: Timer K is 0, the record ends at once.
+        let mut t = ClientTransaction::new(now, &reg, true, cfg).unwrap();
+        t.handle_response(now, &response(&reg, 200));
+        drain_client(&mut t);
+        assert_eq!(t.finish().unwrap().deadline(), now);
+    }
+
+    #[test]
+    fn finished_server_transactions_answer_as_the_whole_ones_did() {
+        let now = Instant::now();
+        let cfg = TimerConfig::default();
+        let drain = |t: &mut ServerTransaction| -> Vec<Transmit> {
+            while t.poll_event().is_some() {}
+            std::iter::from_fn(|| t.poll_transmit()).collect()
+        };
+        // Non-INVITE: Completed, Timer J (32 s); each retransmitted request gets the final
+        // response again, counted; an ACK is absorbed.
+        let bye = request("BYE");
+        let t = ServerTransaction::new(&bye, false, cfg).unwrap();
+        let t0 = t.finish().expect_err("Trying");
+        let mut t = t0;
+        t.send_response(now, &response(&bye, 200)).unwrap();
+        let mut t = t.finish().expect_err("its response to send");
+        let ok = drain(&mut t).remove(0).bytes;
+        let mut f = t.finish().unwrap();
+        assert_eq!((f.timer(), f.is_server()), (Timer::J, true));
+        assert_eq!(f.deadline() - now, Duration::from_secs(32));
+        for count in 1..=2 {
+            assert_eq!(
+                f.handle_request(&bye),
+                FinishedReply::Resend {
+                    transmit: Transmit {
+                        bytes: ok.clone(),
+                        retransmission: true
+                    },
+                    count: Some(count)
+                }
+            );
+        }
+        assert_eq!(f.handle_request(&request("ACK")), FinishedReply::Absorbed);
+        // INVITE, 2xx: Accepted, Timer L; retransmitted INVITEs absorbed (the UA core
+        // retransmits its 2xx).
+        let inv = request("INVITE");
+        let mut t = ServerTransaction::new(&inv, false, cfg).unwrap();
+        t.send_response(now, &response(&inv, 200)).unwrap();
+        drain(&mut t);
+        let mut f = t.finish().unwrap();
+        assert_eq!(f.timer(), Timer::L);
+        assert_eq!(f.handle_request(&inv), FinishedReply::Absorbed);
+        // INVITE, non-2xx: Completed still retransmits (Timer G): not finished; once ACKed,
+        // Confirmed (Timer I, T4) absorbs further ACKs.
+        let mut t = ServerTransaction::new(&inv, false, cfg).unwrap();
+        t.send_response(now, &response(&inv, 486)).unwrap();
+        drain(&mut t);
+        let mut t = t.finish().expect_err("Completed INVITE");
+        t.handle_request(now, &request("ACK"));
+        drain(&mut t);
+        let mut f = t.finish().unwrap();
+        assert_eq!(
+            (f.timer(), f.deadline() - now),
+            (Timer::I, Duration::from_secs(5))
+        );
+        assert_eq!(f.handle_request(&request("ACK")), FinishedReply::Absorbed);
+        assert_eq!(f.handle_request(&inv), FinishedReply::Absorbed);
     }
 
     #[test]

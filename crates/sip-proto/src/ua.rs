@@ -35,7 +35,8 @@ use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId, tagged_text};
 use crate::fifo::Fifo;
 use crate::transaction::{
-    ClientTransaction, ServerTransaction, State, Timer, TimerConfig, TxnEvent, TxnKey, client_match,
+    ClientTransaction, Finished, FinishedReply, ServerTransaction, State, Timer, TimerConfig,
+    TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -362,6 +363,23 @@ struct ServerEntry {
     method: Method,
 }
 
+/// A transaction that only waits out its last timer, in its compact form ([`Finished`]),
+/// and whom it answers for.
+#[derive(Debug)]
+struct FinishedEntry {
+    txn: Finished,
+    peer: Peer,
+}
+
+#[derive(Debug)]
+enum Peer {
+    /// A client transaction: its owner (a retransmitted 2xx in Accepted goes to it) and, for
+    /// an INVITE in Completed, where its ACK goes again.
+    Client(Owner, AckTo),
+    /// A server transaction: where its request came from.
+    Server(SocketAddr),
+}
+
 #[derive(Debug)]
 struct Call {
     uac: bool,
@@ -432,11 +450,12 @@ pub struct UserAgent {
     client: Vec<Box<ClientEntry>>,
     #[allow(clippy::vec_box)] // reason: as `client`
     server: Vec<Box<ServerEntry>>,
-    /// The earliest timer of `client` and `server`, taken again at the end of every
-    /// `drain_client` and `drain_server` (a transaction's timers change only in calls that
-    /// are followed by one): `poll_timeout`, asked after every event, reads it instead of
-    /// walking every transaction (a finished call's wait 32 s, Timers D/K/M/L/J).
-    txn_next: Option<Instant>,
+    /// Transactions that have their final answer and only wait out Timer D/K/M (client) or
+    /// I/J/L (server), in deadline order: a few hundred bytes each instead of a whole entry,
+    /// and never visited by the drains (`client` and `server` hold only the transactions
+    /// still at work). Their earliest deadline is the first; `poll_timeout` walks only the
+    /// transactions at work (the earliest deadline is no longer kept apart).
+    finished: Vec<FinishedEntry>,
     /// Messages to send and events to report; `None` when both are empty (an idle phone).
     queues: Option<Box<Queues>>,
 }
@@ -454,6 +473,44 @@ struct Queues {
 #[allow(clippy::vec_box)] // reason: see the function's comment
 fn push_boxed<T>(v: &mut Vec<Box<T>>, x: T) {
     v.push(Box::new(x));
+}
+
+/// Where a finished client INVITE sends its ACK again: the usual destinations without a box
+/// (a `Destination` is 128 bytes, for its `Uri`).
+#[derive(Debug)]
+enum AckTo {
+    /// Not an INVITE in Completed: nothing is sent again.
+    Nowhere,
+    Registrar,
+    OutboundProxy,
+    Other(Box<Destination>),
+}
+
+impl AckTo {
+    fn new(d: Destination) -> Self {
+        match d {
+            Destination::Registrar => Self::Registrar,
+            Destination::OutboundProxy => Self::OutboundProxy,
+            d => Self::Other(Box::new(d)),
+        }
+    }
+
+    fn destination(&self) -> Option<Destination> {
+        match self {
+            Self::Nowhere => None,
+            Self::Registrar => Some(Destination::Registrar),
+            Self::OutboundProxy => Some(Destination::OutboundProxy),
+            Self::Other(d) => Some(Destination::clone(d)),
+        }
+    }
+}
+
+/// Keeps a finished transaction in deadline order (nearly always the latest: a new one goes
+/// at the back).
+fn push_finished(list: &mut Vec<FinishedEntry>, f: FinishedEntry) {
+    let deadline = f.txn.deadline();
+    let at = list.partition_point(|e| e.txn.deadline() <= deadline);
+    list.insert(at, f);
 }
 
 /// Queues a message to send (a phone mostly sends one message at a time: the queue holds
@@ -516,7 +573,7 @@ impl UserAgent {
             first_call: 0,
             client: Vec::new(),
             server: Vec::new(),
-            txn_next: None,
+            finished: Vec::new(),
             queues: None,
         }
     }
@@ -1628,6 +1685,7 @@ impl UserAgent {
                 drop(branch);
                 self.client[i].txn.handle_response_owned(now, resp);
             }
+            None if self.answer_finished_client(now, &branch, &method, &resp) => {}
             None => {
                 // A 2xx retransmission after the INVITE transaction ended (no RFC 6026
                 // Accepted state left): re-ACK through the call (§13.2.2.4).
@@ -1671,6 +1729,9 @@ impl UserAgent {
         {
             e.txn.handle_request(now, &req);
             self.drain_server(now);
+            return;
+        }
+        if method != Method::Cancel && self.answer_finished_server(&req, &key) {
             return;
         }
         let in_dialog = req
@@ -1945,6 +2006,20 @@ impl UserAgent {
 
     /// Fires everything due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Finished transactions end at their last timer (reported as the whole transaction
+        // reported it: that timer fired, for the transaction's method).
+        let due = self.finished.partition_point(|f| f.txn.deadline() <= now);
+        if due > 0 {
+            let q = queues(&mut self.queues);
+            for f in self.finished.drain(..due) {
+                let (timer, method) = (f.txn.timer(), f.txn.key().method.clone());
+                q.events.push_back(UaEvent::TimerFired { timer, method });
+            }
+            if self.finished.is_empty() {
+                // An idle phone keeps no room for them.
+                self.finished = Vec::new();
+            }
+        }
         for e in &mut self.client {
             if e.txn.poll_timeout().is_some_and(|t| t <= now) {
                 e.txn.handle_timeout(now);
@@ -2049,15 +2124,56 @@ impl UserAgent {
     fn drain_client(&mut self, now: Instant) {
         let mut i = 0;
         while i < self.client.len() {
-            // Most entries are finished ones waiting out Timer D, K or M, with nothing to
-            // drain: they are passed over with no event machinery (the same outcome as below).
+            // An entry with nothing to drain is finished with, passed over (still at work)
+            // or kept in its compact form (waiting out Timer D, K or M). An entry that had
+            // something is visited again once drained (`i` stays), to take that path.
             let e = &mut self.client[i];
             if e.txn.is_quiet() {
-                if e.txn.state() == State::Terminated {
-                    self.client.swap_remove(i);
-                } else {
-                    e.txn.shed();
-                    i += 1;
+                match e.txn.state() {
+                    State::Terminated => {
+                        self.client.swap_remove(i);
+                    }
+                    State::Completed | State::Accepted => {
+                        let entry = self.client.swap_remove(i);
+                        let ClientEntry {
+                            txn,
+                            owner,
+                            destination,
+                            method,
+                        } = *entry;
+                        match txn.finish() {
+                            Ok(txn) => {
+                                // Only an INVITE in Completed sends again (its ACK).
+                                let ack_to = if txn.timer() == Timer::D {
+                                    AckTo::new(destination)
+                                } else {
+                                    AckTo::Nowhere
+                                };
+                                push_finished(
+                                    &mut self.finished,
+                                    FinishedEntry {
+                                        txn,
+                                        peer: Peer::Client(owner, ack_to),
+                                    },
+                                );
+                            }
+                            Err(txn) => {
+                                // Not reached (a quiet Completed or Accepted transaction has
+                                // its last timer set); kept whole, at the end.
+                                push_boxed(
+                                    &mut self.client,
+                                    ClientEntry {
+                                        txn,
+                                        owner,
+                                        destination,
+                                        method,
+                                    },
+                                );
+                                i += 1;
+                            }
+                        }
+                    }
+                    _ => i += 1,
                 }
                 continue;
             }
@@ -2095,47 +2211,111 @@ impl UserAgent {
                     .iter()
                     .chain(&more)
                     .any(|e| matches!(e, TxnEvent::Response(_)));
-            let finished = first.into_iter().chain(more);
+            let events = first.into_iter().chain(more);
             if request_needed {
-                let mut entry = self.client.remove(i);
-                for ev in finished {
+                let entry = self.client.remove(i);
+                for ev in events {
                     self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
                 }
-                // The response was handled: a finished transaction needs its request no more.
-                entry.txn.shed();
-                if entry.txn.state() != State::Terminated {
-                    let at = i.min(self.client.len());
-                    self.client.insert(at, entry);
-                }
+                let at = i.min(self.client.len());
+                self.client.insert(at, entry);
                 continue;
             }
-            for ev in finished {
+            for ev in events {
                 self.on_client_event(now, owner, &method, None, ev);
-            }
-            match self.client.get_mut(i) {
-                Some(e) if e.txn.state() == State::Terminated => {
-                    self.client.swap_remove(i);
-                }
-                Some(e) => {
-                    // A finished transaction (waiting out Timer D, K or M) needs its request
-                    // no more.
-                    e.txn.shed();
-                    i += 1;
-                }
-                None => i += 1,
             }
         }
         if self.client.is_empty() && self.client.capacity() > 0 {
             self.client = Vec::new();
         }
-        self.txn_next = self.scan_txn_next();
     }
 
-    /// The earliest timer of every client and server transaction.
+    /// A response matching no transaction at work: a finished one answers it if it matches
+    /// (the ACK again for a retransmitted non-2xx, the call for a retransmitted 2xx). False
+    /// when none matches.
+    fn answer_finished_client(
+        &mut self,
+        now: Instant,
+        branch: &str,
+        method: &Method,
+        resp: &Message,
+    ) -> bool {
+        let Some(f) = self
+            .finished
+            .iter()
+            .find(|f| !f.txn.is_server() && f.txn.key().is(branch, method))
+        else {
+            return false;
+        };
+        let Peer::Client(owner, ack_to) = &f.peer else {
+            return false;
+        };
+        match f.txn.handle_response(resp) {
+            FinishedReply::Absorbed => {}
+            FinishedReply::Deliver => {
+                let owner = *owner;
+                self.on_client_event(now, owner, method, None, TxnEvent::Response(resp.clone()));
+                // The handler may have started transactions.
+                self.drain_client(now);
+            }
+            FinishedReply::Resend { transmit, .. } => {
+                if let Some(destination) = ack_to.destination() {
+                    push_out(
+                        &mut self.queues,
+                        Outgoing {
+                            destination,
+                            bytes: transmit.bytes,
+                            retransmission: transmit.retransmission,
+                        },
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// A request matching no server transaction at work: a finished one answers it if it
+    /// matches (the final response again for a retransmitted non-INVITE, reported as a
+    /// retransmission). False when none matches.
+    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> bool {
+        let Some(f) = self
+            .finished
+            .iter_mut()
+            .find(|f| f.txn.is_server() && f.txn.key() == key)
+        else {
+            return false;
+        };
+        let Peer::Server(source) = f.peer else {
+            return false;
+        };
+        if let FinishedReply::Resend { transmit, count } = f.txn.handle_request(req) {
+            push_out(
+                &mut self.queues,
+                Outgoing {
+                    destination: Destination::Source(source),
+                    bytes: transmit.bytes,
+                    retransmission: transmit.retransmission,
+                },
+            );
+            if let Some(count) = count {
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::Retransmitted {
+                        method: key.method.clone(),
+                        count,
+                    });
+            }
+        }
+        true
+    }
+
+    /// The earliest timer of every client and server transaction (the finished ones are
+    /// in deadline order).
     fn scan_txn_next(&self) -> Option<Instant> {
         let client = self.client.iter().filter_map(|e| e.txn.poll_timeout());
         let server = self.server.iter().filter_map(|e| e.txn.poll_timeout());
-        client.chain(server).min()
+        let finished = self.finished.first().map(|f| f.txn.deadline());
+        client.chain(server).chain(finished).min()
     }
 
     fn on_client_event(
@@ -2224,10 +2404,46 @@ impl UserAgent {
         while i < self.server.len() {
             let e = &mut self.server[i];
             if e.txn.is_quiet() {
-                if e.txn.state() == State::Terminated {
-                    self.server.swap_remove(i);
-                } else {
+                let finishable = match e.txn.state() {
+                    State::Terminated => {
+                        self.server.swap_remove(i);
+                        continue;
+                    }
+                    // An INVITE in Completed still retransmits its answer (Timer G).
+                    State::Completed => e.method != Method::Invite,
+                    State::Accepted | State::Confirmed => true,
+                    _ => false,
+                };
+                if !finishable {
                     i += 1;
+                    continue;
+                }
+                let entry = self.server.swap_remove(i);
+                let ServerEntry {
+                    txn,
+                    source,
+                    method,
+                } = *entry;
+                match txn.finish() {
+                    Ok(txn) => push_finished(
+                        &mut self.finished,
+                        FinishedEntry {
+                            txn,
+                            peer: Peer::Server(source),
+                        },
+                    ),
+                    Err(txn) => {
+                        // Not reached (see `drain_client`); kept whole, at the end.
+                        push_boxed(
+                            &mut self.server,
+                            ServerEntry {
+                                txn,
+                                source,
+                                method,
+                            },
+                        );
+                        i += 1;
+                    }
                 }
                 continue;
             }
@@ -2261,16 +2477,11 @@ impl UserAgent {
                     _ => {}
                 }
             }
-            if e.txn.state() == State::Terminated {
-                self.server.swap_remove(i);
-            } else {
-                i += 1;
-            }
+            // Visited again (`i` stays), now quiet: dropped, kept compact or passed over.
         }
         if self.server.is_empty() && self.server.capacity() > 0 {
             self.server = Vec::new();
         }
-        self.txn_next = self.scan_txn_next();
     }
 
     // ---- output ----
@@ -2304,18 +2515,16 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        debug_assert_eq!(
-            self.txn_next,
-            self.scan_txn_next(),
-            "stale transaction deadline"
-        );
         let calls = self.calls.iter().flatten().flat_map(|c| {
             [&c.ok_retransmit, &c.prov_retransmit]
                 .into_iter()
                 .flatten()
                 .map(|(_, next, _, deadline)| (*next).min(*deadline))
         });
-        calls.chain(self.txn_next).chain(self.reg_refresh_at).min()
+        calls
+            .chain(self.scan_txn_next())
+            .chain(self.reg_refresh_at)
+            .min()
     }
 
     /// Forgets a finished call's state (its handle becomes unknown).
@@ -2954,6 +3163,49 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn finished_transactions_are_kept_compact_and_still_answer_retransmissions() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.reject(p.now, bob_call, 486);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        // Alice's INVITE waits out Timer D, Bob's (ACKed) Timer I: both in compact form,
+        // out of the lists the drains walk.
+        assert!(p.a.client.is_empty() && p.b.server.is_empty());
+        let timers =
+            |ua: &UserAgent| -> Vec<Timer> { ua.finished.iter().map(|f| f.txn.timer()).collect() };
+        assert_eq!(timers(&p.a), [Timer::D]);
+        assert_eq!(timers(&p.b), [Timer::I]);
+        // A retransmitted 486 gets the same ACK again, to where the INVITE went.
+        let ack = last_sent(&p, true, "ACK");
+        let busy = last_sent(&p, false, "486");
+        p.a.handle_message(p.now, Message::parse(&busy).unwrap(), BOB.parse().unwrap());
+        let (out, ev) = drain(&mut p.a);
+        assert_eq!(out.len(), 1, "{ev:?}");
+        assert_eq!(out[0].destination, Destination::Registrar);
+        assert!(out[0].retransmission);
+        assert_eq!(out[0].bytes, ack);
+        // A retransmitted ACK is absorbed by Bob's confirmed transaction.
+        p.b.handle_message(p.now, Message::parse(&ack).unwrap(), ALICE.parse().unwrap());
+        let (out, ev) = drain(&mut p.b);
+        assert!(out.is_empty() && ev.is_empty(), "{out:?} {ev:?}");
+        // The records end at their timers, reported as the whole transactions reported them.
+        p.run(Duration::from_secs(40));
+        let fired = |ev: &[UaEvent], t: Timer| {
+            ev.iter().any(|e| {
+                matches!(e, UaEvent::TimerFired { timer, method: Method::Invite } if *timer == t)
+            })
+        };
+        assert!(fired(&p.events_a, Timer::D), "{:?}", p.events_a);
+        assert!(fired(&p.events_b, Timer::I), "{:?}", p.events_b);
+        assert!(p.a.finished.is_empty() && p.a.finished.capacity() == 0);
+        assert!(p.b.finished.is_empty() && p.b.finished.capacity() == 0);
+        assert_eq!((p.a.poll_timeout(), p.b.poll_timeout()), (None, None));
     }
 
     #[test]
