@@ -2,7 +2,7 @@
 //! construction of requests inside a dialog.
 
 use sip_msg::typed::{CallIdRef, Contact, FromRef, NameAddr, RecordRoute, ToRef, Via};
-use sip_msg::{Message, Method, RequestBuilder, Uri, text_of};
+use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, text_of};
 
 /// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -72,6 +72,69 @@ pub fn tagged_text(addr: NameAddr, tag: &str) -> String {
     }
 }
 
+/// The From or To value of `msg` (`name`) with its tag set to `tag`, as [`tagged_text`]
+/// prints it, read in place: the value as received when it is a name-addr with no display
+/// name (`<uri>;params`, as this agent and most peers print it) whose tag is already `tag`,
+/// or that value with `;tag=TAG` appended when it has none (where `with_tag` puts it): the
+/// text the typed print gives for such values (test
+/// `dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`). `Err(())` when the
+/// value does not parse, has another tag, has a display name (the typed print re-quotes
+/// it) or is a bare addr-spec: the typed path decides then.
+fn tagged_in_place(msg: &Message, name: &HeaderName, tag: &str) -> Result<String, ()> {
+    let value = msg.headers.value(name).ok_or(())?;
+    if !value.starts_with('<') {
+        return Err(());
+    }
+    let current = match name {
+        HeaderName::From => msg
+            .headers
+            .view::<FromRef>()
+            .ok_or(())?
+            .map_err(|_| ())?
+            .tag(),
+        _ => msg
+            .headers
+            .view::<ToRef>()
+            .ok_or(())?
+            .map_err(|_| ())?
+            .tag(),
+    };
+    match current.as_deref() {
+        None => {
+            let mut text = String::with_capacity(value.len() + 5 + tag.len());
+            text.push_str(value);
+            text.push_str(";tag=");
+            text.push_str(tag);
+            Ok(text)
+        }
+        Some(t) if t == tag => Ok(value.to_owned()),
+        Some(_) => Err(()),
+    }
+}
+
+/// The tag of `msg`'s From (`name` is `HeaderName::From`) or To, read in place.
+fn tag_of(msg: &Message, name: &HeaderName) -> Result<String, DialogError> {
+    let (tag, what) = match name {
+        HeaderName::From => (
+            msg.headers
+                .view::<FromRef>()
+                .and_then(Result::ok)
+                .map(|f| f.tag()),
+            "From",
+        ),
+        _ => (
+            msg.headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .map(|t| t.tag()),
+            "To",
+        ),
+    };
+    tag.ok_or(DialogError::BadHeader(what))?
+        .map(|t| t.into_owned())
+        .ok_or(DialogError::MissingTag)
+}
+
 fn record_routes(msg: &Message) -> Vec<NameAddr> {
     msg.headers
         .typed_all::<RecordRoute>()
@@ -85,16 +148,28 @@ impl Dialog {
     /// The UAC side, from our request and a 1xx/2xx response carrying a To tag (§12.1.2):
     /// the route set is the Record-Route of the response, reversed.
     pub fn from_uac(request: &Message, response: &Message) -> Result<Self, DialogError> {
-        let from = request.from().ok_or(DialogError::BadHeader("From"))?;
-        let to = response.to().ok_or(DialogError::BadHeader("To"))?;
-        let local_tag = from.tag().ok_or(DialogError::MissingTag)?;
-        let remote_tag = to.tag().ok_or(DialogError::MissingTag)?;
+        let local_tag = tag_of(request, &HeaderName::From)?;
+        let remote_tag = tag_of(response, &HeaderName::To)?;
+        let local_uri = match tagged_in_place(request, &HeaderName::From, &local_tag) {
+            Ok(text) => text,
+            Err(()) => {
+                let from = request.from().ok_or(DialogError::BadHeader("From"))?;
+                tagged_text(from.0, &local_tag)
+            }
+        };
+        let remote_uri = match tagged_in_place(response, &HeaderName::To, &remote_tag) {
+            Ok(text) => text,
+            Err(()) => {
+                let to = response.to().ok_or(DialogError::BadHeader("To"))?;
+                tagged_text(to.0, &remote_tag)
+            }
+        };
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         let mut route_set = record_routes(response);
         route_set.reverse();
         Ok(Self {
-            local_uri: tagged_text(from.0, &local_tag),
-            remote_uri: tagged_text(to.0, &remote_tag),
+            local_uri,
+            remote_uri,
             id: DialogId {
                 call_id,
                 local_tag,
@@ -110,13 +185,25 @@ impl Dialog {
     /// The UAS side, from the received request and the tag we chose (§12.1.1): the route
     /// set is the request's Record-Route in order.
     pub fn from_uas(request: &Message, local_tag: &str) -> Result<Self, DialogError> {
-        let from = request.from().ok_or(DialogError::BadHeader("From"))?;
-        let to = request.to().ok_or(DialogError::BadHeader("To"))?;
-        let remote_tag = from.tag().ok_or(DialogError::MissingTag)?;
+        let remote_tag = tag_of(request, &HeaderName::From)?;
+        let remote_uri = match tagged_in_place(request, &HeaderName::From, &remote_tag) {
+            Ok(text) => text,
+            Err(()) => {
+                let from = request.from().ok_or(DialogError::BadHeader("From"))?;
+                tagged_text(from.0, &remote_tag)
+            }
+        };
+        let local_uri = match tagged_in_place(request, &HeaderName::To, local_tag) {
+            Ok(text) => text,
+            Err(()) => {
+                let to = request.to().ok_or(DialogError::BadHeader("To"))?;
+                tagged_text(to.0, local_tag)
+            }
+        };
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         Ok(Self {
-            local_uri: tagged_text(to.0, local_tag),
-            remote_uri: tagged_text(from.0, &remote_tag),
+            local_uri,
+            remote_uri,
             id: DialogId {
                 call_id,
                 local_tag: local_tag.to_owned(),
@@ -232,6 +319,66 @@ pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dialog_uris_read_in_place_are_the_typed_ones_for_printed_values() {
+        // Values as our agent and most peers print them (name-addr forms), and forms the
+        // in-place path leaves to the typed one (a bare addr-spec, another tag): the
+        // dialog's From/To texts are what the typed path (`tagged_text`) gives.
+        for (from, to) in [
+            ("<sip:alice@a.example>;tag=ft", "<sip:bob@b.example>"),
+            (
+                "\"Alice A\" <sip:alice@a.example;transport=tcp>;x=1;tag=ft",
+                "\"Bob\" <sip:bob@b.example:5070>;y",
+            ),
+            ("sip:alice@a.example;tag=ft", "sip:bob@b.example"),
+            (
+                "<sip:alice@a.example>;tag=ft",
+                "<sip:bob@b.example>;tag=other",
+            ),
+        ] {
+            let raw = format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: {from}\r\nTo: {to}\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\n\
+Content-Length: 0\r\n\r\n"
+            );
+            let req = Message::parse(raw.as_bytes()).unwrap();
+            let d = Dialog::from_uas(&req, "lt").unwrap();
+            let typed_from = NameAddr::parse(from).unwrap();
+            let typed_to = NameAddr::parse(to).unwrap();
+            assert_eq!(
+                d.remote_uri,
+                tagged_text(typed_from.clone(), "ft"),
+                "{from}"
+            );
+            assert_eq!(d.local_uri, tagged_text(typed_to, "lt"), "{to}");
+            assert_eq!(d.id.remote_tag, "ft");
+            // The UAC side, from a response tagged "rt".
+            let mut resp = Message::response_to(&req, 200, "OK", Some("rt"));
+            resp.headers.push(sip_msg::Header::new(
+                HeaderName::Contact,
+                "<sip:bob@192.0.2.2>",
+            ));
+            let d = Dialog::from_uac(&req, &resp).unwrap();
+            assert_eq!(d.local_uri, tagged_text(typed_from, "ft"), "{from}");
+            // (`response_to` keeps a tag the request's To had.)
+            let resp_to = resp.to().unwrap().0;
+            let rt = resp_to.tag().unwrap();
+            assert_eq!(d.remote_uri, tagged_text(resp_to, &rt), "{to}");
+            assert_eq!(
+                (d.id.local_tag.as_str(), d.id.remote_tag.as_str()),
+                ("ft", rt.as_str())
+            );
+        }
+        // No From tag: refused as before.
+        let raw = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>\r\n\
+To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(
+            Dialog::from_uas(&req, "lt").unwrap_err(),
+            DialogError::MissingTag
+        );
+    }
 
     #[test]
     fn a_tagged_text_is_the_printed_with_tag() {
