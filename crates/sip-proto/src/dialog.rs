@@ -72,67 +72,68 @@ pub fn tagged_text(addr: NameAddr, tag: &str) -> String {
     }
 }
 
-/// The From or To value of `msg` (`name`) with its tag set to `tag`, as [`tagged_text`]
-/// prints it, read in place: the value as received when it is a name-addr with no display
-/// name (`<uri>;params`, as this agent and most peers print it) whose tag is already `tag`,
-/// or that value with `;tag=TAG` appended when it has none (where `with_tag` puts it): the
-/// text the typed print gives for such values (test
-/// `dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`). `Err(())` when the
-/// value does not parse, has another tag, has a display name (the typed print re-quotes
-/// it) or is a bare addr-spec: the typed path decides then.
-fn tagged_in_place(msg: &Message, name: &HeaderName, tag: &str) -> Result<String, ()> {
-    let value = msg.headers.value(name).ok_or(())?;
-    if !value.starts_with('<') {
-        return Err(());
-    }
-    let current = match name {
-        HeaderName::From => msg
-            .headers
-            .view::<FromRef>()
-            .ok_or(())?
-            .map_err(|_| ())?
-            .tag(),
-        _ => msg
-            .headers
-            .view::<ToRef>()
-            .ok_or(())?
-            .map_err(|_| ())?
-            .tag(),
+/// One side of a dialog from `msg`'s From or To (`name`): its tag (`set_tag`, or the one the
+/// header carries: `MissingTag` without) and the value with that tag, as [`tagged_text`]
+/// prints it. The header is read once, in place: when it is a name-addr with no display
+/// name (`<uri>;params`, as this agent and most peers print it) whose tag is absent or
+/// already the one, the text is the value as received, with `;tag=TAG` appended when it had
+/// none (where `with_tag` puts it): the typed print's text for such values (test
+/// `dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`). Other forms (a display
+/// name, which the typed print re-quotes; a bare addr-spec; another tag) take the typed path.
+fn side(
+    msg: &Message,
+    name: &HeaderName,
+    set_tag: Option<&str>,
+) -> Result<(String, String), DialogError> {
+    let what = if *name == HeaderName::From {
+        "From"
+    } else {
+        "To"
     };
-    match current.as_deref() {
+    let bad = DialogError::BadHeader(what);
+    let value = msg.headers.value(name).ok_or(bad)?;
+    let current = if *name == HeaderName::From {
+        msg.headers
+            .view::<FromRef>()
+            .ok_or(bad)?
+            .map_err(|_| bad)?
+            .tag()
+    } else {
+        msg.headers
+            .view::<ToRef>()
+            .ok_or(bad)?
+            .map_err(|_| bad)?
+            .tag()
+    };
+    let tag = match (set_tag, &current) {
+        (Some(t), _) => t.to_owned(),
+        (None, Some(t)) => t.clone().into_owned(),
+        (None, None) => return Err(DialogError::MissingTag),
+    };
+    let text = match current.as_deref() {
+        _ if !value.starts_with('<') => None,
         None => {
             let mut text = String::with_capacity(value.len() + 5 + tag.len());
             text.push_str(value);
             text.push_str(";tag=");
-            text.push_str(tag);
-            Ok(text)
+            text.push_str(&tag);
+            Some(text)
         }
-        Some(t) if t == tag => Ok(value.to_owned()),
-        Some(_) => Err(()),
-    }
-}
-
-/// The tag of `msg`'s From (`name` is `HeaderName::From`) or To, read in place.
-fn tag_of(msg: &Message, name: &HeaderName) -> Result<String, DialogError> {
-    let (tag, what) = match name {
-        HeaderName::From => (
-            msg.headers
-                .view::<FromRef>()
-                .and_then(Result::ok)
-                .map(|f| f.tag()),
-            "From",
-        ),
-        _ => (
-            msg.headers
-                .view::<ToRef>()
-                .and_then(Result::ok)
-                .map(|t| t.tag()),
-            "To",
-        ),
+        Some(t) if t == tag => Some(value.to_owned()),
+        Some(_) => None,
     };
-    tag.ok_or(DialogError::BadHeader(what))?
-        .map(|t| t.into_owned())
-        .ok_or(DialogError::MissingTag)
+    let text = match text {
+        Some(text) => text,
+        None => {
+            let addr = if *name == HeaderName::From {
+                msg.from().ok_or(bad)?.0
+            } else {
+                msg.to().ok_or(bad)?.0
+            };
+            tagged_text(addr, &tag)
+        }
+    };
+    Ok((tag, text))
 }
 
 fn record_routes(msg: &Message) -> Vec<NameAddr> {
@@ -148,22 +149,8 @@ impl Dialog {
     /// The UAC side, from our request and a 1xx/2xx response carrying a To tag (§12.1.2):
     /// the route set is the Record-Route of the response, reversed.
     pub fn from_uac(request: &Message, response: &Message) -> Result<Self, DialogError> {
-        let local_tag = tag_of(request, &HeaderName::From)?;
-        let remote_tag = tag_of(response, &HeaderName::To)?;
-        let local_uri = match tagged_in_place(request, &HeaderName::From, &local_tag) {
-            Ok(text) => text,
-            Err(()) => {
-                let from = request.from().ok_or(DialogError::BadHeader("From"))?;
-                tagged_text(from.0, &local_tag)
-            }
-        };
-        let remote_uri = match tagged_in_place(response, &HeaderName::To, &remote_tag) {
-            Ok(text) => text,
-            Err(()) => {
-                let to = response.to().ok_or(DialogError::BadHeader("To"))?;
-                tagged_text(to.0, &remote_tag)
-            }
-        };
+        let (local_tag, local_uri) = side(request, &HeaderName::From, None)?;
+        let (remote_tag, remote_uri) = side(response, &HeaderName::To, None)?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         let mut route_set = record_routes(response);
         route_set.reverse();
@@ -185,21 +172,8 @@ impl Dialog {
     /// The UAS side, from the received request and the tag we chose (§12.1.1): the route
     /// set is the request's Record-Route in order.
     pub fn from_uas(request: &Message, local_tag: &str) -> Result<Self, DialogError> {
-        let remote_tag = tag_of(request, &HeaderName::From)?;
-        let remote_uri = match tagged_in_place(request, &HeaderName::From, &remote_tag) {
-            Ok(text) => text,
-            Err(()) => {
-                let from = request.from().ok_or(DialogError::BadHeader("From"))?;
-                tagged_text(from.0, &remote_tag)
-            }
-        };
-        let local_uri = match tagged_in_place(request, &HeaderName::To, local_tag) {
-            Ok(text) => text,
-            Err(()) => {
-                let to = request.to().ok_or(DialogError::BadHeader("To"))?;
-                tagged_text(to.0, local_tag)
-            }
-        };
+        let (remote_tag, remote_uri) = side(request, &HeaderName::From, None)?;
+        let (_, local_uri) = side(request, &HeaderName::To, Some(local_tag))?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         Ok(Self {
             local_uri,
