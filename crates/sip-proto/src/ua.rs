@@ -416,6 +416,43 @@ struct Call {
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
 }
 
+/// One call handle's state.
+#[derive(Debug)]
+enum Slot {
+    /// A call in progress (or ended, until [`Slot::end`] runs).
+    Live(Box<Call>),
+    /// An ended call: all that is kept is a UAC's ACK for its 2xx, sent again for each 2xx
+    /// retransmission the INVITE's transaction (Accepted, Timer M) still passes up
+    /// (RFC 3261 §13.2.2.4). Its handle reports `Terminated` until forgotten.
+    Ended(Option<Box<(Destination, Bytes)>>),
+    /// Forgotten ([`UserAgent::forget_call`]): the handle is unknown.
+    Forgotten,
+}
+
+impl Slot {
+    fn as_ref(&self) -> Option<&Call> {
+        match self {
+            Self::Live(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn as_mut(&mut self) -> Option<&mut Call> {
+        match self {
+            Self::Live(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Keeps of an ended call only what may still be needed (its 2xx's ACK), freeing the
+    /// rest (the call's box, its SDP, its dialog if still there).
+    fn end(&mut self) {
+        if let Self::Live(c) = self {
+            *self = Self::Ended(c.ack.take().map(Box::new));
+        }
+    }
+}
+
 /// A simulated SIP phone.
 #[derive(Debug)]
 pub struct UserAgent {
@@ -442,7 +479,7 @@ pub struct UserAgent {
     /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. Each is boxed (a finished,
     /// forgotten call leaves an 8-byte slot, not a whole `Call`) and forgotten calls at the
     /// front are dropped, so a phone that calls for days keeps only its recent calls.
-    calls: VecDeque<Option<Box<Call>>>,
+    calls: VecDeque<Slot>,
     /// The handle of `calls[0]`: handles are never reused.
     first_call: u32,
     /// Boxed entries (see [`push_boxed`]).
@@ -600,7 +637,11 @@ impl UserAgent {
 
     /// The state of a call (`None` once forgotten or unknown).
     pub fn call_state(&self, call: CallId) -> Option<CallState> {
-        self.call_ref(call).map(|c| c.state)
+        match self.calls.get(self.slot(call)?)? {
+            Slot::Live(c) => Some(c.state),
+            Slot::Ended(_) => Some(CallState::Terminated),
+            Slot::Forgotten => None,
+        }
     }
 
     /// The remote SDP of an established call is reported in events; this returns our SDP.
@@ -620,12 +661,12 @@ impl UserAgent {
     }
 
     fn call_ref(&self, id: CallId) -> Option<&Call> {
-        self.calls.get(self.slot(id)?)?.as_deref()
+        self.calls.get(self.slot(id)?)?.as_ref()
     }
 
     fn call_mut(&mut self, id: CallId) -> Option<&mut Call> {
         let i = self.slot(id)?;
-        self.calls.get_mut(i)?.as_deref_mut()
+        self.calls.get_mut(i)?.as_mut()
     }
 
     fn aor(&self) -> SipUri {
@@ -986,7 +1027,7 @@ impl UserAgent {
         }
         let invite = b.build();
         let id = Self::id_at(self.first_call, self.calls.len());
-        self.calls.push_back(Some(Box::new(Call {
+        self.calls.push_back(Slot::Live(Box::new(Call {
             uac: true,
             state: CallState::Calling,
             invite: Some(Box::new(invite.clone())),
@@ -1017,11 +1058,11 @@ impl UserAgent {
             c.reported_end = true;
             c.state = CallState::Terminated;
             // RFC 3261 §15: the dialog ends with the call (a retransmitted BYE is answered by
-            // its server transaction; other requests of the dialog get 481); the kept INVITE
-            // goes too. A UAC keeps the 2xx's ACK, re-sent while Timer M absorbs 2xx
-            // retransmissions.
-            c.invite = None;
-            c.dialog = None;
+            // its server transaction; other requests of the dialog get 481); the call keeps
+            // only a UAC's 2xx ACK, re-sent while Timer M passes 2xx retransmissions up.
+            if let Some(slot) = self.slot(id).and_then(|i| self.calls.get_mut(i)) {
+                slot.end();
+            }
         }
         queues(&mut self.queues)
             .events
@@ -1030,6 +1071,22 @@ impl UserAgent {
 
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
         let code = resp.status().unwrap_or(0);
+        if let Some(Slot::Ended(ack)) = self.slot(id).and_then(|i| self.calls.get(i)) {
+            // A retransmitted 2xx of an ended call: our ACK was lost; send it again
+            // (§13.2.2.4). Anything else is too late.
+            if let (Some(ack), true) = (ack, (200..300).contains(&code)) {
+                let (destination, bytes) = (ack.0.clone(), ack.1.clone());
+                push_out(
+                    &mut self.queues,
+                    Outgoing {
+                        destination,
+                        bytes,
+                        retransmission: true,
+                    },
+                );
+            }
+            return;
+        }
         let sdp = sdp_of(resp);
         let use_100rel = self.profile.use_100rel;
         let Some(call) = self.call_mut(id) else {
@@ -1169,7 +1226,7 @@ impl UserAgent {
                     .unwrap_or_default();
                 let cnonce = tag_from(self.rng.random());
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
-                let Some(Some(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
+                let Some(Slot::Live(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
                 };
                 let Some(rejected) = call.invite.as_deref() else {
@@ -1559,7 +1616,7 @@ impl UserAgent {
         let id = Self::id_at(self.first_call, self.calls.len());
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
         let offer = sdp_of(&req);
-        self.calls.push_back(Some(Box::new(Call {
+        self.calls.push_back(Slot::Live(Box::new(Call {
             uac: false,
             state: CallState::Calling,
             invite: Some(Box::new(req)),
@@ -1825,21 +1882,25 @@ impl UserAgent {
             method: Method::Invite,
             ..key.clone()
         };
+        // The INVITE's transaction, at work or finished (an ended call keeps no key: the
+        // transaction is what the CANCEL matches).
+        let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
+        let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
+        let known = at_work.is_some()
+            || self
+                .finished
+                .iter()
+                .any(|f| f.txn.is_server() && f.txn.key() == &invite_key);
+        if !known {
+            self.respond_no_such_call(now, req, key, source);
+            return;
+        }
+        self.respond_stateless(now, req, key, source, 200, "OK");
         let id = self.calls.iter().enumerate().find_map(|(i, c)| {
             (c.as_ref()?.server_key.as_ref() == Some(&invite_key))
                 .then_some(Self::id_at(self.first_call, i))
         });
-        let Some(id) = id else {
-            self.respond_no_such_call(now, req, key, source);
-            return;
-        };
-        self.respond_stateless(now, req, key, source, 200, "OK");
-        let proceeding = self
-            .server
-            .iter()
-            .find(|e| e.txn.key() == &invite_key)
-            .is_some_and(|e| e.txn.state() == State::Proceeding);
-        if proceeding {
+        if let (true, Some(id)) = (proceeding, id) {
             self.respond_invite(now, id, 487, "Request Terminated", None);
             self.call_event(
                 id,
@@ -2527,7 +2588,7 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.iter().flatten().flat_map(|c| {
+        let calls = self.calls.iter().filter_map(Slot::as_ref).flat_map(|c| {
             [&c.ok_retransmit, &c.prov_retransmit]
                 .into_iter()
                 .flatten()
@@ -2545,10 +2606,10 @@ impl UserAgent {
             && let Some(i) = self.slot(id)
             && let Some(slot) = self.calls.get_mut(i)
         {
-            *slot = None;
+            *slot = Slot::Forgotten;
         }
         // Forgotten calls at the front go: their handles stay unknown (never reused).
-        while matches!(self.calls.front(), Some(None)) {
+        while matches!(self.calls.front(), Some(Slot::Forgotten)) {
             self.calls.pop_front();
             self.first_call = self.first_call.wrapping_add(1);
         }
@@ -3138,14 +3199,15 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].retransmission);
         assert_eq!(out[0].bytes, first_ack);
-        // Hang up: both ends forget the dialog.
+        // Hang up: both ends forget the call but Alice's 2xx ACK (the dialog, the SDP, the
+        // call's box go).
         p.a.hangup(p.now, call);
         p.run(Duration::from_millis(100));
         assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
         assert_eq!(p.b.call_state(bob_call), Some(CallState::Terminated));
-        let (ca, cb) = (p.a.call_ref(call).unwrap(), p.b.call_ref(bob_call).unwrap());
-        assert!(ca.invite.is_none() && cb.invite.is_none());
-        assert!(ca.dialog.is_none() && cb.dialog.is_none());
+        assert!(matches!(&p.a.calls[0], Slot::Ended(Some(ack)) if ack.1 == first_ack));
+        assert!(matches!(&p.b.calls[0], Slot::Ended(None)));
+        assert!(p.a.call_ref(call).is_none() && p.a.local_sdp(call).is_none());
         // A retransmitted BYE is answered with the same 200 by its server transaction.
         let bye = last_sent(&p, true, "BYE");
         let ok_bye = last_sent(&p, false, "200 OK (BYE)");
@@ -3175,6 +3237,62 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn an_ended_call_still_acks_a_2xx_retransmission_and_its_invite_still_takes_a_cancel() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_millis(100));
+        let ack = last_sent(&p, true, "ACK");
+        let ok = last_sent(&p, false, "200 OK (INVITE)");
+        let invite = last_sent(&p, true, "INVITE");
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        // Within Timer M the INVITE's transaction passes a 2xx retransmission up: the ended
+        // call sends its ACK again (RFC 3261 §13.2.2.4).
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, _) = drain(&mut p.a);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].retransmission);
+        assert_eq!(out[0].bytes, ack);
+        // A CANCEL of the answered INVITE, while its transaction waits out Timer L, gets
+        // 200 and changes nothing (§9.2); once the transaction is gone, 481.
+        let cancel = String::from_utf8(invite.to_vec())
+            .unwrap()
+            .replacen("INVITE", "CANCEL", 1)
+            .replace("1 INVITE", "1 CANCEL");
+        let send_cancel = |p: &mut Pair| {
+            p.b.handle_message(
+                p.now,
+                Message::parse(cancel.as_bytes()).unwrap(),
+                ALICE.parse().unwrap(),
+            );
+            let (out, ev) = drain(&mut p.b);
+            assert_eq!(out.len(), 1, "{ev:?}");
+            assert!(ev.is_empty(), "{ev:?}");
+            parse(&out[0]).status()
+        };
+        assert_eq!(send_cancel(&mut p), Some(200));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Terminated));
+        p.run(Duration::from_secs(40));
+        assert_eq!(send_cancel(&mut p), Some(481));
+        // After Timer M the ended call is not reached any more: nothing is sent.
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, _) = drain(&mut p.a);
+        assert!(out.is_empty(), "{out:?}");
+        // Forgotten, the handles are unknown.
+        p.a.forget_call(call);
+        p.b.forget_call(bob_call);
+        assert_eq!(
+            (p.a.call_state(call), p.b.call_state(bob_call)),
+            (None, None)
+        );
+        assert!(p.a.calls.is_empty() && p.b.calls.is_empty());
     }
 
     #[test]
