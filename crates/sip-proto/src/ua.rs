@@ -421,10 +421,14 @@ struct Call {
 enum Slot {
     /// A call in progress (or ended, until [`Slot::end`] runs).
     Live(Box<Call>),
-    /// An ended call: all that is kept is a UAC's ACK for its 2xx, sent again for each 2xx
-    /// retransmission the INVITE's transaction (Accepted, Timer M) still passes up
+    /// An ended call: all that is kept is our SDP ([`UserAgent::local_sdp`]: the agent's
+    /// failover re-sends it to the next server) and a UAC's ACK for its 2xx, sent again for
+    /// each 2xx retransmission the INVITE's transaction (Accepted, Timer M) still passes up
     /// (RFC 3261 §13.2.2.4). Its handle reports `Terminated` until forgotten.
-    Ended(Option<Box<(Destination, Bytes)>>),
+    Ended {
+        sdp: Option<Bytes>,
+        ack: Option<Box<(Destination, Bytes)>>,
+    },
     /// Forgotten ([`UserAgent::forget_call`]): the handle is unknown.
     Forgotten,
 }
@@ -444,11 +448,14 @@ impl Slot {
         }
     }
 
-    /// Keeps of an ended call only what may still be needed (its 2xx's ACK), freeing the
-    /// rest (the call's box, its SDP, its dialog if still there).
+    /// Keeps of an ended call only what may still be read (its SDP, its 2xx's ACK), freeing
+    /// the rest (the call's box, its dialog if still there).
     fn end(&mut self) {
         if let Self::Live(c) = self {
-            *self = Self::Ended(c.ack.take().map(Box::new));
+            *self = Self::Ended {
+                sdp: c.local_sdp.take(),
+                ack: c.ack.take().map(Box::new),
+            };
         }
     }
 }
@@ -639,14 +646,18 @@ impl UserAgent {
     pub fn call_state(&self, call: CallId) -> Option<CallState> {
         match self.calls.get(self.slot(call)?)? {
             Slot::Live(c) => Some(c.state),
-            Slot::Ended(_) => Some(CallState::Terminated),
+            Slot::Ended { .. } => Some(CallState::Terminated),
             Slot::Forgotten => None,
         }
     }
 
     /// The remote SDP of an established call is reported in events; this returns our SDP.
     pub fn local_sdp(&self, call: CallId) -> Option<&Bytes> {
-        self.call_ref(call)?.local_sdp.as_ref()
+        match self.calls.get(self.slot(call)?)? {
+            Slot::Live(c) => c.local_sdp.as_ref(),
+            Slot::Ended { sdp, .. } => sdp.as_ref(),
+            Slot::Forgotten => None,
+        }
     }
 
     /// The index of call `id` in `calls`.
@@ -1071,7 +1082,7 @@ impl UserAgent {
 
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
         let code = resp.status().unwrap_or(0);
-        if let Some(Slot::Ended(ack)) = self.slot(id).and_then(|i| self.calls.get(i)) {
+        if let Some(Slot::Ended { ack, .. }) = self.slot(id).and_then(|i| self.calls.get(i)) {
             // A retransmitted 2xx of an ended call: our ACK was lost; send it again
             // (§13.2.2.4). Anything else is too late.
             if let (Some(ack), true) = (ack, (200..300).contains(&code)) {
@@ -3205,9 +3216,15 @@ mod tests {
         p.run(Duration::from_millis(100));
         assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
         assert_eq!(p.b.call_state(bob_call), Some(CallState::Terminated));
-        assert!(matches!(&p.a.calls[0], Slot::Ended(Some(ack)) if ack.1 == first_ack));
-        assert!(matches!(&p.b.calls[0], Slot::Ended(None)));
-        assert!(p.a.call_ref(call).is_none() && p.a.local_sdp(call).is_none());
+        assert!(matches!(&p.a.calls[0], Slot::Ended { ack: Some(ack), .. } if ack.1 == first_ack));
+        assert!(matches!(&p.b.calls[0], Slot::Ended { ack: None, .. }));
+        assert!(p.a.call_ref(call).is_none());
+        // Our SDP stays readable (the agent's failover re-sends it).
+        assert_eq!(p.a.local_sdp(call).map(|b| &b[..]), Some(&b"v=0\r\n"[..]));
+        assert_eq!(
+            p.b.local_sdp(bob_call).map(|b| &b[..]),
+            Some(&b"v=0\r\n"[..])
+        );
         // A retransmitted BYE is answered with the same 200 by its server transaction.
         let bye = last_sent(&p, true, "BYE");
         let ok_bye = last_sent(&p, false, "200 OK (BYE)");
