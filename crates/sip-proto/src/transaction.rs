@@ -15,7 +15,6 @@
 //! "REGISTER retransmitted 3 times, then Timer F fired".
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
 use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
@@ -168,13 +167,11 @@ pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
     Some((branch, msg.cseq()?.method))
 }
 
-/// Queues a transaction event. A queue starts with room for one (a transaction nearly always
-/// holds one event at a time; an event is 280 bytes and `VecDeque` would first make room for
-/// four).
-fn push_event(q: &mut VecDeque<TxnEvent>, ev: TxnEvent) {
-    if q.capacity() == 0 {
-        q.reserve_exact(1);
-    }
+/// Queues a transaction event. The queue holds its first event inline: a transaction nearly
+/// always holds one event at a time (its response), which then costs no allocation. (The
+/// queue makes a transaction at work 280 bytes bigger; a finished one is kept as a
+/// [`Finished`] record without it.)
+fn push_event(q: &mut Fifo<TxnEvent>, ev: TxnEvent) {
     q.push_back(ev);
 }
 
@@ -194,7 +191,7 @@ pub struct ClientTransaction {
     retransmissions: u32,
     timers: Timers,
     transmits: Fifo<Transmit>,
-    events: VecDeque<TxnEvent>,
+    events: Fifo<TxnEvent>,
 }
 
 impl ClientTransaction {
@@ -258,7 +255,7 @@ impl ClientTransaction {
             retransmissions: 0,
             timers: Timers::default(),
             transmits: Fifo::new(),
-            events: VecDeque::new(),
+            events: Fifo::new(),
         };
         t.transmits.push_back(Transmit {
             bytes,
@@ -312,11 +309,9 @@ impl ClientTransaction {
                 self.request = Bytes::new();
                 self.request_msg = Message::new_response(0, "");
             }
-            // Drained queues give their room back (a queue of events keeps room for four).
+            // Drained queues give their room back.
             self.transmits.shrink();
-            if self.events.is_empty() && self.events.capacity() > 0 {
-                self.events = VecDeque::new();
-            }
+            self.events.shrink();
         }
     }
 
@@ -587,7 +582,7 @@ pub struct ServerTransaction {
     retransmissions: u32,
     timers: Timers,
     transmits: Fifo<Transmit>,
-    events: VecDeque<TxnEvent>,
+    events: Fifo<TxnEvent>,
 }
 
 impl ServerTransaction {
@@ -631,7 +626,7 @@ impl ServerTransaction {
             retransmissions: 0,
             timers: Timers::default(),
             transmits: Fifo::new(),
-            events: VecDeque::new(),
+            events: Fifo::new(),
         })
     }
 

@@ -549,6 +549,14 @@ impl AckTo {
     }
 }
 
+/// Room for one slot in an empty call list (a phone mostly has one call at a time;
+/// `VecDeque` would first make room for four 48-byte slots), the usual growth after that.
+fn first_room(calls: &mut VecDeque<Slot>) {
+    if calls.capacity() == 0 {
+        calls.reserve_exact(1);
+    }
+}
+
 /// Keeps a finished transaction in deadline order (nearly always the latest: a new one goes
 /// at the back).
 fn push_finished(list: &mut Vec<FinishedEntry>, f: FinishedEntry) {
@@ -1038,6 +1046,7 @@ impl UserAgent {
         }
         let invite = b.build();
         let id = Self::id_at(self.first_call, self.calls.len());
+        first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: true,
             state: CallState::Calling,
@@ -1627,6 +1636,7 @@ impl UserAgent {
         let id = Self::id_at(self.first_call, self.calls.len());
         let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
         let offer = sdp_of(&req);
+        first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: false,
             state: CallState::Calling,
