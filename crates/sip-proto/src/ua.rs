@@ -483,9 +483,10 @@ pub struct UserAgent {
     reg_refresh_at: Option<Instant>,
     reg_refresh: bool,
     reg_423_retried: bool,
-    /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. Each is boxed (a finished,
-    /// forgotten call leaves an 8-byte slot, not a whole `Call`) and forgotten calls at the
-    /// front are dropped, so a phone that calls for days keeps only its recent calls.
+    /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. A live call is boxed; an
+    /// ended one keeps only its SDP and ACK in its 48-byte slot ([`Slot::Ended`]), a
+    /// forgotten one nothing; forgotten calls at the front are dropped, so a phone that calls
+    /// for days keeps only its recent calls.
     calls: VecDeque<Slot>,
     /// The handle of `calls[0]`: handles are never reused.
     first_call: u32,
