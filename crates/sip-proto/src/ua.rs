@@ -499,8 +499,9 @@ pub struct UserAgent {
     /// I/J/L (server), in deadline order: a few hundred bytes each instead of a whole entry,
     /// and never visited by the drains (`client` and `server` hold only the transactions
     /// still at work). Their earliest deadline is the first; `poll_timeout` walks only the
-    /// transactions at work (the earliest deadline is no longer kept apart).
-    finished: Vec<FinishedEntry>,
+    /// transactions at work (the earliest deadline is no longer kept apart). A deque: the
+    /// ones that end leave from the front without moving the others.
+    finished: VecDeque<FinishedEntry>,
     /// Messages to send and events to report; `None` when both are empty (an idle phone).
     queues: Option<Box<Queues>>,
 }
@@ -560,7 +561,7 @@ fn first_room(calls: &mut VecDeque<Slot>) {
 
 /// Keeps a finished transaction in deadline order (nearly always the latest: a new one goes
 /// at the back).
-fn push_finished(list: &mut Vec<FinishedEntry>, f: FinishedEntry) {
+fn push_finished(list: &mut VecDeque<FinishedEntry>, f: FinishedEntry) {
     let deadline = f.txn.deadline();
     let at = list.partition_point(|e| e.txn.deadline() <= deadline);
     list.insert(at, f);
@@ -626,7 +627,7 @@ impl UserAgent {
             first_call: 0,
             client: Vec::new(),
             server: Vec::new(),
-            finished: Vec::new(),
+            finished: VecDeque::new(),
             queues: None,
         }
     }
@@ -2100,7 +2101,7 @@ impl UserAgent {
             }
             if self.finished.is_empty() {
                 // An idle phone keeps no room for them.
-                self.finished = Vec::new();
+                self.finished = VecDeque::new();
             }
         }
         for e in &mut self.client {
@@ -2396,7 +2397,7 @@ impl UserAgent {
     /// in deadline order).
     fn scan_txn_next(&self) -> Option<Instant> {
         // Plain loops: asked after every event, and the lists are nearly always empty.
-        let mut next = self.finished.first().map(|f| f.txn.deadline());
+        let mut next = self.finished.front().map(|f| f.txn.deadline());
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t
                 && next.is_none_or(|n| t < n)
