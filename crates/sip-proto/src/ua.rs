@@ -369,6 +369,18 @@ struct ServerEntry {
 struct FinishedEntry {
     txn: Finished,
     peer: Peer,
+    /// [`branch_hash`] of its key's branch, compared before the key: every new request is
+    /// looked up among the finished records (a phone holding many finished calls has
+    /// hundreds), and nearly all of them differ in this number.
+    branch_hash: u64,
+}
+
+/// FNV-1a of a branch: a cheap first comparison of keys (not a defence against anything;
+/// a collision only costs the full comparison that follows).
+fn branch_hash(branch: &str) -> u64 {
+    branch.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[derive(Debug)]
@@ -561,10 +573,18 @@ fn first_room(calls: &mut VecDeque<Slot>) {
 
 /// Keeps a finished transaction in deadline order (nearly always the latest: a new one goes
 /// at the back).
-fn push_finished(list: &mut VecDeque<FinishedEntry>, f: FinishedEntry) {
-    let deadline = f.txn.deadline();
+fn push_finished(list: &mut VecDeque<FinishedEntry>, txn: Finished, peer: Peer) {
+    let deadline = txn.deadline();
     let at = list.partition_point(|e| e.txn.deadline() <= deadline);
-    list.insert(at, f);
+    let branch_hash = branch_hash(&txn.key().branch);
+    list.insert(
+        at,
+        FinishedEntry {
+            txn,
+            peer,
+            branch_hash,
+        },
+    );
 }
 
 /// Queues a message to send (a phone mostly sends one message at a time: the queue holds
@@ -1909,11 +1929,13 @@ impl UserAgent {
         // transaction is what the CANCEL matches).
         let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
         let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
+        let h = branch_hash(&invite_key.branch);
         let known = at_work.is_some()
-            || self
-                .finished
-                .iter()
-                .any(|f| f.txn.is_server() && f.txn.key() == &invite_key);
+            || self.finished.iter().any(|f| {
+                f.branch_hash == h
+                    && matches!(f.peer, Peer::Server(_))
+                    && f.txn.key() == &invite_key
+            });
         if !known {
             self.respond_no_such_call(now, req, key, source);
             return;
@@ -2233,13 +2255,7 @@ impl UserAgent {
                                 } else {
                                     AckTo::Nowhere
                                 };
-                                push_finished(
-                                    &mut self.finished,
-                                    FinishedEntry {
-                                        txn,
-                                        peer: Peer::Client(owner, ack_to),
-                                    },
-                                );
+                                push_finished(&mut self.finished, txn, Peer::Client(owner, ack_to));
                             }
                             Err(txn) => {
                                 // Not reached (a quiet Completed or Accepted transaction has
@@ -2324,11 +2340,12 @@ impl UserAgent {
         method: &Method,
         resp: &Message,
     ) -> bool {
-        let Some(f) = self
-            .finished
-            .iter()
-            .find(|f| !f.txn.is_server() && f.txn.key().is(branch, method))
-        else {
+        let h = branch_hash(branch);
+        let Some(f) = self.finished.iter().find(|f| {
+            f.branch_hash == h
+                && matches!(f.peer, Peer::Client(..))
+                && f.txn.key().is(branch, method)
+        }) else {
             return false;
         };
         let Peer::Client(owner, ack_to) = &f.peer else {
@@ -2362,11 +2379,10 @@ impl UserAgent {
     /// matches (the final response again for a retransmitted non-INVITE, reported as a
     /// retransmission). False when none matches.
     fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> bool {
-        let Some(f) = self
-            .finished
-            .iter_mut()
-            .find(|f| f.txn.is_server() && f.txn.key() == key)
-        else {
+        let h = branch_hash(&key.branch);
+        let Some(f) = self.finished.iter_mut().find(|f| {
+            f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && f.txn.key() == key
+        }) else {
             return false;
         };
         let Peer::Server(source) = f.peer else {
@@ -2521,13 +2537,7 @@ impl UserAgent {
                     method,
                 } = *entry;
                 match txn.finish() {
-                    Ok(txn) => push_finished(
-                        &mut self.finished,
-                        FinishedEntry {
-                            txn,
-                            peer: Peer::Server(source),
-                        },
-                    ),
+                    Ok(txn) => push_finished(&mut self.finished, txn, Peer::Server(source)),
                     Err(txn) => {
                         // Not reached (see `drain_client`); kept whole, at the end.
                         push_boxed(
