@@ -1,7 +1,7 @@
 //! Dialog state (RFC 3261 §12): identifiers, CSeq, route set and remote target, and the
 //! construction of requests inside a dialog.
 
-use sip_msg::typed::{CallIdRef, Contact, FromRef, NameAddr, RecordRoute, ToRef, Via};
+use sip_msg::typed::{CallIdRef, ContactRef, FromRef, NameAddr, RecordRouteRef, ToRef, Via};
 use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, text_of};
 
 /// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
@@ -49,9 +49,11 @@ pub enum DialogError {
     BadHeader(&'static str),
 }
 
+/// The (first) Contact's URI, read in place and copied (the owned parse gives the same URI:
+/// test `dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`).
 fn contact_uri(msg: &Message) -> Result<Uri, DialogError> {
-    match msg.headers.typed::<Contact>() {
-        Some(Ok(Contact::Addr(a))) => Ok(a.uri),
+    match msg.headers.view::<ContactRef>() {
+        Some(Ok(ContactRef::Addr(a))) => Ok(a.uri.into_owned()),
         _ => Err(DialogError::MissingContact),
     }
 }
@@ -136,12 +138,12 @@ fn side(
     Ok((tag, text))
 }
 
+/// Every Record-Route entry, read in place and copied (as the owned parse gives them).
 fn record_routes(msg: &Message) -> Vec<NameAddr> {
     msg.headers
-        .typed_all::<RecordRoute>()
-        .into_iter()
+        .view_all::<RecordRouteRef>()
         .filter_map(Result::ok)
-        .map(|r| r.0)
+        .map(|r| r.0.into_owned())
         .collect()
 }
 
@@ -352,6 +354,45 @@ To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:a@h>\r\nContent-L
             Dialog::from_uas(&req, "lt").unwrap_err(),
             DialogError::MissingTag
         );
+    }
+
+    #[test]
+    fn contacts_and_route_sets_read_in_place_are_the_typed_ones() {
+        use sip_msg::typed::{Contact, RecordRoute};
+        for (contact, rr) in [
+            ("<sip:alice@192.0.2.1>", ""),
+            (
+                "<sip:alice@192.0.2.1:5070;transport=tcp>;expires=60",
+                "Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr;x=1>\r\n",
+            ),
+            (
+                "\"Alice\" <sips:alice@[2001:db8::1]:5061;ob>",
+                "Record-Route: <sip:p1.example;lr>\r\nRecord-Route: \"P\" <sip:10.0.0.1:5080;transport=udp;lr>\r\n",
+            ),
+            (
+                "sip:%61lice@h.example;user=phone",
+                "Record-Route: <sip:p1.example>\r\n",
+            ),
+        ] {
+            let raw = format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
+            );
+            let req = Message::parse(raw.as_bytes()).unwrap();
+            let d = Dialog::from_uas(&req, "lt").unwrap();
+            let Some(Ok(Contact::Addr(typed))) = req.headers.typed::<Contact>() else {
+                panic!("{contact}");
+            };
+            assert_eq!(d.remote_target, typed.uri, "{contact}");
+            let routes: Vec<NameAddr> = req
+                .headers
+                .typed_all::<RecordRoute>()
+                .into_iter()
+                .map(|r| r.unwrap().0)
+                .collect();
+            assert_eq!(d.route_set, routes, "{rr}");
+        }
     }
 
     #[test]
