@@ -1,6 +1,6 @@
 //! Runs the bench's workload a fixed number of times, for instruction-level profiling:
 //! `valgrind --tool=callgrind target/release/examples/parse_loop view 10000`
-//! (modes: `view`, `owned`, `parse`, `validate`; `kinds NAME` parses one message of
+//! (modes: `view`, `owned`, `parse`, `validate`, `print` (the parsed INVITE printed); `kinds NAME` parses one message of
 //! `workload::KINDS`, e.g. `kinds BYE`). Counts are deterministic, unlike time.
 
 use std::hint::black_box;
@@ -24,6 +24,7 @@ fn main() {
             .unwrap_or_else(|| panic!("no message kind {k}"))
     });
     let mut acc = 0usize;
+    let parsed = Message::parse(INVITE).expect("parses");
     for _ in 0..n {
         acc += match mode.as_str() {
             "owned" => parse_and_read_owned(black_box(INVITE)),
@@ -33,6 +34,7 @@ fn main() {
             .expect("parses")
             .headers
             .len(),
+            "print" => black_box(&parsed).to_bytes().len(),
             "parse" => Message::parse(black_box(INVITE))
                 .expect("parses")
                 .headers

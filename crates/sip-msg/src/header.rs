@@ -463,6 +463,18 @@ impl Header {
     }
 }
 
+impl Header {
+    /// For a line that is a range of a head text: the text and the line's range.
+    fn shared_line(&self) -> Option<(&Arc<str>, u32, u32)> {
+        match &self.repr {
+            Repr::Shared {
+                head, start, end, ..
+            } => Some((head, *start, *end)),
+            _ => None,
+        }
+    }
+}
+
 /// A typed, lazily parsed view of a header value (`headers.typed::<Via>()`).
 pub trait TypedHeader: Sized {
     /// The header this view reads.
@@ -518,6 +530,23 @@ impl Headers {
     /// The last header (the one just read, while a message is parsed).
     pub(crate) fn last(&self) -> Option<&Header> {
         self.0.last()
+    }
+
+    /// When every header is a line of one head text, in order and each followed by exactly
+    /// CRLF (a message as parsed or as built, not edited since): the bytes from the first
+    /// line to the end of the last, which print as the headers printed one by one do.
+    pub(crate) fn as_one_block(&self) -> Option<&[u8]> {
+        let mut it = self.0.iter();
+        let (head, first, mut end) = it.next()?.shared_line()?;
+        for h in it {
+            let (text, start, line_end) = h.shared_line()?;
+            let gap = head.as_bytes().get(end as usize..start as usize);
+            if !Arc::ptr_eq(text, head) || gap != Some(b"\r\n".as_slice()) {
+                return None;
+            }
+            end = line_end;
+        }
+        head.as_bytes().get(first as usize..end as usize)
     }
 
     /// The first header named `name`.

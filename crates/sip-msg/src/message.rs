@@ -505,27 +505,40 @@ impl Message {
                 }
             },
         };
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|h| match h.raw() {
-                Some(raw) => raw.len() + 2,
-                None => h.name().as_str().len() + 2 + h.value().len() + 2,
-            })
-            .sum();
+        // Headers as parsed or built (one run of one text) are copied in one piece.
+        let block = self.headers.as_one_block();
+        let headers: usize = match block {
+            Some(b) => b.len() + 2,
+            None => self
+                .headers
+                .iter()
+                .map(|h| match h.raw() {
+                    Some(raw) => raw.len() + 2,
+                    None => h.name().as_str().len() + 2 + h.value().len() + 2,
+                })
+                .sum(),
+        };
         let mut out = Vec::with_capacity(start.len() + 2 + headers + 2 + self.body.len());
         out.extend_from_slice(&start);
         out.extend_from_slice(b"\r\n");
-        for h in self.headers.iter() {
-            match h.raw() {
-                Some(raw) => out.extend_from_slice(raw),
-                None => {
-                    out.extend_from_slice(h.name().as_str().as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(h.value().as_bytes());
+        match block {
+            Some(b) => {
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => {
+                for h in self.headers.iter() {
+                    match h.raw() {
+                        Some(raw) => out.extend_from_slice(raw),
+                        None => {
+                            out.extend_from_slice(h.name().as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(h.value().as_bytes());
+                        }
+                    }
+                    out.extend_from_slice(b"\r\n");
                 }
             }
-            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
@@ -1596,6 +1609,83 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
             Message::parse(b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\nxyz").unwrap();
         assert_eq!(&m.body()[..], b"xyz");
         assert_eq!(m.warnings()[0].kind, WarningKind::MissingContentLength);
+    }
+
+    #[test]
+    fn headers_copied_in_one_piece_print_as_one_by_one() {
+        // The reference: the start line as printed, then each header as it prints alone.
+        fn one_by_one(m: &Message) -> Vec<u8> {
+            let all = m.to_bytes();
+            let first = all.windows(2).position(|w| w == b"\r\n").unwrap();
+            let mut out = all[..first + 2].to_vec();
+            for h in m.headers.iter() {
+                match h.raw() {
+                    Some(raw) => out.extend_from_slice(raw),
+                    None => {
+                        out.extend_from_slice(format!("{}: {}", h.name(), h.value()).as_bytes())
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(m.body());
+            out
+        }
+        let check = |m: &Message, one_piece: bool| {
+            assert_eq!(m.headers.as_one_block().is_some(), one_piece);
+            assert_eq!(
+                String::from_utf8_lossy(&m.to_bytes()),
+                String::from_utf8_lossy(&one_by_one(m))
+            );
+        };
+        // As parsed, as built: one piece.
+        let parsed = Message::parse(INVITE).unwrap();
+        check(&parsed, true);
+        assert_eq!(parsed.to_bytes(), INVITE);
+        let built = crate::RequestBuilder::new(Method::Options, Uri::parse("sip:b@h").unwrap())
+            .call_id("c")
+            .header("X-A", "1")
+            .build();
+        check(&built, true);
+        // The top header taken away: the rest is still one run.
+        let mut m = parsed.clone();
+        m.headers.remove_first(&HeaderName::Via);
+        check(&m, true);
+        // A header taken from the middle, one put in front, one replaced: one by one.
+        let mut m = parsed.clone();
+        m.headers.remove(&HeaderName::To);
+        check(&m, false);
+        let mut m = parsed.clone();
+        m.headers
+            .push_front(Header::new("Via", "SIP/2.0/UDP p;branch=z9hG4bKx"));
+        check(&m, false);
+        let mut m = parsed.clone();
+        m.headers.set(Header::new("Max-Forwards", "69"));
+        check(&m, false);
+        // Bare LF line ends are printed as CRLF, one by one.
+        let lf =
+            Message::parse(b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nCall-ID: x\n\n").unwrap();
+        check(&lf, false);
+        assert!(
+            lf.to_bytes()
+                .ends_with(b"Via: SIP/2.0/UDP h\r\nCall-ID: x\r\n\r\n")
+        );
+        // A folded line is kept as received, in one piece with the others.
+        let folded =
+            Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: a\r\n  b\r\nCall-ID: x\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            folded.to_bytes(),
+            b"OPTIONS sip:a@b SIP/2.0\r\nSubject: a\r\n  b\r\nCall-ID: x\r\n\r\n"
+        );
+        assert_eq!(folded.to_bytes(), one_by_one(&folded));
+        // A header section that is not UTF-8: its own bytes, one by one.
+        let raw = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: \xff\r\nCall-ID: x\r\n\r\n")
+            .unwrap();
+        check(&raw, false);
+        // An answer copies some of the request's lines.
+        let answer = Message::response_to(&parsed, 200, "OK", Some("t1"));
+        assert_eq!(answer.to_bytes(), one_by_one(&answer));
     }
 
     #[test]
