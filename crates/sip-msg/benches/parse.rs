@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sip_msg::Message;
 
 mod workload;
-use workload::{INVITE, parse_and_read_owned, parse_and_view};
+use workload::{INVITE, KINDS, parse_and_read_owned, parse_and_view};
 
 fn bench(c: &mut Criterion) {
     assert_eq!(INVITE.len(), 1054);
@@ -42,6 +42,19 @@ fn bench(c: &mut Criterion) {
             m.validate().expect("valid")
         })
     });
+    // The other messages of a registration and a call, one by one (parse only).
+    for (name, bytes) in KINDS {
+        let msg = Message::parse(bytes).expect("every kind parses");
+        assert!(msg.warnings().is_empty(), "{name}: {:?}", msg.warnings());
+        g.bench_function(format!("parse {name}"), |b| {
+            b.iter(|| {
+                Message::parse_bytes(bytes::Bytes::from_static(black_box(bytes)))
+                    .expect("parses")
+                    .headers
+                    .len()
+            })
+        });
+    }
     g.finish();
 }
 

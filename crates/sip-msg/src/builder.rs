@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::header::{Header, HeaderName, Headers};
 use crate::message::Message;
 use crate::method::Method;
-use crate::typed::{CSeq, NameAddr, Via};
+use crate::typed::{NameAddr, Via};
 use crate::uri::Uri;
 
 /// The magic cookie every RFC 3261 branch starts with (§8.1.1.7).
@@ -247,7 +247,7 @@ impl RequestBuilder {
         for v in &self.via {
             w.text(HeaderName::Via, v);
         }
-        w.display(HeaderName::MaxForwards, &self.max_forwards);
+        w.number(HeaderName::MaxForwards, u64::from(self.max_forwards));
         for r in &self.routes {
             match r {
                 Addr::Parsed(a) => w.name_addr(HeaderName::Route, a),
@@ -264,13 +264,12 @@ impl RequestBuilder {
         if let Some(c) = &self.call_id {
             w.text(HeaderName::CallId, c);
         }
-        w.display(
-            HeaderName::CSeq,
-            &CSeq {
-                seq: self.cseq,
-                method: self.method.clone(),
-            },
-        );
+        // `CSeq: <seq> <method>`, as `CSeq`'s `Display` prints it.
+        let at = w.open(&HeaderName::CSeq);
+        push_decimal(&mut w.head, u64::from(self.cseq));
+        w.head.push(' ');
+        w.head.push_str(self.method.as_str());
+        w.close(HeaderName::CSeq, at);
         if let Some(c) = &self.contact {
             w.name_addr(HeaderName::Contact, c);
         }
@@ -289,7 +288,8 @@ impl RequestBuilder {
                 if !body.is_empty() {
                     w.text(HeaderName::ContentType, &ct);
                 }
-                w.display(HeaderName::ContentLength, &body.len());
+                // usize is at most 64 bits on every target we build for.
+                w.number(HeaderName::ContentLength, body.len() as u64);
                 body
             }
             None => {
@@ -368,12 +368,11 @@ impl HeadWriter {
         self.close(name, at);
     }
 
-    fn display(&mut self, name: HeaderName, value: &dyn fmt::Display) {
-        use fmt::Write;
+    /// `Name: n` in decimal, as `Display` prints a number (without the formatting
+    /// machinery).
+    fn number(&mut self, name: HeaderName, n: u64) {
         let at = self.open(&name);
-        // Writing into a String never fails; a Display impl that reports an error leaves what
-        // it wrote so far (as `text_of` does).
-        let _ = write!(self.head, "{value}");
+        push_decimal(&mut self.head, n);
         self.close(name, at);
     }
 }
@@ -381,6 +380,47 @@ impl HeadWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::typed::{CSeq, MaxForwards};
+
+    #[test]
+    fn numbers_are_printed_as_display_prints_them() {
+        // Max-Forwards, CSeq and Content-Length are written without the formatting
+        // machinery: the same text as the typed headers' `Display`, at the edges too.
+        let uri = Uri::parse("sip:x@example.com").unwrap();
+        for (mf, seq, method, body) in [
+            (0u8, 0u32, Method::Options, 0usize),
+            (70, 1, Method::Invite, 1),
+            (255, u32::MAX, Method::parse("FOO-BAR").unwrap(), 1234),
+            (9, 10, Method::Register, 99),
+        ] {
+            let mut b = RequestBuilder::new(method.clone(), uri.clone())
+                .max_forwards(mf)
+                .cseq(seq);
+            if body > 0 {
+                b = b.body("text/plain", vec![b'x'; body]);
+            }
+            let m = b.build();
+            let text = String::from_utf8(m.to_bytes()).unwrap();
+            let want_cseq = CSeq { seq, method }.to_string();
+            assert!(
+                text.contains(&format!("\r\nCSeq: {want_cseq}\r\n")),
+                "{text}"
+            );
+            let want_mf = MaxForwards(mf).to_string();
+            assert!(
+                text.contains(&format!("\r\nMax-Forwards: {want_mf}\r\n")),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("\r\nContent-Length: {body}\r\n")),
+                "{text}"
+            );
+            // And they read back as built.
+            let again = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(again.cseq().map(|c| c.seq), Some(seq));
+            assert_eq!(again.body().len(), body);
+        }
+    }
     use crate::uri::{Host, SipUri};
 
     #[test]

@@ -166,6 +166,98 @@ impl HeaderName {
     }
 }
 
+impl HeaderName {
+    /// The name at the start of a header line `raw` when it is one of the names of nearly
+    /// every message, written in full (any case) and followed at once by `:`: the name and
+    /// its length. Compares whole words, without reading the name byte by byte first.
+    /// `None` for anything else (compact forms, white space before the colon, other
+    /// names): the general reader then gives the same answer, only slower.
+    #[inline]
+    pub(crate) fn at_line_start(raw: &[u8]) -> Option<(Self, usize)> {
+        macro_rules! try_names {
+            ($( $variant:ident => $canon:literal ),* $(,)?) => {{
+                $(
+                    if starts_with_name(raw, $canon) {
+                        return Some((HeaderName::$variant, $canon.len()));
+                    }
+                )*
+            }};
+        }
+        match raw.first()? | 0x20 {
+            b'v' => try_names!(Via => b"Via"),
+            b'f' => try_names!(From => b"From"),
+            b't' => try_names!(To => b"To"),
+            b'c' => try_names!(
+                CallId => b"Call-ID",
+                CSeq => b"CSeq",
+                Contact => b"Contact",
+                ContentLength => b"Content-Length",
+                ContentType => b"Content-Type",
+            ),
+            b'm' => try_names!(MaxForwards => b"Max-Forwards"),
+            b'r' => {
+                try_names!(Route => b"Route", RecordRoute => b"Record-Route", Require => b"Require")
+            }
+            b'a' => {
+                try_names!(Allow => b"Allow", Authorization => b"Authorization", Accept => b"Accept")
+            }
+            b's' => try_names!(Supported => b"Supported", Server => b"Server"),
+            b'u' => try_names!(UserAgent => b"User-Agent"),
+            b'e' => try_names!(Expires => b"Expires"),
+            b'p' => try_names!(
+                ProxyAuthorization => b"Proxy-Authorization",
+                ProxyAuthenticate => b"Proxy-Authenticate",
+            ),
+            b'w' => try_names!(WwwAuthenticate => b"WWW-Authenticate"),
+            _ => {}
+        }
+        None
+    }
+}
+
+/// True when `raw` starts with `canon` (letters in any case, other bytes exactly) followed
+/// by `:`. Eight bytes at a time; `canon` is a constant, so its words and letter masks fold.
+#[inline(always)]
+fn starts_with_name(raw: &[u8], canon: &'static [u8]) -> bool {
+    let n = canon.len();
+    if raw.get(n) != Some(&b':') {
+        return false;
+    }
+    let mut i = 0;
+    while i < n {
+        let e = (i + 8).min(n);
+        // `e <= n < raw.len()`: both ranges are in bounds.
+        let (x, y) = (word(&raw[i..e]), word(&canon[i..e]));
+        // A letter may differ from the canonical one in bit 0x20 (case) only; any other byte
+        // must be equal.
+        if (x ^ y) & !letter_bits(&canon[i..e]) != 0 {
+            return false;
+        }
+        i = e;
+    }
+    true
+}
+
+/// Up to eight bytes as a little-endian word, zero-padded.
+#[inline(always)]
+fn word(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..b.len()].copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+/// 0x20 in each byte of the word where `b` holds an ASCII letter.
+#[inline(always)]
+fn letter_bits(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    for (slot, c) in w.iter_mut().zip(b) {
+        if c.is_ascii_alphabetic() {
+            *slot = 0x20;
+        }
+    }
+    u64::from_le_bytes(w)
+}
+
 /// `a.eq_ignore_ascii_case(b)` for two tokens. Setting bit 0x20 folds
 /// case and maps no other token character onto another one (only letters, and characters
 /// that are not token characters, differ from others in that bit alone).
@@ -371,6 +463,18 @@ impl Header {
     }
 }
 
+impl Header {
+    /// For a line that is a range of a head text: the text and the line's range.
+    fn shared_line(&self) -> Option<(&Arc<str>, u32, u32)> {
+        match &self.repr {
+            Repr::Shared {
+                head, start, end, ..
+            } => Some((head, *start, *end)),
+            _ => None,
+        }
+    }
+}
+
 /// A typed, lazily parsed view of a header value (`headers.typed::<Via>()`).
 pub trait TypedHeader: Sized {
     /// The header this view reads.
@@ -421,6 +525,28 @@ impl Headers {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The last header (the one just read, while a message is parsed).
+    pub(crate) fn last(&self) -> Option<&Header> {
+        self.0.last()
+    }
+
+    /// When every header is a line of one head text, in order and each followed by exactly
+    /// CRLF (a message as parsed or as built, not edited since): the bytes from the first
+    /// line to the end of the last, which print as the headers printed one by one do.
+    pub(crate) fn as_one_block(&self) -> Option<&[u8]> {
+        let mut it = self.0.iter();
+        let (head, first, mut end) = it.next()?.shared_line()?;
+        for h in it {
+            let (text, start, line_end) = h.shared_line()?;
+            let gap = head.as_bytes().get(end as usize..start as usize);
+            if !Arc::ptr_eq(text, head) || gap != Some(b"\r\n".as_slice()) {
+                return None;
+            }
+            end = line_end;
+        }
+        head.as_bytes().get(first as usize..end as usize)
     }
 
     /// The first header named `name`.

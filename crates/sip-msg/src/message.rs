@@ -505,27 +505,40 @@ impl Message {
                 }
             },
         };
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|h| match h.raw() {
-                Some(raw) => raw.len() + 2,
-                None => h.name().as_str().len() + 2 + h.value().len() + 2,
-            })
-            .sum();
+        // Headers as parsed or built (one run of one text) are copied in one piece.
+        let block = self.headers.as_one_block();
+        let headers: usize = match block {
+            Some(b) => b.len() + 2,
+            None => self
+                .headers
+                .iter()
+                .map(|h| match h.raw() {
+                    Some(raw) => raw.len() + 2,
+                    None => h.name().as_str().len() + 2 + h.value().len() + 2,
+                })
+                .sum(),
+        };
         let mut out = Vec::with_capacity(start.len() + 2 + headers + 2 + self.body.len());
         out.extend_from_slice(&start);
         out.extend_from_slice(b"\r\n");
-        for h in self.headers.iter() {
-            match h.raw() {
-                Some(raw) => out.extend_from_slice(raw),
-                None => {
-                    out.extend_from_slice(h.name().as_str().as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(h.value().as_bytes());
+        match block {
+            Some(b) => {
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => {
+                for h in self.headers.iter() {
+                    match h.raw() {
+                        Some(raw) => out.extend_from_slice(raw),
+                        None => {
+                            out.extend_from_slice(h.name().as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(h.value().as_bytes());
+                        }
+                    }
+                    out.extend_from_slice(b"\r\n");
                 }
             }
-            out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
@@ -759,40 +772,20 @@ fn raw_of(src: &Source<'_>, head: Option<&Arc<str>>, start: usize, end: usize) -
 }
 
 /// Reads one header (lines `hs..he`, folding included) into `headers`. `folded` says whether
-/// continuation lines were joined.
+/// continuation lines were joined. True when it is a Content-Length.
 fn parse_header(
     src: &Source<'_>,
     head: Option<&Arc<str>>,
     (hs, he, line_no, folded): (usize, usize, usize, bool),
     headers: &mut Headers,
-) -> Result<(), ParseError> {
+) -> Result<bool, ParseError> {
     let raw = &src.buf[hs..he];
-    // field-name = token, then optional SP/HT, then `:` (RFC 3261 §7.3.1) in one pass.
-    let name_end = raw
-        .iter()
-        .position(|&c| !is_token_char(c))
-        .unwrap_or(raw.len());
-    let mut colon = name_end;
-    while colon < raw.len() && matches!(raw[colon], b' ' | b'\t') {
-        colon += 1;
-    }
-    if name_end == 0 || raw.get(colon) != Some(&b':') {
-        // Not `token [WS] :`: a bad name when there is a colon, a bad line when there is none.
-        let kind = if raw.contains(&b':') {
-            ErrorKind::BadHeaderName
-        } else {
-            ErrorKind::BadHeaderLine
-        };
-        return Err(ParseError::new(kind, line_no));
-    }
-    // Token characters are ASCII: the cut is a character boundary and the conversion cannot
-    // fail. The head text gives the `&str` without checking the bytes again.
-    let name = match head.and_then(|h| h.get(hs..hs + name_end)) {
-        Some(name) => name,
-        None => std::str::from_utf8(&raw[..name_end])
-            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?,
+    // The usual names, written in full and followed by the colon, in a few word compares.
+    let (name, colon) = match HeaderName::at_line_start(raw) {
+        Some(found) => found,
+        None => read_name(head, raw, hs, line_no)?,
     };
-    let name = HeaderName::from_token(name);
+    let is_length = matches!(name, HeaderName::ContentLength);
     let value_bytes = &raw[colon + 1..];
     let start = value_bytes
         .iter()
@@ -821,7 +814,43 @@ fn parse_header(
             raw_of(src, head, hs, he),
         )),
     }
-    Ok(())
+    Ok(is_length)
+}
+
+/// Reads the name of header line `raw` (starting at `hs` of the head), for any name:
+/// field-name = token, then optional SP/HT, then `:` (RFC 3261 §7.3.1) in one pass. Gives
+/// the name and the index of the colon.
+fn read_name(
+    head: Option<&Arc<str>>,
+    raw: &[u8],
+    hs: usize,
+    line_no: usize,
+) -> Result<(HeaderName, usize), ParseError> {
+    let name_end = raw
+        .iter()
+        .position(|&c| !is_token_char(c))
+        .unwrap_or(raw.len());
+    let mut colon = name_end;
+    while colon < raw.len() && matches!(raw[colon], b' ' | b'\t') {
+        colon += 1;
+    }
+    if name_end == 0 || raw.get(colon) != Some(&b':') {
+        // Not `token [WS] :`: a bad name when there is a colon, a bad line when there is none.
+        let kind = if raw.contains(&b':') {
+            ErrorKind::BadHeaderName
+        } else {
+            ErrorKind::BadHeaderLine
+        };
+        return Err(ParseError::new(kind, line_no));
+    }
+    // Token characters are ASCII: the cut is a character boundary and the conversion cannot
+    // fail. The head text gives the `&str` without checking the bytes again.
+    let name = match head.and_then(|h| h.get(hs..hs + name_end)) {
+        Some(name) => name,
+        None => std::str::from_utf8(&raw[..name_end])
+            .map_err(|_| ParseError::new(ErrorKind::BadHeaderName, line_no))?,
+    };
+    Ok((HeaderName::from_token(name), colon))
 }
 
 fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
@@ -838,6 +867,11 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     let buf = src.buf;
     if buf.is_empty() {
         return Err(ParseError::new(ErrorKind::Empty, 0));
+    }
+    // Positions are kept in 32 bits (`Span`, `Raw::Text`): 4 GiB or more is refused (a
+    // datagram is at most 64 KiB; `Message::parse` refuses more than that already).
+    if u32::try_from(buf.len()).is_err() {
+        return Err(ParseError::new(ErrorKind::TooLarge, 0));
     }
     // A header-section error found while reading is reported only when the section is
     // complete; otherwise the message is incomplete (the framer may be mid-stream).
@@ -874,17 +908,19 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         if matches!(buf[pos], b' ' | b'\t') {
             match spans.last_mut() {
                 Some(last) => {
-                    last.1 = end;
-                    last.3 = true;
+                    *last = Span {
+                        folded: true,
+                        ..Span::new(last.start as usize, end, last.line as usize)
+                    };
                 }
                 None => {
                     // Reported after the start line, as a complete section's first error.
                     leading_fold = true;
-                    spans.push((pos, end, lines, false));
+                    spans.push(Span::new(pos, end, lines));
                 }
             }
         } else {
-            spans.push((pos, end, lines, false));
+            spans.push(Span::new(pos, end, lines));
         }
         pos = next;
     };
@@ -910,46 +946,21 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     }
 
     let mut headers = Headers::with_capacity(spans.len);
-    for &span in spans.iter() {
-        parse_header(&src, head.as_ref(), span, &mut headers).map_err(or_incomplete)?;
+    // The first Content-Length, noted while reading (what `headers.typed()` would find).
+    let mut content_length = None;
+    for span in spans.iter() {
+        let is_length = parse_header(&src, head.as_ref(), span.unpack(), &mut headers)
+            .map_err(or_incomplete)?;
+        if is_length && content_length.is_none() {
+            content_length = headers
+                .last()
+                .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
+        }
     }
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
     let available = buf.len() - body_at;
-    let body = match headers.typed::<ContentLength>() {
-        Some(Ok(ContentLength(n))) => {
-            // u32 always fits in usize on the 32/64-bit targets we build for.
-            let n = n as usize;
-            if n > available {
-                return Err(ParseError::in_header(
-                    ErrorKind::BodyTooShort {
-                        declared: n,
-                        available,
-                    },
-                    0,
-                    HeaderName::ContentLength,
-                ));
-            }
-            if n < available {
-                warnings.push(Warning {
-                    header: None,
-                    line: 0,
-                    kind: WarningKind::ExtraBytes,
-                });
-            }
-            src.bytes(body_at, body_at + n)
-        }
-        Some(Err(e)) => {
-            let line = headers
-                .iter()
-                .position(|h| h.name() == &HeaderName::ContentLength)
-                .map_or(0, |p| p + 2);
-            return Err(ParseError::in_header(
-                ErrorKind::BadHeaderValue(e),
-                line,
-                HeaderName::ContentLength,
-            ));
-        }
+    let body = match content_length {
         None => {
             if available > 0 {
                 warnings.push(Warning {
@@ -960,6 +971,37 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
             }
             src.bytes(body_at, buf.len())
         }
+        Some((line, length)) => match length {
+            Ok(ContentLength(n)) => {
+                // u32 always fits in usize on the 32/64-bit targets we build for.
+                let n = n as usize;
+                if n > available {
+                    return Err(ParseError::in_header(
+                        ErrorKind::BodyTooShort {
+                            declared: n,
+                            available,
+                        },
+                        0,
+                        HeaderName::ContentLength,
+                    ));
+                }
+                if n < available {
+                    warnings.push(Warning {
+                        header: None,
+                        line: 0,
+                        kind: WarningKind::ExtraBytes,
+                    });
+                }
+                src.bytes(body_at, body_at + n)
+            }
+            Err(e) => {
+                return Err(ParseError::in_header(
+                    ErrorKind::BadHeaderValue(e),
+                    line,
+                    HeaderName::ContentLength,
+                ));
+            }
+        },
     };
     Ok(Message {
         start,
@@ -970,8 +1012,38 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     })
 }
 
-/// A header's lines while the head is split: start, end, line number, folded.
-type Span = (usize, usize, usize, bool);
+/// A header's lines while the head is split: start, end, line number, folded. In 32-bit
+/// fields (16 bytes, not 32: the inline spans are set up for every message parsed);
+/// `parse` refuses input of 4 GiB or more before any span is made.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+    line: u32,
+    folded: bool,
+}
+
+impl Span {
+    fn new(start: usize, end: usize, line: usize) -> Self {
+        // `parse` refused input longer than u32::MAX: nothing is cut.
+        let cut = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Self {
+            start: cut(start),
+            end: cut(end),
+            line: cut(line),
+            folded: false,
+        }
+    }
+
+    fn unpack(&self) -> (usize, usize, usize, bool) {
+        (
+            self.start as usize,
+            self.end as usize,
+            self.line as usize,
+            self.folded,
+        )
+    }
+}
 
 /// The header spans of one message: the first [`Spans::INLINE`] on the stack (a message
 /// rarely has more), the rest in a list; one heap allocation less per message parsed.
@@ -986,7 +1058,7 @@ impl Spans {
 
     fn new() -> Self {
         Self {
-            inline: [(0, 0, 0, false); Self::INLINE],
+            inline: [Span::default(); Self::INLINE],
             len: 0,
             more: Vec::new(),
         }
@@ -1038,6 +1110,56 @@ fn unfold(raw: &[u8]) -> String {
     out.trim_matches([' ', '\t']).to_owned()
 }
 
+/// `SIP/2.0 DDD[ reason]` read without splitting: the status line as the general reader in
+/// `parse_start_line` reads it, or `None` for anything else (which that reader then reads,
+/// or rejects with its precise error).
+fn usual_status_line(line: &str) -> Option<StatusLine> {
+    let b = line.as_bytes();
+    if !b.get(..8)?.eq_ignore_ascii_case(b"SIP/2.0 ") {
+        return None;
+    }
+    let digits = b.get(8..11)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // The reason is what follows the space after the code; no space, no reason.
+    let reason = match b.get(11) {
+        None => "",
+        Some(b' ') => line.get(12..)?,
+        Some(_) => return None,
+    };
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(100..700).contains(&code) {
+        return None;
+    }
+    Some(StatusLine {
+        code,
+        reason: reason_text(reason),
+    })
+}
+
+/// Reads a status line (`line` starts with `SIP/`), any form.
+fn read_status_line(line: &str) -> Result<StatusLine, ParseError> {
+    let bad = |k| ParseError::new(k, 1);
+    let mut it = line.splitn(3, ' ');
+    let version = it.next().unwrap_or("");
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(bad(ErrorKind::BadVersion));
+    }
+    let code = it.next().ok_or(bad(ErrorKind::BadStatusCode))?;
+    if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad(ErrorKind::BadStatusCode));
+    }
+    let code: u16 = code.parse().map_err(|_| bad(ErrorKind::BadStatusCode))?;
+    if !(100..700).contains(&code) {
+        return Err(bad(ErrorKind::BadStatusCode));
+    }
+    let reason = reason_text(it.next().unwrap_or(""));
+    Ok(StatusLine { code, reason })
+}
+
 /// Reads the start line `raw`; `head` is the header section as text when it is UTF-8 (the
 /// start line is its beginning: no second check).
 fn parse_start_line(
@@ -1056,21 +1178,10 @@ fn parse_start_line(
         .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
     {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let mut it = line.splitn(3, ' ');
-        let version = it.next().unwrap_or("");
-        if !version.eq_ignore_ascii_case("SIP/2.0") {
-            return Err(bad(ErrorKind::BadVersion));
-        }
-        let code = it.next().ok_or(bad(ErrorKind::BadStatusCode))?;
-        if code.len() != 3 || !code.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(bad(ErrorKind::BadStatusCode));
-        }
-        let code: u16 = code.parse().map_err(|_| bad(ErrorKind::BadStatusCode))?;
-        if !(100..700).contains(&code) {
-            return Err(bad(ErrorKind::BadStatusCode));
-        }
-        let reason = reason_text(it.next().unwrap_or(""));
-        return Ok(StartLine::Response(StatusLine { code, reason }));
+        return match usual_status_line(line) {
+            Some(status) => Ok(StartLine::Response(status)),
+            None => read_status_line(line).map(StartLine::Response),
+        };
     }
     // Request-Line = Method SP Request-URI SP SIP-Version CRLF (exactly one SP each).
     let trimmed = line.trim_end_matches([' ', '\t']);
@@ -1312,6 +1423,269 @@ v=0\n";
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_name_fast_path_reads_what_the_general_reader_reads() {
+        // The names the fast path knows, names close to them, and every one-byte change of
+        // each (any byte value at any place, the colon and what follows included).
+        let known = [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Contact",
+            "Content-Length",
+            "Content-Type",
+            "Max-Forwards",
+            "Route",
+            "Record-Route",
+            "Require",
+            "Allow",
+            "Authorization",
+            "Accept",
+            "Supported",
+            "Server",
+            "User-Agent",
+            "Expires",
+            "Proxy-Authorization",
+            "Proxy-Authenticate",
+            "WWW-Authenticate",
+        ];
+        let near = [
+            "v",
+            "Vi",
+            "Viaa",
+            "Call-IDs",
+            "Call_ID",
+            "X",
+            "Content-Lengths",
+        ];
+        let check = |line: &[u8]| {
+            let general = read_name(None, line, 0, 2).ok();
+            if let Some(fast) = HeaderName::at_line_start(line) {
+                assert_eq!(
+                    Some(&fast),
+                    general.as_ref(),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                assert!(!matches!(fast.0, HeaderName::Other(_)));
+            }
+        };
+        let mut fast = 0;
+        for name in known.iter().chain(&near) {
+            for spelling in [name.to_string(), name.to_lowercase(), name.to_uppercase()] {
+                for tail in [": x", ":", " : x", "\t:x", "x: y", ""] {
+                    let line = format!("{spelling}{tail}").into_bytes();
+                    if known.contains(name) && tail.starts_with(':') {
+                        // The fast path is taken for every known name written in full.
+                        assert!(HeaderName::at_line_start(&line).is_some(), "{spelling}");
+                        fast += 1;
+                    }
+                    check(&line);
+                    for i in 0..line.len() {
+                        for b in 0..=255u8 {
+                            let mut l = line.clone();
+                            l[i] = b;
+                            check(&l);
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(fast, known.len() * 3 * 2);
+        // And in a whole message: names in any case, white space before the colon, compact
+        // forms and unknown names all come out as before.
+        let msg = Message::parse(
+            b"OPTIONS sip:a@b SIP/2.0\r\nvIA: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCALL-ID : c1\r\n\
+f: <sip:a@b>;tag=1\r\nTo:<sip:b@b>\r\nCSeq:\t1 OPTIONS\r\nX-Via: 1\r\n\
+Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = msg.headers.iter().map(|h| h.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Via",
+                "Call-ID",
+                "From",
+                "To",
+                "CSeq",
+                "X-Via",
+                "Max-Forwards",
+                "Content-Length"
+            ]
+        );
+        assert_eq!(msg.headers.value(&HeaderName::CallId), Some("c1"));
+        assert_eq!(msg.headers.value(&HeaderName::CSeq), Some("1 OPTIONS"));
+    }
+
+    #[test]
+    fn the_status_line_fast_path_reads_what_the_general_reader_reads() {
+        let lines = [
+            "SIP/2.0 200 OK",
+            "SIP/2.0 100 Trying",
+            "sip/2.0 180 Ringing",
+            "SIP/2.0 200",
+            "SIP/2.0 200 ",
+            "SIP/2.0 200  two spaces",
+            "SIP/2.0 487 Request Terminated",
+            "SIP/2.0 699 x",
+            "SIP/2.0 700 x",
+            "SIP/2.0 099 x",
+            "SIP/2.0 20 OK",
+            "SIP/2.0 2000 OK",
+            "SIP/2.0  200 OK",
+            "SIP/2.1 200 OK",
+            "SIP/2.0 2x0 OK",
+            "SIP/2.0 200\tOK",
+            "SIP/2.0 200 Ünïcödé",
+        ];
+        let mut fast = 0;
+        let mut check = |line: &str| {
+            if let Some(f) = usual_status_line(line) {
+                assert_eq!(Ok(f), read_status_line(line), "{line:?}");
+                fast += 1;
+            }
+        };
+        for line in lines {
+            check(line);
+            // Every one-byte change of the first twelve bytes (each ASCII value).
+            for i in 0..line.len().min(12) {
+                for c in 0..128u8 {
+                    let mut b = line.as_bytes().to_vec();
+                    b[i] = c;
+                    if let Ok(l) = std::str::from_utf8(&b) {
+                        check(l);
+                    }
+                }
+            }
+        }
+        assert!(fast > 300, "{fast}");
+        // Taken for the usual lines, and a parse gives the same message either way.
+        for line in ["SIP/2.0 200 OK", "SIP/2.0 200", "SIP/2.0 200 "] {
+            assert!(usual_status_line(line).is_some());
+        }
+        let m =
+            Message::parse(b"SIP/2.0 183 Session Progress\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!(
+            (m.status(), m.reason()),
+            (Some(183), Some("Session Progress"))
+        );
+    }
+
+    #[test]
+    fn the_first_content_length_bounds_the_body_and_a_bad_one_says_its_line() {
+        // Two Content-Lengths: the first one counts (as `headers.typed()` reads it).
+        let m = Message::parse(
+            b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nl: 2\r\nContent-Length: 4\r\n\r\nabcd",
+        )
+        .unwrap();
+        assert_eq!(&m.body()[..], b"ab");
+        assert_eq!(m.warnings()[0].kind, WarningKind::ExtraBytes);
+        // A bad value is reported on its own line, with the header named.
+        let e = Message::parse(
+            b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nX: y\r\ncontent-length: x1\r\n\r\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line(), e.header()),
+            (4, Some(&HeaderName::ContentLength))
+        );
+        assert!(matches!(e.kind(), ErrorKind::BadHeaderValue(_)));
+        // Folded lines before it do not shift the count of headers it is reported by.
+        let e = Message::parse(
+            b"MESSAGE sip:a@b SIP/2.0\r\nSubject: a\r\n b\r\nContent-Length: -1\r\n\r\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.line(), e.header()),
+            (3, Some(&HeaderName::ContentLength))
+        );
+        // None: the rest is the body, with a warning when there is one.
+        let m =
+            Message::parse(b"MESSAGE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\nxyz").unwrap();
+        assert_eq!(&m.body()[..], b"xyz");
+        assert_eq!(m.warnings()[0].kind, WarningKind::MissingContentLength);
+    }
+
+    #[test]
+    fn headers_copied_in_one_piece_print_as_one_by_one() {
+        // The reference: the start line as printed, then each header as it prints alone.
+        fn one_by_one(m: &Message) -> Vec<u8> {
+            let all = m.to_bytes();
+            let first = all.windows(2).position(|w| w == b"\r\n").unwrap();
+            let mut out = all[..first + 2].to_vec();
+            for h in m.headers.iter() {
+                match h.raw() {
+                    Some(raw) => out.extend_from_slice(raw),
+                    None => {
+                        out.extend_from_slice(format!("{}: {}", h.name(), h.value()).as_bytes())
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(m.body());
+            out
+        }
+        let check = |m: &Message, one_piece: bool| {
+            assert_eq!(m.headers.as_one_block().is_some(), one_piece);
+            assert_eq!(
+                String::from_utf8_lossy(&m.to_bytes()),
+                String::from_utf8_lossy(&one_by_one(m))
+            );
+        };
+        // As parsed, as built: one piece.
+        let parsed = Message::parse(INVITE).unwrap();
+        check(&parsed, true);
+        assert_eq!(parsed.to_bytes(), INVITE);
+        let built = crate::RequestBuilder::new(Method::Options, Uri::parse("sip:b@h").unwrap())
+            .call_id("c")
+            .header("X-A", "1")
+            .build();
+        check(&built, true);
+        // The top header taken away: the rest is still one run.
+        let mut m = parsed.clone();
+        m.headers.remove_first(&HeaderName::Via);
+        check(&m, true);
+        // A header taken from the middle, one put in front, one replaced: one by one.
+        let mut m = parsed.clone();
+        m.headers.remove(&HeaderName::To);
+        check(&m, false);
+        let mut m = parsed.clone();
+        m.headers
+            .push_front(Header::new("Via", "SIP/2.0/UDP p;branch=z9hG4bKx"));
+        check(&m, false);
+        let mut m = parsed.clone();
+        m.headers.set(Header::new("Max-Forwards", "69"));
+        check(&m, false);
+        // Bare LF line ends are printed as CRLF, one by one.
+        let lf =
+            Message::parse(b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nCall-ID: x\n\n").unwrap();
+        check(&lf, false);
+        assert!(
+            lf.to_bytes()
+                .ends_with(b"Via: SIP/2.0/UDP h\r\nCall-ID: x\r\n\r\n")
+        );
+        // A folded line is kept as received, in one piece with the others.
+        let folded =
+            Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: a\r\n  b\r\nCall-ID: x\r\n\r\n")
+                .unwrap();
+        assert_eq!(
+            folded.to_bytes(),
+            b"OPTIONS sip:a@b SIP/2.0\r\nSubject: a\r\n  b\r\nCall-ID: x\r\n\r\n"
+        );
+        assert_eq!(folded.to_bytes(), one_by_one(&folded));
+        // A header section that is not UTF-8: its own bytes, one by one.
+        let raw = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject: \xff\r\nCall-ID: x\r\n\r\n")
+            .unwrap();
+        check(&raw, false);
+        // An answer copies some of the request's lines.
+        let answer = Message::response_to(&parsed, 200, "OK", Some("t1"));
+        assert_eq!(answer.to_bytes(), one_by_one(&answer));
     }
 
     #[test]

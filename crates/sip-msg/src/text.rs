@@ -400,21 +400,99 @@ pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
 }
 
 /// An ordered list of `name[=value]` parameters; names compare case-insensitively.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, Option<String>)>);
+///
+/// Held as the printed text (`;name=value` for each, in order): one allocation for any
+/// number of parameters (a list of owned strings took one per name and per value, and one
+/// for the list), and printing it is one copy. When a name holds `;` or `=`, or a value
+/// holds `;` (a quoted value may), splitting the text would not find the parameters again:
+/// their places are then kept beside it.
+#[derive(Clone, Default)]
+pub struct Params {
+    /// `;name[=value]` for each parameter, in order.
+    text: String,
+    /// Empty while `text` splits back into its parameters (at each `;`, then at the first
+    /// `=`); otherwise where each parameter lies in `text`.
+    items: Vec<ParamAt>,
+}
+
+/// Where one parameter of a [`Params`] lies in its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ParamAt {
+    /// The `;` before it.
+    start: usize,
+    /// The end of its name.
+    end_of_name: usize,
+    /// Its end: the end of the name when it has no value; past the `=` when it has one
+    /// (even an empty one).
+    end: usize,
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        // The same parameters in the same order, however each is held.
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As the list of pairs it is: `Params([("branch", Some("z9hG4bK1")), ("rport", None)])`.
+        f.debug_tuple("Params")
+            .field(&self.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// One parameter of a text that splits back: `name[=value]`.
+fn split_param(p: &str) -> (&str, Option<&str>) {
+    match p.split_once_b(b'=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (p, None),
+    }
+}
 
 impl Params {
     /// An empty list.
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self::default()
+    }
+
+    /// An empty list with room for `text` bytes of printed parameters.
+    fn with_capacity(text: usize) -> Self {
+        Self {
+            text: String::with_capacity(text),
+            items: Vec::new(),
+        }
+    }
+
+    /// True while the text splits back into its parameters.
+    fn splits(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The name and value of the parameter at `at`.
+    fn pair(&self, at: &ParamAt) -> (&str, Option<&str>) {
+        // Positions were taken from this text as it was written (ASCII `;` and `=` at the
+        // cuts, so on character boundaries); the empty fallbacks keep this total.
+        let name = self
+            .text
+            .get(at.start + 1..at.end_of_name)
+            .unwrap_or_default();
+        let value = (at.end > at.end_of_name).then(|| {
+            self.text
+                .get(at.end_of_name + 1..at.end)
+                .unwrap_or_default()
+        });
+        (name, value)
     }
 
     /// The value of `name`: `None` when absent, `Some(None)` when present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        self.0
-            .iter()
+        self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_deref())
+            .map(|(_, v)| v)
     }
 
     /// The value of `name` when present with a value; quotes of a quoted value are removed.
@@ -432,42 +510,117 @@ impl Params {
         self.get(name).is_some()
     }
 
-    /// Sets `name` (replacing an earlier value) or appends it.
+    /// Sets `name` (replacing an earlier value, the name kept as first written) or appends it.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        let value = value.map(str::to_owned);
-        match self
-            .0
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((name.to_owned(), value)),
+        let Some(i) = self.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) else {
+            self.push(name, value);
+            return;
+        };
+        self.place_items();
+        let Some(&at) = self.items.get(i) else { return };
+        let mut tail = String::new();
+        if let Some(v) = value {
+            tail.push('=');
+            tail.push_str(v);
+        }
+        let new_end = at.end_of_name + tail.len();
+        self.text.replace_range(at.end_of_name..at.end, &tail);
+        // The parameters after it move by the change in length (they start at or after
+        // its old end, so nothing goes below zero).
+        for later in self.items.iter_mut().skip(i + 1) {
+            for p in [&mut later.start, &mut later.end_of_name, &mut later.end] {
+                *p = *p - at.end + new_end;
+            }
+        }
+        if let Some(slot) = self.items.get_mut(i) {
+            slot.end = new_end;
         }
     }
 
-    /// Removes `name`.
+    /// Removes `name` (every parameter of that name).
     pub fn remove(&mut self, name: &str) {
-        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        if !self.contains(name) {
+            return;
+        }
+        let mut kept = Params::with_capacity(self.text.len());
+        for (n, v) in self.iter() {
+            if !n.eq_ignore_ascii_case(name) {
+                kept.push(n, v);
+            }
+        }
+        *self = kept;
     }
 
     /// Iterates over `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_deref()))
+        // One of the two is empty: the split text, or the kept places.
+        let split = (self.splits() && !self.text.is_empty())
+            .then(|| self.text.get(1..).unwrap_or_default().split_b(b';'));
+        split
+            .into_iter()
+            .flatten()
+            .map(split_param)
+            .chain(self.items.iter().map(|at| self.pair(at)))
     }
 
     /// Number of parameters.
     pub fn len(&self) -> usize {
-        self.0.len()
+        if self.splits() {
+            self.iter().count()
+        } else {
+            self.items.len()
+        }
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.text.is_empty()
+    }
+
+    /// Keeps the place of every parameter beside the text (before an edit, or when a new
+    /// parameter would not split back).
+    fn place_items(&mut self) {
+        if !self.splits() || self.text.is_empty() {
+            return;
+        }
+        let mut items = Vec::with_capacity(4);
+        let mut start = 0;
+        for part in self.text.get(1..).unwrap_or_default().split_b(b';') {
+            let (n, v) = split_param(part);
+            let end_of_name = start + 1 + n.len();
+            let end = end_of_name + v.map_or(0, |v| 1 + v.len());
+            items.push(ParamAt {
+                start,
+                end_of_name,
+                end,
+            });
+            start = end;
+        }
+        self.items = items;
     }
 
     /// Appends `name` even when it is already present (header parameters keep duplicates).
     fn push(&mut self, name: &str, value: Option<&str>) {
-        self.0.push((name.to_owned(), value.map(str::to_owned)));
+        let splits_back = !name.bytes().any(|c| c == b';' || c == b'=')
+            && !value.is_some_and(|v| v.bytes().any(|c| c == b';'));
+        if !splits_back {
+            self.place_items();
+        }
+        let start = self.text.len();
+        self.text.push(';');
+        self.text.push_str(name);
+        let end_of_name = self.text.len();
+        if let Some(v) = value {
+            self.text.push('=');
+            self.text.push_str(v);
+        }
+        if !splits_back || !self.splits() {
+            self.items.push(ParamAt {
+                start,
+                end_of_name,
+                end: self.text.len(),
+            });
+        }
     }
 }
 
@@ -674,7 +827,12 @@ impl<'a> ParamsRef<'a> {
 
     /// The owned list (URI parameters: a repeated name keeps its first place and last value).
     pub fn into_owned(self) -> Params {
-        let mut out = Params::new();
+        if self.text.is_empty() {
+            return Params::new();
+        }
+        // The printed list is at most the text and its leading `;` (white space dropped);
+        // room for four parameters covers nearly every header and URI.
+        let mut out = Params::with_capacity(self.text.len() + 1);
         for (n, v) in self.iter() {
             match self.kind {
                 ParamsKind::Header => out.push(n, v),
@@ -786,16 +944,8 @@ impl std::fmt::Display for Params {
 impl Params {
     /// Writes `;name=value` for each parameter into any writer, as `Display` does.
     pub fn write_to<W: std::fmt::Write>(&self, w: &mut W) -> std::fmt::Result {
-        // Pieces written one by one: `write!` would run the formatting machinery per parameter.
-        for (n, v) in &self.0 {
-            w.write_str(";")?;
-            w.write_str(n)?;
-            if let Some(v) = v {
-                w.write_str("=")?;
-                w.write_str(v)?;
-            }
-        }
-        Ok(())
+        // The text is the printed form.
+        w.write_str(&self.text)
     }
 }
 
@@ -856,6 +1006,106 @@ pub(crate) fn parse_num(s: &str, max: u64) -> Result<u64, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list of pairs `Params` was before it kept one text: the reference it must match.
+    #[derive(Default)]
+    struct Model(Vec<(String, Option<String>)>);
+
+    impl Model {
+        fn set(&mut self, name: &str, value: Option<&str>) {
+            let value = value.map(str::to_owned);
+            match self
+                .0
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                Some(slot) => slot.1 = value,
+                None => self.0.push((name.to_owned(), value)),
+            }
+        }
+        fn printed(&self) -> String {
+            let mut s = String::new();
+            for (n, v) in &self.0 {
+                s.push(';');
+                s.push_str(n);
+                if let Some(v) = v {
+                    s.push('=');
+                    s.push_str(v);
+                }
+            }
+            s
+        }
+    }
+
+    #[test]
+    fn params_in_one_text_behave_as_the_list_of_pairs() {
+        let names = [
+            "branch", "BRANCH", "rport", "received", "tag", "lr", "x", "é", "", "a=b", "c;d",
+        ];
+        let values = [
+            None,
+            Some(""),
+            Some("z9hG4bK1"),
+            Some("\"a;b=c\""),
+            Some("ünï"),
+            Some("1.2.3.4"),
+            Some("x=y"),
+        ];
+        // A fixed pseudo-random sequence of sets, pushes and removes (no dependency needed).
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let mut p = Params::new();
+            let mut m = Model::default();
+            for _ in 0..next(12) {
+                let name = names[next(names.len())];
+                let value = values[next(values.len())];
+                match next(3) {
+                    0 => {
+                        p.set(name, value);
+                        m.set(name, value);
+                    }
+                    1 => {
+                        p.push(name, value);
+                        m.0.push((name.to_owned(), value.map(str::to_owned)));
+                    }
+                    _ => {
+                        p.remove(name);
+                        m.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+                    }
+                }
+                let pairs: Vec<_> =
+                    m.0.iter()
+                        .map(|(n, v)| (n.as_str(), v.as_deref()))
+                        .collect();
+                assert_eq!(p.iter().collect::<Vec<_>>(), pairs);
+                assert_eq!(p.len(), m.0.len());
+                assert_eq!(p.is_empty(), m.0.is_empty());
+                assert_eq!(p.to_string(), m.printed());
+                assert_eq!(format!("{p:?}"), format!("Params({pairs:?})"));
+                for n in names {
+                    let want = m.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(n));
+                    assert_eq!(p.get(n), want.map(|(_, v)| v.as_deref()));
+                    assert_eq!(p.contains(n), want.is_some());
+                }
+                // Equal lists are equal values, built either way.
+                let mut q = Params::new();
+                for (n, v) in &pairs {
+                    q.push(n, *v);
+                }
+                assert_eq!(p, q);
+            }
+        }
+        // Quoted values lose their quotes through `value`.
+        let mut p = Params::new();
+        p.set("q", Some("\"a\\\"b\""));
+        assert_eq!(p.value("Q").as_deref(), Some("a\"b"));
+    }
 
     #[test]
     fn skip_plain_finds_what_a_byte_by_byte_scan_finds() {
