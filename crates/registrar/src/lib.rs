@@ -1311,4 +1311,53 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert!(host_is(&HostRef::parse("reg.example").unwrap(), &name));
         assert!(!host_is(&HostRef::parse("192.0.2.1").unwrap(), &name));
     }
+
+    // ---- review of branch `keep` (scratch tests) ----
+
+    /// PRE-EXISTING (the branch kept it for indexed contacts): two AORs bind one contact whose
+    /// user part is neither's; when one AOR un-registers (or its binding lapses), the shared
+    /// index entry is removed although the other AOR's binding still holds it: in-dialog
+    /// requests to that contact then go to the contact's own address, not to the NAT source
+    /// its REGISTER came from.
+    #[test]
+    fn review_a_contact_shared_by_two_aors_stays_reachable_while_one_still_binds_it() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let (b, c): (SocketAddr, SocketAddr) = (
+            "192.0.2.2:40001".parse().unwrap(),
+            "192.0.2.3:40002".parse().unwrap(),
+        );
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 600, b);
+        register(&mut reg, now, "carol", "sip:phone7@10.0.0.2:5070", 600, c);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), c);
+        // Bob un-registers; Carol's binding of the same contact remains.
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 0, b);
+        assert_eq!(reg.bindings("carol").len(), 1);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), c);
+    }
+
+    /// Sanity (passes): a contact whose user part is the AOR's user on another host, and one
+    /// shared with another AOR whose user differs, are found by their own bindings.
+    #[test]
+    fn review_own_user_contacts_on_other_hosts_and_shared_with_another_aor() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let (a1, a2, b): (SocketAddr, SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "192.0.2.9:40009".parse().unwrap(),
+            "192.0.2.2:40001".parse().unwrap(),
+        );
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.1:5062", 600, a1);
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.9:5062", 600, a2);
+        register(&mut reg, now, "bob", "sip:alice@10.0.0.7:5062", 600, b);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.1:5062"), a1);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.9:5062"), a2);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.7:5062"), b);
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.9:5062", 0, a2);
+        let own: SocketAddr = "10.0.0.9:5062".parse().unwrap();
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.9:5062"), own);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.7:5062"), b);
+        reg.handle_timeout(now + Duration::from_secs(601));
+        assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
+    }
 }

@@ -418,4 +418,39 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
             );
         }
     }
+
+    // ---- review of branch `keep` (scratch tests) ----
+
+    /// DIVERGENCE (branch `keep`, `side`): a To with a valueless `tag` parameter
+    /// (`<uri>;tag`) has no tag for the view, so the in-place path appends a second one
+    /// (`<uri>;tag;tag=lt`), where the typed path (`tagged_text`, `with_tag`) replaces it
+    /// (`<uri>;tag=lt`). Our own parser then reads the first, valueless `tag`: the From of the
+    /// UAS's in-dialog requests (BYE) carries no readable tag.
+    #[test]
+    fn review_a_valueless_to_tag_is_replaced_as_the_typed_path_does() {
+        let raw = "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>;tag\r\nCall-ID: c1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        let d = Dialog::from_uas(&req, "lt").unwrap();
+        let typed = tagged_text(req.to().unwrap().0, "lt");
+        assert_eq!(typed, "<sip:bob@b.example>;tag=lt");
+        let tag = NameAddr::parse(&d.local_uri).unwrap().tag();
+        assert_eq!(tag.as_deref(), Some("lt"), "local_uri {}", d.local_uri);
+        assert_eq!(d.local_uri, typed);
+    }
+
+    /// Sanity (passes): compact forms and a `TAG=` in capitals read in place.
+    #[test]
+    fn review_compact_and_capital_tag_forms_read_in_place() {
+        let raw = "INVITE sip:bob@b.example SIP/2.0\r\nv: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+f: <sip:alice@a.example>;TAG=ft\r\nt: <sip:bob@b.example>\r\ni: c1\r\n\
+CSeq: 1 INVITE\r\nm: <sip:alice@192.0.2.1>\r\nl: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        let d = Dialog::from_uas(&req, "lt").unwrap();
+        assert_eq!(d.id.remote_tag, "ft");
+        assert_eq!(d.remote_uri, tagged_text(req.from().unwrap().0, "ft"));
+        assert_eq!(d.local_uri, tagged_text(req.to().unwrap().0, "lt"));
+        assert_eq!(d.remote_target.to_string(), "sip:alice@192.0.2.1");
+    }
 }

@@ -3733,6 +3733,193 @@ mod tests {
             Some("<sip:proxy.example.com:5060;lr>")
         );
     }
+
+    // ---- review of branch `keep` (scratch tests) ----
+
+    /// The bytes of the last message Bob sent that `pick` selects.
+    fn review_last_from_b(p: &Pair, pick: impl Fn(&Message) -> bool) -> Bytes {
+        p.sent_bytes
+            .iter()
+            .rev()
+            .find(|(a, b)| !*a && pick(&Message::parse(b).unwrap()))
+            .map(|(_, b)| b.clone())
+            .expect("sent by Bob")
+    }
+
+    /// REGRESSION (branch `keep`, `Slot::end`): a 2xx to our re-INVITE that arrives after the
+    /// call ended is never ACKed (RFC 3261 §13.2.2.4: the UAC core MUST ACK every 2xx). Before
+    /// the branch the ended call kept its dialog and the ACK was sent.
+    #[test]
+    fn review_a_reinvite_2xx_arriving_after_the_call_ended_is_still_acked() {
+        let mut p = Pair::new();
+        let (call, _bob_call) = confirmed_call(&mut p);
+        let is_reinvite_ok = |m: &Message| {
+            m.status() == Some(200)
+                && m.cseq()
+                    .is_some_and(|c| c.method == Method::Invite && c.seq > 1)
+        };
+        // Bob's 200 to the re-INVITE is delayed (held off the wire); Alice hangs up meanwhile.
+        p.drop = Box::new(move |from_a, m, _| !from_a && is_reinvite_ok(m));
+        assert!(p.a.reinvite(p.now, call, Bytes::from_static(b"v=0\r\na=sendonly\r\n")));
+        p.run(Duration::from_millis(30));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        // The delayed 200 (re-INVITE) arrives now.
+        let ok = review_last_from_b(&p, is_reinvite_ok);
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, ev) = drain(&mut p.a);
+        assert!(
+            out.iter().any(|o| o.bytes.starts_with(b"ACK ")),
+            "no ACK for the 2xx: out {out:?} events {ev:?}"
+        );
+    }
+
+    /// PRE-EXISTING (CANCEL is left out of both the at-work and the finished matching): a
+    /// retransmitted CANCEL is not answered by its own server transaction (§17.2.2: the same
+    /// response again, reported as a retransmission) but answered anew: another 200 with
+    /// another To tag, and another server transaction (one more finished record per copy).
+    #[test]
+    fn review_a_retransmitted_cancel_gets_the_same_200_again() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(50));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(50));
+        let cancel = last_sent(&p, true, "CANCEL");
+        let ok = review_last_from_b(&p, |m| {
+            m.status() == Some(200) && m.cseq().is_some_and(|c| c.method == Method::Cancel)
+        });
+        p.b.handle_message(
+            p.now,
+            Message::parse(&cancel).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let (out, ev) = drain(&mut p.b);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].retransmission && out[0].bytes == ok,
+            "first 200:\n{}\nagain:\n{}\nevents {ev:?}",
+            String::from_utf8_lossy(&ok),
+            String::from_utf8_lossy(&out[0].bytes)
+        );
+    }
+
+    /// PRE-EXISTING (kept by `FinishedReply::Deliver`): a retransmitted 2xx to a re-INVITE
+    /// (our first ACK lost) is answered with a new ACK (new branch) rather than the same one,
+    /// and reported again as `Modified { code: 200 }`: a tester counts the re-INVITE twice.
+    #[test]
+    fn review_a_retransmitted_reinvite_2xx_is_reported_once() {
+        let mut p = Pair::new();
+        let (call, _) = confirmed_call(&mut p);
+        assert!(p.a.reinvite(p.now, call, Bytes::from_static(b"v=0\r\na=sendonly\r\n")));
+        p.run(Duration::from_millis(100));
+        let is_reinvite_ok = |m: &Message| {
+            m.status() == Some(200)
+                && m.cseq()
+                    .is_some_and(|c| c.method == Method::Invite && c.seq > 1)
+        };
+        let ok = review_last_from_b(&p, is_reinvite_ok);
+        let first_ack = last_sent(&p, true, "ACK");
+        let modified = |ev: &[UaEvent]| {
+            ev.iter()
+                .filter(|e| matches!(e, UaEvent::Call(_, CallEvent::Modified { code: 200, .. })))
+                .count()
+        };
+        assert_eq!(modified(&p.events_a), 1);
+        // The 2xx again, within Timer M.
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, ev) = drain(&mut p.a);
+        assert_eq!(modified(&ev), 0, "reported again: {ev:?}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes, first_ack, "another ACK");
+    }
+
+    /// PRE-EXISTING, now fixed into `FinishedKind::Absorb`: an ACK that matches the INVITE
+    /// server transaction in Accepted (a UAC that reuses the INVITE's branch for its 2xx ACK)
+    /// is absorbed; RFC 6026 §7.1/§8.7 passes it to the TU. Bob never sees the ACK: he
+    /// retransmits his 2xx for 64*T1, then ends the call with BYE ("no ACK for our 2xx").
+    #[test]
+    fn review_an_ack_with_the_invites_branch_reaches_the_call() {
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        // Alice's ACK (lost on the wire), re-sent with the INVITE's branch.
+        let invite = last_sent(&p, true, "INVITE");
+        let ack = last_sent(&p, true, "ACK");
+        let branch_of = |b: &Bytes| {
+            let m = Message::parse(b).unwrap();
+            client_match(&m).unwrap().0.into_owned()
+        };
+        let ack = String::from_utf8(ack.to_vec())
+            .unwrap()
+            .replace(&branch_of(&ack), &branch_of(&invite));
+        p.b.handle_message(
+            p.now,
+            Message::parse(ack.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let _ = drain(&mut p.b);
+        assert_eq!(
+            p.b.call_state(bob_call),
+            Some(CallState::Confirmed),
+            "the ACK was absorbed by the INVITE's Accepted record"
+        );
+    }
+
+    /// PRE-EXISTING (not from this branch, but unbounded memory): an INVITE the UAS cannot
+    /// make a dialog from (no From tag) is answered 400 through a second server transaction;
+    /// the first one, pushed before `on_new_invite`, stays in `server` in Proceeding forever
+    /// (no timer, never quiet-and-finishable). One ~1 KB entry per such INVITE, walked by every
+    /// drain and every request's match, and it captures the 400's ACK (the 400 is then
+    /// retransmitted until Timer H).
+    #[test]
+    fn review_an_invite_refused_for_a_missing_from_tag_leaves_no_transaction_behind() {
+        let mut ua = UserAgent::new(config("bob", 5062, 2));
+        let now = Instant::now();
+        let raw = "INVITE sip:bob@127.0.0.1:5062 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKnotag1\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.test>\r\nTo: <sip:bob@example.test>\r\nCall-ID: notag1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5061>\r\nContent-Length: 0\r\n\r\n";
+        ua.handle_message(
+            now,
+            Message::parse(raw.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let (out, _) = drain(&mut ua);
+        assert_eq!(parse(&out[0]).status(), Some(400));
+        // The caller ACKs the 400 (same branch).
+        let ack = raw
+            .replacen("INVITE sip", "ACK sip", 1)
+            .replace("1 INVITE", "1 ACK");
+        ua.handle_message(
+            now,
+            Message::parse(ack.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let _ = drain(&mut ua);
+        let mut t = now;
+        let mut resent = 0;
+        for _ in 0..200 {
+            t += Duration::from_millis(500);
+            ua.handle_timeout(t);
+            resent += drain(&mut ua).0.len();
+        }
+        assert!(
+            ua.server.is_empty() && resent == 0,
+            "the ACKed 400 was retransmitted {resent} times; still held after 100 s: {:?}",
+            ua.server
+        );
+        assert_eq!(ua.poll_timeout(), None);
+    }
 }
 
 #[cfg(test)]
