@@ -1714,7 +1714,8 @@ impl UserAgent {
         );
     }
 
-    /// Answers `req` through a new server transaction (absorbing its retransmissions).
+    /// Answers `req` through its server transaction: the one at work with `key` (an INVITE's,
+    /// made before the UA core looked at it), else a new one (absorbing its retransmissions).
     #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the answer's parts
     fn respond_with(
         &mut self,
@@ -1732,6 +1733,17 @@ impl UserAgent {
             HeaderName::Server,
             self.profile.user_agent.clone(),
         ));
+        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
+        // `write_full_response` reserves what it needs.
+        let mut out = Vec::new();
+        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
+        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == key) {
+            // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
+            // through its own transaction, which then waits for the ACK and ends).
+            let _ = e.txn.send_response_bytes(now, code, Bytes::from(out));
+            self.drain_server(now);
+            return;
+        }
         let Ok(mut txn) = ServerTransaction::with_key(
             req,
             key.clone(),
@@ -1740,10 +1752,6 @@ impl UserAgent {
         ) else {
             return;
         };
-        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
-        // `write_full_response` reserves what it needs.
-        let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
         if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
             let method = req.method().unwrap_or(Method::Options);
             push_boxed(
@@ -1823,16 +1831,26 @@ impl UserAgent {
             });
             return;
         };
-        // Retransmissions and ACKs of non-2xx finals belong to an existing server transaction.
-        if method != Method::Cancel
-            && let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key)
-        {
+        // Retransmissions (a CANCEL's too: its key is its own, §9.2) and ACKs of non-2xx
+        // finals belong to an existing server transaction. An ACK matching an INVITE's in
+        // Accepted (a caller that ACKs a 2xx with the INVITE's branch) is passed to the core
+        // as well (RFC 6026 §8.7).
+        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
+            let to_core = method == Method::Ack && e.txn.state() == State::Accepted;
             e.txn.handle_request(now, &req);
             self.drain_server(now);
+            if to_core {
+                self.on_ack(now, &req);
+            }
             return;
         }
-        if method != Method::Cancel && self.answer_finished_server(&req, &key) {
-            return;
+        match self.answer_finished_server(&req, &key) {
+            Some(FinishedReply::Deliver) => {
+                self.on_ack(now, &req);
+                return;
+            }
+            Some(_) => return,
+            None => {}
         }
         let in_dialog = req
             .headers
@@ -2377,18 +2395,18 @@ impl UserAgent {
 
     /// A request matching no server transaction at work: a finished one answers it if it
     /// matches (the final response again for a retransmitted non-INVITE, reported as a
-    /// retransmission). False when none matches.
-    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> bool {
+    /// retransmission). `None` when none matches; else what the record did (`Deliver`: an ACK
+    /// the core must see, RFC 6026 §8.7).
+    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> Option<FinishedReply> {
         let h = branch_hash(&key.branch);
-        let Some(f) = self.finished.iter_mut().find(|f| {
+        let f = self.finished.iter_mut().find(|f| {
             f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && f.txn.key() == key
-        }) else {
-            return false;
-        };
+        })?;
         let Peer::Server(source) = f.peer else {
-            return false;
+            return None;
         };
-        if let FinishedReply::Resend { transmit, count } = f.txn.handle_request(req) {
+        let reply = f.txn.handle_request(req);
+        if let FinishedReply::Resend { transmit, count } = reply.clone() {
             push_out(
                 &mut self.queues,
                 Outgoing {
@@ -2406,7 +2424,7 @@ impl UserAgent {
                     });
             }
         }
-        true
+        Some(reply)
     }
 
     /// The earliest timer of every client and server transaction (the finished ones are
@@ -3775,12 +3793,11 @@ mod tests {
         );
     }
 
-    /// PRE-EXISTING (CANCEL is left out of both the at-work and the finished matching): a
-    /// retransmitted CANCEL is not answered by its own server transaction (§17.2.2: the same
-    /// response again, reported as a retransmission) but answered anew: another 200 with
-    /// another To tag, and another server transaction (one more finished record per copy).
+    /// A retransmitted CANCEL is answered by its own server transaction (§17.2.2: the same
+    /// response again, reported as a retransmission), not anew (another 200 with another To
+    /// tag, and one more finished record per copy).
     #[test]
-    fn review_a_retransmitted_cancel_gets_the_same_200_again() {
+    fn a_retransmitted_cancel_gets_the_same_200_again() {
         let mut p = Pair::new();
         let call = p.a.call(p.now, Pair::bob_uri(), None);
         p.run(Duration::from_millis(50));
@@ -3838,12 +3855,12 @@ mod tests {
         assert_eq!(out[0].bytes, first_ack, "another ACK");
     }
 
-    /// PRE-EXISTING, now fixed into `FinishedKind::Absorb`: an ACK that matches the INVITE
-    /// server transaction in Accepted (a UAC that reuses the INVITE's branch for its 2xx ACK)
-    /// is absorbed; RFC 6026 §7.1/§8.7 passes it to the TU. Bob never sees the ACK: he
-    /// retransmits his 2xx for 64*T1, then ends the call with BYE ("no ACK for our 2xx").
+    /// An ACK that matches the INVITE server transaction in Accepted (a UAC that reuses the
+    /// INVITE's branch for its 2xx ACK) is passed to the TU (RFC 6026 §8.7), not absorbed:
+    /// else Bob never sees the ACK, retransmits his 2xx for 64*T1, then ends the call with
+    /// BYE ("no ACK for our 2xx").
     #[test]
-    fn review_an_ack_with_the_invites_branch_reaches_the_call() {
+    fn an_ack_with_the_invites_branch_reaches_the_call() {
         let mut p = Pair::new();
         p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
         let call = p.a.call(p.now, Pair::bob_uri(), None);
@@ -3875,14 +3892,13 @@ mod tests {
         );
     }
 
-    /// PRE-EXISTING (not from this branch, but unbounded memory): an INVITE the UAS cannot
-    /// make a dialog from (no From tag) is answered 400 through a second server transaction;
-    /// the first one, pushed before `on_new_invite`, stays in `server` in Proceeding forever
-    /// (no timer, never quiet-and-finishable). One ~1 KB entry per such INVITE, walked by every
-    /// drain and every request's match, and it captures the 400's ACK (the 400 is then
-    /// retransmitted until Timer H).
+    /// An INVITE the UAS cannot make a dialog from (no From tag) is answered 400 through its
+    /// own server transaction, which ends once the 400 is ACKed (Timer I). A second
+    /// transaction for the 400 left the first, pushed before `on_new_invite`, in Proceeding
+    /// forever (one ~1 KB entry per such INVITE, walked by every drain and match), and the
+    /// first captured the 400's ACK (the 400 was then retransmitted until Timer H).
     #[test]
-    fn review_an_invite_refused_for_a_missing_from_tag_leaves_no_transaction_behind() {
+    fn an_invite_refused_for_a_missing_from_tag_leaves_no_transaction_behind() {
         let mut ua = UserAgent::new(config("bob", 5062, 2));
         let now = Instant::now();
         let raw = "INVITE sip:bob@127.0.0.1:5062 SIP/2.0\r\n\
