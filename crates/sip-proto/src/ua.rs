@@ -354,6 +354,13 @@ struct ClientEntry {
     owner: Owner,
     destination: Destination,
     method: Method,
+    /// A re-INVITE whose call ended while it waited for its final response: the call's
+    /// dialog, kept here (not in the ended call) to ACK a 2xx that still comes
+    /// (RFC 3261 §13.2.2.4), dropped once that ACK is built or the transaction ends.
+    dialog: Option<Box<Dialog>>,
+    /// A re-INVITE's 2xx ACK (destination and bytes), sent again for each retransmission of
+    /// the 2xx while the transaction waits out Timer M (its finished record keeps it).
+    ack: Option<Box<(Destination, Bytes)>>,
 }
 
 #[derive(Debug)]
@@ -537,11 +544,15 @@ fn push_boxed<T>(v: &mut Vec<Box<T>>, x: T) {
 /// (a `Destination` is 128 bytes, for its `Uri`).
 #[derive(Debug)]
 enum AckTo {
-    /// Not an INVITE in Completed: nothing is sent again.
+    /// Not an INVITE in Completed, nor a re-INVITE in Accepted: nothing is sent again.
     Nowhere,
     Registrar,
     OutboundProxy,
     Other(Box<Destination>),
+    /// A re-INVITE in Accepted (Timer M): the ACK of its 2xx and where it went, sent again
+    /// (the same bytes) for each retransmission of the 2xx, which the core then does not see
+    /// again (RFC 3261 §13.2.2.4; it was reported once).
+    Again(Box<(Destination, Bytes)>),
 }
 
 impl AckTo {
@@ -559,6 +570,7 @@ impl AckTo {
             Self::Registrar => Some(Destination::Registrar),
             Self::OutboundProxy => Some(Destination::OutboundProxy),
             Self::Other(d) => Some(Destination::clone(d)),
+            Self::Again(a) => Some(a.0.clone()),
         }
     }
 }
@@ -831,6 +843,8 @@ impl UserAgent {
                         owner,
                         destination,
                         method,
+                        dialog: None,
+                        ack: None,
                     },
                 );
                 self.drain_client(now);
@@ -1103,6 +1117,21 @@ impl UserAgent {
             // its server transaction; other requests of the dialog get 481); the call keeps
             // only a UAC's 2xx ACK, re-sent while Timer M passes 2xx retransmissions up.
             if let Some(slot) = self.slot(id).and_then(|i| self.calls.get_mut(i)) {
+                // A re-INVITE still waiting for its final response keeps a copy of the dialog
+                // in its transaction's entry: its 2xx must still be ACKed (§13.2.2.4).
+                if let Slot::Live(c) = slot
+                    && let Some(d) = c.dialog.as_ref()
+                {
+                    for e in self.client.iter_mut().filter(|e| {
+                        e.owner == Owner::InDialog(id, InDialogMethod::Reinvite)
+                            && !matches!(
+                                e.txn.state(),
+                                State::Completed | State::Accepted | State::Terminated
+                            )
+                    }) {
+                        e.dialog = Some(Box::new(d.clone()));
+                    }
+                }
                 slot.end();
             }
         }
@@ -1499,32 +1528,48 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
+        // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
-        if kind == InDialogMethod::Reinvite && (200..300).contains(&code) {
-            // RFC 3261 §13.2.2.4: the UAC core ACKs a 2xx to (re-)INVITE.
-            let via = self.new_via();
-            let seq = resp.cseq().map_or(1, |c| c.seq);
-            let Some(call) = self.call_mut(id) else {
-                return;
-            };
-            let Some(dialog) = call.dialog.as_mut() else {
-                return;
-            };
-            dialog.refresh_target(resp);
-            let ack = Bytes::from(
-                dialog
-                    .request_via_text(Method::Ack, via, Some(seq))
-                    .build()
-                    .to_bytes(),
-            );
-            let dest = Destination::Uri(dialog.next_hop());
-            let out = keep_ack(&mut call.ack, dest, ack);
-            push_out(&mut self.queues, out);
-        }
         let sdp = sdp_of(resp);
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
+    }
+
+    /// The ACK of a 2xx to our re-INVITE (RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx),
+    /// sent, and returned to be kept by the transaction (sent again for retransmissions of
+    /// the 2xx). Built from the call's dialog, or from `parked`, the copy the transaction kept
+    /// when the call ended before the 2xx came. `None` when neither is there.
+    fn ack_reinvite_2xx(
+        &mut self,
+        id: CallId,
+        parked: Option<Box<Dialog>>,
+        resp: &Message,
+    ) -> Option<(Destination, Bytes)> {
+        let via = self.new_via();
+        let seq = resp.cseq().map_or(1, |c| c.seq);
+        let mut parked = parked;
+        let dialog = match parked.as_deref_mut() {
+            Some(d) => d,
+            None => self.call_mut(id)?.dialog.as_mut()?,
+        };
+        dialog.refresh_target(resp);
+        let ack = Bytes::from(
+            dialog
+                .request_via_text(Method::Ack, via, Some(seq))
+                .build()
+                .to_bytes(),
+        );
+        let destination = Destination::Uri(dialog.next_hop());
+        push_out(
+            &mut self.queues,
+            Outgoing {
+                destination: destination.clone(),
+                bytes: ack.clone(),
+                retransmission: false,
+            },
+        );
+        Some((destination, ack))
     }
 
     // ---- incoming calls ----
@@ -2264,14 +2309,17 @@ impl UserAgent {
                             owner,
                             destination,
                             method,
+                            dialog,
+                            ack,
                         } = *entry;
                         match txn.finish() {
                             Ok(txn) => {
-                                // Only an INVITE in Completed sends again (its ACK).
-                                let ack_to = if txn.timer() == Timer::D {
-                                    AckTo::new(destination)
-                                } else {
-                                    AckTo::Nowhere
+                                // Only an INVITE in Completed (its ACK) and a re-INVITE in
+                                // Accepted (its 2xx's ACK) send again.
+                                let ack_to = match (txn.timer(), ack) {
+                                    (Timer::D, _) => AckTo::new(destination),
+                                    (Timer::M, Some(ack)) => AckTo::Again(ack),
+                                    _ => AckTo::Nowhere,
                                 };
                                 push_finished(&mut self.finished, txn, Peer::Client(owner, ack_to));
                             }
@@ -2285,6 +2333,8 @@ impl UserAgent {
                                         owner,
                                         destination,
                                         method,
+                                        dialog,
+                                        ack,
                                     },
                                 );
                                 i += 1;
@@ -2340,6 +2390,15 @@ impl UserAgent {
                 continue;
             }
             for ev in events {
+                if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
+                    (owner, &ev)
+                    && r.status().is_some_and(|c| (200..300).contains(&c))
+                {
+                    let parked = self.client[i].dialog.take();
+                    if let Some(ack) = self.ack_reinvite_2xx(id, parked, r) {
+                        self.client[i].ack = Some(Box::new(ack));
+                    }
+                }
                 self.on_client_event(now, owner, &method, None, ev);
             }
         }
@@ -2371,6 +2430,19 @@ impl UserAgent {
         };
         match f.txn.handle_response(resp) {
             FinishedReply::Absorbed => {}
+            FinishedReply::Deliver if matches!(ack_to, AckTo::Again(_)) => {
+                // A re-INVITE's 2xx again: the same ACK again, not reported again.
+                if let AckTo::Again(ack) = ack_to {
+                    push_out(
+                        &mut self.queues,
+                        Outgoing {
+                            destination: ack.0.clone(),
+                            bytes: ack.1.clone(),
+                            retransmission: true,
+                        },
+                    );
+                }
+            }
             FinishedReply::Deliver => {
                 let owner = *owner;
                 self.on_client_event(now, owner, method, None, TxnEvent::Response(resp.clone()));
@@ -3752,10 +3824,10 @@ mod tests {
         );
     }
 
-    // ---- review of branch `keep` (scratch tests) ----
+    // ---- review of branch `keep`: fixed on branch `keepfix` ----
 
     /// The bytes of the last message Bob sent that `pick` selects.
-    fn review_last_from_b(p: &Pair, pick: impl Fn(&Message) -> bool) -> Bytes {
+    fn last_from_b(p: &Pair, pick: impl Fn(&Message) -> bool) -> Bytes {
         p.sent_bytes
             .iter()
             .rev()
@@ -3764,11 +3836,11 @@ mod tests {
             .expect("sent by Bob")
     }
 
-    /// REGRESSION (branch `keep`, `Slot::end`): a 2xx to our re-INVITE that arrives after the
-    /// call ended is never ACKed (RFC 3261 §13.2.2.4: the UAC core MUST ACK every 2xx). Before
-    /// the branch the ended call kept its dialog and the ACK was sent.
+    /// A 2xx to our re-INVITE that arrives after the call ended is still ACKed (RFC 3261
+    /// §13.2.2.4: the UAC core MUST ACK every 2xx): the re-INVITE's transaction kept a copy of
+    /// the dialog when the call ended (the ended call keeps none).
     #[test]
-    fn review_a_reinvite_2xx_arriving_after_the_call_ended_is_still_acked() {
+    fn a_reinvite_2xx_arriving_after_the_call_ended_is_still_acked() {
         let mut p = Pair::new();
         let (call, _bob_call) = confirmed_call(&mut p);
         let is_reinvite_ok = |m: &Message| {
@@ -3784,13 +3856,23 @@ mod tests {
         p.run(Duration::from_millis(100));
         assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
         // The delayed 200 (re-INVITE) arrives now.
-        let ok = review_last_from_b(&p, is_reinvite_ok);
+        let ok = last_from_b(&p, is_reinvite_ok);
         p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
         let (out, ev) = drain(&mut p.a);
         assert!(
             out.iter().any(|o| o.bytes.starts_with(b"ACK ")),
             "no ACK for the 2xx: out {out:?} events {ev:?}"
         );
+        // The ACK is the 2xx's (its CSeq number, method ACK); a retransmitted 2xx gets the
+        // same ACK again.
+        let ack = out.iter().find(|o| o.bytes.starts_with(b"ACK ")).unwrap();
+        let cseq = parse(ack).cseq().unwrap();
+        let ok_seq = Message::parse(&ok).unwrap().cseq().unwrap().seq;
+        assert_eq!((cseq.method, cseq.seq), (Method::Ack, ok_seq));
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (again, _) = drain(&mut p.a);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].bytes, ack.bytes);
     }
 
     /// A retransmitted CANCEL is answered by its own server transaction (§17.2.2: the same
@@ -3807,7 +3889,7 @@ mod tests {
         p.a.hangup(p.now, call);
         p.run(Duration::from_millis(50));
         let cancel = last_sent(&p, true, "CANCEL");
-        let ok = review_last_from_b(&p, |m| {
+        let ok = last_from_b(&p, |m| {
             m.status() == Some(200) && m.cseq().is_some_and(|c| c.method == Method::Cancel)
         });
         p.b.handle_message(
@@ -3825,11 +3907,11 @@ mod tests {
         );
     }
 
-    /// PRE-EXISTING (kept by `FinishedReply::Deliver`): a retransmitted 2xx to a re-INVITE
-    /// (our first ACK lost) is answered with a new ACK (new branch) rather than the same one,
-    /// and reported again as `Modified { code: 200 }`: a tester counts the re-INVITE twice.
+    /// A retransmitted 2xx to a re-INVITE (our first ACK lost) is answered with the same ACK
+    /// again (kept by the re-INVITE's finished record), not a new one with a new branch, and
+    /// is not reported again as `Modified { code: 200 }` (a tester would count it twice).
     #[test]
-    fn review_a_retransmitted_reinvite_2xx_is_reported_once() {
+    fn a_retransmitted_reinvite_2xx_is_reported_once() {
         let mut p = Pair::new();
         let (call, _) = confirmed_call(&mut p);
         assert!(p.a.reinvite(p.now, call, Bytes::from_static(b"v=0\r\na=sendonly\r\n")));
@@ -3839,7 +3921,7 @@ mod tests {
                 && m.cseq()
                     .is_some_and(|c| c.method == Method::Invite && c.seq > 1)
         };
-        let ok = review_last_from_b(&p, is_reinvite_ok);
+        let ok = last_from_b(&p, is_reinvite_ok);
         let first_ack = last_sent(&p, true, "ACK");
         let modified = |ev: &[UaEvent]| {
             ev.iter()
