@@ -415,7 +415,8 @@ struct Call {
     provisional_seen: bool,
     /// UAC: hang-up asked before any provisional response.
     cancel_pending: bool,
-    /// UAC: the ACK for the 2xx, re-sent on 2xx retransmissions.
+    /// UAC: the ACK for the INVITE's 2xx, re-sent on 2xx retransmissions (a re-INVITE's
+    /// 2xx ACK is kept by the re-INVITE's transaction: [`AckTo::Again`]).
     ack: Option<(Destination, Bytes)>,
     /// Our SDP (offer for UAC, answer for UAS).
     local_sdp: Option<Bytes>,
