@@ -221,15 +221,18 @@ impl Registrar {
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }
-        let contacts = &mut self.contacts;
+        let mut unbound = Vec::new();
         for (user, list) in self.bindings.iter_mut() {
             list.retain(|b| {
                 let keep = b.expires_at > now;
                 if !keep && !found_by_user(user, &b.contact) {
-                    contacts.remove(&contact_key(&b.contact));
+                    unbound.push(contact_key(&b.contact));
                 }
                 keep
             });
+        }
+        for key in unbound {
+            self.reindex(key);
         }
         // Emptied lists stay (the user is known) but give their room back.
         for list in self.bindings.values_mut().filter(|l| l.is_empty()) {
@@ -417,7 +420,7 @@ impl Registrar {
             if let Some(list) = self.bindings.get_mut(user.as_str()) {
                 for b in std::mem::take(list) {
                     if !found_by_user(&user, &b.contact) {
-                        self.contacts.remove(&contact_key(&b.contact));
+                        self.reindex(contact_key(&b.contact));
                     }
                 }
             }
@@ -463,7 +466,7 @@ impl Registrar {
                 }
                 self.earliest = Some(self.earliest.map_or(expires_at, |e| e.min(expires_at)));
             } else if let Some(key) = key {
-                self.contacts.remove(&key);
+                self.reindex(key);
             }
         }
         // The user is known from now on (an empty list when nothing is bound).
@@ -777,6 +780,27 @@ impl Registrar {
             Host::Name(_) => None,
         };
         ours == Some(a.ip()) && a.port() == self.config.port
+    }
+
+    /// The contacts index entry `key` after a binding of that contact went: another AOR
+    /// may still bind the same contact (two AORs sharing a phone), and then the entry is the
+    /// source of that AOR's binding; else it goes. A walk over the bindings, only when an
+    /// indexed contact (one whose user part is not its AOR's user: rare) is unbound.
+    fn reindex(&mut self, key: String) {
+        let still = self.bindings.iter().find_map(|(user, list)| {
+            list.iter()
+                .rev()
+                .find(|b| !found_by_user(user, &b.contact) && contact_key(&b.contact) == key)
+                .map(|b| b.source)
+        });
+        match still {
+            Some(source) => {
+                self.contacts.insert(key, source);
+            }
+            None => {
+                self.contacts.remove(&key);
+            }
+        }
     }
 
     /// The address of a registered contact: the source its REGISTER came from. A contact
@@ -1310,5 +1334,70 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         let name = Host::parse("Reg.Example").unwrap();
         assert!(host_is(&HostRef::parse("reg.example").unwrap(), &name));
         assert!(!host_is(&HostRef::parse("192.0.2.1").unwrap(), &name));
+    }
+
+    // ---- review of branch `keep`: fixed on branch `keepfix` ----
+
+    /// Two AORs bind one contact whose user part is neither's: when one AOR un-registers (or
+    /// its binding lapses), the shared index entry stays while the other AOR's binding holds
+    /// the contact, pointing at that binding's source (the NAT source its REGISTER came from),
+    /// and goes with the last binding.
+    #[test]
+    fn a_contact_shared_by_two_aors_stays_reachable_while_one_still_binds_it() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let (b, c): (SocketAddr, SocketAddr) = (
+            "192.0.2.2:40001".parse().unwrap(),
+            "192.0.2.3:40002".parse().unwrap(),
+        );
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 600, b);
+        register(&mut reg, now, "carol", "sip:phone7@10.0.0.2:5070", 600, c);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), c);
+        // Bob un-registers; Carol's binding of the same contact remains.
+        register(&mut reg, now, "bob", "sip:phone7@10.0.0.2:5070", 0, b);
+        assert_eq!(reg.bindings("carol").len(), 1);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), c);
+        // Bob binds it again later; Carol's binding lapses first: the entry is Bob's source.
+        let later = now + Duration::from_secs(300);
+        register(&mut reg, later, "bob", "sip:phone7@10.0.0.2:5070", 600, b);
+        register(&mut reg, later, "carol", "sip:phone7@10.0.0.2:5070", 0, c);
+        assert_eq!(forwarded_to(&mut reg, later, "sip:phone7@10.0.0.2:5070"), b);
+        register(&mut reg, later, "carol", "sip:phone7@10.0.0.2:5070", 60, c);
+        assert_eq!(forwarded_to(&mut reg, later, "sip:phone7@10.0.0.2:5070"), c);
+        let lapsed = later + Duration::from_secs(61);
+        reg.handle_timeout(lapsed);
+        assert!(reg.bindings("carol").is_empty());
+        assert_eq!(
+            forwarded_to(&mut reg, lapsed, "sip:phone7@10.0.0.2:5070"),
+            b
+        );
+        // Bob's lapses too: nothing binds it, the entry goes.
+        reg.handle_timeout(later + Duration::from_secs(601));
+        assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
+    }
+
+    /// A contact whose user part is the AOR's user on another host, and one shared with
+    /// another AOR whose user differs, are found by their own bindings.
+    #[test]
+    fn own_user_contacts_on_other_hosts_and_shared_with_another_aor() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let (a1, a2, b): (SocketAddr, SocketAddr, SocketAddr) = (
+            "192.0.2.1:40000".parse().unwrap(),
+            "192.0.2.9:40009".parse().unwrap(),
+            "192.0.2.2:40001".parse().unwrap(),
+        );
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.1:5062", 600, a1);
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.9:5062", 600, a2);
+        register(&mut reg, now, "bob", "sip:alice@10.0.0.7:5062", 600, b);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.1:5062"), a1);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.9:5062"), a2);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.7:5062"), b);
+        register(&mut reg, now, "alice", "sip:alice@10.0.0.9:5062", 0, a2);
+        let own: SocketAddr = "10.0.0.9:5062".parse().unwrap();
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.9:5062"), own);
+        assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.7:5062"), b);
+        reg.handle_timeout(now + Duration::from_secs(601));
+        assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
     }
 }

@@ -376,9 +376,12 @@ impl Message {
                 // response carries the line exactly as the request did (§8.2.6.2 copies it).
                 resp.headers.push(h.clone());
             } else if matches!(n, HeaderName::To) {
-                let value = match (to_tag, NameAddrTag::has_tag(h.value())) {
-                    (Some(tag), false) => format!("{};tag={tag}", h.value()),
-                    _ => h.value().to_owned(),
+                let value = match to_tag {
+                    Some(tag) => match NameAddrTag::tagged(h.value(), tag) {
+                        Some(text) => text.into_owned(),
+                        None => format!("{};tag={tag}", h.value()),
+                    },
+                    None => h.value().to_owned(),
                 };
                 resp.headers.push(Header::new(HeaderName::To, value));
             }
@@ -584,12 +587,15 @@ fn write_response_head(
             HeaderName::RecordRoute if (101..300).contains(&code) => write_header(out, h),
             HeaderName::To => {
                 out.extend_from_slice(b"To: ");
-                out.extend_from_slice(h.value().as_bytes());
-                if let Some(tag) = to_tag
-                    && !NameAddrTag::has_tag(h.value())
-                {
-                    out.extend_from_slice(b";tag=");
-                    out.extend_from_slice(tag.as_bytes());
+                match to_tag.map(|tag| (tag, NameAddrTag::tagged(h.value(), tag))) {
+                    // Appended without a copy of the value (the To of nearly every response).
+                    Some((tag, None)) => {
+                        out.extend_from_slice(h.value().as_bytes());
+                        out.extend_from_slice(b";tag=");
+                        out.extend_from_slice(tag.as_bytes());
+                    }
+                    Some((_, Some(text))) => out.extend_from_slice(text.as_bytes()),
+                    None => out.extend_from_slice(h.value().as_bytes()),
                 }
                 out.extend_from_slice(b"\r\n");
             }
@@ -673,14 +679,30 @@ fn write_line(out: &mut Vec<u8>, name: &str, value: &str) {
 struct NameAddrTag;
 
 impl NameAddrTag {
-    fn has_tag(value: &str) -> bool {
-        // A value without the letters `tag` (in any case) has no tag parameter, readable or
-        // not: the parse is skipped (the To of nearly every out-of-dialog request).
+    /// A To value with `tag`, when it is not the value with `;tag=TAG` appended (`None`: no
+    /// `tag` parameter): the value as it is when it has a tag, and printed typed with the tag
+    /// set when its `tag` has no value (`<uri>;tag`: appending would make a second `tag`, and
+    /// the first, valueless one is the one readers take).
+    fn tagged<'a>(value: &'a str, tag: &str) -> Option<Cow<'a, str>> {
+        match Self::parsed(value) {
+            Some(n) if n.tag().is_some() => Some(Cow::Borrowed(value)),
+            Some(n) if n.params.contains("tag") => {
+                Some(Cow::Owned(n.into_owned().with_tag(tag).to_string()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The value read in place when it may have a `tag` parameter. A value without the
+    /// letters `tag` (in any case) has none, readable or not: the parse is skipped (the To of
+    /// nearly every out-of-dialog request); so is an unreadable value.
+    fn parsed(value: &str) -> Option<crate::typed::NameAddrRef<'_>> {
         value
             .as_bytes()
             .windows(3)
             .any(|w| w.eq_ignore_ascii_case(b"tag"))
-            && crate::typed::NameAddrRef::parse(value).is_ok_and(|n| n.tag().is_some())
+            .then(|| crate::typed::NameAddrRef::parse(value).ok())
+            .flatten()
     }
 }
 
@@ -1316,8 +1338,9 @@ v=0\n";
         // Compact names, a folded To, joined and repeated Vias, Record-Route, a To with a tag,
         // a header that is not copied: `write_response` + the empty line gives the bytes of
         // `response_to` + `to_bytes`, for every code class, with and without a To tag.
-        let requests: [&[u8]; 3] = [
+        let requests: [&[u8]; 4] = [
             INVITE,
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK7\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;TAG\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
             b"INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c;branch=z9hG4bK3\r\nRecord-Route: <sip:p;lr>\r\nf: <sip:a@h>;tag=1\r\nt: \"B\"\r\n  <sip:b@h>\r\ni: x@y\r\nCSeq: 1 INVITE\r\nX-Other: no\r\nl: 0\r\n\r\n",
             b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK9\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\n\r\n",
         ];
@@ -1357,6 +1380,25 @@ v=0\n";
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_valueless_to_tag_is_replaced_not_doubled() {
+        // `To: <uri>;tag` (no value): appending would give `<uri>;tag;tag=t1`, whose first,
+        // valueless `tag` is the one a reader takes (no readable tag). The tag is set instead.
+        let req = Message::parse(
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK7\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag;x=y\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+        )
+        .unwrap();
+        let built = Message::response_to(&req, 180, "Ringing", Some("t1"));
+        let mut printed = Vec::new();
+        Message::write_response(&req, 180, "Ringing", Some("t1"), None, &mut printed);
+        printed.extend_from_slice(b"\r\n");
+        for m in [built, Message::parse(&printed).unwrap()] {
+            let to = m.headers.value(&HeaderName::To).unwrap().to_owned();
+            assert_eq!(to.matches("tag").count(), 1, "{to}");
+            assert_eq!(m.to().unwrap().tag().as_deref(), Some("t1"), "{to}");
         }
     }
 

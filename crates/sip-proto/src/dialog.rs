@@ -74,12 +74,24 @@ pub fn tagged_text(addr: NameAddr, tag: &str) -> String {
     }
 }
 
+/// True when the parameters after a name-addr's `>` include a `tag` (any case, with a value
+/// or not).
+fn has_tag_param(value: &str) -> bool {
+    value.find('>').is_some_and(|end| {
+        value[end + 1..].split(';').skip(1).any(|p| {
+            p.split('=')
+                .next()
+                .is_some_and(|n| n.trim().eq_ignore_ascii_case("tag"))
+        })
+    })
+}
+
 /// One side of a dialog from `msg`'s From or To (`name`): its tag (`set_tag`, or the one the
 /// header carries: `MissingTag` without) and the value with that tag, as [`tagged_text`]
 /// prints it. The header is read once, in place: when it is a name-addr with no display
 /// name (`<uri>;params`, as this agent and most peers print it) whose tag is absent or
 /// already the one, the text is the value as received, with `;tag=TAG` appended when it had
-/// none (where `with_tag` puts it): the typed print's text for such values (test
+/// none, not even a valueless one (where `with_tag` puts it): the typed print's text for such values (test
 /// `dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`). Other forms (a display
 /// name, which the typed print re-quotes; a bare addr-spec; another tag) take the typed path.
 fn side(
@@ -114,6 +126,8 @@ fn side(
     };
     let text = match current.as_deref() {
         _ if !value.starts_with('<') => None,
+        // A `tag` with no value (`<uri>;tag`): the typed path replaces it.
+        None if has_tag_param(value) => None,
         None => {
             let mut text = String::with_capacity(value.len() + 5 + tag.len());
             text.push_str(value);
@@ -417,5 +431,37 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 "{value}"
             );
         }
+    }
+
+    /// A To with a valueless `tag` parameter (`<uri>;tag`) has no tag for the view; the
+    /// in-place path must not append a second one (`<uri>;tag;tag=lt`, whose first, valueless
+    /// `tag` our parser reads: the UAS's BYE would carry no readable From tag) but replace it
+    /// as the typed path (`tagged_text`, `with_tag`) does: `<uri>;tag=lt`.
+    #[test]
+    fn a_valueless_to_tag_is_replaced_as_the_typed_path_does() {
+        let raw = "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>;tag\r\nCall-ID: c1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        let d = Dialog::from_uas(&req, "lt").unwrap();
+        let typed = tagged_text(req.to().unwrap().0, "lt");
+        assert_eq!(typed, "<sip:bob@b.example>;tag=lt");
+        let tag = NameAddr::parse(&d.local_uri).unwrap().tag();
+        assert_eq!(tag.as_deref(), Some("lt"), "local_uri {}", d.local_uri);
+        assert_eq!(d.local_uri, typed);
+    }
+
+    /// Compact forms and a `TAG=` in capitals read in place.
+    #[test]
+    fn compact_and_capital_tag_forms_read_in_place() {
+        let raw = "INVITE sip:bob@b.example SIP/2.0\r\nv: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+f: <sip:alice@a.example>;TAG=ft\r\nt: <sip:bob@b.example>\r\ni: c1\r\n\
+CSeq: 1 INVITE\r\nm: <sip:alice@192.0.2.1>\r\nl: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        let d = Dialog::from_uas(&req, "lt").unwrap();
+        assert_eq!(d.id.remote_tag, "ft");
+        assert_eq!(d.remote_uri, tagged_text(req.from().unwrap().0, "ft"));
+        assert_eq!(d.local_uri, tagged_text(req.to().unwrap().0, "lt"));
+        assert_eq!(d.remote_target.to_string(), "sip:alice@192.0.2.1");
     }
 }

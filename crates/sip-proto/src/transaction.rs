@@ -813,6 +813,7 @@ impl ServerTransaction {
                 last,
                 retransmissions: self.retransmissions,
             },
+            (Timer::L, _) => FinishedKind::ServerAccepted,
             _ => FinishedKind::Absorb,
         };
         Ok(Finished {
@@ -853,9 +854,12 @@ enum FinishedKind {
     /// Server non-INVITE in Completed: the final response, sent again for each
     /// retransmitted request (§17.2.2).
     ServerCompleted { last: Bytes, retransmissions: u32 },
+    /// Server INVITE in Accepted: retransmitted INVITEs are absorbed (RFC 6026 §8.7: the TU
+    /// retransmits its 2xx), an ACK matching it goes to the TU (§8.7: a UAC may ACK the 2xx
+    /// with the INVITE's branch).
+    ServerAccepted,
     /// Absorbs whatever matches: a client non-INVITE in Completed (§17.1.2.2), a server
-    /// INVITE in Accepted (RFC 6026 §8.7: the TU retransmits its 2xx) or in Confirmed
-    /// (§17.2.1: ACKs absorbed).
+    /// INVITE in Confirmed (§17.2.1: ACKs absorbed).
     Absorb,
 }
 
@@ -864,7 +868,8 @@ enum FinishedKind {
 pub enum FinishedReply {
     /// Nothing: the message is absorbed.
     Absorbed,
-    /// A retransmitted 2xx to an INVITE in Accepted: the TU must see it (to re-send its ACK).
+    /// The TU must see the message: a retransmitted 2xx to a client INVITE in Accepted (to
+    /// re-send its ACK), an ACK matching a server INVITE in Accepted (RFC 6026 §8.7).
     Deliver,
     /// Send this again on the transaction's flow; `count` is the transaction's
     /// retransmissions so far when the transaction reports them (server non-INVITE, as a
@@ -920,10 +925,13 @@ impl Finished {
     }
 
     /// A request matching a finished server transaction's key: a retransmitted non-INVITE
-    /// request is answered with the final response again (counted); retransmitted INVITEs
-    /// and ACKs are absorbed.
+    /// request is answered with the final response again (counted); an ACK in Accepted goes
+    /// to the TU (RFC 6026 §8.7); retransmitted INVITEs and other ACKs are absorbed.
     pub fn handle_request(&mut self, req: &Message) -> FinishedReply {
         match &mut self.kind {
+            FinishedKind::ServerAccepted if req.method() == Some(Method::Ack) => {
+                FinishedReply::Deliver
+            }
             FinishedKind::ServerCompleted {
                 last,
                 retransmissions,
@@ -1152,13 +1160,15 @@ Content-Length: 0\r\n\r\n"
         }
         assert_eq!(f.handle_request(&request("ACK")), FinishedReply::Absorbed);
         // INVITE, 2xx: Accepted, Timer L; retransmitted INVITEs absorbed (the UA core
-        // retransmits its 2xx).
+        // retransmits its 2xx); an ACK with the INVITE's branch goes to the TU (RFC 6026 §8.7).
         let inv = request("INVITE");
         let mut t = ServerTransaction::new(&inv, false, cfg).unwrap();
         t.send_response(now, &response(&inv, 200)).unwrap();
         drain(&mut t);
         let mut f = t.finish().unwrap();
         assert_eq!(f.timer(), Timer::L);
+        assert_eq!(f.handle_request(&inv), FinishedReply::Absorbed);
+        assert_eq!(f.handle_request(&request("ACK")), FinishedReply::Deliver);
         assert_eq!(f.handle_request(&inv), FinishedReply::Absorbed);
         // INVITE, non-2xx: Completed still retransmits (Timer G): not finished; once ACKed,
         // Confirmed (Timer I, T4) absorbs further ACKs.

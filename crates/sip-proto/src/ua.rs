@@ -354,6 +354,13 @@ struct ClientEntry {
     owner: Owner,
     destination: Destination,
     method: Method,
+    /// A re-INVITE whose call ended while it waited for its final response: the call's
+    /// dialog, kept here (not in the ended call) to ACK a 2xx that still comes
+    /// (RFC 3261 §13.2.2.4), dropped once that ACK is built or the transaction ends.
+    dialog: Option<Box<Dialog>>,
+    /// A re-INVITE's 2xx ACK (destination and bytes), sent again for each retransmission of
+    /// the 2xx while the transaction waits out Timer M (its finished record keeps it).
+    ack: Option<Box<(Destination, Bytes)>>,
 }
 
 #[derive(Debug)]
@@ -408,7 +415,8 @@ struct Call {
     provisional_seen: bool,
     /// UAC: hang-up asked before any provisional response.
     cancel_pending: bool,
-    /// UAC: the ACK for the 2xx, re-sent on 2xx retransmissions.
+    /// UAC: the ACK for the INVITE's 2xx, re-sent on 2xx retransmissions (a re-INVITE's
+    /// 2xx ACK is kept by the re-INVITE's transaction: [`AckTo::Again`]).
     ack: Option<(Destination, Bytes)>,
     /// Our SDP (offer for UAC, answer for UAS).
     local_sdp: Option<Bytes>,
@@ -537,11 +545,15 @@ fn push_boxed<T>(v: &mut Vec<Box<T>>, x: T) {
 /// (a `Destination` is 128 bytes, for its `Uri`).
 #[derive(Debug)]
 enum AckTo {
-    /// Not an INVITE in Completed: nothing is sent again.
+    /// Not an INVITE in Completed, nor a re-INVITE in Accepted: nothing is sent again.
     Nowhere,
     Registrar,
     OutboundProxy,
     Other(Box<Destination>),
+    /// A re-INVITE in Accepted (Timer M): the ACK of its 2xx and where it went, sent again
+    /// (the same bytes) for each retransmission of the 2xx, which the core then does not see
+    /// again (RFC 3261 §13.2.2.4; it was reported once).
+    Again(Box<(Destination, Bytes)>),
 }
 
 impl AckTo {
@@ -559,6 +571,7 @@ impl AckTo {
             Self::Registrar => Some(Destination::Registrar),
             Self::OutboundProxy => Some(Destination::OutboundProxy),
             Self::Other(d) => Some(Destination::clone(d)),
+            Self::Again(a) => Some(a.0.clone()),
         }
     }
 }
@@ -831,6 +844,8 @@ impl UserAgent {
                         owner,
                         destination,
                         method,
+                        dialog: None,
+                        ack: None,
                     },
                 );
                 self.drain_client(now);
@@ -1103,6 +1118,21 @@ impl UserAgent {
             // its server transaction; other requests of the dialog get 481); the call keeps
             // only a UAC's 2xx ACK, re-sent while Timer M passes 2xx retransmissions up.
             if let Some(slot) = self.slot(id).and_then(|i| self.calls.get_mut(i)) {
+                // A re-INVITE still waiting for its final response keeps a copy of the dialog
+                // in its transaction's entry: its 2xx must still be ACKed (§13.2.2.4).
+                if let Slot::Live(c) = slot
+                    && let Some(d) = c.dialog.as_ref()
+                {
+                    for e in self.client.iter_mut().filter(|e| {
+                        e.owner == Owner::InDialog(id, InDialogMethod::Reinvite)
+                            && !matches!(
+                                e.txn.state(),
+                                State::Completed | State::Accepted | State::Terminated
+                            )
+                    }) {
+                        e.dialog = Some(Box::new(d.clone()));
+                    }
+                }
                 slot.end();
             }
         }
@@ -1499,32 +1529,48 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
+        // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
-        if kind == InDialogMethod::Reinvite && (200..300).contains(&code) {
-            // RFC 3261 §13.2.2.4: the UAC core ACKs a 2xx to (re-)INVITE.
-            let via = self.new_via();
-            let seq = resp.cseq().map_or(1, |c| c.seq);
-            let Some(call) = self.call_mut(id) else {
-                return;
-            };
-            let Some(dialog) = call.dialog.as_mut() else {
-                return;
-            };
-            dialog.refresh_target(resp);
-            let ack = Bytes::from(
-                dialog
-                    .request_via_text(Method::Ack, via, Some(seq))
-                    .build()
-                    .to_bytes(),
-            );
-            let dest = Destination::Uri(dialog.next_hop());
-            let out = keep_ack(&mut call.ack, dest, ack);
-            push_out(&mut self.queues, out);
-        }
         let sdp = sdp_of(resp);
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
+    }
+
+    /// The ACK of a 2xx to our re-INVITE (RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx),
+    /// sent, and returned to be kept by the transaction (sent again for retransmissions of
+    /// the 2xx). Built from the call's dialog, or from `parked`, the copy the transaction kept
+    /// when the call ended before the 2xx came. `None` when neither is there.
+    fn ack_reinvite_2xx(
+        &mut self,
+        id: CallId,
+        parked: Option<Box<Dialog>>,
+        resp: &Message,
+    ) -> Option<(Destination, Bytes)> {
+        let via = self.new_via();
+        let seq = resp.cseq().map_or(1, |c| c.seq);
+        let mut parked = parked;
+        let dialog = match parked.as_deref_mut() {
+            Some(d) => d,
+            None => self.call_mut(id)?.dialog.as_mut()?,
+        };
+        dialog.refresh_target(resp);
+        let ack = Bytes::from(
+            dialog
+                .request_via_text(Method::Ack, via, Some(seq))
+                .build()
+                .to_bytes(),
+        );
+        let destination = Destination::Uri(dialog.next_hop());
+        push_out(
+            &mut self.queues,
+            Outgoing {
+                destination: destination.clone(),
+                bytes: ack.clone(),
+                retransmission: false,
+            },
+        );
+        Some((destination, ack))
     }
 
     // ---- incoming calls ----
@@ -1714,7 +1760,8 @@ impl UserAgent {
         );
     }
 
-    /// Answers `req` through a new server transaction (absorbing its retransmissions).
+    /// Answers `req` through its server transaction: the one at work with `key` (an INVITE's,
+    /// made before the UA core looked at it), else a new one (absorbing its retransmissions).
     #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the answer's parts
     fn respond_with(
         &mut self,
@@ -1732,6 +1779,17 @@ impl UserAgent {
             HeaderName::Server,
             self.profile.user_agent.clone(),
         ));
+        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
+        // `write_full_response` reserves what it needs.
+        let mut out = Vec::new();
+        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
+        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == key) {
+            // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
+            // through its own transaction, which then waits for the ACK and ends).
+            let _ = e.txn.send_response_bytes(now, code, Bytes::from(out));
+            self.drain_server(now);
+            return;
+        }
         let Ok(mut txn) = ServerTransaction::with_key(
             req,
             key.clone(),
@@ -1740,10 +1798,6 @@ impl UserAgent {
         ) else {
             return;
         };
-        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
-        // `write_full_response` reserves what it needs.
-        let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
         if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
             let method = req.method().unwrap_or(Method::Options);
             push_boxed(
@@ -1823,16 +1877,26 @@ impl UserAgent {
             });
             return;
         };
-        // Retransmissions and ACKs of non-2xx finals belong to an existing server transaction.
-        if method != Method::Cancel
-            && let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key)
-        {
+        // Retransmissions (a CANCEL's too: its key is its own, §9.2) and ACKs of non-2xx
+        // finals belong to an existing server transaction. An ACK matching an INVITE's in
+        // Accepted (a caller that ACKs a 2xx with the INVITE's branch) is passed to the core
+        // as well (RFC 6026 §8.7).
+        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
+            let to_core = method == Method::Ack && e.txn.state() == State::Accepted;
             e.txn.handle_request(now, &req);
             self.drain_server(now);
+            if to_core {
+                self.on_ack(now, &req);
+            }
             return;
         }
-        if method != Method::Cancel && self.answer_finished_server(&req, &key) {
-            return;
+        match self.answer_finished_server(&req, &key) {
+            Some(FinishedReply::Deliver) => {
+                self.on_ack(now, &req);
+                return;
+            }
+            Some(_) => return,
+            None => {}
         }
         let in_dialog = req
             .headers
@@ -2246,14 +2310,17 @@ impl UserAgent {
                             owner,
                             destination,
                             method,
+                            dialog,
+                            ack,
                         } = *entry;
                         match txn.finish() {
                             Ok(txn) => {
-                                // Only an INVITE in Completed sends again (its ACK).
-                                let ack_to = if txn.timer() == Timer::D {
-                                    AckTo::new(destination)
-                                } else {
-                                    AckTo::Nowhere
+                                // Only an INVITE in Completed (its ACK) and a re-INVITE in
+                                // Accepted (its 2xx's ACK) send again.
+                                let ack_to = match (txn.timer(), ack) {
+                                    (Timer::D, _) => AckTo::new(destination),
+                                    (Timer::M, Some(ack)) => AckTo::Again(ack),
+                                    _ => AckTo::Nowhere,
                                 };
                                 push_finished(&mut self.finished, txn, Peer::Client(owner, ack_to));
                             }
@@ -2267,6 +2334,8 @@ impl UserAgent {
                                         owner,
                                         destination,
                                         method,
+                                        dialog,
+                                        ack,
                                     },
                                 );
                                 i += 1;
@@ -2322,6 +2391,15 @@ impl UserAgent {
                 continue;
             }
             for ev in events {
+                if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
+                    (owner, &ev)
+                    && r.status().is_some_and(|c| (200..300).contains(&c))
+                {
+                    let parked = self.client[i].dialog.take();
+                    if let Some(ack) = self.ack_reinvite_2xx(id, parked, r) {
+                        self.client[i].ack = Some(Box::new(ack));
+                    }
+                }
                 self.on_client_event(now, owner, &method, None, ev);
             }
         }
@@ -2353,6 +2431,19 @@ impl UserAgent {
         };
         match f.txn.handle_response(resp) {
             FinishedReply::Absorbed => {}
+            FinishedReply::Deliver if matches!(ack_to, AckTo::Again(_)) => {
+                // A re-INVITE's 2xx again: the same ACK again, not reported again.
+                if let AckTo::Again(ack) = ack_to {
+                    push_out(
+                        &mut self.queues,
+                        Outgoing {
+                            destination: ack.0.clone(),
+                            bytes: ack.1.clone(),
+                            retransmission: true,
+                        },
+                    );
+                }
+            }
             FinishedReply::Deliver => {
                 let owner = *owner;
                 self.on_client_event(now, owner, method, None, TxnEvent::Response(resp.clone()));
@@ -2377,18 +2468,18 @@ impl UserAgent {
 
     /// A request matching no server transaction at work: a finished one answers it if it
     /// matches (the final response again for a retransmitted non-INVITE, reported as a
-    /// retransmission). False when none matches.
-    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> bool {
+    /// retransmission). `None` when none matches; else what the record did (`Deliver`: an ACK
+    /// the core must see, RFC 6026 §8.7).
+    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> Option<FinishedReply> {
         let h = branch_hash(&key.branch);
-        let Some(f) = self.finished.iter_mut().find(|f| {
+        let f = self.finished.iter_mut().find(|f| {
             f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && f.txn.key() == key
-        }) else {
-            return false;
-        };
+        })?;
         let Peer::Server(source) = f.peer else {
-            return false;
+            return None;
         };
-        if let FinishedReply::Resend { transmit, count } = f.txn.handle_request(req) {
+        let reply = f.txn.handle_request(req);
+        if let FinishedReply::Resend { transmit, count } = reply.clone() {
             push_out(
                 &mut self.queues,
                 Outgoing {
@@ -2406,7 +2497,7 @@ impl UserAgent {
                     });
             }
         }
-        true
+        Some(reply)
     }
 
     /// The earliest timer of every client and server transaction (the finished ones are
@@ -3732,6 +3823,201 @@ mod tests {
             inv.headers.value(&HeaderName::Route),
             Some("<sip:proxy.example.com:5060;lr>")
         );
+    }
+
+    // ---- review of branch `keep`: fixed on branch `keepfix` ----
+
+    /// The bytes of the last message Bob sent that `pick` selects.
+    fn last_from_b(p: &Pair, pick: impl Fn(&Message) -> bool) -> Bytes {
+        p.sent_bytes
+            .iter()
+            .rev()
+            .find(|(a, b)| !*a && pick(&Message::parse(b).unwrap()))
+            .map(|(_, b)| b.clone())
+            .expect("sent by Bob")
+    }
+
+    /// A 2xx to our re-INVITE that arrives after the call ended is still ACKed (RFC 3261
+    /// §13.2.2.4: the UAC core MUST ACK every 2xx): the re-INVITE's transaction kept a copy of
+    /// the dialog when the call ended (the ended call keeps none).
+    #[test]
+    fn a_reinvite_2xx_arriving_after_the_call_ended_is_still_acked() {
+        let mut p = Pair::new();
+        let (call, _bob_call) = confirmed_call(&mut p);
+        let is_reinvite_ok = |m: &Message| {
+            m.status() == Some(200)
+                && m.cseq()
+                    .is_some_and(|c| c.method == Method::Invite && c.seq > 1)
+        };
+        // Bob's 200 to the re-INVITE is delayed (held off the wire); Alice hangs up meanwhile.
+        p.drop = Box::new(move |from_a, m, _| !from_a && is_reinvite_ok(m));
+        assert!(p.a.reinvite(p.now, call, Bytes::from_static(b"v=0\r\na=sendonly\r\n")));
+        p.run(Duration::from_millis(30));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        // The delayed 200 (re-INVITE) arrives now.
+        let ok = last_from_b(&p, is_reinvite_ok);
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, ev) = drain(&mut p.a);
+        assert!(
+            out.iter().any(|o| o.bytes.starts_with(b"ACK ")),
+            "no ACK for the 2xx: out {out:?} events {ev:?}"
+        );
+        // The ACK is the 2xx's (its CSeq number, method ACK); a retransmitted 2xx gets the
+        // same ACK again.
+        let ack = out.iter().find(|o| o.bytes.starts_with(b"ACK ")).unwrap();
+        let cseq = parse(ack).cseq().unwrap();
+        let ok_seq = Message::parse(&ok).unwrap().cseq().unwrap().seq;
+        assert_eq!((cseq.method, cseq.seq), (Method::Ack, ok_seq));
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (again, _) = drain(&mut p.a);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].bytes, ack.bytes);
+    }
+
+    /// A retransmitted CANCEL is answered by its own server transaction (§17.2.2: the same
+    /// response again, reported as a retransmission), not anew (another 200 with another To
+    /// tag, and one more finished record per copy).
+    #[test]
+    fn a_retransmitted_cancel_gets_the_same_200_again() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(50));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(50));
+        let cancel = last_sent(&p, true, "CANCEL");
+        let ok = last_from_b(&p, |m| {
+            m.status() == Some(200) && m.cseq().is_some_and(|c| c.method == Method::Cancel)
+        });
+        p.b.handle_message(
+            p.now,
+            Message::parse(&cancel).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let (out, ev) = drain(&mut p.b);
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].retransmission && out[0].bytes == ok,
+            "first 200:\n{}\nagain:\n{}\nevents {ev:?}",
+            String::from_utf8_lossy(&ok),
+            String::from_utf8_lossy(&out[0].bytes)
+        );
+    }
+
+    /// A retransmitted 2xx to a re-INVITE (our first ACK lost) is answered with the same ACK
+    /// again (kept by the re-INVITE's finished record), not a new one with a new branch, and
+    /// is not reported again as `Modified { code: 200 }` (a tester would count it twice).
+    #[test]
+    fn a_retransmitted_reinvite_2xx_is_reported_once() {
+        let mut p = Pair::new();
+        let (call, _) = confirmed_call(&mut p);
+        assert!(p.a.reinvite(p.now, call, Bytes::from_static(b"v=0\r\na=sendonly\r\n")));
+        p.run(Duration::from_millis(100));
+        let is_reinvite_ok = |m: &Message| {
+            m.status() == Some(200)
+                && m.cseq()
+                    .is_some_and(|c| c.method == Method::Invite && c.seq > 1)
+        };
+        let ok = last_from_b(&p, is_reinvite_ok);
+        let first_ack = last_sent(&p, true, "ACK");
+        let modified = |ev: &[UaEvent]| {
+            ev.iter()
+                .filter(|e| matches!(e, UaEvent::Call(_, CallEvent::Modified { code: 200, .. })))
+                .count()
+        };
+        assert_eq!(modified(&p.events_a), 1);
+        // The 2xx again, within Timer M.
+        p.a.handle_message(p.now, Message::parse(&ok).unwrap(), BOB.parse().unwrap());
+        let (out, ev) = drain(&mut p.a);
+        assert_eq!(modified(&ev), 0, "reported again: {ev:?}");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes, first_ack, "another ACK");
+    }
+
+    /// An ACK that matches the INVITE server transaction in Accepted (a UAC that reuses the
+    /// INVITE's branch for its 2xx ACK) is passed to the TU (RFC 6026 §8.7), not absorbed:
+    /// else Bob never sees the ACK, retransmits his 2xx for 64*T1, then ends the call with
+    /// BYE ("no ACK for our 2xx").
+    #[test]
+    fn an_ack_with_the_invites_branch_reaches_the_call() {
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, None);
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        // Alice's ACK (lost on the wire), re-sent with the INVITE's branch.
+        let invite = last_sent(&p, true, "INVITE");
+        let ack = last_sent(&p, true, "ACK");
+        let branch_of = |b: &Bytes| {
+            let m = Message::parse(b).unwrap();
+            client_match(&m).unwrap().0.into_owned()
+        };
+        let ack = String::from_utf8(ack.to_vec())
+            .unwrap()
+            .replace(&branch_of(&ack), &branch_of(&invite));
+        p.b.handle_message(
+            p.now,
+            Message::parse(ack.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let _ = drain(&mut p.b);
+        assert_eq!(
+            p.b.call_state(bob_call),
+            Some(CallState::Confirmed),
+            "the ACK was absorbed by the INVITE's Accepted record"
+        );
+    }
+
+    /// An INVITE the UAS cannot make a dialog from (no From tag) is answered 400 through its
+    /// own server transaction, which ends once the 400 is ACKed (Timer I). A second
+    /// transaction for the 400 left the first, pushed before `on_new_invite`, in Proceeding
+    /// forever (one ~1 KB entry per such INVITE, walked by every drain and match), and the
+    /// first captured the 400's ACK (the 400 was then retransmitted until Timer H).
+    #[test]
+    fn an_invite_refused_for_a_missing_from_tag_leaves_no_transaction_behind() {
+        let mut ua = UserAgent::new(config("bob", 5062, 2));
+        let now = Instant::now();
+        let raw = "INVITE sip:bob@127.0.0.1:5062 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKnotag1\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.test>\r\nTo: <sip:bob@example.test>\r\nCall-ID: notag1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5061>\r\nContent-Length: 0\r\n\r\n";
+        ua.handle_message(
+            now,
+            Message::parse(raw.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let (out, _) = drain(&mut ua);
+        assert_eq!(parse(&out[0]).status(), Some(400));
+        // The caller ACKs the 400 (same branch).
+        let ack = raw
+            .replacen("INVITE sip", "ACK sip", 1)
+            .replace("1 INVITE", "1 ACK");
+        ua.handle_message(
+            now,
+            Message::parse(ack.as_bytes()).unwrap(),
+            ALICE.parse().unwrap(),
+        );
+        let _ = drain(&mut ua);
+        let mut t = now;
+        let mut resent = 0;
+        for _ in 0..200 {
+            t += Duration::from_millis(500);
+            ua.handle_timeout(t);
+            resent += drain(&mut ua).0.len();
+        }
+        assert!(
+            ua.server.is_empty() && resent == 0,
+            "the ACKed 400 was retransmitted {resent} times; still held after 100 s: {:?}",
+            ua.server
+        );
+        assert_eq!(ua.poll_timeout(), None);
     }
 }
 
