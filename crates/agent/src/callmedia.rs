@@ -216,8 +216,6 @@ pub struct MediaDriver {
     pub batch: RecvBatch,
     /// Datagrams read.
     pub received: u64,
-    /// Scratch list of the calls a media pass ran (reused, never shrunk).
-    pub due: Vec<usize>,
 }
 
 impl std::fmt::Debug for MediaDriver {
@@ -237,7 +235,6 @@ impl MediaDriver {
             ready: Vec::with_capacity(EVENTS_PER_POLL),
             batch: RecvBatch::default(),
             received: 0,
-            due: Vec::new(),
         })
     }
 

@@ -1666,21 +1666,19 @@ impl<'a> Shard<'a> {
         }
     }
 
-    /// One media pass: sends every packet due by now and emits the samples due (without the
-    /// endpoints' SIP work), then reads the RTP sockets of the calls whose read is due (on
-    /// their send schedule, `CallMedia::read_due`) and the readable RTCP sockets (one
-    /// batch). Sends first: they are the timed part; arrival times are the kernel's.
+    /// One media pass: for every call due by now, sends its packets due and emits its
+    /// sample due (without the endpoint's SIP work), then reads its RTP socket if its read
+    /// is due (on its send schedule, `CallMedia::read_due`; while the call is still in
+    /// cache); then the readable RTCP sockets (one batch). Arrival times are the kernel's.
     /// Returns how many calls' media it ran.
     fn pace_media(&mut self) -> usize {
         let now = Instant::now();
-        let mut due = std::mem::take(&mut self.media.due);
+        let mut ran = 0;
         while let Some((idx, at)) = self.pacer.pop_due(now) {
+            ran += 1;
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
             self.media_timeout(idx, now);
-            due.push(idx);
-        }
-        for &idx in &due {
             let media = self.endpoints[idx].media.as_mut();
             let at = media.and_then(|m| {
                 self.media.received += m.read_due(now, &mut self.media.batch);
@@ -1688,9 +1686,6 @@ impl<'a> Shard<'a> {
             });
             self.pacer.set(idx, at);
         }
-        let ran = due.len();
-        due.clear();
-        self.media.due = due;
         self.on_media_ready();
         ran
     }
