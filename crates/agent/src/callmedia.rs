@@ -195,6 +195,62 @@ pub fn on_grid(at: Instant) -> Instant {
     origin + Duration::from_nanos(u64::try_from(since.div_ceil(q) * q).unwrap_or(u64::MAX))
 }
 
+/// Grid points per 20 ms (the usual packet time): the slots a thread's calls are spread
+/// over ([`SlotLoad`]).
+const SLOTS: usize = 20;
+
+/// The slot of grid point `at` (its index on the grid, modulo [`SLOTS`]).
+fn slot_of(at: Instant) -> usize {
+    let step = at.saturating_duration_since(grid_origin()).as_nanos() / MEDIA_GRID.as_nanos();
+    (step % SLOTS as u128) as usize
+}
+
+/// How many running calls of this thread (a shard is one thread) send on each slot of the
+/// grid. A call starts its schedule on the least loaded slot of the next [`SLOTS`] grid
+/// points, so each of the shard's wake-ups carries about the same number of packets:
+/// calls that are set up at a steady rate (a ramp of 500/s: one every 2 ms) would
+/// otherwise share a few slots and their wake-ups would carry several times the mean
+/// (the last packet of a pass leaves as late as the pass is long).
+#[derive(Debug, Default)]
+struct SlotLoad([u32; SLOTS]);
+
+thread_local! {
+    static SLOT_LOAD: std::cell::RefCell<SlotLoad> = std::cell::RefCell::default();
+}
+
+impl SlotLoad {
+    /// The first grid point at or after `now` on the least loaded slot (the earliest of
+    /// equals), counted as taken.
+    fn take(now: Instant) -> (Instant, usize) {
+        let base = on_grid(now);
+        let first = slot_of(base);
+        SLOT_LOAD.with_borrow_mut(|load| {
+            let k = (0..SLOTS)
+                .min_by_key(|k| (load.0[(first + k) % SLOTS], *k))
+                .unwrap_or(0);
+            let slot = (first + k) % SLOTS;
+            load.0[slot] += 1;
+            (base + MEDIA_GRID * k as u32, slot)
+        })
+    }
+
+    /// A call of `slot` ended.
+    fn give_back(slot: usize) {
+        SLOT_LOAD.with_borrow_mut(|load| {
+            if let Some(n) = load.0.get_mut(slot) {
+                *n = n.saturating_sub(1);
+            }
+        });
+    }
+
+    /// The first grid point at or after `now` on `slot`.
+    fn next_in(now: Instant, slot: usize) -> Instant {
+        let base = on_grid(now);
+        let k = (slot + SLOTS - slot_of(base)) % SLOTS;
+        base + MEDIA_GRID * k as u32
+    }
+}
+
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
 
@@ -529,6 +585,16 @@ pub struct CallMedia {
     /// When the RTP socket is read next ([`CallMedia::read_due`]): every packet time, on
     /// the call's send schedule (the same grid points: no wake-up of its own while sending).
     next_read: Option<Instant>,
+    /// The grid slot the call sends on, once its media started ([`SlotLoad`]).
+    slot: Option<usize>,
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            SlotLoad::give_back(slot);
+        }
+    }
 }
 
 impl CallMedia {
@@ -588,6 +654,7 @@ impl CallMedia {
             rtp_source: None,
             stray: 0,
             next_read: None,
+            slot: None,
         })
     }
 
@@ -726,18 +793,23 @@ impl CallMedia {
         self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
-        // The schedule starts on the media grid (≤ 1 ms after `now`, see [`MEDIA_GRID`]);
-        // the first packet leaves at once, as before: packet 2 follows 20–21 ms later.
-        let at = on_grid(now);
+        // The schedule starts on the media grid, on the least loaded slot of this shard
+        // (0–19 ms after `now`, see [`SlotLoad`]); the first packet leaves then, paced and
+        // measured like the others.
         let ptime = Duration::from_millis(u64::from(n.ptime.max(1)));
+        let (at, slot) = match self.slot {
+            // A second offer/answer of the same call (none today): it keeps its slot.
+            Some(slot) => (SlotLoad::next_in(now, slot), slot),
+            None => SlotLoad::take(now),
+        };
+        // Counted from here on: given back when the call's media is dropped.
+        self.slot = Some(slot);
         let session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
         self.session = Some(session);
         self.negotiated = Some(n);
         self.rtp_source = None;
         self.next_sample = Some(at + Duration::from_secs(1));
         self.next_read = Some(at + ptime);
-        // The first packet is due at the start by definition: not a timing measurement.
-        self.flush(at, None);
         Ok(())
     }
 
@@ -768,8 +840,9 @@ impl CallMedia {
     pub fn set_direction(&mut self, now: Instant, direction: Direction) {
         self.local.direction = direction;
         if let Some(s) = self.session.as_mut() {
-            // Sending resumes on the media grid (≤ 1 ms later).
-            s.set_direction(on_grid(now), direction);
+            // Sending resumes on the call's slot of the media grid (≤ 20 ms later).
+            let at = self.slot.map_or(now, |slot| SlotLoad::next_in(now, slot));
+            s.set_direction(at, direction);
         }
     }
 
@@ -984,8 +1057,10 @@ mod tests {
         let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
-        // `a` starts: its first RTP packet leaves at once, to `b`.
+        // `a` starts; its first RTP packet leaves when due, to `b`.
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let first = a.poll_timeout().unwrap();
+        assert!(a.on_timeout(first, &mut SendTiming::default()).is_none());
         let stray = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let to = b.rtp.local_addr().unwrap();
         for seq in 0..3u16 {
@@ -1028,9 +1103,13 @@ mod tests {
         // Before the media starts nothing is read on schedule.
         assert_eq!((a.poll_timeout(), a.read_due(now, &mut batch)), (None, 0));
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
-        // `a` starts: its first RTP packet leaves at once, to `b` (sent on loopback: it is
+        // `a` starts; its first RTP packet leaves when due, to `b` (sent on loopback: it is
         // in b's socket when the call returns).
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let mut timing = SendTiming::default();
+        let a_first = a.poll_timeout().unwrap();
+        assert!(a.on_timeout(a_first, &mut timing).is_none());
+        assert_eq!(timing.count, 1);
         // More than one batch of the receive call, from the peer the SDP named.
         let a_rtp = a.rtp.local_addr().unwrap();
         for _ in 0..5 {
@@ -1055,20 +1134,27 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![(7, 3, true, 1)]);
-        // b's RTP read is due one packet time after its start, on the media grid, with its
-        // sends: not before.
+        // Both calls start on the media grid, b (answered first) and a on different slots
+        // of this thread's grid.
+        let b_first = b.poll_timeout().unwrap();
+        for first in [a_first, b_first] {
+            assert_eq!(on_grid(first), first);
+            assert!(first >= now && first < now + Duration::from_millis(21));
+        }
+        assert_ne!(slot_of(a_first), slot_of(b_first));
+        assert!(b.on_timeout(b_first, &mut timing).is_none());
+        // b's RTP read is due one packet time after its start, with its second send: not
+        // before.
         let read_at = b.poll_timeout().unwrap();
-        assert_eq!(on_grid(read_at), read_at);
-        assert!(read_at > now && read_at <= now + Duration::from_millis(21));
+        assert_eq!(read_at, b_first + Duration::from_millis(20));
         assert_eq!(
             b.read_due(read_at - Duration::from_micros(1), &mut batch),
             0
         );
-        // The pass: b's second packet is due at the same instant, then the read: everything
-        // waiting is read (a's first packet + 5), in more than one batch.
-        let mut timing = SendTiming::default();
+        // The pass: b's second packet, then the read: everything waiting is read (a's first
+        // packet + 5), in more than one batch.
         assert!(b.on_timeout(read_at, &mut timing).is_none());
-        assert_eq!(timing.count, 1);
+        assert_eq!(timing.count, 3);
         assert_eq!(b.read_due(read_at, &mut batch), 6);
         assert_eq!(b.stray, 0, "all from {a_rtp}");
         // The next read is one packet time later, with the next send; a late pass skips to
@@ -1082,6 +1168,56 @@ mod tests {
             sum.rx_packets, 1,
             "a's first packet (the 5 others are not RTP)"
         );
+    }
+
+    /// Calls that start on the same grid point spread over the slots of the grid: the
+    /// least loaded one first; a slot is given back when its call's media is dropped.
+    #[tokio::test]
+    async fn calls_spread_over_the_grid_slots() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let now = Instant::now();
+        let base = on_grid(now);
+        let mut start = |calls: &mut Vec<CallMedia>| {
+            let n = calls.len() as u64;
+            let mut a = CallMedia::bind(ip, &mut ports, &plan, n, 1, n, &driver).unwrap();
+            let mut b = CallMedia::bind(ip, &mut ports, &plan, n, 2, n, &driver).unwrap();
+            let answer = b.answer(&a.offer(), 1, "b@test", n, now).unwrap();
+            a.apply_answer(&answer, 2, "a@test", n, now).unwrap();
+            calls.push(b);
+            calls.push(a);
+        };
+        let mut calls = Vec::new();
+        for _ in 0..SLOTS {
+            start(&mut calls);
+        }
+        // 40 call ends started at one instant: two on each slot, the first 20 on the next
+        // 20 grid points in order, then again.
+        let firsts: Vec<Instant> = calls.iter().map(|c| c.poll_timeout().unwrap()).collect();
+        for (i, first) in firsts.iter().enumerate() {
+            assert_eq!(
+                *first,
+                base + MEDIA_GRID * (i % SLOTS) as u32,
+                "call end {i}"
+            );
+        }
+        // Two calls (four ends) end: their slots are the least loaded again.
+        let ended: Vec<usize> = [7, 8, 30, 31].into();
+        for i in ended.iter().rev() {
+            drop(calls.remove(*i));
+        }
+        start(&mut calls);
+        start(&mut calls);
+        let mut got: Vec<usize> = calls[36..]
+            .iter()
+            .map(|c| slot_of(c.poll_timeout().unwrap()))
+            .collect();
+        got.sort_unstable();
+        let mut want: Vec<usize> = ended.iter().map(|i| slot_of(firsts[*i])).collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]
