@@ -174,6 +174,83 @@ impl MediaToken {
     }
 }
 
+/// The media grid: every call's RTP schedule starts on a multiple of this after one
+/// process-wide origin ([`on_grid`]), and the shards' precise timers tick on the same grid
+/// ([`PreciseTimer::QUANTUM`]). So a wake-up finds whole grid points of packets due and sends
+/// them at once (lateness: the wake-up's own and the packet's place in the pass), where
+/// random phases rounded up to a quarter-millisecond quantum needed 4,000 wake-ups a second
+/// and made each packet 0–250 µs late by the rounding alone.
+pub const MEDIA_GRID: Duration = Duration::from_millis(1);
+
+fn grid_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// `at` rounded up to the media grid (≤ [`MEDIA_GRID`] later).
+pub fn on_grid(at: Instant) -> Instant {
+    let origin = grid_origin();
+    let q = MEDIA_GRID.as_nanos();
+    let since = at.saturating_duration_since(origin).as_nanos();
+    origin + Duration::from_nanos(u64::try_from(since.div_ceil(q) * q).unwrap_or(u64::MAX))
+}
+
+/// Grid points per 20 ms (the usual packet time): the slots a thread's calls are spread
+/// over ([`SlotLoad`]).
+const SLOTS: usize = 20;
+
+/// The slot of grid point `at` (its index on the grid, modulo [`SLOTS`]).
+fn slot_of(at: Instant) -> usize {
+    let step = at.saturating_duration_since(grid_origin()).as_nanos() / MEDIA_GRID.as_nanos();
+    (step % SLOTS as u128) as usize
+}
+
+/// How many running calls of this thread (a shard is one thread) send on each slot of the
+/// grid. A call starts its schedule on the least loaded slot of the next [`SLOTS`] grid
+/// points, so each of the shard's wake-ups carries about the same number of packets:
+/// calls that are set up at a steady rate (a ramp of 500/s: one every 2 ms) would
+/// otherwise share a few slots and their wake-ups would carry several times the mean
+/// (the last packet of a pass leaves as late as the pass is long).
+#[derive(Debug, Default)]
+struct SlotLoad([u32; SLOTS]);
+
+thread_local! {
+    static SLOT_LOAD: std::cell::RefCell<SlotLoad> = std::cell::RefCell::default();
+}
+
+impl SlotLoad {
+    /// The first grid point at or after `now` on the least loaded slot (the earliest of
+    /// equals), counted as taken.
+    fn take(now: Instant) -> (Instant, usize) {
+        let base = on_grid(now);
+        let first = slot_of(base);
+        SLOT_LOAD.with_borrow_mut(|load| {
+            let k = (0..SLOTS)
+                .min_by_key(|k| (load.0[(first + k) % SLOTS], *k))
+                .unwrap_or(0);
+            let slot = (first + k) % SLOTS;
+            load.0[slot] += 1;
+            (base + MEDIA_GRID * k as u32, slot)
+        })
+    }
+
+    /// A call of `slot` ended.
+    fn give_back(slot: usize) {
+        SLOT_LOAD.with_borrow_mut(|load| {
+            if let Some(n) = load.0.get_mut(slot) {
+                *n = n.saturating_sub(1);
+            }
+        });
+    }
+
+    /// The first grid point at or after `now` on `slot`.
+    fn next_in(now: Instant, slot: usize) -> Instant {
+        let base = on_grid(now);
+        let k = (slot + SLOTS - slot_of(base)) % SLOTS;
+        base + MEDIA_GRID * k as u32
+    }
+}
+
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
 
@@ -328,14 +405,14 @@ pub struct PreciseTimer {
     periodic: bool,
     /// While ticking: the deadline asked for (ticks before it are not a wake-up).
     target: Instant,
-    origin: Instant,
 }
 
 impl PreciseTimer {
-    /// Deadlines are rounded up to a multiple of this (at most 4,000 wake-ups a second).
-    pub const QUANTUM: Duration = Duration::from_micros(250);
+    /// Deadlines are rounded up to the media grid (at most 1,000 wake-ups a second); media
+    /// deadlines are on it already ([`MEDIA_GRID`]).
+    pub const QUANTUM: Duration = MEDIA_GRID;
     /// A deadline this close counts as dense: tick on every quantum.
-    pub const DENSE: Duration = Duration::from_micros(500);
+    pub const DENSE: Duration = Duration::from_millis(2);
 
     /// A disarmed timer. Must be called inside a tokio runtime with I/O enabled; `_name`
     /// is kept for callers that named the former timer thread.
@@ -352,16 +429,12 @@ impl PreciseTimer {
             armed: None,
             periodic: false,
             target: Instant::now(),
-            origin: Instant::now(),
         })
     }
 
     /// Wakes the shard at `at` (rounded up to the quantum) unless an earlier wake-up is set.
     pub fn arm(&mut self, at: Instant) {
-        let q = Self::QUANTUM.as_nanos();
-        let since = at.saturating_duration_since(self.origin).as_nanos();
-        let nanos = since.div_ceil(q) * q;
-        let at = self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        let at = on_grid(at);
         let now = Instant::now();
         let dense = at.saturating_duration_since(now) <= Self::DENSE;
         if self.periodic && dense {
@@ -509,6 +582,19 @@ pub struct CallMedia {
     rtp_source: Option<SocketAddr>,
     /// RTP datagrams from any other source: counted, not measured.
     pub stray: u64,
+    /// When the RTP socket is read next ([`CallMedia::read_due`]): every packet time, on
+    /// the call's send schedule (the same grid points: no wake-up of its own while sending).
+    next_read: Option<Instant>,
+    /// The grid slot the call sends on, once its media started ([`SlotLoad`]).
+    slot: Option<usize>,
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            SlotLoad::give_back(slot);
+        }
+    }
 }
 
 impl CallMedia {
@@ -534,11 +620,16 @@ impl CallMedia {
             generation: (generation & 0x7fff_ffff) as u32,
             rtcp,
         };
-        let mut rtp = MioUdpSocket::from_std(rtp);
+        let rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
-        let registry = driver.poll.registry();
-        registry.register(&mut rtp, token(false).pack(), Interest::READABLE)?;
-        registry.register(&mut rtcp, token(true).pack(), Interest::READABLE)?;
+        // Only RTCP (a datagram every few seconds) is in the set. The RTP socket is read on
+        // the call's own schedule ([`Self::read_due`]): in the set, every datagram cost a
+        // readiness callback at arrival (and at the sender's buffer release) and a report
+        // through `epoll_wait`, ≈ 10 % of a loaded shard.
+        driver
+            .poll
+            .registry()
+            .register(&mut rtcp, token(true).pack(), Interest::READABLE)?;
         Ok(Self {
             local: LocalMedia {
                 codecs: plan.codecs.clone(),
@@ -562,6 +653,8 @@ impl CallMedia {
             send_errors: 0,
             rtp_source: None,
             stray: 0,
+            next_read: None,
+            slot: None,
         })
     }
 
@@ -620,6 +713,24 @@ impl CallMedia {
                 Err(_) => return n,
             }
         }
+    }
+
+    /// Reads the RTP socket when its read is due (every packet time while the media runs,
+    /// on the grid points of the call's sends): every datagram waiting goes into the
+    /// session with its kernel arrival stamp, so reading on this schedule instead of at
+    /// arrival changes no figure. Returns how many were read.
+    pub fn read_due(&mut self, now: Instant, batch: &mut RecvBatch) -> u64 {
+        let (Some(at), Some(n)) = (self.next_read, self.negotiated.as_ref()) else {
+            return 0;
+        };
+        if at > now {
+            return 0;
+        }
+        let ptime = Duration::from_millis(u64::from(n.ptime.max(1)));
+        // The next read on the same grid line, after `now` (a late pass skips, not bursts).
+        let behind = now.saturating_duration_since(at).as_nanos() / ptime.as_nanos();
+        self.next_read = Some(at + ptime * (u32::try_from(behind).unwrap_or(u32::MAX - 1) + 1));
+        self.receive(false, batch)
     }
 
     /// Which call of the endpoint this is.
@@ -682,13 +793,23 @@ impl CallMedia {
         self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
-        let session = MediaSession::new(cfg, now).map_err(|e| e.to_string())?;
+        // The schedule starts on the media grid, on the least loaded slot of this shard
+        // (0–19 ms after `now`, see [`SlotLoad`]); the first packet leaves then, paced and
+        // measured like the others.
+        let ptime = Duration::from_millis(u64::from(n.ptime.max(1)));
+        let (at, slot) = match self.slot {
+            // A second offer/answer of the same call (none today): it keeps its slot.
+            Some(slot) => (SlotLoad::next_in(now, slot), slot),
+            None => SlotLoad::take(now),
+        };
+        // Counted from here on: given back when the call's media is dropped.
+        self.slot = Some(slot);
+        let session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
         self.session = Some(session);
         self.negotiated = Some(n);
         self.rtp_source = None;
-        self.next_sample = Some(now + Duration::from_secs(1));
-        // The first packet is due at `now` by definition: not a timing measurement.
-        self.flush(now, None);
+        self.next_sample = Some(at + Duration::from_secs(1));
+        self.next_read = Some(at + ptime);
         Ok(())
     }
 
@@ -719,7 +840,9 @@ impl CallMedia {
     pub fn set_direction(&mut self, now: Instant, direction: Direction) {
         self.local.direction = direction;
         if let Some(s) = self.session.as_mut() {
-            s.set_direction(now, direction);
+            // Sending resumes on the call's slot of the media grid (≤ 20 ms later).
+            let at = self.slot.map_or(now, |slot| SlotLoad::next_in(now, slot));
+            s.set_direction(at, direction);
         }
     }
 
@@ -733,10 +856,10 @@ impl CallMedia {
         self.negotiated.as_ref().map(|n| n.codec.encoding_name())
     }
 
-    /// When [`Self::on_timeout`] must run next.
+    /// When [`Self::on_timeout`] (or [`Self::read_due`]) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let s = self.session.as_ref()?;
-        [s.poll_timeout(), self.next_sample]
+        [s.poll_timeout(), self.next_sample, self.next_read]
             .into_iter()
             .flatten()
             .min()
@@ -934,8 +1057,10 @@ mod tests {
         let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
-        // `a` starts: its first RTP packet leaves at once, to `b`.
+        // `a` starts; its first RTP packet leaves when due, to `b`.
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let first = a.poll_timeout().unwrap();
+        assert!(a.on_timeout(first, &mut SendTiming::default()).is_none());
         let stray = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let to = b.rtp.local_addr().unwrap();
         for seq in 0..3u16 {
@@ -963,40 +1088,148 @@ mod tests {
         assert_eq!(sum.rx_packets, 1, "only a's packet is measured: {sum:?}");
     }
 
-    /// Datagrams on a call's sockets are reported by the shard's set with the call's token
-    /// and read until the socket would block.
+    /// The shard's set reports a call's RTCP socket (read until it would block); the RTP
+    /// socket is not in the set: it is read on the call's schedule ([`CallMedia::read_due`]).
     #[tokio::test]
-    async fn driver_reports_readable_call_sockets() {
+    async fn driver_reports_rtcp_and_rtp_is_read_on_schedule() {
         let ip: IpAddr = [127, 0, 0, 1].into();
         let mut driver = MediaDriver::new().unwrap();
         let mut ports = PortAllocator::new(None, 0);
-        let mut call =
-            CallMedia::bind(ip, &mut ports, &MediaPlan::default(), 1, 7, 3, &driver).unwrap();
-        let rtp = call.rtp.local_addr().unwrap();
-        let rtcp = call.rtcp.local_addr().unwrap();
-        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
-        // More than one batch of the receive call.
-        for _ in 0..6 {
-            peer.send_to(b"\x80\x00rtp", rtp).unwrap();
+        let plan = MediaPlan::default();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let now = Instant::now();
+        let mut batch = RecvBatch::default();
+        // Before the media starts nothing is read on schedule.
+        assert_eq!((a.poll_timeout(), a.read_due(now, &mut batch)), (None, 0));
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        // `a` starts; its first RTP packet leaves when due, to `b` (sent on loopback: it is
+        // in b's socket when the call returns).
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let mut timing = SendTiming::default();
+        let a_first = a.poll_timeout().unwrap();
+        assert!(a.on_timeout(a_first, &mut timing).is_none());
+        assert_eq!(timing.count, 1);
+        // More than one batch of the receive call, from the peer the SDP named.
+        let a_rtp = a.rtp.local_addr().unwrap();
+        for _ in 0..5 {
+            a.rtp
+                .send_to(b"\x80\x00rtp", b.rtp.local_addr().unwrap())
+                .unwrap();
         }
-        peer.send_to(b"\x80\xc8rtcp", rtcp).unwrap();
+        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        peer.send_to(b"\x80\xc8rtcp", a.rtcp.local_addr().unwrap())
+            .unwrap();
+        // RTCP: reported by the set with a's token. The RTP datagrams queued before it
+        // would be reported by the same wait were their sockets in the set.
         let mut seen = Vec::new();
         let give_up = Instant::now() + Duration::from_secs(5);
-        while seen.len() < 2 {
-            assert!(
-                Instant::now() < give_up,
-                "the set reports the sockets: {seen:?}"
-            );
+        while seen.is_empty() {
+            assert!(Instant::now() < give_up, "the set reports a's RTCP socket");
             let n = driver.wait_ready(Duration::from_millis(100));
             for i in 0..n {
                 let t = driver.token(i).unwrap();
-                assert_eq!((t.endpoint, t.generation), (7, 3));
-                let read = call.receive(t.rtcp, &mut driver.batch);
-                seen.push((t.rtcp, read));
+                let read = a.receive(t.rtcp, &mut batch);
+                seen.push((t.endpoint, t.generation, t.rtcp, read));
             }
         }
-        seen.sort();
-        assert_eq!(seen, vec![(false, 6), (true, 1)]);
+        assert_eq!(seen, vec![(7, 3, true, 1)]);
+        // Both calls start on the media grid, b (answered first) and a on different slots
+        // of this thread's grid.
+        let b_first = b.poll_timeout().unwrap();
+        for first in [a_first, b_first] {
+            assert_eq!(on_grid(first), first);
+            assert!(first >= now && first < now + Duration::from_millis(21));
+        }
+        assert_ne!(slot_of(a_first), slot_of(b_first));
+        assert!(b.on_timeout(b_first, &mut timing).is_none());
+        // b's RTP read is due one packet time after its start, with its second send: not
+        // before.
+        let read_at = b.poll_timeout().unwrap();
+        assert_eq!(read_at, b_first + Duration::from_millis(20));
+        assert_eq!(
+            b.read_due(read_at - Duration::from_micros(1), &mut batch),
+            0
+        );
+        // The pass: b's second packet, then the read: everything waiting is read (a's first
+        // packet + 5), in more than one batch.
+        assert!(b.on_timeout(read_at, &mut timing).is_none());
+        assert_eq!(timing.count, 3);
+        assert_eq!(b.read_due(read_at, &mut batch), 6);
+        assert_eq!(b.stray, 0, "all from {a_rtp}");
+        // The next read is one packet time later, with the next send; a late pass skips to
+        // the next read after it.
+        assert_eq!(b.poll_timeout(), Some(read_at + Duration::from_millis(20)));
+        let late = read_at + Duration::from_millis(65);
+        assert_eq!(b.read_due(late, &mut batch), 0);
+        assert_eq!(b.next_read, Some(read_at + Duration::from_millis(80)));
+        let (sum, _) = b.finish(Instant::now()).unwrap();
+        assert_eq!(
+            sum.rx_packets, 1,
+            "a's first packet (the 5 others are not RTP)"
+        );
+    }
+
+    /// Calls that start on the same grid point spread over the slots of the grid: the
+    /// least loaded one first; a slot is given back when its call's media is dropped.
+    #[tokio::test]
+    async fn calls_spread_over_the_grid_slots() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let now = Instant::now();
+        let base = on_grid(now);
+        let mut start = |calls: &mut Vec<CallMedia>| {
+            let n = calls.len() as u64;
+            let mut a = CallMedia::bind(ip, &mut ports, &plan, n, 1, n, &driver).unwrap();
+            let mut b = CallMedia::bind(ip, &mut ports, &plan, n, 2, n, &driver).unwrap();
+            let answer = b.answer(&a.offer(), 1, "b@test", n, now).unwrap();
+            a.apply_answer(&answer, 2, "a@test", n, now).unwrap();
+            calls.push(b);
+            calls.push(a);
+        };
+        let mut calls = Vec::new();
+        for _ in 0..SLOTS {
+            start(&mut calls);
+        }
+        // 40 call ends started at one instant: two on each slot, the first 20 on the next
+        // 20 grid points in order, then again.
+        let firsts: Vec<Instant> = calls.iter().map(|c| c.poll_timeout().unwrap()).collect();
+        for (i, first) in firsts.iter().enumerate() {
+            assert_eq!(
+                *first,
+                base + MEDIA_GRID * (i % SLOTS) as u32,
+                "call end {i}"
+            );
+        }
+        // Two calls (four ends) end: their slots are the least loaded again.
+        let ended: Vec<usize> = [7, 8, 30, 31].into();
+        for i in ended.iter().rev() {
+            drop(calls.remove(*i));
+        }
+        start(&mut calls);
+        start(&mut calls);
+        let mut got: Vec<usize> = calls[36..]
+            .iter()
+            .map(|c| slot_of(c.poll_timeout().unwrap()))
+            .collect();
+        got.sort_unstable();
+        let mut want: Vec<usize> = ended.iter().map(|i| slot_of(firsts[*i])).collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_media_grid_rounds_up_by_less_than_a_step() {
+        let t0 = Instant::now();
+        for us in [0, 1, 250, 999, 1_000, 1_001, 20_000, 123_457] {
+            let at = t0 + Duration::from_micros(us);
+            let g = on_grid(at);
+            assert!(g >= at && g - at < MEDIA_GRID, "{us} µs");
+            assert_eq!(on_grid(g), g);
+            assert_eq!(on_grid(g + MEDIA_GRID), g + MEDIA_GRID);
+        }
     }
 
     #[test]

@@ -1145,9 +1145,9 @@ fn classify(code: u16) -> CallResult {
     }
 }
 
-/// While media runs, the shard reads its media sockets at least this often (arrival times
-/// are the kernel's, so only the processing waits).
-const MEDIA_READ_EVERY: Duration = Duration::from_millis(2);
+/// While media runs, the shard reads its RTCP sockets at least this often (arrival times
+/// are the kernel's, so only the processing waits; RTP is read on each call's schedule).
+const MEDIA_READ_EVERY: Duration = Duration::from_millis(20);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -1666,9 +1666,10 @@ impl<'a> Shard<'a> {
         }
     }
 
-    /// One media pass: sends every packet due by now and emits the samples due (without the
-    /// endpoints' SIP work), then reads every readable media socket (one batch). Sends
-    /// first: they are the timed part; arrival times are the kernel's.
+    /// One media pass: for every call due by now, sends its packets due and emits its
+    /// sample due (without the endpoint's SIP work), then reads its RTP socket if its read
+    /// is due (on its send schedule, `CallMedia::read_due`; while the call is still in
+    /// cache); then the readable RTCP sockets (one batch). Arrival times are the kernel's.
     /// Returns how many calls' media it ran.
     fn pace_media(&mut self) -> usize {
         let now = Instant::now();
@@ -1678,18 +1679,20 @@ impl<'a> Shard<'a> {
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
             self.media_timeout(idx, now);
-            let at = self.endpoints[idx]
-                .media
-                .as_ref()
-                .and_then(CallMedia::poll_timeout);
+            let media = self.endpoints[idx].media.as_mut();
+            let at = media.and_then(|m| {
+                self.media.received += m.read_due(now, &mut self.media.batch);
+                m.poll_timeout()
+            });
             self.pacer.set(idx, at);
         }
         self.on_media_ready();
         ran
     }
 
-    /// When the loop must make its next media pass: the earliest media deadline, and while
-    /// media runs at least every [`MEDIA_READ_EVERY`] (datagrams do not wake the loop).
+    /// When the loop must make its next media pass: the earliest media deadline (RTP reads
+    /// included), and while media runs at least every [`MEDIA_READ_EVERY`] (RTCP datagrams
+    /// do not wake the loop).
     fn next_media_pass(&mut self, now: Instant, next: Instant) -> Instant {
         if !self.pacer.active() {
             return next;
