@@ -666,7 +666,8 @@ pub fn run_with_targets(
     let mut per_shard = vec![Progress::default(); shards];
     // Each shard reports every second; the totals go out once per round, not once per shard.
     let mut last_total: Option<Instant> = None;
-    for ev in rx {
+    // Each message is one shard's batch of events (see `eventbuf`).
+    for ev in rx.into_iter().flatten() {
         match ev {
             RunEvent::Progress(p) => {
                 let Some(i) = p.shard else { continue };
@@ -1165,7 +1166,7 @@ impl<'a> Shard<'a> {
         index: usize,
         plan: &'a RunPlan,
         work: Vec<(u32, usize, usize)>,
-        events: mpsc::Sender<RunEvent>,
+        events: mpsc::Sender<Vec<RunEvent>>,
         stop: StopHandle,
         shared: Arc<Shared>,
         stream: Option<Arc<StreamSettings>>,
