@@ -55,6 +55,8 @@ report() { # name rate wall user sys rss calls failed
 
 echo "== $CALLS calls per rate, zero call length, loopback UDP ($(nproc) cores), SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
 for RATE in "${RATES[@]}"; do
+  # CPS_NO_SIPP_UAC=1 skips the SIPp UAC run (when only two sipmeter builds are compared).
+  if [[ -z ${CPS_NO_SIPP_UAC:-} ]]; then
   PORT=$(free_port); start_uas "$PORT"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipp.time" \
     sipp -sn uac 127.0.0.1:"$PORT" -i 127.0.0.1 -r "$RATE" -l 5000 -m "$CALLS" -d 0 -nostdin \
@@ -63,6 +65,7 @@ for RATE in "${RATES[@]}"; do
   read -r W U S R <<< "$(times "$WORK/sipp.time")"
   FAILED=$(awk -F';' 'NR==1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") c = i } END { print $c + 0 }' "$WORK/sipp.csv")
   report "SIPp UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$CALLS" "$FAILED"
+  fi
 
   PORT=$(free_port); start_uas "$PORT"
   ENDPOINTS=$(( RATE < 100 ? 100 : RATE ))

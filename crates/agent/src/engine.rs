@@ -2544,6 +2544,7 @@ impl<'a> Shard<'a> {
     fn on_udp_readable(&mut self) -> usize {
         let mut left = UDP_DRAIN;
         let mut got = 0;
+        let began = Instant::now();
         // The readiness was cleared when the wake was taken (`SipSocket::readable`), so
         // stopping short of drained must bring the loop back without sleeping.
         self.udp_more = true;
@@ -2584,7 +2585,7 @@ impl<'a> Shard<'a> {
             }
             left = left.saturating_sub(n);
         }
-        self.coalesce.read(got);
+        self.coalesce.read(got, began);
         got
     }
 

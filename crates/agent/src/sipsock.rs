@@ -187,6 +187,10 @@ pub struct Coalescer {
     coalescing: bool,
     /// Datagrams read since the loop last slept.
     got: usize,
+    /// When the socket was last read: a coalescing wake comes one quantum after it, so a
+    /// pass that took longer than the quantum does not sleep (a saturated loop never idles
+    /// with datagrams waiting).
+    last_read: Option<Instant>,
     /// The slack of the current wake: timers it fires were allowed this much late.
     slack: Duration,
     /// Sleeps decided in each mode (for the notes' figures and the tests).
@@ -201,6 +205,7 @@ impl Coalescer {
             quantum,
             coalescing: false,
             got: 0,
+            last_read: None,
             slack: Duration::ZERO,
             coalesced_sleeps: 0,
             ready_sleeps: 0,
@@ -216,9 +221,10 @@ impl Coalescer {
         self.coalescing
     }
 
-    /// The loop read `n` datagrams.
-    pub fn read(&mut self, n: usize) {
+    /// The loop read the socket at `at` and got `n` datagrams.
+    pub fn read(&mut self, n: usize, at: Instant) {
         self.got += n;
+        self.last_read = Some(at);
     }
 
     /// The socket could not be armed: the loop reads it on each wake, as when coalescing
@@ -249,9 +255,14 @@ impl Coalescer {
         self.coalescing = busy;
         if busy {
             self.coalesced_sleeps += 1;
-            // Anything already due: no sleep. Else one quantum, whatever falls due inside it
-            // fires then (slack).
-            let wake = if next <= now { now } else { now + self.quantum };
+            // Anything already due: no sleep. Else one quantum after the last read (at once
+            // if the pass took longer); whatever falls due by then fires then (slack).
+            let wake = if next <= now {
+                now
+            } else {
+                self.last_read
+                    .map_or(now + self.quantum, |t| (t + self.quantum).max(now))
+            };
             self.slack = self.quantum;
             (true, wake)
         } else {
@@ -274,8 +285,15 @@ mod tests {
         let mut c = Coalescer::new(Q);
         let now = Instant::now();
         let far = now + Duration::from_secs(1);
-        c.read(3);
+        c.read(3, now);
         assert_eq!(c.plan_sleep(now, far, Some(far)), (true, now + Q));
+        // The wake is a quantum after the read, not after the pass: a pass that took longer
+        // than the quantum does not sleep.
+        c.read(1, now);
+        let slow = now + Q * 3;
+        assert_eq!(c.plan_sleep(slow, far, Some(far)), (true, slow));
+        c.read(1, now);
+        assert_eq!(c.plan_sleep(now + Q / 2, far, Some(far)), (true, now + Q));
         assert!(c.coalescing());
         // A timer 0.9 quantum late fired in that wake is not late at all; 2 quanta late
         // is one quantum late.
@@ -286,7 +304,7 @@ mod tests {
         assert_eq!(c.plan_sleep(t, far, Some(far)), (false, far));
         assert!(!c.coalescing());
         assert_eq!(c.lateness(far, far - Q), Q);
-        assert_eq!((c.coalesced_sleeps, c.ready_sleeps), (1, 1));
+        assert_eq!((c.coalesced_sleeps, c.ready_sleeps), (3, 1));
     }
 
     #[test]
@@ -297,7 +315,7 @@ mod tests {
         let soon = now + Q / 4;
         assert_eq!(c.plan_sleep(now, soon, Some(soon)), (true, now + Q));
         // Something already due: no sleep, still coalescing.
-        c.read(1);
+        c.read(1, now);
         assert_eq!(c.plan_sleep(now, now, Some(now)), (true, now));
         // The progress tick or an event flush close by is not a reason to coalesce.
         let later = now + Duration::from_secs(1);
@@ -308,7 +326,7 @@ mod tests {
     fn a_zero_quantum_never_coalesces() {
         let mut c = Coalescer::new(Duration::ZERO);
         let now = Instant::now();
-        c.read(10);
+        c.read(10, now);
         assert_eq!(c.plan_sleep(now, now, Some(now)), (false, now));
         assert_eq!(c.lateness(now, now), Duration::ZERO);
     }
