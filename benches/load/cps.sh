@@ -9,8 +9,10 @@
 # Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or
 # measures the binary SIPMETER_BIN names (to compare two builds). SIPMETER_WRAP prefixes
 # sipmeter's command, e.g. SIPMETER_WRAP="strace -c -f -o /tmp/sc" counts its syscalls
-# (its figures then include strace's overhead). Only the SIPp UAS this script started are
-# stopped (by PID), never other runs'.
+# (its figures then include strace's overhead). CPS_PERF=1 wraps it in `perf stat` and
+# prints its task-clock and context switches per call. Each line ends with the SIPp UAS's
+# own CPU per call (read from /proc before it is stopped) and the load average. Only the
+# SIPp UAS this script started are stopped (by PID), never other runs'.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -35,18 +37,26 @@ start_uas() {
   UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
   sleep 0.5
 }
-stop_uas() { { [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; UAS_PID=; sleep 0.2; }
+# The UAS's CPU seconds so far (utime + stime of /proc/PID/stat), into UAS_CPU.
+uas_cpu() {
+  UAS_CPU=0
+  [[ -n $UAS_PID && -r /proc/$UAS_PID/stat ]] || return 0
+  UAS_CPU=$(awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$UAS_PID/stat")
+}
+stop_uas() { uas_cpu; { [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; UAS_PID=; sleep 0.2; }
 times() { tail -1 "$1"; }   # /usr/bin/time's last line: wall user sys maxrss
 
 report() { # name rate wall user sys rss calls failed
-  awk -v n="$1" -v t="$2" -v w="$3" -v u="$4" -v s="$5" -v r="$6" -v c="$7" -v f="$8" 'BEGIN {
+  awk -v n="$1" -v t="$2" -v w="$3" -v u="$4" -v s="$5" -v r="$6" -v c="$7" -v f="$8" -v uas="$UAS_CPU" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
     cpu = u + s
-    printf "%-24s target %5d/s  %6d calls in %6.2f s = %6.0f calls/s  failed %5d (%.2f %%)  CPU %6.2f s = %6.1f µs/call  RSS %6.1f MB\n",
-      n, t, c, w, c / w, f, 100 * f / c, cpu, cpu / c * 1e6, r / 1024 }'
+    printf "%-24s target %5d/s  %6d calls in %6.2f s = %6.0f calls/s  failed %5d (%.2f %%)  CPU %6.2f s = %6.1f µs/call  RSS %6.1f MB  UAS %5.1f µs/call  load %s\n",
+      n, t, c, w, c / w, f, 100 * f / c, cpu, cpu / c * 1e6, r / 1024, uas / c * 1e6, load }'
 }
 
 echo "== $CALLS calls per rate, zero call length, loopback UDP ($(nproc) cores), SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
 for RATE in "${RATES[@]}"; do
+  # CPS_NO_SIPP_UAC=1 skips the SIPp UAC run (when only two sipmeter builds are compared).
+  if [[ -z ${CPS_NO_SIPP_UAC:-} ]]; then
   PORT=$(free_port); start_uas "$PORT"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipp.time" \
     sipp -sn uac 127.0.0.1:"$PORT" -i 127.0.0.1 -r "$RATE" -l 5000 -m "$CALLS" -d 0 -nostdin \
@@ -55,6 +65,7 @@ for RATE in "${RATES[@]}"; do
   read -r W U S R <<< "$(times "$WORK/sipp.time")"
   FAILED=$(awk -F';' 'NR==1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") c = i } END { print $c + 0 }' "$WORK/sipp.csv")
   report "SIPp UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$CALLS" "$FAILED"
+  fi
 
   PORT=$(free_port); start_uas "$PORT"
   ENDPOINTS=$(( RATE < 100 ? 100 : RATE ))
@@ -80,11 +91,17 @@ media = false
 [pass]
 min_success = 0
 TOML
+  WRAP=${SIPMETER_WRAP:-}
+  [[ -z ${CPS_PERF:-} ]] || WRAP="perf stat -x, -o $WORK/perf.csv -e task-clock,context-switches"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipmeter.time" \
-    ${SIPMETER_WRAP:-} "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
+    $WRAP "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
   stop_uas "$PORT"
   read -r W U S R <<< "$(times "$WORK/sipmeter.time")"
   read -r OK ATT LATE <<< "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["calls_answered"], s["calls_attempted"], s["late_timers"])' "$WORK/report.json")"
   report "sipmeter UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$ATT" "$((ATT - OK))"
+  if [[ -n ${CPS_PERF:-} ]]; then
+    awk -F, -v c="$ATT" '$3 ~ /task-clock/ { t = $1 } $3 ~ /context-switches/ { cs = $1 }
+      END { printf "%-24s perf stat: task-clock %.0f ms = %.1f µs/call, %d context switches = %.2f per call\n", "", t, t * 1000 / c, cs, cs / c }' "$WORK/perf.csv"
+  fi
 done
 echo "(sipmeter: one shard, RATE endpoints calling in turn under cps = RATE/s; wall time includes start-up)"

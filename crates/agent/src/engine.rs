@@ -22,8 +22,6 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Destination, UaEvent, UaIdentity, UaProfile, UserAgent};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use sip_net::tls::ClientSettings;
 
@@ -38,6 +36,7 @@ use crate::flow::FlowKind;
 use crate::hints::hint_for;
 use crate::netpoll::{NetPoll, Sent};
 use crate::routes::CallRoutes;
+use crate::sipsock::{Coalescer, SipSocket};
 use crate::timerheap::TimerHeap;
 use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
@@ -667,7 +666,8 @@ pub fn run_with_targets(
     let mut per_shard = vec![Progress::default(); shards];
     // Each shard reports every second; the totals go out once per round, not once per shard.
     let mut last_total: Option<Instant> = None;
-    for ev in rx {
+    // Each message is one shard's batch of events (see `eventbuf`).
+    for ev in rx.into_iter().flatten() {
         match ev {
             RunEvent::Progress(p) => {
                 let Some(i) = p.shard else { continue };
@@ -1007,7 +1007,15 @@ impl Endpoint {
 struct Shard<'a> {
     index: usize,
     plan: &'a RunPlan,
-    sock: UdpSocket,
+    /// The shared SIP socket; out of the reactor while the loop coalesces (see `sipsock`).
+    sock: SipSocket,
+    /// Whether datagrams wake the loop or wait for its next quantum (see `sipsock`).
+    coalesce: Coalescer,
+    /// The last read of `sock` stopped at `UDP_DRAIN` with more waiting: look again at once.
+    udp_more: bool,
+    /// When the datagram being handled reached the socket (kernel stamp): what the
+    /// endpoint's signalling timings count from. `None` outside `on_udp_readable`.
+    rx_arrival: Option<Instant>,
     /// What this turn of the loop sends on `sock` (endpoint and trace time of each), written
     /// with one `sendmmsg` before the loop sleeps: see `udpbatch`.
     udp_out: SendQueue<(usize, Duration)>,
@@ -1158,7 +1166,7 @@ impl<'a> Shard<'a> {
         index: usize,
         plan: &'a RunPlan,
         work: Vec<(u32, usize, usize)>,
-        events: mpsc::Sender<RunEvent>,
+        events: mpsc::Sender<Vec<RunEvent>>,
         stop: StopHandle,
         shared: Arc<Shared>,
         stream: Option<Arc<StreamSettings>>,
@@ -1171,7 +1179,10 @@ impl<'a> Shard<'a> {
             IpAddr::from([0u16; 8])
         };
         let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
-        let sock = UdpSocket::from_std(sock)?;
+        // Arrival stamps for the signalling timings (see `sipsock`); without them the read
+        // time is used, as before.
+        let _ = crate::rxstamp::enable(&sock);
+        let sock = SipSocket::new(sock)?;
         let mut local = sock.local_addr()?;
         if local.ip().is_unspecified() {
             let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
@@ -1186,6 +1197,9 @@ impl<'a> Shard<'a> {
             index,
             plan,
             sock,
+            coalesce: Coalescer::new(crate::sipsock::quantum()),
+            udp_more: false,
+            rx_arrival: None,
             udp_out: SendQueue::default(),
             udp_in: RecvBatch::default(),
             local,
@@ -1454,8 +1468,9 @@ impl<'a> Shard<'a> {
             // Fire due timers.
             let mut fired = 0;
             while let Some((idx, at)) = self.timers.pop_due(now) {
+                // A coalescing wake's slack is not lateness (see `sipsock`).
                 self.stats
-                    .timer_fired(now.saturating_duration_since(at.max(began)));
+                    .timer_fired(self.coalesce.lateness(now, at.max(began)));
                 self.on_timer(idx, now);
                 fired += 1;
             }
@@ -1479,6 +1494,8 @@ impl<'a> Shard<'a> {
                 .min(deadline.max(now))
                 .min(self.events.due().unwrap_or(next_progress));
             let next = self.net.next_deadline().map_or(next, |t| t.min(next));
+            let next = if self.udp_more { now } else { next };
+            let next = self.plan_sip_sleep(now, next);
             let next = self.next_media_pass(now, next);
             // More media or connection news waiting: look again at once (after any timer
             // now due).
@@ -1514,7 +1531,30 @@ impl<'a> Shard<'a> {
                 () = PreciseTimer::fired_if(self.timer.as_ref()) => self.probe.woke(),
                 () = &mut sleep => self.probe.woke(),
             }
+            // Coalescing: the socket did not wake the loop; what waits in it is read now.
+            if self.coalesce.coalescing() || self.udp_more {
+                let got = self.on_udp_readable();
+                self.probe.mark("sip rx (coalesced)", got);
+            }
         }
+    }
+
+    /// The SIP socket's mode for the coming sleep, and when to wake (see `sipsock`):
+    /// `next` is the loop's next deadline. A busy shard takes the socket out of the reactor
+    /// and wakes after a quantum; an idle one waits for the socket or `next`.
+    fn plan_sip_sleep(&mut self, now: Instant, next: Instant) -> Instant {
+        let (coalesce, wake) = self
+            .coalesce
+            .plan_sleep(now, next, self.timers.next_deadline());
+        if coalesce {
+            self.sock.disarm();
+        } else if self.sock.arm().is_err() {
+            // Only if the reactor could not take the socket (out of memory): read it every
+            // millisecond instead, so nothing waits for ever.
+            self.coalesce.read_without_waking();
+            return next.min(now + Duration::from_millis(1));
+        }
+        wake
     }
 
     fn progress(&self) {
@@ -2146,7 +2186,9 @@ impl<'a> Shard<'a> {
                     }
                     return;
                 }
-                ep.timings.registration_ms = ep.reg_sent.map(|t| ms(now - t));
+                let heard = self.rx_arrival.unwrap_or(now);
+                ep.timings.registration_ms =
+                    ep.reg_sent.map(|t| ms(heard.saturating_duration_since(t)));
                 ep.set_phase(Phase::Registered, &events);
                 self.ready(idx, now);
             }
@@ -2209,7 +2251,13 @@ impl<'a> Shard<'a> {
         let plan = self.plan;
         let events = self.events.clone();
         let ep = &mut self.endpoints[idx];
-        let since_invite = |ep: &Endpoint| ep.invite_sent.map(|t| ms(now - t));
+        // From the answer's arrival when it came over the shared UDP socket (see
+        // `rx_arrival`), not from when the loop read it.
+        let heard = self.rx_arrival.unwrap_or(now);
+        let since_invite = |ep: &Endpoint| {
+            ep.invite_sent
+                .map(|t| ms(heard.saturating_duration_since(t)))
+        };
         match ce {
             CallEvent::Incoming { .. } if ep.active_call.is_some_and(|c| c != call) => {
                 // One line per phone: a second call while busy is refused (RFC 3261 §21.4.24).
@@ -2462,10 +2510,9 @@ impl<'a> Shard<'a> {
         }
         let sock = &self.sock;
         let mut refused = Vec::new();
-        let r = self.udp_out.flush(
-            |items| sock.try_io(Interest::WRITABLE, || udpbatch::send_batch(sock, items)),
-            |o, e| refused.push((o, e)),
-        );
+        let r = self
+            .udp_out
+            .flush(|items| sock.send_batch(items), |o, e| refused.push((o, e)));
         for (o, e) in refused {
             let (idx, at) = o.tag;
             self.udp_send_failed(idx, o.to, at, &e);
@@ -2500,20 +2547,18 @@ impl<'a> Shard<'a> {
     fn on_udp_readable(&mut self) -> usize {
         let mut left = UDP_DRAIN;
         let mut got = 0;
+        let began = Instant::now();
+        // The readiness was cleared when the wake was taken (`SipSocket::readable`), so
+        // stopping short of drained must bring the loop back without sleeping.
+        self.udp_more = true;
         while left > 0 {
-            let (sock, batch) = (&self.sock, &mut self.udp_in);
-            // A short batch drained the socket: tell tokio so (as `WouldBlock` does), which
-            // saves the `recvmmsg` that would only learn it. A datagram arriving meanwhile
-            // is a new edge for the reactor, so none is missed.
-            let r = sock.try_io(Interest::READABLE, || {
-                match udpbatch::recv_batch(sock, batch)? {
-                    n if n < udpbatch::RECV_BATCH => Err(std::io::ErrorKind::WouldBlock.into()),
-                    n => Ok(n),
-                }
-            });
-            let drained = match r {
-                Ok(_) => false,
+            // A short batch drained the socket: that saves the `recvmmsg` that would only
+            // learn it. A datagram arriving meanwhile is a new edge for the reactor (armed)
+            // or waits for the next quantum (coalescing), so none is missed.
+            let drained = match self.sock.recv_batch(&mut self.udp_in) {
+                Ok(n) => n < udpbatch::RECV_BATCH,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
                 // ICMP errors on an unconnected UDP socket are not per endpoint: ignored.
                 Err(_) => {
                     left -= 1;
@@ -2521,6 +2566,7 @@ impl<'a> Shard<'a> {
                 }
             };
             let n = self.udp_in.len();
+            let now = Instant::now();
             for i in 0..n {
                 let Some((bytes, Some(from))) = self
                     .udp_in
@@ -2529,14 +2575,20 @@ impl<'a> Shard<'a> {
                 else {
                     continue;
                 };
-                self.on_datagram(Instant::now(), bytes, from);
+                // The state machines see the loop's time (never going back); the timings
+                // the datagram's arrival (see `rx_arrival`).
+                self.rx_arrival = self.udp_in.arrival(i).map(|at| at.min(now));
+                self.on_datagram(now, bytes, from);
+                self.rx_arrival = None;
                 got += 1;
             }
             if drained {
+                self.udp_more = false;
                 break;
             }
             left = left.saturating_sub(n);
         }
+        self.coalesce.read(got, began);
         got
     }
 

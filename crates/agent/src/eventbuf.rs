@@ -6,6 +6,11 @@
 //! collects events and hands them over together: when [`EventSink::BATCH`] are waiting, when
 //! the oldest has waited [`EventSink::LINGER`] (the shard loop wakes for that, see
 //! [`EventSink::due`]), and when the sink is dropped. Order is kept; nothing is dropped.
+//!
+//! A hand-over is one message on the channel (a `Vec` of events), not one per event: sent
+//! one by one, a batch woke the collecting thread many times over (it drained the channel
+//! faster than the shard filled it, went back to sleep, and was woken by the next event):
+//! ~0.6 futex calls and as many context switches per call at 2,000 calls/s.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,7 +30,7 @@ pub struct EventSink(Rc<RefCell<Buffer>>);
 
 #[derive(Debug)]
 struct Buffer {
-    tx: mpsc::Sender<RunEvent>,
+    tx: mpsc::Sender<Vec<RunEvent>>,
     waiting: Vec<RunEvent>,
     /// When the oldest waiting event was queued.
     since: Option<Instant>,
@@ -40,8 +45,8 @@ impl EventSink {
     /// hand-over woke the collecting and the displaying threads (four context switches).
     pub const LINGER: Duration = Duration::from_millis(20);
 
-    /// A sink in front of `tx`.
-    pub fn new(tx: mpsc::Sender<RunEvent>) -> Self {
+    /// A sink in front of `tx`, which gets the events in batches.
+    pub fn new(tx: mpsc::Sender<Vec<RunEvent>>) -> Self {
         Self(Rc::new(RefCell::new(Buffer {
             tx,
             waiting: Vec::with_capacity(Self::BATCH),
@@ -78,13 +83,11 @@ impl EventSink {
 impl Buffer {
     fn flush(&mut self) -> Result<(), ReceiverGone> {
         self.since = None;
-        let mut result = Ok(());
-        for event in self.waiting.drain(..) {
-            if self.tx.send(event).is_err() {
-                result = Err(ReceiverGone);
-            }
+        if self.waiting.is_empty() {
+            return Ok(());
         }
-        result
+        let batch = std::mem::replace(&mut self.waiting, Vec::with_capacity(EventSink::BATCH));
+        self.tx.send(batch).map_err(|_| ReceiverGone)
     }
 }
 
@@ -106,8 +109,9 @@ mod tests {
         }
     }
 
-    fn ids(rx: &mpsc::Receiver<RunEvent>) -> Vec<u32> {
+    fn ids(rx: &mpsc::Receiver<Vec<RunEvent>>) -> Vec<u32> {
         rx.try_iter()
+            .flatten()
             .map(|e| match e {
                 RunEvent::Phase { endpoint, .. } => endpoint,
                 _ => u32::MAX,
@@ -127,6 +131,11 @@ mod tests {
         let due = sink.due().unwrap();
         assert!(due >= before + EventSink::LINGER);
         sink.flush().unwrap();
+        // One hand-over: one message with both.
+        assert_eq!(rx.try_recv().map(|b| b.len()), Ok(2));
+        sink.send(phase(1)).unwrap();
+        sink.send(phase(2)).unwrap();
+        sink.flush().unwrap();
         assert_eq!(ids(&rx), vec![1, 2]);
         assert_eq!(sink.due(), None);
     }
@@ -136,10 +145,15 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         let sink = EventSink::new(tx);
         let n = EventSink::BATCH as u32;
-        for i in 0..n + 3 {
+        for i in 0..n {
             sink.send(phase(i)).unwrap();
         }
         assert_eq!(ids(&rx), (0..n).collect::<Vec<_>>());
+        sink.flush().unwrap();
+        assert!(rx.try_recv().is_err(), "a flush of nothing sends nothing");
+        sink.send(phase(n)).unwrap();
+        sink.send(phase(n + 1)).unwrap();
+        sink.send(phase(n + 2)).unwrap();
         drop(sink);
         assert_eq!(ids(&rx), vec![n, n + 1, n + 2]);
         assert!(rx.recv().is_err(), "the sender is gone with the sink");

@@ -19,6 +19,7 @@ pub mod routes;
 pub mod runner;
 pub mod rxstamp;
 pub mod service_media;
+pub mod sipsock;
 pub mod testfile;
 pub mod timerheap;
 pub mod trace;

@@ -116,6 +116,19 @@ fn arrival(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
     at
 }
 
+/// The control buffer a receive needs for one stamp, in `u64`s (aligned for `cmsghdr`): room
+/// for one timespec message and then some.
+pub const CONTROL_WORDS: usize = 8;
+
+/// When the datagram a `recvmsg`/`recvmmsg` header describes reached its socket: the
+/// kernel's stamp when the header's control buffer holds one, else `now` (`wall` is the wall
+/// clock read with `now`). For the shard's SIP socket (`udpbatch::recv_batch`): its
+/// signalling timings (time to 100/180, post-dial delay, setup) count from the arrival, not
+/// from when a busy loop got round to reading.
+pub fn arrival_of(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
+    arrival(msg, now, wall)
+}
+
 /// How many datagrams one [`recv_batch`] reads at most.
 pub const BATCH: usize = 4;
 

@@ -17,9 +17,12 @@ use std::io;
 use std::mem::size_of;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use socket2::{SockAddr, SockAddrStorage};
+
+use crate::rxstamp;
 
 /// Datagrams written by one `sendmmsg` at most; a queue this long is flushed at once.
 pub const SEND_BATCH: usize = 32;
@@ -143,13 +146,17 @@ pub fn send_batch<T>(sock: &impl AsRawFd, items: &[Outgoing<T>]) -> io::Result<u
     Ok(n as usize)
 }
 
-/// Buffers for [`recv_batch`]: [`RECV_BATCH`] datagrams of any size, with their lengths and
-/// sources after a read. The 2 MB buffer is allocated zeroed, so only the pages datagrams
-/// touch are ever backed by memory.
+/// Buffers for [`recv_batch`]: [`RECV_BATCH`] datagrams of any size, with their lengths,
+/// sources and arrival times after a read. The 2 MB buffer is allocated zeroed, so only the
+/// pages datagrams touch are ever backed by memory.
 pub struct RecvBatch {
     bufs: Vec<u8>,
     names: Box<[libc::sockaddr_storage; RECV_BATCH]>,
+    /// Room for each datagram's kernel receive stamp (`SO_TIMESTAMPNS`, see `rxstamp`).
+    control: Box<[[u64; rxstamp::CONTROL_WORDS]; RECV_BATCH]>,
     got: [(usize, Option<SocketAddr>); RECV_BATCH],
+    /// When each datagram reached the socket (the read time when it carried no stamp).
+    arrived: [Instant; RECV_BATCH],
     len: usize,
 }
 
@@ -167,7 +174,9 @@ impl Default for RecvBatch {
             bufs: vec![0; RECV_BATCH * MAX_DATAGRAM],
             // SAFETY: sockaddr_storage is plain old data; all-zero is valid (AF_UNSPEC).
             names: Box::new(unsafe { std::mem::zeroed() }),
+            control: Box::new([[0; rxstamp::CONTROL_WORDS]; RECV_BATCH]),
             got: [(0, None); RECV_BATCH],
+            arrived: [Instant::now(); RECV_BATCH],
             len: 0,
         }
     }
@@ -192,6 +201,13 @@ impl RecvBatch {
         let start = i * MAX_DATAGRAM;
         Some((&self.bufs[start..start + n.min(MAX_DATAGRAM)], from))
     }
+
+    /// When the `i`-th datagram of the last read reached the socket: the kernel's receive
+    /// stamp when the socket has `SO_TIMESTAMPNS` on (`rxstamp::enable`), else the time of
+    /// the read.
+    pub fn arrival(&self, i: usize) -> Option<Instant> {
+        (i < self.len).then(|| self.arrived[i])
+    }
 }
 
 /// Reads up to [`RECV_BATCH`] datagrams with one `recvmmsg` without blocking, in arrival
@@ -213,11 +229,13 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
         m.msg_hdr.msg_iovlen = 1;
         m.msg_hdr.msg_name = (&raw mut batch.names[i]).cast();
         m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        m.msg_hdr.msg_control = batch.control[i].as_mut_ptr().cast();
+        m.msg_hdr.msg_controllen = size_of::<[u64; rxstamp::CONTROL_WORDS]>() as _;
     }
     // SAFETY: every header points at its own iovec (over its own MAX_DATAGRAM-byte slot of
-    // `bufs`, slots do not overlap) and its own sockaddr_storage, all alive and exclusively
-    // borrowed for the call, with their true lengths; the vector length is the arrays'; no
-    // timeout.
+    // `bufs`, slots do not overlap), its own sockaddr_storage and its own control buffer,
+    // all alive and exclusively borrowed for the call, with their true lengths; the vector
+    // length is the arrays'; no timeout.
     let n = unsafe {
         libc::recvmmsg(
             sock.as_raw_fd(),
@@ -231,9 +249,11 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
         return Err(io::Error::last_os_error());
     }
     let n = (n as usize).min(RECV_BATCH);
+    let (now, wall) = (Instant::now(), SystemTime::now());
     for (i, m) in msgs.iter().enumerate().take(n) {
         let from = source(&batch.names[i], m.msg_hdr.msg_namelen);
         batch.got[i] = (m.msg_len as usize, from);
+        batch.arrived[i] = rxstamp::arrival_of(&m.msg_hdr, now, wall);
     }
     batch.len = n;
     Ok(n)

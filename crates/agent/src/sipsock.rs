@@ -1,0 +1,380 @@
+//! The shard's shared SIP socket, and when its datagrams wake the loop (interrupt
+//! coalescing).
+//!
+//! At a few thousand calls per second the server's answers arrive one by one, and a shard
+//! that wakes for each of them spends more in the kernel's sleep and wake-up than in its own
+//! work. So the loop has two modes ([`Coalescer`]):
+//! - **Ready** (idle or slow runs): the socket is registered with the reactor for
+//!   readability; a datagram wakes the loop at once.
+//! - **Coalescing** (busy): the pass before read datagrams or has SIP timers due within the
+//!   quantum. The socket is taken out of the reactor, and the loop sleeps a quantum at most
+//!   (less if the next deadline is already due), then drains the socket with `recvmmsg` and
+//!   sends what it queued with one `sendmmsg`. SIP deadlines that fall inside the quantum
+//!   fire in that same wake (timer slack: at most one quantum late, and that slack is not
+//!   counted as lateness). A wake that finds the socket empty and nothing due within the
+//!   quantum goes back to **ready**, so an idle shard neither spins nor waits.
+//!
+//! What is measured does not move with the mode: each datagram carries the kernel's receive
+//! stamp (`SO_TIMESTAMPNS`, see `rxstamp` and `udpbatch::RecvBatch::arrival`), and the
+//! engine times answers from it.
+//!
+//! Why the socket leaves the reactor rather than being ignored: tokio registers a socket
+//! edge-triggered for reading and writing, and the kernel wakes a parked `epoll_wait` for
+//! every datagram that arrives whether or not a task waits for it (and, through `EPOLLOUT`,
+//! after each of our own sends on loopback). So the socket itself is never registered; while
+//! ready, the reactor watches it for readability only, and a full send buffer (rare) is
+//! waited for through a second descriptor (`dup`) registered for writability only until it
+//! drains.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use crate::udpbatch::{self, Outgoing, RecvBatch};
+
+/// The default quantum: how long a busy shard lets datagrams wait in its socket at most.
+/// Chosen by measurement (docs/notes-coalesce.md). Without media the loop's timer is tokio's,
+/// whose wakes fall on whole milliseconds, so the real wait is up to one more millisecond.
+pub const DEFAULT_QUANTUM: Duration = Duration::from_micros(500);
+
+/// `u64::MAX`: not set (the environment or the default decides).
+static QUANTUM_OVERRIDE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sets the quantum for shards started from now on in this process (`Duration::ZERO`: no
+/// coalescing, every datagram wakes the loop). For tests and benches; the run otherwise
+/// takes `SIPMETER_COALESCE_US` from the environment, else [`DEFAULT_QUANTUM`].
+pub fn set_quantum(q: Duration) {
+    let us = u64::try_from(q.as_micros()).unwrap_or(u64::MAX - 1);
+    QUANTUM_OVERRIDE.store(us, Ordering::Relaxed);
+}
+
+/// The quantum a new shard uses (see [`set_quantum`]). A value of `SIPMETER_COALESCE_US`
+/// that is not a whole number of µs is ignored (the default is used).
+pub fn quantum() -> Duration {
+    match QUANTUM_OVERRIDE.load(Ordering::Relaxed) {
+        u64::MAX => std::env::var("SIPMETER_COALESCE_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(DEFAULT_QUANTUM, Duration::from_micros),
+        us => Duration::from_micros(us),
+    }
+}
+
+/// The shard's shared UDP socket (non-blocking), registered with the reactor for
+/// readability only while [armed](Self::arm).
+pub struct SipSocket {
+    sock: std::net::UdpSocket,
+    /// A second descriptor of the socket (`dup`), registered for readability while armed
+    /// (`armed`), else kept here. `None` in both only if a registration failed and took it.
+    rfd: Option<OwnedFd>,
+    armed: Option<AsyncFd<OwnedFd>>,
+    /// A third descriptor, registered for writability while a full send buffer is waited
+    /// for (one descriptor cannot be in one epoll set twice).
+    wfd: Option<OwnedFd>,
+}
+
+impl std::fmt::Debug for SipSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipSocket")
+            .field("sock", &self.sock)
+            .field("armed", &self.armed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers `fd` with the reactor for `interest`.
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+    // `with_interest` is deprecated for types whose descriptor could be closed behind the
+    // reactor's back; an `OwnedFd` closes its descriptor only when dropped, after the
+    // `AsyncFd` has deregistered it (as for the media driver's timer and `NetPoll`). The
+    // replacement (`register_with_interest`) is `unsafe` for the same promise.
+    #[allow(deprecated)] // reason: sound for an owned descriptor (see above)
+    AsyncFd::with_interest(fd, interest)
+}
+
+impl SipSocket {
+    /// Takes a non-blocking socket; it starts armed. Must be called inside a tokio runtime.
+    pub fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        let rfd = Some(sock.try_clone()?.into());
+        let wfd = Some(sock.try_clone()?.into());
+        let mut s = Self {
+            sock,
+            rfd,
+            armed: None,
+            wfd,
+        };
+        s.arm()?;
+        Ok(s)
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Whether a datagram wakes the loop.
+    pub fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// A datagram wakes the loop from now on (one `epoll_ctl`). One already waiting is
+    /// reported at once: the kernel checks readiness when the descriptor is added.
+    pub fn arm(&mut self) -> io::Result<()> {
+        if self.armed.is_none() {
+            let fd = match self.rfd.take() {
+                Some(fd) => fd,
+                None => self.sock.try_clone()?.into(),
+            };
+            self.armed = Some(register(fd, Interest::READABLE)?);
+        }
+        Ok(())
+    }
+
+    /// Datagrams no longer wake the loop (one `epoll_ctl`); they wait in the socket.
+    pub fn disarm(&mut self) {
+        if let Some(a) = self.armed.take() {
+            self.rfd = Some(a.into_inner());
+        }
+    }
+
+    /// Resolves when the armed socket is readable, with the readiness cleared (the caller
+    /// then drains the socket, or looks again without sleeping if it stopped short). Never
+    /// resolves while disarmed.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.armed {
+            Some(a) => {
+                let mut guard = a.readable().await?;
+                guard.clear_ready();
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Resolves once the socket's send buffer has room again (after a `WouldBlock`).
+    pub async fn writable(&mut self) -> io::Result<()> {
+        let fd = match self.wfd.take() {
+            Some(fd) => fd,
+            None => self.sock.try_clone()?.into(),
+        };
+        let w = register(fd, Interest::WRITABLE)?;
+        let r = w.writable().await.map(drop);
+        self.wfd = Some(w.into_inner());
+        r
+    }
+
+    /// One `recvmmsg` (see [`udpbatch::recv_batch`]).
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        udpbatch::recv_batch(&self.sock, batch)
+    }
+
+    /// One `sendmmsg` (see [`udpbatch::send_batch`]).
+    pub fn send_batch<T>(&self, items: &[Outgoing<T>]) -> io::Result<usize> {
+        udpbatch::send_batch(&self.sock, items)
+    }
+}
+
+/// The loop's mode and its decisions (sans-IO: the shard applies them to its
+/// [`SipSocket`]).
+#[derive(Debug, Clone)]
+pub struct Coalescer {
+    quantum: Duration,
+    coalescing: bool,
+    /// Datagrams read since the loop last slept.
+    got: usize,
+    /// When the socket was last read: a coalescing wake comes one quantum after it, so a
+    /// pass that took longer than the quantum does not sleep (a saturated loop never idles
+    /// with datagrams waiting).
+    last_read: Option<Instant>,
+    /// The slack of the current wake: timers it fires were allowed this much late.
+    slack: Duration,
+    /// Sleeps decided in each mode (for the notes' figures and the tests).
+    pub coalesced_sleeps: u64,
+    pub ready_sleeps: u64,
+}
+
+impl Coalescer {
+    /// `quantum` zero: never coalesce (every datagram wakes the loop, as before).
+    pub fn new(quantum: Duration) -> Self {
+        Self {
+            quantum,
+            coalescing: false,
+            got: 0,
+            last_read: None,
+            slack: Duration::ZERO,
+            coalesced_sleeps: 0,
+            ready_sleeps: 0,
+        }
+    }
+
+    pub fn quantum(&self) -> Duration {
+        self.quantum
+    }
+
+    /// Whether the socket is out of the reactor: each wake must read it.
+    pub fn coalescing(&self) -> bool {
+        self.coalescing
+    }
+
+    /// The loop read the socket at `at` and got `n` datagrams.
+    pub fn read(&mut self, n: usize, at: Instant) {
+        self.got += n;
+        self.last_read = Some(at);
+    }
+
+    /// The socket could not be armed: the loop reads it on each wake, as when coalescing
+    /// (and wakes at least every millisecond).
+    pub fn read_without_waking(&mut self) {
+        self.coalescing = true;
+    }
+
+    /// How late a timer that fell due at `at` and fires at `now` really is: its wait minus
+    /// the slack of this wake (a coalescing wake may fire what fell due within its quantum).
+    pub fn lateness(&self, now: Instant, at: Instant) -> Duration {
+        now.saturating_duration_since(at).saturating_sub(self.slack)
+    }
+
+    /// Before the loop sleeps: the mode for the sleep and when to wake. `next` is the
+    /// loop's next deadline of any kind; `sip_next` the SIP timer heap's (the dense
+    /// deadlines of a busy run). Returns (coalesce, wake): with `coalesce`, the socket must
+    /// be disarmed and the loop wakes at `wake` to drain it; else armed.
+    pub fn plan_sleep(
+        &mut self,
+        now: Instant,
+        next: Instant,
+        sip_next: Option<Instant>,
+    ) -> (bool, Instant) {
+        let got = std::mem::take(&mut self.got);
+        let busy = !self.quantum.is_zero()
+            && (got > 0 || sip_next.is_some_and(|t| t < now + self.quantum));
+        self.coalescing = busy;
+        if busy {
+            self.coalesced_sleeps += 1;
+            // Anything already due: no sleep. Else one quantum after the last read (at once
+            // if the pass took longer); whatever falls due by then fires then (slack).
+            let wake = if next <= now {
+                now
+            } else {
+                self.last_read
+                    .map_or(now + self.quantum, |t| (t + self.quantum).max(now))
+            };
+            self.slack = self.quantum;
+            (true, wake)
+        } else {
+            self.ready_sleeps += 1;
+            self.slack = Duration::ZERO;
+            (false, next)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    const Q: Duration = Duration::from_micros(500);
+
+    #[test]
+    fn datagrams_read_make_the_next_sleep_a_quantum() {
+        let mut c = Coalescer::new(Q);
+        let now = Instant::now();
+        let far = now + Duration::from_secs(1);
+        c.read(3, now);
+        assert_eq!(c.plan_sleep(now, far, Some(far)), (true, now + Q));
+        // The wake is a quantum after the read, not after the pass: a pass that took longer
+        // than the quantum does not sleep.
+        c.read(1, now);
+        let slow = now + Q * 3;
+        assert_eq!(c.plan_sleep(slow, far, Some(far)), (true, slow));
+        c.read(1, now);
+        assert_eq!(c.plan_sleep(now + Q / 2, far, Some(far)), (true, now + Q));
+        assert!(c.coalescing());
+        // A timer 0.9 quantum late fired in that wake is not late at all; 2 quanta late
+        // is one quantum late.
+        let t = now + Q;
+        assert_eq!(c.lateness(t, t - Q * 9 / 10), Duration::ZERO);
+        assert_eq!(c.lateness(t, t - Q * 2), Q);
+        // Nothing read and nothing due soon: back to waking on the socket, at the deadline.
+        assert_eq!(c.plan_sleep(t, far, Some(far)), (false, far));
+        assert!(!c.coalescing());
+        assert_eq!(c.lateness(far, far - Q), Q);
+        assert_eq!((c.coalesced_sleeps, c.ready_sleeps), (3, 1));
+    }
+
+    #[test]
+    fn dense_timers_coalesce_and_due_work_does_not_sleep() {
+        let mut c = Coalescer::new(Q);
+        let now = Instant::now();
+        // A SIP deadline inside the quantum: coalesce; it fires at the quantum's end.
+        let soon = now + Q / 4;
+        assert_eq!(c.plan_sleep(now, soon, Some(soon)), (true, now + Q));
+        // Something already due: no sleep, still coalescing.
+        c.read(1, now);
+        assert_eq!(c.plan_sleep(now, now, Some(now)), (true, now));
+        // The progress tick or an event flush close by is not a reason to coalesce.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(c.plan_sleep(now, soon, Some(later)), (false, soon));
+    }
+
+    #[test]
+    fn a_zero_quantum_never_coalesces() {
+        let mut c = Coalescer::new(Duration::ZERO);
+        let now = Instant::now();
+        c.read(10, now);
+        assert_eq!(c.plan_sleep(now, now, Some(now)), (false, now));
+        assert_eq!(c.lateness(now, now), Duration::ZERO);
+    }
+
+    /// Armed, a datagram wakes a waiting task; disarmed, it waits in the socket (read
+    /// directly) and arming again reports one that is already there.
+    #[test]
+    fn arming_and_disarming_the_socket() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut s = SipSocket::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+            let to = s.local_addr().unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut batch = RecvBatch::default();
+            assert!(s.is_armed());
+            tx.send_to(b"one", to).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), s.readable())
+                .await
+                .expect("an armed socket wakes the loop")
+                .unwrap();
+            assert_eq!(s.recv_batch(&mut batch).unwrap(), 1);
+            s.disarm();
+            tx.send_to(b"two", to).unwrap();
+            // Disarmed: nothing wakes the waiter; the datagram is still there to read.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), s.readable())
+                    .await
+                    .is_err()
+            );
+            s.arm().unwrap();
+            tokio::time::timeout(Duration::from_secs(10), s.readable())
+                .await
+                .expect("arming reports a datagram already waiting")
+                .unwrap();
+            assert_eq!(s.recv_batch(&mut batch).unwrap(), 1);
+            assert_eq!(batch.datagram(0).unwrap().0, b"two");
+            assert_eq!(
+                s.recv_batch(&mut batch).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            // Writable waits on the second descriptor resolve when there is room.
+            tokio::time::timeout(Duration::from_secs(10), s.writable())
+                .await
+                .expect("an empty send buffer has room")
+                .unwrap();
+        });
+    }
+}
