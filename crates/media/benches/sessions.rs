@@ -67,5 +67,45 @@ fn packet_round(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, packet_round);
+/// The same packet round, but over 1,000 session pairs taken in turn, as a loaded agent does:
+/// each session's state, and any table the codec uses, compete for the cache with the other
+/// sessions' (what the single hot session above cannot show). One iteration is still one
+/// packet each way on one pair.
+fn packet_round_many(c: &mut Criterion) {
+    const PAIRS: u32 = 1000;
+    c.bench_function(
+        "media packet (send+receive, 20 ms G.711, 1000 sessions in turn)",
+        |bench| {
+            let t0 = Instant::now();
+            let mut pairs: Vec<(MediaSession, MediaSession)> = (0..PAIRS)
+                .map(|i| {
+                    let a = MediaSession::new(cfg(2 * i + 1, Codec::Pcmu), t0).expect("PCMU");
+                    let b = MediaSession::new(cfg(2 * i + 2, Codec::Pcmu), t0).expect("PCMU");
+                    (a, b)
+                })
+                .collect();
+            let mut now = t0;
+            let mut i = 0usize;
+            let mut round = 0u64;
+            let mut out = Vec::new();
+            bench.iter(|| {
+                let (a, b) = &mut pairs[i];
+                while a.poll_transmit_into(now, &mut out).is_some() {
+                    let _ = black_box(b.handle_packet(now, &out));
+                }
+                if round.is_multiple_of(50) {
+                    black_box(b.sample(now));
+                }
+                i += 1;
+                if i == pairs.len() {
+                    i = 0;
+                    round += 1;
+                    now += Duration::from_millis(20);
+                }
+            });
+        },
+    );
+}
+
+criterion_group!(benches, packet_round, packet_round_many);
 criterion_main!(benches);

@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 
 use crate::wav::WavAudio;
 
@@ -217,9 +217,7 @@ impl SpeechSource {
                     }
                 }
             } else {
-                for s in run.iter_mut() {
-                    *s = to_i16(self.noise_amp * (self.rng.random::<f64>() * 2.0 - 1.0));
-                }
+                noise_into(&mut self.rng, self.noise_amp, run);
             }
             self.n += len as u64;
         }
@@ -243,6 +241,32 @@ impl SpeechSource {
         let end = flip_ms.saturating_mul(rate).div_ceil(1000);
         (talking, end.max(n + 1))
     }
+}
+
+/// Uniform white noise in [−amp, amp], rounded, one generator draw per sample: in 16.16 fixed
+/// point from the draw's top 32 bits when `amp` ≤ 65,536 (the defaults: −60 dBov is amp ≈ 57),
+/// else in `f64`. Sample k of a seed's sequence is the same however the samples are split
+/// into frames.
+fn noise_into(rng: &mut SmallRng, amp: f64, out: &mut [i16]) {
+    if !(0.0..=65536.0).contains(&amp) {
+        for s in out.iter_mut() {
+            *s = to_i16(amp * (rng.random::<f64>() * 2.0 - 1.0));
+        }
+        return;
+    }
+    let amp_fx = (amp * 65536.0) as i64; // ≤ 2³²
+    let span = 2 * amp_fx;
+    for s in out.iter_mut() {
+        *s = noise_sample(rng.next_u64(), amp_fx, span);
+    }
+}
+
+/// One noise sample from one draw: `floor((x >> 32) · span / 2³²) − amp`, rounded half up.
+#[inline]
+fn noise_sample(x: u64, amp_fx: i64, span: i64) -> i16 {
+    // One widening multiply: (x >> 32) · span < 2⁶⁵.
+    let v = ((i128::from(x >> 32) * i128::from(span)) >> 32) as i64 - amp_fx;
+    ((v + (1 << 15)) >> 16).clamp(-32768, 32767) as i16
 }
 
 /// `v.round().clamp(-32768.0, 32767.0) as i16` without the libm call (`round` is not an
@@ -369,7 +393,19 @@ mod tests {
                 };
                 src.speech_gain * unit
             } else {
-                src.noise_amp * (src.rng.random::<f64>() * 2.0 - 1.0)
+                if src.noise_amp > 65536.0 {
+                    src.noise_amp * (src.rng.random::<f64>() * 2.0 - 1.0)
+                } else {
+                    // Uniform in [−amp, amp] from the draw's top 32 bits, in exact rationals
+                    // (i128): floor(u·2a/2³²) in 16.16 units, less a, rounded half up.
+                    let amp_fx = (src.noise_amp * 65536.0) as i128;
+                    let u = i128::from(src.rng.next_u64() >> 32);
+                    let v = (u * 2 * amp_fx) >> 32;
+                    let v = (v - amp_fx + (1 << 15)) >> 16;
+                    *s = v.clamp(-32768, 32767) as i16;
+                    src.n += 1;
+                    continue;
+                }
             };
             *s = v.round().clamp(-32768.0, 32767.0) as i16;
             src.n += 1;
@@ -399,6 +435,18 @@ mod tests {
                 SourceConfig {
                     talk_ms: 0,
                     pause_ms: 0,
+                    ..SourceConfig::default()
+                },
+                8000,
+                160,
+            ),
+            (
+                // Noise past the fixed-point range (amp > 65,536): the f64 path.
+                SourceConfig {
+                    talk_ms: 2,
+                    pause_ms: 8,
+                    noise_dbov: 6.0,
+                    seed: 3,
                     ..SourceConfig::default()
                 },
                 8000,
