@@ -1197,7 +1197,9 @@ impl<'a> Shard<'a> {
             index,
             plan,
             sock,
-            coalesce: Coalescer::new(crate::sipsock::quantum()),
+            coalesce: Coalescer::new(crate::sipsock::quantum_for(
+                plan.groups.iter().any(|g| g.media.is_some()),
+            )),
             udp_more: false,
             rx_arrival: None,
             udp_out: SendQueue::default(),
