@@ -345,6 +345,18 @@ mod tests {
         assert_eq!(c.lateness(now, now), Duration::ZERO);
     }
 
+    /// Without an override (no test in this binary sets one, and the suite does not set
+    /// `SIPMETER_COALESCE_US`), a run with media does not coalesce; one without does.
+    #[test]
+    fn a_run_with_media_does_not_coalesce_by_default() {
+        if std::env::var_os("SIPMETER_COALESCE_US").is_some() {
+            return;
+        }
+        assert_eq!(quantum_for(true), Duration::ZERO);
+        assert_eq!(quantum_for(false), DEFAULT_QUANTUM);
+        assert_eq!(quantum(), DEFAULT_QUANTUM);
+    }
+
     /// Armed, a datagram wakes a waiting task; disarmed, it waits in the socket (read
     /// directly) and arming again reports one that is already there.
     #[test]
