@@ -170,18 +170,7 @@ impl TimerHeap {
 
     fn sift_down(&mut self, mut i: usize) {
         let e = self.heap[i];
-        let n = self.heap.len();
-        loop {
-            let left = 2 * i + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.heap[right] < self.heap[left] {
-                right
-            } else {
-                left
-            };
+        while let Some(child) = self.smaller_child(i) {
             let c = self.heap[child];
             if c >= e {
                 break;
@@ -192,20 +181,19 @@ impl TimerHeap {
         self.put(i, e);
     }
 
+    /// The child of slot `i` with the earlier entry, if `i` has children.
+    fn smaller_child(&self, i: usize) -> Option<usize> {
+        let left = 2 * i + 1;
+        let right = left + 1;
+        match self.heap.get(right) {
+            Some(r) if *r < self.heap[left] => Some(right),
+            _ => (left < self.heap.len()).then_some(left),
+        }
+    }
+
     fn sift_down_to_bottom(&mut self) {
-        let n = self.heap.len();
         let mut i = 0;
-        loop {
-            let left = 2 * i + 1;
-            if left >= n {
-                break;
-            }
-            let right = left + 1;
-            let child = if right < n && self.heap[right] < self.heap[left] {
-                right
-            } else {
-                left
-            };
+        while let Some(child) = self.smaller_child(i) {
             self.heap.swap(i, child);
             self.pos[endpoint(self.heap[i])] = slot(i);
             i = child;
