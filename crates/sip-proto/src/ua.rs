@@ -442,13 +442,11 @@ enum Slot {
     /// A call in progress (or ended, until [`Slot::end`] runs).
     Live(Box<Call>),
     /// An ended call: all that is kept is our SDP ([`UserAgent::local_sdp`]: the agent's
-    /// failover re-sends it to the next server) and a UAC's ACK for its 2xx, sent again for
-    /// each 2xx retransmission the INVITE's transaction (Accepted, Timer M) still passes up
-    /// (RFC 3261 §13.2.2.4). Its handle reports `Terminated` until forgotten.
-    Ended {
-        sdp: Option<Bytes>,
-        ack: Option<Box<(Destination, Bytes)>>,
-    },
+    /// failover re-sends it to the next server). A UAC's ACK for its 2xx is kept by the
+    /// INVITE's transaction record, which sends it again for each 2xx retransmission until
+    /// Timer M (RFC 3261 §13.2.2.4), whether the call is still known or not. Its handle
+    /// reports `Terminated` until forgotten.
+    Ended { sdp: Option<Bytes> },
     /// Forgotten ([`UserAgent::forget_call`]): the handle is unknown.
     Forgotten,
 }
@@ -468,13 +466,13 @@ impl Slot {
         }
     }
 
-    /// Keeps of an ended call only what may still be read (its SDP, its 2xx's ACK), freeing
-    /// the rest (the call's box, its dialog if still there).
+    /// Keeps of an ended call only what may still be read (its SDP), freeing the rest (the
+    /// call's box, its dialog if still there, its 2xx's ACK: the INVITE's transaction record
+    /// keeps its own copy until Timer M).
     fn end(&mut self) {
         if let Self::Live(c) = self {
             *self = Self::Ended {
                 sdp: c.local_sdp.take(),
-                ack: c.ack.take().map(Box::new),
             };
         }
     }
@@ -504,7 +502,7 @@ pub struct UserAgent {
     reg_refresh: bool,
     reg_423_retried: bool,
     /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. A live call is boxed; an
-    /// ended one keeps only its SDP and ACK in its 48-byte slot ([`Slot::Ended`]), a
+    /// ended one keeps only its SDP in its slot ([`Slot::Ended`]), a
     /// forgotten one nothing; forgotten calls at the front are dropped, so a phone that calls
     /// for days keeps only its recent calls.
     calls: VecDeque<Slot>,
@@ -1143,20 +1141,9 @@ impl UserAgent {
 
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Message) {
         let code = resp.status().unwrap_or(0);
-        if let Some(Slot::Ended { ack, .. }) = self.slot(id).and_then(|i| self.calls.get(i)) {
-            // A retransmitted 2xx of an ended call: our ACK was lost; send it again
-            // (§13.2.2.4). Anything else is too late.
-            if let (Some(ack), true) = (ack, (200..300).contains(&code)) {
-                let (destination, bytes) = (ack.0.clone(), ack.1.clone());
-                push_out(
-                    &mut self.queues,
-                    Outgoing {
-                        destination,
-                        bytes,
-                        retransmission: true,
-                    },
-                );
-            }
+        if let Some(Slot::Ended { .. }) = self.slot(id).and_then(|i| self.calls.get(i)) {
+            // Too late for an ended call. (A retransmitted 2xx is ACKed again by the INVITE's
+            // transaction record, which keeps the ACK: `keep_invite_ack`.)
             return;
         }
         let sdp = sdp_of(resp);
@@ -1280,6 +1267,7 @@ impl UserAgent {
                 // can no longer happen).
                 call.invite = None;
                 let out = keep_ack(&mut call.ack, dest, ack);
+                self.keep_invite_ack(id, &out);
                 push_out(&mut self.queues, out);
                 queues(&mut self.queues)
                     .events
@@ -1324,6 +1312,29 @@ impl UserAgent {
                 let reason = resp.reason().unwrap_or("").to_owned();
                 self.call_event(id, CallEvent::Failed { code, reason });
             }
+        }
+    }
+
+    /// Gives the INVITE's transaction (in Accepted, waiting out Timer M) a copy of the ACK of
+    /// its 2xx: the transaction, not the call, answers each retransmission of the 2xx with
+    /// it, so the ACK is sent again even after the call has ended and been forgotten
+    /// (RFC 3261 §13.2.2.4, RFC 6026 §8.4: until Timer M). The transaction is still at work
+    /// when its first 2xx is handled; a finished record is looked at too.
+    fn keep_invite_ack(&mut self, id: CallId, ack: &Outgoing) {
+        let kept = || Box::new((ack.destination.clone(), ack.bytes.clone()));
+        if let Some(e) = self
+            .client
+            .iter_mut()
+            .find(|e| e.owner == Owner::Invite(id) && e.txn.state() == State::Accepted)
+        {
+            e.ack = Some(kept());
+            return;
+        }
+        if let Some(f) = self.finished.iter_mut().find(|f| {
+            f.txn.timer() == Timer::M
+                && matches!(&f.peer, Peer::Client(Owner::Invite(o), AckTo::Nowhere) if *o == id)
+        }) {
+            f.peer = Peer::Client(Owner::Invite(id), AckTo::Again(kept()));
         }
     }
 
@@ -2391,6 +2402,22 @@ impl UserAgent {
                 continue;
             }
             for ev in events {
+                // A 2xx retransmission to an INVITE whose ACK its transaction keeps: the
+                // same ACK again, not reported again (as the finished record does).
+                if let (Owner::Invite(_), TxnEvent::Response(r), Some(ack)) =
+                    (owner, &ev, self.client[i].ack.as_deref())
+                    && r.status().is_some_and(|c| (200..300).contains(&c))
+                {
+                    push_out(
+                        &mut self.queues,
+                        Outgoing {
+                            destination: ack.0.clone(),
+                            bytes: ack.1.clone(),
+                            retransmission: true,
+                        },
+                    );
+                    continue;
+                }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
                     (owner, &ev)
                     && r.status().is_some_and(|c| (200..300).contains(&c))
@@ -3329,8 +3356,8 @@ mod tests {
         p.run(Duration::from_millis(100));
         assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
         assert_eq!(p.b.call_state(bob_call), Some(CallState::Terminated));
-        assert!(matches!(&p.a.calls[0], Slot::Ended { ack: Some(ack), .. } if ack.1 == first_ack));
-        assert!(matches!(&p.b.calls[0], Slot::Ended { ack: None, .. }));
+        assert!(matches!(&p.a.calls[0], Slot::Ended { .. }));
+        assert!(matches!(&p.b.calls[0], Slot::Ended { .. }));
         assert!(p.a.call_ref(call).is_none());
         // Our SDP stays readable (the agent's failover re-sends it).
         assert_eq!(p.a.local_sdp(call).map(|b| &b[..]), Some(&b"v=0\r\n"[..]));

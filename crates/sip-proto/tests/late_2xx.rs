@@ -1,0 +1,164 @@
+//! A 2xx to our INVITE retransmitted after the call ended and was forgotten (the agent forgets
+//! every ended call at once) is still ACKed, until Timer M (RFC 3261 §13.2.2.4: the UAC core
+//! ACKs every 2xx retransmission; RFC 6026 §8.4: they may come for 64·T1 after the first).
+//! Two agents on a virtual clock, through the public API only; no loss, no sockets.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_msg::{Host, Message, Uri};
+use sip_proto::timer::TimerConfig;
+use sip_proto::ua::{
+    CallEvent, CallId, CallState, Destination, Outgoing, UaConfig, UaEvent, UserAgent,
+};
+
+const ALICE: u16 = 5062;
+const BOB: u16 = 5064;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
+    UserAgent::new(UaConfig {
+        user: user.into(),
+        domain: "example.test".into(),
+        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
+        outbound_proxy: None,
+        credentials: None,
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: port,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: "late-2xx".into(),
+        seed,
+        use_100rel: false,
+    })
+}
+
+/// Everything `ua` has to send and report.
+fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
+    let mut out = Vec::new();
+    while let Some(o) = ua.poll_transmit() {
+        out.push(o);
+    }
+    let mut ev = Vec::new();
+    while let Some(e) = ua.poll_event() {
+        ev.push(e);
+    }
+    (out, ev)
+}
+
+/// Delivers every message of `out` (each of them goes to the other agent here).
+fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
+    for o in out {
+        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
+    }
+}
+
+fn starting(out: &[Outgoing], prefix: &str) -> Vec<Bytes> {
+    out.iter()
+        .filter(|o| o.bytes.starts_with(prefix.as_bytes()))
+        .map(|o| o.bytes.clone())
+        .collect()
+}
+
+/// Alice calls Bob, Bob answers, Alice ACKs (the ACK is "lost": not delivered), Alice hangs
+/// up, the BYE is answered and Alice forgets the call. Returns the clock, Alice, Bob's 2xx
+/// and Alice's ACK.
+fn answered_ended_and_forgotten() -> (Instant, UserAgent, Bytes, Bytes) {
+    let mut now = Instant::now();
+    let (mut alice, mut bob) = (agent("alice", ALICE, 1), agent("bob", BOB, 2));
+    let call = alice.call(
+        now,
+        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
+        Some(Bytes::from_static(b"v=0\r\n")),
+    );
+    let (out, _) = drain(&mut alice);
+    assert!(matches!(
+        out[..],
+        [Outgoing {
+            destination: Destination::Registrar,
+            ..
+        }]
+    ));
+    deliver(&mut bob, now, ALICE, &out);
+    let (_, ev) = drain(&mut bob);
+    let Some(UaEvent::Call(bob_call, CallEvent::Incoming { .. })) = ev.first() else {
+        panic!("no incoming call at Bob: {ev:?}");
+    };
+    bob.answer(now, *bob_call, Some(Bytes::from_static(b"v=0\r\n")));
+    let (out, _) = drain(&mut bob);
+    let ok = starting(&out, "SIP/2.0 200 ");
+    assert_eq!(ok.len(), 1, "{out:?}");
+    now += Duration::from_millis(20);
+    deliver(&mut alice, now, BOB, &out);
+    let (out, ev) = drain(&mut alice);
+    let ack = starting(&out, "ACK ");
+    assert_eq!(ack.len(), 1, "{out:?}");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, UaEvent::Call(c, CallEvent::Answered { .. }) if *c == call))
+    );
+    // The ACK is lost. Alice hangs up; Bob answers the BYE.
+    now += Duration::from_millis(20);
+    alice.hangup(now, call);
+    let (out, _) = drain(&mut alice);
+    assert_eq!(starting(&out, "BYE ").len(), 1, "{out:?}");
+    deliver(&mut bob, now, ALICE, &out);
+    let (out, _) = drain(&mut bob);
+    assert_eq!(starting(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    let (_, ev) = drain(&mut alice);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, UaEvent::Call(c, CallEvent::Ended { .. }) if *c == call))
+    );
+    assert_eq!(alice.call_state(call), Some(CallState::Terminated));
+    alice.forget_call(call);
+    assert_eq!(alice.call_state(call), None);
+    assert_eq!(alice.call_state(CallId(call.0 + 1)), None);
+    (now, alice, ok[0].clone(), ack[0].clone())
+}
+
+/// Runs Alice's timers up to `until`.
+fn run_timers(alice: &mut UserAgent, until: Instant) -> Instant {
+    let mut now = until;
+    while let Some(t) = alice.poll_timeout().filter(|&t| t <= until) {
+        now = t;
+        alice.handle_timeout(now);
+        drain(alice);
+    }
+    now.max(until)
+}
+
+#[test]
+fn a_2xx_retransmitted_after_the_call_was_forgotten_is_acked_until_timer_m() {
+    let (now, mut alice, ok, ack) = answered_ended_and_forgotten();
+    let first_2xx = now;
+    // Bob retransmits his 2xx (it got no ACK): each copy gets the same ACK, sent as a
+    // retransmission, and no event for the forgotten call.
+    for wait in [500, 1000, 2000, 4000] {
+        let now = run_timers(&mut alice, first_2xx + Duration::from_millis(wait));
+        alice.handle_message(now, Message::parse(&ok).unwrap(), addr(BOB));
+        let (out, ev) = drain(&mut alice);
+        assert_eq!(out.len(), 1, "{out:?} {ev:?}");
+        assert_eq!(out[0].bytes, ack);
+        assert!(out[0].retransmission);
+        assert_eq!(
+            out[0].destination,
+            Destination::Uri(Uri::parse("sip:bob@127.0.0.1:5064").unwrap())
+        );
+        assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    }
+    // Timer M (64·T1 = 32 s after the first 2xx) ends the INVITE's transaction: a copy after
+    // it is too late and gets nothing (the call is long gone).
+    let now = run_timers(&mut alice, first_2xx + Duration::from_secs(33));
+    assert_eq!(alice.poll_timeout(), None, "nothing left to wait for");
+    alice.handle_message(now, Message::parse(&ok).unwrap(), addr(BOB));
+    let (out, _) = drain(&mut alice);
+    assert!(out.is_empty(), "{out:?}");
+}
