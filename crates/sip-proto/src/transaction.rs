@@ -175,6 +175,15 @@ fn push_event(q: &mut Fifo<TxnEvent>, ev: TxnEvent) {
     q.push_back(ev);
 }
 
+/// Takes a transaction's key out of it (for its finished record), leaving an empty one.
+fn take_key(key: &mut TxnKey) -> TxnKey {
+    TxnKey {
+        branch: std::mem::take(&mut key.branch),
+        sent_by: std::mem::take(&mut key.sent_by),
+        method: std::mem::replace(&mut key.method, Method::Ack),
+    }
+}
+
 /// A client transaction (RFC 3261 §17.1): INVITE or non-INVITE.
 #[derive(Debug)]
 pub struct ClientTransaction {
@@ -328,26 +337,34 @@ impl ClientTransaction {
     /// [`Finished::handle_response`]). `Err(self)` in any other state or while something
     /// waits to be polled.
     #[allow(clippy::result_large_err)] // reason: the transaction is handed back whole, by value, as it came
-    pub fn finish(self) -> Result<Finished, Self> {
+    pub fn finish(mut self) -> Result<Finished, Self> {
+        self.take_finished().ok_or(self)
+    }
+
+    /// [`ClientTransaction::finish`] in place, for an owner that keeps its transactions in
+    /// boxes or lists (no copy of the whole transaction): the compact form, taken out of
+    /// the transaction, which is left Terminated with nothing in it. `None` (and the
+    /// transaction untouched) when `finish` would hand it back.
+    pub fn take_finished(&mut self) -> Option<Finished> {
         let timer = match (self.state, self.invite) {
             (State::Completed, true) => Timer::D,
             (State::Accepted, true) => Timer::M,
             (State::Completed, false) => Timer::K,
-            _ => return Err(self),
+            _ => return None,
         };
-        let Some(deadline) = self.timers.get(timer) else {
-            return Err(self);
-        };
+        let deadline = self.timers.get(timer)?;
         if !self.is_quiet() {
-            return Err(self);
+            return None;
         }
-        let kind = match (timer, self.ack) {
+        let kind = match (timer, self.ack.take()) {
             (Timer::D, Some(ack)) => FinishedKind::ClientCompletedInvite(ack),
             (Timer::M, _) => FinishedKind::ClientAccepted,
             _ => FinishedKind::Absorb,
         };
-        Ok(Finished {
-            key: self.key,
+        self.state = State::Terminated;
+        self.timers = Timers::default();
+        Some(Finished {
+            key: take_key(&mut self.key),
             deadline,
             timer,
             kind,
@@ -795,20 +812,25 @@ impl ServerTransaction {
     /// in any other state (an INVITE in Completed still retransmits its answer) or while
     /// something waits to be polled.
     #[allow(clippy::result_large_err)] // reason: the transaction is handed back whole, by value, as it came
-    pub fn finish(self) -> Result<Finished, Self> {
+    pub fn finish(mut self) -> Result<Finished, Self> {
+        self.take_finished().ok_or(self)
+    }
+
+    /// [`ServerTransaction::finish`] in place (see [`ClientTransaction::take_finished`]):
+    /// the transaction is left Terminated with nothing in it; `None` (and the transaction
+    /// untouched) when `finish` would hand it back.
+    pub fn take_finished(&mut self) -> Option<Finished> {
         let timer = match (self.state, self.invite) {
             (State::Completed, false) => Timer::J,
             (State::Accepted, true) => Timer::L,
             (State::Confirmed, true) => Timer::I,
-            _ => return Err(self),
+            _ => return None,
         };
-        let Some(deadline) = self.timers.get(timer) else {
-            return Err(self);
-        };
+        let deadline = self.timers.get(timer)?;
         if !self.is_quiet() {
-            return Err(self);
+            return None;
         }
-        let kind = match (timer, self.last_response) {
+        let kind = match (timer, self.last_response.take()) {
             (Timer::J, Some(last)) => FinishedKind::ServerCompleted {
                 last,
                 retransmissions: self.retransmissions,
@@ -816,8 +838,10 @@ impl ServerTransaction {
             (Timer::L, _) => FinishedKind::ServerAccepted,
             _ => FinishedKind::Absorb,
         };
-        Ok(Finished {
-            key: self.key,
+        self.state = State::Terminated;
+        self.timers = Timers::default();
+        Some(Finished {
+            key: take_key(&mut self.key),
             deadline,
             timer,
             kind,
@@ -1124,6 +1148,65 @@ Content-Length: 0\r\n\r\n"
         t.handle_response(now, &response(&reg, 200));
         drain_client(&mut t);
         assert_eq!(t.finish().unwrap().deadline(), now);
+    }
+
+    #[test]
+    fn a_record_taken_in_place_is_the_finished_one_and_leaves_an_inert_transaction() {
+        let now = Instant::now();
+        let cfg = TimerConfig::default();
+        let inv = request("INVITE");
+        // Not finishable: nothing taken, nothing changed.
+        let mut t = ClientTransaction::new(now, &inv, false, cfg).unwrap();
+        let before = (t.state(), t.poll_timeout());
+        assert!(t.take_finished().is_none(), "Calling, its INVITE to send");
+        drain_client(&mut t);
+        assert!(t.take_finished().is_none(), "Calling");
+        assert_eq!((t.state(), t.poll_timeout()), before);
+        assert_eq!(t.key(), &TxnKey::of_client_request(&inv).unwrap());
+        // Completed: the same record as `finish` gives; the transaction is left Terminated,
+        // with no timer, nothing to send and no key.
+        t.handle_response(now, &response(&inv, 486));
+        let ack = drain_client(&mut t).remove(0);
+        let deadline = t.poll_timeout().unwrap();
+        let f = t.take_finished().unwrap();
+        assert_eq!((f.timer(), f.deadline()), (Timer::D, deadline));
+        assert_eq!(f.key(), &TxnKey::of_client_request(&inv).unwrap());
+        assert_eq!(
+            f.handle_response(&response(&inv, 486)),
+            FinishedReply::Resend {
+                transmit: Transmit {
+                    bytes: ack.bytes,
+                    retransmission: true
+                },
+                count: None
+            }
+        );
+        assert_eq!(t.state(), State::Terminated);
+        assert_eq!(t.poll_timeout(), None);
+        assert!(t.is_quiet() && t.poll_transmit().is_none());
+        assert!(t.key().branch.is_empty());
+        assert!(t.take_finished().is_none(), "taken once");
+        // A server non-INVITE in Completed: its record re-sends the final response.
+        let reg = request("REGISTER");
+        let mut s = ServerTransaction::new(&reg, false, cfg).unwrap();
+        assert!(s.take_finished().is_none(), "Trying");
+        s.send_response(now, &response(&reg, 200)).unwrap();
+        let sent = s.poll_transmit().unwrap();
+        let deadline = s.poll_timeout().unwrap();
+        let mut f = s.take_finished().unwrap();
+        assert_eq!((f.timer(), f.deadline()), (Timer::J, deadline));
+        assert_eq!(
+            f.handle_request(&reg),
+            FinishedReply::Resend {
+                transmit: Transmit {
+                    bytes: sent.bytes,
+                    retransmission: true
+                },
+                count: Some(1)
+            }
+        );
+        assert_eq!((s.state(), s.poll_timeout()), (State::Terminated, None));
+        assert!(s.take_finished().is_none(), "taken once");
     }
 
     #[test]

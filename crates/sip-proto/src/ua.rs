@@ -148,8 +148,10 @@ pub enum Destination {
     Registrar,
     /// The outbound proxy (initial INVITE and its CANCEL/ACK when one is set).
     OutboundProxy,
-    /// The next hop of an in-dialog request: first route or remote target.
-    Uri(Uri),
+    /// The next hop of an in-dialog request: first route or remote target. Shared: an
+    /// `Outgoing` stays small (it is moved through the queues for every message), and the
+    /// copies kept for retransmissions (a transaction's, a 2xx's ACK) cost no allocation.
+    Uri(Arc<Uri>),
     /// Back to where a request came from (responses).
     Source(SocketAddr),
 }
@@ -1255,7 +1257,7 @@ impl UserAgent {
                 let ack = self
                     .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
                     .build();
-                let dest = Destination::Uri(dialog.next_hop());
+                let dest = Destination::Uri(Arc::new(dialog.next_hop()));
                 let ack = Bytes::from(ack.to_bytes());
                 let Some(call) = self.call_mut(id) else {
                     return;
@@ -1454,7 +1456,7 @@ impl UserAgent {
             .request_via_text(Method::Bye, via, None)
             .header(HeaderName::UserAgent, ua)
             .build();
-        let dest = Destination::Uri(dialog.next_hop());
+        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
     }
 
@@ -1528,7 +1530,7 @@ impl UserAgent {
             b = b.body(ct, body);
         }
         let req = b.build();
-        let dest = Destination::Uri(dialog.next_hop());
+        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
         self.start_client_branch(now, req, branch, Owner::InDialog(id, kind), dest);
         true
     }
@@ -1572,7 +1574,7 @@ impl UserAgent {
                 .build()
                 .to_bytes(),
         );
-        let destination = Destination::Uri(dialog.next_hop());
+        let destination = Destination::Uri(Arc::new(dialog.next_hop()));
         push_out(
             &mut self.queues,
             Outgoing {
@@ -2315,43 +2317,26 @@ impl UserAgent {
                         self.client.swap_remove(i);
                     }
                     State::Completed | State::Accepted => {
-                        let entry = self.client.swap_remove(i);
-                        let ClientEntry {
-                            txn,
-                            owner,
-                            destination,
-                            method,
-                            dialog,
-                            ack,
-                        } = *entry;
-                        match txn.finish() {
-                            Ok(txn) => {
-                                // Only an INVITE in Completed (its ACK) and a re-INVITE in
-                                // Accepted (its 2xx's ACK) send again.
-                                let ack_to = match (txn.timer(), ack) {
-                                    (Timer::D, _) => AckTo::new(destination),
-                                    (Timer::M, Some(ack)) => AckTo::Again(ack),
-                                    _ => AckTo::Nowhere,
-                                };
-                                push_finished(&mut self.finished, txn, Peer::Client(owner, ack_to));
-                            }
-                            Err(txn) => {
-                                // Not reached (a quiet Completed or Accepted transaction has
-                                // its last timer set); kept whole, at the end.
-                                push_boxed(
-                                    &mut self.client,
-                                    ClientEntry {
-                                        txn,
-                                        owner,
-                                        destination,
-                                        method,
-                                        dialog,
-                                        ack,
-                                    },
-                                );
-                                i += 1;
-                            }
-                        }
+                        // Taken out of the entry in place (the entry is not moved).
+                        let Some(txn) = e.txn.take_finished() else {
+                            // Not reached (a quiet Completed or Accepted transaction has its
+                            // last timer set); kept whole.
+                            i += 1;
+                            continue;
+                        };
+                        // Only an INVITE in Completed (its ACK) and an INVITE or re-INVITE
+                        // in Accepted (its 2xx's ACK) send again.
+                        let ack_to = match (txn.timer(), e.ack.take()) {
+                            (Timer::D, _) => AckTo::new(std::mem::replace(
+                                &mut e.destination,
+                                Destination::Registrar,
+                            )),
+                            (Timer::M, Some(ack)) => AckTo::Again(ack),
+                            _ => AckTo::Nowhere,
+                        };
+                        let owner = e.owner;
+                        self.client.swap_remove(i);
+                        push_finished(&mut self.finished, txn, Peer::Client(owner, ack_to));
                     }
                     _ => i += 1,
                 }
@@ -2648,27 +2633,15 @@ impl UserAgent {
                     i += 1;
                     continue;
                 }
-                let entry = self.server.swap_remove(i);
-                let ServerEntry {
-                    txn,
-                    source,
-                    method,
-                } = *entry;
-                match txn.finish() {
-                    Ok(txn) => push_finished(&mut self.finished, txn, Peer::Server(source)),
-                    Err(txn) => {
-                        // Not reached (see `drain_client`); kept whole, at the end.
-                        push_boxed(
-                            &mut self.server,
-                            ServerEntry {
-                                txn,
-                                source,
-                                method,
-                            },
-                        );
-                        i += 1;
-                    }
-                }
+                // Taken out of the entry in place (see `drain_client`).
+                let Some(txn) = e.txn.take_finished() else {
+                    // Not reached (see `drain_client`); kept whole.
+                    i += 1;
+                    continue;
+                };
+                let source = e.source;
+                self.server.swap_remove(i);
+                push_finished(&mut self.finished, txn, Peer::Server(source));
                 continue;
             }
             while let Some(t) = e.txn.poll_transmit() {

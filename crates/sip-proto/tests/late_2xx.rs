@@ -4,6 +4,7 @@
 //! Two agents on a virtual clock, through the public API only; no loss, no sockets.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -150,7 +151,7 @@ fn a_2xx_retransmitted_after_the_call_was_forgotten_is_acked_until_timer_m() {
         assert!(out[0].retransmission);
         assert_eq!(
             out[0].destination,
-            Destination::Uri(Uri::parse("sip:bob@127.0.0.1:5064").unwrap())
+            Destination::Uri(Arc::new(Uri::parse("sip:bob@127.0.0.1:5064").unwrap()))
         );
         assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
     }
