@@ -45,7 +45,6 @@ impl<T> Fifo<T> {
     }
 
     /// The items, oldest first.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.head.iter().chain(self.rest.iter())
     }

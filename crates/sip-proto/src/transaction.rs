@@ -580,6 +580,12 @@ impl ClientTransaction {
         self.events.pop_front()
     }
 
+    /// Every queued event at once, oldest first ([`ClientTransaction::poll_event`] until
+    /// `None`, as one queue the owner reads by reference: no event is moved again).
+    pub(crate) fn take_events(&mut self) -> Fifo<TxnEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     /// When [`ClientTransaction::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_timeout()

@@ -2342,11 +2342,9 @@ impl UserAgent {
                 }
                 continue;
             }
-            // Nearly always one event at a time: the first is held apart so that the list of
-            // the others is only allocated when there are more.
-            let mut first = None;
-            let mut more = Vec::new();
-            {
+            // The events are taken out whole (nearly always one: held inline, no allocation)
+            // and handled by reference: a response (300 bytes) is not moved again.
+            let events = {
                 let e = &mut self.client[i];
                 while let Some(t) = e.txn.poll_transmit() {
                     push_out(
@@ -2358,39 +2356,38 @@ impl UserAgent {
                         },
                     );
                 }
-                while let Some(ev) = e.txn.poll_event() {
-                    if first.is_none() {
-                        first = Some(ev);
-                    } else {
-                        more.push(ev);
-                    }
-                }
-            }
+                e.txn.take_events()
+            };
 
             let (owner, method) = (self.client[i].owner, self.client[i].method.clone());
             // A REGISTER's response handler reads the request (to answer a challenge): the
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && first
-                    .iter()
-                    .chain(&more)
-                    .any(|e| matches!(e, TxnEvent::Response(_)));
-            let events = first.into_iter().chain(more);
+                && events.iter().any(|e| matches!(e, TxnEvent::Response(_)));
             if request_needed {
                 let entry = self.client.remove(i);
-                for ev in events {
+                for ev in events.iter() {
                     self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
                 }
                 let at = i.min(self.client.len());
                 self.client.insert(at, entry);
                 continue;
             }
-            for ev in events {
+            // Handlers may start transactions (and drain them): the entry is found again by
+            // its box's address before it is read after one.
+            let this: *const ClientEntry = &*self.client[i];
+            for ev in events.iter() {
+                let at =
+                    if std::ptr::eq(self.client.get(i).map_or(std::ptr::null(), |e| &**e), this) {
+                        Some(i)
+                    } else {
+                        self.client.iter().position(|e| std::ptr::eq(&**e, this))
+                    };
                 // A 2xx retransmission to an INVITE whose ACK its transaction keeps: the
                 // same ACK again, not reported again (as the finished record does).
                 if let (Owner::Invite(_), TxnEvent::Response(r), Some(ack)) =
-                    (owner, &ev, self.client[i].ack.as_deref())
+                    (owner, ev, at.and_then(|at| self.client[at].ack.as_deref()))
                     && r.status().is_some_and(|c| (200..300).contains(&c))
                 {
                     push_out(
@@ -2404,12 +2401,14 @@ impl UserAgent {
                     continue;
                 }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
-                    (owner, &ev)
+                    (owner, ev)
                     && r.status().is_some_and(|c| (200..300).contains(&c))
                 {
-                    let parked = self.client[i].dialog.take();
-                    if let Some(ack) = self.ack_reinvite_2xx(id, parked, r) {
-                        self.client[i].ack = Some(Box::new(ack));
+                    let parked = at.and_then(|at| self.client[at].dialog.take());
+                    if let Some(ack) = self.ack_reinvite_2xx(id, parked, r)
+                        && let Some(at) = at
+                    {
+                        self.client[at].ack = Some(Box::new(ack));
                     }
                 }
                 self.on_client_event(now, owner, &method, None, ev);
@@ -2458,7 +2457,7 @@ impl UserAgent {
             }
             FinishedReply::Deliver => {
                 let owner = *owner;
-                self.on_client_event(now, owner, method, None, TxnEvent::Response(resp.clone()));
+                self.on_client_response(now, owner, None, resp);
                 // The handler may have started transactions.
                 self.drain_client(now);
             }
@@ -2539,31 +2538,10 @@ impl UserAgent {
         owner: Owner,
         method: &Method,
         req: Option<&Message>,
-        ev: TxnEvent,
+        ev: &TxnEvent,
     ) {
-        match ev {
-            TxnEvent::Response(resp) => match owner {
-                Owner::Register | Owner::Unregister => {
-                    if let Some(req) = req {
-                        self.on_register_response(now, req, &resp, owner);
-                    }
-                }
-                Owner::Invite(id) => self.on_invite_response(now, id, &resp),
-                Owner::InDialog(id, m) => self.on_in_dialog_response(id, m, &resp),
-                Owner::Cancel(_) => {}
-                Owner::Bye(id) => {
-                    if resp.status().is_some_and(|c| c >= 200) {
-                        let code = resp.status().unwrap_or(0);
-                        self.call_event(
-                            id,
-                            CallEvent::Ended {
-                                by_remote: false,
-                                code,
-                            },
-                        );
-                    }
-                }
-            },
+        match *ev {
+            TxnEvent::Response(ref resp) => self.on_client_response(now, owner, req, resp),
             TxnEvent::Timeout(timer) => match owner {
                 Owner::Register | Owner::Unregister => {
                     self.register_failed(owner, 408, format!("no response (Timer {timer:?} fired)"))
@@ -2611,6 +2589,37 @@ impl UserAgent {
                     })
             }
             TxnEvent::Ack(_) | TxnEvent::Terminated => {}
+        }
+    }
+
+    /// A response a client transaction passes up, for whom it is.
+    fn on_client_response(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        req: Option<&Message>,
+        resp: &Message,
+    ) {
+        match owner {
+            Owner::Register | Owner::Unregister => {
+                if let Some(req) = req {
+                    self.on_register_response(now, req, resp, owner);
+                }
+            }
+            Owner::Invite(id) => self.on_invite_response(now, id, resp),
+            Owner::InDialog(id, m) => self.on_in_dialog_response(id, m, resp),
+            Owner::Cancel(_) => {}
+            Owner::Bye(id) => {
+                if let Some(code) = resp.status().filter(|&c| c >= 200) {
+                    self.call_event(
+                        id,
+                        CallEvent::Ended {
+                            by_remote: false,
+                            code,
+                        },
+                    );
+                }
+            }
         }
     }
 
