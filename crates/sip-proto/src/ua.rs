@@ -480,6 +480,16 @@ impl Slot {
     }
 }
 
+/// [`UserAgent::flags`]: this registration is a refresh (reported in `Registered`).
+const REG_REFRESH: u8 = 1;
+/// [`UserAgent::flags`]: a 423 was answered once already (RFC 3261 §10.2.8).
+const REG_423_RETRIED: u8 = 2;
+/// [`UserAgent::flags`]: a live call may have a 2xx or reliable-provisional retransmission
+/// armed. Clear, `poll_timeout` skips the walk over the calls (a phone holding many calls is
+/// asked for its next deadline after every event). Set when one is armed; taken again (by
+/// that walk) at the end of `handle_message` and `handle_timeout` while set.
+const CALL_TIMERS: u8 = 4;
+
 /// A simulated SIP phone.
 #[derive(Debug)]
 pub struct UserAgent {
@@ -501,8 +511,9 @@ pub struct UserAgent {
     reg_cseq: u32,
     reg_expires: u32,
     reg_refresh_at: Option<Instant>,
-    reg_refresh: bool,
-    reg_423_retried: bool,
+    /// `REG_REFRESH`, `REG_423_RETRIED` and `CALL_TIMERS` (one byte: the phone's inline
+    /// size has no room for a third `bool`).
+    flags: u8,
     /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. A live call is boxed; an
     /// ended one keeps only its SDP in its slot ([`Slot::Ended`]), a
     /// forgotten one nothing; forgotten calls at the front are dropped, so a phone that calls
@@ -654,8 +665,7 @@ impl UserAgent {
             reg_cseq: 0,
             reg_expires,
             reg_refresh_at: None,
-            reg_refresh: false,
-            reg_423_retried: false,
+            flags: 0,
             calls: VecDeque::new(),
             first_call: 0,
             client: Vec::new(),
@@ -862,8 +872,8 @@ impl UserAgent {
     /// Sends REGISTER (RFC 3261 §10.2) with the configured lifetime.
     pub fn register(&mut self, now: Instant) {
         self.reg_state = RegState::Registering;
-        self.reg_refresh = false;
-        self.reg_423_retried = false;
+        self.set_flag(REG_REFRESH, false);
+        self.set_flag(REG_423_RETRIED, false);
         self.reg_expires = self.profile.expires;
         self.send_register(now, self.reg_expires, Owner::Register);
     }
@@ -933,11 +943,12 @@ impl UserAgent {
                 let margin = (granted / 2).min(32);
                 self.reg_refresh_at =
                     (granted > 0).then(|| now + Duration::from_secs((granted - margin).into()));
+                let refresh = self.flag(REG_REFRESH);
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Registered {
                         expires: granted,
-                        refresh: self.reg_refresh,
+                        refresh,
                     });
             }
             401 | 407 => match self.answer_register_challenge(resp, req) {
@@ -961,11 +972,11 @@ impl UserAgent {
                 }
                 Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
             },
-            423 if !self.reg_423_retried && owner == Owner::Register => {
+            423 if !self.flag(REG_423_RETRIED) && owner == Owner::Register => {
                 // RFC 3261 §10.2.8: retry with the Min-Expires the registrar asks for.
                 match resp.headers.typed::<MinExpires>() {
                     Some(Ok(MinExpires(min))) if min > self.reg_expires => {
-                        self.reg_423_retried = true;
+                        self.set_flag(REG_423_RETRIED, true);
                         self.reg_expires = min;
                         self.send_register(now, min, owner);
                     }
@@ -1612,6 +1623,7 @@ impl UserAgent {
                 // transport: the 2xx crosses proxies hop by hop), give up after 64*T1.
                 let first = if reliable { 64 * t1 } else { t1 };
                 c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                self.set_flag(CALL_TIMERS, true);
             }
         }
     }
@@ -1692,6 +1704,7 @@ impl UserAgent {
             // §3: retransmit from T1 doubling (no cap) until PRACK, give up after 64*T1.
             call.next_rseq = rseq.wrapping_add(1);
             call.prov_retransmit = Some((bytes.clone(), now + t1, t1, now + 64 * t1));
+            self.set_flag(CALL_TIMERS, true);
         } else if code >= 200 {
             call.prov_retransmit = None;
         }
@@ -1833,6 +1846,32 @@ impl UserAgent {
             self.handle_request(now, msg, source);
         } else {
             self.handle_response(now, msg);
+        }
+        self.refresh_call_timers();
+    }
+
+    /// Takes [`CALL_TIMERS`] again when set: false once no live call has a
+    /// retransmission armed (an ACK, a PRACK, a BYE or a give-up stopped the last one).
+    fn refresh_call_timers(&mut self) {
+        if self.flag(CALL_TIMERS) {
+            let armed = self
+                .calls
+                .iter()
+                .filter_map(Slot::as_ref)
+                .any(|c| c.ok_retransmit.is_some() || c.prov_retransmit.is_some());
+            self.set_flag(CALL_TIMERS, armed);
+        }
+    }
+
+    fn flag(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set_flag(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
         }
     }
 
@@ -2217,8 +2256,8 @@ impl UserAgent {
         self.drain_server(now);
         if self.reg_refresh_at.is_some_and(|t| t <= now) {
             self.reg_refresh_at = None;
-            self.reg_refresh = true;
-            self.reg_423_retried = false;
+            self.set_flag(REG_REFRESH, true);
+            self.set_flag(REG_423_RETRIED, false);
             let expires = self.reg_expires;
             self.send_register(now, expires, Owner::Register);
         }
@@ -2302,6 +2341,7 @@ impl UserAgent {
                 },
             );
         }
+        self.refresh_call_timers();
     }
 
     fn drain_client(&mut self, now: Instant) {
@@ -2721,13 +2761,21 @@ impl UserAgent {
 
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let calls = self.calls.iter().filter_map(Slot::as_ref).flat_map(|c| {
-            [&c.ok_retransmit, &c.prov_retransmit]
-                .into_iter()
-                .flatten()
-                .map(|(_, next, _, deadline)| (*next).min(*deadline))
-        });
+        let calls = || {
+            self.calls.iter().filter_map(Slot::as_ref).flat_map(|c| {
+                [&c.ok_retransmit, &c.prov_retransmit]
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, next, _, deadline)| (*next).min(*deadline))
+            })
+        };
+        debug_assert!(
+            self.flag(CALL_TIMERS) || calls().next().is_none(),
+            "a call retransmits while CALL_TIMERS is clear"
+        );
+        let calls = self.flag(CALL_TIMERS).then(|| calls().min()).flatten();
         calls
+            .into_iter()
             .chain(self.scan_txn_next())
             .chain(self.reg_refresh_at)
             .min()
@@ -3376,6 +3424,50 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn poll_timeout_looks_at_the_calls_only_while_one_retransmits() {
+        let mut p = Pair::new();
+        // Five answered, ended calls held (not forgotten): none retransmits.
+        for _ in 0..5 {
+            let call = p.a.call(p.now, Pair::bob_uri(), None);
+            p.run(Duration::from_millis(50));
+            let bob_call = *incoming(&p.events_b).last().unwrap();
+            p.b.answer(p.now, bob_call, None);
+            p.run(Duration::from_millis(50));
+            p.a.hangup(p.now, call);
+            p.run(Duration::from_millis(50));
+        }
+        assert!(!p.b.flag(CALL_TIMERS) && !p.a.flag(CALL_TIMERS));
+        assert_eq!(p.b.calls.len(), 5);
+        // Bob answers a sixth call and its ACK is lost: his 2xx retransmission (T1) is his
+        // next deadline, before any finished transaction's.
+        p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
+        p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = *incoming(&p.events_b).last().unwrap();
+        p.b.answer(p.now, bob_call, None);
+        let answered = p.now;
+        assert!(p.b.flag(CALL_TIMERS));
+        assert_eq!(
+            p.b.poll_timeout(),
+            Some(answered + Duration::from_millis(500))
+        );
+        // The next ACK gets through: the retransmissions stop, the flag falls at the end of
+        // the handling and the next deadline is a finished transaction's again.
+        p.run(Duration::from_millis(400));
+        p.drop = Box::new(|_, _, _| false);
+        p.run(Duration::from_millis(800));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
+        assert!(!p.b.flag(CALL_TIMERS));
+        let next = p.b.poll_timeout().unwrap();
+        assert_eq!(Some(next), p.b.scan_txn_next());
+        assert!(
+            next > answered + Duration::from_secs(4),
+            "{:?}",
+            next - answered
+        );
     }
 
     #[test]
