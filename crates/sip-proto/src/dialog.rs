@@ -1,6 +1,8 @@
 //! Dialog state (RFC 3261 §12): identifiers, CSeq, route set and remote target, and the
 //! construction of requests inside a dialog.
 
+use std::borrow::Cow;
+
 use sip_msg::typed::{CallIdRef, ContactRef, FromRef, NameAddr, RecordRouteRef, ToRef, Via};
 use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, text_of};
 
@@ -286,24 +288,54 @@ impl Dialog {
 
 /// True when `msg` is inside the dialog `d` (Call-ID and both tags match, from the receiver's view).
 pub fn matches(d: &DialogId, msg: &Message, is_request: bool) -> bool {
-    // Read in place (no copy of the three headers): this runs for every dialog of the agent
-    // on every in-dialog request.
-    let h = &msg.headers;
-    let (Some(Ok(call_id)), Some(Ok(from)), Some(Ok(to))) = (
-        h.view::<CallIdRef>(),
-        h.view::<FromRef>(),
-        h.view::<ToRef>(),
-    ) else {
-        return false;
-    };
-    let (local, remote) = if is_request {
-        (to.tag(), from.tag())
-    } else {
-        (from.tag(), to.tag())
-    };
-    call_id.0 == d.call_id
-        && local.as_deref() == Some(&d.local_tag)
-        && remote.as_deref() == Some(&d.remote_tag)
+    DialogIds::read(msg).is_some_and(|ids| ids.matches(d, is_request))
+}
+
+/// What matches a message to a dialog: its Call-ID and its From and To tags, read once in
+/// place (no copy) and compared with as many dialogs as needed ([`matches`] for one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogIds<'a> {
+    /// The Call-ID.
+    pub call_id: &'a str,
+    /// The From tag.
+    pub from_tag: Option<Cow<'a, str>>,
+    /// The To tag.
+    pub to_tag: Option<Cow<'a, str>>,
+}
+
+impl<'a> DialogIds<'a> {
+    /// Call-ID, From and To of `msg`; `None` when one is missing or malformed (such a
+    /// message matches no dialog).
+    pub fn read(msg: &'a Message) -> Option<Self> {
+        let to = msg.headers.view::<ToRef>()?.ok()?;
+        Self::read_with_to_tag(msg, to.tag())
+    }
+
+    /// [`DialogIds::read`] for a caller that has read the To header already (well formed:
+    /// its tag is `to_tag`): Call-ID and From are read.
+    pub fn read_with_to_tag(msg: &'a Message, to_tag: Option<Cow<'a, str>>) -> Option<Self> {
+        let h = &msg.headers;
+        let call_id = h.view::<CallIdRef>()?.ok()?.0;
+        let from_tag = h.view::<FromRef>()?.ok()?.tag();
+        Some(Self {
+            call_id,
+            from_tag,
+            to_tag,
+        })
+    }
+
+    /// True when the message is of dialog `d`: a request's To tag is our tag and its From
+    /// tag the peer's; a response's the other way round (RFC 3261 §12).
+    pub fn matches(&self, d: &DialogId, is_request: bool) -> bool {
+        let (local, remote) = if is_request {
+            (&self.to_tag, &self.from_tag)
+        } else {
+            (&self.from_tag, &self.to_tag)
+        };
+        self.call_id == d.call_id
+            && local.as_deref() == Some(&d.local_tag)
+            && remote.as_deref() == Some(&d.remote_tag)
+    }
 }
 
 #[cfg(test)]
@@ -463,5 +495,51 @@ CSeq: 1 INVITE\r\nm: <sip:alice@192.0.2.1>\r\nl: 0\r\n\r\n";
         assert_eq!(d.remote_uri, tagged_text(req.from().unwrap().0, "ft"));
         assert_eq!(d.local_uri, tagged_text(req.to().unwrap().0, "lt"));
         assert_eq!(d.remote_target.to_string(), "sip:alice@192.0.2.1");
+    }
+
+    /// A message's identifiers read once match the dialogs `matches` matches (a request by
+    /// its To tag as ours, a response the other way round); a missing header matches none.
+    #[test]
+    fn identifiers_read_once_match_as_the_message_does() {
+        let bye = "BYE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK2\r\n\
+f: <sip:alice@a.example>;TAG=ft\r\nTo: <sip:bob@b.example>;tag=lt\r\ni: c1\r\n\
+CSeq: 2 BYE\r\nl: 0\r\n\r\n";
+        let req = Message::parse(bye.as_bytes()).unwrap();
+        let ours = DialogId {
+            call_id: "c1".into(),
+            local_tag: "lt".into(),
+            remote_tag: "ft".into(),
+        };
+        let theirs = DialogId {
+            call_id: "c1".into(),
+            local_tag: "ft".into(),
+            remote_tag: "lt".into(),
+        };
+        let other_call = DialogId {
+            call_id: "c2".into(),
+            ..ours.clone()
+        };
+        let ids = DialogIds::read(&req).unwrap();
+        assert_eq!(
+            (ids.call_id, ids.from_tag.as_deref(), ids.to_tag.as_deref()),
+            ("c1", Some("ft"), Some("lt"))
+        );
+        let to_tag = req.headers.view::<ToRef>().unwrap().unwrap().tag();
+        assert_eq!(DialogIds::read_with_to_tag(&req, to_tag).unwrap(), ids);
+        for (d, is_request) in [
+            (&ours, true),
+            (&theirs, true),
+            (&other_call, true),
+            (&ours, false),
+            (&theirs, false),
+        ] {
+            assert_eq!(ids.matches(d, is_request), matches(d, &req, is_request));
+        }
+        assert!(ids.matches(&ours, true) && !ids.matches(&theirs, true));
+        assert!(ids.matches(&theirs, false) && !ids.matches(&other_call, true));
+        // No Call-ID: nothing to match with.
+        let req = Message::parse(bye.replace("i: c1\r\n", "").as_bytes()).unwrap();
+        assert_eq!(DialogIds::read(&req), None);
+        assert!(!matches(&ours, &req, true));
     }
 }

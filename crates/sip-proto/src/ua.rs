@@ -24,7 +24,7 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, ContactRef, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
+    CSeq, ContactRef, Expires, FromRef, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, RequestBuilder, SipUri, Uri,
@@ -32,7 +32,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogId, tagged_text};
+use crate::dialog::{Dialog, DialogId, DialogIds, tagged_text};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, ServerTransaction, State, Timer, TimerConfig,
@@ -1728,7 +1728,7 @@ impl UserAgent {
             }
         };
         let id = Self::id_at(self.first_call, self.calls.len());
-        let from = req.from().map(|f| f.uri.to_string()).unwrap_or_default();
+        let from = from_uri_text(&req);
         let offer = sdp_of(&req);
         first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
@@ -1938,33 +1938,38 @@ impl UserAgent {
             e.txn.handle_request(now, &req);
             self.drain_server(now);
             if to_core {
-                self.on_ack(now, &req);
+                self.on_ack(now, &req, DialogIds::read(&req));
             }
             return;
         }
         match self.answer_finished_server(&req, &key) {
             Some(FinishedReply::Deliver) => {
-                self.on_ack(now, &req);
+                self.on_ack(now, &req, DialogIds::read(&req));
                 return;
             }
             Some(_) => return,
             None => {}
         }
-        let in_dialog = req
-            .headers
-            .view::<ToRef>()
-            .and_then(Result::ok)
-            .is_some_and(|t| t.tag().is_some());
-        if method == Method::Ack {
-            self.on_ack(now, &req);
-            return;
-        }
         if method == Method::Cancel {
             self.on_cancel(now, &req, source, &key);
             return;
         }
-        if in_dialog {
-            self.on_in_dialog(now, &req, source, &key, method);
+        // The To header is read once: its tag says whether the request is in a dialog, and
+        // it is one of the three identifiers matched against the calls' dialogs.
+        let to_tag = match req.headers.view::<ToRef>() {
+            Some(Ok(to)) => Ok(to.tag()),
+            _ => Err(()),
+        };
+        if method == Method::Ack {
+            let ids = to_tag
+                .ok()
+                .and_then(|tag| DialogIds::read_with_to_tag(&req, tag));
+            self.on_ack(now, &req, ids);
+            return;
+        }
+        if let Ok(tag @ Some(_)) = to_tag {
+            let ids = DialogIds::read_with_to_tag(&req, tag);
+            self.on_in_dialog(now, &req, ids, source, &key, method);
             return;
         }
         match method {
@@ -2008,15 +2013,19 @@ impl UserAgent {
         }
     }
 
-    fn find_dialog_call(&self, req: &Message) -> Option<CallId> {
+    /// The call whose dialog a request with these identifiers belongs to (the request's
+    /// headers read once, compared with every call's dialog).
+    fn find_dialog_call(&self, ids: Option<&DialogIds<'_>>) -> Option<CallId> {
+        let ids = ids?;
         self.calls.iter().enumerate().find_map(|(i, c)| {
             let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
-            crate::dialog::matches(d, req, true).then_some(Self::id_at(self.first_call, i))
+            ids.matches(d, true)
+                .then_some(Self::id_at(self.first_call, i))
         })
     }
 
-    fn on_ack(&mut self, _now: Instant, req: &Message) {
-        let Some(id) = self.find_dialog_call(req) else {
+    fn on_ack(&mut self, _now: Instant, req: &Message, ids: Option<DialogIds<'_>>) {
+        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "ACK matches no dialog",
             });
@@ -2077,11 +2086,12 @@ impl UserAgent {
         &mut self,
         now: Instant,
         req: &Message,
+        ids: Option<DialogIds<'_>>,
         source: SocketAddr,
         key: &TxnKey,
         method: Method,
     ) {
-        let Some(id) = self.find_dialog_call(req) else {
+        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
             self.respond_no_such_call(now, req, key, source);
             return;
         };
@@ -2800,6 +2810,22 @@ impl UserAgent {
     }
 }
 
+/// The From URI of `msg` as text (empty when From is missing or malformed): read in place
+/// and printed straight into its string, what `msg.from()`'s URI prints (the in-place URI
+/// is the owned one: `dialog::tests::dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`),
+/// without the owned parse of the whole header.
+fn from_uri_text(msg: &Message) -> String {
+    match msg.headers.view::<FromRef>() {
+        Some(Ok(f)) => {
+            let mut text = String::with_capacity(48);
+            // Writing into a String never fails.
+            let _ = f.0.uri.into_owned().write_to(&mut text);
+            text
+        }
+        _ => String::new(),
+    }
+}
+
 /// True when `msg` lists `100rel` in a Require header (any line).
 fn requires_100rel(msg: &Message) -> bool {
     msg.headers
@@ -3424,6 +3450,48 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    /// The caller's URI reported with an incoming call is read in place: the same text as
+    /// the owned From's URI printed, for every form (display name, parameters, escapes,
+    /// compact name, a tel URI).
+    #[test]
+    fn the_incoming_from_uri_is_the_owned_froms_uri_printed() {
+        for from in [
+            "<sip:alice@a.example>;tag=ft",
+            "\"Alice A\" <sip:alice@a.example:5070;transport=tcp;lr>;x=1;tag=ft",
+            "sip:alice@a.example;tag=ft",
+            "<sip:al%69ce@[2001:db8::1]:5060;user=phone?subject=x>;tag=ft",
+            "Alice <tel:+15551234567;phone-context=example.com>;tag=ft",
+        ] {
+            for name in ["From", "f"] {
+                let raw = format!(
+                    "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+{name}: {from}\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n"
+                );
+                let req = Message::parse(raw.as_bytes()).unwrap();
+                let owned = req.from().unwrap().uri.to_string();
+                assert_eq!(from_uri_text(&req), owned, "{from}");
+            }
+        }
+        // A missing From: empty, as before.
+        let req = Message::parse(
+            b"OPTIONS sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(from_uri_text(&req), "");
+        // And through a call: Bob is told Alice's URI.
+        let mut p = Pair::new();
+        p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        assert!(
+            p.events_b.iter().any(|e| matches!(e,
+                UaEvent::Call(_, CallEvent::Incoming { from, .. }) if from == "sip:alice@example.test")),
+            "{:?}",
+            p.events_b
+        );
     }
 
     #[test]
