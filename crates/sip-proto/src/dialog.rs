@@ -167,7 +167,38 @@ impl Dialog {
     /// The UAC side, from our request and a 1xx/2xx response carrying a To tag (§12.1.2):
     /// the route set is the Record-Route of the response, reversed.
     pub fn from_uac(request: &Message, response: &Message) -> Result<Self, DialogError> {
-        let (local_tag, local_uri) = side(request, &HeaderName::From, None)?;
+        let local = side(request, &HeaderName::From, None)?;
+        Self::from_uac_with(request, local, response)
+    }
+
+    /// [`Dialog::from_uac`] for a request whose From the caller printed itself as
+    /// `<uri>;tag=local_tag` (our INVITE: `tagged_text` of our address): the From value is
+    /// our side's text as it stands, not read again (checked against the reading in debug
+    /// builds).
+    pub fn from_uac_tagged(
+        request: &Message,
+        local_tag: &str,
+        response: &Message,
+    ) -> Result<Self, DialogError> {
+        let from = request
+            .headers
+            .value(&HeaderName::From)
+            .ok_or(DialogError::BadHeader("From"))?;
+        let local = (local_tag.to_owned(), from.to_owned());
+        debug_assert_eq!(
+            side(request, &HeaderName::From, None).ok().as_ref(),
+            Some(&local),
+            "our From is `<uri>;tag=local_tag`"
+        );
+        Self::from_uac_with(request, local, response)
+    }
+
+    /// The UAC side with our tag and From text given.
+    fn from_uac_with(
+        request: &Message,
+        (local_tag, local_uri): (String, String),
+        response: &Message,
+    ) -> Result<Self, DialogError> {
         let (remote_tag, remote_uri) = side(response, &HeaderName::To, None)?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         let mut route_set = record_routes(response);
@@ -391,6 +422,29 @@ Content-Length: 0\r\n\r\n"
                 (d.id.local_tag.as_str(), d.id.remote_tag.as_str()),
                 ("ft", rt.as_str())
             );
+            // Our own request (`<uri>;tag=…` as we print it): the dialog made without
+            // reading its From again is the same.
+            if from.starts_with('<') {
+                let t = Dialog::from_uac_tagged(&req, "ft", &resp).unwrap();
+                assert_eq!(
+                    (
+                        &t.id,
+                        &t.local_uri,
+                        &t.remote_uri,
+                        &t.remote_target,
+                        t.local_seq
+                    ),
+                    (
+                        &d.id,
+                        &d.local_uri,
+                        &d.remote_uri,
+                        &d.remote_target,
+                        d.local_seq
+                    ),
+                    "{from}"
+                );
+                assert_eq!(t.route_set, d.route_set);
+            }
         }
         // No From tag: refused as before.
         let raw = "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>\r\n\

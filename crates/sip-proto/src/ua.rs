@@ -957,11 +957,7 @@ impl UserAgent {
                     self.reg_cseq += 1;
                     retry.headers.set(Header::new(
                         HeaderName::CSeq,
-                        CSeq {
-                            seq: self.reg_cseq,
-                            method: Method::Register,
-                        }
-                        .to_string(),
+                        cseq_text(self.reg_cseq, &Method::Register),
                     ));
                     let (via, branch) = self.new_via_branch();
                     retry.headers.set(Header::new(HeaderName::Via, via));
@@ -1181,7 +1177,7 @@ impl UserAgent {
                     call.dialog = call
                         .invite
                         .as_deref()
-                        .and_then(|inv| Dialog::from_uac(inv, resp).ok());
+                        .and_then(|inv| Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok());
                 }
                 // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once.
                 let reliable = requires_100rel(resp);
@@ -1239,7 +1235,7 @@ impl UserAgent {
                     });
                     return;
                 };
-                let dialog = match Dialog::from_uac(invite, resp) {
+                let dialog = match Dialog::from_uac_tagged(invite, &call.local_tag, resp) {
                     Ok(d) => d,
                     Err(_) => {
                         // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
@@ -1291,12 +1287,12 @@ impl UserAgent {
                 }
             }
             401 | 407 if call.state != CallState::Terminating => {
-                let uri = call
-                    .invite
-                    .as_deref()
-                    .and_then(Message::request_uri)
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
+                // The digest URI: the Request-URI printed straight into its string.
+                let mut uri = String::with_capacity(48);
+                if let Some(u) = call.invite.as_deref().and_then(Message::request_uri) {
+                    // Writing into a String never fails.
+                    let _ = u.write_to(&mut uri);
+                }
                 let cnonce = tag_from(self.rng.random());
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
                 let Some(Slot::Live(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
@@ -1363,11 +1359,7 @@ impl UserAgent {
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
         invite.headers.set(Header::new(
             HeaderName::CSeq,
-            CSeq {
-                seq,
-                method: Method::Invite,
-            }
-            .to_string(),
+            cseq_text(seq, &Method::Invite),
         ));
         invite.headers.set(Header::new(HeaderName::Via, via));
         invite.headers.remove(&HeaderName::Authorization);
@@ -1648,9 +1640,10 @@ impl UserAgent {
         reason: &str,
         sdp: Option<Bytes>,
     ) -> Option<Bytes> {
-        let contact = self.contact();
-        let call = self.call_ref(id)?;
-        let key = call.server_key.clone()?;
+        // The call and its server transaction, borrowed apart (no copy of the key).
+        let call = self.calls.get(self.slot(id)?)?.as_ref()?;
+        let key = call.server_key.as_ref()?;
+        let at = self.server.iter().position(|e| e.txn.key() == key)?;
         // Dropped once a final response was sent: nothing more is answered.
         let invite = call.invite.as_deref()?;
         // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
@@ -1662,7 +1655,10 @@ impl UserAgent {
         // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave).
         let mut extra = Vec::with_capacity(5);
         if (101..300).contains(&code) {
-            extra.push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
+            extra.push(Header::new(
+                HeaderName::Contact,
+                text_of(&self.contact(), 96),
+            ));
         }
         if code == 200 {
             extra.push(Header::new(HeaderName::Allow, ALLOW));
@@ -1687,8 +1683,7 @@ impl UserAgent {
             &mut out,
         );
         let bytes = Bytes::from(out);
-        let entry = self.server.iter_mut().find(|e| e.txn.key() == &key)?;
-        entry
+        self.server[at]
             .txn
             .send_response_bytes(now, code, bytes.clone())
             .ok()?;
@@ -2810,6 +2805,17 @@ impl UserAgent {
     }
 }
 
+/// A CSeq value, `{seq} {method}` as `CSeq`'s `Display` prints it, without the formatting
+/// machinery.
+fn cseq_text(seq: u32, method: &Method) -> String {
+    let method = method.as_str();
+    let mut text = String::with_capacity(11 + method.len());
+    sip_msg::push_decimal(&mut text, u64::from(seq));
+    text.push(' ');
+    text.push_str(method);
+    text
+}
+
 /// The From URI of `msg` as text (empty when From is missing or malformed): read in place
 /// and printed straight into its string, what `msg.from()`'s URI prints (the in-place URI
 /// is the owned one: `dialog::tests::dialog_uris_read_in_place_are_the_typed_ones_for_printed_values`),
@@ -3450,6 +3456,20 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn a_cseq_value_is_printed_as_the_typed_cseq_prints_it() {
+        for method in [Method::Invite, Method::Register, Method::Bye, Method::Prack] {
+            for seq in [0, 1, 9, 10, 4_294_967_295] {
+                let typed = sip_msg::typed::CSeq {
+                    seq,
+                    method: method.clone(),
+                }
+                .to_string();
+                assert_eq!(cseq_text(seq, &method), typed);
+            }
+        }
     }
 
     /// The caller's URI reported with an incoming call is read in place: the same text as
