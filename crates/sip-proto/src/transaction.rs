@@ -20,7 +20,7 @@ use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{CSeq, Route, To, Via, ViaRef};
+use sip_msg::typed::{Route, To, Via, ViaRef};
 use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
@@ -536,11 +536,18 @@ impl ClientTransaction {
             .expect("a request has a Request-URI");
         let mut ack = Message::new_request(Method::Ack, uri);
         if let Some(via) = invite.headers.get(&HeaderName::Via) {
-            let top = invite
-                .headers
-                .typed::<Via>()
-                .and_then(Result::ok)
-                .map_or_else(|| via.value().to_owned(), |v| text_of(&v, 96));
+            // §17.1.1.3: one Via, equal to the request's top Via. A line holding one value
+            // (ours always does) is that value as sent; a joined line is parsed for its first.
+            let value = via.value();
+            let top = if value.contains(',') {
+                invite
+                    .headers
+                    .typed::<Via>()
+                    .and_then(Result::ok)
+                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96))
+            } else {
+                value.trim().to_owned()
+            };
             ack.headers.push(Header::new(HeaderName::Via, top));
         }
         ack.headers
@@ -557,14 +564,11 @@ impl ClientTransaction {
             ack.headers.push(Header::new(HeaderName::To, to.value()));
         }
         let seq = invite.cseq().map_or(1, |c| c.seq);
-        ack.headers.push(Header::new(
-            HeaderName::CSeq,
-            CSeq {
-                seq,
-                method: Method::Ack,
-            }
-            .to_string(),
-        ));
+        // `CSeq { seq, method: Ack }` as its Display prints it, without the formatting machinery.
+        let mut cseq = String::with_capacity(14);
+        sip_msg::push_decimal(&mut cseq, u64::from(seq));
+        cseq.push_str(" ACK");
+        ack.headers.push(Header::new(HeaderName::CSeq, cseq));
         ack.headers
             .push(Header::from_static(HeaderName::ContentLength, "0"));
         ack
@@ -1364,6 +1368,12 @@ Content-Length: 0\r\n\r\n"
             ack.headers.value(&HeaderName::Route),
             Some("<sip:p1.example;lr>")
         );
+        // The ACK's Via is the request's top Via (one value) as sent, its CSeq `1 ACK`.
+        assert_eq!(
+            ack.headers.value(&HeaderName::Via),
+            Some("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9")
+        );
+        assert_eq!(ack.headers.value(&HeaderName::CSeq), Some("1 ACK"));
         t.handle_response(now + Duration::from_secs(1), &busy);
         assert!(t.poll_transmit().unwrap().retransmission);
         // One Response event only: the retransmission is absorbed.
@@ -1373,6 +1383,38 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(responses, 1);
         // Timer D = 32 s.
         assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(32)));
+    }
+
+    /// The ACK for a non-2xx carries the request's top Via only: the first value of a
+    /// joined line (printed as the typed Via prints it), or a one-value line as sent.
+    #[test]
+    fn the_non_2xx_ack_carries_the_top_via_of_the_request() {
+        let now = Instant::now();
+        for (via, top) in [
+            (
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9;rport",
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9;rport",
+            ),
+            (
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9, SIP/2.0/TCP p.example;branch=z9hG4bKp",
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9",
+            ),
+        ] {
+            let raw = String::from_utf8(request("INVITE").to_bytes())
+                .unwrap()
+                .replace("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9", via);
+            let req = Message::parse(raw.as_bytes()).unwrap();
+            let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+            t.poll_transmit();
+            t.handle_response(now, &response(&req, 486));
+            let ack = Message::parse(&t.poll_transmit().unwrap().bytes).unwrap();
+            let vias: Vec<&str> = ack
+                .headers
+                .get_all(&HeaderName::Via)
+                .map(Header::value)
+                .collect();
+            assert_eq!(vias, [top], "{via}");
+        }
     }
 
     #[test]
