@@ -15,6 +15,7 @@
 //! "REGISTER retransmitted 3 times, then Timer F fired".
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
@@ -184,6 +185,25 @@ fn take_key(key: &mut TxnKey) -> TxnKey {
     }
 }
 
+/// A client transaction's request: its own, or shared with its owner (the UA keeps the
+/// INVITE of a call to answer a challenge, build a CANCEL and make the dialog: one copy for
+/// both).
+#[derive(Debug)]
+enum RequestMsg {
+    Own(Message),
+    Shared(Arc<Message>),
+}
+
+impl std::ops::Deref for RequestMsg {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        match self {
+            Self::Own(m) => m,
+            Self::Shared(m) => m,
+        }
+    }
+}
+
 /// A client transaction (RFC 3261 §17.1): INVITE or non-INVITE.
 #[derive(Debug)]
 pub struct ClientTransaction {
@@ -194,7 +214,7 @@ pub struct ClientTransaction {
     state: State,
     request: Bytes,
     /// The request, which the ACK for a non-2xx response copies (§17.1.1.3).
-    request_msg: Message,
+    request_msg: RequestMsg,
     ack: Option<Bytes>,
     interval: Duration,
     retransmissions: u32,
@@ -232,6 +252,28 @@ impl ClientTransaction {
     pub fn from_request_keyed(
         now: Instant,
         request: Message,
+        key: TxnKey,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        Self::start(now, RequestMsg::Own(request), key, reliable, config)
+    }
+
+    /// [`ClientTransaction::from_request_keyed`] for a request its owner keeps too (no
+    /// copy): the transaction holds a reference until [`ClientTransaction::shed`].
+    pub(crate) fn from_shared_request_keyed(
+        now: Instant,
+        request: Arc<Message>,
+        key: TxnKey,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Result<Self, TxnError> {
+        Self::start(now, RequestMsg::Shared(request), key, reliable, config)
+    }
+
+    fn start(
+        now: Instant,
+        request: RequestMsg,
         key: TxnKey,
         reliable: bool,
         config: TimerConfig,
@@ -316,7 +358,7 @@ impl ClientTransaction {
             // A request is never empty: an empty one was shed already.
             if !self.request.is_empty() {
                 self.request = Bytes::new();
-                self.request_msg = Message::new_response(0, "");
+                self.request_msg = RequestMsg::Own(Message::new_response(0, ""));
             }
             // Drained queues give their room back.
             self.transmits.shrink();

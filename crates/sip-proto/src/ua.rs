@@ -410,7 +410,7 @@ struct Call {
     /// dialog and the kept ACK or 2xx bytes are what a confirmed call works from), and when
     /// the call ends. Boxed: a `Call` lives in a box of its own, and the `Message` inline
     /// would make every call's box 264 bytes (one size class) bigger for its whole life.
-    invite: Option<Box<Message>>,
+    invite: Option<Arc<Message>>,
     local_tag: String,
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
@@ -846,25 +846,35 @@ impl UserAgent {
             None => ClientTransaction::from_request(now, req, reliable, timers),
         };
         match txn {
-            Ok(txn) => {
-                push_boxed(
-                    &mut self.client,
-                    ClientEntry {
-                        txn,
-                        owner,
-                        destination,
-                        method,
-                        dialog: None,
-                        ack: None,
-                    },
-                );
-                self.drain_client(now);
-            }
+            Ok(txn) => self.push_client(now, txn, owner, destination, method),
             // Our own requests always carry Via and CSeq: this cannot happen.
             Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "could not start a transaction for our request",
             }),
         }
+    }
+
+    /// Keeps a new client transaction and sends its request.
+    fn push_client(
+        &mut self,
+        now: Instant,
+        txn: ClientTransaction,
+        owner: Owner,
+        destination: Destination,
+        method: Method,
+    ) {
+        push_boxed(
+            &mut self.client,
+            ClientEntry {
+                txn,
+                owner,
+                destination,
+                method,
+                dialog: None,
+                ack: None,
+            },
+        );
+        self.drain_client(now);
     }
 
     // ---- registration ----
@@ -1088,13 +1098,14 @@ impl UserAgent {
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
         }
-        let invite = b.build();
+        // Kept by the call and by its transaction: one copy, shared.
+        let invite = Arc::new(b.build());
         let id = Self::id_at(self.first_call, self.calls.len());
         first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: true,
             state: CallState::Calling,
-            invite: Some(Box::new(invite.clone())),
+            invite: Some(Arc::clone(&invite)),
             local_tag,
             dialog: None,
             provisional_seen: false,
@@ -1109,8 +1120,33 @@ impl UserAgent {
             next_rseq: 1,
             prov_retransmit: None,
         })));
-        self.start_client_branch(now, invite, branch, Owner::Invite(id), destination);
+        self.start_invite(now, invite, branch, id, destination);
         id
+    }
+
+    /// Starts the client transaction of the call's INVITE (`branch` as in
+    /// [`UserAgent::start_client_branch`]), sharing the request the call keeps.
+    fn start_invite(
+        &mut self,
+        now: Instant,
+        invite: Arc<Message>,
+        branch: u64,
+        id: CallId,
+        destination: Destination,
+    ) {
+        let key = TxnKey {
+            branch: branch_from(branch),
+            sent_by: String::new(),
+            method: Method::Invite,
+        };
+        let (reliable, timers) = (self.profile.reliable, self.profile.timers);
+        match ClientTransaction::from_shared_request_keyed(now, invite, key, reliable, timers) {
+            Ok(txn) => self.push_client(now, txn, Owner::Invite(id), destination, Method::Invite),
+            // Our own INVITE always carries Via and CSeq: this cannot happen.
+            Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                what: "could not start a transaction for our request",
+            }),
+        }
     }
 
     fn call_event(&mut self, id: CallId, e: CallEvent) {
@@ -1353,7 +1389,9 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        let Some(invite) = call.invite.as_deref_mut() else {
+        // The rejected INVITE's transaction gave its reference back (it is shed when its
+        // final response is handled), so the call's INVITE is changed in place, not copied.
+        let Some(invite) = call.invite.as_mut().map(Arc::make_mut) else {
             return;
         };
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
@@ -1365,14 +1403,16 @@ impl UserAgent {
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
         invite.headers.push(header);
-        let invite = invite.clone();
+        let invite = call.invite.clone();
         call.provisional_seen = false;
         let dest = if self.profile.outbound_proxy.is_some() {
             Destination::OutboundProxy
         } else {
             Destination::Registrar
         };
-        self.start_client_branch(now, invite, branch, Owner::Invite(id), dest);
+        if let Some(invite) = invite {
+            self.start_invite(now, invite, branch, id, dest);
+        }
     }
 
     /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
@@ -1729,7 +1769,7 @@ impl UserAgent {
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: false,
             state: CallState::Calling,
-            invite: Some(Box::new(req)),
+            invite: Some(Arc::new(req)),
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
@@ -2400,6 +2440,12 @@ impl UserAgent {
                             retransmission: t.retransmission,
                         },
                     );
+                }
+                // A final response handled: an INVITE's transaction gives back its share
+                // of the call's INVITE (its ACK is built and kept), so a retry with
+                // credentials changes the call's INVITE in place (`reinvite_with_auth`).
+                if matches!(e.owner, Owner::Invite(_)) {
+                    e.txn.shed();
                 }
                 e.txn.take_events()
             };
@@ -4392,6 +4438,50 @@ mod auth_tests {
             matches!(ev.last(), Some(UaEvent::Registered { refresh: true, .. })),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn the_invite_is_shared_by_the_call_and_its_transaction_and_changed_in_place_for_a_retry() {
+        let server = Server {
+            issuer: NonceIssuer::new(b"k", 3600),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let shared = |ua: &UserAgent| {
+            let invite = ua.call_ref(call).unwrap().invite.clone().unwrap();
+            let at_work: Vec<&ClientEntry> = ua
+                .client
+                .iter()
+                .map(|e| &**e)
+                .filter(|e| e.owner == Owner::Invite(call) && e.txn.state() == State::Calling)
+                .collect();
+            assert_eq!(at_work.len(), 1);
+            // The call's and the transaction's (and the clone just taken).
+            assert_eq!(Arc::strong_count(&invite), 3);
+            assert!(std::ptr::eq(&*invite, at_work[0].txn.request()));
+            invite
+        };
+        let first = shared(&ua);
+        assert_eq!(first.cseq().unwrap().seq, 1);
+        drop(first);
+        // The 407: the first transaction gives its share back, the call's INVITE is changed
+        // in place (CSeq 2, credentials) and shared with the new transaction.
+        let out = ua.poll_transmit().unwrap();
+        let resp = server.answer(&Message::parse(&out.bytes).unwrap(), true);
+        assert_eq!(resp.status(), Some(407));
+        ua.handle_message(now, resp, "127.0.0.1:5060".parse().unwrap());
+        let retry = shared(&ua);
+        assert_eq!(retry.cseq().unwrap().seq, 2);
+        assert!(retry.headers.get(&HeaderName::ProxyAuthorization).is_some());
+        let sent: Vec<Message> = std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| Message::parse(&o.bytes).unwrap())
+            .filter(|m| m.method() == Some(Method::Invite))
+            .collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].to_bytes(), retry.to_bytes());
     }
 
     #[test]
