@@ -192,7 +192,13 @@ fn take_key(key: &mut TxnKey) -> TxnKey {
 enum RequestMsg {
     Own(Message),
     Shared(Arc<Message>),
+    /// Shed or taken: reads as an empty message.
+    Gone,
 }
+
+/// What a shed transaction's request reads as.
+static NO_REQUEST: std::sync::LazyLock<Message> =
+    std::sync::LazyLock::new(|| Message::new_response(0, ""));
 
 impl std::ops::Deref for RequestMsg {
     type Target = Message;
@@ -200,6 +206,7 @@ impl std::ops::Deref for RequestMsg {
         match self {
             Self::Own(m) => m,
             Self::Shared(m) => m,
+            Self::Gone => &NO_REQUEST,
         }
     }
 }
@@ -358,11 +365,30 @@ impl ClientTransaction {
             // A request is never empty: an empty one was shed already.
             if !self.request.is_empty() {
                 self.request = Bytes::new();
-                self.request_msg = RequestMsg::Own(Message::new_response(0, ""));
+                self.request_msg = RequestMsg::Gone;
             }
             // Drained queues give their room back.
             self.transmits.shrink();
             self.events.shrink();
+        }
+    }
+
+    /// The request, taken out once a final response has moved the transaction to
+    /// Completed, Accepted or Terminated (nothing reads it then: see
+    /// [`ClientTransaction::shed`]); `None` before, or when taken already.
+    pub(crate) fn take_request(&mut self) -> Option<Message> {
+        if !matches!(
+            self.state,
+            State::Completed | State::Accepted | State::Terminated
+        ) || self.request.is_empty()
+        {
+            return None;
+        }
+        self.request = Bytes::new();
+        match std::mem::replace(&mut self.request_msg, RequestMsg::Gone) {
+            RequestMsg::Own(m) => Some(m),
+            RequestMsg::Shared(m) => Some(Arc::unwrap_or_clone(m)),
+            RequestMsg::Gone => None,
         }
     }
 
@@ -1425,6 +1451,26 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(responses, 1);
         // Timer D = 32 s.
         assert_eq!(t.poll_timeout(), Some(now + Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn the_request_is_taken_out_once_the_final_response_is_in() {
+        let now = Instant::now();
+        let reg = request("REGISTER");
+        let mut t = ClientTransaction::new(now, &reg, false, TimerConfig::default()).unwrap();
+        assert!(t.take_request().is_none(), "Trying: still sent again");
+        t.handle_response(now, &response(&reg, 100));
+        assert!(t.take_request().is_none(), "Proceeding");
+        t.handle_response(now, &response(&reg, 401));
+        let taken = t.take_request().unwrap();
+        assert_eq!(taken.to_bytes(), reg.to_bytes());
+        assert!(t.take_request().is_none(), "taken once");
+        assert!(t.request().headers.is_empty());
+        // The transaction still answers as before: a retransmitted 401 is absorbed.
+        drain_client(&mut t);
+        t.handle_response(now, &response(&reg, 401));
+        assert!(t.poll_transmit().is_none());
+        assert_eq!(t.state(), State::Completed);
     }
 
     /// The ACK for a non-2xx carries the request's top Via only: the first value of a

@@ -15,6 +15,7 @@
 //! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
 //! so a run can be replayed exactly.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -930,7 +931,13 @@ impl UserAgent {
         self.start_client_branch(now, req, branch, owner, Destination::Registrar);
     }
 
-    fn on_register_response(&mut self, now: Instant, req: &Message, resp: &Message, owner: Owner) {
+    fn on_register_response(
+        &mut self,
+        now: Instant,
+        req: Cow<'_, Message>,
+        resp: &Message,
+        owner: Owner,
+    ) {
         let code = resp.status().unwrap_or(0);
         let reason = resp.reason().unwrap_or("").to_owned();
         match code {
@@ -961,9 +968,9 @@ impl UserAgent {
                         refresh,
                     });
             }
-            401 | 407 => match self.answer_register_challenge(resp, req) {
+            401 | 407 => match self.answer_register_challenge(resp, &req) {
                 Ok(header) => {
-                    let mut retry = req.clone();
+                    let mut retry = req.into_owned();
                     self.reg_cseq += 1;
                     retry.headers.set(Header::new(
                         HeaderName::CSeq,
@@ -2457,9 +2464,25 @@ impl UserAgent {
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
                 && events.iter().any(|e| matches!(e, TxnEvent::Response(_)));
             if request_needed {
-                let entry = self.client.remove(i);
+                let mut entry = self.client.remove(i);
+                // With its final response the transaction no longer needs its request: the
+                // handler takes it (a retry with credentials is that request changed, not a
+                // copy of it).
+                let mut request = entry.txn.take_request();
                 for ev in events.iter() {
-                    self.on_client_event(now, owner, &method, Some(entry.txn.request()), ev);
+                    let req = match (&ev, request.take()) {
+                        (TxnEvent::Response(r), Some(m)) if r.status().unwrap_or(0) >= 200 => {
+                            Cow::Owned(m)
+                        }
+                        (_, taken) => {
+                            request = taken;
+                            match &request {
+                                Some(m) => Cow::Borrowed(m),
+                                None => Cow::Borrowed(entry.txn.request()),
+                            }
+                        }
+                    };
+                    self.on_client_event(now, owner, &method, Some(req), ev);
                 }
                 let at = i.min(self.client.len());
                 self.client.insert(at, entry);
@@ -2628,7 +2651,7 @@ impl UserAgent {
         now: Instant,
         owner: Owner,
         method: &Method,
-        req: Option<&Message>,
+        req: Option<Cow<'_, Message>>,
         ev: &TxnEvent,
     ) {
         match *ev {
@@ -2688,7 +2711,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         owner: Owner,
-        req: Option<&Message>,
+        req: Option<Cow<'_, Message>>,
         resp: &Message,
     ) {
         match owner {
