@@ -371,6 +371,9 @@ struct ServerEntry {
     txn: ServerTransaction,
     source: SocketAddr,
     method: Method,
+    /// The call of an initial INVITE's transaction (the call finds its transaction by it,
+    /// a CANCEL finds the call: no copy of the key in the call).
+    call: Option<CallId>,
 }
 
 /// A transaction that only waits out its last timer, in its compact form ([`Finished`]),
@@ -425,8 +428,6 @@ struct Call {
     local_sdp: Option<Bytes>,
     /// UAS: where the INVITE came from.
     source: Option<SocketAddr>,
-    /// UAS: the server transaction of the INVITE.
-    server_key: Option<TxnKey>,
     /// UAS: 2xx retransmission (§13.3.1.4): the bytes, next time, interval, give-up time.
     ok_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
     /// Failed or ended already reported.
@@ -1120,7 +1121,6 @@ impl UserAgent {
             ack: None,
             local_sdp: offer,
             source: None,
-            server_key: None,
             ok_retransmit: None,
             reported_end: false,
             last_rseq: None,
@@ -1687,10 +1687,9 @@ impl UserAgent {
         reason: &str,
         sdp: Option<Bytes>,
     ) -> Option<Bytes> {
-        // The call and its server transaction, borrowed apart (no copy of the key).
+        // The call and its server transaction, borrowed apart.
         let call = self.calls.get(self.slot(id)?)?.as_ref()?;
-        let key = call.server_key.as_ref()?;
-        let at = self.server.iter().position(|e| e.txn.key() == key)?;
+        let at = self.server.iter().position(|e| e.call == Some(id))?;
         // Dropped once a final response was sent: nothing more is answered.
         let invite = call.invite.as_deref()?;
         // RFC 3262 §3: provisionals other than 100 are sent reliably when both sides support it.
@@ -1753,23 +1752,29 @@ impl UserAgent {
         Some(bytes)
     }
 
-    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr, key: TxnKey) {
+    /// A new INVITE, whose server transaction was just pushed (the last of `server`).
+    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         let dialog = match Dialog::from_uas(&req, &local_tag) {
             Ok(d) => d,
             Err(_) => {
-                self.respond_stateless(
-                    now,
-                    &req,
-                    &key,
-                    source,
-                    400,
-                    "Bad Request (missing From tag or Contact)",
-                );
+                if let Some(key) = self.server.last().map(|e| e.txn.key().clone()) {
+                    self.respond_stateless(
+                        now,
+                        &req,
+                        &key,
+                        source,
+                        400,
+                        "Bad Request (missing From tag or Contact)",
+                    );
+                }
                 return;
             }
         };
         let id = Self::id_at(self.first_call, self.calls.len());
+        if let Some(e) = self.server.last_mut() {
+            e.call = Some(id);
+        }
         let from = from_uri_text(&req);
         let offer = sdp_of(&req);
         first_room(&mut self.calls);
@@ -1784,7 +1789,6 @@ impl UserAgent {
             ack: None,
             local_sdp: None,
             source: Some(source),
-            server_key: Some(key),
             ok_retransmit: None,
             reported_end: false,
             last_rseq: None,
@@ -1874,6 +1878,7 @@ impl UserAgent {
                     txn,
                     source,
                     method,
+                    call: None,
                 },
             );
             self.drain_server(now);
@@ -2018,7 +2023,7 @@ impl UserAgent {
             Method::Invite => {
                 match ServerTransaction::with_key(
                     &req,
-                    key.clone(),
+                    key,
                     self.profile.reliable,
                     self.profile.timers,
                 ) {
@@ -2029,9 +2034,10 @@ impl UserAgent {
                                 txn,
                                 source,
                                 method: Method::Invite,
+                                call: None,
                             },
                         );
-                        self.on_new_invite(now, req, source, key);
+                        self.on_new_invite(now, req, source);
                     }
                     Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                         what: "INVITE without Via branch",
@@ -2096,6 +2102,7 @@ impl UserAgent {
         // transaction is what the CANCEL matches).
         let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
         let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
+        let id = at_work.and_then(|e| e.call);
         let h = branch_hash(&invite_key.branch);
         let known = at_work.is_some()
             || self.finished.iter().any(|f| {
@@ -2108,10 +2115,6 @@ impl UserAgent {
             return;
         }
         self.respond_stateless(now, req, key, source, 200, "OK");
-        let id = self.calls.iter().enumerate().find_map(|(i, c)| {
-            (c.as_ref()?.server_key.as_ref() == Some(&invite_key))
-                .then_some(Self::id_at(self.first_call, i))
-        });
         if let (true, Some(id)) = (proceeding, id) {
             self.respond_invite(now, id, 487, "Request Terminated", None);
             self.call_event(
@@ -2210,6 +2213,7 @@ impl UserAgent {
                             txn,
                             source,
                             method: method.clone(),
+                            call: None,
                         },
                     );
                     self.drain_server(now);
@@ -3757,6 +3761,47 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             }
         )));
         assert!(has(&p.events_a, |c| matches!(c, CallEvent::Trying)));
+    }
+
+    /// Each incoming call answers through its own INVITE transaction (found by the call),
+    /// whatever the order, and a CANCEL reaches the right call.
+    #[test]
+    fn incoming_calls_answer_through_their_own_transactions() {
+        let mut p = Pair::new();
+        let calls: Vec<CallId> = (0..3)
+            .map(|_| p.a.call(p.now, Pair::bob_uri(), None))
+            .collect();
+        p.run(Duration::from_millis(50));
+        let at_bob = incoming(&p.events_b);
+        assert_eq!(at_bob.len(), 3);
+        let call_id_of = |p: &Pair, bob_call: CallId| {
+            p.b.call_ref(bob_call)
+                .and_then(|c| c.dialog.as_ref())
+                .map(|d| d.id.call_id.clone())
+                .unwrap()
+        };
+        let ids: Vec<String> = at_bob.iter().map(|&c| call_id_of(&p, c)).collect();
+        // Bob answers the third, rejects the first, rings the second; Alice cancels it.
+        p.b.answer(p.now, at_bob[2], None);
+        p.collect();
+        let ok = last_from_b(&p, |m| m.status() == Some(200));
+        assert_eq!(Message::parse(&ok).unwrap().call_id().unwrap(), ids[2]);
+        p.b.reject(p.now, at_bob[0], 486);
+        p.collect();
+        let busy = last_from_b(&p, |m| m.status() == Some(486));
+        assert_eq!(Message::parse(&busy).unwrap().call_id().unwrap(), ids[0]);
+        p.b.ring(p.now, at_bob[1]);
+        p.run(Duration::from_millis(50));
+        p.a.hangup(p.now, calls[1]);
+        p.run(Duration::from_millis(100));
+        let terminated = last_from_b(&p, |m| m.status() == Some(487));
+        assert_eq!(
+            Message::parse(&terminated).unwrap().call_id().unwrap(),
+            ids[1]
+        );
+        assert_eq!(p.b.call_state(at_bob[1]), Some(CallState::Terminated));
+        assert_eq!(p.a.call_state(calls[2]), Some(CallState::Confirmed));
+        assert_eq!(p.b.call_state(at_bob[2]), Some(CallState::Confirmed));
     }
 
     #[test]
