@@ -757,6 +757,29 @@ impl UserAgent {
         NameAddr::new(uri)
     }
 
+    /// Our Contact as text: what `text_of(&self.contact(), _)` prints (`<sip:user@host:port>`,
+    /// `;transport=…` inside when not UDP), written straight into its string without building
+    /// the URI (test `our_contact_text_is_the_printed_contact`).
+    fn contact_text(&self) -> String {
+        let transport = &self.profile.transport;
+        let udp = transport.eq_ignore_ascii_case("udp");
+        let mut text = String::with_capacity(
+            48 + self.user.len() + if udp { 0 } else { 11 + transport.len() },
+        );
+        text.push_str("<sip:");
+        text.push_str(&self.user);
+        text.push('@');
+        sip_msg::push_host(&mut text, &self.local_host);
+        text.push(':');
+        sip_msg::push_decimal(&mut text, u64::from(self.local_port));
+        if !udp {
+            text.push_str(";transport=");
+            text.extend(transport.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        text.push('>');
+        text
+    }
+
     /// The registrar's URI as text (the digest URI of a REGISTER), printed straight into a
     /// string of its size.
     fn registrar_uri_text(&self) -> String {
@@ -913,8 +936,9 @@ impl UserAgent {
             .to_text(to)
             .call_id(self.call_id_text(self.reg_call_id))
             .cseq(self.reg_cseq)
-            .contact(self.contact())
-            .header(HeaderName::Expires, expires.to_string());
+            // Our Contact (after CSeq, where `.contact` puts it: the first header added).
+            .header(HeaderName::Contact, self.contact_text())
+            .header(HeaderName::Expires, decimal_text(expires));
         let b = self.common(b).header(HeaderName::Allow, ALLOW);
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
@@ -940,7 +964,8 @@ impl UserAgent {
         owner: Owner,
     ) {
         let code = resp.status().unwrap_or(0);
-        let reason = resp.reason().unwrap_or("").to_owned();
+        // The reason phrase, copied only for a failure that reports it.
+        let reason = || resp.reason().unwrap_or("").to_owned();
         match code {
             100..=199 => {}
             200..=299 => {
@@ -984,7 +1009,7 @@ impl UserAgent {
                     retry.headers.push(header);
                     self.start_client_branch(now, retry, branch, owner, Destination::Registrar);
                 }
-                Err(f) => self.register_failed(owner, code, auth_reason(&reason, f)),
+                Err(f) => self.register_failed(owner, code, auth_reason(&reason(), f)),
             },
             423 if !self.flag(REG_423_RETRIED) && owner == Owner::Register => {
                 // RFC 3261 §10.2.8: retry with the Min-Expires the registrar asks for.
@@ -997,11 +1022,11 @@ impl UserAgent {
                     _ => self.register_failed(
                         owner,
                         code,
-                        format!("{reason} (no usable Min-Expires)"),
+                        format!("{} (no usable Min-Expires)", reason()),
                     ),
                 }
             }
-            _ => self.register_failed(owner, code, reason),
+            _ => self.register_failed(owner, code, reason()),
         }
     }
 
@@ -1086,7 +1111,8 @@ impl UserAgent {
             .to_text(to)
             .call_id(call_id)
             .cseq(1)
-            .contact(self.contact());
+            // Our Contact (after CSeq, where `.contact` puts it: the first header added).
+            .header(HeaderName::Contact, self.contact_text());
         let destination = match &self.profile.outbound_proxy {
             Some(proxy) => {
                 // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
@@ -1701,10 +1727,7 @@ impl UserAgent {
         // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave).
         let mut extra = Vec::with_capacity(5);
         if (101..300).contains(&code) {
-            extra.push(Header::new(
-                HeaderName::Contact,
-                text_of(&self.contact(), 96),
-            ));
+            extra.push(Header::new(HeaderName::Contact, self.contact_text()));
         }
         if code == 200 {
             extra.push(Header::new(HeaderName::Allow, ALLOW));
@@ -2187,7 +2210,7 @@ impl UserAgent {
                     d.refresh_target(req);
                 }
                 let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
-                let contact = self.contact();
+                let contact = self.contact_text();
                 let Ok(mut txn) = ServerTransaction::with_key(
                     req,
                     key.clone(),
@@ -2201,8 +2224,7 @@ impl UserAgent {
                     .map(|c| c.local_tag.clone())
                     .unwrap_or_default();
                 let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
-                resp.headers
-                    .push(Header::new(HeaderName::Contact, text_of(&contact, 96)));
+                resp.headers.push(Header::new(HeaderName::Contact, contact));
                 if let (Some(sdp), true) = (sdp, sdp_of(req).is_some()) {
                     resp.set_body("application/sdp", sdp);
                 }
@@ -2878,6 +2900,13 @@ impl UserAgent {
     }
 }
 
+/// `n` in decimal, as `to_string` prints it, without the formatting machinery.
+fn decimal_text(n: u32) -> String {
+    let mut text = String::with_capacity(10);
+    sip_msg::push_decimal(&mut text, u64::from(n));
+    text
+}
+
 /// A CSeq value, `{seq} {method}` as `CSeq`'s `Display` prints it, without the formatting
 /// machinery.
 fn cseq_text(seq: u32, method: &Method) -> String {
@@ -3529,6 +3558,43 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn our_contact_text_is_the_printed_contact() {
+        for transport in ["UDP", "udp", "TCP", "TLS", "WSS"] {
+            for host in ["127.0.0.1", "[2001:db8::1]", "pc.example.com"] {
+                let mut c = config("1001", 5070, 1);
+                c.transport = transport.into();
+                c.local_host = Host::parse(host).unwrap();
+                let ua = UserAgent::new(c);
+                assert_eq!(
+                    ua.contact_text(),
+                    text_of(&ua.contact(), 96),
+                    "{transport} {host}"
+                );
+                // Given as the first added header, it lands where `.contact` puts it.
+                let b = || {
+                    RequestBuilder::new(Method::Register, Uri::parse("sip:example.test").unwrap())
+                        .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1".into())
+                        .from_text("<sip:1001@example.test>;tag=1".into())
+                        .to_text("<sip:1001@example.test>".into())
+                        .call_id("c1")
+                        .cseq(1)
+                };
+                let typed = b()
+                    .contact(ua.contact())
+                    .header(HeaderName::Expires, "60")
+                    .build();
+                let text = b()
+                    .header(HeaderName::Contact, ua.contact_text())
+                    .header(HeaderName::Expires, "60")
+                    .build();
+                assert_eq!(text.to_bytes(), typed.to_bytes());
+            }
+        }
+        assert_eq!(decimal_text(0), "0");
+        assert_eq!(decimal_text(u32::MAX), u32::MAX.to_string());
     }
 
     #[test]
