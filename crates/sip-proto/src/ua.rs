@@ -29,11 +29,11 @@ use sip_msg::typed::{
 };
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, RequestBuilder, SipUri, Uri,
-    UriRef, branch_from, tag_from, text_of,
+    UriRef, branch_from, tag_from,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogId, DialogIds, tagged_text};
+use crate::dialog::{Dialog, DialogId, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, ServerTransaction, State, Timer, TimerConfig,
@@ -735,13 +735,32 @@ impl UserAgent {
         self.calls.get_mut(i)?.as_mut()
     }
 
+    /// Our AOR as a typed URI (what [`UserAgent::aor_text`] prints).
+    #[cfg(test)]
     fn aor(&self) -> SipUri {
+        SipUri::new(self.domain_host()).with_user(self.user.to_string())
+    }
+
+    /// The domain as the AOR's host.
+    fn domain_host(&self) -> Host {
         let domain = &self.profile.domain;
         // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
-        let host = Host::parse(domain)
+        Host::parse(domain)
             .or_else(|e| domain.parse().map(Host::V6).map_err(|_| e))
-            .unwrap_or(Host::Name(domain.clone()));
-        SipUri::new(host).with_user(self.user.to_string())
+            .unwrap_or(Host::Name(domain.clone()))
+    }
+
+    /// Our AOR as a name-addr, `<sip:user@domain>`: what `text_of(&NameAddr::new(self.aor()), _)`
+    /// prints, written straight into its string with room for `;tag=` and a tag (test
+    /// `our_aor_text_is_the_printed_aor`).
+    fn aor_text(&self) -> String {
+        let mut text = String::with_capacity(32 + self.user.len() + self.profile.domain.len());
+        text.push_str("<sip:");
+        text.push_str(&self.user);
+        text.push('@');
+        sip_msg::push_host(&mut text, &self.domain_host());
+        text.push('>');
+        text
     }
 
     fn contact(&self) -> NameAddr {
@@ -924,7 +943,7 @@ impl UserAgent {
         self.reg_cseq += 1;
         // The AOR printed once, for To and (with our tag) From: `<sip:user@domain>`, what
         // `NameAddr::new(aor)` prints (no parameters, so the tag goes last).
-        let to = text_of(&NameAddr::new(self.aor()), 64);
+        let to = self.aor_text();
         let mut from = String::with_capacity(to.len() + 21);
         from.push_str(&to);
         from.push_str(";tag=");
@@ -1107,7 +1126,13 @@ impl UserAgent {
         to.push('>');
         let mut b = RequestBuilder::new(Method::Invite, target)
             .via_text(via)
-            .from_text(tagged_text(NameAddr::new(self.aor()), &local_tag))
+            .from_text({
+                // `tagged_text(NameAddr::new(aor), tag)`: no parameters, so the tag goes last.
+                let mut from = self.aor_text();
+                from.push_str(";tag=");
+                from.push_str(&local_tag);
+                from
+            })
             .to_text(to)
             .call_id(call_id)
             .cseq(1)
@@ -3004,6 +3029,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialog::tagged_text;
+    use sip_msg::text_of;
 
     const ALICE: &str = "127.0.0.1:5061";
     const BOB: &str = "127.0.0.1:5062";
@@ -3558,6 +3585,27 @@ mod tests {
         let (out, _) = drain(&mut p.b);
         assert_eq!(out.len(), 1);
         assert_eq!(parse(&out[0]).status(), Some(481));
+    }
+
+    #[test]
+    fn our_aor_text_is_the_printed_aor() {
+        for domain in [
+            "example.test",
+            "EXAMPLE.Test",
+            "10.0.0.1",
+            "::1",
+            "[2001:db8::1]",
+            "pbx.corp.net",
+            "not a host",
+        ] {
+            let mut c = config("1001", 5070, 1);
+            c.domain = domain.into();
+            let ua = UserAgent::new(c);
+            let typed = NameAddr::new(ua.aor());
+            assert_eq!(ua.aor_text(), text_of(&typed, 64), "{domain}");
+            let tagged = format!("{};tag=abc", ua.aor_text());
+            assert_eq!(tagged, tagged_text(typed, "abc"), "{domain}");
+        }
     }
 
     #[test]
