@@ -1810,7 +1810,7 @@ impl UserAgent {
                     self.respond_stateless(
                         now,
                         &req,
-                        &key,
+                        key,
                         source,
                         400,
                         "Bad Request (missing From tag or Contact)",
@@ -1854,12 +1854,13 @@ impl UserAgent {
         &mut self,
         now: Instant,
         req: &Message,
-        key: &TxnKey,
+        key: TxnKey,
         source: SocketAddr,
         code: u16,
         reason: &str,
     ) {
-        self.respond_with(now, req, key, source, code, reason, Vec::new());
+        // Room for the Server header `respond_with` adds.
+        self.respond_with(now, req, key, source, code, reason, Vec::with_capacity(1));
     }
 
     /// 481: `req` matches no call, dialog or transaction (RFC 3261 §9.2, §12.2.2).
@@ -1867,7 +1868,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         req: &Message,
-        key: &TxnKey,
+        key: TxnKey,
         source: SocketAddr,
     ) {
         self.respond_stateless(
@@ -1887,7 +1888,7 @@ impl UserAgent {
         &mut self,
         now: Instant,
         req: &Message,
-        key: &TxnKey,
+        key: TxnKey,
         source: SocketAddr,
         code: u16,
         reason: &str,
@@ -1903,19 +1904,16 @@ impl UserAgent {
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
         Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
-        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == key) {
+        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
             let _ = e.txn.send_response_bytes(now, code, Bytes::from(out));
             self.drain_server(now);
             return;
         }
-        let Ok(mut txn) = ServerTransaction::with_key(
-            req,
-            key.clone(),
-            self.profile.reliable,
-            self.profile.timers,
-        ) else {
+        let Ok(mut txn) =
+            ServerTransaction::with_key(req, key, self.profile.reliable, self.profile.timers)
+        else {
             return;
         };
         if txn.send_response_bytes(now, code, Bytes::from(out)).is_ok() {
@@ -2064,7 +2062,7 @@ impl UserAgent {
         }
         if let Ok(tag @ Some(_)) = to_tag {
             let ids = DialogIds::read_with_to_tag(&req, tag);
-            self.on_in_dialog(now, &req, ids, source, &key, method);
+            self.on_in_dialog(now, &req, ids, source, key, method);
             return;
         }
         match method {
@@ -2097,14 +2095,14 @@ impl UserAgent {
                     Header::new(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
-                self.respond_with(now, &req, &key, source, 200, "OK", extra);
+                self.respond_with(now, &req, key, source, 200, "OK", extra);
             }
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                self.respond_no_such_call(now, &req, &key, source);
+                self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
                 let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, &req, &key, source, 405, "Method Not Allowed", extra);
+                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", extra);
             }
         }
     }
@@ -2159,10 +2157,10 @@ impl UserAgent {
                     && f.txn.key() == &invite_key
             });
         if !known {
-            self.respond_no_such_call(now, req, key, source);
+            self.respond_no_such_call(now, req, key.clone(), source);
             return;
         }
-        self.respond_stateless(now, req, key, source, 200, "OK");
+        self.respond_stateless(now, req, key.clone(), source, 200, "OK");
         if let (true, Some(id)) = (proceeding, id) {
             self.respond_invite(now, id, 487, "Request Terminated", None);
             self.call_event(
@@ -2181,7 +2179,7 @@ impl UserAgent {
         req: &Message,
         ids: Option<DialogIds<'_>>,
         source: SocketAddr,
-        key: &TxnKey,
+        key: TxnKey,
         method: Method,
     ) {
         let Some(id) = self.find_dialog_call(ids.as_ref()) else {
@@ -2238,7 +2236,7 @@ impl UserAgent {
                 let contact = self.contact_text();
                 let Ok(mut txn) = ServerTransaction::with_key(
                     req,
-                    key.clone(),
+                    key,
                     self.profile.reliable,
                     self.profile.timers,
                 ) else {
@@ -2265,7 +2263,6 @@ impl UserAgent {
                     );
                     self.drain_server(now);
                 }
-                let _ = key;
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: sdp_of(req) }));
