@@ -2536,16 +2536,27 @@ impl UserAgent {
                 self.client.insert(at, entry);
                 continue;
             }
-            // Handlers may start transactions (and drain them): the entry is found again by
-            // its box's address before it is read after one.
-            let this: *const ClientEntry = &*self.client[i];
-            for ev in events.iter() {
-                let at =
-                    if std::ptr::eq(self.client.get(i).map_or(std::ptr::null(), |e| &**e), this) {
-                        Some(i)
-                    } else {
-                        self.client.iter().position(|e| std::ptr::eq(&**e, this))
-                    };
+            // Handlers may start transactions and drain them (which may finish this one and
+            // free its box, whose address a new entry may then get): after the first event
+            // the entry is found again by its owner and its branch (a random 64-bit number
+            // per transaction), and only to read what a 2xx needs from it.
+            let this = events
+                .iter()
+                .nth(1)
+                .is_some()
+                .then(|| branch_hash(&self.client[i].txn.key().branch));
+            for (n, ev) in events.iter().enumerate() {
+                let is_2xx = matches!(ev, TxnEvent::Response(r)
+                    if r.status().is_some_and(|c| (200..300).contains(&c)));
+                let at = match (is_2xx, n, this) {
+                    (true, 0, _) => Some(i),
+                    (true, _, Some(h)) => self.client.iter().position(|e| {
+                        e.owner == owner
+                            && e.txn.state() != State::Terminated
+                            && branch_hash(&e.txn.key().branch) == h
+                    }),
+                    _ => None,
+                };
                 // A 2xx retransmission to an INVITE whose ACK its transaction keeps: the
                 // same ACK again, not reported again (as the finished record does).
                 if let (Owner::Invite(_), TxnEvent::Response(r), Some(ack)) =
