@@ -126,6 +126,18 @@ pub struct Registrar {
     services: services::Services,
     /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
     via_prefix: String,
+    /// Room the answers are printed in, kept between messages (each answer is then copied
+    /// out at its exact size: one allocation, which a `Bytes` takes as it is).
+    scratch: Scratch,
+}
+
+/// Buffers [`Registrar::respond`] prints into, reused from one answer to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The answer.
+    out: Vec<u8>,
+    /// Its stamped top Via.
+    via: String,
 }
 
 impl Registrar {
@@ -148,6 +160,7 @@ impl Registrar {
             stats: Stats::default(),
             auth,
             services: services::Services::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -265,40 +278,35 @@ impl Registrar {
         source: SocketAddr,
         code: u16,
         reason: &str,
-        extra: Vec<Header>,
+        extra: &[Header],
     ) {
         // Printed straight from the request's lines into the bytes to send (the same bytes as
         // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
-        let mut out = Vec::with_capacity(
-            req.headers
-                .iter()
-                .map(|h| h.value().len() + 16)
-                .sum::<usize>()
-                + 160,
-        );
+        let Scratch { out, via: stamped } = &mut self.scratch;
+        out.clear();
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
         // The top Via value is replaced in place; the other values of its line (a
         // comma-joined `Via: a, b`) stay, after it.
         // The top Via was read once, when the request came in (`TopVia`).
-        let to_tag = tag_text(top.tag_hash);
-        let stamped = stamp_valid_top_via(req, source);
-        let rest = stamped.as_ref().and_then(|_| {
-            req.headers
-                .get(&HeaderName::Via)
-                .and_then(|h| after_first_value(h.value()))
-        });
-        let vias = [
-            stamped.as_deref().unwrap_or_default(),
-            rest.as_deref().unwrap_or_default(),
-        ];
+        let to_tag = Tag::of(top.tag_hash);
+        stamped.clear();
+        let is_stamped = write_stamped_top_via(req, source, stamped);
+        let rest = is_stamped
+            .then(|| {
+                req.headers
+                    .get(&HeaderName::Via)
+                    .and_then(|h| after_first_value(h.value()))
+            })
+            .flatten();
+        let vias = [stamped.as_str(), rest.as_deref().unwrap_or_default()];
         let vias = &vias[..1 + usize::from(rest.is_some())];
         Message::write_response(
             req,
             code,
             reason,
-            Some(&to_tag),
-            stamped.is_some().then_some(vias),
-            &mut out,
+            Some(to_tag.as_str()),
+            is_stamped.then_some(vias),
+            out,
         );
         for h in extra.iter().chain([&Header::from_static(
             HeaderName::Server,
@@ -313,7 +321,9 @@ impl Registrar {
         if code >= 300 {
             self.stats.refused += u64::from(!matches!(code, 401 | 407));
         }
-        self.out.push_back((source, Bytes::from(out)));
+        // Copied out at its exact size (a `Bytes` of a `Vec` with spare room would allocate
+        // a second block to share it).
+        self.out.push_back((source, Bytes::copy_from_slice(out)));
     }
 
     fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {
@@ -333,7 +343,7 @@ impl Registrar {
                     HeaderName::Allow,
                     "REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS",
                 );
-                self.respond(&req, top, source, 200, "OK", vec![allow]);
+                self.respond(&req, top, source, 200, "OK", &[allow]);
             }
             _ => self.proxy(now, now_unix, req, top, source),
         }
@@ -362,7 +372,7 @@ impl Registrar {
             .and_then(Result::ok)
             .and_then(|t| t.0.uri.as_sip().and_then(|u| u.user.map(sip_msg::unescape)))
         else {
-            self.respond(req, top, source, 400, "Bad Request (no user in To)", vec![]);
+            self.respond(req, top, source, 400, "Bad Request (no user in To)", &[]);
             return;
         };
         match self.auth.check(req, &Method::Register, now_unix, false) {
@@ -374,22 +384,22 @@ impl Registrar {
                         source,
                         403,
                         "Forbidden (user does not match credentials)",
-                        vec![],
+                        &[],
                     );
                     return;
                 }
             }
             auth::Outcome::Challenge(h) => {
                 self.stats.challenged += 1;
-                self.respond(req, top, source, 401, "Unauthorized", h);
+                self.respond(req, top, source, 401, "Unauthorized", &h);
                 return;
             }
             auth::Outcome::Forbidden => {
-                self.respond(req, top, source, 403, "Forbidden", vec![]);
+                self.respond(req, top, source, 403, "Forbidden", &[]);
                 return;
             }
             auth::Outcome::NotFound => {
-                self.respond(req, top, source, 404, "Not Found", vec![]);
+                self.respond(req, top, source, 404, "Not Found", &[]);
                 return;
             }
         }
@@ -413,7 +423,7 @@ impl Registrar {
                     source,
                     400,
                     "Bad Request (* needs Expires: 0)",
-                    vec![],
+                    &[],
                 );
                 return;
             }
@@ -434,7 +444,7 @@ impl Registrar {
                     self.bindings.remove(user.as_str());
                 }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
-                self.respond(req, top, source, 423, "Interval Too Brief", vec![h]);
+                self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
                 return;
             }
             if !self.bindings.contains_key(user.as_str()) {
@@ -490,7 +500,7 @@ impl Registrar {
             extra.push(Header::new(HeaderName::Contact, value));
         }
         self.stats.registered += 1;
-        self.respond(req, top, source, 200, "OK", extra);
+        self.respond(req, top, source, 200, "OK", &extra);
     }
 
     fn proxy(
@@ -519,7 +529,7 @@ impl Registrar {
             .map_or(70, |m| m.0);
         if mf == 0 {
             if method != Method::Ack {
-                self.respond(&req, top, source, 483, "Too Many Hops", vec![]);
+                self.respond(&req, top, source, 483, "Too Many Hops", &[]);
             }
             return;
         }
@@ -547,7 +557,7 @@ impl Registrar {
             .and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
         // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
-        if method == Method::Ack && to_tag.is_some_and(|t| t == tag_text(top.tag_hash)) {
+        if method == Method::Ack && to_tag.is_some_and(|t| t == Tag::of(top.tag_hash).as_str()) {
             return;
         }
 
@@ -600,11 +610,11 @@ impl Registrar {
                     auth::Outcome::Allowed(_) => {}
                     auth::Outcome::Challenge(h) => {
                         self.stats.challenged += 1;
-                        self.respond(&req, top, source, 407, "Proxy Authentication Required", h);
+                        self.respond(&req, top, source, 407, "Proxy Authentication Required", &h);
                         return;
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {
-                        self.respond(&req, top, source, 403, "Forbidden", vec![]);
+                        self.respond(&req, top, source, 403, "Forbidden", &[]);
                         return;
                     }
                 }
@@ -614,7 +624,7 @@ impl Registrar {
                 .and_then(Uri::as_sip)
                 .and_then(SipUri::user_unescaped)
             else {
-                self.respond(&req, top, source, 404, "Not Found", vec![]);
+                self.respond(&req, top, source, 404, "Not Found", &[]);
                 return;
             };
             if method == Method::Invite
@@ -659,7 +669,7 @@ impl Registrar {
                         (404, "Not Found")
                     };
                     if method != Method::Ack {
-                        self.respond(&req, top, source, code, reason, vec![]);
+                        self.respond(&req, top, source, code, reason, &[]);
                     }
                     return;
                 }
@@ -667,7 +677,7 @@ impl Registrar {
         };
         let Some(to) = target else {
             if method != Method::Ack {
-                self.respond(&req, top, source, 404, "Not Found (unknown target)", vec![]);
+                self.respond(&req, top, source, 404, "Not Found (unknown target)", &[]);
             }
             return;
         };
@@ -854,18 +864,30 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 /// The top Via of `msg` stamped as `stamped_top_via` says, for a message whose top Via the
 /// caller has read as valid.
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
-    let line = msg.headers.get(&HeaderName::Via)?.value();
+    let mut out = String::new();
+    write_stamped_top_via(msg, source, &mut out).then_some(out)
+}
+
+/// [`stamp_valid_top_via`] appended to `out`; false (and nothing written) when the message
+/// has no readable top Via.
+fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) -> bool {
+    let Some(line) = msg.headers.get(&HeaderName::Via).map(Header::value) else {
+        return false;
+    };
     let top = first_value(line);
     if top.contains('"') {
         // A quoted parameter could hold `;`: let the typed model print it.
-        let mut via = msg.top_via()?;
+        let Some(mut via) = msg.top_via() else {
+            return false;
+        };
         via.params.set("received", Some(&source.ip().to_string()));
         if via.params.contains("rport") {
             via.params.set("rport", Some(&source.port().to_string()));
         }
-        return Some(text_of(&via, 128));
+        out.push_str(&text_of(&via, 128));
+        return true;
     }
-    let mut out = String::with_capacity(top.len() + 40);
+    out.reserve(top.len() + 40);
     let mut segments = top.split(';');
     out.push_str(segments.next().unwrap_or_default().trim_end());
     let mut received = false;
@@ -877,12 +899,12 @@ fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
             out.push(';');
             out.push_str(name);
             out.push('=');
-            sip_msg::push_ip(&mut out, source.ip());
+            sip_msg::push_ip(out, source.ip());
         } else if name.eq_ignore_ascii_case("rport") {
             out.push(';');
             out.push_str(name);
             out.push('=');
-            sip_msg::push_decimal(&mut out, u64::from(source.port()));
+            sip_msg::push_decimal(out, u64::from(source.port()));
         } else {
             out.push(';');
             out.push_str(seg.trim());
@@ -890,9 +912,9 @@ fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     }
     if !received {
         out.push_str(";received=");
-        sip_msg::push_ip(&mut out, source.ip());
+        sip_msg::push_ip(out, source.ip());
     }
-    Some(out)
+    true
 }
 
 /// The first value of a comma-joined header value (commas inside quotes or angle brackets do
@@ -1038,10 +1060,27 @@ fn to_tag_with(req: &Message, via: Option<&ViaRef<'_>>) -> String {
 
 /// The To tag our answers carry: `r` and the digest of the request's Call-ID and branch.
 fn tag_text(h: u64) -> String {
-    let mut tag = String::with_capacity(17);
-    tag.push('r');
-    sip_msg::push_hex16(&mut tag, h);
-    tag
+    Tag::of(h).as_str().to_owned()
+}
+
+/// [`tag_text`] on the stack: `r` and 16 lower-case hex digits (as `push_hex16` writes them).
+struct Tag([u8; 17]);
+
+impl Tag {
+    fn of(h: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [b'r'; 17];
+        for (i, d) in t[1..].iter_mut().enumerate() {
+            // A nibble is < 16: the index is in bounds.
+            *d = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(t)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only `r` and ASCII hex digits are written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// What the registrar's paths need of a request's top Via, read once when the request comes
@@ -1324,6 +1363,16 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
         assert_eq!(vias[0].rport(), Some(Some(40000)));
         assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn a_tag_on_the_stack_is_the_one_push_hex16_writes() {
+        for h in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut want = String::from("r");
+            sip_msg::push_hex16(&mut want, h);
+            assert_eq!(Tag::of(h).as_str(), want);
+            assert_eq!(tag_text(h), want);
+        }
     }
 
     #[test]
