@@ -534,7 +534,11 @@ impl Registrar {
             return;
         }
         req.headers
-            .set(Header::new(HeaderName::MaxForwards, (mf - 1).to_string()));
+            .set(match SMALL_DECIMALS.get((mf - 1) as usize) {
+                // Nearly always 69 (70, the RFC 3261 §8.1.1.6 default, less one): no allocation.
+                Some(text) => Header::from_static(HeaderName::MaxForwards, text),
+                None => Header::new(HeaderName::MaxForwards, (mf - 1).to_string()),
+            });
 
         // §16.4: remove our own Route entry (loose routing) from the top.
         let ours = |r: &RouteRef<'_>| {
@@ -550,10 +554,14 @@ impl Registrar {
         {
             pop_first_value(&mut req, HeaderName::Route);
         }
+        // A To value without the letters `tag` has no tag parameter: the name-addr is read
+        // only when it may have one (an initial request's To is not).
         let to_tag = req
             .headers
-            .view::<ToRef>()
-            .and_then(Result::ok)
+            .get(&HeaderName::To)
+            .is_some_and(|h| may_hold_tag(h.value()))
+            .then(|| req.headers.view::<ToRef>().and_then(Result::ok))
+            .flatten()
             .and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
         // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
@@ -835,6 +843,25 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// `0` to `99` as text, for headers built from small numbers without allocating.
+const SMALL_DECIMALS: [&str; 100] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63", "64",
+    "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "80",
+    "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96",
+    "97", "98", "99",
+];
+
+/// False when `value` cannot hold a `tag` parameter: it has no `tag` in any case.
+fn may_hold_tag(value: &str) -> bool {
+    value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"tag"))
 }
 
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
@@ -1363,6 +1390,30 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
         assert_eq!(vias[0].rport(), Some(Some(40000)));
         assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn small_decimals_and_the_tag_precheck() {
+        for (i, text) in SMALL_DECIMALS.iter().enumerate() {
+            assert_eq!(*text, i.to_string());
+        }
+        for (value, tag) in [
+            ("<sip:bob@b.example>", None),
+            ("<sip:bob@b.example>;tag=x1", Some("x1")),
+            ("<sip:bob@b.example>;TAG=x2", Some("x2")),
+            ("\"tag\" <sip:tag@b.example>", None),
+            ("sip:bob@b.example;tag=x3", Some("x3")),
+        ] {
+            let m = Message::parse(
+                format!("BYE sip:b@h SIP/2.0\r\nTo: {value}\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let to = m.headers.view::<ToRef>().unwrap().unwrap();
+            assert_eq!(to.tag().as_deref(), tag, "{value}");
+            assert!(may_hold_tag(value) || tag.is_none(), "{value}");
+        }
+        assert!(!may_hold_tag("<sip:bob@b.example;ta=g>"));
     }
 
     #[test]
