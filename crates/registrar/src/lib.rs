@@ -366,18 +366,29 @@ impl Registrar {
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
         // Read in place (`to()` would copy the whole name-addr to take its user).
-        let Some(user) = req
+        // Borrowed unless it holds escapes (then unescaped, as `unescape` does).
+        let Some(user): Option<std::borrow::Cow<'_, str>> = req
             .headers
             .view::<ToRef>()
             .and_then(Result::ok)
-            .and_then(|t| t.0.uri.as_sip().and_then(|u| u.user.map(sip_msg::unescape)))
+            .and_then(|t| {
+                t.0.uri.as_sip().and_then(|u| {
+                    u.user.map(|raw| {
+                        if raw.contains('%') {
+                            sip_msg::unescape(raw).into()
+                        } else {
+                            raw.into()
+                        }
+                    })
+                })
+            })
         else {
             self.respond(req, top, source, 400, "Bad Request (no user in To)", &[]);
             return;
         };
         match self.auth.check(req, &Method::Register, now_unix, false) {
             auth::Outcome::Allowed(auth_user) => {
-                if auth_user != user && !self.auth.is_ephemeral() {
+                if *auth_user != *user && !self.auth.is_ephemeral() {
                     self.respond(
                         req,
                         top,
@@ -427,7 +438,7 @@ impl Registrar {
                 );
                 return;
             }
-            if let Some(list) = self.bindings.get_mut(user.as_str()) {
+            if let Some(list) = self.bindings.get_mut(&*user) {
                 for b in std::mem::take(list) {
                     if !found_by_user(&user, &b.contact) {
                         self.reindex(contact_key(&b.contact));
@@ -435,29 +446,31 @@ impl Registrar {
                 }
             }
         }
-        let was_known = self.bindings.contains_key(user.as_str());
-        for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
-            let expires = c.0.expires().unwrap_or(default_expires);
+        let was_known = self.bindings.contains_key(&*user);
+        for c in contacts {
+            let expires = c.expires().unwrap_or(default_expires);
+            // Each contact's URI is moved into its binding (not copied).
+            let Contact::Addr(addr) = c else { continue };
             if expires != 0 && expires < self.config.min_expires {
                 // A refused REGISTER does not make its user known.
-                if !was_known && self.bindings.get(user.as_str()).is_some_and(Vec::is_empty) {
-                    self.bindings.remove(user.as_str());
+                if !was_known && self.bindings.get(&*user).is_some_and(Vec::is_empty) {
+                    self.bindings.remove(&*user);
                 }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
                 self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
                 return;
             }
-            if !self.bindings.contains_key(user.as_str()) {
-                self.bindings.insert(user.as_str().into(), Vec::new());
+            if !self.bindings.contains_key(&*user) {
+                self.bindings.insert(Box::from(&*user), Vec::new());
             }
             // Inserted just above when missing.
-            let Some(list) = self.bindings.get_mut(user.as_str()) else {
+            let Some(list) = self.bindings.get_mut(&*user) else {
                 unreachable!("the user's list exists")
             };
-            list.retain(|b| !same_uri(&b.contact, &c.1.uri));
+            list.retain(|b| !same_uri(&b.contact, &addr.uri));
             // The contact a binding replaced had the same user part: it was listed in
             // `contacts` exactly when this one is.
-            let key = (!found_by_user(&user, &c.1.uri)).then(|| contact_key(&c.1.uri));
+            let key = (!found_by_user(&user, &addr.uri)).then(|| contact_key(&addr.uri));
             if expires > 0 {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
@@ -467,7 +480,7 @@ impl Registrar {
                     list.reserve_exact(1);
                 }
                 list.push(Binding {
-                    contact: c.1.uri.clone(),
+                    contact: addr.uri,
                     source,
                     expires_at,
                 });
@@ -480,15 +493,15 @@ impl Registrar {
             }
         }
         // The user is known from now on (an empty list when nothing is bound).
-        match self.bindings.get_mut(user.as_str()) {
+        match self.bindings.get_mut(&*user) {
             Some(list) if list.is_empty() => list.shrink_to_fit(),
             Some(_) => {}
             None => {
-                self.bindings.insert(user.as_str().into(), Vec::new());
+                self.bindings.insert(Box::from(&*user), Vec::new());
             }
         }
         let mut extra = Vec::new();
-        for b in self.bindings(user.as_str()) {
+        for b in self.bindings(&user) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             // `<contact>;expires=left`, written into one string.
             let mut value = String::with_capacity(64);
@@ -1390,6 +1403,36 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
         assert_eq!(vias[0].rport(), Some(Some(40000)));
         assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn an_escaped_aor_user_binds_its_unescaped_name_with_the_contact_as_sent() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let src: SocketAddr = "192.0.2.5:5070".parse().unwrap();
+        register(
+            &mut reg,
+            now,
+            "al%69ce",
+            "sip:al%69ce@192.0.2.5:5070;transport=udp",
+            600,
+            src,
+        );
+        register(&mut reg, now, "bob", "sip:bob@192.0.2.6:5070", 600, src);
+        let b = reg.bindings("alice");
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0].contact.to_string(),
+            "sip:al%69ce@192.0.2.5:5070;transport=udp"
+        );
+        assert!(reg.bindings("al%69ce").is_empty());
+        assert_eq!(
+            reg.bindings("bob")[0].contact.to_string(),
+            "sip:bob@192.0.2.6:5070"
+        );
+        // A second REGISTER of the same contact replaces the binding.
+        register(&mut reg, now, "bob", "sip:bob@192.0.2.6:5070", 300, src);
+        assert_eq!(reg.bindings("bob").len(), 1);
     }
 
     #[test]

@@ -700,7 +700,7 @@ impl DigestClient {
 
 /// `s` escaped for a quoted-string: borrowed when it holds no `\\` or `"` (nearly always).
 fn quote(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|c| c == b'\\' || c == b'"') {
+    if quote_or_backslash(s.as_bytes()) < s.len() {
         s.replace('\\', "\\\\").replace('"', "\\\"").into()
     } else {
         s.into()
