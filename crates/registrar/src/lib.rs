@@ -640,10 +640,16 @@ impl Registrar {
                     }
                 }
             }
-            let Some(user) = req
-                .request_uri()
-                .and_then(Uri::as_sip)
-                .and_then(SipUri::user_unescaped)
+            // Borrowed from the Request-URI unless it holds escapes (as `user_unescaped`).
+            let Some(user): Option<std::borrow::Cow<'_, str>> =
+                req.request_uri().and_then(Uri::as_sip).and_then(|u| {
+                    let raw = u.user.as_deref()?;
+                    Some(if raw.contains('%') {
+                        sip_msg::unescape(raw).into()
+                    } else {
+                        raw.into()
+                    })
+                })
             else {
                 self.respond(&req, top, source, 404, "Not Found", &[]);
                 return;
@@ -668,7 +674,7 @@ impl Registrar {
                 .request_uri()
                 .and_then(uri_addr)
                 .filter(|a| !self.is_our_addr(*a));
-            match self.bindings.get(user.as_str()).and_then(|l| l.last()) {
+            match self.bindings.get(&*user).and_then(|l| l.last()) {
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.source;
@@ -682,7 +688,7 @@ impl Registrar {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
                     } else {
-                        self.bindings.contains_key(user.as_str())
+                        self.bindings.contains_key(&*user)
                     };
                     let (code, reason) = if known {
                         (480, "Temporarily Unavailable")
@@ -1433,6 +1439,29 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         // A second REGISTER of the same contact replaces the binding.
         register(&mut reg, now, "bob", "sip:bob@192.0.2.6:5070", 300, src);
         assert_eq!(reg.bindings("bob").len(), 1);
+        // An INVITE to the escaped or the plain name reaches alice's contact, as registered.
+        for target in ["sip:al%69ce@reg.test", "sip:alice@reg.test"] {
+            let from: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+            let raw = format!(
+                "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKinv\r\n\
+From: <sip:x@reg.test>;tag=a\r\nTo: <{target}>\r\nCall-ID: c2\r\n\
+CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(raw.as_bytes()).unwrap(),
+                from,
+            );
+            let (to, bytes) = reg.poll_transmit().expect("the INVITE forwarded");
+            let fwd = Message::parse(&bytes).unwrap();
+            assert_eq!(to, src);
+            assert_eq!(
+                fwd.request_uri().unwrap().to_string(),
+                "sip:al%69ce@192.0.2.5:5070;transport=udp"
+            );
+            assert_eq!(fwd.headers.value(&HeaderName::MaxForwards), Some("69"));
+        }
     }
 
     #[test]
