@@ -1099,9 +1099,10 @@ fn to_tag_with(req: &Message, via: Option<&ViaRef<'_>>) -> String {
         .and_then(Result::ok)
         .map_or("", |c| c.0);
     let branch = via.and_then(ViaRef::branch);
-    tag_text(fnv(call_id
-        .bytes()
-        .chain(branch.as_deref().unwrap_or_default().bytes())))
+    tag_text(fnv_extend(
+        fnv_extend(FNV_BASIS, call_id.as_bytes()),
+        branch.as_deref().unwrap_or_default().as_bytes(),
+    ))
 }
 
 /// The To tag our answers carry: `r` and the digest of the request's Call-ID and branch.
@@ -1148,19 +1149,31 @@ impl TopVia {
             .view::<sip_msg::typed::CallIdRef>()
             .and_then(Result::ok)
             .map_or("", |c| c.0);
+        // The two digests of the branch in one pass (independent chains: they run side
+        // by side), the tag's after the Call-ID's.
+        let (mut branch_hash, mut tag_hash) =
+            (FNV_BASIS, fnv_extend(FNV_BASIS, call_id.as_bytes()));
+        for &b in branch.as_bytes() {
+            branch_hash = (branch_hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            tag_hash = (tag_hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
         Some(Self {
-            branch_hash: fnv(branch.bytes()),
-            tag_hash: fnv(call_id.bytes().chain(branch.bytes())),
+            branch_hash,
+            tag_hash,
         })
     }
 }
 
 /// FNV-1a: a cheap deterministic digest for branches and tags (not security relevant).
-fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// The digest of `a` then `b` is `fnv_extend(fnv_extend(FNV_BASIS, a), b)`.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// [`FNV_BASIS`]: `h` carried on over `bytes` (a plain loop over a slice: the running digest
+/// stays in a register).
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -1461,6 +1474,40 @@ CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
                 "sip:al%69ce@192.0.2.5:5070;transport=udp"
             );
             assert_eq!(fwd.headers.value(&HeaderName::MaxForwards), Some("69"));
+        }
+    }
+
+    #[test]
+    fn the_top_via_digests_are_fnv_1a_of_the_branch_and_of_call_id_then_branch() {
+        // FNV-1a as it was written before (over a chain of bytes), for comparison.
+        fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        }
+        // The published FNV-1a 64 vectors.
+        assert_eq!(fnv_extend(FNV_BASIS, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv_extend(FNV_BASIS, b"a"), 0xaf63_dc4c_8601_ec8c);
+        for (call_id, branch) in [
+            ("c1", "z9hG4bK1"),
+            ("", "z9hG4bKx"),
+            ("abc@h", "z9hG4bK-long-branch-0123456789"),
+        ] {
+            let m = Message::parse(
+                format!(
+                    "BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch={branch}\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let top = TopVia::of(&m).unwrap();
+            assert_eq!(top.branch_hash, fnv(branch.bytes()));
+            assert_eq!(top.tag_hash, fnv(call_id.bytes().chain(branch.bytes())));
+            assert_eq!(to_tag_for(&m), tag_text(top.tag_hash));
         }
     }
 
