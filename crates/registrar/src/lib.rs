@@ -934,12 +934,11 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
         return true;
     }
     out.reserve(top.len() + 40);
-    let mut segments = top.split(';');
+    let mut segments = split_ascii(top, b';');
     out.push_str(segments.next().unwrap_or_default().trim_end());
     let mut received = false;
-    // Writing to a String cannot fail.
     for seg in segments {
-        let name = seg.split_once('=').map_or(seg, |(n, _)| n).trim();
+        let name = split_ascii(seg, b'=').next().unwrap_or_default().trim();
         if name.eq_ignore_ascii_case("received") {
             received = true;
             out.push(';');
@@ -961,6 +960,27 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
         sip_msg::push_ip(out, source.ip());
     }
     true
+}
+
+/// `s` split at every `sep` (an ASCII byte), as `str::split` splits it at that character: a
+/// plain byte loop instead of the string searcher (the pieces of a Via are a few bytes long).
+fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(sep.is_ascii());
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        // `sep` is ASCII, so every cut is on a character boundary.
+        match s.as_bytes()[from..].iter().position(|&c| c == sep) {
+            Some(p) => {
+                start = Some(from + p + 1);
+                s.get(from..from + p)
+            }
+            None => {
+                start = None;
+                s.get(from..)
+            }
+        }
+    })
 }
 
 /// The first value of a comma-joined header value (commas inside quotes or angle brackets do
@@ -1508,6 +1528,25 @@ Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
             assert_eq!(top.branch_hash, fnv(branch.bytes()));
             assert_eq!(top.tag_hash, fnv(call_id.bytes().chain(branch.bytes())));
             assert_eq!(to_tag_for(&m), tag_text(top.tag_hash));
+        }
+    }
+
+    #[test]
+    fn split_ascii_splits_as_str_split_does() {
+        for s in [
+            "",
+            ";",
+            "a",
+            "a;b",
+            ";a;;b;",
+            "é;ü=ß;",
+            "branch=z9hG4bK1;rport;received=1.2.3.4",
+        ] {
+            for sep in [b';', b'='] {
+                let ours: Vec<&str> = split_ascii(s, sep).collect();
+                let std: Vec<&str> = s.split(char::from(sep)).collect();
+                assert_eq!(ours, std, "{s:?} {sep}");
+            }
         }
     }
 
