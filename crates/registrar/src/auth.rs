@@ -1,5 +1,6 @@
 //! Who may use the registrar: digest authentication over `sip-auth`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sip_auth::{Algorithm, Authorization, NonceIssuer, Verdict, ephemeral, verify};
@@ -39,13 +40,13 @@ pub enum AuthMode {
     Static(Accounts),
 }
 
-/// The verdict on a request.
+/// The verdict on a request (the user name borrowed from its credentials).
 #[derive(Debug)]
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<'a> {
     /// Authenticated as this user (or no authentication needed).
-    Allowed(String),
-    /// Send these challenge headers (401 or 407).
-    Challenge(Vec<Header>),
+    Allowed(Cow<'a, str>),
+    /// Send these challenge headers (401 or 407): SHA-256, then MD5.
+    Challenge([Header; 2]),
     /// Known but disabled, or credentials expired.
     Forbidden,
     /// Unknown user.
@@ -98,62 +99,68 @@ impl Verifier {
     }
 
     /// Challenges: SHA-256 first, then MD5 for peers that know nothing better (RFC 8760 §2.4).
-    fn challenges(&self, proxy: bool, stale: bool, now_unix: u64) -> Vec<Header> {
+    /// Both offer the same nonce: it is computed once.
+    fn challenges(&self, proxy: bool, stale: bool, now_unix: u64) -> [Header; 2] {
         let name = if proxy {
             HeaderName::ProxyAuthenticate
         } else {
             HeaderName::WwwAuthenticate
         };
-        [Algorithm::Sha256, Algorithm::Md5]
-            .into_iter()
-            .map(|alg| {
-                Header::new(
-                    name.clone(),
-                    self.issuer.challenge(&self.realm, alg, stale, now_unix),
-                )
-            })
-            .collect()
+        self.issuer
+            .challenges(
+                &self.realm,
+                [Algorithm::Sha256, Algorithm::Md5],
+                stale,
+                now_unix,
+            )
+            .map(|v| Header::new(name.clone(), v))
     }
 
-    pub(crate) fn check(
+    pub(crate) fn check<'a>(
         &self,
-        req: &Message,
+        req: &'a Message,
         method: &Method,
         now_unix: u64,
         proxy: bool,
-    ) -> Outcome {
+    ) -> Outcome<'a> {
         if matches!(self.mode, AuthMode::Open) {
             let user = req
                 .from()
                 .and_then(|f| f.uri.as_sip().and_then(|u| u.user_unescaped()))
                 .unwrap_or_default();
-            return Outcome::Allowed(user);
+            return Outcome::Allowed(user.into());
         }
+        // Statics: the credentials read below borrow from the request for as long as the name.
+        static AUTHORIZATION: HeaderName = HeaderName::Authorization;
+        static PROXY_AUTHORIZATION: HeaderName = HeaderName::ProxyAuthorization;
         let name = if proxy {
-            HeaderName::ProxyAuthorization
+            &PROXY_AUTHORIZATION
         } else {
-            HeaderName::Authorization
+            &AUTHORIZATION
         };
         // Use the credentials for our realm (a request may carry several, RFC 3261 §22.4).
         let creds = req
             .headers
-            .get_all(&name)
+            .get_all(name)
             .filter_map(|h| Authorization::parse(h.value()).ok())
             .find(|a| a.realm == self.realm);
         let Some(creds) = creds else {
             return Outcome::Challenge(self.challenges(proxy, false, now_unix));
         };
-        let password = match &self.mode {
+        // The expected password, borrowed (an ephemeral one is computed on the stack).
+        let ephemeral;
+        let password: &str = match &self.mode {
             AuthMode::Open => unreachable!("handled above"),
-            AuthMode::Ephemeral => {
-                match self.ephemeral.expected_password(&creds.username, now_unix) {
-                    Ok(p) => p,
-                    Err(_) => return Outcome::Forbidden,
+            AuthMode::Ephemeral => match self.ephemeral.expected(&creds.username, now_unix) {
+                Ok(p) => {
+                    ephemeral = p;
+                    ephemeral.expose()
                 }
-            }
+                Err(_) => return Outcome::Forbidden,
+            },
             AuthMode::Static(accounts) => match accounts.0.get(&*creds.username) {
                 Some((_, AccountStatus::Disabled)) => return Outcome::Forbidden,
-                Some((p, AccountStatus::Enabled)) => p.clone(),
+                Some((p, AccountStatus::Enabled)) => p,
                 None => return Outcome::NotFound,
             },
         };
@@ -161,12 +168,12 @@ impl Verifier {
             &creds,
             &self.issuer,
             &self.realm,
-            &password,
+            password,
             method.as_str(),
             req.body(),
             now_unix,
         ) {
-            Verdict::Ok => Outcome::Allowed(creds.username.into_owned()),
+            Verdict::Ok => Outcome::Allowed(creds.username),
             Verdict::Stale => Outcome::Challenge(self.challenges(proxy, true, now_unix)),
             Verdict::Rejected => Outcome::Challenge(self.challenges(proxy, false, now_unix)),
         }

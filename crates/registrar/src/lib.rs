@@ -126,6 +126,18 @@ pub struct Registrar {
     services: services::Services,
     /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
     via_prefix: String,
+    /// Room the answers are printed in, kept between messages (each answer is then copied
+    /// out at its exact size: one allocation, which a `Bytes` takes as it is).
+    scratch: Scratch,
+}
+
+/// Buffers [`Registrar::respond`] prints into, reused from one answer to the next.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The answer.
+    out: Vec<u8>,
+    /// Its stamped top Via.
+    via: String,
 }
 
 impl Registrar {
@@ -148,6 +160,7 @@ impl Registrar {
             stats: Stats::default(),
             auth,
             services: services::Services::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -265,40 +278,35 @@ impl Registrar {
         source: SocketAddr,
         code: u16,
         reason: &str,
-        extra: Vec<Header>,
+        extra: &[Header],
     ) {
         // Printed straight from the request's lines into the bytes to send (the same bytes as
         // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
-        let mut out = Vec::with_capacity(
-            req.headers
-                .iter()
-                .map(|h| h.value().len() + 16)
-                .sum::<usize>()
-                + 160,
-        );
+        let Scratch { out, via: stamped } = &mut self.scratch;
+        out.clear();
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
         // The top Via value is replaced in place; the other values of its line (a
         // comma-joined `Via: a, b`) stay, after it.
         // The top Via was read once, when the request came in (`TopVia`).
-        let to_tag = tag_text(top.tag_hash);
-        let stamped = stamp_valid_top_via(req, source);
-        let rest = stamped.as_ref().and_then(|_| {
-            req.headers
-                .get(&HeaderName::Via)
-                .and_then(|h| after_first_value(h.value()))
-        });
-        let vias = [
-            stamped.as_deref().unwrap_or_default(),
-            rest.as_deref().unwrap_or_default(),
-        ];
+        let to_tag = Tag::of(top.tag_hash);
+        stamped.clear();
+        let is_stamped = write_stamped_top_via(req, source, stamped);
+        let rest = is_stamped
+            .then(|| {
+                req.headers
+                    .get(&HeaderName::Via)
+                    .and_then(|h| after_first_value(h.value()))
+            })
+            .flatten();
+        let vias = [stamped.as_str(), rest.as_deref().unwrap_or_default()];
         let vias = &vias[..1 + usize::from(rest.is_some())];
         Message::write_response(
             req,
             code,
             reason,
-            Some(&to_tag),
-            stamped.is_some().then_some(vias),
-            &mut out,
+            Some(to_tag.as_str()),
+            is_stamped.then_some(vias),
+            out,
         );
         for h in extra.iter().chain([&Header::from_static(
             HeaderName::Server,
@@ -313,7 +321,9 @@ impl Registrar {
         if code >= 300 {
             self.stats.refused += u64::from(!matches!(code, 401 | 407));
         }
-        self.out.push_back((source, Bytes::from(out)));
+        // Copied out at its exact size (a `Bytes` of a `Vec` with spare room would allocate
+        // a second block to share it).
+        self.out.push_back((source, Bytes::copy_from_slice(out)));
     }
 
     fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {
@@ -333,7 +343,7 @@ impl Registrar {
                     HeaderName::Allow,
                     "REGISTER, INVITE, ACK, BYE, CANCEL, OPTIONS",
                 );
-                self.respond(&req, top, source, 200, "OK", vec![allow]);
+                self.respond(&req, top, source, 200, "OK", &[allow]);
             }
             _ => self.proxy(now, now_unix, req, top, source),
         }
@@ -356,40 +366,51 @@ impl Registrar {
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
         // Read in place (`to()` would copy the whole name-addr to take its user).
-        let Some(user) = req
+        // Borrowed unless it holds escapes (then unescaped, as `unescape` does).
+        let Some(user): Option<std::borrow::Cow<'_, str>> = req
             .headers
             .view::<ToRef>()
             .and_then(Result::ok)
-            .and_then(|t| t.0.uri.as_sip().and_then(|u| u.user.map(sip_msg::unescape)))
+            .and_then(|t| {
+                t.0.uri.as_sip().and_then(|u| {
+                    u.user.map(|raw| {
+                        if raw.contains('%') {
+                            sip_msg::unescape(raw).into()
+                        } else {
+                            raw.into()
+                        }
+                    })
+                })
+            })
         else {
-            self.respond(req, top, source, 400, "Bad Request (no user in To)", vec![]);
+            self.respond(req, top, source, 400, "Bad Request (no user in To)", &[]);
             return;
         };
         match self.auth.check(req, &Method::Register, now_unix, false) {
             auth::Outcome::Allowed(auth_user) => {
-                if auth_user != user && !self.auth.is_ephemeral() {
+                if *auth_user != *user && !self.auth.is_ephemeral() {
                     self.respond(
                         req,
                         top,
                         source,
                         403,
                         "Forbidden (user does not match credentials)",
-                        vec![],
+                        &[],
                     );
                     return;
                 }
             }
             auth::Outcome::Challenge(h) => {
                 self.stats.challenged += 1;
-                self.respond(req, top, source, 401, "Unauthorized", h);
+                self.respond(req, top, source, 401, "Unauthorized", &h);
                 return;
             }
             auth::Outcome::Forbidden => {
-                self.respond(req, top, source, 403, "Forbidden", vec![]);
+                self.respond(req, top, source, 403, "Forbidden", &[]);
                 return;
             }
             auth::Outcome::NotFound => {
-                self.respond(req, top, source, 404, "Not Found", vec![]);
+                self.respond(req, top, source, 404, "Not Found", &[]);
                 return;
             }
         }
@@ -413,11 +434,11 @@ impl Registrar {
                     source,
                     400,
                     "Bad Request (* needs Expires: 0)",
-                    vec![],
+                    &[],
                 );
                 return;
             }
-            if let Some(list) = self.bindings.get_mut(user.as_str()) {
+            if let Some(list) = self.bindings.get_mut(&*user) {
                 for b in std::mem::take(list) {
                     if !found_by_user(&user, &b.contact) {
                         self.reindex(contact_key(&b.contact));
@@ -425,29 +446,31 @@ impl Registrar {
                 }
             }
         }
-        let was_known = self.bindings.contains_key(user.as_str());
-        for c in contacts.iter().filter_map(|c| c.addr().map(|a| (c, a))) {
-            let expires = c.0.expires().unwrap_or(default_expires);
+        let was_known = self.bindings.contains_key(&*user);
+        for c in contacts {
+            let expires = c.expires().unwrap_or(default_expires);
+            // Each contact's URI is moved into its binding (not copied).
+            let Contact::Addr(addr) = c else { continue };
             if expires != 0 && expires < self.config.min_expires {
                 // A refused REGISTER does not make its user known.
-                if !was_known && self.bindings.get(user.as_str()).is_some_and(Vec::is_empty) {
-                    self.bindings.remove(user.as_str());
+                if !was_known && self.bindings.get(&*user).is_some_and(Vec::is_empty) {
+                    self.bindings.remove(&*user);
                 }
                 let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
-                self.respond(req, top, source, 423, "Interval Too Brief", vec![h]);
+                self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
                 return;
             }
-            if !self.bindings.contains_key(user.as_str()) {
-                self.bindings.insert(user.as_str().into(), Vec::new());
+            if !self.bindings.contains_key(&*user) {
+                self.bindings.insert(Box::from(&*user), Vec::new());
             }
             // Inserted just above when missing.
-            let Some(list) = self.bindings.get_mut(user.as_str()) else {
+            let Some(list) = self.bindings.get_mut(&*user) else {
                 unreachable!("the user's list exists")
             };
-            list.retain(|b| !same_uri(&b.contact, &c.1.uri));
+            list.retain(|b| !same_uri(&b.contact, &addr.uri));
             // The contact a binding replaced had the same user part: it was listed in
             // `contacts` exactly when this one is.
-            let key = (!found_by_user(&user, &c.1.uri)).then(|| contact_key(&c.1.uri));
+            let key = (!found_by_user(&user, &addr.uri)).then(|| contact_key(&addr.uri));
             if expires > 0 {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
@@ -457,7 +480,7 @@ impl Registrar {
                     list.reserve_exact(1);
                 }
                 list.push(Binding {
-                    contact: c.1.uri.clone(),
+                    contact: addr.uri,
                     source,
                     expires_at,
                 });
@@ -470,15 +493,15 @@ impl Registrar {
             }
         }
         // The user is known from now on (an empty list when nothing is bound).
-        match self.bindings.get_mut(user.as_str()) {
+        match self.bindings.get_mut(&*user) {
             Some(list) if list.is_empty() => list.shrink_to_fit(),
             Some(_) => {}
             None => {
-                self.bindings.insert(user.as_str().into(), Vec::new());
+                self.bindings.insert(Box::from(&*user), Vec::new());
             }
         }
         let mut extra = Vec::new();
-        for b in self.bindings(user.as_str()) {
+        for b in self.bindings(&user) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             // `<contact>;expires=left`, written into one string.
             let mut value = String::with_capacity(64);
@@ -490,7 +513,7 @@ impl Registrar {
             extra.push(Header::new(HeaderName::Contact, value));
         }
         self.stats.registered += 1;
-        self.respond(req, top, source, 200, "OK", extra);
+        self.respond(req, top, source, 200, "OK", &extra);
     }
 
     fn proxy(
@@ -519,12 +542,16 @@ impl Registrar {
             .map_or(70, |m| m.0);
         if mf == 0 {
             if method != Method::Ack {
-                self.respond(&req, top, source, 483, "Too Many Hops", vec![]);
+                self.respond(&req, top, source, 483, "Too Many Hops", &[]);
             }
             return;
         }
         req.headers
-            .set(Header::new(HeaderName::MaxForwards, (mf - 1).to_string()));
+            .set(match SMALL_DECIMALS.get((mf - 1) as usize) {
+                // Nearly always 69 (70, the RFC 3261 §8.1.1.6 default, less one): no allocation.
+                Some(text) => Header::from_static(HeaderName::MaxForwards, text),
+                None => Header::new(HeaderName::MaxForwards, (mf - 1).to_string()),
+            });
 
         // §16.4: remove our own Route entry (loose routing) from the top.
         let ours = |r: &RouteRef<'_>| {
@@ -540,14 +567,18 @@ impl Registrar {
         {
             pop_first_value(&mut req, HeaderName::Route);
         }
+        // A To value without the letters `tag` has no tag parameter: the name-addr is read
+        // only when it may have one (an initial request's To is not).
         let to_tag = req
             .headers
-            .view::<ToRef>()
-            .and_then(Result::ok)
+            .get(&HeaderName::To)
+            .is_some_and(|h| may_hold_tag(h.value()))
+            .then(|| req.headers.view::<ToRef>().and_then(Result::ok))
+            .flatten()
             .and_then(|t| t.tag());
         let in_dialog = to_tag.is_some();
         // The ACK of a final response we generated ourselves (its To tag is ours) ends here.
-        if method == Method::Ack && to_tag.is_some_and(|t| t == tag_text(top.tag_hash)) {
+        if method == Method::Ack && to_tag.is_some_and(|t| t == Tag::of(top.tag_hash).as_str()) {
             return;
         }
 
@@ -600,21 +631,27 @@ impl Registrar {
                     auth::Outcome::Allowed(_) => {}
                     auth::Outcome::Challenge(h) => {
                         self.stats.challenged += 1;
-                        self.respond(&req, top, source, 407, "Proxy Authentication Required", h);
+                        self.respond(&req, top, source, 407, "Proxy Authentication Required", &h);
                         return;
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {
-                        self.respond(&req, top, source, 403, "Forbidden", vec![]);
+                        self.respond(&req, top, source, 403, "Forbidden", &[]);
                         return;
                     }
                 }
             }
-            let Some(user) = req
-                .request_uri()
-                .and_then(Uri::as_sip)
-                .and_then(SipUri::user_unescaped)
+            // Borrowed from the Request-URI unless it holds escapes (as `user_unescaped`).
+            let Some(user): Option<std::borrow::Cow<'_, str>> =
+                req.request_uri().and_then(Uri::as_sip).and_then(|u| {
+                    let raw = u.user.as_deref()?;
+                    Some(if raw.contains('%') {
+                        sip_msg::unescape(raw).into()
+                    } else {
+                        raw.into()
+                    })
+                })
             else {
-                self.respond(&req, top, source, 404, "Not Found", vec![]);
+                self.respond(&req, top, source, 404, "Not Found", &[]);
                 return;
             };
             if method == Method::Invite
@@ -637,7 +674,7 @@ impl Registrar {
                 .request_uri()
                 .and_then(uri_addr)
                 .filter(|a| !self.is_our_addr(*a));
-            match self.bindings.get(user.as_str()).and_then(|l| l.last()) {
+            match self.bindings.get(&*user).and_then(|l| l.last()) {
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.source;
@@ -651,7 +688,7 @@ impl Registrar {
                     let known = if self.auth.has_accounts() {
                         self.auth.knows(&user)
                     } else {
-                        self.bindings.contains_key(user.as_str())
+                        self.bindings.contains_key(&*user)
                     };
                     let (code, reason) = if known {
                         (480, "Temporarily Unavailable")
@@ -659,7 +696,7 @@ impl Registrar {
                         (404, "Not Found")
                     };
                     if method != Method::Ack {
-                        self.respond(&req, top, source, code, reason, vec![]);
+                        self.respond(&req, top, source, code, reason, &[]);
                     }
                     return;
                 }
@@ -667,7 +704,7 @@ impl Registrar {
         };
         let Some(to) = target else {
             if method != Method::Ack {
-                self.respond(&req, top, source, 404, "Not Found (unknown target)", vec![]);
+                self.respond(&req, top, source, 404, "Not Found (unknown target)", &[]);
             }
             return;
         };
@@ -827,6 +864,25 @@ impl Registrar {
     }
 }
 
+/// `0` to `99` as text, for headers built from small numbers without allocating.
+const SMALL_DECIMALS: [&str; 100] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63", "64",
+    "65", "66", "67", "68", "69", "70", "71", "72", "73", "74", "75", "76", "77", "78", "79", "80",
+    "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96",
+    "97", "98", "99",
+];
+
+/// False when `value` cannot hold a `tag` parameter: it has no `tag` in any case.
+fn may_hold_tag(value: &str) -> bool {
+    value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"tag"))
+}
+
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
 /// keep their received bytes.
 fn pop_first_value(msg: &mut Message, name: HeaderName) {
@@ -854,35 +910,46 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 /// The top Via of `msg` stamped as `stamped_top_via` says, for a message whose top Via the
 /// caller has read as valid.
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
-    let line = msg.headers.get(&HeaderName::Via)?.value();
+    let mut out = String::new();
+    write_stamped_top_via(msg, source, &mut out).then_some(out)
+}
+
+/// [`stamp_valid_top_via`] appended to `out`; false (and nothing written) when the message
+/// has no readable top Via.
+fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) -> bool {
+    let Some(line) = msg.headers.get(&HeaderName::Via).map(Header::value) else {
+        return false;
+    };
     let top = first_value(line);
     if top.contains('"') {
         // A quoted parameter could hold `;`: let the typed model print it.
-        let mut via = msg.top_via()?;
+        let Some(mut via) = msg.top_via() else {
+            return false;
+        };
         via.params.set("received", Some(&source.ip().to_string()));
         if via.params.contains("rport") {
             via.params.set("rport", Some(&source.port().to_string()));
         }
-        return Some(text_of(&via, 128));
+        out.push_str(&text_of(&via, 128));
+        return true;
     }
-    let mut out = String::with_capacity(top.len() + 40);
-    let mut segments = top.split(';');
+    out.reserve(top.len() + 40);
+    let mut segments = split_ascii(top, b';');
     out.push_str(segments.next().unwrap_or_default().trim_end());
     let mut received = false;
-    // Writing to a String cannot fail.
     for seg in segments {
-        let name = seg.split_once('=').map_or(seg, |(n, _)| n).trim();
+        let name = split_ascii(seg, b'=').next().unwrap_or_default().trim();
         if name.eq_ignore_ascii_case("received") {
             received = true;
             out.push(';');
             out.push_str(name);
             out.push('=');
-            sip_msg::push_ip(&mut out, source.ip());
+            sip_msg::push_ip(out, source.ip());
         } else if name.eq_ignore_ascii_case("rport") {
             out.push(';');
             out.push_str(name);
             out.push('=');
-            sip_msg::push_decimal(&mut out, u64::from(source.port()));
+            sip_msg::push_decimal(out, u64::from(source.port()));
         } else {
             out.push(';');
             out.push_str(seg.trim());
@@ -890,9 +957,30 @@ fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     }
     if !received {
         out.push_str(";received=");
-        sip_msg::push_ip(&mut out, source.ip());
+        sip_msg::push_ip(out, source.ip());
     }
-    Some(out)
+    true
+}
+
+/// `s` split at every `sep` (an ASCII byte), as `str::split` splits it at that character: a
+/// plain byte loop instead of the string searcher (the pieces of a Via are a few bytes long).
+fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(sep.is_ascii());
+    let mut start = Some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        // `sep` is ASCII, so every cut is on a character boundary.
+        match s.as_bytes()[from..].iter().position(|&c| c == sep) {
+            Some(p) => {
+                start = Some(from + p + 1);
+                s.get(from..from + p)
+            }
+            None => {
+                start = None;
+                s.get(from..)
+            }
+        }
+    })
 }
 
 /// The first value of a comma-joined header value (commas inside quotes or angle brackets do
@@ -1031,17 +1119,35 @@ fn to_tag_with(req: &Message, via: Option<&ViaRef<'_>>) -> String {
         .and_then(Result::ok)
         .map_or("", |c| c.0);
     let branch = via.and_then(ViaRef::branch);
-    tag_text(fnv(call_id
-        .bytes()
-        .chain(branch.as_deref().unwrap_or_default().bytes())))
+    tag_text(fnv_extend(
+        fnv_extend(FNV_BASIS, call_id.as_bytes()),
+        branch.as_deref().unwrap_or_default().as_bytes(),
+    ))
 }
 
 /// The To tag our answers carry: `r` and the digest of the request's Call-ID and branch.
 fn tag_text(h: u64) -> String {
-    let mut tag = String::with_capacity(17);
-    tag.push('r');
-    sip_msg::push_hex16(&mut tag, h);
-    tag
+    Tag::of(h).as_str().to_owned()
+}
+
+/// [`tag_text`] on the stack: `r` and 16 lower-case hex digits (as `push_hex16` writes them).
+struct Tag([u8; 17]);
+
+impl Tag {
+    fn of(h: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [b'r'; 17];
+        for (i, d) in t[1..].iter_mut().enumerate() {
+            // A nibble is < 16: the index is in bounds.
+            *d = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(t)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only `r` and ASCII hex digits are written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// What the registrar's paths need of a request's top Via, read once when the request comes
@@ -1063,19 +1169,31 @@ impl TopVia {
             .view::<sip_msg::typed::CallIdRef>()
             .and_then(Result::ok)
             .map_or("", |c| c.0);
+        // The two digests of the branch in one pass (independent chains: they run side
+        // by side), the tag's after the Call-ID's.
+        let (mut branch_hash, mut tag_hash) =
+            (FNV_BASIS, fnv_extend(FNV_BASIS, call_id.as_bytes()));
+        for &b in branch.as_bytes() {
+            branch_hash = (branch_hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+            tag_hash = (tag_hash ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        }
         Some(Self {
-            branch_hash: fnv(branch.bytes()),
-            tag_hash: fnv(call_id.bytes().chain(branch.bytes())),
+            branch_hash,
+            tag_hash,
         })
     }
 }
 
 /// FNV-1a: a cheap deterministic digest for branches and tags (not security relevant).
-fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// The digest of `a` then `b` is `fnv_extend(fnv_extend(FNV_BASIS, a), b)`.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// [`FNV_BASIS`]: `h` carried on over `bytes` (a plain loop over a slice: the running digest
+/// stays in a register).
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -1324,6 +1442,146 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
         assert_eq!(vias[0].received().as_deref(), Some("198.51.100.7"));
         assert_eq!(vias[0].rport(), Some(Some(40000)));
         assert_eq!(vias[1].branch().as_deref(), Some("z9hG4bK2"));
+    }
+
+    #[test]
+    fn an_escaped_aor_user_binds_its_unescaped_name_with_the_contact_as_sent() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let src: SocketAddr = "192.0.2.5:5070".parse().unwrap();
+        register(
+            &mut reg,
+            now,
+            "al%69ce",
+            "sip:al%69ce@192.0.2.5:5070;transport=udp",
+            600,
+            src,
+        );
+        register(&mut reg, now, "bob", "sip:bob@192.0.2.6:5070", 600, src);
+        let b = reg.bindings("alice");
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0].contact.to_string(),
+            "sip:al%69ce@192.0.2.5:5070;transport=udp"
+        );
+        assert!(reg.bindings("al%69ce").is_empty());
+        assert_eq!(
+            reg.bindings("bob")[0].contact.to_string(),
+            "sip:bob@192.0.2.6:5070"
+        );
+        // A second REGISTER of the same contact replaces the binding.
+        register(&mut reg, now, "bob", "sip:bob@192.0.2.6:5070", 300, src);
+        assert_eq!(reg.bindings("bob").len(), 1);
+        // An INVITE to the escaped or the plain name reaches alice's contact, as registered.
+        for target in ["sip:al%69ce@reg.test", "sip:alice@reg.test"] {
+            let from: SocketAddr = "192.0.2.99:5060".parse().unwrap();
+            let raw = format!(
+                "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bKinv\r\n\
+From: <sip:x@reg.test>;tag=a\r\nTo: <{target}>\r\nCall-ID: c2\r\n\
+CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            );
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(raw.as_bytes()).unwrap(),
+                from,
+            );
+            let (to, bytes) = reg.poll_transmit().expect("the INVITE forwarded");
+            let fwd = Message::parse(&bytes).unwrap();
+            assert_eq!(to, src);
+            assert_eq!(
+                fwd.request_uri().unwrap().to_string(),
+                "sip:al%69ce@192.0.2.5:5070;transport=udp"
+            );
+            assert_eq!(fwd.headers.value(&HeaderName::MaxForwards), Some("69"));
+        }
+    }
+
+    #[test]
+    fn the_top_via_digests_are_fnv_1a_of_the_branch_and_of_call_id_then_branch() {
+        // FNV-1a as it was written before (over a chain of bytes), for comparison.
+        fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in bytes {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            h
+        }
+        // The published FNV-1a 64 vectors.
+        assert_eq!(fnv_extend(FNV_BASIS, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv_extend(FNV_BASIS, b"a"), 0xaf63_dc4c_8601_ec8c);
+        for (call_id, branch) in [
+            ("c1", "z9hG4bK1"),
+            ("", "z9hG4bKx"),
+            ("abc@h", "z9hG4bK-long-branch-0123456789"),
+        ] {
+            let m = Message::parse(
+                format!(
+                    "BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch={branch}\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            let top = TopVia::of(&m).unwrap();
+            assert_eq!(top.branch_hash, fnv(branch.bytes()));
+            assert_eq!(top.tag_hash, fnv(call_id.bytes().chain(branch.bytes())));
+            assert_eq!(to_tag_for(&m), tag_text(top.tag_hash));
+        }
+    }
+
+    #[test]
+    fn split_ascii_splits_as_str_split_does() {
+        for s in [
+            "",
+            ";",
+            "a",
+            "a;b",
+            ";a;;b;",
+            "é;ü=ß;",
+            "branch=z9hG4bK1;rport;received=1.2.3.4",
+        ] {
+            for sep in [b';', b'='] {
+                let ours: Vec<&str> = split_ascii(s, sep).collect();
+                let std: Vec<&str> = s.split(char::from(sep)).collect();
+                assert_eq!(ours, std, "{s:?} {sep}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_decimals_and_the_tag_precheck() {
+        for (i, text) in SMALL_DECIMALS.iter().enumerate() {
+            assert_eq!(*text, i.to_string());
+        }
+        for (value, tag) in [
+            ("<sip:bob@b.example>", None),
+            ("<sip:bob@b.example>;tag=x1", Some("x1")),
+            ("<sip:bob@b.example>;TAG=x2", Some("x2")),
+            ("\"tag\" <sip:tag@b.example>", None),
+            ("sip:bob@b.example;tag=x3", Some("x3")),
+        ] {
+            let m = Message::parse(
+                format!("BYE sip:b@h SIP/2.0\r\nTo: {value}\r\nContent-Length: 0\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let to = m.headers.view::<ToRef>().unwrap().unwrap();
+            assert_eq!(to.tag().as_deref(), tag, "{value}");
+            assert!(may_hold_tag(value) || tag.is_none(), "{value}");
+        }
+        assert!(!may_hold_tag("<sip:bob@b.example;ta=g>"));
+    }
+
+    #[test]
+    fn a_tag_on_the_stack_is_the_one_push_hex16_writes() {
+        for h in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let mut want = String::from("r");
+            sip_msg::push_hex16(&mut want, h);
+            assert_eq!(Tag::of(h).as_str(), want);
+            assert_eq!(tag_text(h), want);
+        }
     }
 
     #[test]

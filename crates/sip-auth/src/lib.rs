@@ -173,51 +173,31 @@ impl Algorithm {
     }
 }
 
-/// A running hash of one of the digest algorithms, fed in pieces (no text is formatted to
-/// hash it).
-enum Hasher {
-    Md5(Md5),
-    Sha256(Sha256),
-    Sha512_256(Sha512_256),
-}
-
-impl Hasher {
-    fn new(alg: Algorithm) -> Self {
-        match alg {
-            Algorithm::Md5 | Algorithm::Md5Sess => Hasher::Md5(Md5::new()),
-            Algorithm::Sha256 | Algorithm::Sha256Sess => Hasher::Sha256(Sha256::new()),
-            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => {
-                Hasher::Sha512_256(Sha512_256::new())
+/// `H(parts joined by ':')` in lower-case hex, with `D` one of the digest algorithms (RFC
+/// 7616 §3.4: every digest input is such a list). The parts are gathered in a stack buffer
+/// and hashed in one update when they fit (a digest input is short: two hex digests, a
+/// nonce, a count, a cnonce), else fed as they come; no text is formatted to hash it.
+fn digest_hex<D: Digest>(parts: &[&[u8]]) -> HexDigest {
+    let mut h = D::new();
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    for (i, p) in parts.iter().enumerate() {
+        let sep: &[u8] = if i > 0 { b":" } else { b"" };
+        for piece in [sep, p] {
+            if n + piece.len() > buf.len() {
+                h.update(&buf[..n]);
+                n = 0;
+                if piece.len() > buf.len() {
+                    h.update(piece);
+                    continue;
+                }
             }
+            buf[n..n + piece.len()].copy_from_slice(piece);
+            n += piece.len();
         }
     }
-
-    /// Feeds `parts`, separated by `:` (RFC 7616 §3.4: every digest input is such a list).
-    fn parts(mut self, parts: &[&[u8]]) -> Self {
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                self.update(b":");
-            }
-            self.update(p);
-        }
-        self
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Md5(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512_256(h) => h.update(data),
-        }
-    }
-
-    fn hex(self) -> HexDigest {
-        match self {
-            Hasher::Md5(h) => HexDigest::of(&h.finalize()),
-            Hasher::Sha256(h) => HexDigest::of(&h.finalize()),
-            Hasher::Sha512_256(h) => HexDigest::of(&h.finalize()),
-        }
-    }
+    h.update(&buf[..n]);
+    HexDigest::of(&h.finalize())
 }
 
 /// A digest in lower-case hex, on the stack (at most 32 bytes: 64 characters).
@@ -229,13 +209,11 @@ struct HexDigest {
 
 impl HexDigest {
     fn of(bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [0u8; 64];
         // Every algorithm here outputs at most 32 bytes (MD5 16, SHA-256 and SHA-512/256 32).
         let bytes = &bytes[..bytes.len().min(32)];
-        for (i, b) in bytes.iter().enumerate() {
-            buf[2 * i] = DIGITS[usize::from(b >> 4)];
-            buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        for (pair, b) in buf.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
         }
         Self {
             buf,
@@ -253,13 +231,26 @@ impl HexDigest {
     }
 }
 
+/// The two lower-case hex digits of every byte: one load per byte instead of two shifts,
+/// masks and loads.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// Lower-case hex (digest 0.11 outputs do not implement `LowerHex`).
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
+        let [hi, lo] = HEX_PAIRS[usize::from(*b)];
+        s.push(char::from(hi));
+        s.push(char::from(lo));
     }
     s
 }
@@ -273,19 +264,18 @@ pub enum Qop {
     AuthInt,
 }
 
-/// Splits `name=value, name="quoted, value"` into pairs, unquoting values.
-/// The `name=value` parameters of a digest header, read in place: names as written (compare
-/// them case-insensitively, see [`param`]), values unquoted (borrowed unless they hold escapes).
-fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
+/// Reads the `name=value` parameters of a digest header in place and hands each to `f`, in
+/// order: names as written (compare them case-insensitively), values unquoted (borrowed
+/// unless they hold escapes). Nothing is collected: the callers keep the values they know.
+fn parse_params<'a>(s: &'a str, mut f: impl FnMut(&'a str, Cow<'a, str>)) -> Result<(), AuthError> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(12);
     let mut i = 0;
     loop {
         while i < b.len() && matches!(b[i], b' ' | b'\t' | b',' | b'\r' | b'\n') {
             i += 1;
         }
         if i >= b.len() {
-            return Ok(out);
+            return Ok(());
         }
         let start = i;
         while i < b.len() && b[i] != b'=' && b[i] != b',' {
@@ -295,7 +285,7 @@ fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
             return Err(AuthError::BadParam);
         }
         let name = s[start..i].trim();
-        if name.is_empty() || name.contains([' ', '\t', '"']) {
+        if name.is_empty() || name.bytes().any(|c| matches!(c, b' ' | b'\t' | b'"')) {
             return Err(AuthError::BadParam);
         }
         i += 1;
@@ -307,6 +297,11 @@ fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
             let start = i;
             let mut escaped: Option<Vec<u8>> = None;
             loop {
+                if escaped.is_none() {
+                    // Up to the next quote or backslash at once (nearly every value has
+                    // no escape: this finds its closing quote).
+                    i += quote_or_backslash(&b[i..]);
+                }
                 match b.get(i) {
                     None => return Err(AuthError::UnterminatedQuote),
                     Some(b'\\') => {
@@ -340,25 +335,50 @@ fn parse_params(s: &str) -> Result<Vec<(&str, Cow<'_, str>)>, AuthError> {
             }
             s[start..i].trim().into()
         };
-        out.push((name, value));
+        f(name, value);
     }
 }
 
-/// The value of parameter `name` (case-insensitive, first occurrence) of a [`parse_params`]
-/// list (a copy of the borrowed text, not of the characters).
-fn param<'a>(params: &[(&str, Cow<'a, str>)], name: &str) -> Option<Cow<'a, str>> {
-    params
+/// The index of the first `"` or `\` in `b` (`b.len()` when there is none), read eight
+/// bytes at a time.
+fn quote_or_backslash(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&b[i..i + 8]);
+        let w = u64::from_le_bytes(word);
+        let q = w ^ (ONES * u64::from(b'"'));
+        let s = w ^ (ONES * u64::from(b'\\'));
+        // A byte of `q` or `s` is zero where `w` holds the byte looked for; the lowest flag
+        // of `(x - ONES) & !x & HIGHS` marks the first zero byte exactly (a borrow only
+        // flags bytes above a zero one).
+        let found = ((q.wrapping_sub(ONES) & !q) | (s.wrapping_sub(ONES) & !s)) & HIGHS;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + b[i..]
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
+        .position(|&c| c == b'"' || c == b'\\')
+        .unwrap_or(b.len() - i)
 }
 
-/// [`param`] borrowed, for values only looked at (algorithm, qop, stale).
-fn param_ref<'a>(params: &'a [(&str, Cow<'_, str>)], name: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_ref())
+/// Keeps the first value of each parameter named in `names` (case-insensitive), in the slot
+/// of its name; other parameters are ignored.
+fn keep_first<'a, const N: usize>(
+    names: &[&str; N],
+    slots: &mut [Option<Cow<'a, str>>; N],
+) -> impl FnMut(&'a str, Cow<'a, str>) {
+    move |name, value| {
+        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name))
+            && slots[i].is_none()
+        {
+            slots[i] = Some(value);
+        }
+    }
 }
 
 /// Splits a header value into its scheme and the parameters after it.
@@ -393,13 +413,20 @@ pub struct Challenge<'a> {
 impl<'a> Challenge<'a> {
     /// Reads one challenge header value.
     pub fn parse(value: &'a str) -> Result<Self, AuthError> {
-        let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| param(&params, n);
-        let algorithm = match param_ref(&params, "algorithm") {
+        let mut slots = Default::default();
+        parse_params(
+            split_scheme(value)?,
+            keep_first(
+                &["realm", "nonce", "opaque", "algorithm", "qop", "stale"],
+                &mut slots,
+            ),
+        )?;
+        let [realm, nonce, opaque, algorithm, qop, stale] = slots;
+        let algorithm = match algorithm.as_deref() {
             Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
-        let qop = match param_ref(&params, "qop") {
+        let qop = match qop.as_deref() {
             None => Vec::new(),
             Some(q) => {
                 let offered: Vec<Qop> = q
@@ -422,12 +449,12 @@ impl<'a> Challenge<'a> {
             }
         };
         Ok(Self {
-            realm: get("realm").ok_or(AuthError::Missing("realm"))?,
-            nonce: get("nonce").ok_or(AuthError::Missing("nonce"))?,
-            opaque: get("opaque"),
+            realm: realm.ok_or(AuthError::Missing("realm"))?,
+            nonce: nonce.ok_or(AuthError::Missing("nonce"))?,
+            opaque,
             algorithm,
             qop,
-            stale: param_ref(&params, "stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
+            stale: stale.is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
     }
 
@@ -486,44 +513,70 @@ fn response(
     uri: &str,
     body: &[u8],
 ) -> HexDigest {
+    let args = ResponseArgs {
+        sess: alg.is_sess(),
+        user,
+        realm,
+        password,
+        nonce,
+        cnonce,
+        nc,
+        qop,
+        method,
+        uri,
+        body,
+    };
+    // The algorithm is chosen once; every hash below is then a direct call.
+    match alg {
+        Algorithm::Md5 | Algorithm::Md5Sess => response_with::<Md5>(&args),
+        Algorithm::Sha256 | Algorithm::Sha256Sess => response_with::<Sha256>(&args),
+        Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => response_with::<Sha512_256>(&args),
+    }
+}
+
+/// The inputs of [`response`].
+struct ResponseArgs<'a> {
+    sess: bool,
+    user: &'a str,
+    realm: &'a str,
+    password: &'a str,
+    nonce: &'a str,
+    cnonce: &'a str,
+    nc: &'a str,
+    qop: Option<Qop>,
+    method: &'a str,
+    uri: &'a str,
+    body: &'a [u8],
+}
+
+/// [`response`] with the algorithm's hash `D`.
+fn response_with<D: Digest>(a: &ResponseArgs<'_>) -> HexDigest {
     // Every input is hashed in pieces: no formatted copies (this runs for every request a
     // fleet authenticates, on both sides).
-    let mut ha1 = Hasher::new(alg)
-        .parts(&[user.as_bytes(), realm.as_bytes(), password.as_bytes()])
-        .hex();
-    if alg.is_sess() {
-        ha1 = Hasher::new(alg)
-            .parts(&[ha1.as_bytes(), nonce.as_bytes(), cnonce.as_bytes()])
-            .hex();
+    let mut ha1 = digest_hex::<D>(&[a.user.as_bytes(), a.realm.as_bytes(), a.password.as_bytes()]);
+    if a.sess {
+        ha1 = digest_hex::<D>(&[ha1.as_bytes(), a.nonce.as_bytes(), a.cnonce.as_bytes()]);
     }
-    let ha2 = match qop {
+    let ha2 = match a.qop {
         Some(Qop::AuthInt) => {
-            let hb = Hasher::new(alg).parts(&[body]).hex();
-            Hasher::new(alg)
-                .parts(&[method.as_bytes(), uri.as_bytes(), hb.as_bytes()])
-                .hex()
+            let hb = digest_hex::<D>(&[a.body]);
+            digest_hex::<D>(&[a.method.as_bytes(), a.uri.as_bytes(), hb.as_bytes()])
         }
-        _ => Hasher::new(alg)
-            .parts(&[method.as_bytes(), uri.as_bytes()])
-            .hex(),
+        _ => digest_hex::<D>(&[a.method.as_bytes(), a.uri.as_bytes()]),
     };
-    match qop {
+    match a.qop {
         Some(q) => {
             let q = if q == Qop::Auth { "auth" } else { "auth-int" };
-            Hasher::new(alg)
-                .parts(&[
-                    ha1.as_bytes(),
-                    nonce.as_bytes(),
-                    nc.as_bytes(),
-                    cnonce.as_bytes(),
-                    q.as_bytes(),
-                    ha2.as_bytes(),
-                ])
-                .hex()
+            digest_hex::<D>(&[
+                ha1.as_bytes(),
+                a.nonce.as_bytes(),
+                a.nc.as_bytes(),
+                a.cnonce.as_bytes(),
+                q.as_bytes(),
+                ha2.as_bytes(),
+            ])
         }
-        None => Hasher::new(alg)
-            .parts(&[ha1.as_bytes(), nonce.as_bytes(), ha2.as_bytes()])
-            .hex(),
+        None => digest_hex::<D>(&[ha1.as_bytes(), a.nonce.as_bytes(), ha2.as_bytes()]),
     }
 }
 
@@ -647,7 +700,7 @@ impl DigestClient {
 
 /// `s` escaped for a quoted-string: borrowed when it holds no `\\` or `"` (nearly always).
 fn quote(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|c| c == b'\\' || c == b'"') {
+    if quote_or_backslash(s.as_bytes()) < s.len() {
         s.replace('\\', "\\\\").replace('"', "\\\"").into()
     } else {
         s.into()
@@ -683,29 +736,58 @@ pub struct Authorization<'a> {
 impl<'a> Authorization<'a> {
     /// Reads a credentials header value.
     pub fn parse(value: &'a str) -> Result<Self, AuthError> {
-        let params = parse_params(split_scheme(value)?)?;
-        let get = |n: &str| param(&params, n);
-        let qop = match param_ref(&params, "qop") {
+        let mut slots = Default::default();
+        parse_params(
+            split_scheme(value)?,
+            keep_first(
+                &[
+                    "username",
+                    "realm",
+                    "nonce",
+                    "uri",
+                    "response",
+                    "algorithm",
+                    "qop",
+                    "cnonce",
+                    "nc",
+                    "opaque",
+                ],
+                &mut slots,
+            ),
+        )?;
+        let [
+            username,
+            realm,
+            nonce,
+            uri,
+            response,
+            algorithm,
+            qop,
+            cnonce,
+            nc,
+            opaque,
+        ] = slots;
+        let qop = match qop.as_deref() {
             None => None,
             Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
             Some(q) if q.eq_ignore_ascii_case("auth-int") => Some(Qop::AuthInt),
             Some(_) => return Err(AuthError::UnsupportedQop),
         };
-        let algorithm = match param_ref(&params, "algorithm") {
+        let algorithm = match algorithm.as_deref() {
             Some(a) => Algorithm::parse(a).ok_or(AuthError::UnsupportedAlgorithm)?,
             None => Algorithm::Md5,
         };
         let a = Self {
-            username: get("username").ok_or(AuthError::Missing("username"))?,
-            realm: get("realm").ok_or(AuthError::Missing("realm"))?,
-            nonce: get("nonce").ok_or(AuthError::Missing("nonce"))?,
-            uri: get("uri").ok_or(AuthError::Missing("uri"))?,
-            response: get("response").ok_or(AuthError::Missing("response"))?,
+            username: username.ok_or(AuthError::Missing("username"))?,
+            realm: realm.ok_or(AuthError::Missing("realm"))?,
+            nonce: nonce.ok_or(AuthError::Missing("nonce"))?,
+            uri: uri.ok_or(AuthError::Missing("uri"))?,
+            response: response.ok_or(AuthError::Missing("response"))?,
             algorithm,
             qop,
-            cnonce: get("cnonce"),
-            nc: get("nc"),
-            opaque: get("opaque"),
+            cnonce,
+            nc,
+            opaque,
         };
         if a.qop.is_some() && (a.cnonce.is_none() || a.nc.is_none()) {
             return Err(AuthError::Missing("cnonce/nc"));
@@ -762,13 +844,11 @@ impl NonceIssuer {
 
     /// A nonce for `realm` at `now_unix`.
     pub fn issue(&self, realm: &str, now_unix: u64) -> String {
-        let mut out = String::with_capacity(20 + 1 + 24);
-        self.write_nonce(realm, now_unix, &mut out);
-        out
+        self.nonce(realm, now_unix).as_str().to_owned()
     }
 
-    /// Appends the nonce for `realm` at `now_unix` to `out` (no other allocation).
-    fn write_nonce(&self, realm: &str, now_unix: u64, out: &mut String) {
+    /// The nonce for `realm` at `now_unix`, on the stack.
+    fn nonce(&self, realm: &str, now_unix: u64) -> NonceText {
         let mut mac = self.mac.clone();
         let mut digits = [0u8; 20];
         let ts = decimal(now_unix, &mut digits);
@@ -776,9 +856,18 @@ impl NonceIssuer {
         mac.update(b":");
         mac.update(realm.as_bytes());
         let mac = mac.finalize().into_bytes();
-        out.push_str(ts);
-        out.push('.');
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&mac[..18], out);
+        let mut out = NonceText {
+            buf: [0; 45],
+            len: ts.len() + 1,
+        };
+        out.buf[..ts.len()].copy_from_slice(ts.as_bytes());
+        out.buf[ts.len()] = b'.';
+        // 18 bytes are exactly 24 base64 characters, and a timestamp at most 20 digits:
+        // the buffer fits (the `unwrap_or` is never taken).
+        out.len += base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(&mac[..18], &mut out.buf[out.len..])
+            .unwrap_or(0);
+        out
     }
 
     /// Checks a nonce we may have issued.
@@ -821,20 +910,56 @@ impl NonceIssuer {
         stale: bool,
         now_unix: u64,
     ) -> String {
-        let realm_q = quote(realm);
-        let mut v = String::with_capacity(80 + realm_q.len());
-        v.push_str("Digest realm=\"");
-        v.push_str(&realm_q);
-        v.push_str("\", nonce=\"");
-        self.write_nonce(realm, now_unix, &mut v);
-        v.push_str("\", algorithm=");
-        v.push_str(algorithm.as_str());
-        v.push_str(", qop=\"auth\"");
-        if stale {
-            v.push_str(", stale=true");
-        }
+        let [v] = self.challenges(realm, [algorithm], stale, now_unix);
         v
     }
+
+    /// [`NonceIssuer::challenge`] for each of `algorithms`, in order, with the one nonce
+    /// they share (RFC 8760 §2.4: a server offers one challenge per algorithm) computed once.
+    pub fn challenges<const N: usize>(
+        &self,
+        realm: &str,
+        algorithms: [Algorithm; N],
+        stale: bool,
+        now_unix: u64,
+    ) -> [String; N] {
+        let nonce = self.nonce(realm, now_unix);
+        let realm_q = quote(realm);
+        algorithms.map(|algorithm| challenge_text(&realm_q, nonce.as_str(), algorithm, stale))
+    }
+}
+
+/// A nonce on the stack: the timestamp (at most 20 digits), `.`, 24 base64 characters.
+struct NonceText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl NonceText {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits, `.` and base64 characters are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+/// A challenge header value for an already quoted realm and a nonce.
+fn challenge_text(realm_q: &str, nonce: &str, algorithm: Algorithm, stale: bool) -> String {
+    let mut v = String::with_capacity(
+        "Digest realm=\"\", nonce=\"\", algorithm=SHA-512-256-sess, qop=\"auth\", stale=true".len()
+            + realm_q.len()
+            + nonce.len(),
+    );
+    v.push_str("Digest realm=\"");
+    v.push_str(realm_q);
+    v.push_str("\", nonce=\"");
+    v.push_str(nonce);
+    v.push_str("\", algorithm=");
+    v.push_str(algorithm.as_str());
+    v.push_str(", qop=\"auth\"");
+    if stale {
+        v.push_str(", stale=true");
+    }
+    v
 }
 
 /// `n` in decimal, written into `buf` (a u64 has at most 20 digits).
@@ -996,10 +1121,43 @@ pub mod ephemeral {
             username: &str,
             now_unix: u64,
         ) -> Result<String, EphemeralError> {
+            self.expected(username, now_unix)
+                .map(|p| p.expose().to_owned())
+        }
+
+        /// [`Checker::expected_password`] on the stack (no allocation: the registrar asks
+        /// for one per authenticated request).
+        pub fn expected(&self, username: &str, now_unix: u64) -> Result<Password, EphemeralError> {
             check_username(username, now_unix)?;
             let mut mac = self.mac.clone();
             mac.update(username.as_bytes());
-            Ok(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+            let mut p = Password([0; 44]);
+            // 32 bytes are exactly 44 base64 characters (with one `=`): the buffer fits, the
+            // `unwrap_or` is never taken.
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(mac.finalize().into_bytes(), &mut p.0)
+                .unwrap_or(0);
+            debug_assert_eq!(n, 44);
+            Ok(p)
+        }
+    }
+
+    /// An ephemeral password (base64 of an HMAC-SHA-256, 44 characters) on the stack; never
+    /// shown by `Debug`.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub struct Password([u8; 44]);
+
+    impl Password {
+        /// The password itself.
+        pub fn expose(&self) -> &str {
+            // Only base64 characters are written.
+            std::str::from_utf8(&self.0).unwrap_or_default()
+        }
+    }
+
+    impl std::fmt::Debug for Password {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("<redacted>")
         }
     }
 }
@@ -1287,6 +1445,92 @@ mod tests {
     }
 
     #[test]
+    fn challenges_share_one_nonce_and_print_as_challenge_does() {
+        let issuer = NonceIssuer::new(b"k", 300);
+        for realm in ["sipmeter", r#"a "quoted" \ realm"#] {
+            for stale in [false, true] {
+                let both =
+                    issuer.challenges(realm, [Algorithm::Sha256, Algorithm::Md5], stale, 1_234);
+                assert_eq!(
+                    both,
+                    [
+                        issuer.challenge(realm, Algorithm::Sha256, stale, 1_234),
+                        issuer.challenge(realm, Algorithm::Md5, stale, 1_234),
+                    ]
+                );
+                let ch = Challenge::parse(&both[0]).unwrap();
+                assert_eq!((&*ch.realm, ch.stale), (realm, stale));
+                assert_eq!(ch.nonce, issuer.issue(realm, 1_234));
+                assert_eq!(issuer.check(&ch.nonce, realm, 1_234), NonceState::Fresh);
+            }
+        }
+        // The longest timestamp still fits the nonce's buffer.
+        let n = issuer.issue("r", u64::MAX);
+        assert_eq!(n.len(), 20 + 1 + 24);
+        assert_eq!(issuer.check(&n, "r", u64::MAX), NonceState::Fresh);
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for c in [b'"', b'\\'] {
+                    let mut b = vec![b'x'; len];
+                    if at < len {
+                        b[at] = c;
+                    }
+                    assert_eq!(quote_or_backslash(&b), at, "{len} {at} {c}");
+                    // Bytes next to the ones looked for, and high bytes, are not taken for them.
+                    let other: Vec<u8> = (0..len)
+                        .map(|i| [b'!', b'#', b'[', b']', 0xa2, 0xdc][i % 6])
+                        .collect();
+                    assert_eq!(quote_or_backslash(&other), len);
+                }
+            }
+        }
+        // Escapes at every offset of a long value read as before.
+        for at in 0..40 {
+            let realm = format!(
+                "{}\"{}\\{}",
+                "a".repeat(at),
+                "b".repeat(at % 9),
+                "c".repeat(40 - at)
+            );
+            let v = DigestClient::default().authorize(
+                &Challenge::parse(&format!("Digest realm=\"{}\", nonce=\"n\"", quote(&realm)))
+                    .unwrap(),
+                &Credentials::new("u", "p"),
+                "REGISTER",
+                "sip:r",
+                b"",
+                "c",
+            );
+            let a = Authorization::parse(&v).unwrap();
+            assert_eq!(a.realm, realm);
+            assert_eq!(a.nonce, "n");
+        }
+    }
+
+    #[test]
+    fn hashing_in_pieces_is_hashing_the_joined_text() {
+        for alg in [Algorithm::Md5, Algorithm::Sha256, Algorithm::Sha512_256] {
+            // Around the stack buffer's size, and past it.
+            for len in [0, 1, 100, 254, 255, 256, 257, 300, 600] {
+                let big = "x".repeat(len);
+                let parts: [&[u8]; 4] = [b"a", big.as_bytes(), b"", b"tail"];
+                let joined = format!("a:{big}::tail");
+                let got = match alg {
+                    Algorithm::Md5 => digest_hex::<Md5>(&parts),
+                    Algorithm::Sha256 => digest_hex::<Sha256>(&parts),
+                    _ => digest_hex::<Sha512_256>(&parts),
+                };
+                assert_eq!(got.as_str(), alg.hash(joined.as_bytes()), "{alg:?} {len}");
+            }
+        }
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    }
+
+    #[test]
     fn ephemeral_credentials() {
         let secret = b"run secret";
         let (user, pw) = ephemeral::issue(secret, "run42-ep7", 2_000);
@@ -1326,6 +1570,11 @@ mod tests {
                 for now in [0, 1_999, 2_001] {
                     assert_eq!(
                         checker.expected_password(user, now),
+                        ephemeral::expected_password(secret, user, now),
+                        "{user} at {now}"
+                    );
+                    assert_eq!(
+                        checker.expected(user, now).map(|p| p.expose().to_owned()),
                         ephemeral::expected_password(secret, user, now),
                         "{user} at {now}"
                     );
