@@ -650,6 +650,7 @@ impl Headers {
     }
 
     /// Appends a header.
+    #[inline]
     pub fn push(&mut self, header: Header) {
         self.0.push(header);
     }

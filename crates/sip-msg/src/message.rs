@@ -740,25 +740,42 @@ fn split_head(buf: &[u8]) -> Result<Head, ParseError> {
     }
 }
 
-/// The index of the first `\n` in `b` at or after `from`, eight bytes at a time.
+/// The index of the first `\n` in `b` at or after `from`, sixteen bytes at a time.
+#[inline(always)]
 fn find_lf(b: &[u8], from: usize) -> Option<usize> {
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 8) {
+    // A zero byte of `x` is a `\n` of the input; the lowest flagged byte is always a real
+    // zero (borrows only propagate upwards), so little-endian order finds the first one.
+    #[inline(always)]
+    fn flags(chunk: &[u8]) -> u64 {
+        const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        // A zero byte of `x` is a `\n` of the input; the lowest flagged byte is always a real
-        // zero (borrows only propagate upwards), so little-endian order finds the first one.
         let x = u64::from_le_bytes(word) ^ LF;
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
+        x.wrapping_sub(ONES) & !x & HIGHS
     }
-    b.get(i..)?.iter().position(|&c| c == b'\n').map(|p| i + p)
+    let rest = b.get(from..)?;
+    let mut blocks = rest.chunks_exact(16);
+    let mut i = from;
+    for block in blocks.by_ref() {
+        let (lo, hi) = block.split_at(8);
+        let (lo, hi) = (flags(lo), flags(hi));
+        if lo | hi != 0 {
+            let k = if lo != 0 {
+                lo.trailing_zeros() / 8
+            } else {
+                8 + hi.trailing_zeros() / 8
+            };
+            return Some(i + k as usize);
+        }
+        i += 16;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| i + p)
 }
 
 /// Where the bytes being parsed come from: a borrowed slice (copied out as needed) or a
@@ -1763,6 +1780,34 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                     .unwrap()
                     .starts_with(&format!("SIP/2.0 200 {reason}\r\n"))
             );
+        }
+    }
+
+    #[test]
+    fn find_lf_finds_what_a_byte_by_byte_scan_finds() {
+        // Buffers of every length up to 40 (blocks of sixteen, the remainder, both), with a
+        // `\n` at every place or none, near misses around it (0x0B and 0x0A ^ 0x80 are one
+        // bit away, 0x00 and 0xFF the extremes), searched from every start.
+        for len in 0..40usize {
+            for lf in (0..len).map(Some).chain([None]) {
+                for filler in [b'a', 0x0B, 0x8A, 0x00, 0xFF, b'\r'] {
+                    let mut b = vec![filler; len];
+                    if let Some(at) = lf {
+                        b[at] = b'\n';
+                        // A second one further on: the first must be found.
+                        if at + 3 < len {
+                            b[at + 3] = b'\n';
+                        }
+                    }
+                    for from in 0..=len + 1 {
+                        let expected = b
+                            .get(from..)
+                            .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                            .map(|p| p + from);
+                        assert_eq!(find_lf(&b, from), expected, "{b:?} from {from}");
+                    }
+                }
+            }
         }
     }
 
