@@ -949,9 +949,17 @@ impl Params {
     }
 }
 
-/// `n` in decimal, written into `buf` (a u64 has at most 20 digits): the digits without the
-/// formatting machinery of `Display`.
+/// `00`, `01` … `99`: the numbers below 100 are slices of this text (no digit loop and no
+/// UTF-8 check for the Max-Forwards, CSeq and Content-Length of nearly every message).
+const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// `n` in decimal, written into `buf` (20 bytes hold any `u64`).
 pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    if n < 100 {
+        // `n` < 100: in bounds, and ASCII, so on character boundaries.
+        let at = 2 * n as usize + usize::from(n < 10);
+        return PAIRS.get(at..2 * n as usize + 2).unwrap_or_default();
+    }
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -966,29 +974,51 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
+/// A 16-byte block aligned as two words (the UTF-8 check of a whole aligned block is one
+/// step of its ASCII fast path).
+#[repr(align(16))]
+pub(crate) struct Block(pub(crate) [u8; 16]);
+
+/// Each octet's digits (at most three) and how many there are, in the fourth byte.
+static OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        // `i` < 256: the cast cannot truncate.
+        let o = i as u8;
+        t[i] = if o >= 100 {
+            [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, 3]
+        } else if o >= 10 {
+            [b'0' + o / 10, b'0' + o % 10, b' ', 2]
+        } else {
+            [b'0' + o, b' ', b' ', 1]
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Writes an IPv4 address as `Ipv4Addr`'s `Display` does (dotted decimal), in one call.
 pub(crate) fn write_ipv4(f: &mut impl std::fmt::Write, a: std::net::Ipv4Addr) -> std::fmt::Result {
-    let mut out = [0u8; 15];
+    // Four octets of up to three digits and three dots: at most 15 bytes of a block padded
+    // with spaces, each octet copied from the table as four bytes (its digits, then bytes
+    // the next octet or the padding overwrite).
+    let mut b = Block([b' '; 16]);
     let mut len = 0;
-    for (k, o) in a.octets().into_iter().enumerate() {
-        if k > 0 {
-            out[len] = b'.';
-            len += 1;
-        }
-        // At most three digits, no leading zero (as `Ipv4Addr` prints them).
-        if o >= 100 {
-            out[len] = b'0' + o / 100;
-            len += 1;
-        }
-        if o >= 10 {
-            out[len] = b'0' + o / 10 % 10;
-            len += 1;
-        }
-        out[len] = b'0' + o % 10;
-        len += 1;
+    for o in a.octets() {
+        let digits = OCTETS[usize::from(o)];
+        let n = usize::from(digits[3]);
+        // `len` <= 12 here (three octets of three digits and their dots): in bounds.
+        b.0[len..len + 4].copy_from_slice(&digits);
+        b.0[len + n] = b'.';
+        len += n + 1;
     }
-    // Only ASCII digits and dots are written, so this never falls back.
-    f.write_str(std::str::from_utf8(&out[..len]).unwrap_or_default())
+    // The last octet's dot is not part of the address.
+    len -= 1;
+    b.0[len] = b' ';
+    // Only ASCII digits, dots and spaces are written, so this never falls back.
+    let text = std::str::from_utf8(&b.0).unwrap_or_default();
+    f.write_str(text.get(..len).unwrap_or_default())
 }
 
 /// Parses a decimal number that must fit in `u64` and be at most `max`.
