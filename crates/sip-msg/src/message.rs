@@ -892,35 +892,23 @@ fn read_name(
     Ok((HeaderName::from_token(name), colon))
 }
 
-fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
-    // RFC 3261 §7.5: ignore CRLFs before the start line.
-    let skip = bytes
-        .iter()
-        .take_while(|&&c| c == b'\r' || c == b'\n')
-        .count();
-    let src = Source {
-        buf: &bytes[skip..],
-        owner,
-        skip,
-    };
-    let buf = src.buf;
-    if buf.is_empty() {
-        return Err(ParseError::new(ErrorKind::Empty, 0));
-    }
-    // Positions are kept in 32 bits (`Span`, `Raw::Text`): 4 GiB or more is refused (a
-    // datagram is at most 64 KiB; `Message::parse` refuses more than that already).
-    if u32::try_from(buf.len()).is_err() {
-        return Err(ParseError::new(ErrorKind::TooLarge, 0));
-    }
-    // A header-section error found while reading is reported only when the section is
-    // complete; otherwise the message is incomplete (the framer may be mid-stream).
-    let or_incomplete = |e: ParseError| match split_head(buf) {
-        Err(incomplete) => incomplete,
-        Ok(_) => e,
-    };
+/// What [`split_lines`] finds besides the header spans.
+struct Lines {
+    /// The end of the start line (without its line end).
+    start_end: usize,
+    /// Where the body starts (after the empty line).
+    body_at: usize,
+    /// A line ended with a bare LF.
+    bare_lf: bool,
+    /// The first header line starts with white space (a fold with nothing to continue).
+    leading_fold: bool,
+}
 
-    // Split the header section into lines (CRLF, or a bare LF tolerated and flagged): the
-    // start line, then the header spans, up to the empty line.
+/// Splits the header section of `buf` into lines (CRLF, or a bare LF tolerated and
+/// flagged): the start line, then the header lines into `spans`, up to the empty line.
+/// A function of its own (not inlined into `parse`): its loop keeps its state in registers.
+#[inline(never)]
+fn split_lines(buf: &[u8], spans: &mut Spans) -> Result<Lines, ParseError> {
     let mut bare_lf = false;
     let mut line_end = |pos: usize, lines: usize| -> Result<(usize, usize), ParseError> {
         let nl = find_lf(buf, pos).ok_or(ParseError::new(ErrorKind::Incomplete, lines + 1))?;
@@ -932,10 +920,9 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         };
         Ok((end, nl + 1))
     };
-    let (e0, mut pos) = line_end(0, 0)?;
+    let (start_end, mut pos) = line_end(0, 0)?;
     // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the
     // previous). Collected as (start, end, line number, folded) before the head text exists.
-    let mut spans = Spans::new();
     let mut lines = 1;
     let mut leading_fold = false;
     let body_at = loop {
@@ -963,6 +950,74 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         }
         pos = next;
     };
+    Ok(Lines {
+        start_end,
+        body_at,
+        bare_lf,
+        leading_fold,
+    })
+}
+
+/// The first Content-Length's line number and value, if any.
+type FirstLength = Option<(usize, Result<ContentLength, HeaderError>)>;
+
+/// Reads the header lines `spans` into `headers`. Gives the first Content-Length (what
+/// `headers.typed()` would find) and its line number. A function of its own, as
+/// [`split_lines`].
+#[inline(never)]
+fn read_headers(
+    src: &Source<'_>,
+    head: Option<&Arc<str>>,
+    spans: &Spans,
+    headers: &mut Headers,
+) -> Result<FirstLength, ParseError> {
+    // A header-section error found while reading is reported only when the section is
+    // complete; otherwise the message is incomplete (the framer may be mid-stream).
+    let or_incomplete = |e: ParseError| match split_head(src.buf) {
+        Err(incomplete) => incomplete,
+        Ok(_) => e,
+    };
+    let mut content_length = None;
+    for span in spans.iter() {
+        let is_length = parse_header(src, head, span.unpack(), headers).map_err(or_incomplete)?;
+        if is_length && content_length.is_none() {
+            content_length = headers
+                .last()
+                .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
+        }
+    }
+    Ok(content_length)
+}
+
+fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    let skip = bytes
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
+    let src = Source {
+        buf: &bytes[skip..],
+        owner,
+        skip,
+    };
+    let buf = src.buf;
+    if buf.is_empty() {
+        return Err(ParseError::new(ErrorKind::Empty, 0));
+    }
+    // Positions are kept in 32 bits (`Span`, `Raw::Text`): 4 GiB or more is refused (a
+    // datagram is at most 64 KiB; `Message::parse` refuses more than that already).
+    if u32::try_from(buf.len()).is_err() {
+        return Err(ParseError::new(ErrorKind::TooLarge, 0));
+    }
+    // Split the header section into lines: the start line, then the header spans, up to
+    // the empty line.
+    let mut spans = Spans::new();
+    let Lines {
+        start_end: e0,
+        body_at,
+        bare_lf,
+        leading_fold,
+    } = split_lines(buf, &mut spans)?;
 
     // The header section as one shared UTF-8 text when it is (nearly always), so that header
     // values are `&str` ranges of it without a copy or a check per header.
@@ -986,16 +1041,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
 
     let mut headers = Headers::with_capacity(spans.len);
     // The first Content-Length, noted while reading (what `headers.typed()` would find).
-    let mut content_length = None;
-    for span in spans.iter() {
-        let is_length = parse_header(&src, head.as_ref(), span.unpack(), &mut headers)
-            .map_err(or_incomplete)?;
-        if is_length && content_length.is_none() {
-            content_length = headers
-                .last()
-                .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
-        }
-    }
+    let content_length = read_headers(&src, head.as_ref(), &spans, &mut headers)?;
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
     let available = buf.len() - body_at;
