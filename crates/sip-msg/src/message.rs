@@ -826,14 +826,24 @@ fn parse_header(
     };
     let is_length = matches!(name, HeaderName::ContentLength);
     let value_bytes = &raw[colon + 1..];
-    let start = value_bytes
-        .iter()
-        .position(|&c| c != b' ' && c != b'\t')
-        .unwrap_or(value_bytes.len());
-    let end = value_bytes
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |e| e + 1);
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    // The usual `Name: value`: one space after the colon, none at the end (no search).
+    let (start, end) = match value_bytes {
+        [b' ', first, ..] if !blank(*first) && value_bytes.last().is_some_and(|&c| !blank(c)) => {
+            (1, value_bytes.len())
+        }
+        _ => {
+            let start = value_bytes
+                .iter()
+                .position(|&c| !blank(c))
+                .unwrap_or(value_bytes.len());
+            let end = value_bytes
+                .iter()
+                .rposition(|&c| !blank(c))
+                .map_or(start, |e| e + 1);
+            (start, end)
+        }
+    };
     match head {
         Some(h) if !folded || !value_bytes[start..end].contains(&b'\n') => {
             // The common case: one line, shared with the head text (no copy). The range is
@@ -1852,6 +1862,49 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                             .map(|p| p + from);
                         assert_eq!(find_lf(&b, from), expected, "{b:?} from {from}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_as_the_general_trim_does() {
+        // Every value of up to four bytes from SP, HT, `x`, `0` and `:` after the colon (the
+        // `Name: value` fast path and every other shape), for a known name and an unknown one.
+        let alphabet = [b' ', b'\t', b'x', b'0', b':'];
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let mut more = Vec::new();
+            for v in values.iter().filter(|v| v.len() == len - 1) {
+                for &c in &alphabet {
+                    let mut w = v.clone();
+                    w.push(c);
+                    more.push(w);
+                }
+            }
+            values.extend(more);
+        }
+        for v in &values {
+            for name in ["Subject", "X-Other", "Content-Length"] {
+                let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+                msg.extend_from_slice(name.as_bytes());
+                msg.push(b':');
+                msg.extend_from_slice(v);
+                msg.extend_from_slice(b"\r\nCall-ID: c\r\n\r\n");
+                let text = std::str::from_utf8(v).unwrap();
+                let expected = text.trim_matches([' ', '\t']);
+                match Message::parse(&msg) {
+                    Ok(m) => {
+                        let h = m.headers.iter().next().unwrap();
+                        assert_eq!(h.value(), expected, "{name}:{text:?}");
+                        assert_eq!(m.to_bytes(), msg, "{name}:{text:?}");
+                    }
+                    // Only a Content-Length that is not a number is refused.
+                    Err(e) => assert_eq!(
+                        (name, e.header()),
+                        ("Content-Length", Some(&HeaderName::ContentLength)),
+                        "{text:?}"
+                    ),
                 }
             }
         }
