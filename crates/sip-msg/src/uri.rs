@@ -333,17 +333,35 @@ impl<'a> SipUriRef<'a> {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once_b(b':') {
-                    Some((u, p)) => (u, Some(p)),
+                // One pass: the user ends at the first `:` (not a user character), and every
+                // byte before it must be one.
+                let b = ui.as_bytes();
+                let mut colon = 0;
+                while colon < b.len() && USER_CHARS[usize::from(b[colon])] {
+                    colon += 1;
+                }
+                let (u, p) = match b.get(colon) {
                     None => (ui, None),
+                    // `:` is ASCII: both cuts are character boundaries.
+                    Some(b':') => (
+                        ui.get(..colon).unwrap_or_default(),
+                        Some(ui.get(colon + 1..).unwrap_or_default()),
+                    ),
+                    // A byte that is not a user character before any `:`. (The escapes are
+                    // checked first, as before: a bad escape is reported as one.)
+                    Some(_) => {
+                        let u = ui.split_once_b(b':').map_or(ui, |(u, _)| u);
+                        if u.is_empty() {
+                            return Err(UriError::BadUser);
+                        }
+                        check_escapes(u)?;
+                        return Err(UriError::BadUser);
+                    }
                 };
                 if u.is_empty() {
                     return Err(UriError::BadUser);
                 }
                 check_escapes(u)?;
-                if u.bytes().any(|c| !USER_CHARS[c as usize]) {
-                    return Err(UriError::BadUser);
-                }
                 if let Some(p) = p {
                     check_escapes(p)?;
                 }
@@ -686,6 +704,16 @@ impl<'a> UriRef<'a> {
             return Err(UriError::Empty);
         }
         let scan = Scan::of(s)?;
+        // `sip:` (any case), the scheme of nearly every URI: read without the general split
+        // and checks below, which give the same answer for it.
+        if s.as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"sip:"))
+        {
+            // The first four bytes are ASCII: the cut is a character boundary.
+            let rest = s.get(4..).unwrap_or_default();
+            return SipUriRef::parse(Scheme::Sip, rest, &scan.after(4)).map(UriRef::Sip);
+        }
         let (scheme, rest) = s.split_once_b(b':').ok_or(UriError::MissingScheme)?;
         let valid_scheme = !scheme.is_empty()
             && scheme.as_bytes()[0].is_ascii_alphabetic()
@@ -857,6 +885,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn user_parts_and_schemes_read_as_before() {
+        // (URI, user, password) or the error, as the two-pass reader gave them: a bad escape
+        // is reported before a bad user character, an empty user before either.
+        let ok = [
+            ("sip:alice@h", Some("alice"), None),
+            ("SIP:alice@h", Some("alice"), None),
+            ("sIp:a%41b@h", Some("a%41b"), None),
+            ("sip:a:pw@h", Some("a"), Some("pw")),
+            ("sip:a:@h", Some("a"), Some("")),
+            ("sip:a:p:q@h", Some("a"), Some("p:q")),
+            (
+                "sip:+1-(2)_3.!~*'&=$,;?/@h",
+                Some("+1-(2)_3.!~*'&=$,;?/"),
+                None,
+            ),
+            ("sip:h", None, None),
+            ("sips:bob@h", Some("bob"), None),
+        ];
+        for (text, user, password) in ok {
+            let u = UriRef::parse(text).unwrap();
+            let s = u.as_sip().unwrap();
+            assert_eq!((s.user, s.password), (user, password), "{text}");
+        }
+        let bad = [
+            ("sip:@h", UriError::BadUser),
+            ("sip::pw@h", UriError::BadUser),
+            ("sip:a[b@h", UriError::BadUser),
+            ("sip:a{:b@h", UriError::BadUser),
+            ("sip:\u{e9}@h", UriError::BadUser),
+            ("sip:a%4g[b@h", UriError::BadEscape),
+            ("sip:a%4g:b@h", UriError::BadEscape),
+            ("sip:a:p%zz@h", UriError::BadEscape),
+            ("sip:a[%zz@h", UriError::BadEscape),
+            ("sip:", UriError::BadHost),
+        ];
+        for (text, e) in bad {
+            assert_eq!(UriRef::parse(text).map(|_| ()), Err(e), "{text}");
+        }
+        // A scheme that only starts like `sip` is another scheme.
+        assert!(matches!(
+            UriRef::parse("si:a@h"),
+            Ok(UriRef::Other { scheme: "si", .. })
+        ));
     }
 
     #[test]
