@@ -46,7 +46,7 @@ pub(crate) trait ByteStr {
 impl ByteStr for str {
     #[inline]
     fn find_b(&self, c: u8) -> Option<usize> {
-        self.as_bytes().iter().position(|&b| b == c)
+        find_byte(self.as_bytes(), c)
     }
 
     #[inline]
@@ -74,6 +74,33 @@ impl ByteStr for str {
             c,
         }
     }
+}
+
+/// The index of the first `c` in `b`: eight bytes at a time (a zero byte of `x ^ c` is a
+/// `c`; the lowest flagged byte is always a real one, as borrows only run upwards), the
+/// last few one by one.
+#[inline]
+fn find_byte(b: &[u8], c: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = u64::from_ne_bytes([c; 8]);
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&x| x == c)
+        .map(|p| at + p)
 }
 
 /// The iterator of [`ByteStr::split_b`].
@@ -1135,6 +1162,33 @@ mod tests {
         let mut p = Params::new();
         p.set("q", Some("\"a\\\"b\""));
         assert_eq!(p.value("Q").as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn find_byte_finds_what_a_byte_by_byte_scan_finds() {
+        // Every target among delimiters, 0x00, 0x01 (one above a match: the borrow trick's
+        // false flag), 0x80 and 0xFF; in buffers of every length up to 33 holding it at every
+        // place (and again further on, and not at all), among fillers next to it in value.
+        for c in [b'>', b':', b';', b'=', b'@', 0x00, 0x01, 0x80, 0xFF] {
+            for len in 0..34usize {
+                for at in (0..len).map(Some).chain([None]) {
+                    for filler in [b'a', c.wrapping_add(1), c.wrapping_sub(1), c ^ 0x80] {
+                        if filler == c {
+                            continue;
+                        }
+                        let mut b = vec![filler; len];
+                        if let Some(at) = at {
+                            b[at] = c;
+                            if at + 5 < len {
+                                b[at + 5] = c;
+                            }
+                        }
+                        let expected = b.iter().position(|&x| x == c);
+                        assert_eq!(find_byte(&b, c), expected, "{c:#x} in {b:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
