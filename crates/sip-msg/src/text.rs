@@ -887,6 +887,50 @@ static PARAM_CLASS: [u8; 256] = {
     t
 };
 
+/// Bit 7 of each byte of `w` that is not an ASCII letter or digit: below 0x30, 0x3A to 0x40,
+/// 0x5B to 0x60, 0x7B and above. Exact per byte: the sums are of 7-bit values and never carry
+/// into the next byte.
+#[inline(always)]
+fn not_alphanumeric(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let y = w & LOW;
+    // Bit 7 where the low seven bits are at least `n` (n <= 0x80).
+    let at_least = |n: u64| y + (0x80 - n) * ONES;
+    (!at_least(0x30)
+        | (at_least(0x3a) & !at_least(0x41))
+        | (at_least(0x5b) & !at_least(0x61))
+        | at_least(0x7b)
+        | w)
+        & HIGH
+}
+
+/// The index of the first byte at or after `i` whose [`PARAM_CLASS`] `accept` refuses (or
+/// the end). Letters and digits (class 1) must be accepted: eight bytes at a time, only the
+/// other bytes are looked up.
+#[inline(always)]
+fn skip_class(s: &[u8], mut i: usize, accept: impl Fn(u8) -> bool) -> usize {
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let mut flags = not_alphanumeric(u64::from_le_bytes(w));
+        while flags != 0 {
+            // Little-endian: the lowest flag is the first such byte.
+            let k = (flags.trailing_zeros() / 8) as usize;
+            if !accept(PARAM_CLASS[usize::from(w[k])]) {
+                return i + k;
+            }
+            flags &= flags - 1;
+        }
+        i += 8;
+    }
+    while i < s.len() && accept(PARAM_CLASS[usize::from(s[i])]) {
+        i += 1;
+    }
+    i
+}
+
 /// For header parameters `name[=value]` joined by `;` with no white space, quotes or other
 /// unusual bytes, which the general reader would accept: their number, and where each starts
 /// in `starts`; one pass instead of the general split, trim and checks. `None` sends the text
@@ -896,9 +940,7 @@ fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8>
     let mut count = 0;
     loop {
         let start = i;
-        while i < s.len() && PARAM_CLASS[s[i] as usize] == 1 {
-            i += 1;
-        }
+        i = skip_class(s, i, |class| class == 1);
         if i == start {
             return None;
         }
@@ -909,9 +951,7 @@ fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8>
         if i < s.len() && s[i] == b'=' {
             i += 1;
             let value = i;
-            while i < s.len() && PARAM_CLASS[s[i] as usize] != 0 {
-                i += 1;
-            }
+            i = skip_class(s, i, |class| class != 0);
             if i == value {
                 return None;
             }
@@ -1050,10 +1090,20 @@ pub(crate) fn write_ipv4(f: &mut impl std::fmt::Write, a: std::net::Ipv4Addr) ->
 
 /// Parses a decimal number that must fit in `u64` and be at most `max`.
 pub(crate) fn parse_num(s: &str, max: u64) -> Result<u64, HeaderError> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 20 {
         return Err(HeaderError::BadNumber);
     }
-    let n: u64 = s.parse().map_err(|_| HeaderError::BadNumber)?;
+    // Digits only, and no overflow: what `u64::from_str` accepts of them, in one pass.
+    let mut n: u64 = 0;
+    for c in s.bytes() {
+        if !c.is_ascii_digit() {
+            return Err(HeaderError::BadNumber);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(c - b'0')))
+            .ok_or(HeaderError::BadNumber)?;
+    }
     if n > max {
         return Err(HeaderError::BadNumber);
     }
@@ -1162,6 +1212,82 @@ mod tests {
         let mut p = Params::new();
         p.set("q", Some("\"a\\\"b\""));
         assert_eq!(p.value("Q").as_deref(), Some("a\"b"));
+    }
+
+    #[test]
+    fn numbers_are_read_as_from_str_reads_them() {
+        // The reference: digits only, at most 20, then `u64::from_str`, then the bound.
+        let reference = |s: &str, max: u64| -> Result<u64, HeaderError> {
+            if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(HeaderError::BadNumber);
+            }
+            let n: u64 = s.parse().map_err(|_| HeaderError::BadNumber)?;
+            if n > max {
+                return Err(HeaderError::BadNumber);
+            }
+            Ok(n)
+        };
+        let mut cases: Vec<String> = [
+            "",
+            "0",
+            "00",
+            "007",
+            "70",
+            "4294967295",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "000000000000000000001",
+            "00000000000000000001",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1a",
+            "٣",
+            "1_0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cases.extend((0..2000u64).map(|n| (n * 7919).to_string()));
+        for s in &cases {
+            for max in [0, 70, u64::from(u32::MAX), u64::MAX] {
+                assert_eq!(parse_num(s, max), reference(s, max), "{s:?} <= {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn skip_class_stops_where_a_byte_by_byte_scan_stops() {
+        // Every byte value at every place of runs of letters and digits up to 25 bytes long,
+        // from every start, for the name test (class 1) and the value test (class not 0).
+        let filler: Vec<u8> = b"aZ09zA9x".iter().copied().cycle().take(25).collect();
+        for len in 0..=25 {
+            for place in 0..len.max(1) {
+                for c in 0..=255u8 {
+                    let mut b = filler[..len].to_vec();
+                    if place < len {
+                        b[place] = c;
+                    }
+                    for from in 0..=len {
+                        for accept in [|k: u8| k == 1, |k: u8| k != 0] {
+                            let expected = (from..len)
+                                .find(|&i| !accept(PARAM_CLASS[usize::from(b[i])]))
+                                .unwrap_or(len);
+                            assert_eq!(skip_class(&b, from, accept), expected, "{b:?} from {from}");
+                        }
+                    }
+                }
+            }
+        }
+        // The flags are exactly the bytes that are not letters or digits.
+        for c in 0..=255u8 {
+            let w = u64::from_le_bytes([c; 8]);
+            let flagged = not_alphanumeric(w) != 0;
+            assert_eq!(flagged, !c.is_ascii_alphanumeric(), "{c:#x}");
+        }
     }
 
     #[test]
