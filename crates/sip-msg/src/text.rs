@@ -269,7 +269,9 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     Ok(parts)
 }
 
-/// The bytes the top-level splitters act on: quotes, angle brackets and both separators.
+/// The bytes the top-level splitters act on: quotes, angle brackets and both separators
+/// (the reference the word-at-a-time search is tested against).
+#[cfg(test)]
 static TOP_SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     t[b'"' as usize] = true;
@@ -282,31 +284,39 @@ static TOP_SPECIAL: [bool; 256] = {
 
 /// The index of the next byte at or after `i` that a top-level splitter acts on (or the end).
 #[inline]
-fn skip_plain(b: &[u8], mut i: usize) -> usize {
+fn skip_plain(b: &[u8], i: usize) -> usize {
+    skip_to_any(b, i, [b'"', b'<', b'>', b',', b';'])
+}
+
+/// The index of the next byte at or after `i` that [`first_top`] acts on when it looks for
+/// a comma (or the end): a `;` changes nothing there, so it does not stop the search.
+#[inline]
+fn skip_to_comma_level(b: &[u8], i: usize) -> usize {
+    skip_to_any(b, i, [b'"', b'<', b'>', b','])
+}
+
+/// The index of the first byte of `specials` at or after `i` (or the end).
+#[inline(always)]
+fn skip_to_any<const N: usize>(b: &[u8], mut i: usize, specials: [u8; N]) -> usize {
     // Eight bytes at a time: a zero byte of `x ^ c` is a byte equal to `c`. The lowest
     // flagged byte of each test is always a real match (borrows only propagate upwards), so
-    // the lowest flagged byte of their union is the first special byte (as in `find_lf`).
+    // the lowest flagged byte of their union is the first special byte.
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const fn splat(c: u8) -> u64 {
-        u64::from_ne_bytes([c; 8])
-    }
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        let found = zero(x ^ splat(b'"'))
-            | zero(x ^ splat(b'<'))
-            | zero(x ^ splat(b'>'))
-            | zero(x ^ splat(b','))
-            | zero(x ^ splat(b';'));
+        let found = specials
+            .iter()
+            .fold(0, |found, &c| found | zero(x ^ u64::from_ne_bytes([c; 8])));
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && !TOP_SPECIAL[b[i] as usize] {
+    while i < b.len() && !specials.contains(&b[i]) {
         i += 1;
     }
     i
@@ -404,7 +414,13 @@ pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
     let mut i = 0;
     let mut angle = false;
     loop {
-        i = skip_plain(b, i);
+        // For a comma (every caller) only `"` `<` `>` `,` matter: `;` (three or four in a
+        // Via) need not stop the search.
+        i = if sep == b',' {
+            skip_to_comma_level(b, i)
+        } else {
+            skip_plain(b, i)
+        };
         if i >= b.len() {
             break;
         }
@@ -1339,6 +1355,10 @@ mod tests {
                                 .find(|&i| TOP_SPECIAL[b[i] as usize])
                                 .unwrap_or(len);
                             assert_eq!(skip_plain(&b, from), want, "{b:?} from {from}");
+                            let want = (from..len)
+                                .find(|&i| matches!(b[i], b'"' | b'<' | b'>' | b','))
+                                .unwrap_or(len);
+                            assert_eq!(skip_to_comma_level(&b, from), want, "{b:?} from {from}");
                         }
                     }
                 }
