@@ -487,24 +487,19 @@ impl Message {
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // One allocation of the exact size (a `Bytes` made from it then needs no other).
+        // One allocation of the exact size (a `Bytes` made from it then needs no other). A
+        // start line printed here (a built message) is printed on the stack first.
+        let mut printed = LineBuf::new();
         let start: std::borrow::Cow<'_, [u8]> = match self.start_raw.as_bytes() {
             Some(raw) => raw.into(),
-            None => match &self.start {
-                StartLine::Request(r) => {
-                    let method = r.method.as_str();
-                    let mut line = String::with_capacity(method.len() + 48);
-                    line.push_str(method);
-                    line.push(' ');
+            None => match self.start.write_to(&mut printed) {
+                Ok(()) => printed.as_bytes().into(),
+                // Longer than the stack buffer: printed into its own string.
+                Err(_) => {
+                    let mut line = String::with_capacity(2 * LineBuf::SIZE);
                     // Writing into a String never fails.
-                    let _ = r.uri.write_to(&mut line);
-                    line.push_str(" SIP/2.0");
+                    let _ = self.start.write_to(&mut line);
                     line.into_bytes().into()
-                }
-                StartLine::Response(s) => {
-                    let mut line = Vec::with_capacity(12 + s.reason.len());
-                    write_status_line(&mut line, s.code, &s.reason);
-                    line.into()
                 }
             },
         };
@@ -637,6 +632,60 @@ fn reason_text(reason: &str) -> Cow<'static, str> {
     match USUAL.iter().find(|u| **u == reason) {
         Some(u) => Cow::Borrowed(u),
         None => Cow::Owned(reason.to_owned()),
+    }
+}
+
+impl StartLine {
+    /// Writes the line as [`Message::to_bytes`] prints a built one (without the line end).
+    fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
+        match self {
+            StartLine::Request(r) => {
+                w.write_str(r.method.as_str())?;
+                w.write_str(" ")?;
+                r.uri.write_to(w)?;
+                w.write_str(" SIP/2.0")
+            }
+            // As `write_status_line` writes it (a code's digits are those of `to_string`).
+            StartLine::Response(s) => {
+                w.write_str("SIP/2.0 ")?;
+                w.write_str(crate::text::decimal(u64::from(s.code), &mut [0; 20]))?;
+                w.write_str(" ")?;
+                w.write_str(&s.reason)
+            }
+        }
+    }
+}
+
+/// A start line printed on the stack: no allocation for a line of up to [`LineBuf::SIZE`]
+/// bytes (a longer one reports an error and is printed into a `String` instead).
+struct LineBuf {
+    bytes: [u8; LineBuf::SIZE],
+    len: usize,
+}
+
+impl LineBuf {
+    const SIZE: usize = 192;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::SIZE],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        // `len` only grows by what `write_str` copied in: in bounds.
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -1906,6 +1955,41 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                         "{text:?}"
                     ),
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn built_start_lines_print_as_before_on_the_stack_or_not() {
+        let first_line = |m: &Message| {
+            let b = m.to_bytes();
+            let end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+            String::from_utf8(b[..end].to_vec()).unwrap()
+        };
+        // Request-URIs of every length around the stack buffer's size.
+        for user in 0..=LineBuf::SIZE + 8 {
+            let text = format!(
+                "sip:{}@h.example.com;transport=tcp",
+                "u".repeat(user.max(1))
+            );
+            let uri = Uri::parse(&text).unwrap();
+            for method in [Method::Invite, Method::parse("X-LONG-METHOD-NAME").unwrap()] {
+                let m = crate::RequestBuilder::new(method.clone(), uri.clone())
+                    .call_id("c")
+                    .build();
+                assert_eq!(first_line(&m), format!("{method} {text} SIP/2.0"));
+                assert_eq!(
+                    Message::parse(&m.to_bytes()).unwrap().request_uri(),
+                    Some(&uri)
+                );
+            }
+        }
+        // Status lines, usual codes and not, reasons short and long.
+        let long = "r".repeat(LineBuf::SIZE);
+        for code in [0, 99, 100, 180, 486, 699, 1000, u16::MAX] {
+            for reason in ["", "OK", "Busy Here", long.as_str()] {
+                let m = Message::new_response(code, reason);
+                assert_eq!(first_line(&m), format!("SIP/2.0 {code} {reason}"));
             }
         }
     }
