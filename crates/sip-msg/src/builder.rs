@@ -28,14 +28,28 @@ pub fn text_of(value: &impl fmt::Display, capacity: usize) -> String {
 /// Appends `v` as 16 lower-case hex digits (what `format!("{v:016x}")` gives, without the
 /// formatting machinery).
 pub fn push_hex16(s: &mut String, v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 16];
-    for (i, d) in out.iter_mut().enumerate() {
-        // A nibble is < 16: the index is in bounds.
-        *d = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    // The eight nibbles of `x`, most significant first, one per byte (little-endian word).
+    fn spread(x: u32) -> u64 {
+        // Bytes of `x` most significant first, then each 16-bit and 8-bit half apart.
+        let x = u64::from(x.swap_bytes());
+        let x = (x | (x << 16)) & 0x0000_FFFF_0000_FFFF;
+        let x = (x | (x << 8)) & 0x00FF_00FF_00FF_00FF;
+        // Each byte holds two nibbles: the high one goes first (the lower byte).
+        (((x & 0x0F0F_0F0F_0F0F_0F0F) << 8) | ((x >> 4) & 0x0F0F_0F0F_0F0F_0F0F))
+            & 0x0F0F_0F0F_0F0F_0F0F
     }
+    // Nibbles to `0`–`9` and `a`–`f`: 0x30 + n, and 0x27 more from 10 up (n + 6 carries
+    // into bit 4 exactly then; no byte overflows into the next).
+    fn ascii(n: u64) -> u64 {
+        let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        n + 0x3030_3030_3030_3030 + letters * 0x27
+    }
+    let mut out = crate::text::Block([0; 16]);
+    // `v >> 32` and `v as u32` keep the two halves: the casts cut nothing that is used.
+    out.0[..8].copy_from_slice(&ascii(spread((v >> 32) as u32)).to_le_bytes());
+    out.0[8..].copy_from_slice(&ascii(spread(v as u32)).to_le_bytes());
     // Only ASCII hex digits are written, so this never falls back.
-    s.push_str(std::str::from_utf8(&out).unwrap_or_default());
+    s.push_str(std::str::from_utf8(&out.0).unwrap_or_default());
 }
 
 /// Appends `ip` as its `Display` prints it (IPv4 without the formatting machinery).
@@ -422,6 +436,52 @@ mod tests {
         }
     }
     use crate::uri::{Host, SipUri};
+
+    #[test]
+    fn table_and_word_printing_matches_the_formatting_machinery() {
+        // Every number up to 100,000 (the table below 100, the loop above), and the ends.
+        for v in (0..100_000u64).chain([u64::MAX, u64::MAX - 1, 1 << 63, 10u64.pow(19)]) {
+            let mut s = String::from("x");
+            push_decimal(&mut s, v);
+            assert_eq!(s, format!("x{v}"));
+        }
+        // Every nibble value in every place, and a spread of patterns.
+        let mut patterns = vec![0, u64::MAX, 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210];
+        for place in 0..16 {
+            for nibble in 0..16u64 {
+                patterns.push(nibble << (4 * place));
+                patterns.push(!(nibble << (4 * place)));
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            patterns.push(x);
+        }
+        for v in patterns {
+            let mut s = String::from("x");
+            push_hex16(&mut s, v);
+            assert_eq!(s, format!("x{v:016x}"));
+        }
+        // Every octet in every place of an address.
+        for o in 0..=255u8 {
+            for a in [
+                [o, 0, 0, 0],
+                [0, o, 0, 0],
+                [0, 0, o, 0],
+                [0, 0, 0, o],
+                [o, o, o, o],
+                [255, o, 9, 100],
+            ] {
+                let ip = std::net::Ipv4Addr::from(a);
+                let mut s = String::from("x");
+                push_ip(&mut s, ip.into());
+                assert_eq!(s, format!("x{ip}"));
+            }
+        }
+    }
 
     #[test]
     fn digits_are_written_as_format_writes_them() {

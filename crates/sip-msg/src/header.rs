@@ -271,6 +271,7 @@ fn eq_fold_token(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl PartialEq for HeaderName {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (HeaderName::Other(a), HeaderName::Other(b)) => a.eq_ignore_ascii_case(b),
@@ -650,6 +651,7 @@ impl Headers {
     }
 
     /// Appends a header.
+    #[inline]
     pub fn push(&mut self, header: Header) {
         self.0.push(header);
     }

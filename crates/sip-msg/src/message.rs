@@ -487,24 +487,19 @@ impl Message {
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // One allocation of the exact size (a `Bytes` made from it then needs no other).
+        // One allocation of the exact size (a `Bytes` made from it then needs no other). A
+        // start line printed here (a built message) is printed on the stack first.
+        let mut printed = LineBuf::new();
         let start: std::borrow::Cow<'_, [u8]> = match self.start_raw.as_bytes() {
             Some(raw) => raw.into(),
-            None => match &self.start {
-                StartLine::Request(r) => {
-                    let method = r.method.as_str();
-                    let mut line = String::with_capacity(method.len() + 48);
-                    line.push_str(method);
-                    line.push(' ');
+            None => match self.start.write_to(&mut printed) {
+                Ok(()) => printed.as_bytes().into(),
+                // Longer than the stack buffer: printed into its own string.
+                Err(_) => {
+                    let mut line = String::with_capacity(2 * LineBuf::SIZE);
                     // Writing into a String never fails.
-                    let _ = r.uri.write_to(&mut line);
-                    line.push_str(" SIP/2.0");
+                    let _ = self.start.write_to(&mut line);
                     line.into_bytes().into()
-                }
-                StartLine::Response(s) => {
-                    let mut line = Vec::with_capacity(12 + s.reason.len());
-                    write_status_line(&mut line, s.code, &s.reason);
-                    line.into()
                 }
             },
         };
@@ -640,6 +635,60 @@ fn reason_text(reason: &str) -> Cow<'static, str> {
     }
 }
 
+impl StartLine {
+    /// Writes the line as [`Message::to_bytes`] prints a built one (without the line end).
+    fn write_to<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
+        match self {
+            StartLine::Request(r) => {
+                w.write_str(r.method.as_str())?;
+                w.write_str(" ")?;
+                r.uri.write_to(w)?;
+                w.write_str(" SIP/2.0")
+            }
+            // As `write_status_line` writes it (a code's digits are those of `to_string`).
+            StartLine::Response(s) => {
+                w.write_str("SIP/2.0 ")?;
+                w.write_str(crate::text::decimal(u64::from(s.code), &mut [0; 20]))?;
+                w.write_str(" ")?;
+                w.write_str(&s.reason)
+            }
+        }
+    }
+}
+
+/// A start line printed on the stack: no allocation for a line of up to [`LineBuf::SIZE`]
+/// bytes (a longer one reports an error and is printed into a `String` instead).
+struct LineBuf {
+    bytes: [u8; LineBuf::SIZE],
+    len: usize,
+}
+
+impl LineBuf {
+    const SIZE: usize = 192;
+
+    fn new() -> Self {
+        Self {
+            bytes: [0; Self::SIZE],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        // `len` only grows by what `write_str` copied in: in bounds.
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 /// `SIP/2.0 code reason`, without the line end.
 fn write_status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
     out.extend_from_slice(b"SIP/2.0 ");
@@ -740,25 +789,42 @@ fn split_head(buf: &[u8]) -> Result<Head, ParseError> {
     }
 }
 
-/// The index of the first `\n` in `b` at or after `from`, eight bytes at a time.
+/// The index of the first `\n` in `b` at or after `from`, sixteen bytes at a time.
+#[inline(always)]
 fn find_lf(b: &[u8], from: usize) -> Option<usize> {
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 8) {
+    // A zero byte of `x` is a `\n` of the input; the lowest flagged byte is always a real
+    // zero (borrows only propagate upwards), so little-endian order finds the first one.
+    #[inline(always)]
+    fn flags(chunk: &[u8]) -> u64 {
+        const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        // A zero byte of `x` is a `\n` of the input; the lowest flagged byte is always a real
-        // zero (borrows only propagate upwards), so little-endian order finds the first one.
         let x = u64::from_le_bytes(word) ^ LF;
-        let found = x.wrapping_sub(ONES) & !x & HIGHS;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
+        x.wrapping_sub(ONES) & !x & HIGHS
     }
-    b.get(i..)?.iter().position(|&c| c == b'\n').map(|p| i + p)
+    let rest = b.get(from..)?;
+    let mut blocks = rest.chunks_exact(16);
+    let mut i = from;
+    for block in blocks.by_ref() {
+        let (lo, hi) = block.split_at(8);
+        let (lo, hi) = (flags(lo), flags(hi));
+        if lo | hi != 0 {
+            let k = if lo != 0 {
+                lo.trailing_zeros() / 8
+            } else {
+                8 + hi.trailing_zeros() / 8
+            };
+            return Some(i + k as usize);
+        }
+        i += 16;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|p| i + p)
 }
 
 /// Where the bytes being parsed come from: a borrowed slice (copied out as needed) or a
@@ -809,14 +875,24 @@ fn parse_header(
     };
     let is_length = matches!(name, HeaderName::ContentLength);
     let value_bytes = &raw[colon + 1..];
-    let start = value_bytes
-        .iter()
-        .position(|&c| c != b' ' && c != b'\t')
-        .unwrap_or(value_bytes.len());
-    let end = value_bytes
-        .iter()
-        .rposition(|&c| c != b' ' && c != b'\t')
-        .map_or(start, |e| e + 1);
+    let blank = |c: u8| c == b' ' || c == b'\t';
+    // The usual `Name: value`: one space after the colon, none at the end (no search).
+    let (start, end) = match value_bytes {
+        [b' ', first, ..] if !blank(*first) && value_bytes.last().is_some_and(|&c| !blank(c)) => {
+            (1, value_bytes.len())
+        }
+        _ => {
+            let start = value_bytes
+                .iter()
+                .position(|&c| !blank(c))
+                .unwrap_or(value_bytes.len());
+            let end = value_bytes
+                .iter()
+                .rposition(|&c| !blank(c))
+                .map_or(start, |e| e + 1);
+            (start, end)
+        }
+    };
     match head {
         Some(h) if !folded || !value_bytes[start..end].contains(&b'\n') => {
             // The common case: one line, shared with the head text (no copy). The range is
@@ -875,35 +951,23 @@ fn read_name(
     Ok((HeaderName::from_token(name), colon))
 }
 
-fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
-    // RFC 3261 §7.5: ignore CRLFs before the start line.
-    let skip = bytes
-        .iter()
-        .take_while(|&&c| c == b'\r' || c == b'\n')
-        .count();
-    let src = Source {
-        buf: &bytes[skip..],
-        owner,
-        skip,
-    };
-    let buf = src.buf;
-    if buf.is_empty() {
-        return Err(ParseError::new(ErrorKind::Empty, 0));
-    }
-    // Positions are kept in 32 bits (`Span`, `Raw::Text`): 4 GiB or more is refused (a
-    // datagram is at most 64 KiB; `Message::parse` refuses more than that already).
-    if u32::try_from(buf.len()).is_err() {
-        return Err(ParseError::new(ErrorKind::TooLarge, 0));
-    }
-    // A header-section error found while reading is reported only when the section is
-    // complete; otherwise the message is incomplete (the framer may be mid-stream).
-    let or_incomplete = |e: ParseError| match split_head(buf) {
-        Err(incomplete) => incomplete,
-        Ok(_) => e,
-    };
+/// What [`split_lines`] finds besides the header spans.
+struct Lines {
+    /// The end of the start line (without its line end).
+    start_end: usize,
+    /// Where the body starts (after the empty line).
+    body_at: usize,
+    /// A line ended with a bare LF.
+    bare_lf: bool,
+    /// The first header line starts with white space (a fold with nothing to continue).
+    leading_fold: bool,
+}
 
-    // Split the header section into lines (CRLF, or a bare LF tolerated and flagged): the
-    // start line, then the header spans, up to the empty line.
+/// Splits the header section of `buf` into lines (CRLF, or a bare LF tolerated and
+/// flagged): the start line, then the header lines into `spans`, up to the empty line.
+/// A function of its own (not inlined into `parse`): its loop keeps its state in registers.
+#[inline(never)]
+fn split_lines(buf: &[u8], spans: &mut Spans) -> Result<Lines, ParseError> {
     let mut bare_lf = false;
     let mut line_end = |pos: usize, lines: usize| -> Result<(usize, usize), ParseError> {
         let nl = find_lf(buf, pos).ok_or(ParseError::new(ErrorKind::Incomplete, lines + 1))?;
@@ -915,10 +979,9 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         };
         Ok((end, nl + 1))
     };
-    let (e0, mut pos) = line_end(0, 0)?;
+    let (start_end, mut pos) = line_end(0, 0)?;
     // Header lines, with folding (RFC 3261 §7.3.1: a line starting with SP/HT continues the
     // previous). Collected as (start, end, line number, folded) before the head text exists.
-    let mut spans = Spans::new();
     let mut lines = 1;
     let mut leading_fold = false;
     let body_at = loop {
@@ -946,6 +1009,74 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         }
         pos = next;
     };
+    Ok(Lines {
+        start_end,
+        body_at,
+        bare_lf,
+        leading_fold,
+    })
+}
+
+/// The first Content-Length's line number and value, if any.
+type FirstLength = Option<(usize, Result<ContentLength, HeaderError>)>;
+
+/// Reads the header lines `spans` into `headers`. Gives the first Content-Length (what
+/// `headers.typed()` would find) and its line number. A function of its own, as
+/// [`split_lines`].
+#[inline(never)]
+fn read_headers(
+    src: &Source<'_>,
+    head: Option<&Arc<str>>,
+    spans: &Spans,
+    headers: &mut Headers,
+) -> Result<FirstLength, ParseError> {
+    // A header-section error found while reading is reported only when the section is
+    // complete; otherwise the message is incomplete (the framer may be mid-stream).
+    let or_incomplete = |e: ParseError| match split_head(src.buf) {
+        Err(incomplete) => incomplete,
+        Ok(_) => e,
+    };
+    let mut content_length = None;
+    for span in spans.iter() {
+        let is_length = parse_header(src, head, span.unpack(), headers).map_err(or_incomplete)?;
+        if is_length && content_length.is_none() {
+            content_length = headers
+                .last()
+                .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
+        }
+    }
+    Ok(content_length)
+}
+
+fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
+    // RFC 3261 §7.5: ignore CRLFs before the start line.
+    let skip = bytes
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
+    let src = Source {
+        buf: &bytes[skip..],
+        owner,
+        skip,
+    };
+    let buf = src.buf;
+    if buf.is_empty() {
+        return Err(ParseError::new(ErrorKind::Empty, 0));
+    }
+    // Positions are kept in 32 bits (`Span`, `Raw::Text`): 4 GiB or more is refused (a
+    // datagram is at most 64 KiB; `Message::parse` refuses more than that already).
+    if u32::try_from(buf.len()).is_err() {
+        return Err(ParseError::new(ErrorKind::TooLarge, 0));
+    }
+    // Split the header section into lines: the start line, then the header spans, up to
+    // the empty line.
+    let mut spans = Spans::new();
+    let Lines {
+        start_end: e0,
+        body_at,
+        bare_lf,
+        leading_fold,
+    } = split_lines(buf, &mut spans)?;
 
     // The header section as one shared UTF-8 text when it is (nearly always), so that header
     // values are `&str` ranges of it without a copy or a check per header.
@@ -969,16 +1100,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
 
     let mut headers = Headers::with_capacity(spans.len);
     // The first Content-Length, noted while reading (what `headers.typed()` would find).
-    let mut content_length = None;
-    for span in spans.iter() {
-        let is_length = parse_header(&src, head.as_ref(), span.unpack(), &mut headers)
-            .map_err(or_incomplete)?;
-        if is_length && content_length.is_none() {
-            content_length = headers
-                .last()
-                .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
-        }
-    }
+    let content_length = read_headers(&src, head.as_ref(), &spans, &mut headers)?;
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
     let available = buf.len() - body_at;
@@ -1763,6 +1885,112 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                     .unwrap()
                     .starts_with(&format!("SIP/2.0 200 {reason}\r\n"))
             );
+        }
+    }
+
+    #[test]
+    fn find_lf_finds_what_a_byte_by_byte_scan_finds() {
+        // Buffers of every length up to 40 (blocks of sixteen, the remainder, both), with a
+        // `\n` at every place or none, near misses around it (0x0B and 0x0A ^ 0x80 are one
+        // bit away, 0x00 and 0xFF the extremes), searched from every start.
+        for len in 0..40usize {
+            for lf in (0..len).map(Some).chain([None]) {
+                for filler in [b'a', 0x0B, 0x8A, 0x00, 0xFF, b'\r'] {
+                    let mut b = vec![filler; len];
+                    if let Some(at) = lf {
+                        b[at] = b'\n';
+                        // A second one further on: the first must be found.
+                        if at + 3 < len {
+                            b[at + 3] = b'\n';
+                        }
+                    }
+                    for from in 0..=len + 1 {
+                        let expected = b
+                            .get(from..)
+                            .and_then(|r| r.iter().position(|&c| c == b'\n'))
+                            .map(|p| p + from);
+                        assert_eq!(find_lf(&b, from), expected, "{b:?} from {from}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_trimmed_as_the_general_trim_does() {
+        // Every value of up to four bytes from SP, HT, `x`, `0` and `:` after the colon (the
+        // `Name: value` fast path and every other shape), for a known name and an unknown one.
+        let alphabet = [b' ', b'\t', b'x', b'0', b':'];
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for len in 1..=4 {
+            let mut more = Vec::new();
+            for v in values.iter().filter(|v| v.len() == len - 1) {
+                for &c in &alphabet {
+                    let mut w = v.clone();
+                    w.push(c);
+                    more.push(w);
+                }
+            }
+            values.extend(more);
+        }
+        for v in &values {
+            for name in ["Subject", "X-Other", "Content-Length"] {
+                let mut msg = b"OPTIONS sip:a@b SIP/2.0\r\n".to_vec();
+                msg.extend_from_slice(name.as_bytes());
+                msg.push(b':');
+                msg.extend_from_slice(v);
+                msg.extend_from_slice(b"\r\nCall-ID: c\r\n\r\n");
+                let text = std::str::from_utf8(v).unwrap();
+                let expected = text.trim_matches([' ', '\t']);
+                match Message::parse(&msg) {
+                    Ok(m) => {
+                        let h = m.headers.iter().next().unwrap();
+                        assert_eq!(h.value(), expected, "{name}:{text:?}");
+                        assert_eq!(m.to_bytes(), msg, "{name}:{text:?}");
+                    }
+                    // Only a Content-Length that is not a number is refused.
+                    Err(e) => assert_eq!(
+                        (name, e.header()),
+                        ("Content-Length", Some(&HeaderName::ContentLength)),
+                        "{text:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn built_start_lines_print_as_before_on_the_stack_or_not() {
+        let first_line = |m: &Message| {
+            let b = m.to_bytes();
+            let end = b.windows(2).position(|w| w == b"\r\n").unwrap();
+            String::from_utf8(b[..end].to_vec()).unwrap()
+        };
+        // Request-URIs of every length around the stack buffer's size.
+        for user in 0..=LineBuf::SIZE + 8 {
+            let text = format!(
+                "sip:{}@h.example.com;transport=tcp",
+                "u".repeat(user.max(1))
+            );
+            let uri = Uri::parse(&text).unwrap();
+            for method in [Method::Invite, Method::parse("X-LONG-METHOD-NAME").unwrap()] {
+                let m = crate::RequestBuilder::new(method.clone(), uri.clone())
+                    .call_id("c")
+                    .build();
+                assert_eq!(first_line(&m), format!("{method} {text} SIP/2.0"));
+                assert_eq!(
+                    Message::parse(&m.to_bytes()).unwrap().request_uri(),
+                    Some(&uri)
+                );
+            }
+        }
+        // Status lines, usual codes and not, reasons short and long.
+        let long = "r".repeat(LineBuf::SIZE);
+        for code in [0, 99, 100, 180, 486, 699, 1000, u16::MAX] {
+            for reason in ["", "OK", "Busy Here", long.as_str()] {
+                let m = Message::new_response(code, reason);
+                assert_eq!(first_line(&m), format!("SIP/2.0 {code} {reason}"));
+            }
         }
     }
 

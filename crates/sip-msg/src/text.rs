@@ -46,7 +46,7 @@ pub(crate) trait ByteStr {
 impl ByteStr for str {
     #[inline]
     fn find_b(&self, c: u8) -> Option<usize> {
-        self.as_bytes().iter().position(|&b| b == c)
+        find_byte(self.as_bytes(), c)
     }
 
     #[inline]
@@ -74,6 +74,33 @@ impl ByteStr for str {
             c,
         }
     }
+}
+
+/// The index of the first `c` in `b`: eight bytes at a time (a zero byte of `x ^ c` is a
+/// `c`; the lowest flagged byte is always a real one, as borrows only run upwards), the
+/// last few one by one.
+#[inline]
+fn find_byte(b: &[u8], c: u8) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let pattern = u64::from_ne_bytes([c; 8]);
+    let mut words = b.chunks_exact(8);
+    let mut at = 0;
+    for chunk in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&x| x == c)
+        .map(|p| at + p)
 }
 
 /// The iterator of [`ByteStr::split_b`].
@@ -242,7 +269,9 @@ pub(crate) fn split_top(s: &str, sep: u8) -> Result<Vec<&str>, HeaderError> {
     Ok(parts)
 }
 
-/// The bytes the top-level splitters act on: quotes, angle brackets and both separators.
+/// The bytes the top-level splitters act on: quotes, angle brackets and both separators
+/// (the reference the word-at-a-time search is tested against).
+#[cfg(test)]
 static TOP_SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
     t[b'"' as usize] = true;
@@ -255,31 +284,39 @@ static TOP_SPECIAL: [bool; 256] = {
 
 /// The index of the next byte at or after `i` that a top-level splitter acts on (or the end).
 #[inline]
-fn skip_plain(b: &[u8], mut i: usize) -> usize {
+fn skip_plain(b: &[u8], i: usize) -> usize {
+    skip_to_any(b, i, [b'"', b'<', b'>', b',', b';'])
+}
+
+/// The index of the next byte at or after `i` that [`first_top`] acts on when it looks for
+/// a comma (or the end): a `;` changes nothing there, so it does not stop the search.
+#[inline]
+fn skip_to_comma_level(b: &[u8], i: usize) -> usize {
+    skip_to_any(b, i, [b'"', b'<', b'>', b','])
+}
+
+/// The index of the first byte of `specials` at or after `i` (or the end).
+#[inline(always)]
+fn skip_to_any<const N: usize>(b: &[u8], mut i: usize, specials: [u8; N]) -> usize {
     // Eight bytes at a time: a zero byte of `x ^ c` is a byte equal to `c`. The lowest
     // flagged byte of each test is always a real match (borrows only propagate upwards), so
-    // the lowest flagged byte of their union is the first special byte (as in `find_lf`).
+    // the lowest flagged byte of their union is the first special byte.
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const fn splat(c: u8) -> u64 {
-        u64::from_ne_bytes([c; 8])
-    }
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     while let Some(chunk) = b.get(i..i + 8) {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let x = u64::from_le_bytes(word);
-        let found = zero(x ^ splat(b'"'))
-            | zero(x ^ splat(b'<'))
-            | zero(x ^ splat(b'>'))
-            | zero(x ^ splat(b','))
-            | zero(x ^ splat(b';'));
+        let found = specials
+            .iter()
+            .fold(0, |found, &c| found | zero(x ^ u64::from_ne_bytes([c; 8])));
         if found != 0 {
             return i + (found.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
-    while i < b.len() && !TOP_SPECIAL[b[i] as usize] {
+    while i < b.len() && !specials.contains(&b[i]) {
         i += 1;
     }
     i
@@ -377,7 +414,13 @@ pub(crate) fn first_top(s: &str, sep: u8) -> Result<&str, HeaderError> {
     let mut i = 0;
     let mut angle = false;
     loop {
-        i = skip_plain(b, i);
+        // For a comma (every caller) only `"` `<` `>` `,` matter: `;` (three or four in a
+        // Via) need not stop the search.
+        i = if sep == b',' {
+            skip_to_comma_level(b, i)
+        } else {
+            skip_plain(b, i)
+        };
         if i >= b.len() {
             break;
         }
@@ -860,6 +903,50 @@ static PARAM_CLASS: [u8; 256] = {
     t
 };
 
+/// Bit 7 of each byte of `w` that is not an ASCII letter or digit: below 0x30, 0x3A to 0x40,
+/// 0x5B to 0x60, 0x7B and above. Exact per byte: the sums are of 7-bit values and never carry
+/// into the next byte.
+#[inline(always)]
+fn not_alphanumeric(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let y = w & LOW;
+    // Bit 7 where the low seven bits are at least `n` (n <= 0x80).
+    let at_least = |n: u64| y + (0x80 - n) * ONES;
+    (!at_least(0x30)
+        | (at_least(0x3a) & !at_least(0x41))
+        | (at_least(0x5b) & !at_least(0x61))
+        | at_least(0x7b)
+        | w)
+        & HIGH
+}
+
+/// The index of the first byte at or after `i` whose [`PARAM_CLASS`] `accept` refuses (or
+/// the end). Letters and digits (class 1) must be accepted: eight bytes at a time, only the
+/// other bytes are looked up.
+#[inline(always)]
+fn skip_class(s: &[u8], mut i: usize, accept: impl Fn(u8) -> bool) -> usize {
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let mut flags = not_alphanumeric(u64::from_le_bytes(w));
+        while flags != 0 {
+            // Little-endian: the lowest flag is the first such byte.
+            let k = (flags.trailing_zeros() / 8) as usize;
+            if !accept(PARAM_CLASS[usize::from(w[k])]) {
+                return i + k;
+            }
+            flags &= flags - 1;
+        }
+        i += 8;
+    }
+    while i < s.len() && accept(PARAM_CLASS[usize::from(s[i])]) {
+        i += 1;
+    }
+    i
+}
+
 /// For header parameters `name[=value]` joined by `;` with no white space, quotes or other
 /// unusual bytes, which the general reader would accept: their number, and where each starts
 /// in `starts`; one pass instead of the general split, trim and checks. `None` sends the text
@@ -869,9 +956,7 @@ fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8>
     let mut count = 0;
     loop {
         let start = i;
-        while i < s.len() && PARAM_CLASS[s[i] as usize] == 1 {
-            i += 1;
-        }
+        i = skip_class(s, i, |class| class == 1);
         if i == start {
             return None;
         }
@@ -882,9 +967,7 @@ fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8>
         if i < s.len() && s[i] == b'=' {
             i += 1;
             let value = i;
-            while i < s.len() && PARAM_CLASS[s[i] as usize] != 0 {
-                i += 1;
-            }
+            i = skip_class(s, i, |class| class != 0);
             if i == value {
                 return None;
             }
@@ -949,9 +1032,17 @@ impl Params {
     }
 }
 
-/// `n` in decimal, written into `buf` (a u64 has at most 20 digits): the digits without the
-/// formatting machinery of `Display`.
+/// `00`, `01` … `99`: the numbers below 100 are slices of this text (no digit loop and no
+/// UTF-8 check for the Max-Forwards, CSeq and Content-Length of nearly every message).
+const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// `n` in decimal, written into `buf` (20 bytes hold any `u64`).
 pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    if n < 100 {
+        // `n` < 100: in bounds, and ASCII, so on character boundaries.
+        let at = 2 * n as usize + usize::from(n < 10);
+        return PAIRS.get(at..2 * n as usize + 2).unwrap_or_default();
+    }
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -966,37 +1057,69 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
+/// A 16-byte block aligned as two words (the UTF-8 check of a whole aligned block is one
+/// step of its ASCII fast path).
+#[repr(align(16))]
+pub(crate) struct Block(pub(crate) [u8; 16]);
+
+/// Each octet's digits (at most three) and how many there are, in the fourth byte.
+static OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        // `i` < 256: the cast cannot truncate.
+        let o = i as u8;
+        t[i] = if o >= 100 {
+            [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, 3]
+        } else if o >= 10 {
+            [b'0' + o / 10, b'0' + o % 10, b' ', 2]
+        } else {
+            [b'0' + o, b' ', b' ', 1]
+        };
+        i += 1;
+    }
+    t
+};
+
 /// Writes an IPv4 address as `Ipv4Addr`'s `Display` does (dotted decimal), in one call.
 pub(crate) fn write_ipv4(f: &mut impl std::fmt::Write, a: std::net::Ipv4Addr) -> std::fmt::Result {
-    let mut out = [0u8; 15];
+    // Four octets of up to three digits and three dots: at most 15 bytes of a block padded
+    // with spaces, each octet copied from the table as four bytes (its digits, then bytes
+    // the next octet or the padding overwrite).
+    let mut b = Block([b' '; 16]);
     let mut len = 0;
-    for (k, o) in a.octets().into_iter().enumerate() {
-        if k > 0 {
-            out[len] = b'.';
-            len += 1;
-        }
-        // At most three digits, no leading zero (as `Ipv4Addr` prints them).
-        if o >= 100 {
-            out[len] = b'0' + o / 100;
-            len += 1;
-        }
-        if o >= 10 {
-            out[len] = b'0' + o / 10 % 10;
-            len += 1;
-        }
-        out[len] = b'0' + o % 10;
-        len += 1;
+    for o in a.octets() {
+        let digits = OCTETS[usize::from(o)];
+        let n = usize::from(digits[3]);
+        // `len` <= 12 here (three octets of three digits and their dots): in bounds.
+        b.0[len..len + 4].copy_from_slice(&digits);
+        b.0[len + n] = b'.';
+        len += n + 1;
     }
-    // Only ASCII digits and dots are written, so this never falls back.
-    f.write_str(std::str::from_utf8(&out[..len]).unwrap_or_default())
+    // The last octet's dot is not part of the address.
+    len -= 1;
+    b.0[len] = b' ';
+    // Only ASCII digits, dots and spaces are written, so this never falls back.
+    let text = std::str::from_utf8(&b.0).unwrap_or_default();
+    f.write_str(text.get(..len).unwrap_or_default())
 }
 
 /// Parses a decimal number that must fit in `u64` and be at most `max`.
 pub(crate) fn parse_num(s: &str, max: u64) -> Result<u64, HeaderError> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 20 {
         return Err(HeaderError::BadNumber);
     }
-    let n: u64 = s.parse().map_err(|_| HeaderError::BadNumber)?;
+    // Digits only, and no overflow: what `u64::from_str` accepts of them, in one pass.
+    let mut n: u64 = 0;
+    for c in s.bytes() {
+        if !c.is_ascii_digit() {
+            return Err(HeaderError::BadNumber);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(c - b'0')))
+            .ok_or(HeaderError::BadNumber)?;
+    }
     if n > max {
         return Err(HeaderError::BadNumber);
     }
@@ -1108,6 +1231,109 @@ mod tests {
     }
 
     #[test]
+    fn numbers_are_read_as_from_str_reads_them() {
+        // The reference: digits only, at most 20, then `u64::from_str`, then the bound.
+        let reference = |s: &str, max: u64| -> Result<u64, HeaderError> {
+            if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(HeaderError::BadNumber);
+            }
+            let n: u64 = s.parse().map_err(|_| HeaderError::BadNumber)?;
+            if n > max {
+                return Err(HeaderError::BadNumber);
+            }
+            Ok(n)
+        };
+        let mut cases: Vec<String> = [
+            "",
+            "0",
+            "00",
+            "007",
+            "70",
+            "4294967295",
+            "4294967296",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "000000000000000000001",
+            "00000000000000000001",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1a",
+            "٣",
+            "1_0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        cases.extend((0..2000u64).map(|n| (n * 7919).to_string()));
+        for s in &cases {
+            for max in [0, 70, u64::from(u32::MAX), u64::MAX] {
+                assert_eq!(parse_num(s, max), reference(s, max), "{s:?} <= {max}");
+            }
+        }
+    }
+
+    #[test]
+    fn skip_class_stops_where_a_byte_by_byte_scan_stops() {
+        // Every byte value at every place of runs of letters and digits up to 25 bytes long,
+        // from every start, for the name test (class 1) and the value test (class not 0).
+        let filler: Vec<u8> = b"aZ09zA9x".iter().copied().cycle().take(25).collect();
+        for len in 0..=25 {
+            for place in 0..len.max(1) {
+                for c in 0..=255u8 {
+                    let mut b = filler[..len].to_vec();
+                    if place < len {
+                        b[place] = c;
+                    }
+                    for from in 0..=len {
+                        for accept in [|k: u8| k == 1, |k: u8| k != 0] {
+                            let expected = (from..len)
+                                .find(|&i| !accept(PARAM_CLASS[usize::from(b[i])]))
+                                .unwrap_or(len);
+                            assert_eq!(skip_class(&b, from, accept), expected, "{b:?} from {from}");
+                        }
+                    }
+                }
+            }
+        }
+        // The flags are exactly the bytes that are not letters or digits.
+        for c in 0..=255u8 {
+            let w = u64::from_le_bytes([c; 8]);
+            let flagged = not_alphanumeric(w) != 0;
+            assert_eq!(flagged, !c.is_ascii_alphanumeric(), "{c:#x}");
+        }
+    }
+
+    #[test]
+    fn find_byte_finds_what_a_byte_by_byte_scan_finds() {
+        // Every target among delimiters, 0x00, 0x01 (one above a match: the borrow trick's
+        // false flag), 0x80 and 0xFF; in buffers of every length up to 33 holding it at every
+        // place (and again further on, and not at all), among fillers next to it in value.
+        for c in [b'>', b':', b';', b'=', b'@', 0x00, 0x01, 0x80, 0xFF] {
+            for len in 0..34usize {
+                for at in (0..len).map(Some).chain([None]) {
+                    for filler in [b'a', c.wrapping_add(1), c.wrapping_sub(1), c ^ 0x80] {
+                        if filler == c {
+                            continue;
+                        }
+                        let mut b = vec![filler; len];
+                        if let Some(at) = at {
+                            b[at] = c;
+                            if at + 5 < len {
+                                b[at + 5] = c;
+                            }
+                        }
+                        let expected = b.iter().position(|&x| x == c);
+                        assert_eq!(find_byte(&b, c), expected, "{c:#x} in {b:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn skip_plain_finds_what_a_byte_by_byte_scan_finds() {
         // Every special byte (and near misses: bytes one above and below, high bytes) at every
         // offset of strings longer than one word, from every start.
@@ -1129,6 +1355,10 @@ mod tests {
                                 .find(|&i| TOP_SPECIAL[b[i] as usize])
                                 .unwrap_or(len);
                             assert_eq!(skip_plain(&b, from), want, "{b:?} from {from}");
+                            let want = (from..len)
+                                .find(|&i| matches!(b[i], b'"' | b'<' | b'>' | b','))
+                                .unwrap_or(len);
+                            assert_eq!(skip_to_comma_level(&b, from), want, "{b:?} from {from}");
                         }
                     }
                 }

@@ -550,11 +550,17 @@ impl<'a> HeaderView<'a> for ViaRef<'a> {
 
 impl fmt::Display for Via {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        // Piece by piece, without the formatting machinery (the registrar and the UA print
+        // a Via per request they send).
+        f.write_str("SIP/2.0/")?;
+        f.write_str(&self.transport)?;
+        f.write_str(" ")?;
+        self.host.write_to(f)?;
         if let Some(p) = self.port {
-            write!(f, ":{p}")?;
+            f.write_str(":")?;
+            f.write_str(crate::text::decimal(u64::from(p), &mut [0; 20]))?;
         }
-        write!(f, "{}", self.params)
+        self.params.write_to(f)
     }
 }
 
@@ -612,7 +618,10 @@ fn cseq_any(value: &str) -> Result<CSeq, HeaderError> {
 
 impl fmt::Display for CSeq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.seq, self.method)
+        // Without the formatting machinery (an ACK or CANCEL prints the CSeq it copies).
+        f.write_str(crate::text::decimal(u64::from(self.seq), &mut [0; 20]))?;
+        f.write_str(" ")?;
+        f.write_str(self.method.as_str())
     }
 }
 
@@ -1132,6 +1141,44 @@ impl TypedHeader for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_and_cseq_print_as_the_formatting_machinery_printed_them() {
+        // The Display impls as they were written with `write!`.
+        fn via_reference(v: &Via) -> String {
+            let mut s = format!("SIP/2.0/{} {}", v.transport, v.host);
+            if let Some(p) = v.port {
+                s.push_str(&format!(":{p}"));
+            }
+            s.push_str(&format!("{}", v.params));
+            s
+        }
+        for text in [
+            "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK6c2f8a9e1b7d4;rport",
+            "SIP/2.0/udp pc33.atlanta.com;branch=z9hG4bK776asdhds",
+            "SIP/2.0/TLS [2001:db8::7]:5061;branch=z9hG4bKx;received=10.0.0.1;rport=5061",
+            "SIP/2.0/TCP h:0",
+            "SIP/2.0/WSS h:65535;branch=\"q;x\";lr",
+            "SIP/2.0/SCTP 255.255.255.255",
+        ] {
+            let v = Via::parse(text).unwrap();
+            assert_eq!(v.to_string(), via_reference(&v), "{text}");
+            assert_eq!(
+                format!("{v:>90}"),
+                format!("{:>90}", via_reference(&v)).trim_start()
+            );
+        }
+        for (seq, method) in [
+            (0, Method::Invite),
+            (1, Method::Ack),
+            (99, Method::Bye),
+            (100, Method::Register),
+            (u32::MAX, Method::parse("FOO").unwrap()),
+        ] {
+            let c = CSeq { seq, method };
+            assert_eq!(c.to_string(), format!("{} {}", c.seq, c.method));
+        }
+    }
 
     #[test]
     fn the_cseq_fast_path_reads_what_the_general_reader_reads() {

@@ -333,17 +333,35 @@ impl<'a> SipUriRef<'a> {
         let (user, password) = match userinfo {
             None => (None, None),
             Some(ui) => {
-                let (u, p) = match ui.split_once_b(b':') {
-                    Some((u, p)) => (u, Some(p)),
+                // One pass: the user ends at the first `:` (not a user character), and every
+                // byte before it must be one.
+                let b = ui.as_bytes();
+                let mut colon = 0;
+                while colon < b.len() && USER_CHARS[usize::from(b[colon])] {
+                    colon += 1;
+                }
+                let (u, p) = match b.get(colon) {
                     None => (ui, None),
+                    // `:` is ASCII: both cuts are character boundaries.
+                    Some(b':') => (
+                        ui.get(..colon).unwrap_or_default(),
+                        Some(ui.get(colon + 1..).unwrap_or_default()),
+                    ),
+                    // A byte that is not a user character before any `:`. (The escapes are
+                    // checked first, as before: a bad escape is reported as one.)
+                    Some(_) => {
+                        let u = ui.split_once_b(b':').map_or(ui, |(u, _)| u);
+                        if u.is_empty() {
+                            return Err(UriError::BadUser);
+                        }
+                        check_escapes(u)?;
+                        return Err(UriError::BadUser);
+                    }
                 };
                 if u.is_empty() {
                     return Err(UriError::BadUser);
                 }
                 check_escapes(u)?;
-                if u.bytes().any(|c| !USER_CHARS[c as usize]) {
-                    return Err(UriError::BadUser);
-                }
                 if let Some(p) = p {
                     check_escapes(p)?;
                 }
@@ -469,7 +487,8 @@ struct Scan {
 }
 
 impl Scan {
-    /// Scans `s`; a character a URI may not hold is an error.
+    /// Scans `s`; a character a URI may not hold is an error. Eight bytes at a time: only
+    /// the bytes [`uri_candidates`] flags (the few that may be of a class) are looked at.
     fn of(s: &str) -> Result<Self, UriError> {
         let mut class = 0;
         let mut scan = Scan {
@@ -478,15 +497,8 @@ impl Scan {
             question: None,
             semi: None,
         };
-        let b = s.as_bytes();
-        let mut i = 0;
-        loop {
-            // Most bytes are of no class: skip them in a tight loop.
-            while i < b.len() && URI_CLASS[b[i] as usize] == 0 {
-                i += 1;
-            }
-            let Some(&c) = b.get(i) else { break };
-            class |= URI_CLASS[c as usize];
+        let mut visit = |i: usize, c: u8| {
+            class |= URI_CLASS[usize::from(c)];
             match c {
                 b'@' => {
                     scan.at = Some(i);
@@ -497,7 +509,26 @@ impl Scan {
                 b';' if scan.question.is_none() && scan.semi.is_none() => scan.semi = Some(i),
                 _ => {}
             }
-            i += 1;
+        };
+        let b = s.as_bytes();
+        let mut words = b.chunks_exact(8);
+        let mut base = 0;
+        for chunk in words.by_ref() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let mut flags = uri_candidates(u64::from_le_bytes(w));
+            while flags != 0 {
+                // Little-endian: the lowest flag is the first candidate, in order.
+                let k = (flags.trailing_zeros() / 8) as usize;
+                visit(base + k, w[k]);
+                flags &= flags - 1;
+            }
+            base += 8;
+        }
+        for (k, &c) in words.remainder().iter().enumerate() {
+            if URI_CLASS[usize::from(c)] != 0 {
+                visit(base + k, c);
+            }
         }
         if class & URI_BAD != 0 {
             return Err(UriError::InvalidChar);
@@ -517,6 +548,22 @@ impl Scan {
         }
     }
 }
+/// Bit 7 of each byte of `w` that may be of a class in [`URI_CLASS`]: every byte below
+/// 0x26 (white space, controls, `"`, `%`, and `!` `#` `$`), 0x3B to 0x40 (`;` `<` `=` `>` `?`
+/// `@`), 0x7F and above. So every byte of a class, and a few others (`=`, non-ASCII …) that
+/// the caller looks up and finds of none. Exact per byte: the sums are of 7-bit values and
+/// never carry into the next byte.
+#[inline(always)]
+fn uri_candidates(w: u64) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let y = w & LOW;
+    // Bit 7 where the low seven bits are at least `n` (n <= 0x80).
+    let at_least = |n: u64| y + (0x80 - n) * ONES;
+    (!at_least(0x26) | (at_least(0x3b) & !at_least(0x41)) | at_least(0x7f) | w) & HIGH
+}
+
 static URI_CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut c = 0;
@@ -657,6 +704,16 @@ impl<'a> UriRef<'a> {
             return Err(UriError::Empty);
         }
         let scan = Scan::of(s)?;
+        // `sip:` (any case), the scheme of nearly every URI: read without the general split
+        // and checks below, which give the same answer for it.
+        if s.as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"sip:"))
+        {
+            // The first four bytes are ASCII: the cut is a character boundary.
+            let rest = s.get(4..).unwrap_or_default();
+            return SipUriRef::parse(Scheme::Sip, rest, &scan.after(4)).map(UriRef::Sip);
+        }
         let (scheme, rest) = s.split_once_b(b':').ok_or(UriError::MissingScheme)?;
         let valid_scheme = !scheme.is_empty()
             && scheme.as_bytes()[0].is_ascii_alphabetic()
@@ -770,6 +827,111 @@ impl Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_scan_finds_what_a_byte_by_byte_scan_finds() {
+        // Escapes, the last `@`, the first `?` and `;` after it.
+        type Found = (bool, Option<usize>, Option<usize>, Option<usize>);
+        // The scan as it was written before, byte by byte over the class table.
+        fn reference(s: &str) -> Result<Found, UriError> {
+            let (mut class, mut at, mut question, mut semi) = (0, None, None, None);
+            for (i, c) in s.bytes().enumerate() {
+                class |= URI_CLASS[usize::from(c)];
+                match c {
+                    b'@' => {
+                        at = Some(i);
+                        question = None;
+                        semi = None;
+                    }
+                    b'?' if question.is_none() => question = Some(i),
+                    b';' if question.is_none() && semi.is_none() => semi = Some(i),
+                    _ => {}
+                }
+            }
+            if class & URI_BAD != 0 {
+                return Err(UriError::InvalidChar);
+            }
+            Ok((class & URI_PERCENT != 0, at, question, semi))
+        }
+        let check = |s: &str| {
+            let got = Scan::of(s).map(|x| (x.escapes, x.at, x.question, x.semi));
+            assert_eq!(got, reference(s), "{s:?}");
+        };
+        // Every byte value (as a character, and the bytes of a non-ASCII one) at every place
+        // of URIs up to 25 bytes long, alone and among the delimiters.
+        let base = "sip:alice@host.example;transport=udp?h=v";
+        for len in 0..=25 {
+            for place in 0..len.max(1) {
+                for c in (0u8..=255).map(char::from).chain(['é', '€', '😀']) {
+                    let mut s: String = base.chars().take(len).collect();
+                    if place <= s.len() && s.is_char_boundary(place) {
+                        s.insert(place, c);
+                        check(&s);
+                    }
+                }
+            }
+        }
+        // Every one-byte class of byte, in every place of a word.
+        for c in [
+            b'@', b';', b'?', b'%', b' ', b'"', b'<', b'>', b'=', 0x7f, b'\t', b'a',
+        ] {
+            for n in 1..20 {
+                for place in 0..n {
+                    let mut v = vec![b'x'; n];
+                    v[place] = c;
+                    let s = String::from_utf8(v).unwrap();
+                    check(&s);
+                    check(&format!("sip:u@h;{s}@k?{s};x"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn user_parts_and_schemes_read_as_before() {
+        // (URI, user, password) or the error, as the two-pass reader gave them: a bad escape
+        // is reported before a bad user character, an empty user before either.
+        let ok = [
+            ("sip:alice@h", Some("alice"), None),
+            ("SIP:alice@h", Some("alice"), None),
+            ("sIp:a%41b@h", Some("a%41b"), None),
+            ("sip:a:pw@h", Some("a"), Some("pw")),
+            ("sip:a:@h", Some("a"), Some("")),
+            ("sip:a:p:q@h", Some("a"), Some("p:q")),
+            (
+                "sip:+1-(2)_3.!~*'&=$,;?/@h",
+                Some("+1-(2)_3.!~*'&=$,;?/"),
+                None,
+            ),
+            ("sip:h", None, None),
+            ("sips:bob@h", Some("bob"), None),
+        ];
+        for (text, user, password) in ok {
+            let u = UriRef::parse(text).unwrap();
+            let s = u.as_sip().unwrap();
+            assert_eq!((s.user, s.password), (user, password), "{text}");
+        }
+        let bad = [
+            ("sip:@h", UriError::BadUser),
+            ("sip::pw@h", UriError::BadUser),
+            ("sip:a[b@h", UriError::BadUser),
+            ("sip:a{:b@h", UriError::BadUser),
+            ("sip:\u{e9}@h", UriError::BadUser),
+            ("sip:a%4g[b@h", UriError::BadEscape),
+            ("sip:a%4g:b@h", UriError::BadEscape),
+            ("sip:a:p%zz@h", UriError::BadEscape),
+            ("sip:a[%zz@h", UriError::BadEscape),
+            ("sip:", UriError::BadHost),
+        ];
+        for (text, e) in bad {
+            assert_eq!(UriRef::parse(text).map(|_| ()), Err(e), "{text}");
+        }
+        // A scheme that only starts like `sip` is another scheme.
+        assert!(matches!(
+            UriRef::parse("si:a@h"),
+            Ok(UriRef::Other { scheme: "si", .. })
+        ));
+    }
 
     #[test]
     fn parses_full_sip_uri() {
