@@ -299,7 +299,25 @@ fn phase_calls(
     (messages, calls)
 }
 
+/// Turns transparent huge pages off for this process, as `sipmeter run` does for its own
+/// (crates/agent/src/callmedia/thp.rs): mimalloc asks for huge pages on its arenas, and with
+/// THP in `madvise` mode the first touch of each fresh 2 MB of heap zeroes a whole huge page.
+/// Left on, that zeroing was 2–28 % of this bench's samples from run to run (`clear_page_erms`),
+/// which measures the kernel's page policy, not the state machines; the product runs without it.
+#[allow(unsafe_code)] // reason: prctl(PR_SET_THP_DISABLE) has no safe wrapper in std
+fn disable_huge_pages() {
+    // SAFETY: prctl with integer arguments only; PR_SET_THP_DISABLE reads no memory.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, 0, 0, 0) };
+    if r != 0 {
+        eprintln!(
+            "fleet: huge pages stay on ({}); figures include huge-page zeroing",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn main() {
+    disable_huge_pages();
     let n: usize = std::env::var("FLEET_N")
         .ok()
         .and_then(|v| v.parse().ok())
