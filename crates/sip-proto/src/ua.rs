@@ -4674,6 +4674,97 @@ mod auth_tests {
         assert_eq!(sent[0].to_bytes(), retry.to_bytes());
     }
 
+    /// RFC 3261 §22.2, §17.1.1.3, §9.1 with the INVITE shared by the call and its
+    /// transactions: after two 407s (the second stale) the third INVITE carries CSeq 3 and
+    /// one Proxy-Authorization; a retransmitted first 407 is ACKed with the first INVITE's
+    /// branch and CSeq 1 (from that transaction's record, not from the INVITE changed since);
+    /// the CANCEL of the early call is the third INVITE's (its branch, CSeq 3).
+    #[test]
+    fn a_twice_challenged_invite_acks_each_407_as_sent_and_cancels_the_last() {
+        let mut server = Server {
+            issuer: NonceIssuer::new(b"k", 10),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let take = |ua: &mut UserAgent| -> Vec<Message> {
+            std::iter::from_fn(|| ua.poll_transmit())
+                .map(|o| Message::parse(&o.bytes).unwrap())
+                .collect()
+        };
+        let first = take(&mut ua).remove(0);
+        let first_407 = server.answer(&first, true);
+        ua.handle_message(now, first_407.clone(), from);
+        let out = take(&mut ua);
+        let second = out
+            .iter()
+            .find(|m| m.method() == Some(Method::Invite))
+            .unwrap()
+            .clone();
+        // The second INVITE's credentials are stale by the time it arrives.
+        server.now_unix = 5_000;
+        let second_407 = server.answer(&second, true);
+        assert!(
+            second_407
+                .headers
+                .value(&HeaderName::ProxyAuthenticate)
+                .unwrap()
+                .contains("stale=true")
+        );
+        ua.handle_message(now, second_407, from);
+        let third = take(&mut ua)
+            .into_iter()
+            .find(|m| m.method() == Some(Method::Invite))
+            .unwrap();
+        assert_eq!(
+            [&first, &second, &third].map(|m| m.cseq().unwrap().seq),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            third
+                .headers
+                .get_all(&HeaderName::ProxyAuthorization)
+                .count(),
+            1
+        );
+        let branches = [&first, &second, &third].map(|m| m.top_via().unwrap().branch());
+        assert!(branches[0] != branches[1] && branches[1] != branches[2]);
+        // The first 407 again: ACKed as the first INVITE was sent.
+        ua.handle_message(now, first_407, from);
+        let acks = take(&mut ua);
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        assert_eq!(acks[0].method(), Some(Method::Ack));
+        assert_eq!(acks[0].top_via().unwrap().branch(), branches[0]);
+        assert_eq!(acks[0].cseq().unwrap().seq, 1);
+        assert!(
+            acks[0]
+                .headers
+                .get(&HeaderName::ProxyAuthorization)
+                .is_none()
+        );
+        // A 180 to the third INVITE, then hang up: CANCEL matches the third INVITE.
+        let mut ringing = Message::response_to(&third, 180, "Ringing", Some("srv"));
+        ringing.headers.push(Header::new(
+            HeaderName::Contact,
+            "<sip:1002@127.0.0.1:5080>",
+        ));
+        ua.handle_message(now, ringing, from);
+        ua.hangup(now, call);
+        let cancel = take(&mut ua)
+            .into_iter()
+            .find(|m| m.method() == Some(Method::Cancel))
+            .expect("a CANCEL");
+        assert_eq!(cancel.top_via().unwrap().branch(), branches[2]);
+        assert_eq!(
+            cancel.cseq().map(|c| (c.seq, c.method)),
+            Some((3, Method::Cancel))
+        );
+        assert_eq!(cancel.request_uri(), third.request_uri());
+    }
+
     #[test]
     fn invite_407_is_answered_with_proxy_authorization() {
         let server = Server {
