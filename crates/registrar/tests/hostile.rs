@@ -278,3 +278,52 @@ fn long_and_non_ascii_user_names_authenticate() {
         }
     }
 }
+
+/// RFC 3261 §16.6 step 3: a request without Max-Forwards is forwarded with one added, of 70;
+/// one with Max-Forwards is forwarded with it less one; 0 is answered 483 (§16.3 step 3); a
+/// value that is not a number the proxy can decrement is refused with 400 (§16.3 step 1:
+/// the header fields the proxy processes must be well formed).
+#[test]
+fn max_forwards_is_added_decremented_or_refused() {
+    let mut reg = registrar(AuthMode::Open);
+    assert_eq!(answers(&mut reg, &register("1001", "")), [200]);
+    for (line, want) in [
+        ("", Ok("70")),
+        ("Max-Forwards: 70\r\n", Ok("69")),
+        ("Max-Forwards: 1\r\n", Ok("0")),
+        ("Max-Forwards: 255\r\n", Ok("254")),
+        ("Max-Forwards: 0\r\n", Err(483)),
+        ("Max-Forwards: abc\r\n", Err(400)),
+        ("Max-Forwards: 99999999999999999999\r\n", Err(400)),
+    ] {
+        let raw = format!(
+            "INVITE sip:1001@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.8:5070;branch=z9hG4bKmf{}\r\n\
+From: <sip:a@sipmeter.test>;tag=f1\r\nTo: <sip:1001@sipmeter.test>\r\nCall-ID: mf-{}\r\n\
+CSeq: 1 INVITE\r\n{line}Content-Length: 0\r\n\r\n",
+            line.len(),
+            line.len()
+        );
+        let msg = Message::parse(raw.as_bytes()).unwrap();
+        reg.handle_message(
+            Instant::now(),
+            NOW_UNIX,
+            msg,
+            "192.0.2.8:5070".parse().unwrap(),
+        );
+        let out: Vec<Message> = std::iter::from_fn(|| reg.poll_transmit())
+            .map(|(_, b)| Message::parse(&b).unwrap())
+            .collect();
+        assert_eq!(out.len(), 1, "{line:?}");
+        match want {
+            Ok(mf) => {
+                assert_eq!(out[0].method(), Some(sip_msg::Method::Invite), "{line:?}");
+                assert_eq!(
+                    out[0].headers.value(&HeaderName::MaxForwards),
+                    Some(mf),
+                    "{line:?}"
+                );
+            }
+            Err(code) => assert_eq!(out[0].status(), Some(code), "{line:?}"),
+        }
+    }
+}
