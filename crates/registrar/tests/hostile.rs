@@ -327,3 +327,24 @@ CSeq: 1 INVITE\r\n{line}Content-Length: 0\r\n\r\n",
         }
     }
 }
+
+/// An AOR user is unescaped once (RFC 3261 §19.1.2, §10.3): `%2541` binds `%41`, not `A`;
+/// plain and escaped spellings of one name bind the same user.
+#[test]
+fn aor_users_are_unescaped_once() {
+    let mut reg = registrar(AuthMode::Open);
+    for (written, bound) in [
+        ("%2541", "%41"),
+        ("%25", "%"),
+        ("b%6Fb", "bob"),
+        ("bob", "bob"),
+    ] {
+        assert_eq!(
+            answers(&mut reg, &register(written, "")),
+            [200],
+            "{written}"
+        );
+        assert!(!reg.bindings(bound).is_empty(), "{written} binds {bound}");
+    }
+    assert!(reg.bindings("A").is_empty());
+}
