@@ -534,23 +534,29 @@ impl Registrar {
         {
             return;
         }
-        // RFC 3261 §16.3 step 3: Max-Forwards.
-        let mf = req
-            .headers
-            .typed::<MaxForwards>()
-            .and_then(Result::ok)
-            .map_or(70, |m| m.0);
-        if mf == 0 {
-            if method != Method::Ack {
-                self.respond(&req, top, source, 483, "Too Many Hops", &[]);
+        // RFC 3261 §16.3 step 3: Max-Forwards; §16.6 step 3: decremented, or added with 70
+        // when the request has none. One the proxy cannot read is refused (§16.3 step 1).
+        let forwards = match req.headers.typed::<MaxForwards>() {
+            None => 70,
+            Some(Ok(m)) if m.0 == 0 => {
+                if method != Method::Ack {
+                    self.respond(&req, top, source, 483, "Too Many Hops", &[]);
+                }
+                return;
             }
-            return;
-        }
+            Some(Ok(m)) => m.0 - 1,
+            Some(Err(_)) => {
+                if method != Method::Ack {
+                    self.respond(&req, top, source, 400, "Bad Request (Max-Forwards)", &[]);
+                }
+                return;
+            }
+        };
         req.headers
-            .set(match SMALL_DECIMALS.get((mf - 1) as usize) {
+            .set(match SMALL_DECIMALS.get(forwards as usize) {
                 // Nearly always 69 (70, the RFC 3261 §8.1.1.6 default, less one): no allocation.
                 Some(text) => Header::from_static(HeaderName::MaxForwards, text),
-                None => Header::new(HeaderName::MaxForwards, (mf - 1).to_string()),
+                None => Header::new(HeaderName::MaxForwards, forwards.to_string()),
             });
 
         // §16.4: remove our own Route entry (loose routing) from the top.

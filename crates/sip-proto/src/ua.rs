@@ -1310,16 +1310,12 @@ impl UserAgent {
                 }
             }
             200..=299 => {
-                if let Some((dest, ack)) = call.ack.clone() {
-                    // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4).
-                    push_out(
-                        &mut self.queues,
-                        Outgoing {
-                            destination: dest,
-                            bytes: ack,
-                            retransmission: true,
-                        },
-                    );
+                if let Some(kept) = call.ack.clone() {
+                    // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4). The
+                    // 2xx of another fork is ACKed in its own dialog.
+                    if let Some(out) = self.ack_again(&kept, resp) {
+                        push_out(&mut self.queues, out);
+                    }
                     return;
                 }
                 let Some(invite) = call.invite.as_deref() else {
@@ -1439,6 +1435,44 @@ impl UserAgent {
         }) {
             f.peer = Peer::Client(Owner::Invite(id), AckTo::Again(kept()));
         }
+    }
+
+    /// The ACK for a 2xx to our INVITE after `kept` (the ACK of the first 2xx, and where it
+    /// went) was sent: `kept` again for a retransmission of that 2xx; for a 2xx of another
+    /// dialog (a forked INVITE answered twice) an ACK in that dialog (RFC 3261 §13.2.2.4:
+    /// the UAC core ACKs each 2xx), made from `kept` (our From and tag, Call-ID, CSeq, Via)
+    /// and the 2xx (its To tag, Contact and Record-Route). `None` when that 2xx cannot be
+    /// ACKed (no To tag or Contact). Only runs for a 2xx received again: the rare path.
+    fn ack_again(&self, kept: &(Destination, Bytes), resp: &Message) -> Option<Outgoing> {
+        let same = || Outgoing {
+            destination: kept.0.clone(),
+            bytes: kept.1.clone(),
+            retransmission: true,
+        };
+        let Ok(first) = Message::parse(&kept.1) else {
+            return Some(same());
+        };
+        let tag = |m: &Message| {
+            m.headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag().map(Cow::into_owned))
+        };
+        let theirs = tag(resp)?;
+        if tag(&first).as_deref() == Some(theirs.as_str()) {
+            return Some(same());
+        }
+        let mut dialog = Dialog::from_uac(&first, resp).ok()?;
+        let via = first.headers.value(&HeaderName::Via)?.to_owned();
+        let seq = first.cseq().map_or(1, |c| c.seq);
+        let ack = self
+            .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
+            .build();
+        Some(Outgoing {
+            destination: Destination::Uri(Arc::new(dialog.next_hop())),
+            bytes: Bytes::from(ack.to_bytes()),
+            retransmission: false,
+        })
     }
 
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
@@ -2563,14 +2597,10 @@ impl UserAgent {
                     (owner, ev, at.and_then(|at| self.client[at].ack.as_deref()))
                     && r.status().is_some_and(|c| (200..300).contains(&c))
                 {
-                    push_out(
-                        &mut self.queues,
-                        Outgoing {
-                            destination: ack.0.clone(),
-                            bytes: ack.1.clone(),
-                            retransmission: true,
-                        },
-                    );
+                    // Another fork's 2xx is ACKed in its own dialog (`ack_again`).
+                    if let Some(out) = self.ack_again(ack, r) {
+                        push_out(&mut self.queues, out);
+                    }
                     continue;
                 }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
@@ -2616,16 +2646,12 @@ impl UserAgent {
         match f.txn.handle_response(resp) {
             FinishedReply::Absorbed => {}
             FinishedReply::Deliver if matches!(ack_to, AckTo::Again(_)) => {
-                // A re-INVITE's 2xx again: the same ACK again, not reported again.
-                if let AckTo::Again(ack) = ack_to {
-                    push_out(
-                        &mut self.queues,
-                        Outgoing {
-                            destination: ack.0.clone(),
-                            bytes: ack.1.clone(),
-                            retransmission: true,
-                        },
-                    );
+                // An (re-)INVITE's 2xx again: the same ACK again, not reported again (another
+                // fork's 2xx: ACKed in its own dialog, `ack_again`).
+                if let AckTo::Again(ack) = ack_to
+                    && let Some(out) = self.ack_again(ack, resp)
+                {
+                    push_out(&mut self.queues, out);
                 }
             }
             FinishedReply::Deliver => {
@@ -4672,6 +4698,170 @@ mod auth_tests {
             .collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].to_bytes(), retry.to_bytes());
+    }
+
+    /// RFC 3261 §22.2, §17.1.1.3, §9.1 with the INVITE shared by the call and its
+    /// transactions: after two 407s (the second stale) the third INVITE carries CSeq 3 and
+    /// one Proxy-Authorization; a retransmitted first 407 is ACKed with the first INVITE's
+    /// branch and CSeq 1 (from that transaction's record, not from the INVITE changed since);
+    /// the CANCEL of the early call is the third INVITE's (its branch, CSeq 3).
+    #[test]
+    fn a_twice_challenged_invite_acks_each_407_as_sent_and_cancels_the_last() {
+        let mut server = Server {
+            issuer: NonceIssuer::new(b"k", 10),
+            password: "s3cret",
+            now_unix: 1_000,
+        };
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let take = |ua: &mut UserAgent| -> Vec<Message> {
+            std::iter::from_fn(|| ua.poll_transmit())
+                .map(|o| Message::parse(&o.bytes).unwrap())
+                .collect()
+        };
+        let first = take(&mut ua).remove(0);
+        let first_407 = server.answer(&first, true);
+        ua.handle_message(now, first_407.clone(), from);
+        let out = take(&mut ua);
+        let second = out
+            .iter()
+            .find(|m| m.method() == Some(Method::Invite))
+            .unwrap()
+            .clone();
+        // The second INVITE's credentials are stale by the time it arrives.
+        server.now_unix = 5_000;
+        let second_407 = server.answer(&second, true);
+        assert!(
+            second_407
+                .headers
+                .value(&HeaderName::ProxyAuthenticate)
+                .unwrap()
+                .contains("stale=true")
+        );
+        ua.handle_message(now, second_407, from);
+        let third = take(&mut ua)
+            .into_iter()
+            .find(|m| m.method() == Some(Method::Invite))
+            .unwrap();
+        assert_eq!(
+            [&first, &second, &third].map(|m| m.cseq().unwrap().seq),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            third
+                .headers
+                .get_all(&HeaderName::ProxyAuthorization)
+                .count(),
+            1
+        );
+        let branches = [&first, &second, &third].map(|m| m.top_via().unwrap().branch());
+        assert!(branches[0] != branches[1] && branches[1] != branches[2]);
+        // The first 407 again: ACKed as the first INVITE was sent.
+        ua.handle_message(now, first_407, from);
+        let acks = take(&mut ua);
+        assert_eq!(acks.len(), 1, "{acks:?}");
+        assert_eq!(acks[0].method(), Some(Method::Ack));
+        assert_eq!(acks[0].top_via().unwrap().branch(), branches[0]);
+        assert_eq!(acks[0].cseq().unwrap().seq, 1);
+        assert!(
+            acks[0]
+                .headers
+                .get(&HeaderName::ProxyAuthorization)
+                .is_none()
+        );
+        // A 180 to the third INVITE, then hang up: CANCEL matches the third INVITE.
+        let mut ringing = Message::response_to(&third, 180, "Ringing", Some("srv"));
+        ringing.headers.push(Header::new(
+            HeaderName::Contact,
+            "<sip:1002@127.0.0.1:5080>",
+        ));
+        ua.handle_message(now, ringing, from);
+        ua.hangup(now, call);
+        let cancel = take(&mut ua)
+            .into_iter()
+            .find(|m| m.method() == Some(Method::Cancel))
+            .expect("a CANCEL");
+        assert_eq!(cancel.top_via().unwrap().branch(), branches[2]);
+        assert_eq!(
+            cancel.cseq().map(|c| (c.seq, c.method)),
+            Some((3, Method::Cancel))
+        );
+        assert_eq!(cancel.request_uri(), third.request_uri());
+    }
+
+    /// RFC 3261 §13.2.2.4: a forked INVITE answered by two UASs (two 2xx, two To tags)
+    /// makes the UAC ACK each 2xx in its own dialog: the second ACK carries the second To
+    /// tag and goes to the second Contact, not the first dialog's ACK again.
+    #[test]
+    fn each_forked_2xx_is_acked_in_its_own_dialog() {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut cfg = config();
+        cfg.credentials = None;
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let ok = |tag: &str, contact: &str| {
+            let mut r = Message::response_to(&invite, 200, "OK", Some(tag));
+            r.headers.push(Header::new(HeaderName::Contact, contact));
+            r
+        };
+        let acks = |ua: &mut UserAgent| -> Vec<(Destination, Message)> {
+            std::iter::from_fn(|| ua.poll_transmit())
+                .map(|o| (o.destination, Message::parse(&o.bytes).unwrap()))
+                .filter(|(_, m)| m.method() == Some(Method::Ack))
+                .collect()
+        };
+        ua.handle_message(now, ok("ta", "<sip:1002@127.0.0.1:5080>"), from);
+        let first = acks(&mut ua);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1.to().unwrap().tag().as_deref(), Some("ta"));
+        // The other fork's 2xx, then each one again.
+        for round in 0..2 {
+            ua.handle_message(now, ok("tb", "<sip:1002@127.0.0.1:5090>"), from);
+            let second = acks(&mut ua);
+            assert_eq!(second.len(), 1, "round {round}");
+            let (dest, ack) = &second[0];
+            assert_eq!(
+                ack.to().unwrap().tag().as_deref(),
+                Some("tb"),
+                "round {round}"
+            );
+            assert_eq!(
+                ack.request_uri().unwrap().to_string(),
+                "sip:1002@127.0.0.1:5090",
+                "round {round}"
+            );
+            assert!(
+                matches!(dest, Destination::Uri(u) if u.to_string() == "sip:1002@127.0.0.1:5090"),
+                "round {round}: {dest:?}"
+            );
+            ua.handle_message(now, ok("ta", "<sip:1002@127.0.0.1:5080>"), from);
+            let again = acks(&mut ua);
+            assert_eq!(again.len(), 1);
+            assert_eq!(
+                again[0].1.to_bytes(),
+                first[0].1.to_bytes(),
+                "round {round}"
+            );
+        }
+        // Hung up and forgotten (until Timer M the INVITE's record still ACKs): the other
+        // fork's 2xx is still ACKed in its own dialog.
+        let call = CallId(0);
+        ua.hangup(now, call);
+        let bye = std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| Message::parse(&o.bytes).unwrap())
+            .find(|m| m.method() == Some(Method::Bye))
+            .expect("a BYE");
+        ua.handle_message(now, Message::response_to(&bye, 200, "OK", None), from);
+        assert_eq!(ua.call_state(call), Some(CallState::Terminated));
+        ua.forget_call(call);
+        ua.handle_message(now, ok("tb", "<sip:1002@127.0.0.1:5090>"), from);
+        let late = acks(&mut ua);
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].1.to().unwrap().tag().as_deref(), Some("tb"));
     }
 
     #[test]
