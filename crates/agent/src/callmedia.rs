@@ -26,6 +26,7 @@ use tokio::io::unix::AsyncFd;
 
 mod fdtable;
 mod probe;
+mod realtime;
 mod thp;
 mod timerfd;
 
@@ -190,6 +191,24 @@ fn grid_origin() -> Instant {
 thread_local! {
     /// This thread's offset of the media grid ([`set_grid_phase`]).
     static GRID_PHASE: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Sets up a shard's thread for media before its loop starts: its media grid's phase
+/// ([`set_grid_phase`]) and, when `SIPMETER_MEDIA_RT` asks for it, real-time scheduling
+/// (`callmedia/realtime.rs`; a refusal is printed once per shard and the run goes on).
+pub fn shard_thread_setup(index: usize, shards: usize) {
+    set_grid_phase(index, shards);
+    match realtime::priority_from_env() {
+        None => {}
+        Some(Err(e)) => eprintln!("sipmeter: {e}"),
+        Some(Ok(p)) => {
+            if let Err(e) = realtime::set_fifo(p) {
+                eprintln!(
+                    "sipmeter: shard {index}: SCHED_FIFO {p} refused ({e}); normal scheduling"
+                );
+            }
+        }
+    }
 }
 
 /// Shard `index` of `shards` runs its media on the grid shifted by `index / shards` of a

@@ -1190,7 +1190,7 @@ impl<'a> Shard<'a> {
             local.set_ip(probe.local_addr()?.ip());
         }
         let start = Instant::now();
-        crate::callmedia::set_grid_phase(index, plan.shards);
+        crate::callmedia::shard_thread_setup(index, plan.shards);
         let media = MediaDriver::new()?;
         let targets = TargetTable::new(shared.targets.clone(), start);
         let net = NetPoll::new(stream.clone())?;
