@@ -10,7 +10,11 @@
 #
 # SIPMETER_STALL_MS=N: the shards print every loop turn that stalled longer than N ms
 # (docs/media.md); RTP_KEEP=DIR keeps each run's output (DIR/rtp-N.out) and report.
+# SIPMETER_TIMELINE=DIR: each N's shard loop timelines go to DIR/N (read them with
+# benches/load/timeline.py DIR/N); SIPMETER_MEDIA_RT=PRIORITY runs the shards under SCHED_FIFO
+# (needs root or RLIMIT_RTPRIO; docs/notes-rtpp99.md). Both are off by default.
 set -euo pipefail
+TIMELINE=${SIPMETER_TIMELINE:-}
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
 shift || true
@@ -23,9 +27,10 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || true
 
-echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)"
+echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}"
 printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %6s %8s %8s  %s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "CPU s" cores "RSS MB" "KB/call" flag
 for N in "${COUNTS[@]}"; do
+  if [[ -n $TIMELINE ]]; then mkdir -p "$TIMELINE/$N"; export SIPMETER_TIMELINE="$TIMELINE/$N"; fi
   cat > "$WORK/rtp.toml" <<TOML
 name = "rtp bench $N"
 duration = "${DURATION}s"

@@ -13,7 +13,11 @@
 #
 #   benches/load/rtp_sipp.sh [DURATION_S] N1 N2 …      (default: 20 s, 250 500 1000 2000)
 # Needs sipp (Debian sip-tester). SIPMETER_BIN=path runs a given build instead of building.
+# SIPMETER_TIMELINE=DIR: each N's shard loop timelines go to DIR/N (read them with
+# benches/load/timeline.py DIR/N); SIPMETER_MEDIA_RT=PRIORITY runs the shards under SCHED_FIFO
+# (needs root or RLIMIT_RTPRIO; docs/notes-rtpp99.md). Both are off by default.
 set -euo pipefail
+TIMELINE=${SIPMETER_TIMELINE:-}
 cd "$(dirname "$0")/../.."
 DURATION=${1:-20}
 shift || true
@@ -33,9 +37,10 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo; }
 # was full): the last column of /proc/net/udp.
 udp_drops() { awk -v p="$(printf '0100007F:%04X' "$1")" '$2 == p { print $NF }' /proc/net/udp | head -1; }
 
-echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))"
+echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}"
 printf "%7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %8s %10s %8s  %s\n" calls tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "our cor" "SIPp cor" "SIPp drop" "KB/call" flag
 for N in "${COUNTS[@]}"; do
+  if [[ -n $TIMELINE ]]; then mkdir -p "$TIMELINE/$N"; export SIPMETER_TIMELINE="$TIMELINE/$N"; fi
   PORT=$(free_port)
   # SIPp's media ports (it uses MPORT and MPORT + 2), below the ephemeral range our calls'
   # sockets come from.

@@ -26,6 +26,7 @@ use tokio::io::unix::AsyncFd;
 
 mod fdtable;
 mod probe;
+mod realtime;
 mod thp;
 mod timerfd;
 
@@ -184,7 +185,42 @@ pub const MEDIA_GRID: Duration = Duration::from_millis(1);
 
 fn grid_origin() -> Instant {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
+    *ORIGIN.get_or_init(Instant::now) + GRID_PHASE.get()
+}
+
+thread_local! {
+    /// This thread's offset of the media grid ([`set_grid_phase`]).
+    static GRID_PHASE: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// Sets up a shard's thread for media before its loop starts: its media grid's phase
+/// ([`set_grid_phase`]) and, when `SIPMETER_MEDIA_RT` asks for it, real-time scheduling
+/// (`callmedia/realtime.rs`; a refusal is printed once per shard and the run goes on).
+pub fn shard_thread_setup(index: usize, shards: usize) {
+    set_grid_phase(index, shards);
+    match realtime::priority_from_env() {
+        None => {}
+        Some(Err(e)) => eprintln!("sipmeter: {e}"),
+        Some(Ok(p)) => {
+            if let Err(e) = realtime::set_fifo(p) {
+                eprintln!(
+                    "sipmeter: shard {index}: SCHED_FIFO {p} refused ({e}); normal scheduling"
+                );
+            }
+        }
+    }
+}
+
+/// Shard `index` of `shards` runs its media on the grid shifted by `index / shards` of a
+/// step: the shards' passes interleave instead of all falling due on the same instants.
+/// When the scheduler puts two shards on one CPU (it does, for a few ms at a time), the
+/// second one's pass no longer waits behind the whole first one at every grid point
+/// (docs/notes-rtpp99.md). Call on the shard's thread before any media starts.
+pub fn set_grid_phase(index: usize, shards: usize) {
+    let step = MEDIA_GRID.as_nanos() as u64;
+    let shards = shards.max(1) as u64;
+    let phase = Duration::from_nanos(step * (index as u64 % shards) / shards);
+    GRID_PHASE.set(phase);
 }
 
 /// `at` rounded up to the media grid (≤ [`MEDIA_GRID`] later).
@@ -272,6 +308,10 @@ pub struct MediaDriver {
     pub batch: RecvBatch,
     /// Datagrams read.
     pub received: u64,
+    /// Per-second samples taken.
+    pub samples: u64,
+    /// The calls of the current media pass (reused: no allocation per pass).
+    pub due: Vec<usize>,
 }
 
 impl std::fmt::Debug for MediaDriver {
@@ -291,6 +331,8 @@ impl MediaDriver {
             ready: Vec::with_capacity(EVENTS_PER_POLL),
             batch: RecvBatch::default(),
             received: 0,
+            samples: 0,
+            due: Vec::new(),
         })
     }
 
@@ -486,6 +528,27 @@ impl PreciseTimer {
     }
 }
 
+/// The packets timed since the last look (the loop probe's timeline, per turn).
+#[derive(Debug, Clone, Copy)]
+pub struct RecentTiming {
+    /// The earliest one, µs (`u64::MAX`: none).
+    pub min_us: u64,
+    /// The latest one, µs.
+    pub max_us: u64,
+    /// Those that left more than 1 ms late.
+    pub over_1ms: u64,
+}
+
+impl Default for RecentTiming {
+    fn default() -> Self {
+        Self {
+            min_us: u64::MAX,
+            max_us: 0,
+            over_1ms: 0,
+        }
+    }
+}
+
 /// How late RTP packets left against their schedule (the send time the session's pacing
 /// asked for): a histogram in 10 µs steps up to 10 ms, then 1 ms steps up to 1 s.
 #[derive(Debug, Clone)]
@@ -496,6 +559,9 @@ pub struct SendTiming {
     pub count: u64,
     /// The latest one, µs.
     pub max_us: u64,
+    /// The earliest and the latest one, and those over 1 ms, since
+    /// [`SendTiming::take_recent`] (for the loop probe's timeline; not merged).
+    recent: RecentTiming,
 }
 
 impl Default for SendTiming {
@@ -505,6 +571,7 @@ impl Default for SendTiming {
             coarse: Box::new([0; 991]),
             count: 0,
             max_us: 0,
+            recent: RecentTiming::default(),
         }
     }
 }
@@ -515,11 +582,19 @@ impl SendTiming {
         let us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
         self.count += 1;
         self.max_us = self.max_us.max(us);
+        self.recent.min_us = self.recent.min_us.min(us);
+        self.recent.max_us = self.recent.max_us.max(us);
+        self.recent.over_1ms += u64::from(us > 1000);
         if us < 10_000 {
             self.fine[(us / 10) as usize] += 1;
         } else {
             self.coarse[((us / 1000) as usize).min(1000) - 10] += 1;
         }
+    }
+
+    /// The earliest and latest packet and the packets over 1 ms late since the last call.
+    pub fn take_recent(&mut self) -> RecentTiming {
+        std::mem::take(&mut self.recent)
     }
 
     /// Adds another histogram (another shard's).
@@ -901,7 +976,20 @@ impl CallMedia {
     /// Sends what is due (recording each RTP packet's lateness in `timing`); returns the
     /// second's sample when one is due.
     pub fn on_timeout(&mut self, now: Instant, timing: &mut SendTiming) -> Option<Sample> {
+        self.send_due(now, timing);
+        self.sample_due(now)
+    }
+
+    /// Sends the RTP and RTCP packets due by `now` (recording each RTP packet's lateness in
+    /// `timing`): the timed part of a media pass.
+    pub fn send_due(&mut self, now: Instant, timing: &mut SendTiming) {
         self.flush(now, Some(timing));
+    }
+
+    /// The second's sample, when one is due by `now` (the sockets are drained first). A
+    /// media pass takes it after every call's sends (see `pace_media` in the engine): the
+    /// interval still ends at `now`, the pass's time.
+    pub fn sample_due(&mut self, now: Instant) -> Option<Sample> {
         let due = self.next_sample.filter(|t| *t <= now)?;
         // What arrived before the second ended counts in it (the shard reads its sockets on
         // its own schedule, so some may still wait).
@@ -1230,6 +1318,76 @@ mod tests {
             assert_eq!(on_grid(g), g);
             assert_eq!(on_grid(g + MEDIA_GRID), g + MEDIA_GRID);
         }
+    }
+
+    /// Shard 1 of 2 runs on the grid shifted by half a step: the same instant rounds up to
+    /// grid points half a step apart on the two shards' threads, and each shard's grid
+    /// keeps its own step.
+    #[test]
+    fn shards_grids_interleave() {
+        let t0 = Instant::now();
+        let on = |index: usize, at: Instant| {
+            std::thread::spawn(move || {
+                set_grid_phase(index, 2);
+                let g = on_grid(at);
+                (g, on_grid(g + Duration::from_nanos(1)), slot_of(g))
+            })
+            .join()
+            .unwrap()
+        };
+        for us in [0, 1, 499, 500, 501, 999, 20_000, 123_457] {
+            let at = t0 + Duration::from_micros(us);
+            let ((g0, n0, _), (g1, n1, _)) = (on(0, at), on(1, at));
+            assert!(g0 >= at && g1 >= at, "{us} µs");
+            let apart = if g1 > g0 { g1 - g0 } else { g0 - g1 };
+            assert_eq!(apart, MEDIA_GRID / 2, "{us} µs");
+            assert_eq!((n0 - g0, n1 - g1), (MEDIA_GRID, MEDIA_GRID), "{us} µs");
+        }
+        // One shard: no shift.
+        let at = t0 + Duration::from_micros(321);
+        let alone = std::thread::spawn(move || {
+            set_grid_phase(0, 1);
+            on_grid(at)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(alone, on_grid(at));
+    }
+
+    /// A media pass sends first and takes the per-second samples after every call's sends:
+    /// `send_due` sends what is due and never samples; `sample_due` takes the sample once
+    /// the second is over, with what was sent in it.
+    #[tokio::test]
+    async fn sends_and_samples_are_separate_steps() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let first = a.poll_timeout().unwrap();
+        let mut timing = SendTiming::default();
+        // Nothing is due before the first packet.
+        a.send_due(first - Duration::from_micros(1), &mut timing);
+        assert_eq!(timing.count, 0);
+        assert!(a.sample_due(first).is_none());
+        // One second of packets, sent on time: 50 of them, no sample among the sends.
+        let mut at = first;
+        while at < first + Duration::from_secs(1) {
+            a.send_due(at, &mut timing);
+            at += Duration::from_millis(20);
+        }
+        assert_eq!(timing.count, 50);
+        let end = first + Duration::from_secs(1);
+        a.send_due(end, &mut timing);
+        assert_eq!(timing.count, 51);
+        let sample = a.sample_due(end).expect("the second is over");
+        assert_eq!(sample.sent.packets, 51);
+        // Taken once.
+        assert!(a.sample_due(end).is_none());
     }
 
     #[test]

@@ -1190,6 +1190,7 @@ impl<'a> Shard<'a> {
             local.set_ip(probe.local_addr()?.ip());
         }
         let start = Instant::now();
+        crate::callmedia::shard_thread_setup(index, plan.shards);
         let media = MediaDriver::new()?;
         let targets = TargetTable::new(shared.targets.clone(), start);
         let net = NetPoll::new(stream.clone())?;
@@ -1482,7 +1483,12 @@ impl<'a> Shard<'a> {
             } else {
                 0
             };
-            self.probe.paced(paced);
+            self.probe.paced(
+                paced,
+                &mut self.stats.send_timing,
+                self.media.received,
+                self.media.samples,
+            );
             self.net.on_timeout(now);
             if self.net.pending() {
                 self.on_net();
@@ -1708,19 +1714,33 @@ impl<'a> Shard<'a> {
         }
     }
 
-    /// One media pass: for every call due by now, sends its packets due and emits its
-    /// sample due (without the endpoint's SIP work), then reads its RTP socket if its read
-    /// is due (on its send schedule, `CallMedia::read_due`; while the call is still in
-    /// cache); then the readable RTCP sockets (one batch). Arrival times are the kernel's.
+    /// One media pass: first every call due by now sends its packets due (without the
+    /// endpoint's SIP work); then, call by call, the sample due is taken and emitted and the
+    /// RTP socket read if its read is due (on its send schedule, `CallMedia::read_due`);
+    /// then the readable RTCP sockets (one batch). Arrival times are the kernel's, so
+    /// reading after the sends changes no figure, and the sends no longer wait behind the
+    /// reads, samples and event hand-overs of the calls before them: the last packet of a
+    /// pass left after the whole pass (≈ 4 µs a call), now after its sends (docs/notes-rtpp99.md).
     /// Returns how many calls' media it ran.
     fn pace_media(&mut self) -> usize {
         let now = Instant::now();
-        let mut ran = 0;
+        let mut due = std::mem::take(&mut self.media.due);
         while let Some((idx, at)) = self.pacer.pop_due(now) {
-            ran += 1;
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
-            self.media_timeout(idx, now);
+            if let Some(m) = self.endpoints[idx].media.as_mut() {
+                m.send_due(now, &mut self.stats.send_timing);
+            }
+            due.push(idx);
+        }
+        for &idx in &due {
+            let Some(m) = self.endpoints[idx].media.as_mut() else {
+                continue;
+            };
+            if let Some(sample) = m.sample_due(now) {
+                self.media.samples += 1;
+                self.emit_sample(idx, now, &sample);
+            }
             let media = self.endpoints[idx].media.as_mut();
             let at = media.and_then(|m| {
                 self.media.received += m.read_due(now, &mut self.media.batch);
@@ -1728,6 +1748,9 @@ impl<'a> Shard<'a> {
             });
             self.pacer.set(idx, at);
         }
+        let ran = due.len();
+        due.clear();
+        self.media.due = due;
         self.on_media_ready();
         ran
     }
@@ -1753,6 +1776,7 @@ impl<'a> Shard<'a> {
             return;
         }
         if let Some(sample) = media.on_timeout(now, &mut self.stats.send_timing) {
+            self.media.samples += 1;
             self.emit_sample(idx, now, &sample);
         }
     }
