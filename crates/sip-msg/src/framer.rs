@@ -150,14 +150,35 @@ impl Framer {
     }
 }
 
+/// The first `needle` in `hay` (`memchr::memmem`: a vector search for the needle's rarest
+/// byte, then a compare; the byte-window scan it replaces compared at every offset).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
+}
+
+/// The pieces of `head` between `\n`s, as `head.split(|&c| c == b'\n')` gives them (the
+/// last one after the last `\n`, maybe empty), found with `memchr`.
+fn head_lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(end) => {
+                rest = r.get(end + 1..);
+                r.get(..end)
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
 }
 
 /// Reads Content-Length (or `l`) from a header section without parsing the rest.
 fn content_length(head: &[u8]) -> Result<usize, FrameError> {
-    for line in head.split(|&c| c == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+    for line in head_lines(head).skip(1) {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = line[..colon].trim_ascii();
@@ -186,6 +207,59 @@ mod tests {
             out.push(r.unwrap());
         }
         out
+    }
+
+    #[test]
+    fn memchr_searches_find_what_byte_by_byte_scans_find() {
+        // Every buffer of up to six bytes over `\r`, `\n`, `:` and `a`, and longer ones (up to
+        // 130 bytes, past memchr's vector sizes) with the pattern at every offset: the
+        // `\r\n\r\n` search against the window scan it replaced, the line split against
+        // `split`, from every start.
+        let alphabet = [b'\r', b'\n', b':', b'a'];
+        let mut bufs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = bufs.clone();
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|b| {
+                    alphabet.iter().map(move |&c| {
+                        let mut b = b.clone();
+                        b.push(c);
+                        b
+                    })
+                })
+                .collect();
+            bufs.extend(last.iter().cloned());
+        }
+        for len in [15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 130] {
+            for at in 0..len {
+                for pattern in [&b"\r\n\r\n"[..], b"\r\n\r", b"\n", b":"] {
+                    let mut b = vec![b'a'; len];
+                    for (i, &c) in pattern.iter().enumerate() {
+                        if let Some(slot) = b.get_mut(at + i) {
+                            *slot = c;
+                        }
+                    }
+                    bufs.push(b);
+                }
+            }
+        }
+        let window_find = |hay: &[u8], needle: &[u8]| -> Option<usize> {
+            hay.windows(needle.len()).position(|w| w == needle)
+        };
+        for b in &bufs {
+            for from in 0..=b.len() {
+                let hay = &b[from..];
+                assert_eq!(
+                    find(hay, b"\r\n\r\n"),
+                    window_find(hay, b"\r\n\r\n"),
+                    "{hay:?}"
+                );
+                let split: Vec<&[u8]> = hay.split(|&c| c == b'\n').collect();
+                let ours: Vec<&[u8]> = head_lines(hay).collect();
+                assert_eq!(ours, split, "{hay:?}");
+            }
+        }
     }
 
     #[test]
