@@ -36,8 +36,8 @@ use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
-    ClientTransaction, Finished, FinishedReply, ServerTransaction, State, Timer, TimerConfig,
-    TxnEvent, TxnKey, client_match,
+    ClientTransaction, Finished, FinishedReply, RequestMsg, ServerTransaction, State, Timer,
+    TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -884,33 +884,40 @@ impl UserAgent {
         destination: Destination,
     ) {
         let method = req.method().unwrap_or(Method::Options);
-        let (reliable, timers) = (self.profile.reliable, self.profile.timers);
-        let txn = match key {
-            Some(key) => ClientTransaction::from_request_keyed(now, req, key, reliable, timers),
-            None => ClientTransaction::from_request(now, req, reliable, timers),
-        };
-        match txn {
-            Ok(txn) => self.push_client(now, txn, owner, destination, method),
-            // Our own requests always carry Via and CSeq: this cannot happen.
-            Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                what: "could not start a transaction for our request",
-            }),
-        }
+        let key = key
+            .or_else(|| TxnKey::of_client_request(&req))
+            .ok_or(TxnError::MissingTxnHeaders);
+        self.push_client(now, RequestMsg::Own(req), key, owner, destination, method);
     }
 
-    /// Keeps a new client transaction and sends its request.
+    /// Keeps a new client transaction for `request` (keyed `key`) and sends the request.
+    /// The transaction is written once, straight into the box the list keeps (made before
+    /// it): built on the stack and moved in, its kilobyte was copied three times.
     fn push_client(
         &mut self,
         now: Instant,
-        txn: ClientTransaction,
+        request: RequestMsg,
+        key: Result<TxnKey, TxnError>,
         owner: Owner,
         destination: Destination,
         method: Method,
     ) {
-        push_boxed(
-            &mut self.client,
+        let Ok((key, invite)) =
+            key.and_then(|k| ClientTransaction::invite_of(&k).map(|invite| (k, invite)))
+        else {
+            // Our own requests always carry Via and CSeq and are never ACKs: this cannot
+            // happen.
+            queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                what: "could not start a transaction for our request",
+            });
+            return;
+        };
+        let (reliable, timers) = (self.profile.reliable, self.profile.timers);
+        let slot = Box::<ClientEntry>::new_uninit();
+        let mut entry = Box::write(
+            slot,
             ClientEntry {
-                txn,
+                txn: ClientTransaction::started(request, key, invite, reliable, timers),
                 owner,
                 destination,
                 method,
@@ -918,6 +925,8 @@ impl UserAgent {
                 ack: None,
             },
         );
+        entry.txn.arm(now);
+        self.client.push(entry);
         self.drain_client(now);
     }
 
@@ -1197,14 +1206,14 @@ impl UserAgent {
             sent_by: String::new(),
             method: Method::Invite,
         };
-        let (reliable, timers) = (self.profile.reliable, self.profile.timers);
-        match ClientTransaction::from_shared_request_keyed(now, invite, key, reliable, timers) {
-            Ok(txn) => self.push_client(now, txn, Owner::Invite(id), destination, Method::Invite),
-            // Our own INVITE always carries Via and CSeq: this cannot happen.
-            Err(_) => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                what: "could not start a transaction for our request",
-            }),
-        }
+        self.push_client(
+            now,
+            RequestMsg::Shared(invite),
+            Ok(key),
+            Owner::Invite(id),
+            destination,
+            Method::Invite,
+        );
     }
 
     fn call_event(&mut self, id: CallId, e: CallEvent) {
