@@ -2360,10 +2360,12 @@ impl UserAgent {
             .count();
         if due > 0 {
             let q = queues(&mut self.queues);
-            for f in self.finished.drain(..due) {
+            // Read in place and dropped in place (draining by value copied each record out).
+            for f in self.finished.range(..due) {
                 let (timer, method) = (f.txn.timer(), f.txn.key().method.clone());
                 q.events.push_back(UaEvent::TimerFired { timer, method });
             }
+            self.finished.drain(..due);
             if self.finished.is_empty() {
                 // An idle phone keeps no room for them.
                 self.finished = VecDeque::new();
