@@ -189,7 +189,7 @@ fn take_key(key: &mut TxnKey) -> TxnKey {
 /// INVITE of a call to answer a challenge, build a CANCEL and make the dialog: one copy for
 /// both).
 #[derive(Debug)]
-enum RequestMsg {
+pub(crate) enum RequestMsg {
     Own(Message),
     Shared(Arc<Message>),
     /// Shed or taken: reads as an empty message.
@@ -266,18 +266,6 @@ impl ClientTransaction {
         Self::start(now, RequestMsg::Own(request), key, reliable, config)
     }
 
-    /// [`ClientTransaction::from_request_keyed`] for a request its owner keeps too (no
-    /// copy): the transaction holds a reference until [`ClientTransaction::shed`].
-    pub(crate) fn from_shared_request_keyed(
-        now: Instant,
-        request: Arc<Message>,
-        key: TxnKey,
-        reliable: bool,
-        config: TimerConfig,
-    ) -> Result<Self, TxnError> {
-        Self::start(now, RequestMsg::Shared(request), key, reliable, config)
-    }
-
     fn start(
         now: Instant,
         request: RequestMsg,
@@ -285,18 +273,43 @@ impl ClientTransaction {
         reliable: bool,
         config: TimerConfig,
     ) -> Result<Self, TxnError> {
+        let invite = Self::invite_of(&key)?;
+        let mut t = Self::started(request, key, invite, reliable, config);
+        t.arm(now);
+        Ok(t)
+    }
+
+    /// Whether a client transaction for `key` is an INVITE one; an error for ACK, which
+    /// has none (the part of [`ClientTransaction::from_request_keyed`] that can fail).
+    pub(crate) fn invite_of(key: &TxnKey) -> Result<bool, TxnError> {
+        match key.method {
+            Method::Ack => Err(TxnError::AckTransaction),
+            Method::Invite => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
+    /// The transaction of [`ClientTransaction::from_request_keyed`] once
+    /// [`ClientTransaction::invite_of`] said `invite`, before [`ClientTransaction::arm`]:
+    /// infallible, so that the UA can write it straight into the box that keeps it (a
+    /// client transaction is over a kilobyte).
+    #[inline(always)]
+    pub(crate) fn started(
+        request: RequestMsg,
+        key: TxnKey,
+        invite: bool,
+        reliable: bool,
+        config: TimerConfig,
+    ) -> Self {
         debug_assert_eq!(
             TxnKey::of_client_request(&request).as_ref(),
             Some(&key),
             "the key given is the request's"
         );
-        let invite = match key.method {
-            Method::Ack => return Err(TxnError::AckTransaction),
-            Method::Invite => true,
-            _ => false,
-        };
-        let bytes = Bytes::from(request.to_bytes());
-        let mut t = Self {
+        // The parts that are not empty at the start (the first transmission, the timers)
+        // are filled in place by [`ClientTransaction::arm`]: built here and moved, they
+        // were copied through the stack.
+        Self {
             key,
             invite,
             reliable,
@@ -306,7 +319,7 @@ impl ClientTransaction {
             } else {
                 State::Trying
             },
-            request: bytes.clone(),
+            request: Bytes::from(request.to_bytes()),
             request_msg: request,
             ack: None,
             interval: config.t1,
@@ -314,25 +327,30 @@ impl ClientTransaction {
             timers: Timers::default(),
             transmits: Fifo::new(),
             events: Fifo::new(),
-        };
-        t.transmits.push_back(Transmit {
-            bytes,
+        }
+    }
+
+    /// Queues the first transmission and arms the timers of a transaction just made by
+    /// [`ClientTransaction::started`] (once).
+    pub(crate) fn arm(&mut self, now: Instant) {
+        self.transmits.push_back(Transmit {
+            bytes: self.request.clone(),
             retransmission: false,
         });
-        let (retransmit, timeout) = if invite {
+        let (retransmit, timeout) = if self.invite {
             (Timer::A, Timer::B)
         } else {
             (Timer::E, Timer::F)
         };
         // RFC 3261 §17.1.1.2 / §17.1.2.2: retransmit only over unreliable transports;
         // Timer B / F = 64*T1 in every case.
+        let (config, reliable) = (self.config, self.reliable);
         if !reliable {
-            t.timers
+            self.timers
                 .set_after(retransmit, now, config.initial(retransmit, reliable));
         }
-        t.timers
+        self.timers
             .set_after(timeout, now, config.initial(timeout, reliable));
-        Ok(t)
     }
 
     /// The key responses are matched with.
