@@ -670,33 +670,22 @@ pub fn run_with_targets(
     let mut per_shard = vec![Progress::default(); shards];
     // Each shard reports every second; the totals go out once per round, not once per shard.
     let mut last_total: Option<Instant> = None;
-    // Each message is one shard's batch of events (see `eventbuf`).
-    for ev in rx.into_iter().flatten() {
-        match ev {
-            RunEvent::Progress(p) => {
-                let Some(i) = p.shard else { continue };
-                per_shard[i] = p;
-                if last_total.is_some_and(|t| t.elapsed() < Duration::from_millis(900)) {
-                    continue;
-                }
-                last_total = Some(Instant::now());
-                let mut sum = Progress::default();
-                for q in &per_shard {
-                    sum.registered += q.registered;
-                    sum.calling += q.calling;
-                    sum.in_call += q.in_call;
-                    sum.done += q.done;
-                    sum.failed += q.failed;
-                }
-                let _ = events.send(RunEvent::Progress(sum));
-            }
-            RunEvent::Finished(r) => {
-                reports.push((*r).clone());
-                let _ = events.send(RunEvent::Finished(r));
-            }
-            other => {
-                let _ = events.send(other);
-            }
+    // Each message is one shard's batch of events (see `eventbuf`). What goes on to
+    // `events` is sent once the whole batch has been looked at, back to back: sent as each
+    // was handled (a report copied between two sends), every event found the consumer
+    // parked again and woke it (a futex wake, its park and two context switches per event:
+    // ~850 futex calls in a run of 6,000 calls at 2,000/s, three quarters of the process's).
+    let mut out = Vec::new();
+    for batch in rx {
+        collect_batch(
+            batch,
+            &mut per_shard,
+            &mut last_total,
+            &mut reports,
+            &mut out,
+        );
+        for ev in out.drain(..) {
+            let _ = events.send(ev);
         }
     }
     let mut base = RunSummary {
@@ -752,6 +741,44 @@ pub fn run_with_targets(
         .sum();
     let _ = events.send(RunEvent::Done(Box::new(summary.clone())));
     Ok((summary, reports))
+}
+
+/// The collector's work on one shard's batch of events: progress summed over the shards
+/// (at most one total a round), final reports kept; what goes on to the run's event stream
+/// is put in `out`, in order.
+fn collect_batch(
+    batch: Vec<RunEvent>,
+    per_shard: &mut [Progress],
+    last_total: &mut Option<Instant>,
+    reports: &mut Vec<EndpointReport>,
+    out: &mut Vec<RunEvent>,
+) {
+    for ev in batch {
+        match ev {
+            RunEvent::Progress(p) => {
+                let Some(i) = p.shard else { continue };
+                per_shard[i] = p;
+                if last_total.is_some_and(|t| t.elapsed() < Duration::from_millis(900)) {
+                    continue;
+                }
+                *last_total = Some(Instant::now());
+                let mut sum = Progress::default();
+                for q in per_shard.iter() {
+                    sum.registered += q.registered;
+                    sum.calling += q.calling;
+                    sum.in_call += q.in_call;
+                    sum.done += q.done;
+                    sum.failed += q.failed;
+                }
+                out.push(RunEvent::Progress(sum));
+            }
+            RunEvent::Finished(r) => {
+                reports.push((*r).clone());
+                out.push(RunEvent::Finished(r));
+            }
+            other => out.push(other),
+        }
+    }
 }
 
 /// Counters the shards share.
