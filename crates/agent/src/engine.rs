@@ -658,8 +658,11 @@ pub fn run_with_targets(
             std::thread::Builder::new()
                 .name(format!("shard-{s}"))
                 .spawn(move || -> std::io::Result<ShardStats> {
+                    // I/O and timers only: `enable_all` also stacks the signal and process
+                    // drivers, which look for child processes to reap on every park.
                     let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build()?;
                     rt.block_on(Shard::run(s, &plan, work, tx, stop, shared, stream))
                 })?,
