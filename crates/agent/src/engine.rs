@@ -2673,21 +2673,27 @@ impl<'a> Shard<'a> {
         // The Call-ID once (each `call_id()` is a parse and a copy).
         let cid = msg.call_id();
         let by_cid = |m: &CallRoutes| cid.as_deref().and_then(|c| m.get(c));
-        let idx = if let Some(i) = on {
-            Some(i)
-        } else if msg.is_request() {
-            let user = msg
+        let by_user = match on {
+            None if msg.is_request() => msg
                 .request_uri()
                 .and_then(Uri::as_sip)
-                .and_then(SipUri::user_unescaped);
-            user.and_then(|u| self.by_user.get(&u).copied())
-                .or_else(|| by_cid(&self.by_call_id))
-        } else {
-            by_cid(&self.by_call_id)
+                .and_then(SipUri::user_unescaped)
+                .and_then(|u| self.by_user.get(&u).copied()),
+            _ => None,
+        };
+        // Found by its Call-ID (most messages: every response): its route exists, no
+        // second lookup for it below.
+        let (idx, routed) = match on.or(by_user) {
+            Some(i) => (Some(i), false),
+            None => {
+                let i = by_cid(&self.by_call_id);
+                (i, i.is_some())
+            }
         };
         let Some(idx) = idx else { return };
         let mut new_call = false;
-        if let Some(cid) = cid
+        if !routed
+            && let Some(cid) = cid
             && !self.by_call_id.contains(&cid)
         {
             new_call = msg.method() == Some(Method::Invite);
