@@ -1204,6 +1204,10 @@ impl<'a> Shard<'a> {
             IpAddr::from([0u16; 8])
         };
         let (sock, udp_note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+        if plan.server.transport.udp_recv_buffer.is_none() {
+            // One socket for the whole shard's answers (see `sipsock::SHARED_RECV_BUFFER`).
+            crate::sipsock::widen_recv_buffer(&sock);
+        }
         // Arrival stamps for the signalling timings (see `sipsock`); without them the read
         // time is used, as before.
         let _ = crate::rxstamp::enable(&sock);
