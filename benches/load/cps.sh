@@ -13,6 +13,9 @@
 # prints its task-clock and context switches per call. Each line ends with the SIPp UAS's
 # own CPU per call (read from /proc before it is stopped) and the load average. Only the
 # SIPp UAS this script started are stopped (by PID), never other runs'.
+# CPS_UAS_BUFF=BYTES gives the SIPp UAS that socket buffer size (-buff_size; SIPp's default
+# is 65535, which a burst of ~28 loopback datagrams fills); CPS_RCVBUF=BYTES asks that
+# SO_RCVBUF for sipmeter's socket (udp_recv_buffer). Both unset: the defaults, as before.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -34,7 +37,7 @@ trap '{ [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; if [[ -n ${
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # sipp -bg prints "Background mode - PID=[1234]".
 start_uas() {
-  UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
+  UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" ${CPS_UAS_BUFF:+-buff_size "$CPS_UAS_BUFF"} -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
   sleep 0.5
 }
 # The UAS's CPU seconds so far (utime + stime of /proc/PID/stat), into UAS_CPU.
@@ -80,6 +83,7 @@ id = "sipp"
 domain = "127.0.0.1"
 port = $PORT
 register = false
+${CPS_RCVBUF:+udp_recv_buffer = $CPS_RCVBUF}
 [[group]]
 name = "caller"
 endpoints = $ENDPOINTS

@@ -18,6 +18,7 @@ pub mod rawscan;
 pub mod routes;
 pub mod runner;
 pub mod rxstamp;
+pub mod sdpoffer;
 pub mod service_media;
 pub mod sipsock;
 pub mod testfile;

@@ -42,6 +42,31 @@ use crate::udpbatch::{self, Outgoing, RecvBatch};
 /// whose wakes fall on whole milliseconds, so the real wait is up to one more millisecond.
 pub const DEFAULT_QUANTUM: Duration = Duration::from_micros(500);
 
+/// The receive buffer asked for the shard's shared socket when the test file sets none
+/// (`udp_recv_buffer`). The kernel caps it at `net.core.rmem_max`.
+///
+/// One socket carries the answers to every endpoint of the shard. At 4,000 calls/s about 16
+/// datagrams arrive per millisecond, and the system default (208 KB, ~90 loopback
+/// datagrams of ~2.3 KB `truesize`) is full after a stall of the shard of ~6 ms. A 200 OK lost
+/// there makes the endpoint send its INVITE again after T1, and SIPp's `uas` scenario aborts
+/// a call on that (docs/notes-cpsagent.md): 32 s of Timer F waits and failed calls. In
+/// `cps.sh 6000 4000` on a loaded 2-core machine our socket dropped datagrams in every run
+/// that collapsed that way with the default (61–12,132 each), and in none of ten with 4 MB.
+pub const SHARED_RECV_BUFFER: usize = 4 << 20;
+
+/// Asks for [`SHARED_RECV_BUFFER`] on `sock` unless its buffer is already that large.
+/// Best effort: a refusal leaves the system's default.
+pub fn widen_recv_buffer(sock: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    // The kernel reports twice the size asked (its bookkeeping share included).
+    if s.recv_buffer_size()
+        .is_ok_and(|n| n >= 2 * SHARED_RECV_BUFFER)
+    {
+        return;
+    }
+    let _ = s.set_recv_buffer_size(SHARED_RECV_BUFFER);
+}
+
 /// `u64::MAX`: not set (the environment or the default decides).
 static QUANTUM_OVERRIDE: AtomicU64 = AtomicU64::new(u64::MAX);
 
@@ -293,6 +318,25 @@ mod tests {
     use std::net::UdpSocket;
 
     const Q: Duration = Duration::from_micros(500);
+
+    #[test]
+    fn the_shared_socket_gets_a_wide_receive_buffer_within_the_systems_cap() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let before = socket2::SockRef::from(&sock).recv_buffer_size().unwrap();
+        widen_recv_buffer(&sock);
+        let after = socket2::SockRef::from(&sock).recv_buffer_size().unwrap();
+        assert!(after >= before, "never narrower: {before} -> {after}");
+        // What the kernel grants: the size asked, capped at rmem_max, doubled.
+        if let Some(max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            assert!(
+                after >= 2 * SHARED_RECV_BUFFER.min(max),
+                "{after} bytes granted, rmem_max {max}"
+            );
+        }
+    }
 
     #[test]
     fn datagrams_read_make_the_next_sleep_a_quantum() {
