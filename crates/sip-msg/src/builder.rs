@@ -646,4 +646,74 @@ mod tests {
             "OPTIONS sip:x SIP/2.0\r\nMax-Forwards: 70\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         );
     }
+
+    /// What the builder printed for the requests above before it was boxed.
+    const GOLDEN: [&str; 4] = [
+        "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a1\r\nMax-Forwards: 70\r\nFrom: <sip:1001@example.test>;tag=00000000000000b2\r\nTo: <sip:1001@example.test>\r\nCall-ID: 00000000000000c3@127.0.0.1\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@127.0.0.1:5070>\r\nExpires: 3600\r\nUser-Agent: sipmeter\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        "INVITE sip:1002@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000d4\r\nMax-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:5070>\r\nUser-Agent: sipmeter\r\nAllow: INVITE, ACK, BYE\r\nSupported: replaces, timer\r\nContent-Type: application/sdp\r\nContent-Length: 31\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n",
+        "BYE sip:1002@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a7\r\nMax-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nRoute: <sip:p2.example;lr>\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>;tag=b8\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 2 BYE\r\nUser-Agent: sipmeter\r\nContent-Length: 0\r\n\r\n",
+        "INVITE sip:1002@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a9\r\nMax-Forwards: 70\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>;tag=b8\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 3 INVITE\r\nContact: <sip:1001@127.0.0.1:5070>\r\nUser-Agent: sipmeter\r\nRAck: 1 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n",
+    ];
+
+    /// The builder calls the user agent makes (REGISTER, INVITE through a proxy, an in-dialog
+    /// BYE with a printed route set, a re-INVITE with a typed Contact), printed with the
+    /// bytes the builder gave before it was boxed (`msg3`): the layout change prints the same.
+    #[test]
+    fn the_user_agents_requests_print_the_same_bytes_as_before() {
+        let registrar = Uri::parse("sip:example.test").unwrap();
+        let register = RequestBuilder::new(Method::Register, registrar)
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a1".into())
+            .from_text("<sip:1001@example.test>;tag=00000000000000b2".into())
+            .to_text("<sip:1001@example.test>".into())
+            .call_id("00000000000000c3@127.0.0.1")
+            .cseq(2)
+            .header(HeaderName::Contact, "<sip:1001@127.0.0.1:5070>")
+            .header(HeaderName::Expires, "3600")
+            .max_forwards(70)
+            .header(HeaderName::UserAgent, "sipmeter")
+            .header(HeaderName::Allow, "INVITE, ACK, BYE, CANCEL, OPTIONS")
+            .build();
+        let bob = Uri::parse("sip:1002@example.test").unwrap();
+        let proxy = Uri::parse("sip:127.0.0.1:5060;lr").unwrap();
+        let invite = RequestBuilder::new(Method::Invite, bob.clone())
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000d4".into())
+            .from_text("<sip:1001@example.test>;tag=e5".into())
+            .to_text("<sip:1002@example.test>".into())
+            .call_id("f6@127.0.0.1")
+            .cseq(1)
+            .header(HeaderName::Contact, "<sip:1001@127.0.0.1:5070>")
+            .route(NameAddr::new(proxy))
+            .header(HeaderName::UserAgent, "sipmeter")
+            .header(HeaderName::Allow, "INVITE, ACK, BYE")
+            .header(HeaderName::Supported, "replaces, timer")
+            .body("application/sdp", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n")
+            .build();
+        let bye = RequestBuilder::new(Method::Bye, Uri::parse("sip:1002@127.0.0.1:5080").unwrap())
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a7".into())
+            .from_text("<sip:1001@example.test>;tag=e5".into())
+            .to_text("<sip:1002@example.test>;tag=b8".into())
+            .call_id("f6@127.0.0.1")
+            .cseq(2)
+            .route_text("<sip:127.0.0.1:5060;lr>".into())
+            .route_text("<sip:p2.example;lr>".into())
+            .header(HeaderName::UserAgent, "sipmeter")
+            .build();
+        let contact = NameAddr::new(Uri::parse("sip:1001@127.0.0.1:5070").unwrap());
+        let reinvite = RequestBuilder::new(Method::Invite, bob)
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a9".into())
+            .from(NameAddr::new(Uri::parse("sip:1001@example.test").unwrap()).with_tag("e5"))
+            .to(NameAddr::new(Uri::parse("sip:1002@example.test").unwrap()).with_tag("b8"))
+            .call_id("f6@127.0.0.1")
+            .cseq(3)
+            .header(HeaderName::UserAgent, "sipmeter")
+            .contact(contact)
+            .header(HeaderName::RAck, "1 1 INVITE")
+            .body("application/sdp", "v=0\r\n")
+            .build();
+        let printed: Vec<String> = [register, invite, bye, reinvite]
+            .iter()
+            .map(|m| String::from_utf8(m.to_bytes()).unwrap())
+            .collect();
+        assert_eq!(printed, GOLDEN);
+    }
 }
