@@ -116,8 +116,17 @@ pub fn tag_from(random: u64) -> String {
 
 /// Builds a request with the mandatory headers in the usual order:
 /// Via, Max-Forwards, Route, From, To, Call-ID, CSeq, Contact, others, Content-Type/Length.
-#[derive(Debug)]
+///
+/// The request's parts live in one box, so each builder method (which takes and returns the
+/// builder by value) moves a pointer, not the parts (about 1,000 bytes: the request URI and
+/// the From, To and Contact name-addrs are inline).
 pub struct RequestBuilder {
+    parts: Box<Parts>,
+}
+
+/// What a [`RequestBuilder`] holds.
+#[derive(Debug)]
+struct Parts {
     method: Method,
     uri: Uri,
     /// Via values, printed when added.
@@ -136,7 +145,7 @@ pub struct RequestBuilder {
 impl RequestBuilder {
     /// Starts a request; CSeq defaults to 1 and Max-Forwards to 70.
     pub fn new(method: Method, uri: Uri) -> Self {
-        Self {
+        let parts = Box::new(Parts {
             method,
             uri,
             via: Vec::new(),
@@ -149,93 +158,94 @@ impl RequestBuilder {
             contact: None,
             extra: Vec::new(),
             body: None,
-        }
+        });
+        Self { parts }
     }
 
     /// Adds a Via (the first added is the top one).
     pub fn via(mut self, via: Via) -> Self {
-        self.via.push(text_of(&via, 96));
+        self.parts.via.push(text_of(&via, 96));
         self
     }
 
     /// Adds a Via value already printed (`SIP/2.0/UDP host:port;branch=…`), as a caller that
     /// writes its Via straight into one string does.
     pub fn via_text(mut self, via: String) -> Self {
-        self.via.push(via);
+        self.parts.via.push(via);
         self
     }
 
     /// Sets Max-Forwards.
     pub fn max_forwards(mut self, n: u8) -> Self {
-        self.max_forwards = n;
+        self.parts.max_forwards = n;
         self
     }
 
     /// Adds a Route entry.
     pub fn route(mut self, route: NameAddr) -> Self {
-        self.routes.push(Addr::Parsed(route));
+        self.parts.routes.push(Addr::Parsed(route));
         self
     }
 
     /// Adds a Route entry already printed (`<sip:p.example;lr>`), as a dialog that printed its
     /// route set once does.
     pub fn route_text(mut self, route: String) -> Self {
-        self.routes.push(Addr::Text(route));
+        self.parts.routes.push(Addr::Text(route));
         self
     }
 
     /// Sets From (include the tag).
     pub fn from(mut self, from: NameAddr) -> Self {
-        self.from = Some(Addr::Parsed(from));
+        self.parts.from = Some(Addr::Parsed(from));
         self
     }
 
     /// Sets From to a value already printed (`<sip:a@h>;tag=1`), as a dialog that printed
     /// its URIs once does.
     pub fn from_text(mut self, from: String) -> Self {
-        self.from = Some(Addr::Text(from));
+        self.parts.from = Some(Addr::Text(from));
         self
     }
 
     /// Sets To.
     pub fn to(mut self, to: NameAddr) -> Self {
-        self.to = Some(Addr::Parsed(to));
+        self.parts.to = Some(Addr::Parsed(to));
         self
     }
 
     /// Sets To to a value already printed (see [`RequestBuilder::from_text`]).
     pub fn to_text(mut self, to: String) -> Self {
-        self.to = Some(Addr::Text(to));
+        self.parts.to = Some(Addr::Text(to));
         self
     }
 
     /// Sets Call-ID.
     pub fn call_id(mut self, call_id: impl Into<String>) -> Self {
-        self.call_id = Some(call_id.into());
+        self.parts.call_id = Some(call_id.into());
         self
     }
 
     /// Sets the CSeq number (the method is the request's).
     pub fn cseq(mut self, seq: u32) -> Self {
-        self.cseq = seq;
+        self.parts.cseq = seq;
         self
     }
 
     /// Sets Contact.
     pub fn contact(mut self, contact: NameAddr) -> Self {
-        self.contact = Some(contact);
+        self.parts.contact = Some(contact);
         self
     }
 
     /// Adds any other header.
     pub fn header(mut self, name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
-        self.extra.push(Header::new(name, value));
+        self.parts.extra.push(Header::new(name, value));
         self
     }
 
     /// Sets the body and its type.
     pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
-        self.body = Some((content_type.to_owned(), body.into()));
+        self.parts.body = Some((content_type.to_owned(), body.into()));
         self
     }
 
@@ -244,51 +254,51 @@ impl RequestBuilder {
     /// Every header is written into one text buffer that the message's headers share (as a
     /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
-        let extra = self.extra.len();
+        let p = *self.parts;
+        let extra = p.extra.len();
         let head = String::with_capacity(
-            400 + self.via.iter().map(|v| v.len() + 8).sum::<usize>()
-                + self.routes.len() * 72
-                + self
-                    .extra
+            400 + p.via.iter().map(|v| v.len() + 8).sum::<usize>()
+                + p.routes.len() * 72
+                + p.extra
                     .iter()
                     .map(|h| h.name().as_str().len() + h.value().len() + 4)
                     .sum::<usize>(),
         );
         let mut w = HeadWriter {
             head,
-            spans: Vec::with_capacity(9 + self.via.len() + self.routes.len() + extra),
+            spans: Vec::with_capacity(9 + p.via.len() + p.routes.len() + extra),
         };
-        for v in &self.via {
+        for v in &p.via {
             w.text(HeaderName::Via, v);
         }
-        w.number(HeaderName::MaxForwards, u64::from(self.max_forwards));
-        for r in &self.routes {
+        w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
+        for r in &p.routes {
             match r {
                 Addr::Parsed(a) => w.name_addr(HeaderName::Route, a),
                 Addr::Text(t) => w.text(HeaderName::Route, t),
             }
         }
-        for (name, addr) in [(HeaderName::From, &self.from), (HeaderName::To, &self.to)] {
+        for (name, addr) in [(HeaderName::From, &p.from), (HeaderName::To, &p.to)] {
             match addr {
                 Some(Addr::Parsed(a)) => w.name_addr(name, a),
                 Some(Addr::Text(t)) => w.text(name, t),
                 None => {}
             }
         }
-        if let Some(c) = &self.call_id {
+        if let Some(c) = &p.call_id {
             w.text(HeaderName::CallId, c);
         }
         // `CSeq: <seq> <method>`, as `CSeq`'s `Display` prints it.
         let at = w.open(&HeaderName::CSeq);
-        push_decimal(&mut w.head, u64::from(self.cseq));
+        push_decimal(&mut w.head, u64::from(p.cseq));
         w.head.push(' ');
-        w.head.push_str(self.method.as_str());
+        w.head.push_str(p.method.as_str());
         w.close(HeaderName::CSeq, at);
-        if let Some(c) = &self.contact {
+        if let Some(c) = &p.contact {
             w.name_addr(HeaderName::Contact, c);
         }
-        let has_body = self.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
-        for h in self.extra {
+        let has_body = p.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
+        for h in p.extra {
             // Content-Length is always computed, and the body's type replaces another one.
             let name = h.name();
             if *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
@@ -297,7 +307,7 @@ impl RequestBuilder {
             }
             w.text(h.name().clone(), h.value());
         }
-        let body = match self.body {
+        let body = match p.body {
             Some((ct, body)) => {
                 if !body.is_empty() {
                     w.text(HeaderName::ContentType, &ct);
@@ -312,7 +322,7 @@ impl RequestBuilder {
             }
         };
         let HeadWriter { head, spans } = w;
-        let mut m = Message::new_request(self.method, self.uri);
+        let mut m = Message::new_request(p.method, p.uri);
         m.headers = Headers::with_capacity(spans.len());
         match u32::try_from(head.len()) {
             Ok(_) => {
@@ -338,6 +348,26 @@ impl RequestBuilder {
         }
         m.put_body(body);
         m
+    }
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &*self.parts;
+        f.debug_struct("RequestBuilder")
+            .field("method", &p.method)
+            .field("uri", &p.uri)
+            .field("via", &p.via)
+            .field("max_forwards", &p.max_forwards)
+            .field("routes", &p.routes)
+            .field("from", &p.from)
+            .field("to", &p.to)
+            .field("call_id", &p.call_id)
+            .field("cseq", &p.cseq)
+            .field("contact", &p.contact)
+            .field("extra", &p.extra)
+            .field("body", &p.body)
+            .finish()
     }
 }
 
@@ -645,5 +675,91 @@ mod tests {
             text,
             "OPTIONS sip:x SIP/2.0\r\nMax-Forwards: 70\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_builder_moves_as_one_pointer() {
+        // Each builder method takes and returns the builder by value: it must stay one word.
+        assert_eq!(
+            std::mem::size_of::<RequestBuilder>(),
+            std::mem::size_of::<usize>()
+        );
+        let b = RequestBuilder::new(Method::Options, Uri::parse("sip:x").unwrap()).cseq(4);
+        let shown = format!("{b:?}");
+        assert!(
+            shown.starts_with("RequestBuilder { method: Options"),
+            "{shown}"
+        );
+        assert!(shown.contains("cseq: 4"), "{shown}");
+    }
+
+    /// What the builder printed for the requests above before it was boxed.
+    const GOLDEN: [&str; 4] = [
+        "REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a1\r\nMax-Forwards: 70\r\nFrom: <sip:1001@example.test>;tag=00000000000000b2\r\nTo: <sip:1001@example.test>\r\nCall-ID: 00000000000000c3@127.0.0.1\r\nCSeq: 2 REGISTER\r\nContact: <sip:1001@127.0.0.1:5070>\r\nExpires: 3600\r\nUser-Agent: sipmeter\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        "INVITE sip:1002@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000d4\r\nMax-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:1001@127.0.0.1:5070>\r\nUser-Agent: sipmeter\r\nAllow: INVITE, ACK, BYE\r\nSupported: replaces, timer\r\nContent-Type: application/sdp\r\nContent-Length: 31\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n",
+        "BYE sip:1002@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a7\r\nMax-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nRoute: <sip:p2.example;lr>\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>;tag=b8\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 2 BYE\r\nUser-Agent: sipmeter\r\nContent-Length: 0\r\n\r\n",
+        "INVITE sip:1002@example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a9\r\nMax-Forwards: 70\r\nFrom: <sip:1001@example.test>;tag=e5\r\nTo: <sip:1002@example.test>;tag=b8\r\nCall-ID: f6@127.0.0.1\r\nCSeq: 3 INVITE\r\nContact: <sip:1001@127.0.0.1:5070>\r\nUser-Agent: sipmeter\r\nRAck: 1 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n",
+    ];
+
+    /// The builder calls the user agent makes (REGISTER, INVITE through a proxy, an in-dialog
+    /// BYE with a printed route set, a re-INVITE with a typed Contact), printed with the
+    /// bytes the builder gave before it was boxed (`msg3`): the layout change prints the same.
+    #[test]
+    fn the_user_agents_requests_print_the_same_bytes_as_before() {
+        let registrar = Uri::parse("sip:example.test").unwrap();
+        let register = RequestBuilder::new(Method::Register, registrar)
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a1".into())
+            .from_text("<sip:1001@example.test>;tag=00000000000000b2".into())
+            .to_text("<sip:1001@example.test>".into())
+            .call_id("00000000000000c3@127.0.0.1")
+            .cseq(2)
+            .header(HeaderName::Contact, "<sip:1001@127.0.0.1:5070>")
+            .header(HeaderName::Expires, "3600")
+            .max_forwards(70)
+            .header(HeaderName::UserAgent, "sipmeter")
+            .header(HeaderName::Allow, "INVITE, ACK, BYE, CANCEL, OPTIONS")
+            .build();
+        let bob = Uri::parse("sip:1002@example.test").unwrap();
+        let proxy = Uri::parse("sip:127.0.0.1:5060;lr").unwrap();
+        let invite = RequestBuilder::new(Method::Invite, bob.clone())
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000d4".into())
+            .from_text("<sip:1001@example.test>;tag=e5".into())
+            .to_text("<sip:1002@example.test>".into())
+            .call_id("f6@127.0.0.1")
+            .cseq(1)
+            .header(HeaderName::Contact, "<sip:1001@127.0.0.1:5070>")
+            .route(NameAddr::new(proxy))
+            .header(HeaderName::UserAgent, "sipmeter")
+            .header(HeaderName::Allow, "INVITE, ACK, BYE")
+            .header(HeaderName::Supported, "replaces, timer")
+            .body("application/sdp", "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n")
+            .build();
+        let bye = RequestBuilder::new(Method::Bye, Uri::parse("sip:1002@127.0.0.1:5080").unwrap())
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a7".into())
+            .from_text("<sip:1001@example.test>;tag=e5".into())
+            .to_text("<sip:1002@example.test>;tag=b8".into())
+            .call_id("f6@127.0.0.1")
+            .cseq(2)
+            .route_text("<sip:127.0.0.1:5060;lr>".into())
+            .route_text("<sip:p2.example;lr>".into())
+            .header(HeaderName::UserAgent, "sipmeter")
+            .build();
+        let contact = NameAddr::new(Uri::parse("sip:1001@127.0.0.1:5070").unwrap());
+        let reinvite = RequestBuilder::new(Method::Invite, bob)
+            .via_text("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a9".into())
+            .from(NameAddr::new(Uri::parse("sip:1001@example.test").unwrap()).with_tag("e5"))
+            .to(NameAddr::new(Uri::parse("sip:1002@example.test").unwrap()).with_tag("b8"))
+            .call_id("f6@127.0.0.1")
+            .cseq(3)
+            .header(HeaderName::UserAgent, "sipmeter")
+            .contact(contact)
+            .header(HeaderName::RAck, "1 1 INVITE")
+            .body("application/sdp", "v=0\r\n")
+            .build();
+        let printed: Vec<String> = [register, invite, bye, reinvite]
+            .iter()
+            .map(|m| String::from_utf8(m.to_bytes()).unwrap())
+            .collect();
+        assert_eq!(printed, GOLDEN);
     }
 }

@@ -983,6 +983,13 @@ fn simple_header_params(s: &[u8], starts: &mut [u16; MAX_INDEXED]) -> Option<u8>
     }
 }
 
+/// The first header parameter called `name` in `text` (`a=1;b;c=2`, after the first `;`),
+/// as [`ParamsRef::get`] finds it, for text with no quoted value (no `"`): a plain split at
+/// `;`, without checking or indexing the other parameters.
+pub(crate) fn plain_header_param<'a>(text: &'a str, name: &str) -> Option<Option<&'a str>> {
+    text.split_b(b';').find_map(|part| match_param(part, name))
+}
+
 /// The value of `part` when its name is `name`; most parts are rejected on their first bytes.
 #[inline]
 fn match_param<'a>(part: &'a str, name: &str) -> Option<Option<&'a str>> {

@@ -8,8 +8,8 @@ use crate::error::HeaderError;
 use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
 use crate::text::{
-    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, quoted_end, split_top,
-    trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
+    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, plain_header_param,
+    quoted_end, split_top, trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
 };
 use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
 
@@ -511,25 +511,7 @@ impl<'a> HeaderView<'a> for ViaRef<'a> {
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
         // RFC 3261 §25.1: sent-protocol = protocol-name SLASH protocol-version SLASH transport,
         // SLASH = SWS "/" SWS; then LWS sent-by *( SEMI via-params ).
-        let (name, rest) = value
-            .split_once_b(b'/')
-            .ok_or(HeaderError::BadSentProtocol)?;
-        let (version, rest) = rest
-            .split_once_b(b'/')
-            .ok_or(HeaderError::BadSentProtocol)?;
-        let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
-        if !eq_ic_str(name, "SIP") || version != "2.0" {
-            return Err(HeaderError::BadSentProtocol);
-        }
-        let tend = rest
-            .bytes()
-            .position(|c| c == b' ' || c == b'\t')
-            .ok_or(HeaderError::BadSentProtocol)?;
-        let transport = &rest[..tend];
-        if !is_token(transport) {
-            return Err(HeaderError::BadToken);
-        }
-        let rest = trim_start_fast(&rest[tend..]);
+        let (transport, rest) = sent_protocol(value)?;
         let (sent_by, params) = match rest.find_b(b';') {
             Some(i) => (trim_end_fast(&rest[..i]), &rest[i..]),
             None => (trim_end_fast(rest), ""),
@@ -546,6 +528,63 @@ impl<'a> HeaderView<'a> for ViaRef<'a> {
             params,
         })
     }
+}
+
+/// Only the `branch` parameter of a Via value (the top one through [`Headers::view`]): what
+/// [`ViaRef::branch`] gives, for a transaction layer that matches on the branch alone.
+///
+/// The sent-protocol is checked as [`ViaRef`] checks it, but the sent-by host and the other
+/// parameters are neither parsed nor checked (a Via whose host is junk still gives its
+/// branch); a value with a quoted parameter is read by [`ViaRef`] in full.
+///
+/// [`Headers::view`]: crate::Headers::view
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViaBranch<'a>(pub Option<Cow<'a, str>>);
+
+impl<'a> HeaderView<'a> for ViaBranch<'a> {
+    const NAME: HeaderName = HeaderName::Via;
+    const LIST: bool = true;
+    fn parse(value: &'a str) -> Result<Self, HeaderError> {
+        if value.contains('"') {
+            return ViaRef::parse(value).map(|v| ViaBranch(v.branch()));
+        }
+        let (_, rest) = sent_protocol(value)?;
+        let Some(i) = rest.find_b(b';') else {
+            return Ok(ViaBranch(None));
+        };
+        // `rest[i..]` starts with the `;` found at `i` (one byte).
+        let params = rest.get(i + 1..).unwrap_or_default();
+        match plain_header_param(params, "branch").flatten() {
+            // `branch=` with nothing: the full view rejects it too (never an empty branch,
+            // which no transaction could be matched on).
+            Some("") => Err(HeaderError::BadParam),
+            b => Ok(ViaBranch(b.map(Cow::Borrowed))),
+        }
+    }
+}
+
+/// The sent-protocol of a Via value (RFC 3261 §25.1: `SIP / 2.0 / transport`, `SLASH = SWS
+/// "/" SWS`, then LWS): the transport token and the rest after the white space.
+fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
+    let (name, rest) = value
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    let (version, rest) = rest
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
+    if !eq_ic_str(name, "SIP") || version != "2.0" {
+        return Err(HeaderError::BadSentProtocol);
+    }
+    let tend = rest
+        .bytes()
+        .position(|c| c == b' ' || c == b'\t')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    let transport = &rest[..tend];
+    if !is_token(transport) {
+        return Err(HeaderError::BadToken);
+    }
+    Ok((transport, trim_start_fast(&rest[tend..])))
 }
 
 impl fmt::Display for Via {
@@ -1307,5 +1346,55 @@ mod tests {
         let c = Contact::parse("<sip:a@b>;expires=3600;q=0.7").unwrap();
         assert_eq!((c.expires(), c.q()), (Some(3600), Some(0.7)));
         assert!(Contact::parse("<sip:a@b>;expires=280297596632815").is_err());
+    }
+
+    #[test]
+    fn the_branch_alone_is_what_the_full_via_view_gives() {
+        // Every value the full view reads gives the same branch from the branch-only read.
+        for v in [
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK00000000000000a1",
+            "SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK1;received=10.0.0.1",
+            "SIP/2.0/TCP h.example;received=1.2.3.4;BRANCH=Upper;branch=second",
+            "sip / 2.0 / tls [2001:db8::1]:5061 ; branch = z9hG4bKsp ; rport=5",
+            "SIP/2.0/UDP\th:1;branchx=no;xbranch=no;branch=z9hG4bKyes",
+            "SIP/2.0/UDP h:1;branch",
+            "SIP/2.0/UDP h:1",
+            "SIP/2.0/UDP h:1;rport",
+            "SIP/2.0/UDP h:1;x=\"a;branch=quoted\";branch=z9hG4bKq",
+            "SIP/2.0/UDP h:1;branch=\"z9hG4bK\\\"esc\"",
+            "SIP/2.0/UDP h:1;branch=z9hG4bKsp   ",
+        ] {
+            let full = ViaRef::parse(v).unwrap_or_else(|e| panic!("{v}: {e:?}"));
+            assert_eq!(ViaBranch::parse(v), Ok(ViaBranch(full.branch())), "{v}");
+        }
+        // A sent-protocol the full view rejects is rejected alike.
+        for v in [
+            "",
+            "SIP/2.0",
+            "SIP/3.0/UDP h;branch=z9hG4bK1",
+            "HTTP/2.0/UDP h;branch=z9hG4bK1",
+            "SIP/2.0/UDP;branch=z9hG4bK1",
+            "SIP/2.0/U@P h;branch=z9hG4bK1",
+            "SIP/2.0/UDP h:1;branch=",
+            "SIP/2.0/UDP h:1;branch= ",
+        ] {
+            let full = ViaRef::parse(v).map(|_| ()).unwrap_err();
+            assert_eq!(ViaBranch::parse(v).map(|_| ()), Err(full), "{v:?}");
+        }
+        // The sent-by host is not read: a junk host still gives the branch.
+        let junk = "SIP/2.0/UDP bad host!:99999;branch=z9hG4bKj";
+        assert!(ViaRef::parse(junk).is_err());
+        assert_eq!(
+            ViaBranch::parse(junk),
+            Ok(ViaBranch(Some(Cow::Borrowed("z9hG4bKj"))))
+        );
+        // Through the headers, the top value of the top Via line is read.
+        let m = crate::Message::parse(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKtop, SIP/2.0/UDP b;branch=z9hG4bKnext\r\n\
+              Via: SIP/2.0/UDP c;branch=z9hG4bKlast\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let top = m.headers.view::<ViaBranch>().unwrap().unwrap();
+        assert_eq!(top.0.as_deref(), Some("z9hG4bKtop"));
     }
 }

@@ -21,7 +21,7 @@ use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Route, To, Via, ViaRef};
+use sip_msg::typed::{Route, To, Via, ViaBranch, ViaRef};
 use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
@@ -161,10 +161,13 @@ impl TxnKey {
 
 /// The top Via branch (borrowed from the message) and CSeq method that match a response or
 /// our own request to a client transaction (RFC 3261 §17.1.3). No copy of either header.
+///
+/// Only the branch of the top Via is read ([`ViaBranch`]: the sent-by host and the other
+/// parameters are not parsed), so a response whose top Via carries our branch matches even if
+/// its host is malformed.
 pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
-    let via = msg.headers.view::<ViaRef>()?.ok()?;
     // Borrowed unless the branch is quoted with escapes (never ours: only a peer's junk).
-    let branch = via.branch()?;
+    let branch = msg.headers.view::<ViaBranch>()?.ok()?.0?;
     Some((branch, msg.cseq()?.method))
 }
 
