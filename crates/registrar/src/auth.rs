@@ -43,7 +43,7 @@ pub enum AuthMode {
 /// The verdict on a request (the user name borrowed from its credentials).
 #[derive(Debug)]
 pub(crate) enum Outcome<'a> {
-    /// Authenticated as this user (or no authentication needed).
+    /// Authenticated as this user (empty when no authentication is needed: Open).
     Allowed(Cow<'a, str>),
     /// Send these challenge headers (401 or 407): SHA-256, then MD5.
     Challenge([Header; 2]),
@@ -81,8 +81,13 @@ impl Verifier {
         }
     }
 
-    pub(crate) fn is_ephemeral(&self) -> bool {
-        matches!(self.mode, AuthMode::Ephemeral)
+    /// True when an authenticated user may register its own AOR only (a static account
+    /// list: the account's user is the AOR's user). With no authentication (Open) anyone may
+    /// register any AOR, third parties too (RFC 3261 §10.2: From ≠ To); the From is not an
+    /// identity then. Ephemeral credentials are issued by the run to its own endpoints and
+    /// are not tied to an AOR.
+    pub(crate) fn binds_own_aor_only(&self) -> bool {
+        matches!(self.mode, AuthMode::Static(_))
     }
 
     /// True with a static account list (otherwise users are known by having registered).
@@ -124,11 +129,8 @@ impl Verifier {
         proxy: bool,
     ) -> Outcome<'a> {
         if matches!(self.mode, AuthMode::Open) {
-            let user = req
-                .from()
-                .and_then(|f| f.uri.as_sip().and_then(|u| u.user_unescaped()))
-                .unwrap_or_default();
-            return Outcome::Allowed(user.into());
+            // No identity: nobody authenticated (the From is whatever the sender wrote).
+            return Outcome::Allowed(Cow::Borrowed(""));
         }
         // Statics: the credentials read below borrow from the request for as long as the name.
         static AUTHORIZATION: HeaderName = HeaderName::Authorization;

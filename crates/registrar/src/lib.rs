@@ -17,12 +17,25 @@
 //! and CANCELs take the same path; endpoints retransmit end to end. It record-routes, so BYE
 //! and re-INVITE pass through it too.
 //!
+//! # Who may register what
+//!
+//! The AOR is the To URI's user (RFC 3261 §10.3). A third party may register it (§10.2:
+//! From ≠ To is allowed): with [`AuthMode::Open`] anyone may bind any AOR (a lab switch: the
+//! From is not an identity); with [`AuthMode::Static`] the authenticated account must be the
+//! AOR's user (403 otherwise), whatever the From says; with [`AuthMode::Ephemeral`] any
+//! endpoint holding valid credentials of this run may bind any AOR.
+//!
+//! Contacts compare as RFC 3261 §19.1.4 says (escapes, host case, an omitted default port,
+//! the parameters that count): a REGISTER of a contact the same as a bound one refreshes (or
+//! removes) that binding (§10.3 step 7); see `uri_eq`.
+//!
 //! INVITEs to the service numbers `echo` and `tone` at our domain are answered by the
 //! registrar itself ([`services`]); drain [`Registrar::poll_service_event`] after every input
 //! and bind their media as it says.
 
 mod auth;
 pub mod services;
+mod uri_eq;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -388,7 +401,10 @@ impl Registrar {
         };
         match self.auth.check(req, &Method::Register, now_unix, false) {
             auth::Outcome::Allowed(auth_user) => {
-                if *auth_user != *user && !self.auth.is_ephemeral() {
+                // Third-party registration (RFC 3261 §10.2, From ≠ To) is allowed; with a
+                // static account list the authenticated user must be the AOR's user (see
+                // `Verifier::binds_own_aor_only`).
+                if self.auth.binds_own_aor_only() && *auth_user != *user {
                     self.respond(
                         req,
                         top,
@@ -467,7 +483,8 @@ impl Registrar {
             let Some(list) = self.bindings.get_mut(&*user) else {
                 unreachable!("the user's list exists")
             };
-            list.retain(|b| !same_uri(&b.contact, &addr.uri));
+            // §10.3 step 7: a binding of the same contact (§19.1.4) is replaced.
+            list.retain(|b| !uri_eq::equivalent(&b.contact, &addr.uri));
             // The contact a binding replaced had the same user part: it was listed in
             // `contacts` exactly when this one is.
             let key = (!found_by_user(&user, &addr.uri)).then(|| contact_key(&addr.uri));
@@ -858,7 +875,7 @@ impl Registrar {
                 raw.into()
             };
             let list = self.bindings.get(&*user)?;
-            list.iter().rev().find(|b| same_uri(&b.contact, uri))
+            list.iter().rev().find(|b| uri_eq::reaches(&b.contact, uri))
         });
         if let Some(b) = own {
             return Some(b.source);
@@ -1069,15 +1086,6 @@ fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
 }
 
-fn same_uri(a: &Uri, b: &Uri) -> bool {
-    match (a.as_sip(), b.as_sip()) {
-        (Some(a), Some(b)) => {
-            a.user == b.user && a.host == b.host && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
-        }
-        _ => a == b,
-    }
-}
-
 /// True when `contact`'s user part (unescaped) is `user`: such a contact of `user`'s is found
 /// through `user`'s bindings and is not listed in the contacts index.
 fn found_by_user(user: &str, contact: &Uri) -> bool {
@@ -1091,18 +1099,28 @@ fn found_by_user(user: &str, contact: &Uri) -> bool {
     }
 }
 
-/// The key of a contact in the index: `user@host:port` (port defaulted).
+/// The key of a contact in the index: `user@host:port`, written so that contacts that are the
+/// same (RFC 3261 §19.1.4: escapes, host case) with the port defaulted have the same key
+/// (see [`uri_eq::push_canonical`]).
 fn contact_key(uri: &Uri) -> String {
     match uri.as_sip() {
         Some(u) => {
             // `user@host:port`, written piece by piece (no `format!` on the REGISTER path).
             let user = u.user.as_deref().unwrap_or("");
             let mut key = String::with_capacity(user.len() + 24);
-            key.push_str(user);
+            uri_eq::push_canonical(&mut key, user);
             key.push('@');
+            let host_at = key.len();
             sip_msg::push_host(&mut key, &u.host);
+            if let Host::Name(_) = u.host {
+                key[host_at..].make_ascii_lowercase();
+            }
             key.push(':');
-            sip_msg::push_decimal(&mut key, u64::from(u.port.unwrap_or(5060)));
+            let port = u.port.unwrap_or(match u.scheme {
+                sip_msg::Scheme::Sips => 5061,
+                sip_msg::Scheme::Sip => 5060,
+            });
+            sip_msg::push_decimal(&mut key, u64::from(port));
             key
         }
         None => uri.to_string(),
