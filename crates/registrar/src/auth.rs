@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use sip_auth::{Algorithm, Authorization, NonceIssuer, Verdict, ephemeral, verify};
+use sip_auth::{Algorithm, Authorization, NonceIssuer, NonceMemo, Verdict, ephemeral, verify_memo};
 use sip_msg::{Header, HeaderName, Message, Method};
 
 /// How long a nonce stays fresh (then `stale=true`).
@@ -60,6 +60,9 @@ pub(crate) struct Verifier {
     /// Ephemeral credentials' passwords, keyed by the secret once.
     ephemeral: ephemeral::Checker,
     issuer: NonceIssuer,
+    /// The nonces of the last two seconds a challenge was sent in: one HMAC per second for
+    /// the challenges, and none for credentials answering them (see `NonceMemo`).
+    memo: NonceMemo,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -78,6 +81,7 @@ impl Verifier {
             realm: realm.to_owned(),
             ephemeral: ephemeral::Checker::new(secret),
             issuer: NonceIssuer::new(secret, NONCE_LIFETIME_SECS),
+            memo: NonceMemo::new(realm),
         }
     }
 
@@ -105,14 +109,15 @@ impl Verifier {
 
     /// Challenges: SHA-256 first, then MD5 for peers that know nothing better (RFC 8760 §2.4).
     /// Both offer the same nonce: it is computed once.
-    fn challenges(&self, proxy: bool, stale: bool, now_unix: u64) -> [Header; 2] {
+    fn challenges(&mut self, proxy: bool, stale: bool, now_unix: u64) -> [Header; 2] {
         let name = if proxy {
             HeaderName::ProxyAuthenticate
         } else {
             HeaderName::WwwAuthenticate
         };
         self.issuer
-            .challenges(
+            .challenges_memo(
+                &mut self.memo,
                 &self.realm,
                 [Algorithm::Sha256, Algorithm::Md5],
                 stale,
@@ -122,7 +127,7 @@ impl Verifier {
     }
 
     pub(crate) fn check<'a>(
-        &self,
+        &mut self,
         req: &'a Message,
         method: &Method,
         now_unix: u64,
@@ -166,9 +171,10 @@ impl Verifier {
                 None => return Outcome::NotFound,
             },
         };
-        match verify(
+        match verify_memo(
             &creds,
             &self.issuer,
+            &self.memo,
             &self.realm,
             password,
             method.as_str(),

@@ -878,6 +878,51 @@ impl NonceIssuer {
         let Ok(t) = ts.parse::<u64>() else {
             return NonceState::Invalid;
         };
+        if !self.is_ours(nonce, ts, t, realm) {
+            return NonceState::Invalid;
+        }
+        self.freshness(t, now_unix)
+    }
+
+    /// [`NonceIssuer::check`] with `memo`: a nonce of a timestamp `memo` kept (issued by
+    /// [`NonceIssuer::challenges_memo`] with this issuer and realm) is compared with the kept
+    /// text instead of computing its HMAC again. The verdict is the same: the kept text is the
+    /// only nonce this issuer makes for that timestamp and realm.
+    pub fn check_memo(
+        &self,
+        memo: &NonceMemo,
+        nonce: &str,
+        realm: &str,
+        now_unix: u64,
+    ) -> NonceState {
+        let Some((ts, _)) = nonce.split_once('.') else {
+            return NonceState::Invalid;
+        };
+        let Ok(t) = ts.parse::<u64>() else {
+            return NonceState::Invalid;
+        };
+        let ours = match memo.get(t, realm) {
+            // Constant time: do not leak how much of a forged nonce matched.
+            Some(kept) => bool::from(kept.as_str().as_bytes().ct_eq(nonce.as_bytes())),
+            None => self.is_ours(nonce, ts, t, realm),
+        };
+        if !ours {
+            return NonceState::Invalid;
+        }
+        self.freshness(t, now_unix)
+    }
+
+    /// Whether a nonce of timestamp `t` is still fresh.
+    fn freshness(&self, t: u64, now_unix: u64) -> NonceState {
+        if now_unix > t.saturating_add(self.lifetime) || t > now_unix.saturating_add(60) {
+            NonceState::Stale
+        } else {
+            NonceState::Fresh
+        }
+    }
+
+    /// True when `nonce` (`ts` `.` tag, `ts` read as `t`) is the nonce we issue for `t`.
+    fn is_ours(&self, nonce: &str, ts: &str, t: u64, realm: &str) -> bool {
         // The canonical nonce of `t` (a timestamp written with leading zeros is not ours).
         let mut mac = self.mac.clone();
         mac.update(ts.as_bytes());
@@ -892,14 +937,7 @@ impl NonceIssuer {
         let mut digits = [0u8; 20];
         let canonical = decimal(t, &mut digits) == ts;
         let given = &nonce.as_bytes()[ts.len() + 1..];
-        if !canonical || n != 24 || !bool::from(tag.as_slice().ct_eq(given)) {
-            return NonceState::Invalid;
-        }
-        if now_unix > t.saturating_add(self.lifetime) || t > now_unix.saturating_add(60) {
-            NonceState::Stale
-        } else {
-            NonceState::Fresh
-        }
+        canonical && n == 24 && bool::from(tag.as_slice().ct_eq(given))
     }
 
     /// A challenge header value (`Digest realm=…, nonce=…, algorithm=…, qop="auth"`).
@@ -927,9 +965,83 @@ impl NonceIssuer {
         let realm_q = quote(realm);
         algorithms.map(|algorithm| challenge_text(&realm_q, nonce.as_str(), algorithm, stale))
     }
+
+    /// [`NonceIssuer::challenges`] with `memo`: the nonce of `now_unix` is computed once per
+    /// second (every challenge of that second has the same one) and kept for
+    /// [`NonceIssuer::check_memo`].
+    pub fn challenges_memo<const N: usize>(
+        &self,
+        memo: &mut NonceMemo,
+        realm: &str,
+        algorithms: [Algorithm; N],
+        stale: bool,
+        now_unix: u64,
+    ) -> [String; N] {
+        let nonce = match memo.get(now_unix, realm) {
+            Some(kept) => *kept,
+            None => {
+                let nonce = self.nonce(realm, now_unix);
+                memo.put(now_unix, realm, nonce);
+                nonce
+            }
+        };
+        let realm_q = quote(realm);
+        algorithms.map(|algorithm| challenge_text(&realm_q, nonce.as_str(), algorithm, stale))
+    }
+}
+
+/// The nonces a [`NonceIssuer`] issued in the last two seconds it issued any, for one realm:
+/// its nonces are a function of the second and the realm, so the challenges of one second
+/// share one HMAC, and credentials answering them (within a second or two) are checked
+/// against the kept text. Keep one per issuer and realm ([`NonceIssuer::challenges_memo`],
+/// [`NonceIssuer::check_memo`], [`verify_memo`]); a nonce of another second is checked in
+/// full. About 150 bytes, whatever the load.
+#[derive(Clone)]
+pub struct NonceMemo {
+    realm: Box<str>,
+    /// `(second, its nonce)`, the most recent first.
+    kept: [Option<(u64, NonceText)>; 2],
+}
+
+impl fmt::Debug for NonceMemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceMemo")
+            .field("realm", &self.realm)
+            .field("seconds", &self.kept.map(|k| k.map(|(t, _)| t)))
+            .finish()
+    }
+}
+
+impl NonceMemo {
+    /// An empty memo for `realm`'s nonces.
+    pub fn new(realm: &str) -> Self {
+        Self {
+            realm: realm.into(),
+            kept: [None; 2],
+        }
+    }
+
+    fn get(&self, t: u64, realm: &str) -> Option<&NonceText> {
+        if *self.realm != *realm {
+            return None;
+        }
+        self.kept
+            .iter()
+            .flatten()
+            .find(|(s, _)| *s == t)
+            .map(|(_, n)| n)
+    }
+
+    fn put(&mut self, t: u64, realm: &str, nonce: NonceText) {
+        if *self.realm != *realm {
+            return;
+        }
+        self.kept = [Some((t, nonce)), self.kept[0]];
+    }
 }
 
 /// A nonce on the stack: the timestamp (at most 20 digits), `.`, 24 base64 characters.
+#[derive(Clone, Copy)]
 struct NonceText {
     buf: [u8; 45],
     len: usize,
@@ -1002,6 +1114,37 @@ pub fn verify(
         return Verdict::Rejected;
     }
     let nonce_state = issuer.check(&auth.nonce, realm, now_unix);
+    verify_response(auth, nonce_state, realm, password, method, body)
+}
+
+/// [`verify`] with the nonce checked by [`NonceIssuer::check_memo`] (the same verdict).
+#[allow(clippy::too_many_arguments)] // reason: verify's inputs and the memo
+pub fn verify_memo(
+    auth: &Authorization,
+    issuer: &NonceIssuer,
+    memo: &NonceMemo,
+    realm: &str,
+    password: &str,
+    method: &str,
+    body: &[u8],
+    now_unix: u64,
+) -> Verdict {
+    if auth.realm != realm {
+        return Verdict::Rejected;
+    }
+    let nonce_state = issuer.check_memo(memo, &auth.nonce, realm, now_unix);
+    verify_response(auth, nonce_state, realm, password, method, body)
+}
+
+/// The rest of [`verify`] once the nonce is checked.
+fn verify_response(
+    auth: &Authorization,
+    nonce_state: NonceState,
+    realm: &str,
+    password: &str,
+    method: &str,
+    body: &[u8],
+) -> Verdict {
     if nonce_state == NonceState::Invalid {
         return Verdict::Rejected;
     }
@@ -1468,6 +1611,87 @@ mod tests {
         let n = issuer.issue("r", u64::MAX);
         assert_eq!(n.len(), 20 + 1 + 24);
         assert_eq!(issuer.check(&n, "r", u64::MAX), NonceState::Fresh);
+    }
+
+    /// The memo gives the verdicts of the full check, for nonces it keeps, nonces of seconds it
+    /// no longer keeps, forged ones (tag, timestamp written otherwise, another realm, another
+    /// secret) and every freshness, and the challenges it prints are `challenges`'.
+    #[test]
+    fn a_nonce_memo_gives_the_verdicts_of_the_full_check() {
+        let issuer = NonceIssuer::new(b"k", 300);
+        let other = NonceIssuer::new(b"other secret", 300);
+        let mut memo = NonceMemo::new("sipmeter");
+        let t0 = 1_800_000_000u64;
+        let mut nonces = Vec::new();
+        for t in [t0, t0, t0 + 1, t0 + 2, t0 + 2] {
+            let algs = [Algorithm::Sha256, Algorithm::Md5];
+            let with_memo = issuer.challenges_memo(&mut memo, "sipmeter", algs, false, t);
+            assert_eq!(with_memo, issuer.challenges("sipmeter", algs, false, t));
+            // Another realm is not kept (nor mistaken for the memo's).
+            assert_eq!(
+                issuer.challenges_memo(&mut memo, "elsewhere", algs, true, t),
+                issuer.challenges("elsewhere", algs, true, t)
+            );
+            nonces.push(issuer.issue("sipmeter", t));
+        }
+        // t0 is no longer kept, t0 + 1 and t0 + 2 are.
+        assert!(memo.get(t0, "sipmeter").is_none());
+        assert!(memo.get(t0 + 1, "sipmeter").is_some());
+        assert!(memo.get(t0 + 2, "sipmeter").is_some());
+        assert!(memo.get(t0 + 2, "elsewhere").is_none());
+        let kept = issuer.issue("sipmeter", t0 + 2);
+        let (ts, tag) = kept.split_once('.').unwrap();
+        let mut flipped = tag.to_owned().into_bytes();
+        flipped[23] = if flipped[23] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        nonces.extend([
+            format!("{ts}.{flipped}"),
+            format!("0{ts}.{tag}"),
+            format!("+{ts}.{tag}"),
+            format!("{ts}.{tag}x"),
+            format!("{ts}.{}", &tag[..23]),
+            format!("{ts}."),
+            ts.to_string(),
+            String::new(),
+            other.issue("sipmeter", t0 + 2),
+            issuer.issue("elsewhere", t0 + 2),
+            issuer.issue("sipmeter", t0 + 5),
+            issuer.issue("sipmeter", t0 - 400),
+        ]);
+        for nonce in &nonces {
+            for realm in ["sipmeter", "elsewhere"] {
+                for now in [
+                    t0 - 100,
+                    t0,
+                    t0 + 2,
+                    t0 + 300,
+                    t0 + 302,
+                    t0 + 303,
+                    t0 + 1000,
+                ] {
+                    assert_eq!(
+                        issuer.check_memo(&memo, nonce, realm, now),
+                        issuer.check(nonce, realm, now),
+                        "{nonce} {realm} {now}"
+                    );
+                }
+            }
+        }
+        // Through verify: the same verdicts with and without the memo.
+        let creds = Credentials::new("alice", "wonderland");
+        for t in [t0, t0 + 2] {
+            let ch = issuer.challenge("sipmeter", Algorithm::Sha256, false, t);
+            let ch = Challenge::parse(&ch).unwrap();
+            let v = DigestClient::default().authorize(&ch, &creds, "INVITE", "sip:b@s", b"", "c");
+            let a = Authorization::parse(&v).unwrap();
+            for (password, now) in [("wonderland", t), ("wrong", t), ("wonderland", t + 301)] {
+                assert_eq!(
+                    verify_memo(&a, &issuer, &memo, "sipmeter", password, "INVITE", b"", now),
+                    verify(&a, &issuer, "sipmeter", password, "INVITE", b"", now),
+                    "{t} {password} {now}"
+                );
+            }
+        }
     }
 
     #[test]
