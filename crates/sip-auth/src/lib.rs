@@ -147,6 +147,15 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm without `-sess` (the hash function it names).
+    fn base(self) -> Self {
+        match self {
+            Algorithm::Md5 | Algorithm::Md5Sess => Algorithm::Md5,
+            Algorithm::Sha256 | Algorithm::Sha256Sess => Algorithm::Sha256,
+            Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => Algorithm::Sha512_256,
+        }
+    }
+
     fn is_sess(self) -> bool {
         matches!(
             self,
@@ -513,11 +522,37 @@ fn response(
     uri: &str,
     body: &[u8],
 ) -> HexDigest {
+    let ha1 = ha1_hex(alg, user, realm, password);
+    response_from_ha1(alg, &ha1, nonce, cnonce, nc, qop, method, uri, body)
+}
+
+/// `H(user:realm:password)` with `alg`'s hash (RFC 7616 §3.4.2, before `-sess`): what a
+/// client may keep per user, realm and algorithm.
+fn ha1_hex(alg: Algorithm, user: &str, realm: &str, password: &str) -> HexDigest {
+    let parts: [&[u8]; 3] = [user.as_bytes(), realm.as_bytes(), password.as_bytes()];
+    match alg {
+        Algorithm::Md5 | Algorithm::Md5Sess => digest_hex::<Md5>(&parts),
+        Algorithm::Sha256 | Algorithm::Sha256Sess => digest_hex::<Sha256>(&parts),
+        Algorithm::Sha512_256 | Algorithm::Sha512_256Sess => digest_hex::<Sha512_256>(&parts),
+    }
+}
+
+/// [`response`] from `H(user:realm:password)` ([`ha1_hex`]).
+#[allow(clippy::too_many_arguments)] // reason: the RFC's inputs, named as in the RFC
+fn response_from_ha1(
+    alg: Algorithm,
+    ha1: &HexDigest,
+    nonce: &str,
+    cnonce: &str,
+    nc: &str,
+    qop: Option<Qop>,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> HexDigest {
     let args = ResponseArgs {
         sess: alg.is_sess(),
-        user,
-        realm,
-        password,
+        ha1,
         nonce,
         cnonce,
         nc,
@@ -534,12 +569,10 @@ fn response(
     }
 }
 
-/// The inputs of [`response`].
+/// The inputs of [`response_from_ha1`].
 struct ResponseArgs<'a> {
     sess: bool,
-    user: &'a str,
-    realm: &'a str,
-    password: &'a str,
+    ha1: &'a HexDigest,
     nonce: &'a str,
     cnonce: &'a str,
     nc: &'a str,
@@ -549,11 +582,11 @@ struct ResponseArgs<'a> {
     body: &'a [u8],
 }
 
-/// [`response`] with the algorithm's hash `D`.
+/// [`response_from_ha1`] with the algorithm's hash `D`.
 fn response_with<D: Digest>(a: &ResponseArgs<'_>) -> HexDigest {
     // Every input is hashed in pieces: no formatted copies (this runs for every request a
     // fleet authenticates, on both sides).
-    let mut ha1 = digest_hex::<D>(&[a.user.as_bytes(), a.realm.as_bytes(), a.password.as_bytes()]);
+    let mut ha1 = *a.ha1;
     if a.sess {
         ha1 = digest_hex::<D>(&[ha1.as_bytes(), a.nonce.as_bytes(), a.cnonce.as_bytes()]);
     }
@@ -580,15 +613,58 @@ fn response_with<D: Digest>(a: &ResponseArgs<'_>) -> HexDigest {
     }
 }
 
+/// A client's kept `H(user:realm:password)` ([`DigestClient`]): the digest in bytes, for
+/// the hash of `alg`, and a fingerprint of the user, realm and password it was computed
+/// from (SipHash; the password is hashed last, so a server choosing realms cannot make two
+/// fingerprints meet without knowing it). A fingerprint that differs (another account, a
+/// changed password, another realm) computes it again.
+#[derive(Clone, Copy)]
+struct KeptHa1 {
+    fingerprint: u64,
+    alg: Algorithm,
+    len: u8,
+    digest: [u8; 32],
+}
+
+impl KeptHa1 {
+    fn fingerprint(alg: Algorithm, user: &str, realm: &str, password: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (alg, user, realm, password).hash(&mut h);
+        h.finish()
+    }
+
+    fn hex(&self) -> HexDigest {
+        HexDigest::of(&self.digest[..usize::from(self.len)])
+    }
+}
+
 /// Client state: the nonce count per nonce (RFC 7616 §3.4: nc increments on reuse).
 ///
 /// Only the [`DigestClient::NONCES`] most recent nonces are remembered: a client answers the
 /// latest challenge, and a phone that runs for days would otherwise keep every nonce it was
 /// ever given. Thousands of agents each hold one, so the list is sized exactly.
-#[derive(Debug, Default, Clone)]
+///
+/// It keeps `H(user:realm:password)` of the last account, realm and algorithm it answered
+/// for (RFC 7616 §3.4.2: as a UA does, it does not hash the password for every request), and
+/// computes it again when any of them changes.
+#[derive(Default, Clone)]
 pub struct DigestClient {
-    /// `(nonce, count)`, most recently used last.
-    counts: Vec<(Box<str>, u32)>,
+    /// `(digest of the nonce, count)`, most recently used last. The nonce's digest, not the
+    /// nonce: no copy of it per phone (two nonces whose digests meet would share a count,
+    /// which only makes a count larger).
+    counts: Vec<(u64, u32)>,
+    /// `H(user:realm:password)` last computed.
+    ha1: Option<KeptHa1>,
+}
+
+impl fmt::Debug for DigestClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestClient")
+            .field("counts", &self.counts)
+            .field("ha1", &self.ha1.map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl DigestClient {
@@ -611,6 +687,12 @@ impl DigestClient {
             ch.qop.first().copied()
         };
         let count = self.next_count(&ch.nonce);
+        let ha1 = self.ha1(
+            ch.algorithm,
+            &creds.username,
+            realm,
+            creds.password.expose(),
+        );
         // `format!("{count:08x}")` without the formatting machinery.
         let mut nc_buf = [0u8; 8];
         for (i, d) in nc_buf.iter_mut().enumerate() {
@@ -618,11 +700,9 @@ impl DigestClient {
         }
         // Only ASCII hex digits are written.
         let nc = std::str::from_utf8(&nc_buf).unwrap_or_default();
-        let resp = response(
+        let resp = response_from_ha1(
             ch.algorithm,
-            &creds.username,
-            realm,
-            creds.password.expose(),
+            &ha1,
             &ch.nonce,
             cnonce,
             nc,
@@ -674,9 +754,50 @@ impl DigestClient {
     /// How many nonces keep their count.
     pub const NONCES: usize = 4;
 
+    /// `H(user:realm:password)` for `alg`'s hash: the kept one when it was computed from
+    /// the same algorithm, user, realm and password, else computed (and kept).
+    fn ha1(&mut self, alg: Algorithm, user: &str, realm: &str, password: &str) -> HexDigest {
+        let alg = alg.base();
+        let fingerprint = KeptHa1::fingerprint(alg, user, realm, password);
+        if let Some(kept) = self.ha1
+            && kept.fingerprint == fingerprint
+            && kept.alg == alg
+        {
+            return kept.hex();
+        }
+        let hex = ha1_hex(alg, user, realm, password);
+        let mut digest = [0u8; 32];
+        let len = hex.as_bytes().len() / 2;
+        for (d, pair) in digest.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            // Lower-case hex digits only (HexDigest writes them).
+            let v = |c: u8| {
+                if c.is_ascii_digit() {
+                    c - b'0'
+                } else {
+                    c - b'a' + 10
+                }
+            };
+            *d = v(pair[0]) << 4 | v(pair[1]);
+        }
+        self.ha1 = Some(KeptHa1 {
+            fingerprint,
+            alg,
+            // At most 32 bytes (HexDigest holds at most 64 digits).
+            len: u8::try_from(len).unwrap_or(32),
+            digest,
+        });
+        hex
+    }
+
     /// Increments and returns the count of `nonce` (1 for a nonce not seen or forgotten).
     fn next_count(&mut self, nonce: &str) -> u32 {
-        let count = match self.counts.iter().position(|(n, _)| &**n == nonce) {
+        let nonce = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            nonce.hash(&mut h);
+            h.finish()
+        };
+        let count = match self.counts.iter().position(|(n, _)| *n == nonce) {
             Some(i) => self.counts.remove(i).1 + 1,
             None => {
                 if self.counts.len() == Self::NONCES {
@@ -688,7 +809,7 @@ impl DigestClient {
         if self.counts.len() == self.counts.capacity() {
             self.counts.reserve_exact(1);
         }
-        self.counts.push((nonce.into(), count));
+        self.counts.push((nonce, count));
         count
     }
 
@@ -1611,6 +1732,57 @@ mod tests {
         let n = issuer.issue("r", u64::MAX);
         assert_eq!(n.len(), 20 + 1 + 24);
         assert_eq!(issuer.check(&n, "r", u64::MAX), NonceState::Fresh);
+    }
+
+    /// A client that keeps H(A1) answers as a new client does, for the same account again and
+    /// after its password, user, realm or algorithm changed (never from the kept H(A1) of the
+    /// old ones): the server accepts the new password and refuses the old one.
+    #[test]
+    fn a_kept_ha1_answers_as_a_new_client_and_follows_every_change() {
+        let issuer = NonceIssuer::new(b"k", 300);
+        let mut kept = DigestClient::default();
+        let steps: [(&str, &str, &str, &str); 12] = [
+            ("alice", "pw1", "sipmeter", "SHA-256"),
+            ("alice", "pw1", "sipmeter", "SHA-256"),
+            ("alice", "pw2", "sipmeter", "SHA-256"),
+            ("alice", "pw1", "sipmeter", "SHA-256"),
+            ("bob", "pw1", "sipmeter", "SHA-256"),
+            ("alice", "pw1", "other", "SHA-256"),
+            ("alice", "pw1", "sipmeter", "MD5"),
+            ("alice", "pw1", "sipmeter", "MD5-sess"),
+            ("alice", "pw1", "sipmeter", "SHA-256-sess"),
+            ("alice", "pw1", "sipmeter", "SHA-512-256"),
+            // The same text split otherwise between user and realm is another account.
+            ("alicesip", "pw1", "meter", "SHA-256"),
+            ("alice", "pw1", "sipmeter", "SHA-256"),
+        ];
+        for (i, (user, password, realm, alg)) in steps.into_iter().enumerate() {
+            let t = 1_800_000_000 + i as u64;
+            let ch = format!(
+                r#"Digest realm="{realm}", nonce="{}", algorithm={alg}, qop="auth""#,
+                issuer.issue(realm, t)
+            );
+            let ch = Challenge::parse(&ch).unwrap();
+            let creds = Credentials::new(user, password);
+            let v = kept.authorize(&ch, &creds, "INVITE", "sip:b@s", b"", "cn");
+            let fresh =
+                DigestClient::default().authorize(&ch, &creds, "INVITE", "sip:b@s", b"", "cn");
+            assert_eq!(v, fresh, "step {i}");
+            let a = Authorization::parse(&v).unwrap();
+            assert_eq!(
+                verify(&a, &issuer, realm, password, "INVITE", b"", t),
+                Verdict::Ok,
+                "step {i}"
+            );
+            let other = if password == "pw1" { "pw2" } else { "pw1" };
+            assert_eq!(
+                verify(&a, &issuer, realm, other, "INVITE", b"", t),
+                Verdict::Rejected,
+                "step {i}"
+            );
+        }
+        // The kept H(A1) is never shown.
+        assert!(format!("{kept:?}").contains("<redacted>"), "{kept:?}");
     }
 
     /// The memo gives the verdicts of the full check, for nonces it keeps, nonces of seconds it
