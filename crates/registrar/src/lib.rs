@@ -151,6 +151,12 @@ struct Scratch {
     out: Vec<u8>,
     /// Its stamped top Via.
     via: String,
+    /// The Via the proxy adds.
+    ours: String,
+    /// The Record-Route the proxy adds.
+    record_route: String,
+    /// A forwarded request's Request-URI.
+    uri: String,
 }
 
 impl Registrar {
@@ -295,7 +301,9 @@ impl Registrar {
     ) {
         // Printed straight from the request's lines into the bytes to send (the same bytes as
         // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
-        let Scratch { out, via: stamped } = &mut self.scratch;
+        let Scratch {
+            out, via: stamped, ..
+        } = &mut self.scratch;
         out.clear();
         // RFC 3581: fill in rport and received so the endpoint learns its public address.
         // The top Via value is replaced in place; the other values of its line (a
@@ -569,12 +577,13 @@ impl Registrar {
                 return;
             }
         };
-        req.headers
-            .set(match SMALL_DECIMALS.get(forwards as usize) {
+        // Printed in place of the received one when the request is forwarded.
+        let forwards_text: std::borrow::Cow<'static, str> =
+            match SMALL_DECIMALS.get(forwards as usize) {
                 // Nearly always 69 (70, the RFC 3261 §8.1.1.6 default, less one): no allocation.
-                Some(text) => Header::from_static(HeaderName::MaxForwards, text),
-                None => Header::new(HeaderName::MaxForwards, forwards.to_string()),
-            });
+                Some(text) => (*text).into(),
+                None => forwards.to_string().into(),
+            };
 
         // §16.4: remove our own Route entry (loose routing) from the top.
         let ours = |r: &RouteRef<'_>| {
@@ -582,14 +591,11 @@ impl Registrar {
                 host_is(&u.host, &self.config.host) && u.port.unwrap_or(5060) == self.config.port
             })
         };
-        if req
+        let pop_route = req
             .headers
             .view::<RouteRef>()
             .and_then(Result::ok)
-            .is_some_and(|r| ours(&r))
-        {
-            pop_first_value(&mut req, HeaderName::Route);
-        }
+            .is_some_and(|r| ours(&r));
         // A To value without the letters `tag` has no tag parameter: the name-addr is read
         // only when it may have one (an initial request's To is not).
         let to_tag = req
@@ -608,16 +614,18 @@ impl Registrar {
         let target: Option<SocketAddr> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
-            let next_route = req
-                .headers
-                .view::<RouteRef>()
-                .and_then(Result::ok)
-                .map(|r| match r.uri.as_sip() {
-                    Some(u) => {
-                        host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060)))
-                    }
-                    None => None,
-                });
+            let after_ours = pop_route.then(|| second_value(&req, &ROUTE));
+            let next_route = match &after_ours {
+                Some(text) => text
+                    .as_deref()
+                    .map(|t| <RouteRef as sip_msg::HeaderView>::parse(first_value(t))),
+                None => req.headers.view::<RouteRef>(),
+            }
+            .and_then(Result::ok)
+            .map(|r| match r.uri.as_sip() {
+                Some(u) => host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060))),
+                None => None,
+            });
             match next_route {
                 Some(addr) => addr,
                 None => {
@@ -732,42 +740,56 @@ impl Registrar {
             return;
         };
         // §16.6 step 4: Record-Route on dialog-creating requests.
-        if method == Method::Invite && !in_dialog {
-            let mut rr = String::with_capacity(48);
-            rr.push_str("<sip:");
-            sip_msg::push_host(&mut rr, &self.config.host);
-            rr.push(':');
-            sip_msg::push_decimal(&mut rr, u64::from(self.config.port));
-            rr.push_str(";lr>");
-            req.headers
-                .push_front(Header::new(HeaderName::RecordRoute, rr));
+        let Scratch {
+            out,
+            via: stamped,
+            ours,
+            record_route,
+            uri: uri_text,
+        } = &mut self.scratch;
+        record_route.clear();
+        let add_record_route = method == Method::Invite && !in_dialog;
+        if add_record_route {
+            record_route.push_str("<sip:");
+            sip_msg::push_host(record_route, &self.config.host);
+            record_route.push(':');
+            sip_msg::push_decimal(record_route, u64::from(self.config.port));
+            record_route.push_str(";lr>");
         }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
         // The top Via was read once, when the request came in (`TopVia`).
         let incoming = top.branch_hash;
-        let stamped = stamp_valid_top_via(&req, source);
-
-        // Record where the request came from on its Via (RFC 3581), so responses find it.
-        if let Some(stamped) = stamped {
-            pop_first_value(&mut req, HeaderName::Via);
-            req.headers
-                .push_front(Header::new(HeaderName::Via, stamped));
-        }
-        // Our Via, printed as `Via::new(transport, host, port, branch)` prints it, straight
-        // into its string.
-        let mut ours = String::with_capacity(self.via_prefix.len() + 32);
+        // Our Via, printed as `Via::new(transport, host, port, branch)` prints it.
+        ours.clear();
         ours.push_str(&self.via_prefix);
         ours.push_str(BRANCH_MAGIC);
         ours.push_str("sm");
-        sip_msg::push_hex16(&mut ours, incoming);
-        req.headers.push_front(Header::new(HeaderName::Via, ours));
+        sip_msg::push_hex16(ours, incoming);
+        // Record where the request came from on its Via (RFC 3581), so responses find it.
+        stamped.clear();
+        let is_stamped = write_stamped_top_via(&req, source, stamped);
+        let vias = [ours.as_str(), stamped.as_str()];
+        out.clear();
+        write_forwarded(
+            &req,
+            &ForwardHead {
+                vias: &vias[..1 + usize::from(is_stamped)],
+                drop_top_via: is_stamped,
+                record_route: add_record_route.then_some(record_route.as_str()),
+                pop_route,
+                max_forwards: Some(&forwards_text),
+            },
+            uri_text,
+            out,
+        );
         self.stats.forwarded += 1;
-        self.out.push_back((to, Bytes::from(req.to_bytes())));
+        // Copied out at its exact size (see `respond`).
+        self.out.push_back((to, Bytes::copy_from_slice(out)));
     }
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
-    fn forward_response(&mut self, mut resp: Message) {
+    fn forward_response(&mut self, resp: Message) {
         let ours = self.is_our_via(&resp)
             || resp
                 .headers
@@ -781,10 +803,15 @@ impl Registrar {
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
         // along its top Via, so such peers still interoperate.
-        if ours {
-            pop_first_value(&mut resp, HeaderName::Via);
-        }
-        let Some(Ok(next)) = resp.headers.view::<ViaRef>() else {
+        // The next Via: the second value when ours is popped, else the first.
+        let after_ours = ours.then(|| second_value(&resp, &VIA));
+        let next = match &after_ours {
+            Some(text) => text
+                .as_deref()
+                .map(|t| <ViaRef as sip_msg::HeaderView>::parse(first_value(t))),
+            None => resp.headers.view::<ViaRef>(),
+        };
+        let Some(Ok(next)) = next else {
             self.stats.dropped += 1;
             return;
         };
@@ -800,8 +827,22 @@ impl Registrar {
             return;
         };
         self.stats.responses_forwarded += 1;
+        let Scratch { out, uri, .. } = &mut self.scratch;
+        out.clear();
+        write_forwarded(
+            &resp,
+            &ForwardHead {
+                vias: &[],
+                drop_top_via: ours,
+                record_route: None,
+                pop_route: false,
+                max_forwards: None,
+            },
+            uri,
+            out,
+        );
         self.out
-            .push_back((SocketAddr::new(host, port), Bytes::from(resp.to_bytes())));
+            .push_back((SocketAddr::new(host, port), Bytes::copy_from_slice(out)));
     }
 
     /// True when the top Via of `msg` is exactly as we print ours (`via_prefix` and a branch
@@ -906,8 +947,124 @@ fn may_hold_tag(value: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"tag"))
 }
 
+/// Header names for [`second_value`], whose answer borrows them.
+static VIA: HeaderName = HeaderName::Via;
+static ROUTE: HeaderName = HeaderName::Route;
+
+/// The text of the second value of `name` (the first of the rest of the first line when it is
+/// comma-joined, else the second line's), for reading what follows a value we leave out.
+fn second_value<'a>(msg: &'a Message, name: &'a HeaderName) -> Option<std::borrow::Cow<'a, str>> {
+    let mut lines = msg.headers.get_all(name);
+    let first = lines.next()?;
+    match after_first_value(first.value()) {
+        Some(rest) => Some(rest.into()),
+        None => lines.next().map(|h| h.value().into()),
+    }
+}
+
+/// How [`write_forwarded`] edits the head of a message it forwards.
+struct ForwardHead<'a> {
+    /// Via values printed first, one `Via:` line each.
+    vias: &'a [&'a str],
+    /// The first value of the received top Via is left out (replaced by `vias`: stamped, or
+    /// our own popped from a response); the other values of its line stay.
+    drop_top_via: bool,
+    /// A `Record-Route` printed after the Vias.
+    record_route: Option<&'a str>,
+    /// The first value of the first Route is left out (ours, RFC 3261 §16.4).
+    pop_route: bool,
+    /// Max-Forwards printed in place of the first received one (the others left out), or
+    /// last when there was none (§16.6 step 3).
+    max_forwards: Option<&'a str>,
+}
+
+/// Prints `msg` as forwarded with `head`'s edits straight into `out`: the start line, then
+/// `head`'s Vias and Record-Route, then every received header line byte for byte (compact
+/// forms too) but those edited, then the body. The same header values, in the same order
+/// for each name, as editing the parsed message and printing it with `to_bytes` (test
+/// `a_forwarded_message_is_the_edited_one`), without changing the message.
+/// `text` is room for printing the Request-URI, kept between calls.
+fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out: &mut Vec<u8>) {
+    fn line(out: &mut Vec<u8>, name: &HeaderName, value: &str) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    // `out` is kept between messages by the caller: it has room already after the first.
+    match (msg.method(), msg.request_uri(), msg.status()) {
+        (Some(method), Some(uri), _) => {
+            out.extend_from_slice(method.as_str().as_bytes());
+            out.push(b' ');
+            text.clear();
+            // Writing into a String never fails.
+            let _ = uri.write_to(text);
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b" SIP/2.0\r\n");
+        }
+        (_, _, Some(code)) => {
+            out.extend_from_slice(b"SIP/2.0 ");
+            // A status code has three digits (100–699).
+            let code = code.min(999);
+            out.extend_from_slice(&[
+                b'0' + (code / 100) as u8,
+                b'0' + (code / 10 % 10) as u8,
+                b'0' + (code % 10) as u8,
+            ]);
+            out.push(b' ');
+            out.extend_from_slice(msg.reason().unwrap_or_default().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    for v in head.vias {
+        line(out, &HeaderName::Via, v);
+    }
+    if let Some(rr) = head.record_route {
+        line(out, &HeaderName::RecordRoute, rr);
+    }
+    let (mut via_left, mut route_left, mut forwards_left) =
+        (head.drop_top_via, head.pop_route, head.max_forwards);
+    for h in msg.headers.iter() {
+        let name = h.name();
+        if via_left && *name == HeaderName::Via || route_left && *name == HeaderName::Route {
+            // The first value goes; the rest of its line stays.
+            if *name == HeaderName::Via {
+                via_left = false;
+            } else {
+                route_left = false;
+            }
+            if let Some(rest) = after_first_value(h.value()) {
+                line(out, name, &rest);
+            }
+            continue;
+        }
+        if *name == HeaderName::MaxForwards && head.max_forwards.is_some() {
+            if let Some(v) = forwards_left.take() {
+                line(out, name, v);
+            }
+            continue;
+        }
+        match h.raw() {
+            Some(raw) => out.extend_from_slice(raw),
+            None => {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value().as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(v) = forwards_left {
+        line(out, &HeaderName::MaxForwards, v);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(msg.body());
+}
+
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
 /// keep their received bytes.
+#[cfg(test)]
 fn pop_first_value(msg: &mut Message, name: HeaderName) {
     let Some(i) = msg.headers.position(&name) else {
         return;
@@ -932,6 +1089,7 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 
 /// The top Via of `msg` stamped as `stamped_top_via` says, for a message whose top Via the
 /// caller has read as valid.
+#[cfg(test)]
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     let mut out = String::new();
     write_stamped_top_via(msg, source, &mut out).then_some(out)
@@ -1374,6 +1532,119 @@ Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c
         // The other headers keep the bytes they were received with (compact forms too).
         let out = String::from_utf8(m.to_bytes()).unwrap();
         assert!(out.contains("\r\nf: <sip:a@x>;tag=1\r\n"), "{out}");
+    }
+
+    /// `write_forwarded` prints what editing the parsed message (push the Vias and the
+    /// Record-Route in front, pop the first value of the top Via and of the Route, set
+    /// Max-Forwards) and `to_bytes` printed: the same start line, the same values of each
+    /// header in the same order, the same body.
+    #[test]
+    fn a_forwarded_message_is_the_edited_one() {
+        let requests = [
+            "INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+Route: <sip:127.0.0.1;lr>\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\n\
+Content-Type: application/sdp\r\nl: 5\r\n\r\nv=0\r\n",
+            "BYE sip:b@10.0.0.1:5070;transport=udp SIP/2.0\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1, SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
+Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nRoute: <sip:127.0.0.1;lr>, <sip:10.0.0.9;lr>\r\nRoute: <sip:10.0.0.8;lr>\r\n\
+f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 2 BYE\r\nl: 0\r\n\r\n",
+            "ACK sip:b@x SIP/2.0\r\nf: <sip:a@x>;tag=1\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK1\r\nt: <sip:b@x>;tag=2\r\n\
+Max-Forwards: 9\r\ni: c\r\nMax-Forwards: 8\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            "OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK1\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n",
+            "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsm1, SIP/2.0/UDP p;branch=z9hG4bK1\r\n\
+Record-Route: <sip:127.0.0.1:5060;lr>\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n",
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsm1\r\nVia: SIP/2.0/UDP p;branch=z9hG4bK1\r\n\
+f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n",
+        ];
+        let names = [
+            HeaderName::Via,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::MaxForwards,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+            HeaderName::ContentType,
+            HeaderName::ContentLength,
+        ];
+        let values = |m: &Message, name: &HeaderName| -> Vec<String> {
+            m.headers
+                .get_all(name)
+                .flat_map(|h| {
+                    let mut v = vec![first_value(h.value()).to_owned()];
+                    v.extend(after_first_value(h.value()));
+                    v
+                })
+                .collect()
+        };
+        for raw in requests {
+            for (vias, drop_top_via, rr, pop_route, mf) in [
+                (
+                    &[
+                        "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsmA",
+                        "SIP/2.0/UDP p;branch=z9hG4bK1;received=192.0.2.1",
+                    ][..],
+                    true,
+                    Some("<sip:127.0.0.1:5060;lr>"),
+                    true,
+                    Some("69"),
+                ),
+                (
+                    &["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsmA"][..],
+                    false,
+                    None,
+                    false,
+                    Some("70"),
+                ),
+                (&[][..], true, None, false, None),
+                (&[][..], false, None, false, None),
+            ] {
+                let msg = Message::parse(raw.as_bytes()).unwrap();
+                let mut out = Vec::new();
+                write_forwarded(
+                    &msg,
+                    &ForwardHead {
+                        vias,
+                        drop_top_via,
+                        record_route: rr,
+                        pop_route,
+                        max_forwards: mf,
+                    },
+                    &mut String::new(),
+                    &mut out,
+                );
+                let ours = Message::parse(&out).unwrap();
+                // The old way: the parsed message edited, then printed.
+                let mut edited = msg.clone();
+                if let Some(mf) = mf {
+                    edited.headers.set(Header::new(HeaderName::MaxForwards, mf));
+                }
+                if pop_route {
+                    pop_first_value(&mut edited, HeaderName::Route);
+                }
+                if drop_top_via {
+                    pop_first_value(&mut edited, HeaderName::Via);
+                }
+                if let Some(rr) = rr {
+                    edited
+                        .headers
+                        .push_front(Header::new(HeaderName::RecordRoute, rr));
+                }
+                for v in vias.iter().rev() {
+                    edited.headers.push_front(Header::new(HeaderName::Via, *v));
+                }
+                let old = Message::parse(&edited.to_bytes()).unwrap();
+                let text = String::from_utf8_lossy(&out);
+                assert_eq!(ours.method(), old.method(), "{text}");
+                assert_eq!(ours.request_uri(), old.request_uri(), "{text}");
+                assert_eq!(ours.status(), old.status(), "{text}");
+                assert_eq!(ours.reason(), old.reason(), "{text}");
+                assert_eq!(ours.body(), old.body(), "{text}");
+                for name in &names {
+                    assert_eq!(values(&ours, name), values(&old, name), "{name:?}: {text}");
+                }
+            }
+        }
     }
 
     #[test]
