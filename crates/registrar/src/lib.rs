@@ -449,48 +449,53 @@ impl Registrar {
             .into_iter()
             .filter_map(Result::ok)
             .collect();
-        if contacts.iter().any(|c| matches!(c, Contact::Star)) {
-            // §10.3 step 6: `*` only with Expires: 0, and alone.
-            if default_expires != 0 || contacts.len() != 1 {
-                self.respond(
-                    req,
-                    top,
-                    source,
-                    400,
-                    "Bad Request (* needs Expires: 0)",
-                    &[],
-                );
-                return;
-            }
-            if let Some(list) = self.bindings.get_mut(&*user) {
-                for b in std::mem::take(list) {
-                    if !found_by_user(&user, &b.contact) {
-                        self.reindex(contact_key(&b.contact));
-                    }
+        let star = contacts.iter().any(|c| matches!(c, Contact::Star));
+        // §10.3 step 6: `*` only with Expires: 0, and alone.
+        if star && (default_expires != 0 || contacts.len() != 1) {
+            self.respond(
+                req,
+                top,
+                source,
+                400,
+                "Bad Request (* needs Expires: 0)",
+                &[],
+            );
+            return;
+        }
+        // §10.3 step 7: the bindings are updated all or none, so an interval too brief
+        // (423) refuses the REGISTER before any binding changes. A refused REGISTER does not
+        // make its user known either.
+        let too_brief = |c: &Contact| {
+            let expires = c.expires().unwrap_or(default_expires);
+            matches!(c, Contact::Addr(_)) && expires != 0 && expires < self.config.min_expires
+        };
+        if contacts.iter().any(too_brief) {
+            let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
+            self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
+            return;
+        }
+        if star && let Some(list) = self.bindings.get_mut(&*user) {
+            for b in std::mem::take(list) {
+                if !found_by_user(&user, &b.contact) {
+                    self.reindex(contact_key(&b.contact));
                 }
             }
         }
-        let was_known = self.bindings.contains_key(&*user);
+        // The user is known from now on (an empty list when nothing is bound). Its list is
+        // looked up once for the whole REGISTER.
+        if !self.bindings.contains_key(&*user) {
+            self.bindings.insert(Box::from(&*user), Vec::new());
+        }
+        let Some(list) = self.bindings.get_mut(&*user) else {
+            unreachable!("the user's list exists")
+        };
+        // Index entries of contacts unbound here, checked once the list is done (another AOR
+        // may still bind the same contact: `reindex`).
+        let mut unbound = Vec::new();
         for c in contacts {
             let expires = c.expires().unwrap_or(default_expires);
             // Each contact's URI is moved into its binding (not copied).
             let Contact::Addr(addr) = c else { continue };
-            if expires != 0 && expires < self.config.min_expires {
-                // A refused REGISTER does not make its user known.
-                if !was_known && self.bindings.get(&*user).is_some_and(Vec::is_empty) {
-                    self.bindings.remove(&*user);
-                }
-                let h = Header::new(HeaderName::MinExpires, self.config.min_expires.to_string());
-                self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
-                return;
-            }
-            if !self.bindings.contains_key(&*user) {
-                self.bindings.insert(Box::from(&*user), Vec::new());
-            }
-            // Inserted just above when missing.
-            let Some(list) = self.bindings.get_mut(&*user) else {
-                unreachable!("the user's list exists")
-            };
             // §10.3 step 7: a binding of the same contact (§19.1.4) is replaced.
             list.retain(|b| !uri_eq::equivalent(&b.contact, &addr.uri));
             // The contact a binding replaced had the same user part: it was listed in
@@ -514,19 +519,14 @@ impl Registrar {
                 }
                 self.earliest = Some(self.earliest.map_or(expires_at, |e| e.min(expires_at)));
             } else if let Some(key) = key {
-                self.reindex(key);
+                unbound.push(key);
             }
         }
-        // The user is known from now on (an empty list when nothing is bound).
-        match self.bindings.get_mut(&*user) {
-            Some(list) if list.is_empty() => list.shrink_to_fit(),
-            Some(_) => {}
-            None => {
-                self.bindings.insert(Box::from(&*user), Vec::new());
-            }
+        if list.is_empty() {
+            list.shrink_to_fit();
         }
-        let mut extra = Vec::new();
-        for b in self.bindings(&user) {
+        let mut extra = Vec::with_capacity(list.len());
+        for b in list.iter() {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             // `<contact>;expires=left`, written into one string.
             let mut value = String::with_capacity(64);
@@ -536,6 +536,9 @@ impl Registrar {
             value.push_str(">;expires=");
             sip_msg::push_decimal(&mut value, left);
             extra.push(Header::new(HeaderName::Contact, value));
+        }
+        for key in unbound {
+            self.reindex(key);
         }
         self.stats.registered += 1;
         self.respond(req, top, source, 200, "OK", &extra);

@@ -289,3 +289,63 @@ fn third_party_registration() {
     assert_eq!(reg.bindings("bob").len(), 1);
     assert_eq!(reg.bindings("alice").len(), 1);
 }
+
+/// RFC 3261 §10.3 step 7: the bindings of a REGISTER are updated all or none. A contact
+/// whose interval is too brief gets 423 (with Min-Expires) and no contact of that REGISTER
+/// is bound or removed; a user never registered before stays unknown (404, not 480).
+#[test]
+fn a_brief_interval_refuses_the_whole_register() {
+    let mut reg = registrar(AuthMode::Open);
+    let two = |cseq: u32, first: &str, second: &str| {
+        format!(
+            "REGISTER sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKb{cseq}\r\n\
+From: <sip:dave@sipmeter.test>;tag=f1\r\nTo: <sip:dave@sipmeter.test>\r\nCall-ID: compare-2\r\n\
+CSeq: {cseq} REGISTER\r\nContact: {first}\r\nContact: {second}\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let got = handle(
+        &mut reg,
+        &two(
+            1,
+            "<sip:dave@192.0.2.7:5070>;expires=600",
+            "<sip:dave@192.0.2.7:5071>;expires=10",
+        ),
+        src(5070),
+    );
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, 423);
+    assert_eq!(got[0].2.headers.value(&HeaderName::MinExpires), Some("60"));
+    assert!(reg.bindings("dave").is_empty());
+    let invite = "INVITE sip:dave@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKi1\r\n\
+From: <sip:x@sipmeter.test>;tag=a\r\nTo: <sip:dave@sipmeter.test>\r\nCall-ID: c9\r\n\
+CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(status(&mut reg, invite, src(5060)), 404, "dave is unknown");
+    // Both contacts bound; then a REGISTER removing one and too brief for the other
+    // changes nothing.
+    assert_eq!(
+        status(
+            &mut reg,
+            &two(
+                2,
+                "<sip:dave@192.0.2.7:5070>;expires=600",
+                "<sip:dave@192.0.2.7:5071>;expires=600"
+            ),
+            src(5070)
+        ),
+        200
+    );
+    assert_eq!(reg.bindings("dave").len(), 2);
+    assert_eq!(
+        status(
+            &mut reg,
+            &two(
+                3,
+                "<sip:dave@192.0.2.7:5070>;expires=0",
+                "<sip:dave@192.0.2.7:5071>;expires=5"
+            ),
+            src(5070)
+        ),
+        423
+    );
+    assert_eq!(reg.bindings("dave").len(), 2);
+}
