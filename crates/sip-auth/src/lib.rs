@@ -22,8 +22,13 @@
 //! ```
 //!
 //! Server side: [`NonceIssuer`] makes stateless, expiring nonces; [`verify`] checks an
-//! `Authorization` value against a password in constant time. [`ephemeral`] issues and checks
-//! the `EXPIRY:ID` credentials of the built-in registrar.
+//! `Authorization` value against a password in constant time. A [`NonceMemo`] keeps the
+//! nonces of the last two seconds so that a server computes one nonce per second and checks
+//! credentials answering it against the kept text ([`verify_memo`], the same verdicts).
+//! [`ephemeral`] issues and checks the `EXPIRY:ID` credentials of the built-in registrar.
+//!
+//! A [`DigestClient`] keeps `H(user:realm:password)` of the account, realm and algorithm it
+//! last answered for, as a UA does, and computes it again when any of them changes.
 
 use std::borrow::Cow;
 use std::fmt;
