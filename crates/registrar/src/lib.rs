@@ -1537,6 +1537,42 @@ Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c
         assert!(out.contains("\r\nf: <sip:a@x>;tag=1\r\n"), "{out}");
     }
 
+    /// Over every combination of a few schemes, users, hosts, ports, parameters and headers:
+    /// the comparison is reflexive and symmetric, `equivalent` implies `reaches`, and
+    /// contacts that reach each other have one key in the contacts index (so a contact found
+    /// by comparison is found by key too).
+    #[test]
+    fn contact_comparison_is_an_equivalence_the_index_key_follows() {
+        let mut uris = Vec::new();
+        for scheme in ["sip", "sips"] {
+            for user in ["bob@", "b%6Fb@", "Bob@", "a%2Bb@", "a+b@", ""] {
+                for host in ["h.example", "H.Example", "192.0.2.1"] {
+                    for port in ["", ":5060", ":5061"] {
+                        for params in ["", ";transport=udp", ";TRANSPORT=UDP;lr", ";user=phone"] {
+                            for headers in ["", "?Subject=x"] {
+                                let text = format!("{scheme}:{user}{host}{port}{params}{headers}");
+                                uris.push(Uri::parse(&text).unwrap());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for a in &uris {
+            assert!(uri_eq::equivalent(a, a), "{a}");
+            for b in &uris {
+                let eq = uri_eq::equivalent(a, b);
+                let reach = uri_eq::reaches(a, b);
+                assert_eq!(eq, uri_eq::equivalent(b, a), "{a} {b}");
+                assert_eq!(reach, uri_eq::reaches(b, a), "{a} {b}");
+                assert!(!eq || reach, "{a} {b}");
+                if reach {
+                    assert_eq!(contact_key(a), contact_key(b), "{a} {b}");
+                }
+            }
+        }
+    }
+
     /// `write_forwarded` prints what editing the parsed message (push the Vias and the
     /// Record-Route in front, pop the first value of the top Via and of the Route, set
     /// Max-Forwards) and `to_bytes` printed: the same start line, the same values of each
