@@ -1520,7 +1520,7 @@ Content-Length: 0\r\n\r\n"
             let vias: Vec<&str> = ack
                 .headers
                 .get_all(&HeaderName::Via)
-                .map(Header::value)
+                .map(sip_msg::HeaderRef::value)
                 .collect();
             assert_eq!(vias, [top], "{via}");
         }
