@@ -607,10 +607,16 @@ impl Headers {
         }
     }
 
-    /// Appends line `start..end` of the head text this was made with ([`Headers::in_head`]),
-    /// whose value is `value.0..value.1` of it (ranges in bytes, on character boundaries).
+    /// Gives these headers the head text their lines are ranges of (a parsed message's, once
+    /// its lines are read).
+    pub(crate) fn attach_head(&mut self, head: Arc<str>) {
+        self.head = Some(head);
+    }
+
+    /// Appends line `start..end` of the head text this was made with ([`Headers::in_head`])
+    /// or is given after ([`Headers::attach_head`]), whose value is `value.0..value.1` of it
+    /// (ranges in bytes, on character boundaries).
     pub(crate) fn push_line(&mut self, name: HeaderName, start: u32, end: u32, value: (u32, u32)) {
-        debug_assert!(self.head.is_some(), "a line of a head text needs the text");
         self.list.push(Header {
             name,
             repr: Repr::InHead { start, end, value },
@@ -661,9 +667,13 @@ impl Headers {
         self.list.is_empty()
     }
 
-    /// The last header (the one just read, while a message is parsed).
-    pub(crate) fn last(&self) -> Option<HeaderRef<'_>> {
-        self.list.last().map(|h| self.view_of(h))
+    /// The last header (the one just read, while a message is parsed), its lines read from
+    /// `head` (the text the lines are ranges of, not attached yet) when given.
+    pub(crate) fn last_in<'a>(&'a self, head: Option<&'a Arc<str>>) -> Option<HeaderRef<'a>> {
+        self.list.last().map(|h| HeaderRef {
+            header: h,
+            head: head.or(self.head.as_ref()),
+        })
     }
 
     /// When every header is a line of one head text, in order and each followed by exactly

@@ -1018,7 +1018,7 @@ fn read_headers(
         let is_length = parse_header(src, head, span.unpack(), headers).map_err(or_incomplete)?;
         if is_length && content_length.is_none() {
             content_length = headers
-                .last()
+                .last_in(head)
                 .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
         }
     }
@@ -1075,13 +1075,14 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
         return Err(ParseError::new(ErrorKind::BadHeaderLine, 2));
     }
 
-    // The headers hold the head text once; each parsed line is a range of it.
-    let mut headers = match &head {
-        Some(h) => Headers::in_head(Arc::clone(h), spans.len),
-        None => Headers::with_capacity(spans.len),
-    };
+    let mut headers = Headers::with_capacity(spans.len);
     // The first Content-Length, noted while reading (what `headers.typed()` would find).
     let content_length = read_headers(&src, head.as_ref(), &spans, &mut headers)?;
+    // The headers hold the head text (moved in, not shared once more); each parsed line is a
+    // range of it.
+    if let Some(head) = head {
+        headers.attach_head(head);
+    }
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
     let available = buf.len() - body_at;
