@@ -366,6 +366,11 @@ struct KeptAck {
     forks_ended: Vec<String>,
 }
 
+/// The most other forks of one INVITE ended with BYE ([`KeptAck::forks_ended`]): a real
+/// forking proxy reaches a few phones; a peer answering with endless new To tags gets ACKs
+/// only past this, not a BYE transaction (and a remembered tag) each.
+const MAX_FORKS_ENDED: usize = 16;
+
 impl KeptAck {
     fn new((destination, bytes): (Destination, Bytes)) -> Box<Self> {
         Box::new(Self {
@@ -1504,7 +1509,8 @@ impl UserAgent {
     }
 
     /// Records that the fork with To tag `tag` of call `id`'s INVITE is being ended with BYE,
-    /// in the ACK its transaction keeps (until Timer M). False when it was already.
+    /// in the ACK its transaction keeps (until Timer M). False when it was already, or when
+    /// [`MAX_FORKS_ENDED`] forks were.
     fn note_fork_ended(&mut self, id: CallId, tag: String) -> bool {
         let owner = Owner::Invite(id);
         let kept = self
@@ -1519,7 +1525,9 @@ impl UserAgent {
                 })
             });
         match kept {
-            Some(k) if k.forks_ended.contains(&tag) => false,
+            Some(k) if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED => {
+                false
+            }
             Some(k) => {
                 k.forks_ended.push(tag);
                 true
@@ -5098,6 +5106,19 @@ mod auth_tests {
             assert_eq!(out[0].1.to().unwrap().tag().as_deref(), Some(tag));
         }
         assert!(calls(&mut ua).is_empty());
+        // A peer answering with ever new tags: each 2xx is ACKed, but BYE transactions stop
+        // at MAX_FORKS_ENDED forks (two ended above).
+        let mut byes = 2;
+        for n in 0..40 {
+            ua.handle_message(now, ok(&format!("t{n}"), 5200), from);
+            let out = sent(&mut ua);
+            assert_eq!(out[0].1.method(), Some(Method::Ack), "{n}");
+            byes += out
+                .iter()
+                .filter(|(_, m)| m.method() == Some(Method::Bye))
+                .count();
+        }
+        assert_eq!(byes, MAX_FORKS_ENDED);
     }
 
     #[test]
