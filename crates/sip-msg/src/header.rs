@@ -623,10 +623,12 @@ impl Headers {
         });
     }
 
-    /// Appends `h`, a header of another message: a line of that message's head text is kept
-    /// as a range of it when this holds the same text or none yet (one reference count for
-    /// all of them: a response's lines copied from its request), else as a header of its own.
-    pub(crate) fn push_ref(&mut self, h: HeaderRef<'_>) {
+    /// Appends a copy of `h`, a header of another message (or of this one), printed as it
+    /// prints there (a received line as received). A line of that message's head text is
+    /// kept as a range of it when this holds the same text or none yet (one reference count
+    /// for all of them, no copy of the value: a response's or an ACK's lines copied from the
+    /// request), else as a header of its own ([`HeaderRef::to_header`]).
+    pub fn push_ref(&mut self, h: HeaderRef<'_>) {
         if let (Repr::InHead { .. }, Some(head)) = (&h.header.repr, h.head) {
             let same = match &self.head {
                 Some(mine) => Arc::ptr_eq(mine, head),

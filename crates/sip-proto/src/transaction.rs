@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::typed::{Route, To, Via, ViaBranch, ViaRef};
-use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
+use sip_msg::{Header, HeaderName, Headers, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
@@ -624,29 +624,34 @@ impl ClientTransaction {
             .cloned()
             .expect("a request has a Request-URI");
         let mut ack = Message::new_request(Method::Ack, uri);
+        // Via, Max-Forwards, the routes, From, Call-ID, To, CSeq, Content-Length: room for
+        // them all at once. The request's lines are copied as it printed them, sharing its
+        // text (no copy of each value).
+        let routes = invite.headers.get_all(&Route::NAME).count();
+        ack.headers = Headers::with_capacity(7 + routes);
         if let Some(via) = invite.headers.get(&HeaderName::Via) {
             // §17.1.1.3: one Via, equal to the request's top Via. A line holding one value
-            // (ours always does) is that value as sent; a joined line is parsed for its first.
+            // (ours always does) is that line as sent; a joined line is parsed for its first.
             let value = via.value();
-            let top = if value.contains(',') {
-                invite
+            if value.contains(',') {
+                let top = invite
                     .headers
                     .typed::<Via>()
                     .and_then(Result::ok)
-                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96))
+                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96));
+                ack.headers.push(Header::new(HeaderName::Via, top));
             } else {
-                value.trim().to_owned()
-            };
-            ack.headers.push(Header::new(HeaderName::Via, top));
+                ack.headers.push_ref(via);
+            }
         }
         ack.headers
             .push(Header::from_static(HeaderName::MaxForwards, "70"));
         for r in invite.headers.get_all(&Route::NAME) {
-            ack.headers.push(Header::new(HeaderName::Route, r.value()));
+            ack.headers.push_ref(r);
         }
         for name in [HeaderName::From, HeaderName::CallId] {
             if let Some(h) = invite.headers.get(&name) {
-                ack.headers.push(Header::new(name.clone(), h.value()));
+                ack.headers.push_ref(h);
             }
         }
         if let Some(to) = resp.headers.get(&To::NAME) {
@@ -1524,6 +1529,73 @@ Content-Length: 0\r\n\r\n"
                 .collect();
             assert_eq!(vias, [top], "{via}");
         }
+    }
+
+    /// The ACK for a non-2xx copies the request's top Via, routes, From and Call-ID lines as
+    /// the request printed them (§17.1.1.3: equal to the request's): for a request printed
+    /// the usual way (ours), the bytes are those of `Name: value` lines; a line written
+    /// otherwise (compact name, other spacing) is copied as written, with the same value.
+    #[test]
+    fn the_non_2xx_ack_copies_the_requests_lines_as_sent() {
+        let now = Instant::now();
+        let ack_of = |req: &Message| {
+            let mut t = ClientTransaction::new(now, req, false, TimerConfig::default()).unwrap();
+            t.poll_transmit();
+            t.handle_response(now, &response(req, 407));
+            String::from_utf8(t.poll_transmit().unwrap().bytes.to_vec()).unwrap()
+        };
+        assert_eq!(
+            ack_of(&request("INVITE")),
+            "ACK sip:bob@biloxi.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\nMax-Forwards: 70\r\n\
+Route: <sip:p1.example;lr>\r\nFrom: <sip:alice@atlanta.example>;tag=9fxced76sl\r\n\
+Call-ID: 3848276298220188511@atlanta.example\r\n\
+To: <sip:bob@biloxi.example>;tag=8321234356\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Our own INVITE, built: the same lines.
+        let built = sip_msg::RequestBuilder::new(
+            Method::Invite,
+            sip_msg::Uri::parse("sip:bob@biloxi.example").unwrap(),
+        )
+        .via_text("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9".into())
+        .route_text("<sip:p1.example;lr>".into())
+        .from_text("<sip:alice@atlanta.example>;tag=9fxced76sl".into())
+        .to_text("<sip:bob@biloxi.example>".into())
+        .call_id("3848276298220188511@atlanta.example")
+        .cseq(1)
+        .build();
+        let ack = ack_of(&built);
+        for line in [
+            "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\n",
+            "\r\nRoute: <sip:p1.example;lr>\r\n",
+            "\r\nFrom: <sip:alice@atlanta.example>;tag=9fxced76sl\r\n",
+            "\r\nCall-ID: 3848276298220188511@atlanta.example\r\n",
+        ] {
+            assert!(ack.contains(line), "{line:?} in {ack}");
+        }
+        // Compact names and extra spaces: copied as written; the values are the same.
+        let raw = String::from_utf8(request("INVITE").to_bytes())
+            .unwrap()
+            .replace("From: <", "f:   <")
+            .replace("Call-ID: ", "i: ");
+        let ack = ack_of(&Message::parse(raw.as_bytes()).unwrap());
+        assert!(
+            ack.contains("\r\nf:   <sip:alice@atlanta.example>;tag=9fxced76sl\r\n"),
+            "{ack}"
+        );
+        assert!(
+            ack.contains("\r\ni: 3848276298220188511@atlanta.example\r\n"),
+            "{ack}"
+        );
+        let ack = Message::parse(ack.as_bytes()).unwrap();
+        assert_eq!(
+            ack.headers.value(&HeaderName::From),
+            Some("<sip:alice@atlanta.example>;tag=9fxced76sl")
+        );
+        assert_eq!(
+            ack.headers.value(&HeaderName::CallId),
+            Some("3848276298220188511@atlanta.example")
+        );
     }
 
     #[test]
