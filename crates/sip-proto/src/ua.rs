@@ -28,8 +28,8 @@ use sip_msg::typed::{
     CSeq, ContactRef, Expires, FromRef, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, RequestBuilder, SipUri, Uri,
-    UriRef, branch_from, tag_from,
+    BRANCH_MAGIC, Header, HeaderName, Headers, Host, HostRef, Message, Method, RequestBuilder,
+    SipUri, Uri, UriRef, branch_from, tag_from,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
@@ -1663,6 +1663,9 @@ impl UserAgent {
                 .cloned()
                 .unwrap_or_else(|| Uri::Sip(SipUri::new(Host::Name("invalid".into())))),
         );
+        // The INVITE's lines are copied as it printed them, sharing its text (no copy of each
+        // value); room for them, CSeq and Content-Length at once.
+        cancel.headers = Headers::with_capacity(8);
         for name in [
             HeaderName::Via,
             HeaderName::MaxForwards,
@@ -1672,7 +1675,7 @@ impl UserAgent {
             HeaderName::CallId,
         ] {
             if let Some(h) = inv.headers.get(&name) {
-                cancel.headers.push(Header::new(name.clone(), h.value()));
+                cancel.headers.push_ref(h);
             }
         }
         let seq = inv.cseq().map_or(1, |c| c.seq);
@@ -5119,6 +5122,50 @@ mod auth_tests {
                 .count();
         }
         assert_eq!(byes, MAX_FORKS_ENDED);
+    }
+
+    /// RFC 3261 §9.1: the CANCEL copies the INVITE's Request-URI, top Via, Max-Forwards,
+    /// Route, From, To and Call-ID lines (as the INVITE printed them: `Name: value`), then
+    /// CSeq with the INVITE's number and `Content-Length: 0`.
+    #[test]
+    fn a_cancel_copies_the_invites_lines_as_printed() {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut cfg = config();
+        cfg.credentials = None;
+        cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
+            .unwrap()
+            .as_sip()
+            .cloned();
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
+        ringing.headers.push(Header::new(
+            HeaderName::Contact,
+            "<sip:1002@127.0.0.1:5080>",
+        ));
+        ua.handle_message(now, ringing, from);
+        ua.hangup(now, call);
+        let cancel = std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
+            .find(|m| m.starts_with("CANCEL "))
+            .expect("a CANCEL");
+        let mut want = format!("CANCEL {} SIP/2.0\r\n", invite.request_uri().unwrap());
+        for name in [
+            HeaderName::Via,
+            HeaderName::MaxForwards,
+            HeaderName::Route,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+        ] {
+            let value = invite.headers.value(&name).unwrap();
+            want.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let seq = invite.cseq().unwrap().seq;
+        want.push_str(&format!("CSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"));
+        assert_eq!(cancel, want);
     }
 
     #[test]
