@@ -782,7 +782,8 @@ impl UserAgent {
         SipUri::new(self.domain_host()).with_user(self.user.to_string())
     }
 
-    /// The domain as the AOR's host.
+    /// The domain as the AOR's host (`aor_text` reads it in place the same way).
+    #[cfg(test)]
     fn domain_host(&self) -> Host {
         let domain = &self.profile.domain;
         // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
@@ -799,7 +800,12 @@ impl UserAgent {
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
-        sip_msg::push_host(&mut text, &self.domain_host());
+        // `domain_host`, read in place (no owned host to print from).
+        let domain = self.profile.domain.as_str();
+        let host = HostRef::parse(domain)
+            .or_else(|e| domain.parse().map(HostRef::V6).map_err(|_| e))
+            .unwrap_or(HostRef::Name(domain));
+        sip_msg::push_host_ref(&mut text, &host);
         text.push('>');
         text
     }
