@@ -36,8 +36,8 @@ use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
-    ClientTransaction, Finished, FinishedReply, RequestMsg, ServerTransaction, State, Timer,
-    TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
+    ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
+    Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -2178,7 +2178,9 @@ impl UserAgent {
 
     fn handle_request(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let Some(method) = req.method() else { return };
-        let Some(key) = TxnKey::of_server_request(&req) else {
+        // The key is read in place for the lookups; it is copied only for a transaction
+        // made with it (an ACK or a retransmission only looks).
+        let Some(key_ref) = ServerKeyRef::read(&req) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "request without Via branch",
             });
@@ -2188,7 +2190,11 @@ impl UserAgent {
         // finals belong to an existing server transaction. An ACK matching an INVITE's in
         // Accepted (a caller that ACKs a 2xx with the INVITE's branch) is passed to the core
         // as well (RFC 6026 §8.7).
-        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
+        if let Some(e) = self
+            .server
+            .iter_mut()
+            .find(|e| key_ref.matches(e.txn.key()))
+        {
             let to_core = method == Method::Ack && e.txn.state() == State::Accepted;
             e.txn.handle_request(now, &req);
             self.drain_server(now);
@@ -2197,7 +2203,7 @@ impl UserAgent {
             }
             return;
         }
-        match self.answer_finished_server(&req, &key) {
+        match self.answer_finished_server(&req, &key_ref) {
             Some(FinishedReply::Deliver) => {
                 self.on_ack(now, &req, DialogIds::read(&req));
                 return;
@@ -2206,7 +2212,7 @@ impl UserAgent {
             None => {}
         }
         if method == Method::Cancel {
-            self.on_cancel(now, &req, source, &key);
+            self.on_cancel(now, &req, source, &key_ref.to_key());
             return;
         }
         // The To header is read once: its tag says whether the request is in a dialog, and
@@ -2222,6 +2228,7 @@ impl UserAgent {
             self.on_ack(now, &req, ids);
             return;
         }
+        let key = key_ref.to_key();
         if let Ok(tag @ Some(_)) = to_tag {
             let ids = DialogIds::read_with_to_tag(&req, tag);
             self.on_in_dialog(now, &req, ids, source, key, method);
@@ -2816,10 +2823,14 @@ impl UserAgent {
     /// matches (the final response again for a retransmitted non-INVITE, reported as a
     /// retransmission). `None` when none matches; else what the record did (`Deliver`: an ACK
     /// the core must see, RFC 6026 §8.7).
-    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> Option<FinishedReply> {
+    fn answer_finished_server(
+        &mut self,
+        req: &Message,
+        key: &ServerKeyRef<'_>,
+    ) -> Option<FinishedReply> {
         let h = branch_hash(&key.branch);
         let f = self.finished.iter_mut().find(|f| {
-            f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && f.txn.key() == key
+            f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && key.matches(f.txn.key())
         })?;
         let Peer::Server(source) = f.peer else {
             return None;
