@@ -1101,7 +1101,7 @@ fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 /// [`stamp_valid_top_via`] appended to `out`; false (and nothing written) when the message
 /// has no readable top Via.
 fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) -> bool {
-    let Some(line) = msg.headers.get(&HeaderName::Via).map(Header::value) else {
+    let Some(line) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
         return false;
     };
     let top = first_value(line);

@@ -781,7 +781,11 @@ fn response(
         if via.params.contains("rport") {
             via.params.set("rport", Some(&source.port().to_string()));
         }
-        let mut vias: Vec<Header> = resp.headers.get_all(&HeaderName::Via).cloned().collect();
+        let mut vias: Vec<Header> = resp
+            .headers
+            .get_all(&HeaderName::Via)
+            .map(|h| h.to_header())
+            .collect();
         resp.headers.remove(&HeaderName::Via);
         if !vias.is_empty() {
             vias[0] = Header::new(HeaderName::Via, via.to_string());

@@ -323,23 +323,18 @@ impl RequestBuilder {
         };
         let HeadWriter { head, spans } = w;
         let mut m = Message::new_request(p.method, p.uri);
-        m.headers = Headers::with_capacity(spans.len());
         match u32::try_from(head.len()) {
             Ok(_) => {
-                let head: Arc<str> = Arc::from(head);
+                m.headers = Headers::in_head(Arc::from(head), spans.len());
                 for (name, start, value, end) in spans {
                     // Every offset is at most `head.len()`, which fits in a u32.
-                    m.headers.push(Header::parsed_shared(
-                        name,
-                        Arc::clone(&head),
-                        start as u32,
-                        end as u32,
-                        (value as u32, end as u32),
-                    ));
+                    m.headers
+                        .push_line(name, start as u32, end as u32, (value as u32, end as u32));
                 }
             }
             // A header section of 4 GiB (absurd, but not a panic): owned values as before.
             Err(_) => {
+                m.headers = Headers::with_capacity(spans.len());
                 for (name, _, value, end) in spans {
                     let text = head.get(value..end).unwrap_or_default().to_owned();
                     m.headers.push(Header::new(name, text));

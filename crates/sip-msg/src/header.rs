@@ -295,7 +295,10 @@ impl From<&str> for HeaderName {
 }
 
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
-/// 56 bytes: a parsed line shares the message's head text (one reference count, four offsets).
+/// A header held by a message is read through [`HeaderRef`] (`headers.get(..)`,
+/// `headers.iter()`): a parsed line is a range of the message's head text, which the
+/// [`Headers`] holds once (one reference count per message, not one per header). A `Header`
+/// of its own (built, or taken out of a message) holds what it needs.
 #[derive(Clone)]
 pub struct Header {
     name: HeaderName,
@@ -305,8 +308,19 @@ pub struct Header {
 /// How a header's value and received bytes are held.
 #[derive(Clone)]
 enum Repr {
-    /// Parsed from a UTF-8 head, value needing no unfolding: the line is `start..end` of
-    /// `head` and the value (trimmed) `value.0..value.1` of it. No copy.
+    /// A line of the head text of the [`Headers`] that holds it, value needing no unfolding:
+    /// the line is `start..end` of that text and the value (trimmed) `value.0..value.1`. No
+    /// copy, no reference count. Never found outside a `Headers` (taken out, it becomes
+    /// [`Repr::Shared`]).
+    InHead {
+        /// First byte of the line(s).
+        start: u32,
+        /// End of the line(s), without the final CRLF.
+        end: u32,
+        /// The value's range.
+        value: (u32, u32),
+    },
+    /// [`Repr::InHead`] taken out of its message: it holds the head text itself.
     Shared {
         /// The header section as received.
         head: Arc<str>,
@@ -373,12 +387,7 @@ impl fmt::Debug for Raw {
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let raw = self.raw().map(String::from_utf8_lossy);
-        f.debug_struct("Header")
-            .field("name", &self.name)
-            .field("value", &self.value())
-            .field("raw", &raw.as_deref().unwrap_or("None"))
-            .finish()
+        fmt::Debug::fmt(&self.by_ref(), f)
     }
 }
 
@@ -407,26 +416,6 @@ impl Header {
         }
     }
 
-    /// A parsed header whose lines are `start..end` of `head` and whose value is
-    /// `value.0..value.1` of it (ranges in bytes, on character boundaries).
-    pub(crate) fn parsed_shared(
-        name: HeaderName,
-        head: Arc<str>,
-        start: u32,
-        end: u32,
-        value: (u32, u32),
-    ) -> Self {
-        Self {
-            name,
-            repr: Repr::Shared {
-                head,
-                start,
-                end,
-                value,
-            },
-        }
-    }
-
     /// The header's name.
     pub fn name(&self) -> &HeaderName {
         &self.name
@@ -434,45 +423,118 @@ impl Header {
 
     /// The value with folding replaced by a single space and outer white space trimmed.
     pub fn value(&self) -> &str {
-        match &self.repr {
-            // `parsed_shared` is only given ranges inside the head that end next to ASCII
-            // bytes, so `get` cannot fail; the empty fallback keeps the function total.
-            Repr::Shared { head, value, .. } => head
-                .get(value.0 as usize..value.1 as usize)
-                .unwrap_or_default(),
-            Repr::Parsed(p) => &p.0,
-            Repr::Owned(s) => s,
-            Repr::Static(s) => s,
-        }
+        self.by_ref().value()
     }
 
     /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
     pub fn raw(&self) -> Option<&[u8]> {
-        match &self.repr {
-            // Ranges were cut at line ends, which are ASCII: always in bounds and on
-            // character boundaries; the empty fallback keeps the function total.
-            Repr::Shared {
-                head, start, end, ..
-            } => Some(
-                head.as_bytes()
-                    .get(*start as usize..*end as usize)
-                    .unwrap_or_default(),
-            ),
-            Repr::Parsed(p) => p.1.as_bytes(),
-            Repr::Owned(_) | Repr::Static(_) => None,
+        self.by_ref().raw()
+    }
+
+    /// This header read as a [`HeaderRef`] (what a message's headers give).
+    pub fn by_ref(&self) -> HeaderRef<'_> {
+        HeaderRef {
+            header: self,
+            head: None,
         }
     }
 }
 
-impl Header {
-    /// For a line that is a range of a head text: the text and the line's range.
-    fn shared_line(&self) -> Option<(&Arc<str>, u32, u32)> {
-        match &self.repr {
+/// A header of a [`Headers`] (or a [`Header`] of its own, [`Header::by_ref`]): its name, its
+/// value and its received bytes, borrowed.
+#[derive(Clone, Copy)]
+pub struct HeaderRef<'a> {
+    header: &'a Header,
+    /// The head text of the `Headers` the header is in, if it has one.
+    head: Option<&'a Arc<str>>,
+}
+
+impl<'a> HeaderRef<'a> {
+    /// The header's name.
+    #[inline]
+    pub fn name(self) -> &'a HeaderName {
+        &self.header.name
+    }
+
+    /// The value with folding replaced by a single space and outer white space trimmed.
+    #[inline]
+    pub fn value(self) -> &'a str {
+        let (text, range): (&'a str, _) = match &self.header.repr {
+            Repr::InHead { value, .. } => (self.head.map_or("", |h| h), *value),
+            Repr::Shared { head, value, .. } => (head, *value),
+            Repr::Parsed(p) => return &p.0,
+            Repr::Owned(s) => return s,
+            Repr::Static(s) => return s,
+        };
+        // Lines are only given ranges inside their head that end next to ASCII bytes, so
+        // `get` cannot fail; the empty fallback keeps the function total.
+        text.get(range.0 as usize..range.1 as usize)
+            .unwrap_or_default()
+    }
+
+    /// The line(s) exactly as received, without the final CRLF; `None` for a built header.
+    #[inline]
+    pub fn raw(self) -> Option<&'a [u8]> {
+        let (text, start, end): (&'a str, _, _) = match &self.header.repr {
+            Repr::InHead { start, end, .. } => (self.head.map_or("", |h| h), *start, *end),
             Repr::Shared {
                 head, start, end, ..
-            } => Some((head, *start, *end)),
+            } => (head, *start, *end),
+            Repr::Parsed(p) => return p.1.as_bytes(),
+            Repr::Owned(_) | Repr::Static(_) => return None,
+        };
+        // Ranges were cut at line ends, which are ASCII: always in bounds and on
+        // character boundaries; the empty fallback keeps the function total.
+        Some(
+            text.as_bytes()
+                .get(start as usize..end as usize)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// A [`Header`] of its own with the same name, value and received bytes (a parsed line
+    /// shares the message's head text: one reference count, no copy).
+    pub fn to_header(self) -> Header {
+        match (&self.header.repr, self.head) {
+            (&Repr::InHead { start, end, value }, Some(head)) => Header {
+                name: self.header.name.clone(),
+                repr: Repr::Shared {
+                    head: Arc::clone(head),
+                    start,
+                    end,
+                    value,
+                },
+            },
+            // Not reached (a line of a head is only in the `Headers` holding that head): an
+            // empty built header keeps the function total.
+            (Repr::InHead { .. }, None) => Header::new(self.header.name.clone(), ""),
+            _ => self.header.clone(),
+        }
+    }
+
+    /// For a line that is a range of a head text: the text and the line's range.
+    fn shared_line(self) -> Option<(&'a Arc<str>, u32, u32)> {
+        match (&self.header.repr, self.head) {
+            (Repr::InHead { start, end, .. }, Some(head)) => Some((head, *start, *end)),
+            (
+                Repr::Shared {
+                    head, start, end, ..
+                },
+                _,
+            ) => Some((head, *start, *end)),
             _ => None,
         }
+    }
+}
+
+impl fmt::Debug for HeaderRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = self.raw().map(String::from_utf8_lossy);
+        f.debug_struct("Header")
+            .field("name", self.name())
+            .field("value", &self.value())
+            .field("raw", &raw.as_deref().unwrap_or("None"))
+            .finish()
     }
 }
 
@@ -498,46 +560,129 @@ pub trait HeaderView<'a>: Sized {
     fn parse(value: &'a str) -> Result<Self, HeaderError>;
 }
 
-/// The headers of a message, in order.
-#[derive(Debug, Clone, Default)]
-pub struct Headers(Vec<Header>);
+/// The headers of a message, in order. Parsed lines are ranges of the message's head text,
+/// held here once.
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// The head text the [`Repr::InHead`] lines are ranges of (a parsed message's, or a built
+    /// request's printed head).
+    head: Option<Arc<str>>,
+    list: Vec<Header>,
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Headers").field(&DebugList(self)).finish()
+    }
+}
+
+/// The headers as a list, for `Debug`.
+struct DebugList<'a>(&'a Headers);
+
+impl fmt::Debug for DebugList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
 
 impl Headers {
     /// No headers.
     pub fn new() -> Self {
-        Self(Vec::new())
+        Self::default()
     }
 
     /// Room for `n` headers without reallocating.
     pub fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+        Self {
+            head: None,
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// Room for `n` headers, lines of `head` (a parsed or printed header section).
+    pub(crate) fn in_head(head: Arc<str>, n: usize) -> Self {
+        Self {
+            head: Some(head),
+            list: Vec::with_capacity(n),
+        }
+    }
+
+    /// Gives these headers the head text their lines are ranges of (a parsed message's, once
+    /// its lines are read).
+    pub(crate) fn attach_head(&mut self, head: Arc<str>) {
+        self.head = Some(head);
+    }
+
+    /// Appends line `start..end` of the head text this was made with ([`Headers::in_head`])
+    /// or is given after ([`Headers::attach_head`]), whose value is `value.0..value.1` of it
+    /// (ranges in bytes, on character boundaries).
+    pub(crate) fn push_line(&mut self, name: HeaderName, start: u32, end: u32, value: (u32, u32)) {
+        self.list.push(Header {
+            name,
+            repr: Repr::InHead { start, end, value },
+        });
+    }
+
+    /// Appends a copy of `h`, a header of another message (or of this one), printed as it
+    /// prints there (a received line as received). A line of that message's head text is
+    /// kept as a range of it when this holds the same text or none yet (one reference count
+    /// for all of them, no copy of the value: a response's or an ACK's lines copied from the
+    /// request), else as a header of its own ([`HeaderRef::to_header`]).
+    pub fn push_ref(&mut self, h: HeaderRef<'_>) {
+        if let (Repr::InHead { .. }, Some(head)) = (&h.header.repr, h.head) {
+            let same = match &self.head {
+                Some(mine) => Arc::ptr_eq(mine, head),
+                None => {
+                    self.head = Some(Arc::clone(head));
+                    true
+                }
+            };
+            if same {
+                self.list.push(h.header.clone());
+                return;
+            }
+        }
+        self.list.push(h.to_header());
+    }
+
+    #[inline]
+    fn view_of<'a>(&'a self, h: &'a Header) -> HeaderRef<'a> {
+        HeaderRef {
+            header: h,
+            head: self.head.as_ref(),
+        }
     }
 
     /// All headers in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Header> {
-        self.0.iter()
+    #[inline]
+    pub fn iter(&self) -> impl Iterator<Item = HeaderRef<'_>> {
+        self.list.iter().map(|h| self.view_of(h))
     }
 
     /// Number of header lines.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
-    /// The last header (the one just read, while a message is parsed).
-    pub(crate) fn last(&self) -> Option<&Header> {
-        self.0.last()
+    /// The last header (the one just read, while a message is parsed), its lines read from
+    /// `head` (the text the lines are ranges of, not attached yet) when given.
+    pub(crate) fn last_in<'a>(&'a self, head: Option<&'a Arc<str>>) -> Option<HeaderRef<'a>> {
+        self.list.last().map(|h| HeaderRef {
+            header: h,
+            head: head.or(self.head.as_ref()),
+        })
     }
 
     /// When every header is a line of one head text, in order and each followed by exactly
     /// CRLF (a message as parsed or as built, not edited since): the bytes from the first
     /// line to the end of the last, which print as the headers printed one by one do.
     pub(crate) fn as_one_block(&self) -> Option<&[u8]> {
-        let mut it = self.0.iter();
+        let mut it = self.iter();
         let (head, first, mut end) = it.next()?.shared_line()?;
         for h in it {
             let (text, start, line_end) = h.shared_line()?;
@@ -551,18 +696,26 @@ impl Headers {
     }
 
     /// The first header named `name`.
-    pub fn get(&self, name: &HeaderName) -> Option<&Header> {
-        self.0.iter().find(|h| &h.name == name)
+    #[inline]
+    pub fn get(&self, name: &HeaderName) -> Option<HeaderRef<'_>> {
+        self.list
+            .iter()
+            .find(|h| &h.name == name)
+            .map(|h| self.view_of(h))
     }
 
     /// The first value of header `name`.
+    #[inline]
     pub fn value(&self, name: &HeaderName) -> Option<&str> {
-        self.get(name).map(Header::value)
+        self.get(name).map(HeaderRef::value)
     }
 
     /// Every header line named `name`.
-    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Header> + 'a {
-        self.0.iter().filter(move |h| &h.name == name)
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = HeaderRef<'a>> + 'a {
+        self.list
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| self.view_of(h))
     }
 
     /// The typed view of the first value of `T`'s header; `None` when absent.
@@ -615,11 +768,11 @@ impl Headers {
     pub fn view_all<'a, T: HeaderView<'a> + 'a>(
         &'a self,
     ) -> impl Iterator<Item = Result<T, HeaderError>> + 'a {
-        self.0
+        self.list
             .iter()
             .filter(|h| h.name == T::NAME)
             .flat_map(|h| {
-                let v = h.value();
+                let v = self.view_of(h).value();
                 // One value (not a list), one error (a list that cannot be split), or the
                 // parts of a list: one iterator type for the three without boxing.
                 let (single, parts) = if !T::LIST {
@@ -642,50 +795,54 @@ impl Headers {
 
     /// The index of the first header named `name` (for [`Headers::insert`]).
     pub fn position(&self, name: &HeaderName) -> Option<usize> {
-        self.0.iter().position(|h| &h.name == name)
+        self.list.iter().position(|h| &h.name == name)
     }
 
     /// Inserts a header at `index` (appended when `index` is past the end).
     pub fn insert(&mut self, index: usize, header: Header) {
-        self.0.insert(index.min(self.0.len()), header);
+        self.list.insert(index.min(self.list.len()), header);
     }
 
     /// Appends a header.
     #[inline]
     pub fn push(&mut self, header: Header) {
-        self.0.push(header);
+        self.list.push(header);
     }
 
     /// Inserts a header before all others (e.g. a new top Via).
     pub fn push_front(&mut self, header: Header) {
-        self.0.insert(0, header);
+        self.list.insert(0, header);
     }
 
     /// Replaces every header named like `header` with it (appended when absent, kept in place when present).
     pub fn set(&mut self, header: Header) {
-        match self.0.iter().position(|h| h.name == header.name) {
+        match self.list.iter().position(|h| h.name == header.name) {
             Some(i) => {
                 let name = header.name.clone();
-                self.0[i] = header;
+                self.list[i] = header;
                 let mut j = 0;
-                self.0.retain(|h| {
+                self.list.retain(|h| {
                     let keep = j <= i || h.name != name;
                     j += 1;
                     keep
                 });
             }
-            None => self.0.push(header),
+            None => self.list.push(header),
         }
     }
 
     /// Removes every header named `name`.
     pub fn remove(&mut self, name: &HeaderName) {
-        self.0.retain(|h| &h.name != name);
+        self.list.retain(|h| &h.name != name);
     }
 
     /// Removes the first header named `name` and returns it (e.g. popping the top Via).
     pub fn remove_first(&mut self, name: &HeaderName) -> Option<Header> {
-        let i = self.0.iter().position(|h| &h.name == name)?;
-        Some(self.0.remove(i))
+        let i = self.list.iter().position(|h| &h.name == name)?;
+        let h = self.list.remove(i);
+        Some(match h.repr {
+            Repr::InHead { .. } => self.view_of(&h).to_header(),
+            _ => h,
+        })
     }
 }

@@ -42,7 +42,7 @@ pub use builder::{
 };
 pub use error::{ErrorKind, HeaderError, ParseError, UriError, Warning, WarningKind};
 pub use framer::{Frame, FrameError, Framer};
-pub use header::{Header, HeaderName, HeaderView, Headers, TypedHeader};
+pub use header::{Header, HeaderName, HeaderRef, HeaderView, Headers, TypedHeader};
 pub use message::{DEFAULT_MAX_SIZE, Message, RequestLine, StartLine, StatusLine};
 pub use method::Method;
 pub use text::{Params, ParamsRef};

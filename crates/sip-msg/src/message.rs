@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
-use crate::header::{Header, HeaderName, HeaderView, Headers, Raw, TypedHeader};
+use crate::header::{Header, HeaderName, HeaderRef, HeaderView, Headers, Raw, TypedHeader};
 use crate::method::Method;
 use crate::text::{ByteStr, is_token_char};
 use crate::typed::{
@@ -268,7 +268,7 @@ impl Message {
             HeaderName::Expires,
         ] {
             let differs = {
-                let mut values = self.headers.get_all(&name).map(Header::value);
+                let mut values = self.headers.get_all(&name).map(HeaderRef::value);
                 match values.next() {
                     Some(first) => values.any(|v| v != first),
                     None => false,
@@ -374,7 +374,7 @@ impl Message {
             if copy {
                 // A clone shares the request's received bytes (no copy of the value): the
                 // response carries the line exactly as the request did (§8.2.6.2 copies it).
-                resp.headers.push(h.clone());
+                resp.headers.push_ref(h);
             } else if matches!(n, HeaderName::To) {
                 let value = match to_tag {
                     Some(tag) => match NameAddrTag::tagged(h.value(), tag) {
@@ -425,7 +425,7 @@ impl Message {
         let len = body.map_or(0, |(_, b)| b.len());
         // Room for it all at once, a few bytes over at most (a To tag the To already has), so
         // that a response kept for retransmission holds little spare room.
-        let line = |h: &Header| {
+        let line = |h: HeaderRef<'_>| {
             h.raw()
                 .map_or(h.name().as_str().len() + 2 + h.value().len(), <[u8]>::len)
                 + 2
@@ -449,7 +449,7 @@ impl Message {
                 + 16
                 + crate::text::decimal(len as u64, &mut [0; 20]).len()
                 + 2
-                + extra.iter().map(line).sum::<usize>()
+                + extra.iter().map(|h| line(h.by_ref())).sum::<usize>()
                 + body.map_or(0, |(t, b)| 16 + t.len() + b.len())
                 + 2,
         );
@@ -472,7 +472,7 @@ impl Message {
                     _ => {}
                 }
             }
-            write_header(out, h);
+            write_header(out, h.by_ref());
         }
         if let Some((content_type, b)) = body {
             if !b.is_empty() && !type_seen {
@@ -706,7 +706,7 @@ fn write_status_line(out: &mut Vec<u8>, code: u16, reason: &str) {
 }
 
 /// One header as [`Message::to_bytes`] prints it (as received, or `Name: value`), and CRLF.
-fn write_header(out: &mut Vec<u8>, h: &Header) {
+fn write_header(out: &mut Vec<u8>, h: HeaderRef<'_>) {
     match h.raw() {
         Some(raw) => {
             out.extend_from_slice(raw);
@@ -872,17 +872,16 @@ fn parse_header(
         }
     };
     match head {
-        Some(h) if !folded || !value_bytes[start..end].contains(&b'\n') => {
+        Some(_) if !folded || !value_bytes[start..end].contains(&b'\n') => {
             // The common case: one line, shared with the head text (no copy). The range is
             // bounded by ASCII bytes (`:`, SP, HT, line ends), so on character boundaries.
             let at = hs + colon + 1;
-            headers.push(Header::parsed_shared(
+            headers.push_line(
                 name,
-                Arc::clone(h),
                 hs as u32,
                 he as u32,
                 ((at + start) as u32, (at + end) as u32),
-            ));
+            );
         }
         _ => headers.push(Header::parsed(
             name,
@@ -1019,7 +1018,7 @@ fn read_headers(
         let is_length = parse_header(src, head, span.unpack(), headers).map_err(or_incomplete)?;
         if is_length && content_length.is_none() {
             content_length = headers
-                .last()
+                .last_in(head)
                 .map(|h| (headers.len() + 1, ContentLength::parse(h.value())));
         }
     }
@@ -1079,6 +1078,11 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     let mut headers = Headers::with_capacity(spans.len);
     // The first Content-Length, noted while reading (what `headers.typed()` would find).
     let content_length = read_headers(&src, head.as_ref(), &spans, &mut headers)?;
+    // The headers hold the head text (moved in, not shared once more); each parsed line is a
+    // range of it.
+    if let Some(head) = head {
+        headers.attach_head(head);
+    }
 
     // Body: bounded by Content-Length when present (RFC 3261 §18.3).
     let available = buf.len() - body_at;
@@ -1387,6 +1391,94 @@ v=0\n";
         );
         assert_eq!(m.body().as_ref(), b"v=0\n");
         assert_eq!(m.to_bytes(), INVITE);
+    }
+
+    /// The headers hold the head text once and each parsed line is a range of it: a header
+    /// taken out of its message, copied into a response or into a message of another head,
+    /// or outliving its message, still reads and prints the same value and bytes.
+    #[test]
+    fn header_lines_read_the_same_inside_and_outside_their_message() {
+        const FOLDED: &[u8] = b"OPTIONS sip:x@y SIP/2.0\r\n\
+Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+Subject: one\r\n two\r\n\
+Call-ID: c2\r\n\
+\r\n";
+        let m = Message::parse(INVITE).unwrap();
+        let lines: Vec<(String, String, Vec<u8>)> = m
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name().to_string(),
+                    h.value().to_owned(),
+                    h.raw().unwrap().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(lines.len(), 9);
+        assert_eq!(
+            lines[1],
+            (
+                "Max-Forwards".into(),
+                "70".into(),
+                b"Max-Forwards: 70".to_vec()
+            )
+        );
+        // Taken out whole, each one alone: the same value and bytes, after the message is gone.
+        let mut copy = m.clone();
+        let owned: Vec<Header> = m.headers.iter().map(HeaderRef::to_header).collect();
+        let via = copy.headers.remove_first(&HeaderName::Via).unwrap();
+        drop(m);
+        for (h, (name, value, raw)) in owned.iter().zip(&lines) {
+            assert_eq!(
+                (h.name().to_string(), h.value(), h.raw()),
+                (name.clone(), value.as_str(), Some(raw.as_slice()))
+            );
+            assert_eq!(h.by_ref().value(), value);
+        }
+        assert_eq!(via.value(), lines[0].1);
+        assert_eq!(format!("{via:?}"), format!("{:?}", owned[0]));
+        // Put back into a message of another head text (a folded one): printed as received.
+        let mut other = Message::parse(FOLDED).unwrap();
+        assert_eq!(other.headers.value(&HeaderName::Subject), Some("one two"));
+        other.headers.push_front(via);
+        other.headers.push(owned[2].clone());
+        let printed = other.to_bytes();
+        let text = String::from_utf8(printed).unwrap();
+        assert!(
+            text.starts_with("OPTIONS sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK776asdhds\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nSubject: one\r\n two\r\nCall-ID: c2\r\nTo: Bob <sip:bob@biloxi.com>\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            Message::parse(text.as_bytes())
+                .unwrap()
+                .headers
+                .value(&HeaderName::To),
+            Some("Bob <sip:bob@biloxi.com>")
+        );
+        // A response copies its request's lines (sharing the request's text) and prints them
+        // as received; the request may go first.
+        let req = Message::parse(INVITE).unwrap();
+        let resp = Message::response_to(&req, 180, "Ringing", Some("t1"));
+        let mut direct = Vec::new();
+        Message::write_full_response(&req, 180, "Ringing", Some("t1"), &[], None, &mut direct);
+        drop(req);
+        assert_eq!(resp.to_bytes(), direct);
+        let text = String::from_utf8(direct).unwrap();
+        assert!(
+            text.contains("\r\nFrom: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nTo: Bob <sip:bob@biloxi.com>;tag=t1\r\n"),
+            "{text}"
+        );
+        // The debug form lists the headers with their values.
+        let debug = format!("{:?}", resp.headers);
+        assert!(
+            debug.starts_with("Headers([Header { name: Via, value: \"SIP/2.0/UDP"),
+            "{debug}"
+        );
     }
 
     #[test]

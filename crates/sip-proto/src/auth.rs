@@ -70,7 +70,7 @@ impl Authenticator {
             (HeaderName::WwwAuthenticate, HeaderName::Authorization)
         };
         let (ch, raw) = Challenge::strongest_with_value(
-            resp.headers.get_all(&challenge_name).map(Header::value),
+            resp.headers.get_all(&challenge_name).map(|h| h.value()),
         )
         .map_err(AuthFailure::BadChallenge)?;
         let sent = rejected

@@ -15,6 +15,7 @@
 //! "REGISTER retransmitted 3 times, then Timer F fired".
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::fifo::Fifo;
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::typed::{Route, To, Via, ViaBranch, ViaRef};
-use sip_msg::{Header, HeaderName, Message, Method, TypedHeader, text_of};
+use sip_msg::{Header, HeaderName, Headers, HostRef, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
@@ -138,24 +139,115 @@ impl TxnKey {
     /// The key of a received request, matching a server transaction (§17.2.3); ACK matches
     /// the INVITE it acknowledges. CANCEL has its own transaction.
     pub fn of_server_request(req: &Message) -> Option<Self> {
+        ServerKeyRef::read(req).map(|k| k.to_key())
+    }
+}
+
+/// The key of a received request read in place (§17.2.3): what [`TxnKey::of_server_request`]
+/// gives, without copying the branch and the sent-by, to look for the transaction it
+/// belongs to ([`ServerKeyRef::matches`]). [`ServerKeyRef::to_key`] makes the key when a
+/// transaction is made with it (an ACK or a retransmission only looks).
+#[derive(Debug, Clone)]
+pub struct ServerKeyRef<'a> {
+    /// The top Via branch.
+    pub branch: Cow<'a, str>,
+    /// The top Via sent-by host.
+    host: HostRef<'a>,
+    /// The top Via sent-by port.
+    port: Option<u16>,
+    /// The method; ACK maps to INVITE for server matching.
+    pub method: Method,
+}
+
+impl<'a> ServerKeyRef<'a> {
+    /// The key of `req`, as [`TxnKey::of_server_request`] reads it.
+    pub fn read(req: &'a Message) -> Option<Self> {
         let via = req.headers.view::<ViaRef>()?.ok()?;
-        let branch = via.branch()?.into_owned();
-        let mut sent_by = String::with_capacity(24);
-        sip_msg::push_host_ref(&mut sent_by, &via.host);
-        if let Some(p) = via.port {
-            sent_by.push(':');
-            sip_msg::push_decimal(&mut sent_by, u64::from(p));
-        }
-        sent_by.make_ascii_lowercase();
+        let branch = via.branch()?;
         let method = match req.method()? {
             Method::Ack => Method::Invite,
             m => m,
         };
         Some(Self {
             branch,
-            sent_by,
+            host: via.host,
+            port: via.port,
             method,
         })
+    }
+
+    /// The sent-by as printed (`host[:port]`), before lower-casing.
+    fn write_sent_by(&self, out: &mut String) {
+        sip_msg::push_host_ref(out, &self.host);
+        if let Some(p) = self.port {
+            out.push(':');
+            sip_msg::push_decimal(out, u64::from(p));
+        }
+    }
+
+    /// The owned key.
+    pub fn to_key(&self) -> TxnKey {
+        let mut sent_by = String::with_capacity(24);
+        self.write_sent_by(&mut sent_by);
+        sent_by.make_ascii_lowercase();
+        TxnKey {
+            branch: self.branch.clone().into_owned(),
+            sent_by,
+            method: self.method.clone(),
+        }
+    }
+
+    /// True when this is `key` (`self.to_key() == *key`), compared in place.
+    pub fn matches(&self, key: &TxnKey) -> bool {
+        if key.method != self.method || key.branch != *self.branch {
+            return false;
+        }
+        // The sent-by as printed, compared case-insensitively (the key holds it lower-cased),
+        // printed on the stack (`HostRef`'s `Display` prints as `push_host_ref` does); a
+        // host name too long for it is printed into a string.
+        let mut text = StackText::default();
+        let fits = write!(text, "{}", self.host).is_ok()
+            && self.port.is_none_or(|p| write!(text, ":{p}").is_ok());
+        if fits {
+            text.as_bytes().eq_ignore_ascii_case(key.sent_by.as_bytes())
+        } else {
+            let mut sent_by = String::new();
+            self.write_sent_by(&mut sent_by);
+            sent_by.eq_ignore_ascii_case(&key.sent_by)
+        }
+    }
+}
+
+/// Up to 64 bytes of text on the stack (a sent-by to compare without an allocation); a
+/// longer text is an error.
+struct StackText {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl Default for StackText {
+    fn default() -> Self {
+        Self {
+            bytes: [0; 64],
+            len: 0,
+        }
+    }
+}
+
+impl StackText {
+    fn as_bytes(&self) -> &[u8] {
+        // `len` only grows by what `write_str` copied in: in bounds.
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -624,29 +716,34 @@ impl ClientTransaction {
             .cloned()
             .expect("a request has a Request-URI");
         let mut ack = Message::new_request(Method::Ack, uri);
+        // Via, Max-Forwards, the routes, From, Call-ID, To, CSeq, Content-Length: room for
+        // them all at once. The request's lines are copied as it printed them, sharing its
+        // text (no copy of each value).
+        let routes = invite.headers.get_all(&Route::NAME).count();
+        ack.headers = Headers::with_capacity(7 + routes);
         if let Some(via) = invite.headers.get(&HeaderName::Via) {
             // §17.1.1.3: one Via, equal to the request's top Via. A line holding one value
-            // (ours always does) is that value as sent; a joined line is parsed for its first.
+            // (ours always does) is that line as sent; a joined line is parsed for its first.
             let value = via.value();
-            let top = if value.contains(',') {
-                invite
+            if value.contains(',') {
+                let top = invite
                     .headers
                     .typed::<Via>()
                     .and_then(Result::ok)
-                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96))
+                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96));
+                ack.headers.push(Header::new(HeaderName::Via, top));
             } else {
-                value.trim().to_owned()
-            };
-            ack.headers.push(Header::new(HeaderName::Via, top));
+                ack.headers.push_ref(via);
+            }
         }
         ack.headers
             .push(Header::from_static(HeaderName::MaxForwards, "70"));
         for r in invite.headers.get_all(&Route::NAME) {
-            ack.headers.push(Header::new(HeaderName::Route, r.value()));
+            ack.headers.push_ref(r);
         }
         for name in [HeaderName::From, HeaderName::CallId] {
             if let Some(h) = invite.headers.get(&name) {
-                ack.headers.push(Header::new(name.clone(), h.value()));
+                ack.headers.push_ref(h);
             }
         }
         if let Some(to) = resp.headers.get(&To::NAME) {
@@ -1520,10 +1617,146 @@ Content-Length: 0\r\n\r\n"
             let vias: Vec<&str> = ack
                 .headers
                 .get_all(&HeaderName::Via)
-                .map(Header::value)
+                .map(sip_msg::HeaderRef::value)
                 .collect();
             assert_eq!(vias, [top], "{via}");
         }
+    }
+
+    /// The ACK for a non-2xx copies the request's top Via, routes, From and Call-ID lines as
+    /// the request printed them (§17.1.1.3: equal to the request's): for a request printed
+    /// the usual way (ours), the bytes are those of `Name: value` lines; a line written
+    /// otherwise (compact name, other spacing) is copied as written, with the same value.
+    #[test]
+    fn the_non_2xx_ack_copies_the_requests_lines_as_sent() {
+        let now = Instant::now();
+        let ack_of = |req: &Message| {
+            let mut t = ClientTransaction::new(now, req, false, TimerConfig::default()).unwrap();
+            t.poll_transmit();
+            t.handle_response(now, &response(req, 407));
+            String::from_utf8(t.poll_transmit().unwrap().bytes.to_vec()).unwrap()
+        };
+        assert_eq!(
+            ack_of(&request("INVITE")),
+            "ACK sip:bob@biloxi.example SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\nMax-Forwards: 70\r\n\
+Route: <sip:p1.example;lr>\r\nFrom: <sip:alice@atlanta.example>;tag=9fxced76sl\r\n\
+Call-ID: 3848276298220188511@atlanta.example\r\n\
+To: <sip:bob@biloxi.example>;tag=8321234356\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Our own INVITE, built: the same lines.
+        let built = sip_msg::RequestBuilder::new(
+            Method::Invite,
+            sip_msg::Uri::parse("sip:bob@biloxi.example").unwrap(),
+        )
+        .via_text("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9".into())
+        .route_text("<sip:p1.example;lr>".into())
+        .from_text("<sip:alice@atlanta.example>;tag=9fxced76sl".into())
+        .to_text("<sip:bob@biloxi.example>".into())
+        .call_id("3848276298220188511@atlanta.example")
+        .cseq(1)
+        .build();
+        let ack = ack_of(&built);
+        for line in [
+            "\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\n",
+            "\r\nRoute: <sip:p1.example;lr>\r\n",
+            "\r\nFrom: <sip:alice@atlanta.example>;tag=9fxced76sl\r\n",
+            "\r\nCall-ID: 3848276298220188511@atlanta.example\r\n",
+        ] {
+            assert!(ack.contains(line), "{line:?} in {ack}");
+        }
+        // Compact names and extra spaces: copied as written; the values are the same.
+        let raw = String::from_utf8(request("INVITE").to_bytes())
+            .unwrap()
+            .replace("From: <", "f:   <")
+            .replace("Call-ID: ", "i: ");
+        let ack = ack_of(&Message::parse(raw.as_bytes()).unwrap());
+        assert!(
+            ack.contains("\r\nf:   <sip:alice@atlanta.example>;tag=9fxced76sl\r\n"),
+            "{ack}"
+        );
+        assert!(
+            ack.contains("\r\ni: 3848276298220188511@atlanta.example\r\n"),
+            "{ack}"
+        );
+        let ack = Message::parse(ack.as_bytes()).unwrap();
+        assert_eq!(
+            ack.headers.value(&HeaderName::From),
+            Some("<sip:alice@atlanta.example>;tag=9fxced76sl")
+        );
+        assert_eq!(
+            ack.headers.value(&HeaderName::CallId),
+            Some("3848276298220188511@atlanta.example")
+        );
+    }
+
+    /// A received request's key read in place is the owned key (`to_key` is what
+    /// `of_server_request` gives), and it matches exactly the keys equal to it: the same
+    /// branch, sent-by (any case; host name, IPv4, IPv6, long name; with or without port)
+    /// and method (ACK as INVITE).
+    #[test]
+    fn a_server_key_read_in_place_matches_the_owned_key_and_no_other() {
+        let long = format!("{}.example", "h".repeat(70));
+        let vias = [
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/UDP PC33.Atlanta.example:5070;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/TCP [2001:DB8::1]:5061;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/UDP [2001:db8::1];branch=z9hG4bK74bf9;rport".to_owned(),
+            format!("SIP/2.0/UDP {long}:5060;branch=z9hG4bK74bf9"),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKother".to_owned(),
+            "SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/UDP 192.0.2.1:506;branch=z9hG4bK74bf9".to_owned(),
+            "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK74bf9".to_owned(),
+        ];
+        let request_with = |method: &str, via: &str| {
+            let raw = String::from_utf8(request(method).to_bytes())
+                .unwrap()
+                .replace("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9", via);
+            Message::parse(raw.as_bytes()).unwrap()
+        };
+        let mut keys = Vec::new();
+        for via in &vias {
+            for method in ["INVITE", "ACK", "BYE"] {
+                let m = request_with(method, via);
+                let read = ServerKeyRef::read(&m).unwrap();
+                let owned = TxnKey::of_server_request(&m).unwrap();
+                assert_eq!(read.to_key(), owned, "{method} {via}");
+                keys.push((format!("{method} {via}"), owned));
+            }
+        }
+        for via in &vias {
+            for method in ["INVITE", "ACK", "BYE"] {
+                let m = request_with(method, via);
+                let read = ServerKeyRef::read(&m).unwrap();
+                let owned = read.to_key();
+                for (what, key) in &keys {
+                    assert_eq!(
+                        read.matches(key),
+                        owned == *key,
+                        "{method} {via} against {what}"
+                    );
+                }
+                // The sent-by in another case is the same sent-by.
+                let (proto, rest) = via.split_at(12);
+                let (sent_by, params) = rest.split_at(rest.find(';').unwrap());
+                let upper = request_with(
+                    method,
+                    &format!("{proto}{}{params}", sent_by.to_uppercase()),
+                );
+                assert!(
+                    ServerKeyRef::read(&upper).unwrap().matches(&owned),
+                    "{method} {via}"
+                );
+            }
+        }
+        // ACK and INVITE share their key; BYE does not.
+        let invite = request_with("INVITE", &vias[0]);
+        let ack = request_with("ACK", &vias[0]);
+        let bye = request_with("BYE", &vias[0]);
+        let key = TxnKey::of_server_request(&invite).unwrap();
+        assert!(ServerKeyRef::read(&ack).unwrap().matches(&key));
+        assert!(!ServerKeyRef::read(&bye).unwrap().matches(&key));
     }
 
     #[test]

@@ -28,16 +28,16 @@ use sip_msg::typed::{
     CSeq, ContactRef, Expires, FromRef, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
 };
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, RequestBuilder, SipUri, Uri,
-    UriRef, branch_from, tag_from,
+    BRANCH_MAGIC, Header, HeaderName, Headers, Host, HostRef, Message, Method, RequestBuilder,
+    SipUri, Uri, UriRef, branch_from, tag_from,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogId, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
-    ClientTransaction, Finished, FinishedReply, RequestMsg, ServerTransaction, State, Timer,
-    TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
+    ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
+    Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
 /// Methods we accept, announced in Allow.
@@ -349,6 +349,36 @@ enum Owner {
     Bye(CallId),
     /// re-INVITE, UPDATE, INFO or PRACK inside a call.
     InDialog(CallId, InDialogMethod),
+    /// The BYE that ends a dialog another fork of the call's INVITE confirmed with its 2xx
+    /// (RFC 3261 §13.2.2.4); its outcome is nobody's business (the call is not that dialog).
+    ForkBye(CallId),
+}
+
+/// The ACK of a 2xx to an INVITE or re-INVITE and where it went, kept by the transaction
+/// (in Accepted, then in its finished record) to be sent again for each retransmission of
+/// the 2xx until Timer M (RFC 3261 §13.2.2.4).
+#[derive(Debug)]
+struct KeptAck {
+    destination: Destination,
+    bytes: Bytes,
+    /// The To tags of the other forks whose 2xx confirmed a dialog we ended with BYE
+    /// (§13.2.2.4): each gets one BYE, and only its ACK again for a retransmitted 2xx.
+    forks_ended: Vec<String>,
+}
+
+/// The most other forks of one INVITE ended with BYE ([`KeptAck::forks_ended`]): a real
+/// forking proxy reaches a few phones; a peer answering with endless new To tags gets ACKs
+/// only past this, not a BYE transaction (and a remembered tag) each.
+const MAX_FORKS_ENDED: usize = 16;
+
+impl KeptAck {
+    fn new((destination, bytes): (Destination, Bytes)) -> Box<Self> {
+        Box::new(Self {
+            destination,
+            bytes,
+            forks_ended: Vec::new(),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -363,7 +393,7 @@ struct ClientEntry {
     dialog: Option<Box<Dialog>>,
     /// A re-INVITE's 2xx ACK (destination and bytes), sent again for each retransmission of
     /// the 2xx while the transaction waits out Timer M (its finished record keeps it).
-    ack: Option<Box<(Destination, Bytes)>>,
+    ack: Option<Box<KeptAck>>,
 }
 
 #[derive(Debug)]
@@ -566,7 +596,7 @@ enum AckTo {
     /// A re-INVITE in Accepted (Timer M): the ACK of its 2xx and where it went, sent again
     /// (the same bytes) for each retransmission of the 2xx, which the core then does not see
     /// again (RFC 3261 §13.2.2.4; it was reported once).
-    Again(Box<(Destination, Bytes)>),
+    Again(Box<KeptAck>),
 }
 
 impl AckTo {
@@ -584,7 +614,7 @@ impl AckTo {
             Self::Registrar => Some(Destination::Registrar),
             Self::OutboundProxy => Some(Destination::OutboundProxy),
             Self::Other(d) => Some(Destination::clone(d)),
-            Self::Again(a) => Some(a.0.clone()),
+            Self::Again(a) => Some(a.destination.clone()),
         }
     }
 }
@@ -752,7 +782,8 @@ impl UserAgent {
         SipUri::new(self.domain_host()).with_user(self.user.to_string())
     }
 
-    /// The domain as the AOR's host.
+    /// The domain as the AOR's host (`aor_text` reads it in place the same way).
+    #[cfg(test)]
     fn domain_host(&self) -> Host {
         let domain = &self.profile.domain;
         // RFC 3261 §25.1: an IPv6 domain given bare (`::1`) is an IPv6reference in the URI.
@@ -769,7 +800,12 @@ impl UserAgent {
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
-        sip_msg::push_host(&mut text, &self.domain_host());
+        // `domain_host`, read in place (no owned host to print from).
+        let domain = self.profile.domain.as_str();
+        let host = HostRef::parse(domain)
+            .or_else(|e| domain.parse().map(HostRef::V6).map_err(|_| e))
+            .unwrap_or(HostRef::Name(domain));
+        sip_msg::push_host_ref(&mut text, &host);
         text.push('>');
         text
     }
@@ -1332,10 +1368,8 @@ impl UserAgent {
             200..=299 => {
                 if let Some(kept) = call.ack.clone() {
                     // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4). The
-                    // 2xx of another fork is ACKed in its own dialog.
-                    if let Some(out) = self.ack_again(&kept, resp) {
-                        push_out(&mut self.queues, out);
-                    }
+                    // 2xx of another fork is ACKed in its own dialog, which BYE then ends.
+                    self.on_2xx_again(now, Owner::Invite(id), &kept, resp);
                     return;
                 }
                 let Some(invite) = call.invite.as_deref() else {
@@ -1440,7 +1474,7 @@ impl UserAgent {
     /// (RFC 3261 §13.2.2.4, RFC 6026 §8.4: until Timer M). The transaction is still at work
     /// when its first 2xx is handled; a finished record is looked at too.
     fn keep_invite_ack(&mut self, id: CallId, ack: &Outgoing) {
-        let kept = || Box::new((ack.destination.clone(), ack.bytes.clone()));
+        let kept = || KeptAck::new((ack.destination.clone(), ack.bytes.clone()));
         if let Some(e) = self
             .client
             .iter_mut()
@@ -1457,20 +1491,90 @@ impl UserAgent {
         }
     }
 
+    /// A 2xx to `owner`'s INVITE (or re-INVITE) after the ACK of its first 2xx (`kept`: where
+    /// it went, its bytes) was sent: the ACK again ([`UserAgent::ack_again`]) and, for the 2xx
+    /// of another fork of an initial INVITE, a BYE in that fork's dialog, once per fork
+    /// (RFC 3261 §13.2.2.4: a UAC that wants one dialog ACKs each other 2xx, then sends BYE
+    /// on it). Runs whether the call is live, ended or forgotten. The rare path.
+    fn on_2xx_again(
+        &mut self,
+        now: Instant,
+        owner: Owner,
+        kept: &(Destination, Bytes),
+        resp: &Message,
+    ) {
+        let Some((out, fork)) = self.ack_again(kept, resp) else {
+            return;
+        };
+        push_out(&mut self.queues, out);
+        if let (Owner::Invite(id), Some((tag, dialog))) = (owner, fork)
+            && self.note_fork_ended(id, tag)
+        {
+            self.send_fork_bye(now, id, dialog);
+        }
+    }
+
+    /// Records that the fork with To tag `tag` of call `id`'s INVITE is being ended with BYE,
+    /// in the ACK its transaction keeps (until Timer M). False when it was already, or when
+    /// [`MAX_FORKS_ENDED`] forks were.
+    fn note_fork_ended(&mut self, id: CallId, tag: String) -> bool {
+        let owner = Owner::Invite(id);
+        let kept = self
+            .client
+            .iter_mut()
+            .filter(|e| e.owner == owner)
+            .find_map(|e| e.ack.as_deref_mut())
+            .or_else(|| {
+                self.finished.iter_mut().find_map(|f| match &mut f.peer {
+                    Peer::Client(o, AckTo::Again(k)) if *o == owner => Some(&mut **k),
+                    _ => None,
+                })
+            });
+        match kept {
+            Some(k) if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED => {
+                false
+            }
+            Some(k) => {
+                k.forks_ended.push(tag);
+                true
+            }
+            // The INVITE's transaction is gone (past Timer M): nothing can bring this 2xx
+            // again, nothing to remember.
+            None => true,
+        }
+    }
+
+    /// Ends the dialog another fork's 2xx confirmed (already ACKed) with BYE
+    /// (RFC 3261 §13.2.2.4, §15.1.1). The call itself is not that dialog: nothing of the
+    /// call changes, and the BYE's outcome is not reported as a call event.
+    fn send_fork_bye(&mut self, now: Instant, id: CallId, mut dialog: Dialog) {
+        let (via, branch) = self.new_via_branch();
+        let bye = self
+            .common(dialog.request_via_text(Method::Bye, via, None))
+            .build();
+        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        self.start_client_branch(now, bye, branch, Owner::ForkBye(id), dest);
+    }
+
     /// The ACK for a 2xx to our INVITE after `kept` (the ACK of the first 2xx, and where it
     /// went) was sent: `kept` again for a retransmission of that 2xx; for a 2xx of another
     /// dialog (a forked INVITE answered twice) an ACK in that dialog (RFC 3261 §13.2.2.4:
     /// the UAC core ACKs each 2xx), made from `kept` (our From and tag, Call-ID, CSeq, Via)
-    /// and the 2xx (its To tag, Contact and Record-Route). `None` when that 2xx cannot be
-    /// ACKed (no To tag or Contact). Only runs for a 2xx received again: the rare path.
-    fn ack_again(&self, kept: &(Destination, Bytes), resp: &Message) -> Option<Outgoing> {
+    /// and the 2xx (its To tag, Contact and Record-Route), with that dialog and its To tag.
+    /// `None` when that 2xx cannot be ACKed (no To tag or Contact). Only runs for a 2xx
+    /// received again: the rare path.
+    fn ack_again(
+        &self,
+        kept: &(Destination, Bytes),
+        resp: &Message,
+    ) -> Option<(Outgoing, Option<(String, Dialog)>)> {
         let same = || Outgoing {
             destination: kept.0.clone(),
             bytes: kept.1.clone(),
             retransmission: true,
         };
         let Ok(first) = Message::parse(&kept.1) else {
-            return Some(same());
+            return Some((same(), None));
         };
         let tag = |m: &Message| {
             m.headers
@@ -1480,7 +1584,7 @@ impl UserAgent {
         };
         let theirs = tag(resp)?;
         if tag(&first).as_deref() == Some(theirs.as_str()) {
-            return Some(same());
+            return Some((same(), None));
         }
         let mut dialog = Dialog::from_uac(&first, resp).ok()?;
         let via = first.headers.value(&HeaderName::Via)?.to_owned();
@@ -1488,11 +1592,12 @@ impl UserAgent {
         let ack = self
             .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
             .build();
-        Some(Outgoing {
+        let out = Outgoing {
             destination: Destination::Uri(Arc::new(dialog.next_hop())),
             bytes: Bytes::from(ack.to_bytes()),
             retransmission: false,
-        })
+        };
+        Some((out, Some((theirs, dialog))))
     }
 
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
@@ -1564,6 +1669,9 @@ impl UserAgent {
                 .cloned()
                 .unwrap_or_else(|| Uri::Sip(SipUri::new(Host::Name("invalid".into())))),
         );
+        // The INVITE's lines are copied as it printed them, sharing its text (no copy of each
+        // value); room for them, CSeq and Content-Length at once.
+        cancel.headers = Headers::with_capacity(8);
         for name in [
             HeaderName::Via,
             HeaderName::MaxForwards,
@@ -1573,7 +1681,7 @@ impl UserAgent {
             HeaderName::CallId,
         ] {
             if let Some(h) = inv.headers.get(&name) {
-                cancel.headers.push(Header::new(name.clone(), h.value()));
+                cancel.headers.push_ref(h);
             }
         }
         let seq = inv.cseq().map_or(1, |c| c.seq);
@@ -2070,7 +2178,9 @@ impl UserAgent {
 
     fn handle_request(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let Some(method) = req.method() else { return };
-        let Some(key) = TxnKey::of_server_request(&req) else {
+        // The key is read in place for the lookups; it is copied only for a transaction
+        // made with it (an ACK or a retransmission only looks).
+        let Some(key_ref) = ServerKeyRef::read(&req) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "request without Via branch",
             });
@@ -2080,7 +2190,11 @@ impl UserAgent {
         // finals belong to an existing server transaction. An ACK matching an INVITE's in
         // Accepted (a caller that ACKs a 2xx with the INVITE's branch) is passed to the core
         // as well (RFC 6026 §8.7).
-        if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
+        if let Some(e) = self
+            .server
+            .iter_mut()
+            .find(|e| key_ref.matches(e.txn.key()))
+        {
             let to_core = method == Method::Ack && e.txn.state() == State::Accepted;
             e.txn.handle_request(now, &req);
             self.drain_server(now);
@@ -2089,7 +2203,7 @@ impl UserAgent {
             }
             return;
         }
-        match self.answer_finished_server(&req, &key) {
+        match self.answer_finished_server(&req, &key_ref) {
             Some(FinishedReply::Deliver) => {
                 self.on_ack(now, &req, DialogIds::read(&req));
                 return;
@@ -2098,7 +2212,7 @@ impl UserAgent {
             None => {}
         }
         if method == Method::Cancel {
-            self.on_cancel(now, &req, source, &key);
+            self.on_cancel(now, &req, source, &key_ref.to_key());
             return;
         }
         // The To header is read once: its tag says whether the request is in a dialog, and
@@ -2114,6 +2228,7 @@ impl UserAgent {
             self.on_ack(now, &req, ids);
             return;
         }
+        let key = key_ref.to_key();
         if let Ok(tag @ Some(_)) = to_tag {
             let ids = DialogIds::read_with_to_tag(&req, tag);
             self.on_in_dialog(now, &req, ids, source, key, method);
@@ -2626,10 +2741,10 @@ impl UserAgent {
                     (owner, ev, at.and_then(|at| self.client[at].ack.as_deref()))
                     && r.status().is_some_and(|c| (200..300).contains(&c))
                 {
-                    // Another fork's 2xx is ACKed in its own dialog (`ack_again`).
-                    if let Some(out) = self.ack_again(ack, r) {
-                        push_out(&mut self.queues, out);
-                    }
+                    // Another fork's 2xx is ACKed in its own dialog, then ended with BYE
+                    // (`on_2xx_again`).
+                    let kept = (ack.destination.clone(), ack.bytes.clone());
+                    self.on_2xx_again(now, owner, &kept, r);
                     continue;
                 }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
@@ -2640,7 +2755,7 @@ impl UserAgent {
                     if let Some(ack) = self.ack_reinvite_2xx(id, parked, r)
                         && let Some(at) = at
                     {
-                        self.client[at].ack = Some(Box::new(ack));
+                        self.client[at].ack = Some(KeptAck::new(ack));
                     }
                 }
                 self.on_client_event(now, owner, &method, None, ev);
@@ -2676,11 +2791,10 @@ impl UserAgent {
             FinishedReply::Absorbed => {}
             FinishedReply::Deliver if matches!(ack_to, AckTo::Again(_)) => {
                 // An (re-)INVITE's 2xx again: the same ACK again, not reported again (another
-                // fork's 2xx: ACKed in its own dialog, `ack_again`).
-                if let AckTo::Again(ack) = ack_to
-                    && let Some(out) = self.ack_again(ack, resp)
-                {
-                    push_out(&mut self.queues, out);
+                // fork's 2xx: ACKed in its own dialog, then ended with BYE, `on_2xx_again`).
+                if let AckTo::Again(ack) = ack_to {
+                    let (owner, kept) = (*owner, (ack.destination.clone(), ack.bytes.clone()));
+                    self.on_2xx_again(now, owner, &kept, resp);
                 }
             }
             FinishedReply::Deliver => {
@@ -2709,10 +2823,14 @@ impl UserAgent {
     /// matches (the final response again for a retransmitted non-INVITE, reported as a
     /// retransmission). `None` when none matches; else what the record did (`Deliver`: an ACK
     /// the core must see, RFC 6026 §8.7).
-    fn answer_finished_server(&mut self, req: &Message, key: &TxnKey) -> Option<FinishedReply> {
+    fn answer_finished_server(
+        &mut self,
+        req: &Message,
+        key: &ServerKeyRef<'_>,
+    ) -> Option<FinishedReply> {
         let h = branch_hash(&key.branch);
         let f = self.finished.iter_mut().find(|f| {
-            f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && f.txn.key() == key
+            f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && key.matches(f.txn.key())
         })?;
         let Peer::Server(source) = f.peer else {
             return None;
@@ -2798,7 +2916,7 @@ impl UserAgent {
                         },
                     ))
                 }
-                Owner::InDialog(..) | Owner::Cancel(_) => {}
+                Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
                 queues(&mut self.queues)
@@ -2836,7 +2954,7 @@ impl UserAgent {
             }
             Owner::Invite(id) => self.on_invite_response(now, id, resp),
             Owner::InDialog(id, m) => self.on_in_dialog_response(id, m, resp),
-            Owner::Cancel(_) => {}
+            Owner::Cancel(_) | Owner::ForkBye(_) => {}
             Owner::Bye(id) => {
                 if let Some(code) = resp.status().filter(|&c| c >= 200) {
                     self.call_event(
@@ -4891,6 +5009,180 @@ mod auth_tests {
         let late = acks(&mut ua);
         assert_eq!(late.len(), 1);
         assert_eq!(late[0].1.to().unwrap().tag().as_deref(), Some("tb"));
+    }
+
+    /// RFC 3261 §13.2.2.4: a UAC that wants one dialog ACKs the 2xx of every other fork,
+    /// then ends that dialog with BYE: one BYE per fork (a retransmitted 2xx of that fork
+    /// gets the ACK again, no second BYE), in the fork's dialog (its To tag, its Contact,
+    /// CSeq after the INVITE's), while the call stays in its own dialog; the same after the
+    /// call was hung up and forgotten (until Timer M).
+    #[test]
+    fn each_other_forks_dialog_is_acked_then_ended_with_one_bye() {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut cfg = config();
+        cfg.credentials = None;
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let invite_seq = invite.cseq().unwrap().seq;
+        let ok = |tag: &str, port: u16| {
+            let mut r = Message::response_to(&invite, 200, "OK", Some(tag));
+            let contact = format!("<sip:1002@127.0.0.1:{port}>");
+            r.headers.push(Header::new(HeaderName::Contact, contact));
+            r
+        };
+        let sent = |ua: &mut UserAgent| -> Vec<(Destination, Message)> {
+            std::iter::from_fn(|| ua.poll_transmit())
+                .map(|o| (o.destination, Message::parse(&o.bytes).unwrap()))
+                .collect()
+        };
+        let calls = |ua: &mut UserAgent| -> Vec<CallEvent> {
+            std::iter::from_fn(|| ua.poll_event())
+                .filter_map(|e| match e {
+                    UaEvent::Call(_, c) => Some(c),
+                    _ => None,
+                })
+                .collect()
+        };
+        let check_bye = |dest: &Destination, bye: &Message, tag: &str, port: u16| {
+            let contact = format!("sip:1002@127.0.0.1:{port}");
+            assert_eq!(bye.method(), Some(Method::Bye));
+            assert_eq!(bye.to().unwrap().tag().as_deref(), Some(tag));
+            assert_eq!(bye.from().unwrap().tag(), invite.from().unwrap().tag());
+            assert_eq!(bye.call_id(), invite.call_id());
+            assert_eq!(
+                bye.cseq().map(|c| (c.seq, c.method)),
+                Some((invite_seq + 1, Method::Bye))
+            );
+            assert_eq!(bye.request_uri().unwrap().to_string(), contact);
+            assert!(
+                matches!(dest, Destination::Uri(u) if u.to_string() == contact),
+                "{dest:?}"
+            );
+        };
+        ua.handle_message(now, ok("ta", 5080), from);
+        let first = sent(&mut ua);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].1.method(), Some(Method::Ack));
+        assert!(matches!(calls(&mut ua)[..], [CallEvent::Answered { .. }]));
+        // The other fork's 2xx: an ACK, then a BYE, in its dialog.
+        ua.handle_message(now, ok("tb", 5090), from);
+        let out = sent(&mut ua);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].1.method(), Some(Method::Ack));
+        assert_eq!(out[0].1.to().unwrap().tag().as_deref(), Some("tb"));
+        check_bye(&out[1].0, &out[1].1, "tb", 5090);
+        let fork_bye = out[1].1.clone();
+        assert_ne!(
+            fork_bye.top_via().unwrap().branch(),
+            out[0].1.top_via().unwrap().branch(),
+            "the BYE is a transaction of its own"
+        );
+        // That 2xx again (our ACK was lost): the ACK again, no second BYE.
+        ua.handle_message(now, ok("tb", 5090), from);
+        let out = sent(&mut ua);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].1.method(), Some(Method::Ack));
+        assert_eq!(out[0].1.to().unwrap().tag().as_deref(), Some("tb"));
+        // The fork's BYE is answered: nothing happens to the call, which stays in the
+        // first dialog.
+        ua.handle_message(now, Message::response_to(&fork_bye, 200, "OK", None), from);
+        assert!(sent(&mut ua).is_empty());
+        assert!(calls(&mut ua).is_empty());
+        assert_eq!(ua.call_state(call), Some(CallState::Confirmed));
+        // Hanging up ends the first dialog.
+        ua.hangup(now, call);
+        let out = sent(&mut ua);
+        assert_eq!(out.len(), 1, "{out:?}");
+        check_bye(&out[0].0, &out[0].1, "ta", 5080);
+        ua.handle_message(now, Message::response_to(&out[0].1, 200, "OK", None), from);
+        let ended = calls(&mut ua);
+        assert!(
+            matches!(
+                ended[..],
+                [CallEvent::Ended {
+                    by_remote: false,
+                    code: 200
+                }]
+            ),
+            "{ended:?}"
+        );
+        ua.forget_call(call);
+        assert_eq!(ua.call_state(call), None);
+        // A third fork answers after the call was forgotten (before Timer M): ACK and BYE in
+        // its dialog, once; the second fork's 2xx again still gets only its ACK.
+        ua.handle_message(now, ok("tc", 5100), from);
+        let out = sent(&mut ua);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].1.method(), Some(Method::Ack));
+        assert_eq!(out[0].1.to().unwrap().tag().as_deref(), Some("tc"));
+        check_bye(&out[1].0, &out[1].1, "tc", 5100);
+        for (tag, port) in [("tc", 5100), ("tb", 5090)] {
+            ua.handle_message(now, ok(tag, port), from);
+            let out = sent(&mut ua);
+            assert_eq!(out.len(), 1, "{tag}: {out:?}");
+            assert_eq!(out[0].1.method(), Some(Method::Ack));
+            assert_eq!(out[0].1.to().unwrap().tag().as_deref(), Some(tag));
+        }
+        assert!(calls(&mut ua).is_empty());
+        // A peer answering with ever new tags: each 2xx is ACKed, but BYE transactions stop
+        // at MAX_FORKS_ENDED forks (two ended above).
+        let mut byes = 2;
+        for n in 0..40 {
+            ua.handle_message(now, ok(&format!("t{n}"), 5200), from);
+            let out = sent(&mut ua);
+            assert_eq!(out[0].1.method(), Some(Method::Ack), "{n}");
+            byes += out
+                .iter()
+                .filter(|(_, m)| m.method() == Some(Method::Bye))
+                .count();
+        }
+        assert_eq!(byes, MAX_FORKS_ENDED);
+    }
+
+    /// RFC 3261 §9.1: the CANCEL copies the INVITE's Request-URI, top Via, Max-Forwards,
+    /// Route, From, To and Call-ID lines (as the INVITE printed them: `Name: value`), then
+    /// CSeq with the INVITE's number and `Content-Length: 0`.
+    #[test]
+    fn a_cancel_copies_the_invites_lines_as_printed() {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut cfg = config();
+        cfg.credentials = None;
+        cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
+            .unwrap()
+            .as_sip()
+            .cloned();
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
+        ringing.headers.push(Header::new(
+            HeaderName::Contact,
+            "<sip:1002@127.0.0.1:5080>",
+        ));
+        ua.handle_message(now, ringing, from);
+        ua.hangup(now, call);
+        let cancel = std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
+            .find(|m| m.starts_with("CANCEL "))
+            .expect("a CANCEL");
+        let mut want = format!("CANCEL {} SIP/2.0\r\n", invite.request_uri().unwrap());
+        for name in [
+            HeaderName::Via,
+            HeaderName::MaxForwards,
+            HeaderName::Route,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+        ] {
+            let value = invite.headers.value(&name).unwrap();
+            want.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let seq = invite.cseq().unwrap().seq;
+        want.push_str(&format!("CSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"));
+        assert_eq!(cancel, want);
     }
 
     #[test]
