@@ -139,6 +139,8 @@ pub struct Registrar {
     services: services::Services,
     /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
     via_prefix: String,
+    /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
+    record_route: String,
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
@@ -153,8 +155,6 @@ struct Scratch {
     via: String,
     /// The Via the proxy adds.
     ours: String,
-    /// The Record-Route the proxy adds.
-    record_route: String,
     /// A forwarded request's Request-URI.
     uri: String,
 }
@@ -171,6 +171,7 @@ impl Registrar {
         );
         Self {
             via_prefix,
+            record_route: record_route_of(&config),
             config,
             bindings: HashMap::new(),
             contacts: HashMap::new(),
@@ -747,18 +748,9 @@ impl Registrar {
             out,
             via: stamped,
             ours,
-            record_route,
             uri: uri_text,
         } = &mut self.scratch;
-        record_route.clear();
         let add_record_route = method == Method::Invite && !in_dialog;
-        if add_record_route {
-            record_route.push_str("<sip:");
-            sip_msg::push_host(record_route, &self.config.host);
-            record_route.push(':');
-            sip_msg::push_decimal(record_route, u64::from(self.config.port));
-            record_route.push_str(";lr>");
-        }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
         // The top Via was read once, when the request came in (`TopVia`).
@@ -779,7 +771,7 @@ impl Registrar {
             &ForwardHead {
                 vias: &vias[..1 + usize::from(is_stamped)],
                 drop_top_via: is_stamped,
-                record_route: add_record_route.then_some(record_route.as_str()),
+                record_route: add_record_route.then_some(self.record_route.as_str()),
                 pop_route,
                 max_forwards: Some(&forwards_text),
             },
@@ -929,6 +921,24 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// The Record-Route value of a registrar: `<sip:host:port;lr>`, with `;transport=tcp` (`tls`,
+/// `ws`, `wss`) when it serves a stream transport. RFC 3261 §16.6 step 4: the URI must resolve
+/// to the proxy, and a `sip:` URI with an address, a port and no transport resolves to UDP
+/// (RFC 3263 §4.1), where a stream-only registrar does not listen.
+fn record_route_of(config: &RegistrarConfig) -> String {
+    let mut rr = String::with_capacity(64);
+    rr.push_str("<sip:");
+    sip_msg::push_host(&mut rr, &config.host);
+    rr.push(':');
+    sip_msg::push_decimal(&mut rr, u64::from(config.port));
+    if !config.transport.eq_ignore_ascii_case("UDP") {
+        rr.push_str(";transport=");
+        rr.push_str(&config.transport.to_ascii_lowercase());
+    }
+    rr.push_str(";lr>");
+    rr
 }
 
 /// `0` to `99` as text, for headers built from small numbers without allocating.

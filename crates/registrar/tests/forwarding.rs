@@ -16,8 +16,8 @@ use sip_msg::{Host, Message, TypedHeader};
 const NOW_UNIX: u64 = 1_900_000_000;
 const OUR_VIA: &str = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsm";
 
-fn registrar() -> Registrar {
-    Registrar::new(RegistrarConfig {
+fn registrar_config() -> RegistrarConfig {
+    RegistrarConfig {
         domain: "sipmeter.test".into(),
         host: Host::parse("127.0.0.1").unwrap(),
         port: 5060,
@@ -26,7 +26,11 @@ fn registrar() -> Registrar {
         secret: b"forwarding secret".to_vec(),
         min_expires: 60,
         max_expires: 3600,
-    })
+    }
+}
+
+fn registrar() -> Registrar {
+    Registrar::new(registrar_config())
 }
 
 fn alice() -> SocketAddr {
@@ -292,4 +296,48 @@ CSeq: 1 REGISTER\r\nContact: <sip:alice@192.0.2.7:5070>\r\nExpires: 600\r\nConte
         ],
         "{out}"
     );
+}
+
+/// RFC 3261 §16.6 step 4: the Record-Route URI must resolve to the proxy. Resolved as RFC
+/// 3263 says, a `sip:` URI with an address, a port and no transport is UDP, so a registrar
+/// serving a stream transport names it (`;transport=tcp` …), as Kamailio's record_route
+/// does; and a Route naming us with that transport is popped as ours.
+#[test]
+fn record_route_names_the_transport_it_resolves_to() {
+    for (transport, rr) in [
+        ("UDP", "<sip:127.0.0.1:5060;lr>"),
+        ("TCP", "<sip:127.0.0.1:5060;transport=tcp;lr>"),
+        ("TLS", "<sip:127.0.0.1:5060;transport=tls;lr>"),
+        ("WS", "<sip:127.0.0.1:5060;transport=ws;lr>"),
+        ("WSS", "<sip:127.0.0.1:5060;transport=wss;lr>"),
+    ] {
+        let mut reg = Registrar::new(RegistrarConfig {
+            transport: transport.into(),
+            ..registrar_config()
+        });
+        let register = "REGISTER sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.8:5080;branch=z9hG4bKr1\r\n\
+From: <sip:bob@sipmeter.test>;tag=r1\r\nTo: <sip:bob@sipmeter.test>\r\nCall-ID: fwd-rr\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(handle(&mut reg, register, bob())[0].1.status(), Some(200));
+        let invite = "INVITE sip:bob@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bKi\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>\r\nCall-ID: fwd-rr-call\r\n\
+CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let got = handle(&mut reg, invite, alice());
+        assert_eq!(got[0].0, bob(), "{transport}");
+        assert_eq!(record_routes(&got[0].1), [rr], "{transport}");
+        let via = vias(&got[0].1)[0].clone();
+        assert!(
+            via.starts_with(&format!("SIP/2.0/{transport} 127.0.0.1:5060;")),
+            "{via}"
+        );
+        // The BYE the callee sends along that route set: our entry popped, on to alice.
+        let bye = format!(
+            "BYE sip:alice@192.0.2.7:5070 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.8:5080;branch=z9hG4bKb\r\n\
+Route: {rr}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@sipmeter.test>;tag=b1\r\nTo: <sip:alice@sipmeter.test>;tag=a1\r\n\
+Call-ID: fwd-rr-call\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let got = handle(&mut reg, &bye, bob());
+        assert_eq!(got[0].0, alice(), "{transport}");
+        assert!(routes(&got[0].1).is_empty(), "{transport}: {}", got[0].1);
+    }
 }
