@@ -9,6 +9,10 @@ use sip_msg::{Header, HeaderName, Message, Method};
 /// How long a nonce stays fresh (then `stale=true`).
 const NONCE_LIFETIME_SECS: u64 = 300;
 
+/// The algorithms the challenges offer, in the order offered: SHA-256 first, then MD5 for
+/// peers that know nothing better (RFC 8760 §2.4). Credentials must name one of them.
+const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
 /// Whether an account may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountStatus {
@@ -107,8 +111,8 @@ impl Verifier {
         }
     }
 
-    /// Challenges: SHA-256 first, then MD5 for peers that know nothing better (RFC 8760 §2.4).
-    /// Both offer the same nonce: it is computed once.
+    /// Challenges: [`OFFERED`], with qop `auth`. Both offer the same nonce: it is computed
+    /// once.
     fn challenges(&mut self, proxy: bool, stale: bool, now_unix: u64) -> [Header; 2] {
         let name = if proxy {
             HeaderName::ProxyAuthenticate
@@ -116,13 +120,7 @@ impl Verifier {
             HeaderName::WwwAuthenticate
         };
         self.issuer
-            .challenges_memo(
-                &mut self.memo,
-                &self.realm,
-                [Algorithm::Sha256, Algorithm::Md5],
-                stale,
-                now_unix,
-            )
+            .challenges_memo(&mut self.memo, &self.realm, OFFERED, stale, now_unix)
             .map(|v| Header::new(name.clone(), v))
     }
 
@@ -154,6 +152,13 @@ impl Verifier {
         let Some(creds) = creds else {
             return Outcome::Challenge(self.challenges(proxy, false, now_unix));
         };
+        // RFC 7616 §3.4 (SIP's digest since RFC 8760): the credentials must answer what was
+        // offered, an offered algorithm and qop `auth` (no RFC 2069 answer without qop, no
+        // `-sess` or SHA-512-256 the challenge did not name). Any other is a client that did
+        // not follow the challenge: a fresh one tells it what to answer.
+        if !creds.answers_offer(&OFFERED) {
+            return Outcome::Challenge(self.challenges(proxy, false, now_unix));
+        }
         // The expected password, borrowed (an ephemeral one is computed on the stack).
         let ephemeral;
         let password: &str = match &self.mode {

@@ -139,6 +139,8 @@ pub struct Registrar {
     services: services::Services,
     /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
     via_prefix: String,
+    /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
+    record_route: String,
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
@@ -153,8 +155,6 @@ struct Scratch {
     via: String,
     /// The Via the proxy adds.
     ours: String,
-    /// The Record-Route the proxy adds.
-    record_route: String,
     /// A forwarded request's Request-URI.
     uri: String,
 }
@@ -171,6 +171,7 @@ impl Registrar {
         );
         Self {
             via_prefix,
+            record_route: record_route_of(&config),
             config,
             bindings: HashMap::new(),
             contacts: HashMap::new(),
@@ -747,18 +748,9 @@ impl Registrar {
             out,
             via: stamped,
             ours,
-            record_route,
             uri: uri_text,
         } = &mut self.scratch;
-        record_route.clear();
         let add_record_route = method == Method::Invite && !in_dialog;
-        if add_record_route {
-            record_route.push_str("<sip:");
-            sip_msg::push_host(record_route, &self.config.host);
-            record_route.push(':');
-            sip_msg::push_decimal(record_route, u64::from(self.config.port));
-            record_route.push_str(";lr>");
-        }
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
         // The top Via was read once, when the request came in (`TopVia`).
@@ -779,7 +771,7 @@ impl Registrar {
             &ForwardHead {
                 vias: &vias[..1 + usize::from(is_stamped)],
                 drop_top_via: is_stamped,
-                record_route: add_record_route.then_some(record_route.as_str()),
+                record_route: add_record_route.then_some(self.record_route.as_str()),
                 pop_route,
                 max_forwards: Some(&forwards_text),
             },
@@ -929,6 +921,24 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// The Record-Route value of a registrar: `<sip:host:port;lr>`, with `;transport=tcp` (`tls`,
+/// `ws`, `wss`) when it serves a stream transport. RFC 3261 §16.6 step 4: the URI must resolve
+/// to the proxy, and a `sip:` URI with an address, a port and no transport resolves to UDP
+/// (RFC 3263 §4.1), where a stream-only registrar does not listen.
+fn record_route_of(config: &RegistrarConfig) -> String {
+    let mut rr = String::with_capacity(64);
+    rr.push_str("<sip:");
+    sip_msg::push_host(&mut rr, &config.host);
+    rr.push(':');
+    sip_msg::push_decimal(&mut rr, u64::from(config.port));
+    if !config.transport.eq_ignore_ascii_case("UDP") {
+        rr.push_str(";transport=");
+        rr.push_str(&config.transport.to_ascii_lowercase());
+    }
+    rr.push_str(";lr>");
+    rr
 }
 
 /// `0` to `99` as text, for headers built from small numbers without allocating.
@@ -1167,55 +1177,61 @@ fn split_ascii(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The first value of a comma-joined header value (commas inside quotes or angle brackets do
-/// not count), trimmed.
+/// The byte offsets of the commas that separate the values of a comma-joined header value:
+/// commas inside a quoted string or angle brackets do not count, and inside a quoted string a
+/// backslash escapes the next character (RFC 3261 §25.1 `quoted-pair`: `"a\", b"` is one
+/// string), as sip-msg's own splitter reads them.
+fn top_commas(v: &str) -> impl Iterator<Item = usize> + '_ {
+    let b = v.as_bytes();
+    let (mut quote, mut angle, mut i) = (false, false, 0);
+    std::iter::from_fn(move || {
+        while let Some(&c) = b.get(i) {
+            let at = i;
+            i += 1;
+            match c {
+                // The escaped character is skipped (it may be a quote).
+                b'\\' if quote => i += 1,
+                b'"' => quote = !quote,
+                b'<' if !quote => angle = true,
+                b'>' if !quote => angle = false,
+                b',' if !quote && !angle => return Some(at),
+                _ => {}
+            }
+        }
+        None
+    })
+}
+
+/// The first value of a comma-joined header value (see [`top_commas`]), trimmed.
 fn first_value(v: &str) -> &str {
     // Nearly every value is alone on its line: without a comma there is nothing to split.
     if !v.contains(',') {
         return v.trim();
     }
-    let mut quote = false;
-    let mut angle = false;
-    for (i, c) in v.bytes().enumerate() {
-        match c {
-            b'"' => quote = !quote,
-            b'<' if !quote => angle = true,
-            b'>' if !quote => angle = false,
-            b',' if !quote && !angle => return v[..i].trim(),
-            _ => {}
-        }
+    // A comma is ASCII: the cut is on a character boundary.
+    match top_commas(v).next() {
+        Some(at) => v[..at].trim(),
+        None => v.trim(),
     }
-    v.trim()
 }
 
-/// The values after the first of a comma-joined header value (commas inside quotes or angle
-/// brackets do not count), re-joined with `, `; `None` when there is only one.
+/// The values after the first of a comma-joined header value (see [`top_commas`]),
+/// re-joined with `, `; `None` when there is only one.
 fn after_first_value(v: &str) -> Option<String> {
     // Without a comma there is one value only.
     if !v.contains(',') {
         return None;
     }
-    let mut quote = false;
-    let mut angle = false;
+    let mut commas = top_commas(v);
+    let first = commas.next()?;
     let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, c) in v.bytes().enumerate() {
-        match c {
-            b'"' => quote = !quote,
-            b'<' if !quote => angle = true,
-            b'>' if !quote => angle = false,
-            b',' if !quote && !angle => {
-                parts.push(v[start..i].trim());
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if parts.is_empty() {
-        return None;
+    let mut start = first + 1;
+    for at in commas {
+        parts.push(v[start..at].trim());
+        start = at + 1;
     }
     parts.push(v[start..].trim());
-    Some(parts[1..].join(", "))
+    Some(parts.join(", "))
 }
 
 /// The address of a host read in place, when it is one (names are not resolved here).
@@ -1511,6 +1527,15 @@ CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             after_first_value("<sip:a;lr>, \"x, y\" <sip:b>,<sip:c,d>").as_deref(),
             Some("\"x, y\" <sip:b>, <sip:c,d>")
         );
+        // A backslash escapes the next character of a quoted string (a quote too).
+        let escaped = r#""a\", b" <sip:a;lr>, "c\\" <sip:c>,<sip:d>"#;
+        assert_eq!(first_value(escaped), r#""a\", b" <sip:a;lr>"#);
+        assert_eq!(
+            after_first_value(escaped).as_deref(),
+            Some(r#""c\\" <sip:c>, <sip:d>"#)
+        );
+        assert_eq!(first_value(r#"x;p="\","#), r#"x;p="\","#);
+        assert_eq!(after_first_value(r#"x;p="\","#), None);
         let raw = "INVITE sip:b@x SIP/2.0\r\nv: SIP/2.0/UDP p;branch=z9hG4bK1, SIP/2.0/UDP q;branch=z9hG4bK2\r\n\
 Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
         let mut m = Message::parse(raw.as_bytes()).unwrap();

@@ -920,6 +920,17 @@ impl<'a> Authorization<'a> {
         }
         Ok(a)
     }
+
+    /// True when these credentials answer what a [`NonceIssuer`] challenge offering the
+    /// algorithms `offered` offers: one of those algorithms (an absent `algorithm` is MD5)
+    /// and qop `auth`, the only qop its challenges offer. RFC 7616 §3.4: the algorithm must
+    /// be one the challenge supplied and the qop one of the alternatives it indicated; RFC
+    /// 7616 (SIP's digest since RFC 8760) has no RFC 2069 answer without qop. A server
+    /// checks this before [`verify`], which computes the response for whatever the
+    /// credentials name, and answers credentials that fail it with a fresh challenge.
+    pub fn answers_offer(&self, offered: &[Algorithm]) -> bool {
+        self.qop == Some(Qop::Auth) && offered.contains(&self.algorithm)
+    }
 }
 
 /// Stateless nonces: `TIMESTAMP.HMAC(secret, TIMESTAMP:realm)`, valid for `lifetime` seconds.
@@ -1614,6 +1625,60 @@ mod tests {
         assert_eq!(c.counts.len(), DigestClient::NONCES);
         assert_eq!(nc(&mut c, 199), "00000002");
         assert_eq!(nc(&mut c, 0), "00000001", "forgotten: starts again");
+    }
+
+    /// `answers_offer`: only an offered algorithm (an absent one is MD5) with qop `auth`.
+    /// Credentials without qop, with `auth-int` or another algorithm answer no offer of
+    /// `NonceIssuer`'s, even when their response is right for what they name.
+    #[test]
+    fn credentials_answer_the_offer_only_with_its_algorithm_and_qop_auth() {
+        let issuer = NonceIssuer::new(b"k", 300);
+        let now = 1_800_000_000;
+        let creds = Credentials::new("alice", "wonderland");
+        let offered = [Algorithm::Sha256, Algorithm::Md5];
+        for (alg, qop, answers) in [
+            (Some("SHA-256"), Some("auth"), true),
+            (Some("MD5"), Some("auth"), true),
+            (None, Some("auth"), true),
+            (Some("SHA-256"), None, false),
+            (Some("MD5"), None, false),
+            (None, None, false),
+            (Some("SHA-256"), Some("auth-int"), false),
+            (Some("SHA-512-256"), Some("auth"), false),
+            (Some("SHA-256-sess"), Some("auth"), false),
+            (Some("MD5-sess"), Some("auth"), false),
+        ] {
+            let mut ch = format!(r#"Digest realm="r", nonce="{}""#, issuer.issue("r", now));
+            if let Some(a) = alg {
+                ch.push_str(&format!(", algorithm={a}"));
+            }
+            if let Some(q) = qop {
+                ch.push_str(&format!(r#", qop="{q}""#));
+            }
+            let ch = Challenge::parse(&ch).unwrap();
+            let mut v = DigestClient::default().authorize(&ch, &creds, "INVITE", "sip:b", b"", "c");
+            if alg.is_none() {
+                v = v.replace(", algorithm=MD5", "");
+            }
+            let a = Authorization::parse(&v).unwrap();
+            // The response itself is right for what the credentials name.
+            let verdict = verify(&a, &issuer, "r", "wonderland", "INVITE", b"", now);
+            assert_eq!(verdict, Verdict::Ok, "{v}");
+            assert_eq!(a.answers_offer(&offered), answers, "{v}");
+        }
+        // MD5 alone offered: a SHA-256 answer is not one.
+        let ch = issuer.challenge("r", Algorithm::Sha256, false, now);
+        let v = DigestClient::default().authorize(
+            &Challenge::parse(&ch).unwrap(),
+            &creds,
+            "INVITE",
+            "sip:b",
+            b"",
+            "c",
+        );
+        let a = Authorization::parse(&v).unwrap();
+        assert!(!a.answers_offer(&[Algorithm::Md5]));
+        assert!(a.answers_offer(&[Algorithm::Sha256]));
     }
 
     #[test]
