@@ -1922,6 +1922,38 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
         assert_eq!(answer.to_bytes(), one_by_one(&answer));
     }
 
+    /// A header of a shared text prints and reads as a built one, and its copies share the
+    /// text (no copy of it).
+    #[test]
+    fn a_header_of_a_shared_text_prints_as_a_built_one() {
+        let text: Arc<str> = Arc::from("sipmeter/1.0");
+        let h = Header::from_shared(HeaderName::UserAgent, Arc::clone(&text));
+        let copy = h.clone();
+        assert_eq!(Arc::strong_count(&text), 3);
+        assert_eq!(copy.value(), "sipmeter/1.0");
+        assert!(std::ptr::eq(copy.value().as_ptr(), text.as_ptr()));
+        assert_eq!(copy.raw(), None);
+        let built = crate::RequestBuilder::new(Method::Options, Uri::parse("sip:b@h").unwrap())
+            .call_id("c")
+            .header_line(copy)
+            .header("Subject", "x")
+            .build();
+        let printed = String::from_utf8(built.to_bytes()).unwrap();
+        assert!(
+            printed.contains("\r\nUser-Agent: sipmeter/1.0\r\nSubject: x\r\n"),
+            "{printed}"
+        );
+        let mut resp = Message::new_response(200, "OK");
+        resp.headers.push(h);
+        assert!(
+            String::from_utf8(resp.to_bytes())
+                .unwrap()
+                .contains("\r\nUser-Agent: sipmeter/1.0\r\n")
+        );
+        drop((built, resp));
+        assert_eq!(Arc::strong_count(&text), 1);
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_header_is_56_bytes() {

@@ -89,7 +89,7 @@ impl UaConfig {
                 reliable: self.reliable,
                 expires: self.expires,
                 timers: self.timers,
-                user_agent: self.user_agent,
+                user_agent: Arc::from(self.user_agent),
                 use_100rel: self.use_100rel,
             },
             UaIdentity {
@@ -122,7 +122,7 @@ pub struct UaProfile {
     /// T1, T2, T4.
     pub timers: TimerConfig,
     /// The User-Agent header.
-    pub user_agent: String,
+    pub user_agent: Arc<str>,
     /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
     pub use_100rel: bool,
 }
@@ -897,7 +897,11 @@ impl UserAgent {
     }
 
     fn common(&self, b: RequestBuilder) -> RequestBuilder {
-        b.header(HeaderName::UserAgent, self.profile.user_agent.clone())
+        // The group's text, shared (a reference count, not a copy per request).
+        b.header_line(Header::from_shared(
+            HeaderName::UserAgent,
+            Arc::clone(&self.profile.user_agent),
+        ))
     }
 
     fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
@@ -1717,7 +1721,7 @@ impl UserAgent {
         };
         let bye = dialog
             .request_via_text(Method::Bye, via, None)
-            .header(HeaderName::UserAgent, ua)
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
             .build();
         let dest = Destination::Uri(Arc::new(dialog.next_hop()));
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
@@ -1781,7 +1785,7 @@ impl UserAgent {
         };
         let mut b = dialog
             .request_via_text(method.clone(), via, None)
-            .header(HeaderName::UserAgent, ua);
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua));
         if method == Method::Invite || method == Method::Update {
             // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
             b = b.contact(contact);
@@ -1917,15 +1921,15 @@ impl UserAgent {
             extra.push(Header::new(HeaderName::Contact, self.contact_text()));
         }
         if code == 200 {
-            extra.push(Header::new(HeaderName::Allow, ALLOW));
+            extra.push(Header::from_static(HeaderName::Allow, ALLOW));
         }
         if reliable {
             extra.push(Header::from_static(HeaderName::Require, "100rel"));
             extra.push(Header::new(HeaderName::RSeq, rseq.to_string()));
         }
-        extra.push(Header::new(
+        extra.push(Header::from_shared(
             HeaderName::Server,
-            self.profile.user_agent.clone(),
+            Arc::clone(&self.profile.user_agent),
         ));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
@@ -2058,9 +2062,9 @@ impl UserAgent {
     ) {
         let tag = tag_from(self.rng.random());
         let mut extra = extra;
-        extra.push(Header::new(
+        extra.push(Header::from_shared(
             HeaderName::Server,
-            self.profile.user_agent.clone(),
+            Arc::clone(&self.profile.user_agent),
         ));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
         // `write_full_response` reserves what it needs.
@@ -2261,7 +2265,7 @@ impl UserAgent {
             }
             Method::Options => {
                 let extra = vec![
-                    Header::new(HeaderName::Allow, ALLOW),
+                    Header::from_static(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
                 self.respond_with(now, &req, key, source, 200, "OK", extra);
@@ -2270,7 +2274,7 @@ impl UserAgent {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, &req, key, source, 405, "Method Not Allowed", extra);
             }
         }
@@ -2476,11 +2480,11 @@ impl UserAgent {
                 ));
             }
             Method::Options => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 200, "OK", extra);
             }
             _ => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
+                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 405, "Method Not Allowed", extra);
             }
         }
@@ -4245,6 +4249,43 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             out.iter()
                 .all(|o| o.destination == Destination::Source(src))
         );
+    }
+
+    /// The group's User-Agent text (shared, not copied per message) is printed as the
+    /// User-Agent of our requests and the Server of our responses, and Allow as the constant.
+    #[test]
+    fn user_agent_and_server_print_the_groups_text() {
+        let mut b = UserAgent::new(config("bob", 5062, 2));
+        let now = Instant::now();
+        let src: SocketAddr = ALICE.parse().unwrap();
+        b.register(now);
+        let options = Message::parse(b"OPTIONS sip:bob@127.0.0.1:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKo1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a\r\nTo: <sip:bob@example.test>\r\nCall-ID: o1\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+        b.handle_message(now, options, src);
+        let (out, _) = drain(&mut b);
+        let texts: Vec<String> = out
+            .iter()
+            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("REGISTER "), "{}", texts[0]);
+        assert!(
+            texts[0].contains("\r\nUser-Agent: sipmeter-test\r\n"),
+            "{}",
+            texts[0]
+        );
+        assert!(texts[1].starts_with("SIP/2.0 200 OK\r\n"), "{}", texts[1]);
+        assert!(
+            texts[1].contains("\r\nServer: sipmeter-test\r\n"),
+            "{}",
+            texts[1]
+        );
+        assert!(
+            texts[1].contains(&format!("\r\nAllow: {ALLOW}\r\n")),
+            "{}",
+            texts[1]
+        );
+        // The messages are printed: no header holds the group's text any more.
+        assert_eq!(Arc::strong_count(&b.profile.user_agent), 1);
     }
 
     /// A scripted registrar: answers each REGISTER with the next scripted response.
