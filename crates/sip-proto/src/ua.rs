@@ -1915,22 +1915,21 @@ impl UserAgent {
         let rseq = call.next_rseq;
         // Contact (1xx–2xx but 100), Allow (200), Require and RSeq (reliable), Server: the
         // headers pushed after the copied ones, printed with them straight into the bytes to
-        // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave).
-        let mut extra = Vec::with_capacity(5);
-        if (101..300).contains(&code) {
-            extra.push(Header::new(HeaderName::Contact, self.contact_text()));
-        }
-        if code == 200 {
-            extra.push(Header::from_static(HeaderName::Allow, ALLOW));
-        }
-        if reliable {
-            extra.push(Header::from_static(HeaderName::Require, "100rel"));
-            extra.push(Header::new(HeaderName::RSeq, rseq.to_string()));
-        }
-        extra.push(Header::from_shared(
-            HeaderName::Server,
-            Arc::clone(&self.profile.user_agent),
-        ));
+        // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave). Chained
+        // where they are, not collected (no list per response).
+        let contact = (101..300)
+            .contains(&code)
+            .then(|| Header::new(HeaderName::Contact, self.contact_text()));
+        let allow = (code == 200).then(|| Header::from_static(HeaderName::Allow, ALLOW));
+        let require = reliable.then(|| Header::from_static(HeaderName::Require, "100rel"));
+        let rseq_line = reliable.then(|| Header::new(HeaderName::RSeq, rseq.to_string()));
+        let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
+        let extra = contact
+            .iter()
+            .chain(&allow)
+            .chain(&require)
+            .chain(&rseq_line)
+            .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
         Message::write_full_response(
@@ -1938,7 +1937,7 @@ impl UserAgent {
             code,
             reason,
             (code > 100).then_some(call.local_tag.as_str()),
-            &extra,
+            extra,
             sdp.as_ref().map(|b| ("application/sdp", &b[..])),
             &mut out,
         );
@@ -2025,8 +2024,7 @@ impl UserAgent {
         code: u16,
         reason: &str,
     ) {
-        // Room for the Server header `respond_with` adds.
-        self.respond_with(now, req, key, source, code, reason, Vec::with_capacity(1));
+        self.respond_with(now, req, key, source, code, reason, &[]);
     }
 
     /// 481: `req` matches no call, dialog or transaction (RFC 3261 §9.2, §12.2.2).
@@ -2058,18 +2056,16 @@ impl UserAgent {
         source: SocketAddr,
         code: u16,
         reason: &str,
-        extra: Vec<Header>,
+        extra: &[Header],
     ) {
         let tag = tag_from(self.rng.random());
-        let mut extra = extra;
-        extra.push(Header::from_shared(
-            HeaderName::Server,
-            Arc::clone(&self.profile.user_agent),
-        ));
-        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
-        // `write_full_response` reserves what it needs.
+        let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
+        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
+        // `extra` then Server, chained (no list per response). `write_full_response` reserves
+        // what it needs.
+        let extra = extra.iter().chain(std::iter::once(&server));
         let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
+        Message::write_full_response(req, code, reason, Some(&tag), extra, None, &mut out);
         if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
@@ -2264,18 +2260,18 @@ impl UserAgent {
                 }
             }
             Method::Options => {
-                let extra = vec![
+                let extra = [
                     Header::from_static(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
-                self.respond_with(now, &req, key, source, 200, "OK", extra);
+                self.respond_with(now, &req, key, source, 200, "OK", &extra);
             }
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
-                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", &extra);
             }
         }
     }
@@ -2480,12 +2476,12 @@ impl UserAgent {
                 ));
             }
             Method::Options => {
-                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 200, "OK", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, key, source, 200, "OK", &extra);
             }
             _ => {
-                let extra = vec![Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 405, "Method Not Allowed", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, key, source, 405, "Method Not Allowed", &extra);
             }
         }
     }
