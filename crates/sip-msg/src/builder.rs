@@ -243,6 +243,13 @@ impl RequestBuilder {
         self
     }
 
+    /// Adds a header built already ([`Header::from_shared`], [`Header::from_static`]):
+    /// printed `Name: value` as [`RequestBuilder::header`] prints its.
+    pub fn header_line(mut self, header: Header) -> Self {
+        self.parts.extra.push(header);
+        self
+    }
+
     /// Sets the body and its type.
     pub fn body(mut self, content_type: &str, body: impl Into<Bytes>) -> Self {
         self.parts.body = Some((content_type.to_owned(), body.into()));

@@ -338,6 +338,9 @@ enum Repr {
     Owned(String),
     /// Built locally from a constant (`Content-Length: 0`): no allocation.
     Static(&'static str),
+    /// Built locally from a shared text (a phone group's `User-Agent`): a copy of the header
+    /// costs a reference count, not an allocation.
+    SharedText(Arc<str>),
 }
 
 /// Where a header's received bytes live.
@@ -408,6 +411,15 @@ impl Header {
         }
     }
 
+    /// A header built locally from a shared text (printed as `Name: value`): a copy of it
+    /// costs a reference count, not an allocation.
+    pub fn from_shared(name: HeaderName, value: Arc<str>) -> Self {
+        Self {
+            name,
+            repr: Repr::SharedText(value),
+        }
+    }
+
     /// A parsed header whose value needed unfolding or repair (an owned copy).
     pub(crate) fn parsed(name: HeaderName, value: String, raw: Raw) -> Self {
         Self {
@@ -465,6 +477,7 @@ impl<'a> HeaderRef<'a> {
             Repr::Parsed(p) => return &p.0,
             Repr::Owned(s) => return s,
             Repr::Static(s) => return s,
+            Repr::SharedText(s) => return s,
         };
         // Lines are only given ranges inside their head that end next to ASCII bytes, so
         // `get` cannot fail; the empty fallback keeps the function total.
@@ -481,7 +494,7 @@ impl<'a> HeaderRef<'a> {
                 head, start, end, ..
             } => (head, *start, *end),
             Repr::Parsed(p) => return p.1.as_bytes(),
-            Repr::Owned(_) | Repr::Static(_) => return None,
+            Repr::Owned(_) | Repr::Static(_) | Repr::SharedText(_) => return None,
         };
         // Ranges were cut at line ends, which are ASCII: always in bounds and on
         // character boundaries; the empty fallback keeps the function total.

@@ -413,12 +413,14 @@ impl Message {
     /// `Message::response_to(request, code, reason, to_tag)`, then each of `extra` pushed in
     /// order, then `set_body(content_type, body)` when a body is given, then `to_bytes()` —
     /// without building the response (a UA's answers: 100, 180, 200, 481 …).
-    pub fn write_full_response(
+    /// `extra` is any list of headers read twice (a slice, or headers chained without
+    /// collecting them: no allocation).
+    pub fn write_full_response<'h>(
         request: &Message,
         code: u16,
         reason: &str,
         to_tag: Option<&str>,
-        extra: &[Header],
+        extra: impl IntoIterator<Item = &'h Header> + Clone,
         body: Option<(&str, &[u8])>,
         out: &mut Vec<u8>,
     ) {
@@ -449,7 +451,11 @@ impl Message {
                 + 16
                 + crate::text::decimal(len as u64, &mut [0; 20]).len()
                 + 2
-                + extra.iter().map(|h| line(h.by_ref())).sum::<usize>()
+                + extra
+                    .clone()
+                    .into_iter()
+                    .map(|h| line(h.by_ref()))
+                    .sum::<usize>()
                 + body.map_or(0, |(t, b)| 16 + t.len() + b.len())
                 + 2,
         );
@@ -1920,6 +1926,94 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
         // An answer copies some of the request's lines.
         let answer = Message::response_to(&parsed, 200, "OK", Some("t1"));
         assert_eq!(answer.to_bytes(), one_by_one(&answer));
+    }
+
+    /// `write_full_response` prints the same bytes for its added headers given as a slice or
+    /// chained from where they are (no list collected).
+    #[test]
+    fn a_full_response_prints_chained_headers_as_a_slice() {
+        let req = Message::parse(INVITE).unwrap();
+        let contact = Some(Header::new(HeaderName::Contact, "<sip:b@192.0.2.2>"));
+        let none: Option<Header> = None;
+        let lines = [
+            Header::from_static(HeaderName::Require, "100rel"),
+            Header::new(HeaderName::RSeq, "1"),
+        ];
+        let server = Header::from_shared(HeaderName::Server, Arc::from("x/1"));
+        let all = vec![
+            contact.clone().unwrap(),
+            lines[0].clone(),
+            lines[1].clone(),
+            server.clone(),
+        ];
+        for body in [None, Some(("application/sdp", b"v=0\r\n".as_slice()))] {
+            let mut from_slice = Vec::new();
+            Message::write_full_response(
+                &req,
+                183,
+                "Session Progress",
+                Some("t"),
+                &all,
+                body,
+                &mut from_slice,
+            );
+            let mut chained = Vec::new();
+            let extra = contact
+                .iter()
+                .chain(&none)
+                .chain(lines.iter())
+                .chain(std::iter::once(&server));
+            Message::write_full_response(
+                &req,
+                183,
+                "Session Progress",
+                Some("t"),
+                extra,
+                body,
+                &mut chained,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&chained),
+                String::from_utf8_lossy(&from_slice)
+            );
+            assert!(
+                String::from_utf8(chained)
+                    .unwrap()
+                    .contains("\r\nRequire: 100rel\r\nRSeq: 1\r\nServer: x/1\r\n")
+            );
+        }
+    }
+
+    /// A header of a shared text prints and reads as a built one, and its copies share the
+    /// text (no copy of it).
+    #[test]
+    fn a_header_of_a_shared_text_prints_as_a_built_one() {
+        let text: Arc<str> = Arc::from("sipmeter/1.0");
+        let h = Header::from_shared(HeaderName::UserAgent, Arc::clone(&text));
+        let copy = h.clone();
+        assert_eq!(Arc::strong_count(&text), 3);
+        assert_eq!(copy.value(), "sipmeter/1.0");
+        assert!(std::ptr::eq(copy.value().as_ptr(), text.as_ptr()));
+        assert_eq!(copy.raw(), None);
+        let built = crate::RequestBuilder::new(Method::Options, Uri::parse("sip:b@h").unwrap())
+            .call_id("c")
+            .header_line(copy)
+            .header("Subject", "x")
+            .build();
+        let printed = String::from_utf8(built.to_bytes()).unwrap();
+        assert!(
+            printed.contains("\r\nUser-Agent: sipmeter/1.0\r\nSubject: x\r\n"),
+            "{printed}"
+        );
+        let mut resp = Message::new_response(200, "OK");
+        resp.headers.push(h);
+        assert!(
+            String::from_utf8(resp.to_bytes())
+                .unwrap()
+                .contains("\r\nUser-Agent: sipmeter/1.0\r\n")
+        );
+        drop((built, resp));
+        assert_eq!(Arc::strong_count(&text), 1);
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl UaConfig {
                 reliable: self.reliable,
                 expires: self.expires,
                 timers: self.timers,
-                user_agent: self.user_agent,
+                user_agent: Arc::from(self.user_agent),
                 use_100rel: self.use_100rel,
             },
             UaIdentity {
@@ -122,7 +122,7 @@ pub struct UaProfile {
     /// T1, T2, T4.
     pub timers: TimerConfig,
     /// The User-Agent header.
-    pub user_agent: String,
+    pub user_agent: Arc<str>,
     /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
     pub use_100rel: bool,
 }
@@ -897,7 +897,11 @@ impl UserAgent {
     }
 
     fn common(&self, b: RequestBuilder) -> RequestBuilder {
-        b.header(HeaderName::UserAgent, self.profile.user_agent.clone())
+        // The group's text, shared (a reference count, not a copy per request).
+        b.header_line(Header::from_shared(
+            HeaderName::UserAgent,
+            Arc::clone(&self.profile.user_agent),
+        ))
     }
 
     fn start_client(&mut self, now: Instant, req: Message, owner: Owner, destination: Destination) {
@@ -1717,7 +1721,7 @@ impl UserAgent {
         };
         let bye = dialog
             .request_via_text(Method::Bye, via, None)
-            .header(HeaderName::UserAgent, ua)
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
             .build();
         let dest = Destination::Uri(Arc::new(dialog.next_hop()));
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
@@ -1781,7 +1785,7 @@ impl UserAgent {
         };
         let mut b = dialog
             .request_via_text(method.clone(), via, None)
-            .header(HeaderName::UserAgent, ua);
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua));
         if method == Method::Invite || method == Method::Update {
             // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
             b = b.contact(contact);
@@ -1911,22 +1915,21 @@ impl UserAgent {
         let rseq = call.next_rseq;
         // Contact (1xx–2xx but 100), Allow (200), Require and RSeq (reliable), Server: the
         // headers pushed after the copied ones, printed with them straight into the bytes to
-        // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave).
-        let mut extra = Vec::with_capacity(5);
-        if (101..300).contains(&code) {
-            extra.push(Header::new(HeaderName::Contact, self.contact_text()));
-        }
-        if code == 200 {
-            extra.push(Header::new(HeaderName::Allow, ALLOW));
-        }
-        if reliable {
-            extra.push(Header::from_static(HeaderName::Require, "100rel"));
-            extra.push(Header::new(HeaderName::RSeq, rseq.to_string()));
-        }
-        extra.push(Header::new(
-            HeaderName::Server,
-            self.profile.user_agent.clone(),
-        ));
+        // send (`write_full_response`: the bytes `response_to` + `to_bytes` gave). Chained
+        // where they are, not collected (no list per response).
+        let contact = (101..300)
+            .contains(&code)
+            .then(|| Header::new(HeaderName::Contact, self.contact_text()));
+        let allow = (code == 200).then(|| Header::from_static(HeaderName::Allow, ALLOW));
+        let require = reliable.then(|| Header::from_static(HeaderName::Require, "100rel"));
+        let rseq_line = reliable.then(|| Header::new(HeaderName::RSeq, rseq.to_string()));
+        let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
+        let extra = contact
+            .iter()
+            .chain(&allow)
+            .chain(&require)
+            .chain(&rseq_line)
+            .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
         Message::write_full_response(
@@ -1934,7 +1937,7 @@ impl UserAgent {
             code,
             reason,
             (code > 100).then_some(call.local_tag.as_str()),
-            &extra,
+            extra,
             sdp.as_ref().map(|b| ("application/sdp", &b[..])),
             &mut out,
         );
@@ -2021,8 +2024,7 @@ impl UserAgent {
         code: u16,
         reason: &str,
     ) {
-        // Room for the Server header `respond_with` adds.
-        self.respond_with(now, req, key, source, code, reason, Vec::with_capacity(1));
+        self.respond_with(now, req, key, source, code, reason, &[]);
     }
 
     /// 481: `req` matches no call, dialog or transaction (RFC 3261 §9.2, §12.2.2).
@@ -2054,18 +2056,16 @@ impl UserAgent {
         source: SocketAddr,
         code: u16,
         reason: &str,
-        extra: Vec<Header>,
+        extra: &[Header],
     ) {
         let tag = tag_from(self.rng.random());
-        let mut extra = extra;
-        extra.push(Header::new(
-            HeaderName::Server,
-            self.profile.user_agent.clone(),
-        ));
-        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave).
-        // `write_full_response` reserves what it needs.
+        let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
+        // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
+        // `extra` then Server, chained (no list per response). `write_full_response` reserves
+        // what it needs.
+        let extra = extra.iter().chain(std::iter::once(&server));
         let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), &extra, None, &mut out);
+        Message::write_full_response(req, code, reason, Some(&tag), extra, None, &mut out);
         if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
@@ -2260,18 +2260,18 @@ impl UserAgent {
                 }
             }
             Method::Options => {
-                let extra = vec![
-                    Header::new(HeaderName::Allow, ALLOW),
+                let extra = [
+                    Header::from_static(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
-                self.respond_with(now, &req, key, source, 200, "OK", extra);
+                self.respond_with(now, &req, key, source, 200, "OK", &extra);
             }
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", &extra);
             }
         }
     }
@@ -2476,12 +2476,12 @@ impl UserAgent {
                 ));
             }
             Method::Options => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 200, "OK", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, key, source, 200, "OK", &extra);
             }
             _ => {
-                let extra = vec![Header::new(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 405, "Method Not Allowed", extra);
+                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+                self.respond_with(now, req, key, source, 405, "Method Not Allowed", &extra);
             }
         }
     }
@@ -4245,6 +4245,43 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             out.iter()
                 .all(|o| o.destination == Destination::Source(src))
         );
+    }
+
+    /// The group's User-Agent text (shared, not copied per message) is printed as the
+    /// User-Agent of our requests and the Server of our responses, and Allow as the constant.
+    #[test]
+    fn user_agent_and_server_print_the_groups_text() {
+        let mut b = UserAgent::new(config("bob", 5062, 2));
+        let now = Instant::now();
+        let src: SocketAddr = ALICE.parse().unwrap();
+        b.register(now);
+        let options = Message::parse(b"OPTIONS sip:bob@127.0.0.1:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKo1\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.test>;tag=a\r\nTo: <sip:bob@example.test>\r\nCall-ID: o1\r\nCSeq: 5 OPTIONS\r\nContent-Length: 0\r\n\r\n").unwrap();
+        b.handle_message(now, options, src);
+        let (out, _) = drain(&mut b);
+        let texts: Vec<String> = out
+            .iter()
+            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(texts[0].starts_with("REGISTER "), "{}", texts[0]);
+        assert!(
+            texts[0].contains("\r\nUser-Agent: sipmeter-test\r\n"),
+            "{}",
+            texts[0]
+        );
+        assert!(texts[1].starts_with("SIP/2.0 200 OK\r\n"), "{}", texts[1]);
+        assert!(
+            texts[1].contains("\r\nServer: sipmeter-test\r\n"),
+            "{}",
+            texts[1]
+        );
+        assert!(
+            texts[1].contains(&format!("\r\nAllow: {ALLOW}\r\n")),
+            "{}",
+            texts[1]
+        );
+        // The messages are printed: no header holds the group's text any more.
+        assert_eq!(Arc::strong_count(&b.profile.user_agent), 1);
     }
 
     /// A scripted registrar: answers each REGISTER with the next scripted response.
