@@ -93,6 +93,34 @@ pub struct Binding {
     pub source: SocketAddr,
     /// When it lapses.
     pub expires_at: Instant,
+    /// The Call-ID of the REGISTER that made it, as a keyed 64-bit digest (`Registrar::call_id_key`),
+    /// and that REGISTER's CSeq: a later REGISTER of the same Call-ID must carry a higher CSeq
+    /// to change the binding (RFC 3261 §10.3 step 7).
+    call_id: u64,
+    cseq: u32,
+}
+
+/// How a REGISTER stands to a binding it would change (RFC 3261 §10.3 steps 6 and 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Order {
+    /// Another Call-ID, or the same one with a higher CSeq: it applies.
+    Newer,
+    /// The same Call-ID and CSeq: a retransmission of the REGISTER that made the binding.
+    Same,
+    /// The same Call-ID with a lower CSeq: a late, older REGISTER; it fails.
+    Older,
+}
+
+impl Binding {
+    fn order_of(&self, call_id: u64, cseq: u32) -> Order {
+        if self.call_id != call_id || cseq > self.cseq {
+            Order::Newer
+        } else if cseq == self.cseq {
+            Order::Same
+        } else {
+            Order::Older
+        }
+    }
 }
 
 /// Counters for monitoring and tests.
@@ -141,6 +169,8 @@ pub struct Registrar {
     via_prefix: String,
     /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
     record_route: String,
+    /// Keys the Call-ID digests bindings keep (random per registrar, see `call_id_digest`).
+    call_id_key: std::hash::RandomState,
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
@@ -172,6 +202,7 @@ impl Registrar {
         Self {
             via_prefix,
             record_route: record_route_of(&config),
+            call_id_key: std::hash::RandomState::new(),
             config,
             bindings: HashMap::new(),
             contacts: HashMap::new(),
@@ -354,12 +385,12 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
-        if req.cseq().is_none() {
+        let Some(cseq) = req.cseq() else {
             self.stats.dropped += 1;
             return;
-        }
+        };
         match method {
-            Method::Register => self.register(now, now_unix, &req, top, source),
+            Method::Register => self.register(now, now_unix, &req, top, cseq.seq, source),
             Method::Options if self.is_for_us(&req) => {
                 let allow = Header::new(
                     HeaderName::Allow,
@@ -384,6 +415,7 @@ impl Registrar {
         now_unix: u64,
         req: &Message,
         top: TopVia,
+        cseq: u32,
         source: SocketAddr,
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
@@ -475,6 +507,42 @@ impl Registrar {
             self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
             return;
         }
+        // §10.3 steps 6 and 7: a binding made by this Call-ID changes only for a higher CSeq.
+        // A lower one is a late, older REGISTER: the request fails (400, as Kamailio's
+        // registrar answers it) and nothing changes. The same CSeq is a retransmission of the
+        // REGISTER that made the binding (a stateless registrar sees those; its 200 was
+        // lost): it is answered 200 with the current bindings, as a server transaction would
+        // answer it, and not applied again. All or none, like 423 above.
+        let call_id = self.call_id_digest(req);
+        let order = self.bindings.get(&*user).map_or(Order::Newer, |list| {
+            list.iter()
+                .filter(|b| {
+                    star || contacts.iter().any(|c| match c {
+                        Contact::Addr(a) => uri_eq::equivalent(&b.contact, &a.uri),
+                        Contact::Star => false,
+                    })
+                })
+                .map(|b| b.order_of(call_id, cseq))
+                .max()
+                .unwrap_or(Order::Newer)
+        });
+        if order == Order::Older {
+            self.respond(
+                req,
+                top,
+                source,
+                400,
+                "Bad Request (CSeq lower than the binding's)",
+                &[],
+            );
+            return;
+        }
+        if order == Order::Same {
+            let extra = self.listed_contacts(&user, now);
+            self.stats.registered += 1;
+            self.respond(req, top, source, 200, "OK", &extra);
+            return;
+        }
         if star && let Some(list) = self.bindings.get_mut(&*user) {
             for b in std::mem::take(list) {
                 if !found_by_user(&user, &b.contact) {
@@ -514,6 +582,8 @@ impl Registrar {
                     contact: addr.uri,
                     source,
                     expires_at,
+                    call_id,
+                    cseq,
                 });
                 if let Some(key) = key {
                     self.contacts.insert(key, source);
@@ -526,8 +596,20 @@ impl Registrar {
         if list.is_empty() {
             list.shrink_to_fit();
         }
+        let extra = self.listed_contacts(&user, now);
+        for key in unbound {
+            self.reindex(key);
+        }
+        self.stats.registered += 1;
+        self.respond(req, top, source, 200, "OK", &extra);
+    }
+
+    /// The Contact lines of a 200 to a REGISTER: every binding of `user` with the seconds it
+    /// has left.
+    fn listed_contacts(&self, user: &str, now: Instant) -> Vec<Header> {
+        let list = self.bindings.get(user).map_or(&[][..], Vec::as_slice);
         let mut extra = Vec::with_capacity(list.len());
-        for b in list.iter() {
+        for b in list {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             // `<contact>;expires=left`, written into one string.
             let mut value = String::with_capacity(64);
@@ -538,11 +620,22 @@ impl Registrar {
             sip_msg::push_decimal(&mut value, left);
             extra.push(Header::new(HeaderName::Contact, value));
         }
-        for key in unbound {
-            self.reindex(key);
-        }
-        self.stats.registered += 1;
-        self.respond(req, top, source, 200, "OK", &extra);
+        extra
+    }
+
+    /// The request's Call-ID as a 64-bit SipHash keyed at random per registrar: two
+    /// Call-IDs share a digest with a chance of 2⁻⁶⁴, and a client cannot pick one that
+    /// collides with another's (it does not know the key). A collision would only make a
+    /// REGISTER of a new Call-ID with a CSeq not above the old one's look like a late or
+    /// repeated one. A missing Call-ID reads as empty.
+    fn call_id_digest(&self, req: &Message) -> u64 {
+        use std::hash::BuildHasher;
+        let call_id = req
+            .headers
+            .view::<sip_msg::typed::CallIdRef>()
+            .and_then(Result::ok)
+            .map_or("", |c| c.0);
+        self.call_id_key.hash_one(call_id.as_bytes())
     }
 
     fn proxy(
@@ -1424,11 +1517,13 @@ mod tests {
         expires: u32,
         source: SocketAddr,
     ) {
+        // Each REGISTER of a Call-ID carries a higher CSeq (RFC 3261 §10.2.4).
+        static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let raw = format!(
             "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bK{user}{expires}\r\n\
 From: <sip:{user}@reg.test>;tag=1\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: r-{user}\r\n\
-CSeq: {} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
-            expires + 1
+CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         );
         reg.handle_message(
             now,
