@@ -142,6 +142,9 @@ pub struct Stats {
     pub services: ServiceStats,
 }
 
+/// The reason phrase of a 400 to credentials computed for another URI than the Request-URI.
+const URI_MISMATCH: &str = "Bad Request (digest uri is not the Request-URI)";
+
 /// Slots of the output queue kept between bursts.
 const OUT_KEEP: usize = 64;
 
@@ -470,6 +473,10 @@ impl Registrar {
                 self.respond(req, top, source, 404, "Not Found", &[]);
                 return;
             }
+            auth::Outcome::UriMismatch => {
+                self.respond(req, top, source, 400, URI_MISMATCH, &[]);
+                return;
+            }
         }
         let default_expires = req
             .headers
@@ -764,6 +771,10 @@ impl Registrar {
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {
                         self.respond(&req, top, source, 403, "Forbidden", &[]);
+                        return;
+                    }
+                    auth::Outcome::UriMismatch => {
+                        self.respond(&req, top, source, 400, URI_MISMATCH, &[]);
                         return;
                     }
                 }
