@@ -689,10 +689,15 @@ impl Registrar {
                 None => forwards.to_string().into(),
             };
 
-        // §16.4: remove our own Route entry (loose routing) from the top.
+        // §16.4: remove our own Route entry (loose routing) from the top: one naming our
+        // address and port, or our domain (the domain this registrar is responsible for, in
+        // any case) with no port or ours.
         let ours = |r: &RouteRef<'_>| {
             r.uri.as_sip().is_some_and(|u| {
-                host_is(&u.host, &self.config.host) && u.port.unwrap_or(5060) == self.config.port
+                let port = u.port.unwrap_or(5060) == self.config.port;
+                host_is(&u.host, &self.config.host) && port
+                    || matches!(&u.host, HostRef::Name(n) if n.eq_ignore_ascii_case(&self.config.domain))
+                        && (u.port.is_none() || port)
             })
         };
         let pop_route = req
@@ -736,9 +741,9 @@ impl Registrar {
                     // A peer that ignored our Record-Route (SIPp's default scenarios) sends
                     // in-dialog requests to us by AOR: find the user's binding then.
                     let uri = req.request_uri().cloned();
-                    let by_aor = uri
-                        .as_ref()
-                        .filter(|u| uri_addr(u).is_some_and(|a| self.is_our_addr(a)));
+                    // By AOR also when it names our domain (RFC 3261 §16.5: the location
+                    // service of a domain we are responsible for).
+                    let by_aor = uri.as_ref().filter(|u| self.uri_names_us(u));
                     match by_aor
                         .and_then(Uri::as_sip)
                         .and_then(SipUri::user_unescaped)
@@ -960,15 +965,17 @@ impl Registrar {
 
     /// True when the Request-URI's host is our domain or our own address.
     fn names_us(&self, req: &Message) -> bool {
-        let Some(u) = req.request_uri().and_then(Uri::as_sip) else {
+        req.request_uri().is_some_and(|u| self.uri_names_us(u))
+    }
+
+    /// True when `uri`'s host is our domain or our own address.
+    fn uri_names_us(&self, uri: &Uri) -> bool {
+        let Some(u) = uri.as_sip() else {
             return false;
         };
         match &u.host {
             Host::Name(n) => n.eq_ignore_ascii_case(&self.config.domain),
-            _ => req
-                .request_uri()
-                .and_then(uri_addr)
-                .is_some_and(|a| self.is_our_addr(a)),
+            _ => uri_addr(uri).is_some_and(|a| self.is_our_addr(a)),
         }
     }
 
