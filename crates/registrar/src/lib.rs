@@ -29,6 +29,12 @@
 //! the parameters that count): a REGISTER of a contact the same as a bound one refreshes (or
 //! removes) that binding (§10.3 step 7); see `uri_eq`.
 //!
+//! A binding keeps the Call-ID (a keyed 64-bit digest) and CSeq of the REGISTER that made it
+//! (§10.3 steps 6 and 7). A REGISTER of the same Call-ID with a lower CSeq (a late, older one)
+//! gets 400 and changes nothing; the same CSeq is a retransmission, answered 200 with the
+//! current bindings and not applied again. Digest credentials must name the Request-URI
+//! (their `uri`, RFC 7616 §3.4.6; 400 otherwise).
+//!
 //! INVITEs to the service numbers `echo` and `tone` at our domain are answered by the
 //! registrar itself ([`services`]); drain [`Registrar::poll_service_event`] after every input
 //! and bind their media as it says.
@@ -581,7 +587,7 @@ impl Registrar {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
                 // Nearly every user has one contact: room for exactly one more, not the four
-                // a first push reserves (a Binding is 176 bytes, per registered endpoint).
+                // a first push reserves (a Binding is 216 bytes, per registered endpoint).
                 if list.len() == list.capacity() {
                     list.reserve_exact(1);
                 }
