@@ -178,8 +178,8 @@ pub struct Registrar {
     via_prefix: String,
     /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
     record_route: String,
-    /// Keys the Call-ID digests bindings keep (random per registrar, see `call_id_digest`).
-    call_id_key: std::hash::RandomState,
+    /// Keys the Call-ID digests bindings keep (derived from the secret, see `call_id_digest`).
+    call_id_key: CallIdKey,
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
@@ -211,7 +211,7 @@ impl Registrar {
         Self {
             via_prefix,
             record_route: record_route_of(&config),
-            call_id_key: std::hash::RandomState::new(),
+            call_id_key: call_id_key_of(&config.secret),
             config,
             bindings: HashMap::new(),
             contacts: HashMap::new(),
@@ -636,19 +636,25 @@ impl Registrar {
         extra
     }
 
-    /// The request's Call-ID as a 64-bit SipHash keyed at random per registrar: two
-    /// Call-IDs share a digest with a chance of 2⁻⁶⁴, and a client cannot pick one that
-    /// collides with another's (it does not know the key). A collision would only make a
-    /// REGISTER of a new Call-ID with a CSeq not above the old one's look like a late or
-    /// repeated one. A missing Call-ID reads as empty.
+    /// The request's Call-ID as a 64-bit SipHash-1-3 digest of a 128-bit key derived from
+    /// the secret, then the Call-ID. Two Call-IDs share a digest with a chance of about 2⁻⁶⁴,
+    /// and a client that does not know the secret has no known way to aim for a collision. std has no stable
+    /// keyed SipHash, so the key is hashed in first. The same secret gives the same digests, so
+    /// a run replays exactly. A collision would only make a REGISTER of a new Call-ID whose
+    /// CSeq is not above the old one's look like a late or repeated one. A missing Call-ID
+    /// reads as empty.
     fn call_id_digest(&self, req: &Message) -> u64 {
-        use std::hash::BuildHasher;
+        use std::hash::Hasher;
         let call_id = req
             .headers
             .view::<sip_msg::typed::CallIdRef>()
             .and_then(Result::ok)
             .map_or("", |c| c.0);
-        self.call_id_key.hash_one(call_id.as_bytes())
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u64(self.call_id_key.0[0]);
+        h.write_u64(self.call_id_key.0[1]);
+        h.write(call_id.as_bytes());
+        h.finish()
     }
 
     fn proxy(
@@ -1038,6 +1044,28 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// The key of the Call-ID digests (`Registrar::call_id_digest`): two SipHash-1-3 digests of
+/// the secret under distinct labels, computed once. Derived from the secret: never printed.
+struct CallIdKey([u64; 2]);
+
+impl std::fmt::Debug for CallIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn call_id_key_of(secret: &[u8]) -> CallIdKey {
+    use std::hash::Hasher;
+    CallIdKey(
+        [b"sipmeter call-id key 0", b"sipmeter call-id key 1"].map(|label| {
+            let mut h = std::hash::DefaultHasher::new();
+            h.write(label);
+            h.write(secret);
+            h.finish()
+        }),
+    )
 }
 
 /// The Record-Route value of a registrar: `<sip:host:port;lr>`, with `;transport=tcp` (`tls`,
