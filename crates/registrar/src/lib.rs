@@ -529,6 +529,8 @@ impl Registrar {
         let call_id = self.call_id_digest(req);
         let order = self.bindings.get(&*user).map_or(Order::Newer, |list| {
             list.iter()
+                // Another Call-ID is always newer: only bindings of this one are compared.
+                .filter(|b| b.call_id == call_id)
                 .filter(|b| {
                     star || contacts.iter().any(|c| match c {
                         Contact::Addr(a) => uri_eq::equivalent(&b.contact, &a.uri),
@@ -551,7 +553,8 @@ impl Registrar {
             return;
         }
         if order == Order::Same {
-            let extra = self.listed_contacts(&user, now);
+            let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
+            let extra = listed_contacts(list, now);
             self.stats.registered += 1;
             self.respond(req, top, source, 200, "OK", &extra);
             return;
@@ -609,31 +612,12 @@ impl Registrar {
         if list.is_empty() {
             list.shrink_to_fit();
         }
-        let extra = self.listed_contacts(&user, now);
+        let extra = listed_contacts(list, now);
         for key in unbound {
             self.reindex(key);
         }
         self.stats.registered += 1;
         self.respond(req, top, source, 200, "OK", &extra);
-    }
-
-    /// The Contact lines of a 200 to a REGISTER: every binding of `user` with the seconds it
-    /// has left.
-    fn listed_contacts(&self, user: &str, now: Instant) -> Vec<Header> {
-        let list = self.bindings.get(user).map_or(&[][..], Vec::as_slice);
-        let mut extra = Vec::with_capacity(list.len());
-        for b in list {
-            let left = b.expires_at.saturating_duration_since(now).as_secs();
-            // `<contact>;expires=left`, written into one string.
-            let mut value = String::with_capacity(64);
-            value.push('<');
-            // Writing into a String never fails.
-            let _ = b.contact.write_to(&mut value);
-            value.push_str(">;expires=");
-            sip_msg::push_decimal(&mut value, left);
-            extra.push(Header::new(HeaderName::Contact, value));
-        }
-        extra
     }
 
     /// The request's Call-ID as a 64-bit SipHash-1-3 digest of a 128-bit key derived from
@@ -1044,6 +1028,24 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// The Contact lines of a 200 to a REGISTER: every binding of the AOR (`list`) with the
+/// seconds it has left.
+fn listed_contacts(list: &[Binding], now: Instant) -> Vec<Header> {
+    let mut extra = Vec::with_capacity(list.len());
+    for b in list {
+        let left = b.expires_at.saturating_duration_since(now).as_secs();
+        // `<contact>;expires=left`, written into one string.
+        let mut value = String::with_capacity(64);
+        value.push('<');
+        // Writing into a String never fails.
+        let _ = b.contact.write_to(&mut value);
+        value.push_str(">;expires=");
+        sip_msg::push_decimal(&mut value, left);
+        extra.push(Header::new(HeaderName::Contact, value));
+    }
+    extra
 }
 
 /// The key of the Call-ID digests (`Registrar::call_id_digest`): two SipHash-1-3 digests of
