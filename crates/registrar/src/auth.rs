@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sip_auth::{Algorithm, Authorization, NonceIssuer, NonceMemo, Verdict, ephemeral, verify_memo};
-use sip_msg::{Header, HeaderName, Message, Method};
+use sip_msg::{Header, HeaderName, Message, Method, Uri};
 
 /// How long a nonce stays fresh (then `stale=true`).
 const NONCE_LIFETIME_SECS: u64 = 300;
@@ -55,6 +55,8 @@ pub(crate) enum Outcome<'a> {
     Forbidden,
     /// Unknown user.
     NotFound,
+    /// The credentials' digest `uri` names another resource than the Request-URI (400).
+    UriMismatch,
 }
 
 /// Verifies credentials statelessly (nonces are HMACs of a timestamp).
@@ -67,6 +69,8 @@ pub(crate) struct Verifier {
     /// The nonces of the last two seconds a challenge was sent in: one HMAC per second for
     /// the challenges, and none for credentials answering them (see `NonceMemo`).
     memo: NonceMemo,
+    /// The Request-URI printed, kept between requests (compared with the digest `uri`).
+    uri_text: String,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -86,6 +90,7 @@ impl Verifier {
             ephemeral: ephemeral::Checker::new(secret),
             issuer: NonceIssuer::new(secret, NONCE_LIFETIME_SECS),
             memo: NonceMemo::new(realm),
+            uri_text: String::new(),
         }
     }
 
@@ -124,6 +129,22 @@ impl Verifier {
             .map(|v| Header::new(name.clone(), v))
     }
 
+    /// True when the digest `uri` names the Request-URI's resource (RFC 7616 §3.4.6, RFC 2617
+    /// §3.2.2.5: the server SHOULD check it, and answer 400 when they differ). Clients write
+    /// the Request-URI verbatim (sipmeter's UA, SIPp, Kamailio's `uac`, phones), which the
+    /// printed Request-URI matches byte for byte; another writing is compared as RFC 3261
+    /// §19.1.4 says (host case, escapes, a `transport` parameter on one side only).
+    fn names_request_uri(&mut self, req: &Message, digest_uri: &str) -> bool {
+        let Some(request_uri) = req.request_uri() else {
+            return false;
+        };
+        self.uri_text.clear();
+        // Writing into a String never fails.
+        let _ = request_uri.write_to(&mut self.uri_text);
+        self.uri_text == digest_uri
+            || Uri::parse(digest_uri).is_ok_and(|u| crate::uri_eq::equivalent(&u, request_uri))
+    }
+
     pub(crate) fn check<'a>(
         &mut self,
         req: &'a Message,
@@ -158,6 +179,9 @@ impl Verifier {
         // not follow the challenge: a fresh one tells it what to answer.
         if !creds.answers_offer(&OFFERED) {
             return Outcome::Challenge(self.challenges(proxy, false, now_unix));
+        }
+        if !self.names_request_uri(req, &creds.uri) {
+            return Outcome::UriMismatch;
         }
         // The expected password, borrowed (an ephemeral one is computed on the stack).
         let ephemeral;

@@ -29,6 +29,12 @@
 //! the parameters that count): a REGISTER of a contact the same as a bound one refreshes (or
 //! removes) that binding (§10.3 step 7); see `uri_eq`.
 //!
+//! A binding keeps the Call-ID (a keyed 64-bit digest) and CSeq of the REGISTER that made it
+//! (§10.3 steps 6 and 7). A REGISTER of the same Call-ID with a lower CSeq (a late, older one)
+//! gets 400 and changes nothing; the same CSeq is a retransmission, answered 200 with the
+//! current bindings and not applied again. Digest credentials must name the Request-URI
+//! (their `uri`, RFC 7616 §3.4.6; 400 otherwise).
+//!
 //! INVITEs to the service numbers `echo` and `tone` at our domain are answered by the
 //! registrar itself ([`services`]); drain [`Registrar::poll_service_event`] after every input
 //! and bind their media as it says.
@@ -93,6 +99,34 @@ pub struct Binding {
     pub source: SocketAddr,
     /// When it lapses.
     pub expires_at: Instant,
+    /// The Call-ID of the REGISTER that made it, as a keyed 64-bit digest (`Registrar::call_id_key`),
+    /// and that REGISTER's CSeq: a later REGISTER of the same Call-ID must carry a higher CSeq
+    /// to change the binding (RFC 3261 §10.3 step 7).
+    call_id: u64,
+    cseq: u32,
+}
+
+/// How a REGISTER stands to a binding it would change (RFC 3261 §10.3 steps 6 and 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Order {
+    /// Another Call-ID, or the same one with a higher CSeq: it applies.
+    Newer,
+    /// The same Call-ID and CSeq: a retransmission of the REGISTER that made the binding.
+    Same,
+    /// The same Call-ID with a lower CSeq: a late, older REGISTER; it fails.
+    Older,
+}
+
+impl Binding {
+    fn order_of(&self, call_id: u64, cseq: u32) -> Order {
+        if self.call_id != call_id || cseq > self.cseq {
+            Order::Newer
+        } else if cseq == self.cseq {
+            Order::Same
+        } else {
+            Order::Older
+        }
+    }
 }
 
 /// Counters for monitoring and tests.
@@ -113,6 +147,9 @@ pub struct Stats {
     /// The service numbers (echo, tone).
     pub services: ServiceStats,
 }
+
+/// The reason phrase of a 400 to credentials computed for another URI than the Request-URI.
+const URI_MISMATCH: &str = "Bad Request (digest uri is not the Request-URI)";
 
 /// Slots of the output queue kept between bursts.
 const OUT_KEEP: usize = 64;
@@ -141,6 +178,8 @@ pub struct Registrar {
     via_prefix: String,
     /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
     record_route: String,
+    /// Keys the Call-ID digests bindings keep (derived from the secret, see `call_id_digest`).
+    call_id_key: CallIdKey,
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
@@ -172,6 +211,7 @@ impl Registrar {
         Self {
             via_prefix,
             record_route: record_route_of(&config),
+            call_id_key: call_id_key_of(&config.secret),
             config,
             bindings: HashMap::new(),
             contacts: HashMap::new(),
@@ -354,12 +394,12 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
-        if req.cseq().is_none() {
+        let Some(cseq) = req.cseq() else {
             self.stats.dropped += 1;
             return;
-        }
+        };
         match method {
-            Method::Register => self.register(now, now_unix, &req, top, source),
+            Method::Register => self.register(now, now_unix, &req, top, cseq.seq, source),
             Method::Options if self.is_for_us(&req) => {
                 let allow = Header::new(
                     HeaderName::Allow,
@@ -384,6 +424,7 @@ impl Registrar {
         now_unix: u64,
         req: &Message,
         top: TopVia,
+        cseq: u32,
         source: SocketAddr,
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
@@ -438,6 +479,10 @@ impl Registrar {
                 self.respond(req, top, source, 404, "Not Found", &[]);
                 return;
             }
+            auth::Outcome::UriMismatch => {
+                self.respond(req, top, source, 400, URI_MISMATCH, &[]);
+                return;
+            }
         }
         let default_expires = req
             .headers
@@ -475,6 +520,45 @@ impl Registrar {
             self.respond(req, top, source, 423, "Interval Too Brief", &[h]);
             return;
         }
+        // §10.3 steps 6 and 7: a binding made by this Call-ID changes only for a higher CSeq.
+        // A lower one is a late, older REGISTER: the request fails (400, as Kamailio's
+        // registrar answers it) and nothing changes. The same CSeq is a retransmission of the
+        // REGISTER that made the binding (a stateless registrar sees those; its 200 was
+        // lost): it is answered 200 with the current bindings, as a server transaction would
+        // answer it, and not applied again. All or none, like 423 above.
+        let call_id = self.call_id_digest(req);
+        let order = self.bindings.get(&*user).map_or(Order::Newer, |list| {
+            list.iter()
+                // Another Call-ID is always newer: only bindings of this one are compared.
+                .filter(|b| b.call_id == call_id)
+                .filter(|b| {
+                    star || contacts.iter().any(|c| match c {
+                        Contact::Addr(a) => uri_eq::equivalent(&b.contact, &a.uri),
+                        Contact::Star => false,
+                    })
+                })
+                .map(|b| b.order_of(call_id, cseq))
+                .max()
+                .unwrap_or(Order::Newer)
+        });
+        if order == Order::Older {
+            self.respond(
+                req,
+                top,
+                source,
+                400,
+                "Bad Request (CSeq lower than the binding's)",
+                &[],
+            );
+            return;
+        }
+        if order == Order::Same {
+            let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
+            let extra = listed_contacts(list, now);
+            self.stats.registered += 1;
+            self.respond(req, top, source, 200, "OK", &extra);
+            return;
+        }
         if star && let Some(list) = self.bindings.get_mut(&*user) {
             for b in std::mem::take(list) {
                 if !found_by_user(&user, &b.contact) {
@@ -506,7 +590,7 @@ impl Registrar {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
                 // Nearly every user has one contact: room for exactly one more, not the four
-                // a first push reserves (a Binding is 176 bytes, per registered endpoint).
+                // a first push reserves (a Binding is 216 bytes, per registered endpoint).
                 if list.len() == list.capacity() {
                     list.reserve_exact(1);
                 }
@@ -514,6 +598,8 @@ impl Registrar {
                     contact: addr.uri,
                     source,
                     expires_at,
+                    call_id,
+                    cseq,
                 });
                 if let Some(key) = key {
                     self.contacts.insert(key, source);
@@ -526,23 +612,33 @@ impl Registrar {
         if list.is_empty() {
             list.shrink_to_fit();
         }
-        let mut extra = Vec::with_capacity(list.len());
-        for b in list.iter() {
-            let left = b.expires_at.saturating_duration_since(now).as_secs();
-            // `<contact>;expires=left`, written into one string.
-            let mut value = String::with_capacity(64);
-            value.push('<');
-            // Writing into a String never fails.
-            let _ = b.contact.write_to(&mut value);
-            value.push_str(">;expires=");
-            sip_msg::push_decimal(&mut value, left);
-            extra.push(Header::new(HeaderName::Contact, value));
-        }
+        let extra = listed_contacts(list, now);
         for key in unbound {
             self.reindex(key);
         }
         self.stats.registered += 1;
         self.respond(req, top, source, 200, "OK", &extra);
+    }
+
+    /// The request's Call-ID as a 64-bit SipHash-1-3 digest of a 128-bit key derived from
+    /// the secret, then the Call-ID. Two Call-IDs share a digest with a chance of about 2⁻⁶⁴,
+    /// and a client that does not know the secret has no known way to aim for a collision. std has no stable
+    /// keyed SipHash, so the key is hashed in first. The same secret gives the same digests, so
+    /// a run replays exactly. A collision would only make a REGISTER of a new Call-ID whose
+    /// CSeq is not above the old one's look like a late or repeated one. A missing Call-ID
+    /// reads as empty.
+    fn call_id_digest(&self, req: &Message) -> u64 {
+        use std::hash::Hasher;
+        let call_id = req
+            .headers
+            .view::<sip_msg::typed::CallIdRef>()
+            .and_then(Result::ok)
+            .map_or("", |c| c.0);
+        let mut h = std::hash::DefaultHasher::new();
+        h.write_u64(self.call_id_key.0[0]);
+        h.write_u64(self.call_id_key.0[1]);
+        h.write(call_id.as_bytes());
+        h.finish()
     }
 
     fn proxy(
@@ -589,10 +685,15 @@ impl Registrar {
                 None => forwards.to_string().into(),
             };
 
-        // §16.4: remove our own Route entry (loose routing) from the top.
+        // §16.4: remove our own Route entry (loose routing) from the top: one naming our
+        // address and port, or our domain (the domain this registrar is responsible for, in
+        // any case) with no port or ours.
         let ours = |r: &RouteRef<'_>| {
             r.uri.as_sip().is_some_and(|u| {
-                host_is(&u.host, &self.config.host) && u.port.unwrap_or(5060) == self.config.port
+                let port = u.port.unwrap_or(5060) == self.config.port;
+                host_is(&u.host, &self.config.host) && port
+                    || matches!(&u.host, HostRef::Name(n) if n.eq_ignore_ascii_case(&self.config.domain))
+                        && (u.port.is_none() || port)
             })
         };
         let pop_route = req
@@ -636,9 +737,9 @@ impl Registrar {
                     // A peer that ignored our Record-Route (SIPp's default scenarios) sends
                     // in-dialog requests to us by AOR: find the user's binding then.
                     let uri = req.request_uri().cloned();
-                    let by_aor = uri
-                        .as_ref()
-                        .filter(|u| uri_addr(u).is_some_and(|a| self.is_our_addr(a)));
+                    // By AOR also when it names our domain (RFC 3261 §16.5: the location
+                    // service of a domain we are responsible for).
+                    let by_aor = uri.as_ref().filter(|u| self.uri_names_us(u));
                     match by_aor
                         .and_then(Uri::as_sip)
                         .and_then(SipUri::user_unescaped)
@@ -671,6 +772,10 @@ impl Registrar {
                     }
                     auth::Outcome::Forbidden | auth::Outcome::NotFound => {
                         self.respond(&req, top, source, 403, "Forbidden", &[]);
+                        return;
+                    }
+                    auth::Outcome::UriMismatch => {
+                        self.respond(&req, top, source, 400, URI_MISMATCH, &[]);
                         return;
                     }
                 }
@@ -856,15 +961,17 @@ impl Registrar {
 
     /// True when the Request-URI's host is our domain or our own address.
     fn names_us(&self, req: &Message) -> bool {
-        let Some(u) = req.request_uri().and_then(Uri::as_sip) else {
+        req.request_uri().is_some_and(|u| self.uri_names_us(u))
+    }
+
+    /// True when `uri`'s host is our domain or our own address.
+    fn uri_names_us(&self, uri: &Uri) -> bool {
+        let Some(u) = uri.as_sip() else {
             return false;
         };
         match &u.host {
             Host::Name(n) => n.eq_ignore_ascii_case(&self.config.domain),
-            _ => req
-                .request_uri()
-                .and_then(uri_addr)
-                .is_some_and(|a| self.is_our_addr(a)),
+            _ => uri_addr(uri).is_some_and(|a| self.is_our_addr(a)),
         }
     }
 
@@ -921,6 +1028,46 @@ impl Registrar {
             .copied()
             .or_else(|| uri_addr(uri))
     }
+}
+
+/// The Contact lines of a 200 to a REGISTER: every binding of the AOR (`list`) with the
+/// seconds it has left.
+fn listed_contacts(list: &[Binding], now: Instant) -> Vec<Header> {
+    let mut extra = Vec::with_capacity(list.len());
+    for b in list {
+        let left = b.expires_at.saturating_duration_since(now).as_secs();
+        // `<contact>;expires=left`, written into one string.
+        let mut value = String::with_capacity(64);
+        value.push('<');
+        // Writing into a String never fails.
+        let _ = b.contact.write_to(&mut value);
+        value.push_str(">;expires=");
+        sip_msg::push_decimal(&mut value, left);
+        extra.push(Header::new(HeaderName::Contact, value));
+    }
+    extra
+}
+
+/// The key of the Call-ID digests (`Registrar::call_id_digest`): two SipHash-1-3 digests of
+/// the secret under distinct labels, computed once. Derived from the secret: never printed.
+struct CallIdKey([u64; 2]);
+
+impl std::fmt::Debug for CallIdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn call_id_key_of(secret: &[u8]) -> CallIdKey {
+    use std::hash::Hasher;
+    CallIdKey(
+        [b"sipmeter call-id key 0", b"sipmeter call-id key 1"].map(|label| {
+            let mut h = std::hash::DefaultHasher::new();
+            h.write(label);
+            h.write(secret);
+            h.finish()
+        }),
+    )
 }
 
 /// The Record-Route value of a registrar: `<sip:host:port;lr>`, with `;transport=tcp` (`tls`,
@@ -1424,11 +1571,13 @@ mod tests {
         expires: u32,
         source: SocketAddr,
     ) {
+        // Each REGISTER of a Call-ID carries a higher CSeq (RFC 3261 §10.2.4).
+        static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let raw = format!(
             "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bK{user}{expires}\r\n\
 From: <sip:{user}@reg.test>;tag=1\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: r-{user}\r\n\
-CSeq: {} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
-            expires + 1
+CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         );
         reg.handle_message(
             now,

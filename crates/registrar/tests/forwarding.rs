@@ -182,6 +182,34 @@ Route:\r\n <sip:192.0.2.9:5090;lr>,\r\n <sip:192.0.2.10;lr>\r\nMax-Forwards: 70\
             routes: &["<sip:192.0.2.9:5090;lr>", "<sip:192.0.2.10;lr>"],
             to: "192.0.2.9:5090",
         },
+        // RFC 3261 §16.4: a Route naming our domain (no port, or ours) is ours too, in any
+        // case; the next one is followed, or the Request-URI when none is left.
+        Case {
+            lines: "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKg\r\nRoute: <sip:sipmeter.test;lr>, <sip:192.0.2.9:5090;lr>\r\n\
+Max-Forwards: 70\r\n",
+            in_dialog: true,
+            top: "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKg;received=192.0.2.7",
+            rest: &[],
+            routes: &["<sip:192.0.2.9:5090;lr>"],
+            to: "192.0.2.9:5090",
+        },
+        Case {
+            lines: "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKh\r\nRoute: <sip:SipMeter.TEST:5060;lr>\r\n\
+Max-Forwards: 70\r\n",
+            in_dialog: true,
+            top: "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKh;received=192.0.2.7",
+            rest: &[],
+            routes: &[],
+            to: "192.0.2.8:5080",
+        },
+        Case {
+            lines: "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKi\r\nRoute: <sip:sipmeter.test;lr>\r\nMax-Forwards: 70\r\n",
+            in_dialog: false,
+            top: "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKi;received=192.0.2.7",
+            rest: &[],
+            routes: &[],
+            to: "192.0.2.8:5080",
+        },
     ];
     for (i, case) in cases.iter().enumerate() {
         let mut reg = with_bob();

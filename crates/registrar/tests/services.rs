@@ -22,12 +22,13 @@ fn reg_addr() -> SocketAddr {
     "127.0.0.1:5060".parse().unwrap()
 }
 
-fn registrar() -> Registrar {
+/// A registrar serving `transport` (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
+fn registrar_on(transport: &str) -> Registrar {
     Registrar::new(RegistrarConfig {
         domain: "sipmeter.test".into(),
         host: Host::parse("127.0.0.1").unwrap(),
         port: 5060,
-        transport: "UDP".into(),
+        transport: transport.into(),
         auth: AuthMode::Ephemeral,
         secret: SECRET.to_vec(),
         min_expires: 60,
@@ -35,18 +36,22 @@ fn registrar() -> Registrar {
     })
 }
 
-fn ua(user: &str, port: u16) -> UserAgent {
+fn ua_on(user: &str, port: u16, transport: &str) -> UserAgent {
     let (u, p) = sip_auth::ephemeral::issue(SECRET, user, NOW_UNIX + 3600);
     UserAgent::new(UaConfig {
         user: user.into(),
         domain: "sipmeter.test".into(),
-        registrar_uri: Uri::parse("sip:sipmeter.test:5060;transport=udp").unwrap(),
+        registrar_uri: Uri::parse(&format!(
+            "sip:sipmeter.test:5060;transport={}",
+            transport.to_ascii_lowercase()
+        ))
+        .unwrap(),
         outbound_proxy: None,
         credentials: Some(Credentials::new(&u, &p)),
         local_host: Host::parse("127.0.0.1").unwrap(),
         local_port: port,
-        transport: "UDP".into(),
-        reliable: false,
+        transport: transport.into(),
+        reliable: transport != "UDP",
         expires: 300,
         timers: TimerConfig::default(),
         user_agent: "sipmeter-test".into(),
@@ -81,19 +86,29 @@ struct Net {
     events: Vec<UaEvent>,
     services: Vec<ServiceEvent>,
     log: Vec<(bool, String)>,
+    /// Every message the registrar sent, and every one it received, in order.
+    from_reg: Vec<Message>,
+    to_reg: Vec<Message>,
     bind_fails: bool,
 }
 
 impl Net {
     fn new() -> Self {
+        Self::on("UDP")
+    }
+
+    /// The registrar and the caller on `transport` (one flow: the test carries every message).
+    fn on(transport: &str) -> Self {
         Self {
             now: Instant::now(),
-            reg: registrar(),
-            caller: ua("alice", 5071),
+            reg: registrar_on(transport),
+            caller: ua_on("alice", 5071, transport),
             caller_up: true,
             events: Vec::new(),
             services: Vec::new(),
             log: Vec::new(),
+            from_reg: Vec::new(),
+            to_reg: Vec::new(),
             bind_fails: false,
         }
     }
@@ -129,12 +144,14 @@ impl Net {
             for b in to_reg {
                 let msg = Message::parse(&b).unwrap();
                 self.log.push((true, msg.summary()));
+                self.to_reg.push(msg.clone());
                 let from = self.caller_addr();
                 self.reg.handle_message(self.now, NOW_UNIX, msg, from);
             }
             for b in to_caller {
                 let msg = Message::parse(&b).unwrap();
                 self.log.push((false, msg.summary()));
+                self.from_reg.push(msg.clone());
                 if self.caller_up {
                     self.caller.handle_message(self.now, msg, reg_addr());
                 }
@@ -452,4 +469,68 @@ fn echo_at_another_domain_is_proxied_not_answered() {
     });
     assert_eq!(failed, Some(404));
     assert!(net.services.is_empty());
+}
+
+/// The Contact of a service's 200 names the registrar's transport, as its Record-Route does
+/// (RFC 3261 §16.6 step 4's reasoning for the remote target: `sip:host:port` with no transport
+/// resolves to UDP, RFC 3263 §4.1, where a stream-only registrar does not listen). The caller's
+/// BYE, sent to that Contact, ends the service call.
+#[test]
+fn a_service_contact_names_the_transport_it_resolves_to() {
+    for (transport, param) in [
+        ("UDP", ""),
+        ("TCP", ";transport=tcp"),
+        ("TLS", ";transport=tls"),
+        ("WS", ";transport=ws"),
+        ("WSS", ";transport=wss"),
+    ] {
+        let mut net = Net::on(transport);
+        let call = net.call("echo", offer(vec![Codec::Pcmu], Direction::SendRecv, 1));
+        assert_eq!(
+            net.caller.call_state(call),
+            Some(CallState::Confirmed),
+            "{transport}"
+        );
+        let ok = net
+            .from_reg
+            .iter()
+            .find(|m| m.status() == Some(200))
+            .expect("a 200");
+        let contact = ok
+            .headers
+            .get(&sip_msg::HeaderName::Contact)
+            .expect("a Contact")
+            .value();
+        assert_eq!(
+            contact,
+            format!("<sip:echo@127.0.0.1:5060{param}>"),
+            "{transport}"
+        );
+        let now = net.now;
+        net.caller.hangup(now, call);
+        net.settle();
+        let bye = net
+            .to_reg
+            .iter()
+            .find(|m| m.method() == Some(sip_msg::Method::Bye))
+            .expect("a BYE");
+        assert_eq!(
+            bye.request_uri().unwrap().to_string(),
+            format!("sip:echo@127.0.0.1:5060{param}"),
+            "{transport}: the BYE goes to the Contact"
+        );
+        assert!(
+            matches!(
+                net.services.last(),
+                Some(ServiceEvent::End {
+                    reason: EndReason::Bye,
+                    ..
+                })
+            ),
+            "{transport}: {:?}",
+            net.services
+        );
+        let s = net.reg.stats().services;
+        assert_eq!((s.active, s.ended_bye), (0, 1), "{transport}: {s:?}");
+    }
 }
