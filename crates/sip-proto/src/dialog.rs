@@ -278,12 +278,16 @@ impl Dialog {
         } else {
             self.remote_target.clone()
         };
+        // The kept texts and the route set are written into the builder's one string: one
+        // allocation for all of them, not a `String` per value.
         let mut b = RequestBuilder::new(method, uri)
-            .via_text(via)
-            .from_text(self.local_uri.clone())
-            .to_text(self.remote_uri.clone())
-            .call_id(self.id.call_id.clone())
-            .cseq(seq);
+            .reserve_text(
+                self.local_uri.len()
+                    + self.remote_uri.len()
+                    + self.id.call_id.len()
+                    + self.route_set.len() * 48,
+            )
+            .via_text(via);
         if strict {
             for r in &self.route_set[1..] {
                 b = b.route(r.clone());
@@ -292,10 +296,16 @@ impl Dialog {
         } else {
             // Printed straight from the route set (no copy of the name-addrs).
             for r in &self.route_set {
-                b = b.route_text(text_of(r, 48));
+                // Writing into a String never fails.
+                b = b.route_with(|s| {
+                    let _ = r.write_to(s);
+                });
             }
         }
-        b
+        b.from_with(|s| s.push_str(&self.local_uri))
+            .to_with(|s| s.push_str(&self.remote_uri))
+            .call_id_with(|s| s.push_str(&self.id.call_id))
+            .cseq(seq)
     }
 
     /// Checks an in-dialog request's CSeq (§12.2.2): lower than the last one → 500.
@@ -492,6 +502,80 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 .map(|r| r.unwrap().0)
                 .collect();
             assert_eq!(d.route_set, routes, "{rr}");
+        }
+    }
+
+    #[test]
+    fn in_dialog_requests_print_the_dialogs_texts_as_owned_copies_did() {
+        // The dialog writes its From, To, Call-ID and route set into the builder's one
+        // string. The request is byte for byte the one built from owned copies (the way it
+        // was made before), with no route set, a loose one (RFC 3261 §12.2.1.1: the remote
+        // target is the Request-URI) and a strict one (the first route is the Request-URI,
+        // the remote target goes last in Route).
+        for rr in [
+            "",
+            "Record-Route: <sip:p1.example;lr>, \"P\" <sip:10.0.0.1:5080;transport=udp;lr>\r\n",
+            "Record-Route: <sip:p1.example>\r\nRecord-Route: <sip:p2.example;lr>\r\n",
+        ] {
+            let raw = format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: \"Alice\" <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1@a\r\n\
+CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r\n\r\n"
+            );
+            let req = Message::parse(raw.as_bytes()).unwrap();
+            let mut d = Dialog::from_uas(&req, "lt").unwrap();
+            let via = "SIP/2.0/UDP b.example;branch=z9hG4bK2";
+            let strict = !rr.is_empty() && !rr.contains("p1.example;lr");
+            let mut owned = RequestBuilder::new(
+                Method::Bye,
+                if strict {
+                    d.route_set[0].uri.clone()
+                } else {
+                    d.remote_target.clone()
+                },
+            )
+            .via_text(via.to_owned())
+            .from_text(d.local_uri.clone())
+            .to_text(d.remote_uri.clone())
+            .call_id(d.id.call_id.clone())
+            .cseq(d.local_seq + 1);
+            if strict {
+                for r in &d.route_set[1..] {
+                    owned = owned.route(r.clone());
+                }
+                owned = owned.route(NameAddr::new(d.remote_target.clone()));
+            } else {
+                for r in &d.route_set {
+                    owned = owned.route_text(text_of(r, 48));
+                }
+            }
+            let want = String::from_utf8(owned.build().to_bytes()).unwrap();
+            let got = d
+                .request_via_text(Method::Bye, via.to_owned(), None)
+                .build();
+            assert_eq!(String::from_utf8(got.to_bytes()).unwrap(), want, "{rr}");
+            assert_eq!(got.call_id().as_deref(), Some("c1@a"));
+            assert_eq!(
+                got.headers.value(&HeaderName::From),
+                Some("<sip:bob@b.example>;tag=lt")
+            );
+            // The typed path's text of the peer's From (its display name as it prints it).
+            assert_eq!(
+                got.headers.value(&HeaderName::To),
+                Some(d.remote_uri.as_str())
+            );
+            assert!(d.remote_uri.ends_with("<sip:alice@a.example>;tag=ft"));
+            assert_eq!(
+                got.headers.get_all(&HeaderName::Route).count(),
+                d.route_set.len(),
+                "{rr}"
+            );
+            if strict {
+                // The strict first route is the Request-URI; the remote target goes last.
+                assert_eq!(got.request_uri().unwrap().to_string(), "sip:p1.example");
+                let last = got.headers.get_all(&HeaderName::Route).last().unwrap();
+                assert_eq!(last.value(), "<sip:alice@192.0.2.1:5070>");
+            }
         }
     }
 
