@@ -1422,7 +1422,7 @@ impl UserAgent {
                 let ack = self
                     .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
                     .build();
-                let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+                let dest = Destination::Uri(dialog.next_hop_shared());
                 let ack = Bytes::from(ack.to_bytes());
                 let Some(call) = self.call_mut(id) else {
                     return;
@@ -1566,7 +1566,7 @@ impl UserAgent {
         let bye = self
             .common(dialog.request_via_text(Method::Bye, via, None))
             .build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, bye, branch, Owner::ForkBye(id), dest);
     }
 
@@ -1607,7 +1607,7 @@ impl UserAgent {
             .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
             .build();
         let out = Outgoing {
-            destination: Destination::Uri(Arc::new(dialog.next_hop())),
+            destination: Destination::Uri(dialog.next_hop_shared()),
             bytes: Bytes::from(ack.to_bytes()),
             retransmission: false,
         };
@@ -1733,7 +1733,7 @@ impl UserAgent {
             .request_via_text(Method::Bye, via, None)
             .header_line(Header::from_shared(HeaderName::UserAgent, ua))
             .build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
     }
 
@@ -1807,7 +1807,7 @@ impl UserAgent {
             b = b.body(ct, body);
         }
         let req = b.build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, req, branch, Owner::InDialog(id, kind), dest);
         true
     }
@@ -1851,7 +1851,7 @@ impl UserAgent {
                 .build()
                 .to_bytes(),
         );
-        let destination = Destination::Uri(Arc::new(dialog.next_hop()));
+        let destination = Destination::Uri(dialog.next_hop_shared());
         push_out(
             &mut self.queues,
             Outgoing {
