@@ -135,8 +135,12 @@ struct Parts {
     routes: Vec<Addr>,
     from: Option<Addr>,
     to: Option<Addr>,
-    call_id: Option<String>,
+    call_id: Option<Addr>,
     cseq: u32,
+    /// Values written in place (`*_with`): one string for all of them, so a request made
+    /// from kept texts (a dialog's From, To, Call-ID and route set) needs one allocation,
+    /// not one per value. [`Addr::Span`] points into it.
+    texts: String,
     contact: Option<NameAddr>,
     extra: Vec<Header>,
     body: Option<(String, Bytes)>,
@@ -155,6 +159,7 @@ impl RequestBuilder {
             to: None,
             call_id: None,
             cseq: 1,
+            texts: String::new(),
             contact: None,
             extra: Vec::new(),
             body: None,
@@ -221,7 +226,48 @@ impl RequestBuilder {
 
     /// Sets Call-ID.
     pub fn call_id(mut self, call_id: impl Into<String>) -> Self {
-        self.parts.call_id = Some(call_id.into());
+        self.parts.call_id = Some(Addr::Text(call_id.into()));
+        self
+    }
+
+    /// Reserves room for `n` more bytes of values written in place (`*_with`), so that
+    /// writing them grows the builder's one string once.
+    pub fn reserve_text(mut self, n: usize) -> Self {
+        self.parts.texts.reserve(n);
+        self
+    }
+
+    /// Writes a value into the builder's own string and returns where it lies.
+    fn write_span(&mut self, write: impl FnOnce(&mut String)) -> Addr {
+        let start = self.parts.texts.len();
+        write(&mut self.parts.texts);
+        Addr::Span(start, self.parts.texts.len())
+    }
+
+    /// Sets From to the text that `write` appends to the string it is given (the value
+    /// only, tag included). Unlike [`RequestBuilder::from_text`] this needs no `String` of
+    /// its own: a dialog copies its kept text straight in.
+    pub fn from_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        self.parts.from = Some(self.write_span(write));
+        self
+    }
+
+    /// Sets To, written in place (see [`RequestBuilder::from_with`]).
+    pub fn to_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        self.parts.to = Some(self.write_span(write));
+        self
+    }
+
+    /// Sets Call-ID, written in place (see [`RequestBuilder::from_with`]).
+    pub fn call_id_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        self.parts.call_id = Some(self.write_span(write));
+        self
+    }
+
+    /// Adds a Route entry, written in place (see [`RequestBuilder::from_with`]).
+    pub fn route_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        let r = self.write_span(write);
+        self.parts.routes.push(r);
         self
     }
 
@@ -280,20 +326,16 @@ impl RequestBuilder {
         }
         w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
         for r in &p.routes {
-            match r {
-                Addr::Parsed(a) => w.name_addr(HeaderName::Route, a),
-                Addr::Text(t) => w.text(HeaderName::Route, t),
-            }
+            w.addr(HeaderName::Route, r, &p.texts);
         }
-        for (name, addr) in [(HeaderName::From, &p.from), (HeaderName::To, &p.to)] {
-            match addr {
-                Some(Addr::Parsed(a)) => w.name_addr(name, a),
-                Some(Addr::Text(t)) => w.text(name, t),
-                None => {}
+        for (name, addr) in [
+            (HeaderName::From, &p.from),
+            (HeaderName::To, &p.to),
+            (HeaderName::CallId, &p.call_id),
+        ] {
+            if let Some(a) = addr {
+                w.addr(name, a, &p.texts);
             }
-        }
-        if let Some(c) = &p.call_id {
-            w.text(HeaderName::CallId, c);
         }
         // `CSeq: <seq> <method>`, as `CSeq`'s `Display` prints it.
         let at = w.open(&HeaderName::CSeq);
@@ -365,6 +407,7 @@ impl fmt::Debug for RequestBuilder {
             .field("from", &p.from)
             .field("to", &p.to)
             .field("call_id", &p.call_id)
+            .field("texts", &p.texts)
             .field("cseq", &p.cseq)
             .field("contact", &p.contact)
             .field("extra", &p.extra)
@@ -373,11 +416,13 @@ impl fmt::Debug for RequestBuilder {
     }
 }
 
-/// A From, To or Route value: a name-addr, or its text already printed.
+/// A From, To, Call-ID or Route value: a name-addr, its text already printed, or a range
+/// of the builder's `texts` (written in place).
 #[derive(Debug)]
 enum Addr {
     Parsed(NameAddr),
     Text(String),
+    Span(usize, usize),
 }
 
 /// The header section of a built request: `Name: value` lines in one string, and where each
@@ -405,6 +450,15 @@ impl HeadWriter {
         let at = self.open(&name);
         self.head.push_str(value);
         self.close(name, at);
+    }
+
+    fn addr(&mut self, name: HeaderName, value: &Addr, texts: &str) {
+        match value {
+            Addr::Parsed(a) => self.name_addr(name, a),
+            Addr::Text(t) => self.text(name, t),
+            // Spans are made by `write_span` over this same string, which only grows.
+            Addr::Span(start, end) => self.text(name, texts.get(*start..*end).unwrap_or_default()),
+        }
     }
 
     fn name_addr(&mut self, name: HeaderName, value: &NameAddr) {
@@ -632,6 +686,73 @@ mod tests {
         assert_eq!(
             String::from_utf8(printed).unwrap(),
             String::from_utf8(parsed).unwrap()
+        );
+    }
+
+    #[test]
+    fn values_written_in_place_give_the_same_request_as_owned_texts() {
+        // A dialog copies its kept From, To, Call-ID and route set into the builder's one
+        // string: the request is byte for byte the one built from owned texts, in any
+        // order of the calls, mixed with owned and parsed values, and with no values.
+        let uri: Uri = Uri::parse("sip:bob@192.0.2.4:5070;transport=tcp").unwrap();
+        let via = "SIP/2.0/UDP h:1;branch=z9hG4bK1";
+        let (from, to, call_id) = ("\"A\" <sip:a@x>;tag=1", "<sip:b@y>;tag=2", "c9@h");
+        let (r1, r2) = ("<sip:192.0.2.9;lr>", "<sip:p2.example;lr;ftag=1>");
+        let owned = RequestBuilder::new(Method::Bye, uri.clone())
+            .via_text(via.to_owned())
+            .route_text(r1.to_owned())
+            .route_text(r2.to_owned())
+            .from_text(from.to_owned())
+            .to_text(to.to_owned())
+            .call_id(call_id)
+            .cseq(4)
+            .build()
+            .to_bytes();
+        let in_place = RequestBuilder::new(Method::Bye, uri.clone())
+            .reserve_text(8)
+            .via_text(via.to_owned())
+            .call_id_with(|s| s.push_str(call_id))
+            .to_with(|s| s.push_str(to))
+            .route_with(|s| s.push_str(r1))
+            .from_with(|s| {
+                s.push_str("\"A\" <sip:a@x>");
+                s.push_str(";tag=1");
+            })
+            .route_with(|s| s.push_str(r2))
+            .cseq(4)
+            .build();
+        assert_eq!(
+            String::from_utf8(in_place.to_bytes()).unwrap(),
+            String::from_utf8(owned.clone()).unwrap()
+        );
+        assert_eq!(in_place.headers.value(&HeaderName::CallId), Some(call_id));
+        assert_eq!(in_place.headers.value(&HeaderName::From), Some(from));
+        let routes: Vec<_> = in_place
+            .headers
+            .get_all(&HeaderName::Route)
+            .map(|h| h.value().to_owned())
+            .collect();
+        assert_eq!(routes, [r1, r2]);
+        // Mixed: a parsed route, then one written in place, then an owned To.
+        let mixed = RequestBuilder::new(Method::Bye, uri.clone())
+            .via_text(via.to_owned())
+            .route(NameAddr::parse(r1).unwrap())
+            .route_with(|s| s.push_str(r2))
+            .from_with(|s| s.push_str(from))
+            .to_text(to.to_owned())
+            .call_id_with(|s| s.push_str(call_id))
+            .cseq(4)
+            .build()
+            .to_bytes();
+        assert_eq!(
+            String::from_utf8(mixed).unwrap(),
+            String::from_utf8(owned).unwrap()
+        );
+        // An empty value written in place is an empty header value, as an empty text is.
+        let empty = |b: RequestBuilder| String::from_utf8(b.cseq(1).build().to_bytes()).unwrap();
+        assert_eq!(
+            empty(RequestBuilder::new(Method::Bye, uri.clone()).call_id_with(|_| {})),
+            empty(RequestBuilder::new(Method::Bye, uri).call_id(""))
         );
     }
 

@@ -2,6 +2,7 @@
 //! construction of requests inside a dialog.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use sip_msg::typed::{CallIdRef, ContactRef, FromRef, NameAddr, RecordRouteRef, ToRef, Via};
 use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, text_of};
@@ -35,6 +36,11 @@ pub struct Dialog {
     pub local_seq: u32,
     /// The peer's last CSeq number, once it sent a request.
     pub remote_seq: Option<u32>,
+    /// The next hop as last handed out by [`Dialog::next_hop_shared`]: the dialog's
+    /// requests (ACK, BYE, re-INVITE...) share one copy instead of a `Uri` and an `Arc`
+    /// each. Compared with the next hop before use, so a changed route set or remote
+    /// target is never missed.
+    hop: Option<Arc<Uri>>,
 }
 
 /// Why a dialog could not be created from a message (the peer's fault, reported as a result).
@@ -215,6 +221,7 @@ impl Dialog {
             route_set,
             local_seq: request.cseq().map_or(1, |c| c.seq),
             remote_seq: None,
+            hop: None,
         })
     }
 
@@ -236,14 +243,33 @@ impl Dialog {
             route_set: record_routes(request),
             local_seq: 0,
             remote_seq: request.cseq().map(|c| c.seq),
+            hop: None,
         })
     }
 
     /// Where an in-dialog request goes first: the first route if any, else the remote target.
     pub fn next_hop(&self) -> Uri {
+        self.next_hop_ref().clone()
+    }
+
+    fn next_hop_ref(&self) -> &Uri {
         self.route_set
             .first()
-            .map_or_else(|| self.remote_target.clone(), |r| r.uri.clone())
+            .map_or(&self.remote_target, |r| &r.uri)
+    }
+
+    /// [`Dialog::next_hop`], shared: the same `Arc` for each request while the next hop
+    /// stays the same (a new one once the route set's first entry or, without a route set,
+    /// the remote target changed).
+    pub fn next_hop_shared(&mut self) -> Arc<Uri> {
+        if let Some(hop) = &self.hop
+            && **hop == *self.next_hop_ref()
+        {
+            return Arc::clone(hop);
+        }
+        let hop = Arc::new(self.next_hop_ref().clone());
+        self.hop = Some(Arc::clone(&hop));
+        hop
     }
 
     /// A new in-dialog request (§12.2.1.1) with the next CSeq (ACK and CANCEL reuse the
@@ -278,12 +304,16 @@ impl Dialog {
         } else {
             self.remote_target.clone()
         };
+        // The kept texts and the route set are written into the builder's one string: one
+        // allocation for all of them, not a `String` per value.
         let mut b = RequestBuilder::new(method, uri)
-            .via_text(via)
-            .from_text(self.local_uri.clone())
-            .to_text(self.remote_uri.clone())
-            .call_id(self.id.call_id.clone())
-            .cseq(seq);
+            .reserve_text(
+                self.local_uri.len()
+                    + self.remote_uri.len()
+                    + self.id.call_id.len()
+                    + self.route_set.len() * 48,
+            )
+            .via_text(via);
         if strict {
             for r in &self.route_set[1..] {
                 b = b.route(r.clone());
@@ -292,10 +322,16 @@ impl Dialog {
         } else {
             // Printed straight from the route set (no copy of the name-addrs).
             for r in &self.route_set {
-                b = b.route_text(text_of(r, 48));
+                // Writing into a String never fails.
+                b = b.route_with(|s| {
+                    let _ = r.write_to(s);
+                });
             }
         }
-        b
+        b.from_with(|s| s.push_str(&self.local_uri))
+            .to_with(|s| s.push_str(&self.remote_uri))
+            .call_id_with(|s| s.push_str(&self.id.call_id))
+            .cseq(seq)
     }
 
     /// Checks an in-dialog request's CSeq (§12.2.2): lower than the last one → 500.
@@ -493,6 +529,115 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 .collect();
             assert_eq!(d.route_set, routes, "{rr}");
         }
+    }
+
+    #[test]
+    fn in_dialog_requests_print_the_dialogs_texts_as_owned_copies_did() {
+        // The dialog writes its From, To, Call-ID and route set into the builder's one
+        // string. The request is byte for byte the one built from owned copies (the way it
+        // was made before), with no route set, a loose one (RFC 3261 §12.2.1.1: the remote
+        // target is the Request-URI) and a strict one (the first route is the Request-URI,
+        // the remote target goes last in Route).
+        for rr in [
+            "",
+            "Record-Route: <sip:p1.example;lr>, \"P\" <sip:10.0.0.1:5080;transport=udp;lr>\r\n",
+            "Record-Route: <sip:p1.example>\r\nRecord-Route: <sip:p2.example;lr>\r\n",
+        ] {
+            let raw = format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: \"Alice\" <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1@a\r\n\
+CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r\n\r\n"
+            );
+            let req = Message::parse(raw.as_bytes()).unwrap();
+            let mut d = Dialog::from_uas(&req, "lt").unwrap();
+            let via = "SIP/2.0/UDP b.example;branch=z9hG4bK2";
+            let strict = !rr.is_empty() && !rr.contains("p1.example;lr");
+            let mut owned = RequestBuilder::new(
+                Method::Bye,
+                if strict {
+                    d.route_set[0].uri.clone()
+                } else {
+                    d.remote_target.clone()
+                },
+            )
+            .via_text(via.to_owned())
+            .from_text(d.local_uri.clone())
+            .to_text(d.remote_uri.clone())
+            .call_id(d.id.call_id.clone())
+            .cseq(d.local_seq + 1);
+            if strict {
+                for r in &d.route_set[1..] {
+                    owned = owned.route(r.clone());
+                }
+                owned = owned.route(NameAddr::new(d.remote_target.clone()));
+            } else {
+                for r in &d.route_set {
+                    owned = owned.route_text(text_of(r, 48));
+                }
+            }
+            let want = String::from_utf8(owned.build().to_bytes()).unwrap();
+            let got = d
+                .request_via_text(Method::Bye, via.to_owned(), None)
+                .build();
+            assert_eq!(String::from_utf8(got.to_bytes()).unwrap(), want, "{rr}");
+            assert_eq!(got.call_id().as_deref(), Some("c1@a"));
+            assert_eq!(
+                got.headers.value(&HeaderName::From),
+                Some("<sip:bob@b.example>;tag=lt")
+            );
+            // The typed path's text of the peer's From (its display name as it prints it).
+            assert_eq!(
+                got.headers.value(&HeaderName::To),
+                Some(d.remote_uri.as_str())
+            );
+            assert!(d.remote_uri.ends_with("<sip:alice@a.example>;tag=ft"));
+            assert_eq!(
+                got.headers.get_all(&HeaderName::Route).count(),
+                d.route_set.len(),
+                "{rr}"
+            );
+            if strict {
+                // The strict first route is the Request-URI; the remote target goes last.
+                assert_eq!(got.request_uri().unwrap().to_string(), "sip:p1.example");
+                let last = got.headers.get_all(&HeaderName::Route).last().unwrap();
+                assert_eq!(last.value(), "<sip:alice@192.0.2.1:5070>");
+            }
+        }
+    }
+
+    #[test]
+    fn the_shared_next_hop_follows_the_route_set_and_the_remote_target() {
+        // One `Arc` for the dialog's requests while the next hop stays; a new one once the
+        // remote target (no route set) or the first route changes (RFC 3261 §12.2.1.1:
+        // the first route, else the remote target).
+        let raw = "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:alice@192.0.2.1:5070>\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(raw.as_bytes()).unwrap();
+        let mut d = Dialog::from_uas(&req, "lt").unwrap();
+        let first = d.next_hop_shared();
+        assert_eq!(*first, d.next_hop());
+        assert_eq!(first.to_string(), "sip:alice@192.0.2.1:5070");
+        let again = d.next_hop_shared();
+        assert!(Arc::ptr_eq(&first, &again));
+        // A target refresh (re-INVITE's Contact) moves the next hop.
+        let refresh =
+            Message::parse(raw.replace("192.0.2.1:5070", "192.0.2.2:5072").as_bytes()).unwrap();
+        d.refresh_target(&refresh);
+        let moved = d.next_hop_shared();
+        assert!(!Arc::ptr_eq(&first, &moved));
+        assert_eq!(moved.to_string(), "sip:alice@192.0.2.2:5072");
+        // A route set set by hand: its first entry is the next hop.
+        d.route_set = vec![NameAddr::parse("<sip:p1.example;lr>").unwrap()];
+        let routed = d.next_hop_shared();
+        assert_eq!(routed.to_string(), "sip:p1.example;lr");
+        assert_eq!(*routed, d.next_hop());
+        // A clone shares the kept one and follows its own changes.
+        let mut c = d.clone();
+        assert!(Arc::ptr_eq(&c.next_hop_shared(), &routed));
+        c.route_set.clear();
+        assert_eq!(c.next_hop_shared().to_string(), "sip:alice@192.0.2.2:5072");
+        assert!(Arc::ptr_eq(&d.next_hop_shared(), &routed));
     }
 
     #[test]

@@ -795,8 +795,15 @@ impl UserAgent {
     /// Our AOR as a name-addr, `<sip:user@domain>`: what `text_of(&NameAddr::new(self.aor()), _)`
     /// prints, written straight into its string with room for `;tag=` and a tag (test
     /// `our_aor_text_is_the_printed_aor`).
+    #[cfg(test)]
     fn aor_text(&self) -> String {
         let mut text = String::with_capacity(32 + self.user.len() + self.profile.domain.len());
+        self.write_aor(&mut text);
+        text
+    }
+
+    /// [`UserAgent::aor_text`] appended to `text` (a builder's string: no `String` of its own).
+    fn write_aor(&self, text: &mut String) {
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
@@ -805,9 +812,8 @@ impl UserAgent {
         let host = HostRef::parse(domain)
             .or_else(|e| domain.parse().map(HostRef::V6).map_err(|_| e))
             .unwrap_or(HostRef::Name(domain));
-        sip_msg::push_host_ref(&mut text, &host);
+        sip_msg::push_host_ref(text, &host);
         text.push('>');
-        text
     }
 
     fn contact(&self) -> NameAddr {
@@ -888,12 +894,11 @@ impl UserAgent {
 
     /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
     /// gives, without the formatting machinery for the digits).
-    fn call_id_text(&self, random: u64) -> String {
-        let mut id = String::with_capacity(40);
-        sip_msg::push_hex16(&mut id, random);
+    /// A Call-ID (`<16 hex digits>@<our host>`) appended to `id`.
+    fn write_call_id(&self, id: &mut String, random: u64) {
+        sip_msg::push_hex16(id, random);
         id.push('@');
-        sip_msg::push_host(&mut id, &self.local_host);
-        id
+        sip_msg::push_host(id, &self.local_host);
     }
 
     fn common(&self, b: RequestBuilder) -> RequestBuilder {
@@ -1003,17 +1008,22 @@ impl UserAgent {
         self.reg_cseq += 1;
         // The AOR printed once, for To and (with our tag) From: `<sip:user@domain>`, what
         // `NameAddr::new(aor)` prints (no parameters, so the tag goes last).
-        let to = self.aor_text();
-        let mut from = String::with_capacity(to.len() + 21);
-        from.push_str(&to);
-        from.push_str(";tag=");
-        sip_msg::push_hex16(&mut from, self.reg_from_tag);
+        // From, To and Call-ID are written into the builder's one string (no `String` each);
+        // the AOR is printed once, for From, and copied for To.
         let (via, branch) = self.new_via_branch();
+        let mut aor = 0..0;
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
+            .reserve_text(2 * (8 + self.user.len() + self.profile.domain.len()) + 21 + 40)
             .via_text(via)
-            .from_text(from)
-            .to_text(to)
-            .call_id(self.call_id_text(self.reg_call_id))
+            .from_with(|s| {
+                let start = s.len();
+                self.write_aor(s);
+                aor = start..s.len();
+                s.push_str(";tag=");
+                sip_msg::push_hex16(s, self.reg_from_tag);
+            })
+            .to_with(|s| s.extend_from_within(aor))
+            .call_id_with(|s| self.write_call_id(s, self.reg_call_id))
             .cseq(self.reg_cseq)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
             .header(HeaderName::Contact, self.contact_text())
@@ -1175,7 +1185,6 @@ impl UserAgent {
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
-        let call_id = self.call_id_text(random);
         let (via, branch) = self.new_via_branch();
         // `NameAddr::new(target)` printed (no display name, no parameters) without a copy of
         // the target, which the request line takes.
@@ -1185,16 +1194,17 @@ impl UserAgent {
         let _ = target.write_to(&mut to);
         to.push('>');
         let mut b = RequestBuilder::new(Method::Invite, target)
+            .reserve_text(8 + self.user.len() + self.profile.domain.len() + 5 + 16 + 40)
             .via_text(via)
-            .from_text({
+            // From and Call-ID are written into the builder's one string (no `String` each).
+            .from_with(|s| {
                 // `tagged_text(NameAddr::new(aor), tag)`: no parameters, so the tag goes last.
-                let mut from = self.aor_text();
-                from.push_str(";tag=");
-                from.push_str(&local_tag);
-                from
+                self.write_aor(s);
+                s.push_str(";tag=");
+                s.push_str(&local_tag);
             })
             .to_text(to)
-            .call_id(call_id)
+            .call_id_with(|s| self.write_call_id(s, random))
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
             .header(HeaderName::Contact, self.contact_text());
@@ -1412,7 +1422,7 @@ impl UserAgent {
                 let ack = self
                     .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
                     .build();
-                let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+                let dest = Destination::Uri(dialog.next_hop_shared());
                 let ack = Bytes::from(ack.to_bytes());
                 let Some(call) = self.call_mut(id) else {
                     return;
@@ -1556,7 +1566,7 @@ impl UserAgent {
         let bye = self
             .common(dialog.request_via_text(Method::Bye, via, None))
             .build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, bye, branch, Owner::ForkBye(id), dest);
     }
 
@@ -1597,7 +1607,7 @@ impl UserAgent {
             .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
             .build();
         let out = Outgoing {
-            destination: Destination::Uri(Arc::new(dialog.next_hop())),
+            destination: Destination::Uri(dialog.next_hop_shared()),
             bytes: Bytes::from(ack.to_bytes()),
             retransmission: false,
         };
@@ -1723,7 +1733,7 @@ impl UserAgent {
             .request_via_text(Method::Bye, via, None)
             .header_line(Header::from_shared(HeaderName::UserAgent, ua))
             .build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
     }
 
@@ -1797,7 +1807,7 @@ impl UserAgent {
             b = b.body(ct, body);
         }
         let req = b.build();
-        let dest = Destination::Uri(Arc::new(dialog.next_hop()));
+        let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, req, branch, Owner::InDialog(id, kind), dest);
         true
     }
@@ -1841,7 +1851,7 @@ impl UserAgent {
                 .build()
                 .to_bytes(),
         );
-        let destination = Destination::Uri(Arc::new(dialog.next_hop()));
+        let destination = Destination::Uri(dialog.next_hop_shared());
         push_out(
             &mut self.queues,
             Outgoing {
@@ -3786,6 +3796,71 @@ mod tests {
             assert_eq!(ua.aor_text(), text_of(&typed, 64), "{domain}");
             let tagged = format!("{};tag=abc", ua.aor_text());
             assert_eq!(tagged, tagged_text(typed, "abc"), "{domain}");
+        }
+    }
+
+    #[test]
+    fn register_and_invite_identifiers_are_written_as_printed_before() {
+        // From, To and Call-ID are written into the builder's one string: the REGISTER's
+        // From is the AOR with our tag, its To the AOR, its Call-ID ours (RFC 3261 §10.2),
+        // for every form of domain; the INVITE's From carries the call's tag and its
+        // Call-ID is a new one of ours (§8.1.1).
+        for domain in [
+            "example.test",
+            "EXAMPLE.Test",
+            "10.0.0.1",
+            "::1",
+            "not a host",
+        ] {
+            let mut c = config("1001", 5070, 3);
+            c.domain = domain.into();
+            let mut ua = UserAgent::new(c);
+            let now = Instant::now();
+            ua.register(now);
+            let target = Uri::parse("sip:1002@example.test").unwrap();
+            ua.call(now, target, None);
+            let (out, _) = drain(&mut ua);
+            let msgs: Vec<Message> = out.iter().map(parse).collect();
+            assert_eq!(msgs.len(), 2, "{domain}");
+            let aor = text_of(&NameAddr::new(ua.aor()), 64);
+            let mut call_id = String::new();
+            sip_msg::push_hex16(&mut call_id, ua.reg_call_id);
+            call_id.push_str("@127.0.0.1");
+            let mut tag = String::new();
+            sip_msg::push_hex16(&mut tag, ua.reg_from_tag);
+            let reg = &msgs[0];
+            assert_eq!(reg.method(), Some(Method::Register));
+            let value = |m: &Message, n: HeaderName| m.headers.value(&n).map(str::to_owned);
+            assert_eq!(
+                value(reg, HeaderName::From),
+                Some(format!("{aor};tag={tag}")),
+                "{domain}"
+            );
+            assert_eq!(value(reg, HeaderName::To), Some(aor.clone()), "{domain}");
+            assert_eq!(reg.call_id(), Some(call_id.clone()), "{domain}");
+            let inv = &msgs[1];
+            assert_eq!(inv.method(), Some(Method::Invite));
+            let from = value(inv, HeaderName::From).unwrap();
+            let call_tag = from.strip_prefix(&format!("{aor};tag=")).unwrap();
+            assert!(!call_tag.is_empty() && call_tag != tag, "{from}");
+            assert_eq!(
+                value(inv, HeaderName::To).as_deref(),
+                Some("<sip:1002@example.test>")
+            );
+            let inv_id = inv.call_id().unwrap();
+            let (hex, host) = inv_id.split_once('@').unwrap();
+            assert_eq!(host, "127.0.0.1");
+            assert!(
+                hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{inv_id}"
+            );
+            assert_ne!(inv_id, call_id);
+            // The typed views read them too (a domain that is no host gives no typed URI).
+            assert!(
+                domain == "not a host"
+                    || (reg.from().is_some() && reg.to().is_some() && inv.from().is_some()),
+                "{domain}"
+            );
         }
     }
 
