@@ -1510,18 +1510,27 @@ impl UserAgent {
         let Some((out, fork)) = self.ack_again(kept, resp) else {
             return;
         };
-        push_out(&mut self.queues, out);
-        if let (Owner::Invite(id), Some((tag, dialog))) = (owner, fork)
-            && self.note_fork_ended(id, tag)
-        {
-            self.send_fork_bye(now, id, dialog);
+        match (owner, fork) {
+            (Owner::Invite(id), Some((tag, dialog))) => match self.note_fork_ended(id, tag) {
+                Some(true) => {
+                    push_out(&mut self.queues, out);
+                    self.send_fork_bye(now, id, dialog);
+                }
+                Some(false) => push_out(&mut self.queues, out),
+                // The INVITE's transaction is gone (past Timer M, RFC 6026 §7.2): another
+                // fork's 2xx is a stray response, discarded (§8.9); its UAS, never ACKed,
+                // ends that dialog itself (RFC 3261 §13.3.1.4). Nothing is left to remember
+                // the forks by, so an ACK and a BYE here would be sent for every copy.
+                None => {}
+            },
+            _ => push_out(&mut self.queues, out),
         }
     }
 
     /// Records that the fork with To tag `tag` of call `id`'s INVITE is being ended with BYE,
     /// in the ACK its transaction keeps (until Timer M). False when it was already, or when
-    /// [`MAX_FORKS_ENDED`] forks were.
-    fn note_fork_ended(&mut self, id: CallId, tag: String) -> bool {
+    /// [`MAX_FORKS_ENDED`] forks were; `None` when the transaction is gone (past Timer M).
+    fn note_fork_ended(&mut self, id: CallId, tag: String) -> Option<bool> {
         let owner = Owner::Invite(id);
         let kept = self
             .client
@@ -1534,18 +1543,12 @@ impl UserAgent {
                     _ => None,
                 })
             });
-        match kept {
-            Some(k) if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED => {
-                false
-            }
-            Some(k) => {
-                k.forks_ended.push(tag);
-                true
-            }
-            // The INVITE's transaction is gone (past Timer M): nothing can bring this 2xx
-            // again, nothing to remember.
-            None => true,
+        let k = kept?;
+        if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED {
+            return Some(false);
         }
+        k.forks_ended.push(tag);
+        Some(true)
     }
 
     /// Ends the dialog another fork's 2xx confirmed (already ACKed) with BYE

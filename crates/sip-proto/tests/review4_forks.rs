@@ -1,0 +1,163 @@
+//! Review of the extra-fork BYE (RFC 3261 §13.2.2.4, RFC 6026 §7.2, §8.9). Alice's INVITE
+//! reaches Bob and Carol (what a forking proxy does); Bob answers first. Agents on a virtual
+//! clock, through the public API only.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_msg::{Host, Message, Uri};
+use sip_proto::timer::TimerConfig;
+use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaConfig, UaEvent, UserAgent};
+
+const ALICE: u16 = 5062;
+const BOB: u16 = 5064;
+const CAROL: u16 = 5066;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
+    UserAgent::new(UaConfig {
+        user: user.into(),
+        domain: "example.test".into(),
+        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
+        outbound_proxy: None,
+        credentials: None,
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: port,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: "review4".into(),
+        seed,
+        use_100rel: false,
+    })
+}
+
+/// Everything `ua` has to send and report.
+fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
+    let out = std::iter::from_fn(|| ua.poll_transmit()).collect();
+    let ev = std::iter::from_fn(|| ua.poll_event()).collect();
+    (out, ev)
+}
+
+/// Delivers every message of `out` to `to`.
+fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
+    for o in out {
+        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
+    }
+}
+
+fn count(out: &[Outgoing], prefix: &str) -> usize {
+    out.iter()
+        .filter(|o| o.bytes.starts_with(prefix.as_bytes()))
+        .count()
+}
+
+/// Runs `ua`'s timers up to `until`; returns what it sent and reported meanwhile.
+fn run_timers(ua: &mut UserAgent, until: Instant) -> (Vec<Outgoing>, Vec<UaEvent>) {
+    let (mut out, mut ev) = (Vec::new(), Vec::new());
+    while let Some(t) = ua.poll_timeout().filter(|&t| t <= until) {
+        ua.handle_timeout(t);
+        let (o, e) = drain(ua);
+        out.extend(o);
+        ev.extend(e);
+    }
+    (out, ev)
+}
+
+/// What [`bob_answered`] gives: Alice, Bob and Carol, Alice's call, Bob's and Carol's, and
+/// Bob's 2xx.
+type Answered = (
+    UserAgent,
+    UserAgent,
+    UserAgent,
+    CallId,
+    CallId,
+    CallId,
+    Vec<Outgoing>,
+);
+
+/// Alice calls; Bob and Carol both get the INVITE; Bob answers and Alice ACKs him.
+fn bob_answered(now: Instant) -> Answered {
+    let mut alice = agent("alice", ALICE, 1);
+    let (mut bob, mut carol) = (agent("bob", BOB, 2), agent("carol", CAROL, 3));
+    let call = alice.call(
+        now,
+        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
+        Some(Bytes::from_static(b"v=0\r\n")),
+    );
+    let (invite, _) = drain(&mut alice);
+    assert_eq!(count(&invite, "INVITE "), 1, "{invite:?}");
+    let incoming = |ua: &mut UserAgent| {
+        deliver(ua, now, ALICE, &invite);
+        let (_, ev) = drain(ua);
+        match ev.first() {
+            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
+            _ => panic!("no incoming call: {ev:?}"),
+        }
+    };
+    let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
+    bob.answer(now, at_bob, Some(Bytes::from_static(b"v=0\r\n")));
+    let (ok, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &ok);
+    let (ack, _) = drain(&mut alice);
+    assert_eq!(count(&ack, "ACK "), 1, "{ack:?}");
+    deliver(&mut bob, now, ALICE, &ack);
+    drain(&mut bob);
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    (alice, bob, carol, call, at_bob, at_carol, ok)
+}
+
+/// Past Timer M (64·T1 after Bob's 2xx) Alice's INVITE transaction is gone, and with it what
+/// it remembered of the forks it ended. A 2xx of another fork then is a stray response (RFC
+/// 6026 §8.9: discarded): before the fix, each copy of it — Carol's retransmissions, or a peer
+/// sending ever new To tags — got an ACK and a BYE transaction of its own, with no bound
+/// (`MAX_FORKS_ENDED` only counts while the transaction lives). Carol, never ACKed, ends her
+/// dialog herself (RFC 3261 §13.3.1.4). Bob's own 2xx again is still ACKed through the call.
+#[test]
+fn another_forks_2xx_after_timer_m_gets_no_bye_transaction_per_copy() {
+    let start = Instant::now();
+    let (mut alice, _bob, mut carol, call, _, at_carol, bob_ok) = bob_answered(start);
+    let (out, _) = run_timers(&mut alice, start + Duration::from_secs(33));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    // Carol answers now (her phone rang long); each copy of her 2xx reaches Alice.
+    let now = start + Duration::from_secs(33);
+    carol.answer(now, at_carol, Some(Bytes::from_static(b"v=0\r\n")));
+    let (ok, _) = drain(&mut carol);
+    assert_eq!(count(&ok, "SIP/2.0 200 "), 1, "{ok:?}");
+    let mut byes = 0;
+    for _ in 0..5 {
+        deliver(&mut alice, now, CAROL, &ok);
+        let (out, ev) = drain(&mut alice);
+        byes += count(&out, "BYE ");
+        assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    }
+    // A peer answering with ever new To tags.
+    let text = String::from_utf8(ok[0].bytes.to_vec()).unwrap();
+    let tag_at = text.find(";tag=").unwrap() + 5;
+    for n in 0..40 {
+        let forged = format!("{}x{n}{}", &text[..tag_at], &text[tag_at..]);
+        alice.handle_message(now, Message::parse(forged.as_bytes()).unwrap(), addr(CAROL));
+        let (out, _) = drain(&mut alice);
+        byes += count(&out, "BYE ");
+    }
+    assert_eq!(byes, 0, "BYE transactions started for stray 2xx responses");
+    // Bob's own 2xx again is still ACKed (through the call), with no BYE.
+    deliver(&mut alice, now, BOB, &bob_ok);
+    let (out, _) = drain(&mut alice);
+    assert_eq!((count(&out, "ACK "), out.len()), (1, 1), "{out:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    // Carol gets no ACK: she ends her dialog with BYE after 64·T1 (§13.3.1.4).
+    let (out, ev) = run_timers(&mut carol, now + Duration::from_secs(40));
+    let first_byes = out
+        .iter()
+        .filter(|o| o.bytes.starts_with(b"BYE ") && !o.retransmission)
+        .count();
+    assert_eq!(first_byes, 1, "{out:?} {ev:?}");
+    assert_ne!(carol.call_state(at_carol), Some(CallState::Confirmed));
+}
