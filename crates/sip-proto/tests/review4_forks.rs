@@ -19,6 +19,10 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
+    agent_100rel(user, port, seed, false)
+}
+
+fn agent_100rel(user: &str, port: u16, seed: u64, use_100rel: bool) -> UserAgent {
     UserAgent::new(UaConfig {
         user: user.into(),
         domain: "example.test".into(),
@@ -33,7 +37,7 @@ fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
         timers: TimerConfig::default(),
         user_agent: "review4".into(),
         seed,
-        use_100rel: false,
+        use_100rel,
     })
 }
 
@@ -160,4 +164,84 @@ fn another_forks_2xx_after_timer_m_gets_no_bye_transaction_per_copy() {
         .count();
     assert_eq!(first_byes, 1, "{out:?} {ev:?}");
     assert_ne!(carol.call_state(at_carol), Some(CallState::Confirmed));
+}
+
+/// Carol's reliable 180 is PRACKed in her early dialog (CSeq = the INVITE's + 1), then Bob
+/// answers first. When Carol answers too, the BYE that ends her dialog must come after that
+/// PRACK in her dialog (RFC 3261 §12.2.1.1): before the fix it reused the PRACK's number
+/// (the INVITE's + 1) and Carol refused it with 500 (§12.2.2), so her dialog stayed up.
+#[test]
+fn the_bye_of_a_fork_comes_after_the_prack_sent_in_its_early_dialog() {
+    let now = Instant::now();
+    let mut alice = agent_100rel("alice", ALICE, 1, true);
+    let mut bob = agent_100rel("bob", BOB, 2, true);
+    let mut carol = agent_100rel("carol", CAROL, 3, true);
+    let call = alice.call(
+        now,
+        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
+        Some(Bytes::from_static(b"v=0\r\n")),
+    );
+    let (invite, _) = drain(&mut alice);
+    let incoming = |ua: &mut UserAgent| {
+        deliver(ua, now, ALICE, &invite);
+        let (_, ev) = drain(ua);
+        match ev.first() {
+            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
+            _ => panic!("no incoming call: {ev:?}"),
+        }
+    };
+    let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
+    // Carol rings reliably; Alice PRACKs; Carol answers the PRACK.
+    carol.ring(now, at_carol);
+    let (ringing, _) = drain(&mut carol);
+    assert!(
+        ringing.iter().any(|o| o.bytes.starts_with(b"SIP/2.0 180 ")
+            && String::from_utf8_lossy(&o.bytes).contains("RSeq:")),
+        "{ringing:?}"
+    );
+    deliver(&mut alice, now, CAROL, &ringing);
+    let (prack, _) = drain(&mut alice);
+    assert_eq!(count(&prack, "PRACK "), 1, "{prack:?}");
+    deliver(&mut carol, now, ALICE, &prack);
+    let (prack_ok, _) = drain(&mut carol);
+    assert_eq!(count(&prack_ok, "SIP/2.0 200 "), 1, "{prack_ok:?}");
+    deliver(&mut alice, now, CAROL, &prack_ok);
+    drain(&mut alice);
+    // Bob answers first: Alice's call is Bob's.
+    bob.answer(now, at_bob, Some(Bytes::from_static(b"v=0\r\n")));
+    let (ok, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &ok);
+    let (ack, _) = drain(&mut alice);
+    assert_eq!(count(&ack, "ACK "), 1, "{ack:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    // Carol answers: Alice ACKs her 2xx and ends her dialog with BYE, which Carol accepts.
+    carol.answer(now, at_carol, Some(Bytes::from_static(b"v=0\r\n")));
+    let (ok, _) = drain(&mut carol);
+    deliver(&mut alice, now, CAROL, &ok);
+    let (out, _) = drain(&mut alice);
+    assert_eq!(
+        (count(&out, "ACK "), count(&out, "BYE ")),
+        (1, 1),
+        "{out:?}"
+    );
+    let seq = |bytes: &[u8]| Message::parse(bytes).unwrap().cseq().unwrap().seq;
+    let bye = out.iter().find(|o| o.bytes.starts_with(b"BYE ")).unwrap();
+    assert!(
+        seq(&bye.bytes) > seq(&prack[0].bytes),
+        "BYE {} after PRACK {}",
+        seq(&bye.bytes),
+        seq(&prack[0].bytes)
+    );
+    deliver(&mut carol, now, ALICE, &out);
+    let (reply, ev) = drain(&mut carol);
+    assert_eq!(count(&reply, "SIP/2.0 200 "), 1, "{reply:?}");
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            UaEvent::Call(c, CallEvent::Ended { by_remote: true, .. }) if *c == at_carol
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(carol.call_state(at_carol), Some(CallState::Terminated));
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
 }
