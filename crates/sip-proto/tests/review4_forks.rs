@@ -245,3 +245,82 @@ fn the_bye_of_a_fork_comes_after_the_prack_sent_in_its_early_dialog() {
     assert_eq!(carol.call_state(at_carol), Some(CallState::Terminated));
     assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
 }
+
+/// Carol's 2xx as Bob's 2xx with Carol's To tag and Contact, through two proxies that
+/// Record-Route (`rr` as the 2xx lists them: the proxy nearest Carol first).
+fn carols_2xx(bob_ok: &[u8], rr: &str) -> Message {
+    let text = String::from_utf8(bob_ok.to_vec()).unwrap();
+    let to = text.find("\r\nTo: ").unwrap();
+    let tag_at = to + text[to..].find(";tag=").unwrap() + 5;
+    let text = format!("{}c{}", &text[..tag_at], &text[tag_at..]);
+    let contact = text.find("\r\nContact: ").unwrap() + 2;
+    let end = contact + text[contact..].find("\r\n").unwrap();
+    let text = format!(
+        "{}{rr}\r\nContact: <sip:carol@127.0.0.1:5066>{}",
+        &text[..contact],
+        &text[end..]
+    );
+    Message::parse(text.as_bytes()).unwrap()
+}
+
+/// The fork's ACK and BYE follow its route set: its 2xx's Record-Route reversed (§12.1.2),
+/// loose routing (Request-URI = its Contact, sent to the first route) and strict routing
+/// (Request-URI = the first route, its Contact last in Route; §12.2.1.1).
+#[test]
+fn a_forks_ack_and_bye_follow_its_record_route() {
+    for (rr, uri, routes) in [
+        (
+            "Record-Route: <sip:p2.example;lr>, <sip:p1.example;lr>",
+            "sip:carol@127.0.0.1:5066",
+            vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"],
+        ),
+        (
+            "Record-Route: <sip:p2.example;lr>\r\nRecord-Route: <sip:p1.example>",
+            "sip:p1.example",
+            vec!["<sip:p2.example;lr>", "<sip:carol@127.0.0.1:5066>"],
+        ),
+    ] {
+        let now = Instant::now();
+        let (mut alice, _bob, _carol, call, _, _, bob_ok) = bob_answered(now);
+        let carol_ok = carols_2xx(&bob_ok[0].bytes, rr);
+        assert_eq!(
+            carol_ok.headers.value(&sip_msg::HeaderName::Contact),
+            Some("<sip:carol@127.0.0.1:5066>")
+        );
+        alice.handle_message(now, carol_ok, addr(CAROL));
+        let (out, ev) = drain(&mut alice);
+        assert_eq!(
+            (count(&out, "ACK "), count(&out, "BYE ")),
+            (1, 1),
+            "{out:?}"
+        );
+        for o in &out {
+            let m = Message::parse(&o.bytes).unwrap();
+            assert_eq!(m.request_uri().unwrap().to_string(), uri, "{rr}");
+            let got: Vec<String> = m
+                .headers
+                .get_all(&sip_msg::HeaderName::Route)
+                .flat_map(|h| {
+                    h.value()
+                        .split(',')
+                        .map(|r| r.trim().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            assert_eq!(got, routes, "{rr}");
+            // Sent to the first route (p1), whatever its parameters.
+            assert!(
+                matches!(&o.destination, sip_proto::ua::Destination::Uri(u)
+                    if u.to_string().starts_with("sip:p1.example")),
+                "{rr}: {:?}",
+                o.destination
+            );
+            assert_eq!(
+                m.to().unwrap().tag().as_deref().map(|t| t.starts_with('c')),
+                Some(true)
+            );
+        }
+        assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+        assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    }
+}
