@@ -324,3 +324,78 @@ fn a_forks_ack_and_bye_follow_its_record_route() {
         assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
     }
 }
+
+/// Alice hangs up while Bob and Carol ring: her CANCEL is pending when both answer anyway
+/// (§9.1 race). Bob's 2xx is ACKed and his dialog ended with BYE (the call's), Carol's is
+/// ACKed and ended with a BYE of its own; each UAS accepts its BYE and ends its call.
+#[test]
+fn forks_answering_while_our_cancel_is_pending_are_each_acked_and_ended() {
+    let now = Instant::now();
+    let mut alice = agent("alice", ALICE, 1);
+    let (mut bob, mut carol) = (agent("bob", BOB, 2), agent("carol", CAROL, 3));
+    let call = alice.call(
+        now,
+        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
+        Some(Bytes::from_static(b"v=0\r\n")),
+    );
+    let (invite, _) = drain(&mut alice);
+    let incoming = |ua: &mut UserAgent| {
+        deliver(ua, now, ALICE, &invite);
+        let (_, ev) = drain(ua);
+        match ev.first() {
+            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
+            _ => panic!("no incoming call: {ev:?}"),
+        }
+    };
+    let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
+    bob.ring(now, at_bob);
+    let (ringing, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &ringing);
+    drain(&mut alice);
+    alice.hangup(now, call);
+    let (cancel, _) = drain(&mut alice);
+    assert_eq!(count(&cancel, "CANCEL "), 1, "{cancel:?}");
+    // The CANCEL is still on its way: both answer.
+    let mut ended = Vec::new();
+    for (ua, at, port) in [(&mut bob, at_bob, BOB), (&mut carol, at_carol, CAROL)] {
+        ua.answer(now, at, Some(Bytes::from_static(b"v=0\r\n")));
+        let (ok, _) = drain(ua);
+        deliver(&mut alice, now, port, &ok);
+        let (out, _) = drain(&mut alice);
+        assert_eq!(
+            (count(&out, "ACK "), count(&out, "BYE "), out.len()),
+            (1, 1, 2),
+            "{out:?}"
+        );
+        deliver(ua, now, ALICE, &out);
+        let (reply, ev) = drain(ua);
+        assert_eq!(count(&reply, "SIP/2.0 200 "), 1, "{reply:?}");
+        assert!(
+            ev.iter().any(|e| matches!(
+                e,
+                UaEvent::Call(
+                    _,
+                    CallEvent::Ended {
+                        by_remote: true,
+                        ..
+                    }
+                )
+            )),
+            "{ev:?}"
+        );
+        assert_eq!(ua.call_state(at), Some(CallState::Terminated));
+        ended.push(reply);
+    }
+    // Bob's answer to the BYE ends Alice's call; Carol's is nobody's business.
+    deliver(&mut alice, now, BOB, &ended[0]);
+    let (_, ev) = drain(&mut alice);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, UaEvent::Call(c, CallEvent::Ended { .. }) if *c == call)),
+        "{ev:?}"
+    );
+    deliver(&mut alice, now, CAROL, &ended[1]);
+    let (out, ev) = drain(&mut alice);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+}
