@@ -22,7 +22,7 @@ use crate::fifo::Fifo;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Route, To, Via, ViaBranch, ViaRef};
+use sip_msg::typed::{FromRef, Route, To, Via, ViaBranch, ViaRef};
 use sip_msg::{Header, HeaderName, Headers, HostRef, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
@@ -163,7 +163,11 @@ impl<'a> ServerKeyRef<'a> {
     /// The key of `req`, as [`TxnKey::of_server_request`] reads it.
     pub fn read(req: &'a Message) -> Option<Self> {
         let via = req.headers.view::<ViaRef>()?.ok()?;
-        let branch = via.branch()?;
+        let branch = match via.branch() {
+            Some(b) if b.starts_with(sip_msg::BRANCH_MAGIC) => b,
+            // An RFC 2543 client (§17.2.3): no magic cookie, or no branch at all. The rare path.
+            other => Cow::Owned(rfc2543_branch(req, other.as_deref())?),
+        };
         let method = match req.method()? {
             Method::Ack => Method::Invite,
             m => m,
@@ -216,6 +220,28 @@ impl<'a> ServerKeyRef<'a> {
             sent_by.eq_ignore_ascii_case(&key.sent_by)
         }
     }
+}
+
+/// The branch of the key of a request without the magic cookie (RFC 3261 §17.2.3: such a
+/// client may use one branch value, or none, for all its requests): its branch (if any),
+/// Request-URI, From tag, Call-ID and CSeq number joined by LF (which none of them can hold),
+/// so that a request matches the transaction whose request has the same ones and the same
+/// top Via (the rest of the key). The To tag is left out: an ACK matches its INVITE with the
+/// response's To tag, and a CANCEL matches it by these too (§9.2, its method aside).
+fn rfc2543_branch(req: &Message, branch: Option<&str>) -> Option<String> {
+    let from_tag = req.headers.view::<FromRef>()?.ok()?.tag();
+    let mut key = String::with_capacity(96);
+    key.push_str(branch.unwrap_or_default());
+    key.push('\n');
+    // Writing into a String never fails.
+    let _ = write!(key, "{}", req.request_uri()?);
+    key.push('\n');
+    key.push_str(from_tag.as_deref().unwrap_or_default());
+    key.push('\n');
+    key.push_str(&req.call_id()?);
+    key.push('\n');
+    sip_msg::push_decimal(&mut key, u64::from(req.cseq()?.seq));
+    Some(key)
 }
 
 /// Up to 64 bytes of text on the stack (a sent-by to compare without an allocation); a

@@ -364,6 +364,10 @@ struct KeptAck {
     /// The To tags of the other forks whose 2xx confirmed a dialog we ended with BYE
     /// (§13.2.2.4): each gets one BYE, and only its ACK again for a retransmitted 2xx.
     forks_ended: Vec<String>,
+    /// The highest CSeq number the call used before its first 2xx: the INVITE's, or a PRACK's
+    /// or an UPDATE's in an early dialog (which may be another fork's). A fork's BYE comes
+    /// after it (§12.2.1.1; its UAS refuses a lower or equal number with 500, §12.2.2).
+    last_seq: u32,
 }
 
 /// The most other forks of one INVITE ended with BYE ([`KeptAck::forks_ended`]): a real
@@ -377,6 +381,7 @@ impl KeptAck {
             destination,
             bytes,
             forks_ended: Vec::new(),
+            last_seq: 0,
         })
     }
 }
@@ -1488,7 +1493,20 @@ impl UserAgent {
     /// (RFC 3261 §13.2.2.4, RFC 6026 §8.4: until Timer M). The transaction is still at work
     /// when its first 2xx is handled; a finished record is looked at too.
     fn keep_invite_ack(&mut self, id: CallId, ack: &Outgoing) {
-        let kept = || KeptAck::new((ack.destination.clone(), ack.bytes.clone()));
+        // The confirmed dialog continues from the early dialog's numbers (`on_invite_response`).
+        let last_seq = self
+            .slot(id)
+            .and_then(|i| self.calls.get(i))
+            .and_then(|s| match s {
+                Slot::Live(c) => c.dialog.as_ref().map(|d| d.local_seq),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let kept = || {
+            let mut k = KeptAck::new((ack.destination.clone(), ack.bytes.clone()));
+            k.last_seq = last_seq;
+            k
+        };
         if let Some(e) = self
             .client
             .iter_mut()
@@ -1520,18 +1538,28 @@ impl UserAgent {
         let Some((out, fork)) = self.ack_again(kept, resp) else {
             return;
         };
-        push_out(&mut self.queues, out);
-        if let (Owner::Invite(id), Some((tag, dialog))) = (owner, fork)
-            && self.note_fork_ended(id, tag)
-        {
-            self.send_fork_bye(now, id, dialog);
+        match (owner, fork) {
+            (Owner::Invite(id), Some((tag, dialog))) => match self.note_fork_ended(id, tag) {
+                Some(Some(last_seq)) => {
+                    push_out(&mut self.queues, out);
+                    self.send_fork_bye(now, id, dialog, last_seq);
+                }
+                Some(None) => push_out(&mut self.queues, out),
+                // The INVITE's transaction is gone (past Timer M, RFC 6026 §7.2): another
+                // fork's 2xx is a stray response, discarded (§8.9); its UAS, never ACKed,
+                // ends that dialog itself (RFC 3261 §13.3.1.4). Nothing is left to remember
+                // the forks by, so an ACK and a BYE here would be sent for every copy.
+                None => {}
+            },
+            _ => push_out(&mut self.queues, out),
         }
     }
 
     /// Records that the fork with To tag `tag` of call `id`'s INVITE is being ended with BYE,
-    /// in the ACK its transaction keeps (until Timer M). False when it was already, or when
-    /// [`MAX_FORKS_ENDED`] forks were.
-    fn note_fork_ended(&mut self, id: CallId, tag: String) -> bool {
+    /// in the ACK its transaction keeps (until Timer M): the CSeq number its BYE comes after
+    /// ([`KeptAck::last_seq`]). `Some(None)` when it was already, or when [`MAX_FORKS_ENDED`]
+    /// forks were; `None` when the transaction is gone (past Timer M).
+    fn note_fork_ended(&mut self, id: CallId, tag: String) -> Option<Option<u32>> {
         let owner = Owner::Invite(id);
         let kept = self
             .client
@@ -1544,24 +1572,21 @@ impl UserAgent {
                     _ => None,
                 })
             });
-        match kept {
-            Some(k) if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED => {
-                false
-            }
-            Some(k) => {
-                k.forks_ended.push(tag);
-                true
-            }
-            // The INVITE's transaction is gone (past Timer M): nothing can bring this 2xx
-            // again, nothing to remember.
-            None => true,
+        let k = kept?;
+        if k.forks_ended.contains(&tag) || k.forks_ended.len() >= MAX_FORKS_ENDED {
+            return Some(None);
         }
+        k.forks_ended.push(tag);
+        Some(Some(k.last_seq))
     }
 
     /// Ends the dialog another fork's 2xx confirmed (already ACKed) with BYE
     /// (RFC 3261 §13.2.2.4, §15.1.1). The call itself is not that dialog: nothing of the
-    /// call changes, and the BYE's outcome is not reported as a call event.
-    fn send_fork_bye(&mut self, now: Instant, id: CallId, mut dialog: Dialog) {
+    /// call changes, and the BYE's outcome is not reported as a call event. Its CSeq comes
+    /// after `last_seq`, the highest the call used before its first 2xx (a PRACK in this
+    /// fork's early dialog, §12.2.1.1).
+    fn send_fork_bye(&mut self, now: Instant, id: CallId, mut dialog: Dialog, last_seq: u32) {
+        dialog.local_seq = dialog.local_seq.max(last_seq);
         let (via, branch) = self.new_via_branch();
         let bye = self
             .common(dialog.request_via_text(Method::Bye, via, None))
