@@ -2508,7 +2508,12 @@ impl<'a> Shard<'a> {
 
     fn finish(&mut self, idx: usize) {
         // What the endpoint sent last leaves first, so a refusal still reaches its report.
-        self.flush_udp();
+        // Only then: an endpoint usually finishes on an answer, with nothing of its own
+        // queued, and a flush for it broke the turn's batch in two (at 3,000/s with two
+        // calls per endpoint that was a third of the `sendmmsg` calls).
+        if self.udp_out.holds(|&(i, _)| i == idx) {
+            self.flush_udp();
+        }
         let events = self.events.clone();
         let keep = self.plan.keep_all_traces;
         let ep = &mut self.endpoints[idx];
