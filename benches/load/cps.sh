@@ -16,7 +16,8 @@
 # CPS_UAS_BUFF=BYTES gives the SIPp UAS that socket buffer size (-buff_size; SIPp's default
 # is 65535, which a burst of ~28 loopback datagrams fills); CPS_RCVBUF=BYTES asks that
 # SO_RCVBUF for sipmeter's socket (udp_recv_buffer). Both unset: the defaults, as before.
-# CPS_NO_SIPP_UAC=1 runs sipmeter only, CPS_NO_SIPMETER=1 SIPp's UAC only.
+# CPS_NO_SIPP_UAC=1 runs sipmeter only, CPS_NO_SIPMETER=1 SIPp's UAC only. Which socket
+# dropped datagrams (SIPp's UAS or sipmeter's): run benches/load/udpdrops.py beside it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
