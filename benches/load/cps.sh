@@ -16,6 +16,8 @@
 # CPS_UAS_BUFF=BYTES gives the SIPp UAS that socket buffer size (-buff_size; SIPp's default
 # is 65535, which a burst of ~28 loopback datagrams fills); CPS_RCVBUF=BYTES asks that
 # SO_RCVBUF for sipmeter's socket (udp_recv_buffer). Both unset: the defaults, as before.
+# CPS_NO_SIPP_UAC=1 runs sipmeter only, CPS_NO_SIPMETER=1 SIPp's UAC only. Which socket
+# dropped datagrams (SIPp's UAS or sipmeter's): run benches/load/udpdrops.py beside it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -69,6 +71,8 @@ for RATE in "${RATES[@]}"; do
   FAILED=$(awk -F';' 'NR==1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") c = i } END { print $c + 0 }' "$WORK/sipp.csv")
   report "SIPp UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$CALLS" "$FAILED"
   fi
+  # CPS_NO_SIPMETER=1 skips sipmeter's run (to find SIPp's own highest rate).
+  [[ -z ${CPS_NO_SIPMETER:-} ]] || continue
 
   PORT=$(free_port); start_uas "$PORT"
   ENDPOINTS=$(( RATE < 100 ? 100 : RATE ))
@@ -101,8 +105,11 @@ TOML
     $WRAP "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
   stop_uas "$PORT"
   read -r W U S R <<< "$(times "$WORK/sipmeter.time")"
-  read -r OK ATT LATE <<< "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["calls_answered"], s["calls_attempted"], s["late_timers"])' "$WORK/report.json")"
+  read -r OK ATT LATE DIALS <<< "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; print(s["calls_answered"], s["calls_attempted"], s["late_timers"], round(s.get("offered_cps") or 0))' "$WORK/report.json")"
   report "sipmeter UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$ATT" "$((ATT - OK))"
+  # The rate above counts the whole run (start-up and report included), as SIPp's does;
+  # this is the rate the calls were dialled at, first dial to last.
+  printf '%-24s dialled at %d calls/s\n' "" "$DIALS"
   if [[ -n ${CPS_PERF:-} ]]; then
     awk -F, -v c="$ATT" '$3 ~ /task-clock/ { t = $1 } $3 ~ /context-switches/ { cs = $1 }
       END { printf "%-24s perf stat: task-clock %.0f ms = %.1f µs/call, %d context switches = %.2f per call\n", "", t, t * 1000 / c, cs, cs / c }' "$WORK/perf.csv"

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use serde::Serialize;
+use sip_msg::typed::{CallIdRef, ViaRef};
 use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
@@ -2508,7 +2509,12 @@ impl<'a> Shard<'a> {
 
     fn finish(&mut self, idx: usize) {
         // What the endpoint sent last leaves first, so a refusal still reaches its report.
-        self.flush_udp();
+        // Only then: an endpoint usually finishes on an answer, with nothing of its own
+        // queued, and a flush for it broke the turn's batch in two (at 3,000/s with two
+        // calls per endpoint that was a third of the `sendmmsg` calls).
+        if self.udp_out.holds(|&(i, _)| i == idx) {
+            self.flush_udp();
+        }
         let events = self.events.clone();
         let keep = self.plan.keep_all_traces;
         let ep = &mut self.endpoints[idx];
@@ -2688,19 +2694,30 @@ impl<'a> Shard<'a> {
                 return;
             }
         };
+        // The Call-ID, read in place: `call_id()` is the same parse plus a copy, and was
+        // made twice per message (here and for the check below), with a full owned Via.
+        let cid = msg
+            .headers
+            .view::<CallIdRef>()
+            .and_then(Result::ok)
+            .map(|c| c.0);
         // A message missing what transactions need is the server's fault: say exactly what.
-        let broken = if msg.top_via().and_then(|v| v.branch()).is_none()
+        // (`ViaRef` reads what `top_via()` reads, without the copy.)
+        let broken = if msg
+            .headers
+            .view::<ViaRef>()
+            .and_then(Result::ok)
+            .and_then(|v| v.branch())
+            .is_none()
             || msg.cseq().is_none()
-            || msg.call_id().is_none()
+            || cid.is_none()
         {
             let mut copy = msg.clone();
             copy.validate().err().map(|e| e.to_string())
         } else {
             None
         };
-        // The Call-ID once (each `call_id()` is a parse and a copy).
-        let cid = msg.call_id();
-        let by_cid = |m: &CallRoutes| cid.as_deref().and_then(|c| m.get(c));
+        let by_cid = |m: &CallRoutes| cid.and_then(|c| m.get(c));
         let by_user = match on {
             None if msg.is_request() => msg
                 .request_uri()
@@ -2722,18 +2739,18 @@ impl<'a> Shard<'a> {
         let mut new_call = false;
         if !routed
             && let Some(cid) = cid
-            && !self.by_call_id.contains(&cid)
+            && !self.by_call_id.contains(cid)
         {
             new_call = msg.method() == Some(Method::Invite);
             if new_call && self.endpoints[idx].active_call.is_some() {
                 // A second call while busy is refused (486): its route goes with its
                 // transaction, the current call's stays.
                 self.by_call_id
-                    .retire(cid.clone(), now, self.plan.timers.t1.saturating_mul(64));
+                    .retire(cid.to_owned(), now, self.plan.timers.t1.saturating_mul(64));
             } else if new_call {
-                self.call_route(idx, now, cid.clone());
+                self.call_route(idx, now, cid.to_owned());
             }
-            self.by_call_id.insert(cid, idx);
+            self.by_call_id.insert(cid.to_owned(), idx);
         }
         let at = now - self.start;
         self.note_retry_after(idx, &msg);

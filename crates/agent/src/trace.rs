@@ -114,6 +114,9 @@ pub struct Trace {
     omitted: Option<usize>,
 }
 
+/// Room for a plain call's records (7) and the note that stands for the calls before it.
+const CALL_RECORDS: usize = 8;
+
 #[derive(Debug)]
 enum Item {
     Message {
@@ -203,6 +206,12 @@ impl Trace {
     /// end already count as this call's).
     pub fn call_begins(&mut self) {
         self.call_start.get_or_insert(self.items.len());
+        // Room for a whole call's records at once (a plain call is 7: INVITE, 100, 180,
+        // 200, ACK, BYE, 200) rather than growing 0 → 4 → 8 in the first call. Later calls
+        // reuse the room a dropped call left (its records become one `Omitted`).
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(CALL_RECORDS);
+        }
     }
 
     /// Entries and messages so far.
@@ -330,6 +339,26 @@ mod tests {
         assert_eq!(texts[8], "BYE timed out");
         assert_eq!(texts[9], "INVITE call 5");
         assert_eq!(texts.len(), 14);
+    }
+
+    #[test]
+    fn calls_that_end_well_reuse_the_room_of_the_first() {
+        let mut t = Trace::default();
+        assert_eq!(
+            t.items.capacity(),
+            0,
+            "an endpoint that never calls holds nothing"
+        );
+        for n in 1..=100 {
+            t.call_begins();
+            call(&mut t, n);
+            // Two more records: a plain call has seven (100 and 180 too).
+            t.push(TraceEntry::note("100".into(), Duration::from_secs(n)));
+            t.push(TraceEntry::note("180".into(), Duration::from_secs(n)));
+            assert_eq!(t.items.capacity(), CALL_RECORDS, "call {n} grew the trace");
+            t.call_ended(false);
+        }
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

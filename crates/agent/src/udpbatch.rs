@@ -72,6 +72,12 @@ impl<T> SendQueue<T> {
         self.items.len()
     }
 
+    /// Whether a queued datagram's tag satisfies `pred` (a scan of at most a batch or so:
+    /// the queue is flushed whenever [`SEND_BATCH`] wait).
+    pub fn holds(&self, mut pred: impl FnMut(&T) -> bool) -> bool {
+        self.items.iter().any(|o| pred(&o.tag))
+    }
+
     /// Writes the queue in order, up to [`SEND_BATCH`] datagrams per call of `send` (one
     /// `sendmmsg`, see [`send_batch`]), until it is empty (`Ok`) or the socket would block
     /// (`Err(WouldBlock)`: the rest stays queued, in order). A datagram the kernel refuses
@@ -387,6 +393,10 @@ mod tests {
         );
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
         assert_eq!(q.len(), 3);
+        // What left is no longer held; what waits is (the engine flushes a finishing
+        // endpoint's datagrams only when it has some queued).
+        assert!(!q.holds(|&t| t == 1));
+        assert!(q.holds(|&t| t == 2) && q.holds(|&t| t == 4));
         q.flush(
             |items| {
                 sent.extend(items.iter().map(|o| o.tag));
@@ -396,6 +406,7 @@ mod tests {
         )
         .unwrap();
         assert!(q.is_empty());
+        assert!(!q.holds(|_| true));
         assert_eq!(sent, vec![0, 1, 2, 3, 4]);
     }
 
