@@ -822,6 +822,12 @@ impl Headers {
         self.list.push(header);
     }
 
+    /// Room for exactly `additional` more headers (no doubling): for a message kept a long
+    /// time that gets one header more (a request re-sent with credentials).
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.list.reserve_exact(additional);
+    }
+
     /// Inserts a header before all others (e.g. a new top Via).
     pub fn push_front(&mut self, header: Header) {
         self.list.insert(0, header);

@@ -181,6 +181,14 @@ impl Message {
         self.body = body;
     }
 
+    /// Takes the body out, leaving it empty and the headers as they are (Content-Type and
+    /// Content-Length still describe the body taken): for a received message kept only for
+    /// its headers, whose body (a slice of the whole datagram, which it keeps alive) is read
+    /// once.
+    pub fn take_body(&mut self) -> Bytes {
+        std::mem::take(&mut self.body)
+    }
+
     /// What a lenient parse tolerated (also filled by [`Message::validate`]).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings

@@ -162,11 +162,25 @@ fn side(
 
 /// Every Record-Route entry, read in place and copied (as the owned parse gives them).
 fn record_routes(msg: &Message) -> Vec<NameAddr> {
-    msg.headers
-        .view_all::<RecordRouteRef>()
-        .filter_map(Result::ok)
-        .map(|r| r.0.into_owned())
-        .collect()
+    // Room for one entry per Record-Route line (the usual one entry a line): collected from a
+    // filtering iterator the list would start with room for 4 (a `NameAddr` is 224 bytes),
+    // and a dialog keeps its route set for its whole life.
+    let lines = msg.headers.get_all(&HeaderName::RecordRoute).count();
+    if lines == 0 {
+        return Vec::new();
+    }
+    let mut routes = Vec::with_capacity(lines);
+    routes.extend(
+        msg.headers
+            .view_all::<RecordRouteRef>()
+            .filter_map(Result::ok)
+            .map(|r| r.0.into_owned()),
+    );
+    if routes.capacity() > routes.len() {
+        // Several entries on one line (or a line that did not read): the exact room.
+        routes.shrink_to_fit();
+    }
+    routes
 }
 
 impl Dialog {
@@ -528,6 +542,52 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 .map(|r| r.unwrap().0)
                 .collect();
             assert_eq!(d.route_set, routes, "{rr}");
+        }
+    }
+
+    /// A dialog keeps its route set for its whole life: the list has room for exactly its
+    /// entries (collected from a filtering iterator it had room for 4 of 224 bytes each),
+    /// whether the entries come one a line or several on one line, on either side.
+    #[test]
+    fn route_sets_are_kept_in_lists_of_their_exact_size() {
+        for (rr, n) in [
+            ("", 0),
+            ("Record-Route: <sip:p1.example;lr>\r\n", 1),
+            (
+                "Record-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2.example;lr>\r\n",
+                2,
+            ),
+            (
+                "Record-Route: <sip:p1.example;lr>, \"P\" <sip:10.0.0.1:5080;lr>, <sip:p3;lr>\r\n",
+                3,
+            ),
+            (
+                "Record-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2;lr>, <sip:p3;lr>\r\n",
+                3,
+            ),
+        ] {
+            let req = Message::parse(format!(
+                "INVITE sip:bob@b.example SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:alice@192.0.2.1>\r\n{rr}Content-Length: 0\r\n\r\n"
+            ).as_bytes())
+            .unwrap();
+            let uas = Dialog::from_uas(&req, "lt").unwrap();
+            assert_eq!(uas.route_set.len(), n, "{rr}");
+            assert_eq!(uas.route_set.capacity(), n, "{rr}");
+            let resp = Message::parse(format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
+From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>;tag=tt\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:bob@192.0.2.2>\r\n{rr}Content-Length: 0\r\n\r\n"
+            ).as_bytes())
+            .unwrap();
+            let uac = Dialog::from_uac(&req, &resp).unwrap();
+            assert_eq!(uac.route_set.len(), n, "{rr}");
+            assert_eq!(uac.route_set.capacity(), n, "{rr}");
+            // The UAC's is the UAS's reversed (§12.1.2).
+            let mut reversed = uas.route_set.clone();
+            reversed.reverse();
+            assert_eq!(uac.route_set, reversed, "{rr}");
         }
     }
 

@@ -1658,6 +1658,9 @@ impl UserAgent {
         invite.headers.set(Header::new(HeaderName::Via, via));
         invite.headers.remove(&HeaderName::Authorization);
         invite.headers.remove(&HeaderName::ProxyAuthorization);
+        // Room for exactly the credentials: the list was made to fit the first INVITE, and a
+        // doubled list (12 spare slots of 56 bytes) would be kept until the 2xx is ACKed.
+        invite.headers.reserve_exact(1);
         invite.headers.push(header);
         let invite = call.invite.clone();
         call.provisional_seen = false;
@@ -2001,7 +2004,7 @@ impl UserAgent {
     }
 
     /// A new INVITE, whose server transaction was just pushed (the last of `server`).
-    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
+    fn on_new_invite(&mut self, now: Instant, mut req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         let dialog = match Dialog::from_uas(&req, &local_tag) {
             Ok(d) => d,
@@ -2025,6 +2028,10 @@ impl UserAgent {
         }
         let from = from_uri_text(&req);
         let offer = sdp_of(&req);
+        // The call keeps the INVITE for its headers only (the responses copy them): its body
+        // is a slice of the whole datagram and would keep it alive until the final response
+        // (about 900 bytes a ringing call). The offer goes to the event as the body it is.
+        drop(req.take_body());
         first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: false,
@@ -3456,6 +3463,48 @@ mod tests {
         assert_eq!(p.a.call_state(first), None);
         assert!(p.a.call_state(second).is_some());
         assert_eq!(p.a.calls.len(), 1);
+    }
+
+    /// The callee keeps the INVITE for its headers only: the offer is reported with the
+    /// incoming call, the kept copy holds no body (which would keep the whole datagram), and
+    /// the ringing and the answer are still built from its headers.
+    #[test]
+    fn the_kept_incoming_invite_holds_no_body_and_the_offer_is_reported() {
+        let mut p = Pair::new();
+        let call = p.a.call(
+            p.now,
+            Pair::bob_uri(),
+            Some(Bytes::from_static(b"v=0\r\ns=offer\r\n")),
+        );
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        assert!(p.events_b.iter().any(|e| matches!(e,
+            UaEvent::Call(_, CallEvent::Incoming { offer: Some(o), .. }) if o.as_ref() == b"v=0\r\ns=offer\r\n")));
+        let kept = p.b.call_ref(bob_call).unwrap().invite.clone().unwrap();
+        assert!(kept.body().is_empty());
+        assert_eq!(kept.method(), Some(Method::Invite));
+        assert_eq!(
+            kept.headers.value(&HeaderName::ContentType),
+            Some("application/sdp")
+        );
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_millis(50));
+        p.b.answer(
+            p.now,
+            bob_call,
+            Some(Bytes::from_static(b"v=0\r\ns=answer\r\n")),
+        );
+        p.run(Duration::from_millis(100));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Progress { code: 180, .. }
+        )));
+        assert!(has(
+            &p.events_a,
+            |c| matches!(c, CallEvent::Answered { sdp: Some(s) } if s.as_ref() == b"v=0\r\ns=answer\r\n")
+        ));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
     }
 
     #[test]
