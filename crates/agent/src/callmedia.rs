@@ -27,6 +27,7 @@ use tokio::io::unix::AsyncFd;
 mod fdtable;
 mod probe;
 mod realtime;
+mod slice;
 mod thp;
 mod timerfd;
 
@@ -196,17 +197,113 @@ thread_local! {
 /// Sets up a shard's thread for media before its loop starts: its media grid's phase
 /// ([`set_grid_phase`]) and, when `SIPMETER_MEDIA_RT` asks for it, real-time scheduling
 /// (`callmedia/realtime.rs`; a refusal is printed once per shard and the run goes on).
+///
+/// Without real-time scheduling the shard asks for a short time slice (`callmedia/slice.rs`,
+/// `SIPMETER_MEDIA_SLICE_US`, default [`DEFAULT_SLICE_US`]; `0` keeps the kernel's slice):
+/// a woken shard then preempts a longer-slice task at once instead of waiting for the
+/// scheduler tick. A kernel that refuses or ignores it is said once per shard and the run
+/// goes on.
 pub fn shard_thread_setup(index: usize, shards: usize) {
     set_grid_phase(index, shards);
     match realtime::priority_from_env() {
         None => {}
         Some(Err(e)) => eprintln!("sipmeter: {e}"),
-        Some(Ok(p)) => {
-            if let Err(e) = realtime::set_fifo(p) {
+        Some(Ok(p)) => match realtime::set_fifo(p) {
+            Ok(()) => return,
+            Err(e) => {
                 eprintln!(
                     "sipmeter: shard {index}: SCHED_FIFO {p} refused ({e}); normal scheduling"
                 );
             }
+        },
+    }
+    match slice_from_env() {
+        Err(e) => eprintln!("sipmeter: {e}"),
+        Ok(0) => {}
+        Ok(us) => match slice::set_slice(us) {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "sipmeter: shard {index}: a {us} µs time slice was not kept (kernel older \
+                 than 6.12?); the kernel's default slice"
+            ),
+            Err(e) => eprintln!(
+                "sipmeter: shard {index}: a {us} µs time slice refused ({e}); the kernel's \
+                 default slice"
+            ),
+        },
+    }
+}
+
+/// The shards' time slice when `SIPMETER_MEDIA_SLICE_US` does not say: 100 µs, the
+/// shortest the kernel takes (a pass at 3,000 calls is 0.5–0.8 ms, so a shard is
+/// rescheduled within its pass only when another task is due, never for the slice alone:
+/// a running short-slice task is preempted only by a task with an earlier deadline).
+pub const DEFAULT_SLICE_US: u64 = 100;
+
+/// `SIPMETER_MEDIA_SLICE_US`: the shards' time slice in µs (100–100,000; `0` or `off`: the
+/// kernel's default). An unreadable value is an error (the default is used).
+fn slice_from_env() -> Result<u64, String> {
+    let Ok(v) = std::env::var("SIPMETER_MEDIA_SLICE_US") else {
+        return Ok(DEFAULT_SLICE_US);
+    };
+    match v.trim() {
+        "" => Ok(DEFAULT_SLICE_US),
+        "off" | "0" => Ok(0),
+        t => match t.parse::<u64>() {
+            Ok(us) if (100..=100_000).contains(&us) => Ok(us),
+            _ => Err(format!(
+                "SIPMETER_MEDIA_SLICE_US={t}: want 100 to 100000 (µs) or 0; the kernel's slice"
+            )),
+        },
+    }
+}
+
+/// The run's threads that are not on the media clock (the collector, the built-in
+/// registrar's worker, the progress printer) call this while media runs: the thread goes
+/// under `SCHED_BATCH` (its nice level kept; `callmedia/slice.rs`), so when it wakes it does
+/// not preempt a shard in its pass; it still gets its fair share of the CPU. The thread is
+/// put back as it was when the guard is dropped (its nice level only where the privilege
+/// allows). `SIPMETER_MEDIA_BATCH`: `0` or `off` leaves the threads as they are, `N` (1–19)
+/// also raises their nice level to N; unset: [`BACKGROUND_NICE`]. A refusal is said and
+/// changes nothing else.
+pub fn background_thread(what: &str) -> Background {
+    let nice = match std::env::var("SIPMETER_MEDIA_BATCH")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("0" | "off") => return Background(None),
+        Ok("" | "on") | Err(_) => BACKGROUND_NICE,
+        Ok(v) => match v.parse::<i32>() {
+            Ok(n) if (1..=19).contains(&n) => n,
+            _ => {
+                eprintln!("sipmeter: SIPMETER_MEDIA_BATCH={v}: want 0, on or a nice level 1–19");
+                BACKGROUND_NICE
+            }
+        },
+    };
+    match slice::set_batch(nice) {
+        Ok(saved) => Background(Some(saved)),
+        Err(e) => {
+            eprintln!("sipmeter: {what}: SCHED_BATCH refused ({e}); normal scheduling");
+            Background(None)
+        }
+    }
+}
+
+/// The nice level of the run's threads that are not on the media clock
+/// ([`background_thread`]) unless `SIPMETER_MEDIA_BATCH` says.
+pub const BACKGROUND_NICE: i32 = 0;
+
+/// The calling thread's scheduling before [`background_thread`], put back on drop (on the
+/// same thread: drop it where it was made).
+#[derive(Debug)]
+#[must_use = "the thread is put back as it was when this is dropped"]
+pub struct Background(Option<slice::Saved>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0.take() {
+            let _ = slice::restore(saved);
         }
     }
 }
