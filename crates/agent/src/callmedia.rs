@@ -25,6 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
 
 mod fdtable;
+mod pacer;
 mod probe;
 mod realtime;
 mod slice;
@@ -32,6 +33,7 @@ mod thp;
 mod timerfd;
 
 pub use fdtable::reserve as reserve_descriptors;
+pub use pacer::MediaPacer;
 pub use probe::LoopProbe;
 pub use thp::disable as disable_huge_pages;
 
@@ -461,69 +463,6 @@ impl MediaDriver {
     /// True when the last [`Self::poll_ready`] may have left events behind.
     pub fn batch_full(n: usize) -> bool {
         n == EVENTS_PER_POLL
-    }
-}
-
-/// The media deadlines of a shard's calls (next RTP/RTCP send, next per-second sample),
-/// apart from the SIP timer heap: a paced send needs none of the endpoint's SIP work (UA
-/// timers, script, actions), so the shard pops every deadline due in a pass and runs only
-/// the call's media ([`CallMedia::on_timeout`]). One entry per endpoint is live; re-arming
-/// leaves the old heap entry behind, skipped when it comes up.
-#[derive(Debug, Default)]
-pub struct MediaPacer {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
-    /// Each endpoint's live deadline.
-    armed: Vec<Option<Instant>>,
-    /// Endpoints with a live deadline (calls whose media runs).
-    live: usize,
-}
-
-impl MediaPacer {
-    /// Sets endpoint `idx`'s next media deadline (`None`: no media running).
-    pub fn set(&mut self, idx: usize, at: Option<Instant>) {
-        if self.armed.len() <= idx {
-            self.armed.resize(idx + 1, None);
-        }
-        let slot = &mut self.armed[idx];
-        if *slot == at {
-            return;
-        }
-        match (slot.is_some(), at.is_some()) {
-            (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
-            _ => {}
-        }
-        *slot = at;
-        if let Some(at) = at {
-            self.heap.push(std::cmp::Reverse((at, idx)));
-        }
-    }
-
-    /// The earliest live deadline (stale entries on top are dropped).
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(std::cmp::Reverse((at, idx))) = self.heap.peek().copied() {
-            if self.armed.get(idx).copied().flatten() == Some(at) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// The next endpoint whose deadline is at or before `now`, and that deadline (it is
-    /// cleared: set the next one after running its media).
-    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, Instant)> {
-        let at = self.next_deadline().filter(|at| *at <= now)?;
-        let std::cmp::Reverse((_, idx)) = self.heap.pop()?;
-        debug_assert_eq!(self.armed[idx], Some(at));
-        self.armed[idx] = None;
-        self.live -= 1;
-        Some((idx, at))
-    }
-
-    /// True while some call's media runs.
-    pub fn active(&self) -> bool {
-        self.live > 0
     }
 }
 
@@ -1113,7 +1052,7 @@ impl CallMedia {
             if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
             }
-            match sock.send_to(&self.out, to) {
+            match crate::rxstamp::send_to(sock, &self.out, &socket2::SockAddr::from(to)) {
                 Ok(_) => {}
                 // An ICMP port-unreachable from an earlier datagram (the peer closed its
                 // port, e.g. before our final RTCP BYE): not a failure of the generator.
@@ -1485,31 +1424,6 @@ mod tests {
         assert_eq!(sample.sent.packets, 51);
         // Taken once.
         assert!(a.sample_due(end).is_none());
-    }
-
-    #[test]
-    fn pacer_hands_out_each_live_deadline_once_in_order() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut p = MediaPacer::default();
-        assert!(!p.active());
-        p.set(3, Some(ms(20)));
-        p.set(1, Some(ms(10)));
-        p.set(1, Some(ms(30))); // re-armed: the 10 ms entry is stale
-        p.set(5, Some(ms(5)));
-        p.set(5, None); // media ended
-        assert!(p.active());
-        assert_eq!(p.next_deadline(), Some(ms(20)));
-        assert_eq!(p.pop_due(ms(19)), None);
-        assert_eq!(p.pop_due(ms(40)), Some((3, ms(20))));
-        assert_eq!(p.pop_due(ms(40)), Some((1, ms(30))));
-        assert_eq!(p.pop_due(ms(40)), None);
-        assert!(!p.active());
-        // Same deadline twice: one entry handed out.
-        p.set(2, Some(ms(50)));
-        p.set(2, Some(ms(50)));
-        assert_eq!(p.pop_due(ms(60)), Some((2, ms(50))));
-        assert_eq!((p.pop_due(ms(60)), p.next_deadline()), (None, None));
     }
 
     #[tokio::test]
