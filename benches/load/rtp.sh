@@ -30,12 +30,12 @@ ulimit -n 65536 2>/dev/null || true
 
 # The shards' scheduling as asked (docs/notes-rtpsched.md): SCHED_FIFO, else a short slice
 # (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the run's other threads
-# under SCHED_BATCH (SIPMETER_MEDIA_BATCH=0: not; =N: also nice N). What the kernel refused is printed under
-# each run's row.
+# under SCHED_BATCH, the collector and printer at nice 10 (SIPMETER_MEDIA_BATCH=0: not;
+# =on: nice kept; =N: nice N). What the kernel refused is printed under each run's row.
 sched_note() {
-  local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-on}
+  local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-}
   [[ $s == 0 || $s == off ]] && s="kernel's" || s="$s µs"
-  case $b in 0|off) b="normal" ;; on|"") b="SCHED_BATCH" ;; *) b="SCHED_BATCH nice $b" ;; esac
+  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH (collector, printer nice 10)" ;; *) b="SCHED_BATCH nice $b" ;; esac
   echo "shard slice $s, other threads $b"
 }
 echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}; $(sched_note)"

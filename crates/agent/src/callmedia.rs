@@ -262,24 +262,31 @@ fn slice_from_env() -> Result<u64, String> {
 
 /// The run's threads that are not on the media clock (the collector, the built-in
 /// registrar's worker, the progress printer) call this while media runs: the thread goes
-/// under `SCHED_BATCH` (its nice level kept; `callmedia/slice.rs`), so when it wakes it does
-/// not preempt a shard in its pass; it still gets its fair share of the CPU. The thread is
-/// put back as it was when the guard is dropped (its nice level only where the privilege
-/// allows). `SIPMETER_MEDIA_BATCH`: `0` or `off` leaves the threads as they are, `N` (1–19)
-/// also raises their nice level to N; unset: [`BACKGROUND_NICE`]. A refusal is said and
-/// changes nothing else.
-pub fn background_thread(what: &str) -> Background {
+/// under `SCHED_BATCH` (`callmedia/slice.rs`), so when it wakes it does not preempt a shard
+/// in its pass, at nice level `nice` (or its own, if lower in priority). Under EEVDF two
+/// runnable threads of equal weight share a CPU half and half, whatever their slices: a
+/// shard that needs 75 % of its CPU falls behind while the collector works off a burst
+/// (≈ 4 ms of per-second samples) on the same CPU; at nice 10 the collector gets ≈ 10 % of
+/// it then, and all it wants when the shard sleeps. The registrar is kept at its nice level
+/// (it answers the calls being set up: at nice 10 an INVITE was retransmitted).
+///
+/// The thread is put back as it was when the guard is dropped (its nice level only where
+/// the privilege allows: `RLIMIT_NICE`). `SIPMETER_MEDIA_BATCH`: `0` or `off` leaves the
+/// threads as they are, `on` puts them under `SCHED_BATCH` at their own nice level, `N`
+/// (1–19) at nice N. A refusal is said and changes nothing else.
+pub fn background_thread(what: &str, nice: i32) -> Background {
     let nice = match std::env::var("SIPMETER_MEDIA_BATCH")
         .as_deref()
         .map(str::trim)
     {
         Ok("0" | "off") => return Background(None),
-        Ok("" | "on") | Err(_) => BACKGROUND_NICE,
+        Ok("") | Err(_) => nice,
+        Ok("on") => 0,
         Ok(v) => match v.parse::<i32>() {
             Ok(n) if (1..=19).contains(&n) => n,
             _ => {
                 eprintln!("sipmeter: SIPMETER_MEDIA_BATCH={v}: want 0, on or a nice level 1–19");
-                BACKGROUND_NICE
+                nice
             }
         },
     };
@@ -292,9 +299,9 @@ pub fn background_thread(what: &str) -> Background {
     }
 }
 
-/// The nice level of the run's threads that are not on the media clock
-/// ([`background_thread`]) unless `SIPMETER_MEDIA_BATCH` says.
-pub const BACKGROUND_NICE: i32 = 0;
+/// The nice level [`background_thread`] gives the collector and the progress printer (the
+/// registrar's worker keeps its own).
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// The calling thread's scheduling before [`background_thread`], put back on drop (on the
 /// same thread: drop it where it was made).

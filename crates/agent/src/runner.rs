@@ -48,7 +48,7 @@ pub fn execute(
             if media {
                 // Not on the media clock: it does not preempt a shard (callmedia). The
                 // thread ends with the runtime, as it is.
-                std::mem::forget(crate::callmedia::background_thread("registrar"));
+                std::mem::forget(crate::callmedia::background_thread("registrar", 0));
             }
         })
         .build()?;

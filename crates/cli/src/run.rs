@@ -124,7 +124,8 @@ fn execute_file(
     let quiet = out.quiet;
     let printer = std::thread::spawn(move || {
         // Not on the media clock: it does not preempt a shard (agent::callmedia).
-        let _background = agent::callmedia::background_thread("printer");
+        let _background =
+            agent::callmedia::background_thread("printer", agent::callmedia::BACKGROUND_NICE);
         show_progress(&rx, quiet);
     });
     let result = execute(prepared, tx, stop);
