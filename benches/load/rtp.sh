@@ -29,14 +29,14 @@ trap 'rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || true
 
 # The shards' scheduling as asked (docs/notes-rtpsched.md): SCHED_FIFO, else a short slice
-# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the run's other threads
-# under SCHED_BATCH, the collector and printer at nice 10 (SIPMETER_MEDIA_BATCH=0: not;
-# =on: nice kept; =N: nice N). What the kernel refused is printed under each run's row.
+# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the collector and printer
+# threads under SCHED_BATCH at nice 10 (SIPMETER_MEDIA_BATCH=0: not; =on: nice kept; =N:
+# nice N). What the kernel refused is printed under each run's row.
 sched_note() {
   local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-}
   [[ $s == 0 || $s == off ]] && s="kernel's" || s="$s µs"
-  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH (collector, printer nice 10)" ;; *) b="SCHED_BATCH nice $b" ;; esac
-  echo "shard slice $s, other threads $b"
+  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH nice 10" ;; *) b="SCHED_BATCH nice $b" ;; esac
+  echo "shard slice $s, collector/printer $b"
 }
 echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}; $(sched_note)"
 printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %6s %8s %8s  %s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "CPU s" cores "RSS MB" "KB/call" flag

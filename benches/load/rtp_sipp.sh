@@ -39,14 +39,14 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo; }
 udp_drops() { awk -v p="$(printf '0100007F:%04X' "$1")" '$2 == p { print $NF }' /proc/net/udp | head -1; }
 
 # The shards' scheduling as asked (docs/notes-rtpsched.md): SCHED_FIFO, else a short slice
-# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the run's other threads
-# under SCHED_BATCH, the collector and printer at nice 10 (SIPMETER_MEDIA_BATCH=0: not;
-# =on: nice kept; =N: nice N). What the kernel refused is printed under each run's row.
+# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the collector and printer
+# threads under SCHED_BATCH at nice 10 (SIPMETER_MEDIA_BATCH=0: not; =on: nice kept; =N:
+# nice N). What the kernel refused is printed under each run's row.
 sched_note() {
   local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-}
   [[ $s == 0 || $s == off ]] && s="kernel's" || s="$s µs"
-  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH (collector, printer nice 10)" ;; *) b="SCHED_BATCH nice $b" ;; esac
-  echo "shard slice $s, other threads $b"
+  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH nice 10" ;; *) b="SCHED_BATCH nice $b" ;; esac
+  echo "shard slice $s, collector/printer $b"
 }
 echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}; $(sched_note)"
 printf "%7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %8s %10s %8s  %s\n" calls tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "our cor" "SIPp cor" "SIPp drop" "KB/call" flag

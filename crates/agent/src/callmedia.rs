@@ -260,15 +260,16 @@ fn slice_from_env() -> Result<u64, String> {
     }
 }
 
-/// The run's threads that are not on the media clock (the collector, the built-in
-/// registrar's worker, the progress printer) call this while media runs: the thread goes
-/// under `SCHED_BATCH` (`callmedia/slice.rs`), so when it wakes it does not preempt a shard
-/// in its pass, at nice level `nice` (or its own, if lower in priority). Under EEVDF two
-/// runnable threads of equal weight share a CPU half and half, whatever their slices: a
-/// shard that needs 75 % of its CPU falls behind while the collector works off a burst
-/// (≈ 4 ms of per-second samples) on the same CPU; at nice 10 the collector gets ≈ 10 % of
-/// it then, and all it wants when the shard sleeps. The registrar is kept at its nice level
-/// (it answers the calls being set up: at nice 10 an INVITE was retransmitted).
+/// The run's threads that are not on the media clock (the collector, the progress
+/// printer) call this while media runs: the thread goes under `SCHED_BATCH`
+/// (`callmedia/slice.rs`), so when it wakes it does not preempt a shard in its pass, at
+/// nice level `nice` (or its own, if lower in priority). Under EEVDF two runnable threads
+/// of equal weight share a CPU half and half, whatever their slices: a shard that needs
+/// 75 % of its CPU falls behind while the collector works off a burst (≈ 4 ms of
+/// per-second samples) on the same CPU; at nice 10 the collector gets ≈ 10 % of it then,
+/// and all it wants when the shard sleeps. The built-in registrar's thread is left as it
+/// is: it answers the calls being set up (at nice 10 an INVITE was retransmitted), and it
+/// never held a shard's CPU for long in `perf sched` (docs/notes-rtpsched.md).
 ///
 /// The thread is put back as it was when the guard is dropped (its nice level only where
 /// the privilege allows: `RLIMIT_NICE`). `SIPMETER_MEDIA_BATCH`: `0` or `off` leaves the
@@ -299,8 +300,7 @@ pub fn background_thread(what: &str, nice: i32) -> Background {
     }
 }
 
-/// The nice level [`background_thread`] gives the collector and the progress printer (the
-/// registrar's worker keeps its own).
+/// The nice level [`background_thread`] gives the collector and the progress printer.
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// The calling thread's scheduling before [`background_thread`], put back on drop (on the

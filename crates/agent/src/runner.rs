@@ -40,17 +40,9 @@ pub fn execute(
         });
     };
     // The built-in registrar runs on its own thread for the length of the run.
-    let media = prepared.plan.groups.iter().any(|g| g.media.is_some());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .on_thread_start(move || {
-            if media {
-                // Not on the media clock: it does not preempt a shard (callmedia). The
-                // thread ends with the runtime, as it is.
-                std::mem::forget(crate::callmedia::background_thread("registrar", 0));
-            }
-        })
         .build()?;
     let domain = "sipmeter.builtin".to_owned();
     let ip: SocketAddr = ([127, 0, 0, 1], 0).into();
