@@ -13,6 +13,7 @@
 # SIPMETER_TIMELINE=DIR: each N's shard loop timelines go to DIR/N (read them with
 # benches/load/timeline.py DIR/N); SIPMETER_MEDIA_RT=PRIORITY runs the shards under SCHED_FIFO
 # (needs root or RLIMIT_RTPRIO; docs/notes-rtpp99.md). Both are off by default.
+# SIPMETER_MEDIA_SLICE_US / SIPMETER_MEDIA_BATCH: see sched_note below.
 set -euo pipefail
 TIMELINE=${SIPMETER_TIMELINE:-}
 cd "$(dirname "$0")/../.."
@@ -27,7 +28,17 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 ulimit -n 65536 2>/dev/null || true
 
-echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}"
+# The shards' scheduling as asked (docs/notes-rtpsched.md): SCHED_FIFO, else a short slice
+# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the collector and printer
+# threads under SCHED_BATCH at nice 10 (SIPMETER_MEDIA_BATCH=0: not; =on: nice kept; =N:
+# nice N). What the kernel refused is printed under each run's row.
+sched_note() {
+  local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-}
+  [[ $s == 0 || $s == off ]] && s="kernel's" || s="$s µs"
+  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH nice 10" ;; *) b="SCHED_BATCH nice $b" ;; esac
+  echo "shard slice $s, collector/printer $b"
+}
+echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter ↔ sipmeter via the built-in registrar ($(nproc) cores)${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}; $(sched_note)"
 printf "%7s %7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %6s %8s %8s  %s\n" calls streams tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "CPU s" cores "RSS MB" "KB/call" flag
 for N in "${COUNTS[@]}"; do
   if [[ -n $TIMELINE ]]; then mkdir -p "$TIMELINE/$N"; export SIPMETER_TIMELINE="$TIMELINE/$N"; fi
@@ -76,6 +87,7 @@ TOML
   if [[ -n ${RTP_KEEP:-} ]]; then
     mkdir -p "$RTP_KEEP" && cp "$WORK/out" "$RTP_KEEP/rtp-$N.out" && cp "$WORK/report.json" "$RTP_KEEP/rtp-$N.json"
   fi
+  grep -E 'refused|not kept' "$WORK/out" | sed 's/^/  /' || true
   if [[ -n ${SIPMETER_STALL_MS:-} ]]; then
     grep '^stalls shard' "$WORK/out" | sed 's/^/  /' || true
   fi

@@ -16,6 +16,7 @@
 # SIPMETER_TIMELINE=DIR: each N's shard loop timelines go to DIR/N (read them with
 # benches/load/timeline.py DIR/N); SIPMETER_MEDIA_RT=PRIORITY runs the shards under SCHED_FIFO
 # (needs root or RLIMIT_RTPRIO; docs/notes-rtpp99.md). Both are off by default.
+# SIPMETER_MEDIA_SLICE_US / SIPMETER_MEDIA_BATCH: see sched_note below.
 set -euo pipefail
 TIMELINE=${SIPMETER_TIMELINE:-}
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,17 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo; }
 # was full): the last column of /proc/net/udp.
 udp_drops() { awk -v p="$(printf '0100007F:%04X' "$1")" '$2 == p { print $NF }' /proc/net/udp | head -1; }
 
-echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}"
+# The shards' scheduling as asked (docs/notes-rtpsched.md): SCHED_FIFO, else a short slice
+# (default 100 µs; SIPMETER_MEDIA_SLICE_US=0: the kernel's), and the collector and printer
+# threads under SCHED_BATCH at nice 10 (SIPMETER_MEDIA_BATCH=0: not; =on: nice kept; =N:
+# nice N). What the kernel refused is printed under each run's row.
+sched_note() {
+  local s=${SIPMETER_MEDIA_SLICE_US:-100} b=${SIPMETER_MEDIA_BATCH:-}
+  [[ $s == 0 || $s == off ]] && s="kernel's" || s="$s µs"
+  case $b in 0|off) b="normal" ;; on) b="SCHED_BATCH" ;; "") b="SCHED_BATCH nice 10" ;; *) b="SCHED_BATCH nice $b" ;; esac
+  echo "shard slice $s, collector/printer $b"
+}
+echo "== G.711 calls with RTP both ways, ${DURATION}s each, sipmeter callers → SIPp UAS -rtp_echo ($(nproc) cores, SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1))${SIPMETER_MEDIA_RT:+, shards SCHED_FIFO $SIPMETER_MEDIA_RT}; $(sched_note)"
 printf "%7s %12s %12s %8s %6s %6s %9s %9s %7s %9s %8s %8s %10s %8s  %s\n" calls tx_packets rx_packets "loss %" MOS minMOS "jitter" "max jit" late "send p99" "our cor" "SIPp cor" "SIPp drop" "KB/call" flag
 for N in "${COUNTS[@]}"; do
   if [[ -n $TIMELINE ]]; then mkdir -p "$TIMELINE/$N"; export SIPMETER_TIMELINE="$TIMELINE/$N"; fi
@@ -91,6 +102,7 @@ TOML
   if [[ -n ${RTP_KEEP:-} ]]; then
     mkdir -p "$RTP_KEEP" && cp "$WORK/out" "$RTP_KEEP/sipp-$N.out" && cp "$WORK/report.json" "$RTP_KEEP/sipp-$N.json"
   fi
+  grep -E 'refused|not kept' "$WORK/out" | sed 's/^/  /' || true
   if [[ -n ${SIPMETER_STALL_MS:-} ]]; then
     grep '^stalls shard' "$WORK/out" | sed 's/^/  /' || true
   fi

@@ -25,12 +25,15 @@ use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
 
 mod fdtable;
+mod pacer;
 mod probe;
 mod realtime;
+mod slice;
 mod thp;
 mod timerfd;
 
 pub use fdtable::reserve as reserve_descriptors;
+pub use pacer::MediaPacer;
 pub use probe::LoopProbe;
 pub use thp::disable as disable_huge_pages;
 
@@ -196,17 +199,120 @@ thread_local! {
 /// Sets up a shard's thread for media before its loop starts: its media grid's phase
 /// ([`set_grid_phase`]) and, when `SIPMETER_MEDIA_RT` asks for it, real-time scheduling
 /// (`callmedia/realtime.rs`; a refusal is printed once per shard and the run goes on).
+///
+/// Without real-time scheduling the shard asks for a short time slice (`callmedia/slice.rs`,
+/// `SIPMETER_MEDIA_SLICE_US`, default [`DEFAULT_SLICE_US`]; `0` keeps the kernel's slice):
+/// a woken shard then preempts a longer-slice task at once instead of waiting for the
+/// scheduler tick. A kernel that refuses or ignores it is said once per shard and the run
+/// goes on.
 pub fn shard_thread_setup(index: usize, shards: usize) {
     set_grid_phase(index, shards);
     match realtime::priority_from_env() {
         None => {}
         Some(Err(e)) => eprintln!("sipmeter: {e}"),
-        Some(Ok(p)) => {
-            if let Err(e) = realtime::set_fifo(p) {
+        Some(Ok(p)) => match realtime::set_fifo(p) {
+            Ok(()) => return,
+            Err(e) => {
                 eprintln!(
                     "sipmeter: shard {index}: SCHED_FIFO {p} refused ({e}); normal scheduling"
                 );
             }
+        },
+    }
+    match slice_from_env() {
+        Err(e) => eprintln!("sipmeter: {e}"),
+        Ok(0) => {}
+        Ok(us) => match slice::set_slice(us) {
+            Ok(true) => {}
+            Ok(false) => eprintln!(
+                "sipmeter: shard {index}: a {us} µs time slice was not kept (kernel older \
+                 than 6.12?); the kernel's default slice"
+            ),
+            Err(e) => eprintln!(
+                "sipmeter: shard {index}: a {us} µs time slice refused ({e}); the kernel's \
+                 default slice"
+            ),
+        },
+    }
+}
+
+/// The shards' time slice when `SIPMETER_MEDIA_SLICE_US` does not say: 100 µs, the
+/// shortest the kernel takes (a pass at 3,000 calls is 0.5–0.8 ms, so a shard is
+/// rescheduled within its pass only when another task is due, never for the slice alone:
+/// a running short-slice task is preempted only by a task with an earlier deadline).
+pub const DEFAULT_SLICE_US: u64 = 100;
+
+/// `SIPMETER_MEDIA_SLICE_US`: the shards' time slice in µs (100–100,000; `0` or `off`: the
+/// kernel's default). An unreadable value is an error (the default is used).
+fn slice_from_env() -> Result<u64, String> {
+    let Ok(v) = std::env::var("SIPMETER_MEDIA_SLICE_US") else {
+        return Ok(DEFAULT_SLICE_US);
+    };
+    match v.trim() {
+        "" => Ok(DEFAULT_SLICE_US),
+        "off" | "0" => Ok(0),
+        t => match t.parse::<u64>() {
+            Ok(us) if (100..=100_000).contains(&us) => Ok(us),
+            _ => Err(format!(
+                "SIPMETER_MEDIA_SLICE_US={t}: want 100 to 100000 (µs) or 0; the kernel's slice"
+            )),
+        },
+    }
+}
+
+/// The run's threads that are not on the media clock (the collector, the progress
+/// printer) call this while media runs: the thread goes under `SCHED_BATCH`
+/// (`callmedia/slice.rs`), so when it wakes it does not preempt a shard in its pass, at
+/// nice level `nice` (or its own, if lower in priority). Under EEVDF two runnable threads
+/// of equal weight share a CPU half and half, whatever their slices: a shard that needs
+/// 75 % of its CPU falls behind while the collector works off a burst (≈ 4 ms of
+/// per-second samples) on the same CPU; at nice 10 the collector gets ≈ 10 % of it then,
+/// and all it wants when the shard sleeps. The built-in registrar's thread is left as it
+/// is: it answers the calls being set up (at nice 10 an INVITE was retransmitted), and it
+/// never held a shard's CPU for long in `perf sched` (docs/notes-rtpsched.md).
+///
+/// The thread is put back as it was when the guard is dropped (its nice level only where
+/// the privilege allows: `RLIMIT_NICE`). `SIPMETER_MEDIA_BATCH`: `0` or `off` leaves the
+/// threads as they are, `on` puts them under `SCHED_BATCH` at their own nice level, `N`
+/// (1–19) at nice N. A refusal is said and changes nothing else.
+pub fn background_thread(what: &str, nice: i32) -> Background {
+    let nice = match std::env::var("SIPMETER_MEDIA_BATCH")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("0" | "off") => return Background(None),
+        Ok("") | Err(_) => nice,
+        Ok("on") => 0,
+        Ok(v) => match v.parse::<i32>() {
+            Ok(n) if (1..=19).contains(&n) => n,
+            _ => {
+                eprintln!("sipmeter: SIPMETER_MEDIA_BATCH={v}: want 0, on or a nice level 1–19");
+                nice
+            }
+        },
+    };
+    match slice::set_batch(nice) {
+        Ok(saved) => Background(Some(saved)),
+        Err(e) => {
+            eprintln!("sipmeter: {what}: SCHED_BATCH refused ({e}); normal scheduling");
+            Background(None)
+        }
+    }
+}
+
+/// The nice level [`background_thread`] gives the collector and the progress printer.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// The calling thread's scheduling before [`background_thread`], put back on drop (on the
+/// same thread: drop it where it was made).
+#[derive(Debug)]
+#[must_use = "the thread is put back as it was when this is dropped"]
+pub struct Background(Option<slice::Saved>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(saved) = self.0.take() {
+            let _ = slice::restore(saved);
         }
     }
 }
@@ -364,69 +470,6 @@ impl MediaDriver {
     /// True when the last [`Self::poll_ready`] may have left events behind.
     pub fn batch_full(n: usize) -> bool {
         n == EVENTS_PER_POLL
-    }
-}
-
-/// The media deadlines of a shard's calls (next RTP/RTCP send, next per-second sample),
-/// apart from the SIP timer heap: a paced send needs none of the endpoint's SIP work (UA
-/// timers, script, actions), so the shard pops every deadline due in a pass and runs only
-/// the call's media ([`CallMedia::on_timeout`]). One entry per endpoint is live; re-arming
-/// leaves the old heap entry behind, skipped when it comes up.
-#[derive(Debug, Default)]
-pub struct MediaPacer {
-    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, usize)>>,
-    /// Each endpoint's live deadline.
-    armed: Vec<Option<Instant>>,
-    /// Endpoints with a live deadline (calls whose media runs).
-    live: usize,
-}
-
-impl MediaPacer {
-    /// Sets endpoint `idx`'s next media deadline (`None`: no media running).
-    pub fn set(&mut self, idx: usize, at: Option<Instant>) {
-        if self.armed.len() <= idx {
-            self.armed.resize(idx + 1, None);
-        }
-        let slot = &mut self.armed[idx];
-        if *slot == at {
-            return;
-        }
-        match (slot.is_some(), at.is_some()) {
-            (false, true) => self.live += 1,
-            (true, false) => self.live -= 1,
-            _ => {}
-        }
-        *slot = at;
-        if let Some(at) = at {
-            self.heap.push(std::cmp::Reverse((at, idx)));
-        }
-    }
-
-    /// The earliest live deadline (stale entries on top are dropped).
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(std::cmp::Reverse((at, idx))) = self.heap.peek().copied() {
-            if self.armed.get(idx).copied().flatten() == Some(at) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    /// The next endpoint whose deadline is at or before `now`, and that deadline (it is
-    /// cleared: set the next one after running its media).
-    pub fn pop_due(&mut self, now: Instant) -> Option<(usize, Instant)> {
-        let at = self.next_deadline().filter(|at| *at <= now)?;
-        let std::cmp::Reverse((_, idx)) = self.heap.pop()?;
-        debug_assert_eq!(self.armed[idx], Some(at));
-        self.armed[idx] = None;
-        self.live -= 1;
-        Some((idx, at))
-    }
-
-    /// True while some call's media runs.
-    pub fn active(&self) -> bool {
-        self.live > 0
     }
 }
 
@@ -1016,7 +1059,7 @@ impl CallMedia {
             if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
             }
-            match sock.send_to(&self.out, to) {
+            match crate::rxstamp::send_to(sock, &self.out, &socket2::SockAddr::from(to)) {
                 Ok(_) => {}
                 // An ICMP port-unreachable from an earlier datagram (the peer closed its
                 // port, e.g. before our final RTCP BYE): not a failure of the generator.
@@ -1388,31 +1431,6 @@ mod tests {
         assert_eq!(sample.sent.packets, 51);
         // Taken once.
         assert!(a.sample_due(end).is_none());
-    }
-
-    #[test]
-    fn pacer_hands_out_each_live_deadline_once_in_order() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut p = MediaPacer::default();
-        assert!(!p.active());
-        p.set(3, Some(ms(20)));
-        p.set(1, Some(ms(10)));
-        p.set(1, Some(ms(30))); // re-armed: the 10 ms entry is stale
-        p.set(5, Some(ms(5)));
-        p.set(5, None); // media ended
-        assert!(p.active());
-        assert_eq!(p.next_deadline(), Some(ms(20)));
-        assert_eq!(p.pop_due(ms(19)), None);
-        assert_eq!(p.pop_due(ms(40)), Some((3, ms(20))));
-        assert_eq!(p.pop_due(ms(40)), Some((1, ms(30))));
-        assert_eq!(p.pop_due(ms(40)), None);
-        assert!(!p.active());
-        // Same deadline twice: one entry handed out.
-        p.set(2, Some(ms(50)));
-        p.set(2, Some(ms(50)));
-        assert_eq!(p.pop_due(ms(60)), Some((2, ms(50))));
-        assert_eq!((p.pop_due(ms(60)), p.next_deadline()), (None, None));
     }
 
     #[tokio::test]

@@ -670,6 +670,10 @@ pub fn run_with_targets(
         );
     }
     drop(tx);
+    // The collector is not on the media clock: it does not preempt a shard (callmedia).
+    let _background = plan.groups.iter().any(|g| g.media.is_some()).then(|| {
+        crate::callmedia::background_thread("collector", crate::callmedia::BACKGROUND_NICE)
+    });
     let mut reports = Vec::with_capacity(total as usize);
     let mut per_shard = vec![Progress::default(); shards];
     // Each shard reports every second; the totals go out once per round, not once per shard.

@@ -122,7 +122,12 @@ fn execute_file(
     watch_ctrl_c(stop.clone());
     let (tx, rx) = mpsc::channel();
     let quiet = out.quiet;
-    let printer = std::thread::spawn(move || show_progress(&rx, quiet));
+    let printer = std::thread::spawn(move || {
+        // Not on the media clock: it does not preempt a shard (agent::callmedia).
+        let _background =
+            agent::callmedia::background_thread("printer", agent::callmedia::BACKGROUND_NICE);
+        show_progress(&rx, quiet);
+    });
     let result = execute(prepared, tx, stop);
     // The printer polls (see `polled`): the run is over, it need not wait for its next look.
     printer.thread().unpark();
