@@ -27,7 +27,7 @@ use sip_msg::{Header, HeaderName, Headers, HostRef, Message, Method, TypedHeader
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
-use crate::timer::TimerTable as Timers;
+use crate::timer::TxnTimers as Timers;
 pub use crate::timer::{Timer, TimerConfig};
 
 /// Transaction states, named as in RFC 3261 §17 and RFC 6026.
@@ -289,12 +289,11 @@ pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
     Some((branch, msg.cseq()?.method))
 }
 
-/// Queues a transaction event. The queue holds its first event inline: a transaction nearly
-/// always holds one event at a time (its response), which then costs no allocation. (The
-/// queue makes a transaction at work 280 bytes bigger; a finished one is kept as a
-/// [`Finished`] record without it.)
-fn push_event(q: &mut Fifo<TxnEvent>, ev: TxnEvent) {
-    q.push_back(ev);
+/// Queues a transaction event, boxed: a transaction holds an event only between its owner's
+/// drains, and an inline one (a `Message`, ~300 bytes) made every entry that much bigger.
+/// The queue holds its first box inline (no allocation for the queue itself).
+fn push_event(q: &mut Fifo<Box<TxnEvent>>, ev: TxnEvent) {
+    q.push_back(Box::new(ev));
 }
 
 /// Takes a transaction's key out of it (for its finished record), leaving an empty one.
@@ -348,7 +347,7 @@ pub struct ClientTransaction {
     retransmissions: u32,
     timers: Timers,
     transmits: Fifo<Transmit>,
-    events: Fifo<TxnEvent>,
+    events: Fifo<Box<TxnEvent>>,
 }
 
 impl ClientTransaction {
@@ -793,12 +792,12 @@ impl ClientTransaction {
 
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.events.pop_front()
+        self.events.pop_front().map(|ev| *ev)
     }
 
     /// Every queued event at once, oldest first ([`ClientTransaction::poll_event`] until
     /// `None`, as one queue the owner reads by reference: no event is moved again).
-    pub(crate) fn take_events(&mut self) -> Fifo<TxnEvent> {
+    pub(crate) fn take_events(&mut self) -> Fifo<Box<TxnEvent>> {
         std::mem::take(&mut self.events)
     }
 
@@ -821,7 +820,7 @@ pub struct ServerTransaction {
     retransmissions: u32,
     timers: Timers,
     transmits: Fifo<Transmit>,
-    events: Fifo<TxnEvent>,
+    events: Fifo<Box<TxnEvent>>,
 }
 
 impl ServerTransaction {
@@ -1018,7 +1017,7 @@ impl ServerTransaction {
 
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<TxnEvent> {
-        self.events.pop_front()
+        self.events.pop_front().map(|ev| *ev)
     }
 
     /// True when nothing waits in [`ServerTransaction::poll_transmit`] or
