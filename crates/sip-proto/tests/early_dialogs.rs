@@ -312,6 +312,21 @@ fn early_dialogs_of_endless_to_tags_are_bounded() {
     let ack = one_request_to(&out, "ACK ", &bob_tag, "bob", BOB);
     assert_eq!(seq(&ack), 1);
     assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    // A 2xx of a PRACKed fork (x0, the call's first early dialog, and x16, the last one
+    // kept) is ended with a BYE after its PRACK (CSeq 3); of a fork never PRACKed (x16's
+    // next, and a tag never seen), after the INVITE (CSeq 2).
+    let text = String::from_utf8(ok[0].bytes.to_vec()).unwrap();
+    let tag_at = text.find("\r\nTo: ").unwrap();
+    let tag_at = tag_at + text[tag_at..].find(";tag=").unwrap() + 5;
+    for (prefix, bye_seq) in [("x0", 3), ("x16", 3), ("x17", 2), ("y", 2)] {
+        let forged = format!("{}{prefix}{}", &text[..tag_at], &text[tag_at..]);
+        alice.handle_message(now, Message::parse(forged.as_bytes()).unwrap(), addr(BOB));
+        let (out, _) = drain(&mut alice);
+        let tag = format!("{prefix}{bob_tag}");
+        assert_eq!(seq(&one_request_to(&out, "ACK ", &tag, "bob", BOB)), 1);
+        let bye = one_request_to(&out, "BYE ", &tag, "bob", BOB);
+        assert_eq!(seq(&bye), bye_seq, "{prefix}");
+    }
     alice.hangup(now, call);
     let (out, _) = drain(&mut alice);
     let bye = one_request_to(&out, "BYE ", &bob_tag, "bob", BOB);
