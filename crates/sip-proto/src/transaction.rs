@@ -596,6 +596,26 @@ impl ClientTransaction {
         }
     }
 
+    /// [`ClientTransaction::handle_response_owned`] for the UA, which takes the response
+    /// straight back when it would be the only event queued (`Some`): it then handles it
+    /// as the next event of this transaction, in the same order, without a boxed event.
+    /// Queued as usual (`None` back) behind events not yet drained, or absorbed (`None`).
+    pub(crate) fn handle_response_direct(
+        &mut self,
+        now: Instant,
+        resp: Message,
+    ) -> Option<Message> {
+        let alone = self.events.is_empty();
+        if !self.step(now, &resp) {
+            return None;
+        }
+        if alone {
+            return Some(resp);
+        }
+        push_event(&mut self.events, TxnEvent::Response(resp));
+        None
+    }
+
     /// Moves the state machine for `resp`; true when the TU must see it.
     fn step(&mut self, now: Instant, resp: &Message) -> bool {
         let Some(code) = resp.status() else {
@@ -1512,6 +1532,41 @@ Content-Length: 0\r\n\r\n"
         );
         assert_eq!(t.state(), State::Terminated);
         assert_eq!(t.retransmissions(), 10);
+    }
+
+    #[test]
+    fn a_response_is_handed_straight_back_only_when_no_event_waits() {
+        let now = Instant::now();
+        let inv = request("INVITE");
+        // Alone: handed back, nothing queued, the state moved as `handle_response` would.
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        let back = t.handle_response_direct(now, response(&inv, 180));
+        assert_eq!(back.and_then(|r| r.status()), Some(180));
+        assert_eq!(t.state(), State::Proceeding);
+        assert!(t.poll_event().is_none());
+        // Absorbed (a provisional after the final one): nothing back, nothing queued.
+        let ack_count =
+            |t: &mut ClientTransaction| std::iter::from_fn(|| t.poll_transmit()).count();
+        ack_count(&mut t);
+        assert!(t.handle_response_direct(now, response(&inv, 486)).is_some());
+        assert_eq!(t.state(), State::Completed);
+        assert_eq!(ack_count(&mut t), 1, "the ACK of the 486 is queued");
+        assert!(t.handle_response_direct(now, response(&inv, 180)).is_none());
+        assert!(t.poll_event().is_none());
+        // Behind an event not yet drained (Timer A fired): queued after it, in order.
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        let a = t.poll_timeout().unwrap();
+        t.handle_timeout(a);
+        assert!(t.handle_response_direct(a, response(&inv, 200)).is_none());
+        let events: Vec<_> = std::iter::from_fn(|| t.poll_event()).collect();
+        assert!(matches!(events[0], TxnEvent::TimerFired(Timer::A)));
+        assert!(matches!(
+            events[1],
+            TxnEvent::Retransmitted { count: 1, .. }
+        ));
+        assert!(matches!(&events[2], TxnEvent::Response(r) if r.status() == Some(200)));
+        assert_eq!(events.len(), 3);
+        assert_eq!(t.state(), State::Accepted);
     }
 
     #[test]

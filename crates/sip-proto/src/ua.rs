@@ -2314,7 +2314,12 @@ impl UserAgent {
         match found {
             Some(i) => {
                 drop(branch);
-                self.client[i].txn.handle_response_owned(now, resp);
+                // Handled at once when it is the transaction's only event (nearly always):
+                // no boxed event. Every other entry is drained already (each input ends
+                // with a drain), so handling this one first keeps the order of a drain.
+                if let Some(resp) = self.client[i].txn.handle_response_direct(now, resp) {
+                    self.drain_client_entry(now, i, Some(TxnEvent::Response(resp)));
+                }
             }
             None if self.answer_finished_client(now, &branch, &method, &resp) => {}
             None => {
@@ -2830,8 +2835,23 @@ impl UserAgent {
                 }
                 continue;
             }
-            // The events are taken out whole (nearly always one, boxed) and handled by
-            // reference: a response (300 bytes) is not moved again.
+            self.drain_client_entry(now, i, None);
+        }
+        if self.client.is_empty() && self.client.capacity() > 0 {
+            self.client = Vec::new();
+        }
+    }
+
+    /// Drains the client entry at `i`: its transmissions, then its events, then `extra` (a
+    /// response its transaction handed straight back, see
+    /// [`ClientTransaction::handle_response_direct`], which comes after the events already
+    /// queued, as it would have been queued). The entry stays at `i` (visited again by
+    /// [`UserAgent::drain_client`], quiet, to be finished with or kept).
+    fn drain_client_entry(&mut self, now: Instant, i: usize, extra: Option<TxnEvent>) {
+        {
+            // The events are taken out whole (nearly always one, boxed, or none and the
+            // response in `extra`) and handled by reference: a response (300 bytes) is not
+            // moved again.
             let events = {
                 let e = &mut self.client[i];
                 while let Some(t) = e.txn.poll_transmit() {
@@ -2857,15 +2877,16 @@ impl UserAgent {
             // A REGISTER's response handler reads the request (to answer a challenge): the
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
+            let all = || events.iter().map(|ev| &**ev).chain(extra.iter());
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && events.iter().any(|e| matches!(**e, TxnEvent::Response(_)));
+                && all().any(|e| matches!(e, TxnEvent::Response(_)));
             if request_needed {
                 let mut entry = self.client.remove(i);
                 // With its final response the transaction no longer needs its request: the
                 // handler takes it (a retry with credentials is that request changed, not a
                 // copy of it).
                 let mut request = entry.txn.take_request();
-                for ev in events.iter().map(|ev| &**ev) {
+                for ev in all() {
                     let req = match (&ev, request.take()) {
                         (TxnEvent::Response(r), Some(m)) if r.status().unwrap_or(0) >= 200 => {
                             Cow::Owned(m)
@@ -2882,18 +2903,17 @@ impl UserAgent {
                 }
                 let at = i.min(self.client.len());
                 self.client.insert(at, entry);
-                continue;
+                return;
             }
             // Handlers may start transactions and drain them (which may finish this one and
             // free its box, whose address a new entry may then get): after the first event
             // the entry is found again by its owner and its branch (a random 64-bit number
             // per transaction), and only to read what a 2xx needs from it.
-            let this = events
-                .iter()
+            let this = all()
                 .nth(1)
                 .is_some()
                 .then(|| branch_hash(&self.client[i].txn.key().branch));
-            for (n, ev) in events.iter().map(|ev| &**ev).enumerate() {
+            for (n, ev) in all().enumerate() {
                 let is_2xx = matches!(ev, TxnEvent::Response(r)
                     if r.status().is_some_and(|c| (200..300).contains(&c)));
                 let at = match (is_2xx, n, this) {
@@ -2930,9 +2950,6 @@ impl UserAgent {
                 }
                 self.on_client_event(now, owner, &method, None, ev);
             }
-        }
-        if self.client.is_empty() && self.client.capacity() > 0 {
-            self.client = Vec::new();
         }
     }
 
