@@ -604,13 +604,13 @@ impl ClientTransaction {
         &mut self,
         now: Instant,
         resp: Message,
-    ) -> Option<Message> {
+    ) -> Option<TxnEvent> {
         let alone = self.events.is_empty();
         if !self.step(now, &resp) {
             return None;
         }
         if alone {
-            return Some(resp);
+            return Some(TxnEvent::Response(resp));
         }
         push_event(&mut self.events, TxnEvent::Response(resp));
         None
@@ -1541,7 +1541,7 @@ Content-Length: 0\r\n\r\n"
         // Alone: handed back, nothing queued, the state moved as `handle_response` would.
         let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
         let back = t.handle_response_direct(now, response(&inv, 180));
-        assert_eq!(back.and_then(|r| r.status()), Some(180));
+        assert!(matches!(back, Some(TxnEvent::Response(r)) if r.status() == Some(180)));
         assert_eq!(t.state(), State::Proceeding);
         assert!(t.poll_event().is_none());
         // Absorbed (a provisional after the final one): nothing back, nothing queued.

@@ -2317,8 +2317,9 @@ impl UserAgent {
                 // Handled at once when it is the transaction's only event (nearly always):
                 // no boxed event. Every other entry is drained already (each input ends
                 // with a drain), so handling this one first keeps the order of a drain.
-                if let Some(resp) = self.client[i].txn.handle_response_direct(now, resp) {
-                    self.drain_client_entry(now, i, Some(TxnEvent::Response(resp)));
+                let direct = self.client[i].txn.handle_response_direct(now, resp);
+                if direct.is_some() {
+                    self.drain_client_entry(now, i, direct.as_ref());
                 }
             }
             None if self.answer_finished_client(now, &branch, &method, &resp) => {}
@@ -2847,7 +2848,7 @@ impl UserAgent {
     /// [`ClientTransaction::handle_response_direct`], which comes after the events already
     /// queued, as it would have been queued). The entry stays at `i` (visited again by
     /// [`UserAgent::drain_client`], quiet, to be finished with or kept).
-    fn drain_client_entry(&mut self, now: Instant, i: usize, extra: Option<TxnEvent>) {
+    fn drain_client_entry(&mut self, now: Instant, i: usize, extra: Option<&TxnEvent>) {
         {
             // The events are taken out whole (nearly always one, boxed, or none and the
             // response in `extra`) and handled by reference: a response (300 bytes) is not
@@ -2877,7 +2878,7 @@ impl UserAgent {
             // A REGISTER's response handler reads the request (to answer a challenge): the
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
-            let all = || events.iter().map(|ev| &**ev).chain(extra.iter());
+            let all = || events.iter().map(|ev| &**ev).chain(extra);
             let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
                 && all().any(|e| matches!(e, TxnEvent::Response(_)));
             if request_needed {
