@@ -18,7 +18,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::fifo::Fifo;
+use crate::fifo::SlimFifo;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -292,7 +292,7 @@ pub fn client_match(msg: &Message) -> Option<(Cow<'_, str>, Method)> {
 /// Queues a transaction event, boxed: a transaction holds an event only between its owner's
 /// drains, and an inline one (a `Message`, ~300 bytes) made every entry that much bigger.
 /// The queue holds its first box inline (no allocation for the queue itself).
-fn push_event(q: &mut Fifo<Box<TxnEvent>>, ev: TxnEvent) {
+fn push_event(q: &mut SlimFifo<Box<TxnEvent>>, ev: TxnEvent) {
     q.push_back(Box::new(ev));
 }
 
@@ -346,8 +346,8 @@ pub struct ClientTransaction {
     interval: Duration,
     retransmissions: u32,
     timers: Timers,
-    transmits: Fifo<Transmit>,
-    events: Fifo<Box<TxnEvent>>,
+    transmits: SlimFifo<Transmit>,
+    events: SlimFifo<Box<TxnEvent>>,
 }
 
 impl ClientTransaction {
@@ -445,8 +445,8 @@ impl ClientTransaction {
             interval: config.t1,
             retransmissions: 0,
             timers: Timers::default(),
-            transmits: Fifo::new(),
-            events: Fifo::new(),
+            transmits: SlimFifo::new(),
+            events: SlimFifo::new(),
         }
     }
 
@@ -817,7 +817,7 @@ impl ClientTransaction {
 
     /// Every queued event at once, oldest first ([`ClientTransaction::poll_event`] until
     /// `None`, as one queue the owner reads by reference: no event is moved again).
-    pub(crate) fn take_events(&mut self) -> Fifo<Box<TxnEvent>> {
+    pub(crate) fn take_events(&mut self) -> SlimFifo<Box<TxnEvent>> {
         std::mem::take(&mut self.events)
     }
 
@@ -839,8 +839,8 @@ pub struct ServerTransaction {
     interval: Duration,
     retransmissions: u32,
     timers: Timers,
-    transmits: Fifo<Transmit>,
-    events: Fifo<Box<TxnEvent>>,
+    transmits: SlimFifo<Transmit>,
+    events: SlimFifo<Box<TxnEvent>>,
 }
 
 impl ServerTransaction {
@@ -883,8 +883,8 @@ impl ServerTransaction {
             interval: config.t1,
             retransmissions: 0,
             timers: Timers::default(),
-            transmits: Fifo::new(),
-            events: Fifo::new(),
+            transmits: SlimFifo::new(),
+            events: SlimFifo::new(),
         })
     }
 
