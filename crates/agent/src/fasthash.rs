@@ -1,11 +1,12 @@
-//! A cheap hasher for a shard's own lookup tables (endpoint by user, by Call-ID).
+//! A cheap hasher for a shard's own lookup tables (endpoint by user).
 //!
 //! The standard `HashMap` hashes with SipHash, which resists keys chosen to collide; a
 //! shard looks up a key or two per message (1.7 % of a 2,000 calls/s run's CPU went to
-//! SipHash). The keys are our own users and Call-IDs (and the Call-IDs of calls the server
-//! under test places to us), so a word-at-a-time multiply-rotate hash (the Firefox/rustc
-//! "Fx" hash) is enough: a server that made its Call-IDs collide would only slow its own
-//! test down.
+//! SipHash). The keys here are our own users (only looked up, never inserted, with the
+//! server's text), so a word-at-a-time multiply-rotate hash (the Firefox/rustc "Fx" hash)
+//! is enough. The Call-ID routes, whose keys include the server's Call-IDs, use a hash keyed
+//! per run instead (`routes::RouteHasher`): this one is unkeyed, so anyone can search
+//! offline for keys that share a bucket.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
