@@ -3,7 +3,11 @@
 //! `algorithm` is MD5) and the offered qop (`auth`, with cnonce and nc). Credentials with
 //! another algorithm (`SHA-512-256`, the `-sess` variants), without qop (RFC 2069 style) or
 //! with `qop=auth-int` are answered with a fresh challenge, on REGISTER (401) and on INVITE
-//! (407) alike. One process, no sockets, no clock (`now_unix` is passed in).
+//! (407) alike. And the digest `uri` must name the Request-URI's resource (RFC 7616 §3.4.6, RFC
+//! 2617 §3.2.2.5): credentials computed for another URI get 400, even when their response is
+//! right for the URI they name; the same URI written otherwise (RFC 3261 §19.1.4: host case, a
+//! `transport` parameter on one side) is the same resource. One process, no sockets, no clock
+//! (`now_unix` is passed in).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -222,5 +226,112 @@ fn invite_credentials_must_answer_the_offer() {
         assert_eq!((m.status(), to), (Some(407), alice()), "{c}");
         let offers = m.headers.get_all(&HeaderName::ProxyAuthenticate).count();
         assert_eq!(offers, 2, "{c}");
+    }
+}
+
+/// The REGISTER's status when its credentials (SHA-256, qop auth, right password) are
+/// computed for `uri`.
+fn register_with_uri(reg: &mut Registrar, nonce: &str, cseq: u32, uri: &str) -> u16 {
+    let c = credentials(
+        "alice",
+        nonce,
+        Some("SHA-256"),
+        Some("auth"),
+        "REGISTER",
+        uri,
+    );
+    let (_, r) = answer(
+        reg,
+        &register("alice", cseq, &format!("Authorization: {c}\r\n")),
+        alice(),
+    );
+    r.status().unwrap()
+}
+
+const SAME_FOR_REGISTER: [&str; 4] = [
+    "sip:sipmeter.test",
+    "sip:SIPMETER.test",
+    "sip:sipmeter.test;transport=udp",
+    "SIP:sipmeter.test",
+];
+const OTHER_FOR_REGISTER: [&str; 8] = [
+    "sip:other.test",
+    "sip:sipmeter.test:5060",
+    "sips:sipmeter.test",
+    "sip:alice@sipmeter.test",
+    "sip:sipmeter.test;maddr=192.0.2.1",
+    "tel:+15550100",
+    "*",
+    "",
+];
+
+#[test]
+fn register_credentials_must_name_the_request_uri() {
+    let mut reg = registrar();
+    let (_, first) = answer(&mut reg, &register("alice", 1, ""), alice());
+    assert_eq!(first.status(), Some(401));
+    let n = nonce(&first, &HeaderName::WwwAuthenticate);
+    let mut cseq = 1;
+    for uri in SAME_FOR_REGISTER {
+        cseq += 1;
+        assert_eq!(register_with_uri(&mut reg, &n, cseq, uri), 200, "{uri}");
+    }
+    let registered = reg.stats().registered;
+    for uri in OTHER_FOR_REGISTER {
+        cseq += 1;
+        assert_eq!(register_with_uri(&mut reg, &n, cseq, uri), 400, "{uri}");
+    }
+    assert_eq!(reg.stats().registered, registered, "nothing was applied");
+}
+
+#[test]
+fn invite_credentials_must_name_the_request_uri() {
+    let mut reg = registrar();
+    // Bob registers so that an accepted INVITE is forwarded to him.
+    let (_, r) = answer(&mut reg, &register("bob", 1, ""), bob());
+    let n = nonce(&r, &HeaderName::WwwAuthenticate);
+    let c = credentials(
+        "bob",
+        &n,
+        Some("SHA-256"),
+        Some("auth"),
+        "REGISTER",
+        "sip:sipmeter.test",
+    );
+    let (_, r) = answer(
+        &mut reg,
+        &register("bob", 2, &format!("Authorization: {c}\r\n")),
+        bob(),
+    );
+    assert_eq!(r.status(), Some(200));
+
+    let (_, first) = answer(&mut reg, &invite(1, ""), alice());
+    assert_eq!(first.status(), Some(407));
+    let n = nonce(&first, &HeaderName::ProxyAuthenticate);
+    let mut cseq = 1;
+    for (uri, want) in [
+        ("sip:bob@sipmeter.test", Some(0)),
+        ("sip:bob@SipMeter.Test", Some(0)),
+        ("sip:b%6Fb@sipmeter.test;transport=udp", Some(0)),
+        ("sip:carol@sipmeter.test", Some(400)),
+        ("sip:Bob@sipmeter.test", Some(400)),
+        ("sip:bob@other.test", Some(400)),
+        ("sip:bob@sipmeter.test;user=phone", Some(400)),
+        ("sip:sipmeter.test", Some(400)),
+    ] {
+        cseq += 1;
+        let c = credentials("alice", &n, Some("SHA-256"), Some("auth"), "INVITE", uri);
+        let (to, m) = answer(
+            &mut reg,
+            &invite(cseq, &format!("Proxy-Authorization: {c}\r\n")),
+            alice(),
+        );
+        if want == Some(0) {
+            assert!(m.is_request(), "{uri}: forwarded");
+            assert_eq!(to, bob(), "{uri}");
+        } else {
+            assert_eq!(m.status(), want, "{uri}");
+            assert_eq!(to, alice(), "{uri}");
+        }
     }
 }
