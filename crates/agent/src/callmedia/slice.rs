@@ -11,9 +11,10 @@
 //! Its share of the CPU stays what its nice level gives; only the latency changes.
 //!
 //! `SCHED_BATCH` (any kernel, no privilege) is for the run's own threads that are not on
-//! the media clock (the collector, the built-in registrar, the progress printer): a woken
-//! batch thread never preempts a running one, so a shard in its pass is not cut short by
-//! them; they still get their fair share of the CPU.
+//! the media clock (the collector and the progress printer; the built-in registrar keeps
+//! normal scheduling, it gained nothing under batch): a woken batch thread never preempts a
+//! running one, so a shard in its pass is not cut short by them; they still get their share
+//! of the CPU.
 #![allow(unsafe_code)] // reason: sched_setattr / sched_getattr (not in libc as functions)
 
 use std::io;
