@@ -5,61 +5,17 @@
 //! in the dialog of the fork that answers, and the BYE that ends the other fork's dialog
 //! comes right after that fork's PRACKs. Agents on a virtual clock, through the public API.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sip_msg::{HeaderName, Host, Message, Uri};
-use sip_proto::timer::TimerConfig;
-use sip_proto::ua::{
-    CallEvent, CallId, CallState, Destination, Outgoing, UaConfig, UaEvent, UserAgent,
-};
+use sip_msg::{HeaderName, Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
-const ALICE: u16 = 5062;
-const BOB: u16 = 5064;
-const CAROL: u16 = 5066;
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+mod common;
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, of};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
-    UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "example.test".into(),
-        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
-        outbound_proxy: None,
-        credentials: None,
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: "UDP".into(),
-        reliable: false,
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "earlydlg".into(),
-        seed,
-        use_100rel: true,
-    })
-}
-
-/// Everything `ua` has to send and report.
-fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
-    let out = std::iter::from_fn(|| ua.poll_transmit()).collect();
-    let ev = std::iter::from_fn(|| ua.poll_event()).collect();
-    (out, ev)
-}
-
-/// Delivers every message of `out` to `to`.
-fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
-    for o in out {
-        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
-    }
-}
-
-fn of<'a>(out: &'a [Outgoing], prefix: &str) -> Vec<&'a Outgoing> {
-    out.iter()
-        .filter(|o| o.bytes.starts_with(prefix.as_bytes()))
-        .collect()
+    common::agent(user, port, seed, true, "earlydlg")
 }
 
 fn msg(o: &Outgoing) -> Message {

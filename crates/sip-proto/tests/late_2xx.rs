@@ -5,61 +5,18 @@
 //! ended with BYE (§13.2.2.4: a UAC that wants one dialog), while the call lives and after it
 //! was forgotten. Agents on a virtual clock, through the public API only; no loss, no sockets.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::{Host, Message, Uri};
-use sip_proto::timer::TimerConfig;
-use sip_proto::ua::{
-    CallEvent, CallId, CallState, Destination, Outgoing, UaConfig, UaEvent, UserAgent,
-};
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
-const ALICE: u16 = 5062;
-const BOB: u16 = 5064;
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+mod common;
+use common::{ALICE, BOB, addr, deliver, drain};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
-    UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "example.test".into(),
-        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
-        outbound_proxy: None,
-        credentials: None,
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: "UDP".into(),
-        reliable: false,
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "late-2xx".into(),
-        seed,
-        use_100rel: false,
-    })
-}
-
-/// Everything `ua` has to send and report.
-fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
-    let mut out = Vec::new();
-    while let Some(o) = ua.poll_transmit() {
-        out.push(o);
-    }
-    let mut ev = Vec::new();
-    while let Some(e) = ua.poll_event() {
-        ev.push(e);
-    }
-    (out, ev)
-}
-
-/// Delivers every message of `out` (each of them goes to the other agent here).
-fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
-    for o in out {
-        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
-    }
+    common::agent(user, port, seed, false, "late-2xx")
 }
 
 fn starting(out: &[Outgoing], prefix: &str) -> Vec<Bytes> {

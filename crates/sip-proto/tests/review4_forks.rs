@@ -2,57 +2,21 @@
 //! reaches Bob and Carol (what a forking proxy does); Bob answers first. Agents on a virtual
 //! clock, through the public API only.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::{Host, Message, Uri};
-use sip_proto::timer::TimerConfig;
-use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaConfig, UaEvent, UserAgent};
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaEvent, UserAgent};
 
-const ALICE: u16 = 5062;
-const BOB: u16 = 5064;
-const CAROL: u16 = 5066;
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+mod common;
+use common::{ALICE, BOB, CAROL, addr, deliver, drain};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
     agent_100rel(user, port, seed, false)
 }
 
 fn agent_100rel(user: &str, port: u16, seed: u64, use_100rel: bool) -> UserAgent {
-    UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "example.test".into(),
-        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
-        outbound_proxy: None,
-        credentials: None,
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: "UDP".into(),
-        reliable: false,
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "review4".into(),
-        seed,
-        use_100rel,
-    })
-}
-
-/// Everything `ua` has to send and report.
-fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
-    let out = std::iter::from_fn(|| ua.poll_transmit()).collect();
-    let ev = std::iter::from_fn(|| ua.poll_event()).collect();
-    (out, ev)
-}
-
-/// Delivers every message of `out` to `to`.
-fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
-    for o in out {
-        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
-    }
+    common::agent(user, port, seed, use_100rel, "review4")
 }
 
 fn count(out: &[Outgoing], prefix: &str) -> usize {

@@ -1,0 +1,61 @@
+//! What the virtual-clock tests of two or three agents share: the agents, their addresses,
+//! draining what an agent sends and reports, and delivering it to another agent. No sockets,
+//! no clock of their own.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use sip_msg::{Host, Message, Uri};
+use sip_proto::timer::TimerConfig;
+use sip_proto::ua::{Outgoing, UaConfig, UaEvent, UserAgent};
+
+pub const ALICE: u16 = 5062;
+pub const BOB: u16 = 5064;
+pub const CAROL: u16 = 5066;
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// An agent for `user` at 127.0.0.1:`port` in example.test, no credentials, UDP;
+/// `use_100rel`: it offers and uses reliable provisionals (RFC 3262).
+pub fn agent(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) -> UserAgent {
+    UserAgent::new(UaConfig {
+        user: user.into(),
+        domain: "example.test".into(),
+        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
+        outbound_proxy: None,
+        credentials: None,
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: port,
+        transport: "UDP".into(),
+        reliable: false,
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: name.into(),
+        seed,
+        use_100rel,
+    })
+}
+
+/// Everything `ua` has to send and report.
+pub fn drain(ua: &mut UserAgent) -> (Vec<Outgoing>, Vec<UaEvent>) {
+    let out = std::iter::from_fn(|| ua.poll_transmit()).collect();
+    let ev = std::iter::from_fn(|| ua.poll_event()).collect();
+    (out, ev)
+}
+
+/// Delivers every message of `out` to `to`, as sent from 127.0.0.1:`from`.
+pub fn deliver(to: &mut UserAgent, now: Instant, from: u16, out: &[Outgoing]) {
+    for o in out {
+        to.handle_message(now, Message::parse(&o.bytes).unwrap(), addr(from));
+    }
+}
+
+/// The messages of `out` whose first line starts with `prefix` (`"ACK "`, `"SIP/2.0 200 "`).
+pub fn of<'a>(out: &'a [Outgoing], prefix: &str) -> Vec<&'a Outgoing> {
+    out.iter()
+        .filter(|o| o.bytes.starts_with(prefix.as_bytes()))
+        .collect()
+}
