@@ -1175,6 +1175,20 @@ mod tests {
         assert!(t.is_for(5) && t.is_for(5 + (1 << 31)) && !t.is_for(6));
     }
 
+    /// Two calls on loopback with the default plan: `a` offers, `b` answers, `a` applies the
+    /// answer (its first RTP packet is then due).
+    fn answered_pair(driver: &MediaDriver) -> (CallMedia, CallMedia) {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        (a, b)
+    }
+
     /// Strict RTP: the call measures the RTP of the address its SDP named; a stream from
     /// anywhere else reaching the same port (e.g. still sent to a port another call just
     /// freed) is counted as stray and not measured.
@@ -1182,14 +1196,8 @@ mod tests {
     async fn rtp_from_another_source_is_stray() {
         let ip: IpAddr = [127, 0, 0, 1].into();
         let driver = MediaDriver::new().unwrap();
-        let mut ports = PortAllocator::new(None, 0);
-        let plan = MediaPlan::default();
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
-        let now = Instant::now();
-        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
         // `a` starts; its first RTP packet leaves when due, to `b`.
-        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let (mut a, mut b) = answered_pair(&driver);
         let first = a.poll_timeout().unwrap();
         assert!(a.on_timeout(first, &mut SendTiming::default()).is_none());
         let stray = std::net::UdpSocket::bind((ip, 0)).unwrap();
@@ -1402,15 +1410,8 @@ mod tests {
     /// the second is over, with what was sent in it.
     #[tokio::test]
     async fn sends_and_samples_are_separate_steps() {
-        let ip: IpAddr = [127, 0, 0, 1].into();
         let driver = MediaDriver::new().unwrap();
-        let mut ports = PortAllocator::new(None, 0);
-        let plan = MediaPlan::default();
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, &driver).unwrap();
-        let now = Instant::now();
-        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
-        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let (mut a, _b) = answered_pair(&driver);
         let first = a.poll_timeout().unwrap();
         let mut timing = SendTiming::default();
         // Nothing is due before the first packet.
