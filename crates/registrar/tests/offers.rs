@@ -166,10 +166,10 @@ fn register_credentials_must_answer_the_offer() {
     }
 }
 
-#[test]
-fn invite_credentials_must_answer_the_offer() {
+/// A registrar where Bob has registered (SHA-256, qop auth), so that an accepted INVITE is
+/// forwarded to him, and Alice's first INVITE got 407: the registrar and that nonce.
+fn bob_registered_and_alice_challenged() -> (Registrar, String) {
     let mut reg = registrar();
-    // Bob registers (SHA-256, qop auth) so that an accepted INVITE is forwarded to him.
     let (_, r) = answer(&mut reg, &register("bob", 1, ""), bob());
     let n = nonce(&r, &HeaderName::WwwAuthenticate);
     let c = credentials(
@@ -190,6 +190,12 @@ fn invite_credentials_must_answer_the_offer() {
     let (_, first) = answer(&mut reg, &invite(1, ""), alice());
     assert_eq!(first.status(), Some(407));
     let n = nonce(&first, &HeaderName::ProxyAuthenticate);
+    (reg, n)
+}
+
+#[test]
+fn invite_credentials_must_answer_the_offer() {
+    let (mut reg, n) = bob_registered_and_alice_challenged();
     let mut cseq = 1;
     for (algorithm, qop) in ACCEPTED {
         cseq += 1;
@@ -286,28 +292,7 @@ fn register_credentials_must_name_the_request_uri() {
 
 #[test]
 fn invite_credentials_must_name_the_request_uri() {
-    let mut reg = registrar();
-    // Bob registers so that an accepted INVITE is forwarded to him.
-    let (_, r) = answer(&mut reg, &register("bob", 1, ""), bob());
-    let n = nonce(&r, &HeaderName::WwwAuthenticate);
-    let c = credentials(
-        "bob",
-        &n,
-        Some("SHA-256"),
-        Some("auth"),
-        "REGISTER",
-        "sip:sipmeter.test",
-    );
-    let (_, r) = answer(
-        &mut reg,
-        &register("bob", 2, &format!("Authorization: {c}\r\n")),
-        bob(),
-    );
-    assert_eq!(r.status(), Some(200));
-
-    let (_, first) = answer(&mut reg, &invite(1, ""), alice());
-    assert_eq!(first.status(), Some(407));
-    let n = nonce(&first, &HeaderName::ProxyAuthenticate);
+    let (mut reg, n) = bob_registered_and_alice_challenged();
     let mut cseq = 1;
     for (uri, want) in [
         ("sip:bob@sipmeter.test", Some(0)),
