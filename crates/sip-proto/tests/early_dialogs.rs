@@ -12,7 +12,7 @@ use sip_msg::{HeaderName, Message, Uri};
 use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, CAROL, addr, deliver, drain, of};
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, of};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
     common::agent(user, port, seed, true, "earlydlg")
@@ -142,12 +142,7 @@ fn forked(now: Instant) -> (UserAgent, CallId, Fork, Fork) {
     assert_eq!(seq(&msg(&invite[0])), 1);
     let fork = |user: &'static str, port: u16, seed: u64| {
         let mut ua = agent(user, port, seed);
-        deliver(&mut ua, now, ALICE, &invite);
-        let (_, ev) = drain(&mut ua);
-        let call = match ev.first() {
-            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
-            _ => panic!("no incoming call: {ev:?}"),
-        };
+        let call = incoming(&mut ua, now, &invite);
         Fork {
             ua,
             call,

@@ -13,7 +13,7 @@ use sip_msg::{Message, Uri};
 use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, addr, deliver, drain};
+use common::{ALICE, BOB, addr, deliver, drain, incoming};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
     common::agent(user, port, seed, false, "late-2xx")
@@ -140,14 +140,7 @@ fn forked_call(
     );
     let (out, _) = drain(alice);
     assert_eq!(starting(&out, "INVITE ").len(), 1, "{out:?}");
-    let incoming = |ua: &mut UserAgent| {
-        deliver(ua, now, ALICE, &out);
-        let (_, ev) = drain(ua);
-        match ev.first() {
-            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
-            _ => panic!("no incoming call: {ev:?}"),
-        }
-    };
+    let incoming = |ua: &mut UserAgent| incoming(ua, now, &out);
     let (at_bob, at_carol) = (incoming(bob), incoming(carol));
     (call, at_bob, at_carol)
 }

@@ -9,7 +9,7 @@ use sip_msg::{Message, Uri};
 use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, CAROL, addr, deliver, drain};
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
     agent_100rel(user, port, seed, false)
@@ -60,14 +60,7 @@ fn bob_answered(now: Instant) -> Answered {
     );
     let (invite, _) = drain(&mut alice);
     assert_eq!(count(&invite, "INVITE "), 1, "{invite:?}");
-    let incoming = |ua: &mut UserAgent| {
-        deliver(ua, now, ALICE, &invite);
-        let (_, ev) = drain(ua);
-        match ev.first() {
-            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
-            _ => panic!("no incoming call: {ev:?}"),
-        }
-    };
+    let incoming = |ua: &mut UserAgent| incoming(ua, now, &invite);
     let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
     bob.answer(now, at_bob, Some(Bytes::from_static(b"v=0\r\n")));
     let (ok, _) = drain(&mut bob);
@@ -146,14 +139,7 @@ fn the_bye_of_a_fork_comes_after_the_prack_sent_in_its_early_dialog() {
         Some(Bytes::from_static(b"v=0\r\n")),
     );
     let (invite, _) = drain(&mut alice);
-    let incoming = |ua: &mut UserAgent| {
-        deliver(ua, now, ALICE, &invite);
-        let (_, ev) = drain(ua);
-        match ev.first() {
-            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
-            _ => panic!("no incoming call: {ev:?}"),
-        }
-    };
+    let incoming = |ua: &mut UserAgent| incoming(ua, now, &invite);
     let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
     // Carol rings reliably; Alice PRACKs; Carol answers the PRACK.
     carol.ring(now, at_carol);
@@ -303,14 +289,7 @@ fn forks_answering_while_our_cancel_is_pending_are_each_acked_and_ended() {
         Some(Bytes::from_static(b"v=0\r\n")),
     );
     let (invite, _) = drain(&mut alice);
-    let incoming = |ua: &mut UserAgent| {
-        deliver(ua, now, ALICE, &invite);
-        let (_, ev) = drain(ua);
-        match ev.first() {
-            Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
-            _ => panic!("no incoming call: {ev:?}"),
-        }
-    };
+    let incoming = |ua: &mut UserAgent| incoming(ua, now, &invite);
     let (at_bob, at_carol) = (incoming(&mut bob), incoming(&mut carol));
     bob.ring(now, at_bob);
     let (ringing, _) = drain(&mut bob);

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use sip_msg::{Host, Message, Uri};
 use sip_proto::timer::TimerConfig;
-use sip_proto::ua::{Outgoing, UaConfig, UaEvent, UserAgent};
+use sip_proto::ua::{CallEvent, CallId, Outgoing, UaConfig, UaEvent, UserAgent};
 
 pub const ALICE: u16 = 5062;
 pub const BOB: u16 = 5064;
@@ -58,4 +58,14 @@ pub fn of<'a>(out: &'a [Outgoing], prefix: &str) -> Vec<&'a Outgoing> {
     out.iter()
         .filter(|o| o.bytes.starts_with(prefix.as_bytes()))
         .collect()
+}
+
+/// Delivers `invite` (from Alice) to `ua` and returns the incoming call it reports first.
+pub fn incoming(ua: &mut UserAgent, now: Instant, invite: &[Outgoing]) -> CallId {
+    deliver(ua, now, ALICE, invite);
+    let (_, ev) = drain(ua);
+    match ev.first() {
+        Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
+        _ => panic!("no incoming call: {ev:?}"),
+    }
 }
