@@ -760,10 +760,7 @@ impl NameAddrTag {
     /// letters `tag` (in any case) has none, readable or not: the parse is skipped (the To of
     /// nearly every out-of-dialog request); so is an unreadable value.
     fn parsed(value: &str) -> Option<crate::typed::NameAddrRef<'_>> {
-        value
-            .as_bytes()
-            .windows(3)
-            .any(|w| w.eq_ignore_ascii_case(b"tag"))
+        crate::typed::may_hold_tag(value)
             .then(|| crate::typed::NameAddrRef::parse(value).ok())
             .flatten()
     }

@@ -2392,10 +2392,18 @@ impl UserAgent {
             return;
         }
         // The To header is read once: its tag says whether the request is in a dialog, and
-        // it is one of the three identifiers matched against the calls' dialogs.
-        let to_tag = match req.headers.view::<ToRef>() {
-            Some(Ok(to)) => Ok(to.tag()),
-            _ => Err(()),
+        // it is one of the three identifiers matched against the calls' dialogs. Past the
+        // ACK, an unreadable To (`Err`) and one without tag (`Ok(None)`) take the same paths
+        // below (an INVITE's To is read again, and refused, by `Dialog::from_uas`): a To
+        // without the letters `tag` is not parsed here (the INVITE of every new call).
+        let to_tag = match req.headers.get(&HeaderName::To) {
+            Some(h) if method != Method::Ack && !sip_msg::typed::may_hold_tag(h.value()) => {
+                Ok(None)
+            }
+            _ => match req.headers.view::<ToRef>() {
+                Some(Ok(to)) => Ok(to.tag()),
+                _ => Err(()),
+            },
         };
         if method == Method::Ack {
             let ids = to_tag
