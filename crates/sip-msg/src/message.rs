@@ -189,6 +189,38 @@ impl Message {
         std::mem::take(&mut self.body)
     }
 
+    /// This message with only the headers `keep` selects (in order) and no body,
+    /// whose received lines (start line included) are copied into a head text of their own:
+    /// the result keeps nothing else of the received message alive. The kept headers print,
+    /// read and give their raw bytes exactly as here. For a received request kept only for
+    /// what its responses copy from it (RFC 3261 §8.2.6.2: Via, From, To, Call-ID, CSeq;
+    /// §12.1.1: Record-Route), which is a few hundred bytes of a message of a kilobyte or two.
+    pub fn keep_only(self, keep: impl Fn(&HeaderName) -> bool) -> Message {
+        let first = match &self.start_raw {
+            Raw::Text { head, start, end } => head.get(*start as usize..*end as usize),
+            _ => None,
+        };
+        let (headers, head) = self.headers.kept(first.unwrap_or_default(), keep);
+        let start_raw = match first {
+            // The start line is the beginning of the new text.
+            Some(line) => Raw::Text {
+                head,
+                start: 0,
+                end: line.len() as u32,
+            },
+            // Built (printed from `start`), or the bytes of a header section that was not
+            // UTF-8: kept as they are.
+            None => self.start_raw.clone(),
+        };
+        Message {
+            start: self.start,
+            start_raw,
+            headers,
+            body: Bytes::new(),
+            warnings: self.warnings,
+        }
+    }
+
     /// What a lenient parse tolerated (also filled by [`Message::validate`]).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -1583,6 +1615,99 @@ Call-ID: c2\r\n\
                         printed.extend_from_slice(b"\r\n");
                         assert_eq!(printed, edited.to_bytes());
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_kept_for_its_responses_answers_as_the_whole_one() {
+        // The requests of `a_printed_answer_is_the_built_one` (compact names, a folded To,
+        // joined Vias, Record-Route), one with a body, one whose header section is not UTF-8,
+        // and a built one: the copy `keep_only` makes gives the same responses, byte for byte,
+        // its headers read and print as the kept ones of the whole request, and its received
+        // lines are its own (nothing of the whole request's text is kept alive).
+        let copied = |n: &HeaderName| {
+            matches!(
+                n,
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+                    | HeaderName::RecordRoute
+                    | HeaderName::Require
+                    | HeaderName::Supported
+            )
+        };
+        let mut requests: Vec<Message> = [
+            INVITE,
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK7\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;TAG\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+            b"INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c;branch=z9hG4bK3\r\nRecord-Route: <sip:p;lr>\r\nf: <sip:a@h>;tag=1\r\nt: \"B\"\r\n  <sip:b@h>\r\ni: x@y\r\nCSeq: 1 INVITE\r\nX-Other: no\r\nSupported: 100rel\r\nl: 0\r\n\r\n",
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK5\r\nFrom: \"Zo\xeb\" <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nv=0\n",
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK6\r\nFrom: <sip:a@h>;tag=1\r\nTo:   <sip:b@h> \r\nRequire: 100rel\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+        ]
+        .iter()
+        .map(|raw| Message::parse(raw).unwrap())
+        .collect();
+        let mut built = Message::new_request(Method::Invite, Uri::parse("sip:b@h").unwrap());
+        for (n, v) in [
+            (HeaderName::Via, "SIP/2.0/UDP a;branch=z9hG4bK8"),
+            (HeaderName::From, "<sip:a@h>;tag=1"),
+            (HeaderName::To, "<sip:b@h>"),
+            (HeaderName::CallId, "c"),
+            (HeaderName::CSeq, "1 INVITE"),
+            (HeaderName::MaxForwards, "70"),
+        ] {
+            built.headers.push(Header::new(n, v));
+        }
+        requests.push(built);
+        for req in &requests {
+            let kept = req.clone().keep_only(copied);
+            assert!(kept.body().is_empty());
+            assert_eq!(kept.start_line(), req.start_line());
+            let view = |m: &Message| -> Vec<(HeaderName, String, Option<Vec<u8>>)> {
+                m.headers
+                    .iter()
+                    .filter(|h| copied(h.name()))
+                    .map(|h| {
+                        (
+                            h.name().clone(),
+                            h.value().to_owned(),
+                            h.raw().map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(view(&kept), view(req));
+            assert_eq!(kept.headers.len(), view(req).len());
+            // Nothing of the whole request's head text is referred to by the copy.
+            if let Raw::Text { head, .. } = &req.start_raw {
+                let whole = head.as_bytes().as_ptr_range();
+                let lines = kept.headers.iter().filter_map(|h| h.raw());
+                let start = match &kept.start_raw {
+                    Raw::Text { head, .. } => Some(head.as_bytes()),
+                    _ => None,
+                };
+                for line in lines.chain(start) {
+                    assert!(!whole.contains(&line.as_ptr()), "{req:?}");
+                }
+            }
+            for code in [100, 180, 200, 487] {
+                for tag in [None, Some("t1")] {
+                    let extra = [Header::new(HeaderName::Contact, "<sip:b@10.0.0.2>")];
+                    let body = (code == 200).then_some(("application/sdp", &b"v=0\r\n"[..]));
+                    let (mut whole, mut copy) = (Vec::new(), Vec::new());
+                    Message::write_full_response(req, code, "R", tag, &extra, body, &mut whole);
+                    Message::write_full_response(&kept, code, "R", tag, &extra, body, &mut copy);
+                    assert_eq!(
+                        String::from_utf8_lossy(&whole),
+                        String::from_utf8_lossy(&copy)
+                    );
+                    assert_eq!(
+                        Message::response_to(req, code, "R", tag).to_bytes(),
+                        Message::response_to(&kept, code, "R", tag).to_bytes()
+                    );
                 }
             }
         }
