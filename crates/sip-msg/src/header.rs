@@ -138,6 +138,22 @@ header_names! {
 }
 
 impl HeaderName {
+    /// The headers a response copies from its request: Via, From, To (its tag added),
+    /// Call-ID, CSeq (RFC 3261 §8.2.6.2) and Record-Route (§12.1.1; in 1xx-2xx only).
+    pub fn is_copied_to_responses(&self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::RecordRoute
+        )
+    }
+}
+
+impl HeaderName {
     /// The headers of nearly every message, found by length and first letter.
     #[inline]
     fn frequent(b: &[u8]) -> Option<Self> {

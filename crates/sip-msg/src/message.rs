@@ -391,17 +391,7 @@ impl Message {
             request
                 .headers
                 .iter()
-                .filter(|h| {
-                    matches!(
-                        h.name(),
-                        HeaderName::Via
-                            | HeaderName::From
-                            | HeaderName::To
-                            | HeaderName::CallId
-                            | HeaderName::CSeq
-                            | HeaderName::RecordRoute
-                    )
-                })
+                .filter(|h| h.name().is_copied_to_responses())
                 .count()
                 + 1,
         );
@@ -1628,17 +1618,7 @@ Call-ID: c2\r\n\
         // its headers read and print as the kept ones of the whole request, and its received
         // lines are its own (nothing of the whole request's text is kept alive).
         let copied = |n: &HeaderName| {
-            matches!(
-                n,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-                    | HeaderName::RecordRoute
-                    | HeaderName::Require
-                    | HeaderName::Supported
-            )
+            n.is_copied_to_responses() || matches!(n, HeaderName::Require | HeaderName::Supported)
         };
         let mut requests: Vec<Message> = [
             INVITE,

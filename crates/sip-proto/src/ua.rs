@@ -2160,17 +2160,7 @@ impl UserAgent {
         // copied apart: not its body (a slice of the whole datagram) nor its other headers,
         // about 1.4 KB less a ringing call. The offer goes to the event as the body it is.
         let kept = req.keep_only(|n| {
-            matches!(
-                n,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-                    | HeaderName::RecordRoute
-                    | HeaderName::Require
-                    | HeaderName::Supported
-            )
+            n.is_copied_to_responses() || matches!(n, HeaderName::Require | HeaderName::Supported)
         });
         first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
