@@ -48,7 +48,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef};
+use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef, may_hold_tag};
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
 };
@@ -1098,14 +1098,6 @@ const SMALL_DECIMALS: [&str; 100] = [
     "81", "82", "83", "84", "85", "86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96",
     "97", "98", "99",
 ];
-
-/// False when `value` cannot hold a `tag` parameter: it has no `tag` in any case.
-fn may_hold_tag(value: &str) -> bool {
-    value
-        .as_bytes()
-        .windows(3)
-        .any(|w| w.eq_ignore_ascii_case(b"tag"))
-}
 
 /// Header names for [`second_value`], whose answer borrows them.
 static VIA: HeaderName = HeaderName::Via;

@@ -138,6 +138,22 @@ header_names! {
 }
 
 impl HeaderName {
+    /// The headers a response copies from its request: Via, From, To (its tag added),
+    /// Call-ID, CSeq (RFC 3261 §8.2.6.2) and Record-Route (§12.1.1; in 1xx-2xx only).
+    pub fn is_copied_to_responses(&self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::RecordRoute
+        )
+    }
+}
+
+impl HeaderName {
     /// The headers of nearly every message, found by length and first letter.
     #[inline]
     fn frequent(b: &[u8]) -> Option<Self> {
@@ -618,6 +634,98 @@ impl Headers {
             head: Some(head),
             list: Vec::with_capacity(n),
         }
+    }
+
+    /// The headers `keep` selects, in order, with their received lines copied into a head
+    /// text of their own that starts with `first` and a CRLF (a start line): the copy keeps
+    /// nothing else of the text these lines are ranges of. Each header prints, reads and
+    /// gives its raw bytes as before. Headers without received lines are cloned; so are
+    /// those read from a header section that was not UTF-8 (their bytes are a slice of it).
+    /// Gives the new text too (`first` is its beginning).
+    pub(crate) fn kept(&self, first: &str, keep: impl Fn(&HeaderName) -> bool) -> (Self, Arc<str>) {
+        /// The received line(s) of `h` as text, when they are a range of a header section
+        /// that was UTF-8 (ranges cut at ASCII line ends: on character boundaries).
+        fn line_of(h: HeaderRef<'_>) -> Option<&str> {
+            match (&h.header.repr, h.shared_line()) {
+                (Repr::Parsed(p), _) => match &p.1 {
+                    Raw::Text { head, start, end } => head.get(*start as usize..*end as usize),
+                    _ => None,
+                },
+                (_, Some((head, start, end))) => head.get(start as usize..end as usize),
+                _ => None,
+            }
+        }
+        // Two walks: the size of the copy, then the copy and the list of ranges of it.
+        let (mut size, mut count) = (first.len() + 2, 0);
+        for h in self.iter().filter(|h| keep(h.name())) {
+            count += 1;
+            size += line_of(h).map_or(0, |l| l.len() + 2);
+        }
+        let mut text = String::with_capacity(size);
+        text.push_str(first);
+        text.push_str("\r\n");
+        let mut list = Vec::with_capacity(count);
+        // Unfolded values (rare) get their range once the text is shared: (index, range).
+        let mut unfolded: Vec<(usize, u32, u32)> = Vec::new();
+        for h in self.iter().filter(|h| keep(h.name())) {
+            let repr = match line_of(h) {
+                None => h.to_header().repr,
+                Some(line) => {
+                    // The copy is no longer than the text the lines come from (`first` is a
+                    // line of it), which fits in 32 bits.
+                    let new = text.len() as u32;
+                    let end = new + line.len() as u32;
+                    text.push_str(line);
+                    text.push_str("\r\n");
+                    match (&h.header.repr, h.shared_line()) {
+                        (Repr::Parsed(p), _) => {
+                            unfolded.push((list.len(), new, end));
+                            Repr::Parsed(Box::new((p.0.clone(), Raw::None)))
+                        }
+                        (
+                            Repr::InHead { value, .. } | Repr::Shared { value, .. },
+                            Some((_, start, _)),
+                        ) => {
+                            // The value lies inside its line (`start <= value <= end`): the
+                            // differences are the same offsets in the copy.
+                            let shift = |v: u32| new + v.saturating_sub(start);
+                            Repr::InHead {
+                                start: new,
+                                end,
+                                value: (shift(value.0), shift(value.1)),
+                            }
+                        }
+                        // Not reached: `line_of` gives a line for these forms only.
+                        _ => h.to_header().repr,
+                    }
+                }
+            };
+            list.push(Header {
+                name: h.header.name.clone(),
+                repr,
+            });
+        }
+        let head: Arc<str> = Arc::from(text);
+        for (i, start, end) in unfolded {
+            if let Some(Header {
+                repr: Repr::Parsed(p),
+                ..
+            }) = list.get_mut(i)
+            {
+                p.1 = Raw::Text {
+                    head: Arc::clone(&head),
+                    start,
+                    end,
+                };
+            }
+        }
+        (
+            Self {
+                head: Some(Arc::clone(&head)),
+                list,
+            },
+            head,
+        )
     }
 
     /// Gives these headers the head text their lines are ranges of (a parsed message's, once

@@ -189,6 +189,38 @@ impl Message {
         std::mem::take(&mut self.body)
     }
 
+    /// This message with only the headers `keep` selects (in order) and no body,
+    /// whose received lines (start line included) are copied into a head text of their own:
+    /// the result keeps nothing else of the received message alive. The kept headers print,
+    /// read and give their raw bytes exactly as here. For a received request kept only for
+    /// what its responses copy from it (RFC 3261 §8.2.6.2: Via, From, To, Call-ID, CSeq;
+    /// §12.1.1: Record-Route), which is a few hundred bytes of a message of a kilobyte or two.
+    pub fn keep_only(self, keep: impl Fn(&HeaderName) -> bool) -> Message {
+        let first = match &self.start_raw {
+            Raw::Text { head, start, end } => head.get(*start as usize..*end as usize),
+            _ => None,
+        };
+        let (headers, head) = self.headers.kept(first.unwrap_or_default(), keep);
+        let start_raw = match first {
+            // The start line is the beginning of the new text.
+            Some(line) => Raw::Text {
+                head,
+                start: 0,
+                end: line.len() as u32,
+            },
+            // Built (printed from `start`), or the bytes of a header section that was not
+            // UTF-8: kept as they are.
+            None => self.start_raw.clone(),
+        };
+        Message {
+            start: self.start,
+            start_raw,
+            headers,
+            body: Bytes::new(),
+            warnings: self.warnings,
+        }
+    }
+
     /// What a lenient parse tolerated (also filled by [`Message::validate`]).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
@@ -359,17 +391,7 @@ impl Message {
             request
                 .headers
                 .iter()
-                .filter(|h| {
-                    matches!(
-                        h.name(),
-                        HeaderName::Via
-                            | HeaderName::From
-                            | HeaderName::To
-                            | HeaderName::CallId
-                            | HeaderName::CSeq
-                            | HeaderName::RecordRoute
-                    )
-                })
+                .filter(|h| h.name().is_copied_to_responses())
                 .count()
                 + 1,
         );
@@ -760,10 +782,7 @@ impl NameAddrTag {
     /// letters `tag` (in any case) has none, readable or not: the parse is skipped (the To of
     /// nearly every out-of-dialog request); so is an unreadable value.
     fn parsed(value: &str) -> Option<crate::typed::NameAddrRef<'_>> {
-        value
-            .as_bytes()
-            .windows(3)
-            .any(|w| w.eq_ignore_ascii_case(b"tag"))
+        crate::typed::may_hold_tag(value)
             .then(|| crate::typed::NameAddrRef::parse(value).ok())
             .flatten()
     }
@@ -1070,8 +1089,10 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
     } = split_lines(buf, &mut spans)?;
 
     // The header section as one shared UTF-8 text when it is (nearly always), so that header
-    // values are `&str` ranges of it without a copy or a check per header.
-    let head: Option<Arc<str>> = match std::str::from_utf8(&buf[..body_at]) {
+    // values are `&str` ranges of it without a copy or a check per header. Checked with SIMD
+    // (`simdutf8::basic` accepts exactly what `std::str::from_utf8` accepts, test
+    // `the_head_check_accepts_what_std_accepts`), several times faster on a header section.
+    let head: Option<Arc<str>> = match simdutf8::basic::from_utf8(&buf[..body_at]) {
         Ok(text) if u32::try_from(text.len()).is_ok() => Some(Arc::from(text)),
         _ => None,
     };
@@ -1590,6 +1611,89 @@ Call-ID: c2\r\n\
     }
 
     #[test]
+    fn a_request_kept_for_its_responses_answers_as_the_whole_one() {
+        // The requests of `a_printed_answer_is_the_built_one` (compact names, a folded To,
+        // joined Vias, Record-Route), one with a body, one whose header section is not UTF-8,
+        // and a built one: the copy `keep_only` makes gives the same responses, byte for byte,
+        // its headers read and print as the kept ones of the whole request, and its received
+        // lines are its own (nothing of the whole request's text is kept alive).
+        let copied = |n: &HeaderName| {
+            n.is_copied_to_responses() || matches!(n, HeaderName::Require | HeaderName::Supported)
+        };
+        let mut requests: Vec<Message> = [
+            INVITE,
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK7\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;TAG\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+            b"INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP c;branch=z9hG4bK3\r\nRecord-Route: <sip:p;lr>\r\nf: <sip:a@h>;tag=1\r\nt: \"B\"\r\n  <sip:b@h>\r\ni: x@y\r\nCSeq: 1 INVITE\r\nX-Other: no\r\nSupported: 100rel\r\nl: 0\r\n\r\n",
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK5\r\nFrom: \"Zo\xeb\" <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 4\r\n\r\nv=0\n",
+            b"INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK6\r\nFrom: <sip:a@h>;tag=1\r\nTo:   <sip:b@h> \r\nRequire: 100rel\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+        ]
+        .iter()
+        .map(|raw| Message::parse(raw).unwrap())
+        .collect();
+        let mut built = Message::new_request(Method::Invite, Uri::parse("sip:b@h").unwrap());
+        for (n, v) in [
+            (HeaderName::Via, "SIP/2.0/UDP a;branch=z9hG4bK8"),
+            (HeaderName::From, "<sip:a@h>;tag=1"),
+            (HeaderName::To, "<sip:b@h>"),
+            (HeaderName::CallId, "c"),
+            (HeaderName::CSeq, "1 INVITE"),
+            (HeaderName::MaxForwards, "70"),
+        ] {
+            built.headers.push(Header::new(n, v));
+        }
+        requests.push(built);
+        for req in &requests {
+            let kept = req.clone().keep_only(copied);
+            assert!(kept.body().is_empty());
+            assert_eq!(kept.start_line(), req.start_line());
+            let view = |m: &Message| -> Vec<(HeaderName, String, Option<Vec<u8>>)> {
+                m.headers
+                    .iter()
+                    .filter(|h| copied(h.name()))
+                    .map(|h| {
+                        (
+                            h.name().clone(),
+                            h.value().to_owned(),
+                            h.raw().map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(view(&kept), view(req));
+            assert_eq!(kept.headers.len(), view(req).len());
+            // Nothing of the whole request's head text is referred to by the copy.
+            if let Raw::Text { head, .. } = &req.start_raw {
+                let whole = head.as_bytes().as_ptr_range();
+                let lines = kept.headers.iter().filter_map(|h| h.raw());
+                let start = match &kept.start_raw {
+                    Raw::Text { head, .. } => Some(head.as_bytes()),
+                    _ => None,
+                };
+                for line in lines.chain(start) {
+                    assert!(!whole.contains(&line.as_ptr()), "{req:?}");
+                }
+            }
+            for code in [100, 180, 200, 487] {
+                for tag in [None, Some("t1")] {
+                    let extra = [Header::new(HeaderName::Contact, "<sip:b@10.0.0.2>")];
+                    let body = (code == 200).then_some(("application/sdp", &b"v=0\r\n"[..]));
+                    let (mut whole, mut copy) = (Vec::new(), Vec::new());
+                    Message::write_full_response(req, code, "R", tag, &extra, body, &mut whole);
+                    Message::write_full_response(&kept, code, "R", tag, &extra, body, &mut copy);
+                    assert_eq!(
+                        String::from_utf8_lossy(&whole),
+                        String::from_utf8_lossy(&copy)
+                    );
+                    assert_eq!(
+                        Message::response_to(req, code, "R", tag).to_bytes(),
+                        Message::response_to(&kept, code, "R", tag).to_bytes()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_valueless_to_tag_is_replaced_not_doubled() {
         // `To: <uri>;tag` (no value): appending would give `<uri>;tag;tag=t1`, whose first,
         // valueless `tag` is the one a reader takes (no readable tag). The tag is set instead.
@@ -2058,6 +2162,57 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                     .starts_with(&format!("SIP/2.0 200 {reason}\r\n"))
             );
         }
+    }
+
+    #[test]
+    fn the_head_check_accepts_what_std_accepts() {
+        // `parse` takes the header section as text when `simdutf8::basic::from_utf8` accepts
+        // it; that must be exactly when std's check does. Valid and invalid sequences of every
+        // kind (overlong, surrogate, above U+10FFFF, truncated, stray continuation, 0xFF)
+        // placed at every offset around the vector widths (16, 32, 64 bytes) of ASCII text.
+        let pieces: [&[u8]; 16] = [
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "😀".as_bytes(),
+            b"\xC3",
+            b"\xE2\x82",
+            b"\xF0\x9F\x98",
+            b"\x80",
+            b"\xBF",
+            b"\xC0\xAF",
+            b"\xE0\x80\xAF",
+            b"\xED\xA0\x80",
+            b"\xF4\x90\x80\x80",
+            b"\xF8\x88\x80\x80\x80",
+            b"\xFF",
+            b"\xFE",
+            b"\x00",
+        ];
+        for len in [
+            0usize, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200,
+        ] {
+            let ascii = vec![b'a'; len];
+            assert!(simdutf8::basic::from_utf8(&ascii).is_ok());
+            for piece in pieces {
+                for at in 0..=len {
+                    let mut b = ascii.clone();
+                    b.splice(at..at, piece.iter().copied());
+                    assert_eq!(
+                        simdutf8::basic::from_utf8(&b).is_ok(),
+                        std::str::from_utf8(&b).is_ok(),
+                        "{piece:x?} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // A real header section with a non-ASCII display name, then with a broken one.
+        let good = "INVITE sip:b@h SIP/2.0\r\nFrom: \"Zoë\" <sip:a@h>;tag=1\r\n\r\n";
+        assert!(simdutf8::basic::from_utf8(good.as_bytes()).is_ok());
+        let mut bad = good.as_bytes().to_vec();
+        let at = good.find('ë').unwrap();
+        bad[at + 1] = b'x';
+        assert!(simdutf8::basic::from_utf8(&bad).is_err());
+        assert!(std::str::from_utf8(&bad).is_err());
     }
 
     #[test]

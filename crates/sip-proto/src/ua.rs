@@ -2131,7 +2131,7 @@ impl UserAgent {
     }
 
     /// A new INVITE, whose server transaction was just pushed (the last of `server`).
-    fn on_new_invite(&mut self, now: Instant, mut req: Message, source: SocketAddr) {
+    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         let dialog = match Dialog::from_uas(&req, &local_tag) {
             Ok(d) => d,
@@ -2155,15 +2155,18 @@ impl UserAgent {
         }
         let from = from_uri_text(&req);
         let offer = sdp_of(&req);
-        // The call keeps the INVITE for its headers only (the responses copy them): its body
-        // is a slice of the whole datagram and would keep it alive until the final response
-        // (about 900 bytes a ringing call). The offer goes to the event as the body it is.
-        drop(req.take_body());
+        // The call keeps of the INVITE what its responses read (RFC 3261 §8.2.6.2 copies Via,
+        // From, To, Call-ID, CSeq; §12.1.1 Record-Route; RFC 3262 §3: Require, Supported),
+        // copied apart: not its body (a slice of the whole datagram) nor its other headers,
+        // about 1.4 KB less a ringing call. The offer goes to the event as the body it is.
+        let kept = req.keep_only(|n| {
+            n.is_copied_to_responses() || matches!(n, HeaderName::Require | HeaderName::Supported)
+        });
         first_room(&mut self.calls);
         self.calls.push_back(Slot::Live(Box::new(Call {
             uac: false,
             state: CallState::Calling,
-            invite: Some(Arc::new(req)),
+            invite: Some(Arc::new(kept)),
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
@@ -2392,10 +2395,18 @@ impl UserAgent {
             return;
         }
         // The To header is read once: its tag says whether the request is in a dialog, and
-        // it is one of the three identifiers matched against the calls' dialogs.
-        let to_tag = match req.headers.view::<ToRef>() {
-            Some(Ok(to)) => Ok(to.tag()),
-            _ => Err(()),
+        // it is one of the three identifiers matched against the calls' dialogs. Past the
+        // ACK, an unreadable To (`Err`) and one without tag (`Ok(None)`) take the same paths
+        // below (an INVITE's To is read again, and refused, by `Dialog::from_uas`): a To
+        // without the letters `tag` is not parsed here (the INVITE of every new call).
+        let to_tag = match req.headers.get(&HeaderName::To) {
+            Some(h) if method != Method::Ack && !sip_msg::typed::may_hold_tag(h.value()) => {
+                Ok(None)
+            }
+            _ => match req.headers.view::<ToRef>() {
+                Some(Ok(to)) => Ok(to.tag()),
+                _ => Err(()),
+            },
         };
         if method == Method::Ack {
             let ids = to_tag
@@ -3639,9 +3650,9 @@ mod tests {
         assert_eq!(p.a.calls.len(), 1);
     }
 
-    /// The callee keeps the INVITE for its headers only: the offer is reported with the
-    /// incoming call, the kept copy holds no body (which would keep the whole datagram), and
-    /// the ringing and the answer are still built from its headers.
+    /// The callee keeps of the INVITE the headers its responses copy: the offer is reported
+    /// with the incoming call, the kept copy holds no body (which would keep the whole
+    /// datagram) nor the other headers, and the ringing and the answer are still built from it.
     #[test]
     fn the_kept_incoming_invite_holds_no_body_and_the_offer_is_reported() {
         let mut p = Pair::new();
@@ -3657,10 +3668,23 @@ mod tests {
         let kept = p.b.call_ref(bob_call).unwrap().invite.clone().unwrap();
         assert!(kept.body().is_empty());
         assert_eq!(kept.method(), Some(Method::Invite));
-        assert_eq!(
-            kept.headers.value(&HeaderName::ContentType),
-            Some("application/sdp")
-        );
+        // Only what the responses copy: not the Content-Type, Contact or Max-Forwards.
+        for gone in [
+            HeaderName::ContentType,
+            HeaderName::Contact,
+            HeaderName::MaxForwards,
+        ] {
+            assert_eq!(kept.headers.value(&gone), None, "{gone:?}");
+        }
+        for name in [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            assert!(kept.headers.value(&name).is_some(), "{name:?}");
+        }
         p.b.ring(p.now, bob_call);
         p.run(Duration::from_millis(50));
         p.b.answer(
