@@ -33,7 +33,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogId, DialogIds};
+use crate::dialog::{Dialog, DialogError, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
@@ -385,8 +385,10 @@ struct KeptFork {
 /// The early dialog of a fork of our INVITE other than the first one's (the call's
 /// `dialog`): RFC 3261 §12.1.2, each To tag of a 1xx makes its own. Kept to PRACK that
 /// fork's reliable provisionals in it (RFC 3262 §4: its To tag, remote target, route set and
-/// CSeq numbers, its RSeq), and for the CSeq its dialog goes on from (its 2xx confirming the
-/// call, or the BYE ending it). Made only for a fork that sends a reliable provisional.
+/// CSeq numbers, its RSeq), to answer the requests that fork sends in it and send ours
+/// ([`UserAgent::update_fork`], RFC 3311 §5.1), and for the CSeq its dialog goes on from
+/// (its 2xx confirming the call, or the BYE ending it). Made for each fork whose 1xx has a
+/// To tag and a Contact.
 #[derive(Debug)]
 struct EarlyFork {
     dialog: Dialog,
@@ -404,7 +406,7 @@ const MAX_EARLY_FORKS: usize = 16;
 /// only past this, not a BYE transaction (and a remembered tag) each.
 const MAX_FORKS_ENDED: usize = 16;
 
-/// The early dialog a reliable provisional to our INVITE belongs to, by its To tag
+/// The early dialog a provisional response to our INVITE belongs to, by its To tag
 /// (RFC 3261 §12.1.2): `Some(None)` for the call's dialog (the first fork's, or a 1xx without
 /// To tag as before), `Some(Some(i))` for `call.forks[i]`, made here for a new fork while the
 /// call is early. `None` when no dialog can be kept for it ([`MAX_EARLY_FORKS`] kept already,
@@ -441,6 +443,15 @@ fn early_dialog_of(call: &mut Call, resp: &Message) -> Option<Option<usize>> {
         last_rseq: None,
     });
     Some(Some(call.forks.len() - 1))
+}
+
+/// The call's dialog (`fork` `None`) or the early dialog of another fork (`Some(i)`:
+/// `call.forks[i]`).
+fn dialog_of_mut(call: &mut Call, fork: Option<usize>) -> Option<&mut Dialog> {
+    match fork {
+        None => call.dialog.as_mut(),
+        Some(i) => call.forks.get_mut(i).map(|f| &mut f.dialog),
+    }
 }
 
 impl KeptAck {
@@ -536,8 +547,8 @@ struct Call {
     reported_end: bool,
     /// UAC: the last RSeq acknowledged with PRACK in `dialog` (RFC 3262 §4).
     last_rseq: Option<u32>,
-    /// UAC, while early: the early dialogs of the other forks of the INVITE that sent reliable
-    /// provisionals ([`EarlyFork`]); empty (no heap) unless such a fork appears, at most
+    /// UAC, while early: the early dialogs of the other forks of the INVITE that sent a 1xx
+    /// with a To tag ([`EarlyFork`]); empty (no heap) unless such a fork appears, at most
     /// [`MAX_EARLY_FORKS`], dropped once a 2xx confirms the call.
     forks: Vec<EarlyFork>,
     /// UAS: the next RSeq to send.
@@ -1408,17 +1419,28 @@ impl UserAgent {
                 if call.state == CallState::Calling {
                     call.state = CallState::Early;
                 }
-                if call.dialog.is_none()
+                let made = call.dialog.is_none()
                     && resp
                         .headers
                         .view::<ToRef>()
                         .and_then(Result::ok)
-                        .is_some_and(|t| t.tag().is_some())
-                {
+                        .is_some_and(|t| t.tag().is_some());
+                if made {
                     call.dialog = call
                         .invite
                         .as_deref()
                         .and_then(|inv| Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok());
+                }
+                // RFC 3261 §12.1.2: each 1xx with a To tag is in its fork's early dialog (made
+                // by the first 1xx of that tag). Its Contact refreshes that dialog's remote
+                // target (§12.2.1.2, §13.2.2.4: the target a later 1xx or the 2xx gives is
+                // where the UAS is now; PRACK, UPDATE and INFO go there).
+                let fork = early_dialog_of(call, resp);
+                if let Some(fork) = fork
+                    && !(made && fork.is_none())
+                    && let Some(d) = dialog_of_mut(call, fork)
+                {
+                    d.refresh_target(resp);
                 }
                 // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once,
                 // in its fork's early dialog (RSeq counted per dialog).
@@ -1429,7 +1451,7 @@ impl UserAgent {
                     .and_then(Result::ok)
                     .map(|r| r.0);
                 if let (true, Some(rseq)) = (reliable && use_100rel, rseq) {
-                    match early_dialog_of(call, resp) {
+                    match fork {
                         Some(fork) => {
                             let last = match fork {
                                 None => &mut call.last_rseq,
@@ -1483,23 +1505,38 @@ impl UserAgent {
                     });
                     return;
                 };
-                let dialog = match Dialog::from_uac_tagged(invite, &call.local_tag, resp) {
-                    Ok(d) => d,
-                    Err(_) => {
-                        // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
-                        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                            what: "2xx to INVITE without To tag or Contact",
-                        });
-                        self.call_event(
-                            id,
-                            CallEvent::Failed {
-                                code,
-                                reason: "2xx without To tag or Contact".into(),
-                            },
-                        );
-                        return;
-                    }
-                };
+                // A 2xx without Contact (RFC 3261 §12.1.1 requires one) or To tag is still
+                // ACKed (§13.2.2.4: the UAC core ACKs every 2xx; unACKed, its UAS retransmits
+                // it until Timer H and keeps its dialog up), towards its route set and the
+                // INVITE's Request-URI as remote target (the target that reached that UAS:
+                // nothing better is known), then ended at once with BYE the same way: the
+                // call is not taken on a dialog whose peer cannot be reached. The call fails
+                // with the violation named (its outcome); the 2xx is in the trace.
+                let (dialog, violation) =
+                    match Dialog::from_uac_tagged(invite, &call.local_tag, resp) {
+                        Ok(d) => (d, None),
+                        Err(e) => match invite
+                            .request_uri()
+                            .cloned()
+                            .map(|target| Dialog::from_uac_lenient(invite, resp, target))
+                        {
+                            Some(Ok(d)) => (d, Some(e)),
+                            _ => {
+                                // Not even a dialog to ACK in (no From, To or Call-ID).
+                                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                                    what: "2xx to INVITE without From, To or Call-ID",
+                                });
+                                self.call_event(
+                                    id,
+                                    CallEvent::Failed {
+                                        code,
+                                        reason: "2xx without From, To or Call-ID".into(),
+                                    },
+                                );
+                                return;
+                            }
+                        },
+                    };
                 let cancelled = call.cancel_pending || call.state == CallState::Terminating;
                 let seq = invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
@@ -1544,6 +1581,23 @@ impl UserAgent {
                 let out = keep_ack(&mut call.ack, dest, ack);
                 self.keep_invite_ack(id, &out, kept_forks);
                 push_out(&mut self.queues, out);
+                if let Some(e) = violation {
+                    self.send_bye(now, id);
+                    let what = match e {
+                        DialogError::MissingTag => "To tag",
+                        _ => "Contact",
+                    };
+                    self.call_event(
+                        id,
+                        CallEvent::Failed {
+                            code,
+                            reason: format!(
+                                "2xx without {what} (RFC 3261 §12.1.1): ACKed and ended with BYE"
+                            ),
+                        },
+                    );
+                    return;
+                }
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
@@ -1723,17 +1777,24 @@ impl UserAgent {
         let Ok(first) = Message::parse(&kept.1) else {
             return Some((same(), None));
         };
+        // A 2xx without To tag has a null one (RFC 3261 §12.1.2).
         let tag = |m: &Message| {
             m.headers
                 .view::<ToRef>()
                 .and_then(Result::ok)
-                .and_then(|t| t.tag().map(Cow::into_owned))
+                .map(|t| t.tag().map(Cow::into_owned).unwrap_or_default())
         };
         let theirs = tag(resp)?;
         if tag(&first).as_deref() == Some(theirs.as_str()) {
             return Some((same(), None));
         }
-        let mut dialog = Dialog::from_uac(&first, resp).ok()?;
+        // Without Contact (or To tag) it is still ACKed and ended, as the first 2xx is
+        // (`on_invite_response`), towards the INVITE's Request-URI: our INVITE's To URI is
+        // its Request-URI (`call`), and the kept ACK has that To.
+        let mut dialog = match Dialog::from_uac(&first, resp) {
+            Ok(d) => d,
+            Err(_) => Dialog::from_uac_lenient(&first, resp, first.to()?.0.uri).ok()?,
+        };
         let via = first.headers.value(&HeaderName::Via)?.to_owned();
         let seq = first.cseq().map_or(1, |c| c.seq);
         let ack = self
@@ -1811,7 +1872,8 @@ impl UserAgent {
         call.cancel_pending = false;
         call.state = CallState::Terminating;
         // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
-        // Route, and the CSeq number of the INVITE.
+        // every Route header field (in order, as printed: a comma-joined line stays one
+        // line), and the CSeq number of the INVITE.
         let Some(inv) = call.invite.as_deref() else {
             return;
         };
@@ -1832,7 +1894,11 @@ impl UserAgent {
             HeaderName::To,
             HeaderName::CallId,
         ] {
-            if let Some(h) = inv.headers.get(&name) {
+            if name == HeaderName::Route {
+                for h in inv.headers.get_all(&name) {
+                    cancel.headers.push_ref(h);
+                }
+            } else if let Some(h) = inv.headers.get(&name) {
                 cancel.headers.push_ref(h);
             }
         }
@@ -1894,10 +1960,57 @@ impl UserAgent {
     }
 
     /// Sends UPDATE (RFC 3311) in a confirmed or early call, with an optional SDP offer.
+    /// While a forked call is early it goes in the first fork's early dialog (the first 1xx
+    /// with a To tag: the one the call had before any other fork rang, so a call that was
+    /// never forked works as before); [`UserAgent::update_fork`] names another fork.
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
         self.send_in_dialog(
             now,
             id,
+            InDialogMethod::Update,
+            sdp.map(|b| ("application/sdp", b)),
+            None,
+        )
+    }
+
+    /// The To tags of the call's dialogs: while a UAC's call is early, one per fork of the
+    /// INVITE whose 1xx carried a To tag (RFC 3261 §12.1.2: each makes its own early
+    /// dialog), the first fork's first (the dialog [`UserAgent::update`] and
+    /// [`UserAgent::info`] use), then the others in the order they appeared (at most
+    /// `MAX_EARLY_FORKS` = 16 more); once confirmed, the confirmed dialog's only.
+    pub fn fork_tags(&self, id: CallId) -> impl Iterator<Item = &str> {
+        self.call_ref(id).into_iter().flat_map(|c| {
+            c.dialog
+                .iter()
+                .chain(c.forks.iter().map(|f| &f.dialog))
+                .map(|d| d.id.remote_tag.as_str())
+        })
+    }
+
+    /// [`UserAgent::update`] in the early dialog of the fork whose To tag is `tag` (one of
+    /// [`UserAgent::fork_tags`]): RFC 3311 §5.1 lets the caller send UPDATE in any early
+    /// dialog, and a forked INVITE has one per ringing phone. False when no dialog of the
+    /// call has that tag.
+    pub fn update_fork(&mut self, now: Instant, id: CallId, tag: &str, sdp: Option<Bytes>) -> bool {
+        let Some(call) = self.call_ref(id) else {
+            return false;
+        };
+        let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
+            None
+        } else {
+            match call
+                .forks
+                .iter()
+                .position(|f| f.dialog.id.remote_tag == tag)
+            {
+                Some(i) => Some(i),
+                None => return false,
+            }
+        };
+        self.send_in_dialog_of(
+            now,
+            id,
+            fork,
             InDialogMethod::Update,
             sdp.map(|b| ("application/sdp", b)),
             None,
@@ -1942,10 +2055,7 @@ impl UserAgent {
         let (via, branch) = self.new_via_branch();
         let contact = self.contact();
         let ua = self.profile.user_agent.clone();
-        let Some(dialog) = self.call_mut(id).and_then(|c| match fork {
-            None => c.dialog.as_mut(),
-            Some(i) => c.forks.get_mut(i).map(|f| &mut f.dialog),
-        }) else {
+        let Some(dialog) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) else {
             return false;
         };
         let mut b = dialog
@@ -2453,18 +2563,29 @@ impl UserAgent {
     }
 
     /// The call whose dialog a request with these identifiers belongs to (the request's
-    /// headers read once, compared with every call's dialog).
-    fn find_dialog_call(&self, ids: Option<&DialogIds<'_>>) -> Option<CallId> {
+    /// headers read once, compared with every call's dialog), and which of its dialogs:
+    /// `None` the call's, `Some(i)` the early dialog of another fork of its INVITE
+    /// (`call.forks[i]`). RFC 3261 §12.2.2: a request is in the dialog of its Call-ID, From
+    /// tag and To tag; a forked INVITE has one early dialog per fork, so a request a phone
+    /// sends in its own early dialog (UPDATE, INFO) is matched to that one.
+    fn find_dialog_call(&self, ids: Option<&DialogIds<'_>>) -> Option<(CallId, Option<usize>)> {
         let ids = ids?;
         self.calls.iter().enumerate().find_map(|(i, c)| {
-            let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
-            ids.matches(d, true)
-                .then_some(Self::id_at(self.first_call, i))
+            let c = c.as_ref()?;
+            let fork = match &c.dialog {
+                Some(d) if ids.matches(&d.id, true) => None,
+                _ => Some(
+                    c.forks
+                        .iter()
+                        .position(|f| ids.matches(&f.dialog.id, true))?,
+                ),
+            };
+            Some((Self::id_at(self.first_call, i), fork))
         })
     }
 
     fn on_ack(&mut self, _now: Instant, req: &Message, ids: Option<DialogIds<'_>>) {
-        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
+        let Some((id, _)) = self.find_dialog_call(ids.as_ref()) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "ACK matches no dialog",
             });
@@ -2527,14 +2648,15 @@ impl UserAgent {
         key: TxnKey,
         method: Method,
     ) {
-        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
+        let Some((id, fork)) = self.find_dialog_call(ids.as_ref()) else {
             self.respond_no_such_call(now, req, key, source);
             return;
         };
         let seq = req.cseq().map_or(0, |c| c.seq);
+        // Each dialog has its own CSeq numbers (§12.2.2), an early fork's too.
         let in_order = self
             .call_mut(id)
-            .and_then(|c| c.dialog.as_mut())
+            .and_then(|c| dialog_of_mut(c, fork))
             .is_some_and(|d| d.accept_remote_cseq(seq));
         if !in_order {
             self.respond_stateless(
@@ -2548,6 +2670,15 @@ impl UserAgent {
             return;
         }
         match method {
+            Method::Bye if fork.is_some() => {
+                // RFC 3261 §15: a callee must not send BYE in an early dialog. It ends only
+                // that fork's dialog (§15.1.2 answers it 200); the call goes on with the
+                // other forks, and the fork's numbers stay for a 2xx it may still send.
+                self.respond_stateless(now, req, key, source, 200, "OK");
+                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                    what: "BYE in the early dialog of another fork (RFC 3261 §15)",
+                });
+            }
             Method::Bye => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
                 let mut confirmed_by_bye = false;
@@ -2574,7 +2705,7 @@ impl UserAgent {
                 );
             }
             Method::Invite | Method::Update => {
-                if let Some(d) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) {
+                if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
                 let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
@@ -5543,6 +5674,59 @@ mod auth_tests {
         let seq = invite.cseq().unwrap().seq;
         want.push_str(&format!("CSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"));
         assert_eq!(cancel, want);
+    }
+
+    /// RFC 3261 §9.1: the CANCEL's Route header fields are those of the INVITE it cancels,
+    /// all of them, in order: a comma-joined line and further lines (a preloaded route set)
+    /// as well as the outbound proxy's. Before: only the first Route line.
+    #[test]
+    fn a_cancel_copies_every_route_line_of_the_invite_in_order() {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut cfg = config();
+        cfg.credentials = None;
+        cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
+            .unwrap()
+            .as_sip()
+            .cloned();
+        let mut ua = UserAgent::new(cfg);
+        let now = Instant::now();
+        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        // The INVITE as a preloaded route set would make it: the proxy's line, then a
+        // comma-joined line, then one more line (the call's INVITE is what CANCEL copies).
+        let Some(Slot::Live(c)) = ua.calls.get_mut(0) else {
+            panic!("a live call")
+        };
+        let kept = Arc::make_mut(c.invite.as_mut().unwrap());
+        kept.headers.push(Header::new(
+            HeaderName::Route,
+            "<sip:p2.example.test;lr>, <sip:p3.example.test;lr>",
+        ));
+        kept.headers
+            .push(Header::new(HeaderName::Route, "<sip:p4.example.test;lr>"));
+        let routes: Vec<String> = kept
+            .headers
+            .get_all(&HeaderName::Route)
+            .map(|h| h.value().to_owned())
+            .collect();
+        assert_eq!(routes.len(), 3);
+        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
+        ringing.headers.push(Header::new(
+            HeaderName::Contact,
+            "<sip:1002@127.0.0.1:5080>",
+        ));
+        ua.handle_message(now, ringing, from);
+        ua.hangup(now, call);
+        let cancel = std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| Message::parse(&o.bytes).unwrap())
+            .find(|m| m.method() == Some(Method::Cancel))
+            .expect("a CANCEL");
+        let got: Vec<String> = cancel
+            .headers
+            .get_all(&HeaderName::Route)
+            .map(|h| h.value().to_owned())
+            .collect();
+        assert_eq!(got, routes);
     }
 
     #[test]
