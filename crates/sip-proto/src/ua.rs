@@ -396,6 +396,27 @@ struct EarlyFork {
     last_rseq: Option<u32>,
 }
 
+/// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
+/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Boxed in
+/// the call only while a retry is due or in flight (the rare path).
+#[derive(Debug)]
+struct GlareRetry {
+    /// When it goes again; `None` once sent (kept to count the tries until its answer).
+    at: Option<Instant>,
+    kind: InDialogMethod,
+    /// The To tag of the dialog it was sent in (an early fork's, or the confirmed one).
+    tag: String,
+    /// Its offer, sent again as it was.
+    body: Option<Bytes>,
+    /// How many times it was refused with 491 (at most [`MAX_GLARE_TRIES`]).
+    tries: u8,
+}
+
+/// The most times one re-INVITE or UPDATE is refused with 491 and sent again: two agents
+/// that each retry at once would otherwise cross for ever; the last 491 is reported as the
+/// request's outcome ([`CallEvent::Modified`]).
+const MAX_GLARE_TRIES: u8 = 4;
+
 /// The most early dialogs kept for other forks of one INVITE ([`EarlyFork`]): a forking
 /// proxy reaches a few phones; a peer sending reliable provisionals with endless new To tags
 /// gets its first `MAX_EARLY_FORKS` PRACKed, the rest are reported ignored (not kept).
@@ -543,8 +564,6 @@ struct Call {
     source: Option<SocketAddr>,
     /// UAS: 2xx retransmission (§13.3.1.4): the bytes, next time, interval, give-up time.
     ok_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
-    /// Failed or ended already reported.
-    reported_end: bool,
     /// UAC: the last RSeq acknowledged with PRACK in `dialog` (RFC 3262 §4).
     last_rseq: Option<u32>,
     /// UAC, while early: the early dialogs of the other forks of the INVITE that sent a 1xx
@@ -555,6 +574,8 @@ struct Call {
     next_rseq: u32,
     /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
+    /// Our re-INVITE or UPDATE refused with 491, to be sent again ([`GlareRetry`]).
+    glare: Option<Box<GlareRetry>>,
 }
 
 /// One call handle's state.
@@ -1330,11 +1351,11 @@ impl UserAgent {
             local_sdp: offer,
             source: None,
             ok_retransmit: None,
-            reported_end: false,
             last_rseq: None,
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
+            glare: None,
         })));
         self.start_invite(now, invite, branch, id, destination);
         id
@@ -1367,11 +1388,8 @@ impl UserAgent {
 
     fn call_event(&mut self, id: CallId, e: CallEvent) {
         if matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }) {
+            // Reported once: the call's slot ends below, and an ended call is not live.
             let Some(c) = self.call_mut(id) else { return };
-            if c.reported_end {
-                return;
-            }
-            c.reported_end = true;
             c.state = CallState::Terminated;
             // RFC 3261 §15: the dialog ends with the call (a retransmitted BYE is answered by
             // its server transaction; other requests of the dialog get 481); the call keeps
@@ -2084,6 +2102,14 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
+        // A retried request's answer: its glare retries are over.
+        if let Some(c) = self.call_mut(id)
+            && c.glare
+                .as_ref()
+                .is_some_and(|g| g.kind == kind && g.at.is_none())
+        {
+            c.glare = None;
+        }
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
         let sdp = sdp_of(resp);
@@ -2282,11 +2308,11 @@ impl UserAgent {
             local_sdp: None,
             source: Some(source),
             ok_retransmit: None,
-            reported_end: false,
             last_rseq: None,
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
+            glare: None,
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
@@ -2389,11 +2415,11 @@ impl UserAgent {
     /// retransmission armed (an ACK, a PRACK, a BYE or a give-up stopped the last one).
     fn refresh_call_timers(&mut self) {
         if self.flag(CALL_TIMERS) {
-            let armed = self
-                .calls
-                .iter()
-                .filter_map(Slot::as_ref)
-                .any(|c| c.ok_retransmit.is_some() || c.prov_retransmit.is_some());
+            let armed = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
+                c.ok_retransmit.is_some()
+                    || c.prov_retransmit.is_some()
+                    || c.glare.as_ref().is_some_and(|g| g.at.is_some())
+            });
             self.set_flag(CALL_TIMERS, armed);
         }
     }
@@ -2669,6 +2695,21 @@ impl UserAgent {
             );
             return;
         }
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some((code, reason)) = self.crossing_refusal(id, &method, sdp_of(req).is_some())
+        {
+            // §14.2: the 500 for an INVITE that crossed the first one carries a Retry-After
+            // of a random 0–10 s.
+            let retry_after = (code == 500).then(|| {
+                Header::new(
+                    HeaderName::RetryAfter,
+                    decimal_text(self.rng.random_range(0..=10)),
+                )
+            });
+            let extra = retry_after.as_slice();
+            self.respond_with(now, req, key, source, code, reason, extra);
+            return;
+        }
         match method {
             Method::Bye if fork.is_some() => {
                 // RFC 3261 §15: a callee must not send BYE in an early dialog. It ends only
@@ -2793,6 +2834,155 @@ impl UserAgent {
         }
     }
 
+    /// The refusal of a re-INVITE or UPDATE (`offer`: it carries one) of call `id` that
+    /// crosses a request of ours, if it does (the peer tries again later):
+    /// - our BYE (or CANCEL) is out: the session is over (§15.1.1), nothing modifies it: 481;
+    /// - an INVITE while the call's first INVITE is in progress (§14.2): 491 when it is ours
+    ///   (we are its UAC), 500 (with Retry-After) when we have not answered it yet;
+    /// - an INVITE, or an UPDATE with an offer, while our re-INVITE or our UPDATE with an
+    ///   offer waits for its final response: 491 (RFC 3261 §14.2; RFC 3311 §5.2: one offer
+    ///   at a time each way). An UPDATE without offer (a session refresh) crosses nothing.
+    fn crossing_refusal(
+        &self,
+        id: CallId,
+        method: &Method,
+        offer: bool,
+    ) -> Option<(u16, &'static str)> {
+        let call = self.call_ref(id)?;
+        let invite = *method == Method::Invite;
+        if call.state == CallState::Terminating {
+            return Some((481, "Call/Transaction Does Not Exist"));
+        }
+        if invite && matches!(call.state, CallState::Calling | CallState::Early) {
+            return Some(if call.uac {
+                (491, "Request Pending")
+            } else {
+                (500, "Server Internal Error")
+            });
+        }
+        if !invite && !offer {
+            return None;
+        }
+        let crossing = self.client.iter().any(|e| match e.owner {
+            Owner::InDialog(c, m) if c == id => {
+                matches!(
+                    e.txn.state(),
+                    State::Calling | State::Trying | State::Proceeding
+                ) && (m == InDialogMethod::Reinvite
+                    || (m == InDialogMethod::Update && !e.txn.request().body().is_empty()))
+            }
+            _ => false,
+        });
+        crossing.then_some((491, "Request Pending"))
+    }
+
+    /// Our re-INVITE or UPDATE (`kind`, sent in the dialog with To tag `tag`, its offer
+    /// `body`) was refused with 491: sent again after RFC 3261 §14.1's timer (RFC 3311 §5.1
+    /// for UPDATE): a random 2.1–4 s when we own the dialog's Call-ID (we sent the INVITE
+    /// that made it), 0–2 s when not, in units of 10 ms. False when it is not (tried
+    /// [`MAX_GLARE_TRIES`] times, or another retry is due): the 491 is its outcome then.
+    fn retry_after_glare(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        tag: String,
+        body: Option<Bytes>,
+    ) -> bool {
+        let Some(uac) = self.call_ref(id).map(|c| c.uac) else {
+            return false;
+        };
+        let units: u64 = if uac {
+            self.rng.random_range(210..=400)
+        } else {
+            self.rng.random_range(0..=200)
+        };
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
+        let tries = match &call.glare {
+            Some(g) if g.kind == kind && g.at.is_none() => g.tries + 1,
+            Some(_) => return false,
+            None => 1,
+        };
+        if tries > MAX_GLARE_TRIES {
+            call.glare = None;
+            return false;
+        }
+        call.glare = Some(Box::new(GlareRetry {
+            at: Some(now + Duration::from_millis(10 * units)),
+            kind,
+            tag,
+            body,
+            tries,
+        }));
+        self.set_flag(CALL_TIMERS, true);
+        true
+    }
+
+    /// Sends again the re-INVITEs and UPDATEs refused with 491 whose time has come
+    /// ([`UserAgent::retry_after_glare`]), in the dialog they were sent in. One whose dialog
+    /// is gone (its early fork's, once another answered) gets its 491 reported; one of a
+    /// call that is ending is dropped.
+    fn send_glare_retries(&mut self, now: Instant) {
+        let first = self.first_call;
+        let due: Vec<CallId> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.as_ref()
+                    .and_then(|c| c.glare.as_ref()?.at)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(i, _)| Self::id_at(first, i))
+            .collect();
+        for id in due {
+            let Some(call) = self.call_mut(id) else {
+                continue;
+            };
+            let Some(g) = call.glare.as_mut() else {
+                continue;
+            };
+            g.at = None;
+            let (kind, body) = (g.kind, g.body.clone());
+            let fork = if call
+                .dialog
+                .as_ref()
+                .is_some_and(|d| d.id.remote_tag == g.tag)
+            {
+                Some(None)
+            } else {
+                call.forks
+                    .iter()
+                    .position(|f| f.dialog.id.remote_tag == g.tag)
+                    .map(Some)
+            };
+            let live = match kind {
+                InDialogMethod::Reinvite => call.state == CallState::Confirmed,
+                _ => matches!(call.state, CallState::Early | CallState::Confirmed),
+            };
+            match (fork, live) {
+                (Some(fork), true) => {
+                    let body = body.map(|b| ("application/sdp", b));
+                    self.send_in_dialog_of(now, id, fork, kind, body, None);
+                }
+                _ if call.state >= CallState::Terminating => call.glare = None,
+                _ => {
+                    call.glare = None;
+                    queues(&mut self.queues).events.push_back(UaEvent::Call(
+                        id,
+                        CallEvent::Modified {
+                            method: kind.method(),
+                            code: 491,
+                            sdp: None,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
     /// The flow to the server broke (connection refused or reset, ICMP unreachable): every
     /// pending client transaction ends as a timeout would (RFC 3261 §8.1.3.1).
     pub fn handle_transport_error(&mut self, now: Instant) {
@@ -2876,6 +3066,10 @@ impl UserAgent {
                 *interval *= 2;
                 *next = now + *interval;
             }
+        }
+        // Our re-INVITEs and UPDATEs refused with 491, due again (§14.1).
+        if self.flag(CALL_TIMERS) {
+            self.send_glare_retries(now);
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
@@ -3068,6 +3262,35 @@ impl UserAgent {
                     let kept = (ack.destination.clone(), ack.bytes.clone());
                     self.on_2xx_again(now, owner, &kept, r);
                     continue;
+                }
+                // Glare: our re-INVITE or UPDATE refused with 491 goes again after the §14.1
+                // timer, with its offer and in its dialog (read from the request, at `at` as
+                // a 2xx's entry is found); its outcome is reported once it has one.
+                if let (
+                    Owner::InDialog(id, kind @ (InDialogMethod::Reinvite | InDialogMethod::Update)),
+                    TxnEvent::Response(r),
+                ) = (owner, ev)
+                    && r.status() == Some(491)
+                {
+                    let at = match (n, this) {
+                        (0, _) => Some(i),
+                        (_, Some(h)) => self.client.iter().position(|e| {
+                            e.owner == owner && branch_hash(&e.txn.key().branch) == h
+                        }),
+                        _ => None,
+                    };
+                    if let Some(req) = at.map(|at| self.client[at].txn.request()) {
+                        let body = Some(req.body().clone()).filter(|b| !b.is_empty());
+                        let tag = req
+                            .headers
+                            .view::<ToRef>()
+                            .and_then(Result::ok)
+                            .and_then(|t| t.tag().map(Cow::into_owned))
+                            .unwrap_or_default();
+                        if self.retry_after_glare(now, id, kind, tag, body) {
+                            continue;
+                        }
+                    }
                 }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
                     (owner, ev)
@@ -3392,6 +3615,7 @@ impl UserAgent {
                     .into_iter()
                     .flatten()
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
+                    .chain(c.glare.as_ref().and_then(|g| g.at))
             })
         };
         debug_assert!(
