@@ -427,18 +427,13 @@ const MAX_EARLY_FORKS: usize = 16;
 /// only past this, not a BYE transaction (and a remembered tag) each.
 const MAX_FORKS_ENDED: usize = 16;
 
-/// The early dialog a provisional response to our INVITE belongs to, by its To tag
+/// The early dialog a provisional response to our INVITE belongs to, by its To tag `tag`
 /// (RFC 3261 §12.1.2): `Some(None)` for the call's dialog (the first fork's, or a 1xx without
 /// To tag as before), `Some(Some(i))` for `call.forks[i]`, made here for a new fork while the
 /// call is early. `None` when no dialog can be kept for it ([`MAX_EARLY_FORKS`] kept already,
 /// the call confirmed, no Contact).
-fn early_dialog_of(call: &mut Call, resp: &Message) -> Option<Option<usize>> {
-    let tag = resp
-        .headers
-        .view::<ToRef>()
-        .and_then(Result::ok)
-        .and_then(|t| t.tag());
-    let (Some(tag), Some(first)) = (tag.as_deref(), call.dialog.as_ref()) else {
+fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option<Option<usize>> {
+    let (Some(tag), Some(first)) = (tag, call.dialog.as_ref()) else {
         return Some(None);
     };
     if first.id.remote_tag == tag {
@@ -464,6 +459,18 @@ fn early_dialog_of(call: &mut Call, resp: &Message) -> Option<Option<usize>> {
         last_rseq: None,
     });
     Some(Some(call.forks.len() - 1))
+}
+
+/// A new re-INVITE or UPDATE (`kind`) replaces the one of that kind refused with 491 and
+/// waiting to go again ([`GlareRetry`]): its newer offer is the one to send.
+fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod) {
+    if call
+        .glare
+        .as_ref()
+        .is_some_and(|g| g.kind == kind && g.at.is_some())
+    {
+        call.glare = None;
+    }
 }
 
 /// The call's dialog (`fork` `None`) or the early dialog of another fork (`Some(i)`:
@@ -1437,12 +1444,13 @@ impl UserAgent {
                 if call.state == CallState::Calling {
                     call.state = CallState::Early;
                 }
-                let made = call.dialog.is_none()
-                    && resp
-                        .headers
-                        .view::<ToRef>()
-                        .and_then(Result::ok)
-                        .is_some_and(|t| t.tag().is_some());
+                // The To tag, read once: it names the fork's early dialog.
+                let tag = resp
+                    .headers
+                    .view::<ToRef>()
+                    .and_then(Result::ok)
+                    .and_then(|t| t.tag());
+                let made = call.dialog.is_none() && tag.is_some();
                 if made {
                     call.dialog = call
                         .invite
@@ -1453,7 +1461,7 @@ impl UserAgent {
                 // by the first 1xx of that tag). Its Contact refreshes that dialog's remote
                 // target (§12.2.1.2, §13.2.2.4: the target a later 1xx or the 2xx gives is
                 // where the UAS is now; PRACK, UPDATE and INFO go there).
-                let fork = early_dialog_of(call, resp);
+                let fork = early_dialog_of(call, tag.as_deref(), resp);
                 if let Some(fork) = fork
                     && !(made && fork.is_none())
                     && let Some(d) = dialog_of_mut(call, fork)
@@ -1967,6 +1975,7 @@ impl UserAgent {
         }
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
+            drop_waiting_retry(c, InDialogMethod::Reinvite);
         }
         self.send_in_dialog(
             now,
@@ -1982,6 +1991,9 @@ impl UserAgent {
     /// with a To tag: the one the call had before any other fork rang, so a call that was
     /// never forked works as before); [`UserAgent::update_fork`] names another fork.
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
+        if let Some(c) = self.call_mut(id) {
+            drop_waiting_retry(c, InDialogMethod::Update);
+        }
         self.send_in_dialog(
             now,
             id,
@@ -2010,9 +2022,10 @@ impl UserAgent {
     /// dialog, and a forked INVITE has one per ringing phone. False when no dialog of the
     /// call has that tag.
     pub fn update_fork(&mut self, now: Instant, id: CallId, tag: &str, sdp: Option<Bytes>) -> bool {
-        let Some(call) = self.call_ref(id) else {
+        let Some(call) = self.call_mut(id) else {
             return false;
         };
+        drop_waiting_retry(call, InDialogMethod::Update);
         let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
             None
         } else {
@@ -2696,7 +2709,12 @@ impl UserAgent {
             return;
         }
         if matches!(method, Method::Invite | Method::Update)
-            && let Some((code, reason)) = self.crossing_refusal(id, &method, sdp_of(req).is_some())
+            && let Some((code, reason)) = self.crossing_refusal(
+                id,
+                &method,
+                sdp_of(req).is_some(),
+                ids.as_ref().and_then(|i| i.from_tag.as_deref()),
+            )
         {
             // §14.2: the 500 for an INVITE that crossed the first one carries a Retry-After
             // of a random 0–10 s.
@@ -2840,13 +2858,16 @@ impl UserAgent {
     /// - an INVITE while the call's first INVITE is in progress (§14.2): 491 when it is ours
     ///   (we are its UAC), 500 (with Retry-After) when we have not answered it yet;
     /// - an INVITE, or an UPDATE with an offer, while our re-INVITE or our UPDATE with an
-    ///   offer waits for its final response: 491 (RFC 3261 §14.2; RFC 3311 §5.2: one offer
-    ///   at a time each way). An UPDATE without offer (a session refresh) crosses nothing.
+    ///   offer waits for its final response in the same dialog (`remote_tag`: the request's
+    ///   From tag; an early fork's dialog is not another's): 491 (RFC 3261 §14.2; RFC 3311
+    ///   §5.2: one offer at a time each way). An UPDATE without offer (a session refresh)
+    ///   crosses nothing.
     fn crossing_refusal(
         &self,
         id: CallId,
         method: &Method,
         offer: bool,
+        remote_tag: Option<&str>,
     ) -> Option<(u16, &'static str)> {
         let call = self.call_ref(id)?;
         let invite = *method == Method::Invite;
@@ -2870,6 +2891,12 @@ impl UserAgent {
                     State::Calling | State::Trying | State::Proceeding
                 ) && (m == InDialogMethod::Reinvite
                     || (m == InDialogMethod::Update && !e.txn.request().body().is_empty()))
+                    && e.txn
+                        .request()
+                        .headers
+                        .view::<ToRef>()
+                        .and_then(Result::ok)
+                        .is_some_and(|t| t.tag().as_deref() == remote_tag)
             }
             _ => false,
         });

@@ -379,3 +379,36 @@ fn a_2xx_without_contact_is_acked_then_ended_and_reported() {
     }
     assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
 }
+
+/// RFC 3311 §5.2 per dialog: our UPDATE offer pending in Bob's early dialog crosses Bob's
+/// UPDATE offer (491), not Carol's, which is in her own early dialog (200).
+#[test]
+fn an_update_offer_crosses_ours_only_in_the_same_early_dialog() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    assert!(alice.update_fork(now, call, &bob.tag, Some(Bytes::from_static(b"v=0 a\r\n"))));
+    let (ours, _) = drain(&mut alice);
+    assert_eq!(of(&ours, "UPDATE ").len(), 1, "{ours:?}");
+    for (f, code) in [(&mut carol, "200"), (&mut bob, "491")] {
+        assert!(f.ua.update(now, f.call, Some(Bytes::from_static(b"v=0 f\r\n"))));
+        let (out, _) = drain(&mut f.ua);
+        deliver(&mut alice, now, f.port, &out);
+        let (reply, _) = drain(&mut alice);
+        let r = of(&reply, &format!("SIP/2.0 {code} "));
+        assert_eq!((r.len(), reply.len()), (1, 1), "{}: {reply:?}", f.ua.user());
+        deliver(&mut f.ua, now, ALICE, &reply);
+        drain(&mut f.ua);
+    }
+    // Ours reaches Bob, whose UPDATE is refused (he waits to send it again): answered 200.
+    deliver(&mut bob.ua, now, ALICE, &ours);
+    let (ok, _) = drain(&mut bob.ua);
+    assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
+    deliver(&mut alice, now, BOB, &ok);
+    let (_, ev) = drain(&mut alice);
+    assert!(
+        ev.iter().any(|e| matches!(e,
+            UaEvent::Call(c, CallEvent::Modified { method: Method::Update, code: 200, .. })
+                if *c == call)),
+        "{ev:?}"
+    );
+}

@@ -508,3 +508,42 @@ fn an_invite_crossing_the_first_one() {
     assert_eq!(alice.call_state(a), Some(CallState::Early));
     assert_eq!(bob.call_state(b), Some(CallState::Early));
 }
+
+/// A re-INVITE refused with 491 and waiting for its §14.1 retry is replaced by a newer one
+/// the application sends meanwhile (its offer is the one that counts): it is not sent again
+/// on top of it. One outcome is reported.
+#[test]
+fn a_new_reinvite_replaces_one_waiting_after_491() {
+    let mut p = Pair::new();
+    assert!(p.alice.reinvite(p.now, p.a, sdp("v=0 a7\r\n")));
+    assert!(p.bob.reinvite(p.now, p.b, sdp("v=0 b7\r\n")));
+    p.settle();
+    assert_eq!(p.sent(true, "SIP/2.0 491 ").len(), 1, "{:?}", p.log);
+    // Bob's retry comes within 2 s and is answered; Alice sends a new offer before hers.
+    p.run(Duration::from_millis(2050));
+    assert!(p.alice.reinvite(p.now, p.a, sdp("v=0 a8\r\n")));
+    p.settle();
+    p.run(Duration::from_secs(3));
+    assert_eq!(
+        p.bodies(true, "INVITE "),
+        ["v=0 a7\r\n", "v=0 a8\r\n"],
+        "{:?}",
+        p.log
+    );
+    assert_eq!(
+        p.count(true, modified(Method::Invite, 200)),
+        1,
+        "{:?}",
+        p.events
+    );
+    assert_eq!(
+        p.count(true, |e| matches!(e, CallEvent::Modified { .. })),
+        1
+    );
+    assert_eq!(
+        p.count(false, modified(Method::Invite, 200)),
+        1,
+        "{:?}",
+        p.events
+    );
+}
