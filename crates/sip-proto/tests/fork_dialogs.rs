@@ -412,3 +412,36 @@ fn an_update_offer_crosses_ours_only_in_the_same_early_dialog() {
         "{ev:?}"
     );
 }
+
+/// RFC 3261 §15: a callee must not send BYE in an early dialog. Carol (the second fork) does:
+/// Alice answers it 200 (§15.1.2) and reports it ignored; her call is not ended by it (Bob
+/// still rings, and his answer confirms the call). Before, such a BYE got 481.
+#[test]
+fn a_bye_in_another_forks_early_dialog_ends_nothing() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    assert!(carol.ua.update(now, carol.call, None));
+    let (out, _) = drain(&mut carol.ua);
+    let text = String::from_utf8(out[0].bytes.to_vec()).unwrap();
+    let bye = text
+        .replacen("UPDATE ", "BYE ", 1)
+        .replacen(" UPDATE\r\n", " BYE\r\n", 1);
+    alice.handle_message(now, Message::parse(bye.as_bytes()).unwrap(), addr(CAROL));
+    let (reply, ev) = drain(&mut alice);
+    assert_eq!(
+        (of(&reply, "SIP/2.0 200 ").len(), reply.len()),
+        (1, 1),
+        "{reply:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(e, UaEvent::Ignored { .. })),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Early));
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    deliver(&mut alice, now, BOB, &ok);
+    drain(&mut alice);
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+}
