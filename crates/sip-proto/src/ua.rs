@@ -5886,9 +5886,8 @@ mod auth_tests {
     /// RFC 3261 §9.1: the CANCEL copies the INVITE's Request-URI, top Via, Max-Forwards,
     /// Route, From, To and Call-ID lines (as the INVITE printed them: `Name: value`), then
     /// CSeq with the INVITE's number and `Content-Length: 0`.
-    #[test]
-    fn a_cancel_copies_the_invites_lines_as_printed() {
-        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    /// An agent with an outbound proxy that called 1002 (its call and INVITE as sent).
+    fn proxied_call(now: Instant) -> (UserAgent, CallId, Message) {
         let mut cfg = config();
         cfg.credentials = None;
         cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
@@ -5896,20 +5895,38 @@ mod auth_tests {
             .as_sip()
             .cloned();
         let mut ua = UserAgent::new(cfg);
-        let now = Instant::now();
         let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
         let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
-        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
+        (ua, call, invite)
+    }
+
+    /// The CANCEL `ua` sends when `call` (its INVITE `invite`) rings and is hung up.
+    fn cancel_after_ringing(
+        ua: &mut UserAgent,
+        now: Instant,
+        call: CallId,
+        invite: &Message,
+    ) -> Bytes {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut ringing = Message::response_to(invite, 180, "Ringing", Some("srv"));
         ringing.headers.push(Header::new(
             HeaderName::Contact,
             "<sip:1002@127.0.0.1:5080>",
         ));
         ua.handle_message(now, ringing, from);
         ua.hangup(now, call);
-        let cancel = std::iter::from_fn(|| ua.poll_transmit())
-            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
-            .find(|m| m.starts_with("CANCEL "))
-            .expect("a CANCEL");
+        std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| o.bytes)
+            .find(|b| b.starts_with(b"CANCEL "))
+            .expect("a CANCEL")
+    }
+
+    #[test]
+    fn a_cancel_copies_the_invites_lines_as_printed() {
+        let now = Instant::now();
+        let (mut ua, call, invite) = proxied_call(now);
+        let cancel = cancel_after_ringing(&mut ua, now, call, &invite);
+        let cancel = String::from_utf8(cancel.to_vec()).unwrap();
         let mut want = format!("CANCEL {} SIP/2.0\r\n", invite.request_uri().unwrap());
         for name in [
             HeaderName::Via,
@@ -5932,17 +5949,8 @@ mod auth_tests {
     /// as well as the outbound proxy's. Before: only the first Route line.
     #[test]
     fn a_cancel_copies_every_route_line_of_the_invite_in_order() {
-        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
-        let mut cfg = config();
-        cfg.credentials = None;
-        cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
-            .unwrap()
-            .as_sip()
-            .cloned();
-        let mut ua = UserAgent::new(cfg);
         let now = Instant::now();
-        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
-        let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let (mut ua, call, invite) = proxied_call(now);
         // The INVITE as a preloaded route set would make it: the proxy's line, then a
         // comma-joined line, then one more line (the call's INVITE is what CANCEL copies).
         let Some(Slot::Live(c)) = ua.calls.get_mut(0) else {
@@ -5961,17 +5969,7 @@ mod auth_tests {
             .map(|h| h.value().to_owned())
             .collect();
         assert_eq!(routes.len(), 3);
-        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
-        ringing.headers.push(Header::new(
-            HeaderName::Contact,
-            "<sip:1002@127.0.0.1:5080>",
-        ));
-        ua.handle_message(now, ringing, from);
-        ua.hangup(now, call);
-        let cancel = std::iter::from_fn(|| ua.poll_transmit())
-            .map(|o| Message::parse(&o.bytes).unwrap())
-            .find(|m| m.method() == Some(Method::Cancel))
-            .expect("a CANCEL");
+        let cancel = Message::parse(&cancel_after_ringing(&mut ua, now, call, &invite)).unwrap();
         let got: Vec<String> = cancel
             .headers
             .get_all(&HeaderName::Route)

@@ -8,23 +8,11 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use sip_msg::{HeaderName, Message, Method, Uri};
+use sip_msg::{HeaderName, Message, Method};
 use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, of};
-
-fn msg(o: &Outgoing) -> Message {
-    Message::parse(&o.bytes).unwrap()
-}
-
-fn to_tag(m: &Message) -> String {
-    m.to().unwrap().tag().unwrap()
-}
-
-fn seq(m: &Message) -> u32 {
-    m.cseq().unwrap().seq
-}
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, msg, of, seq, to_tag};
 
 /// A phone the INVITE reached: its agent, call, port and (once it rang) To tag.
 struct Fork {
@@ -81,6 +69,16 @@ impl Fork {
     }
 }
 
+/// `ev` reports the 200 to our UPDATE in `call`.
+fn assert_update_ok(ev: &[UaEvent], call: CallId) {
+    assert!(
+        ev.iter().any(|e| matches!(e,
+            UaEvent::Call(c, CallEvent::Modified { method: Method::Update, code: 200, .. })
+                if *c == call)),
+        "{ev:?}"
+    );
+}
+
 /// The port of a request's destination (the remote target or first route).
 fn port_of(o: &Outgoing) -> u16 {
     match &o.destination {
@@ -106,12 +104,7 @@ fn pracks_answered(alice: &mut UserAgent, now: Instant, forks: &mut [&mut Fork])
 fn forked(now: Instant, use_100rel: bool) -> (UserAgent, CallId, Fork, Fork) {
     let agent = |user: &str, port, seed| common::agent(user, port, seed, use_100rel, "forks3");
     let mut alice = agent("alice", ALICE, 1);
-    let call = alice.call(
-        now,
-        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
-        Some(Bytes::from_static(b"v=0\r\n")),
-    );
-    let (invite, _) = drain(&mut alice);
+    let (call, invite) = common::call_bob(&mut alice, now);
     let fork = |port, seed| {
         let mut ua = agent(if port == BOB { "bob" } else { "carol" }, port, seed);
         let call = incoming(&mut ua, now, &invite);
@@ -197,12 +190,7 @@ fn our_update_while_early_goes_to_the_fork_it_names() {
             assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
             deliver(&mut alice, now, f.port, &ok);
             let (_, ev) = drain(&mut alice);
-            assert!(
-                ev.iter().any(|e| matches!(e,
-                    UaEvent::Call(c, CallEvent::Modified { method: Method::Update, code: 200, .. })
-                        if *c == call)),
-                "{ev:?}"
-            );
+            assert_update_ok(&ev, call);
         }
         assert!(!alice.update_fork(now, call, "no-such-tag", None));
         // Carol answers: her dialog is the call's; it goes on from her early dialog's CSeq.
@@ -405,12 +393,7 @@ fn an_update_offer_crosses_ours_only_in_the_same_early_dialog() {
     assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
     deliver(&mut alice, now, BOB, &ok);
     let (_, ev) = drain(&mut alice);
-    assert!(
-        ev.iter().any(|e| matches!(e,
-            UaEvent::Call(c, CallEvent::Modified { method: Method::Update, code: 200, .. })
-                if *c == call)),
-        "{ev:?}"
-    );
+    assert_update_ok(&ev, call);
 }
 
 /// RFC 3261 §15: a callee must not send BYE in an early dialog. Carol (the second fork) does:

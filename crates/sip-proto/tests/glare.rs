@@ -40,12 +40,7 @@ impl Pair {
         let now = Instant::now();
         let mut alice = common::agent("alice", ALICE, 11, false, "glare");
         let mut bob = common::agent("bob", BOB, 12, false, "glare");
-        let a = alice.call(
-            now,
-            Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
-            Some(sdp("v=0 a\r\n")),
-        );
-        let (invite, _) = drain(&mut alice);
+        let (a, invite) = common::call_bob(&mut alice, now);
         let b = incoming(&mut bob, now, &invite);
         bob.answer(now, b, Some(sdp("v=0 b\r\n")));
         let mut p = Self {
@@ -144,6 +139,66 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// Alice (`from_alice`) or Bob reported `n` events that `f` picks.
+    fn expect(&self, n: usize, from_alice: bool, f: impl Fn(&CallEvent) -> bool) {
+        assert_eq!(self.count(from_alice, f), n, "{:?}", self.events);
+    }
+
+    /// Both have sent a request that crosses the other's: each takes the other's and answers
+    /// it 491 (not 200); the 491s are delivered. Nothing is reported yet.
+    fn cross_with_491(&mut self) {
+        let a = self.take(true);
+        let b = self.take(false);
+        deliver(&mut self.alice, self.now, BOB, &b);
+        deliver(&mut self.bob, self.now, ALICE, &a);
+        let a = self.take(true);
+        let b = self.take(false);
+        for out in [&a, &b] {
+            assert_eq!(of(out, "SIP/2.0 491 ").len(), 1, "{out:?}");
+            assert!(of(out, "SIP/2.0 200 ").is_empty(), "{out:?}");
+        }
+        deliver(&mut self.alice, self.now, BOB, &b);
+        deliver(&mut self.bob, self.now, ALICE, &a);
+        self.settle();
+        assert!(self.events.is_empty(), "{:?}", self.events);
+    }
+
+    /// Each sent its request (`prefix`) twice, the second time after RFC 3261 §14.1's wait:
+    /// 2.1–4 s for Alice (she owns the Call-ID), 0–2 s for Bob (a 10 ms step of slack).
+    fn retried_after_their_timers(&self, prefix: &str) {
+        let (ta, tb) = (self.sent(true, prefix), self.sent(false, prefix));
+        assert_eq!((ta.len(), tb.len()), (2, 2), "{:?}", self.log);
+        assert!(
+            ta[1] >= Duration::from_millis(2100) && ta[1] <= Duration::from_millis(4010),
+            "Alice (owns the Call-ID) retried at {:?}",
+            ta[1]
+        );
+        assert!(
+            tb[1] <= Duration::from_millis(2010),
+            "Bob retried at {:?}",
+            tb[1]
+        );
+    }
+
+    /// Alice (`from_alice`) or Bob reported one outcome of her re-INVITE or UPDATE: `method`'s
+    /// 200, and no other.
+    fn one_outcome(&self, from_alice: bool, method: Method) {
+        assert_eq!(
+            self.count(from_alice, modified(method, 200)),
+            1,
+            "{:?}",
+            self.events
+        );
+        assert_eq!(
+            self.count(from_alice, |e| matches!(e, CallEvent::Modified { .. })),
+            1,
+            "{:?}",
+            self.events
+        );
+    }
+}
+
 fn modified(method: Method, code: u16) -> impl Fn(&CallEvent) -> bool {
     move |e| matches!(e, CallEvent::Modified { method: m, code: c, .. } if *m == method && *c == code)
 }
@@ -157,53 +212,19 @@ fn crossing_reinvites_get_491_and_are_each_retried_after_their_timer() {
     let mut p = Pair::new();
     assert!(p.alice.reinvite(p.now, p.a, sdp("v=0 a hold\r\n")));
     assert!(p.bob.reinvite(p.now, p.b, sdp("v=0 b hold\r\n")));
-    let a = p.take(true);
-    let b = p.take(false);
-    deliver(&mut p.alice, p.now, BOB, &b);
-    deliver(&mut p.bob, p.now, ALICE, &a);
-    let a = p.take(true);
-    let b = p.take(false);
-    assert_eq!(of(&a, "SIP/2.0 491 ").len(), 1, "{a:?}");
-    assert_eq!(of(&b, "SIP/2.0 491 ").len(), 1, "{b:?}");
-    assert!(of(&a, "SIP/2.0 200 ").is_empty() && of(&b, "SIP/2.0 200 ").is_empty());
-    deliver(&mut p.alice, p.now, BOB, &b);
-    deliver(&mut p.bob, p.now, ALICE, &a);
-    p.settle();
-    // Each 491 was ACKed by its transaction; nobody reports anything yet.
+    p.cross_with_491();
+    // Each 491 was ACKed by its transaction.
     assert_eq!(p.sent(true, "ACK ").len(), 1, "{:?}", p.log);
     assert_eq!(p.sent(false, "ACK ").len(), 1, "{:?}", p.log);
-    assert!(p.events.is_empty(), "{:?}", p.events);
     p.run(Duration::from_secs(5));
     assert_eq!(p.bodies(true, "INVITE "), ["v=0 a hold\r\n"; 2]);
     assert_eq!(p.bodies(false, "INVITE "), ["v=0 b hold\r\n"; 2]);
-    let (alice_invites, bob_invites) = (p.sent(true, "INVITE "), p.sent(false, "INVITE "));
-    assert_eq!(alice_invites.len(), 2, "{:?}", p.log);
-    assert_eq!(bob_invites.len(), 2, "{:?}", p.log);
-    let (ta, tb) = (alice_invites[1], bob_invites[1]);
-    assert!(
-        ta >= Duration::from_millis(2100) && ta <= Duration::from_millis(4010),
-        "Alice (owns the Call-ID) retried at {ta:?}"
-    );
-    assert!(tb <= Duration::from_millis(2010), "Bob retried at {tb:?}");
+    p.retried_after_their_timers("INVITE ");
     // Each retry was answered 200 and ACKed; each side reports its one outcome and the
     // other's one re-INVITE.
     for alice in [true, false] {
-        assert_eq!(
-            p.count(alice, modified(Method::Invite, 200)),
-            1,
-            "{:?}",
-            p.events
-        );
-        assert_eq!(
-            p.count(alice, |e| matches!(e, CallEvent::Modified { .. })),
-            1
-        );
-        assert_eq!(
-            p.count(alice, |e| matches!(e, CallEvent::Reinvited { .. })),
-            1,
-            "{:?}",
-            p.events
-        );
+        p.one_outcome(alice, Method::Invite);
+        p.expect(1, alice, |e| matches!(e, CallEvent::Reinvited { .. }));
     }
     assert_eq!(p.alice.call_state(p.a), Some(CallState::Confirmed));
     assert_eq!(p.bob.call_state(p.b), Some(CallState::Confirmed));
@@ -217,34 +238,11 @@ fn crossing_update_offers_get_491_and_are_retried() {
     let mut p = Pair::new();
     assert!(p.alice.update(p.now, p.a, Some(sdp("v=0 a2\r\n"))));
     assert!(p.bob.update(p.now, p.b, Some(sdp("v=0 b2\r\n"))));
-    let a = p.take(true);
-    let b = p.take(false);
-    deliver(&mut p.alice, p.now, BOB, &b);
-    deliver(&mut p.bob, p.now, ALICE, &a);
-    let a = p.take(true);
-    let b = p.take(false);
-    assert_eq!(of(&a, "SIP/2.0 491 ").len(), 1, "{a:?}");
-    assert_eq!(of(&b, "SIP/2.0 491 ").len(), 1, "{b:?}");
-    deliver(&mut p.alice, p.now, BOB, &b);
-    deliver(&mut p.bob, p.now, ALICE, &a);
-    p.settle();
-    assert!(p.events.is_empty(), "{:?}", p.events);
+    p.cross_with_491();
     p.run(Duration::from_secs(5));
-    let (ta, tb) = (p.sent(true, "UPDATE "), p.sent(false, "UPDATE "));
-    assert_eq!((ta.len(), tb.len()), (2, 2), "{:?}", p.log);
-    assert!(ta[1] >= Duration::from_millis(2100) && ta[1] <= Duration::from_millis(4010));
-    assert!(tb[1] <= Duration::from_millis(2010), "{:?}", tb[1]);
+    p.retried_after_their_timers("UPDATE ");
     for alice in [true, false] {
-        assert_eq!(
-            p.count(alice, modified(Method::Update, 200)),
-            1,
-            "{:?}",
-            p.events
-        );
-        assert_eq!(
-            p.count(alice, |e| matches!(e, CallEvent::Modified { .. })),
-            1
-        );
+        p.one_outcome(alice, Method::Update);
     }
     // Each retried UPDATE carries the same offer.
     assert_eq!(p.bodies(true, "UPDATE "), ["v=0 a2\r\n"; 2]);
@@ -270,24 +268,9 @@ fn crossing_update_offers_get_491_and_are_retried() {
     deliver(&mut p.bob, p.now, ALICE, &a);
     p.settle();
     p.run(Duration::from_secs(3));
-    assert_eq!(
-        p.count(true, modified(Method::Invite, 200)),
-        1,
-        "{:?}",
-        p.events
-    );
-    assert_eq!(
-        p.count(false, modified(Method::Update, 200)),
-        2,
-        "{:?}",
-        p.events
-    );
-    assert_eq!(
-        p.count(false, modified(Method::Update, 491)),
-        0,
-        "{:?}",
-        p.events
-    );
+    p.expect(1, true, modified(Method::Invite, 200));
+    p.expect(2, false, modified(Method::Update, 200));
+    p.expect(0, false, modified(Method::Update, 491));
 }
 
 /// §15: Alice hangs up while her re-INVITE waits for its answer. Bob answers both; Alice
@@ -302,18 +285,15 @@ fn our_bye_while_our_reinvite_is_pending() {
     assert_eq!(p.sent(true, "BYE ").len(), 1, "{:?}", p.log);
     assert_eq!(p.alice.call_state(p.a), Some(CallState::Terminated));
     assert_eq!(p.bob.call_state(p.b), Some(CallState::Terminated));
-    assert_eq!(
-        p.count(true, |e| matches!(
+    p.expect(1, true, |e| {
+        matches!(
             e,
             CallEvent::Ended {
                 by_remote: false,
                 code: 200
             }
-        )),
-        1,
-        "{:?}",
-        p.events
-    );
+        )
+    });
 }
 
 /// §15.1.2: Bob hangs up while Alice's re-INVITE is on its way to him. Alice takes the BYE
@@ -343,24 +323,16 @@ fn their_bye_crossing_our_reinvite() {
     p.run(Duration::from_secs(1));
     assert_eq!(p.alice.call_state(p.a), Some(CallState::Terminated));
     assert_eq!(p.bob.call_state(p.b), Some(CallState::Terminated));
-    assert_eq!(
-        p.count(true, |e| matches!(e, CallEvent::Ended { .. })),
-        1,
-        "{:?}",
-        p.events
-    );
-    assert_eq!(
-        p.count(false, |e| matches!(
+    p.expect(1, true, |e| matches!(e, CallEvent::Ended { .. }));
+    p.expect(1, false, |e| {
+        matches!(
             e,
             CallEvent::Ended {
                 by_remote: false,
                 code: 200
             }
-        )),
-        1,
-        "{:?}",
-        p.events
-    );
+        )
+    });
 }
 
 /// `req` (an in-dialog request Alice sent) as another method, with its CSeq number.
@@ -448,12 +420,7 @@ fn options_inside_a_dialog() {
             .info(p.now, p.a, "application/dtmf-relay", sdp("Signal=2\r\n"))
     );
     p.settle();
-    assert_eq!(
-        p.count(false, |e| matches!(e, CallEvent::Info { .. })),
-        1,
-        "{:?}",
-        p.events
-    );
+    p.expect(1, false, |e| matches!(e, CallEvent::Info { .. }));
     assert_eq!(p.bob.call_state(p.b), Some(CallState::Confirmed));
 }
 
@@ -530,20 +497,6 @@ fn a_new_reinvite_replaces_one_waiting_after_491() {
         "{:?}",
         p.log
     );
-    assert_eq!(
-        p.count(true, modified(Method::Invite, 200)),
-        1,
-        "{:?}",
-        p.events
-    );
-    assert_eq!(
-        p.count(true, |e| matches!(e, CallEvent::Modified { .. })),
-        1
-    );
-    assert_eq!(
-        p.count(false, modified(Method::Invite, 200)),
-        1,
-        "{:?}",
-        p.events
-    );
+    p.one_outcome(true, Method::Invite);
+    p.one_outcome(false, Method::Invite);
 }
