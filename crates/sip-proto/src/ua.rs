@@ -2,7 +2,7 @@
 //!
 //! # Driving a [`UserAgent`]
 //!
-//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`].
+//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`], [`UserAgent::fork_tags`].
 //! Inputs (each takes `now`): [`UserAgent::handle_message`] for every SIP message received on
 //! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
 //! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
@@ -11,6 +11,11 @@
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
+//!
+//! A forked INVITE has one early dialog per phone that rings (RFC 3261 §12.1.2): each
+//! phone's requests are answered in its own, [`UserAgent::update_fork`] sends in the one
+//! it names. Crossing re-INVITEs and UPDATE offers are refused with 491 and ours are sent
+//! again after §14.1's random wait (a timer [`UserAgent::poll_timeout`] includes).
 //!
 //! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
 //! so a run can be replayed exactly.
@@ -3822,7 +3827,8 @@ mod tests {
     fn calls_stay_small() {
         // A call's box: one `Vec` (24 bytes, no heap) more for the other forks' early
         // dialogs (664 -> 688 bytes, the same 768-byte size class of mimalloc); an early
-        // dialog of 328 bytes more per fork only when one sends a reliable provisional.
+        // dialog of 328 bytes more per other fork that sends a 1xx with a To tag. The glare
+        // retry's box pointer took the byte of `reported_end` (never true on a live call).
         // The kept ACK's list of other forks (tag, last CSeq, ended) replaced its list of
         // ended tags and its one CSeq number (96 -> 88 bytes).
         let (call, kept) = (size_of::<Call>(), size_of::<KeptAck>());
