@@ -213,13 +213,56 @@ impl Dialog {
         Self::from_uac_with(request, local, response)
     }
 
+    /// [`Dialog::from_uac`] for a 2xx to INVITE that breaks the rules a dialog is built on,
+    /// only to ACK it and end it with BYE (RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx,
+    /// else its UAS retransmits it until Timer H and keeps its dialog): without Contact
+    /// (§12.1.1 requires one) the remote target is `target`, the INVITE's Request-URI (what
+    /// reached the UAS); without To tag the remote tag is null, as §12.1.2 says for RFC 2543
+    /// peers (the To value is kept as received). Other missing headers are still errors.
+    pub fn from_uac_lenient(
+        request: &Message,
+        response: &Message,
+        target: Uri,
+    ) -> Result<Self, DialogError> {
+        let local = side(request, &HeaderName::From, None)?;
+        let remote = match side(response, &HeaderName::To, None) {
+            Err(DialogError::MissingTag) => (
+                String::new(),
+                response
+                    .headers
+                    .value(&HeaderName::To)
+                    .ok_or(DialogError::BadHeader("To"))?
+                    .to_owned(),
+            ),
+            r => r?,
+        };
+        Self::from_sides(request, local, remote, response, Some(target))
+    }
+
     /// The UAC side with our tag and From text given.
     fn from_uac_with(
         request: &Message,
-        (local_tag, local_uri): (String, String),
+        local: (String, String),
         response: &Message,
     ) -> Result<Self, DialogError> {
-        let (remote_tag, remote_uri) = side(response, &HeaderName::To, None)?;
+        let remote = side(response, &HeaderName::To, None)?;
+        Self::from_sides(request, local, remote, response, None)
+    }
+
+    /// The UAC side from both sides' tags and texts; the remote target is the response's
+    /// Contact, or `target` when it has none and one is given.
+    fn from_sides(
+        request: &Message,
+        (local_tag, local_uri): (String, String),
+        (remote_tag, remote_uri): (String, String),
+        response: &Message,
+        target: Option<Uri>,
+    ) -> Result<Self, DialogError> {
+        let remote_target = match (contact_uri(response), target) {
+            (Ok(uri), _) => uri,
+            (Err(_), Some(uri)) => uri,
+            (Err(e), None) => return Err(e),
+        };
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         let mut route_set = record_routes(response);
         route_set.reverse();
@@ -231,7 +274,7 @@ impl Dialog {
                 local_tag,
                 remote_tag,
             },
-            remote_target: contact_uri(response)?,
+            remote_target,
             route_set,
             local_seq: request.cseq().map_or(1, |c| c.seq),
             remote_seq: None,

@@ -2,7 +2,7 @@
 //!
 //! # Driving a [`UserAgent`]
 //!
-//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`].
+//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`], [`UserAgent::fork_tags`].
 //! Inputs (each takes `now`): [`UserAgent::handle_message`] for every SIP message received on
 //! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
 //! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
@@ -11,6 +11,11 @@
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
+//!
+//! A forked INVITE has one early dialog per phone that rings (RFC 3261 §12.1.2): each
+//! phone's requests are answered in its own, [`UserAgent::update_fork`] sends in the one
+//! it names. Crossing re-INVITEs and UPDATE offers are refused with 491 and ours are sent
+//! again after §14.1's random wait (a timer [`UserAgent::poll_timeout`] includes).
 //!
 //! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
 //! so a run can be replayed exactly.
@@ -33,7 +38,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogId, DialogIds};
+use crate::dialog::{Dialog, DialogError, DialogIds};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
@@ -385,14 +390,37 @@ struct KeptFork {
 /// The early dialog of a fork of our INVITE other than the first one's (the call's
 /// `dialog`): RFC 3261 §12.1.2, each To tag of a 1xx makes its own. Kept to PRACK that
 /// fork's reliable provisionals in it (RFC 3262 §4: its To tag, remote target, route set and
-/// CSeq numbers, its RSeq), and for the CSeq its dialog goes on from (its 2xx confirming the
-/// call, or the BYE ending it). Made only for a fork that sends a reliable provisional.
+/// CSeq numbers, its RSeq), to answer the requests that fork sends in it and send ours
+/// ([`UserAgent::update_fork`], RFC 3311 §5.1), and for the CSeq its dialog goes on from
+/// (its 2xx confirming the call, or the BYE ending it). Made for each fork whose 1xx has a
+/// To tag and a Contact.
 #[derive(Debug)]
 struct EarlyFork {
     dialog: Dialog,
     /// The last RSeq acknowledged with PRACK in this dialog.
     last_rseq: Option<u32>,
 }
+
+/// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
+/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Boxed in
+/// the call only while a retry is due or in flight (the rare path).
+#[derive(Debug)]
+struct GlareRetry {
+    /// When it goes again; `None` once sent (kept to count the tries until its answer).
+    at: Option<Instant>,
+    kind: InDialogMethod,
+    /// The To tag of the dialog it was sent in (an early fork's, or the confirmed one).
+    tag: String,
+    /// Its offer, sent again as it was.
+    body: Option<Bytes>,
+    /// How many times it was refused with 491 (at most [`MAX_GLARE_TRIES`]).
+    tries: u8,
+}
+
+/// The most times one re-INVITE or UPDATE is refused with 491 and sent again: two agents
+/// that each retry at once would otherwise cross for ever; the last 491 is reported as the
+/// request's outcome ([`CallEvent::Modified`]).
+const MAX_GLARE_TRIES: u8 = 4;
 
 /// The most early dialogs kept for other forks of one INVITE ([`EarlyFork`]): a forking
 /// proxy reaches a few phones; a peer sending reliable provisionals with endless new To tags
@@ -404,18 +432,13 @@ const MAX_EARLY_FORKS: usize = 16;
 /// only past this, not a BYE transaction (and a remembered tag) each.
 const MAX_FORKS_ENDED: usize = 16;
 
-/// The early dialog a reliable provisional to our INVITE belongs to, by its To tag
+/// The early dialog a provisional response to our INVITE belongs to, by its To tag `tag`
 /// (RFC 3261 §12.1.2): `Some(None)` for the call's dialog (the first fork's, or a 1xx without
 /// To tag as before), `Some(Some(i))` for `call.forks[i]`, made here for a new fork while the
 /// call is early. `None` when no dialog can be kept for it ([`MAX_EARLY_FORKS`] kept already,
 /// the call confirmed, no Contact).
-fn early_dialog_of(call: &mut Call, resp: &Message) -> Option<Option<usize>> {
-    let tag = resp
-        .headers
-        .view::<ToRef>()
-        .and_then(Result::ok)
-        .and_then(|t| t.tag());
-    let (Some(tag), Some(first)) = (tag.as_deref(), call.dialog.as_ref()) else {
+fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option<Option<usize>> {
+    let (Some(tag), Some(first)) = (tag, call.dialog.as_ref()) else {
         return Some(None);
     };
     if first.id.remote_tag == tag {
@@ -441,6 +464,27 @@ fn early_dialog_of(call: &mut Call, resp: &Message) -> Option<Option<usize>> {
         last_rseq: None,
     });
     Some(Some(call.forks.len() - 1))
+}
+
+/// A new re-INVITE or UPDATE (`kind`) replaces the one of that kind refused with 491 and
+/// waiting to go again ([`GlareRetry`]): its newer offer is the one to send.
+fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod) {
+    if call
+        .glare
+        .as_ref()
+        .is_some_and(|g| g.kind == kind && g.at.is_some())
+    {
+        call.glare = None;
+    }
+}
+
+/// The call's dialog (`fork` `None`) or the early dialog of another fork (`Some(i)`:
+/// `call.forks[i]`).
+fn dialog_of_mut(call: &mut Call, fork: Option<usize>) -> Option<&mut Dialog> {
+    match fork {
+        None => call.dialog.as_mut(),
+        Some(i) => call.forks.get_mut(i).map(|f| &mut f.dialog),
+    }
 }
 
 impl KeptAck {
@@ -532,18 +576,18 @@ struct Call {
     source: Option<SocketAddr>,
     /// UAS: 2xx retransmission (§13.3.1.4): the bytes, next time, interval, give-up time.
     ok_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
-    /// Failed or ended already reported.
-    reported_end: bool,
     /// UAC: the last RSeq acknowledged with PRACK in `dialog` (RFC 3262 §4).
     last_rseq: Option<u32>,
-    /// UAC, while early: the early dialogs of the other forks of the INVITE that sent reliable
-    /// provisionals ([`EarlyFork`]); empty (no heap) unless such a fork appears, at most
+    /// UAC, while early: the early dialogs of the other forks of the INVITE that sent a 1xx
+    /// with a To tag ([`EarlyFork`]); empty (no heap) unless such a fork appears, at most
     /// [`MAX_EARLY_FORKS`], dropped once a 2xx confirms the call.
     forks: Vec<EarlyFork>,
     /// UAS: the next RSeq to send.
     next_rseq: u32,
     /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
+    /// Our re-INVITE or UPDATE refused with 491, to be sent again ([`GlareRetry`]).
+    glare: Option<Box<GlareRetry>>,
 }
 
 /// One call handle's state.
@@ -1319,11 +1363,11 @@ impl UserAgent {
             local_sdp: offer,
             source: None,
             ok_retransmit: None,
-            reported_end: false,
             last_rseq: None,
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
+            glare: None,
         })));
         self.start_invite(now, invite, branch, id, destination);
         id
@@ -1356,11 +1400,8 @@ impl UserAgent {
 
     fn call_event(&mut self, id: CallId, e: CallEvent) {
         if matches!(e, CallEvent::Failed { .. } | CallEvent::Ended { .. }) {
+            // Reported once: the call's slot ends below, and an ended call is not live.
             let Some(c) = self.call_mut(id) else { return };
-            if c.reported_end {
-                return;
-            }
-            c.reported_end = true;
             c.state = CallState::Terminated;
             // RFC 3261 §15: the dialog ends with the call (a retransmitted BYE is answered by
             // its server transaction; other requests of the dialog get 481); the call keeps
@@ -1408,17 +1449,29 @@ impl UserAgent {
                 if call.state == CallState::Calling {
                     call.state = CallState::Early;
                 }
-                if call.dialog.is_none()
-                    && resp
-                        .headers
-                        .view::<ToRef>()
-                        .and_then(Result::ok)
-                        .is_some_and(|t| t.tag().is_some())
-                {
+                // The To tag, read once: it names the fork's early dialog.
+                let tag = resp
+                    .headers
+                    .view::<ToRef>()
+                    .and_then(Result::ok)
+                    .and_then(|t| t.tag());
+                let made = call.dialog.is_none() && tag.is_some();
+                if made {
                     call.dialog = call
                         .invite
                         .as_deref()
                         .and_then(|inv| Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok());
+                }
+                // RFC 3261 §12.1.2: each 1xx with a To tag is in its fork's early dialog (made
+                // by the first 1xx of that tag). Its Contact refreshes that dialog's remote
+                // target (§12.2.1.2, §13.2.2.4: the target a later 1xx or the 2xx gives is
+                // where the UAS is now; PRACK, UPDATE and INFO go there).
+                let fork = early_dialog_of(call, tag.as_deref(), resp);
+                if let Some(fork) = fork
+                    && !(made && fork.is_none())
+                    && let Some(d) = dialog_of_mut(call, fork)
+                {
+                    d.refresh_target(resp);
                 }
                 // RFC 3262 §4: a reliable provisional (Require: 100rel, RSeq) is PRACKed once,
                 // in its fork's early dialog (RSeq counted per dialog).
@@ -1429,7 +1482,7 @@ impl UserAgent {
                     .and_then(Result::ok)
                     .map(|r| r.0);
                 if let (true, Some(rseq)) = (reliable && use_100rel, rseq) {
-                    match early_dialog_of(call, resp) {
+                    match fork {
                         Some(fork) => {
                             let last = match fork {
                                 None => &mut call.last_rseq,
@@ -1483,23 +1536,38 @@ impl UserAgent {
                     });
                     return;
                 };
-                let dialog = match Dialog::from_uac_tagged(invite, &call.local_tag, resp) {
-                    Ok(d) => d,
-                    Err(_) => {
-                        // The 2xx is unusable (no tag or Contact): we cannot ACK it properly.
-                        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                            what: "2xx to INVITE without To tag or Contact",
-                        });
-                        self.call_event(
-                            id,
-                            CallEvent::Failed {
-                                code,
-                                reason: "2xx without To tag or Contact".into(),
-                            },
-                        );
-                        return;
-                    }
-                };
+                // A 2xx without Contact (RFC 3261 §12.1.1 requires one) or To tag is still
+                // ACKed (§13.2.2.4: the UAC core ACKs every 2xx; unACKed, its UAS retransmits
+                // it until Timer H and keeps its dialog up), towards its route set and the
+                // INVITE's Request-URI as remote target (the target that reached that UAS:
+                // nothing better is known), then ended at once with BYE the same way: the
+                // call is not taken on a dialog whose peer cannot be reached. The call fails
+                // with the violation named (its outcome); the 2xx is in the trace.
+                let (dialog, violation) =
+                    match Dialog::from_uac_tagged(invite, &call.local_tag, resp) {
+                        Ok(d) => (d, None),
+                        Err(e) => match invite
+                            .request_uri()
+                            .cloned()
+                            .map(|target| Dialog::from_uac_lenient(invite, resp, target))
+                        {
+                            Some(Ok(d)) => (d, Some(e)),
+                            _ => {
+                                // Not even a dialog to ACK in (no From, To or Call-ID).
+                                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                                    what: "2xx to INVITE without From, To or Call-ID",
+                                });
+                                self.call_event(
+                                    id,
+                                    CallEvent::Failed {
+                                        code,
+                                        reason: "2xx without From, To or Call-ID".into(),
+                                    },
+                                );
+                                return;
+                            }
+                        },
+                    };
                 let cancelled = call.cancel_pending || call.state == CallState::Terminating;
                 let seq = invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
@@ -1544,6 +1612,23 @@ impl UserAgent {
                 let out = keep_ack(&mut call.ack, dest, ack);
                 self.keep_invite_ack(id, &out, kept_forks);
                 push_out(&mut self.queues, out);
+                if let Some(e) = violation {
+                    self.send_bye(now, id);
+                    let what = match e {
+                        DialogError::MissingTag => "To tag",
+                        _ => "Contact",
+                    };
+                    self.call_event(
+                        id,
+                        CallEvent::Failed {
+                            code,
+                            reason: format!(
+                                "2xx without {what} (RFC 3261 §12.1.1): ACKed and ended with BYE"
+                            ),
+                        },
+                    );
+                    return;
+                }
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
@@ -1723,17 +1808,24 @@ impl UserAgent {
         let Ok(first) = Message::parse(&kept.1) else {
             return Some((same(), None));
         };
+        // A 2xx without To tag has a null one (RFC 3261 §12.1.2).
         let tag = |m: &Message| {
             m.headers
                 .view::<ToRef>()
                 .and_then(Result::ok)
-                .and_then(|t| t.tag().map(Cow::into_owned))
+                .map(|t| t.tag().map(Cow::into_owned).unwrap_or_default())
         };
         let theirs = tag(resp)?;
         if tag(&first).as_deref() == Some(theirs.as_str()) {
             return Some((same(), None));
         }
-        let mut dialog = Dialog::from_uac(&first, resp).ok()?;
+        // Without Contact (or To tag) it is still ACKed and ended, as the first 2xx is
+        // (`on_invite_response`), towards the INVITE's Request-URI: our INVITE's To URI is
+        // its Request-URI (`call`), and the kept ACK has that To.
+        let mut dialog = match Dialog::from_uac(&first, resp) {
+            Ok(d) => d,
+            Err(_) => Dialog::from_uac_lenient(&first, resp, first.to()?.0.uri).ok()?,
+        };
         let via = first.headers.value(&HeaderName::Via)?.to_owned();
         let seq = first.cseq().map_or(1, |c| c.seq);
         let ack = self
@@ -1811,7 +1903,8 @@ impl UserAgent {
         call.cancel_pending = false;
         call.state = CallState::Terminating;
         // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
-        // Route, and the CSeq number of the INVITE.
+        // every Route header field (in order, as printed: a comma-joined line stays one
+        // line), and the CSeq number of the INVITE.
         let Some(inv) = call.invite.as_deref() else {
             return;
         };
@@ -1832,7 +1925,11 @@ impl UserAgent {
             HeaderName::To,
             HeaderName::CallId,
         ] {
-            if let Some(h) = inv.headers.get(&name) {
+            if name == HeaderName::Route {
+                for h in inv.headers.get_all(&name) {
+                    cancel.headers.push_ref(h);
+                }
+            } else if let Some(h) = inv.headers.get(&name) {
                 cancel.headers.push_ref(h);
             }
         }
@@ -1883,6 +1980,7 @@ impl UserAgent {
         }
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
+            drop_waiting_retry(c, InDialogMethod::Reinvite);
         }
         self.send_in_dialog(
             now,
@@ -1894,10 +1992,61 @@ impl UserAgent {
     }
 
     /// Sends UPDATE (RFC 3311) in a confirmed or early call, with an optional SDP offer.
+    /// While a forked call is early it goes in the first fork's early dialog (the first 1xx
+    /// with a To tag: the one the call had before any other fork rang, so a call that was
+    /// never forked works as before); [`UserAgent::update_fork`] names another fork.
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
+        if let Some(c) = self.call_mut(id) {
+            drop_waiting_retry(c, InDialogMethod::Update);
+        }
         self.send_in_dialog(
             now,
             id,
+            InDialogMethod::Update,
+            sdp.map(|b| ("application/sdp", b)),
+            None,
+        )
+    }
+
+    /// The To tags of the call's dialogs: while a UAC's call is early, one per fork of the
+    /// INVITE whose 1xx carried a To tag (RFC 3261 §12.1.2: each makes its own early
+    /// dialog), the first fork's first (the dialog [`UserAgent::update`] and
+    /// [`UserAgent::info`] use), then the others in the order they appeared (at most
+    /// `MAX_EARLY_FORKS` = 16 more); once confirmed, the confirmed dialog's only.
+    pub fn fork_tags(&self, id: CallId) -> impl Iterator<Item = &str> {
+        self.call_ref(id).into_iter().flat_map(|c| {
+            c.dialog
+                .iter()
+                .chain(c.forks.iter().map(|f| &f.dialog))
+                .map(|d| d.id.remote_tag.as_str())
+        })
+    }
+
+    /// [`UserAgent::update`] in the early dialog of the fork whose To tag is `tag` (one of
+    /// [`UserAgent::fork_tags`]): RFC 3311 §5.1 lets the caller send UPDATE in any early
+    /// dialog, and a forked INVITE has one per ringing phone. False when no dialog of the
+    /// call has that tag.
+    pub fn update_fork(&mut self, now: Instant, id: CallId, tag: &str, sdp: Option<Bytes>) -> bool {
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
+        drop_waiting_retry(call, InDialogMethod::Update);
+        let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
+            None
+        } else {
+            match call
+                .forks
+                .iter()
+                .position(|f| f.dialog.id.remote_tag == tag)
+            {
+                Some(i) => Some(i),
+                None => return false,
+            }
+        };
+        self.send_in_dialog_of(
+            now,
+            id,
+            fork,
             InDialogMethod::Update,
             sdp.map(|b| ("application/sdp", b)),
             None,
@@ -1942,10 +2091,7 @@ impl UserAgent {
         let (via, branch) = self.new_via_branch();
         let contact = self.contact();
         let ua = self.profile.user_agent.clone();
-        let Some(dialog) = self.call_mut(id).and_then(|c| match fork {
-            None => c.dialog.as_mut(),
-            Some(i) => c.forks.get_mut(i).map(|f| &mut f.dialog),
-        }) else {
+        let Some(dialog) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) else {
             return false;
         };
         let mut b = dialog
@@ -1973,6 +2119,14 @@ impl UserAgent {
         };
         if kind == InDialogMethod::Prack {
             return;
+        }
+        // A retried request's answer: its glare retries are over.
+        if let Some(c) = self.call_mut(id)
+            && c.glare
+                .as_ref()
+                .is_some_and(|g| g.kind == kind && g.at.is_none())
+        {
+            c.glare = None;
         }
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
@@ -2175,11 +2329,11 @@ impl UserAgent {
             local_sdp: None,
             source: Some(source),
             ok_retransmit: None,
-            reported_end: false,
             last_rseq: None,
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
+            glare: None,
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
@@ -2282,11 +2436,11 @@ impl UserAgent {
     /// retransmission armed (an ACK, a PRACK, a BYE or a give-up stopped the last one).
     fn refresh_call_timers(&mut self) {
         if self.flag(CALL_TIMERS) {
-            let armed = self
-                .calls
-                .iter()
-                .filter_map(Slot::as_ref)
-                .any(|c| c.ok_retransmit.is_some() || c.prov_retransmit.is_some());
+            let armed = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
+                c.ok_retransmit.is_some()
+                    || c.prov_retransmit.is_some()
+                    || c.glare.as_ref().is_some_and(|g| g.at.is_some())
+            });
             self.set_flag(CALL_TIMERS, armed);
         }
     }
@@ -2464,18 +2618,29 @@ impl UserAgent {
     }
 
     /// The call whose dialog a request with these identifiers belongs to (the request's
-    /// headers read once, compared with every call's dialog).
-    fn find_dialog_call(&self, ids: Option<&DialogIds<'_>>) -> Option<CallId> {
+    /// headers read once, compared with every call's dialog), and which of its dialogs:
+    /// `None` the call's, `Some(i)` the early dialog of another fork of its INVITE
+    /// (`call.forks[i]`). RFC 3261 §12.2.2: a request is in the dialog of its Call-ID, From
+    /// tag and To tag; a forked INVITE has one early dialog per fork, so a request a phone
+    /// sends in its own early dialog (UPDATE, INFO) is matched to that one.
+    fn find_dialog_call(&self, ids: Option<&DialogIds<'_>>) -> Option<(CallId, Option<usize>)> {
         let ids = ids?;
         self.calls.iter().enumerate().find_map(|(i, c)| {
-            let d: &DialogId = &c.as_ref()?.dialog.as_ref()?.id;
-            ids.matches(d, true)
-                .then_some(Self::id_at(self.first_call, i))
+            let c = c.as_ref()?;
+            let fork = match &c.dialog {
+                Some(d) if ids.matches(&d.id, true) => None,
+                _ => Some(
+                    c.forks
+                        .iter()
+                        .position(|f| ids.matches(&f.dialog.id, true))?,
+                ),
+            };
+            Some((Self::id_at(self.first_call, i), fork))
         })
     }
 
     fn on_ack(&mut self, _now: Instant, req: &Message, ids: Option<DialogIds<'_>>) {
-        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
+        let Some((id, _)) = self.find_dialog_call(ids.as_ref()) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                 what: "ACK matches no dialog",
             });
@@ -2538,14 +2703,15 @@ impl UserAgent {
         key: TxnKey,
         method: Method,
     ) {
-        let Some(id) = self.find_dialog_call(ids.as_ref()) else {
+        let Some((id, fork)) = self.find_dialog_call(ids.as_ref()) else {
             self.respond_no_such_call(now, req, key, source);
             return;
         };
         let seq = req.cseq().map_or(0, |c| c.seq);
+        // Each dialog has its own CSeq numbers (§12.2.2), an early fork's too.
         let in_order = self
             .call_mut(id)
-            .and_then(|c| c.dialog.as_mut())
+            .and_then(|c| dialog_of_mut(c, fork))
             .is_some_and(|d| d.accept_remote_cseq(seq));
         if !in_order {
             self.respond_stateless(
@@ -2558,7 +2724,36 @@ impl UserAgent {
             );
             return;
         }
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some((code, reason)) = self.crossing_refusal(
+                id,
+                &method,
+                sdp_of(req).is_some(),
+                ids.as_ref().and_then(|i| i.from_tag.as_deref()),
+            )
+        {
+            // §14.2: the 500 for an INVITE that crossed the first one carries a Retry-After
+            // of a random 0–10 s.
+            let retry_after = (code == 500).then(|| {
+                Header::new(
+                    HeaderName::RetryAfter,
+                    decimal_text(self.rng.random_range(0..=10)),
+                )
+            });
+            let extra = retry_after.as_slice();
+            self.respond_with(now, req, key, source, code, reason, extra);
+            return;
+        }
         match method {
+            Method::Bye if fork.is_some() => {
+                // RFC 3261 §15: a callee must not send BYE in an early dialog. It ends only
+                // that fork's dialog (§15.1.2 answers it 200); the call goes on with the
+                // other forks, and the fork's numbers stay for a 2xx it may still send.
+                self.respond_stateless(now, req, key, source, 200, "OK");
+                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                    what: "BYE in the early dialog of another fork (RFC 3261 §15)",
+                });
+            }
             Method::Bye => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
                 let mut confirmed_by_bye = false;
@@ -2585,7 +2780,7 @@ impl UserAgent {
                 );
             }
             Method::Invite | Method::Update => {
-                if let Some(d) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) {
+                if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
                 let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
@@ -2673,6 +2868,164 @@ impl UserAgent {
         }
     }
 
+    /// The refusal of a re-INVITE or UPDATE (`offer`: it carries one) of call `id` that
+    /// crosses a request of ours, if it does (the peer tries again later):
+    /// - our BYE (or CANCEL) is out: the session is over (§15.1.1), nothing modifies it: 481;
+    /// - an INVITE while the call's first INVITE is in progress (§14.2): 491 when it is ours
+    ///   (we are its UAC), 500 (with Retry-After) when we have not answered it yet;
+    /// - an INVITE, or an UPDATE with an offer, while our re-INVITE or our UPDATE with an
+    ///   offer waits for its final response in the same dialog (`remote_tag`: the request's
+    ///   From tag; an early fork's dialog is not another's): 491 (RFC 3261 §14.2; RFC 3311
+    ///   §5.2: one offer at a time each way). An UPDATE without offer (a session refresh)
+    ///   crosses nothing.
+    fn crossing_refusal(
+        &self,
+        id: CallId,
+        method: &Method,
+        offer: bool,
+        remote_tag: Option<&str>,
+    ) -> Option<(u16, &'static str)> {
+        let call = self.call_ref(id)?;
+        let invite = *method == Method::Invite;
+        if call.state == CallState::Terminating {
+            return Some((481, "Call/Transaction Does Not Exist"));
+        }
+        if invite && matches!(call.state, CallState::Calling | CallState::Early) {
+            return Some(if call.uac {
+                (491, "Request Pending")
+            } else {
+                (500, "Server Internal Error")
+            });
+        }
+        if !invite && !offer {
+            return None;
+        }
+        let crossing = self.client.iter().any(|e| match e.owner {
+            Owner::InDialog(c, m) if c == id => {
+                matches!(
+                    e.txn.state(),
+                    State::Calling | State::Trying | State::Proceeding
+                ) && (m == InDialogMethod::Reinvite
+                    || (m == InDialogMethod::Update && !e.txn.request().body().is_empty()))
+                    && e.txn
+                        .request()
+                        .headers
+                        .view::<ToRef>()
+                        .and_then(Result::ok)
+                        .is_some_and(|t| t.tag().as_deref() == remote_tag)
+            }
+            _ => false,
+        });
+        crossing.then_some((491, "Request Pending"))
+    }
+
+    /// Our re-INVITE or UPDATE (`kind`, sent in the dialog with To tag `tag`, its offer
+    /// `body`) was refused with 491: sent again after RFC 3261 §14.1's timer (RFC 3311 §5.1
+    /// for UPDATE): a random 2.1–4 s when we own the dialog's Call-ID (we sent the INVITE
+    /// that made it), 0–2 s when not, in units of 10 ms. False when it is not (tried
+    /// [`MAX_GLARE_TRIES`] times, or another retry is due): the 491 is its outcome then.
+    fn retry_after_glare(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        tag: String,
+        body: Option<Bytes>,
+    ) -> bool {
+        let Some(uac) = self.call_ref(id).map(|c| c.uac) else {
+            return false;
+        };
+        let units: u64 = if uac {
+            self.rng.random_range(210..=400)
+        } else {
+            self.rng.random_range(0..=200)
+        };
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
+        let tries = match &call.glare {
+            Some(g) if g.kind == kind && g.at.is_none() => g.tries + 1,
+            Some(_) => return false,
+            None => 1,
+        };
+        if tries > MAX_GLARE_TRIES {
+            call.glare = None;
+            return false;
+        }
+        call.glare = Some(Box::new(GlareRetry {
+            at: Some(now + Duration::from_millis(10 * units)),
+            kind,
+            tag,
+            body,
+            tries,
+        }));
+        self.set_flag(CALL_TIMERS, true);
+        true
+    }
+
+    /// Sends again the re-INVITEs and UPDATEs refused with 491 whose time has come
+    /// ([`UserAgent::retry_after_glare`]), in the dialog they were sent in. One whose dialog
+    /// is gone (its early fork's, once another answered) gets its 491 reported; one of a
+    /// call that is ending is dropped.
+    fn send_glare_retries(&mut self, now: Instant) {
+        let first = self.first_call;
+        let due: Vec<CallId> = self
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.as_ref()
+                    .and_then(|c| c.glare.as_ref()?.at)
+                    .is_some_and(|t| t <= now)
+            })
+            .map(|(i, _)| Self::id_at(first, i))
+            .collect();
+        for id in due {
+            let Some(call) = self.call_mut(id) else {
+                continue;
+            };
+            let Some(g) = call.glare.as_mut() else {
+                continue;
+            };
+            g.at = None;
+            let (kind, body) = (g.kind, g.body.clone());
+            let fork = if call
+                .dialog
+                .as_ref()
+                .is_some_and(|d| d.id.remote_tag == g.tag)
+            {
+                Some(None)
+            } else {
+                call.forks
+                    .iter()
+                    .position(|f| f.dialog.id.remote_tag == g.tag)
+                    .map(Some)
+            };
+            let live = match kind {
+                InDialogMethod::Reinvite => call.state == CallState::Confirmed,
+                _ => matches!(call.state, CallState::Early | CallState::Confirmed),
+            };
+            match (fork, live) {
+                (Some(fork), true) => {
+                    let body = body.map(|b| ("application/sdp", b));
+                    self.send_in_dialog_of(now, id, fork, kind, body, None);
+                }
+                _ if call.state >= CallState::Terminating => call.glare = None,
+                _ => {
+                    call.glare = None;
+                    queues(&mut self.queues).events.push_back(UaEvent::Call(
+                        id,
+                        CallEvent::Modified {
+                            method: kind.method(),
+                            code: 491,
+                            sdp: None,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
     /// The flow to the server broke (connection refused or reset, ICMP unreachable): every
     /// pending client transaction ends as a timeout would (RFC 3261 §8.1.3.1).
     pub fn handle_transport_error(&mut self, now: Instant) {
@@ -2756,6 +3109,10 @@ impl UserAgent {
                 *interval *= 2;
                 *next = now + *interval;
             }
+        }
+        // Our re-INVITEs and UPDATEs refused with 491, due again (§14.1).
+        if self.flag(CALL_TIMERS) {
+            self.send_glare_retries(now);
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
@@ -2948,6 +3305,35 @@ impl UserAgent {
                     let kept = (ack.destination.clone(), ack.bytes.clone());
                     self.on_2xx_again(now, owner, &kept, r);
                     continue;
+                }
+                // Glare: our re-INVITE or UPDATE refused with 491 goes again after the §14.1
+                // timer, with its offer and in its dialog (read from the request, at `at` as
+                // a 2xx's entry is found); its outcome is reported once it has one.
+                if let (
+                    Owner::InDialog(id, kind @ (InDialogMethod::Reinvite | InDialogMethod::Update)),
+                    TxnEvent::Response(r),
+                ) = (owner, ev)
+                    && r.status() == Some(491)
+                {
+                    let at = match (n, this) {
+                        (0, _) => Some(i),
+                        (_, Some(h)) => self.client.iter().position(|e| {
+                            e.owner == owner && branch_hash(&e.txn.key().branch) == h
+                        }),
+                        _ => None,
+                    };
+                    if let Some(req) = at.map(|at| self.client[at].txn.request()) {
+                        let body = Some(req.body().clone()).filter(|b| !b.is_empty());
+                        let tag = req
+                            .headers
+                            .view::<ToRef>()
+                            .and_then(Result::ok)
+                            .and_then(|t| t.tag().map(Cow::into_owned))
+                            .unwrap_or_default();
+                        if self.retry_after_glare(now, id, kind, tag, body) {
+                            continue;
+                        }
+                    }
                 }
                 if let (Owner::InDialog(id, InDialogMethod::Reinvite), TxnEvent::Response(r)) =
                     (owner, ev)
@@ -3272,6 +3658,7 @@ impl UserAgent {
                     .into_iter()
                     .flatten()
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
+                    .chain(c.glare.as_ref().and_then(|g| g.at))
             })
         };
         debug_assert!(
@@ -3451,7 +3838,8 @@ mod tests {
     fn calls_stay_small() {
         // A call's box: one `Vec` (24 bytes, no heap) more for the other forks' early
         // dialogs (664 -> 688 bytes, the same 768-byte size class of mimalloc); an early
-        // dialog of 328 bytes more per fork only when one sends a reliable provisional.
+        // dialog of 328 bytes more per other fork that sends a 1xx with a To tag. The glare
+        // retry's box pointer took the byte of `reported_end` (never true on a live call).
         // The kept ACK's list of other forks (tag, last CSeq, ended) replaced its list of
         // ended tags and its one CSeq number (96 -> 88 bytes).
         let (call, kept) = (size_of::<Call>(), size_of::<KeptAck>());
@@ -5528,9 +5916,8 @@ mod auth_tests {
     /// RFC 3261 §9.1: the CANCEL copies the INVITE's Request-URI, top Via, Max-Forwards,
     /// Route, From, To and Call-ID lines (as the INVITE printed them: `Name: value`), then
     /// CSeq with the INVITE's number and `Content-Length: 0`.
-    #[test]
-    fn a_cancel_copies_the_invites_lines_as_printed() {
-        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    /// An agent with an outbound proxy that called 1002 (its call and INVITE as sent).
+    fn proxied_call(now: Instant) -> (UserAgent, CallId, Message) {
         let mut cfg = config();
         cfg.credentials = None;
         cfg.outbound_proxy = Uri::parse("sip:proxy.example.test:5060;lr")
@@ -5538,20 +5925,38 @@ mod auth_tests {
             .as_sip()
             .cloned();
         let mut ua = UserAgent::new(cfg);
-        let now = Instant::now();
         let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
         let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
-        let mut ringing = Message::response_to(&invite, 180, "Ringing", Some("srv"));
+        (ua, call, invite)
+    }
+
+    /// The CANCEL `ua` sends when `call` (its INVITE `invite`) rings and is hung up.
+    fn cancel_after_ringing(
+        ua: &mut UserAgent,
+        now: Instant,
+        call: CallId,
+        invite: &Message,
+    ) -> Bytes {
+        let from: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let mut ringing = Message::response_to(invite, 180, "Ringing", Some("srv"));
         ringing.headers.push(Header::new(
             HeaderName::Contact,
             "<sip:1002@127.0.0.1:5080>",
         ));
         ua.handle_message(now, ringing, from);
         ua.hangup(now, call);
-        let cancel = std::iter::from_fn(|| ua.poll_transmit())
-            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
-            .find(|m| m.starts_with("CANCEL "))
-            .expect("a CANCEL");
+        std::iter::from_fn(|| ua.poll_transmit())
+            .map(|o| o.bytes)
+            .find(|b| b.starts_with(b"CANCEL "))
+            .expect("a CANCEL")
+    }
+
+    #[test]
+    fn a_cancel_copies_the_invites_lines_as_printed() {
+        let now = Instant::now();
+        let (mut ua, call, invite) = proxied_call(now);
+        let cancel = cancel_after_ringing(&mut ua, now, call, &invite);
+        let cancel = String::from_utf8(cancel.to_vec()).unwrap();
         let mut want = format!("CANCEL {} SIP/2.0\r\n", invite.request_uri().unwrap());
         for name in [
             HeaderName::Via,
@@ -5567,6 +5972,40 @@ mod auth_tests {
         let seq = invite.cseq().unwrap().seq;
         want.push_str(&format!("CSeq: {seq} CANCEL\r\nContent-Length: 0\r\n\r\n"));
         assert_eq!(cancel, want);
+    }
+
+    /// RFC 3261 §9.1: the CANCEL's Route header fields are those of the INVITE it cancels,
+    /// all of them, in order: a comma-joined line and further lines (a preloaded route set)
+    /// as well as the outbound proxy's. Before: only the first Route line.
+    #[test]
+    fn a_cancel_copies_every_route_line_of_the_invite_in_order() {
+        let now = Instant::now();
+        let (mut ua, call, invite) = proxied_call(now);
+        // The INVITE as a preloaded route set would make it: the proxy's line, then a
+        // comma-joined line, then one more line (the call's INVITE is what CANCEL copies).
+        let Some(Slot::Live(c)) = ua.calls.get_mut(0) else {
+            panic!("a live call")
+        };
+        let kept = Arc::make_mut(c.invite.as_mut().unwrap());
+        kept.headers.push(Header::new(
+            HeaderName::Route,
+            "<sip:p2.example.test;lr>, <sip:p3.example.test;lr>",
+        ));
+        kept.headers
+            .push(Header::new(HeaderName::Route, "<sip:p4.example.test;lr>"));
+        let routes: Vec<String> = kept
+            .headers
+            .get_all(&HeaderName::Route)
+            .map(|h| h.value().to_owned())
+            .collect();
+        assert_eq!(routes.len(), 3);
+        let cancel = Message::parse(&cancel_after_ringing(&mut ua, now, call, &invite)).unwrap();
+        let got: Vec<String> = cancel
+            .headers
+            .get_all(&HeaderName::Route)
+            .map(|h| h.value().to_owned())
+            .collect();
+        assert_eq!(got, routes);
     }
 
     #[test]

@@ -8,22 +8,14 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use sip_msg::{HeaderName, Message, Uri};
+use sip_msg::{HeaderName, Message};
 use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, of};
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, msg, of, seq, to_tag};
 
 fn agent(user: &str, port: u16, seed: u64) -> UserAgent {
     common::agent(user, port, seed, true, "earlydlg")
-}
-
-fn msg(o: &Outgoing) -> Message {
-    Message::parse(&o.bytes).unwrap()
-}
-
-fn to_tag(m: &Message) -> String {
-    m.to().unwrap().tag().unwrap()
 }
 
 /// The one request `prefix` in `out`, checked to be in the dialog with the To tag `tag` and
@@ -41,10 +33,6 @@ fn one_request_to(out: &[Outgoing], prefix: &str, tag: &str, user: &str, port: u
         found[0].destination
     );
     m
-}
-
-fn seq(m: &Message) -> u32 {
-    m.cseq().unwrap().seq
 }
 
 /// A UAS ringing: its call, its To tag (read from its first reliable 180) and its port.
@@ -132,12 +120,7 @@ impl Fork {
 /// Alice calls; the INVITE (CSeq 1) reaches Bob and Carol.
 fn forked(now: Instant) -> (UserAgent, CallId, Fork, Fork) {
     let mut alice = agent("alice", ALICE, 1);
-    let call = alice.call(
-        now,
-        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
-        Some(Bytes::from_static(b"v=0\r\n")),
-    );
-    let (invite, _) = drain(&mut alice);
+    let (call, invite) = common::call_bob(&mut alice, now);
     assert_eq!(of(&invite, "INVITE ").len(), 1, "{invite:?}");
     assert_eq!(seq(&msg(&invite[0])), 1);
     let fork = |user: &'static str, port: u16, seed: u64| {

@@ -60,6 +60,32 @@ pub fn of<'a>(out: &'a [Outgoing], prefix: &str) -> Vec<&'a Outgoing> {
         .collect()
 }
 
+/// `o` parsed.
+pub fn msg(o: &Outgoing) -> Message {
+    Message::parse(&o.bytes).unwrap()
+}
+
+/// The To tag of `m`.
+pub fn to_tag(m: &Message) -> String {
+    m.to().unwrap().tag().unwrap()
+}
+
+/// The CSeq number of `m`.
+pub fn seq(m: &Message) -> u32 {
+    m.cseq().unwrap().seq
+}
+
+/// `alice` calls Bob (`sip:bob@127.0.0.1:5064`, an SDP offer): the call and what she sends
+/// (the INVITE).
+pub fn call_bob(alice: &mut UserAgent, now: Instant) -> (CallId, Vec<Outgoing>) {
+    let call = alice.call(
+        now,
+        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
+        Some(bytes::Bytes::from_static(b"v=0\r\n")),
+    );
+    (call, drain(alice).0)
+}
+
 /// Delivers `invite` (from Alice) to `ua` and returns the incoming call it reports first.
 pub fn incoming(ua: &mut UserAgent, now: Instant, invite: &[Outgoing]) -> CallId {
     deliver(ua, now, ALICE, invite);

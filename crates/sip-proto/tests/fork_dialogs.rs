@@ -1,0 +1,430 @@
+//! The early dialogs of a forked INVITE (RFC 3261 §12.1.2, §12.2.2, §13.2.2.4; RFC 3311):
+//! requests a fork sends in its own early dialog are answered in that dialog, our UPDATE
+//! names the fork it goes to, each 1xx refreshes its early dialog's remote target, and a
+//! 2xx without Contact is still ACKed (then ended with BYE and reported). Alice's INVITE
+//! reaches Bob and Carol (what a forking proxy does). Agents on a virtual clock, through the
+//! public API.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use sip_msg::{HeaderName, Message, Method};
+use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
+
+mod common;
+use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, msg, of, seq, to_tag};
+
+/// A phone the INVITE reached: its agent, call, port and (once it rang) To tag.
+struct Fork {
+    ua: UserAgent,
+    call: CallId,
+    port: u16,
+    tag: String,
+}
+
+impl Fork {
+    /// Rings; returns the 180 (not delivered).
+    fn ring(&mut self, now: Instant) -> Vec<Outgoing> {
+        self.ua.ring(now, self.call);
+        let (out, _) = drain(&mut self.ua);
+        let r = of(&out, "SIP/2.0 180 ");
+        assert_eq!(r.len(), 1, "{out:?}");
+        self.tag = to_tag(&msg(r[0]));
+        out
+    }
+
+    /// Sends UPDATE in its (early) dialog to Alice, who must answer it 200 in that dialog;
+    /// the answer is delivered back and the fork reports it. Returns the UPDATE's CSeq.
+    fn update(&mut self, alice: &mut UserAgent, now: Instant) -> u32 {
+        assert!(self.ua.update(now, self.call, None));
+        let (out, _) = drain(&mut self.ua);
+        let update = of(&out, "UPDATE ");
+        assert_eq!(update.len(), 1, "{out:?}");
+        let cseq = seq(&msg(update[0]));
+        deliver(alice, now, self.port, &out);
+        let (reply, _) = drain(alice);
+        assert!(of(&reply, "SIP/2.0 481 ").is_empty(), "{reply:?}");
+        let ok = of(&reply, "SIP/2.0 200 ");
+        assert_eq!(ok.len(), 1, "{reply:?}");
+        let ok = msg(ok[0]);
+        assert_eq!(ok.from().unwrap().tag().unwrap(), self.tag);
+        assert_eq!(ok.cseq().unwrap().method, Method::Update);
+        deliver(&mut self.ua, now, ALICE, &reply);
+        let (_, ev) = drain(&mut self.ua);
+        assert!(
+            ev.iter().any(|e| matches!(
+                e,
+                UaEvent::Call(
+                    _,
+                    CallEvent::Modified {
+                        method: Method::Update,
+                        code: 200,
+                        ..
+                    }
+                )
+            )),
+            "{ev:?}"
+        );
+        cseq
+    }
+}
+
+/// `ev` reports the 200 to our UPDATE in `call`.
+fn assert_update_ok(ev: &[UaEvent], call: CallId) {
+    assert!(
+        ev.iter().any(|e| matches!(e,
+            UaEvent::Call(c, CallEvent::Modified { method: Method::Update, code: 200, .. })
+                if *c == call)),
+        "{ev:?}"
+    );
+}
+
+/// The port of a request's destination (the remote target or first route).
+fn port_of(o: &Outgoing) -> u16 {
+    match &o.destination {
+        Destination::Uri(u) => u.to_string().rsplit(':').next().unwrap().parse().unwrap(),
+        d => panic!("not to a URI: {d:?}"),
+    }
+}
+
+/// Delivers Alice's PRACKs (100rel) to the fork each is for, and their 200s back.
+fn pracks_answered(alice: &mut UserAgent, now: Instant, forks: &mut [&mut Fork]) {
+    let (out, _) = drain(alice);
+    for p in of(&out, "PRACK ") {
+        let f = forks.iter_mut().find(|f| f.port == port_of(p)).unwrap();
+        deliver(&mut f.ua, now, ALICE, std::slice::from_ref(p));
+        let (ok, _) = drain(&mut f.ua);
+        assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
+        deliver(alice, now, f.port, &ok);
+        drain(alice);
+    }
+}
+
+/// Alice calls Bob; the INVITE reaches Bob and Carol. `use_100rel`: all three use RFC 3262.
+fn forked(now: Instant, use_100rel: bool) -> (UserAgent, CallId, Fork, Fork) {
+    let agent = |user: &str, port, seed| common::agent(user, port, seed, use_100rel, "forks3");
+    let mut alice = agent("alice", ALICE, 1);
+    let (call, invite) = common::call_bob(&mut alice, now);
+    let fork = |port, seed| {
+        let mut ua = agent(if port == BOB { "bob" } else { "carol" }, port, seed);
+        let call = incoming(&mut ua, now, &invite);
+        Fork {
+            ua,
+            call,
+            port,
+            tag: String::new(),
+        }
+    };
+    (alice, call, fork(BOB, 2), fork(CAROL, 3))
+}
+
+/// Bob and Carol both ring (PRACKed with 100rel).
+fn both_ringing(now: Instant, use_100rel: bool) -> (UserAgent, CallId, Fork, Fork) {
+    let (mut alice, call, mut bob, mut carol) = forked(now, use_100rel);
+    for f in [&mut bob, &mut carol] {
+        let ringing = f.ring(now);
+        deliver(&mut alice, now, f.port, &ringing);
+        pracks_answered(&mut alice, now, &mut [f]);
+    }
+    assert_eq!(alice.call_state(call), Some(CallState::Early));
+    (alice, call, bob, carol)
+}
+
+/// RFC 3261 §12.2.2 (a request is in the dialog of its Call-ID and tags), RFC 3311 §5.1 (UPDATE
+/// in an early dialog): Carol, the second fork, sends UPDATEs in her early dialog and Alice
+/// answers them 200 there (before: 481, only Bob's dialog was looked at). Each dialog has
+/// its own CSeq numbers (§12.2.2): Bob's first UPDATE (CSeq 1) after Carol's second (CSeq 2)
+/// is in order in Bob's dialog.
+#[test]
+fn requests_in_the_second_forks_early_dialog_are_answered_in_that_dialog() {
+    for use_100rel in [false, true] {
+        let now = Instant::now();
+        let (mut alice, call, mut bob, mut carol) = both_ringing(now, use_100rel);
+        assert_eq!(carol.update(&mut alice, now), 1, "100rel {use_100rel}");
+        assert_eq!(carol.update(&mut alice, now), 2, "100rel {use_100rel}");
+        assert_eq!(bob.update(&mut alice, now), 1, "100rel {use_100rel}");
+        assert_eq!(alice.call_state(call), Some(CallState::Early));
+        // Carol answers: the call goes on in her dialog.
+        carol.ua.answer(now, carol.call, None);
+        let (ok, _) = drain(&mut carol.ua);
+        deliver(&mut alice, now, CAROL, &ok);
+        let (out, _) = drain(&mut alice);
+        let ack = of(&out, "ACK ");
+        assert_eq!(ack.len(), 1, "{out:?}");
+        assert_eq!(to_tag(&msg(ack[0])), carol.tag);
+        assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    }
+}
+
+/// Our UPDATE while early names its fork (`update_fork`, by the fork's To tag, listed by
+/// `fork_tags`); `update` goes to the first fork's early dialog (the first 1xx with a To
+/// tag). Each goes in its fork's dialog: its To tag, its Contact, its own CSeq numbers.
+#[test]
+fn our_update_while_early_goes_to_the_fork_it_names() {
+    for use_100rel in [false, true] {
+        let now = Instant::now();
+        let (mut alice, call, mut bob, mut carol) = both_ringing(now, use_100rel);
+        let tags: Vec<String> = alice.fork_tags(call).map(str::to_owned).collect();
+        assert_eq!(tags, [bob.tag.clone(), carol.tag.clone()]);
+        // After its PRACK (100rel) each early dialog's next CSeq is 3, else 2.
+        let next = if use_100rel { 3 } else { 2 };
+        for (bob_s, by_tag) in [(true, false), (false, true), (true, true)] {
+            let f = if bob_s { &mut bob } else { &mut carol };
+            let sent = if by_tag {
+                alice.update_fork(now, call, &f.tag, None)
+            } else {
+                alice.update(now, call, None)
+            };
+            assert!(sent);
+            let (out, _) = drain(&mut alice);
+            let update = of(&out, "UPDATE ");
+            assert_eq!(update.len(), 1, "{out:?}");
+            let m = msg(update[0]);
+            assert_eq!(to_tag(&m), f.tag);
+            assert_eq!(port_of(update[0]), f.port);
+            let contact = format!("sip:{}@127.0.0.1:{}", f.ua.user(), f.port);
+            assert_eq!(m.request_uri().unwrap().to_string(), contact);
+            assert!(seq(&m) >= next, "{m:?}");
+            deliver(&mut f.ua, now, ALICE, &out);
+            let (ok, _) = drain(&mut f.ua);
+            assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
+            deliver(&mut alice, now, f.port, &ok);
+            let (_, ev) = drain(&mut alice);
+            assert_update_ok(&ev, call);
+        }
+        assert!(!alice.update_fork(now, call, "no-such-tag", None));
+        // Carol answers: her dialog is the call's; it goes on from her early dialog's CSeq.
+        carol.ua.answer(now, carol.call, None);
+        let (ok, _) = drain(&mut carol.ua);
+        deliver(&mut alice, now, CAROL, &ok);
+        drain(&mut alice);
+        let tags: Vec<&str> = alice.fork_tags(call).collect();
+        assert_eq!(tags, [carol.tag.as_str()]);
+        alice.hangup(now, call);
+        let (out, _) = drain(&mut alice);
+        let bye = of(&out, "BYE ");
+        assert_eq!(bye.len(), 1, "{out:?}");
+        assert_eq!(seq(&msg(bye[0])), next + 1);
+        deliver(&mut carol.ua, now, ALICE, &out);
+        let (reply, _) = drain(&mut carol.ua);
+        assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
+    }
+}
+
+/// The first message of `out` with its Contact's port `from` replaced by `to`.
+fn moved(out: &[Outgoing], from: u16, to: u16) -> Message {
+    let text = String::from_utf8(out[0].bytes.to_vec()).unwrap();
+    let text: String = text
+        .split_inclusive("\r\n")
+        .map(|l| {
+            if l.starts_with("Contact:") {
+                l.replace(&format!(":{from}>"), &format!(":{to}>"))
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(text.contains(&format!(":{to}>")), "{text}");
+    Message::parse(text.as_bytes()).unwrap()
+}
+
+/// RFC 3261 §12.1.2, §13.2.2.4 (and RFC 3262 §4, RFC 3311 §5.1 for what is sent in it): an
+/// early dialog's remote target is the Contact of the latest 1xx of its fork, not only of the
+/// first one. Bob, then Carol, ring again from a new Contact: Alice's next request in each
+/// fork's early dialog (UPDATE; with 100rel the PRACK of that 1xx too) goes there.
+#[test]
+fn each_provisional_refreshes_its_forks_remote_target() {
+    for use_100rel in [false, true] {
+        let now = Instant::now();
+        let (mut alice, call, mut bob, mut carol) = both_ringing(now, use_100rel);
+        for (f, new_port) in [(&mut bob, 5099), (&mut carol, 5098)] {
+            let again = f.ring(now);
+            let again = moved(&again, f.port, new_port);
+            alice.handle_message(now, again, addr(f.port));
+            let (out, _) = drain(&mut alice);
+            let want = format!("sip:{}@127.0.0.1:{new_port}", f.ua.user());
+            if use_100rel {
+                let prack = of(&out, "PRACK ");
+                assert_eq!(prack.len(), 1, "{out:?}");
+                assert_eq!(msg(prack[0]).request_uri().unwrap().to_string(), want);
+                assert_eq!(port_of(prack[0]), new_port);
+            } else {
+                assert!(out.is_empty(), "{out:?}");
+            }
+            assert!(alice.update_fork(now, call, &f.tag, None));
+            let (out, _) = drain(&mut alice);
+            let update = of(&out, "UPDATE ");
+            assert_eq!(update.len(), 1, "{out:?}");
+            assert_eq!(msg(update[0]).request_uri().unwrap().to_string(), want);
+            assert_eq!(port_of(update[0]), new_port);
+        }
+    }
+}
+
+/// The 200 in `ok` without its Contact line.
+fn without_contact(ok: &[Outgoing]) -> Message {
+    let ok = of(ok, "SIP/2.0 200 ");
+    assert_eq!(ok.len(), 1);
+    let text = String::from_utf8(ok[0].bytes.to_vec()).unwrap();
+    let text: String = text
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("Contact:"))
+        .collect();
+    let m = Message::parse(text.as_bytes()).unwrap();
+    assert!(m.headers.value(&HeaderName::Contact).is_none());
+    m
+}
+
+/// The ACK and BYE Alice sends for a 2xx without Contact (RFC 3261 §12.1.1 requires one):
+/// the remote target is unknown, so both go to the INVITE's Request-URI (the target that
+/// reached the UAS), sent there (no route set), in that 2xx's dialog. Returns them.
+fn acked_and_byed(out: &[Outgoing], tag: &str, bye_seq: u32) -> Vec<Outgoing> {
+    let ack = of(out, "ACK ");
+    let bye = of(out, "BYE ");
+    assert_eq!((ack.len(), bye.len(), out.len()), (1, 1, 2), "{out:?}");
+    for (o, s) in [(ack[0], 1), (bye[0], bye_seq)] {
+        let m = msg(o);
+        assert_eq!(
+            m.request_uri().unwrap().to_string(),
+            "sip:bob@127.0.0.1:5064"
+        );
+        assert_eq!(port_of(o), BOB, "{o:?}");
+        assert_eq!(to_tag(&m), tag);
+        assert_eq!(seq(&m), s);
+    }
+    out.to_vec()
+}
+
+/// RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx; a 2xx without Contact (a protocol
+/// violation, §12.1.1) was neither ACKed nor ended (the UAS retransmitted it until Timer H
+/// and its dialog stayed up). Now it is ACKed towards the INVITE's target and ended with BYE
+/// at once; the call reports the violation as its failure. A retransmission gets the ACK
+/// again, no second BYE. The same for another fork's 2xx without Contact.
+#[test]
+fn a_2xx_without_contact_is_acked_then_ended_and_reported() {
+    // The only fork.
+    let now = Instant::now();
+    let (mut alice, call, mut bob, _carol) = forked(now, false);
+    bob.ring(now);
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    let bad = without_contact(&ok);
+    alice.handle_message(now, bad.clone(), addr(BOB));
+    let (out, ev) = drain(&mut alice);
+    let sent = acked_and_byed(&out, &bob.tag, 2);
+    assert!(
+        ev.iter().any(|e| matches!(e,
+            UaEvent::Call(c, CallEvent::Failed { code: 200, reason })
+                if *c == call && reason.contains("Contact"))),
+        "{ev:?}"
+    );
+    assert_eq!(alice.call_state(call), Some(CallState::Terminated));
+    // Bob takes the ACK (his call is answered) and the BYE (it ends).
+    deliver(&mut bob.ua, now, ALICE, &sent);
+    let (reply, ev) = drain(&mut bob.ua);
+    assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, UaEvent::Call(_, CallEvent::Answered { .. }))),
+        "{ev:?}"
+    );
+    assert_eq!(bob.ua.call_state(bob.call), Some(CallState::Terminated));
+    deliver(&mut alice, now, BOB, &reply);
+    drain(&mut alice);
+    // The 2xx again: the ACK again, nothing else.
+    alice.handle_message(now, bad, addr(BOB));
+    let (again, _) = drain(&mut alice);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].bytes, of(&sent, "ACK ")[0].bytes);
+
+    // Another fork's 2xx without Contact, after Bob's proper one.
+    let (mut alice, call, mut bob, mut carol) = forked(now, false);
+    for f in [&mut bob, &mut carol] {
+        let ringing = f.ring(now);
+        deliver(&mut alice, now, f.port, &ringing);
+    }
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    deliver(&mut alice, now, BOB, &ok);
+    drain(&mut alice);
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    carol.ua.answer(now, carol.call, None);
+    let (ok, _) = drain(&mut carol.ua);
+    let bad = without_contact(&ok);
+    for round in 0..2 {
+        alice.handle_message(now, bad.clone(), addr(CAROL));
+        let (out, ev) = drain(&mut alice);
+        if round == 0 {
+            let sent = acked_and_byed(&out, &carol.tag, 2);
+            deliver(&mut carol.ua, now, ALICE, &sent);
+            let (reply, _) = drain(&mut carol.ua);
+            assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
+            assert_eq!(carol.ua.call_state(carol.call), Some(CallState::Terminated));
+        } else {
+            assert_eq!((of(&out, "ACK ").len(), out.len()), (1, 1), "{out:?}");
+        }
+        assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    }
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+}
+
+/// RFC 3311 §5.2 per dialog: our UPDATE offer pending in Bob's early dialog crosses Bob's
+/// UPDATE offer (491), not Carol's, which is in her own early dialog (200).
+#[test]
+fn an_update_offer_crosses_ours_only_in_the_same_early_dialog() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    assert!(alice.update_fork(now, call, &bob.tag, Some(Bytes::from_static(b"v=0 a\r\n"))));
+    let (ours, _) = drain(&mut alice);
+    assert_eq!(of(&ours, "UPDATE ").len(), 1, "{ours:?}");
+    for (f, code) in [(&mut carol, "200"), (&mut bob, "491")] {
+        assert!(f.ua.update(now, f.call, Some(Bytes::from_static(b"v=0 f\r\n"))));
+        let (out, _) = drain(&mut f.ua);
+        deliver(&mut alice, now, f.port, &out);
+        let (reply, _) = drain(&mut alice);
+        let r = of(&reply, &format!("SIP/2.0 {code} "));
+        assert_eq!((r.len(), reply.len()), (1, 1), "{}: {reply:?}", f.ua.user());
+        deliver(&mut f.ua, now, ALICE, &reply);
+        drain(&mut f.ua);
+    }
+    // Ours reaches Bob, whose UPDATE is refused (he waits to send it again): answered 200.
+    deliver(&mut bob.ua, now, ALICE, &ours);
+    let (ok, _) = drain(&mut bob.ua);
+    assert_eq!(of(&ok, "SIP/2.0 200 ").len(), 1, "{ok:?}");
+    deliver(&mut alice, now, BOB, &ok);
+    let (_, ev) = drain(&mut alice);
+    assert_update_ok(&ev, call);
+}
+
+/// RFC 3261 §15: a callee must not send BYE in an early dialog. Carol (the second fork) does:
+/// Alice answers it 200 (§15.1.2) and reports it ignored; her call is not ended by it (Bob
+/// still rings, and his answer confirms the call). Before, such a BYE got 481.
+#[test]
+fn a_bye_in_another_forks_early_dialog_ends_nothing() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    assert!(carol.ua.update(now, carol.call, None));
+    let (out, _) = drain(&mut carol.ua);
+    let text = String::from_utf8(out[0].bytes.to_vec()).unwrap();
+    let bye = text
+        .replacen("UPDATE ", "BYE ", 1)
+        .replacen(" UPDATE\r\n", " BYE\r\n", 1);
+    alice.handle_message(now, Message::parse(bye.as_bytes()).unwrap(), addr(CAROL));
+    let (reply, ev) = drain(&mut alice);
+    assert_eq!(
+        (of(&reply, "SIP/2.0 200 ").len(), reply.len()),
+        (1, 1),
+        "{reply:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(e, UaEvent::Ignored { .. })),
+        "{ev:?}"
+    );
+    assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Early));
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    deliver(&mut alice, now, BOB, &ok);
+    drain(&mut alice);
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+}
