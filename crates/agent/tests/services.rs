@@ -43,6 +43,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The registrar over UDP on a free loopback port with these service options.
+fn udp_registrar(
+    rt: &tokio::runtime::Runtime,
+    auth: AuthMode,
+    services: ServiceOptions,
+) -> BuiltinRegistrar {
+    rt.block_on(BuiltinRegistrar::start_udp_with(
+        "127.0.0.1:0".parse().unwrap(),
+        config(auth),
+        services,
+    ))
+    .unwrap()
+}
+
 fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPlan {
     GroupPlan {
         name: group.into(),
@@ -509,16 +523,14 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
 #[test]
 fn a_silent_caller_is_hung_up_on() {
     let rt = runtime();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start_udp_with(
-            "127.0.0.1:0".parse().unwrap(),
-            config(AuthMode::Open),
-            ServiceOptions {
-                inactivity: Duration::from_secs(1),
-                ..ServiceOptions::default()
-            },
-        ))
-        .unwrap();
+    let reg = udp_registrar(
+        &rt,
+        AuthMode::Open,
+        ServiceOptions {
+            inactivity: Duration::from_secs(1),
+            ..ServiceOptions::default()
+        },
+    );
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = sip.local_addr().unwrap();
@@ -600,16 +612,14 @@ fn echo_ports_are_free_again_when_calls_end() {
     // when the previous call's sockets were closed at its end.
     let pair = free_pair();
     let rt = runtime();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start_udp_with(
-            "127.0.0.1:0".parse().unwrap(),
-            config(AuthMode::Ephemeral),
-            ServiceOptions {
-                rtp_ports: Some((pair, pair + 1)),
-                ..ServiceOptions::default()
-            },
-        ))
-        .unwrap();
+    let reg = udp_registrar(
+        &rt,
+        AuthMode::Ephemeral,
+        ServiceOptions {
+            rtp_ports: Some((pair, pair + 1)),
+            ..ServiceOptions::default()
+        },
+    );
     let mut group = callers("again", 1, "echo", vec![Codec::Pcmu]);
     group.role = Role::Call {
         targets: vec![Uri::parse("sip:echo@sipmeter.test").unwrap()],
