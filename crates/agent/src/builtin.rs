@@ -7,7 +7,8 @@
 //! dropped and counted: the registrar does not open connections to endpoints.
 //!
 //! Calls to the service numbers `echo` and `tone` get their media here too: one RTP/RTCP
-//! port pair per call on the listen address ([`crate::service_media`]).
+//! port pair per call on the listen address, every call's sockets and deadlines driven by
+//! the same loop as the core ([`crate::service_media`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -160,6 +161,7 @@ impl BuiltinRegistrar {
             (true, true) => "WSS",
         }
         .into();
+        let mut media = ServiceMedia::new(addr.ip(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
         let (events, mut inbox) = mpsc::channel::<ConnEvent>(1024);
@@ -177,7 +179,6 @@ impl BuiltinRegistrar {
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);
-            let mut media = ServiceMedia::new(addr.ip(), &services);
             let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -196,7 +197,7 @@ impl BuiltinRegistrar {
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                         core.handle_timeout(Instant::now());
                     }
-                    Some(call) = media.next_inactive() => core.end_service_call(Instant::now(), call),
+                    () = media.ready() => media.handle_ready(&mut core),
                     _ = stopped.changed() => break,
                 }
                 media.drive(&mut core);
@@ -253,10 +254,10 @@ impl BuiltinRegistrar {
         config.port = addr.port();
         config.transport = "UDP".into();
         let (stop, mut stopped) = watch::channel(false);
+        let mut media = ServiceMedia::new(addr.ip(), &services)?;
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);
-            let mut media = ServiceMedia::new(addr.ip(), &services);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
@@ -271,7 +272,7 @@ impl BuiltinRegistrar {
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
                         core.handle_timeout(Instant::now());
                     }
-                    Some(call) = media.next_inactive() => core.end_service_call(Instant::now(), call),
+                    () = media.ready() => media.handle_ready(&mut core),
                     _ = stopped.changed() => break,
                 }
                 media.drive(&mut core);

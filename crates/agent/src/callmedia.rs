@@ -354,7 +354,7 @@ fn slot_of(at: Instant) -> usize {
 /// otherwise share a few slots and their wake-ups would carry several times the mean
 /// (the last packet of a pass leaves as late as the pass is long).
 #[derive(Debug, Default)]
-struct SlotLoad([u32; SLOTS]);
+pub(crate) struct SlotLoad([u32; SLOTS]);
 
 thread_local! {
     static SLOT_LOAD: std::cell::RefCell<SlotLoad> = std::cell::RefCell::default();
@@ -363,7 +363,7 @@ thread_local! {
 impl SlotLoad {
     /// The first grid point at or after `now` on the least loaded slot (the earliest of
     /// equals), counted as taken.
-    fn take(now: Instant) -> (Instant, usize) {
+    pub(crate) fn take(now: Instant) -> (Instant, usize) {
         let base = on_grid(now);
         let first = slot_of(base);
         SLOT_LOAD.with_borrow_mut(|load| {
@@ -377,7 +377,7 @@ impl SlotLoad {
     }
 
     /// A call of `slot` ended.
-    fn give_back(slot: usize) {
+    pub(crate) fn give_back(slot: usize) {
         SLOT_LOAD.with_borrow_mut(|load| {
             if let Some(n) = load.0.get_mut(slot) {
                 *n = n.saturating_sub(1);
@@ -462,6 +462,14 @@ impl MediaDriver {
         self.ready.len()
     }
 
+    /// Adds a socket to the set (readable, edge-triggered) under `token`; it leaves the set
+    /// when it is closed.
+    pub fn register(&self, sock: &mut MioUdpSocket, token: MediaToken) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(sock, token.pack(), Interest::READABLE)
+    }
+
     /// The `i`-th readable socket of the last [`Self::poll_ready`].
     pub fn token(&self, i: usize) -> Option<MediaToken> {
         self.ready.get(i).copied()
@@ -470,6 +478,33 @@ impl MediaDriver {
     /// True when the last [`Self::poll_ready`] may have left events behind.
     pub fn batch_full(n: usize) -> bool {
         n == EVENTS_PER_POLL
+    }
+}
+
+/// The set's own descriptor: readable while a socket in the set is (a loop that must react
+/// to arrivals, the built-in registrar's echo, waits on it through tokio's reactor).
+impl std::os::fd::AsRawFd for MediaDriver {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.poll.as_raw_fd()
+    }
+}
+
+/// One `recvmmsg` of up to [`crate::rxstamp::BATCH`] datagrams from a media socket
+/// ([`crate::rxstamp::recv_batch`]): `Some(k)` datagrams read (fewer than the batch: the
+/// socket is drained), `None` when nothing more waits. An ICMP port unreachable from an
+/// earlier send (the peer is not there yet or any more) and an interrupted call are read
+/// past; any other error ends the read (an edge-triggered set reports the socket again).
+pub fn read_batch(sock: &impl std::os::fd::AsRawFd, batch: &mut RecvBatch) -> Option<usize> {
+    loop {
+        match crate::rxstamp::recv_batch(sock, batch) {
+            Ok(k) => return Some(k),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return None,
+        }
     }
 }
 
@@ -733,21 +768,20 @@ impl CallMedia {
         crate::rxstamp::enable(&rtp)?;
         crate::rxstamp::enable(&rtcp)?;
         let port = rtp.local_addr()?.port();
-        let token = |rtcp| MediaToken {
-            endpoint,
-            generation: (generation & 0x7fff_ffff) as u32,
-            rtcp,
-        };
         let rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
         // Only RTCP (a datagram every few seconds) is in the set. The RTP socket is read on
         // the call's own schedule ([`Self::read_due`]): in the set, every datagram cost a
         // readiness callback at arrival (and at the sender's buffer release) and a report
         // through `epoll_wait`, ≈ 10 % of a loaded shard.
-        driver
-            .poll
-            .registry()
-            .register(&mut rtcp, token(true).pack(), Interest::READABLE)?;
+        driver.register(
+            &mut rtcp,
+            MediaToken {
+                endpoint,
+                generation: (generation & 0x7fff_ffff) as u32,
+                rtcp: true,
+            },
+        )?;
         Ok(Self {
             local: LocalMedia {
                 codecs: plan.codecs.clone(),
@@ -783,25 +817,18 @@ impl CallMedia {
         let mut n = 0;
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
-            match crate::rxstamp::recv_batch(sock, batch) {
-                Ok(k) => {
-                    for i in 0..k {
-                        if let Some((bytes, at, from)) = batch.datagram(i) {
-                            n += 1;
-                            self.on_packet(at, bytes, from);
-                        }
-                    }
-                    // A short batch: the socket is drained (no call to learn it would block).
-                    if k < crate::rxstamp::BATCH {
-                        return n;
-                    }
+            let Some(k) = read_batch(sock, batch) else {
+                return n;
+            };
+            for i in 0..k {
+                if let Some((bytes, at, from)) = batch.datagram(i) {
+                    n += 1;
+                    self.on_packet(at, bytes, from);
                 }
-                // ICMP port unreachable from an earlier send: the peer is not there yet or
-                // any more; keep reading.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // WouldBlock: drained. Anything else: the set reports the socket again.
-                Err(_) => return n,
+            }
+            // A short batch: the socket is drained (no call to learn it would block).
+            if k < crate::rxstamp::BATCH {
+                return n;
             }
         }
     }

@@ -39,9 +39,11 @@ pub fn execute(
             (summary, reports)
         });
     };
-    // The built-in registrar runs on its own thread for the length of the run.
+    // The built-in registrar runs on its own thread for the length of the run (named, so
+    // a benchmark can read its CPU apart: benches/load/rtp.sh).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("registrar")
         .enable_all()
         .build()?;
     let domain = "sipmeter.builtin".to_owned();

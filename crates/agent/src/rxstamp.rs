@@ -165,6 +165,13 @@ impl RecvBatch {
         let (len, at, from) = *self.got.get(i)?;
         Some((&self.bufs[i][..len.min(2048)], at, from))
     }
+
+    /// [`Self::datagram`], writable in place (an echo rewrites a header before sending it
+    /// back).
+    pub fn datagram_mut(&mut self, i: usize) -> Option<(&mut [u8], Instant, Option<SocketAddr>)> {
+        let (len, at, from) = *self.got.get(i)?;
+        Some((&mut self.bufs[i][..len.min(2048)], at, from))
+    }
 }
 
 /// Reads up to [`BATCH`] datagrams in one `recvmmsg` without blocking, each with its arrival

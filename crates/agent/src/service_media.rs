@@ -1,27 +1,41 @@
 //! The media of the built-in registrar's service numbers (`echo`, `tone`) on real sockets.
 //!
 //! The registrar core decides (see `registrar::services`); this driver binds one RTP/RTCP
-//! port pair per service call on the registrar's listen address, and runs one small task
-//! per call that moves datagrams between the sockets and the call's sans-IO media
-//! ([`EchoMedia`] or the tone's `MediaSession`). A call with no RTP or RTCP from the caller
-//! for [`ServiceOptions::inactivity`] is reported back so the core ends it with a BYE.
+//! port pair per service call on the registrar's listen address and moves datagrams between
+//! the sockets and the call's sans-IO media ([`EchoMedia`] or the tone's `MediaSession`).
+//! The calls are structs in a slab driven by the registrar's one loop, as the callers' media
+//! is in a shard (`crate::callmedia`), not a task per call:
+//!
+//! - every call's two sockets are in one epoll set (the shard's [`MediaDriver`]), which the
+//!   registrar loop waits on through tokio's reactor: echo reflects each datagram as soon as
+//!   the loop reads it (a batch of ready sockets per wake-up, `recvmmsg` per socket, each
+//!   datagram stamped by the kernel on arrival), so the reflected stream carries no delay of
+//!   a schedule of its own;
+//! - the calls' deadlines (the tone's paced RTP and RTCP, the silence check) are one entry
+//!   per call on the shards' timing wheel ([`MediaPacer`]), and one precise timer
+//!   ([`PreciseTimer`], on the media grid) wakes the loop for the earliest.
+//!
+//! A call with no RTP or RTCP from the caller for [`ServiceOptions::inactivity`] is reported
+//! to the core, which ends it with a BYE; its sockets close (and its ports are free again)
+//! when the core says the call ended.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use media::rtp;
 use media::sdp::Negotiated;
 use media::session::{MediaSession, PacketKind};
+use mio::net::UdpSocket as MioUdpSocket;
 use registrar::services::{EchoAction, EchoMedia, tone_session};
 use registrar::{Registrar, Service, ServiceCallId, ServiceEvent, ServiceLimits};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::io::unix::AsyncFd;
 
-use crate::callmedia::PortAllocator;
+use crate::callmedia::{
+    MediaDriver, MediaPacer, MediaToken, PortAllocator, PreciseTimer, SlotLoad, read_batch,
+};
+use crate::rxstamp::{BATCH, RecvBatch};
 
 /// How the service numbers run.
 #[derive(Debug, Clone)]
@@ -46,54 +60,148 @@ impl Default for ServiceOptions {
     }
 }
 
-enum Ctl {
-    Media(Negotiated),
+/// What a call does with the caller's media.
+enum Media {
+    Echo(EchoMedia),
+    Tone {
+        session: Box<MediaSession>,
+        rtp_to: SocketAddr,
+        rtcp_to: SocketAddr,
+        mux: bool,
+    },
 }
 
-struct CallMediaTask {
-    ctl: Option<mpsc::UnboundedSender<Ctl>>,
-    sockets: Option<(std::net::UdpSocket, std::net::UdpSocket)>,
-    task: Option<JoinHandle<()>>,
+/// One service call: its sockets (in the set) and, once offer/answer is done, its media.
+struct ServiceCall {
+    id: ServiceCallId,
+    /// Tells this call's readiness from an earlier call's in the same slot.
+    generation: u32,
+    rtp: MioUdpSocket,
+    rtcp: MioUdpSocket,
+    /// `None` until the core hands over the negotiated media (datagrams before are dropped).
+    media: Option<Media>,
+    /// The caller's last datagram (RTP or RTCP), as the kernel stamped it.
+    last_heard: Instant,
+    /// Silence was reported to the core (the call is being ended).
+    reported: bool,
+    /// The tone's slot of the media grid ([`SlotLoad`]), given back when the call ends.
+    slot: Option<usize>,
 }
 
-impl Drop for CallMediaTask {
+impl Drop for ServiceCall {
     fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
+        if let Some(slot) = self.slot.take() {
+            SlotLoad::give_back(slot);
         }
     }
 }
 
-/// The service calls' sockets and tasks of one registrar.
+/// The service calls' sockets and media of one registrar.
 pub(crate) struct ServiceMedia {
     ip: IpAddr,
     ports: PortAllocator,
-    calls: HashMap<ServiceCallId, CallMediaTask>,
-    inactive_tx: mpsc::UnboundedSender<ServiceCallId>,
-    inactive_rx: mpsc::UnboundedReceiver<ServiceCallId>,
     inactivity: Duration,
+    /// Every call's sockets, in the registrar's reactor (readable: a datagram waits).
+    driver: AsyncFd<MediaDriver>,
+    /// Wakes the loop at the earliest deadline of [`Self::pacer`].
+    timer: PreciseTimer,
+    /// Each call's next deadline (tone packets, silence check), by slot.
+    pacer: MediaPacer,
+    calls: Vec<Option<ServiceCall>>,
+    free: Vec<usize>,
+    slot_of: HashMap<ServiceCallId, usize>,
+    generation: u32,
+    /// The tone's datagram being sent (one buffer for every call).
+    out: Vec<u8>,
+    /// Calls found silent in this pass, reported to the core at its end.
+    silent: Vec<ServiceCallId>,
 }
 
 impl ServiceMedia {
-    /// Media bound on `ip` (the registrar's listen address).
-    pub(crate) fn new(ip: IpAddr, opts: &ServiceOptions) -> Self {
-        let (inactive_tx, inactive_rx) = mpsc::unbounded_channel();
-        Self {
+    /// Media bound on `ip` (the registrar's listen address). Must be called inside the
+    /// tokio runtime (with I/O) that will drive it.
+    pub(crate) fn new(ip: IpAddr, opts: &ServiceOptions) -> io::Result<Self> {
+        // `AsyncFd::new` is deprecated for types whose descriptor could be closed behind the
+        // reactor's back; the driver owns its epoll descriptor and closes it only when
+        // dropped, after the `AsyncFd` has deregistered it (as for `PreciseTimer`).
+        #[allow(deprecated)] // reason: sound for an owned descriptor (see above)
+        let driver = AsyncFd::with_interest(MediaDriver::new()?, tokio::io::Interest::READABLE)?;
+        Ok(Self {
             ip,
             ports: PortAllocator::new(opts.rtp_ports, 0),
-            calls: HashMap::new(),
-            inactive_tx,
-            inactive_rx,
             inactivity: opts.inactivity,
+            driver,
+            timer: PreciseTimer::new("services".into())?,
+            pacer: MediaPacer::default(),
+            calls: Vec::new(),
+            free: Vec::new(),
+            slot_of: HashMap::new(),
+            generation: 0,
+            out: Vec::with_capacity(256),
+            silent: Vec::new(),
+        })
+    }
+
+    /// Resolves when a call's socket has a datagram or a call's deadline has come; then
+    /// call [`Self::handle_ready`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is taken before it completes (the readiness it clears on
+    /// completion is what [`Self::handle_ready`] then reads).
+    pub(crate) fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        // Borrows the set and the timer only (the calls' media is not `Sync`).
+        let (driver, timer) = (&self.driver, &self.timer);
+        async move {
+            tokio::select! {
+                r = driver.readable() => {
+                    // Cleared before the set is read: a datagram arriving meanwhile makes
+                    // the set readable again.
+                    if let Ok(mut guard) = r {
+                        guard.clear_ready();
+                    }
+                }
+                () = timer.fired() => {}
+            }
         }
     }
 
-    /// The next call whose caller went silent.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: a call id is only taken from the channel when this completes.
-    pub(crate) async fn next_inactive(&mut self) -> Option<ServiceCallId> {
-        self.inactive_rx.recv().await
+    /// Reads every socket that became readable (echo reflects, tone listens), runs the
+    /// deadlines due (tone sends, silence checks) and reports silent calls to the core.
+    pub(crate) fn handle_ready(&mut self, core: &mut Registrar) {
+        let driver = self.driver.get_mut();
+        loop {
+            let n = driver.poll_ready();
+            for i in 0..n {
+                let Some(t) = driver.token(i) else { continue };
+                let Some(Some(call)) = self.calls.get_mut(t.endpoint) else {
+                    continue;
+                };
+                if call.generation != t.generation {
+                    continue;
+                }
+                if call.receive(t.rtcp, &mut driver.batch) {
+                    // The tone's session may have a new deadline (RTCP heard).
+                    self.pacer.set(t.endpoint, call.deadline(self.inactivity));
+                }
+            }
+            if !MediaDriver::batch_full(n) {
+                break;
+            }
+        }
+        let now = Instant::now();
+        while let Some((idx, _)) = self.pacer.pop_due(now) {
+            let Some(Some(call)) = self.calls.get_mut(idx) else {
+                continue;
+            };
+            if call.on_deadline(now, self.inactivity, &mut self.out) {
+                self.silent.push(call.id);
+            }
+            self.pacer.set(idx, call.deadline(self.inactivity));
+        }
+        for call in self.silent.drain(..) {
+            core.end_service_call(now, call);
+        }
+        self.arm();
     }
 
     /// Carries out the core's service events (bind, start/update, release).
@@ -101,62 +209,37 @@ impl ServiceMedia {
         while let Some(ev) = core.poll_service_event() {
             match ev {
                 ServiceEvent::Bind { call, peer } => {
-                    let r = self.bind(peer);
-                    let rtp = match r {
-                        Ok((addr, rtp, rtcp)) => {
-                            self.calls.insert(
-                                call,
-                                CallMediaTask {
-                                    ctl: None,
-                                    sockets: Some((rtp, rtcp)),
-                                    task: None,
-                                },
-                            );
-                            Ok(addr)
-                        }
-                        Err(_) => Err(()),
-                    };
-                    core.handle_service_bound(Instant::now(), call, rtp);
+                    let bound = self.bind(call, peer).map_err(|_| ());
+                    core.handle_service_bound(Instant::now(), call, bound);
                 }
                 ServiceEvent::Media {
                     call,
                     service,
                     negotiated,
-                } => {
-                    let Some(c) = self.calls.get_mut(&call) else {
-                        continue;
-                    };
-                    if let Some(ctl) = &c.ctl {
-                        let _ = ctl.send(Ctl::Media(negotiated));
-                    } else if let Some((rtp, rtcp)) = c.sockets.take() {
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        c.ctl = Some(tx);
-                        c.task = Some(tokio::spawn(run_call(
-                            CallSetup {
-                                id: call,
-                                service,
-                                negotiated,
-                                inactivity: self.inactivity,
-                            },
-                            rtp,
-                            rtcp,
-                            rx,
-                            self.inactive_tx.clone(),
-                        )));
-                    }
-                }
+                } => self.start(call, service, &negotiated),
                 ServiceEvent::End { call, .. } => {
-                    // Dropping the entry aborts the task and closes the sockets.
-                    self.calls.remove(&call);
+                    // Dropping the call closes its sockets (they leave the set; the ports
+                    // are free again).
+                    if let Some(idx) = self.slot_of.remove(&call) {
+                        self.calls[idx] = None;
+                        self.free.push(idx);
+                        self.pacer.set(idx, None);
+                    }
                 }
             }
         }
+        self.arm();
     }
 
-    fn bind(
-        &mut self,
-        peer: SocketAddr,
-    ) -> io::Result<(SocketAddr, std::net::UdpSocket, std::net::UdpSocket)> {
+    /// Sets the timer for the earliest deadline.
+    fn arm(&mut self) {
+        if let Some(at) = self.pacer.next_deadline() {
+            self.timer.arm(at);
+        }
+    }
+
+    /// Binds the call's port pair and adds both sockets to the set; its RTP address.
+    fn bind(&mut self, id: ServiceCallId, peer: SocketAddr) -> io::Result<SocketAddr> {
         let ip = if self.ip.is_unspecified() {
             facing(peer).unwrap_or(self.ip)
         } else {
@@ -165,8 +248,205 @@ impl ServiceMedia {
         let (rtp, rtcp) = self.ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
+        // Arrival times from the kernel: the echo's reports (jitter, DLSR) and the tone's
+        // measurement must not show this loop's own delays.
+        crate::rxstamp::enable(&rtp)?;
+        crate::rxstamp::enable(&rtcp)?;
         let port = rtp.local_addr()?.port();
-        Ok((SocketAddr::new(ip, port), rtp, rtcp))
+        let idx = self.free.pop().unwrap_or(self.calls.len());
+        self.generation = self.generation.wrapping_add(1) & 0x7fff_ffff;
+        let mut rtp = MioUdpSocket::from_std(rtp);
+        let mut rtcp = MioUdpSocket::from_std(rtcp);
+        let driver = self.driver.get_ref();
+        let token = |rtcp| MediaToken {
+            endpoint: idx,
+            generation: self.generation,
+            rtcp,
+        };
+        let registered = driver
+            .register(&mut rtp, token(false))
+            .and_then(|()| driver.register(&mut rtcp, token(true)));
+        if let Err(e) = registered {
+            // The slot stays free; the sockets close here.
+            if idx < self.calls.len() {
+                self.free.push(idx);
+            }
+            return Err(e);
+        }
+        let call = ServiceCall {
+            id,
+            generation: self.generation,
+            rtp,
+            rtcp,
+            media: None,
+            last_heard: Instant::now(),
+            reported: false,
+            slot: None,
+        };
+        if idx == self.calls.len() {
+            self.calls.push(Some(call));
+        } else {
+            self.calls[idx] = Some(call);
+        }
+        self.slot_of.insert(id, idx);
+        Ok(SocketAddr::new(ip, port))
+    }
+
+    /// Starts the call's media on its first offer/answer; follows a later one (hold).
+    fn start(&mut self, id: ServiceCallId, service: Service, n: &Negotiated) {
+        let Some(&idx) = self.slot_of.get(&id) else {
+            return;
+        };
+        let Some(Some(call)) = self.calls.get_mut(idx) else {
+            return;
+        };
+        let now = Instant::now();
+        match &mut call.media {
+            Some(Media::Echo(e)) => e.update(n),
+            Some(Media::Tone { session, .. }) => session.set_direction(now, n.direction),
+            None => {
+                // SSRC and seed from the call id: distinct per call, reproducible.
+                let ssrc = 0x5e00_0000 ^ (id.0 as u32).wrapping_mul(0x9e37_79b9);
+                call.media = Some(match service {
+                    Service::Echo => Media::Echo(EchoMedia::new(n, ssrc)),
+                    Service::Tone => {
+                        // The tone's schedule starts on the media grid, on the least loaded
+                        // of the next 20 grid points (the timer ticks on the grid).
+                        let (at, slot) = SlotLoad::take(now);
+                        call.slot = Some(slot);
+                        match tone_session(n, ssrc, id.0, at) {
+                            Ok(s) => Media::Tone {
+                                session: Box::new(s),
+                                rtp_to: n.remote_rtp,
+                                rtcp_to: n.remote_rtcp,
+                                mux: n.rtcp_mux,
+                            },
+                            // The codec was negotiated from our own list, so only a build
+                            // without Opus gets here: nothing to send; the silence check
+                            // ends the call.
+                            Err(_) => Media::Echo(EchoMedia::new(n, ssrc)),
+                        }
+                    }
+                });
+                call.last_heard = now;
+            }
+        }
+        self.pacer.set(idx, call.deadline(self.inactivity));
+    }
+}
+
+impl ServiceCall {
+    /// The next deadline: the tone's next packet, else the silence check.
+    fn deadline(&self, inactivity: Duration) -> Option<Instant> {
+        let media = self.media.as_ref()?;
+        let silence = (!self.reported).then(|| self.last_heard + inactivity);
+        let tone = match media {
+            Media::Tone { session, .. } => session.poll_timeout(),
+            Media::Echo(_) => None,
+        };
+        [silence, tone].into_iter().flatten().min()
+    }
+
+    /// Sends what the tone has due and checks for silence; true when the call has just
+    /// gone silent.
+    fn on_deadline(&mut self, now: Instant, inactivity: Duration, out: &mut Vec<u8>) -> bool {
+        if let Some(Media::Tone {
+            session,
+            rtp_to,
+            rtcp_to,
+            mux,
+        }) = &mut self.media
+        {
+            while let Some(kind) = session.poll_transmit_into(now, out) {
+                let (sock, to) = match kind {
+                    PacketKind::Rtp => (&self.rtp, *rtp_to),
+                    PacketKind::Rtcp if *mux => (&self.rtp, *rtcp_to),
+                    PacketKind::Rtcp => (&self.rtcp, *rtcp_to),
+                };
+                // A full socket buffer loses this datagram only; the call carries on.
+                let _ = crate::rxstamp::send_to(sock, out, &socket2::SockAddr::from(to));
+            }
+        }
+        let silent = self.media.is_some() && !self.reported && self.last_heard + inactivity <= now;
+        self.reported |= silent;
+        silent
+    }
+
+    /// Reads every datagram waiting on the RTP (or RTCP) socket: echo answers each at once,
+    /// tone measures it. True when the tone heard something (its deadline may move).
+    fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> bool {
+        let mut tone_heard = false;
+        loop {
+            let sock = if rtcp { &self.rtcp } else { &self.rtp };
+            let Some(k) = read_batch(sock, batch) else {
+                return tone_heard;
+            };
+            for i in 0..k {
+                let Some((buf, at, from)) = batch.datagram_mut(i) else {
+                    continue;
+                };
+                let Some(media) = self.media.as_mut() else {
+                    continue;
+                };
+                self.last_heard = self.last_heard.max(at);
+                let sock = if rtcp { &self.rtcp } else { &self.rtp };
+                tone_heard |= on_datagram(media, sock, buf, at, from, rtcp);
+            }
+            // A short batch: the socket is drained (no call to learn it would block).
+            if k < BATCH {
+                return tone_heard;
+            }
+        }
+    }
+}
+
+/// One datagram from the caller that arrived at `at` from `from` on the call's RTP or RTCP
+/// socket `sock`. True for the tone (its session took it in).
+fn on_datagram(
+    media: &mut Media,
+    sock: &MioUdpSocket,
+    buf: &mut [u8],
+    at: Instant,
+    from: Option<SocketAddr>,
+    on_rtcp_port: bool,
+) -> bool {
+    match media {
+        Media::Echo(echo) => {
+            let action = echo.handle_packet(at, buf);
+            // Symmetric RTP: back to where it came from (a source we cannot name, none).
+            let Some(from) = from else { return false };
+            let to = socket2::SockAddr::from(from);
+            // A full socket buffer loses this datagram only; the call carries on.
+            let _ = match action {
+                EchoAction::Reflect => crate::rxstamp::send_to(sock, buf, &to),
+                EchoAction::Reply(bytes) => crate::rxstamp::send_to(sock, &bytes, &to),
+                EchoAction::Drop => Ok(0),
+            };
+            false
+        }
+        Media::Tone {
+            session,
+            rtp_to,
+            rtcp_to,
+            mux,
+        } => {
+            let rtcp = rtp::is_rtcp(buf);
+            if session.handle_packet(at, buf).is_ok()
+                && let Some(from) = from
+            {
+                // Symmetric RTP (latching): send where the caller's packets come from, which
+                // gets through a NAT the SDP address may not describe.
+                if !rtcp {
+                    *rtp_to = from;
+                    if *mux {
+                        *rtcp_to = from;
+                    }
+                } else if on_rtcp_port {
+                    *rtcp_to = from;
+                }
+            }
+            true
+        }
     }
 }
 
@@ -179,158 +459,4 @@ fn facing(peer: SocketAddr) -> Option<IpAddr> {
     let s = std::net::UdpSocket::bind(any).ok()?;
     s.connect(peer).ok()?;
     Some(s.local_addr().ok()?.ip())
-}
-
-struct CallSetup {
-    id: ServiceCallId,
-    service: Service,
-    negotiated: Negotiated,
-    inactivity: Duration,
-}
-
-enum Media {
-    Echo(EchoMedia),
-    Tone {
-        session: Box<MediaSession>,
-        rtp_to: SocketAddr,
-        rtcp_to: SocketAddr,
-        mux: bool,
-    },
-}
-
-/// One service call's media until the registrar drops it (the task is aborted then).
-async fn run_call(
-    setup: CallSetup,
-    rtp: std::net::UdpSocket,
-    rtcp: std::net::UdpSocket,
-    mut ctl: mpsc::UnboundedReceiver<Ctl>,
-    inactive: mpsc::UnboundedSender<ServiceCallId>,
-) {
-    let (Ok(rtp), Ok(rtcp)) = (UdpSocket::from_std(rtp), UdpSocket::from_std(rtcp)) else {
-        let _ = inactive.send(setup.id);
-        return;
-    };
-    let (rtp, rtcp) = (Arc::new(rtp), Arc::new(rtcp));
-    let n = &setup.negotiated;
-    // SSRC and seed from the call id: distinct per call, reproducible.
-    let ssrc = 0x5e00_0000 ^ (setup.id.0 as u32).wrapping_mul(0x9e37_79b9);
-    let now = Instant::now();
-    let mut media = match setup.service {
-        Service::Echo => Media::Echo(EchoMedia::new(n, ssrc)),
-        Service::Tone => match tone_session(n, ssrc, setup.id.0, now) {
-            Ok(s) => Media::Tone {
-                session: Box::new(s),
-                rtp_to: n.remote_rtp,
-                rtcp_to: n.remote_rtcp,
-                mux: n.rtcp_mux,
-            },
-            // The codec was negotiated from our own list, so only a build without Opus
-            // gets here: nothing to send; the silence timer ends the call.
-            Err(_) => Media::Echo(EchoMedia::new(n, ssrc)),
-        },
-    };
-    let mut last_heard = now;
-    let mut reported = false;
-    let mut buf_rtp = vec![0u8; 2048];
-    let mut buf_rtcp = vec![0u8; 2048];
-    loop {
-        let silence_at = (!reported).then_some(last_heard + setup.inactivity);
-        let media_at = match &media {
-            Media::Tone { session, .. } => session.poll_timeout(),
-            Media::Echo(_) => None,
-        };
-        let wake = [silence_at, media_at].into_iter().flatten().min();
-        tokio::select! {
-            r = rtp.recv_from(&mut buf_rtp) => {
-                if let Ok((len, from)) = r {
-                    last_heard = Instant::now();
-                    on_datagram(&mut media, &rtp, &mut buf_rtp[..len], from, false).await;
-                }
-            }
-            r = rtcp.recv_from(&mut buf_rtcp) => {
-                if let Ok((len, from)) = r {
-                    last_heard = Instant::now();
-                    on_datagram(&mut media, &rtcp, &mut buf_rtcp[..len], from, true).await;
-                }
-            }
-            c = ctl.recv() => match c {
-                Some(Ctl::Media(n)) => match &mut media {
-                    Media::Echo(e) => e.update(&n),
-                    Media::Tone { session, .. } => session.set_direction(Instant::now(), n.direction),
-                },
-                None => return,
-            },
-            () = sleep_until(wake) => {}
-        }
-        let now = Instant::now();
-        if silence_at.is_some_and(|t| t <= now) {
-            reported = true;
-            let _ = inactive.send(setup.id);
-        }
-        if let Media::Tone {
-            session,
-            rtp_to,
-            rtcp_to,
-            mux,
-        } = &mut media
-        {
-            while let Some(o) = session.poll_transmit(now) {
-                // A full socket buffer loses this datagram only; the call carries on.
-                let _ = match o.kind {
-                    PacketKind::Rtp => rtp.send_to(&o.bytes, *rtp_to).await,
-                    PacketKind::Rtcp if *mux => rtp.send_to(&o.bytes, *rtcp_to).await,
-                    PacketKind::Rtcp => rtcp.send_to(&o.bytes, *rtcp_to).await,
-                };
-            }
-        }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn on_datagram(
-    media: &mut Media,
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    from: SocketAddr,
-    on_rtcp_port: bool,
-) {
-    let now = Instant::now();
-    match media {
-        Media::Echo(echo) => match echo.handle_packet(now, buf) {
-            // Symmetric RTP: back to where it came from.
-            EchoAction::Reflect => {
-                let _ = sock.send_to(buf, from).await;
-            }
-            EchoAction::Reply(bytes) => {
-                let _ = sock.send_to(&bytes, from).await;
-            }
-            EchoAction::Drop => {}
-        },
-        Media::Tone {
-            session,
-            rtp_to,
-            rtcp_to,
-            mux,
-        } => {
-            let rtcp = rtp::is_rtcp(buf);
-            if session.handle_packet(now, buf).is_ok() {
-                // Symmetric RTP (latching): send where the caller's packets come from, which
-                // gets through a NAT the SDP address may not describe.
-                if !rtcp {
-                    *rtp_to = from;
-                    if *mux {
-                        *rtcp_to = from;
-                    }
-                } else if on_rtcp_port {
-                    *rtcp_to = from;
-                }
-            }
-        }
-    }
 }

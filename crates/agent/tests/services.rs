@@ -43,6 +43,20 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The registrar over UDP on a free loopback port with these service options.
+fn udp_registrar(
+    rt: &tokio::runtime::Runtime,
+    auth: AuthMode,
+    services: ServiceOptions,
+) -> BuiltinRegistrar {
+    rt.block_on(BuiltinRegistrar::start_udp_with(
+        "127.0.0.1:0".parse().unwrap(),
+        config(auth),
+        services,
+    ))
+    .unwrap()
+}
+
 fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPlan {
     GroupPlan {
         name: group.into(),
@@ -509,16 +523,14 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
 #[test]
 fn a_silent_caller_is_hung_up_on() {
     let rt = runtime();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start_udp_with(
-            "127.0.0.1:0".parse().unwrap(),
-            config(AuthMode::Open),
-            ServiceOptions {
-                inactivity: Duration::from_secs(1),
-                ..ServiceOptions::default()
-            },
-        ))
-        .unwrap();
+    let reg = udp_registrar(
+        &rt,
+        AuthMode::Open,
+        ServiceOptions {
+            inactivity: Duration::from_secs(1),
+            ..ServiceOptions::default()
+        },
+    );
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = sip.local_addr().unwrap();
@@ -577,4 +589,51 @@ fn a_silent_caller_is_hung_up_on() {
     let s = stats.services;
     assert_eq!((s.answered, s.active, s.ended_by_us), (1, 0, 1), "{s:?}");
     assert_eq!(stats.dropped, 0, "the 200 to our BYE is taken, not dropped");
+}
+
+/// An even port below the system's ephemeral range whose pair (it and the next) is free now,
+/// so no socket of the callers (system-chosen ports) takes it during the test.
+fn free_pair() -> u16 {
+    let start = 20_000 + 2 * (std::process::id() % 4_000) as u16;
+    (0..2_000u16)
+        .map(|i| start + 2 * i)
+        .find(|p| {
+            UdpSocket::bind(("127.0.0.1", *p)).is_ok_and(|_rtp| {
+                let rtcp = UdpSocket::bind(("127.0.0.1", *p + 1));
+                rtcp.is_ok()
+            })
+        })
+        .expect("a free port pair below 28000")
+}
+
+#[test]
+fn echo_ports_are_free_again_when_calls_end() {
+    // One RTP/RTCP port pair for the services: each call can be answered (not 503) only
+    // when the previous call's sockets were closed at its end.
+    let pair = free_pair();
+    let rt = runtime();
+    let reg = udp_registrar(
+        &rt,
+        AuthMode::Ephemeral,
+        ServiceOptions {
+            rtp_ports: Some((pair, pair + 1)),
+            ..ServiceOptions::default()
+        },
+    );
+    let mut group = callers("again", 1, "echo", vec![Codec::Pcmu]);
+    group.role = Role::Call {
+        targets: vec![Uri::parse("sip:echo@sipmeter.test").unwrap()],
+        calls: 3,
+        pause: Duration::from_millis(300),
+    };
+    let (_, reports) = run_against(&reg, vec![group], Duration::from_secs(1));
+    let r = &reports[0];
+    assert_eq!(r.calls_answered, 3, "{r:#?}");
+    let m = r.media.as_ref().expect("media measured");
+    assert!(
+        m.rx_packets >= 40 && m.rx_lost == 0,
+        "the last call echoed: {m:?}"
+    );
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (3, 0, 3), "{s:?}");
 }
