@@ -79,10 +79,17 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let code = 100 + c.u16().unwrap_or(0) % 600;
                 let flags = c.byte().unwrap_or(0);
-                let tag = (flags & 1 == 1).then_some("t1");
+                // Two forks (To tags t1, t2) and two Contacts: early dialogs per fork and
+                // their target refresh.
+                let tag = (flags & 1 == 1).then_some(if flags & 32 == 32 { "t2" } else { "t1" });
                 let mut resp = Message::response_to(&req, code, "X", tag);
                 if flags & 2 == 2 {
-                    resp.headers.push(Header::new(HeaderName::Contact, "<sip:bob@127.0.0.1:5060>"));
+                    let contact = if flags & 64 == 64 {
+                        "<sip:bob@127.0.0.1:5062>"
+                    } else {
+                        "<sip:bob@127.0.0.1:5060>"
+                    };
+                    resp.headers.push(Header::new(HeaderName::Contact, contact));
                 }
                 if flags & 4 == 4 {
                     let name = if code == 407 {
@@ -127,14 +134,17 @@ fuzz_target!(|data: &[u8]| {
             }
             8 => {
                 if let Some(&id) = calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1)) {
-                    match c.byte().unwrap_or(0) % 7 {
+                    match c.byte().unwrap_or(0) % 9 {
                         0 => ua.hangup(now, id),
                         1 => ua.ring(now, id),
                         2 => ua.answer(now, id, Some(Bytes::from_static(b"v=0\r\n"))),
                         3 => ua.reject(now, id, 486),
                         4 => drop(ua.reinvite(now, id, Bytes::from_static(b"v=0\r\na=sendonly\r\n"))),
                         5 => drop(ua.info(now, id, "application/dtmf-relay", Bytes::from_static(b"Signal=1\r\n"))),
-                        _ => drop(ua.update(now, id, None)),
+                        6 => drop(ua.update(now, id, None)),
+                        // An offer (glare with the peer's) and the second fork's dialog.
+                        7 => drop(ua.update(now, id, Some(Bytes::from_static(b"v=0\r\n")))),
+                        _ => drop(ua.update_fork(now, id, "t2", Some(Bytes::from_static(b"v=0\r\n")))),
                     }
                 }
             }
