@@ -466,13 +466,22 @@ fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option
     Some(Some(call.forks.len() - 1))
 }
 
-/// A new re-INVITE or UPDATE (`kind`) replaces the one of that kind refused with 491 and
-/// waiting to go again ([`GlareRetry`]): its newer offer is the one to send.
-fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod) {
+/// [`drop_waiting_retry`] for a request in the call's own dialog (none: nothing is sent).
+fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod) {
+    if let Some(tag) = call.dialog.as_ref().map(|d| d.id.remote_tag.clone()) {
+        drop_waiting_retry(call, kind, &tag);
+    }
+}
+
+/// A new re-INVITE or UPDATE (`kind`) in the dialog with To tag `tag` replaces the one of
+/// that kind refused with 491 in that dialog and waiting to go again ([`GlareRetry`]): its
+/// newer offer is the one to send. One waiting in another fork's early dialog stays (its
+/// offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
+fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, tag: &str) {
     if call
         .glare
         .as_ref()
-        .is_some_and(|g| g.kind == kind && g.at.is_some())
+        .is_some_and(|g| g.kind == kind && g.at.is_some() && g.tag == tag)
     {
         call.glare = None;
     }
@@ -1980,7 +1989,7 @@ impl UserAgent {
         }
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
-            drop_waiting_retry(c, InDialogMethod::Reinvite);
+            drop_waiting_in_dialog(c, InDialogMethod::Reinvite);
         }
         self.send_in_dialog(
             now,
@@ -1997,7 +2006,7 @@ impl UserAgent {
     /// never forked works as before); [`UserAgent::update_fork`] names another fork.
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
         if let Some(c) = self.call_mut(id) {
-            drop_waiting_retry(c, InDialogMethod::Update);
+            drop_waiting_in_dialog(c, InDialogMethod::Update);
         }
         self.send_in_dialog(
             now,
@@ -2030,7 +2039,6 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return false;
         };
-        drop_waiting_retry(call, InDialogMethod::Update);
         let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
             None
         } else {
@@ -2043,6 +2051,7 @@ impl UserAgent {
                 None => return false,
             }
         };
+        drop_waiting_retry(call, InDialogMethod::Update, tag);
         self.send_in_dialog_of(
             now,
             id,

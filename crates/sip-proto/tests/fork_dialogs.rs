@@ -428,3 +428,44 @@ fn a_bye_in_another_forks_early_dialog_ends_nothing() {
     drain(&mut alice);
     assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
 }
+
+/// RFC 3261 §14.1 per dialog (RFC 3311 §5.1 for UPDATE): our UPDATE refused with 491 in
+/// Bob's early dialog waits to go again there; an UPDATE we send in Carol's dialog does not
+/// replace it (another dialog, another offer), nor does one naming no fork (not sent at
+/// all). Bob's is sent again after Alice's 2.1–4 s (she owns the Call-ID). Before, either
+/// dropped the waiting retry: no UPDATE again and no outcome.
+#[test]
+fn an_update_in_another_fork_keeps_the_waiting_retry() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, carol) = both_ringing(now, false);
+    assert!(alice.update_fork(now, call, &bob.tag, Some(Bytes::from_static(b"v=0 a\r\n"))));
+    let (ours, _) = drain(&mut alice);
+    // Bob's own offer is pending when ours reaches him: 491 (RFC 3311 §5.2).
+    assert!(
+        bob.ua
+            .update(now, bob.call, Some(Bytes::from_static(b"v=0 b\r\n")))
+    );
+    drain(&mut bob.ua);
+    deliver(&mut bob.ua, now, ALICE, &ours);
+    let (refused, _) = drain(&mut bob.ua);
+    assert_eq!(of(&refused, "SIP/2.0 491 ").len(), 1, "{refused:?}");
+    deliver(&mut alice, now, BOB, &refused);
+    drain(&mut alice);
+    assert!(!alice.update_fork(now, call, "no-such-tag", None));
+    assert!(alice.update_fork(
+        now,
+        call,
+        &carol.tag,
+        Some(Bytes::from_static(b"v=0 c\r\n"))
+    ));
+    drain(&mut alice);
+    let later = now + std::time::Duration::from_millis(4010);
+    alice.handle_timeout(later);
+    let (out, ev) = drain(&mut alice);
+    let again: Vec<_> = of(&out, "UPDATE ")
+        .into_iter()
+        .filter(|o| port_of(o) == BOB)
+        .collect();
+    assert_eq!(again.len(), 1, "{out:?} {ev:?}");
+    assert_eq!(msg(again[0]).body().as_ref(), b"v=0 a\r\n");
+}
