@@ -470,6 +470,17 @@ impl MediaDriver {
             .register(sock, token.pack(), Interest::READABLE)
     }
 
+    /// Reports `sock` readable again at the next [`Self::poll_ready`] if datagrams still wait
+    /// on it (epoll re-checks a socket when its interest is modified): the set is
+    /// edge-triggered, so a socket left unread after [`BATCHES_PER_PASS`] would otherwise
+    /// not be reported until its next datagram. An error leaves it to that datagram.
+    pub fn rearm(&self, sock: &mut MioUdpSocket, token: MediaToken) {
+        let _ = self
+            .poll
+            .registry()
+            .reregister(sock, token.pack(), Interest::READABLE);
+    }
+
     /// The `i`-th readable socket of the last [`Self::poll_ready`].
     pub fn token(&self, i: usize) -> Option<MediaToken> {
         self.ready.get(i).copied()
@@ -488,6 +499,13 @@ impl std::os::fd::AsRawFd for MediaDriver {
         self.poll.as_raw_fd()
     }
 }
+
+/// The most `recvmmsg` batches read from one socket in one pass (64 datagrams at
+/// [`crate::rxstamp::BATCH`] = 4; a call's 50 packets a second need one). A peer sending
+/// faster than the loop reads is left for the next pass, its socket re-armed
+/// ([`MediaDriver::rearm`]), so one flooding socket cannot hold the loop away from the other
+/// calls, the timers and the SIP.
+pub const BATCHES_PER_PASS: usize = 16;
 
 /// One `recvmmsg` of up to [`crate::rxstamp::BATCH`] datagrams from a media socket
 /// ([`crate::rxstamp::recv_batch`]): `Some(k)` datagrams read (fewer than the batch: the
@@ -810,15 +828,17 @@ impl CallMedia {
         })
     }
 
-    /// Reads every datagram waiting on the RTP (or RTCP) socket into the session, each
+    /// Reads the datagrams waiting on the RTP (or RTCP) socket into the session, each
     /// stamped when the kernel received it ([`crate::rxstamp`]), up to
-    /// [`crate::rxstamp::BATCH`] per system call. Returns how many were read.
-    pub fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> u64 {
+    /// [`crate::rxstamp::BATCH`] per system call and [`BATCHES_PER_PASS`] calls. Returns how
+    /// many were read, and whether the cap was reached (more may wait: the caller re-arms
+    /// the socket with [`CallMedia::rearm`]).
+    pub fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> (u64, bool) {
         let mut n = 0;
-        loop {
+        for _ in 0..BATCHES_PER_PASS {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
             let Some(k) = read_batch(sock, batch) else {
-                return n;
+                return (n, false);
             };
             for i in 0..k {
                 if let Some((bytes, at, from)) = batch.datagram(i) {
@@ -828,9 +848,16 @@ impl CallMedia {
             }
             // A short batch: the socket is drained (no call to learn it would block).
             if k < crate::rxstamp::BATCH {
-                return n;
+                return (n, false);
             }
         }
+        (n, true)
+    }
+
+    /// Has `driver` report the RTP (or RTCP) socket again if datagrams still wait on it
+    /// ([`MediaDriver::rearm`]), after [`CallMedia::receive`] stopped at its cap.
+    pub fn rearm(&mut self, rtcp: bool, driver: &MediaDriver, token: MediaToken) {
+        driver.rearm(if rtcp { &mut self.rtcp } else { &mut self.rtp }, token);
     }
 
     /// Reads what waits on both sockets (one datagram per call, into a buffer on the stack:
@@ -875,7 +902,7 @@ impl CallMedia {
         // The next read on the same grid line, after `now` (a late pass skips, not bursts).
         let behind = now.saturating_duration_since(at).as_nanos() / ptime.as_nanos();
         self.next_read = Some(at + ptime * (u32::try_from(behind).unwrap_or(u32::MAX - 1) + 1));
-        self.receive(false, batch)
+        self.receive(false, batch).0
     }
 
     /// Which call of the endpoint this is.
@@ -1246,12 +1273,51 @@ mod tests {
         let give_up = Instant::now() + Duration::from_secs(5);
         while read < 4 {
             assert!(Instant::now() < give_up, "4 datagrams reach b: {read}");
-            read += b.receive(false, &mut batch);
+            read += b.receive(false, &mut batch).0;
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(b.stray, 3);
         let (sum, _) = b.finish(Instant::now()).unwrap();
         assert_eq!(sum.rx_packets, 1, "only a's packet is measured: {sum:?}");
+    }
+
+    /// A peer flooding one socket is read [`BATCHES_PER_PASS`] batches at a time: the pass
+    /// ends (the loop serves the other calls and its timers) and the re-armed socket is
+    /// reported again by the edge-triggered set, with no new datagram, until it is drained.
+    #[tokio::test]
+    async fn a_flooded_socket_is_read_a_capped_batch_per_pass_and_reported_again() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let mut a =
+            CallMedia::bind(ip, &mut ports, &MediaPlan::default(), 1, 7, 3, &driver).unwrap();
+        let cap = (BATCHES_PER_PASS * crate::rxstamp::BATCH) as u64;
+        let flood = 2 * cap + 10;
+        let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        for _ in 0..flood {
+            peer.send_to(b"\x80\xc8rtcp", a.rtcp.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut batch = RecvBatch::default();
+        let mut passes = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while passes.iter().map(|&(n, _)| n).sum::<u64>() < flood {
+            assert!(Instant::now() < give_up, "the flood is read: {passes:?}");
+            let n = driver.wait_ready(Duration::from_millis(100));
+            for i in 0..n {
+                let t = driver.token(i).unwrap();
+                let (read, more) = a.receive(t.rtcp, &mut batch);
+                if more {
+                    a.rearm(t.rtcp, &driver, t);
+                }
+                passes.push((read, more));
+            }
+        }
+        assert_eq!(
+            passes,
+            vec![(cap, true), (cap, true), (10, false)],
+            "one capped pass at a time, each reported by the set"
+        );
     }
 
     /// The shard's set reports a call's RTCP socket (read until it would block); the RTP
@@ -1295,7 +1361,7 @@ mod tests {
             let n = driver.wait_ready(Duration::from_millis(100));
             for i in 0..n {
                 let t = driver.token(i).unwrap();
-                let read = a.receive(t.rtcp, &mut batch);
+                let (read, _) = a.receive(t.rtcp, &mut batch);
                 seen.push((t.endpoint, t.generation, t.rtcp, read));
             }
         }

@@ -1720,7 +1720,11 @@ impl<'a> Shard<'a> {
                 .and_then(|ep| ep.media.as_mut())
                 .filter(|m| t.is_for(m.generation()))
             {
-                self.media.received += media.receive(t.rtcp, &mut self.media.batch);
+                let (read, more) = media.receive(t.rtcp, &mut self.media.batch);
+                self.media.received += read;
+                if more {
+                    media.rearm(t.rtcp, &self.media, t);
+                }
             }
         }
         self.media_pending = MediaDriver::batch_full(n);

@@ -33,7 +33,8 @@ use registrar::{Registrar, Service, ServiceCallId, ServiceEvent, ServiceLimits};
 use tokio::io::unix::AsyncFd;
 
 use crate::callmedia::{
-    MediaDriver, MediaPacer, MediaToken, PortAllocator, PreciseTimer, SlotLoad, read_batch,
+    BATCHES_PER_PASS, MediaDriver, MediaPacer, MediaToken, PortAllocator, PreciseTimer, SlotLoad,
+    read_batch,
 };
 use crate::rxstamp::{BATCH, RecvBatch};
 
@@ -179,9 +180,18 @@ impl ServiceMedia {
                 if call.generation != t.generation {
                     continue;
                 }
-                if call.receive(t.rtcp, &mut driver.batch) {
+                let (tone_heard, more) = call.receive(t.rtcp, &mut driver.batch);
+                if tone_heard {
                     // The tone's session may have a new deadline (RTCP heard).
                     self.pacer.set(t.endpoint, call.deadline(self.inactivity));
+                }
+                if more {
+                    let sock = if t.rtcp {
+                        &mut call.rtcp
+                    } else {
+                        &mut call.rtp
+                    };
+                    driver.rearm(sock, t);
                 }
             }
             if !MediaDriver::batch_full(n) {
@@ -372,14 +382,16 @@ impl ServiceCall {
         silent
     }
 
-    /// Reads every datagram waiting on the RTP (or RTCP) socket: echo answers each at once,
-    /// tone measures it. True when the tone heard something (its deadline may move).
-    fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> bool {
+    /// Reads the datagrams waiting on the RTP (or RTCP) socket, at most
+    /// [`BATCHES_PER_PASS`] batches: echo answers each at once, tone measures it. Returns
+    /// whether the tone heard something (its deadline may move) and whether the cap was
+    /// reached (the socket is to be re-armed: more may wait).
+    fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> (bool, bool) {
         let mut tone_heard = false;
-        loop {
+        for _ in 0..BATCHES_PER_PASS {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
             let Some(k) = read_batch(sock, batch) else {
-                return tone_heard;
+                return (tone_heard, false);
             };
             for i in 0..k {
                 let Some((buf, at, from)) = batch.datagram_mut(i) else {
@@ -394,9 +406,12 @@ impl ServiceCall {
             }
             // A short batch: the socket is drained (no call to learn it would block).
             if k < BATCH {
-                return tone_heard;
+                return (tone_heard, false);
             }
         }
+        // The cap: a caller sending faster than the loop reads waits for the next pass, and
+        // the other calls, the timers and the SIP are served first.
+        (tone_heard, true)
     }
 }
 

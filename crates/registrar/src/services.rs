@@ -98,6 +98,8 @@ pub enum EndReason {
     MaxDuration,
     /// The driver ended it (no media from the caller).
     Inactive,
+    /// Refused (500) after its ports were bound: the driver releases them.
+    Refused,
 }
 
 /// What the socket driver must do for the service calls.
@@ -501,6 +503,12 @@ impl Services {
                 "Server Error",
                 Some(&tag),
             ));
+            // The ports were bound for it: released like any ended call's (not reachable
+            // while the check in handle_invite holds, but a bound port must never leak).
+            self.events.push_back(ServiceEvent::End {
+                call: id,
+                reason: EndReason::Refused,
+            });
             self.forget(&call_id, now);
             self.recompute_timeout();
             return;
