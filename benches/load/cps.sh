@@ -10,7 +10,7 @@
 # measures the binary SIPMETER_BIN names (to compare two builds). SIPMETER_WRAP prefixes
 # sipmeter's command, e.g. SIPMETER_WRAP="strace -c -f -o /tmp/sc" counts its syscalls
 # (its figures then include strace's overhead). CPS_PERF=1 wraps it in `perf stat` and
-# prints its task-clock and context switches per call. Each line ends with the SIPp UAS's
+# prints its task-clock, context switches and page faults per call. Each line ends with the SIPp UAS's
 # own CPU per call (read from /proc before it is stopped) and the load average. Only the
 # SIPp UAS this script started are stopped (by PID), never other runs'.
 # CPS_UAS_BUFF=BYTES gives the SIPp UAS that socket buffer size (-buff_size; SIPp's default
@@ -18,6 +18,9 @@
 # SO_RCVBUF for sipmeter's socket (udp_recv_buffer). Both unset: the defaults, as before.
 # CPS_NO_SIPP_UAC=1 runs sipmeter only, CPS_NO_SIPMETER=1 SIPp's UAC only. Which socket
 # dropped datagrams (SIPp's UAS or sipmeter's): run benches/load/udpdrops.py beside it.
+# CPS_FLOOR=1 adds a third line per rate: the floor (crates/agent/examples/cps_floor.rs), the
+# caller's datagrams with sipmeter's socket handling and no SIP work, measured the same way
+# (perf stat with CPS_PERF=1): the kernel's and a minimal loop's CPU per call.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -31,6 +34,8 @@ else
   cargo build --release -q -p sipmeter
   BIN=$CARGO_TARGET_DIR/release/sipmeter
 fi
+FLOOR_BIN=$CARGO_TARGET_DIR/release/examples/cps_floor
+[[ -z ${CPS_FLOOR:-} ]] || cargo build --release -q -p agent --example cps_floor
 WORK=$(mktemp -d)
 UAS_PID=
 # CPS_KEEP=1 keeps the last run's files (config, report, SIPp's statistics) and says where.
@@ -58,6 +63,12 @@ report() { # name rate wall user sys rss calls failed
       n, t, c, w, c / w, f, 100 * f / c, cpu, cpu / c * 1e6, r / 1024, uas / c * 1e6, load }'
 }
 
+# perf stat's CSV (FILE) per call (CALLS): task-clock and context switches.
+perf_report() {
+  awk -F, -v c="$2" '$3 ~ /task-clock/ { t = $1 } $3 ~ /context-switches/ { cs = $1 } $3 ~ /page-faults/ { pf = $1 }
+    END { printf "%-24s perf stat: task-clock %.0f ms = %.1f µs/call, %d context switches = %.2f per call, %.2f page faults per call\n", "", t, t * 1000 / c, cs, cs / c, pf / c }' "$1"
+}
+
 echo "== $CALLS calls per rate, zero call length, loopback UDP ($(nproc) cores), SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
 for RATE in "${RATES[@]}"; do
   # CPS_NO_SIPP_UAC=1 skips the SIPp UAC run (when only two sipmeter builds are compared).
@@ -70,6 +81,21 @@ for RATE in "${RATES[@]}"; do
   read -r W U S R <<< "$(times "$WORK/sipp.time")"
   FAILED=$(awk -F';' 'NR==1 { for (i = 1; i <= NF; i++) if ($i == "FailedCall(C)") c = i } END { print $c + 0 }' "$WORK/sipp.csv")
   report "SIPp UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$CALLS" "$FAILED"
+  fi
+  if [[ -n ${CPS_FLOOR:-} ]]; then
+    PORT=$(free_port); start_uas "$PORT"
+    FWRAP=
+    [[ -z ${CPS_PERF:-} ]] || FWRAP="perf stat -x, -o $WORK/fperf.csv -e task-clock,context-switches,page-faults"
+    /usr/bin/time -f "%e %U %S %M" -o "$WORK/floor.time" \
+      $FWRAP "$FLOOR_BIN" "127.0.0.1:$PORT" "$CALLS" "$RATE" > "$WORK/floor.out" 2>&1 || true
+    stop_uas "$PORT"
+    read -r W U S R <<< "$(times "$WORK/floor.time")"
+    FDONE=$(sed -n 's/.* \([0-9]*\) done.*/\1/p' "$WORK/floor.out")
+    report "floor UAC → SIPp UAS" "$RATE" "$W" "$U" "$S" "$R" "$CALLS" "$((CALLS - ${FDONE:-0}))"
+    printf '%-24s %s\n' "" "$(cat "$WORK/floor.out")"
+    if [[ -n ${CPS_PERF:-} ]]; then
+      perf_report "$WORK/fperf.csv" "$CALLS"
+    fi
   fi
   # CPS_NO_SIPMETER=1 skips sipmeter's run (to find SIPp's own highest rate).
   [[ -z ${CPS_NO_SIPMETER:-} ]] || continue
@@ -100,7 +126,7 @@ media = false
 min_success = 0
 TOML
   WRAP=${SIPMETER_WRAP:-}
-  [[ -z ${CPS_PERF:-} ]] || WRAP="perf stat -x, -o $WORK/perf.csv -e task-clock,context-switches"
+  [[ -z ${CPS_PERF:-} ]] || WRAP="perf stat -x, -o $WORK/perf.csv -e task-clock,context-switches,page-faults"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipmeter.time" \
     $WRAP "$BIN" run --quiet --workers 1 --report "$WORK/report.json" "$WORK/cps.toml" > "$WORK/sipmeter.out" 2>&1 || true
   stop_uas "$PORT"
@@ -111,8 +137,7 @@ TOML
   # this is the rate the calls were dialled at, first dial to last.
   printf '%-24s dialled at %d calls/s\n' "" "$DIALS"
   if [[ -n ${CPS_PERF:-} ]]; then
-    awk -F, -v c="$ATT" '$3 ~ /task-clock/ { t = $1 } $3 ~ /context-switches/ { cs = $1 }
-      END { printf "%-24s perf stat: task-clock %.0f ms = %.1f µs/call, %d context switches = %.2f per call\n", "", t, t * 1000 / c, cs, cs / c }' "$WORK/perf.csv"
+    perf_report "$WORK/perf.csv" "$ATT"
   fi
 done
 echo "(sipmeter: one shard, RATE endpoints calling in turn under cps = RATE/s; wall time includes start-up)"
