@@ -10,10 +10,12 @@
 # Parts, in order:
 #   fleet  the state machines alone (crates/registrar/benches/fleet.rs), 5 runs: tx/s per core,
 #          bytes per idle registered endpoint, heap per call
-#   cpu    CPU per call, sipmeter and SIPp UAC against a SIPp UAS (benches/load/cps.sh, CPS_PERF=1)
+#   cpu    CPU per call, sipmeter, SIPp's UAC and the floor (the caller's datagrams alone, no SIP
+#          work: crates/agent/examples/cps_floor.rs) against a SIPp UAS (cps.sh, CPS_PERF=1 CPS_FLOOR=1)
 #   rate   the highest call rate of each (cps.sh at 8,000–16,000/s), then with SIPp's UAS socket
 #          widened (CPS_UAS_BUFF), which takes SIPp's UAS drops out of the comparison
-#   rtp    concurrent G.711 calls both ways, sipmeter ↔ sipmeter through the built-in registrar
+#   rtp    concurrent G.711 calls both ways, sipmeter ↔ sipmeter through the built-in registrar,
+#          then callers of the built-in registrar's echo service (RTP_CALL=echo)
 #   sipp   the same against SIPp's RTP echo (benches/load/rtp_sipp.sh)
 #   conns  memory per registered endpoint over UDP, TCP, TLS, WS, WSS (benches/load/conns.sh)
 set -euo pipefail
@@ -33,7 +35,7 @@ if ! skip fleet; then
 fi
 if ! skip cpu; then
   echo "== cpu: CPU per call"
-  CPS_PERF=1 benches/load/cps.sh 6000 1000 2000 3000
+  CPS_PERF=1 CPS_FLOOR=1 benches/load/cps.sh 6000 1000 2000 3000
 fi
 if ! skip rate; then
   echo "== rate: highest call rate"
@@ -43,6 +45,7 @@ fi
 if ! skip rtp; then
   echo "== rtp: sipmeter ↔ sipmeter"
   benches/load/rtp.sh 20 2000 3000
+  RTP_CALL=echo benches/load/rtp.sh 20 1000 3000
 fi
 if ! skip sipp; then
   echo "== sipp: sipmeter → SIPp -rtp_echo"
