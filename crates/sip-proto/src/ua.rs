@@ -3917,6 +3917,19 @@ mod tests {
     type DropFilter = Box<dyn FnMut(bool, &Message, usize) -> bool>;
 
     impl Pair {
+        /// Bob rings (180), then answers with an SDP answer 50 ms later; the 2xx and its
+        /// ACK cross within the next 100 ms.
+        fn ring_and_answer(&mut self, bob_call: CallId) {
+            self.b.ring(self.now, bob_call);
+            self.run(Duration::from_millis(50));
+            self.b.answer(
+                self.now,
+                bob_call,
+                Some(Bytes::from_static(b"v=0\r\ns=answer\r\n")),
+            );
+            self.run(Duration::from_millis(100));
+        }
+
         fn new() -> Self {
             Self {
                 now: Instant::now(),
@@ -4082,14 +4095,7 @@ mod tests {
         ] {
             assert!(kept.headers.value(&name).is_some(), "{name:?}");
         }
-        p.b.ring(p.now, bob_call);
-        p.run(Duration::from_millis(50));
-        p.b.answer(
-            p.now,
-            bob_call,
-            Some(Bytes::from_static(b"v=0\r\ns=answer\r\n")),
-        );
-        p.run(Duration::from_millis(100));
+        p.ring_and_answer(bob_call);
         assert!(has(&p.events_a, |c| matches!(
             c,
             CallEvent::Progress { code: 180, .. }
@@ -4109,14 +4115,7 @@ mod tests {
             p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = incoming(&p.events_b)[0];
-        p.b.ring(p.now, bob_call);
-        p.run(Duration::from_millis(50));
-        p.b.answer(
-            p.now,
-            bob_call,
-            Some(Bytes::from_static(b"v=0\r\ns=answer\r\n")),
-        );
-        p.run(Duration::from_millis(100));
+        p.ring_and_answer(bob_call);
         assert!(has(&p.events_a, |c| matches!(c, CallEvent::Trying)));
         assert!(has(&p.events_a, |c| matches!(
             c,
