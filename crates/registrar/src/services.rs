@@ -40,7 +40,7 @@ use media::wav::WavAudio;
 use sip_msg::typed::{Contact, NameAddr, Via};
 use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Message, Method, RequestBuilder, Uri};
 
-use crate::RegistrarConfig;
+use crate::{Flow, Ifaces, RegistrarConfig};
 
 /// The tone's frequency, Hz.
 pub const TONE_HZ: u32 = 1000;
@@ -182,7 +182,7 @@ struct Call {
     id: ServiceCallId,
     service: Service,
     /// Where the caller's requests come from (responses and our BYE go there).
-    peer: SocketAddr,
+    peer: Flow,
     /// The initial INVITE (kept until answered) and its branch (retransmission matching).
     invite: Option<Message>,
     branch: String,
@@ -294,14 +294,15 @@ impl Services {
     pub(crate) fn handle_known(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
         let Some(call_id) = req.call_id() else {
             return Verdict::NotOurs;
         };
+        let cfg = &ifaces.of(source).config;
         let method = req.method().unwrap_or(Method::Options);
         let to_tag = req.to().and_then(|t| t.tag());
         if !self.calls.contains_key(&call_id) {
@@ -343,8 +344,8 @@ impl Services {
         &mut self,
         cfg: &RegistrarConfig,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
         let branch = req.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let Some(call) = req.call_id().and_then(|c| self.calls.get(&c)) else {
@@ -367,12 +368,13 @@ impl Services {
     pub(crate) fn handle_invite(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         service: Service,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
+        let cfg = &ifaces.of(source).config;
         let tag = crate::to_tag_for(req);
         let (Some(call_id), Some(from), Some(to), Some(cseq), Some(branch)) = (
             req.call_id(),
@@ -451,7 +453,7 @@ impl Services {
         self.calls.insert(call_id, call);
         self.events.push_back(ServiceEvent::Bind {
             call: id,
-            peer: source,
+            peer: source.addr,
         });
         self.recompute_timeout();
     }
@@ -460,10 +462,10 @@ impl Services {
     pub(crate) fn handle_bound(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         id: ServiceCallId,
         rtp: Result<SocketAddr, ()>,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         let Some(call_id) = self.by_id.get(&id).cloned() else {
             return;
@@ -474,6 +476,7 @@ impl Services {
         let (State::Binding, Some(invite)) = (&call.state, call.invite.take()) else {
             return;
         };
+        let cfg = &ifaces.of(call.peer).config;
         let tag = call.local.tag().unwrap_or_default();
         let Ok(rtp) = rtp else {
             out.push_back(respond(
@@ -536,8 +539,8 @@ impl Services {
         cfg: &RegistrarConfig,
         req: &Message,
         call_id: &str,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
         let method = req.method().unwrap_or(Method::Options);
         let Some(call) = self.calls.get_mut(call_id) else {
@@ -646,10 +649,10 @@ impl Services {
     pub(crate) fn end_call(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         id: ServiceCallId,
         reason: EndReason,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         let Some(call_id) = self.by_id.get(&id).cloned() else {
             return;
@@ -661,6 +664,7 @@ impl Services {
             // Fire and forget: the caller is probably gone; a lost BYE leaves it to its own
             // timers.
             call.our_cseq += 1;
+            let cfg = &ifaces.of(call.peer).config;
             out.push_back((call.peer, Bytes::from(bye(cfg, call, &call_id).to_bytes())));
         }
         self.stats.ended_by_us += 1;
@@ -675,8 +679,8 @@ impl Services {
     pub(crate) fn handle_timeout(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        ifaces: &Ifaces,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         if self.next_timeout.is_none_or(|t| t > now) {
             return;
@@ -707,7 +711,7 @@ impl Services {
             }
         }
         for (id, reason) in to_end {
-            self.end_call(now, cfg, id, reason, out);
+            self.end_call(now, ifaces, id, reason, out);
         }
         self.recompute_timeout();
     }
@@ -763,11 +767,11 @@ fn parse_offer(req: &Message) -> Result<SessionDescription, String> {
 fn respond(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     (
         source,
         Bytes::from(response(cfg, req, source, code, reason, to_tag).to_bytes()),
@@ -777,7 +781,7 @@ fn respond(
 fn response(
     _cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
@@ -785,9 +789,11 @@ fn response(
     let to_tag = to_tag.filter(|t| !t.is_empty());
     let mut resp = Message::response_to(req, code, reason, to_tag);
     if let Some(mut via) = req.top_via() {
-        via.params.set("received", Some(&source.ip().to_string()));
+        via.params
+            .set("received", Some(&source.addr.ip().to_string()));
         if via.params.contains("rport") {
-            via.params.set("rport", Some(&source.port().to_string()));
+            via.params
+                .set("rport", Some(&source.addr.port().to_string()));
         }
         let mut vias: Vec<Header> = resp
             .headers
@@ -813,10 +819,10 @@ fn response(
 fn not_acceptable(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     tag: &str,
     why: &str,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     let mut resp = response(cfg, req, source, 488, "Not Acceptable Here", Some(tag));
     let text = why.replace(['"', '\\'], "'");
     resp.headers.push(Header::new(
@@ -830,11 +836,11 @@ fn not_acceptable(
 fn answer_response(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     tag: &str,
     service: Service,
     sdp: &SessionDescription,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     let mut resp = response(cfg, req, source, 200, "OK", Some(tag));
     resp.headers.push(Header::new(
         HeaderName::Contact,
