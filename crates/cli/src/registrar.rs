@@ -40,6 +40,23 @@ pub struct RegistrarArgs {
     /// Accept anyone without authentication (a lab switch).
     #[arg(long, conflicts_with = "accounts")]
     open: bool,
+    /// Shortest registration accepted, seconds: a shorter Expires gets 423 Interval Too Brief
+    /// with this Min-Expires (RFC 3261 §10.3 step 7).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    min_expires: u32,
+    /// Longest registration granted, seconds (a longer Expires is granted this).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..))]
+    max_expires: u32,
+    /// The service numbers' RTP/RTCP port pairs come from this range, e.g. 20000-30000
+    /// (default: chosen by the system).
+    #[arg(long, value_name = "FROM-TO", value_parser = agent::testfile::parse_port_range)]
+    rtp_ports: Option<(u16, u16)>,
+    /// A service call whose caller sent neither RTP nor RTCP for this long is ended with BYE.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = agent::testfile::parse_duration)]
+    media_timeout: std::time::Duration,
+    /// A service call is ended with BYE after this long.
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = agent::testfile::parse_duration)]
+    max_call: std::time::Duration,
     /// Secret for nonces and ephemeral credentials (default: random per start).
     #[arg(long, env = "SIPMETER_REGISTRAR_SECRET", hide_env_values = true)]
     secret: Option<String>,
@@ -132,6 +149,17 @@ fn tls_settings(args: &RegistrarArgs) -> Result<(ServerSettings, String), String
 
 /// Runs until Ctrl-C.
 pub fn run(args: &RegistrarArgs) -> ExitCode {
+    if args.min_expires > args.max_expires {
+        eprintln!(
+            "sipmeter: --min-expires {} is above --max-expires {}",
+            args.min_expires, args.max_expires
+        );
+        return ExitCode::from(2);
+    }
+    if args.media_timeout.is_zero() || args.max_call.is_zero() {
+        eprintln!("sipmeter: --media-timeout and --max-call must be above 0");
+        return ExitCode::from(2);
+    }
     let secure = args
         .listen
         .iter()
@@ -226,8 +254,15 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
             transport: String::new(),
             auth,
             secret,
-            min_expires: 60,
-            max_expires: 3600,
+            min_expires: args.min_expires,
+            max_expires: args.max_expires,
+        };
+        let services = ServiceOptions {
+            inactivity: args.media_timeout,
+            rtp_ports: args.rtp_ports,
+            limits: registrar::ServiceLimits {
+                max_call: args.max_call,
+            },
         };
         let wanted: Vec<String> = listens
             .iter()
@@ -237,7 +272,7 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
             .iter()
             .map(|l| l.token().to_ascii_lowercase())
             .collect();
-        match BuiltinRegistrar::start_many(listens, config, ServiceOptions::default()).await {
+        match BuiltinRegistrar::start_many(listens, config, services).await {
             Ok(reg) => {
                 let on: Vec<String> = tokens
                     .iter()
