@@ -100,6 +100,9 @@ pub enum EndReason {
     Inactive,
     /// Refused (500) after its ports were bound: the driver releases them.
     Refused,
+    /// Our 200 carried the offer (the INVITE had none) and the ACK brought no usable answer
+    /// (RFC 3264 §5: none, unreadable, or no codec of ours): BYE.
+    BadAnswer,
 }
 
 /// What the socket driver must do for the service calls.
@@ -168,6 +171,9 @@ enum State {
     /// 200 sent, waiting for the ACK; retransmitted over UDP.
     WaitAck {
         cseq: u32,
+        /// The 200 carried our offer (the INVITE had none): the ACK carries the answer
+        /// (RFC 3261 §13.2.1, RFC 3264 §5).
+        offered: bool,
         resp: Bytes,
         next: Option<Instant>,
         interval: Duration,
@@ -333,7 +339,7 @@ impl Services {
                 out.push_back(respond(cfg, req, source, 200, "OK", None));
                 Verdict::Handled
             }
-            (_, Some(_)) => self.in_dialog(now, cfg, req, &call_id, source, out),
+            (_, Some(_)) => self.in_dialog(now, ifaces, req, &call_id, source, out),
             _ => Verdict::NotOurs,
         };
         self.recompute_timeout();
@@ -416,20 +422,23 @@ impl Services {
             out.push_back((source, Bytes::from(resp.to_bytes())));
             return;
         }
-        // Check the offer before binding ports: an unusable one is refused at once.
-        let offer = match parse_offer(req) {
-            Ok(o) => o,
-            Err(why) => {
+        // Check the offer before binding ports: an unusable one is refused at once. An INVITE
+        // without one (a delayed offer, RFC 3261 §13.2.1) gets ours in the 200.
+        if !req.body().is_empty() {
+            let offer = match parse_offer(req) {
+                Ok(o) => o,
+                Err(why) => {
+                    self.stats.refused_488 += 1;
+                    out.push_back(not_acceptable(cfg, req, source, &tag, &why));
+                    return;
+                }
+            };
+            let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
+            if let Err(e) = sdp::answer_offer(&offer, &probe) {
                 self.stats.refused_488 += 1;
-                out.push_back(not_acceptable(cfg, req, source, &tag, &why));
+                out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
                 return;
             }
-        };
-        let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
-        if let Err(e) = sdp::answer_offer(&offer, &probe) {
-            self.stats.refused_488 += 1;
-            out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
-            return;
         }
         out.push_back(respond(cfg, req, source, 100, "Trying", None));
         let id = ServiceCallId(self.next_id);
@@ -492,6 +501,20 @@ impl Services {
             return;
         };
         let local = local_media(rtp.ip(), rtp.port(), id.0, 1);
+        if invite.body().is_empty() {
+            // A delayed offer: ours goes in the 200, the media starts with the ACK's answer.
+            let peer = call.peer;
+            out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
+            let offer = sdp::build_offer(&local);
+            let ok = answer_response(cfg, &invite, peer, &tag, call.service, &offer);
+            let cseq = invite.cseq().map_or(0, |c| c.seq);
+            call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
+            call.media = Some(local);
+            out.push_back(ok);
+            self.stats.answered += 1;
+            self.recompute_timeout();
+            return;
+        }
         // The offer was checked in handle_invite; answering it again with the real port
         // cannot fail differently (only the port and address changed).
         let Ok((answer, negotiated)) = parse_offer(&invite)
@@ -520,7 +543,7 @@ impl Services {
         out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
         let ok = answer_response(cfg, &invite, peer, &tag, call.service, &answer);
         let cseq = invite.cseq().map_or(0, |c| c.seq);
-        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+        call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
         call.media = Some(local);
         let service = call.service;
         out.push_back(ok);
@@ -536,12 +559,13 @@ impl Services {
     fn in_dialog(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         req: &Message,
         call_id: &str,
         source: Flow,
         out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
+        let cfg = &ifaces.of(source).config;
         let method = req.method().unwrap_or(Method::Options);
         let Some(call) = self.calls.get_mut(call_id) else {
             return Verdict::NotOurs;
@@ -552,10 +576,35 @@ impl Services {
         }
         let cseq = req.cseq().map_or(0, |c| c.seq);
         if method == Method::Ack {
-            if let State::WaitAck { cseq: c, .. } = call.state
-                && c == cseq
-            {
-                call.state = State::Confirmed;
+            let State::WaitAck {
+                cseq: c, offered, ..
+            } = call.state
+            else {
+                return Verdict::Handled;
+            };
+            if c != cseq {
+                return Verdict::Handled;
+            }
+            call.state = State::Confirmed;
+            if !offered {
+                return Verdict::Handled;
+            }
+            // RFC 3264 §5: our 200 made the offer; the ACK answers it. Without a usable answer
+            // there is no session: BYE (RFC 3261 §13.3.1.4 leaves it to the UAS).
+            let negotiated = match (req.body().is_empty(), call.media.as_ref()) {
+                (false, Some(local)) => SessionDescription::parse(req.body())
+                    .ok()
+                    .and_then(|answer| sdp::apply_answer(local, &answer).ok()),
+                _ => None,
+            };
+            let (id, service) = (call.id, call.service);
+            match negotiated {
+                Some(negotiated) => self.events.push_back(ServiceEvent::Media {
+                    call: id,
+                    service,
+                    negotiated,
+                }),
+                None => self.end_call(now, ifaces, id, EndReason::BadAnswer, out),
             }
             return Verdict::Handled;
         }
@@ -594,13 +643,14 @@ impl Services {
                     return Verdict::Handled;
                 };
                 if req.body().is_empty() {
-                    // No offer: confirm the session as it is (an offerless re-INVITE gets our
-                    // current description; its answer in the ACK changes nothing here).
+                    // No offer: an offerless re-INVITE gets our current description as an
+                    // offer, and its ACK's answer is applied (an UPDATE without one merely
+                    // refreshes, RFC 3311 §5.2).
                     local.session_version += 1;
                     let sd = sdp::build_offer(local);
                     let ok = answer_response(cfg, req, source, "", call.service, &sd);
                     if method == Method::Invite {
-                        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                        call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
                     }
                     out.push_back(ok);
                     return Verdict::Handled;
@@ -622,7 +672,7 @@ impl Services {
                         *local = next;
                         let ok = answer_response(cfg, req, source, "", call.service, &answer);
                         if method == Method::Invite {
-                            call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                            call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
                         }
                         out.push_back(ok);
                         self.events.push_back(ServiceEvent::Media {
@@ -726,12 +776,13 @@ impl Services {
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 
-fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, resp: Bytes) -> State {
+fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, offered: bool, resp: Bytes) -> State {
     // Over a reliable transport the 2xx is not retransmitted (§13.3.1.4 still waits 64·T1
     // for the ACK).
     let reliable = !cfg.transport.eq_ignore_ascii_case("UDP");
     State::WaitAck {
         cseq,
+        offered,
         resp,
         next: (!reliable).then_some(now + T1),
         interval: T1,
@@ -757,8 +808,8 @@ fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> Loc
 
 fn parse_offer(req: &Message) -> Result<SessionDescription, String> {
     if req.body().is_empty() {
-        // A delayed offer (INVITE without SDP, RFC 3261 §13.2.1) is not supported here.
-        return Err("no sdp offer in the invite (delayed offer is not supported)".into());
+        // Callers check for a delayed offer first.
+        return Err("no sdp offer".into());
     }
     SessionDescription::parse(req.body()).map_err(|e| format!("unreadable sdp: {e}"))
 }
