@@ -138,6 +138,9 @@ pub struct GroupPlan {
     pub name: String,
     /// Its endpoints.
     pub endpoints: Vec<EndpointPlan>,
+    /// Where they register and call: 0 for [`RunPlan::server`], `i` for
+    /// `RunPlan::more_servers[i - 1]` (see [`RunPlan::server_of`]).
+    pub server: usize,
     /// What they do.
     pub role: Role,
     /// Offer and use reliable provisional responses (RFC 3262 100rel/PRACK).
@@ -192,8 +195,11 @@ pub struct RunPlan {
     /// Keep every per-second media sample in the endpoint reports (they are always sent as
     /// [`RunEvent::Sample`]).
     pub keep_samples: bool,
-    /// Where to register.
+    /// Where to register (the server of groups whose [`GroupPlan::server`] is 0).
     pub server: ServerTarget,
+    /// More servers, for groups that register elsewhere (a group's `server` `i` ≥ 1 is
+    /// `more_servers[i - 1]`).
+    pub more_servers: Vec<ServerTarget>,
     /// The groups (answering groups register before calling groups dial).
     pub groups: Vec<GroupPlan>,
     /// How long each call stays up.
@@ -214,6 +220,35 @@ pub struct RunPlan {
     pub keep_all_traces: bool,
     /// RFC 3261 T1, T2, T4 for every endpoint.
     pub timers: TimerConfig,
+}
+
+impl RunPlan {
+    /// Every server, [`RunPlan::server`] first: index `i` is what [`GroupPlan::server`] names.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerTarget> {
+        std::iter::once(&self.server).chain(&self.more_servers)
+    }
+
+    /// The server of group `g` (the first one for an index out of range).
+    pub fn server_of(&self, g: usize) -> &ServerTarget {
+        self.site_server(self.groups.get(g).map_or(0, |g| g.server))
+    }
+
+    /// Server `i` of [`RunPlan::servers`], to change (the first one for an index out of
+    /// range).
+    pub fn site_server_mut(&mut self, i: usize) -> &mut ServerTarget {
+        match i.checked_sub(1) {
+            Some(k) if k < self.more_servers.len() => &mut self.more_servers[k],
+            _ => &mut self.server,
+        }
+    }
+
+    /// Server `i` of [`RunPlan::servers`] (the first one for an index out of range).
+    pub fn site_server(&self, i: usize) -> &ServerTarget {
+        match i.checked_sub(1) {
+            Some(k) => self.more_servers.get(k).unwrap_or(&self.server),
+            None => &self.server,
+        }
+    }
 }
 
 /// Endpoint phases, forward only (product.md).
@@ -582,15 +617,19 @@ pub fn run(
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
-    let targets = TargetList::single(plan.server.addr, plan.server.transport.kind);
+    let targets = plan
+        .servers()
+        .map(|s| TargetList::single(s.addr, s.transport.kind))
+        .collect();
     run_with_targets(plan, targets, events, stop)
 }
 
-/// [`run`] with the targets DNS found in order (RFC 3263): an endpoint whose REGISTER or
-/// initial INVITE meets a timeout or a 503 moves to the next one ([`crate::failover`]).
+/// [`run`] with the targets DNS found in order (RFC 3263), one list per server of
+/// [`RunPlan::servers`]: an endpoint whose REGISTER or initial INVITE meets a timeout or a
+/// 503 moves to the next one of its server's ([`crate::failover`]).
 pub fn run_with_targets(
     plan: RunPlan,
-    targets: TargetList,
+    targets: Vec<TargetList>,
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
@@ -619,23 +658,28 @@ pub fn run_with_targets(
         callers_left: AtomicU32::new(count(|r| matches!(r, Role::Call { .. }))),
         targets,
     });
-    let stream = match plan.server.transport.kind {
-        FlowKind::Udp => None,
-        kind => {
-            let t = &plan.server.transport;
-            let s = StreamSettings::new(
-                kind,
-                plan.server.addr,
-                &plan.server.domain,
-                &t.tls,
-                t.tls_name.as_deref(),
-                &t.ws_path,
-                t.keepalive,
-            )
-            .map_err(std::io::Error::other)?;
-            Some(Arc::new(s))
-        }
-    };
+    // Per server: how its endpoints connect (`None`: UDP).
+    let mut streams = Vec::new();
+    for server in plan.servers() {
+        streams.push(match server.transport.kind {
+            FlowKind::Udp => None,
+            kind => {
+                let t = &server.transport;
+                let s = StreamSettings::new(
+                    kind,
+                    server.addr,
+                    &server.domain,
+                    &t.tls,
+                    t.tls_name.as_deref(),
+                    &t.ws_path,
+                    t.keepalive,
+                )
+                .map_err(std::io::Error::other)?;
+                Some(Arc::new(s))
+            }
+        });
+    }
+    let streams = Arc::new(streams);
     if plan.groups.iter().any(|g| g.media.is_some()) {
         // Room in the descriptor table for every call's sockets before the shards run: it
         // stalled the shards for ms while calls started (see callmedia/fdtable.rs).
@@ -654,7 +698,7 @@ pub fn run_with_targets(
         let tx = tx.clone();
         let stop = stop.clone();
         let shared = Arc::clone(&shared);
-        let stream = stream.clone();
+        let streams = Arc::clone(&streams);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("shard-{s}"))
@@ -665,7 +709,7 @@ pub fn run_with_targets(
                         .enable_io()
                         .enable_time()
                         .build()?;
-                    rt.block_on(Shard::run(s, &plan, work, tx, stop, shared, stream))
+                    rt.block_on(Shard::run(s, &plan, work, tx, stop, shared, &streams))
                 })?,
         );
     }
@@ -798,8 +842,9 @@ struct Shared {
     registered: AtomicU32,
     /// Callers not finished: answerers leave when none is left.
     callers_left: AtomicU32,
-    /// The targets in DNS order; each shard keeps its own table of which are down.
-    targets: TargetList,
+    /// Per server: the targets in DNS order; each shard keeps its own table of which are
+    /// down.
+    targets: Vec<TargetList>,
 }
 
 /// Folds endpoint reports into the summary figures.
@@ -1097,21 +1142,22 @@ struct Shard<'a> {
     probe: LoopProbe,
     /// The next free slot under the calls-per-second cap.
     next_dial: Instant,
-    /// Stream transports: how each endpoint connects (`None`: UDP).
-    stream: Option<Arc<StreamSettings>>,
+    /// Per server of [`RunPlan::servers`]: how its endpoints connect (`None`: UDP).
+    streams: Vec<Option<Arc<StreamSettings>>>,
     /// The shard's TCP and TLS connections and own UDP sockets, in one poll set.
     net: NetPoll,
-    /// The run's targets and which are down (RFC 3263 §4.3 failover).
-    targets: TargetTable,
+    /// Per server: its targets and which are down (RFC 3263 §4.3 failover).
+    targets: Vec<TargetTable>,
 }
 
 /// The agent profile of group `g`: what its agents share.
 fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
-    let kind = plan.server.transport.kind;
+    let server = plan.server_of(g);
+    let kind = server.transport.kind;
     UaProfile {
-        domain: plan.server.domain.clone(),
-        registrar_uri: plan.server.registrar_uri.clone(),
-        outbound_proxy: plan.server.outbound_proxy.as_ref().map(|p| p.0.clone()),
+        domain: server.domain.clone(),
+        registrar_uri: server.registrar_uri.clone(),
+        outbound_proxy: server.outbound_proxy.as_ref().map(|p| p.0.clone()),
         transport: kind.via_token().into(),
         // RFC 3261 §17.1.1.2: no retransmissions over a reliable transport.
         reliable: kind.reliable(),
@@ -1199,9 +1245,11 @@ impl<'a> Shard<'a> {
         events: mpsc::Sender<Vec<RunEvent>>,
         stop: StopHandle,
         shared: Arc<Shared>,
-        stream: Option<Arc<StreamSettings>>,
+        streams: &[Option<Arc<StreamSettings>>],
     ) -> std::io::Result<ShardStats> {
-        let bind_ip: IpAddr = if plan.server.addr.ip().is_loopback() {
+        // The shard's UDP socket faces the servers: on loopback when they all are (the
+        // first one's address), else on every address of the first one's family.
+        let bind_ip: IpAddr = if plan.servers().all(|s| s.addr.ip().is_loopback()) {
             plan.server.addr.ip()
         } else if plan.server.addr.is_ipv4() {
             IpAddr::from([0, 0, 0, 0])
@@ -1226,8 +1274,12 @@ impl<'a> Shard<'a> {
         let start = Instant::now();
         crate::callmedia::shard_thread_setup(index, plan.shards);
         let media = MediaDriver::new()?;
-        let targets = TargetTable::new(shared.targets.clone(), start);
-        let net = NetPoll::new(stream.clone())?;
+        let targets = shared
+            .targets
+            .iter()
+            .map(|t| TargetTable::new(t.clone(), start))
+            .collect();
+        let net = NetPoll::new()?;
         let mut shard = Shard {
             index,
             plan,
@@ -1272,7 +1324,7 @@ impl<'a> Shard<'a> {
                 } else {
                     Duration::ZERO
                 },
-            stream,
+            streams: streams.to_vec(),
             net,
             targets,
         };
@@ -1280,9 +1332,10 @@ impl<'a> Shard<'a> {
         // answerer of the run is registered (product.md: receivers register first).
         let mut order = work;
         order.sort_by_key(|&(id, g, _)| (!matches!(plan.groups[g].role, Role::Answer { .. }), id));
-        let per_endpoint =
-            plan.server.transport.kind == FlowKind::Udp && plan.server.transport.udp_per_endpoint;
         for (n, (id, g, i)) in order.into_iter().enumerate() {
+            let server = plan.server_of(g);
+            let per_endpoint =
+                server.transport.kind == FlowKind::Udp && server.transport.udp_per_endpoint;
             let ep_plan = &plan.groups[g].endpoints[i];
             let seed = plan.seed ^ (u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             // `udp_socket = "per-endpoint"`: the endpoint's own socket (servers that tell
@@ -1290,7 +1343,7 @@ impl<'a> Shard<'a> {
             let mut link = Link::default();
             let mut notes = Vec::new();
             let (udp, local) = if per_endpoint {
-                let (s, note) = bind_udp(SocketAddr::new(bind_ip, 0), &plan.server.transport)?;
+                let (s, note) = bind_udp(SocketAddr::new(bind_ip, 0), &server.transport)?;
                 let mut own = s.local_addr()?;
                 own.set_ip(local.ip());
                 link.local = Some(own);
@@ -1352,7 +1405,7 @@ impl<'a> Shard<'a> {
                 dtmf_received: String::new(),
                 link,
                 own_udp: udp.is_some(),
-                failover: EndpointFailover::new(&shard.targets, start),
+                failover: EndpointFailover::new(&shard.targets[plan.groups[g].server], start),
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -1915,9 +1968,12 @@ impl<'a> Shard<'a> {
 
     fn run_script(&mut self, idx: usize, now: Instant, script: Script) {
         let events = self.events.clone();
+        let site = self.site(idx);
         let ep = &mut self.endpoints[idx];
         match script {
-            Script::Start | Script::Connect if self.stream.is_some() && ep.link.local.is_none() => {
+            Script::Start | Script::Connect
+                if self.streams[site].is_some() && ep.link.local.is_none() =>
+            {
                 self.connect(idx, now)
             }
             Script::Connect => {}
@@ -1972,7 +2028,7 @@ impl<'a> Shard<'a> {
             }
             Script::Unregister => {
                 ep.set_phase(Phase::Disconnecting, &events);
-                let connected = self.stream.is_none() || ep.link.local.is_some();
+                let connected = self.streams[site].is_none() || ep.link.local.is_some();
                 ep.link.leaving = true;
                 if ep.registration_code == Some(200) && connected {
                     ep.ua.unregister(now);
@@ -2060,20 +2116,27 @@ impl<'a> Shard<'a> {
         ep.active_call = Some(ep.ua.call(now, target, Some(sdp)));
     }
 
+    /// Which server of [`RunPlan::servers`] endpoint `idx` uses.
+    fn site(&self, idx: usize) -> usize {
+        self.plan.groups[self.endpoints[idx].group].server
+    }
+
     /// Sends what the endpoint queued, handles its events, reschedules it.
     fn pump(&mut self, idx: usize, now: Instant) {
+        let site = self.site(idx);
+        let server = self.plan.site_server(site);
         loop {
             let mut sent_any = false;
             while let Some(out) = self.endpoints[idx].ua.poll_transmit() {
                 sent_any = true;
                 let to = match &out.destination {
                     Destination::Registrar => self.registrar_addr(idx, &out.bytes),
-                    Destination::OutboundProxy => match &self.plan.server.outbound_proxy {
+                    Destination::OutboundProxy => match &server.outbound_proxy {
                         Some(p) => p.1,
                         None => self.registrar_addr(idx, &out.bytes),
                     },
                     Destination::Source(a) => *a,
-                    Destination::Uri(u) => uri_addr(u).unwrap_or(self.plan.server.addr),
+                    Destination::Uri(u) => uri_addr(u).unwrap_or(server.addr),
                 };
                 // Our own requests are indexed by Call-ID (responses route by it) with a scan
                 // of the header lines we wrote, not a second parse. ACK, BYE and CANCEL carry
@@ -2091,7 +2154,7 @@ impl<'a> Shard<'a> {
                     }
                 }
                 let at = now - self.start;
-                if let Some(stream) = &self.stream {
+                if let Some(stream) = &self.streams[site] {
                     // One connection per endpoint: every message goes over it, whatever
                     // its destination (the server reuses it towards us, RFC 5923 style).
                     let ep = &mut self.endpoints[idx];
@@ -2674,7 +2737,7 @@ impl<'a> Shard<'a> {
     fn on_message(&mut self, now: Instant, bytes: Bytes, from: SocketAddr, on: Option<usize>) {
         let (kind, local) = match on {
             Some(i) => (
-                self.plan.server.transport.kind,
+                self.plan.site_server(self.site(i)).transport.kind,
                 self.endpoints[i].link.local.unwrap_or(self.local),
             ),
             None => (FlowKind::Udp, self.local),
@@ -2785,7 +2848,7 @@ impl<'a> Shard<'a> {
 
     /// Opens endpoint `idx`'s connection (a new generation); it registers once connected.
     fn connect(&mut self, idx: usize, now: Instant) {
-        let Some(settings) = self.stream.clone() else {
+        let Some(settings) = self.streams[self.site(idx)].clone() else {
             return;
         };
         let addr = self.stream_target(idx, now);
@@ -2802,7 +2865,8 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        self.net.connect_to(idx, ep.link.generation, now, addr);
+        self.net
+            .connect_to(idx, ep.link.generation, now, addr, settings);
     }
 
     /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
@@ -2813,11 +2877,16 @@ impl<'a> Shard<'a> {
             }
             return;
         }
-        let Some(settings) = self.stream.clone() else {
+        let idx = m.endpoint;
+        if idx >= self.endpoints.len() {
+            return;
+        }
+        let site = self.site(idx);
+        let Some(settings) = self.streams[site].clone() else {
             return;
         };
-        let idx = m.endpoint;
         let plan = self.plan;
+        let server = plan.site_server(site);
         let at = now - self.start;
         let stopping = self.stopping;
         let Some(ep) = self.endpoints.get_mut(idx) else {
@@ -2890,7 +2959,7 @@ impl<'a> Shard<'a> {
                 }
                 let ep = &mut self.endpoints[idx];
                 if ep.link.was_up
-                    && plan.server.transport.reconnect
+                    && server.transport.reconnect
                     && !stopping
                     && ep.link.failures < MAX_RECONNECT_FAILURES
                 {
@@ -2951,7 +3020,7 @@ impl<'a> Shard<'a> {
                     self.schedule(idx);
                     return;
                 }
-                if plan.server.transport.reconnect && !stopping && !leaving {
+                if server.transport.reconnect && !stopping && !leaving {
                     // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
                     // in progress is lost with its connection.
                     if let Some(call) = ep.active_call.take() {

@@ -66,6 +66,8 @@ struct Conn {
     generation: u32,
     /// The server this connection goes to (one of the run's targets, RFC 3263).
     addr: SocketAddr,
+    /// How it is made: transport, TLS, WebSocket, timeouts, keep-alive.
+    settings: Arc<StreamSettings>,
     sock: TcpStream,
     phase: Phase,
     /// When the current phase began (its timeout counts from there).
@@ -90,7 +92,6 @@ struct Conn {
 pub struct NetPoll {
     poll: AsyncFd<Poll>,
     events: Events,
-    settings: Option<Arc<StreamSettings>>,
     /// Connections by endpoint index.
     conns: Vec<Option<Conn>>,
     /// Own UDP sockets by endpoint index.
@@ -119,9 +120,9 @@ fn token(endpoint: usize, udp: bool) -> Token {
 }
 
 impl NetPoll {
-    /// A new, empty set; `settings` say how connections are made (`None`: UDP only). Must be
-    /// called inside a tokio runtime with I/O enabled.
-    pub fn new(settings: Option<Arc<StreamSettings>>) -> io::Result<Self> {
+    /// A new, empty set (each connection says how it is made). Must be called inside a tokio
+    /// runtime with I/O enabled.
+    pub fn new() -> io::Result<Self> {
         // As for the media driver: sound for an owned `mio::Poll`, which closes its
         // descriptor only when dropped, after the `AsyncFd` has deregistered it.
         #[allow(deprecated)] // reason: `register_with_interest` is `unsafe`, denied here
@@ -129,7 +130,6 @@ impl NetPoll {
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
-            settings,
             conns: Vec::new(),
             udp: Vec::new(),
             deadlines: BinaryHeap::new(),
@@ -213,12 +213,10 @@ impl NetPoll {
             let Some(Reverse((_, endpoint, _))) = self.deadlines.pop() else {
                 break;
             };
-            let Some(settings) = self.settings.clone() else {
-                break;
-            };
             let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
                 continue;
             };
+            let settings = c.settings.clone();
             c.deadline = None;
             match c.phase {
                 Phase::Connecting => {
@@ -258,19 +256,28 @@ impl NetPoll {
 
     /// Starts endpoint `endpoint`'s connection `generation` (a previous one is closed).
     /// The outcome comes later as [`StreamEvent::Connected`] or [`StreamEvent::Failed`].
-    pub fn connect(&mut self, endpoint: usize, generation: u32, now: Instant) {
-        if let Some(addr) = self.settings.as_ref().map(|s| s.addr) {
-            self.connect_to(endpoint, generation, now, addr);
-        }
+    pub fn connect(
+        &mut self,
+        endpoint: usize,
+        generation: u32,
+        now: Instant,
+        settings: Arc<StreamSettings>,
+    ) {
+        let addr = settings.addr;
+        self.connect_to(endpoint, generation, now, addr, settings);
     }
 
     /// [`NetPoll::connect`] to `addr` (the endpoint's current target) instead of the
     /// settings' address.
-    pub fn connect_to(&mut self, endpoint: usize, generation: u32, now: Instant, addr: SocketAddr) {
+    pub fn connect_to(
+        &mut self,
+        endpoint: usize,
+        generation: u32,
+        now: Instant,
+        addr: SocketAddr,
+        settings: Arc<StreamSettings>,
+    ) {
         self.close(endpoint);
-        let Some(settings) = self.settings.clone() else {
-            return;
-        };
         if self.conns.len() <= endpoint {
             self.conns.resize_with(endpoint + 1, || None);
         }
@@ -290,9 +297,11 @@ impl NetPoll {
                 return;
             }
         };
+        let timeout = settings.timeout;
         self.conns[endpoint] = Some(Conn {
             generation,
             addr,
+            settings,
             sock,
             phase: Phase::Connecting,
             since: now,
@@ -305,7 +314,7 @@ impl NetPoll {
             notes: Vec::new(),
             deadline: None,
         });
-        self.set_deadline(endpoint, now + settings.timeout);
+        self.set_deadline(endpoint, now + timeout);
     }
 
     /// Closes endpoint `endpoint`'s connection on purpose (no event).
@@ -464,12 +473,10 @@ impl NetPoll {
 
     /// The socket of endpoint `endpoint` is ready: moves the connection on.
     fn drive(&mut self, endpoint: usize, now: Instant) {
-        let Some(settings) = self.settings.clone() else {
-            return;
-        };
         let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
+        let settings = c.settings.clone();
         if c.phase == Phase::Connecting {
             match c.sock.take_error() {
                 Ok(None) => {}
@@ -892,10 +899,10 @@ mod tests {
     async fn keepalive_pings_pongs_are_silent_and_a_close_is_reported() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut net =
-            NetPoll::new(Some(tcp_settings(addr, Some(Duration::from_millis(50))))).unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let settings = tcp_settings(addr, Some(Duration::from_millis(50)));
         let mut events = VecDeque::new();
-        net.connect(3, 7, Instant::now());
+        net.connect(3, 7, Instant::now(), settings);
         let (mut server, _) = listener.accept().await.unwrap();
         let ev = next(&mut net, &mut events).await;
         assert_eq!((ev.endpoint, ev.generation), (3, 7));
@@ -958,9 +965,10 @@ mod tests {
     async fn a_close_is_quiet_and_a_refusal_is_explained() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut net = NetPoll::new(Some(tcp_settings(addr, None))).unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let settings = tcp_settings(addr, None);
         let mut events = VecDeque::new();
-        net.connect(0, 1, Instant::now());
+        net.connect(0, 1, Instant::now(), settings.clone());
         let (mut server, _) = listener.accept().await.unwrap();
         assert!(matches!(
             next(&mut net, &mut events).await.event,
@@ -978,7 +986,7 @@ mod tests {
         assert!(events.is_empty(), "{events:?}");
 
         drop(listener);
-        net.connect(0, 2, Instant::now());
+        net.connect(0, 2, Instant::now(), settings.clone());
         let ev = next(&mut net, &mut events).await;
         assert_eq!(ev.generation, 2);
         match ev.event {
@@ -1004,9 +1012,10 @@ mod tests {
     async fn a_full_queue_refuses_sends_and_drains_in_order() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut net = NetPoll::new(Some(tcp_settings(addr, None))).unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let settings = tcp_settings(addr, None);
         let mut events = VecDeque::new();
-        net.connect(0, 1, Instant::now());
+        net.connect(0, 1, Instant::now(), settings.clone());
         let (mut server, _) = listener.accept().await.unwrap();
         assert!(matches!(
             next(&mut net, &mut events).await.event,
@@ -1068,9 +1077,10 @@ mod tests {
     async fn websocket_messages_both_ways_and_the_servers_close() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let settings = ws_settings(addr);
         let mut events = VecDeque::new();
-        net.connect(1, 1, Instant::now());
+        net.connect(1, 1, Instant::now(), settings.clone());
         let (tcp, _) = listener.accept().await.unwrap();
         let accept = sip_net::ws::accept(tcp);
         let mut server = tokio::select! {
@@ -1116,9 +1126,10 @@ mod tests {
     async fn a_refused_websocket_upgrade_is_explained() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut net = NetPoll::new(Some(ws_settings(addr))).unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let settings = ws_settings(addr);
         let mut events = VecDeque::new();
-        net.connect(0, 4, Instant::now());
+        net.connect(0, 4, Instant::now(), settings.clone());
         let (mut server, _) = listener.accept().await.unwrap();
         let mut request = Vec::new();
         while !request.ends_with(b"\r\n\r\n") {

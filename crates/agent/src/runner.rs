@@ -8,8 +8,8 @@ use sip_msg::{Host, Uri};
 
 use sip_net::tls::{ServerSettings, Verify, self_signed};
 
-use crate::builtin::{BuiltinRegistrar, Listen};
-use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run, run_with_targets};
+use crate::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
+use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run_with_targets};
 use crate::failover::{Target, TargetList};
 use crate::flow::FlowKind;
 use crate::testfile::{Discover, Prepared};
@@ -21,23 +21,27 @@ pub fn execute(
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
     let mut found = Vec::new();
-    let mut targets = None;
-    if let Some(d) = prepared.discover.take() {
-        let (list, notes) = discover(&d, &prepared.plan)?;
+    let mut targets: Vec<TargetList> = prepared
+        .plan
+        .servers()
+        .map(|s| TargetList::single(s.addr, s.transport.kind))
+        .collect();
+    for (site, d) in std::mem::take(&mut prepared.discover) {
+        let (list, notes) = discover(&d, prepared.plan.site_server(site), prepared.plan.seed)?;
         let first = &list.targets[list.start];
-        prepared.plan.server.addr = first.addr;
-        prepared.plan.server.transport.kind = first.kind;
-        found = notes;
-        targets = Some(list);
+        let server = prepared.plan.site_server_mut(site);
+        server.addr = first.addr;
+        server.transport.kind = first.kind;
+        found.extend(notes);
+        targets[site] = list;
     }
     let Some(secret) = prepared.builtin.take() else {
-        let plan = prepared.plan;
-        let targets = targets
-            .unwrap_or_else(|| TargetList::single(plan.server.addr, plan.server.transport.kind));
-        return run_with_targets(plan, targets, events, stop).map(|(mut summary, reports)| {
-            summary.discovery = found;
-            (summary, reports)
-        });
+        return run_with_targets(prepared.plan, targets, events, stop).map(
+            |(mut summary, reports)| {
+                summary.discovery = found;
+                (summary, reports)
+            },
+        );
     };
     // The built-in registrar runs on its own thread for the length of the run (named, so
     // a benchmark can read its CPU apart: benches/load/rtp.sh).
@@ -48,12 +52,25 @@ pub fn execute(
         .build()?;
     let domain = "sipmeter.builtin".to_owned();
     let ip: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let kind = prepared.plan.server.transport.kind;
+    // One registrar with a listener per transport the built-in servers use (one location
+    // service: their groups call each other across transports).
+    let mut kinds: Vec<FlowKind> = Vec::new();
+    for &site in &prepared.builtin_sites {
+        let kind = prepared.plan.site_server(site).transport.kind;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
     // TLS and WSS: a certificate made for this run, which the endpoints trust (Custom CA).
-    let tls = if kind.secure() {
+    let tls = if kinds.iter().any(|k| k.secure()) {
         let cert = self_signed(&[domain.clone(), "127.0.0.1".to_owned()])
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        prepared.plan.server.transport.tls.verify = Verify::Custom(vec![cert.cert_der.clone()]);
+        for &site in &prepared.builtin_sites {
+            let server = prepared.plan.site_server_mut(site);
+            if server.transport.kind.secure() {
+                server.transport.tls.verify = Verify::Custom(vec![cert.cert_der.clone()]);
+            }
+        }
         Some(ServerSettings {
             identity: cert
                 .identity()
@@ -63,16 +80,19 @@ pub fn execute(
     } else {
         None
     };
-    let listen = match (kind, tls) {
-        (FlowKind::Tcp, _) => Listen::Tcp(ip),
-        (FlowKind::Ws, _) => Listen::Ws(ip),
-        (FlowKind::Tls, Some(t)) => Listen::Tls(ip, t),
-        (FlowKind::Wss, Some(t)) => Listen::Wss(ip, t),
-        _ => Listen::Udp(ip),
-    };
+    let listens = kinds
+        .iter()
+        .map(|kind| match (kind, &tls) {
+            (FlowKind::Tcp, _) => Listen::Tcp(ip),
+            (FlowKind::Ws, _) => Listen::Ws(ip),
+            (FlowKind::Tls, Some(t)) => Listen::Tls(ip, t.clone()),
+            (FlowKind::Wss, Some(t)) => Listen::Wss(ip, t.clone()),
+            _ => Listen::Udp(ip),
+        })
+        .collect();
     let reg = rt
-        .block_on(BuiltinRegistrar::start(
-            listen,
+        .block_on(BuiltinRegistrar::start_many(
+            listens,
             RegistrarConfig {
                 domain: domain.clone(),
                 host: Host::parse("127.0.0.1").unwrap_or(Host::Name("localhost".into())),
@@ -83,18 +103,33 @@ pub fn execute(
                 min_expires: 10,
                 max_expires: 3600,
             },
+            ServiceOptions::default(),
         ))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let addr = reg.addr();
-    prepared.plan.server.addr = addr;
-    prepared.plan.server.domain = domain;
-    prepared.plan.server.registrar_uri = Uri::parse(&format!(
-        "sip:127.0.0.1:{};transport={}",
-        addr.port(),
-        kind.via_token().to_ascii_lowercase()
-    ))
-    .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let out = run(prepared.plan, events, stop);
+    for &site in &prepared.builtin_sites {
+        let server = prepared.plan.site_server_mut(site);
+        let kind = server.transport.kind;
+        let addr = kinds
+            .iter()
+            .position(|k| *k == kind)
+            .and_then(|i| reg.addrs().get(i))
+            .copied()
+            .unwrap_or(reg.addr());
+        server.addr = addr;
+        server.domain = domain.clone();
+        server.registrar_uri = Uri::parse(&format!(
+            "sip:127.0.0.1:{};transport={}",
+            addr.port(),
+            kind.via_token().to_ascii_lowercase()
+        ))
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        targets[site] = TargetList::single(addr, kind);
+    }
+    let out =
+        run_with_targets(prepared.plan, targets, events, stop).map(|(mut summary, reports)| {
+            summary.discovery = found;
+            (summary, reports)
+        });
     rt.block_on(reg.stop());
     out
 }
@@ -109,7 +144,8 @@ pub fn execute(
 /// used: endpoints fail over along it during the run ([`crate::failover`]).
 fn discover(
     d: &Discover,
-    plan: &crate::engine::RunPlan,
+    server: &crate::engine::ServerTarget,
+    seed: u64,
 ) -> std::io::Result<(TargetList, Vec<String>)> {
     use sip_net::dns::{Discovery, Dns};
     use sip_proto::rfc3263::Failure;
@@ -119,7 +155,7 @@ fn discover(
         .build()?;
     rt.block_on(async {
         let dns = Dns::new(d.dns_server).map_err(std::io::Error::other)?;
-        let mut disco = Discovery::new(d.destination.clone(), dns, plan.seed)
+        let mut disco = Discovery::new(d.destination.clone(), dns, seed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut skipped = Vec::new();
         let mut notes = Vec::new();
@@ -178,16 +214,16 @@ fn discover(
                 port: addr.port(),
             };
             first.get_or_insert((addr, kind));
-            let transport = &plan.server.transport;
+            let transport = &server.transport;
             let probe = crate::proxyprobe::ProxyProbe {
                 proxy: &addr.to_string(),
                 kind,
                 tls: &transport.tls,
                 ws_path: &transport.ws_path,
                 user: "sipmeter",
-                domain: &plan.server.domain,
-                server_name: Some(transport.tls_name.as_deref().unwrap_or(&plan.server.domain)),
-                seed: plan.seed,
+                domain: &server.domain,
+                server_name: Some(transport.tls_name.as_deref().unwrap_or(&server.domain)),
+                seed,
                 timeout: std::time::Duration::from_secs(4),
             };
             let mut trace = Vec::new();

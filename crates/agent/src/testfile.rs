@@ -291,14 +291,17 @@ pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
 /// How to run a test: the engine plan, plus what the runner must set up.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The plan; `server.addr` is a placeholder when `builtin` is set.
+    /// The plan: one server per registrar the groups use, in the order of their first group
+    /// (the built-in's and those to locate by DNS have a placeholder address).
     pub plan: RunPlan,
-    /// Start the built-in registrar (with this secret) and point the plan at it.
+    /// Start the built-in registrar (with this secret) and point `builtin_sites` at it.
     pub builtin: Option<Vec<u8>>,
+    /// The servers of [`RunPlan::servers`] that are the built-in registrar.
+    pub builtin_sites: Vec<usize>,
     /// The gates.
     pub pass: PassCriteria,
-    /// Find the registrar by DNS before the run (the plan's `server.addr` is a placeholder).
-    pub discover: Option<Discover>,
+    /// Servers of [`RunPlan::servers`] to find by DNS before the run.
+    pub discover: Vec<(usize, Discover)>,
 }
 
 /// A registrar to locate by DNS (RFC 3263) when the run starts.
@@ -874,8 +877,9 @@ pub fn prepare_parsed(
             .unwrap_or(true)
     };
     let mut groups = Vec::new();
-    let mut server: Option<(ServerTarget, bool)> = None;
-    let mut discover = None;
+    // The servers the groups use, in the order of their first group, and which are built in.
+    let mut sites: Vec<(&str, ServerTarget, bool)> = Vec::new();
+    let mut discover = Vec::new();
     let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut taken: HashMap<String, usize> = HashMap::new();
     for (gi, g) in tf.groups.iter().enumerate() {
@@ -888,22 +892,23 @@ pub fn prepare_parsed(
                 format!("no registrar with id `{rid}`"),
             );
         };
-        match &server {
-            Some((s, _)) if s.addr != target.addr || s.domain != target.domain => {
-                return cx.err(
-                    g.registrar.span(),
-                    field("registrar"),
-                    "all groups of one test must use the same registrar in this build",
-                );
+        let site = match sites.iter().position(|(id, ..)| *id == rid.as_str()) {
+            Some(i) => i,
+            None => {
+                if let Some(d) = deferred.get(rid.as_str()) {
+                    let destination = d.clone();
+                    discover.push((
+                        sites.len(),
+                        Discover {
+                            destination,
+                            dns_server,
+                        },
+                    ));
+                }
+                sites.push((rid.as_str(), target.clone(), *is_builtin));
+                sites.len() - 1
             }
-            _ => {
-                server = Some((target.clone(), *is_builtin));
-                discover = deferred.get(rid.as_str()).map(|d| Discover {
-                    destination: d.clone(),
-                    dns_server,
-                });
-            }
-        }
+        };
         let n = *g.endpoints.get_ref();
         if n == 0 {
             return cx.err(g.endpoints.span(), field("endpoints"), "must be at least 1");
@@ -947,15 +952,46 @@ pub fn prepare_parsed(
             g.name.clone(),
             endpoints.iter().map(|e| e.user.clone()).collect(),
         );
-        groups.push((gi, endpoints));
+        groups.push((gi, endpoints, site));
     }
-    let Some((server, server_is_builtin)) = server else {
+    if sites.is_empty() {
         return cx.err(0..0, "group", "no group");
-    };
+    }
+    // Endpoints sharing a shard's UDP socket are told apart by their user: one user on two
+    // registrars (extension 1001 on both PBXs) would get each other's calls.
+    let mut udp_users: HashMap<&str, &str> = HashMap::new();
+    for (gi, endpoints, site) in &groups {
+        let t = &sites[*site].1.transport;
+        if t.kind != FlowKind::Udp || t.udp_per_endpoint {
+            continue;
+        }
+        let g = &tf.groups[*gi];
+        for e in endpoints {
+            match udp_users.insert(&e.user, &g.name) {
+                Some(other) if other != g.name.as_str() => {
+                    return cx.err(
+                        g.registrar.span(),
+                        format!("group[{gi}].registrar"),
+                        format!(
+                            "user `{}` is in group `{other}` too, on another registrar: over UDP with a shared socket their calls cannot be told apart; set udp_socket = \"per-endpoint\" on one of the registrars",
+                            e.user
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    // Each group's server, by group name (`group:NAME` calls its users at their domain).
+    let site_of: HashMap<&str, usize> = groups
+        .iter()
+        .map(|(gi, _, site)| (tf.groups[*gi].name.as_str(), *site))
+        .collect();
     let mut plans = Vec::new();
     let mut max_calls = 1u32;
-    for (gi, endpoints) in groups {
+    for (gi, endpoints, site) in groups {
         let g = &tf.groups[gi];
+        let (_, server, is_builtin) = &sites[site];
         let field = |f: &str| format!("group[{gi}].{f}");
         let role_name = g.role.as_ref().map_or_else(
             || {
@@ -988,7 +1024,7 @@ pub fn prepare_parsed(
                 let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("builtin:")
                 {
                     // The built-in registrar's service numbers (echo, tone) at its domain.
-                    if !server_is_builtin {
+                    if !is_builtin {
                         return cx.err(
                             call.span(),
                             field("call"),
@@ -1017,11 +1053,14 @@ pub fn prepare_parsed(
                             format!("no group named `{name}`"),
                         );
                     };
-                    // RFC 3261 §25.1: an IPv6 domain is bracketed in a URI.
-                    let host = if server.domain.contains(':') {
-                        format!("[{}]", server.domain)
+                    // The callees at their own server's domain (the caller's server routes
+                    // there when it is another one). RFC 3261 §25.1: an IPv6 domain is
+                    // bracketed in a URI.
+                    let domain = &sites[site_of.get(name).copied().unwrap_or(site)].1.domain;
+                    let host = if domain.contains(':') {
+                        format!("[{domain}]")
                     } else {
-                        server.domain.clone()
+                        domain.clone()
                     };
                     users
                         .iter()
@@ -1200,6 +1239,7 @@ pub fn prepare_parsed(
             None
         };
         plans.push(GroupPlan {
+            server: site,
             media,
             actions,
             name: g.name.clone(),
@@ -1231,8 +1271,21 @@ pub fn prepare_parsed(
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
+    let builtin_sites: Vec<usize> = sites
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, b))| *b)
+        .map(|(i, _)| i)
+        .collect();
+    // Started only when a group uses it.
+    let builtin = builtin.filter(|_| !builtin_sites.is_empty());
+    let mut servers = sites.into_iter().map(|(_, s, _)| s);
+    let Some(server) = servers.next() else {
+        return cx.err(0..0, "group", "no group");
+    };
     Ok(Prepared {
         plan: RunPlan {
+            more_servers: servers.collect(),
             name: tf.name,
             rtp_ports,
             keep_samples: false,
@@ -1249,6 +1302,7 @@ pub fn prepare_parsed(
             timers,
         },
         builtin,
+        builtin_sites,
         pass: tf.pass,
         discover,
     })
@@ -1357,6 +1411,59 @@ registrar = "pbx"
 call = "group:callees"
 "#;
 
+    /// Groups on two registrars (product.md: "a group is a share of the endpoints with its
+    /// own registrar"): one server each, in the order of their first group, accounts from
+    /// each registrar's own pool, and `group:NAME` calls the callees at their own domain.
+    #[test]
+    fn groups_on_two_registrars_get_a_server_each() {
+        let two = GOOD
+            .replace(
+                "[[accounts]]",
+                "[[registrar]]\nid = \"b\"\ndomain = \"127.0.0.2\"\ntransport = \"tcp\"\n\n\
+                 [[accounts]]\nregistrar = \"b\"\nrange = { from = 2001, to = 2002, password = \"x\" }\n\n[[accounts]]",
+            )
+            .replacen("registrar = \"pbx\"\nrole", "registrar = \"b\"\nrole", 1);
+        let p = prepare("t.toml", &two, b"s", 0).unwrap();
+        let servers: Vec<String> = p
+            .plan
+            .servers()
+            .map(|s| s.registrar_uri.to_string())
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                "sip:127.0.0.2:5060;transport=tcp",
+                "sip:127.0.0.1:5060;transport=udp"
+            ],
+            "{two}"
+        );
+        let g = &p.plan.groups;
+        assert_eq!((g[0].server, g[1].server), (0, 1));
+        assert_eq!(p.plan.server_of(1).transport.kind, FlowKind::Udp);
+        assert_eq!(g[0].endpoints[0].user, "2001");
+        assert_eq!(g[1].endpoints[0].user, "1001");
+        let Role::Call { targets, .. } = &g[1].role else {
+            panic!("callers call")
+        };
+        assert_eq!(targets[0].to_string(), "sip:2001@127.0.0.2");
+        // The same extension on two registrars over shared UDP sockets is refused, named.
+        let clash = two
+            .replace("transport = \"tcp\"", "transport = \"udp\"")
+            .replace("from = 2001, to = 2002", "from = 1001, to = 1002");
+        let e = prepare("t.toml", &clash, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].registrar", "{e}");
+        assert!(
+            e.message.contains("user `1001` is in group `callees` too"),
+            "{e}"
+        );
+        let apart = clash.replacen(
+            "transport = \"udp\"",
+            "transport = \"udp\"\nudp_socket = \"per-endpoint\"",
+            1,
+        );
+        assert!(prepare("t.toml", &apart, b"s", 0).is_ok());
+    }
+
     #[test]
     fn reads_a_test_file() {
         let p = prepare("t.toml", GOOD, b"s", 1_000).unwrap();
@@ -1403,7 +1510,9 @@ call = "group:callees"
             p.plan.server.registrar_uri.to_string(),
             "sip:pbx.example.com"
         );
-        let d = p.discover.expect("located by DNS at run time");
+        let [(0, d)] = p.discover.as_slice() else {
+            panic!("located by DNS at run time: {:?}", p.discover)
+        };
         assert_eq!(d.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
         assert_eq!((d.destination.port, d.destination.transport), (None, None));
         // --dns-server wins over the file.
@@ -1416,11 +1525,16 @@ call = "group:callees"
         )
         .unwrap();
         assert_eq!(
-            p.discover.unwrap().dns_server,
+            p.discover[0].1.dns_server,
             Some("10.0.0.1:53".parse().unwrap())
         );
         // A fixed transport with an IP literal needs no DNS.
-        assert!(prepare("t.toml", GOOD, b"s", 0).unwrap().discover.is_none());
+        assert!(
+            prepare("t.toml", GOOD, b"s", 0)
+                .unwrap()
+                .discover
+                .is_empty()
+        );
         let bad = auto.replace("127.0.0.1:5353", "localhost");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (4, "dns_server"), "{e}");
@@ -1436,7 +1550,7 @@ call = "group:callees"
         // A fixed TLS transport with a DNS server: located by DNS, TLS only, port 5061.
         let tls = auto.replace("\"auto\"", "\"tls\"");
         let p = prepare("t.toml", &tls, b"s", 0).unwrap();
-        let d = p.discover.unwrap();
+        let d = &p.discover[0].1;
         assert_eq!(
             (d.destination.port, d.destination.transport),
             (Some(5061), Some(sip_proto::target::Transport::Tls))

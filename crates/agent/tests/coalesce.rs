@@ -97,6 +97,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
         std::thread::spawn(move || scripted_uas(sock, stop))
     };
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "coalesced answers".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -108,6 +109,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "callers".into(),
             endpoints: vec![EndpointPlan {
                 user: "alice".into(),

@@ -54,6 +54,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
     };
     let users = ["good1", "bad", "good2"];
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "malformed".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -66,6 +67,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "phones".into(),
             endpoints: users
                 .iter()

@@ -232,6 +232,7 @@ fn one_call(
     secs: u64,
 ) -> RunPlan {
     RunPlan {
+        more_servers: Vec::new(),
         name: "media".into(),
         rtp_ports,
         keep_samples: true,
@@ -245,6 +246,7 @@ fn one_call(
         },
         groups: vec![
             GroupPlan {
+                server: 0,
                 name: "callers".into(),
                 endpoints: vec![endpoint("caller0")],
                 prack: false,
@@ -258,6 +260,7 @@ fn one_call(
                 },
             },
             GroupPlan {
+                server: 0,
                 name: "callees".into(),
                 endpoints: vec![endpoint("callee0")],
                 prack: false,

@@ -54,6 +54,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         .map(|i| Uri::parse(&format!("sip:callee{i}@sipmeter.test")).unwrap())
         .collect();
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "loopback".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -67,6 +68,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
         },
         groups: vec![
             GroupPlan {
+                server: 0,
                 name: "callers".into(),
                 endpoints: endpoints("caller", 10),
                 prack: true,
@@ -80,6 +82,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                 },
             },
             GroupPlan {
+                server: 0,
                 name: "callees".into(),
                 endpoints: endpoints("callee", 10),
                 prack: true,

@@ -253,6 +253,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
             .collect()
     };
     let group = |name: &str, role: Role| GroupPlan {
+        server: 0,
         name: name.into(),
         endpoints: endpoints(name),
         prack: false,
@@ -262,6 +263,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
         role,
     };
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "reconnect".into(),
         rtp_ports: None,
         keep_samples: false,

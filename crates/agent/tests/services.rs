@@ -59,6 +59,7 @@ fn udp_registrar(
 
 fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPlan {
     GroupPlan {
+        server: 0,
         name: group.into(),
         endpoints: (0..n)
             .map(|i| {
@@ -92,6 +93,7 @@ fn run_against(
 ) -> (RunSummary, Vec<EndpointReport>) {
     let addr = reg.addr();
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "services".into(),
         rtp_ports: None,
         keep_samples: true,

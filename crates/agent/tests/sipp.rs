@@ -145,6 +145,7 @@ fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
 
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
     RunPlan {
+        more_servers: Vec::new(),
         name: "sipp interop".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -211,6 +212,7 @@ fn our_callers_call_a_sipp_uas() {
         .collect();
     let target = Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap();
     let groups = vec![GroupPlan {
+        server: 0,
         name: "callers".into(),
         endpoints,
         prack: false,
@@ -266,6 +268,7 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         credentials: None,
     }];
     let groups = vec![GroupPlan {
+        server: 0,
         name: "callees".into(),
         endpoints,
         prack: false,
@@ -366,6 +369,7 @@ fn sipp_over_udp_and_tcp_calls_our_websocket_phone_through_one_registrar() {
     let mut the_plan = plan(
         &reg,
         vec![GroupPlan {
+            server: 0,
             name: "callees".into(),
             endpoints: vec![EndpointPlan {
                 user: "callee1".into(),
@@ -503,6 +507,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
     let sipp_addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     // A trunk-style test: no REGISTER, calls go straight to the peer (SIPp).
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "direct to sipp".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -517,6 +522,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
             },
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "trunk".into(),
             endpoints: (0..3)
                 .map(|i| EndpointPlan {
@@ -615,6 +621,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
         (args, port)
     });
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "rtp echo".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -626,6 +633,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "trunk".into(),
             endpoints: (0..2)
                 .map(|i| EndpointPlan {

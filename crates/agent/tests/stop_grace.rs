@@ -104,6 +104,7 @@ fn an_answerer_whose_caller_never_hangs_up_ends_the_run_itself() {
         std::thread::spawn(move || scripted_server(sock, stop))
     };
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "stop grace".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -115,6 +116,7 @@ fn an_answerer_whose_caller_never_hangs_up_ends_the_run_itself() {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "callees".into(),
             endpoints: vec![EndpointPlan {
                 user: "callee".into(),

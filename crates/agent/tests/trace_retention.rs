@@ -71,6 +71,7 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
     }
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "trace retention".into(),
         rtp_ports: None,
         keep_samples: false,
@@ -82,6 +83,7 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "caller".into(),
             endpoints: vec![EndpointPlan {
                 user: "caller0".into(),

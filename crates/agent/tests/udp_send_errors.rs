@@ -69,6 +69,7 @@ fn a_refused_datagram_fails_its_endpoint_and_spares_the_others() {
     };
     let users = ["good1", "bad", "good2", "good3"];
     let plan = RunPlan {
+        more_servers: Vec::new(),
         name: "refused sends".into(),
         rtp_ports: None,
         keep_samples: true,
@@ -80,6 +81,7 @@ fn a_refused_datagram_fails_its_endpoint_and_spares_the_others() {
             transport: Default::default(),
         },
         groups: vec![GroupPlan {
+            server: 0,
             name: "callers".into(),
             endpoints: users
                 .iter()

@@ -459,3 +459,60 @@ max = 16
     assert_eq!(code, 2);
     assert!(err.contains(":4: capacity.vary: `people`"), "{err}");
 }
+
+/// Groups on different registrars: two built-in registrar entries over UDP, TCP and WSS are one
+/// built-in registrar with a listener each, and each group registers and calls over its own
+/// transport: WSS callees answer UDP callers, UDP callees answer TCP callers.
+#[test]
+fn groups_on_registrars_of_different_transports_call_each_other() {
+    let file = tmp("mixed.toml");
+    let mut test = String::from("name = \"mixed transports\"\nduration = \"1s\"\n");
+    for t in ["udp", "tcp", "wss"] {
+        test.push_str(&format!(
+            "\n[[registrar]]\nid = \"{t}\"\nkind = \"builtin\"\ntransport = \"{t}\"\n"
+        ));
+    }
+    for (name, registrar, role) in [
+        ("wss_callees", "wss", "role = \"answer\""),
+        ("udp_callers", "udp", "call = \"group:wss_callees\""),
+        ("udp_callees", "udp", "role = \"answer\""),
+        ("tcp_callers", "tcp", "call = \"group:udp_callees\""),
+    ] {
+        test.push_str(&format!(
+            "\n[[group]]\nname = \"{name}\"\nendpoints = 2\nregistrar = \"{registrar}\"\n{role}\n"
+        ));
+    }
+    std::fs::write(&file, &test).unwrap();
+    let report = tmp("mixed.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{test}\n{out}\n{err}");
+    assert!(out.contains("4 attempted, 4 answered"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let endpoints = v["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 8);
+    for ep in endpoints {
+        assert_eq!(ep["outcome"], "SUCCESS", "{ep}");
+        assert!(ep["media"]["mos"].as_f64().is_some_and(|m| m > 4.0), "{ep}");
+        // Every message of the endpoint went over its own registrar's transport.
+        let want = match ep["group"].as_str().unwrap() {
+            "wss_callees" => "Wss",
+            "tcp_callers" => "Tcp",
+            _ => "Udp",
+        };
+        let kinds: std::collections::BTreeSet<&str> = ep["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["transport"].as_str())
+            .collect();
+        assert_eq!(kinds.into_iter().collect::<Vec<_>>(), [want], "{ep}");
+    }
+}

@@ -29,6 +29,7 @@ impl Shard<'_> {
     /// proxy): the endpoint's current target. Remembers where REGISTERs and INVITEs went;
     /// a CANCEL and the ACK of a failure go where their INVITE went (RFC 3261 §9.1, §17.1.1.3).
     pub(super) fn registrar_addr(&mut self, idx: usize, bytes: &[u8]) -> std::net::SocketAddr {
+        let site = self.site(idx);
         let ep = &mut self.endpoints[idx];
         let mut i = ep.failover.current();
         if bytes.starts_with(b"CANCEL ") || bytes.starts_with(b"ACK ") {
@@ -39,9 +40,9 @@ impl Shard<'_> {
         } else if bytes.starts_with(b"INVITE ") {
             ep.failover.invite_sent_to = i;
         }
-        self.targets
+        self.targets[site]
             .get(i)
-            .map_or(self.plan.server.addr, |t| t.addr)
+            .map_or(self.plan.site_server(site).addr, |t| t.addr)
     }
 
     /// A response for endpoint `idx` arrived: keep a 503's Retry-After for the failure.
@@ -54,27 +55,30 @@ impl Shard<'_> {
         }
     }
 
-    /// Failover is possible: more than one target, not stopping.
-    fn can_fail_over(&self) -> bool {
-        self.targets.len() > 1 && !self.stopping
+    /// Failover is possible for server `site`'s endpoints: more than one target, not
+    /// stopping.
+    fn can_fail_over(&self, site: usize) -> bool {
+        self.targets[site].len() > 1 && !self.stopping
     }
 
     /// Stream transports: where endpoint `idx`'s next connection goes. Its current target,
     /// unless another endpoint of the shard found that one down: then the next one up.
     pub(super) fn stream_target(&mut self, idx: usize, now: Instant) -> std::net::SocketAddr {
         let at = now - self.start;
+        let site = self.site(idx);
         let ep = &mut self.endpoints[idx];
         // The old connection (and any REGISTER on it) is gone with its agent.
         ep.failover.register_pending = false;
-        if self.targets.is_down(ep.failover.current(), now)
-            && let Some(note) = ep.failover.move_off(&self.targets, now)
+        let targets = &mut self.targets[site];
+        if targets.is_down(ep.failover.current(), now)
+            && let Some(note) = ep.failover.move_off(targets, now)
         {
             ep.trace.push(TraceEntry::note(note, at));
             self.stats.failovers += 1;
         }
-        self.targets
+        targets
             .get(ep.failover.current())
-            .map_or(self.plan.server.addr, |t| t.addr)
+            .map_or(self.plan.site_server(site).addr, |t| t.addr)
     }
 
     /// Stream transports: endpoint `idx`'s connect failed (refused, unreachable, timed out;
@@ -82,7 +86,8 @@ impl Shard<'_> {
     /// true; the endpoint registers once connected and carries on (a reconnect resumes what
     /// it was doing). False: the engine handles the failure as before.
     pub(super) fn connect_failed_over(&mut self, idx: usize, now: Instant, error: &str) -> bool {
-        if !self.can_fail_over() || self.endpoints[idx].link.leaving {
+        let site = self.site(idx);
+        if !self.can_fail_over(site) || self.endpoints[idx].link.leaving {
             return false;
         }
         let at = now - self.start;
@@ -91,7 +96,7 @@ impl Shard<'_> {
         let failure = Failure::Transport(format!("connect failed: {error}"));
         let d = ep
             .failover
-            .handle_failure(&mut self.targets, failed, &failure, now);
+            .handle_failure(&mut self.targets[site], failed, &failure, now);
         ep.trace.push(TraceEntry::note(d.note, at));
         if d.next.is_none() {
             return false;
@@ -141,7 +146,8 @@ impl Shard<'_> {
     ) -> bool {
         let retry_after = self.endpoints[idx].failover.retry_after.take();
         self.endpoints[idx].failover.register_pending = false;
-        if !self.can_fail_over() {
+        let site = self.site(idx);
+        if !self.can_fail_over(site) {
             return false;
         }
         let Some(failure) = Failure::of(code, reason, retry_after) else {
@@ -153,13 +159,13 @@ impl Shard<'_> {
         ep.failover.registered_on = None;
         let d = ep
             .failover
-            .handle_failure(&mut self.targets, failed, &failure, now);
+            .handle_failure(&mut self.targets[site], failed, &failure, now);
         ep.trace.push(TraceEntry::note(d.note, at));
         if d.next.is_none() {
             return false;
         }
         self.stats.failovers += 1;
-        if self.stream.is_some() {
+        if self.streams[site].is_some() {
             let call = match ep.failover.resume.take() {
                 Some(Resume::Call(c)) => Some(c),
                 _ => None,
@@ -187,12 +193,13 @@ impl Shard<'_> {
     ) -> bool {
         let retry_after = self.endpoints[idx].failover.retry_after.take();
         let plan = self.plan;
+        let site = self.site(idx);
         let ep = &self.endpoints[idx];
         // Only our own dialling (not an incoming call, not a CANCEL's 487).
         let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
             return false;
         };
-        if !self.can_fail_over() || ep.active_call != Some(call) || targets.is_empty() {
+        if !self.can_fail_over(site) || ep.active_call != Some(call) || targets.is_empty() {
             return false;
         }
         let Some(failure) = Failure::of(code, reason, retry_after) else {
@@ -208,7 +215,7 @@ impl Shard<'_> {
         let failed = ep.failover.invite_sent_to;
         let d = ep
             .failover
-            .handle_failure(&mut self.targets, failed, &failure, now);
+            .handle_failure(&mut self.targets[site], failed, &failure, now);
         ep.trace.push(TraceEntry::note(d.note, at));
         let Some(next) = d.next else {
             return false;
@@ -217,7 +224,7 @@ impl Shard<'_> {
         // The failed INVITE is over; the call (and its media) carries on as the new one.
         ep.ua.forget_call(call);
         ep.active_call = None;
-        if self.stream.is_some() {
+        if self.streams[site].is_some() {
             self.reconnect_elsewhere(idx, now, Some(retry));
         } else if !register
             || (ep.failover.registered_on == Some(next) && ep.failover.resume.is_none())
@@ -243,6 +250,7 @@ impl Shard<'_> {
     pub(super) fn registered_after_failover(&mut self, idx: usize, now: Instant) -> bool {
         let stopping = self.stopping;
         let at = now - self.start;
+        let site = self.site(idx);
         let ep = &mut self.endpoints[idx];
         let was_registered = ep.registration_code == Some(200);
         ep.failover.register_pending = false;
@@ -266,7 +274,7 @@ impl Shard<'_> {
             return false;
         }
         ep.registration_code = Some(200);
-        if let Some(t) = self.targets.get(ep.failover.current()) {
+        if let Some(t) = self.targets[site].get(ep.failover.current()) {
             ep.trace
                 .push(TraceEntry::note(format!("registered on {t}"), at));
         }
@@ -285,10 +293,14 @@ impl Shard<'_> {
     /// Endpoints with a REGISTER in flight find out by themselves.
     fn move_others_off(&mut self, except: usize, dead: usize, now: Instant) {
         let at = now - self.start;
+        let site = self.site(except);
         for j in 0..self.endpoints.len() {
             let registers = self.plan.groups[self.endpoints[j].group].register;
+            // Target `dead` is an index in this server's list only.
+            let other_site = self.site(j) != site;
             let ep = &mut self.endpoints[j];
             if j == except
+                || other_site
                 || ep.done
                 || ep.failover.current() != dead
                 || ep.failover.resume.is_some()
@@ -296,7 +308,8 @@ impl Shard<'_> {
             {
                 continue;
             }
-            if self.stream.is_some() && (ep.active_call.is_some() || ep.link.local.is_none()) {
+            if self.streams[site].is_some() && (ep.active_call.is_some() || ep.link.local.is_none())
+            {
                 // A call in progress keeps its connection; an endpoint without one picks a
                 // live target when it connects.
                 continue;
@@ -306,12 +319,12 @@ impl Shard<'_> {
             if !idle && !matches!(state, RegState::Registered { .. }) {
                 continue;
             }
-            let Some(note) = ep.failover.move_off(&self.targets, now) else {
+            let Some(note) = ep.failover.move_off(&self.targets[site], now) else {
                 return;
             };
             ep.trace.push(TraceEntry::note(note, at));
             self.stats.failovers += 1;
-            if self.stream.is_some() {
+            if self.streams[site].is_some() {
                 self.reconnect_elsewhere(j, now, None);
                 continue;
             }
