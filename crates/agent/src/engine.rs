@@ -634,6 +634,19 @@ pub fn run_with_targets(
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
     let started = Instant::now();
+    let servers = 1 + plan.more_servers.len();
+    if targets.len() != servers {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} target lists for {servers} servers", targets.len()),
+        ));
+    }
+    if let Some(g) = plan.groups.iter().find(|g| g.server >= servers) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("group `{}` names server {} of {servers}", g.name, g.server),
+        ));
+    }
     let shards = plan.shards.max(1);
     // Deal endpoints to shards round-robin, keeping each group's order.
     let mut assignments: Vec<Vec<(u32, usize, usize)>> = vec![Vec::new(); shards];
