@@ -157,3 +157,44 @@ fn the_echo_hangs_up_on_a_silent_caller_after_the_media_timeout() {
         "{stopped}"
     );
 }
+
+/// A delayed offer from a real peer: SIPp's scenario sends the INVITE without SDP, checks the
+/// 200 offers PCMU, answers it in the ACK and hangs up a second later; the echo takes the
+/// call and the ACK's answer (it would hang up on a caller with no usable answer).
+#[test]
+fn sipp_calls_echo_with_a_delayed_offer() {
+    if !testpeers::available("sipp", "sip-tester") {
+        return;
+    }
+    let (reg, mut out, port) = start_registrar(&[]);
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/sipp/uac-delayed-offer.xml");
+    let local = testpeers::free_port().unwrap();
+    let mut child = Proc(
+        Command::new("sipp")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-s", "echo", "-i", "127.0.0.1", "-p", &local.to_string()])
+            .args(["-m", "2", "-l", "1", "-nostdin", "-timeout", "20s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sipp starts"),
+    );
+    let end = Instant::now() + Duration::from_secs(25);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(Instant::now() < end, "sipp did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 0, "SIPp's two delayed-offer calls succeeded");
+    let stopped = stop(&reg, &mut out);
+    assert!(
+        stopped.contains("services: ServiceStats { answered: 2, active: 0, refused_488: 0, ended_bye: 2, ended_by_us: 0 }"),
+        "{stopped}"
+    );
+}
