@@ -143,6 +143,70 @@ fn registrar(rt: &tokio::runtime::Runtime, auth: AuthMode) -> BuiltinRegistrar {
     .unwrap()
 }
 
+/// One endpoint, `callee1`, answering after 100 ms.
+fn callee1() -> GroupPlan {
+    GroupPlan {
+        server: 0,
+        name: "callees".into(),
+        endpoints: vec![EndpointPlan {
+            user: "callee1".into(),
+            credentials: None,
+        }],
+        prack: false,
+        register: true,
+        actions: Vec::new(),
+        media: None,
+        role: Role::Answer {
+            answer_delay: Duration::from_millis(100),
+        },
+    }
+}
+
+/// Waits for the run's first endpoint to register (callers dial only then).
+fn until_registered(rx: &mpsc::Receiver<RunEvent>) {
+    loop {
+        if let RunEvent::Phase {
+            phase: Phase::Registered,
+            ..
+        } = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the endpoint registers")
+        {
+            return;
+        }
+    }
+}
+
+/// SIPp's stock UAC calls `callee1` at `to` over `transport` (`u1`, `t1`) `calls` times, one
+/// at a time, 300 ms each; returns SIPp's exit code.
+fn sipp_uac_calls_callee1(to: &str, transport: &str, calls: u32) -> i32 {
+    let port = free_udp_port();
+    let calls = calls.to_string();
+    let sipp = Sipp::start(&[
+        to,
+        "-sn",
+        "uac",
+        "-s",
+        "callee1",
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &calls,
+        "-l",
+        "1",
+        "-d",
+        "300",
+        "-nostdin",
+        "-timeout",
+        "20s",
+    ]);
+    sipp.wait(Duration::from_secs(20))
+}
+
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
     RunPlan {
         more_servers: Vec::new(),
@@ -263,61 +327,12 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
     // SIPp's stock UAC does not answer proxy challenges: the registrar runs open here.
     let reg = registrar(&rt, AuthMode::Open);
     let reg_port = reg.addr().port();
-    let endpoints = vec![EndpointPlan {
-        user: "callee1".into(),
-        credentials: None,
-    }];
-    let groups = vec![GroupPlan {
-        server: 0,
-        name: "callees".into(),
-        endpoints,
-        prack: false,
-        register: true,
-        actions: Vec::new(),
-        media: None,
-        role: Role::Answer {
-            answer_delay: Duration::from_millis(100),
-        },
-    }];
-    let the_plan = plan(&reg, groups, Duration::from_secs(4));
+    let the_plan = plan(&reg, vec![callee1()], Duration::from_secs(4));
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
-    // Call only once the endpoint is registered.
-    loop {
-        match rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the endpoint registers")
-        {
-            RunEvent::Phase {
-                phase: Phase::Registered,
-                ..
-            } => break,
-            _ => continue,
-        }
-    }
-    let port = free_udp_port();
-    let sipp = Sipp::start(&[
-        &format!("127.0.0.1:{reg_port}"),
-        "-sn",
-        "uac",
-        "-s",
-        "callee1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        "2",
-        "-l",
-        "1",
-        "-d",
-        "300",
-        "-nostdin",
-        "-timeout",
-        "20s",
-    ]);
+    until_registered(&rx);
     assert_eq!(
-        sipp.wait(Duration::from_secs(20)),
+        sipp_uac_calls_callee1(&format!("127.0.0.1:{reg_port}"), "u1", 2),
         0,
         "SIPp's two calls were answered and hung up"
     );
@@ -366,25 +381,7 @@ fn sipp_over_udp_and_tcp_calls_our_websocket_phone_through_one_registrar() {
         panic!("three listeners: {:?}", reg.addrs())
     };
     let (ws, udp, tcp) = (*ws, *udp, *tcp);
-    let mut the_plan = plan(
-        &reg,
-        vec![GroupPlan {
-            server: 0,
-            name: "callees".into(),
-            endpoints: vec![EndpointPlan {
-                user: "callee1".into(),
-                credentials: None,
-            }],
-            prack: false,
-            register: true,
-            actions: Vec::new(),
-            media: None,
-            role: Role::Answer {
-                answer_delay: Duration::from_millis(100),
-            },
-        }],
-        Duration::from_secs(8),
-    );
+    let mut the_plan = plan(&reg, vec![callee1()], Duration::from_secs(8));
     the_plan.server.addr = ws;
     the_plan.server.registrar_uri =
         Uri::parse(&format!("sip:127.0.0.1:{};transport=ws", ws.port())).unwrap();
@@ -394,42 +391,10 @@ fn sipp_over_udp_and_tcp_calls_our_websocket_phone_through_one_registrar() {
     };
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
-    loop {
-        match rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the endpoint registers")
-        {
-            RunEvent::Phase {
-                phase: Phase::Registered,
-                ..
-            } => break,
-            _ => continue,
-        }
-    }
+    until_registered(&rx);
     for (over, to) in [("u1", udp), ("t1", tcp)] {
-        let port = free_udp_port();
-        let sipp = Sipp::start(&[
-            &to.to_string(),
-            "-sn",
-            "uac",
-            "-s",
-            "callee1",
-            "-t",
-            over,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-d",
-            "300",
-            "-nostdin",
-            "-timeout",
-            "20s",
-        ]);
         assert_eq!(
-            sipp.wait(Duration::from_secs(20)),
+            sipp_uac_calls_callee1(&to.to_string(), over, 1),
             0,
             "SIPp's call over {over} was answered and hung up"
         );
