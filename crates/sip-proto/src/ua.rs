@@ -7,7 +7,8 @@
 //! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
 //! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
 //! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
-//! [`UserAgent::ring`], [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`].
+//! [`UserAgent::ring`], [`UserAgent::progress`], [`UserAgent::answer`], [`UserAgent::reject`],
+//! [`UserAgent::hangup`].
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
@@ -2186,6 +2187,24 @@ impl UserAgent {
     /// Sends 180 Ringing on an incoming call.
     pub fn ring(&mut self, now: Instant, id: CallId) {
         self.respond_invite(now, id, 180, "Ringing", None);
+        self.now_early(id);
+    }
+
+    /// Sends 183 Session Progress with early media SDP on an incoming call (RFC 3261
+    /// §13.3.1.1). Reliable when both sides use 100rel (RFC 3262 §3): its SDP is then the
+    /// answer to the INVITE's offer (or our offer when the INVITE had none, RFC 3262 §5); an
+    /// unreliable one only previews the answer the 2xx will carry (RFC 6337 §3.1.1). Our SDP
+    /// becomes `sdp` (the 2xx carries it again).
+    pub fn progress(&mut self, now: Instant, id: CallId, sdp: Bytes) {
+        if let Some(c) = self.call_mut(id) {
+            c.local_sdp = Some(sdp.clone());
+        }
+        self.respond_invite(now, id, 183, "Session Progress", Some(sdp));
+        self.now_early(id);
+    }
+
+    /// An incoming call that sent a provisional response is early.
+    fn now_early(&mut self, id: CallId) {
         if let Some(c) = self.call_mut(id)
             && c.state == CallState::Calling
         {
