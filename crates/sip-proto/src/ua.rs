@@ -39,7 +39,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogError, DialogIds};
+use crate::dialog::{Dialog, DialogError, DialogIds, OpenOffer};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
@@ -402,6 +402,21 @@ struct EarlyFork {
     last_rseq: Option<u32>,
 }
 
+/// The INVITE's offer/answer state of the call's dialog (`fork` `None`) or of another fork's
+/// early dialog (`Some(i)`).
+fn offer_of(call: &mut Call, fork: Option<usize>) -> Option<&mut OpenOffer> {
+    dialog_of_mut(call, fork).map(|d| &mut d.offer)
+}
+
+/// A new early dialog of our INVITE `invite`: its offer, if it has one, is open in it until
+/// that fork answers it (each fork's dialog has its own offer/answer, RFC 3261 §12.1.2).
+fn with_invite_offer(mut dialog: Dialog, invite: Option<&Message>) -> Dialog {
+    if invite.is_some_and(|i| !i.body().is_empty()) {
+        dialog.offer = OpenOffer::Ours;
+    }
+    dialog
+}
+
 /// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
 /// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Boxed in
 /// the call only while a retry is due or in flight (the rare path).
@@ -461,7 +476,7 @@ fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option
     // Room for this one only: nearly always the one other fork (the default first room is 4).
     call.forks.reserve_exact(1);
     call.forks.push(EarlyFork {
-        dialog,
+        dialog: with_invite_offer(dialog, call.invite.as_deref()),
         last_rseq: None,
     });
     Some(Some(call.forks.len() - 1))
@@ -1467,10 +1482,10 @@ impl UserAgent {
                     .and_then(|t| t.tag());
                 let made = call.dialog.is_none() && tag.is_some();
                 if made {
-                    call.dialog = call
-                        .invite
-                        .as_deref()
-                        .and_then(|inv| Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok());
+                    call.dialog = call.invite.as_deref().and_then(|inv| {
+                        let d = Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok()?;
+                        Some(with_invite_offer(d, Some(inv)))
+                    });
                 }
                 // RFC 3261 §12.1.2: each 1xx with a To tag is in its fork's early dialog (made
                 // by the first 1xx of that tag). Its Contact refreshes that dialog's remote
@@ -1500,6 +1515,13 @@ impl UserAgent {
                             };
                             if last.is_none_or(|last| rseq > last) {
                                 *last = Some(rseq);
+                                // RFC 3262 §5: its SDP answers our INVITE's offer, or is the
+                                // callee's offer (the first reliable 1xx with SDP).
+                                if sdp.is_some()
+                                    && let Some(open) = offer_of(call, fork)
+                                {
+                                    *open = open.after_sdp(false);
+                                }
                                 let cseq = call
                                     .invite
                                     .as_deref()
@@ -2005,8 +2027,14 @@ impl UserAgent {
     /// While a forked call is early it goes in the first fork's early dialog (the first 1xx
     /// with a To tag: the one the call had before any other fork rang, so a call that was
     /// never forked works as before); [`UserAgent::update_fork`] names another fork.
+    /// False (nothing sent) with an offer while the INVITE's offer/answer is open in that
+    /// dialog (RFC 3311 §5.1, RFC 3264 §4: one offer at a time; e.g. a call ringing without a
+    /// reliable early answer).
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
         if let Some(c) = self.call_mut(id) {
+            if sdp.is_some() && c.dialog.as_ref().is_some_and(|d| d.offer != OpenOffer::No) {
+                return false;
+            }
             drop_waiting_in_dialog(c, InDialogMethod::Update);
         }
         self.send_in_dialog(
@@ -2035,7 +2063,8 @@ impl UserAgent {
     /// [`UserAgent::update`] in the early dialog of the fork whose To tag is `tag` (one of
     /// [`UserAgent::fork_tags`]): RFC 3311 §5.1 lets the caller send UPDATE in any early
     /// dialog, and a forked INVITE has one per ringing phone. False when no dialog of the
-    /// call has that tag.
+    /// call has that tag, or (with an offer) while the INVITE's offer/answer is open in it
+    /// (as [`UserAgent::update`]).
     pub fn update_fork(&mut self, now: Instant, id: CallId, tag: &str, sdp: Option<Bytes>) -> bool {
         let Some(call) = self.call_mut(id) else {
             return false;
@@ -2052,6 +2081,9 @@ impl UserAgent {
                 None => return false,
             }
         };
+        if sdp.is_some() && offer_of(call, fork).is_some_and(|o| *o != OpenOffer::No) {
+            return false;
+        }
         drop_waiting_retry(call, InDialogMethod::Update, tag);
         self.send_in_dialog_of(
             now,
@@ -2279,6 +2311,7 @@ impl UserAgent {
             .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
+        let sdp_sent = sdp.is_some();
         Message::write_full_response(
             invite,
             code,
@@ -2296,6 +2329,14 @@ impl UserAgent {
         self.drain_server(now);
         let t1 = self.profile.timers.t1;
         let call = self.call_mut(id)?;
+        // SDP in a reliable 1xx or the 2xx answers the INVITE's offer, or is our offer when
+        // it had none (RFC 3262 §5, RFC 3261 §13.2.1; an unreliable 1xx's only previews it).
+        if sdp_sent
+            && (reliable || (200..300).contains(&code))
+            && let Some(d) = call.dialog.as_mut()
+        {
+            d.offer = d.offer.after_sdp(true);
+        }
         if code >= 200 {
             // The final answer is out: the server transaction re-sends a non-2xx, the call
             // keeps a 2xx's bytes, the dialog holds what in-dialog requests need.
@@ -2316,7 +2357,13 @@ impl UserAgent {
     fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         let dialog = match Dialog::from_uas(&req, &local_tag) {
-            Ok(d) => d,
+            // The INVITE's offer is theirs to be answered (RFC 3261 §13.3.1).
+            Ok(mut d) => {
+                if sdp_of(&req).is_some() {
+                    d.offer = OpenOffer::Theirs;
+                }
+                d
+            }
             Err(_) => {
                 if let Some(key) = self.server.last().map(|e| e.txn.key().clone()) {
                     self.respond_stateless(
@@ -2680,6 +2727,11 @@ impl UserAgent {
         if call.state == CallState::Answering {
             call.ok_retransmit = None;
             call.state = CallState::Confirmed;
+            // The ACK answers our offer in the 2xx (RFC 3261 §13.2.1); without one the
+            // exchange is over all the same.
+            if let Some(d) = call.dialog.as_mut() {
+                d.offer = OpenOffer::No;
+            }
             let sdp = sdp_of(req);
             queues(&mut self.queues)
                 .events
@@ -2755,6 +2807,7 @@ impl UserAgent {
         if matches!(method, Method::Invite | Method::Update)
             && let Some((code, reason)) = self.crossing_refusal(
                 id,
+                fork,
                 &method,
                 sdp_of(req).is_some(),
                 ids.as_ref().and_then(|i| i.from_tag.as_deref()),
@@ -2857,6 +2910,12 @@ impl UserAgent {
                             .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
                     if outstanding {
                         c.prov_retransmit = None;
+                        // RFC 3262 §5: a PRACK with SDP answers our offer in the 1xx.
+                        if sdp_of(req).is_some()
+                            && let Some(d) = c.dialog.as_mut()
+                        {
+                            d.offer = d.offer.after_sdp(false);
+                        }
                     }
                     outstanding
                 });
@@ -2905,10 +2964,16 @@ impl UserAgent {
     ///   offer waits for its final response in the same dialog (`remote_tag`: the request's
     ///   From tag; an early fork's dialog is not another's): 491 (RFC 3261 §14.2; RFC 3311
     ///   §5.2: one offer at a time each way). An UPDATE without offer (a session refresh)
-    ///   crosses nothing.
+    ///   crosses nothing;
+    /// - an INVITE, or an UPDATE with an offer, while an offer of the INVITE transaction is
+    ///   open in its dialog (`fork`, [`OpenOffer`]): 491 when it is ours (RFC 3311 §5.2: "the
+    ///   UAS has generated an offer (in an UPDATE, PRACK or INVITE) to which it has not yet
+    ///   received an answer"), 500 with Retry-After when it is theirs (§5.2: "has received an
+    ///   offer ... to which it has not yet generated an answer").
     fn crossing_refusal(
         &self,
         id: CallId,
+        fork: Option<usize>,
         method: &Method,
         offer: bool,
         remote_tag: Option<&str>,
@@ -2927,6 +2992,15 @@ impl UserAgent {
         }
         if !invite && !offer {
             return None;
+        }
+        let open = match fork {
+            None => call.dialog.as_ref(),
+            Some(i) => call.forks.get(i).map(|f| &f.dialog),
+        };
+        match open.map(|d| d.offer) {
+            Some(OpenOffer::Ours) => return Some((491, "Request Pending")),
+            Some(OpenOffer::Theirs) => return Some((500, "Server Internal Error")),
+            _ => {}
         }
         let crossing = self.client.iter().any(|e| match e.owner {
             Owner::InDialog(c, m) if c == id => {

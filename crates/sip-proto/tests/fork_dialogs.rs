@@ -33,6 +33,18 @@ impl Fork {
         out
     }
 
+    /// Sends a reliable 183 with early media SDP (its answer to Alice's offer, RFC 3262):
+    /// returns it (not delivered).
+    fn early_answer(&mut self, now: Instant) -> Vec<Outgoing> {
+        self.ua
+            .progress(now, self.call, Bytes::from_static(b"v=0 early\r\n"));
+        let (out, _) = drain(&mut self.ua);
+        let r = of(&out, "SIP/2.0 183 ");
+        assert_eq!(r.len(), 1, "{out:?}");
+        self.tag = to_tag(&msg(r[0]));
+        out
+    }
+
     /// Sends UPDATE in its (early) dialog to Alice, who must answer it 200 in that dialog;
     /// the answer is delivered back and the fork reports it. Returns the UPDATE's CSeq.
     fn update(&mut self, alice: &mut UserAgent, now: Instant) -> u32 {
@@ -124,6 +136,19 @@ fn both_ringing(now: Instant, use_100rel: bool) -> (UserAgent, CallId, Fork, For
     for f in [&mut bob, &mut carol] {
         let ringing = f.ring(now);
         deliver(&mut alice, now, f.port, &ringing);
+        pracks_answered(&mut alice, now, &mut [f]);
+    }
+    assert_eq!(alice.call_state(call), Some(CallState::Early));
+    (alice, call, bob, carol)
+}
+
+/// Bob and Carol both answer Alice's offer early (reliable 183 with SDP, PRACKed): in each
+/// early dialog either side may send an UPDATE offer (RFC 3311 §5.1).
+fn both_answered_early(now: Instant) -> (UserAgent, CallId, Fork, Fork) {
+    let (mut alice, call, mut bob, mut carol) = forked(now, true);
+    for f in [&mut bob, &mut carol] {
+        let early = f.early_answer(now);
+        deliver(&mut alice, now, f.port, &early);
         pracks_answered(&mut alice, now, &mut [f]);
     }
     assert_eq!(alice.call_state(call), Some(CallState::Early));
@@ -369,11 +394,12 @@ fn a_2xx_without_contact_is_acked_then_ended_and_reported() {
 }
 
 /// RFC 3311 §5.2 per dialog: our UPDATE offer pending in Bob's early dialog crosses Bob's
-/// UPDATE offer (491), not Carol's, which is in her own early dialog (200).
+/// UPDATE offer (491), not Carol's, which is in her own early dialog (200). (Each fork
+/// answered Alice's INVITE offer early: before that, no UPDATE offer may cross it.)
 #[test]
 fn an_update_offer_crosses_ours_only_in_the_same_early_dialog() {
     let now = Instant::now();
-    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    let (mut alice, call, mut bob, mut carol) = both_answered_early(now);
     assert!(alice.update_fork(now, call, &bob.tag, Some(Bytes::from_static(b"v=0 a\r\n"))));
     let (ours, _) = drain(&mut alice);
     assert_eq!(of(&ours, "UPDATE ").len(), 1, "{ours:?}");
@@ -437,7 +463,7 @@ fn a_bye_in_another_forks_early_dialog_ends_nothing() {
 #[test]
 fn an_update_in_another_fork_keeps_the_waiting_retry() {
     let now = Instant::now();
-    let (mut alice, call, mut bob, carol) = both_ringing(now, false);
+    let (mut alice, call, mut bob, carol) = both_answered_early(now);
     assert!(alice.update_fork(now, call, &bob.tag, Some(Bytes::from_static(b"v=0 a\r\n"))));
     let (ours, _) = drain(&mut alice);
     // Bob's own offer is pending when ours reaches him: 491 (RFC 3311 §5.2).
