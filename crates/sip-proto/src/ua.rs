@@ -418,8 +418,8 @@ fn with_invite_offer(mut dialog: Dialog, invite: Option<&Message>) -> Dialog {
 }
 
 /// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
-/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Boxed in
-/// the call only while a retry is due or in flight (the rare path).
+/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Kept in
+/// the call's [`Glare`] while it is due or in flight (the rare path).
 #[derive(Debug)]
 struct GlareRetry {
     /// When it goes again; `None` once sent (kept to count the tries until its answer).
@@ -431,6 +431,16 @@ struct GlareRetry {
     body: Option<Bytes>,
     /// How many times it was refused with 491 (at most [`MAX_GLARE_TRIES`]).
     tries: u8,
+}
+
+/// The call's re-INVITEs and UPDATEs refused with 491: at most one of each method per dialog
+/// (a new one in that dialog replaces the one waiting, [`drop_waiting_retry`]), so each fork's
+/// early dialog and the confirmed one keep their own (RFC 3261 §12.2.2: each dialog on its
+/// own). Boxed in the call only while one is kept: a `Vec` inline would make every call 16
+/// bytes bigger.
+#[derive(Debug, Default)]
+struct Glare {
+    retries: Vec<GlareRetry>,
 }
 
 /// The most times one re-INVITE or UPDATE is refused with 491 and sent again: two agents
@@ -494,13 +504,25 @@ fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod) {
 /// newer offer is the one to send. One waiting in another fork's early dialog stays (its
 /// offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
 fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, tag: &str) {
-    if call
-        .glare
-        .as_ref()
-        .is_some_and(|g| g.kind == kind && g.at.is_some() && g.tag == tag)
-    {
-        call.glare = None;
+    drop_retries(call, |g| g.kind == kind && g.at.is_some() && g.tag == tag);
+}
+
+/// Drops the call's glare retries `which` picks (the box with the last one).
+fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
+    if let Some(g) = call.glare.as_mut() {
+        g.retries.retain(|r| !which(r));
+        if g.retries.is_empty() {
+            call.glare = None;
+        }
     }
+}
+
+/// The call's glare retries due at `at` or before (`None`: every one waiting).
+fn retries_due(call: &Call, at: Option<Instant>) -> impl Iterator<Item = &GlareRetry> {
+    call.glare
+        .iter()
+        .flat_map(|g| &g.retries)
+        .filter(move |r| r.at.is_some_and(|t| at.is_none_or(|at| t <= at)))
 }
 
 /// The call's dialog (`fork` `None`) or the early dialog of another fork (`Some(i)`:
@@ -611,8 +633,8 @@ struct Call {
     next_rseq: u32,
     /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
-    /// Our re-INVITE or UPDATE refused with 491, to be sent again ([`GlareRetry`]).
-    glare: Option<Box<GlareRetry>>,
+    /// Our re-INVITEs and UPDATEs refused with 491, to be sent again ([`Glare`]).
+    glare: Option<Box<Glare>>,
 }
 
 /// One call handle's state.
@@ -2162,13 +2184,18 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
-        // A retried request's answer: its glare retries are over.
+        // A retried request's answer: its glare retries are over (those of its dialog: the
+        // response's To tag is the one our request had).
         if let Some(c) = self.call_mut(id)
-            && c.glare
-                .as_ref()
-                .is_some_and(|g| g.kind == kind && g.at.is_none())
+            && c.glare.is_some()
         {
-            c.glare = None;
+            let tag = resp
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag())
+                .unwrap_or_default();
+            drop_retries(c, |g| g.kind == kind && g.at.is_none() && g.tag == tag);
         }
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
@@ -2514,7 +2541,7 @@ impl UserAgent {
             let armed = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
                 c.ok_retransmit.is_some()
                     || c.prov_retransmit.is_some()
-                    || c.glare.as_ref().is_some_and(|g| g.at.is_some())
+                    || retries_due(c, None).next().is_some()
             });
             self.set_flag(CALL_TIMERS, armed);
         }
@@ -3025,7 +3052,7 @@ impl UserAgent {
     /// `body`) was refused with 491: sent again after RFC 3261 §14.1's timer (RFC 3311 §5.1
     /// for UPDATE): a random 2.1–4 s when we own the dialog's Call-ID (we sent the INVITE
     /// that made it), 0–2 s when not, in units of 10 ms. False when it is not (tried
-    /// [`MAX_GLARE_TRIES`] times, or another retry is due): the 491 is its outcome then.
+    /// [`MAX_GLARE_TRIES`] times): the 491 is its outcome then. Each dialog keeps its own.
     fn retry_after_glare(
         &mut self,
         now: Instant,
@@ -3045,22 +3072,28 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return false;
         };
-        let tries = match &call.glare {
-            Some(g) if g.kind == kind && g.at.is_none() => g.tries + 1,
-            Some(_) => return false,
-            None => 1,
-        };
+        // The same request again (in flight after an earlier 491) counts on; any other one
+        // of that method in that dialog is replaced.
+        let same = |g: &GlareRetry| g.kind == kind && g.tag == tag;
+        let tries = call
+            .glare
+            .as_ref()
+            .and_then(|g| g.retries.iter().find(|g| same(g) && g.at.is_none()))
+            .map_or(1, |g| g.tries + 1);
+        drop_retries(call, same);
         if tries > MAX_GLARE_TRIES {
-            call.glare = None;
             return false;
         }
-        call.glare = Some(Box::new(GlareRetry {
-            at: Some(now + Duration::from_millis(10 * units)),
-            kind,
-            tag,
-            body,
-            tries,
-        }));
+        call.glare
+            .get_or_insert_with(Box::default)
+            .retries
+            .push(GlareRetry {
+                at: Some(now + Duration::from_millis(10 * units)),
+                kind,
+                tag,
+                body,
+                tries,
+            });
         self.set_flag(CALL_TIMERS, true);
         true
     }
@@ -3071,36 +3104,38 @@ impl UserAgent {
     /// call that is ending is dropped.
     fn send_glare_retries(&mut self, now: Instant) {
         let first = self.first_call;
-        let due: Vec<CallId> = self
+        // (call, method, dialog) of each retry due: a call may have several, one per
+        // method and dialog.
+        let due: Vec<(CallId, InDialogMethod, String)> = self
             .calls
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
+            .flat_map(|(i, s)| {
                 s.as_ref()
-                    .and_then(|c| c.glare.as_ref()?.at)
-                    .is_some_and(|t| t <= now)
+                    .into_iter()
+                    .flat_map(|c| retries_due(c, Some(now)))
+                    .map(move |g| (Self::id_at(first, i), g.kind, g.tag.clone()))
             })
-            .map(|(i, _)| Self::id_at(first, i))
             .collect();
-        for id in due {
+        for (id, kind, tag) in due {
             let Some(call) = self.call_mut(id) else {
                 continue;
             };
-            let Some(g) = call.glare.as_mut() else {
+            let Some(g) = call.glare.as_mut().and_then(|g| {
+                g.retries
+                    .iter_mut()
+                    .find(|g| g.kind == kind && g.tag == tag)
+            }) else {
                 continue;
             };
             g.at = None;
-            let (kind, body) = (g.kind, g.body.clone());
-            let fork = if call
-                .dialog
-                .as_ref()
-                .is_some_and(|d| d.id.remote_tag == g.tag)
-            {
+            let body = g.body.clone();
+            let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
                 Some(None)
             } else {
                 call.forks
                     .iter()
-                    .position(|f| f.dialog.id.remote_tag == g.tag)
+                    .position(|f| f.dialog.id.remote_tag == tag)
                     .map(Some)
             };
             let live = match kind {
@@ -3112,9 +3147,11 @@ impl UserAgent {
                     let body = body.map(|b| ("application/sdp", b));
                     self.send_in_dialog_of(now, id, fork, kind, body, None);
                 }
-                _ if call.state >= CallState::Terminating => call.glare = None,
+                _ if call.state >= CallState::Terminating => {
+                    drop_retries(call, |g| g.kind == kind && g.tag == tag)
+                }
                 _ => {
-                    call.glare = None;
+                    drop_retries(call, |g| g.kind == kind && g.tag == tag);
                     queues(&mut self.queues).events.push_back(UaEvent::Call(
                         id,
                         CallEvent::Modified {
@@ -3760,7 +3797,7 @@ impl UserAgent {
                     .into_iter()
                     .flatten()
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
-                    .chain(c.glare.as_ref().and_then(|g| g.at))
+                    .chain(retries_due(c, None).filter_map(|g| g.at))
             })
         };
         debug_assert!(
