@@ -443,6 +443,23 @@ struct Glare {
     retries: Vec<GlareRetry>,
 }
 
+/// Whether a UAC's call asked for a CANCEL that is not sent yet, or sent one for a reason its
+/// outcome names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Hang-up asked before any provisional response (§9.1: sent after the first).
+    Pending,
+    /// Sent because the callee ended its (last) early dialog with BYE
+    /// ([`UserAgent::on_early_bye`]).
+    AfterEarlyBye,
+}
+
+/// What the outcome of a call cancelled after an early BYE adds to the final response's
+/// reason phrase.
+const EARLY_BYE_CANCELLED: &str =
+    " (cancelled after the callee's BYE in its early dialog: RFC 3261 §15 forbids it)";
+
 /// The most times one re-INVITE or UPDATE is refused with 491 and sent again: two agents
 /// that each retry at once would otherwise cross for ever; the last 491 is reported as the
 /// request's outcome ([`CallEvent::Modified`]).
@@ -612,8 +629,9 @@ struct Call {
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
     provisional_seen: bool,
-    /// UAC: hang-up asked before any provisional response.
-    cancel_pending: bool,
+    /// UAC: a CANCEL asked before any provisional response, or sent for a reason the call's
+    /// outcome names.
+    cancel: Cancel,
     /// UAC: the ACK for the INVITE's 2xx, re-sent on 2xx retransmissions (a re-INVITE's
     /// 2xx ACK is kept by the re-INVITE's transaction: [`AckTo::Again`]).
     ack: Option<(Destination, Bytes)>,
@@ -1405,7 +1423,7 @@ impl UserAgent {
             local_tag,
             dialog: None,
             provisional_seen: false,
-            cancel_pending: false,
+            cancel: Cancel::No,
             ack: None,
             local_sdp: offer,
             source: None,
@@ -1570,7 +1588,7 @@ impl UserAgent {
                 let Some(call) = self.call_mut(id) else {
                     return;
                 };
-                let cancel = call.cancel_pending;
+                let cancel = call.cancel == Cancel::Pending;
                 self.call_event(id, CallEvent::Progress { code, sdp });
                 if cancel {
                     self.send_cancel(now, id);
@@ -1622,7 +1640,8 @@ impl UserAgent {
                             }
                         },
                     };
-                let cancelled = call.cancel_pending || call.state == CallState::Terminating;
+                let cancelled =
+                    call.cancel == Cancel::Pending || call.state == CallState::Terminating;
                 let seq = invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
                 // Requests sent in this fork's early dialog (PRACK, UPDATE) used CSeq numbers
@@ -1723,7 +1742,10 @@ impl UserAgent {
                 }
             }
             _ => {
-                let reason = resp.reason().unwrap_or("").to_owned();
+                let mut reason = resp.reason().unwrap_or("").to_owned();
+                if call.cancel == Cancel::AfterEarlyBye {
+                    reason.push_str(EARLY_BYE_CANCELLED);
+                }
                 self.call_event(id, CallEvent::Failed { code, reason });
             }
         }
@@ -1942,7 +1964,7 @@ impl UserAgent {
                 if call.provisional_seen {
                     self.send_cancel(now, id);
                 } else {
-                    call.cancel_pending = true;
+                    call.cancel = Cancel::Pending;
                 }
             }
             (false, CallState::Calling | CallState::Early) => self.reject(now, id, 486),
@@ -1954,7 +1976,9 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        call.cancel_pending = false;
+        if call.cancel == Cancel::Pending {
+            call.cancel = Cancel::No;
+        }
         call.state = CallState::Terminating;
         // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
         // every Route header field (in order, as printed: a comma-joined line stays one
@@ -2426,7 +2450,7 @@ impl UserAgent {
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
-            cancel_pending: false,
+            cancel: Cancel::No,
             ack: None,
             local_sdp: None,
             source: Some(source),
@@ -2853,14 +2877,28 @@ impl UserAgent {
             return;
         }
         match method {
-            Method::Bye if fork.is_some() => {
-                // RFC 3261 §15: a callee must not send BYE in an early dialog. It ends only
-                // that fork's dialog (§15.1.2 answers it 200); the call goes on with the
-                // other forks, and the fork's numbers stay for a 2xx it may still send.
+            // Our INVITE has no 2xx yet: the dialog is an early one.
+            Method::Bye if self.call_ref(id).is_some_and(|c| c.uac && c.ack.is_none()) => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
-                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                    what: "BYE in the early dialog of another fork (RFC 3261 §15)",
-                });
+                self.on_early_bye(now, id, fork);
+            }
+            Method::Bye
+                if self.call_ref(id).is_some_and(|c| {
+                    !c.uac && matches!(c.state, CallState::Calling | CallState::Early)
+                }) =>
+            {
+                // RFC 3261 §15: the caller may end an early dialog with BYE; §15.1.2: "The UAS
+                // MUST still respond to any pending requests received for that dialog. It is
+                // RECOMMENDED that a 487 (Request Terminated) response be generated".
+                self.respond_stateless(now, req, key, source, 200, "OK");
+                self.respond_invite(now, id, 487, "Request Terminated", None);
+                self.call_event(
+                    id,
+                    CallEvent::Failed {
+                        code: 487,
+                        reason: "the caller ended the early dialog with BYE".into(),
+                    },
+                );
             }
             Method::Bye => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
@@ -2979,6 +3017,46 @@ impl UserAgent {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 405, "Method Not Allowed", &extra);
             }
+        }
+    }
+
+    /// A BYE in an early dialog of our INVITE (`fork` as in [`UserAgent::find_dialog_call`]),
+    /// answered 200 already. RFC 3261 §15: a callee MUST NOT send one; when it does, the BYE
+    /// matches an existing dialog, so §15.1.2 and §12.2.2 apply: that dialog (the fork's early
+    /// session) ends, whichever fork it is, and its later requests get 481. It is no final
+    /// response to the INVITE: the call goes on with the other forks' early dialogs, or with
+    /// a fork that has not rung yet. When it ended the last early dialog, no phone is known
+    /// to ring any more while the INVITE stays pending: we CANCEL it (§9.1), and the outcome
+    /// (its 487, or the 2xx that crosses the CANCEL, then ended with BYE) names why. The
+    /// violation is reported at once either way.
+    fn on_early_bye(&mut self, now: Instant, id: CallId, fork: Option<usize>) {
+        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+            what: "BYE in an early dialog (RFC 3261 §15: a callee must not send one): \
+                   answered 200, that early dialog ended",
+        });
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        match fork {
+            Some(i) if i < call.forks.len() => {
+                call.forks.remove(i);
+            }
+            Some(_) => {}
+            // The first fork's dialog: the next fork's (if any) takes its place, the one
+            // `update` and `info` use.
+            None if call.forks.is_empty() => {
+                call.dialog = None;
+                call.last_rseq = None;
+            }
+            None => {
+                let next = call.forks.remove(0);
+                call.dialog = Some(next.dialog);
+                call.last_rseq = next.last_rseq;
+            }
+        }
+        if call.dialog.is_none() && call.state < CallState::Terminating {
+            call.cancel = Cancel::AfterEarlyBye;
+            self.send_cancel(now, id);
         }
     }
 
