@@ -400,6 +400,10 @@ struct EarlyFork {
     dialog: Dialog,
     /// The last RSeq acknowledged with PRACK in this dialog.
     last_rseq: Option<u32>,
+    /// Its callee ended it with BYE ([`UserAgent::on_early_bye`]): kept only so that its
+    /// later 1xx do not make it again (nor are PRACKed) and its CSeq numbers carry on; no
+    /// request is answered in it (481) nor sent.
+    ended: bool,
 }
 
 /// The INVITE's offer/answer state of the call's dialog (`fork` `None`) or of another fork's
@@ -478,23 +482,27 @@ const MAX_FORKS_ENDED: usize = 16;
 /// The early dialog a provisional response to our INVITE belongs to, by its To tag `tag`
 /// (RFC 3261 §12.1.2): `Some(None)` for the call's dialog (the first fork's, or a 1xx without
 /// To tag as before), `Some(Some(i))` for `call.forks[i]`, made here for a new fork while the
-/// call is early. `None` when no dialog can be kept for it ([`MAX_EARLY_FORKS`] kept already,
-/// the call confirmed, no Contact).
+/// call's INVITE is pending (early, or cancelled by us and not answered yet: RFC 3262 §4
+/// PRACKs every reliable 1xx). `None` when no dialog is kept for it ([`MAX_EARLY_FORKS`] kept
+/// already, the call confirmed, no Contact, its callee ended it with BYE).
 fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option<Option<usize>> {
-    let (Some(tag), Some(first)) = (tag, call.dialog.as_ref()) else {
+    let Some(tag) = tag else {
         return Some(None);
     };
-    if first.id.remote_tag == tag {
-        return Some(None);
-    }
     if let Some(i) = call
         .forks
         .iter()
         .position(|f| f.dialog.id.remote_tag == tag)
     {
-        return Some(Some(i));
+        return (!call.forks[i].ended).then_some(Some(i));
     }
-    if !matches!(call.state, CallState::Calling | CallState::Early)
+    match &call.dialog {
+        Some(first) if first.id.remote_tag == tag => return Some(None),
+        Some(_) => {}
+        None => return Some(None),
+    }
+    if call.ack.is_some()
+        || call.state == CallState::Terminated
         || call.forks.len() >= MAX_EARLY_FORKS
     {
         return None;
@@ -505,23 +513,47 @@ fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option
     call.forks.push(EarlyFork {
         dialog: with_invite_offer(dialog, call.invite.as_deref()),
         last_rseq: None,
+        ended: false,
     });
     Some(Some(call.forks.len() - 1))
 }
 
+/// Which dialog of the call has the To tag `tag`: `Some(None)` the call's, `Some(Some(i))`
+/// the early dialog of another fork still going (`call.forks[i]`), `None` none.
+fn fork_of(call: &Call, tag: &str) -> Option<Option<usize>> {
+    if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
+        return Some(None);
+    }
+    call.forks
+        .iter()
+        .position(|f| !f.ended && f.dialog.id.remote_tag == tag)
+        .map(Some)
+}
+
+/// True when the callee of the fork with To tag `tag` ended its early dialog with BYE.
+fn fork_ended(call: &Call, tag: &str) -> bool {
+    call.forks
+        .iter()
+        .any(|f| f.ended && f.dialog.id.remote_tag == tag)
+}
+
 /// [`drop_waiting_retry`] for a request in the call's own dialog (none: nothing is sent).
-fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod) {
+fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod, offer: bool) {
     if let Some(tag) = call.dialog.as_ref().map(|d| d.id.remote_tag.clone()) {
-        drop_waiting_retry(call, kind, &tag);
+        drop_waiting_retry(call, kind, offer, &tag);
     }
 }
 
-/// A new re-INVITE or UPDATE (`kind`) in the dialog with To tag `tag` replaces the one of
-/// that kind refused with 491 in that dialog and waiting to go again ([`GlareRetry`]): its
-/// newer offer is the one to send. One waiting in another fork's early dialog stays (its
-/// offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
-fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, tag: &str) {
-    drop_retries(call, |g| g.kind == kind && g.at.is_some() && g.tag == tag);
+/// A new re-INVITE or UPDATE (`kind`; `offer`: it carries one) in the dialog with To tag
+/// `tag` replaces the one of that kind refused with 491 in that dialog and waiting to go
+/// again ([`GlareRetry`]), and, with an offer, every offer waiting there (an UPDATE's offer
+/// after a re-INVITE's): its newer offer is the one to send (RFC 3264 §4: one offer at a
+/// time; the stale one would cross it). One waiting in another fork's early dialog stays
+/// (its offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
+fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, offer: bool, tag: &str) {
+    drop_retries(call, |g| {
+        (g.kind == kind || (offer && g.body.is_some())) && g.at.is_some() && g.tag == tag
+    });
 }
 
 /// Drops the call's glare retries `which` picks (the box with the last one).
@@ -1520,7 +1552,8 @@ impl UserAgent {
                     .view::<ToRef>()
                     .and_then(Result::ok)
                     .and_then(|t| t.tag());
-                let made = call.dialog.is_none() && tag.is_some();
+                let made =
+                    call.dialog.is_none() && tag.as_deref().is_some_and(|t| !fork_ended(call, t));
                 if made {
                     call.dialog = call.invite.as_deref().and_then(|inv| {
                         let d = Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok()?;
@@ -1581,7 +1614,8 @@ impl UserAgent {
                             }
                         }
                         None => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                            what: "reliable provisional of a fork past the early dialogs kept",
+                            what: "reliable provisional of a fork whose early dialog is not \
+                                   kept (ended with BYE, or past the forks kept)",
                         }),
                     }
                 }
@@ -2058,7 +2092,7 @@ impl UserAgent {
         }
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
-            drop_waiting_in_dialog(c, InDialogMethod::Reinvite);
+            drop_waiting_in_dialog(c, InDialogMethod::Reinvite, true);
         }
         self.send_in_dialog(
             now,
@@ -2081,7 +2115,7 @@ impl UserAgent {
             if sdp.is_some() && c.dialog.as_ref().is_some_and(|d| d.offer != OpenOffer::No) {
                 return false;
             }
-            drop_waiting_in_dialog(c, InDialogMethod::Update);
+            drop_waiting_in_dialog(c, InDialogMethod::Update, sdp.is_some());
         }
         self.send_in_dialog(
             now,
@@ -2101,7 +2135,7 @@ impl UserAgent {
         self.call_ref(id).into_iter().flat_map(|c| {
             c.dialog
                 .iter()
-                .chain(c.forks.iter().map(|f| &f.dialog))
+                .chain(c.forks.iter().filter(|f| !f.ended).map(|f| &f.dialog))
                 .map(|d| d.id.remote_tag.as_str())
         })
     }
@@ -2115,22 +2149,13 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return false;
         };
-        let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
-            None
-        } else {
-            match call
-                .forks
-                .iter()
-                .position(|f| f.dialog.id.remote_tag == tag)
-            {
-                Some(i) => Some(i),
-                None => return false,
-            }
+        let Some(fork) = fork_of(call, tag) else {
+            return false;
         };
         if sdp.is_some() && offer_of(call, fork).is_some_and(|o| *o != OpenOffer::No) {
             return false;
         }
-        drop_waiting_retry(call, InDialogMethod::Update, tag);
+        drop_waiting_retry(call, InDialogMethod::Update, sdp.is_some(), tag);
         self.send_in_dialog_of(
             now,
             id,
@@ -2758,7 +2783,7 @@ impl UserAgent {
                 _ => Some(
                     c.forks
                         .iter()
-                        .position(|f| ids.matches(&f.dialog.id, true))?,
+                        .position(|f| !f.ended && ids.matches(&f.dialog.id, true))?,
                 ),
             };
             Some((Self::id_at(self.first_call, i), fork))
@@ -3038,20 +3063,29 @@ impl UserAgent {
             return;
         };
         match fork {
-            Some(i) if i < call.forks.len() => {
-                call.forks.remove(i);
+            Some(i) => {
+                if let Some(f) = call.forks.get_mut(i) {
+                    f.ended = true;
+                }
             }
-            Some(_) => {}
-            // The first fork's dialog: the next fork's (if any) takes its place, the one
-            // `update` and `info` use.
-            None if call.forks.is_empty() => {
-                call.dialog = None;
-                call.last_rseq = None;
-            }
+            // The first fork's dialog: kept as ended among the others, and the next fork
+            // still going (if any) takes its place, the one `update` and `info` use.
             None => {
-                let next = call.forks.remove(0);
-                call.dialog = Some(next.dialog);
-                call.last_rseq = next.last_rseq;
+                let next = call.forks.iter().position(|f| !f.ended);
+                let next = next.map(|i| call.forks.remove(i));
+                let (dialog, last_rseq) = match next {
+                    Some(f) => (Some(f.dialog), f.last_rseq),
+                    None => (None, None),
+                };
+                let ended = std::mem::replace(&mut call.dialog, dialog);
+                let last_rseq = std::mem::replace(&mut call.last_rseq, last_rseq);
+                if let Some(dialog) = ended {
+                    call.forks.push(EarlyFork {
+                        dialog,
+                        last_rseq,
+                        ended: true,
+                    });
+                }
             }
         }
         if call.dialog.is_none() && call.state < CallState::Terminating {
@@ -3208,14 +3242,7 @@ impl UserAgent {
             };
             g.at = None;
             let body = g.body.clone();
-            let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
-                Some(None)
-            } else {
-                call.forks
-                    .iter()
-                    .position(|f| f.dialog.id.remote_tag == tag)
-                    .map(Some)
-            };
+            let fork = fork_of(call, &tag);
             let live = match kind {
                 InDialogMethod::Reinvite => call.state == CallState::Confirmed,
                 _ => matches!(call.state, CallState::Early | CallState::Confirmed),

@@ -640,3 +640,152 @@ fn the_callers_bye_in_the_early_dialog_gets_the_invite_a_487() {
     );
     assert_eq!(bob.ua.call_state(bob.call), Some(CallState::Terminated));
 }
+
+/// RFC 3262 §4: the UAC PRACKs every reliable provisional response, each in its fork's early
+/// dialog, also once it has sent CANCEL (the INVITE is still pending until its final
+/// response): Carol's first reliable 180 after Alice's CANCEL is PRACKed, as a new 180 of
+/// Bob's (the first fork) is. Before: Bob's was PRACKed, Carol's was reported ignored ("past
+/// the early dialogs kept") and left to be retransmitted until her Timer gave up.
+#[test]
+fn a_reliable_1xx_after_our_cancel_is_pracked_whichever_fork() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = forked(now, true);
+    let ringing = bob.ring(now);
+    deliver(&mut alice, now, BOB, &ringing);
+    pracks_answered(&mut alice, now, &mut [&mut bob]);
+    alice.hangup(now, call);
+    let (out, _) = drain(&mut alice);
+    assert_eq!(of(&out, "CANCEL ").len(), 1, "{out:?}");
+    for f in [&mut carol, &mut bob] {
+        let ringing = f.ring(now);
+        deliver(&mut alice, now, f.port, &ringing);
+        let (out, ev) = drain(&mut alice);
+        let prack = of(&out, "PRACK ");
+        assert_eq!(prack.len(), 1, "{}: {out:?} {ev:?}", f.ua.user());
+        assert_eq!(to_tag(&msg(prack[0])), f.tag);
+        assert_eq!(port_of(prack[0]), f.port);
+        assert!(
+            !ev.iter().any(|e| matches!(e, UaEvent::Ignored { .. })),
+            "{ev:?}"
+        );
+    }
+}
+
+/// RFC 3261 §13.2.2.4: once Bob's 2xx confirmed the call in his dialog, Alice keeps no other
+/// early dialog (she wants one dialog; Carol's 2xx, if it comes, is ACKed and ended with
+/// BYE). Carol's UPDATE in her early dialog then matches no dialog of Alice's: 481, which
+/// ends that early dialog at Carol's side too (§12.2.1.2). (Checked: this was so before.)
+#[test]
+fn an_update_in_another_forks_early_dialog_after_the_2xx_gets_481() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    deliver(&mut alice, now, BOB, &ok);
+    drain(&mut alice);
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+    assert!(carol.ua.update(now, carol.call, None));
+    let (out, _) = drain(&mut carol.ua);
+    deliver(&mut alice, now, CAROL, &out);
+    let (reply, ev) = drain(&mut alice);
+    assert_eq!(
+        (of(&reply, "SIP/2.0 481 ").len(), reply.len()),
+        (1, 1),
+        "{reply:?}"
+    );
+    assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    assert_eq!(alice.call_state(call), Some(CallState::Confirmed));
+}
+
+/// §9.1 with forks: Alice's CANCEL reaches Bob and Carol (as a forking proxy sends it to each
+/// branch) while Bob's 2xx crosses it. Alice ACKs Bob's 2xx, reports the call answered and
+/// ends it with BYE at once; Carol's 487 (her INVITE transaction's answer to the CANCEL) is
+/// ACKed by the transaction and changes nothing. The call reports Answered then Ended, once
+/// each. (Checked: this was so before.)
+#[test]
+fn a_cancel_crossing_one_forks_2xx() {
+    let now = Instant::now();
+    let (mut alice, call, mut bob, mut carol) = both_ringing(now, false);
+    alice.hangup(now, call);
+    let (cancel, _) = drain(&mut alice);
+    assert_eq!(of(&cancel, "CANCEL ").len(), 1, "{cancel:?}");
+    bob.ua.answer(now, bob.call, None);
+    let (ok, _) = drain(&mut bob.ua);
+    deliver(&mut alice, now, BOB, &ok);
+    let (out, mut events) = drain(&mut alice);
+    assert_eq!(of(&out, "ACK ").len(), 1, "{out:?}");
+    assert_eq!(of(&out, "BYE ").len(), 1, "{out:?}");
+    deliver(&mut bob.ua, now, ALICE, &out);
+    deliver(&mut bob.ua, now, ALICE, &cancel);
+    deliver(&mut carol.ua, now, ALICE, &cancel);
+    let (from_bob, _) = drain(&mut bob.ua);
+    let (from_carol, _) = drain(&mut carol.ua);
+    assert_eq!(of(&from_carol, "SIP/2.0 487 ").len(), 1, "{from_carol:?}");
+    deliver(&mut alice, now, BOB, &from_bob);
+    deliver(&mut alice, now, CAROL, &from_carol);
+    let (_, ev) = drain(&mut alice);
+    events.extend(ev);
+    let calls: Vec<&CallEvent> = events
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Call(c, e) if *c == call => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            calls[..],
+            [
+                CallEvent::Answered { .. },
+                CallEvent::Ended {
+                    by_remote: false,
+                    code: 200
+                }
+            ]
+        ),
+        "{calls:?}"
+    );
+    assert_eq!(alice.call_state(call), Some(CallState::Terminated));
+    assert_eq!(bob.ua.call_state(bob.call), Some(CallState::Terminated));
+    assert_eq!(carol.ua.call_state(carol.call), Some(CallState::Terminated));
+}
+
+/// An early dialog its callee ended with BYE stays ended (RFC 3261 §12.2.2: a request or 1xx
+/// with its tags is in no dialog of ours any more): that fork's next reliable 180 is not
+/// PRACKed and does not make its early dialog again, whichever fork it is (and for the only
+/// fork, whose BYE cancelled the INVITE). Before: the 180 made a new early dialog, PRACKed.
+#[test]
+fn an_early_dialog_ended_with_bye_is_not_made_again_by_a_later_1xx() {
+    for first in [true, false] {
+        let now = Instant::now();
+        let (mut alice, call, mut bob, mut carol) = both_ringing(now, true);
+        let (gone, stays) = if first {
+            (&mut bob, &mut carol)
+        } else {
+            (&mut carol, &mut bob)
+        };
+        let bye = early_bye(gone, now);
+        alice.handle_message(now, bye, addr(gone.port));
+        drain(&mut alice);
+        let again = gone.ring(now);
+        deliver(&mut alice, now, gone.port, &again);
+        let (out, _) = drain(&mut alice);
+        assert!(of(&out, "PRACK ").is_empty(), "first fork {first}: {out:?}");
+        let tags: Vec<&str> = alice.fork_tags(call).collect();
+        assert_eq!(tags, [stays.tag.as_str()], "first fork {first}");
+    }
+    let now = Instant::now();
+    let (mut alice, call, mut bob, _carol) = forked(now, true);
+    let ringing = bob.ring(now);
+    deliver(&mut alice, now, BOB, &ringing);
+    pracks_answered(&mut alice, now, &mut [&mut bob]);
+    let bye = early_bye(&mut bob, now);
+    alice.handle_message(now, bye, addr(BOB));
+    let (out, _) = drain(&mut alice);
+    assert_eq!(of(&out, "CANCEL ").len(), 1, "{out:?}");
+    let again = bob.ring(now);
+    deliver(&mut alice, now, BOB, &again);
+    let (out, _) = drain(&mut alice);
+    assert!(of(&out, "PRACK ").is_empty(), "{out:?}");
+    assert_eq!(alice.fork_tags(call).count(), 0);
+}
