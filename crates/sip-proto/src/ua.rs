@@ -236,7 +236,9 @@ pub enum UaEvent {
         /// The method of the transaction.
         method: Method,
     },
-    /// The peer sent something we had to refuse or ignore (reported, never fatal).
+    /// The peer sent something we had to refuse or ignore, or a protocol violation we took
+    /// only as far as the RFC lets us (a callee's BYE in its early dialog); reported, never
+    /// fatal.
     Ignored {
         /// What and why.
         what: &'static str,
@@ -2106,7 +2108,8 @@ impl UserAgent {
     /// Sends UPDATE (RFC 3311) in a confirmed or early call, with an optional SDP offer.
     /// While a forked call is early it goes in the first fork's early dialog (the first 1xx
     /// with a To tag: the one the call had before any other fork rang, so a call that was
-    /// never forked works as before); [`UserAgent::update_fork`] names another fork.
+    /// never forked works as before; the next one still going once that fork's callee ended
+    /// it with BYE); [`UserAgent::update_fork`] names another fork.
     /// False (nothing sent) with an offer while the INVITE's offer/answer is open in that
     /// dialog (RFC 3311 §5.1, RFC 3264 §4: one offer at a time; e.g. a call ringing without a
     /// reliable early answer).
@@ -2130,7 +2133,9 @@ impl UserAgent {
     /// INVITE whose 1xx carried a To tag (RFC 3261 §12.1.2: each makes its own early
     /// dialog), the first fork's first (the dialog [`UserAgent::update`] and
     /// [`UserAgent::info`] use), then the others in the order they appeared (at most
-    /// `MAX_EARLY_FORKS` = 16 more); once confirmed, the confirmed dialog's only.
+    /// `MAX_EARLY_FORKS` = 16 more), without those their callee ended with BYE (when it was
+    /// the first fork's, the next one still going is first); once confirmed, the confirmed
+    /// dialog's only.
     pub fn fork_tags(&self, id: CallId) -> impl Iterator<Item = &str> {
         self.call_ref(id).into_iter().flat_map(|c| {
             c.dialog
