@@ -2932,20 +2932,11 @@ impl UserAgent {
             }
             Method::Bye => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
-                let mut confirmed_by_bye = false;
+                // Every ACK was lost but the caller hangs up: its BYE proves our 2xx arrived,
+                // so the call was answered (counted as such) before it ends.
+                self.confirmed_without_ack(id);
                 if let Some(c) = self.call_mut(id) {
                     c.ok_retransmit = None;
-                    // Every ACK was lost but the caller hangs up: its BYE proves our 2xx
-                    // arrived, so the call was answered (counted as such) before it ends.
-                    if c.state == CallState::Answering {
-                        c.state = CallState::Confirmed;
-                        confirmed_by_bye = true;
-                    }
-                }
-                if confirmed_by_bye {
-                    queues(&mut self.queues)
-                        .events
-                        .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
                 }
                 self.call_event(
                     id,
@@ -2956,6 +2947,11 @@ impl UserAgent {
                 );
             }
             Method::Invite | Method::Update => {
+                if method == Method::Invite {
+                    // A caller sends re-INVITE only in a confirmed dialog (RFC 3261 §14.1):
+                    // one before its ACK proves our 2xx arrived (the ACK is late or lost).
+                    self.confirmed_without_ack(id);
+                }
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
@@ -3047,6 +3043,22 @@ impl UserAgent {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 405, "Method Not Allowed", &extra);
             }
+        }
+    }
+
+    /// A request of the caller that proves our 2xx arrived (its BYE, its re-INVITE) while we
+    /// wait for the ACK: the call is confirmed (reported answered, the 2xx no longer
+    /// retransmitted), as the ACK would have done (RFC 3261 §13.3.1.4).
+    fn confirmed_without_ack(&mut self, id: CallId) {
+        let Some(c) = self.call_mut(id) else {
+            return;
+        };
+        if c.state == CallState::Answering {
+            c.state = CallState::Confirmed;
+            c.ok_retransmit = None;
+            queues(&mut self.queues)
+                .events
+                .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
         }
     }
 

@@ -257,3 +257,49 @@ fn a_reinvite_offer_before_the_ack_of_a_2xx_offer_gets_491() {
     deliver(&mut bob, now, ALICE, &ack);
     assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
 }
+
+/// RFC 3261 §14.2 asks no refusal of a re-INVITE that arrives before the ACK of a 2xx that
+/// answered the INVITE's offer (the first INVITE has its final response; nothing is open),
+/// so Bob takes it. A caller sends re-INVITE only in a confirmed dialog, so it proves the 2xx
+/// arrived (as a BYE already did): Bob's call is answered first (`Answered`, his 2xx is no
+/// longer retransmitted), then re-invited; the late ACK adds nothing. Before: `Reinvited`
+/// was reported on a call still waiting for its ACK, and `Answered` only after it.
+#[test]
+fn a_reinvite_before_the_ack_confirms_the_call_first() {
+    let now = Instant::now();
+    let (mut alice, a, mut bob, b) = calling(now, false, true);
+    bob.answer(now, b, Some(sdp("v=0 b\r\n")));
+    let (ok, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &ok);
+    let (ack, _) = drain(&mut alice);
+    assert!(alice.reinvite(now, a, sdp("v=0 a2\r\n")));
+    let (reinvite, _) = drain(&mut alice);
+    deliver(&mut bob, now, ALICE, &reinvite);
+    let (reply, ev) = drain(&mut bob);
+    assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
+    let calls: Vec<&CallEvent> = ev
+        .iter()
+        .filter_map(|e| match e {
+            UaEvent::Call(_, e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            calls[..],
+            [
+                CallEvent::Answered { .. },
+                CallEvent::Reinvited { sdp: Some(_) }
+            ]
+        ),
+        "{calls:?}"
+    );
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+    // No 2xx retransmission is due any more; the ACK is taken silently.
+    deliver(&mut bob, now, ALICE, &ack);
+    let (_, ev) = drain(&mut bob);
+    assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
+    bob.handle_timeout(now + std::time::Duration::from_millis(600));
+    let (out, _) = drain(&mut bob);
+    assert!(of(&out, "SIP/2.0 200 ").is_empty(), "{out:?}");
+}
