@@ -14,7 +14,7 @@ use sip_msg::{HeaderName, Message, Uri};
 use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, addr, deliver, drain, incoming, msg, of};
+use common::{ALICE, BOB, addr, call_events, deliver, drain, incoming, msg, of};
 
 fn sdp(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
@@ -277,13 +277,7 @@ fn a_reinvite_before_the_ack_confirms_the_call_first() {
     deliver(&mut bob, now, ALICE, &reinvite);
     let (reply, ev) = drain(&mut bob);
     assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
-    let calls: Vec<&CallEvent> = ev
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Call(_, e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let calls = call_events(&ev);
     assert!(
         matches!(
             calls[..],

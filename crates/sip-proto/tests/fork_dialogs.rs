@@ -13,7 +13,9 @@ use sip_msg::{HeaderName, Message, Method};
 use sip_proto::ua::{CallEvent, CallId, CallState, Destination, Outgoing, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, CAROL, addr, deliver, drain, incoming, msg, of, seq, to_tag};
+use common::{
+    ALICE, BOB, CAROL, addr, call_events, deliver, drain, incoming, msg, of, seq, to_tag,
+};
 
 /// A phone the INVITE reached: its agent, call, port and (once it rang) To tag.
 struct Fork {
@@ -506,12 +508,29 @@ fn two_forks_each_keep_their_glare_retry() {
 /// callee to send one, the API does not).
 fn early_bye(f: &mut Fork, now: Instant) -> Message {
     assert!(f.ua.update(now, f.call, None));
-    let (out, _) = drain(&mut f.ua);
+    as_bye(&drain(&mut f.ua).0)
+}
+
+/// The UPDATE first in `out` as a BYE (same dialog, CSeq number and branch).
+fn as_bye(out: &[Outgoing]) -> Message {
     let text = String::from_utf8(out[0].bytes.to_vec()).unwrap();
     let bye = text
         .replacen("UPDATE ", "BYE ", 1)
         .replacen(" UPDATE\r\n", " BYE\r\n", 1);
     Message::parse(bye.as_bytes()).unwrap()
+}
+
+/// Alice's INVITE rings at Bob only (Carol never answers): Alice has his 180.
+fn only_bob_ringing(now: Instant, use_100rel: bool) -> (UserAgent, CallId, Fork) {
+    let (mut alice, call, mut bob, _carol) = forked(now, use_100rel);
+    let ringing = bob.ring(now);
+    deliver(&mut alice, now, BOB, &ringing);
+    if use_100rel {
+        pracks_answered(&mut alice, now, &mut [&mut bob]);
+    } else {
+        drain(&mut alice);
+    }
+    (alice, call, bob)
 }
 
 /// RFC 3261 §15 (a callee MUST NOT send BYE in an early dialog), §15.1.2 and §12.2.2 (a BYE
@@ -580,10 +599,7 @@ fn a_bye_in_an_early_dialog_ends_that_dialog_only_whichever_fork() {
 #[test]
 fn a_bye_in_the_only_early_dialog_cancels_the_invite() {
     let now = Instant::now();
-    let (mut alice, call, mut bob, _carol) = forked(now, false);
-    let ringing = bob.ring(now);
-    deliver(&mut alice, now, BOB, &ringing);
-    drain(&mut alice);
+    let (mut alice, call, mut bob) = only_bob_ringing(now, false);
     let bye = early_bye(&mut bob, now);
     alice.handle_message(now, bye, addr(BOB));
     let (out, ev) = drain(&mut alice);
@@ -618,18 +634,10 @@ fn a_bye_in_the_only_early_dialog_cancels_the_invite() {
 #[test]
 fn the_callers_bye_in_the_early_dialog_gets_the_invite_a_487() {
     let now = Instant::now();
-    let (mut alice, call, mut bob, _carol) = forked(now, false);
-    let ringing = bob.ring(now);
-    deliver(&mut alice, now, BOB, &ringing);
-    drain(&mut alice);
+    let (mut alice, call, mut bob) = only_bob_ringing(now, false);
     assert!(alice.update(now, call, None));
-    let (out, _) = drain(&mut alice);
-    let text = String::from_utf8(out[0].bytes.to_vec()).unwrap();
-    let bye = text
-        .replacen("UPDATE ", "BYE ", 1)
-        .replacen(" UPDATE\r\n", " BYE\r\n", 1);
-    bob.ua
-        .handle_message(now, Message::parse(bye.as_bytes()).unwrap(), addr(ALICE));
+    let bye = as_bye(&drain(&mut alice).0);
+    bob.ua.handle_message(now, bye, addr(ALICE));
     let (reply, ev) = drain(&mut bob.ua);
     assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
     assert_eq!(of(&reply, "SIP/2.0 487 ").len(), 1, "{reply:?}");
@@ -725,13 +733,7 @@ fn a_cancel_crossing_one_forks_2xx() {
     deliver(&mut alice, now, CAROL, &from_carol);
     let (_, ev) = drain(&mut alice);
     events.extend(ev);
-    let calls: Vec<&CallEvent> = events
-        .iter()
-        .filter_map(|e| match e {
-            UaEvent::Call(c, e) if *c == call => Some(e),
-            _ => None,
-        })
-        .collect();
+    let calls = call_events(&events);
     assert!(
         matches!(
             calls[..],
@@ -775,10 +777,7 @@ fn an_early_dialog_ended_with_bye_is_not_made_again_by_a_later_1xx() {
         assert_eq!(tags, [stays.tag.as_str()], "first fork {first}");
     }
     let now = Instant::now();
-    let (mut alice, call, mut bob, _carol) = forked(now, true);
-    let ringing = bob.ring(now);
-    deliver(&mut alice, now, BOB, &ringing);
-    pracks_answered(&mut alice, now, &mut [&mut bob]);
+    let (mut alice, call, mut bob) = only_bob_ringing(now, true);
     let bye = early_bye(&mut bob, now);
     alice.handle_message(now, bye, addr(BOB));
     let (out, _) = drain(&mut alice);
