@@ -2948,8 +2948,10 @@ impl UserAgent {
             }
             Method::Invite | Method::Update => {
                 if method == Method::Invite {
-                    // A caller sends re-INVITE only in a confirmed dialog (RFC 3261 §14.1):
-                    // one before its ACK proves our 2xx arrived (the ACK is late or lost).
+                    // RFC 3261 §14.1: a UAC "MUST NOT initiate a new INVITE transaction
+                    // within a dialog while another INVITE transaction is in progress": the
+                    // caller's re-INVITE before its ACK proves our 2xx ended its INVITE
+                    // transaction (the ACK is late or lost).
                     self.confirmed_without_ack(id);
                 }
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
