@@ -134,7 +134,7 @@ fuzz_target!(|data: &[u8]| {
             }
             8 => {
                 if let Some(&id) = calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1)) {
-                    match c.byte().unwrap_or(0) % 9 {
+                    match c.byte().unwrap_or(0) % 10 {
                         0 => ua.hangup(now, id),
                         1 => ua.ring(now, id),
                         2 => ua.answer(now, id, Some(Bytes::from_static(b"v=0\r\n"))),
@@ -144,6 +144,8 @@ fuzz_target!(|data: &[u8]| {
                         6 => drop(ua.update(now, id, None)),
                         // An offer (glare with the peer's) and the second fork's dialog.
                         7 => drop(ua.update(now, id, Some(Bytes::from_static(b"v=0\r\n")))),
+                        // Early media: a reliable 183 with SDP closes or opens an offer.
+                        8 => ua.progress(now, id, Bytes::from_static(b"v=0\r\n")),
                         _ => drop(ua.update_fork(now, id, "t2", Some(Bytes::from_static(b"v=0\r\n")))),
                     }
                 }

@@ -41,6 +41,45 @@ pub struct Dialog {
     /// each. Compared with the next hop before use, so a changed route set or remote
     /// target is never missed.
     hop: Option<Arc<Uri>>,
+    /// The INVITE's offer/answer in this dialog ([`OpenOffer`]; in the room the two
+    /// numbers above leave, no bigger dialog).
+    pub(crate) offer: OpenOffer,
+}
+
+/// Whether an offer made in the INVITE transaction (the INVITE, a reliable 1xx, the 2xx,
+/// RFC 3261 §13.2.1, RFC 3262 §5) still waits for its answer in a dialog, and whose it is.
+/// RFC 3264 §4: one offer at a time each way; RFC 3311 §5.1: no UPDATE offer is sent, and
+/// §5.2: an UPDATE offer received is refused (491 while ours is open, 500 with Retry-After
+/// while theirs is), until it is answered. Our UPDATE and re-INVITE offers are their
+/// transactions' (the user agent's `crossing_refusal` looks at those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenOffer {
+    /// None open: not made yet, or answered.
+    No,
+    /// Ours: the INVITE's offer (answered by a reliable 1xx with SDP or the 2xx), or, as the
+    /// callee, our SDP in a reliable 1xx or in the 2xx to an INVITE without offer (answered
+    /// by the PRACK or the ACK).
+    Ours,
+    /// Theirs, not answered yet: the INVITE's offer at its callee until the 2xx (or a
+    /// reliable 1xx with SDP), the callee's offer in a reliable 1xx to our INVITE without
+    /// offer (our PRACK carries no answer).
+    Theirs,
+}
+
+impl OpenOffer {
+    /// After an offer or answer of the INVITE transaction passed (`sdp`: the message had
+    /// SDP; an unreliable 1xx's SDP is only a preview, RFC 6337 §3.1.1, and is not passed
+    /// here): `mine`, sent by us, else received.
+    pub(crate) fn after_sdp(self, mine: bool) -> Self {
+        match (self, mine) {
+            (Self::No, true) => Self::Ours,
+            (Self::No, false) => Self::Theirs,
+            // An answer closes the open offer; SDP again from the same side (the 2xx
+            // repeating the reliable 1xx's offer) leaves it open.
+            (Self::Ours, false) | (Self::Theirs, true) => Self::No,
+            (open, _) => open,
+        }
+    }
 }
 
 /// Why a dialog could not be created from a message (the peer's fault, reported as a result).
@@ -279,6 +318,7 @@ impl Dialog {
             local_seq: request.cseq().map_or(1, |c| c.seq),
             remote_seq: None,
             hop: None,
+            offer: OpenOffer::No,
         })
     }
 
@@ -301,6 +341,7 @@ impl Dialog {
             local_seq: 0,
             remote_seq: request.cseq().map(|c| c.seq),
             hop: None,
+            offer: OpenOffer::No,
         })
     }
 

@@ -7,7 +7,8 @@
 //! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
 //! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
 //! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
-//! [`UserAgent::ring`], [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`].
+//! [`UserAgent::ring`], [`UserAgent::progress`], [`UserAgent::answer`], [`UserAgent::reject`],
+//! [`UserAgent::hangup`].
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
@@ -38,7 +39,7 @@ use sip_msg::{
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
-use crate::dialog::{Dialog, DialogError, DialogIds};
+use crate::dialog::{Dialog, DialogError, DialogIds, OpenOffer};
 use crate::fifo::Fifo;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
@@ -235,7 +236,9 @@ pub enum UaEvent {
         /// The method of the transaction.
         method: Method,
     },
-    /// The peer sent something we had to refuse or ignore (reported, never fatal).
+    /// The peer sent something we had to refuse or ignore, or a protocol violation we took
+    /// only as far as the RFC lets us (a callee's BYE in its early dialog); reported, never
+    /// fatal.
     Ignored {
         /// What and why.
         what: &'static str,
@@ -399,11 +402,30 @@ struct EarlyFork {
     dialog: Dialog,
     /// The last RSeq acknowledged with PRACK in this dialog.
     last_rseq: Option<u32>,
+    /// Its callee ended it with BYE ([`UserAgent::on_early_bye`]): kept only so that its
+    /// later 1xx do not make it again (nor are PRACKed) and its CSeq numbers carry on; no
+    /// request is answered in it (481) nor sent.
+    ended: bool,
+}
+
+/// The INVITE's offer/answer state of the call's dialog (`fork` `None`) or of another fork's
+/// early dialog (`Some(i)`).
+fn offer_of(call: &mut Call, fork: Option<usize>) -> Option<&mut OpenOffer> {
+    dialog_of_mut(call, fork).map(|d| &mut d.offer)
+}
+
+/// A new early dialog of our INVITE `invite`: its offer, if it has one, is open in it until
+/// that fork answers it (each fork's dialog has its own offer/answer, RFC 3261 §12.1.2).
+fn with_invite_offer(mut dialog: Dialog, invite: Option<&Message>) -> Dialog {
+    if invite.is_some_and(|i| !i.body().is_empty()) {
+        dialog.offer = OpenOffer::Ours;
+    }
+    dialog
 }
 
 /// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
-/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Boxed in
-/// the call only while a retry is due or in flight (the rare path).
+/// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Kept in
+/// the call's [`Glare`] while it is due or in flight (the rare path).
 #[derive(Debug)]
 struct GlareRetry {
     /// When it goes again; `None` once sent (kept to count the tries until its answer).
@@ -416,6 +438,33 @@ struct GlareRetry {
     /// How many times it was refused with 491 (at most [`MAX_GLARE_TRIES`]).
     tries: u8,
 }
+
+/// The call's re-INVITEs and UPDATEs refused with 491: at most one of each method per dialog
+/// (a new one in that dialog replaces the one waiting, [`drop_waiting_retry`]), so each fork's
+/// early dialog and the confirmed one keep their own (RFC 3261 §12.2.2: each dialog on its
+/// own). Boxed in the call only while one is kept: a `Vec` inline would make every call 16
+/// bytes bigger.
+#[derive(Debug, Default)]
+struct Glare {
+    retries: Vec<GlareRetry>,
+}
+
+/// Whether a UAC's call asked for a CANCEL that is not sent yet, or sent one for a reason its
+/// outcome names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Hang-up asked before any provisional response (§9.1: sent after the first).
+    Pending,
+    /// Sent because the callee ended its (last) early dialog with BYE
+    /// ([`UserAgent::on_early_bye`]).
+    AfterEarlyBye,
+}
+
+/// What the outcome of a call cancelled after an early BYE adds to the final response's
+/// reason phrase.
+const EARLY_BYE_CANCELLED: &str =
+    " (cancelled after the callee's BYE in its early dialog: RFC 3261 §15 forbids it)";
 
 /// The most times one re-INVITE or UPDATE is refused with 491 and sent again: two agents
 /// that each retry at once would otherwise cross for ever; the last 491 is reported as the
@@ -435,23 +484,27 @@ const MAX_FORKS_ENDED: usize = 16;
 /// The early dialog a provisional response to our INVITE belongs to, by its To tag `tag`
 /// (RFC 3261 §12.1.2): `Some(None)` for the call's dialog (the first fork's, or a 1xx without
 /// To tag as before), `Some(Some(i))` for `call.forks[i]`, made here for a new fork while the
-/// call is early. `None` when no dialog can be kept for it ([`MAX_EARLY_FORKS`] kept already,
-/// the call confirmed, no Contact).
+/// call's INVITE is pending (early, or cancelled by us and not answered yet: RFC 3262 §4
+/// PRACKs every reliable 1xx). `None` when no dialog is kept for it ([`MAX_EARLY_FORKS`] kept
+/// already, the call confirmed, no Contact, its callee ended it with BYE).
 fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option<Option<usize>> {
-    let (Some(tag), Some(first)) = (tag, call.dialog.as_ref()) else {
+    let Some(tag) = tag else {
         return Some(None);
     };
-    if first.id.remote_tag == tag {
-        return Some(None);
-    }
     if let Some(i) = call
         .forks
         .iter()
         .position(|f| f.dialog.id.remote_tag == tag)
     {
-        return Some(Some(i));
+        return (!call.forks[i].ended).then_some(Some(i));
     }
-    if !matches!(call.state, CallState::Calling | CallState::Early)
+    match &call.dialog {
+        Some(first) if first.id.remote_tag == tag => return Some(None),
+        Some(_) => {}
+        None => return Some(None),
+    }
+    if call.ack.is_some()
+        || call.state == CallState::Terminated
         || call.forks.len() >= MAX_EARLY_FORKS
     {
         return None;
@@ -460,31 +513,67 @@ fn early_dialog_of(call: &mut Call, tag: Option<&str>, resp: &Message) -> Option
     // Room for this one only: nearly always the one other fork (the default first room is 4).
     call.forks.reserve_exact(1);
     call.forks.push(EarlyFork {
-        dialog,
+        dialog: with_invite_offer(dialog, call.invite.as_deref()),
         last_rseq: None,
+        ended: false,
     });
     Some(Some(call.forks.len() - 1))
 }
 
+/// Which dialog of the call has the To tag `tag`: `Some(None)` the call's, `Some(Some(i))`
+/// the early dialog of another fork still going (`call.forks[i]`), `None` none.
+fn fork_of(call: &Call, tag: &str) -> Option<Option<usize>> {
+    if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
+        return Some(None);
+    }
+    call.forks
+        .iter()
+        .position(|f| !f.ended && f.dialog.id.remote_tag == tag)
+        .map(Some)
+}
+
+/// True when the callee of the fork with To tag `tag` ended its early dialog with BYE.
+fn fork_ended(call: &Call, tag: &str) -> bool {
+    call.forks
+        .iter()
+        .any(|f| f.ended && f.dialog.id.remote_tag == tag)
+}
+
 /// [`drop_waiting_retry`] for a request in the call's own dialog (none: nothing is sent).
-fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod) {
+fn drop_waiting_in_dialog(call: &mut Call, kind: InDialogMethod, offer: bool) {
     if let Some(tag) = call.dialog.as_ref().map(|d| d.id.remote_tag.clone()) {
-        drop_waiting_retry(call, kind, &tag);
+        drop_waiting_retry(call, kind, offer, &tag);
     }
 }
 
-/// A new re-INVITE or UPDATE (`kind`) in the dialog with To tag `tag` replaces the one of
-/// that kind refused with 491 in that dialog and waiting to go again ([`GlareRetry`]): its
-/// newer offer is the one to send. One waiting in another fork's early dialog stays (its
-/// offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
-fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, tag: &str) {
-    if call
-        .glare
-        .as_ref()
-        .is_some_and(|g| g.kind == kind && g.at.is_some() && g.tag == tag)
-    {
-        call.glare = None;
+/// A new re-INVITE or UPDATE (`kind`; `offer`: it carries one) in the dialog with To tag
+/// `tag` replaces the one of that kind refused with 491 in that dialog and waiting to go
+/// again ([`GlareRetry`]), and, with an offer, every offer waiting there (an UPDATE's offer
+/// after a re-INVITE's): its newer offer is the one to send (RFC 3264 §4: one offer at a
+/// time; the stale one would cross it). One waiting in another fork's early dialog stays
+/// (its offer is that dialog's; RFC 3261 §12.2.2: each dialog on its own).
+fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, offer: bool, tag: &str) {
+    drop_retries(call, |g| {
+        (g.kind == kind || (offer && g.body.is_some())) && g.at.is_some() && g.tag == tag
+    });
+}
+
+/// Drops the call's glare retries `which` picks (the box with the last one).
+fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
+    if let Some(g) = call.glare.as_mut() {
+        g.retries.retain(|r| !which(r));
+        if g.retries.is_empty() {
+            call.glare = None;
+        }
     }
+}
+
+/// The call's glare retries due at `at` or before (`None`: every one waiting).
+fn retries_due(call: &Call, at: Option<Instant>) -> impl Iterator<Item = &GlareRetry> {
+    call.glare
+        .iter()
+        .flat_map(|g| &g.retries)
+        .filter(move |r| r.at.is_some_and(|t| at.is_none_or(|at| t <= at)))
 }
 
 /// The call's dialog (`fork` `None`) or the early dialog of another fork (`Some(i)`:
@@ -574,8 +663,9 @@ struct Call {
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
     provisional_seen: bool,
-    /// UAC: hang-up asked before any provisional response.
-    cancel_pending: bool,
+    /// UAC: a CANCEL asked before any provisional response, or sent for a reason the call's
+    /// outcome names.
+    cancel: Cancel,
     /// UAC: the ACK for the INVITE's 2xx, re-sent on 2xx retransmissions (a re-INVITE's
     /// 2xx ACK is kept by the re-INVITE's transaction: [`AckTo::Again`]).
     ack: Option<(Destination, Bytes)>,
@@ -595,8 +685,8 @@ struct Call {
     next_rseq: u32,
     /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
-    /// Our re-INVITE or UPDATE refused with 491, to be sent again ([`GlareRetry`]).
-    glare: Option<Box<GlareRetry>>,
+    /// Our re-INVITEs and UPDATEs refused with 491, to be sent again ([`Glare`]).
+    glare: Option<Box<Glare>>,
 }
 
 /// One call handle's state.
@@ -1367,7 +1457,7 @@ impl UserAgent {
             local_tag,
             dialog: None,
             provisional_seen: false,
-            cancel_pending: false,
+            cancel: Cancel::No,
             ack: None,
             local_sdp: offer,
             source: None,
@@ -1464,12 +1554,13 @@ impl UserAgent {
                     .view::<ToRef>()
                     .and_then(Result::ok)
                     .and_then(|t| t.tag());
-                let made = call.dialog.is_none() && tag.is_some();
+                let made =
+                    call.dialog.is_none() && tag.as_deref().is_some_and(|t| !fork_ended(call, t));
                 if made {
-                    call.dialog = call
-                        .invite
-                        .as_deref()
-                        .and_then(|inv| Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok());
+                    call.dialog = call.invite.as_deref().and_then(|inv| {
+                        let d = Dialog::from_uac_tagged(inv, &call.local_tag, resp).ok()?;
+                        Some(with_invite_offer(d, Some(inv)))
+                    });
                 }
                 // RFC 3261 §12.1.2: each 1xx with a To tag is in its fork's early dialog (made
                 // by the first 1xx of that tag). Its Contact refreshes that dialog's remote
@@ -1499,6 +1590,13 @@ impl UserAgent {
                             };
                             if last.is_none_or(|last| rseq > last) {
                                 *last = Some(rseq);
+                                // RFC 3262 §5: its SDP answers our INVITE's offer, or is the
+                                // callee's offer (the first reliable 1xx with SDP).
+                                if sdp.is_some()
+                                    && let Some(open) = offer_of(call, fork)
+                                {
+                                    *open = open.after_sdp(false);
+                                }
                                 let cseq = call
                                     .invite
                                     .as_deref()
@@ -1518,14 +1616,15 @@ impl UserAgent {
                             }
                         }
                         None => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                            what: "reliable provisional of a fork past the early dialogs kept",
+                            what: "reliable provisional of a fork whose early dialog is not \
+                                   kept (ended with BYE, or past the forks kept)",
                         }),
                     }
                 }
                 let Some(call) = self.call_mut(id) else {
                     return;
                 };
-                let cancel = call.cancel_pending;
+                let cancel = call.cancel == Cancel::Pending;
                 self.call_event(id, CallEvent::Progress { code, sdp });
                 if cancel {
                     self.send_cancel(now, id);
@@ -1577,7 +1676,8 @@ impl UserAgent {
                             }
                         },
                     };
-                let cancelled = call.cancel_pending || call.state == CallState::Terminating;
+                let cancelled =
+                    call.cancel == Cancel::Pending || call.state == CallState::Terminating;
                 let seq = invite.cseq().map_or(1, |c| c.seq);
                 let mut dialog = dialog;
                 // Requests sent in this fork's early dialog (PRACK, UPDATE) used CSeq numbers
@@ -1678,7 +1778,10 @@ impl UserAgent {
                 }
             }
             _ => {
-                let reason = resp.reason().unwrap_or("").to_owned();
+                let mut reason = resp.reason().unwrap_or("").to_owned();
+                if call.cancel == Cancel::AfterEarlyBye {
+                    reason.push_str(EARLY_BYE_CANCELLED);
+                }
                 self.call_event(id, CallEvent::Failed { code, reason });
             }
         }
@@ -1897,7 +2000,7 @@ impl UserAgent {
                 if call.provisional_seen {
                     self.send_cancel(now, id);
                 } else {
-                    call.cancel_pending = true;
+                    call.cancel = Cancel::Pending;
                 }
             }
             (false, CallState::Calling | CallState::Early) => self.reject(now, id, 486),
@@ -1909,7 +2012,9 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
-        call.cancel_pending = false;
+        if call.cancel == Cancel::Pending {
+            call.cancel = Cancel::No;
+        }
         call.state = CallState::Terminating;
         // §9.1: CANCEL copies Request-URI, Call-ID, To, From, the top Via (same branch),
         // every Route header field (in order, as printed: a comma-joined line stays one
@@ -1989,7 +2094,7 @@ impl UserAgent {
         }
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
-            drop_waiting_in_dialog(c, InDialogMethod::Reinvite);
+            drop_waiting_in_dialog(c, InDialogMethod::Reinvite, true);
         }
         self.send_in_dialog(
             now,
@@ -2003,10 +2108,17 @@ impl UserAgent {
     /// Sends UPDATE (RFC 3311) in a confirmed or early call, with an optional SDP offer.
     /// While a forked call is early it goes in the first fork's early dialog (the first 1xx
     /// with a To tag: the one the call had before any other fork rang, so a call that was
-    /// never forked works as before); [`UserAgent::update_fork`] names another fork.
+    /// never forked works as before; the next one still going once that fork's callee ended
+    /// it with BYE); [`UserAgent::update_fork`] names another fork.
+    /// False (nothing sent) with an offer while the INVITE's offer/answer is open in that
+    /// dialog (RFC 3311 §5.1, RFC 3264 §4: one offer at a time; e.g. a call ringing without a
+    /// reliable early answer).
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
         if let Some(c) = self.call_mut(id) {
-            drop_waiting_in_dialog(c, InDialogMethod::Update);
+            if sdp.is_some() && c.dialog.as_ref().is_some_and(|d| d.offer != OpenOffer::No) {
+                return false;
+            }
+            drop_waiting_in_dialog(c, InDialogMethod::Update, sdp.is_some());
         }
         self.send_in_dialog(
             now,
@@ -2021,12 +2133,14 @@ impl UserAgent {
     /// INVITE whose 1xx carried a To tag (RFC 3261 §12.1.2: each makes its own early
     /// dialog), the first fork's first (the dialog [`UserAgent::update`] and
     /// [`UserAgent::info`] use), then the others in the order they appeared (at most
-    /// `MAX_EARLY_FORKS` = 16 more); once confirmed, the confirmed dialog's only.
+    /// `MAX_EARLY_FORKS` = 16 more), without those their callee ended with BYE (when it was
+    /// the first fork's, the next one still going is first); once confirmed, the confirmed
+    /// dialog's only.
     pub fn fork_tags(&self, id: CallId) -> impl Iterator<Item = &str> {
         self.call_ref(id).into_iter().flat_map(|c| {
             c.dialog
                 .iter()
-                .chain(c.forks.iter().map(|f| &f.dialog))
+                .chain(c.forks.iter().filter(|f| !f.ended).map(|f| &f.dialog))
                 .map(|d| d.id.remote_tag.as_str())
         })
     }
@@ -2034,24 +2148,19 @@ impl UserAgent {
     /// [`UserAgent::update`] in the early dialog of the fork whose To tag is `tag` (one of
     /// [`UserAgent::fork_tags`]): RFC 3311 §5.1 lets the caller send UPDATE in any early
     /// dialog, and a forked INVITE has one per ringing phone. False when no dialog of the
-    /// call has that tag.
+    /// call has that tag, or (with an offer) while the INVITE's offer/answer is open in it
+    /// (as [`UserAgent::update`]).
     pub fn update_fork(&mut self, now: Instant, id: CallId, tag: &str, sdp: Option<Bytes>) -> bool {
         let Some(call) = self.call_mut(id) else {
             return false;
         };
-        let fork = if call.dialog.as_ref().is_some_and(|d| d.id.remote_tag == tag) {
-            None
-        } else {
-            match call
-                .forks
-                .iter()
-                .position(|f| f.dialog.id.remote_tag == tag)
-            {
-                Some(i) => Some(i),
-                None => return false,
-            }
+        let Some(fork) = fork_of(call, tag) else {
+            return false;
         };
-        drop_waiting_retry(call, InDialogMethod::Update, tag);
+        if sdp.is_some() && offer_of(call, fork).is_some_and(|o| *o != OpenOffer::No) {
+            return false;
+        }
+        drop_waiting_retry(call, InDialogMethod::Update, sdp.is_some(), tag);
         self.send_in_dialog_of(
             now,
             id,
@@ -2129,13 +2238,18 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
-        // A retried request's answer: its glare retries are over.
+        // A retried request's answer: its glare retries are over (those of its dialog: the
+        // response's To tag is the one our request had).
         if let Some(c) = self.call_mut(id)
-            && c.glare
-                .as_ref()
-                .is_some_and(|g| g.kind == kind && g.at.is_none())
+            && c.glare.is_some()
         {
-            c.glare = None;
+            let tag = resp
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag())
+                .unwrap_or_default();
+            drop_retries(c, |g| g.kind == kind && g.at.is_none() && g.tag == tag);
         }
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
@@ -2186,6 +2300,24 @@ impl UserAgent {
     /// Sends 180 Ringing on an incoming call.
     pub fn ring(&mut self, now: Instant, id: CallId) {
         self.respond_invite(now, id, 180, "Ringing", None);
+        self.now_early(id);
+    }
+
+    /// Sends 183 Session Progress with early media SDP on an incoming call (RFC 3261
+    /// §13.3.1.1). Reliable when both sides use 100rel (RFC 3262 §3): its SDP is then the
+    /// answer to the INVITE's offer (or our offer when the INVITE had none, RFC 3262 §5); an
+    /// unreliable one only previews the answer the 2xx will carry (RFC 6337 §3.1.1). Our SDP
+    /// becomes `sdp` (the 2xx carries it again).
+    pub fn progress(&mut self, now: Instant, id: CallId, sdp: Bytes) {
+        if let Some(c) = self.call_mut(id) {
+            c.local_sdp = Some(sdp.clone());
+        }
+        self.respond_invite(now, id, 183, "Session Progress", Some(sdp));
+        self.now_early(id);
+    }
+
+    /// An incoming call that sent a provisional response is early.
+    fn now_early(&mut self, id: CallId) {
         if let Some(c) = self.call_mut(id)
             && c.state == CallState::Calling
         {
@@ -2260,6 +2392,7 @@ impl UserAgent {
             .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
+        let sdp_sent = sdp.is_some();
         Message::write_full_response(
             invite,
             code,
@@ -2277,6 +2410,14 @@ impl UserAgent {
         self.drain_server(now);
         let t1 = self.profile.timers.t1;
         let call = self.call_mut(id)?;
+        // SDP in a reliable 1xx or the 2xx answers the INVITE's offer, or is our offer when
+        // it had none (RFC 3262 §5, RFC 3261 §13.2.1; an unreliable 1xx's only previews it).
+        if sdp_sent
+            && (reliable || (200..300).contains(&code))
+            && let Some(d) = call.dialog.as_mut()
+        {
+            d.offer = d.offer.after_sdp(true);
+        }
         if code >= 200 {
             // The final answer is out: the server transaction re-sends a non-2xx, the call
             // keeps a 2xx's bytes, the dialog holds what in-dialog requests need.
@@ -2297,7 +2438,13 @@ impl UserAgent {
     fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         let dialog = match Dialog::from_uas(&req, &local_tag) {
-            Ok(d) => d,
+            // The INVITE's offer is theirs to be answered (RFC 3261 §13.3.1).
+            Ok(mut d) => {
+                if sdp_of(&req).is_some() {
+                    d.offer = OpenOffer::Theirs;
+                }
+                d
+            }
             Err(_) => {
                 if let Some(key) = self.server.last().map(|e| e.txn.key().clone()) {
                     self.respond_stateless(
@@ -2333,7 +2480,7 @@ impl UserAgent {
             local_tag,
             dialog: Some(dialog),
             provisional_seen: false,
-            cancel_pending: false,
+            cancel: Cancel::No,
             ack: None,
             local_sdp: None,
             source: Some(source),
@@ -2448,7 +2595,7 @@ impl UserAgent {
             let armed = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
                 c.ok_retransmit.is_some()
                     || c.prov_retransmit.is_some()
-                    || c.glare.as_ref().is_some_and(|g| g.at.is_some())
+                    || retries_due(c, None).next().is_some()
             });
             self.set_flag(CALL_TIMERS, armed);
         }
@@ -2641,7 +2788,7 @@ impl UserAgent {
                 _ => Some(
                     c.forks
                         .iter()
-                        .position(|f| ids.matches(&f.dialog.id, true))?,
+                        .position(|f| !f.ended && ids.matches(&f.dialog.id, true))?,
                 ),
             };
             Some((Self::id_at(self.first_call, i), fork))
@@ -2661,6 +2808,11 @@ impl UserAgent {
         if call.state == CallState::Answering {
             call.ok_retransmit = None;
             call.state = CallState::Confirmed;
+            // The ACK answers our offer in the 2xx (RFC 3261 §13.2.1); without one the
+            // exchange is over all the same.
+            if let Some(d) = call.dialog.as_mut() {
+                d.offer = OpenOffer::No;
+            }
             let sdp = sdp_of(req);
             queues(&mut self.queues)
                 .events
@@ -2736,6 +2888,7 @@ impl UserAgent {
         if matches!(method, Method::Invite | Method::Update)
             && let Some((code, reason)) = self.crossing_refusal(
                 id,
+                fork,
                 &method,
                 sdp_of(req).is_some(),
                 ids.as_ref().and_then(|i| i.from_tag.as_deref()),
@@ -2754,31 +2907,36 @@ impl UserAgent {
             return;
         }
         match method {
-            Method::Bye if fork.is_some() => {
-                // RFC 3261 §15: a callee must not send BYE in an early dialog. It ends only
-                // that fork's dialog (§15.1.2 answers it 200); the call goes on with the
-                // other forks, and the fork's numbers stay for a 2xx it may still send.
+            // Our INVITE has no 2xx yet: the dialog is an early one.
+            Method::Bye if self.call_ref(id).is_some_and(|c| c.uac && c.ack.is_none()) => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
-                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
-                    what: "BYE in the early dialog of another fork (RFC 3261 §15)",
-                });
+                self.on_early_bye(now, id, fork);
+            }
+            Method::Bye
+                if self.call_ref(id).is_some_and(|c| {
+                    !c.uac && matches!(c.state, CallState::Calling | CallState::Early)
+                }) =>
+            {
+                // RFC 3261 §15: the caller may end an early dialog with BYE; §15.1.2: "The UAS
+                // MUST still respond to any pending requests received for that dialog. It is
+                // RECOMMENDED that a 487 (Request Terminated) response be generated".
+                self.respond_stateless(now, req, key, source, 200, "OK");
+                self.respond_invite(now, id, 487, "Request Terminated", None);
+                self.call_event(
+                    id,
+                    CallEvent::Failed {
+                        code: 487,
+                        reason: "the caller ended the early dialog with BYE".into(),
+                    },
+                );
             }
             Method::Bye => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
-                let mut confirmed_by_bye = false;
+                // Every ACK was lost but the caller hangs up: its BYE proves our 2xx arrived,
+                // so the call was answered (counted as such) before it ends.
+                self.confirmed_without_ack(id);
                 if let Some(c) = self.call_mut(id) {
                     c.ok_retransmit = None;
-                    // Every ACK was lost but the caller hangs up: its BYE proves our 2xx
-                    // arrived, so the call was answered (counted as such) before it ends.
-                    if c.state == CallState::Answering {
-                        c.state = CallState::Confirmed;
-                        confirmed_by_bye = true;
-                    }
-                }
-                if confirmed_by_bye {
-                    queues(&mut self.queues)
-                        .events
-                        .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
                 }
                 self.call_event(
                     id,
@@ -2789,6 +2947,13 @@ impl UserAgent {
                 );
             }
             Method::Invite | Method::Update => {
+                if method == Method::Invite {
+                    // RFC 3261 §14.1: a UAC "MUST NOT initiate a new INVITE transaction
+                    // within a dialog while another INVITE transaction is in progress": the
+                    // caller's re-INVITE before its ACK proves our 2xx ended its INVITE
+                    // transaction (the ACK is late or lost).
+                    self.confirmed_without_ack(id);
+                }
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
@@ -2838,6 +3003,12 @@ impl UserAgent {
                             .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
                     if outstanding {
                         c.prov_retransmit = None;
+                        // RFC 3262 §5: a PRACK with SDP answers our offer in the 1xx.
+                        if sdp_of(req).is_some()
+                            && let Some(d) = c.dialog.as_mut()
+                        {
+                            d.offer = d.offer.after_sdp(false);
+                        }
                     }
                     outstanding
                 });
@@ -2877,6 +3048,71 @@ impl UserAgent {
         }
     }
 
+    /// A request of the caller that proves our 2xx arrived (its BYE, its re-INVITE) while we
+    /// wait for the ACK: the call is confirmed (reported answered, the 2xx no longer
+    /// retransmitted), as the ACK would have done (RFC 3261 §13.3.1.4).
+    fn confirmed_without_ack(&mut self, id: CallId) {
+        let Some(c) = self.call_mut(id) else {
+            return;
+        };
+        if c.state == CallState::Answering {
+            c.state = CallState::Confirmed;
+            c.ok_retransmit = None;
+            queues(&mut self.queues)
+                .events
+                .push_back(UaEvent::Call(id, CallEvent::Answered { sdp: None }));
+        }
+    }
+
+    /// A BYE in an early dialog of our INVITE (`fork` as in [`UserAgent::find_dialog_call`]),
+    /// answered 200 already. RFC 3261 §15: a callee MUST NOT send one; when it does, the BYE
+    /// matches an existing dialog, so §15.1.2 and §12.2.2 apply: that dialog (the fork's early
+    /// session) ends, whichever fork it is, and its later requests get 481. It is no final
+    /// response to the INVITE: the call goes on with the other forks' early dialogs, or with
+    /// a fork that has not rung yet. When it ended the last early dialog, no phone is known
+    /// to ring any more while the INVITE stays pending: we CANCEL it (§9.1), and the outcome
+    /// (its 487, or the 2xx that crosses the CANCEL, then ended with BYE) names why. The
+    /// violation is reported at once either way.
+    fn on_early_bye(&mut self, now: Instant, id: CallId, fork: Option<usize>) {
+        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+            what: "BYE in an early dialog (RFC 3261 §15: a callee must not send one): \
+                   answered 200, that early dialog ended",
+        });
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        match fork {
+            Some(i) => {
+                if let Some(f) = call.forks.get_mut(i) {
+                    f.ended = true;
+                }
+            }
+            // The first fork's dialog: kept as ended among the others, and the next fork
+            // still going (if any) takes its place, the one `update` and `info` use.
+            None => {
+                let next = call.forks.iter().position(|f| !f.ended);
+                let next = next.map(|i| call.forks.remove(i));
+                let (dialog, last_rseq) = match next {
+                    Some(f) => (Some(f.dialog), f.last_rseq),
+                    None => (None, None),
+                };
+                let ended = std::mem::replace(&mut call.dialog, dialog);
+                let last_rseq = std::mem::replace(&mut call.last_rseq, last_rseq);
+                if let Some(dialog) = ended {
+                    call.forks.push(EarlyFork {
+                        dialog,
+                        last_rseq,
+                        ended: true,
+                    });
+                }
+            }
+        }
+        if call.dialog.is_none() && call.state < CallState::Terminating {
+            call.cancel = Cancel::AfterEarlyBye;
+            self.send_cancel(now, id);
+        }
+    }
+
     /// The refusal of a re-INVITE or UPDATE (`offer`: it carries one) of call `id` that
     /// crosses a request of ours, if it does (the peer tries again later):
     /// - our BYE (or CANCEL) is out: the session is over (§15.1.1), nothing modifies it: 481;
@@ -2886,10 +3122,16 @@ impl UserAgent {
     ///   offer waits for its final response in the same dialog (`remote_tag`: the request's
     ///   From tag; an early fork's dialog is not another's): 491 (RFC 3261 §14.2; RFC 3311
     ///   §5.2: one offer at a time each way). An UPDATE without offer (a session refresh)
-    ///   crosses nothing.
+    ///   crosses nothing;
+    /// - an INVITE, or an UPDATE with an offer, while an offer of the INVITE transaction is
+    ///   open in its dialog (`fork`, [`OpenOffer`]): 491 when it is ours (RFC 3311 §5.2: "the
+    ///   UAS has generated an offer (in an UPDATE, PRACK or INVITE) to which it has not yet
+    ///   received an answer"), 500 with Retry-After when it is theirs (§5.2: "has received an
+    ///   offer ... to which it has not yet generated an answer").
     fn crossing_refusal(
         &self,
         id: CallId,
+        fork: Option<usize>,
         method: &Method,
         offer: bool,
         remote_tag: Option<&str>,
@@ -2908,6 +3150,15 @@ impl UserAgent {
         }
         if !invite && !offer {
             return None;
+        }
+        let open = match fork {
+            None => call.dialog.as_ref(),
+            Some(i) => call.forks.get(i).map(|f| &f.dialog),
+        };
+        match open.map(|d| d.offer) {
+            Some(OpenOffer::Ours) => return Some((491, "Request Pending")),
+            Some(OpenOffer::Theirs) => return Some((500, "Server Internal Error")),
+            _ => {}
         }
         let crossing = self.client.iter().any(|e| match e.owner {
             Owner::InDialog(c, m) if c == id => {
@@ -2932,7 +3183,7 @@ impl UserAgent {
     /// `body`) was refused with 491: sent again after RFC 3261 §14.1's timer (RFC 3311 §5.1
     /// for UPDATE): a random 2.1–4 s when we own the dialog's Call-ID (we sent the INVITE
     /// that made it), 0–2 s when not, in units of 10 ms. False when it is not (tried
-    /// [`MAX_GLARE_TRIES`] times, or another retry is due): the 491 is its outcome then.
+    /// [`MAX_GLARE_TRIES`] times): the 491 is its outcome then. Each dialog keeps its own.
     fn retry_after_glare(
         &mut self,
         now: Instant,
@@ -2952,22 +3203,28 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return false;
         };
-        let tries = match &call.glare {
-            Some(g) if g.kind == kind && g.at.is_none() => g.tries + 1,
-            Some(_) => return false,
-            None => 1,
-        };
+        // The same request again (in flight after an earlier 491) counts on; any other one
+        // of that method in that dialog is replaced.
+        let same = |g: &GlareRetry| g.kind == kind && g.tag == tag;
+        let tries = call
+            .glare
+            .as_ref()
+            .and_then(|g| g.retries.iter().find(|g| same(g) && g.at.is_none()))
+            .map_or(1, |g| g.tries + 1);
+        drop_retries(call, same);
         if tries > MAX_GLARE_TRIES {
-            call.glare = None;
             return false;
         }
-        call.glare = Some(Box::new(GlareRetry {
-            at: Some(now + Duration::from_millis(10 * units)),
-            kind,
-            tag,
-            body,
-            tries,
-        }));
+        call.glare
+            .get_or_insert_with(Box::default)
+            .retries
+            .push(GlareRetry {
+                at: Some(now + Duration::from_millis(10 * units)),
+                kind,
+                tag,
+                body,
+                tries,
+            });
         self.set_flag(CALL_TIMERS, true);
         true
     }
@@ -2978,38 +3235,33 @@ impl UserAgent {
     /// call that is ending is dropped.
     fn send_glare_retries(&mut self, now: Instant) {
         let first = self.first_call;
-        let due: Vec<CallId> = self
+        // (call, method, dialog) of each retry due: a call may have several, one per
+        // method and dialog.
+        let due: Vec<(CallId, InDialogMethod, String)> = self
             .calls
             .iter()
             .enumerate()
-            .filter(|(_, s)| {
+            .flat_map(|(i, s)| {
                 s.as_ref()
-                    .and_then(|c| c.glare.as_ref()?.at)
-                    .is_some_and(|t| t <= now)
+                    .into_iter()
+                    .flat_map(|c| retries_due(c, Some(now)))
+                    .map(move |g| (Self::id_at(first, i), g.kind, g.tag.clone()))
             })
-            .map(|(i, _)| Self::id_at(first, i))
             .collect();
-        for id in due {
+        for (id, kind, tag) in due {
             let Some(call) = self.call_mut(id) else {
                 continue;
             };
-            let Some(g) = call.glare.as_mut() else {
+            let Some(g) = call.glare.as_mut().and_then(|g| {
+                g.retries
+                    .iter_mut()
+                    .find(|g| g.kind == kind && g.tag == tag)
+            }) else {
                 continue;
             };
             g.at = None;
-            let (kind, body) = (g.kind, g.body.clone());
-            let fork = if call
-                .dialog
-                .as_ref()
-                .is_some_and(|d| d.id.remote_tag == g.tag)
-            {
-                Some(None)
-            } else {
-                call.forks
-                    .iter()
-                    .position(|f| f.dialog.id.remote_tag == g.tag)
-                    .map(Some)
-            };
+            let body = g.body.clone();
+            let fork = fork_of(call, &tag);
             let live = match kind {
                 InDialogMethod::Reinvite => call.state == CallState::Confirmed,
                 _ => matches!(call.state, CallState::Early | CallState::Confirmed),
@@ -3019,9 +3271,11 @@ impl UserAgent {
                     let body = body.map(|b| ("application/sdp", b));
                     self.send_in_dialog_of(now, id, fork, kind, body, None);
                 }
-                _ if call.state >= CallState::Terminating => call.glare = None,
+                _ if call.state >= CallState::Terminating => {
+                    drop_retries(call, |g| g.kind == kind && g.tag == tag)
+                }
                 _ => {
-                    call.glare = None;
+                    drop_retries(call, |g| g.kind == kind && g.tag == tag);
                     queues(&mut self.queues).events.push_back(UaEvent::Call(
                         id,
                         CallEvent::Modified {
@@ -3667,7 +3921,7 @@ impl UserAgent {
                     .into_iter()
                     .flatten()
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
-                    .chain(c.glare.as_ref().and_then(|g| g.at))
+                    .chain(retries_due(c, None).filter_map(|g| g.at))
             })
         };
         debug_assert!(

@@ -500,3 +500,23 @@ fn a_new_reinvite_replaces_one_waiting_after_491() {
     p.one_outcome(true, Method::Invite);
     p.one_outcome(false, Method::Invite);
 }
+
+/// RFC 3264 §4 (one offer at a time): Alice's re-INVITE refused with 491 waits for its
+/// §14.1 retry when she sends a new offer in an UPDATE, which Bob takes (his own re-INVITE
+/// waits too). The waiting re-INVITE's offer is older than the one Bob now has: it is not
+/// sent on top of it. (Before: replaced only by a request of the same method, so the stale
+/// re-INVITE went again 2.1–4 s later.)
+#[test]
+fn a_new_offer_in_an_update_replaces_a_waiting_reinvite() {
+    let mut p = Pair::new();
+    assert!(p.alice.reinvite(p.now, p.a, sdp("v=0 a1\r\n")));
+    assert!(p.bob.reinvite(p.now, p.b, sdp("v=0 b1\r\n")));
+    p.cross_with_491();
+    assert!(p.alice.update(p.now, p.a, Some(sdp("v=0 a2\r\n"))));
+    p.settle();
+    p.run(Duration::from_secs(5));
+    assert_eq!(p.bodies(true, "INVITE "), ["v=0 a1\r\n"], "{:?}", p.log);
+    assert_eq!(p.bodies(true, "UPDATE "), ["v=0 a2\r\n"], "{:?}", p.log);
+    p.one_outcome(true, Method::Update);
+    p.one_outcome(false, Method::Invite);
+}

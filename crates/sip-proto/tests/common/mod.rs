@@ -95,3 +95,13 @@ pub fn incoming(ua: &mut UserAgent, now: Instant, invite: &[Outgoing]) -> CallId
         _ => panic!("no incoming call: {ev:?}"),
     }
 }
+
+/// The call events of `ev`, in order.
+pub fn call_events(ev: &[UaEvent]) -> Vec<&CallEvent> {
+    ev.iter()
+        .filter_map(|e| match e {
+            UaEvent::Call(_, e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
