@@ -539,8 +539,16 @@ mod tests {
 
     #[test]
     fn table_and_word_printing_matches_the_formatting_machinery() {
-        // Every number up to 100,000 (the table below 100, the loop above), and the ends.
-        for v in (0..100_000u64).chain([u64::MAX, u64::MAX - 1, 1 << 63, 10u64.pow(19)]) {
+        // Every number up to 100,000 (the table below 100, the pairs above), the ends, and
+        // each power of ten and its neighbours (an odd or even count of digits).
+        let powers = (0..20).flat_map(|k| {
+            let p = 10u64.pow(k);
+            [p - 1, p, p + 1]
+        });
+        for v in (0..100_000u64)
+            .chain([u64::MAX, u64::MAX - 1, 1 << 63])
+            .chain(powers)
+        {
             let mut s = String::from("x");
             push_decimal(&mut s, v);
             assert_eq!(s, format!("x{v}"));

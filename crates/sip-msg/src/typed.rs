@@ -559,7 +559,7 @@ impl<'a> HeaderView<'a> for ViaBranch<'a> {
     const NAME: HeaderName = HeaderName::Via;
     const LIST: bool = true;
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
-        if value.contains('"') {
+        if crate::find_in_line(value.as_bytes(), b'"').is_some() {
             return ViaRef::parse(value).map(|v| ViaBranch(v.branch()));
         }
         let (_, rest) = sent_protocol(value)?;
