@@ -8,7 +8,7 @@ use crate::error::HeaderError;
 use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
 use crate::text::{
-    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, plain_header_param,
+    ByteStr, Params, ParamsRef, eq_ic, eq_ic_str, is_token, is_ws, parse_num, plain_header_param,
     quoted_end, split_top, trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
 };
 use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
@@ -580,16 +580,24 @@ impl<'a> HeaderView<'a> for ViaBranch<'a> {
 /// The sent-protocol of a Via value (RFC 3261 §25.1: `SIP / 2.0 / transport`, `SLASH = SWS
 /// "/" SWS`, then LWS): the transport token and the rest after the white space.
 fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
-    let (name, rest) = value
-        .split_once_b(b'/')
-        .ok_or(HeaderError::BadSentProtocol)?;
-    let (version, rest) = rest
-        .split_once_b(b'/')
-        .ok_or(HeaderError::BadSentProtocol)?;
-    let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
-    if !eq_ic_str(name, "SIP") || version != "2.0" {
-        return Err(HeaderError::BadSentProtocol);
-    }
+    let b = value.as_bytes();
+    let rest = if b.len() >= 8 && eq_ic(&b[..4], b"SIP/") && &b[4..8] == b"2.0/" {
+        // The usual `SIP/2.0/`, no white space around the slashes: the two splits below
+        // would find `SIP` and `2.0` and the rest after the second slash (eight ASCII bytes:
+        // a character boundary).
+        trim_start_fast(value.get(8..).unwrap_or_default())
+    } else {
+        let (name, rest) = value
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        let (version, rest) = rest
+            .split_once_b(b'/')
+            .ok_or(HeaderError::BadSentProtocol)?;
+        if !eq_ic_str(trim_fast(name), "SIP") || trim_fast(version) != "2.0" {
+            return Err(HeaderError::BadSentProtocol);
+        }
+        trim_start_fast(rest)
+    };
     let tend = rest
         .bytes()
         .position(|c| c == b' ' || c == b'\t')
@@ -1397,6 +1405,68 @@ mod tests {
         let c = Contact::parse("<sip:a@b>;expires=3600;q=0.7").unwrap();
         assert_eq!((c.expires(), c.q()), (Some(3600), Some(0.7)));
         assert!(Contact::parse("<sip:a@b>;expires=280297596632815").is_err());
+    }
+
+    /// The sent-protocol read with the `SIP/2.0/` shortcut is the one the general splits
+    /// read, for values built from pieces around each place the shortcut looks at: the
+    /// protocol name in any case and near misses, white space around the slashes, other
+    /// versions, transports (bad tokens too) and what follows (Unicode white space too).
+    #[test]
+    fn the_usual_sent_protocol_reads_as_the_general_splits_read_it() {
+        fn general(value: &str) -> Result<(&str, &str), HeaderError> {
+            let (name, rest) = value
+                .split_once_b(b'/')
+                .ok_or(HeaderError::BadSentProtocol)?;
+            let (version, rest) = rest
+                .split_once_b(b'/')
+                .ok_or(HeaderError::BadSentProtocol)?;
+            let (name, version, rest) =
+                (trim_fast(name), trim_fast(version), trim_start_fast(rest));
+            if !eq_ic_str(name, "SIP") || version != "2.0" {
+                return Err(HeaderError::BadSentProtocol);
+            }
+            let tend = rest
+                .bytes()
+                .position(|c| c == b' ' || c == b'\t')
+                .ok_or(HeaderError::BadSentProtocol)?;
+            let transport = &rest[..tend];
+            if !is_token(transport) {
+                return Err(HeaderError::BadToken);
+            }
+            Ok((transport, trim_start_fast(&rest[tend..])))
+        }
+        let names = [
+            "SIP",
+            "sip",
+            "sIp",
+            "SIQ",
+            " SIP",
+            "SIP ",
+            "SI",
+            "",
+            "\u{a0}SIP",
+        ];
+        let slashes = ["/", " /", "/ ", "\t/\t", "//", ""];
+        let versions = ["2.0", "2.00", "20", " 2.0", "2.0 ", "2.0/", "\u{3000}2.0"];
+        let transports = ["UDP", "tls", "", " UDP", "U@P", "UDP/", "\u{a0}UDP"];
+        let rests = [" h:1;branch=z9hG4bK1", "\th", "  h", "", "\u{a0}h", " "];
+        let mut n = 0;
+        for name in names {
+            for s1 in slashes {
+                for version in versions {
+                    for s2 in slashes {
+                        for transport in transports {
+                            for rest in rests {
+                                let v = format!("{name}{s1}{version}{s2}{transport}{rest}");
+                                assert_eq!(sent_protocol(&v), general(&v), "{v:?}");
+                                n += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 10_000);
     }
 
     #[test]
