@@ -846,6 +846,19 @@ pub fn find_in_line(text: &[u8], byte: u8) -> Option<usize> {
     found
 }
 
+/// [`find_in_line`] for the first of three bytes.
+#[inline(always)]
+pub(crate) fn find3_in_line(text: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    let found = match memchr::arch::x86_64::sse2::memchr::Three::new(a, b, c) {
+        Some(sse2) => sse2.find(text),
+        None => memchr::memchr3(a, b, c, text),
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let found = memchr::memchr3(a, b, c, text);
+    found
+}
+
 /// Where the bytes being parsed come from: a borrowed slice (copied out as needed) or a
 /// [`Bytes`] that slices share.
 struct Source<'a> {
