@@ -710,17 +710,38 @@ impl<'a> HeaderView<'a> for CallIdRef<'a> {
         if value.is_empty() {
             return Err(HeaderError::Empty);
         }
-        // One pass: no white space or control byte, at most one `@`.
-        let (mut bad, mut ats) = (false, 0usize);
-        for c in value.bytes() {
-            bad |= c <= b' ' || c == 0x7f;
-            ats += usize::from(c == b'@');
+        // No white space or control byte, at most one `@`.
+        if !is_word_bytes(value.as_bytes()) {
+            return Err(HeaderError::BadToken);
         }
-        if bad || ats > 1 {
+        let b = value.as_bytes();
+        if let Some(at) = crate::find_in_line(b, b'@')
+            && crate::find_in_line(&b[at + 1..], b'@').is_some()
+        {
             return Err(HeaderError::BadToken);
         }
         Ok(Self(value))
     }
+}
+
+/// True when no byte of `b` is a control byte, SP or DEL (`c <= 0x20 || c == 0x7f`), eight
+/// bytes at a time.
+fn is_word_bytes(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = b.chunks_exact(8);
+    let mut flags = 0;
+    for chunk in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        // A byte below 0x21 (`x - 0x21` borrows, and its high bit was clear), or a byte
+        // equal to 0x7f (zero after the xor): whether any byte is so is exact, even where a
+        // borrow flags a byte above a real one.
+        let d = x ^ (ONES * 0x7f);
+        flags |= (x.wrapping_sub(ONES * 0x21) & !x) | (d.wrapping_sub(ONES) & !d);
+    }
+    flags & HIGHS == 0 && words.remainder().iter().all(|&c| c > b' ' && c != 0x7f)
 }
 
 impl fmt::Display for CallId {
@@ -1467,6 +1488,56 @@ mod tests {
             }
         }
         assert!(n > 10_000);
+    }
+
+    /// A Call-ID is read as the byte loop read it: every byte value at every place of texts
+    /// around the word size (for the eight-bytes-at-a-time test), next to printable filler
+    /// and next to bytes on both sides of each limit, with zero, one or two `@`.
+    #[test]
+    fn call_ids_are_checked_as_the_byte_loop_checked_them() {
+        fn reference(value: &str) -> Result<CallIdRef<'_>, HeaderError> {
+            if value.is_empty() {
+                return Err(HeaderError::Empty);
+            }
+            let (mut bad, mut ats) = (false, 0usize);
+            for c in value.bytes() {
+                bad |= c <= b' ' || c == 0x7f;
+                ats += usize::from(c == b'@');
+            }
+            if bad || ats > 1 {
+                return Err(HeaderError::BadToken);
+            }
+            Ok(CallIdRef(value))
+        }
+        for len in 1..=20usize {
+            for at in 0..len {
+                for filler in [b'a', b'!', 0x7e, 0x22] {
+                    for c in 0..=0x7fu8 {
+                        let mut b = vec![filler; len];
+                        b[at] = c;
+                        for extra in [None, Some(0), Some(len - 1)] {
+                            let mut b = b.clone();
+                            if let Some(e) = extra
+                                && e != at
+                            {
+                                b[e] = b'@';
+                            }
+                            let v = std::str::from_utf8(&b).unwrap();
+                            assert_eq!(CallIdRef::parse(v), reference(v), "{v:?}");
+                        }
+                    }
+                }
+            }
+        }
+        for v in [
+            "é@x",
+            "a@é",
+            "\u{a0}",
+            "ab\u{2028}cdefghij",
+            "0123456789abcdef@host.example",
+        ] {
+            assert_eq!(CallIdRef::parse(v), reference(v), "{v:?}");
+        }
     }
 
     #[test]
