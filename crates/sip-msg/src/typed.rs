@@ -580,23 +580,9 @@ impl<'a> HeaderView<'a> for ViaBranch<'a> {
 /// The sent-protocol of a Via value (RFC 3261 §25.1: `SIP / 2.0 / transport`, `SLASH = SWS
 /// "/" SWS`, then LWS): the transport token and the rest after the white space.
 fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
-    let b = value.as_bytes();
-    let rest = if b.len() >= 8 && eq_ic(&b[..4], b"SIP/") && &b[4..8] == b"2.0/" {
-        // The usual `SIP/2.0/`, no white space around the slashes: the two splits below
-        // would find `SIP` and `2.0` and the rest after the second slash (eight ASCII bytes:
-        // a character boundary).
-        trim_start_fast(value.get(8..).unwrap_or_default())
-    } else {
-        let (name, rest) = value
-            .split_once_b(b'/')
-            .ok_or(HeaderError::BadSentProtocol)?;
-        let (version, rest) = rest
-            .split_once_b(b'/')
-            .ok_or(HeaderError::BadSentProtocol)?;
-        if !eq_ic_str(trim_fast(name), "SIP") || trim_fast(version) != "2.0" {
-            return Err(HeaderError::BadSentProtocol);
-        }
-        trim_start_fast(rest)
+    let rest = match usual_after_version(value) {
+        Some(rest) => rest,
+        None => after_version(value)?,
     };
     let tend = rest
         .bytes()
@@ -607,6 +593,30 @@ fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
         return Err(HeaderError::BadToken);
     }
     Ok((transport, trim_start_fast(&rest[tend..])))
+}
+
+/// [`after_version`] for the usual `SIP/2.0/` (no white space around the slashes), without
+/// its two splits; `None` for any other start. The splits would find `SIP` and `2.0` and the
+/// rest after the second slash (eight ASCII bytes: a character boundary).
+#[inline]
+fn usual_after_version(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    (b.len() >= 8 && eq_ic(&b[..4], b"SIP/") && &b[4..8] == b"2.0/")
+        .then(|| trim_start_fast(value.get(8..).unwrap_or_default()))
+}
+
+/// What follows `SIP / 2.0 /` (and the white space after it) in a sent-protocol.
+fn after_version(value: &str) -> Result<&str, HeaderError> {
+    let (name, rest) = value
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    let (version, rest) = rest
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    if !eq_ic_str(trim_fast(name), "SIP") || trim_fast(version) != "2.0" {
+        return Err(HeaderError::BadSentProtocol);
+    }
+    Ok(trim_start_fast(rest))
 }
 
 impl fmt::Display for Via {
@@ -1428,34 +1438,12 @@ mod tests {
         assert!(Contact::parse("<sip:a@b>;expires=280297596632815").is_err());
     }
 
-    /// The sent-protocol read with the `SIP/2.0/` shortcut is the one the general splits
-    /// read, for values built from pieces around each place the shortcut looks at: the
+    /// Where the `SIP/2.0/` shortcut answers, the general splits give the same rest, for
+    /// values built from pieces around each place the shortcut looks at: the
     /// protocol name in any case and near misses, white space around the slashes, other
     /// versions, transports (bad tokens too) and what follows (Unicode white space too).
     #[test]
     fn the_usual_sent_protocol_reads_as_the_general_splits_read_it() {
-        fn general(value: &str) -> Result<(&str, &str), HeaderError> {
-            let (name, rest) = value
-                .split_once_b(b'/')
-                .ok_or(HeaderError::BadSentProtocol)?;
-            let (version, rest) = rest
-                .split_once_b(b'/')
-                .ok_or(HeaderError::BadSentProtocol)?;
-            let (name, version, rest) =
-                (trim_fast(name), trim_fast(version), trim_start_fast(rest));
-            if !eq_ic_str(name, "SIP") || version != "2.0" {
-                return Err(HeaderError::BadSentProtocol);
-            }
-            let tend = rest
-                .bytes()
-                .position(|c| c == b' ' || c == b'\t')
-                .ok_or(HeaderError::BadSentProtocol)?;
-            let transport = &rest[..tend];
-            if !is_token(transport) {
-                return Err(HeaderError::BadToken);
-            }
-            Ok((transport, trim_start_fast(&rest[tend..])))
-        }
         let names = [
             "SIP",
             "sip",
@@ -1479,15 +1467,18 @@ mod tests {
                         for transport in transports {
                             for rest in rests {
                                 let v = format!("{name}{s1}{version}{s2}{transport}{rest}");
-                                assert_eq!(sent_protocol(&v), general(&v), "{v:?}");
-                                n += 1;
+                                if let Some(rest) = usual_after_version(&v) {
+                                    assert_eq!(after_version(&v), Ok(rest), "{v:?}");
+                                    n += 1;
+                                }
+                                let _ = sent_protocol(&v);
                             }
                         }
                     }
                 }
             }
         }
-        assert!(n > 10_000);
+        assert!(n > 1_000, "{n} values take the shortcut");
     }
 
     /// A Call-ID is read as the byte loop read it: every byte value at every place of texts
