@@ -1,10 +1,13 @@
-//! Runs the built-in registrar core on real sockets: UDP, TCP or TLS.
+//! Runs the built-in registrar core on real sockets: UDP, TCP, TLS, WS or WSS, or several
+//! of them at once with one location service ([`BuiltinRegistrar::start_many`]).
 //!
 //! Over TCP and TLS one task per connection frames the stream (sip-msg's framer) and hands
 //! whole messages to the single task that owns the sans-IO core; the core's output goes back
 //! on the connection whose peer address it names (RFC 3261 §18.2.2: responses return on the
 //! connection the request came on). A message for an address with no open connection is
-//! dropped and counted: the registrar does not open connections to endpoints.
+//! dropped and counted: the registrar does not open connections to endpoints. With several
+//! listeners each UDP socket has a reader task feeding the same core, and every message
+//! carries its listener ([`Flow::iface`]).
 //!
 //! Calls to the service numbers `echo` and `tone` get their media here too: one RTP/RTCP
 //! port pair per call on the listen address, every call's sockets and deadlines driven by
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use registrar::{Registrar, RegistrarConfig};
+use registrar::{Flow, Registrar, RegistrarConfig};
 use sip_msg::{Frame, Framer, Host, Message};
 use sip_net::tls::{ServerSettings, TlsError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -101,15 +104,56 @@ pub struct ConnectionStats {
 }
 
 enum ConnEvent {
-    Open(SocketAddr, mpsc::Sender<Bytes>),
-    Message(SocketAddr, Bytes),
-    Closed(SocketAddr),
+    Open(Flow, mpsc::Sender<Bytes>),
+    Message(Flow, Bytes),
+    Closed(Flow),
+}
+
+/// A listener bound, before the core runs.
+enum Bound {
+    Udp(Arc<UdpSocket>),
+    Stream {
+        listener: TcpListener,
+        tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
+        websocket: bool,
+    },
+}
+
+impl Bound {
+    async fn bind(listen: Listen) -> Result<(Self, &'static str), StartError> {
+        let token = listen.token();
+        let stream = |listener, tls, websocket| Bound::Stream {
+            listener,
+            tls,
+            websocket,
+        };
+        let bound = match listen {
+            Listen::Udp(a) => Bound::Udp(Arc::new(UdpSocket::bind(a).await?)),
+            Listen::Tcp(a) => stream(TcpListener::bind(a).await?, None, false),
+            Listen::Ws(a) => stream(TcpListener::bind(a).await?, None, true),
+            Listen::Tls(a, settings) => {
+                stream(TcpListener::bind(a).await?, Some(settings.config()?), false)
+            }
+            Listen::Wss(a, settings) => {
+                stream(TcpListener::bind(a).await?, Some(settings.config()?), true)
+            }
+        };
+        Ok((bound, token))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Bound::Udp(s) => s.local_addr(),
+            Bound::Stream { listener, .. } => listener.local_addr(),
+        }
+    }
 }
 
 /// A running built-in registrar.
 #[derive(Debug)]
 pub struct BuiltinRegistrar {
-    addr: SocketAddr,
+    /// Every listener's bound address, in the order given.
+    addrs: Vec<SocketAddr>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<registrar::Stats>,
     conns: Option<Arc<ConnCounters>>,
@@ -130,56 +174,90 @@ impl BuiltinRegistrar {
     ) -> Result<Self, StartError> {
         match listen {
             Listen::Udp(a) => Ok(Self::start_udp_with(a, config, services).await?),
-            Listen::Tcp(a) => Self::start_stream(a, None, false, config, services).await,
-            Listen::Tls(a, settings) => {
-                let tls = settings.config()?;
-                Self::start_stream(a, Some(tls), false, config, services).await
-            }
-            Listen::Ws(a) => Self::start_stream(a, None, true, config, services).await,
-            Listen::Wss(a, settings) => {
-                let tls = settings.config()?;
-                Self::start_stream(a, Some(tls), true, config, services).await
-            }
+            stream => Self::start_many(vec![stream], config, services).await,
         }
     }
 
-    async fn start_stream(
-        listen: SocketAddr,
-        tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
-        websocket: bool,
+    /// Binds every listener of `listens` (port 0 picks a free port) and serves them all
+    /// with one core, so an endpoint on one transport can call one on another (see
+    /// `registrar`'s "Several listeners"). The first listener's address and transport are
+    /// the core's first interface: `config.host`/`config.port`/`config.transport` are
+    /// replaced by its. One UDP listener alone is served by [`Self::start_udp_with`]'s
+    /// direct loop instead.
+    pub async fn start_many(
+        listens: Vec<Listen>,
         mut config: RegistrarConfig,
         services: ServiceOptions,
     ) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
-        config.host = Host::from(addr.ip());
-        config.port = addr.port();
-        config.transport = match (tls.is_some(), websocket) {
-            (false, false) => "TCP",
-            (true, false) => "TLS",
-            (false, true) => "WS",
-            (true, true) => "WSS",
+        if let [Listen::Udp(a)] = listens.as_slice() {
+            return Ok(Self::start_udp_with(*a, config, services).await?);
         }
-        .into();
-        let mut media = ServiceMedia::new(addr.ip(), &services)?;
+        let mut bound = Vec::with_capacity(listens.len());
+        let mut addrs = Vec::with_capacity(listens.len());
+        for listen in listens {
+            let (b, token) = Bound::bind(listen).await?;
+            addrs.push((b.local_addr()?, token));
+            bound.push(b);
+        }
+        let Some(&(first, token)) = addrs.first() else {
+            return Err(StartError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listener given",
+            )));
+        };
+        config.host = Host::from(first.ip());
+        config.port = first.port();
+        config.transport = token.into();
+        let mut core = Registrar::new(config);
+        for &(addr, token) in &addrs[1..] {
+            if core
+                .add_interface(token, Host::from(addr.ip()), addr.port())
+                .is_none()
+            {
+                return Err(StartError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "more than 255 listeners",
+                )));
+            }
+        }
+        core.set_service_limits(services.limits);
+        let mut media = ServiceMedia::new(first.ip(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
         let (events, mut inbox) = mpsc::channel::<ConnEvent>(1024);
-        let accept_stop = stop.subscribe();
-        let accept_counters = counters.clone();
-        let acceptor = tokio::spawn(accept_loop(
-            listener,
-            tls,
-            websocket,
-            events,
-            accept_stop,
-            accept_counters,
-        ));
+        // Per interface: its UDP socket (`None` for a stream listener).
+        let mut udp: Vec<Option<Arc<UdpSocket>>> = Vec::with_capacity(bound.len());
+        let mut readers = Vec::with_capacity(bound.len());
+        for (iface, b) in (0u8..).zip(bound) {
+            match b {
+                Bound::Udp(sock) => {
+                    udp.push(Some(sock.clone()));
+                    readers.push(tokio::spawn(udp_reader(sock, iface, events.clone())));
+                }
+                Bound::Stream {
+                    listener,
+                    tls,
+                    websocket,
+                } => {
+                    udp.push(None);
+                    readers.push(tokio::spawn(accept_loop(
+                        listener,
+                        Acceptor {
+                            iface,
+                            tls,
+                            websocket,
+                        },
+                        events.clone(),
+                        stop.subscribe(),
+                        counters.clone(),
+                    )));
+                }
+            }
+        }
+        drop(events);
         let core_counters = counters.clone();
         let task = tokio::spawn(async move {
-            let mut core = Registrar::new(config);
-            core.set_service_limits(services.limits);
-            let mut conns: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+            let mut conns: HashMap<Flow, mpsc::Sender<Bytes>> = HashMap::new();
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
                 tokio::select! {
@@ -189,7 +267,7 @@ impl BuiltinRegistrar {
                         Some(ConnEvent::Message(peer, bytes)) => {
                             // Malformed input is dropped here; a registrar answers what it can read.
                             if let Ok(msg) = Message::parse_bytes(bytes) {
-                                core.handle_message(Instant::now(), unix_now(), msg, peer);
+                                core.handle_message_on(Instant::now(), unix_now(), msg, peer);
                             }
                         }
                         None => break,
@@ -201,7 +279,12 @@ impl BuiltinRegistrar {
                     _ = stopped.changed() => break,
                 }
                 media.drive(&mut core);
-                while let Some((to, bytes)) = core.poll_transmit() {
+                while let Some((to, bytes)) = core.poll_transmit_flow() {
+                    if let Some(Some(sock)) = udp.get(usize::from(to.iface)) {
+                        // A send error to one endpoint must not stop the registrar.
+                        let _ = sock.send_to(&bytes, to.addr).await;
+                        continue;
+                    }
                     match conns.get(&to) {
                         // A full or closed connection must not stop the registrar.
                         Some(tx) => {
@@ -215,18 +298,20 @@ impl BuiltinRegistrar {
                     }
                 }
             }
-            acceptor.abort();
+            for r in readers {
+                r.abort();
+            }
             core.stats()
         });
         Ok(Self {
-            addr,
+            addrs: addrs.into_iter().map(|(a, _)| a).collect(),
             stop,
             task,
             conns: Some(counters),
         })
     }
 
-    /// Connection counters (`None` over UDP).
+    /// Connection counters (`None` for one UDP listener alone).
     pub fn connection_stats(&self) -> Option<ConnectionStats> {
         self.conns.as_ref().map(|c| ConnectionStats {
             accepted: c.accepted.load(Ordering::Relaxed),
@@ -284,16 +369,21 @@ impl BuiltinRegistrar {
             core.stats()
         });
         Ok(Self {
-            addr,
+            addrs: vec![addr],
             stop,
             task,
             conns: None,
         })
     }
 
-    /// The bound address.
+    /// The bound address (the first listener's).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every listener's bound address, in the order given.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Stops serving and returns the counters.
@@ -303,10 +393,38 @@ impl BuiltinRegistrar {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// Hands every datagram of one UDP listener to the core.
+async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEvent>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, addr)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let msg = Bytes::copy_from_slice(&buf[..n]);
+        if events
+            .send(ConnEvent::Message(Flow { addr, iface }, msg))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// What a stream listener's connections speak.
+struct Acceptor {
+    iface: u8,
     tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
     websocket: bool,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    Acceptor {
+        iface,
+        tls,
+        websocket,
+    }: Acceptor,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
     counters: Arc<ConnCounters>,
@@ -314,7 +432,8 @@ async fn accept_loop(
     loop {
         tokio::select! {
             r = listener.accept() => {
-                let Ok((tcp, peer)) = r else { continue };
+                let Ok((tcp, addr)) = r else { continue };
+                let peer = Flow { addr, iface };
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 let events = events.clone();
@@ -350,7 +469,7 @@ async fn accept_loop(
 /// Moves whole messages between one connection and the core until either side closes.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
-    peer: SocketAddr,
+    peer: Flow,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -402,7 +521,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// RFC 7118 §5) and the core until either side closes.
 async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: sip_net::ws::SipWebSocket<S>,
-    peer: SocketAddr,
+    peer: Flow,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
 ) {

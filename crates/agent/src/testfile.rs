@@ -278,6 +278,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Parses an RTP/RTCP port range `FROM-TO` (inclusive): 1024 ≤ FROM, and room for two pairs.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    s.split_once('-')
+        .and_then(|(a, b)| {
+            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+            (1024 <= a && u32::from(a) + 3 <= u32::from(b)).then_some((a, b))
+        })
+        .ok_or_else(|| format!("`{s}`: expected FROM-TO with 1024 ≤ FROM and room for two pairs"))
+}
+
 /// How to run a test: the engine plan, plus what the runner must set up.
 #[derive(Debug)]
 pub struct Prepared {
@@ -1212,25 +1222,10 @@ pub fn prepare_parsed(
     }
     let rtp_ports = match &tf.rtp_ports {
         None => None,
-        Some(r) => {
-            let parsed = r.get_ref().split_once('-').and_then(|(a, b)| {
-                let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
-                (1024 <= a && u32::from(a) + 3 <= u32::from(b)).then_some((a, b))
-            });
-            match parsed {
-                Some(p) => Some(p),
-                None => {
-                    return cx.err(
-                        r.span(),
-                        "rtp_ports",
-                        format!(
-                            "`{}`: expected FROM-TO with 1024 ≤ FROM and room for two pairs",
-                            r.get_ref()
-                        ),
-                    );
-                }
-            }
-        }
+        Some(r) => match parse_port_range(r.get_ref()) {
+            Ok(p) => Some(p),
+            Err(e) => return cx.err(r.span(), "rtp_ports", e),
+        },
     };
     let shards = tf
         .shards

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agent::builtin::BuiltinRegistrar;
+use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
     EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle,
@@ -326,6 +326,127 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
         r.trace.iter().any(|e| e.first_line().starts_with("BYE ")),
         "SIPp's BYE reached the endpoint"
     );
+}
+
+/// One registrar on three listeners (`BuiltinRegistrar::start_many`, as `sipmeter registrar
+/// --listen … --listen …` runs it): our phone registers over WebSocket, and SIPp's stock UAC
+/// calls it over UDP and then over TCP. Each call crosses transports in the registrar (RFC
+/// 5658 double record-routing: SIPp's ACK and BYE come back in on its own transport) and
+/// is answered and hung up.
+#[test]
+fn sipp_over_udp_and_tcp_calls_our_websocket_phone_through_one_registrar() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_many(
+            vec![Listen::Ws(any), Listen::Udp(any), Listen::Tcp(any)],
+            RegistrarConfig {
+                domain: "sipmeter.test".into(),
+                host: Host::parse("127.0.0.1").unwrap(),
+                port: 0,
+                transport: String::new(),
+                // SIPp's stock UAC does not answer proxy challenges.
+                auth: AuthMode::Open,
+                secret: SECRET.to_vec(),
+                min_expires: 10,
+                max_expires: 3600,
+            },
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let [ws, udp, tcp] = reg.addrs() else {
+        panic!("three listeners: {:?}", reg.addrs())
+    };
+    let (ws, udp, tcp) = (*ws, *udp, *tcp);
+    let mut the_plan = plan(
+        &reg,
+        vec![GroupPlan {
+            name: "callees".into(),
+            endpoints: vec![EndpointPlan {
+                user: "callee1".into(),
+                credentials: None,
+            }],
+            prack: false,
+            register: true,
+            actions: Vec::new(),
+            media: None,
+            role: Role::Answer {
+                answer_delay: Duration::from_millis(100),
+            },
+        }],
+        Duration::from_secs(8),
+    );
+    the_plan.server.addr = ws;
+    the_plan.server.registrar_uri =
+        Uri::parse(&format!("sip:127.0.0.1:{};transport=ws", ws.port())).unwrap();
+    the_plan.server.transport = TransportPlan {
+        kind: FlowKind::Ws,
+        ..Default::default()
+    };
+    let (tx, rx) = mpsc::channel();
+    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
+    loop {
+        match rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the endpoint registers")
+        {
+            RunEvent::Phase {
+                phase: Phase::Registered,
+                ..
+            } => break,
+            _ => continue,
+        }
+    }
+    for (over, to) in [("u1", udp), ("t1", tcp)] {
+        let port = free_udp_port();
+        let sipp = Sipp::start(&[
+            &to.to_string(),
+            "-sn",
+            "uac",
+            "-s",
+            "callee1",
+            "-t",
+            over,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-d",
+            "300",
+            "-nostdin",
+            "-timeout",
+            "20s",
+        ]);
+        assert_eq!(
+            sipp.wait(Duration::from_secs(20)),
+            0,
+            "SIPp's call over {over} was answered and hung up"
+        );
+    }
+    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 2);
+    let byes: Vec<&str> = r
+        .trace
+        .iter()
+        .map(|e| e.first_line())
+        .filter(|l| l.starts_with("BYE "))
+        .collect();
+    assert_eq!(
+        byes.len(),
+        2,
+        "both of SIPp's BYEs reached the phone: {byes:?}"
+    );
+    let stats = rt.block_on(reg.stop());
+    assert_eq!(stats.dropped, 0, "{stats:?}");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use agent::builtin::{BuiltinRegistrar, Listen};
+use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use registrar::{AccountStatus, Accounts, AuthMode, RegistrarConfig};
 use sip_msg::Host;
 use sip_net::tls::{Identity, ServerSettings, certificates_from_pem, self_signed};
@@ -13,9 +13,10 @@ use sip_net::tls::{Identity, ServerSettings, certificates_from_pem, self_signed}
 #[derive(Debug, clap::Args)]
 pub struct RegistrarArgs {
     /// Where to listen: `[udp:|tcp:|tls:|ws:|wss:]ADDRESS:PORT`, e.g. 127.0.0.1:5060 (UDP)
-    /// or tls:127.0.0.1:5061; port 0 picks a free port.
+    /// or tls:127.0.0.1:5061; port 0 picks a free port. Repeatable: one registrar (one
+    /// location service) on every listener, so a phone on one transport calls one on another.
     #[arg(long, default_value = "127.0.0.1:5060", value_parser = parse_listen)]
-    listen: (Proto, SocketAddr),
+    listen: Vec<(Proto, SocketAddr)>,
     /// TLS: the server certificate (PEM, leaf first); without it a self-signed certificate
     /// is generated and its fingerprint printed.
     #[arg(long, value_name = "FILE", requires = "key")]
@@ -39,6 +40,23 @@ pub struct RegistrarArgs {
     /// Accept anyone without authentication (a lab switch).
     #[arg(long, conflicts_with = "accounts")]
     open: bool,
+    /// Shortest registration accepted, seconds: a shorter Expires gets 423 Interval Too Brief
+    /// with this Min-Expires (RFC 3261 §10.3 step 7).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    min_expires: u32,
+    /// Longest registration granted, seconds (a longer Expires is granted this).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..))]
+    max_expires: u32,
+    /// The service numbers' RTP/RTCP port pairs come from this range, e.g. 20000-30000
+    /// (default: chosen by the system).
+    #[arg(long, value_name = "FROM-TO", value_parser = agent::testfile::parse_port_range)]
+    rtp_ports: Option<(u16, u16)>,
+    /// A service call whose caller sent neither RTP nor RTCP for this long is ended with BYE.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = agent::testfile::parse_duration)]
+    media_timeout: std::time::Duration,
+    /// A service call is ended with BYE after this long.
+    #[arg(long, value_name = "DURATION", default_value = "4h", value_parser = agent::testfile::parse_duration)]
+    max_call: std::time::Duration,
     /// Secret for nonces and ephemeral credentials (default: random per start).
     #[arg(long, env = "SIPMETER_REGISTRAR_SECRET", hide_env_values = true)]
     secret: Option<String>,
@@ -73,12 +91,10 @@ fn parse_listen(s: &str) -> Result<(Proto, SocketAddr), String> {
     })
 }
 
-/// The TLS settings from `--cert/--key` (or a fresh self-signed certificate) and
-/// `--client-ca`; the second value describes the certificate for the start-up banner.
-fn tls_settings(
-    args: &RegistrarArgs,
-    addr: SocketAddr,
-) -> Result<(ServerSettings, String), String> {
+/// The TLS settings from `--cert/--key` (or a fresh self-signed certificate for the domain,
+/// localhost and every listener's address) and `--client-ca`; the second value describes the
+/// certificate for the start-up banner.
+fn tls_settings(args: &RegistrarArgs) -> Result<(ServerSettings, String), String> {
     let read = |flag: &str, path: &std::path::Path| {
         std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
     };
@@ -91,10 +107,12 @@ fn tls_settings(
         }
         _ => {
             let mut names = vec![args.domain.clone(), "localhost".to_owned()];
-            if !addr.ip().is_unspecified() {
-                names.push(addr.ip().to_string());
+            for (_, addr) in &args.listen {
+                let ip = addr.ip().to_string();
+                if !addr.ip().is_unspecified() && !names.contains(&ip) {
+                    names.push(ip);
+                }
             }
-            names.dedup();
             let issued = self_signed(&names).map_err(|e| e.to_string())?;
             if let Some(path) = &args.save_cert {
                 std::fs::write(path, &issued.cert_pem)
@@ -131,30 +149,51 @@ fn tls_settings(
 
 /// Runs until Ctrl-C.
 pub fn run(args: &RegistrarArgs) -> ExitCode {
-    let (proto, addr) = args.listen;
-    if !matches!(proto, Proto::Tls | Proto::Wss)
-        && (args.cert.is_some() || args.client_ca.is_some() || args.save_cert.is_some())
-    {
+    if args.min_expires > args.max_expires {
         eprintln!(
-            "sipmeter: --cert, --key, --client-ca and --save-cert need --listen tls: or wss:ADDRESS:PORT"
+            "sipmeter: --min-expires {} is above --max-expires {}",
+            args.min_expires, args.max_expires
         );
         return ExitCode::from(2);
     }
-    let (listen, tls_banner) = match proto {
-        Proto::Udp => (Listen::Udp(addr), None),
-        Proto::Tcp => (Listen::Tcp(addr), None),
-        Proto::Ws => (Listen::Ws(addr), None),
-        Proto::Tls | Proto::Wss => match tls_settings(args, addr) {
-            Ok((settings, what)) if proto == Proto::Tls => {
-                (Listen::Tls(addr, settings), Some(what))
-            }
-            Ok((settings, what)) => (Listen::Wss(addr, settings), Some(what)),
+    if args.media_timeout.is_zero() || args.max_call.is_zero() {
+        eprintln!("sipmeter: --media-timeout and --max-call must be above 0");
+        return ExitCode::from(2);
+    }
+    let secure = args
+        .listen
+        .iter()
+        .any(|(p, _)| matches!(p, Proto::Tls | Proto::Wss));
+    if !secure && (args.cert.is_some() || args.client_ca.is_some() || args.save_cert.is_some()) {
+        eprintln!(
+            "sipmeter: --cert, --key, --client-ca and --save-cert need a --listen tls: or wss:ADDRESS:PORT"
+        );
+        return ExitCode::from(2);
+    }
+    // One certificate for every TLS and WSS listener.
+    let (tls, tls_banner) = if secure {
+        match tls_settings(args) {
+            Ok((settings, what)) => (Some(settings), Some(what)),
             Err(e) => {
                 eprintln!("sipmeter: {e}");
                 return ExitCode::from(2);
             }
-        },
+        }
+    } else {
+        (None, None)
     };
+    let listens: Vec<Listen> = args
+        .listen
+        .iter()
+        .map(|&(proto, addr)| match (proto, &tls) {
+            (Proto::Udp, _) => Listen::Udp(addr),
+            (Proto::Tcp, _) => Listen::Tcp(addr),
+            (Proto::Ws, _) => Listen::Ws(addr),
+            (Proto::Tls, Some(t)) => Listen::Tls(addr, t.clone()),
+            (Proto::Wss, Some(t)) => Listen::Wss(addr, t.clone()),
+            (Proto::Tls | Proto::Wss, None) => unreachable!("settings exist when secure"),
+        })
+        .collect();
     let auth = if args.open {
         AuthMode::Open
     } else if args.accounts.is_empty() {
@@ -209,22 +248,42 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
     rt.block_on(async {
         let config = RegistrarConfig {
             domain: args.domain.clone(),
+            // Replaced by the first listener's.
             host: Host::Name("placeholder".into()),
             port: 0,
-            transport: listen.token().into(),
+            transport: String::new(),
             auth,
             secret,
-            min_expires: 60,
-            max_expires: 3600,
+            min_expires: args.min_expires,
+            max_expires: args.max_expires,
         };
-        let token = listen.token().to_ascii_lowercase();
-        match BuiltinRegistrar::start(listen, config).await {
+        let services = ServiceOptions {
+            inactivity: args.media_timeout,
+            rtp_ports: args.rtp_ports,
+            limits: registrar::ServiceLimits {
+                max_call: args.max_call,
+            },
+        };
+        let wanted: Vec<String> = listens
+            .iter()
+            .map(|l| format!("{}:{}", l.token().to_ascii_lowercase(), l.addr()))
+            .collect();
+        let tokens: Vec<String> = listens
+            .iter()
+            .map(|l| l.token().to_ascii_lowercase())
+            .collect();
+        match BuiltinRegistrar::start_many(listens, config, services).await {
             Ok(reg) => {
+                let on: Vec<String> = tokens
+                    .iter()
+                    .zip(reg.addrs())
+                    .map(|(token, addr)| format!("{token}:{addr}"))
+                    .collect();
                 // One write for the whole banner, and write errors ignored: a reader that
                 // takes the first lines and closes the pipe must not stop the registrar.
                 let mut banner = format!(
-                    "sipmeter registrar listening on {token}:{} for domain {} ({mode})\n",
-                    reg.addr(),
+                    "sipmeter registrar listening on {} for domain {} ({mode})\n",
+                    on.join(" "),
                     args.domain
                 );
                 if let Some(what) = &tls_banner {
@@ -246,7 +305,7 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("sipmeter: cannot listen on {token}:{addr}: {e}");
+                eprintln!("sipmeter: cannot listen on {}: {e}", wanted.join(" "));
                 ExitCode::from(2)
             }
         }

@@ -16,7 +16,7 @@ impl Drop for Proc {
     }
 }
 
-fn start_registrar() -> (Proc, BufReader<ChildStdout>, u16) {
+fn start_registrar(extra: &[&str]) -> (Proc, BufReader<ChildStdout>, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
         .args([
             "registrar",
@@ -26,6 +26,7 @@ fn start_registrar() -> (Proc, BufReader<ChildStdout>, u16) {
             "lab.test",
             "--open",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("sipmeter registrar starts");
@@ -50,7 +51,7 @@ fn start_registrar() -> (Proc, BufReader<ChildStdout>, u16) {
     (Proc(child), out, port)
 }
 
-fn sipp_uac(registrar_port: u16, service: &str, calls: u32) -> i32 {
+fn sipp_uac(registrar_port: u16, service: &str, calls: u32, hold_ms: u32) -> i32 {
     let port = testpeers::free_port().unwrap();
     let mut child = Proc(
         Command::new("sipp")
@@ -69,7 +70,7 @@ fn sipp_uac(registrar_port: u16, service: &str, calls: u32) -> i32 {
                 "-l",
                 "2",
                 "-d",
-                "500",
+                &hold_ms.to_string(),
                 "-nostdin",
                 "-timeout",
                 "20s",
@@ -95,31 +96,64 @@ fn a_sipp_uac_calls_echo_and_tone_on_the_standalone_registrar() {
     if !testpeers::available("sipp", "sip-tester") {
         return;
     }
-    let (reg, mut out, port) = start_registrar();
+    let (reg, mut out, port) = start_registrar(&[]);
     assert_eq!(
-        sipp_uac(port, "echo", 3),
+        sipp_uac(port, "echo", 3, 500),
         0,
         "SIPp's 3 calls to echo succeeded"
     );
     assert_eq!(
-        sipp_uac(port, "tone", 2),
+        sipp_uac(port, "tone", 2, 500),
         0,
         "SIPp's 2 calls to tone succeeded"
     );
-    // Ctrl-C: the registrar stops and prints its counters.
+    let stopped = stop(&reg, &mut out);
+    assert!(
+        stopped.contains("services: ServiceStats { answered: 5, active: 0, refused_488: 0, ended_bye: 5, ended_by_us: 0 }"),
+        "{stopped}"
+    );
+}
+
+/// Ctrl-C: the registrar stops and prints its counters (the `stopped:` line).
+fn stop(reg: &Proc, out: &mut BufReader<ChildStdout>) -> String {
     let pid = reg.0.id().to_string();
     let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(killed.success());
-    let mut stopped = String::new();
-    for line in (&mut out).lines() {
+    for line in out.lines() {
         let line = line.unwrap();
         if line.starts_with("stopped:") {
-            stopped = line;
-            break;
+            return line;
         }
     }
+    panic!("the registrar stopped without its counters");
+}
+
+/// `--media-timeout`: SIPp's stock UAC sends no RTP, so with a 1 s timeout the echo hangs up
+/// on it (BYE) long before SIPp's own 4 s BYE; SIPp, not expecting a BYE in its pause,
+/// counts the call failed. `--rtp-ports` and `--max-call` are accepted alongside.
+#[test]
+fn the_echo_hangs_up_on_a_silent_caller_after_the_media_timeout() {
+    if !testpeers::available("sipp", "sip-tester") {
+        return;
+    }
+    let (reg, mut out, port) = start_registrar(&[
+        "--media-timeout",
+        "1s",
+        "--rtp-ports",
+        "41000-41099",
+        "--max-call",
+        "1h",
+    ]);
+    let started = Instant::now();
+    assert_ne!(
+        sipp_uac(port, "echo", 1, 4000),
+        0,
+        "SIPp got a BYE it did not expect"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let stopped = stop(&reg, &mut out);
     assert!(
-        stopped.contains("services: ServiceStats { answered: 5, active: 0, refused_488: 0, ended_bye: 5, ended_by_us: 0 }"),
+        stopped.contains("services: ServiceStats { answered: 1, active: 0, refused_488: 0, ended_bye: 0, ended_by_us: 1 }"),
         "{stopped}"
     );
 }

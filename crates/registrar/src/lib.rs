@@ -38,6 +38,21 @@
 //! INVITEs to the service numbers `echo` and `tone` at our domain are answered by the
 //! registrar itself ([`services`]); drain [`Registrar::poll_service_event`] after every input
 //! and bind their media as it says.
+//!
+//! # Several listeners
+//!
+//! One core can serve several listeners (UDP, TCP, TLS, WS, WSS at once) with one location
+//! service, so a phone on UDP can call one on WSS. The first interface is the config's;
+//! [`Registrar::add_interface`] adds more. Messages then come in with
+//! [`Registrar::handle_message_on`] and go out with [`Registrar::poll_transmit_flow`], each
+//! with its [`Flow`] (the interface and the peer's address). A request forwarded from one
+//! interface to another gets our Via of the interface it leaves on, and an initial INVITE
+//! two Record-Route entries, the outgoing interface's above the incoming one's (RFC 5658 §4,
+//! "double record-routing"), so each side's in-dialog requests reach us over a transport it
+//! has; both entries are removed from an in-dialog request's Route. A response goes back on
+//! the interface of its next Via's transport; a next hop named by a URI, on the interface of
+//! the URI's transport (RFC 3263 §4.1: `transport=`, else UDP, `sips:` TLS), else the one it
+//! came in on.
 
 mod auth;
 pub mod services;
@@ -50,7 +65,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef, may_hold_tag};
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, SipUri, Uri, text_of,
+    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, Scheme, SipUri, Uri, text_of,
     trim_fast,
 };
 
@@ -91,6 +106,94 @@ impl std::fmt::Debug for RegistrarConfig {
     }
 }
 
+/// A peer as the core sees it: the listening interface it talks to (0 is the config's, see
+/// [`Registrar::add_interface`]) and its address there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The interface: an index in the order the interfaces were added.
+    pub iface: u8,
+}
+
+impl Flow {
+    /// `addr` on the first interface (the config's).
+    pub fn first(addr: SocketAddr) -> Self {
+        Self { addr, iface: 0 }
+    }
+}
+
+/// One listening interface: what our Via and Record-Route say for messages on it.
+#[derive(Debug)]
+pub(crate) struct Iface {
+    /// The config with this interface's host, port and transport.
+    pub(crate) config: RegistrarConfig,
+    /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
+    via_prefix: String,
+    /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
+    record_route: String,
+}
+
+impl Iface {
+    fn of(config: RegistrarConfig) -> Self {
+        Self {
+            via_prefix: format!(
+                "SIP/2.0/{} {}:{};branch=",
+                config.transport.to_ascii_uppercase(),
+                config.host,
+                config.port
+            ),
+            record_route: record_route_of(&config),
+            config,
+        }
+    }
+
+    /// True when a URI or Via naming `host` and `port` (5060 when absent) names this
+    /// interface.
+    fn is_at(&self, host: &HostRef<'_>, port: Option<u16>) -> bool {
+        host_is(host, &self.config.host) && port.unwrap_or(5060) == self.config.port
+    }
+}
+
+/// The interfaces of a core, the config's first.
+#[derive(Debug)]
+pub(crate) struct Ifaces(Vec<Iface>);
+
+impl Ifaces {
+    /// The interface `flow` talks to.
+    pub(crate) fn of(&self, flow: Flow) -> &Iface {
+        // Flows name interfaces the core handed out (`add_interface`), or 0, which always exists.
+        self.0.get(usize::from(flow.iface)).unwrap_or(&self.0[0])
+    }
+
+    /// The interface that serves `transport` (a Via token or a URI's `transport=`, any case):
+    /// the first of that transport, else `fallback`.
+    fn for_transport(&self, transport: &str, fallback: u8) -> u8 {
+        self.0
+            .iter()
+            .position(|i| i.config.transport.eq_ignore_ascii_case(transport))
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(fallback)
+    }
+
+    /// The interface a next hop named by a URI is reached on (RFC 3263 §4.1: its `transport`
+    /// parameter, else TLS for `sips:` and UDP for `sip:`), else `fallback`.
+    fn for_target(&self, scheme: Scheme, transport: Option<&str>, fallback: u8) -> u8 {
+        let transport = transport.unwrap_or(match scheme {
+            Scheme::Sips => "TLS",
+            Scheme::Sip => "UDP",
+        });
+        self.for_transport(transport, fallback)
+    }
+
+    /// [`Self::for_target`] of an owned URI (`fallback` for one that is not `sip:`/`sips:`).
+    fn for_uri(&self, uri: &Uri, fallback: u8) -> u8 {
+        uri.as_sip().map_or(fallback, |u| {
+            self.for_target(u.scheme, u.params.value("transport").as_deref(), fallback)
+        })
+    }
+}
+
 /// One binding of the location service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -98,6 +201,8 @@ pub struct Binding {
     pub contact: Uri,
     /// Where its REGISTER came from (used to reach it, so NAT and port 0 binds work).
     pub source: SocketAddr,
+    /// The interface its REGISTER came in on (the binding is reached there).
+    pub iface: u8,
     /// When it lapses.
     pub expires_at: Instant,
     /// The Call-ID of the REGISTER that made it, as a keyed 64-bit digest (`Registrar::call_id_key`),
@@ -119,6 +224,14 @@ enum Order {
 }
 
 impl Binding {
+    /// Where the endpoint is reached: [`Binding::source`] on [`Binding::iface`].
+    pub fn flow(&self) -> Flow {
+        Flow {
+            addr: self.source,
+            iface: self.iface,
+        }
+    }
+
     fn order_of(&self, call_id: u64, cseq: u32) -> Order {
         if self.call_id != call_id || cseq > self.cseq {
             Order::Newer
@@ -166,19 +279,17 @@ pub struct Registrar {
     /// Registered contact (`user@host:port`) → the address its REGISTER came from, so
     /// in-dialog requests find their endpoint in O(1). Only contacts whose user part is not
     /// their AOR's user are listed: the others (nearly every phone's) are found through
-    /// their user's bindings (see [`Registrar::addr_of_contact`]), with no second copy of
+    /// their user's bindings (see [`Registrar::flow_of_contact`]), with no second copy of
     /// them per registered endpoint.
-    contacts: HashMap<String, SocketAddr>,
+    contacts: HashMap<String, Flow>,
     /// The earliest binding expiry (recomputed when bindings lapse).
     earliest: Option<Instant>,
-    out: VecDeque<(SocketAddr, Bytes)>,
+    out: VecDeque<(Flow, Bytes)>,
     stats: Stats,
     auth: auth::Verifier,
     services: services::Services,
-    /// `SIP/2.0/TRANSPORT host:port;branch=`: the start of the Via we add when forwarding.
-    via_prefix: String,
-    /// The Record-Route we add to initial INVITEs (see [`record_route_of`]).
-    record_route: String,
+    /// The listening interfaces, the config's first (see [`Registrar::add_interface`]).
+    ifaces: Ifaces,
     /// Keys the Call-ID digests bindings keep (derived from the secret, see `call_id_digest`).
     call_id_key: CallIdKey,
     /// Room the answers are printed in, kept between messages (each answer is then copied
@@ -197,21 +308,16 @@ struct Scratch {
     ours: String,
     /// A forwarded request's Request-URI.
     uri: String,
+    /// Two interfaces' Record-Route entries (RFC 5658 §4).
+    record_route: String,
 }
 
 impl Registrar {
     /// A registrar with no bindings. `secret` keys its nonces (and ephemeral credentials).
     pub fn new(config: RegistrarConfig) -> Self {
         let auth = auth::Verifier::new(&config.auth, &config.domain, &config.secret);
-        let via_prefix = format!(
-            "SIP/2.0/{} {}:{};branch=",
-            config.transport.to_ascii_uppercase(),
-            config.host,
-            config.port
-        );
         Self {
-            via_prefix,
-            record_route: record_route_of(&config),
+            ifaces: Ifaces(vec![Iface::of(config.clone())]),
             call_id_key: call_id_key_of(&config.secret),
             config,
             bindings: HashMap::new(),
@@ -223,6 +329,20 @@ impl Registrar {
             services: services::Services::default(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// Adds a listening interface (its Via transport token, address and port as our Via and
+    /// Record-Route print them) and returns its index for [`Flow::iface`]. At most 255
+    /// interfaces; `None` past that.
+    pub fn add_interface(&mut self, transport: &str, host: Host, port: u16) -> Option<u8> {
+        let index = u8::try_from(self.ifaces.0.len()).ok()?;
+        self.ifaces.0.push(Iface::of(RegistrarConfig {
+            host,
+            port,
+            transport: transport.to_owned(),
+            ..self.config.clone()
+        }));
+        Some(index)
     }
 
     /// Counters so far.
@@ -251,14 +371,14 @@ impl Registrar {
         rtp: Result<SocketAddr, ()>,
     ) {
         self.services
-            .handle_bound(now, &self.config, call, rtp, &mut self.out);
+            .handle_bound(now, &self.ifaces, call, rtp, &mut self.out);
     }
 
     /// Ends a service call from our side (the driver saw no media): BYE to the caller.
     pub fn end_service_call(&mut self, now: Instant, call: ServiceCallId) {
         self.services.end_call(
             now,
-            &self.config,
+            &self.ifaces,
             call,
             services::EndReason::Inactive,
             &mut self.out,
@@ -270,8 +390,16 @@ impl Registrar {
         self.bindings.get(user).map_or(&[], Vec::as_slice)
     }
 
-    /// The next datagram or stream message to send, with its destination.
+    /// The next datagram or stream message to send, with its destination (for a core with
+    /// one interface; see [`Self::poll_transmit_flow`]).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Bytes)> {
+        self.poll_transmit_flow()
+            .map(|(flow, bytes)| (flow.addr, bytes))
+    }
+
+    /// The next datagram or stream message to send, with the interface and address to send
+    /// it to.
+    pub fn poll_transmit_flow(&mut self) -> Option<(Flow, Bytes)> {
         let next = self.out.pop_front();
         if next.is_none() && self.out.capacity() > OUT_KEEP {
             // A burst (every phone registering at once) must not leave its queue behind.
@@ -291,7 +419,7 @@ impl Registrar {
     /// Drops lapsed bindings; runs the service calls' timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.services
-            .handle_timeout(now, &self.config, &mut self.out);
+            .handle_timeout(now, &self.ifaces, &mut self.out);
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }
@@ -315,7 +443,7 @@ impl Registrar {
         self.earliest = self.bindings.values().flatten().map(|b| b.expires_at).min();
     }
 
-    /// Handles one received message.
+    /// Handles one message received on the first interface (the config's).
     pub fn handle_message(
         &mut self,
         now: Instant,
@@ -323,12 +451,17 @@ impl Registrar {
         msg: Message,
         source: SocketAddr,
     ) {
+        self.handle_message_on(now, now_unix, msg, Flow::first(source));
+    }
+
+    /// Handles one message received from `source` (an address on one of the interfaces).
+    pub fn handle_message_on(&mut self, now: Instant, now_unix: u64, msg: Message, source: Flow) {
         if msg.is_request() {
             self.handle_request(now, now_unix, msg, source);
         } else if !self.services.is_idle() && self.services.owns_response(&msg) {
             // The answer to a BYE a service call sent: nothing more to do.
         } else {
-            self.forward_response(msg);
+            self.forward_response(msg, source);
         }
     }
 
@@ -336,7 +469,7 @@ impl Registrar {
         &mut self,
         req: &Message,
         top: TopVia,
-        source: SocketAddr,
+        source: Flow,
         code: u16,
         reason: &str,
         extra: &[Header],
@@ -353,7 +486,7 @@ impl Registrar {
         // The top Via was read once, when the request came in (`TopVia`).
         let to_tag = Tag::of(top.tag_hash);
         stamped.clear();
-        let is_stamped = write_stamped_top_via(req, source, stamped);
+        let is_stamped = write_stamped_top_via(req, source.addr, stamped);
         let rest = is_stamped
             .then(|| {
                 req.headers
@@ -389,7 +522,7 @@ impl Registrar {
         self.out.push_back((source, Bytes::copy_from_slice(out)));
     }
 
-    fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: SocketAddr) {
+    fn handle_request(&mut self, now: Instant, now_unix: u64, req: Message, source: Flow) {
         let Some(method) = req.method() else { return };
         let Some(top) = TopVia::of(&req) else {
             self.stats.dropped += 1;
@@ -426,7 +559,7 @@ impl Registrar {
         req: &Message,
         top: TopVia,
         cseq: u32,
-        source: SocketAddr,
+        source: Flow,
     ) {
         // RFC 3261 §10.3: authenticate, then the To user is the AOR.
         // Read in place (`to()` would copy the whole name-addr to take its user).
@@ -597,7 +730,8 @@ impl Registrar {
                 }
                 list.push(Binding {
                     contact: addr.uri,
-                    source,
+                    source: source.addr,
+                    iface: source.iface,
                     expires_at,
                     call_id,
                     cseq,
@@ -642,19 +776,12 @@ impl Registrar {
         h.finish()
     }
 
-    fn proxy(
-        &mut self,
-        now: Instant,
-        now_unix: u64,
-        mut req: Message,
-        top: TopVia,
-        source: SocketAddr,
-    ) {
+    fn proxy(&mut self, now: Instant, now_unix: u64, mut req: Message, top: TopVia, source: Flow) {
         let method = req.method().unwrap_or(Method::Options);
         if !self.services.is_idle()
             && matches!(
                 self.services
-                    .handle_known(now, &self.config, &req, source, &mut self.out),
+                    .handle_known(now, &self.ifaces, &req, source, &mut self.out),
                 services::Verdict::Handled
             )
         {
@@ -686,22 +813,34 @@ impl Registrar {
                 None => forwards.to_string().into(),
             };
 
-        // §16.4: remove our own Route entry (loose routing) from the top: one naming our
-        // address and port, or our domain (the domain this registrar is responsible for, in
-        // any case) with no port or ours.
+        // §16.4: remove our own Route entry (loose routing) from the top: one naming the
+        // address and port of one of our interfaces, or our domain (the domain this registrar
+        // is responsible for, in any case) with no port or one of ours. With several
+        // interfaces a second entry of ours follows the first when the dialog was
+        // double-record-routed (RFC 5658 §4): both go.
         let ours = |r: &RouteRef<'_>| {
             r.uri.as_sip().is_some_and(|u| {
-                let port = u.port.unwrap_or(5060) == self.config.port;
-                host_is(&u.host, &self.config.host) && port
-                    || matches!(&u.host, HostRef::Name(n) if n.eq_ignore_ascii_case(&self.config.domain))
-                        && (u.port.is_none() || port)
+                self.ifaces.0.iter().any(|i| {
+                    i.is_at(&u.host, u.port)
+                        || matches!(&u.host, HostRef::Name(n) if n.eq_ignore_ascii_case(&self.config.domain))
+                            && u.port.is_none_or(|p| p == i.config.port)
+                })
             })
         };
-        let pop_route = req
-            .headers
-            .view::<RouteRef>()
-            .and_then(Result::ok)
-            .is_some_and(|r| ours(&r));
+        let mut pop_routes = u8::from(
+            req.headers
+                .view::<RouteRef>()
+                .and_then(Result::ok)
+                .is_some_and(|r| ours(&r)),
+        );
+        if pop_routes == 1
+            && self.ifaces.0.len() > 1
+            && nth_value(&req, &ROUTE, 1).is_some_and(|t| {
+                <RouteRef as sip_msg::HeaderView>::parse(first_value(&t)).is_ok_and(|r| ours(&r))
+            })
+        {
+            pop_routes = 2;
+        }
         // A To value without the letters `tag` has no tag parameter: the name-addr is read
         // only when it may have one (an initial request's To is not).
         let to_tag = req
@@ -717,10 +856,10 @@ impl Registrar {
             return;
         }
 
-        let target: Option<SocketAddr> = if in_dialog || method == Method::Ack {
+        let target: Option<Flow> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
-            let after_ours = pop_route.then(|| second_value(&req, &ROUTE));
+            let after_ours = (pop_routes > 0).then(|| nth_value(&req, &ROUTE, pop_routes.into()));
             let next_route = match &after_ours {
                 Some(text) => text
                     .as_deref()
@@ -729,7 +868,12 @@ impl Registrar {
             }
             .and_then(Result::ok)
             .map(|r| match r.uri.as_sip() {
-                Some(u) => host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060))),
+                Some(u) => host_ip(&u.host).map(|ip| Flow {
+                    addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+                    iface: self
+                        .ifaces
+                        .for_target(u.scheme, u.transport().as_deref(), source.iface),
+                }),
                 None => None,
             });
             match next_route {
@@ -749,7 +893,7 @@ impl Registrar {
                             .bindings
                             .get(user.as_str())
                             .and_then(|l| l.last())
-                            .map(|b| (b.contact.clone(), b.source))
+                            .map(|b| (b.contact.clone(), b.flow()))
                         {
                             Some((contact, to)) => {
                                 req.set_request_uri(contact);
@@ -757,7 +901,7 @@ impl Registrar {
                             }
                             None => None,
                         },
-                        None => uri.and_then(|u| self.addr_of_contact(&u)),
+                        None => uri.and_then(|u| self.flow_of_contact(&u, source.iface)),
                     }
                 }
             }
@@ -801,7 +945,7 @@ impl Registrar {
             {
                 self.services.handle_invite(
                     now,
-                    &self.config,
+                    &self.ifaces,
                     service,
                     &req,
                     source,
@@ -811,14 +955,17 @@ impl Registrar {
             }
             // A Request-URI naming another server by address (sip:user@192.0.2.9:5070) is
             // forwarded there: tests may call SIP peers that do not register here.
-            let foreign = req
-                .request_uri()
-                .and_then(uri_addr)
-                .filter(|a| !self.is_our_addr(*a));
+            let foreign = req.request_uri().and_then(|u| {
+                let addr = uri_addr(u).filter(|a| !self.is_our_addr(*a))?;
+                Some(Flow {
+                    addr,
+                    iface: self.ifaces.for_uri(u, source.iface),
+                })
+            });
             match self.bindings.get(&*user).and_then(|l| l.last()) {
                 Some(b) => {
                     let contact = b.contact.clone();
-                    let to = b.source;
+                    let to = b.flow();
                     // §16.5 target → §16.6 step 2: the Request-URI becomes the contact; every
                     // header and the body are forwarded as received.
                     req.set_request_uri(contact);
@@ -855,21 +1002,36 @@ impl Registrar {
             via: stamped,
             ours,
             uri: uri_text,
+            record_route,
         } = &mut self.scratch;
-        let add_record_route = method == Method::Invite && !in_dialog;
+        let (iface_in, iface_out) = (self.ifaces.of(source), self.ifaces.of(to));
+        // §16.6 step 4; across interfaces, RFC 5658 §4: the outgoing interface's entry
+        // above the incoming one's, so the callee's requests come in where it can reach us
+        // and the caller's (who reads the route set bottom up) where it can.
+        let record_route = (method == Method::Invite && !in_dialog).then(|| {
+            if source.iface == to.iface {
+                iface_in.record_route.as_str()
+            } else {
+                record_route.clear();
+                record_route.push_str(&iface_out.record_route);
+                record_route.push_str(", ");
+                record_route.push_str(&iface_in.record_route);
+                record_route.as_str()
+            }
+        });
         // §16.11: a stateless proxy's branch is a function of the incoming branch, so
         // retransmissions and the CANCEL of an INVITE map to the same branch.
         // The top Via was read once, when the request came in (`TopVia`).
         let incoming = top.branch_hash;
         // Our Via, printed as `Via::new(transport, host, port, branch)` prints it.
         ours.clear();
-        ours.push_str(&self.via_prefix);
+        ours.push_str(&iface_out.via_prefix);
         ours.push_str(BRANCH_MAGIC);
         ours.push_str("sm");
         sip_msg::push_hex16(ours, incoming);
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         stamped.clear();
-        let is_stamped = write_stamped_top_via(&req, source, stamped);
+        let is_stamped = write_stamped_top_via(&req, source.addr, stamped);
         let vias = [ours.as_str(), stamped.as_str()];
         out.clear();
         write_forwarded(
@@ -877,8 +1039,8 @@ impl Registrar {
             &ForwardHead {
                 vias: &vias[..1 + usize::from(is_stamped)],
                 drop_top_via: is_stamped,
-                record_route: add_record_route.then_some(self.record_route.as_str()),
-                pop_route,
+                record_route,
+                pop_routes,
                 max_forwards: Some(&forwards_text),
             },
             uri_text,
@@ -890,22 +1052,19 @@ impl Registrar {
     }
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
-    fn forward_response(&mut self, resp: Message) {
+    fn forward_response(&mut self, resp: Message, source: Flow) {
         let ours = self.is_our_via(&resp)
             || resp
                 .headers
                 .view::<ViaRef>()
                 .and_then(Result::ok)
-                .is_some_and(|v| {
-                    host_is(&v.host, &self.config.host)
-                        && v.port.unwrap_or(5060) == self.config.port
-                });
+                .is_some_and(|v| self.ifaces.0.iter().any(|i| i.is_at(&v.host, v.port)));
         // A response whose top Via is not ours was sent to us by a peer that answers "the
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
         // along its top Via, so such peers still interoperate.
         // The next Via: the second value when ours is popped, else the first.
-        let after_ours = ours.then(|| second_value(&resp, &VIA));
+        let after_ours = ours.then(|| nth_value(&resp, &VIA, 1));
         let next = match &after_ours {
             Some(text) => text
                 .as_deref()
@@ -927,6 +1086,11 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
+        // The request came in on the interface of that Via's transport.
+        let to = Flow {
+            addr: SocketAddr::new(host, port),
+            iface: self.ifaces.for_transport(next.transport, source.iface),
+        };
         self.stats.responses_forwarded += 1;
         let Scratch { out, uri, .. } = &mut self.scratch;
         out.clear();
@@ -936,28 +1100,30 @@ impl Registrar {
                 vias: &[],
                 drop_top_via: ours,
                 record_route: None,
-                pop_route: false,
+                pop_routes: 0,
                 max_forwards: None,
             },
             uri,
             out,
         );
-        self.out
-            .push_back((SocketAddr::new(host, port), Bytes::copy_from_slice(out)));
+        self.out.push_back((to, Bytes::copy_from_slice(out)));
     }
 
-    /// True when the top Via of `msg` is exactly as we print ours (`via_prefix` and a branch
-    /// of letters and digits): such a Via reads as our host and port, so the parse that
-    /// checks it in general is skipped. False says nothing (the caller parses then).
+    /// True when the top Via of `msg` is exactly as we print ours (an interface's
+    /// `via_prefix` and a branch of letters and digits): such a Via reads as our host and
+    /// port, so the parse that checks it in general is skipped. False says nothing (the
+    /// caller parses then).
     fn is_our_via(&self, msg: &Message) -> bool {
-        msg.headers
-            .get(&HeaderName::Via)
-            .and_then(|h| h.value().strip_prefix(self.via_prefix.as_str()))
-            .is_some_and(|rest| {
+        let Some(via) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
+            return false;
+        };
+        self.ifaces.0.iter().any(|i| {
+            via.strip_prefix(i.via_prefix.as_str()).is_some_and(|rest| {
                 let end = rest.find(',').unwrap_or(rest.len());
                 let branch = rest[..end].trim_end_matches([' ', '\t']);
                 !branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric())
             })
+        })
     }
 
     /// True when the Request-URI's host is our domain or our own address.
@@ -976,14 +1142,16 @@ impl Registrar {
         }
     }
 
-    /// True when `a` is this registrar's own address.
+    /// True when `a` is the address of one of this registrar's interfaces.
     fn is_our_addr(&self, a: SocketAddr) -> bool {
-        let ours = match &self.config.host {
-            Host::V4(ip) => Some(std::net::IpAddr::V4(*ip)),
-            Host::V6(ip) => Some(std::net::IpAddr::V6(*ip)),
-            Host::Name(_) => None,
-        };
-        ours == Some(a.ip()) && a.port() == self.config.port
+        self.ifaces.0.iter().any(|i| {
+            let ours = match &i.config.host {
+                Host::V4(ip) => Some(std::net::IpAddr::V4(*ip)),
+                Host::V6(ip) => Some(std::net::IpAddr::V6(*ip)),
+                Host::Name(_) => None,
+            };
+            ours == Some(a.ip()) && a.port() == i.config.port
+        })
     }
 
     /// The contacts index entry `key` after a binding of that contact went: another AOR
@@ -995,7 +1163,7 @@ impl Registrar {
             list.iter()
                 .rev()
                 .find(|b| !found_by_user(user, &b.contact) && contact_key(&b.contact) == key)
-                .map(|b| b.source)
+                .map(Binding::flow)
         });
         match still {
             Some(source) => {
@@ -1007,10 +1175,11 @@ impl Registrar {
         }
     }
 
-    /// The address of a registered contact: the source its REGISTER came from. A contact
-    /// whose user part is its AOR's user is found among that user's bindings; the others in
-    /// `contacts`.
-    fn addr_of_contact(&self, uri: &Uri) -> Option<SocketAddr> {
+    /// Where a registered contact is reached: the source its REGISTER came from, on the
+    /// interface it came in on. A contact whose user part is its AOR's user is found among
+    /// that user's bindings; the others in `contacts`. A contact nobody registered is its
+    /// own address, on the interface of its transport (else `fallback`).
+    fn flow_of_contact(&self, uri: &Uri, fallback: u8) -> Option<Flow> {
         let own = uri.as_sip().and_then(|u| {
             let raw = u.user.as_deref()?;
             let user: std::borrow::Cow<'_, str> = if raw.contains('%') {
@@ -1022,12 +1191,14 @@ impl Registrar {
             list.iter().rev().find(|b| uri_eq::reaches(&b.contact, uri))
         });
         if let Some(b) = own {
-            return Some(b.source);
+            return Some(b.flow());
         }
-        self.contacts
-            .get(&contact_key(uri))
-            .copied()
-            .or_else(|| uri_addr(uri))
+        self.contacts.get(&contact_key(uri)).copied().or_else(|| {
+            uri_addr(uri).map(|addr| Flow {
+                addr,
+                iface: self.ifaces.for_uri(uri, fallback),
+            })
+        })
     }
 }
 
@@ -1100,19 +1271,30 @@ const SMALL_DECIMALS: [&str; 100] = [
     "97", "98", "99",
 ];
 
-/// Header names for [`second_value`], whose answer borrows them.
+/// Header names for [`nth_value`], whose answer borrows them.
 static VIA: HeaderName = HeaderName::Via;
 static ROUTE: HeaderName = HeaderName::Route;
 
-/// The text of the second value of `name` (the first of the rest of the first line when it is
-/// comma-joined, else the second line's), for reading what follows a value we leave out.
-fn second_value<'a>(msg: &'a Message, name: &'a HeaderName) -> Option<std::borrow::Cow<'a, str>> {
-    let mut lines = msg.headers.get_all(name);
-    let first = lines.next()?;
-    match after_first_value(first.value()) {
-        Some(rest) => Some(rest.into()),
-        None => lines.next().map(|h| h.value().into()),
+/// The text from the `n`th value of `name` on (0 is the first): the rest of the line it is
+/// on, for reading what follows values we leave out.
+fn nth_value<'a>(
+    msg: &'a Message,
+    name: &'a HeaderName,
+    n: usize,
+) -> Option<std::borrow::Cow<'a, str>> {
+    let mut left = n;
+    'lines: for line in msg.headers.get_all(name) {
+        let mut text = std::borrow::Cow::Borrowed(line.value());
+        while left > 0 {
+            left -= 1;
+            match after_first_value(&text) {
+                Some(rest) => text = rest.into(),
+                None => continue 'lines,
+            }
+        }
+        return Some(text);
     }
+    None
 }
 
 /// How [`write_forwarded`] edits the head of a message it forwards.
@@ -1124,8 +1306,9 @@ struct ForwardHead<'a> {
     drop_top_via: bool,
     /// A `Record-Route` printed after the Vias.
     record_route: Option<&'a str>,
-    /// The first value of the first Route is left out (ours, RFC 3261 §16.4).
-    pop_route: bool,
+    /// This many first values of Route are left out (ours, RFC 3261 §16.4; two when double
+    /// record-routed, RFC 5658 §4).
+    pop_routes: u8,
     /// Max-Forwards printed in place of the first received one (the others left out), or
     /// last when there was none (§16.6 step 3).
     max_forwards: Option<&'a str>,
@@ -1176,18 +1359,27 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     if let Some(rr) = head.record_route {
         line(out, &HeaderName::RecordRoute, rr);
     }
-    let (mut via_left, mut route_left, mut forwards_left) =
-        (head.drop_top_via, head.pop_route, head.max_forwards);
+    let (mut via_left, mut routes_left, mut forwards_left) =
+        (head.drop_top_via, head.pop_routes, head.max_forwards);
     for h in msg.headers.iter() {
         let name = h.name();
-        if via_left && *name == HeaderName::Via || route_left && *name == HeaderName::Route {
+        if via_left && *name == HeaderName::Via {
             // The first value goes; the rest of its line stays.
-            if *name == HeaderName::Via {
-                via_left = false;
-            } else {
-                route_left = false;
-            }
+            via_left = false;
             if let Some(rest) = after_first_value(h.value()) {
+                line(out, name, &rest);
+            }
+            continue;
+        }
+        if routes_left > 0 && *name == HeaderName::Route {
+            // Values go from the front, over lines; the rest of the last line touched stays.
+            let mut rest = Some(std::borrow::Cow::Borrowed(h.value()));
+            while routes_left > 0 {
+                let Some(text) = rest else { break };
+                routes_left -= 1;
+                rest = after_first_value(&text).map(std::borrow::Cow::Owned);
+            }
+            if let Some(rest) = rest {
                 line(out, name, &rest);
             }
             continue;
@@ -1841,7 +2033,7 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
                 .collect()
         };
         for raw in requests {
-            for (vias, drop_top_via, rr, pop_route, mf) in [
+            for (vias, drop_top_via, rr, pop_routes, mf) in [
                 (
                     &[
                         "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsmA",
@@ -1849,18 +2041,28 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
                     ][..],
                     true,
                     Some("<sip:127.0.0.1:5060;lr>"),
-                    true,
+                    1,
                     Some("69"),
                 ),
                 (
                     &["SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsmA"][..],
                     false,
                     None,
-                    false,
+                    0,
                     Some("70"),
                 ),
-                (&[][..], true, None, false, None),
-                (&[][..], false, None, false, None),
+                (&[][..], true, None, 0, None),
+                (&[][..], false, None, 0, None),
+                // Double record-routing (RFC 5658): two entries of ours, then three (past the
+                // end of a comma-joined line).
+                (
+                    &["SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsmA"][..],
+                    true,
+                    Some("<sip:127.0.0.1:5061;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>"),
+                    2,
+                    Some("69"),
+                ),
+                (&[][..], false, None, 3, None),
             ] {
                 let msg = Message::parse(raw.as_bytes()).unwrap();
                 let mut out = Vec::new();
@@ -1870,7 +2072,7 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
                         vias,
                         drop_top_via,
                         record_route: rr,
-                        pop_route,
+                        pop_routes,
                         max_forwards: mf,
                     },
                     &mut String::new(),
@@ -1882,7 +2084,7 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
                 if let Some(mf) = mf {
                     edited.headers.set(Header::new(HeaderName::MaxForwards, mf));
                 }
-                if pop_route {
+                for _ in 0..pop_routes {
                     pop_first_value(&mut edited, HeaderName::Route);
                 }
                 if drop_top_via {
@@ -1959,7 +2161,10 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
         });
         let ours =
             sip_msg::typed::Via::new("tcp", reg.config.host.clone(), Some(5070), "z9hG4bKsm1");
-        assert_eq!(format!("{}z9hG4bKsm1", reg.via_prefix), text_of(&ours, 96));
+        assert_eq!(
+            format!("{}z9hG4bKsm1", reg.ifaces.0[0].via_prefix),
+            text_of(&ours, 96)
+        );
         // A quoted parameter goes through the typed model.
         let quoted = msg(r#"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;x="a;b""#);
         assert_eq!(stamped_top_via(&quoted, src).unwrap(), typed(&quoted));

@@ -40,7 +40,7 @@ use media::wav::WavAudio;
 use sip_msg::typed::{Contact, NameAddr, Via};
 use sip_msg::{BRANCH_MAGIC, Header, HeaderName, Message, Method, RequestBuilder, Uri};
 
-use crate::RegistrarConfig;
+use crate::{Flow, Ifaces, RegistrarConfig};
 
 /// The tone's frequency, Hz.
 pub const TONE_HZ: u32 = 1000;
@@ -100,6 +100,9 @@ pub enum EndReason {
     Inactive,
     /// Refused (500) after its ports were bound: the driver releases them.
     Refused,
+    /// Our 200 carried the offer (the INVITE had none) and the ACK brought no usable answer
+    /// (RFC 3264 §5: none, unreadable, or no codec of ours): BYE.
+    BadAnswer,
 }
 
 /// What the socket driver must do for the service calls.
@@ -168,6 +171,9 @@ enum State {
     /// 200 sent, waiting for the ACK; retransmitted over UDP.
     WaitAck {
         cseq: u32,
+        /// The 200 carried our offer (the INVITE had none): the ACK carries the answer
+        /// (RFC 3261 §13.2.1, RFC 3264 §5).
+        offered: bool,
         resp: Bytes,
         next: Option<Instant>,
         interval: Duration,
@@ -182,7 +188,7 @@ struct Call {
     id: ServiceCallId,
     service: Service,
     /// Where the caller's requests come from (responses and our BYE go there).
-    peer: SocketAddr,
+    peer: Flow,
     /// The initial INVITE (kept until answered) and its branch (retransmission matching).
     invite: Option<Message>,
     branch: String,
@@ -294,14 +300,15 @@ impl Services {
     pub(crate) fn handle_known(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
         let Some(call_id) = req.call_id() else {
             return Verdict::NotOurs;
         };
+        let cfg = &ifaces.of(source).config;
         let method = req.method().unwrap_or(Method::Options);
         let to_tag = req.to().and_then(|t| t.tag());
         if !self.calls.contains_key(&call_id) {
@@ -332,7 +339,7 @@ impl Services {
                 out.push_back(respond(cfg, req, source, 200, "OK", None));
                 Verdict::Handled
             }
-            (_, Some(_)) => self.in_dialog(now, cfg, req, &call_id, source, out),
+            (_, Some(_)) => self.in_dialog(now, ifaces, req, &call_id, source, out),
             _ => Verdict::NotOurs,
         };
         self.recompute_timeout();
@@ -343,8 +350,8 @@ impl Services {
         &mut self,
         cfg: &RegistrarConfig,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
         let branch = req.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let Some(call) = req.call_id().and_then(|c| self.calls.get(&c)) else {
@@ -367,12 +374,13 @@ impl Services {
     pub(crate) fn handle_invite(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         service: Service,
         req: &Message,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
+        let cfg = &ifaces.of(source).config;
         let tag = crate::to_tag_for(req);
         let (Some(call_id), Some(from), Some(to), Some(cseq), Some(branch)) = (
             req.call_id(),
@@ -414,20 +422,23 @@ impl Services {
             out.push_back((source, Bytes::from(resp.to_bytes())));
             return;
         }
-        // Check the offer before binding ports: an unusable one is refused at once.
-        let offer = match parse_offer(req) {
-            Ok(o) => o,
-            Err(why) => {
+        // Check the offer before binding ports: an unusable one is refused at once. An INVITE
+        // without one (a delayed offer, RFC 3261 §13.2.1) gets ours in the 200.
+        if !req.body().is_empty() {
+            let offer = match parse_offer(req) {
+                Ok(o) => o,
+                Err(why) => {
+                    self.stats.refused_488 += 1;
+                    out.push_back(not_acceptable(cfg, req, source, &tag, &why));
+                    return;
+                }
+            };
+            let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
+            if let Err(e) = sdp::answer_offer(&offer, &probe) {
                 self.stats.refused_488 += 1;
-                out.push_back(not_acceptable(cfg, req, source, &tag, &why));
+                out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
                 return;
             }
-        };
-        let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
-        if let Err(e) = sdp::answer_offer(&offer, &probe) {
-            self.stats.refused_488 += 1;
-            out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
-            return;
         }
         out.push_back(respond(cfg, req, source, 100, "Trying", None));
         let id = ServiceCallId(self.next_id);
@@ -451,7 +462,7 @@ impl Services {
         self.calls.insert(call_id, call);
         self.events.push_back(ServiceEvent::Bind {
             call: id,
-            peer: source,
+            peer: source.addr,
         });
         self.recompute_timeout();
     }
@@ -460,10 +471,10 @@ impl Services {
     pub(crate) fn handle_bound(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         id: ServiceCallId,
         rtp: Result<SocketAddr, ()>,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         let Some(call_id) = self.by_id.get(&id).cloned() else {
             return;
@@ -474,6 +485,7 @@ impl Services {
         let (State::Binding, Some(invite)) = (&call.state, call.invite.take()) else {
             return;
         };
+        let cfg = &ifaces.of(call.peer).config;
         let tag = call.local.tag().unwrap_or_default();
         let Ok(rtp) = rtp else {
             out.push_back(respond(
@@ -489,6 +501,20 @@ impl Services {
             return;
         };
         let local = local_media(rtp.ip(), rtp.port(), id.0, 1);
+        if invite.body().is_empty() {
+            // A delayed offer: ours goes in the 200, the media starts with the ACK's answer.
+            let peer = call.peer;
+            out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
+            let offer = sdp::build_offer(&local);
+            let ok = answer_response(cfg, &invite, peer, &tag, call.service, &offer);
+            let cseq = invite.cseq().map_or(0, |c| c.seq);
+            call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
+            call.media = Some(local);
+            out.push_back(ok);
+            self.stats.answered += 1;
+            self.recompute_timeout();
+            return;
+        }
         // The offer was checked in handle_invite; answering it again with the real port
         // cannot fail differently (only the port and address changed).
         let Ok((answer, negotiated)) = parse_offer(&invite)
@@ -517,7 +543,7 @@ impl Services {
         out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
         let ok = answer_response(cfg, &invite, peer, &tag, call.service, &answer);
         let cseq = invite.cseq().map_or(0, |c| c.seq);
-        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+        call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
         call.media = Some(local);
         let service = call.service;
         out.push_back(ok);
@@ -533,12 +559,13 @@ impl Services {
     fn in_dialog(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         req: &Message,
         call_id: &str,
-        source: SocketAddr,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        source: Flow,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) -> Verdict {
+        let cfg = &ifaces.of(source).config;
         let method = req.method().unwrap_or(Method::Options);
         let Some(call) = self.calls.get_mut(call_id) else {
             return Verdict::NotOurs;
@@ -549,10 +576,35 @@ impl Services {
         }
         let cseq = req.cseq().map_or(0, |c| c.seq);
         if method == Method::Ack {
-            if let State::WaitAck { cseq: c, .. } = call.state
-                && c == cseq
-            {
-                call.state = State::Confirmed;
+            let State::WaitAck {
+                cseq: c, offered, ..
+            } = call.state
+            else {
+                return Verdict::Handled;
+            };
+            if c != cseq {
+                return Verdict::Handled;
+            }
+            call.state = State::Confirmed;
+            if !offered {
+                return Verdict::Handled;
+            }
+            // RFC 3264 §5: our 200 made the offer; the ACK answers it. Without a usable answer
+            // there is no session: BYE (RFC 3261 §13.3.1.4 leaves it to the UAS).
+            let negotiated = match (req.body().is_empty(), call.media.as_ref()) {
+                (false, Some(local)) => SessionDescription::parse(req.body())
+                    .ok()
+                    .and_then(|answer| sdp::apply_answer(local, &answer).ok()),
+                _ => None,
+            };
+            let (id, service) = (call.id, call.service);
+            match negotiated {
+                Some(negotiated) => self.events.push_back(ServiceEvent::Media {
+                    call: id,
+                    service,
+                    negotiated,
+                }),
+                None => self.end_call(now, ifaces, id, EndReason::BadAnswer, out),
             }
             return Verdict::Handled;
         }
@@ -591,13 +643,14 @@ impl Services {
                     return Verdict::Handled;
                 };
                 if req.body().is_empty() {
-                    // No offer: confirm the session as it is (an offerless re-INVITE gets our
-                    // current description; its answer in the ACK changes nothing here).
+                    // No offer: an offerless re-INVITE gets our current description as an
+                    // offer, and its ACK's answer is applied (an UPDATE without one merely
+                    // refreshes, RFC 3311 §5.2).
                     local.session_version += 1;
                     let sd = sdp::build_offer(local);
                     let ok = answer_response(cfg, req, source, "", call.service, &sd);
                     if method == Method::Invite {
-                        call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                        call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
                     }
                     out.push_back(ok);
                     return Verdict::Handled;
@@ -619,7 +672,7 @@ impl Services {
                         *local = next;
                         let ok = answer_response(cfg, req, source, "", call.service, &answer);
                         if method == Method::Invite {
-                            call.state = wait_ack(cfg, now, cseq, ok.1.clone());
+                            call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
                         }
                         out.push_back(ok);
                         self.events.push_back(ServiceEvent::Media {
@@ -646,10 +699,10 @@ impl Services {
     pub(crate) fn end_call(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
+        ifaces: &Ifaces,
         id: ServiceCallId,
         reason: EndReason,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         let Some(call_id) = self.by_id.get(&id).cloned() else {
             return;
@@ -661,6 +714,7 @@ impl Services {
             // Fire and forget: the caller is probably gone; a lost BYE leaves it to its own
             // timers.
             call.our_cseq += 1;
+            let cfg = &ifaces.of(call.peer).config;
             out.push_back((call.peer, Bytes::from(bye(cfg, call, &call_id).to_bytes())));
         }
         self.stats.ended_by_us += 1;
@@ -675,8 +729,8 @@ impl Services {
     pub(crate) fn handle_timeout(
         &mut self,
         now: Instant,
-        cfg: &RegistrarConfig,
-        out: &mut VecDeque<(SocketAddr, Bytes)>,
+        ifaces: &Ifaces,
+        out: &mut VecDeque<(Flow, Bytes)>,
     ) {
         if self.next_timeout.is_none_or(|t| t > now) {
             return;
@@ -707,7 +761,7 @@ impl Services {
             }
         }
         for (id, reason) in to_end {
-            self.end_call(now, cfg, id, reason, out);
+            self.end_call(now, ifaces, id, reason, out);
         }
         self.recompute_timeout();
     }
@@ -722,12 +776,13 @@ impl Services {
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 
-fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, resp: Bytes) -> State {
+fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, offered: bool, resp: Bytes) -> State {
     // Over a reliable transport the 2xx is not retransmitted (§13.3.1.4 still waits 64·T1
     // for the ACK).
     let reliable = !cfg.transport.eq_ignore_ascii_case("UDP");
     State::WaitAck {
         cseq,
+        offered,
         resp,
         next: (!reliable).then_some(now + T1),
         interval: T1,
@@ -753,8 +808,8 @@ fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> Loc
 
 fn parse_offer(req: &Message) -> Result<SessionDescription, String> {
     if req.body().is_empty() {
-        // A delayed offer (INVITE without SDP, RFC 3261 §13.2.1) is not supported here.
-        return Err("no sdp offer in the invite (delayed offer is not supported)".into());
+        // Callers check for a delayed offer first.
+        return Err("no sdp offer".into());
     }
     SessionDescription::parse(req.body()).map_err(|e| format!("unreadable sdp: {e}"))
 }
@@ -763,11 +818,11 @@ fn parse_offer(req: &Message) -> Result<SessionDescription, String> {
 fn respond(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     (
         source,
         Bytes::from(response(cfg, req, source, code, reason, to_tag).to_bytes()),
@@ -777,7 +832,7 @@ fn respond(
 fn response(
     _cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
@@ -785,9 +840,11 @@ fn response(
     let to_tag = to_tag.filter(|t| !t.is_empty());
     let mut resp = Message::response_to(req, code, reason, to_tag);
     if let Some(mut via) = req.top_via() {
-        via.params.set("received", Some(&source.ip().to_string()));
+        via.params
+            .set("received", Some(&source.addr.ip().to_string()));
         if via.params.contains("rport") {
-            via.params.set("rport", Some(&source.port().to_string()));
+            via.params
+                .set("rport", Some(&source.addr.port().to_string()));
         }
         let mut vias: Vec<Header> = resp
             .headers
@@ -813,10 +870,10 @@ fn response(
 fn not_acceptable(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     tag: &str,
     why: &str,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     let mut resp = response(cfg, req, source, 488, "Not Acceptable Here", Some(tag));
     let text = why.replace(['"', '\\'], "'");
     resp.headers.push(Header::new(
@@ -830,11 +887,11 @@ fn not_acceptable(
 fn answer_response(
     cfg: &RegistrarConfig,
     req: &Message,
-    source: SocketAddr,
+    source: Flow,
     tag: &str,
     service: Service,
     sdp: &SessionDescription,
-) -> (SocketAddr, Bytes) {
+) -> (Flow, Bytes) {
     let mut resp = response(cfg, req, source, 200, "OK", Some(tag));
     resp.headers.push(Header::new(
         HeaderName::Contact,

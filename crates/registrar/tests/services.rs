@@ -534,3 +534,115 @@ fn a_service_contact_names_the_transport_it_resolves_to() {
         assert_eq!((s.active, s.ended_bye), (0, 1), "{transport}: {s:?}");
     }
 }
+
+/// An INVITE without SDP (a delayed offer, RFC 3261 §13.2.1, as many PBXs and SBCs send it):
+/// the 200 carries our offer, the media starts with the ACK's answer, and an ACK with no
+/// usable answer ends the call with BYE (RFC 3264 §5: there is no session).
+#[test]
+fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
+    let caller: SocketAddr = "127.0.0.1:5071".parse().unwrap();
+    let invite = |call_id: &str| {
+        format!(
+            "INVITE sip:echo@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK{call_id};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:echo@sipmeter.test>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5071>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let ack = |call_id: &str, to_tag: &str, body: &str| {
+        let typed = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_owned()
+        };
+        format!(
+            "ACK sip:echo@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK{call_id}ack;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:echo@sipmeter.test>;tag={to_tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 ACK\r\n{typed}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Open: no challenge, so the test's messages need no credentials.
+    let mut reg = Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 5060,
+        transport: "UDP".into(),
+        auth: AuthMode::Open,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    });
+    let now = Instant::now();
+    // Sends `text`, plays the driver (binds at RTP), returns what the registrar sent and its
+    // other service events.
+    let send = |reg: &mut Registrar, text: &str| -> (Vec<Message>, Vec<ServiceEvent>) {
+        let msg = Message::parse(text.as_bytes()).unwrap();
+        reg.handle_message(now, NOW_UNIX, msg, caller);
+        let mut events = Vec::new();
+        while let Some(ev) = reg.poll_service_event() {
+            match ev {
+                ServiceEvent::Bind { call, .. } => reg.handle_service_bound(now, call, Ok(RTP)),
+                ev => events.push(ev),
+            }
+        }
+        let sent = std::iter::from_fn(|| reg.poll_transmit())
+            .map(|(to, b)| {
+                assert_eq!(to, caller);
+                Message::parse(&b).unwrap()
+            })
+            .collect();
+        (sent, events)
+    };
+
+    // A caller that answers with PCMA (the second codec of our offer).
+    let (sent, events) = send(&mut reg, &invite("do1"));
+    assert!(events.is_empty(), "no media before the answer: {events:?}");
+    let codes: Vec<u16> = sent.iter().filter_map(Message::status).collect();
+    assert_eq!(codes, [100, 180, 200]);
+    let ok = &sent[2];
+    let ours = SessionDescription::parse(ok.body()).expect("our offer in the 200");
+    assert_eq!(ours.media[0].port, RTP.port());
+    let caller_media = LocalMedia {
+        codecs: vec![Codec::Pcma],
+        telephone_event: false,
+        ptime: 20,
+        direction: Direction::SendRecv,
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 30_000,
+        rtcp_mux: false,
+        session_id: 9,
+        session_version: 1,
+    };
+    let (answer, _) = sdp::answer_offer(&ours, &caller_media).unwrap();
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    let (sent, media) = send(&mut reg, &ack("do1", &tag, &answer.to_string()));
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(
+        matches!(
+            media.as_slice(),
+            [ServiceEvent::Media { service: Service::Echo, negotiated, .. }]
+                if negotiated.codec == Codec::Pcma
+                    && negotiated.remote_rtp == "127.0.0.1:30000".parse().unwrap()
+        ),
+        "{media:?}"
+    );
+
+    // An ACK without the answer: BYE, and the media released.
+    let (sent, _) = send(&mut reg, &invite("do2"));
+    let tag = sent[2].to().and_then(|t| t.tag()).unwrap();
+    let (bye, ended) = send(&mut reg, &ack("do2", &tag, ""));
+    assert_eq!(bye.len(), 1, "{bye:?}");
+    assert_eq!(bye[0].method(), Some(sip_msg::Method::Bye));
+    assert!(
+        matches!(
+            ended.as_slice(),
+            [ServiceEvent::End {
+                reason: EndReason::BadAnswer,
+                ..
+            }]
+        ),
+        "{ended:?}"
+    );
+    let s = reg.stats().services;
+    assert_eq!((s.answered, s.active, s.ended_by_us), (2, 1, 1));
+}

@@ -1,0 +1,84 @@
+//! `sipmeter registrar` with several `--listen`s: one registrar answers on each of them
+//! (`sipmeter check` registers over UDP, TCP and WebSocket in turn, over real sockets). Calls
+//! across transports are tested in `agent/tests/sipp.rs`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A child process, killed when dropped (even if the test fails).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn one_registrar_answers_on_every_listener() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "registrar",
+            "--domain",
+            "lab.test",
+            "--account",
+            "1001:right",
+        ])
+        .args(["--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"])
+        .args(["--listen", "ws:127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sipmeter registrar starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let _reg = Proc(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // "sipmeter registrar listening on udp:127.0.0.1:P tcp:127.0.0.1:P ws:127.0.0.1:P for …"
+    let port = |proto: &str| -> u16 {
+        line.split(&format!("{proto}:127.0.0.1:"))
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no {proto} port in {line:?}"))
+    };
+    let (udp, tcp, ws) = (port("udp"), port("tcp"), port("ws"));
+
+    for (transport, port) in [("udp", udp), ("tcp", tcp), ("ws", ws)] {
+        let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+            .args([
+                "check",
+                "--domain",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--transport",
+                transport,
+                "--user",
+                "1001",
+                "--password",
+                "right",
+            ])
+            .output()
+            .expect("sipmeter check runs");
+        let stdout = String::from_utf8_lossy(&check.stdout);
+        assert_eq!(check.status.code(), Some(0), "{transport}: {stdout}");
+        assert!(stdout.contains("registered"), "{transport}: {stdout}");
+    }
+    // The accounts are checked on every listener: a wrong password fails.
+    let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(["check", "--domain", "127.0.0.1", "--port", &udp.to_string()])
+        .args([
+            "--transport",
+            "udp",
+            "--user",
+            "1001",
+            "--password",
+            "wrong",
+        ])
+        .output()
+        .expect("sipmeter check runs");
+    assert_ne!(check.status.code(), Some(0), "a wrong password fails");
+}

@@ -1,0 +1,317 @@
+//! One registrar core serving two listeners (UDP and TCP) with one location service: a
+//! phone on UDP calls a phone on TCP and back, on a virtual clock. Every message the core
+//! sends must leave on the interface of the phone's transport, and every hop a phone picks
+//! from its route set must name an interface of its own transport (RFC 5658 §4).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use registrar::{AuthMode, Flow, Registrar, RegistrarConfig};
+use sip_msg::{HeaderName, Host, Message, Uri};
+use sip_proto::auth::Credentials;
+use sip_proto::transaction::TimerConfig;
+use sip_proto::ua::{CallEvent, CallState, Destination, UaConfig, UaEvent, UserAgent};
+
+const NOW_UNIX: u64 = 1_900_000_000;
+const SECRET: &[u8] = b"test secret";
+
+/// The interfaces: (transport, port), index = `Flow::iface`.
+const IFACES: [(&str, u16); 2] = [("UDP", 5060), ("TCP", 5061)];
+
+fn iface_addr(iface: u8) -> SocketAddr {
+    SocketAddr::new([127, 0, 0, 1].into(), IFACES[usize::from(iface)].1)
+}
+
+fn registrar() -> Registrar {
+    let mut reg = Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: IFACES[0].1,
+        transport: IFACES[0].0.into(),
+        auth: AuthMode::Ephemeral,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    });
+    let tcp = reg.add_interface(IFACES[1].0, Host::parse("127.0.0.1").unwrap(), IFACES[1].1);
+    assert_eq!(tcp, Some(1));
+    reg
+}
+
+fn ua(user: &str, port: u16, iface: u8) -> UserAgent {
+    let (transport, reg_port) = IFACES[usize::from(iface)];
+    let (u, p) = sip_auth::ephemeral::issue(SECRET, user, NOW_UNIX + 3600);
+    UserAgent::new(UaConfig {
+        user: user.into(),
+        domain: "sipmeter.test".into(),
+        registrar_uri: Uri::parse(&format!(
+            "sip:sipmeter.test:{reg_port};transport={}",
+            transport.to_ascii_lowercase()
+        ))
+        .unwrap(),
+        outbound_proxy: None,
+        credentials: Some(Credentials::new(&u, &p)),
+        local_host: Host::parse("127.0.0.1").unwrap(),
+        local_port: port,
+        transport: transport.into(),
+        reliable: transport != "UDP",
+        expires: 300,
+        timers: TimerConfig::default(),
+        user_agent: "sipmeter-test".into(),
+        seed: u64::from(port),
+        use_100rel: false,
+    })
+}
+
+struct Phone {
+    ua: UserAgent,
+    iface: u8,
+    events: Vec<UaEvent>,
+    /// Every message it received, as text.
+    received: Vec<String>,
+}
+
+/// The registrar and the phones, wired by address; a phone reaches the registrar only on
+/// the interface of its own transport.
+struct Net {
+    now: Instant,
+    reg: Registrar,
+    phones: HashMap<SocketAddr, Phone>,
+}
+
+impl Net {
+    fn add(&mut self, user: &str, port: u16, iface: u8) -> SocketAddr {
+        let addr = SocketAddr::new([127, 0, 0, 1].into(), port);
+        let phone = Phone {
+            ua: ua(user, port, iface),
+            iface,
+            events: Vec::new(),
+            received: Vec::new(),
+        };
+        self.phones.insert(addr, phone);
+        addr
+    }
+
+    fn ua(&mut self, a: SocketAddr) -> &mut UserAgent {
+        &mut self.phones.get_mut(&a).unwrap().ua
+    }
+
+    /// The interface a phone sends to when it picks `to`: the one at that address, which must
+    /// be of the phone's transport (a TCP phone cannot send a datagram, and vice versa).
+    fn iface_at(phone: &Phone, to: SocketAddr) -> u8 {
+        let iface = (0..IFACES.len() as u8)
+            .find(|i| iface_addr(*i) == to)
+            .unwrap_or_else(|| panic!("a phone sends to {to}, not the registrar"));
+        assert_eq!(
+            iface,
+            phone.iface,
+            "a phone on {} was sent to the {} interface",
+            IFACES[usize::from(phone.iface)].0,
+            IFACES[usize::from(iface)].0
+        );
+        iface
+    }
+
+    /// Delivers messages until the network is quiet (no timers are run).
+    fn settle(&mut self) {
+        for _ in 0..100 {
+            let mut to_reg: Vec<(Flow, Bytes)> = Vec::new();
+            for (&addr, phone) in &mut self.phones {
+                while let Some(o) = phone.ua.poll_transmit() {
+                    let to = match o.destination {
+                        Destination::Registrar | Destination::OutboundProxy => {
+                            iface_addr(phone.iface)
+                        }
+                        Destination::Source(a) => a,
+                        Destination::Uri(u) => {
+                            let s = u.as_sip().unwrap();
+                            format!("{}:{}", s.host, s.port.unwrap_or(5060))
+                                .parse()
+                                .unwrap()
+                        }
+                    };
+                    let iface = Self::iface_at(phone, to);
+                    to_reg.push((Flow { addr, iface }, o.bytes));
+                }
+                phone
+                    .events
+                    .extend(std::iter::from_fn(|| phone.ua.poll_event()));
+            }
+            let mut to_phones: Vec<(Flow, Bytes)> = Vec::new();
+            while let Some(out) = self.reg.poll_transmit_flow() {
+                to_phones.push(out);
+            }
+            if to_reg.is_empty() && to_phones.is_empty() {
+                return;
+            }
+            for (from, bytes) in to_reg {
+                let msg = Message::parse(&bytes).unwrap();
+                self.reg.handle_message_on(self.now, NOW_UNIX, msg, from);
+            }
+            for (to, bytes) in to_phones {
+                let phone = self
+                    .phones
+                    .get_mut(&to.addr)
+                    .unwrap_or_else(|| panic!("the registrar sent to {}", to.addr));
+                assert_eq!(
+                    to.iface,
+                    phone.iface,
+                    "sent on the wrong interface: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                let msg = Message::parse(&bytes).unwrap();
+                phone
+                    .received
+                    .push(String::from_utf8_lossy(&bytes).into_owned());
+                phone.ua.handle_message(self.now, msg, iface_addr(to.iface));
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn phone(&self, a: SocketAddr) -> &Phone {
+        &self.phones[&a]
+    }
+}
+
+/// A call from `caller` to `callee` (both registered), answered; returns the caller's and
+/// the callee's call ids.
+fn call(
+    net: &mut Net,
+    caller: SocketAddr,
+    callee: SocketAddr,
+    callee_user: &str,
+) -> (sip_proto::ua::CallId, sip_proto::ua::CallId) {
+    let now = net.now;
+    let ours = net.ua(caller).call(
+        now,
+        Uri::parse(&format!("sip:{callee_user}@sipmeter.test")).unwrap(),
+        Some(Bytes::from_static(b"v=0\r\n")),
+    );
+    net.settle();
+    let theirs = net
+        .phone(callee)
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            UaEvent::Call(id, CallEvent::Incoming { .. }) => Some(*id),
+            _ => None,
+        })
+        .expect("the callee is called");
+    net.ua(callee)
+        .answer(now, theirs, Some(Bytes::from_static(b"v=0\r\n")));
+    net.settle();
+    assert_eq!(net.ua(caller).call_state(ours), Some(CallState::Confirmed));
+    assert_eq!(
+        net.ua(callee).call_state(theirs),
+        Some(CallState::Confirmed)
+    );
+    (ours, theirs)
+}
+
+/// Calls that ended by the other side's BYE (`by_remote`), or by ours answered 200.
+fn ended(phone: &Phone, by_remote: bool) -> usize {
+    phone
+        .events
+        .iter()
+        .filter(|e| match e {
+            UaEvent::Call(_, CallEvent::Ended { by_remote: b, code }) => {
+                *b == by_remote && (by_remote || *code == 200)
+            }
+            _ => false,
+        })
+        .count()
+}
+
+#[test]
+fn a_udp_phone_and_a_tcp_phone_call_each_other_through_one_registrar() {
+    let mut net = Net {
+        now: Instant::now(),
+        reg: registrar(),
+        phones: HashMap::new(),
+    };
+    let alice = net.add("alice", 5071, 0);
+    let bob = net.add("bob", 5072, 1);
+    let now = net.now;
+    net.ua(alice).register(now);
+    net.ua(bob).register(now);
+    net.settle();
+    for a in [alice, bob] {
+        assert!(
+            net.phone(a)
+                .events
+                .iter()
+                .any(|e| matches!(e, UaEvent::Registered { .. })),
+            "{:?}",
+            net.phone(a).events
+        );
+    }
+    let bound: Vec<u8> = ["alice", "bob"]
+        .iter()
+        .map(|u| net.reg.bindings(u)[0].iface)
+        .collect();
+    assert_eq!(bound, [0, 1], "each binding remembers its interface");
+
+    // alice (UDP) calls bob (TCP); alice hangs up.
+    let (a_call, _) = call(&mut net, alice, bob, "bob");
+    let invite = net
+        .phone(bob)
+        .received
+        .iter()
+        .find(|m| m.starts_with("INVITE"))
+        .unwrap();
+    let invite = Message::parse(invite.as_bytes()).unwrap();
+    let rr: Vec<&str> = invite
+        .headers
+        .get_all(&HeaderName::RecordRoute)
+        .map(|h| h.value())
+        .collect();
+    // RFC 5658 §4: the outgoing (TCP) interface's entry above the incoming (UDP) one's.
+    assert_eq!(
+        rr,
+        ["<sip:127.0.0.1:5061;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>"]
+    );
+    let top_via = invite.headers.get(&HeaderName::Via).unwrap().value();
+    assert!(
+        top_via.starts_with("SIP/2.0/TCP 127.0.0.1:5061;branch="),
+        "our Via names the interface the INVITE leaves on: {top_via}"
+    );
+    net.ua(alice).hangup(now, a_call);
+    net.settle();
+    assert_eq!(ended(net.phone(bob), true), 1);
+    assert_eq!(ended(net.phone(alice), false), 1);
+    let bye = net
+        .phone(bob)
+        .received
+        .iter()
+        .find(|m| m.starts_with("BYE"))
+        .unwrap();
+    let bye = Message::parse(bye.as_bytes()).unwrap();
+    assert!(
+        bye.headers.get(&HeaderName::Route).is_none(),
+        "both of our Route entries are removed: {bye:?}"
+    );
+
+    // bob (TCP) calls alice (UDP); bob hangs up, then alice's re-registration is untouched.
+    let (b_call, _) = call(&mut net, bob, alice, "alice");
+    let invite = net
+        .phone(alice)
+        .received
+        .iter()
+        .rfind(|m| m.starts_with("INVITE"))
+        .unwrap();
+    assert!(
+        invite.contains(
+            "Record-Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5061;transport=tcp;lr>\r\n"
+        ),
+        "{invite}"
+    );
+    net.ua(bob).hangup(now, b_call);
+    net.settle();
+    assert_eq!(ended(net.phone(alice), true), 1);
+    assert_eq!(ended(net.phone(bob), false), 1);
+    assert_eq!(net.reg.stats().dropped, 0);
+}
