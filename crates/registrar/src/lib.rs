@@ -66,6 +66,7 @@ use bytes::Bytes;
 use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef, may_hold_tag};
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, Scheme, SipUri, Uri, text_of,
+    trim_fast,
 };
 
 pub use auth::{AccountStatus, Accounts, AuthMode};
@@ -1446,7 +1447,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
         return false;
     };
     let top = first_value(line);
-    if top.contains('"') {
+    if sip_msg::find_in_line(top.as_bytes(), b'"').is_some() {
         // A quoted parameter could hold `;`: let the typed model print it.
         let Some(mut via) = msg.top_via() else {
             return false;
@@ -1463,7 +1464,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
     out.push_str(segments.next().unwrap_or_default().trim_end());
     let mut received = false;
     for seg in segments {
-        let name = split_ascii(seg, b'=').next().unwrap_or_default().trim();
+        let name = trim_fast(split_ascii(seg, b'=').next().unwrap_or_default());
         if name.eq_ignore_ascii_case("received") {
             received = true;
             out.push(';');
@@ -1477,7 +1478,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
             sip_msg::push_decimal(out, u64::from(source.port()));
         } else {
             out.push(';');
-            out.push_str(seg.trim());
+            out.push_str(trim_fast(seg));
         }
     }
     if !received {
@@ -1536,21 +1537,27 @@ fn top_commas(v: &str) -> impl Iterator<Item = usize> + '_ {
 /// The first value of a comma-joined header value (see [`top_commas`]), trimmed.
 fn first_value(v: &str) -> &str {
     // Nearly every value is alone on its line: without a comma there is nothing to split.
-    if !v.contains(',') {
-        return v.trim();
+    if !has_comma(v) {
+        return trim_fast(v);
     }
     // A comma is ASCII: the cut is on a character boundary.
     match top_commas(v).next() {
-        Some(at) => v[..at].trim(),
-        None => v.trim(),
+        Some(at) => trim_fast(&v[..at]),
+        None => trim_fast(v),
     }
+}
+
+/// True when `v` holds a comma: the SIMD byte search for short texts (the values looked at
+/// are whole header values, tens of bytes; `str::contains` walks them a word at a time).
+fn has_comma(v: &str) -> bool {
+    sip_msg::find_in_line(v.as_bytes(), b',').is_some()
 }
 
 /// The values after the first of a comma-joined header value (see [`top_commas`]),
 /// re-joined with `, `; `None` when there is only one.
 fn after_first_value(v: &str) -> Option<String> {
     // Without a comma there is one value only.
-    if !v.contains(',') {
+    if !has_comma(v) {
         return None;
     }
     let mut commas = top_commas(v);
@@ -1558,10 +1565,10 @@ fn after_first_value(v: &str) -> Option<String> {
     let mut parts = Vec::new();
     let mut start = first + 1;
     for at in commas {
-        parts.push(v[start..at].trim());
+        parts.push(trim_fast(&v[start..at]));
         start = at + 1;
     }
-    parts.push(v[start..].trim());
+    parts.push(trim_fast(&v[start..]));
     Some(parts.join(", "))
 }
 
@@ -1893,6 +1900,57 @@ Via: SIP/2.0/UDP r;branch=z9hG4bK3\r\nf: <sip:a@x>;tag=1\r\nt: <sip:b@x>\r\ni: c
         // The other headers keep the bytes they were received with (compact forms too).
         let out = String::from_utf8(m.to_bytes()).unwrap();
         assert!(out.contains("\r\nf: <sip:a@x>;tag=1\r\n"), "{out}");
+    }
+
+    /// The first value and the values after it, for values with every kind of white space
+    /// around and between them (Unicode too), are the ones `str::trim` and `str::contains`
+    /// gave: the commas found by the SIMD search, the trims by the ASCII shortcut.
+    #[test]
+    fn first_values_are_trimmed_as_str_trim_trims() {
+        fn reference_first(v: &str) -> &str {
+            match top_commas(v).next() {
+                Some(at) => v[..at].trim(),
+                None => v.trim(),
+            }
+        }
+        fn reference_after(v: &str) -> Option<String> {
+            let mut commas = top_commas(v);
+            let mut start = commas.next()? + 1;
+            let mut parts = Vec::new();
+            for at in commas {
+                parts.push(v[start..at].trim());
+                start = at + 1;
+            }
+            parts.push(v[start..].trim());
+            Some(parts.join(", "))
+        }
+        let spaces = ["", " ", "\t", "\u{a0}", "\u{3000}", "\u{b}", "\r\n "];
+        let values = [
+            "SIP/2.0/UDP a;branch=z9hG4bK1",
+            "<sip:b;lr>",
+            "\"x, y\" <sip:c>",
+            "é",
+        ];
+        for a in spaces {
+            for b in spaces {
+                for v in values {
+                    for w in values {
+                        for text in [
+                            format!("{a}{v}{b}"),
+                            format!("{a}{v}{b},{a}{w}{b}"),
+                            format!("{v},{b}{w}{a},{a}{v}"),
+                        ] {
+                            assert_eq!(first_value(&text), reference_first(&text), "{text:?}");
+                            assert_eq!(
+                                after_first_value(&text),
+                                reference_after(&text),
+                                "{text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Over every combination of a few schemes, users, hosts, ports, parameters and headers:

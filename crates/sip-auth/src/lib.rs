@@ -292,13 +292,11 @@ fn parse_params<'a>(s: &'a str, mut f: impl FnMut(&'a str, Cow<'a, str>)) -> Res
             return Ok(());
         }
         let start = i;
-        while i < b.len() && b[i] != b'=' && b[i] != b',' {
-            i += 1;
-        }
+        i += first_of_two(&b[i..], b'=', b',');
         if i >= b.len() || b[i] != b'=' {
             return Err(AuthError::BadParam);
         }
-        let name = s[start..i].trim();
+        let name = trim_unicode(&s[start..i]);
         if name.is_empty() || name.bytes().any(|c| matches!(c, b' ' | b'\t' | b'"')) {
             return Err(AuthError::BadParam);
         }
@@ -347,7 +345,7 @@ fn parse_params<'a>(s: &'a str, mut f: impl FnMut(&'a str, Cow<'a, str>)) -> Res
             while i < b.len() && b[i] != b',' {
                 i += 1;
             }
-            s[start..i].trim().into()
+            trim_unicode(&s[start..i]).into()
         };
         f(name, value);
     }
@@ -356,6 +354,13 @@ fn parse_params<'a>(s: &'a str, mut f: impl FnMut(&'a str, Cow<'a, str>)) -> Res
 /// The index of the first `"` or `\` in `b` (`b.len()` when there is none), read eight
 /// bytes at a time.
 fn quote_or_backslash(b: &[u8]) -> usize {
+    first_of_two(b, b'"', b'\\')
+}
+
+/// The index of the first `x` or `y` in `b` (`b.len()` when there is none), read eight
+/// bytes at a time.
+#[inline(always)]
+fn first_of_two(b: &[u8], x: u8, y: u8) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
@@ -363,8 +368,8 @@ fn quote_or_backslash(b: &[u8]) -> usize {
         let mut word = [0u8; 8];
         word.copy_from_slice(&b[i..i + 8]);
         let w = u64::from_le_bytes(word);
-        let q = w ^ (ONES * u64::from(b'"'));
-        let s = w ^ (ONES * u64::from(b'\\'));
+        let q = w ^ (ONES * u64::from(x));
+        let s = w ^ (ONES * u64::from(y));
         // A byte of `q` or `s` is zero where `w` holds the byte looked for; the lowest flag
         // of `(x - ONES) & !x & HIGHS` marks the first zero byte exactly (a borrow only
         // flags bytes above a zero one).
@@ -376,19 +381,46 @@ fn quote_or_backslash(b: &[u8]) -> usize {
     }
     i + b[i..]
         .iter()
-        .position(|&c| c == b'"' || c == b'\\')
+        .position(|&c| c == x || c == y)
         .unwrap_or(b.len() - i)
 }
 
-/// Keeps the first value of each parameter named in `names` (case-insensitive), in the slot
-/// of its name; other parameters are ignored.
+/// `s.trim()` (Unicode white space, as `str::trim` trims it) without the general search when
+/// `s` starts and ends with an ASCII byte that is not white space (nearly every name and
+/// value of a digest header): then there is nothing to trim.
+#[inline]
+fn trim_unicode(s: &str) -> &str {
+    // The ASCII white space of `char::is_whitespace`: HT, LF, VT, FF, CR and SP.
+    let plain = |c: &u8| c.is_ascii() && !matches!(c, b'\t'..=b'\r' | b' ');
+    let b = s.as_bytes();
+    if b.first().is_some_and(plain) && b.last().is_some_and(plain) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+/// Keeps the first value of each parameter named in `names` (in lower case; compared
+/// case-insensitively), in the slot of its name; other parameters are ignored.
 fn keep_first<'a, const N: usize>(
     names: &[&str; N],
     slots: &mut [Option<Cow<'a, str>>; N],
 ) -> impl FnMut(&'a str, Cow<'a, str>) {
+    debug_assert!(
+        names
+            .iter()
+            .all(|n| !n.bytes().any(|c| c.is_ascii_uppercase()))
+    );
     move |name, value| {
-        if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(name))
-            && slots[i].is_none()
+        // The length and the first byte rule out nearly every other name before the whole
+        // name is compared: a name of `names` (lower case) equal to `name` ignoring case has
+        // its length and, as its first byte, `name`'s in lower case.
+        let first = name.as_bytes().first().map(u8::to_ascii_lowercase);
+        if let Some(i) = names.iter().position(|n| {
+            n.len() == name.len()
+                && n.as_bytes().first() == first.as_ref()
+                && n.eq_ignore_ascii_case(name)
+        }) && slots[i].is_none()
         {
             slots[i] = Some(value);
         }
@@ -397,8 +429,12 @@ fn keep_first<'a, const N: usize>(
 
 /// Splits a header value into its scheme and the parameters after it.
 fn split_scheme(value: &str) -> Result<&str, AuthError> {
-    let v = value.trim();
-    let (scheme, rest) = v.split_once([' ', '\t']).unwrap_or((v, ""));
+    let v = trim_unicode(value);
+    // The first SP or HT (ASCII: a byte search finds the same place as a char search).
+    let (scheme, rest) = match v.bytes().position(|c| c == b' ' || c == b'\t') {
+        Some(at) => (&v[..at], &v[at + 1..]),
+        None => (v, ""),
+    };
     if !scheme.eq_ignore_ascii_case("digest") {
         return Err(AuthError::NotDigest);
     }
@@ -1952,6 +1988,17 @@ mod tests {
                         .collect();
                     assert_eq!(quote_or_backslash(&other), len);
                 }
+                // The same search for a parameter name's end (`=` or `,`).
+                for c in [b'=', b','] {
+                    let mut b: Vec<u8> = (0..len)
+                        .map(|i| [b'<', b'>', b'-', b'+', 0xbd, 0xac][i % 6])
+                        .collect();
+                    assert_eq!(first_of_two(&b, b'=', b','), len);
+                    if at < len {
+                        b[at] = c;
+                    }
+                    assert_eq!(first_of_two(&b, b'=', b','), at, "{len} {at} {c}");
+                }
             }
         }
         // Escapes at every offset of a long value read as before.
@@ -2054,7 +2101,7 @@ mod tests {
     /// No input panics.
     #[test]
     fn parameters_read_in_place_are_the_ones_read_into_a_list() {
-        const PIECES: [&str; 24] = [
+        const PIECES: [&str; 29] = [
             "username",
             "USERNAME",
             "realm",
@@ -2079,6 +2126,12 @@ mod tests {
             "xxxxxxxxxxxxxxxxxxx",
             "\t",
             "\r\n",
+            // White space `str::trim` trims that is not SP/HT/CR/LF.
+            "\u{a0}",
+            "\u{3000}",
+            "\u{b}",
+            "\u{c}",
+            "\u{85}",
         ];
         const NAMES: [&str; 10] = [
             "username",
@@ -2106,7 +2159,7 @@ mod tests {
             // Mostly well-formed `name="value", ` lists with odd values; sometimes noise.
             for _ in 0..(next() % 8) {
                 if round % 3 == 0 {
-                    s.push_str(PIECES[(next() % 24) as usize]);
+                    s.push_str(PIECES[(next() % 29) as usize]);
                     continue;
                 }
                 s.push_str(NAMES[(next() % 10) as usize]);
@@ -2116,7 +2169,7 @@ mod tests {
                     s.push('"');
                 }
                 for _ in 0..(next() % 6) {
-                    s.push_str(PIECES[(next() % 24) as usize]);
+                    s.push_str(PIECES[(next() % 29) as usize]);
                 }
                 if quoted && next() % 8 != 0 {
                     s.push('"');
@@ -2148,6 +2201,52 @@ mod tests {
             let _ = Challenge::parse(&format!("Digest {s}"));
         }
         assert!(parsed > 10_000, "only {parsed} inputs parsed");
+    }
+
+    /// The trim's shortcut gives what `str::trim` gives, and the scheme is split where the
+    /// char search split it, for every string of up to three characters from a set holding
+    /// every kind of white space `char::is_whitespace` knows (ASCII and not), ASCII letters,
+    /// a control character and non-ASCII letters.
+    #[test]
+    fn the_trim_shortcut_and_the_scheme_split_are_the_char_searches() {
+        const CHARS: [char; 14] = [
+            ' ', '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1c}', '\u{85}', '\u{a0}', '\u{3000}', 'a',
+            'D', 'é', '"',
+        ];
+        let mut strings = vec![String::new()];
+        for len in 1..=3u32 {
+            for mut k in 0..CHARS.len().pow(len) {
+                let mut s = String::new();
+                for _ in 0..len {
+                    s.push(CHARS[k % CHARS.len()]);
+                    k /= CHARS.len();
+                }
+                strings.push(s);
+            }
+        }
+        for s in &strings {
+            assert_eq!(trim_unicode(s), s.trim(), "{s:?}");
+            for value in [s.clone(), format!("Digest{s}"), format!("{s}digest{s}x=1")] {
+                let v = value.trim();
+                let rest = v.split_once([' ', '\t']).map_or("", |(scheme, rest)| {
+                    if scheme.eq_ignore_ascii_case("digest") {
+                        rest
+                    } else {
+                        ""
+                    }
+                });
+                let was = if v
+                    .split_once([' ', '\t'])
+                    .map_or(v, |(scheme, _)| scheme)
+                    .eq_ignore_ascii_case("digest")
+                {
+                    Ok(rest)
+                } else {
+                    Err(AuthError::NotDigest)
+                };
+                assert_eq!(split_scheme(&value), was, "{value:?}");
+            }
+        }
     }
 
     #[test]

@@ -308,7 +308,26 @@ impl RequestBuilder {
     /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
         let p = *self.parts;
-        let extra = p.extra.len();
+        let has_body = p.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
+        // Content-Length is always computed, and the body's type replaces another one.
+        let skipped = |name: &HeaderName| {
+            *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
+        };
+        // The number of lines written below, exactly. The list gets room for one more: a
+        // request answered with a challenge is sent again with its credentials added (RFC
+        // 3261 §22.2, §22.3), which would otherwise double the list.
+        let lines = p.via.len()
+            + 1
+            + p.routes.len()
+            + [&p.from, &p.to, &p.call_id]
+                .iter()
+                .filter(|a| a.is_some())
+                .count()
+            + 1
+            + usize::from(p.contact.is_some())
+            + p.extra.iter().filter(|h| !skipped(h.name())).count()
+            + 1
+            + usize::from(has_body);
         let head = String::with_capacity(
             400 + p.via.iter().map(|v| v.len() + 8).sum::<usize>()
                 + p.routes.len() * 72
@@ -319,7 +338,7 @@ impl RequestBuilder {
         );
         let mut w = HeadWriter {
             head,
-            spans: Vec::with_capacity(9 + p.via.len() + p.routes.len() + extra),
+            lines: Headers::with_capacity(lines + 1),
         };
         for v in &p.via {
             w.text(HeaderName::Via, v);
@@ -346,14 +365,7 @@ impl RequestBuilder {
         if let Some(c) = &p.contact {
             w.name_addr(HeaderName::Contact, c);
         }
-        let has_body = p.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
-        for h in p.extra {
-            // Content-Length is always computed, and the body's type replaces another one.
-            let name = h.name();
-            if *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
-            {
-                continue;
-            }
+        for h in p.extra.iter().filter(|h| !skipped(h.name())) {
             w.text(h.name().clone(), h.value());
         }
         let body = match p.body {
@@ -370,26 +382,15 @@ impl RequestBuilder {
                 Bytes::new()
             }
         };
-        let HeadWriter { head, spans } = w;
+        let HeadWriter {
+            head,
+            lines: mut written,
+        } = w;
+        debug_assert_eq!(written.len(), lines, "the room made is the room used");
         let mut m = Message::new_request(p.method, p.uri);
-        match u32::try_from(head.len()) {
-            Ok(_) => {
-                m.headers = Headers::in_head(Arc::from(head), spans.len());
-                for (name, start, value, end) in spans {
-                    // Every offset is at most `head.len()`, which fits in a u32.
-                    m.headers
-                        .push_line(name, start as u32, end as u32, (value as u32, end as u32));
-                }
-            }
-            // A header section of 4 GiB (absurd, but not a panic): owned values as before.
-            Err(_) => {
-                m.headers = Headers::with_capacity(spans.len());
-                for (name, _, value, end) in spans {
-                    let text = head.get(value..end).unwrap_or_default().to_owned();
-                    m.headers.push(Header::new(name, text));
-                }
-            }
-        }
+        // The lines are ranges of the head text, which they hold once.
+        written.attach_head(Arc::from(head));
+        m.headers = written;
         m.put_body(body);
         m
     }
@@ -429,8 +430,8 @@ enum Addr {
 /// line and value lies in it.
 struct HeadWriter {
     head: String,
-    /// (name, start of the line, start of the value, end of the line).
-    spans: Vec<(HeaderName, usize, usize, usize)>,
+    /// The lines written so far, as ranges of `head` (given to them once it is complete).
+    lines: Headers,
 }
 
 impl HeadWriter {
@@ -442,7 +443,20 @@ impl HeadWriter {
     }
 
     fn close(&mut self, name: HeaderName, (start, value): (usize, usize)) {
-        self.spans.push((name, start, value, self.head.len()));
+        let end = self.head.len();
+        match (
+            u32::try_from(start),
+            u32::try_from(value),
+            u32::try_from(end),
+        ) {
+            (Ok(start), Ok(value), Ok(end)) => self.lines.push_line(name, start, end, (value, end)),
+            // Past 4 GiB of header text (absurd, but not a panic): a value of its own. The
+            // range was cut by this writer at character boundaries.
+            _ => {
+                let text = self.head.get(value..end).unwrap_or_default().to_owned();
+                self.lines.push(Header::new(name, text));
+            }
+        }
         self.head.push_str("\r\n");
     }
 
@@ -525,8 +539,16 @@ mod tests {
 
     #[test]
     fn table_and_word_printing_matches_the_formatting_machinery() {
-        // Every number up to 100,000 (the table below 100, the loop above), and the ends.
-        for v in (0..100_000u64).chain([u64::MAX, u64::MAX - 1, 1 << 63, 10u64.pow(19)]) {
+        // Every number up to 100,000 (the table below 100, the pairs above), the ends, and
+        // each power of ten and its neighbours (an odd or even count of digits).
+        let powers = (0..20).flat_map(|k| {
+            let p = 10u64.pow(k);
+            [p - 1, p, p + 1]
+        });
+        for v in (0..100_000u64)
+            .chain([u64::MAX, u64::MAX - 1, 1 << 63])
+            .chain(powers)
+        {
             let mut s = String::from("x");
             push_decimal(&mut s, v);
             assert_eq!(s, format!("x{v}"));

@@ -628,14 +628,6 @@ impl Headers {
         }
     }
 
-    /// Room for `n` headers, lines of `head` (a parsed or printed header section).
-    pub(crate) fn in_head(head: Arc<str>, n: usize) -> Self {
-        Self {
-            head: Some(head),
-            list: Vec::with_capacity(n),
-        }
-    }
-
     /// The headers `keep` selects, in order, with their received lines copied into a head
     /// text of their own that starts with `first` and a CRLF (a start line): the copy keeps
     /// nothing else of the text these lines are ranges of. Each header prints, reads and
@@ -729,13 +721,13 @@ impl Headers {
     }
 
     /// Gives these headers the head text their lines are ranges of (a parsed message's, once
-    /// its lines are read).
+    /// its lines are read; a built request's, once it is printed).
     pub(crate) fn attach_head(&mut self, head: Arc<str>) {
         self.head = Some(head);
     }
 
-    /// Appends line `start..end` of the head text this was made with ([`Headers::in_head`])
-    /// or is given after ([`Headers::attach_head`]), whose value is `value.0..value.1` of it
+    /// Appends line `start..end` of the head text this is given ([`Headers::attach_head`]),
+    /// whose value is `value.0..value.1` of it
     /// (ranges in bytes, on character boundaries).
     pub(crate) fn push_line(&mut self, name: HeaderName, start: u32, end: u32, value: (u32, u32)) {
         self.list.push(Header {

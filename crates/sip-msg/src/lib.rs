@@ -43,7 +43,7 @@ pub use builder::{
 pub use error::{ErrorKind, HeaderError, ParseError, UriError, Warning, WarningKind};
 pub use framer::{Frame, FrameError, Framer};
 pub use header::{Header, HeaderName, HeaderRef, HeaderView, Headers, TypedHeader};
-pub use message::{DEFAULT_MAX_SIZE, Message, RequestLine, StartLine, StatusLine};
+pub use message::{DEFAULT_MAX_SIZE, Message, RequestLine, StartLine, StatusLine, find_in_line};
 pub use method::Method;
-pub use text::{Params, ParamsRef};
+pub use text::{Params, ParamsRef, trim_fast};
 pub use uri::{Host, HostRef, Scheme, SipUri, SipUriRef, Uri, UriRef, unescape};

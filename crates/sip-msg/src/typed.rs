@@ -8,7 +8,7 @@ use crate::error::HeaderError;
 use crate::header::{HeaderName, HeaderView, TypedHeader};
 use crate::method::Method;
 use crate::text::{
-    ByteStr, Params, ParamsRef, eq_ic_str, is_token, is_ws, parse_num, plain_header_param,
+    ByteStr, Params, ParamsRef, eq_ic, eq_ic_str, is_token, is_ws, parse_num, plain_header_param,
     quoted_end, split_top, trim_end_fast, trim_fast, trim_start_fast, trim_ws, unquote,
 };
 use crate::uri::{Host, HostRef, Uri, UriRef, parse_hostport};
@@ -559,7 +559,7 @@ impl<'a> HeaderView<'a> for ViaBranch<'a> {
     const NAME: HeaderName = HeaderName::Via;
     const LIST: bool = true;
     fn parse(value: &'a str) -> Result<Self, HeaderError> {
-        if value.contains('"') {
+        if crate::find_in_line(value.as_bytes(), b'"').is_some() {
             return ViaRef::parse(value).map(|v| ViaBranch(v.branch()));
         }
         let (_, rest) = sent_protocol(value)?;
@@ -580,16 +580,10 @@ impl<'a> HeaderView<'a> for ViaBranch<'a> {
 /// The sent-protocol of a Via value (RFC 3261 §25.1: `SIP / 2.0 / transport`, `SLASH = SWS
 /// "/" SWS`, then LWS): the transport token and the rest after the white space.
 fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
-    let (name, rest) = value
-        .split_once_b(b'/')
-        .ok_or(HeaderError::BadSentProtocol)?;
-    let (version, rest) = rest
-        .split_once_b(b'/')
-        .ok_or(HeaderError::BadSentProtocol)?;
-    let (name, version, rest) = (trim_fast(name), trim_fast(version), trim_start_fast(rest));
-    if !eq_ic_str(name, "SIP") || version != "2.0" {
-        return Err(HeaderError::BadSentProtocol);
-    }
+    let rest = match usual_after_version(value) {
+        Some(rest) => rest,
+        None => after_version(value)?,
+    };
     let tend = rest
         .bytes()
         .position(|c| c == b' ' || c == b'\t')
@@ -599,6 +593,30 @@ fn sent_protocol(value: &str) -> Result<(&str, &str), HeaderError> {
         return Err(HeaderError::BadToken);
     }
     Ok((transport, trim_start_fast(&rest[tend..])))
+}
+
+/// [`after_version`] for the usual `SIP/2.0/` (no white space around the slashes), without
+/// its two splits; `None` for any other start. The splits would find `SIP` and `2.0` and the
+/// rest after the second slash (eight ASCII bytes: a character boundary).
+#[inline]
+fn usual_after_version(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    (b.len() >= 8 && eq_ic(&b[..4], b"SIP/") && &b[4..8] == b"2.0/")
+        .then(|| trim_start_fast(value.get(8..).unwrap_or_default()))
+}
+
+/// What follows `SIP / 2.0 /` (and the white space after it) in a sent-protocol.
+fn after_version(value: &str) -> Result<&str, HeaderError> {
+    let (name, rest) = value
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    let (version, rest) = rest
+        .split_once_b(b'/')
+        .ok_or(HeaderError::BadSentProtocol)?;
+    if !eq_ic_str(trim_fast(name), "SIP") || trim_fast(version) != "2.0" {
+        return Err(HeaderError::BadSentProtocol);
+    }
+    Ok(trim_start_fast(rest))
 }
 
 impl fmt::Display for Via {
@@ -702,17 +720,38 @@ impl<'a> HeaderView<'a> for CallIdRef<'a> {
         if value.is_empty() {
             return Err(HeaderError::Empty);
         }
-        // One pass: no white space or control byte, at most one `@`.
-        let (mut bad, mut ats) = (false, 0usize);
-        for c in value.bytes() {
-            bad |= c <= b' ' || c == 0x7f;
-            ats += usize::from(c == b'@');
+        // No white space or control byte, at most one `@`.
+        if !is_word_bytes(value.as_bytes()) {
+            return Err(HeaderError::BadToken);
         }
-        if bad || ats > 1 {
+        let b = value.as_bytes();
+        if let Some(at) = crate::find_in_line(b, b'@')
+            && crate::find_in_line(&b[at + 1..], b'@').is_some()
+        {
             return Err(HeaderError::BadToken);
         }
         Ok(Self(value))
     }
+}
+
+/// True when no byte of `b` is a control byte, SP or DEL (`c <= 0x20 || c == 0x7f`), eight
+/// bytes at a time.
+fn is_word_bytes(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = b.chunks_exact(8);
+    let mut flags = 0;
+    for chunk in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        // A byte below 0x21 (`x - 0x21` borrows, and its high bit was clear), or a byte
+        // equal to 0x7f (zero after the xor): whether any byte is so is exact, even where a
+        // borrow flags a byte above a real one.
+        let d = x ^ (ONES * 0x7f);
+        flags |= (x.wrapping_sub(ONES * 0x21) & !x) | (d.wrapping_sub(ONES) & !d);
+    }
+    flags & HIGHS == 0 && words.remainder().iter().all(|&c| c > b' ' && c != 0x7f)
 }
 
 impl fmt::Display for CallId {
@@ -1397,6 +1436,99 @@ mod tests {
         let c = Contact::parse("<sip:a@b>;expires=3600;q=0.7").unwrap();
         assert_eq!((c.expires(), c.q()), (Some(3600), Some(0.7)));
         assert!(Contact::parse("<sip:a@b>;expires=280297596632815").is_err());
+    }
+
+    /// Where the `SIP/2.0/` shortcut answers, the general splits give the same rest, for
+    /// values built from pieces around each place the shortcut looks at: the
+    /// protocol name in any case and near misses, white space around the slashes, other
+    /// versions, transports (bad tokens too) and what follows (Unicode white space too).
+    #[test]
+    fn the_usual_sent_protocol_reads_as_the_general_splits_read_it() {
+        let names = [
+            "SIP",
+            "sip",
+            "sIp",
+            "SIQ",
+            " SIP",
+            "SIP ",
+            "SI",
+            "",
+            "\u{a0}SIP",
+        ];
+        let slashes = ["/", " /", "/ ", "\t/\t", "//", ""];
+        let versions = ["2.0", "2.00", "20", " 2.0", "2.0 ", "2.0/", "\u{3000}2.0"];
+        let transports = ["UDP", "tls", "", " UDP", "U@P", "UDP/", "\u{a0}UDP"];
+        let rests = [" h:1;branch=z9hG4bK1", "\th", "  h", "", "\u{a0}h", " "];
+        let mut n = 0;
+        for name in names {
+            for s1 in slashes {
+                for version in versions {
+                    for s2 in slashes {
+                        for transport in transports {
+                            for rest in rests {
+                                let v = format!("{name}{s1}{version}{s2}{transport}{rest}");
+                                if let Some(rest) = usual_after_version(&v) {
+                                    assert_eq!(after_version(&v), Ok(rest), "{v:?}");
+                                    n += 1;
+                                }
+                                let _ = sent_protocol(&v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(n > 1_000, "{n} values take the shortcut");
+    }
+
+    /// A Call-ID is read as the byte loop read it: every byte value at every place of texts
+    /// around the word size (for the eight-bytes-at-a-time test), next to printable filler
+    /// and next to bytes on both sides of each limit, with zero, one or two `@`.
+    #[test]
+    fn call_ids_are_checked_as_the_byte_loop_checked_them() {
+        fn reference(value: &str) -> Result<CallIdRef<'_>, HeaderError> {
+            if value.is_empty() {
+                return Err(HeaderError::Empty);
+            }
+            let (mut bad, mut ats) = (false, 0usize);
+            for c in value.bytes() {
+                bad |= c <= b' ' || c == 0x7f;
+                ats += usize::from(c == b'@');
+            }
+            if bad || ats > 1 {
+                return Err(HeaderError::BadToken);
+            }
+            Ok(CallIdRef(value))
+        }
+        for len in 1..=20usize {
+            for at in 0..len {
+                for filler in [b'a', b'!', 0x7e, 0x22] {
+                    for c in 0..=0x7fu8 {
+                        let mut b = vec![filler; len];
+                        b[at] = c;
+                        for extra in [None, Some(0), Some(len - 1)] {
+                            let mut b = b.clone();
+                            if let Some(e) = extra
+                                && e != at
+                            {
+                                b[e] = b'@';
+                            }
+                            let v = std::str::from_utf8(&b).unwrap();
+                            assert_eq!(CallIdRef::parse(v), reference(v), "{v:?}");
+                        }
+                    }
+                }
+            }
+        }
+        for v in [
+            "é@x",
+            "a@é",
+            "\u{a0}",
+            "ab\u{2028}cdefghij",
+            "0123456789abcdef@host.example",
+        ] {
+            assert_eq!(CallIdRef::parse(v), reference(v), "{v:?}");
+        }
     }
 
     #[test]
