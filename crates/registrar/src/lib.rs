@@ -165,31 +165,72 @@ impl Ifaces {
         self.0.get(usize::from(flow.iface)).unwrap_or(&self.0[0])
     }
 
-    /// The interface that serves `transport` (a Via token or a URI's `transport=`, any case):
-    /// the first of that transport, else `fallback`.
-    fn for_transport(&self, transport: &str, fallback: u8) -> u8 {
+    /// The interface that serves `transport` (a Via token or a URI's `transport=`, any case)
+    /// towards `to`: the first of that transport and of `to`'s address family (a datagram
+    /// to an IPv6 address cannot leave on an IPv4 socket), else the first of that
+    /// transport, else `fallback`.
+    fn for_transport(&self, transport: &str, to: std::net::IpAddr, fallback: u8) -> u8 {
+        let serves = |i: &Iface| i.config.transport.eq_ignore_ascii_case(transport);
+        let reaches = |i: &Iface| match i.config.host {
+            Host::V4(_) => to.is_ipv4(),
+            Host::V6(_) => to.is_ipv6(),
+            Host::Name(_) => true,
+        };
         self.0
             .iter()
-            .position(|i| i.config.transport.eq_ignore_ascii_case(transport))
+            .position(|i| serves(i) && reaches(i))
+            .or_else(|| self.0.iter().position(serves))
             .and_then(|i| u8::try_from(i).ok())
             .unwrap_or(fallback)
     }
 
-    /// The interface a next hop named by a URI is reached on (RFC 3263 §4.1: its `transport`
-    /// parameter, else TLS for `sips:` and UDP for `sip:`), else `fallback`.
-    fn for_target(&self, scheme: Scheme, transport: Option<&str>, fallback: u8) -> u8 {
+    /// The interface a next hop at `to` named by a URI is reached on (RFC 3263 §4.1: its
+    /// `transport` parameter, else TLS for `sips:` and UDP for `sip:`), else `fallback`.
+    fn for_target(
+        &self,
+        scheme: Scheme,
+        transport: Option<&str>,
+        to: std::net::IpAddr,
+        fallback: u8,
+    ) -> u8 {
         let transport = transport.unwrap_or(match scheme {
             Scheme::Sips => "TLS",
             Scheme::Sip => "UDP",
         });
-        self.for_transport(transport, fallback)
+        self.for_transport(transport, to, fallback)
     }
 
-    /// [`Self::for_target`] of an owned URI (`fallback` for one that is not `sip:`/`sips:`).
-    fn for_uri(&self, uri: &Uri, fallback: u8) -> u8 {
+    /// [`Self::for_target`] of an owned URI at `to` (`fallback` for one that is not
+    /// `sip:`/`sips:`). `hop` is the interface our last removed Route entry named, if any:
+    /// it serves a `sip:` URI without a `transport` parameter (the peer on the other side
+    /// of a double-record-routed dialog reached us there, RFC 5658 §4; the UDP that RFC
+    /// 3263 assumes for such a URI is only a default, and a peer on a stream transport,
+    /// SIPp's stock UAC for one, often names none in its Contact).
+    fn for_uri(&self, uri: &Uri, to: std::net::IpAddr, hop: Option<u8>, fallback: u8) -> u8 {
         uri.as_sip().map_or(fallback, |u| {
-            self.for_target(u.scheme, u.params.value("transport").as_deref(), fallback)
+            let transport = u.params.value("transport");
+            match (u.scheme, transport.as_deref(), hop) {
+                (Scheme::Sip, None, Some(hop)) => hop,
+                (scheme, transport, _) => self.for_target(scheme, transport, to, fallback),
+            }
         })
+    }
+
+    /// The interface a Route entry of ours names: at its address and port, of its
+    /// transport (as [`Self::for_target`] reads a URI).
+    fn named_by(&self, route: &RouteRef<'_>) -> Option<u8> {
+        let u = route.uri.as_sip()?;
+        let transport = u.transport();
+        let transport = transport.as_deref().unwrap_or(match u.scheme {
+            Scheme::Sips => "TLS",
+            Scheme::Sip => "UDP",
+        });
+        self.0
+            .iter()
+            .position(|i| {
+                i.is_at(&u.host, u.port) && i.config.transport.eq_ignore_ascii_case(transport)
+            })
+            .and_then(|i| u8::try_from(i).ok())
     }
 }
 
@@ -826,19 +867,20 @@ impl Registrar {
                 })
             })
         };
-        let mut pop_routes = u8::from(
-            req.headers
-                .view::<RouteRef>()
-                .and_then(Result::ok)
-                .is_some_and(|r| ours(&r)),
-        );
-        if pop_routes == 1
-            && self.ifaces.0.len() > 1
-            && nth_value(&req, &ROUTE, 1).is_some_and(|t| {
-                <RouteRef as sip_msg::HeaderView>::parse(first_value(&t)).is_ok_and(|r| ours(&r))
-            })
-        {
-            pop_routes = 2;
+        let first_route = req.headers.view::<RouteRef>().and_then(Result::ok);
+        let mut pop_routes = u8::from(first_route.as_ref().is_some_and(&ours));
+        // With several interfaces, the one our last removed entry names: the one facing the
+        // next hop (see `Ifaces::for_uri`).
+        let mut hop = None;
+        if pop_routes == 1 && self.ifaces.0.len() > 1 {
+            hop = first_route.as_ref().and_then(|r| self.ifaces.named_by(r));
+            if let Some(text) = nth_value(&req, &ROUTE, 1)
+                && let Ok(second) = <RouteRef as sip_msg::HeaderView>::parse(first_value(&text))
+                && ours(&second)
+            {
+                pop_routes = 2;
+                hop = self.ifaces.named_by(&second);
+            }
         }
         // A To value without the letters `tag` has no tag parameter: the name-addr is read
         // only when it may have one (an initial request's To is not).
@@ -869,9 +911,12 @@ impl Registrar {
             .map(|r| match r.uri.as_sip() {
                 Some(u) => host_ip(&u.host).map(|ip| Flow {
                     addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
-                    iface: self
-                        .ifaces
-                        .for_target(u.scheme, u.transport().as_deref(), source.iface),
+                    iface: self.ifaces.for_target(
+                        u.scheme,
+                        u.transport().as_deref(),
+                        ip,
+                        source.iface,
+                    ),
                 }),
                 None => None,
             });
@@ -900,7 +945,7 @@ impl Registrar {
                             }
                             None => None,
                         },
-                        None => uri.and_then(|u| self.flow_of_contact(&u, source.iface)),
+                        None => uri.and_then(|u| self.flow_of_contact(&u, hop, source.iface)),
                     }
                 }
             }
@@ -958,7 +1003,7 @@ impl Registrar {
                 let addr = uri_addr(u).filter(|a| !self.is_our_addr(*a))?;
                 Some(Flow {
                     addr,
-                    iface: self.ifaces.for_uri(u, source.iface),
+                    iface: self.ifaces.for_uri(u, addr.ip(), None, source.iface),
                 })
             });
             match self.bindings.get(&*user).and_then(|l| l.last()) {
@@ -1028,6 +1073,11 @@ impl Registrar {
         ours.push_str(BRANCH_MAGIC);
         ours.push_str("sm");
         sip_msg::push_hex16(ours, incoming);
+        if source.iface != 0 {
+            // The interface it came in on, for its responses (see `iface_of_branch`).
+            ours.push('i');
+            sip_msg::push_decimal(ours, u64::from(source.iface));
+        }
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         stamped.clear();
         let is_stamped = write_stamped_top_via(&req, source.addr, stamped);
@@ -1052,12 +1102,17 @@ impl Registrar {
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
     fn forward_response(&mut self, resp: Message, source: Flow) {
-        let ours = self.is_our_via(&resp)
-            || resp
+        // Our Via's branch, when the top Via is ours.
+        let our_branch: Option<std::borrow::Cow<'_, str>> = match self.our_via_branch(&resp) {
+            Some(branch) => Some(branch.into()),
+            None => resp
                 .headers
                 .view::<ViaRef>()
                 .and_then(Result::ok)
-                .is_some_and(|v| self.ifaces.0.iter().any(|i| i.is_at(&v.host, v.port)));
+                .filter(|v| self.ifaces.0.iter().any(|i| i.is_at(&v.host, v.port)))
+                .map(|v| v.branch().unwrap_or_default()),
+        };
+        let ours = our_branch.is_some();
         // A response whose top Via is not ours was sent to us by a peer that answers "the
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
@@ -1085,10 +1140,20 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
-        // The request came in on the interface of that Via's transport.
+        // RFC 3261 §18.2.2: back on the interface the request came in on, as our branch
+        // records it (with two listeners of one transport the Via's transport alone does
+        // not tell which); without our Via, the interface of that Via's transport.
+        let iface = our_branch
+            .as_deref()
+            .and_then(iface_of_branch)
+            .filter(|&i| usize::from(i) < self.ifaces.0.len())
+            .unwrap_or_else(|| {
+                self.ifaces
+                    .for_transport(next.transport, host, source.iface)
+            });
         let to = Flow {
             addr: SocketAddr::new(host, port),
-            iface: self.ifaces.for_transport(next.transport, source.iface),
+            iface,
         };
         self.stats.responses_forwarded += 1;
         let Scratch { out, uri, .. } = &mut self.scratch;
@@ -1108,20 +1173,18 @@ impl Registrar {
         self.out.push_back((to, Bytes::copy_from_slice(out)));
     }
 
-    /// True when the top Via of `msg` is exactly as we print ours (an interface's
-    /// `via_prefix` and a branch of letters and digits): such a Via reads as our host and
-    /// port, so the parse that checks it in general is skipped. False says nothing (the
-    /// caller parses then).
-    fn is_our_via(&self, msg: &Message) -> bool {
-        let Some(via) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
-            return false;
-        };
-        self.ifaces.0.iter().any(|i| {
-            via.strip_prefix(i.via_prefix.as_str()).is_some_and(|rest| {
-                let end = rest.find(',').unwrap_or(rest.len());
-                let branch = rest[..end].trim_end_matches([' ', '\t']);
-                !branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric())
-            })
+    /// The branch of the top Via of `msg` when that Via is exactly as we print ours (an
+    /// interface's `via_prefix` and a branch of letters and digits): such a Via reads as our
+    /// host and port, so the parse that checks it in general is skipped. `None` says nothing
+    /// (the caller parses then).
+    fn our_via_branch<'m>(&self, msg: &'m Message) -> Option<&'m str> {
+        let via = msg.headers.get(&HeaderName::Via)?.value();
+        self.ifaces.0.iter().find_map(|i| {
+            let rest = via.strip_prefix(i.via_prefix.as_str())?;
+            let end = rest.find(',').unwrap_or(rest.len());
+            let branch = rest[..end].trim_end_matches([' ', '\t']);
+            (!branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric()))
+                .then_some(branch)
         })
     }
 
@@ -1178,7 +1241,7 @@ impl Registrar {
     /// interface it came in on. A contact whose user part is its AOR's user is found among
     /// that user's bindings; the others in `contacts`. A contact nobody registered is its
     /// own address, on the interface of its transport (else `fallback`).
-    fn flow_of_contact(&self, uri: &Uri, fallback: u8) -> Option<Flow> {
+    fn flow_of_contact(&self, uri: &Uri, hop: Option<u8>, fallback: u8) -> Option<Flow> {
         let own = uri.as_sip().and_then(|u| {
             let raw = u.user.as_deref()?;
             let user: std::borrow::Cow<'_, str> = if raw.contains('%') {
@@ -1195,7 +1258,7 @@ impl Registrar {
         self.contacts.get(&contact_key(uri)).copied().or_else(|| {
             uri_addr(uri).map(|addr| Flow {
                 addr,
-                iface: self.ifaces.for_uri(uri, fallback),
+                iface: self.ifaces.for_uri(uri, addr.ip(), hop, fallback),
             })
         })
     }
@@ -1257,6 +1320,17 @@ fn record_route_of(config: &RegistrarConfig) -> String {
     }
     rr.push_str(";lr>");
     rr
+}
+
+/// The interface a request we forwarded came in on, as our branch (`z9hG4bKsm`, the
+/// incoming branch's 16 hex digits, then `i` and the interface's index unless it is the
+/// first) records it; `None` for a branch not printed so.
+fn iface_of_branch(branch: &str) -> Option<u8> {
+    let rest = branch.strip_prefix(BRANCH_MAGIC)?.strip_prefix("sm")?;
+    match rest.get(16..)? {
+        "" => Some(0),
+        index => index.strip_prefix('i')?.parse().ok(),
+    }
 }
 
 /// `0` to `99` as text, for headers built from small numbers without allocating.
