@@ -184,8 +184,8 @@ impl Ifaces {
             .unwrap_or(fallback)
     }
 
-    /// The interface a next hop at `to` named by a URI is reached on (RFC 3263 §4.1: its
-    /// `transport` parameter, else TLS for `sips:` and UDP for `sip:`), else `fallback`.
+    /// The interface a next hop at `to` named by a URI is reached on (its transport as
+    /// [`transport_of`] reads it), else `fallback`.
     fn for_target(
         &self,
         scheme: Scheme,
@@ -193,11 +193,7 @@ impl Ifaces {
         to: std::net::IpAddr,
         fallback: u8,
     ) -> u8 {
-        let transport = transport.unwrap_or(match scheme {
-            Scheme::Sips => "TLS",
-            Scheme::Sip => "UDP",
-        });
-        self.for_transport(transport, to, fallback)
+        self.for_transport(transport_of(scheme, transport), to, fallback)
     }
 
     /// [`Self::for_target`] of an owned URI at `to` (`fallback` for one that is not
@@ -221,16 +217,27 @@ impl Ifaces {
     fn named_by(&self, route: &RouteRef<'_>) -> Option<u8> {
         let u = route.uri.as_sip()?;
         let transport = u.transport();
-        let transport = transport.as_deref().unwrap_or(match u.scheme {
-            Scheme::Sips => "TLS",
-            Scheme::Sip => "UDP",
-        });
+        let transport = transport_of(u.scheme, transport.as_deref());
         self.0
             .iter()
             .position(|i| {
                 i.is_at(&u.host, u.port) && i.config.transport.eq_ignore_ascii_case(transport)
             })
             .and_then(|i| u8::try_from(i).ok())
+    }
+}
+
+/// The transport (as a listener's token names it) a URI of `scheme` with `transport` asks
+/// for (RFC 3263 §4.1): its `transport` parameter, else UDP for `sip:` and TLS for `sips:`;
+/// a `sips:` URI's `transport=tcp` is TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3) and its
+/// `transport=ws` secure WebSocket (RFC 7118 §5.2).
+fn transport_of(scheme: Scheme, transport: Option<&str>) -> &str {
+    match (scheme, transport) {
+        (Scheme::Sip, None) => "UDP",
+        (Scheme::Sips, None) => "TLS",
+        (Scheme::Sips, Some(t)) if t.eq_ignore_ascii_case("tcp") => "TLS",
+        (Scheme::Sips, Some(t)) if t.eq_ignore_ascii_case("ws") => "WSS",
+        (_, Some(t)) => t,
     }
 }
 

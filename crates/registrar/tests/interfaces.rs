@@ -476,3 +476,47 @@ fn a_next_hop_named_by_an_ipv6_address_leaves_on_the_ipv6_listener() {
         sent[0].1
     );
 }
+
+/// A `sips:` URI with `transport=tcp` names TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3: the
+/// `transport=tls` form is deprecated), and with `transport=ws` secure WebSocket (RFC 7118
+/// §5.2): such a next hop leaves on the TLS (WSS) listener, not on the plain one.
+#[test]
+fn a_sips_uri_with_transport_tcp_or_ws_leaves_on_the_secure_listener() {
+    let mut reg = open_registrar(&[
+        ("127.0.0.1", "TCP", 5060),
+        ("127.0.0.1", "TLS", 5061),
+        ("127.0.0.1", "WS", 8080),
+        ("127.0.0.1", "WSS", 8443),
+    ]);
+    let alice = Flow {
+        addr: "127.0.0.1:5071".parse().unwrap(),
+        iface: 1,
+    };
+    for (n, (transport, iface)) in [("tcp", 1), ("ws", 3)].into_iter().enumerate() {
+        let sent = exchange(
+            &mut reg,
+            alice,
+            &format!(
+                "INVITE sips:erin@127.0.0.1:5093;transport={transport} SIP/2.0\r\n\
+                 Via: SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bKs{n};rport\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sips:alice@sipmeter.test>;tag=a\r\n\
+                 To: <sips:erin@127.0.0.1:5093>\r\n\
+                 Call-ID: s{n}\r\n\
+                 CSeq: 1 INVITE\r\n\
+                 Contact: <sips:alice@127.0.0.1:5071>\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ),
+        );
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(
+            sent[0].0,
+            Flow {
+                addr: "127.0.0.1:5093".parse().unwrap(),
+                iface
+            },
+            "transport={transport}: {}",
+            sent[0].1
+        );
+    }
+}
