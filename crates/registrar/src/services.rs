@@ -136,7 +136,7 @@ pub enum ServiceEvent {
 /// Limits of service calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
-    /// A call is ended with BYE after this long.
+    /// A call is ended with BYE after this long (past about a century: never).
     pub max_call: Duration,
 }
 
@@ -456,7 +456,7 @@ impl Services {
             remote_cseq: cseq.seq,
             our_cseq: 0,
             media: None,
-            ends_at: now + self.limits.max_call,
+            ends_at: now + self.limits.max_call.min(LONGEST_CALL),
         };
         self.by_id.insert(id, call_id.clone());
         self.calls.insert(call_id, call);
@@ -783,6 +783,10 @@ impl Services {
         self.ended.insert(call_id.to_owned(), now + LINGER);
     }
 }
+
+/// A [`ServiceLimits::max_call`] past this (about a century) is no limit; the cap keeps
+/// `Instant + Duration` from overflowing (`Duration::MAX` would panic there).
+const LONGEST_CALL: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 

@@ -803,3 +803,29 @@ fn an_update_without_an_offer_gets_a_200_without_sdp() {
     );
     assert!(events.is_empty(), "{events:?}");
 }
+
+/// A limit too long for the clock (`Duration::MAX`, as `--max-call 1e19s` gives) means no
+/// limit: the call is answered, not a panic in `Instant + Duration`.
+#[test]
+fn an_unbounded_max_call_is_no_limit() {
+    let mut reg = open_registrar();
+    reg.set_service_limits(ServiceLimits {
+        max_call: Duration::MAX,
+    });
+    let now = Instant::now();
+    let invite = offer(vec![Codec::Pcmu], Direction::SendRecv, 1);
+    let (sent, _) = exchange(
+        &mut reg,
+        now,
+        &alice_request("INVITE", "mx1", 1, "", "i3", &invite),
+    );
+    let (_, tag) = answered(&sent);
+    let (sent, _) = exchange(
+        &mut reg,
+        now,
+        &alice_request("ACK", "mx1", 1, &tag, "a3", b""),
+    );
+    assert!(sent.is_empty(), "{sent:?}");
+    reg.handle_timeout(now + Duration::from_secs(365 * 86_400));
+    assert_eq!(reg.stats().services.active, 1);
+}
