@@ -456,7 +456,7 @@ impl Services {
             remote_cseq: cseq.seq,
             our_cseq: 0,
             media: None,
-            ends_at: now + self.limits.max_call.min(LONGEST_CALL),
+            ends_at: now + self.limits.max_call.min(FOREVER),
         };
         self.by_id.insert(id, call_id.clone());
         self.calls.insert(call_id, call);
@@ -784,9 +784,10 @@ impl Services {
     }
 }
 
-/// A [`ServiceLimits::max_call`] past this (about a century) is no limit; the cap keeps
-/// `Instant + Duration` from overflowing (`Duration::MAX` would panic there).
-const LONGEST_CALL: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// A service limit past this (about a century: [`ServiceLimits::max_call`], the driver's
+/// media timeout) is no limit; the cap keeps `Instant + Duration` from overflowing
+/// (`Duration::MAX` would panic there).
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 
