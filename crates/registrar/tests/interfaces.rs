@@ -85,6 +85,14 @@ struct Net {
 }
 
 impl Net {
+    fn new() -> Self {
+        Net {
+            now: Instant::now(),
+            reg: registrar(),
+            phones: HashMap::new(),
+        }
+    }
+
     fn add(&mut self, user: &str, port: u16, iface: u8) -> SocketAddr {
         let addr = SocketAddr::new([127, 0, 0, 1].into(), port);
         let phone = Phone {
@@ -231,11 +239,7 @@ fn ended(phone: &Phone, by_remote: bool) -> usize {
 
 #[test]
 fn a_udp_phone_and_a_tcp_phone_call_each_other_through_one_registrar() {
-    let mut net = Net {
-        now: Instant::now(),
-        reg: registrar(),
-        phones: HashMap::new(),
-    };
+    let mut net = Net::new();
     let alice = net.add("alice", 5071, 0);
     let bob = net.add("bob", 5072, 1);
     let now = net.now;
@@ -324,11 +328,7 @@ fn a_udp_phone_and_a_tcp_phone_call_each_other_through_one_registrar() {
 /// listener of its Via's transport.
 #[test]
 fn a_phone_on_the_second_listener_of_a_transport_gets_its_responses_there() {
-    let mut net = Net {
-        now: Instant::now(),
-        reg: registrar(),
-        phones: HashMap::new(),
-    };
+    let mut net = Net::new();
     let alice = net.add("alice", 5071, 0);
     let bob = net.add("bob", 5072, 1);
     let carol = net.add("carol", 5073, 2);
@@ -378,6 +378,36 @@ fn exchange(reg: &mut Registrar, from: Flow, text: &str) -> Vec<(Flow, String)> 
         .collect()
 }
 
+/// alice's initial INVITE to `uri`, sent over `transport`, in dialog `call_id`.
+fn alice_invite(transport: &str, uri: &str, call_id: &str) -> String {
+    format!(
+        "INVITE {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} 127.0.0.1:5071;branch=z9hG4bK{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@sipmeter.test>;tag=a\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@127.0.0.1:5071>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// `addr` on interface `iface`.
+fn flow(addr: &str, iface: u8) -> Flow {
+    Flow {
+        addr: addr.parse().unwrap(),
+        iface,
+    }
+}
+
+/// The one message in `sent`, checked to go to `to`.
+fn only_to(sent: &[(Flow, String)], to: Flow) -> &str {
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, to, "{}", sent[0].1);
+    &sent[0].1
+}
+
 /// A UDP phone calls a TCP peer that did not register here (its Contact names no
 /// transport, as SIPp's stock UAC's does): the dialog is double record-routed, and the
 /// UDP side's BYE, whose route set names our TCP interface last, goes out on that
@@ -385,35 +415,19 @@ fn exchange(reg: &mut Registrar, from: Flow, text: &str) -> Vec<(Flow, String)> 
 #[test]
 fn an_in_dialog_request_to_an_unregistered_peer_leaves_on_the_interface_our_route_named() {
     let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("127.0.0.1", "TCP", 5061)]);
-    let alice = Flow {
-        addr: "127.0.0.1:5071".parse().unwrap(),
-        iface: 0,
-    };
-    let dave = Flow {
-        addr: "127.0.0.1:5090".parse().unwrap(),
-        iface: 1,
-    };
+    let alice = flow("127.0.0.1:5071", 0);
+    let dave = flow("127.0.0.1:5090", 1);
     let sent = exchange(
         &mut reg,
         alice,
-        "INVITE sip:dave@127.0.0.1:5090;transport=tcp SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKa1;rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:alice@sipmeter.test>;tag=a\r\n\
-         To: <sip:dave@127.0.0.1:5090>\r\n\
-         Call-ID: c1\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:alice@127.0.0.1:5071>\r\n\
-         Content-Length: 0\r\n\r\n",
+        &alice_invite("UDP", "sip:dave@127.0.0.1:5090;transport=tcp", "c1"),
     );
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, dave, "{}", sent[0].1);
+    let text = only_to(&sent, dave);
     assert!(
-        sent[0].1.contains(
+        text.contains(
             "Record-Route: <sip:127.0.0.1:5061;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\n"
         ),
-        "{}",
-        sent[0].1
+        "{text}"
     );
     let sent = exchange(
         &mut reg,
@@ -428,13 +442,8 @@ fn an_in_dialog_request_to_an_unregistered_peer_leaves_on_the_interface_our_rout
          CSeq: 2 BYE\r\n\
          Content-Length: 0\r\n\r\n",
     );
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, dave, "{}", sent[0].1);
-    assert!(
-        sent[0].1.contains("Via: SIP/2.0/TCP 127.0.0.1:5061;"),
-        "{}",
-        sent[0].1
-    );
+    let text = only_to(&sent, dave);
+    assert!(text.contains("Via: SIP/2.0/TCP 127.0.0.1:5061;"), "{text}");
 }
 
 /// IPv4 and IPv6 listeners of one transport: a request to a peer named by an IPv6 address
@@ -443,38 +452,14 @@ fn an_in_dialog_request_to_an_unregistered_peer_leaves_on_the_interface_our_rout
 #[test]
 fn a_next_hop_named_by_an_ipv6_address_leaves_on_the_ipv6_listener() {
     let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("[::1]", "UDP", 5060)]);
-    let alice = Flow {
-        addr: "127.0.0.1:5071".parse().unwrap(),
-        iface: 0,
-    };
+    let alice = flow("127.0.0.1:5071", 0);
     let sent = exchange(
         &mut reg,
         alice,
-        "INVITE sip:erin@[::1]:5092 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKa1;rport\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:alice@sipmeter.test>;tag=a\r\n\
-         To: <sip:erin@[::1]:5092>\r\n\
-         Call-ID: c2\r\n\
-         CSeq: 1 INVITE\r\n\
-         Contact: <sip:alice@127.0.0.1:5071>\r\n\
-         Content-Length: 0\r\n\r\n",
+        &alice_invite("UDP", "sip:erin@[::1]:5092", "c2"),
     );
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(
-        sent[0].0,
-        Flow {
-            addr: "[::1]:5092".parse().unwrap(),
-            iface: 1
-        },
-        "{}",
-        sent[0].1
-    );
-    assert!(
-        sent[0].1.contains("Via: SIP/2.0/UDP [::1]:5060;"),
-        "{}",
-        sent[0].1
-    );
+    let text = only_to(&sent, flow("[::1]:5092", 1));
+    assert!(text.contains("Via: SIP/2.0/UDP [::1]:5060;"), "{text}");
 }
 
 /// A `sips:` URI with `transport=tcp` names TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3: the
@@ -488,35 +473,17 @@ fn a_sips_uri_with_transport_tcp_or_ws_leaves_on_the_secure_listener() {
         ("127.0.0.1", "WS", 8080),
         ("127.0.0.1", "WSS", 8443),
     ]);
-    let alice = Flow {
-        addr: "127.0.0.1:5071".parse().unwrap(),
-        iface: 1,
-    };
+    let alice = flow("127.0.0.1:5071", 1);
     for (n, (transport, iface)) in [("tcp", 1), ("ws", 3)].into_iter().enumerate() {
         let sent = exchange(
             &mut reg,
             alice,
-            &format!(
-                "INVITE sips:erin@127.0.0.1:5093;transport={transport} SIP/2.0\r\n\
-                 Via: SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bKs{n};rport\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sips:alice@sipmeter.test>;tag=a\r\n\
-                 To: <sips:erin@127.0.0.1:5093>\r\n\
-                 Call-ID: s{n}\r\n\
-                 CSeq: 1 INVITE\r\n\
-                 Contact: <sips:alice@127.0.0.1:5071>\r\n\
-                 Content-Length: 0\r\n\r\n"
+            &alice_invite(
+                "TLS",
+                &format!("sips:erin@127.0.0.1:5093;transport={transport}"),
+                &format!("s{n}"),
             ),
         );
-        assert_eq!(sent.len(), 1, "{sent:?}");
-        assert_eq!(
-            sent[0].0,
-            Flow {
-                addr: "127.0.0.1:5093".parse().unwrap(),
-                iface
-            },
-            "transport={transport}: {}",
-            sent[0].1
-        );
+        only_to(&sent, flow("127.0.0.1:5093", iface));
     }
 }
