@@ -50,9 +50,10 @@
 //! two Record-Route entries, the outgoing interface's above the incoming one's (RFC 5658 §4,
 //! "double record-routing"), so each side's in-dialog requests reach us over a transport it
 //! has; both entries are removed from an in-dialog request's Route. A response goes back on
-//! the interface of its next Via's transport; a next hop named by a URI, on the interface of
-//! the URI's transport (RFC 3263 §4.1: `transport=`, else UDP, `sips:` TLS), else the one it
-//! came in on.
+//! the interface its request came in on (our Via's branch records it); a next hop named by a
+//! URI, on an interface of the URI's transport (RFC 3263 §4.1, see `transport_of`) and of
+//! its address family, else the one it came in on; a `sip:` URI naming no transport that is
+//! no registered binding, on the interface our last removed Route entry names.
 
 mod auth;
 pub mod services;
