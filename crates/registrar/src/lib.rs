@@ -534,7 +534,7 @@ impl Registrar {
         // The top Via was read once, when the request came in (`TopVia`).
         let to_tag = Tag::of(top.tag_hash);
         stamped.clear();
-        let is_stamped = write_stamped_top_via(req, source.addr, stamped);
+        let is_stamped = write_stamped_top_via(req, source.addr, false, stamped);
         let rest = is_stamped
             .then(|| {
                 req.headers
@@ -1088,7 +1088,8 @@ impl Registrar {
         }
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         stamped.clear();
-        let is_stamped = write_stamped_top_via(&req, source.addr, stamped);
+        let from_stream = !iface_in.config.transport.eq_ignore_ascii_case("UDP");
+        let is_stamped = write_stamped_top_via(&req, source.addr, from_stream, stamped);
         let vias = [ours.as_str(), stamped.as_str()];
         out.clear();
         write_forwarded(
@@ -1518,12 +1519,19 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 #[cfg(test)]
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     let mut out = String::new();
-    write_stamped_top_via(msg, source, &mut out).then_some(out)
+    write_stamped_top_via(msg, source, false, &mut out).then_some(out)
 }
 
 /// [`stamp_valid_top_via`] appended to `out`; false (and nothing written) when the message
-/// has no readable top Via.
-fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) -> bool {
+/// has no readable top Via. With `add_rport`, `rport` is set even when not asked for: a
+/// request forwarded from a stream, whose responses must reach the connection's port, not
+/// the Via's sent-by port (RFC 3261 §18.2.2).
+fn write_stamped_top_via(
+    msg: &Message,
+    source: SocketAddr,
+    add_rport: bool,
+    out: &mut String,
+) -> bool {
     let Some(line) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
         return false;
     };
@@ -1534,7 +1542,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
             return false;
         };
         via.params.set("received", Some(&source.ip().to_string()));
-        if via.params.contains("rport") {
+        if add_rport || via.params.contains("rport") {
             via.params.set("rport", Some(&source.port().to_string()));
         }
         out.push_str(&text_of(&via, 128));
@@ -1543,7 +1551,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
     out.reserve(top.len() + 40);
     let mut segments = split_ascii(top, b';');
     out.push_str(segments.next().unwrap_or_default().trim_end());
-    let mut received = false;
+    let (mut received, mut rport) = (false, false);
     for seg in segments {
         let name = split_ascii(seg, b'=').next().unwrap_or_default().trim();
         if name.eq_ignore_ascii_case("received") {
@@ -1553,6 +1561,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
             out.push('=');
             sip_msg::push_ip(out, source.ip());
         } else if name.eq_ignore_ascii_case("rport") {
+            rport = true;
             out.push(';');
             out.push_str(name);
             out.push('=');
@@ -1565,6 +1574,10 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
     if !received {
         out.push_str(";received=");
         sip_msg::push_ip(out, source.ip());
+    }
+    if add_rport && !rport {
+        out.push_str(";rport=");
+        sip_msg::push_decimal(out, u64::from(source.port()));
     }
     true
 }
@@ -2192,6 +2205,26 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
         // A quoted parameter goes through the typed model.
         let quoted = msg(r#"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;x="a;b""#);
         assert_eq!(stamped_top_via(&quoted, src).unwrap(), typed(&quoted));
+        // Forwarded from a stream, rport is set even when not asked for (§18.2.2), once.
+        let from_stream = |m: &Message| {
+            let mut out = String::new();
+            assert!(write_stamped_top_via(m, src, true, &mut out));
+            out
+        };
+        assert_eq!(
+            from_stream(&msg("SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1")),
+            "SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.7;rport=5099"
+        );
+        assert_eq!(
+            from_stream(&msg("SIP/2.0/TCP 10.0.0.1;rport;branch=z9hG4bK1")),
+            "SIP/2.0/TCP 10.0.0.1;rport=5099;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        let quoted_rport = from_stream(&quoted);
+        assert_eq!(
+            quoted_rport.matches("rport=5099").count(),
+            1,
+            "{quoted_rport}"
+        );
     }
 
     #[test]

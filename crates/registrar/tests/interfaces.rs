@@ -487,3 +487,27 @@ fn a_sips_uri_with_transport_tcp_or_ws_leaves_on_the_secure_listener() {
         only_to(&sent, flow("127.0.0.1:5093", iface));
     }
 }
+
+/// RFC 3261 §18.2.2: a response to a request that came over a stream goes back on that
+/// connection, whose port is the caller's source port, not its Via's sent-by port (a TCP
+/// caller that did not ask for `rport`, as many do, listens on the Via port but sends from
+/// an ephemeral one).
+#[test]
+fn a_response_to_a_tcp_caller_without_rport_goes_back_on_its_connection() {
+    let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("127.0.0.1", "TCP", 5061)]);
+    let alice = flow("127.0.0.1:40001", 1);
+    let erin = flow("127.0.0.1:5092", 0);
+    let invite = alice_invite("TCP", "sip:erin@127.0.0.1:5092", "t1").replace(";rport\r\n", "\r\n");
+    let sent = exchange(&mut reg, alice, &invite);
+    let forwarded = Message::parse(only_to(&sent, erin).as_bytes()).unwrap();
+    // erin rings: the 180 echoes the forwarded INVITE's Vias.
+    let mut ringing = Message::response_to(&forwarded, 180, "Ringing", Some("e"));
+    ringing.set_body("", Bytes::new());
+    let sent = exchange(
+        &mut reg,
+        erin,
+        &String::from_utf8_lossy(&ringing.to_bytes()),
+    );
+    let text = only_to(&sent, alice);
+    assert!(text.starts_with("SIP/2.0 180 Ringing\r\n"), "{text}");
+}
