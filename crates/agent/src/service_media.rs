@@ -130,7 +130,8 @@ impl ServiceMedia {
         Ok(Self {
             ip,
             ports: PortAllocator::new(opts.rtp_ports, 0),
-            inactivity: opts.inactivity,
+            // Past `FOREVER` is never (and `last_heard + inactivity` cannot overflow).
+            inactivity: opts.inactivity.min(registrar::services::FOREVER),
             driver,
             timer: PreciseTimer::new("services".into())?,
             pacer: MediaPacer::default(),

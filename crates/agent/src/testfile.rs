@@ -275,7 +275,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }
 
 /// Parses an RTP/RTCP port range `FROM-TO` (inclusive): 1024 ≤ FROM, and room for two pairs.
@@ -1789,6 +1789,9 @@ call = "group:callees"
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("3 fortnights").is_err());
+        // Too long for a Duration: an error, not a panic.
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert!(parse_duration("9999999999999999h").is_err());
     }
 
     #[test]

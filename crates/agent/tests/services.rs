@@ -593,6 +593,49 @@ fn a_silent_caller_is_hung_up_on() {
     assert_eq!(stats.dropped, 0, "the 200 to our BYE is taken, not dropped");
 }
 
+/// A media timeout too long for the clock (`Duration::MAX`) means none: the call's media
+/// runs and its BYE is answered (the driver does not die adding it to an `Instant`).
+#[test]
+fn an_unbounded_media_timeout_is_no_timeout() {
+    let rt = runtime();
+    let reg = udp_registrar(
+        &rt,
+        AuthMode::Open,
+        ServiceOptions {
+            inactivity: Duration::MAX,
+            ..ServiceOptions::default()
+        },
+    );
+    let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = sip.local_addr().unwrap();
+    let raw = Raw {
+        transport: "UDP",
+        local,
+        call: "forever",
+    };
+    let uri = "sip:tone@sipmeter.test";
+    let send = |text: String| sip.send_to(text.as_bytes(), reg.addr()).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut read_until = |done: &dyn Fn(&Message) -> bool| loop {
+        let (n, _) = sip.recv_from(&mut buf).expect("the registrar answers");
+        let m = Message::parse(&buf[..n]).unwrap();
+        if done(&m) {
+            break m;
+        }
+    };
+    send(raw.req("INVITE", uri, "f1", 1, None, &sdp(9, "8", "")));
+    let ok = read_until(&|m| m.status() == Some(200));
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    send(raw.req("ACK", uri, "f2", 1, Some(&tag), ""));
+    std::thread::sleep(Duration::from_millis(200));
+    send(raw.req("BYE", uri, "f3", 2, Some(&tag), ""));
+    let bye_ok = read_until(&|m| m.status().is_some() && m.cseq().is_some_and(|c| c.seq == 2));
+    assert_eq!(bye_ok.status(), Some(200), "{}", bye_ok.summary());
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+}
+
 /// An even port below the system's ephemeral range whose pair (it and the next) is free now,
 /// so no socket of the callers (system-chosen ports) takes it during the test.
 fn free_pair() -> u16 {

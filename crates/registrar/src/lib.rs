@@ -50,9 +50,10 @@
 //! two Record-Route entries, the outgoing interface's above the incoming one's (RFC 5658 §4,
 //! "double record-routing"), so each side's in-dialog requests reach us over a transport it
 //! has; both entries are removed from an in-dialog request's Route. A response goes back on
-//! the interface of its next Via's transport; a next hop named by a URI, on the interface of
-//! the URI's transport (RFC 3263 §4.1: `transport=`, else UDP, `sips:` TLS), else the one it
-//! came in on.
+//! the interface its request came in on (our Via's branch records it); a next hop named by a
+//! URI, on an interface of the URI's transport (RFC 3263 §4.1, see `transport_of`) and of
+//! its address family, else the one it came in on; a `sip:` URI naming no transport that is
+//! no registered binding, on the interface our last removed Route entry names.
 
 mod auth;
 pub mod services;
@@ -166,31 +167,79 @@ impl Ifaces {
         self.0.get(usize::from(flow.iface)).unwrap_or(&self.0[0])
     }
 
-    /// The interface that serves `transport` (a Via token or a URI's `transport=`, any case):
-    /// the first of that transport, else `fallback`.
-    fn for_transport(&self, transport: &str, fallback: u8) -> u8 {
+    /// The interface that serves `transport` (a Via token or a URI's `transport=`, any case)
+    /// towards `to`: the first of that transport and of `to`'s address family (a datagram
+    /// to an IPv6 address cannot leave on an IPv4 socket), else the first of that
+    /// transport, else `fallback`.
+    fn for_transport(&self, transport: &str, to: std::net::IpAddr, fallback: u8) -> u8 {
+        let serves = |i: &Iface| i.config.transport.eq_ignore_ascii_case(transport);
+        let reaches = |i: &Iface| match i.config.host {
+            Host::V4(_) => to.is_ipv4(),
+            Host::V6(_) => to.is_ipv6(),
+            Host::Name(_) => true,
+        };
         self.0
             .iter()
-            .position(|i| i.config.transport.eq_ignore_ascii_case(transport))
+            .position(|i| serves(i) && reaches(i))
+            .or_else(|| self.0.iter().position(serves))
             .and_then(|i| u8::try_from(i).ok())
             .unwrap_or(fallback)
     }
 
-    /// The interface a next hop named by a URI is reached on (RFC 3263 §4.1: its `transport`
-    /// parameter, else TLS for `sips:` and UDP for `sip:`), else `fallback`.
-    fn for_target(&self, scheme: Scheme, transport: Option<&str>, fallback: u8) -> u8 {
-        let transport = transport.unwrap_or(match scheme {
-            Scheme::Sips => "TLS",
-            Scheme::Sip => "UDP",
-        });
-        self.for_transport(transport, fallback)
+    /// The interface a next hop at `to` named by a URI is reached on (its transport as
+    /// [`transport_of`] reads it), else `fallback`.
+    fn for_target(
+        &self,
+        scheme: Scheme,
+        transport: Option<&str>,
+        to: std::net::IpAddr,
+        fallback: u8,
+    ) -> u8 {
+        self.for_transport(transport_of(scheme, transport), to, fallback)
     }
 
-    /// [`Self::for_target`] of an owned URI (`fallback` for one that is not `sip:`/`sips:`).
-    fn for_uri(&self, uri: &Uri, fallback: u8) -> u8 {
+    /// [`Self::for_target`] of an owned URI at `to` (`fallback` for one that is not
+    /// `sip:`/`sips:`). `hop` is the interface our last removed Route entry named, if any:
+    /// it serves a `sip:` URI without a `transport` parameter (the peer on the other side
+    /// of a double-record-routed dialog reached us there, RFC 5658 §4; the UDP that RFC
+    /// 3263 assumes for such a URI is only a default, and a peer on a stream transport,
+    /// SIPp's stock UAC for one, often names none in its Contact).
+    fn for_uri(&self, uri: &Uri, to: std::net::IpAddr, hop: Option<u8>, fallback: u8) -> u8 {
         uri.as_sip().map_or(fallback, |u| {
-            self.for_target(u.scheme, u.params.value("transport").as_deref(), fallback)
+            let transport = u.params.value("transport");
+            match (u.scheme, transport.as_deref(), hop) {
+                (Scheme::Sip, None, Some(hop)) => hop,
+                (scheme, transport, _) => self.for_target(scheme, transport, to, fallback),
+            }
         })
+    }
+
+    /// The interface a Route entry of ours names: at its address and port, of its
+    /// transport (as [`Self::for_target`] reads a URI).
+    fn named_by(&self, route: &RouteRef<'_>) -> Option<u8> {
+        let u = route.uri.as_sip()?;
+        let transport = u.transport();
+        let transport = transport_of(u.scheme, transport.as_deref());
+        self.0
+            .iter()
+            .position(|i| {
+                i.is_at(&u.host, u.port) && i.config.transport.eq_ignore_ascii_case(transport)
+            })
+            .and_then(|i| u8::try_from(i).ok())
+    }
+}
+
+/// The transport (as a listener's token names it) a URI of `scheme` with `transport` asks
+/// for (RFC 3263 §4.1): its `transport` parameter, else UDP for `sip:` and TLS for `sips:`;
+/// a `sips:` URI's `transport=tcp` is TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3) and its
+/// `transport=ws` secure WebSocket (RFC 7118 §5.2).
+fn transport_of(scheme: Scheme, transport: Option<&str>) -> &str {
+    match (scheme, transport) {
+        (Scheme::Sip, None) => "UDP",
+        (Scheme::Sips, None) => "TLS",
+        (Scheme::Sips, Some(t)) if t.eq_ignore_ascii_case("tcp") => "TLS",
+        (Scheme::Sips, Some(t)) if t.eq_ignore_ascii_case("ws") => "WSS",
+        (_, Some(t)) => t,
     }
 }
 
@@ -486,7 +535,7 @@ impl Registrar {
         // The top Via was read once, when the request came in (`TopVia`).
         let to_tag = Tag::of(top.tag_hash);
         stamped.clear();
-        let is_stamped = write_stamped_top_via(req, source.addr, stamped);
+        let is_stamped = write_stamped_top_via(req, source.addr, false, stamped);
         let rest = is_stamped
             .then(|| {
                 req.headers
@@ -827,19 +876,20 @@ impl Registrar {
                 })
             })
         };
-        let mut pop_routes = u8::from(
-            req.headers
-                .view::<RouteRef>()
-                .and_then(Result::ok)
-                .is_some_and(|r| ours(&r)),
-        );
-        if pop_routes == 1
-            && self.ifaces.0.len() > 1
-            && nth_value(&req, &ROUTE, 1).is_some_and(|t| {
-                <RouteRef as sip_msg::HeaderView>::parse(first_value(&t)).is_ok_and(|r| ours(&r))
-            })
-        {
-            pop_routes = 2;
+        let first_route = req.headers.view::<RouteRef>().and_then(Result::ok);
+        let mut pop_routes = u8::from(first_route.as_ref().is_some_and(&ours));
+        // With several interfaces, the one our last removed entry names: the one facing the
+        // next hop (see `Ifaces::for_uri`).
+        let mut hop = None;
+        if pop_routes == 1 && self.ifaces.0.len() > 1 {
+            hop = first_route.as_ref().and_then(|r| self.ifaces.named_by(r));
+            if let Some(text) = nth_value(&req, &ROUTE, 1)
+                && let Ok(second) = <RouteRef as sip_msg::HeaderView>::parse(first_value(&text))
+                && ours(&second)
+            {
+                pop_routes = 2;
+                hop = self.ifaces.named_by(&second);
+            }
         }
         // A To value without the letters `tag` has no tag parameter: the name-addr is read
         // only when it may have one (an initial request's To is not).
@@ -870,9 +920,12 @@ impl Registrar {
             .map(|r| match r.uri.as_sip() {
                 Some(u) => host_ip(&u.host).map(|ip| Flow {
                     addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
-                    iface: self
-                        .ifaces
-                        .for_target(u.scheme, u.transport().as_deref(), source.iface),
+                    iface: self.ifaces.for_target(
+                        u.scheme,
+                        u.transport().as_deref(),
+                        ip,
+                        source.iface,
+                    ),
                 }),
                 None => None,
             });
@@ -901,7 +954,7 @@ impl Registrar {
                             }
                             None => None,
                         },
-                        None => uri.and_then(|u| self.flow_of_contact(&u, source.iface)),
+                        None => uri.and_then(|u| self.flow_of_contact(&u, hop, source.iface)),
                     }
                 }
             }
@@ -959,7 +1012,7 @@ impl Registrar {
                 let addr = uri_addr(u).filter(|a| !self.is_our_addr(*a))?;
                 Some(Flow {
                     addr,
-                    iface: self.ifaces.for_uri(u, source.iface),
+                    iface: self.ifaces.for_uri(u, addr.ip(), None, source.iface),
                 })
             });
             match self.bindings.get(&*user).and_then(|l| l.last()) {
@@ -1029,9 +1082,15 @@ impl Registrar {
         ours.push_str(BRANCH_MAGIC);
         ours.push_str("sm");
         sip_msg::push_hex16(ours, incoming);
+        if source.iface != 0 {
+            // The interface it came in on, for its responses (see `iface_of_branch`).
+            ours.push('i');
+            sip_msg::push_decimal(ours, u64::from(source.iface));
+        }
         // Record where the request came from on its Via (RFC 3581), so responses find it.
         stamped.clear();
-        let is_stamped = write_stamped_top_via(&req, source.addr, stamped);
+        let from_stream = !iface_in.config.transport.eq_ignore_ascii_case("UDP");
+        let is_stamped = write_stamped_top_via(&req, source.addr, from_stream, stamped);
         let vias = [ours.as_str(), stamped.as_str()];
         out.clear();
         write_forwarded(
@@ -1053,12 +1112,17 @@ impl Registrar {
 
     /// §16.7 / §16.11: pop our Via and send the response to the next Via's address.
     fn forward_response(&mut self, resp: Message, source: Flow) {
-        let ours = self.is_our_via(&resp)
-            || resp
+        // Our Via's branch, when the top Via is ours.
+        let our_branch: Option<std::borrow::Cow<'_, str>> = match self.our_via_branch(&resp) {
+            Some(branch) => Some(branch.into()),
+            None => resp
                 .headers
                 .view::<ViaRef>()
                 .and_then(Result::ok)
-                .is_some_and(|v| self.ifaces.0.iter().any(|i| i.is_at(&v.host, v.port)));
+                .filter(|v| self.ifaces.0.iter().any(|i| i.is_at(&v.host, v.port)))
+                .map(|v| v.branch().unwrap_or_default()),
+        };
+        let ours = our_branch.is_some();
         // A response whose top Via is not ours was sent to us by a peer that answers "the
         // address the call came from" instead of following Via (SIPp's stock UAS does that for
         // in-dialog requests that bypassed us). RFC 3261 §16.7 would drop it; we deliver it
@@ -1086,10 +1150,20 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
-        // The request came in on the interface of that Via's transport.
+        // RFC 3261 §18.2.2: back on the interface the request came in on, as our branch
+        // records it (with two listeners of one transport the Via's transport alone does
+        // not tell which); without our Via, the interface of that Via's transport.
+        let iface = our_branch
+            .as_deref()
+            .and_then(iface_of_branch)
+            .filter(|&i| usize::from(i) < self.ifaces.0.len())
+            .unwrap_or_else(|| {
+                self.ifaces
+                    .for_transport(next.transport, host, source.iface)
+            });
         let to = Flow {
             addr: SocketAddr::new(host, port),
-            iface: self.ifaces.for_transport(next.transport, source.iface),
+            iface,
         };
         self.stats.responses_forwarded += 1;
         let Scratch { out, uri, .. } = &mut self.scratch;
@@ -1109,20 +1183,18 @@ impl Registrar {
         self.out.push_back((to, Bytes::copy_from_slice(out)));
     }
 
-    /// True when the top Via of `msg` is exactly as we print ours (an interface's
-    /// `via_prefix` and a branch of letters and digits): such a Via reads as our host and
-    /// port, so the parse that checks it in general is skipped. False says nothing (the
-    /// caller parses then).
-    fn is_our_via(&self, msg: &Message) -> bool {
-        let Some(via) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
-            return false;
-        };
-        self.ifaces.0.iter().any(|i| {
-            via.strip_prefix(i.via_prefix.as_str()).is_some_and(|rest| {
-                let end = rest.find(',').unwrap_or(rest.len());
-                let branch = rest[..end].trim_end_matches([' ', '\t']);
-                !branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric())
-            })
+    /// The branch of the top Via of `msg` when that Via is exactly as we print ours (an
+    /// interface's `via_prefix` and a branch of letters and digits): such a Via reads as our
+    /// host and port, so the parse that checks it in general is skipped. `None` says nothing
+    /// (the caller parses then).
+    fn our_via_branch<'m>(&self, msg: &'m Message) -> Option<&'m str> {
+        let via = msg.headers.get(&HeaderName::Via)?.value();
+        self.ifaces.0.iter().find_map(|i| {
+            let rest = via.strip_prefix(i.via_prefix.as_str())?;
+            let end = rest.find(',').unwrap_or(rest.len());
+            let branch = rest[..end].trim_end_matches([' ', '\t']);
+            (!branch.is_empty() && branch.bytes().all(|c| c.is_ascii_alphanumeric()))
+                .then_some(branch)
         })
     }
 
@@ -1179,7 +1251,7 @@ impl Registrar {
     /// interface it came in on. A contact whose user part is its AOR's user is found among
     /// that user's bindings; the others in `contacts`. A contact nobody registered is its
     /// own address, on the interface of its transport (else `fallback`).
-    fn flow_of_contact(&self, uri: &Uri, fallback: u8) -> Option<Flow> {
+    fn flow_of_contact(&self, uri: &Uri, hop: Option<u8>, fallback: u8) -> Option<Flow> {
         let own = uri.as_sip().and_then(|u| {
             let raw = u.user.as_deref()?;
             let user: std::borrow::Cow<'_, str> = if raw.contains('%') {
@@ -1196,7 +1268,7 @@ impl Registrar {
         self.contacts.get(&contact_key(uri)).copied().or_else(|| {
             uri_addr(uri).map(|addr| Flow {
                 addr,
-                iface: self.ifaces.for_uri(uri, fallback),
+                iface: self.ifaces.for_uri(uri, addr.ip(), hop, fallback),
             })
         })
     }
@@ -1258,6 +1330,17 @@ fn record_route_of(config: &RegistrarConfig) -> String {
     }
     rr.push_str(";lr>");
     rr
+}
+
+/// The interface a request we forwarded came in on, as our branch (`z9hG4bKsm`, the
+/// incoming branch's 16 hex digits, then `i` and the interface's index unless it is the
+/// first) records it; `None` for a branch not printed so.
+fn iface_of_branch(branch: &str) -> Option<u8> {
+    let rest = branch.strip_prefix(BRANCH_MAGIC)?.strip_prefix("sm")?;
+    match rest.get(16..)? {
+        "" => Some(0),
+        index => index.strip_prefix('i')?.parse().ok(),
+    }
 }
 
 /// `0` to `99` as text, for headers built from small numbers without allocating.
@@ -1437,12 +1520,19 @@ fn stamped_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
 #[cfg(test)]
 fn stamp_valid_top_via(msg: &Message, source: SocketAddr) -> Option<String> {
     let mut out = String::new();
-    write_stamped_top_via(msg, source, &mut out).then_some(out)
+    write_stamped_top_via(msg, source, false, &mut out).then_some(out)
 }
 
 /// [`stamp_valid_top_via`] appended to `out`; false (and nothing written) when the message
-/// has no readable top Via.
-fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) -> bool {
+/// has no readable top Via. With `add_rport`, `rport` is set even when not asked for: a
+/// request forwarded from a stream, whose responses must reach the connection's port, not
+/// the Via's sent-by port (RFC 3261 §18.2.2).
+fn write_stamped_top_via(
+    msg: &Message,
+    source: SocketAddr,
+    add_rport: bool,
+    out: &mut String,
+) -> bool {
     let Some(line) = msg.headers.get(&HeaderName::Via).map(|h| h.value()) else {
         return false;
     };
@@ -1453,7 +1543,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
             return false;
         };
         via.params.set("received", Some(&source.ip().to_string()));
-        if via.params.contains("rport") {
+        if add_rport || via.params.contains("rport") {
             via.params.set("rport", Some(&source.port().to_string()));
         }
         out.push_str(&text_of(&via, 128));
@@ -1462,7 +1552,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
     out.reserve(top.len() + 40);
     let mut segments = split_ascii(top, b';');
     out.push_str(segments.next().unwrap_or_default().trim_end());
-    let mut received = false;
+    let (mut received, mut rport) = (false, false);
     for seg in segments {
         let name = trim_fast(split_ascii(seg, b'=').next().unwrap_or_default());
         if name.eq_ignore_ascii_case("received") {
@@ -1472,6 +1562,7 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
             out.push('=');
             sip_msg::push_ip(out, source.ip());
         } else if name.eq_ignore_ascii_case("rport") {
+            rport = true;
             out.push(';');
             out.push_str(name);
             out.push('=');
@@ -1484,6 +1575,10 @@ fn write_stamped_top_via(msg: &Message, source: SocketAddr, out: &mut String) ->
     if !received {
         out.push_str(";received=");
         sip_msg::push_ip(out, source.ip());
+    }
+    if add_rport && !rport {
+        out.push_str(";rport=");
+        sip_msg::push_decimal(out, u64::from(source.port()));
     }
     true
 }
@@ -2168,6 +2263,26 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
         // A quoted parameter goes through the typed model.
         let quoted = msg(r#"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;x="a;b""#);
         assert_eq!(stamped_top_via(&quoted, src).unwrap(), typed(&quoted));
+        // Forwarded from a stream, rport is set even when not asked for (§18.2.2), once.
+        let from_stream = |m: &Message| {
+            let mut out = String::new();
+            assert!(write_stamped_top_via(m, src, true, &mut out));
+            out
+        };
+        assert_eq!(
+            from_stream(&msg("SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1")),
+            "SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1;received=192.0.2.7;rport=5099"
+        );
+        assert_eq!(
+            from_stream(&msg("SIP/2.0/TCP 10.0.0.1;rport;branch=z9hG4bK1")),
+            "SIP/2.0/TCP 10.0.0.1;rport=5099;branch=z9hG4bK1;received=192.0.2.7"
+        );
+        let quoted_rport = from_stream(&quoted);
+        assert_eq!(
+            quoted_rport.matches("rport=5099").count(),
+            1,
+            "{quoted_rport}"
+        );
     }
 
     #[test]

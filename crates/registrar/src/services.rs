@@ -136,7 +136,7 @@ pub enum ServiceEvent {
 /// Limits of service calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
-    /// A call is ended with BYE after this long.
+    /// A call is ended with BYE after this long (past about a century: never).
     pub max_call: Duration,
 }
 
@@ -456,7 +456,7 @@ impl Services {
             remote_cseq: cseq.seq,
             our_cseq: 0,
             media: None,
-            ends_at: now + self.limits.max_call,
+            ends_at: now + self.limits.max_call.min(FOREVER),
         };
         self.by_id.insert(id, call_id.clone());
         self.calls.insert(call_id, call);
@@ -506,7 +506,7 @@ impl Services {
             let peer = call.peer;
             out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
             let offer = sdp::build_offer(&local);
-            let ok = answer_response(cfg, &invite, peer, &tag, call.service, &offer);
+            let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&offer));
             let cseq = invite.cseq().map_or(0, |c| c.seq);
             call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
             call.media = Some(local);
@@ -541,7 +541,7 @@ impl Services {
         };
         let peer = call.peer;
         out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
-        let ok = answer_response(cfg, &invite, peer, &tag, call.service, &answer);
+        let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&answer));
         let cseq = invite.cseq().map_or(0, |c| c.seq);
         call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
         call.media = Some(local);
@@ -642,16 +642,26 @@ impl Services {
                     out.push_back(respond(cfg, req, source, 491, "Request Pending", None));
                     return Verdict::Handled;
                 };
+                if !req.body().is_empty()
+                    && matches!(call.state, State::WaitAck { offered: true, .. })
+                {
+                    // RFC 3311 §5.2: an offer while ours (in a 200) waits for its answer.
+                    out.push_back(respond(cfg, req, source, 491, "Request Pending", None));
+                    return Verdict::Handled;
+                }
                 if req.body().is_empty() {
                     // No offer: an offerless re-INVITE gets our current description as an
-                    // offer, and its ACK's answer is applied (an UPDATE without one merely
-                    // refreshes, RFC 3311 §5.2).
+                    // offer, and its ACK's answer is applied. An UPDATE without one merely
+                    // refreshes: its 200 carries no session description, as nothing could
+                    // answer an offer in it (RFC 3311 §5.2).
+                    if method == Method::Update {
+                        out.push_back(answer_response(cfg, req, source, "", call.service, None));
+                        return Verdict::Handled;
+                    }
                     local.session_version += 1;
                     let sd = sdp::build_offer(local);
-                    let ok = answer_response(cfg, req, source, "", call.service, &sd);
-                    if method == Method::Invite {
-                        call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
-                    }
+                    let ok = answer_response(cfg, req, source, "", call.service, Some(&sd));
+                    call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
                     out.push_back(ok);
                     return Verdict::Handled;
                 }
@@ -670,7 +680,7 @@ impl Services {
                     }
                     Ok((answer, negotiated, next)) => {
                         *local = next;
-                        let ok = answer_response(cfg, req, source, "", call.service, &answer);
+                        let ok = answer_response(cfg, req, source, "", call.service, Some(&answer));
                         if method == Method::Invite {
                             call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
                         }
@@ -773,6 +783,11 @@ impl Services {
         self.ended.insert(call_id.to_owned(), now + LINGER);
     }
 }
+
+/// A service limit past this (about a century: [`ServiceLimits::max_call`], the driver's
+/// media timeout) is no limit; the cap keeps `Instant + Duration` from overflowing
+/// (`Duration::MAX` would panic there).
+pub const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 
@@ -883,14 +898,15 @@ fn not_acceptable(
     (source, Bytes::from(resp.to_bytes()))
 }
 
-/// The 200 OK carrying our SDP, with a Contact that reaches this registrar.
+/// The 200 OK carrying our SDP (none for an UPDATE without an offer), with a Contact that
+/// reaches this registrar.
 fn answer_response(
     cfg: &RegistrarConfig,
     req: &Message,
     source: Flow,
     tag: &str,
     service: Service,
-    sdp: &SessionDescription,
+    sdp: Option<&SessionDescription>,
 ) -> (Flow, Bytes) {
     let mut resp = response(cfg, req, source, 200, "OK", Some(tag));
     resp.headers.push(Header::new(
@@ -898,7 +914,9 @@ fn answer_response(
         format!("<{}>", our_uri(cfg, service)),
     ));
     resp.headers.push(Header::new(HeaderName::Allow, ALLOW));
-    resp.set_body("application/sdp", sdp.to_string());
+    if let Some(sdp) = sdp {
+        resp.set_body("application/sdp", sdp.to_string());
+    }
     (source, Bytes::from(resp.to_bytes()))
 }
 

@@ -17,8 +17,9 @@ use sip_proto::ua::{CallEvent, CallState, Destination, UaConfig, UaEvent, UserAg
 const NOW_UNIX: u64 = 1_900_000_000;
 const SECRET: &[u8] = b"test secret";
 
-/// The interfaces: (transport, port), index = `Flow::iface`.
-const IFACES: [(&str, u16); 2] = [("UDP", 5060), ("TCP", 5061)];
+/// The interfaces: (transport, port), index = `Flow::iface`. Two are UDP (two listeners of
+/// one transport, as `--listen udp:… --listen udp:…` on two addresses or ports).
+const IFACES: [(&str, u16); 3] = [("UDP", 5060), ("TCP", 5061), ("UDP", 5062)];
 
 fn iface_addr(iface: u8) -> SocketAddr {
     SocketAddr::new([127, 0, 0, 1].into(), IFACES[usize::from(iface)].1)
@@ -37,6 +38,8 @@ fn registrar() -> Registrar {
     });
     let tcp = reg.add_interface(IFACES[1].0, Host::parse("127.0.0.1").unwrap(), IFACES[1].1);
     assert_eq!(tcp, Some(1));
+    let udp2 = reg.add_interface(IFACES[2].0, Host::parse("127.0.0.1").unwrap(), IFACES[2].1);
+    assert_eq!(udp2, Some(2));
     reg
 }
 
@@ -82,6 +85,14 @@ struct Net {
 }
 
 impl Net {
+    fn new() -> Self {
+        Net {
+            now: Instant::now(),
+            reg: registrar(),
+            phones: HashMap::new(),
+        }
+    }
+
     fn add(&mut self, user: &str, port: u16, iface: u8) -> SocketAddr {
         let addr = SocketAddr::new([127, 0, 0, 1].into(), port);
         let phone = Phone {
@@ -228,11 +239,7 @@ fn ended(phone: &Phone, by_remote: bool) -> usize {
 
 #[test]
 fn a_udp_phone_and_a_tcp_phone_call_each_other_through_one_registrar() {
-    let mut net = Net {
-        now: Instant::now(),
-        reg: registrar(),
-        phones: HashMap::new(),
-    };
+    let mut net = Net::new();
     let alice = net.add("alice", 5071, 0);
     let bob = net.add("bob", 5072, 1);
     let now = net.now;
@@ -314,4 +321,193 @@ fn a_udp_phone_and_a_tcp_phone_call_each_other_through_one_registrar() {
     assert_eq!(ended(net.phone(alice), true), 1);
     assert_eq!(ended(net.phone(bob), false), 1);
     assert_eq!(net.reg.stats().dropped, 0);
+}
+
+/// A phone on the second UDP listener is answered there: a response goes back on the
+/// interface its request came in on (RFC 3261 §18.2.2, RFC 3581 §4), not on the first
+/// listener of its Via's transport.
+#[test]
+fn a_phone_on_the_second_listener_of_a_transport_gets_its_responses_there() {
+    let mut net = Net::new();
+    let alice = net.add("alice", 5071, 0);
+    let bob = net.add("bob", 5072, 1);
+    let carol = net.add("carol", 5073, 2);
+    let now = net.now;
+    for a in [alice, bob, carol] {
+        net.ua(a).register(now);
+    }
+    net.settle();
+    assert_eq!(net.reg.bindings("carol")[0].iface, 2);
+    // carol (second UDP) calls bob (TCP), then alice (first UDP); she hangs up both.
+    for (callee, user) in [(bob, "bob"), (alice, "alice")] {
+        let (c_call, _) = call(&mut net, carol, callee, user);
+        net.ua(carol).hangup(now, c_call);
+        net.settle();
+    }
+    assert_eq!(ended(net.phone(carol), false), 2);
+    assert_eq!(net.reg.stats().dropped, 0);
+}
+
+/// A registrar with no authentication on the interfaces `ifaces` (host, transport, port),
+/// the first the config's.
+fn open_registrar(ifaces: &[(&str, &str, u16)]) -> Registrar {
+    let (host, transport, port) = ifaces[0];
+    let mut reg = Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse(host).unwrap(),
+        port,
+        transport: transport.into(),
+        auth: AuthMode::Open,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    });
+    for &(host, transport, port) in &ifaces[1..] {
+        reg.add_interface(transport, Host::parse(host).unwrap(), port)
+            .unwrap();
+    }
+    reg
+}
+
+/// Hands `text` to the registrar as received from `from` and returns what it sends.
+fn exchange(reg: &mut Registrar, from: Flow, text: &str) -> Vec<(Flow, String)> {
+    let msg = Message::parse(text.as_bytes()).unwrap();
+    reg.handle_message_on(Instant::now(), NOW_UNIX, msg, from);
+    std::iter::from_fn(|| reg.poll_transmit_flow())
+        .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+        .collect()
+}
+
+/// alice's initial INVITE to `uri`, sent over `transport`, in dialog `call_id`.
+fn alice_invite(transport: &str, uri: &str, call_id: &str) -> String {
+    format!(
+        "INVITE {uri} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} 127.0.0.1:5071;branch=z9hG4bK{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@sipmeter.test>;tag=a\r\n\
+         To: <{uri}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@127.0.0.1:5071>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// `addr` on interface `iface`.
+fn flow(addr: &str, iface: u8) -> Flow {
+    Flow {
+        addr: addr.parse().unwrap(),
+        iface,
+    }
+}
+
+/// The one message in `sent`, checked to go to `to`.
+fn only_to(sent: &[(Flow, String)], to: Flow) -> &str {
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, to, "{}", sent[0].1);
+    &sent[0].1
+}
+
+/// A UDP phone calls a TCP peer that did not register here (its Contact names no
+/// transport, as SIPp's stock UAC's does): the dialog is double record-routed, and the
+/// UDP side's BYE, whose route set names our TCP interface last, goes out on that
+/// interface, where the peer is, and not as a datagram to its TCP port.
+#[test]
+fn an_in_dialog_request_to_an_unregistered_peer_leaves_on_the_interface_our_route_named() {
+    let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("127.0.0.1", "TCP", 5061)]);
+    let alice = flow("127.0.0.1:5071", 0);
+    let dave = flow("127.0.0.1:5090", 1);
+    let sent = exchange(
+        &mut reg,
+        alice,
+        &alice_invite("UDP", "sip:dave@127.0.0.1:5090;transport=tcp", "c1"),
+    );
+    let text = only_to(&sent, dave);
+    assert!(
+        text.contains(
+            "Record-Route: <sip:127.0.0.1:5061;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\n"
+        ),
+        "{text}"
+    );
+    let sent = exchange(
+        &mut reg,
+        alice,
+        "BYE sip:dave@127.0.0.1:5090 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bKa2;rport\r\n\
+         Max-Forwards: 70\r\n\
+         Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5061;transport=tcp;lr>\r\n\
+         From: <sip:alice@sipmeter.test>;tag=a\r\n\
+         To: <sip:dave@127.0.0.1:5090>;tag=d\r\n\
+         Call-ID: c1\r\n\
+         CSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n",
+    );
+    let text = only_to(&sent, dave);
+    assert!(text.contains("Via: SIP/2.0/TCP 127.0.0.1:5061;"), "{text}");
+}
+
+/// IPv4 and IPv6 listeners of one transport: a request to a peer named by an IPv6 address
+/// leaves on the IPv6 listener (a datagram to an IPv6 address cannot leave on an IPv4
+/// socket), and our Via names that listener.
+#[test]
+fn a_next_hop_named_by_an_ipv6_address_leaves_on_the_ipv6_listener() {
+    let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("[::1]", "UDP", 5060)]);
+    let alice = flow("127.0.0.1:5071", 0);
+    let sent = exchange(
+        &mut reg,
+        alice,
+        &alice_invite("UDP", "sip:erin@[::1]:5092", "c2"),
+    );
+    let text = only_to(&sent, flow("[::1]:5092", 1));
+    assert!(text.contains("Via: SIP/2.0/UDP [::1]:5060;"), "{text}");
+}
+
+/// A `sips:` URI with `transport=tcp` names TLS (RFC 3261 §26.2.2, RFC 5630 §3.1.3: the
+/// `transport=tls` form is deprecated), and with `transport=ws` secure WebSocket (RFC 7118
+/// §5.2): such a next hop leaves on the TLS (WSS) listener, not on the plain one.
+#[test]
+fn a_sips_uri_with_transport_tcp_or_ws_leaves_on_the_secure_listener() {
+    let mut reg = open_registrar(&[
+        ("127.0.0.1", "TCP", 5060),
+        ("127.0.0.1", "TLS", 5061),
+        ("127.0.0.1", "WS", 8080),
+        ("127.0.0.1", "WSS", 8443),
+    ]);
+    let alice = flow("127.0.0.1:5071", 1);
+    for (n, (transport, iface)) in [("tcp", 1), ("ws", 3)].into_iter().enumerate() {
+        let sent = exchange(
+            &mut reg,
+            alice,
+            &alice_invite(
+                "TLS",
+                &format!("sips:erin@127.0.0.1:5093;transport={transport}"),
+                &format!("s{n}"),
+            ),
+        );
+        only_to(&sent, flow("127.0.0.1:5093", iface));
+    }
+}
+
+/// RFC 3261 §18.2.2: a response to a request that came over a stream goes back on that
+/// connection, whose port is the caller's source port, not its Via's sent-by port (a TCP
+/// caller that did not ask for `rport`, as many do, listens on the Via port but sends from
+/// an ephemeral one).
+#[test]
+fn a_response_to_a_tcp_caller_without_rport_goes_back_on_its_connection() {
+    let mut reg = open_registrar(&[("127.0.0.1", "UDP", 5060), ("127.0.0.1", "TCP", 5061)]);
+    let alice = flow("127.0.0.1:40001", 1);
+    let erin = flow("127.0.0.1:5092", 0);
+    let invite = alice_invite("TCP", "sip:erin@127.0.0.1:5092", "t1").replace(";rport\r\n", "\r\n");
+    let sent = exchange(&mut reg, alice, &invite);
+    let forwarded = Message::parse(only_to(&sent, erin).as_bytes()).unwrap();
+    // erin rings: the 180 echoes the forwarded INVITE's Vias.
+    let mut ringing = Message::response_to(&forwarded, 180, "Ringing", Some("e"));
+    ringing.set_body("", Bytes::new());
+    let sent = exchange(
+        &mut reg,
+        erin,
+        &String::from_utf8_lossy(&ringing.to_bytes()),
+    );
+    let text = only_to(&sent, alice);
+    assert!(text.starts_with("SIP/2.0 180 Ringing\r\n"), "{text}");
 }

@@ -540,7 +540,6 @@ fn a_service_contact_names_the_transport_it_resolves_to() {
 /// usable answer ends the call with BYE (RFC 3264 §5: there is no session).
 #[test]
 fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
-    let caller: SocketAddr = "127.0.0.1:5071".parse().unwrap();
     let invite = |call_id: &str| {
         format!(
             "INVITE sip:echo@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK{call_id};rport\r\n\
@@ -562,60 +561,20 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
         )
     };
     // Open: no challenge, so the test's messages need no credentials.
-    let mut reg = Registrar::new(RegistrarConfig {
-        domain: "sipmeter.test".into(),
-        host: Host::parse("127.0.0.1").unwrap(),
-        port: 5060,
-        transport: "UDP".into(),
-        auth: AuthMode::Open,
-        secret: SECRET.to_vec(),
-        min_expires: 60,
-        max_expires: 3600,
-    });
+    let mut reg = open_registrar();
     let now = Instant::now();
-    // Sends `text`, plays the driver (binds at RTP), returns what the registrar sent and its
-    // other service events.
-    let send = |reg: &mut Registrar, text: &str| -> (Vec<Message>, Vec<ServiceEvent>) {
-        let msg = Message::parse(text.as_bytes()).unwrap();
-        reg.handle_message(now, NOW_UNIX, msg, caller);
-        let mut events = Vec::new();
-        while let Some(ev) = reg.poll_service_event() {
-            match ev {
-                ServiceEvent::Bind { call, .. } => reg.handle_service_bound(now, call, Ok(RTP)),
-                ev => events.push(ev),
-            }
-        }
-        let sent = std::iter::from_fn(|| reg.poll_transmit())
-            .map(|(to, b)| {
-                assert_eq!(to, caller);
-                Message::parse(&b).unwrap()
-            })
-            .collect();
-        (sent, events)
-    };
 
     // A caller that answers with PCMA (the second codec of our offer).
-    let (sent, events) = send(&mut reg, &invite("do1"));
+    let (sent, events) = exchange(&mut reg, now, &invite("do1"));
     assert!(events.is_empty(), "no media before the answer: {events:?}");
     let codes: Vec<u16> = sent.iter().filter_map(Message::status).collect();
     assert_eq!(codes, [100, 180, 200]);
     let ok = &sent[2];
     let ours = SessionDescription::parse(ok.body()).expect("our offer in the 200");
     assert_eq!(ours.media[0].port, RTP.port());
-    let caller_media = LocalMedia {
-        codecs: vec![Codec::Pcma],
-        telephone_event: false,
-        ptime: 20,
-        direction: Direction::SendRecv,
-        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 30_000,
-        rtcp_mux: false,
-        session_id: 9,
-        session_version: 1,
-    };
-    let (answer, _) = sdp::answer_offer(&ours, &caller_media).unwrap();
+    let answer = caller_answer(&ours, Codec::Pcma);
     let tag = ok.to().and_then(|t| t.tag()).unwrap();
-    let (sent, media) = send(&mut reg, &ack("do1", &tag, &answer.to_string()));
+    let (sent, media) = exchange(&mut reg, now, &ack("do1", &tag, &answer.to_string()));
     assert!(sent.is_empty(), "{sent:?}");
     assert!(
         matches!(
@@ -628,9 +587,9 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
     );
 
     // An ACK without the answer: BYE, and the media released.
-    let (sent, _) = send(&mut reg, &invite("do2"));
+    let (sent, _) = exchange(&mut reg, now, &invite("do2"));
     let tag = sent[2].to().and_then(|t| t.tag()).unwrap();
-    let (bye, ended) = send(&mut reg, &ack("do2", &tag, ""));
+    let (bye, ended) = exchange(&mut reg, now, &ack("do2", &tag, ""));
     assert_eq!(bye.len(), 1, "{bye:?}");
     assert_eq!(bye[0].method(), Some(sip_msg::Method::Bye));
     assert!(
@@ -645,4 +604,185 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
     );
     let s = reg.stats().services;
     assert_eq!((s.answered, s.active, s.ended_by_us), (2, 1, 1));
+}
+
+/// A caller's answer (sendrecv, RTP at 127.0.0.1:30000) in `codec` to our offer `ours`.
+fn caller_answer(ours: &SessionDescription, codec: Codec) -> SessionDescription {
+    let caller_media = LocalMedia {
+        codecs: vec![codec],
+        telephone_event: false,
+        ptime: 20,
+        direction: Direction::SendRecv,
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 30_000,
+        rtcp_mux: false,
+        session_id: 9,
+        session_version: 1,
+    };
+    sdp::answer_offer(ours, &caller_media).unwrap().0
+}
+
+/// A registrar with no authentication (raw requests need no credentials).
+fn open_registrar() -> Registrar {
+    Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 5060,
+        transport: "UDP".into(),
+        auth: AuthMode::Open,
+        secret: SECRET.to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    })
+}
+
+/// Hands `text` to the registrar from alice at 127.0.0.1:5071, plays the driver (binds at
+/// `RTP`), and returns what the registrar sent and its other service events.
+fn exchange(reg: &mut Registrar, now: Instant, text: &str) -> (Vec<Message>, Vec<ServiceEvent>) {
+    let caller: SocketAddr = "127.0.0.1:5071".parse().unwrap();
+    reg.handle_message(
+        now,
+        NOW_UNIX,
+        Message::parse(text.as_bytes()).unwrap(),
+        caller,
+    );
+    let mut events = Vec::new();
+    while let Some(ev) = reg.poll_service_event() {
+        match ev {
+            ServiceEvent::Bind { call, .. } => reg.handle_service_bound(now, call, Ok(RTP)),
+            ev => events.push(ev),
+        }
+    }
+    let sent = std::iter::from_fn(|| reg.poll_transmit())
+        .map(|(to, b)| {
+            assert_eq!(to, caller);
+            Message::parse(&b).unwrap()
+        })
+        .collect();
+    (sent, events)
+}
+
+/// alice's request in dialog `call_id` with echo (`to_tag` empty: none), with `body` as
+/// SDP.
+fn alice_request(
+    method: &str,
+    call_id: &str,
+    cseq: u32,
+    to_tag: &str,
+    branch: &str,
+    body: &[u8],
+) -> String {
+    let to_tag = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
+    let typed = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/sdp\r\n"
+    };
+    format!(
+        "{method} sip:echo@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK{branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:echo@sipmeter.test>{to_tag}\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:alice@127.0.0.1:5071>\r\n{typed}Content-Length: {}\r\n\r\n{}",
+        body.len(),
+        String::from_utf8_lossy(body)
+    )
+}
+
+/// The 200 to alice's INVITE and its To tag.
+fn answered(sent: &[Message]) -> (&Message, String) {
+    let ok = sent.last().unwrap();
+    assert_eq!(ok.status(), Some(200), "{sent:?}");
+    (ok, ok.to().and_then(|t| t.tag()).unwrap())
+}
+
+/// alice calls echo with a PCMU offer in dialog `call_id` and ACKs the 200; the To tag.
+fn confirmed_call(reg: &mut Registrar, now: Instant, call_id: &str) -> String {
+    let invite = offer(vec![Codec::Pcmu], Direction::SendRecv, 1);
+    let (sent, _) = exchange(
+        reg,
+        now,
+        &alice_request("INVITE", call_id, 1, "", "i", &invite),
+    );
+    let (_, tag) = answered(&sent);
+    let (sent, _) = exchange(reg, now, &alice_request("ACK", call_id, 1, &tag, "a", b""));
+    assert!(sent.is_empty(), "{sent:?}");
+    tag
+}
+
+/// RFC 3311 §5.2: an UPDATE with an offer while our offer (in the 200 to a delayed-offer
+/// INVITE) waits for its answer in the ACK gets 491 and changes nothing; the ACK's answer
+/// then starts the media as usual.
+#[test]
+fn an_update_offer_while_our_offer_waits_for_the_ack_gets_491() {
+    let mut reg = open_registrar();
+    let now = Instant::now();
+    let (sent, _) = exchange(
+        &mut reg,
+        now,
+        &alice_request("INVITE", "up1", 1, "", "i1", b""),
+    );
+    let (ok, tag) = answered(&sent);
+    let ours = SessionDescription::parse(ok.body()).expect("our offer in the 200");
+
+    let update = offer(vec![Codec::Pcmu], Direction::SendOnly, 1);
+    let (sent, events) = exchange(
+        &mut reg,
+        now,
+        &alice_request("UPDATE", "up1", 2, &tag, "u1", &update),
+    );
+    let codes: Vec<u16> = sent.iter().filter_map(Message::status).collect();
+    assert_eq!(codes, [491], "{sent:?}");
+    assert!(events.is_empty(), "{events:?}");
+
+    let answer = caller_answer(&ours, Codec::Pcmu);
+    let ack = alice_request("ACK", "up1", 1, &tag, "a1", answer.to_string().as_bytes());
+    let (sent, events) = exchange(&mut reg, now, &ack);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(
+        matches!(
+            events.as_slice(),
+            [ServiceEvent::Media { negotiated, .. }]
+                if negotiated.codec == Codec::Pcmu && negotiated.direction == Direction::SendRecv
+        ),
+        "{events:?}"
+    );
+}
+
+/// RFC 3311 §5.2: the 200 to an UPDATE without an offer carries no session description
+/// (there is no later message to answer an offer in); the session stays as it was.
+#[test]
+fn an_update_without_an_offer_gets_a_200_without_sdp() {
+    let mut reg = open_registrar();
+    let now = Instant::now();
+    let tag = confirmed_call(&mut reg, now, "up2");
+    let (sent, events) = exchange(
+        &mut reg,
+        now,
+        &alice_request("UPDATE", "up2", 2, &tag, "u2", b""),
+    );
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].status(), Some(200));
+    assert!(
+        sent[0].body().is_empty(),
+        "no offer in the 200: {:?}",
+        sent[0]
+    );
+    assert!(events.is_empty(), "{events:?}");
+}
+
+/// A limit too long for the clock (`Duration::MAX`, as `--max-call 1e19s` gives) means no
+/// limit: the call is answered, not a panic in `Instant + Duration`.
+#[test]
+fn an_unbounded_max_call_is_no_limit() {
+    let mut reg = open_registrar();
+    reg.set_service_limits(ServiceLimits {
+        max_call: Duration::MAX,
+    });
+    let now = Instant::now();
+    confirmed_call(&mut reg, now, "mx1");
+    reg.handle_timeout(now + Duration::from_secs(365 * 86_400));
+    assert_eq!(reg.stats().services.active, 1);
 }
