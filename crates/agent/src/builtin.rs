@@ -348,7 +348,13 @@ impl BuiltinRegistrar {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
                 tokio::select! {
                     r = sock.recv_from(&mut buf) => {
-                        let Ok((n, from)) = r else { continue };
+                        let (n, from) = match r {
+                            Ok(got) => got,
+                            Err(e) => {
+                                pause_after(&e).await;
+                                continue;
+                            }
+                        };
                         // Malformed input is dropped here; a registrar answers what it can read.
                         if let Ok(msg) = Message::parse(&buf[..n]) {
                             core.handle_message(Instant::now(), unix_now(), msg, from);
@@ -397,8 +403,12 @@ impl BuiltinRegistrar {
 async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEvent>) {
     let mut buf = vec![0u8; 65_536];
     loop {
-        let Ok((n, addr)) = sock.recv_from(&mut buf).await else {
-            continue;
+        let (n, addr) = match sock.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                pause_after(&e).await;
+                continue;
+            }
         };
         let msg = Bytes::copy_from_slice(&buf[..n]);
         if events
@@ -408,6 +418,18 @@ async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEv
         {
             return;
         }
+    }
+}
+
+/// After a failed UDP receive: an ICMP error reported on the socket (a peer's port closed)
+/// says nothing about the next datagram, which is read at once; any other error waits a
+/// millisecond, so an error that persists cannot spin the loop.
+async fn pause_after(e: &io::Error) {
+    if !matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    ) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
