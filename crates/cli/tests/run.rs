@@ -235,6 +235,21 @@ actions = [
             assert_eq!(reinvites.len(), 2, "{texts:#?}");
             assert!(reinvites[0].contains("a=sendonly"));
             assert!(reinvites[1].contains("a=sendrecv"));
+            // The callee answered the hold recvonly (RFC 3264 §8.4), the resume sendrecv.
+            // (A retransmitted 200 is the same text: counted once.)
+            let mut answers: Vec<&&str> = Vec::new();
+            for t in texts
+                .iter()
+                .filter(|t| t.starts_with("SIP/2.0 200 OK") && t.contains(" INVITE\r\n"))
+                .filter(|t| t.contains("m=audio"))
+            {
+                if !answers.contains(&t) {
+                    answers.push(t);
+                }
+            }
+            assert_eq!(answers.len(), 3, "{texts:#?}");
+            assert!(answers[1].contains("a=recvonly"), "{}", answers[1]);
+            assert!(answers[2].contains("a=sendrecv"), "{}", answers[2]);
             let infos = texts.iter().filter(|t| t.starts_with("INFO ")).count();
             assert_eq!(infos, 3);
         } else {

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod dialog;
 mod fifo;
 pub mod rfc3263;
+mod sdpdir;
 pub mod target;
 pub mod timer;
 pub mod transaction;

@@ -2957,7 +2957,18 @@ impl UserAgent {
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
-                let sdp = self.call_ref(id).and_then(|c| c.local_sdp.clone());
+                // Our answer to an offer: our description, its direction mirroring the
+                // offer's (RFC 3264 §6.1, §8.4: hold → recvonly), kept as our description.
+                let offer = sdp_of(req);
+                let sdp = self.call_mut(id).and_then(|c| {
+                    let ours = c.local_sdp.clone()?;
+                    let Some(offer) = &offer else {
+                        return Some(ours);
+                    };
+                    let answer = crate::sdpdir::answer_direction(&ours, offer);
+                    c.local_sdp = Some(answer.clone());
+                    Some(answer)
+                });
                 let contact = self.contact_text();
                 let Ok(mut txn) = ServerTransaction::with_key(
                     req,
@@ -2973,7 +2984,7 @@ impl UserAgent {
                     .unwrap_or_default();
                 let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
                 resp.headers.push(Header::new(HeaderName::Contact, contact));
-                if let (Some(sdp), true) = (sdp, sdp_of(req).is_some()) {
+                if let (Some(sdp), true) = (sdp, offer.is_some()) {
                     resp.set_body("application/sdp", sdp);
                 }
                 if txn.send_response(now, &resp).is_ok() {
@@ -2990,7 +3001,7 @@ impl UserAgent {
                 }
                 queues(&mut self.queues)
                     .events
-                    .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: sdp_of(req) }));
+                    .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
             }
             Method::Prack => {
                 // RFC 3262 §3: a PRACK matching the outstanding reliable provisional stops
@@ -4549,6 +4560,43 @@ mod tests {
         let before = p.sent.len();
         p.run(Duration::from_secs(40));
         assert_eq!(p.sent.len(), before, "{:?}", p.sent);
+    }
+
+    /// RFC 3264 §6.1, §8.4: the callee's 200 to a hold re-INVITE (sendonly) says recvonly,
+    /// with a higher `o=` version; to the resume (sendrecv), sendrecv again.
+    #[test]
+    fn a_hold_reinvite_is_answered_recvonly_and_the_resume_sendrecv() {
+        let sdp = |dir: &str, version: u32| {
+            Bytes::from(format!(
+                "v=0\r\no=x 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\na={dir}\r\n"
+            ))
+        };
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), Some(sdp("sendrecv", 1)));
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, Some(sdp("sendrecv", 1)));
+        p.run(Duration::from_millis(100));
+        let answers = |p: &Pair| -> Vec<Bytes> {
+            p.events_a
+                .iter()
+                .filter_map(|e| match e {
+                    UaEvent::Call(_, CallEvent::Modified { sdp: Some(s), .. }) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(p.a.reinvite(p.now, call, sdp("sendonly", 2)));
+        p.run(Duration::from_millis(100));
+        assert_eq!(answers(&p), [sdp("recvonly", 2)]);
+        assert!(p.a.reinvite(p.now, call, sdp("sendrecv", 3)));
+        p.run(Duration::from_millis(100));
+        assert_eq!(answers(&p), [sdp("recvonly", 2), sdp("sendrecv", 3)]);
+        // The same offer again changes nothing: the version stays (RFC 3264 §8).
+        assert!(p.a.reinvite(p.now, call, sdp("sendrecv", 3)));
+        p.run(Duration::from_millis(100));
+        assert_eq!(answers(&p)[2], sdp("sendrecv", 3));
     }
 
     #[test]

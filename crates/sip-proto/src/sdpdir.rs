@@ -1,0 +1,189 @@
+//! The one piece of SDP the user agent writes itself: the direction of its answer to an offer
+//! inside a call (hold and resume, RFC 3264 §8.4).
+//!
+//! The agent answers a re-INVITE or UPDATE with an offer at once, with its current
+//! description. RFC 3264 §6.1 wants the answer's direction to mirror the offer's: an offer
+//! `a=sendonly` (the peer puts us on hold) is answered `a=recvonly`, `a=inactive` with
+//! `a=inactive`, `a=recvonly` with `a=sendonly`, `a=sendrecv` (resume) with `a=sendrecv`; and
+//! §8 a changed description with the `o=` version one higher. Everything else (codecs,
+//! address, port) stays as the agent last described it. The rest of SDP is the media crate's.
+
+use bytes::Bytes;
+
+const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+
+/// The direction attribute of `line` (`a=sendonly` …), if it is one.
+fn direction_of(line: &str) -> Option<&'static str> {
+    let attr = line.strip_prefix("a=")?;
+    DIRECTIONS.iter().copied().find(|d| *d == attr)
+}
+
+/// The offer's direction for its first audio stream: the stream's attribute, else the
+/// session's, else `sendrecv` (RFC 4566 §6); a stream offered with port 0 is `inactive`.
+fn offered_direction(offer: &str) -> &'static str {
+    let mut session = None;
+    let mut in_audio = false;
+    let mut seen_media = false;
+    for line in offer.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            seen_media = true;
+            let mut parts = m.split(' ');
+            in_audio = parts.next() == Some("audio");
+            if in_audio && parts.next() == Some("0") {
+                return "inactive";
+            }
+            continue;
+        }
+        match (direction_of(line), seen_media, in_audio) {
+            (Some(d), _, true) => return d,
+            (Some(d), false, _) => session = Some(d),
+            _ => {}
+        }
+    }
+    session.unwrap_or("sendrecv")
+}
+
+/// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
+fn mirror(direction: &str) -> &'static str {
+    match direction {
+        "sendonly" => "recvonly",
+        "recvonly" => "sendonly",
+        "inactive" => "inactive",
+        _ => "sendrecv",
+    }
+}
+
+/// `ours` answering `offer`: its direction attributes replaced by the mirror of the offer's,
+/// written once in the first audio stream, and its `o=` version one higher when that changed
+/// the description. `ours` as it is when the direction already mirrors the offer's, or when
+/// either text is not UTF-8 or `ours` has no audio stream (nothing to say then).
+pub(crate) fn answer_direction(ours: &Bytes, offer: &[u8]) -> Bytes {
+    let (Ok(text), Ok(offer)) = (std::str::from_utf8(ours), std::str::from_utf8(offer)) else {
+        return ours.clone();
+    };
+    let want = mirror(offered_direction(offer));
+    if offered_direction(text) == want {
+        return ours.clone();
+    }
+    if !text.lines().any(|l| l.starts_with("m=audio")) {
+        return ours.clone();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_audio = false;
+    let mut written = false;
+    let push = |out: &mut String, line: &str| {
+        out.push_str(line);
+        out.push_str("\r\n");
+    };
+    for line in text.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("m=") {
+            if in_audio && !written {
+                push(&mut out, &format!("a={want}"));
+                written = true;
+            }
+            in_audio = line.starts_with("m=audio") && !written;
+        }
+        if direction_of(line).is_some() {
+            continue;
+        }
+        if let Some(o) = line.strip_prefix("o=") {
+            push(&mut out, &format!("o={}", bump_version(o)));
+            continue;
+        }
+        push(&mut out, line);
+    }
+    if in_audio && !written {
+        push(&mut out, &format!("a={want}"));
+    }
+    Bytes::from(out)
+}
+
+/// The `o=` value with its session version (the third field) one higher; as it is when that
+/// field is not a number.
+fn bump_version(o: &str) -> String {
+    let fields: Vec<&str> = o.split(' ').collect();
+    match fields.get(2).and_then(|v| v.parse::<u64>().ok()) {
+        Some(v) => {
+            let mut f: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+            f[2] = v.wrapping_add(1).to_string();
+            f.join(" ")
+        }
+        None => o.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = "v=0\r\no=sipmeter 7 1 IN IP4 127.0.0.1\r\ns=sipmeter\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=ptime:20\r\na=sendrecv\r\n";
+
+    fn offer(direction: &str) -> String {
+        format!(
+            "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+             m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{direction}"
+        )
+    }
+
+    fn answer(offer: &str) -> String {
+        let out = answer_direction(&Bytes::from_static(OURS.as_bytes()), offer.as_bytes());
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn hold_is_answered_recvonly_with_a_higher_version() {
+        let a = answer(&offer("a=sendonly\r\n"));
+        assert_eq!(
+            a,
+            OURS.replace("a=sendrecv", "a=recvonly")
+                .replace("sipmeter 7 1", "sipmeter 7 2")
+        );
+        assert_eq!(
+            answer(&offer("a=inactive\r\n"))
+                .matches("a=inactive")
+                .count(),
+            1
+        );
+        assert!(answer(&offer("a=recvonly\r\n")).contains("\r\na=sendonly\r\n"));
+    }
+
+    #[test]
+    fn an_offer_like_the_last_one_gets_the_same_description() {
+        // RFC 3264 §8: unchanged, the version stays.
+        assert_eq!(answer(&offer("a=sendrecv\r\n")), OURS);
+        assert_eq!(answer(&offer("")), OURS, "no attribute is sendrecv");
+    }
+
+    #[test]
+    fn a_session_level_direction_and_a_rejected_stream_count() {
+        let session = "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\na=sendonly\r\nt=0 0\r\n\
+                       m=audio 40000 RTP/AVP 0\r\n";
+        assert!(answer(session).contains("a=recvonly"));
+        let rejected =
+            "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n";
+        assert!(answer(rejected).contains("a=inactive"));
+        // A video stream's attribute is not the audio's.
+        let video = "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 5 RTP/AVP 96\r\n\
+                     a=sendonly\r\nm=audio 40000 RTP/AVP 0\r\n";
+        assert_eq!(answer(video), OURS);
+    }
+
+    #[test]
+    fn text_that_is_not_sdp_is_left_alone() {
+        let ours = Bytes::from_static(b"v=0\r\n");
+        assert_eq!(
+            answer_direction(&ours, offer("a=sendonly\r\n").as_bytes()),
+            ours
+        );
+        let bad = Bytes::from_static(&[0xff, 0xfe]);
+        assert_eq!(answer_direction(&bad, b"a=sendonly\r\n"), bad);
+    }
+}
