@@ -10,12 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use registrar::{AuthMode, Flow, Registrar, RegistrarConfig};
 use sip_msg::{HeaderName, Host, Message, Uri};
-use sip_proto::auth::Credentials;
-use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallEvent, CallState, Destination, UaConfig, UaEvent, UserAgent};
+use sip_proto::ua::{CallEvent, CallState, Destination, UaEvent, UserAgent};
 
-const NOW_UNIX: u64 = 1_900_000_000;
-const SECRET: &[u8] = b"test secret";
+mod common;
+use common::NOW_UNIX;
 
 /// The interfaces: (transport, port), index = `Flow::iface`. Two are UDP (two listeners of
 /// one transport, as `--listen udp:… --listen udp:…` on two addresses or ports).
@@ -26,16 +24,11 @@ fn iface_addr(iface: u8) -> SocketAddr {
 }
 
 fn registrar() -> Registrar {
-    let mut reg = Registrar::new(RegistrarConfig {
-        domain: "sipmeter.test".into(),
-        host: Host::parse("127.0.0.1").unwrap(),
-        port: IFACES[0].1,
-        transport: IFACES[0].0.into(),
-        auth: AuthMode::Ephemeral,
-        secret: SECRET.to_vec(),
-        min_expires: 60,
-        max_expires: 3600,
-    });
+    let mut reg = Registrar::new(common::config(
+        IFACES[0].0,
+        IFACES[0].1,
+        AuthMode::Ephemeral,
+    ));
     let tcp = reg.add_interface(IFACES[1].0, Host::parse("127.0.0.1").unwrap(), IFACES[1].1);
     assert_eq!(tcp, Some(1));
     let udp2 = reg.add_interface(IFACES[2].0, Host::parse("127.0.0.1").unwrap(), IFACES[2].1);
@@ -45,27 +38,7 @@ fn registrar() -> Registrar {
 
 fn ua(user: &str, port: u16, iface: u8) -> UserAgent {
     let (transport, reg_port) = IFACES[usize::from(iface)];
-    let (u, p) = sip_auth::ephemeral::issue(SECRET, user, NOW_UNIX + 3600);
-    UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "sipmeter.test".into(),
-        registrar_uri: Uri::parse(&format!(
-            "sip:sipmeter.test:{reg_port};transport={}",
-            transport.to_ascii_lowercase()
-        ))
-        .unwrap(),
-        outbound_proxy: None,
-        credentials: Some(Credentials::new(&u, &p)),
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: transport.into(),
-        reliable: transport != "UDP",
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "sipmeter-test".into(),
-        seed: u64::from(port),
-        use_100rel: false,
-    })
+    common::phone(user, port, transport, reg_port, false)
 }
 
 struct Phone {
@@ -353,14 +326,8 @@ fn a_phone_on_the_second_listener_of_a_transport_gets_its_responses_there() {
 fn open_registrar(ifaces: &[(&str, &str, u16)]) -> Registrar {
     let (host, transport, port) = ifaces[0];
     let mut reg = Registrar::new(RegistrarConfig {
-        domain: "sipmeter.test".into(),
         host: Host::parse(host).unwrap(),
-        port,
-        transport: transport.into(),
-        auth: AuthMode::Open,
-        secret: SECRET.to_vec(),
-        min_expires: 60,
-        max_expires: 3600,
+        ..common::config(transport, port, AuthMode::Open)
     });
     for &(host, transport, port) in &ifaces[1..] {
         reg.add_interface(transport, Host::parse(host).unwrap(), port)

@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use media::sdp::{self, Codec, Direction, LocalMedia, SessionDescription};
 use registrar::services::EndReason;
-use registrar::{AuthMode, Registrar, RegistrarConfig, Service, ServiceEvent, ServiceLimits};
-use sip_msg::{Host, Message, Uri};
-use sip_proto::auth::Credentials;
-use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallEvent, CallId, CallState, UaConfig, UaEvent, UserAgent};
+use registrar::{AuthMode, Registrar, Service, ServiceEvent, ServiceLimits};
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, CallState, UaEvent, UserAgent};
 
-const NOW_UNIX: u64 = 1_900_000_000;
-const SECRET: &[u8] = b"test secret";
+mod common;
+use common::NOW_UNIX;
 const RTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
 
 fn reg_addr() -> SocketAddr {
@@ -24,40 +22,11 @@ fn reg_addr() -> SocketAddr {
 
 /// A registrar serving `transport` (`UDP`, `TCP`, `TLS`, `WS`, `WSS`).
 fn registrar_on(transport: &str) -> Registrar {
-    Registrar::new(RegistrarConfig {
-        domain: "sipmeter.test".into(),
-        host: Host::parse("127.0.0.1").unwrap(),
-        port: 5060,
-        transport: transport.into(),
-        auth: AuthMode::Ephemeral,
-        secret: SECRET.to_vec(),
-        min_expires: 60,
-        max_expires: 3600,
-    })
+    Registrar::new(common::config(transport, 5060, AuthMode::Ephemeral))
 }
 
 fn ua_on(user: &str, port: u16, transport: &str) -> UserAgent {
-    let (u, p) = sip_auth::ephemeral::issue(SECRET, user, NOW_UNIX + 3600);
-    UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "sipmeter.test".into(),
-        registrar_uri: Uri::parse(&format!(
-            "sip:sipmeter.test:5060;transport={}",
-            transport.to_ascii_lowercase()
-        ))
-        .unwrap(),
-        outbound_proxy: None,
-        credentials: Some(Credentials::new(&u, &p)),
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: transport.into(),
-        reliable: transport != "UDP",
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "sipmeter-test".into(),
-        seed: u64::from(port),
-        use_100rel: true,
-    })
+    common::phone(user, port, transport, 5060, true)
 }
 
 fn offer(codecs: Vec<Codec>, direction: Direction, version: u64) -> Bytes {
@@ -624,16 +593,7 @@ fn caller_answer(ours: &SessionDescription, codec: Codec) -> SessionDescription 
 
 /// A registrar with no authentication (raw requests need no credentials).
 fn open_registrar() -> Registrar {
-    Registrar::new(RegistrarConfig {
-        domain: "sipmeter.test".into(),
-        host: Host::parse("127.0.0.1").unwrap(),
-        port: 5060,
-        transport: "UDP".into(),
-        auth: AuthMode::Open,
-        secret: SECRET.to_vec(),
-        min_expires: 60,
-        max_expires: 3600,
-    })
+    Registrar::new(common::config("UDP", 5060, AuthMode::Open))
 }
 
 /// Hands `text` to the registrar from alice at 127.0.0.1:5071, plays the driver (binds at
