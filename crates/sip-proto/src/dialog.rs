@@ -54,8 +54,11 @@ pub struct Dialog {
 /// transactions' (the user agent's `crossing_refusal` looks at those).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpenOffer {
-    /// None open: not made yet, or answered.
+    /// None made yet.
     No,
+    /// Made and answered: an offer/answer of the INVITE transaction is complete in this
+    /// dialog (a late-offer INVITE's 2xx then needs no offer of its own, RFC 3262 §5).
+    Answered,
     /// Ours: the INVITE's offer (answered by a reliable 1xx with SDP or the 2xx), or, as the
     /// callee, our SDP in a reliable 1xx or in the 2xx to an INVITE without offer (answered
     /// by the PRACK or the ACK).
@@ -67,6 +70,12 @@ pub(crate) enum OpenOffer {
 }
 
 impl OpenOffer {
+    /// An offer waits for its answer (ours or theirs): no other offer may be made
+    /// (RFC 3264 §4).
+    pub(crate) fn is_open(self) -> bool {
+        matches!(self, Self::Ours | Self::Theirs)
+    }
+
     /// After an offer or answer of the INVITE transaction passed (`sdp`: the message had
     /// SDP; an unreliable 1xx's SDP is only a preview, RFC 6337 §3.1.1, and is not passed
     /// here): `mine`, sent by us, else received.
@@ -76,7 +85,10 @@ impl OpenOffer {
             (Self::No, false) => Self::Theirs,
             // An answer closes the open offer; SDP again from the same side (the 2xx
             // repeating the reliable 1xx's offer) leaves it open.
-            (Self::Ours, false) | (Self::Theirs, true) => Self::No,
+            (Self::Ours, false) | (Self::Theirs, true) => Self::Answered,
+            // A new offer after a complete exchange (RFC 3262 §5: the PRACK may carry one).
+            (Self::Answered, true) => Self::Ours,
+            (Self::Answered, false) => Self::Theirs,
             (open, _) => open,
         }
     }

@@ -1,5 +1,6 @@
-//! The one piece of SDP the user agent writes itself: the direction of its answer to an offer
-//! inside a call (hold and resume, RFC 3264 §8.4).
+//! The two pieces of SDP the user agent writes itself: the direction of its answer to an
+//! offer inside a call (hold and resume, RFC 3264 §8.4), and an answer that rejects every
+//! stream of a late offer the call ends on before the application answered it.
 //!
 //! The agent answers a re-INVITE or UPDATE with an offer at once, with its current
 //! description. RFC 3264 §6.1 wants the answer's direction to mirror the offer's: an offer
@@ -44,6 +45,38 @@ fn offered_direction(offer: &str) -> &'static str {
         }
     }
     session.unwrap_or("sendrecv")
+}
+
+/// An answer to `offer` that rejects every stream, from `host` (our address as written in
+/// Contact, brackets and all for IPv6). RFC 3264 §6: "the answer MUST contain exactly the
+/// same number of "m=" lines as the offer"; "To reject an offered stream, the port number in
+/// the corresponding stream in the answer MUST be set to zero. Any media formats listed are
+/// ignored. At least one MUST be present": each of the offer's `m=` lines in order, its port
+/// 0, its transport and formats as offered. The session lines are ours (RFC 4566 §5).
+pub(crate) fn rejecting_answer(offer: &[u8], host: &str) -> Bytes {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let family = if host.contains(':') { "IP6" } else { "IP4" };
+    let mut out =
+        format!("v=0\r\no=- 0 0 IN {family} {host}\r\ns=-\r\nc=IN {family} {host}\r\nt=0 0\r\n");
+    let offer = String::from_utf8_lossy(offer);
+    for m in offer
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("m="))
+    {
+        let mut parts = m.split(' ').filter(|p| !p.is_empty());
+        let (Some(media), Some(_port), Some(proto)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let formats: Vec<&str> = parts.collect();
+        let formats = if formats.is_empty() {
+            "0".to_owned()
+        } else {
+            formats.join(" ")
+        };
+        out.push_str(&format!("m={media} 0 {proto} {formats}\r\n"));
+    }
+    Bytes::from(out)
 }
 
 /// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
@@ -185,5 +218,20 @@ a=ptime:20\r\na=sendrecv\r\n";
         );
         let bad = Bytes::from_static(&[0xff, 0xfe]);
         assert_eq!(answer_direction(&bad, b"a=sendonly\r\n"), bad);
+    }
+
+    #[test]
+    fn a_rejecting_answer_has_each_offered_stream_with_port_0_in_order() {
+        let offer = "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                     m=audio 40000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\n\
+                     m=video 40002 RTP/AVP 96\r\n";
+        let a = rejecting_answer(offer.as_bytes(), "127.0.0.1");
+        assert_eq!(
+            std::str::from_utf8(&a).unwrap(),
+            "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio 0 RTP/AVP 8 0 101\r\nm=video 0 RTP/AVP 96\r\n"
+        );
+        let a = rejecting_answer(offer.as_bytes(), "[::1]");
+        assert!(a.starts_with(b"v=0\r\no=- 0 0 IN IP6 ::1\r\n"), "{a:?}");
     }
 }

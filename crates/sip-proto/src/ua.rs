@@ -264,7 +264,18 @@ pub enum CallEvent {
         /// SDP in the provisional response.
         sdp: Option<Bytes>,
     },
-    /// 2xx received (UAC) or ACK received (UAS): the call is up.
+    /// UAC, late offer: the callee's offer to our INVITE without one (RFC 3264 §4), in its
+    /// 2xx (RFC 3261 §13.2.1) or in a reliable 1xx (RFC 3262 §5). Reported once; answer it
+    /// with [`UserAgent::answer_offer`]: the ACK of that 2xx (or the PRACK of that 1xx) waits
+    /// for the answer and carries it (a retransmitted 2xx or 1xx meanwhile is not reported
+    /// again and gets nothing). [`UserAgent::hangup`] meanwhile answers with every stream
+    /// rejected (port 0) and ends the call.
+    Offered {
+        /// The callee's SDP offer.
+        sdp: Bytes,
+    },
+    /// 2xx received (UAC; with a late offer, once our answer went in the ACK) or ACK received
+    /// (UAS): the call is up.
     Answered {
         /// The remote SDP (answer for UAC; for UAS the offer already reported).
         sdp: Option<Bytes>,
@@ -318,7 +329,8 @@ pub enum CallState {
     Calling,
     /// A provisional response was received or sent.
     Early,
-    /// 2xx sent, waiting for the ACK (UAS).
+    /// UAS: 2xx sent, waiting for the ACK. UAC, late offer: the 2xx carried the callee's
+    /// offer, our ACK waits for the answer ([`UserAgent::answer_offer`]).
     Answering,
     /// Confirmed dialog.
     Confirmed,
@@ -425,7 +437,7 @@ fn with_invite_offer(mut dialog: Dialog, invite: Option<&Message>) -> Dialog {
 
 /// A re-INVITE or UPDATE of ours refused with 491 Request Pending (glare: the peer's own
 /// offer crossed it), sent again at `at` (RFC 3261 §14.1; RFC 3311 §5.1 for UPDATE). Kept in
-/// the call's [`Glare`] while it is due or in flight (the rare path).
+/// the call's [`Rare`] box while it is due or in flight (the rare path).
 #[derive(Debug)]
 struct GlareRetry {
     /// When it goes again; `None` once sent (kept to count the tries until its answer).
@@ -439,14 +451,49 @@ struct GlareRetry {
     tries: u8,
 }
 
-/// The call's re-INVITEs and UPDATEs refused with 491: at most one of each method per dialog
-/// (a new one in that dialog replaces the one waiting, [`drop_waiting_retry`]), so each fork's
-/// early dialog and the confirmed one keep their own (RFC 3261 §12.2.2: each dialog on its
-/// own). Boxed in the call only while one is kept: a `Vec` inline would make every call 16
-/// bytes bigger.
+/// What a call keeps only on a rarer path, boxed in the call while any of it is kept (a
+/// `Vec` inline would make every call 16 bytes bigger): the re-INVITEs and UPDATEs refused
+/// with 491, and the callee's offer our answer is owed to.
 #[derive(Debug, Default)]
-struct Glare {
+struct Rare {
+    /// Our re-INVITEs and UPDATEs refused with 491: at most one of each method per dialog (a
+    /// new one in that dialog replaces the one waiting, [`drop_waiting_retry`]), so each
+    /// fork's early dialog and the confirmed one keep their own (RFC 3261 §12.2.2: each
+    /// dialog on its own).
     retries: Vec<GlareRetry>,
+    /// UAC, late offer: the callee's offer waiting for [`UserAgent::answer_offer`].
+    owed: Option<OwedAnswer>,
+}
+
+/// The callee's offer to our INVITE without one (RFC 3264 §4), reported as
+/// [`CallEvent::Offered`], and the message our answer goes in once the application gives it
+/// ([`UserAgent::answer_offer`]).
+#[derive(Debug)]
+struct OwedAnswer {
+    offer: Bytes,
+    at: OwedIn,
+}
+
+#[derive(Debug)]
+enum OwedIn {
+    /// The PRACK of the reliable 1xx that carried the offer (RFC 3262 §5: "it MUST generate
+    /// an answer in the PRACK"), in the early dialog of the fork with To tag `tag`.
+    Prack { tag: String, rseq: u32, cseq: u32 },
+    /// The ACK of the 2xx that carried the offer (RFC 3261 §13.2.2.4: "If the 2xx contains an
+    /// offer ..., the ACK MUST carry an answer in its body"), in the call's (confirmed)
+    /// dialog: the INVITE's CSeq number, and the other forks' early dialogs for the kept ACK
+    /// ([`KeptAck::forks`]).
+    Ack { seq: u32, forks: Vec<KeptFork> },
+}
+
+/// What a PRACK matching the outstanding reliable 1xx does with its SDP (RFC 3262 §5).
+enum PrackSdp {
+    /// Acknowledged (200); with our answer when the PRACK carried a new offer.
+    Taken(Option<Bytes>),
+    /// It carried an offer we cannot answer now: refused, the 1xx stays unacknowledged.
+    Refused,
+    /// It matches no outstanding reliable 1xx: 481.
+    NoMatch,
 }
 
 /// Whether a UAC's call asked for a CANCEL that is not sent yet, or sent one for a reason its
@@ -560,17 +607,38 @@ fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, offer: bool, tag: &
 
 /// Drops the call's glare retries `which` picks (the box with the last one).
 fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
-    if let Some(g) = call.glare.as_mut() {
+    if let Some(g) = call.rare.as_mut() {
         g.retries.retain(|r| !which(r));
-        if g.retries.is_empty() {
-            call.glare = None;
+        if g.retries.is_empty() && g.owed.is_none() {
+            call.rare = None;
         }
     }
 }
 
+/// Takes the call's owed answer ([`OwedAnswer`]), dropping the box when nothing else is in it.
+fn take_owed(call: &mut Call) -> Option<OwedAnswer> {
+    let rare = call.rare.as_mut()?;
+    let owed = rare.owed.take();
+    if rare.retries.is_empty() {
+        call.rare = None;
+    }
+    owed
+}
+
+/// Keeps the callee's offer `offer`, to be answered in `at` ([`OwedAnswer`]); one owed at
+/// a time (a later one replaces it: the earlier message needs no answer any more).
+fn owe_answer(call: &mut Call, offer: Bytes, at: OwedIn) {
+    call.rare.get_or_insert_with(Box::default).owed = Some(OwedAnswer { offer, at });
+}
+
+/// The call's owed answer, if one waits.
+fn owed_of(call: &Call) -> Option<&OwedAnswer> {
+    call.rare.as_ref()?.owed.as_ref()
+}
+
 /// The call's glare retries due at `at` or before (`None`: every one waiting).
 fn retries_due(call: &Call, at: Option<Instant>) -> impl Iterator<Item = &GlareRetry> {
-    call.glare
+    call.rare
         .iter()
         .flat_map(|g| &g.retries)
         .filter(move |r| r.at.is_some_and(|t| at.is_none_or(|at| t <= at)))
@@ -685,8 +753,9 @@ struct Call {
     next_rseq: u32,
     /// UAS: a reliable provisional retransmitted until PRACK (bytes, next, interval, give-up).
     prov_retransmit: Option<(Bytes, Instant, Duration, Instant)>,
-    /// Our re-INVITEs and UPDATEs refused with 491, to be sent again ([`Glare`]).
-    glare: Option<Box<Glare>>,
+    /// Our re-INVITEs and UPDATEs refused with 491, to be sent again, and a late offer's
+    /// owed answer ([`Rare`]).
+    rare: Option<Box<Rare>>,
 }
 
 /// One call handle's state.
@@ -1466,7 +1535,7 @@ impl UserAgent {
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
-            glare: None,
+            rare: None,
         })));
         self.start_invite(now, invite, branch, id, destination);
         id
@@ -1592,27 +1661,44 @@ impl UserAgent {
                                 *last = Some(rseq);
                                 // RFC 3262 §5: its SDP answers our INVITE's offer, or is the
                                 // callee's offer (the first reliable 1xx with SDP).
+                                let mut offered = false;
                                 if sdp.is_some()
                                     && let Some(open) = offer_of(call, fork)
                                 {
                                     *open = open.after_sdp(false);
+                                    offered = *open == OpenOffer::Theirs;
                                 }
                                 let cseq = call
                                     .invite
                                     .as_deref()
                                     .and_then(Message::cseq)
                                     .map_or(1, |c| c.seq);
-                                self.send_in_dialog_of(
-                                    now,
-                                    id,
-                                    fork,
-                                    InDialogMethod::Prack,
-                                    None,
-                                    Some(format!("{rseq} {cseq} INVITE")),
-                                );
-                                queues(&mut self.queues)
-                                    .events
-                                    .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
+                                if let (true, Some(offer)) = (offered, sdp.clone()) {
+                                    // §5: "it MUST generate an answer in the PRACK": the PRACK
+                                    // waits for the application's answer.
+                                    let tag = tag.as_deref().unwrap_or_default().to_owned();
+                                    owe_answer(
+                                        call,
+                                        offer.clone(),
+                                        OwedIn::Prack { tag, rseq, cseq },
+                                    );
+                                    queues(&mut self.queues).events.push_back(UaEvent::Call(
+                                        id,
+                                        CallEvent::Offered { sdp: offer },
+                                    ));
+                                } else {
+                                    self.send_in_dialog_of(
+                                        now,
+                                        id,
+                                        fork,
+                                        InDialogMethod::Prack,
+                                        None,
+                                        Some(format!("{rseq} {cseq} INVITE")),
+                                    );
+                                    queues(&mut self.queues)
+                                        .events
+                                        .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
+                                }
                             }
                         }
                         None => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
@@ -1635,6 +1721,19 @@ impl UserAgent {
                     // A retransmitted 2xx: our ACK was lost; send it again (§13.2.2.4). The
                     // 2xx of another fork is ACKed in its own dialog, which BYE then ends.
                     self.on_2xx_again(now, Owner::Invite(id), &kept, resp);
+                    return;
+                }
+                if matches!(
+                    owed_of(call),
+                    Some(OwedAnswer {
+                        at: OwedIn::Ack { .. },
+                        ..
+                    })
+                ) {
+                    // The 2xx again (or another fork's) before the application answered its
+                    // offer: not reported again, no ACK without the answer. Its UAS sends it
+                    // again; the ACK answers that once it is there (another fork's then goes
+                    // as `on_2xx_again` says).
                     return;
                 }
                 let Some(invite) = call.invite.as_deref() else {
@@ -1679,6 +1778,11 @@ impl UserAgent {
                 let cancelled =
                     call.cancel == Cancel::Pending || call.state == CallState::Terminating;
                 let seq = invite.cseq().map_or(1, |c| c.seq);
+                // A late offer (RFC 3264 §4: our INVITE had none): the 2xx carries the callee's
+                // offer, unless an offer/answer completed in its fork's early dialog (a
+                // reliable 1xx and our PRACK, RFC 3262 §5).
+                let late = invite.body().is_empty();
+                let mut answered_early = false;
                 let mut dialog = dialog;
                 // Requests sent in this fork's early dialog (PRACK, UPDATE) used CSeq numbers
                 // the confirmed dialog must continue from (RFC 3261 §12.2.1.1); the other
@@ -1694,6 +1798,7 @@ impl UserAgent {
                 {
                     if early.id.remote_tag == dialog.id.remote_tag {
                         dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                        answered_early = early.offer == OpenOffer::Answered;
                     } else if early.local_seq > seq {
                         kept_forks.push(KeptFork {
                             tag: early.id.remote_tag.clone(),
@@ -1703,37 +1808,54 @@ impl UserAgent {
                     }
                 }
                 drop(forks);
-                let via = self.new_via();
-                let ack = self
-                    .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
-                    .build();
-                let dest = Destination::Uri(dialog.next_hop_shared());
-                let ack = Bytes::from(ack.to_bytes());
-                let Some(call) = self.call_mut(id) else {
-                    return;
+                // The offer our ACK answers: the 2xx's, or a reliable 1xx's whose PRACK still
+                // waits for our answer (an answer owed is dropped: its message is past).
+                let early_offer = take_owed(call).map(|o| o.offer);
+                let offer = (late && !answered_early)
+                    .then(|| sdp.clone().or(early_offer))
+                    .flatten();
+                let missing_offer = late && !answered_early && offer.is_none();
+                let answer = match offer {
+                    Some(offer) if !cancelled && violation.is_none() => {
+                        // The ACK waits for the application's answer (`answer_offer`).
+                        dialog.offer = OpenOffer::Theirs;
+                        call.dialog = Some(dialog);
+                        call.state = CallState::Answering;
+                        call.invite = None;
+                        let owed = OwedIn::Ack {
+                            seq,
+                            forks: kept_forks,
+                        };
+                        owe_answer(call, offer.clone(), owed);
+                        queues(&mut self.queues)
+                            .events
+                            .push_back(UaEvent::Call(id, CallEvent::Offered { sdp: offer }));
+                        return;
+                    }
+                    // The call ends at once: its ACK still carries a valid answer, every
+                    // stream rejected (§13.2.2.4: "the UAC core MUST generate a valid answer in
+                    // the ACK and then send a BYE immediately").
+                    Some(offer) => Some(self.rejecting_answer(&offer)),
+                    None => None,
                 };
-                call.dialog = Some(dialog);
-                call.state = CallState::Confirmed;
-                // Confirmed: the dialog and the kept ACK are what the call works from now
-                // (a retransmitted 2xx is answered with the ACK; an auth retry or a CANCEL
-                // can no longer happen).
-                call.invite = None;
-                let out = keep_ack(&mut call.ack, dest, ack);
-                self.keep_invite_ack(id, &out, kept_forks);
-                push_out(&mut self.queues, out);
-                if let Some(e) = violation {
+                self.ack_invite_2xx(id, dialog, seq, kept_forks, answer);
+                let violation = match (violation, missing_offer) {
+                    (Some(e), _) => Some(match e {
+                        DialogError::MissingTag => "To tag (RFC 3261 §12.1.1)",
+                        _ => "Contact (RFC 3261 §12.1.1)",
+                    }),
+                    (None, true) => {
+                        Some("an offer to our INVITE without one (RFC 3264 §4, RFC 3261 §13.2.1)")
+                    }
+                    (None, false) => None,
+                };
+                if let Some(what) = violation {
                     self.send_bye(now, id);
-                    let what = match e {
-                        DialogError::MissingTag => "To tag",
-                        _ => "Contact",
-                    };
                     self.call_event(
                         id,
                         CallEvent::Failed {
                             code,
-                            reason: format!(
-                                "2xx without {what} (RFC 3261 §12.1.1): ACKed and ended with BYE"
-                            ),
+                            reason: format!("2xx without {what}: ACKed and ended with BYE"),
                         },
                     );
                     return;
@@ -1785,6 +1907,43 @@ impl UserAgent {
                 self.call_event(id, CallEvent::Failed { code, reason });
             }
         }
+    }
+
+    /// Sends the ACK of the 2xx that confirmed `dialog` (the INVITE's CSeq number `seq`;
+    /// `forks`: the other forks' early dialogs, [`KeptAck::forks`]) with `answer` in its body
+    /// when the 2xx carried an offer (RFC 3261 §13.2.2.4): the call is confirmed, works from
+    /// the dialog and the kept ACK from now on (a retransmitted 2xx is answered with that ACK;
+    /// an auth retry or a CANCEL can no longer happen).
+    fn ack_invite_2xx(
+        &mut self,
+        id: CallId,
+        mut dialog: Dialog,
+        seq: u32,
+        forks: Vec<KeptFork>,
+        answer: Option<Bytes>,
+    ) {
+        let via = self.new_via();
+        let mut ack = self.common(dialog.request_via_text(Method::Ack, via, Some(seq)));
+        if let Some(answer) = answer {
+            ack = ack.body("application/sdp", answer);
+        }
+        let ack = Bytes::from(ack.build().to_bytes());
+        let dest = Destination::Uri(dialog.next_hop_shared());
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        call.dialog = Some(dialog);
+        call.state = CallState::Confirmed;
+        call.invite = None;
+        let out = keep_ack(&mut call.ack, dest, ack);
+        self.keep_invite_ack(id, &out, forks);
+        push_out(&mut self.queues, out);
+    }
+
+    /// An answer to `offer` that rejects every stream (RFC 3264 §6: port 0, the offer's
+    /// formats), from our address, for a late offer we take no media of.
+    fn rejecting_answer(&self, offer: &[u8]) -> Bytes {
+        crate::sdpdir::rejecting_answer(offer, &self.local_host.to_string())
     }
 
     /// Gives the INVITE's transaction (in Accepted, waiting out Timer M) a copy of the ACK of
@@ -1988,13 +2147,88 @@ impl UserAgent {
         }
     }
 
+    /// Answers the callee's offer reported by [`CallEvent::Offered`] (a late offer, RFC 3264
+    /// §4) with `sdp`: the ACK of its 2xx carries it (RFC 3261 §13.2.2.4; the call is then
+    /// [`CallEvent::Answered`]), or the PRACK of its reliable 1xx (RFC 3262 §5; then
+    /// [`CallEvent::Pracked`]). To refuse the offer's media, answer with its streams rejected
+    /// (port 0, RFC 3264 §6) and hang up. False (nothing sent) when no offer waits for an
+    /// answer (none came, it was answered, or its early dialog ended).
+    pub fn answer_offer(&mut self, now: Instant, id: CallId, sdp: Bytes) -> bool {
+        self.give_answer(now, id, sdp, true)
+    }
+
+    /// [`UserAgent::answer_offer`]; `report`: the 2xx's call is reported answered.
+    fn give_answer(&mut self, now: Instant, id: CallId, sdp: Bytes, report: bool) -> bool {
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
+        let Some(owed) = take_owed(call) else {
+            return false;
+        };
+        call.local_sdp = Some(sdp.clone());
+        match owed.at {
+            OwedIn::Prack { tag, rseq, cseq } => {
+                let Some(fork) = fork_of(call, &tag) else {
+                    return false;
+                };
+                if let Some(open) = offer_of(call, fork) {
+                    *open = open.after_sdp(true);
+                }
+                let rack = format!("{rseq} {cseq} INVITE");
+                let body = Some(("application/sdp", sdp));
+                self.send_in_dialog_of(now, id, fork, InDialogMethod::Prack, body, Some(rack));
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
+            }
+            OwedIn::Ack { seq, forks } => {
+                let Some(mut dialog) = call.dialog.take() else {
+                    return false;
+                };
+                dialog.offer = OpenOffer::Answered;
+                self.ack_invite_2xx(id, dialog, seq, forks, Some(sdp));
+                if report {
+                    let sdp = Some(owed.offer);
+                    queues(&mut self.queues)
+                        .events
+                        .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
+                }
+            }
+        }
+        true
+    }
+
+    /// The ACK of a 2xx whose offer we were still to answer (a late offer), carrying every
+    /// stream rejected: the call ends (hung up, or by the callee's BYE) before the
+    /// application answered, and the 2xx must still be ACKed with a valid answer
+    /// (RFC 3261 §13.2.2.4). Nothing when no 2xx's offer waits.
+    fn ack_rejecting_owed_offer(&mut self, now: Instant, id: CallId) {
+        let offer = self
+            .call_ref(id)
+            .and_then(owed_of)
+            .and_then(|o| match o.at {
+                OwedIn::Ack { .. } => Some(o.offer.clone()),
+                OwedIn::Prack { .. } => None,
+            });
+        if let Some(offer) = offer {
+            let answer = self.rejecting_answer(&offer);
+            self.give_answer(now, id, answer, false);
+        }
+    }
+
     /// Ends a call: BYE when confirmed, CANCEL when early (or as soon as a provisional
-    /// response arrives, §9.1), a 486 when it is an unanswered incoming call.
+    /// response arrives, §9.1), a 486 when it is an unanswered incoming call. A caller's
+    /// call whose 2xx carried an offer not answered yet ([`CallEvent::Offered`]) is ACKed
+    /// with every stream rejected, then ended with BYE.
     pub fn hangup(&mut self, now: Instant, id: CallId) {
         let Some(call) = self.call_mut(id) else {
             return;
         };
         match (call.uac, call.state) {
+            (true, CallState::Answering) => {
+                self.ack_rejecting_owed_offer(now, id);
+                self.send_bye(now, id);
+            }
             (_, CallState::Confirmed) | (false, CallState::Answering) => self.send_bye(now, id),
             (true, CallState::Calling | CallState::Early) => {
                 if call.provisional_seen {
@@ -2087,9 +2321,13 @@ impl UserAgent {
     }
 
     /// Sends a re-INVITE with a new SDP offer in a confirmed call (hold: `a=sendonly`,
-    /// resume: `a=sendrecv`). The final answer comes as [`CallEvent::Modified`].
+    /// resume: `a=sendrecv`). The final answer comes as [`CallEvent::Modified`]. False
+    /// (nothing sent, our SDP unchanged) when the call is not confirmed, or while an offer is
+    /// open in its dialog, our previous re-INVITE or UPDATE offer included
+    /// ([`UserAgent::can_offer`]; RFC 3264 §4, RFC 3261 §14.1): send it once that offer's
+    /// final response came ([`CallEvent::Modified`]).
     pub fn reinvite(&mut self, now: Instant, id: CallId, sdp: Bytes) -> bool {
-        if self.call_state(id) != Some(CallState::Confirmed) {
+        if self.call_state(id) != Some(CallState::Confirmed) || !self.can_offer(id) {
             return false;
         }
         if let Some(c) = self.call_mut(id) {
@@ -2110,14 +2348,16 @@ impl UserAgent {
     /// with a To tag: the one the call had before any other fork rang, so a call that was
     /// never forked works as before; the next one still going once that fork's callee ended
     /// it with BYE); [`UserAgent::update_fork`] names another fork.
-    /// False (nothing sent) with an offer while the INVITE's offer/answer is open in that
-    /// dialog (RFC 3311 §5.1, RFC 3264 §4: one offer at a time; e.g. a call ringing without a
-    /// reliable early answer).
+    /// False (nothing sent) with an offer while an offer is open in that dialog
+    /// ([`UserAgent::can_offer`]: the INVITE's not answered, e.g. a call ringing without a
+    /// reliable early answer, or our previous re-INVITE or UPDATE offer; RFC 3311 §5.1,
+    /// RFC 3264 §4: one offer at a time).
     pub fn update(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) -> bool {
+        // Without a dialog nothing is sent either way.
+        if sdp.is_some() && !self.can_offer(id) {
+            return false;
+        }
         if let Some(c) = self.call_mut(id) {
-            if sdp.is_some() && c.dialog.as_ref().is_some_and(|d| d.offer != OpenOffer::No) {
-                return false;
-            }
             drop_waiting_in_dialog(c, InDialogMethod::Update, sdp.is_some());
         }
         self.send_in_dialog(
@@ -2157,9 +2397,15 @@ impl UserAgent {
         let Some(fork) = fork_of(call, tag) else {
             return false;
         };
-        if sdp.is_some() && offer_of(call, fork).is_some_and(|o| *o != OpenOffer::No) {
+        if sdp.is_some() && offer_of(call, fork).is_some_and(|o| o.is_open()) {
             return false;
         }
+        if sdp.is_some() && self.offer_in_flight(id, Some(tag)) {
+            return false;
+        }
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
         drop_waiting_retry(call, InDialogMethod::Update, sdp.is_some(), tag);
         self.send_in_dialog_of(
             now,
@@ -2241,7 +2487,7 @@ impl UserAgent {
         // A retried request's answer: its glare retries are over (those of its dialog: the
         // response's To tag is the one our request had).
         if let Some(c) = self.call_mut(id)
-            && c.glare.is_some()
+            && c.rare.as_ref().is_some_and(|r| !r.retries.is_empty())
         {
             let tag = resp
                 .headers
@@ -2412,9 +2658,11 @@ impl UserAgent {
         let call = self.call_mut(id)?;
         // SDP in a reliable 1xx or the 2xx answers the INVITE's offer, or is our offer when
         // it had none (RFC 3262 §5, RFC 3261 §13.2.1; an unreliable 1xx's only previews it).
+        // A 2xx after a complete early exchange repeats that SDP; it is no new offer.
         if sdp_sent
             && (reliable || (200..300).contains(&code))
             && let Some(d) = call.dialog.as_mut()
+            && !(code >= 200 && d.offer == OpenOffer::Answered)
         {
             d.offer = d.offer.after_sdp(true);
         }
@@ -2489,7 +2737,7 @@ impl UserAgent {
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
-            glare: None,
+            rare: None,
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
@@ -2541,6 +2789,22 @@ impl UserAgent {
         reason: &str,
         extra: &[Header],
     ) {
+        self.respond_with_body(now, req, key, source, code, reason, extra, None);
+    }
+
+    /// [`UserAgent::respond_with`] with a body (its Content-Type and bytes).
+    #[allow(clippy::too_many_arguments)] // reason: as `respond_with`, and the body
+    fn respond_with_body(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        key: TxnKey,
+        source: SocketAddr,
+        code: u16,
+        reason: &str,
+        extra: &[Header],
+        body: Option<(&str, &[u8])>,
+    ) {
         let tag = tag_from(self.rng.random());
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
@@ -2548,7 +2812,7 @@ impl UserAgent {
         // what it needs.
         let extra = extra.iter().chain(std::iter::once(&server));
         let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), extra, None, &mut out);
+        Message::write_full_response(req, code, reason, Some(&tag), extra, body, &mut out);
         if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
@@ -2811,7 +3075,7 @@ impl UserAgent {
             // The ACK answers our offer in the 2xx (RFC 3261 §13.2.1); without one the
             // exchange is over all the same.
             if let Some(d) = call.dialog.as_mut() {
-                d.offer = OpenOffer::No;
+                d.offer = OpenOffer::Answered;
             }
             let sdp = sdp_of(req);
             queues(&mut self.queues)
@@ -2908,7 +3172,11 @@ impl UserAgent {
         }
         match method {
             // Our INVITE has no 2xx yet: the dialog is an early one.
-            Method::Bye if self.call_ref(id).is_some_and(|c| c.uac && c.ack.is_none()) => {
+            Method::Bye
+                if self.call_ref(id).is_some_and(|c| {
+                    c.uac && c.ack.is_none() && c.state != CallState::Answering
+                }) =>
+            {
                 self.respond_stateless(now, req, key, source, 200, "OK");
                 self.on_early_bye(now, id, fork);
             }
@@ -2934,7 +3202,7 @@ impl UserAgent {
                 self.respond_stateless(now, req, key, source, 200, "OK");
                 // Every ACK was lost but the caller hangs up: its BYE proves our 2xx arrived,
                 // so the call was answered (counted as such) before it ends.
-                self.confirmed_without_ack(id);
+                self.confirmed_without_ack(now, id);
                 if let Some(c) = self.call_mut(id) {
                     c.ok_retransmit = None;
                 }
@@ -2952,7 +3220,7 @@ impl UserAgent {
                     // within a dialog while another INVITE transaction is in progress": the
                     // caller's re-INVITE before its ACK proves our 2xx ended its INVITE
                     // transaction (the ACK is late or lost).
-                    self.confirmed_without_ack(id);
+                    self.confirmed_without_ack(now, id);
                 }
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
@@ -3007,31 +3275,82 @@ impl UserAgent {
                 // RFC 3262 §3: a PRACK matching the outstanding reliable provisional stops
                 // its retransmission; one matching nothing is answered 481.
                 let rack = req.headers.typed::<RAck>().and_then(Result::ok);
-                let matched = self.call_mut(id).is_some_and(|c| {
+                let offer = sdp_of(req);
+                let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
                     let outstanding = c.prov_retransmit.is_some()
                         && rack
                             .as_ref()
                             .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
-                    if outstanding {
+                    if !outstanding {
+                        return PrackSdp::NoMatch;
+                    }
+                    let verdict = match (&offer, c.dialog.as_mut()) {
+                        (Some(offer), Some(d)) => match d.offer {
+                            // RFC 3262 §5: a PRACK with SDP answers our offer in the 1xx.
+                            OpenOffer::Ours => {
+                                d.offer = OpenOffer::Answered;
+                                PrackSdp::Taken(None)
+                            }
+                            // §5: "If the UAS receives a PRACK with an offer, it MUST place
+                            // the answer in the 2xx to the PRACK": our description, its
+                            // direction mirrored (RFC 3264 §6.1), as for a re-INVITE.
+                            OpenOffer::Answered if c.local_sdp.is_some() => {
+                                let answer = c
+                                    .local_sdp
+                                    .as_ref()
+                                    .map(|ours| crate::sdpdir::answer_direction(ours, offer));
+                                c.local_sdp.clone_from(&answer);
+                                PrackSdp::Taken(answer)
+                            }
+                            // An offer while we owe the answer to the INVITE's (RFC 3264 §4:
+                            // one at a time), or with no description of ours to answer with.
+                            _ => PrackSdp::Refused,
+                        },
+                        _ => PrackSdp::Taken(None),
+                    };
+                    if matches!(verdict, PrackSdp::Taken(_)) {
                         c.prov_retransmit = None;
-                        // RFC 3262 §5: a PRACK with SDP answers our offer in the 1xx.
-                        if sdp_of(req).is_some()
-                            && let Some(d) = c.dialog.as_mut()
-                        {
-                            d.offer = d.offer.after_sdp(false);
+                    }
+                    verdict
+                });
+                match verdict {
+                    PrackSdp::Taken(answer) => {
+                        let body = answer.as_ref().map(|a| ("application/sdp", &a[..]));
+                        self.respond_with_body(now, req, key, source, 200, "OK", &[], body);
+                        if let Some(r) = rack {
+                            queues(&mut self.queues)
+                                .events
+                                .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq: r.rseq }));
+                        }
+                        if answer.is_some() {
+                            queues(&mut self.queues)
+                                .events
+                                .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
                         }
                     }
-                    outstanding
-                });
-                if matched {
-                    self.respond_stateless(now, req, key, source, 200, "OK");
-                    if let Some(r) = rack {
-                        queues(&mut self.queues)
-                            .events
-                            .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq: r.rseq }));
+                    PrackSdp::Refused => {
+                        // As RFC 3311 §5.2 refuses an UPDATE offer then: 500 with a random
+                        // 0–10 s Retry-After. The reliable 1xx stays unacknowledged
+                        // (retransmitted), so the caller may PRACK it again without an offer.
+                        let extra = [Header::new(
+                            HeaderName::RetryAfter,
+                            decimal_text(self.rng.random_range(0..=10)),
+                        )];
+                        self.respond_with(
+                            now,
+                            req,
+                            key,
+                            source,
+                            500,
+                            "Server Internal Error",
+                            &extra,
+                        );
+                        queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                            what: "PRACK with an offer we cannot answer (RFC 3264 §4: our answer \
+                                   to the INVITE's offer is still owed): refused with 500",
+                        });
                     }
-                } else {
-                    self.respond_no_such_call(now, req, key, source);
+                    PrackSdp::NoMatch => self.respond_no_such_call(now, req, key, source),
                 }
             }
             Method::Info => {
@@ -3061,12 +3380,15 @@ impl UserAgent {
 
     /// A request of the caller that proves our 2xx arrived (its BYE, its re-INVITE) while we
     /// wait for the ACK: the call is confirmed (reported answered, the 2xx no longer
-    /// retransmitted), as the ACK would have done (RFC 3261 §13.3.1.4).
-    fn confirmed_without_ack(&mut self, id: CallId) {
+    /// retransmitted), as the ACK would have done (RFC 3261 §13.3.1.4). A caller still to
+    /// answer the offer of the callee's 2xx (late offer) ACKs it with every stream rejected.
+    fn confirmed_without_ack(&mut self, now: Instant, id: CallId) {
         let Some(c) = self.call_mut(id) else {
             return;
         };
-        if c.state == CallState::Answering {
+        if c.uac {
+            self.ack_rejecting_owed_offer(now, id);
+        } else if c.state == CallState::Answering {
             c.state = CallState::Confirmed;
             c.ok_retransmit = None;
             queues(&mut self.queues)
@@ -3171,7 +3493,15 @@ impl UserAgent {
             Some(OpenOffer::Theirs) => return Some((500, "Server Internal Error")),
             _ => {}
         }
-        let crossing = self.client.iter().any(|e| match e.owner {
+        self.offer_in_flight(id, remote_tag)
+            .then_some((491, "Request Pending"))
+    }
+
+    /// Our re-INVITE, or our UPDATE with an offer, waits for its final response in call
+    /// `id`'s dialog whose remote tag is `remote_tag` (RFC 3261 §14.1: one INVITE transaction
+    /// at a time; RFC 3264 §4: one offer at a time).
+    fn offer_in_flight(&self, id: CallId, remote_tag: Option<&str>) -> bool {
+        self.client.iter().any(|e| match e.owner {
             Owner::InDialog(c, m) if c == id => {
                 matches!(
                     e.txn.state(),
@@ -3186,8 +3516,20 @@ impl UserAgent {
                         .is_some_and(|t| t.tag().as_deref() == remote_tag)
             }
             _ => false,
-        });
-        crossing.then_some((491, "Request Pending"))
+        })
+    }
+
+    /// Whether a new offer may go in the call's dialog now (RFC 3264 §4: "it MUST NOT
+    /// generate a new offer" while one of its offers waits for the answer, nor while it owes
+    /// one): no offer of the INVITE transaction is open in that dialog, and no re-INVITE or
+    /// UPDATE offer of ours waits for its final response there. [`UserAgent::reinvite`] and
+    /// [`UserAgent::update`] with an offer send nothing (false) otherwise.
+    pub fn can_offer(&self, id: CallId) -> bool {
+        self.call_ref(id)
+            .and_then(|c| c.dialog.as_ref())
+            .is_some_and(|d| {
+                !d.offer.is_open() && !self.offer_in_flight(id, Some(d.id.remote_tag.as_str()))
+            })
     }
 
     /// Our re-INVITE or UPDATE (`kind`, sent in the dialog with To tag `tag`, its offer
@@ -3218,7 +3560,7 @@ impl UserAgent {
         // of that method in that dialog is replaced.
         let same = |g: &GlareRetry| g.kind == kind && g.tag == tag;
         let tries = call
-            .glare
+            .rare
             .as_ref()
             .and_then(|g| g.retries.iter().find(|g| same(g) && g.at.is_none()))
             .map_or(1, |g| g.tries + 1);
@@ -3226,7 +3568,7 @@ impl UserAgent {
         if tries > MAX_GLARE_TRIES {
             return false;
         }
-        call.glare
+        call.rare
             .get_or_insert_with(Box::default)
             .retries
             .push(GlareRetry {
@@ -3263,7 +3605,7 @@ impl UserAgent {
             let Some(call) = self.call_mut(id) else {
                 continue;
             };
-            let Some(g) = call.glare.as_mut().and_then(|g| {
+            let Some(g) = call.rare.as_mut().and_then(|g| {
                 g.retries
                     .iter_mut()
                     .find(|g| g.kind == kind && g.tag == tag)
@@ -4467,7 +4809,8 @@ mod tests {
         });
         // The first 180 is lost: Bob must resend it after T1 (RFC 3262 §3).
         p.drop = Box::new(|from_a, m, n| !from_a && m.status() == Some(180) && n == 0);
-        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let invite = p.sent.iter().find(|(a, _)| *a).map(|(_, s)| s.clone());
         assert_eq!(invite.as_deref(), Some("INVITE sip:bob@127.0.0.1:5062"));
@@ -4636,7 +4979,8 @@ mod tests {
     fn lost_ack_makes_uas_retransmit_2xx_and_uac_ack_again() {
         let mut p = Pair::new();
         p.drop = Box::new(|from_a, m, n| from_a && m.method() == Some(Method::Ack) && n == 0);
-        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = incoming(&p.events_b)[0];
         p.b.answer(p.now, bob_call, None);
@@ -4932,7 +5276,8 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         let mut p = Pair::new();
         // Five answered, ended calls held (not forgotten): none retransmits.
         for _ in 0..5 {
-            let call = p.a.call(p.now, Pair::bob_uri(), None);
+            let call =
+                p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
             p.run(Duration::from_millis(50));
             let bob_call = *incoming(&p.events_b).last().unwrap();
             p.b.answer(p.now, bob_call, None);
@@ -4945,7 +5290,7 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         // Bob answers a sixth call and its ACK is lost: his 2xx retransmission (T1) is his
         // next deadline, before any finished transaction's.
         p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
-        p.a.call(p.now, Pair::bob_uri(), None);
+        p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = *incoming(&p.events_b).last().unwrap();
         p.b.answer(p.now, bob_call, None);
@@ -5109,7 +5454,9 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
     fn incoming_calls_answer_through_their_own_transactions() {
         let mut p = Pair::new();
         let calls: Vec<CallId> = (0..3)
-            .map(|_| p.a.call(p.now, Pair::bob_uri(), None))
+            .map(|_| {
+                p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")))
+            })
             .collect();
         p.run(Duration::from_millis(50));
         let at_bob = incoming(&p.events_b);
@@ -5184,7 +5531,8 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
     #[test]
     fn answer_crossing_cancel_is_acked_then_byed() {
         let mut p = Pair::new();
-        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = incoming(&p.events_b)[0];
         p.b.ring(p.now, bob_call);
@@ -5227,7 +5575,8 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         p.drop = Box::new(|from_a, m, _| {
             !from_a && m.status() == Some(200) && m.method() == Some(Method::Bye)
         });
-        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = incoming(&p.events_b)[0];
         p.b.answer(p.now, bob_call, None);
@@ -5626,7 +5975,8 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
     fn an_ack_with_the_invites_branch_reaches_the_call() {
         let mut p = Pair::new();
         p.drop = Box::new(|from_a, m, _| from_a && m.method() == Some(Method::Ack));
-        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
         p.run(Duration::from_millis(50));
         let bob_call = incoming(&p.events_b)[0];
         p.b.answer(p.now, bob_call, None);
@@ -6030,7 +6380,11 @@ mod auth_tests {
         cfg.credentials = None;
         let mut ua = UserAgent::new(cfg);
         let now = Instant::now();
-        ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        ua.call(
+            now,
+            Uri::parse("sip:1002@example.test").unwrap(),
+            Some(Bytes::from_static(b"v=0\r\n")),
+        );
         let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
         let ok = |tag: &str, contact: &str| {
             let mut r = Message::response_to(&invite, 200, "OK", Some(tag));
@@ -6105,7 +6459,11 @@ mod auth_tests {
         cfg.credentials = None;
         let mut ua = UserAgent::new(cfg);
         let now = Instant::now();
-        let call = ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let call = ua.call(
+            now,
+            Uri::parse("sip:1002@example.test").unwrap(),
+            Some(Bytes::from_static(b"v=0\r\n")),
+        );
         let invite = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
         let invite_seq = invite.cseq().unwrap().seq;
         let ok = |tag: &str, port: u16| {

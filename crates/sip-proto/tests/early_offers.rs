@@ -244,6 +244,8 @@ fn a_reinvite_offer_before_the_ack_of_a_2xx_offer_gets_491() {
     bob.answer(now, b, Some(sdp("v=0 b\r\n")));
     let (ok, _) = drain(&mut bob);
     deliver(&mut alice, now, BOB, &ok);
+    drain(&mut alice);
+    assert!(alice.answer_offer(now, a, sdp("v=0 a\r\n")));
     let (ack, _) = drain(&mut alice);
     assert_eq!(of(&ack, "ACK ").len(), 1, "{ack:?}");
     assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
