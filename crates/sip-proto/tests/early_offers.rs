@@ -9,61 +9,13 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-use sip_msg::{HeaderName, Message, Uri};
-use sip_proto::ua::{CallEvent, CallId, CallState, Outgoing, UaEvent, UserAgent};
+use sip_msg::{HeaderName, Message};
+use sip_proto::ua::{CallEvent, CallId, CallState, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, addr, call_events, deliver, drain, incoming, msg, of};
-
-fn sdp(s: &'static str) -> Bytes {
-    Bytes::from_static(s.as_bytes())
-}
-
-/// Alice and Bob, Alice's call ringing at Bob (nothing of it delivered to Alice yet).
-/// `offer`: the INVITE carries an offer (else a late offer: Bob's SDP is the offer).
-fn calling(now: Instant, use_100rel: bool, offer: bool) -> (UserAgent, CallId, UserAgent, CallId) {
-    let mut alice = common::agent("alice", ALICE, 31, use_100rel, "offers");
-    let mut bob = common::agent("bob", BOB, 32, use_100rel, "offers");
-    let a = alice.call(
-        now,
-        Uri::parse("sip:bob@127.0.0.1:5064").unwrap(),
-        offer.then(|| sdp("v=0 a\r\n")),
-    );
-    let (invite, _) = drain(&mut alice);
-    let b = incoming(&mut bob, now, &invite);
-    (alice, a, bob, b)
-}
-
-/// Delivers everything both have to send until neither has anything more.
-fn settle(now: Instant, alice: &mut UserAgent, bob: &mut UserAgent) {
-    loop {
-        let (a, _) = drain(alice);
-        let (b, _) = drain(bob);
-        if a.is_empty() && b.is_empty() {
-            return;
-        }
-        deliver(bob, now, ALICE, &a);
-        deliver(alice, now, BOB, &b);
-    }
-}
-
-/// The one request `o` (sent without a body) with the SDP `body` added: an offer the API
-/// would not send.
-fn with_offer(o: &Outgoing, body: &str) -> Message {
-    let text = String::from_utf8(o.bytes.to_vec()).unwrap();
-    let head = text.split("\r\n\r\n").next().unwrap();
-    let head: String = head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Content-Length") && !l.starts_with("Content-Type"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
-    let text = format!(
-        "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    Message::parse(text.as_bytes()).unwrap()
-}
+use common::{
+    ALICE, BOB, addr, call_events, calling, deliver, drain, msg, of, sdp, settle, with_offer,
+};
 
 /// `from` sends UPDATE in its call `call` carrying the offer `body` (forged when the API
 /// refuses to send it), delivered to `to` (from port `port`): `to`'s one answer.
