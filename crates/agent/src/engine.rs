@@ -117,9 +117,25 @@ pub enum Role {
         calls: u32,
         /// Pause between two calls of one endpoint.
         pause: Duration,
+        /// Where the session offer goes: in the INVITE, or in the callee's 2xx (or reliable
+        /// 1xx), answered in our ACK (or PRACK).
+        offer: OfferTiming,
     },
     /// Register, stay registered for the run, un-register.
     RegisterOnly,
+}
+
+/// When a caller's SDP offer goes (RFC 3264 §4; the test file's `offer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OfferTiming {
+    /// In the INVITE (the default).
+    #[default]
+    Early,
+    /// Late (delayed) offer: an INVITE without SDP; the callee offers in its 2xx or in a
+    /// reliable 1xx, and our answer goes in the ACK (RFC 3261 §13.2.2.4) or the PRACK
+    /// (RFC 3262 §5).
+    Late,
 }
 
 /// One endpoint to simulate.
@@ -382,6 +398,9 @@ pub struct EndpointReport {
     pub calls_attempted: u32,
     /// Calls received.
     pub calls_received: u32,
+    /// How its calls offered (`early` or `late`); absent for endpoints that place none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<OfferTiming>,
     /// Timings of the first call.
     pub timings: Timings,
     /// What went wrong, in words, with the hint for the code.
@@ -1246,6 +1265,16 @@ fn classify(code: u16) -> CallResult {
 /// are the kernel's, so only the processing waits; RTP is read on each call's schedule).
 const MEDIA_READ_EVERY: Duration = Duration::from_millis(20);
 
+/// The trace note of a hold or resume: `what`, or that it was not sent (the call was not
+/// confirmed, or an offer was open: RFC 3264 §4).
+fn offer_note(sent: bool, what: &str) -> String {
+    if sent {
+        what.to_owned()
+    } else {
+        format!("{what} not sent: the call is not confirmed or an offer is open (RFC 3264 §4)")
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -1434,11 +1463,18 @@ impl<'a> Shard<'a> {
         Ok(shard.stats)
     }
 
-    /// When the current call's next scenario action is due.
+    /// When the current call's next scenario action is due (a hold or resume only while a
+    /// new offer may go, [`sip_proto::ua::UserAgent::can_offer`]).
     fn next_action_at(&self, idx: usize) -> Option<Instant> {
         let ep = &self.endpoints[idx];
         let action = self.plan.groups[ep.group].actions.get(ep.next_action)?;
-        ep.active_call?;
+        let call = ep.active_call?;
+        // RFC 3264 §4: no new offer while one is open. A hold or resume due while our previous
+        // re-INVITE (or an offer received) waits for its answer goes once that answer came
+        // (the response re-schedules the endpoint), not dropped.
+        if matches!(action.kind, ActionKind::Hold | ActionKind::Resume) && !ep.ua.can_offer(call) {
+            return None;
+        }
         (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
     }
 
@@ -1458,16 +1494,20 @@ impl<'a> Shard<'a> {
                         Some(m) => m.reoffer(now, media::sdp::Direction::SendOnly),
                         None => sdp(ip, 0, u64::from(ep.id), version, "sendonly"),
                     };
-                    ep.ua.reinvite(now, call, offer);
-                    "hold (re-INVITE a=sendonly)".to_owned()
+                    offer_note(
+                        ep.ua.reinvite(now, call, offer),
+                        "hold (re-INVITE a=sendonly)",
+                    )
                 }
                 ActionKind::Resume => {
                     let offer = match ep.media.as_mut() {
                         Some(m) => m.reoffer(now, media::sdp::Direction::SendRecv),
                         None => sdp(ip, 0, u64::from(ep.id), version, "sendrecv"),
                     };
-                    ep.ua.reinvite(now, call, offer);
-                    "resume (re-INVITE a=sendrecv)".to_owned()
+                    offer_note(
+                        ep.ua.reinvite(now, call, offer),
+                        "resume (re-INVITE a=sendrecv)",
+                    )
                 }
                 ActionKind::Dtmf {
                     digits,
@@ -2061,6 +2101,18 @@ impl<'a> Shard<'a> {
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
         let offer = self.endpoints[idx].offer.take();
         let sdp = match offer {
+            // An INVITE without offer (RFC 3264 §4): our offer goes in the 2xx, the caller's
+            // answer comes in the ACK (`Answered`) and starts the media.
+            None if with_media => {
+                if self.bind_media(idx).is_none() {
+                    self.endpoints[idx].ua.reject(now, call, 500);
+                    return;
+                }
+                match self.endpoints[idx].media.as_deref() {
+                    Some(m) => m.offer(),
+                    None => return,
+                }
+            }
             Some(offer) if with_media => {
                 if self.bind_media(idx).is_none() {
                     self.endpoints[idx].ua.reject(now, call, 500);
@@ -2092,9 +2144,10 @@ impl<'a> Shard<'a> {
     fn dial(&mut self, idx: usize, now: Instant) {
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
-        let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
+        let Role::Call { targets, offer, .. } = &plan.groups[ep.group].role else {
             return;
         };
+        let late = *offer == OfferTiming::Late;
         if targets.is_empty() {
             ep.worsen(Outcome::CallFailed, "no call target".into());
             ep.script = Script::Unregister;
@@ -2126,7 +2179,10 @@ impl<'a> Shard<'a> {
         ep.answered_at = None;
         ep.set_phase(Phase::Calling, &self.events);
         ep.trace.call_begins();
-        ep.active_call = Some(ep.ua.call(now, target, Some(sdp)));
+        // A late offer: the INVITE goes without SDP; the media bound above answers the
+        // callee's offer (`CallEvent::Offered`).
+        let sdp = (!late).then_some(sdp);
+        ep.active_call = Some(ep.ua.call(now, target, sdp));
     }
 
     /// Which server of [`RunPlan::servers`] endpoint `idx` uses.
@@ -2394,6 +2450,7 @@ impl<'a> Shard<'a> {
         }
         let plan = self.plan;
         let events = self.events.clone();
+        let local_ip = self.local.ip();
         let ep = &mut self.endpoints[idx];
         // From the answer's arrival when it came over the shared UDP socket (see
         // `rx_arrival`), not from when the loop read it.
@@ -2439,20 +2496,55 @@ impl<'a> Shard<'a> {
                 }
                 ep.set_phase(Phase::Ringing, &events);
             }
+            CallEvent::Offered { sdp: offer } => {
+                // Late offer: the callee's offer (in its 2xx or a reliable 1xx). Our answer,
+                // a codec of our list in the callee's order (RFC 3264 §6.1), starts the media
+                // and goes in the ACK (or the PRACK). Nothing in common: the offer's streams
+                // rejected in the ACK, then BYE (RFC 3261 §13.2.2.4), NEGOTIATION_FAILED.
+                ep.set_phase(Phase::Negotiating, &events);
+                let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
+                let cname = format!("{}@sipmeter", ep.ua.user());
+                let answer = match ep.media.as_mut() {
+                    Some(media) if !media.started() => {
+                        media.answer(&offer, seed as u32, &cname, seed, now)
+                    }
+                    _ => Ok(sdp_offer(local_ip, 0, u64::from(ep.id))),
+                };
+                match answer {
+                    Ok(answer) => {
+                        ep.ua.answer_offer(now, call, answer);
+                    }
+                    Err(e) => {
+                        ep.media = None;
+                        ep.worsen(
+                            Outcome::NegotiationFailed,
+                            format!("the callee's offer (late offer): {e}"),
+                        );
+                        ep.ua.hangup(now, call);
+                    }
+                }
+            }
             CallEvent::Answered { sdp } => {
                 ep.set_phase(Phase::Negotiating, &events);
-                // Caller: the answer to our offer starts the media (the callee started its
-                // own when it answered).
+                // The answer to our offer starts the media: the caller's offer in its INVITE
+                // (the answer in the 2xx), or the callee's offer in its 2xx to an INVITE
+                // without one (the answer in the ACK). Media answering an offer started
+                // already (the callee's early offer, the caller's late one: `Offered`).
                 let mut negotiation = Ok(());
-                if ep.invite_sent.is_some()
-                    && let Some(media) = ep.media.as_mut()
+                if let Some(media) = ep.media.as_mut()
                     && !media.started()
                 {
-                    let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
+                    let calls = ep.calls_attempted.max(ep.calls_received);
+                    let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(calls) << 32;
                     let cname = format!("{}@sipmeter", ep.ua.user());
+                    let carrier = if ep.invite_sent.is_some() {
+                        "the 200 OK"
+                    } else {
+                        "the ACK"
+                    };
                     negotiation = match &sdp {
                         Some(answer) => media.apply_answer(answer, seed as u32, &cname, seed, now),
-                        None => Err("the 200 OK carried no SDP answer".to_owned()),
+                        None => Err(format!("{carrier} carried no SDP answer")),
                     };
                 }
                 if let Err(e) = negotiation {
@@ -2634,6 +2726,10 @@ impl<'a> Shard<'a> {
             calls_answered: ep.calls_answered,
             calls_attempted: ep.calls_attempted,
             calls_received: ep.calls_received,
+            offer: match &self.plan.groups[ep.group].role {
+                Role::Call { offer, .. } => Some(*offer),
+                _ => None,
+            },
             timings: ep.timings.clone(),
             error: ep.error.clone(),
             media: ep.media_report.take(),

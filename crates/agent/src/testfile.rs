@@ -16,8 +16,8 @@ use toml::Spanned;
 
 use crate::callmedia::MediaPlan;
 use crate::engine::{
-    ActionKind, CallAction, EndpointPlan, GroupPlan, Role, RunPlan, RunSummary, ServerTarget,
-    TransportPlan,
+    ActionKind, CallAction, EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, RunSummary,
+    ServerTarget, TransportPlan,
 };
 use crate::flow::FlowKind;
 
@@ -184,6 +184,9 @@ pub struct GroupEntry {
     pub calls: Option<u32>,
     /// For `call`: pause between calls (default 1s).
     pub pause: Option<Spanned<String>>,
+    /// For `call`: `early` (SDP offer in the INVITE, the default) or `late` (an INVITE
+    /// without SDP: the callee offers, our ACK or PRACK answers).
+    pub offer: Option<Spanned<String>>,
     /// Scenario actions in each call: `{ at = "2s", do = "hold" }`, `do = "resume"`,
     /// `{ at = "1s", do = "dtmf", digits = "123#", duration = "100ms" }`.
     #[serde(default)]
@@ -1091,10 +1094,27 @@ pub fn prepare_parsed(
                     .map(|d| cx.duration(d, &field("pause")))
                     .transpose()?
                     .unwrap_or(Duration::from_secs(1));
+                let offer = match g
+                    .offer
+                    .as_ref()
+                    .map(|o| (o, o.get_ref().to_ascii_lowercase()))
+                {
+                    None => OfferTiming::Early,
+                    Some((_, v)) if v == "early" => OfferTiming::Early,
+                    Some((_, v)) if v == "late" => OfferTiming::Late,
+                    Some((o, _)) => {
+                        return cx.err(
+                            o.span(),
+                            field("offer"),
+                            format!("`{}`: expected early or late", o.get_ref()),
+                        );
+                    }
+                };
                 Role::Call {
                     targets,
                     calls,
                     pause,
+                    offer,
                 }
             }
             other => {
@@ -1106,6 +1126,13 @@ pub fn prepare_parsed(
                 );
             }
         };
+        if let (Some(o), false) = (&g.offer, matches!(role, Role::Call { .. })) {
+            return cx.err(
+                o.span(),
+                field("offer"),
+                "only a calling group places calls with an offer",
+            );
+        }
         let mut actions = Vec::new();
         for (ai, a) in g.actions.iter().enumerate() {
             let afield = |f: &str| format!("group[{gi}].actions[{ai}].{f}");
@@ -1706,6 +1733,38 @@ call = "group:callees"
             (14, "a WAV source needs media = true")
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// `offer = "late"` makes a calling group's INVITEs go without SDP; `early` and no
+    /// `offer` are the default; anything else, or `offer` on a group that does not call, is an
+    /// error naming the line and the field.
+    #[test]
+    fn a_calling_group_offers_early_or_late() {
+        let offer = |p: &Prepared| match &p.plan.groups[1].role {
+            Role::Call { offer, .. } => *offer,
+            other => panic!("{other:?}"),
+        };
+        let p = prepare("t.toml", GOOD, b"s", 0).unwrap();
+        assert_eq!(offer(&p), OfferTiming::Early);
+        let with = |v: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\noffer = {v}"),
+            )
+        };
+        let p = prepare("t.toml", &with("\"late\""), b"s", 0).unwrap();
+        assert_eq!(offer(&p), OfferTiming::Late);
+        let p = prepare("t.toml", &with("\"Early\""), b"s", 0).unwrap();
+        assert_eq!(offer(&p), OfferTiming::Early);
+        let e = prepare("t.toml", &with("\"delayed\""), b"s", 0).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (27, "group[1].offer"), "{e}");
+        assert!(e.message.contains("expected early or late"), "{e}");
+        let answering = GOOD.replace(
+            "answer_delay = \"1s\"",
+            "answer_delay = \"1s\"\noffer = \"late\"",
+        );
+        let e = prepare("t.toml", &answering, b"s", 0).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (21, "group[0].offer"), "{e}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
 use sip_msg::{Message, Method, Uri};
@@ -125,6 +125,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
                 // the quantum, which fires at the quantum's end (slack, not lateness).
                 calls: 2,
                 pause: Duration::from_millis(100),
+                offer: OfferTiming::Early,
             },
         }],
         call_duration: Duration::ZERO,

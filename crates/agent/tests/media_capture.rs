@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::BuiltinRegistrar;
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget,
+    StopHandle, run,
 };
 use agent::trace::Direction;
 use media::impair::{Impairment, ImpairmentConfig, Loss};
@@ -257,6 +258,7 @@ fn one_call(
                     targets: vec![Uri::parse("sip:callee0@sipmeter.test").unwrap()],
                     calls: 1,
                     pause: Duration::from_millis(100),
+                    offer: OfferTiming::Early,
                 },
             },
             GroupPlan {

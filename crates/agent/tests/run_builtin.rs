@@ -6,7 +6,8 @@ use std::time::Duration;
 use agent::builtin::BuiltinRegistrar;
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget,
+    StopHandle, run,
 };
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
@@ -79,6 +80,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
                     targets,
                     calls: 2,
                     pause: Duration::from_millis(100),
+                    offer: OfferTiming::Early,
                 },
             },
             GroupPlan {

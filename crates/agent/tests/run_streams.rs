@@ -211,7 +211,9 @@ call = "group:callees"
 fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
     use agent::builtin::{BuiltinRegistrar, Listen};
     use agent::callmedia::MediaPlan;
-    use agent::engine::{EndpointPlan, GroupPlan, Role, RunPlan, ServerTarget, TransportPlan};
+    use agent::engine::{
+        EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, ServerTarget, TransportPlan,
+    };
     use registrar::{AuthMode, RegistrarConfig};
     use sip_msg::{Host, Uri};
     use sip_proto::auth::Credentials;
@@ -293,6 +295,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
                         .collect(),
                     calls: 2,
                     pause: Duration::from_millis(1500),
+                    offer: OfferTiming::Early,
                 },
             ),
         ],

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, Outcome, Phase, Role, RunPlan,
-    RunSummary, ServerTarget, StopHandle, run,
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
+    Role, RunPlan, RunSummary, ServerTarget, StopHandle, run,
 };
 use media::sdp::Codec;
 use registrar::services::TONE_DBOV;
@@ -75,6 +75,7 @@ fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPla
             targets: vec![Uri::parse(&format!("sip:{service}@sipmeter.test")).unwrap()],
             calls: 1,
             pause: Duration::ZERO,
+            offer: OfferTiming::Early,
         },
         prack: false,
         register: true,
@@ -670,6 +671,7 @@ fn echo_ports_are_free_again_when_calls_end() {
         targets: vec![Uri::parse("sip:echo@sipmeter.test").unwrap()],
         calls: 3,
         pause: Duration::from_millis(300),
+        offer: OfferTiming::Early,
     };
     let (_, reports) = run_against(&reg, vec![group], Duration::from_secs(1));
     let r = &reports[0];

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle,
-    TransportPlan, run,
+    EndpointPlan, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget,
+    StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
@@ -287,6 +287,7 @@ fn our_callers_call_a_sipp_uas() {
             targets: vec![target],
             calls: 1,
             pause: Duration::ZERO,
+            offer: OfferTiming::Early,
         },
     }];
     let (tx, _rx) = mpsc::channel();
@@ -509,6 +510,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
                 ],
                 calls: 2,
                 pause: Duration::ZERO,
+                offer: OfferTiming::Early,
             },
         }],
         call_duration: Duration::ZERO,
@@ -614,6 +616,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 1,
                 pause: Duration::ZERO,
+                offer: OfferTiming::Early,
             },
         }],
         call_duration: Duration::from_secs(3),

@@ -10,7 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget,
+    StopHandle, run,
 };
 use agent::trace::Direction;
 use sip_msg::Uri;
@@ -97,6 +98,7 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 3,
                 pause: Duration::ZERO,
+                offer: OfferTiming::Early,
             },
         }],
         call_duration: Duration::ZERO,

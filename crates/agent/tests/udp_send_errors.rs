@@ -12,7 +12,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
+    EndpointPlan, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
 use sip_msg::{Message, Method, Uri};
@@ -98,6 +98,7 @@ fn a_refused_datagram_fails_its_endpoint_and_spares_the_others() {
                 targets: vec![Uri::parse(&format!("sip:service@{addr}")).unwrap()],
                 calls: 2,
                 pause: Duration::ZERO,
+                offer: OfferTiming::Early,
             },
         }],
         call_duration: Duration::ZERO,
