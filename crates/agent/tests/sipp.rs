@@ -562,12 +562,40 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
 
 #[test]
 fn media_through_a_sipp_uas_with_rtp_echo() {
+    media_through_sipp_rtp_echo(None, OfferTiming::Early, "PCMU");
+}
+
+/// Late-offer callers (INVITE without SDP) against SIPp running
+/// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`: SIPp checks that the INVITE had no
+/// SDP and that our ACK carries the answer to its 200's offer (its `check_it` eregs fail the
+/// call otherwise); we answer PCMA, its first codec (RFC 3264 §6.1), and measure our own RTP
+/// coming back.
+#[test]
+fn late_offer_callers_answer_a_sipp_uas_in_the_ack() {
+    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/sipp/uas-delayed-offer.xml");
+    media_through_sipp_rtp_echo(Some(&scenario), OfferTiming::Late, "PCMA");
+}
+
+/// Two callers (offering as `offer` says) call a SIPp UAS reflecting RTP (`-rtp_echo`;
+/// SIPp's own `uas` scenario, or the `scenario` file): both calls answered, `codec` used, our
+/// RTP measured on its way back, and SIPp counts both calls successful.
+fn media_through_sipp_rtp_echo(
+    scenario: Option<&std::path::Path>,
+    offer: OfferTiming,
+    codec: &str,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scenario = scenario.map(|s| s.display().to_string());
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
+        let (flag, name) = match &scenario {
+            Some(file) => ("-sf", file.as_str()),
+            None => ("-sn", "uas"),
+        };
         let args = [
-            "-sn",
-            "uas",
+            flag,
+            name,
             "-i",
             "127.0.0.1",
             "-p",
@@ -616,7 +644,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 1,
                 pause: Duration::ZERO,
-                offer: OfferTiming::Early,
+                offer,
             },
         }],
         call_duration: Duration::from_secs(3),
@@ -633,9 +661,10 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        // SIPp answered PCMU and reflected our RTP: we measured our own stream coming back.
+        // SIPp's session used `codec` and reflected our RTP: we measured our own stream
+        // coming back.
         let m = r.media.as_ref().expect("media measured");
-        assert_eq!(m.codec, Some("PCMU"));
+        assert_eq!(m.codec, Some(codec));
         assert!(m.tx_packets >= 140, "3 s at 20 ms: {m:?}");
         assert!(m.rx_packets >= 140, "echoed back: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
