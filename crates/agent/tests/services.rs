@@ -14,6 +14,7 @@ use agent::engine::{
     ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
     Role, RunPlan, RunSummary, ServerTarget, StopHandle, run,
 };
+use agent::trace::Direction;
 use media::sdp::Codec;
 use registrar::services::TONE_DBOV;
 use registrar::{AuthMode, RegistrarConfig};
@@ -114,7 +115,8 @@ fn run_against(
         shards: 1,
         seed: 11,
         time_limit: Duration::from_secs(30),
-        keep_all_traces: false,
+        // Every endpoint's trace (the tests read what was sent).
+        keep_all_traces: true,
         timers: Default::default(),
     };
     let (tx, _rx) = mpsc::channel();
@@ -255,6 +257,75 @@ fn echo_is_held_and_resumed_by_re_invite() {
     assert_eq!(m.rx_lost, 0, "{m:?}");
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+}
+
+/// RFC 3264 §4: no new offer while ours waits for its answer. A hold and a resume due at the
+/// same moment: the resume's re-INVITE waits for the final response to the hold's (the
+/// response re-schedules it), then goes; neither is dropped and neither is refused.
+#[test]
+fn a_resume_due_while_the_holds_offer_is_open_waits_for_its_answer() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    let mut group = callers("holder", 1, "echo", vec![Codec::Pcmu]);
+    group.actions = [ActionKind::Hold, ActionKind::Resume]
+        .into_iter()
+        .map(|kind| CallAction {
+            at: Duration::from_millis(500),
+            kind,
+        })
+        .collect();
+    let (summary, mut reports) = run_against(&reg, vec![group], Duration::from_secs(2));
+    let r = reports.remove(0);
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(summary.calls_answered, 1);
+    // The two re-INVITEs, each sent after the final response to the one before.
+    let lines: Vec<&str> = r.trace.iter().map(|t| t.first_line()).collect();
+    let sent: Vec<usize> = r
+        .trace
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+        .map(|(i, _)| i)
+        .collect();
+    // The INVITE (again with credentials after the proxy's 407), the hold, the resume.
+    assert_eq!(sent.len(), 4, "{lines:#?}");
+    let sent = &sent[2..];
+    let answered = |i: usize| {
+        r.trace[i..]
+            .iter()
+            .position(|t| {
+                t.direction == Direction::Received
+                    && t.first_line().starts_with("SIP/2.0 200")
+                    && t.text.contains(" INVITE\r\n")
+                    && t.text
+                        .contains(&format!("CSeq: {} INVITE", cseq(&r.trace[i].text)))
+            })
+            .map(|p| p + i)
+    };
+    let hold_ok = answered(sent[0]).unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(
+        hold_ok < sent[1],
+        "the resume waited for the hold's 200: {lines:#?}"
+    );
+    assert!(answered(sent[1]).is_some(), "{lines:#?}");
+    assert!(r.trace[sent[0]].text.contains("a=sendonly"));
+    assert!(r.trace[sent[1]].text.contains("a=sendrecv"));
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+}
+
+/// The CSeq number of a request's text.
+fn cseq(text: &str) -> u32 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("CSeq: "))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
 }
 
 #[test]
