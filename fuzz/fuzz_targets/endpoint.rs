@@ -67,11 +67,15 @@ fuzz_target!(|data: &[u8]| {
         match op % 12 {
             0 => ua.register(now),
             1 => ua.unregister(now),
-            2 => calls.push(ua.call(
-                now,
-                Uri::parse("sip:bob@127.0.0.1:5060").unwrap(),
-                Some(Bytes::from_static(b"v=0\r\n")),
-            )),
+            // Early or late offer (an INVITE without SDP: the peer's 2xx or reliable 1xx offers).
+            2 => {
+                let late = c.byte().unwrap_or(0) % 2 == 1;
+                calls.push(ua.call(
+                    now,
+                    Uri::parse("sip:bob@127.0.0.1:5060").unwrap(),
+                    (!late).then(|| Bytes::from_static(b"v=0\r\n")),
+                ))
+            }
             3 | 4 => {
                 // Answer the last request we sent with any status code.
                 let Some(req) = sent.iter().rev().find(|m| m.is_request()).cloned() else {
@@ -106,6 +110,10 @@ fuzz_target!(|data: &[u8]| {
                 if flags & 16 == 16 {
                     resp.headers.push(Header::new(HeaderName::MinExpires, "3600"));
                 }
+                // SDP: an answer, or the offer to a late-offer INVITE.
+                if flags & 128 == 128 {
+                    resp.set_body("application/sdp", Bytes::from_static(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"));
+                }
                 ua.handle_message(now, resp, peer);
             }
             5 => {
@@ -134,7 +142,7 @@ fuzz_target!(|data: &[u8]| {
             }
             8 => {
                 if let Some(&id) = calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1)) {
-                    match c.byte().unwrap_or(0) % 10 {
+                    match c.byte().unwrap_or(0) % 12 {
                         0 => ua.hangup(now, id),
                         1 => ua.ring(now, id),
                         2 => ua.answer(now, id, Some(Bytes::from_static(b"v=0\r\n"))),
@@ -146,6 +154,9 @@ fuzz_target!(|data: &[u8]| {
                         7 => drop(ua.update(now, id, Some(Bytes::from_static(b"v=0\r\n")))),
                         // Early media: a reliable 183 with SDP closes or opens an offer.
                         8 => ua.progress(now, id, Bytes::from_static(b"v=0\r\n")),
+                        // The answer to a late offer (in the ACK or the PRACK), if one waits.
+                        10 => drop(ua.answer_offer(now, id, Bytes::from_static(b"v=0\r\n"))),
+                        11 => drop(ua.can_offer(id)),
                         _ => drop(ua.update_fork(now, id, "t2", Some(Bytes::from_static(b"v=0\r\n")))),
                     }
                 }

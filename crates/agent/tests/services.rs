@@ -265,12 +265,7 @@ fn echo_is_held_and_resumed_by_re_invite() {
 #[test]
 fn a_resume_due_while_the_holds_offer_is_open_waits_for_its_answer() {
     let rt = runtime();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start_udp(
-            "127.0.0.1:0".parse().unwrap(),
-            config(AuthMode::Ephemeral),
-        ))
-        .unwrap();
+    let reg = udp_registrar(&rt, AuthMode::Ephemeral, ServiceOptions::default());
     let mut group = callers("holder", 1, "echo", vec![Codec::Pcmu]);
     group.actions = [ActionKind::Hold, ActionKind::Resume]
         .into_iter()

@@ -2755,7 +2755,7 @@ impl UserAgent {
         code: u16,
         reason: &str,
     ) {
-        self.respond_with(now, req, key, source, code, reason, &[]);
+        self.respond_with(now, req, key, source, code, reason, &[], None);
     }
 
     /// 481: `req` matches no call, dialog or transaction (RFC 3261 §9.2, §12.2.2).
@@ -2778,23 +2778,9 @@ impl UserAgent {
 
     /// Answers `req` through its server transaction: the one at work with `key` (an INVITE's,
     /// made before the UA core looked at it), else a new one (absorbing its retransmissions).
+    /// `body`: its Content-Type and bytes, if any.
     #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the answer's parts
     fn respond_with(
-        &mut self,
-        now: Instant,
-        req: &Message,
-        key: TxnKey,
-        source: SocketAddr,
-        code: u16,
-        reason: &str,
-        extra: &[Header],
-    ) {
-        self.respond_with_body(now, req, key, source, code, reason, extra, None);
-    }
-
-    /// [`UserAgent::respond_with`] with a body (its Content-Type and bytes).
-    #[allow(clippy::too_many_arguments)] // reason: as `respond_with`, and the body
-    fn respond_with_body(
         &mut self,
         now: Instant,
         req: &Message,
@@ -3025,14 +3011,23 @@ impl UserAgent {
                     Header::from_static(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
                 ];
-                self.respond_with(now, &req, key, source, 200, "OK", &extra);
+                self.respond_with(now, &req, key, source, 200, "OK", &extra, None);
             }
             Method::Bye | Method::Info | Method::Update | Method::Prack => {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, &req, key, source, 405, "Method Not Allowed", &extra);
+                self.respond_with(
+                    now,
+                    &req,
+                    key,
+                    source,
+                    405,
+                    "Method Not Allowed",
+                    &extra,
+                    None,
+                );
             }
         }
     }
@@ -3167,7 +3162,7 @@ impl UserAgent {
                 )
             });
             let extra = retry_after.as_slice();
-            self.respond_with(now, req, key, source, code, reason, extra);
+            self.respond_with(now, req, key, source, code, reason, extra, None);
             return;
         }
         match method {
@@ -3316,7 +3311,7 @@ impl UserAgent {
                 match verdict {
                     PrackSdp::Taken(answer) => {
                         let body = answer.as_ref().map(|a| ("application/sdp", &a[..]));
-                        self.respond_with_body(now, req, key, source, 200, "OK", &[], body);
+                        self.respond_with(now, req, key, source, 200, "OK", &[], body);
                         if let Some(r) = rack {
                             queues(&mut self.queues)
                                 .events
@@ -3344,6 +3339,7 @@ impl UserAgent {
                             500,
                             "Server Internal Error",
                             &extra,
+                            None,
                         );
                         queues(&mut self.queues).events.push_back(UaEvent::Ignored {
                             what: "PRACK with an offer we cannot answer (RFC 3264 §4: our answer \
@@ -3369,11 +3365,20 @@ impl UserAgent {
             }
             Method::Options => {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 200, "OK", &extra);
+                self.respond_with(now, req, key, source, 200, "OK", &extra, None);
             }
             _ => {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(now, req, key, source, 405, "Method Not Allowed", &extra);
+                self.respond_with(
+                    now,
+                    req,
+                    key,
+                    source,
+                    405,
+                    "Method Not Allowed",
+                    &extra,
+                    None,
+                );
             }
         }
     }
