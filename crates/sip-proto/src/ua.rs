@@ -2099,9 +2099,16 @@ impl UserAgent {
         };
         let via = first.headers.value(&HeaderName::Via)?.to_owned();
         let seq = first.cseq().map_or(1, |c| c.seq);
-        let ack = self
-            .common(dialog.request_via_text(Method::Ack, via, Some(seq)))
-            .build();
+        let mut ack = self.common(dialog.request_via_text(Method::Ack, via, Some(seq)));
+        // A late offer (our first ACK answered its 2xx's offer): this fork's 2xx carries its
+        // own offer, and its ACK a valid answer too, every stream rejected, before the BYE
+        // (§13.2.2.4).
+        if !first.body().is_empty()
+            && let Some(offer) = sdp_of(resp)
+        {
+            ack = ack.body("application/sdp", self.rejecting_answer(&offer));
+        }
+        let ack = ack.build();
         let out = Outgoing {
             destination: Destination::Uri(dialog.next_hop_shared()),
             bytes: Bytes::from(ack.to_bytes()),

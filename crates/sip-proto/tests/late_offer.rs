@@ -7,11 +7,14 @@
 
 use std::time::{Duration, Instant};
 
-use sip_msg::HeaderName;
+use sip_msg::{HeaderName, Uri};
 use sip_proto::ua::{CallEvent, CallState, UaEvent};
 
 mod common;
-use common::{ALICE, BOB, call_events, calling, deliver, drain, msg, of, sdp, settle, with_offer};
+use common::{
+    ALICE, BOB, CAROL, call_events, calling, deliver, drain, incoming, msg, of, sdp, settle,
+    to_tag, with_offer,
+};
 
 const BOBS_OFFER: &str = "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
 t=0 0\r\nm=audio 40000 RTP/AVP 8 0\r\na=sendrecv\r\n";
@@ -157,6 +160,50 @@ fn hanging_up_before_answering_acks_with_every_stream_rejected() {
         "{ev:?}"
     );
     assert_eq!(alice.call_state(a), Some(CallState::Terminated));
+}
+
+/// A forked late-offer INVITE answered by Bob and by Carol, each 2xx with its own offer
+/// (RFC 3261 §13.2.2.4: the UAC core ACKs each 2xx; one that wants a single dialog then sends
+/// BYE on the others). Alice answers Bob's offer; Carol's 2xx before that is not ACKed
+/// without an answer, and the one Carol sends again afterwards is ACKed with a valid answer,
+/// her streams rejected, then ended with BYE. Before this change: Carol's ACK had no body.
+#[test]
+fn another_forks_2xx_offer_is_acked_with_its_streams_rejected_then_byed() {
+    let now = Instant::now();
+    let mut alice = common::agent("alice", ALICE, 31, false, "offers");
+    let mut bob = common::agent("bob", BOB, 32, false, "offers");
+    let mut carol = common::agent("carol", CAROL, 33, false, "offers");
+    let a = alice.call(now, Uri::parse("sip:bob@127.0.0.1:5064").unwrap(), None);
+    let (invite, _) = drain(&mut alice);
+    let b = incoming(&mut bob, now, &invite);
+    let c = incoming(&mut carol, now, &invite);
+    bob.answer(now, b, Some(sdp(BOBS_OFFER)));
+    carol.answer(
+        now,
+        c,
+        Some(bytes::Bytes::from(BOBS_OFFER.replace("bob", "carol"))),
+    );
+    let (ok_bob, _) = drain(&mut bob);
+    let (ok_carol, _) = drain(&mut carol);
+    deliver(&mut alice, now, BOB, &ok_bob);
+    deliver(&mut alice, now, CAROL, &ok_carol);
+    let (out, ev) = drain(&mut alice);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(offered(&ev), [BOBS_OFFER.as_bytes()], "{ev:?}");
+    assert!(alice.answer_offer(now, a, sdp(ALICES_ANSWER)));
+    let (ack, _) = drain(&mut alice);
+    assert_eq!(of(&ack, "ACK ").len(), 1, "{ack:?}");
+    carol.handle_timeout(now + Duration::from_millis(500));
+    let (again, _) = drain(&mut carol);
+    deliver(&mut alice, now, CAROL, &again);
+    let (out, _) = drain(&mut alice);
+    let acks = of(&out, "ACK ");
+    assert_eq!(acks.len(), 1, "{out:?}");
+    let carols = msg(acks[0]);
+    assert_eq!(to_tag(&carols), to_tag(&msg(&again[0])));
+    let body = String::from_utf8(carols.body().to_vec()).unwrap();
+    assert!(body.contains("\r\nm=audio 0 RTP/AVP 8 0\r\n"), "{body}");
+    assert_eq!(of(&out, "BYE ").len(), 1, "{out:?}");
 }
 
 /// RFC 3262 §5: "If the UAC receives a reliable provisional response with an offer (this would
