@@ -2,16 +2,24 @@
 //!
 //! # Driving a [`UserAgent`]
 //!
-//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`], [`UserAgent::fork_tags`].
+//! Getters: [`UserAgent::registration`], [`UserAgent::call_state`], [`UserAgent::fork_tags`],
+//! [`UserAgent::can_offer`].
 //! Inputs (each takes `now`): [`UserAgent::handle_message`] for every SIP message received on
 //! the agent's flow (parsed by the driver), [`UserAgent::handle_timeout`] once
 //! [`UserAgent::poll_timeout`] has passed, [`UserAgent::handle_transport_error`].
 //! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
-//! [`UserAgent::ring`], [`UserAgent::progress`], [`UserAgent::answer`], [`UserAgent::reject`],
-//! [`UserAgent::hangup`].
+//! [`UserAgent::answer_offer`], [`UserAgent::ring`], [`UserAgent::progress`],
+//! [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`], [`UserAgent::reinvite`],
+//! [`UserAgent::update`], [`UserAgent::info`].
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
+//!
+//! A late offer: [`UserAgent::call`] without SDP sends an INVITE without offer; the callee's
+//! offer (in its 2xx or a reliable 1xx) comes as [`CallEvent::Offered`], and the ACK (or the
+//! PRACK) goes once [`UserAgent::answer_offer`] gives the answer (RFC 3261 §13.2.2.4,
+//! RFC 3262 §5). One offer at a time (RFC 3264 §4): [`UserAgent::reinvite`] and
+//! [`UserAgent::update`] with an offer send nothing while [`UserAgent::can_offer`] is false.
 //!
 //! A forked INVITE has one early dialog per phone that rings (RFC 3261 §12.1.2): each
 //! phone's requests are answered in its own, [`UserAgent::update_fork`] sends in the one
@@ -1469,7 +1477,9 @@ impl UserAgent {
 
     // ---- calls ----
 
-    /// Places a call to `target` with an SDP offer; returns its handle.
+    /// Places a call to `target` with an SDP offer, or without one (`None`, a late offer: the
+    /// callee's offer comes as [`CallEvent::Offered`], answered with
+    /// [`UserAgent::answer_offer`]); returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
