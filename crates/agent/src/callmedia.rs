@@ -1023,6 +1023,14 @@ impl CallMedia {
         self.session.is_some()
     }
 
+    /// True while media runs in a direction that receives (sendrecv or recvonly: the far
+    /// end is to send us audio; not while we hold the call).
+    pub fn receiving(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.config().direction.receives())
+    }
+
     /// The negotiated codec's name (`PCMU` …).
     pub fn codec(&self) -> Option<&'static str> {
         self.negotiated.as_ref().map(|n| n.codec.encoding_name())

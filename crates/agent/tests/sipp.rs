@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget, StopHandle,
-    TransportPlan, run,
+    EndpointPlan, EndpointReport, GroupPlan, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary,
+    ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
@@ -558,12 +558,13 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
     assert_eq!(code, 0, "SIPp counts 6 calls; its errors:\n{sipp_errors}");
 }
 
-#[test]
-fn media_through_a_sipp_uas_with_rtp_echo() {
+/// Two of our callers (PCMU, 3 s calls) to a SIPp UAS, which reflects their RTP with
+/// `echo`, else answers and sends none; SIPp's exit code.
+fn media_to_a_sipp_uas(echo: bool) -> (RunSummary, Vec<EndpointReport>, i32) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
-        let args = [
+        let mut args = [
             "-sn",
             "uas",
             "-i",
@@ -574,7 +575,6 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
             "127.0.0.1",
             "-mp",
             &media_port.to_string(),
-            "-rtp_echo",
             "-m",
             "2",
             "-nostdin",
@@ -583,6 +583,9 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
         ]
         .map(str::to_owned)
         .to_vec();
+        if echo {
+            args.push("-rtp_echo".into());
+        }
         (args, port)
     });
     let plan = RunPlan {
@@ -628,6 +631,12 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
     };
     let (tx, _rx) = mpsc::channel();
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    (summary, reports, sipp.wait(Duration::from_secs(20)))
+}
+
+#[test]
+fn media_through_a_sipp_uas_with_rtp_echo() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(true);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         // SIPp answered PCMU and reflected our RTP: we measured our own stream coming back.
@@ -637,9 +646,44 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
         assert!(m.rx_packets >= 140, "echoed back: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
         if summary.late_timers == 0 {
-            assert!(m.mos > 4.3, "{m:?}");
+            assert!(m.mos.is_some_and(|mos| mos > 4.3), "{m:?}");
         }
         assert!(r.samples.len() >= 2);
     }
-    assert_eq!(sipp.wait(Duration::from_secs(20)), 0, "SIPp counts 2 calls");
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
+}
+
+/// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a
+/// warning that names the silence, and no MOS is made up for them (a pass criterion on MOS
+/// fails).
+#[test]
+fn calls_that_receive_no_rtp_are_flagged_and_not_rated() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(false);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        assert_eq!(r.calls_answered, 1);
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("no RTP received in "), "{error}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.tx_packets >= 140, "3 s at 20 ms: {m:?}");
+        assert_eq!(m.rx_packets, 0, "{m:?}");
+        assert_eq!((m.mos, m.r_factor), (None, None), "{m:?}");
+        assert_eq!((m.calls, m.calls_without_audio), (1, 1), "{m:?}");
+    }
+    assert_eq!(summary.mos_avg, None);
+    assert_eq!(
+        (summary.media_calls, summary.media_calls_without_audio),
+        (2, 2)
+    );
+    let pass = agent::testfile::PassCriteria {
+        min_mos: Some(4.0),
+        ..Default::default()
+    };
+    let failures = agent::testfile::verdict(&summary, &pass).unwrap_err();
+    assert!(
+        failures.iter().any(|f| f.contains("received no RTP")),
+        "{failures:?}"
+    );
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
