@@ -2589,7 +2589,24 @@ impl<'a> Shard<'a> {
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 if let Some(m) = ep.media.as_mut() {
-                    m.follow_remote_offer(now, &offer);
+                    let followed = m.follow_remote_offer(now, &offer);
+                    let codec = m.codec().unwrap_or("our codec");
+                    let at = now - self.start;
+                    if let Some(to) = followed.moved_to {
+                        ep.trace.push(TraceEntry::note(
+                            format!("the peer's offer moved the media: RTP now to {to}"),
+                            at,
+                        ));
+                    }
+                    if followed.codec_missing {
+                        ep.worsen(
+                            Outcome::CompletedWithWarnings,
+                            format!(
+                                "the peer's offer inside the call lists no {codec}: kept \
+                                 sending {codec} (a codec change is not renegotiated)"
+                            ),
+                        );
+                    }
                 }
             }
             CallEvent::Reinvited { .. }

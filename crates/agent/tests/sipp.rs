@@ -558,35 +558,53 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
     assert_eq!(code, 0, "SIPp counts 6 calls; its errors:\n{sipp_errors}");
 }
 
-/// Two of our callers (PCMU, 3 s calls) to a SIPp UAS, which reflects their RTP with
-/// `echo`, else answers and sends none; SIPp's exit code.
-fn media_to_a_sipp_uas(echo: bool) -> (RunSummary, Vec<EndpointReport>, i32) {
+/// The SIPp UAS our callers call with media.
+enum Uas {
+    /// The stock UAS with `-rtp_echo`: our RTP comes back.
+    Echo,
+    /// The stock UAS: answers, sends no RTP.
+    Silent,
+    /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
+    /// port nobody reads, moves it to its echo by re-INVITE a second later.
+    MovesMedia,
+}
+
+/// Two of our callers (PCMU, 3 s calls) to a SIPp UAS; SIPp's exit code.
+fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Where the moving UAS first sends our RTP: bound, never read.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port().to_string();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-moves-media.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
-        let mut args = [
-            "-sn",
-            "uas",
+        let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
+        let mut args = match uas {
+            Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
+            _ => vec!["-sn", "uas"],
+        };
+        args.extend([
             "-i",
             "127.0.0.1",
             "-p",
-            &port.to_string(),
+            &sip_port,
             "-mi",
             "127.0.0.1",
             "-mp",
-            &media_port.to_string(),
+            &media_port_text,
             "-m",
             "2",
             "-nostdin",
             "-timeout",
             "25s",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        if echo {
-            args.push("-rtp_echo".into());
+        ]);
+        if !matches!(uas, Uas::Silent) {
+            args.push("-rtp_echo");
         }
-        (args, port)
+        (args.into_iter().map(str::to_owned).collect(), port)
     });
     let plan = RunPlan {
         more_servers: Vec::new(),
@@ -636,7 +654,7 @@ fn media_to_a_sipp_uas(echo: bool) -> (RunSummary, Vec<EndpointReport>, i32) {
 
 #[test]
 fn media_through_a_sipp_uas_with_rtp_echo() {
-    let (summary, reports, sipp) = media_to_a_sipp_uas(true);
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::Echo);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         // SIPp answered PCMU and reflected our RTP: we measured our own stream coming back.
@@ -658,7 +676,7 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
 /// fails).
 #[test]
 fn calls_that_receive_no_rtp_are_flagged_and_not_rated() {
-    let (summary, reports, sipp) = media_to_a_sipp_uas(false);
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::Silent);
     assert_eq!(reports.len(), 2);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
@@ -686,4 +704,48 @@ fn calls_that_receive_no_rtp_are_flagged_and_not_rated() {
         "{failures:?}"
     );
     assert_eq!(sipp, 0, "SIPp counts 2 calls");
+}
+
+/// A peer that moves its media by re-INVITE (a PBX or SBC re-anchoring it): our callers
+/// send their RTP to the new address from then on and take the echo from there; before the
+/// move nothing came back (the first port is read by nobody).
+#[test]
+fn media_follows_a_re_invite_that_moves_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::MovesMedia);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let note = r
+            .trace
+            .iter()
+            .find(|t| {
+                t.text
+                    .starts_with("the peer's offer moved the media: RTP now to 127.0.0.1:")
+            })
+            .unwrap_or_else(|| panic!("the move in the trace: {r:#?}"));
+        let m = r.media.as_ref().expect("media measured");
+        // About 2 s of the 3 s call came back (50 packets a second), after the move.
+        assert!(m.rx_packets >= 60, "{m:?}");
+        assert!(m.tx_packets >= 140, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+        let first = r
+            .samples
+            .iter()
+            .find(|s| {
+                s.metrics
+                    .iter()
+                    .any(|(k, v)| *k == "rx_packets" && *v > 0.0)
+            })
+            .expect("a sample with packets");
+        assert!(
+            first.t >= 0.5,
+            "nothing came back before the move ({}): {first:?}",
+            note.text
+        );
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
 }
