@@ -221,7 +221,7 @@ impl BuiltinRegistrar {
             }
         }
         core.set_service_limits(services.limits);
-        let mut media = ServiceMedia::new(first.ip(), &services)?;
+        let mut media = ServiceMedia::new(addrs.iter().map(|(a, _)| a.ip()).collect(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
         let (events, mut inbox) = mpsc::channel::<ConnEvent>(1024);
@@ -339,7 +339,7 @@ impl BuiltinRegistrar {
         config.port = addr.port();
         config.transport = "UDP".into();
         let (stop, mut stopped) = watch::channel(false);
-        let mut media = ServiceMedia::new(addr.ip(), &services)?;
+        let mut media = ServiceMedia::new(vec![addr.ip()], &services)?;
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);

@@ -991,21 +991,44 @@ impl CallMedia {
         s.send_dtmf(digits, duration).map_err(|e| e.to_string())
     }
 
-    /// Follows a new offer of the remote (re-INVITE): our direction mirrors its direction
-    /// (its sendonly → we stop sending; its sendrecv → we send again).
-    pub fn follow_remote_offer(&mut self, now: Instant, offer: &[u8]) {
+    /// Follows a new offer of the remote inside the call (re-INVITE, UPDATE): our direction
+    /// mirrors its direction (its sendonly → we stop sending; its sendrecv → we send again),
+    /// and a new address or port moves our RTP and RTCP there (RFC 3264 §8.3.1: an SBC or
+    /// PBX re-anchoring the media, a transfer), taking RTP from the new source. Our answer
+    /// keeps our codec: an offer without it is reported ([`Followed::codec_missing`]), not
+    /// renegotiated.
+    pub fn follow_remote_offer(&mut self, now: Instant, offer: &[u8]) -> Followed {
+        let mut followed = Followed::default();
         let Ok(sd) = SessionDescription::parse(offer) else {
-            return;
+            return followed;
         };
         let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
-            return;
+            return followed;
         };
         let theirs = if m.port == 0 {
             Direction::Inactive
         } else {
             sd.direction_of(m)
         };
+        if let Some(n) = self.negotiated.as_mut()
+            && m.port != 0
+        {
+            followed.codec_missing = !m
+                .payload_types()
+                .any(|pt| Codec::of_pt(m, pt) == Some(n.codec));
+            // c=0.0.0.0 is the old way of holding (RFC 3264 §8.4), not a move.
+            if let Some((rtp, rtcp)) = media::sdp::audio_addrs(&sd, n.rtcp_mux)
+                && !rtp.ip().is_unspecified()
+                && (rtp, rtcp) != (n.remote_rtp, n.remote_rtcp)
+            {
+                n.remote_rtp = rtp;
+                n.remote_rtcp = rtcp;
+                self.rtp_source = None;
+                followed.moved_to = Some(rtp);
+            }
+        }
         self.set_direction(now, theirs.mirror());
+        followed
     }
 
     /// Sets our direction (hold: sendonly; resume: sendrecv).
@@ -1021,6 +1044,14 @@ impl CallMedia {
     /// True once offer/answer completed and media flows.
     pub fn started(&self) -> bool {
         self.session.is_some()
+    }
+
+    /// True while media runs in a direction that receives (sendrecv or recvonly: the far
+    /// end is to send us audio; not while we hold the call).
+    pub fn receiving(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| s.config().direction.receives())
     }
 
     /// The negotiated codec's name (`PCMU` …).
@@ -1138,6 +1169,15 @@ impl CallMedia {
 
 fn negotiation(e: &NegotiationError) -> String {
     format!("SDP negotiation failed: {e}")
+}
+
+/// What [`CallMedia::follow_remote_offer`] changed or could not follow.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Followed {
+    /// The media moved: RTP now goes to (and is taken from) this address.
+    pub moved_to: Option<SocketAddr>,
+    /// The offer lists none of our codec's formats (we keep sending it).
+    pub codec_missing: bool,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).
@@ -1317,6 +1357,48 @@ mod tests {
             passes,
             vec![(cap, true), (cap, true), (10, false)],
             "one capped pass at a time, each reported by the set"
+        );
+    }
+
+    /// A new offer inside the call: the same description moves nothing; a new port (or
+    /// address) moves RTP and RTCP there; `c=0.0.0.0` (the old hold) is not a move; an offer
+    /// without our codec is reported.
+    #[tokio::test]
+    async fn a_new_offer_moves_the_media_or_says_what_it_lacks() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan::default();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let b_port = b.rtp.local_addr().unwrap().port();
+        assert_eq!(a.codec(), Some("PCMU"));
+        assert_eq!(
+            a.follow_remote_offer(now, answer.as_ref()),
+            Followed::default()
+        );
+        let moved = text.replace(&format!("m=audio {b_port} "), "m=audio 40000 ");
+        let f = a.follow_remote_offer(now, moved.as_bytes());
+        assert_eq!(f.moved_to, Some(SocketAddr::new(ip, 40000)), "{moved}");
+        assert!(!f.codec_missing);
+        let n = a.negotiated.as_ref().unwrap();
+        assert_eq!(n.remote_rtp.port(), 40000);
+        // RTCP on its own port (the next one) unless muxed with RTP.
+        assert!(n.remote_rtcp.port() == 40000 || n.remote_rtcp.port() == 40001);
+        let hold = moved.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        assert_eq!(a.follow_remote_offer(now, hold.as_bytes()).moved_to, None);
+        assert_eq!(a.negotiated.as_ref().unwrap().remote_rtp.port(), 40000);
+        let pcma = moved
+            .replace(" RTP/AVP 0", " RTP/AVP 8")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
+        assert!(pcma.contains("RTP/AVP 8"), "{pcma}");
+        assert!(
+            a.follow_remote_offer(now, pcma.as_bytes()).codec_missing,
+            "{pcma}"
         );
     }
 

@@ -456,16 +456,20 @@ pub struct SampleRecord {
 pub struct MediaReport {
     /// Calls with media measured.
     pub calls: u32,
+    /// Of those, the calls in which no RTP at all was received (not rated: they count in
+    /// no mean below, and each ended COMPLETED_WITH_WARNINGS when the far end was to send).
+    pub calls_without_audio: u32,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
-    /// Mean MOS (E-model: ITU-T G.107 for G.711, G.107.1 for G.722 and Opus; one 1–4.5 scale).
-    /// `r_factor` is on the scale of the model used: up to 100 (G.107) or 129 (G.107.1).
-    pub mos: f64,
+    /// Mean MOS of the calls that received audio (E-model: ITU-T G.107 for G.711, G.107.1
+    /// for G.722 and Opus; one 1–4.5 scale); `None` when none did. `r_factor` is on the
+    /// scale of the model used: up to 100 (G.107) or 129 (G.107.1).
+    pub mos: Option<f64>,
     /// The lowest per-second MOS seen.
     pub mos_min: Option<f64>,
-    /// Mean R-factor.
-    pub r_factor: f64,
-    /// Mean final interarrival jitter (RFC 3550 A.8), ms.
+    /// Mean R-factor of the calls that received audio.
+    pub r_factor: Option<f64>,
+    /// Mean final interarrival jitter (RFC 3550 A.8) of the calls that received audio, ms.
     pub jitter_ms: f64,
     /// Largest jitter seen, ms.
     pub jitter_max_ms: f64,
@@ -584,7 +588,10 @@ pub struct RunSummary {
     pub offered_cps: Option<f64>,
     /// Calls whose media was measured (summed over endpoints, both ends of a call count).
     pub media_calls: u32,
-    /// Mean MOS over endpoints with media.
+    /// Of those, calls in which no RTP at all was received (no or one-way audio): not
+    /// rated, so they count in none of the quality figures below.
+    pub media_calls_without_audio: u32,
+    /// Mean MOS over endpoints with media that received audio.
     pub mos_avg: Option<f64>,
     /// The lowest per-second MOS of any endpoint.
     pub mos_min: Option<f64>,
@@ -912,12 +919,15 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
                 / f64::from(base.calls_attempted),
         );
     }
-    let media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    let all_media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    base.media_calls = all_media.iter().map(|m| m.calls).sum();
+    base.media_calls_without_audio = all_media.iter().map(|m| m.calls_without_audio).sum();
+    // The quality figures are those of endpoints that received audio (see `MediaReport`).
+    let media: Vec<&MediaReport> = all_media.into_iter().filter(|m| m.mos.is_some()).collect();
     if !media.is_empty() {
         let n = media.len() as f64;
         let mean = |f: fn(&MediaReport) -> f64| media.iter().map(|m| f(m)).sum::<f64>() / n;
-        base.media_calls = media.iter().map(|m| m.calls).sum();
-        base.mos_avg = Some(mean(|m| m.mos));
+        base.mos_avg = Some(mean(|m| m.mos.unwrap_or_default()));
         base.mos_min = media.iter().filter_map(|m| m.mos_min).reduce(f64::min);
         base.jitter_avg_ms = Some(mean(|m| m.jitter_ms));
         base.jitter_max_ms = media.iter().map(|m| m.jitter_max_ms).reduce(f64::max);
@@ -1139,7 +1149,9 @@ struct Shard<'a> {
     udp_out: SendQueue<(usize, Duration)>,
     /// Datagrams read from `sock` with one `recvmmsg`.
     udp_in: RecvBatch,
-    local: SocketAddr,
+    /// Our address on `sock` as each server (site) sees it (Via, Contact, SDP): with
+    /// servers of both address families the socket is dual-stack, one address each.
+    locals: Vec<SocketAddr>,
     endpoints: Vec<Endpoint>,
     /// One agent profile per group, shared by the group's agents.
     profiles: Vec<Arc<UaProfile>>,
@@ -1261,6 +1273,12 @@ fn classify(code: u16) -> CallResult {
     }
 }
 
+/// A call whose media ran this long without one RTP packet received (while the far end
+/// was to send) ends COMPLETED_WITH_WARNINGS: a peer sends its first packet within a
+/// packet time of the answer, so two seconds of nothing is no or one-way audio, not a slow
+/// start.
+const SILENT_CALL_MIN: Duration = Duration::from_secs(2);
+
 /// While media runs, the shard reads its RTCP sockets at least this often (arrival times
 /// are the kernel's, so only the processing waits; RTP is read on each call's schedule).
 const MEDIA_READ_EVERY: Duration = Duration::from_millis(20);
@@ -1289,11 +1307,19 @@ impl<'a> Shard<'a> {
         shared: Arc<Shared>,
         streams: &[Option<Arc<StreamSettings>>],
     ) -> std::io::Result<ShardStats> {
-        // The shard's UDP socket faces the servers: on loopback when they all are (the
-        // first one's address), else on every address of the first one's family.
-        let bind_ip: IpAddr = if plan.servers().all(|s| s.addr.ip().is_loopback()) {
+        // The shard's UDP socket faces the servers: on loopback when they all are, of one
+        // family (the first one's address), else on every address of their family; servers
+        // of both families share one dual-stack IPv6 socket (IPv4 peers are reached and
+        // heard as IPv4: `bind_udp`, `udpbatch::source`).
+        let (v4, v6) = (
+            plan.servers().any(|s| s.addr.is_ipv4()),
+            plan.servers().any(|s| s.addr.is_ipv6()),
+        );
+        let bind_ip: IpAddr = if v4 && v6 {
+            IpAddr::from([0u16; 8])
+        } else if plan.servers().all(|s| s.addr.ip().is_loopback()) {
             plan.server.addr.ip()
-        } else if plan.server.addr.is_ipv4() {
+        } else if v4 {
             IpAddr::from([0, 0, 0, 0])
         } else {
             IpAddr::from([0u16; 8])
@@ -1307,12 +1333,11 @@ impl<'a> Shard<'a> {
         // time is used, as before.
         let _ = crate::rxstamp::enable(&sock);
         let sock = SipSocket::new(sock)?;
-        let mut local = sock.local_addr()?;
-        if local.ip().is_unspecified() {
-            let probe = std::net::UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
-            probe.connect(plan.server.addr)?;
-            local.set_ip(probe.local_addr()?.ip());
-        }
+        let bound = sock.local_addr()?;
+        let locals = plan
+            .servers()
+            .map(|s| facing(bound, s.addr))
+            .collect::<std::io::Result<Vec<_>>>()?;
         let start = Instant::now();
         crate::callmedia::shard_thread_setup(index, plan.shards);
         let media = MediaDriver::new()?;
@@ -1333,7 +1358,7 @@ impl<'a> Shard<'a> {
             rx_arrival: None,
             udp_out: SendQueue::default(),
             udp_in: RecvBatch::default(),
-            local,
+            locals,
             endpoints: Vec::with_capacity(work.len()),
             profiles: (0..plan.groups.len())
                 .map(|g| Arc::new(ua_profile(plan, g)))
@@ -1376,6 +1401,7 @@ impl<'a> Shard<'a> {
         order.sort_by_key(|&(id, g, _)| (!matches!(plan.groups[g].role, Role::Answer { .. }), id));
         for (n, (id, g, i)) in order.into_iter().enumerate() {
             let server = plan.server_of(g);
+            let local = shard.locals[plan.groups[g].server];
             let per_endpoint =
                 server.transport.kind == FlowKind::Udp && server.transport.udp_per_endpoint;
             let ep_plan = &plan.groups[g].endpoints[i];
@@ -1482,7 +1508,7 @@ impl<'a> Shard<'a> {
     fn run_actions(&mut self, idx: usize, now: Instant) {
         while let Some(at) = self.next_action_at(idx).filter(|&t| t <= now) {
             let plan = self.plan;
-            let ip = self.local.ip();
+            let ip = self.local(idx).ip();
             let ep = &mut self.endpoints[idx];
             let Some(call) = ep.active_call else { return };
             let action = &plan.groups[ep.group].actions[ep.next_action];
@@ -1943,7 +1969,7 @@ impl<'a> Shard<'a> {
     /// Binds the next call's media; `None` (and an OSERROR outcome) when no ports are free.
     fn bind_media(&mut self, idx: usize) -> Option<()> {
         let plan = self.plan;
-        let ip = self.local.ip();
+        let ip = self.local(idx).ip();
         self.media_generation += 1;
         let generation = self.media_generation;
         let ep = &mut self.endpoints[idx];
@@ -1978,20 +2004,36 @@ impl<'a> Shard<'a> {
         let codec = media.codec();
         let send_errors = media.send_errors;
         let stray = media.stray;
+        let receiving = media.receiving();
         let Some((sum, last)) = (*media).finish(now) else {
             return;
         };
         self.emit_sample(idx, now, &last);
         let ep = &mut self.endpoints[idx];
+        if sum.rx_packets == 0 && receiving && sum.duration >= SILENT_CALL_MIN {
+            ep.worsen(
+                Outcome::CompletedWithWarnings,
+                format!(
+                    "no RTP received in {:.1} s of media ({} packets sent): no or one-way \
+                     audio (check the far end's SDP c= address and port, NAT, firewalls)",
+                    sum.duration.as_secs_f64(),
+                    sum.tx_packets
+                ),
+            );
+        }
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
-        let n = f64::from(r.calls);
-        let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);
-        r.mos = mean(r.mos, sum.mos);
-        r.r_factor = mean(r.r_factor, sum.r_factor);
-        r.jitter_ms = mean(r.jitter_ms, sum.rx_jitter_ms);
         r.calls += 1;
         r.codec = codec;
-        r.mos_min = [r.mos_min, sum.mos_min, Some(sum.mos)]
+        if let (Some(mos), Some(rf)) = (sum.mos, sum.r_factor) {
+            let n = f64::from(r.calls - 1 - r.calls_without_audio);
+            let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);
+            r.mos = Some(mean(r.mos.unwrap_or(0.0), mos));
+            r.r_factor = Some(mean(r.r_factor.unwrap_or(0.0), rf));
+            r.jitter_ms = mean(r.jitter_ms, sum.rx_jitter_ms);
+        } else {
+            r.calls_without_audio += 1;
+        }
+        r.mos_min = [r.mos_min, sum.mos_min, sum.mos]
             .into_iter()
             .flatten()
             .reduce(f64::min);
@@ -2097,27 +2139,22 @@ impl<'a> Shard<'a> {
     /// NEGOTIATION_FAILED when nothing matches).
     fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
         let events = self.events.clone();
-        let sdp_ip = self.local.ip();
+        let sdp_ip = self.local(idx).ip();
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
         let offer = self.endpoints[idx].offer.take();
+        if with_media && self.bind_media(idx).is_none() {
+            self.endpoints[idx].ua.reject(now, call, 500);
+            return;
+        }
         let sdp = match offer {
+            _ if !with_media => sdp_offer(sdp_ip, 0, u64::from(self.endpoints[idx].id)),
             // An INVITE without offer (RFC 3264 §4): our offer goes in the 2xx, the caller's
             // answer comes in the ACK (`Answered`) and starts the media.
-            None if with_media => {
-                if self.bind_media(idx).is_none() {
-                    self.endpoints[idx].ua.reject(now, call, 500);
-                    return;
-                }
-                match self.endpoints[idx].media.as_deref() {
-                    Some(m) => m.offer(),
-                    None => return,
-                }
-            }
-            Some(offer) if with_media => {
-                if self.bind_media(idx).is_none() {
-                    self.endpoints[idx].ua.reject(now, call, 500);
-                    return;
-                }
+            None => match self.endpoints[idx].media.as_deref() {
+                Some(m) => m.offer(),
+                None => return,
+            },
+            Some(offer) => {
                 let ep = &mut self.endpoints[idx];
                 let seed = self.plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_received) << 32;
                 let cname = format!("{}@sipmeter", ep.ua.user());
@@ -2134,7 +2171,6 @@ impl<'a> Shard<'a> {
                     }
                 }
             }
-            _ => sdp_offer(sdp_ip, 0, u64::from(self.endpoints[idx].id)),
         };
         let ep = &mut self.endpoints[idx];
         ep.ua.answer(now, call, Some(sdp));
@@ -2165,10 +2201,10 @@ impl<'a> Shard<'a> {
             }
             match self.endpoints[idx].media.as_deref() {
                 Some(m) => m.offer(),
-                None => sdp_offer(self.local.ip(), 0, id),
+                None => sdp_offer(self.local(idx).ip(), 0, id),
             }
         } else {
-            sdp_offer(self.local.ip(), 0, id)
+            sdp_offer(self.local(idx).ip(), 0, id)
         };
         self.stats.dials += 1;
         self.stats.dial_window = Some(self.stats.dial_window.map_or((now, now), |(f, _)| (f, now)));
@@ -2188,6 +2224,20 @@ impl<'a> Shard<'a> {
     /// Which server of [`RunPlan::servers`] endpoint `idx` uses.
     fn site(&self, idx: usize) -> usize {
         self.plan.groups[self.endpoints[idx].group].server
+    }
+
+    /// Endpoint `idx`'s address on the shared UDP socket, as its server sees it.
+    fn local(&self, idx: usize) -> SocketAddr {
+        self.locals[self.site(idx)]
+    }
+
+    /// Our address on the shared UDP socket facing `peer` (its address family's).
+    fn local_facing(&self, peer: SocketAddr) -> SocketAddr {
+        self.locals
+            .iter()
+            .find(|l| l.is_ipv4() == peer.is_ipv4())
+            .unwrap_or(&self.locals[0])
+            .to_owned()
     }
 
     /// Sends what the endpoint queued, handles its events, reschedules it.
@@ -2227,7 +2277,7 @@ impl<'a> Shard<'a> {
                     // One connection per endpoint: every message goes over it, whatever
                     // its destination (the server reuses it towards us, RFC 5923 style).
                     let ep = &mut self.endpoints[idx];
-                    let local = ep.link.local.unwrap_or(self.local);
+                    let local = ep.link.local.unwrap_or(self.locals[site]);
                     ep.trace.message(
                         Direction::Sent,
                         stream.kind,
@@ -2272,7 +2322,7 @@ impl<'a> Shard<'a> {
                 ep.trace.message(
                     Direction::Sent,
                     FlowKind::Udp,
-                    ep.link.local.unwrap_or(self.local),
+                    ep.link.local.unwrap_or(self.locals[site]),
                     to,
                     out.bytes.clone(),
                     at,
@@ -2450,7 +2500,7 @@ impl<'a> Shard<'a> {
         }
         let plan = self.plan;
         let events = self.events.clone();
-        let local_ip = self.local.ip();
+        let local_ip = self.local(idx).ip();
         let ep = &mut self.endpoints[idx];
         // From the answer's arrival when it came over the shared UDP socket (see
         // `rx_arrival`), not from when the loop read it.
@@ -2625,7 +2675,24 @@ impl<'a> Shard<'a> {
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 if let Some(m) = ep.media.as_mut() {
-                    m.follow_remote_offer(now, &offer);
+                    let followed = m.follow_remote_offer(now, &offer);
+                    let codec = m.codec().unwrap_or("our codec");
+                    let at = now - self.start;
+                    if let Some(to) = followed.moved_to {
+                        ep.trace.push(TraceEntry::note(
+                            format!("the peer's offer moved the media: RTP now to {to}"),
+                            at,
+                        ));
+                    }
+                    if followed.codec_missing {
+                        ep.worsen(
+                            Outcome::CompletedWithWarnings,
+                            format!(
+                                "the peer's offer inside the call lists no {codec}: kept \
+                                 sending {codec} (a codec change is not renegotiated)"
+                            ),
+                        );
+                    }
                 }
             }
             CallEvent::Reinvited { .. }
@@ -2847,9 +2914,9 @@ impl<'a> Shard<'a> {
         let (kind, local) = match on {
             Some(i) => (
                 self.plan.site_server(self.site(i)).transport.kind,
-                self.endpoints[i].link.local.unwrap_or(self.local),
+                self.endpoints[i].link.local.unwrap_or(self.local(i)),
             ),
-            None => (FlowKind::Udp, self.local),
+            None => (FlowKind::Udp, self.local_facing(from)),
         };
         let msg = match Message::parse_bytes(bytes.clone()) {
             Ok(m) => m,
@@ -3171,6 +3238,21 @@ impl<'a> Shard<'a> {
 
 /// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
 /// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
+/// Our address on a socket bound at `bound` as `server` sees it: the bound one, or where
+/// bound on every address, the local address the system routes to `server` from.
+fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let any: IpAddr = match server {
+        SocketAddr::V4(_) => [0, 0, 0, 0].into(),
+        SocketAddr::V6(_) => [0u16; 8].into(),
+    };
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    probe.connect(server)?;
+    Ok(SocketAddr::new(probe.local_addr()?.ip(), bound.port()))
+}
+
 fn bind_udp(
     addr: SocketAddr,
     t: &TransportPlan,
@@ -3193,6 +3275,14 @@ fn bind_udp(
         ));
     }
     sock.set_nonblocking(true)?;
+    if let SocketAddr::V6(a) = addr
+        && a.ip().is_unspecified()
+    {
+        // Dual-stack (whatever `net.ipv6.bindv6only` says): IPv4 servers are sent to as
+        // IPv4 addresses (Linux's `udpv6_sendmsg` takes them) and heard as mapped ones
+        // (`udpbatch::source` gives them back as IPv4).
+        sock.set_only_v6(false)?;
+    }
     sock.bind(&addr.into())?;
     Ok((
         sock.into(),

@@ -418,7 +418,11 @@ impl NetPoll {
                 Ok((n, from)) => self.ready.push_back(StreamIn {
                     endpoint,
                     generation: 0,
-                    event: StreamEvent::Datagram(Bytes::copy_from_slice(&self.buf[..n]), from),
+                    // An IPv4 peer heard on a dual-stack socket as IPv4 (see `udpbatch::source`).
+                    event: StreamEvent::Datagram(
+                        Bytes::copy_from_slice(&self.buf[..n]),
+                        SocketAddr::new(from.ip().to_canonical(), from.port()),
+                    ),
                 }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // ICMP errors on an unconnected UDP socket are not fatal: keep reading.

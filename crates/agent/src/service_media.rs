@@ -99,7 +99,8 @@ impl Drop for ServiceCall {
 
 /// The service calls' sockets and media of one registrar.
 pub(crate) struct ServiceMedia {
-    ip: IpAddr,
+    /// Each listener's address, by interface number (the core's [`registrar::Flow::iface`]).
+    ips: Vec<IpAddr>,
     ports: PortAllocator,
     inactivity: Duration,
     /// Every call's sockets, in the registrar's reactor (readable: a datagram waits).
@@ -119,16 +120,17 @@ pub(crate) struct ServiceMedia {
 }
 
 impl ServiceMedia {
-    /// Media bound on `ip` (the registrar's listen address). Must be called inside the
-    /// tokio runtime (with I/O) that will drive it.
-    pub(crate) fn new(ip: IpAddr, opts: &ServiceOptions) -> io::Result<Self> {
+    /// Media bound on the address of the listener each call came in on (`ips`: the
+    /// registrar's listen addresses, by interface number). Must be called inside the tokio
+    /// runtime (with I/O) that will drive it.
+    pub(crate) fn new(ips: Vec<IpAddr>, opts: &ServiceOptions) -> io::Result<Self> {
         // `AsyncFd::new` is deprecated for types whose descriptor could be closed behind the
         // reactor's back; the driver owns its epoll descriptor and closes it only when
         // dropped, after the `AsyncFd` has deregistered it (as for `PreciseTimer`).
         #[allow(deprecated)] // reason: sound for an owned descriptor (see above)
         let driver = AsyncFd::with_interest(MediaDriver::new()?, tokio::io::Interest::READABLE)?;
         Ok(Self {
-            ip,
+            ips,
             ports: PortAllocator::new(opts.rtp_ports, 0),
             // Past `FOREVER` is never (and `last_heard + inactivity` cannot overflow).
             inactivity: opts.inactivity.min(registrar::services::FOREVER),
@@ -219,8 +221,8 @@ impl ServiceMedia {
     pub(crate) fn drive(&mut self, core: &mut Registrar) {
         while let Some(ev) = core.poll_service_event() {
             match ev {
-                ServiceEvent::Bind { call, peer } => {
-                    let bound = self.bind(call, peer).map_err(|_| ());
+                ServiceEvent::Bind { call, peer, iface } => {
+                    let bound = self.bind(call, peer, iface).map_err(|_| ());
                     core.handle_service_bound(Instant::now(), call, bound);
                 }
                 ServiceEvent::Media {
@@ -250,11 +252,17 @@ impl ServiceMedia {
     }
 
     /// Binds the call's port pair and adds both sockets to the set; its RTP address.
-    fn bind(&mut self, id: ServiceCallId, peer: SocketAddr) -> io::Result<SocketAddr> {
-        let ip = if self.ip.is_unspecified() {
-            facing(peer).unwrap_or(self.ip)
+    fn bind(&mut self, id: ServiceCallId, peer: SocketAddr, iface: u8) -> io::Result<SocketAddr> {
+        let listener = self
+            .ips
+            .get(usize::from(iface))
+            .or(self.ips.first())
+            .copied()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let ip = if listener.is_unspecified() {
+            facing(peer).unwrap_or(listener)
         } else {
-            self.ip
+            listener
         };
         let (rtp, rtcp) = self.ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;

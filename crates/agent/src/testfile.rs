@@ -1396,8 +1396,19 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
         match value {
             Some(v) if (at_least && v >= limit) || (!at_least && v <= limit) => {}
             Some(v) => failures.push(format!("mean {what} {v:.2} fails {gate} {limit}")),
+            None if summary.media_calls > 0 => failures.push(format!(
+                "no RTP was received in any of {} calls, so {gate} cannot hold",
+                summary.media_calls
+            )),
             None => failures.push(format!("no media was measured, so {gate} cannot hold")),
         }
+    }
+    // A call that heard nothing has no MOS to average, and it is the worst audio there is.
+    if pass.min_mos.is_some() && summary.media_calls_without_audio > 0 {
+        failures.push(format!(
+            "{} of {} calls received no RTP (no or one-way audio), so min_mos cannot hold",
+            summary.media_calls_without_audio, summary.media_calls
+        ));
     }
     if failures.is_empty() {
         Ok(())

@@ -266,7 +266,8 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
 }
 
 /// The source address the kernel wrote into `name` (`len` bytes of it) on a receive;
-/// `None` when it is not an IP socket address.
+/// `None` when it is not an IP socket address. An IPv4 peer heard on a dual-stack IPv6
+/// socket (`::ffff:a.b.c.d`) is given as IPv4, the address it is known by everywhere else.
 pub(crate) fn source(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len.min(size_of::<libc::sockaddr_storage>() as libc::socklen_t);
     // SAFETY: `name` is a whole sockaddr_storage and `len` is capped at its size, so the
@@ -277,6 +278,7 @@ pub(crate) fn source(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Opt
         SockAddr::new(storage, len)
     }
     .as_socket()
+    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
 }
 
 #[cfg(test)]

@@ -93,20 +93,33 @@ fn run_against(
     groups: Vec<GroupPlan>,
     call: Duration,
 ) -> (RunSummary, Vec<EndpointReport>) {
-    let addr = reg.addr();
+    run_at(&[reg.addr()], groups, call)
+}
+
+/// The server entry of the registrar listening at `addr` over UDP.
+fn server_at(addr: SocketAddr) -> ServerTarget {
+    ServerTarget {
+        addr,
+        domain: "sipmeter.test".into(),
+        registrar_uri: Uri::parse(&format!("sip:{addr};transport=udp")).unwrap(),
+        outbound_proxy: None,
+        transport: Default::default(),
+    }
+}
+
+/// The run against the registrar listening at `addrs` (a group's `server` indexes them;
+/// every endpoint's trace kept).
+fn run_at(
+    addrs: &[SocketAddr],
+    groups: Vec<GroupPlan>,
+    call: Duration,
+) -> (RunSummary, Vec<EndpointReport>) {
     let plan = RunPlan {
-        more_servers: Vec::new(),
+        more_servers: addrs[1..].iter().map(|&a| server_at(a)).collect(),
         name: "services".into(),
         rtp_ports: None,
         keep_samples: true,
-        server: ServerTarget {
-            addr,
-            domain: "sipmeter.test".into(),
-            registrar_uri: Uri::parse(&format!("sip:127.0.0.1:{};transport=udp", addr.port()))
-                .unwrap(),
-            outbound_proxy: None,
-            transport: Default::default(),
-        },
+        server: server_at(addrs[0]),
         groups,
         call_duration: call,
         ramp_per_sec: 0.0,
@@ -115,7 +128,6 @@ fn run_against(
         shards: 1,
         seed: 11,
         time_limit: Duration::from_secs(30),
-        // Every endpoint's trace (the tests read what was sent).
         keep_all_traces: true,
         timers: Default::default(),
     };
@@ -161,13 +173,13 @@ fn five_callers_call_echo() {
             .rtt_ms
             .unwrap_or_else(|| panic!("rtt from the echo's reports: {m:?}"));
         eprintln!(
-            "{}: rx {} lost {} mos {:.2} rtt {rtt:.3} ms jitter {:.3} ms",
+            "{}: rx {} lost {} mos {:?} rtt {rtt:.3} ms jitter {:.3} ms",
             r.user, m.rx_packets, m.rx_lost, m.mos, m.jitter_ms
         );
         assert!((0.0..50.0).contains(&rtt), "{m:?}");
         // A starved generator (timers late) measures itself, and says so.
         if summary.late_timers == 0 {
-            assert!(m.mos >= 4.3, "{m:?}");
+            assert!(m.mos.is_some_and(|mos| mos >= 4.3), "{m:?}");
         }
         // The echo's receiver reports describe the caller → echo leg: nothing lost there.
         let tx_lost = samples_of(r, "tx_lost");
@@ -184,6 +196,66 @@ fn five_callers_call_echo() {
         (5, 0, 5, 0),
         "every call answered and hung up by its caller: {s:?}"
     );
+}
+
+/// A registrar listening on IPv4 and IPv6 loopback, a group of callers on each in one run
+/// (one shard: its UDP socket is dual-stack): every call gets the echo's media on the
+/// address family of the listener its INVITE came in on (the echo binds there, not on the
+/// first listener; our SDP offers the address facing that listener), and its RTP back.
+#[test]
+fn callers_on_ipv4_and_ipv6_listeners_get_echo_media_on_their_own() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_many(
+            vec![
+                Listen::Udp("127.0.0.1:0".parse().unwrap()),
+                Listen::Udp("[::1]:0".parse().unwrap()),
+            ],
+            config(AuthMode::Ephemeral),
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    assert!(reg.addrs()[1].is_ipv6());
+    let mut v6 = callers("six", 2, "echo", vec![Codec::Pcmu]);
+    v6.server = 1;
+    let (summary, reports) = run_at(
+        reg.addrs(),
+        vec![callers("four", 2, "echo", vec![Codec::Pcmu]), v6],
+        Duration::from_secs(3),
+    );
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        let (ours, theirs) = if r.group == "six" {
+            ("c=IN IP6 ::1", "[::1]")
+        } else {
+            ("c=IN IP4 127.0.0.1", "127.0.0.1")
+        };
+        let sent = |start: &str| {
+            r.trace
+                .iter()
+                .find(|t| t.text.starts_with(start) && t.text.contains("m=audio"))
+                .unwrap_or_else(|| panic!("{start} with SDP in the trace: {r:#?}"))
+        };
+        // Our offer and the echo's answer are both of the listener's family, and every
+        // message went to that listener.
+        let invite = sent("INVITE ");
+        assert!(invite.text.contains(ours), "{}", invite.text);
+        assert!(sent("SIP/2.0 200").text.contains(ours));
+        assert!(
+            r.trace
+                .iter()
+                .filter_map(|t| t.remote)
+                .all(|a| a.to_string().starts_with(theirs)),
+            "{r:#?}"
+        );
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.ended_bye), (4, 4), "{s:?}");
 }
 
 #[test]

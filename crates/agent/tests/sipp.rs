@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, ServerTarget,
-    StopHandle, TransportPlan, run,
+    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan,
+    RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
@@ -560,60 +560,67 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
     assert_eq!(code, 0, "SIPp counts 6 calls; its errors:\n{sipp_errors}");
 }
 
-#[test]
-fn media_through_a_sipp_uas_with_rtp_echo() {
-    media_through_sipp_rtp_echo(None, OfferTiming::Early, "PCMU");
+/// The SIPp UAS our callers call with media.
+enum Uas {
+    /// The stock UAS with `-rtp_echo`: our RTP comes back.
+    Echo,
+    /// The stock UAS: answers, sends no RTP.
+    Silent,
+    /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
+    /// port nobody reads, moves it to its echo by re-INVITE a second later.
+    MovesMedia,
+    /// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`, called by late-offer callers:
+    /// fails the call unless the INVITE has no SDP and the ACK answers its 200's offer
+    /// (PCMA, PCMU).
+    DelayedOffer,
 }
 
-/// Late-offer callers (INVITE without SDP) against SIPp running
-/// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`: SIPp checks that the INVITE had no
-/// SDP and that our ACK carries the answer to its 200's offer (its `check_it` eregs fail the
-/// call otherwise); we answer PCMA, its first codec (RFC 3264 §6.1), and measure our own RTP
-/// coming back.
-#[test]
-fn late_offer_callers_answer_a_sipp_uas_in_the_ack() {
-    let scenario = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/sipp/uas-delayed-offer.xml");
-    media_through_sipp_rtp_echo(Some(&scenario), OfferTiming::Late, "PCMA");
-}
-
-/// Two callers (offering as `offer` says) call a SIPp UAS reflecting RTP (`-rtp_echo`;
-/// SIPp's own `uas` scenario, or the `scenario` file): both calls answered, `codec` used, our
-/// RTP measured on its way back, and SIPp counts both calls successful.
-fn media_through_sipp_rtp_echo(
-    scenario: Option<&std::path::Path>,
-    offer: OfferTiming,
-    codec: &str,
-) {
+/// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
+/// SIPp's exit code.
+fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let scenario = scenario.map(|s| s.display().to_string());
+    // Where the moving UAS first sends our RTP: bound, never read.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port().to_string();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-moves-media.xml"
+    );
+    let delayed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-delayed-offer.xml"
+    );
+    let offer = match uas {
+        Uas::DelayedOffer => OfferTiming::Late,
+        _ => OfferTiming::Early,
+    };
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
-        let (flag, name) = match &scenario {
-            Some(file) => ("-sf", file.as_str()),
-            None => ("-sn", "uas"),
+        let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
+        let mut args = match uas {
+            Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
+            Uas::DelayedOffer => vec!["-sf", delayed],
+            _ => vec!["-sn", "uas"],
         };
-        let args = [
-            flag,
-            name,
+        args.extend([
             "-i",
             "127.0.0.1",
             "-p",
-            &port.to_string(),
+            &sip_port,
             "-mi",
             "127.0.0.1",
             "-mp",
-            &media_port.to_string(),
-            "-rtp_echo",
+            &media_port_text,
             "-m",
             "2",
             "-nostdin",
             "-timeout",
             "25s",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        (args, port)
+        ]);
+        if !matches!(uas, Uas::Silent) {
+            args.push("-rtp_echo");
+        }
+        (args.into_iter().map(str::to_owned).collect(), port)
     });
     let plan = RunPlan {
         more_servers: Vec::new(),
@@ -659,6 +666,28 @@ fn media_through_sipp_rtp_echo(
     };
     let (tx, _rx) = mpsc::channel();
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    (summary, reports, sipp.wait(Duration::from_secs(20)))
+}
+
+#[test]
+fn media_through_a_sipp_uas_with_rtp_echo() {
+    echoed_back(Uas::Echo, "PCMU");
+}
+
+/// Late-offer callers (INVITE without SDP) against SIPp running
+/// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`: SIPp checks that the INVITE had no
+/// SDP and that our ACK carries the answer to its 200's offer (its `check_it` eregs fail the
+/// call otherwise); we answer PCMA, its first codec (RFC 3264 §6.1), and measure our own RTP
+/// coming back.
+#[test]
+fn late_offer_callers_answer_a_sipp_uas_in_the_ack() {
+    echoed_back(Uas::DelayedOffer, "PCMA");
+}
+
+/// Two calls to `uas`, reflecting RTP: both answered, `codec` used, our own stream measured
+/// on its way back, and SIPp counts both calls successful.
+fn echoed_back(uas: Uas, codec: &str) {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(uas);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         // SIPp's session used `codec` and reflected our RTP: we measured our own stream
@@ -669,9 +698,88 @@ fn media_through_sipp_rtp_echo(
         assert!(m.rx_packets >= 140, "echoed back: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
         if summary.late_timers == 0 {
-            assert!(m.mos > 4.3, "{m:?}");
+            assert!(m.mos.is_some_and(|mos| mos > 4.3), "{m:?}");
         }
         assert!(r.samples.len() >= 2);
     }
-    assert_eq!(sipp.wait(Duration::from_secs(20)), 0, "SIPp counts 2 calls");
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
+}
+
+/// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a
+/// warning that names the silence, and no MOS is made up for them (a pass criterion on MOS
+/// fails).
+#[test]
+fn calls_that_receive_no_rtp_are_flagged_and_not_rated() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::Silent);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        assert_eq!(r.calls_answered, 1);
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("no RTP received in "), "{error}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.tx_packets >= 140, "3 s at 20 ms: {m:?}");
+        assert_eq!(m.rx_packets, 0, "{m:?}");
+        assert_eq!((m.mos, m.r_factor), (None, None), "{m:?}");
+        assert_eq!((m.calls, m.calls_without_audio), (1, 1), "{m:?}");
+    }
+    assert_eq!(summary.mos_avg, None);
+    assert_eq!(
+        (summary.media_calls, summary.media_calls_without_audio),
+        (2, 2)
+    );
+    let pass = agent::testfile::PassCriteria {
+        min_mos: Some(4.0),
+        ..Default::default()
+    };
+    let failures = agent::testfile::verdict(&summary, &pass).unwrap_err();
+    assert!(
+        failures.iter().any(|f| f.contains("received no RTP")),
+        "{failures:?}"
+    );
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
+}
+
+/// A peer that moves its media by re-INVITE (a PBX or SBC re-anchoring it): our callers
+/// send their RTP to the new address from then on and take the echo from there; before the
+/// move nothing came back (the first port is read by nobody).
+#[test]
+fn media_follows_a_re_invite_that_moves_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::MovesMedia);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let note = r
+            .trace
+            .iter()
+            .find(|t| {
+                t.text
+                    .starts_with("the peer's offer moved the media: RTP now to 127.0.0.1:")
+            })
+            .unwrap_or_else(|| panic!("the move in the trace: {r:#?}"));
+        let m = r.media.as_ref().expect("media measured");
+        // About 2 s of the 3 s call came back (50 packets a second), after the move.
+        assert!(m.rx_packets >= 60, "{m:?}");
+        assert!(m.tx_packets >= 140, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+        let first = r
+            .samples
+            .iter()
+            .find(|s| {
+                s.metrics
+                    .iter()
+                    .any(|(k, v)| *k == "rx_packets" && *v > 0.0)
+            })
+            .expect("a sample with packets");
+        assert!(
+            first.t >= 0.5,
+            "nothing came back before the move ({}): {first:?}",
+            note.text
+        );
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
 }

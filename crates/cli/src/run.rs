@@ -329,8 +329,12 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     match s.mos_avg {
         Some(mos) => {
             let f = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
+            let silent = match s.media_calls_without_audio {
+                0 => String::new(),
+                n => format!(", {n} without audio, not rated"),
+            };
             println!(
-                "MOS              avg {mos:.2}  min {}   ({} calls measured, ITU-T G.107/G.107.1)",
+                "MOS              avg {mos:.2}  min {}   ({} calls measured{silent}, ITU-T G.107/G.107.1)",
                 f(s.mos_min, ""),
                 s.media_calls
             );
@@ -342,6 +346,10 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             );
             println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
         }
+        None if s.media_calls > 0 => println!(
+            "media            no RTP received in any of {} calls: no MOS (no or one-way audio)",
+            s.media_calls
+        ),
         None => println!("media            none measured"),
     }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);

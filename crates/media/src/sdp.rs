@@ -814,6 +814,17 @@ fn remote_addrs(
     Ok((rtp, rtcp))
 }
 
+/// Where the first audio stream in use of `sd` (port not 0) takes RTP and RTCP (RTCP on the
+/// RTP port under `rtcp_mux`); `None` when it has none or no connection address. A new offer
+/// inside a call that names another address moves the media there (RFC 3264 §8.3.1).
+pub fn audio_addrs(sd: &SessionDescription, rtcp_mux: bool) -> Option<(SocketAddr, SocketAddr)> {
+    let m = sd
+        .media
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0)?;
+    remote_addrs(sd, m, rtcp_mux).ok()
+}
+
 fn check_transport(m: &MediaDescription) -> Result<(), NegotiationError> {
     if m.proto == "RTP/AVP" || m.proto == "RTP/AVPF" {
         Ok(())

@@ -460,10 +460,11 @@ pub struct CallMediaSummary {
     pub rtt_max_ms: Option<f64>,
     /// R for the whole call (loss incl. jitter-buffer discards over the call, observed
     /// BurstR, last one-way delay), on the scale of `emodel` (G.107: up to 100, G.107.1: up
-    /// to 129).
-    pub r_factor: f64,
-    /// MOS from that R (1–4.5 whatever the model).
-    pub mos: f64,
+    /// to 129). `None` when no RTP was received: there is nothing to rate (a call without
+    /// audio is not a perfect call).
+    pub r_factor: Option<f64>,
+    /// MOS from that R (1–4.5 whatever the model); `None` when no RTP was received.
+    pub mos: Option<f64>,
     /// The E-model the codec is scored with: "G.107" (G.711) or "G.107.1" (G.722, Opus).
     pub emodel: &'static str,
     /// Lowest per-second MOS.
@@ -1248,7 +1249,8 @@ impl MediaSession {
             0.0
         };
         let burst = self.stats.loss_pattern().burst_ratio();
-        let r = self.rate(ppl, burst, self.one_way_ms);
+        // Rated only from packets actually received (G.107 rates what was heard).
+        let r = (t.packets > 0).then(|| self.rate(ppl, burst, self.one_way_ms));
         CallMediaSummary {
             duration: end.saturating_duration_since(self.start),
             tx_packets: self.tx_packets,
@@ -1274,7 +1276,7 @@ impl MediaSession {
             rtt_avg_ms: (self.rtt_n > 0).then(|| self.rtt_sum_ms / self.rtt_n as f64),
             rtt_max_ms: self.rtt_max_ms,
             r_factor: r,
-            mos: self.mos(r),
+            mos: r.map(|r| self.mos(r)),
             emodel: CodecImpairment::of(self.cfg.codec).model.name(),
             mos_min: self.mos_min,
             dtmf_received: self.dtmf.clone(),
@@ -1554,14 +1556,14 @@ mod tests {
         };
         assert_eq!(s.rx_jb_late, 0);
         assert!(
-            (s.r_factor - rate(s.rx_burst_ratio)).abs() < 0.05,
+            (s.r_factor.unwrap() - rate(s.rx_burst_ratio)).abs() < 0.05,
             "{}",
-            s.r_factor
+            s.r_factor.unwrap()
         );
         assert!(
-            rate(1.0) - s.r_factor > 1.0,
+            rate(1.0) - s.r_factor.unwrap() > 1.0,
             "{} vs random {}",
-            s.r_factor,
+            s.r_factor.unwrap(),
             rate(1.0)
         );
         // The RTT still comes through (RTCP from A may be lost too): 2 × 20 ms.
@@ -1591,8 +1593,8 @@ mod tests {
         let rtt = s.rtt_avg_ms.unwrap();
         assert!((rtt - 20.0).abs() < 0.05, "{rtt}");
         // One-way 10 + jitter buffer 20 + packetisation 20 = 50 ms ≤ 100 ms: no Idd.
-        assert_eq!((s.r_factor * 10.0).round() / 10.0, 93.2);
-        assert_eq!((s.mos * 100.0).round() / 100.0, 4.41);
+        assert_eq!((s.r_factor.unwrap() * 10.0).round() / 10.0, 93.2);
+        assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41);
         assert!(s.remote_bye && r.b.summary().remote_bye);
         assert_eq!(s.malformed, 0);
         assert!(s.rtcp_received >= 2);
@@ -1785,13 +1787,17 @@ mod tests {
         )
         .r;
         assert!(
-            (s.r_factor - expect).abs() < 0.05,
+            (s.r_factor.unwrap() - expect).abs() < 0.05,
             "{} vs {expect}",
-            s.r_factor
+            s.r_factor.unwrap()
         );
         // ... which is the reference figure for 5 % random loss (R 77.43, MOS 3.92) within
         // the sampling spread: dR/dPpl ≈ −3.1 per % near 5 %, so ±0.8 % → ±2.5 R.
-        assert!((s.r_factor - 77.43).abs() < 2.5, "{}", s.r_factor);
+        assert!(
+            (s.r_factor.unwrap() - 77.43).abs() < 2.5,
+            "{}",
+            s.r_factor.unwrap()
+        );
         assert_eq!(s.rx_jb_late, 0);
         assert_eq!(s.rx_jitter_ms, 0.0);
     }
@@ -1803,8 +1809,8 @@ mod tests {
         let s = r.a.summary();
         assert_eq!((s.rx_expected, s.rx_lost), (600, 0));
         assert_eq!(s.emodel, "G.107.1");
-        assert_eq!(s.r_factor, 116.0);
-        assert_eq!((s.mos * 100.0).round() / 100.0, 4.34);
+        assert_eq!(s.r_factor.unwrap(), 116.0);
+        assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.34);
         let x = &r.samples_a[10];
         assert_eq!(x.received.r_factor, Some(116.0));
         assert_eq!((x.received.mos.unwrap() * 100.0).round() / 100.0, 4.34);
@@ -1842,14 +1848,18 @@ mod tests {
             s.rx_burst_ratio,
         );
         assert!(
-            (s.r_factor - expect.r).abs() < 0.05,
+            (s.r_factor.unwrap() - expect.r).abs() < 0.05,
             "{} vs {}",
-            s.r_factor,
+            s.r_factor.unwrap(),
             expect.r
         );
-        assert!((s.mos - emodel::mos_from_r_wb(expect.r)).abs() < 1e-9);
+        assert!((s.mos.unwrap() - emodel::mos_from_r_wb(expect.r)).abs() < 1e-9);
         // ... near the 2 % reference (R 89.97, MOS 3.58): dR/dPpl ≈ −8.8 per % at 2 %.
-        assert!((s.r_factor - 89.97).abs() < 5.0, "{}", s.r_factor);
+        assert!(
+            (s.r_factor.unwrap() - 89.97).abs() < 5.0,
+            "{}",
+            s.r_factor.unwrap()
+        );
     }
 
     #[cfg(feature = "opus")]
@@ -1860,8 +1870,8 @@ mod tests {
         let s = r.a.summary();
         assert_eq!(s.rx_lost, 0);
         assert_eq!(s.emodel, "G.107.1");
-        assert_eq!((s.r_factor * 100.0).round() / 100.0, 109.04);
-        assert_eq!((s.mos * 100.0).round() / 100.0, 4.18);
+        assert_eq!((s.r_factor.unwrap() * 100.0).round() / 100.0, 109.04);
+        assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.18);
         assert_eq!(r.samples_a[4].r_factor_scale, 129.0);
     }
 
@@ -1926,12 +1936,12 @@ mod tests {
         )
         .r;
         assert!(
-            (s.r_factor - expect).abs() < 1e-9,
+            (s.r_factor.unwrap() - expect).abs() < 1e-9,
             "{} vs {expect}",
-            s.r_factor
+            s.r_factor.unwrap()
         );
         // ≈ 89.6 (1 % random loss is 89.57).
-        assert_eq!((s.r_factor * 10.0).round() / 10.0, 89.6);
+        assert_eq!((s.r_factor.unwrap() * 10.0).round() / 10.0, 89.6);
         // The other direction was clean.
         let s = r.a.summary();
         assert_eq!(
@@ -2020,7 +2030,25 @@ mod tests {
         }
         let sum = s.summary();
         assert!(sum.malformed > 0);
-        assert!(sum.r_factor.is_finite() && sum.mos >= 1.0);
+        assert!(sum.r_factor.is_some_and(f64::is_finite) && sum.mos.is_some_and(|m| m >= 1.0));
+    }
+
+    /// A call that heard nothing is not rated: no R, no MOS (a perfect score from no
+    /// packets would be a made-up figure), while what was sent is still counted.
+    #[test]
+    fn a_session_that_receives_nothing_has_no_mos() {
+        let t0 = Instant::now();
+        let mut s = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let end = t0 + Duration::from_secs(3);
+        while let Some(at) = s.poll_timeout().filter(|&at| at <= end) {
+            while s.poll_transmit(at).is_some() {}
+            let _ = s.sample(at);
+        }
+        s.stop(end);
+        let sum = s.summary();
+        assert!(sum.tx_packets >= 140, "{sum:?}");
+        assert_eq!(sum.rx_packets, 0);
+        assert_eq!((sum.r_factor, sum.mos), (None, None), "{sum:?}");
     }
 
     #[test]

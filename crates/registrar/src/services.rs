@@ -114,6 +114,10 @@ pub enum ServiceEvent {
         call: ServiceCallId,
         /// Where the caller's INVITE came from (to pick a local address facing it).
         peer: SocketAddr,
+        /// The listener it came in on ([`crate::Flow::iface`]): bind on that listener's
+        /// address, so a caller on a second listener (another address or family) gets
+        /// media it can reach.
+        iface: u8,
     },
     /// Start or update the call's media with this negotiation.
     Media {
@@ -463,6 +467,7 @@ impl Services {
         self.events.push_back(ServiceEvent::Bind {
             call: id,
             peer: source.addr,
+            iface: source.iface,
         });
         self.recompute_timeout();
     }
