@@ -2793,6 +2793,14 @@ impl UserAgent {
         );
     }
 
+    /// 405 Method Not Allowed, with the methods we accept (RFC 3261 §8.2.1: "MUST include
+    /// an Allow header field").
+    fn respond_405(&mut self, now: Instant, req: &Message, key: TxnKey, source: SocketAddr) {
+        let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
+        let reason = "Method Not Allowed";
+        self.respond_with(now, req, key, source, 405, reason, &extra, None);
+    }
+
     /// Answers `req` through its server transaction: the one at work with `key` (an INVITE's,
     /// made before the UA core looked at it), else a new one (absorbing its retransmissions).
     /// `body`: its Content-Type and bytes, if any.
@@ -3034,17 +3042,7 @@ impl UserAgent {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
-                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(
-                    now,
-                    &req,
-                    key,
-                    source,
-                    405,
-                    "Method Not Allowed",
-                    &extra,
-                    None,
-                );
+                self.respond_405(now, &req, key, source);
             }
         }
     }
@@ -3385,17 +3383,7 @@ impl UserAgent {
                 self.respond_with(now, req, key, source, 200, "OK", &extra, None);
             }
             _ => {
-                let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
-                self.respond_with(
-                    now,
-                    req,
-                    key,
-                    source,
-                    405,
-                    "Method Not Allowed",
-                    &extra,
-                    None,
-                );
+                self.respond_405(now, req, key, source);
             }
         }
     }
