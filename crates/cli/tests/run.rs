@@ -401,6 +401,84 @@ min_success = 0
     );
 }
 
+/// `offer = "late"` through the real binary: the caller's INVITE has no SDP, our callee offers
+/// in its 200, the caller answers in the ACK; media both ways, and the report names the
+/// caller's offer (absent for the callee, which places no calls).
+#[test]
+fn a_late_offer_caller_gets_media_and_the_report_says_late() {
+    let file = tmp("late.toml");
+    std::fs::write(
+        &file,
+        r#"name = "late offer"
+duration = "1200ms"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "callee"
+endpoints = 1
+registrar = "builtin"
+role = "answer"
+
+[[group]]
+name = "late"
+endpoints = 1
+registrar = "builtin"
+call = "group:callee"
+offer = "late"
+"#,
+    )
+    .unwrap();
+    let report = tmp("late.json");
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    for e in v["endpoints"].as_array().unwrap() {
+        assert_eq!(e["outcome"], "SUCCESS", "{e}");
+        assert!(e["media"]["rx_packets"].as_u64().unwrap() > 40, "{e}");
+        assert_eq!(e["media"]["rx_lost"], 0, "{e}");
+        let caller = e["group"] == "late";
+        assert_eq!(
+            e.get("offer").and_then(|o| o.as_str()),
+            caller.then_some("late"),
+            "{e}"
+        );
+        if caller {
+            let sent = |start: &str| -> Vec<String> {
+                e["trace"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["direction"] == "sent")
+                    .filter_map(|t| t["text"].as_str())
+                    .filter(|t| t.starts_with(start))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert!(
+                sent("INVITE ")
+                    .iter()
+                    .all(|i| i.contains("Content-Length: 0\r\n")),
+                "{e}"
+            );
+            assert!(
+                sent("ACK ").iter().any(|a| a.contains("\r\nm=audio ")),
+                "the ACK carries the answer: {e}"
+            );
+        }
+    }
+}
+
 /// `sipmeter capacity` stepping the calls-per-second cap through the built-in registrar:
 /// every level passes, so the search ends at `max`; each level offered the rate it named.
 #[test]
