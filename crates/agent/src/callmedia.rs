@@ -1402,6 +1402,113 @@ mod tests {
         );
     }
 
+    /// Every datagram waiting on `sock` (RTP or RTCP of a peer under test), without blocking.
+    fn datagrams_waiting(sock: &MioUdpSocket) -> usize {
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| sock.recv_from(&mut buf).ok()).count()
+    }
+
+    /// RFC 3264 §8.4: an offer with `c=0.0.0.0` (the RFC 2543 hold, still sent by older
+    /// PBXs, with no direction attribute: sendrecv) "means that neither RTP nor RTCP is to
+    /// be sent to the peer" — as the first offer/answer already treats it. Six seconds of
+    /// the held call send nothing to the peer's old address (no RTP, no RTCP report), and a
+    /// resume to that address sends again.
+    #[tokio::test]
+    async fn an_offer_with_c_0_0_0_0_stops_rtp_and_rtcp() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let b_rtp = b.rtp.local_addr().unwrap();
+        let offer = sdp::build_offer(&b.local).to_string();
+        assert!(!offer.contains("a=sendonly"), "{offer}");
+        let held = offer.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        assert_ne!(held, offer);
+        let (mut timing, mut batch) = (SendTiming::default(), RecvBatch::default());
+        let mut run = |a: &mut CallMedia, until: Instant| {
+            while let Some(at) = a.poll_timeout().filter(|&at| at <= until) {
+                let _ = a.on_timeout(at, &mut timing);
+                a.read_due(at, &mut batch);
+            }
+        };
+        let t0 = a.poll_timeout().unwrap();
+        assert_eq!(a.follow_remote_offer(t0, held.as_bytes()), Followed::default());
+        let end = t0 + Duration::from_secs(6);
+        run(&mut a, end);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            (datagrams_waiting(&b.rtp), datagrams_waiting(&b.rtcp)),
+            (0, 0),
+            "nothing sent to {b_rtp} while held with c=0.0.0.0"
+        );
+        // Resumed with the old address: RTP flows again.
+        assert_eq!(a.follow_remote_offer(end, offer.as_bytes()), Followed::default());
+        run(&mut a, end + Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(datagrams_waiting(&b.rtp) >= 5, "resumed to {b_rtp}");
+    }
+
+    /// Strict RTP after a move (RFC 3264 §8.3.1): the old stream's packets that still wait
+    /// in our socket (or are still in flight) when the re-INVITE is handled must not keep the
+    /// call latched on the old source. The new stream — here from a NAT's address, not the
+    /// one its SDP names — is taken; the old stream's packets after it are stray.
+    #[tokio::test]
+    async fn after_a_move_the_new_stream_is_taken_not_the_old_ones_leftovers() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let a_rtp = a.rtp.local_addr().unwrap();
+        let rtp = |ssrc: u32, seq: u16| {
+            let mut p = Vec::new();
+            media::rtp::RtpHeader {
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc,
+                ..media::rtp::RtpHeader::default()
+            }
+            .write(&[0xff; 160], &mut p);
+            p
+        };
+        let mut batch = RecvBatch::default();
+        let read = |a: &mut CallMedia, batch: &mut RecvBatch, want: u64| {
+            let mut n = 0;
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while n < want {
+                assert!(Instant::now() < give_up, "{want} datagrams reach a: {n}");
+                n += a.receive(false, batch).0;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // The old stream, from the address the first answer named: latched.
+        b.rtp.send_to(&rtp(0xb, 1), a_rtp).unwrap();
+        read(&mut a, &mut batch, 1);
+        // Two more of it wait in our socket when the peer's re-INVITE moves the media.
+        for seq in 2..4 {
+            b.rtp.send_to(&rtp(0xb, seq), a_rtp).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let named = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let offer = sdp::build_offer(&b.local).to_string().replace(
+                &format!("m=audio {} ", b_port(&b)),
+                &format!("m=audio {} ", named.local_addr().unwrap().port()),
+            );
+        let moved = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        assert_eq!(moved.moved_to, Some(named.local_addr().unwrap()), "{offer}");
+        // The new stream comes from a NAT's address; one late packet of the old one follows.
+        let nat = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        for seq in 100..103 {
+            nat.send_to(&rtp(0xc, seq), a_rtp).unwrap();
+        }
+        b.rtp.send_to(&rtp(0xb, 4), a_rtp).unwrap();
+        read(&mut a, &mut batch, 6);
+        assert_eq!(a.stray, 1, "only the old stream's packet after the new one is stray");
+        let (sum, _) = a.finish(Instant::now()).unwrap();
+        assert_eq!(sum.rx_packets, 6, "1 + 2 of the old stream, 3 of the new: {sum:?}");
+    }
+
+    fn b_port(b: &CallMedia) -> u16 {
+        b.rtp.local_addr().unwrap().port()
+    }
+
     /// The shard's set reports a call's RTCP socket (read until it would block); the RTP
     /// socket is not in the set: it is read on the call's schedule ([`CallMedia::read_due`]).
     #[tokio::test]

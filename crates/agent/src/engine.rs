@@ -3146,8 +3146,6 @@ impl<'a> Shard<'a> {
     }
 }
 
-/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
-/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
 /// Our address on a socket bound at `bound` as `server` sees it: the bound one, or where
 /// bound on every address, the local address the system routes to `server` from.
 fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> {
@@ -3163,6 +3161,8 @@ fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> 
     Ok(SocketAddr::new(probe.local_addr()?.ip(), bound.port()))
 }
 
+/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
+/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
 fn bind_udp(
     addr: SocketAddr,
     t: &TransportPlan,

@@ -155,6 +155,22 @@ a=ptime:20\r\na=sendrecv\r\n";
         assert!(answer(&offer("a=recvonly\r\n")).contains("\r\na=sendonly\r\n"));
     }
 
+    /// RFC 3264 §8.4: `c=0.0.0.0` (the RFC 2543 hold, often with no direction attribute)
+    /// means nothing is to be sent to the offerer: answered `recvonly`, as the media
+    /// crate answers such a first offer; at the stream's level too, and `::` for IPv6.
+    #[test]
+    fn an_offer_with_c_0_0_0_0_is_a_hold() {
+        let held = offer("").replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
+        assert!(answer(&held).contains("\r\na=recvonly\r\n"), "{held}");
+        let held_stream = offer("c=IN IP6 ::\r\n");
+        assert!(answer(&held_stream).contains("\r\na=recvonly\r\n"));
+        let recvonly = held.replace("PCMU/8000\r\n", "PCMU/8000\r\na=recvonly\r\n");
+        assert!(answer(&recvonly).contains("\r\na=inactive\r\n"), "{recvonly}");
+        // The origin's 0.0.0.0 is not the connection's.
+        let origin = offer("").replace("IN IP4 10.0.0.1\r\ns=", "IN IP4 0.0.0.0\r\ns=");
+        assert_eq!(answer(&origin), OURS, "{origin}");
+    }
+
     #[test]
     fn an_offer_like_the_last_one_gets_the_same_description() {
         // RFC 3264 §8: unchanged, the version stays.
