@@ -751,6 +751,12 @@ pub struct CallMedia {
     pub send_errors: u64,
     /// The source the call's RTP is taken from (see [`CallMedia::takes_rtp_from`]).
     rtp_source: Option<SocketAddr>,
+    /// The source RTP was taken from before the peer's last move: its leftovers may still
+    /// be latched, until the new stream's first packet ([`CallMedia::takes_rtp_from`]).
+    moved_from: Option<SocketAddr>,
+    /// The peer's description names `c=0.0.0.0`: neither RTP nor RTCP is sent to it (RFC
+    /// 3264 §8.4).
+    parked: bool,
     /// RTP datagrams from any other source: counted, not measured.
     pub stray: u64,
     /// When the RTP socket is read next ([`CallMedia::read_due`]): every packet time, on
@@ -822,6 +828,8 @@ impl CallMedia {
             out: Vec::with_capacity(256),
             send_errors: 0,
             rtp_source: None,
+            moved_from: None,
+            parked: false,
             stray: 0,
             next_read: None,
             slot: None,
@@ -978,8 +986,11 @@ impl CallMedia {
         self.slot = Some(slot);
         let session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
         self.session = Some(session);
+        // RFC 3264 §8.4: nothing goes to c=0.0.0.0 (which Linux would route to this host).
+        self.parked = n.remote_rtp.ip().is_unspecified();
         self.negotiated = Some(n);
         self.rtp_source = None;
+        self.moved_from = None;
         self.next_sample = Some(at + Duration::from_secs(1));
         self.next_read = Some(at + ptime);
         Ok(())
@@ -1005,11 +1016,18 @@ impl CallMedia {
         let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
             return followed;
         };
-        let theirs = if m.port == 0 {
+        let mut theirs = if m.port == 0 {
             Direction::Inactive
         } else {
             sd.direction_of(m)
         };
+        // RFC 3264 §8.4: c=0.0.0.0 "means that neither RTP nor RTCP is to be sent to the
+        // peer" (the RFC 2543 hold, often without a direction attribute), as in the first
+        // offer/answer (`media::sdp`); the old address is kept for the resume.
+        self.parked = m.port != 0 && sd.connection_of(m).is_some_and(|ip| ip.is_unspecified());
+        if self.parked {
+            theirs = theirs.intersect(Direction::SendOnly);
+        }
         if let Some(n) = self.negotiated.as_mut()
             && m.port != 0
         {
@@ -1023,7 +1041,7 @@ impl CallMedia {
             {
                 n.remote_rtp = rtp;
                 n.remote_rtcp = rtcp;
-                self.rtp_source = None;
+                self.moved_from = self.rtp_source.take();
                 followed.moved_to = Some(rtp);
             }
         }
@@ -1087,6 +1105,8 @@ impl CallMedia {
     /// remote SDP named, or, when its first RTP comes from elsewhere (a NAT), from that
     /// source; the SDP's address, once heard from, is kept. RTP from any other source (a
     /// stream still sent to a port this call now has) is stray: counted, not measured.
+    /// After the peer moved its media, the old stream's leftovers (waiting in the socket or
+    /// in flight) may latch again, but the first packet from any other source takes over.
     fn takes_rtp_from(&mut self, from: Option<SocketAddr>) -> bool {
         let (Some(from), Some(n)) = (from, self.negotiated.as_ref()) else {
             return true;
@@ -1094,7 +1114,7 @@ impl CallMedia {
         if self.rtp_source == Some(from) {
             return true;
         }
-        if from == n.remote_rtp || self.rtp_source.is_none() {
+        if from == n.remote_rtp || self.rtp_source.is_none() || self.rtp_source == self.moved_from {
             self.rtp_source = Some(from);
             return true;
         }
@@ -1130,6 +1150,7 @@ impl CallMedia {
         let (Some(s), Some(n)) = (self.session.as_mut(), self.negotiated.as_ref()) else {
             return;
         };
+        let parked = self.parked;
         loop {
             // The send time the pacing asked for, if the next datagram is a paced RTP one.
             let due = s.rtp_due().filter(|t| *t <= now);
@@ -1143,6 +1164,10 @@ impl CallMedia {
             };
             if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
+            }
+            if parked {
+                // RFC 3264 §8.4: the peer named c=0.0.0.0: our RTCP is dropped unsent.
+                continue;
             }
             match crate::rxstamp::send_to(sock, &self.out, &socket2::SockAddr::from(to)) {
                 Ok(_) => {}
@@ -1430,7 +1455,10 @@ mod tests {
             }
         };
         let t0 = a.poll_timeout().unwrap();
-        assert_eq!(a.follow_remote_offer(t0, held.as_bytes()), Followed::default());
+        assert_eq!(
+            a.follow_remote_offer(t0, held.as_bytes()),
+            Followed::default()
+        );
         let end = t0 + Duration::from_secs(6);
         run(&mut a, end);
         std::thread::sleep(Duration::from_millis(50));
@@ -1440,7 +1468,10 @@ mod tests {
             "nothing sent to {b_rtp} while held with c=0.0.0.0"
         );
         // Resumed with the old address: RTP flows again.
-        assert_eq!(a.follow_remote_offer(end, offer.as_bytes()), Followed::default());
+        assert_eq!(
+            a.follow_remote_offer(end, offer.as_bytes()),
+            Followed::default()
+        );
         run(&mut a, end + Duration::from_millis(200));
         std::thread::sleep(Duration::from_millis(50));
         assert!(datagrams_waiting(&b.rtp) >= 5, "resumed to {b_rtp}");
@@ -1488,9 +1519,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let named = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let offer = sdp::build_offer(&b.local).to_string().replace(
-                &format!("m=audio {} ", b_port(&b)),
-                &format!("m=audio {} ", named.local_addr().unwrap().port()),
-            );
+            &format!("m=audio {} ", b_port(&b)),
+            &format!("m=audio {} ", named.local_addr().unwrap().port()),
+        );
         let moved = a.follow_remote_offer(Instant::now(), offer.as_bytes());
         assert_eq!(moved.moved_to, Some(named.local_addr().unwrap()), "{offer}");
         // The new stream comes from a NAT's address; one late packet of the old one follows.
@@ -1500,9 +1531,15 @@ mod tests {
         }
         b.rtp.send_to(&rtp(0xb, 4), a_rtp).unwrap();
         read(&mut a, &mut batch, 6);
-        assert_eq!(a.stray, 1, "only the old stream's packet after the new one is stray");
+        assert_eq!(
+            a.stray, 1,
+            "only the old stream's packet after the new one is stray"
+        );
         let (sum, _) = a.finish(Instant::now()).unwrap();
-        assert_eq!(sum.rx_packets, 6, "1 + 2 of the old stream, 3 of the new: {sum:?}");
+        assert_eq!(
+            sum.rx_packets, 6,
+            "1 + 2 of the old stream, 3 of the new: {sum:?}"
+        );
     }
 
     fn b_port(b: &CallMedia) -> u16 {

@@ -1376,12 +1376,19 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
             None => failures.push(format!("no media was measured, so {gate} cannot hold")),
         }
     }
-    // A call that heard nothing has no MOS to average, and it is the worst audio there is.
-    if pass.min_mos.is_some() && summary.media_calls_without_audio > 0 {
-        failures.push(format!(
-            "{} of {} calls received no RTP (no or one-way audio), so min_mos cannot hold",
-            summary.media_calls_without_audio, summary.media_calls
-        ));
+    // A call that heard nothing has no MOS to average, and it is the worst audio there is;
+    // it lost every packet its peer was to send (its loss, from sequence numbers, is not
+    // known: it counts in no mean). Jitter is a property of packets that arrived.
+    for (gate, set) in [
+        ("min_mos", pass.min_mos.is_some()),
+        ("max_loss_percent", pass.max_loss_percent.is_some()),
+    ] {
+        if set && summary.media_calls_without_audio > 0 {
+            failures.push(format!(
+                "{} of {} calls received no RTP (no or one-way audio), so {gate} cannot hold",
+                summary.media_calls_without_audio, summary.media_calls
+            ));
+        }
     }
     if failures.is_empty() {
         Ok(())

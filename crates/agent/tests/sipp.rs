@@ -770,9 +770,15 @@ fn a_re_invite_with_c_0_0_0_0_holds_our_media() {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let m = r.media.as_ref().expect("media measured");
         // ≈ 50 packets before the hold (1 s at 20 ms, plus the re-INVITE's round trip).
-        assert!((30..=90).contains(&m.tx_packets), "stopped at the hold: {m:?}");
+        assert!(
+            (30..=90).contains(&m.tx_packets),
+            "stopped at the hold: {m:?}"
+        );
         assert!(m.rx_packets >= 30, "the echo before the hold: {m:?}");
         assert!(m.mos.is_some(), "{m:?}");
     }
-    assert_eq!(sipp, 0, "SIPp counts 2 calls, each with its re-INVITE answered");
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
 }
