@@ -438,7 +438,8 @@ pub struct MediaReport {
     /// Calls with media measured.
     pub calls: u32,
     /// Of those, the calls in which no RTP at all was received (not rated: they count in
-    /// no mean below, and each ended COMPLETED_WITH_WARNINGS when the far end was to send).
+    /// no mean below; each ended COMPLETED_WITH_WARNINGS when the far end was to send for
+    /// [`SILENT_CALL_MIN`] or more).
     pub calls_without_audio: u32,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
