@@ -439,7 +439,7 @@ pub struct MediaReport {
     pub calls: u32,
     /// Of those, the calls in which no RTP at all was received (not rated: they count in
     /// no mean below; each ended COMPLETED_WITH_WARNINGS when the far end was to send for
-    /// [`SILENT_CALL_MIN`] or more).
+    /// 2 s or more, `SILENT_CALL_MIN`).
     pub calls_without_audio: u32,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
