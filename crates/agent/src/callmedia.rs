@@ -1203,6 +1203,9 @@ pub struct Followed {
     pub moved_to: Option<SocketAddr>,
     /// The offer lists none of our codec's formats (we keep sending it).
     pub codec_missing: bool,
+    /// The offer moves the media to this address, of the other address family than our
+    /// media socket's: not followed (nothing could be sent there).
+    pub unreachable: Option<SocketAddr>,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).
@@ -1425,6 +1428,29 @@ mod tests {
             a.follow_remote_offer(now, pcma.as_bytes()).codec_missing,
             "{pcma}"
         );
+    }
+
+    /// A move to the other address family (an SBC re-anchoring an IPv4 call on IPv6) is one
+    /// our IPv4 media socket cannot follow: every datagram would fail. It is reported, not
+    /// taken: the media stays where it was.
+    #[tokio::test]
+    async fn a_move_to_the_other_address_family_is_reported_not_taken() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let before = a.negotiated.as_ref().unwrap().remote_rtp;
+        let offer = sdp::build_offer(&b.local)
+            .to_string()
+            .replace("IN IP4 127.0.0.1", "IN IP6 ::1");
+        let f = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        assert_eq!(f.moved_to, None, "{offer}");
+        assert_eq!(
+            f.unreachable,
+            Some(SocketAddr::new(
+                [0u16, 0, 0, 0, 0, 0, 0, 1].into(),
+                before.port()
+            ))
+        );
+        assert_eq!(a.negotiated.as_ref().unwrap().remote_rtp, before);
     }
 
     /// Every datagram waiting on `sock` (RTP or RTCP of a peer under test), without blocking.
