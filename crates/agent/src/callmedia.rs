@@ -1039,6 +1039,16 @@ impl CallMedia {
                 && !rtp.ip().is_unspecified()
                 && (rtp, rtcp) != (n.remote_rtp, n.remote_rtcp)
             {
+                // Our sockets are of one family: a move to the other one cannot be followed.
+                if self
+                    .rtp
+                    .local_addr()
+                    .is_ok_and(|ours| ours.is_ipv4() != rtp.is_ipv4())
+                {
+                    followed.unreachable = Some(rtp);
+                    self.set_direction(now, theirs.mirror());
+                    return followed;
+                }
                 n.remote_rtp = rtp;
                 n.remote_rtcp = rtcp;
                 self.moved_from = self.rtp_source.take();

@@ -2599,6 +2599,16 @@ impl<'a> Shard<'a> {
                             at,
                         ));
                     }
+                    if let Some(to) = followed.unreachable {
+                        ep.worsen(
+                            Outcome::CompletedWithWarnings,
+                            format!(
+                                "the peer's offer moved the media to {to}, of the other address \
+                                 family than our media socket's: not followed (no audio from \
+                                 there)"
+                            ),
+                        );
+                    }
                     if followed.codec_missing {
                         ep.worsen(
                             Outcome::CompletedWithWarnings,
