@@ -751,6 +751,12 @@ pub struct CallMedia {
     pub send_errors: u64,
     /// The source the call's RTP is taken from (see [`CallMedia::takes_rtp_from`]).
     rtp_source: Option<SocketAddr>,
+    /// The source RTP was taken from before the peer's last move: its leftovers may still
+    /// be latched, until the new stream's first packet ([`CallMedia::takes_rtp_from`]).
+    moved_from: Option<SocketAddr>,
+    /// The peer's description names `c=0.0.0.0`: neither RTP nor RTCP is sent to it (RFC
+    /// 3264 §8.4).
+    parked: bool,
     /// RTP datagrams from any other source: counted, not measured.
     pub stray: u64,
     /// When the RTP socket is read next ([`CallMedia::read_due`]): every packet time, on
@@ -822,6 +828,8 @@ impl CallMedia {
             out: Vec::with_capacity(256),
             send_errors: 0,
             rtp_source: None,
+            moved_from: None,
+            parked: false,
             stray: 0,
             next_read: None,
             slot: None,
@@ -978,8 +986,11 @@ impl CallMedia {
         self.slot = Some(slot);
         let session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
         self.session = Some(session);
+        // RFC 3264 §8.4: nothing goes to c=0.0.0.0 (which Linux would route to this host).
+        self.parked = n.remote_rtp.ip().is_unspecified();
         self.negotiated = Some(n);
         self.rtp_source = None;
+        self.moved_from = None;
         self.next_sample = Some(at + Duration::from_secs(1));
         self.next_read = Some(at + ptime);
         Ok(())
@@ -1005,11 +1016,18 @@ impl CallMedia {
         let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
             return followed;
         };
-        let theirs = if m.port == 0 {
+        let mut theirs = if m.port == 0 {
             Direction::Inactive
         } else {
             sd.direction_of(m)
         };
+        // RFC 3264 §8.4: c=0.0.0.0 "means that neither RTP nor RTCP is to be sent to the
+        // peer" (the RFC 2543 hold, often without a direction attribute), as in the first
+        // offer/answer (`media::sdp`); the old address is kept for the resume.
+        self.parked = m.port != 0 && sd.connection_of(m).is_some_and(|ip| ip.is_unspecified());
+        if self.parked {
+            theirs = theirs.intersect(Direction::SendOnly);
+        }
         if let Some(n) = self.negotiated.as_mut()
             && m.port != 0
         {
@@ -1021,9 +1039,19 @@ impl CallMedia {
                 && !rtp.ip().is_unspecified()
                 && (rtp, rtcp) != (n.remote_rtp, n.remote_rtcp)
             {
+                // Our sockets are of one family: a move to the other one cannot be followed.
+                if self
+                    .rtp
+                    .local_addr()
+                    .is_ok_and(|ours| ours.is_ipv4() != rtp.is_ipv4())
+                {
+                    followed.unreachable = Some(rtp);
+                    self.set_direction(now, theirs.mirror());
+                    return followed;
+                }
                 n.remote_rtp = rtp;
                 n.remote_rtcp = rtcp;
-                self.rtp_source = None;
+                self.moved_from = self.rtp_source.take();
                 followed.moved_to = Some(rtp);
             }
         }
@@ -1087,6 +1115,8 @@ impl CallMedia {
     /// remote SDP named, or, when its first RTP comes from elsewhere (a NAT), from that
     /// source; the SDP's address, once heard from, is kept. RTP from any other source (a
     /// stream still sent to a port this call now has) is stray: counted, not measured.
+    /// After the peer moved its media, the old stream's leftovers (waiting in the socket or
+    /// in flight) may latch again, but the first packet from any other source takes over.
     fn takes_rtp_from(&mut self, from: Option<SocketAddr>) -> bool {
         let (Some(from), Some(n)) = (from, self.negotiated.as_ref()) else {
             return true;
@@ -1094,7 +1124,7 @@ impl CallMedia {
         if self.rtp_source == Some(from) {
             return true;
         }
-        if from == n.remote_rtp || self.rtp_source.is_none() {
+        if from == n.remote_rtp || self.rtp_source.is_none() || self.rtp_source == self.moved_from {
             self.rtp_source = Some(from);
             return true;
         }
@@ -1130,6 +1160,7 @@ impl CallMedia {
         let (Some(s), Some(n)) = (self.session.as_mut(), self.negotiated.as_ref()) else {
             return;
         };
+        let parked = self.parked;
         loop {
             // The send time the pacing asked for, if the next datagram is a paced RTP one.
             let due = s.rtp_due().filter(|t| *t <= now);
@@ -1143,6 +1174,10 @@ impl CallMedia {
             };
             if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
+            }
+            if parked {
+                // RFC 3264 §8.4: the peer named c=0.0.0.0: our RTCP is dropped unsent.
+                continue;
             }
             match crate::rxstamp::send_to(sock, &self.out, &socket2::SockAddr::from(to)) {
                 Ok(_) => {}
@@ -1178,6 +1213,9 @@ pub struct Followed {
     pub moved_to: Option<SocketAddr>,
     /// The offer lists none of our codec's formats (we keep sending it).
     pub codec_missing: bool,
+    /// The offer moves the media to this address, of the other address family than our
+    /// media socket's: not followed (nothing could be sent there).
+    pub unreachable: Option<SocketAddr>,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).
@@ -1400,6 +1438,148 @@ mod tests {
             a.follow_remote_offer(now, pcma.as_bytes()).codec_missing,
             "{pcma}"
         );
+    }
+
+    /// A move to the other address family (an SBC re-anchoring an IPv4 call on IPv6) is one
+    /// our IPv4 media socket cannot follow: every datagram would fail. It is reported, not
+    /// taken: the media stays where it was.
+    #[tokio::test]
+    async fn a_move_to_the_other_address_family_is_reported_not_taken() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let before = a.negotiated.as_ref().unwrap().remote_rtp;
+        let offer = sdp::build_offer(&b.local)
+            .to_string()
+            .replace("IN IP4 127.0.0.1", "IN IP6 ::1");
+        let f = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        assert_eq!(f.moved_to, None, "{offer}");
+        assert_eq!(
+            f.unreachable,
+            Some(SocketAddr::new(
+                [0u16, 0, 0, 0, 0, 0, 0, 1].into(),
+                before.port()
+            ))
+        );
+        assert_eq!(a.negotiated.as_ref().unwrap().remote_rtp, before);
+    }
+
+    /// Every datagram waiting on `sock` (RTP or RTCP of a peer under test), without blocking.
+    fn datagrams_waiting(sock: &MioUdpSocket) -> usize {
+        let mut buf = [0u8; 2048];
+        std::iter::from_fn(|| sock.recv_from(&mut buf).ok()).count()
+    }
+
+    /// RFC 3264 §8.4: an offer with `c=0.0.0.0` (the RFC 2543 hold, still sent by older
+    /// PBXs, with no direction attribute: sendrecv) "means that neither RTP nor RTCP is to
+    /// be sent to the peer" — as the first offer/answer already treats it. Six seconds of
+    /// the held call send nothing to the peer's old address (no RTP, no RTCP report), and a
+    /// resume to that address sends again.
+    #[tokio::test]
+    async fn an_offer_with_c_0_0_0_0_stops_rtp_and_rtcp() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let b_rtp = b.rtp.local_addr().unwrap();
+        let offer = sdp::build_offer(&b.local).to_string();
+        assert!(!offer.contains("a=sendonly"), "{offer}");
+        let held = offer.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        assert_ne!(held, offer);
+        let (mut timing, mut batch) = (SendTiming::default(), RecvBatch::default());
+        let mut run = |a: &mut CallMedia, until: Instant| {
+            while let Some(at) = a.poll_timeout().filter(|&at| at <= until) {
+                let _ = a.on_timeout(at, &mut timing);
+                a.read_due(at, &mut batch);
+            }
+        };
+        let t0 = a.poll_timeout().unwrap();
+        assert_eq!(
+            a.follow_remote_offer(t0, held.as_bytes()),
+            Followed::default()
+        );
+        let end = t0 + Duration::from_secs(6);
+        run(&mut a, end);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            (datagrams_waiting(&b.rtp), datagrams_waiting(&b.rtcp)),
+            (0, 0),
+            "nothing sent to {b_rtp} while held with c=0.0.0.0"
+        );
+        // Resumed with the old address: RTP flows again.
+        assert_eq!(
+            a.follow_remote_offer(end, offer.as_bytes()),
+            Followed::default()
+        );
+        run(&mut a, end + Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(datagrams_waiting(&b.rtp) >= 5, "resumed to {b_rtp}");
+    }
+
+    /// Strict RTP after a move (RFC 3264 §8.3.1): the old stream's packets that still wait
+    /// in our socket (or are still in flight) when the re-INVITE is handled must not keep the
+    /// call latched on the old source. The new stream — here from a NAT's address, not the
+    /// one its SDP names — is taken; the old stream's packets after it are stray.
+    #[tokio::test]
+    async fn after_a_move_the_new_stream_is_taken_not_the_old_ones_leftovers() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let a_rtp = a.rtp.local_addr().unwrap();
+        let rtp = |ssrc: u32, seq: u16| {
+            let mut p = Vec::new();
+            media::rtp::RtpHeader {
+                payload_type: 0,
+                sequence: seq,
+                timestamp: u32::from(seq) * 160,
+                ssrc,
+                ..media::rtp::RtpHeader::default()
+            }
+            .write(&[0xff; 160], &mut p);
+            p
+        };
+        let mut batch = RecvBatch::default();
+        let read = |a: &mut CallMedia, batch: &mut RecvBatch, want: u64| {
+            let mut n = 0;
+            let give_up = Instant::now() + Duration::from_secs(5);
+            while n < want {
+                assert!(Instant::now() < give_up, "{want} datagrams reach a: {n}");
+                n += a.receive(false, batch).0;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // The old stream, from the address the first answer named: latched.
+        b.rtp.send_to(&rtp(0xb, 1), a_rtp).unwrap();
+        read(&mut a, &mut batch, 1);
+        // Two more of it wait in our socket when the peer's re-INVITE moves the media.
+        for seq in 2..4 {
+            b.rtp.send_to(&rtp(0xb, seq), a_rtp).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let named = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let offer = sdp::build_offer(&b.local).to_string().replace(
+            &format!("m=audio {} ", b_port(&b)),
+            &format!("m=audio {} ", named.local_addr().unwrap().port()),
+        );
+        let moved = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        assert_eq!(moved.moved_to, Some(named.local_addr().unwrap()), "{offer}");
+        // The new stream comes from a NAT's address; one late packet of the old one follows.
+        let nat = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        for seq in 100..103 {
+            nat.send_to(&rtp(0xc, seq), a_rtp).unwrap();
+        }
+        b.rtp.send_to(&rtp(0xb, 4), a_rtp).unwrap();
+        read(&mut a, &mut batch, 6);
+        assert_eq!(
+            a.stray, 1,
+            "only the old stream's packet after the new one is stray"
+        );
+        let (sum, _) = a.finish(Instant::now()).unwrap();
+        assert_eq!(
+            sum.rx_packets, 6,
+            "1 + 2 of the old stream, 3 of the new: {sum:?}"
+        );
+    }
+
+    fn b_port(b: &CallMedia) -> u16 {
+        b.rtp.local_addr().unwrap().port()
     }
 
     /// The shard's set reports a call's RTCP socket (read until it would block); the RTP

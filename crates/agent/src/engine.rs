@@ -457,7 +457,8 @@ pub struct MediaReport {
     /// Calls with media measured.
     pub calls: u32,
     /// Of those, the calls in which no RTP at all was received (not rated: they count in
-    /// no mean below, and each ended COMPLETED_WITH_WARNINGS when the far end was to send).
+    /// no mean below; each ended COMPLETED_WITH_WARNINGS when the far end was to send for
+    /// 2 s or more, `SILENT_CALL_MIN`).
     pub calls_without_audio: u32,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
@@ -2684,6 +2685,16 @@ impl<'a> Shard<'a> {
                             at,
                         ));
                     }
+                    if let Some(to) = followed.unreachable {
+                        ep.worsen(
+                            Outcome::CompletedWithWarnings,
+                            format!(
+                                "the peer's offer moved the media to {to}, of the other address \
+                                 family than our media socket's: not followed (no audio from \
+                                 there)"
+                            ),
+                        );
+                    }
                     if followed.codec_missing {
                         ep.worsen(
                             Outcome::CompletedWithWarnings,
@@ -3236,8 +3247,6 @@ impl<'a> Shard<'a> {
     }
 }
 
-/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
-/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
 /// Our address on a socket bound at `bound` as `server` sees it: the bound one, or where
 /// bound on every address, the local address the system routes to `server` from.
 fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> {
@@ -3253,6 +3262,8 @@ fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> 
     Ok(SocketAddr::new(probe.local_addr()?.ip(), bound.port()))
 }
 
+/// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the
+/// system granted (Linux doubles what is asked, and caps it at `net.core.rmem_max`).
 fn bind_udp(
     addr: SocketAddr,
     t: &TransportPlan,

@@ -1403,12 +1403,19 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
             None => failures.push(format!("no media was measured, so {gate} cannot hold")),
         }
     }
-    // A call that heard nothing has no MOS to average, and it is the worst audio there is.
-    if pass.min_mos.is_some() && summary.media_calls_without_audio > 0 {
-        failures.push(format!(
-            "{} of {} calls received no RTP (no or one-way audio), so min_mos cannot hold",
-            summary.media_calls_without_audio, summary.media_calls
-        ));
+    // A call that heard nothing has no MOS to average, and it is the worst audio there is;
+    // it lost every packet its peer was to send (its loss, from sequence numbers, is not
+    // known: it counts in no mean). Jitter is a property of packets that arrived.
+    for (gate, set) in [
+        ("min_mos", pass.min_mos.is_some()),
+        ("max_loss_percent", pass.max_loss_percent.is_some()),
+    ] {
+        if set && summary.media_calls_without_audio > 0 {
+            failures.push(format!(
+                "{} of {} calls received no RTP (no or one-way audio), so {gate} cannot hold",
+                summary.media_calls_without_audio, summary.media_calls
+            ));
+        }
     }
     if failures.is_empty() {
         Ok(())
@@ -1420,6 +1427,40 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that received no RTP lost every packet its peer was to send: like `min_mos`,
+    /// `max_loss_percent` cannot hold when some calls heard nothing, though the calls that
+    /// did hear audio lost none (their mean loss is 0 %).
+    #[test]
+    fn calls_without_audio_fail_the_loss_gate_too() {
+        let summary = crate::engine::RunSummary {
+            media_calls: 4,
+            media_calls_without_audio: 1,
+            mos_avg: Some(4.4),
+            loss_avg_percent: Some(0.0),
+            jitter_avg_ms: Some(0.1),
+            ..Default::default()
+        };
+        let pass = |loss, jitter| PassCriteria {
+            max_loss_percent: loss,
+            max_jitter_ms: jitter,
+            ..Default::default()
+        };
+        let failures = verdict(&summary, &pass(Some(1.0), None)).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("received no RTP") && f.contains("max_loss_percent")),
+            "{failures:?}"
+        );
+        // Jitter is a property of what arrived: a silent call has none to gate.
+        assert_eq!(verdict(&summary, &pass(None, Some(20.0))), Ok(()));
+        let all_heard = crate::engine::RunSummary {
+            media_calls_without_audio: 0,
+            ..summary
+        };
+        assert_eq!(verdict(&all_heard, &pass(Some(1.0), None)), Ok(()));
+    }
 
     const GOOD: &str = r#"
 name = "PBX smoke"

@@ -573,6 +573,9 @@ enum Uas {
     /// fails the call unless the INVITE has no SDP and the ACK answers its 200's offer
     /// (PCMA, PCMU).
     DelayedOffer,
+    /// `testdata/sipp/uas-holds-with-c0.xml` with `-rtp_echo`: answers with its echo, holds
+    /// the call by a re-INVITE with `c=0.0.0.0` (RFC 2543 style) a second later.
+    HoldsWithC0,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -594,12 +597,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         Uas::DelayedOffer => OfferTiming::Late,
         _ => OfferTiming::Early,
     };
+    let holds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-holds-with-c0.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
         let mut args = match uas {
             Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
             Uas::DelayedOffer => vec!["-sf", delayed],
+            Uas::HoldsWithC0 => vec!["-sf", holds],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -778,6 +786,31 @@ fn media_follows_a_re_invite_that_moves_it() {
         );
     }
     assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
+}
+
+/// A peer that holds the call the RFC 2543 way (a re-INVITE with `c=0.0.0.0`, no direction
+/// attribute) a second into the 3 s call: from then on "neither RTP nor RTCP is to be sent
+/// to the peer" (RFC 3264 §8.4), so our callers send about one second of RTP, not three,
+/// and the call is still a success (it did receive audio before the hold).
+#[test]
+fn a_re_invite_with_c_0_0_0_0_holds_our_media() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::HoldsWithC0);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        // ≈ 50 packets before the hold (1 s at 20 ms, plus the re-INVITE's round trip).
+        assert!(
+            (30..=90).contains(&m.tx_packets),
+            "stopped at the hold: {m:?}"
+        );
+        assert!(m.rx_packets >= 30, "the echo before the hold: {m:?}");
+        assert!(m.mos.is_some(), "{m:?}");
+    }
     assert_eq!(
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"

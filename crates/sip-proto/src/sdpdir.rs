@@ -20,9 +20,13 @@ fn direction_of(line: &str) -> Option<&'static str> {
 }
 
 /// The offer's direction for its first audio stream: the stream's attribute, else the
-/// session's, else `sendrecv` (RFC 4566 §6); a stream offered with port 0 is `inactive`.
+/// session's, else `sendrecv` (RFC 4566 §6); a stream offered with port 0 is `inactive`;
+/// one whose connection address is `0.0.0.0` (or `::`) does not receive (RFC 3264 §8.4:
+/// "neither RTP nor RTCP is to be sent to the peer"): `sendonly` at most.
 fn offered_direction(offer: &str) -> &'static str {
-    let mut session = None;
+    let (mut session, mut audio) = (None, None);
+    // Whether the session's, and the audio stream's, `c=` is the unspecified address.
+    let (mut session_held, mut audio_held) = (None, None);
     let mut in_audio = false;
     let mut seen_media = false;
     for line in offer.lines().map(|l| l.trim_end_matches('\r')) {
@@ -38,13 +42,27 @@ fn offered_direction(offer: &str) -> &'static str {
             }
             continue;
         }
+        if let Some(c) = line.strip_prefix("c=") {
+            let held = Some(matches!(c.rsplit(' ').next(), Some("0.0.0.0" | "::")));
+            match (seen_media, in_audio) {
+                (false, _) => session_held = held,
+                (_, true) => audio_held = held,
+                _ => {}
+            }
+            continue;
+        }
         match (direction_of(line), seen_media, in_audio) {
-            (Some(d), _, true) => return d,
+            (Some(d), _, true) => audio = audio.or(Some(d)),
             (Some(d), false, _) => session = Some(d),
             _ => {}
         }
     }
-    session.unwrap_or("sendrecv")
+    let direction = audio.or(session).unwrap_or("sendrecv");
+    match (audio_held.or(session_held), direction) {
+        (Some(true), "sendrecv" | "sendonly") => "sendonly",
+        (Some(true), _) => "inactive",
+        _ => direction,
+    }
 }
 
 /// An answer to `offer` that rejects every stream, from `host` (our address as written in
@@ -186,6 +204,25 @@ a=ptime:20\r\na=sendrecv\r\n";
             1
         );
         assert!(answer(&offer("a=recvonly\r\n")).contains("\r\na=sendonly\r\n"));
+    }
+
+    /// RFC 3264 §8.4: `c=0.0.0.0` (the RFC 2543 hold, often with no direction attribute)
+    /// means nothing is to be sent to the offerer: answered `recvonly`, as the media
+    /// crate answers such a first offer; at the stream's level too, and `::` for IPv6.
+    #[test]
+    fn an_offer_with_c_0_0_0_0_is_a_hold() {
+        let held = offer("").replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
+        assert!(answer(&held).contains("\r\na=recvonly\r\n"), "{held}");
+        let held_stream = offer("c=IN IP6 ::\r\n");
+        assert!(answer(&held_stream).contains("\r\na=recvonly\r\n"));
+        let recvonly = held.replace("PCMU/8000\r\n", "PCMU/8000\r\na=recvonly\r\n");
+        assert!(
+            answer(&recvonly).contains("\r\na=inactive\r\n"),
+            "{recvonly}"
+        );
+        // The origin's 0.0.0.0 is not the connection's.
+        let origin = offer("").replace("IN IP4 10.0.0.1\r\ns=", "IN IP4 0.0.0.0\r\ns=");
+        assert_eq!(answer(&origin), OURS, "{origin}");
     }
 
     #[test]
