@@ -1656,7 +1656,7 @@ impl UserAgent {
                         Ok(d) => (d, None),
                         Err(e) => match invite
                             .request_uri()
-                            .cloned()
+                            .map(std::borrow::Cow::into_owned)
                             .map(|target| Dialog::from_uac_lenient(invite, resp, target))
                         {
                             Some(Ok(d)) => (d, Some(e)),
@@ -2025,7 +2025,7 @@ impl UserAgent {
         let mut cancel = Message::new_request(
             Method::Cancel,
             inv.request_uri()
-                .cloned()
+                .map(std::borrow::Cow::into_owned)
                 .unwrap_or_else(|| Uri::Sip(SipUri::new(Host::Name("invalid".into())))),
         );
         // The INVITE's lines are copied as it printed them, sharing its text (no copy of each
