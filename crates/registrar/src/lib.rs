@@ -1020,7 +1020,9 @@ impl Registrar {
             // The address (a host name has none) from the URI read above; the owned URI is
             // made only for an address that is not ours (its transport picks the interface).
             let addr = match (&uri_ref, &owned) {
-                (Some(u), _) => u.as_sip().and_then(|u| host_addr(&u.host, u.port)),
+                (Some(u), _) => u.as_sip().and_then(|u| {
+                    host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060)))
+                }),
                 (None, Some(u)) => uri_addr(u),
                 (None, None) => None,
             };
@@ -1718,16 +1720,6 @@ fn uri_addr(uri: &Uri) -> Option<SocketAddr> {
         Host::Name(_) => return None,
     };
     Some(SocketAddr::new(ip, u.port.unwrap_or(5060)))
-}
-
-/// [`uri_addr`] of a URI read in place: its host and port.
-fn host_addr(host: &HostRef<'_>, port: Option<u16>) -> Option<SocketAddr> {
-    let ip = match host {
-        HostRef::V4(a) => std::net::IpAddr::V4(*a),
-        HostRef::V6(a) => std::net::IpAddr::V6(*a),
-        HostRef::Name(_) => return None,
-    };
-    Some(SocketAddr::new(ip, port.unwrap_or(5060)))
 }
 
 /// True when `contact`'s user part (unescaped) is `user`: such a contact of `user`'s is found
