@@ -726,32 +726,40 @@ fn prints_as_written(text: &str) -> bool {
     let Some(rest) = text.strip_prefix("sip:") else {
         return false;
     };
-    let (user, after) = match rest.rsplit_once_b(b'@') {
-        Some((user, after)) => (user, after),
-        None => ("", rest),
-    };
-    if user.bytes().any(|c| matches!(c, b':' | b';' | b'?' | b'[')) {
+    // One pass: `?` or `[` anywhere says no; a `:` or `;` before an `@` is in the userinfo
+    // (a password, or a user the check below does not cover); after the last `@`, the first
+    // `:` starts the port and the first `;` the parameters.
+    let b = rest.as_bytes();
+    let (mut colon, mut semi, mut in_user) = (None, None, false);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'?' | b'[' => return false,
+            b'@' => {
+                in_user |= colon.is_some() || semi.is_some();
+                (colon, semi) = (None, None);
+            }
+            b':' if colon.is_none() && semi.is_none() => colon = Some(i),
+            b';' if semi.is_none() => semi = Some(i),
+            _ => {}
+        }
+    }
+    if in_user {
         return false;
     }
-    let (hostport, params) = match after.split_once_b(b';') {
-        Some((hostport, params)) => (hostport, Some(params)),
-        None => (after, None),
-    };
-    if hostport.bytes().any(|c| matches!(c, b'?' | b'[')) {
-        return false;
+    let end = semi.unwrap_or(b.len());
+    if let Some(c) = colon {
+        // Port digits, no leading zero (one `0` alone prints as `0`).
+        let port = &b[c + 1..end];
+        if port.is_empty()
+            || !port.iter().all(u8::is_ascii_digit)
+            || (port.len() > 1 && port[0] == b'0')
+        {
+            return false;
+        }
     }
-    if let Some((_, port)) = hostport.split_once_b(b':')
-        && (port.is_empty()
-            || !port.bytes().all(|c| c.is_ascii_digit())
-            || (port.len() > 1 && port.starts_with('0')))
-    {
-        return false;
-    }
-    let Some(params) = params else { return true };
-    if params.bytes().any(|c| matches!(c, b'?' | b'[')) {
-        return false;
-    }
+    let Some(semi) = semi else { return true };
     // Non-empty, distinct names (a URI has a few parameters: the pairs are few; no list).
+    let params = &rest[semi + 1..];
     let name = |p: &'_ str| -> usize { p.find_b(b'=').unwrap_or(p.len()) };
     params.split_b(b';').enumerate().all(|(i, p)| {
         let n = &p[..name(p)];
@@ -2359,6 +2367,8 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                             ";Lr;lr",
                             ";a=b=c;lr",
                             ";transport=udp;lr?h=v",
+                            ";x=a:b",
+                            ";x=a@b",
                         ] {
                             out.push(format!("{scheme}{user}{host}{port}{tail}"));
                         }
