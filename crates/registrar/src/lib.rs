@@ -66,8 +66,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sip_msg::typed::{Contact, Expires, MaxForwards, RouteRef, ToRef, ViaRef, may_hold_tag};
 use sip_msg::{
-    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, Scheme, SipUri, Uri, UriRef,
-    text_of, trim_fast,
+    BRANCH_MAGIC, Header, HeaderName, Host, HostRef, Message, Method, Scheme, SipUri, Uri, text_of,
+    trim_fast,
 };
 
 pub use auth::{AccountStatus, Accounts, AuthMode};
@@ -981,7 +981,7 @@ impl Registrar {
             }
             // Borrowed from the Request-URI unless it holds escapes (as `user_unescaped`),
             // read in place when it is the received text (no owned copy of it).
-            let uri_ref = req.request_uri_text().and_then(|t| UriRef::parse(t).ok());
+            let uri_ref = req.request_uri_in_place();
             let owned = match uri_ref {
                 Some(_) => None,
                 None => req.request_uri(),

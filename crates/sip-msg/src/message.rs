@@ -14,7 +14,7 @@ use crate::typed::{
     CSeq, CallId, CallIdRef, ContactRef, ContentLength, ContentTypeRef, Expires, From, FromRef,
     MaxForwards, RecordRouteRef, RouteRef, To, ToRef, Via, ViaRef,
 };
-use crate::uri::{Host, SipUri, Uri, UriRef};
+use crate::uri::{Host, SipUri, SipUriSpans, Uri, UriRef};
 
 /// Largest message [`Message::parse`] accepts by default (a UDP datagram is at most 65,535).
 pub const DEFAULT_MAX_SIZE: usize = 65_536;
@@ -46,6 +46,9 @@ enum RequestUri {
         start: u32,
         /// End of the URI.
         end: u32,
+        /// A SIP URI's parts as ranges of its text, as the parse found them (`None`: read
+        /// the text again).
+        spans: Option<SipUriSpans>,
     },
 }
 
@@ -53,23 +56,35 @@ impl RequestUri {
     /// The URI as received, when read from a head text.
     fn text(&self) -> Option<&str> {
         match self {
-            RequestUri::InHead { head, start, end } => head.get(*start as usize..*end as usize),
+            RequestUri::InHead {
+                head, start, end, ..
+            } => head.get(*start as usize..*end as usize),
             RequestUri::Given(_) => None,
+        }
+    }
+
+    /// The URI read in place, when it is a range of the head text: from the parts the
+    /// parse found, or (an IPv6 host, a `tel:` URI) read again. The text was read by
+    /// `UriRef::parse` when the message was parsed (a request whose Request-URI does not
+    /// parse is refused): it reads again the same.
+    fn in_place(&self) -> Option<UriRef<'_>> {
+        let text = self.text()?;
+        match self {
+            RequestUri::InHead {
+                spans: Some(spans), ..
+            } => spans.view(text).map(UriRef::Sip),
+            _ => UriRef::parse(text).ok(),
         }
     }
 
     fn uri(&self) -> Cow<'_, Uri> {
         match self {
             RequestUri::Given(u) => Cow::Borrowed(u),
-            // The text was read by `UriRef::parse` when the message was parsed (a request
-            // whose Request-URI does not parse is refused): the same text parses again. The
-            // empty `sip:` fallback only keeps the function total.
-            RequestUri::InHead { .. } => {
-                Cow::Owned(self.text().and_then(|t| UriRef::parse(t).ok()).map_or_else(
-                    || Uri::Sip(SipUri::new(Host::Name(String::new()))),
-                    UriRef::into_owned,
-                ))
-            }
+            // The empty `sip:` fallback only keeps the function total (see `in_place`).
+            RequestUri::InHead { .. } => Cow::Owned(self.in_place().map_or_else(
+                || Uri::Sip(SipUri::new(Host::Name(String::new()))),
+                UriRef::into_owned,
+            )),
         }
     }
 }
@@ -217,6 +232,17 @@ impl Message {
         }
     }
 
+    /// The Request-URI of a request read in place (no copy, and not read again: the parts
+    /// the parse found), when the request was parsed from a UTF-8 header section and its
+    /// URI not replaced since: the view whose `into_owned` is [`Message::request_uri`].
+    /// `None` otherwise (use [`Message::request_uri`]).
+    pub fn request_uri_in_place(&self) -> Option<UriRef<'_>> {
+        match &self.start {
+            StartLine::Request(r) => r.uri.in_place(),
+            StartLine::Response(_) => None,
+        }
+    }
+
     /// The Request-URI of a request as [`Message::request_uri`] prints it (`write_to`,
     /// `Display`), read in place: the received text ([`Message::request_uri_text`]) when it
     /// has the form printing gives back unchanged ([`prints_as_written`]: nearly every
@@ -320,7 +346,9 @@ impl Message {
             _ => 0,
         };
         if let (StartLine::Request(r), Raw::Text { head: new, .. }) = (&mut start, &start_raw)
-            && let RequestUri::InHead { head, start, end } = &mut r.uri
+            && let RequestUri::InHead {
+                head, start, end, ..
+            } = &mut r.uri
         {
             *head = Arc::clone(new);
             *start -= old_line_start.min(*start);
@@ -385,11 +413,8 @@ impl Message {
         // Read in place when the URI is a range of the text (no owned copy made for this):
         // every `name=value` pair after `?` is one entry of the owned URI's headers, and a
         // `?` with no pair does not parse, so `Some` there is a non-empty list here.
-        let uri_headers = match (&self.start, self.request_uri_text()) {
-            (_, Some(text)) => UriRef::parse(text)
-                .ok()
-                .and_then(|u| u.as_sip().map(|u| u.headers.is_some()))
-                .unwrap_or(false),
+        let uri_headers = match (&self.start, self.request_uri_in_place()) {
+            (_, Some(u)) => u.as_sip().is_some_and(|u| u.headers.is_some()),
             (StartLine::Request(r), None) => {
                 matches!(&*r.uri(), Uri::Sip(u) if !u.headers.is_empty())
             }
@@ -1597,6 +1622,7 @@ fn parse_start_line(
             head: Arc::clone(head),
             start: (parts[0].len() + 1) as u32,
             end: (parts[0].len() + 1 + parts[1].len()) as u32,
+            spans: uri.as_sip().and_then(|u| SipUriSpans::of(parts[1], u)),
         },
         None => RequestUri::Given(uri.into_owned()),
     };
@@ -2412,6 +2438,12 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
             };
             assert_eq!(msg.request_uri().as_deref(), Some(&owned), "{text}");
             assert_eq!(msg.request_uri_text(), Some(text.as_str()));
+            // In place: the view the parse found (kept as ranges), as reading the text gives.
+            assert_eq!(
+                msg.request_uri_in_place(),
+                UriRef::parse(&text).ok(),
+                "{text}"
+            );
             if let Some(printed) = msg.request_uri_printed() {
                 assert_eq!(printed, owned.to_string());
             }
@@ -2419,6 +2451,7 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
             let kept = msg.clone().keep_only(|n| *n == HeaderName::CSeq);
             assert_eq!(kept.request_uri().as_deref(), Some(&owned), "{text}");
             assert_eq!(kept.request_uri_text(), Some(text.as_str()));
+            assert_eq!(kept.request_uri_in_place(), UriRef::parse(&text).ok());
             assert!(
                 kept.to_bytes()
                     .starts_with(format!("OPTIONS {text} SIP/2.0\r\n").as_bytes())
@@ -2430,6 +2463,7 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
             assert!(moved.set_request_uri(target.clone()));
             assert_eq!(moved.request_uri().as_deref(), Some(&target));
             assert_eq!(moved.request_uri_text(), None);
+            assert_eq!(moved.request_uri_in_place(), None);
             assert!(
                 moved
                     .to_bytes()
