@@ -1429,8 +1429,13 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
         out.extend_from_slice(b"\r\n");
     }
     // `out` is kept between messages by the caller: it has room already after the first.
-    match (msg.method(), msg.is_request(), msg.status()) {
-        (Some(method), true, _) => {
+    // A response's method (its CSeq's, which `method()` would read) is not printed: it is
+    // asked for only of a request (its start line's).
+    match (
+        msg.is_request().then(|| msg.method()).flatten(),
+        msg.status(),
+    ) {
+        (Some(method), _) => {
             out.extend_from_slice(method.as_str().as_bytes());
             out.push(b' ');
             // Read in place when it prints as received (no owned copy), else printed.
@@ -1447,7 +1452,7 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
             }
             out.extend_from_slice(b" SIP/2.0\r\n");
         }
-        (_, _, Some(code)) => {
+        (None, Some(code)) => {
             out.extend_from_slice(b"SIP/2.0 ");
             // A status code has three digits (100–699).
             let code = code.min(999);

@@ -2373,29 +2373,14 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
         let mut out = Vec::new();
         for scheme in ["sip:", "SIP:", "sips:", "Sip:"] {
             for user in ["", "alice@", "a%41b@", "bob:pw@", "a;b@", "a?b@", "+1-555@"] {
-                for host in [
-                    "example.com",
-                    "EXAMPLE.com",
-                    "1.2.3.4",
-                    "01.2.3.4",
-                    "1.2.3.256",
-                    "[::1]",
-                    "[0::1]",
-                    "h-1.x.",
-                ] {
+                // (Space-separated lists: none of the pieces holds a space.)
+                for host in "example.com EXAMPLE.com 1.2.3.4 01.2.3.4 1.2.3.256 [::1] [0::1] h-1.x."
+                    .split(' ')
+                {
                     for port in ["", ":5060", ":05060", ":0", ":65535", ":7", ":00"] {
-                        for tail in [
-                            "",
-                            ";lr",
-                            ";transport=TCP",
-                            "?a=b",
-                            ";a=1;a=2",
-                            ";Lr;lr",
-                            ";a=b=c;lr",
-                            ";transport=udp;lr?h=v",
-                            ";x=a:b",
-                            ";x=a@b",
-                        ] {
+                        let tails = ";lr ;transport=TCP ?a=b ;a=1;a=2 ;Lr;lr ;a=b=c;lr \
+                                     ;transport=udp;lr?h=v ;x=a:b ;x=a@b";
+                        for tail in std::iter::once("").chain(tails.split_whitespace()) {
                             out.push(format!("{scheme}{user}{host}{port}{tail}"));
                         }
                     }
