@@ -50,6 +50,19 @@ fuzz_target!(|data: &[u8]| {
         h.view::<ContentTypeRef>().map(|r| r.map(ContentTypeRef::into_owned)),
         h.typed::<ContentType>()
     );
+    // The Request-URI read in place (the parts its parse found, kept as ranges) is the one
+    // its text reads as, and the owned one; printed in place only as the owned one prints.
+    if let Some(text) = msg.request_uri_text() {
+        let read = sip_msg::UriRef::parse(text).ok();
+        assert_eq!(msg.request_uri_in_place(), read);
+        assert_eq!(
+            msg.request_uri().map(std::borrow::Cow::into_owned),
+            read.map(sip_msg::UriRef::into_owned)
+        );
+    }
+    if let Some(p) = msg.request_uri_printed() {
+        assert_eq!(Some(p.to_owned()), msg.request_uri().map(|u| u.to_string()));
+    }
     let printed = msg.to_bytes();
     let again = Message::parse(&printed).expect("a printed message parses again");
     assert_eq!(again.start_line(), msg.start_line());

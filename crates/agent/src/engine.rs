@@ -2979,6 +2979,7 @@ impl<'a> Shard<'a> {
         let by_user = match on {
             None if msg.is_request() => msg
                 .request_uri()
+                .as_deref()
                 .and_then(Uri::as_sip)
                 .and_then(SipUri::user_unescaped)
                 .and_then(|u| self.by_user.get(&u).copied()),

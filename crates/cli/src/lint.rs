@@ -58,7 +58,7 @@ fn summarise(msg: &Message, warnings: &[sip_msg::Warning]) -> Summary {
             "response"
         },
         method: msg.method().map(|m| m.to_string()),
-        request_uri: msg.request_uri().map(ToString::to_string),
+        request_uri: msg.request_uri().map(|u| u.to_string()),
         status: msg.status(),
         reason: msg.reason().map(str::to_owned),
         call_id: msg.call_id(),

@@ -135,6 +135,10 @@ impl Verifier {
     /// printed Request-URI matches byte for byte; another writing is compared as RFC 3261
     /// §19.1.4 says (host case, escapes, a `transport` parameter on one side only).
     fn names_request_uri(&mut self, req: &Message, digest_uri: &str) -> bool {
+        // The printed Request-URI read in place when it prints as received (no owned copy).
+        if req.request_uri_printed() == Some(digest_uri) {
+            return true;
+        }
         let Some(request_uri) = req.request_uri() else {
             return false;
         };
@@ -142,7 +146,7 @@ impl Verifier {
         // Writing into a String never fails.
         let _ = request_uri.write_to(&mut self.uri_text);
         self.uri_text == digest_uri
-            || Uri::parse(digest_uri).is_ok_and(|u| crate::uri_eq::equivalent(&u, request_uri))
+            || Uri::parse(digest_uri).is_ok_and(|u| crate::uri_eq::equivalent(&u, &request_uri))
     }
 
     pub(crate) fn check<'a>(

@@ -597,6 +597,7 @@ impl Registrar {
     /// True when the Request-URI names us, not a user.
     fn is_for_us(&self, req: &Message) -> bool {
         req.request_uri()
+            .as_deref()
             .and_then(Uri::as_sip)
             .is_some_and(|u| u.user.is_none())
     }
@@ -934,7 +935,7 @@ impl Registrar {
                 None => {
                     // A peer that ignored our Record-Route (SIPp's default scenarios) sends
                     // in-dialog requests to us by AOR: find the user's binding then.
-                    let uri = req.request_uri().cloned();
+                    let uri = req.request_uri().map(std::borrow::Cow::into_owned);
                     // By AOR also when it names our domain (RFC 3261 §16.5: the location
                     // service of a domain we are responsible for).
                     let by_aor = uri.as_ref().filter(|u| self.uri_names_us(u));
@@ -978,17 +979,25 @@ impl Registrar {
                     }
                 }
             }
-            // Borrowed from the Request-URI unless it holds escapes (as `user_unescaped`).
-            let Some(user): Option<std::borrow::Cow<'_, str>> =
-                req.request_uri().and_then(Uri::as_sip).and_then(|u| {
-                    let raw = u.user.as_deref()?;
-                    Some(if raw.contains('%') {
-                        sip_msg::unescape(raw).into()
-                    } else {
-                        raw.into()
-                    })
-                })
-            else {
+            // Borrowed from the Request-URI unless it holds escapes (as `user_unescaped`),
+            // read in place when it is the received text (no owned copy of it).
+            let uri_ref = req.request_uri_in_place();
+            let owned = match uri_ref {
+                Some(_) => None,
+                None => req.request_uri(),
+            };
+            let raw_user = match (&uri_ref, &owned) {
+                (Some(u), _) => u.as_sip().and_then(|u| u.user),
+                (None, Some(u)) => u.as_sip().and_then(|u| u.user.as_deref()),
+                (None, None) => None,
+            };
+            let Some(user): Option<std::borrow::Cow<'_, str>> = raw_user.map(|raw| {
+                if raw.contains('%') {
+                    sip_msg::unescape(raw).into()
+                } else {
+                    raw.into()
+                }
+            }) else {
                 self.respond(&req, top, source, 404, "Not Found", &[]);
                 return;
             };
@@ -1008,11 +1017,20 @@ impl Registrar {
             }
             // A Request-URI naming another server by address (sip:user@192.0.2.9:5070) is
             // forwarded there: tests may call SIP peers that do not register here.
-            let foreign = req.request_uri().and_then(|u| {
-                let addr = uri_addr(u).filter(|a| !self.is_our_addr(*a))?;
+            // The address (a host name has none) from the URI read above; the owned URI is
+            // made only for an address that is not ours (its transport picks the interface).
+            let addr = match (&uri_ref, &owned) {
+                (Some(u), _) => u.as_sip().and_then(|u| {
+                    host_ip(&u.host).map(|ip| SocketAddr::new(ip, u.port.unwrap_or(5060)))
+                }),
+                (None, Some(u)) => uri_addr(u),
+                (None, None) => None,
+            };
+            let foreign = addr.filter(|a| !self.is_our_addr(*a)).and_then(|addr| {
+                let u = owned.clone().or_else(|| req.request_uri())?;
                 Some(Flow {
                     addr,
-                    iface: self.ifaces.for_uri(u, addr.ip(), None, source.iface),
+                    iface: self.ifaces.for_uri(&u, addr.ip(), None, source.iface),
                 })
             });
             match self.bindings.get(&*user).and_then(|l| l.last()) {
@@ -1200,7 +1218,7 @@ impl Registrar {
 
     /// True when the Request-URI's host is our domain or our own address.
     fn names_us(&self, req: &Message) -> bool {
-        req.request_uri().is_some_and(|u| self.uri_names_us(u))
+        req.request_uri().is_some_and(|u| self.uri_names_us(&u))
     }
 
     /// True when `uri`'s host is our domain or our own address.
@@ -1411,17 +1429,30 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
         out.extend_from_slice(b"\r\n");
     }
     // `out` is kept between messages by the caller: it has room already after the first.
-    match (msg.method(), msg.request_uri(), msg.status()) {
-        (Some(method), Some(uri), _) => {
+    // A response's method (its CSeq's, which `method()` would read) is not printed: it is
+    // asked for only of a request (its start line's).
+    match (
+        msg.is_request().then(|| msg.method()).flatten(),
+        msg.status(),
+    ) {
+        (Some(method), _) => {
             out.extend_from_slice(method.as_str().as_bytes());
             out.push(b' ');
-            text.clear();
-            // Writing into a String never fails.
-            let _ = uri.write_to(text);
-            out.extend_from_slice(text.as_bytes());
+            // Read in place when it prints as received (no owned copy), else printed.
+            match msg.request_uri_printed() {
+                Some(printed) => out.extend_from_slice(printed.as_bytes()),
+                None => {
+                    text.clear();
+                    if let Some(uri) = msg.request_uri() {
+                        // Writing into a String never fails.
+                        let _ = uri.write_to(text);
+                    }
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
             out.extend_from_slice(b" SIP/2.0\r\n");
         }
-        (_, _, Some(code)) => {
+        (None, Some(code)) => {
             out.extend_from_slice(b"SIP/2.0 ");
             // A status code has three digits (100–699).
             let code = code.min(999);

@@ -14,19 +14,113 @@ use crate::typed::{
     CSeq, CallId, CallIdRef, ContactRef, ContentLength, ContentTypeRef, Expires, From, FromRef,
     MaxForwards, RecordRouteRef, RouteRef, To, ToRef, Via, ViaRef,
 };
-use crate::uri::Uri;
+use crate::uri::{Host, SipUri, SipUriSpans, Uri, UriRef};
 
 /// Largest message [`Message::parse`] accepts by default (a UDP datagram is at most 65,535).
 pub const DEFAULT_MAX_SIZE: usize = 65_536;
 
 /// `Method SP Request-URI SP SIP-Version`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RequestLine {
     /// The method.
     pub method: Method,
     /// The Request-URI.
-    pub uri: Uri,
+    uri: RequestUri,
 }
+
+/// The Request-URI of a [`RequestLine`]: given (a built request, or one replaced by
+/// [`Message::set_request_uri`]), or, for a parsed request, a range of its head text, checked
+/// by [`UriRef::parse`] when the message was parsed and made into a [`Uri`] only when asked
+/// for ([`RequestLine::uri`]). A user agent never asks for the Request-URI of most requests
+/// it receives (ACK, BYE, re-INVITE are matched by their dialog), and a proxy can read it in
+/// place ([`Message::request_uri_text`]): no owned copy (and its allocation) per request.
+#[derive(Clone)]
+enum RequestUri {
+    /// Built or replaced.
+    Given(Uri),
+    /// `start..end` of the head text `head` (a parsed request's).
+    InHead {
+        /// The head text (the parsed message's, shared).
+        head: Arc<str>,
+        /// First byte of the URI.
+        start: u32,
+        /// End of the URI.
+        end: u32,
+        /// A SIP URI's parts as ranges of its text, as the parse found them (`None`: read
+        /// the text again).
+        spans: Option<SipUriSpans>,
+    },
+}
+
+impl RequestUri {
+    /// The URI as received, when read from a head text.
+    fn text(&self) -> Option<&str> {
+        match self {
+            RequestUri::InHead {
+                head, start, end, ..
+            } => head.get(*start as usize..*end as usize),
+            RequestUri::Given(_) => None,
+        }
+    }
+
+    /// The URI read in place, when it is a range of the head text: from the parts the
+    /// parse found, or (an IPv6 host, a `tel:` URI) read again. The text was read by
+    /// `UriRef::parse` when the message was parsed (a request whose Request-URI does not
+    /// parse is refused): it reads again the same.
+    fn in_place(&self) -> Option<UriRef<'_>> {
+        let text = self.text()?;
+        match self {
+            RequestUri::InHead {
+                spans: Some(spans), ..
+            } => spans.view(text).map(UriRef::Sip),
+            _ => UriRef::parse(text).ok(),
+        }
+    }
+
+    fn uri(&self) -> Cow<'_, Uri> {
+        match self {
+            RequestUri::Given(u) => Cow::Borrowed(u),
+            // The empty `sip:` fallback only keeps the function total (see `in_place`).
+            RequestUri::InHead { .. } => Cow::Owned(self.in_place().map_or_else(
+                || Uri::Sip(SipUri::new(Host::Name(String::new()))),
+                UriRef::into_owned,
+            )),
+        }
+    }
+}
+
+impl RequestLine {
+    /// A request line with a given Request-URI.
+    pub fn new(method: Method, uri: Uri) -> Self {
+        Self {
+            method,
+            uri: RequestUri::Given(uri),
+        }
+    }
+
+    /// The Request-URI: borrowed when built or replaced, made from the received text
+    /// otherwise (each call: keep it, or read it in place with [`Message::request_uri_text`]).
+    pub fn uri(&self) -> Cow<'_, Uri> {
+        self.uri.uri()
+    }
+}
+
+impl fmt::Debug for RequestLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestLine")
+            .field("method", &self.method)
+            .field("uri", &self.uri())
+            .finish()
+    }
+}
+
+impl PartialEq for RequestLine {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method && self.uri() == other.uri()
+    }
+}
+
+impl Eq for RequestLine {}
 
 /// `SIP-Version SP Status-Code SP Reason-Phrase`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +156,7 @@ pub struct Message {
 impl Message {
     /// A new request with no headers (see [`crate::RequestBuilder`] for a complete one).
     pub fn new_request(method: Method, uri: Uri) -> Self {
-        Self::from_start(StartLine::Request(RequestLine { method, uri }))
+        Self::from_start(StartLine::Request(RequestLine::new(method, uri)))
     }
 
     /// A new response with no headers (see [`Message::response_to`]).
@@ -117,12 +211,44 @@ impl Message {
         }
     }
 
-    /// The Request-URI of a request.
-    pub fn request_uri(&self) -> Option<&Uri> {
+    /// The Request-URI of a request: borrowed when built or replaced, made from the
+    /// received text otherwise (at each call: keep it, or read the text in place with
+    /// [`Message::request_uri_text`]).
+    pub fn request_uri(&self) -> Option<Cow<'_, Uri>> {
         match &self.start {
-            StartLine::Request(r) => Some(&r.uri),
+            StartLine::Request(r) => Some(r.uri()),
             StartLine::Response(_) => None,
         }
+    }
+
+    /// The Request-URI of a request as received (read in place: no copy), when the request
+    /// was parsed from a UTF-8 header section and its URI not replaced since; it then reads
+    /// with [`UriRef::parse`] (the parse checked it) as [`Message::request_uri`] gives it.
+    /// `None` otherwise (use [`Message::request_uri`]).
+    pub fn request_uri_text(&self) -> Option<&str> {
+        match &self.start {
+            StartLine::Request(r) => r.uri.text(),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The Request-URI of a request read in place (no copy, and not read again: the parts
+    /// the parse found), when the request was parsed from a UTF-8 header section and its
+    /// URI not replaced since: the view whose `into_owned` is [`Message::request_uri`].
+    /// `None` otherwise (use [`Message::request_uri`]).
+    pub fn request_uri_in_place(&self) -> Option<UriRef<'_>> {
+        match &self.start {
+            StartLine::Request(r) => r.uri.in_place(),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    /// The Request-URI of a request as [`Message::request_uri`] prints it (`write_to`,
+    /// `Display`), read in place: the received text ([`Message::request_uri_text`]) when it
+    /// has the form printing gives back unchanged ([`prints_as_written`]: nearly every
+    /// Request-URI). `None` otherwise (print [`Message::request_uri`] then).
+    pub fn request_uri_printed(&self) -> Option<&str> {
+        self.request_uri_text().filter(|t| prints_as_written(t))
     }
 
     /// Replaces the Request-URI of a request (a proxy retargeting it, RFC 3261 §16.6 step 2);
@@ -131,7 +257,7 @@ impl Message {
     pub fn set_request_uri(&mut self, uri: Uri) -> bool {
         match &mut self.start {
             StartLine::Request(r) => {
-                r.uri = uri;
+                r.uri = RequestUri::Given(uri);
                 self.start_raw = Raw::None;
                 true
             }
@@ -212,8 +338,24 @@ impl Message {
             // UTF-8: kept as they are.
             None => self.start_raw.clone(),
         };
+        let mut start = self.start;
+        // A Request-URI read in place moves to the new text with its line (which starts the
+        // new text): it keeps nothing of the old one alive either.
+        let old_line_start = match &self.start_raw {
+            Raw::Text { start, .. } => *start,
+            _ => 0,
+        };
+        if let (StartLine::Request(r), Raw::Text { head: new, .. }) = (&mut start, &start_raw)
+            && let RequestUri::InHead {
+                head, start, end, ..
+            } = &mut r.uri
+        {
+            *head = Arc::clone(new);
+            *start -= old_line_start.min(*start);
+            *end -= old_line_start.min(*end);
+        }
         Message {
-            start: self.start,
+            start,
             start_raw,
             headers,
             body: Bytes::new(),
@@ -268,11 +410,17 @@ impl Message {
             ParseError::in_header(kind, line_of(msg, &name), name)
         };
 
-        if let StartLine::Request(RequestLine {
-            uri: Uri::Sip(u), ..
-        }) = &self.start
-            && !u.headers.is_empty()
-        {
+        // Read in place when the URI is a range of the text (no owned copy made for this):
+        // every `name=value` pair after `?` is one entry of the owned URI's headers, and a
+        // `?` with no pair does not parse, so `Some` there is a non-empty list here.
+        let uri_headers = match (&self.start, self.request_uri_in_place()) {
+            (_, Some(u)) => u.as_sip().is_some_and(|u| u.headers.is_some()),
+            (StartLine::Request(r), None) => {
+                matches!(&*r.uri(), Uri::Sip(u) if !u.headers.is_empty())
+            }
+            (StartLine::Response(_), None) => false,
+        };
+        if uri_headers {
             return Err(ParseError::new(ErrorKind::RequestUriHeaders, 1));
         }
 
@@ -582,13 +730,70 @@ impl Message {
     /// A one-line summary: `INVITE sip:bob@biloxi.com` or `200 OK (INVITE)`.
     pub fn summary(&self) -> String {
         match &self.start {
-            StartLine::Request(r) => format!("{} {}", r.method, r.uri),
+            StartLine::Request(r) => format!("{} {}", r.method, r.uri()),
             StartLine::Response(s) => match self.cseq() {
                 Some(c) => format!("{} {} ({})", s.code, s.reason, c.method),
                 None => format!("{} {}", s.code, s.reason),
             },
         }
     }
+}
+
+/// True when `text`, a URI that [`UriRef::parse`] accepts, prints back as written
+/// ([`Uri::write_to`] of its owned form): `sip:` in lower case, then `user@` (no `:`, so no
+/// password) or nothing, then a host name or IPv4 address (written as the parser accepts
+/// it: no leading zeros), then a port of digits without a leading zero or nothing, then
+/// parameters `;name` or `;name=value` of distinct names (in any case; a repeated one is
+/// printed once); no headers or IPv6 reference (`?`, `[` nowhere). Each part is printed as
+/// written then (test `uris_that_print_as_written_print_as_written`); anything else says
+/// false, which only means "print it to know".
+fn prints_as_written(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("sip:") else {
+        return false;
+    };
+    // One pass: `?` or `[` anywhere says no; a `:` or `;` before an `@` is in the userinfo
+    // (a password, or a user the check below does not cover); after the last `@`, the first
+    // `:` starts the port and the first `;` the parameters.
+    let b = rest.as_bytes();
+    let (mut colon, mut semi, mut in_user) = (None, None, false);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'?' | b'[' => return false,
+            b'@' => {
+                in_user |= colon.is_some() || semi.is_some();
+                (colon, semi) = (None, None);
+            }
+            b':' if colon.is_none() && semi.is_none() => colon = Some(i),
+            b';' if semi.is_none() => semi = Some(i),
+            _ => {}
+        }
+    }
+    if in_user {
+        return false;
+    }
+    let end = semi.unwrap_or(b.len());
+    if let Some(c) = colon {
+        // Port digits, no leading zero (one `0` alone prints as `0`).
+        let port = &b[c + 1..end];
+        if port.is_empty()
+            || !port.iter().all(u8::is_ascii_digit)
+            || (port.len() > 1 && port[0] == b'0')
+        {
+            return false;
+        }
+    }
+    let Some(semi) = semi else { return true };
+    // Non-empty, distinct names (a URI has a few parameters: the pairs are few; no list).
+    let params = &rest[semi + 1..];
+    let name = |p: &'_ str| -> usize { p.find_b(b'=').unwrap_or(p.len()) };
+    params.split_b(b';').enumerate().all(|(i, p)| {
+        let n = &p[..name(p)];
+        !n.is_empty()
+            && params
+                .split_b(b';')
+                .take(i)
+                .all(|q| !q[..name(q)].eq_ignore_ascii_case(n))
+    })
 }
 
 /// [`Message::write_response`] with `Content-Length: content_length` as its last line.
@@ -678,7 +883,7 @@ impl StartLine {
             StartLine::Request(r) => {
                 w.write_str(r.method.as_str())?;
                 w.write_str(" ")?;
-                r.uri.write_to(w)?;
+                r.uri().write_to(w)?;
                 w.write_str(" SIP/2.0")
             }
             // As `write_status_line` writes it (a code's digits are those of `to_string`).
@@ -1125,7 +1330,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
             kind: WarningKind::BareLf,
         });
     }
-    let start = parse_start_line(&buf[..e0], head.as_deref(), &mut warnings)?;
+    let start = parse_start_line(&buf[..e0], head.as_ref(), &mut warnings)?;
     let start_raw = raw_of(&src, head.as_ref(), 0, e0);
     if leading_fold {
         return Err(ParseError::new(ErrorKind::BadHeaderLine, 2));
@@ -1346,7 +1551,7 @@ fn read_status_line(line: &str) -> Result<StatusLine, ParseError> {
 /// start line is its beginning: no second check).
 fn parse_start_line(
     raw: &[u8],
-    head: Option<&str>,
+    head: Option<&Arc<str>>,
     warnings: &mut Vec<Warning>,
 ) -> Result<StartLine, ParseError> {
     let bad = |k| ParseError::new(k, 1);
@@ -1408,7 +1613,19 @@ fn parse_start_line(
         }
         return Err(bad(ErrorKind::BadStartLine));
     }
-    let uri = Uri::parse(parts[1]).map_err(|e| bad(ErrorKind::BadRequestUri(e)))?;
+    let uri = UriRef::parse(parts[1]).map_err(|e| bad(ErrorKind::BadRequestUri(e)))?;
+    // With the head text, the URI stays a range of it (the line starts the text; the URI
+    // follows the method and one SP), made into a `Uri` only when asked for.
+    let uri = match head {
+        // The head text is at most u32::MAX bytes long (checked where it is made).
+        Some(head) => RequestUri::InHead {
+            head: Arc::clone(head),
+            start: (parts[0].len() + 1) as u32,
+            end: (parts[0].len() + 1 + parts[1].len()) as u32,
+            spans: uri.as_sip().and_then(|u| SipUriSpans::of(parts[1], u)),
+        },
+        None => RequestUri::Given(uri.into_owned()),
+    };
     Ok(StartLine::Request(RequestLine { method, uri }))
 }
 
@@ -1542,7 +1759,7 @@ Call-ID: c2\r\n\
         let mut m = Message::parse(INVITE).unwrap();
         let uri = Uri::parse("sip:bob@192.0.2.4:5062").unwrap();
         assert!(m.set_request_uri(uri.clone()));
-        assert_eq!(m.request_uri(), Some(&uri));
+        assert_eq!(m.request_uri().as_deref(), Some(&uri));
         let mut want = b"INVITE sip:bob@192.0.2.4:5062 SIP/2.0".to_vec();
         want.extend_from_slice(&INVITE[INVITE.iter().position(|&c| c == b'\r').unwrap()..]);
         assert_eq!(m.to_bytes(), want);
@@ -2149,6 +2366,97 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
         assert_eq!(Arc::strong_count(&text), 1);
     }
 
+    /// Request-URIs built from pieces that print as written or not (scheme case, user with
+    /// escapes and a password, names, IPv4 and IPv6 hosts, ports with leading zeros,
+    /// parameters, headers).
+    fn request_uri_texts() -> Vec<String> {
+        let mut out = Vec::new();
+        for scheme in ["sip:", "SIP:", "sips:", "Sip:"] {
+            for user in ["", "alice@", "a%41b@", "bob:pw@", "a;b@", "a?b@", "+1-555@"] {
+                // (Space-separated lists: none of the pieces holds a space.)
+                for host in "example.com EXAMPLE.com 1.2.3.4 01.2.3.4 1.2.3.256 [::1] [0::1] h-1.x."
+                    .split(' ')
+                {
+                    for port in ["", ":5060", ":05060", ":0", ":65535", ":7", ":00"] {
+                        let tails = ";lr ;transport=TCP ?a=b ;a=1;a=2 ;Lr;lr ;a=b=c;lr \
+                                     ;transport=udp;lr?h=v ;x=a:b ;x=a@b";
+                        for tail in std::iter::once("").chain(tails.split_whitespace()) {
+                            out.push(format!("{scheme}{user}{host}{port}{tail}"));
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(["tel:+1555", "urn:service:sos", "sip:%61lice@h"].map(String::from));
+        out
+    }
+
+    #[test]
+    fn uris_that_print_as_written_print_as_written() {
+        let mut shortcuts = 0;
+        for text in request_uri_texts() {
+            let Ok(uri) = Uri::parse(&text) else { continue };
+            if prints_as_written(&text) {
+                shortcuts += 1;
+                assert_eq!(uri.to_string(), text);
+            }
+        }
+        // Not vacuous: the usual forms take the shortcut.
+        assert!(shortcuts > 50, "{shortcuts}");
+        assert!(prints_as_written("sip:alice@192.0.2.1:5060"));
+        assert!(prints_as_written("sip:reg.example"));
+    }
+
+    #[test]
+    fn a_parsed_request_uri_reads_in_place_as_the_owned_one() {
+        for text in request_uri_texts() {
+            let raw = format!(
+                "OPTIONS {text} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                 Call-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let owned = Uri::parse(&text);
+            let msg = Message::parse(raw.as_bytes());
+            // The parse accepts exactly the URIs `Uri::parse` accepts, and gives that URI.
+            assert_eq!(msg.is_ok(), owned.is_ok(), "{text}");
+            let (Ok(msg), Ok(owned)) = (msg, owned) else {
+                continue;
+            };
+            assert_eq!(msg.request_uri().as_deref(), Some(&owned), "{text}");
+            assert_eq!(msg.request_uri_text(), Some(text.as_str()));
+            // In place: the view the parse found (kept as ranges), as reading the text gives.
+            assert_eq!(
+                msg.request_uri_in_place(),
+                UriRef::parse(&text).ok(),
+                "{text}"
+            );
+            if let Some(printed) = msg.request_uri_printed() {
+                assert_eq!(printed, owned.to_string());
+            }
+            // Kept alone (its own text), the same URI; printed as before.
+            let kept = msg.clone().keep_only(|n| *n == HeaderName::CSeq);
+            assert_eq!(kept.request_uri().as_deref(), Some(&owned), "{text}");
+            assert_eq!(kept.request_uri_text(), Some(text.as_str()));
+            assert_eq!(kept.request_uri_in_place(), UriRef::parse(&text).ok());
+            assert!(
+                kept.to_bytes()
+                    .starts_with(format!("OPTIONS {text} SIP/2.0\r\n").as_bytes())
+            );
+            assert_eq!(kept.summary(), msg.summary());
+            // Replaced: the new one, printed from the owned URI.
+            let mut moved = msg;
+            let target = Uri::parse("sip:bob@192.0.2.7").unwrap();
+            assert!(moved.set_request_uri(target.clone()));
+            assert_eq!(moved.request_uri().as_deref(), Some(&target));
+            assert_eq!(moved.request_uri_text(), None);
+            assert_eq!(moved.request_uri_in_place(), None);
+            assert!(
+                moved
+                    .to_bytes()
+                    .starts_with(b"OPTIONS sip:bob@192.0.2.7 SIP/2.0\r\n")
+            );
+        }
+    }
+
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_header_is_56_bytes() {
@@ -2341,7 +2649,10 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
                     .build();
                 assert_eq!(first_line(&m), format!("{method} {text} SIP/2.0"));
                 assert_eq!(
-                    Message::parse(&m.to_bytes()).unwrap().request_uri(),
+                    Message::parse(&m.to_bytes())
+                        .unwrap()
+                        .request_uri()
+                        .as_deref(),
                     Some(&uri)
                 );
             }

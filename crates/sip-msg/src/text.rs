@@ -720,6 +720,11 @@ impl Default for ParamsRef<'_> {
 }
 
 impl<'a> ParamsRef<'a> {
+    /// The text the parameters were read from.
+    pub(crate) fn text(&self) -> &'a str {
+        self.text
+    }
+
     /// Reads header parameters `a=b;c` (the leading `;` already removed). White space around
     /// `;` and `=` is allowed (RFC 3261 §25.1 SEMI, EQUAL).
     pub(crate) fn parse_header(s: &'a str) -> Result<Self, HeaderError> {

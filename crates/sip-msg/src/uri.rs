@@ -655,6 +655,76 @@ impl SipUri {
     }
 }
 
+/// A [`SipUriRef`] as ranges of the text it was read from (no lifetime, no copy): a parsed
+/// request keeps its Request-URI so, and [`SipUriSpans::view`] gives the view back without
+/// reading the text again. IPv6 hosts are not kept so (the text is read again for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SipUriSpans {
+    scheme: Scheme,
+    user: Option<(u32, u32)>,
+    password: Option<(u32, u32)>,
+    /// The host name's range, or the IPv4 address.
+    host: Result<Ipv4Addr, (u32, u32)>,
+    port: Option<u16>,
+    params: (u32, u32),
+    headers: Option<(u32, u32)>,
+}
+
+impl SipUriSpans {
+    /// The ranges of `u`'s parts in `text`, which `u` was read from; `None` for an IPv6
+    /// host or a part that is not a range of `text` (an empty parameter list is not).
+    pub(crate) fn of(text: &str, u: &SipUriRef<'_>) -> Option<Self> {
+        // Where `part` lies in `text` (a sub-slice of it: its address minus the text's).
+        let range = |part: &str| -> Option<(u32, u32)> {
+            let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            let end = start.checked_add(part.len())?;
+            (end <= text.len()).then_some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+        };
+        let opt = |part: Option<&str>| match part {
+            Some(p) => range(p).map(Some),
+            None => Some(None),
+        };
+        let params = match u.params.text() {
+            "" => (0, 0),
+            p => range(p)?,
+        };
+        Some(Self {
+            scheme: u.scheme,
+            user: opt(u.user)?,
+            password: opt(u.password)?,
+            host: match u.host {
+                HostRef::V4(a) => Ok(a),
+                HostRef::Name(n) => Err(range(n)?),
+                HostRef::V6(_) => return None,
+            },
+            port: u.port,
+            params,
+            headers: opt(u.headers)?,
+        })
+    }
+
+    /// The view these ranges were made from, read from the same `text`.
+    pub(crate) fn view<'a>(&self, text: &'a str) -> Option<SipUriRef<'a>> {
+        let part = |(a, b): (u32, u32)| text.get(a as usize..b as usize);
+        let opt = |r: Option<(u32, u32)>| match r {
+            Some(r) => part(r).map(Some),
+            None => Some(None),
+        };
+        Some(SipUriRef {
+            scheme: self.scheme,
+            user: opt(self.user)?,
+            password: opt(self.password)?,
+            host: match self.host {
+                Ok(a) => HostRef::V4(a),
+                Err(r) => HostRef::Name(part(r)?),
+            },
+            port: self.port,
+            params: ParamsRef::uri(part(self.params)?),
+            headers: opt(self.headers)?,
+        })
+    }
+}
+
 /// A URI as it may appear in a Request-URI, To, From, Contact or Route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Uri {

@@ -158,6 +158,17 @@ fn side(
     name: &HeaderName,
     set_tag: Option<&str>,
 ) -> Result<(String, String), DialogError> {
+    side_noting(msg, name, set_tag, None)
+}
+
+/// [`side`], also writing the From's URI as the owned URI prints it into `from_uri` when
+/// given (the From is read once for both: the caller reported with an incoming call).
+fn side_noting(
+    msg: &Message,
+    name: &HeaderName,
+    set_tag: Option<&str>,
+    from_uri: Option<&mut String>,
+) -> Result<(String, String), DialogError> {
     let what = if *name == HeaderName::From {
         "From"
     } else {
@@ -166,11 +177,12 @@ fn side(
     let bad = DialogError::BadHeader(what);
     let value = msg.headers.value(name).ok_or(bad)?;
     let current = if *name == HeaderName::From {
-        msg.headers
-            .view::<FromRef>()
-            .ok_or(bad)?
-            .map_err(|_| bad)?
-            .tag()
+        let from = msg.headers.view::<FromRef>().ok_or(bad)?.map_err(|_| bad)?;
+        if let Some(out) = from_uri {
+            // Writing into a String never fails.
+            let _ = from.0.uri.into_owned().write_to(out);
+        }
+        from.tag()
     } else {
         msg.headers
             .view::<ToRef>()
@@ -337,7 +349,18 @@ impl Dialog {
     /// The UAS side, from the received request and the tag we chose (§12.1.1): the route
     /// set is the request's Record-Route in order.
     pub fn from_uas(request: &Message, local_tag: &str) -> Result<Self, DialogError> {
-        let (remote_tag, remote_uri) = side(request, &HeaderName::From, None)?;
+        Self::from_uas_noting(request, local_tag, None)
+    }
+
+    /// [`Dialog::from_uas`], also writing the From's URI as its owned form prints it into
+    /// `from_uri` (what the user agent's incoming-call event reports), from the same reading of
+    /// the From. Written before any other check: on an error it may hold the URI or nothing.
+    pub(crate) fn from_uas_noting(
+        request: &Message,
+        local_tag: &str,
+        from_uri: Option<&mut String>,
+    ) -> Result<Self, DialogError> {
+        let (remote_tag, remote_uri) = side_noting(request, &HeaderName::From, None, from_uri)?;
         let (_, local_uri) = side(request, &HeaderName::To, Some(local_tag))?;
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
         Ok(Self {

@@ -758,7 +758,7 @@ impl ClientTransaction {
         // responses never reach here), so the Request-URI is present.
         let uri = invite
             .request_uri()
-            .cloned()
+            .map(std::borrow::Cow::into_owned)
             .expect("a request has a Request-URI");
         let mut ack = Message::new_request(Method::Ack, uri);
         // Via, Max-Forwards, the routes, From, Call-ID, To, CSeq, Content-Length: room for
