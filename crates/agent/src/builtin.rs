@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -182,8 +182,9 @@ impl BuiltinRegistrar {
     /// with one core, so an endpoint on one transport can call one on another (see
     /// `registrar`'s "Several listeners"). The first listener's address and transport are
     /// the core's first interface: `config.host`/`config.port`/`config.transport` are
-    /// replaced by its. One UDP listener alone is served by [`Self::start_udp_with`]'s
-    /// direct loop instead.
+    /// replaced by its. A listener on every address (`0.0.0.0`, `[::]`) advertises
+    /// `config.host` instead (in Via and Record-Route: where phones reach it). One UDP
+    /// listener alone is served by [`Self::start_udp_with`]'s direct loop instead.
     pub async fn start_many(
         listens: Vec<Listen>,
         mut config: RegistrarConfig,
@@ -205,13 +206,14 @@ impl BuiltinRegistrar {
                 "no listener given",
             )));
         };
-        config.host = Host::from(first.ip());
+        let advertised = config.host.clone();
+        config.host = advertise(first.ip(), &advertised);
         config.port = first.port();
         config.transport = token.into();
         let mut core = Registrar::new(config);
         for &(addr, token) in &addrs[1..] {
             if core
-                .add_interface(token, Host::from(addr.ip()), addr.port())
+                .add_interface(token, advertise(addr.ip(), &advertised), addr.port())
                 .is_none()
             {
                 return Err(StartError::Io(io::Error::new(
@@ -322,7 +324,8 @@ impl BuiltinRegistrar {
     }
 
     /// Binds `listen` over UDP (port 0 picks a free port) and serves until stopped.
-    /// `config.host`/`config.port` are replaced by the bound address.
+    /// `config.host`/`config.port` are replaced by the bound address (`config.host` is kept,
+    /// as the address advertised, when `listen` is on every address).
     pub async fn start_udp(listen: SocketAddr, config: RegistrarConfig) -> io::Result<Self> {
         Self::start_udp_with(listen, config, ServiceOptions::default()).await
     }
@@ -335,7 +338,7 @@ impl BuiltinRegistrar {
     ) -> io::Result<Self> {
         let sock = UdpSocket::bind(listen).await?;
         let addr = sock.local_addr()?;
-        config.host = Host::from(addr.ip());
+        config.host = advertise(addr.ip(), &config.host);
         config.port = addr.port();
         config.transport = "UDP".into();
         let (stop, mut stopped) = watch::channel(false);
@@ -349,7 +352,7 @@ impl BuiltinRegistrar {
                 tokio::select! {
                     r = sock.recv_from(&mut buf) => {
                         let (n, from) = match r {
-                            Ok(got) => got,
+                            Ok((n, from)) => (n, canonical(from)),
                             Err(e) => {
                                 pause_after(&e).await;
                                 continue;
@@ -399,12 +402,28 @@ impl BuiltinRegistrar {
     }
 }
 
+/// The address a listener advertises: its own, or where it listens on every address,
+/// `advertised` (the operator's `--advertise`).
+fn advertise(ip: IpAddr, advertised: &Host) -> Host {
+    if ip.is_unspecified() {
+        advertised.clone()
+    } else {
+        Host::from(ip)
+    }
+}
+
+/// A peer heard on a dual-stack listener (`[::]`) over IPv4 (`::ffff:a.b.c.d`) as the IPv4
+/// address it is (in `received=`, the location service, the next hop).
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Hands every datagram of one UDP listener to the core.
 async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEvent>) {
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, addr) = match sock.recv_from(&mut buf).await {
-            Ok(got) => got,
+            Ok((n, from)) => (n, canonical(from)),
             Err(e) => {
                 pause_after(&e).await;
                 continue;
@@ -455,7 +474,7 @@ async fn accept_loop(
         tokio::select! {
             r = listener.accept() => {
                 let Ok((tcp, addr)) = r else { continue };
-                let peer = Flow { addr, iface };
+                let peer = Flow { addr: canonical(addr), iface };
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
                 let _ = tcp.set_nodelay(true);
                 let events = events.clone();

@@ -258,6 +258,55 @@ fn callers_on_ipv4_and_ipv6_listeners_get_echo_media_on_their_own() {
     assert_eq!((s.answered, s.ended_bye), (4, 4), "{s:?}");
 }
 
+/// A registrar listening on every address (`[::]`, dual-stack) advertising `config.host`
+/// (`--advertise 127.0.0.1`): IPv4 callers are heard as IPv4 (not `::ffff:127.0.0.1`), its
+/// Via and Record-Route name the advertised address (not `[::]`), the echo's media faces
+/// them, and their calls get their RTP back.
+#[test]
+fn a_registrar_on_every_address_serves_ipv4_callers_at_its_advertised_address() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp_with(
+            "[::]:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+            ServiceOptions::default(),
+        ))
+        .unwrap();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], reg.addr().port()));
+    let (summary, reports) = run_at(
+        &[v4],
+        vec![callers("any", 2, "echo", vec![Codec::Pcmu])],
+        Duration::from_secs(3),
+    );
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+        for t in &r.trace {
+            assert!(
+                !t.text.contains("::ffff:") && !t.text.contains("[::]"),
+                "{}",
+                t.text
+            );
+        }
+        let answer = r
+            .trace
+            .iter()
+            .find(|t| t.text.starts_with("SIP/2.0 200") && t.text.contains("m=audio"))
+            .unwrap_or_else(|| panic!("the echo's 200 in the trace: {r:#?}"));
+        assert!(
+            answer.text.contains("c=IN IP4 127.0.0.1"),
+            "{}",
+            answer.text
+        );
+        // The echo's Contact (where the BYE goes) is the advertised address.
+        assert!(answer.text.contains("@127.0.0.1:"), "{}", answer.text);
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.ended_bye), (2, 2), "{s:?}");
+}
+
 #[test]
 fn five_callers_hear_the_tone_at_its_level() {
     let rt = runtime();

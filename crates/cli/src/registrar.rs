@@ -34,6 +34,11 @@ pub struct RegistrarArgs {
     /// The SIP domain it serves (and the digest realm).
     #[arg(long, default_value = "sipmeter.local")]
     domain: String,
+    /// The address (or name) phones reach this registrar at, written in its Via and
+    /// Record-Route for a listener on every address (`--listen udp:0.0.0.0:5060`,
+    /// `--listen [::]:5060`); required with such a listener.
+    #[arg(long, value_name = "HOST")]
+    advertise: Option<String>,
     /// An account `user:password` (repeatable); `user:password:disabled` answers 403.
     #[arg(long = "account")]
     accounts: Vec<String>,
@@ -220,6 +225,30 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
         }
         AuthMode::Static(accounts)
     };
+    // A listener on every address has no address of its own to put in Via and Record-Route:
+    // phones would be told to send their in-dialog requests to 0.0.0.0.
+    let advertised = match (
+        &args.advertise,
+        args.listen.iter().find(|(_, a)| a.ip().is_unspecified()),
+    ) {
+        (Some(h), _) => match advertised_host(h) {
+            Some(host) => host,
+            None => {
+                eprintln!(
+                    "sipmeter: --advertise {h}: not a host name, an IPv4 address or an IPv6 address"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some((_, addr))) => {
+            eprintln!(
+                "sipmeter: --listen {addr} listens on every address: give --advertise HOST, the address phones reach this registrar at (it goes in Via and Record-Route)"
+            );
+            return ExitCode::from(2);
+        }
+        // Unused: every listener advertises its own address.
+        (None, None) => Host::Name("localhost".into()),
+    };
     let secret = args
         .secret
         .clone()
@@ -248,8 +277,8 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
     rt.block_on(async {
         let config = RegistrarConfig {
             domain: args.domain.clone(),
-            // Replaced by the first listener's.
-            host: Host::Name("placeholder".into()),
+            // Replaced by the first listener's unless it listens on every address.
+            host: advertised,
             port: 0,
             transport: String::new(),
             auth,
@@ -310,4 +339,14 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `--advertise`: a host name, an IPv4 address, or an IPv6 address with or without brackets.
+fn advertised_host(text: &str) -> Option<Host> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Some(Host::from(ip));
+    }
+    Host::parse(text)
+        .ok()
+        .filter(|h| !matches!(h, Host::Name(n) if n.is_empty()))
 }

@@ -82,3 +82,63 @@ fn one_registrar_answers_on_every_listener() {
         .expect("sipmeter check runs");
     assert_ne!(check.status.code(), Some(0), "a wrong password fails");
 }
+
+/// A listener on every address needs `--advertise` (else phones would be told to reach the
+/// registrar at 0.0.0.0); with it, `sipmeter check` registers over IPv4 through `[::]`.
+#[test]
+fn a_listener_on_every_address_needs_and_uses_advertise() {
+    let refused = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args(["registrar", "--listen", "udp:0.0.0.0:0", "--open"])
+        .output()
+        .expect("sipmeter registrar runs");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--listen 0.0.0.0:0 listens on every address: give --advertise HOST"),
+        "{err}"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "registrar",
+            "--listen",
+            "udp:[::]:0",
+            "--advertise",
+            "127.0.0.1",
+        ])
+        .args(["--domain", "lab.test", "--account", "1001:right"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sipmeter registrar starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let _reg = Proc(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port = line
+        .split("udp:[::]:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "check",
+            "--domain",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args([
+            "--transport",
+            "udp",
+            "--user",
+            "1001",
+            "--password",
+            "right",
+        ])
+        .output()
+        .expect("sipmeter check runs");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("registered"), "{stdout}");
+    assert!(!stdout.contains("::ffff:"), "{stdout}");
+}

@@ -20,6 +20,25 @@ fn tmp(name: &str) -> std::path::PathBuf {
     dir.join(name)
 }
 
+/// `sipmeter run --quiet --all-traces --report REPORT FILE`: exit code, stdout, stderr and
+/// the JSON report (`Null` when none was written: the exit code and output say why).
+fn run_traced(file: &std::path::Path, report: &str) -> (i32, String, String, serde_json::Value) {
+    let report = tmp(report);
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--all-traces",
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let v = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    (code, out, err, v)
+}
+
 #[test]
 fn demo_passes_and_writes_reports() {
     let report = tmp("demo.json");
@@ -205,18 +224,8 @@ actions = [
 "#,
     )
     .unwrap();
-    let report = tmp("actions.json");
-    let (code, out, err) = sipmeter(&[
-        "run",
-        "--quiet",
-        "--all-traces",
-        "--report",
-        report.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
+    let (code, out, err, v) = run_traced(&file, "actions.json");
     assert_eq!(code, 0, "{out}\n{err}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     for ep in v["endpoints"].as_array().unwrap() {
         assert_eq!(ep["outcome"], "SUCCESS", "{ep}");
         let texts: Vec<&str> = ep["trace"]
@@ -268,17 +277,7 @@ fn the_calls_per_second_cap_spreads_the_calls() {
         "name = \"capped\"\nduration = \"0s\"\ncps = \"5/s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callee\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"caller\"\nendpoints = 10\nregistrar = \"builtin\"\ncall = \"group:callee\"\nmedia = false\n",
     )
     .unwrap();
-    let report = tmp("cps.json");
-    let (code, out, err) = sipmeter(&[
-        "run",
-        "--quiet",
-        "--all-traces",
-        "--report",
-        report.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (code, out, err, v) = run_traced(&file, "cps.json");
     // Two callees take ten calls of zero length one after another; some may find one busy.
     assert!(code == 0 || code == 1, "{out}\n{err}");
     assert_eq!(v["summary"]["calls_attempted"], 10);
@@ -431,17 +430,7 @@ offer = "late"
 "#,
     )
     .unwrap();
-    let report = tmp("late.json");
-    let (code, out, err) = sipmeter(&[
-        "run",
-        "--quiet",
-        "--all-traces",
-        "--report",
-        report.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let (code, out, err, v) = run_traced(&file, "late.json");
     assert_eq!(code, 0, "{out}\n{err}");
     for e in v["endpoints"].as_array().unwrap() {
         assert_eq!(e["outcome"], "SUCCESS", "{e}");
@@ -576,19 +565,9 @@ fn groups_on_registrars_of_different_transports_call_each_other() {
         ));
     }
     std::fs::write(&file, &test).unwrap();
-    let report = tmp("mixed.json");
-    let (code, out, err) = sipmeter(&[
-        "run",
-        "--quiet",
-        "--all-traces",
-        "--report",
-        report.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
+    let (code, out, err, v) = run_traced(&file, "mixed.json");
     assert_eq!(code, 0, "{test}\n{out}\n{err}");
     assert!(out.contains("4 attempted, 4 answered"), "{out}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let endpoints = v["endpoints"].as_array().unwrap();
     assert_eq!(endpoints.len(), 8);
     for ep in endpoints {
