@@ -15,6 +15,33 @@ impl Drop for Proc {
     }
 }
 
+/// `sipmeter check` as user 1001 with `password` at 127.0.0.1:`port` over `transport`: its
+/// exit code and stdout.
+fn check(port: u16, transport: &str, password: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
+        .args([
+            "check",
+            "--domain",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
+        .args([
+            "--transport",
+            transport,
+            "--user",
+            "1001",
+            "--password",
+            password,
+        ])
+        .output()
+        .expect("sipmeter check runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[test]
 fn one_registrar_answers_on_every_listener() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
@@ -45,42 +72,13 @@ fn one_registrar_answers_on_every_listener() {
     let (udp, tcp, ws) = (port("udp"), port("tcp"), port("ws"));
 
     for (transport, port) in [("udp", udp), ("tcp", tcp), ("ws", ws)] {
-        let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-            .args([
-                "check",
-                "--domain",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ])
-            .args([
-                "--transport",
-                transport,
-                "--user",
-                "1001",
-                "--password",
-                "right",
-            ])
-            .output()
-            .expect("sipmeter check runs");
-        let stdout = String::from_utf8_lossy(&check.stdout);
-        assert_eq!(check.status.code(), Some(0), "{transport}: {stdout}");
+        let (code, stdout) = check(port, transport, "right");
+        assert_eq!(code, Some(0), "{transport}: {stdout}");
         assert!(stdout.contains("registered"), "{transport}: {stdout}");
     }
     // The accounts are checked on every listener: a wrong password fails.
-    let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args(["check", "--domain", "127.0.0.1", "--port", &udp.to_string()])
-        .args([
-            "--transport",
-            "udp",
-            "--user",
-            "1001",
-            "--password",
-            "wrong",
-        ])
-        .output()
-        .expect("sipmeter check runs");
-    assert_ne!(check.status.code(), Some(0), "a wrong password fails");
+    let (code, _) = check(udp, "udp", "wrong");
+    assert_ne!(code, Some(0), "a wrong password fails");
 }
 
 /// A listener on every address needs `--advertise` (else phones would be told to reach the
@@ -119,26 +117,8 @@ fn a_listener_on_every_address_needs_and_uses_advertise() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
-    let check = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args([
-            "check",
-            "--domain",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ])
-        .args([
-            "--transport",
-            "udp",
-            "--user",
-            "1001",
-            "--password",
-            "right",
-        ])
-        .output()
-        .expect("sipmeter check runs");
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(check.status.code(), Some(0), "{stdout}");
+    let (code, stdout) = check(port, "udp", "right");
+    assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("registered"), "{stdout}");
     assert!(!stdout.contains("::ffff:"), "{stdout}");
 }
