@@ -2674,6 +2674,20 @@ impl<'a> Shard<'a> {
                     format!("{method} in the call answered {code}: {}", hint_for(code)),
                 );
             }
+            CallEvent::OfferRefused { method, .. } => {
+                let codec = ep
+                    .media
+                    .as_ref()
+                    .and_then(|m| m.codec())
+                    .unwrap_or("our codecs");
+                ep.worsen(
+                    Outcome::CompletedWithWarnings,
+                    format!(
+                        "the peer's {method} offer inside the call lists none of our codecs: \
+                         refused with 488, the call went on with {codec} (RFC 3264 §6.1)"
+                    ),
+                );
+            }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_offer(now, &offer);

@@ -576,6 +576,9 @@ enum Uas {
     /// `testdata/sipp/uas-holds-with-c0.xml` with `-rtp_echo`: answers with its echo, holds
     /// the call by a re-INVITE with `c=0.0.0.0` (RFC 2543 style) a second later.
     HoldsWithC0,
+    /// `testdata/sipp/uas-offers-another-codec.xml` with `-rtp_echo`: answers PCMU with its
+    /// echo, offers G.729 alone by re-INVITE a second later and expects 488.
+    OffersAnotherCodec,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -601,6 +604,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-holds-with-c0.xml"
     );
+    let another_codec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-offers-another-codec.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -608,6 +615,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
+            Uas::OffersAnotherCodec => vec!["-sf", another_codec],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -814,5 +822,42 @@ fn a_re_invite_with_c_0_0_0_0_holds_our_media() {
     assert_eq!(
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
+}
+
+/// A peer's re-INVITE offering only a codec we do not have (G.729): refused with 488 and a
+/// Warning (RFC 3264 §6.1, RFC 3261 §14.2), reported as a warning; the call goes on with its
+/// PCMU echo to the end.
+#[test]
+fn an_offer_of_a_codec_we_do_not_have_is_refused_with_488() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::OffersAnotherCodec);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("the peer's INVITE offer inside the call lists none of our codecs"),
+            "{error}"
+        );
+        let refusals: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|t| t.text.starts_with("SIP/2.0 488 Not Acceptable Here"))
+            .collect();
+        assert_eq!(
+            refusals.len(),
+            1,
+            "one 488, ACKed (no retransmission): {r:#?}"
+        );
+        assert!(refusals[0].text.contains("Warning: 305 sipmeter"));
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("PCMU"));
+        // The echo went on for the whole 3 s call.
+        assert!(m.rx_packets >= 140, "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each re-INVITE refused with 488"
     );
 }

@@ -97,6 +97,66 @@ pub(crate) fn rejecting_answer(offer: &[u8], host: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// The codecs (`NAME/RATE`, upper case) of the first audio stream of `sdp`, telephone-event
+/// and comfort noise left out (they carry no voice), and whether that stream is in use
+/// (port not 0). `None` when the text has no audio stream.
+fn audio_codecs(sdp: &str) -> Option<(Vec<String>, bool)> {
+    let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
+    let m = lines.find_map(|l| l.strip_prefix("m=audio "))?;
+    let mut parts = m.split(' ').filter(|p| !p.is_empty());
+    let in_use = parts.next() != Some("0");
+    let formats: Vec<&str> = parts.skip(1).collect();
+    let mut rtpmaps: Vec<(&str, &str)> = Vec::new();
+    for line in lines.take_while(|l| !l.starts_with("m=")) {
+        if let Some((pt, enc)) = line
+            .strip_prefix("a=rtpmap:")
+            .and_then(|r| r.split_once(' '))
+        {
+            rtpmaps.push((pt.trim(), enc.trim()));
+        }
+    }
+    let codecs = formats
+        .iter()
+        .filter_map(|pt| {
+            let name = match rtpmaps.iter().find(|(p, _)| p == pt) {
+                // NAME/RATE[/CHANNELS]: the channels do not make another codec here.
+                Some((_, enc)) => enc.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
+                // RFC 3551 §6's static payload types (an rtpmap is optional for them).
+                None => match *pt {
+                    "0" => "PCMU/8000",
+                    "3" => "GSM/8000",
+                    "4" => "G723/8000",
+                    "8" => "PCMA/8000",
+                    "9" => "G722/8000",
+                    "18" => "G729/8000",
+                    _ => return None,
+                }
+                .to_owned(),
+            };
+            let name = name.to_ascii_uppercase();
+            (!name.starts_with("TELEPHONE-EVENT/") && !name.starts_with("CN/")).then_some(name)
+        })
+        .collect();
+    Some((codecs, in_use))
+}
+
+/// Whether an offer inside the call can be answered with our description: its audio stream
+/// lists one of our voice codecs (RFC 3264 §6.1: the answer's formats come from the
+/// offer's), or it has no audio stream in use (a stream disabled or put aside is answered as
+/// before). True when either text cannot be read: only an offer read and found without our
+/// codecs is refused.
+pub(crate) fn offer_shares_a_codec(ours: &[u8], offer: &[u8]) -> bool {
+    let (Ok(ours), Ok(offer)) = (std::str::from_utf8(ours), std::str::from_utf8(offer)) else {
+        return true;
+    };
+    match (audio_codecs(ours), audio_codecs(offer)) {
+        (Some((ours, _)), Some((theirs, true))) if !ours.is_empty() => {
+            ours.iter().any(|c| theirs.contains(c))
+        }
+        _ => true,
+    }
+}
+
 /// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
 fn mirror(direction: &str) -> &'static str {
     match direction {
@@ -187,6 +247,38 @@ a=ptime:20\r\na=sendrecv\r\n";
     fn answer(offer: &str) -> String {
         let out = answer_direction(&Bytes::from_static(OURS.as_bytes()), offer.as_bytes());
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_offer_without_our_codec_is_told_apart() {
+        let ours = OURS.as_bytes();
+        // PCMU by rtpmap, by static type alone, in another case, among others.
+        assert!(offer_shares_a_codec(ours, offer("").as_bytes()));
+        let bare = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
+        assert!(offer_shares_a_codec(ours, bare.as_bytes()));
+        let lower = offer("").replace("PCMU/8000", "pcmu/8000");
+        assert!(offer_shares_a_codec(ours, lower.as_bytes()));
+        // PCMA only, and PCMA with telephone-event (which carries no voice): refused.
+        let pcma = offer("")
+            .replace("RTP/AVP 0", "RTP/AVP 8")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
+        assert!(!offer_shares_a_codec(ours, pcma.as_bytes()), "{pcma}");
+        let with_events =
+            pcma.replace("RTP/AVP 8", "RTP/AVP 8 101") + "a=rtpmap:101 telephone-event/8000\r\n";
+        assert!(!offer_shares_a_codec(ours, with_events.as_bytes()));
+        // PCMU under a dynamic payload type is PCMU.
+        let dynamic = offer("")
+            .replace("RTP/AVP 0", "RTP/AVP 96")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:96 PCMU/8000");
+        assert!(offer_shares_a_codec(ours, dynamic.as_bytes()));
+        // A disabled audio stream, no audio, or text we cannot read: not refused here.
+        let disabled = pcma.replace("m=audio 40000", "m=audio 0");
+        assert!(offer_shares_a_codec(ours, disabled.as_bytes()));
+        assert!(offer_shares_a_codec(
+            ours,
+            b"v=0\r\nm=video 5000 RTP/AVP 96\r\n"
+        ));
+        assert!(offer_shares_a_codec(ours, b"\xff\xfe"));
     }
 
     #[test]

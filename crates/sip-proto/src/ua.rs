@@ -295,6 +295,14 @@ pub enum CallEvent {
         /// The reason phrase or local description.
         reason: String,
     },
+    /// An offer inside the call (re-INVITE or UPDATE) listed none of our codecs: refused with
+    /// 488 and a Warning, the session goes on unchanged (RFC 3261 §14.2, RFC 3264 §6.1).
+    OfferRefused {
+        /// The request's method.
+        method: Method,
+        /// The offer refused.
+        sdp: Bytes,
+    },
     /// A re-INVITE was received and answered with our current SDP.
     Reinvited {
         /// The new remote SDP.
@@ -3182,6 +3190,33 @@ impl UserAgent {
             self.respond_with(now, req, key, source, code, reason, extra, None);
             return;
         }
+        // RFC 3264 §6.1: the answer's formats come from the offer's; we answer with our own
+        // description, so an offer without any of its codecs cannot be answered: 488, and
+        // "the session ... remains unchanged" (RFC 3261 §14.2).
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some(offer) = sdp_of(req)
+            && self
+                .call_ref(id)
+                .and_then(|c| c.local_sdp.as_ref())
+                .is_some_and(|ours| !crate::sdpdir::offer_shares_a_codec(ours, &offer))
+        {
+            let warning = Header::new(
+                HeaderName::Warning,
+                "305 sipmeter \"Incompatible media format: none of our codecs offered\"",
+            );
+            self.respond_with(
+                now,
+                req,
+                key,
+                source,
+                488,
+                "Not Acceptable Here",
+                std::slice::from_ref(&warning),
+                None,
+            );
+            self.call_event(id, CallEvent::OfferRefused { method, sdp: offer });
+            return;
+        }
         match method {
             // Our INVITE has no 2xx yet: the dialog is an early one.
             Method::Bye
@@ -4955,6 +4990,62 @@ mod tests {
         assert!(p.a.reinvite(p.now, call, sdp("sendrecv", 3)));
         p.run(Duration::from_millis(100));
         assert_eq!(answers(&p)[2], sdp("sendrecv", 3));
+    }
+
+    /// RFC 3264 §6.1, RFC 3261 §14.2: a re-INVITE (and an UPDATE) offering none of the
+    /// callee's codecs is refused with 488 and a Warning, the callee is told, the session
+    /// stays as it was (the next offer with its codec is answered with its unchanged SDP).
+    #[test]
+    fn an_offer_without_our_codec_is_refused_with_488() {
+        let sdp = |codec: &str, version: u32| {
+            let pt = if codec == "PCMU" { 0 } else { 8 };
+            Bytes::from(format!(
+                "v=0\r\no=x 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+                 t=0 0\r\nm=audio 4000 RTP/AVP {pt}\r\na=rtpmap:{pt} {codec}/8000\r\n"
+            ))
+        };
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), Some(sdp("PCMU", 1)));
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.answer(p.now, bob_call, Some(sdp("PCMU", 1)));
+        p.run(Duration::from_millis(100));
+        let codes = |p: &Pair| -> Vec<(Method, u16)> {
+            p.events_a
+                .iter()
+                .filter_map(|e| match e {
+                    UaEvent::Call(_, CallEvent::Modified { method, code, .. }) => {
+                        Some((method.clone(), *code))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(p.a.reinvite(p.now, call, sdp("PCMA", 2)));
+        p.run(Duration::from_millis(100));
+        assert_eq!(codes(&p), [(Method::Invite, 488)]);
+        assert!(p.sent_bytes.iter().any(|(by_alice, m)| {
+            let text = String::from_utf8_lossy(m);
+            !by_alice && text.starts_with("SIP/2.0 488") && text.contains("Warning: 305 sipmeter")
+        }));
+        let refused = sdp("PCMA", 2);
+        assert!(has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::OfferRefused { method: Method::Invite, sdp } if *sdp == refused
+        )));
+        assert!(!has(&p.events_b, |c| matches!(
+            c,
+            CallEvent::Reinvited { .. }
+        )));
+        assert!(p.a.update(p.now, call, Some(sdp("PCMA", 3))));
+        p.run(Duration::from_millis(100));
+        assert_eq!(codes(&p)[1], (Method::Update, 488));
+        // The call goes on: an offer with PCMU gets Bob's SDP as it was.
+        assert!(p.a.reinvite(p.now, call, sdp("PCMU", 4)));
+        p.run(Duration::from_millis(100));
+        assert_eq!(codes(&p)[2], (Method::Invite, 200));
+        assert_eq!(p.b.local_sdp(bob_call), Some(&sdp("PCMU", 1)));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
     }
 
     #[test]
