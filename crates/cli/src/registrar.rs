@@ -112,6 +112,13 @@ fn tls_settings(args: &RegistrarArgs) -> Result<(ServerSettings, String), String
         }
         _ => {
             let mut names = vec![args.domain.clone(), "localhost".to_owned()];
+            // Phones on a listener on every address reach it at the advertised address.
+            if let Some(a) = &args.advertise {
+                let a = a.trim_start_matches('[').trim_end_matches(']').to_owned();
+                if !names.contains(&a) {
+                    names.push(a);
+                }
+            }
             for (_, addr) in &args.listen {
                 let ip = addr.ip().to_string();
                 if !addr.ip().is_unspecified() && !names.contains(&ip) {
