@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::service_media::ServiceMedia;
 pub use crate::service_media::ServiceOptions;
+use crate::udpbatch::canonical;
 
 /// Largest SIP message accepted from a stream.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -410,12 +411,6 @@ fn advertise(ip: IpAddr, advertised: &Host) -> Host {
     } else {
         Host::from(ip)
     }
-}
-
-/// A peer heard on a dual-stack listener (`[::]`) over IPv4 (`::ffff:a.b.c.d`) as the IPv4
-/// address it is (in `received=`, the location service, the next hop).
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Hands every datagram of one UDP listener to the core.

@@ -3268,13 +3268,13 @@ fn facing(bound: SocketAddr, server: SocketAddr) -> std::io::Result<SocketAddr> 
     if !bound.ip().is_unspecified() {
         return Ok(bound);
     }
-    let any: IpAddr = match server {
-        SocketAddr::V4(_) => [0, 0, 0, 0].into(),
-        SocketAddr::V6(_) => [0u16; 8].into(),
-    };
-    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
-    probe.connect(server)?;
-    Ok(SocketAddr::new(probe.local_addr()?.ip(), bound.port()))
+    let ip = crate::service_media::facing(server).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NetworkUnreachable,
+            format!("no local address routes to {server}"),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, bound.port()))
 }
 
 /// Binds a UDP signalling socket with the plan's buffer sizes; the note says what the

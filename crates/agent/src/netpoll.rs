@@ -421,7 +421,7 @@ impl NetPoll {
                     // An IPv4 peer heard on a dual-stack socket as IPv4 (see `udpbatch::source`).
                     event: StreamEvent::Datagram(
                         Bytes::copy_from_slice(&self.buf[..n]),
-                        SocketAddr::new(from.ip().to_canonical(), from.port()),
+                        crate::udpbatch::canonical(from),
                     ),
                 }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

@@ -475,7 +475,7 @@ fn on_datagram(
 }
 
 /// The local address the system routes to `peer` from (for SDP when listening on 0.0.0.0).
-fn facing(peer: SocketAddr) -> Option<IpAddr> {
+pub(crate) fn facing(peer: SocketAddr) -> Option<IpAddr> {
     let any: SocketAddr = match peer {
         SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),

@@ -278,7 +278,13 @@ pub(crate) fn source(name: &libc::sockaddr_storage, len: libc::socklen_t) -> Opt
         SockAddr::new(storage, len)
     }
     .as_socket()
-    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+    .map(canonical)
+}
+
+/// A peer heard on a dual-stack IPv6 socket over IPv4 (`::ffff:a.b.c.d`) as the IPv4 address
+/// it is, the one it is known by everywhere else (traces, routing, `received=`).
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 #[cfg(test)]
