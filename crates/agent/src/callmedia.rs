@@ -54,6 +54,8 @@ pub struct MediaPlan {
     pub advertise: Option<SocketAddr>,
     /// What the calls send: the generated speech-like signal (default) or a WAV clip.
     pub source: SourceKind,
+    /// DSCP of the calls' RTP and RTCP (`rtp_dscp`; `None`: unmarked).
+    pub dscp: Option<crate::dscp::Dscp>,
 }
 
 impl Default for MediaPlan {
@@ -65,6 +67,7 @@ impl Default for MediaPlan {
             rtcp_mux: false,
             advertise: None,
             source: SourceKind::Generated,
+            dscp: None,
         }
     }
 }
@@ -788,6 +791,10 @@ impl CallMedia {
         let (rtp, rtcp) = ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
+        if let Some(d) = plan.dscp {
+            d.mark(&rtp, ip.is_ipv6())?;
+            d.mark(&rtcp, ip.is_ipv6())?;
+        }
         // Arrival times from the kernel: a busy shard must not show up as network jitter.
         crate::rxstamp::enable(&rtp)?;
         crate::rxstamp::enable(&rtcp)?;

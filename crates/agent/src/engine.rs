@@ -83,6 +83,9 @@ pub struct TransportPlan {
     pub udp_recv_buffer: Option<usize>,
     /// SO_SNDBUF for UDP signalling sockets, bytes.
     pub udp_send_buffer: Option<usize>,
+    /// DSCP of the signalling sent to this server (`sip_dscp`; `None`: unmarked). A shard's
+    /// shared UDP socket takes the first server's, as it takes its buffer sizes.
+    pub sip_dscp: Option<crate::dscp::Dscp>,
 }
 
 impl Default for TransportPlan {
@@ -97,6 +100,7 @@ impl Default for TransportPlan {
             udp_per_endpoint: false,
             udp_recv_buffer: None,
             udp_send_buffer: None,
+            sip_dscp: None,
         }
     }
 }
@@ -715,7 +719,10 @@ pub fn run_with_targets(
                     t.keepalive,
                 )
                 .map_err(std::io::Error::other)?;
-                Some(Arc::new(s))
+                Some(Arc::new(StreamSettings {
+                    dscp: t.sip_dscp,
+                    ..s
+                }))
             }
         });
     }
@@ -3301,6 +3308,10 @@ fn bind_udp(
         ));
     }
     sock.set_nonblocking(true)?;
+    if let Some(d) = t.sip_dscp {
+        d.mark(&sock, addr.is_ipv6())?;
+        granted.push(format!("signalling marked DSCP {d}"));
+    }
     if let SocketAddr::V6(a) = addr
         && a.ip().is_unspecified()
     {
