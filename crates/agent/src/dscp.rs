@@ -79,7 +79,7 @@ impl Dscp {
     /// (Linux takes `IP_TOS` on an IPv6 socket for its IPv4-mapped traffic).
     pub fn mark(self, sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
         let tos = libc::c_int::from(self.tos());
-        let set = |level, name| setsockopt_int(sock, level, name, tos);
+        let set = |level, name| crate::rxstamp::set_option(sock, level, name, tos);
         if v6 {
             set(libc::IPPROTO_IPV6, libc::IPV6_TCLASS)?;
             // An IPv6-only socket may refuse it; it then has no IPv4 traffic to mark.
@@ -100,30 +100,6 @@ impl fmt::Display for Dscp {
             Some((name, _)) => write!(f, "{} ({name})", self.0),
             None => write!(f, "{}", self.0),
         }
-    }
-}
-
-#[allow(unsafe_code)] // reason: setsockopt has no safe wrapper for IP_TOS/IPV6_TCLASS in std or socket2 without its "all" feature
-fn setsockopt_int(
-    sock: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` outlives the call and the length passed is its size.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -500,6 +500,10 @@ pub struct MediaReport {
     pub send_errors: u64,
     /// RTP datagrams from a source other than the call's (strict RTP): not measured.
     pub rx_stray: u64,
+    /// The DSCPs (RFC 2474) the received RTP and RTCP carried, in order, over the calls: `[46]`
+    /// when the far end marks EF and the path keeps it, `[0]` when nothing is marked or the
+    /// path clears the mark.
+    pub rx_dscp: Vec<u8>,
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -2012,6 +2016,7 @@ impl<'a> Shard<'a> {
         let codec = media.codec();
         let send_errors = media.send_errors;
         let stray = media.stray;
+        let rx_dscp = media.rx_dscp;
         let receiving = media.receiving();
         let Some((sum, last)) = (*media).finish(now) else {
             return;
@@ -2031,6 +2036,11 @@ impl<'a> Shard<'a> {
         }
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
         r.calls += 1;
+        for d in (0..64u8).filter(|d| rx_dscp & (1 << d) != 0) {
+            if let Err(at) = r.rx_dscp.binary_search(&d) {
+                r.rx_dscp.insert(at, d);
+            }
+        }
         r.codec = codec;
         if let (Some(mos), Some(rf)) = (sum.mos, sum.r_factor) {
             let n = f64::from(r.calls - 1 - r.calls_without_audio);

@@ -318,7 +318,8 @@ fn one_call(
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// `rtp_dscp` and `sip_dscp` reach the wire (RFC 2474): captured on `lo`, every RTP and RTCP
-/// packet of the marked caller carries EF (46) and the unmarked callee's none (0); every
+/// packet of the marked caller carries EF (46) and the unmarked callee's none (0), and each
+/// end reports the DSCP it received (`media.rx_dscp`) as the wire had it; every
 /// signalling packet both endpoints send to the registrar carries CS3 (24) over UDP, and over
 /// TCP every segment the endpoints send, their SYN included.
 #[test]
@@ -369,6 +370,13 @@ fn dscp_marks_reach_the_wire() {
     // REGISTER ×2 each, INVITE ×2, ACK ×2, 180/200 from the callee, BYE: at least 10.
     all_marked("the signalling to the registrar", &signalling, 24, 10);
     all_marked("the registrar's own (unmarked)", &answers, 0, 1);
+    // What each end saw arrive, as the wire had it: the callee EF only, the caller none.
+    let seen = |user: &str| {
+        let r = reports.iter().find(|r| r.user == user).unwrap();
+        r.media.as_ref().expect("media measured").rx_dscp.clone()
+    };
+    assert_eq!(seen("callee0"), [46]);
+    assert_eq!(seen("caller0"), [0]);
 
     // TCP: every segment an endpoint sends, its SYN first.
     let reg = rt
