@@ -23,10 +23,17 @@ pub const SUBPROTOCOL: &str = "sip";
 /// Largest WebSocket message accepted (a SIP message, RFC 7118 §5).
 const MAX_MESSAGE: usize = 64 * 1024;
 
+/// Read buffer per connection. tungstenite allocates it up front, 128 KiB by default: a
+/// registrar holding thousands of phones' connections then spent ≈ 145 KB per WebSocket
+/// connection (`benches/load/conns.sh`). SIP messages are a few KB and arrive one at a
+/// time; a longer one is read in several pieces.
+const READ_BUFFER: usize = 4 * 1024;
+
 fn config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
+        .read_buffer_size(READ_BUFFER)
 }
 
 /// A SIP-over-WebSocket connection over `S` (TCP for WS, TLS for WSS).
@@ -191,5 +198,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SipWebSocket<S> {
     /// Closes the WebSocket (best effort).
     pub async fn close(&mut self) {
         let _ = self.inner.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Messages larger than the read buffer cross whole, both ways, over a real TCP
+    /// connection (a SIP message with a long SDP or many Via headers: up to 64 KiB); a longer
+    /// one is refused.
+    #[tokio::test]
+    async fn messages_longer_than_the_read_buffer_arrive_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = accept(tcp).await.unwrap();
+            let mut got = Vec::new();
+            while let Ok(Some(m)) = ws.recv().await {
+                ws.send(&m).await.unwrap();
+                got.push(m.len());
+            }
+            got
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut ws = connect(tcp, false, &addr.to_string(), "/", false)
+            .await
+            .unwrap();
+        for len in [
+            100,
+            READ_BUFFER - 1,
+            READ_BUFFER + 1,
+            3 * READ_BUFFER + 7,
+            MAX_MESSAGE,
+        ] {
+            let text: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            ws.send(text.as_bytes()).await.unwrap();
+            let back = ws.recv().await.unwrap().expect("echoed");
+            assert_eq!(back.len(), len);
+            assert_eq!(&back[..], text.as_bytes());
+        }
+        ws.send(&vec![b'x'; MAX_MESSAGE + 1]).await.unwrap();
+        ws.close().await;
+        let got = server.await.unwrap();
+        assert_eq!(got.len(), 5, "the over-long message is refused: {got:?}");
     }
 }
