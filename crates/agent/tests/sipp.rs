@@ -569,6 +569,10 @@ enum Uas {
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, moves it to its echo by re-INVITE a second later.
     MovesMedia,
+    /// The same scenario the other way round, 6 s calls: answers with its echo, moves the
+    /// media a second later to a port nobody reads (its echo stops: the new address never
+    /// sends).
+    MovesMediaAway,
     /// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`, called by late-offer callers:
     /// fails the call unless the INVITE has no SDP and the ACK answers its 200's offer
     /// (PCMA, PCMU).
@@ -612,7 +616,26 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
         let mut args = match uas {
-            Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
+            Uas::MovesMedia => vec![
+                "-sf",
+                scenario,
+                "-set",
+                "first",
+                &dead_port,
+                "-set",
+                "then",
+                &media_port_text,
+            ],
+            Uas::MovesMediaAway => vec![
+                "-sf",
+                scenario,
+                "-set",
+                "first",
+                &media_port_text,
+                "-set",
+                "then",
+                &dead_port,
+            ],
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
@@ -670,7 +693,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 offer,
             },
         }],
-        call_duration: Duration::from_secs(3),
+        call_duration: Duration::from_secs(match uas {
+            Uas::MovesMediaAway => 6,
+            _ => 3,
+        }),
         ramp_per_sec: 0.0,
         cps: 0.0,
         register_expires: 60,
@@ -794,6 +820,69 @@ fn media_follows_a_re_invite_that_moves_it() {
         );
     }
     assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each with its re-INVITE answered"
+    );
+}
+
+/// A peer that moves its media by re-INVITE to an address that then never sends (SIPp's
+/// echo is left behind): the audio stops half-way through the 6 s calls. RFC 3550 loss sees
+/// nothing (the echo's sequence numbers have no hole), so before audio gaps were watched
+/// these calls ended SUCCESS with MOS 4.41. Now each names its gap (from the move to the
+/// end), is not rated, and a `min_mos` or `max_loss_percent` pass criterion fails.
+#[test]
+fn audio_that_stops_after_a_move_is_a_gap_and_not_rated() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::MovesMediaAway);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("no RTP received from "), "{error}");
+        assert!(
+            error.contains(" s to the end of the call (") && error.contains(" packets: "),
+            "{error}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        // The echo before the move (≈ 1 s), none after it.
+        assert!((30..=120).contains(&m.rx_packets), "{m:?}");
+        assert_eq!(m.rx_lost, 0, "RFC 3550 loss cannot see it: {m:?}");
+        assert_eq!((m.mos, m.r_factor, m.mos_min), (None, None, None), "{m:?}");
+        assert_eq!((m.calls, m.calls_with_gaps, m.gaps), (1, 1, 1), "{m:?}");
+        assert_eq!(m.calls_without_audio, 0, "{m:?}");
+        // From the move (≈ 1 s) to the end (6 s).
+        let longest = m.gap_longest_s.expect("a gap");
+        assert!((3.5..=5.5).contains(&longest), "{m:?}");
+        assert_eq!(m.gap_total_s, longest);
+        // The per-second samples of the silence show no packet and no MOS.
+        let quiet: Vec<_> = r.samples.iter().filter(|s| s.t >= 3.0).collect();
+        assert!(quiet.len() >= 2, "{:?}", r.samples);
+        for s in quiet {
+            let get = |k: &str| s.metrics.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            assert_eq!(get("rx_packets"), Some(0.0), "{s:?}");
+            assert_eq!(get("rx_mos"), None, "{s:?}");
+        }
+    }
+    assert_eq!(summary.mos_avg, None);
+    assert_eq!((summary.media_calls, summary.media_calls_with_gaps), (2, 2));
+    for pass in [
+        agent::testfile::PassCriteria {
+            min_mos: Some(4.0),
+            ..Default::default()
+        },
+        agent::testfile::PassCriteria {
+            max_loss_percent: Some(1.0),
+            ..Default::default()
+        },
+    ] {
+        let failures = agent::testfile::verdict(&summary, &pass).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("2 of 2 calls had an audio gap")),
+            "{failures:?}"
+        );
+    }
     assert_eq!(
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
