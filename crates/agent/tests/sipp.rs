@@ -38,8 +38,10 @@ impl Drop for Sipp {
 
 impl Sipp {
     fn start(args: &[&str]) -> Self {
+        // Files a scenario names (an `rtp_stream` WAV) are read from the working directory.
         let child = Command::new("sipp")
             .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/sipp"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -573,6 +575,9 @@ enum Uas {
     /// media a second later to a port nobody reads (its echo stops: the new address never
     /// sends).
     MovesMediaAway,
+    /// `testdata/sipp/uas-pauses-rtp.xml`, 6 s calls: streams a tone from the ACK on,
+    /// pauses the stream a second later and resumes it 3 s after that (no signalling).
+    PausesRtp,
     /// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`, called by late-offer callers:
     /// fails the call unless the INVITE has no SDP and the ACK answers its 200's offer
     /// (PCMA, PCMU).
@@ -612,6 +617,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-offers-another-codec.xml"
     );
+    let pauses = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-pauses-rtp.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -639,6 +648,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
+            Uas::PausesRtp => vec!["-sf", pauses],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -656,7 +666,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "-timeout",
             "25s",
         ]);
-        if !matches!(uas, Uas::Silent) {
+        if !matches!(uas, Uas::Silent | Uas::PausesRtp) {
             args.push("-rtp_echo");
         }
         (args.into_iter().map(str::to_owned).collect(), port)
@@ -694,7 +704,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             },
         }],
         call_duration: Duration::from_secs(match uas {
-            Uas::MovesMediaAway => 6,
+            Uas::MovesMediaAway | Uas::PausesRtp => 6,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -887,6 +897,31 @@ fn audio_that_stops_after_a_move_is_a_gap_and_not_rated() {
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
     );
+}
+
+/// A peer whose RTP stream stops for 3 s in the middle of the 6 s calls and then goes on,
+/// with no signalling (SIPp's `rtp_stream` paused and resumed): one gap per call, named with
+/// the audio coming back; the calls are not rated (they were before: the stream's sequence
+/// numbers run on without a hole, so RFC 3550 loss sees nothing).
+#[test]
+fn a_hole_in_a_peers_rtp_stream_is_a_gap_and_not_rated() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::PausesRtp);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("no RTP received from "), "{error}");
+        assert!(error.contains("then audio came back), after "), "{error}");
+        let m = r.media.as_ref().expect("media measured");
+        // ≈ 1 s of the tone before the pause and ≈ 2 s after it.
+        assert!(m.rx_packets >= 100, "{m:?}");
+        assert_eq!((m.mos, m.r_factor), (None, None), "{m:?}");
+        assert_eq!((m.calls_with_gaps, m.gaps), (1, 1), "{m:?}");
+        let longest = m.gap_longest_s.expect("a gap");
+        assert!((2.5..=3.5).contains(&longest), "{m:?}");
+    }
+    assert_eq!(summary.media_calls_with_gaps, 2);
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
 
 /// A peer that holds the call the RFC 2543 way (a re-INVITE with `c=0.0.0.0`, no direction
