@@ -9,8 +9,9 @@
 //! held or parked with `c=0.0.0.0`), every stretch without an RTP arrival is measured from
 //! the last packet (or from when the wait began: the media's start, a resume, a move).
 //!
-//! Cost per packet: one time difference, one comparison and one store
-//! ([`GapWatch::on_rtp`]); the rest runs when a gap closes.
+//! Cost per packet: none here. [`crate::stats::ReceiveStats`] already measures the spacing
+//! of every arrival; one comparison there calls [`GapWatch::on_rtp_after_silence`] for the
+//! first packet and for a packet [`AUDIO_GAP_MIN`] or more after the one before it.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -96,12 +97,14 @@ impl AudioGaps {
     }
 }
 
-/// Watches one call's RTP arrivals for gaps. Sans-IO: every input takes `now`.
+/// Watches one call's RTP arrivals for gaps. Sans-IO: every input takes `now`, and the
+/// arrival before it (`last`: `None` before the first packet), which the receive statistics
+/// keep anyway.
 #[derive(Debug, Clone)]
 pub struct GapWatch {
     start: Instant,
-    /// The last RTP arrival, or when the current wait began.
-    last: Instant,
+    /// When the current wait began: the start, a resume, a move.
+    since: Instant,
     /// The far end is to send now.
     expected: bool,
     gaps: AudioGaps,
@@ -112,29 +115,33 @@ impl GapWatch {
     pub fn new(start: Instant, expected: bool) -> Self {
         Self {
             start,
-            last: start,
+            since: start,
             expected,
             gaps: AudioGaps::default(),
         }
     }
 
-    /// An RTP packet arrived at `now`; `received` says how many arrived before it (asked
-    /// only when it ends a gap).
-    #[inline]
-    pub fn on_rtp(&mut self, now: Instant, received: impl FnOnce() -> u64) {
-        if now.saturating_duration_since(self.last) >= AUDIO_GAP_MIN {
-            self.close(now, received(), GapEnd::AudioBack);
-        }
-        self.last = now;
+    /// An RTP packet arrived at `now`, the first (`last` is `None`) or one at least
+    /// [`AUDIO_GAP_MIN`] after the one before it (`last`); `received` arrived before it.
+    /// The caller checks the spacing (any other packet cannot end a gap).
+    #[cold]
+    pub fn on_rtp_after_silence(&mut self, now: Instant, last: Option<Instant>, received: u64) {
+        self.close(now, last, received, GapEnd::AudioBack);
     }
 
     /// From `now` on the far end is (`true`) or is not to send. A change from expected to
     /// not expected closes the open stretch (a gap if long enough); the other way starts a
     /// new wait at `now`.
-    pub fn set_expected(&mut self, now: Instant, expected: bool, received: u64) {
+    pub fn set_expected(
+        &mut self,
+        now: Instant,
+        expected: bool,
+        last: Option<Instant>,
+        received: u64,
+    ) {
         match (self.expected, expected) {
-            (true, false) => self.close(now, received, GapEnd::Paused),
-            (false, true) => self.last = now,
+            (true, false) => self.close(now, last, received, GapEnd::Paused),
+            (false, true) => self.since = now,
             _ => {}
         }
         self.expected = expected;
@@ -142,36 +149,40 @@ impl GapWatch {
 
     /// The media moved to a new address at `now`: the open stretch is closed there, and the
     /// new address gets a wait of its own from `now` (its first packet is still on its way).
-    pub fn restart(&mut self, now: Instant, received: u64) {
-        self.close(now, received, GapEnd::Moved);
+    pub fn restart(&mut self, now: Instant, last: Option<Instant>, received: u64) {
+        self.close(now, last, received, GapEnd::Moved);
+        self.since = self.since.max(now);
     }
 
     /// The gaps so far, the open stretch included as one to the end of the call at `end`.
-    pub fn gaps_until(&self, end: Instant, received: u64) -> AudioGaps {
+    pub fn gaps_until(&self, end: Instant, last: Option<Instant>, received: u64) -> AudioGaps {
         let mut gaps = self.gaps;
-        if let Some(gap) = self.open_gap(end, received, GapEnd::CallEnd) {
+        if let Some(gap) = self.open_gap(end, last, received, GapEnd::CallEnd) {
             gaps.add(gap);
         }
         gaps
     }
 
-    fn open_gap(&self, now: Instant, received: u64, ended: GapEnd) -> Option<AudioGap> {
-        (self.expected && now.saturating_duration_since(self.last) >= AUDIO_GAP_MIN).then(|| {
-            AudioGap {
-                from: self.last.saturating_duration_since(self.start),
-                to: now.saturating_duration_since(self.start),
-                packets_before: received,
-                ended,
-            }
+    fn open_gap(
+        &self,
+        now: Instant,
+        last: Option<Instant>,
+        received: u64,
+        ended: GapEnd,
+    ) -> Option<AudioGap> {
+        let from = last.map_or(self.since, |l| l.max(self.since));
+        (self.expected && now.saturating_duration_since(from) >= AUDIO_GAP_MIN).then(|| AudioGap {
+            from: from.saturating_duration_since(self.start),
+            to: now.saturating_duration_since(self.start),
+            packets_before: received,
+            ended,
         })
     }
 
-    #[cold]
-    fn close(&mut self, now: Instant, received: u64, ended: GapEnd) {
-        if let Some(gap) = self.open_gap(now, received, ended) {
+    fn close(&mut self, now: Instant, last: Option<Instant>, received: u64, ended: GapEnd) {
+        if let Some(gap) = self.open_gap(now, last, received, ended) {
             self.gaps.add(gap);
         }
-        self.last = self.last.max(now);
     }
 }
 
@@ -183,65 +194,107 @@ mod tests {
         Duration::from_secs_f64(secs)
     }
 
-    /// Packets every 20 ms from `from` to `to` (seconds), counting them in `n`.
-    fn feed(w: &mut GapWatch, t0: Instant, from: f64, to: f64, n: &mut u64) {
-        let mut t = from;
-        while t < to {
-            w.on_rtp(t0 + s(t), || *n);
-            *n += 1;
-            t += 0.02;
+    /// A watch and its feed, as the receive statistics drive it: the last arrival and the
+    /// count of packets.
+    struct Feed {
+        w: GapWatch,
+        t0: Instant,
+        last: Option<Instant>,
+        n: u64,
+    }
+
+    impl Feed {
+        fn new(expected: bool) -> Self {
+            let t0 = Instant::now();
+            Self {
+                w: GapWatch::new(t0, expected),
+                t0,
+                last: None,
+                n: 0,
+            }
+        }
+
+        fn at(&self, secs: f64) -> Instant {
+            self.t0 + s(secs)
+        }
+
+        /// Packets every 20 ms from `from` to `to` (seconds).
+        fn packets(&mut self, from: f64, to: f64) {
+            let mut t = from;
+            while t < to {
+                let now = self.at(t);
+                if self.last.is_none_or(|l| now - l >= AUDIO_GAP_MIN) {
+                    self.w.on_rtp_after_silence(now, self.last, self.n);
+                }
+                self.last = Some(now);
+                self.n += 1;
+                t += 0.02;
+            }
+        }
+
+        fn set_expected(&mut self, secs: f64, expected: bool) {
+            self.w
+                .set_expected(self.at(secs), expected, self.last, self.n);
+        }
+
+        fn restart(&mut self, secs: f64) {
+            self.w.restart(self.at(secs), self.last, self.n);
+        }
+
+        fn gaps(&self, end: f64) -> AudioGaps {
+            self.w.gaps_until(self.at(end), self.last, self.n)
         }
     }
 
     #[test]
     fn a_sender_that_stops_leaves_a_gap_to_the_end() {
-        let t0 = Instant::now();
-        let mut w = GapWatch::new(t0, true);
-        let mut n = 0;
-        feed(&mut w, t0, 0.0, 12.4, &mut n);
-        let g = w.gaps_until(t0 + s(17.6), n);
+        let mut f = Feed::new(true);
+        f.packets(0.0, 12.4);
+        let g = f.gaps(17.6);
         assert_eq!(g.count, 1);
         let gap = g.longest.unwrap();
-        assert_eq!(gap.ended, GapEnd::CallEnd);
-        assert_eq!(gap.packets_before, n);
+        assert_eq!((gap.ended, gap.packets_before), (GapEnd::CallEnd, f.n));
         assert_eq!(
             gap.to_string(),
             format!(
-                "no RTP received from 12.4 s to the end of the call (17.6 s), after {n} packets"
+                "no RTP received from 12.4 s to the end of the call (17.6 s), after {} packets",
+                f.n
             )
         );
         // Under the threshold: none.
-        assert_eq!(w.gaps_until(t0 + s(14.0), n).count, 0);
+        assert_eq!(f.gaps(14.0).count, 0);
     }
 
     #[test]
     fn a_hole_in_the_middle_is_a_gap_that_ends_when_audio_comes_back() {
-        let t0 = Instant::now();
-        let mut w = GapWatch::new(t0, true);
-        let mut n = 0;
-        feed(&mut w, t0, 0.0, 3.0, &mut n);
-        let before = n;
-        feed(&mut w, t0, 6.5, 8.0, &mut n);
+        let mut f = Feed::new(true);
+        f.packets(0.0, 3.0);
+        let before = f.n;
+        f.packets(6.5, 8.0);
         // A short hole (1.5 s) is not a gap.
-        feed(&mut w, t0, 9.5, 10.0, &mut n);
-        let g = w.gaps_until(t0 + s(10.0), n);
+        f.packets(9.5, 10.0);
+        let g = f.gaps(10.0);
         assert_eq!(g.count, 1, "{g:?}");
         let gap = g.longest.unwrap();
         assert_eq!((gap.ended, gap.packets_before), (GapEnd::AudioBack, before));
-        assert!((gap.length().as_secs_f64() - 3.52).abs() < 0.01, "{gap:?}");
+        assert!((gap.length().as_secs_f64() - 3.52).abs() < 0.03, "{gap:?}");
         assert!(gap.to_string().contains("then audio came back"), "{gap}");
     }
 
     #[test]
     fn nothing_at_all_is_one_gap_before_any_packet() {
-        let t0 = Instant::now();
-        let w = GapWatch::new(t0, true);
-        let g = w.gaps_until(t0 + s(3.0), 0);
+        let f = Feed::new(true);
+        let g = f.gaps(3.0);
         assert_eq!(g.count, 1);
         assert_eq!(
             g.longest.unwrap().to_string(),
             "no RTP received from 0.0 s to the end of the call (3.0 s), before any packet"
         );
+        // A first packet late by 2 s or more: a gap before it.
+        let mut f = Feed::new(true);
+        f.packets(2.5, 3.0);
+        let gap = f.gaps(3.0).longest.unwrap();
+        assert_eq!((gap.ended, gap.packets_before), (GapEnd::AudioBack, 0));
     }
 
     /// A hold (or `c=0.0.0.0`) ends the wait; a resume starts a new one at the resume: the
@@ -249,38 +302,34 @@ mod tests {
     /// the start.
     #[test]
     fn holds_are_not_gaps_and_a_resume_starts_a_new_wait() {
-        let t0 = Instant::now();
-        let mut w = GapWatch::new(t0, true);
-        let mut n = 0;
-        feed(&mut w, t0, 0.0, 2.0, &mut n);
-        w.set_expected(t0 + s(2.5), false, n);
-        w.set_expected(t0 + s(10.0), true, n);
-        feed(&mut w, t0, 11.0, 12.0, &mut n);
-        assert_eq!(w.gaps_until(t0 + s(12.0), n).count, 0);
+        let mut f = Feed::new(true);
+        f.packets(0.0, 2.0);
+        f.set_expected(2.5, false);
+        f.set_expected(10.0, true);
+        f.packets(11.0, 12.0);
+        assert_eq!(f.gaps(12.0).count, 0);
         // Silent 3 s before the hold: a gap that the hold ends.
-        w.set_expected(t0 + s(15.0), false, n);
-        let g = w.gaps_until(t0 + s(20.0), n);
+        f.set_expected(15.0, false);
+        let g = f.gaps(20.0);
         assert_eq!(g.count, 1);
         assert_eq!(g.longest.unwrap().ended, GapEnd::Paused);
         // Not expected at the start (the far end holds from the first answer): none.
-        let w = GapWatch::new(t0, false);
-        assert_eq!(w.gaps_until(t0 + s(9.0), 0).count, 0);
+        assert_eq!(Feed::new(false).gaps(9.0).count, 0);
     }
 
     /// A move gives the new address its own wait; a stretch before it that was long enough
     /// is a gap the move ends.
     #[test]
     fn a_move_restarts_the_wait() {
-        let t0 = Instant::now();
-        let mut w = GapWatch::new(t0, true);
-        let mut n = 0;
-        feed(&mut w, t0, 0.0, 1.0, &mut n);
-        w.restart(t0 + s(2.0), n);
-        feed(&mut w, t0, 3.5, 5.0, &mut n);
-        assert_eq!(w.gaps_until(t0 + s(5.0), n).count, 0);
-        w.restart(t0 + s(8.0), n);
-        let g = w.gaps_until(t0 + s(11.0), n);
-        // ≈ 5.0–8.0 s (after the last packet), ended by the move, and 8.0–11.0 s at the new address.
+        let mut f = Feed::new(true);
+        f.packets(0.0, 1.0);
+        f.restart(2.0);
+        f.packets(3.5, 5.0);
+        assert_eq!(f.gaps(5.0).count, 0);
+        f.restart(8.0);
+        let g = f.gaps(11.0);
+        // ≈ 5.0–8.0 s (after the last packet), ended by the move, and 8.0–11.0 s at the new
+        // address.
         assert_eq!(g.count, 2, "{g:?}");
         assert_eq!(g.longest.unwrap().ended, GapEnd::Moved);
         assert!((g.total.as_secs_f64() - 6.0).abs() < 0.03, "{g:?}");

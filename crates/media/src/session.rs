@@ -30,7 +30,7 @@ use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
 use crate::dtmf::{TelephoneEvent, char_of, event_of};
 use crate::emodel::{self, CodecImpairment};
 use crate::g711::Law;
-use crate::gaps::{AudioGaps, GapWatch};
+use crate::gaps::AudioGaps;
 use crate::rtcp::{
     self, ReportBlock, RtcpError, RtcpPacket, SenderInfo, ntp_middle, rtt_from_block,
 };
@@ -631,7 +631,6 @@ pub struct MediaSession {
     last_event_ts: Option<u32>,
     last_played: Option<u16>,
     plc_events: u64,
-    gaps: GapWatch,
     /// The far end is to send, as far as the driver knows ([`Self::set_far_end_sends`]).
     far_end_sends: bool,
     // lifecycle
@@ -717,7 +716,11 @@ impl MediaSession {
             rtt_max_ms: None,
             rtcp_received: 0,
             remote_bye: false,
-            stats: ReceiveStats::new(clock_rate, spp),
+            stats: {
+                let mut stats = ReceiveStats::new(clock_rate, spp);
+                stats.watch_gaps(now, cfg.direction.receives());
+                stats
+            },
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
             decoded: Vec::with_capacity(frame as usize),
@@ -729,7 +732,6 @@ impl MediaSession {
             last_event_ts: None,
             last_played: None,
             plc_events: 0,
-            gaps: GapWatch::new(now, cfg.direction.receives()),
             far_end_sends: true,
             paused_at: None,
             pending: VecDeque::new(),
@@ -1030,8 +1032,6 @@ impl MediaSession {
 
     fn handle_rtp(&mut self, now: Instant, buf: &[u8]) -> Result<(), PacketError> {
         let p = RtpPacket::parse(buf)?;
-        let stats = &self.stats;
-        self.gaps.on_rtp(now, || stats.totals().packets);
         // Audio and telephone-events share the sequence space (RFC 4733 §2.1): count all,
         // but only media timestamps follow the media clock.
         let verdict = if Some(p.payload_type) == self.cfg.recv_event_pt {
@@ -1144,14 +1144,12 @@ impl MediaSession {
     /// The far end's media moved to a new address at `now` (RFC 3264 §8.3.1): its first
     /// packet from there gets a wait of its own ([`crate::gaps::GapWatch::restart`]).
     pub fn far_end_moved(&mut self, now: Instant) {
-        let received = self.stats.totals().packets;
-        self.gaps.restart(now, received);
+        self.stats.rtp_source_moved(now);
     }
 
     fn expect_rtp(&mut self, now: Instant) {
         let expected = self.cfg.direction.receives() && self.far_end_sends;
-        let received = self.stats.totals().packets;
-        self.gaps.set_expected(now, expected, received);
+        self.stats.expect_rtp(now, expected);
     }
 
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
@@ -1289,7 +1287,7 @@ impl MediaSession {
             0.0
         };
         let burst = self.stats.loss_pattern().burst_ratio();
-        let gaps = self.gaps.gaps_until(end, t.packets);
+        let gaps = self.stats.gaps(end);
         // Rated only from packets actually received (G.107 rates what was heard), and only
         // when nothing is missing that the loss cannot show (see `CallMediaSummary::mos`).
         let rated = t.packets > 0 && gaps.count == 0;
