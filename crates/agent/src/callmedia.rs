@@ -1544,18 +1544,7 @@ mod tests {
         let driver = MediaDriver::new().unwrap();
         let (mut a, b) = answered_pair(&driver);
         let a_rtp = a.rtp.local_addr().unwrap();
-        let rtp = |ssrc: u32, seq: u16| {
-            let mut p = Vec::new();
-            media::rtp::RtpHeader {
-                payload_type: 0,
-                sequence: seq,
-                timestamp: u32::from(seq) * 160,
-                ssrc,
-                ..media::rtp::RtpHeader::default()
-            }
-            .write(&[0xff; 160], &mut p);
-            p
-        };
+        let rtp = rtp_packet;
         let mut batch = RecvBatch::default();
         let read = |a: &mut CallMedia, batch: &mut RecvBatch, want: u64| {
             let mut n = 0;

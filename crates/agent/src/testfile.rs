@@ -1496,7 +1496,7 @@ mod tests {
             jitter_avg_ms: Some(0.1),
             ..Default::default()
         };
-        for pass in [
+        let (min_mos, max_loss) = (
             PassCriteria {
                 min_mos: Some(4.0),
                 ..Default::default()
@@ -1505,8 +1505,9 @@ mod tests {
                 max_loss_percent: Some(1.0),
                 ..Default::default()
             },
-        ] {
-            let failures = verdict(&summary, &pass).unwrap_err();
+        );
+        for pass in [&min_mos, &max_loss] {
+            let failures = verdict(&summary, pass).unwrap_err();
             assert!(
                 failures
                     .iter()
@@ -1522,11 +1523,7 @@ mod tests {
             jitter_avg_ms: None,
             ..summary.clone()
         };
-        let pass = PassCriteria {
-            min_mos: Some(4.0),
-            ..Default::default()
-        };
-        let failures = verdict(&none_rated, &pass).unwrap_err();
+        let failures = verdict(&none_rated, &min_mos).unwrap_err();
         assert!(
             failures
                 .iter()
@@ -1539,7 +1536,7 @@ mod tests {
             media_gap_longest_s: None,
             ..summary
         };
-        assert_eq!(verdict(&no_gaps, &pass), Ok(()));
+        assert_eq!(verdict(&no_gaps, &min_mos), Ok(()));
     }
 
     const GOOD: &str = r#"
