@@ -766,6 +766,8 @@ pub struct CallMedia {
     slot: Option<usize>,
     /// The far end's RTP address the session's gap watch waits on ([`Self::watch_far_end`]).
     watched: Option<SocketAddr>,
+    /// The media started before the call was answered ([`Self::early`]).
+    early: bool,
 }
 
 impl Drop for CallMedia {
@@ -836,6 +838,7 @@ impl CallMedia {
             next_read: None,
             slot: None,
             watched: None,
+            early: false,
         })
     }
 
@@ -1087,7 +1090,23 @@ impl CallMedia {
             s.far_end_moved(now);
         }
         self.watched = Some(n.remote_rtp);
-        s.set_far_end_sends(now, !self.parked);
+        s.set_far_end_sends(now, !self.parked && !self.early);
+    }
+
+    /// The media started before the call was answered (the callee's offer in a reliable
+    /// 1xx, RFC 3262 §5): until [`Self::answered`] the far end's silence is no audio gap,
+    /// since early media is the callee's choice (RFC 3960 §3: ringback may be played
+    /// locally).
+    pub fn early(&mut self, now: Instant) {
+        self.early = true;
+        self.watch_far_end(now);
+    }
+
+    /// The call was answered at `now`: the far end is to send from then on.
+    pub fn answered(&mut self, now: Instant) {
+        if std::mem::take(&mut self.early) {
+            self.watch_far_end(now);
+        }
     }
 
     /// True once offer/answer completed and media flows.
@@ -1672,6 +1691,33 @@ mod tests {
         assert_eq!(
             sum.gaps.longest.unwrap().to_string(),
             "no RTP received from 2.0 s to the end of the call (6.0 s), after 50 packets"
+        );
+    }
+
+    /// Media started by a reliable 1xx's offer: the ringing before the answer is no gap,
+    /// whatever its length; from the answer on the far end is to send.
+    #[tokio::test]
+    async fn the_silence_before_the_answer_is_no_gap() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let (from, mut seq) = (b.rtp.local_addr().unwrap(), 1);
+        a.early(t0);
+        a.answered(at(5.0));
+        hear(&mut a, t0, from, (5.5, 8.0), &mut seq);
+        let (sum, _) = a.finish(at(8.0)).unwrap();
+        assert_eq!(sum.gaps.count, 0, "{sum:?}");
+        // Answered, and silent after it: a gap from the answer.
+        let (mut a, _b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        a.early(t0);
+        a.answered(t0 + Duration::from_secs(5));
+        let (sum, _) = a.finish(t0 + Duration::from_secs(8)).unwrap();
+        let gap = sum.gaps.longest.expect("a gap after the answer");
+        assert_eq!(
+            (gap.from, gap.to),
+            (Duration::from_secs(5), Duration::from_secs(8))
         );
     }
 

@@ -2606,7 +2606,11 @@ impl<'a> Shard<'a> {
                 let cname = format!("{}@sipmeter", ep.ua.user());
                 let answer = match ep.media.as_mut() {
                     Some(media) if !media.started() => {
-                        media.answer(&offer, seed as u32, &cname, seed, now)
+                        let answer = media.answer(&offer, seed as u32, &cname, seed, now);
+                        // A reliable 1xx's offer: not answered yet (a 2xx's is `Answered`
+                        // next), so silence is no audio gap until then.
+                        media.early(now);
+                        answer
                     }
                     _ => Ok(sdp_offer(local_ip, 0, u64::from(ep.id))),
                 };
@@ -2656,6 +2660,9 @@ impl<'a> Shard<'a> {
                     return;
                 }
                 ep.set_phase(Phase::Incall, &events);
+                if let Some(media) = ep.media.as_mut() {
+                    media.answered(now);
+                }
                 if ep.invite_sent.is_some() {
                     ep.calls_answered += 1;
                 }
