@@ -770,6 +770,10 @@ pub struct CallMedia {
     next_read: Option<Instant>,
     /// The grid slot the call sends on, once its media started ([`SlotLoad`]).
     slot: Option<usize>,
+    /// The far end's RTP address the session's gap watch waits on ([`Self::watch_far_end`]).
+    watched: Option<SocketAddr>,
+    /// The media started before the call was answered ([`Self::early`]).
+    early: bool,
 }
 
 impl Drop for CallMedia {
@@ -847,6 +851,8 @@ impl CallMedia {
             rx_dscp: 0,
             next_read: None,
             slot: None,
+            watched: None,
+            early: false,
         })
     }
 
@@ -1013,6 +1019,7 @@ impl CallMedia {
         self.moved_from = None;
         self.next_sample = Some(at + Duration::from_secs(1));
         self.next_read = Some(at + ptime);
+        self.watch_far_end(at);
         Ok(())
     }
 
@@ -1086,6 +1093,39 @@ impl CallMedia {
             // Sending resumes on the call's slot of the media grid (≤ 20 ms later).
             let at = self.slot.map_or(now, |slot| SlotLoad::next_in(now, slot));
             s.set_direction(at, direction);
+        }
+        self.watch_far_end(now);
+    }
+
+    /// Tells the session's gap watch (`media::gaps`) what the far end is to do from `now`:
+    /// send nothing while it parks the call with `c=0.0.0.0` (RFC 3264 §8.4), and start
+    /// anew when its address changed (a move, RFC 3264 §8.3.1: its first packet from there
+    /// gets a wait of its own). Our own direction the session knows. Called after every
+    /// change of direction, which every offer of the peer ends with.
+    fn watch_far_end(&mut self, now: Instant) {
+        let (Some(s), Some(n)) = (self.session.as_mut(), self.negotiated.as_ref()) else {
+            return;
+        };
+        if self.watched.is_some_and(|a| a != n.remote_rtp) {
+            s.far_end_moved(now);
+        }
+        self.watched = Some(n.remote_rtp);
+        s.set_far_end_sends(now, !self.parked && !self.early);
+    }
+
+    /// The media started before the call was answered (the callee's offer in a reliable
+    /// 1xx, RFC 3262 §5): until [`Self::answered`] the far end's silence is no audio gap,
+    /// since early media is the callee's choice (RFC 3960 §3: ringback may be played
+    /// locally).
+    pub fn early(&mut self, now: Instant) {
+        self.early = true;
+        self.watch_far_end(now);
+    }
+
+    /// The call was answered at `now`: the far end is to send from then on.
+    pub fn answered(&mut self, now: Instant) {
+        if std::mem::take(&mut self.early) {
+            self.watch_far_end(now);
         }
     }
 
@@ -1543,18 +1583,7 @@ mod tests {
         let driver = MediaDriver::new().unwrap();
         let (mut a, b) = answered_pair(&driver);
         let a_rtp = a.rtp.local_addr().unwrap();
-        let rtp = |ssrc: u32, seq: u16| {
-            let mut p = Vec::new();
-            media::rtp::RtpHeader {
-                payload_type: 0,
-                sequence: seq,
-                timestamp: u32::from(seq) * 160,
-                ssrc,
-                ..media::rtp::RtpHeader::default()
-            }
-            .write(&[0xff; 160], &mut p);
-            p
-        };
+        let rtp = rtp_packet;
         let mut batch = RecvBatch::default();
         let read = |a: &mut CallMedia, batch: &mut RecvBatch, want: u64| {
             let mut n = 0;
@@ -1595,6 +1624,120 @@ mod tests {
         assert_eq!(
             sum.rx_packets, 6,
             "1 + 2 of the old stream, 3 of the new: {sum:?}"
+        );
+    }
+
+    /// RTP packet `seq` of stream `ssrc` (PCMU, 20 ms).
+    fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = Vec::new();
+        media::rtp::RtpHeader {
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc,
+            ..media::rtp::RtpHeader::default()
+        }
+        .write(&[0xff; 160], &mut p);
+        p
+    }
+
+    /// `a` hears a stream from `from` every 20 ms from `start` to `end` (s after `t0`),
+    /// continuing the sequence at `*seq`.
+    fn hear(a: &mut CallMedia, t0: Instant, from: SocketAddr, span: (f64, f64), seq: &mut u16) {
+        let mut t = Duration::from_secs_f64(span.0);
+        while t < Duration::from_secs_f64(span.1) {
+            a.on_packet(t0 + t, &rtp_packet(0xb, *seq), Some(from));
+            *seq += 1;
+            t += Duration::from_millis(20);
+        }
+    }
+
+    /// The peer's offers that let the far end be silent (`media::gaps`): a move (the new
+    /// address gets a wait of its own: 1 s of silence before it and 1.5 s after it are not
+    /// one gap), a park with `c=0.0.0.0` (RFC 3264 §8.4: 4 s of silence, then the resume to
+    /// the same address), and a hold of ours (sendonly). The call is rated. A move to an
+    /// address that then never sends is a gap from the move to the end.
+    #[tokio::test]
+    async fn moves_parks_and_holds_are_not_gaps_a_silent_new_address_is() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let (old, mut seq) = (b.rtp.local_addr().unwrap(), 1);
+        let offer = sdp::build_offer(&b.local).to_string();
+        let moved_to = SocketAddr::new(ip, b_port(&b) + 100);
+        let moved = offer.replace(
+            &format!("m=audio {} ", b_port(&b)),
+            &format!("m=audio {} ", moved_to.port()),
+        );
+        let parked = moved.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        hear(&mut a, t0, old, (0.0, 1.0), &mut seq);
+        let f = a.follow_remote_offer(at(2.0), moved.as_bytes());
+        assert_eq!(f.moved_to, Some(moved_to), "{moved}");
+        hear(&mut a, t0, moved_to, (3.5, 5.0), &mut seq);
+        assert_eq!(
+            a.follow_remote_offer(at(5.0), parked.as_bytes()).moved_to,
+            None
+        );
+        assert_eq!(
+            a.follow_remote_offer(at(9.0), moved.as_bytes()).moved_to,
+            None
+        );
+        hear(&mut a, t0, moved_to, (9.5, 11.0), &mut seq);
+        a.set_direction(at(11.0), Direction::SendOnly);
+        let (sum, _) = a.finish(at(16.0)).unwrap();
+        assert_eq!(sum.gaps.count, 0, "{sum:?}");
+        assert!(sum.mos.is_some(), "{sum:?}");
+        // A move (from the second pair's `b` to the same port), and nothing from there.
+        let (mut a, b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut seq = 1;
+        hear(
+            &mut a,
+            t0,
+            b.rtp.local_addr().unwrap(),
+            (0.0, 1.0),
+            &mut seq,
+        );
+        assert!(
+            a.follow_remote_offer(at(2.0), moved.as_bytes())
+                .moved_to
+                .is_some()
+        );
+        let (sum, _) = a.finish(at(6.0)).unwrap();
+        assert_eq!((sum.gaps.count, sum.mos), (1, None), "{sum:?}");
+        assert_eq!(
+            sum.gaps.longest.unwrap().to_string(),
+            "no RTP received from 2.0 s to the end of the call (6.0 s), after 50 packets"
+        );
+    }
+
+    /// Media started by a reliable 1xx's offer: the ringing before the answer is no gap,
+    /// whatever its length; from the answer on the far end is to send.
+    #[tokio::test]
+    async fn the_silence_before_the_answer_is_no_gap() {
+        let driver = MediaDriver::new().unwrap();
+        let (mut a, b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let (from, mut seq) = (b.rtp.local_addr().unwrap(), 1);
+        a.early(t0);
+        a.answered(at(5.0));
+        hear(&mut a, t0, from, (5.5, 8.0), &mut seq);
+        let (sum, _) = a.finish(at(8.0)).unwrap();
+        assert_eq!(sum.gaps.count, 0, "{sum:?}");
+        // Answered, and silent after it: a gap from the answer.
+        let (mut a, _b) = answered_pair(&driver);
+        let t0 = a.poll_timeout().unwrap();
+        a.early(t0);
+        a.answered(t0 + Duration::from_secs(5));
+        let (sum, _) = a.finish(t0 + Duration::from_secs(8)).unwrap();
+        let gap = sum.gaps.longest.expect("a gap after the answer");
+        assert_eq!(
+            (gap.from, gap.to),
+            (Duration::from_secs(5), Duration::from_secs(8))
         );
     }
 

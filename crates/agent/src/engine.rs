@@ -464,6 +464,18 @@ pub struct MediaReport {
     /// no mean below; each ended COMPLETED_WITH_WARNINGS when the far end was to send for
     /// 2 s or more, `SILENT_CALL_MIN`).
     pub calls_without_audio: u32,
+    /// Of those, the calls that received RTP but had an audio gap: no RTP for 2 s or more
+    /// (`media::gaps::AUDIO_GAP_MIN`) while the far end was to send (not held, not parked
+    /// with `c=0.0.0.0`, not in the first 2 s after its media moved). Not rated either (no
+    /// MOS, R or per-call minimum: RFC 3550 loss cannot see a sender that stopped, and G.107
+    /// has no input for it); each ended COMPLETED_WITH_WARNINGS naming its longest gap.
+    pub calls_with_gaps: u32,
+    /// Audio gaps in those calls.
+    pub gaps: u32,
+    /// The longest gap, s (`None` without gaps).
+    pub gap_longest_s: Option<f64>,
+    /// All gaps together, s.
+    pub gap_total_s: f64,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
     /// Mean MOS of the calls that received audio (E-model: ITU-T G.107 for G.711, G.107.1
@@ -600,6 +612,11 @@ pub struct RunSummary {
     /// Of those, calls in which no RTP at all was received (no or one-way audio): not
     /// rated, so they count in none of the quality figures below.
     pub media_calls_without_audio: u32,
+    /// Of those, calls that received RTP but had an audio gap (`MediaReport::calls_with_gaps`):
+    /// not rated either.
+    pub media_calls_with_gaps: u32,
+    /// The longest audio gap of any call, s.
+    pub media_gap_longest_s: Option<f64>,
     /// Mean MOS over endpoints with media that received audio.
     pub mos_avg: Option<f64>,
     /// The lowest per-second MOS of any endpoint.
@@ -934,6 +951,11 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
     let all_media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
     base.media_calls = all_media.iter().map(|m| m.calls).sum();
     base.media_calls_without_audio = all_media.iter().map(|m| m.calls_without_audio).sum();
+    base.media_calls_with_gaps = all_media.iter().map(|m| m.calls_with_gaps).sum();
+    base.media_gap_longest_s = all_media
+        .iter()
+        .filter_map(|m| m.gap_longest_s)
+        .reduce(f64::max);
     // The quality figures are those of endpoints that received audio (see `MediaReport`).
     let media: Vec<&MediaReport> = all_media.into_iter().filter(|m| m.mos.is_some()).collect();
     if !media.is_empty() {
@@ -1288,8 +1310,8 @@ fn classify(code: u16) -> CallResult {
 /// A call whose media ran this long without one RTP packet received (while the far end
 /// was to send) ends COMPLETED_WITH_WARNINGS: a peer sends its first packet within a
 /// packet time of the answer, so two seconds of nothing is no or one-way audio, not a slow
-/// start.
-const SILENT_CALL_MIN: Duration = Duration::from_secs(2);
+/// start. The same rule as an audio gap in a call that did hear some (`media::gaps`).
+const SILENT_CALL_MIN: Duration = media::gaps::AUDIO_GAP_MIN;
 
 /// While media runs, the shard reads its RTCP sockets at least this often (arrival times
 /// are the kernel's, so only the processing waits; RTP is read on each call's schedule).
@@ -2023,7 +2045,22 @@ impl<'a> Shard<'a> {
         };
         self.emit_sample(idx, now, &last);
         let ep = &mut self.endpoints[idx];
-        if sum.rx_packets == 0 && receiving && sum.duration >= SILENT_CALL_MIN {
+        let silent = sum.rx_packets == 0 && receiving && sum.duration >= SILENT_CALL_MIN;
+        if let (false, Some(gap)) = (silent, sum.gaps.longest) {
+            let more = match sum.gaps.count {
+                1 => String::new(),
+                n => format!(" ({n} gaps, {:.1} s in all)", sum.gaps.total.as_secs_f64()),
+            };
+            ep.worsen(
+                Outcome::CompletedWithWarnings,
+                format!(
+                    "{gap}{more}: the far end stopped sending while it was to send (one-way \
+                     audio after a re-INVITE, a NAT or SBC binding that timed out, a media \
+                     server that stopped; check its RTP and the last offer/answer)"
+                ),
+            );
+        }
+        if silent {
             ep.worsen(
                 Outcome::CompletedWithWarnings,
                 format!(
@@ -2043,13 +2080,25 @@ impl<'a> Shard<'a> {
         }
         r.codec = codec;
         if let (Some(mos), Some(rf)) = (sum.mos, sum.r_factor) {
-            let n = f64::from(r.calls - 1 - r.calls_without_audio);
+            let n = f64::from(r.calls - 1 - r.calls_without_audio - r.calls_with_gaps);
             let mean = |old: f64, new: f64| (old * n + new) / (n + 1.0);
             r.mos = Some(mean(r.mos.unwrap_or(0.0), mos));
             r.r_factor = Some(mean(r.r_factor.unwrap_or(0.0), rf));
             r.jitter_ms = mean(r.jitter_ms, sum.rx_jitter_ms);
-        } else {
+        } else if sum.rx_packets == 0 {
             r.calls_without_audio += 1;
+        } else {
+            // Not rated because of its gaps (`CallMediaSummary::mos`).
+            r.calls_with_gaps += 1;
+        }
+        if sum.rx_packets > 0 && sum.gaps.count > 0 {
+            r.gaps += sum.gaps.count;
+            r.gap_total_s += sum.gaps.total.as_secs_f64();
+            let longest = sum.gaps.longest.map(|g| g.length().as_secs_f64());
+            r.gap_longest_s = [r.gap_longest_s, longest]
+                .into_iter()
+                .flatten()
+                .reduce(f64::max);
         }
         r.mos_min = [r.mos_min, sum.mos_min, sum.mos]
             .into_iter()
@@ -2574,7 +2623,11 @@ impl<'a> Shard<'a> {
                 let cname = format!("{}@sipmeter", ep.ua.user());
                 let answer = match ep.media.as_mut() {
                     Some(media) if !media.started() => {
-                        media.answer(&offer, seed as u32, &cname, seed, now)
+                        let answer = media.answer(&offer, seed as u32, &cname, seed, now);
+                        // A reliable 1xx's offer: not answered yet (a 2xx's is `Answered`
+                        // next), so silence is no audio gap until then.
+                        media.early(now);
+                        answer
                     }
                     _ => Ok(sdp_offer(local_ip, 0, u64::from(ep.id))),
                 };
@@ -2624,6 +2677,9 @@ impl<'a> Shard<'a> {
                     return;
                 }
                 ep.set_phase(Phase::Incall, &events);
+                if let Some(media) = ep.media.as_mut() {
+                    media.answered(now);
+                }
                 if ep.invite_sent.is_some() {
                     ep.calls_answered += 1;
                 }

@@ -1429,6 +1429,13 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
         match value {
             Some(v) if (at_least && v >= limit) || (!at_least && v <= limit) => {}
             Some(v) => failures.push(format!("mean {what} {v:.2} fails {gate} {limit}")),
+            None if summary.media_calls_with_gaps > 0 => failures.push(format!(
+                "none of {} calls was rated ({} without RTP, {} with audio gaps), so {gate} \
+                 cannot hold",
+                summary.media_calls,
+                summary.media_calls_without_audio,
+                summary.media_calls_with_gaps
+            )),
             None if summary.media_calls > 0 => failures.push(format!(
                 "no RTP was received in any of {} calls, so {gate} cannot hold",
                 summary.media_calls
@@ -1447,6 +1454,18 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
             failures.push(format!(
                 "{} of {} calls received no RTP (no or one-way audio), so {gate} cannot hold",
                 summary.media_calls_without_audio, summary.media_calls
+            ));
+        }
+        // Likewise a call whose audio stopped for a while: the far end's sender stopped,
+        // so the sequence numbers it sent show no loss, and the call has no MOS.
+        if set && summary.media_calls_with_gaps > 0 {
+            failures.push(format!(
+                "{} of {} calls had an audio gap (no RTP for {:.0} s or more while the far end \
+                 was to send; the longest {:.1} s), so {gate} cannot hold",
+                summary.media_calls_with_gaps,
+                summary.media_calls,
+                media::gaps::AUDIO_GAP_MIN.as_secs_f64(),
+                summary.media_gap_longest_s.unwrap_or_default()
             ));
         }
     }
@@ -1493,6 +1512,64 @@ mod tests {
             ..summary
         };
         assert_eq!(verdict(&all_heard, &pass(Some(1.0), None)), Ok(()));
+    }
+
+    /// A call whose audio stopped for a while heard some RTP (its mean loss is 0 %: the far
+    /// end's sender stopped, leaving no hole in its sequence numbers) and is not rated:
+    /// `min_mos` and `max_loss_percent` cannot hold, even when the rated calls are perfect
+    /// and even when no call was rated.
+    #[test]
+    fn calls_with_audio_gaps_fail_the_mos_and_loss_gates() {
+        let summary = crate::engine::RunSummary {
+            media_calls: 4,
+            media_calls_with_gaps: 1,
+            media_gap_longest_s: Some(5.2),
+            mos_avg: Some(4.4),
+            loss_avg_percent: Some(0.0),
+            jitter_avg_ms: Some(0.1),
+            ..Default::default()
+        };
+        let (min_mos, max_loss) = (
+            PassCriteria {
+                min_mos: Some(4.0),
+                ..Default::default()
+            },
+            PassCriteria {
+                max_loss_percent: Some(1.0),
+                ..Default::default()
+            },
+        );
+        for pass in [&min_mos, &max_loss] {
+            let failures = verdict(&summary, pass).unwrap_err();
+            assert!(
+                failures
+                    .iter()
+                    .any(|f| f.starts_with("1 of 4 calls had an audio gap")
+                        && f.contains("the longest 5.2 s")),
+                "{failures:?}"
+            );
+        }
+        let none_rated = crate::engine::RunSummary {
+            media_calls_with_gaps: 4,
+            mos_avg: None,
+            loss_avg_percent: None,
+            jitter_avg_ms: None,
+            ..summary.clone()
+        };
+        let failures = verdict(&none_rated, &min_mos).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f
+                    .starts_with("none of 4 calls was rated (0 without RTP, 4 with audio gaps)")),
+            "{failures:?}"
+        );
+        let no_gaps = crate::engine::RunSummary {
+            media_calls_with_gaps: 0,
+            media_gap_longest_s: None,
+            ..summary
+        };
+        assert_eq!(verdict(&no_gaps, &min_mos), Ok(()));
     }
 
     const GOOD: &str = r#"

@@ -38,8 +38,10 @@ impl Drop for Sipp {
 
 impl Sipp {
     fn start(args: &[&str]) -> Self {
+        // Files a scenario names (an `rtp_stream` WAV) are read from the working directory.
         let child = Command::new("sipp")
             .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/sipp"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -569,6 +571,13 @@ enum Uas {
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, moves it to its echo by re-INVITE a second later.
     MovesMedia,
+    /// The same scenario the other way round, 6 s calls: answers with its echo, moves the
+    /// media a second later to a port nobody reads (its echo stops: the new address never
+    /// sends).
+    MovesMediaAway,
+    /// `testdata/sipp/uas-pauses-rtp.xml`, 6 s calls: streams a tone from the ACK on,
+    /// pauses the stream a second later and resumes it 3 s after that (no signalling).
+    PausesRtp,
     /// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`, called by late-offer callers:
     /// fails the call unless the INVITE has no SDP and the ACK answers its 200's offer
     /// (PCMA, PCMU).
@@ -608,14 +617,38 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-offers-another-codec.xml"
     );
+    let pauses = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-pauses-rtp.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
         let mut args = match uas {
-            Uas::MovesMedia => vec!["-sf", scenario, "-set", "dead", &dead_port],
+            Uas::MovesMedia => vec![
+                "-sf",
+                scenario,
+                "-set",
+                "first",
+                &dead_port,
+                "-set",
+                "then",
+                &media_port_text,
+            ],
+            Uas::MovesMediaAway => vec![
+                "-sf",
+                scenario,
+                "-set",
+                "first",
+                &media_port_text,
+                "-set",
+                "then",
+                &dead_port,
+            ],
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
+            Uas::PausesRtp => vec!["-sf", pauses],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -633,7 +666,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "-timeout",
             "25s",
         ]);
-        if !matches!(uas, Uas::Silent) {
+        if !matches!(uas, Uas::Silent | Uas::PausesRtp) {
             args.push("-rtp_echo");
         }
         (args.into_iter().map(str::to_owned).collect(), port)
@@ -670,7 +703,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 offer,
             },
         }],
-        call_duration: Duration::from_secs(3),
+        call_duration: Duration::from_secs(match uas {
+            Uas::MovesMediaAway | Uas::PausesRtp => 6,
+            _ => 3,
+        }),
         ramp_per_sec: 0.0,
         cps: 0.0,
         register_expires: 60,
@@ -798,6 +834,95 @@ fn media_follows_a_re_invite_that_moves_it() {
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
     );
+}
+
+/// Two calls to `uas` whose audio stops for a while: each ends COMPLETED_WITH_WARNINGS
+/// naming its one gap (the message holds `says`), lost nothing by RFC 3550 (the far end's
+/// sequence numbers have no hole), is not rated, and its gap lasted `longest` s; `min_mos`
+/// and `max_loss_percent` fail; SIPp counts both calls. The reports, for more checks.
+fn gapped_calls(
+    uas: Uas,
+    says: &str,
+    longest: std::ops::RangeInclusive<f64>,
+) -> Vec<EndpointReport> {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(uas);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.starts_with("no RTP received from "), "{error}");
+        assert!(error.contains(says), "{error}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.rx_lost, 0, "RFC 3550 loss cannot see it: {m:?}");
+        assert_eq!((m.mos, m.r_factor, m.mos_min), (None, None, None), "{m:?}");
+        assert_eq!((m.calls, m.calls_with_gaps, m.gaps), (1, 1, 1), "{m:?}");
+        assert_eq!(m.calls_without_audio, 0, "{m:?}");
+        let gap = m.gap_longest_s.expect("a gap");
+        assert!(longest.contains(&gap), "{m:?}");
+        assert_eq!(m.gap_total_s, gap);
+    }
+    assert_eq!(summary.mos_avg, None);
+    assert_eq!((summary.media_calls, summary.media_calls_with_gaps), (2, 2));
+    for pass in [
+        agent::testfile::PassCriteria {
+            min_mos: Some(4.0),
+            ..Default::default()
+        },
+        agent::testfile::PassCriteria {
+            max_loss_percent: Some(1.0),
+            ..Default::default()
+        },
+    ] {
+        let failures = agent::testfile::verdict(&summary, &pass).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains("2 of 2 calls had an audio gap")),
+            "{failures:?}"
+        );
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
+    reports
+}
+
+/// A peer that moves its media by re-INVITE to an address that then never sends (SIPp's
+/// echo is left behind): the audio stops a second into the 6 s calls. RFC 3550 loss sees
+/// nothing, so before audio gaps were watched these calls ended SUCCESS with MOS 4.41. Now
+/// each names its gap, from the move to the end, and is not rated; the per-second samples
+/// of the silence show no packet and no MOS.
+#[test]
+fn audio_that_stops_after_a_move_is_a_gap_and_not_rated() {
+    let reports = gapped_calls(
+        Uas::MovesMediaAway,
+        " s to the end of the call (",
+        3.5..=5.5,
+    );
+    for r in &reports {
+        let m = r.media.as_ref().expect("media measured");
+        // The echo before the move (≈ 1 s), none after it.
+        assert!((30..=120).contains(&m.rx_packets), "{m:?}");
+        let quiet: Vec<_> = r.samples.iter().filter(|s| s.t >= 3.0).collect();
+        assert!(quiet.len() >= 2, "{:?}", r.samples);
+        for s in quiet {
+            let get = |k: &str| s.metrics.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            assert_eq!(get("rx_packets"), Some(0.0), "{s:?}");
+            assert_eq!(get("rx_mos"), None, "{s:?}");
+        }
+    }
+}
+
+/// A peer whose RTP stream stops for 3 s in the middle of the 6 s calls and then goes on,
+/// with no signalling (SIPp's `rtp_stream` paused and resumed): one gap per call, named with
+/// the audio coming back; the calls are not rated (they were before: the stream's sequence
+/// numbers run on without a hole).
+#[test]
+fn a_hole_in_a_peers_rtp_stream_is_a_gap_and_not_rated() {
+    let reports = gapped_calls(Uas::PausesRtp, "then audio came back), after ", 2.5..=3.5);
+    for r in &reports {
+        // ≈ 1 s of the tone before the pause and ≈ 2 s after it.
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+    }
 }
 
 /// A peer that holds the call the RFC 2543 way (a re-INVITE with `c=0.0.0.0`, no direction

@@ -329,9 +329,11 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
     match s.mos_avg {
         Some(mos) => {
             let f = |v: Option<f64>, unit: &str| v.map_or("-".into(), |v| format!("{v:.2}{unit}"));
-            let silent = match s.media_calls_without_audio {
-                0 => String::new(),
-                n => format!(", {n} without audio, not rated"),
+            let silent = match (s.media_calls_without_audio, s.media_calls_with_gaps) {
+                (0, 0) => String::new(),
+                (n, 0) => format!(", {n} without audio, not rated"),
+                (0, g) => format!(", {g} with audio gaps, not rated"),
+                (n, g) => format!(", {n} without audio and {g} with audio gaps, not rated"),
             };
             println!(
                 "MOS              avg {mos:.2}  min {}   ({} calls measured{silent}, ITU-T G.107/G.107.1)",
@@ -346,6 +348,13 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             );
             println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
         }
+        None if s.media_calls_with_gaps > 0 => println!(
+            "media            none of {} calls rated: {} without audio, {} with audio gaps (the longest {:.1} s)",
+            s.media_calls,
+            s.media_calls_without_audio,
+            s.media_calls_with_gaps,
+            s.media_gap_longest_s.unwrap_or_default()
+        ),
         None if s.media_calls > 0 => println!(
             "media            no RTP received in any of {} calls: no MOS (no or one-way audio)",
             s.media_calls

@@ -1,6 +1,6 @@
 //! The sans-IO media core of sipmeter: SDP offer/answer ([`sdp`]), RTP and RTCP packets
 //! ([`rtp`], [`rtcp`]), RFC 4733 telephone-events ([`dtmf`]), G.711 ([`g711`]), RFC 3550
-//! Appendix A receive statistics ([`stats`]), the ITU-T G.107 and G.107.1 E-models
+//! Appendix A receive statistics ([`stats`]), stretches without RTP ([`gaps`]), the ITU-T G.107 and G.107.1 E-models
 //! ([`emodel`]), a speech-like test signal and level meter ([`audio`]), the per-call [`session::MediaSession`]
 //! that ties them together, WAV files as a source ([`wav`]), and a seeded network impairment model for tests ([`impair`]).
 //!
@@ -13,6 +13,7 @@ pub mod audio;
 pub mod dtmf;
 pub mod emodel;
 pub mod g711;
+pub mod gaps;
 pub mod impair;
 pub mod rtcp;
 pub mod rtp;

@@ -30,6 +30,7 @@ use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
 use crate::dtmf::{TelephoneEvent, char_of, event_of};
 use crate::emodel::{self, CodecImpairment};
 use crate::g711::Law;
+use crate::gaps::AudioGaps;
 use crate::rtcp::{
     self, ReportBlock, RtcpError, RtcpPacket, SenderInfo, ntp_middle, rtt_from_block,
 };
@@ -464,10 +465,18 @@ pub struct CallMediaSummary {
     /// audio is not a perfect call).
     pub r_factor: Option<f64>,
     /// MOS from that R (1–4.5 whatever the model); `None` when no RTP was received.
+    ///
+    /// `r_factor`, `mos` and `mos_min` are also `None` for a call with an audio gap
+    /// (`gaps.count > 0`: no RTP for [`crate::gaps::AUDIO_GAP_MIN`] or more while the far end
+    /// was to send). G.107's packet-loss input is the share of the packets *sent* that were
+    /// lost; a sender that stops sent none to lose, and the model has no input for a stretch
+    /// without a stream, so any score would be made up; a score of the part that was heard
+    /// would be the perfect score of a half-silent call. The per-second samples keep each
+    /// heard second's rating.
     pub mos: Option<f64>,
     /// The E-model the codec is scored with: "G.107" (G.711) or "G.107.1" (G.722, Opus).
     pub emodel: &'static str,
-    /// Lowest per-second MOS.
+    /// Lowest per-second MOS (`None` for a call that is not rated, see `mos`).
     pub mos_min: Option<f64>,
     /// DTMF digits received (RFC 4733).
     pub dtmf_received: String,
@@ -481,6 +490,8 @@ pub struct CallMediaSummary {
     pub rtcp_received: u64,
     /// The remote sent RTCP BYE.
     pub remote_bye: bool,
+    /// Stretches without RTP while the far end was to send ([`crate::gaps`]).
+    pub gaps: AudioGaps,
 }
 
 /// The encoder/decoder pair of a session.
@@ -620,6 +631,8 @@ pub struct MediaSession {
     last_event_ts: Option<u32>,
     last_played: Option<u16>,
     plc_events: u64,
+    /// The far end is to send, as far as the driver knows ([`Self::set_far_end_sends`]).
+    far_end_sends: bool,
     // lifecycle
     paused_at: Option<Instant>,
     pending: VecDeque<Outgoing>,
@@ -703,7 +716,11 @@ impl MediaSession {
             rtt_max_ms: None,
             rtcp_received: 0,
             remote_bye: false,
-            stats: ReceiveStats::new(clock_rate, spp),
+            stats: {
+                let mut stats = ReceiveStats::new(clock_rate, spp);
+                stats.watch_gaps(now, cfg.direction.receives());
+                stats
+            },
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
             decoded: Vec::with_capacity(frame as usize),
@@ -715,6 +732,7 @@ impl MediaSession {
             last_event_ts: None,
             last_played: None,
             plc_events: 0,
+            far_end_sends: true,
             paused_at: None,
             pending: VecDeque::new(),
             stopped_at: None,
@@ -1095,6 +1113,7 @@ impl MediaSession {
             return;
         }
         self.cfg.direction = direction;
+        self.expect_rtp(now);
         match (direction.sends(), self.next_rtp) {
             (true, None) => {
                 if let Some(at) = self.paused_at.take() {
@@ -1112,6 +1131,25 @@ impl MediaSession {
             }
             _ => {}
         }
+    }
+
+    /// Whether the far end is to send RTP from `now` on, besides our direction: `false` while
+    /// it parked the call with `c=0.0.0.0` (RFC 3264 §8.4, the old hold). A stretch without
+    /// RTP is a gap ([`crate::gaps`]) only while our direction receives and this is `true`.
+    pub fn set_far_end_sends(&mut self, now: Instant, sends: bool) {
+        self.far_end_sends = sends;
+        self.expect_rtp(now);
+    }
+
+    /// The far end's media moved to a new address at `now` (RFC 3264 §8.3.1): its first
+    /// packet from there gets a wait of its own ([`crate::gaps::GapWatch::restart`]).
+    pub fn far_end_moved(&mut self, now: Instant) {
+        self.stats.rtp_source_moved(now);
+    }
+
+    fn expect_rtp(&mut self, now: Instant) {
+        let expected = self.cfg.direction.receives() && self.far_end_sends;
+        self.stats.expect_rtp(now, expected);
     }
 
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
@@ -1249,8 +1287,11 @@ impl MediaSession {
             0.0
         };
         let burst = self.stats.loss_pattern().burst_ratio();
-        // Rated only from packets actually received (G.107 rates what was heard).
-        let r = (t.packets > 0).then(|| self.rate(ppl, burst, self.one_way_ms));
+        let gaps = self.stats.gaps(end);
+        // Rated only from packets actually received (G.107 rates what was heard), and only
+        // when nothing is missing that the loss cannot show (see `CallMediaSummary::mos`).
+        let rated = t.packets > 0 && gaps.count == 0;
+        let r = rated.then(|| self.rate(ppl, burst, self.one_way_ms));
         CallMediaSummary {
             duration: end.saturating_duration_since(self.start),
             tx_packets: self.tx_packets,
@@ -1278,13 +1319,14 @@ impl MediaSession {
             r_factor: r,
             mos: r.map(|r| self.mos(r)),
             emodel: CodecImpairment::of(self.cfg.codec).model.name(),
-            mos_min: self.mos_min,
+            mos_min: self.mos_min.filter(|_| rated),
             dtmf_received: self.dtmf.clone(),
             dtmf_sent: self.dtmf_sent.clone(),
             malformed: self.malformed,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
             remote_bye: self.remote_bye,
+            gaps,
         }
     }
 }
@@ -2138,6 +2180,137 @@ mod tests {
         // Sequence numbers carried on; the hold shows as one 2 s spacing.
         let rx = b.sample(now).rx;
         assert_eq!(rx.spacing_max_ms, Some(2020.0));
+    }
+
+    /// `a` and `b` wired back to back (no delay, no loss) for `secs`: every 10 ms `script`
+    /// may change either (at `ms` since the start), then both send what is due and the
+    /// other takes it at once. `a`'s per-second samples and its summary.
+    fn scripted(
+        secs: u64,
+        mut script: impl FnMut(Instant, u64, &mut MediaSession, &mut MediaSession),
+    ) -> (Vec<Sample>, CallMediaSummary) {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        let mut samples = Vec::new();
+        for ms in (0..=secs * 1000).step_by(10) {
+            let now = t0 + Duration::from_millis(ms);
+            script(now, ms, &mut a, &mut b);
+            while let Some(o) = a.poll_transmit(now) {
+                b.handle_packet(now, &o.bytes).unwrap();
+            }
+            while let Some(o) = b.poll_transmit(now) {
+                a.handle_packet(now, &o.bytes).unwrap();
+            }
+            if ms > 0 && ms % 1000 == 0 {
+                samples.push(a.sample(now));
+            }
+        }
+        a.stop(t0 + Duration::from_secs(secs));
+        (samples, a.summary())
+    }
+
+    /// The far end stops sending and nobody says so (one-way audio after a re-INVITE, a NAT
+    /// binding that timed out): its sequence numbers have no hole, so RFC 3550 sees no
+    /// loss, but `a` heard nothing from 4 s to the end of the 10 s call. The call is not
+    /// rated (no perfect score for a call that went silent), its gap is named, and the
+    /// per-second samples of the silence show 0 packets and no MOS.
+    #[test]
+    fn a_far_end_that_stops_sending_leaves_a_gap_and_no_score() {
+        let (samples, sum) = scripted(10, |now, ms, _, b| {
+            if ms == 4000 {
+                b.set_direction(now, Direction::RecvOnly);
+            }
+        });
+        assert_eq!(sum.rx_lost, 0, "RFC 3550 loss cannot see it: {sum:?}");
+        assert_eq!(sum.rx_packets, 200);
+        assert_eq!((sum.r_factor, sum.mos, sum.mos_min), (None, None, None));
+        assert_eq!(sum.gaps.count, 1, "{sum:?}");
+        let gap = sum.gaps.longest.unwrap();
+        assert_eq!(
+            gap.to_string(),
+            "no RTP received from 4.0 s to the end of the call (10.0 s), after 200 packets"
+        );
+        assert_eq!(sum.gaps.total, gap.length());
+        for s in &samples[1..3] {
+            assert_eq!(s.received.packets, 50);
+            assert!(s.received.mos.is_some_and(|m| m > 4.3), "{s:?}");
+        }
+        for s in &samples[5..] {
+            assert_eq!((s.received.packets, s.received.mos), (0, None), "{s:?}");
+        }
+    }
+
+    /// A hole in the middle (the far end's sender pauses 3 s and goes on with the next
+    /// sequence number): one gap, ended by the audio coming back.
+    #[test]
+    fn a_hole_in_the_middle_is_a_gap_until_audio_comes_back() {
+        let (samples, sum) = scripted(10, |now, ms, _, b| match ms {
+            3000 => b.set_direction(now, Direction::RecvOnly),
+            6000 => b.set_direction(now, Direction::SendRecv),
+            _ => {}
+        });
+        assert_eq!(sum.rx_lost, 0, "{sum:?}");
+        assert_eq!((sum.mos, sum.gaps.count), (None, 1), "{sum:?}");
+        let gap = sum.gaps.longest.unwrap();
+        assert_eq!(gap.ended, crate::gaps::GapEnd::AudioBack);
+        assert_eq!(
+            gap.to_string(),
+            "no RTP received from 3.0 s to 6.0 s (3.0 s, then audio came back), after 150 packets"
+        );
+        assert_eq!(samples[4].received.packets, 0);
+        assert!(samples[8].received.mos.is_some(), "{:?}", samples[8]);
+        // A shorter hole (1.5 s) is not a gap: the call is rated.
+        let (_, sum) = scripted(10, |now, ms, _, b| match ms {
+            3000 => b.set_direction(now, Direction::RecvOnly),
+            4500 => b.set_direction(now, Direction::SendRecv),
+            _ => {}
+        });
+        assert_eq!(sum.gaps.count, 0, "{sum:?}");
+        assert!(sum.mos.is_some_and(|m| m > 4.3), "{sum:?}");
+    }
+
+    /// Silences the far end was allowed: `a` holds the call (sendonly: the far end mirrors
+    /// recvonly and stops), or the far end parks it with `c=0.0.0.0` (RFC 3264 §8.4); after
+    /// the resume it gets a new wait. None is a gap; the call is rated.
+    #[test]
+    fn holds_and_parking_are_not_gaps() {
+        let (_, held) = scripted(10, |now, ms, a, b| match ms {
+            2000 => {
+                a.set_direction(now, Direction::SendOnly);
+                b.set_direction(now, Direction::RecvOnly);
+            }
+            7000 => {
+                a.set_direction(now, Direction::SendRecv);
+                b.set_direction(now, Direction::SendRecv);
+            }
+            _ => {}
+        });
+        assert_eq!(held.gaps.count, 0, "{held:?}");
+        assert!(held.mos.is_some_and(|m| m > 4.3), "{held:?}");
+        // Parked to the end: the far end sends nothing, `a` was told.
+        let (_, parked) = scripted(10, |now, ms, a, b| {
+            if ms == 2000 {
+                a.set_far_end_sends(now, false);
+                b.set_direction(now, Direction::RecvOnly);
+            }
+        });
+        assert_eq!(parked.gaps.count, 0, "{parked:?}");
+        assert!(parked.mos.is_some(), "{parked:?}");
+        // Told of the resume, but the far end stays silent: a gap from the resume on.
+        let (_, silent) = scripted(10, |now, ms, a, b| match ms {
+            2000 => {
+                a.set_far_end_sends(now, false);
+                b.set_direction(now, Direction::RecvOnly);
+            }
+            5000 => a.set_far_end_sends(now, true),
+            _ => {}
+        });
+        let gap = silent.gaps.longest.expect("a gap after the resume");
+        assert_eq!(
+            (gap.from, gap.to),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 
 use std::time::Instant;
 
+use crate::gaps::{AUDIO_GAP_MIN, AudioGaps, GapWatch};
+
 /// RFC 3550 A.1: a jump of this many packets or more is not taken as loss.
 pub const MAX_DROPOUT: u16 = 3000;
 /// RFC 3550 A.1: packets this far behind the highest are late, not a restart.
@@ -310,7 +312,13 @@ pub struct ReceiveStats {
     folded_expected: u64,
     /// Cumulative expected and received at the end of the previous interval (A.3).
     prior: (u64, u64),
+    /// Stretches without RTP while the far end was to send, once watched
+    /// ([`ReceiveStats::watch_gaps`]).
+    gaps: Option<GapWatch>,
 }
+
+/// [`AUDIO_GAP_MIN`] in the unit of the spacing measured per packet.
+const GAP_MIN_MS: f64 = AUDIO_GAP_MIN.as_millis() as f64;
 
 impl ReceiveStats {
     /// New statistics for a stream with this RTP clock and packetisation.
@@ -329,6 +337,47 @@ impl ReceiveStats {
             pattern_last: None,
             folded_expected: 0,
             prior: (0, 0),
+            gaps: None,
+        }
+    }
+
+    /// Watches for audio gaps ([`crate::gaps`]) from `start`, the far end to send from then
+    /// if `expected`.
+    pub fn watch_gaps(&mut self, start: Instant, expected: bool) {
+        self.gaps = Some(GapWatch::new(start, expected));
+    }
+
+    /// From `now` on the far end is (`true`) or is not to send ([`GapWatch::set_expected`]).
+    pub fn expect_rtp(&mut self, now: Instant, expected: bool) {
+        let (last, received) = (self.last_arrival, self.totals.packets);
+        if let Some(g) = self.gaps.as_mut() {
+            g.set_expected(now, expected, last, received);
+        }
+    }
+
+    /// The far end's media moved at `now` ([`GapWatch::restart`]).
+    pub fn rtp_source_moved(&mut self, now: Instant) {
+        let (last, received) = (self.last_arrival, self.totals.packets);
+        if let Some(g) = self.gaps.as_mut() {
+            g.restart(now, last, received);
+        }
+    }
+
+    /// The audio gaps up to `end` (none when not watched).
+    pub fn gaps(&self, end: Instant) -> AudioGaps {
+        self.gaps.as_ref().map_or_else(AudioGaps::default, |g| {
+            g.gaps_until(end, self.last_arrival, self.totals.packets)
+        })
+    }
+
+    /// The first packet, or one [`AUDIO_GAP_MIN`] or more after the one before it (`last`),
+    /// arrived at `now`: it may end a gap.
+    #[cold]
+    fn after_silence(&mut self, now: Instant, last: Option<Instant>) {
+        // `totals.packets` counts this packet already.
+        let received = self.totals.packets.saturating_sub(1);
+        if let Some(g) = self.gaps.as_mut() {
+            g.on_rtp_after_silence(now, last, received);
         }
     }
 
@@ -418,6 +467,12 @@ impl ReceiveStats {
             i.spacing_max_ms = Some(i.spacing_max_ms.map_or(ms, |m| m.max(ms)));
             self.spacing_sum_ms += ms;
             self.spacing_n += 1;
+            // The one comparison per packet that audio gaps cost.
+            if ms >= GAP_MIN_MS {
+                self.after_silence(now, Some(prev));
+            }
+        } else {
+            self.after_silence(now, None);
         }
         self.last_arrival = Some(now);
         let origin = *self.origin.get_or_insert(now);
