@@ -153,6 +153,7 @@ fn callee1() -> GroupPlan {
             credentials: None,
         }],
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: None,
@@ -280,6 +281,7 @@ fn our_callers_call_a_sipp_uas() {
         name: "callers".into(),
         endpoints,
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: None,
@@ -497,6 +499,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
                 })
                 .collect(),
             prack: false,
+            session_timer: None,
             register: false,
             actions: Vec::new(),
             media: None,
@@ -660,6 +663,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 })
                 .collect(),
             prack: false,
+            session_timer: None,
             register: false,
             actions: Vec::new(),
             media: Some(MediaPlan::default()),

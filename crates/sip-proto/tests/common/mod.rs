@@ -37,6 +37,7 @@ pub fn agent(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) -> 
         user_agent: name.into(),
         seed,
         use_100rel,
+        session_timer: None,
     })
 }
 
