@@ -19,6 +19,7 @@ use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
 use sip_proto::auth::Credentials;
+use sip_proto::ua::{Refresher, SessionTimerConfig};
 
 const SECRET: &[u8] = b"sipp interop";
 
@@ -564,6 +565,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
 }
 
 /// The SIPp UAS our callers call with media.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Uas {
     /// The stock UAS with `-rtp_echo`: our RTP comes back.
     Echo,
@@ -582,6 +584,14 @@ enum Uas {
     /// `testdata/sipp/uas-offers-another-codec.xml` with `-rtp_echo`: answers PCMU with its
     /// echo, offers G.729 alone by re-INVITE a second later and expects 488.
     OffersAnotherCodec,
+    /// `testdata/sipp/uas-demands-session-timer.xml` with `-rtp_echo`, called by callers with
+    /// session timers (7 s calls): answers with a 6 s session interval we refresh, and fails
+    /// the call unless each refresh (UPDATE) comes within 4.5 s.
+    DemandsSessionTimer,
+    /// `testdata/sipp/uas-422-then-answers.xml` with `-rtp_echo`, called by callers with
+    /// session timers of 90 s: refuses the INVITE with 422 and Min-SE 1800, answers the
+    /// INVITE again only if it asks for 1800 s.
+    Answers422First,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -611,6 +621,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-offers-another-codec.xml"
     );
+    let session_timer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-demands-session-timer.xml"
+    );
+    let first_422 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-422-then-answers.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -619,6 +637,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
+            Uas::DemandsSessionTimer => vec!["-sf", session_timer],
+            Uas::Answers422First => vec!["-sf", first_422],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -663,7 +683,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 })
                 .collect(),
             prack: false,
-            session_timer: None,
+            // Off but for the UASes testing them; 90 s, the least RFC 4028 §4 allows: our
+            // caller asks, the UAS decides.
+            session_timer: matches!(uas, Uas::DemandsSessionTimer | Uas::Answers422First)
+                .then_some(SessionTimerConfig {
+                    expires: 90,
+                    min_se: None,
+                    refresher: Refresher::Auto,
+                }),
             register: false,
             actions: Vec::new(),
             media: Some(MediaPlan::default()),
@@ -674,7 +701,12 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 offer,
             },
         }],
-        call_duration: Duration::from_secs(3),
+        // Two refreshes of the 6 s interval (at 3 s and 6 s) before the BYE.
+        call_duration: Duration::from_secs(if uas == Uas::DemandsSessionTimer {
+            7
+        } else {
+            3
+        }),
         ramp_per_sec: 0.0,
         cps: 0.0,
         register_expires: 60,
@@ -864,4 +896,70 @@ fn an_offer_of_a_codec_we_do_not_have_is_refused_with_488() {
         sipp, 0,
         "SIPp counts 2 calls, each re-INVITE refused with 488"
     );
+}
+
+/// A UAS demanding session timers with a short interval (6 s, refresher=uac, UPDATE
+/// allowed): our callers refresh at half the interval with UPDATE (RFC 4028 §10), in time for
+/// SIPp's 4.5 s deadline each, twice in the 7 s call, and the call is a success with its
+/// echo throughout; SIPp counts both calls successful (its checks: `timer` in Supported, a
+/// Session-Expires in the INVITE and in each UPDATE with refresher=uac).
+#[test]
+fn callers_refresh_a_session_a_sipp_uas_demands_in_time() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::DemandsSessionTimer);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.session_refreshes_sent, 2, "{r:#?}");
+        let updates = r
+            .trace
+            .iter()
+            .filter(|t| t.text.starts_with("UPDATE "))
+            .count();
+        assert_eq!(updates, 2, "{r:#?}");
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .starts_with("session refreshed by our request (RFC 4028): interval 6 s")),
+            "{r:#?}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 300, "the echo for the whole 7 s: {m:?}");
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each refreshed twice in time");
+}
+
+/// A UAS refusing our 90 s interval with 422 and Min-SE 1800 (RFC 4028 §8.1): our callers
+/// send the INVITE again once asking for 1800 s with Min-SE 1800 (§7.4), which SIPp checks
+/// and answers; the call is a success, the 422 is no outcome.
+#[test]
+fn callers_answer_a_422_with_the_min_se_it_names() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::Answers422First);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let invites: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|t| t.text.starts_with("INVITE "))
+            .collect();
+        assert_eq!(invites.len(), 2, "{r:#?}");
+        assert!(
+            invites[0].text.contains("Session-Expires: 90\r\n"),
+            "{}",
+            invites[0].text
+        );
+        assert!(
+            invites[1].text.contains("Session-Expires: 1800\r\n"),
+            "{}",
+            invites[1].text
+        );
+        assert!(
+            invites[1].text.contains("Min-SE: 1800\r\n"),
+            "{}",
+            invites[1].text
+        );
+        assert!(r.trace.iter().any(|t| t.text.starts_with("SIP/2.0 422 ")));
+        assert_eq!(r.call_code, Some(200));
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered after its 422");
 }
