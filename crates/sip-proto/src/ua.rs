@@ -26,6 +26,13 @@
 //! it names. Crossing re-INVITEs and UPDATE offers are refused with 491 and ours are sent
 //! again after §14.1's random wait (a timer [`UserAgent::poll_timeout`] includes).
 //!
+//! Session timers (RFC 4028, [`UaProfile::session_timer`]): the INVITE asks, a 422 is
+//! answered once with its Min-SE, the 2xx (ours or the peer's) fixes the interval and the
+//! refresher; the refresher's refresh (an UPDATE without body, or a re-INVITE with our
+//! description) and the other side's BYE for want of one are timers
+//! [`UserAgent::poll_timeout`] includes, reported as [`CallEvent::SessionRefreshed`] and
+//! [`CallEvent::SessionExpired`].
+//!
 //! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
 //! so a run can be replayed exactly.
 

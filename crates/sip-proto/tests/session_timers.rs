@@ -9,10 +9,8 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::Host;
 use sip_msg::typed::{MinSe, SessionExpires};
 use sip_msg::{Message, Uri};
-use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{
     CallEvent, CallId, CallState, Refresher, SessionTimerConfig, UaConfig, UaEvent, UserAgent,
 };
@@ -25,21 +23,8 @@ const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0
 
 fn agent(user: &str, port: u16, seed: u64, timers: Option<SessionTimerConfig>) -> UserAgent {
     UserAgent::new(UaConfig {
-        user: user.into(),
-        domain: "example.test".into(),
-        registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
-        outbound_proxy: None,
-        credentials: None,
-        local_host: Host::parse("127.0.0.1").unwrap(),
-        local_port: port,
-        transport: "UDP".into(),
-        reliable: false,
-        expires: 300,
-        timers: TimerConfig::default(),
-        user_agent: "timers".into(),
-        seed,
-        use_100rel: false,
         session_timer: timers,
+        ..common::config(user, port, seed, false, "timers")
     })
 }
 
@@ -87,6 +72,22 @@ impl Net {
             a: None,
             b: None,
         }
+    }
+
+    /// Both with 90 s timers; Alice asks to refresh (`uac`), or asks Bob to (`uas`).
+    fn of_90s(refresher: Refresher) -> Self {
+        Self::new(
+            timers(90, None, refresher),
+            timers(90, None, Refresher::Auto),
+        )
+    }
+
+    /// Bob's UPDATEs (his refreshes) are lost on the way.
+    fn losing_bobs_updates(mut self) -> Self {
+        self.hook = Box::new(|from_alice, t| {
+            (from_alice || !t.starts_with("UPDATE ")).then(|| t.to_owned())
+        });
+        self
     }
 
     /// Alice calls, Bob answers at once when the call reaches him: the call confirmed.
@@ -350,10 +351,7 @@ fn a_second_422_fails_the_call() {
 
 #[test]
 fn the_refresher_sends_a_bodiless_update_at_half_the_interval() {
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, None, Refresher::Auto),
-    );
+    let mut net = Net::of_90s(Refresher::Uac);
     net.call();
     let answered = net.answered_at();
     net.run(Duration::from_secs(200));
@@ -390,10 +388,7 @@ fn the_refresher_sends_a_bodiless_update_at_half_the_interval() {
 
 #[test]
 fn without_update_in_allow_the_refresh_is_a_re_invite_with_the_same_offer() {
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, None, Refresher::Auto),
-    );
+    let mut net = Net::of_90s(Refresher::Uac);
     // Bob's 2xx does not list UPDATE.
     net.hook = Box::new(|from_alice, t| {
         Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
@@ -419,12 +414,7 @@ fn without_update_in_allow_the_refresh_is_a_re_invite_with_the_same_offer() {
 #[test]
 fn no_refresh_from_the_peer_ends_the_call_with_bye_before_expiry() {
     // Bob refreshes, but his refreshes never arrive.
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uas),
-        timers(90, None, Refresher::Auto),
-    );
-    net.hook =
-        Box::new(|from_alice, t| (from_alice || !t.starts_with("UPDATE ")).then(|| t.to_owned()));
+    let mut net = Net::of_90s(Refresher::Uas).losing_bobs_updates();
     net.call();
     let answered = net.answered_at();
     net.run(Duration::from_secs(70));
@@ -467,10 +457,7 @@ fn no_refresh_from_the_peer_ends_the_call_with_bye_before_expiry() {
 fn the_peers_refresh_starts_our_interval_again() {
     // Bob refreshes; his first refresh (45 s) arrives, the later ones are lost: Alice's BYE
     // comes 60 s after that refresh, not 60 s after the answer.
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uas),
-        timers(90, None, Refresher::Auto),
-    );
+    let mut net = Net::of_90s(Refresher::Uas);
     let mut updates = 0;
     net.hook = Box::new(move |from_alice, t| {
         if !from_alice && t.starts_with("UPDATE ") {
@@ -499,12 +486,7 @@ fn the_peers_refresh_starts_our_interval_again() {
 fn a_re_invite_from_the_peer_refreshes_too() {
     // Bob holds the call at 30 s: his re-INVITE is a refresh (§10), so Alice's expiry moves
     // to 30 s + 60 s, even though his UPDATEs are lost.
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uas),
-        timers(90, None, Refresher::Auto),
-    );
-    net.hook =
-        Box::new(|from_alice, t| (from_alice || !t.starts_with("UPDATE ")).then(|| t.to_owned()));
+    let mut net = Net::of_90s(Refresher::Uas).losing_bobs_updates();
     net.call();
     net.run(Duration::from_secs(30));
     let b = net.b.unwrap();
@@ -534,10 +516,7 @@ fn a_re_invite_from_the_peer_refreshes_too() {
 fn an_unanswered_refresh_ends_the_call_with_bye() {
     // Alice refreshes; Bob's answers to her UPDATE are lost: Timer F (32 s) ends it, and
     // §10 has the refresher send BYE.
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, None, Refresher::Auto),
-    );
+    let mut net = Net::of_90s(Refresher::Uac);
     net.hook = Box::new(|from_alice, t| {
         let update_answer = !from_alice && t.starts_with("SIP/2.0") && t.contains(" UPDATE\r\n");
         (!update_answer).then(|| t.to_owned())
