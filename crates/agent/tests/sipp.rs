@@ -350,6 +350,71 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
     );
 }
 
+/// A SIPp UAC asking for 90 s session timers calls our answering endpoint, whose Min-SE is
+/// 120 s (`testdata/sipp/uac-session-timer-422.xml`): SIPp checks our 422 names `Min-SE: 120`
+/// (RFC 4028 §8.1) and that the 200 to its INVITE asking for 120 s agrees on
+/// `Session-Expires: 120;refresher=uac` with `Require: timer` (§9).
+#[test]
+fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // SIPp's UAC does not answer proxy challenges: the registrar runs open here.
+    let reg = registrar(&rt, AuthMode::Open);
+    let reg_port = reg.addr().port();
+    let callee = GroupPlan {
+        session_timer: Some(SessionTimerConfig {
+            expires: 1800,
+            min_se: Some(120),
+            refresher: Refresher::Auto,
+        }),
+        ..callee1()
+    };
+    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
+    let (tx, rx) = mpsc::channel();
+    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
+    until_registered(&rx);
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uac-session-timer-422.xml"
+    );
+    let port = free_udp_port().to_string();
+    let sipp = Sipp::start(&[
+        &format!("127.0.0.1:{reg_port}"),
+        "-sf",
+        scenario,
+        "-s",
+        "callee1",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20s",
+    ]);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(20)),
+        0,
+        "SIPp's call got its 422, then the terms it checks"
+    );
+    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 1, "the 422 made no call: {r:#?}");
+    assert!(
+        r.trace.iter().any(|e| e
+            .first_line()
+            .starts_with("SIP/2.0 422 Session Interval Too Small")),
+        "{r:#?}"
+    );
+}
+
 /// One registrar on three listeners (`BuiltinRegistrar::start_many`, as `sipmeter registrar
 /// --listen … --listen …` runs it): our phone registers over WebSocket, and SIPp's stock UAC
 /// calls it over UDP and then over TCP. Each call crosses transports in the registrar (RFC

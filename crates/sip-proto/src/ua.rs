@@ -590,6 +590,7 @@ impl SessionTimer {
         let Some(Ok(se)) = msg.headers.typed::<SessionExpires>() else {
             return false;
         };
+        // At least a second: 0 would refresh (or end the call) without a pause.
         self.interval = se.seconds.max(1);
         let uac_refreshes = se
             .refresher()
