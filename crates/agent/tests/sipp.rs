@@ -657,6 +657,10 @@ enum Uas {
     /// session timers of 90 s: refuses the INVITE with 422 and Min-SE 1800, answers the
     /// INVITE again only if it asks for 1800 s.
     Answers422First,
+    /// `testdata/sipp/uas-never-refreshes.xml` with `-rtp_echo`, called by callers with
+    /// session timers (7 s calls): takes the refresher's role with a 6 s interval and never
+    /// refreshes; fails the call unless our BYE comes within 5.5 s.
+    NeverRefreshes,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -690,6 +694,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-demands-session-timer.xml"
     );
+    let never_refreshes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-never-refreshes.xml"
+    );
     let first_422 = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-422-then-answers.xml"
@@ -704,6 +712,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
             Uas::DemandsSessionTimer => vec!["-sf", session_timer],
             Uas::Answers422First => vec!["-sf", first_422],
+            Uas::NeverRefreshes => vec!["-sf", never_refreshes],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -750,12 +759,15 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             prack: false,
             // Off but for the UASes testing them; 90 s, the least RFC 4028 §4 allows: our
             // caller asks, the UAS decides.
-            session_timer: matches!(uas, Uas::DemandsSessionTimer | Uas::Answers422First)
-                .then_some(SessionTimerConfig {
-                    expires: 90,
-                    min_se: None,
-                    refresher: Refresher::Auto,
-                }),
+            session_timer: matches!(
+                uas,
+                Uas::DemandsSessionTimer | Uas::Answers422First | Uas::NeverRefreshes
+            )
+            .then_some(SessionTimerConfig {
+                expires: 90,
+                min_se: None,
+                refresher: Refresher::Auto,
+            }),
             register: false,
             actions: Vec::new(),
             media: Some(MediaPlan::default()),
@@ -767,11 +779,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             },
         }],
         // Two refreshes of the 6 s interval (at 3 s and 6 s) before the BYE.
-        call_duration: Duration::from_secs(if uas == Uas::DemandsSessionTimer {
-            7
-        } else {
-            3
-        }),
+        call_duration: Duration::from_secs(
+            if matches!(uas, Uas::DemandsSessionTimer | Uas::NeverRefreshes) {
+                7
+            } else {
+                3
+            },
+        ),
         ramp_per_sec: 0.0,
         cps: 0.0,
         register_expires: 60,
@@ -1027,4 +1041,35 @@ fn callers_answer_a_422_with_the_min_se_it_names() {
         assert_eq!(r.call_code, Some(200));
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered after its 422");
+}
+
+/// A UAS that takes the refresher's role (6 s interval) and never refreshes, as a broken PBX
+/// or SBC would: our callers police it (RFC 4028 §10) and end each call with BYE 4 s after
+/// the 200, well before their planned 7 s hang-up (SIPp fails the call unless the BYE comes
+/// within 5.5 s), and the endpoint ends CALL_FAILED saying the peer did not refresh.
+#[test]
+fn callers_end_a_call_whose_sipp_uas_never_refreshes_and_say_so() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::NeverRefreshes);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with(
+                "the peer did not refresh the session (RFC 4028 §10): no re-INVITE or UPDATE \
+                 within its 6 s interval"
+            ),
+            "{error}"
+        );
+        assert_eq!((r.calls_answered, r.session_refreshes_received), (1, 0));
+        assert_eq!(
+            r.trace
+                .iter()
+                .filter(|t| t.text.starts_with("BYE "))
+                .count(),
+            1,
+            "{r:#?}"
+        );
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each BYE in time");
 }
