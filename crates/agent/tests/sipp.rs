@@ -182,31 +182,42 @@ fn until_registered(rx: &mpsc::Receiver<RunEvent>) {
 /// SIPp's stock UAC calls `callee1` at `to` over `transport` (`u1`, `t1`) `calls` times, one
 /// at a time, 300 ms each; returns SIPp's exit code.
 fn sipp_uac_calls_callee1(to: &str, transport: &str, calls: u32) -> i32 {
-    let port = free_udp_port();
     let calls = calls.to_string();
-    let sipp = Sipp::start(&[
-        to,
-        "-sn",
-        "uac",
-        "-s",
-        "callee1",
-        "-t",
-        transport,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        &calls,
-        "-l",
-        "1",
-        "-d",
-        "300",
-        "-nostdin",
-        "-timeout",
-        "20s",
-    ]);
-    sipp.wait(Duration::from_secs(20))
+    let args = [
+        "-sn", "uac", "-t", transport, "-m", &calls, "-l", "1", "-d", "300",
+    ];
+    sipp_calls_callee1(to, &args)
+}
+
+/// SIPp as a UAC calls `callee1` at `to` with `args` (the scenario, the calls); returns its
+/// exit code.
+fn sipp_calls_callee1(to: &str, args: &[&str]) -> i32 {
+    let port = free_udp_port().to_string();
+    let mut all = vec![to, "-s", "callee1", "-i", "127.0.0.1", "-p", &port];
+    all.extend(args);
+    all.extend(["-nostdin", "-timeout", "20s"]);
+    Sipp::start(&all).wait(Duration::from_secs(20))
+}
+
+/// `callee` (the endpoint `callee1`) registers with the built-in registrar, open (SIPp's UAC
+/// does not answer proxy challenges); then `sipp`, given the registrar's `address:port`,
+/// calls it. Its exit code and the run's reports.
+fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<EndpointReport>) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = registrar(&rt, AuthMode::Open);
+    let to = format!("127.0.0.1:{}", reg.addr().port());
+    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
+    let (tx, rx) = mpsc::channel();
+    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
+    until_registered(&rx);
+    let code = sipp(&to);
+    let (_summary, reports) = engine.join().unwrap().unwrap();
+    (code, reports)
 }
 
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
@@ -322,25 +333,8 @@ fn our_callers_call_a_sipp_uas() {
 
 #[test]
 fn a_sipp_uac_calls_our_answering_endpoints() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    // SIPp's stock UAC does not answer proxy challenges: the registrar runs open here.
-    let reg = registrar(&rt, AuthMode::Open);
-    let reg_port = reg.addr().port();
-    let the_plan = plan(&reg, vec![callee1()], Duration::from_secs(4));
-    let (tx, rx) = mpsc::channel();
-    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
-    until_registered(&rx);
-    assert_eq!(
-        sipp_uac_calls_callee1(&format!("127.0.0.1:{reg_port}"), "u1", 2),
-        0,
-        "SIPp's two calls were answered and hung up"
-    );
-    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let (code, reports) = sipp_calls(callee1(), |to| sipp_uac_calls_callee1(to, "u1", 2));
+    assert_eq!(code, 0, "SIPp's two calls were answered and hung up");
     let r = &reports[0];
     assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
     assert_eq!(r.calls_received, 2);
@@ -356,15 +350,6 @@ fn a_sipp_uac_calls_our_answering_endpoints() {
 /// `Session-Expires: 120;refresher=uac` with `Require: timer` (§9).
 #[test]
 fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    // SIPp's UAC does not answer proxy challenges: the registrar runs open here.
-    let reg = registrar(&rt, AuthMode::Open);
-    let reg_port = reg.addr().port();
     let callee = GroupPlan {
         session_timer: Some(SessionTimerConfig {
             expires: 1800,
@@ -373,37 +358,14 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
         }),
         ..callee1()
     };
-    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
-    let (tx, rx) = mpsc::channel();
-    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
-    until_registered(&rx);
     let scenario = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uac-session-timer-422.xml"
     );
-    let port = free_udp_port().to_string();
-    let sipp = Sipp::start(&[
-        &format!("127.0.0.1:{reg_port}"),
-        "-sf",
-        scenario,
-        "-s",
-        "callee1",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port,
-        "-m",
-        "1",
-        "-nostdin",
-        "-timeout",
-        "20s",
-    ]);
-    assert_eq!(
-        sipp.wait(Duration::from_secs(20)),
-        0,
-        "SIPp's call got its 422, then the terms it checks"
-    );
-    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"])
+    });
+    assert_eq!(code, 0, "SIPp's call got its 422, then the terms it checks");
     let r = &reports[0];
     assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
     assert_eq!(r.calls_received, 1, "the 422 made no call: {r:#?}");
