@@ -615,6 +615,9 @@ enum Uas {
     /// session timers (7 s calls): answers with a 6 s session interval we refresh, and fails
     /// the call unless each refresh (UPDATE) comes within 4.5 s.
     DemandsSessionTimer,
+    /// `testdata/sipp/uas-demands-reinvite-refresh.xml`: as [`Uas::DemandsSessionTimer`],
+    /// without UPDATE in its Allow: the refreshes must be re-INVITEs with SDP.
+    DemandsReinviteRefresh,
     /// `testdata/sipp/uas-422-then-answers.xml` with `-rtp_echo`, called by callers with
     /// session timers of 90 s: refuses the INVITE with 422 and Min-SE 1800, answers the
     /// INVITE again only if it asks for 1800 s.
@@ -656,6 +659,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-demands-session-timer.xml"
     );
+    let reinvite_refresh = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-demands-reinvite-refresh.xml"
+    );
     let never_refreshes = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-never-refreshes.xml"
@@ -675,6 +682,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DemandsSessionTimer => vec!["-sf", session_timer],
             Uas::Answers422First => vec!["-sf", first_422],
             Uas::NeverRefreshes => vec!["-sf", never_refreshes],
+            Uas::DemandsReinviteRefresh => vec!["-sf", reinvite_refresh],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -723,7 +731,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             // caller asks, the UAS decides.
             session_timer: matches!(
                 uas,
-                Uas::DemandsSessionTimer | Uas::Answers422First | Uas::NeverRefreshes
+                Uas::DemandsSessionTimer
+                    | Uas::DemandsReinviteRefresh
+                    | Uas::Answers422First
+                    | Uas::NeverRefreshes
             )
             .then_some(SessionTimerConfig {
                 expires: 90,
@@ -742,7 +753,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         }],
         // Two refreshes of the 6 s interval (at 3 s and 6 s) before the BYE.
         call_duration: Duration::from_secs(
-            if matches!(uas, Uas::DemandsSessionTimer | Uas::NeverRefreshes) {
+            if matches!(
+                uas,
+                Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes
+            ) {
                 7
             } else {
                 3
@@ -946,17 +960,45 @@ fn an_offer_of_a_codec_we_do_not_have_is_refused_with_488() {
 /// Session-Expires in the INVITE and in each UPDATE with refresher=uac).
 #[test]
 fn callers_refresh_a_session_a_sipp_uas_demands_in_time() {
-    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::DemandsSessionTimer);
+    refreshed_in_time(Uas::DemandsSessionTimer, "UPDATE ");
+}
+
+/// As [`callers_refresh_a_session_a_sipp_uas_demands_in_time`], with a UAS that does not
+/// allow UPDATE: the refreshes are re-INVITEs offering our description unchanged (RFC 4028
+/// §10), each answered and ACKed in time.
+#[test]
+fn callers_refresh_by_re_invite_when_the_sipp_uas_does_not_allow_update() {
+    refreshed_in_time(Uas::DemandsReinviteRefresh, "INVITE ");
+}
+
+/// Two 7 s calls to `uas` (a 6 s interval, we refresh): each refreshed twice, by requests
+/// whose first line starts with `refresh` (the re-INVITEs: after the INVITE, its SDP
+/// unchanged), the echo throughout, SIPp's checks passed.
+fn refreshed_in_time(uas: Uas, refresh: &str) {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(uas);
     assert_eq!(reports.len(), 2);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         assert_eq!(r.session_refreshes_sent, 2, "{r:#?}");
-        let updates = r
+        let sent: Vec<_> = r
             .trace
             .iter()
-            .filter(|t| t.text.starts_with("UPDATE "))
-            .count();
-        assert_eq!(updates, 2, "{r:#?}");
+            .filter(|t| t.text.starts_with(refresh))
+            .map(|t| t.text.as_str())
+            .collect();
+        let refreshes = &sent[sent.len() - 2..];
+        if refresh == "INVITE " {
+            assert_eq!(sent.len(), 3, "the INVITE and two refreshes: {r:#?}");
+            let body = |t: &str| t.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            for t in refreshes {
+                assert_eq!(body(t), body(sent[0]), "our description unchanged");
+            }
+        } else {
+            assert_eq!(sent.len(), 2, "{r:#?}");
+        }
+        for t in refreshes {
+            assert!(t.contains("Session-Expires: 6;refresher=uac\r\n"), "{t}");
+        }
         assert!(
             r.trace.iter().any(|t| t
                 .text
