@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Memory and CPU per connection: N endpoints register over UDP, TCP, TLS, WS and WSS against the
 # built-in registrar (in the same process, so both ends count), stay 2 s and un-register,
-# ramp 500/s. Prints wall time, peak RSS, CPU and the RSS per connection over the UDP run
-# (each stream run minus the UDP run, divided by N). Measures; never fails on a figure.
+# ramp N/2 per second (all registered within 2 s). Prints wall time, peak RSS, CPU and the
+# RSS per connection over the UDP run (each stream run minus the UDP run, divided by N), and
+# the memory of one idle registered
+# endpoint over UDP (a run of 5 N endpoints minus the run of N, divided by 4 N: the endpoint
+# and its binding in the registrar, its report included; the process's fixed costs cancel).
+# Measures; never fails on a figure.
 #
 #   benches/load/conns.sh [N]                 (default: 1000 endpoints)
 #   SIPMETER_BIN=path benches/load/conns.sh   (a given binary, e.g. an older build, no build)
@@ -22,20 +26,23 @@ trap 'rm -rf "$WORK"' EXIT
 
 declare -A RSS
 echo "== $N endpoints register, stay 2 s, un-register; built-in registrar in the same process ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
-for T in udp tcp tls ws wss; do
+for T in udp tcp tls ws wss udp5; do
+  P=${T%5}
+  M=$N
+  [[ $T == udp5 ]] && M=$((5 * N))
   cat > "$WORK/$T.toml" <<TOML
-name = "register over $T"
+name = "register over $P"
 duration = "2s"
-ramp = "500/s"
+ramp = "$((M / 2))/s"
 time_limit = "120s"
 seed = 1
 [[registrar]]
 id = "builtin"
 kind = "builtin"
-transport = "$T"
+transport = "$P"
 [[group]]
 name = "phones"
-endpoints = $N
+endpoints = $M
 registrar = "builtin"
 role = "register"
 TOML
@@ -61,3 +68,5 @@ for T in tcp tls ws wss; do
   awk -v t="$T" -v a="${RSS[$T]}" -v b="${RSS[udp]}" -v n="$N" \
     'BEGIN { printf "%s: %.1f KB per connection over UDP (both ends)\n", t, (a - b) / n }'
 done
+awk -v a="${RSS[udp5]}" -v b="${RSS[udp]}" -v n="$N" \
+  'BEGIN { printf "udp: %.2f KB per idle registered endpoint (both ends: the endpoint and its binding)\n", (a - b) / (4 * n) }'

@@ -54,6 +54,8 @@ pub struct MediaPlan {
     pub advertise: Option<SocketAddr>,
     /// What the calls send: the generated speech-like signal (default) or a WAV clip.
     pub source: SourceKind,
+    /// DSCP of the calls' RTP and RTCP (`rtp_dscp`; `None`: unmarked).
+    pub dscp: Option<crate::dscp::Dscp>,
 }
 
 impl Default for MediaPlan {
@@ -65,6 +67,7 @@ impl Default for MediaPlan {
             rtcp_mux: false,
             advertise: None,
             source: SourceKind::Generated,
+            dscp: None,
         }
     }
 }
@@ -759,6 +762,9 @@ pub struct CallMedia {
     parked: bool,
     /// RTP datagrams from any other source: counted, not measured.
     pub stray: u64,
+    /// The DSCPs of the datagrams received on the call's sockets, one bit per codepoint
+    /// (bit `d` for DSCP `d`).
+    pub rx_dscp: u64,
     /// When the RTP socket is read next ([`CallMedia::read_due`]): every packet time, on
     /// the call's send schedule (the same grid points: no wake-up of its own while sending).
     next_read: Option<Instant>,
@@ -788,9 +794,16 @@ impl CallMedia {
         let (rtp, rtcp) = ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
         rtcp.set_nonblocking(true)?;
+        if let Some(d) = plan.dscp {
+            d.mark(&rtp, ip.is_ipv6())?;
+            d.mark(&rtcp, ip.is_ipv6())?;
+        }
         // Arrival times from the kernel: a busy shard must not show up as network jitter.
         crate::rxstamp::enable(&rtp)?;
         crate::rxstamp::enable(&rtcp)?;
+        // The DSCP of what arrives: did the path keep the far end's marking?
+        crate::rxstamp::enable_tos(&rtp, ip.is_ipv6())?;
+        crate::rxstamp::enable_tos(&rtcp, ip.is_ipv6())?;
         let port = rtp.local_addr()?.port();
         let rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
@@ -831,6 +844,7 @@ impl CallMedia {
             moved_from: None,
             parked: false,
             stray: 0,
+            rx_dscp: 0,
             next_read: None,
             slot: None,
         })
@@ -849,6 +863,9 @@ impl CallMedia {
                 return (n, false);
             };
             for i in 0..k {
+                if let Some(tos) = batch.tos(i) {
+                    self.rx_dscp |= 1 << (tos >> 2);
+                }
                 if let Some((bytes, at, from)) = batch.datagram(i) {
                     n += 1;
                     self.on_packet(at, bytes, from);
@@ -881,8 +898,11 @@ impl CallMedia {
         loop {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
             match crate::rxstamp::recv(sock, buf) {
-                Ok((len, at, from)) => {
+                Ok((len, at, from, tos)) => {
                     n += 1;
+                    if let Some(tos) = tos {
+                        self.rx_dscp |= 1 << (tos >> 2);
+                    }
                     self.on_packet(at, &buf[..len], from);
                 }
                 // ICMP port unreachable from an earlier send: the peer is not there yet or

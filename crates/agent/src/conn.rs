@@ -37,6 +37,8 @@ pub struct StreamSettings {
     pub timeout: Duration,
     /// CRLF keep-alive interval on TCP and TLS (RFC 5626 §3.5.1); `None`: off.
     pub keepalive: Option<Duration>,
+    /// DSCP of everything the connection sends, its SYN included (`None`: unmarked).
+    pub dscp: Option<crate::dscp::Dscp>,
 }
 
 impl StreamSettings {
@@ -78,6 +80,7 @@ impl StreamSettings {
             timeout: Duration::from_secs(5),
             // RFC 7118 has no CRLF keep-alive: WebSocket has its own ping.
             keepalive: keepalive.filter(|_| !kind.websocket()),
+            dscp: None,
         })
     }
 }

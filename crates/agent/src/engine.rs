@@ -85,6 +85,9 @@ pub struct TransportPlan {
     pub udp_recv_buffer: Option<usize>,
     /// SO_SNDBUF for UDP signalling sockets, bytes.
     pub udp_send_buffer: Option<usize>,
+    /// DSCP of the signalling sent to this server (`sip_dscp`; `None`: unmarked). A shard's
+    /// shared UDP socket takes the first server's, as it takes its buffer sizes.
+    pub sip_dscp: Option<crate::dscp::Dscp>,
 }
 
 impl Default for TransportPlan {
@@ -99,6 +102,7 @@ impl Default for TransportPlan {
             udp_per_endpoint: false,
             udp_recv_buffer: None,
             udp_send_buffer: None,
+            sip_dscp: None,
         }
     }
 }
@@ -505,6 +509,10 @@ pub struct MediaReport {
     pub send_errors: u64,
     /// RTP datagrams from a source other than the call's (strict RTP): not measured.
     pub rx_stray: u64,
+    /// The DSCPs (RFC 2474) the received RTP and RTCP carried, in order, over the calls: `[46]`
+    /// when the far end marks EF and the path keeps it, `[0]` when nothing is marked or the
+    /// path clears the mark.
+    pub rx_dscp: Vec<u8>,
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -724,7 +732,10 @@ pub fn run_with_targets(
                     t.keepalive,
                 )
                 .map_err(std::io::Error::other)?;
-                Some(Arc::new(s))
+                Some(Arc::new(StreamSettings {
+                    dscp: t.sip_dscp,
+                    ..s
+                }))
             }
         });
     }
@@ -2018,6 +2029,7 @@ impl<'a> Shard<'a> {
         let codec = media.codec();
         let send_errors = media.send_errors;
         let stray = media.stray;
+        let rx_dscp = media.rx_dscp;
         let receiving = media.receiving();
         let Some((sum, last)) = (*media).finish(now) else {
             return;
@@ -2037,6 +2049,11 @@ impl<'a> Shard<'a> {
         }
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
         r.calls += 1;
+        for d in (0..64u8).filter(|d| rx_dscp & (1 << d) != 0) {
+            if let Err(at) = r.rx_dscp.binary_search(&d) {
+                r.rx_dscp.insert(at, d);
+            }
+        }
         r.codec = codec;
         if let (Some(mos), Some(rf)) = (sum.mos, sum.r_factor) {
             let n = f64::from(r.calls - 1 - r.calls_without_audio);
@@ -3355,6 +3372,10 @@ fn bind_udp(
         ));
     }
     sock.set_nonblocking(true)?;
+    if let Some(d) = t.sip_dscp {
+        d.mark(&sock, addr.is_ipv6())?;
+        granted.push(format!("signalling marked DSCP {d}"));
+    }
     if let SocketAddr::V6(a) = addr
         && a.ip().is_unspecified()
     {

@@ -5,6 +5,7 @@ pub mod callmedia;
 pub mod capacity;
 pub mod check;
 pub mod conn;
+pub mod dscp;
 pub mod engine;
 pub mod eventbuf;
 pub mod failover;

@@ -281,7 +281,7 @@ impl NetPoll {
         if self.conns.len() <= endpoint {
             self.conns.resize_with(endpoint + 1, || None);
         }
-        let started = TcpStream::connect(addr).and_then(|mut sock| {
+        let started = connect_marked(addr, settings.dscp).and_then(|mut sock| {
             self.poll.get_ref().registry().register(
                 &mut sock,
                 token(endpoint, false),
@@ -841,6 +841,23 @@ fn tls_io_error(e: io::Error, settings: &StreamSettings) -> FlowError {
         Some(d) if settings.kind.secure() => FlowError::TlsHandshake(d, Duration::ZERO),
         _ => e.into(),
     }
+}
+
+/// Starts a non-blocking TCP connection to `addr`, its packets (the SYN too) marked `dscp`.
+fn connect_marked(addr: SocketAddr, dscp: Option<crate::dscp::Dscp>) -> io::Result<TcpStream> {
+    let Some(d) = dscp else {
+        return TcpStream::connect(addr);
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    d.mark(&sock, addr.is_ipv6())?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(sock.into()))
 }
 
 #[cfg(test)]

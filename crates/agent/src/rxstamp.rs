@@ -30,14 +30,34 @@ pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Asks the kernel to stamp every datagram received on `sock`.
 pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: `on` outlives the call and the length passed is its size.
+    set_option(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Has the kernel hand over each received datagram's TOS byte (IPv4) or Traffic Class
+/// (IPv6) with it (`IP_RECVTOS` / `IPV6_RECVTCLASS`): its DSCP tells whether the network
+/// kept the sender's marking ([`RecvBatch::tos`]).
+pub fn enable_tos(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
+    if v6 {
+        set_option(sock, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)
+    } else {
+        set_option(sock, libc::IPPROTO_IP, libc::IP_RECVTOS, 1)
+    }
+}
+
+/// `setsockopt` of an `int` option.
+pub(crate) fn set_option(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and the length passed is its size.
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&raw const on).cast(),
+            level,
+            name,
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -48,13 +68,14 @@ pub fn enable(sock: &impl AsRawFd) -> io::Result<()> {
     }
 }
 
-/// Reads one datagram into `buf` without blocking: its length and when it arrived (the
-/// kernel's stamp when there is one, else now). Errors are the socket's (`WouldBlock` when
-/// drained). A datagram longer than `buf` is cut, as `recv_from` would.
+/// Reads one datagram into `buf` without blocking: its length, when it arrived (the
+/// kernel's stamp when there is one, else now), where from, and its TOS byte when
+/// [`enable_tos`] asked for it. Errors are the socket's (`WouldBlock` when drained). A
+/// datagram longer than `buf` is cut, as `recv_from` would.
 pub fn recv(
     sock: &impl AsRawFd,
     buf: &mut [u8],
-) -> io::Result<(usize, Instant, Option<SocketAddr>)> {
+) -> io::Result<(usize, Instant, Option<SocketAddr>, Option<u8>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -79,17 +100,15 @@ pub fn recv(
         return Err(io::Error::last_os_error());
     }
     let from = crate::udpbatch::source(&name, msg.msg_namelen);
-    Ok((
-        n as usize,
-        arrival(&msg, Instant::now(), SystemTime::now()),
-        from,
-    ))
+    let (at, tos) = read_control(&msg, Instant::now(), SystemTime::now());
+    Ok((n as usize, at, from, tos))
 }
 
-/// When the datagram of `msg` arrived: its kernel stamp, else `now` (`wall` is the wall
-/// clock read with `now`).
-fn arrival(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
+/// When the datagram of `msg` arrived — its kernel stamp, else `now` (`wall` is the wall
+/// clock read with `now`) — and its TOS byte when the control messages carry it.
+fn read_control(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> (Instant, Option<u8>) {
     let mut at = now;
+    let mut tos = None;
     // SAFETY: the kernel filled `msg_control`/`msg_controllen`; CMSG_FIRSTHDR/NXTHDR walk it
     // within those bounds and return null at its end.
     let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
@@ -109,11 +128,19 @@ fn arrival(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
             {
                 at = now.checked_sub(age).unwrap_or(now);
             }
+        } else if header.cmsg_level == libc::IPPROTO_IP && header.cmsg_type == libc::IP_TOS {
+            // SAFETY: an IP_TOS message carries one byte.
+            tos = Some(unsafe { *libc::CMSG_DATA(cmsg) });
+        } else if header.cmsg_level == libc::IPPROTO_IPV6 && header.cmsg_type == libc::IPV6_TCLASS {
+            // SAFETY: an IPV6_TCLASS message carries one int, maybe unaligned.
+            let class: libc::c_int =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
+            tos = u8::try_from(class).ok();
         }
         // SAFETY: as above.
         cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    at
+    (at, tos)
 }
 
 /// The control buffer a receive needs for one stamp, in `u64`s (aligned for `cmsghdr`): room
@@ -126,7 +153,7 @@ pub const CONTROL_WORDS: usize = 8;
 /// signalling timings (time to 100/180, post-dial delay, setup) count from the arrival, not
 /// from when a busy loop got round to reading.
 pub fn arrival_of(msg: &libc::msghdr, now: Instant, wall: SystemTime) -> Instant {
-    arrival(msg, now, wall)
+    read_control(msg, now, wall).0
 }
 
 /// How many datagrams one [`recv_batch`] reads at most.
@@ -139,6 +166,7 @@ pub struct RecvBatch {
     control: [[u64; 8]; BATCH],
     names: [libc::sockaddr_storage; BATCH],
     got: [(usize, Instant, Option<SocketAddr>); BATCH],
+    tos: [Option<u8>; BATCH],
 }
 
 impl std::fmt::Debug for RecvBatch {
@@ -155,6 +183,7 @@ impl Default for RecvBatch {
             // SAFETY: sockaddr_storage is plain old data; all-zero is valid (AF_UNSPEC).
             names: unsafe { std::mem::zeroed() },
             got: [(0, Instant::now(), None); BATCH],
+            tos: [None; BATCH],
         }
     }
 }
@@ -164,6 +193,12 @@ impl RecvBatch {
     pub fn datagram(&self, i: usize) -> Option<(&[u8], Instant, Option<SocketAddr>)> {
         let (len, at, from) = *self.got.get(i)?;
         Some((&self.bufs[i][..len.min(2048)], at, from))
+    }
+
+    /// The `i`-th datagram's TOS byte (IPv4) or Traffic Class (IPv6), when the socket asked
+    /// for it ([`enable_tos`]).
+    pub fn tos(&self, i: usize) -> Option<u8> {
+        self.tos.get(i).copied().flatten()
     }
 
     /// [`Self::datagram`], writable in place (an echo rewrites a header before sending it
@@ -214,7 +249,9 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usiz
     let (now, wall) = (Instant::now(), SystemTime::now());
     for (i, m) in msgs.iter().enumerate().take(n) {
         let from = crate::udpbatch::source(&batch.names[i], m.msg_hdr.msg_namelen);
-        batch.got[i] = (m.msg_len as usize, arrival(&m.msg_hdr, now, wall), from);
+        let (at, tos) = read_control(&m.msg_hdr, now, wall);
+        batch.got[i] = (m.msg_len as usize, at, from);
+        batch.tos[i] = tos;
     }
     Ok(n)
 }
@@ -264,7 +301,7 @@ mod tests {
             tx.send_to(b"one", rx.local_addr().unwrap()).unwrap();
             std::thread::sleep(Duration::from_millis(50));
             let mut buf = [0u8; 16];
-            let (n, at, _) = recv(&rx, &mut buf).unwrap();
+            let (n, at, _, _) = recv(&rx, &mut buf).unwrap();
             let read = Instant::now();
             assert_eq!(&buf[..n], b"one");
             assert!(at >= sent.checked_sub(Duration::from_millis(1)).unwrap());
@@ -321,8 +358,47 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let before = Instant::now();
         let mut buf = [0u8; 16];
-        let (n, at, _) = recv(&rx, &mut buf).unwrap();
+        let (n, at, _, _) = recv(&rx, &mut buf).unwrap();
         assert_eq!(n, 3);
         assert!(at >= before);
+    }
+
+    /// With `enable_tos`, each datagram comes with the TOS byte it was sent with (and
+    /// without a mark, zero), in a batch and alone.
+    #[test]
+    fn the_tos_byte_comes_with_the_datagram() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable(&rx).unwrap();
+        enable_tos(&rx, false).unwrap();
+        let marked = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::dscp::Dscp::parse("EF")
+            .unwrap()
+            .mark(&marked, false)
+            .unwrap();
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        marked.send_to(b"ef", rx.local_addr().unwrap()).unwrap();
+        plain.send_to(b"df", rx.local_addr().unwrap()).unwrap();
+        marked.send_to(b"ef", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut batch = RecvBatch::default();
+        assert_eq!(recv_batch(&rx, &mut batch).unwrap(), 3);
+        assert_eq!(
+            (0..3).map(|i| batch.tos(i)).collect::<Vec<_>>(),
+            [Some(0xb8), Some(0), Some(0xb8)]
+        );
+        marked.send_to(b"ef", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut buf = [0u8; 16];
+        assert_eq!(recv(&rx, &mut buf).unwrap().3, Some(0xb8));
+        if let (Ok(rx6), Ok(tx6)) = (UdpSocket::bind("[::1]:0"), UdpSocket::bind("[::1]:0")) {
+            enable_tos(&rx6, true).unwrap();
+            crate::dscp::Dscp::parse("CS3")
+                .unwrap()
+                .mark(&tx6, true)
+                .unwrap();
+            tx6.send_to(b"cs3", rx6.local_addr().unwrap()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(recv(&rx6, &mut buf).unwrap().3, Some(0x60));
+        }
     }
 }

@@ -16,6 +16,7 @@ use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
 
 use crate::callmedia::MediaPlan;
+use crate::dscp::Dscp;
 use crate::engine::{
     ActionKind, CallAction, EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, RunSummary,
     ServerTarget, TransportPlan,
@@ -119,6 +120,8 @@ pub struct RegistrarEntry {
     pub udp_recv_buffer: Option<Spanned<usize>>,
     /// UDP signalling socket send buffer (SO_SNDBUF), bytes.
     pub udp_send_buffer: Option<Spanned<usize>>,
+    /// DSCP of the signalling to this registrar: a number (24) or a name (`"CS3"`).
+    pub sip_dscp: Option<Spanned<DscpValue>>,
     /// `host:port` of an outbound proxy for INVITEs.
     pub outbound_proxy: Option<Spanned<String>>,
     /// `false`: do not REGISTER; call straight away (a SIP trunk with IP authentication, a
@@ -213,9 +216,21 @@ pub struct GroupEntry {
     pub media: Option<bool>,
     /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
     pub rtcp_mux: Option<bool>,
+    /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
+    pub rtp_dscp: Option<Spanned<DscpValue>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
+}
+
+/// A DSCP in a test file: its number or its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DscpValue {
+    /// `rtp_dscp = 46`
+    Number(i64),
+    /// `rtp_dscp = "EF"`
+    Name(String),
 }
 
 /// One scenario action of a group.
@@ -351,6 +366,19 @@ impl Ctx<'_> {
             field: field.into(),
             message: message.into(),
         })
+    }
+
+    /// A `sip_dscp` / `rtp_dscp` value (see [`crate::dscp`]).
+    fn dscp(&self, v: &Option<Spanned<DscpValue>>, field: &str) -> Result<Option<Dscp>, FileError> {
+        let Some(v) = v else { return Ok(None) };
+        let parsed = match v.get_ref() {
+            DscpValue::Number(n) => u8::try_from(*n)
+                .ok()
+                .and_then(Dscp::new)
+                .ok_or_else(|| format!("{n} is not a DSCP (0–63)")),
+            DscpValue::Name(s) => Dscp::parse(s),
+        };
+        parsed.map(Some).or_else(|m| self.err(v.span(), field, m))
     }
 
     fn duration(&self, v: &Spanned<String>, field: &str) -> Result<Duration, FileError> {
@@ -515,6 +543,7 @@ fn transport_plan(
         udp_per_endpoint,
         udp_recv_buffer: buffer(&r.udp_recv_buffer, "udp_recv_buffer")?,
         udp_send_buffer: buffer(&r.udp_send_buffer, "udp_send_buffer")?,
+        sip_dscp: cx.dscp(&r.sip_dscp, &field("sip_dscp"))?,
     };
     if let Some(p) = &r.ws_path
         && !p.get_ref().starts_with('/')
@@ -1253,6 +1282,7 @@ pub fn prepare_parsed(
                 mp.ptime_ms = *p.get_ref();
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -1272,6 +1302,9 @@ pub fn prepare_parsed(
                     field("source"),
                     "a WAV source needs media = true",
                 );
+            }
+            if let Some(d) = &g.rtp_dscp {
+                return cx.err(d.span(), field("rtp_dscp"), "marks RTP: needs media = true");
             }
             None
         };
@@ -1580,6 +1613,48 @@ endpoints = 2
 registrar = "pbx"
 call = "group:callees"
 "#;
+
+    /// `sip_dscp` on a registrar and `rtp_dscp` on a group, by number or name; a bad one
+    /// names its line and field.
+    #[test]
+    fn dscp_marks_are_read_by_number_or_name() {
+        let marked = GOOD
+            .replace(
+                "transport = \"udp\"",
+                "transport = \"udp\"\nsip_dscp = \"cs3\"",
+            )
+            .replace(
+                "call = \"group:callees\"",
+                "call = \"group:callees\"\nrtp_dscp = 46",
+            );
+        let p = prepare("t.toml", &marked, b"s", 0).unwrap().plan;
+        assert_eq!(p.server.transport.sip_dscp.map(Dscp::value), Some(24));
+        let media = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().dscp.map(Dscp::value)
+        };
+        assert_eq!(media("callers"), Some(46));
+        assert_eq!(media("callees"), None);
+        for (bad, field, says) in [
+            ("sip_dscp = 64", "registrar[0].sip_dscp", "0–63"),
+            ("sip_dscp = -1", "registrar[0].sip_dscp", "0–63"),
+            ("sip_dscp = \"XF\"", "registrar[0].sip_dscp", "unknown DSCP"),
+        ] {
+            let text = GOOD.replace(
+                "transport = \"udp\"",
+                &format!("transport = \"udp\"\n{bad}"),
+            );
+            let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+            assert_eq!((e.field.as_str(), e.line), (field, 10), "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        let no_media = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nrtp_dscp = \"EF\"",
+        );
+        let e = prepare("t.toml", &no_media, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
+    }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its
     /// own registrar"): one server each, in the order of their first group, accounts from

@@ -77,7 +77,7 @@ fn stamping_on() -> UdpSocket {
         tx.send_to(b"x", rx.local_addr().unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let mut buf = [0u8; 8];
-        let (_, at, _) = agent::rxstamp::recv(&rx, &mut buf).unwrap();
+        let (_, at, _, _) = agent::rxstamp::recv(&rx, &mut buf).unwrap();
         if at.elapsed() >= Duration::from_millis(15) {
             return rx;
         }

@@ -98,9 +98,13 @@ fn port_range() -> (u16, u16) {
 
 /// dumpcap on `lo`, filtered to the range, writing `file`; returns once it captures.
 fn start_capture(range: (u16, u16), file: &Path) -> Child {
+    start_capture_of(&format!("udp portrange {}-{}", range.0, range.1), file)
+}
+
+/// dumpcap on `lo` with the capture filter `filter`, writing `file`; returns once it captures.
+fn start_capture_of(filter: &str, file: &Path) -> Child {
     let mut child = Command::new("dumpcap")
-        .args(["-i", "lo", "-P", "-f"])
-        .arg(format!("udp portrange {}-{}", range.0, range.1))
+        .args(["-i", "lo", "-P", "-f", filter])
         .arg("-w")
         .arg(file)
         .stdout(Stdio::null())
@@ -127,6 +131,9 @@ fn start_capture(range: (u16, u16), file: &Path) -> Child {
     }
     // Drain the rest so dumpcap never blocks on a full pipe.
     std::thread::spawn(move || for _ in rx {});
+    // "Capturing on" comes a little before the capture does: without this pause the first
+    // connection's SYN and REGISTER were missing from the file.
+    std::thread::sleep(Duration::from_millis(500));
     child
 }
 
@@ -210,18 +217,37 @@ fn mean_sample(r: &EndpointReport, name: &str) -> f64 {
 fn start_registrar(rt: &tokio::runtime::Runtime) -> BuiltinRegistrar {
     rt.block_on(BuiltinRegistrar::start_udp(
         "127.0.0.1:0".parse().unwrap(),
-        RegistrarConfig {
-            domain: "sipmeter.test".into(),
-            host: Host::parse("127.0.0.1").unwrap(),
-            port: 0,
-            transport: "UDP".into(),
-            auth: AuthMode::Ephemeral,
-            secret: SECRET.to_vec(),
-            min_expires: 10,
-            max_expires: 3600,
-        },
+        registrar_config("UDP"),
     ))
     .unwrap()
+}
+
+fn registrar_config(transport: &str) -> RegistrarConfig {
+    RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 0,
+        transport: transport.into(),
+        auth: AuthMode::Ephemeral,
+        secret: SECRET.to_vec(),
+        min_expires: 10,
+        max_expires: 3600,
+    }
+}
+
+/// What a capture test needs: this file's lock (see [`SERIAL`]) and a runtime for the
+/// registrar; `None` (skipped) without tshark.
+fn capture_test() -> Option<(std::sync::MutexGuard<'static, ()>, tokio::runtime::Runtime)> {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !tshark_present() {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    Some((serial, rt))
 }
 
 /// caller0 calls callee0 once for `secs` seconds through the registrar at `addr`.
@@ -293,17 +319,161 @@ fn one_call(
 /// kernel): a sibling test's load would show as jitter that is not on the wire.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// `rtp_dscp` and `sip_dscp` reach the wire (RFC 2474): captured on `lo`, every RTP and RTCP
+/// packet of the marked caller carries EF (46) and the unmarked callee's none (0), and each
+/// end reports the DSCP it received (`media.rx_dscp`) as the wire had it; every
+/// signalling packet both endpoints send to the registrar carries CS3 (24) over UDP, and over
+/// TCP every segment the endpoints send, their SYN included.
+#[test]
+fn dscp_marks_reach_the_wire() {
+    let Some((_serial, rt)) = capture_test() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sipmeter-dscp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ef = agent::dscp::Dscp::parse("EF").unwrap();
+    let cs3 = agent::dscp::Dscp::parse("CS3").unwrap();
+
+    // UDP: media and signalling.
+    let reg = start_registrar(&rt);
+    let sip_port = reg.addr().port();
+    let range = port_range();
+    let file = dir.join("udp.pcap");
+    let capture = start_capture_of(
+        &format!(
+            "udp portrange {}-{} or udp port {sip_port}",
+            range.0, range.1
+        ),
+        &file,
+    );
+    let caller = MediaPlan {
+        dscp: Some(ef),
+        ..MediaPlan::default()
+    };
+    let mut plan = one_call(reg.addr(), Some(range), caller, MediaPlan::default(), 2);
+    plan.server.transport.sip_dscp = Some(cs3);
+    let reports = run_captured(plan, capture);
+    let _ = rt.block_on(reg.stop());
+    let port_of = |user: &str| advertised_port(reports.iter().find(|r| r.user == user).unwrap());
+    let (caller_rtp, callee_rtp) = (port_of("caller0"), port_of("callee0"));
+    let rows = dscp_rows(&file, "udp.srcport", "udp.dstport");
+    let marks = |pred: &dyn Fn(u16, u16) -> bool| -> Vec<u8> {
+        rows.iter()
+            .filter(|r| pred(r.0, r.1))
+            .map(|r| r.2)
+            .collect()
+    };
+    let caller_media = marks(&|src, _| src == caller_rtp || src == caller_rtp + 1);
+    let callee_media = marks(&|src, _| src == callee_rtp || src == callee_rtp + 1);
+    let signalling = marks(&|_, dst| dst == sip_port);
+    let answers = marks(&|src, _| src == sip_port);
+    all_marked("the caller's RTP and RTCP", &caller_media, 46, 50);
+    all_marked("the callee's RTP and RTCP", &callee_media, 0, 50);
+    // REGISTER ×2 each, INVITE ×2, ACK ×2, 180/200 from the callee, BYE: at least 10.
+    all_marked("the signalling to the registrar", &signalling, 24, 10);
+    all_marked("the registrar's own (unmarked)", &answers, 0, 1);
+    // What each end saw arrive, as the wire had it: the callee EF only, the caller none.
+    let seen = |user: &str| {
+        let r = reports.iter().find(|r| r.user == user).unwrap();
+        r.media.as_ref().expect("media measured").rx_dscp.clone()
+    };
+    assert_eq!(seen("callee0"), [46]);
+    assert_eq!(seen("caller0"), [0]);
+
+    // TCP: every segment an endpoint sends, its SYN first.
+    let reg = rt
+        .block_on(agent::builtin::BuiltinRegistrar::start(
+            agent::builtin::Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            registrar_config("TCP"),
+        ))
+        .unwrap();
+    let tcp_port = reg.addr().port();
+    let file = dir.join("tcp.pcap");
+    let capture = start_capture_of(&format!("tcp port {tcp_port}"), &file);
+    let mut plan = one_call(
+        reg.addr(),
+        None,
+        MediaPlan::default(),
+        MediaPlan::default(),
+        1,
+    );
+    plan.server.registrar_uri =
+        Uri::parse(&format!("sip:127.0.0.1:{tcp_port};transport=tcp")).unwrap();
+    plan.server.transport.kind = agent::flow::FlowKind::Tcp;
+    plan.server.transport.sip_dscp = Some(cs3);
+    run_captured(plan, capture);
+    let _ = rt.block_on(reg.stop());
+    let rows = dscp_rows(&file, "tcp.srcport", "tcp.dstport");
+    let sent: Vec<u8> = rows
+        .iter()
+        .filter(|r| r.1 == tcp_port)
+        .map(|r| r.2)
+        .collect();
+    let syns = rows.iter().filter(|r| r.1 == tcp_port && r.3).count();
+    assert_eq!(syns, 2, "one connection per endpoint: {rows:?}");
+    all_marked("the TCP segments to the registrar", &sent, 24, 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `plan` to its end, stops `capture` and checks that every endpoint succeeded.
+fn run_captured(plan: RunPlan, capture: Child) -> Vec<EndpointReport> {
+    let (tx, _rx) = mpsc::channel();
+    let result = run(plan, tx, StopHandle::default());
+    std::thread::sleep(Duration::from_millis(300));
+    stop_capture(capture);
+    let (_, reports) = result.unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    reports
+}
+
+/// At least `at_least` packets in `marks`, every one with DSCP `dscp`.
+fn all_marked(what: &str, marks: &[u8], dscp: u8, at_least: usize) {
+    assert!(marks.len() >= at_least, "{what}: {} packets", marks.len());
+    assert!(marks.iter().all(|&d| d == dscp), "{what}: {marks:?}");
+}
+
+/// Every IPv4 packet of a capture: source and destination port (of the two fields named),
+/// its DSCP, and whether it is a TCP SYN without ACK.
+fn dscp_rows(file: &Path, src: &str, dst: &str) -> Vec<(u16, u16, u8, bool)> {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(file)
+        .args(["-T", "fields", "-E", "separator=,", "-e", src, "-e", dst])
+        .args([
+            "-e",
+            "ip.dsfield.dscp",
+            "-e",
+            "tcp.flags.syn",
+            "-e",
+            "tcp.flags.ack",
+        ])
+        .output()
+        .expect("tshark runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<_> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let flag = |i: usize| matches!(f.get(i).copied(), Some("1" | "True" | "true"));
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(1)?.parse().ok()?,
+                f.get(2)?.parse().ok()?,
+                flag(3) && !flag(4),
+            ))
+        })
+        .collect();
+    assert!(!rows.is_empty(), "nothing read from the capture: {text}");
+    rows
+}
+
 #[test]
 fn loopback_call_agrees_with_wireshark() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !tshark_present() {
+    let Some((_serial, rt)) = capture_test() else {
         return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    };
     let reg = start_registrar(&rt);
     let addr = reg.addr();
     let range = port_range();
