@@ -50,6 +50,7 @@ fn config() -> UaConfig {
         user_agent: "fuzz".into(),
         seed: 1,
         use_100rel: true,
+        session_timer: None,
     }
 }
 

@@ -748,6 +748,7 @@ async fn attempt(
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
         seed: req.seed,
         use_100rel: false,
+        session_timer: None,
     };
     let mut ua = UserAgent::new(config);
     let begin = Instant::now();

@@ -22,7 +22,9 @@ use sip_msg::typed::{CallIdRef, ViaRef};
 use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
-use sip_proto::ua::{CallEvent, CallId, Destination, UaEvent, UaIdentity, UaProfile, UserAgent};
+use sip_proto::ua::{
+    CallEvent, CallId, Destination, SessionTimerConfig, UaEvent, UaIdentity, UaProfile, UserAgent,
+};
 
 use sip_net::tls::ClientSettings;
 
@@ -165,6 +167,8 @@ pub struct GroupPlan {
     pub role: Role,
     /// Offer and use reliable provisional responses (RFC 3262 100rel/PRACK).
     pub prack: bool,
+    /// RFC 4028 session timers, calling and answering (`None`: off).
+    pub session_timer: Option<SessionTimerConfig>,
     /// Register before calling (false: a trunk with IP authentication, or a direct peer).
     pub register: bool,
     /// What each call does while it is up, in time order (hold, resume, DTMF).
@@ -402,6 +406,11 @@ pub struct EndpointReport {
     pub calls_attempted: u32,
     /// Calls received.
     pub calls_received: u32,
+    /// RFC 4028 session refreshes of its calls: ours (each answered 2xx), and the peer's we
+    /// answered 2xx (a re-INVITE or UPDATE in a call with a session timer is one).
+    pub session_refreshes_sent: u32,
+    /// See [`EndpointReport::session_refreshes_sent`].
+    pub session_refreshes_received: u32,
     /// How its calls offered (`early` or `late`); absent for endpoints that place none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offer: Option<OfferTiming>,
@@ -1106,6 +1115,8 @@ struct Endpoint {
     calls_attempted: u32,
     calls_received: u32,
     calls_answered: u32,
+    /// RFC 4028 refreshes: ours answered 2xx, and the peer's ([`EndpointReport`]).
+    refreshes: (u32, u32),
     timings: Timings,
     reg_sent: Option<Instant>,
     invite_sent: Option<Instant>,
@@ -1243,6 +1254,7 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         timers: plan.timers,
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
         use_100rel: plan.groups[g].prack,
+        session_timer: plan.groups[g].session_timer,
     }
 }
 
@@ -1485,6 +1497,7 @@ impl<'a> Shard<'a> {
                 calls_attempted: 0,
                 calls_received: 0,
                 calls_answered: 0,
+                refreshes: (0, 0),
                 timings: Timings::default(),
                 reg_sent: None,
                 invite_sent: None,
@@ -2793,6 +2806,45 @@ impl<'a> Shard<'a> {
                     }
                 }
             }
+            CallEvent::SessionRefreshed {
+                by_us,
+                interval,
+                we_refresh,
+            } => {
+                let (count, who) = if by_us {
+                    (&mut ep.refreshes.0, "our")
+                } else {
+                    (&mut ep.refreshes.1, "the peer's")
+                };
+                *count += 1;
+                let next = if we_refresh { "we" } else { "the peer" };
+                ep.trace.push(TraceEntry::note(
+                    format!(
+                        "session refreshed by {who} request (RFC 4028): interval {interval} s, \
+                         {next} refresh next"
+                    ),
+                    now - self.start,
+                ));
+            }
+            CallEvent::SessionExpired { interval, code } => {
+                // The session was lost in the middle of the call: the call failed (not a slow
+                // answer, TIMEOUT), and the error says whose refresh was missing.
+                let why = if code == 0 {
+                    format!(
+                        "the peer did not refresh the session (RFC 4028 §10): no re-INVITE or \
+                         UPDATE within its {interval} s interval, so we ended the call with BYE"
+                    )
+                } else {
+                    format!(
+                        "our session refresh was answered {code}: {} (RFC 4028 §10: the \
+                         session is lost, we ended the call with BYE)",
+                        hint_for(code)
+                    )
+                };
+                ep.trace
+                    .push(TraceEntry::note(why.clone(), now - self.start));
+                ep.worsen(Outcome::CallFailed, why);
+            }
             CallEvent::Reinvited { .. }
             | CallEvent::Modified { .. }
             | CallEvent::Pracked { .. } => {}
@@ -2891,6 +2943,8 @@ impl<'a> Shard<'a> {
             calls_answered: ep.calls_answered,
             calls_attempted: ep.calls_attempted,
             calls_received: ep.calls_received,
+            session_refreshes_sent: ep.refreshes.0,
+            session_refreshes_received: ep.refreshes.1,
             offer: match &self.plan.groups[ep.group].role {
                 Role::Call { offer, .. } => Some(*offer),
                 _ => None,

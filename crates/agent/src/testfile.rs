@@ -12,6 +12,7 @@ use media::wav::WavAudio;
 use serde::Deserialize;
 use sip_msg::{Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
+use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
 
 use crate::callmedia::MediaPlan;
@@ -197,6 +198,15 @@ pub struct GroupEntry {
     /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
     #[serde(default)]
     pub prack: bool,
+    /// RFC 4028 session timers on, with this session interval (`"1800s"`, `"30m"`; at least
+    /// 90 s): asked for in our INVITEs, the most granted to callers. Off when absent.
+    pub session_expires: Option<Spanned<String>>,
+    /// Our Min-SE (at least 90 s, at most `session_expires`): sent in our INVITEs; callers
+    /// asking for less get 422. Default: not sent, 90 s.
+    pub min_se: Option<Spanned<String>>,
+    /// Who refreshes: `uac` (the caller), `uas` (the callee) or `auto` (the default: our
+    /// INVITE names none; answering, we let a caller that supports timers refresh).
+    pub refresher: Option<Spanned<String>>,
     /// Codecs offered, in preference order (default PCMU, PCMA).
     #[serde(default)]
     pub codecs: Vec<Spanned<String>>,
@@ -1298,6 +1308,7 @@ pub fn prepare_parsed(
             }
             None
         };
+        let session_timer = session_timer_of(&cx, g, gi)?;
         plans.push(GroupPlan {
             server: site,
             media,
@@ -1306,6 +1317,7 @@ pub fn prepare_parsed(
             endpoints,
             role,
             prack: g.prack,
+            session_timer,
             register: registers(g.registrar.get_ref()),
         });
     }
@@ -1366,6 +1378,85 @@ pub fn prepare_parsed(
         pass: tf.pass,
         discover,
     })
+}
+
+/// The RFC 4028 session timer of group `g` (number `gi`): `None` without
+/// `session_expires`; `min_se` and `refresher` need it.
+fn session_timer_of(
+    cx: &Ctx<'_>,
+    g: &GroupEntry,
+    gi: usize,
+) -> Result<Option<SessionTimerConfig>, FileError> {
+    let field = |f: &str| format!("group[{gi}].{f}");
+    // Whole seconds, at least RFC 4028 §4's 90 s.
+    let seconds = |v: &Spanned<String>, name: &str| -> Result<u32, FileError> {
+        let d = cx.duration(v, &field(name))?;
+        match u32::try_from(d.as_secs()) {
+            Ok(s) if d.subsec_nanos() == 0 && s >= MIN_SE_FLOOR => Ok(s),
+            _ => cx.err(
+                v.span(),
+                field(name),
+                format!(
+                    "`{}`: whole seconds, at least 90s (RFC 4028 §4), at most {}s",
+                    v.get_ref(),
+                    u32::MAX
+                ),
+            ),
+        }
+    };
+    let Some(se) = &g.session_expires else {
+        for (name, v) in [("min_se", &g.min_se), ("refresher", &g.refresher)] {
+            if let Some(v) = v {
+                return cx.err(
+                    v.span(),
+                    field(name),
+                    "needs session_expires (session timers are off without it)",
+                );
+            }
+        }
+        return Ok(None);
+    };
+    let expires = seconds(se, "session_expires")?;
+    let min_se = g
+        .min_se
+        .as_ref()
+        .map(|m| {
+            let min = seconds(m, "min_se")?;
+            if min > expires {
+                return cx.err(
+                    m.span(),
+                    field("min_se"),
+                    format!(
+                        "`{}` is above session_expires ({expires}s): RFC 4028 §4 wants the interval at least Min-SE",
+                        m.get_ref()
+                    ),
+                );
+            }
+            Ok(min)
+        })
+        .transpose()?;
+    let refresher = match g
+        .refresher
+        .as_ref()
+        .map(|r| (r, r.get_ref().to_ascii_lowercase()))
+    {
+        None => Refresher::Auto,
+        Some((_, r)) if r == "auto" => Refresher::Auto,
+        Some((_, r)) if r == "uac" => Refresher::Uac,
+        Some((_, r)) if r == "uas" => Refresher::Uas,
+        Some((r, _)) => {
+            return cx.err(
+                r.span(),
+                field("refresher"),
+                format!("`{}`: expected uac, uas or auto", r.get_ref()),
+            );
+        }
+    };
+    Ok(Some(SessionTimerConfig {
+        expires,
+        min_se,
+        refresher,
+    }))
 }
 
 /// Whether the run passed its gates, and why not.
@@ -1969,6 +2060,87 @@ call = "group:callees"
         );
         let e = prepare("t.toml", &answering, b"s", 0).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (21, "group[0].offer"), "{e}");
+    }
+
+    #[test]
+    fn session_timers_are_a_group_option_off_by_default() {
+        use sip_proto::ua::{Refresher, SessionTimerConfig};
+        let p = prepare("t.toml", GOOD, b"s", 0).unwrap();
+        assert!(p.plan.groups.iter().all(|g| g.session_timer.is_none()));
+        let with = |v: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{v}"),
+            )
+        };
+        let p = prepare(
+            "t.toml",
+            &with("session_expires = \"30m\"\nmin_se = \"120s\"\nrefresher = \"UAS\""),
+            b"s",
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            p.plan.groups[1].session_timer,
+            Some(SessionTimerConfig {
+                expires: 1800,
+                min_se: Some(120),
+                refresher: Refresher::Uas,
+            })
+        );
+        assert!(p.plan.groups[0].session_timer.is_none());
+        let p = prepare("t.toml", &with("session_expires = \"90\""), b"s", 0).unwrap();
+        assert_eq!(
+            p.plan.groups[1].session_timer,
+            Some(SessionTimerConfig {
+                expires: 90,
+                min_se: None,
+                refresher: Refresher::Auto,
+            })
+        );
+        for (v, field, what) in [
+            (
+                "session_expires = \"60s\"",
+                "session_expires",
+                "at least 90s",
+            ),
+            (
+                "session_expires = \"90.5s\"",
+                "session_expires",
+                "whole seconds",
+            ),
+            (
+                "session_expires = \"soon\"",
+                "session_expires",
+                "not a duration",
+            ),
+            (
+                "session_expires = \"90s\"\nmin_se = \"30s\"",
+                "min_se",
+                "at least 90s",
+            ),
+            (
+                "session_expires = \"90s\"\nmin_se = \"120s\"",
+                "min_se",
+                "above session_expires",
+            ),
+            (
+                "session_expires = \"90s\"\nrefresher = \"proxy\"",
+                "refresher",
+                "expected uac, uas or auto",
+            ),
+            ("min_se = \"120s\"", "min_se", "needs session_expires"),
+            ("refresher = \"uac\"", "refresher", "needs session_expires"),
+        ] {
+            let e = prepare("t.toml", &with(v), b"s", 0).unwrap_err();
+            let line = 27 + v.lines().count() - 1;
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (line, format!("group[1].{field}").as_str()),
+                "{v}: {e}"
+            );
+            assert!(e.message.contains(what), "{v}: {e}");
+        }
     }
 
     #[test]

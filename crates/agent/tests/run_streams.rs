@@ -259,6 +259,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
         name: name.into(),
         endpoints: endpoints(name),
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: Some(MediaPlan::default()),

@@ -79,6 +79,7 @@ fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPla
             offer: OfferTiming::Early,
         },
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: Some(MediaPlan {

@@ -19,6 +19,7 @@ use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
 use sip_proto::auth::Credentials;
+use sip_proto::ua::{Refresher, SessionTimerConfig};
 
 const SECRET: &[u8] = b"sipp interop";
 
@@ -155,6 +156,7 @@ fn callee1() -> GroupPlan {
             credentials: None,
         }],
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: None,
@@ -182,31 +184,42 @@ fn until_registered(rx: &mpsc::Receiver<RunEvent>) {
 /// SIPp's stock UAC calls `callee1` at `to` over `transport` (`u1`, `t1`) `calls` times, one
 /// at a time, 300 ms each; returns SIPp's exit code.
 fn sipp_uac_calls_callee1(to: &str, transport: &str, calls: u32) -> i32 {
-    let port = free_udp_port();
     let calls = calls.to_string();
-    let sipp = Sipp::start(&[
-        to,
-        "-sn",
-        "uac",
-        "-s",
-        "callee1",
-        "-t",
-        transport,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        &calls,
-        "-l",
-        "1",
-        "-d",
-        "300",
-        "-nostdin",
-        "-timeout",
-        "20s",
-    ]);
-    sipp.wait(Duration::from_secs(20))
+    let args = [
+        "-sn", "uac", "-t", transport, "-m", &calls, "-l", "1", "-d", "300",
+    ];
+    sipp_calls_callee1(to, &args)
+}
+
+/// SIPp as a UAC calls `callee1` at `to` with `args` (the scenario, the calls); returns its
+/// exit code.
+fn sipp_calls_callee1(to: &str, args: &[&str]) -> i32 {
+    let port = free_udp_port().to_string();
+    let mut all = vec![to, "-s", "callee1", "-i", "127.0.0.1", "-p", &port];
+    all.extend(args);
+    all.extend(["-nostdin", "-timeout", "20s"]);
+    Sipp::start(&all).wait(Duration::from_secs(20))
+}
+
+/// `callee` (the endpoint `callee1`) registers with the built-in registrar, open (SIPp's UAC
+/// does not answer proxy challenges); then `sipp`, given the registrar's `address:port`,
+/// calls it. Its exit code and the run's reports.
+fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<EndpointReport>) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = registrar(&rt, AuthMode::Open);
+    let to = format!("127.0.0.1:{}", reg.addr().port());
+    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
+    let (tx, rx) = mpsc::channel();
+    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
+    until_registered(&rx);
+    let code = sipp(&to);
+    let (_summary, reports) = engine.join().unwrap().unwrap();
+    (code, reports)
 }
 
 fn plan(reg: &BuiltinRegistrar, groups: Vec<GroupPlan>, duration: Duration) -> RunPlan {
@@ -282,6 +295,7 @@ fn our_callers_call_a_sipp_uas() {
         name: "callers".into(),
         endpoints,
         prack: false,
+        session_timer: None,
         register: true,
         actions: Vec::new(),
         media: None,
@@ -321,31 +335,47 @@ fn our_callers_call_a_sipp_uas() {
 
 #[test]
 fn a_sipp_uac_calls_our_answering_endpoints() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    // SIPp's stock UAC does not answer proxy challenges: the registrar runs open here.
-    let reg = registrar(&rt, AuthMode::Open);
-    let reg_port = reg.addr().port();
-    let the_plan = plan(&reg, vec![callee1()], Duration::from_secs(4));
-    let (tx, rx) = mpsc::channel();
-    let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
-    until_registered(&rx);
-    assert_eq!(
-        sipp_uac_calls_callee1(&format!("127.0.0.1:{reg_port}"), "u1", 2),
-        0,
-        "SIPp's two calls were answered and hung up"
-    );
-    let (_summary, reports) = engine.join().unwrap().unwrap();
+    let (code, reports) = sipp_calls(callee1(), |to| sipp_uac_calls_callee1(to, "u1", 2));
+    assert_eq!(code, 0, "SIPp's two calls were answered and hung up");
     let r = &reports[0];
     assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
     assert_eq!(r.calls_received, 2);
     assert!(
         r.trace.iter().any(|e| e.first_line().starts_with("BYE ")),
         "SIPp's BYE reached the endpoint"
+    );
+}
+
+/// A SIPp UAC asking for 90 s session timers calls our answering endpoint, whose Min-SE is
+/// 120 s (`testdata/sipp/uac-session-timer-422.xml`): SIPp checks our 422 names `Min-SE: 120`
+/// (RFC 4028 §8.1) and that the 200 to its INVITE asking for 120 s agrees on
+/// `Session-Expires: 120;refresher=uac` with `Require: timer` (§9).
+#[test]
+fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
+    let callee = GroupPlan {
+        session_timer: Some(SessionTimerConfig {
+            expires: 1800,
+            min_se: Some(120),
+            refresher: Refresher::Auto,
+        }),
+        ..callee1()
+    };
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uac-session-timer-422.xml"
+    );
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"])
+    });
+    assert_eq!(code, 0, "SIPp's call got its 422, then the terms it checks");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 1, "the 422 made no call: {r:#?}");
+    assert!(
+        r.trace.iter().any(|e| e
+            .first_line()
+            .starts_with("SIP/2.0 422 Session Interval Too Small")),
+        "{r:#?}"
     );
 }
 
@@ -499,6 +529,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
                 })
                 .collect(),
             prack: false,
+            session_timer: None,
             register: false,
             actions: Vec::new(),
             media: None,
@@ -563,6 +594,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
 }
 
 /// The SIPp UAS our callers call with media.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Uas {
     /// The stock UAS with `-rtp_echo`: our RTP comes back.
     Echo,
@@ -588,6 +620,21 @@ enum Uas {
     /// `testdata/sipp/uas-offers-another-codec.xml` with `-rtp_echo`: answers PCMU with its
     /// echo, offers G.729 alone by re-INVITE a second later and expects 488.
     OffersAnotherCodec,
+    /// `testdata/sipp/uas-demands-session-timer.xml` with `-rtp_echo`, called by callers with
+    /// session timers (7 s calls): answers with a 6 s session interval we refresh, and fails
+    /// the call unless each refresh (UPDATE) comes within 4.5 s.
+    DemandsSessionTimer,
+    /// `testdata/sipp/uas-demands-reinvite-refresh.xml`: as [`Uas::DemandsSessionTimer`],
+    /// without UPDATE in its Allow: the refreshes must be re-INVITEs with SDP.
+    DemandsReinviteRefresh,
+    /// `testdata/sipp/uas-422-then-answers.xml` with `-rtp_echo`, called by callers with
+    /// session timers of 90 s: refuses the INVITE with 422 and Min-SE 1800, answers the
+    /// INVITE again only if it asks for 1800 s.
+    Answers422First,
+    /// `testdata/sipp/uas-never-refreshes.xml` with `-rtp_echo`, called by callers with
+    /// session timers (7 s calls): takes the refresher's role with a 6 s interval and never
+    /// refreshes; fails the call unless our BYE comes within 5.5 s.
+    NeverRefreshes,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -621,6 +668,22 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-pauses-rtp.xml"
     );
+    let session_timer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-demands-session-timer.xml"
+    );
+    let reinvite_refresh = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-demands-reinvite-refresh.xml"
+    );
+    let never_refreshes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-never-refreshes.xml"
+    );
+    let first_422 = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-422-then-answers.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -649,6 +712,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
             Uas::PausesRtp => vec!["-sf", pauses],
+            Uas::DemandsSessionTimer => vec!["-sf", session_timer],
+            Uas::Answers422First => vec!["-sf", first_422],
+            Uas::NeverRefreshes => vec!["-sf", never_refreshes],
+            Uas::DemandsReinviteRefresh => vec!["-sf", reinvite_refresh],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -693,6 +760,20 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 })
                 .collect(),
             prack: false,
+            // Off but for the UASes testing them; 90 s, the least RFC 4028 §4 allows: our
+            // caller asks, the UAS decides.
+            session_timer: matches!(
+                uas,
+                Uas::DemandsSessionTimer
+                    | Uas::DemandsReinviteRefresh
+                    | Uas::Answers422First
+                    | Uas::NeverRefreshes
+            )
+            .then_some(SessionTimerConfig {
+                expires: 90,
+                min_se: None,
+                refresher: Refresher::Auto,
+            }),
             register: false,
             actions: Vec::new(),
             media: Some(MediaPlan::default()),
@@ -703,7 +784,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 offer,
             },
         }],
+        // Two refreshes of the 6 s interval (at 3 s and 6 s) before the BYE; a gap of its own
+        // for the UASes that stop the audio.
         call_duration: Duration::from_secs(match uas {
+            Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             _ => 3,
         }),
@@ -985,4 +1069,129 @@ fn an_offer_of_a_codec_we_do_not_have_is_refused_with_488() {
         sipp, 0,
         "SIPp counts 2 calls, each re-INVITE refused with 488"
     );
+}
+
+/// A UAS demanding session timers with a short interval (6 s, refresher=uac, UPDATE
+/// allowed): our callers refresh at half the interval with UPDATE (RFC 4028 §10), in time for
+/// SIPp's 4.5 s deadline each, twice in the 7 s call, and the call is a success with its
+/// echo throughout; SIPp counts both calls successful (its checks: `timer` in Supported, a
+/// Session-Expires in the INVITE and in each UPDATE with refresher=uac).
+#[test]
+fn callers_refresh_a_session_a_sipp_uas_demands_in_time() {
+    refreshed_in_time(Uas::DemandsSessionTimer, "UPDATE ");
+}
+
+/// As [`callers_refresh_a_session_a_sipp_uas_demands_in_time`], with a UAS that does not
+/// allow UPDATE: the refreshes are re-INVITEs offering our description unchanged (RFC 4028
+/// §10), each answered and ACKed in time.
+#[test]
+fn callers_refresh_by_re_invite_when_the_sipp_uas_does_not_allow_update() {
+    refreshed_in_time(Uas::DemandsReinviteRefresh, "INVITE ");
+}
+
+/// Two 7 s calls to `uas` (a 6 s interval, we refresh): each refreshed twice, by requests
+/// whose first line starts with `refresh` (the re-INVITEs: after the INVITE, its SDP
+/// unchanged), the echo throughout, SIPp's checks passed.
+fn refreshed_in_time(uas: Uas, refresh: &str) {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(uas);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.session_refreshes_sent, 2, "{r:#?}");
+        let sent: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|t| t.text.starts_with(refresh))
+            .map(|t| t.text.as_str())
+            .collect();
+        let refreshes = &sent[sent.len() - 2..];
+        if refresh == "INVITE " {
+            assert_eq!(sent.len(), 3, "the INVITE and two refreshes: {r:#?}");
+            let body = |t: &str| t.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            for t in refreshes {
+                assert_eq!(body(t), body(sent[0]), "our description unchanged");
+            }
+        } else {
+            assert_eq!(sent.len(), 2, "{r:#?}");
+        }
+        for t in refreshes {
+            assert!(t.contains("Session-Expires: 6;refresher=uac\r\n"), "{t}");
+        }
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .starts_with("session refreshed by our request (RFC 4028): interval 6 s")),
+            "{r:#?}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 300, "the echo for the whole 7 s: {m:?}");
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each refreshed twice in time");
+}
+
+/// A UAS refusing our 90 s interval with 422 and Min-SE 1800 (RFC 4028 §8.1): our callers
+/// send the INVITE again once asking for 1800 s with Min-SE 1800 (§7.4), which SIPp checks
+/// and answers; the call is a success, the 422 is no outcome.
+#[test]
+fn callers_answer_a_422_with_the_min_se_it_names() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::Answers422First);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let invites: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|t| t.text.starts_with("INVITE "))
+            .collect();
+        assert_eq!(invites.len(), 2, "{r:#?}");
+        assert!(
+            invites[0].text.contains("Session-Expires: 90\r\n"),
+            "{}",
+            invites[0].text
+        );
+        assert!(
+            invites[1].text.contains("Session-Expires: 1800\r\n"),
+            "{}",
+            invites[1].text
+        );
+        assert!(
+            invites[1].text.contains("Min-SE: 1800\r\n"),
+            "{}",
+            invites[1].text
+        );
+        assert!(r.trace.iter().any(|t| t.text.starts_with("SIP/2.0 422 ")));
+        assert_eq!(r.call_code, Some(200));
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered after its 422");
+}
+
+/// A UAS that takes the refresher's role (6 s interval) and never refreshes, as a broken PBX
+/// or SBC would: our callers police it (RFC 4028 §10) and end each call with BYE 4 s after
+/// the 200, well before their planned 7 s hang-up (SIPp fails the call unless the BYE comes
+/// within 5.5 s), and the endpoint ends CALL_FAILED saying the peer did not refresh.
+#[test]
+fn callers_end_a_call_whose_sipp_uas_never_refreshes_and_say_so() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::NeverRefreshes);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with(
+                "the peer did not refresh the session (RFC 4028 §10): no re-INVITE or UPDATE \
+                 within its 6 s interval"
+            ),
+            "{error}"
+        );
+        assert_eq!((r.calls_answered, r.session_refreshes_received), (1, 0));
+        assert_eq!(
+            r.trace
+                .iter()
+                .filter(|t| t.text.starts_with("BYE "))
+                .count(),
+            1,
+            "{r:#?}"
+        );
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each BYE in time");
 }

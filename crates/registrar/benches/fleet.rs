@@ -417,6 +417,7 @@ fn main() {
         timers: TimerConfig::default(),
         user_agent: "sipmeter-bench".into(),
         use_100rel: false,
+        session_timer: None,
     });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {

@@ -46,6 +46,7 @@ fn config(user: &str, port: u16, seed: u64) -> UaConfig {
         user_agent: "sipmeter-bench".into(),
         seed,
         use_100rel: false,
+        session_timer: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn ua(user: &str, port: u16, creds: Option<Credentials>) -> UserAgent {
         user_agent: "sipmeter-test".into(),
         seed: u64::from(port),
         use_100rel: false,
+        session_timer: None,
     })
 }
 

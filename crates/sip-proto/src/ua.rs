@@ -26,6 +26,13 @@
 //! it names. Crossing re-INVITEs and UPDATE offers are refused with 491 and ours are sent
 //! again after §14.1's random wait (a timer [`UserAgent::poll_timeout`] includes).
 //!
+//! Session timers (RFC 4028, [`UaProfile::session_timer`]): the INVITE asks, a 422 is
+//! answered once with its Min-SE, the 2xx (ours or the peer's) fixes the interval and the
+//! refresher; the refresher's refresh (an UPDATE without body, or a re-INVITE with our
+//! description) and the other side's BYE for want of one are timers
+//! [`UserAgent::poll_timeout`] includes, reported as [`CallEvent::SessionRefreshed`] and
+//! [`CallEvent::SessionExpired`].
+//!
 //! The agent never reads the clock and draws tags, branches and Call-IDs from a seeded RNG,
 //! so a run can be replayed exactly.
 
@@ -39,7 +46,8 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sip_msg::typed::{
-    CSeq, ContactRef, Expires, MinExpires, NameAddr, RAck, RSeq, Require, Supported, ToRef,
+    Allow, CSeq, ContactRef, Expires, MinExpires, MinSe, NameAddr, RAck, RSeq, Require,
+    SessionExpires, Supported, ToRef,
 };
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Headers, Host, HostRef, Message, Method, RequestBuilder,
@@ -89,7 +97,38 @@ pub struct UaConfig {
     pub seed: u64,
     /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
     pub use_100rel: bool,
+    /// RFC 4028 session timers; `None`: off (no `timer` in Supported, a peer's
+    /// Session-Expires is ignored).
+    pub session_timer: Option<SessionTimerConfig>,
 }
+
+/// RFC 4028 session timers as a group uses them, calling and answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimerConfig {
+    /// The session interval we ask for in our INVITEs (Session-Expires), and the most we
+    /// grant as answerer, in seconds (at least [`MIN_SE_FLOOR`], RFC 4028 §4).
+    pub expires: u32,
+    /// Our Min-SE in seconds: sent in our INVITEs, and the least we accept as answerer
+    /// (smaller: 422, §8.1). `None`: not sent, and §4's floor of 90 s applies.
+    pub min_se: Option<u32>,
+    /// Who we ask to refresh.
+    pub refresher: Refresher,
+}
+
+/// Who refreshes the session (RFC 4028 §7.1, §9): the `refresher` parameter we ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    /// The caller.
+    Uac,
+    /// The callee.
+    Uas,
+    /// The other side chooses: our INVITE names none; as callee we name the caller when it
+    /// supports timers (its refreshes are then what we test), ourselves when it does not.
+    Auto,
+}
+
+/// RFC 4028 §4: no session interval or Min-SE is below 90 seconds.
+pub const MIN_SE_FLOOR: u32 = 90;
 
 impl UaConfig {
     /// The part every phone of a group shares, and the phone's own part.
@@ -105,6 +144,7 @@ impl UaConfig {
                 timers: self.timers,
                 user_agent: Arc::from(self.user_agent),
                 use_100rel: self.use_100rel,
+                session_timer: self.session_timer,
             },
             UaIdentity {
                 user: self.user,
@@ -139,6 +179,8 @@ pub struct UaProfile {
     pub user_agent: Arc<str>,
     /// Offer and use reliable provisional responses (RFC 3262 100rel and PRACK).
     pub use_100rel: bool,
+    /// RFC 4028 session timers ([`UaConfig::session_timer`]).
+    pub session_timer: Option<SessionTimerConfig>,
 }
 
 /// What is a phone's own: its user, credentials, address and seed.
@@ -329,6 +371,24 @@ pub enum CallEvent {
         /// Its body.
         body: Bytes,
     },
+    /// RFC 4028 §10: a session refresh (a re-INVITE or UPDATE of the call, ours or the
+    /// peer's, each one is) was answered 2xx: the session interval starts again.
+    SessionRefreshed {
+        /// True for our request, false for the peer's.
+        by_us: bool,
+        /// The session interval from now on, seconds.
+        interval: u32,
+        /// True when we are the refresher from now on.
+        we_refresh: bool,
+    },
+    /// RFC 4028 §10: the session timer ends the call with BYE ([`CallEvent::Ended`] follows).
+    SessionExpired {
+        /// The session interval, seconds.
+        interval: u32,
+        /// 0: the peer, the refresher, sent no refresh before the session expired; otherwise
+        /// the code our own refresh was answered with (481, or 408 also for no answer).
+        code: u16,
+    },
     /// The call ended.
     Ended {
         /// True when the peer hung up.
@@ -467,9 +527,116 @@ struct GlareRetry {
     tries: u8,
 }
 
+/// A call's RFC 4028 session timer, kept in its [`Rare`] box while the call has one: asked
+/// for (our INVITE, until its 2xx), then agreed (the 2xx's Session-Expires) and running.
+#[derive(Debug)]
+struct SessionTimer {
+    /// The session interval, seconds: the one we ask for until the 2xx, then the one agreed.
+    interval: u32,
+    /// The Min-SE we send (ours, or the one a 422 named: §7.4); `None`: none sent (90 s).
+    min_se: Option<u32>,
+    /// We are the refresher (else the peer is), once agreed.
+    we_refresh: bool,
+    /// When we refresh next (`we_refresh`) or end the call for want of the peer's refresh;
+    /// `None` while not running (before the 2xx, our refresh in flight).
+    at: Option<Instant>,
+    /// When the interval last started (the 2xx of the INVITE or of the last refresh).
+    started: Instant,
+    /// A 422 was answered by a retry already (§7.4, §10: once).
+    retried_422: bool,
+    /// The peer lists UPDATE in its Allow: our refreshes go as UPDATE without a body.
+    peer_update: bool,
+    /// The peer supports timers (`timer` in its Supported or Require): our 2xx carries
+    /// `Require: timer` (§9).
+    peer_timer: bool,
+}
+
+impl SessionTimer {
+    /// Starts (again) the interval at `now` (§10): we refresh at half of it, or, not the
+    /// refresher, end the call at its end minus the smaller of 32 s and a third of it.
+    fn restart(&mut self, now: Instant) {
+        self.started = now;
+        let interval = Duration::from_secs(u64::from(self.interval));
+        self.at = Some(if self.we_refresh {
+            now + interval / 2
+        } else {
+            now + interval - (interval / 3).min(Duration::from_secs(32))
+        });
+    }
+
+    /// When the session expires without a refresh.
+    fn expiry(&self) -> Instant {
+        self.started + Duration::from_secs(u64::from(self.interval))
+    }
+
+    /// The `Session-Expires` value we send, the refresher named from the side of the
+    /// request's or response's UAC (`uac_is_us`: we sent the request).
+    fn header(&self, uac_is_us: bool) -> Header {
+        let refresher = if self.we_refresh == uac_is_us {
+            "uac"
+        } else {
+            "uas"
+        };
+        let mut v = decimal_text(self.interval);
+        v.push_str(";refresher=");
+        v.push_str(refresher);
+        Header::new(HeaderName::SessionExpires, v)
+    }
+
+    /// Takes the Session-Expires of `msg` (a 2xx to our request, or the peer's request):
+    /// its interval and refresher (`uac` is the request's sender; `sender_is_us`), none
+    /// named: the request's sender. False when it has none.
+    fn take_terms(&mut self, msg: &Message, sender_is_us: bool) -> bool {
+        let Some(Ok(se)) = msg.headers.typed::<SessionExpires>() else {
+            return false;
+        };
+        // At least a second: 0 would refresh (or end the call) without a pause.
+        self.interval = se.seconds.max(1);
+        let uac_refreshes = se
+            .refresher()
+            .is_none_or(|r| !r.eq_ignore_ascii_case("uas"));
+        self.we_refresh = uac_refreshes == sender_is_us;
+        true
+    }
+}
+
+/// The session timer of the call, if it has one.
+fn session_of(call: &mut Call) -> Option<&mut SessionTimer> {
+    call.rare.as_mut()?.session.as_mut()
+}
+
+/// When the call's session timer fires next, if one runs.
+fn session_at(call: &Call) -> Option<Instant> {
+    call.rare.as_ref()?.session.as_ref()?.at
+}
+
+/// True when `msg` lists `tag` in Supported or Require.
+fn supports(msg: &Message, tag: &str) -> bool {
+    msg.headers
+        .typed_all::<Supported>()
+        .into_iter()
+        .flatten()
+        .any(|s| s.contains(tag))
+        || msg
+            .headers
+            .typed_all::<Require>()
+            .into_iter()
+            .flatten()
+            .any(|r| r.contains(tag))
+}
+
+/// True when `msg`'s Allow lists UPDATE.
+fn allows_update(msg: &Message) -> bool {
+    msg.headers
+        .typed_all::<Allow>()
+        .into_iter()
+        .flatten()
+        .any(|a| a.contains("UPDATE"))
+}
+
 /// What a call keeps only on a rarer path, boxed in the call while any of it is kept (a
 /// `Vec` inline would make every call 16 bytes bigger): the re-INVITEs and UPDATEs refused
-/// with 491, and the callee's offer our answer is owed to.
+/// with 491, the callee's offer our answer is owed to, and the session timer.
 #[derive(Debug, Default)]
 struct Rare {
     /// Our re-INVITEs and UPDATEs refused with 491: at most one of each method per dialog (a
@@ -479,6 +646,15 @@ struct Rare {
     retries: Vec<GlareRetry>,
     /// UAC, late offer: the callee's offer waiting for [`UserAgent::answer_offer`].
     owed: Option<OwedAnswer>,
+    /// The call's RFC 4028 session timer.
+    session: Option<SessionTimer>,
+}
+
+impl Rare {
+    /// Nothing kept: the box can go.
+    fn is_empty(&self) -> bool {
+        self.retries.is_empty() && self.owed.is_none() && self.session.is_none()
+    }
 }
 
 /// The callee's offer to our INVITE without one (RFC 3264 §4), reported as
@@ -625,7 +801,7 @@ fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, offer: bool, tag: &
 fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
     if let Some(g) = call.rare.as_mut() {
         g.retries.retain(|r| !which(r));
-        if g.retries.is_empty() && g.owed.is_none() {
+        if g.is_empty() {
             call.rare = None;
         }
     }
@@ -635,7 +811,7 @@ fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
 fn take_owed(call: &mut Call) -> Option<OwedAnswer> {
     let rare = call.rare.as_mut()?;
     let owed = rare.owed.take();
-    if rare.retries.is_empty() {
+    if rare.is_empty() {
         call.rare = None;
     }
     owed
@@ -1522,14 +1698,41 @@ impl UserAgent {
             }
             None => Destination::Registrar,
         };
+        let timers = self.profile.session_timer;
+        // `timer` only when we keep its promise (RFC 4028 §7.1: a UAC supporting it refreshes
+        // when the 2xx names it refresher).
         b = self.common(b).header(HeaderName::Allow, ALLOW).header(
             HeaderName::Supported,
-            if self.profile.use_100rel {
-                "100rel, replaces, timer"
-            } else {
-                "replaces, timer"
+            match (self.profile.use_100rel, timers.is_some()) {
+                (true, true) => "100rel, replaces, timer",
+                (true, false) => "100rel, replaces",
+                (false, true) => "replaces, timer",
+                (false, false) => "replaces",
             },
         );
+        // RFC 4028 §7.1: the interval we ask for, the refresher we want (none: the UAS
+        // chooses), our Min-SE when we have one.
+        let session = timers.map(|t| SessionTimer {
+            interval: t.expires,
+            min_se: t.min_se,
+            we_refresh: t.refresher != Refresher::Uas,
+            at: None,
+            started: now,
+            retried_422: false,
+            peer_update: false,
+            peer_timer: false,
+        });
+        if let (Some(t), Some(session)) = (timers, &session) {
+            b = match t.refresher {
+                Refresher::Auto => {
+                    b.header(HeaderName::SessionExpires, decimal_text(session.interval))
+                }
+                _ => b.header_line(session.header(true)),
+            };
+            if let Some(min) = session.min_se {
+                b = b.header(HeaderName::MinSe, decimal_text(min));
+            }
+        }
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
         }
@@ -1553,7 +1756,12 @@ impl UserAgent {
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
-            rare: None,
+            rare: session.map(|session| {
+                Box::new(Rare {
+                    session: Some(session),
+                    ..Rare::default()
+                })
+            }),
         })));
         self.start_invite(now, invite, branch, id, destination);
         id
@@ -1754,6 +1962,10 @@ impl UserAgent {
                     // as `on_2xx_again` says).
                     return;
                 }
+                self.start_session_of_2xx(now, id, resp);
+                let Some(call) = self.call_mut(id) else {
+                    return;
+                };
                 let Some(invite) = call.invite.as_deref() else {
                     // The call ended (or failed) before this 2xx: nothing to build an ACK from.
                     queues(&mut self.queues).events.push_back(UaEvent::Ignored {
@@ -1918,12 +2130,44 @@ impl UserAgent {
                 }
             }
             _ => {
+                if code == 422
+                    && call.state != CallState::Terminating
+                    && self.retry_after_422(now, id, resp)
+                {
+                    return;
+                }
+                let Some(call) = self.call_mut(id) else {
+                    return;
+                };
                 let mut reason = resp.reason().unwrap_or("").to_owned();
                 if call.cancel == Cancel::AfterEarlyBye {
                     reason.push_str(EARLY_BYE_CANCELLED);
                 }
                 self.call_event(id, CallEvent::Failed { code, reason });
             }
+        }
+    }
+
+    /// RFC 4028 §7.2: the 2xx to our INVITE sets the session interval and who refreshes (its
+    /// Session-Expires), and the timer starts; a 2xx without one means no session timer.
+    fn start_session_of_2xx(&mut self, now: Instant, id: CallId, resp: &Message) {
+        let Some(call) = self.call_mut(id) else {
+            return;
+        };
+        let Some(rare) = call.rare.as_mut() else {
+            return;
+        };
+        let Some(mut session) = rare.session.take() else {
+            return;
+        };
+        if session.take_terms(resp, true) {
+            session.peer_update = allows_update(resp);
+            session.peer_timer = supports(resp, "timer");
+            session.restart(now);
+            rare.session = Some(session);
+            self.set_flag(CALL_TIMERS, true);
+        } else if rare.is_empty() {
+            call.rare = None;
         }
     }
 
@@ -2137,6 +2381,53 @@ impl UserAgent {
 
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
     fn reinvite_with_auth(&mut self, now: Instant, id: CallId, header: Header) {
+        self.send_invite_again(now, id, |invite| {
+            invite.headers.remove(&HeaderName::Authorization);
+            invite.headers.remove(&HeaderName::ProxyAuthorization);
+            // Room for exactly the credentials: the list was made to fit the first INVITE,
+            // and a doubled list (12 spare slots of 56 bytes) would be kept until the 2xx is
+            // ACKed.
+            invite.headers.reserve_exact(1);
+            invite.headers.push(header);
+        });
+    }
+
+    /// RFC 4028 §7.4: our INVITE refused with 422 is sent again (once) asking for the 422's
+    /// Min-SE at least, with that Min-SE. False when it is not (timers off, retried already,
+    /// no Min-SE in the 422): the 422 is the call's outcome then.
+    fn retry_after_422(&mut self, now: Instant, id: CallId, resp: &Message) -> bool {
+        let Some(Ok(min)) = resp.headers.typed::<MinSe>() else {
+            return false;
+        };
+        let Some(session) = self.call_mut(id).and_then(session_of) else {
+            return false;
+        };
+        if session.retried_422 {
+            return false;
+        }
+        session.retried_422 = true;
+        session.interval = session.interval.max(min.seconds);
+        session.min_se = Some(min.seconds);
+        let (expires, min_se) = (session.interval, decimal_text(min.seconds));
+        self.send_invite_again(now, id, |invite| {
+            // The refresher asked for stays as it was written.
+            let params = match invite.headers.typed::<SessionExpires>() {
+                Some(Ok(se)) => se.params.to_string(),
+                _ => String::new(),
+            };
+            let mut v = decimal_text(expires);
+            v.push_str(&params);
+            invite
+                .headers
+                .set(Header::new(HeaderName::SessionExpires, v));
+            invite.headers.set(Header::new(HeaderName::MinSe, min_se));
+        });
+        true
+    }
+
+    /// Sends the call's INVITE again (a new branch, the next CSeq number), changed by `edit`:
+    /// after a challenge (RFC 3261 §22.2) or a 422 (RFC 4028 §7.4).
+    fn send_invite_again(&mut self, now: Instant, id: CallId, edit: impl FnOnce(&mut Message)) {
         let (via, branch) = self.new_via_branch();
         let Some(call) = self.call_mut(id) else {
             return;
@@ -2152,12 +2443,7 @@ impl UserAgent {
             cseq_text(seq, &Method::Invite),
         ));
         invite.headers.set(Header::new(HeaderName::Via, via));
-        invite.headers.remove(&HeaderName::Authorization);
-        invite.headers.remove(&HeaderName::ProxyAuthorization);
-        // Room for exactly the credentials: the list was made to fit the first INVITE, and a
-        // doubled list (12 spare slots of 56 bytes) would be kept until the 2xx is ACKed.
-        invite.headers.reserve_exact(1);
-        invite.headers.push(header);
+        edit(invite);
         let invite = call.invite.clone();
         call.provisional_seen = false;
         // The other forks' early dialogs were the rejected INVITE's.
@@ -2480,6 +2766,11 @@ impl UserAgent {
         let (via, branch) = self.new_via_branch();
         let contact = self.contact();
         let ua = self.profile.user_agent.clone();
+        let session = if (method == Method::Invite || method == Method::Update) && fork.is_none() {
+            self.session_lines(id, true)
+        } else {
+            None
+        };
         let Some(dialog) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) else {
             return false;
         };
@@ -2489,6 +2780,11 @@ impl UserAgent {
         if method == Method::Invite || method == Method::Update {
             // Target-refresh requests carry our Contact (RFC 3261 §12.2.1.1, RFC 3311 §5.1).
             b = b.contact(contact);
+        }
+        // RFC 4028 §7.4, §10: a re-INVITE or UPDATE in a session with a timer refreshes it
+        // and says so: the interval and refresher, our Min-SE, `Supported: timer`.
+        for line in session.into_iter().flatten().flatten() {
+            b = b.header_line(line);
         }
         if let Some(rack) = rack {
             b = b.header(HeaderName::RAck, rack);
@@ -2502,13 +2798,238 @@ impl UserAgent {
         true
     }
 
-    fn on_in_dialog_response(&mut self, id: CallId, kind: InDialogMethod, resp: &Message) {
+    /// The lines a refresh of the call's session carries (RFC 4028 §7.4, §9): the
+    /// Session-Expires (`request`: in our request, else in our 2xx to the peer's), then
+    /// `Supported: timer` and our Min-SE (a request), or `Require: timer` (a 2xx, when the
+    /// peer supports timers). `None` when the call has no session timer agreed (none asked
+    /// for, or before the INVITE's 2xx).
+    fn session_lines(&self, id: CallId, request: bool) -> Option<[Option<Header>; 3]> {
+        let call = self.call_ref(id)?;
+        if !matches!(call.state, CallState::Answering | CallState::Confirmed) {
+            return None;
+        }
+        let s = call.rare.as_ref()?.session.as_ref()?;
+        Some(if request {
+            [
+                Some(s.header(true)),
+                Some(Header::from_static(HeaderName::Supported, "timer")),
+                s.min_se
+                    .map(|m| Header::new(HeaderName::MinSe, decimal_text(m))),
+            ]
+        } else {
+            [
+                Some(s.header(false)),
+                s.peer_timer
+                    .then(|| Header::from_static(HeaderName::Require, "timer")),
+                None,
+            ]
+        })
+    }
+
+    /// RFC 4028 §8.1 for a refresh from the peer: the Min-SE a 422 must name when its
+    /// Session-Expires is below our minimum; `None` when it is not (or no timer runs).
+    fn refresh_too_small(&self, id: CallId, req: &Message) -> Option<u32> {
+        self.session_lines(id, false)?;
+        let ours_min = self
+            .profile
+            .session_timer?
+            .min_se
+            .unwrap_or(MIN_SE_FLOOR)
+            .max(MIN_SE_FLOOR);
+        match req.headers.typed::<SessionExpires>() {
+            Some(Ok(se)) if se.seconds < ours_min => Some(ours_min),
+            _ => None,
+        }
+    }
+
+    /// RFC 4028 §10: the peer's re-INVITE or UPDATE `req`, answered 2xx now, refreshes the
+    /// session: its Session-Expires (none: the terms as they were) sets the interval and
+    /// refresher, and the interval starts again. The session's (interval, we refresh), or
+    /// `None` without one.
+    fn refreshed_by_peer(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        req: &Message,
+    ) -> Option<(u32, bool)> {
+        self.session_lines(id, false)?;
+        let session = self.call_mut(id).and_then(session_of)?;
+        session.take_terms(req, false);
+        session.restart(now);
+        let terms = (session.interval, session.we_refresh);
+        self.set_flag(CALL_TIMERS, true);
+        Some(terms)
+    }
+
+    /// RFC 4028 §10: the final answer `code` (`resp`; `None`: no answer, 408) to our
+    /// re-INVITE or UPDATE in a session with a timer, each of which refreshes it. A 2xx
+    /// starts the interval again with its terms (none from a peer supporting timers: no
+    /// session timer any more, §7.2); a
+    /// 422 is answered once by the request again asking for its Min-SE (§7.4); a 408 or 481
+    /// ends the call with BYE ("the UAC sends a BYE request"); another failure leaves the
+    /// session to expire, and we, the refresher, try again after half of what is left of it.
+    /// True when the answer is handled here and is not the request's outcome (a 422
+    /// answered by a retry).
+    fn session_after_refresh(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        code: u16,
+        resp: Option<&Message>,
+    ) -> bool {
+        if !matches!(kind, InDialogMethod::Reinvite | InDialogMethod::Update)
+            || self.session_lines(id, true).is_none()
+        {
+            return false;
+        }
+        let Some(call) = self.call_mut(id) else {
+            return false;
+        };
+        let Some(session) = session_of(call) else {
+            return false;
+        };
+        match code {
+            200..=299 => {
+                // A peer that supports timers and answers without Session-Expires turns the
+                // timer off (§7.2); one that does not support them never names the terms
+                // (we refresh, §9): they stay.
+                if !resp.is_some_and(|r| session.take_terms(r, true)) && session.peer_timer {
+                    if let Some(r) = call.rare.as_mut() {
+                        r.session = None;
+                        if r.is_empty() {
+                            call.rare = None;
+                        }
+                    }
+                    return false;
+                }
+                session.restart(now);
+                session.retried_422 = false;
+                let (interval, we_refresh) = (session.interval, session.we_refresh);
+                self.set_flag(CALL_TIMERS, true);
+                queues(&mut self.queues).events.push_back(UaEvent::Call(
+                    id,
+                    CallEvent::SessionRefreshed {
+                        by_us: true,
+                        interval,
+                        we_refresh,
+                    },
+                ));
+                false
+            }
+            422 if !session.retried_422 => {
+                let Some(Ok(min)) = resp.and_then(|r| r.headers.typed::<MinSe>()) else {
+                    return false;
+                };
+                session.retried_422 = true;
+                session.interval = session.interval.max(min.seconds);
+                session.min_se = Some(min.seconds);
+                // The same request again: a re-INVITE with our description (the one it
+                // offered), an UPDATE without a body.
+                match (kind, call.local_sdp.clone()) {
+                    (InDialogMethod::Reinvite, Some(sdp)) => self.reinvite(now, id, sdp),
+                    _ => self.update(now, id, None),
+                }
+            }
+            408 | 481 => {
+                self.session_expired(now, id, code);
+                false
+            }
+            _ if session.we_refresh => {
+                let left = session.expiry().saturating_duration_since(now);
+                if left >= Duration::from_secs(2) {
+                    session.at = Some(now + left / 2);
+                    self.set_flag(CALL_TIMERS, true);
+                } else {
+                    self.session_expired(now, id, code);
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// RFC 4028 §10: the session ends for want of a refresh (`code` 0: the peer's; else the
+    /// answer to ours): reported, and the call is ended with BYE.
+    fn session_expired(&mut self, now: Instant, id: CallId, code: u16) {
+        let Some(session) = self.call_mut(id).and_then(session_of) else {
+            return;
+        };
+        session.at = None;
+        let interval = session.interval;
+        queues(&mut self.queues).events.push_back(UaEvent::Call(
+            id,
+            CallEvent::SessionExpired { interval, code },
+        ));
+        self.hangup(now, id);
+    }
+
+    /// The session timers due at `now` (RFC 4028 §10): our refreshes, and the sessions whose
+    /// refresher (the peer) let them expire.
+    fn fire_session_timers(&mut self, now: Instant) {
+        let first = self.first_call;
+        let due: Vec<(CallId, bool)> = self
+            .calls
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let session = session_of(slot.as_mut()?)?;
+                if session.at.is_none_or(|at| at > now) {
+                    return None;
+                }
+                session.at = None;
+                Some((Self::id_at(first, i), session.we_refresh))
+            })
+            .collect();
+        for (id, we_refresh) in due {
+            if we_refresh {
+                self.send_refresh(now, id);
+            } else {
+                self.session_expired(now, id, 0);
+            }
+        }
+    }
+
+    /// Our session refresh (RFC 4028 §10): an UPDATE without a body when the peer allows
+    /// UPDATE (no offer: nothing for the peer's media to redo, no ACK, and no crossing with
+    /// an offer of ours or theirs), else a re-INVITE offering our description unchanged.
+    /// Not possible now (the ACK not there yet, an offer of ours in flight): tried again a
+    /// second later.
+    fn send_refresh(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.call_ref(id) else {
+            return;
+        };
+        let update = call
+            .rare
+            .as_ref()
+            .and_then(|r| r.session.as_ref())
+            .is_some_and(|s| s.peer_update);
+        let sent = match (call.state, update, call.local_sdp.clone()) {
+            (CallState::Confirmed, true, _) => self.update(now, id, None),
+            (CallState::Confirmed, false, Some(sdp)) => self.reinvite(now, id, sdp),
+            (CallState::Answering | CallState::Confirmed, ..) => false,
+            // Ending: nothing to refresh.
+            _ => return,
+        };
+        if !sent && let Some(session) = self.call_mut(id).and_then(session_of) {
+            session.at = Some(now + Duration::from_secs(1));
+        }
+    }
+
+    fn on_in_dialog_response(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        resp: &Message,
+    ) {
         let Some(code) = resp.status().filter(|c| *c >= 200) else {
             return;
         };
         if kind == InDialogMethod::Prack {
             return;
         }
+        let retried = self.session_after_refresh(now, id, kind, code, Some(resp));
         // A retried request's answer: its glare retries are over (those of its dialog: the
         // response's To tag is the one our request had).
         if let Some(c) = self.call_mut(id)
@@ -2521,6 +3042,9 @@ impl UserAgent {
                 .and_then(|t| t.tag())
                 .unwrap_or_default();
             drop_retries(c, |g| g.kind == kind && g.at.is_none() && g.tag == tag);
+        }
+        if retried {
+            return;
         }
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
@@ -2610,6 +3134,10 @@ impl UserAgent {
                 // transport: the 2xx crosses proxies hop by hop), give up after 64*T1.
                 let first = if reliable { 64 * t1 } else { t1 };
                 c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                // RFC 4028 §10: the session interval starts with the 2xx.
+                if let Some(session) = session_of(c) {
+                    session.restart(now);
+                }
                 self.set_flag(CALL_TIMERS, true);
             }
         }
@@ -2655,11 +3183,24 @@ impl UserAgent {
         let require = reliable.then(|| Header::from_static(HeaderName::Require, "100rel"));
         let rseq_line = reliable.then(|| Header::new(HeaderName::RSeq, rseq.to_string()));
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
+        // RFC 4028 §9: the 2xx carries the session interval and refresher agreed, and
+        // `Require: timer` when the caller supports timers.
+        let session = call
+            .rare
+            .as_ref()
+            .and_then(|r| r.session.as_ref())
+            .filter(|_| (200..300).contains(&code));
+        let session_expires = session.map(|s| s.header(false));
+        let require_timer = session
+            .filter(|s| s.peer_timer)
+            .map(|_| Header::from_static(HeaderName::Require, "timer"));
         let extra = contact
             .iter()
             .chain(&allow)
             .chain(&require)
             .chain(&rseq_line)
+            .chain(&session_expires)
+            .chain(&require_timer)
             .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
@@ -2735,6 +3276,19 @@ impl UserAgent {
                 return;
             }
         };
+        let session = match self.session_asked_of(now, &req) {
+            Ok(session) => session,
+            Err(min_se) => {
+                // RFC 4028 §8.1: "the UAS MUST reject the request with a 422 ... and
+                // include a Min-SE header field" with our minimum.
+                if let Some(key) = self.server.last().map(|e| e.txn.key().clone()) {
+                    let extra = [Header::new(HeaderName::MinSe, decimal_text(min_se))];
+                    let reason = "Session Interval Too Small";
+                    self.respond_with(now, &req, key, source, 422, reason, &extra, None);
+                }
+                return;
+            }
+        };
         let id = Self::id_at(self.first_call, self.calls.len());
         if let Some(e) = self.server.last_mut() {
             e.call = Some(id);
@@ -2764,13 +3318,56 @@ impl UserAgent {
             forks: Vec::new(),
             next_rseq: 1,
             prov_retransmit: None,
-            rare: None,
+            rare: session.map(|session| {
+                Box::new(Rare {
+                    session: Some(session),
+                    ..Rare::default()
+                })
+            }),
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
+    }
+
+    /// The session timer our 2xx to the INVITE `req` agrees to (RFC 4028 §9), `None` with
+    /// timers off; `Err(min_se)` when the interval it asks for is below our minimum (§8.1:
+    /// 422). The interval: ours, at least both minimums, at most the one asked for. The
+    /// refresher: the one the request names (§9: kept); none named, the caller when it
+    /// supports timers and we do not want to refresh ourselves ([`Refresher::Uas`]), else us.
+    fn session_asked_of(&self, now: Instant, req: &Message) -> Result<Option<SessionTimer>, u32> {
+        let Some(cfg) = self.profile.session_timer else {
+            return Ok(None);
+        };
+        let ours_min = cfg.min_se.unwrap_or(MIN_SE_FLOOR).max(MIN_SE_FLOOR);
+        let theirs_min = match req.headers.typed::<MinSe>() {
+            Some(Ok(m)) => m.seconds,
+            _ => 0,
+        };
+        let peer_timer = supports(req, "timer");
+        let least = cfg.expires.max(theirs_min).max(ours_min);
+        let (interval, named) = match req.headers.typed::<SessionExpires>() {
+            Some(Ok(se)) if se.seconds < ours_min => return Err(ours_min),
+            Some(Ok(se)) => (least.min(se.seconds), se.refresher()),
+            _ => (least, None),
+        };
+        let uac_refreshes = match named {
+            Some(r) if r.eq_ignore_ascii_case("uac") => true,
+            Some(r) if r.eq_ignore_ascii_case("uas") => false,
+            _ => peer_timer && cfg.refresher != Refresher::Uas,
+        };
+        Ok(Some(SessionTimer {
+            interval,
+            min_se: cfg.min_se,
+            we_refresh: !uac_refreshes,
+            at: None,
+            started: now,
+            retried_422: false,
+            peer_update: allows_update(req),
+            peer_timer,
+        }))
     }
 
     fn respond_stateless(
@@ -2881,6 +3478,7 @@ impl UserAgent {
                 c.ok_retransmit.is_some()
                     || c.prov_retransmit.is_some()
                     || retries_due(c, None).next().is_some()
+                    || session_at(c).is_some()
             });
             self.set_flag(CALL_TIMERS, armed);
         }
@@ -3217,6 +3815,14 @@ impl UserAgent {
             self.call_event(id, CallEvent::OfferRefused { method, sdp: offer });
             return;
         }
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some(min_se) = self.refresh_too_small(id, req)
+        {
+            let extra = [Header::new(HeaderName::MinSe, decimal_text(min_se))];
+            let reason = "Session Interval Too Small";
+            self.respond_with(now, req, key, source, 422, reason, &extra, None);
+            return;
+        }
         match method {
             // Our INVITE has no 2xx yet: the dialog is an early one.
             Method::Bye
@@ -3299,6 +3905,17 @@ impl UserAgent {
                     .unwrap_or_default();
                 let mut resp = Message::response_to(req, 200, "OK", Some(&local_tag));
                 resp.headers.push(Header::new(HeaderName::Contact, contact));
+                let refreshed = self.refreshed_by_peer(now, id, req);
+                if refreshed.is_some() {
+                    for line in self
+                        .session_lines(id, false)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        resp.headers.push(line);
+                    }
+                }
                 if let (Some(sdp), true) = (sdp, offer.is_some()) {
                     resp.set_body("application/sdp", sdp);
                 }
@@ -3317,6 +3934,16 @@ impl UserAgent {
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
+                if let Some((interval, we_refresh)) = refreshed {
+                    queues(&mut self.queues).events.push_back(UaEvent::Call(
+                        id,
+                        CallEvent::SessionRefreshed {
+                            by_us: false,
+                            interval,
+                            we_refresh,
+                        },
+                    ));
+                }
             }
             Method::Prack => {
                 // RFC 3262 §3: a PRACK matching the outstanding reliable provisional stops
@@ -3776,6 +4403,7 @@ impl UserAgent {
         // Our re-INVITEs and UPDATEs refused with 491, due again (§14.1).
         if self.flag(CALL_TIMERS) {
             self.send_glare_retries(now);
+            self.fire_session_timers(now);
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
@@ -4155,6 +4783,7 @@ impl UserAgent {
                     },
                 ),
                 Owner::InDialog(id, m) if m != InDialogMethod::Prack => {
+                    self.session_after_refresh(now, id, m, 408, None);
                     queues(&mut self.queues).events.push_back(UaEvent::Call(
                         id,
                         CallEvent::Modified {
@@ -4201,7 +4830,7 @@ impl UserAgent {
                 }
             }
             Owner::Invite(id) => self.on_invite_response(now, id, resp),
-            Owner::InDialog(id, m) => self.on_in_dialog_response(id, m, resp),
+            Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, resp),
             Owner::Cancel(_) | Owner::ForkBye(_) => {}
             Owner::Bye(id) => {
                 if let Some(code) = resp.status().filter(|&c| c >= 200) {
@@ -4322,6 +4951,7 @@ impl UserAgent {
                     .flatten()
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
                     .chain(retries_due(c, None).filter_map(|g| g.at))
+                    .chain(session_at(c))
             })
         };
         debug_assert!(
@@ -4403,13 +5033,7 @@ fn requires_100rel(msg: &Message) -> bool {
 
 /// True when `msg` lists `100rel` in Supported or Require (RFC 3262 §3).
 fn supports_100rel(msg: &Message) -> bool {
-    requires_100rel(msg)
-        || msg
-            .headers
-            .typed_all::<Supported>()
-            .into_iter()
-            .flatten()
-            .any(|s| s.contains("100rel"))
+    supports(msg, "100rel")
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
@@ -4485,6 +5109,7 @@ mod tests {
             user_agent: "sipmeter-test".into(),
             seed,
             use_100rel: false,
+            session_timer: None,
         }
     }
 
@@ -4851,10 +5476,12 @@ mod tests {
         let mut p = Pair::new();
         p.a = UserAgent::new(UaConfig {
             use_100rel: true,
+            session_timer: None,
             ..config("alice", 5061, 1)
         });
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
+            session_timer: None,
             ..config("bob", 5062, 2)
         });
         // The first 180 is lost: Bob must resend it after T1 (RFC 3262 §3).
@@ -4912,6 +5539,7 @@ mod tests {
         let mut p = Pair::new();
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
+            session_timer: None,
             ..config("bob", 5062, 2)
         });
         p.a.call(p.now, Pair::bob_uri(), None);
@@ -6192,6 +6820,7 @@ mod auth_tests {
             user_agent: "sipmeter-test".into(),
             seed: 9,
             use_100rel: false,
+            session_timer: None,
         }
     }
 

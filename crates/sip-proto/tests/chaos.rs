@@ -50,6 +50,7 @@ fn config(user: &str, node: usize, seed: u64, use_100rel: bool) -> UaConfig {
         user_agent: "sipmeter-chaos".into(),
         seed,
         use_100rel,
+        session_timer: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn first_register(domain: &str) -> String {
         user_agent: "test".into(),
         seed: 1,
         use_100rel: false,
+        session_timer: None,
     });
     ua.register(Instant::now());
     let out = ua.poll_transmit().expect("a REGISTER");

@@ -30,6 +30,7 @@ fn bob() -> UserAgent {
         user_agent: "review4".into(),
         seed: 2,
         use_100rel: false,
+        session_timer: None,
     })
 }
 

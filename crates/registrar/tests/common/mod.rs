@@ -47,5 +47,6 @@ pub fn phone(user: &str, port: u16, transport: &str, reg_port: u16, use_100rel: 
         user_agent: "sipmeter-test".into(),
         seed: u64::from(port),
         use_100rel,
+        session_timer: None,
     })
 }

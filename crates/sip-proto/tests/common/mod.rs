@@ -22,7 +22,12 @@ pub fn addr(port: u16) -> SocketAddr {
 /// An agent for `user` at 127.0.0.1:`port` in example.test, no credentials, UDP;
 /// `use_100rel`: it offers and uses reliable provisionals (RFC 3262).
 pub fn agent(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) -> UserAgent {
-    UserAgent::new(UaConfig {
+    UserAgent::new(config(user, port, seed, use_100rel, name))
+}
+
+/// The configuration of [`agent`].
+pub fn config(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) -> UaConfig {
+    UaConfig {
         user: user.into(),
         domain: "example.test".into(),
         registrar_uri: Uri::parse("sip:example.test:5060").unwrap(),
@@ -37,7 +42,8 @@ pub fn agent(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) -> 
         user_agent: name.into(),
         seed,
         use_100rel,
-    })
+        session_timer: None,
+    }
 }
 
 /// Everything `ua` has to send and report.

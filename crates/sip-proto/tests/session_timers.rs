@@ -1,0 +1,581 @@
+//! RFC 4028 session timers between two agents on a virtual clock: the caller's INVITE asks
+//! (Supported: timer, Session-Expires, Min-SE), the callee's 2xx agrees (§9), a 422 is
+//! answered once with its Min-SE (§7.4, §8.1), the refresher refreshes at half the interval
+//! (§10: UPDATE without a body when the peer allows it, else a re-INVITE with the same
+//! description), the other side ends the call with BYE when no refresh comes before the
+//! interval minus min(32 s, a third) (§10), and every refresh starts the interval again.
+//! Messages go through the public API; a hook may drop or rewrite them on the wire.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_msg::typed::{MinSe, SessionExpires};
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{
+    CallEvent, CallId, CallState, Refresher, SessionTimerConfig, UaConfig, UaEvent, UserAgent,
+};
+
+mod common;
+use common::{ALICE, BOB, addr};
+
+const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+fn agent(user: &str, port: u16, seed: u64, timers: Option<SessionTimerConfig>) -> UserAgent {
+    UserAgent::new(UaConfig {
+        session_timer: timers,
+        ..common::config(user, port, seed, false, "timers")
+    })
+}
+
+fn timers(expires: u32, min_se: Option<u32>, refresher: Refresher) -> Option<SessionTimerConfig> {
+    Some(SessionTimerConfig {
+        expires,
+        min_se,
+        refresher,
+    })
+}
+
+/// What the wire does with a message: (sent by Alice, its text) → the text delivered, or
+/// `None` (lost).
+type Hook = Box<dyn FnMut(bool, &str) -> Option<String>>;
+
+/// Alice calls Bob; every message takes 10 ms.
+struct Net {
+    alice: UserAgent,
+    bob: UserAgent,
+    start: Instant,
+    now: Instant,
+    /// (deliver at, to Bob, text).
+    wire: Vec<(Instant, bool, String)>,
+    /// (when, from Alice, text as sent) of every message.
+    log: Vec<(Duration, bool, String)>,
+    /// (when, from Alice, call event).
+    events: Vec<(Duration, bool, CallEvent)>,
+    hook: Hook,
+    a: Option<CallId>,
+    b: Option<CallId>,
+}
+
+impl Net {
+    fn new(alice: Option<SessionTimerConfig>, bob: Option<SessionTimerConfig>) -> Self {
+        let now = Instant::now();
+        Self {
+            alice: agent("alice", ALICE, 41, alice),
+            bob: agent("bob", BOB, 42, bob),
+            start: now,
+            now,
+            wire: Vec::new(),
+            log: Vec::new(),
+            events: Vec::new(),
+            hook: Box::new(|_, t| Some(t.to_owned())),
+            a: None,
+            b: None,
+        }
+    }
+
+    /// Both with 90 s timers; Alice asks to refresh (`uac`), or asks Bob to (`uas`).
+    fn of_90s(refresher: Refresher) -> Self {
+        Self::new(
+            timers(90, None, refresher),
+            timers(90, None, Refresher::Auto),
+        )
+    }
+
+    /// Bob's UPDATEs (his refreshes) are lost on the way.
+    fn losing_bobs_updates(mut self) -> Self {
+        self.hook = Box::new(|from_alice, t| {
+            (from_alice || !t.starts_with("UPDATE ")).then(|| t.to_owned())
+        });
+        self
+    }
+
+    /// Alice calls, Bob answers at once when the call reaches him: the call confirmed.
+    fn call(&mut self) {
+        let target = Uri::parse("sip:bob@127.0.0.1:5064").unwrap();
+        self.a = Some(self.alice.call(
+            self.now,
+            target,
+            Some(Bytes::from_static(OFFER.as_bytes())),
+        ));
+        self.run(Duration::from_millis(200));
+    }
+
+    fn collect(&mut self) {
+        let at = self.now - self.start;
+        for from_alice in [true, false] {
+            let ua = if from_alice {
+                &mut self.alice
+            } else {
+                &mut self.bob
+            };
+            let out: Vec<_> = std::iter::from_fn(|| ua.poll_transmit()).collect();
+            let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+            for o in out {
+                let text = String::from_utf8(o.bytes.to_vec()).unwrap();
+                self.log.push((at, from_alice, text.clone()));
+                if let Some(t) = (self.hook)(from_alice, &text) {
+                    self.wire
+                        .push((self.now + Duration::from_millis(10), from_alice, t));
+                }
+            }
+            for e in ev {
+                if let UaEvent::Call(id, ce) = e {
+                    if !from_alice && matches!(ce, CallEvent::Incoming { .. }) {
+                        self.b = Some(id);
+                        self.bob
+                            .answer(self.now, id, Some(Bytes::from_static(ANSWER.as_bytes())));
+                    }
+                    self.events.push((at, from_alice, ce));
+                }
+            }
+        }
+    }
+
+    /// Runs `d` on the virtual clock.
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.collect();
+            // Bob's answer queues more.
+            self.collect();
+            let next = [
+                self.wire.iter().map(|w| w.0).min(),
+                self.alice.poll_timeout(),
+                self.bob.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|n| *n <= end) else {
+                break;
+            };
+            self.now = next.max(self.now);
+            let (due, rest): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= self.now);
+            self.wire = rest;
+            for (_, to_bob, text) in due {
+                let m = Message::parse(text.as_bytes()).unwrap();
+                if to_bob {
+                    self.bob.handle_message(self.now, m, addr(ALICE));
+                } else {
+                    self.alice.handle_message(self.now, m, addr(BOB));
+                }
+            }
+            self.alice.handle_timeout(self.now);
+            self.bob.handle_timeout(self.now);
+        }
+        self.now = end;
+    }
+
+    /// The messages sent (by Alice when `from_alice`) whose first line starts with `prefix`:
+    /// (when, parsed).
+    fn sent(&self, from_alice: bool, prefix: &str) -> Vec<(Duration, Message)> {
+        self.log
+            .iter()
+            .filter(|(_, a, t)| *a == from_alice && t.starts_with(prefix))
+            .map(|(at, _, t)| (*at, Message::parse(t.as_bytes()).unwrap()))
+            .collect()
+    }
+
+    fn events_of(&self, alice: bool) -> Vec<(Duration, &CallEvent)> {
+        self.events
+            .iter()
+            .filter(|(_, a, _)| *a == alice)
+            .map(|(at, _, e)| (*at, e))
+            .collect()
+    }
+
+    /// When Alice's call was answered (the 2xx she received).
+    fn answered_at(&self) -> Duration {
+        self.events_of(true)
+            .iter()
+            .find(|(_, e)| matches!(e, CallEvent::Answered { .. }))
+            .map(|(at, _)| *at)
+            .expect("the call was answered")
+    }
+}
+
+fn session_expires(m: &Message) -> Option<(u32, Option<String>)> {
+    let se = m.headers.typed::<SessionExpires>()?.ok()?;
+    Some((se.seconds, se.refresher()))
+}
+
+fn header<'a>(m: &'a Message, name: &str) -> Vec<&'a str> {
+    m.headers
+        .iter()
+        .filter(|h| h.name().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value())
+        .collect()
+}
+
+fn refreshes(net: &Net, alice: bool, by_us: bool) -> Vec<Duration> {
+    net.events_of(alice)
+        .iter()
+        .filter(|(_, e)| matches!(e, CallEvent::SessionRefreshed { by_us: b, .. } if *b == by_us))
+        .map(|(at, _)| *at)
+        .collect()
+}
+
+fn close(a: Duration, b: Duration) -> bool {
+    a.abs_diff(b) <= Duration::from_millis(50)
+}
+
+#[test]
+fn the_invite_asks_and_the_2xx_agrees_with_require_timer() {
+    let mut net = Net::new(
+        timers(1800, Some(120), Refresher::Uac),
+        timers(1800, None, Refresher::Auto),
+    );
+    net.call();
+    let (_, invite) = &net.sent(true, "INVITE ")[0];
+    assert!(header(invite, "Supported")[0].contains("timer"), "{invite}");
+    assert_eq!(session_expires(invite), Some((1800, Some("uac".into()))));
+    assert_eq!(
+        invite.headers.typed::<MinSe>().unwrap().unwrap().seconds,
+        120
+    );
+    let (_, ok) = &net.sent(false, "SIP/2.0 200 ")[0];
+    // §9: the request's refresher is kept; Require: timer since Alice supports timers.
+    assert_eq!(session_expires(ok), Some((1800, Some("uac".into()))));
+    assert!(header(ok, "Require").contains(&"timer"), "{ok}");
+    assert_eq!(
+        net.alice.call_state(net.a.unwrap()),
+        Some(CallState::Confirmed)
+    );
+}
+
+#[test]
+fn timers_off_promise_nothing_and_answer_without_session_expires() {
+    let mut net = Net::new(None, None);
+    net.call();
+    let (_, invite) = &net.sent(true, "INVITE ")[0];
+    assert_eq!(header(invite, "Supported"), ["replaces"]);
+    assert!(session_expires(invite).is_none());
+    // A caller asking for a timer from a callee without them: a 2xx without Session-Expires,
+    // so there is no session expiration (RFC 4028 §7.2) and nobody refreshes.
+    let mut net = Net::new(timers(90, None, Refresher::Auto), None);
+    net.call();
+    let (_, ok) = &net.sent(false, "SIP/2.0 200 ")[0];
+    assert!(session_expires(ok).is_none(), "{ok}");
+    net.run(Duration::from_secs(300));
+    assert!(net.sent(true, "UPDATE ").is_empty());
+    assert!(net.sent(true, "BYE ").is_empty());
+    assert!(net.sent(false, "BYE ").is_empty());
+    assert_eq!(
+        net.alice.call_state(net.a.unwrap()),
+        Some(CallState::Confirmed)
+    );
+}
+
+#[test]
+fn the_callee_refreshes_when_the_caller_does_not_support_timers() {
+    // §9: a caller without `timer` cannot refresh: the callee does (refresher=uas), and its
+    // 2xx has no Require: timer.
+    let mut net = Net::new(None, timers(90, None, Refresher::Uac));
+    net.call();
+    let (_, ok) = &net.sent(false, "SIP/2.0 200 ")[0];
+    assert_eq!(session_expires(ok), Some((90, Some("uas".into()))));
+    assert!(!header(ok, "Require").contains(&"timer"), "{ok}");
+    net.run(Duration::from_secs(100));
+    let refreshes = net.sent(false, "UPDATE ");
+    assert_eq!(refreshes.len(), 2, "at 45 s and 90 s");
+}
+
+#[test]
+fn a_422_is_answered_once_with_its_min_se() {
+    // Bob's minimum is 120 s; Alice asks for 90 s.
+    let mut net = Net::new(
+        timers(90, None, Refresher::Auto),
+        timers(1800, Some(120), Refresher::Auto),
+    );
+    net.call();
+    let refused = net.sent(false, "SIP/2.0 422 ");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(
+        refused[0]
+            .1
+            .headers
+            .typed::<MinSe>()
+            .unwrap()
+            .unwrap()
+            .seconds,
+        120,
+        "§8.1: the 422 names our Min-SE"
+    );
+    let invites = net.sent(true, "INVITE ");
+    assert_eq!(invites.len(), 2);
+    let retry = &invites[1].1;
+    assert_eq!(session_expires(retry), Some((120, None)));
+    assert_eq!(
+        retry.headers.typed::<MinSe>().unwrap().unwrap().seconds,
+        120
+    );
+    assert_eq!(retry.cseq().unwrap().seq, 2);
+    // The 422 is no outcome: the call goes on and is answered with 120 s.
+    assert!(
+        !net.events_of(true)
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Failed { .. }))
+    );
+    let (_, ok) = &net.sent(false, "SIP/2.0 200 ")[0];
+    // Alice supports timers and names no refresher; Bob (auto) lets her refresh.
+    assert_eq!(session_expires(ok), Some((120, Some("uac".into()))));
+    assert_eq!(
+        net.alice.call_state(net.a.unwrap()),
+        Some(CallState::Confirmed)
+    );
+}
+
+#[test]
+fn a_second_422_fails_the_call() {
+    let mut net = Net::new(
+        timers(90, None, Refresher::Auto),
+        timers(1800, Some(120), Refresher::Auto),
+    );
+    // The wire lowers every INVITE's interval to 90 again: Bob refuses both.
+    net.hook = Box::new(|_, t| {
+        Some(if t.starts_with("INVITE ") {
+            t.replace("Session-Expires: 120", "Session-Expires: 90")
+        } else {
+            t.to_owned()
+        })
+    });
+    net.call();
+    assert_eq!(net.sent(true, "INVITE ").len(), 2, "retried once only");
+    assert!(
+        net.events_of(true)
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Failed { code: 422, .. }))
+    );
+}
+
+#[test]
+fn the_refresher_sends_a_bodiless_update_at_half_the_interval() {
+    let mut net = Net::of_90s(Refresher::Uac);
+    net.call();
+    let answered = net.answered_at();
+    net.run(Duration::from_secs(200));
+    let updates = net.sent(true, "UPDATE ");
+    assert_eq!(updates.len(), 4, "at 45, 90, 135 and 180 s");
+    for (k, (at, u)) in updates.iter().enumerate() {
+        // Each 2xx (20 ms later) starts the interval again.
+        let due = answered
+            + Duration::from_secs(45) * (k as u32 + 1)
+            + Duration::from_millis(20) * k as u32;
+        assert!(close(*at, due), "refresh {k} at {at:?}, due {due:?}");
+        assert!(u.body().is_empty(), "no offer in a refresh UPDATE: {u}");
+        assert_eq!(session_expires(u), Some((90, Some("uac".into()))));
+        assert!(header(u, "Supported").contains(&"timer"));
+    }
+    let oks = net.sent(false, "SIP/2.0 200 ");
+    let update_oks: Vec<_> = oks
+        .iter()
+        .filter(|(_, m)| m.cseq().unwrap().method.as_str() == "UPDATE")
+        .collect();
+    assert_eq!(update_oks.len(), 4);
+    for (_, ok) in update_oks {
+        assert_eq!(session_expires(ok), Some((90, Some("uac".into()))));
+        assert!(header(ok, "Require").contains(&"timer"));
+    }
+    assert_eq!(refreshes(&net, true, true).len(), 4);
+    assert_eq!(refreshes(&net, false, false).len(), 4);
+    assert!(net.sent(true, "BYE ").is_empty() && net.sent(false, "BYE ").is_empty());
+    assert_eq!(
+        net.bob.call_state(net.b.unwrap()),
+        Some(CallState::Confirmed)
+    );
+}
+
+#[test]
+fn without_update_in_allow_the_refresh_is_a_re_invite_with_the_same_offer() {
+    let mut net = Net::of_90s(Refresher::Uac);
+    // Bob's 2xx does not list UPDATE.
+    net.hook = Box::new(|from_alice, t| {
+        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+            t.replace(", UPDATE", "")
+        } else {
+            t.to_owned()
+        })
+    });
+    net.call();
+    net.run(Duration::from_secs(100));
+    assert!(net.sent(true, "UPDATE ").is_empty());
+    let reinvites = net.sent(true, "INVITE ");
+    // The INVITE, then refreshes at 45 s and 90 s.
+    assert_eq!(reinvites.len(), 3);
+    for (_, r) in &reinvites[1..] {
+        assert_eq!(&r.body()[..], OFFER.as_bytes(), "our description unchanged");
+        assert_eq!(session_expires(r), Some((90, Some("uac".into()))));
+    }
+    assert_eq!(net.sent(true, "ACK ").len(), 3, "each 2xx ACKed");
+    assert_eq!(refreshes(&net, true, true).len(), 2);
+}
+
+#[test]
+fn no_refresh_from_the_peer_ends_the_call_with_bye_before_expiry() {
+    // Bob refreshes, but his refreshes never arrive.
+    let mut net = Net::of_90s(Refresher::Uas).losing_bobs_updates();
+    net.call();
+    let answered = net.answered_at();
+    net.run(Duration::from_secs(70));
+    // §10: 90 s minus min(32 s, 30 s) = 60 s after the 2xx.
+    let byes = net.sent(true, "BYE ");
+    assert_eq!(byes.len(), 1);
+    assert!(
+        close(byes[0].0, answered + Duration::from_secs(60)),
+        "BYE at {:?}",
+        byes[0].0
+    );
+    let expired: Vec<_> = net
+        .events_of(true)
+        .into_iter()
+        .filter(|(_, e)| matches!(e, CallEvent::SessionExpired { .. }))
+        .collect();
+    assert!(
+        matches!(
+            expired[..],
+            [(
+                _,
+                CallEvent::SessionExpired {
+                    interval: 90,
+                    code: 0
+                }
+            )]
+        ),
+        "{expired:?}"
+    );
+    assert!(net.events_of(true).iter().any(|(_, e)| matches!(
+        e,
+        CallEvent::Ended {
+            by_remote: false,
+            code: 200
+        }
+    )));
+}
+
+#[test]
+fn the_peers_refresh_starts_our_interval_again() {
+    // Bob refreshes; his first refresh (45 s) arrives, the later ones are lost: Alice's BYE
+    // comes 60 s after that refresh, not 60 s after the answer.
+    let mut net = Net::of_90s(Refresher::Uas);
+    let mut updates = 0;
+    net.hook = Box::new(move |from_alice, t| {
+        if !from_alice && t.starts_with("UPDATE ") {
+            updates += 1;
+            if updates > 1 {
+                return None;
+            }
+        }
+        Some(t.to_owned())
+    });
+    net.call();
+    net.run(Duration::from_secs(200));
+    let first = refreshes(&net, true, false);
+    assert_eq!(first.len(), 1, "Alice got one refresh");
+    let byes = net.sent(true, "BYE ");
+    assert_eq!(byes.len(), 1);
+    assert!(
+        close(byes[0].0, first[0] + Duration::from_secs(60)),
+        "BYE at {:?}, refresh at {:?}",
+        byes[0].0,
+        first[0]
+    );
+}
+
+#[test]
+fn a_re_invite_from_the_peer_refreshes_too() {
+    // Bob holds the call at 30 s: his re-INVITE is a refresh (§10), so Alice's expiry moves
+    // to 30 s + 60 s, even though his UPDATEs are lost.
+    let mut net = Net::of_90s(Refresher::Uas).losing_bobs_updates();
+    net.call();
+    net.run(Duration::from_secs(30));
+    let b = net.b.unwrap();
+    assert!(
+        net.bob
+            .reinvite(net.now, b, Bytes::from_static(ANSWER.as_bytes()))
+    );
+    let held = net.now;
+    net.run(Duration::from_secs(100));
+    let byes = net.sent(true, "BYE ");
+    assert_eq!(byes.len(), 1);
+    let at = net.start + byes[0].0;
+    assert!(
+        at.duration_since(held).abs_diff(Duration::from_secs(60)) <= Duration::from_millis(50),
+        "BYE {:?} after the re-INVITE",
+        at.duration_since(held)
+    );
+    let reinvite = &net.sent(false, "INVITE ")[0].1;
+    assert_eq!(
+        session_expires(reinvite),
+        Some((90, Some("uac".into()))),
+        "Bob refreshes: uac of his request"
+    );
+}
+
+#[test]
+fn an_unanswered_refresh_ends_the_call_with_bye() {
+    // Alice refreshes; Bob's answers to her UPDATE are lost: Timer F (32 s) ends it, and
+    // §10 has the refresher send BYE.
+    let mut net = Net::of_90s(Refresher::Uac);
+    net.hook = Box::new(|from_alice, t| {
+        let update_answer = !from_alice && t.starts_with("SIP/2.0") && t.contains(" UPDATE\r\n");
+        (!update_answer).then(|| t.to_owned())
+    });
+    net.call();
+    net.run(Duration::from_secs(100));
+    assert!(net.events_of(true).iter().any(|(_, e)| matches!(
+        e,
+        CallEvent::SessionExpired {
+            interval: 90,
+            code: 408
+        }
+    )));
+    assert_eq!(net.sent(true, "BYE ").len(), 1);
+}
+
+#[test]
+fn a_422_to_a_refresh_is_answered_once_with_its_min_se() {
+    let mut net = Net::new(
+        timers(90, None, Refresher::Uac),
+        timers(90, Some(100), Refresher::Auto),
+    );
+    // The first refresh asks for 90 s on the wire; Bob's minimum is 100 s (the INVITE was
+    // let through at 100).
+    let mut first = true;
+    net.hook = Box::new(move |from_alice, t| {
+        if from_alice && t.starts_with("INVITE ") {
+            return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
+        }
+        if from_alice && t.starts_with("UPDATE ") && first {
+            first = false;
+            return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
+        }
+        Some(t.to_owned())
+    });
+    net.call();
+    net.run(Duration::from_secs(60));
+    assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
+    let updates = net.sent(true, "UPDATE ");
+    assert_eq!(updates.len(), 2, "the refresh, then its retry");
+    assert_eq!(
+        session_expires(&updates[1].1),
+        Some((100, Some("uac".into())))
+    );
+    assert_eq!(
+        updates[1]
+            .1
+            .headers
+            .typed::<MinSe>()
+            .unwrap()
+            .unwrap()
+            .seconds,
+        100
+    );
+    assert_eq!(refreshes(&net, true, true).len(), 1);
+    // No warning: the 422 is not the refresh's outcome.
+    assert!(
+        !net.events_of(true)
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Modified { code: 422, .. }))
+    );
+}
