@@ -579,6 +579,13 @@ enum Uas {
     /// `testdata/sipp/uas-offers-another-codec.xml` with `-rtp_echo`: answers PCMU with its
     /// echo, offers G.729 alone by re-INVITE a second later and expects 488.
     OffersAnotherCodec,
+    /// `testdata/sipp/uas-reinvites-without-offer.xml` with `-rtp_echo`: answers PCMU with
+    /// its echo, sends a re-INVITE without offer a second later, checks our 200's offer and
+    /// answers PCMA in its ACK.
+    ReinvitesWithoutOffer,
+    /// `testdata/sipp/uas-offers-pcma.xml` with `-rtp_echo`: answers PCMU with its echo,
+    /// offers PCMA alone by re-INVITE a second later and checks that our answer names it.
+    OffersPcma,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -608,6 +615,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-offers-another-codec.xml"
     );
+    let no_offer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-reinvites-without-offer.xml"
+    );
+    let pcma = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-offers-pcma.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -616,6 +631,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DelayedOffer => vec!["-sf", delayed],
             Uas::HoldsWithC0 => vec!["-sf", holds],
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
+            Uas::ReinvitesWithoutOffer => vec!["-sf", no_offer],
+            Uas::OffersPcma => vec!["-sf", pcma],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -823,6 +840,48 @@ fn a_re_invite_with_c_0_0_0_0_holds_our_media() {
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
     );
+}
+
+/// A peer's re-INVITE without an offer (CUCM, SBCs): our 200 carries our offer (PCMU and
+/// PCMA; SIPp checks it), its ACK answers PCMA (RFC 3261 §14.2, §13.2.2.4), and our media
+/// switches to PCMA on the same echo: the call ends SUCCESS with audio throughout, the
+/// change in the trace, PCMA reported.
+#[test]
+fn a_re_invite_without_offer_gets_ours_and_the_ack_answer_is_followed() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::ReinvitesWithoutOffer);
+    switched_to_pcma(&summary, &reports, "the peer's answer in its ACK");
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each 200 to its re-INVITE carrying our offer"
+    );
+}
+
+/// A peer's re-INVITE offering PCMA alone in our PCMU call (we offered both): answered with
+/// PCMA (RFC 3264 §6.1; SIPp checks it), and our media switches to it on the same echo:
+/// SUCCESS with audio throughout, the change in the trace, PCMA reported.
+#[test]
+fn an_offer_of_another_of_our_codecs_switches_the_media_to_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::OffersPcma);
+    switched_to_pcma(&summary, &reports, "the peer's offer");
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered with PCMA");
+}
+
+/// Both calls switched from PCMU to PCMA (`what` made them, as traced), ended SUCCESS with
+/// the echo heard for the whole 3 s, PCMA reported.
+fn switched_to_pcma(summary: &RunSummary, reports: &[EndpointReport], what: &str) {
+    assert_eq!(reports.len(), 2);
+    let note = format!("{what} changed the codec: PCMU → PCMA (RFC 3264 §8.3.2)");
+    for r in reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(r.trace.iter().any(|t| t.text == note), "{note}: {r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("PCMA"));
+        // The echo came back for the whole 3 s call, before and after the change.
+        assert!(m.rx_packets >= 140, "{m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
 }
 
 /// A peer's re-INVITE offering only a codec we do not have (G.729): refused with 488 and a
