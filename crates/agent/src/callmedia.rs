@@ -1610,6 +1610,13 @@ mod tests {
         let n = a.negotiated.as_ref().unwrap();
         assert!(!n.rtcp_mux);
         assert_eq!((n.remote_rtp, n.remote_rtcp), (rtp, next));
+        // Only an RFC 3605 a=rtcp port changes: an RTCP move, not "RTP now to" the same.
+        let rtcp = unmuxed.replace("a=ptime:20\r\n", "a=ptime:20\r\na=rtcp:40555\r\n");
+        assert_ne!(rtcp, unmuxed);
+        let f = a.follow_remote_offer(now, rtcp.as_bytes(), our_answer.as_bytes());
+        assert_eq!(f.moved_to, None);
+        assert_eq!(f.rtcp_to, Some(SocketAddr::new(rtp.ip(), 40555)));
+        assert_eq!(a.negotiated.as_ref().unwrap().remote_rtcp.port(), 40555);
     }
 
     /// A move to the other address family (an SBC re-anchoring an IPv4 call on IPv6) is one

@@ -212,6 +212,28 @@ pub(crate) fn answered_codec(ours: &[u8], answer: &[u8]) -> Option<String> {
         .find(|c| ours.iter().any(|(_, o)| o == c))
 }
 
+/// Whether the first format of `answer`'s audio stream is the first of `ours`' and a static
+/// payload type (RFC 3551 §6: the same number is the same codec): the answer keeps our first
+/// codec. A scan of the `m=` lines, no allocation (every call's answer is looked at).
+pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
+    fn first(sdp: &[u8]) -> Option<&[u8]> {
+        let at = sdp.windows(8).position(|w| w == b"m=audio ")?;
+        let mut parts = sdp[at + 8..]
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()?
+            .split(|b| *b == b' ')
+            .filter(|p| !p.is_empty());
+        let (port, pt) = (parts.next()?, parts.nth(1)?);
+        (port != b"0").then_some(pt)
+    }
+    match (first(ours), first(answer)) {
+        (Some(a), Some(b)) => {
+            a == b && std::str::from_utf8(a).is_ok_and(|pt| pt.parse::<u8>().is_ok_and(|n| n < 96))
+        }
+        _ => false,
+    }
+}
+
 /// The first voice codec of `sdp`'s audio stream (`NAME/RATE`).
 pub(crate) fn codec_in(sdp: &[u8]) -> Option<String> {
     first_voice(std::str::from_utf8(sdp).ok()?)
@@ -628,6 +650,18 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
             std::str::from_utf8(&offer).unwrap(),
             BOTH.replace("7 1 IN", "7 5 IN")
         );
+        assert!(keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 5 RTP/AVP 0 8\r\n"
+        ));
+        assert!(!keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 5 RTP/AVP 8 0\r\n"
+        ));
+        assert!(!keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 0 RTP/AVP 0\r\n"
+        ));
         let held = Bytes::from(BOTH.replace("a=sendrecv", "a=sendonly"));
         assert_eq!(offer_again(&held, None), held);
         assert_eq!(

@@ -570,6 +570,15 @@ fn codec_in_use(call: &Call) -> Option<String> {
 /// The peer's `answer` to our offer (our description): the codec in use is its first one of
 /// ours (RFC 3264 §6.1).
 fn took_answer(call: &mut Call, answer: &[u8]) {
+    // The common case, cheaply: our first codec answered, and none other recorded.
+    if call.rare.as_ref().is_none_or(|r| r.in_use.is_none())
+        && call
+            .local_sdp
+            .as_deref()
+            .is_some_and(|ours| crate::sdpdir::keeps_our_first_codec(ours, answer))
+    {
+        return;
+    }
     let codec = call
         .local_sdp
         .as_deref()
