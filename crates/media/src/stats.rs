@@ -852,6 +852,15 @@ mod tests {
         assert_eq!(s.totals().received, 9);
     }
 
+    /// `n` packets every 20 ms from `t0`, every other one 5 ms late.
+    fn alternating(s: &mut ReceiveStats, t0: Instant, n: u16) {
+        for q in 0..n {
+            let us = 20_000 * u64::from(q) + if q % 2 == 1 { 5_000 } else { 0 };
+            let ts = u32::from(q) * SPP;
+            s.on_packet(t0 + Duration::from_micros(us), q, ts, 1, false, 172);
+        }
+    }
+
     /// A new codec with another RTP clock inside the call (RFC 3264 §8.3.2): the jitter in
     /// milliseconds is the same on the new clock, the next packet starts a new transit
     /// origin (no jump of the estimate from the clock change), and the sequence goes on.
@@ -859,17 +868,7 @@ mod tests {
     fn a_new_clock_rate_keeps_the_jitter_in_milliseconds() {
         let mut s = ReceiveStats::new(8000, SPP);
         let t0 = Instant::now();
-        for q in 0..200u16 {
-            let us = 20_000 * u64::from(q) + if q % 2 == 1 { 5_000 } else { 0 };
-            s.on_packet(
-                t0 + Duration::from_micros(us),
-                q,
-                u32::from(q) * SPP,
-                1,
-                false,
-                172,
-            );
-        }
+        alternating(&mut s, t0, 200);
         let before = s.jitter_ms();
         assert!((before - 5.0).abs() < 0.01, "{before}");
         s.set_clock(48_000, 960);
@@ -894,17 +893,7 @@ mod tests {
         let mut s = ReceiveStats::new(8000, SPP);
         let t0 = Instant::now();
         let n = 400u16;
-        for q in 0..n {
-            let us = 20_000 * u64::from(q) + if q % 2 == 1 { 5_000 } else { 0 };
-            s.on_packet(
-                t0 + Duration::from_micros(us),
-                q,
-                u32::from(q) * SPP,
-                1,
-                false,
-                172,
-            );
-        }
+        alternating(&mut s, t0, n);
         // Jitter updates start with the second counted packet: n − 2 updates of |D| = 40.
         let expect = 40.0 * (1.0 - (15.0f64 / 16.0).powi(i32::from(n) - 2));
         let t = s.totals();

@@ -12,7 +12,9 @@ use sip_msg::{Message, Uri};
 use sip_proto::ua::{CallEvent, CallId, UaEvent, UserAgent};
 
 mod common;
-use common::{ALICE, BOB, addr, agent, call_events, deliver, drain, msg, of, settle, with_offer};
+use common::{
+    ALICE, BOB, addr, agent, call_events, deliver, drain, head_of, msg, of, settle, with_offer,
+};
 
 /// Bob's offer: PCMU and PCMA, telephone-event.
 const BOB_OFFER: &str = "v=0\r\no=bob 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
@@ -66,13 +68,7 @@ fn offerless_reinvite(
 ) -> (Message, Vec<UaEvent>) {
     assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(&[(0, "PCMU")], 2))));
     let (out, _) = drain(alice);
-    let text = String::from_utf8(of(&out, "INVITE ")[0].bytes.to_vec()).unwrap();
-    let head = text.split("\r\n\r\n").next().unwrap();
-    let head: String = head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Content-Length") && !l.starts_with("Content-Type"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
+    let head = head_of(of(&out, "INVITE ")[0]);
     let bare = Message::parse(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()).unwrap();
     assert!(bare.body().is_empty());
     bob.handle_message(now, bare, addr(ALICE));
