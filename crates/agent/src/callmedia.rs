@@ -1014,8 +1014,9 @@ impl CallMedia {
         self.follow(now, offer, answer, false)
     }
 
-    /// Follows the remote's answer (in its ACK) to our offer `offer` (in our 2xx to its
-    /// re-INVITE without one, RFC 3261 §14.2): as [`CallMedia::follow_remote_offer`], the
+    /// Follows the remote's answer to our offer `offer` inside the call: in its ACK (our
+    /// offer was in our 2xx to its re-INVITE without one, RFC 3261 §14.2), or in its 2xx to
+    /// our re-INVITE or UPDATE (hold, resume). As [`CallMedia::follow_remote_offer`], the
     /// direction being what we offered as far as the answer's mirror allows (RFC 3264 §6.1).
     pub fn follow_remote_answer(&mut self, now: Instant, answer: &[u8], offer: &[u8]) -> Followed {
         self.follow(now, answer, offer, true)

@@ -2674,6 +2674,20 @@ impl<'a> Shard<'a> {
                     format!("{method} in the call answered {code}: {}", hint_for(code)),
                 );
             }
+            CallEvent::Modified {
+                method: Method::Invite | Method::Update,
+                sdp: Some(answer),
+                ..
+            } => {
+                // The answer to our offer (hold, resume): the media follows it as it
+                // follows an offer's (a moved address, another of our codecs, RFC 3264
+                // §8.3); our offer is the user agent's description.
+                let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
+                if let Some(m) = ep.media.as_mut() {
+                    let followed = m.follow_remote_answer(now, &answer, &offer);
+                    self.followed(idx, now, followed, "answer");
+                }
+            }
             CallEvent::OfferRefused { method, .. } => {
                 let codec = ep
                     .media

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan,
-    RunSummary, ServerTarget, StopHandle, TransportPlan, run,
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
+    Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
@@ -586,6 +586,9 @@ enum Uas {
     /// `testdata/sipp/uas-offers-pcma.xml` with `-rtp_echo`: answers PCMU with its echo,
     /// offers PCMA alone by re-INVITE a second later and checks that our answer names it.
     OffersPcma,
+    /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
+    /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
+    AnswersElsewhere,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -623,6 +626,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-offers-pcma.xml"
     );
+    let elsewhere = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-answers-elsewhere.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -633,6 +640,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::OffersAnotherCodec => vec!["-sf", another_codec],
             Uas::ReinvitesWithoutOffer => vec!["-sf", no_offer],
             Uas::OffersPcma => vec!["-sf", pcma],
+            Uas::AnswersElsewhere => vec!["-sf", elsewhere, "-set", "dead", &dead_port],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -678,7 +686,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 .collect(),
             prack: false,
             register: false,
-            actions: Vec::new(),
+            // Our resume a second into the call (a re-INVITE with our offer, sendrecv).
+            actions: match uas {
+                Uas::AnswersElsewhere => vec![CallAction {
+                    at: Duration::from_secs(1),
+                    kind: ActionKind::Resume,
+                }],
+                _ => Vec::new(),
+            },
             media: Some(MediaPlan::default()),
             role: Role::Call {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
@@ -815,6 +830,30 @@ fn media_follows_a_re_invite_that_moves_it() {
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
     );
+}
+
+/// The answer to our own re-INVITE moves the peer's media (RFC 3264 §8.3.1: an SBC
+/// re-anchoring in its answer): our media follows it as it follows an offer's move, and
+/// the echo comes back from then on.
+#[test]
+fn media_follows_the_answer_to_our_re_invite_that_moves_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersElsewhere);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .starts_with("the peer's answer moved the media: RTP now to 127.0.0.1:")),
+            "the move in the trace: {r:#?}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        // About 2 s of the 3 s call came back (50 packets a second), after the move.
+        assert!(m.rx_packets >= 60, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each re-INVITE answered");
 }
 
 /// A peer that holds the call the RFC 2543 way (a re-INVITE with `c=0.0.0.0`, no direction
