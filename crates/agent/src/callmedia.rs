@@ -17,7 +17,8 @@ use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
 use media::sdp::{
-    self, Codec, Direction, LocalMedia, Negotiated, NegotiationError, SessionDescription,
+    self, Codec, Direction, LocalMedia, MediaDescription, Negotiated, NegotiationError,
+    SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
 use mio::net::UdpSocket as MioUdpSocket;
@@ -1029,20 +1030,45 @@ impl CallMedia {
         s.send_dtmf(digits, duration).map_err(|e| e.to_string())
     }
 
-    /// Follows a new offer of the remote inside the call (re-INVITE, UPDATE): our direction
-    /// mirrors its direction (its sendonly → we stop sending; its sendrecv → we send again),
-    /// and a new address or port moves our RTP and RTCP there (RFC 3264 §8.3.1: an SBC or
-    /// PBX re-anchoring the media, a transfer), taking RTP from the new source. Our answer
-    /// keeps our codec: an offer without it is reported ([`Followed::codec_missing`]), not
-    /// renegotiated.
-    pub fn follow_remote_offer(&mut self, now: Instant, offer: &[u8]) -> Followed {
+    /// Follows a new offer of the remote inside the call (re-INVITE, UPDATE, PRACK), answered
+    /// with `answer` (the user agent's, [`sip_proto::ua::UserAgent::local_sdp`]): our
+    /// direction mirrors its direction (its sendonly → we stop sending; its sendrecv → we
+    /// send again); a new address or port moves our RTP and RTCP there (RFC 3264 §8.3.1: an
+    /// SBC or PBX re-anchoring the media, a transfer), taking RTP from the new source; the
+    /// codec of the answer becomes ours (§8.3.2), and RTCP multiplexing stops when the offer
+    /// no longer has it (RFC 5761 §5.1.3).
+    pub fn follow_remote_offer(&mut self, now: Instant, offer: &[u8], answer: &[u8]) -> Followed {
+        self.follow(now, offer, answer, false)
+    }
+
+    /// Follows the remote's answer to our offer `offer` inside the call: in its ACK (our
+    /// offer was in our 2xx to its re-INVITE without one, RFC 3261 §14.2), or in its 2xx to
+    /// our re-INVITE or UPDATE (hold, resume). As [`CallMedia::follow_remote_offer`], the
+    /// direction being what we offered as far as the answer's mirror allows (RFC 3264 §6.1).
+    pub fn follow_remote_answer(&mut self, now: Instant, answer: &[u8], offer: &[u8]) -> Followed {
+        self.follow(now, answer, offer, true)
+    }
+
+    /// The new exchange of `remote` (the peer's SDP) and `ours` (ours); `remote_answers`:
+    /// the peer's SDP is the answer.
+    fn follow(
+        &mut self,
+        now: Instant,
+        remote: &[u8],
+        ours: &[u8],
+        remote_answers: bool,
+    ) -> Followed {
         let mut followed = Followed::default();
-        let Ok(sd) = SessionDescription::parse(offer) else {
+        let Ok(sd) = SessionDescription::parse(remote) else {
             return followed;
         };
         let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
             return followed;
         };
+        let our_sd = SessionDescription::parse(ours).ok();
+        let our_m = our_sd
+            .as_ref()
+            .and_then(|o| o.media.iter().find(|m| m.media == "audio"));
         let mut theirs = if m.port == 0 {
             Direction::Inactive
         } else {
@@ -1055,35 +1081,113 @@ impl CallMedia {
         if self.parked {
             theirs = theirs.intersect(Direction::SendOnly);
         }
-        if let Some(n) = self.negotiated.as_mut()
-            && m.port != 0
+        let direction = match (remote_answers, &our_sd, our_m) {
+            (true, Some(o), Some(om)) => o.direction_of(om).intersect(theirs.mirror()),
+            _ => theirs.mirror(),
+        };
+        if m.port != 0
+            && let Some(n) = self.negotiated.as_ref()
         {
-            followed.codec_missing = !m
-                .payload_types()
-                .any(|pt| Codec::of_pt(m, pt) == Some(n.codec));
+            let mut next = n.clone();
+            let answer = if remote_answers { Some(m) } else { our_m };
+            if let (Some(am), Some(om)) = (answer, our_m) {
+                match self.renegotiated(&next, am, m, om) {
+                    Some(codec) => next = codec,
+                    None => followed.codec_missing = true,
+                }
+            }
+            // RFC 5761 §5.1.3: an offer (or answer) without a=rtcp-mux ends the muxing.
+            next.rtcp_mux = n.rtcp_mux && m.rtcp_mux && our_m.is_none_or(|o| o.rtcp_mux);
             // c=0.0.0.0 is the old way of holding (RFC 3264 §8.4), not a move.
-            if let Some((rtp, rtcp)) = media::sdp::audio_addrs(&sd, n.rtcp_mux)
+            if let Some((rtp, rtcp)) = media::sdp::audio_addrs(&sd, next.rtcp_mux)
                 && !rtp.ip().is_unspecified()
-                && (rtp, rtcp) != (n.remote_rtp, n.remote_rtcp)
             {
-                // Our sockets are of one family: a move to the other one cannot be followed.
-                if self
-                    .rtp
-                    .local_addr()
-                    .is_ok_and(|ours| ours.is_ipv4() != rtp.is_ipv4())
+                if rtp != n.remote_rtp
+                    && self
+                        .rtp
+                        .local_addr()
+                        .is_ok_and(|ours| ours.is_ipv4() != rtp.is_ipv4())
                 {
+                    // Our sockets are of one family: a move to the other one cannot be
+                    // followed.
                     followed.unreachable = Some(rtp);
-                    self.set_direction(now, theirs.mirror());
+                    self.set_direction(now, direction);
                     return followed;
                 }
-                n.remote_rtp = rtp;
-                n.remote_rtcp = rtcp;
-                self.moved_from = self.rtp_source.take();
-                followed.moved_to = Some(rtp);
+                if rtp != n.remote_rtp {
+                    self.moved_from = self.rtp_source.take();
+                    followed.moved_to = Some(rtp);
+                } else if rtcp != n.remote_rtcp {
+                    followed.rtcp_to = Some(rtcp);
+                }
+                next.remote_rtp = rtp;
+                next.remote_rtcp = rtcp;
             }
+            if next.codec != n.codec {
+                followed.codec = Some((n.codec.encoding_name(), next.codec.encoding_name()));
+            }
+            let changed = (next.codec, next.send_pt, next.recv_pt, next.ptime)
+                != (n.codec, n.send_pt, n.recv_pt, n.ptime)
+                || (next.send_event_pt, next.recv_event_pt) != (n.send_event_pt, n.recv_event_pt);
+            if changed
+                && let Some(s) = self.session.as_mut()
+                && s.change_codec(&next).is_err()
+            {
+                // A codec this build cannot run (Opus without the feature): not taken.
+                followed.codec = None;
+                followed.codec_missing = true;
+                next.codec = n.codec;
+                (next.send_pt, next.recv_pt, next.ptime) = (n.send_pt, n.recv_pt, n.ptime);
+                (next.send_event_pt, next.recv_event_pt) = (n.send_event_pt, n.recv_event_pt);
+            }
+            self.negotiated = Some(next);
         }
-        self.set_direction(now, theirs.mirror());
+        self.set_direction(now, direction);
         followed
+    }
+
+    /// The codec an exchange settles on: the first of the answer `am` that we have (RFC
+    /// 3264 §6.1), sent with the remote's (`rm`) payload type for it and received with ours
+    /// (`om`), its telephone-event likewise, the remote's `a=ptime` (else ours). `None`
+    /// when the answer names none of ours.
+    fn renegotiated(
+        &self,
+        n: &Negotiated,
+        am: &MediaDescription,
+        rm: &MediaDescription,
+        om: &MediaDescription,
+    ) -> Option<Negotiated> {
+        let pt_of = |m: &MediaDescription, c: Codec| {
+            m.payload_types().find(|pt| Codec::of_pt(m, *pt) == Some(c))
+        };
+        let codec = am
+            .payload_types()
+            .filter_map(|pt| Codec::of_pt(am, pt))
+            .find(|c| self.local.codecs.contains(c))?;
+        let (send_pt, recv_pt) = (pt_of(rm, codec)?, pt_of(om, codec)?);
+        let rate = codec.clock_rate();
+        let event = |m: &MediaDescription| {
+            m.payload_types().find(|pt| {
+                m.rtpmap(*pt).is_some_and(|r| {
+                    r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == rate
+                })
+            })
+        };
+        let events = self
+            .local
+            .telephone_event
+            .then(|| event(rm).zip(event(om)))
+            .flatten();
+        Some(Negotiated {
+            codec,
+            send_pt,
+            recv_pt,
+            send_event_pt: events.map(|e| e.0),
+            recv_event_pt: events.map(|e| e.1),
+            clock_rate: rate,
+            ptime: rm.ptime.unwrap_or(self.local.ptime),
+            ..n.clone()
+        })
     }
 
     /// Sets our direction (hold: sendonly; resume: sendrecv).
@@ -1271,8 +1375,14 @@ fn negotiation(e: &NegotiationError) -> String {
 pub struct Followed {
     /// The media moved: RTP now goes to (and is taken from) this address.
     pub moved_to: Option<SocketAddr>,
-    /// The offer lists none of our codec's formats (we keep sending it).
+    /// The answer names none of our codecs, or one this build cannot run: the codec in
+    /// use stays.
     pub codec_missing: bool,
+    /// The codec changed: (from, to).
+    pub codec: Option<(&'static str, &'static str)>,
+    /// Only the RTCP address changed (a new `a=rtcp` port, or the end of RTCP muxing, RFC
+    /// 5761 §5.1.3): RTCP now goes there.
+    pub rtcp_to: Option<SocketAddr>,
     /// The offer moves the media to this address, of the other address family than our
     /// media socket's: not followed (nothing could be sent there).
     pub unreachable: Option<SocketAddr>,
@@ -1476,11 +1586,11 @@ mod tests {
         let b_port = b.rtp.local_addr().unwrap().port();
         assert_eq!(a.codec(), Some("PCMU"));
         assert_eq!(
-            a.follow_remote_offer(now, answer.as_ref()),
+            a.follow_remote_offer(now, answer.as_ref(), &a.offer()),
             Followed::default()
         );
         let moved = text.replace(&format!("m=audio {b_port} "), "m=audio 40000 ");
-        let f = a.follow_remote_offer(now, moved.as_bytes());
+        let f = a.follow_remote_offer(now, moved.as_bytes(), &a.offer());
         assert_eq!(f.moved_to, Some(SocketAddr::new(ip, 40000)), "{moved}");
         assert!(!f.codec_missing);
         let n = a.negotiated.as_ref().unwrap();
@@ -1488,16 +1598,86 @@ mod tests {
         // RTCP on its own port (the next one) unless muxed with RTP.
         assert!(n.remote_rtcp.port() == 40000 || n.remote_rtcp.port() == 40001);
         let hold = moved.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
-        assert_eq!(a.follow_remote_offer(now, hold.as_bytes()).moved_to, None);
+        assert_eq!(
+            a.follow_remote_offer(now, hold.as_bytes(), &a.offer())
+                .moved_to,
+            None
+        );
         assert_eq!(a.negotiated.as_ref().unwrap().remote_rtp.port(), 40000);
         let pcma = moved
             .replace(" RTP/AVP 0", " RTP/AVP 8")
             .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
         assert!(pcma.contains("RTP/AVP 8"), "{pcma}");
         assert!(
-            a.follow_remote_offer(now, pcma.as_bytes()).codec_missing,
+            a.follow_remote_offer(now, pcma.as_bytes(), &a.offer())
+                .codec_missing,
             "{pcma}"
         );
+    }
+
+    /// RFC 3264 §6.1, §8.3.2: a new offer of PCMA in a PCMU call, answered with PCMA (as
+    /// the user agent answers it), switches our media to PCMA: payload type 8 sent, the
+    /// jitter figure kept; an offer whose only RTCP change is muxing dropped (RFC 5761
+    /// §5.1.3) sends RTCP to the port after RTP, reported as an RTCP move, not an RTP one.
+    #[tokio::test]
+    async fn a_new_codec_in_the_answer_switches_the_media() {
+        let driver = MediaDriver::new().unwrap();
+        let plan = MediaPlan {
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            rtcp_mux: true,
+            ..MediaPlan::default()
+        };
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut ports = PortAllocator::new(None, 0);
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        assert_eq!(a.codec(), Some("PCMU"));
+        assert!(a.negotiated.as_ref().unwrap().rtcp_mux);
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let pcma_offer = text
+            .replace(" RTP/AVP 0 101", " RTP/AVP 8 101")
+            .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
+        assert_ne!(pcma_offer, text);
+        let our_answer = String::from_utf8(a.offer().to_vec())
+            .unwrap()
+            .replace(" RTP/AVP 0 8 101", " RTP/AVP 8 101")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+        let f = a.follow_remote_offer(now, pcma_offer.as_bytes(), our_answer.as_bytes());
+        assert_eq!(
+            f.codec,
+            Some(("PCMU", "PCMA")),
+            "{pcma_offer}\n{our_answer}"
+        );
+        assert_eq!(
+            (f.moved_to, f.rtcp_to, f.codec_missing),
+            (None, None, false)
+        );
+        let n = a.negotiated.as_ref().unwrap();
+        assert_eq!((n.codec, n.send_pt, n.recv_pt), (Codec::Pcma, 8, 8));
+        let cfg = a.session.as_ref().unwrap().config();
+        assert_eq!((cfg.codec, cfg.send_pt), (Codec::Pcma, 8));
+        assert_eq!(a.codec(), Some("PCMA"));
+        // The same offer without a=rtcp-mux: RTCP to the next port, RTP where it was.
+        let unmuxed = pcma_offer.replace("a=rtcp-mux\r\n", "");
+        assert_ne!(unmuxed, pcma_offer);
+        let rtp = a.negotiated.as_ref().unwrap().remote_rtp;
+        let f = a.follow_remote_offer(now, unmuxed.as_bytes(), our_answer.as_bytes());
+        assert_eq!(f.moved_to, None);
+        let next = SocketAddr::new(rtp.ip(), rtp.port() + 1);
+        assert_eq!(f.rtcp_to, Some(next));
+        let n = a.negotiated.as_ref().unwrap();
+        assert!(!n.rtcp_mux);
+        assert_eq!((n.remote_rtp, n.remote_rtcp), (rtp, next));
+        // Only an RFC 3605 a=rtcp port changes: an RTCP move, not "RTP now to" the same.
+        let rtcp = unmuxed.replace("a=ptime:20\r\n", "a=ptime:20\r\na=rtcp:40555\r\n");
+        assert_ne!(rtcp, unmuxed);
+        let f = a.follow_remote_offer(now, rtcp.as_bytes(), our_answer.as_bytes());
+        assert_eq!(f.moved_to, None);
+        assert_eq!(f.rtcp_to, Some(SocketAddr::new(rtp.ip(), 40555)));
+        assert_eq!(a.negotiated.as_ref().unwrap().remote_rtcp.port(), 40555);
     }
 
     /// A move to the other address family (an SBC re-anchoring an IPv4 call on IPv6) is one
@@ -1511,7 +1691,7 @@ mod tests {
         let offer = sdp::build_offer(&b.local)
             .to_string()
             .replace("IN IP4 127.0.0.1", "IN IP6 ::1");
-        let f = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        let f = a.follow_remote_offer(Instant::now(), offer.as_bytes(), &a.offer());
         assert_eq!(f.moved_to, None, "{offer}");
         assert_eq!(
             f.unreachable,
@@ -1552,7 +1732,7 @@ mod tests {
         };
         let t0 = a.poll_timeout().unwrap();
         assert_eq!(
-            a.follow_remote_offer(t0, held.as_bytes()),
+            a.follow_remote_offer(t0, held.as_bytes(), &a.offer()),
             Followed::default()
         );
         let end = t0 + Duration::from_secs(6);
@@ -1565,7 +1745,7 @@ mod tests {
         );
         // Resumed with the old address: RTP flows again.
         assert_eq!(
-            a.follow_remote_offer(end, offer.as_bytes()),
+            a.follow_remote_offer(end, offer.as_bytes(), &a.offer()),
             Followed::default()
         );
         run(&mut a, end + Duration::from_millis(200));
@@ -1607,7 +1787,7 @@ mod tests {
             &format!("m=audio {} ", b_port(&b)),
             &format!("m=audio {} ", named.local_addr().unwrap().port()),
         );
-        let moved = a.follow_remote_offer(Instant::now(), offer.as_bytes());
+        let moved = a.follow_remote_offer(Instant::now(), offer.as_bytes(), &a.offer());
         assert_eq!(moved.moved_to, Some(named.local_addr().unwrap()), "{offer}");
         // The new stream comes from a NAT's address; one late packet of the old one follows.
         let nat = std::net::UdpSocket::bind((ip, 0)).unwrap();
@@ -1673,15 +1853,17 @@ mod tests {
         );
         let parked = moved.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
         hear(&mut a, t0, old, (0.0, 1.0), &mut seq);
-        let f = a.follow_remote_offer(at(2.0), moved.as_bytes());
+        let f = a.follow_remote_offer(at(2.0), moved.as_bytes(), &a.offer());
         assert_eq!(f.moved_to, Some(moved_to), "{moved}");
         hear(&mut a, t0, moved_to, (3.5, 5.0), &mut seq);
         assert_eq!(
-            a.follow_remote_offer(at(5.0), parked.as_bytes()).moved_to,
+            a.follow_remote_offer(at(5.0), parked.as_bytes(), &a.offer())
+                .moved_to,
             None
         );
         assert_eq!(
-            a.follow_remote_offer(at(9.0), moved.as_bytes()).moved_to,
+            a.follow_remote_offer(at(9.0), moved.as_bytes(), &a.offer())
+                .moved_to,
             None
         );
         hear(&mut a, t0, moved_to, (9.5, 11.0), &mut seq);
@@ -1702,7 +1884,7 @@ mod tests {
             &mut seq,
         );
         assert!(
-            a.follow_remote_offer(at(2.0), moved.as_bytes())
+            a.follow_remote_offer(at(2.0), moved.as_bytes(), &a.offer())
                 .moved_to
                 .is_some()
         );

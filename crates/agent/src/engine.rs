@@ -29,8 +29,8 @@ use sip_proto::ua::{
 use sip_net::tls::ClientSettings;
 
 use crate::callmedia::{
-    CallMedia, LoopProbe, MediaDriver, MediaPacer, MediaPlan, PortAllocator, PreciseTimer,
-    SendTiming,
+    CallMedia, Followed, LoopProbe, MediaDriver, MediaPacer, MediaPlan, PortAllocator,
+    PreciseTimer, SendTiming,
 };
 use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
@@ -2760,6 +2760,20 @@ impl<'a> Shard<'a> {
                     format!("{method} in the call answered {code}: {}", hint_for(code)),
                 );
             }
+            CallEvent::Modified {
+                method: Method::Invite | Method::Update,
+                sdp: Some(answer),
+                ..
+            } => {
+                // The answer to our offer (hold, resume): the media follows it as it
+                // follows an offer's (a moved address, another of our codecs, RFC 3264
+                // §8.3); our offer is the user agent's description.
+                let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
+                if let Some(m) = ep.media.as_mut() {
+                    let followed = m.follow_remote_answer(now, &answer, &offer);
+                    self.followed(idx, now, followed, "answer");
+                }
+            }
             CallEvent::OfferRefused { method, .. } => {
                 let codec = ep
                     .media
@@ -2775,35 +2789,30 @@ impl<'a> Shard<'a> {
                 );
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
+                // The user agent answered already: a codec of the offer's (RFC 3264 §6.1);
+                // the media follows that answer.
+                let answer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
-                    let followed = m.follow_remote_offer(now, &offer);
-                    let codec = m.codec().unwrap_or("our codec");
-                    let at = now - self.start;
-                    if let Some(to) = followed.moved_to {
-                        ep.trace.push(TraceEntry::note(
-                            format!("the peer's offer moved the media: RTP now to {to}"),
-                            at,
-                        ));
+                    let followed = m.follow_remote_offer(now, &offer, &answer);
+                    self.followed(idx, now, followed, "offer");
+                }
+            }
+            CallEvent::OfferAnswered { sdp } => {
+                // Our offer in the 2xx to the peer's re-INVITE without one, answered in its
+                // ACK (RFC 3261 §14.2, §13.2.2.4).
+                let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
+                match (sdp, ep.media.as_mut()) {
+                    (Some(answer), Some(m)) => {
+                        let followed = m.follow_remote_answer(now, &answer, &offer);
+                        self.followed(idx, now, followed, "answer in its ACK");
                     }
-                    if let Some(to) = followed.unreachable {
-                        ep.worsen(
-                            Outcome::CompletedWithWarnings,
-                            format!(
-                                "the peer's offer moved the media to {to}, of the other address \
-                                 family than our media socket's: not followed (no audio from \
-                                 there)"
-                            ),
-                        );
-                    }
-                    if followed.codec_missing {
-                        ep.worsen(
-                            Outcome::CompletedWithWarnings,
-                            format!(
-                                "the peer's offer inside the call lists no {codec}: kept \
-                                 sending {codec} (a codec change is not renegotiated)"
-                            ),
-                        );
-                    }
+                    (None, _) => ep.worsen(
+                        Outcome::CompletedWithWarnings,
+                        "the peer's ACK carried no answer to the offer in our 200 to its \
+                         re-INVITE without one (RFC 3261 §13.2.2.4): the session stayed as it was"
+                            .into(),
+                    ),
+                    _ => {}
                 }
             }
             CallEvent::SessionRefreshed {
@@ -2848,6 +2857,54 @@ impl<'a> Shard<'a> {
             CallEvent::Reinvited { .. }
             | CallEvent::Modified { .. }
             | CallEvent::Pracked { .. } => {}
+        }
+    }
+
+    /// Traces what the media of endpoint `idx` followed of the peer's `what` inside the call
+    /// ([`Followed`]), and ends the endpoint COMPLETED_WITH_WARNINGS for what it could not.
+    fn followed(&mut self, idx: usize, now: Instant, followed: Followed, what: &str) {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        if let Some(to) = followed.moved_to {
+            ep.trace.push(TraceEntry::note(
+                format!("the peer's {what} moved the media: RTP now to {to}"),
+                at,
+            ));
+        }
+        if let Some(to) = followed.rtcp_to {
+            ep.trace.push(TraceEntry::note(
+                format!("the peer's {what} moved RTCP: now to {to}"),
+                at,
+            ));
+        }
+        if let Some((from, to)) = followed.codec {
+            ep.trace.push(TraceEntry::note(
+                format!("the peer's {what} changed the codec: {from} → {to} (RFC 3264 §8.3.2)"),
+                at,
+            ));
+        }
+        if let Some(to) = followed.unreachable {
+            ep.worsen(
+                Outcome::CompletedWithWarnings,
+                format!(
+                    "the peer's {what} moved the media to {to}, of the other address family \
+                     than our media socket's: not followed (no audio from there)"
+                ),
+            );
+        }
+        if followed.codec_missing {
+            let codec = ep
+                .media
+                .as_ref()
+                .and_then(|m| m.codec())
+                .unwrap_or("our codec");
+            ep.worsen(
+                Outcome::CompletedWithWarnings,
+                format!(
+                    "the peer's {what} inside the call names none of the codecs we can run: \
+                     kept {codec}"
+                ),
+            );
         }
     }
 

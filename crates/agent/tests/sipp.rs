@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::MediaPlan;
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan,
-    RunSummary, ServerTarget, StopHandle, TransportPlan, run,
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
+    Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use registrar::{AuthMode, RegistrarConfig};
@@ -635,6 +635,16 @@ enum Uas {
     /// session timers (7 s calls): takes the refresher's role with a 6 s interval and never
     /// refreshes; fails the call unless our BYE comes within 5.5 s.
     NeverRefreshes,
+    /// `testdata/sipp/uas-reinvites-without-offer.xml` with `-rtp_echo`: answers PCMU with
+    /// its echo, sends a re-INVITE without offer a second later, checks our 200's offer and
+    /// answers PCMA in its ACK.
+    ReinvitesWithoutOffer,
+    /// `testdata/sipp/uas-offers-pcma.xml` with `-rtp_echo`: answers PCMU with its echo,
+    /// offers PCMA alone by re-INVITE a second later and checks that our answer names it.
+    OffersPcma,
+    /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
+    /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
+    AnswersElsewhere,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -684,6 +694,18 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         env!("CARGO_MANIFEST_DIR"),
         "/../../testdata/sipp/uas-422-then-answers.xml"
     );
+    let no_offer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-reinvites-without-offer.xml"
+    );
+    let pcma = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-offers-pcma.xml"
+    );
+    let elsewhere = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/sipp/uas-answers-elsewhere.xml"
+    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
@@ -716,6 +738,9 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::Answers422First => vec!["-sf", first_422],
             Uas::NeverRefreshes => vec!["-sf", never_refreshes],
             Uas::DemandsReinviteRefresh => vec!["-sf", reinvite_refresh],
+            Uas::ReinvitesWithoutOffer => vec!["-sf", no_offer],
+            Uas::OffersPcma => vec!["-sf", pcma],
+            Uas::AnswersElsewhere => vec!["-sf", elsewhere, "-set", "dead", &dead_port],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -775,7 +800,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 refresher: Refresher::Auto,
             }),
             register: false,
-            actions: Vec::new(),
+            // Our resume a second into the call (a re-INVITE with our offer, sendrecv).
+            actions: match uas {
+                Uas::AnswersElsewhere => vec![CallAction {
+                    at: Duration::from_secs(1),
+                    kind: ActionKind::Resume,
+                }],
+                _ => Vec::new(),
+            },
             media: Some(MediaPlan::default()),
             role: Role::Call {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
@@ -1009,6 +1041,30 @@ fn a_hole_in_a_peers_rtp_stream_is_a_gap_and_not_rated() {
     }
 }
 
+/// The answer to our own re-INVITE moves the peer's media (RFC 3264 §8.3.1: an SBC
+/// re-anchoring in its answer): our media follows it as it follows an offer's move, and
+/// the echo comes back from then on.
+#[test]
+fn media_follows_the_answer_to_our_re_invite_that_moves_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersElsewhere);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .starts_with("the peer's answer moved the media: RTP now to 127.0.0.1:")),
+            "the move in the trace: {r:#?}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        // About 2 s of the 3 s call came back (50 packets a second), after the move.
+        assert!(m.rx_packets >= 60, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each re-INVITE answered");
+}
+
 /// A peer that holds the call the RFC 2543 way (a re-INVITE with `c=0.0.0.0`, no direction
 /// attribute) a second into the 3 s call: from then on "neither RTP nor RTCP is to be sent
 /// to the peer" (RFC 3264 §8.4), so our callers send about one second of RTP, not three,
@@ -1032,6 +1088,48 @@ fn a_re_invite_with_c_0_0_0_0_holds_our_media() {
         sipp, 0,
         "SIPp counts 2 calls, each with its re-INVITE answered"
     );
+}
+
+/// A peer's re-INVITE without an offer (CUCM, SBCs): our 200 carries our offer (PCMU and
+/// PCMA; SIPp checks it), its ACK answers PCMA (RFC 3261 §14.2, §13.2.2.4), and our media
+/// switches to PCMA on the same echo: the call ends SUCCESS with audio throughout, the
+/// change in the trace, PCMA reported.
+#[test]
+fn a_re_invite_without_offer_gets_ours_and_the_ack_answer_is_followed() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::ReinvitesWithoutOffer);
+    switched_to_pcma(&summary, &reports, "the peer's answer in its ACK");
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls, each 200 to its re-INVITE carrying our offer"
+    );
+}
+
+/// A peer's re-INVITE offering PCMA alone in our PCMU call (we offered both): answered with
+/// PCMA (RFC 3264 §6.1; SIPp checks it), and our media switches to it on the same echo:
+/// SUCCESS with audio throughout, the change in the trace, PCMA reported.
+#[test]
+fn an_offer_of_another_of_our_codecs_switches_the_media_to_it() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::OffersPcma);
+    switched_to_pcma(&summary, &reports, "the peer's offer");
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered with PCMA");
+}
+
+/// Both calls switched from PCMU to PCMA (`what` made them, as traced), ended SUCCESS with
+/// the echo heard for the whole 3 s, PCMA reported.
+fn switched_to_pcma(summary: &RunSummary, reports: &[EndpointReport], what: &str) {
+    assert_eq!(reports.len(), 2);
+    let note = format!("{what} changed the codec: PCMU → PCMA (RFC 3264 §8.3.2)");
+    for r in reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(r.trace.iter().any(|t| t.text == note), "{note}: {r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("PCMA"));
+        // The echo came back for the whole 3 s call, before and after the change.
+        assert!(m.rx_packets >= 140, "{m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        assert_eq!(m.rx_stray, 0, "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
 }
 
 /// A peer's re-INVITE offering only a codec we do not have (G.729): refused with 488 and a

@@ -583,6 +583,32 @@ impl Coder {
     }
 }
 
+/// The encoder/decoder pair of `codec`, and the sample rate it codes at.
+fn coder_for(codec: Codec) -> Result<(Coder, u32), ConfigError> {
+    // G.722 samples at 16 kHz but its RTP clock is 8 kHz (RFC 3551 §4.5.2).
+    Ok(match codec {
+        Codec::Pcmu => (Coder::G711(Law::Ulaw), 8000),
+        Codec::Pcma => (Coder::G711(Law::Alaw), 8000),
+        Codec::G722 => (
+            Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
+            16000,
+        ),
+        #[cfg(not(feature = "opus"))]
+        Codec::Opus => return Err(ConfigError::UnsupportedCodec(Codec::Opus)),
+        #[cfg(feature = "opus")]
+        Codec::Opus => {
+            let init = ConfigError::CodecInit(Codec::Opus);
+            let mut enc =
+                opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)
+                    .map_err(|_| init)?;
+            enc.set_bitrate(opus::Bitrate::Bits(32_000))
+                .map_err(|_| init)?;
+            let dec = opus::Decoder::new(OPUS_RATE, opus::Channels::Mono).map_err(|_| init)?;
+            (Coder::Opus(enc, dec), OPUS_RATE)
+        }
+    })
+}
+
 /// One call's media. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct MediaSession {
@@ -650,28 +676,7 @@ fn ntp_add(base: u64, d: Duration) -> u64 {
 impl MediaSession {
     /// A session starting at `now` (the first RTP packet goes out at `now`).
     pub fn new(cfg: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
-        // G.722 samples at 16 kHz but its RTP clock is 8 kHz (RFC 3551 §4.5.2).
-        let (coder, sample_rate) = match cfg.codec {
-            Codec::Pcmu => (Coder::G711(Law::Ulaw), 8000),
-            Codec::Pcma => (Coder::G711(Law::Alaw), 8000),
-            Codec::G722 => (
-                Coder::G722(Box::new(G722Encoder::new()), Box::new(G722Decoder::new())),
-                16000,
-            ),
-            #[cfg(not(feature = "opus"))]
-            Codec::Opus => return Err(ConfigError::UnsupportedCodec(Codec::Opus)),
-            #[cfg(feature = "opus")]
-            Codec::Opus => {
-                let init = ConfigError::CodecInit(Codec::Opus);
-                let mut enc =
-                    opus::Encoder::new(OPUS_RATE, opus::Channels::Mono, opus::Application::Voip)
-                        .map_err(|_| init)?;
-                enc.set_bitrate(opus::Bitrate::Bits(32_000))
-                    .map_err(|_| init)?;
-                let dec = opus::Decoder::new(OPUS_RATE, opus::Channels::Mono).map_err(|_| init)?;
-                (Coder::Opus(enc, dec), OPUS_RATE)
-            }
-        };
+        let (coder, sample_rate) = coder_for(cfg.codec)?;
         if !(10..=120).contains(&cfg.ptime_ms) {
             return Err(ConfigError::BadPtime(cfg.ptime_ms));
         }
@@ -1152,6 +1157,44 @@ impl MediaSession {
         self.stats.expect_rtp(now, expected);
     }
 
+    /// Changes the codec (and its payload types and packetisation) after a new offer/answer
+    /// inside the call (RFC 3264 §8.3.2), from `n`. Sending goes on on the same SSRC and
+    /// sequence line. The receive statistics stay the call's: a new RTP clock rate
+    /// rescales the jitter estimate, kept in timestamp units (RFC 3550 §6.4.1), and starts
+    /// its transit-time origin again ([`ReceiveStats::set_clock`]). The summary then
+    /// scores the call with the new codec's E-model. Returns the error of a codec or
+    /// packetisation the session cannot run, changing nothing then.
+    pub fn change_codec(&mut self, n: &Negotiated) -> Result<(), ConfigError> {
+        if !(10..=120).contains(&n.ptime) {
+            return Err(ConfigError::BadPtime(n.ptime));
+        }
+        if n.codec != self.cfg.codec {
+            let (coder, sample_rate) = coder_for(n.codec)?;
+            self.coder = coder;
+            let frame = (sample_rate / 1000 * n.ptime) as usize;
+            self.source = SpeechSource::new(self.cfg.source.clone(), sample_rate);
+            self.pcm = vec![0; frame];
+            self.decoded = Vec::with_capacity(frame);
+            self.last_played = None;
+        } else if n.ptime != self.cfg.ptime_ms {
+            let rate = self.pcm.len() as u32 * 1000 / self.cfg.ptime_ms.max(1);
+            self.pcm = vec![0; (rate / 1000 * n.ptime) as usize];
+        }
+        self.clock_rate = n.codec.clock_rate();
+        self.spp = self.clock_rate / 1000 * n.ptime;
+        self.stats.set_clock(self.clock_rate, self.spp);
+        if n.ptime != self.cfg.ptime_ms {
+            self.jb = JitterBuffer::new(n.ptime);
+        }
+        self.cfg.codec = n.codec;
+        self.cfg.send_pt = n.send_pt;
+        self.cfg.recv_pt = n.recv_pt;
+        self.cfg.send_event_pt = n.send_event_pt;
+        self.cfg.recv_event_pt = n.recv_event_pt;
+        self.cfg.ptime_ms = n.ptime;
+        Ok(())
+    }
+
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
     pub fn stop(&mut self, now: Instant) {
         if self.stopped_at.is_some() {
@@ -1358,6 +1401,55 @@ mod tests {
             ntp_at_start: DEFAULT_NTP_ORIGIN,
             seed,
         }
+    }
+
+    /// RFC 3264 §8.3.2: the codec changes inside the call (PCMU → PCMA on both sides):
+    /// the packets after the change carry PT 8, the receiver takes them (nothing
+    /// unexpected, nothing lost) and the summary names PCMA.
+    #[test]
+    fn a_codec_change_inside_the_call_goes_on_without_loss() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        let pcma = Negotiated {
+            codec: Codec::Pcma,
+            send_pt: 8,
+            recv_pt: 8,
+            send_event_pt: Some(101),
+            recv_event_pt: Some(101),
+            clock_rate: 8000,
+            ptime: 20,
+            direction: Direction::SendRecv,
+            remote_rtp: "127.0.0.1:4000".parse().unwrap(),
+            remote_rtcp: "127.0.0.1:4000".parse().unwrap(),
+            rtcp_mux: true,
+        };
+        let mut pts = Vec::new();
+        for ms in 0..2000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if ms == 1000 {
+                a.change_codec(&pcma).unwrap();
+                b.change_codec(&pcma).unwrap();
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    pts.push((ms, o.bytes[1] & 0x7f));
+                    b.handle_packet(now + Duration::from_millis(20), &o.bytes)
+                        .unwrap();
+                }
+            }
+            while b.poll_transmit(now).is_some() {}
+        }
+        assert!(
+            pts.iter()
+                .all(|&(ms, pt)| pt == if ms < 1000 { 0 } else { 8 }),
+            "{pts:?}"
+        );
+        assert!(pts.len() >= 99, "{}", pts.len());
+        let s = b.summary();
+        assert_eq!((s.unexpected_pt, s.rx_lost), (0, 0), "{s:?}");
+        assert_eq!(s.rx_packets, pts.len() as u64);
+        assert_eq!(b.config().codec, Codec::Pcma);
     }
 
     struct Run {

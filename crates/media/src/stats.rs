@@ -381,6 +381,27 @@ impl ReceiveStats {
         }
     }
 
+    /// The stream's RTP clock and packetisation changed (a new codec inside the call, RFC
+    /// 3264 §8.3.2). The jitter estimate, kept in timestamp units, is rescaled to the new
+    /// clock, so its value in milliseconds goes on; the transit time of the next packet
+    /// starts a new origin (it is measured on the new clock). The sequence bookkeeping
+    /// goes on: the SSRC and sequence line stay.
+    pub fn set_clock(&mut self, clock_rate: u32, samples_per_packet: u32) {
+        let clock_rate = clock_rate.max(1);
+        if clock_rate != self.clock_rate {
+            let scale = f64::from(clock_rate) / f64::from(self.clock_rate);
+            self.totals.jitter *= scale;
+            self.totals.max_jitter *= scale;
+            if let Some(s) = self.src.as_mut() {
+                s.transit = None;
+                s.skew = SkewFit::default();
+                s.has_ts = false;
+            }
+            self.clock_rate = clock_rate;
+        }
+        self.samples_per_packet = samples_per_packet;
+    }
+
     /// The current SSRC, if a packet was seen.
     pub fn ssrc(&self) -> Option<u32> {
         self.src.map(|s| s.ssrc)
@@ -886,6 +907,40 @@ mod tests {
         assert_eq!(s.totals().received, 9);
     }
 
+    /// `n` packets every 20 ms from `t0`, every other one 5 ms late.
+    fn alternating(s: &mut ReceiveStats, t0: Instant, n: u16) {
+        for q in 0..n {
+            let us = 20_000 * u64::from(q) + if q % 2 == 1 { 5_000 } else { 0 };
+            let ts = u32::from(q) * SPP;
+            s.on_packet(t0 + Duration::from_micros(us), q, ts, 1, false, 172);
+        }
+    }
+
+    /// A new codec with another RTP clock inside the call (RFC 3264 §8.3.2): the jitter in
+    /// milliseconds is the same on the new clock, the next packet starts a new transit
+    /// origin (no jump of the estimate from the clock change), and the sequence goes on.
+    #[test]
+    fn a_new_clock_rate_keeps_the_jitter_in_milliseconds() {
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        alternating(&mut s, t0, 200);
+        let before = s.jitter_ms();
+        assert!((before - 5.0).abs() < 0.01, "{before}");
+        s.set_clock(48_000, 960);
+        assert!((s.jitter_ms() - before).abs() < 1e-9, "{}", s.jitter_ms());
+        // The same stream on with 48 kHz timestamps (another origin), on time: the
+        // estimate decays, with no step from the changed clock.
+        let base = 7_000_000u32;
+        for q in 200..220u16 {
+            let us = 20_000 * u64::from(q);
+            let ts = base.wrapping_add(u32::from(q - 200) * 960);
+            s.on_packet(t0 + Duration::from_micros(us), q, ts, 1, false, 172);
+        }
+        let after = s.jitter_ms();
+        assert!(after < before && after > 0.5, "{after}");
+        assert_eq!(s.totals().lost, 0);
+    }
+
     #[test]
     fn jitter_converges_to_alternating_offset() {
         // Packets every 20 ms, every other one delayed by 5 ms: |D| = 5 ms = 40 timestamp
@@ -893,17 +948,7 @@ mod tests {
         let mut s = ReceiveStats::new(8000, SPP);
         let t0 = Instant::now();
         let n = 400u16;
-        for q in 0..n {
-            let us = 20_000 * u64::from(q) + if q % 2 == 1 { 5_000 } else { 0 };
-            s.on_packet(
-                t0 + Duration::from_micros(us),
-                q,
-                u32::from(q) * SPP,
-                1,
-                false,
-                172,
-            );
-        }
+        alternating(&mut s, t0, n);
         // Jitter updates start with the second counted packet: n − 2 updates of |D| = 40.
         let expect = 40.0 * (1.0 - (15.0f64 / 16.0).powi(i32::from(n) - 2));
         let t = s.totals();

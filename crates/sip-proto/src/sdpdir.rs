@@ -97,64 +97,306 @@ pub(crate) fn rejecting_answer(offer: &[u8], host: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// The codecs (`NAME/RATE`, upper case) of the first audio stream of `sdp`, telephone-event
-/// and comfort noise left out (they carry no voice), and whether that stream is in use
-/// (port not 0). `None` when the text has no audio stream.
-fn audio_codecs(sdp: &str) -> Option<(Vec<String>, bool)> {
+/// The first audio stream of an SDP text, as far as an answer inside the call reads it.
+struct AudioStream<'a> {
+    /// Its port is not 0.
+    in_use: bool,
+    /// Its payload types, in order.
+    formats: Vec<&'a str>,
+    /// `a=rtpmap:` (payload type, the rest) and `a=fmtp:` (payload type, the rest).
+    rtpmaps: Vec<(&'a str, &'a str)>,
+    fmtps: Vec<(&'a str, &'a str)>,
+    /// `a=rtcp-mux` in the stream (RFC 5761 §5.1.1: a media-level attribute).
+    rtcp_mux: bool,
+}
+
+/// Whether `line` is the `m=` line of an audio stream.
+fn is_audio(line: &str) -> bool {
+    line.starts_with("m=audio ")
+}
+
+fn audio_stream(sdp: &str) -> Option<AudioStream<'_>> {
     let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
     let m = lines.find_map(|l| l.strip_prefix("m=audio "))?;
     let mut parts = m.split(' ').filter(|p| !p.is_empty());
     let in_use = parts.next() != Some("0");
-    let formats: Vec<&str> = parts.skip(1).collect();
-    let mut rtpmaps: Vec<(&str, &str)> = Vec::new();
+    let mut stream = AudioStream {
+        in_use,
+        formats: parts.skip(1).collect(),
+        rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
+        rtcp_mux: false,
+    };
     for line in lines.take_while(|l| !l.starts_with("m=")) {
-        if let Some((pt, enc)) = line
-            .strip_prefix("a=rtpmap:")
-            .and_then(|r| r.split_once(' '))
-        {
-            rtpmaps.push((pt.trim(), enc.trim()));
+        if let Some(r) = line.strip_prefix("a=rtpmap:").and_then(pt_and_value) {
+            stream.rtpmaps.push(r);
+        } else if let Some(f) = line.strip_prefix("a=fmtp:").and_then(pt_and_value) {
+            stream.fmtps.push(f);
+        } else if line == "a=rtcp-mux" {
+            stream.rtcp_mux = true;
         }
     }
-    let codecs = formats
-        .iter()
-        .filter_map(|pt| {
-            let name = match rtpmaps.iter().find(|(p, _)| p == pt) {
-                // NAME/RATE[/CHANNELS]: the channels do not make another codec here.
-                Some((_, enc)) => enc.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
-                // RFC 3551 §6's static payload types (an rtpmap is optional for them).
-                None => match *pt {
-                    "0" => "PCMU/8000",
-                    "3" => "GSM/8000",
-                    "4" => "G723/8000",
-                    "8" => "PCMA/8000",
-                    "9" => "G722/8000",
-                    "18" => "G729/8000",
-                    _ => return None,
-                }
-                .to_owned(),
-            };
-            let name = name.to_ascii_uppercase();
-            (!name.starts_with("TELEPHONE-EVENT/") && !name.starts_with("CN/")).then_some(name)
-        })
-        .collect();
-    Some((codecs, in_use))
+    Some(stream)
 }
 
-/// Whether an offer inside the call can be answered with our description: its audio stream
-/// lists one of our voice codecs (RFC 3264 §6.1: the answer's formats come from the
-/// offer's), or it has no audio stream in use (a stream disabled or put aside is answered as
-/// before). True when either text cannot be read: only an offer read and found without our
-/// codecs is refused.
-pub(crate) fn offer_shares_a_codec(ours: &[u8], offer: &[u8]) -> bool {
-    let (Ok(ours), Ok(offer)) = (std::str::from_utf8(ours), std::str::from_utf8(offer)) else {
-        return true;
-    };
-    match (audio_codecs(ours), audio_codecs(offer)) {
-        (Some((ours, _)), Some((theirs, true))) if !ours.is_empty() => {
-            ours.iter().any(|c| theirs.contains(c))
-        }
-        _ => true,
+/// `PT VALUE` of an `a=rtpmap:` or `a=fmtp:` line.
+fn pt_and_value(rest: &str) -> Option<(&str, &str)> {
+    rest.split_once(' ').map(|(pt, v)| (pt.trim(), v.trim()))
+}
+
+impl<'a> AudioStream<'a> {
+    /// The codec (`NAME/RATE`, upper case) of payload type `pt`: its rtpmap, else RFC 3551
+    /// §6's static assignment (an rtpmap is optional for those).
+    fn codec(&self, pt: &str) -> Option<String> {
+        let name = match self.rtpmaps.iter().find(|(p, _)| *p == pt) {
+            // NAME/RATE[/CHANNELS]: the channels do not make another codec here.
+            Some((_, enc)) => enc.splitn(3, '/').take(2).collect::<Vec<_>>().join("/"),
+            None => match pt {
+                "0" => "PCMU/8000",
+                "3" => "GSM/8000",
+                "4" => "G723/8000",
+                "8" => "PCMA/8000",
+                "9" => "G722/8000",
+                "18" => "G729/8000",
+                _ => return None,
+            }
+            .to_owned(),
+        };
+        Some(name.to_ascii_uppercase())
     }
+
+    /// The voice codecs (telephone-event and comfort noise carry no voice), with their
+    /// payload types, in order.
+    fn voice(&self) -> Vec<(&'a str, String)> {
+        self.formats
+            .iter()
+            .filter_map(|pt| Some((*pt, self.codec(pt)?)))
+            .filter(|(_, c)| !c.starts_with("TELEPHONE-EVENT/") && !c.starts_with("CN/"))
+            .collect()
+    }
+
+    /// The telephone-event payload type at `rate` (RFC 4733 §2.1: the audio codec's clock).
+    fn events_at(&self, rate: &str) -> Option<&'a str> {
+        let want = format!("TELEPHONE-EVENT/{rate}");
+        self.formats
+            .iter()
+            .copied()
+            .find(|pt| self.codec(pt).is_some_and(|c| c == want))
+    }
+}
+
+/// The voice codec in use when nothing else says so: the first of our description (the
+/// answer we gave names just the one chosen).
+fn first_voice(sdp: &str) -> Option<String> {
+    audio_stream(sdp)?
+        .voice()
+        .into_iter()
+        .next()
+        .map(|(_, c)| c)
+}
+
+/// The voice codec (`NAME/RATE`) an answer settles on: its first one that our offer `ours`
+/// lists too (RFC 3264 §6.1: the offerer may send any codec of the answer; we send its
+/// first, as `media::sdp::apply_answer` does). `None` when the answer names none of ours,
+/// has no audio stream in use, or either text cannot be read.
+pub(crate) fn answered_codec(ours: &[u8], answer: &[u8]) -> Option<String> {
+    let (Ok(ours), Ok(answer)) = (std::str::from_utf8(ours), std::str::from_utf8(answer)) else {
+        return None;
+    };
+    let ours = audio_stream(ours)?.voice();
+    let answer = audio_stream(answer).filter(|a| a.in_use)?;
+    answer
+        .voice()
+        .into_iter()
+        .map(|(_, c)| c)
+        .find(|c| ours.iter().any(|(_, o)| o == c))
+}
+
+/// Whether the first format of `answer`'s audio stream is the first of `ours`' and a static
+/// payload type (RFC 3551 §6: the same number is the same codec): the answer keeps our first
+/// codec. A scan of the `m=` lines, no allocation (every call's answer is looked at).
+pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
+    fn first(sdp: &[u8]) -> Option<&[u8]> {
+        let at = sdp.windows(8).position(|w| w == b"m=audio ")?;
+        let mut parts = sdp[at + 8..]
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()?
+            .split(|b| *b == b' ')
+            .filter(|p| !p.is_empty());
+        let (port, pt) = (parts.next()?, parts.nth(1)?);
+        (port != b"0").then_some(pt)
+    }
+    match (first(ours), first(answer)) {
+        (Some(a), Some(b)) => {
+            a == b && std::str::from_utf8(a).is_ok_and(|pt| pt.parse::<u8>().is_ok_and(|n| n < 96))
+        }
+        _ => false,
+    }
+}
+
+/// The first voice codec of `sdp`'s audio stream (`NAME/RATE`).
+pub(crate) fn codec_in(sdp: &[u8]) -> Option<String> {
+    first_voice(std::str::from_utf8(sdp).ok()?)
+}
+
+/// Whether `sdp`'s audio stream lists fewer voice codecs than `than`'s.
+pub(crate) fn lists_fewer_codecs(sdp: &[u8], than: &[u8]) -> bool {
+    let count = |t: &[u8]| {
+        std::str::from_utf8(t)
+            .ok()
+            .and_then(audio_stream)
+            .map_or(0, |a| a.voice().len())
+    };
+    count(sdp) < count(than)
+}
+
+/// How an offer inside the call is answered ([`answer_in_call`]).
+#[derive(Debug, PartialEq)]
+pub(crate) enum InCallAnswer {
+    /// Our answer, and the voice codec it chose (`NAME/RATE`; `None` when the offer's audio
+    /// is not in use or a text could not be read: the codec is unchanged then).
+    Answer(Bytes, Option<String>),
+    /// The offer's audio stream lists none of our codecs: refused (RFC 3264 §6.1, RFC 3261
+    /// §14.2: 488, the session unchanged).
+    Refused,
+}
+
+/// Our answer to an offer inside the call (re-INVITE, UPDATE, PRACK), from `current` (our
+/// description as last sent: address, port, session lines), `codecs` (the description that
+/// lists every codec of ours, when `current` lists fewer) and `in_use` (the codec in use,
+/// `NAME/RATE`, when it is not `current`'s first).
+///
+/// - Codec, RFC 3264 §6.1: the formats of the answer come "from amongst those listed in the
+///   offer". The one in use when the offer still lists it, else the offer's first that we
+///   have; with the offer's payload type number ("that same payload type number SHOULD be
+///   used") and the offer's telephone-event at that clock rate when we have it. One voice
+///   codec, as the media crate answers a first offer.
+/// - Direction, §6.1 and §8.4: the mirror of the offer's (hold → recvonly).
+/// - RTCP multiplexing, RFC 5761 §5.1.1: `a=rtcp-mux` only when the offer has it (a new
+///   offer without it stops the muxing, §5.1.3).
+/// - Version, §8: one higher when the answer differs from `current`, else the same.
+///
+/// An offer with no audio stream in use, or texts that are not UTF-8, get `current` with
+/// only its direction mirrored.
+pub(crate) fn answer_in_call(
+    current: &Bytes,
+    codecs: Option<&[u8]>,
+    in_use: Option<&str>,
+    offer: &[u8],
+) -> InCallAnswer {
+    let (Ok(text), Ok(offer_text)) = (std::str::from_utf8(current), std::str::from_utf8(offer))
+    else {
+        return InCallAnswer::Answer(current.clone(), None);
+    };
+    let source = codecs
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .unwrap_or(text);
+    let want = mirror(offered_direction(offer_text));
+    let (Some(theirs), Some(ours)) = (
+        audio_stream(offer_text).filter(|a| a.in_use),
+        audio_stream(source),
+    ) else {
+        return InCallAnswer::Answer(with_direction(text, want, None), None);
+    };
+    let our_voice = ours.voice();
+    if our_voice.is_empty() {
+        return InCallAnswer::Answer(with_direction(text, want, None), None);
+    }
+    let offered = theirs.voice();
+    let current_codec = in_use.map(str::to_owned).or_else(|| first_voice(text));
+    let have = |c: &String| our_voice.iter().find(|(_, o)| o == c).map(|(pt, _)| *pt);
+    let Some((pt, codec, our_pt)) = offered
+        .iter()
+        .find(|(_, c)| Some(c) == current_codec.as_ref() && have(c).is_some())
+        .or_else(|| offered.iter().find(|(_, c)| have(c).is_some()))
+        .and_then(|(pt, c)| Some((*pt, c.clone(), have(c)?)))
+    else {
+        return InCallAnswer::Refused;
+    };
+    let rate = codec.split('/').nth(1).unwrap_or("8000");
+    let events = theirs.events_at(rate).zip(ours.events_at(rate));
+    let mut lines: Vec<String> = rtpmap_of(&ours, our_pt, pt, &codec).into_iter().collect();
+    if let Some((their_ev, our_ev)) = events {
+        let event = format!("telephone-event/{rate}");
+        lines.extend(rtpmap_of(&ours, our_ev, their_ev, &event));
+    }
+    let fmtp = |our: &str, their: &str| {
+        ours.fmtps
+            .iter()
+            .find(|(p, _)| *p == our)
+            .map(|(_, v)| format!("a=fmtp:{their} {v}"))
+    };
+    lines.extend(fmtp(our_pt, pt));
+    if let Some((their_ev, our_ev)) = events {
+        lines.extend(fmtp(our_ev, their_ev));
+    }
+    let formats = match events {
+        Some((ev, _)) => format!("{pt} {ev}"),
+        None => pt.to_owned(),
+    };
+    let audio = AudioRewrite {
+        formats: &formats,
+        lines,
+        rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux,
+    };
+    InCallAnswer::Answer(with_direction(text, want, Some(audio)), Some(codec))
+}
+
+/// The `a=rtpmap:` line for our payload type `ours_pt` under the offer's number `pt`: ours,
+/// or one naming `codec` when we wrote none but the number changed (a static type we wrote
+/// without rtpmap needs none under its own number).
+fn rtpmap_of(ours: &AudioStream<'_>, ours_pt: &str, pt: &str, codec: &str) -> Option<String> {
+    match ours.rtpmaps.iter().find(|(p, _)| *p == ours_pt) {
+        Some((_, v)) => Some(format!("a=rtpmap:{pt} {v}")),
+        None => (ours_pt != pt).then(|| format!("a=rtpmap:{pt} {codec}")),
+    }
+}
+
+/// Our offer in the 2xx to a re-INVITE without one (RFC 3261 §14.2: "the UAS ... MUST
+/// generate an offer in the 2xx"): `current` with every codec of `codecs` (when it lists
+/// more: the peer may choose again, as CUCM does to re-anchor or resume a call) and our
+/// wish as direction: `sendonly` when we hold the call (our description says so), else
+/// `sendrecv` (a `recvonly` or `inactive` answer to the peer's hold is no wish of ours: the
+/// offerless re-INVITE is how CUCM resumes). RFC 3264 §8: "The offer MAY be identical to
+/// the last SDP provided to the other party"; then the `o=` version stays ("If the version
+/// in the origin line does not increment, the SDP MUST be identical"), else it is one
+/// higher.
+pub(crate) fn offer_again(current: &Bytes, codecs: Option<&[u8]>) -> Bytes {
+    let Ok(text) = std::str::from_utf8(current) else {
+        return current.clone();
+    };
+    let want = match offered_direction(text) {
+        "sendonly" => "sendonly",
+        _ => "sendrecv",
+    };
+    let full = codecs
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| Some((audio_stream(c)?, c)))
+        .filter(|(c, _)| c.in_use);
+    let Some((full, _)) = full else {
+        return with_direction(text, want, None);
+    };
+    let mut lines: Vec<String> = full
+        .rtpmaps
+        .iter()
+        .map(|(pt, v)| format!("a=rtpmap:{pt} {v}"))
+        .collect();
+    lines.extend(full.fmtps.iter().map(|(pt, v)| format!("a=fmtp:{pt} {v}")));
+    let formats = full.formats.join(" ");
+    let audio = AudioRewrite {
+        formats: &formats,
+        lines,
+        rtcp_mux: full.rtcp_mux,
+    };
+    with_direction(text, want, Some(audio))
+}
+
+/// A new format list for the first audio stream: its payload types, their `a=rtpmap`/`a=fmtp`
+/// lines, and whether it muxes RTCP.
+struct AudioRewrite<'a> {
+    formats: &'a str,
+    lines: Vec<String>,
+    rtcp_mux: bool,
 }
 
 /// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
@@ -167,51 +409,81 @@ fn mirror(direction: &str) -> &'static str {
     }
 }
 
-/// `ours` answering `offer`: its direction attributes replaced by the mirror of the offer's,
-/// written once in the first audio stream, and its `o=` version one higher when that changed
-/// the description. `ours` as it is when the direction already mirrors the offer's, or when
-/// either text is not UTF-8 or `ours` has no audio stream (nothing to say then).
-pub(crate) fn answer_direction(ours: &Bytes, offer: &[u8]) -> Bytes {
-    let (Ok(text), Ok(offer)) = (std::str::from_utf8(ours), std::str::from_utf8(offer)) else {
-        return ours.clone();
-    };
-    let want = mirror(offered_direction(offer));
-    if offered_direction(text) == want {
-        return ours.clone();
-    }
-    if !text.lines().any(|l| l.starts_with("m=audio")) {
-        return ours.clone();
+/// `text` with its direction attributes replaced by `want`, written once at the end of its
+/// first audio stream, and that stream's formats replaced by `audio`'s when given; its `o=`
+/// version one higher when that changed the description (RFC 3264 §8), `text` as it is
+/// otherwise or when it has no audio stream (nothing to say then).
+fn with_direction(text: &str, want: &str, audio: Option<AudioRewrite<'_>>) -> Bytes {
+    if !text.lines().any(is_audio) {
+        return Bytes::from(text.to_owned());
     }
     let mut out = String::with_capacity(text.len() + 16);
-    let mut in_audio = false;
-    let mut written = false;
     let push = |out: &mut String, line: &str| {
         out.push_str(line);
         out.push_str("\r\n");
     };
+    // A description without a direction attribute is sendrecv (RFC 4566 §6): it gets one
+    // only when that is not what is wanted.
+    let explicit = text
+        .lines()
+        .any(|l| direction_of(l.trim_end_matches('\r')).is_some());
+    let write_direction = explicit || offered_direction(text) != want;
+    let close = |out: &mut String| {
+        if audio.as_ref().is_some_and(|a| a.rtcp_mux) {
+            push(out, "a=rtcp-mux");
+        }
+        if write_direction {
+            push(out, &format!("a={want}"));
+        }
+    };
+    let (mut in_audio, mut written) = (false, false);
     for line in text.lines().map(|l| l.trim_end_matches('\r')) {
         if line.is_empty() {
             continue;
         }
         if line.starts_with("m=") {
             if in_audio && !written {
-                push(&mut out, &format!("a={want}"));
+                close(&mut out);
                 written = true;
             }
-            in_audio = line.starts_with("m=audio") && !written;
+            in_audio = is_audio(line) && !written;
+            if let (true, Some(a)) = (in_audio, &audio) {
+                let mut parts = line.split(' ').filter(|p| !p.is_empty());
+                let (port, proto) = (parts.nth(1).unwrap_or("0"), parts.next().unwrap_or(""));
+                push(&mut out, &format!("m=audio {port} {proto} {}", a.formats));
+                for l in &a.lines {
+                    push(&mut out, l);
+                }
+                continue;
+            }
         }
-        if direction_of(line).is_some() {
-            continue;
-        }
-        if let Some(o) = line.strip_prefix("o=") {
-            push(&mut out, &format!("o={}", bump_version(o)));
+        let rewritten = in_audio
+            && audio.is_some()
+            && (line.starts_with("a=rtpmap:")
+                || line.starts_with("a=fmtp:")
+                || line == "a=rtcp-mux");
+        if direction_of(line).is_some() || rewritten {
             continue;
         }
         push(&mut out, line);
     }
     if in_audio && !written {
-        push(&mut out, &format!("a={want}"));
+        close(&mut out);
     }
+    let same = out.split("\r\n").filter(|l| !l.is_empty()).eq(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty()));
+    if same {
+        return Bytes::from(text.to_owned());
+    }
+    let out: String = out
+        .split_inclusive("\r\n")
+        .map(|l| match l.strip_prefix("o=") {
+            Some(o) => format!("o={}\r\n", bump_version(o.trim_end_matches("\r\n"))),
+            None => l.to_owned(),
+        })
+        .collect();
     Bytes::from(out)
 }
 
@@ -237,48 +509,165 @@ mod tests {
 t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
 a=ptime:20\r\na=sendrecv\r\n";
 
-    fn offer(direction: &str) -> String {
+    /// An offer of PCMU alone.
+    fn voice_only(direction: &str) -> String {
         format!(
             "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
              m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{direction}"
         )
     }
 
+    /// An offer of PCMU and telephone-event (all that [`OURS`] has).
+    fn offer(direction: &str) -> String {
+        voice_only(direction).replace("RTP/AVP 0", "RTP/AVP 0 101")
+            + "a=rtpmap:101 telephone-event/8000\r\n"
+    }
+
+    /// Our answer to `offer`, from [`OURS`], and the codec it chose.
+    fn answer_with(ours: &str, in_use: Option<&str>, offer: &str) -> (String, Option<String>) {
+        match answer_in_call(
+            &Bytes::from(ours.to_owned()),
+            None,
+            in_use,
+            offer.as_bytes(),
+        ) {
+            InCallAnswer::Answer(a, codec) => (String::from_utf8(a.to_vec()).unwrap(), codec),
+            InCallAnswer::Refused => panic!("refused: {offer}"),
+        }
+    }
+
     fn answer(offer: &str) -> String {
-        let out = answer_direction(&Bytes::from_static(OURS.as_bytes()), offer.as_bytes());
-        String::from_utf8(out.to_vec()).unwrap()
+        answer_with(OURS, None, offer).0
+    }
+
+    fn refused(ours: &[u8], offer: &[u8]) -> bool {
+        answer_in_call(&Bytes::from(ours.to_vec()), None, None, offer) == InCallAnswer::Refused
     }
 
     #[test]
     fn an_offer_without_our_codec_is_told_apart() {
         let ours = OURS.as_bytes();
         // PCMU by rtpmap, by static type alone, in another case, among others.
-        assert!(offer_shares_a_codec(ours, offer("").as_bytes()));
+        assert!(!refused(ours, voice_only("").as_bytes()));
         let bare = "v=0\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 0\r\n";
-        assert!(offer_shares_a_codec(ours, bare.as_bytes()));
-        let lower = offer("").replace("PCMU/8000", "pcmu/8000");
-        assert!(offer_shares_a_codec(ours, lower.as_bytes()));
+        assert!(!refused(ours, bare.as_bytes()));
+        let lower = voice_only("").replace("PCMU/8000", "pcmu/8000");
+        assert!(!refused(ours, lower.as_bytes()));
         // PCMA only, and PCMA with telephone-event (which carries no voice): refused.
-        let pcma = offer("")
+        let pcma = voice_only("")
             .replace("RTP/AVP 0", "RTP/AVP 8")
             .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
-        assert!(!offer_shares_a_codec(ours, pcma.as_bytes()), "{pcma}");
+        assert!(refused(ours, pcma.as_bytes()), "{pcma}");
         let with_events =
             pcma.replace("RTP/AVP 8", "RTP/AVP 8 101") + "a=rtpmap:101 telephone-event/8000\r\n";
-        assert!(!offer_shares_a_codec(ours, with_events.as_bytes()));
+        assert!(refused(ours, with_events.as_bytes()));
         // PCMU under a dynamic payload type is PCMU.
-        let dynamic = offer("")
+        let dynamic = voice_only("")
             .replace("RTP/AVP 0", "RTP/AVP 96")
             .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:96 PCMU/8000");
-        assert!(offer_shares_a_codec(ours, dynamic.as_bytes()));
+        assert!(!refused(ours, dynamic.as_bytes()));
         // A disabled audio stream, no audio, or text we cannot read: not refused here.
         let disabled = pcma.replace("m=audio 40000", "m=audio 0");
-        assert!(offer_shares_a_codec(ours, disabled.as_bytes()));
-        assert!(offer_shares_a_codec(
-            ours,
-            b"v=0\r\nm=video 5000 RTP/AVP 96\r\n"
+        assert!(!refused(ours, disabled.as_bytes()));
+        assert!(!refused(ours, b"v=0\r\nm=video 5000 RTP/AVP 96\r\n"));
+        assert!(!refused(ours, b"\xff\xfe"));
+    }
+
+    /// Ours offered PCMU and PCMA (with telephone-event, RTCP muxed).
+    const BOTH: &str = "v=0\r\no=sipmeter 7 1 IN IP4 127.0.0.1\r\ns=sipmeter\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio 30000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux\r\na=sendrecv\r\n";
+
+    /// RFC 3264 §6.1: an offer of PCMA (and telephone-event under another number) in a PCMU
+    /// call, when we offered both, is answered with PCMA under the offer's numbers, one
+    /// version higher; the codec in use is kept while the offer lists it.
+    #[test]
+    fn an_offer_of_another_of_our_codecs_is_answered_with_it() {
+        let pcma = "v=0\r\no=pbx 9 3 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                    m=audio 40000 RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\n\
+                    a=rtpmap:96 telephone-event/8000\r\na=rtcp-mux\r\n";
+        let (a, codec) = answer_with(BOTH, None, pcma);
+        assert_eq!(codec.as_deref(), Some("PCMA/8000"));
+        assert_eq!(
+            a,
+            "v=0\r\no=sipmeter 7 2 IN IP4 127.0.0.1\r\ns=sipmeter\r\nc=IN IP4 127.0.0.1\r\n\
+             t=0 0\r\nm=audio 30000 RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-16\r\na=ptime:20\r\na=rtcp-mux\r\n\
+             a=sendrecv\r\n"
+        );
+        // Both offered, PCMA first: PCMU (in use, BOTH's first) is kept.
+        let both = pcma.replace("RTP/AVP 8 96", "RTP/AVP 8 0 96");
+        let (a, codec) = answer_with(BOTH, None, &both);
+        assert_eq!(codec.as_deref(), Some("PCMU/8000"));
+        assert!(a.contains("m=audio 30000 RTP/AVP 0 96\r\n"), "{a}");
+        // PCMA in use (the peer's answer chose it): kept too.
+        let (_, codec) = answer_with(BOTH, Some("PCMA/8000"), &both);
+        assert_eq!(codec.as_deref(), Some("PCMA/8000"));
+        // No telephone-event offered: none answered.
+        let (a, _) = answer_with(BOTH, None, &pcma.replace(" 96\r\n", "\r\n"));
+        assert!(
+            a.contains("m=audio 30000 RTP/AVP 8\r\n") && !a.contains("event"),
+            "{a}"
+        );
+    }
+
+    /// RFC 5761 §5.1.3: a new offer without `a=rtcp-mux` while we mux is answered without
+    /// it (RTCP on its own port again).
+    #[test]
+    fn an_offer_without_rtcp_mux_is_answered_without_it() {
+        let offer = "v=0\r\no=pbx 9 3 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                     m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let (a, _) = answer_with(BOTH, None, offer);
+        assert!(!a.contains("rtcp-mux"), "{a}");
+        assert!(a.contains("o=sipmeter 7 2 "), "{a}");
+        let (a, _) = answer_with(BOTH, None, &format!("{offer}a=rtcp-mux\r\n"));
+        assert_eq!(
+            a,
+            BOTH.replace("RTP/AVP 0 8 101", "RTP/AVP 0 101")
+                .replace("a=rtpmap:8 PCMA/8000\r\n", "")
+                .replace("7 1 IN", "7 2 IN")
+        );
+    }
+
+    /// RFC 3261 §14.2, RFC 3264 §8: the offer in our 2xx to a re-INVITE without one is our
+    /// description with every codec we have, sendrecv unless we hold; unchanged (same
+    /// version) when that is what we last sent, else one version higher.
+    #[test]
+    fn the_offer_in_our_2xx_lists_all_our_codecs() {
+        let current = Bytes::from_static(BOTH.as_bytes());
+        assert_eq!(offer_again(&current, None), current);
+        let answered = BOTH
+            .replace("RTP/AVP 0 8 101", "RTP/AVP 8")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "")
+            .replace(
+                "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+                "",
+            )
+            .replace("a=sendrecv", "a=recvonly")
+            .replace("7 1 IN", "7 4 IN");
+        let offer = offer_again(&Bytes::from(answered), Some(BOTH.as_bytes()));
+        assert_eq!(
+            std::str::from_utf8(&offer).unwrap(),
+            BOTH.replace("7 1 IN", "7 5 IN")
+        );
+        assert!(keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 5 RTP/AVP 0 8\r\n"
         ));
-        assert!(offer_shares_a_codec(ours, b"\xff\xfe"));
+        assert!(!keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 5 RTP/AVP 8 0\r\n"
+        ));
+        assert!(!keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\nm=audio 0 RTP/AVP 0\r\n"
+        ));
+        let held = Bytes::from(BOTH.replace("a=sendrecv", "a=sendonly"));
+        assert_eq!(offer_again(&held, None), held);
+        assert_eq!(
+            answered_codec(BOTH.as_bytes(), b"v=0\r\nm=audio 5 RTP/AVP 18 8 0\r\n").as_deref(),
+            Some("PCMA/8000")
+        );
     }
 
     #[test]
@@ -322,6 +711,9 @@ a=ptime:20\r\na=sendrecv\r\n";
         // RFC 3264 §8: unchanged, the version stays.
         assert_eq!(answer(&offer("a=sendrecv\r\n")), OURS);
         assert_eq!(answer(&offer("")), OURS, "no attribute is sendrecv");
+        // RFC 3264 §6.1: no telephone-event offered, none answered (a new description).
+        let a = answer(&voice_only(""));
+        assert!(a.contains("RTP/AVP 0\r\n") && a.contains(" 7 2 IN"), "{a}");
     }
 
     #[test]
@@ -334,19 +726,21 @@ a=ptime:20\r\na=sendrecv\r\n";
         assert!(answer(rejected).contains("a=inactive"));
         // A video stream's attribute is not the audio's.
         let video = "v=0\r\no=pbx 9 2 IN IP4 10.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 5 RTP/AVP 96\r\n\
-                     a=sendonly\r\nm=audio 40000 RTP/AVP 0\r\n";
+                     a=sendonly\r\nm=audio 40000 RTP/AVP 0 101\r\n\
+                     a=rtpmap:101 telephone-event/8000\r\n";
         assert_eq!(answer(video), OURS);
     }
 
     #[test]
     fn text_that_is_not_sdp_is_left_alone() {
         let ours = Bytes::from_static(b"v=0\r\n");
-        assert_eq!(
-            answer_direction(&ours, offer("a=sendonly\r\n").as_bytes()),
-            ours
-        );
+        let a = |ours: &Bytes, offer: &[u8]| match answer_in_call(ours, None, None, offer) {
+            InCallAnswer::Answer(a, _) => a,
+            InCallAnswer::Refused => panic!("refused"),
+        };
+        assert_eq!(a(&ours, offer("a=sendonly\r\n").as_bytes()), ours);
         let bad = Bytes::from_static(&[0xff, 0xfe]);
-        assert_eq!(answer_direction(&bad, b"a=sendonly\r\n"), bad);
+        assert_eq!(a(&bad, b"a=sendonly\r\n"), bad);
     }
 
     #[test]

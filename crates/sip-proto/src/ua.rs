@@ -57,6 +57,7 @@ use sip_msg::{
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogError, DialogIds, OpenOffer};
 use crate::fifo::Fifo;
+use crate::sdpdir::InCallAnswer;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
@@ -345,9 +346,22 @@ pub enum CallEvent {
         /// The offer refused.
         sdp: Bytes,
     },
-    /// A re-INVITE was received and answered with our current SDP.
+    /// A re-INVITE (or UPDATE, or PRACK with an offer) was received and answered 200: an
+    /// offer with our description answering it (a voice codec of the offer's, the one in
+    /// use while the offer lists it, RFC 3264 §6.1; the direction mirrored; read it with
+    /// [`UserAgent::local_sdp`]); a re-INVITE without one with our description as an offer,
+    /// answered in the ACK ([`CallEvent::OfferAnswered`]).
     Reinvited {
         /// The new remote SDP.
+        sdp: Option<Bytes>,
+    },
+    /// The ACK of our 2xx to a re-INVITE without an offer, which carried ours (RFC 3261
+    /// §14.2): the exchange is over. RFC 3261 §13.2.2.4: the ACK "MUST carry an answer";
+    /// `None` when it did not, and the session stays as it was (as after a refused
+    /// re-INVITE, §14.2). An answer without any codec of ours leaves the codec in use as
+    /// it was too.
+    OfferAnswered {
+        /// The peer's answer.
         sdp: Option<Bytes>,
     },
     /// The final response to our re-INVITE, UPDATE or INFO (2xx re-INVITEs are ACKed).
@@ -646,6 +660,14 @@ struct Rare {
     retries: Vec<GlareRetry>,
     /// UAC, late offer: the callee's offer waiting for [`UserAgent::answer_offer`].
     owed: Option<OwedAnswer>,
+    /// Our description as it last listed every codec of ours, while the one we sent since
+    /// lists fewer (our answer inside the call names the one codec chosen): the codecs a
+    /// later answer may choose from, and our offer in a 2xx lists
+    /// ([`crate::sdpdir::answer_in_call`], [`crate::sdpdir::offer_again`]).
+    codecs: Option<Bytes>,
+    /// The voice codec in use (`NAME/RATE`), when it is not the first of our description:
+    /// the peer's answer to an offer of ours chose another one of it.
+    in_use: Option<String>,
     /// The call's RFC 4028 session timer.
     session: Option<SessionTimer>,
 }
@@ -653,8 +675,100 @@ struct Rare {
 impl Rare {
     /// Nothing kept: the box can go.
     fn is_empty(&self) -> bool {
-        self.retries.is_empty() && self.owed.is_none() && self.session.is_none()
+        self.retries.is_empty()
+            && self.owed.is_none()
+            && self.codecs.is_none()
+            && self.in_use.is_none()
+            && self.session.is_none()
     }
+}
+
+/// Drops the call's [`Rare`] box when nothing is kept in it any more.
+fn tidy_rare(call: &mut Call) {
+    if call.rare.as_ref().is_some_and(|r| r.is_empty()) {
+        call.rare = None;
+    }
+}
+
+/// Our description becomes `new` (an answer or offer of ours inside the call): when it
+/// lists fewer codecs than the one that listed them all, that one is kept (see
+/// [`Rare::codecs`]).
+fn now_describing(call: &mut Call, new: Bytes) {
+    let fuller = call
+        .rare
+        .as_ref()
+        .and_then(|r| r.codecs.clone())
+        .or_else(|| call.local_sdp.clone());
+    match fuller {
+        Some(f) if crate::sdpdir::lists_fewer_codecs(&new, &f) => {
+            call.rare.get_or_insert_with(Box::default).codecs = Some(f);
+        }
+        _ => {
+            if let Some(r) = call.rare.as_mut() {
+                r.codecs = None;
+            }
+        }
+    }
+    call.local_sdp = Some(new);
+    tidy_rare(call);
+}
+
+/// The codec now in use is `codec` (`NAME/RATE`; `None`: unchanged), kept only when it is
+/// not the first of our description ([`Rare::in_use`]).
+fn now_using(call: &mut Call, codec: Option<String>) {
+    let Some(codec) = codec else {
+        return;
+    };
+    let first = call.local_sdp.as_deref().and_then(crate::sdpdir::codec_in);
+    if first.as_ref() == Some(&codec) {
+        if let Some(r) = call.rare.as_mut() {
+            r.in_use = None;
+        }
+        tidy_rare(call);
+    } else {
+        call.rare.get_or_insert_with(Box::default).in_use = Some(codec);
+    }
+}
+
+/// The voice codec in use (`NAME/RATE`): [`Rare::in_use`], else our description's first.
+fn codec_in_use(call: &Call) -> Option<String> {
+    call.rare
+        .as_ref()
+        .and_then(|r| r.in_use.clone())
+        .or_else(|| call.local_sdp.as_deref().and_then(crate::sdpdir::codec_in))
+}
+
+/// The peer's `answer` to our offer (our description): the codec in use is its first one of
+/// ours (RFC 3264 §6.1).
+fn took_answer(call: &mut Call, answer: &[u8]) {
+    // The common case, cheaply: our first codec answered, and none other recorded.
+    if call.rare.as_ref().is_none_or(|r| r.in_use.is_none())
+        && call
+            .local_sdp
+            .as_deref()
+            .is_some_and(|ours| crate::sdpdir::keeps_our_first_codec(ours, answer))
+    {
+        return;
+    }
+    let codec = call
+        .local_sdp
+        .as_deref()
+        .and_then(|ours| crate::sdpdir::answered_codec(ours, answer));
+    now_using(call, codec);
+}
+
+/// Our answer to an offer inside the call ([`crate::sdpdir::answer_in_call`]) from the
+/// call's description and codecs; `None` when the call has no description (answered
+/// without SDP then).
+fn answer_in_call(call: &Call, offer: &[u8]) -> Option<crate::sdpdir::InCallAnswer> {
+    let ours = call.local_sdp.as_ref()?;
+    let rare = call.rare.as_deref();
+    Some(crate::sdpdir::answer_in_call(
+        ours,
+        rare.and_then(|r| r.codecs.as_deref()),
+        rare.and_then(|r| r.in_use.as_deref()),
+        offer,
+    ))
 }
 
 /// The callee's offer to our INVITE without one (RFC 3264 §4), reported as
@@ -684,6 +798,9 @@ enum PrackSdp {
     Taken(Option<Bytes>),
     /// It carried an offer we cannot answer now: refused, the 1xx stays unacknowledged.
     Refused,
+    /// It carried an offer without any of our codecs: refused with 488 (RFC 3264 §6.1), the
+    /// 1xx stays unacknowledged.
+    NoCodec,
     /// It matches no outstanding reliable 1xx: 481.
     NoMatch,
 }
@@ -801,19 +918,14 @@ fn drop_waiting_retry(call: &mut Call, kind: InDialogMethod, offer: bool, tag: &
 fn drop_retries(call: &mut Call, which: impl Fn(&GlareRetry) -> bool) {
     if let Some(g) = call.rare.as_mut() {
         g.retries.retain(|r| !which(r));
-        if g.is_empty() {
-            call.rare = None;
-        }
     }
+    tidy_rare(call);
 }
 
 /// Takes the call's owed answer ([`OwedAnswer`]), dropping the box when nothing else is in it.
 fn take_owed(call: &mut Call) -> Option<OwedAnswer> {
-    let rare = call.rare.as_mut()?;
-    let owed = rare.owed.take();
-    if rare.is_empty() {
-        call.rare = None;
-    }
+    let owed = call.rare.as_mut()?.owed.take();
+    tidy_rare(call);
     owed
 }
 
@@ -2090,6 +2202,9 @@ impl UserAgent {
                     );
                     return;
                 }
+                if let (Some(answer), Some(c)) = (&sdp, self.call_mut(id)) {
+                    took_answer(c, answer);
+                }
                 queues(&mut self.queues)
                     .events
                     .push_back(UaEvent::Call(id, CallEvent::Answered { sdp }));
@@ -3049,6 +3164,10 @@ impl UserAgent {
         // A re-INVITE's 2xx was ACKed already ([`UserAgent::ack_reinvite_2xx`]).
         let method = kind.method();
         let sdp = sdp_of(resp);
+        // The answer to our offer: the codec in use is its first of ours.
+        if let (200..=299, Some(answer), Some(c)) = (code, &sdp, self.call_mut(id)) {
+            took_answer(c, answer);
+        }
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
@@ -3408,6 +3527,26 @@ impl UserAgent {
         self.respond_with(now, req, key, source, 405, reason, &extra, None);
     }
 
+    /// 488 with `Warning: 305` to an offer inside the call without any of our codecs (RFC
+    /// 3264 §6.1, RFC 3261 §14.2 and §20.43).
+    fn refuse_offer(&mut self, now: Instant, req: &Message, key: TxnKey, source: SocketAddr) {
+        let warning = Header::new(
+            HeaderName::Warning,
+            "305 sipmeter \"Incompatible media format: none of our codecs offered\"",
+        );
+        let extra = std::slice::from_ref(&warning);
+        self.respond_with(
+            now,
+            req,
+            key,
+            source,
+            488,
+            "Not Acceptable Here",
+            extra,
+            None,
+        );
+    }
+
     /// Answers `req` through its server transaction: the one at work with `key` (an INVITE's,
     /// made before the UA core looked at it), else a new one (absorbing its retransmissions).
     /// `body`: its Content-Type and bytes, if any.
@@ -3687,6 +3826,25 @@ impl UserAgent {
         let Some(call) = self.call_mut(id) else {
             return;
         };
+        // The ACK of our 2xx to a re-INVITE without offer: its answer to ours (§14.2); a
+        // late ACK of an earlier 2xx (another CSeq) is not it.
+        let seq = req.cseq().map(|c| c.seq);
+        if call.state == CallState::Confirmed
+            && let Some(d) = call.dialog.as_mut()
+            && d.offer == OpenOffer::Ours
+            && d.remote_seq == seq
+        {
+            d.offer = OpenOffer::Answered;
+            call.ok_retransmit = None;
+            let sdp = sdp_of(req);
+            if let Some(answer) = &sdp {
+                took_answer(call, answer);
+            }
+            queues(&mut self.queues)
+                .events
+                .push_back(UaEvent::Call(id, CallEvent::OfferAnswered { sdp }));
+            return;
+        }
         if call.state == CallState::Answering {
             call.ok_retransmit = None;
             call.state = CallState::Confirmed;
@@ -3788,31 +3946,25 @@ impl UserAgent {
             self.respond_with(now, req, key, source, code, reason, extra, None);
             return;
         }
-        // RFC 3264 §6.1: the answer's formats come from the offer's; we answer with our own
-        // description, so an offer without any of its codecs cannot be answered: 488, and
-        // "the session ... remains unchanged" (RFC 3261 §14.2).
-        if matches!(method, Method::Invite | Method::Update)
-            && let Some(offer) = sdp_of(req)
-            && self
-                .call_ref(id)
-                .and_then(|c| c.local_sdp.as_ref())
-                .is_some_and(|ours| !crate::sdpdir::offer_shares_a_codec(ours, &offer))
-        {
-            let warning = Header::new(
-                HeaderName::Warning,
-                "305 sipmeter \"Incompatible media format: none of our codecs offered\"",
+        // RFC 3264 §6.1: the answer's formats come "from amongst those listed in the offer":
+        // an offer without any of our codecs cannot be answered: 488, and "the session ...
+        // remains unchanged" (RFC 3261 §14.2).
+        let offer = sdp_of(req);
+        let answer = match (&method, &offer) {
+            (Method::Invite | Method::Update, Some(o)) => {
+                self.call_ref(id).and_then(|c| answer_in_call(c, o))
+            }
+            _ => None,
+        };
+        if let (Some(InCallAnswer::Refused), Some(offer)) = (&answer, &offer) {
+            self.refuse_offer(now, req, key, source);
+            self.call_event(
+                id,
+                CallEvent::OfferRefused {
+                    method,
+                    sdp: offer.clone(),
+                },
             );
-            self.respond_with(
-                now,
-                req,
-                key,
-                source,
-                488,
-                "Not Acceptable Here",
-                std::slice::from_ref(&warning),
-                None,
-            );
-            self.call_event(id, CallEvent::OfferRefused { method, sdp: offer });
             return;
         }
         if matches!(method, Method::Invite | Method::Update)
@@ -3878,17 +4030,30 @@ impl UserAgent {
                 if let Some(d) = self.call_mut(id).and_then(|c| dialog_of_mut(c, fork)) {
                     d.refresh_target(req);
                 }
-                // Our answer to an offer: our description, its direction mirroring the
-                // offer's (RFC 3264 §6.1, §8.4: hold → recvonly), kept as our description.
-                let offer = sdp_of(req);
-                let sdp = self.call_mut(id).and_then(|c| {
-                    let ours = c.local_sdp.clone()?;
-                    let Some(offer) = &offer else {
-                        return Some(ours);
-                    };
-                    let answer = crate::sdpdir::answer_direction(&ours, offer);
-                    c.local_sdp = Some(answer.clone());
-                    Some(answer)
+                // Our answer to an offer (`answer_in_call`: a codec of the offer's, the
+                // direction mirroring the offer's), kept as our description. A re-INVITE
+                // without an offer gets ours in the 2xx, and the ACK answers it (RFC 3261
+                // §14.2: "the UAS ... MUST generate an offer in the 2xx"; §13.2.2.4).
+                let reoffer = offer.is_none() && method == Method::Invite;
+                let sdp = self.call_mut(id).and_then(|c| match answer {
+                    Some(InCallAnswer::Answer(a, codec)) => {
+                        now_describing(c, a.clone());
+                        now_using(c, codec);
+                        Some(a)
+                    }
+                    _ if reoffer => {
+                        let ours = c.local_sdp.as_ref()?;
+                        let codecs = c.rare.as_ref().and_then(|r| r.codecs.as_deref());
+                        let o = crate::sdpdir::offer_again(ours, codecs);
+                        let using = codec_in_use(c);
+                        now_describing(c, o.clone());
+                        now_using(c, using);
+                        if let Some(d) = dialog_of_mut(c, fork) {
+                            d.offer = OpenOffer::Ours;
+                        }
+                        Some(o)
+                    }
+                    _ => None,
                 });
                 let contact = self.contact_text();
                 let Ok(mut txn) = ServerTransaction::with_key(
@@ -3916,8 +4081,21 @@ impl UserAgent {
                         resp.headers.push(line);
                     }
                 }
-                if let (Some(sdp), true) = (sdp, offer.is_some()) {
+                let offered = reoffer && sdp.is_some();
+                if let Some(sdp) = sdp {
                     resp.set_body("application/sdp", sdp);
+                }
+                if offered {
+                    // §13.3.1.4 (§14.2: as for an INVITE): our 2xx with its offer goes
+                    // again until the ACK, which carries the answer.
+                    let t1 = self.profile.timers.t1;
+                    let first = if self.profile.reliable { 64 * t1 } else { t1 };
+                    let bytes = Bytes::from(resp.to_bytes());
+                    if let Some(c) = self.call_mut(id) {
+                        c.source = Some(source);
+                        c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                    }
+                    self.set_flag(CALL_TIMERS, true);
                 }
                 if txn.send_response(now, &resp).is_ok() {
                     push_boxed(
@@ -3969,12 +4147,14 @@ impl UserAgent {
                             // the answer in the 2xx to the PRACK": our description, its
                             // direction mirrored (RFC 3264 §6.1), as for a re-INVITE.
                             OpenOffer::Answered if c.local_sdp.is_some() => {
-                                let answer = c
-                                    .local_sdp
-                                    .as_ref()
-                                    .map(|ours| crate::sdpdir::answer_direction(ours, offer));
-                                c.local_sdp.clone_from(&answer);
-                                PrackSdp::Taken(answer)
+                                match answer_in_call(c, offer) {
+                                    Some(InCallAnswer::Answer(a, codec)) => {
+                                        now_describing(c, a.clone());
+                                        now_using(c, codec);
+                                        PrackSdp::Taken(Some(a))
+                                    }
+                                    _ => PrackSdp::NoCodec,
+                                }
                             }
                             // An offer while we owe the answer to the INVITE's (RFC 3264 §4:
                             // one at a time), or with no description of ours to answer with.
@@ -4024,6 +4204,20 @@ impl UserAgent {
                             what: "PRACK with an offer we cannot answer (RFC 3264 §4: our answer \
                                    to the INVITE's offer is still owed): refused with 500",
                         });
+                    }
+                    PrackSdp::NoCodec => {
+                        // As a re-INVITE's (RFC 3264 §6.1); the reliable 1xx stays
+                        // unacknowledged, as above.
+                        self.refuse_offer(now, req, key, source);
+                        if let Some(offer) = offer {
+                            self.call_event(
+                                id,
+                                CallEvent::OfferRefused {
+                                    method: Method::Prack,
+                                    sdp: offer,
+                                },
+                            );
+                        }
                     }
                     PrackSdp::NoMatch => self.respond_no_such_call(now, req, key, source),
                 }

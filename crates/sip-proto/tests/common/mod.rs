@@ -152,16 +152,21 @@ pub fn settle(now: Instant, alice: &mut UserAgent, bob: &mut UserAgent) {
 /// The one request `o` (sent without a body) with the SDP `body` added: an offer the API
 /// would not send.
 pub fn with_offer(o: &Outgoing, body: &str) -> Message {
-    let text = String::from_utf8(o.bytes.to_vec()).unwrap();
-    let head = text.split("\r\n\r\n").next().unwrap();
-    let head: String = head
-        .split("\r\n")
-        .filter(|l| !l.starts_with("Content-Length") && !l.starts_with("Content-Type"))
-        .map(|l| format!("{l}\r\n"))
-        .collect();
+    let head = head_of(o);
     let text = format!(
         "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     Message::parse(text.as_bytes()).unwrap()
+}
+
+/// The header of the message `o`, each line with its CRLF, without Content-Length and
+/// Content-Type.
+pub fn head_of(o: &Outgoing) -> String {
+    let text = String::from_utf8(o.bytes.to_vec()).unwrap();
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.split("\r\n")
+        .filter(|l| !l.starts_with("Content-Length") && !l.starts_with("Content-Type"))
+        .map(|l| format!("{l}\r\n"))
+        .collect()
 }

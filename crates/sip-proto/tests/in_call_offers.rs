@@ -1,0 +1,229 @@
+//! Offers inside a call, as the user agent answers them itself: a re-INVITE without an offer
+//! gets ours in the 2xx and the ACK answers it (RFC 3261 §14.2, §13.2.2.4), and an offer of
+//! another of our codecs is answered with it (RFC 3264 §6.1). Bob calls Alice offering PCMU
+//! and PCMA; both are real agents on a virtual clock, the messages delivered between them
+//! through the public API (what the API would not send, a re-INVITE without offer and an
+//! ACK with an answer, is forged from what it sends).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sip_msg::{Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, UaEvent, UserAgent};
+
+mod common;
+use common::{
+    ALICE, BOB, addr, agent, call_events, deliver, drain, head_of, msg, of, settle, with_offer,
+};
+
+/// Bob's offer: PCMU and PCMA, telephone-event.
+const BOB_OFFER: &str = "v=0\r\no=bob 7 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n\
+t=0 0\r\nm=audio 30000 RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
+
+/// Alice's description with `codecs` (`(pt, "NAME")`), version `v`.
+fn alice_sdp(codecs: &[(u8, &str)], v: u32) -> String {
+    let pts: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
+    let maps: String = codecs
+        .iter()
+        .map(|(pt, name)| format!("a=rtpmap:{pt} {name}/8000\r\n"))
+        .collect();
+    format!(
+        "v=0\r\no=alice 9 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 40000 RTP/AVP {} 101\r\n{maps}a=rtpmap:101 telephone-event/8000\r\n\
+         a=sendrecv\r\n",
+        pts.join(" ")
+    )
+}
+
+/// Bob calls Alice with [`BOB_OFFER`]; Alice answers with `answer`: (Alice, her call, Bob,
+/// his call), confirmed.
+fn bob_calls_alice(now: Instant, answer: &str) -> (UserAgent, CallId, UserAgent, CallId) {
+    let mut alice = agent("alice", ALICE, 41, false, "alice");
+    let mut bob = agent("bob", BOB, 42, false, "bob");
+    let b = bob.call(
+        now,
+        Uri::parse("sip:alice@127.0.0.1:5062").unwrap(),
+        Some(Bytes::from_static(BOB_OFFER.as_bytes())),
+    );
+    let (invite, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &invite);
+    let (_, ev) = drain(&mut alice);
+    let a = match ev.first() {
+        Some(UaEvent::Call(c, CallEvent::Incoming { .. })) => *c,
+        _ => panic!("no incoming call: {ev:?}"),
+    };
+    alice.answer(now, a, Some(Bytes::from(answer.to_owned())));
+    settle(now, &mut alice, &mut bob);
+    (alice, a, bob, b)
+}
+
+/// Alice's re-INVITE with its offer taken out (a PBX re-anchoring or resuming the call):
+/// delivered to Bob; Bob's reply and events.
+fn offerless_reinvite(
+    now: Instant,
+    alice: &mut UserAgent,
+    a: CallId,
+    bob: &mut UserAgent,
+) -> (Message, Vec<UaEvent>) {
+    assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(&[(0, "PCMU")], 2))));
+    let (out, _) = drain(alice);
+    let head = head_of(of(&out, "INVITE ")[0]);
+    let bare = Message::parse(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()).unwrap();
+    assert!(bare.body().is_empty());
+    bob.handle_message(now, bare, addr(ALICE));
+    let (reply, ev) = drain(bob);
+    assert_eq!(reply.len(), 1, "{reply:?}");
+    (msg(&reply[0]), ev)
+}
+
+/// Delivers Bob's 200 to Alice and returns her ACK with `answer` put in (or as sent, empty).
+fn ack_of(now: Instant, alice: &mut UserAgent, ok: &Message, answer: Option<&str>) -> Message {
+    alice.handle_message(now, Message::parse(&ok.to_bytes()).unwrap(), addr(BOB));
+    let (out, _) = drain(alice);
+    let ack = of(&out, "ACK ")[0];
+    match answer {
+        Some(a) => with_offer(ack, a),
+        None => msg(ack),
+    }
+}
+
+/// The answer Bob gives to Alice's re-INVITE offering `codecs`.
+fn bob_answers(
+    now: Instant,
+    alice: &mut UserAgent,
+    a: CallId,
+    bob: &mut UserAgent,
+    codecs: &[(u8, &str)],
+    v: u32,
+) -> (Message, Vec<UaEvent>) {
+    assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(codecs, v))));
+    let (out, _) = drain(alice);
+    deliver(bob, now, ALICE, &out);
+    let (reply, ev) = drain(bob);
+    let ok = msg(of(&reply, "SIP/2.0 ")[0]);
+    deliver(alice, now, BOB, &reply);
+    settle(now, alice, bob);
+    (ok, ev)
+}
+
+fn body(m: &Message) -> String {
+    String::from_utf8(m.body().to_vec()).unwrap()
+}
+
+/// RFC 3261 §14.2: "A UAS providing an offer in a 2xx (because the INVITE did not contain
+/// an offer)"; §13.2.2.4: the ACK carries the answer. Bob's 200 carries his description as
+/// he last sent it, with its `o=` version unchanged (RFC 3264 §8: "The offer MAY be
+/// identical to the last SDP provided"), is sent again until the ACK (§13.3.1.4), and the
+/// ACK's answer is reported and sets the codec in use (a later offer of both keeps it).
+#[test]
+fn a_re_invite_without_offer_gets_ours_in_the_200_and_the_ack_answers_it() {
+    let t0 = Instant::now();
+    let (mut alice, a, mut bob, b) = bob_calls_alice(t0, &alice_sdp(&[(8, "PCMA")], 1));
+    let (ok, ev) = offerless_reinvite(t0, &mut alice, a, &mut bob);
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(body(&ok), BOB_OFFER, "our description, the same version");
+    assert!(
+        !bob.can_offer(b),
+        "our offer waits for its answer (RFC 3264 §4)"
+    );
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Reinvited { sdp: None }))
+    );
+    // No ACK yet: the 200 goes again, the same bytes.
+    bob.handle_timeout(t0 + Duration::from_millis(500));
+    let (again, _) = drain(&mut bob);
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(msg(&again[0]).to_bytes(), ok.to_bytes());
+    let answer = alice_sdp(&[(0, "PCMU")], 2);
+    let ack = ack_of(t0, &mut alice, &ok, Some(&answer));
+    bob.handle_message(t0 + Duration::from_millis(600), ack, addr(ALICE));
+    let (out, ev) = drain(&mut bob);
+    assert!(out.is_empty(), "{out:?}");
+    let reported: Vec<_> = call_events(&ev)
+        .into_iter()
+        .filter_map(|e| match e {
+            CallEvent::OfferAnswered { sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [Some(Bytes::from(answer))]);
+    assert!(bob.can_offer(b));
+    // Retransmissions stopped.
+    bob.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(drain(&mut bob).0.is_empty());
+    // The ACK's answer chose PCMU: an offer of both keeps it.
+    let (ok, _) = bob_answers(t0, &mut alice, a, &mut bob, &[(8, "PCMA"), (0, "PCMU")], 3);
+    assert!(
+        body(&ok).contains("m=audio 30000 RTP/AVP 0 101\r\n"),
+        "{}",
+        body(&ok)
+    );
+}
+
+/// An ACK without the answer (RFC 3261 §13.2.2.4: it MUST carry one) ends the exchange all
+/// the same, reported without SDP; the session stays as it was: PCMA, chosen by Alice's
+/// first answer, stays in use (an offer of both keeps it).
+#[test]
+fn an_ack_without_the_answer_leaves_the_session_as_it_was() {
+    let t0 = Instant::now();
+    let (mut alice, a, mut bob, b) = bob_calls_alice(t0, &alice_sdp(&[(8, "PCMA")], 1));
+    let (ok, _) = offerless_reinvite(t0, &mut alice, a, &mut bob);
+    let ack = ack_of(t0, &mut alice, &ok, None);
+    bob.handle_message(t0, ack, addr(ALICE));
+    let (_, ev) = drain(&mut bob);
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::OfferAnswered { sdp: None })),
+        "{ev:?}"
+    );
+    assert!(bob.can_offer(b));
+    let (ok, _) = bob_answers(t0, &mut alice, a, &mut bob, &[(0, "PCMU"), (8, "PCMA")], 3);
+    assert!(
+        body(&ok).contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "{}",
+        body(&ok)
+    );
+}
+
+/// RFC 3264 §6.1: an offer of PCMA alone in a PCMU call (Bob offered both) is answered with
+/// PCMA, one version higher, not with Bob's description; the next offer of PCMU alone gets
+/// PCMU again (Bob's codecs are remembered though his answer named one), and one offering
+/// neither is refused with 488.
+#[test]
+fn an_offer_of_another_of_our_codecs_is_answered_with_it() {
+    let t0 = Instant::now();
+    let (mut alice, a, mut bob, b) = bob_calls_alice(t0, &alice_sdp(&[(0, "PCMU")], 1));
+    let (ok, ev) = bob_answers(t0, &mut alice, a, &mut bob, &[(8, "PCMA")], 2);
+    assert_eq!(ok.status(), Some(200));
+    let answer = body(&ok);
+    assert!(
+        answer.contains("m=audio 30000 RTP/AVP 8 101\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("o=bob 7 2 "), "{answer}");
+    assert!(!answer.contains("PCMU"), "{answer}");
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Reinvited { sdp: Some(_) }))
+    );
+    assert_eq!(bob.local_sdp(b).map(|s| &s[..]), Some(answer.as_bytes()));
+    let (ok, _) = bob_answers(t0, &mut alice, a, &mut bob, &[(0, "PCMU")], 3);
+    assert!(
+        body(&ok).contains("m=audio 30000 RTP/AVP 0 101\r\n"),
+        "{}",
+        body(&ok)
+    );
+    assert!(body(&ok).contains("o=bob 7 3 "), "{}", body(&ok));
+    let (refused, ev) = bob_answers(t0, &mut alice, a, &mut bob, &[(18, "G729")], 4);
+    assert_eq!(refused.status(), Some(488));
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::OfferRefused { .. }))
+    );
+}
