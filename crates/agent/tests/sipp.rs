@@ -107,6 +107,13 @@ impl Sipp {
     }
 }
 
+/// A SIPp scenario of `testdata/sipp/` by file name, as a path.
+macro_rules! sipp_scenario {
+    ($file:literal) => {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/sipp/", $file)
+    };
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -360,10 +367,7 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
         }),
         ..callee1()
     };
-    let scenario = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uac-session-timer-422.xml"
-    );
+    let scenario = sipp_scenario!("uac-session-timer-422.xml");
     let (code, reports) = sipp_calls(callee, |to| {
         sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"])
     });
@@ -654,65 +658,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     // Where the moving UAS first sends our RTP: bound, never read.
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port().to_string();
-    let scenario = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-moves-media.xml"
-    );
-    let delayed = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-delayed-offer.xml"
-    );
     let offer = match uas {
         Uas::DelayedOffer => OfferTiming::Late,
         _ => OfferTiming::Early,
     };
-    let holds = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-holds-with-c0.xml"
-    );
-    let another_codec = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-offers-another-codec.xml"
-    );
-    let pauses = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-pauses-rtp.xml"
-    );
-    let session_timer = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-demands-session-timer.xml"
-    );
-    let reinvite_refresh = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-demands-reinvite-refresh.xml"
-    );
-    let never_refreshes = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-never-refreshes.xml"
-    );
-    let first_422 = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-422-then-answers.xml"
-    );
-    let no_offer = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-reinvites-without-offer.xml"
-    );
-    let pcma = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-offers-pcma.xml"
-    );
-    let elsewhere = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../testdata/sipp/uas-answers-elsewhere.xml"
-    );
     let (sipp, port) = Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (sip_port, media_port_text) = (port.to_string(), media_port.to_string());
         let mut args = match uas {
             Uas::MovesMedia => vec![
                 "-sf",
-                scenario,
+                sipp_scenario!("uas-moves-media.xml"),
                 "-set",
                 "first",
                 &dead_port,
@@ -722,7 +678,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             ],
             Uas::MovesMediaAway => vec![
                 "-sf",
-                scenario,
+                sipp_scenario!("uas-moves-media.xml"),
                 "-set",
                 "first",
                 &media_port_text,
@@ -730,17 +686,29 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 "then",
                 &dead_port,
             ],
-            Uas::DelayedOffer => vec!["-sf", delayed],
-            Uas::HoldsWithC0 => vec!["-sf", holds],
-            Uas::OffersAnotherCodec => vec!["-sf", another_codec],
-            Uas::PausesRtp => vec!["-sf", pauses],
-            Uas::DemandsSessionTimer => vec!["-sf", session_timer],
-            Uas::Answers422First => vec!["-sf", first_422],
-            Uas::NeverRefreshes => vec!["-sf", never_refreshes],
-            Uas::DemandsReinviteRefresh => vec!["-sf", reinvite_refresh],
-            Uas::ReinvitesWithoutOffer => vec!["-sf", no_offer],
-            Uas::OffersPcma => vec!["-sf", pcma],
-            Uas::AnswersElsewhere => vec!["-sf", elsewhere, "-set", "dead", &dead_port],
+            Uas::DelayedOffer => vec!["-sf", sipp_scenario!("uas-delayed-offer.xml")],
+            Uas::HoldsWithC0 => vec!["-sf", sipp_scenario!("uas-holds-with-c0.xml")],
+            Uas::OffersAnotherCodec => vec!["-sf", sipp_scenario!("uas-offers-another-codec.xml")],
+            Uas::PausesRtp => vec!["-sf", sipp_scenario!("uas-pauses-rtp.xml")],
+            Uas::DemandsSessionTimer => {
+                vec!["-sf", sipp_scenario!("uas-demands-session-timer.xml")]
+            }
+            Uas::Answers422First => vec!["-sf", sipp_scenario!("uas-422-then-answers.xml")],
+            Uas::NeverRefreshes => vec!["-sf", sipp_scenario!("uas-never-refreshes.xml")],
+            Uas::DemandsReinviteRefresh => {
+                vec!["-sf", sipp_scenario!("uas-demands-reinvite-refresh.xml")]
+            }
+            Uas::ReinvitesWithoutOffer => {
+                vec!["-sf", sipp_scenario!("uas-reinvites-without-offer.xml")]
+            }
+            Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
+            Uas::AnswersElsewhere => vec![
+                "-sf",
+                sipp_scenario!("uas-answers-elsewhere.xml"),
+                "-set",
+                "dead",
+                &dead_port,
+            ],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
