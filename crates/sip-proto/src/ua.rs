@@ -2281,8 +2281,8 @@ impl UserAgent {
             session.restart(now);
             rare.session = Some(session);
             self.set_flag(CALL_TIMERS, true);
-        } else if rare.is_empty() {
-            call.rare = None;
+        } else {
+            tidy_rare(call);
         }
     }
 
@@ -3012,10 +3012,8 @@ impl UserAgent {
                 if !resp.is_some_and(|r| session.take_terms(r, true)) && session.peer_timer {
                     if let Some(r) = call.rare.as_mut() {
                         r.session = None;
-                        if r.is_empty() {
-                            call.rare = None;
-                        }
                     }
+                    tidy_rare(call);
                     return false;
                 }
                 session.restart(now);
