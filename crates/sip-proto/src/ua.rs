@@ -2624,18 +2624,13 @@ impl UserAgent {
         true
     }
 
-    /// The ACK of a 2xx whose offer we were still to answer (a late offer), carrying every
-    /// stream rejected: the call ends (hung up, or by the callee's BYE) before the
-    /// application answered, and the 2xx must still be ACKed with a valid answer
-    /// (RFC 3261 §13.2.2.4). Nothing when no 2xx's offer waits.
-    fn ack_rejecting_owed_offer(&mut self, now: Instant, id: CallId) {
-        let offer = self
-            .call_ref(id)
-            .and_then(owed_of)
-            .and_then(|o| match o.at {
-                OwedIn::Ack { .. } => Some(o.offer.clone()),
-                OwedIn::Prack { .. } => None,
-            });
+    /// The ACK of a 2xx (or the PRACK of a reliable 1xx) whose offer we were still to answer
+    /// (a late offer), carrying every stream rejected: the call ends (hung up, or by the
+    /// callee's BYE) before the application answered, and the 2xx must still be ACKed with a
+    /// valid answer (RFC 3261 §13.2.2.4), the 1xx PRACKed with one (RFC 3262 §5: "it MUST
+    /// generate an answer in the PRACK"). Nothing when no offer waits.
+    fn answer_owed_offer_rejecting(&mut self, now: Instant, id: CallId) {
+        let offer = self.call_ref(id).and_then(owed_of).map(|o| o.offer.clone());
         if let Some(offer) = offer {
             let answer = self.rejecting_answer(&offer);
             self.give_answer(now, id, answer, false);
@@ -2652,12 +2647,14 @@ impl UserAgent {
         };
         match (call.uac, call.state) {
             (true, CallState::Answering) => {
-                self.ack_rejecting_owed_offer(now, id);
+                self.answer_owed_offer_rejecting(now, id);
                 self.send_bye(now, id);
             }
             (_, CallState::Confirmed) | (false, CallState::Answering) => self.send_bye(now, id),
             (true, CallState::Calling | CallState::Early) => {
                 if call.provisional_seen {
+                    // A reliable 1xx's offer waiting for our answer is answered first.
+                    self.answer_owed_offer_rejecting(now, id);
                     self.send_cancel(now, id);
                 } else {
                     call.cancel = Cancel::Pending;
@@ -4253,7 +4250,9 @@ impl UserAgent {
             return;
         };
         if c.uac {
-            self.ack_rejecting_owed_offer(now, id);
+            if matches!(owed_of(c).map(|o| &o.at), Some(OwedIn::Ack { .. })) {
+                self.answer_owed_offer_rejecting(now, id);
+            }
         } else if c.state == CallState::Answering {
             c.state = CallState::Confirmed;
             c.ok_retransmit = None;

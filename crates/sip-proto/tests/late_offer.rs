@@ -260,6 +260,47 @@ fn the_offer_in_a_reliable_1xx_is_answered_in_the_prack() {
     assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
 }
 
+/// RFC 3262 §5: the offer in a reliable 1xx "MUST" be answered in the PRACK, also when the
+/// caller wants none of it and gives up: hanging up before answering sends the PRACK with every
+/// stream rejected (port 0, RFC 3264 §6), then the CANCEL (RFC 3261 §9.1); Bob's 183 is
+/// acknowledged, so he stops retransmitting it. Before: only the CANCEL, the 1xx unanswered.
+#[test]
+fn hanging_up_on_a_reliable_1xx_offer_pracks_it_with_streams_rejected_then_cancels() {
+    let now = Instant::now();
+    let (mut alice, a, mut bob, b) = calling(now, true, false);
+    bob.progress(now, b, sdp(BOBS_OFFER));
+    let (p183, _) = drain(&mut bob);
+    deliver(&mut alice, now, BOB, &p183);
+    let (_, ev) = drain(&mut alice);
+    assert_eq!(offered(&ev), [BOBS_OFFER.as_bytes()], "{ev:?}");
+
+    alice.hangup(now, a);
+    let (out, _) = drain(&mut alice);
+    let pracks = of(&out, "PRACK ");
+    assert_eq!((pracks.len(), of(&out, "CANCEL ").len()), (1, 1), "{out:?}");
+    let p = msg(pracks[0]);
+    assert_eq!(p.headers.value(&HeaderName::RAck), Some("1 1 INVITE"));
+    let body = String::from_utf8(p.body().to_vec()).unwrap();
+    assert!(body.contains("\r\nm=audio 0 RTP/AVP 8 0\r\n"), "{body}");
+    assert!(
+        out.iter().position(|o| o.bytes.starts_with(b"PRACK "))
+            < out.iter().position(|o| o.bytes.starts_with(b"CANCEL ")),
+        "the PRACK goes first: {out:?}"
+    );
+    deliver(&mut bob, now, ALICE, &out);
+    let (answers, _) = drain(&mut bob);
+    assert_eq!(
+        of(&answers, "SIP/2.0 200 ").len(),
+        2,
+        "PRACK and CANCEL: {answers:?}"
+    );
+    assert_eq!(of(&answers, "SIP/2.0 487 ").len(), 1, "{answers:?}");
+    settle(now, &mut alice, &mut bob);
+    // Bob's 183 was acknowledged: T1 later he sends it no more.
+    bob.handle_timeout(now + Duration::from_millis(500));
+    assert!(of(&drain(&mut bob).0, "SIP/2.0 183 ").is_empty());
+}
+
 /// RFC 3264 §4: "An agent MUST NOT generate a new offer if it has received an offer which it
 /// has not yet answered or rejected. Furthermore, an agent MUST NOT generate a new offer if it
 /// has generated a prior offer for which it has not yet received an answer or a rejection."
