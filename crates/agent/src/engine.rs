@@ -2630,7 +2630,8 @@ impl<'a> Shard<'a> {
                 // Late offer: the callee's offer (in its 2xx or a reliable 1xx). Our answer,
                 // a codec of our list in the callee's order (RFC 3264 §6.1), starts the media
                 // and goes in the ACK (or the PRACK). Nothing in common: the offer's streams
-                // rejected in the ACK, then BYE (RFC 3261 §13.2.2.4), NEGOTIATION_FAILED.
+                // rejected in the ACK, then BYE (RFC 3261 §13.2.2.4), or in the PRACK, then
+                // CANCEL (RFC 3262 §5) — `hangup` does both — NEGOTIATION_FAILED.
                 ep.set_phase(Phase::Negotiating, &events);
                 let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
                 let cname = format!("{}@sipmeter", ep.ua.user());
