@@ -29,6 +29,7 @@ fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
         rtcp_interval: Duration::from_secs(5),
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: u64::from(ssrc),
+        srtp: None,
     }
 }
 

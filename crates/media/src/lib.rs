@@ -18,7 +18,7 @@ pub mod impair;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
-pub mod srtp;
 pub mod session;
+pub mod srtp;
 pub mod stats;
 pub mod wav;

@@ -568,7 +568,12 @@ impl Crypto {
 
     /// The attribute's value: `<tag> <suite> inline:<key||salt>`.
     pub fn value(&self) -> String {
-        format!("{} {} inline:{}", self.tag, self.suite.name(), self.key.to_base64())
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            self.key.to_base64()
+        )
     }
 }
 
@@ -624,9 +629,11 @@ mod tests {
         assert_eq!(k_s[..], hex("30CBBC08863D8C85D49DB34A9AE1")[..]);
         assert_eq!(
             auth[..],
-            hex("CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
+            hex(
+                "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
                  E049646C43D9327AD175578EF72270986371C10C9A369AC2F94A8C5FBCDDDC25
-                 6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2")[..]
+                 6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2"
+            )[..]
         );
     }
 
@@ -643,7 +650,10 @@ mod tests {
     }
 
     fn pair(suite: Suite) -> (SrtpStream, SrtpStream) {
-        (SrtpStream::new(suite, &key(7)), SrtpStream::new(suite, &key(7)))
+        (
+            SrtpStream::new(suite, &key(7)),
+            SrtpStream::new(suite, &key(7)),
+        )
     }
 
     #[test]
@@ -659,7 +669,11 @@ mod tests {
             for i in [0, 5, 12, 100, p.len() - 1] {
                 let mut bad = p.clone();
                 bad[i] ^= 1;
-                assert_eq!(rx.unprotect_rtp(&mut bad), Err(SrtpError::AuthFailed), "{i}");
+                assert_eq!(
+                    rx.unprotect_rtp(&mut bad),
+                    Err(SrtpError::AuthFailed),
+                    "{i}"
+                );
             }
             let n = rx.unprotect_rtp(&mut p).unwrap();
             assert_eq!(p[..n], plain[..]);
@@ -685,13 +699,22 @@ mod tests {
         for i in [0, 2, 1, 5, 3, 4] {
             rx.unprotect_rtp(&mut sent[i].clone()).unwrap();
         }
-        assert_eq!(rx.unprotect_rtp(&mut sent[2].clone()), Err(SrtpError::Replayed));
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[2].clone()),
+            Err(SrtpError::Replayed)
+        );
         for p in &sent[6..] {
             rx.unprotect_rtp(&mut p.clone()).unwrap();
         }
         // Index 99 is the top: 36 is inside the window (seen), 35 is 64 behind.
-        assert_eq!(rx.unprotect_rtp(&mut sent[36].clone()), Err(SrtpError::Replayed));
-        assert_eq!(rx.unprotect_rtp(&mut sent[35].clone()), Err(SrtpError::Replayed));
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[36].clone()),
+            Err(SrtpError::Replayed)
+        );
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[35].clone()),
+            Err(SrtpError::Replayed)
+        );
         // A tampered packet does not move the window: the genuine one still passes.
         let mut next = rtp(100, 1, b"abc");
         tx.protect_rtp(&mut next).unwrap();
@@ -712,7 +735,11 @@ mod tests {
             out.push(p);
             seq = seq.wrapping_add(1);
         }
-        assert_eq!(tx.rtp_window.unwrap().top, 1 << 16 | 5, "ROC 1 after the wrap");
+        assert_eq!(
+            tx.rtp_window.unwrap().top,
+            1 << 16 | 5,
+            "ROC 1 after the wrap"
+        );
         // Delivered with the packets around the wrap reordered.
         for i in [0, 1, 2, 3, 4, 6, 5, 7, 9, 8, 10, 11] {
             let n = rx.unprotect_rtp(&mut out[i]).unwrap();
@@ -739,7 +766,11 @@ mod tests {
             for _ in 0..3 {
                 let mut p = plain.clone();
                 tx.protect_rtcp(&mut p).unwrap();
-                assert_eq!(p.len(), plain.len() + 4 + RTCP_TAG_LEN, "80-bit tag for {suite:?}");
+                assert_eq!(
+                    p.len(),
+                    plain.len() + 4 + RTCP_TAG_LEN,
+                    "80-bit tag for {suite:?}"
+                );
                 assert_eq!(p[..8], plain[..8]);
                 assert_ne!(p[8..20], plain[8..]);
                 packets.push(p);
@@ -784,7 +815,10 @@ mod tests {
         let ok = Crypto::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|2^31"))
             .unwrap()
             .unwrap();
-        assert_eq!((ok.tag, ok.suite, &ok.key), (1, Suite::AesCm128HmacSha1_80, &k));
+        assert_eq!(
+            (ok.tag, ok.suite, &ok.key),
+            (1, Suite::AesCm128HmacSha1_80, &k)
+        );
         assert_eq!(
             Crypto::parse(&ok.value()).unwrap().unwrap(),
             ok,
@@ -793,11 +827,26 @@ mod tests {
         let cases: [(&str, Result<(), CryptoError>); 10] = [
             ("", Err(CryptoError::Fields)),
             ("1 AES_CM_128_HMAC_SHA1_80", Err(CryptoError::Fields)),
-            ("x AES_CM_128_HMAC_SHA1_80 inline:AAAA", Err(CryptoError::Tag)),
-            ("1 AES_CM_128_HMAC_SHA1_80 uri:x", Err(CryptoError::KeyMethod)),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:!!!!", Err(CryptoError::Base64)),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:AAAA", Err(CryptoError::KeyLength(3))),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|x", Err(CryptoError::KeyInfo)),
+            (
+                "x AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+                Err(CryptoError::Tag),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 uri:x",
+                Err(CryptoError::KeyMethod),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:!!!!",
+                Err(CryptoError::Base64),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+                Err(CryptoError::KeyLength(3)),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|x",
+                Err(CryptoError::KeyInfo),
+            ),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4", Ok(())),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:{k} KDR=1", Ok(())),
             ("2 AEAD_AES_256_GCM inline:whatever", Ok(())),

@@ -41,6 +41,7 @@ fn offer(codecs: Vec<Codec>, direction: Direction, version: u64) -> Bytes {
             rtcp_mux: false,
             session_id: 7,
             session_version: version,
+            srtp: None,
         })
         .to_string(),
     )
