@@ -15,7 +15,7 @@ use sip_proto::auth::Credentials;
 use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
 
-use crate::callmedia::MediaPlan;
+use crate::callmedia::{MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
     ActionKind, CallAction, EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, RunSummary,
@@ -218,6 +218,10 @@ pub struct GroupEntry {
     pub rtcp_mux: Option<bool>,
     /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
     pub rtp_dscp: Option<Spanned<DscpValue>>,
+    /// Media encryption: `"off"` (the default), `"sdes"` (SRTP required: RTP/SAVP with
+    /// `a=crypto` keys, RFC 4568) or `"optional"` (RTP/AVP with `a=crypto`: SRTP with peers
+    /// that take it, plain RTP with the others).
+    pub srtp: Option<Spanned<String>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -1283,6 +1287,23 @@ pub fn prepare_parsed(
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
+            if let Some(s) = &g.srtp {
+                mp.srtp = match s.get_ref().as_str() {
+                    "off" => SrtpMode::Off,
+                    "sdes" => SrtpMode::Sdes,
+                    "optional" => SrtpMode::Optional,
+                    other => {
+                        return cx.err(
+                            s.span(),
+                            field("srtp"),
+                            format!(
+                                "`{other}`: must be \"off\", \"sdes\" or \"optional\" \
+                                 (DTLS-SRTP is not supported)"
+                            ),
+                        );
+                    }
+                };
+            }
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -1305,6 +1326,9 @@ pub fn prepare_parsed(
             }
             if let Some(d) = &g.rtp_dscp {
                 return cx.err(d.span(), field("rtp_dscp"), "marks RTP: needs media = true");
+            }
+            if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
+                return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
             }
             None
         };

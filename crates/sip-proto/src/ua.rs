@@ -3262,7 +3262,19 @@ impl UserAgent {
 
     /// Rejects an incoming call with `code` (486 Busy Here, 603 Decline …).
     pub fn reject(&mut self, now: Instant, id: CallId, code: u16) {
-        self.respond_invite(now, id, code, reason_phrase(code), None);
+        self.reject_warning(now, id, code, None);
+    }
+
+    /// Rejects an incoming call like [`Self::reject`], saying why in a `Warning: <warn-code>
+    /// <agent> "<text>"` header (RFC 3261 §20.43; e.g. 488 with 305 "Incompatible media
+    /// format" when the offer lacks what we require, RFC 3264 §6.1).
+    pub fn reject_with_warning(&mut self, now: Instant, id: CallId, code: u16, warning: &str) {
+        let warning = Header::new(HeaderName::Warning, warning.to_owned());
+        self.reject_warning(now, id, code, Some(&warning));
+    }
+
+    fn reject_warning(&mut self, now: Instant, id: CallId, code: u16, warning: Option<&Header>) {
+        self.respond_invite_warning(now, id, code, reason_phrase(code), None, warning);
         self.call_event(
             id,
             CallEvent::Failed {
@@ -3279,6 +3291,19 @@ impl UserAgent {
         code: u16,
         reason: &str,
         sdp: Option<Bytes>,
+    ) -> Option<Bytes> {
+        self.respond_invite_warning(now, id, code, reason, sdp, None)
+    }
+
+    /// [`Self::respond_invite`] with a `Warning` header (RFC 3261 §20.43) when given.
+    fn respond_invite_warning(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        code: u16,
+        reason: &str,
+        sdp: Option<Bytes>,
+        warning: Option<&Header>,
     ) -> Option<Bytes> {
         // The call and its server transaction, borrowed apart.
         let call = self.calls.get(self.slot(id)?)?.as_ref()?;
@@ -3318,6 +3343,7 @@ impl UserAgent {
             .chain(&rseq_line)
             .chain(&session_expires)
             .chain(&require_timer)
+            .chain(warning)
             .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
