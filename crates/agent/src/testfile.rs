@@ -1757,6 +1757,60 @@ call = "group:callees"
         assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
     }
 
+    /// `srtp` per group: off by default, "sdes" or "optional"; a bad value, or SRTP without
+    /// media, names its line and field.
+    #[test]
+    fn srtp_is_read_per_group() {
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"sdes\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let srtp = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().srtp
+        };
+        assert_eq!(
+            (srtp("callers"), srtp("callees")),
+            (SrtpMode::Sdes, SrtpMode::Off)
+        );
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"optional\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Optional);
+        let line = GOOD
+            .lines()
+            .position(|l| l == "call = \"group:callees\"")
+            .unwrap()
+            + 2;
+        for (bad, says) in [
+            (
+                "srtp = \"dtls\"",
+                "must be \"off\", \"sdes\" or \"optional\"",
+            ),
+            ("srtp = \"SDES\"", "`SDES`"),
+            ("media = false\nsrtp = \"sdes\"", "needs media = true"),
+        ] {
+            let text = GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{bad}"),
+            );
+            let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+            assert_eq!(e.field, "group[1].srtp", "{e}");
+            assert_eq!(e.line, line + bad.matches('\n').count(), "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        // Written off with media = false is fine.
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nsrtp = \"off\"",
+        );
+        assert!(prepare("t.toml", &text, b"s", 0).is_ok());
+    }
+
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its
     /// own registrar"): one server each, in the order of their first group, accounts from
     /// each registrar's own pool, and `group:NAME` calls the callees at their own domain.
