@@ -128,22 +128,20 @@ fn our_srtp_and_libsrtp_read_each_other() {
         // 1. We protect (our key); libsrtp protects the same packets under the same key:
         // the bytes must be equal. Then libsrtp unprotects ours.
         let mut tx = SrtpStream::new(suite, &ours);
-        let protected: Vec<Vec<u8>> = plain
-            .iter()
-            .map(|p| {
-                let mut v = p.clone();
-                tx.protect_rtp(&mut v).unwrap();
-                v
-            })
-            .collect();
-        let protected_rtcp: Vec<Vec<u8>> = rtcp
-            .iter()
-            .map(|p| {
-                let mut v = p.clone();
-                tx.protect_rtcp(&mut v).unwrap();
-                v
-            })
-            .collect();
+        let mut protect = |packets: &[Vec<u8>], rtcp: bool| -> Vec<Vec<u8>> {
+            let mut out = packets.to_vec();
+            for v in &mut out {
+                let r = if rtcp {
+                    tx.protect_rtcp(v)
+                } else {
+                    tx.protect_rtp(v)
+                };
+                r.unwrap();
+            }
+            out
+        };
+        let protected = protect(&plain, false);
+        let protected_rtcp = protect(&rtcp, true);
         let mut tampered = protected[3].clone();
         tampered[30] ^= 0x80;
         let mut cmds: Vec<(char, Vec<u8>)> = plain.iter().map(|p| ('P', p.clone())).collect();
