@@ -6335,6 +6335,26 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         assert!(p.a.calls.is_empty() && p.b.calls.is_empty());
     }
 
+    /// `reject_with_warning`: the final response carries the Warning as given (RFC 3261
+    /// §20.43, e.g. why an offer was not acceptable), and the call ends at the caller.
+    #[test]
+    fn a_rejection_can_say_why_in_a_warning() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.reject_with_warning(p.now, bob_call, 488, "305 sipmeter \"srtp is required\"");
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        let refusal = last_sent(&p, false, "488");
+        let text = String::from_utf8_lossy(&refusal);
+        assert!(
+            text.starts_with("SIP/2.0 488 Not Acceptable Here\r\n")
+                && text.contains("\r\nWarning: 305 sipmeter \"srtp is required\"\r\n"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn finished_transactions_are_kept_compact_and_still_answer_retransmissions() {
         let mut p = Pair::new();
