@@ -40,8 +40,8 @@ use std::time::{Duration, Instant};
 use agent::builtin::BuiltinRegistrar;
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget,
-    StopHandle, run,
+    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, RunSummary,
+    ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
 use media::impair::{Impairment, ImpairmentConfig, Loss};
@@ -785,6 +785,41 @@ fn relay_leg(
     leg
 }
 
+/// caller0 calls callee0 once for `secs` seconds through a [`Relay`] impairing caller →
+/// callee with `to_callee` and callee → caller with `to_caller`, RTCP multiplexed so that it
+/// crosses the relay too, both with `srtp`: the run's summary and reports, and the relay's
+/// two legs (to the callee, to the caller).
+fn call_through_relay(
+    to_callee: ImpairmentConfig,
+    to_caller: ImpairmentConfig,
+    srtp: SrtpMode,
+    secs: u64,
+) -> (RunSummary, Vec<EndpointReport>, Leg, Leg) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = start_registrar(&rt);
+    // The caller sends to `a` (the callee advertises it) and receives from `b`.
+    let relay = Relay::start(to_callee, to_caller);
+    let media = |advertise| MediaPlan {
+        rtcp_mux: true,
+        advertise: Some(advertise),
+        srtp,
+        ..MediaPlan::default()
+    };
+    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), secs);
+    let (tx, _rx) = mpsc::channel();
+    let result = run(plan, tx, StopHandle::default());
+    std::thread::sleep(Duration::from_millis(200));
+    let (to_callee, to_caller) = relay.stop();
+    let (summary, reports) = result.unwrap();
+    let _ = rt.block_on(reg.stop());
+    (summary, reports, to_callee, to_caller)
+}
+
 /// Real sockets, injected impairment: a relay between caller and callee applies, caller →
 /// callee, 20 ms delay + uniform 0–15 ms jitter + 5 % random loss, and callee → caller,
 /// 30 ms delay, no jitter, 1 % loss (seeded). RTCP (multiplexed) goes through it too.
@@ -807,13 +842,6 @@ fn relay_leg(
 ///   [48, 70] ms for scheduling.
 #[test]
 fn relay_impairment_is_measured() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let reg = start_registrar(&rt);
     let caller_to_callee = ImpairmentConfig {
         delay: Duration::from_millis(20),
         jitter: Duration::from_millis(15),
@@ -827,20 +855,8 @@ fn relay_impairment_is_measured() {
         seed: 202,
         ..ImpairmentConfig::default()
     };
-    // The caller sends to `a` (the callee advertises it) and receives from `b`.
-    let relay = Relay::start(caller_to_callee, callee_to_caller);
-    let media = |advertise| MediaPlan {
-        rtcp_mux: true,
-        advertise: Some(advertise),
-        ..MediaPlan::default()
-    };
-    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), 15);
-    let (tx, _rx) = mpsc::channel();
-    let result = run(plan, tx, StopHandle::default());
-    std::thread::sleep(Duration::from_millis(200));
-    let (to_callee, to_caller) = relay.stop();
-    let (summary, reports) = result.unwrap();
-    let _ = rt.block_on(reg.stop());
+    let (summary, reports, to_callee, to_caller) =
+        call_through_relay(caller_to_callee, callee_to_caller, SrtpMode::Off, 15);
     eprintln!("late timers in the run: {}", summary.late_timers);
 
     let by = |g: &str| reports.iter().find(|r| r.group == g).unwrap();
@@ -929,13 +945,6 @@ fn max_sample(r: &EndpointReport, name: &str) -> f64 {
 /// bursts (σ ≈ 2.4 points).
 #[test]
 fn relay_bursts_reordering_and_duplicates_are_counted() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let reg = start_registrar(&rt);
     let caller_to_callee = ImpairmentConfig {
         delay: Duration::from_millis(10),
         loss: Loss::GilbertElliott {
@@ -955,19 +964,8 @@ fn relay_bursts_reordering_and_duplicates_are_counted() {
         seed: 404,
         ..ImpairmentConfig::default()
     };
-    let relay = Relay::start(caller_to_callee, clean);
-    let media = |advertise| MediaPlan {
-        rtcp_mux: true,
-        advertise: Some(advertise),
-        ..MediaPlan::default()
-    };
-    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), 15);
-    let (tx, _rx) = mpsc::channel();
-    let result = run(plan, tx, StopHandle::default());
-    std::thread::sleep(Duration::from_millis(200));
-    let (leg, clean_leg) = relay.stop();
-    let (_, reports) = result.unwrap();
-    let _ = rt.block_on(reg.stop());
+    let (_, reports, leg, clean_leg) =
+        call_through_relay(caller_to_callee, clean, SrtpMode::Off, 15);
 
     let callee = reports.iter().find(|r| r.group == "callees").unwrap();
     let caller = reports.iter().find(|r| r.group == "callers").unwrap();
@@ -1020,28 +1018,8 @@ fn relay_bursts_reordering_and_duplicates_are_counted() {
 #[test]
 fn sdes_calls_put_only_srtp_on_the_wire() {
     use media::srtp::{Crypto, SrtpStream};
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let reg = start_registrar(&rt);
-    let relay = Relay::start(ImpairmentConfig::default(), ImpairmentConfig::default());
-    // RTCP multiplexed, so that it crosses the relay too.
-    let media = |advertise| MediaPlan {
-        rtcp_mux: true,
-        advertise: Some(advertise),
-        srtp: SrtpMode::Sdes,
-        ..MediaPlan::default()
-    };
-    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), 3);
-    let (tx, _rx) = mpsc::channel();
-    let result = run(plan, tx, StopHandle::default());
-    std::thread::sleep(Duration::from_millis(200));
-    let (to_callee, to_caller) = relay.stop();
-    let (_, reports) = result.unwrap();
-    let _ = rt.block_on(reg.stop());
+    let clean = ImpairmentConfig::default();
+    let (_, reports, to_callee, to_caller) = call_through_relay(clean, clean, SrtpMode::Sdes, 3);
     let by = |g: &str| reports.iter().find(|r| r.group == g).unwrap();
     // The sender's crypto line: the caller's first (tag 1, the suite the callee took), the
     // callee's only one.
