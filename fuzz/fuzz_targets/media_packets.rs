@@ -1,5 +1,6 @@
 //! RTP, RTCP and RFC 4733 parsers on arbitrary bytes, then the same bytes into a live media
-//! session (stats, jitter buffer, G.711 decode, RTCP handling): nothing may panic.
+//! session (stats, jitter buffer, G.711 decode, RTCP handling), plain and with SRTP
+//! (unprotect: index estimate, replay window, tag check): nothing may panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use media::rtcp;
 use media::rtp::RtpPacket;
 use media::sdp::{Codec, Direction};
 use media::session::{DEFAULT_NTP_ORIGIN, MediaSession, SessionConfig};
+use media::srtp::{MasterKey, SrtpParams, SrtpStream, Suite};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = RtpPacket::parse(data) {
@@ -37,14 +39,31 @@ fuzz_target!(|data: &[u8]| {
         rtcp_interval: Duration::from_secs(5),
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: 1,
+        srtp: None,
     };
-    let Ok(mut s) = MediaSession::new(cfg, t0) else {
-        return;
-    };
-    // Split the input into datagrams at 0xFF bytes, 1 ms apart.
-    for (i, d) in data.split(|b| *b == 0xff).enumerate() {
-        let _ = s.handle_packet(t0 + Duration::from_millis(i as u64), d);
+    let key = MasterKey::from_bytes([7; 30]);
+    for suite in Suite::ALL {
+        let mut rx = SrtpStream::new(suite, &key);
+        let _ = rx.unprotect_rtp(&mut data.to_vec());
+        let _ = rx.unprotect_rtcp(&mut data.to_vec());
     }
-    let _ = s.sample(t0 + Duration::from_secs(1));
-    let _ = s.summary();
+    let with_srtp = SessionConfig {
+        srtp: Some(SrtpParams {
+            suite: Suite::AesCm128HmacSha1_32,
+            tx_key: key.clone(),
+            rx_key: key,
+        }),
+        ..cfg.clone()
+    };
+    for cfg in [cfg, with_srtp] {
+        let Ok(mut s) = MediaSession::new(cfg, t0) else {
+            return;
+        };
+        // Split the input into datagrams at 0xFF bytes, 1 ms apart.
+        for (i, d) in data.split(|b| *b == 0xff).enumerate() {
+            let _ = s.handle_packet(t0 + Duration::from_millis(i as u64), d);
+        }
+        let _ = s.sample(t0 + Duration::from_secs(1));
+        let _ = s.summary();
+    }
 });

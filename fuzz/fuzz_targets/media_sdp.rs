@@ -24,6 +24,14 @@ fuzz_target!(|data: &[u8]| {
         rtcp_mux: true,
         session_id: 1,
         session_version: 1,
+        // Optional SDES: a=crypto lines are parsed and picked from, plain offers still answered.
+        srtp: Some(sdp::Sdes {
+            required: false,
+            keys: [
+                media::srtp::MasterKey::from_bytes([1; 30]),
+                media::srtp::MasterKey::from_bytes([2; 30]),
+            ],
+        }),
     };
     if let Ok((answer, _)) = sdp::answer_offer(&sd, &local) {
         let _ = SessionDescription::parse(answer.to_string().as_bytes()).expect("answer parses");

@@ -17,10 +17,11 @@ use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
 use media::sdp::{
-    self, Codec, Direction, LocalMedia, MediaDescription, Negotiated, NegotiationError,
+    self, Codec, Direction, LocalMedia, MediaDescription, Negotiated, NegotiationError, Sdes,
     SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
+use media::srtp::MasterKey;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
@@ -57,6 +58,39 @@ pub struct MediaPlan {
     pub source: SourceKind,
     /// DSCP of the calls' RTP and RTCP (`rtp_dscp`; `None`: unmarked).
     pub dscp: Option<crate::dscp::Dscp>,
+    /// SRTP with SDES keys (`srtp`).
+    pub srtp: SrtpMode,
+}
+
+/// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
+/// exchanged in the SDP (SDES, RFC 4568).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpMode {
+    /// Plain RTP; an `RTP/SAVP` offer is refused (488).
+    #[default]
+    Off,
+    /// SRTP required: `RTP/SAVP` with `a=crypto` offered; a peer without keys fails the call.
+    Sdes,
+    /// SRTP when the peer takes it: `RTP/AVP` with `a=crypto` offered, plain RTP accepted.
+    Optional,
+}
+
+impl SrtpMode {
+    /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
+    /// must be random and secret; not from the run's seed, which replays).
+    fn sdes(self) -> io::Result<Option<Sdes>> {
+        if self == SrtpMode::Off {
+            return Ok(None);
+        }
+        let mut bytes = [[0u8; 30]; 2];
+        for b in &mut bytes {
+            getrandom::fill(b).map_err(io::Error::other)?;
+        }
+        Ok(Some(Sdes {
+            required: self == SrtpMode::Sdes,
+            keys: bytes.map(MasterKey::from_bytes),
+        }))
+    }
 }
 
 impl Default for MediaPlan {
@@ -69,6 +103,7 @@ impl Default for MediaPlan {
             advertise: None,
             source: SourceKind::Generated,
             dscp: None,
+            srtp: SrtpMode::Off,
         }
     }
 }
@@ -835,6 +870,7 @@ impl CallMedia {
                 rtcp_mux: plan.rtcp_mux,
                 session_id,
                 session_version: 1,
+                srtp: plan.srtp.sdes()?,
             },
             rtp,
             rtcp,
@@ -1249,6 +1285,12 @@ impl CallMedia {
     /// The negotiated codec's name (`PCMU` …).
     pub fn codec(&self) -> Option<&'static str> {
         self.negotiated.as_ref().map(|n| n.codec.encoding_name())
+    }
+
+    /// The SRTP suite negotiated (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
+    pub fn srtp_suite(&self) -> Option<&'static str> {
+        let n = self.negotiated.as_ref()?;
+        n.srtp.as_ref().map(|s| s.suite.name())
     }
 
     /// When [`Self::on_timeout`] (or [`Self::read_due`]) must run next.

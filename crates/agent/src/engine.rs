@@ -487,6 +487,14 @@ pub struct MediaReport {
     pub gap_total_s: f64,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
+    /// The SRTP suite of the last call (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
+    pub srtp: Option<&'static str>,
+    /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
+    /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets received twice or behind the 64-packet replay window (RFC 3711
+    /// §3.3.2): dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
+    pub srtp_replayed: u64,
     /// Mean MOS of the calls that received audio (E-model: ITU-T G.107 for G.711, G.107.1
     /// for G.722 and Opus; one 1–4.5 scale); `None` when none did. `r_factor` is on the
     /// scale of the model used: up to 100 (G.107) or 129 (G.107.1).
@@ -2049,6 +2057,7 @@ impl<'a> Shard<'a> {
             return;
         };
         let codec = media.codec();
+        let srtp = media.srtp_suite();
         let send_errors = media.send_errors;
         let stray = media.stray;
         let rx_dscp = media.rx_dscp;
@@ -2084,8 +2093,22 @@ impl<'a> Shard<'a> {
                 ),
             );
         }
+        if sum.srtp_auth_failures + sum.srtp_replayed > 0 {
+            ep.worsen(
+                Outcome::CompletedWithWarnings,
+                format!(
+                    "{} SRTP/SRTCP packets failed authentication and {} were replays (RFC 3711 \
+                     §3.3): dropped, not measured (a wrong or changed key, packets altered on \
+                     the path, or a stream sent twice)",
+                    sum.srtp_auth_failures, sum.srtp_replayed
+                ),
+            );
+        }
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
         r.calls += 1;
+        r.srtp = srtp;
+        r.srtp_auth_failures += sum.srtp_auth_failures;
+        r.srtp_replayed += sum.srtp_replayed;
         for d in (0..64u8).filter(|d| rx_dscp & (1 << d) != 0) {
             if let Err(at) = r.rx_dscp.binary_search(&d) {
                 r.rx_dscp.insert(at, d);
@@ -2245,8 +2268,11 @@ impl<'a> Shard<'a> {
                     Ok(answer) => answer,
                     Err(e) => {
                         ep.media = None;
+                        // RFC 3261 §20.43 / RFC 3264 §6.1: 488 says why in a Warning
+                        // (305: incompatible media format; the text a quoted string).
+                        let warning = format!("305 sipmeter \"{}\"", e.replace(['"', '\\'], "'"));
+                        ep.ua.reject_with_warning(now, call, 488, &warning);
                         ep.worsen(Outcome::NegotiationFailed, e);
-                        ep.ua.reject(now, call, 488);
                         return;
                     }
                 }

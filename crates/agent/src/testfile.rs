@@ -15,7 +15,7 @@ use sip_proto::auth::Credentials;
 use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
 
-use crate::callmedia::MediaPlan;
+use crate::callmedia::{MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
     ActionKind, CallAction, EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, RunSummary,
@@ -218,6 +218,10 @@ pub struct GroupEntry {
     pub rtcp_mux: Option<bool>,
     /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
     pub rtp_dscp: Option<Spanned<DscpValue>>,
+    /// Media encryption: `"off"` (the default), `"sdes"` (SRTP required: RTP/SAVP with
+    /// `a=crypto` keys, RFC 4568) or `"optional"` (RTP/AVP with `a=crypto`: SRTP with peers
+    /// that take it, plain RTP with the others).
+    pub srtp: Option<Spanned<String>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -1283,6 +1287,23 @@ pub fn prepare_parsed(
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
+            if let Some(s) = &g.srtp {
+                mp.srtp = match s.get_ref().as_str() {
+                    "off" => SrtpMode::Off,
+                    "sdes" => SrtpMode::Sdes,
+                    "optional" => SrtpMode::Optional,
+                    other => {
+                        return cx.err(
+                            s.span(),
+                            field("srtp"),
+                            format!(
+                                "`{other}`: must be \"off\", \"sdes\" or \"optional\" \
+                                 (DTLS-SRTP is not supported)"
+                            ),
+                        );
+                    }
+                };
+            }
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -1305,6 +1326,9 @@ pub fn prepare_parsed(
             }
             if let Some(d) = &g.rtp_dscp {
                 return cx.err(d.span(), field("rtp_dscp"), "marks RTP: needs media = true");
+            }
+            if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
+                return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
             }
             None
         };
@@ -1731,6 +1755,60 @@ call = "group:callees"
         );
         let e = prepare("t.toml", &no_media, b"s", 0).unwrap_err();
         assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
+    }
+
+    /// `srtp` per group: off by default, "sdes" or "optional"; a bad value, or SRTP without
+    /// media, names its line and field.
+    #[test]
+    fn srtp_is_read_per_group() {
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"sdes\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let srtp = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().srtp
+        };
+        assert_eq!(
+            (srtp("callers"), srtp("callees")),
+            (SrtpMode::Sdes, SrtpMode::Off)
+        );
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"optional\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Optional);
+        let line = GOOD
+            .lines()
+            .position(|l| l == "call = \"group:callees\"")
+            .unwrap()
+            + 2;
+        for (bad, says) in [
+            (
+                "srtp = \"dtls\"",
+                "must be \"off\", \"sdes\" or \"optional\"",
+            ),
+            ("srtp = \"SDES\"", "`SDES`"),
+            ("media = false\nsrtp = \"sdes\"", "needs media = true"),
+        ] {
+            let text = GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{bad}"),
+            );
+            let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+            assert_eq!(e.field, "group[1].srtp", "{e}");
+            assert_eq!(e.line, line + bad.matches('\n').count(), "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        // Written off with media = false is fine.
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nsrtp = \"off\"",
+        );
+        assert!(prepare("t.toml", &text, b"s", 0).is_ok());
     }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its

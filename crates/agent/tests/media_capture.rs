@@ -38,10 +38,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent::builtin::BuiltinRegistrar;
-use agent::callmedia::MediaPlan;
+use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, ServerTarget,
-    StopHandle, run,
+    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Role, RunPlan, RunSummary,
+    ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
 use media::impair::{Impairment, ImpairmentConfig, Loss};
@@ -567,6 +567,8 @@ struct Leg {
     unlatched: u64,
     /// Sequence numbers of the RTP packets delivered, in delivery order.
     order: Vec<u16>,
+    /// Every datagram delivered (RTP and RTCP), as it crossed the relay.
+    wire: Vec<Vec<u8>>,
     /// RFC 3550 A.8 interarrival jitter of the RTP packets as the relay actually sent them
     /// (its send times against their RTP timestamps): what the path — the sender's pacing,
     /// the model and the relay's own timing on this machine — really did.
@@ -721,6 +723,7 @@ fn relay_leg(
         rtp_delivered: 0,
         unlatched: 0,
         order: Vec::new(),
+        wire: Vec::new(),
         sent_jitter: JitterMeter::default(),
     };
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
@@ -774,11 +777,47 @@ fn relay_leg(
                     leg.sent_jitter.packet(Instant::now(), &p);
                 }
                 let _ = to.send_to(&p, d);
+                leg.wire.push(p);
             }
         }
     }
     let _ = reader.join();
     leg
+}
+
+/// caller0 calls callee0 once for `secs` seconds through a [`Relay`] impairing caller →
+/// callee with `to_callee` and callee → caller with `to_caller`, RTCP multiplexed so that it
+/// crosses the relay too, both with `srtp`: the run's summary and reports, and the relay's
+/// two legs (to the callee, to the caller).
+fn call_through_relay(
+    to_callee: ImpairmentConfig,
+    to_caller: ImpairmentConfig,
+    srtp: SrtpMode,
+    secs: u64,
+) -> (RunSummary, Vec<EndpointReport>, Leg, Leg) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = start_registrar(&rt);
+    // The caller sends to `a` (the callee advertises it) and receives from `b`.
+    let relay = Relay::start(to_callee, to_caller);
+    let media = |advertise| MediaPlan {
+        rtcp_mux: true,
+        advertise: Some(advertise),
+        srtp,
+        ..MediaPlan::default()
+    };
+    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), secs);
+    let (tx, _rx) = mpsc::channel();
+    let result = run(plan, tx, StopHandle::default());
+    std::thread::sleep(Duration::from_millis(200));
+    let (to_callee, to_caller) = relay.stop();
+    let (summary, reports) = result.unwrap();
+    let _ = rt.block_on(reg.stop());
+    (summary, reports, to_callee, to_caller)
 }
 
 /// Real sockets, injected impairment: a relay between caller and callee applies, caller →
@@ -803,13 +842,6 @@ fn relay_leg(
 ///   [48, 70] ms for scheduling.
 #[test]
 fn relay_impairment_is_measured() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let reg = start_registrar(&rt);
     let caller_to_callee = ImpairmentConfig {
         delay: Duration::from_millis(20),
         jitter: Duration::from_millis(15),
@@ -823,20 +855,8 @@ fn relay_impairment_is_measured() {
         seed: 202,
         ..ImpairmentConfig::default()
     };
-    // The caller sends to `a` (the callee advertises it) and receives from `b`.
-    let relay = Relay::start(caller_to_callee, callee_to_caller);
-    let media = |advertise| MediaPlan {
-        rtcp_mux: true,
-        advertise: Some(advertise),
-        ..MediaPlan::default()
-    };
-    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), 15);
-    let (tx, _rx) = mpsc::channel();
-    let result = run(plan, tx, StopHandle::default());
-    std::thread::sleep(Duration::from_millis(200));
-    let (to_callee, to_caller) = relay.stop();
-    let (summary, reports) = result.unwrap();
-    let _ = rt.block_on(reg.stop());
+    let (summary, reports, to_callee, to_caller) =
+        call_through_relay(caller_to_callee, callee_to_caller, SrtpMode::Off, 15);
     eprintln!("late timers in the run: {}", summary.late_timers);
 
     let by = |g: &str| reports.iter().find(|r| r.group == g).unwrap();
@@ -925,13 +945,6 @@ fn max_sample(r: &EndpointReport, name: &str) -> f64 {
 /// bursts (σ ≈ 2.4 points).
 #[test]
 fn relay_bursts_reordering_and_duplicates_are_counted() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let reg = start_registrar(&rt);
     let caller_to_callee = ImpairmentConfig {
         delay: Duration::from_millis(10),
         loss: Loss::GilbertElliott {
@@ -951,19 +964,8 @@ fn relay_bursts_reordering_and_duplicates_are_counted() {
         seed: 404,
         ..ImpairmentConfig::default()
     };
-    let relay = Relay::start(caller_to_callee, clean);
-    let media = |advertise| MediaPlan {
-        rtcp_mux: true,
-        advertise: Some(advertise),
-        ..MediaPlan::default()
-    };
-    let plan = one_call(reg.addr(), None, media(relay.b), media(relay.a), 15);
-    let (tx, _rx) = mpsc::channel();
-    let result = run(plan, tx, StopHandle::default());
-    std::thread::sleep(Duration::from_millis(200));
-    let (leg, clean_leg) = relay.stop();
-    let (_, reports) = result.unwrap();
-    let _ = rt.block_on(reg.stop());
+    let (_, reports, leg, clean_leg) =
+        call_through_relay(caller_to_callee, clean, SrtpMode::Off, 15);
 
     let callee = reports.iter().find(|r| r.group == "callees").unwrap();
     let caller = reports.iter().find(|r| r.group == "callers").unwrap();
@@ -1007,4 +1009,71 @@ fn relay_bursts_reordering_and_duplicates_are_counted() {
     );
     let clean_seen = clean_leg.classify(clean_leg.order.len());
     assert_eq!((clean_seen.duplicates, clean_seen.reordered), (0, 0));
+}
+
+/// `srtp = "sdes"` on the wire: every RTP and RTCP datagram crossing a relay between caller
+/// and callee is SRTP/SRTCP under the key its sender put in its SDP (RFC 4568): each one
+/// authenticates and decrypts with that key (read back from the INVITE and the 200 OK in the
+/// traces), its payload on the wire differs from the plain one, and no datagram is plain.
+#[test]
+fn sdes_calls_put_only_srtp_on_the_wire() {
+    use media::srtp::{Crypto, SrtpStream};
+    let clean = ImpairmentConfig::default();
+    let (_, reports, to_callee, to_caller) = call_through_relay(clean, clean, SrtpMode::Sdes, 3);
+    let by = |g: &str| reports.iter().find(|r| r.group == g).unwrap();
+    // The sender's crypto line: the caller's first (tag 1, the suite the callee took), the
+    // callee's only one.
+    let key_of = |r: &EndpointReport, first_line: &str| {
+        let t = r
+            .trace
+            .iter()
+            .find(|t| t.direction == Direction::Sent && t.first_line().starts_with(first_line))
+            .expect("sent");
+        let line = t
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("a=crypto:"))
+            .expect("a=crypto");
+        Crypto::parse(line).unwrap().unwrap()
+    };
+    for (leg, sender, first_line) in [
+        (&to_callee, by("callers"), "INVITE "),
+        (&to_caller, by("callees"), "SIP/2.0 200"),
+    ] {
+        assert_eq!(sender.outcome, Outcome::Success, "{sender:#?}");
+        let crypto = key_of(sender, first_line);
+        let mut rx = SrtpStream::new(crypto.suite, &crypto.key);
+        let (mut rtp, mut rtcp) = (0, 0);
+        for p in &leg.wire {
+            let mut plain = p.clone();
+            let n = if is_rtcp(p) {
+                rtcp += 1;
+                rx.unprotect_rtcp(&mut plain)
+            } else {
+                rtp += 1;
+                rx.unprotect_rtp(&mut plain)
+            }
+            .unwrap_or_else(|e| panic!("{}: a datagram that is not SRTP: {e}", sender.user));
+            assert_ne!(
+                plain[12..n],
+                p[12..n],
+                "the payload on the wire is encrypted"
+            );
+        }
+        assert!(
+            rtp >= 140 && rtcp >= 1,
+            "{}: {rtp} RTP, {rtcp} RTCP",
+            sender.user
+        );
+        let m = by(if sender.group == "callers" {
+            "callees"
+        } else {
+            "callers"
+        })
+        .media
+        .as_ref()
+        .unwrap();
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+        assert_eq!(m.srtp, Some(crypto.suite.name()));
+    }
 }

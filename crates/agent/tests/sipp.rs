@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
-use agent::callmedia::MediaPlan;
+use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
     ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
     Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
@@ -649,6 +649,10 @@ enum Uas {
     /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
     AnswersElsewhere,
+    /// `testdata/sipp/uas-answers-srtp.xml` with `-rtp_echo`, called by callers with
+    /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
+    /// caller's own key so that the echo of our SRTP authenticates.
+    AnswersSrtp,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -702,6 +706,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-reinvites-without-offer.xml")]
             }
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
+            Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
             Uas::AnswersElsewhere => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-elsewhere.xml"),
@@ -776,7 +781,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 }],
                 _ => Vec::new(),
             },
-            media: Some(MediaPlan::default()),
+            media: Some(MediaPlan {
+                srtp: match uas {
+                    Uas::AnswersSrtp => SrtpMode::Sdes,
+                    _ => SrtpMode::Off,
+                },
+                ..MediaPlan::default()
+            }),
             role: Role::Call {
                 targets: vec![Uri::parse(&format!("sip:service@127.0.0.1:{port}")).unwrap()],
                 calls: 1,
@@ -810,6 +821,19 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
     echoed_back(Uas::Echo, "PCMU");
 }
 
+/// Callers with `srtp = "sdes"` against SIPp running `testdata/sipp/uas-answers-srtp.xml`:
+/// SIPp checks the RTP/SAVP offer and its AES_CM_128_HMAC_SHA1_80 line (failing the call
+/// otherwise) and answers RTP/SAVP with a crypto line; its echo of our SRTP authenticates
+/// and decrypts, and scores like the plain echo.
+#[test]
+fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {
+    for r in echoed_back(Uas::AnswersSrtp, "PCMU") {
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+}
+
 /// Late-offer callers (INVITE without SDP) against SIPp running
 /// `testdata/sipp/uas-delayed-offer.xml` with `-rtp_echo`: SIPp checks that the INVITE had no
 /// SDP and that our ACK carries the answer to its 200's offer (its `check_it` eregs fail the
@@ -821,8 +845,8 @@ fn late_offer_callers_answer_a_sipp_uas_in_the_ack() {
 }
 
 /// Two calls to `uas`, reflecting RTP: both answered, `codec` used, our own stream measured
-/// on its way back, and SIPp counts both calls successful.
-fn echoed_back(uas: Uas, codec: &str) {
+/// on its way back, and SIPp counts both calls successful; the reports.
+fn echoed_back(uas: Uas, codec: &str) -> Vec<EndpointReport> {
     let (summary, reports, sipp) = media_to_a_sipp_uas(uas);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -839,6 +863,7 @@ fn echoed_back(uas: Uas, codec: &str) {
         assert!(r.samples.len() >= 2);
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls");
+    reports
 }
 
 /// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a

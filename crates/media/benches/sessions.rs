@@ -3,7 +3,9 @@
 //! RFC 3550 stats + jitter-buffer model + decode + level meter on the other — with RTCP and
 //! the per-second sample included at their real rates. One endpoint's media for one second is
 //! 50 iterations (50 packets sent, 50 received, counted once each), so
-//! `sessions per core = 1 s / (50 × time per iteration)`.
+//! `sessions per core = 1 s / (50 × time per iteration)`. The SRTP case adds AES-CM +
+//! HMAC-SHA1-80 protection on the sender and authentication + decryption on the receiver
+//! (RTCP too), what `srtp = "sdes"` costs.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use media::audio::SourceConfig;
 use media::sdp::{Codec, Direction};
 use media::session::{DEFAULT_NTP_ORIGIN, MediaSession, SessionConfig};
+use media::srtp::{MasterKey, SrtpParams, Suite};
 
 fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
     SessionConfig {
@@ -29,32 +32,53 @@ fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
         rtcp_interval: Duration::from_secs(5),
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: u64::from(ssrc),
+        srtp: None,
     }
 }
 
+/// SRTP from session `from` to `to` and back (each sends under its own key).
+fn with_srtp(mut c: SessionConfig, from: u8, to: u8) -> SessionConfig {
+    c.srtp = Some(SrtpParams {
+        suite: Suite::AesCm128HmacSha1_80,
+        tx_key: MasterKey::from_bytes([from; 30]),
+        rx_key: MasterKey::from_bytes([to; 30]),
+    });
+    c
+}
+
 fn packet_round(c: &mut Criterion) {
-    for (name, codec) in [
-        ("G.711", Codec::Pcmu),
-        ("G.722", Codec::G722),
-        ("Opus", Codec::Opus),
+    for (name, codec, srtp) in [
+        ("G.711", Codec::Pcmu, false),
+        ("G.711 SRTP AES_CM_128_HMAC_SHA1_80", Codec::Pcmu, true),
+        ("G.722", Codec::G722, false),
+        ("Opus", Codec::Opus, false),
     ] {
         // Opus is absent from builds without the `opus` feature.
         if MediaSession::new(cfg(1, codec), Instant::now()).is_err() {
             continue;
         }
+        let (cfg_a, cfg_b) = if srtp {
+            (
+                with_srtp(cfg(1, codec), 1, 2),
+                with_srtp(cfg(2, codec), 2, 1),
+            )
+        } else {
+            (cfg(1, codec), cfg(2, codec))
+        };
         c.bench_function(
             &format!("media packet (send+receive, 20 ms {name})"),
             |bench| {
                 let t0 = Instant::now();
-                let mut a = MediaSession::new(cfg(1, codec), t0).expect("checked above");
-                let mut b = MediaSession::new(cfg(2, codec), t0).expect("checked above");
+                let mut a = MediaSession::new(cfg_a.clone(), t0).expect("checked above");
+                let mut b = MediaSession::new(cfg_b.clone(), t0).expect("checked above");
                 let mut now = t0;
                 let mut n = 0u64;
                 // One reused send buffer, as the agent's driver does.
                 let mut out = Vec::new();
                 bench.iter(|| {
                     while a.poll_transmit_into(now, &mut out).is_some() {
-                        let _ = black_box(b.handle_packet(now, &out));
+                        // Every packet must pass: a failing one would measure nothing.
+                        assert!(b.handle_packet(now, &out).is_ok());
                     }
                     n += 1;
                     if n.is_multiple_of(50) {

@@ -25,6 +25,7 @@ fn local(codecs: Vec<Codec>, last_octet: u8, port: u16) -> LocalMedia {
         rtcp_mux: true,
         session_id: u64::from(port),
         session_version: 1,
+        srtp: None,
     }
 }
 

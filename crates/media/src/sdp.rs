@@ -12,6 +12,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::srtp::{Crypto, MasterKey, SrtpParams, Suite, Unsupported};
+
 /// An undecodable SDP body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
@@ -629,6 +631,22 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// `o=` session version.
     pub session_version: u64,
+    /// SRTP with SDES keys (RFC 4568); `None`: plain RTP only (`srtp = "off"`).
+    pub srtp: Option<Sdes>,
+}
+
+/// Our side of SDES (RFC 4568): whether SRTP is required, and our master keys (fresh per
+/// call, from the caller's random source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sdes {
+    /// `srtp = "sdes"`: we offer `RTP/SAVP`, and an offer or answer without a usable
+    /// `a=crypto` fails. Else (`"optional"`): we offer `RTP/AVP` with `a=crypto` lines (the
+    /// best-effort SRTP of Asterisk's `media_encryption_optimistic` and many phones) and take
+    /// plain RTP from a peer without them.
+    pub required: bool,
+    /// Our master keys: `keys[i]` goes in our offer's line `i + 1`, of suite
+    /// [`Suite::ALL`]`[i]`; an answer of ours carries `keys[0]`.
+    pub keys: [MasterKey; 2],
 }
 
 /// Why offer/answer failed; the engine reports NEGOTIATION_FAILED with this.
@@ -646,6 +664,21 @@ pub enum NegotiationError {
     /// No connection address for the audio stream.
     #[error("no connection address for the audio stream")]
     NoConnection,
+    /// An `RTP/SAVP` offer or answer while SRTP is off in the test file.
+    #[error("the peer asks for srtp ({0}) and srtp is off (set srtp = \"sdes\" or \"optional\")")]
+    SrtpOff(String),
+    /// SRTP is required (or the transport is `RTP/SAVP`) and the SDP has no `a=crypto`.
+    #[error("srtp is required and the sdp has no a=crypto line (RFC 4568)")]
+    NoCrypto,
+    /// `a=crypto` lines, none of them usable.
+    #[error("no crypto suite in common: the peer offers [{}], we support [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32] without MKI or session parameters", .remote.join(", "))]
+    NoCommonCrypto {
+        /// The peer's lines, as `tag suite` (with what we lack, if that is the reason).
+        remote: Vec<String>,
+    },
+    /// A malformed `a=crypto` line and no usable one.
+    #[error("malformed crypto attribute: {0}")]
+    BadCrypto(#[from] crate::srtp::CryptoError),
     /// No codec in common.
     #[error("no common codec: remote offers [{}], we support [{}]", .remote.join(" "), .local.join(" "))]
     NoCommonCodec {
@@ -681,6 +714,8 @@ pub struct Negotiated {
     pub remote_rtcp: SocketAddr,
     /// RTCP multiplexed on the RTP port.
     pub rtcp_mux: bool,
+    /// SRTP's suite and keys when SDES negotiated it; `None`: plain RTP.
+    pub srtp: Option<SrtpParams>,
 }
 
 fn local_names(local: &LocalMedia) -> Vec<String> {
@@ -726,6 +761,8 @@ fn audio_section(
     events: &[(u8, u32)],
     direction: Direction,
     rtcp_mux: bool,
+    proto: &str,
+    crypto: &[Crypto],
 ) -> MediaDescription {
     let mut formats = Vec::new();
     let mut rtpmaps = Vec::new();
@@ -755,7 +792,7 @@ fn audio_section(
     MediaDescription {
         media: "audio".to_string(),
         port: local.port,
-        proto: "RTP/AVP".to_string(),
+        proto: proto.to_string(),
         formats,
         connection: None,
         rtpmaps,
@@ -764,7 +801,13 @@ fn audio_section(
         direction: Some(direction),
         rtcp_mux,
         rtcp_port: None,
-        attributes: Vec::new(),
+        attributes: crypto
+            .iter()
+            .map(|c| Attribute {
+                name: "crypto".to_string(),
+                value: Some(c.value()),
+            })
+            .collect(),
     }
 }
 
@@ -794,7 +837,32 @@ pub fn build_offer(local: &LocalMedia) -> SessionDescription {
             events.push((TELEPHONE_EVENT_48K_PT, 48_000));
         }
     }
-    let m = audio_section(local, &pts, &events, local.direction, local.rtcp_mux);
+    // RFC 4568 §5.1.1: one a=crypto line per suite offered, each with its own key.
+    let (proto, crypto) = match &local.srtp {
+        None => ("RTP/AVP", Vec::new()),
+        Some(sdes) => (
+            if sdes.required { "RTP/SAVP" } else { "RTP/AVP" },
+            Suite::ALL
+                .into_iter()
+                .zip(&sdes.keys)
+                .zip(1..)
+                .map(|((suite, key), tag)| Crypto {
+                    tag,
+                    suite,
+                    key: key.clone(),
+                })
+                .collect(),
+        ),
+    };
+    let m = audio_section(
+        local,
+        &pts,
+        &events,
+        local.direction,
+        local.rtcp_mux,
+        proto,
+        &crypto,
+    );
     session(local, vec![m])
 }
 
@@ -826,10 +894,116 @@ pub fn audio_addrs(sd: &SessionDescription, rtcp_mux: bool) -> Option<(SocketAdd
 }
 
 fn check_transport(m: &MediaDescription) -> Result<(), NegotiationError> {
-    if m.proto == "RTP/AVP" || m.proto == "RTP/AVPF" {
+    if matches!(
+        m.proto.as_str(),
+        "RTP/AVP" | "RTP/AVPF" | "RTP/SAVP" | "RTP/SAVPF"
+    ) {
         Ok(())
     } else {
+        // DTLS-SRTP's UDP/TLS/RTP/SAVP(F) (RFC 5764) among them.
         Err(NegotiationError::UnsupportedTransport(m.proto.clone()))
+    }
+}
+
+/// SRTP's RTP profile (RFC 3711 §12): keys are then a must.
+fn is_savp(m: &MediaDescription) -> bool {
+    m.proto.starts_with("RTP/SAVP")
+}
+
+/// The first `a=crypto` line of `m` that `fits` (RFC 4568 §7.1.2: the answerer takes the
+/// offer's first acceptable line). Lines of other suites or with an MKI or session
+/// parameters are skipped; a malformed line is skipped too, and is the error when no line
+/// fits. Never panics on any input.
+fn pick_crypto(
+    m: &MediaDescription,
+    fits: impl Fn(&Crypto) -> bool,
+) -> Result<Crypto, NegotiationError> {
+    let mut remote = Vec::new();
+    let mut malformed = None;
+    for a in m.attributes.iter().filter(|a| a.name == "crypto") {
+        let value = a.value.as_deref().unwrap_or_default();
+        match Crypto::parse(value) {
+            Ok(Ok(c)) if fits(&c) => return Ok(c),
+            Ok(Ok(c)) => remote.push(format!("{} {} (not in our offer)", c.tag, c.suite.name())),
+            Ok(Err(Unsupported::Suite(suite))) => remote.push(suite),
+            Ok(Err(Unsupported::Feature(what))) => {
+                let head: Vec<&str> = value.split_ascii_whitespace().take(2).collect();
+                remote.push(format!("{} with {what}", head.join(" ")));
+            }
+            Err(e) => {
+                malformed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = malformed {
+        return Err(NegotiationError::BadCrypto(e));
+    }
+    if remote.is_empty() {
+        Err(NegotiationError::NoCrypto)
+    } else {
+        Err(NegotiationError::NoCommonCrypto { remote })
+    }
+}
+
+/// The answerer's SDES (RFC 4568 §7.1.2): the offer's first usable line, answered with the
+/// same tag and suite and our own key. Plain RTP when SRTP is off (an `RTP/SAVP` offer is
+/// then refused), or optional and the offer is `RTP/AVP` without a usable line.
+fn answer_crypto(
+    om: &MediaDescription,
+    local: &LocalMedia,
+) -> Result<Option<(Crypto, SrtpParams)>, NegotiationError> {
+    let Some(sdes) = &local.srtp else {
+        return if is_savp(om) {
+            Err(NegotiationError::SrtpOff(om.proto.clone()))
+        } else {
+            Ok(None)
+        };
+    };
+    match pick_crypto(om, |_| true) {
+        Ok(theirs) => {
+            let ours = Crypto {
+                tag: theirs.tag,
+                suite: theirs.suite,
+                key: sdes.keys[0].clone(),
+            };
+            let params = SrtpParams {
+                suite: theirs.suite,
+                tx_key: ours.key.clone(),
+                rx_key: theirs.key,
+            };
+            Ok(Some((ours, params)))
+        }
+        Err(_) if !sdes.required && !is_savp(om) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The offerer's SDES (RFC 4568 §7.1.3): the answer's line must name one of our tags with
+/// its suite; we send under our key of that line, receive under the answer's.
+fn answered_crypto(
+    am: &MediaDescription,
+    local: &LocalMedia,
+) -> Result<Option<SrtpParams>, NegotiationError> {
+    let Some(sdes) = &local.srtp else {
+        return if is_savp(am) {
+            Err(NegotiationError::SrtpOff(am.proto.clone()))
+        } else {
+            Ok(None)
+        };
+    };
+    let ours = |c: &Crypto| {
+        let i = usize::try_from(c.tag).unwrap_or(usize::MAX).wrapping_sub(1);
+        Suite::ALL.get(i).is_some_and(|s| *s == c.suite)
+    };
+    match pick_crypto(am, ours) {
+        Ok(theirs) => Ok(Some(SrtpParams {
+            suite: theirs.suite,
+            // This is ok because `ours` accepted only tags 1..=Suite::ALL.len().
+            tx_key: sdes.keys[theirs.tag as usize - 1].clone(),
+            rx_key: theirs.key,
+        })),
+        Err(_) if !sdes.required && !is_savp(am) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -851,6 +1025,7 @@ pub fn answer_offer(
         })?;
     let om = &offer.media[idx];
     check_transport(om)?;
+    let crypto = answer_crypto(om, local)?;
     // RFC 3264 §6.1: answer with the offerer's order; we use its first match.
     let chosen = om
         .payload_types()
@@ -887,6 +1062,11 @@ pub fn answer_offer(
                     .collect::<Vec<_>>(),
                 direction,
                 rtcp_mux,
+                &om.proto,
+                crypto
+                    .as_ref()
+                    .map(|c| std::slice::from_ref(&c.0))
+                    .unwrap_or_default(),
             ));
         } else {
             // RFC 3264 §6: every offered stream gets an m-line; port 0 rejects it.
@@ -918,6 +1098,7 @@ pub fn answer_offer(
         remote_rtp,
         remote_rtcp,
         rtcp_mux,
+        srtp: crypto.map(|c| c.1),
     };
     Ok((session(local, media), negotiated))
 }
@@ -936,6 +1117,7 @@ pub fn apply_answer(
         return Err(NegotiationError::Rejected);
     }
     check_transport(am)?;
+    let srtp = answered_crypto(am, local)?;
     let (codec, send_pt) = am
         .payload_types()
         .find_map(|pt| {
@@ -969,6 +1151,7 @@ pub fn apply_answer(
         remote_rtp,
         remote_rtcp,
         rtcp_mux,
+        srtp,
     })
 }
 
@@ -988,6 +1171,7 @@ mod tests {
             rtcp_mux: true,
             session_id: 42,
             session_version: 1,
+            srtp: None,
         }
     }
 
@@ -1097,7 +1281,11 @@ mod tests {
         );
         assert_eq!(
             r("m=audio 5000 RTP/SAVP 0\r\nc=IN IP4 192.0.2.1\r\n"),
-            NegotiationError::UnsupportedTransport("RTP/SAVP".into())
+            NegotiationError::SrtpOff("RTP/SAVP".into())
+        );
+        assert_eq!(
+            r("m=audio 5000 TCP/RTP/AVP 0\r\nc=IN IP4 192.0.2.1\r\n"),
+            NegotiationError::UnsupportedTransport("TCP/RTP/AVP".into())
         );
     }
 
@@ -1156,6 +1344,7 @@ mod tests {
     const FREESWITCH: &str = include_str!("../testdata/sdp/freeswitch-style-offer.sdp");
     const WEBRTC: &str = include_str!("../testdata/sdp/webrtc-style-offer.sdp");
     const IPV6: &str = include_str!("../testdata/sdp/ipv6-sendonly-offer.sdp");
+    const ASTERISK_SDES: &str = include_str!("../testdata/sdp/asterisk-style-sdes-offer.sdp");
 
     #[test]
     fn server_style_offers() {
@@ -1212,6 +1401,199 @@ mod tests {
         assert_eq!(n.remote_rtp, "[2001:db8::10]:6000".parse().unwrap());
         assert_eq!(n.direction, Direction::RecvOnly);
         assert!(ans.to_string().contains("a=recvonly\r\n"));
+    }
+
+    fn sdes(required: bool, seed: u8) -> Option<Sdes> {
+        Some(Sdes {
+            required,
+            keys: [
+                MasterKey::from_bytes([seed; 30]),
+                MasterKey::from_bytes([seed + 1; 30]),
+            ],
+        })
+    }
+
+    /// Both sides of offer/answer from text; the error of whichever side failed.
+    fn exchange(
+        a: &LocalMedia,
+        b: &LocalMedia,
+    ) -> Result<(String, String, Negotiated, Negotiated), NegotiationError> {
+        let offer = build_offer(a).to_string();
+        let (answer, nb) = answer_offer(&SessionDescription::parse(offer.as_bytes()).unwrap(), b)?;
+        let answer = answer.to_string();
+        let na = apply_answer(a, &SessionDescription::parse(answer.as_bytes()).unwrap())?;
+        Ok((offer, answer, na, nb))
+    }
+
+    #[test]
+    fn sdes_required_on_both_sides_gives_each_the_others_key() {
+        let mut a = local(vec![Codec::Pcmu]);
+        a.srtp = sdes(true, 1);
+        let mut b = local(vec![Codec::Pcmu]);
+        b.srtp = sdes(true, 7);
+        let (offer, answer, na, nb) = exchange(&a, &b).unwrap();
+        // RFC 4568 §5.1.1: one line per suite, each its own key; RTP/SAVP when required.
+        assert!(
+            offer.contains("m=audio 40000 RTP/SAVP 0 101\r\n"),
+            "{offer}"
+        );
+        let k = |s: u8| MasterKey::from_bytes([s; 30]).to_base64();
+        assert!(offer.contains(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            k(1)
+        )));
+        assert!(offer.contains(&format!(
+            "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{}\r\n",
+            k(2)
+        )));
+        // The answer: the offer's first line's tag and suite, the answerer's own key.
+        assert!(answer.contains("RTP/SAVP"), "{answer}");
+        assert!(answer.contains(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            k(7)
+        )));
+        assert_eq!(answer.matches("a=crypto").count(), 1);
+        let (sa, sb) = (na.srtp.unwrap(), nb.srtp.unwrap());
+        assert_eq!(sa.suite, Suite::AesCm128HmacSha1_80);
+        assert_eq!((&sa.tx_key, &sa.rx_key), (&sb.rx_key, &sb.tx_key));
+        assert_eq!(sa.tx_key, MasterKey::from_bytes([1; 30]));
+    }
+
+    #[test]
+    fn sdes_the_32_bit_suite_takes_our_second_key() {
+        let mut a = local(vec![Codec::Pcmu]);
+        a.srtp = sdes(true, 1);
+        let offer = build_offer(&a).to_string();
+        let theirs = MasterKey::from_bytes([9; 30]).to_base64();
+        let answer = |line: &str| {
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
+                 m=audio 50000 RTP/SAVP 0\r\n{line}"
+            )
+        };
+        let sd = |t: String| SessionDescription::parse(t.as_bytes()).unwrap();
+        let n = apply_answer(
+            &a,
+            &sd(answer(&format!(
+                "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{theirs}\r\n"
+            ))),
+        )
+        .unwrap();
+        let s = n.srtp.unwrap();
+        assert_eq!(s.suite, Suite::AesCm128HmacSha1_32);
+        assert_eq!(s.tx_key, MasterKey::from_bytes([2; 30]));
+        assert_eq!(s.rx_key, MasterKey::from_bytes([9; 30]));
+        assert!(offer.contains("a=crypto:2"));
+        // A tag we did not offer with that suite is no answer to our offer.
+        assert_eq!(
+            apply_answer(
+                &a,
+                &sd(answer(&format!(
+                    "a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{theirs}\r\n"
+                )))
+            )
+            .unwrap_err(),
+            NegotiationError::NoCommonCrypto {
+                remote: vec!["1 AES_CM_128_HMAC_SHA1_32 (not in our offer)".into()]
+            }
+        );
+        // No crypto in the answer while required: NEGOTIATION_FAILED with the reason.
+        assert_eq!(
+            apply_answer(&a, &sd(answer(""))).unwrap_err(),
+            NegotiationError::NoCrypto
+        );
+    }
+
+    #[test]
+    fn sdes_optional_offers_avp_with_crypto_and_falls_back_to_plain() {
+        let mut a = local(vec![Codec::Pcmu]);
+        a.srtp = sdes(false, 1);
+        // An answerer without SRTP answers plain RTP/AVP (the crypto lines ignored).
+        let (offer, answer, na, nb) = exchange(&a, &local(vec![Codec::Pcmu])).unwrap();
+        assert!(
+            offer.contains("RTP/AVP 0 101") && offer.contains("a=crypto:1"),
+            "{offer}"
+        );
+        assert!(!answer.contains("a=crypto"), "{answer}");
+        assert_eq!((na.srtp, nb.srtp), (None, None));
+        // An optional answerer takes SRTP, still on RTP/AVP (best effort).
+        let mut b = local(vec![Codec::Pcmu]);
+        b.srtp = sdes(false, 7);
+        let (_, answer, na, nb) = exchange(&a, &b).unwrap();
+        assert!(
+            answer.contains("RTP/AVP") && answer.contains("a=crypto:1"),
+            "{answer}"
+        );
+        assert_eq!(na.srtp.unwrap().rx_key, nb.srtp.unwrap().tx_key);
+        // An optional answerer takes a plain offer plainly.
+        let (_, _, na, nb) = exchange(&local(vec![Codec::Pcmu]), &b).unwrap();
+        assert_eq!((na.srtp, nb.srtp), (None, None));
+    }
+
+    #[test]
+    fn sdes_refusals_say_why() {
+        let p = |t: &str| SessionDescription::parse(t.as_bytes()).unwrap();
+        let offer = p(ASTERISK_SDES);
+        // SRTP off: an RTP/SAVP offer is refused by name (a tester without srtp configured
+        // reports the peer that insists on it).
+        assert_eq!(
+            answer_offer(&offer, &local(vec![Codec::Pcmu])).unwrap_err(),
+            NegotiationError::SrtpOff("RTP/SAVP".into())
+        );
+        // Optional or required: taken, first line first.
+        for required in [false, true] {
+            let mut b = local(vec![Codec::Pcma]);
+            b.srtp = sdes(required, 7);
+            let (ans, n) = answer_offer(&offer, &b).unwrap();
+            let s = n.srtp.unwrap();
+            assert_eq!(s.suite, Suite::AesCm128HmacSha1_80);
+            assert_eq!(s.rx_key.to_bytes(), std::array::from_fn(|i| i as u8 + 1));
+            assert!(ans.to_string().contains("m=audio 40000 RTP/SAVP 8 101\r\n"));
+        }
+        // Required, a plain offer: no crypto (the engine answers 488).
+        let mut b = local(vec![Codec::Pcmu]);
+        b.srtp = sdes(true, 7);
+        assert_eq!(
+            answer_offer(&p(ASTERISK), &b).unwrap_err(),
+            NegotiationError::NoCrypto
+        );
+        // Only foreign suites or unsupported features: named.
+        let with = |lines: &str| {
+            ASTERISK_SDES.replace(
+                &ASTERISK_SDES[ASTERISK_SDES.find("a=crypto:1").unwrap()
+                    ..ASTERISK_SDES.find("a=rtpmap").unwrap()],
+                lines,
+            )
+        };
+        let key = MasterKey::from_bytes([3; 30]).to_base64();
+        assert_eq!(
+            answer_offer(
+                &p(&with(&format!(
+                    "a=crypto:1 AEAD_AES_128_GCM inline:xyz\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4\r\n"
+                ))),
+                &b
+            )
+            .unwrap_err(),
+            NegotiationError::NoCommonCrypto {
+                remote: vec![
+                    "AEAD_AES_128_GCM".into(),
+                    "2 AES_CM_128_HMAC_SHA1_80 with MKI".into()
+                ]
+            }
+        );
+        // A malformed line next to a good one: the good one is taken; alone: the reason.
+        let bad = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n";
+        let good = format!("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\n");
+        let (_, n) = answer_offer(&p(&with(&format!("{bad}{good}"))), &b).unwrap();
+        assert_eq!(n.srtp.unwrap().suite, Suite::AesCm128HmacSha1_32);
+        let e = answer_offer(&p(&with(bad)), &b).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed crypto attribute: a=crypto key is 3 bytes, 30 (16 key + 14 salt) expected"
+        );
+        for garbage in ["a=crypto\r\n", "a=crypto:\r\n", "a=crypto:1 \u{e9}\r\n"] {
+            assert!(answer_offer(&p(&with(garbage)), &b).is_err(), "{garbage}");
+        }
     }
 
     #[test]

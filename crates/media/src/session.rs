@@ -12,6 +12,9 @@
 //! passed, drain [`MediaSession::poll_transmit`] until it returns `None`; send RTP to the
 //! negotiated RTP address and RTCP to the RTCP address (the same one when muxed).
 //! Measurements: [`MediaSession::sample`] once a second, [`MediaSession::summary`] at the end.
+//! With SRTP negotiated ([`SessionConfig::srtp`]), every datagram polled out is protected and
+//! every one handled is checked and decrypted first ([`crate::srtp`]); the figures come only
+//! from packets that authenticated.
 //!
 //! The session never reads the clock; its RTCP timing and initial sequence number and
 //! timestamp come from a seeded RNG, so a run can be replayed exactly.
@@ -36,6 +39,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
+use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
 
 /// How a session is set up.
@@ -71,6 +75,8 @@ pub struct SessionConfig {
     pub ntp_at_start: u64,
     /// Seed for the initial sequence number, timestamp and RTCP timing.
     pub seed: u64,
+    /// SRTP's suite and keys (SDES, RFC 4568); `None`: plain RTP.
+    pub srtp: Option<SrtpParams>,
 }
 
 impl SessionConfig {
@@ -94,6 +100,7 @@ impl SessionConfig {
             rtcp_interval: Duration::from_secs(5),
             ntp_at_start: DEFAULT_NTP_ORIGIN,
             seed,
+            srtp: n.srtp.clone(),
         }
     }
 }
@@ -151,6 +158,9 @@ pub enum PacketError {
     /// Bad RTCP.
     #[error(transparent)]
     Rtcp(#[from] RtcpError),
+    /// An SRTP or SRTCP packet that failed its checks (RFC 3711 §3.3).
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
 }
 
 /// RTP or RTCP.
@@ -484,6 +494,12 @@ pub struct CallMediaSummary {
     pub dtmf_sent: String,
     /// Undecodable datagrams.
     pub malformed: u64,
+    /// SRTP/SRTCP packets received whose authentication tag did not match (RFC 3711 §3.3:
+    /// tampered, or sent under another key): dropped, not measured.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets received again or too old for the replay window (RFC 3711
+    /// §3.3.2): dropped, not measured.
+    pub srtp_replayed: u64,
     /// RTP packets with a payload type we did not negotiate.
     pub unexpected_pt: u64,
     /// RTCP compounds received.
@@ -653,6 +669,12 @@ pub struct MediaSession {
     seen_resets: (u64, u64),
     malformed: u64,
     unexpected_pt: u64,
+    // srtp (boxed: most calls have none)
+    srtp: Option<Box<SrtpContext>>,
+    /// Each received SRTP datagram is decrypted here (one buffer for the whole call).
+    srtp_plain: Vec<u8>,
+    srtp_auth_failures: u64,
+    srtp_replayed: u64,
     dtmf: String,
     last_event_ts: Option<u32>,
     last_played: Option<u16>,
@@ -733,6 +755,10 @@ impl MediaSession {
             seen_resets: (0, 0),
             malformed: 0,
             unexpected_pt: 0,
+            srtp: cfg.srtp.as_ref().map(|p| Box::new(SrtpContext::new(p))),
+            srtp_plain: Vec::new(),
+            srtp_auth_failures: 0,
+            srtp_replayed: 0,
             dtmf: String::new(),
             last_event_ts: None,
             last_played: None,
@@ -797,6 +823,27 @@ impl MediaSession {
     /// As [`Self::poll_transmit`], but the datagram is written into `out` (cleared first), so
     /// a driver can reuse one buffer for every packet. `None` (and `out` empty): nothing due.
     pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<PacketKind> {
+        loop {
+            let kind = self.next_datagram(now, out)?;
+            let Some(srtp) = self.srtp.as_mut() else {
+                return Some(kind);
+            };
+            // RFC 3711 §3.3, §3.4: nothing leaves unprotected.
+            let protected = match kind {
+                PacketKind::Rtp => srtp.tx.protect_rtp(out),
+                PacketKind::Rtcp => srtp.tx.protect_rtcp(out),
+            };
+            if protected.is_ok() {
+                return Some(kind);
+            }
+            // Only an exhausted index (2^48 RTP or 2^31 RTCP packets under one key, RFC 3711
+            // §9.2) fails: the packet is not sent, plain or otherwise.
+            out.clear();
+        }
+    }
+
+    /// The next datagram due, in the clear.
+    fn next_datagram(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<PacketKind> {
         out.clear();
         if let Some(o) = self.pending.pop_front() {
             out.extend_from_slice(&o.bytes);
@@ -993,6 +1040,39 @@ impl MediaSession {
     /// Handles one received datagram (RTP or RTCP, demultiplexed per RFC 5761 §4).
     /// Malformed datagrams are counted and returned as an error; the session carries on.
     pub fn handle_packet(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
+        if self.srtp.is_some() {
+            return self.handle_srtp(now, buf);
+        }
+        self.handle_plain(now, buf)
+    }
+
+    /// An SRTP or SRTCP datagram: checked and decrypted (RFC 3711 §3.3, §3.4), then handled
+    /// as plain; one that fails is counted by why and goes no further.
+    fn handle_srtp(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
+        let mut plain = std::mem::take(&mut self.srtp_plain);
+        plain.clear();
+        plain.extend_from_slice(buf);
+        let r = match self.srtp.as_mut() {
+            Some(srtp) if rtp::is_rtcp(buf) => srtp.rx.unprotect_rtcp(&mut plain),
+            Some(srtp) => srtp.rx.unprotect_rtp(&mut plain),
+            None => Ok(plain.len()),
+        };
+        let r = match r {
+            Ok(n) => self.handle_plain(now, &plain[..n]),
+            Err(e) => {
+                match e {
+                    SrtpError::AuthFailed => self.srtp_auth_failures += 1,
+                    SrtpError::Replayed => self.srtp_replayed += 1,
+                    SrtpError::Malformed | SrtpError::IndexExhausted => self.malformed += 1,
+                }
+                Err(e.into())
+            }
+        };
+        self.srtp_plain = plain;
+        r
+    }
+
+    fn handle_plain(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
         let r = if rtp::is_rtcp(buf) {
             self.handle_rtcp(now, buf).map(|()| PacketKind::Rtcp)
         } else {
@@ -1366,6 +1446,8 @@ impl MediaSession {
             dtmf_received: self.dtmf.clone(),
             dtmf_sent: self.dtmf_sent.clone(),
             malformed: self.malformed,
+            srtp_auth_failures: self.srtp_auth_failures,
+            srtp_replayed: self.srtp_replayed,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
             remote_bye: self.remote_bye,
@@ -1400,6 +1482,7 @@ mod tests {
             rtcp_interval: Duration::from_secs(5),
             ntp_at_start: DEFAULT_NTP_ORIGIN,
             seed,
+            srtp: None,
         }
     }
 
@@ -1423,6 +1506,7 @@ mod tests {
             remote_rtp: "127.0.0.1:4000".parse().unwrap(),
             remote_rtcp: "127.0.0.1:4000".parse().unwrap(),
             rtcp_mux: true,
+            srtp: None,
         };
         let mut pts = Vec::new();
         for ms in 0..2000u64 {
@@ -1778,6 +1862,100 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
+    }
+
+    /// SRTP between two sessions (each with the other's key): every datagram on the wire is
+    /// protected, the call scores as a plain one, and tampered or replayed copies injected
+    /// into one direction are counted, dropped and measured nowhere.
+    #[test]
+    fn srtp_call_scores_as_plain_and_counts_tampered_and_replayed_packets() {
+        use crate::srtp::{MasterKey, Suite};
+        let (ka, kb) = (
+            MasterKey::from_bytes([1; 30]),
+            MasterKey::from_bytes([2; 30]),
+        );
+        let t0 = Instant::now();
+        let mk = |ssrc, tx: &MasterKey, rx: &MasterKey| {
+            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+            c.srtp = Some(SrtpParams {
+                suite: Suite::AesCm128HmacSha1_32,
+                tx_key: tx.clone(),
+                rx_key: rx.clone(),
+            });
+            MediaSession::new(c, t0).unwrap()
+        };
+        let mut a = mk(0xa, &ka, &kb);
+        let mut b = mk(0xb, &kb, &ka);
+        // The plain twin of `a` (same seed): its packets are what `a` encrypts.
+        let mut plain = MediaSession::new(cfg(0xa, Codec::Pcmu, 0xa), t0).unwrap();
+        let delay = Duration::from_millis(10);
+        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        let (mut tampered, mut replayed, mut n) = (0, 0, 0u64);
+        let mut heard = Vec::new();
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(6);
+        while now <= end {
+            while wire.front().is_some_and(|w| w.0 <= now) {
+                let (at, to_b, bytes) = wire.pop_front().unwrap();
+                let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
+            }
+            for from_a in [true, false] {
+                let s = if from_a { &mut a } else { &mut b };
+                while let Some(o) = s.poll_transmit(now) {
+                    if from_a && o.kind == PacketKind::Rtp {
+                        let p = plain.poll_transmit(now).unwrap();
+                        assert_eq!(o.bytes.len(), p.bytes.len() + 4, "a 32-bit tag");
+                        assert_eq!(o.bytes[..12], p.bytes[..12], "the header is plain");
+                        assert_ne!(o.bytes[12..172], p.bytes[12..], "the payload is not");
+                        n += 1;
+                        if n % 50 == 0 {
+                            let mut t = o.bytes.clone();
+                            t[20] ^= 0x10;
+                            wire.push_back((now + delay, true, t));
+                            tampered += 1;
+                        }
+                        if n % 40 == 0 {
+                            wire.push_back((now + delay, true, o.bytes.clone()));
+                            replayed += 1;
+                        }
+                    }
+                    if from_a && heard.len() < 20 {
+                        heard.push((now, o.kind, o.bytes.clone()));
+                    }
+                    wire.push_back((now + delay, from_a, o.bytes));
+                }
+            }
+            while plain.poll_transmit(now).is_some() {}
+            now += Duration::from_millis(1);
+        }
+        a.stop(now);
+        b.stop(now);
+        let (sa, sb) = (a.summary(), b.summary());
+        assert!(tampered >= 5 && replayed >= 7, "{tampered} {replayed}");
+        assert_eq!(
+            (sb.srtp_auth_failures, sb.srtp_replayed),
+            (tampered, replayed)
+        );
+        assert_eq!((sa.srtp_auth_failures, sa.srtp_replayed), (0, 0));
+        assert_eq!(
+            sb.rx_packets + 1,
+            sa.tx_packets,
+            "all but the one in flight"
+        );
+        assert_eq!((sb.rx_duplicates, sb.rx_lost, sb.malformed), (0, 0, 0));
+        assert!(sb.rtcp_received >= 1 && sa.rtcp_received >= 1, "SRTCP too");
+        assert_eq!((sb.mos.unwrap() * 100.0).round() / 100.0, 4.41);
+        assert_eq!((sa.mos.unwrap() * 100.0).round() / 100.0, 4.41);
+        // A session under other keys hears nothing it can use: every packet fails.
+        let mut stranger = mk(0xc, &kb, &kb);
+        for (_, _, bytes) in &heard {
+            assert!(stranger.handle_packet(now, bytes).is_err());
+        }
+        let st = stranger.summary();
+        assert_eq!(
+            (st.rx_packets, st.srtp_auth_failures),
+            (0, heard.len() as u64)
+        );
     }
 
     #[test]

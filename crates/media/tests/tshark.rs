@@ -85,6 +85,7 @@ fn cfg(ssrc: u32) -> SessionConfig {
         rtcp_interval: Duration::from_secs(5),
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: u64::from(ssrc),
+        srtp: None,
     }
 }
 

@@ -823,6 +823,7 @@ fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> Loc
         rtcp_mux: true,
         session_id,
         session_version: version,
+        srtp: None,
     }
 }
 
@@ -1161,6 +1162,7 @@ mod tests {
             remote_rtp: addr,
             remote_rtcp: addr,
             rtcp_mux: true,
+            srtp: None,
         }
     }
 

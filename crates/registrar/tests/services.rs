@@ -41,6 +41,7 @@ fn offer(codecs: Vec<Codec>, direction: Direction, version: u64) -> Bytes {
             rtcp_mux: false,
             session_id: 7,
             session_version: version,
+            srtp: None,
         })
         .to_string(),
     )
@@ -587,6 +588,7 @@ fn caller_answer(ours: &SessionDescription, codec: Codec) -> SessionDescription 
         rtcp_mux: false,
         session_id: 9,
         session_version: 1,
+        srtp: None,
     };
     sdp::answer_offer(ours, &caller_media).unwrap().0
 }

@@ -3259,7 +3259,19 @@ impl UserAgent {
 
     /// Rejects an incoming call with `code` (486 Busy Here, 603 Decline …).
     pub fn reject(&mut self, now: Instant, id: CallId, code: u16) {
-        self.respond_invite(now, id, code, reason_phrase(code), None);
+        self.reject_warning(now, id, code, None);
+    }
+
+    /// Rejects an incoming call like [`Self::reject`], saying why in a `Warning: <warn-code>
+    /// <agent> "<text>"` header (RFC 3261 §20.43; e.g. 488 with 305 "Incompatible media
+    /// format" when the offer lacks what we require, RFC 3264 §6.1).
+    pub fn reject_with_warning(&mut self, now: Instant, id: CallId, code: u16, warning: &str) {
+        let warning = Header::new(HeaderName::Warning, warning.to_owned());
+        self.reject_warning(now, id, code, Some(&warning));
+    }
+
+    fn reject_warning(&mut self, now: Instant, id: CallId, code: u16, warning: Option<&Header>) {
+        self.respond_invite_warning(now, id, code, reason_phrase(code), None, warning);
         self.call_event(
             id,
             CallEvent::Failed {
@@ -3276,6 +3288,19 @@ impl UserAgent {
         code: u16,
         reason: &str,
         sdp: Option<Bytes>,
+    ) -> Option<Bytes> {
+        self.respond_invite_warning(now, id, code, reason, sdp, None)
+    }
+
+    /// [`Self::respond_invite`] with a `Warning` header (RFC 3261 §20.43) when given.
+    fn respond_invite_warning(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        code: u16,
+        reason: &str,
+        sdp: Option<Bytes>,
+        warning: Option<&Header>,
     ) -> Option<Bytes> {
         // The call and its server transaction, borrowed apart.
         let call = self.calls.get(self.slot(id)?)?.as_ref()?;
@@ -3315,6 +3340,7 @@ impl UserAgent {
             .chain(&rseq_line)
             .chain(&session_expires)
             .chain(&require_timer)
+            .chain(warning)
             .chain(std::iter::once(&server));
         // `write_full_response` reserves what it needs.
         let mut out = Vec::new();
@@ -6306,6 +6332,26 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             (None, None)
         );
         assert!(p.a.calls.is_empty() && p.b.calls.is_empty());
+    }
+
+    /// `reject_with_warning`: the final response carries the Warning as given (RFC 3261
+    /// §20.43, e.g. why an offer was not acceptable), and the call ends at the caller.
+    #[test]
+    fn a_rejection_can_say_why_in_a_warning() {
+        let mut p = Pair::new();
+        let call = p.a.call(p.now, Pair::bob_uri(), None);
+        p.run(Duration::from_millis(50));
+        let bob_call = incoming(&p.events_b)[0];
+        p.b.reject_with_warning(p.now, bob_call, 488, "305 sipmeter \"srtp is required\"");
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        let refusal = last_sent(&p, false, "488");
+        let text = String::from_utf8_lossy(&refusal);
+        assert!(
+            text.starts_with("SIP/2.0 488 Not Acceptable Here\r\n")
+                && text.contains("\r\nWarning: 305 sipmeter \"srtp is required\"\r\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,864 @@
+//! SRTP and SRTCP (RFC 3711) with keys from SDES (RFC 4568), sans-IO.
+//!
+//! Two crypto suites, the ones every SDES peer has: `AES_CM_128_HMAC_SHA1_80` (the mandatory
+//! one, RFC 4568 §6.2.1) and `AES_CM_128_HMAC_SHA1_32` (§6.2.2: a 32-bit tag on SRTP only,
+//! SRTCP keeps its 80-bit tag). The key derivation rate is 0 (RFC 3711 §4.3.1: session keys
+//! are derived once), there is no MKI.
+//!
+//! How to drive it: an [`SrtpContext`] per call holds what we send ([`SrtpContext::tx`],
+//! our master key) and what we receive ([`SrtpContext::rx`], the peer's). Each RTP or RTCP
+//! packet built goes through [`SrtpStream::protect_rtp`] / [`SrtpStream::protect_rtcp`]
+//! (the tag, and for SRTCP the E flag and index, appended to the caller's buffer, whose
+//! capacity is reused: no allocation per packet); each one received through
+//! [`SrtpStream::unprotect_rtp`] / [`SrtpStream::unprotect_rtcp`] (decrypted in place; the
+//! plain length returned). No clock, no I/O, no randomness: the master keys are given.
+//!
+//! The AES-CM keystream is RustCrypto's `ctr` over `aes` (AES-NI picked at run time), the
+//! tag RustCrypto's `hmac` + `sha1`; the session keys' AES schedule and the keyed HMAC state
+//! are computed once per context and borrowed or copied per packet.
+
+use std::fmt;
+
+use aes::Aes128Enc;
+use aes::cipher::{InnerIvInit, KeyInit, StreamCipher};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+
+type HmacSha1 = Hmac<Sha1>;
+type AesCtr<'a> = ctr::Ctr128BE<&'a Aes128Enc>;
+
+/// The AES-CM keystream generator of `cipher` from counter block `iv`.
+fn aes_cm(cipher: &Aes128Enc, iv: [u8; 16]) -> AesCtr<'_> {
+    AesCtr::from_core(ctr::CtrCore::inner_iv_init(cipher, &iv.into()))
+}
+
+/// An SDES crypto suite (RFC 4568 §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Suite {
+    /// AES-CM 128-bit key, HMAC-SHA1 80-bit tag (the mandatory suite).
+    AesCm128HmacSha1_80,
+    /// AES-CM 128-bit key, HMAC-SHA1 32-bit tag on SRTP (80 bits on SRTCP).
+    AesCm128HmacSha1_32,
+}
+
+impl Suite {
+    /// Every suite we support, in our preference order.
+    pub const ALL: [Suite; 2] = [Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32];
+
+    /// The name in `a=crypto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            Suite::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+        }
+    }
+
+    /// The suite of an `a=crypto` name (case-sensitive, as RFC 4568 §9.2 registers them).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Suite::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The SRTP authentication tag's length in bytes.
+    pub fn rtp_tag_len(self) -> usize {
+        match self {
+            Suite::AesCm128HmacSha1_80 => 10,
+            Suite::AesCm128HmacSha1_32 => 4,
+        }
+    }
+}
+
+/// SRTCP's tag is 80 bits for both suites (RFC 4568 §6.2.2, RFC 5764 §4.1.2's note).
+pub const RTCP_TAG_LEN: usize = 10;
+/// The E flag and SRTCP index after an SRTCP packet's payload (RFC 3711 §3.4).
+const RTCP_INDEX_LEN: usize = 4;
+/// The replay window, in packets (RFC 3711 §3.3.2 asks for at least 64).
+pub const REPLAY_WINDOW: u64 = 64;
+/// The largest SRTP packet index (48 bits) and SRTCP index (31 bits): no packet may be
+/// protected past them with the same master key (RFC 3711 §9.2).
+const MAX_RTP_INDEX: u64 = (1 << 48) - 1;
+const MAX_RTCP_INDEX: u64 = (1 << 31) - 1;
+
+/// A master key and salt (30 bytes for both our suites). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey {
+    key: [u8; 16],
+    salt: [u8; 14],
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// Key and salt from 30 bytes (the key first, RFC 4568 §6.1 `key||salt`).
+    pub fn from_bytes(bytes: [u8; 30]) -> Self {
+        let mut key = [0; 16];
+        let mut salt = [0; 14];
+        key.copy_from_slice(&bytes[..16]);
+        salt.copy_from_slice(&bytes[16..]);
+        MasterKey { key, salt }
+    }
+
+    /// The 30 bytes `key||salt`.
+    pub fn to_bytes(&self) -> [u8; 30] {
+        let mut b = [0; 30];
+        b[..16].copy_from_slice(&self.key);
+        b[16..].copy_from_slice(&self.salt);
+        b
+    }
+
+    /// `key||salt` in base64, as after `inline:` (RFC 4568 §6.1).
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.to_bytes())
+    }
+}
+
+/// Why an SRTP or SRTCP packet could not be protected or unprotected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpError {
+    /// Shorter than a header and the tag, or its RTP header overruns the packet.
+    #[error("srtp packet too short or its header is malformed")]
+    Malformed,
+    /// The authentication tag does not match (RFC 3711 §3.3 step 5): tampered, or another key.
+    #[error("srtp authentication failed")]
+    AuthFailed,
+    /// Seen before, or older than the replay window (RFC 3711 §3.3.2).
+    #[error("srtp packet replayed")]
+    Replayed,
+    /// The packet index would exceed 2^48 (SRTP) or 2^31 (SRTCP) under one master key
+    /// (RFC 3711 §9.2): a new key is needed.
+    #[error("srtp index exhausted: rekeying needed")]
+    IndexExhausted,
+}
+
+/// Session keys for one of SRTP or SRTCP (RFC 3711 §4.3).
+struct SessionKeys {
+    cipher: Aes128Enc,
+    salt: [u8; 14],
+    /// HMAC-SHA1 keyed with the session auth key: copied per packet (the inner and outer
+    /// pads are hashed once).
+    mac: HmacSha1,
+}
+
+impl SessionKeys {
+    /// RFC 3711 §4.3.1 with key_derivation_rate 0 (r = 0): for `labels` (encryption, auth,
+    /// salt) = (0, 1, 2) for SRTP, (3, 4, 5) for SRTCP.
+    fn derive(master: &MasterKey, labels: [u8; 3]) -> Self {
+        let prf = Aes128Enc::new(&master.key.into());
+        let mut enc = [0u8; 16];
+        let mut auth = [0u8; 20];
+        let mut salt = [0u8; 14];
+        prf_keystream(&prf, &master.salt, labels[0], &mut enc);
+        prf_keystream(&prf, &master.salt, labels[1], &mut auth);
+        prf_keystream(&prf, &master.salt, labels[2], &mut salt);
+        SessionKeys {
+            cipher: Aes128Enc::new(&enc.into()),
+            salt,
+            // This is ok because HMAC takes a key of any length.
+            mac: <HmacSha1 as KeyInit>::new_from_slice(&auth).expect("hmac takes any key length"),
+        }
+    }
+
+    /// XORs `data` with the AES-CM keystream of (`ssrc`, `index`) (RFC 3711 §4.1.1: IV =
+    /// (k_s · 2^16) ⊕ (SSRC · 2^64) ⊕ (i · 2^16)).
+    fn apply(&self, ssrc: u32, index: u64, data: &mut [u8]) {
+        let mut iv = [0u8; 16];
+        iv[..14].copy_from_slice(&self.salt);
+        for (b, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
+            *b ^= s;
+        }
+        for (b, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..]) {
+            *b ^= s;
+        }
+        aes_cm(&self.cipher, iv).apply_keystream(data);
+    }
+
+    /// HMAC-SHA1 of `a || b` (RFC 3711 §4.2: the authenticated portion, then the ROC or the
+    /// E flag and SRTCP index).
+    fn tag(&self, a: &[u8], b: &[u8]) -> [u8; 20] {
+        let mut mac = self.mac.clone();
+        mac.update(a);
+        mac.update(b);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks `tag` (the leftmost bytes of the HMAC) in constant time.
+    fn verify(&self, a: &[u8], b: &[u8], tag: &[u8]) -> bool {
+        let mut mac = self.mac.clone();
+        mac.update(a);
+        mac.update(b);
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+/// The key-derivation PRF (RFC 3711 §4.3.3: AES-CM under the master key, IV = x · 2^16
+/// with x = key_id ⊕ master_salt and key_id = label || r, r = 0).
+fn prf_keystream(prf: &Aes128Enc, master_salt: &[u8; 14], label: u8, out: &mut [u8]) {
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(master_salt);
+    // key_id is 56 bits (label || 48-bit r) aligned right in the 112-bit salt: label at byte 7.
+    iv[7] ^= label;
+    out.fill(0);
+    aes_cm(prf, iv).apply_keystream(out);
+}
+
+/// The highest index seen of one SSRC and which of the [`REPLAY_WINDOW`] before it were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    ssrc: u32,
+    top: u64,
+    /// Bit k: index `top - k` was seen.
+    seen: u64,
+}
+
+impl Window {
+    fn new(ssrc: u32, index: u64) -> Self {
+        Window {
+            ssrc,
+            top: index,
+            seen: 0,
+        }
+    }
+
+    /// RFC 3711 Appendix A: the packet index of `seq`, guessing the ROC from the highest
+    /// sequence number s_l seen; `None` when it would fall before index 0.
+    fn estimate(&self, seq: u16) -> Option<u64> {
+        let roc = self.top >> 16;
+        let s_l = self.top as u16;
+        let v = if s_l < 0x8000 {
+            if seq > s_l && seq - s_l > 0x8000 {
+                roc.checked_sub(1)?
+            } else {
+                roc
+            }
+        } else if s_l - 0x8000 > seq {
+            roc + 1
+        } else {
+            roc
+        };
+        Some(v << 16 | u64::from(seq))
+    }
+
+    /// RFC 3711 §3.3.2: `Ok` when `index` is new and within the window.
+    fn check(&self, index: u64) -> Result<(), SrtpError> {
+        if index > self.top {
+            return Ok(());
+        }
+        let back = self.top - index;
+        if back >= REPLAY_WINDOW || self.seen & (1 << back) != 0 {
+            return Err(SrtpError::Replayed);
+        }
+        Ok(())
+    }
+
+    /// Records an authenticated `index` (and, RFC 3711 §3.3.1, the ROC and s_l it implies).
+    fn commit(&mut self, index: u64) {
+        if index > self.top {
+            let ahead = index - self.top;
+            self.seen = if ahead >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << ahead
+            };
+            self.top = index;
+            self.seen |= 1;
+        } else {
+            self.seen |= 1 << (self.top - index);
+        }
+    }
+}
+
+/// The window of `ssrc`, a fresh one when `current` is another SSRC's (ROC 0, RFC 3711
+/// §3.3.1; taken over only once a packet of it authenticates).
+fn window_for(current: Option<Window>, ssrc: u32, seq: u64) -> (Window, bool) {
+    match current {
+        Some(w) if w.ssrc == ssrc => (w, false),
+        _ => (Window::new(ssrc, seq), true),
+    }
+}
+
+/// One direction of a call: SRTP and SRTCP under one master key. See the module docs.
+pub struct SrtpStream {
+    suite: Suite,
+    rtp: SessionKeys,
+    rtcp: SessionKeys,
+    rtp_window: Option<Window>,
+    rtcp_window: Option<Window>,
+    /// The next SRTCP index we send.
+    rtcp_index: u64,
+}
+
+impl fmt::Debug for SrtpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpStream")
+            .field("suite", &self.suite)
+            .field("rtp_window", &self.rtp_window)
+            .field("rtcp_window", &self.rtcp_window)
+            .field("rtcp_index", &self.rtcp_index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The length of an RTP header with its CSRCs and extension (RFC 3550 §5.1, §5.3.1), if it
+/// fits in `p`.
+fn rtp_header_len(p: &[u8]) -> Option<usize> {
+    if p.len() < 12 || p[0] >> 6 != 2 {
+        return None;
+    }
+    let mut n = 12 + 4 * usize::from(p[0] & 0x0f);
+    if p[0] & 0x10 != 0 {
+        let words = p.get(n + 2..n + 4)?;
+        n += 4 + 4 * usize::from(u16::from_be_bytes([words[0], words[1]]));
+    }
+    (n <= p.len()).then_some(n)
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl SrtpStream {
+    /// A stream under `master` (its session keys derived here, RFC 3711 §4.3).
+    pub fn new(suite: Suite, master: &MasterKey) -> Self {
+        SrtpStream {
+            suite,
+            rtp: SessionKeys::derive(master, [0, 1, 2]),
+            rtcp: SessionKeys::derive(master, [3, 4, 5]),
+            rtp_window: None,
+            rtcp_window: None,
+            rtcp_index: 0,
+        }
+    }
+
+    /// The suite.
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// Encrypts the RTP packet in `packet` and appends its tag (RFC 3711 §3.3). The sender's
+    /// ROC follows the sequence numbers (a wrap from 65535 to 0 raises it); a new SSRC
+    /// starts at ROC 0.
+    pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let header = rtp_header_len(packet).ok_or(SrtpError::Malformed)?;
+        let seq = u16::from_be_bytes([packet[2], packet[3]]);
+        let ssrc = be32(&packet[8..12]);
+        let (mut w, _) = window_for(self.rtp_window, ssrc, u64::from(seq));
+        let index = w.estimate(seq).ok_or(SrtpError::IndexExhausted)?;
+        if index > MAX_RTP_INDEX {
+            return Err(SrtpError::IndexExhausted);
+        }
+        w.commit(index);
+        self.rtp_window = Some(w);
+        self.rtp.apply(ssrc, index, &mut packet[header..]);
+        let roc = ((index >> 16) as u32).to_be_bytes();
+        let tag = self.rtp.tag(packet, &roc);
+        packet.extend_from_slice(&tag[..self.suite.rtp_tag_len()]);
+        Ok(())
+    }
+
+    /// Checks and decrypts the SRTP packet in `packet` in place (RFC 3711 §3.3: index
+    /// estimate, replay check, authentication, then decryption); returns the length of the
+    /// plain RTP packet at its start. A failed packet changes no state.
+    pub fn unprotect_rtp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
+        let tag_len = self.suite.rtp_tag_len();
+        if packet.len() < 12 + tag_len {
+            return Err(SrtpError::Malformed);
+        }
+        let end = packet.len() - tag_len;
+        let seq = u16::from_be_bytes([packet[2], packet[3]]);
+        let ssrc = be32(&packet[8..12]);
+        let (mut w, fresh) = window_for(self.rtp_window, ssrc, u64::from(seq));
+        let index = w.estimate(seq).ok_or(SrtpError::Replayed)?;
+        if !fresh {
+            w.check(index)?;
+        }
+        let roc = ((index >> 16) as u32).to_be_bytes();
+        let (body, tag) = packet.split_at_mut(end);
+        if !self.rtp.verify(body, &roc, tag) {
+            return Err(SrtpError::AuthFailed);
+        }
+        let header = rtp_header_len(body).ok_or(SrtpError::Malformed)?;
+        self.rtp.apply(ssrc, index, &mut body[header..]);
+        w.commit(index);
+        self.rtp_window = Some(w);
+        Ok(end)
+    }
+
+    /// Encrypts the RTCP compound in `packet` (all but the first 8 bytes) and appends the E
+    /// flag with the SRTCP index and the 80-bit tag (RFC 3711 §3.4).
+    pub fn protect_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        if packet.len() < 8 {
+            return Err(SrtpError::Malformed);
+        }
+        let index = self.rtcp_index;
+        if index > MAX_RTCP_INDEX {
+            return Err(SrtpError::IndexExhausted);
+        }
+        self.rtcp_index += 1;
+        let ssrc = be32(&packet[4..8]);
+        self.rtcp.apply(ssrc, index, &mut packet[8..]);
+        // This is ok because index ≤ 2^31 - 1 (checked above).
+        let e_index = (0x8000_0000 | index as u32).to_be_bytes();
+        packet.extend_from_slice(&e_index);
+        let tag = self.rtcp.tag(packet, &[]);
+        packet.extend_from_slice(&tag[..RTCP_TAG_LEN]);
+        Ok(())
+    }
+
+    /// Checks and decrypts (when its E flag is set) the SRTCP packet in `packet` in place
+    /// (RFC 3711 §3.4); returns the length of the plain RTCP compound at its start.
+    pub fn unprotect_rtcp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
+        if packet.len() < 8 + RTCP_INDEX_LEN + RTCP_TAG_LEN {
+            return Err(SrtpError::Malformed);
+        }
+        let end = packet.len() - RTCP_INDEX_LEN - RTCP_TAG_LEN;
+        let e_index = be32(&packet[end..end + RTCP_INDEX_LEN]);
+        let encrypted = e_index & 0x8000_0000 != 0;
+        let index = u64::from(e_index & 0x7fff_ffff);
+        let ssrc = be32(&packet[4..8]);
+        let (mut w, fresh) = window_for(self.rtcp_window, ssrc, index);
+        if !fresh {
+            w.check(index)?;
+        }
+        let (authed, tag) = packet.split_at_mut(end + RTCP_INDEX_LEN);
+        if !self.rtcp.verify(authed, &[], tag) {
+            return Err(SrtpError::AuthFailed);
+        }
+        if encrypted {
+            self.rtcp.apply(ssrc, index, &mut authed[8..end]);
+        }
+        w.commit(index);
+        self.rtcp_window = Some(w);
+        Ok(end)
+    }
+}
+
+/// A call's SRTP: what we send under our key, what we receive under the peer's.
+#[derive(Debug)]
+pub struct SrtpContext {
+    /// Our direction (our master key).
+    pub tx: SrtpStream,
+    /// The peer's direction (its master key).
+    pub rx: SrtpStream,
+}
+
+impl SrtpContext {
+    /// The context of a negotiated suite and keys.
+    pub fn new(p: &SrtpParams) -> Self {
+        SrtpContext {
+            tx: SrtpStream::new(p.suite, &p.tx_key),
+            rx: SrtpStream::new(p.suite, &p.rx_key),
+        }
+    }
+}
+
+/// What SDES negotiated for a call: the suite, our key and the peer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpParams {
+    /// The crypto suite both sides use.
+    pub suite: Suite,
+    /// Our master key (in our `a=crypto` line): protects what we send.
+    pub tx_key: MasterKey,
+    /// The peer's master key (in its line): protects what we receive.
+    pub rx_key: MasterKey,
+}
+
+/// A malformed `a=crypto` attribute (RFC 4568 §9.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// Not `<tag> <suite> <key-params> [<session-params>]`.
+    #[error("a=crypto needs a tag, a suite and key parameters")]
+    Fields,
+    /// The tag is not a 1–9 digit decimal number.
+    #[error("a=crypto tag is not a number of 1-9 digits")]
+    Tag,
+    /// The key method is not `inline:` (the only one RFC 4568 defines).
+    #[error("a=crypto key method is not inline:")]
+    KeyMethod,
+    /// The key is not base64.
+    #[error("a=crypto key is not base64")]
+    Base64,
+    /// The key and salt are not the suite's 30 bytes.
+    #[error("a=crypto key is {0} bytes, 30 (16 key + 14 salt) expected")]
+    KeyLength(usize),
+    /// The lifetime or MKI field does not parse.
+    #[error("a=crypto key lifetime or MKI is malformed")]
+    KeyInfo,
+}
+
+/// Why a well-formed `a=crypto` line cannot be used (we skip it and try the next one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A suite we do not implement (its name).
+    Suite(String),
+    /// An MKI (RFC 4568 §6.1), several keys, or a session parameter (KDR, UNENCRYPTED_*,
+    /// FEC_ORDER …, §6.3) we do not implement.
+    Feature(&'static str),
+}
+
+/// One usable `a=crypto` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crypto {
+    /// The tag (answers name the offer's line by it, RFC 4568 §5.1.2).
+    pub tag: u32,
+    /// The suite.
+    pub suite: Suite,
+    /// The master key and salt.
+    pub key: MasterKey,
+}
+
+impl Crypto {
+    /// Parses the value of an `a=crypto` attribute: `Ok(Err(_))` for a well-formed line we
+    /// cannot use (another suite, an MKI, session parameters).
+    pub fn parse(value: &str) -> Result<Result<Crypto, Unsupported>, CryptoError> {
+        let mut fields = value.split_ascii_whitespace();
+        let (Some(tag), Some(suite), Some(key_params)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(CryptoError::Fields);
+        };
+        if tag.is_empty() || tag.len() > 9 || !tag.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CryptoError::Tag);
+        }
+        // This is ok because 1-9 ASCII digits always fit in a u32.
+        let tag: u32 = tag.parse().expect("1-9 digits");
+        // RFC 4568 §9.1: key-params = key-param *(";" key-param); only the first is checked
+        // before the suite so that a foreign suite's key format is not an error.
+        let first = key_params.split(';').next().unwrap_or_default();
+        let Some(inline) = first.strip_prefix("inline:") else {
+            return Err(CryptoError::KeyMethod);
+        };
+        let mut parts = inline.split('|');
+        let key = parts.next().unwrap_or_default();
+        let Some(suite) = Suite::from_name(suite) else {
+            return Ok(Err(Unsupported::Suite(suite.to_owned())));
+        };
+        let bytes = BASE64.decode(key).map_err(|_| CryptoError::Base64)?;
+        let Ok(bytes) = <[u8; 30]>::try_from(bytes.as_slice()) else {
+            return Err(CryptoError::KeyLength(bytes.len()));
+        };
+        // Optional lifetime ("2^31" or a decimal count), then an optional "MKI:length".
+        for p in parts {
+            if let Some(exp) = p.strip_prefix("2^") {
+                exp.parse::<u8>().map_err(|_| CryptoError::KeyInfo)?;
+            } else if let Some((mki, len)) = p.split_once(':') {
+                mki.parse::<u64>().map_err(|_| CryptoError::KeyInfo)?;
+                len.parse::<u8>().map_err(|_| CryptoError::KeyInfo)?;
+                return Ok(Err(Unsupported::Feature("MKI")));
+            } else {
+                p.parse::<u64>().map_err(|_| CryptoError::KeyInfo)?;
+            }
+        }
+        if key_params.contains(';') {
+            return Ok(Err(Unsupported::Feature("several master keys")));
+        }
+        if fields.next().is_some() {
+            return Ok(Err(Unsupported::Feature("session parameters")));
+        }
+        Ok(Ok(Crypto {
+            tag,
+            suite,
+            key: MasterKey::from_bytes(bytes),
+        }))
+    }
+
+    /// The attribute's value: `<tag> <suite> inline:<key||salt>`.
+    pub fn value(&self) -> String {
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            self.key.to_base64()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 3711 Appendix B.2: the AES-CM keystream for key 2B7E…, salt F0F1…FD, SSRC 0,
+    /// index 0, its first three blocks and the blocks at counters FEFF–FF01.
+    #[test]
+    fn rfc3711_b2_aes_cm_keystream() {
+        let keys = SessionKeys {
+            cipher: Aes128Enc::new_from_slice(&hex("2B7E151628AED2A6ABF7158809CF4F3C")).unwrap(),
+            salt: hex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap(),
+            mac: <HmacSha1 as KeyInit>::new_from_slice(b"unused").unwrap(),
+        };
+        let mut ks = vec![0u8; 16 * 0xff02];
+        keys.apply(0, 0, &mut ks);
+        assert_eq!(
+            ks[..48],
+            hex("E03EAD0935C95E80E166B16DD92B4EB4
+                 D23513162B02D0F72A43A2FE4A5F97AB
+                 41E95B3BB0A2E8DD477901E4FCA894C0")[..]
+        );
+        assert_eq!(
+            ks[16 * 0xfeff..],
+            hex("EC8CDF7398607CB0F2D21675EA9EA1E4
+                 362B7C3C6773516318A077D7FC5073AE
+                 6A2CC3787889374FBEB4C81B17BA6C44")[..]
+        );
+    }
+
+    /// RFC 3711 Appendix B.3: the session keys derived from master key E1F9…, salt 0EC6….
+    #[test]
+    fn rfc3711_b3_key_derivation() {
+        let prf = Aes128Enc::new_from_slice(&hex("E1F97A0D3E018BE0D64FA32C06DE4139")).unwrap();
+        let salt: [u8; 14] = hex("0EC675AD498AFEEBB6960B3AABE6").try_into().unwrap();
+        let mut enc = [0u8; 16];
+        let mut auth = [0u8; 94];
+        let mut k_s = [0u8; 14];
+        prf_keystream(&prf, &salt, 0, &mut enc);
+        prf_keystream(&prf, &salt, 1, &mut auth);
+        prf_keystream(&prf, &salt, 2, &mut k_s);
+        assert_eq!(enc[..], hex("C61E7A93744F39EE10734AFE3FF7A087")[..]);
+        assert_eq!(k_s[..], hex("30CBBC08863D8C85D49DB34A9AE1")[..]);
+        assert_eq!(
+            auth[..],
+            hex(
+                "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA48F0A0ACF3C34E2359E6CDBCE
+                 E049646C43D9327AD175578EF72270986371C10C9A369AC2F94A8C5FBCDDDC25
+                 6D6E919A48B610EF17C2041E474035766B68642C59BBFC2F34DB60DBDFB2"
+            )[..]
+        );
+    }
+
+    fn key(b: u8) -> MasterKey {
+        MasterKey::from_bytes(std::array::from_fn(|i| b.wrapping_add(i as u8)))
+    }
+
+    fn rtp(seq: u16, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0, 0];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn pair(suite: Suite) -> (SrtpStream, SrtpStream) {
+        (
+            SrtpStream::new(suite, &key(7)),
+            SrtpStream::new(suite, &key(7)),
+        )
+    }
+
+    #[test]
+    fn rtp_round_trip_both_suites_and_tamper_fails() {
+        for suite in Suite::ALL {
+            let (mut tx, mut rx) = pair(suite);
+            let plain = rtp(100, 0xdead_beef, &[0xd5; 160]);
+            let mut p = plain.clone();
+            tx.protect_rtp(&mut p).unwrap();
+            assert_eq!(p.len(), plain.len() + suite.rtp_tag_len());
+            assert_eq!(p[..12], plain[..12], "the header stays plain");
+            assert_ne!(p[12..172], plain[12..], "the payload is encrypted");
+            for i in [0, 5, 12, 100, p.len() - 1] {
+                let mut bad = p.clone();
+                bad[i] ^= 1;
+                assert_eq!(
+                    rx.unprotect_rtp(&mut bad),
+                    Err(SrtpError::AuthFailed),
+                    "{i}"
+                );
+            }
+            let n = rx.unprotect_rtp(&mut p).unwrap();
+            assert_eq!(p[..n], plain[..]);
+            // Another key: no packet passes.
+            let mut other = SrtpStream::new(suite, &key(8));
+            let mut q = plain.clone();
+            tx.protect_rtp(&mut q).unwrap();
+            assert_eq!(other.unprotect_rtp(&mut q), Err(SrtpError::AuthFailed));
+        }
+    }
+
+    #[test]
+    fn replays_are_rejected_within_and_behind_the_window() {
+        let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
+        let sent: Vec<Vec<u8>> = (0..100u16)
+            .map(|s| {
+                let mut p = rtp(s, 1, b"abc");
+                tx.protect_rtp(&mut p).unwrap();
+                p
+            })
+            .collect();
+        // Out of order within the window is fine; each only once.
+        for i in [0, 2, 1, 5, 3, 4] {
+            rx.unprotect_rtp(&mut sent[i].clone()).unwrap();
+        }
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[2].clone()),
+            Err(SrtpError::Replayed)
+        );
+        for p in &sent[6..] {
+            rx.unprotect_rtp(&mut p.clone()).unwrap();
+        }
+        // Index 99 is the top: 36 is inside the window (seen), 35 is 64 behind.
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[36].clone()),
+            Err(SrtpError::Replayed)
+        );
+        assert_eq!(
+            rx.unprotect_rtp(&mut sent[35].clone()),
+            Err(SrtpError::Replayed)
+        );
+        // A tampered packet does not move the window: the genuine one still passes.
+        let mut next = rtp(100, 1, b"abc");
+        tx.protect_rtp(&mut next).unwrap();
+        let mut bad = next.clone();
+        bad[13] ^= 0x40;
+        assert_eq!(rx.unprotect_rtp(&mut bad), Err(SrtpError::AuthFailed));
+        rx.unprotect_rtp(&mut next).unwrap();
+    }
+
+    #[test]
+    fn the_roc_follows_a_wrap_at_65535_on_both_sides() {
+        let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_32);
+        let mut seq = 65_530u16;
+        let mut out = Vec::new();
+        for _ in 0..12 {
+            let mut p = rtp(seq, 9, b"payload");
+            tx.protect_rtp(&mut p).unwrap();
+            out.push(p);
+            seq = seq.wrapping_add(1);
+        }
+        assert_eq!(
+            tx.rtp_window.unwrap().top,
+            1 << 16 | 5,
+            "ROC 1 after the wrap"
+        );
+        // Delivered with the packets around the wrap reordered.
+        for i in [0, 1, 2, 3, 4, 6, 5, 7, 9, 8, 10, 11] {
+            let n = rx.unprotect_rtp(&mut out[i]).unwrap();
+            assert_eq!(&out[i][12..n], b"payload", "{i}");
+        }
+        assert_eq!(rx.rtp_window.unwrap().top, 1 << 16 | 5);
+        // A receiver that guessed the ROC wrong (joined after the wrap with ROC 0) cannot
+        // authenticate: the ROC is in the tag (RFC 3711 §4.2).
+        let mut late = SrtpStream::new(Suite::AesCm128HmacSha1_32, &key(7));
+        let mut p = rtp(seq, 9, b"payload");
+        tx.protect_rtp(&mut p).unwrap();
+        assert_eq!(late.unprotect_rtp(&mut p), Err(SrtpError::AuthFailed));
+    }
+
+    #[test]
+    fn rtcp_round_trip_index_and_replay() {
+        for suite in Suite::ALL {
+            let (mut tx, mut rx) = pair(suite);
+            // An RR with no blocks and an SDES chunk, 8 + 12 bytes.
+            let plain = vec![
+                0x81, 201, 0, 1, 0, 0, 0, 42, 0x81, 202, 0, 2, 0, 0, 0, 42, 1, 1, b'x', 0,
+            ];
+            let mut packets = Vec::new();
+            for _ in 0..3 {
+                let mut p = plain.clone();
+                tx.protect_rtcp(&mut p).unwrap();
+                assert_eq!(
+                    p.len(),
+                    plain.len() + 4 + RTCP_TAG_LEN,
+                    "80-bit tag for {suite:?}"
+                );
+                assert_eq!(p[..8], plain[..8]);
+                assert_ne!(p[8..20], plain[8..]);
+                packets.push(p);
+            }
+            assert_eq!(be32(&packets[2][20..24]), 0x8000_0002, "E flag and index 2");
+            let mut bad = packets[1].clone();
+            bad[9] ^= 1;
+            assert_eq!(rx.unprotect_rtcp(&mut bad), Err(SrtpError::AuthFailed));
+            let first = packets[0].clone();
+            for p in &mut packets {
+                let n = rx.unprotect_rtcp(p).unwrap();
+                assert_eq!(p[..n], plain[..]);
+            }
+            let mut again = first;
+            assert_eq!(rx.unprotect_rtcp(&mut again), Err(SrtpError::Replayed));
+        }
+    }
+
+    #[test]
+    fn short_and_odd_packets_never_panic() {
+        let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
+        for len in 0..40 {
+            let mut p = vec![0x80u8; len];
+            let _ = rx.unprotect_rtp(&mut p);
+            let _ = rx.unprotect_rtcp(&mut p);
+            let mut v = p.clone();
+            let _ = tx.protect_rtp(&mut v);
+            let _ = tx.protect_rtcp(&mut v);
+        }
+        // An extension header longer than the packet.
+        let mut p = rtp(1, 1, &[0, 0, 0xff, 0xff]);
+        p[0] |= 0x10;
+        assert_eq!(tx.protect_rtp(&mut p), Err(SrtpError::Malformed));
+        assert_eq!(rx.unprotect_rtp(&mut [0u8; 30]), Err(SrtpError::AuthFailed));
+    }
+
+    #[test]
+    fn crypto_lines_parse_or_say_why_not() {
+        let k = key(1);
+        let b64 = k.to_base64();
+        assert_eq!(b64.len(), 40);
+        let ok = Crypto::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|2^31"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (ok.tag, ok.suite, &ok.key),
+            (1, Suite::AesCm128HmacSha1_80, &k)
+        );
+        assert_eq!(
+            Crypto::parse(&ok.value()).unwrap().unwrap(),
+            ok,
+            "value() round trips"
+        );
+        let cases: [(&str, Result<(), CryptoError>); 10] = [
+            ("", Err(CryptoError::Fields)),
+            ("1 AES_CM_128_HMAC_SHA1_80", Err(CryptoError::Fields)),
+            (
+                "x AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+                Err(CryptoError::Tag),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 uri:x",
+                Err(CryptoError::KeyMethod),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:!!!!",
+                Err(CryptoError::Base64),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:AAAA",
+                Err(CryptoError::KeyLength(3)),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|x",
+                Err(CryptoError::KeyInfo),
+            ),
+            ("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4", Ok(())),
+            ("1 AES_CM_128_HMAC_SHA1_80 inline:{k} KDR=1", Ok(())),
+            ("2 AEAD_AES_256_GCM inline:whatever", Ok(())),
+        ];
+        for (line, want) in cases {
+            let line = line.replace("{k}", &b64);
+            match (Crypto::parse(&line), want) {
+                (Err(e), Err(w)) => assert_eq!(e, w, "{line}"),
+                (Ok(Err(_)), Ok(())) => {}
+                (got, want) => panic!("{line}: {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(format!("{k:?}"), "MasterKey(..)");
+    }
+}
