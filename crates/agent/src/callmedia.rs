@@ -73,6 +73,31 @@ impl Default for MediaPlan {
     }
 }
 
+impl MediaPlan {
+    /// What a call of the plan can do, at `address`:`port`, in the session `session_id`.
+    fn local(&self, address: IpAddr, port: u16, session_id: u64) -> LocalMedia {
+        LocalMedia {
+            codecs: self.codecs.clone(),
+            telephone_event: self.telephone_event,
+            ptime: self.ptime_ms,
+            direction: Direction::SendRecv,
+            address: self.advertise.map_or(address, |a| a.ip()),
+            port: self.advertise.map_or(port, |a| a.port()),
+            rtcp_mux: self.rtcp_mux,
+            session_id,
+            session_version: 1,
+        }
+    }
+
+    /// Every codec of the plan, as the user agent matches offers inside a call against
+    /// them ([`sip_proto::ua::UaProfile::codecs`]): our offer's SDP (the address and port
+    /// are placeholders the user agent does not read).
+    pub fn codec_list(&self) -> Bytes {
+        let any = self.local(IpAddr::from([0, 0, 0, 0]), 9, 0);
+        Bytes::from(sdp::build_offer(&any).to_string())
+    }
+}
+
 /// Hands out RTP/RTCP port pairs: from a range (`rtp_ports = "20000-30000"`), or chosen by the
 /// system when no range is set.
 #[derive(Debug)]
@@ -825,17 +850,7 @@ impl CallMedia {
             },
         )?;
         Ok(Self {
-            local: LocalMedia {
-                codecs: plan.codecs.clone(),
-                telephone_event: plan.telephone_event,
-                ptime: plan.ptime_ms,
-                direction: Direction::SendRecv,
-                address: plan.advertise.map_or(ip, |a| a.ip()),
-                port: plan.advertise.map_or(port, |a| a.port()),
-                rtcp_mux: plan.rtcp_mux,
-                session_id,
-                session_version: 1,
-            },
+            local: plan.local(ip, port, session_id),
             rtp,
             rtcp,
             session: None,

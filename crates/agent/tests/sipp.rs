@@ -383,6 +383,51 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
     );
 }
 
+/// A SIPp UAC offering PCMU and PCMA calls our answering endpoint (PCMU and PCMA
+/// configured), which answers PCMU; a second later SIPp offers PCMA alone by re-INVITE
+/// (`testdata/sipp/uac-reoffers-pcma.xml`). RFC 3264 §6.1 lets the answer use any codec of
+/// the offer we support: SIPp checks our 200 names PCMA (it was 488 when the user agent knew
+/// only the codec of its first answer), our media switches to it on SIPp's echo, and the
+/// call ends SUCCESS with PCMA reported.
+#[test]
+fn a_callee_answers_an_offer_of_its_other_configured_codec() {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-reoffers-pcma.xml");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(
+        code, 0,
+        "SIPp's re-INVITE offering PCMA was answered with PCMA"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let note = "the peer's offer changed the codec: PCMU → PCMA (RFC 3264 §8.3.2)";
+    assert!(r.trace.iter().any(|t| t.text == note), "{note}: {r:#?}");
+    let m = r.media.as_ref().expect("media measured");
+    assert_eq!(m.codec, Some("PCMA"), "{m:?}");
+    // The echo came back for the 2 s call, before and after the change.
+    assert!(m.rx_packets >= 80, "{m:?}");
+    assert_eq!(m.rx_lost, 0, "{m:?}");
+}
+
 /// One registrar on three listeners (`BuiltinRegistrar::start_many`, as `sipmeter registrar
 /// --listen … --listen …` runs it): our phone registers over WebSocket, and SIPp's stock UAC
 /// calls it over UDP and then over TCP. Each call crosses transports in the registrar (RFC

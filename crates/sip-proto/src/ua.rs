@@ -101,6 +101,13 @@ pub struct UaConfig {
     /// RFC 4028 session timers; `None`: off (no `timer` in Supported, a peer's
     /// Session-Expires is ignored).
     pub session_timer: Option<SessionTimerConfig>,
+    /// Every codec the phone can run, as an SDP whose first audio stream lists them (its
+    /// payload types, `a=rtpmap`, `a=fmtp`, and `a=rtcp-mux` when muxing is accepted; its
+    /// address is not read, its port is any but 0): an offer inside a call is answered with one of
+    /// these (RFC 3264 §6.1), and the offer in our 2xx to a re-INVITE without one lists
+    /// them. `None`: the codecs of the fullest description sent in the call (a callee then
+    /// knows only the codec of its answer).
+    pub codecs: Option<Bytes>,
 }
 
 /// RFC 4028 session timers as a group uses them, calling and answering.
@@ -146,6 +153,7 @@ impl UaConfig {
                 user_agent: Arc::from(self.user_agent),
                 use_100rel: self.use_100rel,
                 session_timer: self.session_timer,
+                codecs: self.codecs,
             },
             UaIdentity {
                 user: self.user,
@@ -182,6 +190,8 @@ pub struct UaProfile {
     pub use_100rel: bool,
     /// RFC 4028 session timers ([`UaConfig::session_timer`]).
     pub session_timer: Option<SessionTimerConfig>,
+    /// Every codec the phone can run ([`UaConfig::codecs`]).
+    pub codecs: Option<Bytes>,
 }
 
 /// What is a phone's own: its user, credentials, address and seed.
@@ -757,16 +767,30 @@ fn took_answer(call: &mut Call, answer: &[u8]) {
     now_using(call, codec);
 }
 
+/// The codecs an offer inside the call is matched against, and the offer in our 2xx to a
+/// re-INVITE without one lists: the configured ones ([`UaProfile::codecs`]; RFC 3264 §6.1
+/// lets the answer use any codec of the offer we support, not only one we answered with
+/// before), else our fullest description sent in the call ([`Rare::codecs`]); `None`: our
+/// description as it is.
+fn codec_list<'a>(call: &'a Call, configured: Option<&'a Bytes>) -> Option<&'a [u8]> {
+    configured
+        .map(|c| &c[..])
+        .or_else(|| call.rare.as_ref()?.codecs.as_deref())
+}
+
 /// Our answer to an offer inside the call ([`crate::sdpdir::answer_in_call`]) from the
-/// call's description and codecs; `None` when the call has no description (answered
-/// without SDP then).
-fn answer_in_call(call: &Call, offer: &[u8]) -> Option<crate::sdpdir::InCallAnswer> {
+/// call's description and codecs ([`codec_list`]); `None` when the call has no description
+/// (answered without SDP then).
+fn answer_in_call(
+    call: &Call,
+    configured: Option<&Bytes>,
+    offer: &[u8],
+) -> Option<crate::sdpdir::InCallAnswer> {
     let ours = call.local_sdp.as_ref()?;
-    let rare = call.rare.as_deref();
     Some(crate::sdpdir::answer_in_call(
         ours,
-        rare.and_then(|r| r.codecs.as_deref()),
-        rare.and_then(|r| r.in_use.as_deref()),
+        codec_list(call, configured),
+        call.rare.as_ref().and_then(|r| r.in_use.as_deref()),
         offer,
     ))
 }
@@ -3948,10 +3972,11 @@ impl UserAgent {
         // an offer without any of our codecs cannot be answered: 488, and "the session ...
         // remains unchanged" (RFC 3261 §14.2).
         let offer = sdp_of(req);
+        let configured = self.profile.codecs.as_ref();
         let answer = match (&method, &offer) {
-            (Method::Invite | Method::Update, Some(o)) => {
-                self.call_ref(id).and_then(|c| answer_in_call(c, o))
-            }
+            (Method::Invite | Method::Update, Some(o)) => self
+                .call_ref(id)
+                .and_then(|c| answer_in_call(c, configured, o)),
             _ => None,
         };
         if let (Some(InCallAnswer::Refused), Some(offer)) = (&answer, &offer) {
@@ -4033,6 +4058,8 @@ impl UserAgent {
                 // without an offer gets ours in the 2xx, and the ACK answers it (RFC 3261
                 // §14.2: "the UAS ... MUST generate an offer in the 2xx"; §13.2.2.4).
                 let reoffer = offer.is_none() && method == Method::Invite;
+                // A counted reference: the call is borrowed mutably below.
+                let configured = reoffer.then(|| self.profile.codecs.clone()).flatten();
                 let sdp = self.call_mut(id).and_then(|c| match answer {
                     Some(InCallAnswer::Answer(a, codec)) => {
                         now_describing(c, a.clone());
@@ -4041,8 +4068,8 @@ impl UserAgent {
                     }
                     _ if reoffer => {
                         let ours = c.local_sdp.as_ref()?;
-                        let codecs = c.rare.as_ref().and_then(|r| r.codecs.as_deref());
-                        let o = crate::sdpdir::offer_again(ours, codecs);
+                        let o =
+                            crate::sdpdir::offer_again(ours, codec_list(c, configured.as_ref()));
                         let using = codec_in_use(c);
                         now_describing(c, o.clone());
                         now_using(c, using);
@@ -4126,6 +4153,8 @@ impl UserAgent {
                 // its retransmission; one matching nothing is answered 481.
                 let rack = req.headers.typed::<RAck>().and_then(Result::ok);
                 let offer = sdp_of(req);
+                // A counted reference: the call is borrowed mutably below.
+                let configured = offer.as_ref().and_then(|_| self.profile.codecs.clone());
                 let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
                     let outstanding = c.prov_retransmit.is_some()
                         && rack
@@ -4145,7 +4174,7 @@ impl UserAgent {
                             // the answer in the 2xx to the PRACK": our description, its
                             // direction mirrored (RFC 3264 §6.1), as for a re-INVITE.
                             OpenOffer::Answered if c.local_sdp.is_some() => {
-                                match answer_in_call(c, offer) {
+                                match answer_in_call(c, configured.as_ref(), offer) {
                                     Some(InCallAnswer::Answer(a, codec)) => {
                                         now_describing(c, a.clone());
                                         now_using(c, codec);
@@ -5302,6 +5331,7 @@ mod tests {
             seed,
             use_100rel: false,
             session_timer: None,
+            codecs: None,
         }
     }
 
@@ -5669,11 +5699,13 @@ mod tests {
         p.a = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("alice", 5061, 1)
         });
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("bob", 5062, 2)
         });
         // The first 180 is lost: Bob must resend it after T1 (RFC 3262 §3).
@@ -5732,6 +5764,7 @@ mod tests {
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("bob", 5062, 2)
         });
         p.a.call(p.now, Pair::bob_uri(), None);
@@ -7013,6 +7046,7 @@ mod auth_tests {
             seed: 9,
             use_100rel: false,
             session_timer: None,
+            codecs: None,
         }
     }
 

@@ -24,6 +24,7 @@ const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0
 fn agent(user: &str, port: u16, seed: u64, timers: Option<SessionTimerConfig>) -> UserAgent {
     UserAgent::new(UaConfig {
         session_timer: timers,
+        codecs: None,
         ..common::config(user, port, seed, false, "timers")
     })
 }
