@@ -1146,7 +1146,7 @@ impl CallMedia {
                 || (next.send_event_pt, next.recv_event_pt) != (n.send_event_pt, n.recv_event_pt);
             if changed
                 && let Some(s) = self.session.as_mut()
-                && s.change_codec(&next).is_err()
+                && s.change_codec(now, &next).is_err()
             {
                 // A codec this build cannot run (Opus without the feature): not taken.
                 followed.codec = None;
