@@ -2535,19 +2535,10 @@ impl UserAgent {
     /// Min-SE at least, with that Min-SE. False when it is not (timers off, retried already,
     /// no Min-SE in the 422): the 422 is the call's outcome then.
     fn retry_after_422(&mut self, now: Instant, id: CallId, resp: &Message) -> bool {
-        let Some(Ok(min)) = resp.headers.typed::<MinSe>() else {
+        let Some((expires, min)) = self.take_422(id, resp) else {
             return false;
         };
-        let Some(session) = self.call_mut(id).and_then(session_of) else {
-            return false;
-        };
-        if session.retried_422 {
-            return false;
-        }
-        session.retried_422 = true;
-        session.interval = session.interval.max(min.seconds);
-        session.min_se = Some(min.seconds);
-        let (expires, min_se) = (session.interval, decimal_text(min.seconds));
+        let min_se = decimal_text(min);
         self.send_invite_again(now, id, |invite| {
             // The refresher asked for stays as it was written.
             let params = match invite.headers.typed::<SessionExpires>() {
@@ -2562,6 +2553,23 @@ impl UserAgent {
             invite.headers.set(Header::new(HeaderName::MinSe, min_se));
         });
         true
+    }
+
+    /// The call's session timer takes a 422's Min-SE (RFC 4028 §7.4), once: the interval
+    /// asked for becomes at least that, and our Min-SE that. `(interval, Min-SE)`, or `None`
+    /// when the call has no timer, took one already, or `resp` names no Min-SE.
+    fn take_422(&mut self, id: CallId, resp: &Message) -> Option<(u32, u32)> {
+        let Some(Ok(min)) = resp.headers.typed::<MinSe>() else {
+            return None;
+        };
+        let session = self.call_mut(id).and_then(session_of)?;
+        if session.retried_422 {
+            return None;
+        }
+        session.retried_422 = true;
+        session.interval = session.interval.max(min.seconds);
+        session.min_se = Some(min.seconds);
+        Some((session.interval, min.seconds))
     }
 
     /// Sends the call's INVITE again (a new branch, the next CSeq number), changed by `edit`:
@@ -3054,20 +3062,6 @@ impl UserAgent {
                 ));
                 false
             }
-            422 if !session.retried_422 => {
-                let Some(Ok(min)) = resp.and_then(|r| r.headers.typed::<MinSe>()) else {
-                    return false;
-                };
-                session.retried_422 = true;
-                session.interval = session.interval.max(min.seconds);
-                session.min_se = Some(min.seconds);
-                // The same request again: a re-INVITE with our description (the one it
-                // offered), an UPDATE without a body.
-                match (kind, call.local_sdp.clone()) {
-                    (InDialogMethod::Reinvite, Some(sdp)) => self.reinvite(now, id, sdp),
-                    _ => self.update(now, id, None),
-                }
-            }
             408 | 481 => {
                 self.session_expired(now, id, code);
                 false
@@ -3084,6 +3078,30 @@ impl UserAgent {
             }
             _ => false,
         }
+    }
+
+    /// RFC 4028 §7.4: "If a 422 response is received, the UAC MAY retry the request" with
+    /// the 422's Min-SE: our re-INVITE or UPDATE (`kind`) in a timed session, refused with
+    /// `resp` (a 422), goes again once, at once, asking for at least that Min-SE and naming
+    /// it, with the offer it carried (`body`: an UPDATE offering hold still offers hold; a
+    /// bodiless refresh stays bodiless). False when it does not (no session timer, a second
+    /// 422, none naming a Min-SE): the 422 is then the request's outcome (a refresh retried
+    /// later, [`UserAgent::session_after_refresh`]).
+    fn retry_in_dialog_after_422(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        resp: &Message,
+        body: Option<Bytes>,
+    ) -> bool {
+        if self.session_lines(id, true).is_none() || self.take_422(id, resp).is_none() {
+            return false;
+        }
+        // Not `reinvite`/`update`: they would drop a request of ours waiting after a 491,
+        // and this is the same request again, not a new one.
+        let body = body.map(|b| ("application/sdp", b));
+        self.send_in_dialog(now, id, kind, body, None)
     }
 
     /// RFC 4028 §10: the session ends for want of a refresh (`code` 0: the peer's; else the
@@ -3129,9 +3147,20 @@ impl UserAgent {
 
     /// Our session refresh (RFC 4028 §10): an UPDATE without a body when the peer allows
     /// UPDATE (no offer: nothing for the peer's media to redo, no ACK, and no crossing with
-    /// an offer of ours or theirs), else a re-INVITE offering our description unchanged.
-    /// Not possible now (the ACK not there yet, an offer of ours in flight): tried again a
-    /// second later.
+    /// an offer of ours or theirs; it goes whatever waits, and leaves a request of ours
+    /// waiting after a 491 as it is), else a re-INVITE offering our description unchanged.
+    ///
+    /// That re-INVITE waits (tried again a second later) while it may not go: an offer
+    /// open in the dialog (ours in a re-INVITE or UPDATE, or in our 2xx to the peer's
+    /// re-INVITE without one, until its ACK; RFC 3264 §4: one offer at a time; RFC 3261
+    /// §14.1: no new INVITE transaction while one is in progress either way), the ACK of
+    /// the INVITE not there yet, or a re-INVITE or UPDATE of ours waiting after a 491
+    /// (§14.1's random wait is what resolves the glare; going before it would cross the
+    /// peer's again). Each of those requests carries the session's terms, and its 2xx
+    /// refreshes the session (§10: "Note that only a 2xx response to a session refresh
+    /// request extends the session"). A re-INVITE without an offer would not help: the
+    /// peer must offer in its 2xx (RFC 3261 §14.2) while an offer is open, which RFC 3264
+    /// §4 forbids it.
     fn send_refresh(&mut self, now: Instant, id: CallId) {
         let Some(call) = self.call_ref(id) else {
             return;
@@ -3141,9 +3170,17 @@ impl UserAgent {
             .as_ref()
             .and_then(|r| r.session.as_ref())
             .is_some_and(|s| s.peer_update);
+        let glare_wait = call.rare.as_ref().is_some_and(|r| {
+            let tag = call.dialog.as_ref().map(|d| d.id.remote_tag.as_str());
+            r.retries
+                .iter()
+                .any(|g| g.at.is_some() && Some(g.tag.as_str()) == tag)
+        });
         let sent = match (call.state, update, call.local_sdp.clone()) {
-            (CallState::Confirmed, true, _) => self.update(now, id, None),
-            (CallState::Confirmed, false, Some(sdp)) => self.reinvite(now, id, sdp),
+            (CallState::Confirmed, true, _) => {
+                self.send_in_dialog(now, id, InDialogMethod::Update, None, None)
+            }
+            (CallState::Confirmed, false, Some(sdp)) if !glare_wait => self.reinvite(now, id, sdp),
             (CallState::Answering | CallState::Confirmed, ..) => false,
             // Ending: nothing to refresh.
             _ => return,
@@ -4820,12 +4857,13 @@ impl UserAgent {
                 }
                 // Glare: our re-INVITE or UPDATE refused with 491 goes again after the §14.1
                 // timer, with its offer and in its dialog (read from the request, at `at` as
-                // a 2xx's entry is found); its outcome is reported once it has one.
+                // a 2xx's entry is found); its outcome is reported once it has one. So does
+                // one refused with 422 in a timed session, at once (RFC 4028 §7.4).
                 if let (
                     Owner::InDialog(id, kind @ (InDialogMethod::Reinvite | InDialogMethod::Update)),
                     TxnEvent::Response(r),
                 ) = (owner, ev)
-                    && r.status() == Some(491)
+                    && let Some(code @ (491 | 422)) = r.status()
                 {
                     let at = match (n, this) {
                         (0, _) => Some(i),
@@ -4842,7 +4880,12 @@ impl UserAgent {
                             .and_then(Result::ok)
                             .and_then(|t| t.tag().map(Cow::into_owned))
                             .unwrap_or_default();
-                        if self.retry_after_glare(now, id, kind, tag, body) {
+                        let again = if code == 491 {
+                            self.retry_after_glare(now, id, kind, tag, body)
+                        } else {
+                            self.retry_in_dialog_after_422(now, id, kind, r, body)
+                        };
+                        if again {
                             continue;
                         }
                     }

@@ -580,3 +580,135 @@ fn a_422_to_a_refresh_is_answered_once_with_its_min_se() {
             .any(|(_, e)| matches!(e, CallEvent::Modified { code: 422, .. }))
     );
 }
+
+/// Alice's description on hold (RFC 3264 §8.4).
+fn hold() -> Bytes {
+    Bytes::from(format!("{OFFER}a=sendonly\r\n"))
+}
+
+/// RFC 4028 §7.4: a 422 to a refresh that carried an offer is answered by the same request
+/// again, asking for the 422's Min-SE, with the same offer: an UPDATE offering hold goes
+/// again offering hold (it went without its offer: the hold was lost), and its 2xx is the
+/// request's outcome.
+#[test]
+fn a_422_to_an_update_with_an_offer_is_answered_by_the_same_offer_asking_more() {
+    let mut net = Net::new(
+        timers(90, None, Refresher::Uac),
+        timers(90, Some(100), Refresher::Auto),
+    );
+    // The INVITE is let through at 100 s (Bob's minimum), the first UPDATE asks for 90.
+    let mut first = true;
+    net.hook = Box::new(move |from_alice, t| {
+        if from_alice && t.starts_with("INVITE ") {
+            return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
+        }
+        if from_alice && t.starts_with("UPDATE ") && first {
+            first = false;
+            return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
+        }
+        Some(t.to_owned())
+    });
+    net.call();
+    net.run(Duration::from_secs(10));
+    assert!(net.alice.update(net.now, net.a.unwrap(), Some(hold())));
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
+    let updates = net.sent(true, "UPDATE ");
+    assert_eq!(updates.len(), 2, "the UPDATE, then its retry");
+    let retry = &updates[1].1;
+    assert_eq!(&retry.body()[..], &hold()[..], "the same offer: {retry}");
+    assert_eq!(session_expires(retry), Some((100, Some("uac".into()))));
+    assert_eq!(
+        retry.headers.typed::<MinSe>().unwrap().unwrap().seconds,
+        100
+    );
+    let outcomes: Vec<_> = net
+        .events_of(true)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            CallEvent::Modified { code, sdp, .. } => Some((*code, sdp.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [(200, true)], "Bob's answer to the hold");
+}
+
+/// The times (since the start) of the re-INVITEs (`alice`: hers, else Bob's) sent after
+/// the call's INVITE, and of the 491s they received.
+fn reinvites_and_491s(net: &Net, alice: bool) -> (Vec<Duration>, Vec<Duration>) {
+    let invites = net
+        .sent(alice, "INVITE ")
+        .into_iter()
+        .filter(|(_, m)| m.cseq().unwrap().seq > 1)
+        .map(|(at, _)| at)
+        .collect();
+    let refused = net
+        .sent(!alice, "SIP/2.0 491 ")
+        .into_iter()
+        .map(|(at, _)| at + Duration::from_millis(10))
+        .collect();
+    (invites, refused)
+}
+
+/// RFC 3261 §14.1: a re-INVITE refused with 491 goes again after a random 2.1–4 s (we own
+/// the Call-ID), and nothing else may jump that wait: Alice's refresh re-INVITE, due a
+/// second after the glare, waits for her retry, which carries the session's terms and
+/// refreshes it (RFC 4028 §10). (It went at once with her hold offer, dropping the retry.)
+#[test]
+fn a_refresh_re_invite_waits_for_a_glare_retry() {
+    let mut net = Net::of_90s(Refresher::Uac);
+    // Bob's 2xx does not list UPDATE: refreshes are re-INVITEs.
+    net.hook = Box::new(|from_alice, t| {
+        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+            t.replace(", UPDATE", "")
+        } else {
+            t.to_owned()
+        })
+    });
+    net.call();
+    net.run(Duration::from_secs(44));
+    // Both put the call on hold at once: glare.
+    let (a, b) = (net.a.unwrap(), net.b.unwrap());
+    assert!(net.alice.reinvite(net.now, a, hold()));
+    let bob_hold = Bytes::from(format!("{ANSWER}a=sendonly\r\n"));
+    assert!(net.bob.reinvite(net.now, b, bob_hold));
+    net.run(Duration::from_secs(60));
+    let (invites, refused) = reinvites_and_491s(&net, true);
+    assert_eq!(refused.len(), 1, "one glare: {invites:?}");
+    let glare = refused[0];
+    let after: Vec<_> = invites.iter().filter(|at| **at > glare).collect();
+    let wait = *after[0] - glare;
+    assert!(
+        wait >= Duration::from_millis(2090) && wait <= Duration::from_millis(4010),
+        "Alice's next re-INVITE {wait:?} after the 491: {invites:?}"
+    );
+    // That one is the hold again, as first sent.
+    let retry = net
+        .sent(true, "INVITE ")
+        .into_iter()
+        .find(|(at, _)| at == after[0]);
+    assert_eq!(&retry.unwrap().1.body()[..], &hold()[..]);
+    assert!(!refreshes(&net, true, true).is_empty());
+    assert!(net.sent(true, "BYE ").is_empty() && net.sent(false, "BYE ").is_empty());
+}
+
+/// A bodiless refresh UPDATE (RFC 4028 §10) is no offer: it goes while Alice's UPDATE
+/// offering hold waits after a 491 (RFC 3311 §5.2), and leaves it waiting: the hold goes
+/// again after its back-off (it was dropped, the hold lost).
+#[test]
+fn a_refresh_update_leaves_an_update_offer_waiting_after_491() {
+    let mut net = Net::of_90s(Refresher::Uac);
+    net.call();
+    net.run(Duration::from_secs(44));
+    let (a, b) = (net.a.unwrap(), net.b.unwrap());
+    assert!(net.alice.update(net.now, a, Some(hold())));
+    let bob_hold = Bytes::from(format!("{ANSWER}a=sendonly\r\n"));
+    assert!(net.bob.update(net.now, b, Some(bob_hold)));
+    net.run(Duration::from_secs(10));
+    let updates = net.sent(true, "UPDATE ");
+    let bodies: Vec<_> = updates.iter().map(|(_, u)| !u.body().is_empty()).collect();
+    // The hold, the refresh at 45 s (no body), the hold again after its back-off.
+    assert_eq!(bodies, [true, false, true], "{updates:?}");
+    assert_eq!(&updates[2].1.body()[..], &hold()[..]);
+    assert!(updates[1].0 < updates[2].0);
+}
