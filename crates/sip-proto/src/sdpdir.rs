@@ -487,6 +487,47 @@ fn with_direction(text: &str, want: &str, audio: Option<AudioRewrite<'_>>) -> By
     Bytes::from(out)
 }
 
+/// The session version of `sdp`'s `o=` line (its third field), if it has one.
+fn version_of(sdp: &str) -> Option<u64> {
+    sdp.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("o="))?
+        .split(' ')
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Our `offer`, made before `last` (our description as sent since: an answer we gave to
+/// the peer's offer while ours waited after a 491), sent now: RFC 3264 §8, "the version in
+/// the origin field MUST increment by one from the previous SDP", so its `o=` version
+/// becomes one above `last`'s when it is not above it already. As it is when it is `last`,
+/// or either text has no readable version.
+pub(crate) fn offer_after(last: &[u8], offer: &Bytes) -> Bytes {
+    let (Ok(last), Ok(text)) = (std::str::from_utf8(last), std::str::from_utf8(offer)) else {
+        return offer.clone();
+    };
+    match (version_of(last), version_of(text)) {
+        (Some(l), Some(v)) if v <= l && text != last => {
+            let out: String = text
+                .split_inclusive('\n')
+                .map(|line| match line.strip_prefix("o=") {
+                    Some(o) => {
+                        let end = &o[o.trim_end_matches(['\r', '\n']).len()..];
+                        let mut fields: Vec<&str> =
+                            o.trim_end_matches(['\r', '\n']).split(' ').collect();
+                        let version = l.wrapping_add(1).to_string();
+                        fields[2] = &version;
+                        format!("o={}{end}", fields.join(" "))
+                    }
+                    None => line.to_owned(),
+                })
+                .collect();
+            Bytes::from(out)
+        }
+        _ => offer.clone(),
+    }
+}
+
 /// The `o=` value with its session version (the third field) one higher; as it is when that
 /// field is not a number.
 fn bump_version(o: &str) -> String {
@@ -668,6 +709,26 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
             answered_codec(BOTH.as_bytes(), b"v=0\r\nm=audio 5 RTP/AVP 18 8 0\r\n").as_deref(),
             Some("PCMA/8000")
         );
+    }
+
+    /// RFC 3264 §8: an offer made before our last description goes out one version above
+    /// it; one above already, the same text, or no version: as it is.
+    #[test]
+    fn an_offer_sent_after_our_answer_takes_the_next_version() {
+        let offer = Bytes::from(OURS.replace("a=sendrecv", "a=sendonly"));
+        let answered = OURS
+            .replace("7 1 IN", "7 2 IN")
+            .replace("a=sendrecv", "a=recvonly");
+        let again = offer_after(answered.as_bytes(), &offer);
+        assert_eq!(
+            std::str::from_utf8(&again).unwrap(),
+            OURS.replace("a=sendrecv", "a=sendonly")
+                .replace("7 1 IN", "7 3 IN")
+        );
+        assert_eq!(offer_after(OURS.as_bytes(), &again), again);
+        assert_eq!(offer_after(&offer, &offer), offer);
+        let bare = Bytes::from_static(b"v=0 a hold\r\n");
+        assert_eq!(offer_after(answered.as_bytes(), &bare), bare);
     }
 
     #[test]

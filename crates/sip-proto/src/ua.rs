@@ -4545,7 +4545,16 @@ impl UserAgent {
                 continue;
             };
             g.at = None;
-            let body = g.body.clone();
+            let mut body = g.body.clone();
+            // RFC 3264 §8: our description may have moved on meanwhile (we answered the
+            // peer's offer that crossed ours): the offer goes one version above it, and a
+            // re-INVITE's is our description from then on, as when it first went.
+            if let (Some(b), Some(last)) = (body.as_mut(), call.local_sdp.as_ref()) {
+                *b = crate::sdpdir::offer_after(last, b);
+                if kind == InDialogMethod::Reinvite {
+                    call.local_sdp = Some(b.clone());
+                }
+            }
             let fork = fork_of(call, &tag);
             let live = match kind {
                 InDialogMethod::Reinvite => call.state == CallState::Confirmed,

@@ -586,6 +586,11 @@ fn hold() -> Bytes {
     Bytes::from(format!("{OFFER}a=sendonly\r\n"))
 }
 
+/// [`hold`] sent again after Alice answered Bob's crossing offer (version 2): version 3.
+fn hold_after_answer() -> String {
+    format!("{OFFER}a=sendonly\r\n").replace("o=- 1 1 IN", "o=- 1 3 IN")
+}
+
 /// RFC 4028 §7.4: a 422 to a refresh that carried an offer is answered by the same request
 /// again, asking for the 422's Min-SE, with the same offer: an UPDATE offering hold goes
 /// again offering hold (it went without its offer: the hold was lost), and its 2xx is the
@@ -682,12 +687,13 @@ fn a_refresh_re_invite_waits_for_a_glare_retry() {
         wait >= Duration::from_millis(2090) && wait <= Duration::from_millis(4010),
         "Alice's next re-INVITE {wait:?} after the 491: {invites:?}"
     );
-    // That one is the hold again, as first sent.
+    // That one is the hold again, one version above Alice's answer to Bob's hold (RFC
+    // 3264 §8).
     let retry = net
         .sent(true, "INVITE ")
         .into_iter()
         .find(|(at, _)| at == after[0]);
-    assert_eq!(&retry.unwrap().1.body()[..], &hold()[..]);
+    assert_eq!(&retry.unwrap().1.body()[..], hold_after_answer().as_bytes());
     assert!(!refreshes(&net, true, true).is_empty());
     assert!(net.sent(true, "BYE ").is_empty() && net.sent(false, "BYE ").is_empty());
 }
@@ -709,6 +715,6 @@ fn a_refresh_update_leaves_an_update_offer_waiting_after_491() {
     let bodies: Vec<_> = updates.iter().map(|(_, u)| !u.body().is_empty()).collect();
     // The hold, the refresh at 45 s (no body), the hold again after its back-off.
     assert_eq!(bodies, [true, false, true], "{updates:?}");
-    assert_eq!(&updates[2].1.body()[..], &hold()[..]);
+    assert_eq!(&updates[2].1.body()[..], hold_after_answer().as_bytes());
     assert!(updates[1].0 < updates[2].0);
 }
