@@ -83,6 +83,41 @@ impl Net {
         )
     }
 
+    /// Alice asks for 90 s, Bob's Min-SE is 100 s: her INVITE is let through asking for 100
+    /// s, her first UPDATE goes asking for 90 s (Bob answers it 422).
+    fn first_update_too_short() -> Self {
+        let mut net = Self::new(
+            timers(90, None, Refresher::Uac),
+            timers(90, Some(100), Refresher::Auto),
+        );
+        let mut first = true;
+        net.hook = Box::new(move |from_alice, t| {
+            if from_alice && t.starts_with("INVITE ") {
+                return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
+            }
+            if from_alice && t.starts_with("UPDATE ") && first {
+                first = false;
+                return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
+            }
+            Some(t.to_owned())
+        });
+        net
+    }
+
+    /// [`Net::of_90s`], Alice refreshing; Bob's 2xx does not list UPDATE in its Allow: her
+    /// refreshes are re-INVITEs.
+    fn without_update() -> Self {
+        let mut net = Self::of_90s(Refresher::Uac);
+        net.hook = Box::new(|from_alice, t| {
+            Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+                t.replace(", UPDATE", "")
+            } else {
+                t.to_owned()
+            })
+        });
+        net
+    }
+
     /// Bob's UPDATEs (his refreshes) are lost on the way.
     fn losing_bobs_updates(mut self) -> Self {
         self.hook = Box::new(|from_alice, t| {
@@ -389,15 +424,7 @@ fn the_refresher_sends_a_bodiless_update_at_half_the_interval() {
 
 #[test]
 fn without_update_in_allow_the_refresh_is_a_re_invite_with_the_same_offer() {
-    let mut net = Net::of_90s(Refresher::Uac);
-    // Bob's 2xx does not list UPDATE.
-    net.hook = Box::new(|from_alice, t| {
-        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
-            t.replace(", UPDATE", "")
-        } else {
-            t.to_owned()
-        })
-    });
+    let mut net = Net::without_update();
     net.call();
     net.run(Duration::from_secs(100));
     assert!(net.sent(true, "UPDATE ").is_empty());
@@ -536,23 +563,8 @@ fn an_unanswered_refresh_ends_the_call_with_bye() {
 
 #[test]
 fn a_422_to_a_refresh_is_answered_once_with_its_min_se() {
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, Some(100), Refresher::Auto),
-    );
-    // The first refresh asks for 90 s on the wire; Bob's minimum is 100 s (the INVITE was
-    // let through at 100).
-    let mut first = true;
-    net.hook = Box::new(move |from_alice, t| {
-        if from_alice && t.starts_with("INVITE ") {
-            return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
-        }
-        if from_alice && t.starts_with("UPDATE ") && first {
-            first = false;
-            return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
-        }
-        Some(t.to_owned())
-    });
+    // The first refresh asks for 90 s on the wire.
+    let mut net = Net::first_update_too_short();
     net.call();
     net.run(Duration::from_secs(60));
     assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
@@ -597,22 +609,7 @@ fn hold_after_answer() -> String {
 /// request's outcome.
 #[test]
 fn a_422_to_an_update_with_an_offer_is_answered_by_the_same_offer_asking_more() {
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, Some(100), Refresher::Auto),
-    );
-    // The INVITE is let through at 100 s (Bob's minimum), the first UPDATE asks for 90.
-    let mut first = true;
-    net.hook = Box::new(move |from_alice, t| {
-        if from_alice && t.starts_with("INVITE ") {
-            return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
-        }
-        if from_alice && t.starts_with("UPDATE ") && first {
-            first = false;
-            return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
-        }
-        Some(t.to_owned())
-    });
+    let mut net = Net::first_update_too_short();
     net.call();
     net.run(Duration::from_secs(10));
     assert!(net.alice.update(net.now, net.a.unwrap(), Some(hold())));
@@ -661,15 +658,7 @@ fn reinvites_and_491s(net: &Net, alice: bool) -> (Vec<Duration>, Vec<Duration>) 
 /// refreshes it (RFC 4028 §10). (It went at once with her hold offer, dropping the retry.)
 #[test]
 fn a_refresh_re_invite_waits_for_a_glare_retry() {
-    let mut net = Net::of_90s(Refresher::Uac);
-    // Bob's 2xx does not list UPDATE: refreshes are re-INVITEs.
-    net.hook = Box::new(|from_alice, t| {
-        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
-            t.replace(", UPDATE", "")
-        } else {
-            t.to_owned()
-        })
-    });
+    let mut net = Net::without_update();
     net.call();
     net.run(Duration::from_secs(44));
     // Both put the call on hold at once: glare.
