@@ -1634,6 +1634,39 @@ mod tests {
         );
     }
 
+    /// RFC 3550 §6.4.1: an SR's RTP timestamp "corresponds to the same time as the NTP
+    /// timestamp": after a hold (on resume the timestamp moves on by the time held, §5.1),
+    /// it is the stream's timestamp at the report's time, within a packet. (It counted the
+    /// time held twice: 2 s ahead after a 2 s hold.)
+    #[test]
+    fn an_sr_after_a_hold_has_the_timestamp_of_its_time() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        // (ms, timestamp) of the last RTP packet; (ms, SR timestamp) of each SR.
+        let (mut last, mut srs) = ((0u64, 0u32), Vec::new());
+        for ms in 0..12_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            match ms {
+                1000 => a.set_direction(now, Direction::Inactive),
+                3000 => a.set_direction(now, Direction::SendRecv),
+                _ => {}
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    last = (ms, RtpPacket::parse(&o.bytes).unwrap().timestamp);
+                } else if let Ok(c) = rtcp::parse_compound(&o.bytes)
+                    && let Some(RtcpPacket::SenderReport { info, .. }) = c.first()
+                    && ms > 3000
+                {
+                    let due = last.1.wrapping_add(8 * (ms - last.0) as u32);
+                    srs.push((ms, info.rtp_timestamp.wrapping_sub(due) as i32));
+                }
+            }
+        }
+        assert!(!srs.is_empty());
+        assert!(srs.iter().all(|(_, off)| off.abs() <= 160), "{srs:?}");
+    }
+
     /// A far end's RTP through a 40 ms path to `b`, from `send(ms)` (its packets due at that
     /// ms, RTP and RTCP); `b` changes to `b_codec` at 1000 ms (the answerer changes first:
     /// the far end's packets of the old codec are still on their way).
