@@ -337,7 +337,9 @@ pub(crate) fn answer_in_call(
     let audio = AudioRewrite {
         formats: &formats,
         lines,
-        rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux,
+        // Our codecs' list may mux where the call does not: muxing goes on or stops inside
+        // the call, it does not start (the media keeps RTCP where it is).
+        rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux && muxes(text),
     };
     InCallAnswer::Answer(with_direction(text, want, Some(audio)), Some(codec))
 }
@@ -386,9 +388,14 @@ pub(crate) fn offer_again(current: &Bytes, codecs: Option<&[u8]>) -> Bytes {
     let audio = AudioRewrite {
         formats: &formats,
         lines,
-        rtcp_mux: full.rtcp_mux,
+        rtcp_mux: full.rtcp_mux && muxes(text),
     };
     with_direction(text, want, Some(audio))
+}
+
+/// Whether the first audio stream of our description `text` muxes RTCP (RFC 5761).
+fn muxes(text: &str) -> bool {
+    audio_stream(text).is_some_and(|a| a.rtcp_mux)
 }
 
 /// A new format list for the first audio stream: its payload types, their `a=rtpmap`/`a=fmtp`
@@ -650,6 +657,27 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
             a.contains("m=audio 30000 RTP/AVP 8\r\n") && !a.contains("event"),
             "{a}"
         );
+    }
+
+    /// Our codecs' list muxes RTCP, the call does not (our first answer went without): an
+    /// offer with `a=rtcp-mux` inside the call is answered without it, and our offer in a 2xx
+    /// has none either (muxing does not start inside a call).
+    #[test]
+    fn muxing_does_not_start_inside_a_call() {
+        let offer = "v=0\r\no=pbx 9 3 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                     m=audio 40000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+                     a=rtcp-mux\r\n";
+        let unmuxed = BOTH.replace("a=rtcp-mux\r\n", "");
+        let current = Bytes::from(unmuxed.clone());
+        let a = match answer_in_call(&current, Some(BOTH.as_bytes()), None, offer.as_bytes()) {
+            InCallAnswer::Answer(a, _) => String::from_utf8(a.to_vec()).unwrap(),
+            InCallAnswer::Refused => panic!("refused"),
+        };
+        assert!(
+            a.contains("RTP/AVP 8 101") && !a.contains("rtcp-mux"),
+            "{a}"
+        );
+        assert_eq!(offer_again(&current, Some(BOTH.as_bytes())), current);
     }
 
     /// RFC 5761 §5.1.3: a new offer without `a=rtcp-mux` while we mux is answered without
