@@ -51,6 +51,7 @@ fn config() -> UaConfig {
         seed: 1,
         use_100rel: true,
         session_timer: None,
+        codecs: None,
     }
 }
 

@@ -108,6 +108,39 @@ impl Default for MediaPlan {
     }
 }
 
+impl MediaPlan {
+    /// What a call of the plan can do, at `address`:`port`, in the session `session_id`,
+    /// with the SDES keys `srtp` ([`SrtpMode::sdes`]).
+    fn local(
+        &self,
+        address: IpAddr,
+        port: u16,
+        session_id: u64,
+        srtp: Option<Sdes>,
+    ) -> LocalMedia {
+        LocalMedia {
+            codecs: self.codecs.clone(),
+            telephone_event: self.telephone_event,
+            ptime: self.ptime_ms,
+            direction: Direction::SendRecv,
+            address: self.advertise.map_or(address, |a| a.ip()),
+            port: self.advertise.map_or(port, |a| a.port()),
+            rtcp_mux: self.rtcp_mux,
+            session_id,
+            session_version: 1,
+            srtp,
+        }
+    }
+
+    /// Every codec of the plan, as the user agent matches offers inside a call against
+    /// them ([`sip_proto::ua::UaProfile::codecs`]): our offer's SDP (the address and port
+    /// are placeholders the user agent does not read).
+    pub fn codec_list(&self) -> Bytes {
+        let any = self.local(IpAddr::from([0, 0, 0, 0]), 9, 0, None);
+        Bytes::from(sdp::build_offer(&any).to_string())
+    }
+}
+
 /// Hands out RTP/RTCP port pairs: from a range (`rtp_ports = "20000-30000"`), or chosen by the
 /// system when no range is set.
 #[derive(Debug)]
@@ -860,18 +893,7 @@ impl CallMedia {
             },
         )?;
         Ok(Self {
-            local: LocalMedia {
-                codecs: plan.codecs.clone(),
-                telephone_event: plan.telephone_event,
-                ptime: plan.ptime_ms,
-                direction: Direction::SendRecv,
-                address: plan.advertise.map_or(ip, |a| a.ip()),
-                port: plan.advertise.map_or(port, |a| a.port()),
-                rtcp_mux: plan.rtcp_mux,
-                session_id,
-                session_version: 1,
-                srtp: plan.srtp.sdes()?,
-            },
+            local: plan.local(ip, port, session_id, plan.srtp.sdes()?),
             rtp,
             rtcp,
             session: None,
@@ -1167,7 +1189,7 @@ impl CallMedia {
                 || (next.send_event_pt, next.recv_event_pt) != (n.send_event_pt, n.recv_event_pt);
             if changed
                 && let Some(s) = self.session.as_mut()
-                && s.change_codec(&next).is_err()
+                && s.change_codec(now, &next).is_err()
             {
                 // A codec this build cannot run (Opus without the feature): not taken.
                 followed.codec = None;

@@ -749,6 +749,7 @@ async fn attempt(
         seed: req.seed,
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     };
     let mut ua = UserAgent::new(config);
     let begin = Instant::now();

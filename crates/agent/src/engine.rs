@@ -1263,6 +1263,9 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
         use_100rel: plan.groups[g].prack,
         session_timer: plan.groups[g].session_timer,
+        // With media, offers inside a call are answered from every codec of the group
+        // (RFC 3264 §6.1), not only the one a callee's first answer chose.
+        codecs: plan.groups[g].media.as_ref().map(|m| m.codec_list()),
     }
 }
 

@@ -16,6 +16,7 @@ use agent::engine::{
     Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
+use media::sdp::Codec;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
 use sip_proto::auth::Credentials;
@@ -383,6 +384,51 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
     );
 }
 
+/// A SIPp UAC offering PCMU and PCMA calls our answering endpoint (PCMU and PCMA
+/// configured), which answers PCMU; a second later SIPp offers PCMA alone by re-INVITE
+/// (`testdata/sipp/uac-reoffers-pcma.xml`). RFC 3264 §6.1 lets the answer use any codec of
+/// the offer we support: SIPp checks our 200 names PCMA (it was 488 when the user agent knew
+/// only the codec of its first answer), our media switches to it on SIPp's echo, and the
+/// call ends SUCCESS with PCMA reported.
+#[test]
+fn a_callee_answers_an_offer_of_its_other_configured_codec() {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-reoffers-pcma.xml");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(
+        code, 0,
+        "SIPp's re-INVITE offering PCMA was answered with PCMA"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let note = "the peer's offer changed the codec: PCMU → PCMA (RFC 3264 §8.3.2)";
+    assert!(r.trace.iter().any(|t| t.text == note), "{note}: {r:#?}");
+    let m = r.media.as_ref().expect("media measured");
+    assert_eq!(m.codec, Some("PCMA"), "{m:?}");
+    // The echo came back for the 2 s call, before and after the change.
+    assert!(m.rx_packets >= 80, "{m:?}");
+    assert_eq!(m.rx_lost, 0, "{m:?}");
+}
+
 /// One registrar on three listeners (`BuiltinRegistrar::start_many`, as `sipmeter registrar
 /// --listen … --listen …` runs it): our phone registers over WebSocket, and SIPp's stock UAC
 /// calls it over UDP and then over TCP. Each call crosses transports in the registrar (RFC
@@ -646,6 +692,10 @@ enum Uas {
     /// `testdata/sipp/uas-offers-pcma.xml` with `-rtp_echo`: answers PCMU with its echo,
     /// offers PCMA alone by re-INVITE a second later and checks that our answer names it.
     OffersPcma,
+    /// `testdata/sipp/uas-offers-opus.xml` with `-rtp_echo`, called by callers offering PCMU,
+    /// PCMA and Opus: answers PCMU with its echo, offers Opus alone by re-INVITE a second
+    /// later and checks that our answer names it.
+    OffersOpus,
     /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
     AnswersElsewhere,
@@ -707,6 +757,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             }
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
+            Uas::OffersOpus => vec!["-sf", sipp_scenario!("uas-offers-opus.xml")],
             Uas::AnswersElsewhere => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-elsewhere.xml"),
@@ -785,6 +836,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 srtp: match uas {
                     Uas::AnswersSrtp => SrtpMode::Sdes,
                     _ => SrtpMode::Off,
+                },
+                codecs: match uas {
+                    Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
+                    _ => MediaPlan::default().codecs,
                 },
                 ..MediaPlan::default()
             }),
@@ -1105,6 +1160,33 @@ fn an_offer_of_another_of_our_codecs_switches_the_media_to_it() {
     let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::OffersPcma);
     switched_to_pcma(&summary, &reports, "the peer's offer");
     assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered with PCMA");
+}
+
+/// A peer's re-INVITE offering Opus alone in our PCMU call (we offered PCMU, PCMA and
+/// Opus): answered with Opus (SIPp checks it), and our media switches to it on the same
+/// echo. Opus's RTP clock is 48 kHz, PCMU's 8 kHz: our stream goes on on a new SSRC (RFC
+/// 7160 §4.1), and our receiver measures each packet on its own codec's clock, the PCMU
+/// ones still on their way included. Measured on the echo of our own stream: no loss,
+/// nothing late in the jitter buffer, the jitter of a loopback, a good score. (On one SSRC
+/// the Opus packets went on PCMU's timestamp line, and the jitter buffer, reading them on
+/// the new clock, found every one late.)
+#[test]
+fn an_offer_of_a_codec_of_another_clock_rate_switches_the_media_cleanly() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::OffersOpus);
+    assert_eq!(reports.len(), 2);
+    let note = "the peer's offer changed the codec: PCMU → opus (RFC 3264 §8.3.2)";
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(r.trace.iter().any(|t| t.text == note), "{note}: {r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.codec, Some("opus"), "{m:?}");
+        assert!(m.rx_packets >= 140, "{m:?}");
+        assert_eq!((m.rx_lost, m.rx_jb_late, m.rx_stray), (0, 0, 0), "{m:?}");
+        assert!(m.jitter_max_ms < 5.0, "{m:?}");
+        assert!(m.mos.is_some_and(|mos| mos > 4.0), "{m:?}");
+    }
+    assert_eq!(summary.asr, Some(100.0));
+    assert_eq!(sipp, 0, "SIPp counts 2 calls, each answered with Opus");
 }
 
 /// Both calls switched from PCMU to PCMA (`what` made them, as traced), ended SUCCESS with

@@ -644,6 +644,12 @@ pub struct MediaSession {
     tx_bytes: u64,
     tx_octets: u64,
     tx_interval: (u64, u64),
+    /// `tx_packets` and `tx_octets` when the current SSRC began: an SR counts its own SSRC's
+    /// (RFC 3550 §6.4.1), and a new clock rate takes a new SSRC (RFC 7160 §4.1).
+    ssrc_base: (u64, u64),
+    /// Our RTP timestamp at an instant (the stream's first packet, or the first of a new
+    /// SSRC): an SR's timestamp is this one moved on by the time since (RFC 3550 §6.4.1).
+    ts_anchor: (Instant, u32),
     dtmf_queue: VecDeque<(u8, u32)>,
     dtmf_current: Option<EventTx>,
     dtmf_gap: u32,
@@ -667,6 +673,10 @@ pub struct MediaSession {
     decoded: Vec<i16>,
     origin: Option<Instant>,
     seen_resets: (u64, u64),
+    /// The payload type, RTP clock rate and samples per packet we received before the last
+    /// codec change, until the first packet of the new codec arrives: the far end's packets
+    /// still on their way are its stream, measured on their own clock (RFC 7160 §4.3).
+    prev_rx: Option<(u8, u32, u32)>,
     malformed: u64,
     unexpected_pt: u64,
     // srtp (boxed: most calls have none)
@@ -728,6 +738,8 @@ impl MediaSession {
             tx_bytes: 0,
             tx_octets: 0,
             tx_interval: (0, 0),
+            ssrc_base: (0, 0),
+            ts_anchor: (now, ts),
             dtmf_queue: VecDeque::new(),
             dtmf_current: None,
             dtmf_gap: 0,
@@ -753,6 +765,7 @@ impl MediaSession {
             decoded: Vec::with_capacity(frame as usize),
             origin: None,
             seen_resets: (0, 0),
+            prev_rx: None,
             malformed: 0,
             unexpected_pt: 0,
             srtp: cfg.srtp.as_ref().map(|p| Box::new(SrtpContext::new(p))),
@@ -1003,21 +1016,23 @@ impl MediaSession {
         }
         let ssrc = self.cfg.local_ssrc;
         let mut out = Vec::with_capacity(3);
-        if self.tx_packets > 0 {
-            let elapsed = now.saturating_duration_since(self.start);
+        let (packets, octets) = (
+            self.tx_packets - self.ssrc_base.0,
+            self.tx_octets - self.ssrc_base.1,
+        );
+        if packets > 0 {
             // The RTP timestamp of `now` on our media clock (RFC 3550 §6.4.1).
-            let first_ts = self
-                .ts
-                .wrapping_sub((self.tx_packets as u32).wrapping_mul(self.spp));
+            let (at, ts) = self.ts_anchor;
+            let elapsed = now.saturating_duration_since(at);
             let rtp_timestamp =
-                first_ts.wrapping_add((elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u32);
+                ts.wrapping_add((elapsed.as_secs_f64() * f64::from(self.clock_rate)) as u32);
             out.push(RtcpPacket::SenderReport {
                 ssrc,
                 info: SenderInfo {
                     ntp: self.ntp(now),
                     rtp_timestamp,
-                    packet_count: self.tx_packets as u32,
-                    octet_count: self.tx_octets as u32,
+                    packet_count: packets as u32,
+                    octet_count: octets as u32,
                 },
                 reports,
             });
@@ -1096,6 +1111,7 @@ impl MediaSession {
                 }
                 RtcpPacket::ReceiverReport { reports, .. } => reports,
                 RtcpPacket::Bye { .. } => {
+                    // Undone if a new source of the far end follows (`handle_rtp`).
                     self.remote_bye = true;
                     continue;
                 }
@@ -1123,11 +1139,24 @@ impl MediaSession {
             self.stats
                 .on_other_packet(now, p.sequence, p.ssrc, buf.len())
         } else {
+            // RFC 7160 §4.3: each packet on its payload type's clock: the codec before the
+            // last change while its packets may still come, else the current one (a no-op
+            // unless the clock changed).
+            let (rate, spp) = match self.prev_rx {
+                Some((pt, rate, spp)) if pt == p.payload_type => (rate, spp),
+                _ => (self.clock_rate, self.spp),
+            };
+            self.stats.set_clock(rate, spp);
             self.stats
                 .on_packet(now, p.sequence, p.timestamp, p.ssrc, p.marker, buf.len())
         };
         let t = self.stats.totals();
         if (t.ssrc_switches, t.seq_resets) != self.seen_resets {
+            if t.ssrc_switches != self.seen_resets.0 {
+                // A new source: a BYE before it was for the source it replaced (RFC 7160
+                // §4.1: a new SSRC for a new clock rate), not the far end's goodbye.
+                self.remote_bye = false;
+            }
             self.seen_resets = (t.ssrc_switches, t.seq_resets);
             self.jb.reset();
         }
@@ -1135,11 +1164,15 @@ impl MediaSession {
             return Ok(());
         }
         if p.payload_type == self.cfg.recv_pt {
+            self.prev_rx = None;
             let origin = *self.origin.get_or_insert(now);
             let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
             if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
                 self.play(p.sequence, p.payload);
             }
+        } else if self.prev_rx.is_some_and(|(pt, ..)| pt == p.payload_type) {
+            // The old codec's, still on its way: counted above, not played (the decoder is
+            // the new codec's).
         } else if Some(p.payload_type) == self.cfg.recv_event_pt {
             // RFC 4733 §2.5.1.4: the end packet is repeated; one digit per event timestamp.
             if let Ok(ev) = TelephoneEvent::decode(p.payload)
@@ -1237,19 +1270,45 @@ impl MediaSession {
         self.stats.expect_rtp(now, expected);
     }
 
-    /// Changes the codec (and its payload types and packetisation) after a new offer/answer
-    /// inside the call (RFC 3264 §8.3.2), from `n`. Sending goes on on the same SSRC and
-    /// sequence line. The receive statistics stay the call's: a new RTP clock rate
-    /// rescales the jitter estimate, kept in timestamp units (RFC 3550 §6.4.1), and starts
-    /// its transit-time origin again ([`ReceiveStats::set_clock`]). The summary then
-    /// scores the call with the new codec's E-model. Returns the error of a codec or
-    /// packetisation the session cannot run, changing nothing then.
-    pub fn change_codec(&mut self, n: &Negotiated) -> Result<(), ConfigError> {
+    /// Changes the codec (and its payload types and packetisation) at `now` after a new
+    /// offer/answer inside the call (RFC 3264 §8.3.2), from `n`.
+    ///
+    /// Sending: at the same RTP clock rate, on the same SSRC, sequence and timestamp line.
+    /// At another clock rate (PCMU → Opus), on a new SSRC with new random sequence and
+    /// timestamp (RFC 7160 §4.1; RFC 3550 §5.1), after an RTCP BYE for the old SSRC with its
+    /// last SR (queued: [`Self::poll_transmit`] sends it first); the CNAME stays, so the
+    /// far end can tell it is the same participant. An RFC 4733 event not yet ended starts
+    /// again on the new line.
+    ///
+    /// Receiving: the statistics stay the call's. Each packet is measured on its payload
+    /// type's clock (RFC 7160 §4.3): the old codec's packets still on their way (the far
+    /// end changes when our answer reaches it) are its stream, not an unexpected payload
+    /// type, until the first packet of the new codec; a change of clock rescales the jitter
+    /// estimate, kept in timestamp units (RFC 3550 §6.4.1), and starts its transit-time
+    /// origin again ([`ReceiveStats::set_clock`]); the jitter buffer starts again. A far end
+    /// that takes a new SSRC is an SSRC switch, its BYE for the old one no goodbye. The
+    /// summary then scores the call with the new codec's E-model. Returns the error of a
+    /// codec or packetisation the session cannot run, changing nothing then.
+    pub fn change_codec(&mut self, now: Instant, n: &Negotiated) -> Result<(), ConfigError> {
         if !(10..=120).contains(&n.ptime) {
             return Err(ConfigError::BadPtime(n.ptime));
         }
-        if n.codec != self.cfg.codec {
-            let (coder, sample_rate) = coder_for(n.codec)?;
+        let new_coder = if n.codec == self.cfg.codec {
+            None
+        } else {
+            Some(coder_for(n.codec)?)
+        };
+        let rate = n.codec.clock_rate();
+        if rate != self.clock_rate {
+            if self.tx_packets > self.ssrc_base.0 {
+                self.new_ssrc(now, rate, rate / 1000 * n.ptime);
+            }
+            self.jb.reset();
+        }
+        if n.recv_pt != self.cfg.recv_pt {
+            self.prev_rx = Some((self.cfg.recv_pt, self.clock_rate, self.spp));
+        }
+        if let Some((coder, sample_rate)) = new_coder {
             self.coder = coder;
             let frame = (sample_rate / 1000 * n.ptime) as usize;
             self.source = SpeechSource::new(self.cfg.source.clone(), sample_rate);
@@ -1257,12 +1316,11 @@ impl MediaSession {
             self.decoded = Vec::with_capacity(frame);
             self.last_played = None;
         } else if n.ptime != self.cfg.ptime_ms {
-            let rate = self.pcm.len() as u32 * 1000 / self.cfg.ptime_ms.max(1);
-            self.pcm = vec![0; (rate / 1000 * n.ptime) as usize];
+            let sample_rate = self.pcm.len() as u32 * 1000 / self.cfg.ptime_ms.max(1);
+            self.pcm = vec![0; (sample_rate / 1000 * n.ptime) as usize];
         }
-        self.clock_rate = n.codec.clock_rate();
+        self.clock_rate = rate;
         self.spp = self.clock_rate / 1000 * n.ptime;
-        self.stats.set_clock(self.clock_rate, self.spp);
         if n.ptime != self.cfg.ptime_ms {
             self.jb = JitterBuffer::new(n.ptime);
         }
@@ -1273,6 +1331,44 @@ impl MediaSession {
         self.cfg.recv_event_pt = n.recv_event_pt;
         self.cfg.ptime_ms = n.ptime;
         Ok(())
+    }
+
+    /// Leaves the current SSRC for a new one at `now`, the stream going on at `rate` with
+    /// `spp` samples a packet (RFC 7160 §4.1): the old one's last report and BYE are queued
+    /// (RFC 3550 §6.6), the new SSRC differs from it and from the far end's (§8.1), its
+    /// sequence number and timestamp start at random (§5.1), and its SR counts from zero.
+    fn new_ssrc(&mut self, now: Instant, rate: u32, spp: u32) {
+        let bytes = rtcp::build_compound(&self.build_report(now, true));
+        self.pending.push_back(Outgoing {
+            kind: PacketKind::Rtcp,
+            bytes,
+        });
+        let (old, remote) = (self.cfg.local_ssrc, self.stats.ssrc());
+        let mut ssrc = self.rng.random();
+        while ssrc == old || Some(ssrc) == remote {
+            ssrc = self.rng.random();
+        }
+        self.cfg.local_ssrc = ssrc;
+        self.seq = self.rng.random();
+        self.ts = self.rng.random();
+        self.ssrc_base = (self.tx_packets, self.tx_octets);
+        // The new SSRC's first packet leaves on the send grid with this timestamp.
+        self.ts_anchor = (self.next_rtp.map_or(now, |at| at.max(now)), self.ts);
+        // RFC 4733 §2.5.1.3: an event's duration is in timestamp units. One not yet ended
+        // is sent again whole on the new line; one whose end went out is done.
+        if let Some(e) = self.dtmf_current.take() {
+            if e.ends_sent == 0 {
+                self.dtmf_queue.push_front((e.event, e.total));
+            } else if let Some(c) = char_of(e.event) {
+                self.dtmf_sent.push(c);
+            }
+            self.dtmf_gap = 0;
+        }
+        let old_rate = u64::from(self.clock_rate.max(1));
+        for (_, total) in &mut self.dtmf_queue {
+            let units = u64::from(*total) * u64::from(rate) / old_rate;
+            *total = (units as u32).clamp(spp, u32::from(u16::MAX) / spp.max(1) * spp);
+        }
     }
 
     /// Stops sending; queues the final RTCP report with BYE (RFC 3550 §6.6).
@@ -1494,26 +1590,13 @@ mod tests {
         let t0 = Instant::now();
         let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
         let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
-        let pcma = Negotiated {
-            codec: Codec::Pcma,
-            send_pt: 8,
-            recv_pt: 8,
-            send_event_pt: Some(101),
-            recv_event_pt: Some(101),
-            clock_rate: 8000,
-            ptime: 20,
-            direction: Direction::SendRecv,
-            remote_rtp: "127.0.0.1:4000".parse().unwrap(),
-            remote_rtcp: "127.0.0.1:4000".parse().unwrap(),
-            rtcp_mux: true,
-            srtp: None,
-        };
+        let pcma = negotiated(Codec::Pcma);
         let mut pts = Vec::new();
         for ms in 0..2000u64 {
             let now = t0 + Duration::from_millis(ms);
             if ms == 1000 {
-                a.change_codec(&pcma).unwrap();
-                b.change_codec(&pcma).unwrap();
+                a.change_codec(now, &pcma).unwrap();
+                b.change_codec(now, &pcma).unwrap();
             }
             while let Some(o) = a.poll_transmit(now) {
                 if o.kind == PacketKind::Rtp {
@@ -1534,6 +1617,234 @@ mod tests {
         assert_eq!((s.unexpected_pt, s.rx_lost), (0, 0), "{s:?}");
         assert_eq!(s.rx_packets, pts.len() as u64);
         assert_eq!(b.config().codec, Codec::Pcma);
+    }
+
+    /// What a change to `codec` inside the call negotiates (payload types as offered).
+    fn negotiated(codec: Codec) -> Negotiated {
+        Negotiated {
+            codec,
+            send_pt: codec.default_pt(),
+            recv_pt: codec.default_pt(),
+            send_event_pt: Some(101),
+            recv_event_pt: Some(101),
+            clock_rate: codec.clock_rate(),
+            ptime: 20,
+            direction: Direction::SendRecv,
+            remote_rtp: "127.0.0.1:4000".parse().unwrap(),
+            remote_rtcp: "127.0.0.1:4000".parse().unwrap(),
+            rtcp_mux: true,
+            srtp: None,
+        }
+    }
+
+    /// RFC 7160 §4.1: a sender that changes to a codec of another RTP clock rate uses a new
+    /// SSRC (new random sequence and timestamp, RFC 3550 §5.1), after an RTCP BYE for the
+    /// old one whose SR counts the old SSRC's packets (§6.4.1: the counts are per SSRC); the
+    /// next SR counts only the new SSRC's. A change at the same clock rate (PCMU → G.722,
+    /// whose RTP clock is 8 kHz, RFC 3551 §4.5.2) keeps the SSRC and its lines.
+    #[cfg(feature = "opus")]
+    #[test]
+    fn a_change_to_another_clock_rate_takes_a_new_ssrc_and_says_bye_to_the_old() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        // (ms, ssrc, pt, seq) of the RTP sent; the RTCP compounds, parsed, with their ms.
+        let (mut rtp, mut rtcp) = (Vec::new(), Vec::new());
+        for ms in 0..12_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            match ms {
+                1000 => a.change_codec(now, &negotiated(Codec::G722)).unwrap(),
+                2000 => a.change_codec(now, &negotiated(Codec::Opus)).unwrap(),
+                _ => {}
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    let p = RtpPacket::parse(&o.bytes).unwrap();
+                    rtp.push((ms, p.ssrc, p.payload_type, p.sequence));
+                } else {
+                    rtcp.push((ms, rtcp::parse_compound(&o.bytes).unwrap()));
+                }
+            }
+        }
+        let on = |ssrc: u32| rtp.iter().filter(move |r| r.1 == ssrc);
+        // PCMU, then G.722 on the same SSRC and sequence line.
+        assert!(on(1).all(|r| r.0 < 2000 && r.2 == if r.0 < 1000 { 0 } else { 9 }));
+        let old = on(1).count();
+        assert!(
+            on(1)
+                .zip(on(1).skip(1))
+                .all(|(x, y)| y.3 == x.3.wrapping_add(1))
+        );
+        // Opus on a new SSRC from the change on.
+        let new = rtp.iter().find(|r| r.1 != 1).unwrap().1;
+        assert!(on(new).all(|r| r.0 >= 2000 && r.2 == crate::sdp::OPUS_PT));
+        assert_eq!(old + on(new).count(), rtp.len());
+        // The BYE for SSRC 1 goes before the new SSRC's first packet, its SR counting SSRC
+        // 1's packets.
+        let (bye_ms, bye) = rtcp
+            .iter()
+            .find(|(_, c)| c.iter().any(|p| matches!(p, RtcpPacket::Bye { .. })))
+            .unwrap();
+        assert_eq!(*bye_ms, 2000);
+        assert!(
+            matches!(
+                &bye[..],
+                [RtcpPacket::SenderReport { ssrc: 1, info, .. }, .., RtcpPacket::Bye { ssrcs, .. }]
+                    if info.packet_count as usize == old && ssrcs == &[1]
+            ),
+            "{bye:?}"
+        );
+        // The next SR is the new SSRC's, counting its own packets only.
+        let (sr_ms, sr) = rtcp.iter().find(|(ms, _)| *ms > 2000).unwrap();
+        let sent = on(new).filter(|r| r.0 <= *sr_ms).count();
+        assert!(
+            matches!(
+                &sr[0],
+                RtcpPacket::SenderReport { ssrc, info, .. }
+                    if *ssrc == new && info.packet_count as usize == sent
+            ),
+            "{sr:?}"
+        );
+    }
+
+    /// RFC 3550 §6.4.1: an SR's RTP timestamp "corresponds to the same time as the NTP
+    /// timestamp": after a hold (on resume the timestamp moves on by the time held, §5.1),
+    /// it is the stream's timestamp at the report's time, within a packet. (It counted the
+    /// time held twice: 2 s ahead after a 2 s hold.)
+    #[test]
+    fn an_sr_after_a_hold_has_the_timestamp_of_its_time() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        // (ms, timestamp) of the last RTP packet; (ms, SR timestamp) of each SR.
+        let (mut last, mut srs) = ((0u64, 0u32), Vec::new());
+        for ms in 0..12_000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            match ms {
+                1000 => a.set_direction(now, Direction::Inactive),
+                3000 => a.set_direction(now, Direction::SendRecv),
+                _ => {}
+            }
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    last = (ms, RtpPacket::parse(&o.bytes).unwrap().timestamp);
+                } else if let Ok(c) = rtcp::parse_compound(&o.bytes)
+                    && let Some(RtcpPacket::SenderReport { info, .. }) = c.first()
+                    && ms > 3000
+                {
+                    let due = last.1.wrapping_add(8 * (ms - last.0) as u32);
+                    srs.push((ms, info.rtp_timestamp.wrapping_sub(due) as i32));
+                }
+            }
+        }
+        assert!(!srs.is_empty());
+        assert!(srs.iter().all(|(_, off)| off.abs() <= 160), "{srs:?}");
+    }
+
+    /// A far end's RTP through a 40 ms path to `b`, from `send(ms)` (its packets due at that
+    /// ms, RTP and RTCP); `b` changes to `b_codec` at 1000 ms (the answerer changes first:
+    /// the far end's packets of the old codec are still on their way).
+    fn receive_through_40_ms(
+        b: &mut MediaSession,
+        b_codec: Codec,
+        t0: Instant,
+        mut send: impl FnMut(u64, Instant) -> Vec<Vec<u8>>,
+    ) {
+        let mut path: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+        for ms in 0..4000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if ms == 1000 {
+                b.change_codec(now, &negotiated(b_codec)).unwrap();
+            }
+            path.extend(send(ms, now).into_iter().map(|d| (ms + 40, d)));
+            while path.front().is_some_and(|(at, _)| *at <= ms) {
+                let (_, d) = path.pop_front().unwrap();
+                b.handle_packet(now, &d).unwrap();
+            }
+            while b.poll_transmit(now).is_some() {}
+        }
+    }
+
+    /// RFC 7160 §4.3, as a receiver: a far end that changes from PCMU to Opus (48 kHz) 40 ms
+    /// after us, on a new SSRC with a BYE for its old one, as RFC 7160 §4.1 wants. The
+    /// PCMU packets still on their way are its stream (not an unexpected payload type), each
+    /// measured on its own payload type's clock: no loss, no timestamp jump, no jitter
+    /// from the change, nothing late in the jitter buffer; the switch is counted, and the
+    /// BYE of the retired SSRC is not the far end's goodbye.
+    #[cfg(feature = "opus")]
+    #[test]
+    fn a_peer_that_takes_a_new_ssrc_for_a_new_clock_rate_is_measured_right() {
+        let t0 = Instant::now();
+        let mut a = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        receive_through_40_ms(&mut b, Codec::Opus, t0, |ms, now| {
+            if ms == 1040 {
+                a.change_codec(now, &negotiated(Codec::Opus)).unwrap();
+            }
+            std::iter::from_fn(|| a.poll_transmit(now).map(|o| o.bytes)).collect()
+        });
+        let s = measured_clean(&b, 1);
+        assert!(!s.remote_bye, "{s:?}");
+    }
+
+    /// `b`'s stream, through a change to Opus with `switches` SSRC switches: nothing lost,
+    /// unexpected, jumping or late; no jitter (a perfect path); its summary.
+    fn measured_clean(b: &MediaSession, switches: u64) -> CallMediaSummary {
+        let s = b.summary();
+        assert_eq!(b.config().codec, Codec::Opus);
+        assert_eq!(s.rx_ssrc_switches, switches, "{s:?}");
+        assert_eq!(
+            (s.rx_lost, s.unexpected_pt, s.rx_ts_jumps, s.rx_jb_late),
+            (0, 0, 0, 0),
+            "{s:?}"
+        );
+        assert!(s.rx_max_jitter_ms < 0.5, "{s:?}");
+        assert!(s.rx_packets >= 195, "{s:?}");
+        s
+    }
+
+    /// A far end that changes from PCMU to Opus on the same SSRC and sequence line (RFC
+    /// 7160 §4.1 would rather it did not; legacy senders do), its timestamps going on at
+    /// 48 kHz from where they were: each packet is measured on its own payload type's
+    /// clock, so the change is no timestamp jump, no jitter and nothing late in the jitter
+    /// buffer, and the PCMU packets still on their way are not unexpected.
+    #[cfg(feature = "opus")]
+    #[test]
+    fn a_peer_that_keeps_its_ssrc_for_a_new_clock_rate_is_measured_right() {
+        let t0 = Instant::now();
+        let mut pcmu = MediaSession::new(cfg(1, Codec::Pcmu, 1), t0).unwrap();
+        let mut opus = MediaSession::new(cfg(3, Codec::Opus, 3), t0).unwrap();
+        let mut b = MediaSession::new(cfg(2, Codec::Pcmu, 2), t0).unwrap();
+        // The sequence and timestamp lines the legacy far end keeps going.
+        let (mut seq, mut ts) = (100u16, 5000u32);
+        receive_through_40_ms(&mut b, Codec::Opus, t0, |ms, now| {
+            // Both encode on the same grid; the far end sends one's packets, then the other's.
+            let (ours, theirs) = if ms < 1040 {
+                (&mut pcmu, &mut opus)
+            } else {
+                (&mut opus, &mut pcmu)
+            };
+            while theirs.poll_transmit(now).is_some() {}
+            let step = ours.config().codec.clock_rate() / 50;
+            let mut out = Vec::new();
+            while let Some(o) = ours.poll_transmit(now) {
+                let p = match (o.kind, RtpPacket::parse(&o.bytes)) {
+                    (PacketKind::Rtp, Ok(p)) => p,
+                    _ => continue,
+                };
+                let mut d = Vec::new();
+                let header = RtpHeader {
+                    payload_type: p.payload_type,
+                    sequence: seq,
+                    timestamp: ts,
+                    ssrc: 1,
+                    ..RtpHeader::default()
+                };
+                header.write(p.payload, &mut d);
+                (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(step));
+                out.push(d);
+            }
+            out
+        });
+        measured_clean(&b, 0);
     }
 
     struct Run {

@@ -418,6 +418,7 @@ fn main() {
         user_agent: "sipmeter-bench".into(),
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {

@@ -47,6 +47,7 @@ fn config(user: &str, port: u16, seed: u64) -> UaConfig {
         seed,
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn ua(user: &str, port: u16, creds: Option<Credentials>) -> UserAgent {
         seed: u64::from(port),
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     })
 }
 

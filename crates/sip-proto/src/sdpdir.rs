@@ -337,7 +337,9 @@ pub(crate) fn answer_in_call(
     let audio = AudioRewrite {
         formats: &formats,
         lines,
-        rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux,
+        // Our codecs' list may mux where the call does not: muxing goes on or stops inside
+        // the call, it does not start (the media keeps RTCP where it is).
+        rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux && muxes(text),
     };
     InCallAnswer::Answer(with_direction(text, want, Some(audio)), Some(codec))
 }
@@ -386,9 +388,14 @@ pub(crate) fn offer_again(current: &Bytes, codecs: Option<&[u8]>) -> Bytes {
     let audio = AudioRewrite {
         formats: &formats,
         lines,
-        rtcp_mux: full.rtcp_mux,
+        rtcp_mux: full.rtcp_mux && muxes(text),
     };
     with_direction(text, want, Some(audio))
+}
+
+/// Whether the first audio stream of our description `text` muxes RTCP (RFC 5761).
+fn muxes(text: &str) -> bool {
+    audio_stream(text).is_some_and(|a| a.rtcp_mux)
 }
 
 /// A new format list for the first audio stream: its payload types, their `a=rtpmap`/`a=fmtp`
@@ -485,6 +492,47 @@ fn with_direction(text: &str, want: &str, audio: Option<AudioRewrite<'_>>) -> By
         })
         .collect();
     Bytes::from(out)
+}
+
+/// The session version of `sdp`'s `o=` line (its third field), if it has one.
+fn version_of(sdp: &str) -> Option<u64> {
+    sdp.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("o="))?
+        .split(' ')
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// Our `offer`, made before `last` (our description as sent since: an answer we gave to
+/// the peer's offer while ours waited after a 491), sent now: RFC 3264 §8, "the version in
+/// the origin field MUST increment by one from the previous SDP", so its `o=` version
+/// becomes one above `last`'s when it is not above it already. As it is when it is `last`,
+/// or either text has no readable version.
+pub(crate) fn offer_after(last: &[u8], offer: &Bytes) -> Bytes {
+    let (Ok(last), Ok(text)) = (std::str::from_utf8(last), std::str::from_utf8(offer)) else {
+        return offer.clone();
+    };
+    match (version_of(last), version_of(text)) {
+        (Some(l), Some(v)) if v <= l && text != last => {
+            let out: String = text
+                .split_inclusive('\n')
+                .map(|line| match line.strip_prefix("o=") {
+                    Some(o) => {
+                        let end = &o[o.trim_end_matches(['\r', '\n']).len()..];
+                        let mut fields: Vec<&str> =
+                            o.trim_end_matches(['\r', '\n']).split(' ').collect();
+                        let version = l.wrapping_add(1).to_string();
+                        fields[2] = &version;
+                        format!("o={}{end}", fields.join(" "))
+                    }
+                    None => line.to_owned(),
+                })
+                .collect();
+            Bytes::from(out)
+        }
+        _ => offer.clone(),
+    }
 }
 
 /// The `o=` value with its session version (the third field) one higher; as it is when that
@@ -611,6 +659,27 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
         );
     }
 
+    /// Our codecs' list muxes RTCP, the call does not (our first answer went without): an
+    /// offer with `a=rtcp-mux` inside the call is answered without it, and our offer in a 2xx
+    /// has none either (muxing does not start inside a call).
+    #[test]
+    fn muxing_does_not_start_inside_a_call() {
+        let offer = "v=0\r\no=pbx 9 3 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                     m=audio 40000 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+                     a=rtcp-mux\r\n";
+        let unmuxed = BOTH.replace("a=rtcp-mux\r\n", "");
+        let current = Bytes::from(unmuxed.clone());
+        let a = match answer_in_call(&current, Some(BOTH.as_bytes()), None, offer.as_bytes()) {
+            InCallAnswer::Answer(a, _) => String::from_utf8(a.to_vec()).unwrap(),
+            InCallAnswer::Refused => panic!("refused"),
+        };
+        assert!(
+            a.contains("RTP/AVP 8 101") && !a.contains("rtcp-mux"),
+            "{a}"
+        );
+        assert_eq!(offer_again(&current, Some(BOTH.as_bytes())), current);
+    }
+
     /// RFC 5761 §5.1.3: a new offer without `a=rtcp-mux` while we mux is answered without
     /// it (RTCP on its own port again).
     #[test]
@@ -668,6 +737,26 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
             answered_codec(BOTH.as_bytes(), b"v=0\r\nm=audio 5 RTP/AVP 18 8 0\r\n").as_deref(),
             Some("PCMA/8000")
         );
+    }
+
+    /// RFC 3264 §8: an offer made before our last description goes out one version above
+    /// it; one above already, the same text, or no version: as it is.
+    #[test]
+    fn an_offer_sent_after_our_answer_takes_the_next_version() {
+        let offer = Bytes::from(OURS.replace("a=sendrecv", "a=sendonly"));
+        let answered = OURS
+            .replace("7 1 IN", "7 2 IN")
+            .replace("a=sendrecv", "a=recvonly");
+        let again = offer_after(answered.as_bytes(), &offer);
+        assert_eq!(
+            std::str::from_utf8(&again).unwrap(),
+            OURS.replace("a=sendrecv", "a=sendonly")
+                .replace("7 1 IN", "7 3 IN")
+        );
+        assert_eq!(offer_after(OURS.as_bytes(), &again), again);
+        assert_eq!(offer_after(&offer, &offer), offer);
+        let bare = Bytes::from_static(b"v=0 a hold\r\n");
+        assert_eq!(offer_after(answered.as_bytes(), &bare), bare);
     }
 
     #[test]

@@ -101,6 +101,13 @@ pub struct UaConfig {
     /// RFC 4028 session timers; `None`: off (no `timer` in Supported, a peer's
     /// Session-Expires is ignored).
     pub session_timer: Option<SessionTimerConfig>,
+    /// Every codec the phone can run, as an SDP whose first audio stream lists them (its
+    /// payload types, `a=rtpmap`, `a=fmtp`, and `a=rtcp-mux` when muxing is accepted; its
+    /// address is not read, its port is any but 0): an offer inside a call is answered with one of
+    /// these (RFC 3264 §6.1), and the offer in our 2xx to a re-INVITE without one lists
+    /// them. `None`: the codecs of the fullest description sent in the call (a callee then
+    /// knows only the codec of its answer).
+    pub codecs: Option<Bytes>,
 }
 
 /// RFC 4028 session timers as a group uses them, calling and answering.
@@ -146,6 +153,7 @@ impl UaConfig {
                 user_agent: Arc::from(self.user_agent),
                 use_100rel: self.use_100rel,
                 session_timer: self.session_timer,
+                codecs: self.codecs,
             },
             UaIdentity {
                 user: self.user,
@@ -182,6 +190,8 @@ pub struct UaProfile {
     pub use_100rel: bool,
     /// RFC 4028 session timers ([`UaConfig::session_timer`]).
     pub session_timer: Option<SessionTimerConfig>,
+    /// Every codec the phone can run ([`UaConfig::codecs`]).
+    pub codecs: Option<Bytes>,
 }
 
 /// What is a phone's own: its user, credentials, address and seed.
@@ -757,16 +767,30 @@ fn took_answer(call: &mut Call, answer: &[u8]) {
     now_using(call, codec);
 }
 
+/// The codecs an offer inside the call is matched against, and the offer in our 2xx to a
+/// re-INVITE without one lists: the configured ones ([`UaProfile::codecs`]; RFC 3264 §6.1
+/// lets the answer use any codec of the offer we support, not only one we answered with
+/// before), else our fullest description sent in the call ([`Rare::codecs`]); `None`: our
+/// description as it is.
+fn codec_list<'a>(call: &'a Call, configured: Option<&'a Bytes>) -> Option<&'a [u8]> {
+    configured
+        .map(|c| &c[..])
+        .or_else(|| call.rare.as_ref()?.codecs.as_deref())
+}
+
 /// Our answer to an offer inside the call ([`crate::sdpdir::answer_in_call`]) from the
-/// call's description and codecs; `None` when the call has no description (answered
-/// without SDP then).
-fn answer_in_call(call: &Call, offer: &[u8]) -> Option<crate::sdpdir::InCallAnswer> {
+/// call's description and codecs ([`codec_list`]); `None` when the call has no description
+/// (answered without SDP then).
+fn answer_in_call(
+    call: &Call,
+    configured: Option<&Bytes>,
+    offer: &[u8],
+) -> Option<crate::sdpdir::InCallAnswer> {
     let ours = call.local_sdp.as_ref()?;
-    let rare = call.rare.as_deref();
     Some(crate::sdpdir::answer_in_call(
         ours,
-        rare.and_then(|r| r.codecs.as_deref()),
-        rare.and_then(|r| r.in_use.as_deref()),
+        codec_list(call, configured),
+        call.rare.as_ref().and_then(|r| r.in_use.as_deref()),
         offer,
     ))
 }
@@ -2511,19 +2535,10 @@ impl UserAgent {
     /// Min-SE at least, with that Min-SE. False when it is not (timers off, retried already,
     /// no Min-SE in the 422): the 422 is the call's outcome then.
     fn retry_after_422(&mut self, now: Instant, id: CallId, resp: &Message) -> bool {
-        let Some(Ok(min)) = resp.headers.typed::<MinSe>() else {
+        let Some((expires, min)) = self.take_422(id, resp) else {
             return false;
         };
-        let Some(session) = self.call_mut(id).and_then(session_of) else {
-            return false;
-        };
-        if session.retried_422 {
-            return false;
-        }
-        session.retried_422 = true;
-        session.interval = session.interval.max(min.seconds);
-        session.min_se = Some(min.seconds);
-        let (expires, min_se) = (session.interval, decimal_text(min.seconds));
+        let min_se = decimal_text(min);
         self.send_invite_again(now, id, |invite| {
             // The refresher asked for stays as it was written.
             let params = match invite.headers.typed::<SessionExpires>() {
@@ -2538,6 +2553,23 @@ impl UserAgent {
             invite.headers.set(Header::new(HeaderName::MinSe, min_se));
         });
         true
+    }
+
+    /// The call's session timer takes a 422's Min-SE (RFC 4028 §7.4), once: the interval
+    /// asked for becomes at least that, and our Min-SE that. `(interval, Min-SE)`, or `None`
+    /// when the call has no timer, took one already, or `resp` names no Min-SE.
+    fn take_422(&mut self, id: CallId, resp: &Message) -> Option<(u32, u32)> {
+        let Some(Ok(min)) = resp.headers.typed::<MinSe>() else {
+            return None;
+        };
+        let session = self.call_mut(id).and_then(session_of)?;
+        if session.retried_422 {
+            return None;
+        }
+        session.retried_422 = true;
+        session.interval = session.interval.max(min.seconds);
+        session.min_se = Some(min.seconds);
+        Some((session.interval, min.seconds))
     }
 
     /// Sends the call's INVITE again (a new branch, the next CSeq number), changed by `edit`:
@@ -3027,20 +3059,6 @@ impl UserAgent {
                 ));
                 false
             }
-            422 if !session.retried_422 => {
-                let Some(Ok(min)) = resp.and_then(|r| r.headers.typed::<MinSe>()) else {
-                    return false;
-                };
-                session.retried_422 = true;
-                session.interval = session.interval.max(min.seconds);
-                session.min_se = Some(min.seconds);
-                // The same request again: a re-INVITE with our description (the one it
-                // offered), an UPDATE without a body.
-                match (kind, call.local_sdp.clone()) {
-                    (InDialogMethod::Reinvite, Some(sdp)) => self.reinvite(now, id, sdp),
-                    _ => self.update(now, id, None),
-                }
-            }
             408 | 481 => {
                 self.session_expired(now, id, code);
                 false
@@ -3057,6 +3075,30 @@ impl UserAgent {
             }
             _ => false,
         }
+    }
+
+    /// RFC 4028 §7.4: "If a 422 response is received, the UAC MAY retry the request" with
+    /// the 422's Min-SE: our re-INVITE or UPDATE (`kind`) in a timed session, refused with
+    /// `resp` (a 422), goes again once, at once, asking for at least that Min-SE and naming
+    /// it, with the offer it carried (`body`: an UPDATE offering hold still offers hold; a
+    /// bodiless refresh stays bodiless). False when it does not (no session timer, a second
+    /// 422, none naming a Min-SE): the 422 is then the request's outcome (a refresh retried
+    /// later, [`UserAgent::session_after_refresh`]).
+    fn retry_in_dialog_after_422(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        kind: InDialogMethod,
+        resp: &Message,
+        body: Option<Bytes>,
+    ) -> bool {
+        if self.session_lines(id, true).is_none() || self.take_422(id, resp).is_none() {
+            return false;
+        }
+        // Not `reinvite`/`update`: they would drop a request of ours waiting after a 491,
+        // and this is the same request again, not a new one.
+        let body = body.map(|b| ("application/sdp", b));
+        self.send_in_dialog(now, id, kind, body, None)
     }
 
     /// RFC 4028 §10: the session ends for want of a refresh (`code` 0: the peer's; else the
@@ -3102,9 +3144,20 @@ impl UserAgent {
 
     /// Our session refresh (RFC 4028 §10): an UPDATE without a body when the peer allows
     /// UPDATE (no offer: nothing for the peer's media to redo, no ACK, and no crossing with
-    /// an offer of ours or theirs), else a re-INVITE offering our description unchanged.
-    /// Not possible now (the ACK not there yet, an offer of ours in flight): tried again a
-    /// second later.
+    /// an offer of ours or theirs; it goes whatever waits, and leaves a request of ours
+    /// waiting after a 491 as it is), else a re-INVITE offering our description unchanged.
+    ///
+    /// That re-INVITE waits (tried again a second later) while it may not go: an offer
+    /// open in the dialog (ours in a re-INVITE or UPDATE, or in our 2xx to the peer's
+    /// re-INVITE without one, until its ACK; RFC 3264 §4: one offer at a time; RFC 3261
+    /// §14.1: no new INVITE transaction while one is in progress either way), the ACK of
+    /// the INVITE not there yet, or a re-INVITE or UPDATE of ours waiting after a 491
+    /// (§14.1's random wait is what resolves the glare; going before it would cross the
+    /// peer's again). Each of those requests carries the session's terms, and its 2xx
+    /// refreshes the session (§10: "Note that only a 2xx response to a session refresh
+    /// request extends the session"). A re-INVITE without an offer would not help: the
+    /// peer must offer in its 2xx (RFC 3261 §14.2) while an offer is open, which RFC 3264
+    /// §4 forbids it.
     fn send_refresh(&mut self, now: Instant, id: CallId) {
         let Some(call) = self.call_ref(id) else {
             return;
@@ -3114,9 +3167,17 @@ impl UserAgent {
             .as_ref()
             .and_then(|r| r.session.as_ref())
             .is_some_and(|s| s.peer_update);
+        let glare_wait = call.rare.as_ref().is_some_and(|r| {
+            let tag = call.dialog.as_ref().map(|d| d.id.remote_tag.as_str());
+            r.retries
+                .iter()
+                .any(|g| g.at.is_some() && Some(g.tag.as_str()) == tag)
+        });
         let sent = match (call.state, update, call.local_sdp.clone()) {
-            (CallState::Confirmed, true, _) => self.update(now, id, None),
-            (CallState::Confirmed, false, Some(sdp)) => self.reinvite(now, id, sdp),
+            (CallState::Confirmed, true, _) => {
+                self.send_in_dialog(now, id, InDialogMethod::Update, None, None)
+            }
+            (CallState::Confirmed, false, Some(sdp)) if !glare_wait => self.reinvite(now, id, sdp),
             (CallState::Answering | CallState::Confirmed, ..) => false,
             // Ending: nothing to refresh.
             _ => return,
@@ -3971,10 +4032,11 @@ impl UserAgent {
         // an offer without any of our codecs cannot be answered: 488, and "the session ...
         // remains unchanged" (RFC 3261 §14.2).
         let offer = sdp_of(req);
+        let configured = self.profile.codecs.as_ref();
         let answer = match (&method, &offer) {
-            (Method::Invite | Method::Update, Some(o)) => {
-                self.call_ref(id).and_then(|c| answer_in_call(c, o))
-            }
+            (Method::Invite | Method::Update, Some(o)) => self
+                .call_ref(id)
+                .and_then(|c| answer_in_call(c, configured, o)),
             _ => None,
         };
         if let (Some(InCallAnswer::Refused), Some(offer)) = (&answer, &offer) {
@@ -4056,6 +4118,8 @@ impl UserAgent {
                 // without an offer gets ours in the 2xx, and the ACK answers it (RFC 3261
                 // §14.2: "the UAS ... MUST generate an offer in the 2xx"; §13.2.2.4).
                 let reoffer = offer.is_none() && method == Method::Invite;
+                // A counted reference: the call is borrowed mutably below.
+                let configured = reoffer.then(|| self.profile.codecs.clone()).flatten();
                 let sdp = self.call_mut(id).and_then(|c| match answer {
                     Some(InCallAnswer::Answer(a, codec)) => {
                         now_describing(c, a.clone());
@@ -4064,8 +4128,8 @@ impl UserAgent {
                     }
                     _ if reoffer => {
                         let ours = c.local_sdp.as_ref()?;
-                        let codecs = c.rare.as_ref().and_then(|r| r.codecs.as_deref());
-                        let o = crate::sdpdir::offer_again(ours, codecs);
+                        let o =
+                            crate::sdpdir::offer_again(ours, codec_list(c, configured.as_ref()));
                         let using = codec_in_use(c);
                         now_describing(c, o.clone());
                         now_using(c, using);
@@ -4149,6 +4213,8 @@ impl UserAgent {
                 // its retransmission; one matching nothing is answered 481.
                 let rack = req.headers.typed::<RAck>().and_then(Result::ok);
                 let offer = sdp_of(req);
+                // A counted reference: the call is borrowed mutably below.
+                let configured = offer.as_ref().and_then(|_| self.profile.codecs.clone());
                 let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
                     let outstanding = c.prov_retransmit.is_some()
                         && rack
@@ -4168,7 +4234,7 @@ impl UserAgent {
                             // the answer in the 2xx to the PRACK": our description, its
                             // direction mirrored (RFC 3264 §6.1), as for a re-INVITE.
                             OpenOffer::Answered if c.local_sdp.is_some() => {
-                                match answer_in_call(c, offer) {
+                                match answer_in_call(c, configured.as_ref(), offer) {
                                     Some(InCallAnswer::Answer(a, codec)) => {
                                         now_describing(c, a.clone());
                                         now_using(c, codec);
@@ -4504,7 +4570,16 @@ impl UserAgent {
                 continue;
             };
             g.at = None;
-            let body = g.body.clone();
+            let mut body = g.body.clone();
+            // RFC 3264 §8: our description may have moved on meanwhile (we answered the
+            // peer's offer that crossed ours): the offer goes one version above it, and a
+            // re-INVITE's is our description from then on, as when it first went.
+            if let (Some(b), Some(last)) = (body.as_mut(), call.local_sdp.as_ref()) {
+                *b = crate::sdpdir::offer_after(last, b);
+                if kind == InDialogMethod::Reinvite {
+                    call.local_sdp = Some(b.clone());
+                }
+            }
             let fork = fork_of(call, &tag);
             let live = match kind {
                 InDialogMethod::Reinvite => call.state == CallState::Confirmed,
@@ -4816,12 +4891,13 @@ impl UserAgent {
                 }
                 // Glare: our re-INVITE or UPDATE refused with 491 goes again after the §14.1
                 // timer, with its offer and in its dialog (read from the request, at `at` as
-                // a 2xx's entry is found); its outcome is reported once it has one.
+                // a 2xx's entry is found); its outcome is reported once it has one. So does
+                // one refused with 422 in a timed session, at once (RFC 4028 §7.4).
                 if let (
                     Owner::InDialog(id, kind @ (InDialogMethod::Reinvite | InDialogMethod::Update)),
                     TxnEvent::Response(r),
                 ) = (owner, ev)
-                    && r.status() == Some(491)
+                    && let Some(code @ (491 | 422)) = r.status()
                 {
                     let at = match (n, this) {
                         (0, _) => Some(i),
@@ -4838,7 +4914,12 @@ impl UserAgent {
                             .and_then(Result::ok)
                             .and_then(|t| t.tag().map(Cow::into_owned))
                             .unwrap_or_default();
-                        if self.retry_after_glare(now, id, kind, tag, body) {
+                        let again = if code == 491 {
+                            self.retry_after_glare(now, id, kind, tag, body)
+                        } else {
+                            self.retry_in_dialog_after_422(now, id, kind, r, body)
+                        };
+                        if again {
                             continue;
                         }
                     }
@@ -5327,6 +5408,7 @@ mod tests {
             seed,
             use_100rel: false,
             session_timer: None,
+            codecs: None,
         }
     }
 
@@ -5694,11 +5776,13 @@ mod tests {
         p.a = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("alice", 5061, 1)
         });
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("bob", 5062, 2)
         });
         // The first 180 is lost: Bob must resend it after T1 (RFC 3262 §3).
@@ -5757,6 +5841,7 @@ mod tests {
         p.b = UserAgent::new(UaConfig {
             use_100rel: true,
             session_timer: None,
+            codecs: None,
             ..config("bob", 5062, 2)
         });
         p.a.call(p.now, Pair::bob_uri(), None);
@@ -7058,6 +7143,7 @@ mod auth_tests {
             seed: 9,
             use_100rel: false,
             session_timer: None,
+            codecs: None,
         }
     }
 

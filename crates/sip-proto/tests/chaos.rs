@@ -51,6 +51,7 @@ fn config(user: &str, node: usize, seed: u64, use_100rel: bool) -> UaConfig {
         seed,
         use_100rel,
         session_timer: None,
+        codecs: None,
     }
 }
 

@@ -520,3 +520,42 @@ fn a_new_offer_in_an_update_replaces_a_waiting_reinvite() {
     p.one_outcome(true, Method::Update);
     p.one_outcome(false, Method::Invite);
 }
+
+/// RFC 3264 §8: "the version in the origin field MUST increment by one from the previous
+/// SDP". Alice's hold (version 2) and Bob's cross; Bob's goes again first (0–2 s) and Alice
+/// answers it (her description, version 3); her own hold goes again after that, so it
+/// takes version 4 (it went with its stale version 2, below the answer she had just given).
+#[test]
+fn a_reinvite_retried_after_our_answer_takes_the_next_version() {
+    let mut p = Pair::new();
+    let hold = |who: &str, v: u32, port: u16| {
+        Bytes::from(format!(
+            "v=0\r\no={who} 1 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0\r\na=sendonly\r\n"
+        ))
+    };
+    assert!(p.alice.reinvite(p.now, p.a, hold("alice", 2, 4000)));
+    assert!(p.bob.reinvite(p.now, p.b, hold("bob", 2, 5000)));
+    p.cross_with_491();
+    p.run(Duration::from_secs(5));
+    let alice_sent: Vec<String> = p
+        .log
+        .iter()
+        .filter(|(_, a, l, _)| *a && (l.starts_with("INVITE ") || l.starts_with("SIP/2.0 200")))
+        .map(|(_, _, l, b)| format!("{l} {}", b.lines().nth(1).unwrap_or("")))
+        .collect();
+    let hold_v2 = "INVITE sip:bob@127.0.0.1:5064 SIP/2.0 o=alice 1 2 IN IP4 127.0.0.1";
+    assert_eq!(alice_sent[0], hold_v2, "{alice_sent:?}");
+    assert_eq!(
+        alice_sent[1..],
+        [
+            "SIP/2.0 200 OK o=alice 1 3 IN IP4 127.0.0.1".to_owned(),
+            hold_v2.replace(" 1 2 IN", " 1 4 IN"),
+        ],
+        "{alice_sent:?}"
+    );
+    assert_eq!(
+        p.alice.local_sdp(p.a).map(|s| s.to_vec()),
+        Some(hold("alice", 4, 4000).to_vec())
+    );
+}

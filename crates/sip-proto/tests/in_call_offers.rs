@@ -13,7 +13,8 @@ use sip_proto::ua::{CallEvent, CallId, UaEvent, UserAgent};
 
 mod common;
 use common::{
-    ALICE, BOB, addr, agent, call_events, deliver, drain, head_of, msg, of, settle, with_offer,
+    ALICE, BOB, addr, agent, call_events, config, deliver, drain, head_of, msg, of, settle,
+    with_offer,
 };
 
 /// Bob's offer: PCMU and PCMA, telephone-event.
@@ -39,7 +40,15 @@ fn alice_sdp(codecs: &[(u8, &str)], v: u32) -> String {
 /// Bob calls Alice with [`BOB_OFFER`]; Alice answers with `answer`: (Alice, her call, Bob,
 /// his call), confirmed.
 fn bob_calls_alice(now: Instant, answer: &str) -> (UserAgent, CallId, UserAgent, CallId) {
-    let mut alice = agent("alice", ALICE, 41, false, "alice");
+    bob_calls(agent("alice", ALICE, 41, false, "alice"), now, answer)
+}
+
+/// [`bob_calls_alice`] with Alice as given.
+fn bob_calls(
+    mut alice: UserAgent,
+    now: Instant,
+    answer: &str,
+) -> (UserAgent, CallId, UserAgent, CallId) {
     let mut bob = agent("bob", BOB, 42, false, "bob");
     let b = bob.call(
         now,
@@ -59,19 +68,21 @@ fn bob_calls_alice(now: Instant, answer: &str) -> (UserAgent, CallId, UserAgent,
 }
 
 /// Alice's re-INVITE with its offer taken out (a PBX re-anchoring or resuming the call):
-/// delivered to Bob; Bob's reply and events.
+/// delivered to Bob; Bob's reply and events. (Either may be the other: `from` is the
+/// sender's port.)
 fn offerless_reinvite(
     now: Instant,
     alice: &mut UserAgent,
     a: CallId,
     bob: &mut UserAgent,
+    from: u16,
 ) -> (Message, Vec<UaEvent>) {
     assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(&[(0, "PCMU")], 2))));
     let (out, _) = drain(alice);
     let head = head_of(of(&out, "INVITE ")[0]);
     let bare = Message::parse(format!("{head}Content-Length: 0\r\n\r\n").as_bytes()).unwrap();
     assert!(bare.body().is_empty());
-    bob.handle_message(now, bare, addr(ALICE));
+    bob.handle_message(now, bare, addr(from));
     let (reply, ev) = drain(bob);
     assert_eq!(reply.len(), 1, "{reply:?}");
     (msg(&reply[0]), ev)
@@ -120,7 +131,7 @@ fn body(m: &Message) -> String {
 fn a_re_invite_without_offer_gets_ours_in_the_200_and_the_ack_answers_it() {
     let t0 = Instant::now();
     let (mut alice, a, mut bob, b) = bob_calls_alice(t0, &alice_sdp(&[(8, "PCMA")], 1));
-    let (ok, ev) = offerless_reinvite(t0, &mut alice, a, &mut bob);
+    let (ok, ev) = offerless_reinvite(t0, &mut alice, a, &mut bob, ALICE);
     assert_eq!(ok.status(), Some(200));
     assert_eq!(body(&ok), BOB_OFFER, "our description, the same version");
     assert!(
@@ -170,7 +181,7 @@ fn a_re_invite_without_offer_gets_ours_in_the_200_and_the_ack_answers_it() {
 fn an_ack_without_the_answer_leaves_the_session_as_it_was() {
     let t0 = Instant::now();
     let (mut alice, a, mut bob, b) = bob_calls_alice(t0, &alice_sdp(&[(8, "PCMA")], 1));
-    let (ok, _) = offerless_reinvite(t0, &mut alice, a, &mut bob);
+    let (ok, _) = offerless_reinvite(t0, &mut alice, a, &mut bob, ALICE);
     let ack = ack_of(t0, &mut alice, &ok, None);
     bob.handle_message(t0, ack, addr(ALICE));
     let (_, ev) = drain(&mut bob);
@@ -225,5 +236,56 @@ fn an_offer_of_another_of_our_codecs_is_answered_with_it() {
         call_events(&ev)
             .iter()
             .any(|e| matches!(e, CallEvent::OfferRefused { .. }))
+    );
+}
+
+/// RFC 3264 §6.1: the answer may use any codec of the offer that we support, not only the
+/// one our first answer chose. Alice, configured with PCMU and PCMA
+/// ([`sip_proto::ua::UaConfig::codecs`]), answered Bob's call with PCMU; Bob's re-INVITE
+/// offering PCMA alone is answered with PCMA (not 488), and an offer of G.729 alone is still
+/// refused. The offer in her 200 to a re-INVITE without one lists both.
+#[test]
+fn a_callee_takes_an_offer_of_another_of_its_configured_codecs() {
+    let t0 = Instant::now();
+    let mut cfg = config("alice", ALICE, 41, false, "alice");
+    cfg.codecs = Some(Bytes::from(alice_sdp(&[(0, "PCMU"), (8, "PCMA")], 1)));
+    let (mut alice, _, mut bob, b) =
+        bob_calls(UserAgent::new(cfg), t0, &alice_sdp(&[(0, "PCMU")], 1));
+    let bob_sdp = |codecs: &[(u8, &str)], v: u32| {
+        alice_sdp(codecs, v)
+            .replace("o=alice 9", "o=bob 7")
+            .replace("m=audio 40000", "m=audio 30000")
+    };
+    let reoffer = |alice: &mut UserAgent, bob: &mut UserAgent, codecs: &[(u8, &str)], v| {
+        assert!(bob.reinvite(t0, b, Bytes::from(bob_sdp(codecs, v))));
+        let (out, _) = drain(bob);
+        deliver(alice, t0, BOB, &out);
+        let (reply, ev) = drain(alice);
+        let ok = msg(of(&reply, "SIP/2.0 ")[0]);
+        deliver(bob, t0, ALICE, &reply);
+        settle(t0, alice, bob);
+        (ok, ev)
+    };
+    let (ok, ev) = reoffer(&mut alice, &mut bob, &[(8, "PCMA")], 2);
+    assert_eq!(ok.status(), Some(200), "{}", body(&ok));
+    let answer = body(&ok);
+    assert!(
+        answer.contains("m=audio 40000 RTP/AVP 8 101\r\n") && !answer.contains("PCMU"),
+        "{answer}"
+    );
+    assert!(answer.contains("o=alice 9 2 "), "{answer}");
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Reinvited { sdp: Some(_) }))
+    );
+    let (refused, _) = reoffer(&mut alice, &mut bob, &[(18, "G729")], 3);
+    assert_eq!(refused.status(), Some(488));
+    // A re-INVITE without an offer: hers in the 200 lists every configured codec.
+    let (ok, _) = offerless_reinvite(t0, &mut bob, b, &mut alice, BOB);
+    assert!(
+        body(&ok).contains("m=audio 40000 RTP/AVP 0 8 101\r\n"),
+        "{}",
+        body(&ok)
     );
 }

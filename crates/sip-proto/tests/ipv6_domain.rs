@@ -25,6 +25,7 @@ fn first_register(domain: &str) -> String {
         seed: 1,
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     });
     ua.register(Instant::now());
     let out = ua.poll_transmit().expect("a REGISTER");

@@ -31,6 +31,7 @@ fn bob() -> UserAgent {
         seed: 2,
         use_100rel: false,
         session_timer: None,
+        codecs: None,
     })
 }
 

@@ -24,6 +24,7 @@ const ANSWER: &str = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0
 fn agent(user: &str, port: u16, seed: u64, timers: Option<SessionTimerConfig>) -> UserAgent {
     UserAgent::new(UaConfig {
         session_timer: timers,
+        codecs: None,
         ..common::config(user, port, seed, false, "timers")
     })
 }
@@ -80,6 +81,41 @@ impl Net {
             timers(90, None, refresher),
             timers(90, None, Refresher::Auto),
         )
+    }
+
+    /// Alice asks for 90 s, Bob's Min-SE is 100 s: her INVITE is let through asking for 100
+    /// s, her first UPDATE goes asking for 90 s (Bob answers it 422).
+    fn first_update_too_short() -> Self {
+        let mut net = Self::new(
+            timers(90, None, Refresher::Uac),
+            timers(90, Some(100), Refresher::Auto),
+        );
+        let mut first = true;
+        net.hook = Box::new(move |from_alice, t| {
+            if from_alice && t.starts_with("INVITE ") {
+                return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
+            }
+            if from_alice && t.starts_with("UPDATE ") && first {
+                first = false;
+                return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
+            }
+            Some(t.to_owned())
+        });
+        net
+    }
+
+    /// [`Net::of_90s`], Alice refreshing; Bob's 2xx does not list UPDATE in its Allow: her
+    /// refreshes are re-INVITEs.
+    fn without_update() -> Self {
+        let mut net = Self::of_90s(Refresher::Uac);
+        net.hook = Box::new(|from_alice, t| {
+            Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+                t.replace(", UPDATE", "")
+            } else {
+                t.to_owned()
+            })
+        });
+        net
     }
 
     /// Bob's UPDATEs (his refreshes) are lost on the way.
@@ -388,15 +424,7 @@ fn the_refresher_sends_a_bodiless_update_at_half_the_interval() {
 
 #[test]
 fn without_update_in_allow_the_refresh_is_a_re_invite_with_the_same_offer() {
-    let mut net = Net::of_90s(Refresher::Uac);
-    // Bob's 2xx does not list UPDATE.
-    net.hook = Box::new(|from_alice, t| {
-        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
-            t.replace(", UPDATE", "")
-        } else {
-            t.to_owned()
-        })
-    });
+    let mut net = Net::without_update();
     net.call();
     net.run(Duration::from_secs(100));
     assert!(net.sent(true, "UPDATE ").is_empty());
@@ -535,23 +563,8 @@ fn an_unanswered_refresh_ends_the_call_with_bye() {
 
 #[test]
 fn a_422_to_a_refresh_is_answered_once_with_its_min_se() {
-    let mut net = Net::new(
-        timers(90, None, Refresher::Uac),
-        timers(90, Some(100), Refresher::Auto),
-    );
-    // The first refresh asks for 90 s on the wire; Bob's minimum is 100 s (the INVITE was
-    // let through at 100).
-    let mut first = true;
-    net.hook = Box::new(move |from_alice, t| {
-        if from_alice && t.starts_with("INVITE ") {
-            return Some(t.replace("Session-Expires: 90", "Session-Expires: 100"));
-        }
-        if from_alice && t.starts_with("UPDATE ") && first {
-            first = false;
-            return Some(t.replace("Session-Expires: 100", "Session-Expires: 90"));
-        }
-        Some(t.to_owned())
-    });
+    // The first refresh asks for 90 s on the wire.
+    let mut net = Net::first_update_too_short();
     net.call();
     net.run(Duration::from_secs(60));
     assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
@@ -578,4 +591,119 @@ fn a_422_to_a_refresh_is_answered_once_with_its_min_se() {
             .iter()
             .any(|(_, e)| matches!(e, CallEvent::Modified { code: 422, .. }))
     );
+}
+
+/// Alice's description on hold (RFC 3264 §8.4).
+fn hold() -> Bytes {
+    Bytes::from(format!("{OFFER}a=sendonly\r\n"))
+}
+
+/// [`hold`] sent again after Alice answered Bob's crossing offer (version 2): version 3.
+fn hold_after_answer() -> String {
+    format!("{OFFER}a=sendonly\r\n").replace("o=- 1 1 IN", "o=- 1 3 IN")
+}
+
+/// RFC 4028 §7.4: a 422 to a refresh that carried an offer is answered by the same request
+/// again, asking for the 422's Min-SE, with the same offer: an UPDATE offering hold goes
+/// again offering hold (it went without its offer: the hold was lost), and its 2xx is the
+/// request's outcome.
+#[test]
+fn a_422_to_an_update_with_an_offer_is_answered_by_the_same_offer_asking_more() {
+    let mut net = Net::first_update_too_short();
+    net.call();
+    net.run(Duration::from_secs(10));
+    assert!(net.alice.update(net.now, net.a.unwrap(), Some(hold())));
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
+    let updates = net.sent(true, "UPDATE ");
+    assert_eq!(updates.len(), 2, "the UPDATE, then its retry");
+    let retry = &updates[1].1;
+    assert_eq!(&retry.body()[..], &hold()[..], "the same offer: {retry}");
+    assert_eq!(session_expires(retry), Some((100, Some("uac".into()))));
+    assert_eq!(
+        retry.headers.typed::<MinSe>().unwrap().unwrap().seconds,
+        100
+    );
+    let outcomes: Vec<_> = net
+        .events_of(true)
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            CallEvent::Modified { code, sdp, .. } => Some((*code, sdp.is_some())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [(200, true)], "Bob's answer to the hold");
+}
+
+/// The times (since the start) of the re-INVITEs (`alice`: hers, else Bob's) sent after
+/// the call's INVITE, and of the 491s they received.
+fn reinvites_and_491s(net: &Net, alice: bool) -> (Vec<Duration>, Vec<Duration>) {
+    let invites = net
+        .sent(alice, "INVITE ")
+        .into_iter()
+        .filter(|(_, m)| m.cseq().unwrap().seq > 1)
+        .map(|(at, _)| at)
+        .collect();
+    let refused = net
+        .sent(!alice, "SIP/2.0 491 ")
+        .into_iter()
+        .map(|(at, _)| at + Duration::from_millis(10))
+        .collect();
+    (invites, refused)
+}
+
+/// RFC 3261 §14.1: a re-INVITE refused with 491 goes again after a random 2.1–4 s (we own
+/// the Call-ID), and nothing else may jump that wait: Alice's refresh re-INVITE, due a
+/// second after the glare, waits for her retry, which carries the session's terms and
+/// refreshes it (RFC 4028 §10). (It went at once with her hold offer, dropping the retry.)
+#[test]
+fn a_refresh_re_invite_waits_for_a_glare_retry() {
+    let mut net = Net::without_update();
+    net.call();
+    net.run(Duration::from_secs(44));
+    // Both put the call on hold at once: glare.
+    let (a, b) = (net.a.unwrap(), net.b.unwrap());
+    assert!(net.alice.reinvite(net.now, a, hold()));
+    let bob_hold = Bytes::from(format!("{ANSWER}a=sendonly\r\n"));
+    assert!(net.bob.reinvite(net.now, b, bob_hold));
+    net.run(Duration::from_secs(60));
+    let (invites, refused) = reinvites_and_491s(&net, true);
+    assert_eq!(refused.len(), 1, "one glare: {invites:?}");
+    let glare = refused[0];
+    let after: Vec<_> = invites.iter().filter(|at| **at > glare).collect();
+    let wait = *after[0] - glare;
+    assert!(
+        wait >= Duration::from_millis(2090) && wait <= Duration::from_millis(4010),
+        "Alice's next re-INVITE {wait:?} after the 491: {invites:?}"
+    );
+    // That one is the hold again, one version above Alice's answer to Bob's hold (RFC
+    // 3264 §8).
+    let retry = net
+        .sent(true, "INVITE ")
+        .into_iter()
+        .find(|(at, _)| at == after[0]);
+    assert_eq!(&retry.unwrap().1.body()[..], hold_after_answer().as_bytes());
+    assert!(!refreshes(&net, true, true).is_empty());
+    assert!(net.sent(true, "BYE ").is_empty() && net.sent(false, "BYE ").is_empty());
+}
+
+/// A bodiless refresh UPDATE (RFC 4028 §10) is no offer: it goes while Alice's UPDATE
+/// offering hold waits after a 491 (RFC 3311 §5.2), and leaves it waiting: the hold goes
+/// again after its back-off (it was dropped, the hold lost).
+#[test]
+fn a_refresh_update_leaves_an_update_offer_waiting_after_491() {
+    let mut net = Net::of_90s(Refresher::Uac);
+    net.call();
+    net.run(Duration::from_secs(44));
+    let (a, b) = (net.a.unwrap(), net.b.unwrap());
+    assert!(net.alice.update(net.now, a, Some(hold())));
+    let bob_hold = Bytes::from(format!("{ANSWER}a=sendonly\r\n"));
+    assert!(net.bob.update(net.now, b, Some(bob_hold)));
+    net.run(Duration::from_secs(10));
+    let updates = net.sent(true, "UPDATE ");
+    let bodies: Vec<_> = updates.iter().map(|(_, u)| !u.body().is_empty()).collect();
+    // The hold, the refresh at 45 s (no body), the hold again after its back-off.
+    assert_eq!(bodies, [true, false, true], "{updates:?}");
+    assert_eq!(&updates[2].1.body()[..], hold_after_answer().as_bytes());
+    assert!(updates[1].0 < updates[2].0);
 }

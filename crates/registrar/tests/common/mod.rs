@@ -48,5 +48,6 @@ pub fn phone(user: &str, port: u16, transport: &str, reg_port: u16, use_100rel: 
         seed: u64::from(port),
         use_100rel,
         session_timer: None,
+        codecs: None,
     })
 }

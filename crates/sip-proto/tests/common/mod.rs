@@ -43,6 +43,7 @@ pub fn config(user: &str, port: u16, seed: u64, use_100rel: bool, name: &str) ->
         seed,
         use_100rel,
         session_timer: None,
+        codecs: None,
     }
 }
 
