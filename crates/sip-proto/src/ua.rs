@@ -10,7 +10,8 @@
 //! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
 //! [`UserAgent::answer_offer`], [`UserAgent::ring`], [`UserAgent::progress`],
 //! [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`], [`UserAgent::reinvite`],
-//! [`UserAgent::update`], [`UserAgent::info`].
+//! [`UserAgent::update`], [`UserAgent::info`], [`UserAgent::refer`] (a call transfer: see
+//! the `transfer` module).
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
@@ -63,8 +64,11 @@ use crate::transaction::{
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
-/// Methods we accept, announced in Allow.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK";
+mod transfer;
+pub use transfer::TRANSFER_WAIT;
+
+/// Methods we accept, announced in Allow (NOTIFY: those of our REFER's subscription).
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, NOTIFY";
 
 /// How the agent is set up: everything in one struct (see [`UaConfig::split`] for the shared
 /// and the per-phone parts).
@@ -403,6 +407,31 @@ pub enum CallEvent {
         /// the code our own refresh was answered with (481, or 408 also for no answer).
         code: u16,
     },
+    /// RFC 3515: the final response to our REFER ([`UserAgent::refer`]; 408 also when none
+    /// came). 2xx: the transfer is accepted, its progress comes as
+    /// [`CallEvent::TransferProgress`]; otherwise it is refused and the call goes on.
+    ReferAnswered {
+        /// The status code.
+        code: u16,
+    },
+    /// RFC 3515 §2.4.5: a NOTIFY of our REFER's subscription, answered 200: the status code
+    /// its `message/sipfrag` body begins with (the transferee's call to the target: 100,
+    /// 180, 200, 486 …). `last`: the first final status, the transfer's outcome; a 2xx, and
+    /// we end the call with BYE ([`CallEvent::Ended`] follows, RFC 5589 §6); otherwise the
+    /// transfer failed and the call goes on. Later NOTIFYs are answered, not reported.
+    TransferProgress {
+        /// The sipfrag's status code.
+        code: u16,
+        /// The transfer's outcome.
+        last: bool,
+    },
+    /// Our transfer's outcome will not be known: no final status within
+    /// [`TRANSFER_WAIT`] (or the subscription's `expires`), the subscription ended without
+    /// one, or a NOTIFY of it we refused (unreadable). The call goes on.
+    TransferUnknown {
+        /// What happened.
+        why: &'static str,
+    },
     /// The call ended.
     Ended {
         /// True when the peer hung up.
@@ -459,6 +488,8 @@ enum Owner {
     Bye(CallId),
     /// re-INVITE, UPDATE, INFO or PRACK inside a call.
     InDialog(CallId, InDialogMethod),
+    /// Our REFER in a call (a transfer, [`UserAgent::refer`]).
+    Refer(CallId),
     /// The BYE that ends a dialog another fork of the call's INVITE confirmed with its 2xx
     /// (RFC 3261 §13.2.2.4); its outcome is nobody's business (the call is not that dialog).
     ForkBye(CallId),
@@ -670,6 +701,8 @@ struct Rare {
     in_use: Option<String>,
     /// The call's RFC 4028 session timer.
     session: Option<SessionTimer>,
+    /// Our REFER of the call and its subscription (RFC 3515).
+    transfer: Option<transfer::Transfer>,
 }
 
 impl Rare {
@@ -680,6 +713,7 @@ impl Rare {
             && self.codecs.is_none()
             && self.in_use.is_none()
             && self.session.is_none()
+            && self.transfer.is_none()
     }
 }
 
@@ -3616,6 +3650,7 @@ impl UserAgent {
                     || c.prov_retransmit.is_some()
                     || retries_due(c, None).next().is_some()
                     || session_at(c).is_some()
+                    || transfer::transfer_at(c).is_some()
             });
             self.set_flag(CALL_TIMERS, armed);
         }
@@ -3783,7 +3818,8 @@ impl UserAgent {
                 ];
                 self.respond_with(now, &req, key, source, 200, "OK", &extra, None);
             }
-            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+            // A NOTIFY outside any dialog is of no subscription of ours (RFC 6665 §4.1.3).
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
@@ -4238,6 +4274,7 @@ impl UserAgent {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 200, "OK", &extra, None);
             }
+            Method::Notify => self.on_notify(now, req, id, key, source),
             _ => {
                 self.respond_405(now, req, key, source);
             }
@@ -4596,6 +4633,7 @@ impl UserAgent {
         if self.flag(CALL_TIMERS) {
             self.send_glare_retries(now);
             self.fire_session_timers(now);
+            self.fire_transfer_timers(now);
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
@@ -4985,6 +5023,7 @@ impl UserAgent {
                         },
                     ))
                 }
+                Owner::Refer(id) => self.on_refer_response(now, id, 408),
                 Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
@@ -5023,6 +5062,11 @@ impl UserAgent {
             }
             Owner::Invite(id) => self.on_invite_response(now, id, resp),
             Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, resp),
+            Owner::Refer(id) => {
+                if let Some(code) = resp.status() {
+                    self.on_refer_response(now, id, code);
+                }
+            }
             Owner::Cancel(_) | Owner::ForkBye(_) => {}
             Owner::Bye(id) => {
                 if let Some(code) = resp.status().filter(|&c| c >= 200) {
@@ -5144,6 +5188,7 @@ impl UserAgent {
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
                     .chain(retries_due(c, None).filter_map(|g| g.at))
                     .chain(session_at(c))
+                    .chain(transfer::transfer_at(c))
             })
         };
         debug_assert!(
