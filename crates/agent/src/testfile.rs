@@ -2214,7 +2214,57 @@ call = "group:callees"
         );
         let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
-        assert!(e.message.contains("expected hold, resume or dtmf"), "{e}");
+        assert!(
+            e.message
+                .contains("expected hold, resume, dtmf or transfer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn transfer_actions_resolve_their_target_like_call_and_name_bad_fields() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"t\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"c\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let uris = |p: &Prepared| match &p.plan.groups[1].actions[0].kind {
+            ActionKind::Transfer { targets } => {
+                targets.iter().map(ToString::to_string).collect::<Vec<_>>()
+            }
+            k => panic!("{k:?}"),
+        };
+        let ok = format!(
+            "{base}actions = [{{ at = \"1s\", do = \"transfer\", to = \"sip:{{n}}00@pbx.example.com\" }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        assert_eq!(
+            uris(&p),
+            ["sip:100@pbx.example.com", "sip:200@pbx.example.com"]
+        );
+        let ok =
+            format!("{base}actions = [{{ at = \"1s\", do = \"transfer\", to = \"group:t\" }}]\n");
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        assert_eq!(uris(&p).len(), 2);
+        assert!(uris(&p)[0].starts_with("sip:t1@"), "{:?}", uris(&p));
+        for (action, field, what) in [
+            ("do = \"transfer\"", "to", "transfer needs `to`"),
+            (
+                "do = \"transfer\", to = \"group:nope\"",
+                "to",
+                "no group named `nope`",
+            ),
+            (
+                "do = \"transfer\", to = \"not a uri\"",
+                "to",
+                "is not a URI",
+            ),
+        ] {
+            let bad = format!("{base}actions = [{{ at = \"1s\", {action} }}]\n");
+            let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (19, format!("group[1].actions[0].{field}").as_str()),
+                "{action}: {e}"
+            );
+            assert!(e.message.contains(what), "{action}: {e}");
+        }
     }
 
     #[test]

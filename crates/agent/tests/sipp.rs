@@ -649,6 +649,14 @@ enum Uas {
     /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
     AnswersElsewhere,
+    /// `testdata/sipp/uas-transfer-notifies.xml` with `-rtp_echo` and `final` "200 OK": a PBX
+    /// that takes our blind transfer a second into the call (REFER to 2001, checked), answers
+    /// 202 and NOTIFYs `SIP/2.0 100 Trying` then `SIP/2.0 200 OK` (terminated); it fails the
+    /// call unless we answer both and send BYE.
+    TransferSucceeds,
+    /// The same scenario with `final` "486 Busy Here": the transfer failed, our BYE comes at
+    /// the call's planned end.
+    TransferFails,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -708,6 +716,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 "-set",
                 "dead",
                 &dead_port,
+            ],
+            Uas::TransferSucceeds | Uas::TransferFails => vec![
+                "-sf",
+                sipp_scenario!("uas-transfer-notifies.xml"),
+                "-set",
+                "final",
+                if uas == Uas::TransferSucceeds {
+                    "200 OK"
+                } else {
+                    "486 Busy Here"
+                },
             ],
             _ => vec!["-sn", "uas"],
         };
@@ -773,6 +792,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 Uas::AnswersElsewhere => vec![CallAction {
                     at: Duration::from_secs(1),
                     kind: ActionKind::Resume,
+                }],
+                // Our blind transfer a second into the call.
+                Uas::TransferSucceeds | Uas::TransferFails => vec![CallAction {
+                    at: Duration::from_secs(1),
+                    kind: ActionKind::Transfer {
+                        targets: vec![Uri::parse("sip:2001@pbx.example.com").unwrap()],
+                    },
                 }],
                 _ => Vec::new(),
             },
@@ -1260,4 +1286,66 @@ fn callers_end_a_call_whose_sipp_uas_never_refreshes_and_say_so() {
         );
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls, each BYE in time");
+}
+
+/// A blind transfer through a PBX (SIPp, `testdata/sipp/uas-transfer-notifies.xml`): our
+/// REFER (Refer-To, Referred-By, Contact: SIPp checks them) is answered 202, the NOTIFYs
+/// `100 Trying` and `200 OK` are answered 200 and the call ends at once with our BYE (RFC
+/// 5589 §6), a second into the 3 s call; the endpoints end SUCCESS and report the transfer.
+#[test]
+fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::TransferSucceeds);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let t = r.transfer.as_ref().expect("the transfer reported");
+        assert_eq!(t.target, "sip:2001@pbx.example.com");
+        assert_eq!(
+            (t.sent, t.accepted, t.succeeded, t.failed),
+            (1, 1, 1, 0),
+            "{t:?}"
+        );
+        assert_eq!(
+            (t.refer_code, t.final_code),
+            (Some(202), Some(200)),
+            "{t:?}"
+        );
+        assert!(t.time_to_final_ms.is_some_and(|ms| ms < 1500.0), "{t:?}");
+        // Our BYE right after the final NOTIFY, not at the call's planned end (3 s).
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((1000.0..2500.0).contains(&lasted), "{lasted} ms");
+        assert!(
+            r.trace.iter().any(|e| e.text.starts_with("NOTIFY ")),
+            "the NOTIFYs in the trace"
+        );
+    }
+    assert_eq!(summary.transfers.succeeded, 2);
+    assert_eq!(sipp, 0, "SIPp counts 2 transfers");
+}
+
+/// The PBX's final NOTIFY says `486 Busy Here`: the transfer failed, the call goes on with
+/// the PBX (RTP echoed all along) until our planned hang-up, and the endpoints end
+/// COMPLETED_WITH_WARNINGS naming the status.
+#[test]
+fn a_blind_transfer_that_fails_leaves_the_call_up_with_a_warning() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::TransferFails);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("486 Busy Here"), "{error}");
+        let t = r.transfer.as_ref().expect("the transfer reported");
+        assert_eq!(
+            (t.sent, t.accepted, t.succeeded, t.failed),
+            (1, 1, 0, 1),
+            "{t:?}"
+        );
+        assert_eq!(t.final_code, Some(486));
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!(lasted >= 2900.0, "the call went on to its end: {lasted} ms");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 140, "echoed all along: {m:?}");
+    }
+    assert_eq!(summary.transfers.failed, 2);
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
