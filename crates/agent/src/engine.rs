@@ -2603,6 +2603,12 @@ impl<'a> Shard<'a> {
         {
             return;
         }
+        let at = now - self.start;
+        if self.endpoints[idx].on_transfer_event(now, at, &ce)
+            || self.on_referred_event(idx, now, call, &ce)
+        {
+            return;
+        }
         let plan = self.plan;
         let events = self.events.clone();
         let local_ip = self.local(idx).ip();
@@ -2614,9 +2620,6 @@ impl<'a> Shard<'a> {
             ep.invite_sent
                 .map(|t| ms(heard.saturating_duration_since(t)))
         };
-        if ep.on_transfer_event(now, now - self.start, &ce) {
-            return;
-        }
         match ce {
             CallEvent::Incoming { .. } if ep.active_call.is_some_and(|c| c != call) => {
                 // One line per phone: a second call while busy is refused (RFC 3261 §21.4.24).
@@ -2889,7 +2892,8 @@ impl<'a> Shard<'a> {
             // Taken by `on_transfer_event` above.
             | CallEvent::ReferAnswered { .. }
             | CallEvent::TransferProgress { .. }
-            | CallEvent::TransferUnknown { .. } => {}
+            | CallEvent::TransferUnknown { .. }
+            | CallEvent::Referred { .. } => {}
         }
     }
 

@@ -1349,3 +1349,83 @@ fn a_blind_transfer_that_fails_leaves_the_call_up_with_a_warning() {
     assert_eq!(summary.transfers.failed, 2);
     assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
+
+/// Our answering endpoint as transferee: a SIPp UAC calls it through the built-in registrar
+/// and transfers it (`testdata/sipp/uac-refers.xml`, REFER to a second SIPp, the stock UAS
+/// with `-rtp_echo`); our endpoint answers 202, calls the target (through the registrar),
+/// NOTIFYs 100, 180 and 200 (SIPp checks each, then hangs up), and its media follows the
+/// target's answer: the second SIPp echoes our RTP until our BYE at the call's end.
+#[test]
+fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
+    let (target, target_port) = Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let args = [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port.to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+        ]
+        .into_iter()
+        .chain(["-nostdin", "-timeout", "25s"])
+        .map(str::to_owned)
+        .collect();
+        (args, port)
+    });
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-refers.xml");
+    let refer_to = format!("sip:service@127.0.0.1:{target_port}");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-set",
+                "target",
+                &refer_to,
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(
+        code, 0,
+        "SIPp's REFER got 202 and the three NOTIFYs it checks"
+    );
+    assert_eq!(target.wait(Duration::from_secs(20)), 0, "the target's call");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the transfer reported");
+    assert_eq!(
+        (t.followed, t.followed_answered, t.followed_failed),
+        (1, 1, 0),
+        "{t:?}"
+    );
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.first_line().starts_with("SIP/2.0 202 Accepted")),
+        "{r:#?}"
+    );
+    // Our RTP came back all along: from the caller's echo, then the target's.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 200, "{m:?}");
+}

@@ -67,8 +67,9 @@ use crate::transaction::{
 mod transfer;
 pub use transfer::TRANSFER_WAIT;
 
-/// Methods we accept, announced in Allow (NOTIFY: those of our REFER's subscription).
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, NOTIFY";
+/// Methods we accept, announced in Allow (REFER and the NOTIFYs of our REFER's
+/// subscription: call transfer, the `transfer` module).
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 
 /// How the agent is set up: everything in one struct (see [`UaConfig::split`] for the shared
 /// and the per-phone parts).
@@ -425,6 +426,16 @@ pub enum CallEvent {
         /// The transfer's outcome.
         last: bool,
     },
+    /// RFC 3515 §2.4.2: the peer's REFER in this call was accepted (202): we are calling its
+    /// target in the new call `call` (an INVITE offering this call's description, with the
+    /// REFER's Referred-By), whose progress we NOTIFY in this call's dialog. This call goes on
+    /// until the transferor ends it.
+    Referred {
+        /// The Refer-To URI.
+        to: String,
+        /// The new call.
+        call: CallId,
+    },
     /// Our transfer's outcome will not be known: no final status within
     /// [`TRANSFER_WAIT`] (or the subscription's `expires`), the subscription ended without
     /// one, or a NOTIFY of it we refused (unreadable). The call goes on.
@@ -490,6 +501,9 @@ enum Owner {
     InDialog(CallId, InDialogMethod),
     /// Our REFER in a call (a transfer, [`UserAgent::refer`]).
     Refer(CallId),
+    /// Our NOTIFY of a REFER's progress in a call (as transferee); its answer is nobody's
+    /// business (a failure ends the subscription at the transferor, RFC 6665 §4.2.2).
+    Notify(CallId),
     /// The BYE that ends a dialog another fork of the call's INVITE confirmed with its 2xx
     /// (RFC 3261 §13.2.2.4); its outcome is nobody's business (the call is not that dialog).
     ForkBye(CallId),
@@ -703,6 +717,8 @@ struct Rare {
     session: Option<SessionTimer>,
     /// Our REFER of the call and its subscription (RFC 3515).
     transfer: Option<transfer::Transfer>,
+    /// The call was placed for a REFER: where its progress is NOTIFYed.
+    referrer: Option<transfer::Referrer>,
 }
 
 impl Rare {
@@ -714,6 +730,7 @@ impl Rare {
             && self.in_use.is_none()
             && self.session.is_none()
             && self.transfer.is_none()
+            && self.referrer.is_none()
     }
 }
 
@@ -1811,6 +1828,17 @@ impl UserAgent {
     /// callee's offer comes as [`CallEvent::Offered`], answered with
     /// [`UserAgent::answer_offer`]); returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
+        self.call_referred(now, target, offer, None)
+    }
+
+    /// [`UserAgent::call`], with `Referred-By` (RFC 3892) when a REFER made us place it.
+    fn call_referred(
+        &mut self,
+        now: Instant,
+        target: Uri,
+        offer: Option<Bytes>,
+        referred_by: Option<&str>,
+    ) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
         let (via, branch) = self.new_via_branch();
@@ -1878,6 +1906,10 @@ impl UserAgent {
             if let Some(min) = session.min_se {
                 b = b.header(HeaderName::MinSe, decimal_text(min));
             }
+        }
+        if let Some(by) = referred_by {
+            // RFC 3892 §3: the REFER's Referred-By goes in the request it triggers.
+            b = b.header(HeaderName::ReferredBy, by);
         }
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
@@ -4275,6 +4307,7 @@ impl UserAgent {
                 self.respond_with(now, req, key, source, 200, "OK", &extra, None);
             }
             Method::Notify => self.on_notify(now, req, id, key, source),
+            Method::Refer => self.on_refer(now, req, id, key, source),
             _ => {
                 self.respond_405(now, req, key, source);
             }
@@ -4998,13 +5031,17 @@ impl UserAgent {
                 Owner::Register | Owner::Unregister => {
                     self.register_failed(owner, 408, format!("no response (Timer {timer:?} fired)"))
                 }
-                Owner::Invite(id) => self.call_event(
-                    id,
-                    CallEvent::Failed {
-                        code: 408,
-                        reason: format!("no final response (Timer {timer:?} fired)"),
-                    },
-                ),
+                Owner::Invite(id) => {
+                    let referrer = self.referrer_of(id);
+                    self.call_event(
+                        id,
+                        CallEvent::Failed {
+                            code: 408,
+                            reason: format!("no final response (Timer {timer:?} fired)"),
+                        },
+                    );
+                    self.notify_referrer(now, id, referrer, 408, None);
+                }
                 Owner::Bye(id) => self.call_event(
                     id,
                     CallEvent::Ended {
@@ -5024,7 +5061,7 @@ impl UserAgent {
                     ))
                 }
                 Owner::Refer(id) => self.on_refer_response(now, id, 408),
-                Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) => {}
+                Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
                 queues(&mut self.queues)
@@ -5060,14 +5097,20 @@ impl UserAgent {
                     self.on_register_response(now, req, resp, owner);
                 }
             }
-            Owner::Invite(id) => self.on_invite_response(now, id, resp),
+            Owner::Invite(id) => {
+                let referrer = self.referrer_of(id);
+                self.on_invite_response(now, id, resp);
+                if let Some(code) = resp.status() {
+                    self.notify_referrer(now, id, referrer, code, resp.reason());
+                }
+            }
             Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, resp),
             Owner::Refer(id) => {
                 if let Some(code) = resp.status() {
                     self.on_refer_response(now, id, code);
                 }
             }
-            Owner::Cancel(_) | Owner::ForkBye(_) => {}
+            Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}
             Owner::Bye(id) => {
                 if let Some(code) = resp.status().filter(|&c| c >= 200) {
                     self.call_event(

@@ -1,12 +1,13 @@
-//! Call transfer, the transferor's side (RFC 3515 REFER, RFC 5589 §6 blind transfer), on a
-//! virtual clock: Alice (our agent) is in a call with Bob (our agent too, for the call), and
+//! Call transfer (RFC 3515 REFER, RFC 5589 §6 blind transfer) on a virtual clock. The
+//! transferor's side: Alice (our agent) is in a call with Bob (our agent too, for the call), and
 //! transfers him; the transfer's answers — the REFER's response and the NOTIFYs of its
-//! subscription — are written here as a PBX sends them, in Bob's dialog.
+//! subscription — are written here as a PBX sends them, in Bob's dialog. The transferee's
+//! side: Bob (our agent) referred by Alice to Carol, all three our agents.
 
 use std::time::{Duration, Instant};
 
 use sip_msg::{HeaderName, Message, Uri};
-use sip_proto::ua::{CallEvent, CallId, CallState, TRANSFER_WAIT, UserAgent};
+use sip_proto::ua::{CallEvent, CallId, CallState, TRANSFER_WAIT, UaEvent, UserAgent};
 
 mod common;
 use common::{ALICE, BOB, addr, call_events, calling, deliver, drain, msg, of, sdp, settle};
@@ -384,4 +385,297 @@ fn a_notify_of_another_refer_or_without_a_transfer_gets_481() {
     // Only a confirmed call transfers.
     let (mut alice, a, _bob, _b) = calling(now, false, true);
     assert!(!alice.refer(now, a, &Uri::parse("sip:x@y").unwrap()));
+}
+
+// ---- the transferee's side: Bob is referred by Alice to Carol ----
+
+/// Delivers what Alice, Bob and Carol send until none sends more: Bob's messages of the
+/// call with Alice (its Call-ID `ab`) go to Alice, the others to Carol. The call events of
+/// each, in order.
+fn settle3(
+    now: Instant,
+    ab: &str,
+    alice: &mut UserAgent,
+    bob: &mut UserAgent,
+    carol: &mut UserAgent,
+    log: &mut Vec<String>,
+) -> [Vec<(CallId, CallEvent)>; 3] {
+    let mut evs: [Vec<(CallId, CallEvent)>; 3] = Default::default();
+    let events = |ev: Vec<UaEvent>| {
+        ev.into_iter().filter_map(|e| match e {
+            UaEvent::Call(c, e) => Some((c, e)),
+            _ => None,
+        })
+    };
+    loop {
+        let (a, ea) = drain(alice);
+        let (b, eb) = drain(bob);
+        let (c, ec) = drain(carol);
+        evs[0].extend(events(ea));
+        evs[1].extend(events(eb));
+        evs[2].extend(events(ec));
+        if a.is_empty() && b.is_empty() && c.is_empty() {
+            return evs;
+        }
+        for o in &a {
+            log.push(format!(
+                "A>B {}",
+                first_line(&String::from_utf8_lossy(&o.bytes))
+            ));
+        }
+        deliver(bob, now, ALICE, &a);
+        for o in &b {
+            let m = msg(o);
+            let to_alice = m.headers.value(&HeaderName::CallId) == Some(ab);
+            let line = String::from_utf8_lossy(&o.bytes).into_owned();
+            if to_alice {
+                log.push(format!("B>A {line}"));
+                alice.handle_message(now, m, addr(BOB));
+            } else {
+                log.push(format!("B>C {line}"));
+                carol.handle_message(now, m, addr(BOB));
+            }
+        }
+        for o in &c {
+            log.push(format!(
+                "C>B {}",
+                first_line(&String::from_utf8_lossy(&o.bytes))
+            ));
+        }
+        deliver(bob, now, common::CAROL, &c);
+    }
+}
+
+#[test]
+fn bob_referred_by_alice_calls_carol_and_notifies_alice_who_hangs_up() {
+    let (mut alice, a, mut bob, b, now) = in_call();
+    let mut carol = common::agent("carol", common::CAROL, 33, false, "carol");
+    let ab = {
+        let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
+        assert!(alice.refer(now, a, &t));
+        let (out, _) = drain(&mut alice);
+        let r = msg(&out[0]);
+        let ab = r.headers.value(&HeaderName::CallId).unwrap().to_owned();
+        bob.handle_message(now, r, addr(ALICE));
+        ab
+    };
+    let mut log = Vec::new();
+    let [ea, eb, ec] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    // Bob: 202, NOTIFY 100, and his INVITE to Carol with Alice's Referred-By.
+    let new = match eb.first() {
+        Some((c, CallEvent::Referred { to, call })) if *c == b => {
+            assert_eq!(to, "sip:carol@127.0.0.1:5066");
+            *call
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(new, b);
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("B>A SIP/2.0 202 Accepted\r\n")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.starts_with("B>C INVITE sip:carol@")),
+        "{log:#?}"
+    );
+    assert!(
+        matches!(
+            ea[..],
+            [
+                (_, CallEvent::ReferAnswered { code: 202 }),
+                (
+                    _,
+                    CallEvent::TransferProgress {
+                        code: 100,
+                        last: false
+                    }
+                )
+            ]
+        ),
+        "{ea:?}"
+    );
+    let c = match &ec[..] {
+        [
+            (
+                c,
+                CallEvent::Incoming {
+                    from,
+                    offer: Some(_),
+                },
+            ),
+        ] => {
+            assert!(from.contains("bob"), "{from}");
+            *c
+        }
+        other => panic!("{other:?}"),
+    };
+    // Carol rings: Bob NOTIFYs 180.
+    carol.ring(now, c);
+    let [ea, _, _] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    assert!(
+        matches!(
+            ea[..],
+            [(
+                _,
+                CallEvent::TransferProgress {
+                    code: 180,
+                    last: false
+                }
+            )]
+        ),
+        "{ea:?}"
+    );
+    // Carol answers: Bob NOTIFYs 200 (terminated), Alice hangs up with BYE.
+    carol.answer(now, c, Some(sdp("v=0 c\r\n")));
+    let [ea, eb, _] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    assert!(
+        ea.iter().any(|(_, e)| matches!(
+            e,
+            CallEvent::TransferProgress {
+                code: 200,
+                last: true
+            }
+        )),
+        "{ea:?}"
+    );
+    assert!(ea.iter().any(|(_, e)| matches!(
+        e,
+        CallEvent::Ended {
+            by_remote: false,
+            code: 200
+        }
+    )));
+    assert!(
+        eb.iter()
+            .any(|(c, e)| *c == new && matches!(e, CallEvent::Answered { .. }))
+    );
+    assert!(eb.iter().any(|(c, e)| *c == b
+        && matches!(
+            e,
+            CallEvent::Ended {
+                by_remote: true,
+                ..
+            }
+        )));
+    assert_eq!(bob.call_state(new), Some(CallState::Confirmed));
+    assert_eq!(carol.call_state(c), Some(CallState::Confirmed));
+    assert_eq!(alice.call_state(a), Some(CallState::Terminated));
+    // The INVITE carried Alice's Referred-By (RFC 3892 §3); the NOTIFYs `Event: refer;id=`
+    // the REFER's CSeq, 100 and 180 active, the 200 terminating the subscription.
+    let invite = log.iter().find(|l| l.starts_with("B>C INVITE ")).unwrap();
+    assert!(
+        invite.contains("\r\nReferred-By: <sip:alice@example.test>\r\n"),
+        "{invite}"
+    );
+    let notifies: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("B>A NOTIFY "))
+        .collect();
+    assert_eq!(notifies.len(), 3, "{notifies:#?}");
+    for (n, (frag, state)) in notifies.iter().zip([
+        ("SIP/2.0 100 Trying", "active;expires="),
+        ("SIP/2.0 180 Ringing", "active;expires="),
+        ("SIP/2.0 200 OK", "terminated"),
+    ]) {
+        assert!(n.contains("\r\nEvent: refer;id="), "{n}");
+        assert!(n.contains("\r\nContent-Type: message/sipfrag\r\n"), "{n}");
+        assert!(n.ends_with(&format!("\r\n\r\n{frag}\r\n")), "{n}");
+        assert!(
+            n.contains(&format!("\r\nSubscription-State: {state}")),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn a_referred_call_that_fails_is_notified_and_the_first_call_goes_on() {
+    let (mut alice, a, mut bob, b, now) = in_call();
+    let mut carol = common::agent("carol", common::CAROL, 33, false, "carol");
+    let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
+    assert!(alice.refer(now, a, &t));
+    let (out, _) = drain(&mut alice);
+    let r = msg(&out[0]);
+    let ab = r.headers.value(&HeaderName::CallId).unwrap().to_owned();
+    bob.handle_message(now, r, addr(ALICE));
+    let mut log = Vec::new();
+    let [_, _, ec] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    let c = match &ec[..] {
+        [(c, CallEvent::Incoming { .. })] => *c,
+        other => panic!("{other:?}"),
+    };
+    carol.reject(now, c, 486);
+    let [ea, eb, _] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    assert!(
+        matches!(
+            ea[..],
+            [(
+                _,
+                CallEvent::TransferProgress {
+                    code: 486,
+                    last: true
+                }
+            )]
+        ),
+        "{ea:?}"
+    );
+    assert!(
+        eb.iter()
+            .any(|(_, e)| matches!(e, CallEvent::Failed { code: 486, .. }))
+    );
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+    // Bob may be referred again now.
+    assert!(alice.refer(now, a, &t));
+    let [ea, eb, _] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
+    assert!(
+        matches!(
+            ea.first(),
+            Some((_, CallEvent::ReferAnswered { code: 202 }))
+        ),
+        "{ea:?}"
+    );
+    assert!(
+        matches!(eb.first(), Some((_, CallEvent::Referred { .. }))),
+        "{eb:?}"
+    );
+}
+
+#[test]
+fn refers_we_do_not_follow_are_refused() {
+    let cases = [
+        ("", "400"),
+        ("Refer-To: <sip:a@b>\r\nRefer-To: <sip:c@d>\r\n", "400"),
+        ("Refer-To: <sip:a@b?Replaces=x%40y%3Bto-tag%3D1>\r\n", "403"),
+        ("Refer-To: <sip:a@b;method=BYE>\r\n", "403"),
+        ("Refer-To: <tel:+15551234>\r\n", "400"),
+        ("Refer-To: garbage<<\r\n", "400"),
+    ];
+    for (lines, code) in cases {
+        let (mut alice, a, mut bob, b, now) = in_call();
+        let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
+        assert!(alice.refer(now, a, &t));
+        let (out, _) = drain(&mut alice);
+        let text = String::from_utf8_lossy(&out[0].bytes).into_owned();
+        let text: String = text
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("Refer-To:"))
+            .collect();
+        let text = text.replacen("Contact:", &format!("{lines}Contact:"), 1);
+        let Ok(r) = Message::parse(text.as_bytes()) else {
+            continue;
+        };
+        bob.handle_message(now, r, addr(ALICE));
+        let (out, ev) = drain(&mut bob);
+        assert_eq!(out.len(), 1, "{lines}: {out:?}");
+        assert!(
+            out[0]
+                .bytes
+                .starts_with(format!("SIP/2.0 {code} ").as_bytes()),
+            "{lines}: {}",
+            String::from_utf8_lossy(&out[0].bytes)
+        );
+        assert!(call_events(&ev).is_empty(), "{ev:?}");
+        assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+    }
 }

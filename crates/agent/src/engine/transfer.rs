@@ -1,7 +1,13 @@
-//! The `transfer` scenario action (RFC 3515 REFER, a blind transfer as RFC 5589 §6 draws
-//! it): what an endpoint records of its transfers, what it reports, and the outcome each one
-//! gives. The protocol is the user agent's ([`sip_proto::ua::UserAgent::refer`]); a child of
-//! `engine` so the shard's hooks stay one line each.
+//! Call transfer (RFC 3515 REFER, a blind transfer as RFC 5589 §6 draws it): the `transfer`
+//! scenario action (we are the transferor) and the REFERs our endpoints follow (we are the
+//! transferee): what an endpoint records of them, what it reports, and the outcome each one
+//! gives. The protocol is the user agent's ([`sip_proto::ua::UserAgent::refer`],
+//! [`CallEvent::Referred`]); a child of `engine` so the shard's hooks stay one line each.
+//!
+//! Referred, the endpoint's user agent calls the target in a new call while the first goes
+//! on; once the target answers, the endpoint's media follows its answer (the same RTP
+//! session, now to the target), the new call is the endpoint's call and lasts the run's
+//! call duration; the first call ends when the transferor hangs up.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +15,7 @@ use serde::Serialize;
 use sip_msg::Uri;
 use sip_proto::ua::{CallEvent, CallId, reason_phrase};
 
-use super::{Endpoint, Outcome, ms};
+use super::{Endpoint, Outcome, Script, Shard, ms};
 use crate::hints::hint_for;
 use crate::trace::TraceEntry;
 
@@ -36,6 +42,12 @@ pub struct TransferReport {
     pub final_code: Option<u16>,
     /// The last transfer's time from the REFER to its final status, ms.
     pub time_to_final_ms: Option<f64>,
+    /// REFERs of the peer we followed (transferee): calls placed to their targets.
+    pub followed: u32,
+    /// Of those, calls the target answered (our call moved there).
+    pub followed_answered: u32,
+    /// Of those, calls that failed (the first call went on).
+    pub followed_failed: u32,
 }
 
 /// The run's transfers, summed over the endpoints ([`TransferReport`]).
@@ -51,6 +63,12 @@ pub struct TransferCounts {
     pub failed: u32,
     /// Outcome unknown.
     pub unknown: u32,
+    /// REFERs followed (transferee), answered by their target, failed.
+    pub followed: u32,
+    /// See `followed`.
+    pub followed_answered: u32,
+    /// See `followed`.
+    pub followed_failed: u32,
 }
 
 impl TransferCounts {
@@ -61,6 +79,9 @@ impl TransferCounts {
         self.succeeded += r.succeeded;
         self.failed += r.failed;
         self.unknown += r.unknown;
+        self.followed += r.followed;
+        self.followed_answered += r.followed_answered;
+        self.followed_failed += r.followed_failed;
     }
 }
 
@@ -71,6 +92,8 @@ pub(super) struct Transfers {
     pub(super) report: TransferReport,
     /// When the transfer going on was sent; `None` once its outcome is known.
     pending: Option<Instant>,
+    /// The call we placed for the peer's REFER, until it is answered or fails.
+    referred: Option<CallId>,
 }
 
 impl Endpoint {
@@ -169,6 +192,77 @@ impl Endpoint {
             let w = "the call ended before the transfer's outcome was known".to_owned();
             self.trace.push(TraceEntry::note(w.clone(), at));
             self.worsen(Outcome::CompletedWithWarnings, w);
+        }
+    }
+}
+
+impl Shard<'_> {
+    /// The REFERs endpoint `idx` follows (transferee): [`CallEvent::Referred`] on the first
+    /// call, then the new call's events until it is answered (the endpoint's call moves to
+    /// it) or fails (the first call goes on). True when `ce` was taken here.
+    pub(super) fn on_referred_event(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        ce: &CallEvent,
+    ) -> bool {
+        let at = now - self.start;
+        let duration = self.plan.call_duration;
+        let ep = &mut self.endpoints[idx];
+        if let CallEvent::Referred { to, call: new } = ce {
+            let t = ep.transfers.get_or_insert_with(Box::default);
+            t.report.followed += 1;
+            t.referred = Some(*new);
+            ep.trace.push(TraceEntry::note(
+                format!("the peer's REFER followed (RFC 3515): calling {to}"),
+                at,
+            ));
+            return true;
+        }
+        let Some(t) = ep
+            .transfers
+            .as_deref_mut()
+            .filter(|t| t.referred == Some(call))
+        else {
+            return false;
+        };
+        match ce {
+            CallEvent::Trying | CallEvent::Progress { .. } => true,
+            CallEvent::Answered { sdp } => {
+                t.referred = None;
+                t.report.followed_answered += 1;
+                ep.trace.push(TraceEntry::note(
+                    "the transfer target answered: our call is with it now".into(),
+                    at,
+                ));
+                // The same media session, now with the target (RFC 3264 §8.3: its answer
+                // names where its media goes and its codec).
+                ep.active_call = Some(call);
+                ep.script = Script::HangUp(call);
+                ep.script_at = Some(now + duration);
+                let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
+                if let (Some(answer), Some(m)) = (sdp, ep.media.as_mut()) {
+                    let followed = m.follow_remote_answer(now, answer, &offer);
+                    self.followed(idx, now, followed, "answer (the transfer target's)");
+                }
+                true
+            }
+            CallEvent::Failed { code, reason } => {
+                t.referred = None;
+                t.report.followed_failed += 1;
+                ep.ua.forget_call(call);
+                ep.worsen(
+                    Outcome::CompletedWithWarnings,
+                    format!(
+                        "the call to the target of the peer's REFER failed: {code} {reason}: {} \
+                         (the first call went on)",
+                        hint_for(*code)
+                    ),
+                );
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Call transfer, the transferor's side: our REFER in a call (RFC 3515, a blind transfer as
-//! RFC 5589 §6 draws it) and the NOTIFYs of its implicit subscription.
+//! Call transfer (RFC 3515 REFER, a blind transfer as RFC 5589 §6 draws it), both sides.
+//!
+//! The transferor's side: our REFER in a call and the NOTIFYs of its implicit subscription.
 //!
 //! [`UserAgent::refer`] sends REFER with `Refer-To` (the target), `Referred-By` (our AOR,
 //! RFC 3892) and our Contact. Its final response is [`CallEvent::ReferAnswered`]; each NOTIFY
@@ -12,16 +13,28 @@
 //! the last NOTIFY (or the subscription's `expires`, when longer), the subscription ended
 //! without one, or a NOTIFY we cannot read: [`CallEvent::TransferUnknown`].
 //!
-//! Everything lives in the call's `Rare` box ([`Transfer`]): a call without a transfer pays
-//! nothing for it.
+//! The transferee's side: a REFER in a confirmed call is answered 202 and a NOTIFY
+//! `SIP/2.0 100 Trying` follows; we call the Refer-To target (an INVITE with the REFER's
+//! Referred-By, offering the call's description) and report it as
+//! [`CallEvent::Referred`]; each provisional of that call (180, 183) and its final status
+//! are NOTIFYed in the first call's dialog (the final one terminates the subscription). The
+//! first call goes on until the transferor's BYE. Only blind transfers: a Refer-To with
+//! URI headers (`?Replaces=…`, an attended transfer) or a method other than INVITE is
+//! refused with 403, a REFER without exactly one Refer-To with 400 (§2.4.1).
+//!
+//! Everything lives in the calls' `Rare` boxes ([`Transfer`], [`Referrer`]): a call without
+//! a transfer pays nothing for it.
 
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use sip_msg::{Header, HeaderName, Message, Method, Uri};
 
-use super::{CallEvent, CallId, CallState, Destination, Owner, Slot, UserAgent, tidy_rare};
+use super::{
+    CallEvent, CallId, CallState, Destination, Owner, Slot, UserAgent, reason_phrase, tidy_rare,
+};
 use crate::transaction::TxnKey;
 
 /// How long we wait for the final NOTIFY after the REFER's 2xx or the last NOTIFY (unless the
@@ -319,6 +332,187 @@ impl UserAgent {
                 },
             );
         }
+    }
+}
+
+/// The call we placed for a REFER (transferee), in its `Rare` box: where its progress is
+/// NOTIFYed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Referrer {
+    /// The call whose dialog the REFER came in (the NOTIFYs go there).
+    call: CallId,
+    /// The REFER's CSeq number: our NOTIFYs' `Event: refer;id=` (RFC 3515 §2.4.6).
+    seq: u32,
+    /// The last status NOTIFYed (100 first).
+    last: u16,
+    /// The final status was NOTIFYed (the subscription terminated).
+    done: bool,
+}
+
+/// How long we say the subscription of a REFER lasts (`Subscription-State: active;expires=`),
+/// seconds: longer than a call to the target takes to be answered or refused (Timer C is
+/// more than 3 minutes, RFC 3261 §16.6, but a phone rings for a minute at most).
+const REFER_EXPIRES: u32 = 120;
+
+/// The target of a REFER we may follow: its one Refer-To, a SIP URI without URI headers
+/// and without a method other than INVITE (a blind transfer); else the refusal.
+fn refer_target(req: &Message) -> Result<Uri, (u16, &'static str)> {
+    let mut all = req.headers.get_all(&HeaderName::ReferTo);
+    // RFC 3515 §2.4.1: "A REFER request MUST contain exactly one Refer-To header".
+    let (Some(one), None) = (all.next(), all.next()) else {
+        return Err((400, "Bad Request (not exactly one Refer-To)"));
+    };
+    let text = one.value();
+    let inner = text
+        .split_once('<')
+        .and_then(|(_, r)| r.split_once('>'))
+        .map_or(text.trim(), |(uri, _)| uri);
+    if inner.contains('?') || inner.to_ascii_lowercase().contains(";method=") {
+        // An attended transfer (`?Replaces=`), or a request other than INVITE.
+        return Err((403, "Forbidden (only blind transfers: no URI headers)"));
+    }
+    match Uri::parse(inner) {
+        Ok(uri @ Uri::Sip(_)) => Ok(uri),
+        _ => Err((400, "Bad Request (Refer-To is not a SIP URI)")),
+    }
+}
+
+impl UserAgent {
+    /// The REFER `req` in the dialog of call `id` (we are the transferee, RFC 3515 §2.4.2):
+    /// refused (400, 403) or accepted with 202, then a NOTIFY `100 Trying` and our INVITE to
+    /// its target.
+    pub(super) fn on_refer(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        id: CallId,
+        key: TxnKey,
+        source: SocketAddr,
+    ) {
+        let busy = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
+            c.rare
+                .as_ref()
+                .and_then(|r| r.referrer)
+                .is_some_and(|r| r.call == id && !r.done)
+        });
+        let target = if self.call_state(id) != Some(CallState::Confirmed) {
+            Err((403, "Forbidden (not in a confirmed call)"))
+        } else if busy {
+            Err((403, "Forbidden (a transfer of this call is going on)"))
+        } else {
+            refer_target(req)
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err((code, reason)) => {
+                self.respond_stateless(now, req, key, source, code, reason);
+                return;
+            }
+        };
+        let seq = req.cseq().map_or(0, |c| c.seq);
+        let contact = [Header::new(HeaderName::Contact, self.contact_text())];
+        self.respond_with(now, req, key, source, 202, "Accepted", &contact, None);
+        // RFC 3515 §2.4.4: "the agent receiving the REFER MUST ... send a NOTIFY" at once.
+        self.send_refer_notify(now, id, seq, 100, "Trying", false);
+        let referred_by = req
+            .headers
+            .value(&HeaderName::ReferredBy)
+            .map(str::to_owned);
+        let offer = self.call_ref(id).and_then(|c| c.local_sdp.clone());
+        let to = target.to_string();
+        let new = self.call_referred(now, target, offer, referred_by.as_deref());
+        if let Some(c) = self.call_mut(new) {
+            c.rare.get_or_insert_with(Box::default).referrer = Some(Referrer {
+                call: id,
+                seq,
+                last: 100,
+                done: false,
+            });
+        }
+        self.call_event(id, CallEvent::Referred { to, call: new });
+    }
+
+    /// The call `id`'s referrer (it is the call a REFER made us place), if it is one.
+    pub(super) fn referrer_of(&self, id: CallId) -> Option<Referrer> {
+        self.call_ref(id)?.rare.as_ref()?.referrer
+    }
+
+    /// After a response to (or the timeout of) the INVITE of call `id`, which a REFER made
+    /// us place (`referrer`, read before the response was handled): its progress NOTIFYed
+    /// in the REFER's dialog (RFC 3515 §2.4.5): a new provisional status, or the final one
+    /// (a 2xx; a failure once the call has failed, not a challenge answered with a retry)
+    /// with the subscription terminated.
+    pub(super) fn notify_referrer(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        referrer: Option<Referrer>,
+        code: u16,
+        reason: Option<&str>,
+    ) {
+        let Some(r) = referrer.filter(|r| !r.done) else {
+            return;
+        };
+        let failed = self
+            .call_ref(id)
+            .is_none_or(|c| c.state == CallState::Terminated);
+        let (last, done) = match code {
+            101..=199 if code != r.last => (code, false),
+            200..=299 => (code, true),
+            300.. if failed => (code, true),
+            _ => return,
+        };
+        if let Some(mine) = self
+            .call_mut(id)
+            .and_then(|c| c.rare.as_mut()?.referrer.as_mut())
+        {
+            mine.last = last;
+            mine.done = done;
+        }
+        let reason = reason
+            .filter(|r| !r.is_empty())
+            .unwrap_or(reason_phrase(code));
+        self.send_refer_notify(now, r.call, r.seq, code, reason, done);
+    }
+
+    /// A NOTIFY of our subscription for the REFER with CSeq `seq` in call `id`'s dialog: the
+    /// status line `code reason` as `message/sipfrag` (RFC 3515 §2.4.5), the subscription
+    /// `terminated` with the final one. Nothing when that call's dialog is gone (the
+    /// transferor ended it already).
+    fn send_refer_notify(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        seq: u32,
+        code: u16,
+        reason: &str,
+        terminated: bool,
+    ) {
+        let (via, branch) = self.new_via_branch();
+        let contact = self.contact();
+        let ua = self.profile.user_agent.clone();
+        let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
+        let state = if terminated {
+            "terminated;reason=noresource".to_owned()
+        } else {
+            format!("active;expires={REFER_EXPIRES}")
+        };
+        let req = dialog
+            .request_via_text(Method::Notify, via, None)
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
+            // RFC 3515 §2.4.6: the `id` names the REFER (its CSeq number).
+            .header(HeaderName::Event, format!("refer;id={seq}"))
+            .header(HeaderName::SubscriptionState, state)
+            .contact(contact)
+            .body(
+                "message/sipfrag",
+                Bytes::from(format!("SIP/2.0 {code} {reason}\r\n")),
+            )
+            .build();
+        let dest = Destination::Uri(dialog.next_hop_shared());
+        self.start_client_branch(now, req, branch, Owner::Notify(id), dest);
     }
 }
 
