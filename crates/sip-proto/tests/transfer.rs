@@ -446,19 +446,27 @@ fn settle3(
     }
 }
 
+/// Alice refers Bob (in a call) to Carol: Carol, and the Call-ID of Alice's call with Bob.
+fn alice_refers_bob_to_carol(
+    alice: &mut UserAgent,
+    a: CallId,
+    bob: &mut UserAgent,
+    now: Instant,
+) -> (UserAgent, String) {
+    let carol = common::agent("carol", common::CAROL, 33, false, "carol");
+    let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
+    assert!(alice.refer(now, a, &t));
+    let (out, _) = drain(alice);
+    let r = msg(&out[0]);
+    let ab = r.headers.value(&HeaderName::CallId).unwrap().to_owned();
+    bob.handle_message(now, r, addr(ALICE));
+    (carol, ab)
+}
+
 #[test]
 fn bob_referred_by_alice_calls_carol_and_notifies_alice_who_hangs_up() {
     let (mut alice, a, mut bob, b, now) = in_call();
-    let mut carol = common::agent("carol", common::CAROL, 33, false, "carol");
-    let ab = {
-        let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
-        assert!(alice.refer(now, a, &t));
-        let (out, _) = drain(&mut alice);
-        let r = msg(&out[0]);
-        let ab = r.headers.value(&HeaderName::CallId).unwrap().to_owned();
-        bob.handle_message(now, r, addr(ALICE));
-        ab
-    };
+    let (mut carol, ab) = alice_refers_bob_to_carol(&mut alice, a, &mut bob, now);
     let mut log = Vec::new();
     let [ea, eb, ec] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
     // Bob: 202, NOTIFY 100, and his INVITE to Carol with Alice's Referred-By.
@@ -591,13 +599,7 @@ fn bob_referred_by_alice_calls_carol_and_notifies_alice_who_hangs_up() {
 #[test]
 fn a_referred_call_that_fails_is_notified_and_the_first_call_goes_on() {
     let (mut alice, a, mut bob, b, now) = in_call();
-    let mut carol = common::agent("carol", common::CAROL, 33, false, "carol");
-    let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
-    assert!(alice.refer(now, a, &t));
-    let (out, _) = drain(&mut alice);
-    let r = msg(&out[0]);
-    let ab = r.headers.value(&HeaderName::CallId).unwrap().to_owned();
-    bob.handle_message(now, r, addr(ALICE));
+    let (mut carol, ab) = alice_refers_bob_to_carol(&mut alice, a, &mut bob, now);
     let mut log = Vec::new();
     let [_, _, ec] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
     let c = match &ec[..] {
@@ -626,6 +628,7 @@ fn a_referred_call_that_fails_is_notified_and_the_first_call_goes_on() {
     assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
     assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
     // Bob may be referred again now.
+    let t = Uri::parse("sip:carol@127.0.0.1:5066").unwrap();
     assert!(alice.refer(now, a, &t));
     let [ea, eb, _] = settle3(now, &ab, &mut alice, &mut bob, &mut carol, &mut log);
     assert!(

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use sip_msg::{Header, HeaderName, Message, Method, Uri};
+use sip_msg::{Header, HeaderName, Message, Method, RequestBuilder, Uri};
 
 use super::{
     CallEvent, CallId, CallState, Destination, Owner, Slot, UserAgent, reason_phrase, tidy_rare,
@@ -137,25 +137,16 @@ impl UserAgent {
         {
             return false;
         }
-        let (via, branch) = self.new_via_branch();
-        let contact = self.contact();
-        let ua = self.profile.user_agent.clone();
         let mut referred_by = String::with_capacity(40);
         self.write_aor(&mut referred_by);
-        let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
+        let sent = self.send_subscription_request(now, id, Method::Refer, Owner::Refer(id), |b| {
+            // RFC 3515 §2.4.1: "A REFER request MUST contain exactly one Refer-To header".
+            b.header(HeaderName::ReferTo, format!("<{target}>"))
+                .header(HeaderName::ReferredBy, referred_by)
+        });
+        let Some(seq) = sent else {
             return false;
         };
-        let req = dialog
-            .request_via_text(Method::Refer, via, None)
-            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
-            // RFC 3515 §2.4.1: "A REFER request MUST contain exactly one Refer-To header".
-            .header(HeaderName::ReferTo, format!("<{target}>"))
-            .header(HeaderName::ReferredBy, referred_by)
-            // §2.4.1 (and RFC 3261 §12.2.1.1 for a target it may send the NOTIFYs to).
-            .contact(contact)
-            .build();
-        let seq = req.cseq().map_or(0, |c| c.seq);
-        let dest = Destination::Uri(dialog.next_hop_shared());
         if let Some(c) = self.call_mut(id) {
             c.rare.get_or_insert_with(Box::default).transfer = Some(Transfer {
                 seq,
@@ -163,8 +154,33 @@ impl UserAgent {
                 at: None,
             });
         }
-        self.start_client_branch(now, req, branch, Owner::Refer(id), dest);
         true
+    }
+
+    /// Sends a REFER or NOTIFY (`method`, for `owner`) in call `id`'s dialog: the dialog's
+    /// lines, User-Agent, the lines `lines` adds, our Contact (RFC 3515 §2.4.1 for REFER; a
+    /// NOTIFY is target-refreshing, RFC 6665 §4.1.3). Its CSeq number, or `None` when the
+    /// call has no dialog (nothing sent).
+    fn send_subscription_request(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        method: Method,
+        owner: Owner,
+        lines: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Option<u32> {
+        let (via, branch) = self.new_via_branch();
+        let contact = self.contact();
+        let ua = self.profile.user_agent.clone();
+        let dialog = self.call_mut(id)?.dialog.as_mut()?;
+        let b = dialog
+            .request_via_text(method, via, None)
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua));
+        let req = lines(b).contact(contact).build();
+        let seq = req.cseq().map_or(0, |c| c.seq);
+        let dest = Destination::Uri(dialog.next_hop_shared());
+        self.start_client_branch(now, req, branch, owner, dest);
+        Some(seq)
     }
 
     /// The final response to our REFER (`code` 408 also when none came): 2xx, the transfer
@@ -488,31 +504,18 @@ impl UserAgent {
         reason: &str,
         terminated: bool,
     ) {
-        let (via, branch) = self.new_via_branch();
-        let contact = self.contact();
-        let ua = self.profile.user_agent.clone();
-        let Some(dialog) = self.call_mut(id).and_then(|c| c.dialog.as_mut()) else {
-            return;
-        };
         let state = if terminated {
             "terminated;reason=noresource".to_owned()
         } else {
             format!("active;expires={REFER_EXPIRES}")
         };
-        let req = dialog
-            .request_via_text(Method::Notify, via, None)
-            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
+        let frag = Bytes::from(format!("SIP/2.0 {code} {reason}\r\n"));
+        self.send_subscription_request(now, id, Method::Notify, Owner::Notify(id), |b| {
             // RFC 3515 §2.4.6: the `id` names the REFER (its CSeq number).
-            .header(HeaderName::Event, format!("refer;id={seq}"))
-            .header(HeaderName::SubscriptionState, state)
-            .contact(contact)
-            .body(
-                "message/sipfrag",
-                Bytes::from(format!("SIP/2.0 {code} {reason}\r\n")),
-            )
-            .build();
-        let dest = Destination::Uri(dialog.next_hop_shared());
-        self.start_client_branch(now, req, branch, Owner::Notify(id), dest);
+            b.header(HeaderName::Event, format!("refer;id={seq}"))
+                .header(HeaderName::SubscriptionState, state)
+                .body("message/sipfrag", frag)
+        });
     }
 }
 
