@@ -212,6 +212,14 @@ fn sipp_calls_callee1(to: &str, args: &[&str]) -> i32 {
 /// does not answer proxy challenges); then `sipp`, given the registrar's `address:port`,
 /// calls it. Its exit code and the run's reports.
 fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<EndpointReport>) {
+    sipp_calls_groups(vec![callee], sipp)
+}
+
+/// [`sipp_calls`] with more groups of endpoints than `callee1`'s (the first group).
+fn sipp_calls_groups(
+    groups: Vec<GroupPlan>,
+    sipp: impl FnOnce(&str) -> i32,
+) -> (i32, Vec<EndpointReport>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -220,7 +228,7 @@ fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<En
         .unwrap();
     let reg = registrar(&rt, AuthMode::Open);
     let to = format!("127.0.0.1:{}", reg.addr().port());
-    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
+    let the_plan = plan(&reg, groups, Duration::from_secs(4));
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
     until_registered(&rx);
@@ -1428,4 +1436,66 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
     // Our RTP came back all along: from the caller's echo, then the target's.
     let m = r.media.as_ref().expect("media measured");
     assert!(m.rx_packets >= 200, "{m:?}");
+}
+
+/// A transferor that hangs up as soon as our callee's first NOTIFY says it is calling the
+/// target (`testdata/sipp/uac-refers-and-hangs-up.xml`), while the target (our endpoint
+/// `target1`, answering after a second) still rings: our callee's call and media move to the
+/// target when it answers, and both end SUCCESS.
+#[test]
+fn our_callee_transferred_by_a_sipp_uac_that_hangs_up_at_once_goes_on_with_the_target() {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let target = GroupPlan {
+        name: "targets".into(),
+        endpoints: vec![EndpointPlan {
+            user: "target1".into(),
+            credentials: None,
+        }],
+        media: Some(MediaPlan::default()),
+        role: Role::Answer {
+            answer_delay: Duration::from_secs(1),
+        },
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-refers-and-hangs-up.xml");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls_groups(vec![callee, target], |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-set",
+                "target",
+                "sip:target1@sipmeter.test",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "SIPp's REFER got 202 and NOTIFY 100, its BYE 200");
+    let r = reports.iter().find(|r| r.user == "callee1").unwrap();
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the REFER followed");
+    assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text == "the transferor ended the call before the transfer target answered"),
+        "{r:#?}"
+    );
+    // Our RTP: echoed by SIPp for a second, then the target's own stream for four.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 200, "{m:?}");
+    let target = reports.iter().find(|r| r.user == "target1").unwrap();
+    assert_eq!(target.outcome, Outcome::Success, "{target:#?}");
+    assert_eq!(target.calls_received, 1);
 }

@@ -220,13 +220,28 @@ impl Shard<'_> {
             ));
             return true;
         }
-        let Some(t) = ep
-            .transfers
-            .as_deref_mut()
-            .filter(|t| t.referred == Some(call))
-        else {
+        let Some(t) = ep.transfers.as_deref_mut() else {
             return false;
         };
+        // The transferor hung up before the target answered: the endpoint's call (and its
+        // media, still flowing to the transferor) is the one to the target from now on.
+        if let (CallEvent::Ended { .. }, Some(new)) = (ce, t.referred)
+            && ep.active_call == Some(call)
+        {
+            if let Some(a) = ep.answered_at {
+                ep.timings.call_duration_ms.get_or_insert(ms(now - a));
+            }
+            ep.ua.forget_call(call);
+            ep.active_call = Some(new);
+            ep.trace.push(TraceEntry::note(
+                "the transferor ended the call before the transfer target answered".into(),
+                at,
+            ));
+            return true;
+        }
+        if t.referred != Some(call) {
+            return false;
+        }
         match ce {
             CallEvent::Trying | CallEvent::Progress { .. } => true,
             CallEvent::Answered { sdp } => {
@@ -256,10 +271,16 @@ impl Shard<'_> {
                     Outcome::CompletedWithWarnings,
                     format!(
                         "the call to the target of the peer's REFER failed: {code} {reason}: {} \
-                         (the first call went on)",
+                         (the first call went on, unless the transferor had ended it)",
                         hint_for(*code)
                     ),
                 );
+                if ep.active_call == Some(call) {
+                    // The first call is over already: nothing is left.
+                    ep.active_call = None;
+                    self.end_media(idx, now);
+                    self.after_call(idx, now);
+                }
                 true
             }
             _ => false,
