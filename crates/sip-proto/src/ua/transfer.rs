@@ -59,7 +59,7 @@ pub(super) struct Transfer {
 
 /// The transfer of `call`, if one is going on.
 fn transfer_of(call: &mut super::Call) -> Option<&mut Transfer> {
-    call.rare.as_mut()?.transfer.as_mut()
+    call.rare.as_mut()?.transfer.as_deref_mut()
 }
 
 /// When the call's transfer gives up waiting for its final NOTIFY, if it waits.
@@ -148,11 +148,11 @@ impl UserAgent {
             return false;
         };
         if let Some(c) = self.call_mut(id) {
-            c.rare.get_or_insert_with(Box::default).transfer = Some(Transfer {
+            c.rare.get_or_insert_with(Box::default).transfer = Some(Box::new(Transfer {
                 seq,
                 decided: false,
                 at: None,
-            });
+            }));
         }
         true
     }
@@ -408,7 +408,7 @@ impl UserAgent {
         let busy = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
             c.rare
                 .as_ref()
-                .and_then(|r| r.referrer)
+                .and_then(|r| r.referrer.as_deref())
                 .is_some_and(|r| r.call == id && !r.done)
         });
         let target = if self.call_state(id) != Some(CallState::Confirmed) {
@@ -438,19 +438,24 @@ impl UserAgent {
         let to = target.to_string();
         let new = self.call_referred(now, target, offer, referred_by.as_deref());
         if let Some(c) = self.call_mut(new) {
-            c.rare.get_or_insert_with(Box::default).referrer = Some(Referrer {
+            c.rare.get_or_insert_with(Box::default).referrer = Some(Box::new(Referrer {
                 call: id,
                 seq,
                 last: 100,
                 done: false,
-            });
+            }));
         }
         self.call_event(id, CallEvent::Referred { to, call: new });
     }
 
     /// The call `id`'s referrer (it is the call a REFER made us place), if it is one.
     pub(super) fn referrer_of(&self, id: CallId) -> Option<Referrer> {
-        self.call_ref(id)?.rare.as_ref()?.referrer
+        self.call_ref(id)?
+            .rare
+            .as_ref()?
+            .referrer
+            .as_deref()
+            .copied()
     }
 
     /// After a response to (or the timeout of) the INVITE of call `id`, which a REFER made
@@ -480,7 +485,7 @@ impl UserAgent {
         };
         if let Some(mine) = self
             .call_mut(id)
-            .and_then(|c| c.rare.as_mut()?.referrer.as_mut())
+            .and_then(|c| c.rare.as_mut()?.referrer.as_deref_mut())
         {
             mine.last = last;
             mine.done = done;
