@@ -100,8 +100,11 @@ impl Endpoint {
     /// Sends REFER to `target` in `call` (the `transfer` action); the trace note.
     pub(super) fn transfer(&mut self, now: Instant, call: CallId, target: &Uri) -> String {
         if !self.ua.refer(now, call, target) {
-            // A transfer still going on (one at a time), or a call not confirmed.
-            return format!("transfer to {target} not sent: the previous one is still going on");
+            // A transfer still going on (one at a time), or a call no longer confirmed.
+            return format!(
+                "transfer to {target} not sent: a transfer of this call is still going on, or \
+                 the call is ending"
+            );
         }
         let t = self.transfers.get_or_insert_with(Box::default);
         t.report.target = target.to_string();
