@@ -124,14 +124,21 @@ fuzz_target!(|data: &[u8]| {
                 ua.handle_timeout(now);
             }
             6 => {
-                // An incoming INVITE, or an in-dialog request on a call we know.
-                let method = ["INVITE", "BYE", "ACK", "CANCEL", "OPTIONS", "PRACK", "INFO", "UPDATE"]
-                    [usize::from(c.byte().unwrap_or(0) % 8)];
+                // An incoming INVITE, or an in-dialog request on a call we know (a REFER to
+                // follow, a NOTIFY of our REFER with any sipfrag body).
+                let method = [
+                    "INVITE", "BYE", "ACK", "CANCEL", "OPTIONS", "PRACK", "INFO", "UPDATE", "REFER",
+                    "NOTIFY",
+                ][usize::from(c.byte().unwrap_or(0) % 10)];
                 let cid = c.byte().unwrap_or(0) % 4;
                 let to_tag = if c.byte().unwrap_or(0) % 2 == 0 { "" } else { ";tag=x" };
+                let seq = c.byte().unwrap_or(1);
+                let state = ["active;expires=60", "terminated", "pending", ""]
+                    [usize::from(c.byte().unwrap_or(0) % 4)];
+                let body = String::from_utf8_lossy(c.bytes()).into_owned();
                 let text = format!(
-                    "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{cid}{method}\r\nFrom: <sip:bob@example.test>;tag=b{cid}\r\nTo: <sip:alice@example.test>{to_tag}\r\nCall-ID: c{cid}\r\nCSeq: {} {method}\r\nContact: <sip:bob@127.0.0.1:5060>\r\nRAck: 1 1 INVITE\r\nContent-Length: 0\r\n\r\n",
-                    c.byte().unwrap_or(1)
+                    "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{cid}{method}\r\nFrom: <sip:bob@example.test>;tag=b{cid}\r\nTo: <sip:alice@example.test>{to_tag}\r\nCall-ID: c{cid}\r\nCSeq: {seq} {method}\r\nContact: <sip:bob@127.0.0.1:5060>\r\nRAck: 1 1 INVITE\r\nRefer-To: <sip:carol@127.0.0.1:5062>\r\nEvent: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
                 );
                 if let Ok(m) = Message::parse(text.as_bytes()) {
                     ua.handle_message(now, m, peer);
@@ -159,6 +166,7 @@ fuzz_target!(|data: &[u8]| {
                         // The answer to a late offer (in the ACK or the PRACK), if one waits.
                         10 => drop(ua.answer_offer(now, id, Bytes::from_static(b"v=0\r\n"))),
                         11 => drop(ua.can_offer(id)),
+                        9 => drop(ua.refer(now, id, &Uri::parse("sip:carol@127.0.0.1:5062").unwrap())),
                         _ => drop(ua.update_fork(now, id, "t2", Some(Bytes::from_static(b"v=0\r\n")))),
                     }
                 }
@@ -183,8 +191,11 @@ fuzz_target!(|data: &[u8]| {
         while let Some(ev) = ua.poll_event() {
             e += 1;
             assert!(e < 1000, "unbounded event queue");
-            if let UaEvent::Call(id, CallEvent::Incoming { .. }) = ev {
-                calls.push(id);
+            match ev {
+                UaEvent::Call(id, CallEvent::Incoming { .. }) => calls.push(id),
+                // The call a REFER made us place.
+                UaEvent::Call(_, CallEvent::Referred { call, .. }) => calls.push(call),
+                _ => {}
             }
         }
         if sent.len() > 256 {

@@ -46,7 +46,9 @@ use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod failover_glue;
+mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
+pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
 #[derive(Debug, Clone)]
@@ -206,6 +208,12 @@ pub enum ActionKind {
         digit: char,
         /// Its duration.
         duration_ms: u32,
+    },
+    /// A blind transfer (RFC 3515 REFER, RFC 5589 §6) of the call to `targets[i % len]`
+    /// (endpoint i of the group); a final 2xx status ends our call with BYE.
+    Transfer {
+        /// The Refer-To URIs.
+        targets: Vec<Uri>,
     },
 }
 
@@ -426,6 +434,9 @@ pub struct EndpointReport {
     pub dtmf_sent: String,
     /// DTMF digits this endpoint received (SIP INFO `application/dtmf-relay` or `application/dtmf`).
     pub dtmf_received: String,
+    /// Its call transfers (the `transfer` action), when it sent any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferReport>,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -646,6 +657,8 @@ pub struct RunSummary {
     pub loss_avg_percent: Option<f64>,
     /// Mean RTT, ms.
     pub rtt_avg_ms: Option<f64>,
+    /// Call transfers (the `transfer` action), summed over the endpoints.
+    pub transfers: TransferCounts,
 }
 
 impl RunSummary {
@@ -957,6 +970,9 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
         }
         setups.extend(r.timings.call_setup_ms);
         pdds.extend(r.timings.post_dial_delay_ms);
+        if let Some(t) = &r.transfer {
+            base.transfers.add(t);
+        }
     }
     if base.calls_attempted > 0 {
         base.asr = Some(100.0 * f64::from(base.calls_answered) / f64::from(base.calls_attempted));
@@ -1152,6 +1168,8 @@ struct Endpoint {
     samples: Vec<SampleRecord>,
     dtmf_sent: String,
     dtmf_received: String,
+    /// Its call transfers, once it sent one.
+    transfers: Option<Box<transfer::Transfers>>,
     trace: Trace,
     /// The Call-ID of the current call (its route retires when the call ends).
     call_cid: Option<String>,
@@ -1529,6 +1547,7 @@ impl<'a> Shard<'a> {
                 samples: Vec::new(),
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
+                transfers: None,
                 link,
                 own_udp: udp.is_some(),
                 failover: EndpointFailover::new(&shard.targets[plan.groups[g].server], start),
@@ -1620,6 +1639,12 @@ impl<'a> Shard<'a> {
                         .info(now, call, "application/dtmf-relay", Bytes::from(body));
                     ep.dtmf_sent.push(*digit);
                     format!("DTMF {digit} (INFO)")
+                }
+                ActionKind::Transfer { targets } => {
+                    match targets.get(ep.index % targets.len().max(1)) {
+                        Some(target) => ep.transfer(now, call, target),
+                        None => "transfer not sent: no target".to_owned(),
+                    }
                 }
             };
             ep.trace
@@ -2607,6 +2632,12 @@ impl<'a> Shard<'a> {
         {
             return;
         }
+        let at = now - self.start;
+        if self.endpoints[idx].on_transfer_event(now, at, &ce)
+            || self.on_referred_event(idx, now, call, &ce)
+        {
+            return;
+        }
         let plan = self.plan;
         let events = self.events.clone();
         let local_ip = self.local(idx).ip();
@@ -2766,6 +2797,7 @@ impl<'a> Shard<'a> {
                 if let Some(a) = ep.answered_at {
                     ep.timings.call_duration_ms.get_or_insert(ms(now - a));
                 }
+                ep.transfer_call_ended(now - self.start);
                 if !by_remote && code != 0 && !(200..300).contains(&code) {
                     ep.worsen(
                         Outcome::TeardownError,
@@ -2886,7 +2918,12 @@ impl<'a> Shard<'a> {
             }
             CallEvent::Reinvited { .. }
             | CallEvent::Modified { .. }
-            | CallEvent::Pracked { .. } => {}
+            | CallEvent::Pracked { .. }
+            // Taken by `on_transfer_event` above.
+            | CallEvent::ReferAnswered { .. }
+            | CallEvent::TransferProgress { .. }
+            | CallEvent::TransferUnknown { .. }
+            | CallEvent::Referred { .. } => {}
         }
     }
 
@@ -3042,6 +3079,7 @@ impl<'a> Shard<'a> {
             samples: std::mem::take(&mut ep.samples),
             dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
+            transfer: ep.transfers.take().map(|t| t.report),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {

@@ -243,7 +243,7 @@ pub enum DscpValue {
 pub struct ActionEntry {
     /// Time after the call is answered.
     pub at: Spanned<String>,
-    /// `hold`, `resume` or `dtmf`.
+    /// `hold`, `resume`, `dtmf` or `transfer`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
@@ -253,6 +253,9 @@ pub struct ActionEntry {
     /// For `dtmf`: `rfc4733` (telephone-events in RTP; the default with media) or `info`
     /// (SIP INFO `application/dtmf-relay`; the default without media).
     pub method: Option<Spanned<String>>,
+    /// For `transfer`: the target, as a group's `call` names one (`group:NAME`, a URI
+    /// template with `{n}`, `builtin:echo`).
+    pub to: Option<Spanned<String>>,
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
@@ -1039,6 +1042,72 @@ pub fn prepare_parsed(
         let g = &tf.groups[gi];
         let (_, server, is_builtin) = &sites[site];
         let field = |f: &str| format!("group[{gi}].{f}");
+        // `group:NAME`, `builtin:SERVICE` or a URI template with `{n}` (a group's `call`, a
+        // `transfer` action's `to`): one URI per endpoint of the group (or one for all).
+        let targets_of = |call: &Spanned<String>, fname: String| -> Result<Vec<Uri>, FileError> {
+            let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("builtin:") {
+                // The built-in registrar's service numbers (echo, tone) at its domain.
+                if !is_builtin {
+                    return cx.err(
+                        call.span(),
+                        fname.clone(),
+                        format!(
+                            "`{}` needs the built-in registrar (kind = \"builtin\")",
+                            call.get_ref()
+                        ),
+                    );
+                }
+                let Some(service) = registrar::Service::from_user(name) else {
+                    return cx.err(
+                        call.span(),
+                        fname.clone(),
+                        format!("no service `{name}`: use builtin:echo or builtin:tone"),
+                    );
+                };
+                match Uri::parse(&format!("sip:{}@{}", service.name(), server.domain)) {
+                    Ok(u) => vec![u],
+                    Err(e) => return cx.err(call.span(), fname.clone(), e.to_string()),
+                }
+            } else if let Some(name) = call.get_ref().strip_prefix("group:") {
+                let Some(users) = users_of.get(name) else {
+                    return cx.err(
+                        call.span(),
+                        fname.clone(),
+                        format!("no group named `{name}`"),
+                    );
+                };
+                // The callees at their own server's domain (the caller's server routes
+                // there when it is another one). RFC 3261 §25.1: an IPv6 domain is
+                // bracketed in a URI.
+                let domain = &sites[site_of.get(name).copied().unwrap_or(site)].1.domain;
+                let host = if domain.contains(':') {
+                    format!("[{domain}]")
+                } else {
+                    domain.clone()
+                };
+                users
+                    .iter()
+                    .filter_map(|u| Uri::parse(&format!("sip:{u}@{host}")).ok())
+                    .collect()
+            } else {
+                let mut v = Vec::new();
+                for k in 0..endpoints.len() {
+                    let s = call.get_ref().replace("{n}", &(k + 1).to_string());
+                    match Uri::parse(&s) {
+                        Ok(u) => v.push(u),
+                        Err(e) => {
+                            return cx.err(
+                                call.span(),
+                                fname.clone(),
+                                format!("`{s}` is not a URI: {e}"),
+                            );
+                        }
+                    }
+                }
+                v
+            };
+            Ok(targets)
+        };
         let role_name = g.role.as_ref().map_or_else(
             || {
                 if g.call.is_some() {
@@ -1067,68 +1136,7 @@ pub fn prepare_parsed(
                         "a calling group needs `call` (group:NAME or a URI template)",
                     );
                 };
-                let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("builtin:")
-                {
-                    // The built-in registrar's service numbers (echo, tone) at its domain.
-                    if !is_builtin {
-                        return cx.err(
-                            call.span(),
-                            field("call"),
-                            format!(
-                                "`{}` needs the built-in registrar (kind = \"builtin\")",
-                                call.get_ref()
-                            ),
-                        );
-                    }
-                    let Some(service) = registrar::Service::from_user(name) else {
-                        return cx.err(
-                            call.span(),
-                            field("call"),
-                            format!("no service `{name}`: use builtin:echo or builtin:tone"),
-                        );
-                    };
-                    match Uri::parse(&format!("sip:{}@{}", service.name(), server.domain)) {
-                        Ok(u) => vec![u],
-                        Err(e) => return cx.err(call.span(), field("call"), e.to_string()),
-                    }
-                } else if let Some(name) = call.get_ref().strip_prefix("group:") {
-                    let Some(users) = users_of.get(name) else {
-                        return cx.err(
-                            call.span(),
-                            field("call"),
-                            format!("no group named `{name}`"),
-                        );
-                    };
-                    // The callees at their own server's domain (the caller's server routes
-                    // there when it is another one). RFC 3261 §25.1: an IPv6 domain is
-                    // bracketed in a URI.
-                    let domain = &sites[site_of.get(name).copied().unwrap_or(site)].1.domain;
-                    let host = if domain.contains(':') {
-                        format!("[{domain}]")
-                    } else {
-                        domain.clone()
-                    };
-                    users
-                        .iter()
-                        .filter_map(|u| Uri::parse(&format!("sip:{u}@{host}")).ok())
-                        .collect()
-                } else {
-                    let mut v = Vec::new();
-                    for k in 0..endpoints.len() {
-                        let s = call.get_ref().replace("{n}", &(k + 1).to_string());
-                        match Uri::parse(&s) {
-                            Ok(u) => v.push(u),
-                            Err(e) => {
-                                return cx.err(
-                                    call.span(),
-                                    field("call"),
-                                    format!("`{s}` is not a URI: {e}"),
-                                );
-                            }
-                        }
-                    }
-                    v
-                };
+                let targets = targets_of(call, field("call"))?;
                 let calls = g.calls.unwrap_or(1).max(1);
                 max_calls = max_calls.max(calls);
                 let pause = g
@@ -1251,11 +1259,24 @@ pub fn prepare_parsed(
                         });
                     }
                 }
+                "transfer" => {
+                    let Some(to) = &a.to else {
+                        return cx.err(a.action.span(), afield("to"), "transfer needs `to`");
+                    };
+                    let targets = targets_of(to, afield("to"))?;
+                    if targets.is_empty() {
+                        return cx.err(to.span(), afield("to"), "the group named has no endpoints");
+                    }
+                    actions.push(CallAction {
+                        at,
+                        kind: ActionKind::Transfer { targets },
+                    });
+                }
                 other => {
                     return cx.err(
                         a.action.span(),
                         afield("do"),
-                        format!("`{other}`: expected hold, resume or dtmf"),
+                        format!("`{other}`: expected hold, resume, dtmf or transfer"),
                     );
                 }
             }
@@ -2271,7 +2292,57 @@ call = "group:callees"
         );
         let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
-        assert!(e.message.contains("expected hold, resume or dtmf"), "{e}");
+        assert!(
+            e.message
+                .contains("expected hold, resume, dtmf or transfer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn transfer_actions_resolve_their_target_like_call_and_name_bad_fields() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"t\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"c\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let uris = |p: &Prepared| match &p.plan.groups[1].actions[0].kind {
+            ActionKind::Transfer { targets } => {
+                targets.iter().map(ToString::to_string).collect::<Vec<_>>()
+            }
+            k => panic!("{k:?}"),
+        };
+        let ok = format!(
+            "{base}actions = [{{ at = \"1s\", do = \"transfer\", to = \"sip:{{n}}00@pbx.example.com\" }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        assert_eq!(
+            uris(&p),
+            ["sip:100@pbx.example.com", "sip:200@pbx.example.com"]
+        );
+        let ok =
+            format!("{base}actions = [{{ at = \"1s\", do = \"transfer\", to = \"group:t\" }}]\n");
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        assert_eq!(uris(&p).len(), 2);
+        assert!(uris(&p)[0].starts_with("sip:t1@"), "{:?}", uris(&p));
+        for (action, field, what) in [
+            ("do = \"transfer\"", "to", "transfer needs `to`"),
+            (
+                "do = \"transfer\", to = \"group:nope\"",
+                "to",
+                "no group named `nope`",
+            ),
+            (
+                "do = \"transfer\", to = \"not a uri\"",
+                "to",
+                "is not a URI",
+            ),
+        ] {
+            let bad = format!("{base}actions = [{{ at = \"1s\", {action} }}]\n");
+            let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (19, format!("group[1].actions[0].{field}").as_str()),
+                "{action}: {e}"
+            );
+            assert!(e.message.contains(what), "{action}: {e}");
+        }
     }
 
     #[test]

@@ -213,6 +213,14 @@ fn sipp_calls_callee1(to: &str, args: &[&str]) -> i32 {
 /// does not answer proxy challenges); then `sipp`, given the registrar's `address:port`,
 /// calls it. Its exit code and the run's reports.
 fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<EndpointReport>) {
+    sipp_calls_groups(vec![callee], sipp)
+}
+
+/// [`sipp_calls`] with more groups of endpoints than `callee1`'s (the first group).
+fn sipp_calls_groups(
+    groups: Vec<GroupPlan>,
+    sipp: impl FnOnce(&str) -> i32,
+) -> (i32, Vec<EndpointReport>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -221,7 +229,7 @@ fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<En
         .unwrap();
     let reg = registrar(&rt, AuthMode::Open);
     let to = format!("127.0.0.1:{}", reg.addr().port());
-    let the_plan = plan(&reg, vec![callee], Duration::from_secs(4));
+    let the_plan = plan(&reg, groups, Duration::from_secs(4));
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
     until_registered(&rx);
@@ -703,6 +711,14 @@ enum Uas {
     /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
     /// caller's own key so that the echo of our SRTP authenticates.
     AnswersSrtp,
+    /// `testdata/sipp/uas-transfer-notifies.xml` with `-rtp_echo` and `final` "200 OK": a PBX
+    /// that takes our blind transfer a second into the call (REFER to 2001, checked), answers
+    /// 202 and NOTIFYs `SIP/2.0 100 Trying` then `SIP/2.0 200 OK` (terminated); it fails the
+    /// call unless we answer both and send BYE.
+    TransferSucceeds,
+    /// The same scenario with `final` "486 Busy Here": the transfer failed, our BYE comes at
+    /// the call's planned end.
+    TransferFails,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -764,6 +780,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 "-set",
                 "dead",
                 &dead_port,
+            ],
+            Uas::TransferSucceeds | Uas::TransferFails => vec![
+                "-sf",
+                sipp_scenario!("uas-transfer-notifies.xml"),
+                "-set",
+                "final",
+                if uas == Uas::TransferSucceeds {
+                    "200 OK"
+                } else {
+                    "486 Busy Here"
+                },
             ],
             _ => vec!["-sn", "uas"],
         };
@@ -829,6 +856,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 Uas::AnswersElsewhere => vec![CallAction {
                     at: Duration::from_secs(1),
                     kind: ActionKind::Resume,
+                }],
+                // Our blind transfer a second into the call.
+                Uas::TransferSucceeds | Uas::TransferFails => vec![CallAction {
+                    at: Duration::from_secs(1),
+                    kind: ActionKind::Transfer {
+                        targets: vec![Uri::parse("sip:2001@pbx.example.com").unwrap()],
+                    },
                 }],
                 _ => Vec::new(),
             },
@@ -1367,4 +1401,208 @@ fn callers_end_a_call_whose_sipp_uas_never_refreshes_and_say_so() {
         );
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls, each BYE in time");
+}
+
+/// A blind transfer through a PBX (SIPp, `testdata/sipp/uas-transfer-notifies.xml`): our
+/// REFER (Refer-To, Referred-By, Contact: SIPp checks them) is answered 202, the NOTIFYs
+/// `100 Trying` and `200 OK` are answered 200 and the call ends at once with our BYE (RFC
+/// 5589 §6), a second into the 3 s call; the endpoints end SUCCESS and report the transfer.
+#[test]
+fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::TransferSucceeds);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let t = r.transfer.as_ref().expect("the transfer reported");
+        assert_eq!(t.target, "sip:2001@pbx.example.com");
+        assert_eq!(
+            (t.sent, t.accepted, t.succeeded, t.failed),
+            (1, 1, 1, 0),
+            "{t:?}"
+        );
+        assert_eq!(
+            (t.refer_code, t.final_code),
+            (Some(202), Some(200)),
+            "{t:?}"
+        );
+        assert!(t.time_to_final_ms.is_some_and(|ms| ms < 1500.0), "{t:?}");
+        // Our BYE right after the final NOTIFY, not at the call's planned end (3 s).
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((1000.0..2500.0).contains(&lasted), "{lasted} ms");
+        assert!(
+            r.trace.iter().any(|e| e.text.starts_with("NOTIFY ")),
+            "the NOTIFYs in the trace"
+        );
+    }
+    assert_eq!(summary.transfers.succeeded, 2);
+    assert_eq!(sipp, 0, "SIPp counts 2 transfers");
+}
+
+/// The PBX's final NOTIFY says `486 Busy Here`: the transfer failed, the call goes on with
+/// the PBX (RTP echoed all along) until our planned hang-up, and the endpoints end
+/// COMPLETED_WITH_WARNINGS naming the status.
+#[test]
+fn a_blind_transfer_that_fails_leaves_the_call_up_with_a_warning() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::TransferFails);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("486 Busy Here"), "{error}");
+        let t = r.transfer.as_ref().expect("the transfer reported");
+        assert_eq!(
+            (t.sent, t.accepted, t.succeeded, t.failed),
+            (1, 1, 0, 1),
+            "{t:?}"
+        );
+        assert_eq!(t.final_code, Some(486));
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!(lasted >= 2900.0, "the call went on to its end: {lasted} ms");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 140, "echoed all along: {m:?}");
+    }
+    assert_eq!(summary.transfers.failed, 2);
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
+}
+
+/// Our answering endpoint as transferee: a SIPp UAC calls it through the built-in registrar
+/// and transfers it (`testdata/sipp/uac-refers.xml`, REFER to a second SIPp, the stock UAS
+/// with `-rtp_echo`); our endpoint answers 202, calls the target (through the registrar),
+/// NOTIFYs 100, 180 and 200 (SIPp checks each, then hangs up), and its media follows the
+/// target's answer: the second SIPp echoes our RTP until our BYE at the call's end.
+#[test]
+fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
+    let (target, target_port) = Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let args = [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port.to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+        ]
+        .into_iter()
+        .chain(["-nostdin", "-timeout", "25s"])
+        .map(str::to_owned)
+        .collect();
+        (args, port)
+    });
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-refers.xml");
+    let refer_to = format!("sip:service@127.0.0.1:{target_port}");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-set",
+                "target",
+                &refer_to,
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(
+        code, 0,
+        "SIPp's REFER got 202 and the three NOTIFYs it checks"
+    );
+    assert_eq!(target.wait(Duration::from_secs(20)), 0, "the target's call");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the transfer reported");
+    assert_eq!(
+        (t.followed, t.followed_answered, t.followed_failed),
+        (1, 1, 0),
+        "{t:?}"
+    );
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.first_line().starts_with("SIP/2.0 202 Accepted")),
+        "{r:#?}"
+    );
+    // Our RTP came back all along: from the caller's echo, then the target's.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 200, "{m:?}");
+}
+
+/// A transferor that hangs up as soon as our callee's first NOTIFY says it is calling the
+/// target (`testdata/sipp/uac-refers-and-hangs-up.xml`), while the target (our endpoint
+/// `target1`, answering after a second) still rings: our callee's call and media move to the
+/// target when it answers, and both end SUCCESS.
+#[test]
+fn our_callee_transferred_by_a_sipp_uac_that_hangs_up_at_once_goes_on_with_the_target() {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let target = GroupPlan {
+        name: "targets".into(),
+        endpoints: vec![EndpointPlan {
+            user: "target1".into(),
+            credentials: None,
+        }],
+        media: Some(MediaPlan::default()),
+        role: Role::Answer {
+            answer_delay: Duration::from_secs(1),
+        },
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-refers-and-hangs-up.xml");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls_groups(vec![callee, target], |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-set",
+                "target",
+                "sip:target1@sipmeter.test",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "SIPp's REFER got 202 and NOTIFY 100, its BYE 200");
+    let r = reports.iter().find(|r| r.user == "callee1").unwrap();
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the REFER followed");
+    assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text == "the transferor ended the call before the transfer target answered"),
+        "{r:#?}"
+    );
+    // Our RTP: echoed by SIPp for a second, then the target's own stream for four.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 200, "{m:?}");
+    let target = reports.iter().find(|r| r.user == "target1").unwrap();
+    assert_eq!(target.outcome, Outcome::Success, "{target:#?}");
+    assert_eq!(target.calls_received, 1);
 }

@@ -309,6 +309,13 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
         "calls            {} attempted, {} answered",
         s.calls_attempted, s.calls_answered
     );
+    let t = &s.transfers;
+    if t.sent > 0 {
+        println!(
+            "transfers        {} sent, {} accepted, {} succeeded, {} failed, {} unknown (REFER)",
+            t.sent, t.accepted, t.succeeded, t.failed, t.unknown
+        );
+    }
     println!(
         "ASR / NER        {} / {}",
         s.asr.map_or("-".into(), |v| format!("{v:.1} %")),

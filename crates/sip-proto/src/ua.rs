@@ -10,7 +10,8 @@
 //! Commands: [`UserAgent::register`], [`UserAgent::unregister`], [`UserAgent::call`],
 //! [`UserAgent::answer_offer`], [`UserAgent::ring`], [`UserAgent::progress`],
 //! [`UserAgent::answer`], [`UserAgent::reject`], [`UserAgent::hangup`], [`UserAgent::reinvite`],
-//! [`UserAgent::update`], [`UserAgent::info`].
+//! [`UserAgent::update`], [`UserAgent::info`], [`UserAgent::refer`] (a call transfer: see
+//! the `transfer` module).
 //! Outputs: after every input or command, drain [`UserAgent::poll_transmit`] (bytes and where
 //! they go) and [`UserAgent::poll_event`] until both return `None`, then wait until
 //! [`UserAgent::poll_timeout`] or the next message.
@@ -63,8 +64,12 @@ use crate::transaction::{
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
-/// Methods we accept, announced in Allow.
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK";
+mod transfer;
+pub use transfer::TRANSFER_WAIT;
+
+/// Methods we accept, announced in Allow (REFER and the NOTIFYs of our REFER's
+/// subscription: call transfer, the `transfer` module).
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 
 /// How the agent is set up: everything in one struct (see [`UaConfig::split`] for the shared
 /// and the per-phone parts).
@@ -413,6 +418,41 @@ pub enum CallEvent {
         /// the code our own refresh was answered with (481, or 408 also for no answer).
         code: u16,
     },
+    /// RFC 3515: the final response to our REFER ([`UserAgent::refer`]; 408 also when none
+    /// came). 2xx: the transfer is accepted, its progress comes as
+    /// [`CallEvent::TransferProgress`]; otherwise it is refused and the call goes on.
+    ReferAnswered {
+        /// The status code.
+        code: u16,
+    },
+    /// RFC 3515 §2.4.5: a NOTIFY of our REFER's subscription, answered 200: the status code
+    /// its `message/sipfrag` body begins with (the transferee's call to the target: 100,
+    /// 180, 200, 486 …). `last`: the first final status, the transfer's outcome; a 2xx, and
+    /// we end the call with BYE ([`CallEvent::Ended`] follows, RFC 5589 §6); otherwise the
+    /// transfer failed and the call goes on. Later NOTIFYs are answered, not reported.
+    TransferProgress {
+        /// The sipfrag's status code.
+        code: u16,
+        /// The transfer's outcome.
+        last: bool,
+    },
+    /// RFC 3515 §2.4.2: the peer's REFER in this call was accepted (202): we are calling its
+    /// target in the new call `call` (an INVITE offering this call's description, with the
+    /// REFER's Referred-By), whose progress we NOTIFY in this call's dialog. This call goes on
+    /// until the transferor ends it.
+    Referred {
+        /// The Refer-To URI.
+        to: String,
+        /// The new call.
+        call: CallId,
+    },
+    /// Our transfer's outcome will not be known: no final status within
+    /// [`TRANSFER_WAIT`] (or the subscription's `expires`), the subscription ended without
+    /// one, or a NOTIFY of it we refused (unreadable). The call goes on.
+    TransferUnknown {
+        /// What happened.
+        why: &'static str,
+    },
     /// The call ended.
     Ended {
         /// True when the peer hung up.
@@ -469,6 +509,11 @@ enum Owner {
     Bye(CallId),
     /// re-INVITE, UPDATE, INFO or PRACK inside a call.
     InDialog(CallId, InDialogMethod),
+    /// Our REFER in a call (a transfer, [`UserAgent::refer`]).
+    Refer(CallId),
+    /// Our NOTIFY of a REFER's progress in a call (as transferee); its answer is nobody's
+    /// business (a failure ends the subscription at the transferor, RFC 6665 §4.2.2).
+    Notify(CallId),
     /// The BYE that ends a dialog another fork of the call's INVITE confirmed with its 2xx
     /// (RFC 3261 §13.2.2.4); its outcome is nobody's business (the call is not that dialog).
     ForkBye(CallId),
@@ -680,6 +725,12 @@ struct Rare {
     in_use: Option<String>,
     /// The call's RFC 4028 session timer.
     session: Option<SessionTimer>,
+    /// Our REFER of the call and its subscription (RFC 3515); boxed, as `referrer`: a box
+    /// pointer each (16 bytes) instead of 40 bytes in every call's `Rare` (a call with a
+    /// session timer has one all its life).
+    transfer: Option<Box<transfer::Transfer>>,
+    /// The call was placed for a REFER: where its progress is NOTIFYed.
+    referrer: Option<Box<transfer::Referrer>>,
 }
 
 impl Rare {
@@ -690,6 +741,8 @@ impl Rare {
             && self.codecs.is_none()
             && self.in_use.is_none()
             && self.session.is_none()
+            && self.transfer.is_none()
+            && self.referrer.is_none()
     }
 }
 
@@ -1801,6 +1854,17 @@ impl UserAgent {
     /// callee's offer comes as [`CallEvent::Offered`], answered with
     /// [`UserAgent::answer_offer`]); returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
+        self.call_referred(now, target, offer, None)
+    }
+
+    /// [`UserAgent::call`], with `Referred-By` (RFC 3892) when a REFER made us place it.
+    fn call_referred(
+        &mut self,
+        now: Instant,
+        target: Uri,
+        offer: Option<Bytes>,
+        referred_by: Option<&str>,
+    ) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
         let (via, branch) = self.new_via_branch();
@@ -1868,6 +1932,10 @@ impl UserAgent {
             if let Some(min) = session.min_se {
                 b = b.header(HeaderName::MinSe, decimal_text(min));
             }
+        }
+        if let Some(by) = referred_by {
+            // RFC 3892 §3: the REFER's Referred-By goes in the request it triggers.
+            b = b.header(HeaderName::ReferredBy, by);
         }
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
@@ -3700,6 +3768,7 @@ impl UserAgent {
                     || c.prov_retransmit.is_some()
                     || retries_due(c, None).next().is_some()
                     || session_at(c).is_some()
+                    || transfer::transfer_at(c).is_some()
             });
             self.set_flag(CALL_TIMERS, armed);
         }
@@ -3867,7 +3936,8 @@ impl UserAgent {
                 ];
                 self.respond_with(now, &req, key, source, 200, "OK", &extra, None);
             }
-            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+            // A NOTIFY outside any dialog is of no subscription of ours (RFC 6665 §4.1.3).
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.respond_no_such_call(now, &req, key, source);
             }
             _ => {
@@ -4327,6 +4397,8 @@ impl UserAgent {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
                 self.respond_with(now, req, key, source, 200, "OK", &extra, None);
             }
+            Method::Notify => self.on_notify(now, req, id, key, source),
+            Method::Refer => self.on_refer(now, req, id, key, source),
             _ => {
                 self.respond_405(now, req, key, source);
             }
@@ -4696,6 +4768,7 @@ impl UserAgent {
         if self.flag(CALL_TIMERS) {
             self.send_glare_retries(now);
             self.fire_session_timers(now);
+            self.fire_transfer_timers(now);
         }
         // UAS 2xx retransmissions (§13.3.1.4).
         let t2 = self.profile.timers.t2;
@@ -5066,13 +5139,17 @@ impl UserAgent {
                 Owner::Register | Owner::Unregister => {
                     self.register_failed(owner, 408, format!("no response (Timer {timer:?} fired)"))
                 }
-                Owner::Invite(id) => self.call_event(
-                    id,
-                    CallEvent::Failed {
-                        code: 408,
-                        reason: format!("no final response (Timer {timer:?} fired)"),
-                    },
-                ),
+                Owner::Invite(id) => {
+                    let referrer = self.referrer_of(id);
+                    self.call_event(
+                        id,
+                        CallEvent::Failed {
+                            code: 408,
+                            reason: format!("no final response (Timer {timer:?} fired)"),
+                        },
+                    );
+                    self.notify_referrer(now, id, referrer, 408, None);
+                }
                 Owner::Bye(id) => self.call_event(
                     id,
                     CallEvent::Ended {
@@ -5091,7 +5168,8 @@ impl UserAgent {
                         },
                     ))
                 }
-                Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) => {}
+                Owner::Refer(id) => self.on_refer_response(now, id, 408),
+                Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}
             },
             TxnEvent::Retransmitted { count, .. } => {
                 queues(&mut self.queues)
@@ -5127,9 +5205,20 @@ impl UserAgent {
                     self.on_register_response(now, req, resp, owner);
                 }
             }
-            Owner::Invite(id) => self.on_invite_response(now, id, resp),
+            Owner::Invite(id) => {
+                let referrer = self.referrer_of(id);
+                self.on_invite_response(now, id, resp);
+                if let Some(code) = resp.status() {
+                    self.notify_referrer(now, id, referrer, code, resp.reason());
+                }
+            }
             Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, resp),
-            Owner::Cancel(_) | Owner::ForkBye(_) => {}
+            Owner::Refer(id) => {
+                if let Some(code) = resp.status() {
+                    self.on_refer_response(now, id, code);
+                }
+            }
+            Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}
             Owner::Bye(id) => {
                 if let Some(code) = resp.status().filter(|&c| c >= 200) {
                     self.call_event(
@@ -5250,6 +5339,7 @@ impl UserAgent {
                     .map(|(_, next, _, deadline)| (*next).min(*deadline))
                     .chain(retries_due(c, None).filter_map(|g| g.at))
                     .chain(session_at(c))
+                    .chain(transfer::transfer_at(c))
             })
         };
         debug_assert!(
@@ -5439,6 +5529,12 @@ mod tests {
         );
         assert!(call <= 688, "Call is {call} bytes");
         assert!(kept <= 88, "KeptAck is {kept} bytes");
+        // The spare-state box of a call with a session timer (or glare, a late offer, a
+        // transfer): 200 bytes before the transfer's two box pointers, 216 after (the same
+        // 224-byte size class of mimalloc).
+        let rare = size_of::<Rare>();
+        eprintln!("Rare {rare} B");
+        assert!(rare <= 216, "Rare is {rare} bytes");
     }
 
     #[test]

@@ -1,0 +1,292 @@
+//! Call transfer (RFC 3515 REFER, a blind transfer as RFC 5589 §6 draws it): the `transfer`
+//! scenario action (we are the transferor) and the REFERs our endpoints follow (we are the
+//! transferee): what an endpoint records of them, what it reports, and the outcome each one
+//! gives. The protocol is the user agent's ([`sip_proto::ua::UserAgent::refer`],
+//! [`CallEvent::Referred`]); a child of `engine` so the shard's hooks stay one line each.
+//!
+//! Referred, the endpoint's user agent calls the target in a new call while the first goes
+//! on; once the target answers, the endpoint's media follows its answer (the same RTP
+//! session, now to the target), the new call is the endpoint's call and lasts the run's
+//! call duration; the first call ends when the transferor hangs up.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sip_msg::Uri;
+use sip_proto::ua::{CallEvent, CallId, reason_phrase};
+
+use super::{Endpoint, Outcome, Script, Shard, ms};
+use crate::hints::hint_for;
+use crate::trace::TraceEntry;
+
+/// An endpoint's transfers: counts over its calls and the last one's figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TransferReport {
+    /// The last transfer's target (the REFER's Refer-To).
+    pub target: String,
+    /// REFERs sent.
+    pub sent: u32,
+    /// REFERs answered 2xx (the transfer accepted).
+    pub accepted: u32,
+    /// Transfers whose final status was 2xx (the transferee reached the target; we hung up).
+    pub succeeded: u32,
+    /// REFERs refused (4xx–6xx, 408 for no answer) and transfers whose final status was not
+    /// 2xx: the call went on.
+    pub failed: u32,
+    /// Transfers whose outcome never came (no final NOTIFY in time, an unreadable one, the
+    /// subscription ended without one, or the call ended first).
+    pub unknown: u32,
+    /// The last REFER's final response code.
+    pub refer_code: Option<u16>,
+    /// The last transfer's final status (the sipfrag of its final NOTIFY, RFC 3515 §2.4.5).
+    pub final_code: Option<u16>,
+    /// The last transfer's time from the REFER to its final status, ms.
+    pub time_to_final_ms: Option<f64>,
+    /// REFERs of the peer we followed (transferee): calls placed to their targets.
+    pub followed: u32,
+    /// Of those, calls the target answered (our call moved there).
+    pub followed_answered: u32,
+    /// Of those, calls that failed (the first call went on).
+    pub followed_failed: u32,
+}
+
+/// The run's transfers, summed over the endpoints ([`TransferReport`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TransferCounts {
+    /// REFERs sent.
+    pub sent: u32,
+    /// REFERs answered 2xx.
+    pub accepted: u32,
+    /// Final status 2xx.
+    pub succeeded: u32,
+    /// Refused or failed.
+    pub failed: u32,
+    /// Outcome unknown.
+    pub unknown: u32,
+    /// REFERs followed (transferee), answered by their target, failed.
+    pub followed: u32,
+    /// See `followed`.
+    pub followed_answered: u32,
+    /// See `followed`.
+    pub followed_failed: u32,
+}
+
+impl TransferCounts {
+    /// Adds one endpoint's counts.
+    pub fn add(&mut self, r: &TransferReport) {
+        self.sent += r.sent;
+        self.accepted += r.accepted;
+        self.succeeded += r.succeeded;
+        self.failed += r.failed;
+        self.unknown += r.unknown;
+        self.followed += r.followed;
+        self.followed_answered += r.followed_answered;
+        self.followed_failed += r.followed_failed;
+    }
+}
+
+/// What an endpoint keeps of its transfers while it runs (boxed: most endpoints never
+/// transfer).
+#[derive(Debug, Default)]
+pub(super) struct Transfers {
+    pub(super) report: TransferReport,
+    /// When the transfer going on was sent; `None` once its outcome is known.
+    pending: Option<Instant>,
+    /// The call we placed for the peer's REFER, until it is answered or fails.
+    referred: Option<CallId>,
+}
+
+impl Endpoint {
+    /// Sends REFER to `target` in `call` (the `transfer` action); the trace note.
+    pub(super) fn transfer(&mut self, now: Instant, call: CallId, target: &Uri) -> String {
+        if !self.ua.refer(now, call, target) {
+            // A transfer still going on (one at a time), or a call no longer confirmed.
+            return format!(
+                "transfer to {target} not sent: a transfer of this call is still going on, or \
+                 the call is ending"
+            );
+        }
+        let t = self.transfers.get_or_insert_with(Box::default);
+        t.report.target = target.to_string();
+        t.report.sent += 1;
+        t.report.refer_code = None;
+        t.report.final_code = None;
+        t.report.time_to_final_ms = None;
+        t.pending = Some(now);
+        format!("transfer (REFER to {target})")
+    }
+
+    /// A transfer's event from the user agent: recorded, noted in the trace, and the
+    /// endpoint's outcome worsened (COMPLETED_WITH_WARNINGS) for a transfer that failed or
+    /// whose outcome never came; the call goes on then. True when `ce` was one.
+    pub(super) fn on_transfer_event(&mut self, now: Instant, at: Duration, ce: &CallEvent) -> bool {
+        let Some(t) = self.transfers.as_deref_mut() else {
+            return matches!(
+                ce,
+                CallEvent::ReferAnswered { .. }
+                    | CallEvent::TransferProgress { .. }
+                    | CallEvent::TransferUnknown { .. }
+            );
+        };
+        let (note, warning) = match *ce {
+            CallEvent::ReferAnswered { code } => {
+                t.report.refer_code = Some(code);
+                if (200..300).contains(&code) {
+                    t.report.accepted += 1;
+                    (format!("transfer accepted: REFER answered {code}"), None)
+                } else {
+                    t.report.failed += 1;
+                    t.pending = None;
+                    let w = format!(
+                        "the transfer's REFER was answered {code}: {} (the call went on)",
+                        hint_for(code)
+                    );
+                    (w.clone(), Some(w))
+                }
+            }
+            CallEvent::TransferProgress { code, last: false } => (
+                format!(
+                    "transfer: NOTIFY {code} {} (RFC 3515 sipfrag)",
+                    reason_phrase(code)
+                ),
+                None,
+            ),
+            CallEvent::TransferProgress { code, last: true } => {
+                t.report.final_code = Some(code);
+                t.report.time_to_final_ms = t.pending.take().map(|s| ms(now - s));
+                if (200..300).contains(&code) {
+                    t.report.succeeded += 1;
+                    (
+                        format!("transfer succeeded: NOTIFY {code} (RFC 3515 sipfrag); hanging up"),
+                        None,
+                    )
+                } else {
+                    t.report.failed += 1;
+                    let w = format!(
+                        "the transfer failed: its final NOTIFY said {code} {} (RFC 3515 \
+                         sipfrag): {}; the call went on with the transferee",
+                        reason_phrase(code),
+                        hint_for(code)
+                    );
+                    (w.clone(), Some(w))
+                }
+            }
+            CallEvent::TransferUnknown { why } => {
+                t.report.unknown += 1;
+                t.pending = None;
+                let w = format!("the transfer's outcome is unknown: {why}; the call went on");
+                (w.clone(), Some(w))
+            }
+            _ => return false,
+        };
+        self.trace.push(TraceEntry::note(note, at));
+        if let Some(w) = warning {
+            self.worsen(Outcome::CompletedWithWarnings, w);
+        }
+        true
+    }
+
+    /// The call ended: a transfer still going on will not be known.
+    pub(super) fn transfer_call_ended(&mut self, at: Duration) {
+        if let Some(t) = self.transfers.as_deref_mut()
+            && t.pending.take().is_some()
+        {
+            t.report.unknown += 1;
+            let w = "the call ended before the transfer's outcome was known".to_owned();
+            self.trace.push(TraceEntry::note(w.clone(), at));
+            self.worsen(Outcome::CompletedWithWarnings, w);
+        }
+    }
+}
+
+impl Shard<'_> {
+    /// The REFERs endpoint `idx` follows (transferee): [`CallEvent::Referred`] on the first
+    /// call, then the new call's events until it is answered (the endpoint's call moves to
+    /// it) or fails (the first call goes on). True when `ce` was taken here.
+    pub(super) fn on_referred_event(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        ce: &CallEvent,
+    ) -> bool {
+        let at = now - self.start;
+        let duration = self.plan.call_duration;
+        let ep = &mut self.endpoints[idx];
+        if let CallEvent::Referred { to, call: new } = ce {
+            let t = ep.transfers.get_or_insert_with(Box::default);
+            t.report.followed += 1;
+            t.referred = Some(*new);
+            ep.trace.push(TraceEntry::note(
+                format!("the peer's REFER followed (RFC 3515): calling {to}"),
+                at,
+            ));
+            return true;
+        }
+        let Some(t) = ep.transfers.as_deref_mut() else {
+            return false;
+        };
+        // The transferor hung up before the target answered: the endpoint's call (and its
+        // media, still flowing to the transferor) is the one to the target from now on.
+        if let (CallEvent::Ended { .. }, Some(new)) = (ce, t.referred)
+            && ep.active_call == Some(call)
+        {
+            if let Some(a) = ep.answered_at {
+                ep.timings.call_duration_ms.get_or_insert(ms(now - a));
+            }
+            ep.ua.forget_call(call);
+            ep.active_call = Some(new);
+            ep.trace.push(TraceEntry::note(
+                "the transferor ended the call before the transfer target answered".into(),
+                at,
+            ));
+            return true;
+        }
+        if t.referred != Some(call) {
+            return false;
+        }
+        match ce {
+            CallEvent::Trying | CallEvent::Progress { .. } => true,
+            CallEvent::Answered { sdp } => {
+                t.referred = None;
+                t.report.followed_answered += 1;
+                ep.trace.push(TraceEntry::note(
+                    "the transfer target answered: our call is with it now".into(),
+                    at,
+                ));
+                // The same media session, now with the target (RFC 3264 §8.3: its answer
+                // names where its media goes and its codec).
+                ep.active_call = Some(call);
+                ep.script = Script::HangUp(call);
+                ep.script_at = Some(now + duration);
+                let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
+                if let (Some(answer), Some(m)) = (sdp, ep.media.as_mut()) {
+                    let followed = m.follow_remote_answer(now, answer, &offer);
+                    self.followed(idx, now, followed, "answer (the transfer target's)");
+                }
+                true
+            }
+            CallEvent::Failed { code, reason } => {
+                t.referred = None;
+                t.report.followed_failed += 1;
+                ep.ua.forget_call(call);
+                ep.worsen(
+                    Outcome::CompletedWithWarnings,
+                    format!(
+                        "the call to the target of the peer's REFER failed: {code} {reason}: {} \
+                         (the first call went on, unless the transferor had ended it)",
+                        hint_for(*code)
+                    ),
+                );
+                if ep.active_call == Some(call) {
+                    // The first call is over already: nothing is left.
+                    ep.active_call = None;
+                    self.end_media(idx, now);
+                    self.after_call(idx, now);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
