@@ -111,13 +111,7 @@ impl Default for MediaPlan {
 impl MediaPlan {
     /// What a call of the plan can do, at `address`:`port`, in the session `session_id`,
     /// with the SDES keys `srtp` ([`SrtpMode::sdes`]).
-    fn local(
-        &self,
-        address: IpAddr,
-        port: u16,
-        session_id: u64,
-        srtp: Option<Sdes>,
-    ) -> LocalMedia {
+    fn local(&self, address: IpAddr, port: u16, session_id: u64, srtp: Option<Sdes>) -> LocalMedia {
         LocalMedia {
             codecs: self.codecs.clone(),
             telephone_event: self.telephone_event,
