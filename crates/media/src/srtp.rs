@@ -343,6 +343,25 @@ impl SrtpStream {
     /// ROC follows the sequence numbers (a wrap from 65535 to 0 raises it); a new SSRC
     /// starts at ROC 0.
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = packet.len();
+        packet.resize(len + self.suite.rtp_tag_len(), 0);
+        let done = self.protect_rtp_in_place(packet, len);
+        if done.is_err() {
+            packet.truncate(len);
+        }
+        done.map(|_| ())
+    }
+
+    /// [`Self::protect_rtp`] in a buffer that has room for the tag: encrypts the RTP packet
+    /// in `buf[..len]` and writes its tag after it; returns the SRTP packet's length (`len`
+    /// plus the suite's tag). An SRTP packet unprotected in place (the same suite) leaves
+    /// that room, so a reflector re-protects without copying.
+    pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let tag_len = self.suite.rtp_tag_len();
+        if buf.len() < len.saturating_add(tag_len) {
+            return Err(SrtpError::Malformed);
+        }
+        let (packet, tag_out) = buf.split_at_mut(len);
         let header = rtp_header_len(packet).ok_or(SrtpError::Malformed)?;
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = be32(&packet[8..12]);
@@ -356,8 +375,8 @@ impl SrtpStream {
         self.rtp.apply(ssrc, index, &mut packet[header..]);
         let roc = ((index >> 16) as u32).to_be_bytes();
         let tag = self.rtp.tag(packet, &roc);
-        packet.extend_from_slice(&tag[..self.suite.rtp_tag_len()]);
-        Ok(())
+        tag_out[..tag_len].copy_from_slice(&tag[..tag_len]);
+        Ok(len + tag_len)
     }
 
     /// Checks and decrypts the SRTP packet in `packet` in place (RFC 3711 §3.3: index

@@ -33,8 +33,9 @@ use bytes::Bytes;
 use media::audio::{SourceConfig, SourceKind};
 use media::rtcp::{self, ReportBlock, RtcpPacket, ntp_middle};
 use media::rtp::{self, RtpPacket};
-use media::sdp::{self, Codec, Direction, LocalMedia, Negotiated, SessionDescription};
+use media::sdp::{self, Codec, Direction, LocalMedia, Negotiated, Sdes, SessionDescription};
 use media::session::{ConfigError, MediaSession, SessionConfig};
+use media::srtp::{MasterKey, SrtpContext, SrtpError, SrtpParams};
 use media::stats::{ReceiveStats, ReportInterval};
 use media::wav::WavAudio;
 use sip_msg::typed::{Contact, NameAddr, Via};
@@ -437,7 +438,12 @@ impl Services {
                     return;
                 }
             };
-            let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0);
+            // Keys are drawn once the call is bound; these only let the check see SDES.
+            let keys = Some(Sdes {
+                required: false,
+                keys: [(); 2].map(|()| MasterKey::from_bytes([0; 30])),
+            });
+            let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0, keys);
             if let Err(e) = sdp::answer_offer(&offer, &probe) {
                 self.stats.refused_488 += 1;
                 out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
@@ -505,9 +511,10 @@ impl Services {
             self.recompute_timeout();
             return;
         };
-        let local = local_media(rtp.ip(), rtp.port(), id.0, 1);
         if invite.body().is_empty() {
-            // A delayed offer: ours goes in the 200, the media starts with the ACK's answer.
+            // A delayed offer: ours (plain RTP, see `sdes_for`) goes in the 200, the media
+            // starts with the ACK's answer.
+            let local = local_media(rtp.ip(), rtp.port(), id.0, 1, None);
             let peer = call.peer;
             out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
             let offer = sdp::build_offer(&local);
@@ -520,12 +527,16 @@ impl Services {
             self.recompute_timeout();
             return;
         }
-        // The offer was checked in handle_invite; answering it again with the real port
-        // cannot fail differently (only the port and address changed).
-        let Ok((answer, negotiated)) = parse_offer(&invite)
-            .map_err(|_| ())
-            .and_then(|o| sdp::answer_offer(&o, &local).map_err(|_| ()))
-        else {
+        // The offer was checked in handle_invite; answering it again with the real port and
+        // our keys cannot fail differently (only they changed), unless the system's random
+        // source gives no keys.
+        let answered = parse_offer(&invite).ok().and_then(|o| {
+            let local = local_media(rtp.ip(), rtp.port(), id.0, 1, sdes_for(&o).ok()?);
+            sdp::answer_offer(&o, &local)
+                .ok()
+                .map(|(a, n)| (a, n, local))
+        });
+        let Some((answer, negotiated, local)) = answered else {
             out.push_back(respond(
                 cfg,
                 &invite,
@@ -534,8 +545,8 @@ impl Services {
                 "Server Error",
                 Some(&tag),
             ));
-            // The ports were bound for it: released like any ended call's (not reachable
-            // while the check in handle_invite holds, but a bound port must never leak).
+            // The ports were bound for it: released like any ended call's (reachable only
+            // when the random source fails, but a bound port must never leak).
             self.events.push_back(ServiceEvent::End {
                 call: id,
                 reason: EndReason::Refused,
@@ -810,9 +821,38 @@ fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, offered: bool, resp:
     }
 }
 
+/// Our SDES for answering `offer`: SRTP when one of its streams has an `a=crypto` line
+/// (RFC 4568 §7.1.2: `RTP/SAVP`, or `RTP/AVP` offered best effort), under a fresh master key
+/// from the system's CSPRNG (RFC 3711 §8.1.1: random and secret), else none: a plain offer
+/// is answered as before, and so is a delayed one (our offer stays plain RTP). `Err`: the
+/// random source failed.
+fn sdes_for(offer: &SessionDescription) -> Result<Option<Sdes>, ()> {
+    let crypto = offer
+        .media
+        .iter()
+        .any(|m| m.attributes.iter().any(|a| a.name == "crypto"));
+    if !crypto {
+        return Ok(None);
+    }
+    let mut bytes = [[0u8; 30]; 2];
+    for b in &mut bytes {
+        getrandom::fill(b).map_err(|_| ())?;
+    }
+    Ok(Some(Sdes {
+        required: false,
+        keys: bytes.map(MasterKey::from_bytes),
+    }))
+}
+
 /// What the services answer with: every codec of the media crate, telephone-event, RTCP mux
-/// when offered, send and receive.
-fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> LocalMedia {
+/// when offered, send and receive, SRTP when offered with keys.
+fn local_media(
+    address: IpAddr,
+    port: u16,
+    session_id: u64,
+    version: u64,
+    srtp: Option<Sdes>,
+) -> LocalMedia {
     LocalMedia {
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
         telephone_event: true,
@@ -823,7 +863,7 @@ fn local_media(address: IpAddr, port: u16, session_id: u64, version: u64) -> Loc
         rtcp_mux: true,
         session_id,
         session_version: version,
-        srtp: None,
+        srtp,
     }
 }
 
@@ -966,6 +1006,12 @@ fn bye(cfg: &RegistrarConfig, call: &Call, call_id: &str) -> Message {
 /// from the caller is answered at once with a receiver report from our own SSRC about the
 /// caller's stream as it arrived here: LSR/DLSR give the caller the true RTT, and its
 /// "sent" figures (loss, jitter) describe the caller → echo leg alone.
+///
+/// With SRTP negotiated (SDES, RFC 4568), each SRTP and SRTCP packet is authenticated and
+/// decrypted under the caller's key first (RFC 3711 §3.3: replay checked too); a packet that
+/// fails is counted and dropped, and everything above sees plain RTP. What goes back is
+/// protected under our own key: the reflected packet in place (the same suite, so the
+/// caller's tag left the room for ours), our reports as SRTCP.
 #[derive(Debug)]
 pub struct EchoMedia {
     ssrc: u32,
@@ -977,12 +1023,18 @@ pub struct EchoMedia {
     last_sr: Option<(u32, Instant)>,
     /// RTP packets not reflected while on hold (subtracted from later sequence numbers).
     held_back: u16,
+    /// SRTP's keys and contexts when negotiated (boxed: most calls have none).
+    srtp: Option<Box<(SrtpParams, SrtpContext)>>,
     /// RTP packets reflected.
     pub reflected: u64,
     /// RTCP reports sent.
     pub reports: u64,
     /// Undecodable datagrams (dropped).
     pub malformed: u64,
+    /// SRTP/SRTCP packets that failed authentication (dropped).
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets replayed or too old for the replay window (dropped).
+    pub srtp_replayed: u64,
 }
 
 /// What to do with a datagram received by [`EchoMedia`].
@@ -1010,26 +1062,83 @@ impl EchoMedia {
             sends: n.direction.sends(),
             last_sr: None,
             held_back: 0,
+            srtp: n.srtp.as_ref().map(srtp_of),
             reflected: 0,
             reports: 0,
             malformed: 0,
+            srtp_auth_failures: 0,
+            srtp_replayed: 0,
         }
     }
 
-    /// A re-INVITE changed the direction (hold: echo stops reflecting).
+    /// A re-INVITE changed the direction (hold: echo stops reflecting), or the keys (SRTP
+    /// then starts afresh under the new ones, RFC 4568 §7.1.4).
     pub fn update(&mut self, n: &Negotiated) {
         self.sends = n.direction.sends();
         self.event_pt = n.recv_event_pt;
+        if n.srtp.as_ref() != self.srtp.as_ref().map(|s| &s.0) {
+            self.srtp = n.srtp.as_ref().map(srtp_of);
+        }
     }
 
     /// Handles one datagram received on the call's RTP or RTCP port.
     pub fn handle_packet(&mut self, now: Instant, buf: &mut [u8]) -> EchoAction {
-        if rtp::is_rtcp(buf) {
-            return self.handle_rtcp(now, buf);
+        let rtcp = rtp::is_rtcp(buf);
+        let len = match self.srtp.as_mut() {
+            None => buf.len(),
+            Some(srtp) => {
+                let plain = if rtcp {
+                    srtp.1.rx.unprotect_rtcp(buf)
+                } else {
+                    srtp.1.rx.unprotect_rtp(buf)
+                };
+                match plain {
+                    Ok(len) => len,
+                    Err(e) => {
+                        match e {
+                            SrtpError::AuthFailed => self.srtp_auth_failures += 1,
+                            SrtpError::Replayed => self.srtp_replayed += 1,
+                            SrtpError::Malformed | SrtpError::IndexExhausted => {
+                                self.malformed += 1;
+                            }
+                        }
+                        return EchoAction::Drop;
+                    }
+                }
+            }
+        };
+        if rtcp {
+            let mut action = self.handle_rtcp(now, &buf[..len]);
+            if let (EchoAction::Reply(reply), Some(srtp)) = (&mut action, self.srtp.as_mut())
+                && srtp.1.tx.protect_rtcp(reply).is_err()
+            {
+                // 2^31 reports under one key (RFC 3711 §9.2): none can go out any more.
+                action = EchoAction::Drop;
+            }
+            return action;
         }
+        if !self.handle_rtp(now, &mut buf[..len]) {
+            return EchoAction::Drop;
+        }
+        if let Some(srtp) = self.srtp.as_mut() {
+            // The caller's tag left the room ours needs: the answer named the offer's suite
+            // (RFC 4568 §7.1.2), so the lengths match. Only 2^48 packets under our key
+            // (RFC 3711 §9.2) could fail here.
+            let protected = srtp.1.tx.protect_rtp_in_place(buf, len);
+            if !matches!(protected, Ok(n) if n == buf.len()) {
+                return EchoAction::Drop;
+            }
+        }
+        self.reflected += 1;
+        EchoAction::Reflect
+    }
+
+    /// A plain RTP packet: measured; true when it goes back (its sequence number shifted by
+    /// the packets held back).
+    fn handle_rtp(&mut self, now: Instant, buf: &mut [u8]) -> bool {
         let Ok(p) = RtpPacket::parse(buf) else {
             self.malformed += 1;
-            return EchoAction::Drop;
+            return false;
         };
         if Some(p.payload_type) == self.event_pt {
             self.stats
@@ -1041,15 +1150,14 @@ impl EchoMedia {
         let seq = p.sequence;
         if !self.sends {
             self.held_back = self.held_back.wrapping_add(1);
-            return EchoAction::Drop;
+            return false;
         }
         if self.held_back != 0 {
             // The sequence number is bytes 2..4 of every RTP header (RFC 3550 §5.1); the
             // packet parsed, so they are there.
             buf[2..4].copy_from_slice(&seq.wrapping_sub(self.held_back).to_be_bytes());
         }
-        self.reflected += 1;
-        EchoAction::Reflect
+        true
     }
 
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) -> EchoAction {
@@ -1102,6 +1210,10 @@ impl EchoMedia {
     }
 }
 
+fn srtp_of(p: &SrtpParams) -> Box<(SrtpParams, SrtpContext)> {
+    Box::new((p.clone(), SrtpContext::new(p)))
+}
+
 /// One period-exact buffer of the tone at 8 kHz (20 ms: 20 periods of 1 kHz), shared by all
 /// tone calls; the media crate resamples it (periodically) for 16 kHz codecs.
 fn tone_clip() -> WavAudio {
@@ -1146,6 +1258,7 @@ mod tests {
     use media::rtcp::SenderInfo;
     use media::rtp::RtpHeader;
     use media::session::PacketKind;
+    use media::srtp::Suite;
 
     fn negotiated(codec: Codec, direction: Direction) -> Negotiated {
         let pt = codec.default_pt();
@@ -1256,6 +1369,136 @@ mod tests {
         assert_eq!(u16::from_be_bytes([p[2], p[3]]), 11);
         assert_eq!(p[4..], rtp(14, 0)[4..], "only the sequence number changed");
         assert_eq!(echo.reflected, 11);
+    }
+
+    /// A caller's SRTP context and echo's negotiation for one call: the caller sends under
+    /// key 1, echo under key 2, suite `suite`.
+    fn srtp_pair(suite: Suite) -> (SrtpContext, Negotiated) {
+        let (caller_key, echo_key) = (
+            MasterKey::from_bytes([1; 30]),
+            MasterKey::from_bytes([2; 30]),
+        );
+        let caller = SrtpContext::new(&SrtpParams {
+            suite,
+            tx_key: caller_key.clone(),
+            rx_key: echo_key.clone(),
+        });
+        let mut n = negotiated(Codec::Pcmu, Direction::SendRecv);
+        n.srtp = Some(SrtpParams {
+            suite,
+            tx_key: echo_key,
+            rx_key: caller_key,
+        });
+        (caller, n)
+    }
+
+    /// Echo with SRTP: it authenticates and decrypts under the caller's key, reflects under
+    /// its own (the caller decrypts the very packet it sent, its hold shift applied to the
+    /// plain packet), answers SRTCP with SRTCP, and drops what fails: tampered and replayed
+    /// packets, and plain RTP, each counted.
+    #[test]
+    fn echo_with_srtp_reflects_under_its_own_key_and_drops_what_fails() {
+        for suite in Suite::ALL {
+            let t0 = Instant::now();
+            let (mut caller, n) = srtp_pair(suite);
+            let mut echo = EchoMedia::new(&n, 0xec40);
+            let send = |caller: &mut SrtpContext, seq: u16| {
+                let mut p = rtp(seq, 0);
+                caller
+                    .tx
+                    .protect_rtp(&mut p)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                p
+            };
+            for seq in 0..10u16 {
+                let mut p = send(&mut caller, seq);
+                let sent = p.clone();
+                assert_eq!(echo.handle_packet(t0, &mut p), EchoAction::Reflect);
+                assert_eq!(p.len(), sent.len(), "{suite:?}: the same length back");
+                assert_ne!(p, sent, "{suite:?}: under echo's key, not the caller's");
+                let len = caller
+                    .rx
+                    .unprotect_rtp(&mut p)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(p[..len], rtp(seq, 0), "{suite:?}");
+            }
+            // Tampered (one payload bit), replayed, and plain packets are dropped and counted.
+            let mut bad = send(&mut caller, 10);
+            let good = bad.clone();
+            bad[20] ^= 1;
+            assert_eq!(echo.handle_packet(t0, &mut bad), EchoAction::Drop);
+            assert_eq!(
+                echo.handle_packet(t0, &mut good.clone()),
+                EchoAction::Reflect
+            );
+            assert_eq!(echo.handle_packet(t0, &mut good.clone()), EchoAction::Drop);
+            assert_eq!(echo.handle_packet(t0, &mut rtp(11, 0)), EchoAction::Drop);
+            assert_eq!(
+                (echo.srtp_auth_failures, echo.srtp_replayed, echo.reflected),
+                (2, 1, 11),
+                "{suite:?}"
+            );
+            // SRTCP in, SRTCP out: a receiver report from echo's SSRC, readable only under
+            // echo's key.
+            let mut sr = rtcp::build_compound(&[RtcpPacket::SenderReport {
+                ssrc: 0xcafe,
+                info: SenderInfo {
+                    ntp: 0x1234_5678_9abc_def0,
+                    ..SenderInfo::default()
+                },
+                reports: vec![],
+            }]);
+            caller
+                .tx
+                .protect_rtcp(&mut sr)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut tampered = sr.clone();
+            tampered[10] ^= 1;
+            assert_eq!(echo.handle_packet(t0, &mut tampered), EchoAction::Drop);
+            assert_eq!(echo.srtp_auth_failures, 3);
+            let EchoAction::Reply(mut reply) = echo.handle_packet(t0, &mut sr) else {
+                panic!("{suite:?}: srtcp is answered");
+            };
+            let len = caller
+                .rx
+                .unprotect_rtcp(&mut reply)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                reply[len] & 0x80,
+                0x80,
+                "encrypted: the E flag (RFC 3711 §3.4)"
+            );
+            let pkts = rtcp::parse_compound(&reply[..len]).unwrap_or_default();
+            let Some(RtcpPacket::ReceiverReport { ssrc, reports }) = pkts.first() else {
+                panic!("{pkts:?}");
+            };
+            assert_eq!((*ssrc, reports[0].ssrc), (0xec40, 0xcafe));
+            assert_eq!(reports[0].lsr, ntp_middle(0x1234_5678_9abc_def0));
+            // On hold nothing goes back; after the resume the shift is on the plain packet,
+            // under echo's key.
+            let mut held = n.clone();
+            held.direction = Direction::RecvOnly;
+            echo.update(&held);
+            for seq in 12..14 {
+                assert_eq!(
+                    echo.handle_packet(t0, &mut send(&mut caller, seq)),
+                    EchoAction::Drop
+                );
+            }
+            echo.update(&n);
+            let mut p = send(&mut caller, 14);
+            assert_eq!(echo.handle_packet(t0, &mut p), EchoAction::Reflect);
+            let len = caller
+                .rx
+                .unprotect_rtp(&mut p)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(u16::from_be_bytes([p[2], p[3]]), 12, "{suite:?}");
+            assert_eq!(p[4..len], rtp(14, 0)[4..]);
+            assert_eq!(
+                (echo.srtp_auth_failures, echo.srtp_replayed, echo.malformed),
+                (3, 1, 0)
+            );
+        }
     }
 
     /// The tone decodes at its level and frequency in every codec.

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use media::sdp::{self, Codec, Direction, LocalMedia, SessionDescription};
+use media::sdp::{self, Codec, Direction, LocalMedia, Sdes, SessionDescription};
+use media::srtp::{MasterKey, Suite};
 use registrar::services::EndReason;
 use registrar::{AuthMode, Registrar, Service, ServiceEvent, ServiceLimits};
 use sip_msg::{Message, Uri};
@@ -29,22 +30,24 @@ fn ua_on(user: &str, port: u16, transport: &str) -> UserAgent {
     common::phone(user, port, transport, 5060, true)
 }
 
+/// The caller's media: RTP at 127.0.0.1:30000.
+fn caller_media(codecs: Vec<Codec>, direction: Direction, version: u64) -> LocalMedia {
+    LocalMedia {
+        codecs,
+        telephone_event: true,
+        ptime: 20,
+        direction,
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 30_000,
+        rtcp_mux: false,
+        session_id: 7,
+        session_version: version,
+        srtp: None,
+    }
+}
+
 fn offer(codecs: Vec<Codec>, direction: Direction, version: u64) -> Bytes {
-    Bytes::from(
-        sdp::build_offer(&LocalMedia {
-            codecs,
-            telephone_event: true,
-            ptime: 20,
-            direction,
-            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 30_000,
-            rtcp_mux: false,
-            session_id: 7,
-            session_version: version,
-            srtp: None,
-        })
-        .to_string(),
-    )
+    Bytes::from(sdp::build_offer(&caller_media(codecs, direction, version)).to_string())
 }
 
 /// One caller and the registrar wired by address; the test plays the socket driver.
@@ -574,6 +577,112 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
     );
     let s = reg.stats().services;
     assert_eq!((s.answered, s.active, s.ended_by_us), (2, 1, 1));
+}
+
+/// SDES (RFC 4568 §7.1.2): an offer with keys, `RTP/SAVP` or `RTP/AVP` (best effort), is
+/// answered on its proto with its first usable line's tag and suite and a fresh key of the
+/// service's own (another each call); the media gets both keys. `RTP/SAVP` without a usable
+/// line gets 488; an offer without keys stays plain.
+#[test]
+fn an_offer_with_keys_is_answered_with_srtp_under_a_fresh_key() {
+    let mut reg = open_registrar();
+    let now = Instant::now();
+    let mut echo_keys = Vec::new();
+    let cases = [
+        (true, "RTP/SAVP", None),
+        (false, "RTP/AVP", None),
+        // The first line in a suite we lack: the second (tag 2, the 32-bit tag) is taken.
+        (true, "RTP/SAVP", Some("a=crypto:1 AEAD_AES_128_GCM")),
+    ];
+    for (i, (required, proto, first_line)) in cases.into_iter().enumerate() {
+        let mut caller = caller_media(vec![Codec::Pcmu], Direction::SendRecv, 1);
+        caller.srtp = Some(Sdes {
+            required,
+            keys: [
+                MasterKey::from_bytes([1; 30]),
+                MasterKey::from_bytes([2; 30]),
+            ],
+        });
+        let mut offer = sdp::build_offer(&caller).to_string();
+        if let Some(line) = first_line {
+            offer = offer.replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80", line);
+        }
+        let call_id = format!("sdes{i}");
+        let (sent, media) = exchange(
+            &mut reg,
+            now,
+            &alice_request("INVITE", &call_id, 1, "", "i", offer.as_bytes()),
+        );
+        let (ok, _) = answered(&sent);
+        let answer = SessionDescription::parse(ok.body()).unwrap();
+        let m = &answer.media[0];
+        assert_eq!(m.proto, proto, "the offer's proto mirrored");
+        let lines: Vec<_> = m.attributes.iter().filter(|a| a.name == "crypto").collect();
+        assert_eq!(lines.len(), 1, "{answer}");
+        let value = lines[0].value.as_deref().unwrap_or_default();
+        let (tag, suite) = if first_line.is_some() {
+            ("2 ", Suite::AesCm128HmacSha1_32)
+        } else {
+            ("1 ", Suite::AesCm128HmacSha1_80)
+        };
+        assert!(
+            value.starts_with(&format!("{tag}{}", suite.name())),
+            "{value}"
+        );
+        let theirs = sdp::apply_answer(&caller, &answer).unwrap().srtp.unwrap();
+        let [ServiceEvent::Media { negotiated, .. }] = media.as_slice() else {
+            panic!("{media:?}");
+        };
+        let echo = negotiated.srtp.clone().unwrap();
+        assert_eq!((echo.suite, theirs.suite), (suite, suite));
+        assert_eq!(
+            echo.tx_key, theirs.rx_key,
+            "echo sends under the key it answered"
+        );
+        assert_eq!(
+            echo.rx_key, theirs.tx_key,
+            "and receives under the caller's"
+        );
+        assert!(
+            !caller.srtp.as_ref().unwrap().keys.contains(&echo.tx_key),
+            "a key of its own"
+        );
+        echo_keys.push(echo.tx_key);
+    }
+    assert!(
+        echo_keys[0] != echo_keys[1] && echo_keys[1] != echo_keys[2],
+        "fresh per call"
+    );
+    // RTP/SAVP without keys: 488 naming the missing line; without RTP/SAVP or keys: plain.
+    let bare = offer(vec![Codec::Pcmu], Direction::SendRecv, 1);
+    let savp = String::from_utf8_lossy(&bare).replace("RTP/AVP", "RTP/SAVP");
+    let (sent, media) = exchange(
+        &mut reg,
+        now,
+        &alice_request("INVITE", "nokeys", 1, "", "i", savp.as_bytes()),
+    );
+    assert_eq!(sent.last().and_then(Message::status), Some(488), "{sent:?}");
+    assert!(media.is_empty());
+    let warning = sent
+        .last()
+        .unwrap()
+        .headers
+        .get(&sip_msg::HeaderName::Warning);
+    assert!(
+        warning.is_some_and(|w| w.value().contains("no a=crypto line")),
+        "{warning:?}"
+    );
+    let (sent, media) = exchange(
+        &mut reg,
+        now,
+        &alice_request("INVITE", "plain", 1, "", "i", &bare),
+    );
+    let (ok, _) = answered(&sent);
+    assert!(!String::from_utf8_lossy(ok.body()).contains("crypto"));
+    assert!(
+        matches!(media.as_slice(), [ServiceEvent::Media { negotiated, .. }] if negotiated.srtp.is_none()),
+        "{media:?}"
+    );
 }
 
 /// A caller's answer (sendrecv, RTP at 127.0.0.1:30000) in `codec` to our offer `ours`.
