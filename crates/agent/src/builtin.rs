@@ -304,6 +304,7 @@ impl BuiltinRegistrar {
             for r in readers {
                 r.abort();
             }
+            media.finish(&mut core);
             core.stats()
         });
         Ok(Self {
@@ -376,6 +377,7 @@ impl BuiltinRegistrar {
                     let _ = sock.send_to(&bytes, to).await;
                 }
             }
+            media.finish(&mut core);
             core.stats()
         });
         Ok(Self {

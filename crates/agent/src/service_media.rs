@@ -234,7 +234,9 @@ impl ServiceMedia {
                     // Dropping the call closes its sockets (they leave the set; the ports
                     // are free again).
                     if let Some(idx) = self.slot_of.remove(&call) {
-                        self.calls[idx] = None;
+                        if let Some(call) = self.calls[idx].take() {
+                            call.count_srtp(core);
+                        }
                         self.free.push(idx);
                         self.pacer.set(idx, None);
                     }
@@ -242,6 +244,13 @@ impl ServiceMedia {
             }
         }
         self.arm();
+    }
+
+    /// The registrar stops: the SRTP failures of the calls still up go into its counters.
+    pub(crate) fn finish(&self, core: &mut Registrar) {
+        for call in self.calls.iter().flatten() {
+            call.count_srtp(core);
+        }
     }
 
     /// Sets the timer for the earliest deadline.
@@ -355,6 +364,21 @@ impl ServiceMedia {
 }
 
 impl ServiceCall {
+    /// Gives the core this call's SRTP/SRTCP packets that failed (echo's or the tone's).
+    fn count_srtp(&self, core: &mut Registrar) {
+        let (auth, replayed) = match &self.media {
+            Some(Media::Echo(e)) => (e.srtp_auth_failures, e.srtp_replayed),
+            Some(Media::Tone { session, .. }) => {
+                let s = session.summary();
+                (s.srtp_auth_failures, s.srtp_replayed)
+            }
+            None => (0, 0),
+        };
+        if auth | replayed != 0 {
+            core.count_service_srtp(auth, replayed);
+        }
+    }
+
     /// The next deadline: the tone's next packet, else the silence check.
     fn deadline(&self, inactivity: Duration) -> Option<Instant> {
         let media = self.media.as_ref()?;

@@ -431,6 +431,7 @@ fn sdes_callers_call_echo_and_tone() {
     }
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.refused_488, s.ended_bye), (5, 0, 5), "{s:?}");
+    assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
 }
 
 #[test]
@@ -796,6 +797,104 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
     assert_eq!(
         (s.answered, s.active, s.refused_488, s.ended_bye),
         (1, 0, 1, 1),
+        "{s:?}"
+    );
+}
+
+/// Echo's SRTP on real sockets, from a raw client: an RTP/SAVP offer with one key is
+/// answered with the same tag and suite and echo's own key; each SRTP packet comes back
+/// under that key, the caller's very packet once decrypted; a tampered and a replayed packet
+/// are dropped (nothing comes back) and land in the registrar's service counters.
+#[test]
+fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
+    use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams, Suite};
+    let rt = runtime();
+    let mut cfg = config(AuthMode::Open);
+    cfg.transport = "TCP".into();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            cfg,
+        ))
+        .unwrap();
+    let mut sip = TcpSip::connect(reg.addr());
+    let raw = Raw {
+        transport: "TCP",
+        local: sip.local,
+        call: "srtp",
+    };
+    let uri = "sip:echo@sipmeter.test";
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let ours = Crypto {
+        tag: 1,
+        suite: Suite::AesCm128HmacSha1_32,
+        key: MasterKey::from_bytes([7; 30]),
+    };
+    let offer = sdp(media.local_addr().unwrap().port(), "0", "").replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:{}\r\n", ours.value());
+    sip.send(&raw.req("INVITE", uri, "s1", 1, None, &offer));
+    let ok = (0..3).map(|_| sip.read()).last().unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.summary());
+    let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+    let m = &answer.media[0];
+    assert_eq!(m.proto, "RTP/SAVP");
+    let line = m.attributes.iter().find(|a| a.name == "crypto").unwrap();
+    let theirs = Crypto::parse(line.value.as_deref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!((theirs.tag, theirs.suite), (1, Suite::AesCm128HmacSha1_32));
+    assert_ne!(theirs.key, ours.key);
+    let mut ctx = SrtpContext::new(&SrtpParams {
+        suite: ours.suite,
+        tx_key: ours.key,
+        rx_key: theirs.key,
+    });
+    let echo: SocketAddr = (answer.connection.unwrap(), m.port).into();
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    sip.send(&raw.req("ACK", uri, "s2", 1, Some(&tag), ""));
+    let mut buf = [0u8; 2048];
+    let mut replay = Vec::new();
+    for seq in 0..10u16 {
+        let mut p = rtp_packet(seq);
+        ctx.tx.protect_rtp(&mut p).unwrap();
+        if seq == 4 {
+            let mut tampered = p.clone();
+            tampered[30] ^= 0x40;
+            media.send_to(&tampered, echo).unwrap();
+            replay.clone_from(&p);
+        }
+        if seq == 6 {
+            media.send_to(&replay, echo).unwrap();
+        }
+        media.send_to(&p, echo).unwrap();
+        let (n, from) = media.recv_from(&mut buf).unwrap();
+        assert_eq!(from, echo);
+        assert_eq!(n, p.len(), "the same suite: the same length");
+        let len = ctx.rx.unprotect_rtp(&mut buf[..n]).unwrap();
+        assert_eq!(
+            buf[..len],
+            rtp_packet(seq),
+            "the caller's packet, under echo's key"
+        );
+    }
+    assert!(
+        media.recv_from(&mut buf).is_err(),
+        "nothing came back for the tampered and replayed copies"
+    );
+    sip.send(&raw.req("BYE", uri, "s3", 2, Some(&tag), ""));
+    assert_eq!(sip.read().status(), Some(200));
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!(
+        (
+            s.answered,
+            s.ended_bye,
+            s.srtp_auth_failures,
+            s.srtp_replayed
+        ),
+        (1, 1, 1, 1),
         "{s:?}"
     );
 }

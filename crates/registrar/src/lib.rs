@@ -423,6 +423,12 @@ impl Registrar {
             .handle_bound(now, &self.ifaces, call, rtp, &mut self.out);
     }
 
+    /// The driver's count of a service call's SRTP/SRTCP packets that failed authentication
+    /// or were replayed, given when the call's media is released: into [`Stats::services`].
+    pub fn count_service_srtp(&mut self, auth_failures: u64, replayed: u64) {
+        self.services.count_srtp(auth_failures, replayed);
+    }
+
     /// Ends a service call from our side (the driver saw no media): BYE to the caller.
     pub fn end_service_call(&mut self, now: Instant, call: ServiceCallId) {
         self.services.end_call(

@@ -167,6 +167,13 @@ pub struct ServiceStats {
     pub ended_bye: u64,
     /// Calls ended by us (no ACK, too long, no media).
     pub ended_by_us: u64,
+    /// SRTP/SRTCP packets from callers that failed authentication (dropped), as the media
+    /// driver reports them when a call's media is released
+    /// ([`crate::Registrar::count_service_srtp`]).
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets from callers replayed or too old for the replay window (dropped),
+    /// reported likewise.
+    pub srtp_replayed: u64,
 }
 
 #[derive(Debug)]
@@ -259,6 +266,12 @@ impl Services {
             active: self.calls.len() as u64,
             ..self.stats
         }
+    }
+
+    /// Adds a call's SRTP failures (see [`ServiceStats::srtp_auth_failures`]).
+    pub fn count_srtp(&mut self, auth_failures: u64, replayed: u64) {
+        self.stats.srtp_auth_failures += auth_failures;
+        self.stats.srtp_replayed += replayed;
     }
 
     /// Replaces the limits (applies to calls answered from now on).
