@@ -443,32 +443,44 @@ fn echo_is_held_and_resumed_by_re_invite() {
             config(AuthMode::Ephemeral),
         ))
         .unwrap();
-    let mut group = callers("holder", 1, "echo", vec![Codec::Pcmu]);
-    group.actions = vec![
-        CallAction {
-            at: Duration::from_millis(1000),
-            kind: ActionKind::Hold,
-        },
-        CallAction {
-            at: Duration::from_millis(2000),
-            kind: ActionKind::Resume,
-        },
-    ];
-    let (_, reports) = run_against(&reg, vec![group], Duration::from_secs(3));
-    let r = &reports[0];
-    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-    let m = r.media.as_ref().expect("media measured");
-    // On hold (we sendonly, the echo recvonly) nothing comes back: about a second of the
-    // three is missing from what was received, yet no packet counts as lost (the echo
-    // continues the sequence after the pause, like a peer that stopped sending).
-    assert!(m.tx_packets >= 140, "{m:?}");
-    assert!(
-        m.rx_packets + 30 < m.tx_packets && m.rx_packets >= 80,
-        "the held second was not reflected: {m:?}"
-    );
-    assert_eq!(m.rx_lost, 0, "{m:?}");
+    // Plain and SRTP (the re-INVITEs keep the keys: echo keeps its SRTP state).
+    let groups =
+        [("holder", SrtpMode::Off), ("srtp-holder", SrtpMode::Sdes)].map(|(name, srtp)| {
+            let mut group = callers(name, 1, "echo", vec![Codec::Pcmu]);
+            group.actions = vec![
+                CallAction {
+                    at: Duration::from_millis(1000),
+                    kind: ActionKind::Hold,
+                },
+                CallAction {
+                    at: Duration::from_millis(2000),
+                    kind: ActionKind::Resume,
+                },
+            ];
+            if let Some(m) = group.media.as_mut() {
+                m.srtp = srtp;
+            }
+            group
+        });
+    let (_, reports) = run_against(&reg, groups.into(), Duration::from_secs(3));
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        // On hold (we sendonly, the echo recvonly) nothing comes back: about a second of the
+        // three is missing from what was received, yet no packet counts as lost (the echo
+        // continues the sequence after the pause, like a peer that stopped sending).
+        assert!(m.tx_packets >= 140, "{m:?}");
+        assert!(
+            m.rx_packets + 30 < m.tx_packets && m.rx_packets >= 80,
+            "the held second was not reflected: {m:?}"
+        );
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        assert_eq!(m.srtp.is_some(), r.group == "srtp-holder", "{m:?}");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
     let s = rt.block_on(reg.stop()).services;
-    assert_eq!((s.answered, s.active, s.ended_bye), (1, 0, 1), "{s:?}");
+    assert_eq!((s.answered, s.active, s.ended_bye), (2, 0, 2), "{s:?}");
+    assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
 }
 
 /// RFC 3264 §4: no new offer while ours waits for its answer. A hold and a resume due at the

@@ -7,6 +7,12 @@
 //! sans-IO pieces the socket driver runs per call: [`EchoMedia`] (reflect RTP, answer RTCP)
 //! and [`tone_session`] (a [`MediaSession`] whose source is the tone).
 //!
+//! SRTP with SDES keys (RFC 4568): an offer with a usable `a=crypto` line (`RTP/SAVP`, or
+//! `RTP/AVP` offered best effort) is answered with its tag and suite and a fresh master key
+//! of ours, drawn from the system's CSPRNG when the call's ports are bound (the one read
+//! outside the inputs: keys must be secret, RFC 3711 §8.1.1). A plain offer, and a delayed
+//! one (our offer in the 200), stay plain RTP.
+//!
 //! # Driving the services (through [`crate::Registrar`])
 //!
 //! After every input to the registrar, drain [`crate::Registrar::poll_service_event`]:
