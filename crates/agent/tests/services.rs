@@ -668,6 +668,18 @@ impl Raw<'_> {
     }
 }
 
+/// The registrar over TCP on a free loopback port, without authentication (a raw client
+/// needs no credentials).
+fn open_tcp_registrar(rt: &tokio::runtime::Runtime) -> BuiltinRegistrar {
+    let mut cfg = config(AuthMode::Open);
+    cfg.transport = "TCP".into();
+    rt.block_on(BuiltinRegistrar::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        cfg,
+    ))
+    .unwrap()
+}
+
 fn rtp_packet(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78];
     p[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -679,14 +691,7 @@ fn rtp_packet(seq: u16) -> Vec<u8> {
 #[test]
 fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
     let rt = runtime();
-    let mut cfg = config(AuthMode::Open);
-    cfg.transport = "TCP".into();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start(
-            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
-            cfg,
-        ))
-        .unwrap();
+    let reg = open_tcp_registrar(&rt);
     let mut sip = TcpSip::connect(reg.addr());
     let local = sip.local;
     let uri = "sip:echo@sipmeter.test";
@@ -821,14 +826,7 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
 fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
     use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams, Suite};
     let rt = runtime();
-    let mut cfg = config(AuthMode::Open);
-    cfg.transport = "TCP".into();
-    let reg = rt
-        .block_on(BuiltinRegistrar::start(
-            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
-            cfg,
-        ))
-        .unwrap();
+    let reg = open_tcp_registrar(&rt);
     let mut sip = TcpSip::connect(reg.addr());
     let raw = Raw {
         transport: "TCP",
