@@ -1475,6 +1475,7 @@ mod tests {
             tampered[10] ^= 1;
             assert_eq!(echo.handle_packet(t0, &mut tampered), EchoAction::Drop);
             assert_eq!(echo.srtp_auth_failures, 3);
+            let srtcp = sr.clone();
             let EchoAction::Reply(mut reply) = echo.handle_packet(t0, &mut sr) else {
                 panic!("{suite:?}: srtcp is answered");
             };
@@ -1517,6 +1518,13 @@ mod tests {
                 (echo.srtp_auth_failures, echo.srtp_replayed, echo.malformed),
                 (3, 1, 0)
             );
+            // Every truncation of an SRTP and an SRTCP packet: dropped, never a panic.
+            for p in [send(&mut caller, 15), srtcp] {
+                for n in 0..p.len() {
+                    let mut cut = p[..n].to_vec();
+                    assert_eq!(echo.handle_packet(t0, &mut cut), EchoAction::Drop, "{n}");
+                }
+            }
         }
     }
 
