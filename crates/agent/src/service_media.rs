@@ -15,6 +15,11 @@
 //!   per call on the shards' timing wheel ([`MediaPacer`]), and one precise timer
 //!   ([`PreciseTimer`], on the media grid) wakes the loop for the earliest.
 //!
+//! With SRTP (SDES) the sans-IO media does the crypto: echo unprotects and re-protects each
+//! datagram in the read buffer, the tone's session protects what it polls out. When a call's
+//! media is released (or the registrar stops), its SRTP failures go into the core's service
+//! counters ([`Registrar::count_service_srtp`]).
+//!
 //! A call with no RTP or RTCP from the caller for [`ServiceOptions::inactivity`] is reported
 //! to the core, which ends it with a BYE; its sockets close (and its ports are free again)
 //! when the core says the call ended.

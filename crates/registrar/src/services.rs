@@ -1060,9 +1060,10 @@ pub struct EchoMedia {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EchoAction {
     /// Send the datagram back to where it came from (unchanged, or with its sequence number
-    /// shifted after a hold: the buffer was rewritten in place).
+    /// shifted after a hold, or under our SRTP key: the buffer was rewritten in place, at
+    /// its length).
     Reflect,
-    /// Send this RTCP compound to where the datagram came from.
+    /// Send this RTCP compound (SRTCP under SRTP) to where the datagram came from.
     Reply(Vec<u8>),
     /// Nothing (malformed, a BYE, or we do not send in this direction).
     Drop,
