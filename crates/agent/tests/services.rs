@@ -345,7 +345,8 @@ fn five_callers_hear_the_tone_at_its_level() {
 }
 
 /// SRTP with SDES keys to the service numbers: `srtp = "sdes"` callers (RTP/SAVP) to echo
-/// and tone, and an `"optional"` one (RTP/AVP with keys) to echo. Each is answered with one
+/// and tone, an `"optional"` one (RTP/AVP with keys) to echo, and an `"sdes"` one with a
+/// delayed offer (echo offers RTP/AVP with its keys in the 200). Each is answered with one
 /// `a=crypto` line of the offer's tag and suite and a key of the service's own; echo's
 /// reflected SRTP and its SRTCP reports, and the tone's SRTP, authenticate under it: calls
 /// score like plain G.711, with no authentication failure or replay.
@@ -359,6 +360,11 @@ fn sdes_callers_call_echo_and_tone() {
         }
         g
     };
+    // A delayed offer: echo offers RTP/AVP with its keys in the 200, the caller answers one.
+    let mut late = callers("late", 1, "echo", vec![Codec::Pcmu]);
+    if let Role::Call { offer, .. } = &mut late.role {
+        *offer = OfferTiming::Late;
+    }
     // 5 s: the callers' first RTCP report goes out 1.25–3.75 s in (RFC 3550 §6.3.1).
     let (summary, reports) = run_against(
         &reg,
@@ -375,10 +381,11 @@ fn sdes_callers_call_echo_and_tone() {
                 callers("optional", 1, "echo", vec![Codec::Pcmu]),
                 SrtpMode::Optional,
             ),
+            with_srtp(late, SrtpMode::Sdes),
         ],
         Duration::from_secs(5),
     );
-    assert_eq!(reports.len(), 5);
+    assert_eq!(reports.len(), 6);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let m = r.media.as_ref().expect("media measured");
@@ -405,7 +412,8 @@ fn sdes_callers_call_echo_and_tone() {
             // Echo's SRTCP reports authenticate: the caller has the round trip.
             assert!(m.rtt_ms.is_some_and(|rtt| rtt < 50.0), "{m:?}");
         }
-        // The first SDP sent (the offer) and received (the answer).
+        // The first SDP sent and received: the offer and the answer (the other way round
+        // for the delayed offer).
         let sdp = |dir: Direction| {
             r.trace
                 .iter()
@@ -414,8 +422,12 @@ fn sdes_callers_call_echo_and_tone() {
                 .find(|body| body.contains("m=audio"))
                 .unwrap_or_else(|| panic!("{}: no sdp {dir:?}", r.user))
         };
-        let (offer, answer) = (sdp(Direction::Sent), sdp(Direction::Received));
-        let proto = if r.group == "optional" {
+        let (offer, answer) = if r.group == "late" {
+            (sdp(Direction::Received), sdp(Direction::Sent))
+        } else {
+            (sdp(Direction::Sent), sdp(Direction::Received))
+        };
+        let proto = if r.group == "optional" || r.group == "late" {
             " RTP/AVP "
         } else {
             " RTP/SAVP "
@@ -430,7 +442,7 @@ fn sdes_callers_call_echo_and_tone() {
         assert_ne!(key(offer), key(answer), "a key of the service's own");
     }
     let s = rt.block_on(reg.stop()).services;
-    assert_eq!((s.answered, s.refused_488, s.ended_bye), (5, 0, 5), "{s:?}");
+    assert_eq!((s.answered, s.refused_488, s.ended_bye), (6, 0, 6), "{s:?}");
     assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
 }
 

@@ -10,8 +10,9 @@
 //! SRTP with SDES keys (RFC 4568): an offer with a usable `a=crypto` line (`RTP/SAVP`, or
 //! `RTP/AVP` offered best effort) is answered with its tag and suite and a fresh master key
 //! of ours, drawn from the system's CSPRNG when the call's ports are bound (the one read
-//! outside the inputs: keys must be secret, RFC 3711 §8.1.1). A plain offer, and a delayed
-//! one (our offer in the 200), stay plain RTP.
+//! outside the inputs: keys must be secret, RFC 3711 §8.1.1); a plain offer stays plain RTP.
+//! Our offer (in the 200 to an INVITE without one) is `RTP/AVP` with our `a=crypto` lines:
+//! SRTP with a caller that answers a line, plain RTP with one that does not.
 //!
 //! # Driving the services (through [`crate::Registrar`])
 //!
@@ -530,32 +531,22 @@ impl Services {
             self.recompute_timeout();
             return;
         };
-        if invite.body().is_empty() {
-            // A delayed offer: ours (plain RTP, see `sdes_for`) goes in the 200, the media
-            // starts with the ACK's answer.
-            let local = local_media(rtp.ip(), rtp.port(), id.0, 1, None);
-            let peer = call.peer;
-            out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
-            let offer = sdp::build_offer(&local);
-            let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&offer));
-            let cseq = invite.cseq().map_or(0, |c| c.seq);
-            call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
-            call.media = Some(local);
-            out.push_back(ok);
-            self.stats.answered += 1;
-            self.recompute_timeout();
-            return;
-        }
-        // The offer was checked in handle_invite; answering it again with the real port and
-        // our keys cannot fail differently (only they changed), unless the system's random
-        // source gives no keys.
-        let answered = parse_offer(&invite).ok().and_then(|o| {
-            let local = local_media(rtp.ip(), rtp.port(), id.0, 1, sdes_for(&o).ok()?);
-            sdp::answer_offer(&o, &local)
+        // A delayed offer gets ours in the 200 (the media starts with the ACK's answer), an
+        // offer our answer; both with our keys (see `sdes_for`). The offer was checked in
+        // handle_invite: answering it again with the real port and keys cannot fail
+        // differently (only they changed), unless the system's random source gives none.
+        let ready = if invite.body().is_empty() {
+            sdes_for(None)
                 .ok()
-                .map(|(a, n)| (a, n, local))
-        });
-        let Some((answer, negotiated, local)) = answered else {
+                .map(|s| (None, local_media(rtp.ip(), rtp.port(), id.0, 1, s)))
+        } else {
+            parse_offer(&invite).ok().and_then(|o| {
+                let sdes = sdes_for(Some(&o)).ok()?;
+                let local = local_media(rtp.ip(), rtp.port(), id.0, 1, sdes);
+                sdp::answer_offer(&o, &local).ok().map(|a| (Some(a), local))
+            })
+        };
+        let Some((answered, local)) = ready else {
             out.push_back(respond(
                 cfg,
                 &invite,
@@ -576,8 +567,18 @@ impl Services {
         };
         let peer = call.peer;
         out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
-        let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&answer));
         let cseq = invite.cseq().map_or(0, |c| c.seq);
+        let Some((answer, negotiated)) = answered else {
+            let offer = sdp::build_offer(&local);
+            let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&offer));
+            call.state = wait_ack(cfg, now, cseq, true, ok.1.clone());
+            call.media = Some(local);
+            out.push_back(ok);
+            self.stats.answered += 1;
+            self.recompute_timeout();
+            return;
+        };
+        let ok = answer_response(cfg, &invite, peer, &tag, call.service, Some(&answer));
         call.state = wait_ack(cfg, now, cseq, false, ok.1.clone());
         call.media = Some(local);
         let service = call.service;
@@ -840,16 +841,18 @@ fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, offered: bool, resp:
     }
 }
 
-/// Our SDES for answering `offer`: SRTP when one of its streams has an `a=crypto` line
-/// (RFC 4568 §7.1.2: `RTP/SAVP`, or `RTP/AVP` offered best effort), under a fresh master key
-/// from the system's CSPRNG (RFC 3711 §8.1.1: random and secret), else none: a plain offer
-/// is answered as before, and so is a delayed one (our offer stays plain RTP). `Err`: the
-/// random source failed.
-fn sdes_for(offer: &SessionDescription) -> Result<Option<Sdes>, ()> {
-    let crypto = offer
-        .media
-        .iter()
-        .any(|m| m.attributes.iter().any(|a| a.name == "crypto"));
+/// Our SDES (RFC 4568) with a fresh master key from the system's CSPRNG (RFC 3711 §8.1.1:
+/// random and secret), not required: answering an `offer`, SRTP when one of its streams has
+/// an `a=crypto` line (`RTP/SAVP`, or `RTP/AVP` offered best effort, §7.1.2), else none, so
+/// a plain offer is answered as before; offering (`None`: a delayed offer), `RTP/AVP` with
+/// our lines, which a plain caller ignores and an SRTP caller takes. `Err`: the random
+/// source failed.
+fn sdes_for(offer: Option<&SessionDescription>) -> Result<Option<Sdes>, ()> {
+    let crypto = offer.is_none_or(|o| {
+        o.media
+            .iter()
+            .any(|m| m.attributes.iter().any(|a| a.name == "crypto"))
+    });
     if !crypto {
         return Ok(None);
     }

@@ -545,6 +545,16 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
     let ok = &sent[2];
     let ours = SessionDescription::parse(ok.body()).expect("our offer in the 200");
     assert_eq!(ours.media[0].port, RTP.port());
+    // SRTP offered best effort (RFC 4568 §7.1.1 on RTP/AVP): a plain caller ignores the keys.
+    assert_eq!(ours.media[0].proto, "RTP/AVP");
+    let crypto = |sd: &SessionDescription| {
+        sd.media[0]
+            .attributes
+            .iter()
+            .filter(|a| a.name == "crypto")
+            .count()
+    };
+    assert_eq!(crypto(&ours), 2, "{ours}");
     let answer = caller_answer(&ours, Codec::Pcma);
     let tag = ok.to().and_then(|t| t.tag()).unwrap();
     let (sent, media) = exchange(&mut reg, now, &ack("do1", &tag, &answer.to_string()));
@@ -555,9 +565,31 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
             [ServiceEvent::Media { service: Service::Echo, negotiated, .. }]
                 if negotiated.codec == Codec::Pcma
                     && negotiated.remote_rtp == "127.0.0.1:30000".parse().unwrap()
+                    && negotiated.srtp.is_none()
         ),
         "{media:?}"
     );
+
+    // An SRTP caller answers one of our lines with its own key: SRTP both ways.
+    let (sent, _) = exchange(&mut reg, now, &invite("do3"));
+    let ours = SessionDescription::parse(sent[2].body()).unwrap();
+    let mut caller = caller_media(vec![Codec::Pcmu], Direction::SendRecv, 1);
+    caller.srtp = Some(Sdes {
+        required: true,
+        keys: [
+            MasterKey::from_bytes([3; 30]),
+            MasterKey::from_bytes([4; 30]),
+        ],
+    });
+    let (answer, theirs) = sdp::answer_offer(&ours, &caller).unwrap();
+    assert_eq!(crypto(&answer), 1);
+    let tag = sent[2].to().and_then(|t| t.tag()).unwrap();
+    let (_, media) = exchange(&mut reg, now, &ack("do3", &tag, &answer.to_string()));
+    let [ServiceEvent::Media { negotiated, .. }] = media.as_slice() else {
+        panic!("{media:?}");
+    };
+    let (echo, theirs) = (negotiated.srtp.clone().unwrap(), theirs.srtp.unwrap());
+    assert_eq!((echo.tx_key, echo.rx_key), (theirs.rx_key, theirs.tx_key));
 
     // An ACK without the answer: BYE, and the media released.
     let (sent, _) = exchange(&mut reg, now, &invite("do2"));
@@ -576,7 +608,7 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
         "{ended:?}"
     );
     let s = reg.stats().services;
-    assert_eq!((s.answered, s.active, s.ended_by_us), (2, 1, 1));
+    assert_eq!((s.answered, s.active, s.ended_by_us), (3, 2, 1));
 }
 
 /// SDES (RFC 4568 §7.1.2): an offer with keys, `RTP/SAVP` or `RTP/AVP` (best effort), is
