@@ -315,6 +315,11 @@ pub(crate) fn answer_in_call(
     };
     let rate = codec.split('/').nth(1).unwrap_or("8000");
     let events = theirs.events_at(rate).zip(ours.events_at(rate));
+    let crypto = match answer_crypto(offer_text, text) {
+        Some(Some(line)) => Some(line),
+        Some(None) => return InCallAnswer::Refused,
+        None => None,
+    };
     let mut lines: Vec<String> = rtpmap_of(&ours, our_pt, pt, &codec).into_iter().collect();
     if let Some((their_ev, our_ev)) = events {
         let event = format!("telephone-event/{rate}");
@@ -330,6 +335,8 @@ pub(crate) fn answer_in_call(
     if let Some((their_ev, our_ev)) = events {
         lines.extend(fmtp(our_ev, their_ev));
     }
+    let has_crypto = crypto.is_some();
+    lines.extend(crypto);
     let formats = match events {
         Some((ev, _)) => format!("{pt} {ev}"),
         None => pt.to_owned(),
@@ -340,6 +347,7 @@ pub(crate) fn answer_in_call(
         // Our codecs' list may mux where the call does not: muxing goes on or stops inside
         // the call, it does not start (the media keeps RTCP where it is).
         rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux && muxes(text),
+        crypto: has_crypto,
     };
     InCallAnswer::Answer(with_direction(text, want, Some(audio)), Some(codec))
 }
@@ -389,6 +397,8 @@ pub(crate) fn offer_again(current: &Bytes, codecs: Option<&[u8]>) -> Bytes {
         formats: &formats,
         lines,
         rtcp_mux: full.rtcp_mux && muxes(text),
+        // An offer: our own crypto lines, as they are.
+        crypto: false,
     };
     with_direction(text, want, Some(audio))
 }
@@ -404,6 +414,49 @@ struct AudioRewrite<'a> {
     formats: &'a str,
     lines: Vec<String>,
     rtcp_mux: bool,
+    /// `lines` holds the answer's one `a=crypto` line: ours are left out.
+    crypto: bool,
+}
+
+/// The SRTP suites the media crate runs (`media::srtp::Suite`), by their SDES names.
+const SUITES: [&str; 2] = ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"];
+
+/// `(tag, suite, key parameters and the rest)` of each `a=crypto:` line of `sdp`'s audio
+/// stream (RFC 4568 §9.1).
+fn crypto_lines(sdp: &str) -> Vec<(&str, &str, &str)> {
+    let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
+    if !lines.any(is_audio) {
+        return Vec::new();
+    }
+    lines
+        .take_while(|l| !l.starts_with("m="))
+        .filter_map(|l| {
+            let mut parts = l.strip_prefix("a=crypto:")?.splitn(3, ' ');
+            Some((parts.next()?, parts.next()?, parts.next()?.trim()))
+        })
+        .collect()
+}
+
+/// The answer's one `a=crypto` line to an in-call offer with keys (RFC 4568 §7.1.2): the
+/// offer's first line of a suite we run, under its tag, with our key parameters of that suite
+/// (else those of our first line: the two suites' keys have one format). `None` when the
+/// offer or our description has no crypto line (the media decides about plain RTP);
+/// `Some(None)` when none of the offer's suites is one we run (the offer is refused).
+fn answer_crypto(offer: &str, ours: &str) -> Option<Option<String>> {
+    let (theirs, ours) = (crypto_lines(offer), crypto_lines(ours));
+    let first = ours.first()?;
+    if theirs.is_empty() {
+        return None;
+    }
+    Some(
+        theirs
+            .iter()
+            .find(|(_, suite, _)| SUITES.contains(suite))
+            .map(|(tag, suite, _)| {
+                let key = ours.iter().find(|o| o.1 == *suite).unwrap_or(first).2;
+                format!("a=crypto:{tag} {suite} {key}")
+            }),
+    )
 }
 
 /// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
@@ -465,10 +518,12 @@ fn with_direction(text: &str, want: &str, audio: Option<AudioRewrite<'_>>) -> By
             }
         }
         let rewritten = in_audio
-            && audio.is_some()
-            && (line.starts_with("a=rtpmap:")
-                || line.starts_with("a=fmtp:")
-                || line == "a=rtcp-mux");
+            && audio.as_ref().is_some_and(|a| {
+                line.starts_with("a=rtpmap:")
+                    || line.starts_with("a=fmtp:")
+                    || line == "a=rtcp-mux"
+                    || (a.crypto && line.starts_with("a=crypto:"))
+            });
         if direction_of(line).is_some() || rewritten {
             continue;
         }
@@ -590,6 +645,62 @@ a=ptime:20\r\na=sendrecv\r\n";
 
     fn refused(ours: &[u8], offer: &[u8]) -> bool {
         answer_in_call(&Bytes::from(ours.to_vec()), None, None, offer) == InCallAnswer::Refused
+    }
+
+    /// RFC 4568 §5.1.2 / §7.1.2: an answer carries exactly one `a=crypto` line, with the tag
+    /// and suite of the offer's first line it accepts. Our description as the caller has two
+    /// lines (tags 1 and 2, one per suite); a PBX's re-INVITE (hold) offering its own tag 7 for
+    /// the _80 suite gets one line back: tag 7, _80, our _80 key; an offer of the _32 suite
+    /// only gets our _32 line under its tag. An SRTP offer of suites we have none of is
+    /// refused; a plain offer leaves our lines as they are. Before: both our lines went back
+    /// unchanged (an answer with two crypto lines, neither with the offer's tag).
+    #[test]
+    fn an_in_call_answer_carries_one_crypto_line_with_the_offers_tag() {
+        const K80: &str = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        const K32: &str = "inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+        let ours = OURS.replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=ptime:20\r\n",
+            &format!(
+                "a=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {K80}\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_32 {K32}\r\n"
+            ),
+        );
+        let srtp_offer =
+            |lines: &str| offer("a=sendonly\r\n").replace("RTP/AVP", "RTP/SAVP") + lines;
+        let crypto = |a: &str| -> Vec<String> {
+            a.lines()
+                .filter(|l| l.starts_with("a=crypto:"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let pbx80 = "a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        let (a, _) = answer_with(&ours, None, &srtp_offer(pbx80));
+        assert_eq!(
+            crypto(&a),
+            [format!("a=crypto:7 AES_CM_128_HMAC_SHA1_80 {K80}")],
+            "{a}"
+        );
+        assert!(a.contains("a=recvonly\r\n"), "{a}");
+        let pbx32 = "a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        let (a, _) = answer_with(&ours, None, &srtp_offer(&format!("{pbx32}{pbx80}")));
+        assert_eq!(
+            crypto(&a),
+            [format!("a=crypto:3 AES_CM_128_HMAC_SHA1_32 {K32}")],
+            "{a}"
+        );
+        // Our answer as the callee had one line (_80): an offer of _32 reuses its key.
+        let callee = ours.replace(&format!("a=crypto:2 AES_CM_128_HMAC_SHA1_32 {K32}\r\n"), "");
+        let (a, _) = answer_with(&callee, None, &srtp_offer(pbx32));
+        assert_eq!(
+            crypto(&a),
+            [format!("a=crypto:3 AES_CM_128_HMAC_SHA1_32 {K80}")],
+            "{a}"
+        );
+        let gcm = "a=crypto:1 AEAD_AES_128_GCM inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        assert!(refused(ours.as_bytes(), srtp_offer(gcm).as_bytes()));
+        // A plain offer: our lines are not touched (the media crate decides about SRTP).
+        let (a, _) = answer_with(&ours, None, &offer("a=sendonly\r\n"));
+        assert_eq!(crypto(&a).len(), 2, "{a}");
     }
 
     #[test]
