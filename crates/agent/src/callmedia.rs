@@ -1192,6 +1192,18 @@ impl CallMedia {
                 (next.send_pt, next.recv_pt, next.ptime) = (n.send_pt, n.recv_pt, n.ptime);
                 (next.send_event_pt, next.recv_event_pt) = (n.send_event_pt, n.recv_event_pt);
             }
+            // RFC 4568 §7.1.4: the exchange may carry new keys (or another suite); the
+            // direction whose key changed starts anew.
+            if n.srtp.is_some()
+                && let Some(p) = our_m.and_then(|om| media::sdp::srtp_of_exchange(om, m))
+                && n.srtp.as_ref() != Some(&p)
+            {
+                if let Some(s) = self.session.as_mut() {
+                    s.rekey(&p);
+                }
+                followed.rekeyed = Some(p.suite.name());
+                next.srtp = Some(p);
+            }
             self.negotiated = Some(next);
         }
         self.set_direction(now, direction);
@@ -1444,6 +1456,8 @@ pub struct Followed {
     /// The offer moves the media to this address, of the other address family than our
     /// media socket's: not followed (nothing could be sent there).
     pub unreachable: Option<SocketAddr>,
+    /// New SDES keys (or another suite) taken: the suite now in use.
+    pub rekeyed: Option<&'static str>,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).
@@ -1671,6 +1685,42 @@ mod tests {
                 .codec_missing,
             "{pcma}"
         );
+    }
+
+    /// RFC 4568 §7.1.4: the peer's re-INVITE with a new key (tag 1 as before): our media
+    /// receives under it from then on (a trace note says so), sends under our key as before;
+    /// the same offer again changes nothing. Before: the call kept its first keys and every
+    /// packet under the new one failed authentication.
+    #[tokio::test]
+    async fn a_new_srtp_key_inside_the_call_is_taken() {
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let plan = MediaPlan {
+            srtp: SrtpMode::Sdes,
+            ..MediaPlan::default()
+        };
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let now = Instant::now();
+        let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
+        a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
+        let first = a.negotiated.as_ref().unwrap().srtp.clone().unwrap();
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let line = text.lines().find(|l| l.starts_with("a=crypto:1 ")).unwrap();
+        let key = line.split("inline:").nth(1).unwrap();
+        let rekey = text.replace(key, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH");
+        let f = a.follow_remote_offer(now, rekey.as_bytes(), &a.offer());
+        assert_eq!(f.rekeyed, Some("AES_CM_128_HMAC_SHA1_80"), "{rekey}");
+        let now_keys = a.negotiated.as_ref().unwrap().srtp.clone().unwrap();
+        assert_eq!(now_keys.tx_key, first.tx_key, "ours as before");
+        assert_eq!(now_keys.rx_key, media::srtp::MasterKey::from_bytes([7; 30]));
+        assert_eq!(
+            a.session.as_ref().unwrap().config().srtp.as_ref(),
+            Some(&now_keys)
+        );
+        let again = a.follow_remote_offer(now, rekey.as_bytes(), &a.offer());
+        assert_eq!(again, Followed::default());
     }
 
     /// RFC 3264 §6.1, §8.3.2: a new offer of PCMA in a PCMU call, answered with PCMA (as

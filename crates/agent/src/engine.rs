@@ -2950,6 +2950,14 @@ impl<'a> Shard<'a> {
                 at,
             ));
         }
+        if let Some(suite) = followed.rekeyed {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "the peer's {what} brought new SRTP keys ({suite}): taken (RFC 4568 §7.1.4)"
+                ),
+                at,
+            ));
+        }
         if let Some(to) = followed.unreachable {
             ep.worsen(
                 Outcome::CompletedWithWarnings,

@@ -978,6 +978,32 @@ fn answer_crypto(
     }
 }
 
+/// The SDES keys an exchange inside the call settled on (RFC 4568 §7.1.4: each new offer and
+/// answer may carry new keys, or another suite): the first line of ours (`ours`, the audio
+/// section of our offer or answer) whose tag and suite a line of the peer's (`theirs`) has;
+/// we send under our key of it, receive under the peer's. `None` when no line pairs up (a
+/// plain exchange, or one whose lines cannot be read: the call keeps its keys).
+pub fn srtp_of_exchange(ours: &MediaDescription, theirs: &MediaDescription) -> Option<SrtpParams> {
+    let lines = |m: &MediaDescription| -> Vec<Crypto> {
+        m.attributes
+            .iter()
+            .filter(|a| a.name == "crypto")
+            .filter_map(|a| Crypto::parse(a.value.as_deref()?).ok()?.ok())
+            .collect()
+    };
+    let theirs = lines(theirs);
+    lines(ours).into_iter().find_map(|o| {
+        let t = theirs
+            .iter()
+            .find(|t| t.tag == o.tag && t.suite == o.suite)?;
+        Some(SrtpParams {
+            suite: o.suite,
+            tx_key: o.key,
+            rx_key: t.key.clone(),
+        })
+    })
+}
+
 /// The offerer's SDES (RFC 4568 §7.1.3): the answer's line must name one of our tags with
 /// its suite; we send under our key of that line, receive under the answer's.
 fn answered_crypto(

@@ -39,7 +39,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
-use crate::srtp::{SrtpContext, SrtpError, SrtpParams};
+use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
 
 /// How a session is set up.
@@ -786,6 +786,27 @@ impl MediaSession {
             rng,
             cfg,
         })
+    }
+
+    /// New SDES keys inside the call ([`crate::sdp::srtp_of_exchange`], RFC 4568 §7.1.4):
+    /// each direction whose suite or master key changed starts a new SRTP stream (its keys
+    /// derived anew, its index and replay window starting again, RFC 3711 §3.2.1), the other
+    /// goes on as it was. False (nothing done) without SRTP or when nothing changed.
+    pub fn rekey(&mut self, p: &SrtpParams) -> bool {
+        let (Some(ctx), Some(old)) = (self.srtp.as_deref_mut(), self.cfg.srtp.as_ref()) else {
+            return false;
+        };
+        if old == p {
+            return false;
+        }
+        if old.suite != p.suite || old.tx_key != p.tx_key {
+            ctx.tx = SrtpStream::new(p.suite, &p.tx_key);
+        }
+        if old.suite != p.suite || old.rx_key != p.rx_key {
+            ctx.rx = SrtpStream::new(p.suite, &p.rx_key);
+        }
+        self.cfg.srtp = Some(p.clone());
+        true
     }
 
     /// The configuration.
@@ -2173,6 +2194,79 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
+    }
+
+    /// RFC 4568 §7.1.4: B re-keys inside the call (a re-INVITE with a new key); A takes the
+    /// new key for what it receives, B sends under it from then on: no packet fails on either
+    /// side, before or after, and the call scores as a plain one. Taking the same keys again
+    /// changes nothing; a session without SRTP has nothing to re-key.
+    #[test]
+    fn new_keys_inside_the_call_are_taken_without_a_failed_packet() {
+        use crate::srtp::{MasterKey, Suite};
+        let key = |b| MasterKey::from_bytes([b; 30]);
+        let params = |tx: u8, rx: u8| SrtpParams {
+            suite: Suite::AesCm128HmacSha1_80,
+            tx_key: key(tx),
+            rx_key: key(rx),
+        };
+        let t0 = Instant::now();
+        let mk = |ssrc, p: SrtpParams| {
+            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+            c.srtp = Some(p);
+            MediaSession::new(c, t0).unwrap()
+        };
+        let mut a = mk(0xa, params(1, 2));
+        let mut b = mk(0xb, params(2, 1));
+        // Hears B under its old key: after the change, every packet of B fails there.
+        let mut old = mk(0xd, params(4, 2));
+        let (mut fed, rekeyed) = (0, t0 + Duration::from_secs(2));
+        let delay = Duration::from_millis(10);
+        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        let mut now = t0;
+        while now <= t0 + Duration::from_secs(4) {
+            if now == t0 + Duration::from_secs(2) {
+                // B's new key is in its offer; A's answer keeps A's key. Packets of the old
+                // key still in flight fail: B switches once they have arrived (as a peer's
+                // answer takes its round trip), A at once.
+                assert!(b.rekey(&params(3, 1)));
+                assert!(!b.rekey(&params(3, 1)), "the same keys again");
+                while let Some((at, to_b, bytes)) = wire.pop_front() {
+                    let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
+                }
+                assert!(a.rekey(&params(1, 3)));
+            }
+            while wire.front().is_some_and(|w| w.0 <= now) {
+                let (at, to_b, bytes) = wire.pop_front().unwrap();
+                let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
+            }
+            for from_a in [true, false] {
+                let s = if from_a { &mut a } else { &mut b };
+                while let Some(o) = s.poll_transmit(now) {
+                    if !from_a && now > rekeyed {
+                        let _ = old.handle_packet(now, &o.bytes);
+                        fed += 1;
+                    }
+                    wire.push_back((now + delay, from_a, o.bytes));
+                }
+            }
+            now += Duration::from_millis(1);
+        }
+        a.stop(now);
+        b.stop(now);
+        assert!(fed > 90, "{fed}");
+        assert_eq!(
+            old.summary().srtp_auth_failures,
+            fed,
+            "B sends under its new key"
+        );
+        for s in [a.summary(), b.summary()] {
+            assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
+            assert_eq!((s.rx_lost, s.malformed), (0, 0), "{s:?}");
+            assert!(s.rtcp_received >= 1, "SRTCP under the new key too: {s:?}");
+            assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41);
+        }
+        let mut plain = MediaSession::new(cfg(0xc, Codec::Pcmu, 0xc), t0).unwrap();
+        assert!(!plain.rekey(&params(1, 2)));
     }
 
     /// SRTP between two sessions (each with the other's key): every datagram on the wire is
