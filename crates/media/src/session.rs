@@ -2196,6 +2196,19 @@ mod tests {
         }
     }
 
+    /// Hands every datagram of `wire` due by `until` to its session (`true`: to `b`).
+    fn deliver_due(
+        wire: &mut VecDeque<(Instant, bool, Vec<u8>)>,
+        until: Instant,
+        a: &mut MediaSession,
+        b: &mut MediaSession,
+    ) {
+        while wire.front().is_some_and(|w| w.0 <= until) {
+            let (at, to_b, bytes) = wire.pop_front().unwrap();
+            let _ = if to_b { &mut *b } else { &mut *a }.handle_packet(at, &bytes);
+        }
+    }
+
     /// RFC 4568 §7.1.4: B re-keys inside the call (a re-INVITE with a new key); A takes the
     /// new key for what it receives, B sends under it from then on: no packet fails on either
     /// side, before or after, and the call scores as a plain one. Taking the same keys again
@@ -2230,15 +2243,10 @@ mod tests {
                 // answer takes its round trip), A at once.
                 assert!(b.rekey(&params(3, 1)));
                 assert!(!b.rekey(&params(3, 1)), "the same keys again");
-                while let Some((at, to_b, bytes)) = wire.pop_front() {
-                    let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
-                }
+                deliver_due(&mut wire, now + delay, &mut a, &mut b);
                 assert!(a.rekey(&params(1, 3)));
             }
-            while wire.front().is_some_and(|w| w.0 <= now) {
-                let (at, to_b, bytes) = wire.pop_front().unwrap();
-                let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
-            }
+            deliver_due(&mut wire, now, &mut a, &mut b);
             for from_a in [true, false] {
                 let s = if from_a { &mut a } else { &mut b };
                 while let Some(o) = s.poll_transmit(now) {
@@ -2300,10 +2308,7 @@ mod tests {
         let mut now = t0;
         let end = t0 + Duration::from_secs(6);
         while now <= end {
-            while wire.front().is_some_and(|w| w.0 <= now) {
-                let (at, to_b, bytes) = wire.pop_front().unwrap();
-                let _ = if to_b { &mut b } else { &mut a }.handle_packet(at, &bytes);
-            }
+            deliver_due(&mut wire, now, &mut a, &mut b);
             for from_a in [true, false] {
                 let s = if from_a { &mut a } else { &mut b };
                 while let Some(o) = s.poll_transmit(now) {
