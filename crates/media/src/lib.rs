@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod dtls;
 pub mod dtmf;
 pub mod emodel;
 pub mod g711;
