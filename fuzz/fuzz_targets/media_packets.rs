@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: 1,
         srtp: None,
+        dtls: None,
     };
     let key = MasterKey::from_bytes([7; 30]);
     for suite in Suite::ALL {

@@ -33,6 +33,7 @@ fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: u64::from(ssrc),
         srtp: None,
+        dtls: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn local(codecs: Vec<Codec>, last_octet: u8, port: u16) -> LocalMedia {
         session_id: u64::from(port),
         session_version: 1,
         srtp: None,
+        dtls: None,
     }
 }
 

@@ -457,8 +457,9 @@ impl DtlsSrtp {
         });
         let Some(keys) = split_keys(km, profile, self.summary.active) else {
             self.fail(format!(
-                "the DTLS handshake chose the SRTP profile {profile}, which this build's SRTP \
-                 does not run (it runs SRTP_AES128_CM_SHA1_80)"
+                "the DTLS handshake chose the SRTP profile {profile} ({} bytes of keys), which \
+                 this build's SRTP does not run",
+                km.len()
             ));
             return;
         };
@@ -505,25 +506,31 @@ impl DtlsSrtp {
     }
 }
 
+/// The SRTP suite of a dimpl profile (RFC 5764 §4.1.2, RFC 7714 §14.2).
+fn suite_of(profile: SrtpProfile) -> Option<Suite> {
+    Suite::from_dtls_profile(match profile {
+        SrtpProfile::AES128_CM_SHA1_80 => 0x0001,
+        SrtpProfile::AEAD_AES_128_GCM => 0x0007,
+        SrtpProfile::AEAD_AES_256_GCM => 0x0008,
+        _ => return None,
+    })
+}
+
 /// RFC 5764 §4.2: the exported block is client key ‖ server key ‖ client salt ‖ server salt;
 /// the client's key and salt protect what the client sends. `None` for a profile our SRTP
-/// does not run.
+/// does not run, or a block of the wrong length.
 pub fn split_keys(km: &[u8], profile: SrtpProfile, active: bool) -> Option<SrtpParams> {
-    let suite = match profile {
-        SrtpProfile::AES128_CM_SHA1_80 => Suite::AesCm128HmacSha1_80,
-        _ => return None,
-    };
-    let (k, s) = (16, 14);
+    let suite = suite_of(profile)?;
+    let (k, s) = (suite.key_len(), suite.salt_len());
     if km.len() != 2 * (k + s) {
         return None;
     }
     let key = |i: usize| {
-        let mut b = [0u8; 30];
-        b[..k].copy_from_slice(&km[i * k..(i + 1) * k]);
-        b[k..].copy_from_slice(&km[2 * k + i * s..2 * k + (i + 1) * s]);
-        MasterKey::from_bytes(b)
+        let mut b = km[i * k..(i + 1) * k].to_vec();
+        b.extend_from_slice(&km[2 * k + i * s..2 * k + (i + 1) * s]);
+        MasterKey::new(suite, &b)
     };
-    let (client, server) = (key(0), key(1));
+    let (client, server) = (key(0)?, key(1)?);
     let (tx_key, rx_key) = if active {
         (client, server)
     } else {
@@ -628,9 +635,9 @@ mod tests {
         let t0 = Instant::now();
         let (mut c, mut s) = pair(&a, &b, t0);
         run(&mut c, &mut s, t0, Duration::from_millis(5), |_| false);
-        eprintln!("{:?} {:?}", c.summary(), s.summary());
         let (kc, ks) = (c.take_keys().unwrap(), s.take_keys().unwrap());
-        assert_eq!(kc.suite, Suite::AesCm128HmacSha1_80);
+        // dimpl 0.9 offers and prefers AEAD_AES_256_GCM (not configurable).
+        assert_eq!(kc.suite, Suite::AeadAes256Gcm);
         assert_eq!(kc.tx_key, ks.rx_key);
         assert_eq!(kc.rx_key, ks.tx_key);
         assert_ne!(kc.tx_key, kc.rx_key);
@@ -638,11 +645,11 @@ mod tests {
         let (sc, ss) = (c.summary(), s.summary());
         assert_eq!((sc.active, ss.active), (true, false));
         assert_eq!(sc.version, Some("DTLS1.3"));
-        assert_eq!(sc.suite, Some("AES_CM_128_HMAC_SHA1_80"));
-        // Two round trips of 10 ms at least, no retransmission needed.
-        let hs = sc.handshake.unwrap();
-        assert!(hs >= Duration::from_millis(10) && hs < Duration::from_millis(100), "{hs:?}");
-        assert!(ss.handshake.unwrap() < hs, "{ss:?}");
+        assert_eq!(sc.suite, Some("AEAD_AES_256_GCM"));
+        // DTLS 1.3 without a cookie: one round trip (10 ms) for each, no retransmission.
+        for hs in [sc.handshake.unwrap(), ss.handshake.unwrap()] {
+            assert!(hs >= Duration::from_millis(10) && hs < Duration::from_millis(30), "{hs:?}");
+        }
         assert_eq!((sc.failure.as_deref(), ss.failure.as_deref()), (None, None));
         assert_eq!(c.poll_timeout(), None);
     }
@@ -733,7 +740,16 @@ mod tests {
         assert_eq!(c.rx_key, MasterKey::from_bytes(want));
         let s = split_keys(&km, SrtpProfile::AES128_CM_SHA1_80, false).unwrap();
         assert_eq!((s.tx_key, s.rx_key), (c.rx_key, c.tx_key));
-        assert!(split_keys(&km, SrtpProfile::AEAD_AES_128_GCM, true).is_none());
         assert!(split_keys(&km[..59], SrtpProfile::AES128_CM_SHA1_80, true).is_none());
+        // AEAD_AES_128_GCM: 16-byte keys, 12-byte salts (RFC 7714 §12): 56 bytes.
+        assert!(split_keys(&km, SrtpProfile::AEAD_AES_128_GCM, true).is_none());
+        let g = split_keys(&km[..56], SrtpProfile::AEAD_AES_128_GCM, true).unwrap();
+        assert_eq!(g.suite, Suite::AeadAes128Gcm);
+        let want: Vec<u8> = (0..16).chain(32..44).collect();
+        assert_eq!(g.tx_key.as_bytes(), &want[..]);
+        let km: Vec<u8> = (0..88).collect();
+        let g = split_keys(&km, SrtpProfile::AEAD_AES_256_GCM, false).unwrap();
+        let want: Vec<u8> = (32..64).chain(76..88).collect();
+        assert_eq!(g.tx_key.as_bytes(), &want[..]);
     }
 }

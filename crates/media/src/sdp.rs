@@ -11,7 +11,9 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use crate::dtls::{DtlsIdentity, DtlsParams, Fingerprint, FingerprintError, Setup};
 use crate::srtp::{Crypto, MasterKey, SrtpParams, Suite, Unsupported};
 
 /// An undecodable SDP body.
@@ -633,6 +635,10 @@ pub struct LocalMedia {
     pub session_version: u64,
     /// SRTP with SDES keys (RFC 4568); `None`: plain RTP only (`srtp = "off"`).
     pub srtp: Option<Sdes>,
+    /// DTLS-SRTP (RFC 5763, RFC 5764) with this certificate (`srtp = "dtls"`, then `srtp` is
+    /// `None`): we offer `UDP/TLS/RTP/SAVP` with its `a=fingerprint` and `a=setup:actpass`
+    /// and `a=rtcp-mux`, and take only offers and answers with a fingerprint.
+    pub dtls: Option<Arc<DtlsIdentity>>,
 }
 
 /// Our side of SDES (RFC 4568): whether SRTP is required, and our master keys (fresh per
@@ -687,6 +693,28 @@ pub enum NegotiationError {
     /// No connection address for the audio stream.
     #[error("no connection address for the audio stream")]
     NoConnection,
+    /// A DTLS-SRTP (`UDP/TLS/RTP/SAVP`) offer or answer while `srtp` is not `"dtls"`.
+    #[error("the peer asks for DTLS-SRTP ({proto}) and srtp is {mode} (set srtp = \"dtls\")")]
+    DtlsOff {
+        /// The peer's transport.
+        proto: String,
+        /// Our `srtp` setting: `"off"`, `"sdes"` or `"optional"`.
+        mode: &'static str,
+    },
+    /// `srtp = "dtls"` and the peer's SDP has no `a=fingerprint` (RFC 5763 §5).
+    #[error("srtp is dtls and the peer's sdp ({0}) has no a=fingerprint (RFC 5763 §5): it does not do DTLS-SRTP")]
+    NoFingerprint(String),
+    /// A malformed `a=fingerprint`, or one of a hash we do not know, and no usable one.
+    #[error("{0}")]
+    BadFingerprint(#[from] FingerprintError),
+    /// `a=setup` the peer may not use there (RFC 5763 §5: an answer is `active` or
+    /// `passive`; `holdconn` opens no connection).
+    #[error("a=setup:{0} cannot set up DTLS here (RFC 5763 §5: the answer is active or passive)")]
+    BadSetup(String),
+    /// DTLS-SRTP without `a=rtcp-mux`: we run one handshake on the RTP port for RTP and RTCP
+    /// (as WebRTC, RFC 8829 §5.1.1), not a second one on the RTCP port (RFC 5764 §4.1).
+    #[error("srtp is dtls and the peer does not multiplex RTCP (no a=rtcp-mux): sipmeter runs DTLS-SRTP with rtcp-mux only")]
+    DtlsNeedsRtcpMux,
     /// An `RTP/SAVP` offer or answer while SRTP is off in the test file.
     #[error("the peer asks for srtp ({0}) and srtp is off (set srtp = \"sdes\" or \"optional\")")]
     SrtpOff(String),
@@ -739,8 +767,11 @@ pub struct Negotiated {
     pub remote_rtcp: SocketAddr,
     /// RTCP multiplexed on the RTP port.
     pub rtcp_mux: bool,
-    /// SRTP's suite and keys when SDES negotiated it; `None`: plain RTP.
+    /// SRTP's suite and keys when SDES negotiated it; `None`: plain RTP (or DTLS-SRTP, whose
+    /// keys come from the handshake).
     pub srtp: Option<SrtpParams>,
+    /// DTLS-SRTP: our certificate, the peer's fingerprint, our role.
+    pub dtls: Option<DtlsParams>,
 }
 
 fn local_names(local: &LocalMedia) -> Vec<String> {
@@ -864,6 +895,7 @@ pub fn build_offer(local: &LocalMedia) -> SessionDescription {
     }
     // RFC 4568 §5.1.1: one a=crypto line per suite offered, each with its own key.
     let (proto, crypto) = match &local.srtp {
+        _ if local.dtls.is_some() => (DTLS_PROTO, Vec::new()),
         None => ("RTP/AVP", Vec::new()),
         Some(sdes) => (
             if sdes.required { "RTP/SAVP" } else { "RTP/AVP" },
@@ -878,16 +910,133 @@ pub fn build_offer(local: &LocalMedia) -> SessionDescription {
                 .collect(),
         ),
     };
-    let m = audio_section(
+    let mut m = audio_section(
         local,
         &pts,
         &events,
         local.direction,
-        local.rtcp_mux,
+        local.rtcp_mux || local.dtls.is_some(),
         proto,
         &crypto,
     );
+    if let Some(id) = &local.dtls {
+        // RFC 5763 §5: the offerer says actpass and lets the answerer choose.
+        m.attributes.extend(dtls_attributes(id, Setup::ActPass));
+    }
     session(local, vec![m])
+}
+
+/// The transport we offer for DTLS-SRTP (RFC 5764 §8).
+pub const DTLS_PROTO: &str = "UDP/TLS/RTP/SAVP";
+
+fn dtls_attributes(id: &DtlsIdentity, setup: Setup) -> [Attribute; 2] {
+    [
+        Attribute {
+            name: "fingerprint".to_string(),
+            value: Some(id.fingerprint().to_string()),
+        },
+        Attribute {
+            name: "setup".to_string(),
+            value: Some(setup.as_str().to_string()),
+        },
+    ]
+}
+
+/// DTLS-SRTP's transports (RFC 5764 §8; `…/SAVPF` from WebRTC peers, RFC 5124).
+fn is_dtls_proto(m: &MediaDescription) -> bool {
+    m.proto.starts_with("UDP/TLS/RTP/SAVP")
+}
+
+/// An attribute of the m-section, else of the session (RFC 8122 §5 and RFC 4145 §4 allow
+/// both levels).
+fn attr<'a>(sd: &'a SessionDescription, m: &'a MediaDescription, name: &str) -> Vec<&'a str> {
+    let of = |a: &'a [Attribute]| -> Vec<&'a str> {
+        a.iter()
+            .filter(|a| a.name.eq_ignore_ascii_case(name))
+            .map(|a| a.value.as_deref().unwrap_or_default())
+            .collect()
+    };
+    let media = of(&m.attributes);
+    if media.is_empty() { of(&sd.attributes) } else { media }
+}
+
+/// The peer's fingerprint and `a=setup` (absent: `active`, RFC 4145 §4). Of several
+/// fingerprints (RFC 8122 §5) the first of a hash we know is taken; `Ok(None)`: none at all.
+fn remote_dtls(
+    sd: &SessionDescription,
+    m: &MediaDescription,
+) -> Result<Option<(Fingerprint, Setup)>, NegotiationError> {
+    let prints = attr(sd, m, "fingerprint");
+    let mut first_err = None;
+    let mut found = None;
+    for p in prints {
+        match Fingerprint::parse(p) {
+            Ok(f) => {
+                found = Some(f);
+                break;
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let Some(f) = found else {
+        return first_err.map_or(Ok(None), |e| Err(e.into()));
+    };
+    let setup = match attr(sd, m, "setup").first() {
+        None => Setup::Active,
+        Some(v) => Setup::parse(v).ok_or_else(|| NegotiationError::BadSetup((*v).to_string()))?,
+    };
+    Ok(Some((f, setup)))
+}
+
+fn mode_name(local: &LocalMedia) -> &'static str {
+    match &local.srtp {
+        None => "off",
+        Some(s) if s.required => "sdes",
+        Some(_) => "optional",
+    }
+}
+
+/// Our DTLS side for a peer's offer or answer `m` (`offer`: whether it is an offer): its
+/// fingerprint and our role (RFC 5763 §5: the answerer takes `active` when it may). Plain
+/// `Ok(None)` when `srtp` is not `"dtls"` and `m` is no DTLS transport.
+fn dtls_of(
+    sd: &SessionDescription,
+    m: &MediaDescription,
+    local: &LocalMedia,
+    offer: bool,
+) -> Result<Option<DtlsParams>, NegotiationError> {
+    let Some(id) = &local.dtls else {
+        return if is_dtls_proto(m) {
+            Err(NegotiationError::DtlsOff {
+                proto: m.proto.clone(),
+                mode: mode_name(local),
+            })
+        } else {
+            Ok(None)
+        };
+    };
+    // A legacy peer may signal DTLS-SRTP on RTP/SAVP(F) with a fingerprint: taken too.
+    let Some((remote, setup)) = remote_dtls(sd, m)? else {
+        return Err(NegotiationError::NoFingerprint(m.proto.clone()));
+    };
+    if !m.rtcp_mux {
+        return Err(NegotiationError::DtlsNeedsRtcpMux);
+    }
+    let active = match (offer, setup) {
+        // RFC 5763 §5: answering actpass (or passive), we are active.
+        (true, Setup::ActPass | Setup::Passive) => true,
+        (true, Setup::Active) => false,
+        (false, Setup::Active) => false,
+        (false, Setup::Passive) => true,
+        (_, s) => return Err(NegotiationError::BadSetup(s.as_str().to_string())),
+    };
+    Ok(Some(DtlsParams {
+        identity: id.clone(),
+        remote,
+        active,
+    }))
 }
 
 fn remote_addrs(
@@ -920,11 +1069,10 @@ pub fn audio_addrs(sd: &SessionDescription, rtcp_mux: bool) -> Option<(SocketAdd
 fn check_transport(m: &MediaDescription) -> Result<(), NegotiationError> {
     if matches!(
         m.proto.as_str(),
-        "RTP/AVP" | "RTP/AVPF" | "RTP/SAVP" | "RTP/SAVPF"
+        "RTP/AVP" | "RTP/AVPF" | "RTP/SAVP" | "RTP/SAVPF" | "UDP/TLS/RTP/SAVP" | "UDP/TLS/RTP/SAVPF"
     ) {
         Ok(())
     } else {
-        // DTLS-SRTP's UDP/TLS/RTP/SAVP(F) (RFC 5764) among them.
         Err(NegotiationError::UnsupportedTransport(m.proto.clone()))
     }
 }
@@ -1080,7 +1228,12 @@ pub fn answer_offer(
         })?;
     let om = &offer.media[idx];
     check_transport(om)?;
-    let crypto = answer_crypto(om, local)?;
+    let dtls = dtls_of(offer, om, local, true)?;
+    let crypto = if dtls.is_some() {
+        None
+    } else {
+        answer_crypto(om, local)?
+    };
     // RFC 3264 §6.1: answer with the offerer's order; we use its first match.
     let chosen = om
         .payload_types()
@@ -1097,7 +1250,7 @@ pub fn answer_offer(
         .telephone_event
         .then(|| telephone_event(om, chosen.0.clock_rate()))
         .flatten();
-    let rtcp_mux = local.rtcp_mux && om.rtcp_mux;
+    let rtcp_mux = (local.rtcp_mux || dtls.is_some()) && om.rtcp_mux;
     let (remote_rtp, remote_rtcp) = remote_addrs(offer, om, rtcp_mux)?;
     let mut offered_dir = offer.direction_of(om);
     // RFC 3264 §8.4: c=0.0.0.0 is the old way of putting a stream on hold.
@@ -1108,7 +1261,7 @@ pub fn answer_offer(
     let mut media = Vec::new();
     for (i, m) in offer.media.iter().enumerate() {
         if i == idx {
-            media.push(audio_section(
+            let mut section = audio_section(
                 local,
                 &[chosen],
                 &event_pt
@@ -1122,7 +1275,12 @@ pub fn answer_offer(
                     .as_ref()
                     .map(|c| std::slice::from_ref(&c.0))
                     .unwrap_or_default(),
-            ));
+            );
+            if let Some(d) = &dtls {
+                let setup = if d.active { Setup::Active } else { Setup::Passive };
+                section.attributes.extend(dtls_attributes(&d.identity, setup));
+            }
+            media.push(section);
         } else {
             // RFC 3264 §6: every offered stream gets an m-line; port 0 rejects it.
             media.push(MediaDescription {
@@ -1154,6 +1312,7 @@ pub fn answer_offer(
         remote_rtcp,
         rtcp_mux,
         srtp: crypto.map(|c| c.1),
+        dtls,
     };
     Ok((session(local, media), negotiated))
 }
@@ -1172,7 +1331,12 @@ pub fn apply_answer(
         return Err(NegotiationError::Rejected);
     }
     check_transport(am)?;
-    let srtp = answered_crypto(am, local)?;
+    let dtls = dtls_of(answer, am, local, false)?;
+    let srtp = if dtls.is_some() {
+        None
+    } else {
+        answered_crypto(am, local)?
+    };
     let (codec, send_pt) = am
         .payload_types()
         .find_map(|pt| {
@@ -1188,7 +1352,7 @@ pub fn apply_answer(
         .telephone_event
         .then(|| telephone_event(am, codec.clock_rate()))
         .flatten();
-    let rtcp_mux = local.rtcp_mux && am.rtcp_mux;
+    let rtcp_mux = (local.rtcp_mux || dtls.is_some()) && am.rtcp_mux;
     let (remote_rtp, remote_rtcp) = remote_addrs(answer, am, rtcp_mux)?;
     let mut answered_dir = answer.direction_of(am);
     if remote_rtp.ip().is_unspecified() {
@@ -1207,6 +1371,7 @@ pub fn apply_answer(
         remote_rtcp,
         rtcp_mux,
         srtp,
+        dtls,
     })
 }
 
@@ -1227,7 +1392,136 @@ mod tests {
             session_id: 42,
             session_version: 1,
             srtp: None,
+            dtls: None,
         }
+    }
+
+    fn dtls_sides() -> (LocalMedia, LocalMedia) {
+        let id = || Some(Arc::new(DtlsIdentity::generate().unwrap()));
+        let mut a = local(vec![Codec::Pcmu]);
+        a.rtcp_mux = false;
+        a.dtls = id();
+        let mut b = local(vec![Codec::Pcmu]);
+        b.port = 50000;
+        b.dtls = id();
+        (a, b)
+    }
+
+    #[test]
+    fn dtls_offer_and_answer_rfc_5763() {
+        let (a, b) = dtls_sides();
+        let offer = build_offer(&a).to_string();
+        let fa = a.dtls.as_ref().unwrap().fingerprint().clone();
+        let fb = b.dtls.as_ref().unwrap().fingerprint().clone();
+        // RFC 5764 §8 transport, rtcp-mux forced (one handshake), actpass (RFC 5763 §5).
+        assert!(offer.contains("m=audio 40000 UDP/TLS/RTP/SAVP 0 101\r\n"), "{offer}");
+        assert!(offer.contains(&format!("a=fingerprint:{fa}\r\n")), "{offer}");
+        assert!(offer.contains("a=setup:actpass\r\n") && offer.contains("a=rtcp-mux\r\n"));
+        assert!(!offer.contains("a=crypto"), "{offer}");
+        let (answer, nb) =
+            answer_offer(&SessionDescription::parse(offer.as_bytes()).unwrap(), &b).unwrap();
+        let answer = answer.to_string();
+        assert!(answer.contains("m=audio 50000 UDP/TLS/RTP/SAVP 0 101\r\n"), "{answer}");
+        assert!(answer.contains(&format!("a=fingerprint:{fb}\r\n")), "{answer}");
+        assert!(answer.contains("a=setup:active\r\n"), "{answer}");
+        let na = apply_answer(&a, &SessionDescription::parse(answer.as_bytes()).unwrap()).unwrap();
+        let (da, db) = (na.dtls.unwrap(), nb.dtls.unwrap());
+        assert_eq!((da.active, db.active), (false, true));
+        assert_eq!((da.remote, db.remote), (fb, fa));
+        assert_eq!((na.srtp, nb.srtp), (None, None));
+        assert!(na.rtcp_mux && nb.rtcp_mux);
+        assert_eq!(na.remote_rtcp, na.remote_rtp);
+    }
+
+    #[test]
+    fn dtls_roles_legacy_peers_and_refusals() {
+        let (a, b) = dtls_sides();
+        let fp = b.dtls.as_ref().unwrap().fingerprint().to_string();
+        let sdp = |proto: &str, extra: &str| {
+            SessionDescription::parse(
+                format!(
+                    "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                     m=audio 5000 {proto} 0\r\n{extra}"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let with = |setup: &str| format!("a=fingerprint:{fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\n");
+        // The offerer's role decides ours (RFC 4145 §4: no a=setup means active).
+        for (setup, active) in [("actpass", true), ("passive", true), ("active", false)] {
+            let (ans, n) = answer_offer(&sdp(DTLS_PROTO, &with(setup)), &a).unwrap();
+            assert_eq!(n.dtls.unwrap().active, active, "{setup}");
+            let mine = if active { "active" } else { "passive" };
+            assert!(ans.to_string().contains(&format!("a=setup:{mine}\r\n")));
+        }
+        let no_setup = format!("a=fingerprint:{fp}\r\na=rtcp-mux\r\n");
+        assert!(!answer_offer(&sdp(DTLS_PROTO, &no_setup), &a).unwrap().1.dtls.unwrap().active);
+        // WebRTC's SAVPF and a legacy RTP/SAVP with a fingerprint are taken; the answer
+        // mirrors the transport.
+        for proto in ["UDP/TLS/RTP/SAVPF", "RTP/SAVP"] {
+            let (ans, n) = answer_offer(&sdp(proto, &with("actpass")), &a).unwrap();
+            assert!(n.dtls.is_some());
+            assert!(ans.to_string().contains(&format!("m=audio 40000 {proto} 0\r\n")));
+        }
+        // A session-level fingerprint counts (RFC 8122 §5).
+        let sess = SessionDescription::parse(
+            format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                 a=fingerprint:{fp}\r\nm=audio 5000 {DTLS_PROTO} 0\r\na=rtcp-mux\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert!(answer_offer(&sess, &a).unwrap().1.dtls.is_some());
+        // Refusals, each naming why.
+        let e = |sd: SessionDescription, l: &LocalMedia| answer_offer(&sd, l).unwrap_err();
+        let mut off = local(vec![Codec::Pcmu]);
+        assert_eq!(
+            e(sdp(DTLS_PROTO, &with("actpass")), &off),
+            NegotiationError::DtlsOff {
+                proto: DTLS_PROTO.into(),
+                mode: "off"
+            }
+        );
+        off.srtp = Some(Sdes {
+            required: true,
+            keys: vec![(Suite::AesCm128HmacSha1_80, MasterKey::from_bytes([1; 30]))],
+        });
+        assert!(e(sdp(DTLS_PROTO, &with("actpass")), &off).to_string().contains("srtp is sdes"));
+        let sdes = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\na=rtcp-mux\r\n";
+        assert_eq!(
+            e(sdp("RTP/SAVP", sdes), &a),
+            NegotiationError::NoFingerprint("RTP/SAVP".into())
+        );
+        assert_eq!(e(sdp("RTP/AVP", ""), &a), NegotiationError::NoFingerprint("RTP/AVP".into()));
+        let no_mux = format!("a=fingerprint:{fp}\r\na=setup:actpass\r\n");
+        assert_eq!(e(sdp(DTLS_PROTO, &no_mux), &a), NegotiationError::DtlsNeedsRtcpMux);
+        assert_eq!(
+            e(sdp(DTLS_PROTO, &with("holdconn")), &a),
+            NegotiationError::BadSetup("holdconn".into())
+        );
+        assert!(matches!(
+            e(sdp(DTLS_PROTO, "a=fingerprint:sha-256 AA:BB\r\na=rtcp-mux\r\n"), &a),
+            NegotiationError::BadFingerprint(_)
+        ));
+        // Answers: actpass is not an answer's (RFC 5763 §5); none: not DTLS.
+        assert_eq!(
+            apply_answer(&a, &sdp(DTLS_PROTO, &with("actpass"))).unwrap_err(),
+            NegotiationError::BadSetup("actpass".into())
+        );
+        assert_eq!(
+            apply_answer(&a, &sdp("RTP/AVP", "a=rtcp-mux\r\n")).unwrap_err(),
+            NegotiationError::NoFingerprint("RTP/AVP".into())
+        );
+        assert!(apply_answer(&a, &sdp(DTLS_PROTO, &with("passive"))).unwrap().dtls.unwrap().active);
+        assert_eq!(
+            apply_answer(&local(vec![Codec::Pcmu]), &sdp(DTLS_PROTO, &with("active"))).unwrap_err(),
+            NegotiationError::DtlsOff {
+                proto: DTLS_PROTO.into(),
+                mode: "off"
+            }
+        );
     }
 
     #[test]
@@ -1436,7 +1730,7 @@ mod tests {
             Some(true)
         );
 
-        // WebRTC-style: DTLS-SRTP transport is refused with its name.
+        // WebRTC-style: DTLS-SRTP while srtp is off is refused with its name.
         let offer = p(WEBRTC);
         assert_eq!(
             offer.media[0]
@@ -1448,7 +1742,10 @@ mod tests {
         );
         assert_eq!(
             answer_offer(&offer, &local(vec![Codec::Pcmu])).unwrap_err(),
-            NegotiationError::UnsupportedTransport("UDP/TLS/RTP/SAVPF".into())
+            NegotiationError::DtlsOff {
+                proto: "UDP/TLS/RTP/SAVPF".into(),
+                mode: "off"
+            }
         );
 
         // IPv6, sendonly: we receive only.

@@ -39,6 +39,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
+use crate::dtls::{DtlsParams, DtlsSrtp, DtlsSummary};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
 
@@ -77,6 +78,9 @@ pub struct SessionConfig {
     pub seed: u64,
     /// SRTP's suite and keys (SDES, RFC 4568); `None`: plain RTP.
     pub srtp: Option<SrtpParams>,
+    /// DTLS-SRTP (RFC 5764): the session runs the handshake on the RTP port and keys SRTP
+    /// with its export; nothing but the handshake is sent before.
+    pub dtls: Option<DtlsParams>,
 }
 
 impl SessionConfig {
@@ -101,6 +105,7 @@ impl SessionConfig {
             ntp_at_start: DEFAULT_NTP_ORIGIN,
             seed,
             srtp: n.srtp.clone(),
+            dtls: n.dtls.clone(),
         }
     }
 }
@@ -170,6 +175,8 @@ pub enum PacketKind {
     Rtp,
     /// Goes to the remote RTCP address (the RTP one when muxed).
     Rtcp,
+    /// DTLS (RFC 5764, first byte 20–63 per RFC 7983): goes to the remote RTP address.
+    Dtls,
 }
 
 /// One datagram to send.
@@ -500,6 +507,10 @@ pub struct CallMediaSummary {
     /// SRTP/SRTCP packets received again or too old for the replay window (RFC 3711
     /// §3.3.2): dropped, not measured.
     pub srtp_replayed: u64,
+    /// DTLS-SRTP: role, version, suite, handshake time, failure (`None`: no DTLS).
+    pub dtls: Option<DtlsSummary>,
+    /// SRTP packets received under DTLS-SRTP before the handshake gave keys: dropped.
+    pub dtls_early: u64,
     /// RTP packets with a payload type we did not negotiate.
     pub unexpected_pt: u64,
     /// RTCP compounds received.
@@ -685,6 +696,9 @@ pub struct MediaSession {
     srtp_plain: Vec<u8>,
     srtp_auth_failures: u64,
     srtp_replayed: u64,
+    // DTLS-SRTP (boxed: most calls have none)
+    dtls: Option<Box<DtlsSrtp>>,
+    dtls_early: u64,
     dtmf: String,
     last_event_ts: Option<u32>,
     last_played: Option<u16>,
@@ -772,6 +786,8 @@ impl MediaSession {
             srtp_plain: Vec::new(),
             srtp_auth_failures: 0,
             srtp_replayed: 0,
+            dtls: cfg.dtls.as_ref().map(|p| Box::new(DtlsSrtp::new(p, now))),
+            dtls_early: 0,
             dtmf: String::new(),
             last_event_ts: None,
             last_played: None,
@@ -828,6 +844,14 @@ impl MediaSession {
 
     /// When [`Self::poll_transmit`] has something next; `None` once stopped and drained.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some(d) = self.dtls.as_deref().filter(|_| self.srtp.is_none()) {
+            // Handshaking: only DTLS goes out (its datagrams waiting are due now).
+            return if d.has_output() {
+                Some(d.now())
+            } else {
+                d.poll_timeout()
+            };
+        }
         if self.stopped_at.is_some() {
             return if self.pending.is_empty() {
                 None
@@ -857,6 +881,22 @@ impl MediaSession {
     /// As [`Self::poll_transmit`], but the datagram is written into `out` (cleared first), so
     /// a driver can reuse one buffer for every packet. `None` (and `out` empty): nothing due.
     pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<PacketKind> {
+        if let Some(d) = self.dtls.as_deref_mut() {
+            d.handle_timeout(now);
+            if let Some(datagram) = d.poll_datagram() {
+                out.clear();
+                out.extend_from_slice(&datagram);
+                return Some(PacketKind::Dtls);
+            }
+            self.take_dtls_keys(now);
+            if self.srtp.is_none() {
+                // RFC 5764 §4.1: no media before the keys (what the handshake failed or
+                // has not finished for is dropped, never sent in the clear).
+                self.pending.clear();
+                out.clear();
+                return None;
+            }
+        }
         loop {
             let kind = self.next_datagram(now, out)?;
             let Some(srtp) = self.srtp.as_mut() else {
@@ -866,6 +906,7 @@ impl MediaSession {
             let protected = match kind {
                 PacketKind::Rtp => srtp.tx.protect_rtp(out),
                 PacketKind::Rtcp => srtp.tx.protect_rtcp(out),
+                PacketKind::Dtls => Ok(()),
             };
             if protected.is_ok() {
                 return Some(kind);
@@ -1076,6 +1117,18 @@ impl MediaSession {
     /// Handles one received datagram (RTP or RTCP, demultiplexed per RFC 5761 §4).
     /// Malformed datagrams are counted and returned as an error; the session carries on.
     pub fn handle_packet(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
+        if let Some(d) = self.dtls.as_deref_mut() {
+            // RFC 7983 §7: 20–63 is DTLS, the rest goes on as (S)RTP/(S)RTCP.
+            if crate::dtls::is_dtls(buf) {
+                d.handle_datagram(now, buf);
+                self.take_dtls_keys(now);
+                return Ok(PacketKind::Dtls);
+            }
+            if self.srtp.is_none() {
+                self.dtls_early += 1;
+                return Err(PacketError::Srtp(SrtpError::AuthFailed));
+            }
+        }
         if self.srtp.is_some() {
             return self.handle_srtp(now, buf);
         }
@@ -1106,6 +1159,35 @@ impl MediaSession {
         };
         self.srtp_plain = plain;
         r
+    }
+
+    /// The handshake's keys, once: SRTP starts, and the sends held since the start go out
+    /// from `now` on the same sequence and timestamp line (the timestamp advanced by the
+    /// wait, RFC 3550 §5.1), with no backlog burst.
+    fn take_dtls_keys(&mut self, now: Instant) {
+        let Some(keys) = self.dtls.as_deref_mut().and_then(DtlsSrtp::take_keys) else {
+            return;
+        };
+        self.srtp = Some(Box::new(SrtpContext::new(&keys)));
+        self.cfg.srtp = Some(keys);
+        if self.stopped_at.is_some() {
+            return;
+        }
+        if let Some(at) = self.next_rtp.filter(|at| *at < now) {
+            let gap = now.saturating_duration_since(at).as_secs_f64();
+            self.ts = self
+                .ts
+                .wrapping_add((gap * f64::from(self.clock_rate)) as u32);
+            self.next_rtp = Some(now);
+        }
+        if let Some(at) = self.next_rtcp.filter(|at| *at < now) {
+            self.next_rtcp = Some(at.max(now));
+        }
+    }
+
+    /// Whether the DTLS-SRTP handshake is still running (media held).
+    pub fn dtls_handshaking(&self) -> bool {
+        self.dtls.as_deref().is_some_and(DtlsSrtp::handshaking)
     }
 
     fn handle_plain(&mut self, now: Instant, buf: &[u8]) -> Result<PacketKind, PacketError> {
@@ -1565,6 +1647,8 @@ impl MediaSession {
             malformed: self.malformed,
             srtp_auth_failures: self.srtp_auth_failures,
             srtp_replayed: self.srtp_replayed,
+            dtls: self.dtls.as_deref().map(|d| d.summary().clone()),
+            dtls_early: self.dtls_early,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
             remote_bye: self.remote_bye,
@@ -1600,6 +1684,7 @@ mod tests {
             ntp_at_start: DEFAULT_NTP_ORIGIN,
             seed,
             srtp: None,
+            dtls: None,
         }
     }
 
@@ -1655,6 +1740,7 @@ mod tests {
             remote_rtcp: "127.0.0.1:4000".parse().unwrap(),
             rtcp_mux: true,
             srtp: None,
+            dtls: None,
         }
     }
 

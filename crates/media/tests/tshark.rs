@@ -86,6 +86,7 @@ fn cfg(ssrc: u32) -> SessionConfig {
         ntp_at_start: DEFAULT_NTP_ORIGIN,
         seed: u64::from(ssrc),
         srtp: None,
+        dtls: None,
     }
 }
 

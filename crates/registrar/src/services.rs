@@ -886,6 +886,7 @@ fn local_media(
         session_id,
         session_version: version,
         srtp,
+        dtls: None,
     }
 }
 
@@ -1299,6 +1300,7 @@ mod tests {
             remote_rtcp: addr,
             rtcp_mux: true,
             srtp: None,
+            dtls: None,
         }
     }
 

@@ -43,6 +43,7 @@ fn caller_media(codecs: Vec<Codec>, direction: Direction, version: u64) -> Local
         session_id: 7,
         session_version: version,
         srtp: None,
+        dtls: None,
     }
 }
 
@@ -730,6 +731,7 @@ fn caller_answer(ours: &SessionDescription, codec: Codec) -> SessionDescription 
         session_id: 9,
         session_version: 1,
         srtp: None,
+        dtls: None,
     };
     sdp::answer_offer(ours, &caller_media).unwrap().0
 }
