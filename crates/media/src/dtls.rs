@@ -116,8 +116,8 @@ impl Fingerprint {
         let (Some(name), Some(hex), None) = (it.next(), it.next(), it.next()) else {
             return Err(bad());
         };
-        let hash =
-            HashFunction::from_name(name).ok_or_else(|| FingerprintError::UnknownHash(name.into()))?;
+        let hash = HashFunction::from_name(name)
+            .ok_or_else(|| FingerprintError::UnknownHash(name.into()))?;
         let digest = hex
             .split(':')
             .map(|b| {
@@ -236,9 +236,14 @@ impl Setup {
 
     /// From the SDP value (case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
-        [Setup::Active, Setup::Passive, Setup::ActPass, Setup::HoldConn]
-            .into_iter()
-            .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+        [
+            Setup::Active,
+            Setup::Passive,
+            Setup::ActPass,
+            Setup::HoldConn,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
     }
 }
 
@@ -618,7 +623,14 @@ mod tests {
         assert_eq!(Fingerprint::parse(&text), Ok(f.clone()));
         assert_eq!(Fingerprint::parse(&text.to_lowercase()), Ok(f.clone()));
         assert!(f.matches(&id.cert.certificate));
-        for bad in ["", "sha-256", "sha-256 AB:CD", "sha-256 zz:" , "sha-256 A:BC", "x y z"] {
+        for bad in [
+            "",
+            "sha-256",
+            "sha-256 AB:CD",
+            "sha-256 zz:",
+            "sha-256 A:BC",
+            "x y z",
+        ] {
             assert!(Fingerprint::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
@@ -648,7 +660,10 @@ mod tests {
         assert_eq!(sc.suite, Some("AEAD_AES_256_GCM"));
         // DTLS 1.3 without a cookie: one round trip (10 ms) for each, no retransmission.
         for hs in [sc.handshake.unwrap(), ss.handshake.unwrap()] {
-            assert!(hs >= Duration::from_millis(10) && hs < Duration::from_millis(30), "{hs:?}");
+            assert!(
+                hs >= Duration::from_millis(10) && hs < Duration::from_millis(30),
+                "{hs:?}"
+            );
         }
         assert_eq!((sc.failure.as_deref(), ss.failure.as_deref()), (None, None));
         assert_eq!(c.poll_timeout(), None);
@@ -720,7 +735,12 @@ mod tests {
 
     #[test]
     fn setup_values() {
-        for s in [Setup::Active, Setup::Passive, Setup::ActPass, Setup::HoldConn] {
+        for s in [
+            Setup::Active,
+            Setup::Passive,
+            Setup::ActPass,
+            Setup::HoldConn,
+        ] {
             assert_eq!(Setup::parse(s.as_str()), Some(s));
         }
         assert_eq!(Setup::parse("ACTPASS"), Some(Setup::ActPass));

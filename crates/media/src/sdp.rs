@@ -702,7 +702,9 @@ pub enum NegotiationError {
         mode: &'static str,
     },
     /// `srtp = "dtls"` and the peer's SDP has no `a=fingerprint` (RFC 5763 §5).
-    #[error("srtp is dtls and the peer's sdp ({0}) has no a=fingerprint (RFC 5763 §5): it does not do DTLS-SRTP")]
+    #[error(
+        "srtp is dtls and the peer's sdp ({0}) has no a=fingerprint (RFC 5763 §5): it does not do DTLS-SRTP"
+    )]
     NoFingerprint(String),
     /// A malformed `a=fingerprint`, or one of a hash we do not know, and no usable one.
     #[error("{0}")]
@@ -713,7 +715,9 @@ pub enum NegotiationError {
     BadSetup(String),
     /// DTLS-SRTP without `a=rtcp-mux`: we run one handshake on the RTP port for RTP and RTCP
     /// (as WebRTC, RFC 8829 §5.1.1), not a second one on the RTCP port (RFC 5764 §4.1).
-    #[error("srtp is dtls and the peer does not multiplex RTCP (no a=rtcp-mux): sipmeter runs DTLS-SRTP with rtcp-mux only")]
+    #[error(
+        "srtp is dtls and the peer does not multiplex RTCP (no a=rtcp-mux): sipmeter runs DTLS-SRTP with rtcp-mux only"
+    )]
     DtlsNeedsRtcpMux,
     /// An `RTP/SAVP` offer or answer while SRTP is off in the test file.
     #[error("the peer asks for srtp ({0}) and srtp is off (set srtp = \"sdes\" or \"optional\")")]
@@ -957,7 +961,11 @@ fn attr<'a>(sd: &'a SessionDescription, m: &'a MediaDescription, name: &str) -> 
             .collect()
     };
     let media = of(&m.attributes);
-    if media.is_empty() { of(&sd.attributes) } else { media }
+    if media.is_empty() {
+        of(&sd.attributes)
+    } else {
+        media
+    }
 }
 
 /// The peer's fingerprint and `a=setup` (absent: `active`, RFC 4145 §4). Of several
@@ -1069,7 +1077,12 @@ pub fn audio_addrs(sd: &SessionDescription, rtcp_mux: bool) -> Option<(SocketAdd
 fn check_transport(m: &MediaDescription) -> Result<(), NegotiationError> {
     if matches!(
         m.proto.as_str(),
-        "RTP/AVP" | "RTP/AVPF" | "RTP/SAVP" | "RTP/SAVPF" | "UDP/TLS/RTP/SAVP" | "UDP/TLS/RTP/SAVPF"
+        "RTP/AVP"
+            | "RTP/AVPF"
+            | "RTP/SAVP"
+            | "RTP/SAVPF"
+            | "UDP/TLS/RTP/SAVP"
+            | "UDP/TLS/RTP/SAVPF"
     ) {
         Ok(())
     } else {
@@ -1277,8 +1290,14 @@ pub fn answer_offer(
                     .unwrap_or_default(),
             );
             if let Some(d) = &dtls {
-                let setup = if d.active { Setup::Active } else { Setup::Passive };
-                section.attributes.extend(dtls_attributes(&d.identity, setup));
+                let setup = if d.active {
+                    Setup::Active
+                } else {
+                    Setup::Passive
+                };
+                section
+                    .attributes
+                    .extend(dtls_attributes(&d.identity, setup));
             }
             media.push(section);
         } else {
@@ -1414,15 +1433,27 @@ mod tests {
         let fa = a.dtls.as_ref().unwrap().fingerprint().clone();
         let fb = b.dtls.as_ref().unwrap().fingerprint().clone();
         // RFC 5764 §8 transport, rtcp-mux forced (one handshake), actpass (RFC 5763 §5).
-        assert!(offer.contains("m=audio 40000 UDP/TLS/RTP/SAVP 0 101\r\n"), "{offer}");
-        assert!(offer.contains(&format!("a=fingerprint:{fa}\r\n")), "{offer}");
+        assert!(
+            offer.contains("m=audio 40000 UDP/TLS/RTP/SAVP 0 101\r\n"),
+            "{offer}"
+        );
+        assert!(
+            offer.contains(&format!("a=fingerprint:{fa}\r\n")),
+            "{offer}"
+        );
         assert!(offer.contains("a=setup:actpass\r\n") && offer.contains("a=rtcp-mux\r\n"));
         assert!(!offer.contains("a=crypto"), "{offer}");
         let (answer, nb) =
             answer_offer(&SessionDescription::parse(offer.as_bytes()).unwrap(), &b).unwrap();
         let answer = answer.to_string();
-        assert!(answer.contains("m=audio 50000 UDP/TLS/RTP/SAVP 0 101\r\n"), "{answer}");
-        assert!(answer.contains(&format!("a=fingerprint:{fb}\r\n")), "{answer}");
+        assert!(
+            answer.contains("m=audio 50000 UDP/TLS/RTP/SAVP 0 101\r\n"),
+            "{answer}"
+        );
+        assert!(
+            answer.contains(&format!("a=fingerprint:{fb}\r\n")),
+            "{answer}"
+        );
         assert!(answer.contains("a=setup:active\r\n"), "{answer}");
         let na = apply_answer(&a, &SessionDescription::parse(answer.as_bytes()).unwrap()).unwrap();
         let (da, db) = (na.dtls.unwrap(), nb.dtls.unwrap());
@@ -1456,13 +1487,23 @@ mod tests {
             assert!(ans.to_string().contains(&format!("a=setup:{mine}\r\n")));
         }
         let no_setup = format!("a=fingerprint:{fp}\r\na=rtcp-mux\r\n");
-        assert!(!answer_offer(&sdp(DTLS_PROTO, &no_setup), &a).unwrap().1.dtls.unwrap().active);
+        assert!(
+            !answer_offer(&sdp(DTLS_PROTO, &no_setup), &a)
+                .unwrap()
+                .1
+                .dtls
+                .unwrap()
+                .active
+        );
         // WebRTC's SAVPF and a legacy RTP/SAVP with a fingerprint are taken; the answer
         // mirrors the transport.
         for proto in ["UDP/TLS/RTP/SAVPF", "RTP/SAVP"] {
             let (ans, n) = answer_offer(&sdp(proto, &with("actpass")), &a).unwrap();
             assert!(n.dtls.is_some());
-            assert!(ans.to_string().contains(&format!("m=audio 40000 {proto} 0\r\n")));
+            assert!(
+                ans.to_string()
+                    .contains(&format!("m=audio 40000 {proto} 0\r\n"))
+            );
         }
         // A session-level fingerprint counts (RFC 8122 §5).
         let sess = SessionDescription::parse(
@@ -1488,21 +1529,34 @@ mod tests {
             required: true,
             keys: vec![(Suite::AesCm128HmacSha1_80, MasterKey::from_bytes([1; 30]))],
         });
-        assert!(e(sdp(DTLS_PROTO, &with("actpass")), &off).to_string().contains("srtp is sdes"));
+        assert!(
+            e(sdp(DTLS_PROTO, &with("actpass")), &off)
+                .to_string()
+                .contains("srtp is sdes")
+        );
         let sdes = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\na=rtcp-mux\r\n";
         assert_eq!(
             e(sdp("RTP/SAVP", sdes), &a),
             NegotiationError::NoFingerprint("RTP/SAVP".into())
         );
-        assert_eq!(e(sdp("RTP/AVP", ""), &a), NegotiationError::NoFingerprint("RTP/AVP".into()));
+        assert_eq!(
+            e(sdp("RTP/AVP", ""), &a),
+            NegotiationError::NoFingerprint("RTP/AVP".into())
+        );
         let no_mux = format!("a=fingerprint:{fp}\r\na=setup:actpass\r\n");
-        assert_eq!(e(sdp(DTLS_PROTO, &no_mux), &a), NegotiationError::DtlsNeedsRtcpMux);
+        assert_eq!(
+            e(sdp(DTLS_PROTO, &no_mux), &a),
+            NegotiationError::DtlsNeedsRtcpMux
+        );
         assert_eq!(
             e(sdp(DTLS_PROTO, &with("holdconn")), &a),
             NegotiationError::BadSetup("holdconn".into())
         );
         assert!(matches!(
-            e(sdp(DTLS_PROTO, "a=fingerprint:sha-256 AA:BB\r\na=rtcp-mux\r\n"), &a),
+            e(
+                sdp(DTLS_PROTO, "a=fingerprint:sha-256 AA:BB\r\na=rtcp-mux\r\n"),
+                &a
+            ),
             NegotiationError::BadFingerprint(_)
         ));
         // Answers: actpass is not an answer's (RFC 5763 §5); none: not DTLS.
@@ -1514,7 +1568,13 @@ mod tests {
             apply_answer(&a, &sdp("RTP/AVP", "a=rtcp-mux\r\n")).unwrap_err(),
             NegotiationError::NoFingerprint("RTP/AVP".into())
         );
-        assert!(apply_answer(&a, &sdp(DTLS_PROTO, &with("passive"))).unwrap().dtls.unwrap().active);
+        assert!(
+            apply_answer(&a, &sdp(DTLS_PROTO, &with("passive")))
+                .unwrap()
+                .dtls
+                .unwrap()
+                .active
+        );
         assert_eq!(
             apply_answer(&local(vec![Codec::Pcmu]), &sdp(DTLS_PROTO, &with("active"))).unwrap_err(),
             NegotiationError::DtlsOff {

@@ -30,6 +30,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::audio::{LevelMeter, Levels, SourceConfig, SpeechSource};
+use crate::dtls::{DtlsParams, DtlsSrtp, DtlsSummary};
 use crate::dtmf::{TelephoneEvent, char_of, event_of};
 use crate::emodel::{self, CodecImpairment};
 use crate::g711::Law;
@@ -39,7 +40,6 @@ use crate::rtcp::{
 };
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
-use crate::dtls::{DtlsParams, DtlsSrtp, DtlsSummary};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
 

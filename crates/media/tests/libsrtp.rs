@@ -231,3 +231,275 @@ fn our_srtp_and_libsrtp_read_each_other() {
         assert!(rx.unprotect_rtp(&mut again).is_err());
     }
 }
+
+// ---- DTLS-SRTP (RFC 5764) against OpenSSL ------------------------------------------------
+//
+// OpenSSL's `s_server` / `s_client` (Debian's `openssl`, DTLS 1.2, an ECDSA P-256
+// certificate: dimpl has ECDHE_ECDSA suites only) is the independent DTLS peer over loopback
+// UDP; it prints the keying material it exports ("EXTRACTOR-dtls_srtp", 60 bytes for
+// SRTP_AES128_CM_SHA1_80). Our keys must be its split per RFC 5764 §4.2, and SRTP under them
+// must be what libsrtp, keyed with OpenSSL's export, reads and writes.
+
+mod dtls_openssl {
+    use super::*;
+    use media::dtls::{DtlsIdentity, DtlsParams, DtlsSrtp, Fingerprint, HashFunction, split_keys};
+    use media::srtp::SrtpParams;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, Instant};
+
+    fn have_openssl() -> bool {
+        let ok = Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
+                "openssl is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
+            );
+            eprintln!("skipped: openssl not installed");
+        }
+        ok
+    }
+
+    struct Peer {
+        child: std::process::Child,
+        lines: mpsc::Receiver<String>,
+        fingerprint: Fingerprint,
+        _dir: std::path::PathBuf,
+    }
+
+    impl Drop for Peer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self._dir);
+        }
+    }
+
+    impl Peer {
+        /// Starts `openssl <role> -dtls1_2 …` with a fresh ECDSA certificate.
+        fn start(role_args: &[String]) -> Peer {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["openssl".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let dir = std::env::temp_dir().join(format!(
+                "sipmeter-dtls-{}-{}",
+                std::process::id(),
+                role_args[0]
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+            let mut child = Command::new("openssl")
+                .args(role_args)
+                .args(["-dtls1_2", "-cert"])
+                .arg(dir.join("cert.pem"))
+                .arg("-key")
+                .arg(dir.join("key.pem"))
+                .args([
+                    "-use_srtp",
+                    "SRTP_AES128_CM_SHA1_80",
+                    "-keymatexport",
+                    "EXTRACTOR-dtls_srtp",
+                    "-keymatexportlen",
+                    "60",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("openssl runs");
+            let out = child.stdout.take().unwrap();
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+            Peer {
+                child,
+                lines,
+                fingerprint: Fingerprint::of(HashFunction::Sha256, cert.der()),
+                _dir: dir,
+            }
+        }
+
+        fn wait_for(&self, prefix: &str) -> String {
+            let end = Instant::now() + Duration::from_secs(20);
+            while let Ok(l) = self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                if let Some(rest) = l.trim().strip_prefix(prefix) {
+                    return rest.trim().to_string();
+                }
+            }
+            panic!("openssl never printed {prefix:?}");
+        }
+    }
+
+    /// Runs our end on `sock` until it has keys or failed (10 s at most).
+    fn handshake(d: &mut DtlsSrtp, sock: &UdpSocket, mut peer: Option<SocketAddr>) {
+        let mut buf = [0u8; 2048];
+        sock.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while d.handshaking() && Instant::now() < end {
+            d.handle_timeout(Instant::now());
+            while let Some(p) = d.poll_datagram() {
+                sock.send_to(&p, peer.expect("a client speaks first"))
+                    .unwrap();
+            }
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                peer = Some(from);
+                d.handle_datagram(Instant::now(), &buf[..n]);
+                while let Some(p) = d.poll_datagram() {
+                    sock.send_to(&p, from).unwrap();
+                }
+            }
+        }
+    }
+
+    /// SRTP under the handshake's keys: libsrtp keyed with OpenSSL's export reads ours, and
+    /// we read what it protects.
+    fn srtp_matches_libsrtp(keys: &SrtpParams) {
+        let suite = keys.suite.name();
+        let mut ours = SrtpStream::new(keys.suite, &keys.tx_key);
+        let mut theirs_rx = SrtpStream::new(keys.suite, &keys.rx_key);
+        let plain = rtp(1000, 0x1234_5678, 7);
+        let mut p = plain.clone();
+        ours.protect_rtp(&mut p).unwrap();
+        // libsrtp receives under our tx key and sends under the peer's.
+        let out = libsrtp(
+            suite,
+            &keys.tx_key,
+            &keys.rx_key,
+            &[('U', p), ('P', rtp(5, 9, 1))],
+        );
+        assert_eq!(out[0], hex(&plain), "libsrtp reads our SRTP");
+        let mut back = unhex(&out[1]);
+        let n = theirs_rx.unprotect_rtp(&mut back).unwrap();
+        assert_eq!(&back[..n], &rtp(5, 9, 1)[..], "we read libsrtp's");
+    }
+
+    fn expected(peer: &Peer, we_active: bool) -> SrtpParams {
+        let km = unhex(&peer.wait_for("Keying material:").to_lowercase());
+        assert_eq!(km.len(), 60);
+        split_keys(&km, dimpl::SrtpProfile::AES128_CM_SHA1_80, we_active).unwrap()
+    }
+
+    #[test]
+    fn our_client_against_openssl_s_server() {
+        if !have_libsrtp() || !have_openssl() {
+            return;
+        }
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // -verify 1: the server asks for our certificate (RFC 5763 §5 wants both).
+        let peer = Peer::start(&[
+            "s_server".into(),
+            "-accept".into(),
+            format!("127.0.0.1:{port}"),
+            "-verify".into(),
+            "1".into(),
+            "-naccept".into(),
+            "1".into(),
+        ]);
+        peer.wait_for("ACCEPT");
+        let id = Arc::new(DtlsIdentity::generate().unwrap());
+        let p = DtlsParams {
+            identity: id,
+            remote: peer.fingerprint.clone(),
+            active: true,
+        };
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut d = DtlsSrtp::new(&p, Instant::now());
+        handshake(&mut d, &sock, Some(([127, 0, 0, 1], port).into()));
+        let keys = d.take_keys().unwrap_or_else(|| panic!("{:?}", d.summary()));
+        let s = d.summary();
+        assert_eq!(
+            (s.version, s.suite),
+            (Some("DTLS1.2"), Some("AES_CM_128_HMAC_SHA1_80"))
+        );
+        eprintln!(
+            "handshake as client against OpenSSL: {:?}",
+            s.handshake.unwrap()
+        );
+        assert_eq!(
+            keys,
+            expected(&peer, true),
+            "our keys are OpenSSL's export, split"
+        );
+        srtp_matches_libsrtp(&keys);
+    }
+
+    #[test]
+    fn our_server_against_openssl_s_client() {
+        if !have_libsrtp() || !have_openssl() {
+            return;
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let peer = Peer::start(&[
+            "s_client".into(),
+            "-connect".into(),
+            format!("127.0.0.1:{port}"),
+        ]);
+        let id = Arc::new(DtlsIdentity::generate().unwrap());
+        let p = DtlsParams {
+            identity: id,
+            remote: peer.fingerprint.clone(),
+            active: false,
+        };
+        let mut d = DtlsSrtp::new(&p, Instant::now());
+        handshake(&mut d, &sock, None);
+        let keys = d.take_keys().unwrap_or_else(|| panic!("{:?}", d.summary()));
+        eprintln!(
+            "handshake as server against OpenSSL: {:?}",
+            d.summary().handshake.unwrap()
+        );
+        assert_eq!(
+            keys,
+            expected(&peer, false),
+            "our keys are OpenSSL's export, split"
+        );
+        srtp_matches_libsrtp(&keys);
+    }
+
+    #[test]
+    fn openssl_with_another_certificate_than_the_sdps_gets_no_keys() {
+        if !have_openssl() {
+            return;
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let peer = Peer::start(&[
+            "s_client".into(),
+            "-connect".into(),
+            format!("127.0.0.1:{port}"),
+        ]);
+        let wrong = DtlsIdentity::generate().unwrap().fingerprint().clone();
+        let p = DtlsParams {
+            identity: Arc::new(DtlsIdentity::generate().unwrap()),
+            remote: wrong.clone(),
+            active: false,
+        };
+        let mut d = DtlsSrtp::new(&p, Instant::now());
+        handshake(&mut d, &sock, None);
+        assert!(d.take_keys().is_none());
+        let why = d.summary().failure.clone().unwrap();
+        assert!(
+            why.contains(&wrong.to_string()) && why.contains(&peer.fingerprint.to_string()),
+            "{why}"
+        );
+    }
+}
