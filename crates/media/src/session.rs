@@ -2363,6 +2363,105 @@ mod tests {
         assert!(!plain.rekey(&params(1, 2)));
     }
 
+    /// DTLS-SRTP between two sessions (RFC 5764): the handshake runs on the session's own
+    /// datagrams and timers, nothing but DTLS leaves before the keys, then only SRTP/SRTCP;
+    /// the call scores as a plain one. A wrong fingerprint: no media at all, the reason named.
+    #[test]
+    fn dtls_srtp_call_holds_media_until_the_keys_then_scores_as_plain() {
+        use crate::dtls::{DtlsIdentity, DtlsParams};
+        use std::sync::Arc;
+        let run = |wrong: bool| {
+            let (ia, ib) = (
+                Arc::new(DtlsIdentity::generate().unwrap()),
+                Arc::new(DtlsIdentity::generate().unwrap()),
+            );
+            let t0 = Instant::now();
+            let mk = |ssrc, me: &Arc<DtlsIdentity>, peer: &Arc<DtlsIdentity>, active| {
+                let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+                c.dtls = Some(DtlsParams {
+                    identity: me.clone(),
+                    remote: peer.fingerprint().clone(),
+                    active,
+                });
+                MediaSession::new(c, t0).unwrap()
+            };
+            let mut a = mk(0xa, &ia, if wrong { &ia } else { &ib }, false);
+            let mut b = mk(0xb, &ib, &ia, true);
+            let delay = Duration::from_millis(10);
+            let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+            let mut kinds = Vec::new();
+            let mut now = t0;
+            while now <= t0 + Duration::from_secs(5) {
+                deliver_due(&mut wire, now, &mut a, &mut b);
+                for from_a in [true, false] {
+                    let s = if from_a { &mut a } else { &mut b };
+                    // The session asks to be woken for its DTLS timers and output.
+                    assert!(s.poll_timeout().is_some() || !s.dtls_handshaking());
+                    while let Some(o) = s.poll_transmit(now) {
+                        kinds.push((from_a, o.kind, o.bytes[0]));
+                        wire.push_back((now + delay, from_a, o.bytes));
+                    }
+                }
+                now += Duration::from_millis(1);
+            }
+            a.stop(now);
+            b.stop(now);
+            while a.poll_transmit(now).is_some() || b.poll_transmit(now).is_some() {}
+            (a.summary(), b.summary(), kinds)
+        };
+        let (sa, sb, kinds) = run(false);
+        // RFC 7983: DTLS is 20–63, media 128–191 (SRTP, read back below); each side's
+        // handshake comes first (DTLS 1.3 ACKs may follow its media).
+        assert!(
+            kinds
+                .iter()
+                .all(|k| (k.1 == PacketKind::Dtls) == (20..=63).contains(&k.2))
+        );
+        assert!(kinds.iter().all(|k| k.1 == PacketKind::Dtls || k.2 >= 128));
+        for side in [true, false] {
+            let mine: Vec<_> = kinds.iter().filter(|k| k.0 == side).collect();
+            let first_media = mine.iter().position(|k| k.1 != PacketKind::Dtls).unwrap();
+            assert!(first_media >= 1, "{mine:?}");
+        }
+        for s in [&sa, &sb] {
+            let d = s.dtls.as_ref().unwrap();
+            assert_eq!(d.failure, None, "{d:?}");
+            assert_eq!(d.suite, Some("AEAD_AES_256_GCM"));
+            let hs = d.handshake.unwrap();
+            assert!(
+                hs >= Duration::from_millis(10) && hs < Duration::from_millis(40),
+                "{hs:?}"
+            );
+            assert_eq!(
+                (s.srtp_auth_failures, s.srtp_replayed, s.malformed),
+                (0, 0, 0),
+                "{s:?}"
+            );
+            assert_eq!((s.rx_lost, s.dtls_early), (0, 0), "{s:?}");
+            assert!(s.rtcp_received >= 1, "SRTCP: {s:?}");
+            assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41);
+        }
+        // A (the server) was told another fingerprint than B's certificate: no keys, so A
+        // sends no media and measures none. B, the DTLS 1.3 client, has its keys once A's
+        // Finished arrived (before A saw B's certificate) and sends SRTP that A drops.
+        let (sa, sb, kinds) = run(true);
+        assert!(
+            kinds
+                .iter()
+                .filter(|k| k.0)
+                .all(|k| k.1 == PacketKind::Dtls),
+            "{kinds:?}"
+        );
+        let why = sa.dtls.as_ref().unwrap().failure.clone().unwrap();
+        assert!(
+            why.contains("does not match the SDP a=fingerprint"),
+            "{why}"
+        );
+        assert_eq!((sa.tx_packets, sa.rx_packets, sb.rx_packets), (0, 0, 0));
+        assert!(sa.dtls_early > 200, "{sa:?}");
+        assert_eq!(sa.mos, None);
+    }
+
     /// SRTP between two sessions (each with the other's key): every datagram on the wire is
     /// protected, the call scores as a plain one, and tampered or replayed copies injected
     /// into one direction are counted, dropped and measured nowhere.
