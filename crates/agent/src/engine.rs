@@ -500,6 +500,18 @@ pub struct MediaReport {
     pub codec: Option<&'static str>,
     /// The SRTP suite of the last call (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
     pub srtp: Option<&'static str>,
+    /// DTLS-SRTP (`srtp = "dtls"`): the DTLS version of the last call's handshake
+    /// ("DTLS1.2", "DTLS1.3"); `None`: no DTLS, or no handshake ended.
+    pub dtls: Option<&'static str>,
+    /// Mean DTLS-SRTP handshake time of the calls keyed, ms: from our first handshake
+    /// datagram sent (client) or received (server) to the SRTP keys. Media waits for it: a
+    /// caller hears nothing for this long at the start of each call.
+    pub dtls_handshake_ms: Option<f64>,
+    /// The longest of them, ms.
+    pub dtls_handshake_max_ms: Option<f64>,
+    /// Calls whose DTLS-SRTP handshake gave no keys (failed, the peer's certificate not
+    /// its SDP fingerprint, or not over when the call ended): each ended NEGOTIATION_FAILED.
+    pub dtls_failures: u32,
     /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
     /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
     pub srtp_auth_failures: u64,
@@ -2132,9 +2144,34 @@ impl<'a> Shard<'a> {
                 ),
             );
         }
+        let dtls_failed = sum.dtls.as_ref().and_then(|d| match (&d.failure, d.handshake) {
+            (Some(why), _) => Some(format!("DTLS-SRTP: {why}")),
+            (None, None) => Some(format!(
+                "DTLS-SRTP: the handshake did not end in the call's {:.1} s ({} DTLS datagrams \
+                 sent, {} received): no keys, no media sent",
+                sum.duration.as_secs_f64(),
+                d.sent,
+                d.received
+            )),
+            (None, Some(_)) => None,
+        });
+        if let Some(why) = dtls_failed.clone() {
+            ep.worsen(Outcome::NegotiationFailed, why);
+        }
         let r = ep.media_report.get_or_insert_with(MediaReport::default);
         r.calls += 1;
         r.srtp = srtp;
+        if let Some(d) = &sum.dtls {
+            r.dtls = d.version;
+            if dtls_failed.is_some() {
+                r.dtls_failures += 1;
+            } else if let Some(hs) = d.handshake {
+                let ms = hs.as_secs_f64() * 1000.0;
+                let n = f64::from(r.calls.saturating_sub(r.dtls_failures + 1));
+                r.dtls_handshake_ms = Some((r.dtls_handshake_ms.unwrap_or(0.0) * n + ms) / (n + 1.0));
+                r.dtls_handshake_max_ms = Some(r.dtls_handshake_max_ms.unwrap_or(0.0).max(ms));
+            }
+        }
         r.srtp_auth_failures += sum.srtp_auth_failures;
         r.srtp_replayed += sum.srtp_replayed;
         for d in (0..64u8).filter(|d| rx_dscp & (1 << d) != 0) {

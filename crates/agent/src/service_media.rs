@@ -407,7 +407,7 @@ impl ServiceCall {
         {
             while let Some(kind) = session.poll_transmit_into(now, out) {
                 let (sock, to) = match kind {
-                    PacketKind::Rtp => (&self.rtp, *rtp_to),
+                    PacketKind::Rtp | PacketKind::Dtls => (&self.rtp, *rtp_to),
                     PacketKind::Rtcp if *mux => (&self.rtp, *rtcp_to),
                     PacketKind::Rtcp => (&self.rtcp, *rtcp_to),
                 };

@@ -1313,13 +1313,14 @@ pub fn prepare_parsed(
                     "off" => SrtpMode::Off,
                     "sdes" => SrtpMode::Sdes,
                     "optional" => SrtpMode::Optional,
+                    "dtls" => SrtpMode::Dtls,
                     other => {
                         return cx.err(
                             s.span(),
                             field("srtp"),
                             format!(
-                                "`{other}`: must be \"off\", \"sdes\" or \"optional\" \
-                                 (DTLS-SRTP is not supported)"
+                                "`{other}`: must be \"off\", \"sdes\", \"optional\" or \
+                                 \"dtls\"
                             ),
                         );
                     }
@@ -1778,7 +1779,7 @@ call = "group:callees"
         assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
     }
 
-    /// `srtp` per group: off by default, "sdes" or "optional"; a bad value, or SRTP without
+    /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
     /// media, names its line and field.
     #[test]
     fn srtp_is_read_per_group() {
@@ -1802,6 +1803,13 @@ call = "group:callees"
         let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
         let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
         assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Optional);
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"dtls\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Dtls);
         let line = GOOD
             .lines()
             .position(|l| l == "call = \"group:callees\"")
@@ -1809,8 +1817,8 @@ call = "group:callees"
             + 2;
         for (bad, says) in [
             (
-                "srtp = \"dtls\"",
-                "must be \"off\", \"sdes\" or \"optional\"",
+                "srtp = \"dtls-srtp\"",
+                "must be \"off\", \"sdes\", \"optional\" or \"dtls\"",
             ),
             ("srtp = \"SDES\"", "`SDES`"),
             ("media = false\nsrtp = \"sdes\"", "needs media = true"),

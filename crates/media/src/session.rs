@@ -844,13 +844,15 @@ impl MediaSession {
 
     /// When [`Self::poll_transmit`] has something next; `None` once stopped and drained.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if let Some(d) = self.dtls.as_deref().filter(|_| self.srtp.is_none()) {
-            // Handshaking: only DTLS goes out (its datagrams waiting are due now).
-            return if d.has_output() {
-                Some(d.now())
-            } else {
-                d.poll_timeout()
-            };
+        if let Some(d) = self.dtls.as_deref() {
+            // DTLS datagrams waiting (a flight, or an answer to the peer's retransmission
+            // after the keys) are due now; while handshaking only its timer counts.
+            if d.has_output() {
+                return Some(d.now());
+            }
+            if self.srtp.is_none() {
+                return d.poll_timeout();
+            }
         }
         if self.stopped_at.is_some() {
             return if self.pending.is_empty() {
