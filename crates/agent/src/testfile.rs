@@ -1320,7 +1320,7 @@ pub fn prepare_parsed(
                             field("srtp"),
                             format!(
                                 "`{other}`: must be \"off\", \"sdes\", \"optional\" or \
-                                 \"dtls\"
+                                 \"dtls\""
                             ),
                         );
                     }
