@@ -23,7 +23,7 @@ use media::sdp::{
     SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
-use media::srtp::MasterKey;
+use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
@@ -62,6 +62,9 @@ pub struct MediaPlan {
     pub dscp: Option<crate::dscp::Dscp>,
     /// SRTP with SDES keys (`srtp`).
     pub srtp: SrtpMode,
+    /// The SRTP suites offered and accepted, in preference order (`srtp_suites`; default
+    /// [`Suite::ALL`], strongest first).
+    pub srtp_suites: Vec<Suite>,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -96,18 +99,14 @@ fn dtls_identity() -> io::Result<Arc<DtlsIdentity>> {
 impl SrtpMode {
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
-    fn sdes(self) -> io::Result<Option<Sdes>> {
+    /// One key per suite of `suites`, of its length.
+    fn sdes(self, suites: &[Suite]) -> io::Result<Option<Sdes>> {
         if self == SrtpMode::Off {
             return Ok(None);
         }
-        let mut bytes = [[0u8; 30]; 2];
-        for b in &mut bytes {
-            getrandom::fill(b).map_err(io::Error::other)?;
-        }
-        Ok(Some(Sdes {
-            required: self == SrtpMode::Sdes,
-            keys: bytes.map(MasterKey::from_bytes),
-        }))
+        Sdes::generate(self == SrtpMode::Sdes, suites, getrandom::fill)
+            .map(Some)
+            .map_err(io::Error::other)
     }
 }
 
@@ -122,6 +121,7 @@ impl Default for MediaPlan {
             source: SourceKind::Generated,
             dscp: None,
             srtp: SrtpMode::Off,
+            srtp_suites: Suite::ALL.to_vec(),
         }
     }
 }
@@ -864,6 +864,11 @@ pub struct CallMedia {
     watched: Option<SocketAddr>,
     /// The media started before the call was answered ([`Self::early`]).
     early: bool,
+    /// DTLS datagrams that arrived before the session started (the answerer, DTLS client
+    /// by RFC 5763 §5, sends its ClientHello with its 200 OK, before our session exists):
+    /// handed to the session when it starts, not drained (a lost ClientHello costs the 1 s
+    /// retransmission timer).
+    held_dtls: Vec<(Instant, Vec<u8>)>,
 }
 
 impl Drop for CallMedia {
@@ -941,6 +946,7 @@ impl CallMedia {
             slot: None,
             watched: None,
             early: false,
+            held_dtls: Vec::new(),
         })
     }
 
@@ -1021,7 +1027,11 @@ impl CallMedia {
             return 0;
         }
         let mut ptime = Duration::from_millis(u64::from(n.ptime.max(1)));
-        if self.session.as_ref().is_some_and(MediaSession::dtls_handshaking) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(MediaSession::dtls_handshaking)
+        {
             // The DTLS handshake's flights are read within a millisecond, not a packet time:
             // its time is the network's and the peer's, not our read schedule's.
             ptime = Duration::from_millis(1);
@@ -1103,7 +1113,11 @@ impl CallMedia {
         };
         // Counted from here on: given back when the call's media is dropped.
         self.slot = Some(slot);
-        let session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
+        let mut session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
+        for (t, d) in self.held_dtls.drain(..) {
+            // Dropped as noise by the handshake if it is not this call's.
+            let _ = session.handle_packet(t, &d);
+        }
         self.session = Some(session);
         // RFC 3264 §8.4: nothing goes to c=0.0.0.0 (which Linux would route to this host).
         self.parked = n.remote_rtp.ip().is_unspecified();
@@ -1374,6 +1388,10 @@ impl CallMedia {
     /// A datagram arrived on one of the call's sockets from `from`.
     pub fn on_packet(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>) {
         if self.session.is_none() {
+            if self.local.dtls.is_some() && media::dtls::is_dtls(bytes) && self.held_dtls.len() < 16
+            {
+                self.held_dtls.push((now, bytes.to_vec()));
+            }
             return;
         }
         if !media::rtp::is_rtcp(bytes) && !self.takes_rtp_from(from) {
@@ -1750,12 +1768,14 @@ mod tests {
         let text = String::from_utf8(answer.to_vec()).unwrap();
         let line = text.lines().find(|l| l.starts_with("a=crypto:1 ")).unwrap();
         let key = line.split("inline:").nth(1).unwrap();
-        let rekey = text.replace(key, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH");
+        // Line 1 is AEAD_AES_256_GCM (the default order): a new 44-byte key of 7s.
+        let sevens = media::srtp::MasterKey::new(Suite::AeadAes256Gcm, &[7; 44]).unwrap();
+        let rekey = text.replace(key, &sevens.to_base64());
         let f = a.follow_remote_offer(now, rekey.as_bytes(), &a.offer());
-        assert_eq!(f.rekeyed, Some("AES_CM_128_HMAC_SHA1_80"), "{rekey}");
+        assert_eq!(f.rekeyed, Some("AEAD_AES_256_GCM"), "{rekey}");
         let now_keys = a.negotiated.as_ref().unwrap().srtp.clone().unwrap();
         assert_eq!(now_keys.tx_key, first.tx_key, "ours as before");
-        assert_eq!(now_keys.rx_key, media::srtp::MasterKey::from_bytes([7; 30]));
+        assert_eq!(now_keys.rx_key, sevens);
         assert_eq!(
             a.session.as_ref().unwrap().config().srtp.as_ref(),
             Some(&now_keys)

@@ -2144,17 +2144,20 @@ impl<'a> Shard<'a> {
                 ),
             );
         }
-        let dtls_failed = sum.dtls.as_ref().and_then(|d| match (&d.failure, d.handshake) {
-            (Some(why), _) => Some(format!("DTLS-SRTP: {why}")),
-            (None, None) => Some(format!(
-                "DTLS-SRTP: the handshake did not end in the call's {:.1} s ({} DTLS datagrams \
+        let dtls_failed = sum
+            .dtls
+            .as_ref()
+            .and_then(|d| match (&d.failure, d.handshake) {
+                (Some(why), _) => Some(format!("DTLS-SRTP: {why}")),
+                (None, None) => Some(format!(
+                    "DTLS-SRTP: the handshake did not end in the call's {:.1} s ({} DTLS datagrams \
                  sent, {} received): no keys, no media sent",
-                sum.duration.as_secs_f64(),
-                d.sent,
-                d.received
-            )),
-            (None, Some(_)) => None,
-        });
+                    sum.duration.as_secs_f64(),
+                    d.sent,
+                    d.received
+                )),
+                (None, Some(_)) => None,
+            });
         if let Some(why) = dtls_failed.clone() {
             ep.worsen(Outcome::NegotiationFailed, why);
         }
@@ -2168,7 +2171,8 @@ impl<'a> Shard<'a> {
             } else if let Some(hs) = d.handshake {
                 let ms = hs.as_secs_f64() * 1000.0;
                 let n = f64::from(r.calls.saturating_sub(r.dtls_failures + 1));
-                r.dtls_handshake_ms = Some((r.dtls_handshake_ms.unwrap_or(0.0) * n + ms) / (n + 1.0));
+                r.dtls_handshake_ms =
+                    Some((r.dtls_handshake_ms.unwrap_or(0.0) * n + ms) / (n + 1.0));
                 r.dtls_handshake_max_ms = Some(r.dtls_handshake_max_ms.unwrap_or(0.0).max(ms));
             }
         }
