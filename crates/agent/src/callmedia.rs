@@ -923,7 +923,7 @@ impl CallMedia {
                 ip,
                 port,
                 session_id,
-                plan.srtp.sdes()?,
+                plan.srtp.sdes(&plan.srtp_suites)?,
                 (plan.srtp == SrtpMode::Dtls)
                     .then(dtls_identity)
                     .transpose()?,
