@@ -1,12 +1,15 @@
 //! RTP, RTCP and RFC 4733 parsers on arbitrary bytes, then the same bytes into a live media
 //! session (stats, jitter buffer, G.711 decode, RTCP handling), plain and with SRTP
-//! (unprotect: index estimate, replay window, tag check; AES-CM and AES-GCM): nothing may
-//! panic.
+//! (unprotect: index estimate, replay window, tag check; AES-CM and AES-GCM), and with
+//! DTLS-SRTP (the datagrams in the DTLS range, 20–63, go to the handshake of a server and of
+//! a client session; the rest is SRTP before the keys): nothing may panic.
 #![no_main]
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use media::dtls::{DtlsIdentity, DtlsParams};
 use media::dtmf::TelephoneEvent;
 use media::rtcp;
 use media::rtp::RtpPacket;
@@ -61,7 +64,19 @@ fuzz_target!(|data: &[u8]| {
         with_srtp(Suite::AesCm128HmacSha1_32),
         with_srtp(Suite::AeadAes128Gcm),
     );
-    for cfg in [cfg, cm, gcm] {
+    // One certificate for the whole run (making one per input would be most of the time).
+    static ID: OnceLock<Arc<DtlsIdentity>> = OnceLock::new();
+    let id = ID.get_or_init(|| Arc::new(DtlsIdentity::generate().expect("a certificate")));
+    let with_dtls = |active| SessionConfig {
+        dtls: Some(DtlsParams {
+            identity: id.clone(),
+            remote: id.fingerprint().clone(),
+            active,
+        }),
+        ..cfg.clone()
+    };
+    let (server, client) = (with_dtls(false), with_dtls(true));
+    for cfg in [cfg, cm, gcm, server, client] {
         let Ok(mut s) = MediaSession::new(cfg, t0) else {
             return;
         };
@@ -69,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
         for (i, d) in data.split(|b| *b == 0xff).enumerate() {
             let _ = s.handle_packet(t0 + Duration::from_millis(i as u64), d);
         }
+        while s.poll_transmit(t0 + Duration::from_secs(2)).is_some() {}
         let _ = s.sample(t0 + Duration::from_secs(1));
         let _ = s.summary();
     }

@@ -138,5 +138,48 @@ fn packet_round_many(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, packet_round, packet_round_many);
+/// One DTLS-SRTP handshake (`srtp = "dtls"`), both ends' CPU: a client and a server
+/// `DtlsSrtp` (the run's certificates made once, as the agent does) exchange their flights in
+/// memory until both have SRTP keys (DTLS 1.3, ECDHE P-256 / X25519, ECDSA P-256 signatures
+/// and verifications, the key export). Also one certificate (`DtlsIdentity::generate`),
+/// which the agent makes once per run.
+fn dtls_handshake(c: &mut Criterion) {
+    use media::dtls::{DtlsIdentity, DtlsParams, DtlsSrtp};
+    use std::sync::Arc;
+    let (a, b) = (
+        Arc::new(DtlsIdentity::generate().unwrap()),
+        Arc::new(DtlsIdentity::generate().unwrap()),
+    );
+    let params = |me: &Arc<DtlsIdentity>, peer: &Arc<DtlsIdentity>, active| DtlsParams {
+        identity: me.clone(),
+        remote: peer.fingerprint().clone(),
+        active,
+    };
+    let (pc, ps) = (params(&a, &b, true), params(&b, &a, false));
+    c.bench_function("DTLS-SRTP handshake, both ends (DTLS 1.3)", |bench| {
+        bench.iter(|| {
+            let now = Instant::now();
+            let mut client = DtlsSrtp::new(&pc, now);
+            let mut server = DtlsSrtp::new(&ps, now);
+            while client.handshaking() || server.handshaking() {
+                let mut moved = false;
+                while let Some(d) = client.poll_datagram() {
+                    server.handle_datagram(now, &d);
+                    moved = true;
+                }
+                while let Some(d) = server.poll_datagram() {
+                    client.handle_datagram(now, &d);
+                    moved = true;
+                }
+                assert!(moved, "{:?} {:?}", client.summary(), server.summary());
+            }
+            black_box((client.take_keys().unwrap(), server.take_keys().unwrap()))
+        })
+    });
+    c.bench_function("DTLS certificate (ECDSA P-256, self-signed)", |bench| {
+        bench.iter(|| black_box(DtlsIdentity::generate().unwrap()))
+    });
+}
+
+criterion_group!(benches, packet_round, packet_round_many, dtls_handshake);
 criterion_main!(benches);
