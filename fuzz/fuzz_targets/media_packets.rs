@@ -1,8 +1,9 @@
 //! RTP, RTCP and RFC 4733 parsers on arbitrary bytes, then the same bytes into a live media
 //! session (stats, jitter buffer, G.711 decode, RTCP handling), plain and with SRTP
 //! (unprotect: index estimate, replay window, tag check; AES-CM and AES-GCM), and with
-//! DTLS-SRTP (the datagrams in the DTLS range, 20–63, go to the handshake of a server and of
-//! a client session; the rest is SRTP before the keys): nothing may panic.
+//! DTLS-SRTP (the datagrams in the DTLS range, 20–63, go to the handshake of a server
+//! session, which makes no key before a well-formed ClientHello; the rest is SRTP before the
+//! keys): nothing may panic.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -67,16 +68,21 @@ fuzz_target!(|data: &[u8]| {
     // One certificate for the whole run (making one per input would be most of the time).
     static ID: OnceLock<Arc<DtlsIdentity>> = OnceLock::new();
     let id = ID.get_or_init(|| Arc::new(DtlsIdentity::generate().expect("a certificate")));
-    let with_dtls = |active| SessionConfig {
+    let server = SessionConfig {
         dtls: Some(DtlsParams {
             identity: id.clone(),
             remote: id.fingerprint().clone(),
-            active,
+            active: false,
         }),
         ..cfg.clone()
     };
-    let (server, client) = (with_dtls(false), with_dtls(true));
-    for cfg in [cfg, cm, gcm, server, client] {
+    for cfg in [cfg, cm, gcm, server] {
+        let dtls = cfg.dtls.is_some();
+        if dtls && !matches!(data.first(), Some(20..=63)) {
+            // A DTLS session loads its key (a P-256 multiplication, slow under ASan): only
+            // for inputs that start in the DTLS range, so the other paths keep their pace.
+            continue;
+        }
         let Ok(mut s) = MediaSession::new(cfg, t0) else {
             return;
         };
@@ -84,7 +90,8 @@ fuzz_target!(|data: &[u8]| {
         for (i, d) in data.split(|b| *b == 0xff).enumerate() {
             let _ = s.handle_packet(t0 + Duration::from_millis(i as u64), d);
         }
-        while s.poll_transmit(t0 + Duration::from_secs(2)).is_some() {}
+        // What the handshake answers (and, were it keyed, the media).
+        while dtls && s.poll_transmit(t0 + Duration::from_secs(2)).is_some() {}
         let _ = s.sample(t0 + Duration::from_secs(1));
         let _ = s.summary();
     }
