@@ -1828,6 +1828,14 @@ call = "group:callees"
         assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
     }
 
+    /// The 0-based index of GOOD's `call = "group:callees"` line (lines added after it are
+    /// numbered from it).
+    fn call_line() -> usize {
+        GOOD.lines()
+            .position(|l| l == "call = \"group:callees\"")
+            .unwrap()
+    }
+
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
     /// media, names its line and field.
     #[test]
@@ -1859,11 +1867,7 @@ call = "group:callees"
         let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
         let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
         assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Dtls);
-        let line = GOOD
-            .lines()
-            .position(|l| l == "call = \"group:callees\"")
-            .unwrap()
-            + 2;
+        let line = call_line() + 2;
         for (bad, says) in [
             (
                 "srtp = \"dtls-srtp\"",
@@ -1912,11 +1916,7 @@ call = "group:callees"
             )),
             [Suite::AeadAes256Gcm, Suite::AesCm128HmacSha1_80]
         );
-        let line = GOOD
-            .lines()
-            .position(|l| l == "call = \"group:callees\"")
-            .unwrap()
-            + 3;
+        let line = call_line() + 3;
         for (bad, says) in [
             (
                 "srtp_suites = [\"AES_192_CM_HMAC_SHA1_80\"]",
