@@ -30,9 +30,23 @@ fuzz_target!(|data: &[u8]| {
             Ok::<(), ()>(())
         })
         .ok(),
+        dtls: None,
     };
-    if let Ok((answer, _)) = sdp::answer_offer(&sd, &local) {
-        let _ = SessionDescription::parse(answer.to_string().as_bytes()).expect("answer parses");
+    // And DTLS-SRTP (a=fingerprint, a=setup, the transports of RFC 5764 §8), one certificate
+    // for the whole run.
+    static ID: std::sync::OnceLock<std::sync::Arc<media::dtls::DtlsIdentity>> =
+        std::sync::OnceLock::new();
+    let id = ID.get_or_init(|| std::sync::Arc::new(media::dtls::DtlsIdentity::generate().unwrap()));
+    let dtls = LocalMedia {
+        srtp: None,
+        dtls: Some(id.clone()),
+        ..local.clone()
+    };
+    for local in [local, dtls] {
+        if let Ok((answer, _)) = sdp::answer_offer(&sd, &local) {
+            let _ =
+                SessionDescription::parse(answer.to_string().as_bytes()).expect("answer parses");
+        }
+        let _ = sdp::apply_answer(&local, &sd);
     }
-    let _ = sdp::apply_answer(&local, &sd);
 });

@@ -556,24 +556,21 @@ mod tests {
         Arc::new(DtlsIdentity::generate().unwrap())
     }
 
+    /// An end with `me`'s certificate told `told` is the peer's fingerprint.
+    fn end(me: &Arc<DtlsIdentity>, told: &Fingerprint, active: bool, now: Instant) -> DtlsSrtp {
+        let p = DtlsParams {
+            identity: me.clone(),
+            remote: told.clone(),
+            active,
+        };
+        DtlsSrtp::new(&p, now)
+    }
+
     fn pair(a: &Arc<DtlsIdentity>, b: &Arc<DtlsIdentity>, now: Instant) -> (DtlsSrtp, DtlsSrtp) {
-        let client = DtlsSrtp::new(
-            &DtlsParams {
-                identity: a.clone(),
-                remote: b.fingerprint().clone(),
-                active: true,
-            },
-            now,
-        );
-        let server = DtlsSrtp::new(
-            &DtlsParams {
-                identity: b.clone(),
-                remote: a.fingerprint().clone(),
-                active: false,
-            },
-            now,
-        );
-        (client, server)
+        (
+            end(a, b.fingerprint(), true, now),
+            end(b, a.fingerprint(), false, now),
+        )
     }
 
     /// Runs both ends with a one-way delay, dropping the datagrams `drop` says to; returns
@@ -688,22 +685,8 @@ mod tests {
         let (a, b, other) = (identity(), identity(), identity());
         let t0 = Instant::now();
         // The client was told the server's fingerprint is `other`'s.
-        let mut c = DtlsSrtp::new(
-            &DtlsParams {
-                identity: a.clone(),
-                remote: other.fingerprint().clone(),
-                active: true,
-            },
-            t0,
-        );
-        let mut s = DtlsSrtp::new(
-            &DtlsParams {
-                identity: b.clone(),
-                remote: a.fingerprint().clone(),
-                active: false,
-            },
-            t0,
-        );
+        let mut c = end(&a, other.fingerprint(), true, t0);
+        let mut s = end(&b, a.fingerprint(), false, t0);
         run(&mut c, &mut s, t0, Duration::from_millis(5), |_| false);
         assert!(c.take_keys().is_none());
         let why = c.summary().failure.clone().unwrap();

@@ -119,19 +119,25 @@ fn rtcp_rr(ssrc: u32, n: u8) -> Vec<u8> {
     p
 }
 
-fn have_libsrtp() -> bool {
-    let ok = Command::new(PYTHON)
-        .args(["-c", "import pylibsrtp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+/// Whether `probe` runs and succeeds; when not, the test is skipped, unless
+/// SIPMETER_REQUIRE_PEERS=1 (then it fails naming `what`).
+fn have_peer(probe: &mut Command, what: &str) -> bool {
+    let ok = probe.output().is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "libsrtp is required (SIPMETER_REQUIRE_PEERS=1) but python3-pylibsrtp is not installed"
+            "{what} is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
         );
-        eprintln!("skipped: python3-pylibsrtp not installed");
+        eprintln!("skipped: {what} not installed");
     }
     ok
+}
+
+fn have_libsrtp() -> bool {
+    have_peer(
+        Command::new(PYTHON).args(["-c", "import pylibsrtp"]),
+        "libsrtp (python3-pylibsrtp)",
+    )
 }
 
 #[test]
@@ -249,18 +255,7 @@ mod dtls_openssl {
     use std::time::{Duration, Instant};
 
     fn have_openssl() -> bool {
-        let ok = Command::new("openssl")
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            assert!(
-                std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "openssl is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
-            );
-            eprintln!("skipped: openssl not installed");
-        }
-        ok
+        have_peer(Command::new("openssl").arg("version"), "openssl")
     }
 
     struct Peer {
