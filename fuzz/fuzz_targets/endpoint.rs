@@ -106,21 +106,15 @@ fuzz_target!(|data: &[u8]| {
                     resp.headers.push(Header::new(name, CHALLENGE));
                 }
                 if flags & 8 == 8 {
-                    resp.headers
-                        .push(Header::new(HeaderName::Require, "100rel"));
-                    resp.headers
-                        .push(Header::new(HeaderName::RSeq, (flags >> 4).to_string()));
+                    resp.headers.push(Header::new(HeaderName::Require, "100rel"));
+                    resp.headers.push(Header::new(HeaderName::RSeq, (flags >> 4).to_string()));
                 }
                 if flags & 16 == 16 {
-                    resp.headers
-                        .push(Header::new(HeaderName::MinExpires, "3600"));
+                    resp.headers.push(Header::new(HeaderName::MinExpires, "3600"));
                 }
                 // SDP: an answer, or the offer to a late-offer INVITE.
                 if flags & 128 == 128 {
-                    resp.set_body(
-                        "application/sdp",
-                        Bytes::from_static(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
-                    );
+                    resp.set_body("application/sdp", Bytes::from_static(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"));
                 }
                 ua.handle_message(now, resp, peer);
             }
@@ -133,15 +127,11 @@ fuzz_target!(|data: &[u8]| {
                 // An incoming INVITE, or an in-dialog request on a call we know (a REFER to
                 // follow, a NOTIFY of our REFER with any sipfrag body).
                 let method = [
-                    "INVITE", "BYE", "ACK", "CANCEL", "OPTIONS", "PRACK", "INFO", "UPDATE",
-                    "REFER", "NOTIFY",
+                    "INVITE", "BYE", "ACK", "CANCEL", "OPTIONS", "PRACK", "INFO", "UPDATE", "REFER",
+                    "NOTIFY",
                 ][usize::from(c.byte().unwrap_or(0) % 10)];
                 let cid = c.byte().unwrap_or(0) % 4;
-                let to_tag = if c.byte().unwrap_or(0) % 2 == 0 {
-                    ""
-                } else {
-                    ";tag=x"
-                };
+                let to_tag = if c.byte().unwrap_or(0) % 2 == 0 { "" } else { ";tag=x" };
                 let seq = c.byte().unwrap_or(1);
                 let state = ["active;expires=60", "terminated", "pending", ""]
                     [usize::from(c.byte().unwrap_or(0) % 4)];
@@ -160,23 +150,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             8 => {
-                if let Some(&id) =
-                    calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1))
-                {
+                if let Some(&id) = calls.get(usize::from(c.byte().unwrap_or(0)) % calls.len().max(1)) {
                     match c.byte().unwrap_or(0) % 12 {
                         0 => ua.hangup(now, id),
                         1 => ua.ring(now, id),
                         2 => ua.answer(now, id, Some(Bytes::from_static(b"v=0\r\n"))),
                         3 => ua.reject(now, id, 486),
-                        4 => {
-                            drop(ua.reinvite(now, id, Bytes::from_static(b"v=0\r\na=sendonly\r\n")))
-                        }
-                        5 => drop(ua.info(
-                            now,
-                            id,
-                            "application/dtmf-relay",
-                            Bytes::from_static(b"Signal=1\r\n"),
-                        )),
+                        4 => drop(ua.reinvite(now, id, Bytes::from_static(b"v=0\r\na=sendonly\r\n"))),
+                        5 => drop(ua.info(now, id, "application/dtmf-relay", Bytes::from_static(b"Signal=1\r\n"))),
                         6 => drop(ua.update(now, id, None)),
                         // An offer (glare with the peer's) and the second fork's dialog.
                         7 => drop(ua.update(now, id, Some(Bytes::from_static(b"v=0\r\n")))),
@@ -185,17 +166,8 @@ fuzz_target!(|data: &[u8]| {
                         // The answer to a late offer (in the ACK or the PRACK), if one waits.
                         10 => drop(ua.answer_offer(now, id, Bytes::from_static(b"v=0\r\n"))),
                         11 => drop(ua.can_offer(id)),
-                        9 => drop(ua.refer(
-                            now,
-                            id,
-                            &Uri::parse("sip:carol@127.0.0.1:5062").unwrap(),
-                        )),
-                        _ => drop(ua.update_fork(
-                            now,
-                            id,
-                            "t2",
-                            Some(Bytes::from_static(b"v=0\r\n")),
-                        )),
+                        9 => drop(ua.refer(now, id, &Uri::parse("sip:carol@127.0.0.1:5062").unwrap())),
+                        _ => drop(ua.update_fork(now, id, "t2", Some(Bytes::from_static(b"v=0\r\n")))),
                     }
                 }
             }
@@ -230,10 +202,7 @@ fuzz_target!(|data: &[u8]| {
             sent.drain(..128);
         }
         if let Some(t) = ua.poll_timeout() {
-            assert!(
-                t >= now || t + Duration::from_secs(3600) > now,
-                "timer far in the past"
-            );
+            assert!(t >= now || t + Duration::from_secs(3600) > now, "timer far in the past");
         }
     }
 });

@@ -5,16 +5,14 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sip_msg::Message;
 use sip_msg::typed::{
     CSeq, CallId, CallIdRef, Contact, ContactRef, ContentType, ContentTypeRef, From, FromRef,
     RecordRoute, Route, RouteRef, To, ToRef, Via, ViaRef,
 };
+use sip_msg::Message;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut msg) = Message::parse(data) else {
-        return;
-    };
+    let Ok(mut msg) = Message::parse(data) else { return };
     let _ = msg.validate();
     // Every typed view must answer without panicking.
     let vias = msg.headers.typed_all::<Via>();
@@ -27,10 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = msg.summary();
     // Borrowed views, turned owned, equal the owned views (values and errors).
     let h = &msg.headers;
-    let v: Vec<_> = h
-        .view_all::<ViaRef>()
-        .map(|r| r.map(ViaRef::into_owned))
-        .collect();
+    let v: Vec<_> = h.view_all::<ViaRef>().map(|r| r.map(ViaRef::into_owned)).collect();
     assert_eq!(v, vias);
     for (r, o) in h.view_all::<ViaRef>().zip(&vias) {
         if let (Ok(r), Ok(o)) = (r, o) {
@@ -39,35 +34,20 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(r.received().map(|b| b.into_owned()), o.received());
         }
     }
-    let c: Vec<_> = h
-        .view_all::<ContactRef>()
-        .map(|r| r.map(ContactRef::into_owned))
-        .collect();
+    let c: Vec<_> = h.view_all::<ContactRef>().map(|r| r.map(ContactRef::into_owned)).collect();
     assert_eq!(c, contacts);
-    let r: Vec<_> = h
-        .view_all::<RouteRef>()
-        .map(|r| r.map(|r| Route(r.into_owned())))
-        .collect();
+    let r: Vec<_> = h.view_all::<RouteRef>().map(|r| r.map(|r| Route(r.into_owned()))).collect();
     assert_eq!(r, routes);
-    assert_eq!(
-        h.view::<FromRef>().map(|r| r.map(|f| From(f.into_owned()))),
-        from
-    );
+    assert_eq!(h.view::<FromRef>().map(|r| r.map(|f| From(f.into_owned()))), from);
     assert_eq!(h.view::<ToRef>().map(|r| r.map(|t| To(t.into_owned()))), to);
-    let tag = h
-        .view::<FromRef>()
-        .and_then(Result::ok)
-        .and_then(|f| f.tag())
-        .map(|t| t.into_owned());
+    let tag = h.view::<FromRef>().and_then(Result::ok).and_then(|f| f.tag()).map(|t| t.into_owned());
     assert_eq!(tag, from.and_then(Result::ok).and_then(|f| f.tag()));
     assert_eq!(
-        h.view::<CallIdRef>()
-            .map(|r| r.map(|c| CallId(c.0.to_owned()))),
+        h.view::<CallIdRef>().map(|r| r.map(|c| CallId(c.0.to_owned()))),
         h.typed::<CallId>()
     );
     assert_eq!(
-        h.view::<ContentTypeRef>()
-            .map(|r| r.map(ContentTypeRef::into_owned)),
+        h.view::<ContentTypeRef>().map(|r| r.map(ContentTypeRef::into_owned)),
         h.typed::<ContentType>()
     );
     // The Request-URI read in place (the parts its parse found, kept as ranges) is the one
