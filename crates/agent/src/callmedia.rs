@@ -1125,7 +1125,18 @@ impl CallMedia {
         self.rtp_source = None;
         self.moved_from = None;
         self.next_sample = Some(at + Duration::from_secs(1));
-        self.next_read = Some(at + ptime);
+        // A DTLS handshake's flights are read every millisecond from the start (`read_due`).
+        let dtls = self
+            .session
+            .as_ref()
+            .is_some_and(MediaSession::dtls_handshaking);
+        self.next_read = Some(
+            at + if dtls {
+                Duration::from_millis(1)
+            } else {
+                ptime
+            },
+        );
         self.watch_far_end(at);
         Ok(())
     }
