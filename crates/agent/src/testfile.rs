@@ -243,6 +243,15 @@ fn srtp_suites_of(
     if mode == SrtpMode::Off {
         return cx.err(list.span(), field, "needs srtp = \"sdes\" or \"optional\"");
     }
+    if mode == SrtpMode::Dtls {
+        // Said, not ignored: the test would not run what it asks for.
+        return cx.err(
+            list.span(),
+            field,
+            "does not apply to srtp = \"dtls\": the DTLS handshake chooses the suite (dimpl \
+             offers SRTP_AEAD_AES_256_GCM, SRTP_AEAD_AES_128_GCM, SRTP_AES128_CM_SHA1_80)",
+        );
+    }
     let mut suites = Vec::new();
     for s in list.get_ref() {
         match Suite::from_name(s.get_ref()) {
@@ -1943,6 +1952,16 @@ call = "group:callees"
         let e = prepare("t.toml", &off, b"s", 0).unwrap_err();
         assert_eq!(e.field, "group[1].srtp_suites", "{e}");
         assert!(e.message.contains("needs srtp = \"sdes\""), "{e}");
+        let dtls = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp = \"dtls\"\nsrtp_suites = [\"AEAD_AES_256_GCM\"]",
+        );
+        let e = prepare("t.toml", &dtls, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].srtp_suites", "{e}");
+        assert!(
+            e.message.contains("does not apply to srtp = \"dtls\""),
+            "{e}"
+        );
     }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its
