@@ -7,8 +7,8 @@ use std::time::Duration;
 use agent::builtin::BuiltinRegistrar;
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan,
-    ServerTarget, StopHandle, run,
+    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
+    Role, RunEvent, RunPlan, ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
 use media::srtp::Suite;
@@ -430,10 +430,22 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
 ///   version and handshake time.
 /// - a DTLS caller to a plain callee: 488 with a Warning naming it, NEGOTIATION_FAILED.
 /// - an SDES caller to a DTLS callee: 488, the reason "no a=fingerprint".
+/// - a DTLS call held and resumed by re-INVITE: both answered 200, the association (and its
+///   keys) kept, no packet fails authentication.
 #[test]
 fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     let (rt, reg) = builtin_registrar();
+    let mut holder = caller("dtls-holder", SrtpMode::Dtls, "dtls-held");
+    holder.actions = [(1000, ActionKind::Hold), (1800, ActionKind::Resume)]
+        .into_iter()
+        .map(|(ms, kind)| CallAction {
+            at: Duration::from_millis(ms),
+            kind,
+        })
+        .collect();
     let groups = vec![
+        holder,
+        callee("dtls-held", SrtpMode::Dtls),
         caller("dtls-caller", SrtpMode::Dtls, "dtls-callee"),
         callee("dtls-callee", SrtpMode::Dtls),
         caller("dtls-caller2", SrtpMode::Dtls, "off-callee"),
@@ -499,6 +511,33 @@ fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     refused("dtls-callee2", "has no a=fingerprint");
     for caller in ["dtls-caller2", "sdes-caller"] {
         assert_ne!(by(caller).outcome, Outcome::Success);
+    }
+
+    // Hold and resume inside the DTLS call.
+    let holder = by("dtls-holder");
+    let reinvites: Vec<_> = holder
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+        .collect();
+    assert!(reinvites.len() >= 3, "{holder:#?}");
+    assert!(
+        !holder
+            .trace
+            .iter()
+            .any(|t| t.first_line().starts_with("SIP/2.0 488")),
+        "{holder:#?}"
+    );
+    for group in ["dtls-holder", "dtls-held"] {
+        let r = by(group);
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().unwrap();
+        assert_eq!(
+            (m.dtls_failures, m.srtp_auth_failures, m.srtp_replayed),
+            (0, 0, 0),
+            "{m:?}"
+        );
+        assert!(m.rx_packets >= 60, "{m:?}");
     }
     drop(reg);
     drop(rt);
