@@ -437,11 +437,9 @@ mod dtls_openssl {
         srtp_matches_libsrtp(&keys);
     }
 
-    #[test]
-    fn our_server_against_openssl_s_client() {
-        if !have_libsrtp() || !have_openssl() {
-            return;
-        }
+    /// `openssl s_client` against our server end on a fresh loopback socket; our end is told
+    /// the peer's fingerprint is `remote` (`None`: the real one). Runs the handshake.
+    fn against_s_client(remote: Option<Fingerprint>) -> (Peer, DtlsSrtp) {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
         let peer = Peer::start(&[
@@ -449,14 +447,22 @@ mod dtls_openssl {
             "-connect".into(),
             format!("127.0.0.1:{port}"),
         ]);
-        let id = Arc::new(DtlsIdentity::generate().unwrap());
         let p = DtlsParams {
-            identity: id,
-            remote: peer.fingerprint.clone(),
+            identity: Arc::new(DtlsIdentity::generate().unwrap()),
+            remote: remote.unwrap_or_else(|| peer.fingerprint.clone()),
             active: false,
         };
         let mut d = DtlsSrtp::new(&p, Instant::now());
         handshake(&mut d, &sock, None);
+        (peer, d)
+    }
+
+    #[test]
+    fn our_server_against_openssl_s_client() {
+        if !have_libsrtp() || !have_openssl() {
+            return;
+        }
+        let (peer, mut d) = against_s_client(None);
         let keys = d.take_keys().unwrap_or_else(|| panic!("{:?}", d.summary()));
         eprintln!(
             "handshake as server against OpenSSL: {:?}",
@@ -475,21 +481,8 @@ mod dtls_openssl {
         if !have_openssl() {
             return;
         }
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = sock.local_addr().unwrap().port();
-        let peer = Peer::start(&[
-            "s_client".into(),
-            "-connect".into(),
-            format!("127.0.0.1:{port}"),
-        ]);
         let wrong = DtlsIdentity::generate().unwrap().fingerprint().clone();
-        let p = DtlsParams {
-            identity: Arc::new(DtlsIdentity::generate().unwrap()),
-            remote: wrong.clone(),
-            active: false,
-        };
-        let mut d = DtlsSrtp::new(&p, Instant::now());
-        handshake(&mut d, &sock, None);
+        let (peer, mut d) = against_s_client(Some(wrong.clone()));
         assert!(d.take_keys().is_none());
         let why = d.summary().failure.clone().unwrap();
         assert!(
