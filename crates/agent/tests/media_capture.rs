@@ -1077,3 +1077,76 @@ fn sdes_calls_put_only_srtp_on_the_wire() {
         assert_eq!(m.srtp, Some(crypto.suite.name()));
     }
 }
+
+/// `srtp = "dtls"` on both ends, captured on `lo`: every datagram on the calls' RTP ports is
+/// DTLS (first byte 20–63) or SRTP/SRTCP (128–191, RFC 7983), each end's first datagram is
+/// DTLS (nothing leaves before the keys), tshark's DTLS dissector sees the handshake with the
+/// use_srtp extension, and both calls score with no failed packet.
+#[test]
+fn dtls_calls_put_only_dtls_and_srtp_on_the_wire() {
+    let Some((_serial, rt)) = capture_test() else {
+        return;
+    };
+    let reg = start_registrar(&rt);
+    let range = port_range();
+    let dir = std::env::temp_dir().join(format!("sipmeter-dtls-capture-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("dtls.pcap");
+    let capture = start_capture(range, &file);
+    let media = MediaPlan {
+        srtp: SrtpMode::Dtls,
+        ..MediaPlan::default()
+    };
+    let plan = one_call(reg.addr(), Some(range), media.clone(), media, 3);
+    let (tx, _rx) = mpsc::channel();
+    let result = run(plan, tx, StopHandle::default());
+    std::thread::sleep(Duration::from_millis(300));
+    stop_capture(capture);
+    let (_summary, reports) = result.unwrap();
+    let _ = rt.block_on(reg.stop());
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().unwrap();
+        assert_eq!((m.dtls_failures, m.srtp_auth_failures), (0, 0), "{m:?}");
+    }
+    let ports: Vec<u16> = reports.iter().map(advertised_port).collect();
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(&file);
+    for p in &ports {
+        cmd.args(["-d", &format!("udp.port=={p},dtls")]);
+    }
+    let out = cmd
+        .args(["-T", "fields", "-e", "udp.srcport", "-e", "udp.payload"])
+        .args(["-e", "dtls.handshake.extension.type"])
+        .output()
+        .expect("tshark runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut first: Vec<(u16, u8)> = Vec::new();
+    let (mut dtls, mut srtp, mut use_srtp) = (0, 0, false);
+    for l in text.lines() {
+        let mut f = l.split('\t');
+        let (Some(src), Some(payload)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let src: u16 = src.parse().unwrap();
+        let b0 = u8::from_str_radix(payload.get(..2).unwrap_or("00"), 16).unwrap();
+        // RFC 5764 §4.1.1's use_srtp is extension type 14.
+        use_srtp |= f.next().is_some_and(|t| t.split(',').any(|t| t == "14"));
+        match b0 {
+            20..=63 => dtls += 1,
+            128..=191 => srtp += 1,
+            _ => panic!("a datagram that is neither DTLS nor SRTP: {l}"),
+        }
+        if !first.iter().any(|(p, _)| *p == src) {
+            first.push((src, b0));
+        }
+    }
+    assert_eq!(first.len(), 2, "{text}");
+    assert!(
+        first.iter().all(|(_, b)| (20..=63).contains(b)),
+        "{first:?}"
+    );
+    assert!(dtls >= 4 && srtp >= 280, "{dtls} DTLS, {srtp} SRTP");
+    assert!(use_srtp, "the handshake negotiates use_srtp: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
