@@ -512,6 +512,9 @@ pub struct MediaReport {
     /// Calls whose DTLS-SRTP handshake gave no keys (failed, the peer's certificate not
     /// its SDP fingerprint, or not over when the call ended): each ended NEGOTIATION_FAILED.
     pub dtls_failures: u32,
+    /// SRTP/SRTCP packets received under DTLS-SRTP before our handshake gave keys (the peer
+    /// had its keys first, or our handshake failed while the peer's succeeded): dropped.
+    pub dtls_early: u64,
     /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
     /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
     pub srtp_auth_failures: u64,
@@ -2166,6 +2169,7 @@ impl<'a> Shard<'a> {
         r.srtp = srtp;
         if let Some(d) = &sum.dtls {
             r.dtls = d.version;
+            r.dtls_early += sum.dtls_early;
             if dtls_failed.is_some() {
                 r.dtls_failures += 1;
             } else if let Some(hs) = d.handshake {
