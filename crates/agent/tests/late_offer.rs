@@ -11,12 +11,18 @@ use agent::engine::{EndpointReport, OfferTiming, Outcome, RunSummary, StopHandle
 use agent::trace::Direction;
 
 fn execute(text: &str) -> (RunSummary, Vec<EndpointReport>) {
+    execute_traced(text, false)
+}
+
+/// As [`execute`]; `all_traces`: every endpoint's SIP trace is kept (`--all-traces`).
+fn execute_traced(text: &str, all_traces: bool) -> (RunSummary, Vec<EndpointReport>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let prepared = agent::testfile::prepare("late.toml", text, b"late secret", now)
+    let mut prepared = agent::testfile::prepare("late.toml", text, b"late secret", now)
         .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = all_traces;
     let (tx, _rx) = mpsc::channel();
     agent::runner::execute(prepared, tx, StopHandle::default()).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -160,4 +166,63 @@ codecs = ["PCMU"]
     assert_eq!(ack.len(), 1, "{ack:?}");
     assert!(body(ack[0]).contains("m=audio 0 RTP/AVP 9"), "{}", ack[0]);
     assert_eq!(sent(r, "BYE ").len(), 1);
+}
+
+/// DTLS-SRTP with a late offer: the callee offers `UDP/TLS/RTP/SAVP` with `a=setup:actpass`
+/// in its 2xx, our caller answers `a=setup:active` in the ACK (RFC 5763 §5: the answerer is
+/// the DTLS client) and starts the handshake; both calls keyed, media both ways, no failure.
+#[test]
+fn a_late_offer_call_keys_srtp_with_dtls() {
+    let text = r#"name = "late dtls"
+duration = "3s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "callees"
+endpoints = 1
+registrar = "builtin"
+role = "answer"
+answer_delay = "50ms"
+srtp = "dtls"
+
+[[group]]
+name = "late"
+endpoints = 1
+registrar = "builtin"
+call = "group:callees"
+offer = "late"
+srtp = "dtls"
+"#;
+    let (summary, reports) = execute_traced(text, true);
+    assert_eq!(summary.calls_answered, 1, "{summary:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!((m.dtls_failures, m.srtp_auth_failures), (0, 0), "{m:?}");
+        assert_eq!(m.srtp, Some("AEAD_AES_256_GCM"), "{m:?}");
+        assert!(m.dtls_handshake_ms.is_some(), "{m:?}");
+        assert!(m.rx_packets >= 100, "{}: {m:?}", r.user);
+    }
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let ok = sent(callee, "SIP/2.0 200");
+    let offer = body(ok.iter().find(|t| t.contains("INVITE")).unwrap());
+    assert!(
+        offer.contains(" UDP/TLS/RTP/SAVP ") && offer.contains("a=setup:actpass"),
+        "{offer}"
+    );
+    let caller = reports.iter().find(|r| r.group == "late").unwrap();
+    // The ACK of the 2xx (an ACK of a 407 before it has no body).
+    let acks = sent(caller, "ACK");
+    let answer = acks
+        .iter()
+        .map(|t| body(t))
+        .find(|b| !b.is_empty())
+        .unwrap_or_default();
+    assert!(
+        answer.contains(" UDP/TLS/RTP/SAVP ") && answer.contains("a=setup:active"),
+        "{answer}"
+    );
 }
