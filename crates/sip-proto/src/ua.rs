@@ -64,6 +64,7 @@ use crate::transaction::{
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
+mod in_dialog_auth;
 mod transfer;
 pub use transfer::TRANSFER_WAIT;
 
@@ -4903,8 +4904,15 @@ impl UserAgent {
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
             let all = || events.iter().map(|ev| &**ev).chain(extra);
-            let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && all().any(|e| matches!(e, TxnEvent::Response(_)));
+            // So does a request inside a dialog challenged with 401/407, to be sent again
+            // with credentials (`in_dialog_auth`).
+            let request_needed = all().any(|e| match e {
+                TxnEvent::Response(r) => {
+                    matches!(owner, Owner::Register | Owner::Unregister)
+                        || in_dialog_auth::is_retried_challenge(owner, r)
+                }
+                _ => false,
+            });
             if request_needed {
                 let mut entry = self.client.remove(i);
                 // With its final response the transaction no longer needs its request: the
@@ -5199,6 +5207,16 @@ impl UserAgent {
         req: Option<Cow<'_, Message>>,
         resp: &Message,
     ) {
+        // Only a REGISTER's handler reads the request after this.
+        let req = match req {
+            Some(req) if in_dialog_auth::is_retried_challenge(owner, resp) => {
+                if self.retry_in_dialog_with_auth(now, owner, req, resp) {
+                    return;
+                }
+                None
+            }
+            req => req,
+        };
         match owner {
             Owner::Register | Owner::Unregister => {
                 if let Some(req) = req {

@@ -157,6 +157,14 @@ impl UserAgent {
         true
     }
 
+    /// Our REFER of call `id` was sent again (with credentials) with CSeq number `seq`: the
+    /// NOTIFYs of its subscription name that one (RFC 3515 §2.4.6, `id`).
+    pub(super) fn refer_sent_again(&mut self, id: CallId, seq: u32) {
+        if let Some(t) = self.call_mut(id).and_then(transfer_of) {
+            t.seq = seq;
+        }
+    }
+
     /// Sends a REFER or NOTIFY (`method`, for `owner`) in call `id`'s dialog: the dialog's
     /// lines, User-Agent, the lines `lines` adds, our Contact (RFC 3515 §2.4.1 for REFER; a
     /// NOTIFY is target-refreshing, RFC 6665 §4.1.3). Its CSeq number, or `None` when the
