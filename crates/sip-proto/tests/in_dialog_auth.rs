@@ -116,7 +116,11 @@ fn branch(m: &Message) -> String {
 /// dialog, Request-URI and body.
 fn assert_retry_of(first: &Message, retry: &Message) {
     assert_eq!(retry.method(), first.method());
-    assert_eq!(seq(retry), seq(first) + 1, "RFC 3261 §8.1.3.5: CSeq one higher");
+    assert_eq!(
+        seq(retry),
+        seq(first) + 1,
+        "RFC 3261 §8.1.3.5: CSeq one higher"
+    );
     assert_ne!(branch(retry), branch(first), "a new transaction");
     for h in [HeaderName::CallId, HeaderName::From, HeaderName::To] {
         assert_eq!(retry.headers.value(&h), first.headers.value(&h), "{h:?}");
@@ -137,7 +141,10 @@ fn a_challenged_bye_is_sent_again_with_credentials_and_ends_the_call() {
     assert_eq!(bye.method(), Some(Method::Bye));
 
     let (out, events) = to_alice(&mut alice, now, server.challenge(&bye, 407, false));
-    assert!(events.is_empty(), "the 407 is not the BYE's answer: {events:?}");
+    assert!(
+        events.is_empty(),
+        "the 407 is not the BYE's answer: {events:?}"
+    );
     assert_eq!(out.len(), 1, "the BYE again: {out:?}");
     let retry = &out[0];
     assert_retry_of(&bye, retry);
@@ -205,7 +212,10 @@ fn a_challenged_reinvite_keeps_its_offer_and_is_answered_once() {
     assert_eq!(&reinvite.body()[..], b"v=0 a hold\r\n");
 
     let (out, events) = to_alice(&mut alice, now, server.challenge(&reinvite, 401, false));
-    assert!(events.is_empty(), "the 401 is not the re-INVITE's answer: {events:?}");
+    assert!(
+        events.is_empty(),
+        "the 401 is not the re-INVITE's answer: {events:?}"
+    );
     // The 401 is ACKed by its transaction (RFC 3261 §17.1.1.3, its CSeq), then the retry.
     let methods: Vec<_> = out.iter().map(|m| m.method().unwrap()).collect();
     assert_eq!(methods, [Method::Ack, Method::Invite], "{out:?}");
@@ -218,11 +228,19 @@ fn a_challenged_reinvite_keeps_its_offer_and_is_answered_once() {
 
     bob.handle_message(now, retry.clone(), addr(ALICE));
     let (ok, _) = drain(&mut bob);
-    let ok = ok.iter().map(msg).find(|m| m.status() == Some(200)).unwrap();
+    let ok = ok
+        .iter()
+        .map(msg)
+        .find(|m| m.status() == Some(200))
+        .unwrap();
     let (out, events) = to_alice(&mut alice, now, ok);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].method(), Some(Method::Ack));
-    assert_eq!(seq(&out[0]), seq(retry), "the 2xx's ACK has the retry's CSeq");
+    assert_eq!(
+        seq(&out[0]),
+        seq(retry),
+        "the 2xx's ACK has the retry's CSeq"
+    );
     assert!(
         matches!(
             events.as_slice(),
