@@ -2897,6 +2897,15 @@ impl<'a> Shard<'a> {
                     now - self.start,
                 ));
             }
+            CallEvent::SessionTooShort { interval, min_se } => {
+                let why = format!(
+                    "the peer's 2xx set the session interval to {interval} s, below the Min-SE \
+                     of {min_se} s our request carried (RFC 4028 §9 forbids it): followed, so \
+                     the session is refreshed more often than agreed"
+                );
+                ep.trace.push(TraceEntry::note(why.clone(), now - self.start));
+                ep.worsen(Outcome::CompletedWithWarnings, why);
+            }
             CallEvent::SessionExpired { interval, code } => {
                 // The session was lost in the middle of the call: the call failed (not a slow
                 // answer, TIMEOUT), and the error says whose refresh was missing.

@@ -411,6 +411,16 @@ pub enum CallEvent {
         /// True when we are the refresher from now on.
         we_refresh: bool,
     },
+    /// RFC 4028 §9: the 2xx to our INVITE or refresh set a session interval below the Min-SE
+    /// our request carried (90 s without one), which a UAS "MUST NOT" do. We follow it (the
+    /// peer polices the session by it), and report it: the refreshes come more often than
+    /// agreed, and a broken timer is what a tester is there to see.
+    SessionTooShort {
+        /// The interval the 2xx set, seconds.
+        interval: u32,
+        /// Our request's Min-SE (90 when it had none), seconds.
+        min_se: u32,
+    },
     /// RFC 4028 §10: the session timer ends the call with BYE ([`CallEvent::Ended`] follows).
     SessionExpired {
         /// The session interval, seconds.
@@ -622,6 +632,13 @@ struct SessionTimer {
 }
 
 impl SessionTimer {
+    /// RFC 4028 §9: the least interval a 2xx to our request may set: the Min-SE it carried,
+    /// 90 s when it carried none. `Some((interval, that))` when the interval now is below it.
+    fn below_min_se(&self) -> Option<(u32, u32)> {
+        let floor = self.min_se.unwrap_or(MIN_SE_FLOOR);
+        (self.interval < floor).then_some((self.interval, floor))
+    }
+
     /// Starts (again) the interval at `now` (§10): we refresh at half of it, or, not the
     /// refresher, end the call at its end minus the smaller of 32 s and a third of it.
     fn restart(&mut self, now: Instant) {
@@ -2372,8 +2389,12 @@ impl UserAgent {
             session.peer_update = allows_update(resp);
             session.peer_timer = supports(resp, "timer");
             session.restart(now);
+            let short = session.below_min_se();
             rare.session = Some(session);
             self.set_flag(CALL_TIMERS, true);
+            if let Some((interval, min_se)) = short {
+                self.call_event(id, CallEvent::SessionTooShort { interval, min_se });
+            }
         } else {
             tidy_rare(call);
         }
@@ -3117,7 +3138,11 @@ impl UserAgent {
                 session.restart(now);
                 session.retried_422 = false;
                 let (interval, we_refresh) = (session.interval, session.we_refresh);
+                let short = session.below_min_se();
                 self.set_flag(CALL_TIMERS, true);
+                if let Some((interval, min_se)) = short {
+                    self.call_event(id, CallEvent::SessionTooShort { interval, min_se });
+                }
                 queues(&mut self.queues).events.push_back(UaEvent::Call(
                     id,
                     CallEvent::SessionRefreshed {
