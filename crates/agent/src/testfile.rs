@@ -726,25 +726,17 @@ pub fn prepare_parsed(
         let auto = kind.is_none();
         let fixed = kind.unwrap_or(FlowKind::Udp);
         let token = fixed.via_token().to_ascii_lowercase();
-        let port = r.port.unwrap_or(match fixed {
+        let default_port = match fixed {
             FlowKind::Tls => 5061,
             FlowKind::Wss => 443,
             FlowKind::Ws => 80,
             FlowKind::Udp | FlowKind::Tcp => 5060,
-        });
+        };
+        let port = r.port.unwrap_or(default_port);
         let transport = TransportPlan {
             kind: fixed,
             ..transport
         };
-        if let Some(p) = &r.outbound_proxy
-            && fixed != FlowKind::Udp
-        {
-            return cx.err(
-                p.span(),
-                field("outbound_proxy"),
-                "over tcp/tls/ws/wss each endpoint has one connection, to the registrar: an outbound proxy is not supported with them in this build",
-            );
-        }
         let host = domain.get_ref().trim_matches(['[', ']']);
         let is_name = host.parse::<IpAddr>().is_err();
         if auto || (is_name && dns_server.is_some()) {
@@ -785,11 +777,13 @@ pub fn prepare_parsed(
                     sips: false,
                 },
             );
-            if r.outbound_proxy.is_some() {
+            if let Some(p) = &r.outbound_proxy {
+                // Which transport and address the proxy would take is DNS's answer for the
+                // registrar, not the proxy's: not guessed.
                 return cx.err(
-                    0..0,
+                    p.span(),
                     field("outbound_proxy"),
-                    "not supported together with DNS discovery in this build",
+                    "not supported together with DNS discovery (transport = \"auto\", or a host name with dns_server) in this build: set a fixed transport and an IP address or a name the system resolves",
                 );
             }
             servers.insert(
@@ -843,7 +837,8 @@ pub fn prepare_parsed(
                     Some((h, port)) if !h.ends_with(':') => {
                         (h.trim_matches(['[', ']']), port.parse::<u16>().ok())
                     }
-                    _ => (p.get_ref().as_str(), Some(5060)),
+                    // No port: the transport's default, as for the registrar.
+                    _ => (p.get_ref().as_str(), Some(default_port)),
                 };
                 let Some(pp) = pp else {
                     return cx.err(p.span(), field("outbound_proxy"), "expected host:port");
@@ -870,7 +865,15 @@ pub fn prepare_parsed(
                     ph.to_owned()
                 })
                 .or_else(|_| cx.err(p.span(), field("outbound_proxy"), "not a host"))?;
-                Some((SipUri::new(host).with_port(pp), SocketAddr::new(ip, pp)))
+                // The Route names the proxy's transport as the registration URI does
+                // (`;transport=tcp|tls|ws|wss`, RFC 3261 §19.1.1, RFC 7118 §5.2); UDP, the
+                // default, is left out (the seed's `<sip:PROXY:PORT;lr>`).
+                let uri = SipUri::new(host).with_port(pp);
+                let uri = match fixed {
+                    FlowKind::Udp => uri,
+                    _ => uri.with_param("transport", Some(&token)),
+                };
+                Some((uri, SocketAddr::new(ip, pp)))
             }
         };
         servers.insert(
@@ -1977,6 +1980,50 @@ call = "group:callees"
             (Some(5061), Some(sip_proto::target::Transport::Tls))
         );
         assert_eq!(p.plan.server.transport.kind, FlowKind::Tls);
+    }
+
+    #[test]
+    fn an_outbound_proxy_over_streams_names_its_transport_and_auto_refuses_one() {
+        for (transport, route) in [
+            ("tls", "sip:127.0.0.2:5061;transport=tls"),
+            ("tcp", "sip:127.0.0.2:5070;transport=tcp"),
+            ("wss", "sip:127.0.0.2:443;transport=wss"),
+            ("udp", "sip:127.0.0.2:5070"),
+        ] {
+            let proxy = if transport == "tcp" || transport == "udp" {
+                "127.0.0.2:5070"
+            } else {
+                "127.0.0.2"
+            };
+            let text = GOOD.replace(
+                "transport = \"udp\"",
+                &format!(
+                    "transport = \"{transport}\"\ntls_verify = \"skip\"\noutbound_proxy = \"{proxy}\""
+                ),
+            );
+            let p = prepare("t.toml", &text, b"s", 0).unwrap_or_else(|e| panic!("{e}"));
+            let (uri, addr) = p.plan.server.outbound_proxy.clone().unwrap();
+            assert_eq!(uri.to_string(), route);
+            assert_eq!(
+                addr.to_string(),
+                route.trim_start_matches("sip:").split(';').next().unwrap()
+            );
+        }
+        let auto = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"auto\"\noutbound_proxy = \"127.0.0.2:5060\"",
+        );
+        let e = prepare("t.toml", &auto, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
+        assert_eq!(
+            e.line,
+            auto.lines()
+                .position(|l| l.starts_with("outbound_proxy"))
+                .unwrap()
+                + 1,
+            "{e}"
+        );
+        assert!(e.message.contains("DNS discovery"), "{e}");
     }
 
     #[test]

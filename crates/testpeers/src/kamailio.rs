@@ -85,6 +85,13 @@ pub struct KamailioConfig {
     pub record_route: bool,
     /// One UDP worker: Kamailio handles datagrams one at a time, in arrival order.
     pub one_udp_worker: bool,
+    /// Challenge INVITE and MESSAGE (407, the default). Off for a registrar behind an
+    /// outbound proxy that authenticates the calls (an SBC in front of a PBX).
+    pub invite_auth: bool,
+    /// An outbound proxy (SBC): each initial INVITE or MESSAGE, once authenticated, goes on
+    /// to this SIP URI (the registrar, e.g. `sip:127.0.0.1:5070;transport=tcp`) instead of
+    /// being looked up here. Its log says `initial INVITE from … with Route: …` for each.
+    pub forward_to: Option<String>,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -115,6 +122,8 @@ impl Default for KamailioConfig {
             unavailable: None,
             record_route: true,
             one_udp_worker: false,
+            invite_auth: true,
+            forward_to: None,
         }
     }
 }
@@ -163,6 +172,18 @@ impl Kamailio {
             }
             users.push_str(&format!("\t$sht(users=>{}) = \"{pw}\";\n", u.name));
         }
+        let location = match &config.forward_to {
+            Some(uri) if uri.bytes().all(|b| b.is_ascii_graphic() && b != b'"') => {
+                format!("\t\t$du = \"{uri}\";\n\t\troute(RELAY);")
+            }
+            Some(uri) => {
+                return Err(PeerError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("forward_to {uri:?} is not a plain SIP URI"),
+                )));
+            }
+            None => "\t\troute(LOCATION);".to_owned(),
+        };
         if !safe(&config.domain) {
             return Err(PeerError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -242,7 +263,16 @@ impl Kamailio {
             // one TCP worker does all of it.
             .replace("@TCP_CHILDREN@", if tls.is_some() { "1" } else { "2" })
             .replace("@DIALOG_MODULE@", &dialog_module)
+            .replace(
+                "@PROXYAUTH@",
+                if config.invite_auth {
+                    "\t\troute(PROXYAUTH);\n"
+                } else {
+                    "\t\t# Calls come through an outbound proxy that authenticated them.\n"
+                },
+            )
             .replace("@CHANNEL_LIMIT@", &channel_limit)
+            .replace("@LOCATION@", &location)
             .replace("@TLS_CORE@", &tls_core)
             .replace("@TLS_MODULE@", &tls_module)
             .replace("@WS_CORE@", &ws_core)

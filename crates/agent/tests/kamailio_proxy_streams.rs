@@ -1,0 +1,304 @@
+//! An outbound proxy over TCP and TLS, with two real Kamailio 5.6: one registrar (it trusts
+//! the proxy's calls) and one outbound proxy in front of it, an SBC in front of a PBX. 10
+//! callers call 10 callees through the proxy: REGISTER goes to the registrar on each
+//! endpoint's first connection, every INVITE (407, then authorised) goes to the proxy on a
+//! second one, and the BYE follows the proxy's Record-Route.
+//!
+//! Skipped with a message when `kamailio` (or its TLS module) is absent (fails instead with
+//! `SIPMETER_REQUIRE_PEERS=1`).
+
+use std::net::SocketAddr;
+
+use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
+use agent::flow::FlowKind;
+use agent::trace::{Direction, TraceEntry};
+use sip_net::tls::CertificateAuthority;
+use testpeers::{Kamailio, KamailioConfig, KamailioTls, TempDir, User, available, tls_available};
+
+fn users() -> Vec<User> {
+    (1001..=1020)
+        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+        .collect()
+}
+
+fn tls_of(ca: Option<&CertificateAuthority>) -> Option<KamailioTls> {
+    ca.map(|ca| {
+        let cert = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
+        KamailioTls {
+            cert_pem: cert.cert_pem,
+            key_pem: cert.key_pem,
+            client_ca_pem: None,
+        }
+    })
+}
+
+/// The registrar: it registers the phones and delivers calls; calls come authenticated by
+/// the proxy, so it does not challenge INVITEs itself.
+fn registrar(ca: Option<&CertificateAuthority>) -> Kamailio {
+    Kamailio::start(&KamailioConfig {
+        users: users(),
+        one_time_nonce: true,
+        invite_auth: false,
+        tls: tls_of(ca),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The outbound proxy: 407 on INVITE with the same accounts, Record-Route, then on to
+/// `registrar` at `forward_to`.
+fn proxy(ca: Option<&CertificateAuthority>, forward_to: String) -> Kamailio {
+    Kamailio::start(&KamailioConfig {
+        users: users(),
+        one_time_nonce: true,
+        tls: tls_of(ca),
+        forward_to: Some(forward_to),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs 10 callers → 10 callees at the registrar `port` through the proxy `proxy_port`.
+fn run(
+    transport: &str,
+    port: u16,
+    proxy_port: u16,
+    extra: &str,
+) -> (RunSummary, Vec<EndpointReport>) {
+    let text = format!(
+        r#"
+name = "outbound proxy over {transport}"
+duration = "500ms"
+seed = 8
+shards = 2
+time_limit = "40s"
+
+[[registrar]]
+id = "pbx"
+domain = "127.0.0.1"
+port = {port}
+transport = "{transport}"
+outbound_proxy = "127.0.0.1:{proxy_port}"
+{extra}
+
+[[accounts]]
+registrar = "pbx"
+range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 10
+registrar = "pbx"
+role = "answer"
+answer_delay = "100ms"
+
+[[group]]
+name = "callers"
+endpoints = 10
+registrar = "pbx"
+call = "group:callees"
+"#
+    );
+    let mut prepared = agent::testfile::prepare("proxy.toml", &text, b"unused", 1_700_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+}
+
+fn sent<'a>(r: &'a EndpointReport, method: &str) -> Vec<&'a TraceEntry> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with(method))
+        .collect()
+}
+
+/// The header `name`'s value in a message's text.
+fn header<'a>(e: &'a TraceEntry, name: &str) -> &'a str {
+    e.text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} in {}", e.text))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assert_through_the_proxy(
+    kind: FlowKind,
+    registrar: &Kamailio,
+    registrar_addr: SocketAddr,
+    proxy: &Kamailio,
+    proxy_addr: SocketAddr,
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+) {
+    let logs = || {
+        format!(
+            "registrar log:\n{}\nproxy log:\n{}",
+            registrar.log(),
+            proxy.log()
+        )
+    };
+    assert_eq!(reports.len(), 20);
+    for r in reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", logs());
+        assert_eq!(r.registration_code, Some(200), "{}", r.user);
+        // REGISTER never goes through the proxy.
+        for reg in sent(r, "REGISTER ") {
+            assert_eq!(reg.remote, Some(registrar_addr), "{}", reg.text);
+        }
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Note
+                && e.text.starts_with(&format!(
+                    "connecting over {} to the outbound proxy {proxy_addr}",
+                    kind.via_token()
+                ))),
+            "{:#?}",
+            r.trace
+        );
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    let token = kind.via_token().to_ascii_lowercase();
+    let route = format!("<sip:{proxy_addr};transport={token};lr>");
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let register = sent(r, "REGISTER ")[0];
+        let invites = sent(r, "INVITE ");
+        assert_eq!(invites.len(), 2, "407, then authorised: {:#?}", r.trace);
+        assert!(invites[1].text.contains("Proxy-Authorization: Digest "));
+        for inv in &invites {
+            // On the proxy's connection, with its address in Via and Contact.
+            assert_eq!(inv.remote, Some(proxy_addr));
+            assert_ne!(inv.local, register.local, "a second connection");
+            assert_eq!(header(inv, "Route"), route);
+            let port = inv.local.unwrap().port();
+            assert!(
+                header(inv, "Via")
+                    .starts_with(&format!("SIP/2.0/{} 127.0.0.1:{port};", kind.via_token())),
+                "{}",
+                inv.text
+            );
+            assert!(
+                header(inv, "Contact").ends_with(&format!("@127.0.0.1:{port};transport={token}>")),
+                "{}",
+                inv.text
+            );
+        }
+        let challenge = r
+            .trace
+            .iter()
+            .find(|e| e.first_line() == "SIP/2.0 407 Proxy Authentication Required")
+            .expect("the proxy challenged the INVITE");
+        assert_eq!(challenge.remote, Some(proxy_addr));
+        // The BYE follows the proxy's Record-Route, on its connection.
+        let bye = sent(r, "BYE ");
+        assert_eq!(bye.len(), 1, "{:#?}", r.trace);
+        assert_eq!(bye[0].remote, Some(proxy_addr));
+        assert!(
+            header(bye[0], "Route").contains(&format!("sip:{proxy_addr};transport={token};lr"))
+        );
+    }
+    // Each callee's INVITE came from the registrar, on the callee's registrar connection.
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let register = sent(r, "REGISTER ")[0];
+        let invite = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .expect("the callee received the INVITE");
+        assert_eq!(invite.local, register.local);
+        assert_eq!(invite.remote, Some(registrar_addr));
+    }
+    // The proxy saw every INVITE, with its Route, and no REGISTER.
+    let log = proxy.log();
+    let seen: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("initial INVITE from "))
+        .collect();
+    assert_eq!(seen.len(), 20, "{}", logs());
+    assert!(
+        seen.iter()
+            .all(|l| l.ends_with(&format!("with Route: {route}"))),
+        "{seen:#?}"
+    );
+    assert!(!log.contains("REGISTER"), "{log}");
+}
+
+#[test]
+fn ten_calls_through_a_kamailio_outbound_proxy_over_tcp() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let r = registrar(None);
+    let p = proxy(None, format!("sip:{};transport=tcp", r.addr()));
+    let (summary, reports) = run("tcp", r.port(), p.port(), "");
+    assert_through_the_proxy(
+        FlowKind::Tcp,
+        &r,
+        r.addr(),
+        &p,
+        p.addr(),
+        &summary,
+        &reports,
+    );
+}
+
+#[test]
+fn ten_calls_through_a_kamailio_outbound_proxy_over_tls() {
+    if !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("proxy CA").unwrap();
+    let r = registrar(Some(&ca));
+    let r_tls = r.tls_addr().unwrap();
+    let p = proxy(Some(&ca), format!("sip:{r_tls};transport=tls"));
+    let p_tls = p.tls_addr().unwrap();
+    let dir = TempDir::new("sipmeter-proxy-tls").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let (summary, reports) = run(
+        "tls",
+        r_tls.port(),
+        p_tls.port(),
+        &format!(
+            "tls_verify = \"custom\"\ntls_ca = \"{}\"",
+            ca_file.display()
+        ),
+    );
+    assert_through_the_proxy(FlowKind::Tls, &r, r_tls, &p, p_tls, &summary, &reports);
+    for r in &reports {
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Note
+                && e.text
+                    .starts_with(&format!("outbound proxy: TLS handshake done with {p_tls}"))
+                && e.text.contains("verification: Custom CA")),
+            "{:#?}",
+            r.trace
+        );
+    }
+}
+
+/// A proxy that refuses the connection: each call fails with OSERROR, and the error and hint
+/// name the proxy, not the registrar (which answered every REGISTER).
+#[test]
+fn a_refused_proxy_connection_fails_the_calls_with_oserror_naming_the_proxy() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let r = registrar(None);
+    let closed = testpeers::free_port().unwrap();
+    let (summary, reports) = run("tcp", r.port(), closed, "");
+    assert_eq!(summary.calls_answered, 0);
+    for rep in &reports {
+        assert_eq!(rep.registration_code, Some(200), "{rep:#?}");
+        if rep.group == "callers" {
+            assert_eq!(rep.outcome, Outcome::Oserror, "{rep:#?}");
+            let e = rep.error.as_deref().unwrap();
+            assert!(
+                e.starts_with(&format!(
+                    "cannot connect over TCP to the outbound proxy 127.0.0.1:{closed}: "
+                )) && e.contains("the outbound proxy is unreachable"),
+                "{e}"
+            );
+            assert!(sent(rep, "INVITE ").is_empty());
+        }
+    }
+}
