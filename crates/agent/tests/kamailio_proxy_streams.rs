@@ -2,7 +2,8 @@
 //! the proxy's calls) and one outbound proxy in front of it, an SBC in front of a PBX. 10
 //! callers call 10 callees through the proxy: REGISTER goes to the registrar on each
 //! endpoint's first connection, every INVITE (407, then authorised) goes to the proxy on a
-//! second one, and the BYE follows the proxy's Record-Route.
+//! second one, the callee's re-INVITE (hold) reaches the caller on that second connection,
+//! and the BYE follows the proxy's Record-Route.
 //!
 //! Skipped with a message when `kamailio` (or its TLS module) is absent (fails instead with
 //! `SIPMETER_REQUIRE_PEERS=1`).
@@ -104,6 +105,8 @@ endpoints = 10
 registrar = "pbx"
 role = "answer"
 answer_delay = "100ms"
+# The callee puts the call on hold: a re-INVITE that reaches the caller through the proxy.
+actions = [{{ at = "200ms", do = "hold" }}]
 
 [[group]]
 name = "callers"
@@ -201,6 +204,26 @@ fn assert_through_the_proxy(
             .find(|e| e.first_line() == "SIP/2.0 407 Proxy Authentication Required")
             .expect("the proxy challenged the INVITE");
         assert_eq!(challenge.remote, Some(proxy_addr));
+        // The callee's re-INVITE (hold) came through the proxy, on the proxy's connection,
+        // and was answered there.
+        let reinvite = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .expect("the callee's re-INVITE reached the caller");
+        assert_eq!(
+            (reinvite.local, reinvite.remote),
+            (invites[1].local, Some(proxy_addr))
+        );
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Sent
+                && e.first_line() == "SIP/2.0 200 OK"
+                && e.text.contains("CSeq: ")
+                && e.text.contains(" INVITE\r\n")
+                && e.local == invites[1].local),
+            "{:#?}",
+            r.trace
+        );
         // The BYE follows the proxy's Record-Route, on its connection.
         let bye = sent(r, "BYE ");
         assert_eq!(bye.len(), 1, "{:#?}", r.trace);
@@ -380,4 +403,99 @@ fn with_auto_the_proxy_takes_the_transport_discovery_chose() {
         &summary,
         &reports,
     );
+}
+
+/// A proxy that drops each endpoint's first connection: the endpoint opens it again at once,
+/// the trace says so, and the summary counts the reconnects. (A stand-in that speaks no SIP:
+/// these endpoints only register and wait, so nothing is sent to it.)
+#[test]
+fn a_lost_proxy_connection_is_reopened_and_the_trace_says_so() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let r = registrar(None, false);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let dropper = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut accepted = 0;
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < end && kept.len() < 2 {
+            match listener.accept() {
+                // The first two connections (one per endpoint) are closed after a moment.
+                Ok((s, _)) if accepted < 2 => {
+                    accepted += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    drop(s);
+                }
+                Ok((s, _)) => kept.push(s),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        // Held open until the run has ended.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        kept.len()
+    });
+    let text = format!(
+        r#"
+name = "proxy drops"
+duration = "1500ms"
+seed = 9
+shards = 1
+time_limit = "20s"
+
+[[registrar]]
+id = "pbx"
+domain = "127.0.0.1"
+port = {}
+transport = "tcp"
+outbound_proxy = "{proxy_addr}"
+
+[[accounts]]
+registrar = "pbx"
+range = {{ from = 1001, to = 1002, password = "pw{{n}}" }}
+
+[[group]]
+name = "phones"
+endpoints = 2
+registrar = "pbx"
+role = "answer"
+"#,
+        r.port()
+    );
+    let mut prepared = agent::testfile::prepare("drop.toml", &text, b"unused", 1_700_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (summary, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
+    assert_eq!(dropper.join().unwrap(), 2, "both endpoints came back");
+    assert_eq!(summary.reconnects, 2);
+    for rep in &reports {
+        assert_eq!(rep.outcome, Outcome::Success, "{rep:#?}");
+        let notes: Vec<&str> = rep
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let at = |prefix: &str| {
+            notes
+                .iter()
+                .position(|n| n.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no `{prefix}` in {notes:#?}"))
+        };
+        let closed = at("connection to the outbound proxy closed: ");
+        let reopening = at("reopening the connection to the outbound proxy");
+        let again = at(&format!(
+            "connecting over TCP to the outbound proxy {proxy_addr} (reconnect)"
+        ));
+        assert!(closed < reopening && reopening < again, "{notes:#?}");
+        assert!(
+            notes[again..]
+                .iter()
+                .any(|n| n.starts_with(&format!("outbound proxy: TCP connected to {proxy_addr}"))),
+            "{notes:#?}"
+        );
+    }
 }
