@@ -92,6 +92,9 @@ pub struct KamailioConfig {
     /// to this SIP URI (the registrar, e.g. `sip:127.0.0.1:5070;transport=tcp`) instead of
     /// being looked up here. Its log says `initial INVITE from … with Route: …` for each.
     pub forward_to: Option<String>,
+    /// Shared memory in MB (`-m`, 64 by default). Each TLS connection takes some: a thousand
+    /// need more (else "ssl bug #1491 workaround: not enough memory" and closed handshakes).
+    pub shm_mb: u32,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -124,6 +127,7 @@ impl Default for KamailioConfig {
             one_udp_worker: false,
             invite_auth: true,
             forward_to: None,
+            shm_mb: 64,
         }
     }
 }
@@ -380,7 +384,7 @@ impl Kamailio {
         let mut cmd = Command::new(binary);
         cmd.arg("-f")
             .arg(&cfg)
-            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .args(["-DD", "-E", "-m", &config.shm_mb.to_string(), "-M", "8"])
             .arg("-Y")
             .arg(dir.path())
             .arg("-w")
