@@ -809,7 +809,19 @@ pub fn run_with_targets(
     if plan.groups.iter().any(|g| g.media.is_some()) {
         // Room in the descriptor table for every call's sockets before the shards run: it
         // stalled the shards for ms while calls started (see callmedia/fdtable.rs).
-        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + 256);
+        // And the connections: one per endpoint over a stream transport, two with an
+        // outbound proxy.
+        let conns: usize = plan
+            .groups
+            .iter()
+            .map(|g| {
+                let per = streams[g.server]
+                    .as_ref()
+                    .map_or(0, |s| 1 + usize::from(s.proxy.is_some()));
+                per * g.endpoints.len()
+            })
+            .sum();
+        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + conns + 256);
     }
     // No huge-page faults, with media or without (see callmedia/thp.rs): each zeroes 2 MB
     // of mimalloc's arenas at the first touch, mostly never used. Without media too: a
