@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
+use agent::engine::{EndpointReport, Outcome, RunSummary};
 use agent::flow::FlowKind;
 use agent::trace::{Direction, TraceEntry};
 use sip_net::tls::CertificateAuthority;
@@ -19,6 +19,8 @@ use testpeers::{
     tls_available, websocket_available,
 };
 
+mod streams_common;
+
 fn users() -> Vec<User> {
     (1001..=1020)
         .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
@@ -26,14 +28,7 @@ fn users() -> Vec<User> {
 }
 
 fn tls_of(ca: Option<&CertificateAuthority>) -> Option<KamailioTls> {
-    ca.map(|ca| {
-        let cert = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
-        KamailioTls {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-            client_ca_pem: None,
-        }
-    })
+    ca.map(streams_common::kamailio_tls)
 }
 
 /// The registrar: it registers the phones and delivers calls; calls come authenticated by
@@ -115,11 +110,7 @@ registrar = "pbx"
 call = "group:callees"
 "#
     );
-    let mut prepared = agent::testfile::prepare("proxy.toml", &text, b"unused", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, _rx) = std::sync::mpsc::channel();
-    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+    streams_common::run_file("proxy.toml", &text)
 }
 
 fn sent<'a>(r: &'a EndpointReport, method: &str) -> Vec<&'a TraceEntry> {
@@ -260,6 +251,17 @@ fn assert_through_the_proxy(
     assert!(!log.contains("REGISTER"), "{log}");
 }
 
+/// [`assert_through_the_proxy`] over TCP, at the Kamailio's own addresses.
+fn assert_through_the_proxy_over_tcp(
+    registrar: &Kamailio,
+    proxy: &Kamailio,
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+) {
+    let (r, p) = (registrar.addr(), proxy.addr());
+    assert_through_the_proxy(FlowKind::Tcp, registrar, r, proxy, p, summary, reports);
+}
+
 #[test]
 fn ten_calls_through_a_kamailio_outbound_proxy_over_tcp() {
     if !available("kamailio", "kamailio") {
@@ -268,15 +270,7 @@ fn ten_calls_through_a_kamailio_outbound_proxy_over_tcp() {
     let r = registrar(None, false);
     let p = proxy(None, false, format!("sip:{};transport=tcp", r.addr()));
     let (summary, reports) = run("tcp", r.port(), p.port(), "");
-    assert_through_the_proxy(
-        FlowKind::Tcp,
-        &r,
-        r.addr(),
-        &p,
-        p.addr(),
-        &summary,
-        &reports,
-    );
+    assert_through_the_proxy_over_tcp(&r, &p, &summary, &reports);
 }
 
 #[test]
@@ -303,14 +297,12 @@ fn ten_calls_through_a_kamailio_outbound_proxy_over_tls() {
     );
     assert_through_the_proxy(FlowKind::Tls, &r, r_tls, &p, p_tls, &summary, &reports);
     for r in &reports {
-        assert!(
-            r.trace.iter().any(|e| e.direction == Direction::Note
-                && e.text
-                    .starts_with(&format!("outbound proxy: TLS handshake done with {p_tls}"))
-                && e.text.contains("verification: Custom CA")),
-            "{:#?}",
-            r.trace
+        let notes = streams_common::notes(r);
+        let tls = streams_common::note_at(
+            &notes,
+            &format!("outbound proxy: TLS handshake done with {p_tls}"),
         );
+        assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
     }
 }
 
@@ -394,15 +386,7 @@ fn with_auto_the_proxy_takes_the_transport_discovery_chose() {
         !summary.discovery.is_empty(),
         "the registrar was found by DNS"
     );
-    assert_through_the_proxy(
-        FlowKind::Tcp,
-        &r,
-        r.addr(),
-        &p,
-        p.addr(),
-        &summary,
-        &reports,
-    );
+    assert_through_the_proxy_over_tcp(&r, &p, &summary, &reports);
 }
 
 /// A proxy that drops each endpoint's first connection: the endpoint opens it again at once,
@@ -464,27 +448,13 @@ role = "answer"
 "#,
         r.port()
     );
-    let mut prepared = agent::testfile::prepare("drop.toml", &text, b"unused", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, _rx) = std::sync::mpsc::channel();
-    let (summary, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
+    let (summary, reports) = streams_common::run_file("drop.toml", &text);
     assert_eq!(dropper.join().unwrap(), 2, "both endpoints came back");
     assert_eq!(summary.reconnects, 2);
     for rep in &reports {
         assert_eq!(rep.outcome, Outcome::Success, "{rep:#?}");
-        let notes: Vec<&str> = rep
-            .trace
-            .iter()
-            .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
-            .collect();
-        let at = |prefix: &str| {
-            notes
-                .iter()
-                .position(|n| n.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no `{prefix}` in {notes:#?}"))
-        };
+        let notes = streams_common::notes(rep);
+        let at = |prefix: &str| streams_common::note_at(&notes, prefix);
         let closed = at("connection to the outbound proxy closed: ");
         let reopening = at("reopening the connection to the outbound proxy");
         let again = at(&format!(
