@@ -390,7 +390,8 @@ fn with_auto_the_proxy_takes_the_transport_discovery_chose() {
 }
 
 /// A proxy that drops each endpoint's first connection: the endpoint opens it again at once,
-/// the trace says so, and the summary counts the reconnects. (A stand-in that speaks no SIP:
+/// the trace says so, the summary counts the reconnects, and the new connection carries CRLF
+/// keep-alives. (A stand-in that speaks no SIP:
 /// these endpoints only register and wait, so nothing is sent to it.)
 #[test]
 fn a_lost_proxy_connection_is_reopened_and_the_trace_says_so() {
@@ -417,9 +418,27 @@ fn a_lost_proxy_connection_is_reopened_and_the_trace_says_so() {
                 Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
         }
-        // Held open until the run has ended.
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        kept.len()
+        // Held open until the run has ended; each must carry a CRLF keep-alive (RFC 5626
+        // §3.5.1, every 300 ms here).
+        let mut pinged = 0;
+        for s in &mut kept {
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    pinged += 1;
+                    break;
+                }
+            }
+        }
+        // Not closed before the run has ended (a close would be another reconnect).
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        drop(kept);
+        pinged
     });
     let text = format!(
         r#"
@@ -435,6 +454,7 @@ domain = "127.0.0.1"
 port = {}
 transport = "tcp"
 outbound_proxy = "{proxy_addr}"
+keepalive = "300ms"
 
 [[accounts]]
 registrar = "pbx"
@@ -449,7 +469,11 @@ role = "answer"
         r.port()
     );
     let (summary, reports) = streams_common::run_file("drop.toml", &text);
-    assert_eq!(dropper.join().unwrap(), 2, "both endpoints came back");
+    assert_eq!(
+        dropper.join().unwrap(),
+        2,
+        "both endpoints came back, and kept their proxy connection alive"
+    );
     assert_eq!(summary.reconnects, 2);
     for rep in &reports {
         assert_eq!(rep.outcome, Outcome::Success, "{rep:#?}");

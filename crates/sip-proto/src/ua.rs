@@ -1513,6 +1513,8 @@ impl UserAgent {
         text.push('>');
     }
 
+    /// Our Contact (the registrar connection's address) as a typed address.
+    #[cfg(test)]
     fn contact(&self) -> NameAddr {
         self.contact_at(false)
     }
