@@ -218,7 +218,17 @@ fn assert_through_the_proxy(
         // The BYE follows the proxy's Record-Route, on its connection.
         let bye = sent(r, "BYE ");
         assert_eq!(bye.len(), 1, "{:#?}", r.trace);
-        assert_eq!(bye[0].remote, Some(proxy_addr));
+        assert_eq!(
+            (bye[0].local, bye[0].remote),
+            (invites[1].local, Some(proxy_addr))
+        );
+        let port = invites[1].local.unwrap().port();
+        assert!(
+            header(bye[0], "Via")
+                .starts_with(&format!("SIP/2.0/{} 127.0.0.1:{port};", kind.via_token())),
+            "{}",
+            bye[0].text
+        );
         // The proxy's own entry first (over WS Kamailio records two, `r2=on`: ours and the
         // registrar's side).
         let first_route = header(bye[0], "Route");
