@@ -399,6 +399,49 @@ fn with_auto_the_proxy_takes_the_transport_discovery_chose() {
     assert_through_the_proxy_over_tcp(&r, &p, &summary, &reports);
 }
 
+/// A proxy whose certificate is signed by a CA the test file does not trust (the registrar's
+/// is): registrations succeed, each call fails CALL_FAILED with the TLS words, and the error
+/// names the proxy.
+#[test]
+fn a_proxy_with_an_untrusted_certificate_fails_the_calls_naming_the_proxy() {
+    if !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("registrar CA").unwrap();
+    let other = CertificateAuthority::new("another CA").unwrap();
+    let r = registrar(Some(&ca), false);
+    let r_tls = r.tls_addr().unwrap();
+    let p = proxy(Some(&other), false, format!("sip:{r_tls};transport=tls"));
+    let p_tls = p.tls_addr().unwrap();
+    let dir = TempDir::new("sipmeter-proxy-ca").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let (summary, reports) = run(
+        "tls",
+        r_tls.port(),
+        p_tls.port(),
+        &format!(
+            "tls_verify = \"custom\"\ntls_ca = \"{}\"",
+            ca_file.display()
+        ),
+    );
+    assert_eq!(summary.calls_answered, 0);
+    for rep in &reports {
+        assert_eq!(rep.registration_code, Some(200), "{rep:#?}");
+        if rep.group == "callers" {
+            assert_eq!(rep.outcome, Outcome::CallFailed, "{rep:#?}");
+            let e = rep.error.as_deref().unwrap();
+            assert!(
+                e.starts_with(&format!(
+                    "cannot connect over TLS to the outbound proxy {p_tls}: "
+                )) && e.contains("authority"),
+                "{e}"
+            );
+            assert!(sent(rep, "INVITE ").is_empty());
+        }
+    }
+}
+
 /// A proxy that drops each endpoint's first connection: the endpoint opens it again at once,
 /// the trace says so, the summary counts the reconnects, and the new connection carries CRLF
 /// keep-alives. (A stand-in that speaks no SIP:

@@ -12,7 +12,8 @@
 //!   §8.1.1.8): the proxy routes the dialog's requests back to us over it.
 //! - Lost, it is reopened at once; a call through it is lost with it (as with the registrar's
 //!   connection). A dial finding it down opens it and waits; a connect that fails then fails
-//!   the call with OSERROR, and the error names the proxy.
+//!   the call with OSERROR (CALL_FAILED for a TLS or WebSocket refusal), and the error names
+//!   the proxy.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -172,7 +173,11 @@ impl Shard<'_> {
                     self.pump(idx, now);
                 }
             }
-            StreamEvent::Failed { error, hint, .. } => {
+            StreamEvent::Failed {
+                error,
+                hint,
+                after_tcp,
+            } => {
                 link.connecting = false;
                 ep.trace.push(TraceEntry::note(
                     format!(
@@ -182,11 +187,17 @@ impl Shard<'_> {
                     at,
                 ));
                 if std::mem::take(&mut link.dial_waiting) {
-                    // The call cannot leave: it fails as a socket error would fail it, and
-                    // the error and hint name the proxy, not the registrar.
+                    // The call cannot leave. A refused or silent proxy is a socket error
+                    // (OSERROR); a TLS or WebSocket refusal, a configuration error, fails the
+                    // call (as it fails the registration with the registrar). The error and
+                    // hint name the proxy, not the registrar.
                     ep.calls_attempted += 1;
                     ep.worsen(
-                        Outcome::Oserror,
+                        if after_tcp {
+                            Outcome::CallFailed
+                        } else {
+                            Outcome::Oserror
+                        },
                         format!(
                             "cannot connect over {} to the outbound proxy {proxy}: {error}: {}",
                             kind.via_token(),
