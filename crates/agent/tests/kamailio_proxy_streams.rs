@@ -283,15 +283,22 @@ fn ten_calls_through_a_kamailio_outbound_proxy_over_tcp() {
     assert_through_the_proxy_over_tcp(&r, &p, &summary, &reports);
 }
 
-#[test]
-fn ten_calls_through_a_kamailio_outbound_proxy_over_tls() {
-    if !tls_available() {
-        return;
-    }
-    let ca = CertificateAuthority::new("proxy CA").unwrap();
-    let r = registrar(Some(&ca), false);
+/// A run over TLS through two Kamailio, and what it ran against.
+struct TlsRun {
+    r: Kamailio,
+    p: Kamailio,
+    r_tls: SocketAddr,
+    p_tls: SocketAddr,
+    summary: RunSummary,
+    reports: Vec<EndpointReport>,
+}
+
+/// 10 → 10 over TLS: the registrar's certificate signed by `ca` (which the test file trusts,
+/// Custom CA), the proxy's by `proxy_ca`; the proxy relays to the registrar over TLS.
+fn run_over_tls(ca: &CertificateAuthority, proxy_ca: &CertificateAuthority) -> TlsRun {
+    let r = registrar(Some(ca), false);
     let r_tls = r.tls_addr().unwrap();
-    let p = proxy(Some(&ca), false, format!("sip:{r_tls};transport=tls"));
+    let p = proxy(Some(proxy_ca), false, format!("sip:{r_tls};transport=tls"));
     let p_tls = p.tls_addr().unwrap();
     let dir = TempDir::new("sipmeter-proxy-tls").unwrap();
     let ca_file = dir.path().join("ca.pem");
@@ -305,6 +312,30 @@ fn ten_calls_through_a_kamailio_outbound_proxy_over_tls() {
             ca_file.display()
         ),
     );
+    TlsRun {
+        r,
+        p,
+        r_tls,
+        p_tls,
+        summary,
+        reports,
+    }
+}
+
+#[test]
+fn ten_calls_through_a_kamailio_outbound_proxy_over_tls() {
+    if !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("proxy CA").unwrap();
+    let TlsRun {
+        r,
+        p,
+        r_tls,
+        p_tls,
+        summary,
+        reports,
+    } = run_over_tls(&ca, &ca);
     assert_through_the_proxy(FlowKind::Tls, &r, r_tls, &p, p_tls, &summary, &reports);
     for r in &reports {
         let notes = streams_common::notes(r);
@@ -326,18 +357,31 @@ fn a_refused_proxy_connection_fails_the_calls_with_oserror_naming_the_proxy() {
     let r = registrar(None, false);
     let closed = testpeers::free_port().unwrap();
     let (summary, reports) = run("tcp", r.port(), closed, "");
+    assert_calls_not_placed(
+        &summary,
+        &reports,
+        Outcome::Oserror,
+        &format!("cannot connect over TCP to the outbound proxy 127.0.0.1:{closed}: "),
+        "the outbound proxy is unreachable",
+    );
+}
+
+/// Every endpoint registered; no call was placed: each caller ended `outcome` with an error
+/// starting with `prefix` and holding `words`, and sent no INVITE.
+fn assert_calls_not_placed(
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+    outcome: Outcome,
+    prefix: &str,
+    words: &str,
+) {
     assert_eq!(summary.calls_answered, 0);
-    for rep in &reports {
+    for rep in reports {
         assert_eq!(rep.registration_code, Some(200), "{rep:#?}");
         if rep.group == "callers" {
-            assert_eq!(rep.outcome, Outcome::Oserror, "{rep:#?}");
+            assert_eq!(rep.outcome, outcome, "{rep:#?}");
             let e = rep.error.as_deref().unwrap();
-            assert!(
-                e.starts_with(&format!(
-                    "cannot connect over TCP to the outbound proxy 127.0.0.1:{closed}: "
-                )) && e.contains("the outbound proxy is unreachable"),
-                "{e}"
-            );
+            assert!(e.starts_with(prefix) && e.contains(words), "{e}");
             assert!(sent(rep, "INVITE ").is_empty());
         }
     }
@@ -409,43 +453,25 @@ fn a_proxy_with_an_untrusted_certificate_fails_the_calls_naming_the_proxy() {
     }
     let ca = CertificateAuthority::new("registrar CA").unwrap();
     let other = CertificateAuthority::new("another CA").unwrap();
-    let r = registrar(Some(&ca), false);
-    let r_tls = r.tls_addr().unwrap();
-    let p = proxy(Some(&other), false, format!("sip:{r_tls};transport=tls"));
-    let p_tls = p.tls_addr().unwrap();
-    let dir = TempDir::new("sipmeter-proxy-ca").unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let (summary, reports) = run(
-        "tls",
-        r_tls.port(),
-        p_tls.port(),
-        &format!(
-            "tls_verify = \"custom\"\ntls_ca = \"{}\"",
-            ca_file.display()
-        ),
+    let TlsRun {
+        p_tls,
+        summary,
+        reports,
+        ..
+    } = run_over_tls(&ca, &other);
+    assert_calls_not_placed(
+        &summary,
+        &reports,
+        Outcome::CallFailed,
+        &format!("cannot connect over TLS to the outbound proxy {p_tls}: "),
+        "authority",
     );
-    assert_eq!(summary.calls_answered, 0);
-    for rep in &reports {
-        assert_eq!(rep.registration_code, Some(200), "{rep:#?}");
-        if rep.group == "callers" {
-            assert_eq!(rep.outcome, Outcome::CallFailed, "{rep:#?}");
-            let e = rep.error.as_deref().unwrap();
-            assert!(
-                e.starts_with(&format!(
-                    "cannot connect over TLS to the outbound proxy {p_tls}: "
-                )) && e.contains("authority"),
-                "{e}"
-            );
-            assert!(sent(rep, "INVITE ").is_empty());
-        }
-    }
 }
 
 /// A proxy that drops each endpoint's first connection: the endpoint opens it again at once,
 /// the trace says so, the summary counts the reconnects, and the new connection carries CRLF
-/// keep-alives. (A stand-in that speaks no SIP:
-/// these endpoints only register and wait, so nothing is sent to it.)
+/// keep-alives. (A stand-in that speaks no SIP: these endpoints only register and wait, so
+/// nothing is sent to it.)
 #[test]
 fn a_lost_proxy_connection_is_reopened_and_the_trace_says_so() {
     if !available("kamailio", "kamailio") {
