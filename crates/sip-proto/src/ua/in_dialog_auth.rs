@@ -100,7 +100,9 @@ impl UserAgent {
             Ok(header) => header,
             Err(_) => return false,
         };
-        let (via, branch) = self.new_via_branch();
+        // The Via of the connection the request left on (a call placed through an outbound
+        // proxy's own connection has that connection's address).
+        let (via, branch) = self.new_via_branch_at(self.proxied(id));
         let Some(call) = self.call_mut(id) else {
             return false;
         };
