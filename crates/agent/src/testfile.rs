@@ -757,6 +757,14 @@ pub fn prepare_parsed(
                 let span = r.transport.as_ref().map_or(0..0, Spanned::span);
                 return cx.err(span, field("transport"), "the built-in registrar needs a fixed transport (udp, tcp, tls, ws or wss), not auto");
             };
+            if let Some(p) = &r.outbound_proxy {
+                // Not ignored in silence: the test would not go where its file says.
+                return cx.err(
+                    p.span(),
+                    field("outbound_proxy"),
+                    "the built-in registrar routes the calls itself: it takes no outbound proxy (remove the line, or point a registrar with a domain at your proxy)",
+                );
+            }
             let transport = TransportPlan { kind, ..transport };
             servers.insert(
                 &r.id,
@@ -2062,6 +2070,15 @@ call = "group:callees"
                 + 1,
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_builtin_registrar_refuses_an_outbound_proxy() {
+        let file = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\noutbound_proxy = \"127.0.0.2:5060\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let e = prepare("t.toml", file, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.to_string().contains("takes no outbound proxy"), "{e}");
     }
 
     #[test]
