@@ -1,6 +1,7 @@
 //! RTP, RTCP and RFC 4733 parsers on arbitrary bytes, then the same bytes into a live media
 //! session (stats, jitter buffer, G.711 decode, RTCP handling), plain and with SRTP
-//! (unprotect: index estimate, replay window, tag check): nothing may panic.
+//! (unprotect: index estimate, replay window, tag check; AES-CM and AES-GCM): nothing may
+//! panic.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -41,21 +42,25 @@ fuzz_target!(|data: &[u8]| {
         seed: 1,
         srtp: None,
     };
-    let key = MasterKey::from_bytes([7; 30]);
+    let key = |suite: Suite| MasterKey::new(suite, &vec![7; suite.master_len()]).unwrap();
     for suite in Suite::ALL {
-        let mut rx = SrtpStream::new(suite, &key);
+        let mut rx = SrtpStream::new(suite, &key(suite));
         let _ = rx.unprotect_rtp(&mut data.to_vec());
         let _ = rx.unprotect_rtcp(&mut data.to_vec());
     }
-    let with_srtp = SessionConfig {
+    let with_srtp = |suite| SessionConfig {
         srtp: Some(SrtpParams {
-            suite: Suite::AesCm128HmacSha1_32,
-            tx_key: key.clone(),
-            rx_key: key,
+            suite,
+            tx_key: key(suite),
+            rx_key: key(suite),
         }),
         ..cfg.clone()
     };
-    for cfg in [cfg, with_srtp] {
+    let (cm, gcm) = (
+        with_srtp(Suite::AesCm128HmacSha1_32),
+        with_srtp(Suite::AeadAes128Gcm),
+    );
+    for cfg in [cfg, cm, gcm] {
         let Ok(mut s) = MediaSession::new(cfg, t0) else {
             return;
         };

@@ -25,13 +25,11 @@ fuzz_target!(|data: &[u8]| {
         session_id: 1,
         session_version: 1,
         // Optional SDES: a=crypto lines are parsed and picked from, plain offers still answered.
-        srtp: Some(sdp::Sdes {
-            required: false,
-            keys: [
-                media::srtp::MasterKey::from_bytes([1; 30]),
-                media::srtp::MasterKey::from_bytes([2; 30]),
-            ],
-        }),
+        srtp: sdp::Sdes::generate(false, &media::srtp::Suite::ALL, |b: &mut [u8]| {
+            b.fill(1);
+            Ok::<(), ()>(())
+        })
+        .ok(),
     };
     if let Ok((answer, _)) = sdp::answer_offer(&sd, &local) {
         let _ = SessionDescription::parse(answer.to_string().as_bytes()).expect("answer parses");

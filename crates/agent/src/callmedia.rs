@@ -21,7 +21,7 @@ use media::sdp::{
     SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
-use media::srtp::MasterKey;
+use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use tokio::io::unix::AsyncFd;
@@ -60,6 +60,9 @@ pub struct MediaPlan {
     pub dscp: Option<crate::dscp::Dscp>,
     /// SRTP with SDES keys (`srtp`).
     pub srtp: SrtpMode,
+    /// The SRTP suites offered and accepted, in preference order (`srtp_suites`; default
+    /// [`Suite::ALL`], strongest first).
+    pub srtp_suites: Vec<Suite>,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -78,18 +81,14 @@ pub enum SrtpMode {
 impl SrtpMode {
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
-    fn sdes(self) -> io::Result<Option<Sdes>> {
+    /// One key per suite of `suites`, of its length.
+    fn sdes(self, suites: &[Suite]) -> io::Result<Option<Sdes>> {
         if self == SrtpMode::Off {
             return Ok(None);
         }
-        let mut bytes = [[0u8; 30]; 2];
-        for b in &mut bytes {
-            getrandom::fill(b).map_err(io::Error::other)?;
-        }
-        Ok(Some(Sdes {
-            required: self == SrtpMode::Sdes,
-            keys: bytes.map(MasterKey::from_bytes),
-        }))
+        Sdes::generate(self == SrtpMode::Sdes, suites, getrandom::fill)
+            .map(Some)
+            .map_err(io::Error::other)
     }
 }
 
@@ -104,6 +103,7 @@ impl Default for MediaPlan {
             source: SourceKind::Generated,
             dscp: None,
             srtp: SrtpMode::Off,
+            srtp_suites: Suite::ALL.to_vec(),
         }
     }
 }
@@ -887,7 +887,7 @@ impl CallMedia {
             },
         )?;
         Ok(Self {
-            local: plan.local(ip, port, session_id, plan.srtp.sdes()?),
+            local: plan.local(ip, port, session_id, plan.srtp.sdes(&plan.srtp_suites)?),
             rtp,
             rtcp,
             session: None,
@@ -1709,12 +1709,14 @@ mod tests {
         let text = String::from_utf8(answer.to_vec()).unwrap();
         let line = text.lines().find(|l| l.starts_with("a=crypto:1 ")).unwrap();
         let key = line.split("inline:").nth(1).unwrap();
-        let rekey = text.replace(key, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH");
+        // Line 1 is AEAD_AES_256_GCM (the default order): a new 44-byte key of 7s.
+        let sevens = media::srtp::MasterKey::new(Suite::AeadAes256Gcm, &[7; 44]).unwrap();
+        let rekey = text.replace(key, &sevens.to_base64());
         let f = a.follow_remote_offer(now, rekey.as_bytes(), &a.offer());
-        assert_eq!(f.rekeyed, Some("AES_CM_128_HMAC_SHA1_80"), "{rekey}");
+        assert_eq!(f.rekeyed, Some("AEAD_AES_256_GCM"), "{rekey}");
         let now_keys = a.negotiated.as_ref().unwrap().srtp.clone().unwrap();
         assert_eq!(now_keys.tx_key, first.tx_key, "ours as before");
-        assert_eq!(now_keys.rx_key, media::srtp::MasterKey::from_bytes([7; 30]));
+        assert_eq!(now_keys.rx_key, sevens);
         assert_eq!(
             a.session.as_ref().unwrap().config().srtp.as_ref(),
             Some(&now_keys)

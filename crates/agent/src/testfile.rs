@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use media::audio::SourceKind;
+use media::srtp::Suite;
 use media::wav::WavAudio;
 use serde::Deserialize;
 use sip_msg::{Host, SipUri, Uri};
@@ -222,9 +223,47 @@ pub struct GroupEntry {
     /// `a=crypto` keys, RFC 4568) or `"optional"` (RTP/AVP with `a=crypto`: SRTP with peers
     /// that take it, plain RTP with the others).
     pub srtp: Option<Spanned<String>>,
+    /// The SRTP crypto suites offered and accepted, in preference order (default: every
+    /// suite, strongest first — `AEAD_AES_256_GCM`, `AEAD_AES_128_GCM`,
+    /// `AES_256_CM_HMAC_SHA1_80`, `AES_256_CM_HMAC_SHA1_32`, `AES_CM_128_HMAC_SHA1_80`,
+    /// `AES_CM_128_HMAC_SHA1_32`).
+    pub srtp_suites: Option<Spanned<Vec<Spanned<String>>>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
+}
+
+/// A group's `srtp_suites`: known names, each once, at least one, and SRTP on.
+fn srtp_suites_of(
+    cx: &Ctx<'_>,
+    list: &Spanned<Vec<Spanned<String>>>,
+    mode: SrtpMode,
+    field: String,
+) -> Result<Vec<Suite>, FileError> {
+    if mode == SrtpMode::Off {
+        return cx.err(list.span(), field, "needs srtp = \"sdes\" or \"optional\"");
+    }
+    let mut suites = Vec::new();
+    for s in list.get_ref() {
+        match Suite::from_name(s.get_ref()) {
+            Some(x) if suites.contains(&x) => {
+                return cx.err(s.span(), field, format!("`{}` twice", s.get_ref()));
+            }
+            Some(x) => suites.push(x),
+            None => {
+                let known: Vec<&str> = Suite::ALL.map(Suite::name).to_vec();
+                return cx.err(
+                    s.span(),
+                    field,
+                    format!("`{}`: unknown suite ({})", s.get_ref(), known.join(", ")),
+                );
+            }
+        }
+    }
+    if suites.is_empty() {
+        return cx.err(list.span(), field, "names no suite");
+    }
+    Ok(suites)
 }
 
 /// A DSCP in a test file: its number or its name.
@@ -1350,6 +1389,9 @@ pub fn prepare_parsed(
                     }
                 };
             }
+            if let Some(list) = &g.srtp_suites {
+                mp.srtp_suites = srtp_suites_of(&cx, list, mp.srtp, field("srtp_suites"))?;
+            }
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -1375,6 +1417,13 @@ pub fn prepare_parsed(
             }
             if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
                 return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
+            }
+            if let Some(list) = &g.srtp_suites {
+                return cx.err(
+                    list.span(),
+                    field("srtp_suites"),
+                    "protects RTP: needs media = true",
+                );
             }
             None
         };
@@ -1803,6 +1852,14 @@ call = "group:callees"
         assert_eq!(e.field, "group[1].rtp_dscp", "{e}");
     }
 
+    /// The 0-based index of GOOD's `call = "group:callees"` line (lines added after it are
+    /// numbered from it).
+    fn call_line() -> usize {
+        GOOD.lines()
+            .position(|l| l == "call = \"group:callees\"")
+            .unwrap()
+    }
+
     /// `srtp` per group: off by default, "sdes" or "optional"; a bad value, or SRTP without
     /// media, names its line and field.
     #[test]
@@ -1827,11 +1884,7 @@ call = "group:callees"
         let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
         let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
         assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Optional);
-        let line = GOOD
-            .lines()
-            .position(|l| l == "call = \"group:callees\"")
-            .unwrap()
-            + 2;
+        let line = call_line() + 2;
         for (bad, says) in [
             (
                 "srtp = \"dtls\"",
@@ -1855,6 +1908,58 @@ call = "group:callees"
             "call = \"group:callees\"\nmedia = false\nsrtp = \"off\"",
         );
         assert!(prepare("t.toml", &text, b"s", 0).is_ok());
+    }
+
+    /// `srtp_suites` per group: the suites in the file's order (default every suite,
+    /// strongest first); an unknown or repeated name, an empty list, or the list without
+    /// SRTP names its line and field.
+    #[test]
+    fn srtp_suites_are_read_per_group() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\nsrtp = \"sdes\"\n{extra}"),
+            )
+        };
+        let suites = |text: &str| {
+            let p = prepare("t.toml", text, b"s", 0).unwrap().plan;
+            let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+            g.media.as_ref().unwrap().srtp_suites.clone()
+        };
+        assert_eq!(suites(&with("")), Suite::ALL.to_vec());
+        assert_eq!(
+            suites(&with(
+                "srtp_suites = [\"AEAD_AES_256_GCM\", \"AES_CM_128_HMAC_SHA1_80\"]"
+            )),
+            [Suite::AeadAes256Gcm, Suite::AesCm128HmacSha1_80]
+        );
+        let line = call_line() + 3;
+        for (bad, says) in [
+            (
+                "srtp_suites = [\"AES_192_CM_HMAC_SHA1_80\"]",
+                "unknown suite (AEAD_AES_256_GCM, ",
+            ),
+            (
+                "srtp_suites = [\"AEAD_AES_128_GCM\", \"AEAD_AES_128_GCM\"]",
+                "`AEAD_AES_128_GCM` twice",
+            ),
+            ("srtp_suites = []", "names no suite"),
+        ] {
+            let e = prepare("t.toml", &with(bad), b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                ("group[1].srtp_suites", line),
+                "{e}"
+            );
+            assert!(e.message.contains(says), "{e}");
+        }
+        let off = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nsrtp_suites = [\"AEAD_AES_256_GCM\"]",
+        );
+        let e = prepare("t.toml", &off, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].srtp_suites", "{e}");
+        assert!(e.message.contains("needs srtp = \"sdes\""), "{e}");
     }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its

@@ -11,6 +11,7 @@ use agent::engine::{
     ServerTarget, StopHandle, run,
 };
 use agent::trace::Direction;
+use media::srtp::Suite;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
 use sip_proto::auth::Credentials;
@@ -243,6 +244,14 @@ fn caller(name: &str, srtp: SrtpMode, callee: &str) -> GroupPlan {
     )
 }
 
+/// `g` offering and accepting only `suites` (`srtp_suites`).
+fn suites(mut g: GroupPlan, suites: &[Suite]) -> GroupPlan {
+    if let Some(m) = g.media.as_mut() {
+        m.srtp_suites = suites.to_vec();
+    }
+    g
+}
+
 fn callee(name: &str, srtp: SrtpMode) -> GroupPlan {
     group(
         name,
@@ -273,12 +282,35 @@ fn body_of<'a>(r: &'a EndpointReport, dir: Direction, line: &str) -> &'a str {
 ///   NEGOTIATION_FAILED on the callee.
 /// - `"optional"` caller to a plain callee: RTP/AVP with `a=crypto` offered, the answer
 ///   without, plain RTP, a clean call.
+/// - callers restricted to one suite (`srtp_suites`): AEAD_AES_256_GCM only to a default
+///   callee, AES_256_CM_HMAC_SHA1_32 only to a callee of two suites — each call in that
+///   suite, MOS 4.41, no failures; AEAD_AES_128_GCM only to an AES-CM-only callee: 488
+///   naming both sides' suites.
 #[test]
 fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
     let (rt, reg) = builtin_registrar();
+    let cm128 = [Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32];
     let groups = vec![
         caller("sdes-caller", SrtpMode::Sdes, "sdes-callee"),
         callee("sdes-callee", SrtpMode::Sdes),
+        suites(
+            caller("gcm-caller", SrtpMode::Sdes, "any-callee"),
+            &[Suite::AeadAes256Gcm],
+        ),
+        callee("any-callee", SrtpMode::Sdes),
+        suites(
+            caller("cm256-caller", SrtpMode::Sdes, "two-callee"),
+            &[Suite::AesCm256HmacSha1_32],
+        ),
+        suites(
+            callee("two-callee", SrtpMode::Sdes),
+            &[Suite::AesCm128HmacSha1_80, Suite::AesCm256HmacSha1_32],
+        ),
+        suites(
+            caller("gcm128-caller", SrtpMode::Sdes, "cm-callee"),
+            &[Suite::AeadAes128Gcm],
+        ),
+        suites(callee("cm-callee", SrtpMode::Sdes), &cm128),
         caller("plain-caller", SrtpMode::Off, "strict-callee"),
         callee("strict-callee", SrtpMode::Sdes),
         caller("optional-caller", SrtpMode::Optional, "plain-callee"),
@@ -289,12 +321,19 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
     let by = |group: &str| reports.iter().find(|r| r.group == group).unwrap();
 
-    // 1. SRTP both ways.
-    for group in ["sdes-caller", "sdes-callee"] {
+    // 1. SRTP both ways: the default offer's first suite, or the one a caller allows.
+    for (group, suite) in [
+        ("sdes-caller", Suite::AeadAes256Gcm),
+        ("sdes-callee", Suite::AeadAes256Gcm),
+        ("gcm-caller", Suite::AeadAes256Gcm),
+        ("any-callee", Suite::AeadAes256Gcm),
+        ("cm256-caller", Suite::AesCm256HmacSha1_32),
+        ("two-callee", Suite::AesCm256HmacSha1_32),
+    ] {
         let r = by(group);
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let m = r.media.as_ref().unwrap();
-        assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
+        assert_eq!(m.srtp, Some(suite.name()), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
         assert!(m.rx_packets >= 140, "≈150 packets in 3 s: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
@@ -310,12 +349,21 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
     }
     let offer = body_of(by("sdes-caller"), Direction::Sent, "INVITE ");
     assert!(offer.contains(" RTP/SAVP "), "{offer}");
-    assert!(offer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
-    assert!(offer.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:"));
+    for (tag, suite) in (1..).zip(Suite::ALL) {
+        let line = format!("a=crypto:{tag} {} inline:", suite.name());
+        assert!(offer.contains(&line), "{offer}");
+    }
     let answer = body_of(by("sdes-callee"), Direction::Sent, "SIP/2.0 200");
     assert!(answer.contains(" RTP/SAVP "), "{answer}");
     assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
-    assert!(answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"));
+    assert!(answer.contains("a=crypto:1 AEAD_AES_256_GCM inline:"));
+    let offer1 = body_of(by("gcm-caller"), Direction::Sent, "INVITE ");
+    assert_eq!(offer1.matches("a=crypto:").count(), 1, "{offer1}");
+    let answer1 = body_of(by("two-callee"), Direction::Sent, "SIP/2.0 200");
+    assert!(
+        answer1.contains("a=crypto:1 AES_256_CM_HMAC_SHA1_32 inline:"),
+        "{answer1}"
+    );
     // Fresh keys: the answerer's key is not the offerer's.
     let key = |sdp: &str| sdp.split("inline:").nth(1).unwrap()[..40].to_owned();
     assert_ne!(key(offer), key(answer));
@@ -344,6 +392,15 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
         refusal.text
     );
     assert_ne!(by("plain-caller").outcome, Outcome::Success);
+    // No suite in common: 488, the callee's reason names both lists.
+    let cm = by("cm-callee");
+    assert_eq!(cm.outcome, Outcome::NegotiationFailed, "{cm:#?}");
+    let why = cm.error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("the peer offers [1 AEAD_AES_128_GCM (not ours)], we run [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32]"),
+        "{why}"
+    );
+    assert_ne!(by("gcm128-caller").outcome, Outcome::Success);
 
     // 3. Optional meets plain: plain RTP, a clean call.
     for group in ["optional-caller", "plain-callee"] {

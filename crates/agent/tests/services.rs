@@ -16,6 +16,7 @@ use agent::engine::{
 };
 use agent::trace::Direction;
 use media::sdp::Codec;
+use media::srtp::Suite;
 use registrar::services::TONE_DBOV;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Message, Uri};
@@ -349,14 +350,26 @@ fn five_callers_hear_the_tone_at_its_level() {
 /// delayed offer (echo offers RTP/AVP with its keys in the 200). Each is answered with one
 /// `a=crypto` line of the offer's tag and suite and a key of the service's own; echo's
 /// reflected SRTP and its SRTCP reports, and the tone's SRTP, authenticate under it: calls
-/// score like plain G.711, with no authentication failure or replay.
+/// score like plain G.711, with no authentication failure or replay. A suite per group:
+/// echo callers offer every suite (AEAD_AES_256_GCM taken), tone callers only
+/// AEAD_AES_128_GCM, the optional one only AES_256_CM_HMAC_SHA1_80, the delayed-offer one
+/// accepts only AES_CM_128_HMAC_SHA1_32 (echo's offer's sixth line).
 #[test]
 fn sdes_callers_call_echo_and_tone() {
     let rt = runtime();
     let reg = udp_registrar(&rt, AuthMode::Ephemeral, ServiceOptions::default());
+    let suite_of = |group: &str| match group {
+        "tone" => Suite::AeadAes128Gcm,
+        "optional" => Suite::AesCm256HmacSha1_80,
+        "late" => Suite::AesCm128HmacSha1_32,
+        _ => Suite::AeadAes256Gcm,
+    };
     let with_srtp = |mut g: GroupPlan, srtp| {
         if let Some(m) = g.media.as_mut() {
             m.srtp = srtp;
+            if g.name != "echo" {
+                m.srtp_suites = vec![suite_of(&g.name)];
+            }
         }
         g
     };
@@ -389,7 +402,8 @@ fn sdes_callers_call_echo_and_tone() {
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let m = r.media.as_ref().expect("media measured");
-        assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
+        let suite = suite_of(&r.group);
+        assert_eq!(m.srtp, Some(suite.name()), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
         assert!(m.rx_packets >= 200, "≈250 packets in 5 s: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
@@ -434,10 +448,9 @@ fn sdes_callers_call_echo_and_tone() {
         };
         assert!(answer.contains(proto), "the offer's proto: {answer}");
         assert_eq!(answer.matches("a=crypto:").count(), 1, "{answer}");
-        assert!(
-            answer.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
-            "{answer}"
-        );
+        let tag = if r.group == "late" { 6 } else { 1 };
+        let line = format!("a=crypto:{tag} {} inline:", suite.name());
+        assert!(answer.contains(&line), "{answer}");
         let key = |sdp: &str| sdp.split("inline:").nth(1).unwrap()[..40].to_owned();
         assert_ne!(key(offer), key(answer), "a key of the service's own");
     }
@@ -836,7 +849,7 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
 /// are dropped (nothing comes back) and land in the registrar's service counters.
 #[test]
 fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
-    use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams, Suite};
+    use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams};
     let rt = runtime();
     let reg = open_tcp_registrar(&rt);
     let mut sip = TcpSip::connect(reg.addr());

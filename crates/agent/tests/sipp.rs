@@ -921,7 +921,8 @@ fn media_through_a_sipp_uas_with_rtp_echo() {
 
 /// Callers with `srtp = "sdes"` against SIPp running `testdata/sipp/uas-answers-srtp.xml`:
 /// SIPp checks the RTP/SAVP offer and its AES_CM_128_HMAC_SHA1_80 line (failing the call
-/// otherwise) and answers RTP/SAVP with a crypto line; its echo of our SRTP authenticates
+/// otherwise; it is the fifth of our default offer's six) and answers RTP/SAVP with that
+/// line's tag, as a PBX that runs only that suite does; its echo of our SRTP authenticates
 /// and decrypts, and scores like the plain echo.
 #[test]
 fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {

@@ -644,9 +644,32 @@ pub struct Sdes {
     /// best-effort SRTP of Asterisk's `media_encryption_optimistic` and many phones) and take
     /// plain RTP from a peer without them.
     pub required: bool,
-    /// Our master keys: `keys[i]` goes in our offer's line `i + 1`, of suite
-    /// [`Suite::ALL`]`[i]`; an answer of ours carries `keys[0]`.
-    pub keys: [MasterKey; 2],
+    /// Our suites in our preference order, each with our master key of it (of its length):
+    /// `keys[i]` is our offer's line `i + 1` (RFC 4568 §5.1.1: one line per suite, each its
+    /// own key). Answering, we take the offer's first line of one of these suites (§7.1.2)
+    /// and answer with our key of it.
+    pub keys: Vec<(Suite, MasterKey)>,
+}
+
+impl Sdes {
+    /// Our SDES for `suites` (in that order; [`Suite::ALL`] by default), each a fresh key
+    /// from `fill` (a CSPRNG, RFC 3711 §8.1.1).
+    pub fn generate<E>(
+        required: bool,
+        suites: &[Suite],
+        mut fill: impl FnMut(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let keys = suites
+            .iter()
+            .map(|&s| Ok((s, MasterKey::generate(s, &mut fill)?)))
+            .collect::<Result<_, E>>()?;
+        Ok(Sdes { required, keys })
+    }
+
+    /// Our key of `suite`, if we run it.
+    pub fn key_of(&self, suite: Suite) -> Option<&MasterKey> {
+        self.keys.iter().find(|(s, _)| *s == suite).map(|(_, k)| k)
+    }
 }
 
 /// Why offer/answer failed; the engine reports NEGOTIATION_FAILED with this.
@@ -671,10 +694,12 @@ pub enum NegotiationError {
     #[error("srtp is required and the sdp has no a=crypto line (RFC 4568)")]
     NoCrypto,
     /// `a=crypto` lines, none of them usable.
-    #[error("no crypto suite in common: the peer offers [{}], we support [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32] without MKI or session parameters", .remote.join(", "))]
+    #[error("no crypto suite in common: the peer offers [{}], we run [{}] without MKI or session parameters", .remote.join(", "), .local.join(" "))]
     NoCommonCrypto {
         /// The peer's lines, as `tag suite` (with what we lack, if that is the reason).
         remote: Vec<String>,
+        /// Our suites (the test file's `srtp_suites`).
+        local: Vec<&'static str>,
     },
     /// A malformed `a=crypto` line and no usable one.
     #[error("malformed crypto attribute: {0}")]
@@ -842,13 +867,12 @@ pub fn build_offer(local: &LocalMedia) -> SessionDescription {
         None => ("RTP/AVP", Vec::new()),
         Some(sdes) => (
             if sdes.required { "RTP/SAVP" } else { "RTP/AVP" },
-            Suite::ALL
-                .into_iter()
-                .zip(&sdes.keys)
+            sdes.keys
+                .iter()
                 .zip(1..)
                 .map(|((suite, key), tag)| Crypto {
                     tag,
-                    suite,
+                    suite: *suite,
                     key: key.clone(),
                 })
                 .collect(),
@@ -916,6 +940,7 @@ fn is_savp(m: &MediaDescription) -> bool {
 /// fits. Never panics on any input.
 fn pick_crypto(
     m: &MediaDescription,
+    sdes: &Sdes,
     fits: impl Fn(&Crypto) -> bool,
 ) -> Result<Crypto, NegotiationError> {
     let mut remote = Vec::new();
@@ -924,7 +949,7 @@ fn pick_crypto(
         let value = a.value.as_deref().unwrap_or_default();
         match Crypto::parse(value) {
             Ok(Ok(c)) if fits(&c) => return Ok(c),
-            Ok(Ok(c)) => remote.push(format!("{} {} (not in our offer)", c.tag, c.suite.name())),
+            Ok(Ok(c)) => remote.push(format!("{} {} (not ours)", c.tag, c.suite.name())),
             Ok(Err(Unsupported::Suite(suite))) => remote.push(suite),
             Ok(Err(Unsupported::Feature(what))) => {
                 let head: Vec<&str> = value.split_ascii_whitespace().take(2).collect();
@@ -941,7 +966,10 @@ fn pick_crypto(
     if remote.is_empty() {
         Err(NegotiationError::NoCrypto)
     } else {
-        Err(NegotiationError::NoCommonCrypto { remote })
+        Err(NegotiationError::NoCommonCrypto {
+            remote,
+            local: sdes.keys.iter().map(|(s, _)| s.name()).collect(),
+        })
     }
 }
 
@@ -959,12 +987,13 @@ fn answer_crypto(
             Ok(None)
         };
     };
-    match pick_crypto(om, |_| true) {
+    match pick_crypto(om, sdes, |c| sdes.key_of(c.suite).is_some()) {
         Ok(theirs) => {
             let ours = Crypto {
                 tag: theirs.tag,
                 suite: theirs.suite,
-                key: sdes.keys[0].clone(),
+                // This is ok because `pick_crypto` took only a suite we have a key of.
+                key: sdes.key_of(theirs.suite).expect("our suite").clone(),
             };
             let params = SrtpParams {
                 suite: theirs.suite,
@@ -1017,15 +1046,15 @@ fn answered_crypto(
             Ok(None)
         };
     };
-    let ours = |c: &Crypto| {
+    let line = |c: &Crypto| {
         let i = usize::try_from(c.tag).unwrap_or(usize::MAX).wrapping_sub(1);
-        Suite::ALL.get(i).is_some_and(|s| *s == c.suite)
+        sdes.keys.get(i).filter(|(s, _)| *s == c.suite)
     };
-    match pick_crypto(am, ours) {
+    match pick_crypto(am, sdes, |c| line(c).is_some()) {
         Ok(theirs) => Ok(Some(SrtpParams {
             suite: theirs.suite,
-            // This is ok because `ours` accepted only tags 1..=Suite::ALL.len().
-            tx_key: sdes.keys[theirs.tag as usize - 1].clone(),
+            // This is ok because `pick_crypto` accepted only a tag of ours with its suite.
+            tx_key: line(&theirs).expect("our line").1.clone(),
             rx_key: theirs.key,
         })),
         Err(_) if !sdes.required && !is_savp(am) => Ok(None),
@@ -1429,14 +1458,28 @@ mod tests {
         assert!(ans.to_string().contains("a=recvonly\r\n"));
     }
 
+    /// SDES for `suites`: the i-th suite's key is all bytes `seed + i`.
+    fn sdes_of(required: bool, seed: u8, suites: &[Suite]) -> Option<Sdes> {
+        let mut next = seed;
+        let fill = |b: &mut [u8]| {
+            b.fill(next);
+            next += 1;
+            Ok::<(), ()>(())
+        };
+        Some(Sdes::generate(required, suites, fill).unwrap())
+    }
+
     fn sdes(required: bool, seed: u8) -> Option<Sdes> {
-        Some(Sdes {
-            required,
-            keys: [
-                MasterKey::from_bytes([seed; 30]),
-                MasterKey::from_bytes([seed + 1; 30]),
-            ],
-        })
+        sdes_of(required, seed, &Suite::ALL)
+    }
+
+    /// `suite`'s key of all bytes `b`.
+    fn mk(suite: Suite, b: u8) -> MasterKey {
+        MasterKey::new(suite, &vec![b; suite.master_len()]).unwrap()
+    }
+
+    fn all_names() -> Vec<&'static str> {
+        Suite::ALL.map(Suite::name).to_vec()
     }
 
     /// Both sides of offer/answer from text; the error of whichever side failed.
@@ -1463,34 +1506,38 @@ mod tests {
             offer.contains("m=audio 40000 RTP/SAVP 0 101\r\n"),
             "{offer}"
         );
-        let k = |s: u8| MasterKey::from_bytes([s; 30]).to_base64();
-        assert!(offer.contains(&format!(
-            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
-            k(1)
-        )));
-        assert!(offer.contains(&format!(
-            "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{}\r\n",
-            k(2)
-        )));
+        // Every suite, strongest first, each its key of its length (44, 28, 46, 46, 30, 30).
+        let lines: String = Suite::ALL
+            .into_iter()
+            .zip(1u8..)
+            .map(|(s, i)| {
+                format!(
+                    "a=crypto:{i} {} inline:{}\r\n",
+                    s.name(),
+                    mk(s, i).to_base64()
+                )
+            })
+            .collect();
+        assert!(offer.contains(&lines), "{offer}");
         // The answer: the offer's first line's tag and suite, the answerer's own key.
         assert!(answer.contains("RTP/SAVP"), "{answer}");
         assert!(answer.contains(&format!(
-            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
-            k(7)
+            "a=crypto:1 AEAD_AES_256_GCM inline:{}\r\n",
+            mk(Suite::AeadAes256Gcm, 7).to_base64()
         )));
         assert_eq!(answer.matches("a=crypto").count(), 1);
         let (sa, sb) = (na.srtp.unwrap(), nb.srtp.unwrap());
-        assert_eq!(sa.suite, Suite::AesCm128HmacSha1_80);
+        assert_eq!(sa.suite, Suite::AeadAes256Gcm);
         assert_eq!((&sa.tx_key, &sa.rx_key), (&sb.rx_key, &sb.tx_key));
-        assert_eq!(sa.tx_key, MasterKey::from_bytes([1; 30]));
+        assert_eq!(sa.tx_key, mk(Suite::AeadAes256Gcm, 1));
     }
 
     #[test]
-    fn sdes_the_32_bit_suite_takes_our_second_key() {
+    fn sdes_an_answer_of_our_sixth_line_takes_our_key_of_it() {
         let mut a = local(vec![Codec::Pcmu]);
         a.srtp = sdes(true, 1);
         let offer = build_offer(&a).to_string();
-        let theirs = MasterKey::from_bytes([9; 30]).to_base64();
+        let theirs = mk(Suite::AesCm128HmacSha1_32, 9).to_base64();
         let answer = |line: &str| {
             format!(
                 "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n\
@@ -1501,15 +1548,15 @@ mod tests {
         let n = apply_answer(
             &a,
             &sd(answer(&format!(
-                "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{theirs}\r\n"
+                "a=crypto:6 AES_CM_128_HMAC_SHA1_32 inline:{theirs}\r\n"
             ))),
         )
         .unwrap();
         let s = n.srtp.unwrap();
         assert_eq!(s.suite, Suite::AesCm128HmacSha1_32);
-        assert_eq!(s.tx_key, MasterKey::from_bytes([2; 30]));
-        assert_eq!(s.rx_key, MasterKey::from_bytes([9; 30]));
-        assert!(offer.contains("a=crypto:2"));
+        assert_eq!(s.tx_key, mk(Suite::AesCm128HmacSha1_32, 6));
+        assert_eq!(s.rx_key, mk(Suite::AesCm128HmacSha1_32, 9));
+        assert!(offer.contains("a=crypto:6 AES_CM_128_HMAC_SHA1_32"));
         // A tag we did not offer with that suite is no answer to our offer.
         assert_eq!(
             apply_answer(
@@ -1520,7 +1567,8 @@ mod tests {
             )
             .unwrap_err(),
             NegotiationError::NoCommonCrypto {
-                remote: vec!["1 AES_CM_128_HMAC_SHA1_32 (not in our offer)".into()]
+                remote: vec!["1 AES_CM_128_HMAC_SHA1_32 (not ours)".into()],
+                local: all_names(),
             }
         );
         // No crypto in the answer while required: NEGOTIATION_FAILED with the reason.
@@ -1573,7 +1621,10 @@ mod tests {
             let (ans, n) = answer_offer(&offer, &b).unwrap();
             let s = n.srtp.unwrap();
             assert_eq!(s.suite, Suite::AesCm128HmacSha1_80);
-            assert_eq!(s.rx_key.to_bytes(), std::array::from_fn(|i| i as u8 + 1));
+            assert_eq!(
+                s.rx_key.as_bytes(),
+                std::array::from_fn::<u8, 30, _>(|i| i as u8 + 1)
+            );
             assert!(ans.to_string().contains("m=audio 40000 RTP/SAVP 8 101\r\n"));
         }
         // Required, a plain offer: no crypto (the engine answers 488).
@@ -1595,16 +1646,17 @@ mod tests {
         assert_eq!(
             answer_offer(
                 &p(&with(&format!(
-                    "a=crypto:1 AEAD_AES_128_GCM inline:xyz\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4\r\n"
+                    "a=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:xyz\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4\r\n"
                 ))),
                 &b
             )
             .unwrap_err(),
             NegotiationError::NoCommonCrypto {
                 remote: vec![
-                    "AEAD_AES_128_GCM".into(),
+                    "AES_192_CM_HMAC_SHA1_80".into(),
                     "2 AES_CM_128_HMAC_SHA1_80 with MKI".into()
-                ]
+                ],
+                local: all_names(),
             }
         );
         // A malformed line next to a good one: the good one is taken; alone: the reason.
@@ -1615,11 +1667,73 @@ mod tests {
         let e = answer_offer(&p(&with(bad)), &b).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "malformed crypto attribute: a=crypto key is 3 bytes, 30 (16 key + 14 salt) expected"
+            "malformed crypto attribute: a=crypto key is 3 bytes, 30 (16 key + 14 salt) expected \
+             for AES_CM_128_HMAC_SHA1_80"
         );
         for garbage in ["a=crypto\r\n", "a=crypto:\r\n", "a=crypto:1 \u{e9}\r\n"] {
             assert!(answer_offer(&p(&with(garbage)), &b).is_err(), "{garbage}");
         }
+    }
+
+    /// Each suite alone (a GCM-only offer, as an SBC set to AEAD_AES_256_GCM sends) is
+    /// answered by a default answerer with that suite; a restricted answerer takes the
+    /// offer's first line of its suites; the in-call re-keying reads the same keys
+    /// (RFC 4568 §7.1.2, §7.1.4).
+    #[test]
+    fn sdes_every_suite_alone_and_restricted_sides() {
+        for suite in Suite::ALL {
+            let mut a = local(vec![Codec::Pcmu]);
+            a.srtp = sdes_of(true, 1, &[suite]);
+            let mut b = local(vec![Codec::Pcmu]);
+            b.srtp = sdes(true, 20);
+            let (offer, answer, na, nb) = exchange(&a, &b).unwrap();
+            assert_eq!(offer.matches("a=crypto").count(), 1, "{offer}");
+            let line = format!("a=crypto:1 {} inline:", suite.name());
+            assert!(answer.contains(&line), "{answer}");
+            let (sa, sb) = (na.srtp.unwrap(), nb.srtp.unwrap());
+            assert_eq!((sa.suite, sb.suite), (suite, suite));
+            assert_eq!((&sa.tx_key, &sa.rx_key), (&sb.rx_key, &sb.tx_key));
+            assert!(sa.tx_key.fits(suite) && sa.rx_key.fits(suite));
+            let audio = |t: &str| SessionDescription::parse(t.as_bytes()).unwrap().media[0].clone();
+            assert_eq!(srtp_of_exchange(&audio(&offer), &audio(&answer)), Some(sa));
+            assert_eq!(srtp_of_exchange(&audio(&answer), &audio(&offer)), Some(sb));
+        }
+        // The answerer runs only AES_CM_128_HMAC_SHA1_80: line 5 of the default offer.
+        let mut a = local(vec![Codec::Pcmu]);
+        a.srtp = sdes(true, 1);
+        let mut b = local(vec![Codec::Pcmu]);
+        b.srtp = sdes_of(true, 20, &[Suite::AesCm128HmacSha1_80]);
+        let (_, answer, na, _) = exchange(&a, &b).unwrap();
+        assert!(
+            answer.contains("a=crypto:5 AES_CM_128_HMAC_SHA1_80"),
+            "{answer}"
+        );
+        assert_eq!(na.srtp.unwrap().tx_key, mk(Suite::AesCm128HmacSha1_80, 5));
+        // The offerer runs only AEAD_AES_256_GCM, the answerer only AES-CM: refused, named.
+        a.srtp = sdes_of(true, 1, &[Suite::AeadAes256Gcm]);
+        b.srtp = sdes_of(
+            true,
+            20,
+            &[Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32],
+        );
+        let e = exchange(&a, &b).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no crypto suite in common: the peer offers [1 AEAD_AES_256_GCM (not ours)], we run \
+             [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32] without MKI or session parameters"
+        );
+        // A GCM line whose key has AES-CM's length is malformed, never taken.
+        b.srtp = sdes(true, 20);
+        let offer = build_offer(&a).to_string().replace(
+            &mk(Suite::AeadAes256Gcm, 1).to_base64(),
+            &MasterKey::from_bytes([1; 30]).to_base64(),
+        );
+        assert!(matches!(
+            answer_offer(&SessionDescription::parse(offer.as_bytes()).unwrap(), &b),
+            Err(NegotiationError::BadCrypto(
+                crate::srtp::CryptoError::KeyLength(30, _)
+            ))
+        ));
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! most SBCs link), through its Python bindings: a small script protects and unprotects
 //! what we hand it over pipes, with keys we give it.
 //!
-//! Both suites: our SRTP packets are byte for byte libsrtp's (SRTP is deterministic given
+//! Every suite: our SRTP and SRTCP packets are byte for byte libsrtp's (SRTP is deterministic given
 //! the key, SSRC and index), across a sequence-number wrap (ROC 0 → 1); libsrtp unprotects
 //! our SRTP and SRTCP, we unprotect its; it refuses our tampered and replayed packets.
+//!
+//! pylibsrtp has profiles for AES_CM_128_HMAC_SHA1_* and AEAD_AES_*_GCM (Debian's libsrtp2
+//! does GCM through NSS); RFC 6188's AES_256_CM_HMAC_SHA1_* are set on its policy with
+//! libsrtp's own `srtp_crypto_policy_set_aes_cm_256_hmac_sha1_*` through ctypes.
 //!
 //! Needs `python3-pylibsrtp` (Debian, for `/usr/bin/python3`); skipped when missing unless
 //! SIPMETER_REQUIRE_PEERS=1.
@@ -20,14 +24,35 @@ const PYTHON: &str = "/usr/bin/python3";
 /// result's hex or `ERR <what>`. `P`/`C`: protect RTP/RTCP under the second key; `U`/`D`:
 /// unprotect RTP/RTCP under the first.
 const SCRIPT: &str = r#"
-import sys
+import ctypes, sys
 from pylibsrtp import Policy, Session
-profile = {"80": Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-           "32": Policy.SRTP_PROFILE_AES128_CM_SHA1_32}[sys.argv[1]]
-rx = Session(policy=Policy(key=bytes.fromhex(sys.argv[2]),
-                           ssrc_type=Policy.SSRC_ANY_INBOUND, srtp_profile=profile))
-tx = Session(policy=Policy(key=bytes.fromhex(sys.argv[3]),
-                           ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+from pylibsrtp._binding import ffi
+PROFILES = {"AES_CM_128_HMAC_SHA1_80": Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+            "AES_CM_128_HMAC_SHA1_32": Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+            "AEAD_AES_128_GCM": Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+            "AEAD_AES_256_GCM": Policy.SRTP_PROFILE_AEAD_AES_256_GCM}
+# RFC 6188's suites have no profile in pylibsrtp: libsrtp's own policy setters (RTP, RTCP)
+# through ctypes on the same library, on the policy pylibsrtp allocated.
+SETTERS = {"AES_256_CM_HMAC_SHA1_80": ("srtp_crypto_policy_set_aes_cm_256_hmac_sha1_80",
+                                       "srtp_crypto_policy_set_aes_cm_256_hmac_sha1_80"),
+           "AES_256_CM_HMAC_SHA1_32": ("srtp_crypto_policy_set_aes_cm_256_hmac_sha1_32",
+                                       "srtp_crypto_policy_set_aes_cm_256_hmac_sha1_80")}
+keep = []
+def session(key, ssrc_type):
+    suite = sys.argv[1]
+    if suite in PROFILES:
+        return Session(policy=Policy(key=key, ssrc_type=ssrc_type, srtp_profile=PROFILES[suite]))
+    p = Policy(ssrc_type=ssrc_type)
+    so = ctypes.CDLL("libsrtp2.so.1")
+    addr = lambda c: ctypes.c_void_p(int(ffi.cast("uintptr_t", c)))
+    for setter, policy in zip(SETTERS[suite], (p._policy.rtp, p._policy.rtcp)):
+        getattr(so, setter)(addr(ffi.addressof(policy)))
+    buf = ffi.new("unsigned char[]", key)
+    keep.append(buf)
+    p._policy.key = buf
+    return Session(policy=p)
+rx = session(bytes.fromhex(sys.argv[2]), Policy.SSRC_ANY_INBOUND)
+tx = session(bytes.fromhex(sys.argv[3]), Policy.SSRC_ANY_OUTBOUND)
 ops = {"P": tx.protect, "C": tx.protect_rtcp, "U": rx.unprotect, "D": rx.unprotect_rtcp}
 for line in sys.stdin:
     op, data = line.split()
@@ -53,8 +78,8 @@ fn unhex(s: &str) -> Vec<u8> {
 fn libsrtp(suite: &str, rx: &MasterKey, tx: &MasterKey, cmds: &[(char, Vec<u8>)]) -> Vec<String> {
     let mut child = Command::new(PYTHON)
         .args(["-c", SCRIPT, suite])
-        .arg(hex(&rx.to_bytes()))
-        .arg(hex(&tx.to_bytes()))
+        .arg(hex(rx.as_bytes()))
+        .arg(hex(tx.as_bytes()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -114,12 +139,14 @@ fn our_srtp_and_libsrtp_read_each_other() {
     if !have_libsrtp() {
         return;
     }
-    let ours = MasterKey::from_bytes(std::array::from_fn(|i| (i * 7 + 3) as u8));
-    let theirs = MasterKey::from_bytes(std::array::from_fn(|i| (i * 13 + 1) as u8));
-    for (name, suite) in [
-        ("80", Suite::AesCm128HmacSha1_80),
-        ("32", Suite::AesCm128HmacSha1_32),
-    ] {
+    for suite in Suite::ALL {
+        let name = suite.name();
+        let key = |f: fn(usize) -> usize| {
+            let bytes: Vec<u8> = (0..suite.master_len()).map(|i| f(i) as u8).collect();
+            MasterKey::new(suite, &bytes).unwrap()
+        };
+        let ours = key(|i| i * 7 + 3);
+        let theirs = key(|i| i * 13 + 1);
         // Sequence numbers across the wrap: ROC 0, then 1.
         let seqs: Vec<u16> = (0..24u16).map(|i| 65_524u16.wrapping_add(i)).collect();
         let plain: Vec<Vec<u8>> = seqs.iter().map(|s| rtp(*s, 0x1234_5678, 0x55)).collect();
@@ -141,6 +168,9 @@ fn our_srtp_and_libsrtp_read_each_other() {
             out
         };
         let protected = protect(&plain, false);
+        // libsrtp's first SRTCP index is 1, ours 0 (RFC 3711 §3.4 leaves room for both):
+        // one packet thrown away lines the indices up for the byte comparison.
+        protect(&rtcp[..1], true);
         let protected_rtcp = protect(&rtcp, true);
         let mut tampered = protected[3].clone();
         tampered[30] ^= 0x80;
@@ -149,6 +179,7 @@ fn our_srtp_and_libsrtp_read_each_other() {
         cmds.extend(protected_rtcp.iter().map(|p| ('D', p.clone())));
         cmds.push(('U', tampered));
         cmds.push(('U', protected[10].clone()));
+        cmds.extend(rtcp.iter().map(|p| ('C', p.clone())));
         let out = libsrtp(name, &ours, &ours, &cmds);
         let n = plain.len();
         for (i, p) in protected.iter().enumerate() {
@@ -174,6 +205,9 @@ fn our_srtp_and_libsrtp_read_each_other() {
             "{name}: replayed: {}",
             out[k + 1]
         );
+        for (i, p) in protected_rtcp.iter().enumerate() {
+            assert_eq!(out[k + 2 + i], hex(p), "{name}: SRTCP {i} differs");
+        }
 
         // 2. libsrtp protects under its key; we unprotect.
         let mut cmds: Vec<(char, Vec<u8>)> = plain.iter().map(|p| ('P', p.clone())).collect();
@@ -186,7 +220,7 @@ fn our_srtp_and_libsrtp_read_each_other() {
                 assert_eq!(b.len(), plain[i].len() + suite.rtp_tag_len());
                 (rx.unprotect_rtp(&mut b), &plain[i])
             } else {
-                assert_eq!(b.len(), rtcp[i - n].len() + 4 + 10);
+                assert_eq!(b.len(), rtcp[i - n].len() + 4 + suite.rtcp_tag_len());
                 (rx.unprotect_rtcp(&mut b), &rtcp[i - n])
             };
             let len = len.unwrap_or_else(|e| panic!("{name}: their packet {i}: {e}"));

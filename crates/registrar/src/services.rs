@@ -42,7 +42,7 @@ use media::rtcp::{self, ReportBlock, RtcpPacket, ntp_middle};
 use media::rtp::{self, RtpPacket};
 use media::sdp::{self, Codec, Direction, LocalMedia, Negotiated, Sdes, SessionDescription};
 use media::session::{ConfigError, MediaSession, SessionConfig};
-use media::srtp::{MasterKey, SrtpContext, SrtpError, SrtpParams};
+use media::srtp::{SrtpContext, SrtpError, SrtpParams, Suite};
 use media::stats::{ReceiveStats, ReportInterval};
 use media::wav::WavAudio;
 use sip_msg::typed::{Contact, NameAddr, Via};
@@ -459,10 +459,11 @@ impl Services {
                 }
             };
             // Keys are drawn once the call is bound; these only let the check see SDES.
-            let keys = Some(Sdes {
-                required: false,
-                keys: [(); 2].map(|()| MasterKey::from_bytes([0; 30])),
-            });
+            let zeros = |b: &mut [u8]| {
+                b.fill(0);
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let keys = Sdes::generate(false, &Suite::ALL, zeros).ok();
             let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0, keys);
             if let Err(e) = sdp::answer_offer(&offer, &probe) {
                 self.stats.refused_488 += 1;
@@ -841,7 +842,7 @@ fn wait_ack(cfg: &RegistrarConfig, now: Instant, cseq: u32, offered: bool, resp:
     }
 }
 
-/// Our SDES (RFC 4568) with a fresh master key from the system's CSPRNG (RFC 3711 §8.1.1:
+/// Our SDES (RFC 4568) with a fresh master key per suite (every suite we run) from the system's CSPRNG (RFC 3711 §8.1.1:
 /// random and secret), not required: answering an `offer`, SRTP when one of its streams has
 /// an `a=crypto` line (`RTP/SAVP`, or `RTP/AVP` offered best effort, §7.1.2), else none, so
 /// a plain offer is answered as before; offering (`None`: a delayed offer), `RTP/AVP` with
@@ -856,14 +857,9 @@ fn sdes_for(offer: Option<&SessionDescription>) -> Result<Option<Sdes>, ()> {
     if !crypto {
         return Ok(None);
     }
-    let mut bytes = [[0u8; 30]; 2];
-    for b in &mut bytes {
-        getrandom::fill(b).map_err(|_| ())?;
-    }
-    Ok(Some(Sdes {
-        required: false,
-        keys: bytes.map(MasterKey::from_bytes),
-    }))
+    Sdes::generate(false, &Suite::ALL, getrandom::fill)
+        .map(Some)
+        .map_err(|_| ())
 }
 
 /// What the services answer with: every codec of the media crate, telephone-event, RTCP mux
@@ -1281,7 +1277,7 @@ mod tests {
     use media::rtcp::SenderInfo;
     use media::rtp::RtpHeader;
     use media::session::PacketKind;
-    use media::srtp::Suite;
+    use media::srtp::{MasterKey, Suite};
 
     fn negotiated(codec: Codec, direction: Direction) -> Negotiated {
         let pt = codec.default_pt();
@@ -1397,10 +1393,8 @@ mod tests {
     /// A caller's SRTP context and echo's negotiation for one call: the caller sends under
     /// key 1, echo under key 2, suite `suite`.
     fn srtp_pair(suite: Suite) -> (SrtpContext, Negotiated) {
-        let (caller_key, echo_key) = (
-            MasterKey::from_bytes([1; 30]),
-            MasterKey::from_bytes([2; 30]),
-        );
+        let key = |b: u8| MasterKey::new(suite, &vec![b; suite.master_len()]).unwrap();
+        let (caller_key, echo_key) = (key(1), key(2));
         let caller = SrtpContext::new(&SrtpParams {
             suite,
             tx_key: caller_key.clone(),
@@ -1487,11 +1481,14 @@ mod tests {
                 .rx
                 .unprotect_rtcp(&mut reply)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(
-                reply[len] & 0x80,
-                0x80,
-                "encrypted: the E flag (RFC 3711 §3.4)"
-            );
+            // The E flag: after the payload (RFC 3711 §3.4), last after GCM's tag (RFC 7714
+            // §9.2).
+            let e = if suite.is_aead() {
+                reply.len() - 4
+            } else {
+                len
+            };
+            assert_eq!(reply[e] & 0x80, 0x80, "{suite:?}: encrypted: the E flag");
             let pkts = rtcp::parse_compound(&reply[..len]).unwrap_or_default();
             let Some(RtcpPacket::ReceiverReport { ssrc, reports }) = pkts.first() else {
                 panic!("{pkts:?}");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::sdp::{self, Codec, Direction, LocalMedia, Sdes, SessionDescription};
-use media::srtp::{MasterKey, Suite};
+use media::srtp::Suite;
 use registrar::services::EndReason;
 use registrar::{AuthMode, Registrar, Service, ServiceEvent, ServiceLimits};
 use sip_msg::{Message, Uri};
@@ -16,6 +16,17 @@ use sip_proto::ua::{CallEvent, CallId, CallState, UaEvent, UserAgent};
 mod common;
 use common::NOW_UNIX;
 const RTP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000);
+
+/// SDES for `suites`, the i-th suite's key all bytes `seed + i`.
+fn sdes(required: bool, seed: u8, suites: &[Suite]) -> Sdes {
+    let mut next = seed;
+    let fill = |b: &mut [u8]| {
+        b.fill(next);
+        next += 1;
+        Ok::<(), ()>(())
+    };
+    Sdes::generate(required, suites, fill).unwrap()
+}
 
 fn reg_addr() -> SocketAddr {
     "127.0.0.1:5060".parse().unwrap()
@@ -554,7 +565,11 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
             .filter(|a| a.name == "crypto")
             .count()
     };
-    assert_eq!(crypto(&ours), 2, "{ours}");
+    assert_eq!(
+        crypto(&ours),
+        Suite::ALL.len(),
+        "one line per suite: {ours}"
+    );
     let answer = caller_answer(&ours, Codec::Pcma);
     let tag = ok.to().and_then(|t| t.tag()).unwrap();
     let (sent, media) = exchange(&mut reg, now, &ack("do1", &tag, &answer.to_string()));
@@ -574,13 +589,7 @@ fn a_delayed_offer_is_answered_with_ours_and_the_ack_brings_the_answer() {
     let (sent, _) = exchange(&mut reg, now, &invite("do3"));
     let ours = SessionDescription::parse(sent[2].body()).unwrap();
     let mut caller = caller_media(vec![Codec::Pcmu], Direction::SendRecv, 1);
-    caller.srtp = Some(Sdes {
-        required: true,
-        keys: [
-            MasterKey::from_bytes([3; 30]),
-            MasterKey::from_bytes([4; 30]),
-        ],
-    });
+    caller.srtp = Some(sdes(true, 3, &Suite::ALL));
     let (answer, theirs) = sdp::answer_offer(&ours, &caller).unwrap();
     assert_eq!(crypto(&answer), 1);
     let tag = sent[2].to().and_then(|t| t.tag()).unwrap();
@@ -620,21 +629,55 @@ fn an_offer_with_keys_is_answered_with_srtp_under_a_fresh_key() {
     let mut reg = open_registrar();
     let now = Instant::now();
     let mut echo_keys = Vec::new();
+    let cm128 = [Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32];
     let cases = [
-        (true, "RTP/SAVP", None),
-        (false, "RTP/AVP", None),
+        // Every suite offered (the default): the first, AEAD_AES_256_GCM, is taken.
+        (
+            true,
+            "RTP/SAVP",
+            &Suite::ALL[..],
+            None,
+            "1 ",
+            Suite::AeadAes256Gcm,
+        ),
+        (
+            false,
+            "RTP/AVP",
+            &Suite::ALL[..],
+            None,
+            "1 ",
+            Suite::AeadAes256Gcm,
+        ),
         // The first line in a suite we lack: the second (tag 2, the 32-bit tag) is taken.
-        (true, "RTP/SAVP", Some("a=crypto:1 AEAD_AES_128_GCM")),
+        (
+            true,
+            "RTP/SAVP",
+            &cm128[..],
+            Some("a=crypto:1 AES_192_CM_HMAC_SHA1_80"),
+            "2 ",
+            Suite::AesCm128HmacSha1_32,
+        ),
+        // AES-GCM only, as an SBC restricted to it offers: taken, not 488.
+        (
+            true,
+            "RTP/SAVP",
+            &[Suite::AeadAes128Gcm][..],
+            None,
+            "1 ",
+            Suite::AeadAes128Gcm,
+        ),
+        (
+            true,
+            "RTP/SAVP",
+            &[Suite::AesCm256HmacSha1_32][..],
+            None,
+            "1 ",
+            Suite::AesCm256HmacSha1_32,
+        ),
     ];
-    for (i, (required, proto, first_line)) in cases.into_iter().enumerate() {
+    for (i, (required, proto, suites, first_line, tag, suite)) in cases.into_iter().enumerate() {
         let mut caller = caller_media(vec![Codec::Pcmu], Direction::SendRecv, 1);
-        caller.srtp = Some(Sdes {
-            required,
-            keys: [
-                MasterKey::from_bytes([1; 30]),
-                MasterKey::from_bytes([2; 30]),
-            ],
-        });
+        caller.srtp = Some(sdes(required, 1, suites));
         let mut offer = sdp::build_offer(&caller).to_string();
         if let Some(line) = first_line {
             offer = offer.replace("a=crypto:1 AES_CM_128_HMAC_SHA1_80", line);
@@ -652,11 +695,6 @@ fn an_offer_with_keys_is_answered_with_srtp_under_a_fresh_key() {
         let lines: Vec<_> = m.attributes.iter().filter(|a| a.name == "crypto").collect();
         assert_eq!(lines.len(), 1, "{answer}");
         let value = lines[0].value.as_deref().unwrap_or_default();
-        let (tag, suite) = if first_line.is_some() {
-            ("2 ", Suite::AesCm128HmacSha1_32)
-        } else {
-            ("1 ", Suite::AesCm128HmacSha1_80)
-        };
         assert!(
             value.starts_with(&format!("{tag}{}", suite.name())),
             "{value}"
@@ -676,13 +714,13 @@ fn an_offer_with_keys_is_answered_with_srtp_under_a_fresh_key() {
             "and receives under the caller's"
         );
         assert!(
-            !caller.srtp.as_ref().unwrap().keys.contains(&echo.tx_key),
+            caller.srtp.as_ref().unwrap().key_of(suite) != Some(&echo.tx_key),
             "a key of its own"
         );
         echo_keys.push(echo.tx_key);
     }
     assert!(
-        echo_keys[0] != echo_keys[1] && echo_keys[1] != echo_keys[2],
+        echo_keys[0] != echo_keys[1] && echo_keys[2] != echo_keys[4],
         "fresh per call"
     );
     // RTP/SAVP without keys: 488 naming the missing line; without RTP/SAVP or keys: plain.

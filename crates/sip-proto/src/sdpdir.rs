@@ -418,8 +418,22 @@ struct AudioRewrite<'a> {
     crypto: bool,
 }
 
-/// The SRTP suites the media crate runs (`media::srtp::Suite`), by their SDES names.
-const SUITES: [&str; 2] = ["AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"];
+/// The SRTP suites the media crate runs (`media::srtp::Suite`), by their SDES names, with
+/// their `key||salt` length in bytes (one key format per length: RFC 4568 §6.1, RFC 6188
+/// §6, RFC 7714 §12).
+const SUITES: [(&str, usize); 6] = [
+    ("AEAD_AES_256_GCM", 44),
+    ("AEAD_AES_128_GCM", 28),
+    ("AES_256_CM_HMAC_SHA1_80", 46),
+    ("AES_256_CM_HMAC_SHA1_32", 46),
+    ("AES_CM_128_HMAC_SHA1_80", 30),
+    ("AES_CM_128_HMAC_SHA1_32", 30),
+];
+
+/// The `key||salt` length of a suite we run.
+fn master_len(suite: &str) -> Option<usize> {
+    SUITES.iter().find(|(s, _)| *s == suite).map(|(_, n)| *n)
+}
 
 /// `(tag, suite, key parameters and the rest)` of each `a=crypto:` line of `sdp`'s audio
 /// stream (RFC 4568 §9.1).
@@ -438,25 +452,26 @@ fn crypto_lines(sdp: &str) -> Vec<(&str, &str, &str)> {
 }
 
 /// The answer's one `a=crypto` line to an in-call offer with keys (RFC 4568 §7.1.2): the
-/// offer's first line of a suite we run, under its tag, with our key parameters of that suite
-/// (else those of our first line: the two suites' keys have one format). `None` when the
-/// offer or our description has no crypto line (the media decides about plain RTP);
-/// `Some(None)` when none of the offer's suites is one we run (the offer is refused).
+/// offer's first line of a suite we run and have a key for, under its tag, with our key
+/// parameters of that suite, else of a suite of ours with the same key format (our answer as
+/// the callee had one line: `_80` and `_32` of one cipher share it). `None` when the offer
+/// or our description has no crypto line (the media decides about plain RTP); `Some(None)`
+/// when we have no key for any of the offer's suites (the offer is refused).
 fn answer_crypto(offer: &str, ours: &str) -> Option<Option<String>> {
     let (theirs, ours) = (crypto_lines(offer), crypto_lines(ours));
-    let first = ours.first()?;
-    if theirs.is_empty() {
+    if ours.is_empty() || theirs.is_empty() {
         return None;
     }
-    Some(
-        theirs
-            .iter()
-            .find(|(_, suite, _)| SUITES.contains(suite))
-            .map(|(tag, suite, _)| {
-                let key = ours.iter().find(|o| o.1 == *suite).unwrap_or(first).2;
-                format!("a=crypto:{tag} {suite} {key}")
-            }),
-    )
+    let key_for = |suite: &str| {
+        let len = master_len(suite)?;
+        ours.iter()
+            .find(|o| o.1 == suite)
+            .or_else(|| ours.iter().find(|o| master_len(o.1) == Some(len)))
+            .map(|o| o.2)
+    };
+    Some(theirs.iter().find_map(|(tag, suite, _)| {
+        key_for(suite).map(|key| format!("a=crypto:{tag} {suite} {key}"))
+    }))
 }
 
 /// Our answer's direction to an offer of `direction` (RFC 3264 §6.1).
@@ -696,8 +711,29 @@ a=ptime:20\r\na=sendrecv\r\n";
             [format!("a=crypto:3 AES_CM_128_HMAC_SHA1_32 {K80}")],
             "{a}"
         );
+        // A suite we run but have no key of its format for (our lines are AES-CM-128): refused.
         let gcm = "a=crypto:1 AEAD_AES_128_GCM inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
         assert!(refused(ours.as_bytes(), srtp_offer(gcm).as_bytes()));
+        // With a GCM line of ours (the default offer has one per suite), the offer's GCM
+        // line is answered with our key of it; a suite the media crate lacks is skipped.
+        const KGCM: &str = "inline:R0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NNR0NN";
+        let with_gcm = ours.replace(
+            "a=crypto:1 ",
+            &format!("a=crypto:3 AEAD_AES_256_GCM {KGCM}\r\na=crypto:1 "),
+        );
+        let f8 =
+            "a=crypto:1 F8_128_HMAC_SHA1_80 inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        let gcm256 = "a=crypto:2 AEAD_AES_256_GCM inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        let (a, _) = answer_with(
+            &with_gcm,
+            None,
+            &srtp_offer(&format!("{f8}{gcm256}{pbx80}")),
+        );
+        assert_eq!(
+            crypto(&a),
+            [format!("a=crypto:2 AEAD_AES_256_GCM {KGCM}")],
+            "{a}"
+        );
         // A plain offer: our lines are not touched (the media crate decides about SRTP).
         let (a, _) = answer_with(&ours, None, &offer("a=sendonly\r\n"));
         assert_eq!(crypto(&a).len(), 2, "{a}");
