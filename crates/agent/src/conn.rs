@@ -39,6 +39,9 @@ pub struct StreamSettings {
     pub keepalive: Option<Duration>,
     /// DSCP of everything the connection sends, its SYN included (`None`: unmarked).
     pub dscp: Option<crate::dscp::Dscp>,
+    /// The endpoint's second connection, to its outbound proxy: the same transport and TLS
+    /// settings to the proxy's address, verified against the proxy's name (`None`: none).
+    pub proxy: Option<Arc<StreamSettings>>,
 }
 
 impl StreamSettings {
@@ -81,6 +84,7 @@ impl StreamSettings {
             // RFC 7118 has no CRLF keep-alive: WebSocket has its own ping.
             keepalive: keepalive.filter(|_| !kind.websocket()),
             dscp: None,
+            proxy: None,
         })
     }
 }
@@ -90,6 +94,8 @@ impl StreamSettings {
 pub struct StreamIn {
     /// The endpoint's index in its shard.
     pub endpoint: usize,
+    /// Which of its connections: to the server, or to the outbound proxy.
+    pub leg: crate::netpoll::Leg,
     /// The connection's generation (a reconnect starts a new one; late news of an old one
     /// is dropped).
     pub generation: u32,

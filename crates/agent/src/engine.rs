@@ -37,7 +37,7 @@ use crate::eventbuf::EventSink;
 use crate::fasthash::FastMap;
 use crate::flow::FlowKind;
 use crate::hints::hint_for;
-use crate::netpoll::{NetPoll, Sent};
+use crate::netpoll::{Leg, NetPoll, Sent};
 use crate::routes::CallRoutes;
 use crate::sdpoffer::sdp;
 use crate::sipsock::{Coalescer, SipSocket};
@@ -46,6 +46,7 @@ use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod failover_glue;
+mod proxy_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
 pub use transfer::{TransferCounts, TransferReport};
@@ -785,8 +786,35 @@ pub fn run_with_targets(
                     t.keepalive,
                 )
                 .map_err(std::io::Error::other)?;
+                // The outbound proxy's connection: the same transport and TLS settings; the
+                // name verified (and SNI) is the proxy's host as `outbound_proxy` writes it.
+                let proxy = match &server.outbound_proxy {
+                    None => None,
+                    Some((uri, addr)) => {
+                        let host = match &uri.host {
+                            Host::Name(n) => n.clone(),
+                            Host::V4(a) => a.to_string(),
+                            Host::V6(a) => a.to_string(),
+                        };
+                        let p = StreamSettings::new(
+                            kind,
+                            *addr,
+                            &host,
+                            &t.tls,
+                            None,
+                            &t.ws_path,
+                            t.keepalive,
+                        )
+                        .map_err(|e| std::io::Error::other(format!("outbound proxy: {e}")))?;
+                        Some(Arc::new(StreamSettings {
+                            dscp: t.sip_dscp,
+                            ..p
+                        }))
+                    }
+                };
                 Some(Arc::new(StreamSettings {
                     dscp: t.sip_dscp,
+                    proxy,
                     ..s
                 }))
             }
@@ -796,7 +824,19 @@ pub fn run_with_targets(
     if plan.groups.iter().any(|g| g.media.is_some()) {
         // Room in the descriptor table for every call's sockets before the shards run: it
         // stalled the shards for ms while calls started (see callmedia/fdtable.rs).
-        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + 256);
+        // And the connections: one per endpoint over a stream transport, two with an
+        // outbound proxy.
+        let conns: usize = plan
+            .groups
+            .iter()
+            .map(|g| {
+                let per = streams[g.server]
+                    .as_ref()
+                    .map_or(0, |s| 1 + usize::from(s.proxy.is_some()));
+                per * g.endpoints.len()
+            })
+            .sum();
+        let _ = crate::callmedia::reserve_descriptors(3 * total as usize + conns + 256);
     }
     // No huge-page faults, with media or without (see callmedia/thp.rs): each zeroes 2 MB
     // of mimalloc's arenas at the first touch, mostly never used. Without media too: a
@@ -1086,6 +1126,8 @@ struct Link {
     leaving: bool,
     /// The target the connection goes to (RFC 3263 failover may change it).
     addr: Option<SocketAddr>,
+    /// The second connection, to the outbound proxy (stream transports with one).
+    proxy: Option<Box<proxy_link::ProxyLink>>,
 }
 
 /// Reconnect attempts in a row before the endpoint gives up (RFC 5626 §4.5 backoff).
@@ -2357,6 +2399,9 @@ impl<'a> Shard<'a> {
     }
 
     fn dial(&mut self, idx: usize, now: Instant) {
+        if self.dial_waits_for_proxy(idx, now) {
+            return;
+        }
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
         let Role::Call { targets, offer, .. } = &plan.groups[ep.group].role else {
@@ -2453,15 +2498,21 @@ impl<'a> Shard<'a> {
                 }
                 let at = now - self.start;
                 if let Some(stream) = &self.streams[site] {
-                    // One connection per endpoint: every message goes over it, whatever
-                    // its destination (the server reuses it towards us, RFC 5923 style).
+                    // The endpoint's connection to the registrar carries every message,
+                    // whatever its destination (the server reuses it towards us, RFC 5923
+                    // style), but those for the outbound proxy, which has its own.
+                    let leg = self.leg_for(idx, &out.destination);
+                    let open = self.leg_local(idx, leg);
                     let ep = &mut self.endpoints[idx];
-                    let local = ep.link.local.unwrap_or(self.locals[site]);
+                    let remote = match (leg, &stream.proxy) {
+                        (Leg::Proxy, Some(p)) => p.addr,
+                        _ => ep.link.addr.unwrap_or(stream.addr),
+                    };
                     ep.trace.message(
                         Direction::Sent,
                         stream.kind,
-                        local,
-                        ep.link.addr.unwrap_or(stream.addr),
+                        open.unwrap_or(self.locals[site]),
+                        remote,
                         out.bytes.clone(),
                         at,
                         out.retransmission,
@@ -2472,9 +2523,9 @@ impl<'a> Shard<'a> {
                         )
                         .into_owned()
                     };
-                    let sent = match ep.link.local {
+                    let sent = match open {
                         None => Err(false),
-                        Some(_) => match self.net.send(idx, out.bytes.clone()) {
+                        Some(_) => match self.net.send(idx, leg, out.bytes.clone()) {
                             Sent::Queued => Ok(()),
                             Sent::Full => Err(true),
                             Sent::NotConnected => Err(false),
@@ -2942,6 +2993,15 @@ impl<'a> Shard<'a> {
                     now - self.start,
                 ));
             }
+            CallEvent::SessionTooShort { interval, min_se } => {
+                let why = format!(
+                    "the peer's 2xx set the session interval to {interval} s, below the Min-SE \
+                     of {min_se} s our request carried (RFC 4028 §9 forbids it): followed, so \
+                     the session is refreshed more often than agreed"
+                );
+                ep.trace.push(TraceEntry::note(why.clone(), now - self.start));
+                ep.worsen(Outcome::CompletedWithWarnings, why);
+            }
             CallEvent::SessionExpired { interval, code } => {
                 // The session was lost in the middle of the call: the call failed (not a slow
                 // answer, TIMEOUT), and the error says whose refresh was missing.
@@ -3093,7 +3153,8 @@ impl<'a> Shard<'a> {
         }
         ep.done = true;
         self.done_count += 1;
-        self.net.close(idx);
+        self.net.close(idx, Leg::Server);
+        self.net.close(idx, Leg::Proxy);
         if std::mem::take(&mut ep.own_udp) {
             self.net.remove_udp(idx);
         }
@@ -3244,7 +3305,11 @@ impl<'a> Shard<'a> {
         let (kind, local) = match on {
             Some(i) => (
                 self.plan.site_server(self.site(i)).transport.kind,
-                self.endpoints[i].link.local.unwrap_or(self.local(i)),
+                match self.proxy_conn_addr(i) {
+                    Some(p) if p == from => self.leg_local(i, Leg::Proxy),
+                    _ => self.endpoints[i].link.local,
+                }
+                .unwrap_or(self.local(i)),
             ),
             None => (FlowKind::Udp, self.local_facing(from)),
         };
@@ -3373,7 +3438,9 @@ impl<'a> Shard<'a> {
             now - self.start,
         ));
         self.net
-            .connect_to(idx, ep.link.generation, now, addr, settings);
+            .connect_to(idx, Leg::Server, ep.link.generation, now, addr, settings);
+        // Opened at start with the registrar's (a no-op while it is open or opening).
+        self.connect_proxy(idx, now);
     }
 
     /// News from the shard's poll set: an endpoint's connection, or its own UDP socket.
@@ -3387,6 +3454,9 @@ impl<'a> Shard<'a> {
         let idx = m.endpoint;
         if idx >= self.endpoints.len() {
             return;
+        }
+        if m.leg == Leg::Proxy {
+            return self.on_proxy_stream(now, m);
         }
         let site = self.site(idx);
         let Some(settings) = self.streams[site].clone() else {
@@ -3427,6 +3497,10 @@ impl<'a> Shard<'a> {
                     local,
                     seed,
                 );
+                if let Some(p) = ep.link.proxy.as_ref().and_then(|p| p.local) {
+                    ep.ua
+                        .set_proxy_local(Some((proxy_link::host_of(p), p.port())));
+                }
                 if stopping && reconnect {
                     self.finish(idx);
                     return;

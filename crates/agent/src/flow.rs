@@ -57,6 +57,17 @@ impl FlowKind {
     pub fn websocket(self) -> bool {
         matches!(self, FlowKind::Ws | FlowKind::Wss)
     }
+
+    /// The port a server listens on when none is given (RFC 3261 §19.1.2, RFC 7118 §5): the
+    /// registrar's and the outbound proxy's, in a run and in `check`.
+    pub fn default_port(self) -> u16 {
+        match self {
+            FlowKind::Udp | FlowKind::Tcp => 5060,
+            FlowKind::Tls => 5061,
+            FlowKind::Ws => 80,
+            FlowKind::Wss => 443,
+        }
+    }
 }
 
 /// Why a flow failed, in words an engineer can act on.

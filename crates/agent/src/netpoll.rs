@@ -92,11 +92,12 @@ struct Conn {
 pub struct NetPoll {
     poll: AsyncFd<Poll>,
     events: Events,
-    /// Connections by endpoint index.
-    conns: Vec<Option<Conn>>,
+    /// Connections by endpoint index: to the server ([`Leg::Server`]) and to the outbound
+    /// proxy ([`Leg::Proxy`], grown only when some endpoint has one).
+    conns: [Vec<Option<Conn>>; 2],
     /// Own UDP sockets by endpoint index.
     udp: Vec<Option<UdpSocket>>,
-    /// (deadline, endpoint, generation); stale entries are skipped.
+    /// (deadline, connection key, generation); stale entries are skipped.
     deadlines: BinaryHeap<Reverse<(Instant, usize, u32)>>,
     /// Events for the shard, oldest first.
     ready: VecDeque<StreamIn>,
@@ -109,14 +110,42 @@ pub struct NetPoll {
 impl std::fmt::Debug for NetPoll {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetPoll")
-            .field("connections", &self.conns.iter().flatten().count())
+            .field(
+                "connections",
+                &self.conns.iter().flatten().flatten().count(),
+            )
             .field("udp", &self.udp.iter().flatten().count())
             .finish_non_exhaustive()
     }
 }
 
-fn token(endpoint: usize, udp: bool) -> Token {
-    Token(endpoint << 1 | usize::from(udp))
+/// Which of an endpoint's connections: to its server (registrar), or to its outbound proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Leg {
+    /// The connection to the server the endpoint registers with.
+    #[default]
+    Server,
+    /// The connection to the outbound proxy (INVITEs, RFC 3261 §8.1.2).
+    Proxy,
+}
+
+/// A connection's key: the endpoint and its leg in one number (deadlines, tokens).
+fn key(endpoint: usize, leg: Leg) -> usize {
+    endpoint << 1 | usize::from(leg == Leg::Proxy)
+}
+
+/// The leg of connection `key`.
+fn leg_of(key: usize) -> Leg {
+    if key & 1 == 1 {
+        Leg::Proxy
+    } else {
+        Leg::Server
+    }
+}
+
+/// The poll token of connection `key`, or of endpoint `key >> 1`'s own UDP socket.
+fn token(key: usize, udp: bool) -> Token {
+    Token(key << 1 | usize::from(udp))
 }
 
 impl NetPoll {
@@ -130,7 +159,7 @@ impl NetPoll {
         Ok(Self {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
-            conns: Vec::new(),
+            conns: [Vec::new(), Vec::new()],
             udp: Vec::new(),
             deadlines: BinaryHeap::new(),
             ready: VecDeque::new(),
@@ -186,11 +215,11 @@ impl NetPoll {
         tokens.extend(self.events.iter().map(|e| e.token()));
         self.more = tokens.len() == EVENTS_PER_POLL;
         for &t in &tokens {
-            let endpoint = t.0 >> 1;
+            let key = t.0 >> 1;
             if t.0 & 1 == 1 {
-                self.read_udp(endpoint);
+                self.read_udp(key >> 1);
             } else {
-                self.drive(endpoint, now);
+                self.drive(key, now);
             }
         }
         self.tokens = tokens;
@@ -213,7 +242,7 @@ impl NetPoll {
             let Some(Reverse((_, endpoint, _))) = self.deadlines.pop() else {
                 break;
             };
-            let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+            let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
                 continue;
             };
             let settings = c.settings.clone();
@@ -264,23 +293,26 @@ impl NetPoll {
         settings: Arc<StreamSettings>,
     ) {
         let addr = settings.addr;
-        self.connect_to(endpoint, generation, now, addr, settings);
+        self.connect_to(endpoint, Leg::Server, generation, now, addr, settings);
     }
 
-    /// [`NetPoll::connect`] to `addr` (the endpoint's current target) instead of the
-    /// settings' address.
+    /// [`NetPoll::connect`] for `leg` of the endpoint, to `addr` (its current target)
+    /// instead of the settings' address.
     pub fn connect_to(
         &mut self,
         endpoint: usize,
+        leg: Leg,
         generation: u32,
         now: Instant,
         addr: SocketAddr,
         settings: Arc<StreamSettings>,
     ) {
-        self.close(endpoint);
-        if self.conns.len() <= endpoint {
-            self.conns.resize_with(endpoint + 1, || None);
+        self.close(endpoint, leg);
+        let conns = &mut self.conns[usize::from(leg == Leg::Proxy)];
+        if conns.len() <= endpoint {
+            conns.resize_with(endpoint + 1, || None);
         }
+        let endpoint = key(endpoint, leg);
         let started = connect_marked(addr, settings.dscp).and_then(|mut sock| {
             self.poll.get_ref().registry().register(
                 &mut sock,
@@ -298,7 +330,10 @@ impl NetPoll {
             }
         };
         let timeout = settings.timeout;
-        self.conns[endpoint] = Some(Conn {
+        let Some(cell) = self.cell_mut(endpoint) else {
+            return; // grown above: there is one
+        };
+        *cell = Some(Conn {
             generation,
             addr,
             settings,
@@ -317,9 +352,9 @@ impl NetPoll {
         self.set_deadline(endpoint, now + timeout);
     }
 
-    /// Closes endpoint `endpoint`'s connection on purpose (no event).
-    pub fn close(&mut self, endpoint: usize) {
-        let Some(mut c) = self.conns.get_mut(endpoint).and_then(Option::take) else {
+    /// Closes endpoint `endpoint`'s connection `leg` on purpose (no event).
+    pub fn close(&mut self, endpoint: usize, leg: Leg) {
+        let Some(mut c) = self.cell_mut(key(endpoint, leg)).and_then(Option::take) else {
             return;
         };
         if c.phase == Phase::Open {
@@ -346,12 +381,12 @@ impl NetPoll {
         let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
     }
 
-    /// Queues one message on endpoint `endpoint`'s open connection and writes what the
+    /// Queues one message on endpoint `endpoint`'s open connection `leg` and writes what the
     /// socket takes.
-    pub fn send(&mut self, endpoint: usize, bytes: Bytes) -> Sent {
+    pub fn send(&mut self, endpoint: usize, leg: Leg, bytes: Bytes) -> Sent {
+        let endpoint = key(endpoint, leg);
         let Some(c) = self
-            .conns
-            .get_mut(endpoint)
+            .cell_mut(endpoint)
             .and_then(Option::as_mut)
             .filter(|c| c.phase == Phase::Open)
         else {
@@ -379,7 +414,7 @@ impl NetPoll {
         let mut sock = UdpSocket::from_std(sock);
         self.poll.get_ref().registry().register(
             &mut sock,
-            token(endpoint, true),
+            token(endpoint << 1, true),
             Interest::READABLE,
         )?;
         if self.udp.len() <= endpoint {
@@ -417,6 +452,7 @@ impl NetPoll {
             match s.recv_from(&mut self.buf) {
                 Ok((n, from)) => self.ready.push_back(StreamIn {
                     endpoint,
+                    leg: Leg::Server,
                     generation: 0,
                     // An IPv4 peer heard on a dual-stack socket as IPv4 (see `udpbatch::source`).
                     event: StreamEvent::Datagram(
@@ -431,23 +467,36 @@ impl NetPoll {
         }
     }
 
+    /// The cell of connection `key` (see [`key`]), if the table reaches it.
+    fn cell_mut(&mut self, key: usize) -> Option<&mut Option<Conn>> {
+        self.conns[key & 1].get_mut(key >> 1)
+    }
+
+    fn cell(&self, key: usize) -> Option<&Option<Conn>> {
+        self.conns[key & 1].get(key >> 1)
+    }
+
     fn conn(&self, endpoint: usize, generation: u32) -> Option<&Conn> {
-        self.conns
-            .get(endpoint)
+        self.cell(endpoint)
             .and_then(Option::as_ref)
             .filter(|c| c.generation == generation)
     }
 
     fn set_deadline(&mut self, endpoint: usize, at: Instant) {
-        if let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) {
+        // The table by field (not `cell_mut`): the heap is borrowed beside it.
+        if let Some(c) = self.conns[endpoint & 1]
+            .get_mut(endpoint >> 1)
+            .and_then(Option::as_mut)
+        {
             c.deadline = Some(at);
             self.deadlines.push(Reverse((at, endpoint, c.generation)));
         }
     }
 
-    fn push(&mut self, endpoint: usize, generation: u32, event: StreamEvent) {
+    fn push(&mut self, key: usize, generation: u32, event: StreamEvent) {
         self.ready.push_back(StreamIn {
-            endpoint,
+            endpoint: key >> 1,
+            leg: leg_of(key),
             generation,
             event,
         });
@@ -455,20 +504,20 @@ impl NetPoll {
 
     /// The connect failed: the connection is gone, the shard is told why.
     fn fail(&mut self, endpoint: usize, e: &FlowError) {
-        if let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) {
+        if let Some(c) = self.cell(endpoint).and_then(Option::as_ref) {
             let generation = c.generation;
-            self.close(endpoint);
+            self.close(endpoint >> 1, leg_of(endpoint));
             self.push(endpoint, generation, failed(e));
         }
     }
 
     /// The open connection ended: the shard is told why.
     fn close_with(&mut self, endpoint: usize, reason: String) {
-        if let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) {
+        if let Some(c) = self.cell(endpoint).and_then(Option::as_ref) {
             let generation = c.generation;
             // What is queued (a WebSocket close answering the server's) leaves if it can.
             let _ = self.flush(endpoint);
-            if let Some(mut c) = self.conns[endpoint].take() {
+            if let Some(mut c) = self.cell_mut(endpoint).and_then(Option::take) {
                 let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
             }
             self.push(endpoint, generation, StreamEvent::Closed(reason));
@@ -477,7 +526,7 @@ impl NetPoll {
 
     /// The socket of endpoint `endpoint` is ready: moves the connection on.
     fn drive(&mut self, endpoint: usize, now: Instant) {
-        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+        let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
         let settings = c.settings.clone();
@@ -528,7 +577,7 @@ impl NetPoll {
             Err(e) => return self.end(endpoint, &e),
         }
         if let Err(e) = self.flush(endpoint) {
-            let Some(c) = self.conns.get(endpoint).and_then(Option::as_ref) else {
+            let Some(c) = self.cell(endpoint).and_then(Option::as_ref) else {
                 return;
             };
             return match c.phase {
@@ -536,7 +585,7 @@ impl NetPoll {
                 _ => self.end(endpoint, &tls_io_error(e, &settings)),
             };
         }
-        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+        let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
         if c.phase == Phase::Handshaking && c.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
@@ -581,7 +630,7 @@ impl NetPoll {
 
     /// The connection is open: the shard hears of it, keep-alives start.
     fn opened(&mut self, endpoint: usize, now: Instant, settings: &StreamSettings) {
-        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+        let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
         let event = open(c);
@@ -594,7 +643,7 @@ impl NetPoll {
 
     /// A failure during the connect is a `Failed` event; once open, a `Closed` one.
     fn end(&mut self, endpoint: usize, e: &FlowError) {
-        match self.conns.get(endpoint).and_then(Option::as_ref) {
+        match self.cell(endpoint).and_then(Option::as_ref) {
             Some(c) if c.phase == Phase::Open => self.close_with(endpoint, e.to_string()),
             Some(_) => self.fail(endpoint, e),
             None => {}
@@ -603,7 +652,11 @@ impl NetPoll {
 
     /// Reads until the socket would block; whole messages become events.
     fn read(&mut self, endpoint: usize, settings: &StreamSettings) -> Result<(), Box<FlowError>> {
-        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+        // The table by field: the buffer and the event queue are borrowed beside it.
+        let Some(c) = self.conns[endpoint & 1]
+            .get_mut(endpoint >> 1)
+            .and_then(Option::as_mut)
+        else {
             return Ok(());
         };
         let cert = settings.tls.as_ref().is_some_and(|t| t.2);
@@ -695,7 +748,8 @@ impl NetPoll {
                 WsEvent::Closed => continue,
             };
             self.ready.push_back(StreamIn {
-                endpoint,
+                endpoint: endpoint >> 1,
+                leg: leg_of(endpoint),
                 generation,
                 event,
             });
@@ -714,7 +768,8 @@ impl NetPoll {
         while let Some(frame) = c.framer.next_frame() {
             match frame {
                 Ok(Frame::Message(m)) => self.ready.push_back(StreamIn {
-                    endpoint,
+                    endpoint: endpoint >> 1,
+                    leg: leg_of(endpoint),
                     generation,
                     event: StreamEvent::Message(m),
                 }),
@@ -740,7 +795,7 @@ impl NetPoll {
 
     /// Writes what is queued until the socket would block.
     fn flush(&mut self, endpoint: usize) -> io::Result<()> {
-        let Some(c) = self.conns.get_mut(endpoint).and_then(Option::as_mut) else {
+        let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
             return Ok(());
         };
         if c.phase == Phase::Connecting {
@@ -956,7 +1011,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // What the shard sends is written as is.
-        assert_eq!(net.send(3, Bytes::from_static(options)), Sent::Queued);
+        assert_eq!(
+            net.send(3, Leg::Server, Bytes::from_static(options)),
+            Sent::Queued
+        );
         let mut got = vec![0u8; options.len()];
         loop {
             server.read_exact(&mut got[..4]).await.unwrap();
@@ -977,7 +1035,10 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(net.send(3, Bytes::from_static(options)), Sent::NotConnected);
+        assert_eq!(
+            net.send(3, Leg::Server, Bytes::from_static(options)),
+            Sent::NotConnected
+        );
     }
 
     /// Closing on purpose closes the socket without an event; a refused connect is a
@@ -995,7 +1056,7 @@ mod tests {
             next(&mut net, &mut events).await.event,
             StreamEvent::Connected { .. }
         ));
-        net.close(0);
+        net.close(0, Leg::Server);
         let mut buf = [0u8; 8];
         let n = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf))
             .await
@@ -1047,7 +1108,7 @@ mod tests {
         let full = loop {
             let mut m = format!("MESSAGE {sent:08} ").into_bytes();
             m.resize(64 * 1024, b'x');
-            match net.send(0, Bytes::from(m)) {
+            match net.send(0, Leg::Server, Bytes::from(m)) {
                 Sent::Queued => sent += 1,
                 Sent::Full => break true,
                 Sent::NotConnected => panic!("closed"),
@@ -1074,7 +1135,10 @@ mod tests {
         for (i, m) in got.chunks(64 * 1024).enumerate() {
             assert!(m.starts_with(format!("MESSAGE {i:08} ").as_bytes()));
         }
-        assert_eq!(net.send(0, Bytes::from_static(b"\r\n\r\n")), Sent::Queued);
+        assert_eq!(
+            net.send(0, Leg::Server, Bytes::from_static(b"\r\n\r\n")),
+            Sent::Queued
+        );
     }
 
     fn ws_settings(addr: SocketAddr) -> Arc<StreamSettings> {
@@ -1122,7 +1186,10 @@ mod tests {
             ]
         );
         let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(net.send(1, Bytes::from_static(options)), Sent::Queued);
+        assert_eq!(
+            net.send(1, Leg::Server, Bytes::from_static(options)),
+            Sent::Queued
+        );
         let got = tokio::select! {
             r = server.recv() => r.unwrap().unwrap(),
             () = drive(&mut net, &mut events) => unreachable!(),

@@ -87,7 +87,8 @@ pub async fn probe(
             Some(hint.to_owned()),
         )
     };
-    let default_port = if p.kind.secure() { 5061 } else { 5060 };
+    // The run's default too (`testfile`): check and run reach the same proxy.
+    let default_port = p.kind.default_port();
     let (host, port) = match split_host_port(p.proxy, default_port) {
         Ok(v) => v,
         Err(e) => {

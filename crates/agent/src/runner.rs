@@ -32,6 +32,9 @@ pub fn execute(
         let server = prepared.plan.site_server_mut(site);
         server.addr = first.addr;
         server.transport.kind = first.kind;
+        if let Some(p) = server.outbound_proxy.as_mut() {
+            crate::testfile::complete_outbound_proxy(p, first.kind);
+        }
         found.extend(notes);
         targets[site] = list;
     }

@@ -338,6 +338,28 @@ pub struct FileError {
     pub message: String,
 }
 
+/// The outbound proxy's Route URI over `kind`: `;transport=` as the registration URI has
+/// it, none over UDP (or while the transport is not known).
+fn proxy_uri_for(uri: SipUri, kind: Option<FlowKind>) -> SipUri {
+    match kind {
+        None | Some(FlowKind::Udp) => uri,
+        Some(k) => uri.with_param("transport", Some(&k.via_token().to_ascii_lowercase())),
+    }
+}
+
+/// AUTO: the outbound proxy of a registrar found by DNS, completed with the transport
+/// discovery chose (`kind`): the Route's `;transport=`, and the transport's default port
+/// when the test file gave none.
+pub fn complete_outbound_proxy(proxy: &mut (SipUri, SocketAddr), kind: FlowKind) {
+    if proxy.1.port() == 0 {
+        proxy.1.set_port(kind.default_port());
+        proxy.0.port = Some(kind.default_port());
+    }
+    if proxy.0.params.get("transport").is_none() {
+        proxy.0 = proxy_uri_for(proxy.0.clone(), Some(kind));
+    }
+}
+
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -421,6 +443,44 @@ impl Ctx<'_> {
             field: field.into(),
             message: message.into(),
         })
+    }
+
+    /// An `outbound_proxy` value, `host[:port]` (split as `check --proxy` splits it): its
+    /// Route URI and address. `kind`: the transport, which the URI names as the registration
+    /// URI does (`;transport=tcp|tls|ws|wss`, RFC 3261 §19.1.1, RFC 7118 §5.2; UDP, the
+    /// default, is left out: the seed's `<sip:PROXY:PORT;lr>`), and whose default port applies;
+    /// `None` (AUTO): both come after discovery ([`complete_outbound_proxy`]), port 0 meaning
+    /// "the default".
+    fn outbound_proxy(
+        &self,
+        p: &Spanned<String>,
+        field: &str,
+        kind: Option<FlowKind>,
+    ) -> Result<(SipUri, SocketAddr), FileError> {
+        let default_port = kind.map_or(0, FlowKind::default_port);
+        let (ph, pp) = match crate::proxyprobe::split_host_port(p.get_ref(), default_port) {
+            Ok(v) => v,
+            Err(e) => return self.err(p.span(), field, e),
+        };
+        let ip = match ph.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(ph.as_str(), pp))
+                .ok()
+                .and_then(|mut a| a.next())
+            {
+                Some(a) => a.ip(),
+                None => return self.err(p.span(), field, format!("`{ph}` does not resolve")),
+            },
+        };
+        let host = Host::parse(&if ph.contains(':') {
+            format!("[{ph}]")
+        } else {
+            ph.clone()
+        })
+        .or_else(|_| self.err(p.span(), field, "not a host"))?;
+        let mut uri = SipUri::new(host);
+        uri.port = (pp != 0).then_some(pp);
+        Ok((proxy_uri_for(uri, kind), SocketAddr::new(ip, pp)))
     }
 
     /// A `sip_dscp` / `rtp_dscp` value (see [`crate::dscp`]).
@@ -745,6 +805,14 @@ pub fn prepare_parsed(
                 let span = r.transport.as_ref().map_or(0..0, Spanned::span);
                 return cx.err(span, field("transport"), "the built-in registrar needs a fixed transport (udp, tcp, tls, ws or wss), not auto");
             };
+            if let Some(p) = &r.outbound_proxy {
+                // Not ignored in silence: the test would not go where its file says.
+                return cx.err(
+                    p.span(),
+                    field("outbound_proxy"),
+                    "the built-in registrar routes the calls itself: it takes no outbound proxy (remove the line, or point a registrar with a domain at your proxy)",
+                );
+            }
             let transport = TransportPlan { kind, ..transport };
             servers.insert(
                 &r.id,
@@ -774,25 +842,12 @@ pub fn prepare_parsed(
         let auto = kind.is_none();
         let fixed = kind.unwrap_or(FlowKind::Udp);
         let token = fixed.via_token().to_ascii_lowercase();
-        let port = r.port.unwrap_or(match fixed {
-            FlowKind::Tls => 5061,
-            FlowKind::Wss => 443,
-            FlowKind::Ws => 80,
-            FlowKind::Udp | FlowKind::Tcp => 5060,
-        });
+        let default_port = fixed.default_port();
+        let port = r.port.unwrap_or(default_port);
         let transport = TransportPlan {
             kind: fixed,
             ..transport
         };
-        if let Some(p) = &r.outbound_proxy
-            && fixed != FlowKind::Udp
-        {
-            return cx.err(
-                p.span(),
-                field("outbound_proxy"),
-                "over tcp/tls/ws/wss each endpoint has one connection, to the registrar: an outbound proxy is not supported with them in this build",
-            );
-        }
         let host = domain.get_ref().trim_matches(['[', ']']);
         let is_name = host.parse::<IpAddr>().is_err();
         if auto || (is_name && dns_server.is_some()) {
@@ -833,13 +888,16 @@ pub fn prepare_parsed(
                     sips: false,
                 },
             );
-            if r.outbound_proxy.is_some() {
-                return cx.err(
-                    0..0,
-                    field("outbound_proxy"),
-                    "not supported together with DNS discovery in this build",
-                );
-            }
+            // The proxy is `host:port` on the transport discovery chooses for the registrar
+            // (as `check --proxy` probes it): the runner completes it once DNS answered.
+            let outbound_proxy = match &r.outbound_proxy {
+                None => None,
+                Some(p) => Some(cx.outbound_proxy(
+                    p,
+                    &field("outbound_proxy"),
+                    (!auto).then_some(fixed),
+                )?),
+            };
             servers.insert(
                 &r.id,
                 (
@@ -847,7 +905,7 @@ pub fn prepare_parsed(
                         addr: ([0, 0, 0, 0], 0).into(),
                         domain: host.to_owned(),
                         registrar_uri,
-                        outbound_proxy: None,
+                        outbound_proxy,
                         transport,
                     },
                     false,
@@ -886,40 +944,7 @@ pub fn prepare_parsed(
             })?;
         let outbound_proxy = match &r.outbound_proxy {
             None => None,
-            Some(p) => {
-                let (ph, pp) = match p.get_ref().rsplit_once(':') {
-                    Some((h, port)) if !h.ends_with(':') => {
-                        (h.trim_matches(['[', ']']), port.parse::<u16>().ok())
-                    }
-                    _ => (p.get_ref().as_str(), Some(5060)),
-                };
-                let Some(pp) = pp else {
-                    return cx.err(p.span(), field("outbound_proxy"), "expected host:port");
-                };
-                let ip = match ph.parse::<IpAddr>() {
-                    Ok(ip) => ip,
-                    Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(ph, pp))
-                        .ok()
-                        .and_then(|mut a| a.next())
-                    {
-                        Some(a) => a.ip(),
-                        None => {
-                            return cx.err(
-                                p.span(),
-                                field("outbound_proxy"),
-                                format!("`{ph}` does not resolve"),
-                            );
-                        }
-                    },
-                };
-                let host = Host::parse(&if ph.contains(':') {
-                    format!("[{ph}]")
-                } else {
-                    ph.to_owned()
-                })
-                .or_else(|_| cx.err(p.span(), field("outbound_proxy"), "not a host"))?;
-                Some((SipUri::new(host).with_port(pp), SocketAddr::new(ip, pp)))
-            }
+            Some(p) => Some(cx.outbound_proxy(p, &field("outbound_proxy"), Some(fixed))?),
         };
         servers.insert(
             &r.id,
@@ -2109,6 +2134,83 @@ call = "group:callees"
             (Some(5061), Some(sip_proto::target::Transport::Tls))
         );
         assert_eq!(p.plan.server.transport.kind, FlowKind::Tls);
+    }
+
+    #[test]
+    fn an_outbound_proxy_names_its_transport_and_auto_completes_it_after_discovery() {
+        for (transport, route) in [
+            ("tls", "sip:127.0.0.2:5061;transport=tls"),
+            ("tcp", "sip:127.0.0.2:5070;transport=tcp"),
+            ("wss", "sip:127.0.0.2:443;transport=wss"),
+            ("udp", "sip:127.0.0.2:5070"),
+        ] {
+            let proxy = if transport == "tcp" || transport == "udp" {
+                "127.0.0.2:5070"
+            } else {
+                "127.0.0.2"
+            };
+            let text = GOOD.replace(
+                "transport = \"udp\"",
+                &format!(
+                    "transport = \"{transport}\"\ntls_verify = \"skip\"\noutbound_proxy = \"{proxy}\""
+                ),
+            );
+            let p = prepare("t.toml", &text, b"s", 0).unwrap_or_else(|e| panic!("{e}"));
+            let (uri, addr) = p.plan.server.outbound_proxy.clone().unwrap();
+            assert_eq!(uri.to_string(), route);
+            assert_eq!(
+                addr.to_string(),
+                route.trim_start_matches("sip:").split(';').next().unwrap()
+            );
+        }
+        // AUTO: host:port on the transport discovery chooses; the runner completes the URI
+        // (`;transport=`) and, without a port, the transport's default.
+        for (proxy, kind, route) in [
+            (
+                "127.0.0.2",
+                FlowKind::Tls,
+                "sip:127.0.0.2:5061;transport=tls",
+            ),
+            (
+                "127.0.0.2:5070",
+                FlowKind::Tcp,
+                "sip:127.0.0.2:5070;transport=tcp",
+            ),
+            ("[::1]", FlowKind::Udp, "sip:[::1]:5060"),
+        ] {
+            let auto = GOOD.replace(
+                "transport = \"udp\"",
+                &format!("transport = \"auto\"\noutbound_proxy = \"{proxy}\""),
+            );
+            let p = prepare("t.toml", &auto, b"s", 0).unwrap_or_else(|e| panic!("{e}"));
+            let mut target = p.plan.server.outbound_proxy.clone().unwrap();
+            complete_outbound_proxy(&mut target, kind);
+            assert_eq!(target.0.to_string(), route);
+            assert_eq!(target.1.port(), target.0.port.unwrap());
+        }
+        let bad = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tcp\"\noutbound_proxy = \"127.0.0.2:x\"",
+        );
+        let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
+        assert_eq!(
+            e.line,
+            bad.lines()
+                .position(|l| l.starts_with("outbound_proxy"))
+                .unwrap()
+                + 1,
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_builtin_registrar_refuses_an_outbound_proxy() {
+        let file = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\noutbound_proxy = \"127.0.0.2:5060\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let e = prepare("t.toml", file, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.to_string().contains("takes no outbound proxy"), "{e}");
     }
 
     #[test]

@@ -5,27 +5,21 @@
 //! Skipped with a message when `kamailio` (or its TLS/WebSocket modules) is absent (fails
 //! instead with `SIPMETER_REQUIRE_PEERS=1`).
 
-use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
+use agent::engine::{EndpointReport, Outcome, RunSummary};
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use sip_net::tls::CertificateAuthority;
 use testpeers::{
-    Kamailio, KamailioConfig, KamailioTls, TempDir, User, available, tls_available,
-    websocket_available,
+    Kamailio, KamailioConfig, TempDir, User, available, tls_available, websocket_available,
 };
+
+mod streams_common;
 
 fn kamailio(tls: Option<&CertificateAuthority>, websocket: bool) -> Kamailio {
     let users = (1001..=1020)
         .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
         .collect();
-    let tls = tls.map(|ca| {
-        let cert = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
-        KamailioTls {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-            client_ca_pem: None,
-        }
-    });
+    let tls = tls.map(streams_common::kamailio_tls);
     Kamailio::start(&KamailioConfig {
         users,
         one_time_nonce: true,
@@ -71,11 +65,7 @@ registrar = "kam"
 call = "group:callees"
 "#
     );
-    let mut prepared = agent::testfile::prepare("kamailio.toml", &text, b"unused", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, _rx) = std::sync::mpsc::channel();
-    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+    streams_common::run_file("kamailio.toml", &text)
 }
 
 fn assert_calls_went_through(
@@ -180,13 +170,9 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
     );
     assert_calls_went_through(FlowKind::Tls, &k, &summary, &reports);
     for r in &reports {
-        assert!(
-            r.trace.iter().any(|e| e.direction == Direction::Note
-                && e.text.starts_with("TLS handshake done with 127.0.0.1:")
-                && e.text.contains("verification: Custom CA")),
-            "{:#?}",
-            r.trace
-        );
+        let notes = streams_common::notes(r);
+        let tls = streams_common::note_at(&notes, "TLS handshake done with 127.0.0.1:");
+        assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
     }
 }
 

@@ -719,6 +719,9 @@ enum Uas {
     /// The same scenario with `final` "486 Busy Here": the transfer failed, our BYE comes at
     /// the call's planned end.
     TransferFails,
+    /// `testdata/sipp/uas-challenges-in-dialog.xml` with `-rtp_echo`, called by callers with
+    /// credentials: a server that challenges our REFER and our BYE (401s) inside the dialog and verifies the credentials of each request sent again.
+    ChallengesInDialog,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -774,6 +777,9 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
             Uas::OffersOpus => vec!["-sf", sipp_scenario!("uas-offers-opus.xml")],
+            Uas::ChallengesInDialog => {
+                vec!["-sf", sipp_scenario!("uas-challenges-in-dialog.xml")]
+            }
             Uas::AnswersElsewhere => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-elsewhere.xml"),
@@ -832,7 +838,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             endpoints: (0..2)
                 .map(|i| EndpointPlan {
                     user: format!("echo{i}"),
-                    credentials: None,
+                    credentials: (uas == Uas::ChallengesInDialog)
+                        .then(|| Credentials::new("sipmeter", "s3cret")),
                 })
                 .collect(),
             prack: false,
@@ -858,12 +865,14 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     kind: ActionKind::Resume,
                 }],
                 // Our blind transfer a second into the call.
-                Uas::TransferSucceeds | Uas::TransferFails => vec![CallAction {
-                    at: Duration::from_secs(1),
-                    kind: ActionKind::Transfer {
-                        targets: vec![Uri::parse("sip:2001@pbx.example.com").unwrap()],
-                    },
-                }],
+                Uas::TransferSucceeds | Uas::TransferFails | Uas::ChallengesInDialog => {
+                    vec![CallAction {
+                        at: Duration::from_secs(1),
+                        kind: ActionKind::Transfer {
+                            targets: vec![Uri::parse("sip:2001@pbx.example.com").unwrap()],
+                        },
+                    }]
+                }
                 _ => Vec::new(),
             },
             media: Some(MediaPlan {
@@ -1281,8 +1290,8 @@ fn an_offer_of_a_codec_we_do_not_have_is_refused_with_488() {
 
 /// A UAS demanding session timers with a short interval (6 s, refresher=uac, UPDATE
 /// allowed): our callers refresh at half the interval with UPDATE (RFC 4028 §10), in time for
-/// SIPp's 4.5 s deadline each, twice in the 7 s call, and the call is a success with its
-/// echo throughout; SIPp counts both calls successful (its checks: `timer` in Supported, a
+/// SIPp's 4.5 s deadline each, twice in the 7 s call, with its echo throughout, and the
+/// interval below 90 s is the one warning; SIPp counts both calls successful (its checks: `timer` in Supported, a
 /// Session-Expires in the INVITE and in each UPDATE with refresher=uac).
 #[test]
 fn callers_refresh_a_session_a_sipp_uas_demands_in_time() {
@@ -1299,12 +1308,22 @@ fn callers_refresh_by_re_invite_when_the_sipp_uas_does_not_allow_update() {
 
 /// Two 7 s calls to `uas` (a 6 s interval, we refresh): each refreshed twice, by requests
 /// whose first line starts with `refresh` (the re-INVITEs: after the INVITE, its SDP
-/// unchanged), the echo throughout, SIPp's checks passed.
+/// unchanged), the echo throughout, SIPp's checks passed. The 6 s interval (short, so the
+/// test takes seconds) is below the 90 s a 2xx may set when our INVITE carries no Min-SE
+/// (RFC 4028 §9): followed, and the one warning of the calls.
 fn refreshed_in_time(uas: Uas, refresh: &str) {
     let (_summary, reports, sipp) = media_to_a_sipp_uas(uas);
     assert_eq!(reports.len(), 2);
     for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "the peer's 2xx set the session interval to 6 s, below the Min-SE of 90 s our \
+                 request carried (RFC 4028 §9 forbids it): followed, so the session is \
+                 refreshed more often than agreed"
+            )
+        );
         assert_eq!(r.session_refreshes_sent, 2, "{r:#?}");
         let sent: Vec<_> = r
             .trace
@@ -1437,6 +1456,43 @@ fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
     }
     assert_eq!(summary.transfers.succeeded, 2);
     assert_eq!(sipp, 0, "SIPp counts 2 transfers");
+}
+
+/// A server that authenticates requests inside dialogs too (SIPp,
+/// `testdata/sipp/uas-challenges-in-dialog.xml`): our REFER and our BYE are challenged with
+/// 401 (with and without qop); each is sent again once with credentials SIPp verifies (RFC 3261 §22.2-22.3, a
+/// new CSeq), the transfer goes on (202, NOTIFYs, our BYE) and the endpoints end SUCCESS.
+#[test]
+fn a_transfer_and_a_bye_challenged_inside_the_dialog_are_sent_again_with_credentials() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::ChallengesInDialog);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let t = r.transfer.as_ref().expect("the transfer reported");
+        assert_eq!((t.accepted, t.succeeded), (1, 1), "{t:?}");
+        assert_eq!(t.refer_code, Some(202), "{t:?}");
+        for (method, challenge, answer) in [
+            ("REFER ", "qop=\"auth\"", "\r\nAuthorization: Digest "),
+            ("BYE ", "algorithm=MD5\r\n", "\r\nAuthorization: Digest "),
+        ] {
+            let sent: Vec<_> = r
+                .trace
+                .iter()
+                .filter(|e| e.text.starts_with(method))
+                .collect();
+            assert_eq!(sent.len(), 2, "{method}once, then with credentials: {r:#?}");
+            assert!(!sent[0].text.contains(answer), "{}", sent[0].text);
+            assert!(sent[1].text.contains(answer), "{}", sent[1].text);
+            assert!(
+                r.trace
+                    .iter()
+                    .any(|e| e.text.starts_with("SIP/2.0 401 ") && e.text.contains(challenge)),
+                "the 401 with {challenge} in the trace"
+            );
+        }
+    }
+    assert_eq!(summary.transfers.succeeded, 2);
+    assert_eq!(sipp, 0, "SIPp verified every retry's credentials");
 }
 
 /// The PBX's final NOTIFY says `486 Busy Here`: the transfer failed, the call goes on with

@@ -64,6 +64,7 @@ use crate::transaction::{
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
 };
 
+mod in_dialog_auth;
 mod transfer;
 pub use transfer::TRANSFER_WAIT;
 
@@ -410,6 +411,16 @@ pub enum CallEvent {
         /// True when we are the refresher from now on.
         we_refresh: bool,
     },
+    /// RFC 4028 §9: the 2xx to our INVITE or refresh set a session interval below the Min-SE
+    /// our request carried (90 s without one), which a UAS "MUST NOT" do. We follow it (the
+    /// peer polices the session by it), and report it: the refreshes come more often than
+    /// agreed, and a broken timer is what a tester is there to see.
+    SessionTooShort {
+        /// The interval the 2xx set, seconds.
+        interval: u32,
+        /// Our request's Min-SE (90 when it had none), seconds.
+        min_se: u32,
+    },
     /// RFC 4028 §10: the session timer ends the call with BYE ([`CallEvent::Ended`] follows).
     SessionExpired {
         /// The session interval, seconds.
@@ -621,6 +632,13 @@ struct SessionTimer {
 }
 
 impl SessionTimer {
+    /// RFC 4028 §9: the least interval a 2xx to our request may set: the Min-SE it carried,
+    /// 90 s when it carried none. `Some((interval, that))` when the interval now is below it.
+    fn below_min_se(&self) -> Option<(u32, u32)> {
+        let floor = self.min_se.unwrap_or(MIN_SE_FLOOR);
+        (self.interval < floor).then_some((self.interval, floor))
+    }
+
     /// Starts (again) the interval at `now` (§10): we refresh at half of it, or, not the
     /// refresher, end the call at its end minus the smaller of 32 s and a third of it.
     fn restart(&mut self, now: Instant) {
@@ -1236,6 +1254,10 @@ pub struct UserAgent {
     finished: VecDeque<FinishedEntry>,
     /// Messages to send and events to report; `None` when both are empty (an idle phone).
     queues: Option<Box<Queues>>,
+    /// Our address on the connection to the outbound proxy (stream transports: it is not the
+    /// registrar's connection), written in Via and Contact of the calls we place through it
+    /// ([`UserAgent::set_proxy_local`]). Boxed: most phones have none.
+    proxy_local: Option<Box<(Host, u16)>>,
 }
 
 /// The output queues of an agent, allocated only while something is queued.
@@ -1384,7 +1406,31 @@ impl UserAgent {
             server: Vec::new(),
             finished: VecDeque::new(),
             queues: None,
+            proxy_local: None,
         }
+    }
+
+    /// Our address on a connection of its own to the outbound proxy (TCP, TLS, WS, WSS: the
+    /// registrar's connection is another one). Via and Contact of the calls placed from now on
+    /// through the proxy, and of their in-dialog requests, carry it (RFC 3261 §18.1.1 and
+    /// §8.1.1.8: the address the request leaves from and where the dialog reaches us); REGISTER
+    /// and the calls we answer keep [`UserAgent::local_port`]'s address. `None`: one address
+    /// for everything (UDP, or no proxy).
+    pub fn set_proxy_local(&mut self, local: Option<(Host, u16)>) {
+        self.proxy_local = local.map(Box::new);
+    }
+
+    /// Our address for a request or dialog: the proxy connection's when `proxied` and set.
+    fn local_of(&self, proxied: bool) -> (&Host, u16) {
+        match (&self.proxy_local, proxied) {
+            (Some(p), true) => (&p.0, p.1),
+            _ => (&self.local_host, self.local_port),
+        }
+    }
+
+    /// True when call `id` is one we placed through the outbound proxy's own connection.
+    fn proxied(&self, id: CallId) -> bool {
+        self.proxy_local.is_some() && self.call_ref(id).is_some_and(|c| c.uac)
     }
 
     /// The configuration shared with the phones of the group.
@@ -1485,10 +1531,18 @@ impl UserAgent {
         text.push('>');
     }
 
+    /// Our Contact (the registrar connection's address) as a typed address.
+    #[cfg(test)]
     fn contact(&self) -> NameAddr {
-        let mut uri = SipUri::new(self.local_host.clone())
+        self.contact_at(false)
+    }
+
+    /// Our Contact from the proxy connection's address when `proxied`.
+    fn contact_at(&self, proxied: bool) -> NameAddr {
+        let (host, port) = self.local_of(proxied);
+        let mut uri = SipUri::new(host.clone())
             .with_user(self.user.to_string())
-            .with_port(self.local_port);
+            .with_port(port);
         if !self.profile.transport.eq_ignore_ascii_case("udp") {
             uri = uri.with_param(
                 "transport",
@@ -1502,6 +1556,12 @@ impl UserAgent {
     /// `;transport=…` inside when not UDP), written straight into its string without building
     /// the URI (test `our_contact_text_is_the_printed_contact`).
     fn contact_text(&self) -> String {
+        self.contact_text_at(false)
+    }
+
+    /// [`UserAgent::contact_text`] from the proxy connection's address when `proxied`.
+    fn contact_text_at(&self, proxied: bool) -> String {
+        let (host, port) = self.local_of(proxied);
         let transport = &self.profile.transport;
         let udp = transport.eq_ignore_ascii_case("udp");
         let mut text = String::with_capacity(
@@ -1510,9 +1570,9 @@ impl UserAgent {
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
-        sip_msg::push_host(&mut text, &self.local_host);
+        sip_msg::push_host(&mut text, host);
         text.push(':');
-        sip_msg::push_decimal(&mut text, u64::from(self.local_port));
+        sip_msg::push_decimal(&mut text, u64::from(port));
         if !udp {
             text.push_str(";transport=");
             text.extend(transport.chars().map(|c| c.to_ascii_lowercase()));
@@ -1532,13 +1592,20 @@ impl UserAgent {
 
     /// Our Via for a new request, printed straight into its string as
     /// `Via::new(transport, host, port, branch)` with `;rport` prints (one allocation).
+    #[cfg(test)]
     fn new_via(&mut self) -> String {
         self.new_via_branch().0
     }
 
     /// [`UserAgent::new_via`] and the random part of its branch (`z9hG4bK` + 16 hex digits).
     fn new_via_branch(&mut self) -> (String, u64) {
+        self.new_via_branch_at(false)
+    }
+
+    /// [`UserAgent::new_via_branch`] from the proxy connection's address when `proxied`.
+    fn new_via_branch_at(&mut self, proxied: bool) -> (String, u64) {
         let branch: u64 = self.rng.random();
+        let (host, port) = self.local_of(proxied);
         let mut via = String::with_capacity(64);
         // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
         // piece (no formatting machinery, no upper-cased copy of the transport).
@@ -1550,9 +1617,9 @@ impl UserAgent {
                 .map(|c| c.to_ascii_uppercase()),
         );
         via.push(' ');
-        sip_msg::push_host(&mut via, &self.local_host);
+        sip_msg::push_host(&mut via, host);
         via.push(':');
-        sip_msg::push_decimal(&mut via, u64::from(self.local_port));
+        sip_msg::push_decimal(&mut via, u64::from(port));
         via.push_str(";branch=");
         via.push_str(BRANCH_MAGIC);
         sip_msg::push_hex16(&mut via, branch);
@@ -1867,7 +1934,8 @@ impl UserAgent {
     ) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
-        let (via, branch) = self.new_via_branch();
+        let proxied = self.profile.outbound_proxy.is_some();
+        let (via, branch) = self.new_via_branch_at(proxied);
         // `NameAddr::new(target)` printed (no display name, no parameters) without a copy of
         // the target, which the request line takes.
         let mut to = String::with_capacity(64);
@@ -1889,7 +1957,7 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, random))
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, self.contact_text());
+            .header(HeaderName::Contact, self.contact_text_at(proxied));
         let destination = match &self.profile.outbound_proxy {
             Some(proxy) => {
                 // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
@@ -2371,8 +2439,12 @@ impl UserAgent {
             session.peer_update = allows_update(resp);
             session.peer_timer = supports(resp, "timer");
             session.restart(now);
+            let short = session.below_min_se();
             rare.session = Some(session);
             self.set_flag(CALL_TIMERS, true);
+            if let Some((interval, min_se)) = short {
+                self.call_event(id, CallEvent::SessionTooShort { interval, min_se });
+            }
         } else {
             tidy_rare(call);
         }
@@ -2391,7 +2463,7 @@ impl UserAgent {
         forks: Vec<KeptFork>,
         answer: Option<Bytes>,
     ) {
-        let via = self.new_via();
+        let via = self.new_via_branch_at(self.proxied(id)).0;
         let mut ack = self.common(dialog.request_via_text(Method::Ack, via, Some(seq)));
         if let Some(answer) = answer {
             ack = ack.body("application/sdp", answer);
@@ -2520,7 +2592,7 @@ impl UserAgent {
     /// after the INVITE's.
     fn send_fork_bye(&mut self, now: Instant, id: CallId, mut dialog: Dialog, last_seq: u32) {
         dialog.local_seq = dialog.local_seq.max(last_seq);
-        let (via, branch) = self.new_via_branch();
+        let (via, branch) = self.new_via_branch_at(self.proxied(id));
         let bye = self
             .common(dialog.request_via_text(Method::Bye, via, None))
             .build();
@@ -2643,7 +2715,7 @@ impl UserAgent {
     /// Sends the call's INVITE again (a new branch, the next CSeq number), changed by `edit`:
     /// after a challenge (RFC 3261 §22.2) or a 422 (RFC 4028 §7.4).
     fn send_invite_again(&mut self, now: Instant, id: CallId, edit: impl FnOnce(&mut Message)) {
-        let (via, branch) = self.new_via_branch();
+        let (via, branch) = self.new_via_branch_at(self.proxied(id));
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -2825,7 +2897,7 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
-        let (via, branch) = self.new_via_branch();
+        let (via, branch) = self.new_via_branch_at(self.proxied(id));
         let ua = self.profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
             return;
@@ -2975,8 +3047,9 @@ impl UserAgent {
         rack: Option<String>,
     ) -> bool {
         let method = kind.method();
-        let (via, branch) = self.new_via_branch();
-        let contact = self.contact();
+        let proxied = self.proxied(id);
+        let (via, branch) = self.new_via_branch_at(proxied);
+        let contact = self.contact_at(proxied);
         let ua = self.profile.user_agent.clone();
         let session = if (method == Method::Invite || method == Method::Update) && fork.is_none() {
             self.session_lines(id, true)
@@ -3116,7 +3189,11 @@ impl UserAgent {
                 session.restart(now);
                 session.retried_422 = false;
                 let (interval, we_refresh) = (session.interval, session.we_refresh);
+                let short = session.below_min_se();
                 self.set_flag(CALL_TIMERS, true);
+                if let Some((interval, min_se)) = short {
+                    self.call_event(id, CallEvent::SessionTooShort { interval, min_se });
+                }
                 queues(&mut self.queues).events.push_back(UaEvent::Call(
                     id,
                     CallEvent::SessionRefreshed {
@@ -3307,7 +3384,7 @@ impl UserAgent {
         parked: Option<Box<Dialog>>,
         resp: &Message,
     ) -> Option<(Destination, Bytes)> {
-        let via = self.new_via();
+        let via = self.new_via_branch_at(self.proxied(id)).0;
         let seq = resp.cseq().map_or(1, |c| c.seq);
         let mut parked = parked;
         let dialog = match parked.as_deref_mut() {
@@ -4210,7 +4287,7 @@ impl UserAgent {
                     }
                     _ => None,
                 });
-                let contact = self.contact_text();
+                let contact = self.contact_text_at(self.proxied(id));
                 let Ok(mut txn) = ServerTransaction::with_key(
                     req,
                     key,
@@ -4903,8 +4980,15 @@ impl UserAgent {
             // entry is taken out of the list meanwhile (handlers may start transactions), and
             // put back at its place, to be visited again with nothing left to drain.
             let all = || events.iter().map(|ev| &**ev).chain(extra);
-            let request_needed = matches!(owner, Owner::Register | Owner::Unregister)
-                && all().any(|e| matches!(e, TxnEvent::Response(_)));
+            // So does a request inside a dialog challenged with 401/407, to be sent again
+            // with credentials (`in_dialog_auth`).
+            let request_needed = all().any(|e| match e {
+                TxnEvent::Response(r) => {
+                    matches!(owner, Owner::Register | Owner::Unregister)
+                        || in_dialog_auth::is_retried_challenge(owner, r)
+                }
+                _ => false,
+            });
             if request_needed {
                 let mut entry = self.client.remove(i);
                 // With its final response the transaction no longer needs its request: the
@@ -5199,6 +5283,16 @@ impl UserAgent {
         req: Option<Cow<'_, Message>>,
         resp: &Message,
     ) {
+        // Only a REGISTER's handler reads the request after this.
+        let req = match req {
+            Some(req) if in_dialog_auth::is_retried_challenge(owner, resp) => {
+                if self.retry_in_dialog_with_auth(now, owner, req, resp) {
+                    return;
+                }
+                None
+            }
+            req => req,
+        };
         match owner {
             Owner::Register | Owner::Unregister => {
                 if let Some(req) = req {
@@ -7015,6 +7109,46 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             inv.headers.value(&HeaderName::Route),
             Some("<sip:proxy.example.com:5060;lr>")
         );
+    }
+
+    /// Over a stream transport the outbound proxy has a connection of its own: the INVITE's
+    /// Via and Contact carry that connection's address, REGISTER keeps the registrar's.
+    #[test]
+    fn a_call_through_the_proxy_connection_carries_its_address() {
+        let mut cfg = config("alice", 41000, 1);
+        cfg.transport = "TCP".into();
+        cfg.reliable = true;
+        cfg.outbound_proxy = Some(
+            SipUri::new(Host::parse("127.0.0.1").unwrap())
+                .with_port(5070)
+                .with_param("transport", Some("tcp")),
+        );
+        let mut ua = UserAgent::new(cfg);
+        ua.set_proxy_local(Some((Host::parse("127.0.0.1").unwrap(), 42000)));
+        let now = Instant::now();
+        ua.register(now);
+        ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        let (reg, inv) = (parse(&out[0]), parse(&out[1]));
+        let via = |m: &Message| m.headers.value(&HeaderName::Via).unwrap().to_owned();
+        let contact = |m: &Message| m.headers.value(&HeaderName::Contact).unwrap().to_owned();
+        assert!(
+            via(&reg).starts_with("SIP/2.0/TCP 127.0.0.1:41000;"),
+            "{}",
+            via(&reg)
+        );
+        assert!(contact(&reg).contains("@127.0.0.1:41000;transport=tcp>"));
+        assert!(
+            via(&inv).starts_with("SIP/2.0/TCP 127.0.0.1:42000;"),
+            "{}",
+            via(&inv)
+        );
+        assert_eq!(contact(&inv), "<sip:alice@127.0.0.1:42000;transport=tcp>");
+        assert_eq!(
+            inv.headers.value(&HeaderName::Route),
+            Some("<sip:127.0.0.1:5070;transport=tcp;lr>")
+        );
+        assert_eq!(out[1].destination, Destination::OutboundProxy);
     }
 
     // ---- review of branch `keep`: fixed on branch `keepfix` ----

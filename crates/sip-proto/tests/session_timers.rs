@@ -707,3 +707,82 @@ fn a_refresh_update_leaves_an_update_offer_waiting_after_491() {
     assert_eq!(&updates[2].1.body()[..], hold_after_answer().as_bytes());
     assert!(updates[1].0 < updates[2].0);
 }
+
+#[test]
+fn a_2xx_below_our_min_se_is_followed_and_reported() {
+    // Alice asks for 1800 s with Min-SE 120; Bob's 2xxs (a broken UAS) set 30 s, which RFC
+    // 4028 §9 forbids.
+    let mut net = Net::new(
+        timers(1800, Some(120), Refresher::Uac),
+        timers(1800, None, Refresher::Auto),
+    );
+    net.hook = Box::new(|from_alice, t| {
+        Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+            t.replace("Session-Expires: 1800", "Session-Expires: 30")
+        } else {
+            t.to_owned()
+        })
+    });
+    net.call();
+    net.run(Duration::from_secs(20));
+    let too_short: Vec<_> = net
+        .events
+        .iter()
+        .filter_map(|(at, from_alice, e)| match e {
+            CallEvent::SessionTooShort { interval, min_se } if *from_alice => {
+                Some((*at, *interval, *min_se))
+            }
+            _ => None,
+        })
+        .collect();
+    // The INVITE's 2xx, then the 2xx of the refresh at half of the 30 s followed.
+    // Reported for the INVITE's 2xx; the 30 s are followed: Alice refreshes at 15 s (Bob's
+    // own Min-SE, 90 s, refuses that UPDATE with 422; the retry asks 90 s and its 2xx keeps
+    // the rules).
+    assert_eq!(too_short.len(), 1, "{too_short:?}");
+    assert_eq!((too_short[0].1, too_short[0].2), (30, 120));
+    let updates = net.sent(true, "UPDATE ");
+    assert!(
+        updates
+            .first()
+            .is_some_and(|(at, _)| close(*at, Duration::from_secs(15))),
+        "{updates:?}"
+    );
+    assert_eq!(net.sent(false, "SIP/2.0 422 ").len(), 1);
+    assert!(net.sent(true, "BYE ").is_empty(), "the call goes on");
+
+    // Without our Min-SE the floor is 90 s; a 2xx that keeps the rules says nothing.
+    for (bob_sets, reported) in [
+        ("Session-Expires: 60", true),
+        ("Session-Expires: 90", false),
+    ] {
+        let mut net = Net::new(
+            timers(1800, None, Refresher::Uac),
+            timers(1800, None, Refresher::Auto),
+        );
+        net.hook = Box::new(move |from_alice, t| {
+            Some(if !from_alice && t.starts_with("SIP/2.0 200 ") {
+                t.replace("Session-Expires: 1800", bob_sets)
+            } else {
+                t.to_owned()
+            })
+        });
+        net.call();
+        let got = net.events.iter().any(|(_, _, e)| {
+            matches!(
+                e,
+                CallEvent::SessionTooShort {
+                    interval: 60,
+                    min_se: 90
+                }
+            )
+        });
+        assert_eq!(got, reported, "{bob_sets}");
+        assert!(
+            !net.events
+                .iter()
+                .any(|(_, _, e)| matches!(e, CallEvent::SessionTooShort { interval: 90, .. })),
+            "{bob_sets}"
+        );
+    }
+}

@@ -85,6 +85,16 @@ pub struct KamailioConfig {
     pub record_route: bool,
     /// One UDP worker: Kamailio handles datagrams one at a time, in arrival order.
     pub one_udp_worker: bool,
+    /// Challenge INVITE and MESSAGE (407, the default). Off for a registrar behind an
+    /// outbound proxy that authenticates the calls (an SBC in front of a PBX).
+    pub invite_auth: bool,
+    /// An outbound proxy (SBC): each initial INVITE or MESSAGE, once authenticated, goes on
+    /// to this SIP URI (the registrar, e.g. `sip:127.0.0.1:5070;transport=tcp`) instead of
+    /// being looked up here. Its log says `initial INVITE from … with Route: …` for each.
+    pub forward_to: Option<String>,
+    /// Shared memory in MB (`-m`, 64 by default). Each TLS connection takes some: a thousand
+    /// need more (else "ssl bug #1491 workaround: not enough memory" and closed handshakes).
+    pub shm_mb: u32,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -115,6 +125,9 @@ impl Default for KamailioConfig {
             unavailable: None,
             record_route: true,
             one_udp_worker: false,
+            invite_auth: true,
+            forward_to: None,
+            shm_mb: 64,
         }
     }
 }
@@ -163,6 +176,18 @@ impl Kamailio {
             }
             users.push_str(&format!("\t$sht(users=>{}) = \"{pw}\";\n", u.name));
         }
+        let location = match &config.forward_to {
+            Some(uri) if uri.bytes().all(|b| b.is_ascii_graphic() && b != b'"') => {
+                format!("\t\t$du = \"{uri}\";\n\t\troute(RELAY);")
+            }
+            Some(uri) => {
+                return Err(PeerError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("forward_to {uri:?} is not a plain SIP URI"),
+                )));
+            }
+            None => "\t\troute(LOCATION);".to_owned(),
+        };
         if !safe(&config.domain) {
             return Err(PeerError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -242,7 +267,16 @@ impl Kamailio {
             // one TCP worker does all of it.
             .replace("@TCP_CHILDREN@", if tls.is_some() { "1" } else { "2" })
             .replace("@DIALOG_MODULE@", &dialog_module)
+            .replace(
+                "@PROXYAUTH@",
+                if config.invite_auth {
+                    "\t\troute(PROXYAUTH);\n"
+                } else {
+                    "\t\t# Calls come through an outbound proxy that authenticated them.\n"
+                },
+            )
             .replace("@CHANNEL_LIMIT@", &channel_limit)
+            .replace("@LOCATION@", &location)
             .replace("@TLS_CORE@", &tls_core)
             .replace("@TLS_MODULE@", &tls_module)
             .replace("@WS_CORE@", &ws_core)
@@ -350,7 +384,7 @@ impl Kamailio {
         let mut cmd = Command::new(binary);
         cmd.arg("-f")
             .arg(&cfg)
-            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .args(["-DD", "-E", "-m", &config.shm_mb.to_string(), "-M", "8"])
             .arg("-Y")
             .arg(dir.path())
             .arg("-w")

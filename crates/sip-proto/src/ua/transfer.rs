@@ -157,6 +157,14 @@ impl UserAgent {
         true
     }
 
+    /// Our REFER of call `id` was sent again (with credentials) with CSeq number `seq`: the
+    /// NOTIFYs of its subscription name that one (RFC 3515 §2.4.6, `id`).
+    pub(super) fn refer_sent_again(&mut self, id: CallId, seq: u32) {
+        if let Some(t) = self.call_mut(id).and_then(transfer_of) {
+            t.seq = seq;
+        }
+    }
+
     /// Sends a REFER or NOTIFY (`method`, for `owner`) in call `id`'s dialog: the dialog's
     /// lines, User-Agent, the lines `lines` adds, our Contact (RFC 3515 §2.4.1 for REFER; a
     /// NOTIFY is target-refreshing, RFC 6665 §4.1.3). Its CSeq number, or `None` when the
@@ -169,8 +177,10 @@ impl UserAgent {
         owner: Owner,
         lines: impl FnOnce(RequestBuilder) -> RequestBuilder,
     ) -> Option<u32> {
-        let (via, branch) = self.new_via_branch();
-        let contact = self.contact();
+        // A call placed through the outbound proxy's own connection: its address.
+        let proxied = self.proxied(id);
+        let (via, branch) = self.new_via_branch_at(proxied);
+        let contact = self.contact_at(proxied);
         let ua = self.profile.user_agent.clone();
         let dialog = self.call_mut(id)?.dialog.as_mut()?;
         let b = dialog
@@ -426,7 +436,10 @@ impl UserAgent {
             }
         };
         let seq = req.cseq().map_or(0, |c| c.seq);
-        let contact = [Header::new(HeaderName::Contact, self.contact_text())];
+        let contact = [Header::new(
+            HeaderName::Contact,
+            self.contact_text_at(self.proxied(id)),
+        )];
         self.respond_with(now, req, key, source, 202, "Accepted", &contact, None);
         // RFC 3515 §2.4.4: "the agent receiving the REFER MUST ... send a NOTIFY" at once.
         self.send_refer_notify(now, id, seq, 100, "Trying", false);
