@@ -1887,20 +1887,15 @@ call = "group:callees"
             (srtp("callers"), srtp("callees")),
             (SrtpMode::Sdes, SrtpMode::Off)
         );
-        let text = GOOD.replace(
-            "call = \"group:callees\"",
-            "call = \"group:callees\"\nsrtp = \"optional\"",
-        );
-        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
-        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
-        assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Optional);
-        let text = GOOD.replace(
-            "call = \"group:callees\"",
-            "call = \"group:callees\"\nsrtp = \"dtls\"",
-        );
-        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
-        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
-        assert_eq!(g.media.as_ref().unwrap().srtp, SrtpMode::Dtls);
+        for (value, mode) in [("optional", SrtpMode::Optional), ("dtls", SrtpMode::Dtls)] {
+            let text = GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\nsrtp = \"{value}\""),
+            );
+            let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+            let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+            assert_eq!(g.media.as_ref().unwrap().srtp, mode);
+        }
         let line = call_line() + 2;
         for (bad, says) in [
             (
