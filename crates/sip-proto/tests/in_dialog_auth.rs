@@ -317,24 +317,14 @@ fn without_credentials_the_challenge_is_the_answer() {
 
 /// A NOTIFY from Bob in `refer`'s dialog naming REFER `id`, with CSeq `cseq`, final 200.
 fn notify_of(refer: &Message, id: u32, cseq: u32) -> Message {
-    let from = refer.headers.value(&HeaderName::To).unwrap();
-    let to = refer.headers.value(&HeaderName::From).unwrap();
-    let call_id = refer.headers.value(&HeaderName::CallId).unwrap();
-    let body = "SIP/2.0 200 OK\r\n";
-    let text = format!(
-        "NOTIFY sip:alice@127.0.0.1:5062 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:5064;branch=z9hG4bKn{cseq}\r\n\
-         Max-Forwards: 70\r\n\
-         From: {from}\r\n\
-         To: {to}\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: {cseq} NOTIFY\r\n\
-         Contact: <sip:bob@127.0.0.1:5064>\r\n\
-         Event: refer;id={id}\r\n\
-         Subscription-State: terminated;reason=noresource\r\n\
-         Content-Type: message/sipfrag\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    Message::parse(text.as_bytes()).unwrap()
+    let state = "Subscription-State: terminated;reason=noresource\r\n";
+    let event = format!("refer;id={id}");
+    common::notify(
+        refer,
+        cseq,
+        &format!("n{cseq}"),
+        &event,
+        state,
+        "SIP/2.0 200 OK\r\n",
+    )
 }

@@ -40,25 +40,7 @@ fn answer(refer: &Message, code: u16, reason: &str) -> Message {
 /// A NOTIFY the PBX (Bob's side of the dialog) sends about `refer`: CSeq `seq`, branch
 /// `branch`, the given Subscription-State and body.
 fn notify(refer: &Message, seq: u32, branch: &str, state: &str, body: &str) -> Message {
-    let from = refer.headers.value(&HeaderName::To).unwrap();
-    let to = refer.headers.value(&HeaderName::From).unwrap();
-    let call_id = refer.headers.value(&HeaderName::CallId).unwrap();
-    let text = format!(
-        "NOTIFY sip:alice@127.0.0.1:5062 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP 127.0.0.1:5064;branch=z9hG4bK{branch}\r\n\
-         Max-Forwards: 70\r\n\
-         From: {from}\r\n\
-         To: {to}\r\n\
-         Call-ID: {call_id}\r\n\
-         CSeq: {seq} NOTIFY\r\n\
-         Contact: <sip:bob@127.0.0.1:5064>\r\n\
-         Event: refer\r\n\
-         {state}\
-         Content-Type: message/sipfrag\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    Message::parse(text.as_bytes()).unwrap()
+    common::notify(refer, seq, branch, "refer", state, body)
 }
 
 /// A `Subscription-State` line.

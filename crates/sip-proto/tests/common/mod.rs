@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sip_msg::{Host, Message, Uri};
+use sip_msg::{HeaderName, Host, Message, Uri};
 use sip_proto::timer::TimerConfig;
 use sip_proto::ua::{CallEvent, CallId, Outgoing, UaConfig, UaEvent, UserAgent};
 
@@ -170,4 +170,36 @@ pub fn head_of(o: &Outgoing) -> String {
         .filter(|l| !l.starts_with("Content-Length") && !l.starts_with("Content-Type"))
         .map(|l| format!("{l}\r\n"))
         .collect()
+}
+
+/// A NOTIFY from Bob (the dialog's other side) in `refer`'s dialog, as a PBX sends it about a
+/// transfer: CSeq `seq`, branch `branch`, `Event: {event}`, `state` (a whole Subscription-State
+/// line, or nothing) and a `message/sipfrag` body.
+pub fn notify(
+    refer: &Message,
+    seq: u32,
+    branch: &str,
+    event: &str,
+    state: &str,
+    body: &str,
+) -> Message {
+    let from = refer.headers.value(&HeaderName::To).unwrap();
+    let to = refer.headers.value(&HeaderName::From).unwrap();
+    let call_id = refer.headers.value(&HeaderName::CallId).unwrap();
+    let text = format!(
+        "NOTIFY sip:alice@127.0.0.1:5062 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5064;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: {from}\r\n\
+         To: {to}\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {seq} NOTIFY\r\n\
+         Contact: <sip:bob@127.0.0.1:5064>\r\n\
+         Event: {event}\r\n\
+         {state}\
+         Content-Type: message/sipfrag\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    Message::parse(text.as_bytes()).unwrap()
 }
