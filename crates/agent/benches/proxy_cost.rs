@@ -2,12 +2,12 @@
 //! only) through two Kamailio (registrar, and outbound proxy in front of it), over TCP or
 //! TLS, with and without the proxy. Prints the run's peak memory over the process's start
 //! (VmHWM − VmRSS before the run; the Kamailio processes are not counted) and the peak of open
-//! descriptors. Not a check: run it by hand, one configuration per process (the high-water
+//! descriptors. A benchmark (needs Kamailio), not a check: run it by hand, one configuration per process (the high-water
 //! mark does not go down), e.g.
 //!
 //! ```text
 //! for t in tcp tls; do for p in 0 1; do
-//!   PROXY_COST=$t,$p cargo test -p agent --test proxy_cost -- --ignored --nocapture
+//!   PROXY_COST=$t,$p cargo bench -p agent --bench proxy_cost
 //! done; done
 //! ```
 //!
@@ -57,9 +57,7 @@ fn kamailio(
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-#[ignore = "a measurement, run by hand (see the file's comment)"]
-fn proxy_cost() {
+fn main() {
     let config = std::env::var("PROXY_COST").unwrap_or_else(|_| "tcp,1".into());
     let mut parts = config.split(',');
     let transport = parts.next().unwrap_or("tcp");
