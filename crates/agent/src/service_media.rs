@@ -336,7 +336,14 @@ impl ServiceMedia {
         let now = Instant::now();
         match &mut call.media {
             Some(Media::Echo(e)) => e.update(n),
-            Some(Media::Tone { session, .. }) => session.set_direction(now, n.direction),
+            Some(Media::Tone { session, .. }) => {
+                session.set_direction(now, n.direction);
+                // New keys (or another suite) in the exchange: the changed direction starts
+                // a new SRTP stream (RFC 4568 §7.1.4), as echo's `update` does.
+                if let Some(p) = &n.srtp {
+                    session.rekey(p);
+                }
+            }
             None => {
                 // SSRC and seed from the call id: distinct per call, reproducible.
                 let ssrc = 0x5e00_0000 ^ (id.0 as u32).wrapping_mul(0x9e37_79b9);

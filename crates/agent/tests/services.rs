@@ -934,6 +934,100 @@ fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
     );
 }
 
+/// The tone takes new SDES keys inside the call (RFC 4568 §7.1.4), as echo and our endpoints
+/// do: a raw client re-INVITEs with a new key under the same tag; the tone's SRTP after the
+/// 200 is under the key of that 200's answer, and the client's packets under its new key all
+/// authenticate (the registrar's service counters stay at 0). Before: the tone kept the first
+/// keys, and every packet under the new one failed.
+#[test]
+fn tone_takes_new_srtp_keys_inside_the_call() {
+    use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams};
+    let rt = runtime();
+    let reg = open_tcp_registrar(&rt);
+    let mut sip = TcpSip::connect(reg.addr());
+    let raw = Raw {
+        transport: "TCP",
+        local: sip.local,
+        call: "tone-rekey",
+    };
+    let uri = "sip:tone@sipmeter.test";
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let port = media.local_addr().unwrap().port();
+    let offer_with = |key: u8| {
+        let c = Crypto {
+            tag: 1,
+            suite: Suite::AesCm128HmacSha1_80,
+            key: MasterKey::from_bytes([key; 30]),
+        };
+        sdp(port, "0", "").replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{}\r\n", c.value())
+    };
+    // The final response to a request, the SRTP context under its answer, the tone's address.
+    let exchange = |sip: &mut TcpSip, req: String, key: u8| {
+        sip.send(&req);
+        let ok = std::iter::from_fn(|| Some(sip.read()))
+            .find(|m| m.status().is_some_and(|c| c >= 200))
+            .unwrap();
+        assert_eq!(ok.status(), Some(200), "{}", ok.summary());
+        let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+        let m = &answer.media[0];
+        let line = m.attributes.iter().find(|a| a.name == "crypto").unwrap();
+        let theirs = Crypto::parse(line.value.as_deref().unwrap())
+            .unwrap()
+            .unwrap();
+        let ctx = SrtpContext::new(&SrtpParams {
+            suite: Suite::AesCm128HmacSha1_80,
+            tx_key: MasterKey::from_bytes([key; 30]),
+            rx_key: theirs.key,
+        });
+        let tone: SocketAddr = (answer.connection.unwrap(), m.port).into();
+        (ok, ctx, tone)
+    };
+    let first = raw.req("INVITE", uri, "t1", 1, None, &offer_with(7));
+    let (ok, mut ctx, tone) = exchange(&mut sip, first, 7);
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    sip.send(&raw.req("ACK", uri, "t2", 1, Some(&tag), ""));
+    // Its tone, under the key of its first answer; ours under key 7.
+    let mut buf = [0u8; 2048];
+    let mut heard = |ctx: &mut SrtpContext, media: &UdpSocket| {
+        let (n, _) = media.recv_from(&mut buf).unwrap();
+        ctx.rx.unprotect_rtp(&mut buf[..n]).is_ok()
+    };
+    for seq in 0..5u16 {
+        let mut p = rtp_packet(seq);
+        ctx.tx.protect_rtp(&mut p).unwrap();
+        media.send_to(&p, tone).unwrap();
+    }
+    assert!(heard(&mut ctx, &media), "the tone under its first key");
+
+    let reoffer = raw.req("INVITE", uri, "t3", 2, Some(&tag), &offer_with(9));
+    let (_, mut ctx, _) = exchange(&mut sip, reoffer, 9);
+    sip.send(&raw.req("ACK", uri, "t4", 2, Some(&tag), ""));
+    for seq in 5..15u16 {
+        let mut p = rtp_packet(seq);
+        ctx.tx.protect_rtp(&mut p).unwrap();
+        media.send_to(&p, tone).unwrap();
+    }
+    // Packets already on their way under the first key may come first: within a few, the
+    // tone is heard under its new answer's key, and stays so.
+    let first_good = (0..10).find(|_| heard(&mut ctx, &media));
+    assert!(
+        first_good.is_some(),
+        "the tone under the key of its new answer"
+    );
+    assert!((0..5).all(|_| heard(&mut ctx, &media)));
+    sip.send(&raw.req("BYE", uri, "t5", 3, Some(&tag), ""));
+    assert_eq!(sip.read().status(), Some(200));
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!(
+        (s.answered, s.srtp_auth_failures, s.srtp_replayed),
+        (1, 0, 0),
+        "every packet under the new key authenticated: {s:?}"
+    );
+}
+
 #[test]
 fn a_silent_caller_is_hung_up_on() {
     let rt = runtime();
