@@ -843,6 +843,33 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
     );
 }
 
+/// A raw client's call `call` over TCP to the open registrar: the runtime, the registrar, the
+/// SIP connection, the dialog's writer and the client's media socket (reads time out after
+/// 500 ms).
+fn raw_media_call(
+    call: &'static str,
+) -> (
+    tokio::runtime::Runtime,
+    BuiltinRegistrar,
+    TcpSip,
+    Raw<'static>,
+    UdpSocket,
+) {
+    let rt = runtime();
+    let reg = open_tcp_registrar(&rt);
+    let sip = TcpSip::connect(reg.addr());
+    let raw = Raw {
+        transport: "TCP",
+        local: sip.local,
+        call,
+    };
+    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    (rt, reg, sip, raw, media)
+}
+
 /// Echo's SRTP on real sockets, from a raw client: an RTP/SAVP offer with one key is
 /// answered with the same tag and suite and echo's own key; each SRTP packet comes back
 /// under that key, the caller's very packet once decrypted; a tampered and a replayed packet
@@ -850,19 +877,8 @@ fn over_tcp_echo_reflects_rtp_byte_for_byte_and_refuses_unknown_codecs() {
 #[test]
 fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
     use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams};
-    let rt = runtime();
-    let reg = open_tcp_registrar(&rt);
-    let mut sip = TcpSip::connect(reg.addr());
-    let raw = Raw {
-        transport: "TCP",
-        local: sip.local,
-        call: "srtp",
-    };
+    let (rt, reg, mut sip, raw, media) = raw_media_call("srtp");
     let uri = "sip:echo@sipmeter.test";
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
-    media
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
     let ours = Crypto {
         tag: 1,
         suite: Suite::AesCm128HmacSha1_32,
@@ -942,19 +958,8 @@ fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
 #[test]
 fn tone_takes_new_srtp_keys_inside_the_call() {
     use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams};
-    let rt = runtime();
-    let reg = open_tcp_registrar(&rt);
-    let mut sip = TcpSip::connect(reg.addr());
-    let raw = Raw {
-        transport: "TCP",
-        local: sip.local,
-        call: "tone-rekey",
-    };
+    let (rt, reg, mut sip, raw, media) = raw_media_call("tone-rekey");
     let uri = "sip:tone@sipmeter.test";
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap();
-    media
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
     let port = media.local_addr().unwrap().port();
     let offer_with = |key: u8| {
         let c = Crypto {
