@@ -106,6 +106,14 @@ fn one(alice: &mut UserAgent) -> Message {
     msg(&out[0])
 }
 
+/// The call events are exactly our BYE's teardown, answered `code`.
+fn assert_our_bye_ended(events: &[CallEvent], code: u16) {
+    assert!(
+        matches!(events, [CallEvent::Ended { by_remote: false, code: c }] if *c == code),
+        "{events:?}"
+    );
+}
+
 /// The top Via's branch of `m`.
 fn branch(m: &Message) -> String {
     let via = m.headers.value(&HeaderName::Via).unwrap();
@@ -156,16 +164,7 @@ fn a_challenged_bye_is_sent_again_with_credentials_and_ends_the_call() {
     bob.handle_message(now, retry.clone(), addr(ALICE));
     let (ok, _) = drain(&mut bob);
     let (_, events) = to_alice(&mut alice, now, msg(&ok[0]));
-    assert!(
-        matches!(
-            events.as_slice(),
-            [CallEvent::Ended {
-                by_remote: false,
-                code: 200
-            }]
-        ),
-        "{events:?}"
-    );
+    assert_our_bye_ended(&events, 200);
 }
 
 #[test]
@@ -181,16 +180,7 @@ fn a_second_challenge_to_our_credentials_is_the_answer_and_no_loop() {
     // Refused again (a wrong password, say): no third BYE; the 401 ends the call's teardown.
     let (out, events) = to_alice(&mut alice, now, server.challenge(retry, 401, false));
     assert!(out.is_empty(), "{out:?}");
-    assert!(
-        matches!(
-            events.as_slice(),
-            [CallEvent::Ended {
-                by_remote: false,
-                code: 401
-            }]
-        ),
-        "{events:?}"
-    );
+    assert_our_bye_ended(&events, 401);
 
     // A stale nonce is no rejection (RFC 7616 §3.3): answered once more.
     let (mut alice, a, _, _, now) = in_call();
@@ -303,16 +293,7 @@ fn without_credentials_the_challenge_is_the_answer() {
     let bye = one(&mut alice);
     let (out, events) = to_alice(&mut alice, now, server.challenge(&bye, 407, false));
     assert!(out.is_empty(), "{out:?}");
-    assert!(
-        matches!(
-            events.as_slice(),
-            [CallEvent::Ended {
-                by_remote: false,
-                code: 407
-            }]
-        ),
-        "{events:?}"
-    );
+    assert_our_bye_ended(&events, 407);
 }
 
 /// A NOTIFY from Bob in `refer`'s dialog naming REFER `id`, with CSeq `cseq`, final 200.
