@@ -1589,7 +1589,8 @@ impl MediaSession {
             gap_density: bg.gap_density,
             burst_duration_ms: bg.burst_duration_ms,
             gap_duration_ms: bg.gap_duration_ms,
-            round_trip_delay_ms: self.rtt_ms.map_or(0, ms),
+            // Rounded up: a known round trip under 1 ms (loopback) is not 0, "unknown".
+            round_trip_delay_ms: self.rtt_ms.map_or(0, |r| ms(r.ceil()).max(1)),
             end_system_delay_ms: if t.packets > 0 {
                 ms(self.jb.ptime_ms + self.jb.target_ms)
             } else {

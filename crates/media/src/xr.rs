@@ -38,7 +38,8 @@ pub struct VoipMetrics {
     pub burst_duration_ms: u16,
     /// Mean gap length, ms.
     pub gap_duration_ms: u16,
-    /// The latest round trip delay (RTCP, RFC 3550 §6.4.1), ms; 0 unknown (§4.7.3).
+    /// The latest round trip delay (RTCP, RFC 3550 §6.4.1), ms; 0 unknown (§4.7.3; we send
+    /// a known one under 1 ms as 1).
     pub round_trip_delay_ms: u16,
     /// The reporter's own delay: packetisation plus jitter buffer, ms; 0 unknown.
     pub end_system_delay_ms: u16,
