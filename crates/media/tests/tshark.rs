@@ -91,6 +91,20 @@ fn cfg(ssrc: u32) -> SessionConfig {
     }
 }
 
+/// Whether tshark is installed; without it the tests are skipped, unless the suite requires
+/// its peers (SIPMETER_REQUIRE_PEERS=1, as `./scripts/test` sets).
+fn tshark_present() -> bool {
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "tshark is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
+    );
+    eprintln!("skipped: tshark not installed");
+    false
+}
+
 /// tshark's row for the stream: (packets, lost, min/mean/max jitter ms).
 fn tshark_row(pcap: &std::path::Path) -> (u64, u64, [f64; 3]) {
     let out = Command::new("tshark")
@@ -123,13 +137,7 @@ fn tshark_row(pcap: &std::path::Path) -> (u64, u64, [f64; 3]) {
 
 #[test]
 fn loss_and_jitter_agree_with_wireshark() {
-    let which = Command::new("tshark").arg("--version").output();
-    if which.is_err() {
-        assert!(
-            std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "tshark is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
-        );
-        eprintln!("skipped: tshark not installed");
+    if !tshark_present() {
         return;
     }
     let t0 = Instant::now();
@@ -256,12 +264,7 @@ fn tshark_xr(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<i64>> {
 /// A's summary holds that block as the peer's view of its stream.
 #[test]
 fn xr_voip_metrics_are_read_by_wireshark_as_written() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "tshark is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
-        );
-        eprintln!("skipped: tshark not installed");
+    if !tshark_present() {
         return;
     }
     use media::rtcp::{RtcpPacket, parse_compound};
