@@ -65,6 +65,9 @@ pub struct MediaPlan {
     /// The SRTP suites offered and accepted, in preference order (`srtp_suites`; default
     /// [`Suite::ALL`], strongest first).
     pub srtp_suites: Vec<Suite>,
+    /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
+    /// the SDP (`a=rtcp-xr:voip-metrics`, §5.1); the peer's blocks are read either way.
+    pub rtcp_xr: bool,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -122,6 +125,7 @@ impl Default for MediaPlan {
             dscp: None,
             srtp: SrtpMode::Off,
             srtp_suites: Suite::ALL.to_vec(),
+            rtcp_xr: false,
         }
     }
 }
@@ -869,6 +873,8 @@ pub struct CallMedia {
     /// handed to the session when it starts, not drained (a lost ClientHello costs the 1 s
     /// retransmission timer).
     held_dtls: Vec<(Instant, Vec<u8>)>,
+    /// The plan's `rtcp_xr`.
+    rtcp_xr: bool,
 }
 
 impl Drop for CallMedia {
@@ -947,6 +953,7 @@ impl CallMedia {
             watched: None,
             early: false,
             held_dtls: Vec::new(),
+            rtcp_xr: plan.rtcp_xr,
         })
     }
 
@@ -1049,7 +1056,24 @@ impl CallMedia {
 
     /// Our SDP offer.
     pub fn offer(&self) -> Bytes {
-        Bytes::from(sdp::build_offer(&self.local).to_string())
+        self.sdp(sdp::build_offer(&self.local))
+    }
+
+    /// Our description as sent: with `rtcp_xr`, the audio section says we send VoIP Metrics
+    /// blocks (RFC 3611 §5.1: `a=rtcp-xr:voip-metrics`).
+    fn sdp(&self, mut sd: SessionDescription) -> Bytes {
+        if self.rtcp_xr
+            && let Some(m) = sd
+                .media
+                .iter_mut()
+                .find(|m| m.media == "audio" && m.port != 0)
+        {
+            m.attributes.push(sdp::Attribute {
+                name: "rtcp-xr".to_string(),
+                value: Some("voip-metrics".to_string()),
+            });
+        }
+        Bytes::from(sd.to_string())
     }
 
     /// A new offer in the same session with another direction (hold: sendonly; resume:
@@ -1072,7 +1096,7 @@ impl CallMedia {
         let sd = SessionDescription::parse(offer).map_err(|e| format!("bad SDP offer: {e}"))?;
         let (answer, n) = sdp::answer_offer(&sd, &self.local).map_err(|e| negotiation(&e))?;
         self.start(n, ssrc, cname, seed, now)?;
-        Ok(Bytes::from(answer.to_string()))
+        Ok(self.sdp(answer))
     }
 
     /// Applies the remote answer to our offer and starts the session.
@@ -1102,6 +1126,7 @@ impl CallMedia {
         self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
+        cfg.rtcp_xr = self.rtcp_xr;
         // The schedule starts on the media grid, on the least loaded slot of this shard
         // (0–19 ms after `now`, see [`SlotLoad`]); the first packet leaves then, paced and
         // measured like the others.

@@ -560,6 +560,77 @@ pub struct MediaReport {
     /// when the far end marks EF and the path keeps it, `[0]` when nothing is marked or the
     /// path clears the mark.
     pub rx_dscp: Vec<u8>,
+    /// RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) the far end sent about our stream, over
+    /// the calls (a phone, SBC or media server that reports XR; sipmeter with `rtcp_xr`).
+    pub xr_received: u64,
+    /// The far end's view of what we sent, from its last VoIP Metrics block of the last
+    /// call that had one; absent when the far end sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_xr: Option<PeerXr>,
+}
+
+/// A far end's RTCP XR VoIP Metrics block (RFC 3611 §4.7) about our stream, in report units:
+/// fractions in percent, unavailable fields (127, or a delay of 0) absent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PeerXr {
+    /// Packets it lost, percent of those expected.
+    pub loss_percent: f64,
+    /// Packets it discarded (late for its jitter buffer), percent.
+    pub discard_percent: f64,
+    /// Share of the packets in bursts that were lost or discarded, percent.
+    pub burst_density_percent: f64,
+    /// Share of the packets in gaps that were lost or discarded, percent.
+    pub gap_density_percent: f64,
+    /// Mean burst length, ms.
+    pub burst_duration_ms: u16,
+    /// Mean gap length, ms.
+    pub gap_duration_ms: u16,
+    /// Its round trip delay, ms.
+    pub round_trip_ms: Option<u16>,
+    /// Its own delay (packetisation, jitter buffer, decoding), ms.
+    pub end_system_delay_ms: Option<u16>,
+    /// Speech level it heard, dBm0.
+    pub signal_dbm0: Option<i8>,
+    /// Noise level it heard in pauses, dBm0.
+    pub noise_dbm0: Option<i8>,
+    /// Its R factor (G.107, 0–100).
+    pub r_factor: Option<u8>,
+    /// Its listening-quality MOS.
+    pub mos_lq: Option<f64>,
+    /// Its conversational-quality MOS.
+    pub mos_cq: Option<f64>,
+    /// Its jitter buffer's nominal, maximum and absolute maximum delay, ms.
+    pub jb_nominal_ms: u16,
+    /// See `jb_nominal_ms`.
+    pub jb_maximum_ms: u16,
+    /// See `jb_nominal_ms`.
+    pub jb_abs_max_ms: u16,
+}
+
+impl From<media::xr::VoipMetrics> for PeerXr {
+    fn from(m: media::xr::VoipMetrics) -> Self {
+        use media::xr::VoipMetrics as V;
+        let pct = |x: u8| f64::from(x) * 100.0 / 256.0;
+        let delay = |x: u16| (x != 0).then_some(x);
+        PeerXr {
+            loss_percent: pct(m.loss_rate),
+            discard_percent: pct(m.discard_rate),
+            burst_density_percent: pct(m.burst_density),
+            gap_density_percent: pct(m.gap_density),
+            burst_duration_ms: m.burst_duration_ms,
+            gap_duration_ms: m.gap_duration_ms,
+            round_trip_ms: delay(m.round_trip_delay_ms),
+            end_system_delay_ms: delay(m.end_system_delay_ms),
+            signal_dbm0: V::level(m.signal_level),
+            noise_dbm0: V::level(m.noise_level),
+            r_factor: V::r(m.r_factor),
+            mos_lq: V::mos(m.mos_lq),
+            mos_cq: V::mos(m.mos_cq),
+            jb_nominal_ms: m.jb_nominal_ms,
+            jb_maximum_ms: m.jb_maximum_ms,
+            jb_abs_max_ms: m.jb_abs_max_ms,
+        }
+    }
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -673,6 +744,13 @@ pub struct RunSummary {
     pub loss_avg_percent: Option<f64>,
     /// Mean RTT, ms.
     pub rtt_avg_ms: Option<f64>,
+    /// Endpoints whose far end reported on their stream with RTCP XR VoIP Metrics blocks
+    /// (RFC 3611 §4.7): the far end's view of what sipmeter sent.
+    pub xr_endpoints: u32,
+    /// Mean of those far ends' conversational MOS (MOS-CQ of each endpoint's last block).
+    pub xr_mos_cq_avg: Option<f64>,
+    /// The lowest of them.
+    pub xr_mos_cq_min: Option<f64>,
     /// Call transfers (the `transfer` action), summed over the endpoints.
     pub transfers: TransferCounts,
 }
@@ -1037,6 +1115,11 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
         );
     }
     let all_media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    let xr: Vec<PeerXr> = all_media.iter().filter_map(|m| m.peer_xr).collect();
+    base.xr_endpoints = xr.len() as u32;
+    let cq: Vec<f64> = xr.iter().filter_map(|x| x.mos_cq).collect();
+    base.xr_mos_cq_avg = (!cq.is_empty()).then(|| cq.iter().sum::<f64>() / cq.len() as f64);
+    base.xr_mos_cq_min = cq.iter().copied().reduce(f64::min);
     base.media_calls = all_media.iter().map(|m| m.calls).sum();
     base.media_calls_without_audio = all_media.iter().map(|m| m.calls_without_audio).sum();
     base.media_calls_with_gaps = all_media.iter().map(|m| m.calls_with_gaps).sum();
@@ -2266,6 +2349,10 @@ impl<'a> Shard<'a> {
         ep.dtmf_received.push_str(&sum.dtmf_received);
         r.send_errors += send_errors;
         r.rx_stray += stray;
+        r.xr_received += sum.xr_received;
+        if let Some(m) = sum.peer_xr {
+            r.peer_xr = Some(m.into());
+        }
         let expected = r.rx_packets as f64 + r.rx_lost.max(0) as f64;
         r.loss_percent = if expected > 0.0 {
             r.rx_lost.max(0) as f64 / expected * 100.0

@@ -217,6 +217,8 @@ pub struct GroupEntry {
     pub media: Option<bool>,
     /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
     pub rtcp_mux: Option<bool>,
+    /// Send RTCP XR VoIP Metrics blocks (RFC 3611) with each RTCP report; default false.
+    pub rtcp_xr: Option<Spanned<bool>>,
     /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
     pub rtp_dscp: Option<Spanned<DscpValue>>,
     /// Media encryption: `"off"` (the default), `"sdes"` (SRTP required: RTP/SAVP with
@@ -1380,6 +1382,7 @@ pub fn prepare_parsed(
                 mp.ptime_ms = *p.get_ref();
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            mp.rtcp_xr = g.rtcp_xr.as_ref().is_some_and(|x| *x.get_ref());
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(s) = &g.srtp {
                 mp.srtp = match s.get_ref().as_str() {
@@ -1427,6 +1430,13 @@ pub fn prepare_parsed(
             }
             if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
                 return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
+            }
+            if let Some(x) = g.rtcp_xr.as_ref().filter(|x| *x.get_ref()) {
+                return cx.err(
+                    x.span(),
+                    field("rtcp_xr"),
+                    "reports on RTP: needs media = true",
+                );
             }
             if let Some(list) = &g.srtp_suites {
                 return cx.err(
@@ -1871,6 +1881,36 @@ call = "group:callees"
     }
 
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
+    /// `rtcp_xr` per group (default off); on with `media = false` names its line and field;
+    /// a value that is not a boolean is an error of the file.
+    #[test]
+    fn rtcp_xr_is_read_per_group() {
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nrtcp_xr = true",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let xr = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().rtcp_xr
+        };
+        assert_eq!((xr("callers"), xr("callees")), (true, false));
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nrtcp_xr = true",
+        );
+        let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].rtcp_xr", "{e}");
+        assert_eq!(e.line, call_line() + 3, "{e}");
+        assert!(e.message.contains("needs media = true"), "{e}");
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nrtcp_xr = \"yes\"",
+        );
+        let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+        assert_eq!(e.line, call_line() + 2, "{e}");
+    }
+
     /// media, names its line and field.
     #[test]
     fn srtp_is_read_per_group() {

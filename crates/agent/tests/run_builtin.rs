@@ -533,3 +533,91 @@ fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     drop(reg);
     drop(rt);
 }
+
+/// `g` sending RTCP XR VoIP Metrics blocks (`rtcp_xr = true`).
+fn xr(mut g: GroupPlan) -> GroupPlan {
+    if let Some(m) = g.media.as_mut() {
+        m.rtcp_xr = true;
+    }
+    g
+}
+
+/// RTCP XR (RFC 3611) end to end through the built-in registrar, 12 s calls:
+///
+/// - `rtcp_xr` on both ends: both SDPs say `a=rtcp-xr:voip-metrics` (§5.1); each end reads
+///   the other's VoIP Metrics blocks about its stream: on loopback no loss, the far end's
+///   R 93 and MOS-CQ 4.4 (G.711 lossless, as our own rating), the test signal's speech
+///   level near −14 dBm0, its jitter buffer at one packet time or more.
+/// - a plain caller to an XR callee: the caller's SDP has no `a=rtcp-xr`, it sends no XR
+///   (the callee reads none) but reads the callee's blocks all the same.
+#[test]
+fn rtcp_xr_voip_metrics_go_both_ways_when_asked() {
+    let (rt, reg) = builtin_registrar();
+    let groups = vec![
+        xr(caller("xr-caller", SrtpMode::Off, "xr-callee")),
+        xr(callee("xr-callee", SrtpMode::Off)),
+        caller("plain-caller", SrtpMode::Off, "xr2-callee"),
+        xr(callee("xr2-callee", SrtpMode::Off)),
+    ];
+    let plan = plan(&reg, groups, Duration::from_secs(12));
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    let by = |group: &str| reports.iter().find(|r| r.group == group).unwrap();
+    for group in ["xr-caller", "xr-callee", "plain-caller", "xr2-callee"] {
+        assert_eq!(by(group).outcome, Outcome::Success, "{:#?}", by(group));
+    }
+    let offer = body_of(by("xr-caller"), Direction::Sent, "INVITE ");
+    assert!(offer.contains("a=rtcp-xr:voip-metrics\r\n"), "{offer}");
+    let answer = body_of(by("xr-callee"), Direction::Sent, "SIP/2.0 200");
+    assert!(answer.contains("a=rtcp-xr:voip-metrics\r\n"), "{answer}");
+    let plain = body_of(by("plain-caller"), Direction::Sent, "INVITE ");
+    assert!(!plain.contains("rtcp-xr"), "{plain}");
+
+    for (group, far) in [
+        ("xr-caller", "xr-callee"),
+        ("xr-callee", "xr-caller"),
+        ("plain-caller", "xr2-callee"),
+    ] {
+        let m = by(group).media.as_ref().unwrap();
+        eprintln!(
+            "{group}: {} blocks, {:?}; rtt {:?}",
+            m.xr_received, m.peer_xr, m.rtt_ms
+        );
+        // RTCP every 2.5–7.5 s (the first after 1.25–3.75 s): at least one in 12 s.
+        assert!(m.xr_received >= 1, "{group}: {m:?}");
+        let x = m.peer_xr.expect("the far end's block");
+        // Loopback loses nothing; a loaded machine can make a packet late for the far
+        // end's jitter buffer (a discard), which its own rating counts too.
+        assert_eq!(x.loss_percent, 0.0, "{x:?}");
+        assert!(x.discard_percent < 5.0, "{x:?}");
+        // At least one packet time; more with the jitter of a loaded loopback.
+        assert!(
+            x.jb_nominal_ms >= 20 && x.jb_maximum_ms >= x.jb_nominal_ms,
+            "{x:?}"
+        );
+        assert_eq!(x.jb_abs_max_ms, 300, "{x:?}");
+        assert!(x.end_system_delay_ms >= Some(40), "{x:?}");
+        // Known once an SR of the far end came back in our report (under 1 ms: 1).
+        assert!(matches!(x.round_trip_ms, Some(1..=50)), "{x:?}");
+        let s = x.signal_dbm0.expect("speech level");
+        assert!((-17..=-11).contains(&s), "{x:?}");
+        // The block carries the far end's own rating of our stream (its last RTCP report
+        // came a few seconds before its final figure): R and MOS agree with its report.
+        let own = by(far).media.as_ref().unwrap();
+        let (r, mos) = (own.r_factor.unwrap(), own.mos.unwrap());
+        assert!(
+            (f64::from(x.r_factor.unwrap()) - r).abs() <= 3.0,
+            "{x:?} vs {own:?}"
+        );
+        assert!((x.mos_cq.unwrap() - mos).abs() <= 0.15, "{x:?} vs {own:?}");
+        assert!(x.mos_lq >= x.mos_cq, "{x:?}");
+        if summary.late_timers == 0 && x.discard_percent == 0.0 {
+            // G.711 without loss on loopback: R 93.2, MOS 4.41 (as our own rating).
+            assert!(x.r_factor >= Some(92), "{x:?}");
+            assert_eq!(x.mos_cq, Some(4.4), "{x:?}");
+        }
+    }
+    let quiet = by("xr2-callee").media.as_ref().unwrap();
+    assert_eq!((quiet.xr_received, quiet.peer_xr), (0, None), "{quiet:?}");
+    rt.block_on(reg.stop());
+}

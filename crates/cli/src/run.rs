@@ -354,6 +354,14 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
                 f(s.loss_avg_percent, " %")
             );
             println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
+            if s.xr_endpoints > 0 {
+                println!(
+                    "far end (XR)     MOS-CQ avg {}  min {}   ({} endpoints' far ends reported RTCP XR, RFC 3611)",
+                    f(s.xr_mos_cq_avg, ""),
+                    f(s.xr_mos_cq_min, ""),
+                    s.xr_endpoints
+                );
+            }
         }
         None if s.media_calls_with_gaps > 0 => println!(
             "media            none of {} calls rated: {} without audio, {} with audio gaps (the longest {:.1} s)",

@@ -42,6 +42,7 @@ use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
+use crate::xr::{GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
 
 /// How a session is set up.
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ pub struct SessionConfig {
     /// DTLS-SRTP (RFC 5764): the session runs the handshake on the RTP port and keys SRTP
     /// with its export; nothing but the handshake is sent before.
     pub dtls: Option<DtlsParams>,
+    /// Send an RTCP XR VoIP Metrics block (RFC 3611 §4.7) about the stream we receive in
+    /// each RTCP compound. The peer's blocks about our stream are read either way.
+    pub rtcp_xr: bool,
 }
 
 impl SessionConfig {
@@ -106,6 +110,7 @@ impl SessionConfig {
             seed,
             srtp: n.srtp.clone(),
             dtls: n.dtls.clone(),
+            rtcp_xr: false,
         }
     }
 }
@@ -188,6 +193,9 @@ pub struct Outgoing {
     pub bytes: Vec<u8>,
 }
 
+/// The jitter buffer's largest delay, ms.
+const JB_MAX_MS: f64 = 300.0;
+
 /// A simple adaptive jitter-buffer model: playout at the fastest relative transit seen plus a
 /// target delay of `ptime + 3·J` (J the A.8 jitter), clamped to [ptime, 300 ms], raised at
 /// once and lowered by half the difference per second. A packet later than its playout
@@ -196,6 +204,8 @@ pub struct Outgoing {
 struct JitterBuffer {
     ptime_ms: f64,
     target_ms: f64,
+    /// The largest target so far (RTCP XR's "JB maximum").
+    max_target_ms: f64,
     base_ns: Option<i128>,
     ext_ts: Option<(u32, i64)>,
     late_total: u64,
@@ -209,6 +219,7 @@ impl JitterBuffer {
         JitterBuffer {
             ptime_ms: f64::from(ptime_ms),
             target_ms: f64::from(ptime_ms),
+            max_target_ms: f64::from(ptime_ms),
             base_ns: None,
             ext_ts: None,
             late_total: 0,
@@ -255,12 +266,13 @@ impl JitterBuffer {
     }
 
     fn adapt(&mut self, jitter_ms: f64) {
-        let want = (self.ptime_ms + 3.0 * jitter_ms).clamp(self.ptime_ms, 300.0);
+        let want = (self.ptime_ms + 3.0 * jitter_ms).clamp(self.ptime_ms, JB_MAX_MS);
         self.target_ms = if want > self.target_ms {
             want
         } else {
             self.target_ms - (self.target_ms - want) / 2.0
         };
+        self.max_target_ms = self.max_target_ms.max(self.target_ms);
     }
 }
 
@@ -515,6 +527,11 @@ pub struct CallMediaSummary {
     pub unexpected_pt: u64,
     /// RTCP compounds received.
     pub rtcp_received: u64,
+    /// The peer's last RTCP XR VoIP Metrics block about our stream (RFC 3611 §4.7): its
+    /// view of what we send (its loss, burst/gap, jitter buffer, R and MOS).
+    pub peer_xr: Option<VoipMetrics>,
+    /// VoIP Metrics blocks received about our stream.
+    pub xr_received: u64,
     /// The remote sent RTCP BYE.
     pub remote_bye: bool,
     /// Stretches without RTP while the far end was to send ([`crate::gaps`]).
@@ -677,6 +694,11 @@ pub struct MediaSession {
     rtt_max_ms: Option<f64>,
     rtcp_received: u64,
     remote_bye: bool,
+    /// The peer's last RTCP XR VoIP Metrics block about our stream, and how many came.
+    peer_xr: Option<VoipMetrics>,
+    xr_received: u64,
+    /// The last speech and noise levels measured (dBov), for our XR blocks.
+    xr_levels: (Option<f64>, Option<f64>),
     // receiving
     stats: ReceiveStats,
     jb: JitterBuffer,
@@ -768,6 +790,9 @@ impl MediaSession {
             rtt_n: 0,
             rtt_max_ms: None,
             rtcp_received: 0,
+            peer_xr: None,
+            xr_received: 0,
+            xr_levels: (None, None),
             remote_bye: false,
             stats: {
                 let mut stats = ReceiveStats::new(clock_rate, spp);
@@ -1107,6 +1132,12 @@ impl MediaSession {
             ssrc,
             Some(self.cfg.cname.clone()),
         )]));
+        if let (true, Some(remote)) = (self.cfg.rtcp_xr, self.stats.ssrc()) {
+            out.push(RtcpPacket::ExtendedReport {
+                ssrc,
+                blocks: vec![XrBlock::VoipMetrics(self.voip_metrics(now, remote))],
+            });
+        }
         if bye {
             out.push(RtcpPacket::Bye {
                 ssrcs: vec![ssrc],
@@ -1218,6 +1249,17 @@ impl MediaSession {
                 RtcpPacket::Bye { .. } => {
                     // Undone if a new source of the far end follows (`handle_rtp`).
                     self.remote_bye = true;
+                    continue;
+                }
+                RtcpPacket::ExtendedReport { blocks, .. } => {
+                    for b in blocks {
+                        if let XrBlock::VoipMetrics(m) = b
+                            && m.ssrc == self.cfg.local_ssrc
+                        {
+                            self.peer_xr = Some(m);
+                            self.xr_received += 1;
+                        }
+                    }
                     continue;
                 }
                 _ => continue,
@@ -1491,6 +1533,87 @@ impl MediaSession {
         self.next_rtcp = None;
     }
 
+    /// G.107's packet-loss input for the call so far: lost and jitter-buffer-late packets
+    /// over those expected, percent.
+    fn call_ppl(&self, t: &crate::stats::Totals) -> f64 {
+        let lost_all = t.lost.max(0) as f64 + self.jb.late_total as f64;
+        if t.expected > 0 {
+            (100.0 * lost_all / t.expected as f64).min(100.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Our VoIP Metrics block (RFC 3611 §4.7) about the stream from `remote`, the call so
+    /// far. MOS-CQ and R are the call's rating as [`MediaSession::summary`] gives it (with
+    /// the one-way delay), MOS-LQ the same without delay (G.107 with Ta = 0: listening only);
+    /// all three are unavailable (127) while nothing was received or after an audio gap (see
+    /// `CallMediaSummary::mos`), and R also for a wideband codec (RFC 3611's R is G.107's
+    /// 0–100 scale; G.107.1 goes to 129). Levels are the last second's that had speech or
+    /// noise, from dBov to dBm0 (a G.711 full-scale sine is +3.17 dBm0 and −3.01 dBov). End
+    /// system delay: one packet time (packetisation) plus the jitter buffer's delay.
+    /// Burst/gap figures count network loss (packets that never came); late packets are
+    /// the discard rate.
+    fn voip_metrics(&self, now: Instant, remote: u32) -> VoipMetrics {
+        const DBM0_OVER_DBOV: f64 = 3.17 + 3.01;
+        let t = self.stats.totals();
+        let rate = |n: f64| {
+            if t.expected > 0 {
+                (256.0 * n / t.expected as f64).clamp(0.0, 255.0) as u8
+            } else {
+                0
+            }
+        };
+        let ms = |x: f64| x.round().clamp(0.0, f64::from(u16::MAX)) as u16;
+        let bg = self
+            .stats
+            .loss_pattern()
+            .burst_gap
+            .metrics(self.jb.ptime_ms);
+        let rated = t.packets > 0 && self.stats.gaps(now).count == 0;
+        let (ppl, burst) = (self.call_ppl(&t), self.stats.loss_pattern().burst_ratio());
+        let cq = rated.then(|| self.rate(ppl, burst, self.one_way_ms));
+        let lq = rated.then(|| self.rate(ppl, burst, 0.0));
+        let mos10 = |r: Option<f64>| r.map_or(UNAVAILABLE, |r| (self.mos(r) * 10.0).round() as u8);
+        let level = |dbov: Option<f64>| {
+            dbov.map_or(UNAVAILABLE as i8, |d| {
+                (d + DBM0_OVER_DBOV).round().clamp(-126.0, 126.0) as i8
+            })
+        };
+        let narrowband = CodecImpairment::of(self.cfg.codec).model == emodel::Model::G107;
+        VoipMetrics {
+            ssrc: remote,
+            loss_rate: rate(t.lost.max(0) as f64),
+            discard_rate: rate(self.jb.late_total as f64),
+            burst_density: bg.burst_density,
+            gap_density: bg.gap_density,
+            burst_duration_ms: bg.burst_duration_ms,
+            gap_duration_ms: bg.gap_duration_ms,
+            // Rounded up: a known round trip under 1 ms (loopback) is not 0, "unknown".
+            round_trip_delay_ms: self.rtt_ms.map_or(0, |r| ms(r.ceil()).max(1)),
+            end_system_delay_ms: if t.packets > 0 {
+                ms(self.jb.ptime_ms + self.jb.target_ms)
+            } else {
+                0
+            },
+            signal_level: level(self.xr_levels.0),
+            noise_level: level(self.xr_levels.1),
+            rerl: UNAVAILABLE,
+            gmin: GMIN,
+            r_factor: match cq {
+                Some(r) if narrowband => r.round().clamp(0.0, 100.0) as u8,
+                _ => UNAVAILABLE,
+            },
+            ext_r_factor: UNAVAILABLE,
+            mos_lq: mos10(lq),
+            mos_cq: mos10(cq),
+            rx_config: RX_CONFIG_JB_ADAPTIVE,
+            jb_nominal_ms: ms(self.jb.target_ms),
+            jb_maximum_ms: ms(self.jb.max_target_ms),
+            jb_abs_max_ms: ms(JB_MAX_MS),
+        }
+    }
+
     /// R on the codec's E-model scale (G.107 for G.711, G.107.1 for G.722 and Opus).
     fn rate(&self, ppl: f64, burst_r: f64, delay_ms: f64) -> f64 {
         emodel::score(self.cfg.codec, ppl, burst_r, delay_ms).r
@@ -1519,6 +1642,13 @@ impl MediaSession {
         self.one_way_ms =
             self.rtt_ms.unwrap_or(0.0) / 2.0 + jb_target + f64::from(self.cfg.ptime_ms);
 
+        let levels = self.meter.take();
+        if levels.speech_dbov.is_some() {
+            self.xr_levels.0 = levels.speech_dbov;
+        }
+        if levels.noise_dbov.is_some() {
+            self.xr_levels.1 = levels.noise_dbov;
+        }
         let receiving = self.stats.ssrc().is_some() && iv.expected > 0;
         let (rx_r, rx_mos) = if receiving {
             let lost = iv.lost.max(0) as f64 + jb_late as f64;
@@ -1587,7 +1717,7 @@ impl MediaSession {
                 plc_events: self.plc_events,
                 jb_target_ms: jb_target,
                 jb_delay_ms: jb_delay,
-                levels: self.meter.take(),
+                levels,
             },
             rtt_ms: self.rtt_ms,
             one_way_delay_ms: self.one_way_ms,
@@ -1599,17 +1729,12 @@ impl MediaSession {
     pub fn summary(&self) -> CallMediaSummary {
         let t = self.stats.totals();
         let end = self.stopped_at.unwrap_or(self.last_sample);
-        let lost_all = t.lost.max(0) as f64 + self.jb.late_total as f64;
         let loss_percent = if t.expected > 0 {
             100.0 * t.lost.max(0) as f64 / t.expected as f64
         } else {
             0.0
         };
-        let ppl = if t.expected > 0 {
-            (100.0 * lost_all / t.expected as f64).min(100.0)
-        } else {
-            0.0
-        };
+        let ppl = self.call_ppl(&t);
         let burst = self.stats.loss_pattern().burst_ratio();
         let gaps = self.stats.gaps(end);
         // Rated only from packets actually received (G.107 rates what was heard), and only
@@ -1653,6 +1778,8 @@ impl MediaSession {
             dtls_early: self.dtls_early,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
+            peer_xr: self.peer_xr,
+            xr_received: self.xr_received,
             remote_bye: self.remote_bye,
             gaps,
         }
@@ -1687,6 +1814,7 @@ mod tests {
             seed,
             srtp: None,
             dtls: None,
+            rtcp_xr: false,
         }
     }
 
