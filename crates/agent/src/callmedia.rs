@@ -1084,6 +1084,16 @@ impl CallMedia {
         self.offer()
     }
 
+    /// A new offer in the same session (RFC 3264 §8: the version raised, the direction
+    /// kept); with `codecs`, this call offers (and accepts) only those from now on.
+    pub fn new_offer(&mut self, codecs: Option<&[Codec]>) -> Bytes {
+        if let Some(c) = codecs {
+            self.local.codecs = c.to_vec();
+        }
+        self.local.session_version += 1;
+        self.offer()
+    }
+
     /// Answers the remote offer and starts the session; the answer goes in our 200 OK.
     pub fn answer(
         &mut self,

@@ -196,6 +196,14 @@ pub enum ActionKind {
     Hold,
     /// re-INVITE with `a=sendrecv`.
     Resume,
+    /// re-INVITE with a new offer in the same session (RFC 3264 §8: the version raised, the
+    /// direction kept): a session refresh an SBC or PBX must answer without disturbing the
+    /// media; with `codecs`, the offer names only those, and the call changes codec to the
+    /// answer's (§8.3.2).
+    Reinvite {
+        /// The codecs offered from now on in this call; `None`: the call's own.
+        codecs: Option<Vec<media::sdp::Codec>>,
+    },
     /// DTMF digits as RFC 4733 telephone-events in the RTP stream.
     Dtmf {
         /// The digits: 0-9, *, #, A-D.
@@ -1715,7 +1723,11 @@ impl<'a> Shard<'a> {
         // RFC 3264 §4: no new offer while one is open. A hold or resume due while our previous
         // re-INVITE (or an offer received) waits for its answer goes once that answer came
         // (the response re-schedules the endpoint), not dropped.
-        if matches!(action.kind, ActionKind::Hold | ActionKind::Resume) && !ep.ua.can_offer(call) {
+        if matches!(
+            action.kind,
+            ActionKind::Hold | ActionKind::Resume | ActionKind::Reinvite { .. }
+        ) && !ep.ua.can_offer(call)
+        {
             return None;
         }
         (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
@@ -1751,6 +1763,23 @@ impl<'a> Shard<'a> {
                         ep.ua.reinvite(now, call, offer),
                         "resume (re-INVITE a=sendrecv)",
                     )
+                }
+                ActionKind::Reinvite { codecs } => {
+                    let offer = match ep.media.as_mut() {
+                        Some(m) => m.new_offer(codecs.as_deref()),
+                        None => sdp(ip, 0, u64::from(ep.id), version, "sendrecv"),
+                    };
+                    let what = match codecs {
+                        Some(c) => format!(
+                            "re-INVITE offering {}",
+                            c.iter()
+                                .map(|c| c.encoding_name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => "re-INVITE (the same session, a new version)".to_owned(),
+                    };
+                    offer_note(ep.ua.reinvite(now, call, offer), &what)
                 }
                 ActionKind::Dtmf {
                     digits,

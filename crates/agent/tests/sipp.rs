@@ -16,6 +16,7 @@ use agent::engine::{
     Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
+use agent::trace::Direction;
 use media::sdp::Codec;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
@@ -707,6 +708,10 @@ enum Uas {
     /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
     AnswersElsewhere,
+    /// `testdata/sipp/uas-answers-reinvites.xml` with `-rtp_echo`, called by callers with two
+    /// `reinvite` actions (1 s: the same session; 2 s: PCMA alone): checks each offer and
+    /// answers PCMU, then PCMA.
+    AnswersReinvites,
     /// `testdata/sipp/uas-answers-srtp.xml` with `-rtp_echo`, called by callers with
     /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
     /// caller's own key so that the echo of our SRTP authenticates.
@@ -775,6 +780,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-reinvites-without-offer.xml")]
             }
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
+            Uas::AnswersReinvites => vec!["-sf", sipp_scenario!("uas-answers-reinvites.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
             Uas::OffersOpus => vec!["-sf", sipp_scenario!("uas-offers-opus.xml")],
             Uas::ChallengesInDialog => {
@@ -864,6 +870,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     at: Duration::from_secs(1),
                     kind: ActionKind::Resume,
                 }],
+                // A session refresh, then a change to PCMA.
+                Uas::AnswersReinvites => vec![
+                    CallAction {
+                        at: Duration::from_secs(1),
+                        kind: ActionKind::Reinvite { codecs: None },
+                    },
+                    CallAction {
+                        at: Duration::from_secs(2),
+                        kind: ActionKind::Reinvite {
+                            codecs: Some(vec![Codec::Pcma]),
+                        },
+                    },
+                ],
                 // Our blind transfer a second into the call.
                 Uas::TransferSucceeds | Uas::TransferFails | Uas::ChallengesInDialog => {
                     vec![CallAction {
@@ -930,6 +949,35 @@ fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {
         let m = r.media.as_ref().expect("media measured");
         assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+}
+
+/// `reinvite` actions against SIPp running `testdata/sipp/uas-answers-reinvites.xml` with
+/// `-rtp_echo`: a second into the call our re-INVITE offers the session again (PCMU and
+/// PCMA, sendrecv; SIPp checks it) and is answered PCMU; a second later it offers PCMA alone
+/// (checked) and is answered PCMA: the call changes codec, its echo comes back in PCMA
+/// without a lost packet, and both re-INVITEs are in the trace with their 200s.
+#[test]
+fn reinvite_actions_refresh_the_session_and_change_the_codec_with_a_sipp_uas() {
+    for r in echoed_back(Uas::AnswersReinvites, "PCMA") {
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Note)
+            .map(|t| t.text.as_str())
+            .collect();
+        for want in [
+            "action: re-INVITE (the same session, a new version)",
+            "action: re-INVITE offering PCMA",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(want)), "{want}: {notes:?}");
+        }
+        let reinvites = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+            .count();
+        assert_eq!(reinvites, 3, "the INVITE and two re-INVITEs");
     }
 }
 
