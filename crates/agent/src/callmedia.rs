@@ -26,6 +26,7 @@ use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, Session
 use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use sip_proto::ua::SrtpPolicy;
 use tokio::io::unix::AsyncFd;
 
 mod fdtable;
@@ -97,6 +98,16 @@ fn dtls_identity() -> io::Result<Arc<DtlsIdentity>> {
 }
 
 impl SrtpMode {
+    /// The user agent's rule for offers inside a call that change the media's security.
+    pub fn policy(self) -> SrtpPolicy {
+        match self {
+            SrtpMode::Off => SrtpPolicy::Off,
+            SrtpMode::Sdes => SrtpPolicy::Sdes,
+            SrtpMode::Optional => SrtpPolicy::Optional,
+            SrtpMode::Dtls => SrtpPolicy::Dtls,
+        }
+    }
+
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
     /// One key per suite of `suites`, of its length.

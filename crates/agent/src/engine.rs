@@ -23,7 +23,8 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{
-    CallEvent, CallId, Destination, SessionTimerConfig, UaEvent, UaIdentity, UaProfile, UserAgent,
+    CallEvent, CallId, Destination, SessionTimerConfig, SrtpPolicy, UaEvent, UaIdentity, UaProfile,
+    UserAgent,
 };
 
 use sip_net::tls::ClientSettings;
@@ -1341,6 +1342,11 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         // With media, offers inside a call are answered from every codec of the group
         // (RFC 3264 §6.1), not only the one a callee's first answer chose.
         codecs: plan.groups[g].media.as_ref().map(|m| m.codec_list()),
+        // What an offer inside a call may do to the media's security.
+        srtp: plan.groups[g]
+            .media
+            .as_ref()
+            .map_or(SrtpPolicy::Off, |m| m.srtp.policy()),
     }
 }
 
