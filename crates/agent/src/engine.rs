@@ -500,7 +500,8 @@ pub struct MediaReport {
     pub gap_total_s: f64,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
-    /// The SRTP suite of the last call (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
+    /// The SRTP suite the last call ended with (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain
+    /// RTP (from the start, or after the peer dropped SRTP: [`Self::srtp_dropped`]).
     pub srtp: Option<&'static str>,
     /// DTLS-SRTP (`srtp = "dtls"`): the DTLS version of the last call's handshake
     /// ("DTLS1.2", "DTLS1.3"); `None`: no DTLS, or no handshake ended.
@@ -517,6 +518,13 @@ pub struct MediaReport {
     /// SRTP/SRTCP packets received under DTLS-SRTP before our handshake gave keys (the peer
     /// had its keys first, or our handshake failed while the peer's succeeded): dropped.
     pub dtls_early: u64,
+    /// Offers (or answers) inside the calls that dropped SRTP and were followed
+    /// (`srtp = "optional"`): the call went on with plain RTP (traced "SRTP dropped by the
+    /// peer's offer"); `srtp` is then what the last call ended with.
+    pub srtp_dropped: u32,
+    /// Offers (or answers) inside the calls that brought SRTP into a plain call and were
+    /// taken (`srtp = "optional"`).
+    pub srtp_taken: u32,
     /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
     /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
     pub srtp_auth_failures: u64,
@@ -2401,6 +2409,10 @@ impl<'a> Shard<'a> {
         };
         let ep = &mut self.endpoints[idx];
         ep.ua.answer(now, call, Some(sdp));
+        // An optional callee that answered plain keeps fresh keys for an SRTP re-offer.
+        if let Some(keys) = ep.media.as_ref().and_then(|m| m.spare_keys()) {
+            ep.ua.keep_srtp_keys(call, keys);
+        }
         ep.set_phase(Phase::Negotiating, &events);
     }
 
@@ -2935,22 +2947,31 @@ impl<'a> Shard<'a> {
                 let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_answer(now, &answer, &offer);
-                    self.followed(idx, now, followed, "answer");
+                    self.followed(idx, now, call, followed, "answer");
                 }
             }
-            CallEvent::OfferRefused { method, .. } => {
+            CallEvent::OfferRefused {
+                method, warning, ..
+            } => {
                 let codec = ep
                     .media
                     .as_ref()
                     .and_then(|m| m.codec())
                     .unwrap_or("our codecs");
-                ep.worsen(
-                    Outcome::CompletedWithWarnings,
+                let why = if warning.starts_with("305 sipmeter \"Incompatible media format") {
                     format!(
                         "the peer's {method} offer inside the call lists none of our codecs: \
                          refused with 488, the call went on with {codec} (RFC 3264 §6.1)"
-                    ),
-                );
+                    )
+                } else {
+                    let srtp = ep.media.as_ref().and_then(|m| m.srtp_suite());
+                    format!(
+                        "the peer's {method} offer inside the call was refused with 488 \
+                         (Warning: {warning}): the call went on as it was, {} (RFC 3261 §14.2)",
+                        srtp.map_or("plain RTP".to_owned(), |s| format!("SRTP {s}"))
+                    )
+                };
+                ep.worsen(Outcome::CompletedWithWarnings, why);
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 // The user agent answered already: a codec of the offer's (RFC 3264 §6.1);
@@ -2958,7 +2979,7 @@ impl<'a> Shard<'a> {
                 let answer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_offer(now, &offer, &answer);
-                    self.followed(idx, now, followed, "offer");
+                    self.followed(idx, now, call, followed, "offer");
                 }
             }
             CallEvent::OfferAnswered { sdp } => {
@@ -2968,7 +2989,7 @@ impl<'a> Shard<'a> {
                 match (sdp, ep.media.as_mut()) {
                     (Some(answer), Some(m)) => {
                         let followed = m.follow_remote_answer(now, &answer, &offer);
-                        self.followed(idx, now, followed, "answer in its ACK");
+                        self.followed(idx, now, call, followed, "answer in its ACK");
                     }
                     (None, _) => ep.worsen(
                         Outcome::CompletedWithWarnings,
@@ -3040,9 +3061,52 @@ impl<'a> Shard<'a> {
 
     /// Traces what the media of endpoint `idx` followed of the peer's `what` inside the call
     /// ([`Followed`]), and ends the endpoint COMPLETED_WITH_WARNINGS for what it could not.
-    fn followed(&mut self, idx: usize, now: Instant, followed: Followed, what: &str) {
+    fn followed(&mut self, idx: usize, now: Instant, call: CallId, followed: Followed, what: &str) {
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
+        if let Some(suite) = followed.srtp_dropped {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP dropped by the peer's {what}: plain RTP from now on, sent and \
+                     received (was {suite}; srtp = \"optional\" follows it)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_dropped += 1;
+        }
+        if let Some(suite) = followed.srtp_taken {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP brought into the plain call by the peer's {what}: {suite}, taken \
+                     (srtp = \"optional\", RFC 4568 §7.1.4)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_taken += 1;
+        }
+        // An optional call now plain keeps fresh keys for a peer that brings SRTP back.
+        if let Some(keys) = followed
+            .srtp_dropped
+            .and_then(|_| ep.media.as_ref()?.spare_keys())
+        {
+            ep.ua.keep_srtp_keys(call, keys);
+        }
+        if let Some(suite) = followed.srtp_refused {
+            // RFC 3261 §13.2.2.4 (an answer the offerer cannot accept: a valid ACK, then
+            // BYE): an answer cannot be refused, and plain RTP is what the group forbids.
+            ep.worsen(
+                Outcome::NegotiationFailed,
+                format!(
+                    "the peer's {what} inside the call dropped SRTP (no a=crypto), which the \
+                     group requires (srtp = \"sdes\"; was {suite}): the call was ended with BYE"
+                ),
+            );
+            ep.ua.hangup(now, call);
+        }
         if let Some(to) = followed.moved_to {
             ep.trace.push(TraceEntry::note(
                 format!("the peer's {what} moved the media: RTP now to {to}"),
