@@ -1125,13 +1125,23 @@ fn echo_and_tone_follow_a_re_invite_to_plain_rtp_and_back_to_srtp() {
             srtp.iter().any(|&(n, ok)| n == 182 && ok),
             "{service}: {srtp:?}"
         );
+        // A re-INVITE of CSeq `n` (`key`: with SRTP under it) and its ACK: the SRTP
+        // context under the answer, and the service's key.
+        let mut reinvite = |n: u32, key: Option<u8>| {
+            let invite = raw.req(
+                "INVITE",
+                &uri,
+                &format!("r{n}"),
+                n,
+                Some(&tag),
+                &offer_with(key),
+            );
+            let (_, ctx, theirs, _) = exchange(&mut sip, invite, key);
+            sip.send(&raw.req("ACK", &uri, &format!("a{n}"), n, Some(&tag), ""));
+            (ctx, theirs)
+        };
         // Plain: after packets still on their way (the tone's), only plain RTP.
-        let (_, mut plain_ctx, _, _) = exchange(
-            &mut sip,
-            raw.req("INVITE", &uri, "p3", 2, Some(&tag), &offer_with(None)),
-            None,
-        );
-        sip.send(&raw.req("ACK", &uri, "p4", 2, Some(&tag), ""));
+        let (mut plain_ctx, _) = reinvite(2, None);
         let _settle = round(&mut plain_ctx);
         let plain = round(&mut plain_ctx);
         assert!(
@@ -1139,13 +1149,8 @@ fn echo_and_tone_follow_a_re_invite_to_plain_rtp_and_back_to_srtp() {
             "{service}: {plain:?}"
         );
         // SRTP again, under a fresh key of the service's.
-        let (_, mut ctx, again, _) = exchange(
-            &mut sip,
-            raw.req("INVITE", &uri, "p5", 3, Some(&tag), &offer_with(Some(9))),
-            Some(9),
-        );
+        let (mut ctx, again) = reinvite(3, Some(9));
         assert_ne!(again, first_key, "{service}: a fresh key");
-        sip.send(&raw.req("ACK", &uri, "p6", 3, Some(&tag), ""));
         let _settle = round(&mut ctx);
         let srtp = round(&mut ctx);
         assert!(

@@ -2362,25 +2362,32 @@ mod tests {
         }
     }
 
+    /// AES_CM_128_HMAC_SHA1_80 with our master key all `tx` bytes and the peer's all `rx`.
+    fn sdes_params(tx: u8, rx: u8) -> SrtpParams {
+        use crate::srtp::{MasterKey, Suite};
+        SrtpParams {
+            suite: Suite::AesCm128HmacSha1_80,
+            tx_key: MasterKey::from_bytes([tx; 30]),
+            rx_key: MasterKey::from_bytes([rx; 30]),
+        }
+    }
+
+    /// A PCMU session of `ssrc` keyed with `p`, started at `t0`.
+    fn sdes_session(ssrc: u32, p: SrtpParams, t0: Instant) -> MediaSession {
+        let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+        c.srtp = Some(p);
+        MediaSession::new(c, t0).unwrap()
+    }
+
     /// RFC 4568 §7.1.4: B re-keys inside the call (a re-INVITE with a new key); A takes the
     /// new key for what it receives, B sends under it from then on: no packet fails on either
     /// side, before or after, and the call scores as a plain one. Taking the same keys again
     /// changes nothing; a session without SRTP has nothing to re-key.
     #[test]
     fn new_keys_inside_the_call_are_taken_without_a_failed_packet() {
-        use crate::srtp::{MasterKey, Suite};
-        let key = |b| MasterKey::from_bytes([b; 30]);
-        let params = |tx: u8, rx: u8| SrtpParams {
-            suite: Suite::AesCm128HmacSha1_80,
-            tx_key: key(tx),
-            rx_key: key(rx),
-        };
+        let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p: SrtpParams| {
-            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
-            c.srtp = Some(p);
-            MediaSession::new(c, t0).unwrap()
-        };
+        let mk = |ssrc, p| sdes_session(ssrc, p, t0);
         let mut a = mk(0xa, params(1, 2));
         let mut b = mk(0xb, params(2, 1));
         // Hears B under its old key: after the change, every packet of B fails there.
@@ -2439,19 +2446,9 @@ mod tests {
     /// packet of B failed authentication at A.
     #[test]
     fn srtp_dropped_then_taken_again_inside_the_call_loses_no_packet() {
-        use crate::srtp::{MasterKey, Suite};
-        let key = |b| MasterKey::from_bytes([b; 30]);
-        let params = |tx: u8, rx: u8| SrtpParams {
-            suite: Suite::AesCm128HmacSha1_80,
-            tx_key: key(tx),
-            rx_key: key(rx),
-        };
+        let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p: SrtpParams| {
-            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
-            c.srtp = Some(p);
-            MediaSession::new(c, t0).unwrap()
-        };
+        let mk = |ssrc, p| sdes_session(ssrc, p, t0);
         let mut a = mk(0xa, params(1, 2));
         let mut b = mk(0xb, params(2, 1));
         let (dropped, taken) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(4));

@@ -296,6 +296,20 @@ pub(crate) struct CallSrtp<'a> {
     /// Our `a=crypto` lines for an SRTP offer while our description has none (fresh keys
     /// from the application, [`crate::ua::UserAgent::keep_srtp_keys`]).
     pub spare: Option<&'a [u8]>,
+    /// DTLS-SRTP: the peer's `a=fingerprint` value as it gave it (`None`: unknown).
+    pub peer_fingerprint: Option<&'a str>,
+}
+
+/// The first `a=fingerprint:` value of an SDP text (session or media level, RFC 8122 §5).
+pub(crate) fn fingerprint_of(sdp: &[u8]) -> Option<&str> {
+    attribute_of(std::str::from_utf8(sdp).ok()?, "a=fingerprint:")
+}
+
+/// The value of the first line of `sdp` starting with `prefix` (`a=NAME:`), trimmed.
+fn attribute_of<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+        .map(str::trim)
 }
 
 /// How an SDP's first audio stream protects its media.
@@ -361,6 +375,26 @@ fn security_answer<'a>(
         }
     };
     match (security_of(offer), srtp.policy) {
+        // RFC 5763 §5: another certificate, or roles that clash with the association's
+        // (the offer's `a=setup` the same as ours), would need a new handshake.
+        (Security::Dtls, SrtpPolicy::Dtls)
+            if srtp.peer_fingerprint.is_some_and(|fp| {
+                fingerprint_of(offer.as_bytes()).is_some_and(|new| !new.eq_ignore_ascii_case(fp))
+            }) =>
+        {
+            Err(NEW_ASSOCIATION)
+        }
+        (Security::Dtls, SrtpPolicy::Dtls)
+            if matches!(
+                (
+                    attribute_of(offer, "a=setup:"),
+                    attribute_of(current, "a=setup:")
+                ),
+                (Some("active"), Some("active")) | (Some("passive"), Some("passive"))
+            ) =>
+        {
+            Err(NEW_ASSOCIATION)
+        }
         (Security::Dtls, SrtpPolicy::Dtls) => Ok(None),
         // RFC 5763 §5 would have a new association; one inside a call is not done.
         (Security::Dtls, _) => Err(
@@ -587,6 +621,11 @@ struct AudioRewrite<'a> {
     /// The transport the stream's `m=` line names instead of ours.
     proto: Option<&'a str>,
 }
+
+/// The Warning of a refusal of a DTLS offer that would need a new association.
+const NEW_ASSOCIATION: &str = "399 sipmeter \"the offer changes the DTLS association (another \
+     a=fingerprint, or a=setup roles reversed): a new DTLS handshake inside a call (RFC 5763 \
+     §5) is not done\"";
 
 /// The Warning of a refusal of SDES keys in none of our suites.
 const NO_SUITE: &str = "305 sipmeter \"the offer's a=crypto lines name none of our SRTP suites\"";
@@ -968,12 +1007,37 @@ a=ptime:20\r\na=sendrecv\r\n";
                 a => panic!("{a:?}"),
             }
         }
-        // A DTLS re-offer in a DTLS call is answered as before (the association is kept).
-        let dtls_offer = plain.replace("RTP/AVP", "UDP/TLS/RTP/SAVP") + fp;
-        assert!(matches!(
-            under(&rule(SrtpPolicy::Dtls), &dtls, None, &dtls_offer),
-            InCallAnswer::Answer(..)
-        ));
+        // A DTLS re-offer in a DTLS call is answered as before (the association is kept):
+        // the peer's fingerprint as it was, `a=setup:actpass` (or the peer's role kept).
+        let peer = "a=fingerprint:sha-256 EF:01\r\n";
+        let dtls_offer =
+            plain.replace("RTP/AVP", "UDP/TLS/RTP/SAVP") + peer + "a=setup:actpass\r\n";
+        let known = CallSrtp {
+            peer_fingerprint: Some("sha-256 EF:01"),
+            ..rule(SrtpPolicy::Dtls)
+        };
+        for o in [&dtls_offer, &dtls_offer.replace("actpass", "passive")] {
+            assert!(
+                matches!(under(&known, &dtls, None, o), InCallAnswer::Answer(..)),
+                "{o}"
+            );
+        }
+        // RFC 5763 §5: another certificate, or our role asked of the peer (active to our
+        // active), would need a new handshake: refused by name (stretch: not done).
+        for o in [
+            dtls_offer.replace("EF:01", "EF:02"),
+            dtls_offer.replace("actpass", "active"),
+        ] {
+            match under(&known, &dtls, None, &o) {
+                InCallAnswer::Refused(w) => {
+                    assert!(
+                        w.starts_with("399 ") && w.contains("new DTLS handshake"),
+                        "{w}"
+                    );
+                }
+                a => panic!("{a:?}"),
+            }
+        }
         // A DTLS offer in an SDES or a plain call: refused.
         for (policy, ours) in [
             (SrtpPolicy::Sdes, &sdes),

@@ -770,6 +770,8 @@ struct CallKeys {
     /// `a=crypto` lines of fresh keys for an SRTP offer inside the call while our
     /// description has none ([`UserAgent::keep_srtp_keys`]).
     spare: Option<Bytes>,
+    /// DTLS-SRTP: the peer's `a=fingerprint` value as its offer or answer gave it.
+    peer_fingerprint: Option<Box<str>>,
 }
 
 impl Rare {
@@ -785,7 +787,7 @@ impl Rare {
             && self
                 .keys
                 .as_ref()
-                .is_none_or(|k| !k.unkeyed && k.spare.is_none())
+                .is_none_or(|k| !k.unkeyed && k.spare.is_none() && k.peer_fingerprint.is_none())
     }
 }
 
@@ -845,10 +847,12 @@ fn codec_in_use(call: &Call) -> Option<String> {
 }
 
 /// The peer's `answer` to our offer (our description): the codec in use is its first one of
-/// ours (RFC 3264 §6.1). `optional`: the group's SRTP is optional, and an answer without
-/// `a=crypto` to our offer with keys leaves the call plain ([`Rare::unkeyed`]).
-fn took_answer(call: &mut Call, answer: &[u8], optional: bool) {
-    if optional
+/// ours (RFC 3264 §6.1). Under the group's SRTP rule `policy`: `Optional`, an answer
+/// without `a=crypto` to our offer with keys leaves the call plain ([`CallKeys::unkeyed`]);
+/// `Dtls`, the answer's fingerprint is the peer's ([`heard_peer`]).
+fn took_answer(call: &mut Call, answer: &[u8], policy: SrtpPolicy) {
+    heard_peer(call, answer, policy);
+    if policy == SrtpPolicy::Optional
         && call
             .local_sdp
             .as_deref()
@@ -904,6 +908,7 @@ fn answer_in_call(
         policy,
         unkeyed: keys.is_some_and(|k| k.unkeyed),
         spare: keys.and_then(|k| k.spare.as_deref()),
+        peer_fingerprint: keys.and_then(|k| k.peer_fingerprint.as_deref()),
     };
     Some(crate::sdpdir::answer_in_call(
         ours,
@@ -912,6 +917,19 @@ fn answer_in_call(
         offer,
         &srtp,
     ))
+}
+
+/// The peer's SDP `sdp` (its offer or answer) in a DTLS-SRTP call (`policy` `Dtls`): its
+/// `a=fingerprint` is kept ([`CallKeys::peer_fingerprint`]), so that an offer inside the call
+/// with another one (a new certificate: a new association, RFC 5763 §5) is told apart.
+fn heard_peer(call: &mut Call, sdp: &[u8], policy: SrtpPolicy) {
+    if policy != SrtpPolicy::Dtls {
+        return;
+    }
+    if let Some(fp) = crate::sdpdir::fingerprint_of(sdp) {
+        let rare = call.rare.get_or_insert_with(Box::default);
+        rare.keys.get_or_insert_with(Box::default).peer_fingerprint = Some(fp.into());
+    }
 }
 
 /// Our `answer` inside the call went out: it is our description, with its codec, and the
@@ -2427,9 +2445,9 @@ impl UserAgent {
                     );
                     return;
                 }
-                let optional = self.profile.srtp == SrtpPolicy::Optional;
+                let policy = self.profile.srtp;
                 if let (Some(answer), Some(c)) = (&sdp, self.call_mut(id)) {
-                    took_answer(c, answer, optional);
+                    took_answer(c, answer, policy);
                 }
                 queues(&mut self.queues)
                     .events
@@ -3432,9 +3450,9 @@ impl UserAgent {
         let method = kind.method();
         let sdp = sdp_of(resp);
         // The answer to our offer: the codec in use is its first of ours.
-        let optional = self.profile.srtp == SrtpPolicy::Optional;
+        let policy = self.profile.srtp;
         if let (200..=299, Some(answer), Some(c)) = (code, &sdp, self.call_mut(id)) {
-            took_answer(c, answer, optional);
+            took_answer(c, answer, policy);
         }
         queues(&mut self.queues)
             .events
@@ -3752,6 +3770,10 @@ impl UserAgent {
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
+        let policy = self.profile.srtp;
+        if let (Some(o), Some(c)) = (&offer, self.call_mut(id)) {
+            heard_peer(c, o, policy);
+        }
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
@@ -4137,7 +4159,7 @@ impl UserAgent {
             });
             return;
         };
-        let optional = self.profile.srtp == SrtpPolicy::Optional;
+        let policy = self.profile.srtp;
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -4153,7 +4175,7 @@ impl UserAgent {
             call.ok_retransmit = None;
             let sdp = sdp_of(req);
             if let Some(answer) = &sdp {
-                took_answer(call, answer, optional);
+                took_answer(call, answer, policy);
             }
             queues(&mut self.queues)
                 .events

@@ -46,15 +46,25 @@ fn bob_calls_alice(now: Instant, answer: &str) -> (UserAgent, CallId, UserAgent,
 
 /// [`bob_calls_alice`] with Alice as given.
 fn bob_calls(
+    alice: UserAgent,
+    now: Instant,
+    answer: &str,
+) -> (UserAgent, CallId, UserAgent, CallId) {
+    bob_offers(alice, now, BOB_OFFER, answer)
+}
+
+/// [`bob_calls`] with Bob's `offer`.
+fn bob_offers(
     mut alice: UserAgent,
     now: Instant,
+    offer: &str,
     answer: &str,
 ) -> (UserAgent, CallId, UserAgent, CallId) {
     let mut bob = agent("bob", BOB, 42, false, "bob");
     let b = bob.call(
         now,
         Uri::parse("sip:alice@127.0.0.1:5062").unwrap(),
-        Some(Bytes::from_static(BOB_OFFER.as_bytes())),
+        Some(Bytes::from(offer.to_owned())),
     );
     let (invite, _) = drain(&mut bob);
     deliver(&mut alice, now, BOB, &invite);
@@ -291,12 +301,17 @@ fn a_callee_takes_an_offer_of_another_of_its_configured_codecs() {
     );
 }
 
+/// Alice as a callee whose group's `srtp` is `policy`.
+fn alice_under(policy: SrtpPolicy) -> UserAgent {
+    let (mut profile, id) = config("alice", ALICE, 41, false, "alice").split();
+    profile.srtp = policy;
+    UserAgent::with_profile(Arc::new(profile), id)
+}
+
 /// Alice, a callee whose group's `srtp` is `policy`, answered Bob's SDES offer with one
 /// `a=crypto` line on `RTP/SAVP`: (Alice, Bob, his call).
 fn sdes_call(now: Instant, policy: SrtpPolicy) -> (UserAgent, CallId, UserAgent, CallId) {
-    let (mut profile, id) = config("alice", ALICE, 41, false, "alice").split();
-    profile.srtp = policy;
-    let alice = UserAgent::with_profile(Arc::new(profile), id);
+    let alice = alice_under(policy);
     let answer = alice_sdp(&[(0, "PCMU")], 1).replace("RTP/AVP", "RTP/SAVP")
         + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {ALICE_KEY}\r\n");
     bob_calls(alice, now, &answer)
@@ -411,4 +426,54 @@ fn an_offer_that_drops_srtp_is_followed_when_srtp_is_optional() {
         answer.contains(&format!("a=crypto:3 AES_CM_128_HMAC_SHA1_80 {SPARE}\r\n")),
         "{answer}"
     );
+}
+
+/// A DTLS-SRTP call (RFC 5763): Alice (`srtp = "dtls"`) answered Bob's `actpass` offer as
+/// the DTLS client (`a=setup:active`). Bob's re-INVITE with his fingerprint as before and
+/// `actpass` (a hold, a refresh) is answered; one with another fingerprint (a new
+/// certificate) or asking Alice's role of Bob (`a=setup:active`) would need a new
+/// handshake, which is not done: refused with 488 and `Warning: 399` naming why, the call
+/// going on (RFC 3261 §14.2). A plain re-offer drops DTLS-SRTP: 488 likewise. Before: all
+/// answered 200 (the association kept, the peer's new certificate or role ignored).
+#[test]
+fn a_dtls_re_offer_that_needs_a_new_association_is_refused_by_name() {
+    let t0 = Instant::now();
+    let dtls = |sdp: &str, fp: &str, setup: &str| {
+        sdp.replace("RTP/AVP", "UDP/TLS/RTP/SAVP")
+            + &format!("a=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\n")
+    };
+    let offer = dtls(BOB_OFFER, "B0:B0", "actpass");
+    let answer = dtls(&alice_sdp(&[(0, "PCMU")], 1), "A1:A1", "active");
+    let (mut alice, _, mut bob, b) = bob_offers(alice_under(SrtpPolicy::Dtls), t0, &offer, &answer);
+    let bob_sdp = |v: u32| {
+        alice_sdp(&[(0, "PCMU")], v)
+            .replace("o=alice 9", "o=bob 7")
+            .replace("m=audio 40000", "m=audio 30000")
+    };
+    let mut reoffer = |sdp: String| {
+        assert!(bob.reinvite(t0, b, Bytes::from(sdp)));
+        let (out, _) = drain(&mut bob);
+        deliver(&mut alice, t0, BOB, &out);
+        let (reply, _) = drain(&mut alice);
+        let ok = msg(of(&reply, "SIP/2.0 ")[0]);
+        deliver(&mut bob, t0, ALICE, &reply);
+        settle(t0, &mut alice, &mut bob);
+        ok
+    };
+    let ok = reoffer(dtls(&bob_sdp(2), "B0:B0", "actpass"));
+    assert_eq!(ok.status(), Some(200), "{}", body(&ok));
+    assert!(body(&ok).contains("a=setup:active"), "{}", body(&ok));
+    for (sdp, why) in [
+        (dtls(&bob_sdp(3), "B2:B2", "actpass"), "new DTLS handshake"),
+        (dtls(&bob_sdp(3), "B0:B0", "active"), "new DTLS handshake"),
+        (bob_sdp(3), "drops DTLS-SRTP"),
+    ] {
+        let refused = reoffer(sdp);
+        assert_eq!(refused.status(), Some(488));
+        let warning = refused.headers.value(&HeaderName::Warning).unwrap_or("");
+        assert!(
+            warning.starts_with("399 ") && warning.contains(why),
+            "{warning}"
+        );
+    }
 }
