@@ -950,6 +950,17 @@ fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
     );
 }
 
+/// `req` sent; its final response, which must be a 200, and the SDP answer in it.
+fn answered(sip: &mut TcpSip, req: &str) -> (Message, media::sdp::SessionDescription) {
+    sip.send(req);
+    let ok = std::iter::from_fn(|| Some(sip.read()))
+        .find(|m| m.status().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.summary());
+    let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+    (ok, answer)
+}
+
 /// The tone takes new SDES keys inside the call (RFC 4568 §7.1.4), as echo and our endpoints
 /// do: a raw client re-INVITEs with a new key under the same tag; the tone's SRTP after the
 /// 200 is under the key of that 200's answer, and the client's packets under its new key all
@@ -971,12 +982,7 @@ fn tone_takes_new_srtp_keys_inside_the_call() {
     };
     // The final response to a request, the SRTP context under its answer, the tone's address.
     let exchange = |sip: &mut TcpSip, req: String, key: u8| {
-        sip.send(&req);
-        let ok = std::iter::from_fn(|| Some(sip.read()))
-            .find(|m| m.status().is_some_and(|c| c >= 200))
-            .unwrap();
-        assert_eq!(ok.status(), Some(200), "{}", ok.summary());
-        let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+        let (ok, answer) = answered(sip, &req);
         let m = &answer.media[0];
         let line = m.attributes.iter().find(|a| a.name == "crypto").unwrap();
         let theirs = Crypto::parse(line.value.as_deref().unwrap())
@@ -1065,12 +1071,7 @@ fn echo_and_tone_follow_a_re_invite_to_plain_rtp_and_back_to_srtp() {
         };
         // The answer to `req` (200), and the SRTP context under it (`None`: plain).
         let exchange = |sip: &mut TcpSip, req: String, key: Option<u8>| {
-            sip.send(&req);
-            let ok = std::iter::from_fn(|| Some(sip.read()))
-                .find(|m| m.status().is_some_and(|c| c >= 200))
-                .unwrap();
-            assert_eq!(ok.status(), Some(200), "{service}: {}", ok.summary());
-            let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+            let (ok, answer) = answered(sip, &req);
             let m = &answer.media[0];
             let line = m.attributes.iter().find(|a| a.name == "crypto");
             let theirs = line.map(|l| {

@@ -2372,6 +2372,14 @@ mod tests {
         }
     }
 
+    /// A (SSRC 0xa, key 1) and B (0xb, key 2), each keyed to hear the other, from `t0`.
+    fn sdes_pair(t0: Instant) -> (MediaSession, MediaSession) {
+        (
+            sdes_session(0xa, sdes_params(1, 2), t0),
+            sdes_session(0xb, sdes_params(2, 1), t0),
+        )
+    }
+
     /// A PCMU session of `ssrc` keyed with `p`, started at `t0`.
     fn sdes_session(ssrc: u32, p: SrtpParams, t0: Instant) -> MediaSession {
         let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
@@ -2387,11 +2395,9 @@ mod tests {
     fn new_keys_inside_the_call_are_taken_without_a_failed_packet() {
         let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p| sdes_session(ssrc, p, t0);
-        let mut a = mk(0xa, params(1, 2));
-        let mut b = mk(0xb, params(2, 1));
+        let (mut a, mut b) = sdes_pair(t0);
         // Hears B under its old key: after the change, every packet of B fails there.
-        let mut old = mk(0xd, params(4, 2));
+        let mut old = sdes_session(0xd, params(4, 2), t0);
         let (mut fed, rekeyed) = (0, t0 + Duration::from_secs(2));
         let delay = Duration::from_millis(10);
         let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
@@ -2448,9 +2454,7 @@ mod tests {
     fn srtp_dropped_then_taken_again_inside_the_call_loses_no_packet() {
         let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p| sdes_session(ssrc, p, t0);
-        let mut a = mk(0xa, params(1, 2));
-        let mut b = mk(0xb, params(2, 1));
+        let (mut a, mut b) = sdes_pair(t0);
         let (dropped, taken) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(4));
         let delay = Duration::from_millis(10);
         let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();

@@ -120,12 +120,27 @@ fn bob_answers(
     v: u32,
 ) -> (Message, Vec<UaEvent>) {
     assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(codecs, v))));
-    let (out, _) = drain(alice);
-    deliver(bob, now, ALICE, &out);
-    let (reply, ev) = drain(bob);
+    request_and_reply(now, (alice, ALICE), (bob, BOB))
+}
+
+/// The request `from` (the agent, its port) has sent, delivered to `to`; `to`'s final reply
+/// delivered back, both settled: the reply, and `to`'s events.
+fn request_and_reply(
+    now: Instant,
+    (from, from_port): (&mut UserAgent, u16),
+    (to, to_port): (&mut UserAgent, u16),
+) -> (Message, Vec<UaEvent>) {
+    let (out, _) = drain(from);
+    deliver(to, now, from_port, &out);
+    let (reply, ev) = drain(to);
     let ok = msg(of(&reply, "SIP/2.0 ")[0]);
-    deliver(alice, now, BOB, &reply);
-    settle(now, alice, bob);
+    deliver(from, now, to_port, &reply);
+    // `settle` takes Alice first.
+    if from_port == ALICE {
+        settle(now, from, to);
+    } else {
+        settle(now, to, from);
+    }
     (ok, ev)
 }
 
@@ -342,13 +357,7 @@ fn bob_reoffers(
     } else {
         bob.reinvite(now, b, sdp)
     });
-    let (out, _) = drain(bob);
-    deliver(alice, now, BOB, &out);
-    let (reply, ev) = drain(alice);
-    let ok = msg(of(&reply, "SIP/2.0 ")[0]);
-    deliver(bob, now, ALICE, &reply);
-    settle(now, alice, bob);
-    (ok, ev)
+    request_and_reply(now, (bob, BOB), (alice, ALICE))
 }
 
 /// An SRTP call whose peer re-offers plain RTP (music on hold, a gateway without SRTP):
@@ -452,13 +461,7 @@ fn a_dtls_re_offer_that_needs_a_new_association_is_refused_by_name() {
     };
     let mut reoffer = |sdp: String| {
         assert!(bob.reinvite(t0, b, Bytes::from(sdp)));
-        let (out, _) = drain(&mut bob);
-        deliver(&mut alice, t0, BOB, &out);
-        let (reply, _) = drain(&mut alice);
-        let ok = msg(of(&reply, "SIP/2.0 ")[0]);
-        deliver(&mut bob, t0, ALICE, &reply);
-        settle(t0, &mut alice, &mut bob);
-        ok
+        request_and_reply(t0, (&mut bob, BOB), (&mut alice, ALICE)).0
     };
     let ok = reoffer(dtls(&bob_sdp(2), "B0:B0", "actpass"));
     assert_eq!(ok.status(), Some(200), "{}", body(&ok));
