@@ -1259,6 +1259,14 @@ impl Endpoint {
         }
     }
 
+    /// An `srtp = "optional"` call whose media is plain (answered plain, or SRTP dropped by
+    /// the peer) gives its user agent fresh keys for a peer that offers SRTP inside it.
+    fn keep_spare_keys(&mut self, call: CallId) {
+        if let Some(keys) = self.media.as_ref().and_then(|m| m.spare_keys()) {
+            self.ua.keep_srtp_keys(call, keys);
+        }
+    }
+
     fn worsen(&mut self, outcome: Outcome, error: String) {
         if outcome.severity() > self.outcome.severity() {
             self.outcome = outcome;
@@ -2409,10 +2417,7 @@ impl<'a> Shard<'a> {
         };
         let ep = &mut self.endpoints[idx];
         ep.ua.answer(now, call, Some(sdp));
-        // An optional callee that answered plain keeps fresh keys for an SRTP re-offer.
-        if let Some(keys) = ep.media.as_ref().and_then(|m| m.spare_keys()) {
-            ep.ua.keep_srtp_keys(call, keys);
-        }
+        ep.keep_spare_keys(call);
         ep.set_phase(Phase::Negotiating, &events);
     }
 
@@ -2822,6 +2827,7 @@ impl<'a> Shard<'a> {
                 match answer {
                     Ok(answer) => {
                         ep.ua.answer_offer(now, call, answer);
+                        ep.keep_spare_keys(call);
                     }
                     Err(e) => {
                         ep.media = None;
@@ -3088,12 +3094,8 @@ impl<'a> Shard<'a> {
                 .get_or_insert_with(MediaReport::default)
                 .srtp_taken += 1;
         }
-        // An optional call now plain keeps fresh keys for a peer that brings SRTP back.
-        if let Some(keys) = followed
-            .srtp_dropped
-            .and_then(|_| ep.media.as_ref()?.spare_keys())
-        {
-            ep.ua.keep_srtp_keys(call, keys);
+        if followed.srtp_dropped.is_some() {
+            ep.keep_spare_keys(call);
         }
         if let Some(suite) = followed.srtp_refused {
             // RFC 3261 §13.2.2.4 (an answer the offerer cannot accept: a valid ACK, then
