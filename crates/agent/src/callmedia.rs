@@ -26,6 +26,7 @@ use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, Session
 use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use sip_proto::ua::SrtpPolicy;
 use tokio::io::unix::AsyncFd;
 
 mod fdtable;
@@ -100,6 +101,16 @@ fn dtls_identity() -> io::Result<Arc<DtlsIdentity>> {
 }
 
 impl SrtpMode {
+    /// The user agent's rule for offers inside a call that change the media's security.
+    pub fn policy(self) -> SrtpPolicy {
+        match self {
+            SrtpMode::Off => SrtpPolicy::Off,
+            SrtpMode::Sdes => SrtpPolicy::Sdes,
+            SrtpMode::Optional => SrtpPolicy::Optional,
+            SrtpMode::Dtls => SrtpPolicy::Dtls,
+        }
+    }
+
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
     /// One key per suite of `suites`, of its length.
@@ -1292,22 +1303,72 @@ impl CallMedia {
                 (next.send_pt, next.recv_pt, next.ptime) = (n.send_pt, n.recv_pt, n.ptime);
                 (next.send_event_pt, next.recv_event_pt) = (n.send_event_pt, n.recv_event_pt);
             }
-            // RFC 4568 §7.1.4: the exchange may carry new keys (or another suite); the
-            // direction whose key changed starts anew.
-            if n.srtp.is_some()
-                && let Some(p) = our_m.and_then(|om| media::sdp::srtp_of_exchange(om, m))
-                && n.srtp.as_ref() != Some(&p)
-            {
-                if let Some(s) = self.session.as_mut() {
-                    s.rekey(&p);
-                }
-                followed.rekeyed = Some(p.suite.name());
-                next.srtp = Some(p);
+            if let Some(om) = our_m {
+                self.follow_keys(&mut next, om, m, &mut followed);
             }
             self.negotiated = Some(next);
         }
         self.set_direction(now, direction);
         followed
+    }
+
+    /// The SDES keys of an exchange inside the call, between our `om` and the peer's `m`
+    /// (DTLS-SRTP's keys are its handshake's: not here). RFC 4568 §7.1.4: new keys (or
+    /// another suite) are taken, the direction whose key changed starts anew; keys in a
+    /// plain call start SRTP (the user agent answered an SRTP offer with keys only with
+    /// `srtp = "optional"`); an exchange without keys in an SRTP call drops SRTP: followed
+    /// with `"optional"` (plain RTP from now on), else (`"sdes"`: the peer's answer, as our
+    /// user agent refused such an offer) not, and said so ([`Followed::srtp_refused`]).
+    fn follow_keys(
+        &mut self,
+        next: &mut Negotiated,
+        om: &MediaDescription,
+        m: &MediaDescription,
+        followed: &mut Followed,
+    ) {
+        let Some(sdes) = self.local.srtp.as_ref().filter(|_| next.dtls.is_none()) else {
+            return;
+        };
+        let keyed = |m: &MediaDescription| m.attributes.iter().any(|a| a.name == "crypto");
+        match (media::sdp::srtp_of_exchange(om, m), next.srtp.as_ref()) {
+            (Some(p), old) if old != Some(&p) => {
+                if let Some(s) = self.session.as_mut() {
+                    s.rekey(Some(&p));
+                }
+                match old {
+                    Some(_) => followed.rekeyed = Some(p.suite.name()),
+                    None => followed.srtp_taken = Some(p.suite.name()),
+                }
+                next.srtp = Some(p);
+            }
+            (None, Some(old)) if !keyed(om) || !keyed(m) => {
+                if sdes.required {
+                    followed.srtp_refused = Some(old.suite.name());
+                    return;
+                }
+                followed.srtp_dropped = Some(old.suite.name());
+                if let Some(s) = self.session.as_mut() {
+                    s.rekey(None);
+                }
+                next.srtp = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Fresh SDES keys (every suite of the call's, from the system's CSPRNG, RFC 3711
+    /// §8.1.1) as `a=crypto` lines, for the user agent to answer an SRTP offer inside the
+    /// call with ([`sip_proto::ua::UserAgent::keep_srtp_keys`]): `Some` only for an
+    /// `srtp = "optional"` call whose media is plain now.
+    pub fn spare_keys(&self) -> Option<Bytes> {
+        let sdes = self.local.srtp.as_ref().filter(|s| !s.required)?;
+        let n = self.negotiated.as_ref()?;
+        if n.srtp.is_some() || n.dtls.is_some() {
+            return None;
+        }
+        let suites: Vec<Suite> = sdes.keys.iter().map(|(s, _)| *s).collect();
+        let fresh = Sdes::generate(false, &suites, getrandom::fill).ok()?;
+        Some(Bytes::from(fresh.crypto_lines()))
     }
 
     /// The codec an exchange settles on: the first of the answer `am` that we have (RFC
@@ -1563,6 +1624,14 @@ pub struct Followed {
     pub unreachable: Option<SocketAddr>,
     /// New SDES keys (or another suite) taken: the suite now in use.
     pub rekeyed: Option<&'static str>,
+    /// The exchange dropped SRTP (`srtp = "optional"`): plain RTP from now on; the suite
+    /// the call had.
+    pub srtp_dropped: Option<&'static str>,
+    /// The exchange brought SRTP into the plain call: the suite now in use.
+    pub srtp_taken: Option<&'static str>,
+    /// The peer's answer dropped SRTP, which the group requires (`srtp = "sdes"`): not
+    /// followed (the suite kept); the call cannot go on as the group asks.
+    pub srtp_refused: Option<&'static str>,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).

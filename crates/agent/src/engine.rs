@@ -23,7 +23,8 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{
-    CallEvent, CallId, Destination, SessionTimerConfig, UaEvent, UaIdentity, UaProfile, UserAgent,
+    CallEvent, CallId, Destination, SessionTimerConfig, SrtpPolicy, UaEvent, UaIdentity, UaProfile,
+    UserAgent,
 };
 
 use sip_net::tls::ClientSettings;
@@ -507,7 +508,8 @@ pub struct MediaReport {
     pub gap_total_s: f64,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
-    /// The SRTP suite of the last call (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
+    /// The SRTP suite the last call ended with (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain
+    /// RTP (from the start, or after the peer dropped SRTP: [`Self::srtp_dropped`]).
     pub srtp: Option<&'static str>,
     /// DTLS-SRTP (`srtp = "dtls"`): the DTLS version of the last call's handshake
     /// ("DTLS1.2", "DTLS1.3"); `None`: no DTLS, or no handshake ended.
@@ -524,6 +526,13 @@ pub struct MediaReport {
     /// SRTP/SRTCP packets received under DTLS-SRTP before our handshake gave keys (the peer
     /// had its keys first, or our handshake failed while the peer's succeeded): dropped.
     pub dtls_early: u64,
+    /// Offers (or answers) inside the calls that dropped SRTP and were followed
+    /// (`srtp = "optional"`): the call went on with plain RTP (traced "SRTP dropped by the
+    /// peer's offer"); `srtp` is then what the last call ended with.
+    pub srtp_dropped: u32,
+    /// Offers (or answers) inside the calls that brought SRTP into a plain call and were
+    /// taken (`srtp = "optional"`).
+    pub srtp_taken: u32,
     /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
     /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
     pub srtp_auth_failures: u64,
@@ -1341,6 +1350,14 @@ impl Endpoint {
         }
     }
 
+    /// An `srtp = "optional"` call whose media is plain (answered plain, or SRTP dropped by
+    /// the peer) gives its user agent fresh keys for a peer that offers SRTP inside it.
+    fn keep_spare_keys(&mut self, call: CallId) {
+        if let Some(keys) = self.media.as_ref().and_then(|m| m.spare_keys()) {
+            self.ua.keep_srtp_keys(call, keys);
+        }
+    }
+
     fn worsen(&mut self, outcome: Outcome, error: String) {
         if outcome.severity() > self.outcome.severity() {
             self.outcome = outcome;
@@ -1432,6 +1449,11 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         // With media, offers inside a call are answered from every codec of the group
         // (RFC 3264 §6.1), not only the one a callee's first answer chose.
         codecs: plan.groups[g].media.as_ref().map(|m| m.codec_list()),
+        // What an offer inside a call may do to the media's security.
+        srtp: plan.groups[g]
+            .media
+            .as_ref()
+            .map_or(SrtpPolicy::Off, |m| m.srtp.policy()),
     }
 }
 
@@ -2511,6 +2533,7 @@ impl<'a> Shard<'a> {
         };
         let ep = &mut self.endpoints[idx];
         ep.ua.answer(now, call, Some(sdp));
+        ep.keep_spare_keys(call);
         ep.set_phase(Phase::Negotiating, &events);
     }
 
@@ -2920,6 +2943,7 @@ impl<'a> Shard<'a> {
                 match answer {
                     Ok(answer) => {
                         ep.ua.answer_offer(now, call, answer);
+                        ep.keep_spare_keys(call);
                     }
                     Err(e) => {
                         ep.media = None;
@@ -3045,22 +3069,31 @@ impl<'a> Shard<'a> {
                 let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_answer(now, &answer, &offer);
-                    self.followed(idx, now, followed, "answer");
+                    self.followed(idx, now, call, followed, "answer");
                 }
             }
-            CallEvent::OfferRefused { method, .. } => {
+            CallEvent::OfferRefused {
+                method, warning, ..
+            } => {
                 let codec = ep
                     .media
                     .as_ref()
                     .and_then(|m| m.codec())
                     .unwrap_or("our codecs");
-                ep.worsen(
-                    Outcome::CompletedWithWarnings,
+                let why = if warning.starts_with("305 sipmeter \"Incompatible media format") {
                     format!(
                         "the peer's {method} offer inside the call lists none of our codecs: \
                          refused with 488, the call went on with {codec} (RFC 3264 §6.1)"
-                    ),
-                );
+                    )
+                } else {
+                    let srtp = ep.media.as_ref().and_then(|m| m.srtp_suite());
+                    format!(
+                        "the peer's {method} offer inside the call was refused with 488 \
+                         (Warning: {warning}): the call went on as it was, {} (RFC 3261 §14.2)",
+                        srtp.map_or("plain RTP".to_owned(), |s| format!("SRTP {s}"))
+                    )
+                };
+                ep.worsen(Outcome::CompletedWithWarnings, why);
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 // The user agent answered already: a codec of the offer's (RFC 3264 §6.1);
@@ -3068,7 +3101,7 @@ impl<'a> Shard<'a> {
                 let answer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_offer(now, &offer, &answer);
-                    self.followed(idx, now, followed, "offer");
+                    self.followed(idx, now, call, followed, "offer");
                 }
             }
             CallEvent::OfferAnswered { sdp } => {
@@ -3078,7 +3111,7 @@ impl<'a> Shard<'a> {
                 match (sdp, ep.media.as_mut()) {
                     (Some(answer), Some(m)) => {
                         let followed = m.follow_remote_answer(now, &answer, &offer);
-                        self.followed(idx, now, followed, "answer in its ACK");
+                        self.followed(idx, now, call, followed, "answer in its ACK");
                     }
                     (None, _) => ep.worsen(
                         Outcome::CompletedWithWarnings,
@@ -3150,9 +3183,48 @@ impl<'a> Shard<'a> {
 
     /// Traces what the media of endpoint `idx` followed of the peer's `what` inside the call
     /// ([`Followed`]), and ends the endpoint COMPLETED_WITH_WARNINGS for what it could not.
-    fn followed(&mut self, idx: usize, now: Instant, followed: Followed, what: &str) {
+    fn followed(&mut self, idx: usize, now: Instant, call: CallId, followed: Followed, what: &str) {
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
+        if let Some(suite) = followed.srtp_dropped {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP dropped by the peer's {what}: plain RTP from now on, sent and \
+                     received (was {suite}; srtp = \"optional\" follows it)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_dropped += 1;
+        }
+        if let Some(suite) = followed.srtp_taken {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP brought into the plain call by the peer's {what}: {suite}, taken \
+                     (srtp = \"optional\", RFC 4568 §7.1.4)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_taken += 1;
+        }
+        if followed.srtp_dropped.is_some() {
+            ep.keep_spare_keys(call);
+        }
+        if let Some(suite) = followed.srtp_refused {
+            // RFC 3261 §13.2.2.4 (an answer the offerer cannot accept: a valid ACK, then
+            // BYE): an answer cannot be refused, and plain RTP is what the group forbids.
+            ep.worsen(
+                Outcome::NegotiationFailed,
+                format!(
+                    "the peer's {what} inside the call dropped SRTP (no a=crypto), which the \
+                     group requires (srtp = \"sdes\"; was {suite}): the call was ended with BYE"
+                ),
+            );
+            ep.ua.hangup(now, call);
+        }
         if let Some(to) = followed.moved_to {
             ep.trace.push(TraceEntry::note(
                 format!("the peer's {what} moved the media: RTP now to {to}"),

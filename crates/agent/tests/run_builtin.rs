@@ -252,6 +252,18 @@ fn suites(mut g: GroupPlan, suites: &[Suite]) -> GroupPlan {
     g
 }
 
+/// `g` holding its call at 1 s and resuming it at 1.8 s (re-INVITEs with its offer).
+fn holding(mut g: GroupPlan) -> GroupPlan {
+    g.actions = [(1000, ActionKind::Hold), (1800, ActionKind::Resume)]
+        .into_iter()
+        .map(|(ms, kind)| CallAction {
+            at: Duration::from_millis(ms),
+            kind,
+        })
+        .collect();
+    g
+}
+
 fn callee(name: &str, srtp: SrtpMode) -> GroupPlan {
     group(
         name,
@@ -439,16 +451,8 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
 #[test]
 fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     let (rt, reg) = builtin_registrar();
-    let mut holder = caller("dtls-holder", SrtpMode::Dtls, "dtls-held");
-    holder.actions = [(1000, ActionKind::Hold), (1800, ActionKind::Resume)]
-        .into_iter()
-        .map(|(ms, kind)| CallAction {
-            at: Duration::from_millis(ms),
-            kind,
-        })
-        .collect();
     let groups = vec![
-        holder,
+        holding(caller("dtls-holder", SrtpMode::Dtls, "dtls-held")),
         callee("dtls-held", SrtpMode::Dtls),
         caller("dtls-caller", SrtpMode::Dtls, "dtls-callee"),
         callee("dtls-callee", SrtpMode::Dtls),
@@ -619,5 +623,52 @@ fn rtcp_xr_voip_metrics_go_both_ways_when_asked() {
     }
     let quiet = by("xr2-callee").media.as_ref().unwrap();
     assert_eq!((quiet.xr_received, quiet.peer_xr), (0, None), "{quiet:?}");
+    rt.block_on(reg.stop());
+}
+
+/// Between two sipmeter ends the security rules for offers inside a call (SrtpPolicy) leave
+/// hold and resume as they were: our re-offers carry the keys (or fingerprint) of our first
+/// offer, so nothing is dropped or brought in. An sdes caller holding an sdes callee, an
+/// optional caller holding an optional callee (SRTP: the callee took the keys) and an
+/// optional caller holding an off callee (plain: the callee ignores `a=crypto` on
+/// `RTP/AVP`, every time): no 488, every call SUCCESS, `srtp_dropped` and `srtp_taken` 0,
+/// `srtp` as the first exchange made it, no packet failed.
+#[test]
+fn hold_and_resume_between_our_own_ends_keep_the_calls_security() {
+    let (rt, reg) = builtin_registrar();
+    let groups = vec![
+        holding(caller("sdes-holder", SrtpMode::Sdes, "sdes-held")),
+        callee("sdes-held", SrtpMode::Sdes),
+        holding(caller("opt-holder", SrtpMode::Optional, "opt-held")),
+        callee("opt-held", SrtpMode::Optional),
+        holding(caller("opt-plain-holder", SrtpMode::Optional, "off-held")),
+        callee("off-held", SrtpMode::Off),
+    ];
+    let plan = plan(&reg, groups, Duration::from_secs(3));
+    let (tx, _rx) = mpsc::channel();
+    let (_, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(
+            !r.trace
+                .iter()
+                .any(|t| t.first_line().starts_with("SIP/2.0 488")),
+            "{r:#?}"
+        );
+        let m = r.media.as_ref().unwrap();
+        let plain = matches!(r.group.as_str(), "opt-plain-holder" | "off-held");
+        assert_eq!(m.srtp.is_none(), plain, "{}: {m:?}", r.group);
+        assert_eq!((m.srtp_dropped, m.srtp_taken), (0, 0), "{}: {m:?}", r.group);
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+    let holders = reports.iter().filter(|r| r.group.ends_with("holder"));
+    for r in holders {
+        let reinvites = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+            .count();
+        assert!(reinvites >= 3, "{}: {reinvites}", r.group);
+    }
     rt.block_on(reg.stop());
 }

@@ -653,6 +653,18 @@ fn coder_for(codec: Codec) -> Result<(Coder, u32), ConfigError> {
     })
 }
 
+/// What the peer sent before the session's last change between plain RTP and SRTP
+/// ([`MediaSession::rekey`]), taken until its first datagram of the new kind.
+#[derive(Debug)]
+enum SrtpWas {
+    /// No change, or its first datagram of the new kind came.
+    Nothing,
+    /// Plain RTP (the session took SRTP).
+    Plain,
+    /// SRTP under this receive stream (the session dropped SRTP).
+    Srtp(Box<SrtpStream>),
+}
+
 /// One call's media. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct MediaSession {
@@ -716,6 +728,9 @@ pub struct MediaSession {
     srtp: Option<Box<SrtpContext>>,
     /// Each received SRTP datagram is decrypted here (one buffer for the whole call).
     srtp_plain: Vec<u8>,
+    /// What the peer sent before the last change between plain RTP and SRTP, still taken
+    /// until its first datagram of the new kind ([`Self::rekey`]).
+    srtp_was: SrtpWas,
     srtp_auth_failures: u64,
     srtp_replayed: u64,
     // DTLS-SRTP (boxed: most calls have none)
@@ -809,6 +824,7 @@ impl MediaSession {
             unexpected_pt: 0,
             srtp: cfg.srtp.as_ref().map(|p| Box::new(SrtpContext::new(p))),
             srtp_plain: Vec::new(),
+            srtp_was: SrtpWas::Nothing,
             srtp_auth_failures: 0,
             srtp_replayed: 0,
             dtls: cfg.dtls.as_ref().map(|p| Box::new(DtlsSrtp::new(p, now))),
@@ -832,21 +848,39 @@ impl MediaSession {
     /// New SDES keys inside the call ([`crate::sdp::srtp_of_exchange`], RFC 4568 §7.1.4):
     /// each direction whose suite or master key changed starts a new SRTP stream (its keys
     /// derived anew, its index and replay window starting again, RFC 3711 §3.2.1), the other
-    /// goes on as it was. False (nothing done) without SRTP or when nothing changed.
-    pub fn rekey(&mut self, p: &SrtpParams) -> bool {
-        let (Some(ctx), Some(old)) = (self.srtp.as_deref_mut(), self.cfg.srtp.as_ref()) else {
+    /// goes on as it was. `None`: the exchange dropped SRTP (an `srtp = "optional"` call
+    /// whose peer offered plain RTP): sent and received plain from now on. Keys in a plain
+    /// session: SRTP starts. Across a change between plain and SRTP, what the peer sent
+    /// before it (its datagrams of the old kind still on their way: an offerer changes when
+    /// our answer reaches it) is taken until its first datagram of the new kind: SRTP that
+    /// authenticates under the old key, or plain RTP before a first SRTP datagram
+    /// authenticates. False (nothing done) when nothing changed, or with DTLS-SRTP (its keys
+    /// are the handshake's).
+    pub fn rekey(&mut self, p: Option<&SrtpParams>) -> bool {
+        if self.dtls.is_some() || self.cfg.srtp.as_ref() == p {
             return false;
-        };
-        if old == p {
-            return false;
         }
-        if old.suite != p.suite || old.tx_key != p.tx_key {
-            ctx.tx = SrtpStream::new(p.suite, &p.tx_key);
+        match (self.srtp.as_deref_mut(), self.cfg.srtp.as_ref(), p) {
+            (Some(ctx), Some(old), Some(p)) => {
+                if old.suite != p.suite || old.tx_key != p.tx_key {
+                    ctx.tx = SrtpStream::new(p.suite, &p.tx_key);
+                }
+                if old.suite != p.suite || old.rx_key != p.rx_key {
+                    ctx.rx = SrtpStream::new(p.suite, &p.rx_key);
+                }
+            }
+            (_, _, Some(p)) => {
+                self.srtp = Some(Box::new(SrtpContext::new(p)));
+                self.srtp_was = SrtpWas::Plain;
+            }
+            (_, _, None) => {
+                self.srtp_was = match self.srtp.take() {
+                    Some(ctx) => SrtpWas::Srtp(Box::new(ctx.rx)),
+                    None => SrtpWas::Nothing,
+                };
+            }
         }
-        if old.suite != p.suite || old.rx_key != p.rx_key {
-            ctx.rx = SrtpStream::new(p.suite, &p.rx_key);
-        }
-        self.cfg.srtp = Some(p.clone());
+        self.cfg.srtp = p.cloned();
         true
     }
 
@@ -1165,6 +1199,28 @@ impl MediaSession {
         if self.srtp.is_some() {
             return self.handle_srtp(now, buf);
         }
+        if let SrtpWas::Srtp(rx) = &mut self.srtp_was {
+            // SRTP of before the peer dropped it, until its first plain datagram.
+            let mut plain = std::mem::take(&mut self.srtp_plain);
+            plain.clear();
+            plain.extend_from_slice(buf);
+            let r = if rtp::is_rtcp(buf) {
+                rx.unprotect_rtcp(&mut plain)
+            } else {
+                rx.unprotect_rtp(&mut plain)
+            };
+            let r = match r {
+                Ok(n) => Some(self.handle_plain(now, &plain[..n])),
+                Err(_) => {
+                    self.srtp_was = SrtpWas::Nothing;
+                    None
+                }
+            };
+            self.srtp_plain = plain;
+            if let Some(r) = r {
+                return r;
+            }
+        }
         self.handle_plain(now, buf)
     }
 
@@ -1180,7 +1236,16 @@ impl MediaSession {
             None => Ok(plain.len()),
         };
         let r = match r {
-            Ok(n) => self.handle_plain(now, &plain[..n]),
+            Ok(n) => {
+                // The peer's first SRTP: its plain RTP of before is over.
+                self.srtp_was = SrtpWas::Nothing;
+                self.handle_plain(now, &plain[..n])
+            }
+            Err(SrtpError::AuthFailed) if matches!(self.srtp_was, SrtpWas::Plain) => {
+                // Plain RTP of before the peer took SRTP, still on its way.
+                self.srtp_plain = plain;
+                return self.handle_plain(now, buf);
+            }
             Err(e) => {
                 match e {
                     SrtpError::AuthFailed => self.srtp_auth_failures += 1,
@@ -2425,29 +2490,42 @@ mod tests {
         }
     }
 
+    /// AES_CM_128_HMAC_SHA1_80 with our master key all `tx` bytes and the peer's all `rx`.
+    fn sdes_params(tx: u8, rx: u8) -> SrtpParams {
+        use crate::srtp::{MasterKey, Suite};
+        SrtpParams {
+            suite: Suite::AesCm128HmacSha1_80,
+            tx_key: MasterKey::from_bytes([tx; 30]),
+            rx_key: MasterKey::from_bytes([rx; 30]),
+        }
+    }
+
+    /// A (SSRC 0xa, key 1) and B (0xb, key 2), each keyed to hear the other, from `t0`.
+    fn sdes_pair(t0: Instant) -> (MediaSession, MediaSession) {
+        (
+            sdes_session(0xa, sdes_params(1, 2), t0),
+            sdes_session(0xb, sdes_params(2, 1), t0),
+        )
+    }
+
+    /// A PCMU session of `ssrc` keyed with `p`, started at `t0`.
+    fn sdes_session(ssrc: u32, p: SrtpParams, t0: Instant) -> MediaSession {
+        let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+        c.srtp = Some(p);
+        MediaSession::new(c, t0).unwrap()
+    }
+
     /// RFC 4568 §7.1.4: B re-keys inside the call (a re-INVITE with a new key); A takes the
     /// new key for what it receives, B sends under it from then on: no packet fails on either
     /// side, before or after, and the call scores as a plain one. Taking the same keys again
     /// changes nothing; a session without SRTP has nothing to re-key.
     #[test]
     fn new_keys_inside_the_call_are_taken_without_a_failed_packet() {
-        use crate::srtp::{MasterKey, Suite};
-        let key = |b| MasterKey::from_bytes([b; 30]);
-        let params = |tx: u8, rx: u8| SrtpParams {
-            suite: Suite::AesCm128HmacSha1_80,
-            tx_key: key(tx),
-            rx_key: key(rx),
-        };
+        let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p: SrtpParams| {
-            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
-            c.srtp = Some(p);
-            MediaSession::new(c, t0).unwrap()
-        };
-        let mut a = mk(0xa, params(1, 2));
-        let mut b = mk(0xb, params(2, 1));
+        let (mut a, mut b) = sdes_pair(t0);
         // Hears B under its old key: after the change, every packet of B fails there.
-        let mut old = mk(0xd, params(4, 2));
+        let mut old = sdes_session(0xd, params(4, 2), t0);
         let (mut fed, rekeyed) = (0, t0 + Duration::from_secs(2));
         let delay = Duration::from_millis(10);
         let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
@@ -2457,10 +2535,10 @@ mod tests {
                 // B's new key is in its offer; A's answer keeps A's key. Packets of the old
                 // key still in flight fail: B switches once they have arrived (as a peer's
                 // answer takes its round trip), A at once.
-                assert!(b.rekey(&params(3, 1)));
-                assert!(!b.rekey(&params(3, 1)), "the same keys again");
+                assert!(b.rekey(Some(&params(3, 1))));
+                assert!(!b.rekey(Some(&params(3, 1))), "the same keys again");
                 deliver_due(&mut wire, now + delay, &mut a, &mut b);
-                assert!(a.rekey(&params(1, 3)));
+                assert!(a.rekey(Some(&params(1, 3))));
             }
             deliver_due(&mut wire, now, &mut a, &mut b);
             for from_a in [true, false] {
@@ -2490,7 +2568,72 @@ mod tests {
             assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41);
         }
         let mut plain = MediaSession::new(cfg(0xc, Codec::Pcmu, 0xc), t0).unwrap();
-        assert!(!plain.rekey(&params(1, 2)));
+        assert!(!plain.rekey(None), "plain already");
+    }
+
+    /// An `srtp = "optional"` call whose peer drops SRTP by re-INVITE, then brings it back:
+    /// A answers (changes at once), B is the offerer (changes when A's answer reaches it, one
+    /// way later). After the drop A sends plain RTP (172 bytes for 20 ms of PCMU, no tag) and
+    /// takes B's SRTP still on its way under the old key; after the return both send SRTP
+    /// (182 bytes) and A takes B's plain RTP still on its way. No packet fails, none is
+    /// lost, the call scores as a plain one. Before (the call stayed SRTP): every plain
+    /// packet of B failed authentication at A.
+    #[test]
+    fn srtp_dropped_then_taken_again_inside_the_call_loses_no_packet() {
+        let params = sdes_params;
+        let t0 = Instant::now();
+        let (mut a, mut b) = sdes_pair(t0);
+        let (dropped, taken) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(4));
+        let delay = Duration::from_millis(10);
+        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        // Lengths of A's RTP (not RTCP) datagrams in each phase.
+        let mut lens: [Vec<usize>; 3] = Default::default();
+        let mut now = t0;
+        while now <= t0 + Duration::from_secs(6) {
+            if now == dropped {
+                assert!(a.rekey(None));
+                assert!(!a.rekey(None), "plain already");
+                deliver_due(&mut wire, now + delay, &mut a, &mut b);
+                assert!(b.rekey(None));
+            }
+            if now == taken {
+                assert!(a.rekey(Some(&params(5, 6))));
+                deliver_due(&mut wire, now + delay, &mut a, &mut b);
+                assert!(b.rekey(Some(&params(6, 5))));
+            }
+            deliver_due(&mut wire, now, &mut a, &mut b);
+            for from_a in [true, false] {
+                let s = if from_a { &mut a } else { &mut b };
+                while let Some(o) = s.poll_transmit(now) {
+                    if from_a && o.kind == PacketKind::Rtp {
+                        let phase = usize::from(now >= dropped) + usize::from(now >= taken);
+                        lens[phase].push(o.bytes.len());
+                    }
+                    wire.push_back((now + delay, from_a, o.bytes));
+                }
+            }
+            now += Duration::from_millis(1);
+        }
+        a.stop(now);
+        b.stop(now);
+        for (phase, want) in [(0, 182), (1, 172), (2, 182)] {
+            assert!(lens[phase].len() > 90, "{phase}: {}", lens[phase].len());
+            assert!(
+                lens[phase].iter().all(|l| *l == want),
+                "{phase}: {:?}",
+                lens[phase]
+            );
+        }
+        assert!(a.config().srtp.is_some());
+        for s in [a.summary(), b.summary()] {
+            assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
+            assert_eq!(
+                (s.rx_lost, s.malformed, s.unexpected_pt),
+                (0, 0, 0),
+                "{s:?}"
+            );
+            assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41, "{s:?}");
+        }
     }
 
     /// DTLS-SRTP between two sessions (RFC 5764): the handshake runs on the session's own
