@@ -1284,7 +1284,9 @@ impl TypedHeader for Replaces {
         }
         Ok(Self {
             call_id: call_id.to_owned(),
-            to_tag: to_tag.ok_or(HeaderError::MissingParam("to-tag"))?.to_owned(),
+            to_tag: to_tag
+                .ok_or(HeaderError::MissingParam("to-tag"))?
+                .to_owned(),
             from_tag: from_tag
                 .ok_or(HeaderError::MissingParam("from-tag"))?
                 .to_owned(),
@@ -1671,18 +1673,41 @@ mod tests {
             "98732@sip.example.com;to-tag=ff87ff;from-tag=r33th4x0r"
         );
         let r = Replaces::parse(" x ; TO-TAG=a ; From-Tag=b ; early-only ; foo=bar").unwrap();
-        assert_eq!((&r.call_id[..], &r.to_tag[..], &r.from_tag[..]), ("x", "a", "b"));
+        assert_eq!(
+            (&r.call_id[..], &r.to_tag[..], &r.from_tag[..]),
+            ("x", "a", "b")
+        );
         assert!(r.early_only);
-        assert_eq!(Replaces::parse("x;to-tag=a;from-tag=b;early-only").unwrap().to_string(), "x;to-tag=a;from-tag=b;early-only");
-        assert_eq!(Replaces::parse("x;to-tag=a"), Err(HeaderError::MissingParam("from-tag")));
-        assert_eq!(Replaces::parse("x;from-tag=b"), Err(HeaderError::MissingParam("to-tag")));
+        assert_eq!(
+            Replaces::parse("x;to-tag=a;from-tag=b;early-only")
+                .unwrap()
+                .to_string(),
+            "x;to-tag=a;from-tag=b;early-only"
+        );
+        assert_eq!(
+            Replaces::parse("x;to-tag=a"),
+            Err(HeaderError::MissingParam("from-tag"))
+        );
+        assert_eq!(
+            Replaces::parse("x;from-tag=b"),
+            Err(HeaderError::MissingParam("to-tag"))
+        );
         assert_eq!(
             Replaces::parse("x;to-tag=a;to-tag=c;from-tag=b"),
             Err(HeaderError::Multiple)
         );
-        assert_eq!(Replaces::parse("x;to-tag;from-tag=b"), Err(HeaderError::BadParam));
-        assert_eq!(Replaces::parse(";to-tag=a;from-tag=b"), Err(HeaderError::BadToken));
-        assert_eq!(Replaces::parse("a b;to-tag=a;from-tag=b"), Err(HeaderError::BadToken));
+        assert_eq!(
+            Replaces::parse("x;to-tag;from-tag=b"),
+            Err(HeaderError::BadParam)
+        );
+        assert_eq!(
+            Replaces::parse(";to-tag=a;from-tag=b"),
+            Err(HeaderError::BadToken)
+        );
+        assert_eq!(
+            Replaces::parse("a b;to-tag=a;from-tag=b"),
+            Err(HeaderError::BadToken)
+        );
         assert!(Replaces::parse("").is_err());
     }
 }
