@@ -1602,6 +1602,139 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
     assert!(m.rx_packets >= 200, "{m:?}");
 }
 
+/// The transfer target's side of an attended transfer (RFC 3891 §3,
+/// `testdata/sipp/uac-replaces-its-call.xml`): SIPp calls our callee, then sends a second
+/// INVITE whose Replaces names that call. Our callee answers it at once (SIPp checks the 200's
+/// `Supported: replaces`), ends the first call with BYE (SIPp checks its Call-ID and Reason),
+/// and goes on in the new call, with media, until SIPp hangs up: SUCCESS, the replacement
+/// counted and noted.
+#[test]
+fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-replaces-its-call.xml");
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(
+        code, 0,
+        "SIPp's INVITE with Replaces got 200 at once, and the first call our BYE"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 2, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the replacement reported");
+    assert_eq!(t.replaced, 1, "{t:?}");
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text.starts_with("our call is replaced by the call r///")),
+        "{r:#?}"
+    );
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text == "the replaced call ended: our BYE answered 200"),
+        "{r:#?}"
+    );
+    // No ringing for the new call: the only 180 is the first call's.
+    let ringing = r
+        .trace
+        .iter()
+        .filter(|e| e.first_line().starts_with("SIP/2.0 180 "))
+        .count();
+    assert_eq!(ringing, 1, "{r:#?}");
+    // RTP came back in both calls: a second of the first, two of the new one.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 120, "{m:?}");
+}
+
+/// An attended transfer at the transferee (RFC 3891 §6.1): SIPp calls our callee and refers
+/// it (`testdata/sipp/uac-refers.xml`) to a second SIPp with `?Replaces=` in the Refer-To; the
+/// second SIPp (`testdata/sipp/uas-checks-replaces.xml`) checks that our INVITE carries that
+/// Replaces, unescaped, and a Request-URI without it. The transfer goes as a blind one does.
+#[test]
+fn a_sipp_uac_transfers_our_callee_attended_with_replaces_in_refer_to() {
+    let scenario_c = sipp_scenario!("uas-checks-replaces.xml");
+    let (target, target_port) = Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let args = [
+            "-sf",
+            scenario_c,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port.to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+        ]
+        .into_iter()
+        .chain(["-nostdin", "-timeout", "25s"])
+        .map(str::to_owned)
+        .collect();
+        (args, port)
+    });
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-refers.xml");
+    let refer_to = format!(
+        "sip:service@127.0.0.1:{target_port}?Replaces=abc%40pbx.example.test%3Bto-tag%3Dc1t%3Bfrom-tag%3Da1t"
+    );
+    let media_port = free_media_ports().to_string();
+    let (code, reports) = sipp_calls(callee, |to| {
+        sipp_calls_callee1(
+            to,
+            &[
+                "-sf",
+                scenario,
+                "-m",
+                "1",
+                "-set",
+                "target",
+                &refer_to,
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_port,
+                "-rtp_echo",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "SIPp's REFER got 202 and the three NOTIFYs");
+    assert_eq!(
+        target.wait(Duration::from_secs(20)),
+        0,
+        "the target's checks of our INVITE's Replaces"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the transfer reported");
+    assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
+}
+
 /// A transferor that hangs up as soon as our callee's first NOTIFY says it is calling the
 /// target (`testdata/sipp/uac-refers-and-hangs-up.xml`), while the target (our endpoint
 /// `target1`, answering after a second) still rings: our callee's call and media move to the
