@@ -722,6 +722,9 @@ enum Uas {
     /// `testdata/sipp/uas-challenges-in-dialog.xml` with `-rtp_echo`, called by callers with
     /// credentials: a server that challenges our REFER and our BYE (401s) inside the dialog and verifies the credentials of each request sent again.
     ChallengesInDialog,
+    /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
+    /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
+    ReplacesItsCall,
 }
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
@@ -798,6 +801,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     "486 Busy Here"
                 },
             ],
+            Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -1456,6 +1460,28 @@ fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
     }
     assert_eq!(summary.transfers.succeeded, 2);
     assert_eq!(sipp, 0, "SIPp counts 2 transfers");
+}
+
+/// Our callers' calls replaced by the called side (an INVITE with Replaces a second in,
+/// RFC 3891 §3, `testdata/sipp/uas-replaces-its-call.xml`): each answers the new call at
+/// once, BYEs the old one, and hangs up the new one at the first call's planned end (SIPp
+/// checks all three); the replacement is no failure and no second answered call.
+#[test]
+fn our_callers_calls_replaced_by_the_called_side_go_on_in_the_new_calls() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::ReplacesItsCall);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: two calls replaced, each new one ended by our BYE"
+    );
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!((r.calls_attempted, r.calls_answered), (1, 1), "{r:#?}");
+        assert_eq!(r.transfer.as_ref().map(|t| t.replaced), Some(1), "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+    }
+    assert_eq!(summary.transfers.replaced, 2);
 }
 
 /// A server that authenticates requests inside dialogs too (SIPp,
