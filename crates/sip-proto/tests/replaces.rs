@@ -32,10 +32,9 @@ fn replaces_of(invite: &Message, bob_tag: &str) -> String {
     format!("{cid};to-tag={bob_tag};from-tag={alice_tag}")
 }
 
-/// The (call-id, Bob's tag, Alice's tag) of Bob's call with Alice, from what Bob sends in it.
+/// An INFO of Alice in her call with Bob (delivered): it names the dialog as Alice sends in
+/// it (her tag in From, Bob's in To).
 fn dialog_of(alice: &mut UserAgent, a: CallId, bob: &mut UserAgent, now: Instant) -> Message {
-    // An INFO from Alice carries the dialog's identifiers as Alice sends them (her tag in
-    // From, Bob's in To).
     assert!(alice.info(now, a, "text/plain", sdp("x")));
     let (out, _) = drain(alice);
     let info = msg(&out[0]);
@@ -195,9 +194,12 @@ fn an_invite_replacing_a_confirmed_call_is_reported_and_its_answer_byes_the_old_
     assert_eq!(bob.call_state(new), Some(CallState::Confirmed));
 }
 
+/// Writes the Replaces line(s) of a case from the call's Call-ID, Bob's tag, Alice's tag.
+type ReplacesLine = fn(&str, &str, &str) -> String;
+
 #[test]
-fn replaces_refusals_481_486_400_and_603() {
-    let cases: [(&str, fn(&str, &str, &str) -> String, &str); 7] = [
+fn replaces_refusals_481_486_and_400() {
+    let cases: [(&str, ReplacesLine, &str); 7] = [
         // The tags the other way round (the to-tag must be Bob's own, RFC 3891 §3).
         (
             "swapped tags",
@@ -280,6 +282,10 @@ fn a_call_already_being_replaced_or_ending_gets_603() {
             }
         )]
     ));
+    assert!(
+        ev.iter()
+            .any(|(_, e)| matches!(e, CallEvent::Incoming { replaces: Some(o), .. } if *o == b))
+    );
     // A second INVITE for the same call while the first one's is not answered yet.
     let (_, sent, _) = carol_invites_bob(&mut bob, now, &line);
     assert!(final_status(&sent).starts_with("SIP/2.0 603 "), "{sent:#?}");
@@ -291,7 +297,6 @@ fn a_call_already_being_replaced_or_ending_gets_603() {
     let line = format!("Replaces: {}\r\n", bob_side_replaces(&info));
     let (_, sent, _) = carol_invites_bob(&mut bob2, now, &line);
     assert!(final_status(&sent).starts_with("SIP/2.0 603 "), "{sent:#?}");
-    let _ = (b, alice);
 }
 
 #[test]
