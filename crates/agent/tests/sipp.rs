@@ -216,6 +216,31 @@ fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<En
     sipp_calls_groups(vec![callee], sipp)
 }
 
+/// `callee1` with media, called once by SIPp running `scenario` with its RTP echoed (and the
+/// arguments `extra`): SIPp's exit code and the run's reports.
+fn sipp_calls_media_callee(scenario: &str, extra: &[&str]) -> (i32, Vec<EndpointReport>) {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let media_port = free_media_ports().to_string();
+    sipp_calls(callee, |to| {
+        let mut args = vec![
+            "-sf",
+            scenario,
+            "-m",
+            "1",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port,
+            "-rtp_echo",
+        ];
+        args.extend(extra);
+        sipp_calls_callee1(to, &args)
+    })
+}
+
 /// [`sipp_calls`] with more groups of endpoints than `callee1`'s (the first group).
 fn sipp_calls_groups(
     groups: Vec<GroupPlan>,
@@ -400,28 +425,7 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
 /// call ends SUCCESS with PCMA reported.
 #[test]
 fn a_callee_answers_an_offer_of_its_other_configured_codec() {
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-reoffers-pcma.xml");
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(sipp_scenario!("uac-reoffers-pcma.xml"), &[]);
     assert_eq!(
         code, 0,
         "SIPp's re-INVITE offering PCMA was answered with PCMA"
@@ -1578,32 +1582,11 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
         .collect();
         (args, port)
     });
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-refers.xml");
     let refer_to = format!("sip:service@127.0.0.1:{target_port}");
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-set",
-                "target",
-                &refer_to,
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(
+        sipp_scenario!("uac-refers.xml"),
+        &["-set", "target", &refer_to],
+    );
     assert_eq!(
         code, 0,
         "SIPp's REFER got 202 and the three NOTIFYs it checks"
@@ -1636,28 +1619,7 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
 /// counted and noted.
 #[test]
 fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-replaces-its-call.xml");
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(sipp_scenario!("uac-replaces-its-call.xml"), &[]);
     assert_eq!(
         code, 0,
         "SIPp's INVITE with Replaces got 200 at once, and the first call our BYE"
@@ -1721,34 +1683,13 @@ fn a_sipp_uac_transfers_our_callee_attended_with_replaces_in_refer_to() {
         .collect();
         (args, port)
     });
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-refers.xml");
     let refer_to = format!(
         "sip:service@127.0.0.1:{target_port}?Replaces=abc%40pbx.example.test%3Bto-tag%3Dc1t%3Bfrom-tag%3Da1t"
     );
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-set",
-                "target",
-                &refer_to,
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(
+        sipp_scenario!("uac-refers.xml"),
+        &["-set", "target", &refer_to],
+    );
     assert_eq!(code, 0, "SIPp's REFER got 202 and the three NOTIFYs");
     assert_eq!(
         target.wait(Duration::from_secs(20)),
