@@ -3391,10 +3391,11 @@ impl<'a> Shard<'a> {
             new_call = msg.method() == Some(Method::Invite);
             // An INVITE with Replaces taking over the endpoint's call (RFC 3891 §3) is
             // the endpoint's call from now on: its route is the call's.
+            let active = self.endpoints[idx].active_call;
             let replacing = new_call
-                && self.endpoints[idx].active_call.is_some()
-                && matches!(self.endpoints[idx].ua.replaced_by(&msg), Ok(Some(_)));
-            if new_call && self.endpoints[idx].active_call.is_some() && !replacing {
+                && active.is_some()
+                && matches!(self.endpoints[idx].ua.replaced_by(&msg), Ok(Some(c)) if Some(c) == active);
+            if new_call && active.is_some() && !replacing {
                 // A second call while busy is refused (486): its route goes with its
                 // transaction, the current call's stays.
                 self.by_call_id
