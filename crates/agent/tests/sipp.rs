@@ -241,6 +241,37 @@ fn sipp_calls_media_callee(scenario: &str, extra: &[&str]) -> (i32, Vec<Endpoint
     })
 }
 
+/// A SIPp UAS (`scenario`: `-sn uas` or `-sf FILE`) taking one call on a port of its own,
+/// echoing RTP: it and its port.
+fn sipp_uas_once(scenario: &[&str]) -> (Sipp, u16) {
+    Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let (port_text, media_text) = (port.to_string(), media_port.to_string());
+        let args = scenario
+            .iter()
+            .copied()
+            .chain([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port_text,
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_text,
+                "-rtp_echo",
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "25s",
+            ])
+            .map(str::to_owned)
+            .collect();
+        (args, port)
+    })
+}
+
 /// [`sipp_calls`] with more groups of endpoints than `callee1`'s (the first group).
 fn sipp_calls_groups(
     groups: Vec<GroupPlan>,
@@ -1559,29 +1590,7 @@ fn a_blind_transfer_that_fails_leaves_the_call_up_with_a_warning() {
 /// target's answer: the second SIPp echoes our RTP until our BYE at the call's end.
 #[test]
 fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
-    let (target, target_port) = Sipp::start_listening(|| {
-        let (port, media_port) = (free_udp_port(), free_media_ports());
-        let args = [
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port.to_string(),
-            "-rtp_echo",
-            "-m",
-            "1",
-        ]
-        .into_iter()
-        .chain(["-nostdin", "-timeout", "25s"])
-        .map(str::to_owned)
-        .collect();
-        (args, port)
-    });
+    let (target, target_port) = sipp_uas_once(&["-sn", "uas"]);
     let refer_to = format!("sip:service@127.0.0.1:{target_port}");
     let (code, reports) = sipp_calls_media_callee(
         sipp_scenario!("uac-refers.xml"),
@@ -1659,30 +1668,7 @@ fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
 /// Replaces, unescaped, and a Request-URI without it. The transfer goes as a blind one does.
 #[test]
 fn a_sipp_uac_transfers_our_callee_attended_with_replaces_in_refer_to() {
-    let scenario_c = sipp_scenario!("uas-checks-replaces.xml");
-    let (target, target_port) = Sipp::start_listening(|| {
-        let (port, media_port) = (free_udp_port(), free_media_ports());
-        let args = [
-            "-sf",
-            scenario_c,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port.to_string(),
-            "-rtp_echo",
-            "-m",
-            "1",
-        ]
-        .into_iter()
-        .chain(["-nostdin", "-timeout", "25s"])
-        .map(str::to_owned)
-        .collect();
-        (args, port)
-    });
+    let (target, target_port) = sipp_uas_once(&["-sf", sipp_scenario!("uas-checks-replaces.xml")]);
     let refer_to = format!(
         "sip:service@127.0.0.1:{target_port}?Replaces=abc%40pbx.example.test%3Bto-tag%3Dc1t%3Bfrom-tag%3Da1t"
     );
