@@ -135,9 +135,25 @@ fuzz_target!(|data: &[u8]| {
                 let seq = c.byte().unwrap_or(1);
                 let state = ["active;expires=60", "terminated", "pending", ""]
                     [usize::from(c.byte().unwrap_or(0) % 4)];
+                // RFC 3891: an INVITE's Replaces (none, one naming another of these calls, two,
+                // unreadable) and a Refer-To with URI headers (an attended transfer's, others).
+                let other = c.byte().unwrap_or(0) % 4;
+                let replaces = [
+                    String::new(),
+                    format!("Replaces: c{other};to-tag=x;from-tag=b{other}\r\n"),
+                    format!("Replaces: c{other};to-tag=x;from-tag=b{other}\r\nReplaces: c{other};to-tag=x;from-tag=b{other};early-only\r\n"),
+                    "Replaces: ;;;to-tag\r\n".to_owned(),
+                ][usize::from(c.byte().unwrap_or(0) % 4)]
+                .clone();
+                let refer_to = [
+                    "",
+                    "?Replaces=c1%3Bto-tag%3Dx%3Bfrom-tag%3Db1",
+                    "?Replaces=c1%3Bto-tag%3Dx",
+                    "?Subject=x&Replaces=c1",
+                ][usize::from(c.byte().unwrap_or(0) % 4)];
                 let body = String::from_utf8_lossy(c.bytes()).into_owned();
                 let text = format!(
-                    "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{cid}{method}\r\nFrom: <sip:bob@example.test>;tag=b{cid}\r\nTo: <sip:alice@example.test>{to_tag}\r\nCall-ID: c{cid}\r\nCSeq: {seq} {method}\r\nContact: <sip:bob@127.0.0.1:5060>\r\nRAck: 1 1 INVITE\r\nRefer-To: <sip:carol@127.0.0.1:5062>\r\nEvent: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n\r\n{body}",
+                    "{method} sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{cid}{method}\r\nFrom: <sip:bob@example.test>;tag=b{cid}\r\nTo: <sip:alice@example.test>{to_tag}\r\nCall-ID: c{cid}\r\nCSeq: {seq} {method}\r\nContact: <sip:bob@127.0.0.1:5060>\r\nRAck: 1 1 INVITE\r\nRefer-To: <sip:carol@127.0.0.1:5062{refer_to}>\r\n{replaces}Event: refer\r\nSubscription-State: {state}\r\nContent-Type: message/sipfrag\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 if let Ok(m) = Message::parse(text.as_bytes()) {

@@ -2870,6 +2870,7 @@ impl<'a> Shard<'a> {
         let at = now - self.start;
         if self.endpoints[idx].on_transfer_event(now, at, &ce)
             || self.on_referred_event(idx, now, call, &ce)
+            || self.on_replacing_event(idx, now, call, &ce)
         {
             return;
         }
@@ -2956,6 +2957,9 @@ impl<'a> Shard<'a> {
                 }
             }
             CallEvent::Answered { sdp } => {
+                // A call of ours (not an incoming one, an INVITE with Replaces included,
+                // RFC 3891, on a calling endpoint): its answer counts and starts its hold.
+                let placed = ep.invite_sent.is_some() && ep.ua.is_outgoing(call);
                 ep.set_phase(Phase::Negotiating, &events);
                 // The answer to our offer starts the media: the caller's offer in its INVITE
                 // (the answer in the 2xx), or the callee's offer in its 2xx to an INVITE
@@ -2968,7 +2972,7 @@ impl<'a> Shard<'a> {
                     let calls = ep.calls_attempted.max(ep.calls_received);
                     let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(calls) << 32;
                     let cname = format!("{}@sipmeter", ep.ua.user());
-                    let carrier = if ep.invite_sent.is_some() {
+                    let carrier = if placed {
                         "the 200 OK"
                     } else {
                         "the ACK"
@@ -2990,14 +2994,14 @@ impl<'a> Shard<'a> {
                 if let Some(media) = ep.media.as_mut() {
                     media.answered(now);
                 }
-                if ep.invite_sent.is_some() {
+                if placed {
                     ep.calls_answered += 1;
                 }
                 ep.call_code = Some(200);
                 ep.call_result = Some(CallResult::Answered);
                 ep.answered_at = Some(now);
                 ep.next_action = 0;
-                if ep.invite_sent.is_some() {
+                if placed {
                     if ep.timings.call_setup_ms.is_none() {
                         ep.timings.call_setup_ms = since_invite(ep);
                     }
@@ -3573,7 +3577,13 @@ impl<'a> Shard<'a> {
             && !self.by_call_id.contains(cid)
         {
             new_call = msg.method() == Some(Method::Invite);
-            if new_call && self.endpoints[idx].active_call.is_some() {
+            // An INVITE with Replaces taking over the endpoint's call (RFC 3891 §3) is
+            // the endpoint's call from now on: its route is the call's.
+            let active = self.endpoints[idx].active_call;
+            let replacing = new_call
+                && active.is_some()
+                && matches!(self.endpoints[idx].ua.replaced_by(&msg), Ok(Some(c)) if Some(c) == active);
+            if new_call && active.is_some() && !replacing {
                 // A second call while busy is refused (486): its route goes with its
                 // transaction, the current call's stays.
                 self.by_call_id

@@ -217,6 +217,62 @@ fn sipp_calls(callee: GroupPlan, sipp: impl FnOnce(&str) -> i32) -> (i32, Vec<En
     sipp_calls_groups(vec![callee], sipp)
 }
 
+/// `callee1` with media, called once by SIPp running `scenario` with its RTP echoed (and the
+/// arguments `extra`): SIPp's exit code and the run's reports.
+fn sipp_calls_media_callee(scenario: &str, extra: &[&str]) -> (i32, Vec<EndpointReport>) {
+    let callee = GroupPlan {
+        media: Some(MediaPlan::default()),
+        ..callee1()
+    };
+    let media_port = free_media_ports().to_string();
+    sipp_calls(callee, |to| {
+        let mut args = vec![
+            "-sf",
+            scenario,
+            "-m",
+            "1",
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media_port,
+            "-rtp_echo",
+        ];
+        args.extend(extra);
+        sipp_calls_callee1(to, &args)
+    })
+}
+
+/// A SIPp UAS (`scenario`: `-sn uas` or `-sf FILE`) taking one call on a port of its own,
+/// echoing RTP: it and its port.
+fn sipp_uas_once(scenario: &[&str]) -> (Sipp, u16) {
+    Sipp::start_listening(|| {
+        let (port, media_port) = (free_udp_port(), free_media_ports());
+        let (port_text, media_text) = (port.to_string(), media_port.to_string());
+        let args = scenario
+            .iter()
+            .copied()
+            .chain([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port_text,
+                "-mi",
+                "127.0.0.1",
+                "-mp",
+                &media_text,
+                "-rtp_echo",
+                "-m",
+                "1",
+                "-nostdin",
+                "-timeout",
+                "25s",
+            ])
+            .map(str::to_owned)
+            .collect();
+        (args, port)
+    })
+}
+
 /// [`sipp_calls`] with more groups of endpoints than `callee1`'s (the first group).
 fn sipp_calls_groups(
     groups: Vec<GroupPlan>,
@@ -401,28 +457,7 @@ fn a_sipp_uac_asking_too_short_a_session_interval_gets_422_then_the_terms() {
 /// call ends SUCCESS with PCMA reported.
 #[test]
 fn a_callee_answers_an_offer_of_its_other_configured_codec() {
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-reoffers-pcma.xml");
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(sipp_scenario!("uac-reoffers-pcma.xml"), &[]);
     assert_eq!(
         code, 0,
         "SIPp's re-INVITE offering PCMA was answered with PCMA"
@@ -731,6 +766,9 @@ enum Uas {
     /// answers SRTP with the caller's own key, re-INVITEs with plain `RTP/AVP` 1.5 s after
     /// the ACK; its SDP points our RTP at [`WIRE`]'s reflector, not at SIPp's echo.
     DropsSrtp(SrtpMode),
+    /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
+    /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
+    ReplacesItsCall,
 }
 
 /// The tests reading [`WIRE`] run one at a time, from their run to their last look at it.
@@ -843,6 +881,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     "486 Busy Here"
                 },
             ],
+            Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -1639,6 +1678,28 @@ fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
     assert_eq!(sipp, 0, "SIPp counts 2 transfers");
 }
 
+/// Our callers' calls replaced by the called side (an INVITE with Replaces a second in,
+/// RFC 3891 §3, `testdata/sipp/uas-replaces-its-call.xml`): each answers the new call at
+/// once, BYEs the old one, and hangs up the new one at the first call's planned end (SIPp
+/// checks all three); the replacement is no failure and no second answered call.
+#[test]
+fn our_callers_calls_replaced_by_the_called_side_go_on_in_the_new_calls() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::ReplacesItsCall);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: two calls replaced, each new one ended by our BYE"
+    );
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!((r.calls_attempted, r.calls_answered), (1, 1), "{r:#?}");
+        assert_eq!(r.transfer.as_ref().map(|t| t.replaced), Some(1), "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+    }
+    assert_eq!(summary.transfers.replaced, 2);
+}
+
 /// A server that authenticates requests inside dialogs too (SIPp,
 /// `testdata/sipp/uas-challenges-in-dialog.xml`): our REFER and our BYE are challenged with
 /// 401 (with and without qop); each is sent again once with credentials SIPp verifies (RFC 3261 §22.2-22.3, a
@@ -1710,55 +1771,12 @@ fn a_blind_transfer_that_fails_leaves_the_call_up_with_a_warning() {
 /// target's answer: the second SIPp echoes our RTP until our BYE at the call's end.
 #[test]
 fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
-    let (target, target_port) = Sipp::start_listening(|| {
-        let (port, media_port) = (free_udp_port(), free_media_ports());
-        let args = [
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media_port.to_string(),
-            "-rtp_echo",
-            "-m",
-            "1",
-        ]
-        .into_iter()
-        .chain(["-nostdin", "-timeout", "25s"])
-        .map(str::to_owned)
-        .collect();
-        (args, port)
-    });
-    let callee = GroupPlan {
-        media: Some(MediaPlan::default()),
-        ..callee1()
-    };
-    let scenario = sipp_scenario!("uac-refers.xml");
+    let (target, target_port) = sipp_uas_once(&["-sn", "uas"]);
     let refer_to = format!("sip:service@127.0.0.1:{target_port}");
-    let media_port = free_media_ports().to_string();
-    let (code, reports) = sipp_calls(callee, |to| {
-        sipp_calls_callee1(
-            to,
-            &[
-                "-sf",
-                scenario,
-                "-m",
-                "1",
-                "-set",
-                "target",
-                &refer_to,
-                "-mi",
-                "127.0.0.1",
-                "-mp",
-                &media_port,
-                "-rtp_echo",
-            ],
-        )
-    });
+    let (code, reports) = sipp_calls_media_callee(
+        sipp_scenario!("uac-refers.xml"),
+        &["-set", "target", &refer_to],
+    );
     assert_eq!(
         code, 0,
         "SIPp's REFER got 202 and the three NOTIFYs it checks"
@@ -1781,6 +1799,74 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
     // Our RTP came back all along: from the caller's echo, then the target's.
     let m = r.media.as_ref().expect("media measured");
     assert!(m.rx_packets >= 200, "{m:?}");
+}
+
+/// The transfer target's side of an attended transfer (RFC 3891 §3,
+/// `testdata/sipp/uac-replaces-its-call.xml`): SIPp calls our callee, then sends a second
+/// INVITE whose Replaces names that call. Our callee answers it at once (SIPp checks the 200's
+/// `Supported: replaces`), ends the first call with BYE (SIPp checks its Call-ID and Reason),
+/// and goes on in the new call, with media, until SIPp hangs up: SUCCESS, the replacement
+/// counted and noted.
+#[test]
+fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
+    let (code, reports) = sipp_calls_media_callee(sipp_scenario!("uac-replaces-its-call.xml"), &[]);
+    assert_eq!(
+        code, 0,
+        "SIPp's INVITE with Replaces got 200 at once, and the first call our BYE"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(r.calls_received, 2, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the replacement reported");
+    assert_eq!(t.replaced, 1, "{t:?}");
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text.starts_with("our call is replaced by the call r///")),
+        "{r:#?}"
+    );
+    assert!(
+        r.trace
+            .iter()
+            .any(|e| e.text == "the replaced call ended: our BYE answered 200"),
+        "{r:#?}"
+    );
+    // No ringing for the new call: the only 180 is the first call's.
+    let ringing = r
+        .trace
+        .iter()
+        .filter(|e| e.first_line().starts_with("SIP/2.0 180 "))
+        .count();
+    assert_eq!(ringing, 1, "{r:#?}");
+    // RTP came back in both calls: a second of the first, two of the new one.
+    let m = r.media.as_ref().expect("media measured");
+    assert!(m.rx_packets >= 120, "{m:?}");
+}
+
+/// An attended transfer at the transferee (RFC 3891 §6.1): SIPp calls our callee and refers
+/// it (`testdata/sipp/uac-refers.xml`) to a second SIPp with `?Replaces=` in the Refer-To; the
+/// second SIPp (`testdata/sipp/uas-checks-replaces.xml`) checks that our INVITE carries that
+/// Replaces, unescaped, and a Request-URI without it. The transfer goes as a blind one does.
+#[test]
+fn a_sipp_uac_transfers_our_callee_attended_with_replaces_in_refer_to() {
+    let (target, target_port) = sipp_uas_once(&["-sf", sipp_scenario!("uas-checks-replaces.xml")]);
+    let refer_to = format!(
+        "sip:service@127.0.0.1:{target_port}?Replaces=abc%40pbx.example.test%3Bto-tag%3Dc1t%3Bfrom-tag%3Da1t"
+    );
+    let (code, reports) = sipp_calls_media_callee(
+        sipp_scenario!("uac-refers.xml"),
+        &["-set", "target", &refer_to],
+    );
+    assert_eq!(code, 0, "SIPp's REFER got 202 and the three NOTIFYs");
+    assert_eq!(
+        target.wait(Duration::from_secs(20)),
+        0,
+        "the target's checks of our INVITE's Replaces"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let t = r.transfer.as_ref().expect("the transfer reported");
+    assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
 }
 
 /// A transferor that hangs up as soon as our callee's first NOTIFY says it is calling the

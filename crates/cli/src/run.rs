@@ -344,6 +344,12 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             t.sent, t.accepted, t.succeeded, t.failed, t.unknown
         );
     }
+    if t.replaced > 0 {
+        println!(
+            "replaced         {} calls by an INVITE with Replaces (RFC 3891)",
+            t.replaced
+        );
+    }
     println!(
         "ASR / NER        {} / {}",
         s.asr.map_or("-".into(), |v| format!("{v:.1} %")),

@@ -72,6 +72,9 @@ pub enum HeaderError {
     /// Several values where only one is allowed.
     #[error("several values where one is allowed")]
     Multiple,
+    /// A parameter the header must carry is missing (the name given).
+    #[error("missing parameter {0}")]
+    MissingParam(&'static str),
 }
 
 /// What is wrong with a message.

@@ -74,7 +74,7 @@ macro_rules! header_names {
 }
 
 // RFC 3261 §7.3.3 and §20; compact forms from RFC 3261, RFC 3515 (r), RFC 3892 (b),
-// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d). `from_name` tries the names in this order:
+// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d); Replaces (RFC 3891) has none. `from_name` tries the names in this order:
 // the headers of every request and response come first.
 header_names! {
     Via => "Via", "v";
@@ -126,6 +126,7 @@ header_names! {
     ProxyRequire => "Proxy-Require";
     ReferTo => "Refer-To", "r";
     ReferredBy => "Referred-By", "b";
+    Replaces => "Replaces";
     RejectContact => "Reject-Contact", "j";
     ReplyTo => "Reply-To";
     RequestDisposition => "Request-Disposition", "d";

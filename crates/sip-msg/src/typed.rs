@@ -1230,6 +1230,85 @@ impl TypedHeader for Date {
     }
 }
 
+/// `Replaces` (RFC 3891 §6.1): the dialog an INVITE replaces, named by its Call-ID and tags
+/// as the sender of the Replaces sees them: `to-tag` is the tag of the receiver of the INVITE
+/// (its local tag), `from-tag` the other party's (RFC 3891 §3).
+///
+/// ```text
+/// Replaces        = "Replaces" HCOLON callid *(SEMI replaces-param)
+/// replaces-param  = to-tag / from-tag / early-flag / generic-param
+/// to-tag          = "to-tag" EQUAL token
+/// from-tag        = "from-tag" EQUAL token
+/// early-flag      = "early-only"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaces {
+    /// The Call-ID of the dialog replaced.
+    pub call_id: String,
+    /// The `to-tag`: the local tag of the receiver of the INVITE.
+    pub to_tag: String,
+    /// The `from-tag`: the remote tag at the receiver of the INVITE.
+    pub from_tag: String,
+    /// `early-only`: replace only an early dialog (RFC 3891 §3: a confirmed one gets 486).
+    pub early_only: bool,
+}
+
+impl TypedHeader for Replaces {
+    const NAME: HeaderName = HeaderName::Replaces;
+    const LIST: bool = false;
+    fn parse(value: &str) -> Result<Self, HeaderError> {
+        let (call_id, params) = match value.find(';') {
+            Some(i) => (value[..i].trim(), &value[i..]),
+            None => (value.trim(), ""),
+        };
+        // RFC 3261 §25.1: callid = word [ "@" word ]; no white space, no separators.
+        if call_id.is_empty() || call_id.bytes().any(|c| is_ws(c) || c == b',') {
+            return Err(HeaderError::BadToken);
+        }
+        let params = parse_trailing_params(params)?;
+        let (mut to_tag, mut from_tag, mut early_only) = (None, None, false);
+        for (name, v) in params.iter() {
+            let slot = if name.eq_ignore_ascii_case("to-tag") {
+                &mut to_tag
+            } else if name.eq_ignore_ascii_case("from-tag") {
+                &mut from_tag
+            } else {
+                early_only |= name.eq_ignore_ascii_case("early-only");
+                continue;
+            };
+            // §6.1: "exactly one to-tag and exactly one from-tag", each a token.
+            let v = v.filter(|v| is_token(v)).ok_or(HeaderError::BadParam)?;
+            if slot.replace(v).is_some() {
+                return Err(HeaderError::Multiple);
+            }
+        }
+        Ok(Self {
+            call_id: call_id.to_owned(),
+            to_tag: to_tag
+                .ok_or(HeaderError::MissingParam("to-tag"))?
+                .to_owned(),
+            from_tag: from_tag
+                .ok_or(HeaderError::MissingParam("from-tag"))?
+                .to_owned(),
+            early_only,
+        })
+    }
+}
+
+impl fmt::Display for Replaces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{};to-tag={};from-tag={}",
+            self.call_id, self.to_tag, self.from_tag
+        )?;
+        if self.early_only {
+            f.write_str(";early-only")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1579,5 +1658,56 @@ mod tests {
         .unwrap();
         let top = m.headers.view::<ViaBranch>().unwrap().unwrap();
         assert_eq!(top.0.as_deref(), Some("z9hG4bKtop"));
+    }
+
+    #[test]
+    fn replaces_reads_rfc3891_values_and_refuses_broken_ones() {
+        // RFC 3891 §6.1's example.
+        let r = Replaces::parse("98732@sip.example.com;from-tag=r33th4x0r;to-tag=ff87ff").unwrap();
+        assert_eq!(r.call_id, "98732@sip.example.com");
+        assert_eq!(r.to_tag, "ff87ff");
+        assert_eq!(r.from_tag, "r33th4x0r");
+        assert!(!r.early_only);
+        assert_eq!(
+            r.to_string(),
+            "98732@sip.example.com;to-tag=ff87ff;from-tag=r33th4x0r"
+        );
+        let r = Replaces::parse(" x ; TO-TAG=a ; From-Tag=b ; early-only ; foo=bar").unwrap();
+        assert_eq!(
+            (&r.call_id[..], &r.to_tag[..], &r.from_tag[..]),
+            ("x", "a", "b")
+        );
+        assert!(r.early_only);
+        assert_eq!(
+            Replaces::parse("x;to-tag=a;from-tag=b;early-only")
+                .unwrap()
+                .to_string(),
+            "x;to-tag=a;from-tag=b;early-only"
+        );
+        assert_eq!(
+            Replaces::parse("x;to-tag=a"),
+            Err(HeaderError::MissingParam("from-tag"))
+        );
+        assert_eq!(
+            Replaces::parse("x;from-tag=b"),
+            Err(HeaderError::MissingParam("to-tag"))
+        );
+        assert_eq!(
+            Replaces::parse("x;to-tag=a;to-tag=c;from-tag=b"),
+            Err(HeaderError::Multiple)
+        );
+        assert_eq!(
+            Replaces::parse("x;to-tag;from-tag=b"),
+            Err(HeaderError::BadParam)
+        );
+        assert_eq!(
+            Replaces::parse(";to-tag=a;from-tag=b"),
+            Err(HeaderError::BadToken)
+        );
+        assert_eq!(
+            Replaces::parse("a b;to-tag=a;from-tag=b"),
+            Err(HeaderError::BadToken)
+        );
+        assert!(Replaces::parse("").is_err());
     }
 }

@@ -66,7 +66,9 @@ use crate::transaction::{
 };
 
 mod in_dialog_auth;
+mod replaces;
 mod transfer;
+pub use replaces::ReplacesMatch;
 pub use transfer::TRANSFER_WAIT;
 
 /// Methods we accept, announced in Allow (REFER and the NOTIFYs of our REFER's
@@ -326,6 +328,10 @@ pub enum CallEvent {
         from: String,
         /// The SDP offer, if any.
         offer: Option<Bytes>,
+        /// RFC 3891 §3: the INVITE's `Replaces` names this call of ours (confirmed, or early
+        /// and placed by us): answering the new call ends that one (BYE, or CANCEL for our
+        /// early INVITE). Answer it at once: it takes over a call already up (no ringing).
+        replaces: Option<CallId>,
     },
     /// 100 Trying received.
     Trying,
@@ -754,8 +760,10 @@ struct Rare {
     /// pointer each (16 bytes) instead of 40 bytes in every call's `Rare` (a call with a
     /// session timer has one all its life).
     transfer: Option<Box<transfer::Transfer>>,
-    /// The call was placed for a REFER: where its progress is NOTIFYed.
-    referrer: Option<Box<transfer::Referrer>>,
+    /// The call's tie to another call of ours: placed for a REFER made in it, or replacing
+    /// it (RFC 3891). One box for both (a call is never both: one we place, one we answer):
+    /// one pointer, so that `Rare` stays in the 224-byte size class with `keys`.
+    tie: Option<Box<Tie>>,
     /// The call's SRTP state beyond our description (boxed: only `srtp = "optional"`
     /// calls have one, and `Rare` stays in mimalloc's 224-byte size class).
     keys: Option<Box<CallKeys>>,
@@ -774,6 +782,16 @@ struct CallKeys {
     peer_fingerprint: Option<Box<str>>,
 }
 
+/// What ties a call to another call of ours ([`Rare::tie`]).
+#[derive(Debug)]
+enum Tie {
+    /// We placed it for a REFER in another call (transferee): where its progress is NOTIFYed.
+    Referred(transfer::Referrer),
+    /// An incoming call whose INVITE's Replaces named this other call of ours (RFC 3891 §3):
+    /// answering it ends that one.
+    Replacing(CallId),
+}
+
 impl Rare {
     /// Nothing kept: the box can go.
     fn is_empty(&self) -> bool {
@@ -783,7 +801,7 @@ impl Rare {
             && self.in_use.is_none()
             && self.session.is_none()
             && self.transfer.is_none()
-            && self.referrer.is_none()
+            && self.tie.is_none()
             && self
                 .keys
                 .as_ref()
@@ -1555,6 +1573,16 @@ impl UserAgent {
     }
 
     /// The index of call `id` in `calls`.
+    /// The Call-ID of call `id`'s dialog (none before a UAC's first response with a tag).
+    pub fn sip_call_id(&self, id: CallId) -> Option<&str> {
+        Some(self.call_ref(id)?.dialog.as_ref()?.id.call_id.as_str())
+    }
+
+    /// True when we placed call `id` (our INVITE), false for an incoming or unknown one.
+    pub fn is_outgoing(&self, id: CallId) -> bool {
+        self.call_ref(id).is_some_and(|c| c.uac)
+    }
+
     fn slot(&self, id: CallId) -> Option<usize> {
         id.0.checked_sub(self.first_call).map(|i| i as usize)
     }
@@ -2004,16 +2032,34 @@ impl UserAgent {
     /// callee's offer comes as [`CallEvent::Offered`], answered with
     /// [`UserAgent::answer_offer`]); returns its handle.
     pub fn call(&mut self, now: Instant, target: Uri, offer: Option<Bytes>) -> CallId {
-        self.call_referred(now, target, offer, None)
+        self.call_referred(now, target, offer, None, None)
     }
 
-    /// [`UserAgent::call`], with `Referred-By` (RFC 3892) when a REFER made us place it.
+    /// Our `Supported` option tags (in our INVITE, its 2xx and OPTIONS answers): `replaces`
+    /// (RFC 3891 §3, answered as [`CallEvent::Incoming`]'s `replaces`), `100rel` and `timer`
+    /// when we use them (RFC 4028 §7.1: `timer` only when we keep its promise, a UAC
+    /// supporting it refreshes when the 2xx names it refresher).
+    fn supported(&self) -> &'static str {
+        match (
+            self.profile.use_100rel,
+            self.profile.session_timer.is_some(),
+        ) {
+            (true, true) => "100rel, replaces, timer",
+            (true, false) => "100rel, replaces",
+            (false, true) => "replaces, timer",
+            (false, false) => "replaces",
+        }
+    }
+
+    /// [`UserAgent::call`], with `Referred-By` (RFC 3892) when a REFER made us place it, and
+    /// the `Replaces` its Refer-To URI carried (an attended transfer, RFC 3891 §6.1).
     fn call_referred(
         &mut self,
         now: Instant,
         target: Uri,
         offer: Option<Bytes>,
         referred_by: Option<&str>,
+        replaces: Option<&str>,
     ) -> CallId {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
@@ -2050,17 +2096,10 @@ impl UserAgent {
             None => Destination::Registrar,
         };
         let timers = self.profile.session_timer;
-        // `timer` only when we keep its promise (RFC 4028 §7.1: a UAC supporting it refreshes
-        // when the 2xx names it refresher).
-        b = self.common(b).header(HeaderName::Allow, ALLOW).header(
-            HeaderName::Supported,
-            match (self.profile.use_100rel, timers.is_some()) {
-                (true, true) => "100rel, replaces, timer",
-                (true, false) => "100rel, replaces",
-                (false, true) => "replaces, timer",
-                (false, false) => "replaces",
-            },
-        );
+        b = self
+            .common(b)
+            .header(HeaderName::Allow, ALLOW)
+            .header(HeaderName::Supported, self.supported());
         // RFC 4028 §7.1: the interval we ask for, the refresher we want (none: the UAS
         // chooses), our Min-SE when we have one.
         let session = timers.map(|t| SessionTimer {
@@ -2087,6 +2126,10 @@ impl UserAgent {
         if let Some(by) = referred_by {
             // RFC 3892 §3: the REFER's Referred-By goes in the request it triggers.
             b = b.header(HeaderName::ReferredBy, by);
+        }
+        if let Some(r) = replaces {
+            // RFC 3515 §2.1: the Refer-To URI's headers go in the request it triggers.
+            b = b.header(HeaderName::Replaces, r);
         }
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
@@ -2981,6 +3024,11 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
+        self.send_bye_with(now, id, None);
+    }
+
+    /// [`Self::send_bye`] with the header `extra` (a `Reason`, RFC 3326) when given.
+    fn send_bye_with(&mut self, now: Instant, id: CallId, extra: Option<Header>) {
         let (via, branch) = self.new_via_branch_at(self.proxied(id));
         let ua = self.profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
@@ -2991,10 +3039,13 @@ impl UserAgent {
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
-        let bye = dialog
+        let mut bye = dialog
             .request_via_text(Method::Bye, via, None)
-            .header_line(Header::from_shared(HeaderName::UserAgent, ua))
-            .build();
+            .header_line(Header::from_shared(HeaderName::UserAgent, ua));
+        if let Some(h) = extra {
+            bye = bye.header_line(h);
+        }
+        let bye = bye.build();
         let dest = Destination::Uri(dialog.next_hop_shared());
         self.start_client_branch(now, bye, branch, Owner::Bye(id), dest);
     }
@@ -3545,6 +3596,8 @@ impl UserAgent {
                 }
                 self.set_flag(CALL_TIMERS, true);
             }
+            // RFC 3891 §3: accepted with a 2xx, the call it replaces is shut down.
+            self.end_replaced(now, id);
         }
     }
 
@@ -3622,6 +3675,8 @@ impl UserAgent {
             .contains(&code)
             .then(|| Header::new(HeaderName::Contact, self.contact_text()));
         let allow = (code == 200).then(|| Header::from_static(HeaderName::Allow, ALLOW));
+        let supported =
+            (code == 200).then(|| Header::from_static(HeaderName::Supported, self.supported()));
         let require = reliable.then(|| Header::from_static(HeaderName::Require, "100rel"));
         let rseq_line = reliable.then(|| Header::new(HeaderName::RSeq, rseq.to_string()));
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
@@ -3639,6 +3694,7 @@ impl UserAgent {
         let extra = contact
             .iter()
             .chain(&allow)
+            .chain(&supported)
             .chain(&require)
             .chain(&rseq_line)
             .chain(&session_expires)
@@ -3719,6 +3775,16 @@ impl UserAgent {
                 return;
             }
         };
+        // RFC 3891 §3: an INVITE with Replaces is matched to our calls first.
+        let replaces = match self.replaced_by(&req) {
+            Ok(r) => r,
+            Err((code, reason)) => {
+                if let Some(key) = self.server.last().map(|e| e.txn.key().clone()) {
+                    self.respond_stateless(now, &req, key, source, code, reason);
+                }
+                return;
+            }
+        };
         let session = match self.session_asked_of(now, &req) {
             Ok(session) => session,
             Err(min_se) => {
@@ -3768,15 +3834,23 @@ impl UserAgent {
                 })
             }),
         })));
+        if let Some(old) = replaces {
+            self.tie_replacing(id, old);
+        }
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
         let policy = self.profile.srtp;
         if let (Some(o), Some(c)) = (&offer, self.call_mut(id)) {
             heard_peer(c, o, policy);
         }
-        queues(&mut self.queues)
-            .events
-            .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
+        queues(&mut self.queues).events.push_back(UaEvent::Call(
+            id,
+            CallEvent::Incoming {
+                from,
+                offer,
+                replaces,
+            },
+        ));
     }
 
     /// The session timer our 2xx to the INVITE `req` agrees to (RFC 4028 §9), `None` with
@@ -4117,6 +4191,7 @@ impl UserAgent {
                 let extra = [
                     Header::from_static(HeaderName::Allow, ALLOW),
                     Header::from_static(HeaderName::Accept, "application/sdp"),
+                    Header::from_static(HeaderName::Supported, self.supported()),
                 ];
                 self.respond_with(now, &req, key, source, 200, "OK", &extra, None);
             }

@@ -8,12 +8,21 @@
 //! on; once the target answers, the endpoint's media follows its answer (the same RTP
 //! session, now to the target), the new call is the endpoint's call and lasts the run's
 //! call duration; the first call ends when the transferor hangs up.
+//!
+//! Replaced (RFC 3891 §3: an INVITE with Replaces naming the endpoint's call, we are the
+//! target of an attended transfer), the new call is answered at once, as any incoming call
+//! is answered (its own media session, bound and answered as usual; no ringing, no answer
+//! delay: it takes over a call already up), and becomes the endpoint's call: its media,
+//! metrics and hang-up (the old call's scheduled hang-up moves to it). The old call's media
+//! ends there (its figures go into the endpoint's report like any call's), and the user
+//! agent's BYE ends it; that end is noted ("replaced by the call <Call-ID>") and counted in
+//! `transfer.replaced`, never a failure.
 
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sip_msg::Uri;
-use sip_proto::ua::{CallEvent, CallId, reason_phrase};
+use sip_proto::ua::{CallEvent, CallId, CallState, reason_phrase};
 
 use super::{Endpoint, Outcome, Script, Shard, ms};
 use crate::hints::hint_for;
@@ -48,6 +57,10 @@ pub struct TransferReport {
     pub followed_answered: u32,
     /// Of those, calls that failed (the first call went on).
     pub followed_failed: u32,
+    /// Calls of ours replaced by an incoming INVITE with Replaces (RFC 3891, we are the
+    /// target of an attended transfer): the new call was answered at once, the old one
+    /// ended with our BYE (or CANCEL). Not a failure.
+    pub replaced: u32,
 }
 
 /// The run's transfers, summed over the endpoints ([`TransferReport`]).
@@ -69,6 +82,8 @@ pub struct TransferCounts {
     pub followed_answered: u32,
     /// See `followed`.
     pub followed_failed: u32,
+    /// Calls replaced by an INVITE with Replaces (RFC 3891).
+    pub replaced: u32,
 }
 
 impl TransferCounts {
@@ -82,6 +97,7 @@ impl TransferCounts {
         self.followed += r.followed;
         self.followed_answered += r.followed_answered;
         self.followed_failed += r.followed_failed;
+        self.replaced += r.replaced;
     }
 }
 
@@ -94,6 +110,8 @@ pub(super) struct Transfers {
     pending: Option<Instant>,
     /// The call we placed for the peer's REFER, until it is answered or fails.
     referred: Option<CallId>,
+    /// Our call an incoming INVITE with Replaces took over, until it has ended.
+    replaced: Option<CallId>,
 }
 
 impl Endpoint {
@@ -288,5 +306,110 @@ impl Shard<'_> {
             }
             _ => false,
         }
+    }
+
+    /// An INVITE with Replaces naming endpoint `idx`'s call (RFC 3891 §3), and the events of
+    /// the call it replaced after that: true when `ce` was taken here.
+    pub(super) fn on_replacing_event(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        ce: &CallEvent,
+    ) -> bool {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        if let CallEvent::Incoming {
+            replaces: Some(old),
+            offer,
+            ..
+        } = ce
+        {
+            if ep.active_call != Some(*old) {
+                // Not the endpoint's call (a call it placed for a REFER, say): one line,
+                // busy, as any second call.
+                return false;
+            }
+            let old = *old;
+            let cid = ep.ua.sip_call_id(call).unwrap_or_default().to_owned();
+            ep.offer = offer.clone();
+            ep.calls_received += 1;
+            let script = (ep.script, ep.script_at);
+            if ep.script == Script::HangUp(old) {
+                ep.script = Script::HangUp(call);
+            }
+            // Answered as any incoming call, into media of its own; the old call's stays
+            // aside until the answer is out.
+            let old_media = ep.media.take();
+            self.answer(idx, now, call);
+            let ep = &mut self.endpoints[idx];
+            let new_media = std::mem::replace(&mut ep.media, old_media);
+            if ep.ua.call_state(call) != Some(CallState::Answering) {
+                // Refused (488, no ports): the user agent ended nothing, the call goes on.
+                (ep.script, ep.script_at) = script;
+                ep.trace.push(TraceEntry::note(
+                    format!(
+                        "the INVITE with Replaces (call {cid}) could not be answered: our call                          went on"
+                    ),
+                    at,
+                ));
+                return true;
+            }
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "our call is replaced by the call {cid} (an INVITE with Replaces, RFC 3891                      §3): answered at once, the old call ended with BYE"
+                ),
+                at,
+            ));
+            let t = ep.transfers.get_or_insert_with(Box::default);
+            t.report.replaced += 1;
+            t.replaced = Some(old);
+            if let Some(a) = ep.answered_at {
+                ep.timings.call_duration_ms.get_or_insert(ms(now - a));
+            }
+            self.end_media(idx, now);
+            let ep = &mut self.endpoints[idx];
+            ep.media = new_media;
+            ep.active_call = Some(call);
+            return true;
+        }
+        let Some(t) = ep.transfers.as_deref_mut() else {
+            return false;
+        };
+        if t.replaced != Some(call) {
+            return false;
+        }
+        // The replaced call: its end is the one the replacement asked for.
+        let note = match ce {
+            CallEvent::Ended {
+                by_remote: true, ..
+            } => "the replaced call ended: the peer hung up first".to_owned(),
+            CallEvent::Ended { code, .. } => {
+                format!("the replaced call ended: our BYE answered {code}")
+            }
+            CallEvent::Failed { code, .. } => {
+                format!("the replaced call (our INVITE) ended: cancelled, {code}")
+            }
+            _ => return true,
+        };
+        t.replaced = None;
+        ep.ua.forget_call(call);
+        ep.trace.push(TraceEntry::note(note, at));
+        if let CallEvent::Ended {
+            by_remote: false,
+            code,
+        } = *ce
+            && code != 0
+            && !(200..300).contains(&code)
+        {
+            ep.worsen(
+                Outcome::TeardownError,
+                format!(
+                    "the BYE of the replaced call was answered {code}: {}",
+                    hint_for(code)
+                ),
+            );
+        }
+        true
     }
 }

@@ -18,9 +18,11 @@
 //! Referred-By, offering the call's description) and report it as
 //! [`CallEvent::Referred`]; each provisional of that call (180, 183) and its final status
 //! are NOTIFYed in the first call's dialog (the final one terminates the subscription). The
-//! first call goes on until the transferor's BYE. Only blind transfers: a Refer-To with
-//! URI headers (`?Replaces=…`, an attended transfer) or a method other than INVITE is
-//! refused with 403, a REFER without exactly one Refer-To with 400 (§2.4.1).
+//! first call goes on until the transferor's BYE. An attended transfer's Refer-To carries
+//! `?Replaces=…` (RFC 3891 §6.1): our INVITE carries that Replaces, unescaped (RFC 3515
+//! §2.1), and is otherwise the same. Other URI headers, or a method other than INVITE, are
+//! refused with 403; an unreadable Replaces, or a REFER without exactly one Refer-To, with
+//! 400 (§2.4.1).
 //!
 //! Everything lives in the calls' `Rare` boxes ([`Transfer`], [`Referrer`]): a call without
 //! a transfer pays nothing for it.
@@ -30,10 +32,12 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use sip_msg::{Header, HeaderName, Message, Method, RequestBuilder, Uri};
+use sip_msg::typed::Replaces;
+use sip_msg::{Header, HeaderName, Message, Method, RequestBuilder, TypedHeader, Uri, unescape};
 
 use super::{
-    CallEvent, CallId, CallState, Destination, Owner, Slot, UserAgent, reason_phrase, tidy_rare,
+    CallEvent, CallId, CallState, Destination, Owner, Slot, Tie, UserAgent, reason_phrase,
+    tidy_rare,
 };
 use crate::transaction::TxnKey;
 
@@ -380,9 +384,10 @@ pub(super) struct Referrer {
 /// more than 3 minutes, RFC 3261 §16.6, but a phone rings for a minute at most).
 const REFER_EXPIRES: u32 = 120;
 
-/// The target of a REFER we may follow: its one Refer-To, a SIP URI without URI headers
-/// and without a method other than INVITE (a blind transfer); else the refusal.
-fn refer_target(req: &Message) -> Result<Uri, (u16, &'static str)> {
+/// The target of a REFER we may follow and the `Replaces` its URI carries (an attended
+/// transfer, RFC 3891 §6.1), unescaped: its one Refer-To, a SIP URI whose only URI header
+/// is Replaces, without a method other than INVITE; else the refusal.
+fn refer_target(req: &Message) -> Result<(Uri, Option<String>), (u16, &'static str)> {
     let mut all = req.headers.get_all(&HeaderName::ReferTo);
     // RFC 3515 §2.4.1: "A REFER request MUST contain exactly one Refer-To header".
     let (Some(one), None) = (all.next(), all.next()) else {
@@ -393,14 +398,37 @@ fn refer_target(req: &Message) -> Result<Uri, (u16, &'static str)> {
         .split_once('<')
         .and_then(|(_, r)| r.split_once('>'))
         .map_or(text.trim(), |(uri, _)| uri);
-    if inner.contains('?') || inner.to_ascii_lowercase().contains(";method=") {
-        // An attended transfer (`?Replaces=`), or a request other than INVITE.
-        return Err((403, "Forbidden (only blind transfers: no URI headers)"));
+    let params = inner.split_once('?').map_or(inner, |(p, _)| p);
+    if params.to_ascii_lowercase().contains(";method=") {
+        // A request other than INVITE (RFC 3261 §19.1.1).
+        return Err((403, "Forbidden (only INVITE: no method parameter)"));
     }
-    match Uri::parse(inner) {
-        Ok(uri @ Uri::Sip(_)) => Ok(uri),
-        _ => Err((400, "Bad Request (Refer-To is not a SIP URI)")),
+    let Ok(Uri::Sip(mut uri)) = Uri::parse(inner) else {
+        return Err((400, "Bad Request (Refer-To is not a SIP URI)"));
+    };
+    let mut replaces = None;
+    // RFC 3515 §2.1: the URI's headers become headers of the request it triggers; only
+    // Replaces is put in ours (RFC 3891 §6.1), the rest is refused rather than dropped.
+    for (name, value) in std::mem::take(&mut uri.headers) {
+        if !name.eq_ignore_ascii_case("Replaces") {
+            return Err((
+                403,
+                "Forbidden (a Refer-To URI header other than Replaces: not supported)",
+            ));
+        }
+        let value = unescape(&value);
+        if Replaces::parse(&value).is_err() {
+            return Err((
+                400,
+                "Bad Request (unreadable Replaces in Refer-To, RFC 3891 §6.1)",
+            ));
+        }
+        // RFC 3891 §3: one Replaces in an INVITE.
+        if replaces.replace(value).is_some() {
+            return Err((400, "Bad Request (two Replaces in Refer-To, RFC 3891 §3)"));
+        }
     }
+    Ok((Uri::Sip(uri), replaces))
 }
 
 impl UserAgent {
@@ -418,7 +446,10 @@ impl UserAgent {
         let busy = self.calls.iter().filter_map(Slot::as_ref).any(|c| {
             c.rare
                 .as_ref()
-                .and_then(|r| r.referrer.as_deref())
+                .and_then(|r| match r.tie.as_deref() {
+                    Some(Tie::Referred(r)) => Some(r),
+                    _ => None,
+                })
                 .is_some_and(|r| r.call == id && !r.done)
         });
         let target = if self.call_state(id) != Some(CallState::Confirmed) {
@@ -428,7 +459,7 @@ impl UserAgent {
         } else {
             refer_target(req)
         };
-        let target = match target {
+        let (target, replaces) = match target {
             Ok(t) => t,
             Err((code, reason)) => {
                 self.respond_stateless(now, req, key, source, code, reason);
@@ -449,26 +480,30 @@ impl UserAgent {
             .map(str::to_owned);
         let offer = self.call_ref(id).and_then(|c| c.local_sdp.clone());
         let to = target.to_string();
-        let new = self.call_referred(now, target, offer, referred_by.as_deref());
+        let new = self.call_referred(
+            now,
+            target,
+            offer,
+            referred_by.as_deref(),
+            replaces.as_deref(),
+        );
         if let Some(c) = self.call_mut(new) {
-            c.rare.get_or_insert_with(Box::default).referrer = Some(Box::new(Referrer {
+            c.rare.get_or_insert_with(Box::default).tie = Some(Box::new(Tie::Referred(Referrer {
                 call: id,
                 seq,
                 last: 100,
                 done: false,
-            }));
+            })));
         }
         self.call_event(id, CallEvent::Referred { to, call: new });
     }
 
     /// The call `id`'s referrer (it is the call a REFER made us place), if it is one.
     pub(super) fn referrer_of(&self, id: CallId) -> Option<Referrer> {
-        self.call_ref(id)?
-            .rare
-            .as_ref()?
-            .referrer
-            .as_deref()
-            .copied()
+        match self.call_ref(id)?.rare.as_ref()?.tie.as_deref()? {
+            Tie::Referred(r) => Some(*r),
+            Tie::Replacing(_) => None,
+        }
     }
 
     /// After a response to (or the timeout of) the INVITE of call `id`, which a REFER made
@@ -496,9 +531,12 @@ impl UserAgent {
             300.. if failed => (code, true),
             _ => return,
         };
-        if let Some(mine) = self
-            .call_mut(id)
-            .and_then(|c| c.rare.as_mut()?.referrer.as_deref_mut())
+        if let Some(mine) =
+            self.call_mut(id)
+                .and_then(|c| match c.rare.as_mut()?.tie.as_deref_mut()? {
+                    Tie::Referred(r) => Some(r),
+                    Tie::Replacing(_) => None,
+                })
         {
             mine.last = last;
             mine.done = done;
