@@ -371,3 +371,57 @@ fn tcp_calls_move_to_the_second_srv_proxy_when_the_first_dies() {
     }
     assert!(summary.failovers >= 1, "{}", summary.failovers);
 }
+
+/// `check --proxy proxy.test` locates the proxy as a run does (SRV through the check's DNS
+/// server) and probes its targets in order: the first is a dead UDP port (ICMP port
+/// unreachable), the second a Kamailio proxy; the step names the address that answered and
+/// the one skipped.
+#[test]
+fn check_locates_a_proxy_by_name_and_probes_the_next_target_when_the_first_is_dead() {
+    if !peers() {
+        return;
+    }
+    let reg = registrar();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap();
+    let p2 = proxy(&reg, KamailioConfig::default());
+    let a2 = p2.addr();
+    let dns = dns("_sip._udp", "proxy.test", dead, a2);
+    let req = agent::check::CheckRequest {
+        domain: "127.0.0.1".into(),
+        port: Some(reg.port()),
+        transport: agent::flow::FlowKind::Udp,
+        proxy: Some("proxy.test".into()),
+        credentials: Some(sip_proto::auth::Credentials::new("1001", "pw1001")),
+        extension: None,
+        expires: 120,
+        timeout: std::time::Duration::from_secs(10),
+        seed: 11,
+    };
+    let check_dns = agent::check::CheckDns {
+        auto: false,
+        server: Some(dns.addr()),
+    };
+    let report = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(agent::check::run_check_with(req, check_dns));
+    assert!(report.registered, "{report:#?}");
+    let step = report.steps.iter().find(|s| s.name == "proxy").unwrap();
+    assert_eq!(step.status, agent::check::StepStatus::Ok, "{report:#?}");
+    assert!(
+        step.detail.starts_with(&format!(
+            "outbound proxy {a2} answered OPTIONS with 200 Keepalive"
+        )),
+        "{}",
+        step.detail
+    );
+    assert!(
+        step.detail.contains("(target 2 of 2 for proxy.test); skipped: "),
+        "{}",
+        step.detail
+    );
+    assert!(step.detail.contains(&dead.to_string()), "{}", step.detail);
+}
