@@ -419,9 +419,96 @@ fn check_locates_a_proxy_by_name_and_probes_the_next_target_when_the_first_is_de
         step.detail
     );
     assert!(
-        step.detail.contains("(target 2 of 2 for proxy.test); skipped: "),
+        step.detail
+            .contains("(target 2 of 2 for proxy.test); skipped: "),
         "{}",
         step.detail
     );
     assert!(step.detail.contains(&dead.to_string()), "{}", step.detail);
+}
+
+/// dnsmasq for the AUTO tests: the registrar `pbx.test` by `_sip._udp` SRV, the proxy
+/// `proxy.test` by `proxy_service` SRV (`_sip._udp` or `_sip._tcp`), both on loopback.
+fn auto_dns(registrar: SocketAddr, proxy_service: &str, proxy: SocketAddr) -> Dnsmasq {
+    let srv = |name: &str, target: &str, port| testpeers::Srv {
+        name: name.into(),
+        target: target.into(),
+        port,
+        priority: 10,
+        weight: 0,
+    };
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    Dnsmasq::start(&testpeers::DnsmasqConfig {
+        local_domains: vec!["test".into()],
+        naptr: vec![],
+        srv: vec![
+            srv("_sip._udp.pbx.test", "reg.pbx.test", registrar.port()),
+            srv(
+                &format!("{proxy_service}.proxy.test"),
+                "sbc.proxy.test",
+                proxy.port(),
+            ),
+        ],
+        hosts: vec![("reg.pbx.test".into(), ip), ("sbc.proxy.test".into(), ip)],
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// AUTO: the registrar is found by its SRV (UDP) and the proxy by its own (`_sip._udp`
+/// here): the run registers at the one and calls through the other, the Route names the
+/// proxy's name.
+#[test]
+fn auto_locates_registrar_and_proxy_each_on_its_own_name() {
+    if !peers() {
+        return;
+    }
+    let reg = registrar();
+    let p = proxy(&reg, KamailioConfig::default());
+    let dns = auto_dns(reg.addr(), "_sip._udp", p.addr());
+    let toml = run_file(&dns, "auto", reg.addr(), "", "")
+        .replace("domain = \"127.0.0.1\"", "domain = \"pbx.test\"")
+        .replace(&format!("port = {}\n", reg.port()), "");
+    let (_rx, run) = start(&toml);
+    let (summary, reports) = run.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (summary.calls_attempted, summary.calls_answered),
+        (2, 2),
+        "{reports:#?}"
+    );
+    for r in callers(&reports) {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(sent(r, "REGISTER")[0].remote, Some(reg.addr()));
+        let invites = sent(r, "INVITE");
+        assert!(invites.iter().all(|i| i.remote == Some(p.addr())), "{r:#?}");
+        assert!(
+            invites[0].text.contains("Route: <sip:proxy.test;lr>"),
+            "{r:#?}"
+        );
+    }
+}
+
+/// AUTO, and the proxy's name publishes only TCP while the registrar was found over UDP:
+/// the registrar's discovery is not bent, and one endpoint's two connections run one
+/// transport, so the run refuses to start and names both transports.
+#[test]
+fn auto_refuses_a_proxy_published_only_over_another_transport_than_the_registrar() {
+    if !peers() {
+        return;
+    }
+    let reg = registrar();
+    let dns = auto_dns(reg.addr(), "_sip._tcp", reg.addr());
+    let toml = run_file(&dns, "auto", reg.addr(), "", "")
+        .replace("domain = \"127.0.0.1\"", "domain = \"pbx.test\"")
+        .replace(&format!("port = {}\n", reg.port()), "");
+    let (_rx, run) = start(&toml);
+    let e = run
+        .join()
+        .unwrap()
+        .expect_err("the run must not start")
+        .to_string();
+    assert!(
+        e.contains("registrar[0].outbound_proxy: DNS offers proxy.test only over tcp ")
+            && e.contains("not over UDP (the registrar's transport"),
+        "{e}"
+    );
 }
