@@ -720,17 +720,23 @@ pub fn run(
         .servers()
         .map(|s| TargetList::single(s.addr, s.transport.kind))
         .collect();
-    let proxies = plan
-        .servers()
-        .map(|s| match &s.outbound_proxy {
-            Some((_, addr)) => TargetList::single(*addr, s.transport.kind),
-            None => TargetList {
-                targets: Vec::new(),
-                start: 0,
-            },
-        })
-        .collect();
+    let proxies = configured_proxies(&plan);
     run_with_targets(plan, targets, proxies, events, stop)
+}
+
+/// Per server of [`RunPlan::servers`]: its outbound proxy as configured, one target (none
+/// without a proxy); the runner replaces those given by name with what DNS found.
+pub fn configured_proxies(plan: &RunPlan) -> Vec<TargetList> {
+    plan.servers()
+        .map(|s| TargetList {
+            targets: s
+                .outbound_proxy
+                .iter()
+                .flat_map(|(_, addr)| TargetList::single(*addr, s.transport.kind).targets)
+                .collect(),
+            start: 0,
+        })
+        .collect()
 }
 
 /// [`run`] with the targets DNS found in order (RFC 3263), one list per server of

@@ -69,6 +69,19 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
     Ok((host, port))
 }
 
+/// The failed `proxy` step (begun at `t`) and its hint.
+fn failed_step(detail: String, hint: &str, t: Instant) -> (Step, Option<String>) {
+    (
+        Step {
+            name: "proxy",
+            status: StepStatus::Failed,
+            elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+            detail,
+        },
+        Some(hint.to_owned()),
+    )
+}
+
 /// [`probe`] for a proxy given by name: located by RFC 3263 §4 on that name through
 /// `dns_server` (the system's resolver when `None`), as a run locates it — SRV for the
 /// transport when no port is written, A/AAAA with one (§4.2) — and each target probed in
@@ -97,17 +110,7 @@ pub async fn probe_located(
         transport: Some(crate::flow::transport_of(p.kind)),
         sips: false,
     };
-    let failed = |detail: String, hint: &str| {
-        (
-            Step {
-                name: "proxy",
-                status: StepStatus::Failed,
-                elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
-                detail,
-            },
-            Some(hint.to_owned()),
-        )
-    };
+    let failed = |detail: String, hint: &str| failed_step(detail, hint, t);
     let dns = match sip_net::dns::Dns::new(dns_server) {
         Ok(d) => d,
         Err(e) => {
@@ -188,17 +191,7 @@ pub async fn probe(
     trace: &mut Vec<TraceEntry>,
 ) -> (Step, Option<String>) {
     let t = Instant::now();
-    let failed = |detail: String, hint: &str, t: Instant| {
-        (
-            Step {
-                name: "proxy",
-                status: StepStatus::Failed,
-                elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
-                detail,
-            },
-            Some(hint.to_owned()),
-        )
-    };
+    let failed = failed_step;
     // The run's default too (`testfile`): check and run reach the same proxy.
     let default_port = p.kind.default_port();
     let (host, port) = match split_host_port(p.proxy, default_port) {

@@ -57,17 +57,7 @@ pub fn execute(
         targets[site] = list;
     }
     // The outbound proxies: a single configured address, or the targets of their own name.
-    let mut proxies: Vec<TargetList> = prepared
-        .plan
-        .servers()
-        .map(|s| match &s.outbound_proxy {
-            Some((_, addr)) => TargetList::single(*addr, s.transport.kind),
-            None => TargetList {
-                targets: Vec::new(),
-                start: 0,
-            },
-        })
-        .collect();
+    let mut proxies = crate::engine::configured_proxies(&prepared.plan);
     for (site, l) in std::mem::take(&mut prepared.proxies) {
         let server = prepared.plan.site_server(site);
         let Some((uri, _)) = &server.outbound_proxy else {

@@ -36,6 +36,30 @@ fn proxy(registrar: &Kamailio, config: KamailioConfig) -> Kamailio {
     })
 }
 
+/// Two proxies in front of `registrar`, relaying to it over `transport`, behind
+/// `_sip._<transport>.proxy.test` SRV: the first (priority 10) does not Record-Route, so the
+/// calls through it outlive it; the second (priority 20) does.
+fn a_proxy_to_stop_and_one_to_stay(
+    registrar: &Kamailio,
+    transport: &str,
+) -> (Kamailio, Kamailio, Dnsmasq) {
+    let relay = |record_route| {
+        kamailio(KamailioConfig {
+            forward_to: Some(format!("sip:{};transport={transport}", registrar.addr())),
+            record_route,
+            ..Default::default()
+        })
+    };
+    let (p1, p2) = (relay(false), relay(true));
+    let dns = dns(
+        &format!("_sip._{transport}"),
+        "proxy.test",
+        p1.addr(),
+        p2.addr(),
+    );
+    (p1, p2, dns)
+}
+
 /// 2 callers → 2 callees at `registrar` through the outbound proxy `proxy.test` (SRV through
 /// `dns`), T1 = 50 ms (Timer B 3.2 s).
 /// `top`: more top-level keys; `callers`: more keys of the callers' group.
@@ -104,6 +128,42 @@ fn start(
     let run =
         std::thread::spawn(move || agent::runner::execute(prepared, tx, StopHandle::default()));
     (rx, run)
+}
+
+/// Runs 2 callers → 2 callees through the proxies behind `dns` over `transport`, two calls
+/// each, `pause` seconds apart, and stops the first proxy `after` ms once the first calls are
+/// up (the callees too, so nothing is still ringing).
+fn stop_the_first_proxy_between_calls(
+    dns: &Dnsmasq,
+    transport: &str,
+    reg: &Kamailio,
+    first: Kamailio,
+    pause: u32,
+    after: u64,
+) -> (RunSummary, Vec<EndpointReport>) {
+    let (rx, run) = start(&run_file(
+        dns,
+        transport,
+        reg.addr(),
+        "",
+        &format!("calls = 2\npause = \"{pause}s\""),
+    ));
+    let mut up = 0;
+    wait_until(&rx, "the first calls were up", |e| {
+        if matches!(
+            e,
+            RunEvent::Phase {
+                phase: Phase::Incall,
+                ..
+            }
+        ) {
+            up += 1;
+        }
+        up >= 4
+    });
+    std::thread::sleep(std::time::Duration::from_millis(after));
+    drop(first);
+    run.join().unwrap().unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn callers(reports: &[EndpointReport]) -> impl Iterator<Item = &EndpointReport> {
@@ -202,38 +262,9 @@ fn new_calls_move_to_the_second_srv_proxy_when_the_first_dies() {
         return;
     }
     let reg = registrar();
-    let p1 = proxy(
-        &reg,
-        KamailioConfig {
-            record_route: false,
-            ..Default::default()
-        },
-    );
-    let p2 = proxy(&reg, KamailioConfig::default());
+    let (p1, p2, dns) = a_proxy_to_stop_and_one_to_stay(&reg, "udp");
     let (a1, a2) = (p1.addr(), p2.addr());
-    let dns = dns("_sip._udp", "proxy.test", a1, a2);
-    let (rx, run) = start(&run_file(
-        &dns,
-        "udp",
-        reg.addr(),
-        "",
-        "calls = 2\npause = \"2s\"",
-    ));
-    let mut up = 0;
-    wait_until(&rx, "the first calls were up", |e| {
-        if matches!(
-            e,
-            RunEvent::Phase {
-                phase: Phase::Incall,
-                ..
-            }
-        ) {
-            up += 1;
-        }
-        up >= 4
-    });
-    drop(p1);
-    let (summary, reports) = run.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let (summary, reports) = stop_the_first_proxy_between_calls(&dns, "udp", &reg, p1, 2, 0);
     assert_eq!(
         (summary.calls_attempted, summary.calls_answered),
         (4, 4),
@@ -302,44 +333,11 @@ fn tcp_calls_move_to_the_second_srv_proxy_when_the_first_dies() {
         return;
     }
     let reg = registrar();
-    let forward = |config: KamailioConfig| {
-        kamailio(KamailioConfig {
-            forward_to: Some(format!("sip:{};transport=tcp", reg.addr())),
-            ..config
-        })
-    };
-    let p1 = forward(KamailioConfig {
-        record_route: false,
-        ..Default::default()
-    });
-    let p2 = forward(KamailioConfig::default());
+    let (p1, p2, dns) = a_proxy_to_stop_and_one_to_stay(&reg, "tcp");
     let (a1, a2) = (p1.addr(), p2.addr());
-    let dns = dns("_sip._tcp", "proxy.test", a1, a2);
-    let (rx, run) = start(&run_file(
-        &dns,
-        "tcp",
-        reg.addr(),
-        "",
-        "calls = 2\npause = \"3s\"",
-    ));
-    let mut up = 0;
-    wait_until(&rx, "the first calls were up", |e| {
-        if matches!(
-            e,
-            RunEvent::Phase {
-                phase: Phase::Incall,
-                ..
-            }
-        ) {
-            up += 1;
-        }
-        up >= 4
-    });
     // Not under the first calls (300 ms): a call placed through a proxy connection is lost
     // with it.
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    drop(p1);
-    let (summary, reports) = run.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let (summary, reports) = stop_the_first_proxy_between_calls(&dns, "tcp", &reg, p1, 3, 1200);
     assert_eq!(
         (summary.calls_attempted, summary.calls_answered),
         (4, 4),

@@ -120,19 +120,10 @@ impl Shard<'_> {
             return false;
         };
         let site = self.site(idx);
-        let at = now - self.start;
-        let ep = &mut self.endpoints[idx];
-        let Some(f) = ep.proxy_failover.as_deref_mut() else {
-            return false;
-        };
-        let failed = f.invite_sent_to;
-        let d = f.handle_failure(&mut self.proxy_targets[site], failed, &failure, now);
-        ep.trace
-            .push(TraceEntry::note(format!("outbound proxy: {}", d.note), at));
-        if d.next.is_none() {
+        if !self.proxy_moved_on(idx, now, false, &failure) {
             return false;
         }
-        self.stats.failovers += 1;
+        let ep = &mut self.endpoints[idx];
         // The failed INVITE is over; the call (and its media) carries on as the new one.
         ep.ua.forget_call(call);
         ep.active_call = None;
@@ -155,25 +146,45 @@ impl Shard<'_> {
         now: Instant,
         error: &str,
     ) -> bool {
-        let site = self.site(idx);
         if self.stopping || self.endpoints[idx].link.leaving {
             return false;
         }
+        let failure = Failure::Transport(format!("connect failed: {error}"));
+        if !self.proxy_moved_on(idx, now, true, &failure) {
+            return false;
+        }
+        self.connect_proxy(idx, now);
+        true
+    }
+
+    /// Endpoint `idx`'s proxy target failed (the one its INVITE went to, or with `current`
+    /// the one it connects to): mark it, pick the next, say so in the trace. True when the
+    /// endpoint now has a next target (a failover, counted).
+    fn proxy_moved_on(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        current: bool,
+        failure: &Failure,
+    ) -> bool {
+        let site = self.site(idx);
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
         let Some(f) = ep.proxy_failover.as_deref_mut() else {
             return false;
         };
-        let failed = f.current();
-        let failure = Failure::Transport(format!("connect failed: {error}"));
-        let d = f.handle_failure(&mut self.proxy_targets[site], failed, &failure, now);
+        let failed = if current {
+            f.current()
+        } else {
+            f.invite_sent_to
+        };
+        let d = f.handle_failure(&mut self.proxy_targets[site], failed, failure, now);
         ep.trace
             .push(TraceEntry::note(format!("outbound proxy: {}", d.note), at));
         if d.next.is_none() {
             return false;
         }
         self.stats.failovers += 1;
-        self.connect_proxy(idx, now);
         true
     }
 
