@@ -71,7 +71,7 @@ pub fn execute(
         let (list, notes) = locate(
             &l.destination,
             l.dns_server,
-            Some(kind),
+            Some((kind, server.addr.is_ipv4())),
             server,
             &name,
             prepared.plan.seed,
@@ -187,7 +187,8 @@ pub fn execute(
 
 /// Locates a server by DNS (RFC 3263) and fails over before the run (§4.3): the registrar
 /// (`only`: `None`, any transport this engine drives) or an outbound proxy given by name
-/// (`only`: the registrar's transport; `label` "outbound proxy " heads its notes). Each
+/// (`only`: the registrar's transport and address family, IPv4 or not — the shard's sockets
+/// face the registrar's; `label` "outbound proxy " heads its notes). Each
 /// target in DNS order is asked with an OPTIONS over its transport (the probe of `check
 /// --proxy`; TLS checks `server_name`), and the first that answers with any final response
 /// but 503 is used; a dead one (refused, silent, 503) is reported to the planner and the next
@@ -199,7 +200,7 @@ pub fn execute(
 fn locate(
     destination: &sip_proto::rfc3263::Destination,
     dns_server: Option<SocketAddr>,
-    only: Option<FlowKind>,
+    only: Option<(FlowKind, bool)>,
     server: &crate::engine::ServerTarget,
     server_name: &str,
     seed: u64,
@@ -224,7 +225,7 @@ fn locate(
             Answer::Naptr(r) => !r.is_empty(),
             _ => false,
         });
-        if let Some(k) = only
+        if let Some((k, _)) = only
             && destination.transport.is_none()
             && !published
             && found.iter().all(|t| crate::flow::kind_of(t.transport) != Some(k))
@@ -245,17 +246,20 @@ fn locate(
         for t in found {
             let addr = SocketAddr::new(t.address, t.port);
             match crate::flow::kind_of(t.transport) {
-                Some(kind) if only.is_none_or(|k| k == kind) => usable.push((addr, kind)),
+                Some(kind) if only.is_none_or(|(k, v4)| k == kind && addr.is_ipv4() == v4) => {
+                    usable.push((addr, kind));
+                }
                 _ => skipped.push(format!("{} {addr}", t.transport)),
             }
         }
-        if let (Some(k), false) = (only, skipped.is_empty()) {
+        if let (Some((k, v4)), false) = (only, skipped.is_empty()) {
             // RFC 3263 §4.1 lets a client keep to the transports it drives: here the one the
             // registrar's connections use (an endpoint holds both over it).
             notes.push(format!(
-                "{label}{}: left out, not {} (the registrar's transport): {}",
+                "{label}{}: left out, not {} over {} (the registrar's transport and address family): {}",
                 destination.host,
                 k.via_token(),
+                if v4 { "IPv4" } else { "IPv6" },
                 skipped.join(", ")
             ));
         }
@@ -342,10 +346,11 @@ fn locate(
             _ if skipped.is_empty() => {
                 format!("DNS finds no server for {host}: {}", asked.join("; "))
             }
-            Some(k) => format!(
-                "DNS offers {host} only over {}, not over {} (the registrar's transport, which the endpoints' connections to both use): publish {} targets for it, or give the proxy as HOST:PORT",
+            Some((k, v4)) => format!(
+                "DNS offers {host} only over {}, not over {} on {} (the registrar's transport and address family, which the endpoints' connections to both use): publish {} targets for it, or give the proxy as ADDRESS:PORT",
                 skipped.join(", "),
                 k.via_token(),
+                if v4 { "IPv4" } else { "IPv6" },
                 k.via_token()
             ),
             None => format!(

@@ -506,7 +506,7 @@ fn auto_refuses_a_proxy_published_only_over_another_transport_than_the_registrar
         .to_string();
     assert!(
         e.contains("registrar[0].outbound_proxy: DNS offers proxy.test only over tcp ")
-            && e.contains("not over UDP (the registrar's transport"),
+            && e.contains("not over UDP on IPv4 (the registrar's transport"),
         "{e}"
     );
 }
