@@ -26,6 +26,7 @@ use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, Session
 use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
+use sip_proto::ua::SrtpPolicy;
 use tokio::io::unix::AsyncFd;
 
 mod fdtable;
@@ -65,6 +66,9 @@ pub struct MediaPlan {
     /// The SRTP suites offered and accepted, in preference order (`srtp_suites`; default
     /// [`Suite::ALL`], strongest first).
     pub srtp_suites: Vec<Suite>,
+    /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
+    /// the SDP (`a=rtcp-xr:voip-metrics`, §5.1); the peer's blocks are read either way.
+    pub rtcp_xr: bool,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -97,6 +101,16 @@ fn dtls_identity() -> io::Result<Arc<DtlsIdentity>> {
 }
 
 impl SrtpMode {
+    /// The user agent's rule for offers inside a call that change the media's security.
+    pub fn policy(self) -> SrtpPolicy {
+        match self {
+            SrtpMode::Off => SrtpPolicy::Off,
+            SrtpMode::Sdes => SrtpPolicy::Sdes,
+            SrtpMode::Optional => SrtpPolicy::Optional,
+            SrtpMode::Dtls => SrtpPolicy::Dtls,
+        }
+    }
+
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
     /// One key per suite of `suites`, of its length.
@@ -122,6 +136,7 @@ impl Default for MediaPlan {
             dscp: None,
             srtp: SrtpMode::Off,
             srtp_suites: Suite::ALL.to_vec(),
+            rtcp_xr: false,
         }
     }
 }
@@ -869,6 +884,8 @@ pub struct CallMedia {
     /// handed to the session when it starts, not drained (a lost ClientHello costs the 1 s
     /// retransmission timer).
     held_dtls: Vec<(Instant, Vec<u8>)>,
+    /// The plan's `rtcp_xr`.
+    rtcp_xr: bool,
 }
 
 impl Drop for CallMedia {
@@ -947,6 +964,7 @@ impl CallMedia {
             watched: None,
             early: false,
             held_dtls: Vec::new(),
+            rtcp_xr: plan.rtcp_xr,
         })
     }
 
@@ -1049,7 +1067,24 @@ impl CallMedia {
 
     /// Our SDP offer.
     pub fn offer(&self) -> Bytes {
-        Bytes::from(sdp::build_offer(&self.local).to_string())
+        self.sdp(sdp::build_offer(&self.local))
+    }
+
+    /// Our description as sent: with `rtcp_xr`, the audio section says we send VoIP Metrics
+    /// blocks (RFC 3611 §5.1: `a=rtcp-xr:voip-metrics`).
+    fn sdp(&self, mut sd: SessionDescription) -> Bytes {
+        if self.rtcp_xr
+            && let Some(m) = sd
+                .media
+                .iter_mut()
+                .find(|m| m.media == "audio" && m.port != 0)
+        {
+            m.attributes.push(sdp::Attribute {
+                name: "rtcp-xr".to_string(),
+                value: Some("voip-metrics".to_string()),
+            });
+        }
+        Bytes::from(sd.to_string())
     }
 
     /// A new offer in the same session with another direction (hold: sendonly; resume:
@@ -1057,6 +1092,16 @@ impl CallMedia {
     pub fn reoffer(&mut self, now: Instant, direction: Direction) -> Bytes {
         self.local.session_version += 1;
         self.set_direction(now, direction);
+        self.offer()
+    }
+
+    /// A new offer in the same session (RFC 3264 §8: the version raised, the direction
+    /// kept); with `codecs`, this call offers (and accepts) only those from now on.
+    pub fn new_offer(&mut self, codecs: Option<&[Codec]>) -> Bytes {
+        if let Some(c) = codecs {
+            self.local.codecs = c.to_vec();
+        }
+        self.local.session_version += 1;
         self.offer()
     }
 
@@ -1072,7 +1117,7 @@ impl CallMedia {
         let sd = SessionDescription::parse(offer).map_err(|e| format!("bad SDP offer: {e}"))?;
         let (answer, n) = sdp::answer_offer(&sd, &self.local).map_err(|e| negotiation(&e))?;
         self.start(n, ssrc, cname, seed, now)?;
-        Ok(Bytes::from(answer.to_string()))
+        Ok(self.sdp(answer))
     }
 
     /// Applies the remote answer to our offer and starts the session.
@@ -1102,6 +1147,7 @@ impl CallMedia {
         self.drain();
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
+        cfg.rtcp_xr = self.rtcp_xr;
         // The schedule starts on the media grid, on the least loaded slot of this shard
         // (0–19 ms after `now`, see [`SlotLoad`]); the first packet leaves then, paced and
         // measured like the others.
@@ -1257,22 +1303,72 @@ impl CallMedia {
                 (next.send_pt, next.recv_pt, next.ptime) = (n.send_pt, n.recv_pt, n.ptime);
                 (next.send_event_pt, next.recv_event_pt) = (n.send_event_pt, n.recv_event_pt);
             }
-            // RFC 4568 §7.1.4: the exchange may carry new keys (or another suite); the
-            // direction whose key changed starts anew.
-            if n.srtp.is_some()
-                && let Some(p) = our_m.and_then(|om| media::sdp::srtp_of_exchange(om, m))
-                && n.srtp.as_ref() != Some(&p)
-            {
-                if let Some(s) = self.session.as_mut() {
-                    s.rekey(&p);
-                }
-                followed.rekeyed = Some(p.suite.name());
-                next.srtp = Some(p);
+            if let Some(om) = our_m {
+                self.follow_keys(&mut next, om, m, &mut followed);
             }
             self.negotiated = Some(next);
         }
         self.set_direction(now, direction);
         followed
+    }
+
+    /// The SDES keys of an exchange inside the call, between our `om` and the peer's `m`
+    /// (DTLS-SRTP's keys are its handshake's: not here). RFC 4568 §7.1.4: new keys (or
+    /// another suite) are taken, the direction whose key changed starts anew; keys in a
+    /// plain call start SRTP (the user agent answered an SRTP offer with keys only with
+    /// `srtp = "optional"`); an exchange without keys in an SRTP call drops SRTP: followed
+    /// with `"optional"` (plain RTP from now on), else (`"sdes"`: the peer's answer, as our
+    /// user agent refused such an offer) not, and said so ([`Followed::srtp_refused`]).
+    fn follow_keys(
+        &mut self,
+        next: &mut Negotiated,
+        om: &MediaDescription,
+        m: &MediaDescription,
+        followed: &mut Followed,
+    ) {
+        let Some(sdes) = self.local.srtp.as_ref().filter(|_| next.dtls.is_none()) else {
+            return;
+        };
+        let keyed = |m: &MediaDescription| m.attributes.iter().any(|a| a.name == "crypto");
+        match (media::sdp::srtp_of_exchange(om, m), next.srtp.as_ref()) {
+            (Some(p), old) if old != Some(&p) => {
+                if let Some(s) = self.session.as_mut() {
+                    s.rekey(Some(&p));
+                }
+                match old {
+                    Some(_) => followed.rekeyed = Some(p.suite.name()),
+                    None => followed.srtp_taken = Some(p.suite.name()),
+                }
+                next.srtp = Some(p);
+            }
+            (None, Some(old)) if !keyed(om) || !keyed(m) => {
+                if sdes.required {
+                    followed.srtp_refused = Some(old.suite.name());
+                    return;
+                }
+                followed.srtp_dropped = Some(old.suite.name());
+                if let Some(s) = self.session.as_mut() {
+                    s.rekey(None);
+                }
+                next.srtp = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Fresh SDES keys (every suite of the call's, from the system's CSPRNG, RFC 3711
+    /// §8.1.1) as `a=crypto` lines, for the user agent to answer an SRTP offer inside the
+    /// call with ([`sip_proto::ua::UserAgent::keep_srtp_keys`]): `Some` only for an
+    /// `srtp = "optional"` call whose media is plain now.
+    pub fn spare_keys(&self) -> Option<Bytes> {
+        let sdes = self.local.srtp.as_ref().filter(|s| !s.required)?;
+        let n = self.negotiated.as_ref()?;
+        if n.srtp.is_some() || n.dtls.is_some() {
+            return None;
+        }
+        let suites: Vec<Suite> = sdes.keys.iter().map(|(s, _)| *s).collect();
+        let fresh = Sdes::generate(false, &suites, getrandom::fill).ok()?;
+        Some(Bytes::from(fresh.crypto_lines()))
     }
 
     /// The codec an exchange settles on: the first of the answer `am` that we have (RFC
@@ -1528,6 +1624,14 @@ pub struct Followed {
     pub unreachable: Option<SocketAddr>,
     /// New SDES keys (or another suite) taken: the suite now in use.
     pub rekeyed: Option<&'static str>,
+    /// The exchange dropped SRTP (`srtp = "optional"`): plain RTP from now on; the suite
+    /// the call had.
+    pub srtp_dropped: Option<&'static str>,
+    /// The exchange brought SRTP into the plain call: the suite now in use.
+    pub srtp_taken: Option<&'static str>,
+    /// The peer's answer dropped SRTP, which the group requires (`srtp = "sdes"`): not
+    /// followed (the suite kept); the call cannot go on as the group asks.
+    pub srtp_refused: Option<&'static str>,
 }
 
 /// Parses a codec name from a test file (`PCMU`, `pcma`, `G711U` …).

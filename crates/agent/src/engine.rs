@@ -23,7 +23,8 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{
-    CallEvent, CallId, Destination, SessionTimerConfig, UaEvent, UaIdentity, UaProfile, UserAgent,
+    CallEvent, CallId, Destination, SessionTimerConfig, SrtpPolicy, UaEvent, UaIdentity, UaProfile,
+    UserAgent,
 };
 
 use sip_net::tls::ClientSettings;
@@ -197,6 +198,14 @@ pub enum ActionKind {
     Hold,
     /// re-INVITE with `a=sendrecv`.
     Resume,
+    /// re-INVITE with a new offer in the same session (RFC 3264 §8: the version raised, the
+    /// direction kept): a session refresh an SBC or PBX must answer without disturbing the
+    /// media; with `codecs`, the offer names only those, and the call changes codec to the
+    /// answer's (§8.3.2).
+    Reinvite {
+        /// The codecs offered from now on in this call; `None`: the call's own.
+        codecs: Option<Vec<media::sdp::Codec>>,
+    },
     /// DTMF digits as RFC 4733 telephone-events in the RTP stream.
     Dtmf {
         /// The digits: 0-9, *, #, A-D.
@@ -500,7 +509,8 @@ pub struct MediaReport {
     pub gap_total_s: f64,
     /// The codec of the last call.
     pub codec: Option<&'static str>,
-    /// The SRTP suite of the last call (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain RTP.
+    /// The SRTP suite the last call ended with (`AES_CM_128_HMAC_SHA1_80` …); `None`: plain
+    /// RTP (from the start, or after the peer dropped SRTP: [`Self::srtp_dropped`]).
     pub srtp: Option<&'static str>,
     /// DTLS-SRTP (`srtp = "dtls"`): the DTLS version of the last call's handshake
     /// ("DTLS1.2", "DTLS1.3"); `None`: no DTLS, or no handshake ended.
@@ -517,6 +527,13 @@ pub struct MediaReport {
     /// SRTP/SRTCP packets received under DTLS-SRTP before our handshake gave keys (the peer
     /// had its keys first, or our handshake failed while the peer's succeeded): dropped.
     pub dtls_early: u64,
+    /// Offers (or answers) inside the calls that dropped SRTP and were followed
+    /// (`srtp = "optional"`): the call went on with plain RTP (traced "SRTP dropped by the
+    /// peer's offer"); `srtp` is then what the last call ended with.
+    pub srtp_dropped: u32,
+    /// Offers (or answers) inside the calls that brought SRTP into a plain call and were
+    /// taken (`srtp = "optional"`).
+    pub srtp_taken: u32,
     /// SRTP/SRTCP packets received that failed authentication (RFC 3711 §3.3), over the
     /// calls: dropped, in no figure; a call with any ended COMPLETED_WITH_WARNINGS.
     pub srtp_auth_failures: u64,
@@ -561,6 +578,77 @@ pub struct MediaReport {
     /// when the far end marks EF and the path keeps it, `[0]` when nothing is marked or the
     /// path clears the mark.
     pub rx_dscp: Vec<u8>,
+    /// RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) the far end sent about our stream, over
+    /// the calls (a phone, SBC or media server that reports XR; sipmeter with `rtcp_xr`).
+    pub xr_received: u64,
+    /// The far end's view of what we sent, from its last VoIP Metrics block of the last
+    /// call that had one; absent when the far end sent none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_xr: Option<PeerXr>,
+}
+
+/// A far end's RTCP XR VoIP Metrics block (RFC 3611 §4.7) about our stream, in report units:
+/// fractions in percent, unavailable fields (127, or a delay of 0) absent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PeerXr {
+    /// Packets it lost, percent of those expected.
+    pub loss_percent: f64,
+    /// Packets it discarded (late for its jitter buffer), percent.
+    pub discard_percent: f64,
+    /// Share of the packets in bursts that were lost or discarded, percent.
+    pub burst_density_percent: f64,
+    /// Share of the packets in gaps that were lost or discarded, percent.
+    pub gap_density_percent: f64,
+    /// Mean burst length, ms.
+    pub burst_duration_ms: u16,
+    /// Mean gap length, ms.
+    pub gap_duration_ms: u16,
+    /// Its round trip delay, ms.
+    pub round_trip_ms: Option<u16>,
+    /// Its own delay (packetisation, jitter buffer, decoding), ms.
+    pub end_system_delay_ms: Option<u16>,
+    /// Speech level it heard, dBm0.
+    pub signal_dbm0: Option<i8>,
+    /// Noise level it heard in pauses, dBm0.
+    pub noise_dbm0: Option<i8>,
+    /// Its R factor (G.107, 0–100).
+    pub r_factor: Option<u8>,
+    /// Its listening-quality MOS.
+    pub mos_lq: Option<f64>,
+    /// Its conversational-quality MOS.
+    pub mos_cq: Option<f64>,
+    /// Its jitter buffer's nominal, maximum and absolute maximum delay, ms.
+    pub jb_nominal_ms: u16,
+    /// See `jb_nominal_ms`.
+    pub jb_maximum_ms: u16,
+    /// See `jb_nominal_ms`.
+    pub jb_abs_max_ms: u16,
+}
+
+impl From<media::xr::VoipMetrics> for PeerXr {
+    fn from(m: media::xr::VoipMetrics) -> Self {
+        use media::xr::VoipMetrics as V;
+        let pct = |x: u8| f64::from(x) * 100.0 / 256.0;
+        let delay = |x: u16| (x != 0).then_some(x);
+        PeerXr {
+            loss_percent: pct(m.loss_rate),
+            discard_percent: pct(m.discard_rate),
+            burst_density_percent: pct(m.burst_density),
+            gap_density_percent: pct(m.gap_density),
+            burst_duration_ms: m.burst_duration_ms,
+            gap_duration_ms: m.gap_duration_ms,
+            round_trip_ms: delay(m.round_trip_delay_ms),
+            end_system_delay_ms: delay(m.end_system_delay_ms),
+            signal_dbm0: V::level(m.signal_level),
+            noise_dbm0: V::level(m.noise_level),
+            r_factor: V::r(m.r_factor),
+            mos_lq: V::mos(m.mos_lq),
+            mos_cq: V::mos(m.mos_cq),
+            jb_nominal_ms: m.jb_nominal_ms,
+            jb_maximum_ms: m.jb_maximum_ms,
+            jb_abs_max_ms: m.jb_abs_max_ms,
+        }
+    }
 }
 
 /// Live counters. Shards report their own (`shard: Some(i)`); the stream [`run`] forwards
@@ -674,6 +762,13 @@ pub struct RunSummary {
     pub loss_avg_percent: Option<f64>,
     /// Mean RTT, ms.
     pub rtt_avg_ms: Option<f64>,
+    /// Endpoints whose far end reported on their stream with RTCP XR VoIP Metrics blocks
+    /// (RFC 3611 §4.7): the far end's view of what sipmeter sent.
+    pub xr_endpoints: u32,
+    /// Mean of those far ends' conversational MOS (MOS-CQ of each endpoint's last block).
+    pub xr_mos_cq_avg: Option<f64>,
+    /// The lowest of them.
+    pub xr_mos_cq_min: Option<f64>,
     /// Call transfers (the `transfer` action), summed over the endpoints.
     pub transfers: TransferCounts,
 }
@@ -1064,6 +1159,11 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
         );
     }
     let all_media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    let xr: Vec<PeerXr> = all_media.iter().filter_map(|m| m.peer_xr).collect();
+    base.xr_endpoints = xr.len() as u32;
+    let cq: Vec<f64> = xr.iter().filter_map(|x| x.mos_cq).collect();
+    base.xr_mos_cq_avg = (!cq.is_empty()).then(|| cq.iter().sum::<f64>() / cq.len() as f64);
+    base.xr_mos_cq_min = cq.iter().copied().reduce(f64::min);
     base.media_calls = all_media.iter().map(|m| m.calls).sum();
     base.media_calls_without_audio = all_media.iter().map(|m| m.calls_without_audio).sum();
     base.media_calls_with_gaps = all_media.iter().map(|m| m.calls_with_gaps).sum();
@@ -1279,6 +1379,14 @@ impl Endpoint {
         }
     }
 
+    /// An `srtp = "optional"` call whose media is plain (answered plain, or SRTP dropped by
+    /// the peer) gives its user agent fresh keys for a peer that offers SRTP inside it.
+    fn keep_spare_keys(&mut self, call: CallId) {
+        if let Some(keys) = self.media.as_ref().and_then(|m| m.spare_keys()) {
+            self.ua.keep_srtp_keys(call, keys);
+        }
+    }
+
     fn worsen(&mut self, outcome: Outcome, error: String) {
         if outcome.severity() > self.outcome.severity() {
             self.outcome = outcome;
@@ -1372,6 +1480,11 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         // With media, offers inside a call are answered from every codec of the group
         // (RFC 3264 §6.1), not only the one a callee's first answer chose.
         codecs: plan.groups[g].media.as_ref().map(|m| m.codec_list()),
+        // What an offer inside a call may do to the media's security.
+        srtp: plan.groups[g]
+            .media
+            .as_ref()
+            .map_or(SrtpPolicy::Off, |m| m.srtp.policy()),
     }
 }
 
@@ -1673,7 +1786,11 @@ impl<'a> Shard<'a> {
         // RFC 3264 §4: no new offer while one is open. A hold or resume due while our previous
         // re-INVITE (or an offer received) waits for its answer goes once that answer came
         // (the response re-schedules the endpoint), not dropped.
-        if matches!(action.kind, ActionKind::Hold | ActionKind::Resume) && !ep.ua.can_offer(call) {
+        if matches!(
+            action.kind,
+            ActionKind::Hold | ActionKind::Resume | ActionKind::Reinvite { .. }
+        ) && !ep.ua.can_offer(call)
+        {
             return None;
         }
         (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
@@ -1709,6 +1826,23 @@ impl<'a> Shard<'a> {
                         ep.ua.reinvite(now, call, offer),
                         "resume (re-INVITE a=sendrecv)",
                     )
+                }
+                ActionKind::Reinvite { codecs } => {
+                    let offer = match ep.media.as_mut() {
+                        Some(m) => m.new_offer(codecs.as_deref()),
+                        None => sdp(ip, 0, u64::from(ep.id), version, "sendrecv"),
+                    };
+                    let what = match codecs {
+                        Some(c) => format!(
+                            "re-INVITE offering {}",
+                            c.iter()
+                                .map(|c| c.encoding_name())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => "re-INVITE (the same session, a new version)".to_owned(),
+                    };
+                    offer_note(ep.ua.reinvite(now, call, offer), &what)
                 }
                 ActionKind::Dtmf {
                     digits,
@@ -2307,6 +2441,10 @@ impl<'a> Shard<'a> {
         ep.dtmf_received.push_str(&sum.dtmf_received);
         r.send_errors += send_errors;
         r.rx_stray += stray;
+        r.xr_received += sum.xr_received;
+        if let Some(m) = sum.peer_xr {
+            r.peer_xr = Some(m.into());
+        }
         let expected = r.rx_packets as f64 + r.rx_lost.max(0) as f64;
         r.loss_percent = if expected > 0.0 {
             r.rx_lost.max(0) as f64 / expected * 100.0
@@ -2436,6 +2574,7 @@ impl<'a> Shard<'a> {
         };
         let ep = &mut self.endpoints[idx];
         ep.ua.answer(now, call, Some(sdp));
+        ep.keep_spare_keys(call);
         ep.set_phase(Phase::Negotiating, &events);
     }
 
@@ -2846,6 +2985,7 @@ impl<'a> Shard<'a> {
                 match answer {
                     Ok(answer) => {
                         ep.ua.answer_offer(now, call, answer);
+                        ep.keep_spare_keys(call);
                     }
                     Err(e) => {
                         ep.media = None;
@@ -2971,22 +3111,31 @@ impl<'a> Shard<'a> {
                 let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_answer(now, &answer, &offer);
-                    self.followed(idx, now, followed, "answer");
+                    self.followed(idx, now, call, followed, "answer");
                 }
             }
-            CallEvent::OfferRefused { method, .. } => {
+            CallEvent::OfferRefused {
+                method, warning, ..
+            } => {
                 let codec = ep
                     .media
                     .as_ref()
                     .and_then(|m| m.codec())
                     .unwrap_or("our codecs");
-                ep.worsen(
-                    Outcome::CompletedWithWarnings,
+                let why = if warning.starts_with("305 sipmeter \"Incompatible media format") {
                     format!(
                         "the peer's {method} offer inside the call lists none of our codecs: \
                          refused with 488, the call went on with {codec} (RFC 3264 §6.1)"
-                    ),
-                );
+                    )
+                } else {
+                    let srtp = ep.media.as_ref().and_then(|m| m.srtp_suite());
+                    format!(
+                        "the peer's {method} offer inside the call was refused with 488 \
+                         (Warning: {warning}): the call went on as it was, {} (RFC 3261 §14.2)",
+                        srtp.map_or("plain RTP".to_owned(), |s| format!("SRTP {s}"))
+                    )
+                };
+                ep.worsen(Outcome::CompletedWithWarnings, why);
             }
             CallEvent::Reinvited { sdp: Some(offer) } => {
                 // The user agent answered already: a codec of the offer's (RFC 3264 §6.1);
@@ -2994,7 +3143,7 @@ impl<'a> Shard<'a> {
                 let answer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let Some(m) = ep.media.as_mut() {
                     let followed = m.follow_remote_offer(now, &offer, &answer);
-                    self.followed(idx, now, followed, "offer");
+                    self.followed(idx, now, call, followed, "offer");
                 }
             }
             CallEvent::OfferAnswered { sdp } => {
@@ -3004,7 +3153,7 @@ impl<'a> Shard<'a> {
                 match (sdp, ep.media.as_mut()) {
                     (Some(answer), Some(m)) => {
                         let followed = m.follow_remote_answer(now, &answer, &offer);
-                        self.followed(idx, now, followed, "answer in its ACK");
+                        self.followed(idx, now, call, followed, "answer in its ACK");
                     }
                     (None, _) => ep.worsen(
                         Outcome::CompletedWithWarnings,
@@ -3076,9 +3225,48 @@ impl<'a> Shard<'a> {
 
     /// Traces what the media of endpoint `idx` followed of the peer's `what` inside the call
     /// ([`Followed`]), and ends the endpoint COMPLETED_WITH_WARNINGS for what it could not.
-    fn followed(&mut self, idx: usize, now: Instant, followed: Followed, what: &str) {
+    fn followed(&mut self, idx: usize, now: Instant, call: CallId, followed: Followed, what: &str) {
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
+        if let Some(suite) = followed.srtp_dropped {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP dropped by the peer's {what}: plain RTP from now on, sent and \
+                     received (was {suite}; srtp = \"optional\" follows it)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_dropped += 1;
+        }
+        if let Some(suite) = followed.srtp_taken {
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "SRTP brought into the plain call by the peer's {what}: {suite}, taken \
+                     (srtp = \"optional\", RFC 4568 §7.1.4)"
+                ),
+                at,
+            ));
+            ep.media_report
+                .get_or_insert_with(MediaReport::default)
+                .srtp_taken += 1;
+        }
+        if followed.srtp_dropped.is_some() {
+            ep.keep_spare_keys(call);
+        }
+        if let Some(suite) = followed.srtp_refused {
+            // RFC 3261 §13.2.2.4 (an answer the offerer cannot accept: a valid ACK, then
+            // BYE): an answer cannot be refused, and plain RTP is what the group forbids.
+            ep.worsen(
+                Outcome::NegotiationFailed,
+                format!(
+                    "the peer's {what} inside the call dropped SRTP (no a=crypto), which the \
+                     group requires (srtp = \"sdes\"; was {suite}): the call was ended with BYE"
+                ),
+            );
+            ep.ua.hangup(now, call);
+        }
         if let Some(to) = followed.moved_to {
             ep.trace.push(TraceEntry::note(
                 format!("the peer's {what} moved the media: RTP now to {to}"),

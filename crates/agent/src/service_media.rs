@@ -339,10 +339,9 @@ impl ServiceMedia {
             Some(Media::Tone { session, .. }) => {
                 session.set_direction(now, n.direction);
                 // New keys (or another suite) in the exchange: the changed direction starts
-                // a new SRTP stream (RFC 4568 §7.1.4), as echo's `update` does.
-                if let Some(p) = &n.srtp {
-                    session.rekey(p);
-                }
+                // a new SRTP stream (RFC 4568 §7.1.4), as echo's `update` does; a plain
+                // exchange ends SRTP, keys in a plain call start it.
+                session.rekey(n.srtp.as_ref());
             }
             None => {
                 // SSRC and seed from the call id: distinct per call, reproducible.

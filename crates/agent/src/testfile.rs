@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use media::audio::SourceKind;
+use media::sdp::Codec;
 use media::srtp::Suite;
 use media::wav::WavAudio;
 use serde::Deserialize;
@@ -217,6 +218,8 @@ pub struct GroupEntry {
     pub media: Option<bool>,
     /// Offer RTCP multiplexing on the RTP port (RFC 5761); default false.
     pub rtcp_mux: Option<bool>,
+    /// Send RTCP XR VoIP Metrics blocks (RFC 3611) with each RTCP report; default false.
+    pub rtcp_xr: Option<Spanned<bool>>,
     /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
     pub rtp_dscp: Option<Spanned<DscpValue>>,
     /// Media encryption: `"off"` (the default), `"sdes"` (SRTP required: RTP/SAVP with
@@ -291,7 +294,7 @@ pub enum DscpValue {
 pub struct ActionEntry {
     /// Time after the call is answered.
     pub at: Spanned<String>,
-    /// `hold`, `resume`, `dtmf` or `transfer`.
+    /// `hold`, `resume`, `reinvite`, `dtmf` or `transfer`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
@@ -304,6 +307,9 @@ pub struct ActionEntry {
     /// For `transfer`: the target, as a group's `call` names one (`group:NAME`, a URI
     /// template with `{n}`, `builtin:echo`).
     pub to: Option<Spanned<String>>,
+    /// For `reinvite`: offer only these codecs (the call changes to the answer's); absent:
+    /// the call's own offer again, with a new version.
+    pub codecs: Option<Vec<Spanned<String>>>,
 }
 
 /// `[pass]`: the gates a CI pipeline uses.
@@ -524,6 +530,21 @@ impl Ctx<'_> {
         let pp = if written == 0 { default_port } else { written };
         uri.port = (pp != 0).then_some(pp);
         Ok((proxy_uri_for(uri, kind), SocketAddr::new(ip, pp), None))
+    }
+
+    /// A list of codec names (`codecs` of a group or a `reinvite` action).
+    fn codecs(&self, names: &[Spanned<String>], field: &str) -> Result<Vec<Codec>, FileError> {
+        names
+            .iter()
+            .map(|c| match crate::callmedia::codec_by_name(c.get_ref()) {
+                Some(codec) => Ok(codec),
+                None => self.err(
+                    c.span(),
+                    field,
+                    format!("`{}`: unknown codec (PCMU, PCMA, G722, OPUS)", c.get_ref()),
+                ),
+            })
+            .collect()
     }
 
     /// A `sip_dscp` / `rtp_dscp` value (see [`crate::dscp`]).
@@ -1318,7 +1339,15 @@ pub fn prepare_parsed(
         for (ai, a) in g.actions.iter().enumerate() {
             let afield = |f: &str| format!("group[{gi}].actions[{ai}].{f}");
             let at = cx.duration(&a.at, &afield("at"))?;
-            match a.action.get_ref().to_ascii_lowercase().as_str() {
+            let kind = a.action.get_ref().to_ascii_lowercase();
+            if a.codecs.is_some() && !matches!(kind.as_str(), "reinvite" | "re-invite") {
+                return cx.err(
+                    a.action.span(),
+                    afield("codecs"),
+                    "only a reinvite action offers codecs",
+                );
+            }
+            match kind.as_str() {
                 "hold" => actions.push(CallAction {
                     at,
                     kind: ActionKind::Hold,
@@ -1327,6 +1356,26 @@ pub fn prepare_parsed(
                     at,
                     kind: ActionKind::Resume,
                 }),
+                "reinvite" | "re-invite" => {
+                    let codecs = match &a.codecs {
+                        None => None,
+                        Some(_) if !g.media.unwrap_or(true) => {
+                            return cx.err(
+                                a.action.span(),
+                                afield("codecs"),
+                                "chooses the codec of RTP: needs media = true",
+                            );
+                        }
+                        Some(list) if list.is_empty() => {
+                            return cx.err(a.action.span(), afield("codecs"), "names no codec");
+                        }
+                        Some(list) => Some(cx.codecs(list, &afield("codecs"))?),
+                    };
+                    actions.push(CallAction {
+                        at,
+                        kind: ActionKind::Reinvite { codecs },
+                    });
+                }
                 "dtmf" => {
                     let Some(digits) = &a.digits else {
                         return cx.err(a.action.span(), afield("digits"), "dtmf needs `digits`");
@@ -1406,26 +1455,14 @@ pub fn prepare_parsed(
                     return cx.err(
                         a.action.span(),
                         afield("do"),
-                        format!("`{other}`: expected hold, resume, dtmf or transfer"),
+                        format!("`{other}`: expected hold, resume, reinvite, dtmf or transfer"),
                     );
                 }
             }
         }
         actions.sort_by_key(|a| a.at);
         let media = if g.media.unwrap_or(true) {
-            let mut codecs = Vec::new();
-            for c in &g.codecs {
-                match crate::callmedia::codec_by_name(c.get_ref()) {
-                    Some(codec) => codecs.push(codec),
-                    None => {
-                        return cx.err(
-                            c.span(),
-                            field("codecs"),
-                            format!("`{}`: unknown codec (PCMU, PCMA, G722, OPUS)", c.get_ref()),
-                        );
-                    }
-                }
-            }
+            let codecs = cx.codecs(&g.codecs, &field("codecs"))?;
             let mut mp = MediaPlan::default();
             if !codecs.is_empty() {
                 mp.codecs = codecs;
@@ -1437,6 +1474,7 @@ pub fn prepare_parsed(
                 mp.ptime_ms = *p.get_ref();
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
+            mp.rtcp_xr = g.rtcp_xr.as_ref().is_some_and(|x| *x.get_ref());
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(s) = &g.srtp {
                 mp.srtp = match s.get_ref().as_str() {
@@ -1484,6 +1522,13 @@ pub fn prepare_parsed(
             }
             if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
                 return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
+            }
+            if let Some(x) = g.rtcp_xr.as_ref().filter(|x| *x.get_ref()) {
+                return cx.err(
+                    x.span(),
+                    field("rtcp_xr"),
+                    "reports on RTP: needs media = true",
+                );
             }
             if let Some(list) = &g.srtp_suites {
                 return cx.err(
@@ -1929,6 +1974,36 @@ call = "group:callees"
     }
 
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
+    /// `rtcp_xr` per group (default off); on with `media = false` names its line and field;
+    /// a value that is not a boolean is an error of the file.
+    #[test]
+    fn rtcp_xr_is_read_per_group() {
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nrtcp_xr = true",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let xr = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().rtcp_xr
+        };
+        assert_eq!((xr("callers"), xr("callees")), (true, false));
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nrtcp_xr = true",
+        );
+        let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].rtcp_xr", "{e}");
+        assert_eq!(e.line, call_line() + 3, "{e}");
+        assert!(e.message.contains("needs media = true"), "{e}");
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nrtcp_xr = \"yes\"",
+        );
+        let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+        assert_eq!(e.line, call_line() + 2, "{e}");
+    }
+
     /// media, names its line and field.
     #[test]
     fn srtp_is_read_per_group() {
@@ -2668,9 +2743,54 @@ call = "group:callees"
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert!(
             e.message
-                .contains("expected hold, resume, dtmf or transfer"),
+                .contains("expected hold, resume, reinvite, dtmf or transfer"),
             "{e}"
         );
+    }
+
+    /// `reinvite` with and without `codecs`; `codecs` unknown, empty, on another action or
+    /// without media names the action's line and field.
+    #[test]
+    fn reinvite_actions_take_codecs_and_name_bad_fields() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let ok = format!(
+            "{base}actions = [{{ at = \"1s\", do = \"reinvite\" }}, {{ at = \"2s\", do = \"re-INVITE\", codecs = [\"PCMA\", \"G722\"] }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        let kinds: Vec<&ActionKind> = p.plan.groups[0].actions.iter().map(|a| &a.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &ActionKind::Reinvite { codecs: None },
+                &ActionKind::Reinvite {
+                    codecs: Some(vec![Codec::Pcma, Codec::G722])
+                }
+            ]
+        );
+        for (action, says) in [
+            (
+                "do = \"reinvite\", codecs = [\"G729\"]",
+                "`G729`: unknown codec",
+            ),
+            ("do = \"reinvite\", codecs = []", "names no codec"),
+            (
+                "do = \"hold\", codecs = [\"PCMA\"]",
+                "only a reinvite action offers codecs",
+            ),
+            (
+                "do = \"reinvite\", codecs = [\"PCMA\"] }]\nmedia = false\n#",
+                "needs media = true",
+            ),
+        ] {
+            let bad = format!("{base}actions = [{{ at = \"1s\", {action} }}]\n");
+            let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (13, "group[0].actions[0].codecs"),
+                "{e}"
+            );
+            assert!(e.message.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -252,6 +252,18 @@ fn suites(mut g: GroupPlan, suites: &[Suite]) -> GroupPlan {
     g
 }
 
+/// `g` holding its call at 1 s and resuming it at 1.8 s (re-INVITEs with its offer).
+fn holding(mut g: GroupPlan) -> GroupPlan {
+    g.actions = [(1000, ActionKind::Hold), (1800, ActionKind::Resume)]
+        .into_iter()
+        .map(|(ms, kind)| CallAction {
+            at: Duration::from_millis(ms),
+            kind,
+        })
+        .collect();
+    g
+}
+
 fn callee(name: &str, srtp: SrtpMode) -> GroupPlan {
     group(
         name,
@@ -439,16 +451,8 @@ fn sdes_calls_are_protected_refused_or_fall_back_as_configured() {
 #[test]
 fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     let (rt, reg) = builtin_registrar();
-    let mut holder = caller("dtls-holder", SrtpMode::Dtls, "dtls-held");
-    holder.actions = [(1000, ActionKind::Hold), (1800, ActionKind::Resume)]
-        .into_iter()
-        .map(|(ms, kind)| CallAction {
-            at: Duration::from_millis(ms),
-            kind,
-        })
-        .collect();
     let groups = vec![
-        holder,
+        holding(caller("dtls-holder", SrtpMode::Dtls, "dtls-held")),
         callee("dtls-held", SrtpMode::Dtls),
         caller("dtls-caller", SrtpMode::Dtls, "dtls-callee"),
         callee("dtls-callee", SrtpMode::Dtls),
@@ -532,4 +536,139 @@ fn dtls_calls_are_keyed_by_the_handshake_or_refused_by_name() {
     }
     drop(reg);
     drop(rt);
+}
+
+/// `g` sending RTCP XR VoIP Metrics blocks (`rtcp_xr = true`).
+fn xr(mut g: GroupPlan) -> GroupPlan {
+    if let Some(m) = g.media.as_mut() {
+        m.rtcp_xr = true;
+    }
+    g
+}
+
+/// RTCP XR (RFC 3611) end to end through the built-in registrar, 12 s calls:
+///
+/// - `rtcp_xr` on both ends: both SDPs say `a=rtcp-xr:voip-metrics` (§5.1); each end reads
+///   the other's VoIP Metrics blocks about its stream: on loopback no loss, the far end's
+///   R 93 and MOS-CQ 4.4 (G.711 lossless, as our own rating), the test signal's speech
+///   level near −14 dBm0, its jitter buffer at one packet time or more.
+/// - a plain caller to an XR callee: the caller's SDP has no `a=rtcp-xr`, it sends no XR
+///   (the callee reads none) but reads the callee's blocks all the same.
+#[test]
+fn rtcp_xr_voip_metrics_go_both_ways_when_asked() {
+    let (rt, reg) = builtin_registrar();
+    let groups = vec![
+        xr(caller("xr-caller", SrtpMode::Off, "xr-callee")),
+        xr(callee("xr-callee", SrtpMode::Off)),
+        caller("plain-caller", SrtpMode::Off, "xr2-callee"),
+        xr(callee("xr2-callee", SrtpMode::Off)),
+    ];
+    let plan = plan(&reg, groups, Duration::from_secs(12));
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    let by = |group: &str| reports.iter().find(|r| r.group == group).unwrap();
+    for group in ["xr-caller", "xr-callee", "plain-caller", "xr2-callee"] {
+        assert_eq!(by(group).outcome, Outcome::Success, "{:#?}", by(group));
+    }
+    let offer = body_of(by("xr-caller"), Direction::Sent, "INVITE ");
+    assert!(offer.contains("a=rtcp-xr:voip-metrics\r\n"), "{offer}");
+    let answer = body_of(by("xr-callee"), Direction::Sent, "SIP/2.0 200");
+    assert!(answer.contains("a=rtcp-xr:voip-metrics\r\n"), "{answer}");
+    let plain = body_of(by("plain-caller"), Direction::Sent, "INVITE ");
+    assert!(!plain.contains("rtcp-xr"), "{plain}");
+
+    for (group, far) in [
+        ("xr-caller", "xr-callee"),
+        ("xr-callee", "xr-caller"),
+        ("plain-caller", "xr2-callee"),
+    ] {
+        let m = by(group).media.as_ref().unwrap();
+        eprintln!(
+            "{group}: {} blocks, {:?}; rtt {:?}",
+            m.xr_received, m.peer_xr, m.rtt_ms
+        );
+        // RTCP every 2.5–7.5 s (the first after 1.25–3.75 s): at least one in 12 s.
+        assert!(m.xr_received >= 1, "{group}: {m:?}");
+        let x = m.peer_xr.expect("the far end's block");
+        // Loopback loses nothing; a loaded machine can make a packet late for the far
+        // end's jitter buffer (a discard), which its own rating counts too.
+        assert_eq!(x.loss_percent, 0.0, "{x:?}");
+        assert!(x.discard_percent < 5.0, "{x:?}");
+        // At least one packet time; more with the jitter of a loaded loopback.
+        assert!(
+            x.jb_nominal_ms >= 20 && x.jb_maximum_ms >= x.jb_nominal_ms,
+            "{x:?}"
+        );
+        assert_eq!(x.jb_abs_max_ms, 300, "{x:?}");
+        assert!(x.end_system_delay_ms >= Some(40), "{x:?}");
+        // Known once an SR of the far end came back in our report (under 1 ms: 1).
+        assert!(matches!(x.round_trip_ms, Some(1..=50)), "{x:?}");
+        let s = x.signal_dbm0.expect("speech level");
+        assert!((-17..=-11).contains(&s), "{x:?}");
+        // The block carries the far end's own rating of our stream (its last RTCP report
+        // came a few seconds before its final figure): R and MOS agree with its report.
+        let own = by(far).media.as_ref().unwrap();
+        let (r, mos) = (own.r_factor.unwrap(), own.mos.unwrap());
+        assert!(
+            (f64::from(x.r_factor.unwrap()) - r).abs() <= 3.0,
+            "{x:?} vs {own:?}"
+        );
+        assert!((x.mos_cq.unwrap() - mos).abs() <= 0.15, "{x:?} vs {own:?}");
+        assert!(x.mos_lq >= x.mos_cq, "{x:?}");
+        if summary.late_timers == 0 && x.discard_percent == 0.0 {
+            // G.711 without loss on loopback: R 93.2, MOS 4.41 (as our own rating).
+            assert!(x.r_factor >= Some(92), "{x:?}");
+            assert_eq!(x.mos_cq, Some(4.4), "{x:?}");
+        }
+    }
+    let quiet = by("xr2-callee").media.as_ref().unwrap();
+    assert_eq!((quiet.xr_received, quiet.peer_xr), (0, None), "{quiet:?}");
+    rt.block_on(reg.stop());
+}
+
+/// Between two sipmeter ends the security rules for offers inside a call (SrtpPolicy) leave
+/// hold and resume as they were: our re-offers carry the keys (or fingerprint) of our first
+/// offer, so nothing is dropped or brought in. An sdes caller holding an sdes callee, an
+/// optional caller holding an optional callee (SRTP: the callee took the keys) and an
+/// optional caller holding an off callee (plain: the callee ignores `a=crypto` on
+/// `RTP/AVP`, every time): no 488, every call SUCCESS, `srtp_dropped` and `srtp_taken` 0,
+/// `srtp` as the first exchange made it, no packet failed.
+#[test]
+fn hold_and_resume_between_our_own_ends_keep_the_calls_security() {
+    let (rt, reg) = builtin_registrar();
+    let groups = vec![
+        holding(caller("sdes-holder", SrtpMode::Sdes, "sdes-held")),
+        callee("sdes-held", SrtpMode::Sdes),
+        holding(caller("opt-holder", SrtpMode::Optional, "opt-held")),
+        callee("opt-held", SrtpMode::Optional),
+        holding(caller("opt-plain-holder", SrtpMode::Optional, "off-held")),
+        callee("off-held", SrtpMode::Off),
+    ];
+    let plan = plan(&reg, groups, Duration::from_secs(3));
+    let (tx, _rx) = mpsc::channel();
+    let (_, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert!(
+            !r.trace
+                .iter()
+                .any(|t| t.first_line().starts_with("SIP/2.0 488")),
+            "{r:#?}"
+        );
+        let m = r.media.as_ref().unwrap();
+        let plain = matches!(r.group.as_str(), "opt-plain-holder" | "off-held");
+        assert_eq!(m.srtp.is_none(), plain, "{}: {m:?}", r.group);
+        assert_eq!((m.srtp_dropped, m.srtp_taken), (0, 0), "{}: {m:?}", r.group);
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+    let holders = reports.iter().filter(|r| r.group.ends_with("holder"));
+    for r in holders {
+        let reinvites = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+            .count();
+        assert!(reinvites >= 3, "{}: {reinvites}", r.group);
+    }
+    rt.block_on(reg.stop());
 }

@@ -950,6 +950,17 @@ fn echo_reflects_srtp_under_its_own_key_and_counts_what_fails() {
     );
 }
 
+/// `req` sent; its final response, which must be a 200, and the SDP answer in it.
+fn answered(sip: &mut TcpSip, req: &str) -> (Message, media::sdp::SessionDescription) {
+    sip.send(req);
+    let ok = std::iter::from_fn(|| Some(sip.read()))
+        .find(|m| m.status().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(ok.status(), Some(200), "{}", ok.summary());
+    let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+    (ok, answer)
+}
+
 /// The tone takes new SDES keys inside the call (RFC 4568 §7.1.4), as echo and our endpoints
 /// do: a raw client re-INVITEs with a new key under the same tag; the tone's SRTP after the
 /// 200 is under the key of that 200's answer, and the client's packets under its new key all
@@ -971,12 +982,7 @@ fn tone_takes_new_srtp_keys_inside_the_call() {
     };
     // The final response to a request, the SRTP context under its answer, the tone's address.
     let exchange = |sip: &mut TcpSip, req: String, key: u8| {
-        sip.send(&req);
-        let ok = std::iter::from_fn(|| Some(sip.read()))
-            .find(|m| m.status().is_some_and(|c| c >= 200))
-            .unwrap();
-        assert_eq!(ok.status(), Some(200), "{}", ok.summary());
-        let answer = media::sdp::SessionDescription::parse(ok.body()).unwrap();
+        let (ok, answer) = answered(sip, &req);
         let m = &answer.media[0];
         let line = m.attributes.iter().find(|a| a.name == "crypto").unwrap();
         let theirs = Crypto::parse(line.value.as_deref().unwrap())
@@ -1031,6 +1037,141 @@ fn tone_takes_new_srtp_keys_inside_the_call() {
         (1, 0, 0),
         "every packet under the new key authenticated: {s:?}"
     );
+}
+
+/// Echo and tone follow a caller's re-INVITE to plain RTP and back to SRTP, as a phone
+/// set to optional SRTP does (RFC 4568 §7.1.4; a music-on-hold server or gateway without
+/// SRTP re-anchoring the call): the answer to the plain re-offer is `RTP/AVP` without
+/// `a=crypto` and from then on the service sends plain RTP (172 bytes for 20 ms of PCMU, no
+/// tag; echo: the caller's plain packet byte for byte); the answer to a later SRTP re-offer
+/// carries a fresh key of the service's (not its first one) and what it sends is SRTP under
+/// it. No packet fails. Before: the tone kept sending SRTP (182 bytes) after the plain
+/// re-INVITE, and echo answered the SRTP re-offer with its first key again (keys reused
+/// after a plain spell, their streams restarted).
+#[test]
+fn echo_and_tone_follow_a_re_invite_to_plain_rtp_and_back_to_srtp() {
+    use media::srtp::{Crypto, MasterKey, SrtpContext, SrtpParams};
+    for service in ["echo", "tone"] {
+        let (rt, reg, mut sip, raw, media) = raw_media_call(service);
+        let uri = format!("sip:{service}@sipmeter.test");
+        let port = media.local_addr().unwrap().port();
+        let offer_with = |key: Option<u8>| {
+            let plain = sdp(port, "0", "");
+            match key {
+                None => plain,
+                Some(k) => {
+                    let c = Crypto {
+                        tag: 1,
+                        suite: Suite::AesCm128HmacSha1_80,
+                        key: MasterKey::from_bytes([k; 30]),
+                    };
+                    plain.replace("RTP/AVP", "RTP/SAVP") + &format!("a=crypto:{}\r\n", c.value())
+                }
+            }
+        };
+        // The answer to `req` (200), and the SRTP context under it (`None`: plain).
+        let exchange = |sip: &mut TcpSip, req: String, key: Option<u8>| {
+            let (ok, answer) = answered(sip, &req);
+            let m = &answer.media[0];
+            let line = m.attributes.iter().find(|a| a.name == "crypto");
+            let theirs = line.map(|l| {
+                Crypto::parse(l.value.as_deref().unwrap())
+                    .unwrap()
+                    .unwrap()
+                    .key
+            });
+            assert_eq!(theirs.is_some(), key.is_some(), "{service}: {answer}");
+            assert_eq!(m.proto, if key.is_some() { "RTP/SAVP" } else { "RTP/AVP" });
+            let to: SocketAddr = (answer.connection.unwrap(), m.port).into();
+            let ctx = key.zip(theirs.clone()).map(|(k, rx_key)| {
+                SrtpContext::new(&SrtpParams {
+                    suite: Suite::AesCm128HmacSha1_80,
+                    tx_key: MasterKey::from_bytes([k; 30]),
+                    rx_key,
+                })
+            });
+            (ok, ctx, theirs, to)
+        };
+        let (ok, mut ctx, first_key, to) = exchange(
+            &mut sip,
+            raw.req("INVITE", &uri, "p1", 1, None, &offer_with(Some(7))),
+            Some(7),
+        );
+        let tag = ok.to().and_then(|t| t.tag()).unwrap();
+        sip.send(&raw.req("ACK", &uri, "p2", 1, Some(&tag), ""));
+        let mut buf = [0u8; 2048];
+        let mut seq = 0u16;
+        // Sends 5 packets (under `ctx`, else plain); what comes back: (length, authenticated
+        // under `ctx` or, plain, the caller's packet for echo).
+        let mut round = |ctx: &mut Option<SrtpContext>| -> Vec<(usize, bool)> {
+            let mut got = Vec::new();
+            for _ in 0..5 {
+                let mut p = rtp_packet(seq);
+                if let Some(c) = ctx.as_mut() {
+                    c.tx.protect_rtp(&mut p).unwrap();
+                }
+                media.send_to(&p, to).unwrap();
+                let (n, _) = media.recv_from(&mut buf).unwrap();
+                let ok = match ctx.as_mut() {
+                    Some(c) => c.rx.unprotect_rtp(&mut buf[..n]).is_ok(),
+                    None => service == "tone" || buf[..n] == rtp_packet(seq)[..],
+                };
+                got.push((n, ok));
+                seq += 1;
+            }
+            got
+        };
+        let srtp = round(&mut ctx);
+        assert!(
+            srtp.iter().any(|&(n, ok)| n == 182 && ok),
+            "{service}: {srtp:?}"
+        );
+        // A re-INVITE of CSeq `n` (`key`: with SRTP under it) and its ACK: the SRTP
+        // context under the answer, and the service's key.
+        let mut reinvite = |n: u32, key: Option<u8>| {
+            let invite = raw.req(
+                "INVITE",
+                &uri,
+                &format!("r{n}"),
+                n,
+                Some(&tag),
+                &offer_with(key),
+            );
+            let (_, ctx, theirs, _) = exchange(&mut sip, invite, key);
+            sip.send(&raw.req("ACK", &uri, &format!("a{n}"), n, Some(&tag), ""));
+            (ctx, theirs)
+        };
+        // Plain: after packets still on their way (the tone's), only plain RTP.
+        let (mut plain_ctx, _) = reinvite(2, None);
+        let _settle = round(&mut plain_ctx);
+        let plain = round(&mut plain_ctx);
+        assert!(
+            plain.iter().all(|&(n, ok)| n == 172 && ok),
+            "{service}: {plain:?}"
+        );
+        // SRTP again, under a fresh key of the service's.
+        let (mut ctx, again) = reinvite(3, Some(9));
+        assert_ne!(again, first_key, "{service}: a fresh key");
+        let _settle = round(&mut ctx);
+        let srtp = round(&mut ctx);
+        assert!(
+            srtp.iter().all(|&(n, ok)| n == 182 && ok),
+            "{service}: {srtp:?}"
+        );
+        sip.send(&raw.req("BYE", &uri, "p7", 4, Some(&tag), ""));
+        assert_eq!(sip.read().status(), Some(200));
+        let s = rt.block_on(reg.stop()).services;
+        assert_eq!(
+            (
+                s.answered,
+                s.refused_488,
+                s.srtp_auth_failures,
+                s.srtp_replayed
+            ),
+            (1, 0, 0, 0),
+            "{service}: {s:?}"
+        );
+    }
 }
 
 #[test]

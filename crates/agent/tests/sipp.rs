@@ -16,6 +16,7 @@ use agent::engine::{
     Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
+use agent::trace::Direction;
 use media::sdp::Codec;
 use registrar::{AuthMode, RegistrarConfig};
 use sip_msg::{Host, Uri};
@@ -707,6 +708,10 @@ enum Uas {
     /// `testdata/sipp/uas-answers-elsewhere.xml` with `-rtp_echo`: answers with its media on a
     /// port nobody reads, and our resume (a re-INVITE a second later) with its echo.
     AnswersElsewhere,
+    /// `testdata/sipp/uas-answers-reinvites.xml` with `-rtp_echo`, called by callers with two
+    /// `reinvite` actions (1 s: the same session; 2 s: PCMA alone): checks each offer and
+    /// answers PCMU, then PCMA.
+    AnswersReinvites,
     /// `testdata/sipp/uas-answers-srtp.xml` with `-rtp_echo`, called by callers with
     /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
     /// caller's own key so that the echo of our SRTP authenticates.
@@ -722,7 +727,19 @@ enum Uas {
     /// `testdata/sipp/uas-challenges-in-dialog.xml` with `-rtp_echo`, called by callers with
     /// credentials: a server that challenges our REFER and our BYE (401s) inside the dialog and verifies the credentials of each request sent again.
     ChallengesInDialog,
+    /// `testdata/sipp/uas-drops-srtp.xml`, called by callers with this `srtp` (4 s calls):
+    /// answers SRTP with the caller's own key, re-INVITEs with plain `RTP/AVP` 1.5 s after
+    /// the ACK; its SDP points our RTP at [`WIRE`]'s reflector, not at SIPp's echo.
+    DropsSrtp(SrtpMode),
 }
+
+/// The tests reading [`WIRE`] run one at a time, from their run to their last look at it.
+static WIRE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What our callers sent to the reflector of [`Uas::DropsSrtp`]: (source, datagram length),
+/// in arrival order.
+static WIRE: std::sync::Mutex<Vec<(std::net::SocketAddr, usize)>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Two of our callers (3 s calls; a late offer for [`Uas::DelayedOffer`]) to a SIPp UAS;
 /// SIPp's exit code.
@@ -731,6 +748,26 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     // Where the moving UAS first sends our RTP: bound, never read.
     let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port().to_string();
+    // [`Uas::DropsSrtp`]: the reflector on `dead`, recording what arrives, until the run ends.
+    let reflecting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reflector = matches!(uas, Uas::DropsSrtp(_)).then(|| {
+        WIRE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let sock = dead.try_clone().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let on = reflecting.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while on.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    WIRE.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((from, n));
+                    let _ = sock.send_to(&buf[..n], from);
+                }
+            }
+        })
+    });
     let offer = match uas {
         Uas::DelayedOffer => OfferTiming::Late,
         _ => OfferTiming::Early,
@@ -775,7 +812,15 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-reinvites-without-offer.xml")]
             }
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
+            Uas::AnswersReinvites => vec!["-sf", sipp_scenario!("uas-answers-reinvites.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
+            Uas::DropsSrtp(_) => vec![
+                "-sf",
+                sipp_scenario!("uas-drops-srtp.xml"),
+                "-set",
+                "rtp",
+                &dead_port,
+            ],
             Uas::OffersOpus => vec!["-sf", sipp_scenario!("uas-offers-opus.xml")],
             Uas::ChallengesInDialog => {
                 vec!["-sf", sipp_scenario!("uas-challenges-in-dialog.xml")]
@@ -815,7 +860,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "-timeout",
             "25s",
         ]);
-        if !matches!(uas, Uas::Silent | Uas::PausesRtp) {
+        if !matches!(uas, Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_)) {
             args.push("-rtp_echo");
         }
         (args.into_iter().map(str::to_owned).collect(), port)
@@ -864,6 +909,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     at: Duration::from_secs(1),
                     kind: ActionKind::Resume,
                 }],
+                // A session refresh, then a change to PCMA.
+                Uas::AnswersReinvites => vec![
+                    CallAction {
+                        at: Duration::from_secs(1),
+                        kind: ActionKind::Reinvite { codecs: None },
+                    },
+                    CallAction {
+                        at: Duration::from_secs(2),
+                        kind: ActionKind::Reinvite {
+                            codecs: Some(vec![Codec::Pcma]),
+                        },
+                    },
+                ],
                 // Our blind transfer a second into the call.
                 Uas::TransferSucceeds | Uas::TransferFails | Uas::ChallengesInDialog => {
                     vec![CallAction {
@@ -878,6 +936,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             media: Some(MediaPlan {
                 srtp: match uas {
                     Uas::AnswersSrtp => SrtpMode::Sdes,
+                    Uas::DropsSrtp(mode) => mode,
                     _ => SrtpMode::Off,
                 },
                 codecs: match uas {
@@ -898,6 +957,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         call_duration: Duration::from_secs(match uas {
             Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
+            Uas::DropsSrtp(_) => 4,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -911,7 +971,99 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     };
     let (tx, _rx) = mpsc::channel();
     let (summary, reports) = run(plan, tx, StopHandle::default()).unwrap();
+    reflecting.store(false, std::sync::atomic::Ordering::Relaxed);
+    if let Some(r) = reflector {
+        r.join().unwrap();
+    }
     (summary, reports, sipp.wait(Duration::from_secs(20)))
+}
+
+/// Two calls of callers with `srtp` to [`Uas::DropsSrtp`]: the reports (no packet failed
+/// authentication in any), the lengths of the RTP datagrams each caller sent to the
+/// reflector (in order), SIPp's exit code.
+fn srtp_dropped_by_sipp(srtp: SrtpMode) -> (Vec<EndpointReport>, Vec<Vec<usize>>, i32) {
+    let _wire = WIRE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::DropsSrtp(srtp));
+    for r in &reports {
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+    let wire = WIRE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut from: Vec<std::net::SocketAddr> = wire.iter().map(|w| w.0).collect();
+    from.sort();
+    from.dedup();
+    let lengths: Vec<Vec<usize>> = from
+        .iter()
+        .map(|f| wire.iter().filter(|w| w.0 == *f).map(|w| w.1).collect())
+        .collect();
+    assert_eq!(lengths.len(), 2, "two callers");
+    (reports, lengths, sipp)
+}
+
+/// A PBX moving an SRTP call to a server without SRTP (SIPp's `uas-drops-srtp.xml`: SRTP
+/// answered, then a plain `RTP/AVP` re-INVITE without keys), as a phone set to
+/// `srtp = "optional"` does: our 200 answers plain `RTP/AVP` (SIPp checks it), the trace
+/// says "SRTP dropped by the peer's offer", the call ends SUCCESS with `media.srtp` None and
+/// `srtp_dropped` 1, nothing failed authentication; on the wire (a reflector SIPp's SDP
+/// points our RTP at) each caller sent SRTP (182 bytes for 20 ms of PCMU with the 10-byte
+/// tag) and then only plain RTP (172 bytes), never SRTP again. Before: 200 with our
+/// `RTP/SAVP` and keys (SIPp's check failed) and SRTP to the end.
+#[test]
+fn an_optional_caller_follows_a_sipp_re_invite_that_drops_srtp() {
+    let (reports, wire, sipp) = srtp_dropped_by_sipp(SrtpMode::Optional);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!((m.srtp, m.srtp_dropped), (None, 1), "{m:?}");
+        assert!(m.rx_packets >= 150, "{m:?}");
+        assert!(
+            r.trace
+                .iter()
+                .any(|t| t.text.starts_with("SRTP dropped by the peer's offer")),
+            "{:#?}",
+            r.trace
+        );
+    }
+    for lens in wire {
+        let srtp = lens.iter().take_while(|l| **l == 182).count();
+        assert!(srtp >= 50, "SRTP first: {lens:?}");
+        assert!(
+            lens[srtp..].iter().all(|l| *l == 172),
+            "then plain only: {lens:?}"
+        );
+        assert!(lens.len() - srtp >= 80, "{lens:?}");
+    }
+    assert_eq!(sipp, 0, "SIPp saw our plain answer");
+}
+
+/// The same PBX against callers with `srtp = "sdes"` (SRTP required): the plain re-INVITE
+/// is refused with 488 and `Warning: 399` (RFC 3261 §14.2: the session stays as it was),
+/// the call goes on and ends COMPLETED_WITH_WARNINGS naming the refusal, with `media.srtp`
+/// still the suite; on the wire only SRTP (182 bytes) from start to end, though the peer
+/// asked for plain RTP. Before: 200 with our SRTP answer to the plain offer (SIPp's check
+/// failed).
+#[test]
+fn an_sdes_caller_refuses_a_sipp_re_invite_that_drops_srtp() {
+    let (reports, wire, sipp) = srtp_dropped_by_sipp(SrtpMode::Sdes);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or("");
+        assert!(
+            error.contains("refused with 488") && error.contains("drops SRTP"),
+            "{error}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(
+            (m.srtp, m.srtp_dropped),
+            (Some("AES_CM_128_HMAC_SHA1_80"), 0),
+            "{m:?}"
+        );
+    }
+    for lens in wire {
+        assert!(lens.len() >= 180, "{lens:?}");
+        assert!(lens.iter().all(|l| *l == 182), "SRTP only: {lens:?}");
+    }
+    assert_eq!(sipp, 0, "SIPp took our 488");
 }
 
 #[test]
@@ -930,6 +1082,35 @@ fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {
         let m = r.media.as_ref().expect("media measured");
         assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+}
+
+/// `reinvite` actions against SIPp running `testdata/sipp/uas-answers-reinvites.xml` with
+/// `-rtp_echo`: a second into the call our re-INVITE offers the session again (PCMU and
+/// PCMA, sendrecv; SIPp checks it) and is answered PCMU; a second later it offers PCMA alone
+/// (checked) and is answered PCMA: the call changes codec, its echo comes back in PCMA
+/// without a lost packet, and both re-INVITEs are in the trace with their 200s.
+#[test]
+fn reinvite_actions_refresh_the_session_and_change_the_codec_with_a_sipp_uas() {
+    for r in echoed_back(Uas::AnswersReinvites, "PCMA") {
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Note)
+            .map(|t| t.text.as_str())
+            .collect();
+        for want in [
+            "action: re-INVITE (the same session, a new version)",
+            "action: re-INVITE offering PCMA",
+        ] {
+            assert!(notes.iter().any(|n| n.contains(want)), "{want}: {notes:?}");
+        }
+        let reinvites = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with("INVITE "))
+            .count();
+        assert_eq!(reinvites, 3, "the INVITE and two re-INVITEs");
     }
 }
 

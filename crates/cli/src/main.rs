@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod capacity;
 mod check;
+mod csv;
 mod lint;
 mod registrar;
 mod run;

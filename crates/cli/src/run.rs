@@ -39,6 +39,13 @@ pub struct OutputArgs {
     /// Write a JUnit XML file (one test case per endpoint) for CI.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Write one CSV row per endpoint: outcome, codes, timings, MOS, jitter, loss, RTT.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Write the per-second media samples as CSV: one row per second of each call, one
+    /// column per metric (keeps the samples whatever the test's size, as --samples).
+    #[arg(long, value_name = "FILE")]
+    samples_csv: Option<PathBuf>,
     /// Write the SIP messages of each endpoint whose trace is kept (failed ones, or all with
     /// --all-traces) as DIR/<id>-<user>.pcap, and all of them merged as DIR/all.pcap.
     #[arg(long, value_name = "DIR")]
@@ -112,7 +119,7 @@ fn execute_file(
     }
     prepared.plan.keep_all_traces = out.all_traces;
     let endpoints: usize = prepared.plan.groups.iter().map(|g| g.endpoints.len()).sum();
-    prepared.plan.keep_samples = out.samples || endpoints <= 100;
+    prepared.plan.keep_samples = out.samples || out.samples_csv.is_some() || endpoints <= 100;
     println!(
         "running \"{}\": {endpoints} endpoints on {} shard(s)",
         prepared.plan.name, prepared.plan.shards
@@ -173,6 +180,17 @@ fn execute_file(
         eprintln!("sipmeter: cannot write {}: {e}", path.display());
         return ExitCode::from(2);
     }
+    for (path, write) in [
+        (&out.csv, crate::csv::endpoints as CsvWriter),
+        (&out.samples_csv, crate::csv::samples),
+    ] {
+        if let Some(path) = path
+            && let Err(e) = write_csv(path, &reports, write)
+        {
+            eprintln!("sipmeter: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
     match verdict(&summary, &pass) {
         Ok(()) => {
             println!("PASSED");
@@ -185,6 +203,16 @@ fn execute_file(
             ExitCode::from(1)
         }
     }
+}
+
+/// A CSV table of the endpoints' reports ([`crate::csv`]).
+type CsvWriter =
+    fn(&mut std::io::BufWriter<std::fs::File>, &[EndpointReport]) -> std::io::Result<()>;
+
+fn write_csv(path: &PathBuf, reports: &[EndpointReport], write: CsvWriter) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    write(&mut f, reports)?;
+    f.flush()
 }
 
 pub(crate) fn fmt_ms(v: Option<f64>) -> String {
@@ -354,6 +382,14 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
                 f(s.loss_avg_percent, " %")
             );
             println!("RTT (RTCP)       avg {}", f(s.rtt_avg_ms, " ms"));
+            if s.xr_endpoints > 0 {
+                println!(
+                    "far end (XR)     MOS-CQ avg {}  min {}   ({} endpoints' far ends reported RTCP XR, RFC 3611)",
+                    f(s.xr_mos_cq_avg, ""),
+                    f(s.xr_mos_cq_min, ""),
+                    s.xr_endpoints
+                );
+            }
         }
         None if s.media_calls_with_gaps > 0 => println!(
             "media            none of {} calls rated: {} without audio, {} with audio gaps (the longest {:.1} s)",

@@ -43,6 +43,7 @@ fn run_traced(file: &std::path::Path, report: &str) -> (i32, String, String, ser
 fn demo_passes_and_writes_reports() {
     let report = tmp("demo.json");
     let junit = tmp("demo.xml");
+    let (csv, samples_csv) = (tmp("demo.csv"), tmp("demo-samples.csv"));
     let (code, out, err) = sipmeter(&[
         "demo",
         "--quiet",
@@ -50,6 +51,10 @@ fn demo_passes_and_writes_reports() {
         report.to_str().unwrap(),
         "--junit",
         junit.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--samples-csv",
+        samples_csv.to_str().unwrap(),
     ]);
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
@@ -104,6 +109,57 @@ fn demo_passes_and_writes_reports() {
     }
     let x = std::fs::read_to_string(&junit).unwrap();
     assert!(x.contains("tests=\"20\""), "{x}");
+    csv_equals_the_report(&v, &csv, &samples_csv);
+}
+
+/// Equal but for the last bit: serde_json's default float parser is not correctly rounded.
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+}
+
+/// `--csv`: a header and one row per endpoint with the report's values; `--samples-csv`: one
+/// row per sample of the report, each metric in its named column.
+fn csv_equals_the_report(v: &serde_json::Value, csv: &std::path::Path, samples: &std::path::Path) {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let eps = v["endpoints"].as_array().unwrap();
+    assert_eq!(rows.len(), eps.len(), "{text}");
+    for (row, ep) in rows.iter().zip(eps) {
+        assert_eq!(row.len(), head.len(), "{row:?}");
+        assert_eq!(row[col("user")], ep["user"].as_str().unwrap());
+        assert_eq!(row[col("outcome")], ep["outcome"].as_str().unwrap());
+        assert_eq!(row[col("phase")], "CLOSED");
+        assert_eq!(row[col("codec")], ep["media"]["codec"].as_str().unwrap());
+        for (name, json) in [
+            ("mos", &ep["media"]["mos"]),
+            ("rx_packets", &ep["media"]["rx_packets"]),
+            ("call_duration_ms", &ep["timings"]["call_duration_ms"]),
+        ] {
+            let got: f64 = row[col(name)].parse().unwrap();
+            assert!(same(got, json.as_f64().unwrap()), "{name}: {row:?}");
+        }
+    }
+    let text = std::fs::read_to_string(samples).unwrap();
+    let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(&head[..5], &["endpoint", "group", "user", "call", "t"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let all: Vec<&serde_json::Value> = eps
+        .iter()
+        .flat_map(|e| e["samples"].as_array().unwrap())
+        .collect();
+    assert_eq!(rows.len(), all.len());
+    for (row, s) in rows.iter().zip(all) {
+        assert_eq!(row[0], s["endpoint"].to_string());
+        for kv in s["metrics"].as_array().unwrap() {
+            let at = head.iter().position(|h| *h == kv[0]).unwrap();
+            let got: f64 = row[at].parse().unwrap();
+            assert!(same(got, kv[1].as_f64().unwrap()), "{}: {row:?}", kv[0]);
+        }
+    }
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn cfg(ssrc: u32, codec: Codec) -> SessionConfig {
         seed: u64::from(ssrc),
         srtp: None,
         dtls: None,
+        rtcp_xr: false,
     }
 }
 

@@ -1,5 +1,5 @@
-//! RTCP (RFC 3550 §6): SR, RR, SDES (CNAME), BYE; compound build and parse. Other packet types
-//! (APP, feedback, XR) are skipped by their length. Malformed input is an error, never a panic.
+//! RTCP (RFC 3550 §6): SR, RR, SDES (CNAME), BYE, and XR (RFC 3611, [`crate::xr`]); compound
+//! build and parse. Other packet types (APP, feedback) are skipped by their length. Malformed input is an error, never a panic.
 
 /// An undecodable RTCP compound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -90,7 +90,14 @@ pub enum RtcpPacket {
         /// Reason, if given.
         reason: Option<String>,
     },
-    /// A type we do not decode (APP, RTPFB, PSFB, XR, ...).
+    /// Extended report (RFC 3611): the reporter and its blocks.
+    ExtendedReport {
+        /// Reporter SSRC.
+        ssrc: u32,
+        /// Report blocks.
+        blocks: Vec<crate::xr::XrBlock>,
+    },
+    /// A type we do not decode (APP, RTPFB, PSFB, ...).
     Other {
         /// Packet type.
         packet_type: u8,
@@ -226,6 +233,10 @@ pub fn parse_compound(buf: &[u8]) -> Result<Vec<RtcpPacket>, RtcpError> {
                 };
                 RtcpPacket::Bye { ssrcs, reason }
             }
+            crate::xr::XR => {
+                let (ssrc, blocks) = crate::xr::parse_body(body, off)?;
+                RtcpPacket::ExtendedReport { ssrc, blocks }
+            }
             other => RtcpPacket::Other { packet_type: other },
         };
         out.push(pkt);
@@ -316,6 +327,12 @@ impl RtcpPacket {
                         out.push(0);
                     }
                 }
+                finish(out, at);
+            }
+            RtcpPacket::ExtendedReport { ssrc, blocks } => {
+                // The header's low five bits are reserved in XR (RFC 3611 §2).
+                let at = header(out, 0, crate::xr::XR);
+                crate::xr::write_body(out, *ssrc, blocks);
                 finish(out, at);
             }
             // We never send types we do not decode.

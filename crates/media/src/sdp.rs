@@ -676,6 +676,28 @@ impl Sdes {
     pub fn key_of(&self, suite: Suite) -> Option<&MasterKey> {
         self.keys.iter().find(|(s, _)| *s == suite).map(|(_, k)| k)
     }
+
+    /// Our offer's `a=crypto` lines: one per suite, tags from 1 (RFC 4568 §5.1.1).
+    fn crypto(&self) -> Vec<Crypto> {
+        self.keys
+            .iter()
+            .zip(1..)
+            .map(|((suite, key), tag)| Crypto {
+                tag,
+                suite: *suite,
+                key: key.clone(),
+            })
+            .collect()
+    }
+
+    /// [`Self::crypto`] as SDP lines (`a=crypto:1 SUITE inline:KEY`, CRLF ended), as the
+    /// user agent answers an SRTP offer inside a plain call with them.
+    pub fn crypto_lines(&self) -> String {
+        self.crypto()
+            .iter()
+            .map(|c| format!("a=crypto:{}\r\n", c.value()))
+            .collect()
+    }
 }
 
 /// Why offer/answer failed; the engine reports NEGOTIATION_FAILED with this.
@@ -903,15 +925,7 @@ pub fn build_offer(local: &LocalMedia) -> SessionDescription {
         None => ("RTP/AVP", Vec::new()),
         Some(sdes) => (
             if sdes.required { "RTP/SAVP" } else { "RTP/AVP" },
-            sdes.keys
-                .iter()
-                .zip(1..)
-                .map(|((suite, key), tag)| Crypto {
-                    tag,
-                    suite: *suite,
-                    key: key.clone(),
-                })
-                .collect(),
+            sdes.crypto(),
         ),
     };
     let mut m = audio_section(

@@ -42,6 +42,7 @@ use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
+use crate::xr::{GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
 
 /// How a session is set up.
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ pub struct SessionConfig {
     /// DTLS-SRTP (RFC 5764): the session runs the handshake on the RTP port and keys SRTP
     /// with its export; nothing but the handshake is sent before.
     pub dtls: Option<DtlsParams>,
+    /// Send an RTCP XR VoIP Metrics block (RFC 3611 §4.7) about the stream we receive in
+    /// each RTCP compound. The peer's blocks about our stream are read either way.
+    pub rtcp_xr: bool,
 }
 
 impl SessionConfig {
@@ -106,6 +110,7 @@ impl SessionConfig {
             seed,
             srtp: n.srtp.clone(),
             dtls: n.dtls.clone(),
+            rtcp_xr: false,
         }
     }
 }
@@ -188,6 +193,9 @@ pub struct Outgoing {
     pub bytes: Vec<u8>,
 }
 
+/// The jitter buffer's largest delay, ms.
+const JB_MAX_MS: f64 = 300.0;
+
 /// A simple adaptive jitter-buffer model: playout at the fastest relative transit seen plus a
 /// target delay of `ptime + 3·J` (J the A.8 jitter), clamped to [ptime, 300 ms], raised at
 /// once and lowered by half the difference per second. A packet later than its playout
@@ -196,6 +204,8 @@ pub struct Outgoing {
 struct JitterBuffer {
     ptime_ms: f64,
     target_ms: f64,
+    /// The largest target so far (RTCP XR's "JB maximum").
+    max_target_ms: f64,
     base_ns: Option<i128>,
     ext_ts: Option<(u32, i64)>,
     late_total: u64,
@@ -209,6 +219,7 @@ impl JitterBuffer {
         JitterBuffer {
             ptime_ms: f64::from(ptime_ms),
             target_ms: f64::from(ptime_ms),
+            max_target_ms: f64::from(ptime_ms),
             base_ns: None,
             ext_ts: None,
             late_total: 0,
@@ -255,12 +266,13 @@ impl JitterBuffer {
     }
 
     fn adapt(&mut self, jitter_ms: f64) {
-        let want = (self.ptime_ms + 3.0 * jitter_ms).clamp(self.ptime_ms, 300.0);
+        let want = (self.ptime_ms + 3.0 * jitter_ms).clamp(self.ptime_ms, JB_MAX_MS);
         self.target_ms = if want > self.target_ms {
             want
         } else {
             self.target_ms - (self.target_ms - want) / 2.0
         };
+        self.max_target_ms = self.max_target_ms.max(self.target_ms);
     }
 }
 
@@ -515,6 +527,11 @@ pub struct CallMediaSummary {
     pub unexpected_pt: u64,
     /// RTCP compounds received.
     pub rtcp_received: u64,
+    /// The peer's last RTCP XR VoIP Metrics block about our stream (RFC 3611 §4.7): its
+    /// view of what we send (its loss, burst/gap, jitter buffer, R and MOS).
+    pub peer_xr: Option<VoipMetrics>,
+    /// VoIP Metrics blocks received about our stream.
+    pub xr_received: u64,
     /// The remote sent RTCP BYE.
     pub remote_bye: bool,
     /// Stretches without RTP while the far end was to send ([`crate::gaps`]).
@@ -636,6 +653,18 @@ fn coder_for(codec: Codec) -> Result<(Coder, u32), ConfigError> {
     })
 }
 
+/// What the peer sent before the session's last change between plain RTP and SRTP
+/// ([`MediaSession::rekey`]), taken until its first datagram of the new kind.
+#[derive(Debug)]
+enum SrtpWas {
+    /// No change, or its first datagram of the new kind came.
+    Nothing,
+    /// Plain RTP (the session took SRTP).
+    Plain,
+    /// SRTP under this receive stream (the session dropped SRTP).
+    Srtp(Box<SrtpStream>),
+}
+
 /// One call's media. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct MediaSession {
@@ -677,6 +706,11 @@ pub struct MediaSession {
     rtt_max_ms: Option<f64>,
     rtcp_received: u64,
     remote_bye: bool,
+    /// The peer's last RTCP XR VoIP Metrics block about our stream, and how many came.
+    peer_xr: Option<VoipMetrics>,
+    xr_received: u64,
+    /// The last speech and noise levels measured (dBov), for our XR blocks.
+    xr_levels: (Option<f64>, Option<f64>),
     // receiving
     stats: ReceiveStats,
     jb: JitterBuffer,
@@ -694,6 +728,9 @@ pub struct MediaSession {
     srtp: Option<Box<SrtpContext>>,
     /// Each received SRTP datagram is decrypted here (one buffer for the whole call).
     srtp_plain: Vec<u8>,
+    /// What the peer sent before the last change between plain RTP and SRTP, still taken
+    /// until its first datagram of the new kind ([`Self::rekey`]).
+    srtp_was: SrtpWas,
     srtp_auth_failures: u64,
     srtp_replayed: u64,
     // DTLS-SRTP (boxed: most calls have none)
@@ -768,6 +805,9 @@ impl MediaSession {
             rtt_n: 0,
             rtt_max_ms: None,
             rtcp_received: 0,
+            peer_xr: None,
+            xr_received: 0,
+            xr_levels: (None, None),
             remote_bye: false,
             stats: {
                 let mut stats = ReceiveStats::new(clock_rate, spp);
@@ -784,6 +824,7 @@ impl MediaSession {
             unexpected_pt: 0,
             srtp: cfg.srtp.as_ref().map(|p| Box::new(SrtpContext::new(p))),
             srtp_plain: Vec::new(),
+            srtp_was: SrtpWas::Nothing,
             srtp_auth_failures: 0,
             srtp_replayed: 0,
             dtls: cfg.dtls.as_ref().map(|p| Box::new(DtlsSrtp::new(p, now))),
@@ -807,21 +848,39 @@ impl MediaSession {
     /// New SDES keys inside the call ([`crate::sdp::srtp_of_exchange`], RFC 4568 §7.1.4):
     /// each direction whose suite or master key changed starts a new SRTP stream (its keys
     /// derived anew, its index and replay window starting again, RFC 3711 §3.2.1), the other
-    /// goes on as it was. False (nothing done) without SRTP or when nothing changed.
-    pub fn rekey(&mut self, p: &SrtpParams) -> bool {
-        let (Some(ctx), Some(old)) = (self.srtp.as_deref_mut(), self.cfg.srtp.as_ref()) else {
+    /// goes on as it was. `None`: the exchange dropped SRTP (an `srtp = "optional"` call
+    /// whose peer offered plain RTP): sent and received plain from now on. Keys in a plain
+    /// session: SRTP starts. Across a change between plain and SRTP, what the peer sent
+    /// before it (its datagrams of the old kind still on their way: an offerer changes when
+    /// our answer reaches it) is taken until its first datagram of the new kind: SRTP that
+    /// authenticates under the old key, or plain RTP before a first SRTP datagram
+    /// authenticates. False (nothing done) when nothing changed, or with DTLS-SRTP (its keys
+    /// are the handshake's).
+    pub fn rekey(&mut self, p: Option<&SrtpParams>) -> bool {
+        if self.dtls.is_some() || self.cfg.srtp.as_ref() == p {
             return false;
-        };
-        if old == p {
-            return false;
         }
-        if old.suite != p.suite || old.tx_key != p.tx_key {
-            ctx.tx = SrtpStream::new(p.suite, &p.tx_key);
+        match (self.srtp.as_deref_mut(), self.cfg.srtp.as_ref(), p) {
+            (Some(ctx), Some(old), Some(p)) => {
+                if old.suite != p.suite || old.tx_key != p.tx_key {
+                    ctx.tx = SrtpStream::new(p.suite, &p.tx_key);
+                }
+                if old.suite != p.suite || old.rx_key != p.rx_key {
+                    ctx.rx = SrtpStream::new(p.suite, &p.rx_key);
+                }
+            }
+            (_, _, Some(p)) => {
+                self.srtp = Some(Box::new(SrtpContext::new(p)));
+                self.srtp_was = SrtpWas::Plain;
+            }
+            (_, _, None) => {
+                self.srtp_was = match self.srtp.take() {
+                    Some(ctx) => SrtpWas::Srtp(Box::new(ctx.rx)),
+                    None => SrtpWas::Nothing,
+                };
+            }
         }
-        if old.suite != p.suite || old.rx_key != p.rx_key {
-            ctx.rx = SrtpStream::new(p.suite, &p.rx_key);
-        }
-        self.cfg.srtp = Some(p.clone());
+        self.cfg.srtp = p.cloned();
         true
     }
 
@@ -1107,6 +1166,12 @@ impl MediaSession {
             ssrc,
             Some(self.cfg.cname.clone()),
         )]));
+        if let (true, Some(remote)) = (self.cfg.rtcp_xr, self.stats.ssrc()) {
+            out.push(RtcpPacket::ExtendedReport {
+                ssrc,
+                blocks: vec![XrBlock::VoipMetrics(self.voip_metrics(now, remote))],
+            });
+        }
         if bye {
             out.push(RtcpPacket::Bye {
                 ssrcs: vec![ssrc],
@@ -1134,6 +1199,28 @@ impl MediaSession {
         if self.srtp.is_some() {
             return self.handle_srtp(now, buf);
         }
+        if let SrtpWas::Srtp(rx) = &mut self.srtp_was {
+            // SRTP of before the peer dropped it, until its first plain datagram.
+            let mut plain = std::mem::take(&mut self.srtp_plain);
+            plain.clear();
+            plain.extend_from_slice(buf);
+            let r = if rtp::is_rtcp(buf) {
+                rx.unprotect_rtcp(&mut plain)
+            } else {
+                rx.unprotect_rtp(&mut plain)
+            };
+            let r = match r {
+                Ok(n) => Some(self.handle_plain(now, &plain[..n])),
+                Err(_) => {
+                    self.srtp_was = SrtpWas::Nothing;
+                    None
+                }
+            };
+            self.srtp_plain = plain;
+            if let Some(r) = r {
+                return r;
+            }
+        }
         self.handle_plain(now, buf)
     }
 
@@ -1149,7 +1236,16 @@ impl MediaSession {
             None => Ok(plain.len()),
         };
         let r = match r {
-            Ok(n) => self.handle_plain(now, &plain[..n]),
+            Ok(n) => {
+                // The peer's first SRTP: its plain RTP of before is over.
+                self.srtp_was = SrtpWas::Nothing;
+                self.handle_plain(now, &plain[..n])
+            }
+            Err(SrtpError::AuthFailed) if matches!(self.srtp_was, SrtpWas::Plain) => {
+                // Plain RTP of before the peer took SRTP, still on its way.
+                self.srtp_plain = plain;
+                return self.handle_plain(now, buf);
+            }
             Err(e) => {
                 match e {
                     SrtpError::AuthFailed => self.srtp_auth_failures += 1,
@@ -1218,6 +1314,17 @@ impl MediaSession {
                 RtcpPacket::Bye { .. } => {
                     // Undone if a new source of the far end follows (`handle_rtp`).
                     self.remote_bye = true;
+                    continue;
+                }
+                RtcpPacket::ExtendedReport { blocks, .. } => {
+                    for b in blocks {
+                        if let XrBlock::VoipMetrics(m) = b
+                            && m.ssrc == self.cfg.local_ssrc
+                        {
+                            self.peer_xr = Some(m);
+                            self.xr_received += 1;
+                        }
+                    }
                     continue;
                 }
                 _ => continue,
@@ -1491,6 +1598,87 @@ impl MediaSession {
         self.next_rtcp = None;
     }
 
+    /// G.107's packet-loss input for the call so far: lost and jitter-buffer-late packets
+    /// over those expected, percent.
+    fn call_ppl(&self, t: &crate::stats::Totals) -> f64 {
+        let lost_all = t.lost.max(0) as f64 + self.jb.late_total as f64;
+        if t.expected > 0 {
+            (100.0 * lost_all / t.expected as f64).min(100.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Our VoIP Metrics block (RFC 3611 §4.7) about the stream from `remote`, the call so
+    /// far. MOS-CQ and R are the call's rating as [`MediaSession::summary`] gives it (with
+    /// the one-way delay), MOS-LQ the same without delay (G.107 with Ta = 0: listening only);
+    /// all three are unavailable (127) while nothing was received or after an audio gap (see
+    /// `CallMediaSummary::mos`), and R also for a wideband codec (RFC 3611's R is G.107's
+    /// 0–100 scale; G.107.1 goes to 129). Levels are the last second's that had speech or
+    /// noise, from dBov to dBm0 (a G.711 full-scale sine is +3.17 dBm0 and −3.01 dBov). End
+    /// system delay: one packet time (packetisation) plus the jitter buffer's delay.
+    /// Burst/gap figures count network loss (packets that never came); late packets are
+    /// the discard rate.
+    fn voip_metrics(&self, now: Instant, remote: u32) -> VoipMetrics {
+        const DBM0_OVER_DBOV: f64 = 3.17 + 3.01;
+        let t = self.stats.totals();
+        let rate = |n: f64| {
+            if t.expected > 0 {
+                (256.0 * n / t.expected as f64).clamp(0.0, 255.0) as u8
+            } else {
+                0
+            }
+        };
+        let ms = |x: f64| x.round().clamp(0.0, f64::from(u16::MAX)) as u16;
+        let bg = self
+            .stats
+            .loss_pattern()
+            .burst_gap
+            .metrics(self.jb.ptime_ms);
+        let rated = t.packets > 0 && self.stats.gaps(now).count == 0;
+        let (ppl, burst) = (self.call_ppl(&t), self.stats.loss_pattern().burst_ratio());
+        let cq = rated.then(|| self.rate(ppl, burst, self.one_way_ms));
+        let lq = rated.then(|| self.rate(ppl, burst, 0.0));
+        let mos10 = |r: Option<f64>| r.map_or(UNAVAILABLE, |r| (self.mos(r) * 10.0).round() as u8);
+        let level = |dbov: Option<f64>| {
+            dbov.map_or(UNAVAILABLE as i8, |d| {
+                (d + DBM0_OVER_DBOV).round().clamp(-126.0, 126.0) as i8
+            })
+        };
+        let narrowband = CodecImpairment::of(self.cfg.codec).model == emodel::Model::G107;
+        VoipMetrics {
+            ssrc: remote,
+            loss_rate: rate(t.lost.max(0) as f64),
+            discard_rate: rate(self.jb.late_total as f64),
+            burst_density: bg.burst_density,
+            gap_density: bg.gap_density,
+            burst_duration_ms: bg.burst_duration_ms,
+            gap_duration_ms: bg.gap_duration_ms,
+            // Rounded up: a known round trip under 1 ms (loopback) is not 0, "unknown".
+            round_trip_delay_ms: self.rtt_ms.map_or(0, |r| ms(r.ceil()).max(1)),
+            end_system_delay_ms: if t.packets > 0 {
+                ms(self.jb.ptime_ms + self.jb.target_ms)
+            } else {
+                0
+            },
+            signal_level: level(self.xr_levels.0),
+            noise_level: level(self.xr_levels.1),
+            rerl: UNAVAILABLE,
+            gmin: GMIN,
+            r_factor: match cq {
+                Some(r) if narrowband => r.round().clamp(0.0, 100.0) as u8,
+                _ => UNAVAILABLE,
+            },
+            ext_r_factor: UNAVAILABLE,
+            mos_lq: mos10(lq),
+            mos_cq: mos10(cq),
+            rx_config: RX_CONFIG_JB_ADAPTIVE,
+            jb_nominal_ms: ms(self.jb.target_ms),
+            jb_maximum_ms: ms(self.jb.max_target_ms),
+            jb_abs_max_ms: ms(JB_MAX_MS),
+        }
+    }
+
     /// R on the codec's E-model scale (G.107 for G.711, G.107.1 for G.722 and Opus).
     fn rate(&self, ppl: f64, burst_r: f64, delay_ms: f64) -> f64 {
         emodel::score(self.cfg.codec, ppl, burst_r, delay_ms).r
@@ -1519,6 +1707,13 @@ impl MediaSession {
         self.one_way_ms =
             self.rtt_ms.unwrap_or(0.0) / 2.0 + jb_target + f64::from(self.cfg.ptime_ms);
 
+        let levels = self.meter.take();
+        if levels.speech_dbov.is_some() {
+            self.xr_levels.0 = levels.speech_dbov;
+        }
+        if levels.noise_dbov.is_some() {
+            self.xr_levels.1 = levels.noise_dbov;
+        }
         let receiving = self.stats.ssrc().is_some() && iv.expected > 0;
         let (rx_r, rx_mos) = if receiving {
             let lost = iv.lost.max(0) as f64 + jb_late as f64;
@@ -1587,7 +1782,7 @@ impl MediaSession {
                 plc_events: self.plc_events,
                 jb_target_ms: jb_target,
                 jb_delay_ms: jb_delay,
-                levels: self.meter.take(),
+                levels,
             },
             rtt_ms: self.rtt_ms,
             one_way_delay_ms: self.one_way_ms,
@@ -1599,17 +1794,12 @@ impl MediaSession {
     pub fn summary(&self) -> CallMediaSummary {
         let t = self.stats.totals();
         let end = self.stopped_at.unwrap_or(self.last_sample);
-        let lost_all = t.lost.max(0) as f64 + self.jb.late_total as f64;
         let loss_percent = if t.expected > 0 {
             100.0 * t.lost.max(0) as f64 / t.expected as f64
         } else {
             0.0
         };
-        let ppl = if t.expected > 0 {
-            (100.0 * lost_all / t.expected as f64).min(100.0)
-        } else {
-            0.0
-        };
+        let ppl = self.call_ppl(&t);
         let burst = self.stats.loss_pattern().burst_ratio();
         let gaps = self.stats.gaps(end);
         // Rated only from packets actually received (G.107 rates what was heard), and only
@@ -1653,6 +1843,8 @@ impl MediaSession {
             dtls_early: self.dtls_early,
             unexpected_pt: self.unexpected_pt,
             rtcp_received: self.rtcp_received,
+            peer_xr: self.peer_xr,
+            xr_received: self.xr_received,
             remote_bye: self.remote_bye,
             gaps,
         }
@@ -1687,6 +1879,7 @@ mod tests {
             seed,
             srtp: None,
             dtls: None,
+            rtcp_xr: false,
         }
     }
 
@@ -2297,29 +2490,42 @@ mod tests {
         }
     }
 
+    /// AES_CM_128_HMAC_SHA1_80 with our master key all `tx` bytes and the peer's all `rx`.
+    fn sdes_params(tx: u8, rx: u8) -> SrtpParams {
+        use crate::srtp::{MasterKey, Suite};
+        SrtpParams {
+            suite: Suite::AesCm128HmacSha1_80,
+            tx_key: MasterKey::from_bytes([tx; 30]),
+            rx_key: MasterKey::from_bytes([rx; 30]),
+        }
+    }
+
+    /// A (SSRC 0xa, key 1) and B (0xb, key 2), each keyed to hear the other, from `t0`.
+    fn sdes_pair(t0: Instant) -> (MediaSession, MediaSession) {
+        (
+            sdes_session(0xa, sdes_params(1, 2), t0),
+            sdes_session(0xb, sdes_params(2, 1), t0),
+        )
+    }
+
+    /// A PCMU session of `ssrc` keyed with `p`, started at `t0`.
+    fn sdes_session(ssrc: u32, p: SrtpParams, t0: Instant) -> MediaSession {
+        let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
+        c.srtp = Some(p);
+        MediaSession::new(c, t0).unwrap()
+    }
+
     /// RFC 4568 §7.1.4: B re-keys inside the call (a re-INVITE with a new key); A takes the
     /// new key for what it receives, B sends under it from then on: no packet fails on either
     /// side, before or after, and the call scores as a plain one. Taking the same keys again
     /// changes nothing; a session without SRTP has nothing to re-key.
     #[test]
     fn new_keys_inside_the_call_are_taken_without_a_failed_packet() {
-        use crate::srtp::{MasterKey, Suite};
-        let key = |b| MasterKey::from_bytes([b; 30]);
-        let params = |tx: u8, rx: u8| SrtpParams {
-            suite: Suite::AesCm128HmacSha1_80,
-            tx_key: key(tx),
-            rx_key: key(rx),
-        };
+        let params = sdes_params;
         let t0 = Instant::now();
-        let mk = |ssrc, p: SrtpParams| {
-            let mut c = cfg(ssrc, Codec::Pcmu, u64::from(ssrc));
-            c.srtp = Some(p);
-            MediaSession::new(c, t0).unwrap()
-        };
-        let mut a = mk(0xa, params(1, 2));
-        let mut b = mk(0xb, params(2, 1));
+        let (mut a, mut b) = sdes_pair(t0);
         // Hears B under its old key: after the change, every packet of B fails there.
-        let mut old = mk(0xd, params(4, 2));
+        let mut old = sdes_session(0xd, params(4, 2), t0);
         let (mut fed, rekeyed) = (0, t0 + Duration::from_secs(2));
         let delay = Duration::from_millis(10);
         let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
@@ -2329,10 +2535,10 @@ mod tests {
                 // B's new key is in its offer; A's answer keeps A's key. Packets of the old
                 // key still in flight fail: B switches once they have arrived (as a peer's
                 // answer takes its round trip), A at once.
-                assert!(b.rekey(&params(3, 1)));
-                assert!(!b.rekey(&params(3, 1)), "the same keys again");
+                assert!(b.rekey(Some(&params(3, 1))));
+                assert!(!b.rekey(Some(&params(3, 1))), "the same keys again");
                 deliver_due(&mut wire, now + delay, &mut a, &mut b);
-                assert!(a.rekey(&params(1, 3)));
+                assert!(a.rekey(Some(&params(1, 3))));
             }
             deliver_due(&mut wire, now, &mut a, &mut b);
             for from_a in [true, false] {
@@ -2362,7 +2568,72 @@ mod tests {
             assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41);
         }
         let mut plain = MediaSession::new(cfg(0xc, Codec::Pcmu, 0xc), t0).unwrap();
-        assert!(!plain.rekey(&params(1, 2)));
+        assert!(!plain.rekey(None), "plain already");
+    }
+
+    /// An `srtp = "optional"` call whose peer drops SRTP by re-INVITE, then brings it back:
+    /// A answers (changes at once), B is the offerer (changes when A's answer reaches it, one
+    /// way later). After the drop A sends plain RTP (172 bytes for 20 ms of PCMU, no tag) and
+    /// takes B's SRTP still on its way under the old key; after the return both send SRTP
+    /// (182 bytes) and A takes B's plain RTP still on its way. No packet fails, none is
+    /// lost, the call scores as a plain one. Before (the call stayed SRTP): every plain
+    /// packet of B failed authentication at A.
+    #[test]
+    fn srtp_dropped_then_taken_again_inside_the_call_loses_no_packet() {
+        let params = sdes_params;
+        let t0 = Instant::now();
+        let (mut a, mut b) = sdes_pair(t0);
+        let (dropped, taken) = (t0 + Duration::from_secs(2), t0 + Duration::from_secs(4));
+        let delay = Duration::from_millis(10);
+        let mut wire: VecDeque<(Instant, bool, Vec<u8>)> = VecDeque::new();
+        // Lengths of A's RTP (not RTCP) datagrams in each phase.
+        let mut lens: [Vec<usize>; 3] = Default::default();
+        let mut now = t0;
+        while now <= t0 + Duration::from_secs(6) {
+            if now == dropped {
+                assert!(a.rekey(None));
+                assert!(!a.rekey(None), "plain already");
+                deliver_due(&mut wire, now + delay, &mut a, &mut b);
+                assert!(b.rekey(None));
+            }
+            if now == taken {
+                assert!(a.rekey(Some(&params(5, 6))));
+                deliver_due(&mut wire, now + delay, &mut a, &mut b);
+                assert!(b.rekey(Some(&params(6, 5))));
+            }
+            deliver_due(&mut wire, now, &mut a, &mut b);
+            for from_a in [true, false] {
+                let s = if from_a { &mut a } else { &mut b };
+                while let Some(o) = s.poll_transmit(now) {
+                    if from_a && o.kind == PacketKind::Rtp {
+                        let phase = usize::from(now >= dropped) + usize::from(now >= taken);
+                        lens[phase].push(o.bytes.len());
+                    }
+                    wire.push_back((now + delay, from_a, o.bytes));
+                }
+            }
+            now += Duration::from_millis(1);
+        }
+        a.stop(now);
+        b.stop(now);
+        for (phase, want) in [(0, 182), (1, 172), (2, 182)] {
+            assert!(lens[phase].len() > 90, "{phase}: {}", lens[phase].len());
+            assert!(
+                lens[phase].iter().all(|l| *l == want),
+                "{phase}: {:?}",
+                lens[phase]
+            );
+        }
+        assert!(a.config().srtp.is_some());
+        for s in [a.summary(), b.summary()] {
+            assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
+            assert_eq!(
+                (s.rx_lost, s.malformed, s.unexpected_pt),
+                (0, 0, 0),
+                "{s:?}"
+            );
+            assert_eq!((s.mos.unwrap() * 100.0).round() / 100.0, 4.41, "{s:?}");
+        }
     }
 
     /// DTLS-SRTP between two sessions (RFC 5764): the handshake runs on the session's own

@@ -107,6 +107,8 @@ pub struct LossPattern {
     pub ll: u64,
     /// lost → received.
     pub lr: u64,
+    /// The same process seen through RFC 3611's burst/gap model (for RTCP XR).
+    pub burst_gap: crate::xr::BurstGap,
 }
 
 impl LossPattern {
@@ -123,6 +125,11 @@ impl LossPattern {
     fn feed(&mut self, last: &mut Option<bool>, received: bool, n: u64) {
         if n == 0 {
             return;
+        }
+        if received {
+            self.burst_gap.received(n);
+        } else {
+            self.burst_gap.lost(n);
         }
         match *last {
             Some(prev) => {

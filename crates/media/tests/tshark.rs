@@ -87,7 +87,22 @@ fn cfg(ssrc: u32) -> SessionConfig {
         seed: u64::from(ssrc),
         srtp: None,
         dtls: None,
+        rtcp_xr: false,
     }
+}
+
+/// Whether tshark is installed; without it the tests are skipped, unless the suite requires
+/// its peers (SIPMETER_REQUIRE_PEERS=1, as `./scripts/test` sets).
+fn tshark_present() -> bool {
+    if Command::new("tshark").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "tshark is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
+    );
+    eprintln!("skipped: tshark not installed");
+    false
 }
 
 /// tshark's row for the stream: (packets, lost, min/mean/max jitter ms).
@@ -122,13 +137,7 @@ fn tshark_row(pcap: &std::path::Path) -> (u64, u64, [f64; 3]) {
 
 #[test]
 fn loss_and_jitter_agree_with_wireshark() {
-    let which = Command::new("tshark").arg("--version").output();
-    if which.is_err() {
-        assert!(
-            std::env::var("SIPMETER_REQUIRE_PEERS").as_deref() != Ok("1"),
-            "tshark is required (SIPMETER_REQUIRE_PEERS=1) but not installed"
-        );
-        eprintln!("skipped: tshark not installed");
+    if !tshark_present() {
         return;
     }
     let t0 = Instant::now();
@@ -221,4 +230,182 @@ fn loss_and_jitter_agree_with_wireshark() {
     );
     // Uniform 0–15 ms: the A.8 estimate averages E|D| = 15/3 = 5 ms.
     assert!((mean_ours - 5.0).abs() < 0.5, "{mean_ours}");
+}
+
+/// tshark's reading of every RTCP XR VoIP Metrics block in `pcap`, one row per block: the
+/// fields named, in order.
+fn tshark_xr(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<i64>> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"])
+        .arg(pcap)
+        .args(["-d", "udp.port==40000,rtcp", "-Y", "rtcp.xr.bt == 7"])
+        .args(["-T", "fields", "-E", "separator=,"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            l.split(',')
+                .map(|v| {
+                    v.parse::<i64>()
+                        .unwrap_or_else(|_| panic!("field {v:?} in {l}"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// RTCP XR (RFC 3611 §4.7) read by Wireshark's dissector: a G.711 call with `rtcp_xr` on both
+/// ends, bursty loss (Gilbert–Elliott) on the way to B; every VoIP Metrics block B sends is
+/// decoded by tshark with the values we wrote, the last one (in B's closing compound) says
+/// what B's own summary says (loss rate, MOS-CQ, R), the burst is denser than the gaps, and
+/// A's summary holds that block as the peer's view of its stream.
+#[test]
+fn xr_voip_metrics_are_read_by_wireshark_as_written() {
+    if !tshark_present() {
+        return;
+    }
+    use media::rtcp::{RtcpPacket, parse_compound};
+    use media::xr::{VoipMetrics, XrBlock};
+    let t0 = Instant::now();
+    let xr = |ssrc| SessionConfig {
+        rtcp_xr: true,
+        ..cfg(ssrc)
+    };
+    let mut a = MediaSession::new(xr(0xa), t0).unwrap();
+    let mut b = MediaSession::new(xr(0xb), t0).unwrap();
+    let mut wire: Impairment<Vec<u8>> = Impairment::new(ImpairmentConfig {
+        delay: Duration::from_millis(20),
+        jitter: Duration::from_millis(5),
+        loss: Loss::GilbertElliott {
+            p: 0.01,
+            r: 0.25,
+            loss_good: 0.002,
+            loss_bad: 0.7,
+        },
+        seed: 5,
+        ..ImpairmentConfig::default()
+    });
+    let mut pcap = Pcap::new();
+    let mut sent_by_b: Vec<VoipMetrics> = Vec::new();
+    let end = t0 + Duration::from_secs(40);
+    let mut now = t0;
+    let mut next_sample = t0 + Duration::from_secs(1);
+    loop {
+        while let Some(p) = wire.poll_packet(now) {
+            let _ = b.handle_packet(now, &p);
+        }
+        while let Some(o) = a.poll_transmit(now) {
+            wire.handle_packet(now, o.bytes);
+        }
+        while let Some(o) = b.poll_transmit(now) {
+            if o.kind == PacketKind::Rtcp {
+                pcap.push((now - t0).as_micros() as u64, &o.bytes);
+                for p in parse_compound(&o.bytes).unwrap() {
+                    if let RtcpPacket::ExtendedReport { ssrc, blocks } = p {
+                        assert_eq!(ssrc, 0xb);
+                        for blk in blocks {
+                            let XrBlock::VoipMetrics(m) = blk else {
+                                panic!("{blk:?}")
+                            };
+                            sent_by_b.push(m);
+                        }
+                    }
+                }
+            }
+            let _ = a.handle_packet(now, &o.bytes);
+        }
+        if now >= next_sample {
+            // Once a second, as the engine does: the jitter buffer adapts, levels are read.
+            a.sample(now);
+            b.sample(now);
+            next_sample += Duration::from_secs(1);
+        }
+        if now >= end && b.poll_timeout().is_some() {
+            a.stop(now);
+            b.stop(now);
+            continue;
+        }
+        match [
+            a.poll_timeout(),
+            b.poll_timeout(),
+            wire.poll_timeout(),
+            (now < end).then_some(next_sample),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        {
+            Some(n) => now = n.max(now),
+            None => break,
+        }
+    }
+    assert!(sent_by_b.len() >= 6, "{} blocks", sent_by_b.len());
+    let path = std::env::temp_dir().join(format!("sipmeter-xr-{}.pcap", std::process::id()));
+    std::fs::write(&path, &pcap.0).unwrap();
+    let rows = tshark_xr(
+        &path,
+        &[
+            "rtcp.xr.voipmetrics.burstdensity",
+            "rtcp.xr.voipmetrics.gapdensity",
+            "rtcp.xr.voipmetrics.burstduration",
+            "rtcp.xr.voipmetrics.gapduration",
+            "rtcp.xr.voipmetrics.esdelay",
+            "rtcp.xr.voipmetrics.signallevel",
+            "rtcp.xr.voipmetrics.noiselevel",
+            "rtcp.xr.voipmetrics.gmin",
+            "rtcp.xr.voipmetrics.rfactor",
+            "rtcp.xr.voipmetrics.jba",
+            "rtcp.xr.voipmetrics.jbnominal",
+            "rtcp.xr.voipmetrics.jbmax",
+            "rtcp.xr.voipmetrics.jbabsmax",
+        ],
+    );
+    let _ = std::fs::remove_file(&path);
+    let ours: Vec<Vec<i64>> = sent_by_b
+        .iter()
+        .map(|m| {
+            vec![
+                m.burst_density.into(),
+                m.gap_density.into(),
+                m.burst_duration_ms.into(),
+                m.gap_duration_ms.into(),
+                m.end_system_delay_ms.into(),
+                m.signal_level.into(),
+                m.noise_level.into(),
+                m.gmin.into(),
+                m.r_factor.into(),
+                (m.rx_config >> 4 & 3).into(),
+                m.jb_nominal_ms.into(),
+                m.jb_maximum_ms.into(),
+                m.jb_abs_max_ms.into(),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, ours, "tshark's reading (left) and the blocks B sent");
+
+    let last = *sent_by_b.last().unwrap();
+    let s = b.summary();
+    eprintln!("B's last block: {last:?}\nB's summary: {s:?}");
+    assert!(s.rx_lost > 0);
+    let rate = (256.0 * s.rx_lost as f64 / s.rx_expected as f64) as u8;
+    assert_eq!(last.loss_rate, rate);
+    assert_eq!(
+        last.discard_rate,
+        (256 * s.rx_jb_late / s.rx_expected) as u8
+    );
+    let mos = s.mos.expect("B rates the call");
+    assert_eq!(last.mos_cq, (mos * 10.0).round() as u8);
+    assert_eq!(last.r_factor, s.r_factor.unwrap().round() as u8);
+    assert!(last.mos_lq >= last.mos_cq, "{last:?}");
+    assert!(last.burst_density > 4 * last.gap_density.max(1), "{last:?}");
+    assert!(last.burst_duration_ms > 0 && last.gap_duration_ms > last.burst_duration_ms);
+    assert_eq!(last.ssrc, 0xa);
+    // Signal: the test signal's −20 dBov talk spurts are about −14 dBm0.
+    assert!((-17..=-11).contains(&last.signal_level), "{last:?}");
+    let peer = a.summary();
+    assert_eq!(peer.peer_xr, Some(last));
+    assert_eq!(peer.xr_received, sent_by_b.len() as u64);
 }

@@ -419,6 +419,7 @@ fn main() {
         use_100rel: false,
         session_timer: None,
         codecs: None,
+        srtp: sip_proto::ua::SrtpPolicy::Off,
     });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {

@@ -705,6 +705,18 @@ impl Services {
                 let answered = parse_offer(req).and_then(|o| {
                     let mut next = local.clone();
                     next.session_version += 1;
+                    // The services are "optional": the keys follow the offer (RFC 4568
+                    // §7.1.4). An offer without a=crypto drops them (plain RTP from now
+                    // on; a later SRTP offer gets fresh ones, never these again); one with
+                    // a=crypto in a plain call gets fresh keys of ours (`sdes_for`).
+                    match (next.srtp.is_some(), sdes_for(Some(&o))) {
+                        (true, Ok(None)) => next.srtp = None,
+                        (false, Ok(Some(fresh))) => next.srtp = Some(fresh),
+                        (false, Err(())) => {
+                            return Err("the system's random source failed".to_owned());
+                        }
+                        _ => {}
+                    }
                     sdp::answer_offer(&o, &next)
                         .map(|(a, n)| (a, n, next))
                         .map_err(|e| e.to_string())

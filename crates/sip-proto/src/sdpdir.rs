@@ -256,9 +256,192 @@ pub(crate) enum InCallAnswer {
     /// Our answer, and the voice codec it chose (`NAME/RATE`; `None` when the offer's audio
     /// is not in use or a text could not be read: the codec is unchanged then).
     Answer(Bytes, Option<String>),
-    /// The offer's audio stream lists none of our codecs: refused (RFC 3264 §6.1, RFC 3261
-    /// §14.2: 488, the session unchanged).
-    Refused,
+    /// Refused with 488 and this Warning value (code, agent, quoted text; RFC 3261 §20.43),
+    /// the session unchanged (§14.2): the offer's audio stream lists none of our codecs (RFC
+    /// 3264 §6.1), or changes the media's security in a way the group does not allow
+    /// ([`SrtpPolicy`]).
+    Refused(&'static str),
+}
+
+/// The Warning of a refusal for want of a common codec.
+pub(crate) const NO_CODEC: &str =
+    "305 sipmeter \"Incompatible media format: none of our codecs offered\"";
+
+/// What a group asks of its calls' media security (its test file's `srtp`), as the answer
+/// to an offer inside a call applies it (RFC 3261 §14.2: an offer we refuse leaves the
+/// session as it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpPolicy {
+    /// Plain RTP: an `RTP/SAVP` or DTLS offer is refused, `a=crypto` in an `RTP/AVP` offer
+    /// is ignored.
+    #[default]
+    Off,
+    /// SRTP when the peer offers it, plain RTP when it does not: an offer that drops SRTP
+    /// is followed (answered plain), one that brings SDES keys into a plain call is taken.
+    Optional,
+    /// SDES-keyed SRTP required: an offer that drops it is refused.
+    Sdes,
+    /// DTLS-SRTP required: an offer without DTLS is refused.
+    Dtls,
+}
+
+/// The security of a call's media as the answer to an offer inside it reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CallSrtp<'a> {
+    /// The group's rule.
+    pub policy: SrtpPolicy,
+    /// Our description carries `a=crypto` lines the peer's answer did not take (an
+    /// `"optional"` offer answered plain): the call is plain.
+    pub unkeyed: bool,
+    /// Our `a=crypto` lines for an SRTP offer while our description has none (fresh keys
+    /// from the application, [`crate::ua::UserAgent::keep_srtp_keys`]).
+    pub spare: Option<&'a [u8]>,
+    /// DTLS-SRTP: the peer's `a=fingerprint` value as it gave it (`None`: unknown).
+    pub peer_fingerprint: Option<&'a str>,
+}
+
+/// The first `a=fingerprint:` value of an SDP text (session or media level, RFC 8122 §5).
+pub(crate) fn fingerprint_of(sdp: &[u8]) -> Option<&str> {
+    attribute_of(std::str::from_utf8(sdp).ok()?, "a=fingerprint:")
+}
+
+/// The value of the first line of `sdp` starting with `prefix` (`a=NAME:`), trimmed.
+fn attribute_of<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+        .map(str::trim)
+}
+
+/// How an SDP's first audio stream protects its media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    Plain,
+    /// SDES (RFC 4568): `RTP/SAVP` or an `a=crypto` line.
+    Sdes,
+    /// DTLS-SRTP (RFC 5763): a `UDP/TLS/…` transport or an `a=fingerprint`.
+    Dtls,
+}
+
+/// The security an SDP text offers or describes (its first audio stream's transport and
+/// lines, and a session-level fingerprint, RFC 8122 §5).
+fn security_of(sdp: &str) -> Security {
+    let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
+    let mut fingerprint = false;
+    let Some(m) = lines.find_map(|l| {
+        fingerprint |= l.starts_with("a=fingerprint:");
+        l.strip_prefix("m=audio ")
+    }) else {
+        return Security::Plain;
+    };
+    let proto = m.split(' ').filter(|p| !p.is_empty()).nth(1).unwrap_or("");
+    let (mut crypto, mut fp) = (false, fingerprint);
+    for l in lines.take_while(|l| !l.starts_with("m=")) {
+        crypto |= l.starts_with("a=crypto:");
+        fp |= l.starts_with("a=fingerprint:");
+    }
+    if proto.starts_with("UDP/TLS/") || fp {
+        Security::Dtls
+    } else if proto.starts_with("RTP/SAVP") || crypto {
+        Security::Sdes
+    } else {
+        Security::Plain
+    }
+}
+
+/// Whether `sdp`'s audio stream has an `a=crypto` line.
+pub(crate) fn has_crypto(sdp: &[u8]) -> bool {
+    std::str::from_utf8(sdp).is_ok_and(|t| !crypto_lines(t).is_empty())
+}
+
+/// What an offer does to the call's security, by the group's rule: `Err` refuses it (the
+/// Warning), `Ok(Some(keys))` answers with SDES from `keys` (a text holding our `a=crypto`
+/// lines), `Ok(None)` answers plain or, for DTLS, as before.
+fn security_answer<'a>(
+    offer: &str,
+    current: &'a str,
+    srtp: &CallSrtp<'a>,
+) -> Result<Option<&'a str>, &'static str> {
+    let ours = match security_of(current) {
+        Security::Dtls => Security::Dtls,
+        _ if srtp.unkeyed => Security::Plain,
+        _ if crypto_lines(current).is_empty() => Security::Plain,
+        _ => Security::Sdes,
+    };
+    let keys = || {
+        if crypto_lines(current).is_empty() {
+            srtp.spare.and_then(|s| std::str::from_utf8(s).ok())
+        } else {
+            Some(current)
+        }
+    };
+    match (security_of(offer), srtp.policy) {
+        // RFC 5763 §5: another certificate, or roles that clash with the association's
+        // (the offer's `a=setup` the same as ours), would need a new handshake.
+        (Security::Dtls, SrtpPolicy::Dtls)
+            if srtp.peer_fingerprint.is_some_and(|fp| {
+                fingerprint_of(offer.as_bytes()).is_some_and(|new| !new.eq_ignore_ascii_case(fp))
+            }) =>
+        {
+            Err(NEW_ASSOCIATION)
+        }
+        (Security::Dtls, SrtpPolicy::Dtls)
+            if matches!(
+                (
+                    attribute_of(offer, "a=setup:"),
+                    attribute_of(current, "a=setup:")
+                ),
+                (Some("active"), Some("active")) | (Some("passive"), Some("passive"))
+            ) =>
+        {
+            Err(NEW_ASSOCIATION)
+        }
+        (Security::Dtls, SrtpPolicy::Dtls) => Ok(None),
+        // RFC 5763 §5 would have a new association; one inside a call is not done.
+        (Security::Dtls, _) => Err(
+            "305 sipmeter \"the peer's offer inside the call asks for DTLS-SRTP (a=fingerprint); \
+             the group's srtp is not dtls\"",
+        ),
+        (_, SrtpPolicy::Dtls) => Err(
+            "399 sipmeter \"the offer drops DTLS-SRTP (no a=fingerprint) and the group \
+             requires it (srtp = dtls)\"",
+        ),
+        (Security::Sdes, SrtpPolicy::Off) if is_savp(offer) => Err(
+            "305 sipmeter \"the peer asks for srtp (RTP/SAVP) inside the call and srtp is off\"",
+        ),
+        // RFC 4568 §7.1.2: `a=crypto` in an RTP/AVP offer may be ignored (plain RTP).
+        (Security::Sdes, SrtpPolicy::Off) => Ok(None),
+        (Security::Sdes, _) => match keys() {
+            Some(k) => Ok(Some(k)),
+            None => Err(
+                "305 sipmeter \"the peer's offer inside the call brings SRTP keys and this \
+                 call has none of its own to answer with\"",
+            ),
+        },
+        (Security::Plain, SrtpPolicy::Sdes) if ours == Security::Sdes => Err(
+            "399 sipmeter \"the offer drops SRTP (RTP/AVP without a=crypto) and the group \
+             requires it (srtp = sdes)\"",
+        ),
+        (Security::Plain, _) => Ok(None),
+    }
+}
+
+/// Whether the first audio stream of `sdp` has an `RTP/SAVP` or `RTP/SAVPF` transport.
+fn is_savp(sdp: &str) -> bool {
+    sdp.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').filter(|p| !p.is_empty()).nth(1))
+        .is_some_and(|p| p.starts_with("RTP/SAVP"))
+}
+
+/// The transport our answer names: the offer's when the answer is SDES or plain and the
+/// offer's is one of RTP/AVP, RTP/SAVP (RFC 3264 §6: the answer's transport is the offer's);
+/// else ours as it is (DTLS).
+fn answer_proto(offer: &str) -> Option<&str> {
+    offer
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').filter(|p| !p.is_empty()).nth(1))
+        .filter(|p| matches!(*p, "RTP/AVP" | "RTP/SAVP"))
 }
 
 /// Our answer to an offer inside the call (re-INVITE, UPDATE, PRACK), from `current` (our
@@ -276,6 +459,14 @@ pub(crate) enum InCallAnswer {
 ///   offer without it stops the muxing, §5.1.3).
 /// - Version, §8: one higher when the answer differs from `current`, else the same.
 ///
+/// - Security, by the group's rule ([`SrtpPolicy`], [`security_answer`]): an offer that
+///   drops SRTP is refused when SRTP is required (488, `Warning: 399`; RFC 3261 §14.2: the
+///   session stays as it was) and answered plain (our `a=crypto` lines left out, `RTP/AVP`)
+///   when it is optional; SDES keys in an offer are answered with one `a=crypto` line (RFC
+///   4568 §7.1.2), from our description's keys, else the call's spare ones; a DTLS offer
+///   outside a DTLS call, or an SRTP offer (`RTP/SAVP`) with srtp off, is refused (305).
+///   The answer's transport is the offer's `RTP/AVP` or `RTP/SAVP` (RFC 3264 §6).
+///
 /// An offer with no audio stream in use, or texts that are not UTF-8, get `current` with
 /// only its direction mirrored.
 pub(crate) fn answer_in_call(
@@ -283,6 +474,7 @@ pub(crate) fn answer_in_call(
     codecs: Option<&[u8]>,
     in_use: Option<&str>,
     offer: &[u8],
+    srtp: &CallSrtp<'_>,
 ) -> InCallAnswer {
     let (Ok(text), Ok(offer_text)) = (std::str::from_utf8(current), std::str::from_utf8(offer))
     else {
@@ -311,14 +503,22 @@ pub(crate) fn answer_in_call(
         .or_else(|| offered.iter().find(|(_, c)| have(c).is_some()))
         .and_then(|(pt, c)| Some((*pt, c.clone(), have(c)?)))
     else {
-        return InCallAnswer::Refused;
+        return InCallAnswer::Refused(NO_CODEC);
     };
     let rate = codec.split('/').nth(1).unwrap_or("8000");
     let events = theirs.events_at(rate).zip(ours.events_at(rate));
-    let crypto = match answer_crypto(offer_text, text) {
+    let keys = match security_answer(offer_text, text, srtp) {
+        Ok(keys) => keys,
+        Err(warning) => return InCallAnswer::Refused(warning),
+    };
+    let crypto = match keys.and_then(|k| answer_crypto(offer_text, k)) {
         Some(Some(line)) => Some(line),
-        Some(None) => return InCallAnswer::Refused,
+        Some(None) => return InCallAnswer::Refused(NO_SUITE),
         None => None,
+    };
+    let proto = match security_of(offer_text) {
+        Security::Dtls => None,
+        _ => answer_proto(offer_text),
     };
     let mut lines: Vec<String> = rtpmap_of(&ours, our_pt, pt, &codec).into_iter().collect();
     if let Some((their_ev, our_ev)) = events {
@@ -335,7 +535,6 @@ pub(crate) fn answer_in_call(
     if let Some((their_ev, our_ev)) = events {
         lines.extend(fmtp(our_ev, their_ev));
     }
-    let has_crypto = crypto.is_some();
     lines.extend(crypto);
     let formats = match events {
         Some((ev, _)) => format!("{pt} {ev}"),
@@ -347,7 +546,9 @@ pub(crate) fn answer_in_call(
         // Our codecs' list may mux where the call does not: muxing goes on or stops inside
         // the call, it does not start (the media keeps RTCP where it is).
         rtcp_mux: ours.rtcp_mux && theirs.rtcp_mux && muxes(text),
-        crypto: has_crypto,
+        // An answer: one line of ours (in `lines`) or none (plain).
+        crypto: true,
+        proto,
     };
     InCallAnswer::Answer(with_direction(text, want, Some(audio)), Some(codec))
 }
@@ -397,8 +598,9 @@ pub(crate) fn offer_again(current: &Bytes, codecs: Option<&[u8]>) -> Bytes {
         formats: &formats,
         lines,
         rtcp_mux: full.rtcp_mux && muxes(text),
-        // An offer: our own crypto lines, as they are.
+        // An offer: our own crypto lines and transport, as they are.
         crypto: false,
+        proto: None,
     };
     with_direction(text, want, Some(audio))
 }
@@ -414,9 +616,19 @@ struct AudioRewrite<'a> {
     formats: &'a str,
     lines: Vec<String>,
     rtcp_mux: bool,
-    /// `lines` holds the answer's one `a=crypto` line: ours are left out.
+    /// `lines` holds the answer's one `a=crypto` line, or none: ours are left out.
     crypto: bool,
+    /// The transport the stream's `m=` line names instead of ours.
+    proto: Option<&'a str>,
 }
+
+/// The Warning of a refusal of a DTLS offer that would need a new association.
+const NEW_ASSOCIATION: &str = "399 sipmeter \"the offer changes the DTLS association (another \
+     a=fingerprint, or a=setup roles reversed): a new DTLS handshake inside a call (RFC 5763 \
+     §5) is not done\"";
+
+/// The Warning of a refusal of SDES keys in none of our suites.
+const NO_SUITE: &str = "305 sipmeter \"the offer's a=crypto lines name none of our SRTP suites\"";
 
 /// The SRTP suites the media crate runs (`media::srtp::Suite`), by their SDES names, with
 /// their `key||salt` length in bytes (one key format per length: RFC 4568 §6.1, RFC 6188
@@ -436,10 +648,12 @@ fn master_len(suite: &str) -> Option<usize> {
 }
 
 /// `(tag, suite, key parameters and the rest)` of each `a=crypto:` line of `sdp`'s audio
-/// stream (RFC 4568 §9.1).
+/// stream (RFC 4568 §9.1); of every line when `sdp` has no `m=` line (the bare lines of
+/// [`CallSrtp::spare`]).
 fn crypto_lines(sdp: &str) -> Vec<(&str, &str, &str)> {
     let mut lines = sdp.lines().map(|l| l.trim_end_matches('\r'));
-    if !lines.any(is_audio) {
+    let bare = !sdp.lines().any(|l| l.starts_with("m="));
+    if !bare && !lines.any(is_audio) {
         return Vec::new();
     }
     lines
@@ -525,6 +739,7 @@ fn with_direction(text: &str, want: &str, audio: Option<AudioRewrite<'_>>) -> By
             if let (true, Some(a)) = (in_audio, &audio) {
                 let mut parts = line.split(' ').filter(|p| !p.is_empty());
                 let (port, proto) = (parts.nth(1).unwrap_or("0"), parts.next().unwrap_or(""));
+                let proto = a.proto.unwrap_or(proto);
                 push(&mut out, &format!("m=audio {port} {proto} {}", a.formats));
                 for l in &a.lines {
                     push(&mut out, l);
@@ -641,17 +856,23 @@ a=ptime:20\r\na=sendrecv\r\n";
             + "a=rtpmap:101 telephone-event/8000\r\n"
     }
 
-    /// Our answer to `offer`, from [`OURS`], and the codec it chose.
+    /// Our answer to `offer`, from `ours`, and the codec it chose (srtp optional: it
+    /// follows every offer it can).
     fn answer_with(ours: &str, in_use: Option<&str>, offer: &str) -> (String, Option<String>) {
-        match answer_in_call(
-            &Bytes::from(ours.to_owned()),
-            None,
-            in_use,
-            offer.as_bytes(),
-        ) {
+        let optional = CallSrtp {
+            policy: SrtpPolicy::Optional,
+            ..CallSrtp::default()
+        };
+        match under(&optional, ours, in_use, offer) {
             InCallAnswer::Answer(a, codec) => (String::from_utf8(a.to_vec()).unwrap(), codec),
-            InCallAnswer::Refused => panic!("refused: {offer}"),
+            InCallAnswer::Refused(w) => panic!("refused ({w}): {offer}"),
         }
+    }
+
+    /// Our answer to `offer` from `ours` under the group's rule `srtp`.
+    fn under(srtp: &CallSrtp<'_>, ours: &str, in_use: Option<&str>, offer: &str) -> InCallAnswer {
+        let ours = Bytes::from(ours.to_owned());
+        answer_in_call(&ours, None, in_use, offer.as_bytes(), srtp)
     }
 
     fn answer(offer: &str) -> String {
@@ -659,7 +880,15 @@ a=ptime:20\r\na=sendrecv\r\n";
     }
 
     fn refused(ours: &[u8], offer: &[u8]) -> bool {
-        answer_in_call(&Bytes::from(ours.to_vec()), None, None, offer) == InCallAnswer::Refused
+        let srtp = CallSrtp {
+            policy: SrtpPolicy::Optional,
+            ..CallSrtp::default()
+        };
+        let ours = Bytes::from(ours.to_vec());
+        matches!(
+            answer_in_call(&ours, None, None, offer, &srtp),
+            InCallAnswer::Refused(_)
+        )
     }
 
     /// RFC 4568 §5.1.2 / §7.1.2: an answer carries exactly one `a=crypto` line, with the tag
@@ -734,9 +963,152 @@ a=ptime:20\r\na=sendrecv\r\n";
             [format!("a=crypto:2 AEAD_AES_256_GCM {KGCM}")],
             "{a}"
         );
-        // A plain offer: our lines are not touched (the media crate decides about SRTP).
-        let (a, _) = answer_with(&ours, None, &offer("a=sendonly\r\n"));
-        assert_eq!(crypto(&a).len(), 2, "{a}");
+    }
+
+    /// An SDES call (our description `RTP/SAVP` with keys) whose peer re-offers plain
+    /// `RTP/AVP` without keys (music on hold, a gateway without SRTP): with srtp required
+    /// the offer is refused with `Warning: 399` naming why (RFC 3261 §14.2: the session
+    /// stays); optional follows it: the answer is `RTP/AVP` without our `a=crypto` lines.
+    /// A DTLS call refuses a plain or SDES offer likewise; a DTLS offer outside a DTLS call
+    /// is refused (305). Before: every one was answered with our two `a=crypto` lines on
+    /// `RTP/SAVP` (the call stayed SRTP, the answer did not match the offer's transport).
+    #[test]
+    fn an_offer_that_drops_srtp_is_refused_when_required_and_followed_when_optional() {
+        const K80: &str = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let sdes = OURS.replace("RTP/AVP", "RTP/SAVP").replace(
+            "a=ptime:20\r\n",
+            &format!("a=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 {K80}\r\n"),
+        );
+        let plain = offer("a=sendonly\r\n");
+        let rule = |policy| CallSrtp {
+            policy,
+            ..CallSrtp::default()
+        };
+        match under(&rule(SrtpPolicy::Sdes), &sdes, None, &plain) {
+            InCallAnswer::Refused(w) => {
+                assert!(w.starts_with("399 sipmeter \"the offer drops SRTP"), "{w}");
+                assert!(w.contains("srtp = sdes"), "{w}");
+            }
+            a => panic!("{a:?}"),
+        }
+        let (a, _) = answer_with(&sdes, None, &plain);
+        assert!(a.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{a}");
+        assert!(!a.contains("a=crypto"), "{a}");
+        assert!(a.contains("a=recvonly\r\n"), "{a}");
+        assert!(a.contains(" 2 IN IP4 "), "the version goes up: {a}");
+        // DTLS: our description has a fingerprint; a plain or an SDES offer drops it.
+        let fp = "a=fingerprint:sha-256 AB:CD\r\na=setup:active\r\n";
+        let dtls = OURS.replace("RTP/AVP", "UDP/TLS/RTP/SAVP") + fp;
+        let sdes_offer = plain.replace("RTP/AVP", "RTP/SAVP")
+            + "a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        for o in [&plain, &sdes_offer] {
+            match under(&rule(SrtpPolicy::Dtls), &dtls, None, o) {
+                InCallAnswer::Refused(w) => assert!(w.contains("drops DTLS-SRTP"), "{w}"),
+                a => panic!("{a:?}"),
+            }
+        }
+        // A DTLS re-offer in a DTLS call is answered as before (the association is kept):
+        // the peer's fingerprint as it was, `a=setup:actpass` (or the peer's role kept).
+        let peer = "a=fingerprint:sha-256 EF:01\r\n";
+        let dtls_offer =
+            plain.replace("RTP/AVP", "UDP/TLS/RTP/SAVP") + peer + "a=setup:actpass\r\n";
+        let known = CallSrtp {
+            peer_fingerprint: Some("sha-256 EF:01"),
+            ..rule(SrtpPolicy::Dtls)
+        };
+        for o in [&dtls_offer, &dtls_offer.replace("actpass", "passive")] {
+            assert!(
+                matches!(under(&known, &dtls, None, o), InCallAnswer::Answer(..)),
+                "{o}"
+            );
+        }
+        // RFC 5763 §5: another certificate, or our role asked of the peer (active to our
+        // active), would need a new handshake: refused by name (stretch: not done).
+        for o in [
+            dtls_offer.replace("EF:01", "EF:02"),
+            dtls_offer.replace("actpass", "active"),
+        ] {
+            match under(&known, &dtls, None, &o) {
+                InCallAnswer::Refused(w) => {
+                    assert!(
+                        w.starts_with("399 ") && w.contains("new DTLS handshake"),
+                        "{w}"
+                    );
+                }
+                a => panic!("{a:?}"),
+            }
+        }
+        // A DTLS offer in an SDES or a plain call: refused.
+        for (policy, ours) in [
+            (SrtpPolicy::Sdes, &sdes),
+            (SrtpPolicy::Optional, &OURS.to_owned()),
+        ] {
+            match under(&rule(policy), ours, None, &dtls_offer) {
+                InCallAnswer::Refused(w) => {
+                    assert!(w.starts_with("305 ") && w.contains("DTLS"), "{w}")
+                }
+                a => panic!("{a:?}"),
+            }
+        }
+    }
+
+    /// A plain call whose peer re-offers SRTP: srtp off refuses `RTP/SAVP` (305 "the peer
+    /// asks for srtp", as a first offer) and ignores `a=crypto` on `RTP/AVP`; optional takes
+    /// it with the call's keys: those of our description when it has them (an optional
+    /// offer the peer answered plain), else the spare ones the application gave; with none,
+    /// refused by name. Before: a plain answer (`RTP/AVP`, no keys) to `RTP/SAVP`.
+    #[test]
+    fn an_offer_that_brings_srtp_into_a_plain_call_is_taken_when_optional() {
+        const SPARE: &str = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+        let savp = offer("").replace("RTP/AVP", "RTP/SAVP")
+            + "a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY\r\n";
+        let off = CallSrtp::default();
+        match under(&off, OURS, None, &savp) {
+            InCallAnswer::Refused(w) => assert!(w.contains("the peer asks for srtp"), "{w}"),
+            a => panic!("{a:?}"),
+        }
+        let avp_crypto = savp.replace("RTP/SAVP", "RTP/AVP");
+        match under(&off, OURS, None, &avp_crypto) {
+            InCallAnswer::Answer(a, _) => {
+                let a = String::from_utf8(a.to_vec()).unwrap();
+                assert!(
+                    a.contains("RTP/AVP 0 101") && !a.contains("a=crypto"),
+                    "{a}"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+        let mut optional = CallSrtp {
+            policy: SrtpPolicy::Optional,
+            ..CallSrtp::default()
+        };
+        match under(&optional, OURS, None, &savp) {
+            InCallAnswer::Refused(w) => assert!(w.contains("none of its own"), "{w}"),
+            a => panic!("{a:?}"),
+        }
+        optional.spare = Some(SPARE.as_bytes());
+        match under(&optional, OURS, None, &savp) {
+            InCallAnswer::Answer(a, _) => {
+                let a = String::from_utf8(a.to_vec()).unwrap();
+                assert!(a.contains("m=audio 30000 RTP/SAVP 0 101\r\n"), "{a}");
+                assert!(
+                    a.contains("a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"),
+                    "{a}"
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+        // Our optional offer (RTP/AVP with a key) was answered plain: its key answers now.
+        let unkeyed = OURS.replace("a=ptime:20\r\n", &format!("a=ptime:20\r\n{SPARE}"));
+        optional.spare = None;
+        optional.unkeyed = true;
+        match under(&optional, &unkeyed, None, &savp) {
+            InCallAnswer::Answer(a, _) => {
+                let a = String::from_utf8(a.to_vec()).unwrap();
+                assert!(a.contains("RTP/SAVP") && a.contains("a=crypto:4 "), "{a}");
+            }
+            a => panic!("{a:?}"),
+        }
     }
 
     #[test]
@@ -816,9 +1188,16 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
                      a=rtcp-mux\r\n";
         let unmuxed = BOTH.replace("a=rtcp-mux\r\n", "");
         let current = Bytes::from(unmuxed.clone());
-        let a = match answer_in_call(&current, Some(BOTH.as_bytes()), None, offer.as_bytes()) {
+        let srtp = CallSrtp::default();
+        let a = match answer_in_call(
+            &current,
+            Some(BOTH.as_bytes()),
+            None,
+            offer.as_bytes(),
+            &srtp,
+        ) {
             InCallAnswer::Answer(a, _) => String::from_utf8(a.to_vec()).unwrap(),
-            InCallAnswer::Refused => panic!("refused"),
+            InCallAnswer::Refused(w) => panic!("refused: {w}"),
         };
         assert!(
             a.contains("RTP/AVP 8 101") && !a.contains("rtcp-mux"),
@@ -970,9 +1349,15 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
     #[test]
     fn text_that_is_not_sdp_is_left_alone() {
         let ours = Bytes::from_static(b"v=0\r\n");
-        let a = |ours: &Bytes, offer: &[u8]| match answer_in_call(ours, None, None, offer) {
+        let a = |ours: &Bytes, offer: &[u8]| match answer_in_call(
+            ours,
+            None,
+            None,
+            offer,
+            &CallSrtp::default(),
+        ) {
             InCallAnswer::Answer(a, _) => a,
-            InCallAnswer::Refused => panic!("refused"),
+            InCallAnswer::Refused(w) => panic!("refused: {w}"),
         };
         assert_eq!(a(&ours, offer("a=sendonly\r\n").as_bytes()), ours);
         let bad = Bytes::from_static(&[0xff, 0xfe]);

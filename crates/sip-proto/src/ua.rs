@@ -59,6 +59,7 @@ use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogError, DialogIds, OpenOffer};
 use crate::fifo::Fifo;
 use crate::sdpdir::InCallAnswer;
+pub use crate::sdpdir::SrtpPolicy;
 use crate::transaction::{
     ClientTransaction, Finished, FinishedReply, RequestMsg, ServerKeyRef, ServerTransaction, State,
     Timer, TimerConfig, TxnError, TxnEvent, TxnKey, client_match,
@@ -160,6 +161,7 @@ impl UaConfig {
                 use_100rel: self.use_100rel,
                 session_timer: self.session_timer,
                 codecs: self.codecs,
+                srtp: SrtpPolicy::default(),
             },
             UaIdentity {
                 user: self.user,
@@ -198,6 +200,9 @@ pub struct UaProfile {
     pub session_timer: Option<SessionTimerConfig>,
     /// Every codec the phone can run ([`UaConfig::codecs`]).
     pub codecs: Option<Bytes>,
+    /// What an offer inside a call may do to the media's security (the group's `srtp`):
+    /// drop SRTP, bring it in ([`SrtpPolicy`]). [`UaConfig::split`] gives `Off`.
+    pub srtp: SrtpPolicy,
 }
 
 /// What is a phone's own: its user, credentials, address and seed.
@@ -361,6 +366,8 @@ pub enum CallEvent {
         method: Method,
         /// The offer refused.
         sdp: Bytes,
+        /// The Warning sent with the 488 (code, agent, quoted text).
+        warning: &'static str,
     },
     /// A re-INVITE (or UPDATE, or PRACK with an offer) was received and answered 200: an
     /// offer with our description answering it (a voice codec of the offer's, the one in
@@ -749,6 +756,22 @@ struct Rare {
     transfer: Option<Box<transfer::Transfer>>,
     /// The call was placed for a REFER: where its progress is NOTIFYed.
     referrer: Option<Box<transfer::Referrer>>,
+    /// The call's SRTP state beyond our description (boxed: only `srtp = "optional"`
+    /// calls have one, and `Rare` stays in mimalloc's 224-byte size class).
+    keys: Option<Box<CallKeys>>,
+}
+
+/// What an `srtp = "optional"` call knows of its keys beyond our description.
+#[derive(Debug, Default)]
+struct CallKeys {
+    /// Our description carries `a=crypto` lines the peer's answer did not take (our
+    /// offer answered plain): the call's media is plain.
+    unkeyed: bool,
+    /// `a=crypto` lines of fresh keys for an SRTP offer inside the call while our
+    /// description has none ([`UserAgent::keep_srtp_keys`]).
+    spare: Option<Bytes>,
+    /// DTLS-SRTP: the peer's `a=fingerprint` value as its offer or answer gave it.
+    peer_fingerprint: Option<Box<str>>,
 }
 
 impl Rare {
@@ -761,6 +784,10 @@ impl Rare {
             && self.session.is_none()
             && self.transfer.is_none()
             && self.referrer.is_none()
+            && self
+                .keys
+                .as_ref()
+                .is_none_or(|k| !k.unkeyed && k.spare.is_none() && k.peer_fingerprint.is_none())
     }
 }
 
@@ -820,8 +847,24 @@ fn codec_in_use(call: &Call) -> Option<String> {
 }
 
 /// The peer's `answer` to our offer (our description): the codec in use is its first one of
-/// ours (RFC 3264 §6.1).
-fn took_answer(call: &mut Call, answer: &[u8]) {
+/// ours (RFC 3264 §6.1). Under the group's SRTP rule `policy`: `Optional`, an answer
+/// without `a=crypto` to our offer with keys leaves the call plain ([`CallKeys::unkeyed`]);
+/// `Dtls`, the answer's fingerprint is the peer's ([`heard_peer`]).
+fn took_answer(call: &mut Call, answer: &[u8], policy: SrtpPolicy) {
+    heard_peer(call, answer, policy);
+    if policy == SrtpPolicy::Optional
+        && call
+            .local_sdp
+            .as_deref()
+            .is_some_and(crate::sdpdir::has_crypto)
+    {
+        let unkeyed = !crate::sdpdir::has_crypto(answer);
+        if unkeyed || call.rare.as_ref().is_some_and(|r| r.keys.is_some()) {
+            let rare = call.rare.get_or_insert_with(Box::default);
+            rare.keys.get_or_insert_with(Box::default).unkeyed = unkeyed;
+            tidy_rare(call);
+        }
+    }
     // The common case, cheaply: our first codec answered, and none other recorded.
     if call.rare.as_ref().is_none_or(|r| r.in_use.is_none())
         && call
@@ -850,20 +893,59 @@ fn codec_list<'a>(call: &'a Call, configured: Option<&'a Bytes>) -> Option<&'a [
 }
 
 /// Our answer to an offer inside the call ([`crate::sdpdir::answer_in_call`]) from the
-/// call's description and codecs ([`codec_list`]); `None` when the call has no description
-/// (answered without SDP then).
+/// call's description and codecs ([`codec_list`]), under the group's SRTP rule `policy`;
+/// `None` when the call has no description (answered without SDP then).
 fn answer_in_call(
     call: &Call,
     configured: Option<&Bytes>,
+    policy: SrtpPolicy,
     offer: &[u8],
 ) -> Option<crate::sdpdir::InCallAnswer> {
     let ours = call.local_sdp.as_ref()?;
+    let rare = call.rare.as_deref();
+    let keys = rare.and_then(|r| r.keys.as_deref());
+    let srtp = crate::sdpdir::CallSrtp {
+        policy,
+        unkeyed: keys.is_some_and(|k| k.unkeyed),
+        spare: keys.and_then(|k| k.spare.as_deref()),
+        peer_fingerprint: keys.and_then(|k| k.peer_fingerprint.as_deref()),
+    };
     Some(crate::sdpdir::answer_in_call(
         ours,
         codec_list(call, configured),
-        call.rare.as_ref().and_then(|r| r.in_use.as_deref()),
+        rare.and_then(|r| r.in_use.as_deref()),
         offer,
+        &srtp,
     ))
+}
+
+/// The peer's SDP `sdp` (its offer or answer) in a DTLS-SRTP call (`policy` `Dtls`): its
+/// `a=fingerprint` is kept ([`CallKeys::peer_fingerprint`]), so that an offer inside the call
+/// with another one (a new certificate: a new association, RFC 5763 §5) is told apart.
+fn heard_peer(call: &mut Call, sdp: &[u8], policy: SrtpPolicy) {
+    if policy != SrtpPolicy::Dtls {
+        return;
+    }
+    if let Some(fp) = crate::sdpdir::fingerprint_of(sdp) {
+        let rare = call.rare.get_or_insert_with(Box::default);
+        rare.keys.get_or_insert_with(Box::default).peer_fingerprint = Some(fp.into());
+    }
+}
+
+/// Our `answer` inside the call went out: it is our description, with its codec, and the
+/// call's keys are those it carries (a spare key it used is used up; a plain answer leaves
+/// nothing unkeyed).
+fn answered_in_call(call: &mut Call, answer: Bytes, codec: Option<String>) {
+    let keyed = crate::sdpdir::has_crypto(&answer);
+    now_describing(call, answer);
+    now_using(call, codec);
+    if let Some(k) = call.rare.as_mut().and_then(|r| r.keys.as_mut()) {
+        k.unkeyed = false;
+        if keyed {
+            k.spare = None;
+        }
+    }
+    tidy_rare(call);
 }
 
 /// The callee's offer to our INVITE without one (RFC 3264 §4), reported as
@@ -893,9 +975,10 @@ enum PrackSdp {
     Taken(Option<Bytes>),
     /// It carried an offer we cannot answer now: refused, the 1xx stays unacknowledged.
     Refused,
-    /// It carried an offer without any of our codecs: refused with 488 (RFC 3264 §6.1), the
-    /// 1xx stays unacknowledged.
-    NoCodec,
+    /// It carried an offer without any of our codecs (RFC 3264 §6.1), or one that changes
+    /// the security as the group does not allow: refused with 488 and this Warning, the 1xx
+    /// stays unacknowledged.
+    NoCodec(&'static str),
     /// It matches no outstanding reliable 1xx: 481.
     NoMatch,
 }
@@ -2362,8 +2445,9 @@ impl UserAgent {
                     );
                     return;
                 }
+                let policy = self.profile.srtp;
                 if let (Some(answer), Some(c)) = (&sdp, self.call_mut(id)) {
-                    took_answer(c, answer);
+                    took_answer(c, answer, policy);
                 }
                 queues(&mut self.queues)
                     .events
@@ -3366,8 +3450,9 @@ impl UserAgent {
         let method = kind.method();
         let sdp = sdp_of(resp);
         // The answer to our offer: the codec in use is its first of ours.
+        let policy = self.profile.srtp;
         if let (200..=299, Some(answer), Some(c)) = (code, &sdp, self.call_mut(id)) {
-            took_answer(c, answer);
+            took_answer(c, answer, policy);
         }
         queues(&mut self.queues)
             .events
@@ -3460,6 +3545,18 @@ impl UserAgent {
                 }
                 self.set_flag(CALL_TIMERS, true);
             }
+        }
+    }
+
+    /// Gives call `id` the `a=crypto` lines (each `a=crypto:TAG SUITE inline:KEY`, CRLF
+    /// ended) it answers an SRTP offer inside the call with while our description has no
+    /// keys: an `srtp = "optional"` call that is plain (answered plain, or SRTP dropped by
+    /// the peer). Fresh keys from the application's CSPRNG (RFC 3711 §8.1.1; this crate
+    /// draws none); used once ([`SrtpPolicy::Optional`], RFC 4568 §7.1.4).
+    pub fn keep_srtp_keys(&mut self, id: CallId, crypto: Bytes) {
+        if let Some(c) = self.call_mut(id) {
+            let rare = c.rare.get_or_insert_with(Box::default);
+            rare.keys.get_or_insert_with(Box::default).spare = Some(crypto);
         }
     }
 
@@ -3673,6 +3770,10 @@ impl UserAgent {
         })));
         // §17.2.1: answer 100 Trying at once so the caller's Timer A stops.
         self.respond_invite(now, id, 100, "Trying", None);
+        let policy = self.profile.srtp;
+        if let (Some(o), Some(c)) = (&offer, self.call_mut(id)) {
+            heard_peer(c, o, policy);
+        }
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Incoming { from, offer }));
@@ -3754,13 +3855,19 @@ impl UserAgent {
         self.respond_with(now, req, key, source, 405, reason, &extra, None);
     }
 
-    /// 488 with `Warning: 305` to an offer inside the call without any of our codecs (RFC
-    /// 3264 §6.1, RFC 3261 §14.2 and §20.43).
-    fn refuse_offer(&mut self, now: Instant, req: &Message, key: TxnKey, source: SocketAddr) {
-        let warning = Header::new(
-            HeaderName::Warning,
-            "305 sipmeter \"Incompatible media format: none of our codecs offered\"",
-        );
+    /// 488 with `warning` to an offer inside the call we cannot take: without any of our
+    /// codecs (RFC 3264 §6.1), or changing the media's security as the group does not allow
+    /// (RFC 3261 §14.2 and §20.43).
+    #[allow(clippy::too_many_arguments)] // reason: the request, its key, and the Warning
+    fn refuse_offer(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        key: TxnKey,
+        source: SocketAddr,
+        warning: &'static str,
+    ) {
+        let warning = Header::from_static(HeaderName::Warning, warning);
         let extra = std::slice::from_ref(&warning);
         self.respond_with(
             now,
@@ -4052,6 +4159,7 @@ impl UserAgent {
             });
             return;
         };
+        let policy = self.profile.srtp;
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -4067,7 +4175,7 @@ impl UserAgent {
             call.ok_retransmit = None;
             let sdp = sdp_of(req);
             if let Some(answer) = &sdp {
-                took_answer(call, answer);
+                took_answer(call, answer, policy);
             }
             queues(&mut self.queues)
                 .events
@@ -4180,19 +4288,22 @@ impl UserAgent {
         // remains unchanged" (RFC 3261 §14.2).
         let offer = sdp_of(req);
         let configured = self.profile.codecs.as_ref();
+        let policy = self.profile.srtp;
         let answer = match (&method, &offer) {
             (Method::Invite | Method::Update, Some(o)) => self
                 .call_ref(id)
-                .and_then(|c| answer_in_call(c, configured, o)),
+                .and_then(|c| answer_in_call(c, configured, policy, o)),
             _ => None,
         };
-        if let (Some(InCallAnswer::Refused), Some(offer)) = (&answer, &offer) {
-            self.refuse_offer(now, req, key, source);
+        if let (Some(InCallAnswer::Refused(warning)), Some(offer)) = (&answer, &offer) {
+            let warning = *warning;
+            self.refuse_offer(now, req, key, source, warning);
             self.call_event(
                 id,
                 CallEvent::OfferRefused {
                     method,
                     sdp: offer.clone(),
+                    warning,
                 },
             );
             return;
@@ -4269,8 +4380,7 @@ impl UserAgent {
                 let configured = reoffer.then(|| self.profile.codecs.clone()).flatten();
                 let sdp = self.call_mut(id).and_then(|c| match answer {
                     Some(InCallAnswer::Answer(a, codec)) => {
-                        now_describing(c, a.clone());
-                        now_using(c, codec);
+                        answered_in_call(c, a.clone(), codec);
                         Some(a)
                     }
                     _ if reoffer => {
@@ -4362,6 +4472,7 @@ impl UserAgent {
                 let offer = sdp_of(req);
                 // A counted reference: the call is borrowed mutably below.
                 let configured = offer.as_ref().and_then(|_| self.profile.codecs.clone());
+                let policy = self.profile.srtp;
                 let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
                     let outstanding = c.prov_retransmit.is_some()
                         && rack
@@ -4381,13 +4492,13 @@ impl UserAgent {
                             // the answer in the 2xx to the PRACK": our description, its
                             // direction mirrored (RFC 3264 §6.1), as for a re-INVITE.
                             OpenOffer::Answered if c.local_sdp.is_some() => {
-                                match answer_in_call(c, configured.as_ref(), offer) {
+                                match answer_in_call(c, configured.as_ref(), policy, offer) {
                                     Some(InCallAnswer::Answer(a, codec)) => {
-                                        now_describing(c, a.clone());
-                                        now_using(c, codec);
+                                        answered_in_call(c, a.clone(), codec);
                                         PrackSdp::Taken(Some(a))
                                     }
-                                    _ => PrackSdp::NoCodec,
+                                    Some(InCallAnswer::Refused(w)) => PrackSdp::NoCodec(w),
+                                    None => PrackSdp::NoCodec(crate::sdpdir::NO_CODEC),
                                 }
                             }
                             // An offer while we owe the answer to the INVITE's (RFC 3264 §4:
@@ -4439,16 +4550,17 @@ impl UserAgent {
                                    to the INVITE's offer is still owed): refused with 500",
                         });
                     }
-                    PrackSdp::NoCodec => {
+                    PrackSdp::NoCodec(warning) => {
                         // As a re-INVITE's (RFC 3264 §6.1); the reliable 1xx stays
                         // unacknowledged, as above.
-                        self.refuse_offer(now, req, key, source);
+                        self.refuse_offer(now, req, key, source, warning);
                         if let Some(offer) = offer {
                             self.call_event(
                                 id,
                                 CallEvent::OfferRefused {
                                     method: Method::Prack,
                                     sdp: offer,
+                                    warning,
                                 },
                             );
                         }
@@ -5624,11 +5736,11 @@ mod tests {
         assert!(call <= 688, "Call is {call} bytes");
         assert!(kept <= 88, "KeptAck is {kept} bytes");
         // The spare-state box of a call with a session timer (or glare, a late offer, a
-        // transfer): 200 bytes before the transfer's two box pointers, 216 after (the same
-        // 224-byte size class of mimalloc).
+        // transfer): 200 bytes before the transfer's two box pointers, 216 after, 224 with
+        // the optional-SRTP keys' box pointer (all in the 224-byte size class of mimalloc).
         let rare = size_of::<Rare>();
         eprintln!("Rare {rare} B");
-        assert!(rare <= 216, "Rare is {rare} bytes");
+        assert!(rare <= 224, "Rare is {rare} bytes");
     }
 
     #[test]
@@ -6151,7 +6263,7 @@ mod tests {
         let refused = sdp("PCMA", 2);
         assert!(has(&p.events_b, |c| matches!(
             c,
-            CallEvent::OfferRefused { method: Method::Invite, sdp } if *sdp == refused
+            CallEvent::OfferRefused { method: Method::Invite, sdp, .. } if *sdp == refused
         )));
         assert!(!has(&p.events_b, |c| matches!(
             c,

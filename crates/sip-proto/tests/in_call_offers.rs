@@ -5,11 +5,12 @@
 //! through the public API (what the API would not send, a re-INVITE without offer and an
 //! ACK with an answer, is forged from what it sends).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sip_msg::{Message, Uri};
-use sip_proto::ua::{CallEvent, CallId, UaEvent, UserAgent};
+use sip_msg::{HeaderName, Message, Uri};
+use sip_proto::ua::{CallEvent, CallId, SrtpPolicy, UaEvent, UserAgent};
 
 mod common;
 use common::{
@@ -45,15 +46,25 @@ fn bob_calls_alice(now: Instant, answer: &str) -> (UserAgent, CallId, UserAgent,
 
 /// [`bob_calls_alice`] with Alice as given.
 fn bob_calls(
+    alice: UserAgent,
+    now: Instant,
+    answer: &str,
+) -> (UserAgent, CallId, UserAgent, CallId) {
+    bob_offers(alice, now, BOB_OFFER, answer)
+}
+
+/// [`bob_calls`] with Bob's `offer`.
+fn bob_offers(
     mut alice: UserAgent,
     now: Instant,
+    offer: &str,
     answer: &str,
 ) -> (UserAgent, CallId, UserAgent, CallId) {
     let mut bob = agent("bob", BOB, 42, false, "bob");
     let b = bob.call(
         now,
         Uri::parse("sip:alice@127.0.0.1:5062").unwrap(),
-        Some(Bytes::from_static(BOB_OFFER.as_bytes())),
+        Some(Bytes::from(offer.to_owned())),
     );
     let (invite, _) = drain(&mut bob);
     deliver(&mut alice, now, BOB, &invite);
@@ -109,12 +120,27 @@ fn bob_answers(
     v: u32,
 ) -> (Message, Vec<UaEvent>) {
     assert!(alice.reinvite(now, a, Bytes::from(alice_sdp(codecs, v))));
-    let (out, _) = drain(alice);
-    deliver(bob, now, ALICE, &out);
-    let (reply, ev) = drain(bob);
+    request_and_reply(now, (alice, ALICE), (bob, BOB))
+}
+
+/// The request `from` (the agent, its port) has sent, delivered to `to`; `to`'s final reply
+/// delivered back, both settled: the reply, and `to`'s events.
+fn request_and_reply(
+    now: Instant,
+    (from, from_port): (&mut UserAgent, u16),
+    (to, to_port): (&mut UserAgent, u16),
+) -> (Message, Vec<UaEvent>) {
+    let (out, _) = drain(from);
+    deliver(to, now, from_port, &out);
+    let (reply, ev) = drain(to);
     let ok = msg(of(&reply, "SIP/2.0 ")[0]);
-    deliver(alice, now, BOB, &reply);
-    settle(now, alice, bob);
+    deliver(from, now, to_port, &reply);
+    // `settle` takes Alice first.
+    if from_port == ALICE {
+        settle(now, from, to);
+    } else {
+        settle(now, to, from);
+    }
     (ok, ev)
 }
 
@@ -288,4 +314,169 @@ fn a_callee_takes_an_offer_of_another_of_its_configured_codecs() {
         "{}",
         body(&ok)
     );
+}
+
+/// Alice as a callee whose group's `srtp` is `policy`.
+fn alice_under(policy: SrtpPolicy) -> UserAgent {
+    let (mut profile, id) = config("alice", ALICE, 41, false, "alice").split();
+    profile.srtp = policy;
+    UserAgent::with_profile(Arc::new(profile), id)
+}
+
+/// Alice, a callee whose group's `srtp` is `policy`, answered Bob's SDES offer with one
+/// `a=crypto` line on `RTP/SAVP`: (Alice, Bob, his call).
+fn sdes_call(now: Instant, policy: SrtpPolicy) -> (UserAgent, CallId, UserAgent, CallId) {
+    let alice = alice_under(policy);
+    let answer = alice_sdp(&[(0, "PCMU")], 1).replace("RTP/AVP", "RTP/SAVP")
+        + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {ALICE_KEY}\r\n");
+    bob_calls(alice, now, &answer)
+}
+
+const ALICE_KEY: &str = "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+const BOB_KEY: &str = "inline:UEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJYUEJY";
+
+/// Bob's offer inside the call (PCMU, version `v`), plain or with his SDES key (tag 3),
+/// sent in a re-INVITE or, `update`, an UPDATE: Alice's reply and events.
+fn bob_reoffers(
+    now: Instant,
+    (alice, bob, b): (&mut UserAgent, &mut UserAgent, CallId),
+    srtp: bool,
+    update: bool,
+    v: u32,
+) -> (Message, Vec<UaEvent>) {
+    let mut sdp = alice_sdp(&[(0, "PCMU")], v)
+        .replace("o=alice 9", "o=bob 7")
+        .replace("m=audio 40000", "m=audio 30000");
+    if srtp {
+        sdp = sdp.replace("RTP/AVP", "RTP/SAVP")
+            + &format!("a=crypto:3 AES_CM_128_HMAC_SHA1_80 {BOB_KEY}\r\n");
+    }
+    let sdp = Bytes::from(sdp);
+    assert!(if update {
+        bob.update(now, b, Some(sdp))
+    } else {
+        bob.reinvite(now, b, sdp)
+    });
+    request_and_reply(now, (bob, BOB), (alice, ALICE))
+}
+
+/// An SRTP call whose peer re-offers plain RTP (music on hold, a gateway without SRTP):
+/// srtp required (`sdes`) refuses it with 488 and `Warning: 399` saying the offer drops SRTP
+/// and the group requires it, for a re-INVITE and an UPDATE alike, our description
+/// unchanged (RFC 3261 §14.2), and a later SRTP offer is answered with keys as before.
+/// Before: 200 with our `RTP/SAVP` and `a=crypto` line answering the plain offer.
+#[test]
+fn an_offer_that_drops_srtp_is_refused_when_srtp_is_required() {
+    let t0 = Instant::now();
+    let (mut alice, a, mut bob, b) = sdes_call(t0, SrtpPolicy::Sdes);
+    let before = alice.local_sdp(a).cloned();
+    for (update, v) in [(false, 2), (true, 3)] {
+        let (refused, ev) = bob_reoffers(t0, (&mut alice, &mut bob, b), false, update, v);
+        assert_eq!(refused.status(), Some(488), "{}", body(&refused));
+        let warning = refused.headers.value(&HeaderName::Warning).unwrap_or("");
+        assert!(
+            warning.starts_with("399 sipmeter \"the offer drops SRTP")
+                && warning.contains("requires it (srtp = sdes)"),
+            "{warning}"
+        );
+        assert!(call_events(&ev).iter().any(|e| matches!(
+            e,
+            CallEvent::OfferRefused { warning: w, .. } if w.starts_with("399 ")
+        )));
+        assert_eq!(alice.local_sdp(a).cloned(), before);
+    }
+    let (ok, _) = bob_reoffers(t0, (&mut alice, &mut bob, b), true, false, 4);
+    assert_eq!(ok.status(), Some(200));
+    assert!(
+        body(&ok).contains(&format!("a=crypto:3 AES_CM_128_HMAC_SHA1_80 {ALICE_KEY}")),
+        "{}",
+        body(&ok)
+    );
+}
+
+/// srtp optional follows: a plain re-offer in the SRTP call is answered `RTP/AVP` without
+/// `a=crypto`; a later SRTP offer (the call now plain) is refused by name until the
+/// application gave the call fresh keys ([`UserAgent::keep_srtp_keys`]), then answered
+/// with them under the offer's tag, used once.
+#[test]
+fn an_offer_that_drops_srtp_is_followed_when_srtp_is_optional() {
+    const SPARE: &str = "inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
+    let t0 = Instant::now();
+    let (mut alice, a, mut bob, b) = sdes_call(t0, SrtpPolicy::Optional);
+    let (ok, ev) = bob_reoffers(t0, (&mut alice, &mut bob, b), false, false, 2);
+    assert_eq!(ok.status(), Some(200));
+    let answer = body(&ok);
+    assert!(
+        answer.contains("m=audio 40000 RTP/AVP 0 101\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("a=crypto"), "{answer}");
+    assert!(
+        call_events(&ev)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Reinvited { sdp: Some(_) }))
+    );
+    let (refused, _) = bob_reoffers(t0, (&mut alice, &mut bob, b), true, true, 3);
+    assert_eq!(refused.status(), Some(488));
+    let warning = refused.headers.value(&HeaderName::Warning).unwrap_or("");
+    assert!(warning.contains("none of its own"), "{warning}");
+    alice.keep_srtp_keys(
+        a,
+        Bytes::from(format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {SPARE}\r\n")),
+    );
+    let (ok, _) = bob_reoffers(t0, (&mut alice, &mut bob, b), true, false, 4);
+    assert_eq!(ok.status(), Some(200));
+    let answer = body(&ok);
+    assert!(
+        answer.contains("m=audio 40000 RTP/SAVP 0 101\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains(&format!("a=crypto:3 AES_CM_128_HMAC_SHA1_80 {SPARE}\r\n")),
+        "{answer}"
+    );
+}
+
+/// A DTLS-SRTP call (RFC 5763): Alice (`srtp = "dtls"`) answered Bob's `actpass` offer as
+/// the DTLS client (`a=setup:active`). Bob's re-INVITE with his fingerprint as before and
+/// `actpass` (a hold, a refresh) is answered; one with another fingerprint (a new
+/// certificate) or asking Alice's role of Bob (`a=setup:active`) would need a new
+/// handshake, which is not done: refused with 488 and `Warning: 399` naming why, the call
+/// going on (RFC 3261 §14.2). A plain re-offer drops DTLS-SRTP: 488 likewise. Before: all
+/// answered 200 (the association kept, the peer's new certificate or role ignored).
+#[test]
+fn a_dtls_re_offer_that_needs_a_new_association_is_refused_by_name() {
+    let t0 = Instant::now();
+    let dtls = |sdp: &str, fp: &str, setup: &str| {
+        sdp.replace("RTP/AVP", "UDP/TLS/RTP/SAVP")
+            + &format!("a=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\n")
+    };
+    let offer = dtls(BOB_OFFER, "B0:B0", "actpass");
+    let answer = dtls(&alice_sdp(&[(0, "PCMU")], 1), "A1:A1", "active");
+    let (mut alice, _, mut bob, b) = bob_offers(alice_under(SrtpPolicy::Dtls), t0, &offer, &answer);
+    let bob_sdp = |v: u32| {
+        alice_sdp(&[(0, "PCMU")], v)
+            .replace("o=alice 9", "o=bob 7")
+            .replace("m=audio 40000", "m=audio 30000")
+    };
+    let mut reoffer = |sdp: String| {
+        assert!(bob.reinvite(t0, b, Bytes::from(sdp)));
+        request_and_reply(t0, (&mut bob, BOB), (&mut alice, ALICE)).0
+    };
+    let ok = reoffer(dtls(&bob_sdp(2), "B0:B0", "actpass"));
+    assert_eq!(ok.status(), Some(200), "{}", body(&ok));
+    assert!(body(&ok).contains("a=setup:active"), "{}", body(&ok));
+    for (sdp, why) in [
+        (dtls(&bob_sdp(3), "B2:B2", "actpass"), "new DTLS handshake"),
+        (dtls(&bob_sdp(3), "B0:B0", "active"), "new DTLS handshake"),
+        (bob_sdp(3), "drops DTLS-SRTP"),
+    ] {
+        let refused = reoffer(sdp);
+        assert_eq!(refused.status(), Some(488));
+        let warning = refused.headers.value(&HeaderName::Warning).unwrap_or("");
+        assert!(
+            warning.starts_with("399 ") && warning.contains(why),
+            "{warning}"
+        );
+    }
 }

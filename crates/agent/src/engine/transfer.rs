@@ -262,7 +262,7 @@ impl Shard<'_> {
                 let offer = ep.ua.local_sdp(call).cloned().unwrap_or_default();
                 if let (Some(answer), Some(m)) = (sdp, ep.media.as_mut()) {
                     let followed = m.follow_remote_answer(now, answer, &offer);
-                    self.followed(idx, now, followed, "answer (the transfer target's)");
+                    self.followed(idx, now, call, followed, "answer (the transfer target's)");
                 }
                 true
             }
