@@ -15,9 +15,8 @@ use sip_proto::ua::{UaConfig, UaEvent, UserAgent};
 use sip_net::dns::{Discovery, Dns};
 use sip_net::tls::ClientSettings;
 use sip_proto::rfc3263::{Destination, Failure, Target};
-use sip_proto::target::Transport;
 
-use crate::flow::{Flow, FlowError, FlowKind, WsTarget};
+use crate::flow::{Flow, FlowError, FlowKind, WsTarget, kind_of as flow_kind, transport_of};
 use crate::hints::hint_for;
 use crate::trace::{Direction, TraceEntry};
 
@@ -470,35 +469,14 @@ pub async fn run_check_ws(
                 .max(Duration::from_secs(5))
                 .min(Duration::from_secs(10)),
         };
-        let (s, hint) = crate::proxyprobe::probe(&probe, start, &mut report.trace).await;
+        let (s, hint) =
+            crate::proxyprobe::probe_located(&probe, dns.server, start, &mut report.trace).await;
         if report.hint.is_none() {
             report.hint = hint;
         }
         report.steps.push(s);
     }
     report
-}
-
-fn transport_of(kind: FlowKind) -> Transport {
-    match kind {
-        FlowKind::Udp => Transport::Udp,
-        FlowKind::Tcp => Transport::Tcp,
-        FlowKind::Tls => Transport::Tls,
-        FlowKind::Ws => Transport::Ws,
-        FlowKind::Wss => Transport::Wss,
-    }
-}
-
-/// The flow for a planner transport, if this build drives it.
-fn flow_kind(t: Transport) -> Option<FlowKind> {
-    match t {
-        Transport::Udp => Some(FlowKind::Udp),
-        Transport::Tcp => Some(FlowKind::Tcp),
-        Transport::Tls => Some(FlowKind::Tls),
-        Transport::Ws => Some(FlowKind::Ws),
-        Transport::Wss => Some(FlowKind::Wss),
-        Transport::Auto => None,
-    }
 }
 
 /// One attempt: transport, REGISTER, authentication against `addr`; the trace goes to `trace`.

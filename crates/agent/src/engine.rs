@@ -47,6 +47,7 @@ use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod failover_glue;
+mod proxy_failover;
 mod proxy_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
@@ -814,24 +815,47 @@ pub fn run(
         .servers()
         .map(|s| TargetList::single(s.addr, s.transport.kind))
         .collect();
-    run_with_targets(plan, targets, events, stop)
+    let proxies = configured_proxies(&plan);
+    run_with_targets(plan, targets, proxies, events, stop)
+}
+
+/// Per server of [`RunPlan::servers`]: its outbound proxy as configured, one target (none
+/// without a proxy); the runner replaces those given by name with what DNS found.
+pub fn configured_proxies(plan: &RunPlan) -> Vec<TargetList> {
+    plan.servers()
+        .map(|s| TargetList {
+            targets: s
+                .outbound_proxy
+                .iter()
+                .flat_map(|(_, addr)| TargetList::single(*addr, s.transport.kind).targets)
+                .collect(),
+            start: 0,
+        })
+        .collect()
 }
 
 /// [`run`] with the targets DNS found in order (RFC 3263), one list per server of
 /// [`RunPlan::servers`]: an endpoint whose REGISTER or initial INVITE meets a timeout or a
-/// 503 moves to the next one of its server's ([`crate::failover`]).
+/// 503 moves to the next one of its server's ([`crate::failover`]). `proxies`: likewise
+/// the targets of each server's outbound proxy (empty without one); an initial INVITE through
+/// it that meets a timeout or a 503 moves to its next target (`engine/proxy_failover.rs`).
 pub fn run_with_targets(
     plan: RunPlan,
     targets: Vec<TargetList>,
+    proxies: Vec<TargetList>,
     events: mpsc::Sender<RunEvent>,
     stop: StopHandle,
 ) -> std::io::Result<(RunSummary, Vec<EndpointReport>)> {
     let started = Instant::now();
     let servers = 1 + plan.more_servers.len();
-    if targets.len() != servers {
+    if targets.len() != servers || proxies.len() != servers {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("{} target lists for {servers} servers", targets.len()),
+            format!(
+                "{} target lists and {} proxy lists for {servers} servers",
+                targets.len(),
+                proxies.len()
+            ),
         ));
     }
     if let Some(g) = plan.groups.iter().find(|g| g.server >= servers) {
@@ -863,6 +887,7 @@ pub fn run_with_targets(
         registered: AtomicU32::new(0),
         callers_left: AtomicU32::new(count(|r| matches!(r, Role::Call { .. }))),
         targets,
+        proxies,
     });
     // Per server: how its endpoints connect (`None`: UDP).
     let mut streams = Vec::new();
@@ -1093,6 +1118,8 @@ struct Shared {
     /// Per server: the targets in DNS order; each shard keeps its own table of which are
     /// down.
     targets: Vec<TargetList>,
+    /// Per server: its outbound proxy's targets (empty without one), likewise.
+    proxies: Vec<TargetList>,
 }
 
 /// Folds endpoint reports into the summary figures.
@@ -1337,6 +1364,8 @@ struct Endpoint {
     own_udp: bool,
     /// Its target and failover state (a call to send again is boxed: endpoints stay small).
     failover: EndpointFailover<Box<failover_glue::CallRetry>>,
+    /// Its outbound proxy target, when the proxy has several (RFC 3263 by its name).
+    proxy_failover: Option<Box<proxy_failover::ProxyFailover>>,
 }
 
 impl Endpoint {
@@ -1428,6 +1457,8 @@ struct Shard<'a> {
     net: NetPoll,
     /// Per server: its targets and which are down (RFC 3263 §4.3 failover).
     targets: Vec<TargetTable>,
+    /// Per server: its outbound proxy's targets and which are down.
+    proxy_targets: Vec<TargetTable>,
 }
 
 /// The agent profile of group `g`: what its agents share.
@@ -1591,6 +1622,11 @@ impl<'a> Shard<'a> {
             .iter()
             .map(|t| TargetTable::new(t.clone(), start))
             .collect();
+        let proxy_targets = shared
+            .proxies
+            .iter()
+            .map(|t| TargetTable::new(t.clone(), start))
+            .collect();
         let net = NetPoll::new()?;
         let mut shard = Shard {
             index,
@@ -1639,6 +1675,7 @@ impl<'a> Shard<'a> {
             streams: streams.to_vec(),
             net,
             targets,
+            proxy_targets,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -1721,6 +1758,10 @@ impl<'a> Shard<'a> {
                 link,
                 own_udp: udp.is_some(),
                 failover: EndpointFailover::new(&shard.targets[plan.groups[g].server], start),
+                proxy_failover: {
+                    let proxy = &shard.proxy_targets[plan.groups[g].server];
+                    (proxy.len() > 1).then(|| Box::new(EndpointFailover::new(proxy, start)))
+                },
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -2614,7 +2655,7 @@ impl<'a> Shard<'a> {
                 let to = match &out.destination {
                     Destination::Registrar => self.registrar_addr(idx, &out.bytes),
                     Destination::OutboundProxy => match &server.outbound_proxy {
-                        Some(p) => p.1,
+                        Some(p) => self.proxy_addr(idx, now, &out.bytes, p.1),
                         None => self.registrar_addr(idx, &out.bytes),
                     },
                     Destination::Source(a) => *a,
@@ -2642,9 +2683,10 @@ impl<'a> Shard<'a> {
                     // style), but those for the outbound proxy, which has its own.
                     let leg = self.leg_for(idx, &out.destination);
                     let open = self.leg_local(idx, leg);
+                    let proxy = self.proxy_conn_addr(idx);
                     let ep = &mut self.endpoints[idx];
-                    let remote = match (leg, &stream.proxy) {
-                        (Leg::Proxy, Some(p)) => p.addr,
+                    let remote = match (leg, proxy) {
+                        (Leg::Proxy, Some(p)) => p,
                         _ => ep.link.addr.unwrap_or(stream.addr),
                     };
                     ep.trace.message(

@@ -313,12 +313,22 @@ impl<C> EndpointFailover<C> {
     /// without counting it as this endpoint's own attempt. Returns the note, or `None` when
     /// there is nowhere to go.
     pub fn move_off(&mut self, table: &TargetTable, now: Instant) -> Option<String> {
+        self.move_past_down(table, now, "registering on")
+    }
+
+    /// [`EndpointFailover::move_off`] for a request that needs no registration first (an
+    /// INVITE to the next outbound proxy target): the note says "sending to".
+    pub fn skip_down(&mut self, table: &TargetTable, now: Instant) -> Option<String> {
+        self.move_past_down(table, now, "sending to")
+    }
+
+    fn move_past_down(&mut self, table: &TargetTable, now: Instant, doing: &str) -> Option<String> {
         let from = table.get(self.current)?.to_string();
         let next = table.next_for(1 << self.current.min(MAX_TARGETS - 1), now)?;
         self.current = next;
         let t = table.get(next)?;
         Some(format!(
-            "target {from} is down (found by another endpoint of the shard); registering on {t} ({})",
+            "target {from} is down (found by another endpoint of the shard); {doing} {t} ({})",
             t.origin
         ))
     }

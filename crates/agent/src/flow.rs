@@ -70,6 +70,32 @@ impl FlowKind {
     }
 }
 
+/// The RFC 3263 planner's name for a transport this engine drives.
+pub fn transport_of(kind: FlowKind) -> sip_proto::target::Transport {
+    use sip_proto::target::Transport;
+    match kind {
+        FlowKind::Udp => Transport::Udp,
+        FlowKind::Tcp => Transport::Tcp,
+        FlowKind::Tls => Transport::Tls,
+        FlowKind::Ws => Transport::Ws,
+        FlowKind::Wss => Transport::Wss,
+    }
+}
+
+/// The flow for a transport the RFC 3263 planner found; `None` for one this engine cannot
+/// drive.
+pub fn kind_of(transport: sip_proto::target::Transport) -> Option<FlowKind> {
+    use sip_proto::target::Transport;
+    Some(match transport {
+        Transport::Udp => FlowKind::Udp,
+        Transport::Tcp => FlowKind::Tcp,
+        Transport::Tls => FlowKind::Tls,
+        Transport::Ws => FlowKind::Ws,
+        Transport::Wss => FlowKind::Wss,
+        Transport::Auto => return None,
+    })
+}
+
 /// Why a flow failed, in words an engineer can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {

@@ -69,6 +69,121 @@ pub fn split_host_port(s: &str, default_port: u16) -> Result<(String, u16), Stri
     Ok((host, port))
 }
 
+/// The failed `proxy` step (begun at `t`) and its hint.
+fn failed_step(detail: String, hint: &str, t: Instant) -> (Step, Option<String>) {
+    (
+        Step {
+            name: "proxy",
+            status: StepStatus::Failed,
+            elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
+            detail,
+        },
+        Some(hint.to_owned()),
+    )
+}
+
+/// [`probe`] for a proxy given by name: located by RFC 3263 §4 on that name through
+/// `dns_server` (the system's resolver when `None`), as a run locates it — SRV for the
+/// transport when no port is written, A/AAAA with one (§4.2) — and each target probed in
+/// order until one answers (§4.3: refused, silent or 503 moves on). The step names the
+/// address used and the targets that failed. An IP literal is probed as [`probe`] does.
+pub async fn probe_located(
+    p: &ProxyProbe<'_>,
+    dns_server: Option<SocketAddr>,
+    start: Instant,
+    trace: &mut Vec<TraceEntry>,
+) -> (Step, Option<String>) {
+    let t = Instant::now();
+    let located = split_host_port(p.proxy, 0).ok().and_then(|(host, port)| {
+        if host.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        let name = sip_proto::target::Host::parse(&host).ok()?;
+        Some((host, name, port))
+    });
+    let Some((host, name, port)) = located else {
+        return probe(p, start, trace).await;
+    };
+    let destination = sip_proto::rfc3263::Destination {
+        host: name,
+        port: (port != 0).then_some(port),
+        transport: Some(crate::flow::transport_of(p.kind)),
+        sips: false,
+    };
+    let failed = |detail: String, hint: &str| failed_step(detail, hint, t);
+    let dns = match sip_net::dns::Dns::new(dns_server) {
+        Ok(d) => d,
+        Err(e) => {
+            return failed(
+                format!("outbound proxy {host}: DNS: {e}"),
+                "fix the DNS server setting (address:port)",
+            );
+        }
+    };
+    let mut disco = match sip_net::dns::Discovery::new(destination, dns, p.seed) {
+        Ok(d) => d,
+        Err(e) => {
+            return failed(
+                format!("outbound proxy {host}: {e}"),
+                "check the outbound proxy's host name",
+            );
+        }
+    };
+    let targets = disco.all_targets().await;
+    for e in disco.log() {
+        trace.push(TraceEntry::note(
+            format!("outbound proxy DNS: {e}"),
+            start.elapsed(),
+        ));
+    }
+    if targets.is_empty() {
+        let asked: Vec<String> = disco.log().iter().map(|e| e.to_string()).collect();
+        return failed(
+            format!(
+                "outbound proxy {host} does not resolve: {}",
+                asked.join("; ")
+            ),
+            "check the outbound proxy's host name and the DNS server",
+        );
+    }
+    let n = targets.len();
+    let mut skipped = Vec::new();
+    let mut last = None;
+    for (i, target) in targets.into_iter().enumerate() {
+        let addr = SocketAddr::new(target.address, target.port).to_string();
+        let one = ProxyProbe {
+            proxy: &addr,
+            // The certificate must name the proxy as written, not the address DNS gave.
+            server_name: Some(p.server_name.unwrap_or(&host)),
+            ..*p
+        };
+        let (mut step, hint) = probe(&one, start, trace).await;
+        step.detail = format!("{} (target {} of {n} for {host})", step.detail, i + 1);
+        if step.status == StepStatus::Ok {
+            if !skipped.is_empty() {
+                step.detail = format!("{}; skipped: {}", step.detail, skipped.join("; "));
+            }
+            return (step, hint);
+        }
+        trace.push(TraceEntry::note(
+            format!("{}: next target (RFC 3263 §4.3)", step.detail),
+            start.elapsed(),
+        ));
+        skipped.push(step.detail.clone());
+        last = Some((step, hint));
+    }
+    let (mut step, hint) = last.unwrap_or_else(|| {
+        failed(
+            format!("outbound proxy {host}: no target"),
+            "check the outbound proxy's host name",
+        )
+    });
+    if skipped.len() > 1 {
+        step.detail = skipped.join("; ");
+    }
+    (step, hint)
+}
+
 /// Runs the probe; returns the `proxy` step and, when it failed, the hint.
 pub async fn probe(
     p: &ProxyProbe<'_>,
@@ -76,17 +191,7 @@ pub async fn probe(
     trace: &mut Vec<TraceEntry>,
 ) -> (Step, Option<String>) {
     let t = Instant::now();
-    let failed = |detail: String, hint: &str, t: Instant| {
-        (
-            Step {
-                name: "proxy",
-                status: StepStatus::Failed,
-                elapsed_ms: t.elapsed().as_secs_f64() * 1000.0,
-                detail,
-            },
-            Some(hint.to_owned()),
-        )
-    };
+    let failed = failed_step;
     // The run's default too (`testfile`): check and run reach the same proxy.
     let default_port = p.kind.default_port();
     let (host, port) = match split_host_port(p.proxy, default_port) {

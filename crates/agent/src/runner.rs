@@ -12,7 +12,7 @@ use crate::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use crate::engine::{EndpointReport, RunEvent, RunSummary, StopHandle, run_with_targets};
 use crate::failover::{Target, TargetList};
 use crate::flow::FlowKind;
-use crate::testfile::{Discover, Prepared};
+use crate::testfile::Prepared;
 
 /// Runs `prepared`, streaming events to `events`.
 pub fn execute(
@@ -27,19 +27,66 @@ pub fn execute(
         .map(|s| TargetList::single(s.addr, s.transport.kind))
         .collect();
     for (site, d) in std::mem::take(&mut prepared.discover) {
-        let (list, notes) = discover(&d, prepared.plan.site_server(site), prepared.plan.seed)?;
+        let server = prepared.plan.site_server(site);
+        let name = server
+            .transport
+            .tls_name
+            .as_deref()
+            .unwrap_or(&server.domain);
+        let (list, notes) = locate(
+            &d.destination,
+            d.dns_server,
+            None,
+            server,
+            name,
+            prepared.plan.seed,
+            "",
+        )?;
         let first = &list.targets[list.start];
         let server = prepared.plan.site_server_mut(site);
         server.addr = first.addr;
         server.transport.kind = first.kind;
-        if let Some(p) = server.outbound_proxy.as_mut() {
+        // An IP literal proxy takes the chosen transport now; a named one is located below.
+        let named = prepared.proxies.iter().any(|(s, _)| *s == site);
+        if let Some(p) = server.outbound_proxy.as_mut()
+            && !named
+        {
             crate::testfile::complete_outbound_proxy(p, first.kind);
         }
         found.extend(notes);
         targets[site] = list;
     }
+    // The outbound proxies: a single configured address, or the targets of their own name.
+    let mut proxies = crate::engine::configured_proxies(&prepared.plan);
+    for (site, l) in std::mem::take(&mut prepared.proxies) {
+        let server = prepared.plan.site_server(site);
+        let Some((uri, _)) = &server.outbound_proxy else {
+            continue;
+        };
+        // The TLS name (and SNI) is the proxy's host as written (docs/notes-proxy8.md).
+        let name = uri.host.to_string();
+        // RFC 3263 on the proxy's own name, through the registrar's resolver; the run keeps
+        // the targets on the registrar's transport (its connections carry both legs).
+        let kind = server.transport.kind;
+        let (list, notes) = locate(
+            &l.destination,
+            l.dns_server,
+            Some((kind, server.addr.is_ipv4())),
+            server,
+            &name,
+            prepared.plan.seed,
+            "outbound proxy ",
+        )
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", l.field)))?;
+        let first = list.targets[list.start].addr;
+        if let Some(p) = prepared.plan.site_server_mut(site).outbound_proxy.as_mut() {
+            crate::testfile::complete_located_proxy(p, first, kind);
+        }
+        found.extend(notes);
+        proxies[site] = list;
+    }
     let Some(secret) = prepared.builtin.take() else {
-        return run_with_targets(prepared.plan, targets, events, stop).map(
+        return run_with_targets(prepared.plan, targets, proxies, events, stop).map(
             |(mut summary, reports)| {
                 summary.discovery = found;
                 (summary, reports)
@@ -128,60 +175,98 @@ pub fn execute(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
         targets[site] = TargetList::single(addr, kind);
     }
-    let out =
-        run_with_targets(prepared.plan, targets, events, stop).map(|(mut summary, reports)| {
+    let out = run_with_targets(prepared.plan, targets, proxies, events, stop).map(
+        |(mut summary, reports)| {
             summary.discovery = found;
             (summary, reports)
-        });
+        },
+    );
     rt.block_on(reg.stop());
     out
 }
 
-/// Locates the registrar by DNS (RFC 3263) and fails over before the run (§4.3): each target
-/// in DNS order is asked with an OPTIONS over its transport (the probe of `check --proxy`),
-/// and the first that answers with any final response but 503 is used; a dead one (refused,
-/// silent, 503) is reported to the planner and the next is tried. When none answers, the
-/// first is used anyway (some servers ignore OPTIONS from strangers) and the notes say so.
+/// Locates a server by DNS (RFC 3263) and fails over before the run (§4.3): the registrar
+/// (`only`: `None`, any transport this engine drives) or an outbound proxy given by name
+/// (`only`: the registrar's transport and address family, IPv4 or not — the shard's sockets
+/// face the registrar's; `label` "outbound proxy " heads its notes). Each
+/// target in DNS order is asked with an OPTIONS over its transport (the probe of `check
+/// --proxy`; TLS checks `server_name`), and the first that answers with any final response
+/// but 503 is used; a dead one (refused, silent, 503) is reported to the planner and the next
+/// is tried. When none answers, the first is used anyway (some servers ignore OPTIONS from
+/// strangers) and the notes say so.
 ///
 /// The run keeps every target of the chosen transport in DNS order, starting at the one
 /// used: endpoints fail over along it during the run ([`crate::failover`]).
-fn discover(
-    d: &Discover,
+fn locate(
+    destination: &sip_proto::rfc3263::Destination,
+    dns_server: Option<SocketAddr>,
+    only: Option<(FlowKind, bool)>,
     server: &crate::engine::ServerTarget,
+    server_name: &str,
     seed: u64,
+    label: &str,
 ) -> std::io::Result<(TargetList, Vec<String>)> {
     use sip_net::dns::{Discovery, Dns};
-    use sip_proto::rfc3263::Failure;
-    use sip_proto::target::Transport;
+    use sip_proto::rfc3263::{Answer, Failure};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let dns = Dns::new(d.dns_server).map_err(std::io::Error::other)?;
-        let mut disco = Discovery::new(d.destination.clone(), dns, seed)
+        let dns = Dns::new(dns_server).map_err(std::io::Error::other)?;
+        let mut disco = Discovery::new(destination.clone(), dns, seed)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut skipped = Vec::new();
         let mut notes = Vec::new();
         let mut first = None;
         let mut usable: Vec<(SocketAddr, FlowKind)> = Vec::new();
-        for t in disco.all_targets().await {
-            let kind = match t.transport {
-                Transport::Udp => FlowKind::Udp,
-                Transport::Tcp => FlowKind::Tcp,
-                Transport::Tls => FlowKind::Tls,
-                Transport::Ws => FlowKind::Ws,
-                Transport::Wss => FlowKind::Wss,
-                Transport::Auto => {
-                    skipped.push(format!("{} {}:{}", t.transport, t.address, t.port));
-                    continue;
-                }
+        let mut found = disco.all_targets().await;
+        let published = disco.log().iter().any(|e| match &e.answer {
+            Answer::Srv(r) => !r.is_empty(),
+            Answer::Naptr(r) => !r.is_empty(),
+            _ => false,
+        });
+        if let Some((k, _)) = only
+            && destination.transport.is_none()
+            && !published
+            && found.iter().all(|t| crate::flow::kind_of(t.transport) != Some(k))
+        {
+            // AUTO, and the proxy's name publishes no NAPTR or SRV: its A/AAAA fallback is
+            // UDP 5060 (RFC 3263 §4.1), which says nothing of the proxy's transports. Ask
+            // as for a URI with the registrar's transport (§4.2: its SRV, then A/AAAA on its
+            // default port), which is what the endpoints' connections can carry.
+            let fixed = sip_proto::rfc3263::Destination {
+                transport: Some(crate::flow::transport_of(k)),
+                ..destination.clone()
             };
-            usable.push((SocketAddr::new(t.address, t.port), kind));
+            let dns = Dns::new(dns_server).map_err(std::io::Error::other)?;
+            disco = Discovery::new(fixed, dns, seed)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            found = disco.all_targets().await;
+        }
+        for t in found {
+            let addr = SocketAddr::new(t.address, t.port);
+            match crate::flow::kind_of(t.transport) {
+                Some(kind) if only.is_none_or(|(k, v4)| k == kind && addr.is_ipv4() == v4) => {
+                    usable.push((addr, kind));
+                }
+                _ => skipped.push(format!("{} {addr}", t.transport)),
+            }
+        }
+        if let (Some((k, v4)), false) = (only, skipped.is_empty()) {
+            // RFC 3263 §4.1 lets a client keep to the transports it drives: here the one the
+            // registrar's connections use (an endpoint holds both over it).
+            notes.push(format!(
+                "{label}{}: left out, not {} over {} (the registrar's transport and address family): {}",
+                destination.host,
+                k.via_token(),
+                if v4 { "IPv4" } else { "IPv6" },
+                skipped.join(", ")
+            ));
         }
         let srv = disco
             .log()
             .iter()
-            .any(|e| matches!(&e.answer, sip_proto::rfc3263::Answer::Srv(r) if !r.is_empty()));
+            .any(|e| matches!(&e.answer, Answer::Srv(r) if !r.is_empty()));
         // The failover list: the targets of the transport and address family used (the
         // shard's sockets are bound for one), in DNS order.
         let list = |addr: SocketAddr, kind: FlowKind| {
@@ -206,13 +291,7 @@ fn discover(
         };
         for &(addr, kind) in &usable {
             let t = sip_proto::rfc3263::Target {
-                transport: match kind {
-                    FlowKind::Udp => Transport::Udp,
-                    FlowKind::Tcp => Transport::Tcp,
-                    FlowKind::Tls => Transport::Tls,
-                    FlowKind::Ws => Transport::Ws,
-                    FlowKind::Wss => Transport::Wss,
-                },
+                transport: crate::flow::transport_of(kind),
                 address: addr.ip(),
                 port: addr.port(),
             };
@@ -225,14 +304,14 @@ fn discover(
                 ws_path: &transport.ws_path,
                 user: "sipmeter",
                 domain: &server.domain,
-                server_name: Some(transport.tls_name.as_deref().unwrap_or(&server.domain)),
+                server_name: Some(server_name),
                 seed,
                 timeout: std::time::Duration::from_secs(4),
             };
             let mut trace = Vec::new();
             let (step, _) =
                 crate::proxyprobe::probe(&probe, std::time::Instant::now(), &mut trace).await;
-            let target = format!("{} {addr}", kind.via_token());
+            let target = format!("{label}{} {addr}", kind.via_token());
             if step.status == crate::check::StepStatus::Ok {
                 notes.push(format!(
                     "{target}: {}",
@@ -255,20 +334,29 @@ fn discover(
         }
         if let Some((addr, kind)) = first {
             notes.push(format!(
-                "no target answered OPTIONS: using the first, {} {addr}",
+                "{label}{}: no target answered OPTIONS: using the first, {} {addr}",
+                destination.host,
                 kind.via_token()
             ));
             return Ok((list(addr, kind), notes));
         }
         let asked: Vec<String> = disco.log().iter().map(|e| e.to_string()).collect();
-        let host = &d.destination.host;
-        Err(std::io::Error::other(if skipped.is_empty() {
-            format!("DNS finds no server for {host}: {}", asked.join("; "))
-        } else {
-            format!(
+        let host = &destination.host;
+        Err(std::io::Error::other(match only {
+            _ if skipped.is_empty() => {
+                format!("DNS finds no server for {host}: {}", asked.join("; "))
+            }
+            Some((k, v4)) => format!(
+                "DNS offers {host} only over {}, not over {} on {} (the registrar's transport and address family, which the endpoints' connections to both use): publish {} targets for it, or give the proxy as ADDRESS:PORT",
+                skipped.join(", "),
+                k.via_token(),
+                if v4 { "IPv4" } else { "IPv6" },
+                k.via_token()
+            ),
+            None => format!(
                 "DNS offers {host} only over {}, which the load engine cannot drive",
                 skipped.join(", ")
-            )
+            ),
         }))
     })
 }

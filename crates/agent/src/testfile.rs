@@ -366,6 +366,17 @@ pub fn complete_outbound_proxy(proxy: &mut (SipUri, SocketAddr), kind: FlowKind)
     }
 }
 
+/// An outbound proxy given by name, located at the run's start: its address is the target
+/// DNS chose (`addr`, over `kind`); the Route URI keeps the name (and a port only if one was
+/// written: without, the next hop locates it by SRV as we did) and names the transport as
+/// the registration URI does.
+pub fn complete_located_proxy(proxy: &mut (SipUri, SocketAddr), addr: SocketAddr, kind: FlowKind) {
+    proxy.1 = addr;
+    if proxy.0.params.get("transport").is_none() {
+        proxy.0 = proxy_uri_for(proxy.0.clone(), Some(kind));
+    }
+}
+
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -413,6 +424,24 @@ pub struct Prepared {
     pub pass: PassCriteria,
     /// Servers of [`RunPlan::servers`] to find by DNS before the run.
     pub discover: Vec<(usize, Discover)>,
+    /// Outbound proxies given by name, to locate by DNS (RFC 3263 §4) when the run starts,
+    /// per server of [`RunPlan::servers`].
+    pub proxies: Vec<(usize, LocateProxy)>,
+}
+
+/// An outbound proxy given by name: located when the run starts, through the registrar's
+/// resolver (`dns_server` or the system's), by RFC 3263 §4 on its own name — NAPTR and SRV
+/// when the value has no port, A/AAAA only with one (§4.2).
+#[derive(Debug, Clone)]
+pub struct LocateProxy {
+    /// What to locate. `transport`: the registrar's fixed one, or `None` with
+    /// `transport = "auto"` (the proxy's own NAPTR/SRV choose; the run keeps the targets on
+    /// the registrar's transport, see the runner).
+    pub destination: sip_proto::rfc3263::Destination,
+    /// The DNS server; `None` for the system's.
+    pub dns_server: Option<SocketAddr>,
+    /// `file:line: registrar[i].outbound_proxy`, for the error when it does not resolve.
+    pub field: String,
 }
 
 /// A registrar to locate by DNS (RFC 3263) when the run starts.
@@ -454,30 +483,25 @@ impl Ctx<'_> {
     /// An `outbound_proxy` value, `host[:port]` (split as `check --proxy` splits it): its
     /// Route URI and address. `kind`: the transport, which the URI names as the registration
     /// URI does (`;transport=tcp|tls|ws|wss`, RFC 3261 §19.1.1, RFC 7118 §5.2; UDP, the
-    /// default, is left out: the seed's `<sip:PROXY:PORT;lr>`), and whose default port applies;
-    /// `None` (AUTO): both come after discovery ([`complete_outbound_proxy`]), port 0 meaning
-    /// "the default".
+    /// default, is left out: the seed's `<sip:PROXY:PORT;lr>`), and whose default port applies
+    /// to an IP literal; `None` (AUTO): both come after discovery
+    /// ([`complete_outbound_proxy`]), port 0 meaning "the default".
+    ///
+    /// A host name is not resolved here: it comes back with a [`LocateProxy`] for the run's
+    /// start, and its Route URI keeps the name and only the port written (none: RFC 3263
+    /// §4.2 SRV, so the URI must not pin a port either).
     fn outbound_proxy(
         &self,
         p: &Spanned<String>,
         field: &str,
         kind: Option<FlowKind>,
-    ) -> Result<(SipUri, SocketAddr), FileError> {
-        let default_port = kind.map_or(0, FlowKind::default_port);
-        let (ph, pp) = match crate::proxyprobe::split_host_port(p.get_ref(), default_port) {
+        dns_server: Option<SocketAddr>,
+    ) -> Result<(SipUri, SocketAddr, Option<LocateProxy>), FileError> {
+        let (ph, written) = match crate::proxyprobe::split_host_port(p.get_ref(), 0) {
             Ok(v) => v,
             Err(e) => return self.err(p.span(), field, e),
         };
-        let ip = match ph.parse::<IpAddr>() {
-            Ok(ip) => ip,
-            Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(ph.as_str(), pp))
-                .ok()
-                .and_then(|mut a| a.next())
-            {
-                Some(a) => a.ip(),
-                None => return self.err(p.span(), field, format!("`{ph}` does not resolve")),
-            },
-        };
+        let default_port = kind.map_or(0, FlowKind::default_port);
         let host = Host::parse(&if ph.contains(':') {
             format!("[{ph}]")
         } else {
@@ -485,8 +509,27 @@ impl Ctx<'_> {
         })
         .or_else(|_| self.err(p.span(), field, "not a host"))?;
         let mut uri = SipUri::new(host);
+        let Ok(ip) = ph.parse::<IpAddr>() else {
+            let Ok(name) = sip_proto::target::Host::parse(&ph) else {
+                return self.err(p.span(), field, format!("`{ph}` is not a host name"));
+            };
+            uri.port = (written != 0).then_some(written);
+            let locate = LocateProxy {
+                destination: sip_proto::rfc3263::Destination {
+                    host: name,
+                    port: (written != 0).then_some(written),
+                    transport: kind.map(crate::flow::transport_of),
+                    sips: false,
+                },
+                dns_server,
+                field: format!("{}:{}: {field}", self.file, self.line_of(p.span())),
+            };
+            let addr = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), written);
+            return Ok((proxy_uri_for(uri, kind), addr, Some(locate)));
+        };
+        let pp = if written == 0 { default_port } else { written };
         uri.port = (pp != 0).then_some(pp);
-        Ok((proxy_uri_for(uri, kind), SocketAddr::new(ip, pp)))
+        Ok((proxy_uri_for(uri, kind), SocketAddr::new(ip, pp), None))
     }
 
     /// A list of codec names (`codecs` of a group or a `reinvite` action).
@@ -808,6 +851,8 @@ pub fn prepare_parsed(
     };
     // Registrars located by DNS when the run starts.
     let mut deferred: HashMap<&str, sip_proto::rfc3263::Destination> = HashMap::new();
+    // Outbound proxies given by name, located when the run starts.
+    let mut proxy_names: HashMap<&str, LocateProxy> = HashMap::new();
     // Registrars.
     let mut servers: HashMap<&str, (ServerTarget, bool)> = HashMap::new();
     let mut builtin = None;
@@ -899,25 +944,26 @@ pub fn prepare_parsed(
                 sip_proto::rfc3263::Destination {
                     host: h,
                     port: if auto { r.port } else { Some(port) },
-                    transport: (!auto).then_some(match fixed {
-                        FlowKind::Udp => sip_proto::target::Transport::Udp,
-                        FlowKind::Tcp => sip_proto::target::Transport::Tcp,
-                        FlowKind::Tls => sip_proto::target::Transport::Tls,
-                        FlowKind::Ws => sip_proto::target::Transport::Ws,
-                        FlowKind::Wss => sip_proto::target::Transport::Wss,
-                    }),
+                    transport: (!auto).then_some(crate::flow::transport_of(fixed)),
                     sips: false,
                 },
             );
-            // The proxy is `host:port` on the transport discovery chooses for the registrar
-            // (as `check --proxy` probes it): the runner completes it once DNS answered.
+            // The proxy goes over the transport discovery chooses for the registrar (as
+            // `check --proxy` probes it): the runner completes it once DNS answered.
             let outbound_proxy = match &r.outbound_proxy {
                 None => None,
-                Some(p) => Some(cx.outbound_proxy(
-                    p,
-                    &field("outbound_proxy"),
-                    (!auto).then_some(fixed),
-                )?),
+                Some(p) => {
+                    let (uri, addr, locate) = cx.outbound_proxy(
+                        p,
+                        &field("outbound_proxy"),
+                        (!auto).then_some(fixed),
+                        dns_server,
+                    )?;
+                    if let Some(l) = locate {
+                        proxy_names.insert(&r.id, l);
+                    }
+                    Some((uri, addr))
+                }
             };
             servers.insert(
                 &r.id,
@@ -965,7 +1011,14 @@ pub fn prepare_parsed(
             })?;
         let outbound_proxy = match &r.outbound_proxy {
             None => None,
-            Some(p) => Some(cx.outbound_proxy(p, &field("outbound_proxy"), Some(fixed))?),
+            Some(p) => {
+                let (uri, addr, locate) =
+                    cx.outbound_proxy(p, &field("outbound_proxy"), Some(fixed), dns_server)?;
+                if let Some(l) = locate {
+                    proxy_names.insert(&r.id, l);
+                }
+                Some((uri, addr))
+            }
         };
         servers.insert(
             &r.id,
@@ -1023,6 +1076,7 @@ pub fn prepare_parsed(
     // The servers the groups use, in the order of their first group, and which are built in.
     let mut sites: Vec<(&str, ServerTarget, bool)> = Vec::new();
     let mut discover = Vec::new();
+    let mut proxies = Vec::new();
     let mut users_of: HashMap<String, Vec<String>> = HashMap::new();
     let mut taken: HashMap<String, usize> = HashMap::new();
     for (gi, g) in tf.groups.iter().enumerate() {
@@ -1047,6 +1101,9 @@ pub fn prepare_parsed(
                             dns_server,
                         },
                     ));
+                }
+                if let Some(l) = proxy_names.get(rid.as_str()) {
+                    proxies.push((sites.len(), l.clone()));
                 }
                 sites.push((rid.as_str(), target.clone(), *is_builtin));
                 sites.len() - 1
@@ -1551,6 +1608,7 @@ pub fn prepare_parsed(
         builtin_sites,
         pass: tf.pass,
         discover,
+        proxies,
     })
 }
 
@@ -2271,6 +2329,93 @@ call = "group:callees"
                 .unwrap()
                 + 1,
             "{e}"
+        );
+    }
+
+    /// A proxy given by name is not resolved while the file is read (a name no resolver
+    /// knows parses): it is located at the run's start by RFC 3263 on its own name, through
+    /// the file's `dns_server`. Without a port: SRV for the registrar's transport (§4.2), and
+    /// the Route keeps the bare name; with one: A/AAAA only, the port in the Route. AUTO
+    /// leaves the transport to the proxy's own NAPTR/SRV; the runner completes the URI.
+    #[test]
+    fn an_outbound_proxy_given_by_name_is_located_at_run_start_on_its_own_name() {
+        use sip_proto::target::Transport;
+        for (transport, proxy, route, port, want) in [
+            (
+                "udp",
+                "sbc.proxy.invalid",
+                "sip:sbc.proxy.invalid",
+                None,
+                Some(Transport::Udp),
+            ),
+            (
+                "udp",
+                "sbc.proxy.invalid:5070",
+                "sip:sbc.proxy.invalid:5070",
+                Some(5070),
+                Some(Transport::Udp),
+            ),
+            (
+                "tcp",
+                "sbc.proxy.invalid",
+                "sip:sbc.proxy.invalid;transport=tcp",
+                None,
+                Some(Transport::Tcp),
+            ),
+            (
+                "auto",
+                "sbc.proxy.invalid",
+                "sip:sbc.proxy.invalid",
+                None,
+                None,
+            ),
+        ] {
+            let text = GOOD
+                .replace(
+                    "transport = \"udp\"",
+                    &format!("transport = \"{transport}\"\noutbound_proxy = \"{proxy}\""),
+                )
+                .replace(
+                    "ramp = \"20/s\"",
+                    "ramp = \"20/s\"\ndns_server = \"127.0.0.1:5353\"",
+                );
+            let p = prepare("t.toml", &text, b"s", 0).unwrap_or_else(|e| panic!("{proxy}: {e}"));
+            let (uri, _) = p.plan.server.outbound_proxy.clone().unwrap();
+            assert_eq!(uri.to_string(), route, "{transport} {proxy}");
+            let [(0, l)] = p.proxies.as_slice() else {
+                panic!("located at run time: {:?}", p.proxies)
+            };
+            assert_eq!(l.destination.host.to_string(), "sbc.proxy.invalid");
+            assert_eq!(l.destination.port, port, "{proxy}");
+            assert_eq!(l.destination.transport, want, "{transport}");
+            assert_eq!(l.dns_server, Some("127.0.0.1:5353".parse().unwrap()));
+            let line = text
+                .lines()
+                .position(|l| l.starts_with("outbound_proxy"))
+                .unwrap()
+                + 1;
+            assert_eq!(
+                l.field,
+                format!("t.toml:{line}: registrar[0].outbound_proxy")
+            );
+            // The runner puts DNS's first target in and names the transport it kept.
+            let mut target = p.plan.server.outbound_proxy.clone().unwrap();
+            let found: SocketAddr = "127.0.0.9:5099".parse().unwrap();
+            complete_located_proxy(&mut target, found, FlowKind::Tcp);
+            assert_eq!(target.1, found);
+            assert_eq!(target.0.port, port, "the Route keeps only the port written");
+            assert_eq!(target.0.params.get("transport").flatten(), Some("tcp"));
+        }
+        // An IP literal needs no DNS (RFC 3263 §4.2), as before.
+        let text = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"udp\"\noutbound_proxy = \"127.0.0.2\"",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap();
+        assert!(p.proxies.is_empty());
+        assert_eq!(
+            p.plan.server.outbound_proxy.unwrap().1,
+            "127.0.0.2:5060".parse().unwrap()
         );
     }
 

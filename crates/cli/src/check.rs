@@ -42,8 +42,10 @@ pub struct CheckArgs {
     #[arg(long, value_name = "ADDRESS:PORT")]
     dns_server: Option<std::net::SocketAddr>,
     /// The outbound proxy, HOST[:PORT]: calls go through it, REGISTER does not, so the check
-    /// sends it an OPTIONS of its own and reports whether it answers.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// sends it an OPTIONS of its own and reports whether it answers. A name is located as a
+    /// run locates it (RFC 3263: SRV for the transport without a port, through --dns-server),
+    /// and its targets are probed in order until one answers.
+    #[arg(long, value_name = "HOST[:PORT]")]
     proxy: Option<String>,
     /// The SIP account's auth user name.
     #[arg(long)]

@@ -20,8 +20,8 @@ use crate::trace::TraceEntry;
 /// A call to send again on the next target: its Request-URI and our SDP offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CallRetry {
-    target: Uri,
-    sdp: Option<Bytes>,
+    pub(super) target: Uri,
+    pub(super) sdp: Option<Bytes>,
 }
 
 impl Shard<'_> {
@@ -194,21 +194,18 @@ impl Shard<'_> {
         let retry_after = self.endpoints[idx].failover.retry_after.take();
         let plan = self.plan;
         let site = self.site(idx);
-        let ep = &self.endpoints[idx];
-        // Only our own dialling (not an incoming call, not a CANCEL's 487).
-        let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
-            return false;
-        };
-        if !self.can_fail_over(site) || ep.active_call != Some(call) || targets.is_empty() {
+        if plan.site_server(site).outbound_proxy.is_some() {
+            // The INVITE went to the outbound proxy, not to the registrar: the proxy's
+            // targets fail over (engine/proxy_failover.rs); the registrar's stay.
+            return self.proxy_call_failed_over(idx, now, call, code, reason, retry_after);
+        }
+        if !self.can_fail_over(site) {
             return false;
         }
-        let Some(failure) = Failure::of(code, reason, retry_after) else {
+        let Some((retry, failure)) = self.call_retry(idx, call, code, reason, retry_after) else {
             return false;
         };
-        let retry = Box::new(CallRetry {
-            target: targets[ep.index % targets.len()].clone(),
-            sdp: ep.ua.local_sdp(call).cloned(),
-        });
+        let ep = &self.endpoints[idx];
         let register = plan.groups[ep.group].register;
         let at = now - self.start;
         let ep = &mut self.endpoints[idx];
@@ -242,6 +239,33 @@ impl Shard<'_> {
             self.move_others_off(idx, failed, now);
         }
         true
+    }
+
+    /// What an initial INVITE of endpoint `idx` that ended with `code` needs to be sent again
+    /// elsewhere: the call (its Request-URI and our SDP offer) and the failure RFC 3263 §4.3
+    /// moves on — `None` for anything else (an incoming call, a CANCEL's 487, a final answer).
+    pub(super) fn call_retry(
+        &self,
+        idx: usize,
+        call: CallId,
+        code: u16,
+        reason: &str,
+        retry_after: Option<std::time::Duration>,
+    ) -> Option<(Box<CallRetry>, Failure)> {
+        let ep = &self.endpoints[idx];
+        // Only our own dialling.
+        let Role::Call { targets, .. } = &self.plan.groups[ep.group].role else {
+            return None;
+        };
+        if self.stopping || ep.active_call != Some(call) || targets.is_empty() {
+            return None;
+        }
+        let failure = Failure::of(code, reason, retry_after)?;
+        let retry = Box::new(CallRetry {
+            target: targets[ep.index % targets.len()].clone(),
+            sdp: ep.ua.local_sdp(call).cloned(),
+        });
+        Some((retry, failure))
     }
 
     /// A REGISTER was answered 200: record where; after a failover, carry on with what the

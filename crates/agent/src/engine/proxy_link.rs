@@ -35,11 +35,13 @@ pub(super) struct ProxyLink {
     /// Our address on it, once connected.
     pub(super) local: Option<SocketAddr>,
     /// A connect is in progress.
-    connecting: bool,
+    pub(super) connecting: bool,
     /// Connected at least once: a later connection is a reconnect.
     was_up: bool,
     /// A dial waits for the connection.
     dial_waiting: bool,
+    /// A call that moved to this proxy target (RFC 3263 §4.3) waits for the connection.
+    pub(super) retry: Option<Box<super::failover_glue::CallRetry>>,
 }
 
 /// Our host as Via and Contact write it.
@@ -52,10 +54,13 @@ pub(super) fn host_of(a: SocketAddr) -> Host {
 
 impl Shard<'_> {
     /// The outbound proxy's address when endpoint `idx` reaches it over a connection of its
-    /// own (a stream transport with `outbound_proxy`).
+    /// own (a stream transport with `outbound_proxy`): its current proxy target.
     pub(super) fn proxy_conn_addr(&self, idx: usize) -> Option<SocketAddr> {
         let settings = self.streams[self.site(idx)].as_ref()?;
-        settings.proxy.as_ref().map(|p| p.addr)
+        settings
+            .proxy
+            .as_ref()
+            .map(|p| self.proxy_target(idx, p.addr))
     }
 
     /// Opens endpoint `idx`'s connection to its outbound proxy (a new generation), unless
@@ -72,20 +77,23 @@ impl Shard<'_> {
         if link.connecting || link.local.is_some() {
             return;
         }
+        let addr = self.proxy_target_up(idx, now, settings.addr);
+        let ep = &mut self.endpoints[idx];
+        let link = ep.link.proxy.get_or_insert_with(Default::default);
         link.generation += 1;
         link.connecting = true;
         ep.trace.push(TraceEntry::note(
             format!(
                 "connecting over {} to the outbound proxy {}{}",
                 settings.kind.via_token(),
-                settings.addr,
+                addr,
                 if link.was_up { " (reconnect)" } else { "" }
             ),
             now - self.start,
         ));
         let generation = link.generation;
         self.net
-            .connect_to(idx, Leg::Proxy, generation, now, settings.addr, settings);
+            .connect_to(idx, Leg::Proxy, generation, now, addr, settings);
     }
 
     /// Which connection of endpoint `idx` a message to `to` leaves on: the proxy's for the
@@ -167,7 +175,15 @@ impl Shard<'_> {
                     self.stats.reconnects += 1;
                 }
                 ep.ua.set_proxy_local(Some((host_of(local), local.port())));
-                // A dial waited for it (not after a stop began: the stop ends the endpoint).
+                // A call moved here waited for it, or a dial (not after a stop began: the
+                // stop ends the endpoint).
+                if !stopping && self.resend_moved_call(idx, now) {
+                    self.pump(idx, now);
+                    return;
+                }
+                let Some(link) = self.endpoints[idx].link.proxy.as_mut() else {
+                    return;
+                };
                 if std::mem::take(&mut link.dial_waiting) && !stopping {
                     self.dial(idx, now);
                     self.pump(idx, now);
@@ -186,12 +202,23 @@ impl Shard<'_> {
                     ),
                     at,
                 ));
-                if std::mem::take(&mut link.dial_waiting) {
+                // RFC 3263 §4.3: a refused or silent target moves to the proxy's next one (a
+                // waiting dial or moved call goes on waiting); not a TLS or WebSocket refusal.
+                if !after_tcp && self.proxy_connect_failed_over(idx, now, &error) {
+                    return;
+                }
+                let ep = &mut self.endpoints[idx];
+                let Some(link) = ep.link.proxy.as_mut() else {
+                    return;
+                };
+                let waiting = std::mem::take(&mut link.dial_waiting);
+                let moved = link.retry.take().is_some();
+                if waiting || moved {
                     // The call cannot leave. A refused or silent proxy is a socket error
                     // (OSERROR); a TLS or WebSocket refusal, a configuration error, fails the
                     // call (as it fails the registration with the registrar). The error and
-                    // hint name the proxy, not the registrar.
-                    ep.calls_attempted += 1;
+                    // hint name the proxy, not the registrar. A moved call was counted.
+                    ep.calls_attempted += u32::from(waiting);
                     ep.worsen(
                         if after_tcp {
                             Outcome::CallFailed
