@@ -771,6 +771,65 @@ pub struct RunSummary {
     pub xr_mos_cq_min: Option<f64>,
     /// Call transfers (the `transfer` action), summed over the endpoints.
     pub transfers: TransferCounts,
+    /// The same figures per group, in the test's order.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// One group's share of the run's figures ([`RunSummary`] over its endpoints only).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupSummary {
+    /// The group's name.
+    pub name: String,
+    /// Its endpoints.
+    pub endpoints: u32,
+    /// Per outcome.
+    pub outcomes: HashMap<String, u32>,
+    /// Calls its endpoints placed.
+    pub calls_attempted: u32,
+    /// Of those, answered.
+    pub calls_answered: u32,
+    /// Answer-seizure ratio, percent.
+    pub asr: Option<f64>,
+    /// Network effectiveness ratio, percent.
+    pub ner: Option<f64>,
+    /// Call setup time percentiles, ms.
+    pub setup_p50_ms: Option<f64>,
+    /// See `setup_p50_ms`.
+    pub setup_p95_ms: Option<f64>,
+    /// Mean MOS of its endpoints that received audio.
+    pub mos_avg: Option<f64>,
+    /// Its lowest per-second MOS.
+    pub mos_min: Option<f64>,
+    /// Mean jitter, ms.
+    pub jitter_avg_ms: Option<f64>,
+    /// Mean loss, percent.
+    pub loss_avg_percent: Option<f64>,
+    /// Mean RTT, ms.
+    pub rtt_avg_ms: Option<f64>,
+}
+
+impl GroupSummary {
+    /// The figures of group `name` among `reports`.
+    fn of(name: &str, reports: &[EndpointReport]) -> Self {
+        let mine = reports.iter().filter(|r| r.group == name);
+        let s = summarise_some(mine.clone(), RunSummary::default());
+        GroupSummary {
+            name: name.to_owned(),
+            endpoints: mine.count() as u32,
+            outcomes: s.outcomes,
+            calls_attempted: s.calls_attempted,
+            calls_answered: s.calls_answered,
+            asr: s.asr,
+            ner: s.ner,
+            setup_p50_ms: s.setup_p50_ms,
+            setup_p95_ms: s.setup_p95_ms,
+            mos_avg: s.mos_avg,
+            mos_min: s.mos_min,
+            jitter_avg_ms: s.jitter_avg_ms,
+            loss_avg_percent: s.loss_avg_percent,
+            rtt_avg_ms: s.rtt_avg_ms,
+        }
+    }
 }
 
 impl RunSummary {
@@ -1059,6 +1118,11 @@ pub fn run_with_targets(
     base.rtp_sends_timed = timing.count;
     reports.sort_by_key(|r| r.id);
     let mut summary = summarise(&reports, base);
+    summary.groups = plan
+        .groups
+        .iter()
+        .map(|g| GroupSummary::of(&g.name, &reports))
+        .collect();
     summary.media_send_errors = reports
         .iter()
         .filter_map(|r| r.media.as_ref())
@@ -1123,11 +1187,19 @@ struct Shared {
 }
 
 /// Folds endpoint reports into the summary figures.
-pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary {
+pub fn summarise(reports: &[EndpointReport], base: RunSummary) -> RunSummary {
+    summarise_some(reports.iter(), base)
+}
+
+/// [`summarise`] over some of the reports (a group's).
+fn summarise_some<'a>(
+    reports: impl Iterator<Item = &'a EndpointReport> + Clone,
+    mut base: RunSummary,
+) -> RunSummary {
     let mut setups: Vec<f64> = Vec::new();
     let mut pdds: Vec<f64> = Vec::new();
     let mut network_ok = 0u32;
-    for r in reports {
+    for r in reports.clone() {
         *base
             .outcomes
             .entry(r.outcome.name().to_owned())
@@ -1158,7 +1230,7 @@ pub fn summarise(reports: &[EndpointReport], mut base: RunSummary) -> RunSummary
                 / f64::from(base.calls_attempted),
         );
     }
-    let all_media: Vec<&MediaReport> = reports.iter().filter_map(|r| r.media.as_ref()).collect();
+    let all_media: Vec<&MediaReport> = reports.filter_map(|r| r.media.as_ref()).collect();
     let xr: Vec<PeerXr> = all_media.iter().filter_map(|m| m.peer_xr).collect();
     base.xr_endpoints = xr.len() as u32;
     let cq: Vec<f64> = xr.iter().filter_map(|x| x.mos_cq).collect();

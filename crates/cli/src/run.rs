@@ -215,6 +215,42 @@ fn write_csv(path: &PathBuf, reports: &[EndpointReport], write: CsvWriter) -> st
     f.flush()
 }
 
+/// The per-group table of a run of several groups.
+fn print_groups(s: &RunSummary) {
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    println!(
+        "{:<16} {:>9} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>7} {:>10}",
+        "group",
+        "endpoints",
+        "success",
+        "other",
+        "attempted",
+        "answered",
+        "ASR %",
+        "MOS avg",
+        "MOS min",
+        "loss %",
+        "setup P95"
+    );
+    for g in &s.groups {
+        let success = g.outcomes.get("SUCCESS").copied().unwrap_or(0);
+        println!(
+            "{:<16} {:>9} {:>8} {:>8} {:>9} {:>9} {:>6} {:>8} {:>8} {:>7} {:>10}",
+            g.name,
+            g.endpoints,
+            success,
+            g.endpoints - success,
+            g.calls_attempted,
+            g.calls_answered,
+            f(g.asr, 1),
+            f(g.mos_avg, 2),
+            f(g.mos_min, 2),
+            f(g.loss_avg_percent, 2),
+            fmt_ms(g.setup_p95_ms)
+        );
+    }
+}
+
 pub(crate) fn fmt_ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"))
 }
@@ -409,6 +445,9 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             s.media_calls
         ),
         None => println!("media            none measured"),
+    }
+    if s.groups.len() > 1 {
+        print_groups(s);
     }
     println!("run time         {:.1} s", s.duration_ms / 1000.0);
     if let (Some(p99), Some(max)) = (s.send_jitter_p99_ms, s.send_jitter_max_ms) {

@@ -78,6 +78,26 @@ fn demo_passes_and_writes_reports() {
     );
     assert!(out.contains("MOS              avg 4."), "{out}");
     assert_eq!(v["summary"]["asr"], 100.0);
+    // Per group, in the test's order: the callees placed no call, the callers all of them.
+    let groups = v["summary"]["groups"].as_array().unwrap();
+    let row = |i: usize, key: &str| groups[i][key].clone();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(
+        (row(0, "name"), row(1, "name")),
+        ("callee".into(), "caller".into())
+    );
+    assert_eq!(
+        (row(0, "endpoints"), row(1, "endpoints")),
+        (10.into(), 10.into())
+    );
+    assert_eq!(row(0, "calls_attempted"), 0);
+    assert_eq!(row(1, "calls_attempted"), v["summary"]["calls_attempted"]);
+    assert_eq!(row(1, "asr"), 100.0);
+    assert_eq!(row(0, "outcomes")["SUCCESS"], 10, "{groups:?}");
+    assert!(
+        out.contains("group            endpoints  success    other attempted  answered  ASR %"),
+        "{out}"
+    );
     assert_eq!(v["endpoints"].as_array().unwrap().len(), 20);
     assert_eq!(v["endpoints"][0]["phase"], "CLOSED");
     for ep in v["endpoints"].as_array().unwrap() {
