@@ -92,6 +92,9 @@ struct ServiceCall {
     reported: bool,
     /// The tone's slot of the media grid ([`SlotLoad`]), given back when the call ends.
     slot: Option<usize>,
+    /// Where echo's DTLS-SRTP flights go on its timer (the caller's RTP address: the
+    /// offer's, then where the caller's datagrams come from).
+    dtls_to: Option<SocketAddr>,
 }
 
 impl Drop for ServiceCall {
@@ -188,9 +191,10 @@ impl ServiceMedia {
                 if call.generation != t.generation {
                     continue;
                 }
-                let (tone_heard, more) = call.receive(t.rtcp, &mut driver.batch);
-                if tone_heard {
-                    // The tone's session may have a new deadline (RTCP heard).
+                let (retime, more) = call.receive(t.rtcp, &mut driver.batch);
+                if retime {
+                    // A new deadline: the tone's session heard RTCP, or a DTLS flight moved
+                    // the handshake's timer.
                     self.pacer.set(t.endpoint, call.deadline(self.inactivity));
                 }
                 if more {
@@ -315,6 +319,7 @@ impl ServiceMedia {
             last_heard: Instant::now(),
             reported: false,
             slot: None,
+            dtls_to: None,
         };
         if idx == self.calls.len() {
             self.calls.push(Some(call));
@@ -347,7 +352,15 @@ impl ServiceMedia {
                 // SSRC and seed from the call id: distinct per call, reproducible.
                 let ssrc = 0x5e00_0000 ^ (id.0 as u32).wrapping_mul(0x9e37_79b9);
                 call.media = Some(match service {
-                    Service::Echo => Media::Echo(EchoMedia::new(n, ssrc)),
+                    Service::Echo => {
+                        let mut echo = EchoMedia::new(n, ssrc, now);
+                        if n.dtls.is_some() {
+                            // DTLS-SRTP's client: the ClientHello goes out now.
+                            call.dtls_to = Some(n.remote_rtp);
+                            send_dtls(&mut echo, &call.rtp, n.remote_rtp);
+                        }
+                        Media::Echo(echo)
+                    }
                     Service::Tone => {
                         // The tone's schedule starts on the media grid, on the least loaded
                         // of the next 20 grid points (the timer ticks on the grid).
@@ -363,7 +376,7 @@ impl ServiceMedia {
                             // The codec was negotiated from our own list, so only a build
                             // without Opus gets here: nothing to send; the silence check
                             // ends the call.
-                            Err(_) => Media::Echo(EchoMedia::new(n, ssrc)),
+                            Err(_) => Media::Echo(EchoMedia::new(n, ssrc, now)),
                         }
                     }
                 });
@@ -390,20 +403,27 @@ impl ServiceCall {
         }
     }
 
-    /// The next deadline: the tone's next packet, else the silence check.
+    /// The next deadline: the tone's next packet (or DTLS timer), echo's DTLS timer, else
+    /// the silence check.
     fn deadline(&self, inactivity: Duration) -> Option<Instant> {
         let media = self.media.as_ref()?;
         let silence = (!self.reported).then(|| self.last_heard + inactivity);
-        let tone = match media {
+        let own = match media {
             Media::Tone { session, .. } => session.poll_timeout(),
-            Media::Echo(_) => None,
+            Media::Echo(echo) => echo.poll_timeout(),
         };
-        [silence, tone].into_iter().flatten().min()
+        [silence, own].into_iter().flatten().min()
     }
 
-    /// Sends what the tone has due and checks for silence; true when the call has just
-    /// gone silent.
+    /// Sends what the tone has due (echo: its DTLS retransmissions) and checks for
+    /// silence; true when the call has just gone silent.
     fn on_deadline(&mut self, now: Instant, inactivity: Duration, out: &mut Vec<u8>) -> bool {
+        if let (Some(Media::Echo(echo)), Some(to)) = (&mut self.media, self.dtls_to) {
+            if echo.poll_timeout().is_some_and(|t| t <= now) {
+                echo.handle_timeout(now);
+            }
+            send_dtls(echo, &self.rtp, to);
+        }
         if let Some(Media::Tone {
             session,
             rtp_to,
@@ -428,14 +448,14 @@ impl ServiceCall {
 
     /// Reads the datagrams waiting on the RTP (or RTCP) socket, at most
     /// [`BATCHES_PER_PASS`] batches: echo answers each at once, tone measures it. Returns
-    /// whether the tone heard something (its deadline may move) and whether the cap was
-    /// reached (the socket is to be re-armed: more may wait).
+    /// whether the call's deadline may have moved (the tone heard something, a DTLS flight
+    /// came) and whether the cap was reached (the socket is to be re-armed: more may wait).
     fn receive(&mut self, rtcp: bool, batch: &mut RecvBatch) -> (bool, bool) {
-        let mut tone_heard = false;
+        let mut retime = false;
         for _ in 0..BATCHES_PER_PASS {
             let sock = if rtcp { &self.rtcp } else { &self.rtp };
             let Some(k) = read_batch(sock, batch) else {
-                return (tone_heard, false);
+                return (retime, false);
             };
             for i in 0..k {
                 let Some((buf, at, from)) = batch.datagram_mut(i) else {
@@ -446,16 +466,34 @@ impl ServiceCall {
                 };
                 self.last_heard = self.last_heard.max(at);
                 let sock = if rtcp { &self.rtcp } else { &self.rtp };
-                tone_heard |= on_datagram(media, sock, buf, at, from, rtcp);
+                retime |= on_datagram(media, sock, buf, at, from, rtcp);
+                if let (Media::Echo(echo), Some(from)) = (media, from)
+                    && self.dtls_to.is_some()
+                {
+                    // The handshake's answer to what came, back where it came from (and
+                    // its retransmissions from now on).
+                    self.dtls_to = Some(from);
+                    send_dtls(echo, sock, from);
+                    retime = true;
+                }
             }
             // A short batch: the socket is drained (no call to learn it would block).
             if k < BATCH {
-                return (tone_heard, false);
+                return (retime, false);
             }
         }
         // The cap: a caller sending faster than the loop reads waits for the next pass, and
         // the other calls, the timers and the SIP are served first.
-        (tone_heard, true)
+        (retime, true)
+    }
+}
+
+/// Sends echo's DTLS-SRTP datagrams waiting (the handshake's flights) to `to` on `sock`.
+fn send_dtls(echo: &mut EchoMedia, sock: &MioUdpSocket, to: SocketAddr) {
+    let to = socket2::SockAddr::from(to);
+    while let Some(d) = echo.poll_datagram() {
+        // A full socket buffer loses this datagram only: DTLS retransmits the flight.
+        let _ = crate::rxstamp::send_to(sock, &d, &to);
     }
 }
 

@@ -459,6 +459,70 @@ fn sdes_callers_call_echo_and_tone() {
     assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
 }
 
+/// DTLS-SRTP callers (`srtp = "dtls"`) call `echo` and `tone`: the service answers
+/// `UDP/TLS/RTP/SAVP` with its own fingerprint and `a=setup:active`, runs the handshake as
+/// the client, and the keys it gives carry the media both ways: the callers hear their own
+/// packets back (with RTCP round trips) or the tone at its level, nothing fails to
+/// authenticate, nothing is lost.
+#[test]
+fn dtls_callers_call_echo_and_tone() {
+    let rt = runtime();
+    let reg = udp_registrar(&rt, AuthMode::Ephemeral, ServiceOptions::default());
+    let dtls = |mut g: GroupPlan| {
+        if let Some(m) = g.media.as_mut() {
+            m.srtp = SrtpMode::Dtls;
+        }
+        g
+    };
+    let (summary, reports) = run_against(
+        &reg,
+        vec![
+            dtls(callers("echo", 2, "echo", vec![Codec::Pcmu])),
+            dtls(callers("tone", 2, "tone", vec![Codec::Pcma])),
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.dtls.is_some() && m.srtp.is_some(), "keyed by DTLS: {m:?}");
+        assert!(m.dtls_handshake_ms.is_some(), "{m:?}");
+        assert_eq!(m.dtls_failures, 0, "{m:?}");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+        assert!(m.rx_packets >= 200, "≈250 packets in 5 s: {m:?}");
+        assert_eq!(m.rx_lost, 0, "{m:?}");
+        if summary.late_timers == 0 {
+            assert!(m.mos.is_some_and(|mos| mos >= 4.3), "{m:?}");
+        }
+        if r.group == "tone" {
+            let levels = samples_of(r, "rx_level_dbov");
+            assert!(levels.len() >= 2, "{levels:?}");
+            assert!(
+                levels.iter().all(|l| (l - TONE_DBOV).abs() <= 1.0),
+                "the tone decrypts to itself: {levels:?}"
+            );
+        } else {
+            // Echo's SRTCP reports authenticate under the handshake's keys.
+            assert!(m.rtt_ms.is_some_and(|rtt| rtt < 50.0), "{m:?}");
+        }
+        let answer = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Received)
+            .filter_map(|t| t.text.split("\r\n\r\n").nth(1))
+            .find(|body| body.contains("m=audio"))
+            .unwrap_or_else(|| panic!("{}: no answer", r.user));
+        assert!(answer.contains(" UDP/TLS/RTP/SAVP "), "{answer}");
+        assert!(answer.contains("a=setup:active"), "{answer}");
+        assert!(answer.contains("a=fingerprint:sha-256 "), "{answer}");
+        assert!(!answer.contains("a=crypto:"), "{answer}");
+    }
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.refused_488, s.ended_bye), (4, 0, 4), "{s:?}");
+    assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
+}
+
 #[test]
 fn echo_is_held_and_resumed_by_re_invite() {
     let rt = runtime();
@@ -468,25 +532,30 @@ fn echo_is_held_and_resumed_by_re_invite() {
             config(AuthMode::Ephemeral),
         ))
         .unwrap();
-    // Plain and SRTP (the re-INVITEs keep the keys: echo keeps its SRTP state).
-    let groups =
-        [("holder", SrtpMode::Off), ("srtp-holder", SrtpMode::Sdes)].map(|(name, srtp)| {
-            let mut group = callers(name, 1, "echo", vec![Codec::Pcmu]);
-            group.actions = vec![
-                CallAction {
-                    at: Duration::from_millis(1000),
-                    kind: ActionKind::Hold,
-                },
-                CallAction {
-                    at: Duration::from_millis(2000),
-                    kind: ActionKind::Resume,
-                },
-            ];
-            if let Some(m) = group.media.as_mut() {
-                m.srtp = srtp;
-            }
-            group
-        });
+    // Plain, SRTP and DTLS-SRTP (the re-INVITEs keep the keys: echo keeps its SRTP state,
+    // and its DTLS association's keys).
+    let groups = [
+        ("holder", SrtpMode::Off),
+        ("srtp-holder", SrtpMode::Sdes),
+        ("dtls-holder", SrtpMode::Dtls),
+    ]
+    .map(|(name, srtp)| {
+        let mut group = callers(name, 1, "echo", vec![Codec::Pcmu]);
+        group.actions = vec![
+            CallAction {
+                at: Duration::from_millis(1000),
+                kind: ActionKind::Hold,
+            },
+            CallAction {
+                at: Duration::from_millis(2000),
+                kind: ActionKind::Resume,
+            },
+        ];
+        if let Some(m) = group.media.as_mut() {
+            m.srtp = srtp;
+        }
+        group
+    });
     let (_, reports) = run_against(&reg, groups.into(), Duration::from_secs(3));
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -500,11 +569,12 @@ fn echo_is_held_and_resumed_by_re_invite() {
             "the held second was not reflected: {m:?}"
         );
         assert_eq!(m.rx_lost, 0, "{m:?}");
-        assert_eq!(m.srtp.is_some(), r.group == "srtp-holder", "{m:?}");
+        assert_eq!(m.srtp.is_some(), r.group != "holder", "{m:?}");
+        assert_eq!(m.dtls.is_some(), r.group == "dtls-holder", "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
     }
     let s = rt.block_on(reg.stop()).services;
-    assert_eq!((s.answered, s.active, s.ended_bye), (2, 0, 2), "{s:?}");
+    assert_eq!((s.answered, s.active, s.ended_bye), (3, 0, 3), "{s:?}");
     assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
 }
 
@@ -1037,6 +1107,113 @@ fn tone_takes_new_srtp_keys_inside_the_call() {
         (1, 0, 0),
         "every packet under the new key authenticated: {s:?}"
     );
+}
+
+/// The in-call rules of DTLS-SRTP at the services, for a raw caller (no handshake needed to
+/// see them): a DTLS offer is answered `UDP/TLS/RTP/SAVP` with `a=setup:active`, the
+/// service's fingerprint and rtcp-mux; a re-offer keeping DTLS (a hold) is answered the same
+/// way with the same fingerprint; re-offers that would drop DTLS (plain RTP, or SDES) get 488
+/// and the call goes on; in a plain call, a DTLS re-offer gets 488 (no new association inside
+/// a call); a DTLS offer without rtcp-mux is refused with 488 at once.
+#[test]
+fn services_keep_dtls_inside_a_call_and_refuse_what_would_change_it() {
+    use media::dtls::DtlsIdentity;
+    let print = DtlsIdentity::generate().unwrap().fingerprint().to_string();
+    for service in ["echo", "tone"] {
+        let (rt, reg, mut sip, raw, media) = raw_media_call(service);
+        let uri = format!("sip:{service}@sipmeter.test");
+        let port = media.local_addr().unwrap().port();
+        let plain = sdp(port, "0", "");
+        let dtls = |dir: &str| {
+            plain
+                .replace("RTP/AVP", "UDP/TLS/RTP/SAVP")
+                .replace("a=sendrecv", dir)
+                + &format!("a=fingerprint:{print}\r\na=setup:actpass\r\na=rtcp-mux\r\n")
+        };
+        let sdes = plain.replace("RTP/AVP", "RTP/SAVP")
+            + "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n";
+        let (ok, answer) = answered(
+            &mut sip,
+            &raw.req("INVITE", &uri, "d1", 1, None, &dtls("a=sendrecv")),
+        );
+        let tag = ok.to().and_then(|t| t.tag()).unwrap();
+        sip.send(&raw.req("ACK", &uri, "d2", 1, Some(&tag), ""));
+        let m = &answer.media[0];
+        let attr = |a: &media::sdp::MediaDescription, name: &str| {
+            a.attributes
+                .iter()
+                .find(|x| x.name == name)
+                .and_then(|x| x.value.clone())
+        };
+        assert_eq!(m.proto, "UDP/TLS/RTP/SAVP", "{service}: {answer}");
+        assert_eq!(attr(m, "setup").as_deref(), Some("active"), "{answer}");
+        assert!(m.rtcp_mux, "{answer}");
+        assert!(attr(m, "crypto").is_none(), "{answer}");
+        let theirs = attr(m, "fingerprint").expect("the service's fingerprint");
+        assert!(theirs.starts_with("sha-256 "), "{theirs}");
+        // A hold keeping DTLS: the same association.
+        let (_, held) = answered(
+            &mut sip,
+            &raw.req("INVITE", &uri, "d3", 2, Some(&tag), &dtls("a=sendonly")),
+        );
+        sip.send(&raw.req("ACK", &uri, "d4", 2, Some(&tag), ""));
+        assert_eq!(held.media[0].proto, "UDP/TLS/RTP/SAVP", "{held}");
+        assert_eq!(attr(&held.media[0], "fingerprint"), Some(theirs.clone()));
+        // Re-offers dropping DTLS: 488, and the call goes on.
+        for (n, (branch, body)) in [("d5", &plain), ("d6", &sdes)].into_iter().enumerate() {
+            sip.send(&raw.req("INVITE", &uri, branch, 3 + n as u32, Some(&tag), body));
+            let refused = std::iter::from_fn(|| Some(sip.read()))
+                .find(|m| m.status().is_some_and(|c| c >= 200))
+                .unwrap();
+            assert_eq!(
+                refused.status(),
+                Some(488),
+                "{service}: {}",
+                refused.summary()
+            );
+            sip.send(&raw.req("ACK", &uri, branch, 3 + n as u32, Some(&tag), ""));
+        }
+        sip.send(&raw.req("BYE", &uri, "d7", 5, Some(&tag), ""));
+        assert_eq!(sip.read().status(), Some(200));
+        let s = rt.block_on(reg.stop()).services;
+        assert_eq!((s.answered, s.refused_488, s.ended_bye), (1, 2, 1), "{s:?}");
+    }
+    // A plain call offered DTLS inside it; a DTLS offer without rtcp-mux.
+    let (rt, reg, mut sip, raw, media) = raw_media_call("echo");
+    let port = media.local_addr().unwrap().port();
+    let plain = sdp(port, "0", "");
+    let dtls = plain.replace("RTP/AVP", "UDP/TLS/RTP/SAVP")
+        + &format!("a=fingerprint:{print}\r\na=setup:actpass\r\na=rtcp-mux\r\n");
+    let uri = "sip:echo@sipmeter.test";
+    let (ok, _) = answered(&mut sip, &raw.req("INVITE", uri, "e1", 1, None, &plain));
+    let tag = ok.to().and_then(|t| t.tag()).unwrap();
+    sip.send(&raw.req("ACK", uri, "e2", 1, Some(&tag), ""));
+    sip.send(&raw.req("INVITE", uri, "e3", 2, Some(&tag), &dtls));
+    let refused = std::iter::from_fn(|| Some(sip.read()))
+        .find(|m| m.status().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(refused.status(), Some(488), "{}", refused.summary());
+    sip.send(&raw.req("ACK", uri, "e3", 2, Some(&tag), ""));
+    sip.send(&raw.req("BYE", uri, "e4", 3, Some(&tag), ""));
+    assert_eq!(sip.read().status(), Some(200));
+    let raw2 = Raw {
+        call: "no-mux",
+        ..raw
+    };
+    sip.send(&raw2.req(
+        "INVITE",
+        uri,
+        "f1",
+        1,
+        None,
+        &dtls.replace("a=rtcp-mux\r\n", ""),
+    ));
+    let refused = std::iter::from_fn(|| Some(sip.read()))
+        .find(|m| m.status().is_some_and(|c| c >= 200))
+        .unwrap();
+    assert_eq!(refused.status(), Some(488), "{}", refused.summary());
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.refused_488), (1, 2), "{s:?}");
 }
 
 /// Echo and tone follow a caller's re-INVITE to plain RTP and back to SRTP, as a phone

@@ -965,6 +965,19 @@ fn is_dtls_proto(m: &MediaDescription) -> bool {
     m.proto.starts_with("UDP/TLS/RTP/SAVP")
 }
 
+/// Whether the offer `sd` asks for DTLS-SRTP: an m-line on its transport
+/// (`UDP/TLS/RTP/SAVP`, RFC 5764 §8), or a legacy `RTP/SAVP(F)` one with an `a=fingerprint`
+/// (of the section or the session) and no `a=crypto` line. An answerer that does DTLS-SRTP
+/// when asked (and plain or SDES otherwise) sets [`LocalMedia::dtls`] from this.
+pub fn asks_for_dtls(sd: &SessionDescription) -> bool {
+    sd.media.iter().any(|m| {
+        is_dtls_proto(m)
+            || (m.proto.starts_with("RTP/SAVP")
+                && !attr(sd, m, "fingerprint").is_empty()
+                && attr(sd, m, "crypto").is_empty())
+    })
+}
+
 /// An attribute of the m-section, else of the session (RFC 8122 §5 and RFC 4145 §4 allow
 /// both levels).
 fn attr<'a>(sd: &'a SessionDescription, m: &'a MediaDescription, name: &str) -> Vec<&'a str> {

@@ -14,6 +14,17 @@
 //! Our offer (in the 200 to an INVITE without one) is `RTP/AVP` with our `a=crypto` lines:
 //! SRTP with a caller that answers a line, plain RTP with one that does not.
 //!
+//! DTLS-SRTP (RFC 5763, RFC 5764): an offer on `UDP/TLS/RTP/SAVP` (or a legacy `RTP/SAVP`
+//! with `a=fingerprint` and no `a=crypto`) is answered on the same transport with the
+//! fingerprint of the services' certificate (one self-signed P-256 certificate per process)
+//! and `a=setup:active` to the usual `actpass`: the service is the DTLS client, its
+//! ClientHello goes to the offer's RTP address when the media starts, on the RTP port (rtcp-mux
+//! is required, as on our callers' side). The handshake's keys then key SRTP in both
+//! directions: the tone's session runs the handshake itself; [`EchoMedia`] runs a
+//! [`DtlsSrtp`] and reflects nothing until its keys are there. A re-INVITE keeps the call's
+//! DTLS association (its offer must carry DTLS-SRTP again); one that would start or drop
+//! DTLS inside a call gets 488, as on our callers' side (no new association inside a call).
+//!
 //! # Driving the services (through [`crate::Registrar`])
 //!
 //! After every input to the registrar, drain [`crate::Registrar::poll_service_event`]:
@@ -38,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::audio::{SourceConfig, SourceKind};
+use media::dtls::{DtlsIdentity, DtlsSrtp, DtlsSummary};
 use media::rtcp::{self, ReportBlock, RtcpPacket, ntp_middle};
 use media::rtp::{self, RtpPacket};
 use media::sdp::{self, Codec, Direction, LocalMedia, Negotiated, Sdes, SessionDescription};
@@ -464,7 +476,14 @@ impl Services {
                 Ok::<(), std::convert::Infallible>(())
             };
             let keys = Sdes::generate(false, &Suite::ALL, zeros).ok();
-            let probe = local_media(IpAddr::V4(Ipv4Addr::LOCALHOST), 9, 0, 0, keys);
+            let probe = local_media(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                9,
+                0,
+                0,
+                keys,
+                dtls_for(Some(&offer)),
+            );
             if let Err(e) = sdp::answer_offer(&offer, &probe) {
                 self.stats.refused_488 += 1;
                 out.push_back(not_acceptable(cfg, req, source, &tag, &e.to_string()));
@@ -539,11 +558,12 @@ impl Services {
         let ready = if invite.body().is_empty() {
             sdes_for(None)
                 .ok()
-                .map(|s| (None, local_media(rtp.ip(), rtp.port(), id.0, 1, s)))
+                .map(|s| (None, local_media(rtp.ip(), rtp.port(), id.0, 1, s, None)))
         } else {
             parse_offer(&invite).ok().and_then(|o| {
                 let sdes = sdes_for(Some(&o)).ok()?;
-                let local = local_media(rtp.ip(), rtp.port(), id.0, 1, sdes);
+                let dtls = dtls_for(Some(&o));
+                let local = local_media(rtp.ip(), rtp.port(), id.0, 1, sdes, dtls);
                 sdp::answer_offer(&o, &local).ok().map(|a| (Some(a), local))
             })
         };
@@ -874,14 +894,32 @@ fn sdes_for(offer: Option<&SessionDescription>) -> Result<Option<Sdes>, ()> {
         .map_err(|_| ())
 }
 
+/// The services' DTLS certificate (self-signed ECDSA P-256, RFC 5763 §5: its fingerprint in
+/// our answer), made once per process on the first DTLS-SRTP offer. `None`: it could not be
+/// made (the offer is then refused as if we did not do DTLS-SRTP).
+fn dtls_identity() -> Option<Arc<DtlsIdentity>> {
+    static ID: OnceLock<Option<Arc<DtlsIdentity>>> = OnceLock::new();
+    ID.get_or_init(|| DtlsIdentity::generate().ok().map(Arc::new))
+        .clone()
+}
+
+/// Our certificate when the offer asks for DTLS-SRTP ([`sdp::asks_for_dtls`]): the services
+/// answer DTLS-SRTP with DTLS-SRTP, SDES with SDES and plain RTP with plain RTP. A delayed
+/// offer (`None`) gets no DTLS in ours (`RTP/AVP` with SDES lines, see [`sdes_for`]).
+fn dtls_for(offer: Option<&SessionDescription>) -> Option<Arc<DtlsIdentity>> {
+    offer.filter(|o| sdp::asks_for_dtls(o)).and(dtls_identity())
+}
+
 /// What the services answer with: every codec of the media crate, telephone-event, RTCP mux
-/// when offered, send and receive, SRTP when offered with keys.
+/// when offered, send and receive, SRTP when offered with keys, DTLS-SRTP when offered
+/// (`dtls`: then no SDES keys).
 fn local_media(
     address: IpAddr,
     port: u16,
     session_id: u64,
     version: u64,
     srtp: Option<Sdes>,
+    dtls: Option<Arc<DtlsIdentity>>,
 ) -> LocalMedia {
     LocalMedia {
         codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
@@ -893,8 +931,8 @@ fn local_media(
         rtcp_mux: true,
         session_id,
         session_version: version,
-        srtp,
-        dtls: None,
+        srtp: srtp.filter(|_| dtls.is_none()),
+        dtls,
     }
 }
 
@@ -1056,6 +1094,9 @@ pub struct EchoMedia {
     held_back: u16,
     /// SRTP's keys and contexts when negotiated (boxed: most calls have none).
     srtp: Option<Box<(SrtpParams, SrtpContext)>>,
+    /// DTLS-SRTP's handshake when negotiated (boxed: most calls have none): its keys key
+    /// `srtp` once it is done; until then nothing is reflected.
+    dtls: Option<Box<DtlsSrtp>>,
     /// RTP packets reflected.
     pub reflected: u64,
     /// RTCP reports sent.
@@ -1066,6 +1107,8 @@ pub struct EchoMedia {
     pub srtp_auth_failures: u64,
     /// SRTP/SRTCP packets replayed or too old for the replay window (dropped).
     pub srtp_replayed: u64,
+    /// SRTP/SRTCP packets that came before DTLS-SRTP's handshake gave keys (dropped).
+    pub before_keys: u64,
 }
 
 /// What to do with a datagram received by [`EchoMedia`].
@@ -1082,8 +1125,10 @@ pub enum EchoAction {
 }
 
 impl EchoMedia {
-    /// Echo for a negotiated call; `ssrc` is our RTCP sender SSRC.
-    pub fn new(n: &Negotiated, ssrc: u32) -> Self {
+    /// Echo for a negotiated call; `ssrc` is our RTCP sender SSRC. With DTLS-SRTP its
+    /// handshake starts at `now` (as the client, the ClientHello is in
+    /// [`Self::poll_datagram`] at once).
+    pub fn new(n: &Negotiated, ssrc: u32, now: Instant) -> Self {
         let spp = n.clock_rate / 1000 * n.ptime;
         Self {
             ssrc,
@@ -1095,26 +1140,74 @@ impl EchoMedia {
             last_sr: None,
             held_back: 0,
             srtp: n.srtp.as_ref().map(srtp_of),
+            dtls: n.dtls.as_ref().map(|p| Box::new(DtlsSrtp::new(p, now))),
             reflected: 0,
             reports: 0,
             malformed: 0,
             srtp_auth_failures: 0,
             srtp_replayed: 0,
+            before_keys: 0,
+        }
+    }
+
+    /// The next DTLS datagram to send to the caller's RTP address (the handshake's flights
+    /// and retransmissions).
+    pub fn poll_datagram(&mut self) -> Option<Vec<u8>> {
+        self.dtls.as_mut()?.poll_datagram()
+    }
+
+    /// When [`Self::handle_timeout`] must run: DTLS's retransmission or give-up timer while
+    /// the handshake runs; `None` otherwise.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.dtls.as_ref()?.poll_timeout()
+    }
+
+    /// The timer of [`Self::poll_timeout`] fired.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(d) = self.dtls.as_mut() {
+            d.handle_timeout(now);
+            self.take_dtls_keys();
+        }
+    }
+
+    /// What DTLS-SRTP's handshake did (`None`: no DTLS in this call).
+    pub fn dtls_summary(&self) -> Option<&DtlsSummary> {
+        self.dtls.as_deref().map(DtlsSrtp::summary)
+    }
+
+    /// Keys SRTP from the handshake once it gave them (both directions, RFC 5764 §4.2).
+    fn take_dtls_keys(&mut self) {
+        if let Some(keys) = self.dtls.as_mut().and_then(|d| d.take_keys()) {
+            self.srtp = Some(srtp_of(&keys));
         }
     }
 
     /// A re-INVITE changed the direction (hold: echo stops reflecting), or the keys (SRTP
-    /// then starts afresh under the new ones, RFC 4568 §7.1.4).
+    /// then starts afresh under the new ones, RFC 4568 §7.1.4). DTLS-SRTP's keys are the
+    /// association's: a re-INVITE keeps them (the services refuse one that drops DTLS).
     pub fn update(&mut self, n: &Negotiated) {
         self.sends = n.direction.sends();
         self.event_pt = n.recv_event_pt;
-        if n.srtp.as_ref() != self.srtp.as_ref().map(|s| &s.0) {
+        if self.dtls.is_none() && n.srtp.as_ref() != self.srtp.as_ref().map(|s| &s.0) {
             self.srtp = n.srtp.as_ref().map(srtp_of);
         }
     }
 
-    /// Handles one datagram received on the call's RTP or RTCP port.
+    /// Handles one datagram received on the call's RTP or RTCP port. With DTLS-SRTP, a
+    /// DTLS datagram goes to the handshake (what it answers is in [`Self::poll_datagram`]).
     pub fn handle_packet(&mut self, now: Instant, buf: &mut [u8]) -> EchoAction {
+        if let Some(d) = self.dtls.as_mut() {
+            if media::dtls::is_dtls(buf) {
+                d.handle_datagram(now, buf);
+                self.take_dtls_keys();
+                return EchoAction::Drop;
+            }
+            if self.srtp.is_none() {
+                // SRTP the handshake has not keyed yet: nothing to read it with.
+                self.before_keys += 1;
+                return EchoAction::Drop;
+            }
+        }
         let rtcp = rtp::is_rtcp(buf);
         let len = match self.srtp.as_mut() {
             None => buf.len(),
@@ -1328,7 +1421,7 @@ mod tests {
     #[test]
     fn echo_reflects_rtp_and_answers_rtcp_with_the_callers_lsr() {
         let t0 = Instant::now();
-        let mut echo = EchoMedia::new(&negotiated(Codec::Pcmu, Direction::SendRecv), 0xec40);
+        let mut echo = EchoMedia::new(&negotiated(Codec::Pcmu, Direction::SendRecv), 0xec40, t0);
         for seq in 0..10u16 {
             let at = t0 + Duration::from_millis(20 * u64::from(seq));
             // Packet 5 is lost on the way in.
@@ -1404,6 +1497,98 @@ mod tests {
         assert_eq!(echo.reflected, 11);
     }
 
+    /// Echo with DTLS-SRTP against a caller's DTLS endpoint in process: echo (the answerer,
+    /// active) sends the ClientHello at once, the flights go back and forth (a lost one
+    /// retransmitted on echo's timer), each side checks the other's certificate against its
+    /// fingerprint; SRTP before the keys is dropped and counted, after them it is reflected
+    /// under echo's key and decrypts at the caller to the packet it sent; a re-INVITE (hold,
+    /// resume) keeps the keys.
+    #[test]
+    fn echo_with_dtls_keys_srtp_by_the_handshake_and_reflects_under_it() {
+        use media::dtls::{DtlsIdentity, DtlsParams, is_dtls};
+        let t0 = Instant::now();
+        let id =
+            |name| Arc::new(DtlsIdentity::generate().unwrap_or_else(|e| panic!("{name}: {e}")));
+        let (caller_id, echo_id) = (id("caller"), id("echo"));
+        let mut n = negotiated(Codec::Pcmu, Direction::SendRecv);
+        n.dtls = Some(DtlsParams {
+            identity: echo_id.clone(),
+            remote: caller_id.fingerprint().clone(),
+            active: true,
+        });
+        let mut echo = EchoMedia::new(&n, 0xec40, t0);
+        let mut caller = DtlsSrtp::new(
+            &DtlsParams {
+                identity: caller_id,
+                remote: echo_id.fingerprint().clone(),
+                active: false,
+            },
+            t0,
+        );
+        // SRTP before any key: dropped, counted, nothing reflected.
+        assert_eq!(echo.handle_packet(t0, &mut rtp(0, 0)), EchoAction::Drop);
+        assert_eq!(echo.before_keys, 1);
+        // The ClientHello is lost once: echo's timer sends it again.
+        let hello = echo
+            .poll_datagram()
+            .expect("echo, the client, speaks first");
+        assert!(is_dtls(&hello));
+        assert!(echo.poll_datagram().is_none());
+        let retry = echo.poll_timeout().expect("a retransmission timer");
+        let mut now = retry;
+        echo.handle_timeout(now);
+        let mut keys = None;
+        for _ in 0..20 {
+            while let Some(d) = echo.poll_datagram() {
+                caller.handle_datagram(now, &d);
+            }
+            keys = keys.or_else(|| caller.take_keys());
+            while let Some(mut d) = caller.poll_datagram() {
+                assert_eq!(echo.handle_packet(now, &mut d), EchoAction::Drop);
+            }
+            if keys.is_some() && echo.srtp.is_some() {
+                break;
+            }
+            now += Duration::from_millis(10);
+        }
+        let keys = keys.expect("the caller has its keys");
+        let summary = echo.dtls_summary().expect("a dtls call");
+        assert!(summary.active && summary.suite.is_some(), "{summary:?}");
+        assert_eq!(summary.suite, Some(keys.suite.name()));
+        let mut ctx = SrtpContext::new(&keys);
+        let mut send_and_hear = |echo: &mut EchoMedia, seq: u16| {
+            let mut p = rtp(seq, 0);
+            ctx.tx.protect_rtp(&mut p).unwrap_or_else(|e| panic!("{e}"));
+            let action = echo.handle_packet(now, &mut p);
+            (action == EchoAction::Reflect).then(|| {
+                let len = ctx
+                    .rx
+                    .unprotect_rtp(&mut p)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                p[..len].to_vec()
+            })
+        };
+        for seq in 1..10u16 {
+            assert_eq!(send_and_hear(&mut echo, seq), Some(rtp(seq, 0)), "{seq}");
+        }
+        // Held and resumed by re-INVITEs (no keys in them: DTLS's are kept).
+        echo.update(&negotiated(Codec::Pcmu, Direction::RecvOnly));
+        assert_eq!(
+            send_and_hear(&mut echo, 10),
+            None,
+            "held: nothing goes back"
+        );
+        echo.update(&negotiated(Codec::Pcmu, Direction::SendRecv));
+        // Resumed: 11 goes back as 10 (the packet held back), under the same keys.
+        let mut expected = rtp(11, 0);
+        expected[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert_eq!(send_and_hear(&mut echo, 11), Some(expected));
+        assert_eq!(
+            (echo.srtp_auth_failures, echo.before_keys, echo.reflected),
+            (0, 1, 10)
+        );
+    }
+
     /// A caller's SRTP context and echo's negotiation for one call: the caller sends under
     /// key 1, echo under key 2, suite `suite`.
     fn srtp_pair(suite: Suite) -> (SrtpContext, Negotiated) {
@@ -1432,7 +1617,7 @@ mod tests {
         for suite in Suite::ALL {
             let t0 = Instant::now();
             let (mut caller, n) = srtp_pair(suite);
-            let mut echo = EchoMedia::new(&n, 0xec40);
+            let mut echo = EchoMedia::new(&n, 0xec40, t0);
             let send = |caller: &mut SrtpContext, seq: u16| {
                 let mut p = rtp(seq, 0);
                 caller
