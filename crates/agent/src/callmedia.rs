@@ -67,7 +67,7 @@ pub struct MediaPlan {
     /// [`Suite::ALL`], strongest first).
     pub srtp_suites: Vec<Suite>,
     /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
-    /// the SDP (`a=rtcp-xr:voip-metrics`, §5.1); the peer's blocks are read either way.
+    /// the SDP (`a=rtcp-xr:rcvr-rtt=all voip-metrics`, §5.1); the peer's blocks are read either way.
     pub rtcp_xr: bool,
 }
 
@@ -1071,7 +1071,8 @@ impl CallMedia {
     }
 
     /// Our description as sent: with `rtcp_xr`, the audio section says we send VoIP Metrics
-    /// blocks (RFC 3611 §5.1: `a=rtcp-xr:voip-metrics`).
+    /// blocks and Receiver Reference Time blocks whenever we send no RTP (RFC 3611 §5.1:
+    /// `a=rtcp-xr:rcvr-rtt=all voip-metrics`).
     fn sdp(&self, mut sd: SessionDescription) -> Bytes {
         if self.rtcp_xr
             && let Some(m) = sd
@@ -1081,7 +1082,7 @@ impl CallMedia {
         {
             m.attributes.push(sdp::Attribute {
                 name: "rtcp-xr".to_string(),
-                value: Some("voip-metrics".to_string()),
+                value: Some("rcvr-rtt=all voip-metrics".to_string()),
             });
         }
         Bytes::from(sd.to_string())

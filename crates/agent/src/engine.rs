@@ -581,6 +581,10 @@ pub struct MediaReport {
     /// RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) the far end sent about our stream, over
     /// the calls (a phone, SBC or media server that reports XR; sipmeter with `rtcp_xr`).
     pub xr_received: u64,
+    /// Round trips measured by RTCP XR (RFC 3611 §4.4–§4.5: our Receiver Reference Time
+    /// blocks answered by the far end's DLRR) while we sent no RTP (held, or receiving
+    /// only), over the calls; they are in `rtt_ms` like those from SR/RR.
+    pub xr_rtts: u64,
     /// The far end's view of what we sent, from its last VoIP Metrics block of the last
     /// call that had one; absent when the far end sent none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -2514,6 +2518,7 @@ impl<'a> Shard<'a> {
         r.send_errors += send_errors;
         r.rx_stray += stray;
         r.xr_received += sum.xr_received;
+        r.xr_rtts += sum.xr_rtts;
         if let Some(m) = sum.peer_xr {
             r.peer_xr = Some(m.into());
         }

@@ -548,7 +548,7 @@ fn xr(mut g: GroupPlan) -> GroupPlan {
 
 /// RTCP XR (RFC 3611) end to end through the built-in registrar, 12 s calls:
 ///
-/// - `rtcp_xr` on both ends: both SDPs say `a=rtcp-xr:voip-metrics` (§5.1); each end reads
+/// - `rtcp_xr` on both ends: both SDPs say `a=rtcp-xr:rcvr-rtt=all voip-metrics` (§5.1); each end reads
 ///   the other's VoIP Metrics blocks about its stream: on loopback no loss, the far end's
 ///   R 93 and MOS-CQ 4.4 (G.711 lossless, as our own rating), the test signal's speech
 ///   level near −14 dBm0, its jitter buffer at one packet time or more.
@@ -571,9 +571,15 @@ fn rtcp_xr_voip_metrics_go_both_ways_when_asked() {
         assert_eq!(by(group).outcome, Outcome::Success, "{:#?}", by(group));
     }
     let offer = body_of(by("xr-caller"), Direction::Sent, "INVITE ");
-    assert!(offer.contains("a=rtcp-xr:voip-metrics\r\n"), "{offer}");
+    assert!(
+        offer.contains("a=rtcp-xr:rcvr-rtt=all voip-metrics\r\n"),
+        "{offer}"
+    );
     let answer = body_of(by("xr-callee"), Direction::Sent, "SIP/2.0 200");
-    assert!(answer.contains("a=rtcp-xr:voip-metrics\r\n"), "{answer}");
+    assert!(
+        answer.contains("a=rtcp-xr:rcvr-rtt=all voip-metrics\r\n"),
+        "{answer}"
+    );
     let plain = body_of(by("plain-caller"), Direction::Sent, "INVITE ");
     assert!(!plain.contains("rtcp-xr"), "{plain}");
 

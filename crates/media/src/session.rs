@@ -42,7 +42,7 @@ use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
-use crate::xr::{GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
+use crate::xr::{DlrrItem, GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
 
 /// How a session is set up.
 #[derive(Debug, Clone)]
@@ -532,6 +532,9 @@ pub struct CallMediaSummary {
     pub peer_xr: Option<VoipMetrics>,
     /// VoIP Metrics blocks received about our stream.
     pub xr_received: u64,
+    /// Round trips measured from RTCP XR DLRR blocks answering our Receiver Reference Time
+    /// blocks (RFC 3611 §4.4–§4.5: while we sent no RTP), counted in the RTT figures too.
+    pub xr_rtts: u64,
     /// The remote sent RTCP BYE.
     pub remote_bye: bool,
     /// Stretches without RTP while the far end was to send ([`crate::gaps`]).
@@ -709,6 +712,11 @@ pub struct MediaSession {
     /// The peer's last RTCP XR VoIP Metrics block about our stream, and how many came.
     peer_xr: Option<VoipMetrics>,
     xr_received: u64,
+    /// The peer's last Receiver Reference Time block (RFC 3611 §4.4): its SSRC, the middle
+    /// 32 bits of its NTP time, and when it came; answered by a DLRR block in ours.
+    peer_rrt: Option<(u32, u32, Instant)>,
+    /// Round trips measured from DLRR blocks answering our RRT (we sent no RTP then).
+    xr_rtts: u64,
     /// The last speech and noise levels measured (dBov), for our XR blocks.
     xr_levels: (Option<f64>, Option<f64>),
     // receiving
@@ -807,6 +815,8 @@ impl MediaSession {
             rtcp_received: 0,
             peer_xr: None,
             xr_received: 0,
+            peer_rrt: None,
+            xr_rtts: 0,
             xr_levels: (None, None),
             remote_bye: false,
             stats: {
@@ -1166,11 +1176,11 @@ impl MediaSession {
             ssrc,
             Some(self.cfg.cname.clone()),
         )]));
-        if let (true, Some(remote)) = (self.cfg.rtcp_xr, self.stats.ssrc()) {
-            out.push(RtcpPacket::ExtendedReport {
-                ssrc,
-                blocks: vec![XrBlock::VoipMetrics(self.voip_metrics(now, remote))],
-            });
+        if self.cfg.rtcp_xr {
+            let xr = self.xr_blocks(now, packets == 0);
+            if !xr.is_empty() {
+                out.push(RtcpPacket::ExtendedReport { ssrc, blocks: xr });
+            }
         }
         if bye {
             out.push(RtcpPacket::Bye {
@@ -1179,6 +1189,38 @@ impl MediaSession {
             });
         }
         out
+    }
+
+    /// Our XR blocks (with `rtcp_xr`): a Receiver Reference Time block while we send no RTP
+    /// (`receiver_only`: our compound is an RR, so the peer has no SR of ours to answer with
+    /// LSR/DLSR; RFC 3611 §4.4, as `a=rtcp-xr:rcvr-rtt=all` says), a DLRR block answering
+    /// the peer's last RRT (§4.5), and our VoIP Metrics about the peer's stream once it has
+    /// one.
+    fn xr_blocks(&self, now: Instant, receiver_only: bool) -> Vec<XrBlock> {
+        let mut blocks = Vec::new();
+        if receiver_only {
+            blocks.push(XrBlock::ReceiverReferenceTime { ntp: self.ntp(now) });
+        }
+        if let Some((ssrc, lrr, at)) = self.peer_rrt {
+            blocks.push(XrBlock::Dlrr(vec![DlrrItem {
+                ssrc,
+                lrr,
+                // In 1/65536 s (§4.5, as DLSR in RFC 3550 §6.4.1).
+                dlrr: (now.saturating_duration_since(at).as_secs_f64() * 65536.0) as u32,
+            }]));
+        }
+        if let Some(remote) = self.stats.ssrc() {
+            blocks.push(XrBlock::VoipMetrics(self.voip_metrics(now, remote)));
+        }
+        blocks
+    }
+
+    /// A round trip time measured (ms): from an RR's LSR/DLSR or an XR DLRR.
+    fn record_rtt(&mut self, ms: f64) {
+        self.rtt_ms = Some(ms);
+        self.rtt_sum_ms += ms;
+        self.rtt_n += 1;
+        self.rtt_max_ms = Some(self.rtt_max_ms.map_or(ms, |m| m.max(ms)));
     }
 
     /// Handles one received datagram (RTP or RTCP, demultiplexed per RFC 5761 §4).
@@ -1316,26 +1358,44 @@ impl MediaSession {
                     self.remote_bye = true;
                     continue;
                 }
-                RtcpPacket::ExtendedReport { blocks, .. } => {
+                RtcpPacket::ExtendedReport { ssrc, blocks } => {
                     for b in blocks {
-                        if let XrBlock::VoipMetrics(m) = b
-                            && m.ssrc == self.cfg.local_ssrc
-                        {
-                            self.peer_xr = Some(m);
-                            self.xr_received += 1;
+                        match b {
+                            XrBlock::VoipMetrics(m) if m.ssrc == self.cfg.local_ssrc => {
+                                self.peer_xr = Some(m);
+                                self.xr_received += 1;
+                            }
+                            XrBlock::ReceiverReferenceTime { ntp } => {
+                                self.peer_rrt = Some((ssrc, ntp_middle(ntp), now));
+                            }
+                            XrBlock::Dlrr(items) => {
+                                // RFC 3611 §4.5: the round trip is as for an RR's LSR/DLSR.
+                                let ours = items.iter().find(|i| i.ssrc == self.cfg.local_ssrc);
+                                if let Some(rtt) = ours.and_then(|i| {
+                                    rtt_from_block(
+                                        &ReportBlock {
+                                            lsr: i.lrr,
+                                            dlsr: i.dlrr,
+                                            ..ReportBlock::default()
+                                        },
+                                        arrival,
+                                    )
+                                }) {
+                                    self.record_rtt(rtt * 1000.0);
+                                    self.xr_rtts += 1;
+                                }
+                            }
+                            _ => {}
                         }
                     }
                     continue;
                 }
                 _ => continue,
             };
-            for b in blocks.into_iter().filter(|b| b.ssrc == self.cfg.local_ssrc) {
+            let ours = self.cfg.local_ssrc;
+            for b in blocks.into_iter().filter(|b| b.ssrc == ours) {
                 if let Some(rtt) = rtt_from_block(&b, arrival) {
-                    let ms = rtt * 1000.0;
-                    self.rtt_ms = Some(ms);
-                    self.rtt_sum_ms += ms;
-                    self.rtt_n += 1;
-                    self.rtt_max_ms = Some(self.rtt_max_ms.map_or(ms, |m| m.max(ms)));
+                    self.record_rtt(rtt * 1000.0);
                 }
                 self.remote_report = Some(b);
             }
@@ -1845,6 +1905,7 @@ impl MediaSession {
             rtcp_received: self.rtcp_received,
             peer_xr: self.peer_xr,
             xr_received: self.xr_received,
+            xr_rtts: self.xr_rtts,
             remote_bye: self.remote_bye,
             gaps,
         }

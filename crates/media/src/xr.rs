@@ -1,5 +1,7 @@
 //! RTCP Extended Reports (RFC 3611): the XR packet (§2) with its VoIP Metrics report block
-//! (§4.7), and the burst/gap loss model that block reports (§4.7.2, Appendix A.2).
+//! (§4.7), and the burst/gap loss model that block reports (§4.7.2, Appendix A.2); the
+//! Receiver Reference Time (§4.4) and DLRR (§4.5) blocks, which give a receiver that sends
+//! no RTP (on hold, or listening only) its round trip time, as SR/RR give it to senders.
 //!
 //! A VoIP Metrics block is one receiver's view of one stream: loss and discard rates,
 //! burst/gap densities and durations, delays, levels, R factor and MOS. Phones, SBCs and
@@ -13,6 +15,10 @@ use crate::rtcp::RtcpError;
 pub const XR: u8 = 207;
 /// The VoIP Metrics report block type (RFC 3611 §4.7).
 pub const BT_VOIP_METRICS: u8 = 7;
+/// The Receiver Reference Time report block type (RFC 3611 §4.4).
+pub const BT_RRT: u8 = 4;
+/// The DLRR report block type (RFC 3611 §4.5).
+pub const BT_DLRR: u8 = 5;
 /// The value of an 8-bit metric that is not available (RFC 3611 §4.7.5–§4.7.6).
 pub const UNAVAILABLE: u8 = 127;
 /// The gap threshold Gmin: RFC 3611 §4.7.2 recommends 16 (a loss with 16 or more packets
@@ -73,12 +79,31 @@ pub struct VoipMetrics {
 /// `rx_config` bits 5–4: the jitter buffer is adaptive (RFC 3611 §4.7.6, JBA = 3).
 pub const RX_CONFIG_JB_ADAPTIVE: u8 = 0b0011_0000;
 
+/// One sub-block of a DLRR block (RFC 3611 §4.5): the answer to a receiver's Receiver
+/// Reference Time block, as an RR's LSR/DLSR answers an SR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlrrItem {
+    /// The receiver whose RRT this answers.
+    pub ssrc: u32,
+    /// The middle 32 bits of that RRT's NTP timestamp.
+    pub lrr: u32,
+    /// The delay from receiving that RRT to sending this, in 1/65536 s.
+    pub dlrr: u32,
+}
+
 /// A block of an XR packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XrBlock {
     /// A VoIP Metrics block.
     VoipMetrics(VoipMetrics),
-    /// A block type we do not decode (loss RLE, DLRR, statistics summary, ...).
+    /// A Receiver Reference Time block (§4.4): the NTP time it was sent.
+    ReceiverReferenceTime {
+        /// The 64-bit NTP timestamp.
+        ntp: u64,
+    },
+    /// A DLRR block (§4.5): one sub-block per receiver answered.
+    Dlrr(Vec<DlrrItem>),
+    /// A block type we do not decode (loss RLE, statistics summary, ...).
     Other {
         /// Its block type.
         block_type: u8,
@@ -112,6 +137,25 @@ pub(crate) fn parse_body(body: &[u8], at: usize) -> Result<(u32, Vec<XrBlock>), 
             }
             // A VoIP Metrics block of another length is not one we can read.
             BT_VOIP_METRICS => return Err(RtcpError::BadCount(XR)),
+            BT_RRT if len == 12 => XrBlock::ReceiverReferenceTime {
+                ntp: u64::from_be_bytes(block[4..12].try_into().unwrap_or([0; 8])),
+            },
+            BT_RRT => return Err(RtcpError::BadCount(XR)),
+            BT_DLRR if (len - 4).is_multiple_of(12) => XrBlock::Dlrr(
+                block[4..]
+                    .chunks_exact(12)
+                    .map(|c| {
+                        let word =
+                            |i: usize| u32::from_be_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+                        DlrrItem {
+                            ssrc: word(0),
+                            lrr: word(4),
+                            dlrr: word(8),
+                        }
+                    })
+                    .collect(),
+            ),
+            BT_DLRR => return Err(RtcpError::BadCount(XR)),
             other => XrBlock::Other { block_type: other },
         });
         rest = &rest[len..];
@@ -206,6 +250,24 @@ pub(crate) fn write_body(out: &mut Vec<u8>, ssrc: u32, blocks: &[XrBlock]) {
     for b in blocks {
         match b {
             XrBlock::VoipMetrics(m) => m.write(out),
+            XrBlock::ReceiverReferenceTime { ntp } => {
+                out.extend_from_slice(&[BT_RRT, 0, 0, 2]);
+                out.extend_from_slice(&ntp.to_be_bytes());
+            }
+            XrBlock::Dlrr(items) => {
+                // Empty, the block would say nothing: none is written.
+                if let Ok(words) = u16::try_from(3 * items.len())
+                    && words > 0
+                {
+                    out.extend_from_slice(&[BT_DLRR, 0]);
+                    out.extend_from_slice(&words.to_be_bytes());
+                    for i in items {
+                        for w in [i.ssrc, i.lrr, i.dlrr] {
+                            out.extend_from_slice(&w.to_be_bytes());
+                        }
+                    }
+                }
+            }
             // We never send block types we do not decode.
             XrBlock::Other { .. } => {}
         }
@@ -411,26 +473,69 @@ mod tests {
         assert_eq!(blocks, vec![XrBlock::VoipMetrics(metrics())]);
     }
 
+    /// RRT and DLRR blocks (RFC 3611 §4.4, §4.5) written and read back, field by field on
+    /// the wire; a DLRR with no sub-block is not written.
+    #[test]
+    fn rrt_and_dlrr_blocks_round_trip() {
+        let blocks = vec![
+            XrBlock::ReceiverReferenceTime {
+                ntp: 0x0102_0304_0506_0708,
+            },
+            XrBlock::Dlrr(vec![
+                DlrrItem {
+                    ssrc: 0xa,
+                    lrr: 0x0304_0506,
+                    dlrr: 0x0001_8000,
+                },
+                DlrrItem {
+                    ssrc: 0xb,
+                    lrr: 1,
+                    dlrr: 2,
+                },
+            ]),
+            XrBlock::Dlrr(Vec::new()),
+        ];
+        let mut out = Vec::new();
+        write_body(&mut out, 9, &blocks);
+        assert_eq!(&out[4..16], &[4, 0, 0, 2, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(&out[16..20], &[5, 0, 0, 6]);
+        assert_eq!(&out[20..32], &[0, 0, 0, 0xa, 3, 4, 5, 6, 0, 1, 0x80, 0]);
+        assert_eq!(out.len(), 4 + 12 + 4 + 24, "the empty DLRR is left out");
+        let (ssrc, read) = parse_body(&out, 0).unwrap();
+        assert_eq!(ssrc, 9);
+        assert_eq!(read, blocks[..2]);
+        // An RRT of another length, a DLRR of a partial sub-block: errors.
+        for bad in [&[4u8, 0, 0, 1, 0, 0, 0, 0][..], &[5, 0, 0, 1, 0, 0, 0, 0]] {
+            let mut body = 1u32.to_be_bytes().to_vec();
+            body.extend_from_slice(bad);
+            assert_eq!(
+                parse_body(&body, 0),
+                Err(RtcpError::BadCount(XR)),
+                "{bad:?}"
+            );
+        }
+    }
+
     /// Unknown blocks are skipped by their length; a short block or a VoIP Metrics block of
     /// the wrong length is an error, not a panic.
     #[test]
     fn other_blocks_are_skipped_and_bad_lengths_are_errors() {
         let mut body = 1u32.to_be_bytes().to_vec();
-        // A DLRR block (BT=5) with one 12-octet sub-block.
-        body.extend_from_slice(&[5, 0, 0, 3]);
-        body.extend_from_slice(&[0; 12]);
+        // A statistics summary block (BT=6) of 9 words, a type we skip.
+        body.extend_from_slice(&[6, 0, 0, 9]);
+        body.extend_from_slice(&[0; 36]);
         metrics().write(&mut body);
         let (_, blocks) = parse_body(&body, 0).unwrap();
         assert_eq!(
             blocks,
             vec![
-                XrBlock::Other { block_type: 5 },
+                XrBlock::Other { block_type: 6 },
                 XrBlock::VoipMetrics(metrics())
             ]
         );
         for cut in 1..body.len() - 4 {
-            if cut == 16 {
-                continue; // exactly the DLRR block: valid
+            if cut == 40 {
+                continue; // exactly the statistics summary block: valid
             }
             let r = parse_body(&body[..4 + cut], 0);
             assert!(r.is_err(), "cut at {cut}: {r:?}");

@@ -235,10 +235,17 @@ fn loss_and_jitter_agree_with_wireshark() {
 /// tshark's reading of every RTCP XR VoIP Metrics block in `pcap`, one row per block: the
 /// fields named, in order.
 fn tshark_xr(pcap: &std::path::Path, fields: &[&str]) -> Vec<Vec<i64>> {
+    tshark_xr_blocks(pcap, 7, fields)
+}
+
+/// tshark's reading of every RTCP XR block of type `bt` in `pcap`, one row per block: the
+/// fields named, in order.
+fn tshark_xr_blocks(pcap: &std::path::Path, bt: u8, fields: &[&str]) -> Vec<Vec<i64>> {
+    let filter = format!("rtcp.xr.bt == {bt}");
     let mut cmd = Command::new("tshark");
     cmd.args(["-n", "-r"])
         .arg(pcap)
-        .args(["-d", "udp.port==40000,rtcp", "-Y", "rtcp.xr.bt == 7"])
+        .args(["-d", "udp.port==40000,rtcp", "-Y", &filter])
         .args(["-T", "fields", "-E", "separator=,"]);
     for f in fields {
         cmd.args(["-e", f]);
@@ -307,6 +314,8 @@ fn xr_voip_metrics_are_read_by_wireshark_as_written() {
                     if let RtcpPacket::ExtendedReport { ssrc, blocks } = p {
                         assert_eq!(ssrc, 0xb);
                         for blk in blocks {
+                            // B sends RTP: no Receiver Reference Time, and A sends none to
+                            // answer with a DLRR.
                             let XrBlock::VoipMetrics(m) = blk else {
                                 panic!("{blk:?}")
                             };
@@ -408,4 +417,176 @@ fn xr_voip_metrics_are_read_by_wireshark_as_written() {
     let peer = a.summary();
     assert_eq!(peer.peer_xr, Some(last));
     assert_eq!(peer.xr_received, sent_by_b.len() as u64);
+}
+
+/// What [`receive_only_call`] saw: both sessions, the pcap of every RTCP compound, the DLRR
+/// sub-blocks A sent (LRR, DLRR) and how many Receiver Reference Time blocks B sent.
+struct ReceiveOnly {
+    a: MediaSession,
+    b: MediaSession,
+    pcap: Pcap,
+    dlrr_by_a: Vec<(u32, u32)>,
+    rrt_by_b: usize,
+}
+
+/// A 40 s G.711 call where only A sends RTP (B is `recvonly`, as a held phone or a listener),
+/// 20 ms each way, `rtcp_xr` on both ends or on neither.
+fn receive_only_call(xr: bool) -> ReceiveOnly {
+    use media::rtcp::{RtcpPacket, parse_compound};
+    use media::xr::XrBlock;
+    let t0 = Instant::now();
+    let mut a = MediaSession::new(
+        SessionConfig {
+            rtcp_xr: xr,
+            ..cfg(0xa)
+        },
+        t0,
+    )
+    .unwrap();
+    let mut b = MediaSession::new(
+        SessionConfig {
+            rtcp_xr: xr,
+            direction: Direction::RecvOnly,
+            ..cfg(0xb)
+        },
+        t0,
+    )
+    .unwrap();
+    let wire = || -> Impairment<Vec<u8>> {
+        Impairment::new(ImpairmentConfig {
+            delay: Duration::from_millis(20),
+            seed: 9,
+            ..ImpairmentConfig::default()
+        })
+    };
+    let (mut ab, mut ba) = (wire(), wire());
+    let (mut pcap, mut dlrr_by_a, mut rrt_by_b) = (Pcap::new(), Vec::new(), 0);
+    let end = t0 + Duration::from_secs(40);
+    let mut now = t0;
+    loop {
+        while let Some(p) = ab.poll_packet(now) {
+            let _ = b.handle_packet(now, &p);
+        }
+        while let Some(p) = ba.poll_packet(now) {
+            let _ = a.handle_packet(now, &p);
+        }
+        for (from_a, s) in [(true, &mut a), (false, &mut b)] {
+            while let Some(o) = s.poll_transmit(now) {
+                assert!(from_a || o.kind == PacketKind::Rtcp, "B sends no RTP");
+                if o.kind == PacketKind::Rtcp {
+                    pcap.push((now - t0).as_micros() as u64, &o.bytes);
+                    for p in parse_compound(&o.bytes).unwrap() {
+                        let RtcpPacket::ExtendedReport { blocks, .. } = p else {
+                            continue;
+                        };
+                        for blk in blocks {
+                            match blk {
+                                XrBlock::Dlrr(items) if from_a => {
+                                    assert_eq!(items.len(), 1, "{items:?}");
+                                    assert_eq!(items[0].ssrc, 0xb);
+                                    dlrr_by_a.push((items[0].lrr, items[0].dlrr));
+                                }
+                                XrBlock::ReceiverReferenceTime { .. } if !from_a => {
+                                    rrt_by_b += 1;
+                                }
+                                XrBlock::VoipMetrics(_) => {}
+                                other => panic!("{from_a}: {other:?}"),
+                            }
+                        }
+                    }
+                }
+                if from_a {
+                    ab.handle_packet(now, o.bytes);
+                } else {
+                    ba.handle_packet(now, o.bytes);
+                }
+            }
+        }
+        if now >= end && a.poll_timeout().is_some() {
+            a.stop(now);
+            b.stop(now);
+            continue;
+        }
+        match [
+            a.poll_timeout(),
+            b.poll_timeout(),
+            ab.poll_timeout(),
+            ba.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        {
+            Some(n) => now = n.max(now),
+            None => break,
+        }
+    }
+    ReceiveOnly {
+        a,
+        b,
+        pcap,
+        dlrr_by_a,
+        rrt_by_b,
+    }
+}
+
+/// RTCP XR Receiver Reference Time and DLRR (RFC 3611 §4.4–§4.5): a receive-only end (no
+/// RTP, so no SR for the sender to answer with LSR/DLSR) sends RRT blocks, the sender answers
+/// each with a DLRR sub-block, and the receive-only end gets its round trip time: 40 ms on a
+/// path of 20 ms each way. Without XR it has none. tshark's dissector reads our blocks as
+/// written (the LRR and DLRR of each sub-block; one RRT per compound of B's).
+#[test]
+fn xr_rrt_and_dlrr_give_a_receive_only_end_its_round_trip_time() {
+    if !tshark_present() {
+        return;
+    }
+    let plain = receive_only_call(false);
+    assert_eq!(
+        plain.b.summary().rtt_avg_ms,
+        None,
+        "no RTT for a receiver without XR"
+    );
+    assert!(
+        plain.a.summary().rtt_avg_ms.is_some(),
+        "the sender has its RTT (RR)"
+    );
+    assert_eq!((plain.rrt_by_b, plain.dlrr_by_a.len()), (0, 0));
+
+    let seen = receive_only_call(true);
+    let (a, b) = (seen.a.summary(), seen.b.summary());
+    eprintln!(
+        "A: rtt {:?}; B: rtt {:?} from {} DLRR",
+        a.rtt_avg_ms, b.rtt_avg_ms, b.xr_rtts
+    );
+    // RTCP every 2.5–7.5 s over 40 s: several of each.
+    assert!(seen.rrt_by_b >= 4, "{}", seen.rrt_by_b);
+    assert!(seen.dlrr_by_a.len() >= 3, "{:?}", seen.dlrr_by_a);
+    assert!(b.xr_rtts >= 3, "{b:?}");
+    let rtt = b.rtt_avg_ms.expect("B's round trip from DLRR");
+    // 40 ms, within the 1/65536 s rounding of the NTP fields.
+    assert!((rtt - 40.0).abs() < 0.2, "{rtt}");
+    assert!((b.rtt_max_ms.unwrap() - 40.0).abs() < 0.2, "{b:?}");
+    assert_eq!(a.xr_rtts, 0, "A sends RTP: its RTT comes from B's RR");
+    assert!(
+        a.rtt_avg_ms.is_some_and(|r| (r - 40.0).abs() < 0.2),
+        "{a:?}"
+    );
+
+    let path = std::env::temp_dir().join(format!("sipmeter-rrt-{}.pcap", std::process::id()));
+    std::fs::write(&path, &seen.pcap.0).unwrap();
+    let dlrr = tshark_xr_blocks(&path, 5, &["rtcp.xr.lrr", "rtcp.xr.dlrr"]);
+    let rrt = tshark_xr_blocks(&path, 4, &["rtcp.xr.bl"]);
+    let _ = std::fs::remove_file(&path);
+    let ours: Vec<Vec<i64>> = seen
+        .dlrr_by_a
+        .iter()
+        .map(|&(lrr, d)| vec![lrr.into(), d.into()])
+        .collect();
+    assert_eq!(
+        dlrr, ours,
+        "tshark's reading (left) and the DLRR sub-blocks A sent"
+    );
+    // Each of B's XR packets: the RRT block, two words long (§4.4), then the VoIP Metrics
+    // block, eight (§4.7).
+    assert_eq!(rrt, vec![vec![2, 8]; seen.rrt_by_b]);
 }
