@@ -388,18 +388,30 @@ impl ServiceMedia {
 }
 
 impl ServiceCall {
-    /// Gives the core this call's SRTP/SRTCP packets that failed (echo's or the tone's).
+    /// Gives the core this call's SRTP/SRTCP packets that failed (echo's or the tone's),
+    /// and whether its DTLS-SRTP handshake gave keys.
     fn count_srtp(&self, core: &mut Registrar) {
-        let (auth, replayed) = match &self.media {
-            Some(Media::Echo(e)) => (e.srtp_auth_failures, e.srtp_replayed),
+        let (auth, replayed, keyed) = match &self.media {
+            Some(Media::Echo(e)) => (
+                e.srtp_auth_failures,
+                e.srtp_replayed,
+                e.dtls_summary().map(|d| d.suite.is_some()),
+            ),
             Some(Media::Tone { session, .. }) => {
                 let s = session.summary();
-                (s.srtp_auth_failures, s.srtp_replayed)
+                (
+                    s.srtp_auth_failures,
+                    s.srtp_replayed,
+                    s.dtls.as_ref().map(|d| d.suite.is_some()),
+                )
             }
-            None => (0, 0),
+            None => (0, 0, None),
         };
         if auth | replayed != 0 {
             core.count_service_srtp(auth, replayed);
+        }
+        if let Some(keyed) = keyed {
+            core.count_service_dtls(keyed);
         }
     }
 

@@ -521,6 +521,7 @@ fn dtls_callers_call_echo_and_tone() {
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.refused_488, s.ended_bye), (4, 0, 4), "{s:?}");
     assert_eq!((s.srtp_auth_failures, s.srtp_replayed), (0, 0), "{s:?}");
+    assert_eq!((s.dtls_keyed, s.dtls_failures), (4, 0), "{s:?}");
 }
 
 #[test]
@@ -1177,6 +1178,8 @@ fn services_keep_dtls_inside_a_call_and_refuse_what_would_change_it() {
         assert_eq!(sip.read().status(), Some(200));
         let s = rt.block_on(reg.stop()).services;
         assert_eq!((s.answered, s.refused_488, s.ended_bye), (1, 2, 1), "{s:?}");
+        // The raw caller never answered the service's ClientHello: no keys, counted.
+        assert_eq!((s.dtls_keyed, s.dtls_failures), (0, 1), "{s:?}");
     }
     // A plain call offered DTLS inside it; a DTLS offer without rtcp-mux.
     let (rt, reg, mut sip, raw, media) = raw_media_call("echo");
@@ -1214,6 +1217,11 @@ fn services_keep_dtls_inside_a_call_and_refuse_what_would_change_it() {
     assert_eq!(refused.status(), Some(488), "{}", refused.summary());
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.refused_488), (1, 2), "{s:?}");
+    assert_eq!(
+        (s.dtls_keyed, s.dtls_failures),
+        (0, 0),
+        "a plain call: {s:?}"
+    );
 }
 
 /// Echo and tone follow a caller's re-INVITE to plain RTP and back to SRTP, as a phone

@@ -109,7 +109,7 @@ fn a_sipp_uac_calls_echo_and_tone_on_the_standalone_registrar() {
     );
     let stopped = stop(&reg, &mut out);
     assert!(
-        stopped.contains("services: ServiceStats { answered: 5, active: 0, refused_488: 0, ended_bye: 5, ended_by_us: 0, srtp_auth_failures: 0, srtp_replayed: 0 }"),
+        stopped.contains("services: ServiceStats { answered: 5, active: 0, refused_488: 0, ended_bye: 5, ended_by_us: 0, srtp_auth_failures: 0, srtp_replayed: 0, dtls_keyed: 0, dtls_failures: 0 }"),
         "{stopped}"
     );
 }
@@ -153,7 +153,7 @@ fn the_echo_hangs_up_on_a_silent_caller_after_the_media_timeout() {
     assert!(started.elapsed() < Duration::from_secs(20));
     let stopped = stop(&reg, &mut out);
     assert!(
-        stopped.contains("services: ServiceStats { answered: 1, active: 0, refused_488: 0, ended_bye: 0, ended_by_us: 1, srtp_auth_failures: 0, srtp_replayed: 0 }"),
+        stopped.contains("services: ServiceStats { answered: 1, active: 0, refused_488: 0, ended_bye: 0, ended_by_us: 1, srtp_auth_failures: 0, srtp_replayed: 0, dtls_keyed: 0, dtls_failures: 0 }"),
         "{stopped}"
     );
 }
@@ -194,7 +194,7 @@ fn sipp_calls_echo_with_a_delayed_offer() {
     assert_eq!(code, 0, "SIPp's two delayed-offer calls succeeded");
     let stopped = stop(&reg, &mut out);
     assert!(
-        stopped.contains("services: ServiceStats { answered: 2, active: 0, refused_488: 0, ended_bye: 2, ended_by_us: 0, srtp_auth_failures: 0, srtp_replayed: 0 }"),
+        stopped.contains("services: ServiceStats { answered: 2, active: 0, refused_488: 0, ended_bye: 2, ended_by_us: 0, srtp_auth_failures: 0, srtp_replayed: 0, dtls_keyed: 0, dtls_failures: 0 }"),
         "{stopped}"
     );
 }

@@ -429,6 +429,12 @@ impl Registrar {
         self.services.count_srtp(auth_failures, replayed);
     }
 
+    /// The driver's word on a DTLS-SRTP service call's handshake, given when the call's media
+    /// is released: keyed or not, into [`Stats::services`].
+    pub fn count_service_dtls(&mut self, keyed: bool) {
+        self.services.count_dtls(keyed);
+    }
+
     /// Ends a service call from our side (the driver saw no media): BYE to the caller.
     pub fn end_service_call(&mut self, now: Instant, call: ServiceCallId) {
         self.services.end_call(

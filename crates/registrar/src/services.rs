@@ -193,6 +193,12 @@ pub struct ServiceStats {
     /// SRTP/SRTCP packets from callers replayed or too old for the replay window (dropped),
     /// reported likewise.
     pub srtp_replayed: u64,
+    /// DTLS-SRTP calls whose handshake gave keys, reported likewise
+    /// ([`crate::Registrar::count_service_dtls`]).
+    pub dtls_keyed: u64,
+    /// DTLS-SRTP calls whose handshake gave none (failed: the caller's certificate not its
+    /// fingerprint, no answer; or not over when the call ended).
+    pub dtls_failures: u64,
 }
 
 #[derive(Debug)]
@@ -291,6 +297,15 @@ impl Services {
     pub fn count_srtp(&mut self, auth_failures: u64, replayed: u64) {
         self.stats.srtp_auth_failures += auth_failures;
         self.stats.srtp_replayed += replayed;
+    }
+
+    /// Counts a DTLS-SRTP call's handshake: keyed or not (see [`ServiceStats::dtls_keyed`]).
+    pub fn count_dtls(&mut self, keyed: bool) {
+        if keyed {
+            self.stats.dtls_keyed += 1;
+        } else {
+            self.stats.dtls_failures += 1;
+        }
     }
 
     /// Replaces the limits (applies to calls answered from now on).
