@@ -3004,14 +3004,20 @@ call = "group:callees"
                 "repeat",
                 "only with `on`",
             ),
-            ("on = \"held\", after = \"soon\", do = \"hold\"", "after", ""),
+            (
+                "on = \"held\", after = \"soon\", do = \"hold\"",
+                "after",
+                "",
+            ),
             (
                 "on = \"held\", do = \"dance\"",
                 "do",
                 "expected hold, resume, reinvite, dtmf, transfer or hangup",
             ),
         ] {
-            let bad = format!("{base}actions = [\n  {{ at = \"1s\", do = \"hold\" }},\n  {{ {action} }},\n]\n");
+            let bad = format!(
+                "{base}actions = [\n  {{ at = \"1s\", do = \"hold\" }},\n  {{ {action} }},\n]\n"
+            );
             let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
             assert_eq!(
                 (e.line, e.field.as_str()),

@@ -13,8 +13,8 @@ fn run(name: &str, file: &str) -> Vec<EndpointReport> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let mut prepared =
-        agent::testfile::prepare(name, file, name.as_bytes(), now).unwrap_or_else(|e| panic!("{e}"));
+    let mut prepared = agent::testfile::prepare(name, file, name.as_bytes(), now)
+        .unwrap_or_else(|e| panic!("{e}"));
     prepared.plan.keep_all_traces = true;
     let (tx, _rx) = std::sync::mpsc::channel();
     let (_, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
@@ -67,6 +67,7 @@ seed = 21
 id = "builtin"
 kind = "builtin"
 transport = "udp"
+udp_socket = "per-endpoint"
 
 [[group]]
 name = "callees"
@@ -97,20 +98,43 @@ actions = [
     }
     for r in reports.iter().filter(|r| r.group == "callees") {
         let (n, first) = fired(r, "dtmf:5", "hold");
-        assert_eq!(n, 1, "the second 5 holds nobody again: {:?}", r.event_actions);
+        assert_eq!(
+            n, 1,
+            "the second 5 holds nobody again: {:?}",
+            r.event_actions
+        );
         // On the digit sent a second into the call, not before.
         assert!(first.unwrap() >= 1000.0, "{first:?}");
         let (n, first_resume) = fired(r, "dtmf:7", "resume");
         assert_eq!(n, 1, "{:?}", r.event_actions);
-        assert!(first_resume.unwrap() >= first.unwrap() + 500.0, "{first_resume:?}");
+        assert!(
+            first_resume.unwrap() >= first.unwrap() + 500.0,
+            "{first_resume:?}"
+        );
         // 7 and 8 by INFO as they came, the RTP 5 at the call's end, the INFO 5.
         let mut digits: Vec<char> = r.dtmf_received.chars().collect();
         digits.sort_unstable();
         assert_eq!(digits, ['5', '5', '7', '8'], "{}", r.dtmf_received);
-        assert!(has_note(r, "action on dtmf:5: hold (re-INVITE a=sendonly)"), "{:#?}", notes(r));
-        assert!(has_note(r, "event dtmf:7: resume in 500 ms"), "{:#?}", notes(r));
-        assert!(has_note(r, "action on dtmf:7: resume (re-INVITE a=sendrecv)"), "{:#?}", notes(r));
-        assert_eq!(messages(r, Direction::Sent, "INVITE ").len(), 2, "hold and resume");
+        assert!(
+            has_note(r, "action on dtmf:5: hold (re-INVITE a=sendonly)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "event dtmf:7: resume in 500 ms"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "action on dtmf:7: resume (re-INVITE a=sendrecv)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert_eq!(
+            messages(r, Direction::Sent, "INVITE ").len(),
+            2,
+            "hold and resume"
+        );
     }
     for r in reports.iter().filter(|r| r.group == "callers") {
         // The callee's hold and resume, seen by the caller: its actions on them ran.
@@ -118,8 +142,16 @@ actions = [
         assert_eq!(fired(r, "resumed", "dtmf").0, 1, "{:?}", r.event_actions);
         // In the order sent: 5 (RTP), 7 on the hold, 8 on the resume, 5 (INFO).
         assert_eq!(r.dtmf_sent, "5785");
-        assert!(has_note(r, "action on held: DTMF 7 (INFO)"), "{:#?}", notes(r));
-        assert!(has_note(r, "action on resumed: DTMF 8 (INFO)"), "{:#?}", notes(r));
+        assert!(
+            has_note(r, "action on held: DTMF 7 (INFO)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "action on resumed: DTMF 8 (INFO)"),
+            "{:#?}",
+            notes(r)
+        );
         // Both re-INVITEs came from the callee: sendonly, then sendrecv.
         let reinvites: Vec<&str> = r
             .trace
@@ -147,6 +179,7 @@ seed = 22
 id = "builtin"
 kind = "builtin"
 transport = "udp"
+udp_socket = "per-endpoint"
 
 [[group]]
 name = "callees"
@@ -173,9 +206,14 @@ actions = [{ at = "1s", do = "dtmf", digits = "1#", method = "info", duration = 
         assert_eq!(r.dtmf_received, "1#1#");
         let (n, first) = fired(r, "dtmf:#", "hangup");
         assert_eq!(n, 2, "once in each call");
-        // `#` goes 2 × 50 ms after `1`.
-        assert!(first.unwrap() >= 1100.0, "{first:?}");
-        assert!(has_note(r, "action on dtmf:#: hang-up (BYE)"), "{:#?}", notes(r));
+        // `#` goes 2 × 50 ms after `1`, 1.1 s after the caller's answer (the 200 OK); the
+        // callee's answer (the ACK) is a moment later.
+        assert!((1050.0..1500.0).contains(&first.unwrap()), "{first:?}");
+        assert!(
+            has_note(r, "action on dtmf:#: hang-up (BYE)"),
+            "{:#?}",
+            notes(r)
+        );
         assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 2);
         assert!(messages(r, Direction::Received, "BYE ").is_empty());
     }
@@ -204,6 +242,7 @@ seed = 23
 id = "builtin"
 kind = "builtin"
 transport = "udp"
+udp_socket = "per-endpoint"
 
 [[group]]
 name = "callees"

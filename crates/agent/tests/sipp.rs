@@ -1714,7 +1714,10 @@ fn our_callers_hang_up_on_a_hash_sent_by_info() {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         assert_eq!(r.dtmf_received, "#");
         let a = &r.event_actions[0];
-        assert_eq!((a.on.as_str(), a.action.as_str(), a.fired), ("dtmf:#", "hangup", 1));
+        assert_eq!(
+            (a.on.as_str(), a.action.as_str(), a.fired),
+            ("dtmf:#", "hangup", 1)
+        );
         let lasted = r.timings.call_duration_ms.expect("answered");
         assert!((1000.0..4000.0).contains(&lasted), "{lasted} ms of 8 s");
         assert!(

@@ -57,10 +57,9 @@ impl CallTrigger {
             _ => match lower.strip_prefix("dtmf:") {
                 Some("") => return Err("`dtmf:` names no digit (e.g. dtmf:5, dtmf:123#)".into()),
                 Some(digits) => {
-                    if let Some(c) = digits
-                        .chars()
-                        .find(|c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'))
-                    {
+                    if let Some(c) = digits.chars().find(
+                        |c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'),
+                    ) {
                         return Err(format!("`{c}` is not a DTMF digit (0-9 * # A-D)"));
                     }
                     Self::Dtmf(Some(digits.to_ascii_uppercase()))
@@ -211,7 +210,13 @@ fn holds_us(offer: &[u8]) -> Option<bool> {
         .find(|m| m.media.eq_ignore_ascii_case("audio"))
         .or(sd.media.first())?;
     let parked = sd.connection_of(m).is_some_and(|ip| ip.is_unspecified());
-    Some(parked || matches!(sd.direction_of(m), Direction::SendOnly | Direction::Inactive))
+    Some(
+        parked
+            || matches!(
+                sd.direction_of(m),
+                Direction::SendOnly | Direction::Inactive
+            ),
+    )
 }
 
 impl<'a> Shard<'a> {
@@ -250,9 +255,11 @@ impl<'a> Shard<'a> {
     /// Digits the call's media session received as RFC 4733 events since last looked.
     pub(super) fn events_media(&mut self, idx: usize, now: Instant) {
         let ep = &mut self.endpoints[idx];
-        let (Some(e), Some(m), Some(call)) =
-            (ep.events.as_deref_mut(), ep.media.as_deref(), ep.active_call)
-        else {
+        let (Some(e), Some(m), Some(call)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref(),
+            ep.active_call,
+        ) else {
             return;
         };
         let got = m.dtmf_received();
@@ -297,7 +304,10 @@ impl<'a> Shard<'a> {
                 (CallTrigger::Answered, Happened::Answered) => true,
                 (CallTrigger::Dtmf(None), Happened::Digit) => true,
                 (CallTrigger::Dtmf(Some(seq)), Happened::Digit) => {
-                    let hit = e.digits.get(p.from..).is_some_and(|d| d.ends_with(seq.as_str()));
+                    let hit = e
+                        .digits
+                        .get(p.from..)
+                        .is_some_and(|d| d.ends_with(seq.as_str()));
                     if hit {
                         // The next match starts after this one ("11" in "111" once, not twice).
                         p.from = e.digits.len();
@@ -405,11 +415,26 @@ mod tests {
         ] {
             let parsed = CallTrigger::parse(text).unwrap();
             assert_eq!(parsed, t, "{text}");
-            assert_eq!(parsed.to_string(), text.to_ascii_lowercase().replace("12a", "12A"));
+            assert_eq!(
+                parsed.to_string(),
+                text.to_ascii_lowercase().replace("12a", "12A")
+            );
         }
-        assert!(CallTrigger::parse("dtmf:").unwrap_err().contains("names no digit"));
-        assert!(CallTrigger::parse("dtmf:5x").unwrap_err().contains("`x` is not a DTMF digit"));
-        assert!(CallTrigger::parse("ringing").unwrap_err().contains("expected an event"));
+        assert!(
+            CallTrigger::parse("dtmf:")
+                .unwrap_err()
+                .contains("names no digit")
+        );
+        assert!(
+            CallTrigger::parse("dtmf:5x")
+                .unwrap_err()
+                .contains("`x` is not a DTMF digit")
+        );
+        assert!(
+            CallTrigger::parse("ringing")
+                .unwrap_err()
+                .contains("expected an event")
+        );
     }
 
     #[test]
@@ -420,10 +445,19 @@ mod tests {
                  m=audio 4000 RTP/AVP 0\r\n{extra}"
             )
         };
-        assert_eq!(holds_us(sdp("a=sendonly\r\n", "10.0.0.1").as_bytes()), Some(true));
-        assert_eq!(holds_us(sdp("a=inactive\r\n", "10.0.0.1").as_bytes()), Some(true));
+        assert_eq!(
+            holds_us(sdp("a=sendonly\r\n", "10.0.0.1").as_bytes()),
+            Some(true)
+        );
+        assert_eq!(
+            holds_us(sdp("a=inactive\r\n", "10.0.0.1").as_bytes()),
+            Some(true)
+        );
         assert_eq!(holds_us(sdp("", "0.0.0.0").as_bytes()), Some(true));
-        assert_eq!(holds_us(sdp("a=recvonly\r\n", "10.0.0.1").as_bytes()), Some(false));
+        assert_eq!(
+            holds_us(sdp("a=recvonly\r\n", "10.0.0.1").as_bytes()),
+            Some(false)
+        );
         assert_eq!(holds_us(sdp("", "10.0.0.1").as_bytes()), Some(false));
         assert_eq!(holds_us(b"not sdp"), None);
     }
