@@ -6,6 +6,18 @@
 use agent::engine::{EndpointReport, Outcome, StopHandle};
 use agent::trace::Direction;
 
+/// A test file's head: the built-in registrar (one UDP socket per endpoint: see the README's
+/// "Not yet" on a callee's requests over a shared socket) and two answering callees, whose
+/// `actions` come next.
+fn head(name: &str, duration: &str, seed: u32) -> String {
+    format!(
+        "name = \"{name}\"\nduration = \"{duration}\"\nseed = {seed}\n\n[[registrar]]\n\
+         id = \"builtin\"\nkind = \"builtin\"\ntransport = \"udp\"\n\
+         udp_socket = \"per-endpoint\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\n\
+         registrar = \"builtin\"\nrole = \"answer\"\n"
+    )
+}
+
 /// Runs a test file (traces kept) and returns its reports.
 fn run(name: &str, file: &str) -> Vec<EndpointReport> {
     // The built-in registrar's credentials are issued for a day from now.
@@ -58,23 +70,8 @@ fn messages<'a>(r: &'a EndpointReport, direction: Direction, start: &str) -> Vec
 /// fires once per call unless it repeats.
 #[test]
 fn a_digit_holds_the_caller_and_the_caller_answers_its_hold_and_resume() {
-    let file = r#"
-name = "events-hold"
-duration = "4s"
-seed = 21
-
-[[registrar]]
-id = "builtin"
-kind = "builtin"
-transport = "udp"
-udp_socket = "per-endpoint"
-
-[[group]]
-name = "callees"
-endpoints = 2
-registrar = "builtin"
-role = "answer"
-actions = [
+    let file = head("events-hold", "4s", 21)
+        + r#"actions = [
   { on = "dtmf:5", do = "hold" },
   { on = "dtmf:7", after = "500ms", do = "resume" },
 ]
@@ -91,7 +88,7 @@ actions = [
   { on = "resumed", do = "dtmf", digits = "8", method = "info" },
 ]
 "#;
-    let reports = run("events-hold.toml", file);
+    let reports = run("events-hold.toml", &file);
     assert_eq!(reports.len(), 4);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -170,23 +167,8 @@ actions = [
 /// call), and every endpoint ends SUCCESS.
 #[test]
 fn the_callee_hangs_up_on_a_hash() {
-    let file = r#"
-name = "events-hangup"
-duration = "5s"
-seed = 22
-
-[[registrar]]
-id = "builtin"
-kind = "builtin"
-transport = "udp"
-udp_socket = "per-endpoint"
-
-[[group]]
-name = "callees"
-endpoints = 2
-registrar = "builtin"
-role = "answer"
-actions = [{ on = "dtmf:#", do = "hangup" }]
+    let file = head("events-hangup", "5s", 22)
+        + r#"actions = [{ on = "dtmf:#", do = "hangup" }]
 
 [[group]]
 name = "callers"
@@ -197,7 +179,7 @@ calls = 2
 pause = "200ms"
 actions = [{ at = "1s", do = "dtmf", digits = "1#", method = "info", duration = "50ms" }]
 "#;
-    let reports = run("events-hangup.toml", file);
+    let reports = run("events-hangup.toml", &file);
     assert_eq!(reports.len(), 4);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -233,23 +215,8 @@ actions = [{ at = "1s", do = "dtmf", digits = "1#", method = "info", duration = 
 /// callers hang up at 2.5 s of a 6 s call (a timed `hangup`).
 #[test]
 fn every_reinvite_is_answered_with_a_digit_and_the_caller_hangs_up_early() {
-    let file = r#"
-name = "events-reinvite"
-duration = "6s"
-seed = 23
-
-[[registrar]]
-id = "builtin"
-kind = "builtin"
-transport = "udp"
-udp_socket = "per-endpoint"
-
-[[group]]
-name = "callees"
-endpoints = 2
-registrar = "builtin"
-role = "answer"
-actions = [
+    let file = head("events-reinvite", "6s", 23)
+        + r#"actions = [
   { on = "reinvite", do = "dtmf", digits = "1", method = "info", repeat = true },
   { on = "held", do = "dtmf", digits = "9", method = "info" },
 ]
@@ -265,7 +232,7 @@ actions = [
   { at = "2500ms", do = "hangup" },
 ]
 "#;
-    let reports = run("events-reinvite.toml", file);
+    let reports = run("events-reinvite.toml", &file);
     assert_eq!(reports.len(), 4);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
