@@ -18,7 +18,8 @@ fn head(name: &str, duration: &str, seed: u32) -> String {
     )
 }
 
-/// Runs a test file (traces kept) and returns its reports.
+/// Runs a test file (traces kept) and returns its reports: two callers and two callees, each
+/// SUCCESS.
 fn run(name: &str, file: &str) -> Vec<EndpointReport> {
     // The built-in registrar's credentials are issued for a day from now.
     let now = std::time::SystemTime::now()
@@ -30,6 +31,10 @@ fn run(name: &str, file: &str) -> Vec<EndpointReport> {
     prepared.plan.keep_all_traces = true;
     let (tx, _rx) = std::sync::mpsc::channel();
     let (_, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
     reports
 }
 
@@ -89,10 +94,6 @@ actions = [
 ]
 "#;
     let reports = run("events-hold.toml", &file);
-    assert_eq!(reports.len(), 4);
-    for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-    }
     for r in reports.iter().filter(|r| r.group == "callees") {
         let (n, first) = fired(r, "dtmf:5", "hold");
         assert_eq!(
@@ -180,10 +181,6 @@ pause = "200ms"
 actions = [{ at = "1s", do = "dtmf", digits = "1#", method = "info", duration = "50ms" }]
 "#;
     let reports = run("events-hangup.toml", &file);
-    assert_eq!(reports.len(), 4);
-    for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-    }
     for r in reports.iter().filter(|r| r.group == "callees") {
         assert_eq!(r.dtmf_received, "1#1#");
         let (n, first) = fired(r, "dtmf:#", "hangup");
@@ -233,10 +230,6 @@ actions = [
 ]
 "#;
     let reports = run("events-reinvite.toml", &file);
-    assert_eq!(reports.len(), 4);
-    for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-    }
     for r in reports.iter().filter(|r| r.group == "callers") {
         let (n, first) = fired(r, "answered", "reinvite");
         assert_eq!(n, 1);
