@@ -1472,6 +1472,13 @@ impl CallMedia {
             .is_some_and(|s| s.config().direction.receives())
     }
 
+    /// The DTMF digits received so far in this call as RFC 4733 events.
+    pub fn dtmf_received(&self) -> &str {
+        self.session
+            .as_ref()
+            .map_or("", MediaSession::dtmf_received)
+    }
+
     /// The negotiated codec's name (`PCMU` …).
     pub fn codec(&self) -> Option<&'static str> {
         self.negotiated.as_ref().map(|n| n.codec.encoding_name())

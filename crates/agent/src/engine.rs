@@ -46,11 +46,13 @@ use crate::timerheap::TimerHeap;
 use crate::trace::{Direction, Trace, TraceEntry};
 use crate::udpbatch::{self, RecvBatch, SendQueue};
 
+mod events;
 mod failover_glue;
 mod proxy_failover;
 mod proxy_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
+pub use events::{CallTrigger, EventAction, EventActionReport};
 pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
@@ -178,6 +180,8 @@ pub struct GroupPlan {
     pub register: bool,
     /// What each call does while it is up, in time order (hold, resume, DTMF).
     pub actions: Vec<CallAction>,
+    /// What each call does when something happens in it (a digit received, a hold).
+    pub event_actions: Vec<EventAction>,
     /// RTP media in each call (`None`: signalling only, with a fixed SDP).
     pub media: Option<MediaPlan>,
 }
@@ -226,6 +230,8 @@ pub enum ActionKind {
         /// The Refer-To URIs.
         targets: Vec<Uri>,
     },
+    /// End the call now with BYE, before the call's duration: a normal end, not a failure.
+    Hangup,
 }
 
 /// A whole run.
@@ -445,6 +451,9 @@ pub struct EndpointReport {
     pub dtmf_sent: String,
     /// DTMF digits this endpoint received (SIP INFO `application/dtmf-relay` or `application/dtmf`).
     pub dtmf_received: String,
+    /// How often each of its group's actions on an event ran (absent when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_actions: Vec<EventActionReport>,
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
@@ -1430,6 +1439,8 @@ struct Endpoint {
     dtmf_received: String,
     /// Its call transfers, once it sent one.
     transfers: Option<Box<transfer::Transfers>>,
+    /// Its actions on events, once a call of a group with some was answered.
+    events: Option<Box<events::EventState>>,
     trace: Trace,
     /// The Call-ID of the current call (its route retires when the call ends).
     call_cid: Option<String>,
@@ -1831,6 +1842,7 @@ impl<'a> Shard<'a> {
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
                 transfers: None,
+                events: None,
                 link,
                 own_udp: udp.is_some(),
                 failover: EndpointFailover::new(&shard.targets[plan.groups[g].server], start),
@@ -1853,36 +1865,57 @@ impl<'a> Shard<'a> {
         Ok(shard.stats)
     }
 
-    /// When the current call's next scenario action is due (a hold or resume only while a
-    /// new offer may go, [`sip_proto::ua::UserAgent::can_offer`]).
+    /// When the current call's next scenario action is due, at a time or on an event (a
+    /// hold or resume only while a new offer may go,
+    /// [`sip_proto::ua::UserAgent::can_offer`]; none once the call is ending).
     fn next_action_at(&self, idx: usize) -> Option<Instant> {
         let ep = &self.endpoints[idx];
-        let action = self.plan.groups[ep.group].actions.get(ep.next_action)?;
         let call = ep.active_call?;
+        if !events::call_up(ep, call, self.stopping) {
+            return None;
+        }
         // RFC 3264 §4: no new offer while one is open. A hold or resume due while our previous
         // re-INVITE (or an offer received) waits for its answer goes once that answer came
         // (the response re-schedules the endpoint), not dropped.
-        if matches!(
-            action.kind,
-            ActionKind::Hold | ActionKind::Resume | ActionKind::Reinvite { .. }
-        ) && !ep.ua.can_offer(call)
-        {
-            return None;
-        }
-        (ep.phase == Phase::Incall && !self.stopping).then_some(ep.answered_at? + action.at)
+        let may = |kind: &ActionKind| {
+            !matches!(
+                kind,
+                ActionKind::Hold | ActionKind::Resume | ActionKind::Reinvite { .. }
+            ) || ep.ua.can_offer(call)
+        };
+        let timed = self.plan.groups[ep.group]
+            .actions
+            .get(ep.next_action)
+            .filter(|a| may(&a.kind))
+            .and_then(|a| Some(ep.answered_at? + a.at));
+        let on_event = self
+            .next_event_step(idx)
+            .filter(|(_, kind)| may(kind))
+            .map(|(at, _)| at);
+        timed.into_iter().chain(on_event).min()
     }
 
-    /// Runs the current call's scenario actions that are due.
+    /// Runs the current call's scenario actions that are due (at a time or on an event, the
+    /// earlier first).
     fn run_actions(&mut self, idx: usize, now: Instant) {
         while let Some(at) = self.next_action_at(idx).filter(|&t| t <= now) {
             let plan = self.plan;
             let ip = self.local(idx).ip();
+            let (kind, on) = match self.take_event_step(idx, at) {
+                Some((kind, on)) => (kind, Some(on)),
+                None => {
+                    let ep = &mut self.endpoints[idx];
+                    let Some(action) = plan.groups[ep.group].actions.get(ep.next_action) else {
+                        return;
+                    };
+                    ep.next_action += 1;
+                    (&action.kind, None)
+                }
+            };
             let ep = &mut self.endpoints[idx];
             let Some(call) = ep.active_call else { return };
-            let action = &plan.groups[ep.group].actions[ep.next_action];
-            ep.next_action += 1;
-            let version = ep.next_action as u64 + 1;
-            let note = match &action.kind {
+            let version = ep.next_action as u64 + events::steps_run(ep) + 1;
+            let note = match kind {
                 ActionKind::Hold => {
                     let offer = match ep.media.as_mut() {
                         Some(m) => m.reoffer(now, media::sdp::Direction::SendOnly),
@@ -1954,9 +1987,21 @@ impl<'a> Shard<'a> {
                         None => "transfer not sent: no target".to_owned(),
                     }
                 }
+                ActionKind::Hangup => {
+                    // As the call's end at its duration; an answerer's phase stays (its
+                    // next call's actions go by it).
+                    if ep.ua.is_outgoing(call) {
+                        ep.set_phase(Phase::Disconnecting, &self.events);
+                    }
+                    ep.ua.hangup(now, call);
+                    "hang-up (BYE)".to_owned()
+                }
             };
-            ep.trace
-                .push(TraceEntry::note(format!("action: {note}"), at - self.start));
+            let note = match on {
+                Some(on) => format!("action on {on}: {note}"),
+                None => format!("action: {note}"),
+            };
+            ep.trace.push(TraceEntry::note(note, at - self.start));
         }
     }
 
@@ -2248,6 +2293,7 @@ impl<'a> Shard<'a> {
                 if more {
                     media.rearm(t.rtcp, &self.media, t);
                 }
+                self.events_media(t.endpoint, Instant::now());
             }
         }
         self.media_pending = MediaDriver::batch_full(n);
@@ -2308,6 +2354,7 @@ impl<'a> Shard<'a> {
                 m.poll_timeout()
             });
             self.pacer.set(idx, at);
+            self.events_media(idx, now);
         }
         let ran = due.len();
         due.clear();
@@ -3130,6 +3177,7 @@ impl<'a> Shard<'a> {
                     ep.script = Script::HangUp(call);
                     ep.script_at = Some(now + plan.call_duration);
                 }
+                self.events_answered(idx, now, call);
             }
             CallEvent::Failed { code, reason } => {
                 ep.call_code = Some(code);
@@ -3173,6 +3221,7 @@ impl<'a> Shard<'a> {
             CallEvent::Info { content_type, body } => {
                 if let Some(d) = dtmf_of(content_type.as_deref(), &body) {
                     ep.dtmf_received.push(d);
+                    self.events_digit(idx, now, call, d);
                 }
             }
             CallEvent::Modified { method, code, .. } if code >= 300 => {
@@ -3226,6 +3275,7 @@ impl<'a> Shard<'a> {
                     let followed = m.follow_remote_offer(now, &offer, &answer);
                     self.followed(idx, now, call, followed, "offer");
                 }
+                self.events_offer(idx, now, call, &offer);
             }
             CallEvent::OfferAnswered { sdp } => {
                 // Our offer in the 2xx to the peer's re-INVITE without one, answered in its
@@ -3504,6 +3554,7 @@ impl<'a> Shard<'a> {
             samples: std::mem::take(&mut ep.samples),
             dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
+            event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
             transfer: ep.transfers.take().map(|t| t.report),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)

@@ -20,8 +20,8 @@ use toml::Spanned;
 use crate::callmedia::{MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
-    ActionKind, CallAction, EndpointPlan, GroupPlan, OfferTiming, Role, RunPlan, RunSummary,
-    ServerTarget, TransportPlan,
+    ActionKind, CallAction, CallTrigger, EndpointPlan, EventAction, GroupPlan, OfferTiming, Role,
+    RunPlan, RunSummary, ServerTarget, TransportPlan,
 };
 use crate::flow::FlowKind;
 
@@ -194,7 +194,8 @@ pub struct GroupEntry {
     /// without SDP: the callee offers, our ACK or PRACK answers).
     pub offer: Option<Spanned<String>>,
     /// Scenario actions in each call: `{ at = "2s", do = "hold" }`, `do = "resume"`,
-    /// `{ at = "1s", do = "dtmf", digits = "123#", duration = "100ms" }`.
+    /// `{ at = "1s", do = "dtmf", digits = "123#", duration = "100ms" }`, or on an event:
+    /// `{ on = "dtmf:#", do = "hangup" }`.
     #[serde(default)]
     pub actions: Vec<ActionEntry>,
     /// Offer and use reliable provisionals (100rel/PRACK, RFC 3262); default false.
@@ -292,9 +293,16 @@ pub enum DscpValue {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionEntry {
-    /// Time after the call is answered.
-    pub at: Spanned<String>,
-    /// `hold`, `resume`, `reinvite`, `dtmf` or `transfer`.
+    /// Time after the call is answered (or `on`).
+    pub at: Option<Spanned<String>>,
+    /// The event that runs it (instead of `at`): `dtmf`, `dtmf:DIGITS`, `held`, `resumed`,
+    /// `reinvite` or `answered`.
+    pub on: Option<Spanned<String>>,
+    /// With `on`: the delay from the event (default none).
+    pub after: Option<Spanned<String>>,
+    /// With `on`: each time the event comes in a call (default: the first time only).
+    pub repeat: Option<Spanned<bool>>,
+    /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer` or `hangup`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
@@ -562,6 +570,48 @@ impl Ctx<'_> {
 
     fn duration(&self, v: &Spanned<String>, field: &str) -> Result<Duration, FileError> {
         parse_duration(v.get_ref()).or_else(|m| self.err(v.span(), field, m))
+    }
+}
+
+/// An action's event (`on`), checked against its `at`, `after` and `repeat`; `None` for an
+/// action at a time.
+fn event_of(
+    cx: &Ctx<'_>,
+    a: &ActionEntry,
+    afield: &dyn Fn(&str) -> String,
+) -> Result<Option<CallTrigger>, FileError> {
+    match (&a.at, &a.on) {
+        (Some(_), Some(on)) => cx.err(
+            on.span(),
+            afield("on"),
+            "an action runs `at` a time after the answer or `on` an event, not both",
+        ),
+        (None, None) => cx.err(
+            a.action.span(),
+            afield("at"),
+            "an action needs `at` (a time after the answer, e.g. \"5s\") or `on` (an event: \
+             dtmf, dtmf:DIGITS, held, resumed, reinvite or answered)",
+        ),
+        (None, Some(on)) => CallTrigger::parse(on.get_ref())
+            .map(Some)
+            .or_else(|m| cx.err(on.span(), afield("on"), m)),
+        (Some(_), None) => {
+            if let Some(after) = &a.after {
+                return cx.err(
+                    after.span(),
+                    afield("after"),
+                    "is a delay from an event: only with `on` (an action at a time has `at`)",
+                );
+            }
+            if let Some(r) = &a.repeat {
+                return cx.err(
+                    r.span(),
+                    afield("repeat"),
+                    "repeats an action on an event: only with `on`",
+                );
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -1336,9 +1386,17 @@ pub fn prepare_parsed(
             );
         }
         let mut actions = Vec::new();
+        let mut event_actions = Vec::new();
         for (ai, a) in g.actions.iter().enumerate() {
             let afield = |f: &str| format!("group[{gi}].actions[{ai}].{f}");
-            let at = cx.duration(&a.at, &afield("at"))?;
+            let on = event_of(&cx, a, &afield)?;
+            // An action on an event: its steps are timed from the event (`after`).
+            let at = match (&a.at, &a.after) {
+                (Some(at), _) => cx.duration(at, &afield("at"))?,
+                (None, Some(after)) => cx.duration(after, &afield("after"))?,
+                (None, None) => Duration::ZERO,
+            };
+            let first = actions.len();
             let kind = a.action.get_ref().to_ascii_lowercase();
             if a.codecs.is_some() && !matches!(kind.as_str(), "reinvite" | "re-invite") {
                 return cx.err(
@@ -1425,17 +1483,17 @@ pub fn prepare_parsed(
                                 duration_ms: duration.as_millis() as u32,
                             },
                         });
-                        continue;
-                    }
-                    for (k, c) in digits.get_ref().chars().enumerate() {
-                        let digit = c.to_ascii_uppercase();
-                        actions.push(CallAction {
-                            at: at + 2 * duration * k as u32,
-                            kind: ActionKind::DtmfInfo {
-                                digit,
-                                duration_ms: duration.as_millis() as u32,
-                            },
-                        });
+                    } else {
+                        // One INFO per digit, 2× its duration apart.
+                        for (k, c) in digits.get_ref().chars().enumerate() {
+                            actions.push(CallAction {
+                                at: at + 2 * duration * k as u32,
+                                kind: ActionKind::DtmfInfo {
+                                    digit: c.to_ascii_uppercase(),
+                                    duration_ms: duration.as_millis() as u32,
+                                },
+                            });
+                        }
                     }
                 }
                 "transfer" => {
@@ -1451,13 +1509,27 @@ pub fn prepare_parsed(
                         kind: ActionKind::Transfer { targets },
                     });
                 }
+                "hangup" | "hang-up" | "bye" => actions.push(CallAction {
+                    at,
+                    kind: ActionKind::Hangup,
+                }),
                 other => {
                     return cx.err(
                         a.action.span(),
                         afield("do"),
-                        format!("`{other}`: expected hold, resume, reinvite, dtmf or transfer"),
+                        format!(
+                            "`{other}`: expected hold, resume, reinvite, dtmf, transfer or hangup"
+                        ),
                     );
                 }
+            }
+            if let Some(on) = on {
+                event_actions.push(EventAction {
+                    on,
+                    repeat: a.repeat.as_ref().is_some_and(|r| *r.get_ref()),
+                    name: kind,
+                    steps: actions.split_off(first),
+                });
             }
         }
         actions.sort_by_key(|a| a.at);
@@ -1544,6 +1616,7 @@ pub fn prepare_parsed(
             server: site,
             media,
             actions,
+            event_actions,
             name: g.name.clone(),
             endpoints,
             role,
@@ -2743,7 +2816,7 @@ call = "group:callees"
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert!(
             e.message
-                .contains("expected hold, resume, reinvite, dtmf or transfer"),
+                .contains("expected hold, resume, reinvite, dtmf, transfer or hangup"),
             "{e}"
         );
     }
@@ -2833,6 +2906,122 @@ call = "group:callees"
             assert_eq!(
                 (e.line, e.field.as_str()),
                 (19, format!("group[1].actions[0].{field}").as_str()),
+                "{action}: {e}"
+            );
+            assert!(e.message.contains(what), "{action}: {e}");
+        }
+    }
+
+    /// Actions on an event: `on` with `after` and `repeat`, beside timed ones; an INFO DTMF
+    /// of several digits is one step per digit, timed from the event; `hangup`.
+    #[test]
+    fn event_actions_sit_beside_timed_ones() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let ok = format!(
+            "{base}actions = [{{ at = \"3s\", do = \"hangup\" }}, {{ on = \"dtmf:5\", do = \"hold\" }}, {{ on = \"Held\", after = \"1s\", do = \"dtmf\", digits = \"12\", method = \"info\", duration = \"50ms\", repeat = true }}, {{ on = \"dtmf:#\", do = \"hang-up\" }}]\n"
+        );
+        let p = prepare("t.toml", &ok, b"s", 0).unwrap();
+        let g = &p.plan.groups[0];
+        assert_eq!(
+            g.actions,
+            [CallAction {
+                at: Duration::from_secs(3),
+                kind: ActionKind::Hangup
+            }]
+        );
+        let ev = &g.event_actions;
+        assert_eq!(ev.len(), 3);
+        assert_eq!(
+            (&ev[0].on, ev[0].repeat, ev[0].name.as_str()),
+            (&CallTrigger::Dtmf(Some("5".into())), false, "hold")
+        );
+        assert_eq!(
+            ev[0].steps,
+            [CallAction {
+                at: Duration::ZERO,
+                kind: ActionKind::Hold
+            }]
+        );
+        assert_eq!((&ev[1].on, ev[1].repeat), (&CallTrigger::Held, true));
+        let steps: Vec<(u128, &ActionKind)> = ev[1]
+            .steps
+            .iter()
+            .map(|s| (s.at.as_millis(), &s.kind))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (
+                    1000,
+                    &ActionKind::DtmfInfo {
+                        digit: '1',
+                        duration_ms: 50
+                    }
+                ),
+                (
+                    1100,
+                    &ActionKind::DtmfInfo {
+                        digit: '2',
+                        duration_ms: 50
+                    }
+                ),
+            ]
+        );
+        assert_eq!(ev[2].on, CallTrigger::Dtmf(Some("#".into())));
+        assert_eq!(ev[2].steps[0].kind, ActionKind::Hangup);
+    }
+
+    /// A bad action on an event names its line and field: an unknown event, `at` and `on`
+    /// both, neither, bad digits, `after` or `repeat` without `on`.
+    #[test]
+    fn bad_event_actions_name_their_line_and_field() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        for (action, field, what) in [
+            (
+                "on = \"ringing\", do = \"hold\"",
+                "on",
+                "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite or answered",
+            ),
+            (
+                "at = \"1s\", on = \"held\", do = \"hold\"",
+                "on",
+                "`at` a time after the answer or `on` an event, not both",
+            ),
+            ("do = \"hold\"", "at", "needs `at`"),
+            (
+                "on = \"dtmf:12x\", do = \"hold\"",
+                "on",
+                "`x` is not a DTMF digit",
+            ),
+            ("on = \"dtmf:\", do = \"hold\"", "on", "names no digit"),
+            (
+                "at = \"1s\", after = \"1s\", do = \"hold\"",
+                "after",
+                "only with `on`",
+            ),
+            (
+                "at = \"1s\", repeat = true, do = \"hold\"",
+                "repeat",
+                "only with `on`",
+            ),
+            (
+                "on = \"held\", after = \"soon\", do = \"hold\"",
+                "after",
+                "",
+            ),
+            (
+                "on = \"held\", do = \"dance\"",
+                "do",
+                "expected hold, resume, reinvite, dtmf, transfer or hangup",
+            ),
+        ] {
+            let bad = format!(
+                "{base}actions = [\n  {{ at = \"1s\", do = \"hold\" }},\n  {{ {action} }},\n]\n"
+            );
+            let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.line, e.field.as_str()),
+                (15, format!("group[0].actions[1].{field}").as_str()),
                 "{action}: {e}"
             );
             assert!(e.message.contains(what), "{action}: {e}");

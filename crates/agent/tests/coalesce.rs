@@ -118,6 +118,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
             prack: false,
             session_timer: None,
             register: false,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::Call {

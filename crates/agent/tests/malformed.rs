@@ -79,6 +79,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
             prack: false,
             session_timer: None,
             register: true,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::RegisterOnly,

@@ -279,6 +279,7 @@ fn one_call(
                 prack: false,
                 session_timer: None,
                 register: true,
+                event_actions: Vec::new(),
                 actions: Vec::new(),
                 media: Some(caller),
                 role: Role::Call {
@@ -295,6 +296,7 @@ fn one_call(
                 prack: false,
                 session_timer: None,
                 register: true,
+                event_actions: Vec::new(),
                 actions: Vec::new(),
                 media: Some(callee),
                 role: Role::Answer {

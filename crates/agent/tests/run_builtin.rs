@@ -99,6 +99,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             prack: true,
             session_timer: None,
             register: true,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: Some(MediaPlan::default()),
             role: Role::Call {
@@ -115,6 +116,7 @@ fn ten_callers_call_ten_callees_through_the_builtin_registrar() {
             prack: true,
             session_timer: None,
             register: true,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: Some(MediaPlan::default()),
             role: Role::Answer {
@@ -221,6 +223,7 @@ fn group(name: &str, srtp: SrtpMode, role: Role) -> GroupPlan {
         prack: false,
         session_timer: None,
         register: true,
+        event_actions: Vec::new(),
         actions: Vec::new(),
         media: Some(MediaPlan {
             srtp,

@@ -261,6 +261,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
         prack: false,
         session_timer: None,
         register: true,
+        event_actions: Vec::new(),
         actions: Vec::new(),
         media: Some(MediaPlan::default()),
         role,

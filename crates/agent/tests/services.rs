@@ -82,6 +82,7 @@ fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPla
         prack: false,
         session_timer: None,
         register: true,
+        event_actions: Vec::new(),
         actions: Vec::new(),
         media: Some(MediaPlan {
             codecs,

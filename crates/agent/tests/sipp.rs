@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
-    Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle, TransportPlan, run,
+    ActionKind, CallAction, CallTrigger, EndpointPlan, EndpointReport, EventAction, GroupPlan,
+    OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle,
+    TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use agent::trace::Direction;
@@ -167,6 +168,7 @@ fn callee1() -> GroupPlan {
         prack: false,
         session_timer: None,
         register: true,
+        event_actions: Vec::new(),
         actions: Vec::new(),
         media: None,
         role: Role::Answer {
@@ -370,6 +372,7 @@ fn our_callers_call_a_sipp_uas() {
         prack: false,
         session_timer: None,
         register: true,
+        event_actions: Vec::new(),
         actions: Vec::new(),
         media: None,
         role: Role::Call {
@@ -625,6 +628,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
             prack: false,
             session_timer: None,
             register: false,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::Call {
@@ -769,6 +773,10 @@ enum Uas {
     /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
     /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
     ReplacesItsCall,
+    /// `testdata/sipp/uas-sends-info-hash.xml` with `-rtp_echo`, called by callers that hang
+    /// up on `#` (8 s calls): an IVR that sends `#` by INFO a second into the call and fails
+    /// it unless our BYE comes within 3 s.
+    SendsInfoHash,
 }
 
 /// The tests reading [`WIRE`] run one at a time, from their run to their last look at it.
@@ -882,6 +890,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 },
             ],
             Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
+            Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -942,6 +951,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 refresher: Refresher::Auto,
             }),
             register: false,
+            // The IVR's `#` ends our call.
+            event_actions: match uas {
+                Uas::SendsInfoHash => vec![EventAction {
+                    on: CallTrigger::Dtmf(Some("#".into())),
+                    repeat: false,
+                    name: "hangup".into(),
+                    steps: vec![CallAction {
+                        at: Duration::ZERO,
+                        kind: ActionKind::Hangup,
+                    }],
+                }],
+                _ => Vec::new(),
+            },
             // Our resume a second into the call (a re-INVITE with our offer, sendrecv).
             actions: match uas {
                 Uas::AnswersElsewhere => vec![CallAction {
@@ -997,6 +1019,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             Uas::DropsSrtp(_) => 4,
+            Uas::SendsInfoHash => 8,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -1676,6 +1699,40 @@ fn a_blind_transfer_that_succeeds_ends_the_call_with_bye() {
     }
     assert_eq!(summary.transfers.succeeded, 2);
     assert_eq!(sipp, 0, "SIPp counts 2 transfers");
+}
+
+/// An IVR (SIPp, `testdata/sipp/uas-sends-info-hash.xml`) sends `#` by SIP INFO a second
+/// into the call; our callers, with `{ on = "dtmf:#", do = "hangup" }`, hang up on it (SIPp
+/// fails the call unless our BYE comes within 3 s), long before the call's planned 8 s: a
+/// normal end, SUCCESS.
+#[test]
+fn our_callers_hang_up_on_a_hash_sent_by_info() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SendsInfoHash);
+    assert_eq!(sipp, 0, "SIPp: two calls ended by our BYE after its #");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.dtmf_received, "#");
+        let a = &r.event_actions[0];
+        assert_eq!(
+            (a.on.as_str(), a.action.as_str(), a.fired),
+            ("dtmf:#", "hangup", 1)
+        );
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((1000.0..4000.0).contains(&lasted), "{lasted} ms of 8 s");
+        assert!(
+            r.trace
+                .iter()
+                .any(|e| e.text == "action on dtmf:#: hang-up (BYE)"),
+            "the action in the trace"
+        );
+        assert!(
+            r.trace
+                .iter()
+                .any(|e| e.direction == Direction::Sent && e.text.starts_with("BYE ")),
+            "our BYE in the trace"
+        );
+    }
 }
 
 /// Our callers' calls replaced by the called side (an INVITE with Replaces a second in,

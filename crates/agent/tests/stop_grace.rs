@@ -125,6 +125,7 @@ fn an_answerer_whose_caller_never_hangs_up_ends_the_run_itself() {
             prack: false,
             session_timer: None,
             register: true,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::Answer {

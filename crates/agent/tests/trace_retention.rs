@@ -93,6 +93,7 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
             prack: false,
             session_timer: None,
             register: false,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::Call {

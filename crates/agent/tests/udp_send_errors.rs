@@ -93,6 +93,7 @@ fn a_refused_datagram_fails_its_endpoint_and_spares_the_others() {
             prack: false,
             session_timer: None,
             register: false,
+            event_actions: Vec::new(),
             actions: Vec::new(),
             media: None,
             role: Role::Call {

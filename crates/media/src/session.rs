@@ -1850,6 +1850,13 @@ impl MediaSession {
         }
     }
 
+    /// The DTMF digits received so far as RFC 4733 events (one per event, at its end), in
+    /// order: what [`CallMediaSummary::dtmf_received`] will say, readable while the call goes
+    /// on (scenario actions that wait for a digit).
+    pub fn dtmf_received(&self) -> &str {
+        &self.dtmf
+    }
+
     /// The whole call so far.
     pub fn summary(&self) -> CallMediaSummary {
         let t = self.stats.totals();
@@ -3202,6 +3209,7 @@ mod tests {
         );
         a.send_dtmf("12#", Duration::from_millis(100)).unwrap();
         let mut events = Vec::new();
+        let mut heard: Vec<String> = Vec::new();
         let mut now = t0;
         while now < t0 + Duration::from_secs(2) {
             while let Some(o) = a.poll_transmit(now) {
@@ -3217,8 +3225,13 @@ mod tests {
             while let Some(o) = b.poll_transmit(now) {
                 a.handle_packet(now, &o.bytes).unwrap();
             }
+            if heard.last().is_none_or(|h: &String| h != b.dtmf_received()) {
+                heard.push(b.dtmf_received().to_owned());
+            }
             now += Duration::from_millis(20);
         }
+        // Each digit is readable at its end packet, while the call goes on.
+        assert_eq!(heard, ["", "1", "12", "12#"]);
         // 100 ms = 800 units = 5 packets, then the end packet twice more: 7 per digit.
         assert_eq!(events.len(), 21);
         let first: Vec<_> = events[..7].iter().map(|e| (e.0, e.2, e.3, e.4)).collect();

@@ -1,0 +1,464 @@
+//! Scenario actions on an event (`{ on = "dtmf:5", do = "hold", after = "1s" }`): what an
+//! IVR, a PBX feature or an SBC is tested with — an action that answers what the peer did in
+//! the call, beside the actions at a time after the answer ([`super::CallAction`]).
+//!
+//! The events ([`CallTrigger`]): the call answered; a DTMF digit received (RFC 4733 events in
+//! the RTP, read from the media session as each digit ends, or SIP INFO `dtmf-relay`), any one
+//! or a sequence; the peer putting us on hold or taking us off it (its offer inside the call
+//! makes our direction recvonly/inactive, or parks the media on `c=0.0.0.0`, RFC 3264 §8.4),
+//! and any offer of the peer's inside the call (re-INVITE or UPDATE).
+//!
+//! An event only counts while the call is up (answered, confirmed, not ending, the run not
+//! stopping). It queues its action's steps `after` it (an INFO DTMF of several digits is one
+//! step per digit); the shard runs them with the timed actions, in time order and under the
+//! same rule (no new offer while one is open, RFC 3264 §4). Each action fires once per call
+//! unless it says `repeat = true`; steps not run when the call ends are dropped.
+//!
+//! The state lives in a box that only endpoints of a group with such actions get, made at
+//! their first answer: other endpoints pay one pointer.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sip_proto::ua::{CallId, CallState};
+
+use super::{ActionKind, CallAction, Endpoint, Phase, Shard, ms};
+use crate::trace::TraceEntry;
+
+/// What an action waits for in a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallTrigger {
+    /// The call was answered (the same as an action `at = "0s"`).
+    Answered,
+    /// A DTMF digit was received (RFC 4733 or SIP INFO): any digit (`None`), or the digits
+    /// received since the answer (or since this action's last match) end with these.
+    Dtmf(Option<String>),
+    /// The peer put us on hold: its offer makes our direction recvonly or inactive (or parks
+    /// the media on `c=0.0.0.0`).
+    Held,
+    /// The peer took us off hold: an offer that lets us send again after a hold.
+    Resumed,
+    /// The peer sent an offer inside the call (re-INVITE or UPDATE).
+    Reinvite,
+}
+
+impl CallTrigger {
+    /// Reads `dtmf`, `dtmf:123#`, `held`, `resumed`, `reinvite` or `answered`; the error in
+    /// words.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "answered" | "answer" => Self::Answered,
+            "dtmf" => Self::Dtmf(None),
+            "held" | "hold" => Self::Held,
+            "resumed" | "resume" => Self::Resumed,
+            "reinvite" | "re-invite" => Self::Reinvite,
+            _ => match lower.strip_prefix("dtmf:") {
+                Some("") => return Err("`dtmf:` names no digit (e.g. dtmf:5, dtmf:123#)".into()),
+                Some(digits) => {
+                    if let Some(c) = digits.chars().find(
+                        |c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'),
+                    ) {
+                        return Err(format!("`{c}` is not a DTMF digit (0-9 * # A-D)"));
+                    }
+                    Self::Dtmf(Some(digits.to_ascii_uppercase()))
+                }
+                None => {
+                    return Err(format!(
+                        "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite \
+                         or answered"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl fmt::Display for CallTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Answered => f.write_str("answered"),
+            Self::Dtmf(None) => f.write_str("dtmf"),
+            Self::Dtmf(Some(d)) => write!(f, "dtmf:{d}"),
+            Self::Held => f.write_str("held"),
+            Self::Resumed => f.write_str("resumed"),
+            Self::Reinvite => f.write_str("reinvite"),
+        }
+    }
+}
+
+/// Something an endpoint does in a call when an event happens in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventAction {
+    /// The event.
+    pub on: CallTrigger,
+    /// Fire each time the event comes (false: the first time in each call).
+    pub repeat: bool,
+    /// The action as the test file names it (`hold`, `dtmf` …), for the report.
+    pub name: String,
+    /// What to do, each step `at` after the event (its `after`; an INFO DTMF of several
+    /// digits is one step per digit).
+    pub steps: Vec<CallAction>,
+}
+
+/// How often one action on an event ran, in an endpoint's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventActionReport {
+    /// The event (`dtmf:5`, `held` …).
+    pub on: String,
+    /// The action (`hold`, `dtmf` …).
+    #[serde(rename = "do")]
+    pub action: String,
+    /// Times it ran (its first step), over the endpoint's calls.
+    pub fired: u32,
+    /// When it first ran, ms after its call's answer.
+    pub first_ms: Option<f64>,
+}
+
+/// What happened in a call (what [`CallTrigger`]s wait for).
+#[derive(Debug, Clone, Copy)]
+enum Happened {
+    Answered,
+    Digit,
+    Offer { holds_us: Option<bool> },
+}
+
+/// One endpoint's actions on events: per action, and the current call's.
+#[derive(Debug)]
+pub(super) struct EventState {
+    per: Vec<PerAction>,
+    /// Steps queued by events, in time order (equal times in queuing order).
+    pending: Vec<Pending>,
+    /// The digits received in the current call, upper case.
+    digits: String,
+    /// How many of the current call's RFC 4733 digits were seen (its media session's count).
+    rtp_seen: usize,
+    /// The peer holds us (its last offer), in the current call.
+    held: bool,
+    /// Steps run over the endpoint's calls (a signalling-only offer's SDP version counts them).
+    steps_run: u32,
+}
+
+#[derive(Debug, Default, Clone)]
+struct PerAction {
+    fired: u32,
+    first_ms: Option<f64>,
+    /// Fired in the current call (an action without `repeat` waits for the next call).
+    this_call: bool,
+    /// Where in the current call's digits its next `dtmf:DIGITS` match may start.
+    from: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    at: Instant,
+    action: usize,
+    step: usize,
+}
+
+impl EventState {
+    fn new(actions: usize) -> Self {
+        Self {
+            per: vec![PerAction::default(); actions],
+            pending: Vec::new(),
+            digits: String::new(),
+            rtp_seen: 0,
+            held: false,
+            steps_run: 0,
+        }
+    }
+
+    /// A new call: nothing pending, no digit, not held, every action ready again.
+    fn new_call(&mut self) {
+        self.pending.clear();
+        self.digits.clear();
+        self.rtp_seen = 0;
+        self.held = false;
+        for p in &mut self.per {
+            p.this_call = false;
+            p.from = 0;
+        }
+    }
+}
+
+/// Whether the endpoint's `call` is its call, answered and up (not ending), in a run not
+/// stopping: when scenario actions run and events count. A caller's phase stays
+/// `Disconnecting` from its first hang-up on (phases only rise), so its later calls are up
+/// from `Incall` on.
+pub(super) fn call_up(ep: &Endpoint, call: CallId, stopping: bool) -> bool {
+    !stopping
+        && ep.phase >= Phase::Incall
+        && ep.active_call == Some(call)
+        && ep.ua.call_state(call) == Some(CallState::Confirmed)
+}
+
+/// Steps of actions on events run by this endpoint (see [`EventState::steps_run`]).
+pub(super) fn steps_run(ep: &Endpoint) -> u64 {
+    ep.events.as_ref().map_or(0, |e| u64::from(e.steps_run))
+}
+
+/// Whether the offer inside the call holds us: its direction (of its first audio stream)
+/// sendonly or inactive, or its address `c=0.0.0.0` (RFC 3264 §8.4, RFC 2543's hold).
+/// `None` for an offer we cannot read (no hold change then).
+fn holds_us(offer: &[u8]) -> Option<bool> {
+    use media::sdp::{Direction, SessionDescription};
+    let sd = SessionDescription::parse(offer).ok()?;
+    let m = sd
+        .media
+        .iter()
+        .find(|m| m.media.eq_ignore_ascii_case("audio"))
+        .or(sd.media.first())?;
+    let parked = sd.connection_of(m).is_some_and(|ip| ip.is_unspecified());
+    Some(
+        parked
+            || matches!(
+                sd.direction_of(m),
+                Direction::SendOnly | Direction::Inactive
+            ),
+    )
+}
+
+impl<'a> Shard<'a> {
+    /// The call was answered: the endpoint's actions on events start afresh in it, and
+    /// `answered` fires.
+    pub(super) fn events_answered(&mut self, idx: usize, now: Instant, call: CallId) {
+        let actions = self.plan.groups[self.endpoints[idx].group]
+            .event_actions
+            .len();
+        if actions == 0 {
+            return;
+        }
+        self.endpoints[idx]
+            .events
+            .get_or_insert_with(|| Box::new(EventState::new(actions)))
+            .new_call();
+        self.fire(idx, now, call, Happened::Answered);
+    }
+
+    /// A DTMF digit received by SIP INFO.
+    pub(super) fn events_digit(&mut self, idx: usize, now: Instant, call: CallId, digit: char) {
+        if let Some(e) = self.endpoints[idx].events.as_deref_mut() {
+            e.digits.push(digit.to_ascii_uppercase());
+            self.fire(idx, now, call, Happened::Digit);
+        }
+    }
+
+    /// The peer's offer inside the call (re-INVITE or UPDATE), answered.
+    pub(super) fn events_offer(&mut self, idx: usize, now: Instant, call: CallId, offer: &[u8]) {
+        if self.endpoints[idx].events.is_some() {
+            let holds_us = holds_us(offer);
+            self.fire(idx, now, call, Happened::Offer { holds_us });
+        }
+    }
+
+    /// Digits the call's media session received as RFC 4733 events since last looked.
+    pub(super) fn events_media(&mut self, idx: usize, now: Instant) {
+        let ep = &mut self.endpoints[idx];
+        let (Some(e), Some(m), Some(call)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref(),
+            ep.active_call,
+        ) else {
+            return;
+        };
+        let got = m.dtmf_received();
+        if got.len() <= e.rtp_seen {
+            return;
+        }
+        // Digits are ASCII (`media::dtmf::char_of`): byte offsets are char offsets.
+        let new: Vec<char> = got.get(e.rtp_seen..).unwrap_or("").chars().collect();
+        e.rtp_seen = got.len();
+        for d in new {
+            self.events_digit(idx, now, call, d);
+        }
+        self.schedule(idx);
+    }
+
+    /// Queues the steps of the actions `what` fires, while the call is up.
+    fn fire(&mut self, idx: usize, now: Instant, call: CallId, what: Happened) {
+        let plan = self.plan;
+        let start = self.start;
+        let stopping = self.stopping;
+        let ep = &mut self.endpoints[idx];
+        let up = call_up(ep, call, stopping);
+        let Some(e) = ep.events.as_deref_mut() else {
+            return;
+        };
+        let (held, resumed) = match what {
+            Happened::Offer {
+                holds_us: Some(h), ..
+            } => {
+                let was = std::mem::replace(&mut e.held, h);
+                (h && !was, was && !h)
+            }
+            _ => (false, false),
+        };
+        if !up {
+            return;
+        }
+        let mut notes = Vec::new();
+        for (i, a) in plan.groups[ep.group].event_actions.iter().enumerate() {
+            let p = &mut e.per[i];
+            let hit = match (&a.on, what) {
+                (CallTrigger::Answered, Happened::Answered) => true,
+                (CallTrigger::Dtmf(None), Happened::Digit) => true,
+                (CallTrigger::Dtmf(Some(seq)), Happened::Digit) => {
+                    let hit = e
+                        .digits
+                        .get(p.from..)
+                        .is_some_and(|d| d.ends_with(seq.as_str()));
+                    if hit {
+                        // The next match starts after this one ("11" in "111" once, not twice).
+                        p.from = e.digits.len();
+                    }
+                    hit
+                }
+                (CallTrigger::Held, Happened::Offer { .. }) => held,
+                (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
+                (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
+                _ => false,
+            };
+            if !hit || (p.this_call && !a.repeat) {
+                continue;
+            }
+            p.this_call = true;
+            for (step, s) in a.steps.iter().enumerate() {
+                let at = now + s.at;
+                // After the last step due no later (stable: queuing order at equal times).
+                let pos = e.pending.partition_point(|q| q.at <= at);
+                e.pending.insert(
+                    pos,
+                    Pending {
+                        at,
+                        action: i,
+                        step,
+                    },
+                );
+            }
+            let after = a.steps.first().map_or(Duration::ZERO, |s| s.at);
+            notes.push(if after.is_zero() {
+                format!("event {}: {}", a.on, a.name)
+            } else {
+                format!("event {}: {} in {} ms", a.on, a.name, after.as_millis())
+            });
+        }
+        for n in notes {
+            ep.trace.push(TraceEntry::note(n, now - start));
+        }
+    }
+
+    /// When the endpoint's next step of an action on an event is due, and what it does.
+    pub(super) fn next_event_step(&self, idx: usize) -> Option<(Instant, &'a ActionKind)> {
+        let plan = self.plan;
+        let ep = &self.endpoints[idx];
+        let p = ep.events.as_deref()?.pending.first()?;
+        let a = plan.groups[ep.group].event_actions.get(p.action)?;
+        Some((p.at, &a.steps.get(p.step)?.kind))
+    }
+
+    /// Takes the next step of an action on an event if it is due at `at`, with its event;
+    /// counts the action as fired at its first step.
+    pub(super) fn take_event_step(
+        &mut self,
+        idx: usize,
+        at: Instant,
+    ) -> Option<(&'a ActionKind, &'a CallTrigger)> {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        let answered = ep.answered_at?;
+        let e = ep.events.as_deref_mut()?;
+        let p = *e.pending.first().filter(|p| p.at <= at)?;
+        e.pending.remove(0);
+        e.steps_run += 1;
+        let a = plan.groups[ep.group].event_actions.get(p.action)?;
+        if p.step == 0 {
+            let per = &mut e.per[p.action];
+            per.fired += 1;
+            per.first_ms
+                .get_or_insert(ms(p.at.saturating_duration_since(answered)));
+        }
+        Some((&a.steps.get(p.step)?.kind, &a.on))
+    }
+}
+
+/// The endpoint's actions on events, for its report (empty when its group has none).
+pub(super) fn report(actions: &[EventAction], ep: &Endpoint) -> Vec<EventActionReport> {
+    actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let p = ep.events.as_ref().and_then(|e| e.per.get(i));
+            EventActionReport {
+                on: a.on.to_string(),
+                action: a.name.clone(),
+                fired: p.map_or(0, |p| p.fired),
+                first_ms: p.and_then(|p| p.first_ms),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_parse_and_print_back() {
+        for (text, t) in [
+            ("dtmf", CallTrigger::Dtmf(None)),
+            ("DTMF:12a#", CallTrigger::Dtmf(Some("12A#".into()))),
+            ("held", CallTrigger::Held),
+            ("resumed", CallTrigger::Resumed),
+            ("reinvite", CallTrigger::Reinvite),
+            ("answered", CallTrigger::Answered),
+        ] {
+            let parsed = CallTrigger::parse(text).unwrap();
+            assert_eq!(parsed, t, "{text}");
+            assert_eq!(
+                parsed.to_string(),
+                text.to_ascii_lowercase().replace("12a", "12A")
+            );
+        }
+        assert!(
+            CallTrigger::parse("dtmf:")
+                .unwrap_err()
+                .contains("names no digit")
+        );
+        assert!(
+            CallTrigger::parse("dtmf:5x")
+                .unwrap_err()
+                .contains("`x` is not a DTMF digit")
+        );
+        assert!(
+            CallTrigger::parse("ringing")
+                .unwrap_err()
+                .contains("expected an event")
+        );
+    }
+
+    #[test]
+    fn offers_that_hold_us() {
+        let sdp = |extra: &str, c: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 {c}\r\ns=-\r\nc=IN IP4 {c}\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\n{extra}"
+            )
+        };
+        assert_eq!(
+            holds_us(sdp("a=sendonly\r\n", "10.0.0.1").as_bytes()),
+            Some(true)
+        );
+        assert_eq!(
+            holds_us(sdp("a=inactive\r\n", "10.0.0.1").as_bytes()),
+            Some(true)
+        );
+        assert_eq!(holds_us(sdp("", "0.0.0.0").as_bytes()), Some(true));
+        assert_eq!(
+            holds_us(sdp("a=recvonly\r\n", "10.0.0.1").as_bytes()),
+            Some(false)
+        );
+        assert_eq!(holds_us(sdp("", "10.0.0.1").as_bytes()), Some(false));
+        assert_eq!(holds_us(b"not sdp"), None);
+    }
+}

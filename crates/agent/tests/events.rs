@@ -1,0 +1,249 @@
+//! Scenario actions on an event (`on = "dtmf:5"`, `held`, `resumed`, `reinvite`,
+//! `answered`) and the `hangup` action, end to end over loopback UDP through the built-in
+//! registrar, set up from test files: one group's actions answer what the other group's
+//! actions did in the call, and the reports and traces of both sides say what happened.
+
+use agent::engine::{EndpointReport, Outcome, StopHandle};
+use agent::trace::Direction;
+
+/// A test file's head: the built-in registrar (one UDP socket per endpoint: see the README's
+/// "Not yet" on a callee's requests over a shared socket) and two answering callees, whose
+/// `actions` come next.
+fn head(name: &str, duration: &str, seed: u32) -> String {
+    format!(
+        "name = \"{name}\"\nduration = \"{duration}\"\nseed = {seed}\n\n[[registrar]]\n\
+         id = \"builtin\"\nkind = \"builtin\"\ntransport = \"udp\"\n\
+         udp_socket = \"per-endpoint\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\n\
+         registrar = \"builtin\"\nrole = \"answer\"\n"
+    )
+}
+
+/// Runs a test file (traces kept) and returns its reports: two callers and two callees, each
+/// SUCCESS.
+fn run(name: &str, file: &str) -> Vec<EndpointReport> {
+    // The built-in registrar's credentials are issued for a day from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare(name, file, name.as_bytes(), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let (_, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    reports
+}
+
+/// How often the action `on` → `action` ran, and when first (ms after the answer).
+fn fired(r: &EndpointReport, on: &str, action: &str) -> (u32, Option<f64>) {
+    let a = r
+        .event_actions
+        .iter()
+        .find(|a| a.on == on && a.action == action)
+        .unwrap_or_else(|| panic!("no action {action} on {on}: {:?}", r.event_actions));
+    (a.fired, a.first_ms)
+}
+
+fn notes(r: &EndpointReport) -> Vec<&str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Note)
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+fn has_note(r: &EndpointReport, text: &str) -> bool {
+    notes(r).iter().any(|n| n.contains(text))
+}
+
+/// The first line of each message of `direction` in the trace that starts with `start`.
+fn messages<'a>(r: &'a EndpointReport, direction: Direction, start: &str) -> Vec<&'a str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == direction && e.text.starts_with(start))
+        .map(|e| e.text.lines().next().unwrap_or(""))
+        .collect()
+}
+
+/// The callers send DTMF 5 in the RTP a second into the call; the callees hold them on it;
+/// held, the callers send 7 by INFO; on 7 the callees take them off hold half a second
+/// later; resumed, the callers send 8. A second 5 (by INFO) holds nobody again: an action
+/// fires once per call unless it repeats.
+#[test]
+fn a_digit_holds_the_caller_and_the_caller_answers_its_hold_and_resume() {
+    let file = head("events-hold", "4s", 21)
+        + r#"actions = [
+  { on = "dtmf:5", do = "hold" },
+  { on = "dtmf:7", after = "500ms", do = "resume" },
+]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { at = "1s", do = "dtmf", digits = "5" },
+  { at = "2500ms", do = "dtmf", digits = "5", method = "info" },
+  { on = "held", do = "dtmf", digits = "7", method = "info" },
+  { on = "resumed", do = "dtmf", digits = "8", method = "info" },
+]
+"#;
+    let reports = run("events-hold.toml", &file);
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let (n, first) = fired(r, "dtmf:5", "hold");
+        assert_eq!(
+            n, 1,
+            "the second 5 holds nobody again: {:?}",
+            r.event_actions
+        );
+        // On the digit sent a second into the call, not before.
+        assert!(first.unwrap() >= 1000.0, "{first:?}");
+        let (n, first_resume) = fired(r, "dtmf:7", "resume");
+        assert_eq!(n, 1, "{:?}", r.event_actions);
+        assert!(
+            first_resume.unwrap() >= first.unwrap() + 500.0,
+            "{first_resume:?}"
+        );
+        // 7 and 8 by INFO as they came, the RTP 5 at the call's end, the INFO 5.
+        let mut digits: Vec<char> = r.dtmf_received.chars().collect();
+        digits.sort_unstable();
+        assert_eq!(digits, ['5', '5', '7', '8'], "{}", r.dtmf_received);
+        assert!(
+            has_note(r, "action on dtmf:5: hold (re-INVITE a=sendonly)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "event dtmf:7: resume in 500 ms"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "action on dtmf:7: resume (re-INVITE a=sendrecv)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert_eq!(
+            messages(r, Direction::Sent, "INVITE ").len(),
+            2,
+            "hold and resume"
+        );
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        // The callee's hold and resume, seen by the caller: its actions on them ran.
+        assert_eq!(fired(r, "held", "dtmf").0, 1, "{:?}", r.event_actions);
+        assert_eq!(fired(r, "resumed", "dtmf").0, 1, "{:?}", r.event_actions);
+        // In the order sent: 5 (RTP), 7 on the hold, 8 on the resume, 5 (INFO).
+        assert_eq!(r.dtmf_sent, "5785");
+        assert!(
+            has_note(r, "action on held: DTMF 7 (INFO)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(
+            has_note(r, "action on resumed: DTMF 8 (INFO)"),
+            "{:#?}",
+            notes(r)
+        );
+        // Both re-INVITEs came from the callee: sendonly, then sendrecv.
+        let reinvites: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Received && e.text.starts_with("INVITE "))
+            .map(|e| e.text.as_str())
+            .collect();
+        assert_eq!(reinvites.len(), 2);
+        assert!(reinvites[0].contains("a=sendonly"), "{}", reinvites[0]);
+        assert!(reinvites[1].contains("a=sendrecv"), "{}", reinvites[1]);
+    }
+}
+
+/// A caller dials `1#` by INFO a second into each of its two 5 s calls; the callee hangs up
+/// on the `#`: each call ends early, with the callee's BYE (the action fires once in each
+/// call), and every endpoint ends SUCCESS.
+#[test]
+fn the_callee_hangs_up_on_a_hash() {
+    let file = head("events-hangup", "5s", 22)
+        + r#"actions = [{ on = "dtmf:#", do = "hangup" }]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+calls = 2
+pause = "200ms"
+actions = [{ at = "1s", do = "dtmf", digits = "1#", method = "info", duration = "50ms" }]
+"#;
+    let reports = run("events-hangup.toml", &file);
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert_eq!(r.dtmf_received, "1#1#");
+        let (n, first) = fired(r, "dtmf:#", "hangup");
+        assert_eq!(n, 2, "once in each call");
+        // `#` goes 2 × 50 ms after `1`, 1.1 s after the caller's answer (the 200 OK); the
+        // callee's answer (the ACK) is a moment later.
+        assert!((1050.0..1500.0).contains(&first.unwrap()), "{first:?}");
+        assert!(
+            has_note(r, "action on dtmf:#: hang-up (BYE)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 2);
+        assert!(messages(r, Direction::Received, "BYE ").is_empty());
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        // The first call's length (timings are the first call's).
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((1100.0..3000.0).contains(&lasted), "{lasted} ms of 5 s");
+        assert_eq!(messages(r, Direction::Received, "BYE ").len(), 2);
+        assert!(messages(r, Direction::Sent, "BYE ").is_empty());
+        assert_eq!((r.calls_attempted, r.calls_answered), (2, 2));
+        assert_eq!(r.dtmf_sent, "1#1#", "the second call's actions ran too");
+    }
+}
+
+/// `answered` and `reinvite`, repeated: the callers re-INVITE half a second after the answer
+/// and again at 1.5 s; the callees answer each re-INVITE with a digit (`repeat = true`); the
+/// callers hang up at 2.5 s of a 6 s call (a timed `hangup`).
+#[test]
+fn every_reinvite_is_answered_with_a_digit_and_the_caller_hangs_up_early() {
+    let file = head("events-reinvite", "6s", 23)
+        + r#"actions = [
+  { on = "reinvite", do = "dtmf", digits = "1", method = "info", repeat = true },
+  { on = "held", do = "dtmf", digits = "9", method = "info" },
+]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { on = "answered", after = "500ms", do = "reinvite" },
+  { at = "1500ms", do = "reinvite" },
+  { at = "2500ms", do = "hangup" },
+]
+"#;
+    let reports = run("events-reinvite.toml", &file);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let (n, first) = fired(r, "answered", "reinvite");
+        assert_eq!(n, 1);
+        assert!((500.0..1000.0).contains(&first.unwrap()), "{first:?}");
+        assert_eq!(r.dtmf_received, "11", "one digit per re-INVITE");
+        assert!(has_note(r, "action: hang-up (BYE)"), "{:#?}", notes(r));
+        assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 1);
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((2500.0..4000.0).contains(&lasted), "{lasted} ms of 6 s");
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert_eq!(fired(r, "reinvite", "dtmf").0, 2, "{:?}", r.event_actions);
+        // A re-INVITE keeping the direction is no hold.
+        assert_eq!(fired(r, "held", "dtmf").0, 0, "{:?}", r.event_actions);
+        assert_eq!(r.dtmf_sent, "11");
+    }
+}
