@@ -2853,7 +2853,10 @@ call = "group:callees"
         let p = prepare("t.toml", &attended(""), b"s", 0).unwrap();
         assert!(matches!(
             p.plan.groups[1].actions[0].kind,
-            ActionKind::AttendedTransfer { consult: DEFAULT_CONSULT, .. }
+            ActionKind::AttendedTransfer {
+                consult: DEFAULT_CONSULT,
+                ..
+            }
         ));
         for (action, field, what) in [
             (

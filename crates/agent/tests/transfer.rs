@@ -77,7 +77,13 @@ fn callers_transfer_their_callees_to_a_third_group_through_the_builtin_registrar
 }
 
 /// Runs a test file through the built-in registrar, keeping every trace.
-fn run(name: &str, text: &str) -> (agent::engine::RunSummary, Vec<agent::engine::EndpointReport>) {
+fn run(
+    name: &str,
+    text: &str,
+) -> (
+    agent::engine::RunSummary,
+    Vec<agent::engine::EndpointReport>,
+) {
     // The built-in registrar's credentials are issued for a day from now.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -209,7 +215,9 @@ fn callers_consult_a_third_group_then_transfer_their_callees_to_it_with_replaces
     for r in reports.iter().filter(|r| r.group == "callees") {
         let t = r.transfer.as_ref().expect("a REFER followed");
         assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
-        let invite = messages(r, Sent, "INVITE ").next().expect("the INVITE to the target");
+        let invite = messages(r, Sent, "INVITE ")
+            .next()
+            .expect("the INVITE to the target");
         assert!(header(invite, "Replaces").contains(";to-tag="), "{invite}");
         // Not the held call's direction: a new conversation with the target.
         assert!(!invite.contains("a=recvonly"), "{invite}");
@@ -248,7 +256,10 @@ fn a_consultation_call_refused_resumes_the_first_call() {
         assert!(matches!(t.consult_code, Some(404 | 480)), "{t:?}");
         // A failed transfer, not a failed call: the call went on to its planned end.
         assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
-        assert!(r.error.as_deref().unwrap().contains("consultation"), "{r:?}");
+        assert!(
+            r.error.as_deref().unwrap().contains("consultation"),
+            "{r:?}"
+        );
         assert_eq!((r.calls_attempted, r.calls_answered), (1, 1));
         let lasted = r.timings.call_duration_ms.unwrap();
         assert!(lasted >= 2900.0, "{lasted} ms");

@@ -870,8 +870,14 @@ mod tests {
             b"v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n",
         );
         let new = not_held(&held);
-        assert!(new.ends_with(b"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"), "{new:?}");
-        assert_eq!(offered_direction(std::str::from_utf8(&new).unwrap()), "sendrecv");
+        assert!(
+            new.ends_with(b"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"),
+            "{new:?}"
+        );
+        assert_eq!(
+            offered_direction(std::str::from_utf8(&new).unwrap()),
+            "sendrecv"
+        );
         let plain = Bytes::from_static(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n");
         assert_eq!(not_held(&plain), plain);
     }

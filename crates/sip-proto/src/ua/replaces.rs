@@ -137,7 +137,8 @@ impl UserAgent {
             "{};to-tag={};from-tag={}",
             d.id.call_id, d.id.remote_tag, d.id.local_tag
         );
-        uri.headers.retain(|(n, _)| !n.eq_ignore_ascii_case("Replaces"));
+        uri.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Replaces"));
         uri.headers
             .push(("Replaces".to_owned(), sip_msg::escape_hvalue(&value)));
         Some(Uri::Sip(uri))

@@ -163,7 +163,12 @@ impl Endpoint {
     /// After one of the REFER's events ([`Endpoint::on_transfer_event`], which counted and
     /// noted it): a final 2xx leaves the target to end the consultation call; a failure or
     /// an unknown outcome gives the attended transfer up (the first call resumed).
-    pub(super) fn attended_after_refer_event(&mut self, now: Instant, at: Duration, ce: &CallEvent) {
+    pub(super) fn attended_after_refer_event(
+        &mut self,
+        now: Instant,
+        at: Duration,
+        ce: &CallEvent,
+    ) {
         let Some(a) = self.attended().filter(|a| a.step == Step::Referred) else {
             return;
         };
@@ -229,7 +234,12 @@ impl Endpoint {
     /// will not be; true (counted unknown by the caller) when there was one.
     pub(super) fn attended_call_ended(&mut self) -> bool {
         match self.attended() {
-            Some(a) if matches!(a.step, Step::Holding | Step::Dial | Step::Ringing | Step::Talking) => {
+            Some(a)
+                if matches!(
+                    a.step,
+                    Step::Holding | Step::Dial | Step::Ringing | Step::Talking
+                ) =>
+            {
                 a.step = Step::GivenUp;
                 a.due = None;
                 true
