@@ -118,40 +118,19 @@ fn header<'a>(msg: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {msg}"))
 }
 
-const ATTENDED: &str = r#"
-name = "attended"
-duration = "4s"
-seed = 12
-
-[[registrar]]
-id = "builtin"
-kind = "builtin"
-transport = "udp"
-
-[[group]]
-name = "targets"
-endpoints = 2
-registrar = "builtin"
-role = "answer"
-
-[[group]]
-name = "callees"
-endpoints = 2
-registrar = "builtin"
-role = "answer"
-
-[[group]]
-name = "callers"
-endpoints = 2
-registrar = "builtin"
-call = "group:callees"
-actions = [{ at = "1s", do = "attended_transfer", to = "group:targets", consult = "1s" }]
-"#;
+/// [`TEST`] with an attended transfer (a second of consultation) and 4 s calls.
+fn attended() -> String {
+    TEST.replace("duration = \"2s\"", "duration = \"4s\"")
+        .replace(
+            "do = \"transfer\", to = \"group:targets\"",
+            "do = \"attended_transfer\", to = \"group:targets\", consult = \"1s\"",
+        )
+}
 
 #[test]
 fn callers_consult_a_third_group_then_transfer_their_callees_to_it_with_replaces() {
     use agent::trace::Direction::{Received, Sent};
-    let (summary, reports) = run("attended.toml", ATTENDED);
+    let (summary, reports) = run("attended.toml", &attended());
     assert_eq!(reports.len(), 6);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -241,7 +220,7 @@ fn callers_consult_a_third_group_then_transfer_their_callees_to_it_with_replaces
 #[test]
 fn a_consultation_call_refused_resumes_the_first_call() {
     use agent::trace::Direction::Sent;
-    let text = ATTENDED
+    let text = attended()
         .replace("group:targets", "sip:nobody{n}@sipmeter.builtin")
         .replace("\"4s\"", "\"3s\"");
     let (summary, reports) = run("attended-refused.toml", &text);
