@@ -230,6 +230,16 @@ pub enum ActionKind {
         /// The Refer-To URIs.
         targets: Vec<Uri>,
     },
+    /// An attended transfer (RFC 5589 §7) of the call to `targets[i % len]`: the call held
+    /// (re-INVITE a=sendonly), a consultation call to the target, `consult` of talk once it
+    /// answers, then REFER with `Refer-To: <target?Replaces=...>` naming the consultation
+    /// dialog (RFC 3891 §7); see `engine/transfer/attended.rs`.
+    AttendedTransfer {
+        /// The targets (the REFER's Refer-To adds the Replaces header).
+        targets: Vec<Uri>,
+        /// How long the consultation call talks before the REFER.
+        consult: Duration,
+    },
     /// End the call now with BYE, before the call's duration: a normal end, not a failure.
     Hangup,
 }
@@ -1474,6 +1484,31 @@ impl Endpoint {
         }
     }
 
+    /// The media of its call (`consult` false) or of its attended transfer's consultation
+    /// call (true).
+    fn media_slot(&mut self, consult: bool) -> Option<&mut CallMedia> {
+        if consult {
+            self.consult_media()
+        } else {
+            self.media.as_deref_mut()
+        }
+    }
+
+    /// Its media (the call's or the consultation call's) that `is` picks.
+    fn media_where(&mut self, is: impl Fn(&CallMedia) -> bool) -> Option<&mut CallMedia> {
+        if self.media.as_deref().is_some_and(&is) {
+            return self.media.as_deref_mut();
+        }
+        self.consult_media().filter(|m| is(m))
+    }
+
+    /// When its media (the call's and the consultation call's) must run next.
+    fn next_media_at(&mut self) -> Option<Instant> {
+        let call = self.media.as_deref().and_then(CallMedia::poll_timeout);
+        let consult = self.consult_media().and_then(|m| m.poll_timeout());
+        call.into_iter().chain(consult).min()
+    }
+
     fn worsen(&mut self, outcome: Outcome, error: String) {
         if outcome.severity() > self.outcome.severity() {
             self.outcome = outcome;
@@ -1880,7 +1915,10 @@ impl<'a> Shard<'a> {
         let may = |kind: &ActionKind| {
             !matches!(
                 kind,
-                ActionKind::Hold | ActionKind::Resume | ActionKind::Reinvite { .. }
+                ActionKind::Hold
+                    | ActionKind::Resume
+                    | ActionKind::Reinvite { .. }
+                    | ActionKind::AttendedTransfer { .. }
             ) || ep.ua.can_offer(call)
         };
         let timed = self.plan.groups[ep.group]
@@ -1983,8 +2021,16 @@ impl<'a> Shard<'a> {
                 }
                 ActionKind::Transfer { targets } => {
                     match targets.get(ep.index % targets.len().max(1)) {
-                        Some(target) => ep.transfer(now, call, target),
+                        Some(target) => ep.transfer(now, call, target).unwrap_or_else(|e| e),
                         None => "transfer not sent: no target".to_owned(),
+                    }
+                }
+                ActionKind::AttendedTransfer { targets, consult } => {
+                    match targets.get(ep.index % targets.len().max(1)) {
+                        Some(target) => {
+                            ep.attended_transfer(now, call, (target, *consult), ip, version)
+                        }
+                        None => "attended transfer not begun: no target".to_owned(),
                     }
                 }
                 ActionKind::Hangup => {
@@ -2008,8 +2054,9 @@ impl<'a> Shard<'a> {
     fn schedule(&mut self, idx: usize) {
         let action_at = self.next_action_at(idx);
         let ep = &mut self.endpoints[idx];
-        let media_at = ep.media.as_deref().and_then(CallMedia::poll_timeout);
-        let next = [ep.ua.poll_timeout(), ep.script_at, action_at]
+        let media_at = ep.next_media_at();
+        let transfer_at = ep.transfers.as_deref().and_then(transfer::Transfers::due);
+        let next = [ep.ua.poll_timeout(), ep.script_at, action_at, transfer_at]
             .into_iter()
             .flatten()
             .min();
@@ -2200,6 +2247,7 @@ impl<'a> Shard<'a> {
             if timed_out {
                 ep.worsen(Outcome::Timeout, "the run's time limit was reached".into());
             }
+            ep.hang_up_consult(now);
             let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
             match (ep.script, ep.active_call) {
                 (Script::HangUp(_) | Script::Answer(_), _) => ep.script_at = Some(now),
@@ -2269,6 +2317,7 @@ impl<'a> Shard<'a> {
             self.run_script(idx, now, script);
         }
         self.run_actions(idx, now);
+        self.run_attended(idx, now);
         self.media_timeout(idx, now);
         self.pump(idx, now);
     }
@@ -2285,8 +2334,7 @@ impl<'a> Shard<'a> {
             if let Some(media) = self
                 .endpoints
                 .get_mut(t.endpoint)
-                .and_then(|ep| ep.media.as_mut())
-                .filter(|m| t.is_for(m.generation()))
+                .and_then(|ep| ep.media_where(|m| t.is_for(m.generation())))
             {
                 let (read, more) = media.receive(t.rtcp, &mut self.media.batch);
                 self.media.received += read;
@@ -2335,24 +2383,28 @@ impl<'a> Shard<'a> {
         while let Some((idx, at)) = self.pacer.pop_due(now) {
             // Counted as the timer heap counts its own (`late_timers`).
             self.stats.timer_fired(now.saturating_duration_since(at));
-            if let Some(m) = self.endpoints[idx].media.as_mut() {
-                m.send_due(now, &mut self.stats.send_timing);
+            for consult in [false, true] {
+                if let Some(m) = self.endpoints[idx].media_slot(consult) {
+                    m.send_due(now, &mut self.stats.send_timing);
+                }
             }
             due.push(idx);
         }
         for &idx in &due {
-            let Some(m) = self.endpoints[idx].media.as_mut() else {
-                continue;
-            };
-            if let Some(sample) = m.sample_due(now) {
-                self.media.samples += 1;
-                self.emit_sample(idx, now, &sample);
+            // The endpoint's call's media, then an attended transfer's consultation call's.
+            for consult in [false, true] {
+                let Some(m) = self.endpoints[idx].media_slot(consult) else {
+                    continue;
+                };
+                if let Some(sample) = m.sample_due(now) {
+                    self.media.samples += 1;
+                    self.emit_sample(idx, now, &sample);
+                }
+                if let Some(m) = self.endpoints[idx].media_slot(consult) {
+                    self.media.received += m.read_due(now, &mut self.media.batch);
+                }
             }
-            let media = self.endpoints[idx].media.as_mut();
-            let at = media.and_then(|m| {
-                self.media.received += m.read_due(now, &mut self.media.batch);
-                m.poll_timeout()
-            });
+            let at = self.endpoints[idx].next_media_at();
             self.pacer.set(idx, at);
             self.events_media(idx, now);
         }
@@ -2376,16 +2428,17 @@ impl<'a> Shard<'a> {
 
     /// Sends the media that is due and emits the second's sample.
     fn media_timeout(&mut self, idx: usize, now: Instant) {
-        let ep = &mut self.endpoints[idx];
-        let Some(media) = ep.media.as_mut() else {
-            return;
-        };
-        if media.poll_timeout().is_none_or(|t| t > now) {
-            return;
-        }
-        if let Some(sample) = media.on_timeout(now, &mut self.stats.send_timing) {
-            self.media.samples += 1;
-            self.emit_sample(idx, now, &sample);
+        for consult in [false, true] {
+            let Some(media) = self.endpoints[idx].media_slot(consult) else {
+                continue;
+            };
+            if media.poll_timeout().is_none_or(|t| t > now) {
+                continue;
+            }
+            if let Some(sample) = media.on_timeout(now, &mut self.stats.send_timing) {
+                self.media.samples += 1;
+                self.emit_sample(idx, now, &sample);
+            }
         }
     }
 
@@ -3034,7 +3087,8 @@ impl<'a> Shard<'a> {
             return;
         }
         let at = now - self.start;
-        if self.endpoints[idx].on_transfer_event(now, at, &ce)
+        if self.on_attended_event(idx, now, call, &ce)
+            || self.endpoints[idx].on_transfer_event(now, at, &ce)
             || self.on_referred_event(idx, now, call, &ce)
             || self.on_replacing_event(idx, now, call, &ce)
         {
@@ -3461,6 +3515,9 @@ impl<'a> Shard<'a> {
 
     /// After a call: dial again, un-register, or (answerers) wait for the callers.
     fn after_call(&mut self, idx: usize, now: Instant) {
+        if self.attended_holds_after_call(idx, now) {
+            return;
+        }
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
         if let Some(cid) = ep.call_cid.take() {

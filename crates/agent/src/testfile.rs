@@ -302,7 +302,7 @@ pub struct ActionEntry {
     pub after: Option<Spanned<String>>,
     /// With `on`: each time the event comes in a call (default: the first time only).
     pub repeat: Option<Spanned<bool>>,
-    /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer` or `hangup`.
+    /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer`, `attended_transfer` or `hangup`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
@@ -312,9 +312,12 @@ pub struct ActionEntry {
     /// For `dtmf`: `rfc4733` (telephone-events in RTP; the default with media) or `info`
     /// (SIP INFO `application/dtmf-relay`; the default without media).
     pub method: Option<Spanned<String>>,
-    /// For `transfer`: the target, as a group's `call` names one (`group:NAME`, a URI
-    /// template with `{n}`, `builtin:echo`).
+    /// For `transfer` and `attended_transfer`: the target, as a group's `call` names one
+    /// (`group:NAME`, a URI template with `{n}`, `builtin:echo`).
     pub to: Option<Spanned<String>>,
+    /// For `attended_transfer`: how long the consultation call talks before the REFER
+    /// (default 2s).
+    pub consult: Option<Spanned<String>>,
     /// For `reinvite`: offer only these codecs (the call changes to the answer's); absent:
     /// the call's own offer again, with a new version.
     pub codecs: Option<Vec<Spanned<String>>>,
@@ -384,6 +387,9 @@ pub fn complete_located_proxy(proxy: &mut (SipUri, SocketAddr), addr: SocketAddr
         proxy.0 = proxy_uri_for(proxy.0.clone(), Some(kind));
     }
 }
+
+/// How long an `attended_transfer`'s consultation call talks when `consult` is not given.
+pub const DEFAULT_CONSULT: Duration = Duration::from_secs(2);
 
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1.5s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1496,18 +1502,32 @@ pub fn prepare_parsed(
                         }
                     }
                 }
-                "transfer" => {
+                "transfer" | "attended_transfer" => {
                     let Some(to) = &a.to else {
-                        return cx.err(a.action.span(), afield("to"), "transfer needs `to`");
+                        return cx.err(a.action.span(), afield("to"), format!("{kind} needs `to`"));
                     };
                     let targets = targets_of(to, afield("to"))?;
                     if targets.is_empty() {
                         return cx.err(to.span(), afield("to"), "the group named has no endpoints");
                     }
-                    actions.push(CallAction {
-                        at,
-                        kind: ActionKind::Transfer { targets },
-                    });
+                    let kind = match (kind.as_str(), &a.consult) {
+                        ("transfer", Some(c)) => {
+                            return cx.err(
+                                c.span(),
+                                afield("consult"),
+                                "only an attended_transfer consults the target",
+                            );
+                        }
+                        ("transfer", None) => ActionKind::Transfer { targets },
+                        (_, consult) => ActionKind::AttendedTransfer {
+                            targets,
+                            consult: match consult {
+                                Some(c) => cx.duration(c, &afield("consult"))?,
+                                None => DEFAULT_CONSULT,
+                            },
+                        },
+                    };
+                    actions.push(CallAction { at, kind });
                 }
                 "hangup" | "hang-up" | "bye" => actions.push(CallAction {
                     at,
@@ -1518,7 +1538,8 @@ pub fn prepare_parsed(
                         a.action.span(),
                         afield("do"),
                         format!(
-                            "`{other}`: expected hold, resume, reinvite, dtmf, transfer or hangup"
+                            "`{other}`: expected hold, resume, reinvite, dtmf, transfer, \
+                             attended_transfer or hangup"
                         ),
                     );
                 }
@@ -2815,8 +2836,9 @@ call = "group:callees"
         let bad = format!("{base}actions = [{{ at = \"1s\", do = \"dance\" }}]\n");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert!(
-            e.message
-                .contains("expected hold, resume, reinvite, dtmf, transfer or hangup"),
+            e.message.contains(
+                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer or hangup"
+            ),
             "{e}"
         );
     }
@@ -2888,7 +2910,42 @@ call = "group:callees"
         let p = prepare("t.toml", &ok, b"s", 0).unwrap();
         assert_eq!(uris(&p).len(), 2);
         assert!(uris(&p)[0].starts_with("sip:t1@"), "{:?}", uris(&p));
+        let attended = |extra: &str| {
+            format!(
+                "{base}actions = [{{ at = \"1s\", do = \"attended_transfer\", to = \"group:t\"{extra} }}]\n"
+            )
+        };
+        let p = prepare("t.toml", &attended(", consult = \"3s\""), b"s", 0).unwrap();
+        match &p.plan.groups[1].actions[0].kind {
+            ActionKind::AttendedTransfer { targets, consult } => {
+                assert_eq!((targets.len(), *consult), (2, Duration::from_secs(3)));
+            }
+            k => panic!("{k:?}"),
+        }
+        let p = prepare("t.toml", &attended(""), b"s", 0).unwrap();
+        assert!(matches!(
+            p.plan.groups[1].actions[0].kind,
+            ActionKind::AttendedTransfer {
+                consult: DEFAULT_CONSULT,
+                ..
+            }
+        ));
         for (action, field, what) in [
+            (
+                "do = \"attended_transfer\"",
+                "to",
+                "attended_transfer needs `to`",
+            ),
+            (
+                "do = \"attended_transfer\", to = \"group:t\", consult = \"soon\"",
+                "consult",
+                "is not a duration",
+            ),
+            (
+                "do = \"transfer\", to = \"group:t\", consult = \"1s\"",
+                "consult",
+                "only an attended_transfer",
+            ),
             ("do = \"transfer\"", "to", "transfer needs `to`"),
             (
                 "do = \"transfer\", to = \"group:nope\"",

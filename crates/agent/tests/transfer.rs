@@ -4,6 +4,11 @@
 //! an INVITE to the target through the proxy, challenged with 407 and sent again) and the
 //! callers hang up once the final NOTIFY says 200. The protocol's edges are tested on the
 //! virtual clock (`sip-proto`'s `tests/transfer.rs`) and against SIPp (`tests/sipp.rs`).
+//!
+//! Attended (`do = "attended_transfer"`): the callers hold their callees, call a target
+//! (the consultation), then REFER the callees to it with `Replaces` naming the consultation
+//! dialog (RFC 5589 §7, RFC 3891); the callees' INVITEs with Replaces take over the
+//! targets' calls. And a consultation refused: the first call resumed.
 
 use agent::engine::{Outcome, StopHandle};
 
@@ -39,16 +44,7 @@ actions = [{ at = "1s", do = "transfer", to = "group:targets" }]
 
 #[test]
 fn callers_transfer_their_callees_to_a_third_group_through_the_builtin_registrar() {
-    // The built-in registrar's credentials are issued for a day from now.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut prepared = agent::testfile::prepare("transfer.toml", TEST, b"transfer", now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    prepared.plan.keep_all_traces = true;
-    let (tx, _rx) = std::sync::mpsc::channel();
-    let (summary, reports) = agent::runner::execute(prepared, tx, StopHandle::default()).unwrap();
+    let (summary, reports) = run("transfer.toml", TEST);
     assert_eq!(reports.len(), 6);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -78,4 +74,193 @@ fn callers_transfer_their_callees_to_a_third_group_through_the_builtin_registrar
     }
     assert_eq!(summary.transfers.succeeded, 2);
     assert_eq!(summary.transfers.followed_answered, 2);
+}
+
+/// Runs a test file through the built-in registrar, keeping every trace.
+fn run(
+    name: &str,
+    text: &str,
+) -> (
+    agent::engine::RunSummary,
+    Vec<agent::engine::EndpointReport>,
+) {
+    // The built-in registrar's credentials are issued for a day from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare(name, text, name.as_bytes(), now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+}
+
+/// The messages of `r`'s trace in `direction` whose first line starts with `start`.
+fn messages<'a>(
+    r: &'a agent::engine::EndpointReport,
+    direction: agent::trace::Direction,
+    start: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    r.trace
+        .iter()
+        .filter(move |e| e.direction == direction && e.text.starts_with(start))
+        .map(|e| e.text.as_str())
+}
+
+/// A header's value in a message's text (the first line that starts with `name:`).
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+/// [`TEST`] with an attended transfer (a second of consultation) and 4 s calls.
+fn attended() -> String {
+    TEST.replace("duration = \"2s\"", "duration = \"4s\"")
+        .replace(
+            "do = \"transfer\", to = \"group:targets\"",
+            "do = \"attended_transfer\", to = \"group:targets\", consult = \"1s\"",
+        )
+}
+
+#[test]
+fn callers_consult_a_third_group_then_transfer_their_callees_to_it_with_replaces() {
+    use agent::trace::Direction::{Received, Sent};
+    let (summary, reports) = run("attended.toml", &attended());
+    assert_eq!(reports.len(), 6);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let t = r.transfer.as_ref().expect("a transfer");
+        assert_eq!((t.attended, t.consult_answered), (1, 1), "{t:?}");
+        assert_eq!(
+            (t.sent, t.accepted, t.succeeded, t.failed, t.unknown),
+            (1, 1, 1, 0, 0),
+            "{t:?}"
+        );
+        assert_eq!(
+            (t.refer_code, t.final_code, t.consult_code),
+            (Some(202), Some(200), Some(200)),
+            "{t:?}"
+        );
+        assert!(t.attended_ms.is_some_and(|ms| ms > 1000.0), "{t:?}");
+        // The first call on hold (sendonly), the consultation call to a target.
+        let invites: Vec<_> = messages(r, Sent, "INVITE ").collect();
+        let first = header(invites[0], "Call-ID");
+        assert!(
+            invites
+                .iter()
+                .any(|m| header(m, "Call-ID") == first && m.contains("a=sendonly")),
+            "no hold re-INVITE"
+        );
+        let consult = invites
+            .iter()
+            .find(|m| header(m, "Call-ID") != first)
+            .expect("a consultation INVITE");
+        assert!(consult.starts_with("INVITE sip:targets"), "{consult}");
+        let consult_cid = header(consult, "Call-ID");
+        let our_tag = header(consult, "From").split(";tag=").nth(1).unwrap();
+        // RFC 3891 §7: the REFER on the first call names the consultation dialog as the
+        // target sees it (to-tag: the target's, from-tag: ours), escaped in the URI.
+        let refer = messages(r, Sent, "REFER ").next().expect("a REFER");
+        assert_eq!(header(refer, "Call-ID"), first);
+        let refer_to = header(refer, "Refer-To");
+        let escaped = consult_cid.replace('@', "%40");
+        assert!(
+            refer_to.starts_with("<sip:targets")
+                && refer_to.contains(&format!("?Replaces={escaped}%3Bto-tag%3D"))
+                && refer_to.ends_with(&format!("%3Bfrom-tag%3D{our_tag}>")),
+            "{refer_to}"
+        );
+        assert!(header(refer, "Referred-By").contains("callers"), "{refer}");
+        // BYEs on both dialogs: ours on the first call, the target's on the consultation.
+        assert!(
+            messages(r, Sent, "BYE ").any(|m| header(m, "Call-ID") == first),
+            "no BYE of the first call"
+        );
+        assert!(
+            messages(r, Received, "BYE ").any(|m| header(m, "Call-ID") == consult_cid),
+            "no BYE of the consultation call from the target"
+        );
+        // Both calls' media are in the report.
+        let m = r.media.as_ref().expect("media");
+        assert_eq!(m.calls, 2, "{m:?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let t = r.transfer.as_ref().expect("a REFER followed");
+        assert_eq!((t.followed, t.followed_answered), (1, 1), "{t:?}");
+        let invite = messages(r, Sent, "INVITE ")
+            .next()
+            .expect("the INVITE to the target");
+        assert!(header(invite, "Replaces").contains(";to-tag="), "{invite}");
+        // Not the held call's direction: a new conversation with the target.
+        assert!(!invite.contains("a=recvonly"), "{invite}");
+    }
+    for r in reports.iter().filter(|r| r.group == "targets") {
+        assert_eq!(r.calls_received, 2, "{r:#?}");
+        let t = r.transfer.as_ref().expect("a call replaced");
+        assert_eq!(t.replaced, 1, "{t:?}");
+        // The consultation's second of audio from the caller, then the callee's call
+        // duration (4 s): the transferee's media flows to the target.
+        let m = r.media.as_ref().expect("media");
+        assert!(m.rx_packets >= 200, "{m:?}");
+        assert_eq!(m.calls, 2, "{m:?}");
+    }
+    assert_eq!(summary.transfers.attended, 2);
+    assert_eq!(summary.transfers.succeeded, 2);
+    assert_eq!(summary.transfers.followed_answered, 2);
+    assert_eq!(summary.transfers.replaced, 2);
+}
+
+#[test]
+fn a_consultation_call_refused_resumes_the_first_call() {
+    use agent::trace::Direction::Sent;
+    let text = attended()
+        .replace("group:targets", "sip:nobody{n}@sipmeter.builtin")
+        .replace("\"4s\"", "\"3s\"");
+    let (summary, reports) = run("attended-refused.toml", &text);
+    assert_eq!(reports.len(), 6);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let t = r.transfer.as_ref().expect("a transfer");
+        assert_eq!(
+            (t.attended, t.consult_answered, t.failed, t.sent),
+            (1, 0, 1, 0),
+            "{t:?}"
+        );
+        assert!(matches!(t.consult_code, Some(404 | 480)), "{t:?}");
+        // A failed transfer, not a failed call: the call went on to its planned end.
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        assert!(
+            r.error.as_deref().unwrap().contains("consultation"),
+            "{r:?}"
+        );
+        assert_eq!((r.calls_attempted, r.calls_answered), (1, 1));
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!(lasted >= 2900.0, "{lasted} ms");
+        // Held, then resumed: the first call's INVITEs' directions.
+        let first = header(messages(r, Sent, "INVITE ").next().unwrap(), "Call-ID");
+        let mut held: Vec<_> = messages(r, Sent, "INVITE ")
+            .filter(|m| header(m, "Call-ID") == first)
+            .map(|m| m.contains("a=sendonly"))
+            .collect();
+        held.dedup(); // the first INVITE, challenged, went twice
+        assert_eq!(held, [false, true, false]);
+        assert!(messages(r, Sent, "REFER ").next().is_none());
+    }
+    for r in reports.iter().filter(|r| r.group != "callers") {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    // The callees heard the caller again after the resume: no gap was reported, and they
+    // received audio for the whole call.
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let m = r.media.as_ref().expect("media");
+        assert!(m.rx_packets >= 120, "{m:?}");
+    }
+    assert_eq!(summary.transfers.attended, 2);
+    assert_eq!(summary.transfers.failed, 2);
 }

@@ -380,6 +380,13 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             t.sent, t.accepted, t.succeeded, t.failed, t.unknown
         );
     }
+    if t.attended > 0 {
+        println!(
+            "attended         {} begun, {} consultation calls answered (hold, consult, REFER \
+             with Replaces)",
+            t.attended, t.consult_answered
+        );
+    }
     if t.replaced > 0 {
         println!(
             "replaced         {} calls by an INVITE with Replaces (RFC 3891)",

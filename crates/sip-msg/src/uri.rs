@@ -622,6 +622,24 @@ pub fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Escapes `s` as the value of a URI header (RFC 3261 §25.1 `hvalue`: `unreserved`, the
+/// `hnv-unreserved` marks `[ ] / ? : + $`, and %-escapes for every other byte), so that a
+/// header field value (`Replaces: a@b;to-tag=1` in a Refer-To, RFC 3891 §7) fits in a URI.
+pub fn escape_hvalue(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()[]/?:+$".contains(&b) {
+            out.push(b as char);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+    out
+}
+
 impl fmt::Display for SipUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.write_to(f)
@@ -1020,6 +1038,16 @@ mod tests {
             u.to_string(),
             "sips:alice:secret@[2001:db8::1]:5061;transport=tcp;lr?Subject=x&P=y"
         );
+    }
+
+    #[test]
+    fn header_values_escape_to_what_unescape_reads_back() {
+        let v = "a8f@10.0.0.1;to-tag=7Ab;from-tag=x%y z";
+        let e = escape_hvalue(v);
+        assert_eq!(e, "a8f%4010.0.0.1%3Bto-tag%3D7Ab%3Bfrom-tag%3Dx%25y%20z");
+        assert_eq!(unescape(&e), v);
+        let u = Uri::parse(&format!("sip:t@example.com?Replaces={e}")).unwrap();
+        assert_eq!(u.as_sip().unwrap().headers[0].1, e);
     }
 
     #[test]

@@ -65,6 +65,32 @@ fn offered_direction(offer: &str) -> &'static str {
     }
 }
 
+/// `sdp` with each direction attribute made `a=sendrecv`: a new call's offer from a held
+/// call's description (the transferee's INVITE to its transfer target, RFC 5589 §6–7,
+/// starts a conversation; the hold was of the first call, not of this one).
+pub(crate) fn not_held(sdp: &Bytes) -> Bytes {
+    let Ok(text) = std::str::from_utf8(sdp) else {
+        return sdp.clone();
+    };
+    if !text
+        .lines()
+        .any(|l| matches!(direction_of(l.trim_end_matches('\r')), Some(d) if d != "sendrecv"))
+    {
+        return sdp.clone();
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if direction_of(bare).is_some() {
+            out.push_str("a=sendrecv");
+            out.push_str(&line[bare.len()..]);
+        } else {
+            out.push_str(line);
+        }
+    }
+    Bytes::from(out)
+}
+
 /// An answer to `offer` that rejects every stream, from `host` (our address as written in
 /// Contact, brackets and all for IPv6). RFC 3264 §6: "the answer MUST contain exactly the
 /// same number of "m=" lines as the offer"; "To reject an offered stream, the port number in
@@ -837,6 +863,24 @@ fn bump_version(o: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_description_offered_anew_is_sendrecv() {
+        let held = Bytes::from_static(
+            b"v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=recvonly\r\n",
+        );
+        let new = not_held(&held);
+        assert!(
+            new.ends_with(b"m=audio 4000 RTP/AVP 0\r\na=sendrecv\r\n"),
+            "{new:?}"
+        );
+        assert_eq!(
+            offered_direction(std::str::from_utf8(&new).unwrap()),
+            "sendrecv"
+        );
+        let plain = Bytes::from_static(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n");
+        assert_eq!(not_held(&plain), plain);
+    }
 
     const OURS: &str = "v=0\r\no=sipmeter 7 1 IN IP4 127.0.0.1\r\ns=sipmeter\r\nc=IN IP4 127.0.0.1\r\n\
 t=0 0\r\nm=audio 30000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\

@@ -1573,9 +1573,19 @@ impl UserAgent {
     }
 
     /// The index of call `id` in `calls`.
-    /// The Call-ID of call `id`'s dialog (none before a UAC's first response with a tag).
+    /// The Call-ID of call `id`: its dialog's, or before a UAC's first response with a tag
+    /// its INVITE's (none for an ended call).
     pub fn sip_call_id(&self, id: CallId) -> Option<&str> {
-        Some(self.call_ref(id)?.dialog.as_ref()?.id.call_id.as_str())
+        let c = self.call_ref(id)?;
+        match (&c.dialog, &c.invite) {
+            (Some(d), _) => Some(d.id.call_id.as_str()),
+            (None, Some(invite)) => invite
+                .headers
+                .view::<sip_msg::typed::CallIdRef>()
+                .and_then(Result::ok)
+                .map(|c| c.0),
+            (None, None) => None,
+        }
     }
 
     /// True when we placed call `id` (our INVITE), false for an incoming or unknown one.

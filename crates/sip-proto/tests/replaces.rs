@@ -441,3 +441,45 @@ fn a_refer_with_other_uri_headers_or_a_broken_replaces_is_refused() {
         assert!(ev.is_empty(), "{refer_to}: {ev:?}");
     }
 }
+
+#[test]
+fn the_transferors_replaces_uri_names_the_dialog_as_its_peer_sees_it() {
+    // RFC 3891 §7: Alice (transferor) consulted Bob (target) in the call she placed; her
+    // Refer-To names that dialog as Bob sees it, escaped, and Bob takes an INVITE carrying
+    // it as replacing his call. Bob's view of the same call names it the other way round.
+    let (mut alice, a, mut bob, b, now) = in_call();
+    let target = Uri::parse("sip:bob@example.com;transport=udp").unwrap();
+    let uri = alice.replaces_uri(a, &target).unwrap().to_string();
+    let (base, value) = uri.split_once("?Replaces=").unwrap();
+    assert_eq!(base, "sip:bob@example.com;transport=udp");
+    assert!(!value.contains(['@', ';', '=']), "{value}");
+    let info = dialog_of(&mut alice, a, &mut bob, now);
+    assert_eq!(sip_msg::unescape(value), bob_side_replaces(&info));
+    let (_carol, sent, ev) = carol_invites_bob(
+        &mut bob,
+        now,
+        &format!("Replaces: {}\r\n", sip_msg::unescape(value)),
+    );
+    assert!(
+        sent.iter().all(|s| s.starts_with("SIP/2.0 100 ")),
+        "{sent:#?}"
+    );
+    assert!(
+        matches!(&ev[..], [(_, CallEvent::Incoming { replaces: Some(old), .. })] if *old == b),
+        "{ev:?}"
+    );
+    // From Bob's end, his call with Alice: to-tag hers, from-tag his.
+    let alice_uri = Uri::parse("sip:alice@example.com").unwrap();
+    let from_bob = bob.replaces_uri(b, &alice_uri).unwrap().to_string();
+    let theirs = sip_msg::unescape(from_bob.split_once("?Replaces=").unwrap().1);
+    let (cid, tags) = theirs.split_once(";to-tag=").unwrap();
+    let (to_tag, from_tag) = tags.split_once(";from-tag=").unwrap();
+    assert_eq!(
+        format!("{cid};to-tag={from_tag};from-tag={to_tag}"),
+        bob_side_replaces(&info)
+    );
+    // No dialog, no Replaces; a tel: target cannot carry one.
+    assert!(alice.replaces_uri(CallId(9999), &target).is_none());
+    let tel = Uri::parse("tel:+15550100").unwrap();
+    assert!(alice.replaces_uri(a, &tel).is_none());
+}

@@ -17,6 +17,9 @@
 //! ends there (its figures go into the endpoint's report like any call's), and the user
 //! agent's BYE ends it; that end is noted ("replaced by the call <Call-ID>") and counted in
 //! `transfer.replaced`, never a failure.
+//!
+//! The transferor of an attended transfer (the `attended_transfer` action: hold, a
+//! consultation call, REFER with `Replaces`) is the child module `attended`.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,8 @@ use sip_msg::Uri;
 use sip_proto::ua::{CallEvent, CallId, CallState, reason_phrase};
 
 use super::{Endpoint, Outcome, Script, Shard, ms};
+
+mod attended;
 use crate::hints::hint_for;
 use crate::trace::TraceEntry;
 
@@ -61,6 +66,18 @@ pub struct TransferReport {
     /// target of an attended transfer): the new call was answered at once, the old one
     /// ended with our BYE (or CANCEL). Not a failure.
     pub replaced: u32,
+    /// Attended transfers begun (`attended_transfer`: the call held, a consultation call to
+    /// the target, then REFER with `Replaces`; RFC 5589 §7). Their REFERs count in `sent`
+    /// and the rest; a consultation call not answered counts in `failed`.
+    pub attended: u32,
+    /// Of those, consultation calls the target answered.
+    pub consult_answered: u32,
+    /// The last consultation call's final code (200 when answered).
+    pub consult_code: Option<u16>,
+    /// The last consultation call's setup time, its INVITE to its 2xx, ms.
+    pub consult_setup_ms: Option<f64>,
+    /// The last attended transfer's time from its hold to its final status (NOTIFY 2xx), ms.
+    pub attended_ms: Option<f64>,
 }
 
 /// The run's transfers, summed over the endpoints ([`TransferReport`]).
@@ -84,6 +101,10 @@ pub struct TransferCounts {
     pub followed_failed: u32,
     /// Calls replaced by an INVITE with Replaces (RFC 3891).
     pub replaced: u32,
+    /// Attended transfers begun, and their consultation calls answered.
+    pub attended: u32,
+    /// See `attended`.
+    pub consult_answered: u32,
 }
 
 impl TransferCounts {
@@ -98,6 +119,8 @@ impl TransferCounts {
         self.followed_answered += r.followed_answered;
         self.followed_failed += r.followed_failed;
         self.replaced += r.replaced;
+        self.attended += r.attended;
+        self.consult_answered += r.consult_answered;
     }
 }
 
@@ -112,17 +135,32 @@ pub(super) struct Transfers {
     referred: Option<CallId>,
     /// Our call an incoming INVITE with Replaces took over, until it has ended.
     replaced: Option<CallId>,
+    /// The attended transfer going on (we are the transferor).
+    attended: Option<Box<attended::Attended>>,
+}
+
+impl Transfers {
+    /// When the attended transfer's next step is due.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.attended.as_deref().and_then(attended::Attended::due)
+    }
 }
 
 impl Endpoint {
-    /// Sends REFER to `target` in `call` (the `transfer` action); the trace note.
-    pub(super) fn transfer(&mut self, now: Instant, call: CallId, target: &Uri) -> String {
+    /// Sends REFER to `target` in `call` (the `transfer` action); the trace note, `Err`
+    /// when it was not sent.
+    pub(super) fn transfer(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        target: &Uri,
+    ) -> Result<String, String> {
         if !self.ua.refer(now, call, target) {
             // A transfer still going on (one at a time), or a call no longer confirmed.
-            return format!(
+            return Err(format!(
                 "transfer to {target} not sent: a transfer of this call is still going on, or \
                  the call is ending"
-            );
+            ));
         }
         let t = self.transfers.get_or_insert_with(Box::default);
         t.report.target = target.to_string();
@@ -131,7 +169,7 @@ impl Endpoint {
         t.report.final_code = None;
         t.report.time_to_final_ms = None;
         t.pending = Some(now);
-        format!("transfer (REFER to {target})")
+        Ok(format!("transfer (REFER to {target})"))
     }
 
     /// A transfer's event from the user agent: recorded, noted in the trace, and the
@@ -201,13 +239,15 @@ impl Endpoint {
         if let Some(w) = warning {
             self.worsen(Outcome::CompletedWithWarnings, w);
         }
+        self.attended_after_refer_event(now, at, ce);
         true
     }
 
     /// The call ended: a transfer still going on will not be known.
     pub(super) fn transfer_call_ended(&mut self, at: Duration) {
+        let attended = self.attended_call_ended();
         if let Some(t) = self.transfers.as_deref_mut()
-            && t.pending.take().is_some()
+            && (t.pending.take().is_some() || attended)
         {
             t.report.unknown += 1;
             let w = "the call ended before the transfer's outcome was known".to_owned();

@@ -22,7 +22,7 @@
 use std::time::Instant;
 
 use sip_msg::typed::Replaces;
-use sip_msg::{Header, HeaderName, Message, TypedHeader};
+use sip_msg::{Header, HeaderName, Message, TypedHeader, Uri};
 
 use super::{CallId, CallState, Slot, Tie, UserAgent};
 
@@ -123,6 +123,25 @@ impl UserAgent {
             Some(s) if s < CallState::Terminating => self.hangup(now, old),
             _ => {}
         }
+    }
+
+    /// `target` with a `Replaces` URI header naming call `id`'s dialog as its peer sees it
+    /// (RFC 3891 §7, the transferor of an attended transfer: `Refer-To:
+    /// <target?Replaces=...>`): the Call-ID, `to-tag` the peer's tag (its local one),
+    /// `from-tag` ours, escaped (RFC 3261 §19.1.1). `None` for a call without a confirmed or
+    /// early dialog, or a target that is not a SIP URI.
+    pub fn replaces_uri(&self, id: CallId, target: &Uri) -> Option<Uri> {
+        let d = self.call_ref(id)?.dialog.as_ref()?;
+        let mut uri = target.as_sip()?.clone();
+        let value = format!(
+            "{};to-tag={};from-tag={}",
+            d.id.call_id, d.id.remote_tag, d.id.local_tag
+        );
+        uri.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Replaces"));
+        uri.headers
+            .push(("Replaces".to_owned(), sip_msg::escape_hvalue(&value)));
+        Some(Uri::Sip(uri))
     }
 
     /// Ties the new call `id` to the call `old` its INVITE replaces.

@@ -478,7 +478,12 @@ impl UserAgent {
             .headers
             .value(&HeaderName::ReferredBy)
             .map(str::to_owned);
-        let offer = self.call_ref(id).and_then(|c| c.local_sdp.clone());
+        // Our description in the first call, but not its hold (an attended transfer's
+        // transferor holds us while it consults the target).
+        let offer = self
+            .call_ref(id)
+            .and_then(|c| c.local_sdp.as_ref())
+            .map(crate::sdpdir::not_held);
         let to = target.to_string();
         let new = self.call_referred(
             now,
