@@ -176,6 +176,66 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
     }
 }
 
+/// `connections = "shared"` (a trunk): the 10 → 10 run through Kamailio carries every
+/// endpoint of a shard on one connection. The checks above hold (Kamailio delivers each
+/// callee's INVITE on the connection it registered over), and all 20 endpoints use two local
+/// addresses, one per shard: two connections opened, one TLS handshake each.
+fn assert_shared(kind: FlowKind, k: &Kamailio, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_calls_went_through(kind, k, summary, reports);
+    assert_eq!(summary.connections_opened, 2, "{summary:?}");
+    let locals: std::collections::HashSet<_> = reports
+        .iter()
+        .flat_map(|r| r.trace.iter())
+        .filter(|e| e.direction != Direction::Note)
+        .map(|e| e.local)
+        .collect();
+    assert_eq!(locals.len(), 2, "one connection per shard: {locals:?}");
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Received
+                && e.first_line().starts_with(&format!("INVITE sip:{}@127.0.0.1:", r.user))),
+            "{:#?}",
+            r.trace
+        );
+    }
+}
+
+#[test]
+fn a_run_through_kamailio_on_shared_tcp_connections() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let k = kamailio(None, false);
+    let (summary, reports) = run("tcp", k.port(), "connections = \"shared\"");
+    assert_shared(FlowKind::Tcp, &k, &summary, &reports);
+}
+
+#[test]
+fn a_run_through_kamailio_on_shared_tls_connections() {
+    if !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("run CA").unwrap();
+    let k = kamailio(Some(&ca), false);
+    let dir = TempDir::new("sipmeter-run-tls-shared").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let (summary, reports) = run(
+        "tls",
+        k.tls_port().unwrap(),
+        &format!(
+            "tls_verify = \"custom\"\ntls_ca = \"{}\"\nconnections = \"shared\"",
+            ca_file.display()
+        ),
+    );
+    assert_shared(FlowKind::Tls, &k, &summary, &reports);
+    for r in &reports {
+        let notes = streams_common::notes(r);
+        let tls = streams_common::note_at(&notes, "shared connection: TLS handshake done with 127.0.0.1:");
+        assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
+    }
+}
+
 /// With System verification the self-signed chain is refused: every endpoint ends
 /// REGISTRATION_FAILED, with the words and the hint of `sipmeter check`.
 #[test]

@@ -204,11 +204,10 @@ call = "group:callees"
     }
 }
 
-/// The server drops every connection between two calls (the built-in registrar's TCP
-/// listener stops, and starts again on the same port): each endpoint reconnects, registers
-/// again, and the second call goes through. The trace shows the loss and the reconnect.
-#[test]
-fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
+/// Two callees and two callers over TCP to the built-in registrar, two calls each; between
+/// them the registrar's TCP listener stops (dropping every connection) and starts again on
+/// the same port. `shared`: `connections = "shared"`.
+fn drop_connections_between_calls(shared: bool) -> (RunSummary, Vec<EndpointReport>) {
     use agent::builtin::{BuiltinRegistrar, Listen};
     use agent::callmedia::MediaPlan;
     use agent::engine::{
@@ -278,6 +277,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
             outbound_proxy: None,
             transport: TransportPlan {
                 kind: FlowKind::Tcp,
+                shared_connection: shared,
                 ..TransportPlan::default()
             },
         },
@@ -328,9 +328,18 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
             Err(e) => panic!("{e}"),
         }
     };
-    let (summary, reports) = engine.join().unwrap().unwrap();
+    let results = engine.join().unwrap().unwrap();
     rt.block_on(second.stop());
+    results
+}
+
+/// The server drops every connection between two calls: each endpoint reconnects, registers
+/// again, and the second call goes through. The trace shows the loss and the reconnect.
+#[test]
+fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
+    let (summary, reports) = drop_connections_between_calls(false);
     assert_eq!(summary.reconnects, 4, "{reports:#?}");
+    assert_eq!(summary.connections_opened, 8, "two per endpoint");
     assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -433,4 +442,171 @@ fn udp_with_one_socket_per_endpoint_and_buffer_sizes() {
             r.trace[0].text
         );
     }
+}
+
+/// The 10 → 10 run with `connections = "shared"` over `transport`.
+fn ten_to_ten_shared(transport: &str) -> String {
+    ten_to_ten(transport).replace(
+        &format!("transport = \"{transport}\""),
+        &format!("transport = \"{transport}\"\nconnections = \"shared\""),
+    )
+}
+
+/// `connections = "shared"` (trunk style): every call succeeds, and the endpoints of a shard
+/// share one connection: one local address per shard in the traces (Via and Contact carry
+/// it, Contact's user tells endpoints apart), one connection opened per shard.
+fn assert_shared(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_eq!(reports.len(), 20);
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    assert_eq!(summary.connections_opened, 2, "one per shard: {summary:?}");
+    assert_eq!(summary.reconnects, 0);
+    let mut shard_locals = std::collections::HashSet::new();
+    let via = format!("Via: SIP/2.0/{} ", kind.via_token());
+    for r in reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.registration_code, Some(200));
+        let messages: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction != Direction::Note)
+            .collect();
+        assert!(messages.iter().all(|e| e.transport == Some(kind)));
+        let locals: std::collections::HashSet<_> = messages.iter().map(|e| e.local).collect();
+        assert_eq!(locals.len(), 1, "{locals:?}");
+        shard_locals.extend(locals);
+        let register = messages
+            .iter()
+            .find(|e| e.first_line().starts_with("REGISTER "))
+            .unwrap();
+        let local = register.local.unwrap();
+        assert!(register.text.contains(&via), "{}", register.text);
+        assert!(
+            register.text.contains(&format!(
+                "<sip:{}@{local};transport={}>",
+                r.user,
+                kind.via_token().to_ascii_lowercase()
+            )),
+            "Contact: the endpoint's user at the shared connection's address: {}",
+            register.text
+        );
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("shared connection: TCP connected to 127.0.0.1:")),
+            "{notes:?}"
+        );
+        if r.group == "callees" {
+            // The registrar's INVITE came over the shared connection, to this endpoint.
+            assert!(r.trace.iter().any(|e| e.direction == Direction::Received
+                && e.first_line().starts_with(&format!("INVITE sip:{}@", r.user))
+                && e.local == Some(local)));
+        }
+    }
+    assert_eq!(shard_locals.len(), 2, "one connection per shard: {shard_locals:?}");
+}
+
+#[test]
+fn shared_connections_over_tcp_carry_ten_calls_on_one_connection_per_shard() {
+    let (summary, reports) = run_file(&ten_to_ten_shared("tcp"));
+    assert_shared(FlowKind::Tcp, &summary, &reports);
+}
+
+#[test]
+fn shared_connections_over_ws_carry_ten_calls_on_one_connection_per_shard() {
+    let (summary, reports) = run_file(&ten_to_ten_shared("ws"));
+    assert_shared(FlowKind::Ws, &summary, &reports);
+    // One upgrade per connection, handed to each endpoint on it.
+    for r in &reports {
+        assert!(
+            r.trace
+                .iter()
+                .any(|e| e.text.starts_with("shared connection: ")
+                    && e.text.contains("subprotocol sip (RFC 7118)")),
+            "{:#?}",
+            r.trace
+        );
+    }
+}
+
+/// A shared connection refused (nothing listens): every endpoint waiting on it ends OSERROR
+/// with the words and hint of `check`, as with a connection of its own.
+#[test]
+fn a_refused_shared_connection_is_an_oserror_for_every_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = ten_to_ten_shared("tcp")
+        .replace("kind = \"builtin\"", &format!("domain = \"127.0.0.1\"\nport = {port}"))
+        .replace(
+            "[[group]]\nname = \"callees\"",
+            "[[accounts]]\nregistrar = \"builtin\"\nrange = { from = 1, to = 20, password = \"p\" }\n\n[[group]]\nname = \"callees\"",
+        );
+    let (summary, reports) = run_file(&text);
+    assert_eq!(reports.len(), 20);
+    assert_eq!(summary.connections_opened, 0);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.starts_with(&format!("cannot connect over TCP to 127.0.0.1:{port}: "))
+                && e.contains(&format!("connection refused by 127.0.0.1:{port}"))
+                && e.contains("check the address, port, transport and firewall"),
+            "{e}"
+        );
+    }
+}
+
+/// The server drops the shared connection between two calls: it is reopened once (one
+/// reconnect for the shard, not one per endpoint), every endpoint on it registers again,
+/// and the second calls go through over the new connection.
+#[test]
+fn a_dropped_shared_connection_is_reopened_and_every_endpoint_registers_again() {
+    let (summary, reports) = drop_connections_between_calls(true);
+    assert_eq!(summary.reconnects, 1, "{reports:#?}");
+    assert_eq!(summary.connections_opened, 2, "{reports:#?}");
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
+    let mut locals = std::collections::HashSet::new();
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let at = |prefix: &str| {
+            notes
+                .iter()
+                .position(|n| n.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
+        };
+        assert!(
+            at("connection closed: the server closed the connection")
+                < at("registered again after reconnecting"),
+            "{notes:#?}"
+        );
+        let registered: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| {
+                e.direction == Direction::Received
+                    && e.first_line() == "SIP/2.0 200 OK"
+                    && e.text.contains(" REGISTER\r\n")
+                    && e.text.contains("Contact:")
+            })
+            .map(|e| e.local)
+            .collect();
+        assert_eq!(registered.len(), 2, "{notes:#?}");
+        assert_ne!(registered[0], registered[1]);
+        locals.extend(registered);
+    }
+    assert_eq!(locals.len(), 2, "all four on the same two connections: {locals:?}");
 }
