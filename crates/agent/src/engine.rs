@@ -1868,7 +1868,7 @@ impl<'a> Shard<'a> {
         // endpoint starts.
         shard.open_shared_links(start);
         shard.event_loop(stop).await?;
-        shard.stats.connections_opened = shard.net.opened();
+        shard.stats.connections_opened = shard.net.opened_count();
         Ok(shard.stats)
     }
 

@@ -193,7 +193,7 @@ impl NetPoll {
 
     /// How many connections opened (TCP connected, TLS and WebSocket done), reconnects
     /// included.
-    pub fn opened(&self) -> u64 {
+    pub fn opened_count(&self) -> u64 {
         self.opened
     }
 
@@ -752,6 +752,7 @@ impl NetPoll {
                     c.notes.push(format!(
                         "HTTP upgrade to WebSocket at {url} with subprotocol sip (RFC 7118)"
                     ));
+                    self.opened += 1;
                     open(c)
                 }
                 WsEvent::Message(m) => StreamEvent::Message(m),

@@ -153,15 +153,18 @@ fn ten_callers_call_ten_callees_over_wss() {
     assert_ten_to_ten(FlowKind::Wss, &summary, &reports);
 }
 
-/// Nothing listens: each endpoint ends OSERROR with the words and hint of `check`, fast.
-#[test]
-fn a_refused_connection_is_an_oserror_with_the_hint() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port: nothing listens there.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let text = format!(
+        .port()
+}
+
+/// A callee and a caller over TCP to `port`; `extra` goes in the registrar.
+fn refused_file(port: u16, extra: &str) -> String {
+    format!(
         r#"
 name = "refused"
 duration = "1s"
@@ -173,6 +176,7 @@ id = "pbx"
 domain = "127.0.0.1"
 port = {port}
 transport = "tcp"
+{extra}
 
 [[accounts]]
 registrar = "pbx"
@@ -190,8 +194,14 @@ endpoints = 1
 registrar = "pbx"
 call = "group:callees"
 "#
-    );
-    let (summary, reports) = run_file(&text);
+    )
+}
+
+/// Nothing listens: each endpoint ends OSERROR with the words and hint of `check`, fast.
+#[test]
+fn a_refused_connection_is_an_oserror_with_the_hint() {
+    let port = free_port();
+    let (summary, reports) = run_file(&refused_file(port, ""));
     assert!(summary.duration_ms < 10_000.0, "{summary:?}");
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
@@ -538,20 +548,10 @@ fn shared_connections_over_ws_carry_ten_calls_on_one_connection_per_shard() {
 /// with the words and hint of `check`, as with a connection of its own.
 #[test]
 fn a_refused_shared_connection_is_an_oserror_for_every_endpoint() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = ten_to_ten_shared("tcp")
-        .replace("kind = \"builtin\"", &format!("domain = \"127.0.0.1\"\nport = {port}"))
-        .replace(
-            "[[group]]\nname = \"callees\"",
-            "[[accounts]]\nregistrar = \"builtin\"\nrange = { from = 1, to = 20, password = \"p\" }\n\n[[group]]\nname = \"callees\"",
-        );
-    let (summary, reports) = run_file(&text);
-    assert_eq!(reports.len(), 20);
-    assert_eq!(summary.connections_opened, 0);
+    let port = free_port();
+    let (summary, reports) = run_file(&refused_file(port, "connections = \"shared\""));
+    assert_eq!(reports.len(), 2);
+    assert_eq!(summary.connections_opened, 0, "{reports:#?}");
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
         let e = r.error.as_deref().unwrap();
