@@ -2547,24 +2547,44 @@ call = "group:callees"
             )
         };
         let plan = |text: &str| prepare("t.toml", text, b"s", 0).map(|p| p.plan.server.transport);
-        assert!(plan(&tcp("connections = \"shared\"")).unwrap().shared_connection);
-        assert!(!plan(&tcp("connections = \"per-endpoint\"")).unwrap().shared_connection);
+        assert!(
+            plan(&tcp("connections = \"shared\""))
+                .unwrap()
+                .shared_connection
+        );
+        assert!(
+            !plan(&tcp("connections = \"per-endpoint\""))
+                .unwrap()
+                .shared_connection
+        );
         assert!(!plan(&tcp("")).unwrap().shared_connection);
         let e = plan(&tcp("connections = \"one\"")).unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (9, "registrar[0].connections"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (10, "registrar[0].connections"),
+            "{e}"
+        );
         assert!(e.message.contains("expected per-endpoint or shared"), "{e}");
         let udp = GOOD.replace(
             "transport = \"udp\"",
             "transport = \"udp\"\nconnections = \"shared\"",
         );
         let e = plan(&udp).unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (9, "registrar[0].connections"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (10, "registrar[0].connections"),
+            "{e}"
+        );
         assert!(e.message.contains("udp_socket"), "{e}");
         let e = plan(&tcp(
             "outbound_proxy = \"127.0.0.1:5070\"\nconnections = \"shared\"",
         ))
         .unwrap_err();
-        assert_eq!((e.line, e.field.as_str()), (10, "registrar[0].connections"), "{e}");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (11, "registrar[0].connections"),
+            "{e}"
+        );
         assert!(e.message.contains("outbound_proxy"), "{e}");
     }
 

@@ -193,7 +193,8 @@ fn assert_shared(kind: FlowKind, k: &Kamailio, summary: &RunSummary, reports: &[
     for r in reports.iter().filter(|r| r.group == "callees") {
         assert!(
             r.trace.iter().any(|e| e.direction == Direction::Received
-                && e.first_line().starts_with(&format!("INVITE sip:{}@127.0.0.1:", r.user))),
+                && e.first_line()
+                    .starts_with(&format!("INVITE sip:{}@127.0.0.1:", r.user))),
             "{:#?}",
             r.trace
         );
@@ -231,7 +232,10 @@ fn a_run_through_kamailio_on_shared_tls_connections() {
     assert_shared(FlowKind::Tls, &k, &summary, &reports);
     for r in &reports {
         let notes = streams_common::notes(r);
-        let tls = streams_common::note_at(&notes, "shared connection: TLS handshake done with 127.0.0.1:");
+        let tls = streams_common::note_at(
+            &notes,
+            "shared connection: TLS handshake done with 127.0.0.1:",
+        );
         assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
     }
 }

@@ -513,12 +513,19 @@ fn assert_shared(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport
         );
         if r.group == "callees" {
             // The registrar's INVITE came over the shared connection, to this endpoint.
-            assert!(r.trace.iter().any(|e| e.direction == Direction::Received
-                && e.first_line().starts_with(&format!("INVITE sip:{}@", r.user))
-                && e.local == Some(local)));
+            assert!(r.trace.iter().any(|e| {
+                e.direction == Direction::Received
+                    && e.first_line()
+                        .starts_with(&format!("INVITE sip:{}@", r.user))
+                    && e.local == Some(local)
+            }));
         }
     }
-    assert_eq!(shard_locals.len(), 2, "one connection per shard: {shard_locals:?}");
+    assert_eq!(
+        shard_locals.len(),
+        2,
+        "one connection per shard: {shard_locals:?}"
+    );
 }
 
 #[test]
@@ -608,5 +615,9 @@ fn a_dropped_shared_connection_is_reopened_and_every_endpoint_registers_again() 
         assert_ne!(registered[0], registered[1]);
         locals.extend(registered);
     }
-    assert_eq!(locals.len(), 2, "all four on the same two connections: {locals:?}");
+    assert_eq!(
+        locals.len(),
+        2,
+        "all four on the same two connections: {locals:?}"
+    );
 }

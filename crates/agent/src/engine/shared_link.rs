@@ -179,7 +179,12 @@ impl Shard<'_> {
         let Some(site) = m.endpoint.checked_sub(self.endpoints.len()) else {
             return;
         };
-        let Some(kind) = self.streams.get(site).and_then(|s| s.as_ref()).map(|s| s.kind) else {
+        let Some(kind) = self
+            .streams
+            .get(site)
+            .and_then(|s| s.as_ref())
+            .map(|s| s.kind)
+        else {
             return;
         };
         let Some(link) = self.shared_links.get_mut(site).and_then(Option::as_mut) else {
