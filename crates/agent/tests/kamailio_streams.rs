@@ -155,6 +155,14 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
     if !tls_available() {
         return;
     }
+    let (k, summary, reports) = run_tls_with_a_custom_ca("");
+    assert_calls_went_through(FlowKind::Tls, &k, &summary, &reports);
+    assert_custom_ca_verified(&reports, "TLS handshake done with 127.0.0.1:");
+}
+
+/// The 10 → 10 run over TLS to a Kamailio whose certificate the test file's CA signed;
+/// `extra` goes in the registrar.
+fn run_tls_with_a_custom_ca(extra: &str) -> (Kamailio, RunSummary, Vec<EndpointReport>) {
     let ca = CertificateAuthority::new("run CA").unwrap();
     let k = kamailio(Some(&ca), false);
     let dir = TempDir::new("sipmeter-run-tls").unwrap();
@@ -164,14 +172,19 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
         "tls",
         k.tls_port().unwrap(),
         &format!(
-            "tls_verify = \"custom\"\ntls_ca = \"{}\"",
+            "tls_verify = \"custom\"\ntls_ca = \"{}\"\n{extra}",
             ca_file.display()
         ),
     );
-    assert_calls_went_through(FlowKind::Tls, &k, &summary, &reports);
-    for r in &reports {
+    (k, summary, reports)
+}
+
+/// Every endpoint's trace has the TLS handshake's note (starting with `prefix`), verified
+/// against the custom CA.
+fn assert_custom_ca_verified(reports: &[EndpointReport], prefix: &str) {
+    for r in reports {
         let notes = streams_common::notes(r);
-        let tls = streams_common::note_at(&notes, "TLS handshake done with 127.0.0.1:");
+        let tls = streams_common::note_at(&notes, prefix);
         assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
     }
 }
@@ -216,28 +229,12 @@ fn a_run_through_kamailio_on_shared_tls_connections() {
     if !tls_available() {
         return;
     }
-    let ca = CertificateAuthority::new("run CA").unwrap();
-    let k = kamailio(Some(&ca), false);
-    let dir = TempDir::new("sipmeter-run-tls-shared").unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
-    let (summary, reports) = run(
-        "tls",
-        k.tls_port().unwrap(),
-        &format!(
-            "tls_verify = \"custom\"\ntls_ca = \"{}\"\nconnections = \"shared\"",
-            ca_file.display()
-        ),
-    );
+    let (k, summary, reports) = run_tls_with_a_custom_ca("connections = \"shared\"");
     assert_shared(FlowKind::Tls, &k, &summary, &reports);
-    for r in &reports {
-        let notes = streams_common::notes(r);
-        let tls = streams_common::note_at(
-            &notes,
-            "shared connection: TLS handshake done with 127.0.0.1:",
-        );
-        assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
-    }
+    assert_custom_ca_verified(
+        &reports,
+        "shared connection: TLS handshake done with 127.0.0.1:",
+    );
 }
 
 /// With System verification the self-signed chain is refused: every endpoint ends

@@ -51,6 +51,16 @@ call = "group:callees"
 /// Every endpoint succeeded with media, and its trace shows its own connection: the real
 /// transport on every message, one local port for all of them, the connection notes.
 fn assert_ten_to_ten(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_ten_to_ten_noted(kind, summary, reports, "");
+}
+
+/// [`assert_ten_to_ten`], with the connection notes starting with `noted`.
+fn assert_ten_to_ten_noted(
+    kind: FlowKind,
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+    noted: &str,
+) {
     assert_eq!(reports.len(), 20);
     for r in reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -73,7 +83,7 @@ fn assert_ten_to_ten(kind: FlowKind, summary: &RunSummary, reports: &[EndpointRe
             .trace
             .iter()
             .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
+            .filter_map(|e| e.text.strip_prefix(noted))
             .collect();
         assert!(
             notes
@@ -343,6 +353,44 @@ fn drop_connections_between_calls(shared: bool) -> (RunSummary, Vec<EndpointRepo
     results
 }
 
+/// `r` succeeded, lost its connection, registered again after reconnecting: two REGISTERs
+/// answered 200, one per connection, from two different local ports. Its notes, and those
+/// ports.
+fn reregistered(r: &EndpointReport) -> (Vec<&str>, Vec<Option<std::net::SocketAddr>>) {
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let notes: Vec<&str> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Note)
+        .map(|e| e.text.as_str())
+        .collect();
+    let at = |prefix: &str| {
+        notes
+            .iter()
+            .position(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
+    };
+    assert!(
+        at("connection closed: the server closed the connection")
+            < at("registered again after reconnecting"),
+        "{notes:#?}"
+    );
+    let registered: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| {
+            e.direction == Direction::Received
+                && e.first_line() == "SIP/2.0 200 OK"
+                && e.text.contains(" REGISTER\r\n")
+                && e.text.contains("Contact:")
+        })
+        .map(|e| e.local)
+        .collect();
+    assert_eq!(registered.len(), 2, "{notes:#?}");
+    assert_ne!(registered[0], registered[1]);
+    (notes, registered)
+}
+
 /// The server drops every connection between two calls: each endpoint reconnects, registers
 /// again, and the second call goes through. The trace shows the loss and the reconnect.
 #[test]
@@ -352,47 +400,18 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
     assert_eq!(summary.connections_opened, 8, "two per endpoint");
     assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
     for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        let notes: Vec<&str> = r
-            .trace
+        let (notes, _) = reregistered(r);
+        let closed = notes
             .iter()
-            .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
-            .collect();
-        let at = |prefix: &str| {
-            notes
-                .iter()
-                .position(|n| n.starts_with(prefix))
-                .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
-        };
+            .position(|n| n.starts_with("connection closed: the server closed the connection"))
+            .unwrap();
         let reconnect = notes
             .iter()
             .position(|n| {
                 n.starts_with("connecting over TCP to 127.0.0.1:") && n.ends_with(" (reconnect)")
             })
             .unwrap_or_else(|| panic!("{notes:#?}"));
-        assert!(
-            at("connection closed: the server closed the connection") < reconnect,
-            "{notes:#?}"
-        );
-        assert!(
-            at("connection closed:") < at("registered again after reconnecting"),
-            "{notes:#?}"
-        );
-        // Two REGISTERs answered 200, one per connection, from two different local ports.
-        let registered: Vec<_> = r
-            .trace
-            .iter()
-            .filter(|e| {
-                e.direction == Direction::Received
-                    && e.first_line() == "SIP/2.0 200 OK"
-                    && e.text.contains(" REGISTER\r\n")
-                    && e.text.contains("Contact:")
-            })
-            .map(|e| e.local)
-            .collect();
-        assert_eq!(registered.len(), 2, "{notes:#?}");
-        assert_ne!(registered[0], registered[1]);
+        assert!(closed < reconnect, "{notes:#?}");
     }
 }
 
@@ -466,30 +485,18 @@ fn ten_to_ten_shared(transport: &str) -> String {
 /// share one connection: one local address per shard in the traces (Via and Contact carry
 /// it, Contact's user tells endpoints apart), one connection opened per shard.
 fn assert_shared(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
-    assert_eq!(reports.len(), 20);
-    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    assert_ten_to_ten_noted(kind, summary, reports, "shared connection: ");
     assert_eq!(summary.connections_opened, 2, "one per shard: {summary:?}");
     assert_eq!(summary.reconnects, 0);
     let mut shard_locals = std::collections::HashSet::new();
-    let via = format!("Via: SIP/2.0/{} ", kind.via_token());
     for r in reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        assert_eq!(r.registration_code, Some(200));
-        let messages: Vec<_> = r
+        let register = r
             .trace
             .iter()
-            .filter(|e| e.direction != Direction::Note)
-            .collect();
-        assert!(messages.iter().all(|e| e.transport == Some(kind)));
-        let locals: std::collections::HashSet<_> = messages.iter().map(|e| e.local).collect();
-        assert_eq!(locals.len(), 1, "{locals:?}");
-        shard_locals.extend(locals);
-        let register = messages
-            .iter()
-            .find(|e| e.first_line().starts_with("REGISTER "))
+            .find(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
             .unwrap();
         let local = register.local.unwrap();
-        assert!(register.text.contains(&via), "{}", register.text);
+        shard_locals.insert(local);
         assert!(
             register.text.contains(&format!(
                 "<sip:{}@{local};transport={}>",
@@ -498,18 +505,6 @@ fn assert_shared(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport
             )),
             "Contact: the endpoint's user at the shared connection's address: {}",
             register.text
-        );
-        let notes: Vec<&str> = r
-            .trace
-            .iter()
-            .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
-            .collect();
-        assert!(
-            notes
-                .iter()
-                .any(|n| n.starts_with("shared connection: TCP connected to 127.0.0.1:")),
-            "{notes:?}"
         );
         if r.group == "callees" {
             // The registrar's INVITE came over the shared connection, to this endpoint.
@@ -536,18 +531,17 @@ fn shared_connections_over_tcp_carry_ten_calls_on_one_connection_per_shard() {
 
 #[test]
 fn shared_connections_over_ws_carry_ten_calls_on_one_connection_per_shard() {
+    // One upgrade per connection, its note handed to each endpoint on it.
     let (summary, reports) = run_file(&ten_to_ten_shared("ws"));
     assert_shared(FlowKind::Ws, &summary, &reports);
-    // One upgrade per connection, handed to each endpoint on it.
-    for r in &reports {
-        assert!(
-            r.trace
-                .iter()
-                .any(|e| e.text.starts_with("shared connection: ")
-                    && e.text.contains("subprotocol sip (RFC 7118)")),
-            "{:#?}",
-            r.trace
-        );
+}
+
+#[test]
+fn shared_connections_over_tls_and_wss_carry_ten_calls_on_one_connection_per_shard() {
+    // One TLS handshake (and WebSocket upgrade) per connection.
+    for (transport, kind) in [("tls", FlowKind::Tls), ("wss", FlowKind::Wss)] {
+        let (summary, reports) = run_file(&ten_to_ten_shared(transport));
+        assert_shared(kind, &summary, &reports);
     }
 }
 
@@ -580,41 +574,8 @@ fn a_dropped_shared_connection_is_reopened_and_every_endpoint_registers_again() 
     assert_eq!(summary.reconnects, 1, "{reports:#?}");
     assert_eq!(summary.connections_opened, 2, "{reports:#?}");
     assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
-    let mut locals = std::collections::HashSet::new();
-    for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        let notes: Vec<&str> = r
-            .trace
-            .iter()
-            .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
-            .collect();
-        let at = |prefix: &str| {
-            notes
-                .iter()
-                .position(|n| n.starts_with(prefix))
-                .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
-        };
-        assert!(
-            at("connection closed: the server closed the connection")
-                < at("registered again after reconnecting"),
-            "{notes:#?}"
-        );
-        let registered: Vec<_> = r
-            .trace
-            .iter()
-            .filter(|e| {
-                e.direction == Direction::Received
-                    && e.first_line() == "SIP/2.0 200 OK"
-                    && e.text.contains(" REGISTER\r\n")
-                    && e.text.contains("Contact:")
-            })
-            .map(|e| e.local)
-            .collect();
-        assert_eq!(registered.len(), 2, "{notes:#?}");
-        assert_ne!(registered[0], registered[1]);
-        locals.extend(registered);
-    }
+    let locals: std::collections::HashSet<_> =
+        reports.iter().flat_map(|r| reregistered(r).1).collect();
     assert_eq!(
         locals.len(),
         2,
