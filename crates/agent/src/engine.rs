@@ -50,6 +50,7 @@ mod events;
 mod failover_glue;
 mod proxy_failover;
 mod proxy_link;
+mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
 pub use events::{CallTrigger, EventAction, EventActionReport};
@@ -88,6 +89,9 @@ pub struct TransportPlan {
     pub reconnect: bool,
     /// One UDP socket per endpoint instead of one per shard.
     pub udp_per_endpoint: bool,
+    /// TCP, TLS, WS, WSS: the shard's endpoints of this server share one connection (a
+    /// trunk, `connections = "shared"`) instead of one each. Ignored over UDP.
+    pub shared_connection: bool,
     /// SO_RCVBUF for UDP signalling sockets, bytes (`None`: the system's default).
     pub udp_recv_buffer: Option<usize>,
     /// SO_SNDBUF for UDP signalling sockets, bytes.
@@ -107,6 +111,7 @@ impl Default for TransportPlan {
             keepalive: Some(Duration::from_secs(30)),
             reconnect: true,
             udp_per_endpoint: false,
+            shared_connection: false,
             udp_recv_buffer: None,
             udp_send_buffer: None,
             sip_dscp: None,
@@ -736,6 +741,10 @@ pub struct RunSummary {
     pub dropped_sends: u64,
     /// Connections re-established after a loss (TCP, TLS, WS, WSS).
     pub reconnects: u64,
+    /// TCP, TLS, WS and WSS connections opened (connected) over the run, reconnects
+    /// included: one per endpoint (two with an outbound proxy), or one per shard and
+    /// server with `connections = "shared"`.
+    pub connections_opened: u64,
     /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
     /// endpoints moved off a target the shard found dead.
     pub failovers: u64,
@@ -1117,6 +1126,7 @@ pub fn run_with_targets(
                 dials.2 += stats.dials;
                 base.dropped_sends += stats.dropped_sends;
                 base.reconnects += stats.reconnects;
+                base.connections_opened += stats.connections_opened;
                 base.failovers += stats.failovers;
                 base.shard_tasks_max = base.shard_tasks_max.max(stats.tasks_max);
             }
@@ -1310,6 +1320,8 @@ struct ShardStats {
     dials: u64,
     dropped_sends: u64,
     reconnects: u64,
+    /// Connections opened (see [`RunSummary::connections_opened`]).
+    connections_opened: u64,
     failovers: u64,
     /// The most tokio tasks alive at once on the shard's runtime (sampled each second).
     tasks_max: usize,
@@ -1581,6 +1593,11 @@ struct Shard<'a> {
     targets: Vec<TargetTable>,
     /// Per server: its outbound proxy's targets and which are down.
     proxy_targets: Vec<TargetTable>,
+    /// Per server: the shard's shared connection (`connections = "shared"`), else `None`.
+    shared_links: Vec<Option<shared_link::SharedLink>>,
+    /// While a message from a shared connection is handled: its transport and our address
+    /// on it (the trace's), as `rx_arrival` is for the UDP socket.
+    rx_shared: Option<(FlowKind, SocketAddr)>,
 }
 
 /// The agent profile of group `g`: what its agents share.
@@ -1798,6 +1815,8 @@ impl<'a> Shard<'a> {
             net,
             targets,
             proxy_targets,
+            shared_links: Vec::new(),
+            rx_shared: None,
         };
         // Answerers start first; callers follow at the ramp rate and dial once every
         // answerer of the run is registered (product.md: receivers register first).
@@ -1896,7 +1915,11 @@ impl<'a> Shard<'a> {
             }
             shard.schedule(idx);
         }
+        // `connections = "shared"`: the shard's shared connections open before the first
+        // endpoint starts.
+        shard.open_shared_links(start);
         shard.event_loop(stop).await?;
+        shard.stats.connections_opened = shard.net.opened_count();
         Ok(shard.stats)
     }
 
@@ -2861,6 +2884,8 @@ impl<'a> Shard<'a> {
                     let leg = self.leg_for(idx, &out.destination);
                     let open = self.leg_local(idx, leg);
                     let proxy = self.proxy_conn_addr(idx);
+                    // Its own connection's key in the poll set, or its shared one's.
+                    let key = self.conn_key(idx);
                     let ep = &mut self.endpoints[idx];
                     let remote = match (leg, proxy) {
                         (Leg::Proxy, Some(p)) => p,
@@ -2883,7 +2908,7 @@ impl<'a> Shard<'a> {
                     };
                     let sent = match open {
                         None => Err(false),
-                        Some(_) => match self.net.send(idx, leg, out.bytes.clone()) {
+                        Some(_) => match self.net.send(key, leg, out.bytes.clone()) {
                             Sent::Queued => Ok(()),
                             Sent::Full => Err(true),
                             Sent::NotConnected => Err(false),
@@ -3621,6 +3646,7 @@ impl<'a> Shard<'a> {
         };
         ep.trace = Trace::default();
         let _ = events.send(RunEvent::Finished(Box::new(report)));
+        self.left_shared_link(idx);
     }
 
     /// Writes what this turn queued on the shared UDP socket (see `udpbatch`) without
@@ -3730,7 +3756,9 @@ impl<'a> Shard<'a> {
                 }
                 .unwrap_or(self.local(i)),
             ),
-            None => (FlowKind::Udp, self.local_facing(from)),
+            None => self
+                .rx_shared
+                .unwrap_or_else(|| (FlowKind::Udp, self.local_facing(from))),
         };
         let msg = match Message::parse_bytes(bytes.clone()) {
             Ok(m) => m,
@@ -3848,6 +3876,9 @@ impl<'a> Shard<'a> {
         let Some(settings) = self.streams[self.site(idx)].clone() else {
             return;
         };
+        if self.join_shared_link(idx, now) {
+            return;
+        }
         let addr = self.stream_target(idx, now);
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
@@ -3878,7 +3909,8 @@ impl<'a> Shard<'a> {
         }
         let idx = m.endpoint;
         if idx >= self.endpoints.len() {
-            return;
+            // Past the endpoints: a shared connection's key.
+            return self.on_shared_stream(now, m);
         }
         if m.leg == Leg::Proxy {
             return self.on_proxy_stream(now, m);

@@ -105,6 +105,8 @@ pub struct NetPoll {
     more: bool,
     tokens: Vec<Token>,
     buf: Box<[u8]>,
+    /// Connections that reached the open phase, reconnects included.
+    opened: u64,
 }
 
 impl std::fmt::Debug for NetPoll {
@@ -166,6 +168,7 @@ impl NetPoll {
             more: false,
             tokens: Vec::with_capacity(EVENTS_PER_POLL),
             buf: vec![0; 65_536].into_boxed_slice(),
+            opened: 0,
         })
     }
 
@@ -186,6 +189,12 @@ impl NetPoll {
     /// True when the last poll returned a full batch: call [`Self::poll_ready`] again.
     pub fn more(&self) -> bool {
         self.more
+    }
+
+    /// How many connections opened (TCP connected, TLS and WebSocket done), reconnects
+    /// included.
+    pub fn opened_count(&self) -> u64 {
+        self.opened
     }
 
     /// The next event for the shard, left in place.
@@ -635,6 +644,7 @@ impl NetPoll {
         };
         let event = open(c);
         let generation = c.generation;
+        self.opened += 1;
         self.push(endpoint, generation, event);
         if let Some(period) = settings.keepalive {
             self.set_deadline(endpoint, now + period);
@@ -742,6 +752,7 @@ impl NetPoll {
                     c.notes.push(format!(
                         "HTTP upgrade to WebSocket at {url} with subprotocol sip (RFC 7118)"
                     ));
+                    self.opened += 1;
                     open(c)
                 }
                 WsEvent::Message(m) => StreamEvent::Message(m),

@@ -118,6 +118,9 @@ pub struct RegistrarEntry {
     pub reconnect: Option<bool>,
     /// UDP: `shared` (one socket per shard, default) or `per-endpoint`.
     pub udp_socket: Option<Spanned<String>>,
+    /// TCP, TLS, WS, WSS: `per-endpoint` (a connection per endpoint, default) or `shared`
+    /// (trunk style: the shard's endpoints of this registrar share one connection).
+    pub connections: Option<Spanned<String>>,
     /// UDP signalling socket receive buffer (SO_RCVBUF), bytes.
     pub udp_recv_buffer: Option<Spanned<usize>>,
     /// UDP signalling socket send buffer (SO_SNDBUF), bytes.
@@ -756,6 +759,40 @@ fn transport_plan(
             );
         }
     };
+    let shared_connection = match r
+        .connections
+        .as_ref()
+        .map(|c| c.get_ref().to_ascii_lowercase())
+    {
+        None => false,
+        Some(c) if c == "per-endpoint" => false,
+        Some(c) if c == "shared" => true,
+        Some(c) => {
+            let span = r.connections.as_ref().map_or(0..0, Spanned::span);
+            return cx.err(
+                span,
+                field("connections"),
+                format!("`{c}`: expected per-endpoint or shared"),
+            );
+        }
+    };
+    if shared_connection {
+        let span = r.connections.as_ref().map_or(0..0, Spanned::span);
+        if kind == Some(FlowKind::Udp) {
+            return cx.err(
+                span,
+                field("connections"),
+                "connections = \"shared\" is for tcp, tls, ws and wss; over udp the shard's socket is shared already (udp_socket)",
+            );
+        }
+        if r.outbound_proxy.is_some() {
+            return cx.err(
+                span,
+                field("connections"),
+                "connections = \"shared\" with an outbound_proxy is not supported yet: remove outbound_proxy or use connections = \"per-endpoint\"",
+            );
+        }
+    }
     let buffer = |b: &Option<Spanned<usize>>, f: &str| match b {
         None => Ok(None),
         Some(v) if (1024..=(256 << 20)).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
@@ -776,6 +813,7 @@ fn transport_plan(
         keepalive,
         reconnect: r.reconnect.unwrap_or(true),
         udp_per_endpoint,
+        shared_connection,
         udp_recv_buffer: buffer(&r.udp_recv_buffer, "udp_recv_buffer")?,
         udp_send_buffer: buffer(&r.udp_send_buffer, "udp_send_buffer")?,
         sip_dscp: cx.dscp(&r.sip_dscp, &field("sip_dscp"))?,
@@ -1218,7 +1256,8 @@ pub fn prepare_parsed(
     let mut udp_users: HashMap<&str, &str> = HashMap::new();
     for (gi, endpoints, site) in &groups {
         let t = &sites[*site].1.transport;
-        if t.kind != FlowKind::Udp || t.udp_per_endpoint {
+        let shared_udp = t.kind == FlowKind::Udp && !t.udp_per_endpoint;
+        if !shared_udp && !t.shared_connection {
             continue;
         }
         let g = &tf.groups[*gi];
@@ -1229,8 +1268,13 @@ pub fn prepare_parsed(
                         g.registrar.span(),
                         format!("group[{gi}].registrar"),
                         format!(
-                            "user `{}` is in group `{other}` too, on another registrar: over UDP with a shared socket their calls cannot be told apart; set udp_socket = \"per-endpoint\" on one of the registrars",
-                            e.user
+                            "user `{}` is in group `{other}` too, on another registrar: {}",
+                            e.user,
+                            if shared_udp {
+                                "over UDP with a shared socket their calls cannot be told apart; set udp_socket = \"per-endpoint\" on one of the registrars"
+                            } else {
+                                "on shared connections their calls cannot be told apart; set connections = \"per-endpoint\" on one of the registrars"
+                            }
                         ),
                     );
                 }
@@ -2584,6 +2628,58 @@ call = "group:callees"
         let bad = GOOD.replace("transport = \"udp\"", "udp_socket = \"each\"");
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert_eq!(e.field, "registrar[0].udp_socket", "{e}");
+    }
+
+    /// `connections = "shared"` over a stream transport; a bad value, `shared` over UDP and
+    /// `shared` with an outbound proxy are errors naming the line and the field.
+    #[test]
+    fn shared_connections_are_read_and_refused_where_they_do_not_apply() {
+        let tcp = |extra: &str| {
+            GOOD.replace(
+                "transport = \"udp\"",
+                &format!("transport = \"tcp\"\n{extra}"),
+            )
+        };
+        let plan = |text: &str| prepare("t.toml", text, b"s", 0).map(|p| p.plan.server.transport);
+        assert!(
+            plan(&tcp("connections = \"shared\""))
+                .unwrap()
+                .shared_connection
+        );
+        assert!(
+            !plan(&tcp("connections = \"per-endpoint\""))
+                .unwrap()
+                .shared_connection
+        );
+        assert!(!plan(&tcp("")).unwrap().shared_connection);
+        let e = plan(&tcp("connections = \"one\"")).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (10, "registrar[0].connections"),
+            "{e}"
+        );
+        assert!(e.message.contains("expected per-endpoint or shared"), "{e}");
+        let udp = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"udp\"\nconnections = \"shared\"",
+        );
+        let e = plan(&udp).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (10, "registrar[0].connections"),
+            "{e}"
+        );
+        assert!(e.message.contains("udp_socket"), "{e}");
+        let e = plan(&tcp(
+            "outbound_proxy = \"127.0.0.1:5070\"\nconnections = \"shared\"",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (11, "registrar[0].connections"),
+            "{e}"
+        );
+        assert!(e.message.contains("outbound_proxy"), "{e}");
     }
 
     #[test]

@@ -155,6 +155,14 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
     if !tls_available() {
         return;
     }
+    let (k, summary, reports) = run_tls_with_a_custom_ca("");
+    assert_calls_went_through(FlowKind::Tls, &k, &summary, &reports);
+    assert_custom_ca_verified(&reports, "TLS handshake done with 127.0.0.1:");
+}
+
+/// The 10 → 10 run over TLS to a Kamailio whose certificate the test file's CA signed;
+/// `extra` goes in the registrar.
+fn run_tls_with_a_custom_ca(extra: &str) -> (Kamailio, RunSummary, Vec<EndpointReport>) {
     let ca = CertificateAuthority::new("run CA").unwrap();
     let k = kamailio(Some(&ca), false);
     let dir = TempDir::new("sipmeter-run-tls").unwrap();
@@ -164,16 +172,69 @@ fn a_run_through_kamailio_over_tls_with_a_custom_ca() {
         "tls",
         k.tls_port().unwrap(),
         &format!(
-            "tls_verify = \"custom\"\ntls_ca = \"{}\"",
+            "tls_verify = \"custom\"\ntls_ca = \"{}\"\n{extra}",
             ca_file.display()
         ),
     );
-    assert_calls_went_through(FlowKind::Tls, &k, &summary, &reports);
-    for r in &reports {
+    (k, summary, reports)
+}
+
+/// Every endpoint's trace has the TLS handshake's note (starting with `prefix`), verified
+/// against the custom CA.
+fn assert_custom_ca_verified(reports: &[EndpointReport], prefix: &str) {
+    for r in reports {
         let notes = streams_common::notes(r);
-        let tls = streams_common::note_at(&notes, "TLS handshake done with 127.0.0.1:");
+        let tls = streams_common::note_at(&notes, prefix);
         assert!(notes[tls].contains("verification: Custom CA"), "{notes:#?}");
     }
+}
+
+/// `connections = "shared"` (a trunk): the 10 → 10 run through Kamailio carries every
+/// endpoint of a shard on one connection. The checks above hold (Kamailio delivers each
+/// callee's INVITE on the connection it registered over), and all 20 endpoints use two local
+/// addresses, one per shard: two connections opened, one TLS handshake each.
+fn assert_shared(kind: FlowKind, k: &Kamailio, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_calls_went_through(kind, k, summary, reports);
+    assert_eq!(summary.connections_opened, 2, "{summary:?}");
+    let locals: std::collections::HashSet<_> = reports
+        .iter()
+        .flat_map(|r| r.trace.iter())
+        .filter(|e| e.direction != Direction::Note)
+        .map(|e| e.local)
+        .collect();
+    assert_eq!(locals.len(), 2, "one connection per shard: {locals:?}");
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert!(
+            r.trace.iter().any(|e| e.direction == Direction::Received
+                && e.first_line()
+                    .starts_with(&format!("INVITE sip:{}@127.0.0.1:", r.user))),
+            "{:#?}",
+            r.trace
+        );
+    }
+}
+
+#[test]
+fn a_run_through_kamailio_on_shared_tcp_connections() {
+    if !available("kamailio", "kamailio") {
+        return;
+    }
+    let k = kamailio(None, false);
+    let (summary, reports) = run("tcp", k.port(), "connections = \"shared\"");
+    assert_shared(FlowKind::Tcp, &k, &summary, &reports);
+}
+
+#[test]
+fn a_run_through_kamailio_on_shared_tls_connections() {
+    if !tls_available() {
+        return;
+    }
+    let (k, summary, reports) = run_tls_with_a_custom_ca("connections = \"shared\"");
+    assert_shared(FlowKind::Tls, &k, &summary, &reports);
+    assert_custom_ca_verified(
+        &reports,
+        "shared connection: TLS handshake done with 127.0.0.1:",
+    );
 }
 
 /// With System verification the self-signed chain is refused: every endpoint ends

@@ -51,6 +51,16 @@ call = "group:callees"
 /// Every endpoint succeeded with media, and its trace shows its own connection: the real
 /// transport on every message, one local port for all of them, the connection notes.
 fn assert_ten_to_ten(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_ten_to_ten_noted(kind, summary, reports, "");
+}
+
+/// [`assert_ten_to_ten`], with the connection notes starting with `noted`.
+fn assert_ten_to_ten_noted(
+    kind: FlowKind,
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+    noted: &str,
+) {
     assert_eq!(reports.len(), 20);
     for r in reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -73,7 +83,7 @@ fn assert_ten_to_ten(kind: FlowKind, summary: &RunSummary, reports: &[EndpointRe
             .trace
             .iter()
             .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
+            .filter_map(|e| e.text.strip_prefix(noted))
             .collect();
         assert!(
             notes
@@ -153,15 +163,18 @@ fn ten_callers_call_ten_callees_over_wss() {
     assert_ten_to_ten(FlowKind::Wss, &summary, &reports);
 }
 
-/// Nothing listens: each endpoint ends OSERROR with the words and hint of `check`, fast.
-#[test]
-fn a_refused_connection_is_an_oserror_with_the_hint() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port: nothing listens there.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let text = format!(
+        .port()
+}
+
+/// A callee and a caller over TCP to `port`; `extra` goes in the registrar.
+fn refused_file(port: u16, extra: &str) -> String {
+    format!(
         r#"
 name = "refused"
 duration = "1s"
@@ -173,6 +186,7 @@ id = "pbx"
 domain = "127.0.0.1"
 port = {port}
 transport = "tcp"
+{extra}
 
 [[accounts]]
 registrar = "pbx"
@@ -190,8 +204,14 @@ endpoints = 1
 registrar = "pbx"
 call = "group:callees"
 "#
-    );
-    let (summary, reports) = run_file(&text);
+    )
+}
+
+/// Nothing listens: each endpoint ends OSERROR with the words and hint of `check`, fast.
+#[test]
+fn a_refused_connection_is_an_oserror_with_the_hint() {
+    let port = free_port();
+    let (summary, reports) = run_file(&refused_file(port, ""));
     assert!(summary.duration_ms < 10_000.0, "{summary:?}");
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
@@ -204,11 +224,10 @@ call = "group:callees"
     }
 }
 
-/// The server drops every connection between two calls (the built-in registrar's TCP
-/// listener stops, and starts again on the same port): each endpoint reconnects, registers
-/// again, and the second call goes through. The trace shows the loss and the reconnect.
-#[test]
-fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
+/// Two callees and two callers over TCP to the built-in registrar, two calls each; between
+/// them the registrar's TCP listener stops (dropping every connection) and starts again on
+/// the same port. `shared`: `connections = "shared"`.
+fn drop_connections_between_calls(shared: bool) -> (RunSummary, Vec<EndpointReport>) {
     use agent::builtin::{BuiltinRegistrar, Listen};
     use agent::callmedia::MediaPlan;
     use agent::engine::{
@@ -279,6 +298,7 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
             outbound_proxy: None,
             transport: TransportPlan {
                 kind: FlowKind::Tcp,
+                shared_connection: shared,
                 ..TransportPlan::default()
             },
         },
@@ -329,52 +349,70 @@ fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
             Err(e) => panic!("{e}"),
         }
     };
-    let (summary, reports) = engine.join().unwrap().unwrap();
+    let results = engine.join().unwrap().unwrap();
     rt.block_on(second.stop());
+    results
+}
+
+/// `r` succeeded, lost its connection, registered again after reconnecting: two REGISTERs
+/// answered 200, one per connection, from two different local ports. Its notes, and those
+/// ports.
+fn reregistered(r: &EndpointReport) -> (Vec<&str>, Vec<Option<std::net::SocketAddr>>) {
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let notes: Vec<&str> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Note)
+        .map(|e| e.text.as_str())
+        .collect();
+    let at = |prefix: &str| {
+        notes
+            .iter()
+            .position(|n| n.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
+    };
+    assert!(
+        at("connection closed: the server closed the connection")
+            < at("registered again after reconnecting"),
+        "{notes:#?}"
+    );
+    let registered: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| {
+            e.direction == Direction::Received
+                && e.first_line() == "SIP/2.0 200 OK"
+                && e.text.contains(" REGISTER\r\n")
+                && e.text.contains("Contact:")
+        })
+        .map(|e| e.local)
+        .collect();
+    assert_eq!(registered.len(), 2, "{notes:#?}");
+    assert_ne!(registered[0], registered[1]);
+    (notes, registered)
+}
+
+/// The server drops every connection between two calls: each endpoint reconnects, registers
+/// again, and the second call goes through. The trace shows the loss and the reconnect.
+#[test]
+fn endpoints_reconnect_and_register_again_when_the_server_drops_connections() {
+    let (summary, reports) = drop_connections_between_calls(false);
     assert_eq!(summary.reconnects, 4, "{reports:#?}");
+    assert_eq!(summary.connections_opened, 8, "two per endpoint");
     assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
     for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        let notes: Vec<&str> = r
-            .trace
+        let (notes, _) = reregistered(r);
+        let closed = notes
             .iter()
-            .filter(|e| e.direction == Direction::Note)
-            .map(|e| e.text.as_str())
-            .collect();
-        let at = |prefix: &str| {
-            notes
-                .iter()
-                .position(|n| n.starts_with(prefix))
-                .unwrap_or_else(|| panic!("{prefix}: {notes:#?}"))
-        };
+            .position(|n| n.starts_with("connection closed: the server closed the connection"))
+            .unwrap();
         let reconnect = notes
             .iter()
             .position(|n| {
                 n.starts_with("connecting over TCP to 127.0.0.1:") && n.ends_with(" (reconnect)")
             })
             .unwrap_or_else(|| panic!("{notes:#?}"));
-        assert!(
-            at("connection closed: the server closed the connection") < reconnect,
-            "{notes:#?}"
-        );
-        assert!(
-            at("connection closed:") < at("registered again after reconnecting"),
-            "{notes:#?}"
-        );
-        // Two REGISTERs answered 200, one per connection, from two different local ports.
-        let registered: Vec<_> = r
-            .trace
-            .iter()
-            .filter(|e| {
-                e.direction == Direction::Received
-                    && e.first_line() == "SIP/2.0 200 OK"
-                    && e.text.contains(" REGISTER\r\n")
-                    && e.text.contains("Contact:")
-            })
-            .map(|e| e.local)
-            .collect();
-        assert_eq!(registered.len(), 2, "{notes:#?}");
-        assert_ne!(registered[0], registered[1]);
+        assert!(closed < reconnect, "{notes:#?}");
     }
 }
 
@@ -434,4 +472,114 @@ fn udp_with_one_socket_per_endpoint_and_buffer_sizes() {
             r.trace[0].text
         );
     }
+}
+
+/// The 10 → 10 run with `connections = "shared"` over `transport`.
+fn ten_to_ten_shared(transport: &str) -> String {
+    ten_to_ten(transport).replace(
+        &format!("transport = \"{transport}\""),
+        &format!("transport = \"{transport}\"\nconnections = \"shared\""),
+    )
+}
+
+/// `connections = "shared"` (trunk style): every call succeeds, and the endpoints of a shard
+/// share one connection: one local address per shard in the traces (Via and Contact carry
+/// it, Contact's user tells endpoints apart), one connection opened per shard.
+fn assert_shared(kind: FlowKind, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_ten_to_ten_noted(kind, summary, reports, "shared connection: ");
+    assert_eq!(summary.connections_opened, 2, "one per shard: {summary:?}");
+    assert_eq!(summary.reconnects, 0);
+    let mut shard_locals = std::collections::HashSet::new();
+    for r in reports {
+        let register = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+            .unwrap();
+        let local = register.local.unwrap();
+        shard_locals.insert(local);
+        assert!(
+            register.text.contains(&format!(
+                "<sip:{}@{local};transport={}>",
+                r.user,
+                kind.via_token().to_ascii_lowercase()
+            )),
+            "Contact: the endpoint's user at the shared connection's address: {}",
+            register.text
+        );
+        if r.group == "callees" {
+            // The registrar's INVITE came over the shared connection, to this endpoint.
+            assert!(r.trace.iter().any(|e| {
+                e.direction == Direction::Received
+                    && e.first_line()
+                        .starts_with(&format!("INVITE sip:{}@", r.user))
+                    && e.local == Some(local)
+            }));
+        }
+    }
+    assert_eq!(
+        shard_locals.len(),
+        2,
+        "one connection per shard: {shard_locals:?}"
+    );
+}
+
+#[test]
+fn shared_connections_over_tcp_carry_ten_calls_on_one_connection_per_shard() {
+    let (summary, reports) = run_file(&ten_to_ten_shared("tcp"));
+    assert_shared(FlowKind::Tcp, &summary, &reports);
+}
+
+#[test]
+fn shared_connections_over_ws_carry_ten_calls_on_one_connection_per_shard() {
+    // One upgrade per connection, its note handed to each endpoint on it.
+    let (summary, reports) = run_file(&ten_to_ten_shared("ws"));
+    assert_shared(FlowKind::Ws, &summary, &reports);
+}
+
+#[test]
+fn shared_connections_over_tls_and_wss_carry_ten_calls_on_one_connection_per_shard() {
+    // One TLS handshake (and WebSocket upgrade) per connection.
+    for (transport, kind) in [("tls", FlowKind::Tls), ("wss", FlowKind::Wss)] {
+        let (summary, reports) = run_file(&ten_to_ten_shared(transport));
+        assert_shared(kind, &summary, &reports);
+    }
+}
+
+/// A shared connection refused (nothing listens): every endpoint waiting on it ends OSERROR
+/// with the words and hint of `check`, as with a connection of its own.
+#[test]
+fn a_refused_shared_connection_is_an_oserror_for_every_endpoint() {
+    let port = free_port();
+    let (summary, reports) = run_file(&refused_file(port, "connections = \"shared\""));
+    assert_eq!(reports.len(), 2);
+    assert_eq!(summary.connections_opened, 0, "{reports:#?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Oserror, "{r:#?}");
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.starts_with(&format!("cannot connect over TCP to 127.0.0.1:{port}: "))
+                && e.contains(&format!("connection refused by 127.0.0.1:{port}"))
+                && e.contains("check the address, port, transport and firewall"),
+            "{e}"
+        );
+    }
+}
+
+/// The server drops the shared connection between two calls: it is reopened once (one
+/// reconnect for the shard, not one per endpoint), every endpoint on it registers again,
+/// and the second calls go through over the new connection.
+#[test]
+fn a_dropped_shared_connection_is_reopened_and_every_endpoint_registers_again() {
+    let (summary, reports) = drop_connections_between_calls(true);
+    assert_eq!(summary.reconnects, 1, "{reports:#?}");
+    assert_eq!(summary.connections_opened, 2, "{reports:#?}");
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (4, 4));
+    let locals: std::collections::HashSet<_> =
+        reports.iter().flat_map(|r| reregistered(r).1).collect();
+    assert_eq!(
+        locals.len(),
+        2,
+        "all four on the same two connections: {locals:?}"
+    );
 }

@@ -478,6 +478,12 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             s.late_timers, s.timers_fired, s.max_timer_lateness_ms
         );
     }
+    if s.connections_opened > 0 {
+        println!(
+            "connections      {} opened (TCP/TLS/WS/WSS, reconnects included)",
+            s.connections_opened
+        );
+    }
     if s.reconnects > 0 {
         println!(
             "reconnects       {} (connections lost and re-established)",

@@ -58,7 +58,8 @@ impl Shard<'_> {
     /// Failover is possible for server `site`'s endpoints: more than one target, not
     /// stopping.
     fn can_fail_over(&self, site: usize) -> bool {
-        self.targets[site].len() > 1 && !self.stopping
+        // A shared connection stays on its target (`shared_link`): no failover.
+        self.targets[site].len() > 1 && !self.stopping && !self.shares_connection(site)
     }
 
     /// Stream transports: where endpoint `idx`'s next connection goes. Its current target,
