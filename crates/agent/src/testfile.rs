@@ -3165,7 +3165,7 @@ call = "group:callees"
             (
                 "on = \"held\", do = \"dance\"",
                 "do",
-                "expected hold, resume, reinvite, dtmf, transfer or hangup",
+                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer or hangup",
             ),
         ] {
             let bad = format!(
