@@ -1556,6 +1556,11 @@ struct Shard<'a> {
     profiles: Vec<Arc<UaProfile>>,
     by_user: FastMap<String, usize>,
     by_call_id: CallRoutes,
+    /// The second endpoint of this shard on a Call-ID already routed to another: two of our
+    /// endpoints calling each other over the shard's shared socket (or connection). Their
+    /// requests are routed by Request-URI user; a response goes to the one whose client
+    /// transaction it answers (`UserAgent::expects_response`).
+    twins: CallRoutes,
     /// Each endpoint's next SIP wake-up (UA timers, script, actions): see `timerheap`.
     timers: TimerHeap,
     /// How many endpoints are done (`finish`): the loop ends when all are.
@@ -1785,6 +1790,7 @@ impl<'a> Shard<'a> {
                 .collect(),
             by_user: FastMap::default(),
             by_call_id: CallRoutes::default(),
+            twins: CallRoutes::default(),
             timers: TimerHeap::with_capacity(work.len()),
             done_count: 0,
             events: EventSink::new(events),
@@ -2133,6 +2139,7 @@ impl<'a> Shard<'a> {
             if now >= next_progress {
                 next_progress = now + Duration::from_secs(1);
                 self.by_call_id.expire(now);
+                self.twins.expire(now);
                 self.progress();
                 let tasks = tokio::runtime::Handle::current()
                     .metrics()
@@ -3533,9 +3540,18 @@ impl<'a> Shard<'a> {
     /// now.
     fn call_route(&mut self, idx: usize, now: Instant, cid: String) {
         if let Some(old) = self.endpoints[idx].call_cid.replace(cid) {
-            self.by_call_id
-                .retire(old, now, self.plan.timers.t1.saturating_mul(64));
+            self.retire_route(old, now);
         }
+    }
+
+    /// A call's route (and its twin's, when two of our endpoints share its Call-ID) retires:
+    /// it goes once its last transaction can have ended (64 × T1).
+    fn retire_route(&mut self, cid: String, now: Instant) {
+        let linger = self.plan.timers.t1.saturating_mul(64);
+        if self.twins.contains(&cid) {
+            self.twins.retire(cid.clone(), now, linger);
+        }
+        self.by_call_id.retire(cid, now, linger);
     }
 
     /// After a call: dial again, un-register, or (answerers) wait for the callers.
@@ -3544,11 +3560,10 @@ impl<'a> Shard<'a> {
             return;
         }
         let plan = self.plan;
-        let ep = &mut self.endpoints[idx];
-        if let Some(cid) = ep.call_cid.take() {
-            self.by_call_id
-                .retire(cid, now, plan.timers.t1.saturating_mul(64));
+        if let Some(cid) = self.endpoints[idx].call_cid.take() {
+            self.retire_route(cid, now);
         }
+        let ep = &mut self.endpoints[idx];
         // A call that ended well leaves no records behind (see `Trace`'s retention rule).
         ep.trace
             .call_ended(plan.keep_all_traces || ep.outcome != Outcome::Success);
@@ -3821,7 +3836,17 @@ impl<'a> Shard<'a> {
         let (idx, routed) = match on.or(by_user) {
             Some(i) => (Some(i), false),
             None => {
-                let i = by_cid(&self.by_call_id);
+                let mut i = by_cid(&self.by_call_id);
+                // A Call-ID two of our endpoints share: the response is for the one whose
+                // transaction it answers.
+                if let (Some(first), Some(twin)) = (i, by_cid(&self.twins))
+                    && !msg.is_request()
+                    && twin != first
+                    && !self.endpoints[first].ua.expects_response(&msg)
+                    && self.endpoints[twin].ua.expects_response(&msg)
+                {
+                    i = Some(twin);
+                }
                 (i, i.is_some())
             }
         };
@@ -3847,6 +3872,14 @@ impl<'a> Shard<'a> {
                 self.call_route(idx, now, cid.to_owned());
             }
             self.by_call_id.insert(cid.to_owned(), idx);
+        } else if !routed
+            && let Some(cid) = cid
+            && msg.method() == Some(Method::Invite)
+            && self.by_call_id.get(cid).is_some_and(|other| other != idx)
+            && !self.twins.contains(cid)
+        {
+            // Our own endpoint's call to this one, over the same socket: see `twins`.
+            self.twins.insert(cid.to_owned(), idx);
         }
         let at = now - self.start;
         self.note_retry_after(idx, &msg);

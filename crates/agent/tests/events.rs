@@ -6,14 +6,14 @@
 use agent::engine::{EndpointReport, Outcome, StopHandle};
 use agent::trace::Direction;
 
-/// A test file's head: the built-in registrar (one UDP socket per endpoint: see the README's
-/// "Not yet" on a callee's requests over a shared socket) and two answering callees, whose
-/// `actions` come next.
+/// A test file's head: the built-in registrar over the shard's shared UDP socket (callers
+/// and callees share each call's Call-ID there: the callees' own requests, from their
+/// actions, must get their responses, routed by the transaction they answer) and two
+/// answering callees, whose `actions` come next.
 fn head(name: &str, duration: &str, seed: u32) -> String {
     format!(
         "name = \"{name}\"\nduration = \"{duration}\"\nseed = {seed}\n\n[[registrar]]\n\
-         id = \"builtin\"\nkind = \"builtin\"\ntransport = \"udp\"\n\
-         udp_socket = \"per-endpoint\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\n\
+         id = \"builtin\"\nkind = \"builtin\"\ntransport = \"udp\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\n\
          registrar = \"builtin\"\nrole = \"answer\"\n"
     )
 }

@@ -4054,6 +4054,23 @@ impl UserAgent {
         }
     }
 
+    /// Whether `resp` answers a client transaction of ours, at work or waiting out its last
+    /// timer (RFC 3261 §17.1.3: the top Via's branch and the CSeq method). Two phones of one
+    /// driver that share a Call-ID (they call each other over one socket) are told apart by
+    /// it: the Call-ID names the call, the branch the phone that sent the request.
+    pub fn expects_response(&self, resp: &Message) -> bool {
+        let Some((branch, method)) = client_match(resp) else {
+            return false;
+        };
+        let h = branch_hash(&branch);
+        self.client.iter().any(|e| e.txn.key().is(&branch, &method))
+            || self.finished.iter().any(|f| {
+                f.branch_hash == h
+                    && matches!(f.peer, Peer::Client(..))
+                    && f.txn.key().is(&branch, &method)
+            })
+    }
+
     fn handle_response(&mut self, now: Instant, resp: Message) {
         let Some((branch, method)) = client_match(&resp) else {
             queues(&mut self.queues).events.push_back(UaEvent::Ignored {
