@@ -355,6 +355,27 @@ fn five_callers_hear_the_tone_at_its_level() {
 /// echo callers offer every suite (AEAD_AES_256_GCM taken), tone callers only
 /// AEAD_AES_128_GCM, the optional one only AES_256_CM_HMAC_SHA1_80, the delayed-offer one
 /// accepts only AES_CM_128_HMAC_SHA1_32 (echo's offer's sixth line).
+/// What a caller of `echo` or `tone` (its group named after the service) with SRTP heard:
+/// MOS ≥ 4.3 unless the generator was starved (timers late: it measures itself, and says
+/// so); the tone at its level (it decrypts to itself), or echo's SRTCP reports authenticated
+/// (the caller has the round trip).
+fn heard_the_service(r: &EndpointReport, late_timers: u64) {
+    let m = r.media.as_ref().expect("media measured");
+    if late_timers == 0 {
+        assert!(m.mos.is_some_and(|mos| mos >= 4.3), "{m:?}");
+    }
+    if r.group == "tone" {
+        let levels = samples_of(r, "rx_level_dbov");
+        assert!(levels.len() >= 2, "{levels:?}");
+        assert!(
+            levels.iter().all(|l| (l - TONE_DBOV).abs() <= 1.0),
+            "the tone decrypts to itself: {levels:?}"
+        );
+    } else {
+        assert!(m.rtt_ms.is_some_and(|rtt| rtt < 50.0), "{m:?}");
+    }
+}
+
 #[test]
 fn sdes_callers_call_echo_and_tone() {
     let rt = runtime();
@@ -412,21 +433,7 @@ fn sdes_callers_call_echo_and_tone() {
             "{}: rx {} mos {:?} rtt {:?} late timers {}",
             r.user, m.rx_packets, m.mos, m.rtt_ms, summary.late_timers
         );
-        // A starved generator (timers late) measures itself, and says so.
-        if summary.late_timers == 0 {
-            assert!(m.mos.is_some_and(|mos| mos >= 4.3), "{m:?}");
-        }
-        if r.group == "tone" {
-            let levels = samples_of(r, "rx_level_dbov");
-            assert!(levels.len() >= 2, "{levels:?}");
-            assert!(
-                levels.iter().all(|l| (l - TONE_DBOV).abs() <= 1.0),
-                "the tone decrypts to itself: {levels:?}"
-            );
-        } else {
-            // Echo's SRTCP reports authenticate: the caller has the round trip.
-            assert!(m.rtt_ms.is_some_and(|rtt| rtt < 50.0), "{m:?}");
-        }
+        heard_the_service(r, summary.late_timers);
         // The first SDP sent and received: the offer and the answer (the other way round
         // for the delayed offer).
         let sdp = |dir: Direction| {
@@ -493,20 +500,7 @@ fn dtls_callers_call_echo_and_tone() {
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
         assert!(m.rx_packets >= 200, "≈250 packets in 5 s: {m:?}");
         assert_eq!(m.rx_lost, 0, "{m:?}");
-        if summary.late_timers == 0 {
-            assert!(m.mos.is_some_and(|mos| mos >= 4.3), "{m:?}");
-        }
-        if r.group == "tone" {
-            let levels = samples_of(r, "rx_level_dbov");
-            assert!(levels.len() >= 2, "{levels:?}");
-            assert!(
-                levels.iter().all(|l| (l - TONE_DBOV).abs() <= 1.0),
-                "the tone decrypts to itself: {levels:?}"
-            );
-        } else {
-            // Echo's SRTCP reports authenticate under the handshake's keys.
-            assert!(m.rtt_ms.is_some_and(|rtt| rtt < 50.0), "{m:?}");
-        }
+        heard_the_service(r, summary.late_timers);
         let answer = r
             .trace
             .iter()
