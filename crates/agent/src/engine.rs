@@ -3839,7 +3839,9 @@ impl<'a> Shard<'a> {
                 let mut i = by_cid(&self.by_call_id);
                 // A Call-ID two of our endpoints share: the response is for the one whose
                 // transaction it answers.
-                if let (Some(first), Some(twin)) = (i, by_cid(&self.twins))
+                // (Checked only while there is a twin: no second lookup per response else.)
+                if !self.twins.is_empty()
+                    && let (Some(first), Some(twin)) = (i, by_cid(&self.twins))
                     && !msg.is_request()
                     && twin != first
                     && !self.endpoints[first].ua.expects_response(&msg)
