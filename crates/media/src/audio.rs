@@ -331,10 +331,10 @@ pub struct LevelMeter {
 }
 
 impl LevelMeter {
-    /// Adds one decoded frame.
-    pub fn add_frame(&mut self, pcm: &[i16]) {
+    /// Adds one decoded frame; its RMS level in dBov (`None` for an empty frame).
+    pub fn add_frame(&mut self, pcm: &[i16]) -> Option<f64> {
         if pcm.is_empty() {
-            return;
+            return None;
         }
         // Integer squares (≤ 2³⁰) summed in u64: exact, as the f64 sum was while it stays
         // under 2⁵³ (any frame shorter than 2²³ samples), and it vectorises.
@@ -348,11 +348,13 @@ impl LevelMeter {
         }
         self.crossings += pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as u64;
         self.last_negative = pcm.last().map(|s| *s < 0);
-        if dbov(energy / n as f64) >= VAD_THRESHOLD_DBOV {
+        let level = dbov(energy / n as f64);
+        if level >= VAD_THRESHOLD_DBOV {
             self.speech.add(energy, n);
         } else {
             self.noise.add(energy, n);
         }
+        Some(level)
     }
 
     /// Levels since the last call, and a fresh interval.

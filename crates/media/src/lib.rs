@@ -1,7 +1,7 @@
 //! The sans-IO media core of sipmeter: SDP offer/answer ([`sdp`]), RTP and RTCP packets
 //! ([`rtp`], [`rtcp`]), RFC 4733 telephone-events ([`dtmf`]), G.711 ([`g711`]), RFC 3550
 //! Appendix A receive statistics ([`stats`]), stretches without RTP ([`gaps`]), the ITU-T G.107 and G.107.1 E-models
-//! ([`emodel`]), SRTP with SDES keys ([`srtp`]), a speech-like test signal and level meter ([`audio`]), the per-call [`session::MediaSession`]
+//! ([`emodel`]), SRTP with SDES keys ([`srtp`]), a speech-like test signal and level meter ([`audio`]), when sound starts and stops in what we receive ([`sound`]), the per-call [`session::MediaSession`]
 //! that ties them together, RTCP XR VoIP metrics ([`xr`], RFC 3611), WAV files as a source ([`wav`]), and a seeded network impairment model for tests ([`impair`]).
 //!
 //! Nothing here does I/O or reads the clock: every input takes `now: Instant`, every output is
@@ -20,6 +20,7 @@ pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
 pub mod session;
+pub mod sound;
 pub mod srtp;
 pub mod stats;
 pub mod wav;

@@ -40,6 +40,7 @@ use crate::rtcp::{
 };
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
+use crate::sound::{SoundConfig, SoundWatch};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
 use crate::xr::{DlrrItem, GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
@@ -723,6 +724,9 @@ pub struct MediaSession {
     stats: ReceiveStats,
     jb: JitterBuffer,
     meter: LevelMeter,
+    /// When sound starts and stops in what we decode, for a session asked to watch it
+    /// ([`MediaSession::watch_sound`]).
+    sound: Option<Box<SoundWatch>>,
     decoded: Vec<i16>,
     origin: Option<Instant>,
     seen_resets: (u64, u64),
@@ -826,6 +830,7 @@ impl MediaSession {
             },
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
+            sound: None,
             decoded: Vec::with_capacity(frame as usize),
             origin: None,
             seen_resets: (0, 0),
@@ -1440,7 +1445,7 @@ impl MediaSession {
             let origin = *self.origin.get_or_insert(now);
             let arrival = now.saturating_duration_since(origin).as_nanos() as i128;
             if self.jb.on_packet(arrival, p.timestamp, self.clock_rate) {
-                self.play(p.sequence, p.payload);
+                self.play(now, p.sequence, p.payload);
             }
         } else if self.prev_rx.is_some_and(|(pt, ..)| pt == p.payload_type) {
             // The old codec's, still on its way: counted above, not played (the decoder is
@@ -1465,7 +1470,7 @@ impl MediaSession {
     /// Decodes one in-time packet into the level meter. With a PLC codec, sequence numbers
     /// skipped since the last decoded packet are concealed first (counted as PLC events), and
     /// a packet older than that is not decoded (its frame was already concealed).
-    fn play(&mut self, seq: u16, payload: &[u8]) {
+    fn play(&mut self, now: Instant, seq: u16, payload: &[u8]) {
         if let Some(last) = self.last_played {
             let ahead = seq.wrapping_sub(last);
             if ahead == 0 || ahead >= 0x8000 {
@@ -1492,7 +1497,25 @@ impl MediaSession {
         }
         self.decoded.clear();
         self.coder.decode(payload, &mut self.decoded);
-        self.meter.add_frame(&self.decoded);
+        let level = self.meter.add_frame(&self.decoded);
+        if let (Some(w), Some(level)) = (self.sound.as_deref_mut(), level) {
+            // The decoder's rate: our frame (`pcm`) is `ptime_ms` of it.
+            let rate = (self.pcm.len() as u64 * 1000 / u64::from(self.cfg.ptime_ms.max(1))).max(1);
+            let len = Duration::from_micros(self.decoded.len() as u64 * 1_000_000 / rate);
+            w.handle_frame(now, level, len);
+        }
+    }
+
+    /// Watches when sound starts and stops in the audio decoded from now on
+    /// ([`crate::sound`]): the same frames the level meter measures.
+    pub fn watch_sound(&mut self, cfg: SoundConfig) {
+        self.sound = Some(Box::new(SoundWatch::new(cfg)));
+    }
+
+    /// The sound watch, if [`Self::watch_sound`] started one: drive its timeout and drain
+    /// its events.
+    pub fn sound_mut(&mut self) -> Option<&mut SoundWatch> {
+        self.sound.as_deref_mut()
     }
 
     /// Applies a new direction after a re-INVITE/UPDATE (hold: `SendOnly`/`Inactive`,
@@ -2932,6 +2955,57 @@ mod tests {
                 assert!((zps - 2000.0).abs() < 5.0, "{codec:?}: {zps}");
             }
         }
+    }
+
+    /// A far end playing an IVR prompt (1 s of tone, then 2 s of digital silence, looped):
+    /// the receiving session's sound watch, fed the frames its level meter decodes, hears
+    /// the sound start on the first packet and stop when its last loud frame ended.
+    #[test]
+    fn a_prompt_and_its_silence_are_heard_where_they_are() {
+        use crate::audio::SourceKind;
+        use crate::sound::SoundEvent;
+        use crate::wav::{WavAudio, write_pcm16};
+        let tone: Vec<i16> = (0..24000)
+            .map(|i| {
+                if i < 8000 {
+                    (8000.0 * (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 8000.0).sin())
+                        as i16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let clip = WavAudio::from_wav_bytes(&write_pcm16(&tone, 8000)).unwrap();
+        let t0 = Instant::now();
+        let mut tx = cfg(0xa, Codec::Pcmu, 1);
+        tx.source.kind = SourceKind::Wav(clip);
+        let mut a = MediaSession::new(tx, t0).unwrap();
+        let mut b = MediaSession::new(cfg(0xb, Codec::Pcmu, 2), t0).unwrap();
+        b.watch_sound(SoundConfig::default());
+        let mut seen = Vec::new();
+        // Each packet arrives 5 ms after it is sent. A sine of amplitude 8000 is −15.3 dBov.
+        for ms in (0..4000).step_by(5) {
+            let now = t0 + Duration::from_millis(ms);
+            while let Some(o) = a.poll_transmit(now) {
+                if o.kind == PacketKind::Rtp {
+                    b.handle_packet(now + Duration::from_millis(5), &o.bytes).unwrap();
+                }
+            }
+            let w = b.sound_mut().unwrap();
+            w.handle_timeout(now);
+            seen.extend(std::iter::from_fn(|| w.poll_event()));
+        }
+        let at = |e: &SoundEvent| match e {
+            SoundEvent::Started { at, .. } | SoundEvent::Stopped { at, .. } => {
+                at.duration_since(t0).as_millis()
+            }
+        };
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(matches!(seen[0], SoundEvent::Started { level_dbov, .. } if (-15.8..-14.8).contains(&level_dbov)), "{seen:?}");
+        assert!(matches!(seen[1], SoundEvent::Stopped { .. }));
+        assert!(matches!(seen[2], SoundEvent::Started { .. }));
+        // The first packet arrives at 5 ms; the 50th (the last of the tone) ends at 1005 ms.
+        assert_eq!([at(&seen[0]), at(&seen[1]), at(&seen[2])], [5, 1005, 3005]);
     }
 
     #[test]
