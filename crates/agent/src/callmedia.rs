@@ -23,6 +23,7 @@ use media::sdp::{
     SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
+use media::sound::{SoundConfig, SoundWatch};
 use media::srtp::Suite;
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -43,7 +44,7 @@ pub use probe::LoopProbe;
 pub use thp::disable as disable_huge_pages;
 
 /// A group's media settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlan {
     /// Codecs offered and accepted, in preference order.
     pub codecs: Vec<Codec>,
@@ -69,6 +70,9 @@ pub struct MediaPlan {
     /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
     /// the SDP (`a=rtcp-xr:rcvr-rtt=all voip-metrics`, §5.1); the peer's blocks are read either way.
     pub rtcp_xr: bool,
+    /// Watch when sound starts and stops in what each call receives (scenario actions on
+    /// `audio` or `silence`; `None`: not watched).
+    pub sound: Option<SoundConfig>,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -137,6 +141,7 @@ impl Default for MediaPlan {
             srtp: SrtpMode::Off,
             srtp_suites: Suite::ALL.to_vec(),
             rtcp_xr: false,
+            sound: None,
         }
     }
 }
@@ -853,6 +858,8 @@ pub struct CallMedia {
     next_sample: Option<Instant>,
     generation: u64,
     source: SourceKind,
+    /// Watch sound in the call's received audio ([`MediaPlan::sound`]).
+    sound: Option<SoundConfig>,
     /// The datagram being sent (one buffer for all of the call's packets).
     out: Vec<u8>,
     /// Datagrams the socket refused (buffer full): counted, never retried.
@@ -952,6 +959,7 @@ impl CallMedia {
             next_sample: None,
             generation,
             source: plan.source.clone(),
+            sound: plan.sound,
             out: Vec::with_capacity(256),
             send_errors: 0,
             rtp_source: None,
@@ -1161,6 +1169,9 @@ impl CallMedia {
         // Counted from here on: given back when the call's media is dropped.
         self.slot = Some(slot);
         let mut session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
+        if let Some(sound) = self.sound {
+            session.watch_sound(sound);
+        }
         for (t, d) in self.held_dtls.drain(..) {
             // Dropped as noise by the handshake if it is not this call's.
             let _ = session.handle_packet(t, &d);
@@ -1477,6 +1488,12 @@ impl CallMedia {
         self.session
             .as_ref()
             .map_or("", MediaSession::dtmf_received)
+    }
+
+    /// When sound starts and stops in the call's received audio, if watched
+    /// ([`MediaPlan::sound`]) and the media started.
+    pub fn sound_mut(&mut self) -> Option<&mut SoundWatch> {
+        self.session.as_mut().and_then(MediaSession::sound_mut)
     }
 
     /// The negotiated codec's name (`PCMU` …).

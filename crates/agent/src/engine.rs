@@ -53,7 +53,7 @@ mod proxy_link;
 mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
-pub use events::{CallTrigger, EventAction, EventActionReport};
+pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan};
 pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
@@ -469,6 +469,10 @@ pub struct EndpointReport {
     /// How often each of its group's actions on an event ran (absent when there are none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub event_actions: Vec<EventActionReport>,
+    /// The sounds it heard in its calls' received audio, when its group watches them
+    /// (actions on `audio` or `silence`): when each started and stopped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sound_heard: Vec<SoundSpan>,
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
@@ -2082,13 +2086,20 @@ impl<'a> Shard<'a> {
 
     fn schedule(&mut self, idx: usize) {
         let action_at = self.next_action_at(idx);
+        let silence_at = self.silence_due(idx);
         let ep = &mut self.endpoints[idx];
         let media_at = ep.next_media_at();
         let transfer_at = ep.transfers.as_deref().and_then(transfer::Transfers::due);
-        let next = [ep.ua.poll_timeout(), ep.script_at, action_at, transfer_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            ep.ua.poll_timeout(),
+            ep.script_at,
+            action_at,
+            transfer_at,
+            silence_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         self.timers.set(idx, next);
         self.pacer.set(idx, media_at);
     }
@@ -2346,6 +2357,8 @@ impl<'a> Shard<'a> {
             };
             self.run_script(idx, now, script);
         }
+        // A silence due with no packet since (nothing wakes the media pass for it).
+        self.events_media(idx, now);
         self.run_actions(idx, now);
         self.run_attended(idx, now);
         self.media_timeout(idx, now);
@@ -3652,6 +3665,7 @@ impl<'a> Shard<'a> {
             dtmf_sent: std::mem::take(&mut ep.dtmf_sent),
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
+            sound_heard: events::sounds(ep),
             transfer: ep.transfers.take().map(|t| t.report),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use media::audio::SourceKind;
 use media::sdp::Codec;
+use media::sound::SoundConfig;
 use media::srtp::Suite;
 use media::wav::WavAudio;
 use serde::Deserialize;
@@ -238,6 +239,13 @@ pub struct GroupEntry {
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
+    /// Received audio at or above this level is sound, for actions on `audio` and `silence`
+    /// (`"-45dBov"`, the default).
+    pub speech_level: Option<Spanned<String>>,
+    /// Sound is that level for this long in a row (default `"60ms"`).
+    pub speech_min: Option<Spanned<String>>,
+    /// A `silence` lasts this long (default `"1s"`); quiet this long also ends a sound.
+    pub silence: Option<Spanned<String>>,
 }
 
 /// A group's `srtp_suites`: known names, each once, at least one, and SRTP on.
@@ -305,6 +313,8 @@ pub struct ActionEntry {
     pub after: Option<Spanned<String>>,
     /// With `on`: each time the event comes in a call (default: the first time only).
     pub repeat: Option<Spanned<bool>>,
+    /// With `on`: the event's n-th time in a call (1: the first), e.g. the second silence.
+    pub nth: Option<Spanned<i64>>,
     /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer`, `attended_transfer` or `hangup`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
@@ -582,6 +592,68 @@ impl Ctx<'_> {
     }
 }
 
+/// A group's `speech_level`, `speech_min` and `silence`, where set, with their field names.
+fn sound_keys(g: &GroupEntry) -> impl Iterator<Item = (std::ops::Range<usize>, &'static str)> {
+    [
+        (&g.speech_level, "speech_level"),
+        (&g.speech_min, "speech_min"),
+        (&g.silence, "silence"),
+    ]
+    .into_iter()
+    .filter_map(|(v, f)| Some((v.as_ref()?.span(), f)))
+}
+
+/// How the group's calls tell sound from silence (`speech_level`, `speech_min`,
+/// `silence`), when it has actions on `audio` or `silence` or sets one of those; `None`:
+/// its calls do not watch sound.
+fn sound_of(
+    cx: &Ctx<'_>,
+    g: &GroupEntry,
+    gi: usize,
+    actions: &[EventAction],
+) -> Result<Option<SoundConfig>, FileError> {
+    if sound_keys(g).next().is_none() && !actions.iter().any(|a| a.on.hears()) {
+        return Ok(None);
+    }
+    let field = |f: &str| format!("group[{gi}].{f}");
+    let mut c = SoundConfig::default();
+    if let Some(l) = &g.speech_level {
+        let text = l.get_ref().trim();
+        let num = text
+            .get(..text.len().saturating_sub(4))
+            .filter(|_| text.to_ascii_lowercase().ends_with("dbov"))
+            .unwrap_or(text)
+            .trim();
+        c.threshold_dbov = match num.parse::<f64>() {
+            Ok(v) if (-100.0..=0.0).contains(&v) => v,
+            _ => {
+                return cx.err(
+                    l.span(),
+                    field("speech_level"),
+                    format!("`{text}`: expected a level from -100dBov to 0dBov, e.g. \"-45dBov\""),
+                );
+            }
+        };
+    }
+    if let Some(m) = &g.speech_min {
+        c.min_sound = cx.duration(m, &field("speech_min"))?;
+        if c.min_sound.is_zero() || c.min_sound > Duration::from_secs(10) {
+            return cx.err(
+                m.span(),
+                field("speech_min"),
+                "must be more than 0 s and at most 10 s",
+            );
+        }
+    }
+    if let Some(s) = &g.silence {
+        c.gap = cx.duration(s, &field("silence"))?;
+        if c.gap.is_zero() {
+            return cx.err(s.span(), field("silence"), "must be more than 0 s");
+        }
+    }
+    Ok(Some(c))
+}
+
 /// An action's event (`on`), checked against its `at`, `after` and `repeat`; `None` for an
 /// action at a time.
 fn event_of(
@@ -617,6 +689,13 @@ fn event_of(
                     r.span(),
                     afield("repeat"),
                     "repeats an action on an event: only with `on`",
+                );
+            }
+            if let Some(n) = &a.nth {
+                return cx.err(
+                    n.span(),
+                    afield("nth"),
+                    "counts an event's times: only with `on`",
                 );
             }
             Ok(None)
@@ -1589,9 +1668,34 @@ pub fn prepare_parsed(
                 }
             }
             if let Some(on) = on {
+                if on.hears() && g.media == Some(false) {
+                    let span = a.on.as_ref().map_or(0..0, Spanned::span);
+                    return cx.err(span, afield("on"), "hears RTP: needs media = true");
+                }
+                let repeat = a.repeat.as_ref().is_some_and(|r| *r.get_ref());
+                let nth = match &a.nth {
+                    None => None,
+                    Some(n) if repeat => {
+                        return cx.err(
+                            n.span(),
+                            afield("nth"),
+                            "fires at one time of the event: not with `repeat = true`",
+                        );
+                    }
+                    Some(n) => Some(
+                        u32::try_from(*n.get_ref())
+                            .ok()
+                            .filter(|n| *n >= 1)
+                            .map_or_else(
+                                || cx.err(n.span(), afield("nth"), "must be 1 or more"),
+                                Ok,
+                            )?,
+                    ),
+                };
                 event_actions.push(EventAction {
                     on,
-                    repeat: a.repeat.as_ref().is_some_and(|r| *r.get_ref()),
+                    repeat,
+                    nth,
                     name: kind,
                     steps: actions.split_off(first),
                 });
@@ -1645,8 +1749,13 @@ pub fn prepare_parsed(
                 }
                 mp.source = SourceKind::Wav(clip);
             }
+            mp.sound = sound_of(&cx, g, gi, &event_actions)?;
             Some(mp)
         } else {
+            if let Some((span, f)) = sound_keys(g).next() {
+                return cx.err(span, field(f), "hears RTP: needs media = true");
+            }
+
             if let Some(src) = &g.source {
                 return cx.err(
                     src.span(),

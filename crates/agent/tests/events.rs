@@ -247,3 +247,128 @@ actions = [
         assert_eq!(r.dtmf_sent, "11");
     }
 }
+
+/// An IVR's prompts as a WAV the test writes: 1 s of a 400 Hz tone at −20 dBov, then 2 s of
+/// digital silence, 8 kHz (looped by the sender: prompts at 0–1 s, 3–4 s, 6–7 s …); the
+/// path of a test file `name` beside it.
+fn ivr_dir(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("sipmeter-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let amp = 32768.0 * 0.1 * 2f64.sqrt();
+    let prompt: Vec<i16> = (0..24_000)
+        .map(|i| {
+            if i < 8000 {
+                (amp * (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 8000.0).sin()).round()
+                    as i16
+            } else {
+                0
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("ivr.wav"), media::wav::write_pcm16(&prompt, 8000)).unwrap();
+    dir.join(format!("{name}.toml")).display().to_string()
+}
+
+/// An IVR menu, sipmeter against sipmeter: the callees play the prompts (`source`, a tone
+/// then silence, looped) and hang up on `12`; the callers wait for the first prompt to end
+/// (`on = "silence"`, a second of quiet after sound) and press 1 (RFC 4733), then for the
+/// second prompt to end (`nth = 2`) and press 2. The reports put each step where the audio
+/// put it: the first silence a second after the first prompt ended (2 s into the call), the
+/// second 5 s in, the hang-up on the 2, and the sounds heard at 0–1 s and 3–4 s. The callees
+/// hear the callers' speech-like signal start (`on = "audio"`).
+#[test]
+fn an_ivr_menu_is_walked_on_the_silences_after_its_prompts() {
+    let path = ivr_dir("events-ivr");
+    let file = head("events-ivr", "10s", 24)
+        + r#"source = "ivr.wav"
+actions = [
+  { on = "dtmf:12", do = "hangup" },
+  { on = "audio", do = "dtmf", digits = "*", method = "info" },
+]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { on = "silence", do = "dtmf", digits = "1" },
+  { on = "silence", nth = 2, do = "dtmf", digits = "2" },
+]
+"#;
+    let reports = run(&path, &file);
+    let near = |got: Option<f64>, want: f64| {
+        let got = got.unwrap_or(f64::NAN);
+        // The callee's media starts on its answer (its 200 OK), up to a 20 ms slot later;
+        // packets are read on the caller's 20 ms media passes.
+        assert!(
+            (want - 60.0..want + 160.0).contains(&got),
+            "{got} ms, expected about {want} ms"
+        );
+    };
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let [first, second] = &r.event_actions[..] else {
+            panic!("{:?}", r.event_actions)
+        };
+        assert_eq!(
+            (first.on.as_str(), first.nth, first.fired),
+            ("silence", None, 1)
+        );
+        assert_eq!(
+            (second.on.as_str(), second.nth, second.fired),
+            ("silence", Some(2), 1)
+        );
+        // The first prompt ends at 1 s: a second of quiet later; the second ends at 4 s.
+        near(first.first_ms, 2000.0);
+        near(second.first_ms, 5000.0);
+        assert_eq!(r.dtmf_sent, "12");
+        assert_eq!(r.dtmf_received, "*", "the callee heard our audio start");
+        // The callee hung up on the 2 (sent 5 s in, 100 ms long).
+        assert_eq!(messages(r, Direction::Received, "BYE ").len(), 1);
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((5000.0..6000.0).contains(&lasted), "{lasted} ms of 10 s");
+        // What was heard, and when: two prompts at −20 dBov.
+        assert_eq!(r.sound_heard.len(), 2, "{:?}", r.sound_heard);
+        for (s, (from, to)) in r.sound_heard.iter().zip([(0.0, 1000.0), (3000.0, 4000.0)]) {
+            assert_eq!(s.call, 1);
+            near(Some(s.start_ms), from);
+            near(s.end_ms, to);
+            assert!((-20.5..-19.5).contains(&s.level_dbov), "{s:?}");
+        }
+        // The trace says why each fired: the event, the quiet it waited for, the sounds.
+        let said = notes(r);
+        let heard: Vec<&&str> = said
+            .iter()
+            .filter(|n| n.starts_with("sound ") || n.starts_with("event silence"))
+            .collect();
+        assert_eq!(heard.len(), 6, "{said:#?}");
+        for (n, (start, want)) in heard.iter().zip([
+            ("sound started ", 0.0),
+            ("sound stopped ", 1000.0),
+            ("event silence: dtmf, quiet since ", 1000.0),
+            ("sound started ", 3000.0),
+            ("sound stopped ", 4000.0),
+            ("event silence (its #2): dtmf, quiet since ", 4000.0),
+        ]) {
+            // "… 0.99 s into the call …"
+            let secs = n
+                .strip_prefix(start)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|x| x.parse::<f64>().ok());
+            near(secs.map(|x| x * 1000.0), want);
+        }
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert_eq!(r.dtmf_received, "12");
+        let (n, at) = fired(r, "dtmf:12", "hangup");
+        assert_eq!(n, 1);
+        near(at, 5100.0);
+        let (n, at) = fired(r, "audio", "dtmf");
+        assert_eq!(
+            n, 1,
+            "the callers' signal starts with a talk spurt, heard once"
+        );
+        near(at, 0.0);
+        assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 1);
+    }
+}

@@ -2988,7 +2988,8 @@ mod tests {
             let now = t0 + Duration::from_millis(ms);
             while let Some(o) = a.poll_transmit(now) {
                 if o.kind == PacketKind::Rtp {
-                    b.handle_packet(now + Duration::from_millis(5), &o.bytes).unwrap();
+                    b.handle_packet(now + Duration::from_millis(5), &o.bytes)
+                        .unwrap();
                 }
             }
             let w = b.sound_mut().unwrap();
@@ -3001,7 +3002,10 @@ mod tests {
             }
         };
         assert_eq!(seen.len(), 3, "{seen:?}");
-        assert!(matches!(seen[0], SoundEvent::Started { level_dbov, .. } if (-15.8..-14.8).contains(&level_dbov)), "{seen:?}");
+        assert!(
+            matches!(seen[0], SoundEvent::Started { level_dbov, .. } if (-15.8..-14.8).contains(&level_dbov)),
+            "{seen:?}"
+        );
         assert!(matches!(seen[1], SoundEvent::Stopped { .. }));
         assert!(matches!(seen[2], SoundEvent::Started { .. }));
         // The first packet arrives at 5 ms; the 50th (the last of the tone) ends at 1005 ms.

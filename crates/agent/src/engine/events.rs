@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sip_proto::ua::{CallId, CallState};
 
+use media::sound::{SoundConfig, SoundEvent};
+
 use super::{ActionKind, CallAction, Endpoint, Phase, Shard, ms};
+use crate::callmedia::CallMedia;
 use crate::trace::TraceEntry;
 
 /// What an action waits for in a call.
@@ -41,15 +44,31 @@ pub enum CallTrigger {
     Resumed,
     /// The peer sent an offer inside the call (re-INVITE or UPDATE).
     Reinvite,
+    /// Sound started in what we receive: the decoded level at or above the group's
+    /// `speech_level` for its `speech_min` in a row ([`media::sound`]).
+    Audio,
+    /// After sound, quiet for this long (`None`: the group's `silence`, default 1 s): the
+    /// level below `speech_level`, comfort noise or no packets at all — a prompt ended.
+    Silence(Option<Duration>),
 }
 
 impl CallTrigger {
-    /// Reads `dtmf`, `dtmf:123#`, `held`, `resumed`, `reinvite` or `answered`; the error in
-    /// words.
+    /// Reads `dtmf`, `dtmf:123#`, `held`, `resumed`, `reinvite`, `answered`, `audio`,
+    /// `silence` or `silence:1.5s`; the error in words.
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim().to_ascii_lowercase();
+        if let Some(d) = lower.strip_prefix("silence:") {
+            let d = crate::testfile::parse_duration(d)
+                .map_err(|e| format!("`{s}`: the silence's length: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("`{s}`: a silence lasts more than 0 s"));
+            }
+            return Ok(Self::Silence(Some(d)));
+        }
         Ok(match lower.as_str() {
             "answered" | "answer" => Self::Answered,
+            "audio" | "sound" => Self::Audio,
+            "silence" => Self::Silence(None),
             "dtmf" => Self::Dtmf(None),
             "held" | "hold" => Self::Held,
             "resumed" | "resume" => Self::Resumed,
@@ -66,12 +85,20 @@ impl CallTrigger {
                 }
                 None => {
                     return Err(format!(
-                        "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite \
-                         or answered"
+                        "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
+                         reinvite, answered, audio, silence or silence:DURATION"
                     ));
                 }
             },
         })
+    }
+}
+
+impl CallTrigger {
+    /// Whether it waits for something heard in the received audio (its calls then watch
+    /// sound).
+    pub fn hears(&self) -> bool {
+        matches!(self, Self::Audio | Self::Silence(_))
     }
 }
 
@@ -84,6 +111,12 @@ impl fmt::Display for CallTrigger {
             Self::Held => f.write_str("held"),
             Self::Resumed => f.write_str("resumed"),
             Self::Reinvite => f.write_str("reinvite"),
+            Self::Audio => f.write_str("audio"),
+            Self::Silence(None) => f.write_str("silence"),
+            Self::Silence(Some(d)) if d.subsec_millis() == 0 && d.as_secs() > 0 => {
+                write!(f, "silence:{}s", d.as_secs())
+            }
+            Self::Silence(Some(d)) => write!(f, "silence:{}ms", d.as_millis()),
         }
     }
 }
@@ -95,6 +128,8 @@ pub struct EventAction {
     pub on: CallTrigger,
     /// Fire each time the event comes (false: the first time in each call).
     pub repeat: bool,
+    /// Fire at the event's n-th time in each call only (1: the first), not with `repeat`.
+    pub nth: Option<u32>,
     /// The action as the test file names it (`hold`, `dtmf` …), for the report.
     pub name: String,
     /// What to do, each step `at` after the event (its `after`; an INFO DTMF of several
@@ -110,18 +145,50 @@ pub struct EventActionReport {
     /// The action (`hold`, `dtmf` …).
     #[serde(rename = "do")]
     pub action: String,
+    /// Its `nth` (the event's n-th time in a call), if it says one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nth: Option<u32>,
     /// Times it ran (its first step), over the endpoint's calls.
     pub fired: u32,
     /// When it first ran, ms after its call's answer.
     pub first_ms: Option<f64>,
 }
 
+/// A sound heard in a call, in an endpoint's report (`sound_heard`): what an IVR test that
+/// waited for a silence in vain is diagnosed with.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoundSpan {
+    /// The endpoint's call it was heard in (1: its first).
+    pub call: u32,
+    /// When it started, ms after the call's answer (negative: early media, before it).
+    pub start_ms: f64,
+    /// When it stopped (its last loud frame ended), known once it had been quiet for the
+    /// group's `silence`; `None`: still sounding, or quiet for less, when the call ended.
+    pub end_ms: Option<f64>,
+    /// Its loudest frame, dBov.
+    pub level_dbov: f64,
+}
+
+/// Sounds kept per endpoint for its report (later ones are counted in the trace only).
+const MAX_SPANS: usize = 100;
+
 /// What happened in a call (what [`CallTrigger`]s wait for).
 #[derive(Debug, Clone, Copy)]
 enum Happened {
     Answered,
     Digit,
-    Offer { holds_us: Option<bool> },
+    Offer {
+        holds_us: Option<bool>,
+    },
+    /// Sound started at `at`.
+    Sound {
+        at: Instant,
+    },
+    /// It has been quiet since `since`, after `runs` runs of sound (each re-arms a silence).
+    Quiet {
+        since: Instant,
+        runs: u32,
+    },
 }
 
 /// One endpoint's actions on events: per action, and the current call's.
@@ -138,6 +205,13 @@ pub(super) struct EventState {
     held: bool,
     /// Steps run over the endpoint's calls (a signalling-only offer's SDP version counts them).
     steps_run: u32,
+    /// Calls answered so far (the current one's number).
+    calls: u32,
+    /// The sounds heard, over the endpoint's calls (at most [`MAX_SPANS`]).
+    spans: Vec<SoundSpan>,
+    /// Quiet since when, after how many runs of sound, in the current call (its sound
+    /// watch, as last read): when a `silence` comes due.
+    quiet: Option<(Instant, u32)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -148,6 +222,10 @@ struct PerAction {
     this_call: bool,
     /// Where in the current call's digits its next `dtmf:DIGITS` match may start.
     from: usize,
+    /// Times its event came in the current call (for `nth`).
+    hits: u32,
+    /// The runs of sound its last `silence` came after: the next needs sound again.
+    runs_seen: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +244,9 @@ impl EventState {
             rtp_seen: 0,
             held: false,
             steps_run: 0,
+            calls: 0,
+            spans: Vec::new(),
+            quiet: None,
         }
     }
 
@@ -175,9 +256,13 @@ impl EventState {
         self.digits.clear();
         self.rtp_seen = 0;
         self.held = false;
+        self.calls += 1;
+        self.quiet = None;
         for p in &mut self.per {
             p.this_call = false;
             p.from = 0;
+            p.hits = 0;
+            p.runs_seen = 0;
         }
     }
 }
@@ -252,19 +337,33 @@ impl<'a> Shard<'a> {
         }
     }
 
-    /// Digits the call's media session received as RFC 4733 events since last looked.
+    /// What the call's media session heard since last looked: digits received as RFC 4733
+    /// events, and sound starting and stopping.
     pub(super) fn events_media(&mut self, idx: usize, now: Instant) {
+        if self.endpoints[idx].events.is_none() {
+            return;
+        }
+        let digits = self.events_rtp_digits(idx, now);
+        let sound = self.events_sound(idx, now);
+        if digits || sound {
+            self.schedule(idx);
+        }
+    }
+
+    /// Digits the call's media session received as RFC 4733 events since last looked; true
+    /// if there were any.
+    fn events_rtp_digits(&mut self, idx: usize, now: Instant) -> bool {
         let ep = &mut self.endpoints[idx];
         let (Some(e), Some(m), Some(call)) = (
             ep.events.as_deref_mut(),
             ep.media.as_deref(),
             ep.active_call,
         ) else {
-            return;
+            return false;
         };
         let got = m.dtmf_received();
         if got.len() <= e.rtp_seen {
-            return;
+            return false;
         }
         // Digits are ASCII (`media::dtmf::char_of`): byte offsets are char offsets.
         let new: Vec<char> = got.get(e.rtp_seen..).unwrap_or("").chars().collect();
@@ -272,18 +371,119 @@ impl<'a> Shard<'a> {
         for d in new {
             self.events_digit(idx, now, call, d);
         }
-        self.schedule(idx);
+        true
     }
 
-    /// Queues the steps of the actions `what` fires, while the call is up.
-    fn fire(&mut self, idx: usize, now: Instant, call: CallId, what: Happened) {
+    /// Sound started or stopped in the call's received audio (its media session's sound
+    /// watch, [`media::sound`]): notes in the trace, the report's sounds, `audio` at each
+    /// start, `silence` once it has been quiet long enough after sound. True if an action
+    /// fired.
+    fn events_sound(&mut self, idx: usize, now: Instant) -> bool {
+        let start = self.start;
+        let ep = &mut self.endpoints[idx];
+        let (Some(e), Some(call), Some(answered)) =
+            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at)
+        else {
+            return false;
+        };
+        let Some(w) = ep.media.as_deref_mut().and_then(CallMedia::sound_mut) else {
+            return false;
+        };
+        w.handle_timeout(now);
+        let gap = w.config().gap;
+        let into = |t: Instant| {
+            if t >= answered {
+                ms(t - answered)
+            } else {
+                -ms(answered - t)
+            }
+        };
+        let mut started = Vec::new();
+        while let Some(ev) = w.poll_event() {
+            let note = match ev {
+                SoundEvent::Started { at, level_dbov } => {
+                    if e.spans.len() < MAX_SPANS {
+                        e.spans.push(SoundSpan {
+                            call: e.calls,
+                            start_ms: into(at),
+                            end_ms: None,
+                            level_dbov: (level_dbov * 10.0).round() / 10.0,
+                        });
+                    }
+                    started.push(at);
+                    format!(
+                        "sound started {:.2} s into the call ({level_dbov:.1} dBov)",
+                        into(at) / 1000.0
+                    )
+                }
+                SoundEvent::Stopped { at, level_dbov } => {
+                    if let Some(s) = e
+                        .spans
+                        .last_mut()
+                        .filter(|s| s.call == e.calls && s.end_ms.is_none())
+                    {
+                        s.end_ms = Some(into(at));
+                    }
+                    format!(
+                        "sound stopped {:.2} s into the call (loudest {level_dbov:.1} dBov; \
+                         quiet for {} ms since)",
+                        into(at) / 1000.0,
+                        gap.as_millis()
+                    )
+                }
+            };
+            ep.trace.push(TraceEntry::note(note, now - start));
+        }
+        e.quiet = w.quiet_since().map(|q| (q, w.runs()));
+        let quiet = e.quiet;
+        let mut fired = false;
+        for at in started {
+            fired |= self.fire(idx, now, call, Happened::Sound { at });
+        }
+        if let Some((since, runs)) = quiet {
+            fired |= self.fire(idx, now, call, Happened::Quiet { since, runs });
+        }
+        fired
+    }
+
+    /// The group's `silence` (the length of a `silence` without its own).
+    fn silence_of(&self, group: usize) -> Duration {
+        self.plan.groups[group]
+            .media
+            .as_ref()
+            .and_then(|m| m.sound)
+            .map_or(SoundConfig::default().gap, |c| c.gap)
+    }
+
+    /// When the endpoint's next `silence` comes due unless sound comes first (to wake it
+    /// then: no packets at all is quiet too).
+    pub(super) fn silence_due(&self, idx: usize) -> Option<Instant> {
+        let ep = &self.endpoints[idx];
+        let e = ep.events.as_deref()?;
+        let (since, runs) = e.quiet?;
+        let default = self.silence_of(ep.group);
+        self.plan.groups[ep.group]
+            .event_actions
+            .iter()
+            .zip(&e.per)
+            .filter_map(|(a, p)| match a.on {
+                CallTrigger::Silence(d) if runs > p.runs_seen => Some(since + d.unwrap_or(default)),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Queues the steps of the actions `what` fires, while the call is up; true if any.
+    fn fire(&mut self, idx: usize, now: Instant, call: CallId, what: Happened) -> bool {
         let plan = self.plan;
         let start = self.start;
         let stopping = self.stopping;
+        let silence = self.silence_of(self.endpoints[idx].group);
         let ep = &mut self.endpoints[idx];
         let up = call_up(ep, call, stopping);
+        let answered = ep.answered_at;
         let Some(e) = ep.events.as_deref_mut() else {
-            return;
+            return false;
         };
         let (held, resumed) = match what {
             Happened::Offer {
@@ -295,11 +495,13 @@ impl<'a> Shard<'a> {
             _ => (false, false),
         };
         if !up {
-            return;
+            return false;
         }
         let mut notes = Vec::new();
         for (i, a) in plan.groups[ep.group].event_actions.iter().enumerate() {
             let p = &mut e.per[i];
+            // When the event came: a silence came when it had lasted long enough.
+            let mut when = now;
             let hit = match (&a.on, what) {
                 (CallTrigger::Answered, Happened::Answered) => true,
                 (CallTrigger::Dtmf(None), Happened::Digit) => true,
@@ -317,14 +519,37 @@ impl<'a> Shard<'a> {
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
+                (CallTrigger::Audio, Happened::Sound { at }) => {
+                    when = at;
+                    true
+                }
+                (CallTrigger::Silence(d), Happened::Quiet { since, runs }) => {
+                    let due = since + d.unwrap_or(silence);
+                    // Sound since its last silence, and quiet long enough (from the call's
+                    // answer: the quiet of early media before it does not count).
+                    let hit = runs > p.runs_seen && due <= now;
+                    if hit {
+                        p.runs_seen = runs;
+                        when = due.max(answered.unwrap_or(due));
+                    }
+                    hit
+                }
                 _ => false,
             };
-            if !hit || (p.this_call && !a.repeat) {
+            if !hit {
+                continue;
+            }
+            p.hits += 1;
+            let fires = match a.nth {
+                Some(n) => p.hits == n,
+                None => a.repeat || !p.this_call,
+            };
+            if !fires {
                 continue;
             }
             p.this_call = true;
             for (step, s) in a.steps.iter().enumerate() {
-                let at = now + s.at;
+                let at = when + s.at;
                 // After the last step due no later (stable: queuing order at equal times).
                 let pos = e.pending.partition_point(|q| q.at <= at);
                 e.pending.insert(
@@ -337,15 +562,30 @@ impl<'a> Shard<'a> {
                 );
             }
             let after = a.steps.first().map_or(Duration::ZERO, |s| s.at);
+            let nth = a.nth.map_or(String::new(), |n| format!(" (its #{n})"));
+            let quiet = match what {
+                Happened::Quiet { since, .. } => format!(
+                    ", quiet since {:.2} s into the call",
+                    answered.map_or(0.0, |t| ms(since.saturating_duration_since(t)) / 1000.0)
+                ),
+                _ => String::new(),
+            };
             notes.push(if after.is_zero() {
-                format!("event {}: {}", a.on, a.name)
+                format!("event {}{nth}: {}{quiet}", a.on, a.name)
             } else {
-                format!("event {}: {} in {} ms", a.on, a.name, after.as_millis())
+                format!(
+                    "event {}{nth}: {} in {} ms{quiet}",
+                    a.on,
+                    a.name,
+                    after.as_millis()
+                )
             });
         }
+        let fired = !notes.is_empty();
         for n in notes {
             ep.trace.push(TraceEntry::note(n, now - start));
         }
+        fired
     }
 
     /// When the endpoint's next step of an action on an event is due, and what it does.
@@ -392,11 +632,19 @@ pub(super) fn report(actions: &[EventAction], ep: &Endpoint) -> Vec<EventActionR
             EventActionReport {
                 on: a.on.to_string(),
                 action: a.name.clone(),
+                nth: a.nth,
                 fired: p.map_or(0, |p| p.fired),
                 first_ms: p.and_then(|p| p.first_ms),
             }
         })
         .collect()
+}
+
+/// The sounds the endpoint heard, for its report (empty when its group watches none).
+pub(super) fn sounds(ep: &mut Endpoint) -> Vec<SoundSpan> {
+    ep.events
+        .as_deref_mut()
+        .map_or_else(Vec::new, |e| std::mem::take(&mut e.spans))
 }
 
 #[cfg(test)]
