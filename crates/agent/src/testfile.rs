@@ -3242,7 +3242,8 @@ call = "group:callees"
             (
                 "on = \"ringing\", do = \"hold\"",
                 "on",
-                "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite or answered",
+                "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
+                 answered, audio, silence or silence:DURATION",
             ),
             (
                 "at = \"1s\", on = \"held\", do = \"hold\"",
@@ -3276,6 +3277,27 @@ call = "group:callees"
                 "do",
                 "expected hold, resume, reinvite, dtmf, transfer, attended_transfer or hangup",
             ),
+            (
+                "on = \"silence:0s\", do = \"hold\"",
+                "on",
+                "a silence lasts more than 0 s",
+            ),
+            (
+                "on = \"silence:long\", do = \"hold\"",
+                "on",
+                "`silence:long`: the silence's length",
+            ),
+            (
+                "at = \"1s\", nth = 2, do = \"hold\"",
+                "nth",
+                "only with `on`",
+            ),
+            ("on = \"audio\", nth = 0, do = \"hold\"", "nth", "1 or more"),
+            (
+                "on = \"audio\", nth = 2, repeat = true, do = \"hold\"",
+                "nth",
+                "not with `repeat = true`",
+            ),
         ] {
             let bad = format!(
                 "{base}actions = [\n  {{ at = \"1s\", do = \"hold\" }},\n  {{ {action} }},\n]\n"
@@ -3288,6 +3310,94 @@ call = "group:callees"
             );
             assert!(e.message.contains(what), "{action}: {e}");
         }
+        // The sound settings: where set, checked; an action on what is heard needs media.
+        for (extra, line, field, what) in [
+            (
+                "speech_level = \"loud\"\n",
+                13,
+                "group[0].speech_level",
+                "from -100dBov to 0dBov",
+            ),
+            (
+                "speech_level = \"-145dBov\"\n",
+                13,
+                "group[0].speech_level",
+                "from -100dBov",
+            ),
+            (
+                "speech_min = \"0s\"\n",
+                13,
+                "group[0].speech_min",
+                "more than 0 s",
+            ),
+            (
+                "silence = \"0ms\"\n",
+                13,
+                "group[0].silence",
+                "more than 0 s",
+            ),
+            (
+                "media = false\nsilence = \"2s\"\n",
+                14,
+                "group[0].silence",
+                "needs media = true",
+            ),
+            (
+                "media = false\nactions = [{ on = \"silence\", do = \"hangup\" }]\n",
+                14,
+                "group[0].actions[0].on",
+                "hears RTP: needs media = true",
+            ),
+        ] {
+            let e = prepare("t.toml", &format!("{base}{extra}"), b"s", 0).unwrap_err();
+            assert_eq!((e.line, e.field.as_str()), (line, field), "{extra}: {e}");
+            assert!(e.message.contains(what), "{extra}: {e}");
+        }
+    }
+
+    /// A group hears sound when it acts on `audio` or `silence`, or sets how: its calls'
+    /// media watches with the group's level, length and silence (defaults −45 dBov, 60 ms,
+    /// 1 s); other groups' calls do not watch.
+    #[test]
+    fn sound_settings_reach_the_groups_media() {
+        let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n";
+        let sound = |extra: &str| {
+            let p = prepare("t.toml", &format!("{base}{extra}"), b"s", 0).unwrap();
+            p.plan.groups[0].media.as_ref().unwrap().sound
+        };
+        assert_eq!(sound(""), None);
+        assert_eq!(
+            sound("actions = [{ on = \"audio\", do = \"hold\" }]\n"),
+            Some(SoundConfig::default())
+        );
+        assert_eq!(
+            sound("speech_level = \"-30 dBov\"\nspeech_min = \"100ms\"\nsilence = \"1.5s\"\n"),
+            Some(SoundConfig {
+                threshold_dbov: -30.0,
+                min_sound: Duration::from_millis(100),
+                gap: Duration::from_millis(1500),
+            })
+        );
+        assert_eq!(
+            sound("speech_level = \"-50\"\n").unwrap().threshold_dbov,
+            -50.0
+        );
+        let p = prepare(
+            "t.toml",
+            &format!("{base}actions = [{{ on = \"silence:2500ms\", nth = 3, do = \"hangup\" }}]\n"),
+            b"s",
+            0,
+        )
+        .unwrap();
+        let a = &p.plan.groups[0].event_actions[0];
+        assert_eq!(
+            (&a.on, a.nth, a.repeat),
+            (
+                &CallTrigger::Silence(Some(Duration::from_millis(2500))),
+                Some(3),
+                false
+            )
+        );
     }
 
     #[test]

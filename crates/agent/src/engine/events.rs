@@ -660,6 +660,16 @@ mod tests {
             ("resumed", CallTrigger::Resumed),
             ("reinvite", CallTrigger::Reinvite),
             ("answered", CallTrigger::Answered),
+            ("audio", CallTrigger::Audio),
+            ("silence", CallTrigger::Silence(None)),
+            (
+                "silence:1500ms",
+                CallTrigger::Silence(Some(Duration::from_millis(1500))),
+            ),
+            (
+                "silence:2s",
+                CallTrigger::Silence(Some(Duration::from_secs(2))),
+            ),
         ] {
             let parsed = CallTrigger::parse(text).unwrap();
             assert_eq!(parsed, t, "{text}");
