@@ -935,7 +935,7 @@ pub fn configured_proxies(plan: &RunPlan) -> Vec<TargetList> {
 /// the targets of each server's outbound proxy (empty without one); an initial INVITE through
 /// it that meets a timeout or a 503 moves to its next target (`engine/proxy_failover.rs`).
 pub fn run_with_targets(
-    plan: RunPlan,
+    mut plan: RunPlan,
     targets: Vec<TargetList>,
     proxies: Vec<TargetList>,
     events: mpsc::Sender<RunEvent>,
@@ -958,6 +958,15 @@ pub fn run_with_targets(
             std::io::ErrorKind::InvalidInput,
             format!("group `{}` names server {} of {servers}", g.name, g.server),
         ));
+    }
+    // A group acting on what its calls hear watches sound (the defaults, unless it says how).
+    for g in &mut plan.groups {
+        if let Some(m) = g.media.as_mut()
+            && m.sound.is_none()
+            && g.event_actions.iter().any(|a| a.on.hears())
+        {
+            m.sound = Some(media::sound::SoundConfig::default());
+        }
     }
     let shards = plan.shards.max(1);
     // Deal endpoints to shards round-robin, keeping each group's order.

@@ -696,6 +696,10 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
 enum Uas {
     /// The stock UAS with `-rtp_echo`: our RTP comes back.
     Echo,
+    /// `testdata/sipp/uas-ivr-menu.xml`, 10 s calls: an IVR streaming a prompt (1 s of tone,
+    /// 2 s of silence, looped) from the ACK on; fails the call unless INFO `1` comes within
+    /// 3 s of the ACK and INFO `2` within 4 s of that; then hangs up.
+    IvrMenu,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -891,6 +895,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             ],
             Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
+            Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -908,7 +913,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "-timeout",
             "25s",
         ]);
-        if !matches!(uas, Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_)) {
+        if !matches!(
+            uas,
+            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::IvrMenu
+        ) {
             args.push("-rtp_echo");
         }
         (args.into_iter().map(str::to_owned).collect(), port)
@@ -956,12 +964,30 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 Uas::SendsInfoHash => vec![EventAction {
                     on: CallTrigger::Dtmf(Some("#".into())),
                     repeat: false,
+                    nth: None,
                     name: "hangup".into(),
                     steps: vec![CallAction {
                         at: Duration::ZERO,
                         kind: ActionKind::Hangup,
                     }],
                 }],
+                // The IVR's menu: 1 when its first prompt ended, 2 when its second did.
+                Uas::IvrMenu => [(None, '1'), (Some(2), '2')]
+                    .into_iter()
+                    .map(|(nth, digit)| EventAction {
+                        on: CallTrigger::Silence(None),
+                        repeat: false,
+                        nth,
+                        name: "dtmf".into(),
+                        steps: vec![CallAction {
+                            at: Duration::ZERO,
+                            kind: ActionKind::DtmfInfo {
+                                digit,
+                                duration_ms: 100,
+                            },
+                        }],
+                    })
+                    .collect(),
                 _ => Vec::new(),
             },
             // Our resume a second into the call (a re-INVITE with our offer, sendrecv).
@@ -1020,6 +1046,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             Uas::DropsSrtp(_) => 4,
             Uas::SendsInfoHash => 8,
+            Uas::IvrMenu => 10,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -1731,6 +1758,61 @@ fn our_callers_hang_up_on_a_hash_sent_by_info() {
                 .iter()
                 .any(|e| e.direction == Direction::Sent && e.text.starts_with("BYE ")),
             "our BYE in the trace"
+        );
+    }
+}
+
+/// An IVR menu played by SIPp (`testdata/sipp/uas-ivr-menu.xml`: a G.711 prompt streamed
+/// by `rtp_stream`, 1 s of tone then 2 s of silence, looped): our callers press 1 by INFO on
+/// the first silence after sound and 2 on the second (`nth = 2`); SIPp checks each digit's
+/// body and that it came in time, then hangs up. Our reports place the steps where the audio
+/// did: 2 s and 5 s after the answer, the prompts heard at 0-1 s and 3-4 s.
+#[test]
+fn our_callers_walk_a_sipp_ivr_menu_on_its_silences() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::IvrMenu);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: two calls with 1 then 2 in time, hung up by SIPp"
+    );
+    assert_eq!(reports.len(), 2);
+    // SIPp streams from the ACK, which leaves right after our answer (its 200 OK).
+    let near = |got: Option<f64>, want: f64| {
+        let got = got.unwrap_or(f64::NAN);
+        assert!(
+            (want - 60.0..want + 200.0).contains(&got),
+            "{got} ms, expected about {want} ms"
+        );
+    };
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        assert_eq!(r.dtmf_sent, "12");
+        let [first, second] = &r.event_actions[..] else {
+            panic!("{:?}", r.event_actions)
+        };
+        assert_eq!(
+            (first.on.as_str(), first.nth, first.fired),
+            ("silence", None, 1)
+        );
+        assert_eq!(
+            (second.on.as_str(), second.nth, second.fired),
+            ("silence", Some(2), 1)
+        );
+        near(first.first_ms, 2000.0);
+        near(second.first_ms, 5000.0);
+        assert!(r.sound_heard.len() >= 2, "{:?}", r.sound_heard);
+        for (s, (from, to)) in r.sound_heard.iter().zip([(0.0, 1000.0), (3000.0, 4000.0)]) {
+            near(Some(s.start_ms), from);
+            near(s.end_ms, to);
+            // The loudest frame: SIPp 3.6.1 streams the whole file, its 44-byte RIFF header
+            // too, at each loop's start: that frame (44 header bytes read as u-law, then 116
+            // of the tone) is −9.40 dBov; the tone's (3276 · sin) are −23.0 dBov.
+            assert!((-9.5..-9.3).contains(&s.level_dbov), "{s:?}");
+        }
+        assert!(
+            r.trace
+                .iter()
+                .any(|e| e.direction == Direction::Received && e.text.starts_with("BYE ")),
+            "SIPp hung up"
         );
     }
 }
