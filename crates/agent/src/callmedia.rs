@@ -886,6 +886,8 @@ pub struct CallMedia {
     watched: Option<SocketAddr>,
     /// The media started before the call was answered ([`Self::early`]).
     early: bool,
+    /// When the first RTP packet came while [`Self::early`]: early media (RFC 3960).
+    early_rtp: Option<Instant>,
     /// DTLS datagrams that arrived before the session started (the answerer, DTLS client
     /// by RFC 5763 §5, sends its ClientHello with its 200 OK, before our session exists):
     /// handed to the session when it starts, not drained (a lost ClientHello costs the 1 s
@@ -971,6 +973,7 @@ impl CallMedia {
             slot: None,
             watched: None,
             early: false,
+            early_rtp: None,
             held_dtls: Vec::new(),
             rtcp_xr: plan.rtcp_xr,
         })
@@ -1470,6 +1473,11 @@ impl CallMedia {
         }
     }
 
+    /// When the first RTP packet of early media came (before the answer, from a 18x's SDP on).
+    pub fn early_rtp(&self) -> Option<Instant> {
+        self.early_rtp
+    }
+
     /// True once offer/answer completed and media flows.
     pub fn started(&self) -> bool {
         self.session.is_some()
@@ -1526,9 +1534,13 @@ impl CallMedia {
             }
             return;
         }
-        if !media::rtp::is_rtcp(bytes) && !self.takes_rtp_from(from) {
+        let rtp = !media::rtp::is_rtcp(bytes);
+        if rtp && !self.takes_rtp_from(from) {
             self.stray += 1;
             return;
+        }
+        if rtp && self.early && self.early_rtp.is_none() {
+            self.early_rtp = Some(now);
         }
         if let Some(s) = self.session.as_mut() {
             // Undecodable datagrams are counted by the session (summary.malformed).

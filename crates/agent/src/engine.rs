@@ -3189,12 +3189,37 @@ impl<'a> Shard<'a> {
                     ep.timings.time_to_100_ms = since_invite(ep);
                 }
             }
-            CallEvent::Progress { code, .. } => {
+            CallEvent::Progress { code, sdp } => {
                 if (180..=183).contains(&code) && ep.timings.time_to_180_ms.is_none() {
                     ep.timings.time_to_180_ms = since_invite(ep);
                     ep.timings.post_dial_delay_ms = since_invite(ep);
                 }
                 ep.set_phase(Phase::Ringing, &events);
+                // Early media (RFC 3960 §2): the answer to our INVITE's offer in a 18x starts
+                // the media before the call is answered (the far end's silence is no audio gap
+                // until then, `CallMedia::early`). A 18x answer we cannot use is noted and the
+                // media waits for the 2xx's.
+                let offered = matches!(
+                    plan.groups[ep.group].role,
+                    Role::Call {
+                        offer: OfferTiming::Early,
+                        ..
+                    }
+                ) && ep.ua.is_outgoing(call);
+                if let (Some(answer), Some(media), true) = (sdp, ep.media.as_mut(), offered)
+                    && !media.started()
+                {
+                    let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
+                    let cname = format!("{}@sipmeter", ep.ua.user());
+                    let note = match media.apply_answer(&answer, seed as u32, &cname, seed, now) {
+                        Ok(()) => {
+                            media.early(now);
+                            format!("early media: the {code}'s SDP answer starts the media")
+                        }
+                        Err(e) => format!("the {code}'s SDP is not used ({e}): the media waits for the answer"),
+                    };
+                    ep.trace.push(TraceEntry::note(note, now - self.start));
+                }
             }
             CallEvent::Offered { sdp: offer } => {
                 // Late offer: the callee's offer (in its 2xx or a reliable 1xx). Our answer,
@@ -3265,6 +3290,7 @@ impl<'a> Shard<'a> {
                     return;
                 }
                 ep.set_phase(Phase::Incall, &events);
+                let early_rtp = ep.media.as_deref().and_then(CallMedia::early_rtp);
                 if let Some(media) = ep.media.as_mut() {
                     media.answered(now);
                 }
@@ -3286,6 +3312,9 @@ impl<'a> Shard<'a> {
                     ep.script_at = Some(now + plan.call_duration);
                 }
                 self.events_answered(idx, now, call);
+                if let Some(at) = early_rtp {
+                    self.events_early_media(idx, now, call, at);
+                }
             }
             CallEvent::Failed { code, reason } => {
                 ep.call_code = Some(code);

@@ -700,6 +700,9 @@ enum Uas {
     /// 2 s of silence, looped) from the ACK on; fails the call unless INFO `1` comes within
     /// 3 s of the ACK and INFO `2` within 4 s of that; then hangs up.
     IvrMenu,
+    /// `testdata/sipp/uas-early-media.xml`, 6 s calls: answers our offer in a 183 and streams
+    /// the IVR prompt from then on (early media), answers the call 2 s later.
+    EarlyMedia,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -896,6 +899,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
+            Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -915,7 +919,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         ]);
         if !matches!(
             uas,
-            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::IvrMenu
+            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::IvrMenu | Uas::EarlyMedia
         ) {
             args.push("-rtp_echo");
         }
@@ -988,6 +992,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         }],
                     })
                     .collect(),
+                // 3 s after early media's first packet (2 s before the answer): hang up.
+                Uas::EarlyMedia => vec![EventAction {
+                    on: CallTrigger::EarlyMedia,
+                    repeat: false,
+                    nth: None,
+                    name: "hangup".into(),
+                    steps: vec![CallAction {
+                        at: Duration::from_secs(3),
+                        kind: ActionKind::Hangup,
+                    }],
+                }],
                 _ => Vec::new(),
             },
             // Our resume a second into the call (a re-INVITE with our offer, sendrecv).
@@ -1030,6 +1045,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
                     _ => MediaPlan::default().codecs,
                 },
+                // What the early media sounded like, in the report.
+                sound: (uas == Uas::EarlyMedia).then(media::sound::SoundConfig::default),
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1047,6 +1064,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DropsSrtp(_) => 4,
             Uas::SendsInfoHash => 8,
             Uas::IvrMenu => 10,
+            Uas::EarlyMedia => 6,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -1814,6 +1832,59 @@ fn our_callers_walk_a_sipp_ivr_menu_on_its_silences() {
                 .any(|e| e.direction == Direction::Received && e.text.starts_with("BYE ")),
             "SIPp hung up"
         );
+    }
+}
+
+/// Early media from SIPp (`testdata/sipp/uas-early-media.xml`: a 183 with its SDP answer, the
+/// IVR prompt streamed from then on, the 200 OK 2 s later): our callers start the media on
+/// the 183, hear the prompt before the answer (at −2 s to −1 s in their report), fire
+/// `early_media` and hang up 3 s after its first packet — 1 s into the call, not at its 6 s.
+#[test]
+fn our_callers_hear_early_media_and_act_on_it() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::EarlyMedia);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: two calls with early media, ended by our BYE"
+    );
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let notes: Vec<&str> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        assert!(
+            notes.contains(&"early media: the 183's SDP answer starts the media"),
+            "{notes:#?}"
+        );
+        // "… came 1990 ms before the answer": SIPp answers 2 s after its 183.
+        let before: f64 = notes
+            .iter()
+            .find_map(|n| n.strip_prefix("early media: its first RTP packet came "))
+            .and_then(|n| n.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{notes:#?}"));
+        assert!((1700.0..2100.0).contains(&before), "{before} ms");
+        let a = &r.event_actions[0];
+        assert_eq!(
+            (a.on.as_str(), a.action.as_str(), a.fired),
+            ("early_media", "hangup", 1)
+        );
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((800.0..1400.0).contains(&lasted), "{lasted} ms of 6 s");
+        // The prompt was heard before the answer.
+        let s = r.sound_heard.first().unwrap_or_else(|| panic!("{r:#?}"));
+        assert!((-2100.0..-1700.0).contains(&s.start_ms), "{s:?}");
+        assert!(
+            s.end_ms.is_some_and(|e| (-1100.0..-700.0).contains(&e)),
+            "{s:?}"
+        );
+        // No audio gap: before the answer the far end's silence is its choice.
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 100, "{m:?}");
+        assert_eq!(m.calls_with_gaps, 0, "{m:?}");
     }
 }
 

@@ -50,6 +50,9 @@ pub enum CallTrigger {
     /// After sound, quiet for this long (`None`: the group's `silence`, default 1 s): the
     /// level below `speech_level`, comfort noise or no packets at all — a prompt ended.
     Silence(Option<Duration>),
+    /// Early media came: a 18x with the SDP answer, then an RTP packet, before the answer
+    /// (its actions run from the answer on: none runs before it).
+    EarlyMedia,
 }
 
 impl CallTrigger {
@@ -69,6 +72,7 @@ impl CallTrigger {
             "answered" | "answer" => Self::Answered,
             "audio" | "sound" => Self::Audio,
             "silence" => Self::Silence(None),
+            "early_media" | "early-media" => Self::EarlyMedia,
             "dtmf" => Self::Dtmf(None),
             "held" | "hold" => Self::Held,
             "resumed" | "resume" => Self::Resumed,
@@ -86,7 +90,7 @@ impl CallTrigger {
                 None => {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
-                         reinvite, answered, audio, silence or silence:DURATION"
+                         reinvite, answered, audio, silence, silence:DURATION or early_media"
                     ));
                 }
             },
@@ -117,6 +121,7 @@ impl fmt::Display for CallTrigger {
                 write!(f, "silence:{}s", d.as_secs())
             }
             Self::Silence(Some(d)) => write!(f, "silence:{}ms", d.as_millis()),
+            Self::EarlyMedia => f.write_str("early_media"),
         }
     }
 }
@@ -179,6 +184,10 @@ enum Happened {
     Digit,
     Offer {
         holds_us: Option<bool>,
+    },
+    /// Early media's first RTP packet came at `at` (told at the answer).
+    EarlyMedia {
+        at: Instant,
     },
     /// Sound started at `at`.
     Sound {
@@ -321,6 +330,27 @@ impl<'a> Shard<'a> {
         self.fire(idx, now, call, Happened::Answered);
     }
 
+    /// The call, just answered, had early media: its first RTP packet came at `at`.
+    pub(super) fn events_early_media(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        at: Instant,
+    ) {
+        let ep = &mut self.endpoints[idx];
+        let before = ep
+            .answered_at
+            .map_or(0.0, |t| ms(t.saturating_duration_since(at)));
+        ep.trace.push(TraceEntry::note(
+            format!("early media: its first RTP packet came {before:.0} ms before the answer"),
+            now - self.start,
+        ));
+        if ep.events.is_some() {
+            self.fire(idx, now, call, Happened::EarlyMedia { at });
+        }
+    }
+
     /// A DTMF digit received by SIP INFO.
     pub(super) fn events_digit(&mut self, idx: usize, now: Instant, call: CallId, digit: char) {
         if let Some(e) = self.endpoints[idx].events.as_deref_mut() {
@@ -381,8 +411,13 @@ impl<'a> Shard<'a> {
     fn events_sound(&mut self, idx: usize, now: Instant) -> bool {
         let start = self.start;
         let ep = &mut self.endpoints[idx];
-        let (Some(e), Some(call), Some(answered)) =
-            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at)
+        // Before the answer (early media) the watch keeps what it heard: told from the
+        // answer on, in that call's times.
+        let up = ep
+            .active_call
+            .is_some_and(|c| call_up(ep, c, self.stopping));
+        let (Some(e), Some(call), Some(answered), true) =
+            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at, up)
         else {
             return false;
         };
@@ -519,7 +554,8 @@ impl<'a> Shard<'a> {
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
-                (CallTrigger::Audio, Happened::Sound { at }) => {
+                (CallTrigger::EarlyMedia, Happened::EarlyMedia { at })
+                | (CallTrigger::Audio, Happened::Sound { at }) => {
                     when = at;
                     true
                 }
