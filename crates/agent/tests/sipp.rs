@@ -992,6 +992,21 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         }],
                     })
                     .collect(),
+                // A digit (RFC 4733: SIPp reads no RTP) when the paused stream has been
+                // silent for a second: no packets at all is quiet.
+                Uas::PausesRtp => vec![EventAction {
+                    on: CallTrigger::Silence(None),
+                    repeat: false,
+                    nth: None,
+                    name: "dtmf".into(),
+                    steps: vec![CallAction {
+                        at: Duration::ZERO,
+                        kind: ActionKind::Dtmf {
+                            digits: "5".into(),
+                            duration_ms: 100,
+                        },
+                    }],
+                }],
                 // 3 s after early media's first packet (2 s before the answer): hang up.
                 Uas::EarlyMedia => vec![EventAction {
                     on: CallTrigger::EarlyMedia,
@@ -1418,6 +1433,19 @@ fn a_hole_in_a_peers_rtp_stream_is_a_gap_and_not_rated() {
         // ≈ 1 s of the tone before the pause and ≈ 2 s after it.
         let m = r.media.as_ref().expect("media measured");
         assert!(m.rx_packets >= 100, "{m:?}");
+        // The pause is quiet too: a second into it (SIPp pauses 1 s after the ACK, our
+        // answer), `on = "silence"` fires, and the sound heard ends when the stream stopped.
+        let a = &r.event_actions[0];
+        assert_eq!((a.on.as_str(), a.fired), ("silence", 1), "{a:?}");
+        let at = a.first_ms.unwrap();
+        assert!((1900.0..2300.0).contains(&at), "{at} ms");
+        assert_eq!(r.dtmf_sent, "5");
+        let end = r.sound_heard.first().and_then(|s| s.end_ms);
+        assert!(
+            end.is_some_and(|e| (900.0..1300.0).contains(&e)),
+            "{:?}",
+            r.sound_heard
+        );
     }
 }
 

@@ -407,7 +407,7 @@ impl<'a> Shard<'a> {
     /// Sound started or stopped in the call's received audio (its media session's sound
     /// watch, [`media::sound`]): notes in the trace, the report's sounds, `audio` at each
     /// start, `silence` once it has been quiet long enough after sound. True if an action
-    /// fired.
+    /// fired or a silence was armed (the endpoint is to be scheduled again).
     fn events_sound(&mut self, idx: usize, now: Instant) -> bool {
         let start = self.start;
         let ep = &mut self.endpoints[idx];
@@ -469,9 +469,12 @@ impl<'a> Shard<'a> {
             };
             ep.trace.push(TraceEntry::note(note, now - start));
         }
-        e.quiet = w.quiet_since().map(|q| (q, w.runs()));
-        let quiet = e.quiet;
-        let mut fired = false;
+        let quiet = w.quiet_since().map(|q| (q, w.runs()));
+        // New sound arms the silences: the endpoint's timer must know when one comes due
+        // (later loud frames only move it later: the timer then finds nothing, and the
+        // endpoint is scheduled again).
+        let mut fired = quiet.map(|q| q.1) != e.quiet.map(|q| q.1);
+        e.quiet = quiet;
         for at in started {
             fired |= self.fire(idx, now, call, Happened::Sound { at });
         }
