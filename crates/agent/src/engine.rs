@@ -3131,6 +3131,12 @@ impl<'a> Shard<'a> {
                     .push(TraceEntry::note(format!("ignored: {what}"), at));
                 ep.malformed.get_or_insert_with(|| what.to_owned());
             }
+            // RFC 3428 pager mode: answered 200 by the user agent; an action on `message`
+            // of the endpoint's call (if it has one up) fires.
+            UaEvent::Message { content_type, body } => {
+                let call = ep.active_call;
+                self.events_message(idx, now, call, content_type.as_deref(), body.len(), false);
+            }
         }
     }
 
@@ -3360,6 +3366,10 @@ impl<'a> Shard<'a> {
                     ep.dtmf_received.push(d);
                     self.events_digit(idx, now, call, d);
                 }
+            }
+            CallEvent::Message { content_type, body } => {
+                let (t, n) = (content_type.as_deref(), body.len());
+                self.events_message(idx, now, Some(call), t, n, true);
             }
             CallEvent::Modified { method, code, .. } if code >= 300 => {
                 ep.worsen(

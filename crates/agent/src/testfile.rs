@@ -3243,7 +3243,7 @@ call = "group:callees"
                 "on = \"ringing\", do = \"hold\"",
                 "on",
                 "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
-                 answered, audio, silence, silence:DURATION or early_media",
+                 answered, audio, silence, silence:DURATION, early_media or message",
             ),
             (
                 "at = \"1s\", on = \"held\", do = \"hold\"",

@@ -705,6 +705,10 @@ enum Uas {
     /// `testdata/sipp/uas-early-media.xml`, 6 s calls: answers our offer in a 183 and streams
     /// the IVR prompt from then on (early media), answers the call 2 s later.
     EarlyMedia,
+    /// `testdata/sipp/uas-sends-messages.xml` with `-rtp_echo`, 8 s calls: sends a MESSAGE
+    /// outside the dialog a second after the ACK, one inside it a second later, and fails
+    /// the call unless our BYE follows the second within 3 s.
+    SendsMessages,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -902,6 +906,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
+            Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -1010,6 +1015,17 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         },
                     }],
                 }],
+                // The second MESSAGE ends our call.
+                Uas::SendsMessages => vec![EventAction {
+                    on: CallTrigger::Message,
+                    repeat: false,
+                    nth: Some(2),
+                    name: "hangup".into(),
+                    steps: vec![CallAction {
+                        at: Duration::ZERO,
+                        kind: ActionKind::Hangup,
+                    }],
+                }],
                 // 3 s after early media's first packet (2 s before the answer): hang up.
                 Uas::EarlyMedia => vec![EventAction {
                     on: CallTrigger::EarlyMedia,
@@ -1080,7 +1096,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             Uas::DropsSrtp(_) => 4,
-            Uas::SendsInfoHash => 8,
+            Uas::SendsInfoHash | Uas::SendsMessages => 8,
             Uas::IvrMenu => 10,
             Uas::EarlyMedia => 6,
             _ => 3,
@@ -1853,6 +1869,44 @@ fn our_callers_walk_a_sipp_ivr_menu_on_its_silences() {
                 .any(|e| e.direction == Direction::Received && e.text.starts_with("BYE ")),
             "SIPp hung up"
         );
+    }
+}
+
+/// SIP MESSAGE (RFC 3428) from SIPp (`testdata/sipp/uas-sends-messages.xml`): one outside
+/// the dialog (pager mode) a second into the call, one inside it a second later; each is
+/// answered 200 (SIPp checks), noted in the trace, and counts for `on = "message"`: our
+/// callers hang up on the second (`nth = 2`), 2 s into their 8 s calls.
+#[test]
+fn our_callers_answer_messages_and_hang_up_on_the_second() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SendsMessages);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: both MESSAGEs answered 200, our BYE after the second"
+    );
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let a = &r.event_actions[0];
+        assert_eq!(
+            (a.on.as_str(), a.nth, a.action.as_str(), a.fired),
+            ("message", Some(2), "hangup", 1)
+        );
+        let at = a.first_ms.unwrap();
+        assert!((1900.0..2600.0).contains(&at), "{at} ms");
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((1900.0..3000.0).contains(&lasted), "{lasted} ms of 8 s");
+        // The bodies as SIPp sends them: the text and a CRLF.
+        for note in [
+            "MESSAGE received outside a call (text/plain, 18 bytes): answered 200",
+            "MESSAGE received in the call (text/plain, 17 bytes): answered 200",
+            "event message (its #2): hangup",
+        ] {
+            assert!(
+                r.trace.iter().any(|e| e.text == note),
+                "{note}: {:#?}",
+                r.trace
+            );
+        }
     }
 }
 

@@ -73,7 +73,8 @@ pub use transfer::TRANSFER_WAIT;
 
 /// Methods we accept, announced in Allow (REFER and the NOTIFYs of our REFER's
 /// subscription: call transfer, the `transfer` module).
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
+const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY, MESSAGE";
 
 /// How the agent is set up: everything in one struct (see [`UaConfig::split`] for the shared
 /// and the per-phone parts).
@@ -317,6 +318,13 @@ pub enum UaEvent {
         /// What and why.
         what: &'static str,
     },
+    /// A MESSAGE outside any dialog (RFC 3428 pager mode), answered 200.
+    Message {
+        /// Its Content-Type.
+        content_type: Option<String>,
+        /// Its body.
+        body: Bytes,
+    },
 }
 
 /// How a call ended or failed, from our point of view.
@@ -409,6 +417,13 @@ pub enum CallEvent {
     },
     /// An INFO request inside the call (e.g. DTMF `application/dtmf-relay`).
     Info {
+        /// Its Content-Type.
+        content_type: Option<String>,
+        /// Its body.
+        body: Bytes,
+    },
+    /// A MESSAGE inside the call (RFC 3428 §4: in a dialog too), answered 200.
+    Message {
         /// Its Content-Type.
         content_type: Option<String>,
         /// Its body.
@@ -4226,6 +4241,18 @@ impl UserAgent {
             Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 self.respond_no_such_call(now, &req, key, source);
             }
+            // RFC 3428 §7: a MESSAGE we take is answered 200 (pager mode: no dialog).
+            Method::Message => {
+                self.respond_stateless(now, &req, key, source, 200, "OK");
+                let content_type = req
+                    .headers
+                    .value(&HeaderName::ContentType)
+                    .map(str::to_owned);
+                queues(&mut self.queues).events.push_back(UaEvent::Message {
+                    content_type,
+                    body: req.body().clone(),
+                });
+            }
             _ => {
                 self.respond_405(now, &req, key, source);
             }
@@ -4670,19 +4697,21 @@ impl UserAgent {
                     PrackSdp::NoMatch => self.respond_no_such_call(now, req, key, source),
                 }
             }
-            Method::Info => {
+            Method::Info | Method::Message => {
                 self.respond_stateless(now, req, key, source, 200, "OK");
                 let content_type = req
                     .headers
                     .value(&HeaderName::ContentType)
                     .map(str::to_owned);
-                queues(&mut self.queues).events.push_back(UaEvent::Call(
-                    id,
-                    CallEvent::Info {
-                        content_type,
-                        body: req.body().clone(),
-                    },
-                ));
+                let body = req.body().clone();
+                let event = if method == Method::Info {
+                    CallEvent::Info { content_type, body }
+                } else {
+                    CallEvent::Message { content_type, body }
+                };
+                queues(&mut self.queues)
+                    .events
+                    .push_back(UaEvent::Call(id, event));
             }
             Method::Options => {
                 let extra = [Header::from_static(HeaderName::Allow, ALLOW)];
@@ -6413,6 +6442,63 @@ mod tests {
         )));
         // In-dialog requests need a dialog.
         assert!(!p.a.info(p.now, CallId(99), "text/plain", Bytes::new()));
+    }
+
+    /// RFC 3428: a MESSAGE in the call is answered 200 and reported as the call's; one
+    /// outside any dialog (pager mode, no To tag) too, as the agent's. Made from Alice's INFO
+    /// (a new branch, a higher CSeq).
+    #[test]
+    fn a_message_in_or_out_of_a_call_is_answered_200() {
+        let mut p = Pair::new();
+        let (call, _) = confirmed_call(&mut p);
+        assert!(p.a.info(p.now, call, "text/plain", Bytes::from_static(b"hi")));
+        p.run(Duration::from_millis(100));
+        let info = String::from_utf8(last_sent(&p, true, "INFO").to_vec()).unwrap();
+        let seq = Message::parse(info.as_bytes()).unwrap().cseq().unwrap().seq;
+        let message = info
+            .replacen("INFO ", "MESSAGE ", 1)
+            .replace(
+                &format!("CSeq: {seq} INFO"),
+                &format!("CSeq: {} MESSAGE", seq + 1),
+            )
+            .replace("z9hG4bK", "z9hG4bKmsg");
+        for (text, in_call) in [
+            (message.clone(), true),
+            (
+                // Outside the dialog: no To tag (and another transaction).
+                message
+                    .lines()
+                    .map(|l| match l.strip_prefix("To: ") {
+                        Some(v) => format!("To: {}", v.split(";tag=").next().unwrap_or(v)),
+                        None => l.to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
+                    .replace("z9hG4bKmsg", "z9hG4bKpager"),
+                false,
+            ),
+        ] {
+            p.b.handle_message(
+                p.now,
+                Message::parse(text.as_bytes()).unwrap(),
+                ALICE.parse().unwrap(),
+            );
+            let (out, events) = drain(&mut p.b);
+            assert_eq!(out.len(), 1, "{text}");
+            assert_eq!(parse(&out[0]).status(), Some(200), "{text}");
+            let ok = |t: &Option<String>, b: &Bytes| {
+                t.as_deref() == Some("text/plain") && &b[..] == b"hi"
+            };
+            assert!(
+                events.iter().any(|e| match e {
+                    UaEvent::Call(_, CallEvent::Message { content_type, body }) =>
+                        in_call && ok(content_type, body),
+                    UaEvent::Message { content_type, body } => !in_call && ok(content_type, body),
+                    _ => false,
+                }),
+                "{events:?}"
+            );
+        }
     }
 
     #[test]

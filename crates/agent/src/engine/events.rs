@@ -53,6 +53,8 @@ pub enum CallTrigger {
     /// Early media came: a 18x with the SDP answer, then an RTP packet, before the answer
     /// (its actions run from the answer on: none runs before it).
     EarlyMedia,
+    /// A SIP MESSAGE came (RFC 3428), in the call or outside it while the call is up.
+    Message,
 }
 
 impl CallTrigger {
@@ -73,6 +75,7 @@ impl CallTrigger {
             "audio" | "sound" => Self::Audio,
             "silence" => Self::Silence(None),
             "early_media" | "early-media" => Self::EarlyMedia,
+            "message" => Self::Message,
             "dtmf" => Self::Dtmf(None),
             "held" | "hold" => Self::Held,
             "resumed" | "resume" => Self::Resumed,
@@ -90,7 +93,7 @@ impl CallTrigger {
                 None => {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
-                         reinvite, answered, audio, silence, silence:DURATION or early_media"
+                         reinvite, answered, audio, silence, silence:DURATION, early_media or message"
                     ));
                 }
             },
@@ -122,6 +125,7 @@ impl fmt::Display for CallTrigger {
             }
             Self::Silence(Some(d)) => write!(f, "silence:{}ms", d.as_millis()),
             Self::EarlyMedia => f.write_str("early_media"),
+            Self::Message => f.write_str("message"),
         }
     }
 }
@@ -185,6 +189,8 @@ enum Happened {
     Offer {
         holds_us: Option<bool>,
     },
+    /// A MESSAGE came.
+    Message,
     /// Early media's first RTP packet came at `at` (told at the answer).
     EarlyMedia {
         at: Instant,
@@ -348,6 +354,36 @@ impl<'a> Shard<'a> {
         ));
         if ep.events.is_some() {
             self.fire(idx, now, call, Happened::EarlyMedia { at });
+        }
+    }
+
+    /// A MESSAGE came (answered 200 by the user agent), in the call or outside any dialog:
+    /// noted, and `message` fires for the endpoint's call if it is up.
+    pub(super) fn events_message(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: Option<CallId>,
+        content_type: Option<&str>,
+        len: usize,
+        in_call: bool,
+    ) {
+        let ep = &mut self.endpoints[idx];
+        let place = if in_call {
+            "in the call"
+        } else {
+            "outside a call"
+        };
+        ep.trace.push(TraceEntry::note(
+            format!(
+                "MESSAGE received {place} ({}, {len} bytes): answered 200",
+                content_type.unwrap_or("no Content-Type")
+            ),
+            now - self.start,
+        ));
+        if let (Some(call), true) = (call, ep.events.is_some()) {
+            self.fire(idx, now, call, Happened::Message);
+            self.schedule(idx);
         }
     }
 
@@ -557,6 +593,7 @@ impl<'a> Shard<'a> {
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
+                (CallTrigger::Message, Happened::Message) => true,
                 (CallTrigger::EarlyMedia, Happened::EarlyMedia { at })
                 | (CallTrigger::Audio, Happened::Sound { at }) => {
                     when = at;
