@@ -307,7 +307,8 @@ pub struct ActionEntry {
     /// Time after the call is answered (or `on`).
     pub at: Option<Spanned<String>>,
     /// The event that runs it (instead of `at`): `dtmf`, `dtmf:DIGITS`, `held`, `resumed`,
-    /// `reinvite` or `answered`.
+    /// `reinvite`, `answered`, `audio`, `silence`, `silence:DURATION`, `early_media` or
+    /// `message`.
     pub on: Option<Spanned<String>>,
     /// With `on`: the delay from the event (default none).
     pub after: Option<Spanned<String>>,

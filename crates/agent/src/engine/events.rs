@@ -6,13 +6,17 @@
 //! the RTP, read from the media session as each digit ends, or SIP INFO `dtmf-relay`), any one
 //! or a sequence; the peer putting us on hold or taking us off it (its offer inside the call
 //! makes our direction recvonly/inactive, or parks the media on `c=0.0.0.0`, RFC 3264 §8.4),
-//! and any offer of the peer's inside the call (re-INVITE or UPDATE).
+//! and any offer of the peer's inside the call (re-INVITE or UPDATE); sound starting and
+//! silence after it in the audio we receive (the media session's sound watch,
+//! [`media::sound`]: what an IVR test waits for — "the prompt ended, press 1"); early media
+//! (told at the answer); a SIP MESSAGE.
 //!
 //! An event only counts while the call is up (answered, confirmed, not ending, the run not
 //! stopping). It queues its action's steps `after` it (an INFO DTMF of several digits is one
 //! step per digit); the shard runs them with the timed actions, in time order and under the
 //! same rule (no new offer while one is open, RFC 3264 §4). Each action fires once per call
-//! unless it says `repeat = true`; steps not run when the call ends are dropped.
+//! unless it says `repeat = true`, or at its event's n-th time only (`nth`: each action
+//! counts its event's times); steps not run when the call ends are dropped.
 //!
 //! The state lives in a box that only endpoints of a group with such actions get, made at
 //! their first answer: other endpoints pay one pointer.
