@@ -63,7 +63,7 @@ pub enum CallTrigger {
 
 impl CallTrigger {
     /// Reads `dtmf`, `dtmf:123#`, `held`, `resumed`, `reinvite`, `answered`, `audio`,
-    /// `silence` or `silence:1.5s`; the error in words.
+    /// `silence`, `silence:1.5s`, `early_media` or `message`; the error in words.
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim().to_ascii_lowercase();
         if let Some(d) = lower.strip_prefix("silence:") {
