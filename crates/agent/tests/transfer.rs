@@ -282,7 +282,11 @@ fn a_late_offer_callers_consultation_call_offers_in_the_ack() {
     }
     for r in reports.iter().filter(|r| r.group == "callers") {
         let t = r.transfer.as_ref().expect("a transfer");
-        assert_eq!((t.attended, t.consult_answered, t.succeeded), (1, 1, 1), "{t:?}");
+        assert_eq!(
+            (t.attended, t.consult_answered, t.succeeded),
+            (1, 1, 1),
+            "{t:?}"
+        );
         let first = header(messages(r, Sent, "INVITE ").next().unwrap(), "Call-ID");
         let consult: Vec<_> = messages(r, Sent, "INVITE ")
             .filter(|m| header(m, "Call-ID") != first)

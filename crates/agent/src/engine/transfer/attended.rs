@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 use sip_msg::Uri;
 use sip_proto::ua::{CallEvent, CallId, CallState};
 
-use super::super::{
-    CallMedia, Endpoint, OfferTiming, Outcome, Role, Script, Shard, ms, sdp_offer,
-};
+use super::super::{CallMedia, Endpoint, OfferTiming, Outcome, Role, Script, Shard, ms, sdp_offer};
 use crate::hints::hint_for;
 use crate::sdpoffer::sdp;
 use crate::trace::TraceEntry;
@@ -541,7 +539,10 @@ impl Shard<'_> {
         // target's offer (in its 2xx) answered in the ACK (`CallEvent::Offered` below).
         let late = matches!(
             &self.plan.groups[ep.group].role,
-            Role::Call { offer: OfferTiming::Late, .. }
+            Role::Call {
+                offer: OfferTiming::Late,
+                ..
+            }
         );
         let call = ep.ua.call(now, target.clone(), (!late).then_some(offer));
         // Routed to the endpoint by its Call-ID, but not as the endpoint's call (that route
