@@ -215,6 +215,81 @@ fn failed_calls_exit_1_with_the_code_and_hint() {
     );
 }
 
+/// `--html`: one page with the verdict and its reasons, the outcomes, and for each failed
+/// endpoint its ladder (an arrow per message of its trace, the 404 among them) and the
+/// code's hint; opened in headless Chromium, its script runs (the endpoints' table counted).
+#[test]
+fn the_html_report_shows_the_verdict_the_outcomes_and_each_failures_ladder() {
+    let file = tmp("nobody-html.toml");
+    std::fs::write(
+        &file,
+        "name = \"calls <nobody>\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
+    )
+    .unwrap();
+    let (html, report) = (tmp("nobody.html"), tmp("nobody.json"));
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--html",
+        html.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        page.contains("<h1>calls &lt;nobody&gt;</h1>"),
+        "the name, escaped"
+    );
+    assert!(page.contains("id=\"verdict\">FAILED<ul><li>0.0 % of endpoints succeeded"));
+    assert!(page.contains("data-outcome=\"CALL_FAILED\">2</b>"));
+    let endpoints = v["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    for e in endpoints {
+        let id = e["id"].as_u64().unwrap();
+        let start = page
+            .find(&format!("<details id=\"ep-{id}\""))
+            .expect("a trace section");
+        let section = &page[start..start + page[start..].find("</details></details>").unwrap()];
+        let messages = e["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["direction"] != "note")
+            .count();
+        assert!(
+            messages >= 6,
+            "REGISTER 401 REGISTER 200 INVITE 407 …: {messages}"
+        );
+        assert_eq!(
+            section.matches("class=\"msg").count(),
+            messages,
+            "an arrow each"
+        );
+        assert!(section.contains("SIP/2.0 404 Not Found"), "{section}");
+        assert!(
+            section.contains("404: not found: check the SIP domain"),
+            "the hint"
+        );
+    }
+    if testpeers::available("chromium", "chromium") {
+        let dom = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            dom.contains("data-ready=\"1\""),
+            "the page's script ran: {dom}"
+        );
+        assert!(dom.contains("2 of 2 shown"), "{dom}");
+    }
+}
+
 #[test]
 fn ctrl_c_hangs_up_unregisters_and_reports() {
     let file = tmp("long.toml");
