@@ -194,14 +194,22 @@ fn a_bad_file_names_line_and_field_and_exits_2() {
     );
 }
 
-#[test]
-fn failed_calls_exit_1_with_the_code_and_hint() {
-    let file = tmp("nobody.toml");
+/// A test file `file` named `name` whose two endpoints call users nobody registered (404).
+fn calls_nobody(file: &str, name: &str) -> std::path::PathBuf {
+    let path = tmp(file);
     std::fs::write(
-        &file,
-        "name = \"calls nobody\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
+        &path,
+        format!(
+            "name = \"{name}\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{{n}}@sipmeter.builtin\"\n"
+        ),
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn failed_calls_exit_1_with_the_code_and_hint() {
+    let file = calls_nobody("nobody.toml", "calls nobody");
     let (code, out, err) = sipmeter(&["run", "--quiet", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("CALL_FAILED            2"), "{out}");
@@ -220,12 +228,7 @@ fn failed_calls_exit_1_with_the_code_and_hint() {
 /// code's hint; opened in headless Chromium, its script runs (the endpoints' table counted).
 #[test]
 fn the_html_report_shows_the_verdict_the_outcomes_and_each_failures_ladder() {
-    let file = tmp("nobody-html.toml");
-    std::fs::write(
-        &file,
-        "name = \"calls <nobody>\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
-    )
-    .unwrap();
+    let file = calls_nobody("nobody-html.toml", "calls <nobody>");
     let (html, report) = (tmp("nobody.html"), tmp("nobody.json"));
     let (code, out, err) = sipmeter(&[
         "run",
