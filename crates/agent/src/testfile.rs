@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use media::audio::SourceKind;
 use media::sdp::Codec;
-use media::srtp::Suite;
+use media::srtp::{Mki, Suite};
 use media::wav::WavAudio;
 use serde::Deserialize;
 use sip_msg::{Host, SipUri, Uri};
@@ -235,6 +235,10 @@ pub struct GroupEntry {
     /// `AES_256_CM_HMAC_SHA1_80`, `AES_256_CM_HMAC_SHA1_32`, `AES_CM_128_HMAC_SHA1_80`,
     /// `AES_CM_128_HMAC_SHA1_32`).
     pub srtp_suites: Option<Spanned<Vec<Spanned<String>>>>,
+    /// An MKI of this many bytes (1–128, value 1) on our SDES keys, in the `a=crypto` lines
+    /// and every SRTP/SRTCP packet (RFC 3711 §3.1, RFC 4568 §6.1); default none (an offer's
+    /// MKI is answered with one of its length either way).
+    pub srtp_mki: Option<Spanned<u32>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -1634,6 +1638,22 @@ pub fn prepare_parsed(
             if let Some(list) = &g.srtp_suites {
                 mp.srtp_suites = srtp_suites_of(&cx, list, mp.srtp, field("srtp_suites"))?;
             }
+            if let Some(m) = &g.srtp_mki {
+                let len = u8::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|l| (1..=Mki::MAX_LEN).contains(l));
+                let Some(len) = len else {
+                    return cx.err(m.span(), field("srtp_mki"), "must be 1–128 (bytes)");
+                };
+                if !matches!(mp.srtp, SrtpMode::Sdes | SrtpMode::Optional) {
+                    return cx.err(
+                        m.span(),
+                        field("srtp_mki"),
+                        "identifies SDES keys: needs srtp = \"sdes\" or \"optional\"",
+                    );
+                }
+                mp.srtp_mki = Some(len);
+            }
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -2253,6 +2273,46 @@ call = "group:callees"
             e.message.contains("does not apply to srtp = \"dtls\""),
             "{e}"
         );
+    }
+
+    /// `srtp_mki`: the MKI's length in bytes on our SDES keys; 0, 129 or without SDES names
+    /// its line and field.
+    #[test]
+    fn srtp_mki_is_read_and_checked() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{extra}"),
+            )
+        };
+        let p = prepare(
+            "t.toml",
+            &with("srtp = \"optional\"\nsrtp_mki = 4"),
+            b"s",
+            0,
+        )
+        .unwrap()
+        .plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        assert_eq!(g.media.as_ref().unwrap().srtp_mki, Some(4));
+        // The line after `call` and `srtp`.
+        let line = call_line() + 3;
+        for (bad, says) in [
+            ("srtp = \"sdes\"\nsrtp_mki = 0", "must be 1–128"),
+            ("srtp = \"sdes\"\nsrtp_mki = 129", "must be 1–128"),
+            (
+                "srtp = \"dtls\"\nsrtp_mki = 1",
+                "needs srtp = \"sdes\" or \"optional\"",
+            ),
+        ] {
+            let e = prepare("t.toml", &with(bad), b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                ("group[1].srtp_mki", line),
+                "{e}"
+            );
+            assert!(e.message.contains(says), "{e}");
+        }
     }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its

@@ -761,6 +761,10 @@ enum Uas {
     /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
     /// caller's own key so that the echo of our SRTP authenticates.
     AnswersSrtp,
+    /// `testdata/sipp/uas-answers-srtp-mki.xml` with `-rtp_echo`, called by callers with
+    /// `srtp = "sdes"` and `srtp_mki = 1`: checks our offer's `|1:1`, answers with the
+    /// caller's key and `|2^31|1:1`, as Skype for Business and Teams-facing SBCs do.
+    AnswersSrtpMki,
     /// `testdata/sipp/uas-transfer-notifies.xml` with `-rtp_echo` and `final` "200 OK": a PBX
     /// that takes our blind transfer a second into the call (REFER to 2001, checked), answers
     /// 202 and NOTIFYs `SIP/2.0 100 Trying` then `SIP/2.0 200 OK` (terminated); it fails the
@@ -866,6 +870,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
             Uas::AnswersReinvites => vec!["-sf", sipp_scenario!("uas-answers-reinvites.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
+            Uas::AnswersSrtpMki => vec!["-sf", sipp_scenario!("uas-answers-srtp-mki.xml")],
             Uas::DropsSrtp(_) => vec![
                 "-sf",
                 sipp_scenario!("uas-drops-srtp.xml"),
@@ -1002,7 +1007,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             },
             media: Some(MediaPlan {
                 srtp: match uas {
-                    Uas::AnswersSrtp => SrtpMode::Sdes,
+                    Uas::AnswersSrtp | Uas::AnswersSrtpMki => SrtpMode::Sdes,
                     Uas::DropsSrtp(mode) => mode,
                     _ => SrtpMode::Off,
                 },
@@ -1010,6 +1015,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
                     _ => MediaPlan::default().codecs,
                 },
+                srtp_mki: (uas == Uas::AnswersSrtpMki).then_some(1),
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1150,6 +1156,25 @@ fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {
         let m = r.media.as_ref().expect("media measured");
         assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+}
+
+/// Callers with `srtp = "sdes"` and `srtp_mki = 1` against SIPp running
+/// `testdata/sipp/uas-answers-srtp-mki.xml`: our lines carry `|1:1` (SIPp checks), the answer
+/// `|2^31|1:1`; every packet carries the 1-byte MKI both ways (the echo returns ours), so
+/// the stream authenticates, decrypts and scores like the plain echo.
+#[test]
+fn sdes_callers_with_an_mki_are_answered_with_one_and_hear_their_srtp_echo() {
+    for r in echoed_back(Uas::AnswersSrtpMki, "PCMU") {
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+        let answer = r
+            .trace
+            .iter()
+            .find(|e| e.first_line().starts_with("SIP/2.0 200") && e.text.contains("a=crypto"))
+            .expect("the 200 with its crypto line");
+        assert!(answer.text.contains("|2^31|1:1"), "{}", answer.text);
     }
 }
 

@@ -672,6 +672,14 @@ impl Sdes {
         Ok(Sdes { required, keys })
     }
 
+    /// These keys, each identified by `mki` in every packet (or by none).
+    pub fn with_mki(mut self, mki: Option<Mki>) -> Self {
+        for (_, k) in &mut self.keys {
+            *k = k.clone().with_mki(mki);
+        }
+        self
+    }
+
     /// Our key of `suite`, if we run it.
     pub fn key_of(&self, suite: Suite) -> Option<&MasterKey> {
         self.keys.iter().find(|(s, _)| *s == suite).map(|(_, k)| k)
@@ -2068,7 +2076,10 @@ mod tests {
         assert_eq!(srtp.rx_key.mki(), Mki::new(7, 2));
         assert_eq!(srtp.tx_key.mki(), Mki::new(1, 2));
         let line = answer.to_string();
-        assert!(line.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"), "{line}");
+        assert!(
+            line.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{line}"
+        );
         assert!(line.contains("|1:2\r\n"), "{line}");
         // A malformed line next to a good one: the good one is taken; alone: the reason.
         let bad = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n";

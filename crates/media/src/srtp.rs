@@ -1422,7 +1422,11 @@ mod tests {
             tx.protect_rtp(&mut p).unwrap();
             let tag = suite.rtp_tag_len();
             assert_eq!(p.len(), plain.len() + tag + 4, "{suite:?}");
-            let at = if suite.is_aead() { p.len() - 4 } else { p.len() - tag - 4 };
+            let at = if suite.is_aead() {
+                p.len() - 4
+            } else {
+                p.len() - tag - 4
+            };
             assert_eq!(p[at..at + 4], [0, 0, 1, 2], "{suite:?}");
             let mut wrong = p.clone();
             wrong[at + 3] = 3;
@@ -1443,7 +1447,11 @@ mod tests {
             tx.protect_rtcp(&mut c).unwrap();
             let rtag = suite.rtcp_tag_len();
             assert_eq!(c.len(), 8 + rtag + 4 + 4, "{suite:?}");
-            let at = if suite.is_aead() { c.len() - 4 } else { c.len() - rtag - 4 };
+            let at = if suite.is_aead() {
+                c.len() - 4
+            } else {
+                c.len() - rtag - 4
+            };
             assert_eq!(c[at..at + 4], [0, 0, 1, 2], "{suite:?}");
             // The E flag and index just before the MKI, whichever the suite.
             assert_eq!(be32(&c[at - 4..at]), 0x8000_0000, "{suite:?}");
@@ -1509,7 +1517,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(with_mki.key.mki(), Mki::new(1, 4));
-        assert_eq!(with_mki.value(), format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|1:4"));
+        assert_eq!(
+            with_mki.value(),
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|1:4")
+        );
         assert_eq!(Crypto::parse(&with_mki.value()).unwrap().unwrap(), with_mki);
         let cases: [(&str, Result<(), CryptoError>); 13] = [
             ("", Err(CryptoError::Fields)),
@@ -1534,7 +1545,10 @@ mod tests {
                 "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|x",
                 Err(CryptoError::KeyInfo),
             ),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4;inline:{k}|2:4", Ok(())),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4;inline:{k}|2:4",
+                Ok(()),
+            ),
             // An MKI of 0 or 129 bytes, or a value its length cannot hold.
             (
                 "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:0",

@@ -319,7 +319,10 @@ fn mki_packets_are_libsrtps_byte_for_byte_and_read_both_ways() {
     if !have_libsrtp() {
         return;
     }
-    let (our_mki, their_mki) = (Mki::new(0x0102_0304, 4).unwrap(), Mki::new(0x0a0b, 2).unwrap());
+    let (our_mki, their_mki) = (
+        Mki::new(0x0102_0304, 4).unwrap(),
+        Mki::new(0x0a0b, 2).unwrap(),
+    );
     for suite in Suite::ALL {
         let name = suite.name();
         let key = |f: fn(usize) -> usize, mki| {
@@ -373,11 +376,19 @@ fn mki_packets_are_libsrtps_byte_for_byte_and_read_both_ways() {
         cmds.push(('U', other_mki));
         cmds.extend(protected.iter().map(|p| ('U', p.clone())));
         cmds.extend(protected_rtcp.iter().map(|p| ('D', p.clone())));
-        let out = run_script(MKI_SCRIPT, &args(&ours, "01020304", &ours, "01020304"), &cmds);
+        let out = run_script(
+            MKI_SCRIPT,
+            &args(&ours, "01020304", &ours, "01020304"),
+            &cmds,
+        );
         let (n, r) = (plain.len(), rtcp.len());
         for (i, p) in protected.iter().enumerate() {
             assert_eq!(out[i], hex(p), "{name}: SRTP {i} with MKI differs");
-            assert_eq!(out[n + r + 1 + i], hex(&plain[i]), "{name}: libsrtp read {i}");
+            assert_eq!(
+                out[n + r + 1 + i],
+                hex(&plain[i]),
+                "{name}: libsrtp read {i}"
+            );
         }
         // The `_32` suites: SRTP's tag is 4 bytes, SRTCP's 10 (RFC 4568 §6.2.2), and libsrtp
         // 2.5 protects SRTCP so (its bytes are ours, checked here) but looks for the MKI of a
@@ -393,7 +404,11 @@ fn mki_packets_are_libsrtps_byte_for_byte_and_read_both_ways() {
                 assert_eq!(read, "ERR 25", "{name}: libsrtp 2.5's SRTCP MKI offset");
             }
         }
-        assert!(out[n + r].starts_with("ERR"), "{name}: another MKI: {}", out[n + r]);
+        assert!(
+            out[n + r].starts_with("ERR"),
+            "{name}: another MKI: {}",
+            out[n + r]
+        );
 
         // libsrtp protects under its key and MKI; we read it, and refuse another MKI.
         let mut cmds: Vec<(char, Vec<u8>)> = plain.iter().map(|p| ('P', p.clone())).collect();
