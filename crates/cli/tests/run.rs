@@ -293,6 +293,40 @@ fn the_html_report_shows_the_verdict_the_outcomes_and_each_failures_ladder() {
     }
 }
 
+/// The finer CI gates from a test file's `[pass]`: a post-dial delay P95 no real call can
+/// meet fails the run (exit 1) naming the figure and the gate; the same run passes with the
+/// worst endpoint's MOS, jitter and RTT gates it meets.
+#[test]
+fn finer_pass_gates_fail_or_pass_the_run_by_the_measured_figures() {
+    let file = |name: &str, pass: &str| {
+        let path = tmp(name);
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"gates\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"callers\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"group:callees\"\n\n[pass]\n{pass}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let tight = file("gates-tight.toml", "max_pdd_p95_ms = 0.001");
+    let (code, out, err) = sipmeter(&["run", "--quiet", tight.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED: post-dial delay P95 ")
+                && l.ends_with(" ms above max_pdd_p95_ms 0.001")),
+        "{out}"
+    );
+    let fair = file(
+        "gates-fair.toml",
+        "min_ner = 100\nmax_setup_p99_ms = 5000\nmin_mos_worst = 4.0\nmax_jitter_worst_ms = 30\nmax_rtt_ms = 50",
+    );
+    let (code, out, err) = sipmeter(&["run", "--quiet", fair.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASSED"), "{out}");
+}
+
 #[test]
 fn ctrl_c_hangs_up_unregisters_and_reports() {
     let file = tmp("long.toml");
