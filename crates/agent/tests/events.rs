@@ -351,3 +351,43 @@ actions = [
         assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 1);
     }
 }
+
+/// An IVR test that never hears its silence says why: the callees play a tone that never
+/// stops (the WAV is all tone); the callers' `silence` action never fires, the call runs its
+/// full 3 s, and the report's one sound started at the answer and had not stopped.
+#[test]
+fn a_prompt_that_never_ends_is_in_the_report() {
+    let path = ivr_dir("events-endless");
+    let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
+    let amp = 32768.0 * 0.1 * 2f64.sqrt();
+    let tone: Vec<i16> = (0..8000)
+        .map(|i| {
+            (amp * (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 8000.0).sin()).round()
+                as i16
+        })
+        .collect();
+    std::fs::write(dir.join("tone.wav"), media::wav::write_pcm16(&tone, 8000)).unwrap();
+    let file = head("events-endless", "3s", 25)
+        + r#"source = "tone.wav"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [{ on = "silence", do = "hangup" }]
+"#;
+    let reports = run(&path, &file);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        assert_eq!(fired(r, "silence", "hangup"), (0, None));
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((3000.0..3500.0).contains(&lasted), "{lasted} ms of 3 s");
+        let [s] = &r.sound_heard[..] else {
+            panic!("{:?}", r.sound_heard)
+        };
+        ivr_common::near(Some(s.start_ms), 0.0, 160.0);
+        assert_eq!(s.end_ms, None, "still sounding at the call's end: {s:?}");
+        assert!(has_note(r, "sound started"), "{:#?}", notes(r));
+        assert!(!has_note(r, "sound stopped"), "{:#?}", notes(r));
+    }
+}
