@@ -256,10 +256,17 @@ actions = [
 fn ivr_dir(name: &str) -> String {
     let dir = std::env::temp_dir().join(format!("sipmeter-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ivr.wav"), prompt_wav(8000, 24_000)).unwrap();
+    dir.join(format!("{name}.toml")).display().to_string()
+}
+
+/// A WAV of `len` samples at 8 kHz: a 400 Hz tone at −20 dBov for the first `tone`, then
+/// digital silence.
+fn prompt_wav(tone: u32, len: u32) -> Vec<u8> {
     let amp = 32768.0 * 0.1 * 2f64.sqrt();
-    let prompt: Vec<i16> = (0..24_000)
+    let pcm: Vec<i16> = (0..len)
         .map(|i| {
-            if i < 8000 {
+            if i < tone {
                 (amp * (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 8000.0).sin()).round()
                     as i16
             } else {
@@ -267,8 +274,7 @@ fn ivr_dir(name: &str) -> String {
             }
         })
         .collect();
-    std::fs::write(dir.join("ivr.wav"), media::wav::write_pcm16(&prompt, 8000)).unwrap();
-    dir.join(format!("{name}.toml")).display().to_string()
+    media::wav::write_pcm16(&pcm, 8000)
 }
 
 /// An IVR menu, sipmeter against sipmeter: the callees play the prompts (`source`, a tone
@@ -359,14 +365,7 @@ actions = [
 fn a_prompt_that_never_ends_is_in_the_report() {
     let path = ivr_dir("events-endless");
     let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
-    let amp = 32768.0 * 0.1 * 2f64.sqrt();
-    let tone: Vec<i16> = (0..8000)
-        .map(|i| {
-            (amp * (2.0 * std::f64::consts::PI * 400.0 * f64::from(i) / 8000.0).sin()).round()
-                as i16
-        })
-        .collect();
-    std::fs::write(dir.join("tone.wav"), media::wav::write_pcm16(&tone, 8000)).unwrap();
+    std::fs::write(dir.join("tone.wav"), prompt_wav(8000, 8000)).unwrap();
     let file = head("events-endless", "3s", 25)
         + r#"source = "tone.wav"
 
