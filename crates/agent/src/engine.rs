@@ -99,6 +99,9 @@ pub struct TransportPlan {
     /// DSCP of the signalling sent to this server (`sip_dscp`; `None`: unmarked). A shard's
     /// shared UDP socket takes the first server's, as it takes its buffer sizes.
     pub sip_dscp: Option<crate::dscp::Dscp>,
+    /// RFC 5626 outbound (`outbound = true`): instance and reg-id in REGISTER, flow
+    /// keep-alives with their answers checked, a new registration when the flow fails.
+    pub outbound: bool,
 }
 
 impl Default for TransportPlan {
@@ -115,6 +118,7 @@ impl Default for TransportPlan {
             udp_recv_buffer: None,
             udp_send_buffer: None,
             sip_dscp: None,
+            outbound: false,
         }
     }
 }

@@ -1801,6 +1801,7 @@ impl UserAgent {
     }
 
     /// [`UserAgent::new_via`] and the random part of its branch (`z9hG4bK` + 16 hex digits).
+    #[cfg(test)]
     fn new_via_branch(&mut self) -> (String, u64) {
         self.new_via_branch_at(false)
     }
