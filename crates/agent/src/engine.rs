@@ -48,12 +48,14 @@ use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod events;
 mod failover_glue;
+mod outbound_flow;
 mod proxy_failover;
 mod proxy_link;
 mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
 pub use events::{CallTrigger, EventAction, EventActionReport};
+pub use outbound_flow::OutboundSummary;
 pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
@@ -752,6 +754,9 @@ pub struct RunSummary {
     /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
     /// endpoints moved off a target the shard found dead.
     pub failovers: u64,
+    /// RFC 5626 outbound (`outbound = true` on a registrar): flows in use, keep-alives and
+    /// their answers, flow failures and recoveries; `None` when no registrar uses it.
+    pub outbound: Option<OutboundSummary>,
     /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
     /// does not grow with endpoints or connections: they all live in the shard's loop and
     /// its poll sets, never in a task of their own.
@@ -1132,6 +1137,11 @@ pub fn run_with_targets(
                 base.reconnects += stats.reconnects;
                 base.connections_opened += stats.connections_opened;
                 base.failovers += stats.failovers;
+                if plan.servers().any(|s| s.transport.outbound) {
+                    base.outbound
+                        .get_or_insert_with(OutboundSummary::default)
+                        .add(&stats);
+                }
                 base.shard_tasks_max = base.shard_tasks_max.max(stats.tasks_max);
             }
             Ok(Err(e)) => first_err = Some(e),
@@ -1331,6 +1341,8 @@ struct ShardStats {
     tasks_max: usize,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
+    /// RFC 5626 outbound counts.
+    outbound: OutboundSummary,
 }
 
 impl ShardStats {
@@ -1479,6 +1491,8 @@ struct Endpoint {
     failover: EndpointFailover<Box<failover_glue::CallRetry>>,
     /// Its outbound proxy target, when the proxy has several (RFC 3263 by its name).
     proxy_failover: Option<Box<proxy_failover::ProxyFailover>>,
+    /// Its RFC 5626 outbound flow, once registered with `outbound = true`.
+    ob: Option<Box<outbound_flow::ObFlow>>,
 }
 
 impl Endpoint {
@@ -1647,7 +1661,7 @@ fn new_ua(
     seed: u64,
 ) -> UserAgent {
     let ep_plan = &plan.groups[g].endpoints[i];
-    UserAgent::with_profile(
+    let mut ua = UserAgent::with_profile(
         Arc::clone(profile),
         UaIdentity {
             user: ep_plan.user.clone(),
@@ -1656,7 +1670,16 @@ fn new_ua(
             local_port: local.port(),
             seed,
         },
-    )
+    );
+    if plan.server_of(g).transport.outbound {
+        // RFC 5626 §4.1: one instance ID per phone for the whole run (a reconnect's new
+        // agent keeps it), from the run's seed, the group and the endpoint.
+        let key = (g as u64) << 32 | i as u64;
+        ua.enable_outbound(sip_proto::outbound::instance_urn(
+            plan.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5626,
+        ));
+    }
+    ua
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
@@ -1914,6 +1937,7 @@ impl<'a> Shard<'a> {
                     let proxy = &shard.proxy_targets[plan.groups[g].server];
                     (proxy.len() > 1).then(|| Box::new(EndpointFailover::new(proxy, start)))
                 },
+                ob: None,
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -1930,6 +1954,9 @@ impl<'a> Shard<'a> {
         shard.open_shared_links(start);
         shard.event_loop(stop).await?;
         shard.stats.connections_opened = shard.net.opened_count();
+        let flows = shard.net.flow_counts();
+        shard.stats.outbound.keepalives_sent += flows.pings;
+        shard.stats.outbound.pongs += flows.pongs;
         Ok(shard.stats)
     }
 
@@ -2089,10 +2116,17 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         let media_at = ep.next_media_at();
         let transfer_at = ep.transfers.as_deref().and_then(transfer::Transfers::due);
-        let next = [ep.ua.poll_timeout(), ep.script_at, action_at, transfer_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let outbound_at = ep.ob.as_deref().and_then(outbound_flow::ObFlow::due);
+        let next = [
+            ep.ua.poll_timeout(),
+            ep.script_at,
+            action_at,
+            transfer_at,
+            outbound_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         self.timers.set(idx, next);
         self.pacer.set(idx, media_at);
     }
@@ -2353,6 +2387,7 @@ impl<'a> Shard<'a> {
         self.run_actions(idx, now);
         self.run_attended(idx, now);
         self.media_timeout(idx, now);
+        self.outbound_timer(idx, now);
         self.pump(idx, now);
     }
 
@@ -3031,6 +3066,9 @@ impl<'a> Shard<'a> {
                 return;
             }
             UaEvent::Registered { .. } if self.registered_after_failover(idx, now) => return,
+            UaEvent::Registered { refresh, .. } if self.outbound_on(idx) => {
+                self.outbound_registered(idx, now, *refresh);
+            }
             _ => {}
         }
         let plan = self.plan;
@@ -3766,6 +3804,10 @@ impl<'a> Shard<'a> {
     /// A message from the server: over the shard's UDP socket (`on`: `None`, routed by
     /// Request-URI user or Call-ID), or over endpoint `on`'s own connection.
     fn on_message(&mut self, now: Instant, bytes: Bytes, from: SocketAddr, on: Option<usize>) {
+        // RFC 5626 §4.4.2: STUN shares the flow with SIP (told apart by its first bits).
+        if sip_proto::stun::is_stun(&bytes) {
+            return self.on_stun(now, &bytes, from, on);
+        }
         let (kind, local) = match on {
             Some(i) => (
                 self.plan.site_server(self.site(i)).transport.kind,
@@ -4040,7 +4082,14 @@ impl<'a> Shard<'a> {
                     && !stopping
                     && ep.link.failures < MAX_RECONNECT_FAILURES
                 {
-                    let wait = reconnect_backoff(ep.link.failures);
+                    let failures = ep.link.failures;
+                    // RFC 5626 §4.5: an outbound phone waits 30 s doubling (random 50-100 %).
+                    let wait = if server.transport.outbound {
+                        self.outbound_backoff(idx, failures)
+                    } else {
+                        reconnect_backoff(failures)
+                    };
+                    let ep = &mut self.endpoints[idx];
                     ep.link.failures += 1;
                     ep.trace.push(TraceEntry::note(
                         format!("reconnecting in {} ms", wait.as_millis()),
@@ -4098,6 +4147,8 @@ impl<'a> Shard<'a> {
                     return;
                 }
                 if server.transport.reconnect && !stopping && !leaving {
+                    self.outbound_failed(idx, now, &format!("the connection closed: {reason}"));
+                    let ep = &mut self.endpoints[idx];
                     // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
                     // in progress is lost with its connection.
                     if let Some(call) = ep.active_call.take() {

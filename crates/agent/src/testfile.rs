@@ -800,13 +800,19 @@ fn transport_plan(
     if let Some(o) = r.outbound.as_ref().filter(|_| outbound) {
         // RFC 5626 needs a flow per phone, registered, and kept alive: refuse what is not.
         let clash = if shared_connection {
-            Some("outbound = true needs a flow per endpoint (RFC 5626 §4.2): remove connections = \"shared\"")
+            Some(
+                "outbound = true needs a flow per endpoint (RFC 5626 §4.2): remove connections = \"shared\"",
+            )
         } else if keepalive.is_none() {
             Some("outbound = true needs keep-alives (RFC 5626 §4.4.1): remove keepalive = \"0s\"")
         } else if r.register == Some(false) {
-            Some("outbound = true registers the flow (RFC 5626 §4.2): it does not go with register = false")
+            Some(
+                "outbound = true registers the flow (RFC 5626 §4.2): it does not go with register = false",
+            )
         } else if r.outbound_proxy.is_some() && kind != Some(FlowKind::Udp) {
-            Some("outbound = true with an outbound_proxy is supported over udp only yet (over tcp/tls/ws/wss the REGISTER would need the proxy's connection): use transport = \"udp\", or register with the edge proxy as the registrar")
+            Some(
+                "outbound = true with an outbound_proxy is supported over udp only yet (over tcp/tls/ws/wss the REGISTER would need the proxy's connection): use transport = \"udp\", or register with the edge proxy as the registrar",
+            )
         } else {
             None
         };
@@ -2592,11 +2598,17 @@ call = "group:callees"
     fn outbound_is_off_by_default_and_refuses_what_cannot_carry_it() {
         let p = prepare("t.toml", GOOD, b"s", 0).unwrap();
         assert!(!p.plan.server.transport.outbound);
-        let on = GOOD.replace("transport = \"udp\"", "transport = \"tcp\"\noutbound = true");
+        let on = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tcp\"\noutbound = true",
+        );
         let p = prepare("t.toml", &on, b"s", 0).unwrap();
         assert!(p.plan.server.transport.outbound);
         for (extra, words) in [
-            ("transport = \"tcp\"\nconnections = \"shared\"", "flow per endpoint"),
+            (
+                "transport = \"tcp\"\nconnections = \"shared\"",
+                "flow per endpoint",
+            ),
             ("keepalive = \"0s\"", "needs keep-alives"),
             ("register = false", "register = false"),
             (
@@ -2606,7 +2618,10 @@ call = "group:callees"
         ] {
             let file = GOOD.replace(
                 "transport = \"udp\"",
-                &format!("{}\noutbound = true", extra.replace("keepalive", "transport = \"udp\"\nkeepalive")),
+                &format!(
+                    "{}\noutbound = true",
+                    extra.replace("keepalive", "transport = \"udp\"\nkeepalive")
+                ),
             );
             let e = prepare("t.toml", &file, b"s", 0).unwrap_err();
             assert_eq!(e.field, "registrar[0].outbound", "{extra}: {e}");

@@ -173,10 +173,7 @@ mod tests {
         for n in 0..b.len() {
             let _ = parse_binding_response(&b[..n]); // never panics
         }
-        assert_eq!(
-            parse_binding_response(&b[..30]),
-            Err(StunError::Truncated)
-        );
+        assert_eq!(parse_binding_response(&b[..30]), Err(StunError::Truncated));
         let mut bad = b.clone();
         bad[25] = 9; // address family
         assert_eq!(parse_binding_response(&bad), Err(StunError::BadAddress));

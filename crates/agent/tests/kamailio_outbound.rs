@@ -1,0 +1,405 @@
+//! RFC 5626 SIP Outbound (`outbound = true`) against a real Kamailio with its `outbound`,
+//! `path` and `stun` modules (registrar `outbound_mode` 1, a Flow-Timer): the REGISTER carries
+//! `+sip.instance` and `reg-id`, Kamailio answers `Require: outbound`, the flows are kept
+//! alive (CRLF ping/pong over TCP, STUN Binding over UDP, answers counted), calls go through,
+//! and a flow that fails — its connection cut, or gone silent so the pong never comes — is
+//! found failed and registered again over a new one.
+//!
+//! Skipped with a message when `kamailio` or `kamailio-outbound-modules` is absent (fails
+//! instead with `SIPMETER_REQUIRE_PEERS=1`).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent::engine::{EndpointReport, Outcome, RunSummary};
+use agent::trace::Direction;
+use testpeers::{Kamailio, KamailioConfig, KamailioOutbound, User, outbound_available};
+
+mod streams_common;
+
+fn kamailio(flow_timer: u32) -> Kamailio {
+    let users = (1001..=1020)
+        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+        .collect();
+    Kamailio::start(&KamailioConfig {
+        users,
+        outbound: Some(KamailioOutbound { flow_timer }),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// 10 callers call 10 callees through Kamailio over `transport`, calls lasting `duration`.
+fn run_calls(transport: &str, port: u16, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let text = format!(
+        r#"
+name = "kamailio outbound over {transport}"
+duration = "{duration}"
+seed = 11
+shards = 2
+time_limit = "40s"
+
+[[registrar]]
+id = "kam"
+domain = "127.0.0.1"
+port = {port}
+transport = "{transport}"
+outbound = true
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 10
+registrar = "kam"
+role = "answer"
+answer_delay = "100ms"
+
+[[group]]
+name = "callers"
+endpoints = 10
+registrar = "kam"
+call = "group:callees"
+"#
+    );
+    streams_common::run_file("outbound.toml", &text)
+}
+
+fn sent<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with(start))
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+fn received<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Received && e.first_line().starts_with(start))
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+/// Every endpoint SUCCESS; REGISTER with instance and reg-id, `Require: outbound` and the
+/// Flow-Timer in the 200, the callers' INVITEs with `ob`, outbound in use for all.
+fn assert_outbound_calls(k: &Kamailio, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_eq!(reports.len(), 20);
+    let mut instances = std::collections::HashSet::new();
+    for r in reports {
+        assert_eq!(
+            r.outcome,
+            Outcome::Success,
+            "{r:#?}\nkamailio log:\n{}",
+            k.log()
+        );
+        let registers = sent(r, "REGISTER ");
+        let first = registers.first().expect("a REGISTER");
+        assert!(first.contains("Supported: path, outbound\r\n"), "{first}");
+        let contact = first
+            .lines()
+            .find(|l| l.starts_with("Contact: "))
+            .unwrap_or_else(|| panic!("{first}"));
+        assert!(
+            contact.contains(";reg-id=1;+sip.instance=\"<urn:uuid:"),
+            "{contact}"
+        );
+        let urn = contact.split("<urn:uuid:").nth(1).unwrap().to_owned();
+        // The same instance in every REGISTER of the endpoint (un-REGISTER included).
+        assert!(registers.iter().all(|m| m.contains(&urn)), "{registers:#?}");
+        instances.insert(urn);
+        let ok = received(r, "SIP/2.0 200 ");
+        assert!(
+            ok.iter()
+                .any(|m| m.contains("Require: outbound\r\n") && m.contains("Flow-Timer: 2\r\n")),
+            "{ok:#?}"
+        );
+        let notes = streams_common::notes(r);
+        streams_common::note_at(
+            &notes,
+            "outbound in use: Require: outbound in the 2xx; Flow-Timer: 2;",
+        );
+        assert!(
+            !notes.iter().any(|n| n.starts_with("outbound flow failed")),
+            "{notes:#?}"
+        );
+    }
+    assert_eq!(instances.len(), 20, "one instance per endpoint");
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let invites = sent(r, "INVITE ");
+        assert!(!invites.is_empty());
+        for inv in invites {
+            let contact = inv.lines().find(|l| l.starts_with("Contact: ")).unwrap();
+            assert!(contact.ends_with(";ob>"), "RFC 5626 §4.3: {contact}");
+        }
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    let o = summary.outbound.as_ref().expect("the outbound summary");
+    assert_eq!(
+        (
+            o.endpoints_in_use,
+            o.endpoints_not_granted,
+            o.flow_failures,
+            o.recoveries
+        ),
+        (20, 0, 0, 0),
+        "{o:?}"
+    );
+    // Keep-alives every 1.6–2 s for the ~3 s each endpoint lives at least: one each, answered.
+    assert!(o.pongs >= 20, "{o:?}");
+    assert!(o.keepalives_sent >= o.pongs, "{o:?}");
+    assert!(
+        o.keepalives_sent <= o.pongs + 20,
+        "at most one unanswered each: {o:?}"
+    );
+}
+
+#[test]
+fn calls_through_kamailio_over_tcp_register_with_outbound_and_count_pongs() {
+    if !outbound_available() {
+        return;
+    }
+    let k = kamailio(2);
+    let (summary, reports) = run_calls("tcp", k.port(), "3s");
+    assert_outbound_calls(&k, &summary, &reports);
+}
+
+#[test]
+fn calls_through_kamailio_over_udp_keep_the_flow_with_stun() {
+    if !outbound_available() {
+        return;
+    }
+    let k = kamailio(2);
+    let (summary, reports) = run_calls("udp", k.port(), "3s");
+    assert_outbound_calls(&k, &summary, &reports);
+    for r in &reports {
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "STUN Binding response from ");
+        // Kamailio's stun module saw us at our own loopback address (no NAT here).
+        assert!(
+            notes[i].contains("the flow's peer sees us at 127.0.0.1:"),
+            "{}",
+            notes[i]
+        );
+    }
+}
+
+/// A TCP relay between the endpoints and Kamailio that the test can cut (close every
+/// connection) or silence (keep the connections open, forward nothing on them).
+struct Relay {
+    addr: SocketAddr,
+    /// Each relayed connection: both sockets and its silence switch.
+    conns: Arc<Mutex<Vec<Relayed>>>,
+    accepted: Arc<Mutex<u32>>,
+}
+
+struct Relayed {
+    client: TcpStream,
+    server: TcpStream,
+    silent: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(Mutex::new(0));
+        let (c, a) = (conns.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                *a.lock().unwrap() += 1;
+                let silent = Arc::new(AtomicBool::new(false));
+                c.lock().unwrap().push(Relayed {
+                    client: client.try_clone().unwrap(),
+                    server: server.try_clone().unwrap(),
+                    silent: silent.clone(),
+                });
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let s = silent.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) if !s.load(Ordering::SeqCst) => {
+                                    if into.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(_) => {} // silenced: dropped
+                            }
+                        }
+                        let _ = into.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            addr,
+            conns,
+            accepted,
+        }
+    }
+
+    /// Closes every connection relayed so far (`conns` of a relay).
+    fn cut(conns: &Mutex<Vec<Relayed>>) {
+        for c in conns.lock().unwrap().drain(..) {
+            let _ = c.client.shutdown(Shutdown::Both);
+            let _ = c.server.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Silences every connection relayed so far; later ones are relayed.
+    fn silence(conns: &Mutex<Vec<Relayed>>) {
+        for c in conns.lock().unwrap().iter() {
+            c.silent.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn accepted(&self) -> u32 {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+/// `n` endpoints that only register (for `duration`) through the relay over TCP.
+fn run_registered(relay: &Relay, n: u32, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let text = format!(
+        r#"
+name = "kamailio outbound flow failure"
+duration = "{duration}"
+seed = 3
+shards = 1
+time_limit = "60s"
+
+[[registrar]]
+id = "kam"
+domain = "127.0.0.1"
+port = {port}
+transport = "tcp"
+outbound = true
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+
+[[group]]
+name = "phones"
+endpoints = {n}
+registrar = "kam"
+role = "register"
+"#,
+        port = relay.addr.port()
+    );
+    streams_common::run_file("outbound-failure.toml", &text)
+}
+
+/// The endpoint found its flow failed (`why`) and registered again over a new connection:
+/// the notes in that order, and two REGISTERs answered 200 before the un-REGISTER.
+fn assert_recovered(r: &EndpointReport, why: &str, k: &Kamailio) {
+    assert_eq!(
+        r.outcome,
+        Outcome::Success,
+        "{r:#?}\nkamailio log:\n{}",
+        k.log()
+    );
+    let notes = streams_common::notes(r);
+    let in_use = streams_common::note_at(&notes, "outbound in use");
+    let failed = streams_common::note_at(&notes, "outbound flow failed: ");
+    assert!(notes[failed].contains(why), "{}", notes[failed]);
+    let recovered = streams_common::note_at(&notes, "outbound flow recovered");
+    assert!(in_use < failed && failed < recovered, "{notes:#?}");
+    let registers: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+        .collect();
+    let locals: std::collections::HashSet<_> = registers.iter().map(|e| e.local).collect();
+    assert!(locals.len() >= 2, "a new connection registered: {locals:?}");
+    let urns: std::collections::HashSet<_> = registers
+        .iter()
+        .filter_map(|e| e.text.split("+sip.instance=").nth(1)?.lines().next())
+        .collect();
+    assert_eq!(urns.len(), 1, "one instance over both flows: {urns:?}");
+}
+
+#[test]
+fn a_cut_flow_is_found_failed_and_registered_again() {
+    if !outbound_available() {
+        return;
+    }
+    let k = kamailio(20);
+    let relay = Relay::start(k.addr());
+    let cutter = {
+        let conns = relay.conns.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            Relay::cut(&conns);
+        })
+    };
+    let (summary, reports) = run_registered(&relay, 3, "4s");
+    cutter.join().unwrap();
+    for r in &reports {
+        assert_recovered(r, "the connection closed", &k);
+    }
+    let o = summary.outbound.unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.flow_failures, o.recoveries),
+        (3, 3, 3),
+        "{o:?}"
+    );
+    assert_eq!(
+        relay.accepted(),
+        6,
+        "one connection each, then a new one each"
+    );
+    Relay::cut(&relay.conns);
+}
+
+#[test]
+fn a_silent_flow_fails_on_the_missing_pong_and_is_registered_again() {
+    if !outbound_available() {
+        return;
+    }
+    // Flow-Timer 2: a ping every 1.6–2 s; the relay goes silent after the first pongs.
+    let k = kamailio(2);
+    let relay = Relay::start(k.addr());
+    let silencer = {
+        let conns = relay.conns.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(3000));
+            // The first connections go silent; the new ones are relayed.
+            Relay::silence(&conns);
+        })
+    };
+    let (summary, reports) = run_registered(&relay, 2, "17s");
+    silencer.join().unwrap();
+    for r in &reports {
+        assert_recovered(r, "no CRLF pong within 10000 ms", &k);
+    }
+    let o = summary.outbound.unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.flow_failures, o.recoveries),
+        (2, 2, 2),
+        "{o:?}"
+    );
+    assert!(o.pongs >= 2, "pongs before the silence: {o:?}");
+    assert_eq!(
+        relay.accepted(),
+        4,
+        "one connection each, then a new one each"
+    );
+    Relay::cut(&relay.conns);
+}
