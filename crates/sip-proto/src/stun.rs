@@ -55,6 +55,39 @@ pub fn binding_request(tid: [u8; 12]) -> [u8; 20] {
     m
 }
 
+/// A Binding success response to request `tid` telling the client it was seen at `mapped`
+/// (XOR-MAPPED-ADDRESS, RFC 5389 §15.2): what a registrar answers an outbound phone's UDP
+/// keep-alive with (RFC 5626 §4.4.2).
+pub fn binding_success(tid: [u8; 12], mapped: SocketAddr) -> Vec<u8> {
+    let mut cookie_tid = [0u8; 16];
+    cookie_tid[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    cookie_tid[4..].copy_from_slice(&tid);
+    let (family, octets) = match mapped.ip() {
+        IpAddr::V4(ip) => (1, ip.octets().to_vec()),
+        IpAddr::V6(ip) => (2, ip.octets().to_vec()),
+    };
+    let port = mapped.port().to_be_bytes();
+    // Reserved, family, X-Port, X-Address (RFC 5389 §15.2): XORed with cookie and tid.
+    let mut value = vec![0, family, port[0] ^ cookie_tid[0], port[1] ^ cookie_tid[1]];
+    value.extend(octets.iter().zip(cookie_tid).map(|(b, x)| b ^ x));
+    let mut m = Vec::with_capacity(20 + 4 + value.len());
+    m.extend_from_slice(&BINDING_SUCCESS.to_be_bytes());
+    m.extend_from_slice(&((4 + value.len()) as u16).to_be_bytes());
+    m.extend_from_slice(&cookie_tid);
+    m.extend_from_slice(&XOR_MAPPED_ADDRESS.to_be_bytes());
+    m.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    m.extend_from_slice(&value);
+    m
+}
+
+/// The transaction ID of a STUN request (`None` when `bytes` is not a Binding request).
+pub fn binding_request_tid(bytes: &[u8]) -> Option<[u8; 12]> {
+    if !is_stun(bytes) || u16::from_be_bytes([bytes[0], bytes[1]]) != BINDING_REQUEST {
+        return None;
+    }
+    bytes[8..20].try_into().ok()
+}
+
 /// A Binding success response: its transaction ID and the address the server saw us at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BindingResponse {
@@ -165,6 +198,26 @@ mod tests {
             parse_binding_response(&r),
             Err(StunError::NotBindingResponse(1))
         );
+    }
+
+    #[test]
+    fn our_success_response_reads_back_for_both_families() {
+        for mapped in ["127.0.0.1:34585", "[2001:db8::7]:5060"] {
+            let mapped: SocketAddr = mapped.parse().unwrap();
+            let tid = [3; 12];
+            let req = binding_request(tid);
+            assert_eq!(binding_request_tid(&req), Some(tid));
+            let b = binding_success(tid, mapped);
+            assert!(is_stun(&b));
+            assert_eq!(binding_request_tid(&b), None, "a response, not a request");
+            let r = parse_binding_response(&b).unwrap();
+            assert_eq!((r.tid, r.mapped), (tid, Some(mapped)));
+        }
+        // Kamailio's, rebuilt without its SOFTWARE attribute.
+        let k = hex(KAMAILIO);
+        let tid: [u8; 12] = k[8..20].try_into().unwrap();
+        let ours = binding_success(tid, "127.0.0.1:34585".parse().unwrap());
+        assert_eq!(&ours[20..], &k[20..32]);
     }
 
     #[test]
