@@ -228,7 +228,7 @@ impl Shard<'_> {
             self.register_again(idx, now);
             return;
         }
-        if !ob.stun_at.is_some_and(|t| t <= now) {
+        if ob.stun_at.is_none_or(|t| t > now) {
             return;
         }
         let period = ob.period;
