@@ -130,10 +130,15 @@ fn scripted_registrar(moved: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
+/// The scripted registrar plays the edge proxy here (RFC 5626 §4.2.1): the REGISTER goes to
+/// the `outbound_proxy` with its Route, and so do the STUN keep-alives (the flow's peer); the
+/// registrar itself (a socket that never answers) hears nothing.
 #[test]
 fn a_changed_nat_binding_fails_the_udp_flow_and_registers_again() {
     let moved = Arc::new(AtomicBool::new(false));
     let addr = scripted_registrar(moved.clone());
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
     let mover = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(2000));
         moved.store(true, Ordering::SeqCst);
@@ -146,7 +151,8 @@ seed = 8
 [[registrar]]
 id = "scripted"
 domain = "127.0.0.1"
-port = {port}
+port = {registrar}
+outbound_proxy = "127.0.0.1:{port}"
 outbound = true
 
 [[accounts]]
@@ -159,9 +165,14 @@ endpoints = 2
 registrar = "scripted"
 role = "register"
 "#,
-        port = addr.port()
+        port = addr.port(),
+        registrar = silent.local_addr().unwrap().port()
     );
     let (summary, reports) = streams_common::run_file("outbound-nat.toml", &text);
+    assert!(
+        silent.recv_from(&mut [0u8; 2048]).is_err(),
+        "nothing went to the registrar itself"
+    );
     mover.join().unwrap();
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
@@ -171,13 +182,24 @@ role = "register"
             streams_common::note_at(&notes, "outbound flow failed: the NAT binding changed");
         let recovered = streams_common::note_at(&notes, "outbound flow recovered");
         assert!(first < failed && failed < recovered, "{notes:#?}");
-        // Registered, then registered again after the change, then un-registered.
-        let registers = r
+        assert!(
+            notes[first].contains(&format!("from {addr}:")),
+            "{}",
+            notes[first]
+        );
+        // Registered, then registered again after the change, then un-registered, each
+        // through the proxy with its Route.
+        let registers: Vec<_> = r
             .trace
             .iter()
             .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
-            .count();
-        assert!(registers >= 3, "{registers} REGISTERs");
+            .collect();
+        assert!(registers.len() >= 3, "{} REGISTERs", registers.len());
+        for reg in registers {
+            assert_eq!(reg.remote, Some(addr));
+            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", addr.port());
+            assert!(reg.text.contains(&route), "{}", reg.text);
+        }
     }
     let o = summary.outbound.unwrap();
     assert_eq!(
