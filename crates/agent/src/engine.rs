@@ -55,7 +55,7 @@ mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
 pub use events::{CallTrigger, EventAction, EventActionReport};
-pub use outbound_flow::OutboundSummary;
+pub use outbound_flow::{OutboundEndpoint, OutboundSummary};
 pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
@@ -478,6 +478,9 @@ pub struct EndpointReport {
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
+    /// Its RFC 5626 outbound flow (`outbound = true`), once it registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundEndpoint>,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -3695,6 +3698,7 @@ impl<'a> Shard<'a> {
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
             transfer: ep.transfers.take().map(|t| t.report),
+            outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {

@@ -360,6 +360,14 @@ fn a_cut_flow_is_found_failed_and_registered_again() {
         (3, 3, 3),
         "{o:?}"
     );
+    for r in &reports {
+        let e = r.outbound.as_ref().unwrap();
+        assert_eq!(
+            (e.in_use, e.flow_timer, e.flow_failures, e.recoveries),
+            (true, Some(20), 1, 1),
+            "{e:?}"
+        );
+    }
     assert_eq!(
         relay.accepted(),
         6,

@@ -59,6 +59,28 @@ impl OutboundSummary {
     }
 }
 
+/// An endpoint's RFC 5626 outbound flow, in its report (`EndpointReport::outbound`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct OutboundEndpoint {
+    /// The `+sip.instance` URN its REGISTERs carried.
+    pub instance: String,
+    /// Its last registration used outbound (`Require: outbound` in the 2xx).
+    pub in_use: bool,
+    /// The last 2xx's Flow-Timer, seconds.
+    pub flow_timer: Option<u32>,
+    /// UDP: STUN keep-alives sent, and answered (TCP/TLS pings and pongs are counted per
+    /// run only, in `RunSummary::outbound`).
+    pub stun_sent: u32,
+    /// UDP: STUN Binding responses to them.
+    pub stun_answered: u32,
+    /// Where the flow's peer last saw us (XOR-MAPPED-ADDRESS), over UDP.
+    pub mapped: Option<SocketAddr>,
+    /// Its flow failed this many times.
+    pub flow_failures: u32,
+    /// And was registered again over a new flow this many times.
+    pub recoveries: u32,
+}
+
 /// An endpoint's outbound flow (boxed in the endpoint: only outbound endpoints pay for it).
 #[derive(Debug, Default)]
 pub(super) struct ObFlow {
@@ -76,9 +98,21 @@ pub(super) struct ObFlow {
     stun_sent: Option<([u8; 12], Instant)>,
     /// The address the flow's peer saw us at (XOR-MAPPED-ADDRESS).
     mapped: Option<SocketAddr>,
+    /// What its report says (counts, last grant).
+    report: OutboundEndpoint,
 }
 
 impl ObFlow {
+    /// The report of a flow of phone `ua`.
+    pub(super) fn report(&self, ua: &sip_proto::ua::UserAgent) -> OutboundEndpoint {
+        OutboundEndpoint {
+            instance: ua.outbound_instance().unwrap_or_default().to_owned(),
+            in_use: self.in_use,
+            mapped: self.mapped,
+            ..self.report.clone()
+        }
+    }
+
     /// The next STUN deadline: a keep-alive to send or an answer overdue.
     pub(super) fn due(&self) -> Option<Instant> {
         let answer = self.stun_sent.map(|(_, at)| at + PONG_TIMEOUT);
@@ -133,7 +167,9 @@ impl Shard<'_> {
                 self.stats.outbound.endpoints_not_granted += 1;
             }
         }
+        ob.report.flow_timer = grant.flow_timer;
         if std::mem::take(&mut ob.failed) {
+            ob.report.recoveries += 1;
             self.stats.outbound.recoveries += 1;
             ep.trace.push(TraceEntry::note(
                 "outbound flow recovered: registered again over a new flow (RFC 5626 §4.5)".into(),
@@ -200,6 +236,7 @@ impl Shard<'_> {
         ob.failed = true;
         ob.stun_at = None;
         ob.stun_sent = None;
+        ob.report.flow_failures += 1;
         self.stats.outbound.flow_failures += 1;
         ep.trace.push(TraceEntry::note(
             format!("outbound flow failed: {why}; registering again over a new flow"),
@@ -245,6 +282,7 @@ impl Shard<'_> {
         if let Some(ob) = self.endpoints[idx].ob.as_deref_mut() {
             ob.stun_sent = Some((tid, now));
             ob.stun_at = Some(now + keepalive_after(period, r));
+            ob.report.stun_sent += 1;
         }
         self.stats.outbound.keepalives_sent += 1;
         if own {
@@ -310,6 +348,7 @@ impl Shard<'_> {
             }
         };
         ob.stun_sent = None;
+        ob.report.stun_answered += 1;
         self.stats.outbound.pongs += 1;
         let Some(mapped) = response.mapped else {
             return;
