@@ -3061,6 +3061,12 @@ impl<'a> Shard<'a> {
     }
 
     fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
+        // RFC 5626: is the flow in use, and how is it kept alive (failover or not).
+        if let UaEvent::Registered { refresh, .. } = &ev
+            && self.outbound_on(idx)
+        {
+            self.outbound_registered(idx, now, *refresh);
+        }
         // RFC 3263 §4.3: a REGISTER that timed out or got a 503 moves to the next target.
         match &ev {
             UaEvent::RegistrationFailed { code, reason }
@@ -3069,9 +3075,6 @@ impl<'a> Shard<'a> {
                 return;
             }
             UaEvent::Registered { .. } if self.registered_after_failover(idx, now) => return,
-            UaEvent::Registered { refresh, .. } if self.outbound_on(idx) => {
-                self.outbound_registered(idx, now, *refresh);
-            }
             _ => {}
         }
         let plan = self.plan;

@@ -86,8 +86,9 @@ fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
 
 /// A UDP registrar in a thread: every REGISTER is answered 200 with `Require: outbound` and
 /// `Flow-Timer: 1`; STUN Binding requests are answered with the sender's address until
-/// `moved` is set, then with another port (a NAT that moved the binding).
-fn scripted_registrar(moved: Arc<AtomicBool>) -> SocketAddr {
+/// `moved` is set, then with another port (a NAT that moved the binding), and not at all
+/// while `mute` is set.
+fn scripted_registrar(moved: Arc<AtomicBool>, mute: Arc<AtomicBool>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = sock.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -98,6 +99,9 @@ fn scripted_registrar(moved: Arc<AtomicBool>) -> SocketAddr {
             };
             let got = &buf[..n];
             if let Some(tid) = sip_proto::stun::binding_request_tid(got) {
+                if mute.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let seen = if moved.load(Ordering::SeqCst) {
                     SocketAddr::new(from.ip(), from.port() ^ 1)
                 } else {
@@ -136,7 +140,7 @@ fn scripted_registrar(moved: Arc<AtomicBool>) -> SocketAddr {
 #[test]
 fn a_changed_nat_binding_fails_the_udp_flow_and_registers_again() {
     let moved = Arc::new(AtomicBool::new(false));
-    let addr = scripted_registrar(moved.clone());
+    let addr = scripted_registrar(moved.clone(), Arc::default());
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     silent.set_nonblocking(true).unwrap();
     let mover = std::thread::spawn(move || {
@@ -206,5 +210,63 @@ role = "register"
         (o.endpoints_in_use, o.flow_failures, o.recoveries),
         (2, 2, 2),
         "{o:?}"
+    );
+}
+
+/// RFC 5626 §4.4.2: STUN keep-alives left unanswered (sent again with the same transaction
+/// ID meanwhile) fail the flow 10 s after the first; the phone registers again, and once the
+/// answers come back the flow is kept again.
+#[test]
+fn unanswered_stun_keepalives_fail_the_udp_flow_after_10_s() {
+    let mute = Arc::new(AtomicBool::new(false));
+    let addr = scripted_registrar(Arc::default(), mute.clone());
+    let muter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        mute.store(true, Ordering::SeqCst);
+        // The flow fails 11.5–12.5 s in (10 s after the first unanswered keep-alive).
+        std::thread::sleep(Duration::from_millis(11_100));
+        mute.store(false, Ordering::SeqCst);
+    });
+    let text = format!(
+        r#"name = "outbound STUN timeout"
+duration = "14s"
+seed = 9
+
+[[registrar]]
+id = "scripted"
+domain = "127.0.0.1"
+port = {port}
+outbound = true
+
+[[accounts]]
+registrar = "scripted"
+range = {{ from = 2001, to = 2001, password = "x" }}
+
+[[group]]
+name = "phones"
+endpoints = 1
+registrar = "scripted"
+role = "register"
+"#,
+        port = addr.port()
+    );
+    let (summary, reports) = streams_common::run_file("outbound-stun-timeout.toml", &text);
+    muter.join().unwrap();
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let notes = streams_common::notes(r);
+    let failed = streams_common::note_at(
+        &notes,
+        "outbound flow failed: no STUN Binding response within 10 s",
+    );
+    let recovered = streams_common::note_at(&notes, "outbound flow recovered");
+    assert!(failed < recovered, "{notes:#?}");
+    // The unanswered keep-alives were one request sent again: one transaction ID.
+    let e = r.outbound.as_ref().unwrap();
+    assert_eq!((e.flow_failures, e.recoveries), (1, 1), "{e:?}");
+    let o = summary.outbound.unwrap();
+    assert!(
+        o.keepalives_sent >= o.pongs + 10,
+        "unanswered keep-alives sent again: {o:?}"
     );
 }

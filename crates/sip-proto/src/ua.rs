@@ -1937,6 +1937,19 @@ impl UserAgent {
         self.send_register(now, self.reg_expires, Owner::Register);
     }
 
+    /// Refreshes the registration now instead of at its time: an outbound phone whose flow
+    /// failed registers again over a new one (RFC 5626 §4.4.1, §4.5). The 2xx is reported as
+    /// a refresh. Nothing happens unless registered.
+    pub fn refresh_registration(&mut self, now: Instant) {
+        if !matches!(self.reg_state, RegState::Registered { .. }) {
+            return;
+        }
+        self.reg_refresh_at = None;
+        self.set_flag(REG_REFRESH, true);
+        self.set_flag(REG_423_RETRIED, false);
+        self.send_register(now, self.reg_expires, Owner::Register);
+    }
+
     /// Sends REGISTER with expires 0 for our contact (RFC 3261 §10.2.2).
     pub fn unregister(&mut self, now: Instant) {
         self.reg_state = RegState::Unregistering;
@@ -7472,6 +7485,20 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         );
         let (_, ev) = drain(&mut ua);
         assert!(matches!(ev[..], [UaEvent::Registered { expires: 120, .. }]));
+        // A failed flow: registered again now, reported as a refresh, the same instance.
+        ua.refresh_registration(t0);
+        let again = answer_register(&mut ua, t0, 200, &[("Require", "outbound")]);
+        assert!(
+            again
+                .headers
+                .value(&HeaderName::Contact)
+                .is_some_and(|c| c.contains(&urn))
+        );
+        let (_, ev) = drain(&mut ua);
+        assert!(
+            matches!(ev[..], [UaEvent::Registered { refresh: true, .. }]),
+            "{ev:?}"
+        );
         ua.call(t0, Uri::parse("sip:1002@example.test").unwrap(), None);
         let (out, _) = drain(&mut ua);
         let inv = parse(&out[0]);

@@ -269,18 +269,24 @@ impl Shard<'_> {
             return;
         }
         let period = ob.period;
+        let pending = ob.stun_sent;
         let r = self.ob_draw(idx);
         // The transaction ID: the endpoint's slot (to route the answer on the shared socket)
-        // and eight random bytes (to match it).
-        let mut tid = [0u8; 12];
-        tid[..4].copy_from_slice(&(idx as u32).to_be_bytes());
-        tid[4..].copy_from_slice(&r.to_bits().to_be_bytes());
+        // and eight random bytes (to match it). A request still unanswered is sent again as
+        // it was (RFC 5389 §7.2.1: a retransmission keeps its transaction ID), its 10 s
+        // counted from the first send.
+        let (tid, first) = pending.unwrap_or_else(|| {
+            let mut tid = [0u8; 12];
+            tid[..4].copy_from_slice(&(idx as u32).to_be_bytes());
+            tid[4..].copy_from_slice(&r.to_bits().to_be_bytes());
+            (tid, now)
+        });
         let to = self.flow_peer(idx);
         let at = now - self.start;
         let own = self.endpoints[idx].own_udp;
         let request = stun::binding_request(tid);
         if let Some(ob) = self.endpoints[idx].ob.as_deref_mut() {
-            ob.stun_sent = Some((tid, now));
+            ob.stun_sent = Some((tid, first));
             ob.stun_at = Some(now + keepalive_after(period, r));
             ob.report.stun_sent += 1;
         }
@@ -370,15 +376,10 @@ impl Shard<'_> {
     }
 
     /// Over UDP, a failed flow is replaced by registering again at once (§4.5: the flow is
-    /// formed by the REGISTER itself; its failure, if any, is the registration's).
+    /// formed by the REGISTER itself; its failure, if any, is the registration's). The 2xx is
+    /// a refresh to the endpoint's script: it carries on where it was.
     fn register_again(&mut self, idx: usize, now: Instant) {
-        let ep = &mut self.endpoints[idx];
-        if matches!(
-            ep.ua.registration(),
-            sip_proto::ua::RegState::Registered { .. }
-        ) {
-            ep.ua.register(now);
-        }
+        self.endpoints[idx].ua.refresh_registration(now);
         self.pump(idx, now);
     }
 }
