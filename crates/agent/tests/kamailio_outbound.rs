@@ -411,3 +411,133 @@ fn a_silent_flow_fails_on_the_missing_pong_and_is_registered_again() {
     );
     Relay::cut(&relay.conns);
 }
+
+/// RFC 5626 §5 with two Kamailio: an edge proxy (`outbound`, `path`, `stun`; 407 on INVITE)
+/// in front of a registrar (`outbound_mode` 1, `use_path`). Over UDP with `outbound_proxy` the
+/// REGISTER goes to the edge with its Route, the edge adds a Path with `ob`, the registrar
+/// answers `Require: outbound`; STUN keep-alives go to the edge; calls reach the callees
+/// from the edge along the Path.
+#[test]
+fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_the_flow() {
+    if !outbound_available() {
+        return;
+    }
+    let users = || {
+        (1001..=1020)
+            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+            .collect()
+    };
+    let registrar = Kamailio::start(&KamailioConfig {
+        users: users(),
+        invite_auth: false,
+        outbound: Some(KamailioOutbound { flow_timer: 2 }),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let edge = Kamailio::start(&KamailioConfig {
+        users: users(),
+        forward_to: Some(format!("sip:127.0.0.1:{}", registrar.port())),
+        outbound: Some(KamailioOutbound { flow_timer: 0 }),
+        edge: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        r#"
+name = "kamailio edge proxy"
+duration = "3s"
+seed = 12
+shards = 1
+time_limit = "40s"
+
+[[registrar]]
+id = "kam"
+domain = "127.0.0.1"
+port = {port}
+transport = "udp"
+outbound_proxy = "127.0.0.1:{edge}"
+outbound = true
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+
+[[group]]
+name = "callees"
+endpoints = 3
+registrar = "kam"
+role = "answer"
+answer_delay = "100ms"
+
+[[group]]
+name = "callers"
+endpoints = 3
+registrar = "kam"
+call = "group:callees"
+"#,
+        port = registrar.port(),
+        edge = edge.port()
+    );
+    let (summary, reports) = streams_common::run_file("outbound-edge.toml", &text);
+    let logs = || {
+        format!(
+            "edge log:\n{}\nregistrar log:\n{}",
+            edge.log(),
+            registrar.log()
+        )
+    };
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", logs());
+        for reg in r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+        {
+            assert_eq!(reg.remote, Some(edge.addr()), "{}", reg.text);
+            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", edge.port());
+            assert!(reg.text.contains(&route), "{}", reg.text);
+        }
+        let ok = received(r, "SIP/2.0 200 ");
+        assert!(
+            ok.iter().any(|m| m.contains("Require: outbound\r\n")),
+            "{ok:#?}\n{}",
+            logs()
+        );
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "STUN Binding response from ");
+        assert!(
+            notes[i].contains(&format!("from {}:", edge.addr())),
+            "{}",
+            notes[i]
+        );
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let invite = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .expect("the callee got its call");
+        assert_eq!(invite.remote, Some(edge.addr()), "{}", invite.text);
+    }
+    let path = registrar
+        .log()
+        .lines()
+        .find(|l| l.contains("REGISTER from 1001 with Path: <sip:"))
+        .unwrap_or_else(|| panic!("no Path at the registrar: {}", logs()))
+        .to_owned();
+    let log = edge.log();
+    assert!(
+        path.contains(&format!("@127.0.0.1:{};lr;ob>", edge.port())),
+        "the Path names the edge and the flow (ob): {path}\n{}",
+        logs()
+    );
+    assert!(
+        log.contains("edge: INVITE along the Path to "),
+        "{}",
+        logs()
+    );
+    assert_eq!(summary.calls_answered, 3);
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
+    assert!(o.pongs >= 6, "{o:?}");
+}

@@ -98,9 +98,14 @@ pub struct KamailioConfig {
     /// RFC 5626 SIP Outbound, Kamailio being edge proxy and registrar in one (modules
     /// `outbound.so`, Debian `kamailio-outbound-modules`, `path.so` and `stun.so`): the
     /// registrar's `outbound_mode` 1 answers a REGISTER with `reg-id` and `Supported:
-    /// outbound` with `Require: outbound`; the stun module answers STUN Binding requests on
-    /// the UDP port; the CRLF ping is answered with a pong by the core.
+    /// outbound` with `Require: outbound` (`use_path` 1: also behind an edge proxy whose Path
+    /// carries `ob`); the stun module answers STUN Binding requests on the UDP port; the CRLF
+    /// ping is answered with a pong by the core.
     pub outbound: Option<KamailioOutbound>,
+    /// With `forward_to` and `outbound`: an RFC 5626 edge proxy (§5) in front of the registrar
+    /// at `forward_to`: REGISTER goes on to it with a Path naming this flow (`add_path`, `ob`),
+    /// and requests coming back from it along that Path are loose-routed to the phone's flow.
+    pub edge: bool,
 }
 
 /// Kamailio's RFC 5626 settings ([`KamailioConfig::outbound`]).
@@ -143,6 +148,7 @@ impl Default for KamailioConfig {
             forward_to: None,
             shm_mb: 64,
             outbound: None,
+            edge: false,
         }
     }
 }
@@ -241,6 +247,32 @@ impl Kamailio {
                 String::new(),
             ),
         };
+        // An edge proxy: REGISTER on to the registrar with a Path; what the registrar sends
+        // back along it (from its port) follows the Route to the phone's flow.
+        let (edge_route, register) = match (&config.forward_to, config.edge) {
+            (Some(uri), true) => {
+                let port = uri
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.split(';').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(|| {
+                        PeerError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("forward_to {uri:?} names no port"),
+                        ))
+                    })?;
+                (
+                    format!(
+                        "\tif ($sp == {port} && loose_route()) {{\n\t\txlog(\"L_NOTICE\", \"edge: $rm along the Path to $du\\n\");\n\t\troute(RELAY);\n\t\texit;\n\t}}\n"
+                    ),
+                    format!(
+                        "\t\tif (!add_path()) {{\n\t\t\tsl_send_reply(\"503\", \"Path Failed\");\n\t\t\texit;\n\t\t}}\n\t\t$du = \"{uri}\";\n\t\troute(RELAY);"
+                    ),
+                )
+            }
+            _ => (String::new(), "\t\troute(REGISTRAR);".to_owned()),
+        };
         let (dialog_module, channel_limit) = match config.max_calls {
             Some(n) => (
                 "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"profiles_no_value\", \"calls\")\n"
@@ -303,11 +335,13 @@ impl Kamailio {
                 "@OUTBOUND_PARAMS@",
                 &config.outbound.map_or(String::new(), |o| {
                     format!(
-                        "modparam(\"registrar\", \"outbound_mode\", 1)\nmodparam(\"registrar\", \"flow_timer\", {})\n",
+                        "modparam(\"registrar\", \"outbound_mode\", 1)\nmodparam(\"registrar\", \"use_path\", 1)\nmodparam(\"registrar\", \"flow_timer\", {})\n",
                         o.flow_timer
                     )
                 }),
             )
+            .replace("@EDGE_ROUTE@", &edge_route)
+            .replace("@REGISTER@", &register)
             .replace("@CHANNEL_LIMIT@", &channel_limit)
             .replace("@LOCATION@", &location)
             .replace("@TLS_CORE@", &tls_core)
