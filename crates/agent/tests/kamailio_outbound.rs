@@ -335,45 +335,67 @@ fn assert_recovered(r: &EndpointReport, why: &str, k: &Kamailio) {
     assert_eq!(urns.len(), 1, "one instance over both flows: {urns:?}");
 }
 
+/// `n` phones registered over TCP through a relay to Kamailio (Flow-Timer `flow_timer`) for
+/// `duration`; `after` in, `break_flows` is done to the connections relayed so far. Each phone
+/// must find its flow failed (`why`), and register again over a new one (the relay accepts a
+/// second connection each). The run's summary.
+fn flows_fail_and_recover(
+    flow_timer: u32,
+    n: u32,
+    duration: &str,
+    after: Duration,
+    break_flows: fn(&Mutex<Vec<Relayed>>),
+    why: &str,
+) -> RunSummary {
+    let k = kamailio(flow_timer);
+    let relay = Relay::start(k.addr());
+    let breaker = {
+        let conns = relay.conns.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            break_flows(&conns);
+        })
+    };
+    let (summary, reports) = run_registered(&relay, n, duration);
+    breaker.join().unwrap();
+    for r in &reports {
+        assert_recovered(r, why, &k);
+        let e = r.outbound.as_ref().unwrap();
+        assert_eq!(
+            (e.in_use, e.flow_timer, e.flow_failures, e.recoveries),
+            (true, Some(flow_timer), 1, 1),
+            "{e:?}"
+        );
+    }
+    let o = summary.outbound.clone().unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.flow_failures, o.recoveries),
+        (n, u64::from(n), u64::from(n)),
+        "{o:?}"
+    );
+    assert_eq!(
+        relay.accepted(),
+        2 * n,
+        "one connection each, then a new one each"
+    );
+    Relay::cut(&relay.conns);
+    summary
+}
+
 #[test]
 fn a_cut_flow_is_found_failed_and_registered_again() {
     if !outbound_available() {
         return;
     }
-    let k = kamailio(20);
-    let relay = Relay::start(k.addr());
-    let cutter = {
-        let conns = relay.conns.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            Relay::cut(&conns);
-        })
-    };
-    let (summary, reports) = run_registered(&relay, 3, "4s");
-    cutter.join().unwrap();
-    for r in &reports {
-        assert_recovered(r, "the connection closed", &k);
-    }
-    let o = summary.outbound.unwrap();
-    assert_eq!(
-        (o.endpoints_in_use, o.flow_failures, o.recoveries),
-        (3, 3, 3),
-        "{o:?}"
+    // Flow-Timer 20: no ping before the cut, 1.5 s in.
+    flows_fail_and_recover(
+        20,
+        3,
+        "4s",
+        Duration::from_millis(1500),
+        Relay::cut,
+        "the connection closed",
     );
-    for r in &reports {
-        let e = r.outbound.as_ref().unwrap();
-        assert_eq!(
-            (e.in_use, e.flow_timer, e.flow_failures, e.recoveries),
-            (true, Some(20), 1, 1),
-            "{e:?}"
-        );
-    }
-    assert_eq!(
-        relay.accepted(),
-        6,
-        "one connection each, then a new one each"
-    );
-    Relay::cut(&relay.conns);
 }
 
 #[test]
@@ -381,35 +403,18 @@ fn a_silent_flow_fails_on_the_missing_pong_and_is_registered_again() {
     if !outbound_available() {
         return;
     }
-    // Flow-Timer 2: a ping every 1.6–2 s; the relay goes silent after the first pongs.
-    let k = kamailio(2);
-    let relay = Relay::start(k.addr());
-    let silencer = {
-        let conns = relay.conns.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(3000));
-            // The first connections go silent; the new ones are relayed.
-            Relay::silence(&conns);
-        })
-    };
-    let (summary, reports) = run_registered(&relay, 2, "17s");
-    silencer.join().unwrap();
-    for r in &reports {
-        assert_recovered(r, "no CRLF pong within 10000 ms", &k);
-    }
+    // Flow-Timer 2: a ping every 1.6–2 s; the first connections go silent 3 s in (the new
+    // ones are relayed), so a ping goes unanswered and the flow fails 10 s later.
+    let summary = flows_fail_and_recover(
+        2,
+        2,
+        "17s",
+        Duration::from_millis(3000),
+        Relay::silence,
+        "no CRLF pong within 10000 ms",
+    );
     let o = summary.outbound.unwrap();
-    assert_eq!(
-        (o.endpoints_in_use, o.flow_failures, o.recoveries),
-        (2, 2, 2),
-        "{o:?}"
-    );
     assert!(o.pongs >= 2, "pongs before the silence: {o:?}");
-    assert_eq!(
-        relay.accepted(),
-        4,
-        "one connection each, then a new one each"
-    );
-    Relay::cut(&relay.conns);
 }
 
 /// RFC 5626 §5 with two Kamailio: an edge proxy (`outbound`, `path`, `stun`; 407 on INVITE)
