@@ -84,6 +84,34 @@ fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
     assert_builtin_outbound(&summary, &reports, "CRLF ping");
 }
 
+/// A test file: `n` phones (2001…) registered for `duration` with outbound at the scripted
+/// registrar on 127.0.0.1, `registrar` its other keys (port, proxy).
+fn phones(name: &str, duration: &str, n: u32, registrar: &str) -> String {
+    format!(
+        r#"name = "{name}"
+duration = "{duration}"
+seed = 8
+
+[[registrar]]
+id = "scripted"
+domain = "127.0.0.1"
+{registrar}
+outbound = true
+
+[[accounts]]
+registrar = "scripted"
+range = {{ from = 2001, to = {last}, password = "x" }}
+
+[[group]]
+name = "phones"
+endpoints = {n}
+registrar = "scripted"
+role = "register"
+"#,
+        last = 2000 + n
+    )
+}
+
 /// A UDP registrar in a thread: every REGISTER is answered 200 with `Require: outbound` and
 /// `Flow-Timer: 1`; STUN Binding requests are answered with the sender's address until
 /// `moved` is set, then with another port (a NAT that moved the binding), and not at all
@@ -147,30 +175,15 @@ fn a_changed_nat_binding_fails_the_udp_flow_and_registers_again() {
         std::thread::sleep(Duration::from_millis(2000));
         moved.store(true, Ordering::SeqCst);
     });
-    let text = format!(
-        r#"name = "outbound NAT binding change"
-duration = "4s"
-seed = 8
-
-[[registrar]]
-id = "scripted"
-domain = "127.0.0.1"
-port = {registrar}
-outbound_proxy = "127.0.0.1:{port}"
-outbound = true
-
-[[accounts]]
-registrar = "scripted"
-range = {{ from = 2001, to = 2002, password = "x" }}
-
-[[group]]
-name = "phones"
-endpoints = 2
-registrar = "scripted"
-role = "register"
-"#,
-        port = addr.port(),
-        registrar = silent.local_addr().unwrap().port()
+    let text = phones(
+        "outbound NAT binding change",
+        "4s",
+        2,
+        &format!(
+            "port = {}\noutbound_proxy = \"127.0.0.1:{}\"",
+            silent.local_addr().unwrap().port(),
+            addr.port()
+        ),
     );
     let (summary, reports) = streams_common::run_file("outbound-nat.toml", &text);
     assert!(
@@ -227,28 +240,11 @@ fn unanswered_stun_keepalives_fail_the_udp_flow_after_10_s() {
         std::thread::sleep(Duration::from_millis(11_100));
         mute.store(false, Ordering::SeqCst);
     });
-    let text = format!(
-        r#"name = "outbound STUN timeout"
-duration = "14s"
-seed = 9
-
-[[registrar]]
-id = "scripted"
-domain = "127.0.0.1"
-port = {port}
-outbound = true
-
-[[accounts]]
-registrar = "scripted"
-range = {{ from = 2001, to = 2001, password = "x" }}
-
-[[group]]
-name = "phones"
-endpoints = 1
-registrar = "scripted"
-role = "register"
-"#,
-        port = addr.port()
+    let text = phones(
+        "outbound STUN timeout",
+        "14s",
+        1,
+        &format!("port = {}", addr.port()),
     );
     let (summary, reports) = streams_common::run_file("outbound-stun-timeout.toml", &text);
     muter.join().unwrap();
