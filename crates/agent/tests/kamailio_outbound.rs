@@ -32,40 +32,57 @@ fn kamailio(flow_timer: u32) -> Kamailio {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// 10 callers call 10 callees through Kamailio over `transport`, calls lasting `duration`.
-fn run_calls(transport: &str, port: u16, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
-    let text = format!(
+/// A test file for Kamailio's accounts 1001–1020 with `outbound = true` on registrar "kam"
+/// at 127.0.0.1: `registrar` holds its other keys, `groups` the groups.
+fn test_file(duration: &str, shards: u32, registrar: &str, groups: &str) -> String {
+    format!(
         r#"
-name = "kamailio outbound over {transport}"
+name = "kamailio outbound"
 duration = "{duration}"
 seed = 11
-shards = 2
-time_limit = "40s"
+shards = {shards}
+time_limit = "60s"
 
 [[registrar]]
 id = "kam"
 domain = "127.0.0.1"
-port = {port}
-transport = "{transport}"
+{registrar}
 outbound = true
 
 [[accounts]]
 registrar = "kam"
 range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+{groups}"#
+    )
+}
 
+/// `n` callees, and `n` callers calling them once.
+fn calls(n: u32) -> String {
+    format!(
+        r#"
 [[group]]
 name = "callees"
-endpoints = 10
+endpoints = {n}
 registrar = "kam"
 role = "answer"
 answer_delay = "100ms"
 
 [[group]]
 name = "callers"
-endpoints = 10
+endpoints = {n}
 registrar = "kam"
 call = "group:callees"
 "#
+    )
+}
+
+/// 10 callers call 10 callees through Kamailio over `transport`, calls lasting `duration`.
+fn run_calls(transport: &str, port: u16, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let text = test_file(
+        duration,
+        2,
+        &format!("port = {port}\ntransport = \"{transport}\""),
+        &calls(10),
     );
     streams_common::run_file("outbound.toml", &text)
 }
@@ -276,32 +293,13 @@ impl Relay {
 
 /// `n` endpoints that only register (for `duration`) through the relay over TCP.
 fn run_registered(relay: &Relay, n: u32, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
-    let text = format!(
-        r#"
-name = "kamailio outbound flow failure"
-duration = "{duration}"
-seed = 3
-shards = 1
-time_limit = "60s"
-
-[[registrar]]
-id = "kam"
-domain = "127.0.0.1"
-port = {port}
-transport = "tcp"
-outbound = true
-
-[[accounts]]
-registrar = "kam"
-range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
-
-[[group]]
-name = "phones"
-endpoints = {n}
-registrar = "kam"
-role = "register"
-"#,
-        port = relay.addr.port()
+    let text = test_file(
+        duration,
+        1,
+        &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
+        &format!(
+            "\n[[group]]\nname = \"phones\"\nendpoints = {n}\nregistrar = \"kam\"\nrole = \"register\"\n"
+        ),
     );
     streams_common::run_file("outbound-failure.toml", &text)
 }
@@ -447,41 +445,15 @@ fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_th
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let text = format!(
-        r#"
-name = "kamailio edge proxy"
-duration = "3s"
-seed = 12
-shards = 1
-time_limit = "40s"
-
-[[registrar]]
-id = "kam"
-domain = "127.0.0.1"
-port = {port}
-transport = "udp"
-outbound_proxy = "127.0.0.1:{edge}"
-outbound = true
-
-[[accounts]]
-registrar = "kam"
-range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
-
-[[group]]
-name = "callees"
-endpoints = 3
-registrar = "kam"
-role = "answer"
-answer_delay = "100ms"
-
-[[group]]
-name = "callers"
-endpoints = 3
-registrar = "kam"
-call = "group:callees"
-"#,
-        port = registrar.port(),
-        edge = edge.port()
+    let text = test_file(
+        "3s",
+        1,
+        &format!(
+            "port = {}\ntransport = \"udp\"\noutbound_proxy = \"127.0.0.1:{}\"",
+            registrar.port(),
+            edge.port()
+        ),
+        &calls(3),
     );
     let (summary, reports) = streams_common::run_file("outbound-edge.toml", &text);
     let logs = || {
