@@ -84,6 +84,30 @@ fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
     assert_builtin_outbound(&summary, &reports, "CRLF ping");
 }
 
+/// Over WebSocket (RFC 7118) the flow is kept by the WebSocket itself: outbound in use, no
+/// CRLF keep-alive of ours on it.
+#[test]
+fn over_websocket_outbound_is_granted_and_no_crlf_is_sent() {
+    let (summary, reports) = builtin_run("ws");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "outbound in use");
+        assert!(
+            notes[i].contains("the WebSocket's own keep-alive"),
+            "{}",
+            notes[i]
+        );
+    }
+    assert_eq!(summary.calls_answered, 3);
+    let o = summary.outbound.as_ref().unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.keepalives_sent, o.flow_failures),
+        (6, 0, 0),
+        "{o:?}"
+    );
+}
+
 /// A test file: `n` phones (2001…) registered for `duration` with outbound at the scripted
 /// registrar on 127.0.0.1, `registrar` its other keys (port, proxy).
 fn phones(name: &str, duration: &str, n: u32, registrar: &str) -> String {
