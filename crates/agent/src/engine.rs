@@ -759,6 +759,7 @@ pub struct RunSummary {
     pub failovers: u64,
     /// RFC 5626 outbound (`outbound = true` on a registrar): flows in use, keep-alives and
     /// their answers, flow failures and recoveries; `None` when no registrar uses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundSummary>,
     /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
     /// does not grow with endpoints or connections: they all live in the shard's loop and

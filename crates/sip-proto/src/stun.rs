@@ -72,6 +72,7 @@ pub fn binding_success(tid: [u8; 12], mapped: SocketAddr) -> Vec<u8> {
     value.extend(octets.iter().zip(cookie_tid).map(|(b, x)| b ^ x));
     let mut m = Vec::with_capacity(20 + 4 + value.len());
     m.extend_from_slice(&BINDING_SUCCESS.to_be_bytes());
+    // `value` is 8 (IPv4) or 20 (IPv6) bytes: the lengths fit a u16.
     m.extend_from_slice(&((4 + value.len()) as u16).to_be_bytes());
     m.extend_from_slice(&cookie_tid);
     m.extend_from_slice(&XOR_MAPPED_ADDRESS.to_be_bytes());
