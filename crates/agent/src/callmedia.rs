@@ -23,7 +23,7 @@ use media::sdp::{
     SessionDescription,
 };
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
-use media::srtp::Suite;
+use media::srtp::{Mki, Suite};
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use sip_proto::ua::SrtpPolicy;
@@ -66,6 +66,8 @@ pub struct MediaPlan {
     /// The SRTP suites offered and accepted, in preference order (`srtp_suites`; default
     /// [`Suite::ALL`], strongest first).
     pub srtp_suites: Vec<Suite>,
+    /// The length of the MKI on our SDES keys (`srtp_mki`, value 1), if any.
+    pub srtp_mki: Option<u8>,
     /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
     /// the SDP (`a=rtcp-xr:rcvr-rtt=all voip-metrics`, §5.1); the peer's blocks are read either way.
     pub rtcp_xr: bool,
@@ -114,12 +116,13 @@ impl SrtpMode {
     /// Our SDES with fresh master keys from the system's CSPRNG (RFC 3711 §8.1.1: keys
     /// must be random and secret; not from the run's seed, which replays).
     /// One key per suite of `suites`, of its length.
-    fn sdes(self, suites: &[Suite]) -> io::Result<Option<Sdes>> {
+    /// With `mki`, each key carries an MKI of that many bytes, value 1.
+    fn sdes(self, suites: &[Suite], mki: Option<u8>) -> io::Result<Option<Sdes>> {
         if self == SrtpMode::Off {
             return Ok(None);
         }
         Sdes::generate(self == SrtpMode::Sdes, suites, getrandom::fill)
-            .map(Some)
+            .map(|s| Some(s.with_mki(mki.and_then(|len| Mki::new(1, len)))))
             .map_err(io::Error::other)
     }
 }
@@ -136,6 +139,7 @@ impl Default for MediaPlan {
             dscp: None,
             srtp: SrtpMode::Off,
             srtp_suites: Suite::ALL.to_vec(),
+            srtp_mki: None,
             rtcp_xr: false,
         }
     }
@@ -940,7 +944,7 @@ impl CallMedia {
                 ip,
                 port,
                 session_id,
-                plan.srtp.sdes(&plan.srtp_suites)?,
+                plan.srtp.sdes(&plan.srtp_suites, plan.srtp_mki)?,
                 (plan.srtp == SrtpMode::Dtls)
                     .then(dtls_identity)
                     .transpose()?,
@@ -1368,7 +1372,10 @@ impl CallMedia {
             return None;
         }
         let suites: Vec<Suite> = sdes.keys.iter().map(|(s, _)| *s).collect();
-        let fresh = Sdes::generate(false, &suites, getrandom::fill).ok()?;
+        let mki = sdes.keys.first().and_then(|(_, k)| k.mki());
+        let fresh = Sdes::generate(false, &suites, getrandom::fill)
+            .ok()?
+            .with_mki(mki);
         Some(Bytes::from(fresh.crypto_lines()))
     }
 

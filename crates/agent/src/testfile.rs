@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use media::audio::SourceKind;
 use media::sdp::Codec;
-use media::srtp::Suite;
+use media::srtp::{Mki, Suite};
 use media::wav::WavAudio;
 use serde::Deserialize;
 use sip_msg::{Host, SipUri, Uri};
@@ -238,6 +238,10 @@ pub struct GroupEntry {
     /// `AES_256_CM_HMAC_SHA1_80`, `AES_256_CM_HMAC_SHA1_32`, `AES_CM_128_HMAC_SHA1_80`,
     /// `AES_CM_128_HMAC_SHA1_32`).
     pub srtp_suites: Option<Spanned<Vec<Spanned<String>>>>,
+    /// An MKI of this many bytes (1–128, value 1) on our SDES keys, in the `a=crypto` lines
+    /// and every SRTP/SRTCP packet (RFC 3711 §3.1, RFC 4568 §6.1); default none (an offer's
+    /// MKI is answered with one of its length either way).
+    pub srtp_mki: Option<Spanned<u32>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -345,6 +349,49 @@ pub struct PassCriteria {
     pub max_jitter_ms: Option<f64>,
     /// Maximum mean packet loss, percent.
     pub max_loss_percent: Option<f64>,
+    /// Minimum network effectiveness ratio, percent (calls answered, busy or rejected by
+    /// the callee over calls attempted).
+    pub min_ner: Option<f64>,
+    /// Maximum median call setup time, ms.
+    pub max_setup_p50_ms: Option<f64>,
+    /// Maximum 99th percentile call setup time, ms.
+    pub max_setup_p99_ms: Option<f64>,
+    /// Maximum median post-dial delay (INVITE to the first 18x), ms.
+    pub max_pdd_p50_ms: Option<f64>,
+    /// Maximum 95th percentile post-dial delay, ms.
+    pub max_pdd_p95_ms: Option<f64>,
+    /// Maximum 99th percentile post-dial delay, ms.
+    pub max_pdd_p99_ms: Option<f64>,
+    /// Minimum MOS of the worst endpoint (its lowest over its calls).
+    pub min_mos_worst: Option<f64>,
+    /// Maximum jitter of the worst endpoint, ms.
+    pub max_jitter_worst_ms: Option<f64>,
+    /// Maximum mean round-trip time (RTCP), ms.
+    pub max_rtt_ms: Option<f64>,
+}
+
+impl PassCriteria {
+    /// Whether any gate but `min_success` is set (without one, every endpoint must succeed).
+    fn any_gate(&self) -> bool {
+        [
+            self.min_asr,
+            self.max_setup_p95_ms,
+            self.min_mos,
+            self.max_jitter_ms,
+            self.max_loss_percent,
+            self.min_ner,
+            self.max_setup_p50_ms,
+            self.max_setup_p99_ms,
+            self.max_pdd_p50_ms,
+            self.max_pdd_p95_ms,
+            self.max_pdd_p99_ms,
+            self.min_mos_worst,
+            self.max_jitter_worst_ms,
+            self.max_rtt_ms,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
 }
 
 /// A problem in a test file: where and what.
@@ -1662,6 +1709,22 @@ pub fn prepare_parsed(
             if let Some(list) = &g.srtp_suites {
                 mp.srtp_suites = srtp_suites_of(&cx, list, mp.srtp, field("srtp_suites"))?;
             }
+            if let Some(m) = &g.srtp_mki {
+                let len = u8::try_from(*m.get_ref())
+                    .ok()
+                    .filter(|l| (1..=Mki::MAX_LEN).contains(l));
+                let Some(len) = len else {
+                    return cx.err(m.span(), field("srtp_mki"), "must be 1–128 (bytes)");
+                };
+                if !matches!(mp.srtp, SrtpMode::Sdes | SrtpMode::Optional) {
+                    return cx.err(
+                        m.span(),
+                        field("srtp_mki"),
+                        "identifies SDES keys: needs srtp = \"sdes\" or \"optional\"",
+                    );
+                }
+                mp.srtp_mki = Some(len);
+            }
             if let Some(src) = &g.source {
                 let clip = read_wav(file, src.get_ref())
                     .or_else(|m| cx.err(src.span(), field("source"), m))?;
@@ -1862,18 +1925,9 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
     let mut failures = Vec::new();
     let success = f64::from(summary.outcomes.get("SUCCESS").copied().unwrap_or(0));
     let total = f64::from(summary.endpoints.max(1));
-    let min_success = pass.min_success.unwrap_or(
-        if pass.min_asr.is_none()
-            && pass.max_setup_p95_ms.is_none()
-            && pass.min_mos.is_none()
-            && pass.max_jitter_ms.is_none()
-            && pass.max_loss_percent.is_none()
-        {
-            100.0
-        } else {
-            0.0
-        },
-    );
+    let min_success = pass
+        .min_success
+        .unwrap_or(if pass.any_gate() { 0.0 } else { 100.0 });
     if 100.0 * success / total < min_success {
         failures.push(format!(
             "{:.1} % of endpoints succeeded, below min_success {min_success}",
@@ -1887,13 +1941,60 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
             None => failures.push("no calls were attempted, so min_asr cannot hold".into()),
         }
     }
-    if let Some(max) = pass.max_setup_p95_ms {
-        match summary.setup_p95_ms {
+    if let Some(min) = pass.min_ner {
+        match summary.ner {
+            Some(ner) if ner >= min => {}
+            Some(ner) => failures.push(format!("NER {ner:.1} % below min_ner {min}")),
+            None => failures.push("no calls were attempted, so min_ner cannot hold".into()),
+        }
+    }
+    let timing_gates = [
+        (
+            "max_setup_p50_ms",
+            pass.max_setup_p50_ms,
+            summary.setup_p50_ms,
+            "call setup P50",
+        ),
+        (
+            "max_setup_p95_ms",
+            pass.max_setup_p95_ms,
+            summary.setup_p95_ms,
+            "call setup P95",
+        ),
+        (
+            "max_setup_p99_ms",
+            pass.max_setup_p99_ms,
+            summary.setup_p99_ms,
+            "call setup P99",
+        ),
+        (
+            "max_pdd_p50_ms",
+            pass.max_pdd_p50_ms,
+            summary.pdd_p50_ms,
+            "post-dial delay P50",
+        ),
+        (
+            "max_pdd_p95_ms",
+            pass.max_pdd_p95_ms,
+            summary.pdd_p95_ms,
+            "post-dial delay P95",
+        ),
+        (
+            "max_pdd_p99_ms",
+            pass.max_pdd_p99_ms,
+            summary.pdd_p99_ms,
+            "post-dial delay P99",
+        ),
+    ];
+    for (gate, limit, value, what) in timing_gates {
+        let Some(max) = limit else { continue };
+        match value {
             Some(p) if p <= max => {}
-            Some(p) => failures.push(format!(
-                "call setup P95 {p:.1} ms above max_setup_p95_ms {max}"
-            )),
-            None => failures.push("no call was set up, so max_setup_p95_ms cannot hold".into()),
+            Some(p) => failures.push(format!("{what} {p:.1} ms above {gate} {max}")),
+            None if gate.starts_with("max_pdd") => {
+                failures.push(format!("no call rang (no 18x), so {gate} cannot hold"))
+            }
+            None => failures.push(format!("no call was set up, so {gate} cannot hold")),
         }
     }
     let media_gates = [
@@ -1912,12 +2013,41 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
             false,
             "loss (%)",
         ),
+        (
+            "min_mos_worst",
+            pass.min_mos_worst,
+            summary.mos_min,
+            true,
+            "worst endpoint's MOS",
+        ),
+        (
+            "max_jitter_worst_ms",
+            pass.max_jitter_worst_ms,
+            summary.jitter_max_ms,
+            false,
+            "worst endpoint's jitter (ms)",
+        ),
+        (
+            "max_rtt_ms",
+            pass.max_rtt_ms,
+            summary.rtt_avg_ms,
+            false,
+            "RTT (ms)",
+        ),
     ];
     for (gate, limit, value, at_least, what) in media_gates {
         let Some(limit) = limit else { continue };
         match value {
             Some(v) if (at_least && v >= limit) || (!at_least && v <= limit) => {}
+            Some(v) if what.starts_with("worst") => {
+                failures.push(format!("{what} {v:.2} fails {gate} {limit}"));
+            }
             Some(v) => failures.push(format!("mean {what} {v:.2} fails {gate} {limit}")),
+            None if gate == "max_rtt_ms" && summary.media_calls > 0 => failures.push(
+                "no round trip was measured (RTCP reports with LSR/DLSR, or RTCP XR DLRR), so \
+                 max_rtt_ms cannot hold"
+                    .into(),
+            ),
             None if summary.media_calls_with_gaps > 0 => failures.push(format!(
                 "none of {} calls was rated ({} without RTP, {} with audio gaps), so {gate} \
                  cannot hold",
@@ -1937,6 +2067,7 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
     // known: it counts in no mean). Jitter is a property of packets that arrived.
     for (gate, set) in [
         ("min_mos", pass.min_mos.is_some()),
+        ("min_mos_worst", pass.min_mos_worst.is_some()),
         ("max_loss_percent", pass.max_loss_percent.is_some()),
     ] {
         if set && summary.media_calls_without_audio > 0 {
@@ -1968,6 +2099,97 @@ pub fn verdict(summary: &RunSummary, pass: &PassCriteria) -> Result<(), Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gates on NER, setup and post-dial delay percentiles, the worst endpoint's MOS and
+    /// jitter, and RTT: each holds within its limit, and fails naming its figure and limit;
+    /// setting any of them drops the default "every endpoint SUCCESS".
+    #[test]
+    fn timing_worst_case_and_rtt_gates_hold_or_name_the_figure() {
+        let summary = crate::engine::RunSummary {
+            endpoints: 10,
+            calls_attempted: 10,
+            calls_answered: 9,
+            ner: Some(90.0),
+            setup_p50_ms: Some(120.0),
+            setup_p99_ms: Some(900.0),
+            pdd_p50_ms: Some(80.0),
+            pdd_p95_ms: Some(150.0),
+            pdd_p99_ms: Some(400.0),
+            media_calls: 9,
+            mos_avg: Some(4.3),
+            mos_min: Some(3.1),
+            jitter_avg_ms: Some(2.0),
+            jitter_max_ms: Some(45.0),
+            rtt_avg_ms: Some(60.0),
+            ..Default::default()
+        };
+        let holds = PassCriteria {
+            min_ner: Some(90.0),
+            max_setup_p50_ms: Some(150.0),
+            max_setup_p99_ms: Some(1000.0),
+            max_pdd_p50_ms: Some(100.0),
+            max_pdd_p95_ms: Some(200.0),
+            max_pdd_p99_ms: Some(500.0),
+            min_mos_worst: Some(3.0),
+            max_jitter_worst_ms: Some(50.0),
+            max_rtt_ms: Some(100.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            verdict(&summary, &holds),
+            Ok(()),
+            "9 of 10 SUCCESS is not gated"
+        );
+        let tight = PassCriteria {
+            min_ner: Some(95.0),
+            max_setup_p50_ms: Some(100.0),
+            max_setup_p99_ms: Some(800.0),
+            max_pdd_p50_ms: Some(50.0),
+            max_pdd_p95_ms: Some(100.0),
+            max_pdd_p99_ms: Some(300.0),
+            min_mos_worst: Some(3.5),
+            max_jitter_worst_ms: Some(30.0),
+            max_rtt_ms: Some(50.0),
+            ..Default::default()
+        };
+        let failures = verdict(&summary, &tight).unwrap_err();
+        for says in [
+            "NER 90.0 % below min_ner 95",
+            "call setup P50 120.0 ms above max_setup_p50_ms 100",
+            "call setup P99 900.0 ms above max_setup_p99_ms 800",
+            "post-dial delay P50 80.0 ms above max_pdd_p50_ms 50",
+            "post-dial delay P95 150.0 ms above max_pdd_p95_ms 100",
+            "post-dial delay P99 400.0 ms above max_pdd_p99_ms 300",
+            "worst endpoint's MOS 3.10 fails min_mos_worst 3.5",
+            "worst endpoint's jitter (ms) 45.00 fails max_jitter_worst_ms 30",
+            "mean RTT (ms) 60.00 fails max_rtt_ms 50",
+        ] {
+            assert!(failures.iter().any(|f| f == says), "{says}: {failures:?}");
+        }
+        assert_eq!(failures.len(), 9, "{failures:?}");
+        // Nothing to measure: each says why it cannot hold.
+        let empty = crate::engine::RunSummary {
+            endpoints: 1,
+            media_calls: 1,
+            ..Default::default()
+        };
+        let failures = verdict(&empty, &tight).unwrap_err();
+        assert!(
+            failures
+                .iter()
+                .any(|f| f == "no calls were attempted, so min_ner cannot hold")
+        );
+        assert!(
+            failures
+                .iter()
+                .any(|f| f == "no call rang (no 18x), so max_pdd_p95_ms cannot hold")
+        );
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.starts_with("no round trip was measured"))
+        );
+    }
 
     /// A call that received no RTP lost every packet its peer was to send: like `min_mos`,
     /// `max_loss_percent` cannot hold when some calls heard nothing, though the calls that
@@ -2281,6 +2503,46 @@ call = "group:callees"
             e.message.contains("does not apply to srtp = \"dtls\""),
             "{e}"
         );
+    }
+
+    /// `srtp_mki`: the MKI's length in bytes on our SDES keys; 0, 129 or without SDES names
+    /// its line and field.
+    #[test]
+    fn srtp_mki_is_read_and_checked() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{extra}"),
+            )
+        };
+        let p = prepare(
+            "t.toml",
+            &with("srtp = \"optional\"\nsrtp_mki = 4"),
+            b"s",
+            0,
+        )
+        .unwrap()
+        .plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        assert_eq!(g.media.as_ref().unwrap().srtp_mki, Some(4));
+        // The line after `call` and `srtp`.
+        let line = call_line() + 3;
+        for (bad, says) in [
+            ("srtp = \"sdes\"\nsrtp_mki = 0", "must be 1–128"),
+            ("srtp = \"sdes\"\nsrtp_mki = 129", "must be 1–128"),
+            (
+                "srtp = \"dtls\"\nsrtp_mki = 1",
+                "needs srtp = \"sdes\" or \"optional\"",
+            ),
+        ] {
+            let e = prepare("t.toml", &with(bad), b"s", 0).unwrap_err();
+            assert_eq!(
+                (e.field.as_str(), e.line),
+                ("group[1].srtp_mki", line),
+                "{e}"
+            );
+            assert!(e.message.contains(says), "{e}");
+        }
     }
 
     /// Groups on two registrars (product.md: "a group is a share of the endpoints with its

@@ -270,3 +270,22 @@ fn a_run_through_kamailio_over_ws_and_wss() {
     let (summary, reports) = run("wss", k.wss_port().unwrap(), "tls_verify = \"skip\"");
     assert_calls_went_through(FlowKind::Wss, &k, &summary, &reports);
 }
+
+/// `connections = "shared"` over WS and WSS: one WebSocket (and one TLS handshake) per shard
+/// carries its endpoints' registrations and calls through Kamailio's websocket module.
+#[test]
+fn a_run_through_kamailio_on_shared_ws_and_wss_connections() {
+    if !websocket_available() || !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("run CA").unwrap();
+    let k = kamailio(Some(&ca), true);
+    let (summary, reports) = run("ws", k.ws_port().unwrap(), "connections = \"shared\"");
+    assert_shared(FlowKind::Ws, &k, &summary, &reports);
+    let (summary, reports) = run(
+        "wss",
+        k.wss_port().unwrap(),
+        "connections = \"shared\"\ntls_verify = \"skip\"",
+    );
+    assert_shared(FlowKind::Wss, &k, &summary, &reports);
+}

@@ -247,6 +247,12 @@ fn sipp_calls_media_callee(scenario: &str, extra: &[&str]) -> (i32, Vec<Endpoint
 /// A SIPp UAS (`scenario`: `-sn uas` or `-sf FILE`) taking one call on a port of its own,
 /// echoing RTP: it and its port.
 fn sipp_uas_once(scenario: &[&str]) -> (Sipp, u16) {
+    sipp_uas_calls(scenario, 1)
+}
+
+/// [`sipp_uas_once`] for `calls` calls.
+fn sipp_uas_calls(scenario: &[&str], calls: u32) -> (Sipp, u16) {
+    let calls = calls.to_string();
     Sipp::start_listening(|| {
         let (port, media_port) = (free_udp_port(), free_media_ports());
         let (port_text, media_text) = (port.to_string(), media_port.to_string());
@@ -264,7 +270,7 @@ fn sipp_uas_once(scenario: &[&str]) -> (Sipp, u16) {
                 &media_text,
                 "-rtp_echo",
                 "-m",
-                "1",
+                &calls,
                 "-nostdin",
                 "-timeout",
                 "25s",
@@ -755,6 +761,10 @@ enum Uas {
     /// `srtp = "sdes"`: checks our RTP/SAVP offer and its crypto line, answers with the
     /// caller's own key so that the echo of our SRTP authenticates.
     AnswersSrtp,
+    /// `testdata/sipp/uas-answers-srtp-mki.xml` with `-rtp_echo`, called by callers with
+    /// `srtp = "sdes"` and `srtp_mki = 1`: checks our offer's `|1:1`, answers with the
+    /// caller's key and `|2^31|1:1`, as Skype for Business and Teams-facing SBCs do.
+    AnswersSrtpMki,
     /// `testdata/sipp/uas-transfer-notifies.xml` with `-rtp_echo` and `final` "200 OK": a PBX
     /// that takes our blind transfer a second into the call (REFER to 2001, checked), answers
     /// 202 and NOTIFYs `SIP/2.0 100 Trying` then `SIP/2.0 200 OK` (terminated); it fails the
@@ -860,6 +870,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::OffersPcma => vec!["-sf", sipp_scenario!("uas-offers-pcma.xml")],
             Uas::AnswersReinvites => vec!["-sf", sipp_scenario!("uas-answers-reinvites.xml")],
             Uas::AnswersSrtp => vec!["-sf", sipp_scenario!("uas-answers-srtp.xml")],
+            Uas::AnswersSrtpMki => vec!["-sf", sipp_scenario!("uas-answers-srtp-mki.xml")],
             Uas::DropsSrtp(_) => vec![
                 "-sf",
                 sipp_scenario!("uas-drops-srtp.xml"),
@@ -996,7 +1007,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             },
             media: Some(MediaPlan {
                 srtp: match uas {
-                    Uas::AnswersSrtp => SrtpMode::Sdes,
+                    Uas::AnswersSrtp | Uas::AnswersSrtpMki => SrtpMode::Sdes,
                     Uas::DropsSrtp(mode) => mode,
                     _ => SrtpMode::Off,
                 },
@@ -1004,6 +1015,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
                     _ => MediaPlan::default().codecs,
                 },
+                srtp_mki: (uas == Uas::AnswersSrtpMki).then_some(1),
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1144,6 +1156,25 @@ fn sdes_callers_are_answered_by_a_sipp_uas_and_hear_their_srtp_echo() {
         let m = r.media.as_ref().expect("media measured");
         assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
         assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+    }
+}
+
+/// Callers with `srtp = "sdes"` and `srtp_mki = 1` against SIPp running
+/// `testdata/sipp/uas-answers-srtp-mki.xml`: our lines carry `|1:1` (SIPp checks), the answer
+/// `|2^31|1:1`; every packet carries the 1-byte MKI both ways (the echo returns ours), so
+/// the stream authenticates, decrypts and scores like the plain echo.
+#[test]
+fn sdes_callers_with_an_mki_are_answered_with_one_and_hear_their_srtp_echo() {
+    for r in echoed_back(Uas::AnswersSrtpMki, "PCMU") {
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.srtp, Some("AES_CM_128_HMAC_SHA1_80"), "{m:?}");
+        assert_eq!((m.srtp_auth_failures, m.srtp_replayed), (0, 0), "{m:?}");
+        let answer = r
+            .trace
+            .iter()
+            .find(|e| e.first_line().starts_with("SIP/2.0 200") && e.text.contains("a=crypto"))
+            .expect("the 200 with its crypto line");
+        assert!(answer.text.contains("|2^31|1:1"), "{}", answer.text);
     }
 }
 
@@ -1986,4 +2017,85 @@ fn our_callee_transferred_by_a_sipp_uac_that_hangs_up_at_once_goes_on_with_the_t
     let target = reports.iter().find(|r| r.user == "target1").unwrap();
     assert_eq!(target.outcome, Outcome::Success, "{target:#?}");
     assert_eq!(target.calls_received, 1);
+}
+
+/// Our attended transferor with SIPp as the target (`testdata/sipp/uas-target-of-attended.xml`,
+/// two calls): our caller holds our callee, consults SIPp, and refers the callee to it with
+/// `Replaces`; SIPp checks that the callee's INVITE names the consultation dialog as SIPp
+/// knows it (its own to-tag, our caller's from-tag) and answers it. SIPp does not end the
+/// replaced dialog, so our caller does, 2 s after the transfer (traced), and every end is
+/// SUCCESS.
+#[test]
+fn our_attended_transferor_consults_a_sipp_target_and_our_transferee_replaces_that_call() {
+    use agent::trace::Direction::Sent;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (target, port) = sipp_uas_calls(&["-sf", sipp_scenario!("uas-target-of-attended.xml")], 2);
+    let text = format!(
+        r#"
+name = "attended to SIPp"
+duration = "4s"
+seed = 5
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+transport = "udp"
+
+[[group]]
+name = "callees"
+endpoints = 1
+registrar = "builtin"
+role = "answer"
+
+[[group]]
+name = "callers"
+endpoints = 1
+registrar = "builtin"
+call = "group:callees"
+actions = [{{ at = "1s", do = "attended_transfer", to = "sip:service@127.0.0.1:{port}", consult = "1s" }}]
+"#
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare("attended-sipp.toml", &text, b"sipp", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default()).unwrap();
+    assert_eq!(
+        target.wait(Duration::from_secs(30)),
+        0,
+        "SIPp answered the consultation call, then an INVITE whose Replaces named it"
+    );
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    let t = caller.transfer.as_ref().expect("the transfer reported");
+    assert_eq!(
+        (t.attended, t.consult_answered, t.succeeded),
+        (1, 1, 1),
+        "{t:?}"
+    );
+    assert!(
+        caller.trace.iter().any(|e| e
+            .text
+            .starts_with("the target did not end the consultation call")),
+        "{caller:#?}"
+    );
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let invite = callee
+        .trace
+        .iter()
+        .find(|e| e.direction == Sent && e.text.starts_with("INVITE sip:service@"))
+        .expect("the transferee's INVITE to SIPp");
+    assert!(invite.text.contains("\r\nReplaces: "), "{}", invite.text);
+    // The transferee's stream moved to SIPp (one media session): the caller's audio for
+    // about two seconds (held: it still sends), then SIPp's echo of ours until the end.
+    let m = callee.media.as_ref().expect("media");
+    assert!(m.rx_packets >= 200 && m.rx_lost == 0, "{m:?}");
+    assert_eq!(summary.transfers.succeeded, 1);
 }

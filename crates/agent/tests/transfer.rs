@@ -264,3 +264,57 @@ fn a_consultation_call_refused_resumes_the_first_call() {
     assert_eq!(summary.transfers.attended, 2);
     assert_eq!(summary.transfers.failed, 2);
 }
+
+/// A caller with `offer = "late"` places its consultation call as it places its calls: an
+/// INVITE without SDP, the target's offer in its 200 answered in the ACK, and the
+/// consultation's audio flows both ways.
+#[test]
+fn a_late_offer_callers_consultation_call_offers_in_the_ack() {
+    use agent::trace::Direction::{Received, Sent};
+    let text = attended().replace(
+        "call = \"group:callees\"",
+        "call = \"group:callees\"\noffer = \"late\"",
+    );
+    let (summary, reports) = run("attended-late.toml", &text);
+    assert_eq!(reports.len(), 6);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let t = r.transfer.as_ref().expect("a transfer");
+        assert_eq!(
+            (t.attended, t.consult_answered, t.succeeded),
+            (1, 1, 1),
+            "{t:?}"
+        );
+        let first = header(messages(r, Sent, "INVITE ").next().unwrap(), "Call-ID");
+        let consult: Vec<_> = messages(r, Sent, "INVITE ")
+            .filter(|m| header(m, "Call-ID") != first)
+            .collect();
+        assert!(!consult.is_empty(), "no consultation INVITE");
+        for m in &consult {
+            assert!(!m.contains("\r\n\r\nv=0"), "an offer in the INVITE: {m}");
+        }
+        let cid = header(consult[0], "Call-ID");
+        // The target offered in its 200; our answer went in the ACK.
+        assert!(
+            messages(r, Received, "SIP/2.0 200")
+                .any(|m| header(m, "Call-ID") == cid && m.contains("\r\n\r\nv=0")),
+            "no offer in the target's 200"
+        );
+        assert!(
+            messages(r, Sent, "ACK ")
+                .any(|m| header(m, "Call-ID") == cid && m.contains("\r\n\r\nv=0")),
+            "no answer in the consultation's ACK"
+        );
+        let m = r.media.as_ref().expect("media");
+        assert_eq!(m.calls, 2, "{m:?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "targets") {
+        // The consultation's second of audio from the caller, then the transferee's.
+        let m = r.media.as_ref().expect("media");
+        assert!(m.rx_packets >= 200, "{m:?}");
+        assert_eq!(m.calls, 2, "{m:?}");
+    }
+    assert_eq!(summary.transfers.succeeded, 2);
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod capacity;
 mod check;
 mod csv;
+mod html;
 mod lint;
 mod registrar;
 mod run;

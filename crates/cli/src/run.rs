@@ -46,6 +46,11 @@ pub struct OutputArgs {
     /// column per metric (keeps the samples whatever the test's size, as --samples).
     #[arg(long, value_name = "FILE")]
     samples_csv: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page: verdict, overview, outcomes,
+    /// groups, per-second media charts, the endpoints' table, and a SIP ladder diagram of
+    /// each endpoint whose trace is kept (failed ones, or all with --all-traces).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// Write the SIP messages of each endpoint whose trace is kept (failed ones, or all with
     /// --all-traces) as DIR/<id>-<user>.pcap, and all of them merged as DIR/all.pcap.
     #[arg(long, value_name = "DIR")]
@@ -125,6 +130,7 @@ fn execute_file(
         prepared.plan.name, prepared.plan.shards
     );
     let pass = std::mem::take(&mut prepared.pass);
+    let name = prepared.plan.name.clone();
     let stop = StopHandle::default();
     watch_ctrl_c(stop.clone());
     let (tx, rx) = mpsc::channel();
@@ -191,7 +197,14 @@ fn execute_file(
             return ExitCode::from(2);
         }
     }
-    match verdict(&summary, &pass) {
+    let verdict = verdict(&summary, &pass);
+    if let Some(path) = &out.html
+        && let Err(e) = std::fs::write(path, crate::html::page(&name, &summary, &reports, &verdict))
+    {
+        eprintln!("sipmeter: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    match verdict {
         Ok(()) => {
             println!("PASSED");
             ExitCode::SUCCESS

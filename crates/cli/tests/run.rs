@@ -194,14 +194,22 @@ fn a_bad_file_names_line_and_field_and_exits_2() {
     );
 }
 
-#[test]
-fn failed_calls_exit_1_with_the_code_and_hint() {
-    let file = tmp("nobody.toml");
+/// A test file `file` named `name` whose two endpoints call users nobody registered (404).
+fn calls_nobody(file: &str, name: &str) -> std::path::PathBuf {
+    let path = tmp(file);
     std::fs::write(
-        &file,
-        "name = \"calls nobody\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{n}@sipmeter.builtin\"\n",
+        &path,
+        format!(
+            "name = \"{name}\"\nduration = \"1s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"a\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"sip:nobody{{n}}@sipmeter.builtin\"\n"
+        ),
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn failed_calls_exit_1_with_the_code_and_hint() {
+    let file = calls_nobody("nobody.toml", "calls nobody");
     let (code, out, err) = sipmeter(&["run", "--quiet", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("CALL_FAILED            2"), "{out}");
@@ -213,6 +221,110 @@ fn failed_calls_exit_1_with_the_code_and_hint() {
         out.contains("FAILED: 0.0 % of endpoints succeeded"),
         "{out}"
     );
+}
+
+/// `--html`: one page with the verdict and its reasons, the outcomes, and for each failed
+/// endpoint its ladder (an arrow per message of its trace, the 404 among them) and the
+/// code's hint; opened in headless Chromium, its script runs (the endpoints' table counted).
+#[test]
+fn the_html_report_shows_the_verdict_the_outcomes_and_each_failures_ladder() {
+    let file = calls_nobody("nobody-html.toml", "calls <nobody>");
+    let (html, report) = (tmp("nobody.html"), tmp("nobody.json"));
+    let (code, out, err) = sipmeter(&[
+        "run",
+        "--quiet",
+        "--html",
+        html.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(
+        page.contains("<h1>calls &lt;nobody&gt;</h1>"),
+        "the name, escaped"
+    );
+    assert!(page.contains("id=\"verdict\">FAILED<ul><li>0.0 % of endpoints succeeded"));
+    assert!(page.contains("data-outcome=\"CALL_FAILED\">2</b>"));
+    let endpoints = v["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    for e in endpoints {
+        let id = e["id"].as_u64().unwrap();
+        let start = page
+            .find(&format!("<details id=\"ep-{id}\""))
+            .expect("a trace section");
+        let section = &page[start..start + page[start..].find("</details></details>").unwrap()];
+        let messages = e["trace"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["direction"] != "note")
+            .count();
+        assert!(
+            messages >= 6,
+            "REGISTER 401 REGISTER 200 INVITE 407 …: {messages}"
+        );
+        assert_eq!(
+            section.matches("class=\"msg").count(),
+            messages,
+            "an arrow each"
+        );
+        assert!(section.contains("SIP/2.0 404 Not Found"), "{section}");
+        assert!(
+            section.contains("404: not found: check the SIP domain"),
+            "the hint"
+        );
+    }
+    if testpeers::available("chromium", "chromium") {
+        let dom = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+            .arg(format!("file://{}", html.display()))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            dom.contains("data-ready=\"1\""),
+            "the page's script ran: {dom}"
+        );
+        assert!(dom.contains("2 of 2 shown"), "{dom}");
+    }
+}
+
+/// The finer CI gates from a test file's `[pass]`: a post-dial delay P95 no real call can
+/// meet fails the run (exit 1) naming the figure and the gate; the same run passes with the
+/// worst endpoint's MOS, jitter and RTT gates it meets.
+#[test]
+fn finer_pass_gates_fail_or_pass_the_run_by_the_measured_figures() {
+    let file = |name: &str, pass: &str| {
+        let path = tmp(name);
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"gates\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"callees\"\nendpoints = 2\nregistrar = \"builtin\"\nrole = \"answer\"\n\n[[group]]\nname = \"callers\"\nendpoints = 2\nregistrar = \"builtin\"\ncall = \"group:callees\"\n\n[pass]\n{pass}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let tight = file("gates-tight.toml", "max_pdd_p95_ms = 0.001");
+    let (code, out, err) = sipmeter(&["run", "--quiet", tight.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAILED: post-dial delay P95 ")
+                && l.ends_with(" ms above max_pdd_p95_ms 0.001")),
+        "{out}"
+    );
+    let fair = file(
+        "gates-fair.toml",
+        "min_ner = 100\nmax_setup_p99_ms = 5000\nmin_mos_worst = 4.0\nmax_jitter_worst_ms = 30\nmax_rtt_ms = 50",
+    );
+    let (code, out, err) = sipmeter(&["run", "--quiet", fair.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASSED"), "{out}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::dtls::{DtlsIdentity, DtlsParams, Fingerprint, FingerprintError, Setup};
-use crate::srtp::{Crypto, MasterKey, SrtpParams, Suite, Unsupported};
+use crate::srtp::{Crypto, MasterKey, Mki, SrtpParams, Suite, Unsupported};
 
 /// An undecodable SDP body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -672,6 +672,14 @@ impl Sdes {
         Ok(Sdes { required, keys })
     }
 
+    /// These keys, each identified by `mki` in every packet (or by none).
+    pub fn with_mki(mut self, mki: Option<Mki>) -> Self {
+        for (_, k) in &mut self.keys {
+            *k = k.clone().with_mki(mki);
+        }
+        self
+    }
+
     /// Our key of `suite`, if we run it.
     pub fn key_of(&self, suite: Suite) -> Option<&MasterKey> {
         self.keys.iter().find(|(s, _)| *s == suite).map(|(_, k)| k)
@@ -748,7 +756,7 @@ pub enum NegotiationError {
     #[error("srtp is required and the sdp has no a=crypto line (RFC 4568)")]
     NoCrypto,
     /// `a=crypto` lines, none of them usable.
-    #[error("no crypto suite in common: the peer offers [{}], we run [{}] without MKI or session parameters", .remote.join(", "), .local.join(" "))]
+    #[error("no crypto suite in common: the peer offers [{}], we run [{}] with one key and without session parameters", .remote.join(", "), .local.join(" "))]
     NoCommonCrypto {
         /// The peer's lines, as `tag suite` (with what we lack, if that is the reason).
         remote: Vec<String>,
@@ -1123,7 +1131,7 @@ fn is_savp(m: &MediaDescription) -> bool {
 }
 
 /// The first `a=crypto` line of `m` that `fits` (RFC 4568 §7.1.2: the answerer takes the
-/// offer's first acceptable line). Lines of other suites or with an MKI or session
+/// offer's first acceptable line). Lines of other suites, several keys or session
 /// parameters are skipped; a malformed line is skipped too, and is the error when no line
 /// fits. Never panics on any input.
 fn pick_crypto(
@@ -1177,11 +1185,23 @@ fn answer_crypto(
     };
     match pick_crypto(om, sdes, |c| sdes.key_of(c.suite).is_some()) {
         Ok(theirs) => {
+            // An offer whose key has an MKI gets ours with one of the same length (value 1):
+            // RFC 4568 leaves each direction its own, but peers that send one (Skype for
+            // Business, Teams, their SBCs: `|2^31|1:1`) expect one back.
+            let mki = theirs
+                .key
+                .mki()
+                .and_then(|m| Mki::new(1, m.len))
+                .or(sdes.key_of(theirs.suite).and_then(MasterKey::mki));
             let ours = Crypto {
                 tag: theirs.tag,
                 suite: theirs.suite,
                 // This is ok because `pick_crypto` took only a suite we have a key of.
-                key: sdes.key_of(theirs.suite).expect("our suite").clone(),
+                key: sdes
+                    .key_of(theirs.suite)
+                    .expect("our suite")
+                    .clone()
+                    .with_mki(mki),
             };
             let params = SrtpParams {
                 suite: theirs.suite,
@@ -2030,7 +2050,7 @@ mod tests {
         assert_eq!(
             answer_offer(
                 &p(&with(&format!(
-                    "a=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:xyz\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4\r\n"
+                    "a=crypto:1 AES_192_CM_HMAC_SHA1_80 inline:xyz\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4;inline:{key}|2^31|2:4\r\n"
                 ))),
                 &b
             )
@@ -2038,11 +2058,29 @@ mod tests {
             NegotiationError::NoCommonCrypto {
                 remote: vec![
                     "AES_192_CM_HMAC_SHA1_80".into(),
-                    "2 AES_CM_128_HMAC_SHA1_80 with MKI".into()
+                    "2 AES_CM_128_HMAC_SHA1_80 with several master keys".into()
                 ],
                 local: all_names(),
             }
         );
+        // One key with an MKI (Skype for Business, Teams: `|2^31|1:1`): taken, and our
+        // answer's key carries an MKI of the same length; each direction keeps its own.
+        let (answer, n) = answer_offer(
+            &p(&with(&format!(
+                "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|7:2\r\n"
+            ))),
+            &b,
+        )
+        .unwrap();
+        let srtp = n.srtp.unwrap();
+        assert_eq!(srtp.rx_key.mki(), Mki::new(7, 2));
+        assert_eq!(srtp.tx_key.mki(), Mki::new(1, 2));
+        let line = answer.to_string();
+        assert!(
+            line.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{line}"
+        );
+        assert!(line.contains("|1:2\r\n"), "{line}");
         // A malformed line next to a good one: the good one is taken; alone: the reason.
         let bad = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\n";
         let good = format!("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{key}\r\n");
@@ -2104,7 +2142,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "no crypto suite in common: the peer offers [1 AEAD_AES_256_GCM (not ours)], we run \
-             [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32] without MKI or session parameters"
+             [AES_CM_128_HMAC_SHA1_80 AES_CM_128_HMAC_SHA1_32] with one key and without session \
+             parameters"
         );
         // A GCM line whose key has AES-CM's length is malformed, never taken.
         b.srtp = sdes(true, 20);

@@ -1290,7 +1290,8 @@ impl MediaSession {
             }
             Err(e) => {
                 match e {
-                    SrtpError::AuthFailed => self.srtp_auth_failures += 1,
+                    // Another MKI: a key we do not have, as a failed tag says.
+                    SrtpError::AuthFailed | SrtpError::UnknownMki => self.srtp_auth_failures += 1,
                     SrtpError::Replayed => self.srtp_replayed += 1,
                     SrtpError::Malformed | SrtpError::IndexExhausted => self.malformed += 1,
                 }

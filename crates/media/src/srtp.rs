@@ -7,7 +7,9 @@
 //! `AES_256_CM_PRF` key derivation) — and the AEAD ones, `AEAD_AES_128_GCM` and
 //! `AEAD_AES_256_GCM` (RFC 7714: AES-GCM with a 16-byte tag, the RTP header as associated
 //! data, a 12-byte salt). The key derivation rate is 0 (RFC 3711 §4.3.1: session keys are
-//! derived once), there is no MKI.
+//! derived once). One master key per direction, with or without an MKI ([`Mki`], RFC 3711
+//! §3.1): when the SDP gave one, every packet carries it (before the HMAC tag, after the
+//! AES-GCM one) and a received packet with another is refused ([`SrtpError::UnknownMki`]).
 //!
 //! How to drive it: an [`SrtpContext`] per call holds what we send ([`SrtpContext::tx`],
 //! our master key) and what we receive ([`SrtpContext::rx`], the peer's). Each RTP or RTCP
@@ -155,13 +157,54 @@ const MAX_RTCP_INDEX: u64 = (1 << 31) - 1;
 /// The longest `key||salt` (AES-256-CM: 32 + 14).
 const MAX_MASTER_LEN: usize = 46;
 
-/// A master key and salt of one suite's lengths. `Debug` never shows it.
+/// A master key identifier (RFC 3711 §3.1, RFC 4568 §6.1: `|value:length` after the key):
+/// `len` bytes (1–128) carried in every SRTP and SRTCP packet under that key, the value
+/// big-endian, zeros first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mki {
+    /// The identifier (SDP's decimal value).
+    pub value: u64,
+    /// Its length in each packet, in bytes (1–128).
+    pub len: u8,
+}
+
+impl Mki {
+    /// The longest MKI of RFC 4568 §6.1 (its grammar: 1–3 digits, at most 128).
+    pub const MAX_LEN: u8 = 128;
+
+    /// `value` in `len` bytes, or `None` when `len` is not 1–128 or `value` does not fit.
+    pub fn new(value: u64, len: u8) -> Option<Self> {
+        let fits = len >= 8 || value >> (8 * u32::from(len)) == 0;
+        ((1..=Self::MAX_LEN).contains(&len) && fits).then_some(Mki { value, len })
+    }
+
+    /// Writes its bytes (big-endian) into `out`, which is `len` bytes long.
+    fn write(self, out: &mut [u8]) {
+        out.fill(0);
+        let be = self.value.to_be_bytes();
+        let n = out.len().min(8);
+        let at = out.len() - n;
+        out[at..].copy_from_slice(&be[8 - n..]);
+    }
+
+    /// Whether `bytes` are this MKI.
+    fn is(self, bytes: &[u8]) -> bool {
+        let mut want = [0u8; Self::MAX_LEN as usize];
+        let want = &mut want[..usize::from(self.len)];
+        self.write(want);
+        want == bytes
+    }
+}
+
+/// A master key and salt of one suite's lengths, with its MKI when the SDP gave one.
+/// `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey {
     /// `key||salt`, zero after `len`.
     bytes: [u8; MAX_MASTER_LEN],
     key_len: u8,
     len: u8,
+    mki: Option<Mki>,
 }
 
 impl fmt::Debug for MasterKey {
@@ -191,7 +234,19 @@ impl MasterKey {
             // This is ok because both are at most 46.
             key_len: suite.key_len() as u8,
             len: bytes.len() as u8,
+            mki: None,
         })
+    }
+
+    /// This key identified by `mki` in every packet (RFC 3711 §3.1), or by none.
+    pub fn with_mki(mut self, mki: Option<Mki>) -> Self {
+        self.mki = mki;
+        self
+    }
+
+    /// Its MKI, if it has one.
+    pub fn mki(&self) -> Option<Mki> {
+        self.mki
     }
 
     /// A fresh key for `suite`, its bytes from `fill` (a CSPRNG: RFC 3711 §8.1.1 wants
@@ -248,6 +303,10 @@ pub enum SrtpError {
     /// (RFC 3711 §9.2): a new key is needed.
     #[error("srtp index exhausted: rekeying needed")]
     IndexExhausted,
+    /// The packet's MKI names no key of ours (RFC 3711 §3.3 step 1: the MKI selects the
+    /// master key; an unknown one cannot be processed).
+    #[error("srtp packet's MKI names another master key")]
+    UnknownMki,
 }
 
 /// An AES key schedule (encryption only) of 128 or 256 bits.
@@ -512,6 +571,8 @@ pub struct SrtpStream {
     rtcp_window: Option<Window>,
     /// The next SRTCP index we send.
     rtcp_index: u64,
+    /// The MKI in each packet (before the HMAC tag; after the AEAD one, RFC 7714 §8.1).
+    mki: Option<Mki>,
 }
 
 impl fmt::Debug for SrtpStream {
@@ -556,7 +617,56 @@ impl SrtpStream {
             rtp_window: None,
             rtcp_window: None,
             rtcp_index: 0,
+            mki: master.mki,
         }
+    }
+
+    /// The MKI's length in each packet (0 without one).
+    fn mki_len(&self) -> usize {
+        self.mki.map_or(0, |m| usize::from(m.len))
+    }
+
+    /// Writes our MKI into the packet that ends at `end`, just protected without it, whose
+    /// last `tag_len` bytes are the tag and the room of the MKI follows: with an HMAC suite
+    /// the tag moves after the MKI (RFC 3711 §3.1: `… | MKI | tag`), with AES-GCM the MKI
+    /// follows the tag (RFC 7714 §8.1, §9.1). Returns the new end.
+    fn put_mki(&self, buf: &mut [u8], end: usize, tag_len: usize) -> usize {
+        let Some(mki) = self.mki else {
+            return end;
+        };
+        let m = usize::from(mki.len);
+        let at = if self.suite.is_aead() {
+            end
+        } else {
+            buf.copy_within(end - tag_len..end, end - tag_len + m);
+            end - tag_len
+        };
+        mki.write(&mut buf[at..at + m]);
+        end + m
+    }
+
+    /// Checks and removes the MKI of a received packet (see [`Self::put_mki`]), the tag of
+    /// `tag_len` bytes moved back in its place; returns the packet's length without it.
+    fn take_mki(&self, packet: &mut [u8], tag_len: usize) -> Result<usize, SrtpError> {
+        let Some(mki) = self.mki else {
+            return Ok(packet.len());
+        };
+        let (n, m) = (packet.len(), usize::from(mki.len));
+        if n < m + tag_len {
+            return Err(SrtpError::Malformed);
+        }
+        let at = if self.suite.is_aead() {
+            n - m
+        } else {
+            n - tag_len - m
+        };
+        if !mki.is(&packet[at..at + m]) {
+            return Err(SrtpError::UnknownMki);
+        }
+        if !self.suite.is_aead() {
+            packet.copy_within(n - tag_len..n, at);
+        }
+        Ok(n - m)
     }
 
     /// The suite.
@@ -569,7 +679,7 @@ impl SrtpStream {
     /// it); a new SSRC starts at ROC 0.
     pub fn protect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
         let len = packet.len();
-        packet.resize(len + self.suite.rtp_tag_len(), 0);
+        packet.resize(len + self.suite.rtp_tag_len() + self.mki_len(), 0);
         let done = self.protect_rtp_in_place(packet, len);
         if done.is_err() {
             packet.truncate(len);
@@ -577,13 +687,14 @@ impl SrtpStream {
         done.map(|_| ())
     }
 
-    /// [`Self::protect_rtp`] in a buffer that has room for the tag: encrypts the RTP packet
-    /// in `buf[..len]` and writes its tag after it; returns the SRTP packet's length (`len`
-    /// plus the suite's tag). An SRTP packet unprotected in place (the same suite) leaves
-    /// that room, so a reflector re-protects without copying.
+    /// [`Self::protect_rtp`] in a buffer that has room for the tag (and the MKI): encrypts
+    /// the RTP packet in `buf[..len]` and writes its tag after it; returns the SRTP packet's
+    /// length (`len` plus the suite's tag and the MKI). An SRTP packet unprotected in place
+    /// (the same suite and MKI length) leaves that room, so a reflector re-protects without
+    /// copying.
     pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let tag_len = self.suite.rtp_tag_len();
-        if buf.len() < len.saturating_add(tag_len) {
+        if buf.len() < len.saturating_add(tag_len + self.mki_len()) {
             return Err(SrtpError::Malformed);
         }
         let (packet, tag_out) = buf.split_at_mut(len);
@@ -611,7 +722,7 @@ impl SrtpStream {
         }
         w.commit(index);
         self.rtp_window = Some(w);
-        Ok(len + tag_len)
+        Ok(self.put_mki(buf, len + tag_len, tag_len))
     }
 
     /// Checks and decrypts the SRTP packet in `packet` in place (RFC 3711 §3.3: index
@@ -619,6 +730,8 @@ impl SrtpStream {
     /// length of the plain RTP packet at its start. A failed packet changes no state.
     pub fn unprotect_rtp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
         let tag_len = self.suite.rtp_tag_len();
+        let n = self.take_mki(packet, tag_len)?;
+        let packet = &mut packet[..n];
         if packet.len() < 12 + tag_len {
             return Err(SrtpError::Malformed);
         }
@@ -682,6 +795,13 @@ impl SrtpStream {
                 packet.extend_from_slice(&e_index);
             }
         }
+        if self.mki.is_some() {
+            // The MKI after the index (RFC 3711 §3.4, RFC 7714 §9.1): before the HMAC tag,
+            // last with AES-GCM.
+            let end = packet.len();
+            packet.resize(end + self.mki_len(), 0);
+            self.put_mki(packet, end, self.suite.rtcp_tag_len());
+        }
         self.rtcp_index += 1;
         Ok(())
     }
@@ -691,6 +811,8 @@ impl SrtpStream {
     /// its start. A failed packet changes no state (its bytes may be).
     pub fn unprotect_rtcp(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
         let tag_len = self.suite.rtcp_tag_len();
+        let n = self.take_mki(packet, tag_len)?;
+        let packet = &mut packet[..n];
         if packet.len() < 8 + RTCP_INDEX_LEN + tag_len {
             return Err(SrtpError::Malformed);
         }
@@ -801,7 +923,8 @@ pub enum CryptoError {
     /// §12): the length found and the suite.
     #[error("a=crypto key is {got} bytes, {want} ({key} key + {salt} salt) expected for {name}", got = .0, want = .1.master_len(), key = .1.key_len(), salt = .1.salt_len(), name = .1.name())]
     KeyLength(usize, Suite),
-    /// The lifetime or MKI field does not parse.
+    /// The lifetime or MKI field does not parse (an MKI longer than 128 bytes, or a value
+    /// its length cannot hold, included).
     #[error("a=crypto key lifetime or MKI is malformed")]
     KeyInfo,
 }
@@ -811,7 +934,7 @@ pub enum CryptoError {
 pub enum Unsupported {
     /// A suite we do not implement (its name).
     Suite(String),
-    /// An MKI (RFC 4568 §6.1), several keys, or a session parameter (KDR, UNENCRYPTED_*,
+    /// Several keys (RFC 4568 §6.1), or a session parameter (KDR, UNENCRYPTED_*,
     /// FEC_ORDER …, §6.3) we do not implement.
     Feature(&'static str),
 }
@@ -829,7 +952,7 @@ pub struct Crypto {
 
 impl Crypto {
     /// Parses the value of an `a=crypto` attribute: `Ok(Err(_))` for a well-formed line we
-    /// cannot use (another suite, an MKI, session parameters).
+    /// cannot use (another suite, several keys, session parameters).
     pub fn parse(value: &str) -> Result<Result<Crypto, Unsupported>, CryptoError> {
         let mut fields = value.split_ascii_whitespace();
         let (Some(tag), Some(suite), Some(key_params)) =
@@ -857,14 +980,17 @@ impl Crypto {
         let Some(key) = MasterKey::new(suite, &bytes) else {
             return Err(CryptoError::KeyLength(bytes.len(), suite));
         };
-        // Optional lifetime ("2^31" or a decimal count), then an optional "MKI:length".
+        // Optional lifetime ("2^31" or a decimal count), then an optional "MKI:length"
+        // (RFC 4568 §6.1; Skype for Business and Teams send `|2^31|1:1`).
+        let mut key = key;
         for p in parts {
             if let Some(exp) = p.strip_prefix("2^") {
                 exp.parse::<u8>().map_err(|_| CryptoError::KeyInfo)?;
             } else if let Some((mki, len)) = p.split_once(':') {
-                mki.parse::<u64>().map_err(|_| CryptoError::KeyInfo)?;
-                len.parse::<u8>().map_err(|_| CryptoError::KeyInfo)?;
-                return Ok(Err(Unsupported::Feature("MKI")));
+                let value = mki.parse::<u64>().map_err(|_| CryptoError::KeyInfo)?;
+                let len = len.parse::<u8>().map_err(|_| CryptoError::KeyInfo)?;
+                let mki = Mki::new(value, len).ok_or(CryptoError::KeyInfo)?;
+                key = key.with_mki(Some(mki));
             } else {
                 p.parse::<u64>().map_err(|_| CryptoError::KeyInfo)?;
             }
@@ -878,14 +1004,19 @@ impl Crypto {
         Ok(Ok(Crypto { tag, suite, key }))
     }
 
-    /// The attribute's value: `<tag> <suite> inline:<key||salt>`.
+    /// The attribute's value: `<tag> <suite> inline:<key||salt>`, and `|<MKI>:<length>`
+    /// when the key has an MKI.
     pub fn value(&self) -> String {
-        format!(
+        let mut v = format!(
             "{} {} inline:{}",
             self.tag,
             self.suite.name(),
             self.key.to_base64()
-        )
+        );
+        if let Some(m) = self.key.mki() {
+            v.push_str(&format!("|{}:{}", m.value, m.len));
+        }
+        v
     }
 }
 
@@ -1276,6 +1407,68 @@ mod tests {
         }
     }
 
+    /// With an MKI (RFC 3711 §3.1): SRTP `payload | MKI | tag` with an HMAC suite and
+    /// `payload+tag | MKI` with AES-GCM; SRTCP `… | E+index | MKI | tag` and `… | E+index |
+    /// MKI`. The MKI is not authenticated: another one is refused as another key's
+    /// (`UnknownMki`), a short packet as malformed, never a panic.
+    #[test]
+    fn an_mki_is_carried_in_each_packet_where_its_suite_puts_it() {
+        let mki = Mki::new(0x0102, 4).unwrap();
+        for suite in Suite::ALL {
+            let k = key_of(suite, 1).with_mki(Some(mki));
+            let (mut tx, mut rx) = (SrtpStream::new(suite, &k), SrtpStream::new(suite, &k));
+            let plain = rtp(7, 0xabcd, &[0x55; 160]);
+            let mut p = plain.clone();
+            tx.protect_rtp(&mut p).unwrap();
+            let tag = suite.rtp_tag_len();
+            assert_eq!(p.len(), plain.len() + tag + 4, "{suite:?}");
+            let at = if suite.is_aead() {
+                p.len() - 4
+            } else {
+                p.len() - tag - 4
+            };
+            assert_eq!(p[at..at + 4], [0, 0, 1, 2], "{suite:?}");
+            let mut wrong = p.clone();
+            wrong[at + 3] = 3;
+            assert_eq!(rx.unprotect_rtp(&mut wrong), Err(SrtpError::UnknownMki));
+            let n = rx.unprotect_rtp(&mut p).unwrap();
+            assert_eq!(p[..n], plain[..], "{suite:?}");
+            // In place, as the echo reflects: the room of the tag and the MKI is reused.
+            let next = rtp(8, 0xabcd, &[0x55; 160]);
+            let mut buf = next.clone();
+            buf.resize(next.len() + tag + 4, 0);
+            let len = tx.protect_rtp_in_place(&mut buf, next.len()).unwrap();
+            assert_eq!(len, buf.len());
+            assert_eq!(rx.unprotect_rtp(&mut buf).unwrap(), next.len());
+            assert_eq!(buf[..next.len()], next[..]);
+            // SRTCP.
+            let rr = vec![0x80, 201, 0, 1, 0, 0, 0, 42];
+            let mut c = rr.clone();
+            tx.protect_rtcp(&mut c).unwrap();
+            let rtag = suite.rtcp_tag_len();
+            assert_eq!(c.len(), 8 + rtag + 4 + 4, "{suite:?}");
+            let at = if suite.is_aead() {
+                c.len() - 4
+            } else {
+                c.len() - rtag - 4
+            };
+            assert_eq!(c[at..at + 4], [0, 0, 1, 2], "{suite:?}");
+            // The E flag and index just before the MKI, whichever the suite.
+            assert_eq!(be32(&c[at - 4..at]), 0x8000_0000, "{suite:?}");
+            let n = rx.unprotect_rtcp(&mut c).unwrap();
+            assert_eq!(c[..n], rr[..]);
+            // Without the MKI the receiver expects: refused, never a panic.
+            let plain_rx = &mut SrtpStream::new(suite, &key_of(suite, 1));
+            let mut q = plain.clone();
+            tx.protect_rtp(&mut q).unwrap();
+            assert_eq!(plain_rx.unprotect_rtp(&mut q), Err(SrtpError::AuthFailed));
+            for len in 0..8 {
+                let _ = rx.unprotect_rtp(&mut vec![0x80u8; len]);
+                let _ = rx.unprotect_rtcp(&mut vec![0x80u8; len]);
+            }
+        }
+    }
+
     #[test]
     fn short_and_odd_packets_never_panic() {
         for suite in Suite::ALL {
@@ -1319,7 +1512,17 @@ mod tests {
             ok,
             "value() round trips"
         );
-        let cases: [(&str, Result<(), CryptoError>); 11] = [
+        // An MKI (`|value:length`, RFC 4568 §6.1): kept with the key, printed back.
+        let with_mki = Crypto::parse(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|2^31|1:4"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(with_mki.key.mki(), Mki::new(1, 4));
+        assert_eq!(
+            with_mki.value(),
+            format!("1 AES_CM_128_HMAC_SHA1_80 inline:{b64}|1:4")
+        );
+        assert_eq!(Crypto::parse(&with_mki.value()).unwrap().unwrap(), with_mki);
+        let cases: [(&str, Result<(), CryptoError>); 13] = [
             ("", Err(CryptoError::Fields)),
             ("1 AES_CM_128_HMAC_SHA1_80", Err(CryptoError::Fields)),
             (
@@ -1342,7 +1545,19 @@ mod tests {
                 "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|x",
                 Err(CryptoError::KeyInfo),
             ),
-            ("1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4", Ok(())),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:4;inline:{k}|2:4",
+                Ok(()),
+            ),
+            // An MKI of 0 or 129 bytes, or a value its length cannot hold.
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|1:0",
+                Err(CryptoError::KeyInfo),
+            ),
+            (
+                "1 AES_CM_128_HMAC_SHA1_80 inline:{k}|256:1",
+                Err(CryptoError::KeyInfo),
+            ),
             ("1 AES_CM_128_HMAC_SHA1_80 inline:{k} KDR=1", Ok(())),
             ("2 AES_192_CM_HMAC_SHA1_80 inline:whatever", Ok(())),
             (

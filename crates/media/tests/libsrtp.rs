@@ -10,6 +10,8 @@
 //! does GCM through NSS); RFC 6188's AES_256_CM_HMAC_SHA1_* are set on its policy with
 //! libsrtp's own `srtp_crypto_policy_set_aes_cm_256_hmac_sha1_*` through ctypes.
 //!
+//! With an MKI (RFC 3711 §3.1) in every suite, through libsrtp's own C API (ctypes).
+//!
 //! Needs `python3-pylibsrtp` (Debian, for `/usr/bin/python3`); skipped when missing unless
 //! SIPMETER_REQUIRE_PEERS=1.
 
@@ -76,10 +78,15 @@ fn unhex(s: &str) -> Vec<u8> {
 
 /// Runs the script once over `cmds`; its answers in order.
 fn libsrtp(suite: &str, rx: &MasterKey, tx: &MasterKey, cmds: &[(char, Vec<u8>)]) -> Vec<String> {
+    let args = [suite.to_owned(), hex(rx.as_bytes()), hex(tx.as_bytes())];
+    run_script(SCRIPT, &args, cmds)
+}
+
+/// Runs `script` with `args` once over `cmds` (`<op> <hex>` lines); its answers in order.
+fn run_script(script: &str, args: &[String], cmds: &[(char, Vec<u8>)]) -> Vec<String> {
     let mut child = Command::new(PYTHON)
-        .args(["-c", SCRIPT, suite])
-        .arg(hex(rx.as_bytes()))
-        .arg(hex(tx.as_bytes()))
+        .args(["-c", script])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -235,6 +242,197 @@ fn our_srtp_and_libsrtp_read_each_other() {
         // Theirs again: replayed.
         let mut again = unhex(&out[5]);
         assert!(rx.unprotect_rtp(&mut again).is_err());
+    }
+}
+
+// ---- MKI (RFC 3711 §3.1) ------------------------------------------------------------------
+//
+// pylibsrtp's policy has no master-key array, so this script drives libsrtp 2's C API
+// through ctypes alone: `srtp_policy_t` as libsrtp 2.5 lays it out, one master key with its
+// MKI per direction (`keys`, `num_master_keys`), and `srtp_protect_mki` /
+// `srtp_unprotect_mki` and their SRTCP forms. Arguments: suite, receive key, its MKI, send
+// key, its MKI (hex).
+
+const MKI_SCRIPT: &str = r#"
+import ctypes, sys
+so = ctypes.CDLL("libsrtp2.so.1")
+class Crypto(ctypes.Structure):
+    _fields_ = [("cipher_type", ctypes.c_uint32), ("cipher_key_len", ctypes.c_int),
+                ("auth_type", ctypes.c_uint32), ("auth_key_len", ctypes.c_int),
+                ("auth_tag_len", ctypes.c_int), ("sec_serv", ctypes.c_int)]
+class Ssrc(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("value", ctypes.c_uint)]
+class Key(ctypes.Structure):
+    _fields_ = [("key", ctypes.c_char_p), ("mki_id", ctypes.c_char_p), ("mki_size", ctypes.c_uint)]
+class Policy(ctypes.Structure):
+    pass
+Policy._fields_ = [("ssrc", Ssrc), ("rtp", Crypto), ("rtcp", Crypto), ("key", ctypes.c_char_p),
+                   ("keys", ctypes.POINTER(ctypes.POINTER(Key))), ("num_master_keys", ctypes.c_ulong),
+                   ("deprecated_ekt", ctypes.c_void_p), ("window_size", ctypes.c_ulong),
+                   ("allow_repeat_tx", ctypes.c_int), ("enc_xtn_hdr", ctypes.POINTER(ctypes.c_int)),
+                   ("enc_xtn_hdr_count", ctypes.c_int), ("next", ctypes.POINTER(Policy))]
+# AES_CM_128_HMAC_SHA1_80 is libsrtp's default (its setter is a macro of the defaults).
+SETTERS = {"AES_CM_128_HMAC_SHA1_80": ("rtp_default", "rtcp_default"),
+           "AES_CM_128_HMAC_SHA1_32": ("aes_cm_128_hmac_sha1_32", "rtcp_default"),
+           "AES_256_CM_HMAC_SHA1_80": ("aes_cm_256_hmac_sha1_80", "aes_cm_256_hmac_sha1_80"),
+           "AES_256_CM_HMAC_SHA1_32": ("aes_cm_256_hmac_sha1_32", "aes_cm_256_hmac_sha1_80"),
+           "AEAD_AES_128_GCM": ("aes_gcm_128_16_auth", "aes_gcm_128_16_auth"),
+           "AEAD_AES_256_GCM": ("aes_gcm_256_16_auth", "aes_gcm_256_16_auth")}
+assert so.srtp_init() == 0
+keep = []
+def session(key_hex, mki_hex, ssrc_type):
+    p = Policy()
+    p.ssrc.type = ssrc_type
+    for name, c in zip(SETTERS[sys.argv[1]], (p.rtp, p.rtcp)):
+        getattr(so, "srtp_crypto_policy_set_" + name)(ctypes.byref(c))
+    key, mki = bytes.fromhex(key_hex), bytes.fromhex(mki_hex)
+    k = Key(key=key, mki_id=mki, mki_size=len(mki))
+    arr = (ctypes.POINTER(Key) * 1)(ctypes.pointer(k))
+    p.keys, p.num_master_keys = arr, 1
+    keep.extend([key, mki, k, arr, p])
+    s = ctypes.c_void_p()
+    rc = so.srtp_create(ctypes.byref(s), ctypes.byref(p))
+    assert rc == 0, rc
+    return s
+rx = session(sys.argv[2], sys.argv[3], 2)
+tx = session(sys.argv[4], sys.argv[5], 3)
+def run(fn, ctx, data, *extra):
+    buf = ctypes.create_string_buffer(data, len(data) + 256)
+    n = ctypes.c_int(len(data))
+    rc = fn(ctx, buf, ctypes.byref(n), *extra)
+    return buf.raw[:n.value].hex() if rc == 0 else "ERR %d" % rc
+ops = {"P": lambda d: run(so.srtp_protect_mki, tx, d, 1, 0),
+       "C": lambda d: run(so.srtp_protect_rtcp_mki, tx, d, 1, 0),
+       "U": lambda d: run(so.srtp_unprotect_mki, rx, d, 1),
+       "D": lambda d: run(so.srtp_unprotect_rtcp_mki, rx, d, 1)}
+for line in sys.stdin:
+    op, data = line.split()
+    print(ops[op](bytes.fromhex(data)), flush=True)
+"#;
+
+/// Keys with an MKI, each direction its own (4 bytes ours, 2 bytes theirs): our SRTP is
+/// libsrtp's byte for byte, MKI included where the suite puts it; libsrtp reads our SRTP and
+/// SRTCP, we read its; a packet with another MKI is refused by both.
+#[test]
+fn mki_packets_are_libsrtps_byte_for_byte_and_read_both_ways() {
+    use media::srtp::Mki;
+    if !have_libsrtp() {
+        return;
+    }
+    let (our_mki, their_mki) = (
+        Mki::new(0x0102_0304, 4).unwrap(),
+        Mki::new(0x0a0b, 2).unwrap(),
+    );
+    for suite in Suite::ALL {
+        let name = suite.name();
+        let key = |f: fn(usize) -> usize, mki| {
+            let bytes: Vec<u8> = (0..suite.master_len()).map(|i| f(i) as u8).collect();
+            MasterKey::new(suite, &bytes).unwrap().with_mki(Some(mki))
+        };
+        let ours = key(|i| i * 5 + 2, our_mki);
+        let theirs = key(|i| i * 11 + 9, their_mki);
+        let args = |rx: &MasterKey, rx_mki: &str, tx: &MasterKey, tx_mki: &str| {
+            [
+                name.to_owned(),
+                hex(rx.as_bytes()),
+                rx_mki.to_owned(),
+                hex(tx.as_bytes()),
+                tx_mki.to_owned(),
+            ]
+        };
+        let plain: Vec<Vec<u8>> = (0..6u16).map(|s| rtp(100 + s, 0x0bad_cafe, 0x33)).collect();
+        let rtcp: Vec<Vec<u8>> = (0..3).map(|n| rtcp_rr(0x0bad_cafe, n)).collect();
+
+        // We protect; libsrtp protects the same under the same key and MKI (equal bytes),
+        // then reads ours.
+        let mut tx = SrtpStream::new(suite, &ours);
+        let protected: Vec<Vec<u8>> = plain
+            .iter()
+            .map(|p| {
+                let mut v = p.clone();
+                tx.protect_rtp(&mut v).unwrap();
+                v
+            })
+            .collect();
+        // libsrtp's first SRTCP index is 1, ours 0: one thrown away lines them up.
+        tx.protect_rtcp(&mut rtcp[0].clone()).unwrap();
+        let protected_rtcp: Vec<Vec<u8>> = rtcp
+            .iter()
+            .map(|p| {
+                let mut v = p.clone();
+                tx.protect_rtcp(&mut v).unwrap();
+                v
+            })
+            .collect();
+        let mut other_mki = protected[5].clone();
+        let at = if suite.is_aead() {
+            other_mki.len() - 1
+        } else {
+            other_mki.len() - suite.rtp_tag_len() - 1
+        };
+        other_mki[at] ^= 1;
+        let mut cmds: Vec<(char, Vec<u8>)> = plain.iter().map(|p| ('P', p.clone())).collect();
+        cmds.extend(rtcp.iter().map(|p| ('C', p.clone())));
+        cmds.push(('U', other_mki));
+        cmds.extend(protected.iter().map(|p| ('U', p.clone())));
+        cmds.extend(protected_rtcp.iter().map(|p| ('D', p.clone())));
+        let out = run_script(
+            MKI_SCRIPT,
+            &args(&ours, "01020304", &ours, "01020304"),
+            &cmds,
+        );
+        let (n, r) = (plain.len(), rtcp.len());
+        for (i, p) in protected.iter().enumerate() {
+            assert_eq!(out[i], hex(p), "{name}: SRTP {i} with MKI differs");
+            assert_eq!(
+                out[n + r + 1 + i],
+                hex(&plain[i]),
+                "{name}: libsrtp read {i}"
+            );
+        }
+        // The `_32` suites: SRTP's tag is 4 bytes, SRTCP's 10 (RFC 4568 §6.2.2), and libsrtp
+        // 2.5 protects SRTCP so (its bytes are ours, checked here) but looks for the MKI of a
+        // received SRTCP packet 4 bytes from the end, the SRTP tag's length: it refuses its
+        // own packets with srtp_err_status_bad_mki (25). Ours are read by us both ways.
+        let libsrtp_reads_its_srtcp = suite.rtp_tag_len() == suite.rtcp_tag_len();
+        for (i, p) in protected_rtcp.iter().enumerate() {
+            assert_eq!(out[n + i], hex(p), "{name}: SRTCP {i} with MKI differs");
+            let read = &out[2 * n + r + 1 + i];
+            if libsrtp_reads_its_srtcp {
+                assert_eq!(*read, hex(&rtcp[i]), "{name}: libsrtp read SRTCP {i}");
+            } else {
+                assert_eq!(read, "ERR 25", "{name}: libsrtp 2.5's SRTCP MKI offset");
+            }
+        }
+        assert!(
+            out[n + r].starts_with("ERR"),
+            "{name}: another MKI: {}",
+            out[n + r]
+        );
+
+        // libsrtp protects under its key and MKI; we read it, and refuse another MKI.
+        let mut cmds: Vec<(char, Vec<u8>)> = plain.iter().map(|p| ('P', p.clone())).collect();
+        cmds.extend(rtcp.iter().map(|p| ('C', p.clone())));
+        let out = run_script(MKI_SCRIPT, &args(&ours, "01020304", &theirs, "0a0b"), &cmds);
+        let mut rx = SrtpStream::new(suite, &theirs);
+        for (i, line) in out.iter().enumerate() {
+            let mut b = unhex(line);
+            let (len, want) = if i < n {
+                assert_eq!(b.len(), plain[i].len() + suite.rtp_tag_len() + 2, "{name}");
+                (rx.unprotect_rtp(&mut b), &plain[i])
+            } else {
+                (rx.unprotect_rtcp(&mut b), &rtcp[i - n])
+            };
+            let len = len.unwrap_or_else(|e| panic!("{name}: their packet {i}: {e}"));
+            assert_eq!(b[..len], want[..], "{name}: their packet {i}");
+        }
+        let mut wrong = SrtpStream::new(suite, &theirs.clone().with_mki(Mki::new(0x0a0c, 2)));
+        let mut b = unhex(&out[1]);
+        assert_eq!(
+            wrong.unprotect_rtp(&mut b),
+            Err(media::srtp::SrtpError::UnknownMki),
+            "{name}"
+        );
     }
 }
 

@@ -1236,7 +1236,9 @@ impl EchoMedia {
                     Ok(len) => len,
                     Err(e) => {
                         match e {
-                            SrtpError::AuthFailed => self.srtp_auth_failures += 1,
+                            SrtpError::AuthFailed | SrtpError::UnknownMki => {
+                                self.srtp_auth_failures += 1;
+                            }
                             SrtpError::Replayed => self.srtp_replayed += 1,
                             SrtpError::Malformed | SrtpError::IndexExhausted => {
                                 self.malformed += 1;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use sip_msg::Uri;
 use sip_proto::ua::{CallEvent, CallId, CallState};
 
-use super::super::{CallMedia, Endpoint, Outcome, Script, Shard, ms, sdp_offer};
+use super::super::{CallMedia, Endpoint, OfferTiming, Outcome, Role, Script, Shard, ms, sdp_offer};
 use crate::hints::hint_for;
 use crate::sdpoffer::sdp;
 use crate::trace::TraceEntry;
@@ -85,6 +85,12 @@ pub(in crate::engine) struct Attended {
     media: Option<Box<CallMedia>>,
     /// The first call has ended: the endpoint's next call waits for the consultation's end.
     after_call: bool,
+}
+
+/// The seed of a consultation call's media (SSRC, sequence, impairments): the run's, the
+/// endpoint's and the transfer's number.
+fn consult_seed(run: u64, endpoint: u32, attended: u32) -> u64 {
+    run ^ u64::from(endpoint) ^ u64::from(attended) << 40 ^ 0xa77e
 }
 
 impl Attended {
@@ -304,7 +310,7 @@ impl Shard<'_> {
                 t.report.consult_answered += 1;
                 t.report.consult_code = Some(200);
                 t.report.consult_setup_ms = a.placed.map(|p| ms(now - p));
-                let seed = seed ^ u64::from(ep.id) ^ u64::from(t.report.attended) << 40 ^ 0xa77e;
+                let seed = consult_seed(seed, ep.id, t.report.attended);
                 let cname = format!("{}@sipmeter", ep.ua.user());
                 let mut negotiation = Ok(());
                 if let Some(m) = a.media.as_mut() {
@@ -326,6 +332,36 @@ impl Shard<'_> {
                             "the attended transfer's consultation call to {target} could not \
                              negotiate its media ({e}): given up, the first call resumed"
                         );
+                        self.fail_attended(idx, now, w);
+                    }
+                }
+            }
+            CallEvent::Offered { sdp: offer } => {
+                // A late offer's consultation: the target offered in its 2xx (or a reliable
+                // 1xx); our answer starts the media and goes in the ACK (or PRACK).
+                let seed = consult_seed(seed, ep.id, t.report.attended);
+                let cname = format!("{}@sipmeter", ep.ua.user());
+                let answer = match a.media.as_mut() {
+                    Some(m) if !m.started() => {
+                        let answer = m.answer(offer, seed as u32, &cname, seed, now);
+                        m.early(now);
+                        answer
+                    }
+                    _ => Ok(sdp_offer(a.ip, 0, u64::from(ep.id))),
+                };
+                match answer {
+                    Ok(answer) => {
+                        ep.ua.answer_offer(now, call, answer);
+                    }
+                    Err(e) => {
+                        // Hung up by the give-up (its streams rejected in the ACK, then
+                        // BYE, as `hangup` does for the endpoint's own late-offer call).
+                        let w = format!(
+                            "the attended transfer's consultation call to {target} could not \
+                             negotiate its media (the target's offer: {e}): given up, the first \
+                             call resumed"
+                        );
+                        a.media = None;
                         self.fail_attended(idx, now, w);
                     }
                 }
@@ -499,7 +535,16 @@ impl Shard<'_> {
             );
             return;
         };
-        let call = ep.ua.call(now, target.clone(), Some(offer));
+        // A caller with `offer = "late"` consults as it calls: no SDP in the INVITE, the
+        // target's offer (in its 2xx) answered in the ACK (`CallEvent::Offered` below).
+        let late = matches!(
+            &self.plan.groups[ep.group].role,
+            Role::Call {
+                offer: OfferTiming::Late,
+                ..
+            }
+        );
+        let call = ep.ua.call(now, target.clone(), (!late).then_some(offer));
         // Routed to the endpoint by its Call-ID, but not as the endpoint's call (that route
         // is the first call's, which goes on).
         let cid = ep.ua.sip_call_id(call).map(str::to_owned);
