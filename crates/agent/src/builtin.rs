@@ -360,6 +360,10 @@ impl BuiltinRegistrar {
                                 continue;
                             }
                         };
+                        if let Some(answer) = stun_answer(&buf[..n], from) {
+                            let _ = sock.send_to(&answer, from).await;
+                            continue;
+                        }
                         // Malformed input is dropped here; a registrar answers what it can read.
                         if let Ok(msg) = Message::parse(&buf[..n]) {
                             core.handle_message(Instant::now(), unix_now(), msg, from);
@@ -415,7 +419,14 @@ fn advertise(ip: IpAddr, advertised: &Host) -> Host {
     }
 }
 
-/// Hands every datagram of one UDP listener to the core.
+/// RFC 5626 §4.4.2 / §5.3: an outbound phone's STUN Binding request on the SIP UDP port is
+/// answered with its XOR-MAPPED-ADDRESS (where we saw it); `None` for anything else.
+fn stun_answer(datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+    let tid = sip_proto::stun::binding_request_tid(datagram)?;
+    Some(sip_proto::stun::binding_success(tid, from))
+}
+
+/// Hands every datagram of one UDP listener to the core (STUN keep-alives it answers itself).
 async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEvent>) {
     let mut buf = vec![0u8; 65_536];
     loop {
@@ -426,6 +437,10 @@ async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEv
                 continue;
             }
         };
+        if let Some(answer) = stun_answer(&buf[..n], addr) {
+            let _ = sock.send_to(&answer, addr).await;
+            continue;
+        }
         let msg = Bytes::copy_from_slice(&buf[..n]);
         if events
             .send(ConnEvent::Message(Flow { addr, iface }, msg))

@@ -48,12 +48,14 @@ use crate::udpbatch::{self, RecvBatch, SendQueue};
 
 mod events;
 mod failover_glue;
+mod outbound_flow;
 mod proxy_failover;
 mod proxy_link;
 mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
 pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan};
+pub use outbound_flow::{OutboundEndpoint, OutboundSummary};
 pub use transfer::{TransferCounts, TransferReport};
 
 /// Where the endpoints register and send their calls.
@@ -99,6 +101,9 @@ pub struct TransportPlan {
     /// DSCP of the signalling sent to this server (`sip_dscp`; `None`: unmarked). A shard's
     /// shared UDP socket takes the first server's, as it takes its buffer sizes.
     pub sip_dscp: Option<crate::dscp::Dscp>,
+    /// RFC 5626 outbound (`outbound = true`): instance and reg-id in REGISTER, flow
+    /// keep-alives with their answers checked, a new registration when the flow fails.
+    pub outbound: bool,
 }
 
 impl Default for TransportPlan {
@@ -115,6 +120,7 @@ impl Default for TransportPlan {
             udp_recv_buffer: None,
             udp_send_buffer: None,
             sip_dscp: None,
+            outbound: false,
         }
     }
 }
@@ -476,6 +482,9 @@ pub struct EndpointReport {
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
+    /// Its RFC 5626 outbound flow (`outbound = true`), once it registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundEndpoint>,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -752,6 +761,10 @@ pub struct RunSummary {
     /// RFC 3263 §4.3: requests sent again to the next target after a timeout or a 503, and
     /// endpoints moved off a target the shard found dead.
     pub failovers: u64,
+    /// RFC 5626 outbound (`outbound = true` on a registrar): flows in use, keep-alives and
+    /// their answers, flow failures and recoveries; `None` when no registrar uses it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundSummary>,
     /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
     /// does not grow with endpoints or connections: they all live in the shard's loop and
     /// its poll sets, never in a task of their own.
@@ -1141,6 +1154,11 @@ pub fn run_with_targets(
                 base.reconnects += stats.reconnects;
                 base.connections_opened += stats.connections_opened;
                 base.failovers += stats.failovers;
+                if plan.servers().any(|s| s.transport.outbound) {
+                    base.outbound
+                        .get_or_insert_with(OutboundSummary::default)
+                        .add(&stats);
+                }
                 base.shard_tasks_max = base.shard_tasks_max.max(stats.tasks_max);
             }
             Ok(Err(e)) => first_err = Some(e),
@@ -1340,6 +1358,8 @@ struct ShardStats {
     tasks_max: usize,
     /// How late RTP packets left against their pacing schedule.
     send_timing: SendTiming,
+    /// RFC 5626 outbound counts.
+    outbound: OutboundSummary,
 }
 
 impl ShardStats {
@@ -1488,6 +1508,8 @@ struct Endpoint {
     failover: EndpointFailover<Box<failover_glue::CallRetry>>,
     /// Its outbound proxy target, when the proxy has several (RFC 3263 by its name).
     proxy_failover: Option<Box<proxy_failover::ProxyFailover>>,
+    /// Its RFC 5626 outbound flow, once registered with `outbound = true`.
+    ob: Option<Box<outbound_flow::ObFlow>>,
 }
 
 impl Endpoint {
@@ -1656,7 +1678,7 @@ fn new_ua(
     seed: u64,
 ) -> UserAgent {
     let ep_plan = &plan.groups[g].endpoints[i];
-    UserAgent::with_profile(
+    let mut ua = UserAgent::with_profile(
         Arc::clone(profile),
         UaIdentity {
             user: ep_plan.user.clone(),
@@ -1665,7 +1687,16 @@ fn new_ua(
             local_port: local.port(),
             seed,
         },
-    )
+    );
+    if plan.server_of(g).transport.outbound {
+        // RFC 5626 §4.1: one instance ID per phone for the whole run (a reconnect's new
+        // agent keeps it), from the run's seed, the group and the endpoint.
+        let key = (g as u64) << 32 | i as u64;
+        ua.enable_outbound(sip_proto::outbound::instance_urn(
+            plan.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5626,
+        ));
+    }
+    ua
 }
 
 fn sdp_offer(ip: IpAddr, port: u16, session: u64) -> Bytes {
@@ -1923,6 +1954,7 @@ impl<'a> Shard<'a> {
                     let proxy = &shard.proxy_targets[plan.groups[g].server];
                     (proxy.len() > 1).then(|| Box::new(EndpointFailover::new(proxy, start)))
                 },
+                ob: None,
             });
             for n in notes {
                 shard.endpoints[idx]
@@ -1939,6 +1971,9 @@ impl<'a> Shard<'a> {
         shard.open_shared_links(start);
         shard.event_loop(stop).await?;
         shard.stats.connections_opened = shard.net.opened_count();
+        let flows = shard.net.flow_counts();
+        shard.stats.outbound.keepalives_sent += flows.pings;
+        shard.stats.outbound.pongs += flows.pongs;
         Ok(shard.stats)
     }
 
@@ -2099,12 +2134,14 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         let media_at = ep.next_media_at();
         let transfer_at = ep.transfers.as_deref().and_then(transfer::Transfers::due);
+        let outbound_at = ep.ob.as_deref().and_then(outbound_flow::ObFlow::due);
         let next = [
             ep.ua.poll_timeout(),
             ep.script_at,
             action_at,
             transfer_at,
             silence_at,
+            outbound_at,
         ]
         .into_iter()
         .flatten()
@@ -2371,6 +2408,7 @@ impl<'a> Shard<'a> {
         self.run_actions(idx, now);
         self.run_attended(idx, now);
         self.media_timeout(idx, now);
+        self.outbound_timer(idx, now);
         self.pump(idx, now);
     }
 
@@ -3041,6 +3079,12 @@ impl<'a> Shard<'a> {
     }
 
     fn on_event(&mut self, idx: usize, now: Instant, ev: UaEvent) {
+        // RFC 5626: is the flow in use, and how is it kept alive (failover or not).
+        if let UaEvent::Registered { refresh, .. } = &ev
+            && self.outbound_on(idx)
+        {
+            self.outbound_registered(idx, now, *refresh);
+        }
         // RFC 3263 §4.3: a REGISTER that timed out or got a 503 moves to the next target.
         match &ev {
             UaEvent::RegistrationFailed { code, reason }
@@ -3715,6 +3759,7 @@ impl<'a> Shard<'a> {
             event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
             sound_heard: events::sounds(ep),
             transfer: ep.transfers.take().map(|t| t.report),
+            outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {
@@ -3824,6 +3869,10 @@ impl<'a> Shard<'a> {
     /// A message from the server: over the shard's UDP socket (`on`: `None`, routed by
     /// Request-URI user or Call-ID), or over endpoint `on`'s own connection.
     fn on_message(&mut self, now: Instant, bytes: Bytes, from: SocketAddr, on: Option<usize>) {
+        // RFC 5626 §4.4.2: STUN shares the flow with SIP (told apart by its first bits).
+        if sip_proto::stun::is_stun(&bytes) {
+            return self.on_stun(now, &bytes, from, on);
+        }
         let (kind, local) = match on {
             Some(i) => (
                 self.plan.site_server(self.site(i)).transport.kind,
@@ -4098,7 +4147,14 @@ impl<'a> Shard<'a> {
                     && !stopping
                     && ep.link.failures < MAX_RECONNECT_FAILURES
                 {
-                    let wait = reconnect_backoff(ep.link.failures);
+                    let failures = ep.link.failures;
+                    // RFC 5626 §4.5: an outbound phone waits 30 s doubling (random 50-100 %).
+                    let wait = if server.transport.outbound {
+                        self.outbound_backoff(idx, failures)
+                    } else {
+                        reconnect_backoff(failures)
+                    };
+                    let ep = &mut self.endpoints[idx];
                     ep.link.failures += 1;
                     ep.trace.push(TraceEntry::note(
                         format!("reconnecting in {} ms", wait.as_millis()),
@@ -4156,6 +4212,8 @@ impl<'a> Shard<'a> {
                     return;
                 }
                 if server.transport.reconnect && !stopping && !leaving {
+                    self.outbound_failed(idx, now, &format!("the connection closed: {reason}"));
+                    let ep = &mut self.endpoints[idx];
                     // The phone reconnects and registers again (RFC 5626 §4.4.1); a call
                     // in progress is lost with its connection.
                     if let Some(call) = ep.active_call.take() {

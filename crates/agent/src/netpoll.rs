@@ -33,6 +33,9 @@ use tokio::io::unix::AsyncFd;
 
 use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings, UNREACHABLE_HINT};
 use crate::flow::{FlowError, MAX_MESSAGE, tls_timeout, ws_timeout};
+#[cfg(doc)]
+use sip_proto::outbound::PONG_TIMEOUT;
+use sip_proto::outbound::keepalive_after;
 
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
@@ -86,6 +89,45 @@ struct Conn {
     notes: Vec<String>,
     /// The phase timeout, or the next keep-alive once open.
     deadline: Option<Instant>,
+    /// RFC 5626 outbound keep-alives, once the registration uses the flow
+    /// ([`NetPoll::keep_flow`]). Boxed: most connections have none.
+    flow: Option<Box<FlowKeep>>,
+}
+
+/// RFC 5626 §4.4.1 keep-alives of a flow: CRLF pings at a random 80–100 % of the period,
+/// each answered by a CRLF pong within [`PONG_TIMEOUT`] or the flow has failed.
+struct FlowKeep {
+    /// The Flow-Timer, else the configured interval.
+    period: Duration,
+    /// A xorshift state for the 80–100 % draw (seeded by the shard: replayable).
+    rng: u64,
+    /// When the unanswered ping went out.
+    awaiting: Option<Instant>,
+    /// How long a pong may take ([`PONG_TIMEOUT`] in a run).
+    pong_timeout: Duration,
+}
+
+impl FlowKeep {
+    /// The time from one ping to the next (RFC 5626 §4.4.1: random in 80–100 % of the period).
+    fn next_gap(&mut self) -> Duration {
+        // xorshift64: enough to spread the phones' pings; never zero from a non-zero seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let r = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        keepalive_after(self.period, r)
+    }
+}
+
+/// Keep-alive counts of the flows that use outbound ([`NetPoll::flow_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// CRLF pings sent.
+    pub pings: u64,
+    /// CRLF pongs received in answer.
+    pub pongs: u64,
+    /// Flows closed because a pong did not come.
+    pub missing_pongs: u64,
 }
 
 /// A shard's signalling sockets in one poll set.
@@ -107,6 +149,8 @@ pub struct NetPoll {
     buf: Box<[u8]>,
     /// Connections that reached the open phase, reconnects included.
     opened: u64,
+    /// Outbound flows' keep-alive counts.
+    flows: FlowCounts,
 }
 
 impl std::fmt::Debug for NetPoll {
@@ -169,6 +213,7 @@ impl NetPoll {
             tokens: Vec::with_capacity(EVENTS_PER_POLL),
             buf: vec![0; 65_536].into_boxed_slice(),
             opened: 0,
+            flows: FlowCounts::default(),
         })
     }
 
@@ -195,6 +240,46 @@ impl NetPoll {
     /// included.
     pub fn opened_count(&self) -> u64 {
         self.opened
+    }
+
+    /// The outbound flows' keep-alive counts so far.
+    pub fn flow_counts(&self) -> FlowCounts {
+        self.flows
+    }
+
+    /// The registration over `leg` of endpoint `endpoint` uses the flow (RFC 5626 §4.2.1):
+    /// from now on its keep-alives are CRLF pings every 80–100 % of `period` (the registrar's
+    /// Flow-Timer, else the configured interval), each answered by a CRLF pong within
+    /// `pong_timeout` ([`PONG_TIMEOUT`]), else the connection is closed as a failed flow
+    /// (§4.4.1). `seed` seeds
+    /// the draws. False when the connection is not open, or is a WebSocket (its own
+    /// keep-alive, RFC 6455 pings, is the transport's: no CRLF on it).
+    pub fn keep_flow(
+        &mut self,
+        endpoint: usize,
+        leg: Leg,
+        period: Duration,
+        pong_timeout: Duration,
+        seed: u64,
+        now: Instant,
+    ) -> bool {
+        let k = key(endpoint, leg);
+        let Some(c) = self.cell_mut(k).and_then(Option::as_mut) else {
+            return false;
+        };
+        if c.phase != Phase::Open || c.settings.kind.websocket() {
+            return false;
+        }
+        let mut keep = Box::new(FlowKeep {
+            period,
+            rng: seed | 1,
+            awaiting: None,
+            pong_timeout,
+        });
+        let first = now + keep.next_gap();
+        c.flow = Some(keep);
+        self.set_deadline(k, first);
+        true
     }
 
     /// The next event for the shard, left in place.
@@ -273,6 +358,34 @@ impl NetPoll {
                         tls: None,
                     };
                     self.fail(endpoint, &e);
+                }
+                Phase::Open if c.flow.is_some() => {
+                    let Some(flow) = c.flow.as_deref_mut() else {
+                        continue;
+                    };
+                    let wait = flow.pong_timeout;
+                    if flow.awaiting.is_some() {
+                        self.flows.missing_pongs += 1;
+                        let waited = wait;
+                        self.close_with(
+                            endpoint,
+                            format!(
+                                "no CRLF pong within {} ms of our keep-alive ping (RFC 5626 §4.4.1): the flow failed",
+                                waited.as_millis()
+                            ),
+                        );
+                        continue;
+                    }
+                    // RFC 5626 §4.4.1: a double CRLF, answered by a single CRLF within 10 s.
+                    flow.awaiting = Some(at.max(now));
+                    if c.queue.len() < SEND_QUEUE {
+                        c.queue.push_back(Bytes::from_static(b"\r\n\r\n"));
+                    }
+                    self.flows.pings += 1;
+                    self.set_deadline(endpoint, at.max(now) + wait);
+                    if let Err(e) = self.flush(endpoint) {
+                        self.close_with(endpoint, format!("keep-alive failed: {e}"));
+                    }
                 }
                 Phase::Open => {
                     let Some(period) = settings.keepalive else {
@@ -357,6 +470,7 @@ impl NetPoll {
             offset: 0,
             notes: Vec::new(),
             deadline: None,
+            flow: None,
         });
         self.set_deadline(endpoint, now + timeout);
     }
@@ -784,7 +898,19 @@ impl NetPoll {
                     generation,
                     event: StreamEvent::Message(m),
                 }),
-                Ok(Frame::Ping | Frame::Pong) => {}
+                Ok(Frame::Pong) => {
+                    // RFC 5626 §4.4.1: the pong to an outbound flow's ping; the next ping
+                    // goes 80–100 % of the period after the last.
+                    if let Some(f) = c.flow.as_deref_mut()
+                        && let Some(sent) = f.awaiting.take()
+                    {
+                        self.flows.pongs += 1;
+                        let next = sent + f.next_gap();
+                        c.deadline = Some(next);
+                        self.deadlines.push(Reverse((next, endpoint, generation)));
+                    }
+                }
+                Ok(Frame::Ping) => {}
                 Err(e) => return Err(Box::new(e.into())),
             }
         }
@@ -976,6 +1102,74 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    /// RFC 5626 §4.4.1 over a real loopback connection: once the flow is kept
+    /// (`keep_flow`), each ping waits for its pong; answered pings are counted, and a ping
+    /// left unanswered past the pong timeout closes the connection as a failed flow.
+    #[tokio::test]
+    async fn an_outbound_flow_counts_pongs_and_fails_without_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new().unwrap();
+        // The configured keep-alive is long: the flow's own period takes over.
+        let settings = tcp_settings(addr, Some(Duration::from_secs(30)));
+        let mut events = VecDeque::new();
+        assert!(!net.keep_flow(
+            2,
+            Leg::Server,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+            9,
+            Instant::now()
+        ));
+        net.connect(2, 1, Instant::now(), settings);
+        let (mut server, _) = listener.accept().await.unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        assert!(net.keep_flow(
+            2,
+            Leg::Server,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+            9,
+            Instant::now()
+        ));
+        // Two pings answered with a pong each.
+        for _ in 0..2 {
+            let mut ping = [0u8; 4];
+            tokio::select! {
+                r = server.read_exact(&mut ping) => { r.unwrap(); }
+                () = drive(&mut net, &mut events) => unreachable!(),
+                () = tokio::time::sleep(Duration::from_secs(2)) => panic!("no ping"),
+            }
+            assert_eq!(&ping, b"\r\n\r\n");
+            server.write_all(b"\r\n").await.unwrap();
+        }
+        // The third ping goes unanswered: the flow fails.
+        let began = Instant::now();
+        let why = loop {
+            let mut ping = [0u8; 4];
+            tokio::select! {
+                // The close reaches the server first: the event follows.
+                r = server.read_exact(&mut ping) => if r.is_err() {
+                    match next(&mut net, &mut events).await.event {
+                        StreamEvent::Closed(why) => break why,
+                        other => panic!("{other:?}"),
+                    }
+                },
+                ev = next(&mut net, &mut events) => match ev.event {
+                    StreamEvent::Closed(why) => break why,
+                    other => panic!("{other:?}"),
+                },
+                () = tokio::time::sleep(Duration::from_secs(3)) => panic!("no failure"),
+            }
+        };
+        assert!(why.starts_with("no CRLF pong within 300 ms"), "{why}");
+        assert!(began.elapsed() >= Duration::from_millis(300));
+        let c = net.flow_counts();
+        assert_eq!((c.pongs, c.missing_pongs), (2, 1), "{c:?}");
+        assert_eq!(c.pings, 3, "{c:?}");
     }
 
     /// RFC 5626 §3.5.1 over a real loopback connection: the client sends CRLFCRLF every

@@ -133,6 +133,9 @@ pub struct RegistrarEntry {
     /// `false`: do not REGISTER; call straight away (a SIP trunk with IP authentication, a
     /// PBX that accepts unregistered calls, or a peer such as SIPp). Default true.
     pub register: Option<bool>,
+    /// RFC 5626 SIP Outbound (default false): REGISTER with `+sip.instance` and `reg-id`,
+    /// keep the flow alive (CRLF ping/pong, STUN over UDP), register again when it fails.
+    pub outbound: Option<Spanned<bool>>,
 }
 
 /// An `[[accounts]]` entry: a numeric range, or a list.
@@ -920,6 +923,30 @@ fn transport_plan(
             );
         }
     }
+    let outbound = r.outbound.as_ref().is_some_and(|o| *o.get_ref());
+    if let Some(o) = r.outbound.as_ref().filter(|_| outbound) {
+        // RFC 5626 needs a flow per phone, registered, and kept alive: refuse what is not.
+        let clash = if shared_connection {
+            Some(
+                "outbound = true needs a flow per endpoint (RFC 5626 §4.2): remove connections = \"shared\"",
+            )
+        } else if keepalive.is_none() {
+            Some("outbound = true needs keep-alives (RFC 5626 §4.4.1): remove keepalive = \"0s\"")
+        } else if r.register == Some(false) {
+            Some(
+                "outbound = true registers the flow (RFC 5626 §4.2): it does not go with register = false",
+            )
+        } else if r.outbound_proxy.is_some() && kind != Some(FlowKind::Udp) {
+            Some(
+                "outbound = true with an outbound_proxy is supported over udp only yet (over tcp/tls/ws/wss the REGISTER would need the proxy's connection): use transport = \"udp\", or register with the edge proxy as the registrar",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = clash {
+            return cx.err(o.span(), field("outbound"), why);
+        }
+    }
     let buffer = |b: &Option<Spanned<usize>>, f: &str| match b {
         None => Ok(None),
         Some(v) if (1024..=(256 << 20)).contains(v.get_ref()) => Ok(Some(*v.get_ref())),
@@ -944,6 +971,7 @@ fn transport_plan(
         udp_recv_buffer: buffer(&r.udp_recv_buffer, "udp_recv_buffer")?,
         udp_send_buffer: buffer(&r.udp_send_buffer, "udp_send_buffer")?,
         sip_dscp: cx.dscp(&r.sip_dscp, &field("sip_dscp"))?,
+        outbound,
     };
     if let Some(p) = &r.ws_path
         && !p.get_ref().starts_with('/')
@@ -2936,6 +2964,49 @@ call = "group:callees"
         assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
         assert_eq!(e.line, 7, "{e}");
         assert!(e.to_string().contains("takes no outbound proxy"), "{e}");
+    }
+
+    #[test]
+    fn outbound_is_off_by_default_and_refuses_what_cannot_carry_it() {
+        let p = prepare("t.toml", GOOD, b"s", 0).unwrap();
+        assert!(!p.plan.server.transport.outbound);
+        let on = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"tcp\"\noutbound = true",
+        );
+        let p = prepare("t.toml", &on, b"s", 0).unwrap();
+        assert!(p.plan.server.transport.outbound);
+        for (extra, words) in [
+            (
+                "transport = \"tcp\"\nconnections = \"shared\"",
+                "flow per endpoint",
+            ),
+            ("keepalive = \"0s\"", "needs keep-alives"),
+            ("register = false", "register = false"),
+            (
+                "transport = \"tcp\"\noutbound_proxy = \"127.0.0.2:5070\"",
+                "over udp only",
+            ),
+        ] {
+            let file = GOOD.replace(
+                "transport = \"udp\"",
+                &format!(
+                    "{}\noutbound = true",
+                    extra.replace("keepalive", "transport = \"udp\"\nkeepalive")
+                ),
+            );
+            let e = prepare("t.toml", &file, b"s", 0).unwrap_err();
+            assert_eq!(e.field, "registrar[0].outbound", "{extra}: {e}");
+            assert!(e.to_string().contains(words), "{extra}: {e}");
+            let line = file.lines().position(|l| l == "outbound = true").unwrap() + 1;
+            assert_eq!(e.line, line, "{e}");
+        }
+        // Over udp an outbound proxy takes the REGISTER too.
+        let udp = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"udp\"\noutbound_proxy = \"127.0.0.2:5070\"\noutbound = true",
+        );
+        assert!(prepare("t.toml", &udp, b"s", 0).is_ok());
     }
 
     #[test]

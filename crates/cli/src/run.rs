@@ -509,6 +509,17 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             s.failovers
         );
     }
+    if let Some(o) = &s.outbound {
+        println!(
+            "outbound         {} in use, {} not granted (RFC 5626); keep-alives {} sent, {} answered; flow failures {}, recoveries {}",
+            o.endpoints_in_use,
+            o.endpoints_not_granted,
+            o.keepalives_sent,
+            o.pongs,
+            o.flow_failures,
+            o.recoveries
+        );
+    }
     for r in reports
         .iter()
         .filter(|r| r.outcome != Outcome::Success)

@@ -107,6 +107,34 @@ impl std::fmt::Debug for RegistrarConfig {
     }
 }
 
+/// RFC 5626 §6: a REGISTER asking for outbound (`outbound` in Supported, a Contact with
+/// `reg-id`) straight from the phone (one Via, no Path): this registrar is its edge proxy
+/// too, and it already reaches a binding over the flow its REGISTER came on (the binding's
+/// source), so its 2xx says `Require: outbound`.
+fn outbound_asked(req: &Message, contacts: &[Contact]) -> bool {
+    let supported = req
+        .headers
+        .get_all(&HeaderName::Supported)
+        .flat_map(|h| h.value().split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
+    let one_hop = req.headers.get(&HeaderName::Path).is_none()
+        && req
+            .headers
+            .get_all(&HeaderName::Via)
+            .map(|h| top_commas(h.value()).count() + 1)
+            .sum::<usize>()
+            == 1;
+    let reg_id = contacts
+        .iter()
+        .any(|c| matches!(c, Contact::Addr(a) if a.params.get("reg-id").is_some()));
+    supported && one_hop && reg_id
+}
+
+/// `Require: outbound` (RFC 5626 §6).
+fn require_outbound() -> Header {
+    Header::new(HeaderName::Require, "outbound")
+}
+
 /// A peer as the core sees it: the listening interface it talks to (0 is the config's, see
 /// [`Registrar::add_interface`]) and its address there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -692,6 +720,7 @@ impl Registrar {
             .filter_map(Result::ok)
             .collect();
         let star = contacts.iter().any(|c| matches!(c, Contact::Star));
+        let outbound = outbound_asked(req, &contacts);
         // §10.3 step 6: `*` only with Expires: 0, and alone.
         if star && (default_expires != 0 || contacts.len() != 1) {
             self.respond(
@@ -750,7 +779,8 @@ impl Registrar {
         }
         if order == Order::Same {
             let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
-            let extra = listed_contacts(list, now);
+            let mut extra = listed_contacts(list, now);
+            extra.extend(outbound.then(require_outbound));
             self.stats.registered += 1;
             self.respond(req, top, source, 200, "OK", &extra);
             return;
@@ -809,7 +839,8 @@ impl Registrar {
         if list.is_empty() {
             list.shrink_to_fit();
         }
-        let extra = listed_contacts(list, now);
+        let mut extra = listed_contacts(list, now);
+        extra.extend(outbound.then(require_outbound));
         for key in unbound {
             self.reindex(key);
         }
@@ -1996,6 +2027,55 @@ CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             own_a
         );
         assert_eq!(forwarded_to(&mut reg, now, "sip:phone7@10.0.0.2:5070"), own);
+    }
+
+    /// RFC 5626 §6: a REGISTER with `Supported: outbound` and a `reg-id` straight from the
+    /// phone gets `Require: outbound`; without either, or through another proxy, it does not.
+    #[test]
+    fn an_outbound_register_is_answered_require_outbound() {
+        let source: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        for (i, (supported, contact_params, via, granted)) in [
+            (
+                "path, outbound",
+                ";reg-id=1;+sip.instance=\"<urn:uuid:1>\"",
+                "",
+                true,
+            ),
+            ("path", ";reg-id=1", "", false),
+            ("outbound", "", "", false),
+            (
+                "outbound",
+                ";reg-id=1",
+                "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKedge\r\n",
+                false,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut reg = open_registrar();
+            let raw = format!(
+                "REGISTER sip:reg.test SIP/2.0\r\n{via}Via: SIP/2.0/UDP {source};branch=z9hG4bK{i}\r\n\
+From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: ob{i}\r\n\
+CSeq: 1 REGISTER\r\nSupported: {supported}\r\nContact: <sip:a@10.0.0.1:5062>{contact_params}\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+            );
+            reg.handle_message(
+                Instant::now(),
+                1_900_000_000,
+                Message::parse(raw.as_bytes()).unwrap(),
+                source,
+            );
+            let (_, bytes) = reg.poll_transmit().expect("an answer");
+            let answer = Message::parse(&bytes).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert_eq!(answer.status(), Some(200), "{text}");
+            assert_eq!(
+                answer.headers.value(&HeaderName::Require) == Some("outbound"),
+                granted,
+                "case {i}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -12,8 +12,10 @@
 pub mod auth;
 pub mod dialog;
 mod fifo;
+pub mod outbound;
 pub mod rfc3263;
 mod sdpdir;
+pub mod stun;
 pub mod target;
 pub mod timer;
 pub mod transaction;

@@ -58,6 +58,7 @@ use sip_msg::{
 use crate::auth::{AuthFailure, Authenticator, Credentials};
 use crate::dialog::{Dialog, DialogError, DialogIds, OpenOffer};
 use crate::fifo::Fifo;
+pub use crate::outbound::Grant;
 use crate::sdpdir::InCallAnswer;
 pub use crate::sdpdir::SrtpPolicy;
 use crate::transaction::{
@@ -1315,6 +1316,34 @@ impl Slot {
     }
 }
 
+/// A phone's RFC 5626 outbound state ([`UserAgent::enable_outbound`]).
+#[derive(Debug)]
+struct OutboundState {
+    /// The `urn:uuid:` instance ID sent in `+sip.instance`.
+    instance: String,
+    /// What the last 2xx to REGISTER granted.
+    grant: Option<Grant>,
+}
+
+/// `Require: outbound` and `Flow-Timer` of a 2xx to REGISTER (an unreadable Flow-Timer is
+/// as none: the configured interval applies).
+fn outbound_grant_of(resp: &Message) -> Grant {
+    let requires = resp
+        .headers
+        .get_all(&HeaderName::Require)
+        .flat_map(|h| h.value().split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
+    let flow_timer_name = HeaderName::Other(Box::new("Flow-Timer".to_owned()));
+    let flow_timer = resp
+        .headers
+        .get_all(&flow_timer_name)
+        .find_map(|h| h.value().parse().ok());
+    Grant {
+        in_use: requires,
+        flow_timer,
+    }
+}
+
 /// [`UserAgent::flags`]: this registration is a refresh (reported in `Registered`).
 const REG_REFRESH: u8 = 1;
 /// [`UserAgent::flags`]: a 423 was answered once already (RFC 3261 §10.2.8).
@@ -1374,6 +1403,9 @@ pub struct UserAgent {
     /// registrar's connection), written in Via and Contact of the calls we place through it
     /// ([`UserAgent::set_proxy_local`]). Boxed: most phones have none.
     proxy_local: Option<Box<(Host, u16)>>,
+    /// RFC 5626 outbound, when the group uses it ([`UserAgent::enable_outbound`]). Boxed:
+    /// most phones have none.
+    outbound: Option<Box<OutboundState>>,
 }
 
 /// The output queues of an agent, allocated only while something is queued.
@@ -1523,6 +1555,45 @@ impl UserAgent {
             finished: VecDeque::new(),
             queues: None,
             proxy_local: None,
+            outbound: None,
+        }
+    }
+
+    /// Registers with RFC 5626 outbound: `Supported: path, outbound`, Contact with
+    /// `;reg-id=1;+sip.instance="<INSTANCE>"` (§4.2), and with an outbound proxy the REGISTER
+    /// goes through it with its Route (§4.2.1: the flow the registrar reaches us by starts at
+    /// the edge proxy). Once a 2xx said `Require: outbound`, the calls we place carry `ob` in
+    /// their Contact URI (§4.3). `instance` is the `urn:uuid:` URN
+    /// ([`crate::outbound::instance_urn`]), the same for every REGISTER of the run.
+    pub fn enable_outbound(&mut self, instance: String) {
+        self.outbound = Some(Box::new(OutboundState {
+            instance,
+            grant: None,
+        }));
+    }
+
+    /// What the registrar's last 2xx granted to our outbound REGISTER: `None` before one, or
+    /// without [`UserAgent::enable_outbound`].
+    pub fn outbound_grant(&self) -> Option<Grant> {
+        self.outbound.as_ref().and_then(|o| o.grant)
+    }
+
+    /// Our outbound instance URN, when outbound is on.
+    pub fn outbound_instance(&self) -> Option<&str> {
+        self.outbound.as_deref().map(|o| o.instance.as_str())
+    }
+
+    /// True when the REGISTER goes through the outbound proxy (outbound on, a proxy set).
+    fn register_proxied(&self) -> bool {
+        self.outbound.is_some() && self.profile.outbound_proxy.is_some()
+    }
+
+    /// Where a REGISTER goes (see [`UserAgent::register_proxied`]).
+    fn register_destination(&self) -> Destination {
+        if self.register_proxied() {
+            Destination::OutboundProxy
+        } else {
+            Destination::Registrar
         }
     }
 
@@ -1717,6 +1788,17 @@ impl UserAgent {
         text
     }
 
+    /// Our Contact for a dialog-forming request we send: with `ob` in its URI once the
+    /// registration uses outbound (RFC 5626 §4.3: the edge proxy then keeps the dialog's
+    /// requests to us on this flow).
+    fn dialog_contact_text(&self, proxied: bool) -> String {
+        let mut text = self.contact_text_at(proxied);
+        if self.outbound_grant().is_some_and(|g| g.in_use) {
+            text.insert_str(text.len() - 1, ";ob");
+        }
+        text
+    }
+
     /// The registrar's URI as text (the digest URI of a REGISTER), printed straight into a
     /// string of its size.
     fn registrar_uri_text(&self) -> String {
@@ -1734,6 +1816,7 @@ impl UserAgent {
     }
 
     /// [`UserAgent::new_via`] and the random part of its branch (`z9hG4bK` + 16 hex digits).
+    #[cfg(test)]
     fn new_via_branch(&mut self) -> (String, u64) {
         self.new_via_branch_at(false)
     }
@@ -1869,6 +1952,19 @@ impl UserAgent {
         self.send_register(now, self.reg_expires, Owner::Register);
     }
 
+    /// Refreshes the registration now instead of at its time: an outbound phone whose flow
+    /// failed registers again over a new one (RFC 5626 §4.4.1, §4.5). The 2xx is reported as
+    /// a refresh. Nothing happens unless registered.
+    pub fn refresh_registration(&mut self, now: Instant) {
+        if !matches!(self.reg_state, RegState::Registered { .. }) {
+            return;
+        }
+        self.reg_refresh_at = None;
+        self.set_flag(REG_REFRESH, true);
+        self.set_flag(REG_423_RETRIED, false);
+        self.send_register(now, self.reg_expires, Owner::Register);
+    }
+
     /// Sends REGISTER with expires 0 for our contact (RFC 3261 §10.2.2).
     pub fn unregister(&mut self, now: Instant) {
         self.reg_state = RegState::Unregistering;
@@ -1882,8 +1978,18 @@ impl UserAgent {
         // `NameAddr::new(aor)` prints (no parameters, so the tag goes last).
         // From, To and Call-ID are written into the builder's one string (no `String` each);
         // the AOR is printed once, for From, and copied for To.
-        let (via, branch) = self.new_via_branch();
+        let proxied = self.register_proxied();
+        let (via, branch) = self.new_via_branch_at(proxied);
         let mut aor = 0..0;
+        let mut contact = self.contact_text_at(proxied);
+        if let Some(o) = &self.outbound {
+            // RFC 5626 §4.2: the flow's reg-id and the phone's instance ID.
+            contact.push_str(";reg-id=");
+            sip_msg::push_decimal(&mut contact, u64::from(crate::outbound::REG_ID));
+            contact.push_str(";+sip.instance=\"<");
+            contact.push_str(&o.instance);
+            contact.push_str(">\"");
+        }
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
             .reserve_text(2 * (8 + self.user.len() + self.profile.domain.len()) + 21 + 40)
             .via_text(via)
@@ -1898,9 +2004,16 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, self.reg_call_id))
             .cseq(self.reg_cseq)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, self.contact_text())
+            .header(HeaderName::Contact, contact)
             .header(HeaderName::Expires, decimal_text(expires));
-        let b = self.common(b).header(HeaderName::Allow, ALLOW);
+        let mut b = self.common(b).header(HeaderName::Allow, ALLOW);
+        if self.outbound.is_some() {
+            // RFC 5626 §4.2.1: `outbound` (and Path, RFC 3327, which an edge proxy adds).
+            b = b.header(HeaderName::Supported, "path, outbound");
+            if let Some(proxy) = self.profile.outbound_proxy.as_ref().filter(|_| proxied) {
+                b = b.route(NameAddr::new(proxy.clone().with_param("lr", None)));
+            }
+        }
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         let cnonce = tag_from(self.rng.random());
@@ -1914,7 +2027,8 @@ impl UserAgent {
         ) {
             req.headers.push(h);
         }
-        self.start_client_branch(now, req, branch, owner, Destination::Registrar);
+        let destination = self.register_destination();
+        self.start_client_branch(now, req, branch, owner, destination);
     }
 
     fn on_register_response(
@@ -1939,6 +2053,11 @@ impl UserAgent {
                     return;
                 }
                 let granted = self.granted_expires(resp);
+                if let Some(o) = self.outbound.as_deref_mut() {
+                    // RFC 5626 §4.2.1: the registrar uses the flow when its 2xx requires
+                    // `outbound`; §4.4: Flow-Timer is the keep-alive interval it wants.
+                    o.grant = Some(outbound_grant_of(resp));
+                }
                 self.reg_state = RegState::Registered {
                     until: now + Duration::from_secs(granted.into()),
                 };
@@ -1963,12 +2082,13 @@ impl UserAgent {
                         HeaderName::CSeq,
                         cseq_text(self.reg_cseq, &Method::Register),
                     ));
-                    let (via, branch) = self.new_via_branch();
+                    let (via, branch) = self.new_via_branch_at(self.register_proxied());
                     retry.headers.set(Header::new(HeaderName::Via, via));
                     retry.headers.remove(&HeaderName::Authorization);
                     retry.headers.remove(&HeaderName::ProxyAuthorization);
                     retry.headers.push(header);
-                    self.start_client_branch(now, retry, branch, owner, Destination::Registrar);
+                    let destination = self.register_destination();
+                    self.start_client_branch(now, retry, branch, owner, destination);
                 }
                 Err(f) => self.register_failed(owner, code, auth_reason(&reason(), f)),
             },
@@ -2111,7 +2231,7 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, random))
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, self.contact_text_at(proxied));
+            .header(HeaderName::Contact, self.dialog_contact_text(proxied));
         let destination = match &self.profile.outbound_proxy {
             Some(proxy) => {
                 // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
@@ -7408,6 +7528,112 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         assert_eq!(
             inv.headers.value(&HeaderName::Route),
             Some("<sip:proxy.example.com:5060;lr>")
+        );
+    }
+
+    /// RFC 5626 outbound: the REGISTER carries the instance and reg-id and `Supported: path,
+    /// outbound`; `Require: outbound` and Flow-Timer in the 2xx are read; the calls placed
+    /// afterwards carry `ob` in their Contact URI.
+    #[test]
+    fn outbound_register_carries_instance_and_reg_id_and_calls_get_ob() {
+        let mut ua = UserAgent::new(config("alice", 5061, 1));
+        let urn = crate::outbound::instance_urn(9);
+        ua.enable_outbound(urn.clone());
+        let t0 = Instant::now();
+        ua.register(t0);
+        let req = answer_register(
+            &mut ua,
+            t0,
+            200,
+            &[
+                ("Contact", "<sip:alice@127.0.0.1:5061>;expires=120;reg-id=1"),
+                ("Require", "outbound"),
+                ("Flow-Timer", "25"),
+            ],
+        );
+        assert_eq!(
+            req.headers.value(&HeaderName::Contact),
+            Some(&*format!(
+                "<sip:alice@127.0.0.1:5061>;reg-id=1;+sip.instance=\"<{urn}>\""
+            ))
+        );
+        assert_eq!(
+            req.headers.value(&HeaderName::Supported),
+            Some("path, outbound")
+        );
+        assert!(req.headers.get(&HeaderName::Route).is_none());
+        assert_eq!(
+            ua.outbound_grant(),
+            Some(Grant {
+                in_use: true,
+                flow_timer: Some(25)
+            })
+        );
+        let (_, ev) = drain(&mut ua);
+        assert!(matches!(ev[..], [UaEvent::Registered { expires: 120, .. }]));
+        // A failed flow: registered again now, reported as a refresh, the same instance.
+        ua.refresh_registration(t0);
+        let again = answer_register(&mut ua, t0, 200, &[("Require", "outbound")]);
+        assert!(
+            again
+                .headers
+                .value(&HeaderName::Contact)
+                .is_some_and(|c| c.contains(&urn))
+        );
+        let (_, ev) = drain(&mut ua);
+        assert!(
+            matches!(ev[..], [UaEvent::Registered { refresh: true, .. }]),
+            "{ev:?}"
+        );
+        ua.call(t0, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        let inv = parse(&out[0]);
+        assert_eq!(
+            inv.headers.value(&HeaderName::Contact),
+            Some("<sip:alice@127.0.0.1:5061;ob>")
+        );
+    }
+
+    /// A registrar without outbound: no `Require: outbound`, so no `ob`; with an outbound
+    /// proxy the outbound REGISTER goes through it with its Route (RFC 5626 §4.2.1), and
+    /// without outbound it still does not (the seed's rule).
+    #[test]
+    fn outbound_register_goes_through_the_proxy_and_no_grant_means_no_ob() {
+        let mut cfg = config("alice", 5061, 1);
+        cfg.outbound_proxy =
+            Some(SipUri::new(Host::parse("proxy.example.com").unwrap()).with_port(5060));
+        let t0 = Instant::now();
+        let mut first = UserAgent::new(cfg.clone());
+        first.enable_outbound(crate::outbound::instance_urn(1));
+        first.register(t0);
+        let (out, _) = drain(&mut first);
+        assert_eq!(out[0].destination, Destination::OutboundProxy);
+        let mut ua = UserAgent::new(cfg);
+        ua.enable_outbound(crate::outbound::instance_urn(1));
+        ua.register(t0);
+        let reg = answer_register(
+            &mut ua,
+            t0,
+            200,
+            &[("Contact", "<sip:alice@127.0.0.1:5061>;expires=120")],
+        );
+        assert_eq!(
+            reg.headers.value(&HeaderName::Route),
+            Some("<sip:proxy.example.com:5060;lr>")
+        );
+        assert_eq!(
+            ua.outbound_grant(),
+            Some(Grant {
+                in_use: false,
+                flow_timer: None
+            })
+        );
+        drain(&mut ua);
+        ua.call(t0, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        assert_eq!(
+            parse(&out[0]).headers.value(&HeaderName::Contact),
+            Some("<sip:alice@127.0.0.1:5061>")
         );
     }
 

@@ -95,6 +95,25 @@ pub struct KamailioConfig {
     /// Shared memory in MB (`-m`, 64 by default). Each TLS connection takes some: a thousand
     /// need more (else "ssl bug #1491 workaround: not enough memory" and closed handshakes).
     pub shm_mb: u32,
+    /// RFC 5626 SIP Outbound, Kamailio being edge proxy and registrar in one (modules
+    /// `outbound.so`, Debian `kamailio-outbound-modules`, `path.so` and `stun.so`): the
+    /// registrar's `outbound_mode` 1 answers a REGISTER with `reg-id` and `Supported:
+    /// outbound` with `Require: outbound` (`use_path` 1: also behind an edge proxy whose Path
+    /// carries `ob`); the stun module answers STUN Binding requests on the UDP port; the CRLF
+    /// ping is answered with a pong by the core.
+    pub outbound: Option<KamailioOutbound>,
+    /// With `forward_to` and `outbound`: an RFC 5626 edge proxy (§5) in front of the registrar
+    /// at `forward_to`: REGISTER goes on to it with a Path naming this flow (`add_path`, `ob`),
+    /// and requests coming back from it along that Path are loose-routed to the phone's flow.
+    pub edge: bool,
+}
+
+/// Kamailio's RFC 5626 settings ([`KamailioConfig::outbound`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KamailioOutbound {
+    /// The registrar's `flow_timer`: a `Flow-Timer` header with this many seconds in the 2xx
+    /// (0: none).
+    pub flow_timer: u32,
 }
 
 /// Kamailio's TLS listener: its certificate and, for mutual TLS, the CA of client
@@ -128,6 +147,8 @@ impl Default for KamailioConfig {
             invite_auth: true,
             forward_to: None,
             shm_mb: 64,
+            outbound: None,
+            edge: false,
         }
     }
 }
@@ -226,6 +247,32 @@ impl Kamailio {
                 String::new(),
             ),
         };
+        // An edge proxy: REGISTER on to the registrar with a Path; what the registrar sends
+        // back along it (from its port) follows the Route to the phone's flow.
+        let (edge_route, register) = match (&config.forward_to, config.edge) {
+            (Some(uri), true) => {
+                let port = uri
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.split(';').next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(|| {
+                        PeerError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!("forward_to {uri:?} names no port"),
+                        ))
+                    })?;
+                (
+                    format!(
+                        "\tif ($sp == {port} && loose_route()) {{\n\t\txlog(\"L_NOTICE\", \"edge: $rm along the Path to $du\\n\");\n\t\troute(RELAY);\n\t\texit;\n\t}}\n"
+                    ),
+                    format!(
+                        "\t\tif (!add_path()) {{\n\t\t\tsl_send_reply(\"503\", \"Path Failed\");\n\t\t\texit;\n\t\t}}\n\t\t$du = \"{uri}\";\n\t\troute(RELAY);"
+                    ),
+                )
+            }
+            _ => (String::new(), "\t\troute(REGISTRAR);".to_owned()),
+        };
         let (dialog_module, channel_limit) = match config.max_calls {
             Some(n) => (
                 "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"profiles_no_value\", \"calls\")\n"
@@ -275,6 +322,26 @@ impl Kamailio {
                     "\t\t# Calls come through an outbound proxy that authenticated them.\n"
                 },
             )
+            .replace(
+                "@OUTBOUND_MODULE@",
+                if config.outbound.is_some() {
+                    // Before rr.so and path.so, which bind to it when it is loaded first.
+                    "loadmodule \"outbound.so\"\nloadmodule \"path.so\"\nloadmodule \"stun.so\"\n"
+                } else {
+                    ""
+                },
+            )
+            .replace(
+                "@OUTBOUND_PARAMS@",
+                &config.outbound.map_or(String::new(), |o| {
+                    format!(
+                        "modparam(\"registrar\", \"outbound_mode\", 1)\nmodparam(\"registrar\", \"use_path\", 1)\nmodparam(\"registrar\", \"flow_timer\", {})\n",
+                        o.flow_timer
+                    )
+                }),
+            )
+            .replace("@EDGE_ROUTE@", &edge_route)
+            .replace("@REGISTER@", &register)
             .replace("@CHANNEL_LIMIT@", &channel_limit)
             .replace("@LOCATION@", &location)
             .replace("@TLS_CORE@", &tls_core)
@@ -310,6 +377,12 @@ impl Kamailio {
             return Err(PeerError::Missing {
                 binary: "kamailio websocket.so",
                 package: "kamailio-websocket-modules",
+            });
+        }
+        if config.outbound.is_some() && !module_installed("outbound.so") {
+            return Err(PeerError::Missing {
+                binary: "kamailio outbound.so",
+                package: "kamailio-outbound-modules",
             });
         }
         if config.tls.is_some() && !tls_module_installed() {
@@ -476,6 +549,22 @@ pub fn tls_available() -> bool {
     }
     let msg =
         "kamailio's tls.so is not installed: install the Debian package `kamailio-tls-modules`";
+    if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
+        panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// Like [`tls_available`] for the outbound module (`kamailio-outbound-modules`).
+pub fn outbound_available() -> bool {
+    if !crate::available("kamailio", "kamailio") {
+        return false;
+    }
+    if module_installed("outbound.so") {
+        return true;
+    }
+    let msg = "kamailio's outbound.so is not installed: install the Debian package `kamailio-outbound-modules`";
     if std::env::var_os("SIPMETER_REQUIRE_PEERS").is_some() {
         panic!("{msg} (SIPMETER_REQUIRE_PEERS is set)");
     }

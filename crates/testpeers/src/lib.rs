@@ -16,7 +16,7 @@ mod proc;
 
 pub use dnsmasq::{Dnsmasq, DnsmasqConfig, Naptr, Srv};
 pub use kamailio::{
-    Kamailio, KamailioConfig, KamailioTls, User, module_installed, tls_available,
-    tls_module_installed, websocket_available,
+    Kamailio, KamailioConfig, KamailioOutbound, KamailioTls, User, module_installed,
+    outbound_available, tls_available, tls_module_installed, websocket_available,
 };
 pub use proc::{PeerError, TempDir, available, free_port, have_binary};

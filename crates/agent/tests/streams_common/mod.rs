@@ -8,6 +8,7 @@ use sip_net::tls::CertificateAuthority;
 use testpeers::KamailioTls;
 
 /// A TLS listener for Kamailio with a certificate for 127.0.0.1 signed by `ca`.
+#[allow(dead_code)] // reason: kamailio_outbound.rs shares the module and runs no TLS
 pub fn kamailio_tls(ca: &CertificateAuthority) -> KamailioTls {
     let cert = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
     KamailioTls {
@@ -19,8 +20,15 @@ pub fn kamailio_tls(ca: &CertificateAuthority) -> KamailioTls {
 
 /// Runs the test file `text` (named `name` in errors), keeping every endpoint's trace.
 pub fn run_file(name: &str, text: &str) -> (RunSummary, Vec<EndpointReport>) {
-    let mut prepared = agent::testfile::prepare(name, text, b"unused", 1_700_000_000)
-        .unwrap_or_else(|e| panic!("{e}"));
+    run_file_at(name, text, 1_700_000_000)
+}
+
+/// [`run_file`] at `now_unix` (the built-in registrar's ephemeral credentials are issued
+/// for it: the real time for a run through it).
+#[allow(dead_code)] // reason: only outbound_builtin.rs, of the binaries sharing the module, runs one
+pub fn run_file_at(name: &str, text: &str, now_unix: u64) -> (RunSummary, Vec<EndpointReport>) {
+    let mut prepared =
+        agent::testfile::prepare(name, text, b"unused", now_unix).unwrap_or_else(|e| panic!("{e}"));
     prepared.plan.keep_all_traces = true;
     let (tx, _rx) = std::sync::mpsc::channel();
     agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()

@@ -1,0 +1,520 @@
+//! RFC 5626 SIP Outbound (`outbound = true`) against a real Kamailio with its `outbound`,
+//! `path` and `stun` modules (registrar `outbound_mode` 1, a Flow-Timer): the REGISTER carries
+//! `+sip.instance` and `reg-id`, Kamailio answers `Require: outbound`, the flows are kept
+//! alive (CRLF ping/pong over TCP, STUN Binding over UDP, answers counted), calls go through,
+//! and a flow that fails — its connection cut, or gone silent so the pong never comes — is
+//! found failed and registered again over a new one.
+//!
+//! Skipped with a message when `kamailio` or `kamailio-outbound-modules` is absent (fails
+//! instead with `SIPMETER_REQUIRE_PEERS=1`).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent::engine::{EndpointReport, Outcome, RunSummary};
+use agent::trace::Direction;
+use testpeers::{Kamailio, KamailioConfig, KamailioOutbound, User, outbound_available};
+
+mod streams_common;
+
+fn kamailio(flow_timer: u32) -> Kamailio {
+    let users = (1001..=1020)
+        .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+        .collect();
+    Kamailio::start(&KamailioConfig {
+        users,
+        outbound: Some(KamailioOutbound { flow_timer }),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A test file for Kamailio's accounts 1001–1020 with `outbound = true` on registrar "kam"
+/// at 127.0.0.1: `registrar` holds its other keys, `groups` the groups.
+fn test_file(duration: &str, shards: u32, registrar: &str, groups: &str) -> String {
+    format!(
+        r#"
+name = "kamailio outbound"
+duration = "{duration}"
+seed = 11
+shards = {shards}
+time_limit = "60s"
+
+[[registrar]]
+id = "kam"
+domain = "127.0.0.1"
+{registrar}
+outbound = true
+
+[[accounts]]
+registrar = "kam"
+range = {{ from = 1001, to = 1020, password = "pw{{n}}" }}
+{groups}"#
+    )
+}
+
+/// `n` callees, and `n` callers calling them once.
+fn calls(n: u32) -> String {
+    format!(
+        r#"
+[[group]]
+name = "callees"
+endpoints = {n}
+registrar = "kam"
+role = "answer"
+answer_delay = "100ms"
+
+[[group]]
+name = "callers"
+endpoints = {n}
+registrar = "kam"
+call = "group:callees"
+"#
+    )
+}
+
+/// 10 callers call 10 callees through Kamailio over `transport`, calls lasting `duration`.
+fn run_calls(transport: &str, port: u16, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let text = test_file(
+        duration,
+        2,
+        &format!("port = {port}\ntransport = \"{transport}\""),
+        &calls(10),
+    );
+    streams_common::run_file("outbound.toml", &text)
+}
+
+fn sent<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with(start))
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+fn received<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Received && e.first_line().starts_with(start))
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+/// Every endpoint SUCCESS; REGISTER with instance and reg-id, `Require: outbound` and the
+/// Flow-Timer in the 200, the callers' INVITEs with `ob`, outbound in use for all.
+fn assert_outbound_calls(k: &Kamailio, summary: &RunSummary, reports: &[EndpointReport]) {
+    assert_eq!(reports.len(), 20);
+    let mut instances = std::collections::HashSet::new();
+    for r in reports {
+        assert_eq!(
+            r.outcome,
+            Outcome::Success,
+            "{r:#?}\nkamailio log:\n{}",
+            k.log()
+        );
+        let registers = sent(r, "REGISTER ");
+        let first = registers.first().expect("a REGISTER");
+        assert!(first.contains("Supported: path, outbound\r\n"), "{first}");
+        let contact = first
+            .lines()
+            .find(|l| l.starts_with("Contact: "))
+            .unwrap_or_else(|| panic!("{first}"));
+        assert!(
+            contact.contains(";reg-id=1;+sip.instance=\"<urn:uuid:"),
+            "{contact}"
+        );
+        let urn = contact.split("<urn:uuid:").nth(1).unwrap().to_owned();
+        // The same instance in every REGISTER of the endpoint (un-REGISTER included).
+        assert!(registers.iter().all(|m| m.contains(&urn)), "{registers:#?}");
+        instances.insert(urn);
+        let ok = received(r, "SIP/2.0 200 ");
+        assert!(
+            ok.iter()
+                .any(|m| m.contains("Require: outbound\r\n") && m.contains("Flow-Timer: 2\r\n")),
+            "{ok:#?}"
+        );
+        let notes = streams_common::notes(r);
+        streams_common::note_at(
+            &notes,
+            "outbound in use: Require: outbound in the 2xx; Flow-Timer: 2;",
+        );
+        assert!(
+            !notes.iter().any(|n| n.starts_with("outbound flow failed")),
+            "{notes:#?}"
+        );
+    }
+    assert_eq!(instances.len(), 20, "one instance per endpoint");
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let invites = sent(r, "INVITE ");
+        assert!(!invites.is_empty());
+        for inv in invites {
+            let contact = inv.lines().find(|l| l.starts_with("Contact: ")).unwrap();
+            assert!(contact.ends_with(";ob>"), "RFC 5626 §4.3: {contact}");
+        }
+    }
+    assert_eq!((summary.calls_attempted, summary.calls_answered), (10, 10));
+    let o = summary.outbound.as_ref().expect("the outbound summary");
+    assert_eq!(
+        (
+            o.endpoints_in_use,
+            o.endpoints_not_granted,
+            o.flow_failures,
+            o.recoveries
+        ),
+        (20, 0, 0, 0),
+        "{o:?}"
+    );
+    // Keep-alives every 1.6–2 s for the ~3 s each endpoint lives at least: one each, answered.
+    assert!(o.pongs >= 20, "{o:?}");
+    assert!(o.keepalives_sent >= o.pongs, "{o:?}");
+    assert!(
+        o.keepalives_sent <= o.pongs + 20,
+        "at most one unanswered each: {o:?}"
+    );
+}
+
+#[test]
+fn calls_through_kamailio_over_tcp_register_with_outbound_and_count_pongs() {
+    if !outbound_available() {
+        return;
+    }
+    let k = kamailio(2);
+    let (summary, reports) = run_calls("tcp", k.port(), "3s");
+    assert_outbound_calls(&k, &summary, &reports);
+}
+
+#[test]
+fn calls_through_kamailio_over_udp_keep_the_flow_with_stun() {
+    if !outbound_available() {
+        return;
+    }
+    let k = kamailio(2);
+    let (summary, reports) = run_calls("udp", k.port(), "3s");
+    assert_outbound_calls(&k, &summary, &reports);
+    for r in &reports {
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "STUN Binding response from ");
+        // Kamailio's stun module saw us at our own loopback address (no NAT here).
+        assert!(
+            notes[i].contains("the flow's peer sees us at 127.0.0.1:"),
+            "{}",
+            notes[i]
+        );
+    }
+}
+
+/// A TCP relay between the endpoints and Kamailio that the test can cut (close every
+/// connection) or silence (keep the connections open, forward nothing on them).
+struct Relay {
+    addr: SocketAddr,
+    /// Each relayed connection: both sockets and its silence switch.
+    conns: Arc<Mutex<Vec<Relayed>>>,
+    accepted: Arc<Mutex<u32>>,
+}
+
+struct Relayed {
+    client: TcpStream,
+    server: TcpStream,
+    silent: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(Mutex::new(0));
+        let (c, a) = (conns.clone(), accepted.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                *a.lock().unwrap() += 1;
+                let silent = Arc::new(AtomicBool::new(false));
+                c.lock().unwrap().push(Relayed {
+                    client: client.try_clone().unwrap(),
+                    server: server.try_clone().unwrap(),
+                    silent: silent.clone(),
+                });
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let s = silent.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) if !s.load(Ordering::SeqCst) => {
+                                    if into.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Ok(_) => {} // silenced: dropped
+                            }
+                        }
+                        let _ = into.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            addr,
+            conns,
+            accepted,
+        }
+    }
+
+    /// Closes every connection relayed so far (`conns` of a relay).
+    fn cut(conns: &Mutex<Vec<Relayed>>) {
+        for c in conns.lock().unwrap().drain(..) {
+            let _ = c.client.shutdown(Shutdown::Both);
+            let _ = c.server.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Silences every connection relayed so far; later ones are relayed.
+    fn silence(conns: &Mutex<Vec<Relayed>>) {
+        for c in conns.lock().unwrap().iter() {
+            c.silent.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn accepted(&self) -> u32 {
+        *self.accepted.lock().unwrap()
+    }
+}
+
+/// `n` endpoints that only register (for `duration`) through the relay over TCP.
+fn run_registered(relay: &Relay, n: u32, duration: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let text = test_file(
+        duration,
+        1,
+        &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
+        &format!(
+            "\n[[group]]\nname = \"phones\"\nendpoints = {n}\nregistrar = \"kam\"\nrole = \"register\"\n"
+        ),
+    );
+    streams_common::run_file("outbound-failure.toml", &text)
+}
+
+/// The endpoint found its flow failed (`why`) and registered again over a new connection:
+/// the notes in that order, and two REGISTERs answered 200 before the un-REGISTER.
+fn assert_recovered(r: &EndpointReport, why: &str, k: &Kamailio) {
+    assert_eq!(
+        r.outcome,
+        Outcome::Success,
+        "{r:#?}\nkamailio log:\n{}",
+        k.log()
+    );
+    let notes = streams_common::notes(r);
+    let in_use = streams_common::note_at(&notes, "outbound in use");
+    let failed = streams_common::note_at(&notes, "outbound flow failed: ");
+    assert!(notes[failed].contains(why), "{}", notes[failed]);
+    let recovered = streams_common::note_at(&notes, "outbound flow recovered");
+    assert!(in_use < failed && failed < recovered, "{notes:#?}");
+    let registers: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+        .collect();
+    let locals: std::collections::HashSet<_> = registers.iter().map(|e| e.local).collect();
+    assert!(locals.len() >= 2, "a new connection registered: {locals:?}");
+    let urns: std::collections::HashSet<_> = registers
+        .iter()
+        .filter_map(|e| e.text.split("+sip.instance=").nth(1)?.lines().next())
+        .collect();
+    assert_eq!(urns.len(), 1, "one instance over both flows: {urns:?}");
+}
+
+/// `n` phones registered over TCP through a relay to Kamailio (Flow-Timer `flow_timer`) for
+/// `duration`; `after` in, `break_flows` is done to the connections relayed so far. Each phone
+/// must find its flow failed (`why`), and register again over a new one (the relay accepts a
+/// second connection each). The run's summary.
+fn flows_fail_and_recover(
+    flow_timer: u32,
+    n: u32,
+    duration: &str,
+    after: Duration,
+    break_flows: fn(&Mutex<Vec<Relayed>>),
+    why: &str,
+) -> RunSummary {
+    let k = kamailio(flow_timer);
+    let relay = Relay::start(k.addr());
+    let breaker = {
+        let conns = relay.conns.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            break_flows(&conns);
+        })
+    };
+    let (summary, reports) = run_registered(&relay, n, duration);
+    breaker.join().unwrap();
+    for r in &reports {
+        assert_recovered(r, why, &k);
+        let e = r.outbound.as_ref().unwrap();
+        assert_eq!(
+            (e.in_use, e.flow_timer, e.flow_failures, e.recoveries),
+            (true, Some(flow_timer), 1, 1),
+            "{e:?}"
+        );
+    }
+    let o = summary.outbound.clone().unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.flow_failures, o.recoveries),
+        (n, u64::from(n), u64::from(n)),
+        "{o:?}"
+    );
+    assert_eq!(
+        relay.accepted(),
+        2 * n,
+        "one connection each, then a new one each"
+    );
+    Relay::cut(&relay.conns);
+    summary
+}
+
+#[test]
+fn a_cut_flow_is_found_failed_and_registered_again() {
+    if !outbound_available() {
+        return;
+    }
+    // Flow-Timer 20: no ping before the cut, 1.5 s in.
+    flows_fail_and_recover(
+        20,
+        3,
+        "4s",
+        Duration::from_millis(1500),
+        Relay::cut,
+        "the connection closed",
+    );
+}
+
+#[test]
+fn a_silent_flow_fails_on_the_missing_pong_and_is_registered_again() {
+    if !outbound_available() {
+        return;
+    }
+    // Flow-Timer 2: a ping every 1.6–2 s; the first connections go silent 3 s in (the new
+    // ones are relayed), so a ping goes unanswered and the flow fails 10 s later.
+    let summary = flows_fail_and_recover(
+        2,
+        2,
+        "17s",
+        Duration::from_millis(3000),
+        Relay::silence,
+        "no CRLF pong within 10000 ms",
+    );
+    let o = summary.outbound.unwrap();
+    assert!(o.pongs >= 2, "pongs before the silence: {o:?}");
+}
+
+/// RFC 5626 §5 with two Kamailio: an edge proxy (`outbound`, `path`, `stun`; 407 on INVITE)
+/// in front of a registrar (`outbound_mode` 1, `use_path`). Over UDP with `outbound_proxy` the
+/// REGISTER goes to the edge with its Route, the edge adds a Path with `ob`, the registrar
+/// answers `Require: outbound`; STUN keep-alives go to the edge; calls reach the callees
+/// from the edge along the Path.
+#[test]
+fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_the_flow() {
+    if !outbound_available() {
+        return;
+    }
+    let users = || {
+        (1001..=1020)
+            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+            .collect()
+    };
+    let registrar = Kamailio::start(&KamailioConfig {
+        users: users(),
+        invite_auth: false,
+        outbound: Some(KamailioOutbound { flow_timer: 2 }),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let edge = Kamailio::start(&KamailioConfig {
+        users: users(),
+        forward_to: Some(format!("sip:127.0.0.1:{}", registrar.port())),
+        outbound: Some(KamailioOutbound { flow_timer: 0 }),
+        edge: true,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = test_file(
+        "3s",
+        1,
+        &format!(
+            "port = {}\ntransport = \"udp\"\noutbound_proxy = \"127.0.0.1:{}\"",
+            registrar.port(),
+            edge.port()
+        ),
+        &calls(3),
+    );
+    let (summary, reports) = streams_common::run_file("outbound-edge.toml", &text);
+    let logs = || {
+        format!(
+            "edge log:\n{}\nregistrar log:\n{}",
+            edge.log(),
+            registrar.log()
+        )
+    };
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", logs());
+        for reg in r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+        {
+            assert_eq!(reg.remote, Some(edge.addr()), "{}", reg.text);
+            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", edge.port());
+            assert!(reg.text.contains(&route), "{}", reg.text);
+        }
+        let ok = received(r, "SIP/2.0 200 ");
+        assert!(
+            ok.iter().any(|m| m.contains("Require: outbound\r\n")),
+            "{ok:#?}\n{}",
+            logs()
+        );
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "STUN Binding response from ");
+        assert!(
+            notes[i].contains(&format!("from {}:", edge.addr())),
+            "{}",
+            notes[i]
+        );
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let invite = r
+            .trace
+            .iter()
+            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .expect("the callee got its call");
+        assert_eq!(invite.remote, Some(edge.addr()), "{}", invite.text);
+    }
+    let path = registrar
+        .log()
+        .lines()
+        .find(|l| l.contains("REGISTER from 1001 with Path: <sip:"))
+        .unwrap_or_else(|| panic!("no Path at the registrar: {}", logs()))
+        .to_owned();
+    let log = edge.log();
+    assert!(
+        path.contains(&format!("@127.0.0.1:{};lr;ob>", edge.port())),
+        "the Path names the edge and the flow (ob): {path}\n{}",
+        logs()
+    );
+    assert!(
+        log.contains("edge: INVITE along the Path to "),
+        "{}",
+        logs()
+    );
+    assert_eq!(summary.calls_answered, 3);
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
+    assert!(o.pongs >= 6, "{o:?}");
+}
