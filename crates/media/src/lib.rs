@@ -22,5 +22,6 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 pub mod stats;
+pub mod stun;
 pub mod wav;
 pub mod xr;
