@@ -201,7 +201,7 @@ impl<'a> Message<'a> {
             return Err(StunError::NoCookie);
         }
         let length = usize::from(be16(raw, 2));
-        if length % 4 != 0 || HEADER + length != raw.len() {
+        if !length.is_multiple_of(4) || HEADER + length != raw.len() {
             return Err(StunError::BadLength {
                 length,
                 datagram: raw.len(),
@@ -454,7 +454,7 @@ impl Builder {
         self.buf
             .extend_from_slice(&(value.len() as u16).to_be_bytes());
         self.buf.extend_from_slice(value);
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(self.pad);
         }
         self.set_length();
@@ -514,7 +514,7 @@ impl Builder {
     }
 
     /// MESSAGE-INTEGRITY under `key` (RFC 8489 §14.5).
-    pub fn integrity(mut self, key: &[u8]) -> Self {
+    pub fn integrity(self, key: &[u8]) -> Self {
         let length = self.buf.len() + 24 - HEADER;
         let mac = hmac_sha1(key, &self.buf, length);
         self.attribute(attr::MESSAGE_INTEGRITY, &mac)
