@@ -15,6 +15,7 @@ pub mod dtmf;
 pub mod emodel;
 pub mod g711;
 pub mod gaps;
+pub mod ice;
 pub mod impair;
 pub mod rtcp;
 pub mod rtp;
