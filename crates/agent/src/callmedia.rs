@@ -915,6 +915,9 @@ struct IceCall {
     notes: Vec<String>,
     /// Datagrams that looked like STUN (first byte 0–3) but were not readable.
     malformed: u64,
+    /// RTP and RTCP packets the session made that were not sent: no pair selected (yet,
+    /// or consent lost).
+    not_sent: u64,
     /// The last selected pair of component 1: ours, the peer's, its type.
     selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
 }
@@ -931,6 +934,8 @@ pub struct IceSummary {
     pub selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
     /// Unreadable STUN datagrams.
     pub malformed: u64,
+    /// RTP and RTCP packets made but not sent: no pair selected (RFC 8445 §12.1).
+    pub not_sent: u64,
 }
 
 /// Where a datagram of a component goes under ICE.
@@ -979,6 +984,7 @@ impl IceCall {
             stats,
             selected: self.selected,
             malformed: self.malformed,
+            not_sent: self.not_sent,
         }
     }
 
@@ -1126,6 +1132,7 @@ impl CallMedia {
                 wake: None,
                 notes: Vec::new(),
                 malformed: 0,
+                not_sent: 0,
                 selected: None,
             }))
         } else {
@@ -1966,7 +1973,9 @@ impl CallMedia {
                     Route::To(a) => to = a,
                     Route::Default => {}
                     Route::Hold => {
-                        if kind == PacketKind::Dtls && ice.held_dtls.len() < 16 {
+                        if kind != PacketKind::Dtls {
+                            ice.not_sent += 1;
+                        } else if ice.held_dtls.len() < 16 {
                             ice.held_dtls.push(self.out.clone());
                         }
                         continue;

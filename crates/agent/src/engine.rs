@@ -646,6 +646,10 @@ pub struct IceReport {
     pub fallbacks: u32,
     /// Calls whose ICE connected.
     pub connected: u32,
+    /// RTP and RTCP packets made but not sent because no pair was selected (RFC 8445
+    /// §12.1: before ICE connected, after it failed or lost consent), over the calls; they
+    /// are in `tx_packets` (which counts what the calls made).
+    pub media_not_sent: u64,
 }
 
 /// A far end's RTCP XR VoIP Metrics block (RFC 3611 §4.7) about our stream, in report units:
@@ -2625,6 +2629,7 @@ impl<'a> Shard<'a> {
             r.checks_sent += i.stats.checks_sent;
             r.checks_received += i.stats.checks_received;
             r.consent_failures += i.stats.consent_failures;
+            r.media_not_sent += i.not_sent;
             r.failures += u32::from(ice_failed.is_some());
             r.fallbacks += u32::from(i.state == "fallback");
             if let Some(d) = i.stats.connected_after {

@@ -773,6 +773,10 @@ enum Uas {
     /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
     /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
     ReplacesItsCall,
+    /// `testdata/sipp/uas-answers-ice-never-checks.xml` (no echo), called by callers with
+    /// `ice = true`: checks that our offer has ICE, answers with ICE attributes and a host
+    /// candidate on its media port, and never answers a STUN check.
+    AnswersIceNeverChecks,
     /// `testdata/sipp/uas-sends-info-hash.xml` with `-rtp_echo`, called by callers that hang
     /// up on `#` (8 s calls): an IVR that sends `#` by INFO a second into the call and fails
     /// it unless our BYE comes within 3 s.
@@ -891,6 +895,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             ],
             Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
+            Uas::AnswersIceNeverChecks => vec![
+                "-sf",
+                sipp_scenario!("uas-answers-ice-never-checks.xml"),
+                "-set",
+                "mport",
+                &media_port_text,
+            ],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -908,7 +919,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "-timeout",
             "25s",
         ]);
-        if !matches!(uas, Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_)) {
+        if !matches!(
+            uas,
+            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::AnswersIceNeverChecks
+        ) {
             args.push("-rtp_echo");
         }
         (args.into_iter().map(str::to_owned).collect(), port)
@@ -1004,6 +1018,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
                     _ => MediaPlan::default().codecs,
                 },
+                ice: uas == Uas::AnswersIceNeverChecks,
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1206,6 +1221,57 @@ fn echoed_back(uas: Uas, codec: &str) -> Vec<EndpointReport> {
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls");
     reports
+}
+
+/// An ICE caller whose peer answers with ICE (a host candidate) but never answers a check
+/// (SIPp: `testdata/sipp/uas-answers-ice-never-checks.xml`): no pair is selected, so no
+/// RTP is sent in the 3 s call; the call ends NEGOTIATION_FAILED with the counts and the
+/// hint, `media.ice` says `checking` with one failure, and the trace has the checks' start.
+#[test]
+fn an_ice_peer_that_never_answers_checks_fails_the_call_by_name() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersIceNeverChecks);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::NegotiationFailed, "{r:#?}");
+        assert_eq!(r.calls_answered, 1);
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("ICE did not connect in the call's"),
+            "{error}"
+        );
+        assert!(
+            error.contains("0 answered, 0 received from the peer"),
+            "{error}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.rx_packets, 0, "{m:?}");
+        let ice = m.ice.as_ref().expect("ice report");
+        // RFC 8445 §12.1: no media before a selected pair: every RTP packet made (and the
+        // RTCP) stayed unsent.
+        assert!(
+            ice.media_not_sent >= m.tx_packets && m.tx_packets >= 140,
+            "{m:?}"
+        );
+        assert_eq!(
+            (ice.state, ice.failures, ice.connected),
+            ("checking", 1, 0),
+            "{ice:?}"
+        );
+        // 0, 0.5, 1.5 s (and 3.5 s if the call outlived it): retransmitted on the RTO.
+        assert!((3..=4).contains(&ice.checks_sent), "{ice:?}");
+        assert!(ice.selected_pair.is_none(), "{ice:?}");
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .contains("ICE checks start (controlling, 1 remote candidates)")),
+            "{:#?}",
+            r.trace
+        );
+    }
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls (its checks of our offer passed)"
+    );
 }
 
 /// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a
