@@ -60,6 +60,17 @@ fn sdp_sent<'a>(r: &'a EndpointReport, first: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{}: no SDP in a sent {first}", r.user))
 }
 
+fn assert_success(r: &EndpointReport) {
+    assert_eq!(
+        r.outcome,
+        Outcome::Success,
+        "{}: {:?} {:?}",
+        r.user,
+        r.error,
+        notes(r)
+    );
+}
+
 fn notes(r: &EndpointReport) -> Vec<&str> {
     r.trace
         .iter()
@@ -75,14 +86,7 @@ fn webrtc_style_calls_over_wss_connect_ice_then_dtls_then_media() {
     assert_eq!(summary.calls_answered, 3, "{summary:?}");
     assert_eq!(reports.len(), 6);
     for r in &reports {
-        assert_eq!(
-            r.outcome,
-            Outcome::Success,
-            "{}: {:?} {:?}",
-            r.user,
-            r.error,
-            notes(r)
-        );
+        assert_success(r);
         let m = r.media.as_ref().expect("media measured");
         let ice = m.ice.as_ref().expect("an ice report");
         assert_eq!(ice.state, "connected", "{}: {ice:?} {:?}", r.user, notes(r));
@@ -139,14 +143,7 @@ fn two_components_without_rtcp_mux_over_udp() {
     let (summary, reports) = run_file(&file("udp", "ice = true", "ice = true"));
     assert_eq!(summary.calls_answered, 3, "{summary:?}");
     for r in &reports {
-        assert_eq!(
-            r.outcome,
-            Outcome::Success,
-            "{}: {:?} {:?}",
-            r.user,
-            r.error,
-            notes(r)
-        );
+        assert_success(r);
         let m = r.media.as_ref().expect("media measured");
         assert_eq!(m.ice.as_ref().map(|i| i.state), Some("connected"), "{m:?}");
         assert!(m.rx_packets >= 50, "{m:?}");
@@ -170,14 +167,7 @@ fn a_peer_without_ice_gets_the_fallback_and_media() {
     let (summary, reports) = run_file(&file("udp", "", "ice = true"));
     assert_eq!(summary.calls_answered, 3, "{summary:?}");
     for r in &reports {
-        assert_eq!(
-            r.outcome,
-            Outcome::Success,
-            "{}: {:?} {:?}",
-            r.user,
-            r.error,
-            notes(r)
-        );
+        assert_success(r);
         let m = r.media.as_ref().expect("media measured");
         assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
     }
@@ -197,7 +187,7 @@ fn a_peer_without_ice_gets_the_fallback_and_media() {
     let (summary, reports) = run_file(&file("udp", "ice = true", ""));
     assert_eq!(summary.calls_answered, 3, "{summary:?}");
     for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{}: {:?}", r.user, r.error);
+        assert_success(r);
         assert!(r.media.as_ref().unwrap().rx_packets >= 50);
     }
     let callee = reports.iter().find(|r| r.group == "callees").unwrap();

@@ -736,40 +736,20 @@ impl IceAgent {
         if !m.unknown_required.is_empty() {
             return self.respond_error(component, from, m, 420, "Unknown Attribute", Some(&pwd));
         }
-        // §7.3.1.1: role conflicts, resolved by the tie-breakers.
-        if !self.cfg.lite {
-            match (self.cfg.controlling, m.ice_controlling, m.ice_controlled) {
-                (true, Some(theirs), _) => {
-                    if self.tie_breaker >= theirs {
-                        self.stats.role_conflicts += 1;
-                        return self.respond_error(
-                            component,
-                            from,
-                            m,
-                            487,
-                            "Role Conflict",
-                            Some(&pwd),
-                        );
-                    }
-                    self.switch_role();
-                }
-                (false, _, Some(theirs)) => {
-                    if self.tie_breaker >= theirs {
-                        self.switch_role();
-                    } else {
-                        self.stats.role_conflicts += 1;
-                        return self.respond_error(
-                            component,
-                            from,
-                            m,
-                            487,
-                            "Role Conflict",
-                            Some(&pwd),
-                        );
-                    }
-                }
-                _ => {}
+        // §7.3.1.1: a role conflict (both controlling, or both controlled) is resolved by
+        // the tie-breakers: the larger one controls; the agent that keeps its role answers
+        // 487, the other switches.
+        let same_role = if self.cfg.controlling {
+            m.ice_controlling
+        } else {
+            m.ice_controlled
+        };
+        if let (false, Some(theirs)) = (self.cfg.lite, same_role) {
+            if (self.tie_breaker >= theirs) == self.cfg.controlling {
+                self.stats.role_conflicts += 1;
+                return self.respond_error(component, from, m, 487, "Role Conflict", Some(&pwd));
             }
+            self.switch_role();
         }
         // §7.3.1.2: the success response, XOR-MAPPED-ADDRESS the source.
         let bytes = Builder::new(Class::Success, BINDING, m.transaction)
