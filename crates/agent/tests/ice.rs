@@ -194,3 +194,68 @@ fn a_peer_without_ice_gets_the_fallback_and_media() {
     let answer = sdp_sent(callee, "SIP/2.0 200");
     assert!(!answer.contains("a=ice-"), "{answer}");
 }
+
+/// Hold and resume by re-INVITE (our caller's offers carry the same ICE credentials, RFC
+/// 8839 §4.4.1.1.2): the ICE session is kept — no restart, the same selected pair, DTLS
+/// not redone — and the media resumes over it.
+#[test]
+fn hold_and_resume_keep_the_ice_session() {
+    let webrtc = "ice = true\nsrtp = \"dtls\"\nrtcp_mux = true";
+    let caller = format!(
+        "{webrtc}\nactions = [{{ at = \"1s\", do = \"hold\" }}, {{ at = \"2s\", do = \"resume\" }}]"
+    );
+    let (summary, reports) = run_file(&file("ws", webrtc, &caller));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("ice report");
+        assert_eq!((ice.state, ice.connected), ("connected", 1), "{ice:?}");
+        let n = notes(r);
+        assert!(!n.iter().any(|t| t.contains("restarts")), "{n:?}");
+        assert_eq!(
+            n.iter()
+                .filter(|t| t.contains("ICE connected after"))
+                .count(),
+            1,
+            "{n:?}"
+        );
+        assert_eq!((m.dtls_failures, m.srtp_auth_failures), (0, 0), "{m:?}");
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+    }
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    let reinvites: Vec<&str> = caller
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with("INVITE "))
+        .filter_map(|t| t.text.split_once("\r\n\r\n").map(|(_, b)| b))
+        .collect();
+    assert!(reinvites.len() >= 3, "{reinvites:?}");
+    let ufrag = |b: &str| {
+        b.lines()
+            .find(|l| l.starts_with("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
+    assert!(ufrag(reinvites[0]).is_some());
+    assert!(
+        reinvites.iter().all(|b| ufrag(b) == ufrag(reinvites[0])),
+        "{reinvites:?}"
+    );
+    // The callee's answers inside the call keep its ICE attributes (the user agent answers
+    // from its description as sent), so the session is kept on both sides.
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let answers: Vec<&str> = callee
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with("SIP/2.0 200"))
+        .filter(|t| t.text.contains(" INVITE\r\n"))
+        .filter_map(|t| t.text.split_once("\r\n\r\n").map(|(_, b)| b))
+        .filter(|b| b.contains("m=audio"))
+        .collect();
+    assert!(answers.len() >= 3, "{answers:?}");
+    assert!(ufrag(answers[0]).is_some(), "{answers:?}");
+    assert!(
+        answers.iter().all(|b| ufrag(b) == ufrag(answers[0])),
+        "{answers:?}"
+    );
+}
