@@ -115,9 +115,8 @@ fn loopback_only(sdp: &str) -> String {
         .join("\r\n")
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
-    let d = start_driver();
+/// A Chromium session with loopback candidates and no mDNS names.
+fn open_session(d: &Driver) -> String {
     let caps = serde_json::json!({ "capabilities": { "alwaysMatch": { "goog:chromeOptions": {
         "binary": "/usr/bin/chromium",
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -126,8 +125,68 @@ async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
                  "--autoplay-policy=no-user-gesture-required",
                  format!("--user-data-dir={}", d.profile.display())],
     } } } });
-    let session = wd(&d, "POST", "/session", &caps);
-    let sid = session["sessionId"].as_str().expect("a session").to_owned();
+    let session = wd(d, "POST", "/session", &caps);
+    session["sessionId"].as_str().expect("a session").to_owned()
+}
+
+/// Runs our side for 4 s, then checks both: ICE connected over loopback, Chromium received
+/// our audio and we received its.
+async fn exchange_and_check(d: &Driver, sid: &str, mut media: CallMedia) {
+    let mut batch = RecvBatch::default();
+    let mut timing = SendTiming::default();
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end {
+        let now = Instant::now();
+        media.read_due(now, &mut batch);
+        media.on_timeout(now, &mut timing);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stats = run(
+        d,
+        sid,
+        "const s = await window.pc.getStats(); let inb = 0, out = 0;
+         s.forEach(r => { if (r.type === 'inbound-rtp') inb = r.packetsReceived;
+                          if (r.type === 'outbound-rtp') out = r.packetsSent; });
+         done({ inb, out, ice: window.pc.iceConnectionState, conn: window.pc.connectionState });",
+        serde_json::json!([]),
+    );
+    let notes = media.take_ice_notes();
+    let ice = media.ice_summary().expect("ICE ran");
+    let (sum, _) = media.finish(Instant::now()).expect("media ran");
+    let _ = wd(
+        &d,
+        "DELETE",
+        &format!("/session/{sid}"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(
+        ice.state, "connected",
+        "{ice:?} {notes:?} chromium: {stats}"
+    );
+    assert_eq!(stats["conn"], "connected", "{stats} {notes:?}");
+    let chromium_received = stats["inb"].as_u64().unwrap_or(0);
+    assert!(chromium_received >= 50, "{stats} {notes:?}");
+    assert!(sum.rx_packets >= 50, "{sum:?} {stats}");
+    assert_eq!(sum.srtp_auth_failures, 0, "{sum:?}");
+    let (_, remote, _) = ice.selected.expect("a selected pair");
+    assert!(remote.ip().is_loopback(), "{ice:?}");
+    eprintln!(
+        "chromium: {stats}; ours: ICE {} after {:?} ({} checks sent, {} received), pair {:?}, \
+         rx {} packets, MOS {:?}",
+        ice.state,
+        ice.stats.connected_after,
+        ice.stats.checks_sent,
+        ice.stats.checks_received,
+        ice.selected,
+        sum.rx_packets,
+        sum.mos
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
+    let d = start_driver();
+    let sid = open_session(&d);
 
     let driver = MediaDriver::new().unwrap();
     let mut ports = PortAllocator::new(None, 0);
@@ -172,53 +231,61 @@ async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
         )
         .unwrap_or_else(|e| panic!("{e}\n{answer}"));
 
-    let mut batch = RecvBatch::default();
-    let mut timing = SendTiming::default();
-    let end = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < end {
-        let now = Instant::now();
-        media.read_due(now, &mut batch);
-        media.on_timeout(now, &mut timing);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let stats = run(
+    exchange_and_check(&d, &sid, media).await;
+}
+
+/// Chromium offers (BUNDLE, `a=mid`, `UDP/TLS/RTP/SAVPF`, Opus first): our call media answers
+/// as the controlled agent and the DTLS client (`a=setup:active`), with only Chromium's
+/// loopback UDP candidates taken; Chromium's checks and nomination select the pair, and
+/// audio flows both ways.
+#[tokio::test(flavor = "current_thread")]
+async fn our_media_answers_chromiums_offer_as_the_controlled_agent() {
+    let d = start_driver();
+    let sid = open_session(&d);
+    let driver = MediaDriver::new().unwrap();
+    let mut ports = PortAllocator::new(None, 0);
+    let plan = MediaPlan {
+        ice: true,
+        srtp: SrtpMode::Dtls,
+        rtcp_mux: true,
+        ..MediaPlan::default()
+    };
+    let ip: IpAddr = [127, 0, 0, 1].into();
+    let mut media = CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, &driver).unwrap();
+    let offer = run(
         &d,
         &sid,
-        "const s = await window.pc.getStats(); let inb = 0, out = 0;
-         s.forEach(r => { if (r.type === 'inbound-rtp') inb = r.packetsReceived;
-                          if (r.type === 'outbound-rtp') out = r.packetsSent; });
-         done({ inb, out, ice: window.pc.iceConnectionState, conn: window.pc.connectionState });",
+        "const pc = new RTCPeerConnection(); window.pc = pc;
+         const ctx = new AudioContext(); const osc = ctx.createOscillator();
+         const dst = ctx.createMediaStreamDestination(); osc.connect(dst); osc.start();
+         pc.addTrack(dst.stream.getAudioTracks()[0], dst.stream);
+         await pc.setLocalDescription(await pc.createOffer());
+         await new Promise(r => { if (pc.iceGatheringState === 'complete') r();
+           pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+           setTimeout(r, 3000); });
+         done(pc.localDescription.sdp);",
         serde_json::json!([]),
     );
-    let notes = media.take_ice_notes();
-    let ice = media.ice_summary().expect("ICE ran");
-    let (sum, _) = media.finish(Instant::now()).expect("media ran");
-    let _ = wd(
+    let offer = loopback_only(offer.as_str().expect("an SDP offer"));
+    let answer = media
+        .answer(
+            offer.as_bytes(),
+            0x5e1f,
+            "sipmeter@chromium",
+            7,
+            Instant::now(),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{offer}"));
+    let answer = String::from_utf8(answer.to_vec()).unwrap();
+    let set = run(
         &d,
-        "DELETE",
-        &format!("/session/{sid}"),
-        &serde_json::json!({}),
+        &sid,
+        "await window.pc.setRemoteDescription({ type: 'answer', sdp: args[0] }); done('ok');",
+        serde_json::json!([answer]),
     );
     assert_eq!(
-        ice.state, "connected",
-        "{ice:?} {notes:?} chromium: {stats}"
+        set, "ok",
+        "{set}\n--- our answer:\n{answer}\n--- its offer:\n{offer}"
     );
-    assert_eq!(stats["conn"], "connected", "{stats} {notes:?}");
-    let chromium_received = stats["inb"].as_u64().unwrap_or(0);
-    assert!(chromium_received >= 50, "{stats} {notes:?}");
-    assert!(sum.rx_packets >= 50, "{sum:?} {stats}");
-    assert_eq!(sum.srtp_auth_failures, 0, "{sum:?}");
-    let (_, remote, _) = ice.selected.expect("a selected pair");
-    assert!(remote.ip().is_loopback(), "{ice:?}");
-    eprintln!(
-        "chromium: {stats}; ours: ICE {} after {:?} ({} checks sent, {} received), pair {:?}, \
-         rx {} packets, MOS {:?}",
-        ice.state,
-        ice.stats.connected_after,
-        ice.stats.checks_sent,
-        ice.stats.checks_received,
-        ice.selected,
-        sum.rx_packets,
-        sum.mos
-    );
+    exchange_and_check(&d, &sid, media).await;
 }

@@ -216,6 +216,14 @@ impl Candidate {
     }
 }
 
+/// Whether a local and a remote address can form a pair: the same family (§6.1.2.2), and
+/// a loopback candidate only with a loopback one — a datagram from another address to a
+/// loopback socket can only come from this host's other interfaces (a browser checks from
+/// each of its host candidates), and answering would send test traffic to them.
+fn compatible(local: SocketAddr, remote: SocketAddr) -> bool {
+    local.is_ipv4() == remote.is_ipv4() && local.ip().is_loopback() == remote.ip().is_loopback()
+}
+
 fn foundation_of(addr: SocketAddr, kind: CandidateType) -> u32 {
     // A short stable number from the type and base IP (§5.1.1.3).
     let mut h: u32 = 2166136261;
@@ -615,7 +623,7 @@ impl IceAgent {
         if !self.cfg.lite {
             for (li, l) in self.locals.iter().enumerate() {
                 for (ri, r) in remote.candidates.iter().enumerate() {
-                    if l.component == r.component && l.addr.is_ipv4() == r.addr.is_ipv4() {
+                    if l.component == r.component && compatible(l.addr, r.addr) {
                         self.pairs.push(Pair {
                             local: li,
                             remote: ri,
@@ -722,6 +730,15 @@ impl IceAgent {
 
     /// RFC 8445 §7.3: a check (or a consent check) from the peer.
     fn on_request(&mut self, now: Instant, component: u8, from: SocketAddr, m: &Message<'_>) {
+        if !self
+            .locals
+            .iter()
+            .any(|c| c.component == component && compatible(c.addr, from))
+        {
+            // Not answered: a path we do not pair (see `compatible`); the peer's check
+            // fails as if the packet were lost.
+            return;
+        }
         self.stats.checks_received += 1;
         // RFC 8489 §9.1.3: USERNAME "LFRAG:RFRAG" whose first part is ours, and integrity
         // under our password; else 400 (missing) or 401.
@@ -1725,6 +1742,35 @@ mod tests {
             Some(CandidateType::PeerReflexive)
         );
         selected_both(&net, 1);
+    }
+
+    #[test]
+    fn a_loopback_candidate_pairs_and_answers_only_loopback() {
+        let mut a = IceAgent::new(pair([true, false], 1, [1, 2]).remove(0));
+        let now = Instant::now();
+        let remote = RemoteIce {
+            credentials: creds(1),
+            candidates: vec![
+                Candidate::host(1, addr("192.0.2.2:5000")),
+                Candidate::host(1, addr("127.0.0.2:40001")),
+            ],
+            lite: false,
+        };
+        a.set_remote(now, remote);
+        a.handle_timeout(now);
+        let t = a.poll_transmit().expect("a check");
+        assert_eq!(t.to, addr("127.0.0.2:40001"));
+        a.handle_timeout(now + TA);
+        assert!(a.poll_transmit().is_none(), "192.0.2.2 is not paired");
+        // A check from a non-loopback address to our loopback candidate: not answered.
+        let req = Builder::new(Class::Request, BINDING, TransactionId([2; 12]))
+            .username("ufr0:ufr1")
+            .integrity(creds(0).pwd.as_bytes())
+            .fingerprint();
+        a.handle_datagram(now, 1, addr("192.0.2.2:5000"), &req)
+            .expect("STUN");
+        assert!(a.poll_transmit().is_none());
+        assert_eq!(a.stats().checks_received, 0);
     }
 
     #[test]
