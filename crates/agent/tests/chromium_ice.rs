@@ -154,7 +154,7 @@ async fn exchange_and_check(d: &Driver, sid: &str, mut media: CallMedia) {
     let ice = media.ice_summary().expect("ICE ran");
     let (sum, _) = media.finish(Instant::now()).expect("media ran");
     let _ = wd(
-        &d,
+        d,
         "DELETE",
         &format!("/session/{sid}"),
         &serde_json::json!({}),
