@@ -183,12 +183,8 @@ async fn exchange_and_check(d: &Driver, sid: &str, mut media: CallMedia) {
     );
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
-    let d = start_driver();
-    let sid = open_session(&d);
-
-    let driver = MediaDriver::new().unwrap();
+/// One call's media as a WebRTC-style phone has it: ICE, DTLS-SRTP, rtcp-mux, on loopback.
+fn webrtc_media(driver: &MediaDriver) -> CallMedia {
     let mut ports = PortAllocator::new(None, 0);
     let plan = MediaPlan {
         ice: true,
@@ -197,7 +193,16 @@ async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
         ..MediaPlan::default()
     };
     let ip: IpAddr = [127, 0, 0, 1].into();
-    let mut media = CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, &driver).unwrap();
+    CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, driver).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn chromium_answers_our_ice_dtls_offer_and_audio_flows_both_ways() {
+    let d = start_driver();
+    let sid = open_session(&d);
+
+    let driver = MediaDriver::new().unwrap();
+    let mut media = webrtc_media(&driver);
     let offer = String::from_utf8(media.offer().to_vec()).unwrap();
     let answer = run(
         &d,
@@ -243,15 +248,7 @@ async fn our_media_answers_chromiums_offer_as_the_controlled_agent() {
     let d = start_driver();
     let sid = open_session(&d);
     let driver = MediaDriver::new().unwrap();
-    let mut ports = PortAllocator::new(None, 0);
-    let plan = MediaPlan {
-        ice: true,
-        srtp: SrtpMode::Dtls,
-        rtcp_mux: true,
-        ..MediaPlan::default()
-    };
-    let ip: IpAddr = [127, 0, 0, 1].into();
-    let mut media = CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, &driver).unwrap();
+    let mut media = webrtc_media(&driver);
     let offer = run(
         &d,
         &sid,
