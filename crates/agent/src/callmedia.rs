@@ -918,6 +918,8 @@ struct IceCall {
     /// RTP and RTCP packets the session made that were not sent: no pair selected (yet,
     /// or consent lost).
     not_sent: u64,
+    /// The failure was handed to the engine ([`CallMedia::take_ice_failure`]).
+    failure_taken: bool,
     /// The last selected pair of component 1: ours, the peer's, its type.
     selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
 }
@@ -936,6 +938,46 @@ pub struct IceSummary {
     pub malformed: u64,
     /// RTP and RTCP packets made but not sent: no pair selected (RFC 8445 §12.1).
     pub not_sent: u64,
+}
+
+impl IceSummary {
+    /// Why the call has no media path, if its ICE failed: every pair failed (or none could
+    /// form), consent was lost, or — `ended` with a call long enough to tell — it never
+    /// connected.
+    pub fn failure(&self, ended: Option<Duration>) -> Option<String> {
+        let s = &self.stats;
+        match self.state {
+            "failed" if s.checks_sent == 0 => Some(
+                "ICE failed: no candidate pair (the peer's a=candidate lines have none we can \
+                 pair with: another address family, TCP or names only; the trace lists what \
+                 was skipped)"
+                    .to_string(),
+            ),
+            "failed" => Some(format!(
+                "ICE failed: every candidate pair failed ({} checks sent, {} answered, {} \
+                 received from the peer): no media path (RFC 8445 §8.1.2; check the peer's \
+                 a=candidate addresses, NAT and firewalls; the trace lists each pair)",
+                s.checks_sent, s.responses_received, s.checks_received
+            )),
+            "disconnected" => Some(
+                "ICE consent lost: the peer stopped answering consent checks for 30 s (RFC \
+                 7675 §5.1): media stopped"
+                    .to_string(),
+            ),
+            "checking" | "new" => ended.map(|d| {
+                format!(
+                    "ICE did not connect in the call's {:.1} s ({} checks sent, {} answered, \
+                     {} received from the peer): no media sent (check the peer's a=candidate \
+                     addresses and that it answers STUN on them)",
+                    d.as_secs_f64(),
+                    s.checks_sent,
+                    s.responses_received,
+                    s.checks_received
+                )
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Where a datagram of a component goes under ICE.
@@ -1133,6 +1175,7 @@ impl CallMedia {
                 notes: Vec::new(),
                 malformed: 0,
                 not_sent: 0,
+                failure_taken: false,
                 selected: None,
             }))
         } else {
@@ -1458,6 +1501,18 @@ impl CallMedia {
             .as_deref_mut()
             .map(|i| std::mem::take(&mut i.notes))
             .unwrap_or_default()
+    }
+
+    /// Why the call's ICE failed or lost consent, once, when it just did: the engine ends
+    /// the call then (no media path; RFC 7675 §5.1: media must stop).
+    pub fn take_ice_failure(&mut self) -> Option<String> {
+        let ice = self.ice.as_deref_mut()?;
+        if ice.failure_taken {
+            return None;
+        }
+        let why = ice.summary().failure(None)?;
+        ice.failure_taken = true;
+        Some(why)
     }
 
     /// What the call's ICE did (`ice = true`).

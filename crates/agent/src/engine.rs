@@ -2504,8 +2504,21 @@ impl<'a> Shard<'a> {
                 continue;
             };
             let notes = m.take_ice_notes();
+            let failed = m.take_ice_failure();
+            let ep = &mut self.endpoints[idx];
             for n in notes {
-                self.endpoints[idx].trace.push(TraceEntry::note(n, at));
+                ep.trace.push(TraceEntry::note(n, at));
+            }
+            // No media path (every pair failed, none could form, or consent lost): the call
+            // is ended now rather than at its planned time.
+            if let (Some(why), false, Some(call)) = (failed, consult, ep.active_call) {
+                ep.trace
+                    .push(TraceEntry::note(format!("{why}: ending the call"), at));
+                ep.worsen(Outcome::NegotiationFailed, why);
+                ep.ua.hangup(now, call);
+                // The BYE goes now (sent, events handled, the endpoint rescheduled).
+                self.pump(idx, now);
+                return;
             }
         }
     }
@@ -2593,29 +2606,9 @@ impl<'a> Shard<'a> {
         for n in ice_notes {
             ep.trace.push(TraceEntry::note(n, at));
         }
-        let ice_failed = ice.as_ref().and_then(|i| match i.state {
-            "failed" => Some(format!(
-                "ICE failed: every candidate pair failed ({} checks sent, {} answered, {} \
-                 received from the peer): no media path (RFC 8445 §8.1.2; check the peer's \
-                 a=candidate addresses, NAT and firewalls; the trace lists each pair)",
-                i.stats.checks_sent, i.stats.responses_received, i.stats.checks_received
-            )),
-            "disconnected" => Some(
-                "ICE consent lost: the peer stopped answering consent checks for 30 s (RFC \
-                 7675 §5.1): media stopped"
-                    .to_string(),
-            ),
-            "checking" | "new" if sum.duration >= SILENT_CALL_MIN => Some(format!(
-                "ICE did not connect in the call's {:.1} s ({} checks sent, {} answered, {} \
-                 received from the peer): no media sent (check the peer's a=candidate \
-                 addresses and that it answers STUN on them)",
-                sum.duration.as_secs_f64(),
-                i.stats.checks_sent,
-                i.stats.responses_received,
-                i.stats.checks_received
-            )),
-            _ => None,
-        });
+        let ice_failed = ice
+            .as_ref()
+            .and_then(|i| i.failure((sum.duration >= SILENT_CALL_MIN).then_some(sum.duration)));
         if let Some(why) = ice_failed.clone() {
             ep.worsen(Outcome::NegotiationFailed, why);
         }

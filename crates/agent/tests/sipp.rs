@@ -777,6 +777,8 @@ enum Uas {
     /// `ice = true`: checks that our offer has ICE, answers with ICE attributes and a host
     /// candidate on its media port, and never answers a STUN check.
     AnswersIceNeverChecks,
+    /// The same scenario with a TCP candidate only: no pair a UDP agent can form.
+    AnswersIceTcpOnly,
     /// `testdata/sipp/uas-sends-info-hash.xml` with `-rtp_echo`, called by callers that hang
     /// up on `#` (8 s calls): an IVR that sends `#` by INFO a second into the call and fails
     /// it unless our BYE comes within 3 s.
@@ -895,12 +897,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             ],
             Uas::ReplacesItsCall => vec!["-sf", sipp_scenario!("uas-replaces-its-call.xml")],
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
-            Uas::AnswersIceNeverChecks => vec![
+            Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-ice-never-checks.xml"),
                 "-set",
                 "mport",
                 &media_port_text,
+                "-set",
+                "ctransport",
+                if uas == Uas::AnswersIceTcpOnly {
+                    "TCP"
+                } else {
+                    "UDP"
+                },
             ],
             _ => vec!["-sn", "uas"],
         };
@@ -921,7 +930,11 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         ]);
         if !matches!(
             uas,
-            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::AnswersIceNeverChecks
+            Uas::Silent
+                | Uas::PausesRtp
+                | Uas::DropsSrtp(_)
+                | Uas::AnswersIceNeverChecks
+                | Uas::AnswersIceTcpOnly
         ) {
             args.push("-rtp_echo");
         }
@@ -1018,7 +1031,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                     Uas::OffersOpus => vec![Codec::Pcmu, Codec::Pcma, Codec::Opus],
                     _ => MediaPlan::default().codecs,
                 },
-                ice: uas == Uas::AnswersIceNeverChecks,
+                ice: matches!(uas, Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly),
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1272,6 +1285,47 @@ fn an_ice_peer_that_never_answers_checks_fails_the_call_by_name() {
         sipp, 0,
         "SIPp counts 2 calls (its checks of our offer passed)"
     );
+}
+
+/// An ICE caller whose peer answers with a TCP candidate only: no pair can form, ICE fails
+/// at once, and the call is ended then (BYE right after the ACK, not at its 3 s), traced and
+/// NEGOTIATION_FAILED with the reason.
+#[test]
+fn an_ice_peer_without_a_usable_candidate_ends_the_call_at_once() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersIceTcpOnly);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::NegotiationFailed, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("ICE failed: no candidate pair"),
+            "{error}"
+        );
+        let at = |first: &str| {
+            r.trace
+                .iter()
+                .find(|t| t.direction == Direction::Sent && t.text.starts_with(first))
+                .map(|t| t.at_ms)
+                .unwrap_or_else(|| panic!("no {first} sent: {:#?}", r.trace))
+        };
+        let (ack, bye) = (at("ACK "), at("BYE "));
+        assert!(bye - ack < 500.0, "BYE {bye} ms, ACK {ack} ms");
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("ice report");
+        assert_eq!(
+            (ice.state, ice.failures, ice.checks_sent),
+            ("failed", 1, 0),
+            "{ice:?}"
+        );
+        assert!(
+            r.trace
+                .iter()
+                .any(|t| t.text.contains("a=candidate over TCP skipped")),
+            "{:#?}",
+            r.trace
+        );
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
 
 /// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a
