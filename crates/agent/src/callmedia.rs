@@ -18,6 +18,7 @@ use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
 use media::dtls::DtlsIdentity;
+use media::ice::{CandidateType, Credentials, IceAgent, IceConfig, IceEvent, IceState};
 use media::sdp::{
     self, Codec, Direction, LocalMedia, MediaDescription, Negotiated, NegotiationError, Sdes,
     SessionDescription,
@@ -75,6 +76,9 @@ pub struct MediaPlan {
     /// Watch when sound starts and stops in what each call receives (scenario actions on
     /// `audio` or `silence`; `None`: not watched).
     pub sound: Option<SoundConfig>,
+    /// ICE (RFC 8445, `ice`): host candidates in the SDP, connectivity checks on the RTP
+    /// (and RTCP) socket, media to the nominated pair; a peer without ICE gets plain media.
+    pub ice: bool,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -146,6 +150,7 @@ impl Default for MediaPlan {
             srtp_mki: None,
             rtcp_xr: false,
             sound: None,
+            ice: false,
         }
     }
 }
@@ -899,6 +904,234 @@ pub struct CallMedia {
     held_dtls: Vec<(Instant, Vec<u8>)>,
     /// The plan's `rtcp_xr`.
     rtcp_xr: bool,
+    /// The call's ICE (`ice = true`; boxed: most calls have none).
+    ice: Option<Box<IceCall>>,
+}
+
+/// One call's ICE: our credentials and host candidates from the bind, the agent once the
+/// peer's description is known (or the fallback when it has no ICE), and what the driver
+/// holds for it.
+#[derive(Debug)]
+struct IceCall {
+    creds: Credentials,
+    host: Vec<(u8, SocketAddr)>,
+    agent: Option<IceAgent>,
+    /// The peer's description has no ICE: plain media to its c=/m= address (RFC 8445 §5.1).
+    fallback: bool,
+    /// STUN datagrams that came before the session started: the agent takes them then.
+    held: Vec<(Instant, u8, SocketAddr, Vec<u8>)>,
+    /// Our DTLS flights made before a pair was selected: sent to it once it is.
+    held_dtls: Vec<Vec<u8>>,
+    /// The agent has output (it took a datagram): the driver flushes at this instant.
+    wake: Option<Instant>,
+    /// Trace lines for the engine ([`CallMedia::take_ice_notes`]).
+    notes: Vec<String>,
+    /// Datagrams that looked like STUN (first byte 0–3) but were not readable.
+    malformed: u64,
+    /// RTP and RTCP packets the session made that were not sent: no pair selected (yet,
+    /// or consent lost).
+    not_sent: u64,
+    /// The failure was handed to the engine ([`CallMedia::take_ice_failure`]).
+    failure_taken: bool,
+    /// The last selected pair of component 1: ours, the peer's, its type.
+    selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
+}
+
+/// What a call's ICE did, for the endpoint's report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IceSummary {
+    /// `connected`, `checking`, `failed`, `disconnected` (consent lost), `new`, or
+    /// `fallback` (the peer has no ICE).
+    pub state: &'static str,
+    /// The agent's counters (zero in a fallback).
+    pub stats: media::ice::IceStats,
+    /// The last selected pair (component 1): ours, the peer's, the peer's candidate type.
+    pub selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
+    /// Unreadable STUN datagrams.
+    pub malformed: u64,
+    /// RTP and RTCP packets made but not sent: no pair selected (RFC 8445 §12.1).
+    pub not_sent: u64,
+}
+
+impl IceSummary {
+    /// Why the call has no media path, if its ICE failed: every pair failed (or none could
+    /// form), consent was lost, or — `ended` with a call long enough to tell — it never
+    /// connected.
+    pub fn failure(&self, ended: Option<Duration>) -> Option<String> {
+        let s = &self.stats;
+        match self.state {
+            "failed" if s.checks_sent == 0 => Some(
+                "ICE failed: no candidate pair (the peer's a=candidate lines have none we can \
+                 pair with: another address family, TCP or names only; the trace lists what \
+                 was skipped)"
+                    .to_string(),
+            ),
+            "failed" => Some(format!(
+                "ICE failed: every candidate pair failed ({} checks sent, {} answered, {} \
+                 received from the peer): no media path (RFC 8445 §8.1.2; check the peer's \
+                 a=candidate addresses, NAT and firewalls; the trace lists each pair)",
+                s.checks_sent, s.responses_received, s.checks_received
+            )),
+            "disconnected" => Some(
+                "ICE consent lost: the peer stopped answering consent checks for 30 s (RFC \
+                 7675 §5.1): media stopped"
+                    .to_string(),
+            ),
+            "checking" | "new" => ended.map(|d| {
+                format!(
+                    "ICE did not connect in the call's {:.1} s ({} checks sent, {} answered, \
+                     {} received from the peer): no media sent (check the peer's a=candidate \
+                     addresses and that it answers STUN on them)",
+                    d.as_secs_f64(),
+                    s.checks_sent,
+                    s.responses_received,
+                    s.checks_received
+                )
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Where a datagram of a component goes under ICE.
+enum Route {
+    /// To the selected pair's remote address.
+    To(SocketAddr),
+    /// Not yet (or no longer): held (our DTLS flights) or dropped.
+    Hold,
+    /// As without ICE: the peer has none, or the component has no candidates (RTCP of a
+    /// peer that refused rtcp-mux to our one-component offer).
+    Default,
+}
+
+impl IceCall {
+    fn route(&self, component: u8) -> Route {
+        let Some(agent) = self.agent.as_ref() else {
+            return if self.fallback {
+                Route::Default
+            } else {
+                Route::Hold
+            };
+        };
+        if !self.host.iter().any(|(c, _)| *c == component) {
+            return Route::Default;
+        }
+        match agent.selected(component) {
+            Some((to, _)) => Route::To(to),
+            None => Route::Hold,
+        }
+    }
+
+    fn checking(&self) -> bool {
+        self.agent
+            .as_ref()
+            .is_some_and(|a| matches!(a.state(), IceState::New | IceState::Checking))
+    }
+
+    fn summary(&self) -> IceSummary {
+        let (state, stats) = match (&self.agent, self.fallback) {
+            (_, true) => ("fallback", Default::default()),
+            (Some(a), _) => (a.state().name(), a.stats()),
+            (None, _) => ("new", Default::default()),
+        };
+        IceSummary {
+            state,
+            stats,
+            selected: self.selected,
+            malformed: self.malformed,
+            not_sent: self.not_sent,
+        }
+    }
+
+    /// Runs the agent's timers due by `now`, sends its datagrams and turns its events into
+    /// trace lines.
+    fn drive(
+        &mut self,
+        now: Instant,
+        rtp: &MioUdpSocket,
+        rtcp: &MioUdpSocket,
+        send_errors: &mut u64,
+    ) {
+        self.wake = None;
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        if agent.poll_timeout().is_some_and(|t| t <= now) {
+            agent.handle_timeout(now);
+        }
+        while let Some(t) = agent.poll_transmit() {
+            let sock = if t.component == 2 { rtcp } else { rtp };
+            send(sock, &t.bytes, t.to, send_errors);
+        }
+        while let Some(e) = agent.poll_event() {
+            let note = match e {
+                IceEvent::State(s) => {
+                    let st = agent.stats();
+                    match s {
+                        IceState::Connected => format!(
+                            "ICE connected after {} ms ({} checks sent, {} received)",
+                            st.connected_after.map_or(0, |d| d.as_millis()),
+                            st.checks_sent,
+                            st.checks_received
+                        ),
+                        IceState::Failed => format!(
+                            "ICE failed: every candidate pair failed ({} checks sent, {} \
+                             answered, {} received): no media path to the peer's candidates \
+                             (RFC 8445 §8.1.2; check its a=candidate addresses, NAT, firewalls)",
+                            st.checks_sent, st.responses_received, st.checks_received
+                        ),
+                        IceState::Disconnected => "ICE consent lost: no answer to consent \
+                             checks for 30 s (RFC 7675 §5.1): media stopped"
+                            .to_string(),
+                        other => format!("ICE {}", other.name()),
+                    }
+                }
+                IceEvent::Selected {
+                    component,
+                    local,
+                    remote,
+                    remote_kind,
+                } => {
+                    if component == 1 {
+                        self.selected = Some((local, remote, remote_kind));
+                    }
+                    format!(
+                        "ICE selected pair, component {component}: {local} -> {remote} \
+                         ({})",
+                        remote_kind.name()
+                    )
+                }
+                IceEvent::RoleSwitched { controlling } => format!(
+                    "ICE role conflict (RFC 8445 §7.3.1.1): now {}",
+                    if controlling {
+                        "controlling"
+                    } else {
+                        "controlled"
+                    }
+                ),
+                IceEvent::PairFailed { local, remote, why } => {
+                    format!("ICE pair {local} -> {remote} failed: {why}")
+                }
+                IceEvent::Rejected { from, code } => {
+                    format!("ICE check from {from} rejected with {code} (credentials)")
+                }
+            };
+            if self.notes.len() < 64 {
+                self.notes.push(note);
+            }
+        }
+    }
+}
+
+/// Sends one datagram, counting what the socket refused.
+fn send(sock: &MioUdpSocket, bytes: &[u8], to: SocketAddr, send_errors: &mut u64) {
+    match crate::rxstamp::send_to(sock, bytes, &socket2::SockAddr::from(to)) {
+        Ok(_) => {}
+        // An ICMP port-unreachable from an earlier datagram (the peer closed its port,
+        // e.g. before our final RTCP BYE): not a failure of the generator.
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        Err(_) => *send_errors += 1,
+    }
 }
 
 impl Drop for CallMedia {
@@ -934,6 +1167,33 @@ impl CallMedia {
         crate::rxstamp::enable_tos(&rtp, ip.is_ipv6())?;
         crate::rxstamp::enable_tos(&rtcp, ip.is_ipv6())?;
         let port = rtp.local_addr()?.port();
+        let ice = if plan.ice {
+            // One component with rtcp-mux (RFC 5761 §5.1.3 with ICE: RTCP on the RTP
+            // candidate), else RTP and RTCP.
+            let mut host = vec![(1, rtp.local_addr()?)];
+            if !plan.rtcp_mux {
+                host.push((2, rtcp.local_addr()?));
+            }
+            // The password keys the checks' integrity: from the system's CSPRNG, not the
+            // run's seed.
+            let creds = Credentials::generate(getrandom::fill).map_err(io::Error::other)?;
+            Some(Box::new(IceCall {
+                creds,
+                host,
+                agent: None,
+                fallback: false,
+                held: Vec::new(),
+                held_dtls: Vec::new(),
+                wake: None,
+                notes: Vec::new(),
+                malformed: 0,
+                not_sent: 0,
+                failure_taken: false,
+                selected: None,
+            }))
+        } else {
+            None
+        };
         let rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
         // Only RTCP (a datagram every few seconds) is in the set. The RTP socket is read on
@@ -980,6 +1240,7 @@ impl CallMedia {
             early_rtp: None,
             held_dtls: Vec::new(),
             rtcp_xr: plan.rtcp_xr,
+            ice,
         })
     }
 
@@ -1001,7 +1262,7 @@ impl CallMedia {
                 }
                 if let Some((bytes, at, from)) = batch.datagram(i) {
                     n += 1;
-                    self.on_packet(at, bytes, from);
+                    self.on_datagram(at, bytes, from, rtcp);
                 }
             }
             // A short batch: the socket is drained (no call to learn it would block).
@@ -1036,7 +1297,7 @@ impl CallMedia {
                     if let Some(tos) = tos {
                         self.rx_dscp |= 1 << (tos >> 2);
                     }
-                    self.on_packet(at, &buf[..len], from);
+                    self.on_datagram(at, &buf[..len], from, rtcp);
                 }
                 // ICMP port unreachable from an earlier send: the peer is not there yet or
                 // any more; keep reading.
@@ -1064,6 +1325,7 @@ impl CallMedia {
             .session
             .as_ref()
             .is_some_and(MediaSession::dtls_handshaking)
+            || self.ice.as_deref().is_some_and(IceCall::checking)
         {
             // The DTLS handshake's flights are read within a millisecond, not a packet time:
             // its time is the network's and the peer's, not our read schedule's.
@@ -1089,6 +1351,20 @@ impl CallMedia {
     /// blocks and Receiver Reference Time blocks whenever we send no RTP (RFC 3611 §5.1:
     /// `a=rtcp-xr:rcvr-rtt=all voip-metrics`).
     fn sdp(&self, mut sd: SessionDescription) -> Bytes {
+        if let Some(ice) = self.ice.as_deref().filter(|i| !i.fallback)
+            && let Some(m) = sd
+                .media
+                .iter_mut()
+                .find(|m| m.media == "audio" && m.port != 0)
+        {
+            let candidates: Vec<_> = ice
+                .host
+                .iter()
+                .map(|(c, a)| media::ice::Candidate::host(*c, *a))
+                .collect();
+            m.attributes
+                .extend(media::ice::sdp::attributes(&ice.creds, &candidates));
+        }
         if self.rtcp_xr
             && let Some(m) = sd
                 .media
@@ -1133,6 +1409,8 @@ impl CallMedia {
         let sd = SessionDescription::parse(offer).map_err(|e| format!("bad SDP offer: {e}"))?;
         let (answer, n) = sdp::answer_offer(&sd, &self.local).map_err(|e| negotiation(&e))?;
         self.start(n, ssrc, cname, seed, now)?;
+        // RFC 8445 §6.1.1: the answerer is controlled.
+        self.start_ice(now, &sd, false, seed);
         Ok(self.sdp(answer))
     }
 
@@ -1147,7 +1425,114 @@ impl CallMedia {
     ) -> Result<(), String> {
         let sd = SessionDescription::parse(answer).map_err(|e| format!("bad SDP answer: {e}"))?;
         let n = sdp::apply_answer(&self.local, &sd).map_err(|e| negotiation(&e))?;
-        self.start(n, ssrc, cname, seed, now)
+        self.start(n, ssrc, cname, seed, now)?;
+        // RFC 8445 §6.1.1: the offerer controls.
+        self.start_ice(now, &sd, true, seed);
+        Ok(())
+    }
+
+    /// Starts the call's ICE with the peer's description `sd` (`ice = true`): the agent
+    /// checks its candidates, or, when it has no ICE, the fallback (RFC 8445 §5.1: media to
+    /// its c=/m= address), traced either way.
+    fn start_ice(&mut self, now: Instant, sd: &SessionDescription, controlling: bool, seed: u64) {
+        let Some(ice) = self.ice.as_deref_mut() else {
+            return;
+        };
+        let Some(m) = sd.media.iter().find(|m| m.media == "audio" && m.port != 0) else {
+            return;
+        };
+        let remote = match media::ice::sdp::remote(sd, m) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                ice.fallback = true;
+                ice.notes.push(
+                    "the peer's SDP has no ICE (no a=ice-ufrag/a=ice-pwd): no checks, media \
+                     to its c=/m= address (RFC 8445 §5.1)"
+                        .into(),
+                );
+                return;
+            }
+            Err(e) => {
+                ice.fallback = true;
+                ice.notes.push(format!(
+                    "the peer's ICE is unusable ({e}): no checks, media to its c=/m= address"
+                ));
+                return;
+            }
+        };
+        let (remote, skipped) = remote;
+        for e in skipped.iter().take(8) {
+            ice.notes.push(format!("ICE: {e}"));
+        }
+        ice.notes.push(format!(
+            "ICE checks start ({}, {} remote candidates{})",
+            if controlling || remote.lite {
+                "controlling"
+            } else {
+                "controlled"
+            },
+            remote.candidates.len(),
+            if remote.lite { ", ICE-lite peer" } else { "" }
+        ));
+        let mut agent = IceAgent::new(IceConfig::new(
+            ice.creds.clone(),
+            ice.host.clone(),
+            controlling,
+            seed,
+        ));
+        agent.set_remote(now, remote);
+        for (t, c, from, d) in ice.held.drain(..) {
+            let _ = agent.handle_datagram(t.max(now), c, from, &d);
+        }
+        ice.agent = Some(agent);
+        ice.wake = Some(now);
+    }
+
+    /// A new description of the peer inside the call: the same ICE credentials keep the
+    /// ICE session (RFC 8839 §4.4.1.1.2: a re-INVITE or hold does not restart it), new
+    /// ones restart it (§4.4.1.1.1).
+    fn follow_ice(&mut self, now: Instant, sd: &SessionDescription, m: &MediaDescription) {
+        let Some(ice) = self.ice.as_deref_mut() else {
+            return;
+        };
+        let Some(agent) = ice.agent.as_mut() else {
+            return;
+        };
+        if let Ok(Some((remote, _))) = media::ice::sdp::remote(sd, m)
+            && agent.remote_credentials() != Some(&remote.credentials)
+        {
+            ice.notes
+                .push("the peer's ICE credentials changed: ICE restarts (RFC 8445 §9)".into());
+            agent.set_remote(now, remote);
+            ice.held_dtls.clear();
+            ice.wake = Some(now);
+        }
+    }
+
+    /// Trace lines about the call's ICE since the last call (state changes, the selected
+    /// pair, failures, the fallback).
+    pub fn take_ice_notes(&mut self) -> Vec<String> {
+        self.ice
+            .as_deref_mut()
+            .map(|i| std::mem::take(&mut i.notes))
+            .unwrap_or_default()
+    }
+
+    /// Why the call's ICE failed or lost consent, once, when it just did: the engine ends
+    /// the call then (no media path; RFC 7675 §5.1: media must stop).
+    pub fn take_ice_failure(&mut self) -> Option<String> {
+        let ice = self.ice.as_deref_mut()?;
+        if ice.failure_taken {
+            return None;
+        }
+        let why = ice.summary().failure(None)?;
+        ice.failure_taken = true;
+        Some(why)
+    }
+
+    /// What the call's ICE did (`ice = true`).
+    pub fn ice_summary(&self) -> Option<IceSummary> {
+        self.ice.as_deref().map(IceCall::summary)
     }
 
     fn start(
@@ -1247,6 +1632,7 @@ impl CallMedia {
         let Some(m) = sd.media.iter().find(|m| m.media == "audio") else {
             return followed;
         };
+        self.follow_ice(now, &sd, m);
         let our_sd = SessionDescription::parse(ours).ok();
         let our_m = our_sd
             .as_ref()
@@ -1526,7 +1912,11 @@ impl CallMedia {
     /// When [`Self::on_timeout`] (or [`Self::read_due`]) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let s = self.session.as_ref()?;
-        [s.poll_timeout(), self.next_sample, self.next_read]
+        let ice = self.ice.as_deref().and_then(|i| {
+            let agent = i.agent.as_ref().and_then(IceAgent::poll_timeout);
+            [agent, i.wake].into_iter().flatten().min()
+        });
+        [s.poll_timeout(), self.next_sample, self.next_read, ice]
             .into_iter()
             .flatten()
             .min()
@@ -1534,6 +1924,31 @@ impl CallMedia {
 
     /// A datagram arrived on one of the call's sockets from `from`.
     pub fn on_packet(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>) {
+        self.on_datagram(now, bytes, from, false);
+    }
+
+    /// A datagram arrived on the RTP (or `rtcp`) socket from `from`: STUN goes to the
+    /// call's ICE (RFC 7983: first byte 0–3; one branch for RTP), the rest to the session.
+    fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>, rtcp: bool) {
+        if let Some(ice) = self.ice.as_deref_mut()
+            && media::stun::is_stun(bytes)
+            && !ice.fallback
+        {
+            let (Some(from), c) = (from, if rtcp { 2 } else { 1 }) else {
+                return;
+            };
+            match ice.agent.as_mut() {
+                Some(agent) => {
+                    if agent.handle_datagram(now, c, from, bytes).is_err() {
+                        ice.malformed += 1;
+                    }
+                    ice.wake.get_or_insert(now);
+                }
+                None if ice.held.len() < 16 => ice.held.push((now, c, from, bytes.to_vec())),
+                None => {}
+            }
+            return;
+        }
         if self.session.is_none() {
             if self.local.dtls.is_some() && media::dtls::is_dtls(bytes) && self.held_dtls.len() < 16
             {
@@ -1568,7 +1983,17 @@ impl CallMedia {
         if self.rtp_source == Some(from) {
             return true;
         }
-        if from == n.remote_rtp || self.rtp_source.is_none() || self.rtp_source == self.moved_from {
+        let ice_remote = self
+            .ice
+            .as_deref()
+            .and_then(|i| i.agent.as_ref())
+            .and_then(|a| a.selected(1))
+            .map(|s| s.0);
+        if from == n.remote_rtp
+            || ice_remote == Some(from)
+            || self.rtp_source.is_none()
+            || self.rtp_source == self.moved_from
+        {
             self.rtp_source = Some(from);
             return true;
         }
@@ -1605,16 +2030,25 @@ impl CallMedia {
             return;
         };
         let parked = self.parked;
+        if let Some(ice) = self.ice.as_deref_mut() {
+            ice.drive(now, &self.rtp, &self.rtcp, &mut self.send_errors);
+            // Our DTLS flights made before the pair was selected go to it now.
+            if let Route::To(to) = ice.route(1) {
+                for d in ice.held_dtls.drain(..) {
+                    send(&self.rtp, &d, to, &mut self.send_errors);
+                }
+            }
+        }
         loop {
             // The send time the pacing asked for, if the next datagram is a paced RTP one.
             let due = s.rtp_due().filter(|t| *t <= now);
             let Some(kind) = s.poll_transmit_into(now, &mut self.out) else {
                 break;
             };
-            let (sock, to) = match kind {
-                PacketKind::Rtp | PacketKind::Dtls => (&self.rtp, n.remote_rtp),
-                PacketKind::Rtcp if n.rtcp_mux => (&self.rtp, n.remote_rtcp),
-                PacketKind::Rtcp => (&self.rtcp, n.remote_rtcp),
+            let (sock, mut to, component) = match kind {
+                PacketKind::Rtp | PacketKind::Dtls => (&self.rtp, n.remote_rtp, 1),
+                PacketKind::Rtcp if n.rtcp_mux => (&self.rtp, n.remote_rtcp, 1),
+                PacketKind::Rtcp => (&self.rtcp, n.remote_rtcp, 2),
             };
             if let (Some(due), PacketKind::Rtp, Some(t)) = (due, kind, timing.as_deref_mut()) {
                 t.record(Instant::now().saturating_duration_since(due));
@@ -1623,13 +2057,23 @@ impl CallMedia {
                 // RFC 3264 §8.4: the peer named c=0.0.0.0: our RTCP is dropped unsent.
                 continue;
             }
-            match crate::rxstamp::send_to(sock, &self.out, &socket2::SockAddr::from(to)) {
-                Ok(_) => {}
-                // An ICMP port-unreachable from an earlier datagram (the peer closed its
-                // port, e.g. before our final RTCP BYE): not a failure of the generator.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                Err(_) => self.send_errors += 1,
+            if let Some(ice) = self.ice.as_deref_mut() {
+                // RFC 8445 §12.1: media goes over the selected pair; none yet (or consent
+                // lost, RFC 7675 §5.1): RTP and RTCP are dropped, our DTLS flights held.
+                match ice.route(component) {
+                    Route::To(a) => to = a,
+                    Route::Default => {}
+                    Route::Hold => {
+                        if kind != PacketKind::Dtls {
+                            ice.not_sent += 1;
+                        } else if ice.held_dtls.len() < 16 {
+                            ice.held_dtls.push(self.out.clone());
+                        }
+                        continue;
+                    }
+                }
             }
+            send(sock, &self.out, to, &mut self.send_errors);
         }
     }
 

@@ -626,6 +626,43 @@ pub struct MediaReport {
     /// call that had one; absent when the far end sent none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_xr: Option<PeerXr>,
+    /// ICE (`ice = true`, RFC 8445) over the calls; absent without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ice: Option<IceReport>,
+}
+
+/// An endpoint's ICE over its calls (`ice = true`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IceReport {
+    /// The last call's final ICE state: `connected`, `failed`, `disconnected` (consent
+    /// lost, RFC 7675), `checking` (not over when the call ended), or `fallback` (the peer
+    /// had no ICE: media to its c=/m= address, RFC 8445 §5.1).
+    pub state: &'static str,
+    /// Connectivity and consent checks sent (retransmissions included), over the calls.
+    pub checks_sent: u64,
+    /// Checks received from the peer, over the calls.
+    pub checks_received: u64,
+    /// Mean time from the start of the checks to a selected pair on every component, ms,
+    /// of the calls that connected.
+    pub connected_ms: Option<f64>,
+    /// The longest of them, ms.
+    pub connected_max_ms: Option<f64>,
+    /// The last call's selected pair (component 1): `ours -> the peer's`.
+    pub selected_pair: Option<String>,
+    /// The type of the peer's candidate in it (`host`, `srflx`, `prflx`, `relay`).
+    pub remote_candidate: Option<&'static str>,
+    /// Consent checks (RFC 7675) that got no answer, over the calls.
+    pub consent_failures: u64,
+    /// Calls whose ICE failed or lost consent: each ended NEGOTIATION_FAILED.
+    pub failures: u32,
+    /// Calls whose peer had no ICE (fallback).
+    pub fallbacks: u32,
+    /// Calls whose ICE connected.
+    pub connected: u32,
+    /// RTP and RTCP packets made but not sent because no pair was selected (RFC 8445
+    /// §12.1: before ICE connected, after it failed or lost consent), over the calls; they
+    /// are in `tx_packets` (which counts what the calls made).
+    pub media_not_sent: u64,
 }
 
 /// A far end's RTCP XR VoIP Metrics block (RFC 3611 §4.7) about our stream, in report units:
@@ -2431,6 +2468,7 @@ impl<'a> Shard<'a> {
                 if more {
                     media.rearm(t.rtcp, &self.media, t);
                 }
+                self.trace_ice(t.endpoint, Instant::now());
                 self.events_media(t.endpoint, Instant::now());
             }
         }
@@ -2496,6 +2534,7 @@ impl<'a> Shard<'a> {
             }
             let at = self.endpoints[idx].next_media_at();
             self.pacer.set(idx, at);
+            self.trace_ice(idx, now);
             self.events_media(idx, now);
         }
         let ran = due.len();
@@ -2514,6 +2553,34 @@ impl<'a> Shard<'a> {
         }
         let next = next.min(now + MEDIA_READ_EVERY);
         self.pacer.next_deadline().map_or(next, |t| t.min(next))
+    }
+
+    /// Moves the trace lines of the endpoint's calls' ICE (state changes, the selected
+    /// pair, failures) into its trace as they happen.
+    fn trace_ice(&mut self, idx: usize, now: Instant) {
+        let at = now.saturating_duration_since(self.start);
+        for consult in [false, true] {
+            let Some(m) = self.endpoints[idx].media_slot(consult) else {
+                continue;
+            };
+            let notes = m.take_ice_notes();
+            let failed = m.take_ice_failure();
+            let ep = &mut self.endpoints[idx];
+            for n in notes {
+                ep.trace.push(TraceEntry::note(n, at));
+            }
+            // No media path (every pair failed, none could form, or consent lost): the call
+            // is ended now rather than at its planned time.
+            if let (Some(why), false, Some(call)) = (failed, consult, ep.active_call) {
+                ep.trace
+                    .push(TraceEntry::note(format!("{why}: ending the call"), at));
+                ep.worsen(Outcome::NegotiationFailed, why);
+                ep.ua.hangup(now, call);
+                // The BYE goes now (sent, events handled, the endpoint rescheduled).
+                self.pump(idx, now);
+                return;
+            }
+        }
     }
 
     /// Sends the media that is due and emits the second's sample.
@@ -2579,11 +2646,13 @@ impl<'a> Shard<'a> {
     /// The call ended: RTCP BYE, and its figures folded into the endpoint's media report.
     fn end_media(&mut self, idx: usize, now: Instant) {
         let ep = &mut self.endpoints[idx];
-        let Some(media) = ep.media.take() else {
+        let Some(mut media) = ep.media.take() else {
             return;
         };
         let codec = media.codec();
         let srtp = media.srtp_suite();
+        let ice = media.ice_summary();
+        let ice_notes = media.take_ice_notes();
         let send_errors = media.send_errors;
         let stray = media.stray;
         let rx_dscp = media.rx_dscp;
@@ -2592,7 +2661,42 @@ impl<'a> Shard<'a> {
             return;
         };
         self.emit_sample(idx, now, &last);
+        let at = now - self.start;
         let ep = &mut self.endpoints[idx];
+        for n in ice_notes {
+            ep.trace.push(TraceEntry::note(n, at));
+        }
+        let ice_failed = ice
+            .as_ref()
+            .and_then(|i| i.failure((sum.duration >= SILENT_CALL_MIN).then_some(sum.duration)));
+        if let Some(why) = ice_failed.clone() {
+            ep.worsen(Outcome::NegotiationFailed, why);
+        }
+        if let Some(i) = &ice {
+            let r = ep
+                .media_report
+                .get_or_insert_with(MediaReport::default)
+                .ice
+                .get_or_insert_with(IceReport::default);
+            r.state = i.state;
+            r.checks_sent += i.stats.checks_sent;
+            r.checks_received += i.stats.checks_received;
+            r.consent_failures += i.stats.consent_failures;
+            r.media_not_sent += i.not_sent;
+            r.failures += u32::from(ice_failed.is_some());
+            r.fallbacks += u32::from(i.state == "fallback");
+            if let Some(d) = i.stats.connected_after {
+                let ms = d.as_secs_f64() * 1000.0;
+                let n = f64::from(r.connected);
+                r.connected_ms = Some((r.connected_ms.unwrap_or(0.0) * n + ms) / (n + 1.0));
+                r.connected_max_ms = Some(r.connected_max_ms.unwrap_or(0.0).max(ms));
+                r.connected += 1;
+            }
+            if let Some((l, rem, kind)) = i.selected {
+                r.selected_pair = Some(format!("{l} -> {rem}"));
+                r.remote_candidate = Some(kind.name());
+            }
+        }
         let silent = sum.rx_packets == 0 && receiving && sum.duration >= SILENT_CALL_MIN;
         if let (false, Some(gap)) = (silent, sum.gaps.longest) {
             let more = match sum.gaps.count {

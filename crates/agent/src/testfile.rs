@@ -243,6 +243,9 @@ pub struct GroupEntry {
     /// and every SRTP/SRTCP packet (RFC 3711 §3.1, RFC 4568 §6.1); default none (an offer's
     /// MKI is answered with one of its length either way).
     pub srtp_mki: Option<Spanned<u32>>,
+    /// ICE (RFC 8445): host candidates in the SDP, connectivity checks, media over the
+    /// nominated pair, consent freshness (RFC 7675); default false.
+    pub ice: Option<Spanned<bool>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -1792,6 +1795,7 @@ pub fn prepare_parsed(
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
             mp.rtcp_xr = g.rtcp_xr.as_ref().is_some_and(|x| *x.get_ref());
+            mp.ice = g.ice.as_ref().is_some_and(|x| *x.get_ref());
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(s) = &g.srtp {
                 mp.srtp = match s.get_ref().as_str() {
@@ -1860,6 +1864,13 @@ pub fn prepare_parsed(
             }
             if let Some(s) = g.srtp.as_ref().filter(|s| s.get_ref() != "off") {
                 return cx.err(s.span(), field("srtp"), "protects RTP: needs media = true");
+            }
+            if let Some(x) = g.ice.as_ref().filter(|x| *x.get_ref()) {
+                return cx.err(
+                    x.span(),
+                    field("ice"),
+                    "checks a media path: needs media = true",
+                );
             }
             if let Some(x) = g.rtcp_xr.as_ref().filter(|x| *x.get_ref()) {
                 return cx.err(
@@ -2469,6 +2480,28 @@ call = "group:callees"
         GOOD.lines()
             .position(|l| l == "call = \"group:callees\"")
             .unwrap()
+    }
+
+    /// `ice` per group (default off); on with `media = false` names its field.
+    #[test]
+    fn ice_is_read_per_group() {
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nice = true",
+        );
+        let p = prepare("t.toml", &text, b"s", 0).unwrap().plan;
+        let ice = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().ice
+        };
+        assert_eq!((ice("callers"), ice("callees")), (true, false));
+        let text = GOOD.replace(
+            "call = \"group:callees\"",
+            "call = \"group:callees\"\nmedia = false\nice = true",
+        );
+        let e = prepare("t.toml", &text, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "group[1].ice", "{e}");
+        assert!(e.message.contains("needs media = true"), "{e}");
     }
 
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without

@@ -796,6 +796,12 @@ enum Uas {
     /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
     /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
     ReplacesItsCall,
+    /// `testdata/sipp/uas-answers-ice-never-checks.xml` (no echo), called by callers with
+    /// `ice = true`: checks that our offer has ICE, answers with ICE attributes and a host
+    /// candidate on its media port, and never answers a STUN check.
+    AnswersIceNeverChecks,
+    /// The same scenario with a TCP candidate only: no pair a UDP agent can form.
+    AnswersIceTcpOnly,
     /// `testdata/sipp/uas-sends-info-hash.xml` with `-rtp_echo`, called by callers that hang
     /// up on `#` (8 s calls): an IVR that sends `#` by INFO a second into the call and fails
     /// it unless our BYE comes within 3 s.
@@ -918,6 +924,20 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
             Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
+            Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
+                "-sf",
+                sipp_scenario!("uas-answers-ice-never-checks.xml"),
+                "-set",
+                "mport",
+                &media_port_text,
+                "-set",
+                "ctransport",
+                if uas == Uas::AnswersIceTcpOnly {
+                    "TCP"
+                } else {
+                    "UDP"
+                },
+            ],
             _ => vec!["-sn", "uas"],
         };
         args.extend([
@@ -937,7 +957,13 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
         ]);
         if !matches!(
             uas,
-            Uas::Silent | Uas::PausesRtp | Uas::DropsSrtp(_) | Uas::IvrMenu | Uas::EarlyMedia
+            Uas::Silent
+                | Uas::PausesRtp
+                | Uas::DropsSrtp(_)
+                | Uas::IvrMenu
+                | Uas::EarlyMedia
+                | Uas::AnswersIceNeverChecks
+                | Uas::AnswersIceTcpOnly
         ) {
             args.push("-rtp_echo");
         }
@@ -1093,6 +1119,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 // What the early media sounded like, in the report.
                 sound: (uas == Uas::EarlyMedia).then(media::sound::SoundConfig::default),
                 srtp_mki: (uas == Uas::AnswersSrtpMki).then_some(1),
+                ice: matches!(uas, Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly),
                 ..MediaPlan::default()
             }),
             role: Role::Call {
@@ -1316,6 +1343,98 @@ fn echoed_back(uas: Uas, codec: &str) -> Vec<EndpointReport> {
     }
     assert_eq!(sipp, 0, "SIPp counts 2 calls");
     reports
+}
+
+/// An ICE caller whose peer answers with ICE (a host candidate) but never answers a check
+/// (SIPp: `testdata/sipp/uas-answers-ice-never-checks.xml`): no pair is selected, so no
+/// RTP is sent in the 3 s call; the call ends NEGOTIATION_FAILED with the counts and the
+/// hint, `media.ice` says `checking` with one failure, and the trace has the checks' start.
+#[test]
+fn an_ice_peer_that_never_answers_checks_fails_the_call_by_name() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersIceNeverChecks);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::NegotiationFailed, "{r:#?}");
+        assert_eq!(r.calls_answered, 1);
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("ICE did not connect in the call's"),
+            "{error}"
+        );
+        assert!(
+            error.contains("0 answered, 0 received from the peer"),
+            "{error}"
+        );
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.rx_packets, 0, "{m:?}");
+        let ice = m.ice.as_ref().expect("ice report");
+        // RFC 8445 §12.1: no media before a selected pair: every RTP packet made (and the
+        // RTCP) stayed unsent.
+        assert!(
+            ice.media_not_sent >= m.tx_packets && m.tx_packets >= 140,
+            "{m:?}"
+        );
+        assert_eq!(
+            (ice.state, ice.failures, ice.connected),
+            ("checking", 1, 0),
+            "{ice:?}"
+        );
+        // 0, 0.5, 1.5 s (and 3.5 s if the call outlived it): retransmitted on the RTO.
+        assert!((3..=4).contains(&ice.checks_sent), "{ice:?}");
+        assert!(ice.selected_pair.is_none(), "{ice:?}");
+        assert!(
+            r.trace.iter().any(|t| t
+                .text
+                .contains("ICE checks start (controlling, 1 remote candidates)")),
+            "{:#?}",
+            r.trace
+        );
+    }
+    assert_eq!(
+        sipp, 0,
+        "SIPp counts 2 calls (its checks of our offer passed)"
+    );
+}
+
+/// An ICE caller whose peer answers with a TCP candidate only: no pair can form, ICE fails
+/// at once, and the call is ended then (BYE right after the ACK, not at its 3 s), traced and
+/// NEGOTIATION_FAILED with the reason.
+#[test]
+fn an_ice_peer_without_a_usable_candidate_ends_the_call_at_once() {
+    let (_summary, reports, sipp) = media_to_a_sipp_uas(Uas::AnswersIceTcpOnly);
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::NegotiationFailed, "{r:#?}");
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(
+            error.starts_with("ICE failed: no candidate pair"),
+            "{error}"
+        );
+        let at = |first: &str| {
+            r.trace
+                .iter()
+                .find(|t| t.direction == Direction::Sent && t.text.starts_with(first))
+                .map(|t| t.at_ms)
+                .unwrap_or_else(|| panic!("no {first} sent: {:#?}", r.trace))
+        };
+        let (ack, bye) = (at("ACK "), at("BYE "));
+        assert!(bye - ack < 500.0, "BYE {bye} ms, ACK {ack} ms");
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("ice report");
+        assert_eq!(
+            (ice.state, ice.failures, ice.checks_sent),
+            ("failed", 1, 0),
+            "{ice:?}"
+        );
+        assert!(
+            r.trace
+                .iter()
+                .any(|t| t.text.contains("a=candidate over TCP skipped")),
+            "{:#?}",
+            r.trace
+        );
+    }
+    assert_eq!(sipp, 0, "SIPp counts 2 calls");
 }
 
 /// SIPp's UAS without `-rtp_echo` answers and sends no RTP: the calls complete, with a

@@ -1,0 +1,261 @@
+//! ICE (RFC 8445, `ice = true`) end to end: our WebRTC-style endpoints (ICE + DTLS-SRTP +
+//! rtcp-mux over WSS) call each other through the built-in registrar over real loopback
+//! sockets; checks, nomination, DTLS and media all go over the selected pair. A peer without
+//! ICE gets the RFC 8445 §5.1 fallback: media to its c=/m= address.
+
+use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
+use agent::trace::Direction;
+
+fn run_file(text: &str) -> (RunSummary, Vec<EndpointReport>) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare("ice.toml", text, b"ice secret", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = std::sync::mpsc::channel();
+    agent::runner::execute(prepared, tx, StopHandle::default()).unwrap()
+}
+
+fn file(transport: &str, callees: &str, callers: &str) -> String {
+    format!(
+        r#"
+name = "ice over {transport}"
+duration = "3s"
+seed = 11
+time_limit = "30s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+transport = "{transport}"
+
+[[group]]
+name = "callees"
+endpoints = 3
+registrar = "builtin"
+role = "answer"
+answer_delay = "50ms"
+{callees}
+
+[[group]]
+name = "callers"
+endpoints = 3
+registrar = "builtin"
+call = "group:callees"
+{callers}
+"#
+    )
+}
+
+/// The audio section's lines of the SDP in the first message `r` sent that starts with
+/// `first` and has a body.
+fn sdp_sent<'a>(r: &'a EndpointReport, first: &str) -> &'a str {
+    r.trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with(first))
+        .filter_map(|t| t.text.split_once("\r\n\r\n").map(|(_, b)| b))
+        .find(|b| b.contains("m=audio"))
+        .unwrap_or_else(|| panic!("{}: no SDP in a sent {first}", r.user))
+}
+
+fn assert_success(r: &EndpointReport) {
+    assert_eq!(
+        r.outcome,
+        Outcome::Success,
+        "{}: {:?} {:?}",
+        r.user,
+        r.error,
+        notes(r)
+    );
+}
+
+fn notes(r: &EndpointReport) -> Vec<&str> {
+    r.trace
+        .iter()
+        .filter(|t| t.text.contains("ICE") || t.text.contains("no ICE"))
+        .map(|t| t.text.as_str())
+        .collect()
+}
+
+#[test]
+fn webrtc_style_calls_over_wss_connect_ice_then_dtls_then_media() {
+    let webrtc = "ice = true\nsrtp = \"dtls\"\nrtcp_mux = true";
+    let (summary, reports) = run_file(&file("wss", webrtc, webrtc));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    assert_eq!(reports.len(), 6);
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("an ice report");
+        assert_eq!(ice.state, "connected", "{}: {ice:?} {:?}", r.user, notes(r));
+        assert_eq!(
+            (ice.connected, ice.failures, ice.fallbacks),
+            (1, 0, 0),
+            "{ice:?}"
+        );
+        assert!(ice.checks_sent >= 1 && ice.checks_received >= 1, "{ice:?}");
+        let ms = ice.connected_ms.expect("time to connected");
+        assert!(ms > 0.0 && ms < 3000.0, "{ice:?}");
+        assert_eq!(ice.remote_candidate, Some("host"), "{ice:?}");
+        let pair = ice.selected_pair.as_deref().expect("a selected pair");
+        assert!(
+            pair.starts_with("127.0.0.1:") && pair.contains(" -> 127.0.0.1:"),
+            "{pair}"
+        );
+        // DTLS and media went over the pair: keyed, and audio measured from what arrived.
+        assert_eq!(m.dtls_failures, 0, "{m:?}");
+        assert!(m.srtp.is_some(), "{m:?}");
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+        assert!(m.mos.is_some_and(|x| x > 4.0), "{m:?}");
+        let n = notes(r);
+        assert!(n.iter().any(|t| t.contains("ICE connected after")), "{n:?}");
+        assert!(n.iter().any(|t| t.contains("ICE selected pair")), "{n:?}");
+    }
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    let offer = sdp_sent(caller, "INVITE ");
+    for line in [
+        "a=ice-ufrag:",
+        "a=ice-pwd:",
+        "a=candidate:",
+        " typ host",
+        "a=end-of-candidates",
+        "a=rtcp-mux",
+        "UDP/TLS/RTP/SAVP",
+    ] {
+        assert!(offer.contains(line), "{line} not in {offer}");
+    }
+    // One component with rtcp-mux.
+    assert_eq!(offer.matches("a=candidate:").count(), 1, "{offer}");
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let answer = sdp_sent(callee, "SIP/2.0 200");
+    assert!(
+        answer.contains("a=ice-ufrag:") && answer.contains("a=candidate:"),
+        "{answer}"
+    );
+}
+
+/// Plain RTP without rtcp-mux: two components (RTP and RTCP sockets), each checked and
+/// selected on both sides.
+#[test]
+fn two_components_without_rtcp_mux_over_udp() {
+    let (summary, reports) = run_file(&file("udp", "ice = true", "ice = true"));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        assert_eq!(m.ice.as_ref().map(|i| i.state), Some("connected"), "{m:?}");
+        assert!(m.rx_packets >= 50, "{m:?}");
+        let n = notes(r);
+        for c in ["component 1", "component 2"] {
+            assert!(n.iter().any(|t| t.contains(c)), "{c}: {n:?}");
+        }
+    }
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    assert_eq!(
+        sdp_sent(caller, "INVITE ").matches("a=candidate:").count(),
+        2
+    );
+}
+
+/// A callee without ICE: its answer has no ICE attributes, so our caller falls back to its
+/// c=/m= address (RFC 8445 §5.1), traced; media flows both ways. Our ICE callee answering
+/// a caller without ICE puts none in its answer (RFC 8839 §4.2.1).
+#[test]
+fn a_peer_without_ice_gets_the_fallback_and_media() {
+    let (summary, reports) = run_file(&file("udp", "", "ice = true"));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let ice = r.media.as_ref().unwrap().ice.as_ref().expect("ice report");
+        assert_eq!(
+            (ice.state, ice.fallbacks, ice.checks_sent),
+            ("fallback", 1, 0),
+            "{ice:?}"
+        );
+        let n = notes(r);
+        assert!(n.iter().any(|t| t.contains("has no ICE")), "{n:?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert!(r.media.as_ref().unwrap().ice.is_none());
+    }
+    let (summary, reports) = run_file(&file("udp", "ice = true", ""));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        assert!(r.media.as_ref().unwrap().rx_packets >= 50);
+    }
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let answer = sdp_sent(callee, "SIP/2.0 200");
+    assert!(!answer.contains("a=ice-"), "{answer}");
+}
+
+/// Hold and resume by re-INVITE (our caller's offers carry the same ICE credentials, RFC
+/// 8839 §4.4.1.1.2): the ICE session is kept — no restart, the same selected pair, DTLS
+/// not redone — and the media resumes over it.
+#[test]
+fn hold_and_resume_keep_the_ice_session() {
+    let webrtc = "ice = true\nsrtp = \"dtls\"\nrtcp_mux = true";
+    let caller = format!(
+        "{webrtc}\nactions = [{{ at = \"1s\", do = \"hold\" }}, {{ at = \"2s\", do = \"resume\" }}]"
+    );
+    let (summary, reports) = run_file(&file("ws", webrtc, &caller));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("ice report");
+        assert_eq!((ice.state, ice.connected), ("connected", 1), "{ice:?}");
+        let n = notes(r);
+        assert!(!n.iter().any(|t| t.contains("restarts")), "{n:?}");
+        assert_eq!(
+            n.iter()
+                .filter(|t| t.contains("ICE connected after"))
+                .count(),
+            1,
+            "{n:?}"
+        );
+        assert_eq!((m.dtls_failures, m.srtp_auth_failures), (0, 0), "{m:?}");
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+    }
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    let reinvites: Vec<&str> = caller
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with("INVITE "))
+        .filter_map(|t| t.text.split_once("\r\n\r\n").map(|(_, b)| b))
+        .collect();
+    assert!(reinvites.len() >= 3, "{reinvites:?}");
+    let ufrag = |b: &str| {
+        b.lines()
+            .find(|l| l.starts_with("a=ice-ufrag:"))
+            .map(str::to_owned)
+    };
+    assert!(ufrag(reinvites[0]).is_some());
+    assert!(
+        reinvites.iter().all(|b| ufrag(b) == ufrag(reinvites[0])),
+        "{reinvites:?}"
+    );
+    // The callee's answers inside the call keep its ICE attributes (the user agent answers
+    // from its description as sent), so the session is kept on both sides.
+    let callee = reports.iter().find(|r| r.group == "callees").unwrap();
+    let answers: Vec<&str> = callee
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with("SIP/2.0 200"))
+        .filter(|t| t.text.contains(" INVITE\r\n"))
+        .filter_map(|t| t.text.split_once("\r\n\r\n").map(|(_, b)| b))
+        .filter(|b| b.contains("m=audio"))
+        .collect();
+    assert!(answers.len() >= 3, "{answers:?}");
+    assert!(ufrag(answers[0]).is_some(), "{answers:?}");
+    assert!(
+        answers.iter().all(|b| ufrag(b) == ufrag(answers[0])),
+        "{answers:?}"
+    );
+}
