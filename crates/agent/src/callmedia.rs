@@ -1850,6 +1850,22 @@ impl CallMedia {
         s.set_far_end_sends(now, !self.parked && !self.early);
     }
 
+    /// Answers the callee's offer to our INVITE without SDP (a late offer, in its 2xx or a
+    /// reliable 1xx) as [`Self::answer`] does, our answer going in the ACK or PRACK; marked
+    /// [`Self::early`] until [`Self::answered`] (a 2xx's offer is answered next).
+    pub fn answer_late_offer(
+        &mut self,
+        offer: &[u8],
+        ssrc: u32,
+        cname: &str,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Bytes, String> {
+        let answer = self.answer(offer, ssrc, cname, seed, now);
+        self.early(now);
+        answer
+    }
+
     /// The media started before the call was answered (the callee's offer in a reliable
     /// 1xx, RFC 3262 §5): until [`Self::answered`] the far end's silence is no audio gap,
     /// since early media is the callee's choice (RFC 3960 §3: ringback may be played

@@ -3387,12 +3387,10 @@ impl<'a> Shard<'a> {
                 let seed = plan.seed ^ u64::from(ep.id) ^ u64::from(ep.calls_attempted) << 32;
                 let cname = format!("{}@sipmeter", ep.ua.user());
                 let answer = match ep.media.as_mut() {
+                    // A reliable 1xx's offer: not answered yet (a 2xx's is `Answered` next),
+                    // so silence is no audio gap until then.
                     Some(media) if !media.started() => {
-                        let answer = media.answer(&offer, seed as u32, &cname, seed, now);
-                        // A reliable 1xx's offer: not answered yet (a 2xx's is `Answered`
-                        // next), so silence is no audio gap until then.
-                        media.early(now);
-                        answer
+                        media.answer_late_offer(&offer, seed as u32, &cname, seed, now)
                     }
                     _ => Ok(sdp_offer(local_ip, 0, u64::from(ep.id))),
                 };

@@ -343,9 +343,7 @@ impl Shard<'_> {
                 let cname = format!("{}@sipmeter", ep.ua.user());
                 let answer = match a.media.as_mut() {
                     Some(m) if !m.started() => {
-                        let answer = m.answer(offer, seed as u32, &cname, seed, now);
-                        m.early(now);
-                        answer
+                        m.answer_late_offer(offer, seed as u32, &cname, seed, now)
                     }
                     _ => Ok(sdp_offer(a.ip, 0, u64::from(ep.id))),
                 };
