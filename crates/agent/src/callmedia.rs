@@ -73,6 +73,9 @@ pub struct MediaPlan {
     /// Send RTCP XR VoIP Metrics blocks (RFC 3611 §4.7) in each RTCP compound, and say so in
     /// the SDP (`a=rtcp-xr:rcvr-rtt=all voip-metrics`, §5.1); the peer's blocks are read either way.
     pub rtcp_xr: bool,
+    /// The mean RTCP report interval (`rtcp_interval`; RFC 3550 §6.2, default 5 s): each
+    /// report leaves at a random 0.5–1.5 times it, the first at 0.25–0.75 times it.
+    pub rtcp_interval: Duration,
     /// Watch when sound starts and stops in what each call receives (scenario actions on
     /// `audio` or `silence`; `None`: not watched).
     pub sound: Option<SoundConfig>,
@@ -149,6 +152,7 @@ impl Default for MediaPlan {
             srtp_suites: Suite::ALL.to_vec(),
             srtp_mki: None,
             rtcp_xr: false,
+            rtcp_interval: Duration::from_secs(5),
             sound: None,
             ice: false,
         }
@@ -904,6 +908,8 @@ pub struct CallMedia {
     held_dtls: Vec<(Instant, Vec<u8>)>,
     /// The plan's `rtcp_xr`.
     rtcp_xr: bool,
+    /// The plan's `rtcp_interval`.
+    rtcp_interval: Duration,
     /// The call's ICE (`ice = true`; boxed: most calls have none).
     ice: Option<Box<IceCall>>,
 }
@@ -1240,6 +1246,7 @@ impl CallMedia {
             early_rtp: None,
             held_dtls: Vec::new(),
             rtcp_xr: plan.rtcp_xr,
+            rtcp_interval: plan.rtcp_interval,
             ice,
         })
     }
@@ -1549,6 +1556,7 @@ impl CallMedia {
         let mut cfg = SessionConfig::from_negotiated(&n, ssrc, cname.to_owned(), seed);
         cfg.source.kind = self.source.clone();
         cfg.rtcp_xr = self.rtcp_xr;
+        cfg.rtcp_interval = self.rtcp_interval;
         // The schedule starts on the media grid, on the least loaded slot of this shard
         // (0–19 ms after `now`, see [`SlotLoad`]); the first packet leaves then, paced and
         // measured like the others.

@@ -228,6 +228,8 @@ pub struct GroupEntry {
     pub rtcp_mux: Option<bool>,
     /// Send RTCP XR VoIP Metrics blocks (RFC 3611) with each RTCP report; default false.
     pub rtcp_xr: Option<Spanned<bool>>,
+    /// The mean RTCP report interval (RFC 3550 §6.2; default `"5s"`, 100 ms ..= 1 h).
+    pub rtcp_interval: Option<Spanned<String>>,
     /// DSCP of the calls' RTP and RTCP: a number (46) or a name (`"EF"`).
     pub rtp_dscp: Option<Spanned<DscpValue>>,
     /// Media encryption: `"off"` (the default), `"sdes"` (SRTP required: RTP/SAVP with
@@ -1795,6 +1797,17 @@ pub fn prepare_parsed(
             }
             mp.rtcp_mux = g.rtcp_mux.unwrap_or(false);
             mp.rtcp_xr = g.rtcp_xr.as_ref().is_some_and(|x| *x.get_ref());
+            if let Some(v) = &g.rtcp_interval {
+                let d = cx.duration(v, &field("rtcp_interval"))?;
+                if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+                    return cx.err(
+                        v.span(),
+                        field("rtcp_interval"),
+                        "must be 100ms ..= 1h (RFC 3550 §6.2's mean report interval)",
+                    );
+                }
+                mp.rtcp_interval = d;
+            }
             mp.ice = g.ice.as_ref().is_some_and(|x| *x.get_ref());
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(s) = &g.srtp {
@@ -1876,6 +1889,13 @@ pub fn prepare_parsed(
                 return cx.err(
                     x.span(),
                     field("rtcp_xr"),
+                    "reports on RTP: needs media = true",
+                );
+            }
+            if let Some(x) = &g.rtcp_interval {
+                return cx.err(
+                    x.span(),
+                    field("rtcp_interval"),
                     "reports on RTP: needs media = true",
                 );
             }
@@ -2507,6 +2527,47 @@ call = "group:callees"
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
     /// `rtcp_xr` per group (default off); on with `media = false` names its line and field;
     /// a value that is not a boolean is an error of the file.
+    /// `rtcp_interval` per group (default 5 s, RFC 3550's): read as a duration; out of
+    /// 100 ms ..= 1 h, not a duration, or with `media = false` names its line and field.
+    #[test]
+    fn rtcp_interval_is_read_per_group() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{extra}"),
+            )
+        };
+        let p = prepare("t.toml", &with("rtcp_interval = \"500ms\""), b"s", 0)
+            .unwrap()
+            .plan;
+        let interval = |name: &str| {
+            let g = p.groups.iter().find(|g| g.name == name).unwrap();
+            g.media.as_ref().unwrap().rtcp_interval
+        };
+        assert_eq!(
+            (interval("callers"), interval("callees")),
+            (Duration::from_millis(500), Duration::from_secs(5))
+        );
+        for (extra, message) in [
+            ("rtcp_interval = \"50ms\"", "must be 100ms ..= 1h"),
+            ("rtcp_interval = \"2h\"", "must be 100ms ..= 1h"),
+            ("rtcp_interval = \"often\"", "is not a duration"),
+            (
+                "media = false\nrtcp_interval = \"1s\"",
+                "needs media = true",
+            ),
+        ] {
+            let e = prepare("t.toml", &with(extra), b"s", 0).unwrap_err();
+            assert_eq!(e.field, "group[1].rtcp_interval", "{extra}: {e}");
+            assert_eq!(
+                e.line,
+                call_line() + 2 + extra.matches('\n').count(),
+                "{extra}: {e}"
+            );
+            assert!(e.message.contains(message), "{extra}: {e}");
+        }
+    }
+
     #[test]
     fn rtcp_xr_is_read_per_group() {
         let text = GOOD.replace(
