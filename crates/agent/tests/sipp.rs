@@ -2241,7 +2241,8 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
 /// INVITE whose Replaces names that call. Our callee answers it at once (SIPp checks the 200's
 /// `Supported: replaces`), ends the first call with BYE (SIPp checks its Call-ID and Reason),
 /// and goes on in the new call, with media, until SIPp hangs up: SUCCESS, the replacement
-/// counted and noted.
+/// counted and noted. A third INVITE naming the ended first call is declined with 603 (RFC
+/// 3891 §3), once (SIPp's ACK matched its transaction: no retransmission).
 #[test]
 fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
     let (code, reports) = sipp_calls_media_callee(sipp_scenario!("uac-replaces-its-call.xml"), &[]);
@@ -2273,6 +2274,12 @@ fn a_sipp_uac_replaces_its_call_to_our_callee_by_a_new_one() {
         .filter(|e| e.first_line().starts_with("SIP/2.0 180 "))
         .count();
     assert_eq!(ringing, 1, "{r:#?}");
+    let declined = r
+        .trace
+        .iter()
+        .filter(|e| e.first_line() == "SIP/2.0 603 Decline (the call Replaces names has ended)")
+        .count();
+    assert_eq!(declined, 1, "{r:#?}");
     // RTP came back in both calls: a second of the first, two of the new one.
     let m = r.media.as_ref().expect("media measured");
     assert!(m.rx_packets >= 120, "{m:?}");

@@ -1385,6 +1385,9 @@ pub struct UserAgent {
     calls: VecDeque<Slot>,
     /// The handle of `calls[0]`: handles are never reused.
     first_call: u32,
+    /// The dialogs of the last calls that ended, for RFC 3891 §3's 603 to an INVITE whose
+    /// Replaces names one (allocated when the first call with a dialog ends).
+    ended_dialogs: Option<Box<replaces::EndedDialogs>>,
     /// Boxed entries (see [`push_boxed`]).
     #[allow(clippy::vec_box)] // reason: entries of ~900 bytes moved on every grow and remove
     client: Vec<Box<ClientEntry>>,
@@ -1550,6 +1553,7 @@ impl UserAgent {
             flags: 0,
             calls: VecDeque::new(),
             first_call: 0,
+            ended_dialogs: None,
             client: Vec::new(),
             server: Vec::new(),
             finished: VecDeque::new(),
@@ -2349,6 +2353,9 @@ impl UserAgent {
                 if let Slot::Live(c) = slot
                     && let Some(d) = c.dialog.as_ref()
                 {
+                    self.ended_dialogs
+                        .get_or_insert_with(Box::default)
+                        .push(&d.id);
                     for e in self.client.iter_mut().filter(|e| {
                         e.owner == Owner::InDialog(id, InDialogMethod::Reinvite)
                             && !matches!(

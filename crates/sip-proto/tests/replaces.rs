@@ -299,6 +299,28 @@ fn a_call_already_being_replaced_or_ending_gets_603() {
     assert!(final_status(&sent).starts_with("SIP/2.0 603 "), "{sent:#?}");
 }
 
+/// RFC 3891 §3: "If the Replaces header field matches a dialog which has already
+/// terminated, the UA SHOULD decline the request with a 603 Declined response": the call
+/// ended (BYE answered) and forgotten by the agent, the INVITE naming it gets 603, and one
+/// naming a dialog that never was still gets 481.
+#[test]
+fn a_call_that_has_ended_gets_603_and_an_unknown_one_481() {
+    let (mut alice, a, mut bob, b, now) = in_call();
+    let info = dialog_of(&mut alice, a, &mut bob, now);
+    bob.hangup(now, b);
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(bob.call_state(b), Some(CallState::Terminated));
+    bob.forget_call(b);
+    assert_eq!(bob.call_state(b), None);
+    let ended = bob_side_replaces(&info);
+    let (_, sent, ev) = carol_invites_bob(&mut bob, now, &format!("Replaces: {ended}\r\n"));
+    assert!(final_status(&sent).starts_with("SIP/2.0 603 "), "{sent:#?}");
+    assert!(ev.is_empty(), "{ev:?}");
+    let unknown = ended.replacen(';', "x;", 1);
+    let (_, sent, _) = carol_invites_bob(&mut bob, now, &format!("Replaces: {unknown}\r\n"));
+    assert!(final_status(&sent).starts_with("SIP/2.0 481 "), "{sent:#?}");
+}
+
 #[test]
 fn an_early_dialog_we_did_not_start_gets_481_and_one_we_started_is_cancelled() {
     // Bob's incoming call from Alice, ringing: not his to replace (RFC 3891 §3).

@@ -5,7 +5,8 @@
 //!
 //! | the call named                                | the INVITE gets                        |
 //! |-----------------------------------------------|----------------------------------------|
-//! | none (or an ended one, no longer known)       | 481                                    |
+//! | none                                          | 481                                    |
+//! | one of our last 8 calls that have ended       | 603                                    |
 //! | confirmed, `early-only` in the Replaces       | 486                                    |
 //! | confirmed                                     | accepted: `Incoming { replaces }`      |
 //! | early, placed by us                           | accepted: `Incoming { replaces }`      |
@@ -34,6 +35,40 @@ pub(super) const REPLACED_REASON: &str = "SIP;cause=200;text=\"Replaced\"";
 /// has none, `Ok(Some(call))` when it may replace that call, `Err((code, reason))` how it is
 /// refused.
 pub type ReplacesMatch = Result<Option<CallId>, (u16, &'static str)>;
+
+/// How many ended dialogs an agent remembers for [`EndedDialogs`].
+const ENDED_KEPT: usize = 8;
+
+/// The dialogs of an agent's last [`ENDED_KEPT`] calls that ended, as hashes of their
+/// Call-ID and tags (72 bytes, not three strings each): an INVITE whose Replaces names one
+/// is declined with 603 (RFC 3891 §3), one naming a dialog we never had gets 481. A hash
+/// collision (2⁻⁶⁴) would answer 603 where 481 was due: both refuse.
+#[derive(Debug, Default)]
+pub(super) struct EndedDialogs {
+    keys: [u64; ENDED_KEPT],
+    /// How many dialogs ended so far; the next is written at `ended % ENDED_KEPT`.
+    ended: usize,
+}
+
+impl EndedDialogs {
+    fn key(call_id: &str, local_tag: &str, remote_tag: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (call_id, local_tag, remote_tag).hash(&mut h);
+        h.finish()
+    }
+
+    /// Remembers the dialog `id` as ended, forgetting the oldest beyond [`ENDED_KEPT`].
+    pub(super) fn push(&mut self, id: &crate::dialog::DialogId) {
+        self.keys[self.ended % ENDED_KEPT] = Self::key(&id.call_id, &id.local_tag, &id.remote_tag);
+        self.ended = self.ended.wrapping_add(1);
+    }
+
+    fn contains(&self, call_id: &str, local_tag: &str, remote_tag: &str) -> bool {
+        let key = Self::key(call_id, local_tag, remote_tag);
+        self.keys[..self.ended.min(ENDED_KEPT)].contains(&key)
+    }
+}
 
 impl UserAgent {
     /// Which call of ours the INVITE `invite` would replace (RFC 3891 §3), without doing
@@ -64,6 +99,15 @@ impl UserAgent {
             .then(|| (Self::id_at(self.first_call, i), c))
         });
         let Some((id, call)) = found else {
+            // §3: "If the Replaces header field matches a dialog which has already
+            // terminated, the UA SHOULD decline the request with a 603 Declined response."
+            if self
+                .ended_dialogs
+                .as_ref()
+                .is_some_and(|e| e.contains(&r.call_id, &r.to_tag, &r.from_tag))
+            {
+                return Err((603, "Decline (the call Replaces names has ended)"));
+            }
             // §3: "If no match is found, the UAS rejects the INVITE and returns a 481".
             return Err((
                 481,
