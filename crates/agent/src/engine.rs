@@ -485,6 +485,10 @@ pub struct EndpointReport {
     /// Its RFC 5626 outbound flow (`outbound = true`), once it registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundEndpoint>,
+    /// The `Reason` headers (RFC 3326) the far end's BYEs, CANCELs and error responses to
+    /// its INVITEs carried: each kind once, with how often it came.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_reasons: Vec<crate::reason::PeerReason>,
     /// The SIP trace (kept for failed endpoints, or for all with `keep_all_traces`).
     pub trace: Vec<TraceEntry>,
 }
@@ -802,6 +806,10 @@ pub struct RunSummary {
     /// their answers, flow failures and recoveries; `None` when no registrar uses it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundSummary>,
+    /// The far end's `Reason` headers (RFC 3326) on BYE, CANCEL and error responses to our
+    /// INVITEs, counted by protocol and cause over the endpoints, most frequent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_reasons: Vec<crate::reason::ReasonCount>,
     /// The most tokio tasks alive at once on one shard's runtime, sampled each second. It
     /// does not grow with endpoints or connections: they all live in the shard's loop and
     /// its poll sets, never in a task of their own.
@@ -1331,6 +1339,7 @@ fn summarise_some<'a>(
                 / f64::from(base.calls_attempted),
         );
     }
+    base.peer_reasons = crate::reason::count(reports.clone().map(|r| r.peer_reasons.as_slice()));
     let all_media: Vec<&MediaReport> = reports.filter_map(|r| r.media.as_ref()).collect();
     let xr: Vec<PeerXr> = all_media.iter().filter_map(|m| m.peer_xr).collect();
     base.xr_endpoints = xr.len() as u32;
@@ -1514,6 +1523,8 @@ struct Endpoint {
     active_call: Option<CallId>,
     /// The first malformed message the server sent this endpoint, in words.
     malformed: Option<String>,
+    /// The far end's `Reason` headers on what ended or refused its calls.
+    reasons: crate::reason::PeerReasons,
     /// The next scenario action of the current call (index into the group's actions).
     next_action: usize,
     /// The current call's media. Boxed: a `CallMedia` is ~1.9 KB, and a run without media
@@ -1615,6 +1626,9 @@ struct Shard<'a> {
     /// When the datagram being handled reached the socket (kernel stamp): what the
     /// endpoint's signalling timings count from. `None` outside `on_udp_readable`.
     rx_arrival: Option<Instant>,
+    /// The far end's reasons (RFC 3326) on the message being handled, for the words of the
+    /// call failure it causes (empty outside `on_message`).
+    reasons_in_hand: Vec<String>,
     /// What this turn of the loop sends on `sock` (endpoint and trace time of each), written
     /// with one `sendmmsg` before the loop sleeps: see `udpbatch`.
     udp_out: SendQueue<(usize, Duration)>,
@@ -1862,6 +1876,7 @@ impl<'a> Shard<'a> {
             )),
             udp_more: false,
             rx_arrival: None,
+            reasons_in_hand: Vec::new(),
             udp_out: SendQueue::default(),
             udp_in: RecvBatch::default(),
             locals,
@@ -1971,6 +1986,7 @@ impl<'a> Shard<'a> {
                 leave_at: None,
                 active_call: None,
                 malformed: None,
+                reasons: Default::default(),
                 trace: Trace::default(),
                 call_cid: None,
                 done: false,
@@ -3480,10 +3496,14 @@ impl<'a> Shard<'a> {
                 } else {
                     Outcome::CallFailed
                 };
-                ep.worsen(
-                    outcome,
-                    format!("call failed: {code} {reason}: {}", hint_for(code)),
-                );
+                let mut why = format!("call failed: {code} {reason}: {}", hint_for(code));
+                if !self.reasons_in_hand.is_empty() {
+                    why.push_str(&format!(
+                        " (the far end's Reason: {})",
+                        self.reasons_in_hand.join(", ")
+                    ));
+                }
+                ep.worsen(outcome, why);
                 ep.ua.forget_call(call);
                 if ep.active_call == Some(call) {
                     ep.active_call = None;
@@ -3864,6 +3884,7 @@ impl<'a> Shard<'a> {
             sound_heard: events::sounds(ep),
             transfer: ep.transfers.take().map(|t| t.report),
             outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
+            peer_reasons: std::mem::take(&mut ep.reasons).into_vec(),
             trace: if keep || failed {
                 std::mem::take(&mut ep.trace).into_entries(self.wall)
             } else {
@@ -4114,11 +4135,17 @@ impl<'a> Shard<'a> {
             ));
             ep.malformed.get_or_insert(why);
         }
+        let noted = ep.reasons.note(&msg, at.as_secs_f64());
+        for why in noted.unreadable {
+            ep.trace.push(TraceEntry::note(why, at));
+        }
         if ep.done {
             return;
         }
         ep.ua.handle_message(now, msg, from);
+        self.reasons_in_hand = noted.labels;
         self.pump(idx, now);
+        self.reasons_in_hand.clear();
     }
 
     /// Opens endpoint `idx`'s connection (a new generation); it registers once connected.

@@ -16,6 +16,7 @@ pub mod netpoll;
 pub mod pcap;
 pub mod proxyprobe;
 pub mod rawscan;
+pub mod reason;
 pub mod routes;
 pub mod runner;
 pub mod rxstamp;

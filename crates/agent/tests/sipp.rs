@@ -796,6 +796,10 @@ enum Uas {
     /// `testdata/sipp/uas-replaces-its-call.xml` with `-rtp_echo`: answers, then replaces its
     /// call with our caller by a new one (an INVITE with Replaces, RFC 3891 §3) a second in.
     ReplacesItsCall,
+    /// `testdata/sipp/uas-ends-with-reasons.xml` with `-rtp_echo`: answers the first call
+    /// and hangs it up a second in with a BYE carrying two Reason headers (Q.850 16, SIP
+    /// 200), refuses the second with 486 and `Reason: Q.850;cause=17` (RFC 3326).
+    EndsWithReasons,
     /// `testdata/sipp/uas-answers-ice-never-checks.xml` (no echo), called by callers with
     /// `ice = true`: checks that our offer has ICE, answers with ICE attributes and a host
     /// candidate on its media port, and never answers a STUN check.
@@ -924,6 +928,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
             Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
+            Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
             Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-ice-never-checks.xml"),
@@ -2234,6 +2239,69 @@ fn a_sipp_uac_transfers_our_callee_to_a_second_sipp() {
     // Our RTP came back all along: from the caller's echo, then the target's.
     let m = r.media.as_ref().expect("media measured");
     assert!(m.rx_packets >= 200, "{m:?}");
+}
+
+/// The far end's reasons (RFC 3326): SIPp hangs up one caller's call with a BYE carrying
+/// `Reason: Q.850;cause=16` and `Reason: SIP;cause=200` and refuses the other's with 486 and
+/// `Reason: Q.850;cause=17`. Each endpoint reports what it received (Q.850 causes named),
+/// the refused call's failure says the cause, and the summary counts them over the run.
+#[test]
+fn the_far_ends_reasons_on_its_bye_and_its_486_are_reported_and_counted() {
+    let (summary, reports, sipp) = media_to_a_sipp_uas(Uas::EndsWithReasons);
+    assert_eq!(sipp, 0, "SIPp's BYE answered, its 486 ACKed");
+    let hung_up = reports
+        .iter()
+        .find(|r| r.calls_answered == 1)
+        .unwrap_or_else(|| panic!("one call answered: {reports:#?}"));
+    let labels = |r: &EndpointReport| -> Vec<(String, String, u32)> {
+        r.peer_reasons
+            .iter()
+            .map(|p| (p.on.clone(), p.label(), p.count))
+            .collect()
+    };
+    assert_eq!(
+        labels(hung_up),
+        [
+            ("BYE".into(), "Q.850 16 (normal call clearing)".into(), 1),
+            ("BYE".into(), "SIP 200 \"Call completed\"".into(), 1),
+        ],
+        "{hung_up:#?}"
+    );
+    assert_eq!(
+        hung_up.peer_reasons[0].text.as_deref(),
+        Some("Normal Clearing")
+    );
+    let busy = reports
+        .iter()
+        .find(|r| r.call_code == Some(486))
+        .unwrap_or_else(|| panic!("one call refused 486: {reports:#?}"));
+    assert_eq!(busy.outcome, Outcome::CallFailed, "{busy:#?}");
+    assert_eq!(
+        labels(busy),
+        [("486".into(), "Q.850 17 (user busy)".into(), 1)],
+        "{busy:#?}"
+    );
+    let error = busy.error.as_deref().unwrap_or_default();
+    assert!(
+        error.ends_with("(the far end's Reason: Q.850 17 (user busy))"),
+        "{error}"
+    );
+    let counted: Vec<(String, u32, u32)> = summary
+        .peer_reasons
+        .iter()
+        .map(|c| (c.label(), c.count, c.endpoints))
+        .collect();
+    assert_eq!(counted.len(), 3, "{counted:?}");
+    for want in [
+        ("Q.850 16 (normal call clearing)", 1, 1),
+        ("Q.850 17 (user busy)", 1, 1),
+        ("SIP 200", 1, 1),
+    ] {
+        assert!(
+            counted.contains(&(want.0.to_owned(), want.1, want.2)),
+            "{want:?} in {counted:?}"
+        );
+    }
 }
 
 /// The transfer target's side of an attended transfer (RFC 3891 §3,

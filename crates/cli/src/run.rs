@@ -520,6 +520,24 @@ fn print_summary(s: &RunSummary, reports: &[EndpointReport]) {
             o.recoveries
         );
     }
+    if !s.peer_reasons.is_empty() {
+        let shown: Vec<String> = s
+            .peer_reasons
+            .iter()
+            .take(5)
+            .map(|r| format!("{} ×{}", r.label(), r.count))
+            .collect();
+        let more = s.peer_reasons.len().saturating_sub(shown.len());
+        println!(
+            "far end Reason   {}{} (RFC 3326, on BYE, CANCEL and INVITE failures)",
+            shown.join(", "),
+            if more > 0 {
+                format!(", {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
     for r in reports
         .iter()
         .filter(|r| r.outcome != Outcome::Success)
