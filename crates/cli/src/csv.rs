@@ -98,6 +98,14 @@ const COLUMNS: &[Column] = &[
     }),
     ("dtmf_sent", |r| Cell::Text(r.dtmf_sent.clone())),
     ("dtmf_received", |r| Cell::Text(r.dtmf_received.clone())),
+    ("peer_reasons", |r| {
+        let each: Vec<String> = r
+            .peer_reasons
+            .iter()
+            .map(|p| format!("{} on {} ×{}", p.label(), p.on, p.count))
+            .collect();
+        Cell::Text(each.join("; "))
+    }),
     ("error", |r| r.error.clone().map_or(Cell::Empty, Cell::Text)),
 ];
 
