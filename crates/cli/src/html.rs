@@ -90,6 +90,7 @@ pub(crate) fn page(
     header(&mut h, name, s, verdict);
     cards(&mut h, s);
     outcomes(&mut h, s);
+    reasons(&mut h, s);
     groups(&mut h, s);
     let samples = charted(reports.iter().flat_map(|r| r.samples.iter()));
     if !samples.is_empty() {
@@ -286,6 +287,29 @@ fn outcomes(h: &mut String, s: &RunSummary) {
         }
     }
     h.push_str("</ul></section>\n");
+}
+
+/// The far end's `Reason` headers over the run (RFC 3326), when it sent any.
+fn reasons(h: &mut String, s: &RunSummary) {
+    if s.peer_reasons.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<section><h2>Why the far end ended or refused calls</h2><p class=\"muted\">The \
+         <code>Reason</code> headers (RFC 3326) of its BYEs, CANCELs and error responses to \
+         our INVITEs; Q.850 causes named after ITU-T Q.850.</p><table id=\"reasons\"><tr>\
+         <th>reason</th><th>times</th><th>endpoints</th></tr>",
+    );
+    for r in &s.peer_reasons {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.label()),
+            r.count,
+            r.endpoints
+        );
+    }
+    h.push_str("</table></section>\n");
 }
 
 fn groups(h: &mut String, s: &RunSummary) {
@@ -791,6 +815,27 @@ mod tests {
         assert_eq!((n, lo, hi), (2, 3.0, 4.0));
         assert!((sum / f64::from(n) - 3.5).abs() < 1e-9);
         assert!(series(&refs, "tx_mos", 1.0).is_empty());
+    }
+
+    /// The far end's reasons get a table (escaped), and none, no section.
+    #[test]
+    fn the_far_ends_reasons_are_a_table_when_there_are_any() {
+        let mut s = RunSummary::default();
+        let mut h = String::new();
+        reasons(&mut h, &s);
+        assert!(h.is_empty());
+        s.peer_reasons = vec![agent::reason::ReasonCount {
+            protocol: "Q.850".into(),
+            cause: Some(17),
+            name: agent::reason::q850_name(17),
+            count: 3,
+            endpoints: 2,
+        }];
+        reasons(&mut h, &s);
+        assert!(
+            h.contains("<tr><td>Q.850 17 (user busy)</td><td>3</td><td>2</td></tr>"),
+            "{h}"
+        );
     }
 
     #[test]
