@@ -195,6 +195,18 @@ pub struct GroupPlan {
     pub event_actions: Vec<EventAction>,
     /// RTP media in each call (`None`: signalling only, with a fixed SDP).
     pub media: Option<MediaPlan>,
+    /// How its phones present themselves: `user_agent`, `display_name`, `headers`.
+    pub identity: GroupIdentity,
+}
+
+/// How a group's phones present themselves to the server.
+#[derive(Debug, Clone, Default)]
+pub struct GroupIdentity {
+    /// The `User-Agent` of their requests and `Server` of their responses (default
+    /// `sipmeter/VERSION`): a PBX that tells phones apart by it sees the model named.
+    pub user_agent: Option<String>,
+    /// The From display name and extra headers of the INVITEs they place.
+    pub caller: sip_proto::ua::CallerHeaders,
 }
 
 /// Something an endpoint does in a call, `at` after the call was answered.
@@ -1704,7 +1716,12 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
         reliable: kind.reliable(),
         expires: plan.register_expires,
         timers: plan.timers,
-        user_agent: concat!("sipmeter/", env!("CARGO_PKG_VERSION")).into(),
+        user_agent: plan.groups[g]
+            .identity
+            .user_agent
+            .as_deref()
+            .unwrap_or(concat!("sipmeter/", env!("CARGO_PKG_VERSION")))
+            .into(),
         use_100rel: plan.groups[g].prack,
         session_timer: plan.groups[g].session_timer,
         // With media, offers inside a call are answered from every codec of the group
@@ -1715,6 +1732,7 @@ fn ua_profile(plan: &RunPlan, g: usize) -> UaProfile {
             .media
             .as_ref()
             .map_or(SrtpPolicy::Off, |m| m.srtp.policy()),
+        caller: plan.groups[g].identity.caller.clone(),
     }
 }
 

@@ -13,7 +13,7 @@ use media::sound::SoundConfig;
 use media::srtp::{Mki, Suite};
 use media::wav::WavAudio;
 use serde::Deserialize;
-use sip_msg::{Host, SipUri, Uri};
+use sip_msg::{HeaderName, Host, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
@@ -21,8 +21,8 @@ use toml::Spanned;
 use crate::callmedia::{MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
-    ActionKind, CallAction, CallTrigger, EndpointPlan, EventAction, GroupPlan, OfferTiming, Role,
-    RunPlan, RunSummary, ServerTarget, TransportPlan,
+    ActionKind, CallAction, CallTrigger, EndpointPlan, EventAction, GroupIdentity, GroupPlan,
+    OfferTiming, Role, RunPlan, RunSummary, ServerTarget, TransportPlan,
 };
 use crate::flow::FlowKind;
 
@@ -258,6 +258,123 @@ pub struct GroupEntry {
     pub speech_min: Option<Spanned<String>>,
     /// A `silence` lasts this long (default `"1s"`); quiet this long also ends a sound.
     pub silence: Option<Spanned<String>>,
+    /// The `User-Agent` of the phones' requests and `Server` of their responses (default
+    /// `sipmeter/VERSION`).
+    pub user_agent: Option<Spanned<String>>,
+    /// The From display name of the calls they place (`{user}` and `{domain}` replaced).
+    pub display_name: Option<Spanned<String>>,
+    /// Extra headers of the INVITEs they place, in the file's order:
+    /// `{ "P-Asserted-Identity" = "<sip:{user}@{domain}>" }`.
+    pub headers: Option<Spanned<HeaderList>>,
+}
+
+/// A group's `headers` table, its entries in the order written (a map would sort them).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderList(pub Vec<(String, Spanned<String>)>);
+
+impl<'de> Deserialize<'de> for HeaderList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of header names and values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<HeaderList, A::Error> {
+                let mut list = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    list.push(entry);
+                }
+                Ok(HeaderList(list))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// Headers sipmeter writes itself in the INVITEs it places (or which another key sets):
+/// a `headers` entry may not replace them.
+fn managed_header(name: &HeaderName) -> Option<&'static str> {
+    use HeaderName as H;
+    Some(match name {
+        H::Via | H::From | H::To | H::CallId | H::CSeq | H::Contact | H::MaxForwards => {
+            "is written by the SIP stack (RFC 3261 §8.1.1)"
+        }
+        H::ContentLength | H::ContentType | H::ContentEncoding | H::ContentDisposition => {
+            "describes the SDP body sipmeter writes"
+        }
+        H::Route | H::RecordRoute => "is the route set: use the registrar's outbound_proxy",
+        H::Authorization | H::ProxyAuthorization => "is the digest answer to a challenge",
+        H::Supported | H::Require | H::Allow | H::SessionExpires | H::MinSe | H::RAck | H::RSeq => {
+            "states what the phone supports: use prack, session_expires and min_se"
+        }
+        H::Replaces => "is written by an attended transfer",
+        H::UserAgent | H::Server => "is set by user_agent",
+        _ => return None,
+    })
+}
+
+/// RFC 3261 §25.1 token characters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+}
+
+/// Text for a header value or a display name: no line breaks or other control characters
+/// (tab aside), not blank, at most 1,024 bytes.
+fn header_text(cx: &Ctx<'_>, v: &Spanned<String>, field: String) -> Result<String, FileError> {
+    let t = v.get_ref().trim();
+    if t.is_empty() {
+        return cx.err(v.span(), field, "is empty");
+    }
+    if t.len() > 1024 {
+        return cx.err(v.span(), field, "is longer than 1024 bytes");
+    }
+    if let Some(c) = t.chars().find(|c| c.is_control() && *c != '\t') {
+        return cx.err(
+            v.span(),
+            field,
+            format!("holds the control character {:?} (a header is one line)", c),
+        );
+    }
+    Ok(t.to_owned())
+}
+
+/// A group's `user_agent`, `display_name` and `headers`.
+fn identity_of(cx: &Ctx<'_>, g: &GroupEntry, gi: usize) -> Result<GroupIdentity, FileError> {
+    let field = |f: &str| format!("group[{gi}].{f}");
+    let mut id = GroupIdentity::default();
+    if let Some(v) = &g.user_agent {
+        id.user_agent = Some(header_text(cx, v, field("user_agent"))?);
+    }
+    if let Some(v) = &g.display_name {
+        id.caller.display_name = Some(header_text(cx, v, field("display_name"))?);
+    }
+    if let Some(list) = &g.headers {
+        for (name, value) in &list.get_ref().0 {
+            let f = field(&format!("headers.{name}"));
+            if !is_token(name) {
+                return cx.err(list.span(), f, "is not a header name (RFC 3261 token)");
+            }
+            let h = HeaderName::from_name(name);
+            if let Some(why) = managed_header(&h) {
+                return cx.err(
+                    list.span(),
+                    f,
+                    format!("cannot be set: {} {why}", h.as_str()),
+                );
+            }
+            if id.caller.headers.iter().any(|(n, _)| *n == h) {
+                return cx.err(list.span(), f, "is named twice");
+            }
+            id.caller.headers.push((h, header_text(cx, value, f)?));
+        }
+    }
+    Ok(id)
 }
 
 /// A group's `srtp_suites`: known names, each once, at least one, and SRTP on.
@@ -1918,6 +2035,7 @@ pub fn prepare_parsed(
             endpoints,
             role,
             prack: g.prack,
+            identity: identity_of(&cx, g, gi)?,
             session_timer,
             register: registers(g.registrar.get_ref()),
         });
@@ -2527,6 +2645,95 @@ call = "group:callees"
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
     /// `rtcp_xr` per group (default off); on with `media = false` names its line and field;
     /// a value that is not a boolean is an error of the file.
+    /// `user_agent`, `display_name` and `headers` per group: read in the file's order;
+    /// a header SIP manages, a name that is not a token, a name given twice or a value with
+    /// a line break names its line and field.
+    #[test]
+    fn identity_keys_are_read_per_group() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{extra}"),
+            )
+        };
+        let file = with(
+            "user_agent = \"Yealink SIP-T46U 108.86.0.20\"\ndisplay_name = \"Desk {user}\"\n\
+             headers = { \"X-Run\" = \"nightly\", \"P-Asserted-Identity\" = \"<sip:{user}@{domain}>\" }",
+        );
+        let p = prepare("t.toml", &file, b"s", 0).unwrap().plan;
+        let id = |name: &str| &p.groups.iter().find(|g| g.name == name).unwrap().identity;
+        let callers = id("callers");
+        assert_eq!(
+            callers.user_agent.as_deref(),
+            Some("Yealink SIP-T46U 108.86.0.20")
+        );
+        assert_eq!(callers.caller.display_name.as_deref(), Some("Desk {user}"));
+        let headers: Vec<(&str, &str)> = callers
+            .caller
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("X-Run", "nightly"),
+                ("P-Asserted-Identity", "<sip:{user}@{domain}>")
+            ]
+        );
+        let callees = id("callees");
+        assert!(callees.user_agent.is_none() && callees.caller.headers.is_empty());
+        for (extra, field, message) in [
+            (
+                "headers = { Via = \"x\" }",
+                "headers.Via",
+                "written by the SIP stack",
+            ),
+            (
+                "headers = { v = \"x\" }",
+                "headers.v",
+                "written by the SIP stack",
+            ),
+            (
+                "headers = { Route = \"<sip:p;lr>\" }",
+                "headers.Route",
+                "outbound_proxy",
+            ),
+            (
+                "headers = { \"User-Agent\" = \"x\" }",
+                "headers.User-Agent",
+                "user_agent",
+            ),
+            (
+                "headers = { \"X Bad\" = \"x\" }",
+                "headers.X Bad",
+                "not a header name",
+            ),
+            (
+                "headers = { \"X-A\" = \"a\", \"x-a\" = \"b\" }",
+                "headers.x-a",
+                "named twice",
+            ),
+            (
+                "headers = { \"X-A\" = \"a\\r\\nVia: x\" }",
+                "headers.X-A",
+                "control character",
+            ),
+            ("headers = { \"X-A\" = \" \" }", "headers.X-A", "is empty"),
+            (
+                "display_name = \"a\\nb\"",
+                "display_name",
+                "control character",
+            ),
+            ("user_agent = \"\"", "user_agent", "is empty"),
+        ] {
+            let e = prepare("t.toml", &with(extra), b"s", 0).unwrap_err();
+            assert_eq!(e.field, format!("group[1].{field}"), "{extra}: {e}");
+            assert_eq!(e.line, call_line() + 2, "{extra}: {e}");
+            assert!(e.message.contains(message), "{extra}: {e}");
+        }
+    }
+
     /// `rtcp_interval` per group (default 5 s, RFC 3550's): read as a duration; out of
     /// 100 ms ..= 1 h, not a duration, or with `media = false` names its line and field.
     #[test]

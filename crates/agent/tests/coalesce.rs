@@ -116,6 +116,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
                 credentials: None,
             }],
             prack: false,
+            identity: Default::default(),
             session_timer: None,
             register: false,
             event_actions: Vec::new(),

@@ -12,17 +12,17 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    ActionKind, CallAction, CallTrigger, EndpointPlan, EndpointReport, EventAction, GroupPlan,
-    OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary, ServerTarget, StopHandle,
-    TransportPlan, run,
+    ActionKind, CallAction, CallTrigger, EndpointPlan, EndpointReport, EventAction, GroupIdentity,
+    GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary, ServerTarget,
+    StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use agent::trace::Direction;
 use media::sdp::Codec;
 use registrar::{AuthMode, RegistrarConfig};
-use sip_msg::{Host, Uri};
+use sip_msg::{HeaderName, Host, Uri};
 use sip_proto::auth::Credentials;
-use sip_proto::ua::{Refresher, SessionTimerConfig};
+use sip_proto::ua::{CallerHeaders, Refresher, SessionTimerConfig};
 
 mod ivr_common;
 
@@ -168,6 +168,7 @@ fn callee1() -> GroupPlan {
             credentials: None,
         }],
         prack: false,
+        identity: Default::default(),
         session_timer: None,
         register: true,
         event_actions: Vec::new(),
@@ -378,6 +379,7 @@ fn our_callers_call_a_sipp_uas() {
         name: "callers".into(),
         endpoints,
         prack: false,
+        identity: Default::default(),
         session_timer: None,
         register: true,
         event_actions: Vec::new(),
@@ -634,6 +636,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
                 })
                 .collect(),
             prack: false,
+            identity: Default::default(),
             session_timer: None,
             register: false,
             event_actions: Vec::new(),
@@ -810,6 +813,10 @@ enum Uas {
     /// up on `#` (8 s calls): an IVR that sends `#` by INFO a second into the call and fails
     /// it unless our BYE comes within 3 s.
     SendsInfoHash,
+    /// `testdata/sipp/uas-checks-identity.xml` with `-rtp_echo`, called by callers with a
+    /// display name, a User-Agent and extra headers: fails the call unless each is in the
+    /// INVITE as the group set it.
+    ChecksIdentity,
 }
 
 /// The tests reading [`WIRE`] run one at a time, from their run to their last look at it.
@@ -929,6 +936,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
             Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
             Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
+            Uas::ChecksIdentity => vec!["-sf", sipp_scenario!("uas-checks-identity.xml")],
             Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
                 "-sf",
                 sipp_scenario!("uas-answers-ice-never-checks.xml"),
@@ -997,6 +1005,23 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 })
                 .collect(),
             prack: false,
+            identity: match uas {
+                // A desk phone's model, a display name and two headers of the user's.
+                Uas::ChecksIdentity => GroupIdentity {
+                    user_agent: Some("Yealink SIP-T46U 108.86.0.20".into()),
+                    caller: CallerHeaders {
+                        display_name: Some("Desk {user}".into()),
+                        headers: vec![
+                            (
+                                HeaderName::from_name("P-Asserted-Identity"),
+                                "<sip:{user}@{domain}>".into(),
+                            ),
+                            (HeaderName::from_name("X-Test-Run"), "nightly 42".into()),
+                        ],
+                    },
+                },
+                _ => GroupIdentity::default(),
+            },
             // Off but for the UASes testing them; 90 s, the least RFC 4028 §4 allows: our
             // caller asks, the UAS decides.
             session_timer: matches!(
@@ -1326,6 +1351,13 @@ fn reinvite_actions_refresh_the_session_and_change_the_codec_with_a_sipp_uas() {
 #[test]
 fn late_offer_callers_answer_a_sipp_uas_in_the_ack() {
     echoed_back(Uas::DelayedOffer, "PCMA");
+}
+
+/// A group's `user_agent`, `display_name` and `headers` reach a SIPp UAS that fails the
+/// call unless its INVITE carries each as set, `{user}` and `{domain}` replaced.
+#[test]
+fn the_groups_display_name_user_agent_and_headers_reach_a_sipp_uas() {
+    echoed_back(Uas::ChecksIdentity, "PCMU");
 }
 
 /// Two calls to `uas`, reflecting RTP: both answered, `codec` used, our own stream measured

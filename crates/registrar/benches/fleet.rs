@@ -420,6 +420,7 @@ fn main() {
         session_timer: None,
         codecs: None,
         srtp: sip_proto::ua::SrtpPolicy::Off,
+        caller: Default::default(),
     });
     let mut uas: Vec<UserAgent> = (0..n)
         .map(|i| {

@@ -255,7 +255,7 @@ impl Dialog {
     }
 
     /// [`Dialog::from_uac`] for a request whose From the caller printed itself as
-    /// `<uri>;tag=local_tag` (our INVITE: `tagged_text` of our address): the From value is
+    /// `["name" ]<uri>;tag=local_tag` (our INVITE): the From value is
     /// our side's text as it stands, not read again (checked against the reading in debug
     /// builds).
     pub fn from_uac_tagged(
@@ -268,10 +268,12 @@ impl Dialog {
             .value(&HeaderName::From)
             .ok_or(DialogError::BadHeader("From"))?;
         let local = (local_tag.to_owned(), from.to_owned());
+        // The tag as read; the text as printed (a display name stays quoted as we wrote it,
+        // where the typed print would drop the quotes of a name of tokens).
         debug_assert_eq!(
-            side(request, &HeaderName::From, None).ok().as_ref(),
-            Some(&local),
-            "our From is `<uri>;tag=local_tag`"
+            side(request, &HeaderName::From, None).ok().map(|s| s.0),
+            Some(local.0.clone()),
+            "our From is `[\"name\" ]<uri>;tag=local_tag`"
         );
         Self::from_uac_with(request, local, response)
     }

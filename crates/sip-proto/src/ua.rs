@@ -166,6 +166,7 @@ impl UaConfig {
                 session_timer: self.session_timer,
                 codecs: self.codecs,
                 srtp: SrtpPolicy::default(),
+                caller: CallerHeaders::default(),
             },
             UaIdentity {
                 user: self.user,
@@ -207,6 +208,19 @@ pub struct UaProfile {
     /// What an offer inside a call may do to the media's security (the group's `srtp`):
     /// drop SRTP, bring it in ([`SrtpPolicy`]). [`UaConfig::split`] gives `Off`.
     pub srtp: SrtpPolicy,
+    /// The From display name and the extra headers of the INVITEs the phones place.
+    pub caller: CallerHeaders,
+}
+
+/// What a group's phones put in the INVITEs they place beyond what SIP needs: a display
+/// name in From and headers of the user's choosing (`P-Asserted-Identity`, `Diversion`,
+/// `X-…`), each a template in which `{user}` is the phone's user and `{domain}` its domain.
+#[derive(Debug, Clone, Default)]
+pub struct CallerHeaders {
+    /// The From display name (RFC 3261 §20.20), quoted when written.
+    pub display_name: Option<String>,
+    /// Header name and value template, in the order written.
+    pub headers: Vec<(HeaderName, String)>,
 }
 
 /// What is a phone's own: its user, credentials, address and seed.
@@ -1344,6 +1358,19 @@ fn outbound_grant_of(resp: &Message) -> Grant {
     }
 }
 
+/// `name` as a quoted display name and a space (RFC 3261 §25.1 quoted-string: `"` and `\`
+/// escaped).
+fn write_display_name(text: &mut String, name: &str) {
+    text.push('"');
+    for c in name.chars() {
+        if matches!(c, '"' | '\\') {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    text.push_str("\" ");
+}
+
 /// [`UserAgent::flags`]: this registration is a refresh (reported in `Registered`).
 const REG_REFRESH: u8 = 1;
 /// [`UserAgent::flags`]: a 423 was answered once already (RFC 3261 §10.2.8).
@@ -1729,6 +1756,13 @@ impl UserAgent {
     }
 
     /// [`UserAgent::aor_text`] appended to `text` (a builder's string: no `String` of its own).
+    /// `template` with `{user}` and `{domain}` replaced by this phone's.
+    fn expand(&self, template: &str) -> String {
+        template
+            .replace("{user}", &self.user)
+            .replace("{domain}", &self.profile.domain)
+    }
+
     fn write_aor(&self, text: &mut String) {
         text.push_str("<sip:");
         text.push_str(&self.user);
@@ -2226,6 +2260,9 @@ impl UserAgent {
             .via_text(via)
             // From and Call-ID are written into the builder's one string (no `String` each).
             .from_with(|s| {
+                if let Some(name) = &self.profile.caller.display_name {
+                    write_display_name(s, &self.expand(name));
+                }
                 // `tagged_text(NameAddr::new(aor), tag)`: no parameters, so the tag goes last.
                 self.write_aor(s);
                 s.push_str(";tag=");
@@ -2279,6 +2316,9 @@ impl UserAgent {
         if let Some(r) = replaces {
             // RFC 3515 §2.1: the Refer-To URI's headers go in the request it triggers.
             b = b.header(HeaderName::Replaces, r);
+        }
+        for (name, value) in &self.profile.caller.headers {
+            b = b.header(name.clone(), self.expand(value));
         }
         if let Some(sdp) = &offer {
             b = b.body("application/sdp", sdp.clone());
@@ -6764,6 +6804,59 @@ mod tests {
             let tagged = format!("{};tag=abc", ua.aor_text());
             assert_eq!(tagged, tagged_text(typed, "abc"), "{domain}");
         }
+    }
+
+    /// The group's caller headers: the From display name quoted (its `"` and `\\` escaped)
+    /// and the extra headers after SIP's own, `{user}` and `{domain}` replaced; the REGISTER
+    /// carries neither.
+    #[test]
+    fn the_callers_display_name_and_extra_headers_are_in_its_invites_only() {
+        let (mut profile, identity) = config("1001", 5070, 3).split();
+        profile.caller = CallerHeaders {
+            display_name: Some("Desk {user} \"B\\2\"".into()),
+            headers: vec![
+                (
+                    HeaderName::from_name("P-Asserted-Identity"),
+                    "<sip:{user}@{domain}>".into(),
+                ),
+                (HeaderName::from_name("X-Test-Run"), "nightly".into()),
+            ],
+        };
+        let mut ua = UserAgent::with_profile(Arc::new(profile), identity);
+        let now = Instant::now();
+        ua.register(now);
+        ua.call(now, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        let texts: Vec<String> = out
+            .iter()
+            .map(|o| String::from_utf8(o.bytes.to_vec()).unwrap())
+            .collect();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert!(!texts[0].contains("Desk"), "{}", texts[0]);
+        assert!(!texts[0].contains("P-Asserted-Identity"), "{}", texts[0]);
+        let inv = parse(&out[1]);
+        assert_eq!(inv.method(), Some(Method::Invite));
+        let from = inv.headers.value(&HeaderName::From).unwrap();
+        assert!(
+            from.starts_with("\"Desk 1001 \\\"B\\\\2\\\"\" <sip:1001@example.test>;tag="),
+            "{from}"
+        );
+        assert_eq!(
+            inv.headers
+                .value(&HeaderName::from_name("p-asserted-identity"))
+                .unwrap(),
+            "<sip:1001@example.test>"
+        );
+        assert_eq!(
+            inv.headers
+                .value(&HeaderName::from_name("X-Test-Run"))
+                .unwrap(),
+            "nightly"
+        );
+        // The From reads back as the name as configured, with our tag.
+        let parsed = sip_msg::typed::NameAddrRef::parse(from).unwrap();
+        assert_eq!(parsed.display().as_deref(), Some("Desk 1001 \"B\\2\""));
+        assert!(parsed.tag().is_some(), "{from}");
     }
 
     #[test]
