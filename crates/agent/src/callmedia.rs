@@ -1089,6 +1089,7 @@ impl IceCall {
                 IceEvent::Selected {
                     component,
                     local,
+                    local_kind,
                     remote,
                     remote_kind,
                 } => {
@@ -1096,8 +1097,9 @@ impl IceCall {
                         self.selected = Some((local, remote, remote_kind));
                     }
                     format!(
-                        "ICE selected pair, component {component}: {local} -> {remote} \
+                        "ICE selected pair, component {component}: {local} ({}) -> {remote} \
                          ({})",
+                        local_kind.name(),
                         remote_kind.name()
                     )
                 }
