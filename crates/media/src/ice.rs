@@ -2078,12 +2078,8 @@ mod tests {
                 IceAgent::new(cfg)
             })
             .collect();
-        for i in 0..2 {
-            let kinds: Vec<_> = agents[i]
-                .local_candidates()
-                .iter()
-                .map(|c| c.kind)
-                .collect();
+        for a in &agents {
+            let kinds: Vec<_> = a.local_candidates().iter().map(|c| c.kind).collect();
             assert_eq!(kinds, [CandidateType::Relayed], "no host under relay_only");
         }
         let mut now = Instant::now();
