@@ -224,3 +224,153 @@ fn coturn_stale_nonce_is_retried() {
     assert!(c.events.contains(&TurnEvent::StaleNonce), "{:?}", c.events);
     assert!(c.turn.has_permission(peer));
 }
+
+/// Two relay-only ICE agents (`iceTransportPolicy: "relay"`), each with its own coturn
+/// allocation: checks go through coturn both ways (Send indications, then ChannelData once
+/// the channel to the peer's relayed address is bound), both select the relayed pair, and
+/// media sent on it arrives through the relay.
+#[test]
+fn two_relay_only_ice_agents_connect_through_coturn() {
+    use media::ice::{CandidateType, Credentials, IceAgent, IceConfig, IceState, RemoteIce};
+    let Some(server) = coturn(&CoturnConfig::default()) else {
+        return;
+    };
+    let mut sides: Vec<Driver> = (0..2)
+        .map(|i| Driver::new(server.addr(), "u", "p", 10 + i))
+        .collect();
+    let relays: Vec<SocketAddr> = sides.iter_mut().map(Driver::allocate).collect();
+    let mut agents: Vec<IceAgent> = (0..2)
+        .map(|i| {
+            let creds = Credentials {
+                ufrag: format!("ufr{i}"),
+                pwd: format!("password-of-agent-{i}-xxxxxx"),
+            };
+            let host = sides[i].sock.local_addr().expect("addr");
+            let mapped = sides[i].turn.mapped().expect("XOR-MAPPED-ADDRESS");
+            let mut cfg = IceConfig::new(creds, vec![(1, host)], i == 0, i as u64);
+            cfg.relay = vec![(1, relays[i], mapped)];
+            cfg.relay_only = true;
+            IceAgent::new(cfg)
+        })
+        .collect();
+    let remotes: Vec<RemoteIce> = agents
+        .iter()
+        .map(|a| RemoteIce {
+            credentials: a.credentials().clone(),
+            candidates: a.local_candidates().to_vec(),
+            lite: false,
+        })
+        .collect();
+    let now = Instant::now();
+    for i in 0..2 {
+        agents[i].set_remote(now, remotes[1 - i].clone());
+        // RFC 8656 §10: the peer's relayed address may send to us once permitted; the
+        // channel carries the checks once bound.
+        sides[i].turn.create_permission(now, relays[1 - i]);
+        sides[i].turn.bind_channel(now, relays[1 - i]);
+    }
+    let end = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 2048];
+    let mut media_got = [false; 2];
+    loop {
+        let now = Instant::now();
+        assert!(
+            now < end,
+            "not connected: {:?} {:?}",
+            agents[0].state(),
+            agents[1].state()
+        );
+        for i in 0..2 {
+            if agents[i].poll_timeout().is_some_and(|t| t <= now) {
+                agents[i].handle_timeout(now);
+            }
+            while let Some(t) = agents[i].poll_transmit() {
+                assert_eq!(t.local, relays[i], "relay only: through the allocation");
+                if let Some(d) = sides[i].turn.send(t.to, &t.bytes) {
+                    sides[i].sock.send_to(&d, server.addr()).expect("send");
+                }
+            }
+            if sides[i].turn.poll_timeout().is_some_and(|t| t <= now) {
+                sides[i].turn.handle_timeout(now);
+            }
+            sides[i].flush();
+            sides[i]
+                .sock
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .expect("timeout");
+            while let Ok((n, _)) = sides[i].sock.recv_from(&mut buf) {
+                let got = sides[i]
+                    .turn
+                    .handle_datagram(Instant::now(), &buf[..n])
+                    .expect("readable");
+                if let Some((peer, data)) = got {
+                    if media::stun::is_stun(data) {
+                        agents[i]
+                            .handle_relayed(Instant::now(), relays[i], peer, data)
+                            .expect("STUN");
+                    } else {
+                        assert_eq!((peer, data), (relays[1 - i], &b"\x80media"[..]));
+                        media_got[i] = true;
+                    }
+                }
+                sides[i].flush();
+            }
+        }
+        let connected = agents.iter().all(|a| a.state() == IceState::Connected);
+        if connected {
+            // Media on the selected pair, over the bound channel.
+            for i in 0..2 {
+                let (to, kind) = agents[i].selected(1).expect("selected");
+                assert_eq!((to, kind), (relays[1 - i], CandidateType::Relayed));
+                assert_eq!(
+                    agents[i].selected_local(1),
+                    Some((relays[i], CandidateType::Relayed))
+                );
+                if !media_got[1 - i] && sides[i].turn.channel(to).is_some() {
+                    let d = sides[i].turn.send(to, b"\x80media").expect("allocated");
+                    assert!((0x40..=0x4f).contains(&d[0]), "ChannelData");
+                    sides[i].sock.send_to(&d, server.addr()).expect("send");
+                }
+            }
+            if media_got == [true, true] {
+                break;
+            }
+        }
+    }
+    for s in &mut sides {
+        s.turn.close(Instant::now());
+        s.until("release", |d| d.turn.state() == TurnState::Closed);
+    }
+}
+
+/// coturn answers a plain STUN Binding (RFC 8489) on the same port: on loopback the
+/// server-reflexive address is the host address itself, which the agent drops (RFC 8445
+/// §5.1.3) rather than offering it twice.
+#[test]
+fn coturn_srflx_on_loopback_equals_host_and_is_dropped() {
+    use media::ice::{CandidateType, Credentials, IceAgent, IceConfig};
+    use media::stun::{BINDING, Builder, Class, Message, TransactionId};
+    let Some(server) = coturn(&CoturnConfig::default()) else {
+        return;
+    };
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let host = sock.local_addr().expect("addr");
+    let req = Builder::new(Class::Request, BINDING, TransactionId([7; 12])).fingerprint();
+    sock.send_to(&req, server.addr()).expect("send");
+    let (raw, from) = recv(&sock);
+    assert_eq!(from, server.addr());
+    let m = Message::parse(&raw).expect("a STUN response");
+    assert_eq!(m.class, Class::Success);
+    let srflx = m.xor_mapped_address.expect("XOR-MAPPED-ADDRESS");
+    assert_eq!(srflx, host, "no NAT on loopback");
+    let creds = Credentials {
+        ufrag: "ufr0".into(),
+        pwd: "password-of-agent-0-xxxxxx".into(),
+    };
+    let mut cfg = IceConfig::new(creds, vec![(1, host)], true, 1);
+    cfg.srflx = vec![(1, srflx, host)];
+    let agent = IceAgent::new(cfg);
+    assert_eq!(agent.dropped_srflx(), [srflx]);
+    let kinds: Vec<_> = agent.local_candidates().iter().map(|c| c.kind).collect();
+    assert_eq!(kinds, [CandidateType::Host]);
+}
