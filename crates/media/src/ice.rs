@@ -539,6 +539,32 @@ struct Early {
     use_candidate: bool,
 }
 
+/// Our candidates for `cfg` (what [`IceAgent::local_candidates`] will be, for an SDP made
+/// before the agent exists), and the server-reflexive addresses dropped as equal to a host
+/// candidate (RFC 8445 §5.1.3).
+pub fn local_candidates(cfg: &IceConfig) -> (Vec<Candidate>, Vec<SocketAddr>) {
+    let mut locals: Vec<Candidate> = Vec::new();
+    let mut dropped = Vec::new();
+    if !cfg.relay_only {
+        locals.extend(cfg.host.iter().map(|(c, a)| Candidate::host(*c, *a)));
+        for &(c, addr, base) in &cfg.srflx {
+            // RFC 8445 §5.1.3: a candidate equal to another (same address, same base)
+            // is redundant: a server-reflexive address equal to its host (no NAT).
+            if locals.iter().any(|l| l.component == c && l.addr == addr) {
+                dropped.push(addr);
+            } else {
+                locals.push(Candidate::server_reflexive(c, addr, base));
+            }
+        }
+    }
+    locals.extend(
+        cfg.relay
+            .iter()
+            .map(|&(c, addr, mapped)| Candidate::relayed(c, addr, mapped)),
+    );
+    (locals, dropped)
+}
+
 /// The ICE agent of one call's media (see the module doc for how to drive it).
 #[derive(Debug)]
 pub struct IceAgent {
@@ -573,25 +599,7 @@ impl IceAgent {
     /// An agent with our candidates, waiting for the peer's description.
     pub fn new(cfg: IceConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let mut locals: Vec<Candidate> = Vec::new();
-        let mut dropped = Vec::new();
-        if !cfg.relay_only {
-            locals.extend(cfg.host.iter().map(|(c, a)| Candidate::host(*c, *a)));
-            for &(c, addr, base) in &cfg.srflx {
-                // RFC 8445 §5.1.3: a candidate equal to another (same address, same base)
-                // is redundant: a server-reflexive address equal to its host (no NAT).
-                if locals.iter().any(|l| l.component == c && l.addr == addr) {
-                    dropped.push(addr);
-                } else {
-                    locals.push(Candidate::server_reflexive(c, addr, base));
-                }
-            }
-        }
-        locals.extend(
-            cfg.relay
-                .iter()
-                .map(|&(c, addr, mapped)| Candidate::relayed(c, addr, mapped)),
-        );
+        let (locals, dropped) = local_candidates(&cfg);
         IceAgent {
             tie_breaker: rng.random(),
             rng,

@@ -80,7 +80,7 @@ pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
 }
 
 /// Where the TURN server is and who we are to it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TurnConfig {
     /// The server's UDP address.
     pub server: SocketAddr,
