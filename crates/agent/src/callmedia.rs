@@ -1000,7 +1000,12 @@ impl IceSummary {
     /// connected.
     pub fn failure(&self, ended: Option<Duration>) -> Option<String> {
         let s = &self.stats;
-        if let (Some(e), "failed" | "checking" | "new") = (&self.turn_error, self.state) {
+        let failed = match self.state {
+            "failed" => true,
+            "checking" | "new" => ended.is_some(),
+            _ => false,
+        };
+        if let (Some(e), true) = (&self.turn_error, failed) {
             // No relayed candidate: say why first, it is the likely cause.
             return Some(format!(
                 "ICE failed: the TURN allocation failed ({e}), so no relayed candidate; {} \

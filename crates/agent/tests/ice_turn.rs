@@ -206,3 +206,36 @@ fn a_srflx_equal_to_the_host_candidate_is_dropped() {
         assert_eq!(ice.local_candidate, Some("host"), "{ice:?}");
     }
 }
+
+/// `ice_policy = "all"` (the default) with a wrong TURN password: no relayed candidate, the
+/// failure is reported, and the calls connect over their host candidates.
+#[test]
+fn without_the_relay_policy_a_failed_allocation_leaves_the_host_path() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nturn_server = \"{}\"\nturn_user = \"u\"\n\
+         turn_password = \"wrong\"",
+        server.addr()
+    );
+    let (summary, reports) = run_file(&file(&ice));
+    assert_eq!(summary.calls_answered, 2, "{summary:?}");
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{}: {:?}", r.user, notes(r));
+        let ice = r
+            .media
+            .as_ref()
+            .and_then(|m| m.ice.as_ref())
+            .expect("ice report");
+        assert_eq!(ice.local_candidate, Some("host"), "{ice:?}");
+        assert_eq!(ice.turn_failures, 1, "{ice:?}");
+        assert!(ice.relayed.is_none(), "{ice:?}");
+        let n = notes(r);
+        assert!(
+            n.iter()
+                .any(|t| t.contains("TURN: no relayed candidate: TURN 401")),
+            "{n:?}"
+        );
+    }
+}
