@@ -1295,22 +1295,37 @@ fn gather(rtp: &std::net::UdpSocket, servers: &IceServers, seed: u64) -> io::Res
     let mut buf = [0u8; 2048];
     loop {
         let now = Instant::now();
-        if let Some((to, at)) = stun.as_mut()
-            && *at <= now
+        // A server the socket cannot send to (another address family, no route) is a
+        // note and no candidate, not a failure of the call's bind.
+        if let Some((to, at)) = stun
+            && at <= now
         {
-            rtp.send_to(&binding, *to)?;
-            *at = now + BINDING_RTO;
+            stun = match rtp.send_to(&binding, to) {
+                Ok(_) => Some((to, now + BINDING_RTO)),
+                Err(e) => {
+                    g.notes.push(format!("STUN {to}: cannot send: {e}"));
+                    None
+                }
+            };
         }
         if let Some(t) = turn.as_mut() {
             if t.poll_timeout().is_some_and(|x| x <= now) {
                 t.handle_timeout(now);
             }
             while let Some(d) = t.poll_transmit() {
-                rtp.send_to(&d, t.server())?;
+                if let Err(e) = rtp.send_to(&d, t.server()) {
+                    let why = format!("TURN server {}: cannot send: {e}", t.server());
+                    g.notes.push(format!("TURN: no relayed candidate: {why}"));
+                    g.turn_error = Some(why);
+                    break;
+                }
             }
             while let Some(e) = t.poll_event() {
                 g.notes.push(turn_note(&e));
             }
+        }
+        if g.turn_error.is_some() {
+            turn = None;
         }
         let turn_done = turn
             .as_ref()
@@ -2544,6 +2559,53 @@ pub fn codec_by_name(name: &str) -> Option<Codec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gathering never fails the call's bind: a server of the other address family is a
+    /// note, a silent TURN server is a TURN error after [`GATHER_LIMIT`]; the socket is
+    /// non-blocking again afterwards.
+    #[test]
+    fn gathering_from_unreachable_or_silent_servers_is_a_note_not_an_error() {
+        let cfg = |server: SocketAddr| TurnConfig {
+            server,
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        v6.set_nonblocking(true).unwrap();
+        let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let servers = IceServers {
+            stun: Some(v4),
+            turn: Some(cfg(v4)),
+            relay_only: false,
+        };
+        let g = gather(&v6, &servers, 1).unwrap();
+        assert_eq!((g.srflx, g.relay), (None, None));
+        let e = g.turn_error.expect("a TURN error");
+        assert!(e.contains("cannot send"), "{e}");
+        assert!(
+            g.notes
+                .iter()
+                .any(|n| n.starts_with("STUN 127.0.0.1:9: cannot send"))
+        );
+
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        let servers = IceServers {
+            stun: None,
+            turn: Some(cfg(silent.local_addr().unwrap())),
+            relay_only: true,
+        };
+        let g = gather(&rtp, &servers, 1).unwrap();
+        let e = g.turn_error.expect("a TURN error");
+        assert!(e.contains("did not allocate within 2s"), "{e}");
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            rtp.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "non-blocking again"
+        );
+    }
 
     #[test]
     fn ports_come_in_even_odd_pairs_from_the_range() {
