@@ -26,6 +26,7 @@ use media::sdp::{
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
 use media::sound::{SoundConfig, SoundWatch};
 use media::srtp::{Mki, Suite};
+use media::turn::{TurnClient, TurnConfig, TurnEvent, TurnState};
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use sip_proto::ua::SrtpPolicy;
@@ -82,6 +83,26 @@ pub struct MediaPlan {
     /// ICE (RFC 8445, `ice`): host candidates in the SDP, connectivity checks on the RTP
     /// (and RTCP) socket, media to the nominated pair; a peer without ICE gets plain media.
     pub ice: bool,
+    /// The STUN and TURN servers of the calls' ICE (`stun_server`, `turn_server`, …).
+    pub ice_servers: IceServers,
+}
+
+/// The STUN and TURN servers a group's ICE gathers candidates from (`stun_server`,
+/// `turn_server`, `turn_user`, `turn_password`, `ice_policy`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IceServers {
+    /// A server-reflexive candidate from a Binding request to this STUN server.
+    pub stun: Option<SocketAddr>,
+    /// A relayed candidate from an allocation on this TURN server (component 1).
+    pub turn: Option<TurnConfig>,
+    /// `ice_policy = "relay"`: only the relayed candidate.
+    pub relay_only: bool,
+}
+
+impl IceServers {
+    fn any(&self) -> bool {
+        self.stun.is_some() || self.turn.is_some()
+    }
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -155,6 +176,7 @@ impl Default for MediaPlan {
             rtcp_interval: Duration::from_secs(5),
             sound: None,
             ice: false,
+            ice_servers: IceServers::default(),
         }
     }
 }
@@ -921,10 +943,21 @@ pub struct CallMedia {
 struct IceCall {
     creds: Credentials,
     host: Vec<(u8, SocketAddr)>,
+    /// Our server-reflexive candidate (component 1), gathered from `stun_server`.
+    srflx: Vec<(u8, SocketAddr, SocketAddr)>,
+    /// Our relayed candidate (component 1): the allocation's relayed and mapped addresses.
+    relay: Vec<(u8, SocketAddr, SocketAddr)>,
+    /// `ice_policy = "relay"`.
+    relay_only: bool,
+    /// The TURN allocation (`turn_server`), on the RTP socket.
+    turn: Option<TurnClient>,
+    /// Why the allocation failed, if it did.
+    turn_error: Option<String>,
     agent: Option<IceAgent>,
     /// The peer's description has no ICE: plain media to its c=/m= address (RFC 8445 §5.1).
     fallback: bool,
-    /// STUN datagrams that came before the session started: the agent takes them then.
+    /// STUN datagrams that came before the session started: the agent takes them then
+    /// (component 0: through the TURN allocation).
     held: Vec<(Instant, u8, SocketAddr, Vec<u8>)>,
     /// Our DTLS flights made before a pair was selected: sent to it once it is.
     held_dtls: Vec<Vec<u8>>,
@@ -941,6 +974,8 @@ struct IceCall {
     failure_taken: bool,
     /// The last selected pair of component 1: ours, the peer's, its type.
     selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
+    /// The type of our candidate in it.
+    selected_local: Option<CandidateType>,
 }
 
 /// What a call's ICE did, for the endpoint's report.
@@ -953,6 +988,12 @@ pub struct IceSummary {
     pub stats: media::ice::IceStats,
     /// The last selected pair (component 1): ours, the peer's, the peer's candidate type.
     pub selected: Option<(SocketAddr, SocketAddr, CandidateType)>,
+    /// The type of our candidate in it (`relay`: the media went through the TURN server).
+    pub local_kind: Option<CandidateType>,
+    /// The TURN allocation's relayed address, if one was made.
+    pub relayed: Option<SocketAddr>,
+    /// Why the TURN allocation failed (`TURN 401 Unauthorized: …`), if it did.
+    pub turn_error: Option<String>,
     /// Unreadable STUN datagrams.
     pub malformed: u64,
     /// RTP and RTCP packets made but not sent: no pair selected (RFC 8445 §12.1).
@@ -965,6 +1006,19 @@ impl IceSummary {
     /// connected.
     pub fn failure(&self, ended: Option<Duration>) -> Option<String> {
         let s = &self.stats;
+        let failed = match self.state {
+            "failed" => true,
+            "checking" | "new" => ended.is_some(),
+            _ => false,
+        };
+        if let (Some(e), true) = (&self.turn_error, failed) {
+            // No relayed candidate: say why first, it is the likely cause.
+            return Some(format!(
+                "ICE failed: the TURN allocation failed ({e}), so no relayed candidate; {} \
+                 checks sent, {} answered",
+                s.checks_sent, s.responses_received
+            ));
+        }
         match self.state {
             "failed" if s.checks_sent == 0 => Some(
                 "ICE failed: no candidate pair (the peer's a=candidate lines have none we can \
@@ -1003,6 +1057,9 @@ impl IceSummary {
 enum Route {
     /// To the selected pair's remote address.
     To(SocketAddr),
+    /// To the selected pair's remote address, through our TURN allocation (our candidate
+    /// in the pair is the relayed one).
+    Relay(SocketAddr),
     /// Not yet (or no longer): held (our DTLS flights) or dropped.
     Hold,
     /// As without ICE: the peer has none, or the component has no candidates (RTCP of a
@@ -1022,9 +1079,56 @@ impl IceCall {
         if !self.host.iter().any(|(c, _)| *c == component) {
             return Route::Default;
         }
-        match agent.selected(component) {
-            Some((to, _)) => Route::To(to),
-            None => Route::Hold,
+        match (agent.selected(component), agent.selected_local(component)) {
+            (Some((to, _)), Some((_, CandidateType::Relayed))) => Route::Relay(to),
+            (Some((to, _)), _) => Route::To(to),
+            (None, _) => Route::Hold,
+        }
+    }
+
+    /// The agent's configuration: our candidates, and the role.
+    fn config(&self, controlling: bool, seed: u64) -> IceConfig {
+        let mut cfg = IceConfig::new(self.creds.clone(), self.host.clone(), controlling, seed);
+        cfg.srflx = self.srflx.clone();
+        cfg.relay = self.relay.clone();
+        cfg.relay_only = self.relay_only;
+        cfg
+    }
+
+    /// Sends `bytes` to `to` through the TURN allocation (ChannelData once the channel to
+    /// `to` is bound, a Send indication before).
+    fn send_relayed(
+        &mut self,
+        rtp: &MioUdpSocket,
+        bytes: &[u8],
+        to: SocketAddr,
+        send_errors: &mut u64,
+    ) {
+        if let Some(turn) = self.turn.as_mut()
+            && let Some(d) = turn.send(to, bytes)
+        {
+            send(rtp, &d, turn.server(), send_errors);
+        }
+    }
+
+    /// The TURN client's timers, datagrams and events (trace lines).
+    fn drive_turn(&mut self, now: Instant, rtp: &MioUdpSocket, send_errors: &mut u64) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        if turn.poll_timeout().is_some_and(|t| t <= now) {
+            turn.handle_timeout(now);
+        }
+        while let Some(d) = turn.poll_transmit() {
+            send(rtp, &d, turn.server(), send_errors);
+        }
+        while let Some(e) = turn.poll_event() {
+            if self.notes.len() < 64 {
+                self.notes.push(turn_note(&e));
+            }
+            if let TurnEvent::Failed(e) = e {
+                self.turn_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
 
@@ -1044,6 +1148,9 @@ impl IceCall {
             state,
             stats,
             selected: self.selected,
+            local_kind: self.selected_local,
+            relayed: self.relay.first().map(|r| r.1),
+            turn_error: self.turn_error.clone(),
             malformed: self.malformed,
             not_sent: self.not_sent,
         }
@@ -1059,13 +1166,26 @@ impl IceCall {
         send_errors: &mut u64,
     ) {
         self.wake = None;
+        self.drive_turn(now, rtp, send_errors);
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
         if agent.poll_timeout().is_some_and(|t| t <= now) {
             agent.handle_timeout(now);
         }
+        let relayed = self.relay.first().map(|r| r.1);
         while let Some(t) = agent.poll_transmit() {
+            if Some(t.local) == relayed {
+                if let Some(d) = self.turn.as_mut().and_then(|c| c.send(t.to, &t.bytes)) {
+                    send(
+                        rtp,
+                        &d,
+                        self.turn.as_ref().map_or(t.to, TurnClient::server),
+                        send_errors,
+                    );
+                }
+                continue;
+            }
             let sock = if t.component == 2 { rtcp } else { rtp };
             send(sock, &t.bytes, t.to, send_errors);
         }
@@ -1095,15 +1215,24 @@ impl IceCall {
                 IceEvent::Selected {
                     component,
                     local,
+                    local_kind,
                     remote,
                     remote_kind,
                 } => {
                     if component == 1 {
                         self.selected = Some((local, remote, remote_kind));
+                        self.selected_local = Some(local_kind);
+                    }
+                    if local_kind == CandidateType::Relayed
+                        && let Some(turn) = self.turn.as_mut()
+                    {
+                        // RFC 8656 §12: the media of the selected pair goes in ChannelData.
+                        turn.bind_channel(now, remote);
                     }
                     format!(
-                        "ICE selected pair, component {component}: {local} -> {remote} \
+                        "ICE selected pair, component {component}: {local} ({}) -> {remote} \
                          ({})",
+                        local_kind.name(),
                         remote_kind.name()
                     )
                 }
@@ -1126,6 +1255,202 @@ impl IceCall {
                 self.notes.push(note);
             }
         }
+        // A channel bound for a pair just selected goes out now.
+        self.drive_turn(now, rtp, send_errors);
+    }
+}
+
+/// How long a call's gathering may take: the STUN Binding and the TURN Allocate (its 401
+/// and the second try) on a nearby server take a few round trips.
+const GATHER_LIMIT: Duration = Duration::from_secs(2);
+/// The STUN Binding request is sent again this often while gathering.
+const BINDING_RTO: Duration = Duration::from_millis(250);
+
+/// What [`gather`] found.
+#[derive(Default)]
+struct Gathered {
+    /// XOR-MAPPED-ADDRESS from the STUN server.
+    srflx: Option<SocketAddr>,
+    /// The relayed and mapped addresses of the allocation.
+    relay: Option<(SocketAddr, SocketAddr)>,
+    /// The allocation (kept for the call: refreshes, permissions, channels, release).
+    turn: Option<TurnClient>,
+    turn_error: Option<String>,
+    notes: Vec<String>,
+}
+
+/// Gathers the call's server-reflexive and relayed candidates on its RTP socket before
+/// the offer or answer is made (RFC 8445 §5.1.1; no trickle: they must be in the SDP). It
+/// waits for the servers' answers (at most [`GATHER_LIMIT`]): the shard waits with it.
+/// Datagrams from anywhere else meanwhile are dropped (the call has no peer yet).
+fn gather(rtp: &std::net::UdpSocket, servers: &IceServers, seed: u64) -> io::Result<Gathered> {
+    use media::stun::{BINDING, Builder, Class, Message, TransactionId};
+    let mut g = Gathered::default();
+    let start = Instant::now();
+    let end = start + GATHER_LIMIT;
+    let txn = TransactionId(std::array::from_fn(|i| {
+        (seed >> (8 * (i % 8))) as u8 ^ i as u8
+    }));
+    let binding = Builder::new(Class::Request, BINDING, txn).fingerprint();
+    let mut stun = servers.stun.map(|a| (a, start));
+    let mut turn = servers.turn.clone().map(|cfg| TurnClient::new(cfg, seed));
+    if let Some(t) = turn.as_mut() {
+        t.allocate(start);
+    }
+    rtp.set_nonblocking(false)?;
+    let mut buf = [0u8; 2048];
+    loop {
+        let now = Instant::now();
+        // A server the socket cannot send to (another address family, no route) is a
+        // note and no candidate, not a failure of the call's bind.
+        if let Some((to, at)) = stun
+            && at <= now
+        {
+            stun = match rtp.send_to(&binding, to) {
+                Ok(_) => Some((to, now + BINDING_RTO)),
+                Err(e) => {
+                    g.notes.push(format!("STUN {to}: cannot send: {e}"));
+                    None
+                }
+            };
+        }
+        if let Some(t) = turn.as_mut() {
+            if t.poll_timeout().is_some_and(|x| x <= now) {
+                t.handle_timeout(now);
+            }
+            while let Some(d) = t.poll_transmit() {
+                if let Err(e) = rtp.send_to(&d, t.server()) {
+                    let why = format!("TURN server {}: cannot send: {e}", t.server());
+                    g.notes.push(format!("TURN: no relayed candidate: {why}"));
+                    g.turn_error = Some(why);
+                    break;
+                }
+            }
+            while let Some(e) = t.poll_event() {
+                g.notes.push(turn_note(&e));
+            }
+        }
+        if g.turn_error.is_some() {
+            turn = None;
+        }
+        let turn_done = turn
+            .as_ref()
+            .is_none_or(|t| t.state() != TurnState::Allocating);
+        if (stun.is_none() && turn_done) || now >= end {
+            break;
+        }
+        let next = [
+            stun.map(|s| s.1),
+            turn.as_ref().and_then(TurnClient::poll_timeout),
+            Some(end),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(end);
+        rtp.set_read_timeout(Some(
+            next.saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        ))?;
+        let (n, from) = match rtp.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        if let Some((to, _)) = stun
+            && from == to
+            && let Ok(m) = Message::parse(&buf[..n])
+            && m.transaction == txn
+        {
+            match (m.class, m.xor_mapped_address) {
+                (Class::Success, Some(a)) => {
+                    g.notes
+                        .push(format!("STUN {to}: server-reflexive address {a}"));
+                    g.srflx = Some(a);
+                }
+                _ => g
+                    .notes
+                    .push(format!("STUN {to}: no XOR-MAPPED-ADDRESS in the answer")),
+            }
+            stun = None;
+        } else if let Some(t) = turn.as_mut().filter(|t| t.server() == from) {
+            let _ = t.handle_datagram(now, &buf[..n]);
+        }
+    }
+    rtp.set_read_timeout(None)?;
+    rtp.set_nonblocking(true)?;
+    if let Some((to, _)) = stun {
+        g.notes.push(format!(
+            "STUN {to}: no answer within {GATHER_LIMIT:?}: no server-reflexive candidate"
+        ));
+    }
+    if let Some(mut t) = turn {
+        while let Some(e) = t.poll_event() {
+            g.notes.push(turn_note(&e));
+        }
+        match (t.relayed(), t.mapped()) {
+            (Some(r), m) => {
+                g.relay = Some((r, m.unwrap_or(r)));
+                g.turn = Some(t);
+            }
+            (None, _) => {
+                let why = t.error().map_or_else(
+                    || {
+                        format!(
+                            "TURN server {} did not allocate within {GATHER_LIMIT:?}",
+                            t.server()
+                        )
+                    },
+                    ToString::to_string,
+                );
+                g.notes.push(format!("TURN: no relayed candidate: {why}"));
+                g.turn_error = Some(why);
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// The trace line of a TURN allocation step (RFC 8656), if it is worth one.
+fn turn_note(e: &TurnEvent) -> String {
+    match e {
+        TurnEvent::Challenged { realm } => {
+            format!("TURN Allocate: 401 challenge (realm {realm:?}), sent again with credentials")
+        }
+        TurnEvent::StaleNonce => "TURN 438 Stale Nonce: sent again with the new nonce".into(),
+        TurnEvent::Allocated {
+            relayed,
+            mapped,
+            lifetime,
+        } => format!(
+            "TURN allocation: relayed {relayed}, mapped {}, lifetime {} s",
+            mapped.map_or("-".to_string(), |m| m.to_string()),
+            lifetime.as_secs()
+        ),
+        TurnEvent::Refreshed { lifetime } => {
+            format!(
+                "TURN allocation refreshed: lifetime {} s",
+                lifetime.as_secs()
+            )
+        }
+        TurnEvent::PermissionCreated(ip) => format!("TURN permission for {ip}"),
+        TurnEvent::ChannelBound { peer, channel } => {
+            format!("TURN channel {channel:#06x} bound to {peer}")
+        }
+        TurnEvent::PeerFailed { peer, error } => format!("TURN for peer {peer}: {error}"),
+        TurnEvent::Failed(e) => format!("TURN allocation failed: {e}"),
+        TurnEvent::Closed => "TURN allocation released (Refresh, lifetime 0)".into(),
     }
 }
 
@@ -1183,15 +1508,27 @@ impl CallMedia {
             // The password keys the checks' integrity: from the system's CSPRNG, not the
             // run's seed.
             let creds = Credentials::generate(getrandom::fill).map_err(io::Error::other)?;
+            let g = if plan.ice_servers.any() {
+                gather(&rtp, &plan.ice_servers, session_id)?
+            } else {
+                Gathered::default()
+            };
+            let rtp_addr = rtp.local_addr()?;
             Some(Box::new(IceCall {
                 creds,
                 host,
+                srflx: g.srflx.map(|a| (1, a, rtp_addr)).into_iter().collect(),
+                relay: g.relay.map(|(r, m)| (1, r, m)).into_iter().collect(),
+                relay_only: plan.ice_servers.relay_only,
+                turn: g.turn,
+                turn_error: g.turn_error,
+                selected_local: None,
                 agent: None,
                 fallback: false,
                 held: Vec::new(),
                 held_dtls: Vec::new(),
                 wake: None,
-                notes: Vec::new(),
+                notes: g.notes,
                 malformed: 0,
                 not_sent: 0,
                 failure_taken: false,
@@ -1200,6 +1537,16 @@ impl CallMedia {
         } else {
             None
         };
+        let ice = ice.map(|mut i| {
+            let (_, dropped) = media::ice::local_candidates(&i.config(true, 0));
+            for a in dropped {
+                i.notes.push(format!(
+                    "ICE: server-reflexive candidate {a} equals the host candidate: dropped \
+                     (RFC 8445 §5.1.3)"
+                ));
+            }
+            i
+        });
         let rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
         // Only RTCP (a datagram every few seconds) is in the set. The RTP socket is read on
@@ -1364,11 +1711,7 @@ impl CallMedia {
                 .iter_mut()
                 .find(|m| m.media == "audio" && m.port != 0)
         {
-            let candidates: Vec<_> = ice
-                .host
-                .iter()
-                .map(|(c, a)| media::ice::Candidate::host(*c, *a))
-                .collect();
+            let (candidates, _) = media::ice::local_candidates(&ice.config(true, 0));
             m.attributes
                 .extend(media::ice::sdp::attributes(&ice.creds, &candidates));
         }
@@ -1481,15 +1824,21 @@ impl CallMedia {
             remote.candidates.len(),
             if remote.lite { ", ICE-lite peer" } else { "" }
         ));
-        let mut agent = IceAgent::new(IceConfig::new(
-            ice.creds.clone(),
-            ice.host.clone(),
-            controlling,
-            seed,
-        ));
+        if let Some(turn) = ice.turn.as_mut() {
+            // RFC 8656 §9: the peer's candidates may reach our relayed address (checks).
+            for c in &remote.candidates {
+                turn.create_permission(now, c.addr);
+            }
+        }
+        let mut agent = IceAgent::new(ice.config(controlling, seed));
         agent.set_remote(now, remote);
+        let relayed = ice.relay.first().map(|r| r.1);
         for (t, c, from, d) in ice.held.drain(..) {
-            let _ = agent.handle_datagram(t.max(now), c, from, &d);
+            // Component 0: it came through the TURN allocation.
+            let _ = match (c, relayed) {
+                (0, Some(r)) => agent.handle_relayed(t.max(now), r, from, &d),
+                _ => agent.handle_datagram(t.max(now), c, from, &d),
+            };
         }
         ice.agent = Some(agent);
         ice.wake = Some(now);
@@ -1938,7 +2287,8 @@ impl CallMedia {
         let s = self.session.as_ref()?;
         let ice = self.ice.as_deref().and_then(|i| {
             let agent = i.agent.as_ref().and_then(IceAgent::poll_timeout);
-            [agent, i.wake].into_iter().flatten().min()
+            let turn = i.turn.as_ref().and_then(TurnClient::poll_timeout);
+            [agent, turn, i.wake].into_iter().flatten().min()
         });
         [s.poll_timeout(), self.next_sample, self.next_read, ice]
             .into_iter()
@@ -1954,6 +2304,38 @@ impl CallMedia {
     /// A datagram arrived on the RTP (or `rtcp`) socket from `from`: STUN goes to the
     /// call's ICE (RFC 7983: first byte 0–3; one branch for RTP), the rest to the session.
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>, rtcp: bool) {
+        // From our TURN server on the RTP socket: unwrapped (a Data indication or
+        // ChannelData), then taken as from the peer it came from.
+        if let Some(ice) = self.ice.as_deref_mut()
+            && !rtcp
+            && let Some(turn) = ice.turn.as_mut()
+            && from == Some(turn.server())
+        {
+            match turn.handle_datagram(now, bytes) {
+                Ok(Some((peer, data))) if media::stun::is_stun(data) => {
+                    let relayed = ice.relay.first().map(|r| r.1);
+                    match (ice.agent.as_mut(), relayed) {
+                        (Some(agent), Some(relayed)) => {
+                            let read = agent.handle_relayed(now, relayed, peer, data);
+                            ice.malformed += u64::from(read.is_err());
+                        }
+                        (None, Some(_)) if ice.held.len() < 16 => {
+                            ice.held.push((now, 0, peer, data.to_vec()));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Some((peer, data))) => {
+                    ice.wake.get_or_insert(now);
+                    self.on_media(now, data, Some(peer));
+                    return;
+                }
+                Ok(None) => {}
+                Err(_) => ice.malformed += 1,
+            }
+            ice.wake.get_or_insert(now);
+            return;
+        }
         if let Some(ice) = self.ice.as_deref_mut()
             && media::stun::is_stun(bytes)
             && !ice.fallback
@@ -1973,6 +2355,11 @@ impl CallMedia {
             }
             return;
         }
+        self.on_media(now, bytes, from);
+    }
+
+    /// A datagram that is not STUN: DTLS, RTP or RTCP for the session.
+    fn on_media(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>) {
         if self.session.is_none() {
             if self.local.dtls.is_some() && media::dtls::is_dtls(bytes) && self.held_dtls.len() < 16
             {
@@ -2057,10 +2444,18 @@ impl CallMedia {
         if let Some(ice) = self.ice.as_deref_mut() {
             ice.drive(now, &self.rtp, &self.rtcp, &mut self.send_errors);
             // Our DTLS flights made before the pair was selected go to it now.
-            if let Route::To(to) = ice.route(1) {
-                for d in ice.held_dtls.drain(..) {
-                    send(&self.rtp, &d, to, &mut self.send_errors);
+            match ice.route(1) {
+                Route::To(to) => {
+                    for d in ice.held_dtls.drain(..) {
+                        send(&self.rtp, &d, to, &mut self.send_errors);
+                    }
                 }
+                Route::Relay(to) => {
+                    for d in std::mem::take(&mut ice.held_dtls) {
+                        ice.send_relayed(&self.rtp, &d, to, &mut self.send_errors);
+                    }
+                }
+                Route::Hold | Route::Default => {}
             }
         }
         loop {
@@ -2086,6 +2481,10 @@ impl CallMedia {
                 // lost, RFC 7675 §5.1): RTP and RTCP are dropped, our DTLS flights held.
                 match ice.route(component) {
                     Route::To(a) => to = a,
+                    Route::Relay(a) => {
+                        ice.send_relayed(&self.rtp, &self.out, a, &mut self.send_errors);
+                        continue;
+                    }
                     Route::Default => {}
                     Route::Hold => {
                         if kind != PacketKind::Dtls {
@@ -2109,6 +2508,14 @@ impl CallMedia {
         s.stop(now);
         let last = s.sample(now);
         self.flush(now, None);
+        if let Some(ice) = self.ice.as_deref_mut()
+            && let Some(turn) = ice.turn.as_mut()
+        {
+            // RFC 8656 §8: the allocation is released (Refresh, LIFETIME 0), not left to
+            // expire; its answer is not waited for.
+            turn.close(now);
+            ice.drive_turn(now, &self.rtp, &mut self.send_errors);
+        }
         let summary = self.session.as_ref()?.summary();
         Some((summary, last))
     }
@@ -2160,6 +2567,53 @@ pub fn codec_by_name(name: &str) -> Option<Codec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gathering never fails the call's bind: a server of the other address family is a
+    /// note, a silent TURN server is a TURN error after [`GATHER_LIMIT`]; the socket is
+    /// non-blocking again afterwards.
+    #[test]
+    fn gathering_from_unreachable_or_silent_servers_is_a_note_not_an_error() {
+        let cfg = |server: SocketAddr| TurnConfig {
+            server,
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        v6.set_nonblocking(true).unwrap();
+        let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let servers = IceServers {
+            stun: Some(v4),
+            turn: Some(cfg(v4)),
+            relay_only: false,
+        };
+        let g = gather(&v6, &servers, 1).unwrap();
+        assert_eq!((g.srflx, g.relay), (None, None));
+        let e = g.turn_error.expect("a TURN error");
+        assert!(e.contains("cannot send"), "{e}");
+        assert!(
+            g.notes
+                .iter()
+                .any(|n| n.starts_with("STUN 127.0.0.1:9: cannot send"))
+        );
+
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        let servers = IceServers {
+            stun: None,
+            turn: Some(cfg(silent.local_addr().unwrap())),
+            relay_only: true,
+        };
+        let g = gather(&rtp, &servers, 1).unwrap();
+        let e = g.turn_error.expect("a TURN error");
+        assert!(e.contains("did not allocate within 2s"), "{e}");
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            rtp.recv_from(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "non-blocking again"
+        );
+    }
 
     #[test]
     fn ports_come_in_even_odd_pairs_from_the_range() {

@@ -667,6 +667,14 @@ pub struct IceReport {
     pub selected_pair: Option<String>,
     /// The type of the peer's candidate in it (`host`, `srflx`, `prflx`, `relay`).
     pub remote_candidate: Option<&'static str>,
+    /// The type of our candidate in it (`relay`: the media went through our TURN server).
+    pub local_candidate: Option<&'static str>,
+    /// The last call's TURN relayed address (`turn_server`).
+    pub relayed: Option<String>,
+    /// Calls whose TURN allocation failed.
+    pub turn_failures: u32,
+    /// Why the last of them failed (`TURN 401 Unauthorized: …`).
+    pub turn_error: Option<String>,
     /// Consent checks (RFC 7675) that got no answer, over the calls.
     pub consent_failures: u64,
     /// Calls whose ICE failed or lost consent: each ended NEGOTIATION_FAILED.
@@ -2731,6 +2739,14 @@ impl<'a> Shard<'a> {
             if let Some((l, rem, kind)) = i.selected {
                 r.selected_pair = Some(format!("{l} -> {rem}"));
                 r.remote_candidate = Some(kind.name());
+                r.local_candidate = i.local_kind.map(|k| k.name());
+            }
+            if let Some(a) = i.relayed {
+                r.relayed = Some(a.to_string());
+            }
+            if let Some(e) = &i.turn_error {
+                r.turn_failures += 1;
+                r.turn_error = Some(e.clone());
             }
         }
         let silent = sum.rx_packets == 0 && receiving && sum.duration >= SILENT_CALL_MIN;

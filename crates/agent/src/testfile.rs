@@ -18,13 +18,14 @@ use sip_proto::auth::Credentials;
 use sip_proto::ua::{MIN_SE_FLOOR, Refresher, SessionTimerConfig};
 use toml::Spanned;
 
-use crate::callmedia::{MediaPlan, SrtpMode};
+use crate::callmedia::{IceServers, MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
     ActionKind, CallAction, CallTrigger, EndpointPlan, EventAction, GroupIdentity, GroupPlan,
     OfferTiming, Role, RunPlan, RunSummary, ServerTarget, TransportPlan,
 };
 use crate::flow::FlowKind;
+use media::turn::TurnConfig;
 
 /// A test file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -248,6 +249,19 @@ pub struct GroupEntry {
     /// ICE (RFC 8445): host candidates in the SDP, connectivity checks, media over the
     /// nominated pair, consent freshness (RFC 7675); default false.
     pub ice: Option<Spanned<bool>>,
+    /// `host:port` of a STUN server (RFC 8489): a server-reflexive candidate from a Binding
+    /// request, dropped when equal to the host candidate (needs `ice = true`).
+    pub stun_server: Option<Spanned<String>>,
+    /// `host:port` of a TURN server (RFC 8656, UDP): a relayed candidate from an allocation
+    /// with `turn_user` and `turn_password` (needs `ice = true`).
+    pub turn_server: Option<Spanned<String>>,
+    /// The TURN server's long-term credential user.
+    pub turn_user: Option<Spanned<String>>,
+    /// Its password.
+    pub turn_password: Option<Spanned<String>>,
+    /// `"all"` (default) or `"relay"`: only the relayed candidate, like a browser's
+    /// `iceTransportPolicy` (needs `turn_server` and `rtcp_mux = true`).
+    pub ice_policy: Option<Spanned<String>>,
     /// Send this WAV file (path relative to the test file) instead of the generated signal,
     /// looped for the call's duration.
     pub source: Option<Spanned<String>>,
@@ -375,6 +389,106 @@ fn identity_of(cx: &Ctx<'_>, g: &GroupEntry, gi: usize) -> Result<GroupIdentity,
         }
     }
     Ok(id)
+}
+
+/// A group's STUN and TURN servers for its ICE (`stun_server`, `turn_server`, `turn_user`,
+/// `turn_password`, `ice_policy`): addresses that resolve, the TURN credentials together,
+/// and each key only with `ice = true`.
+fn ice_servers_of(
+    cx: &Ctx<'_>,
+    g: &GroupEntry,
+    ice: bool,
+    rtcp_mux: bool,
+    field: &dyn Fn(&str) -> String,
+) -> Result<IceServers, FileError> {
+    let keys = [
+        ("stun_server", &g.stun_server),
+        ("turn_server", &g.turn_server),
+        ("turn_user", &g.turn_user),
+        ("turn_password", &g.turn_password),
+        ("ice_policy", &g.ice_policy),
+    ];
+    if !ice {
+        if let Some((name, Some(v))) = keys.iter().find(|(_, v)| v.is_some()) {
+            return cx.err(
+                v.span(),
+                field(name),
+                "gathers ICE candidates: needs ice = true",
+            );
+        }
+        return Ok(IceServers::default());
+    }
+    let addr = |v: &Spanned<String>, name: &str| -> Result<SocketAddr, FileError> {
+        use std::net::ToSocketAddrs;
+        match v.get_ref().to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) | Err(_) => cx.err(
+                v.span(),
+                field(name),
+                format!("`{}`: want host:port (e.g. 127.0.0.1:3478)", v.get_ref()),
+            ),
+        }
+    };
+    let mut servers = IceServers::default();
+    if let Some(v) = &g.stun_server {
+        servers.stun = Some(addr(v, "stun_server")?);
+    }
+    match (&g.turn_server, &g.turn_user, &g.turn_password) {
+        (Some(t), Some(u), Some(p)) => {
+            if u.get_ref().is_empty() || !u.get_ref().is_ascii() || !p.get_ref().is_ascii() {
+                return cx.err(
+                    u.span(),
+                    field("turn_user"),
+                    "want a non-empty ASCII user and password (no SASLprep here)",
+                );
+            }
+            servers.turn = Some(TurnConfig {
+                server: addr(t, "turn_server")?,
+                username: u.get_ref().clone(),
+                password: p.get_ref().clone(),
+            });
+        }
+        (None, None, None) => {}
+        (Some(t), _, _) => {
+            return cx.err(
+                t.span(),
+                field("turn_server"),
+                "needs turn_user and turn_password (long-term credentials, RFC 8489 §9.2)",
+            );
+        }
+        (None, Some(v), _) | (None, None, Some(v)) => {
+            let name = if g.turn_user.is_some() {
+                "turn_user"
+            } else {
+                "turn_password"
+            };
+            return cx.err(v.span(), field(name), "needs turn_server");
+        }
+    }
+    if let Some(p) = &g.ice_policy {
+        match p.get_ref().as_str() {
+            "all" => {}
+            "relay" if servers.turn.is_none() => {
+                return cx.err(p.span(), field("ice_policy"), "`relay` needs turn_server");
+            }
+            "relay" if !rtcp_mux => {
+                return cx.err(
+                    p.span(),
+                    field("ice_policy"),
+                    "`relay` needs rtcp_mux = true (one component: the relay carries RTP only)",
+                );
+            }
+            "relay" => servers.relay_only = true,
+            other => {
+                return cx.err(
+                    p.span(),
+                    field("ice_policy"),
+                    format!("`{other}`: must be \"all\" or \"relay\""),
+                );
+            }
+        }
+    }
+    Ok(servers)
 }
 
 /// A group's `srtp_suites`: known names, each once, at least one, and SRTP on.
@@ -1926,6 +2040,7 @@ pub fn prepare_parsed(
                 mp.rtcp_interval = d;
             }
             mp.ice = g.ice.as_ref().is_some_and(|x| *x.get_ref());
+            mp.ice_servers = ice_servers_of(&cx, g, mp.ice, mp.rtcp_mux, &field)?;
             mp.dscp = cx.dscp(&g.rtp_dscp, &field("rtp_dscp"))?;
             if let Some(s) = &g.srtp {
                 mp.srtp = match s.get_ref().as_str() {
@@ -2002,6 +2117,7 @@ pub fn prepare_parsed(
                     "checks a media path: needs media = true",
                 );
             }
+            ice_servers_of(&cx, g, false, false, &field)?;
             if let Some(x) = g.rtcp_xr.as_ref().filter(|x| *x.get_ref()) {
                 return cx.err(
                     x.span(),
@@ -2621,6 +2737,74 @@ call = "group:callees"
     }
 
     /// `ice` per group (default off); on with `media = false` names its field.
+    /// `stun_server`, `turn_server`, `turn_user`, `turn_password`, `ice_policy`: read into
+    /// the group's media plan; bad values name their line and field.
+    #[test]
+    fn ice_servers_are_read_and_bad_values_named() {
+        let with = |keys: &str| {
+            GOOD.replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{keys}"),
+            )
+        };
+        let ok = "ice = true\nrtcp_mux = true\nstun_server = \"127.0.0.1:3478\"\n\
+                  turn_server = \"127.0.0.1:3479\"\nturn_user = \"u\"\nturn_password = \"p\"\n\
+                  ice_policy = \"relay\"";
+        let p = prepare("t.toml", &with(ok), b"s", 0).unwrap().plan;
+        let g = p.groups.iter().find(|g| g.name == "callers").unwrap();
+        let s = &g.media.as_ref().unwrap().ice_servers;
+        assert_eq!(s.stun, Some("127.0.0.1:3478".parse().unwrap()));
+        let t = s.turn.as_ref().expect("turn");
+        assert_eq!(
+            (t.server, t.username.as_str(), t.password.as_str()),
+            ("127.0.0.1:3479".parse().unwrap(), "u", "p")
+        );
+        assert!(s.relay_only);
+        for (keys, field, says) in [
+            (
+                "stun_server = \"127.0.0.1:3478\"",
+                "stun_server",
+                "needs ice = true",
+            ),
+            (
+                "ice = true\nstun_server = \"nowhere\"",
+                "stun_server",
+                "want host:port",
+            ),
+            (
+                "ice = true\nturn_server = \"127.0.0.1:3478\"",
+                "turn_server",
+                "needs turn_user and turn_password",
+            ),
+            (
+                "ice = true\nturn_user = \"u\"",
+                "turn_user",
+                "needs turn_server",
+            ),
+            (
+                "ice = true\nice_policy = \"relay\"",
+                "ice_policy",
+                "needs turn_server",
+            ),
+            (
+                "ice = true\nturn_server = \"127.0.0.1:1\"\nturn_user = \"u\"\n\
+                 turn_password = \"p\"\nice_policy = \"relay\"",
+                "ice_policy",
+                "needs rtcp_mux = true",
+            ),
+            (
+                "ice = true\nice_policy = \"some\"",
+                "ice_policy",
+                "must be \"all\" or \"relay\"",
+            ),
+        ] {
+            let e = prepare("t.toml", &with(keys), b"s", 0).unwrap_err();
+            assert_eq!(e.field, format!("group[1].{field}"), "{keys}: {e}");
+            assert!(e.message.contains(says), "{keys}: {e}");
+            assert!(e.to_string().starts_with("t.toml:"), "{e}");
+        }
+    }
+
     #[test]
     fn ice_is_read_per_group() {
         let text = GOOD.replace(

@@ -1,10 +1,15 @@
 //! ICE (RFC 8445, `ice = true`) end to end: our WebRTC-style endpoints (ICE + DTLS-SRTP +
 //! rtcp-mux over WSS) call each other through the built-in registrar over real loopback
 //! sockets; checks, nomination, DTLS and media all go over the selected pair. A peer without
-//! ICE gets the RFC 8445 §5.1 fallback: media to its c=/m= address.
+//! ICE gets the RFC 8445 §5.1 fallback: media to its c=/m= address. With a TURN relay and a
+//! STUN server (`turn_server`, `stun_server`, `ice_policy`) against coturn (Debian
+//! `coturn`): `ice_policy = "relay"` sends the checks, RTP and RTCP through coturn
+//! allocations; a wrong TURN password fails the call naming TURN 401; a server-reflexive
+//! address equal to the host candidate is dropped.
 
 use agent::engine::{EndpointReport, Outcome, RunSummary, StopHandle};
 use agent::trace::Direction;
+use testpeers::{Coturn, CoturnConfig, available};
 
 fn run_file(text: &str) -> (RunSummary, Vec<EndpointReport>) {
     let now = std::time::SystemTime::now()
@@ -71,10 +76,11 @@ fn assert_success(r: &EndpointReport) {
     );
 }
 
+/// The trace notes about ICE (and its STUN and TURN servers).
 fn notes(r: &EndpointReport) -> Vec<&str> {
     r.trace
         .iter()
-        .filter(|t| t.text.contains("ICE") || t.text.contains("no ICE"))
+        .filter(|t| ["ICE", "TURN", "STUN"].iter().any(|w| t.text.contains(w)))
         .map(|t| t.text.as_str())
         .collect()
 }
@@ -258,4 +264,176 @@ fn hold_and_resume_keep_the_ice_session() {
         answers.iter().all(|b| ufrag(b) == ufrag(answers[0])),
         "{answers:?}"
     );
+}
+
+fn coturn() -> Option<Coturn> {
+    if !available("turnserver", "coturn") {
+        return None;
+    }
+    Some(Coturn::start(&CoturnConfig::default()).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A group's keys for ICE through `server` as user `u` with `password`; `relay`: only the
+/// relayed candidate.
+fn turn_keys(server: &Coturn, password: &str, relay: bool) -> String {
+    format!(
+        "ice = true\nrtcp_mux = true\n{}turn_server = \"{}\"\nturn_user = \"u\"\n\
+         turn_password = \"{password}\"",
+        if relay {
+            "ice_policy = \"relay\"\n"
+        } else {
+            ""
+        },
+        server.addr()
+    )
+}
+
+#[test]
+fn relay_only_calls_go_through_coturn() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = turn_keys(&server, "p", true);
+    let (summary, reports) = run_file(&file("udp", &ice, &ice));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    assert_eq!(reports.len(), 6);
+    for r in &reports {
+        assert_success(r);
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("an ice report");
+        assert_eq!(ice.state, "connected", "{}: {ice:?} {:?}", r.user, notes(r));
+        assert_eq!(ice.local_candidate, Some("relay"), "{ice:?}");
+        assert_eq!(ice.remote_candidate, Some("relay"), "{ice:?}");
+        assert_eq!(ice.turn_failures, 0, "{ice:?}");
+        let relayed = ice.relayed.as_deref().expect("a relayed address");
+        // The selected pair is between the two relayed addresses on coturn's relay IP.
+        let pair = ice.selected_pair.as_deref().expect("a selected pair");
+        assert!(
+            pair.starts_with(&format!("{relayed} -> ")),
+            "{pair} / {relayed}"
+        );
+        // Media measured from what arrived through the relay.
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+        assert!(m.mos.is_some_and(|x| x > 4.0), "{m:?}");
+        let n = notes(r);
+        for step in [
+            "TURN Allocate: 401 challenge",
+            "TURN allocation: relayed",
+            "TURN permission for",
+            "TURN channel",
+            "(relay) ->",
+        ] {
+            assert!(n.iter().any(|t| t.contains(step)), "{step}: {n:?}");
+        }
+    }
+    // The SDP offered only the relayed candidate.
+    let caller = reports.iter().find(|r| r.group == "callers").unwrap();
+    let offer = sdp_sent(caller, "INVITE ");
+    assert_eq!(offer.matches("a=candidate:").count(), 1, "{offer}");
+    assert!(offer.contains(" typ relay raddr "), "{offer}");
+    // coturn's own account: six allocations, channels bound, released.
+    let log = server.log();
+    let count = |s: &str| log.matches(s).count();
+    assert!(
+        count("incoming packet ALLOCATE processed, success") >= 6,
+        "{log}"
+    );
+    assert!(
+        count("incoming packet CHANNEL_BIND processed, success") >= 6,
+        "{log}"
+    );
+    assert!(count("lifetime=0") >= 6, "allocations released: {log}");
+}
+
+#[test]
+fn a_wrong_turn_password_fails_the_call_naming_turn_401() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = turn_keys(&server, "wrong", true);
+    let (_, reports) = run_file(&file("udp", &ice, &ice));
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        assert_eq!(
+            r.outcome,
+            Outcome::NegotiationFailed,
+            "{}: {:?}",
+            r.user,
+            notes(r)
+        );
+        let error = r.error.as_deref().unwrap_or_default();
+        assert!(error.contains("TURN 401"), "{error}");
+        let ice = r
+            .media
+            .as_ref()
+            .and_then(|m| m.ice.as_ref())
+            .expect("ice report");
+        assert_eq!(ice.turn_failures, 1, "{ice:?}");
+        assert!(
+            ice.turn_error
+                .as_deref()
+                .is_some_and(|e| e.contains("TURN 401"))
+        );
+    }
+}
+
+#[test]
+fn a_srflx_equal_to_the_host_candidate_is_dropped() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nstun_server = \"{}\"",
+        server.addr()
+    );
+    let (summary, reports) = run_file(&file("udp", &ice, &ice));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let n = notes(r);
+        assert!(
+            n.iter()
+                .any(|t| t.contains("server-reflexive address 127.0.0.1:")),
+            "{n:?}"
+        );
+        assert!(
+            n.iter()
+                .any(|t| t.contains("equals the host candidate: dropped (RFC 8445 §5.1.3)")),
+            "{n:?}"
+        );
+        let ice = r
+            .media
+            .as_ref()
+            .and_then(|m| m.ice.as_ref())
+            .expect("ice report");
+        assert_eq!(ice.local_candidate, Some("host"), "{ice:?}");
+    }
+}
+
+/// `ice_policy = "all"` (the default) with a wrong TURN password: no relayed candidate, the
+/// failure is reported, and the calls connect over their host candidates.
+#[test]
+fn without_the_relay_policy_a_failed_allocation_leaves_the_host_path() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = turn_keys(&server, "wrong", false);
+    let (summary, reports) = run_file(&file("udp", &ice, &ice));
+    assert_eq!(summary.calls_answered, 3, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+        let ice = r
+            .media
+            .as_ref()
+            .and_then(|m| m.ice.as_ref())
+            .expect("ice report");
+        assert_eq!(ice.local_candidate, Some("host"), "{ice:?}");
+        assert_eq!(ice.turn_failures, 1, "{ice:?}");
+        assert!(ice.relayed.is_none(), "{ice:?}");
+        let n = notes(r);
+        assert!(
+            n.iter()
+                .any(|t| t.contains("TURN: no relayed candidate: TURN 401")),
+            "{n:?}"
+        );
+    }
 }

@@ -144,6 +144,45 @@ impl Candidate {
         }
     }
 
+    /// A server-reflexive candidate (RFC 8445 §5.1.1.2): `addr` as a STUN server saw
+    /// `base`, a host candidate's address.
+    pub fn server_reflexive(component: u8, addr: SocketAddr, base: SocketAddr) -> Self {
+        let kind = CandidateType::ServerReflexive;
+        Candidate {
+            // §5.1.1.3: type, base IP and STUN server; one server here.
+            foundation: format!("{}", foundation_of(base, kind)),
+            component,
+            priority: Self::priority_of(kind, u16::MAX, component),
+            addr,
+            kind,
+            related: Some(base),
+        }
+    }
+
+    /// A relayed candidate (RFC 8445 §5.1.1.2): the TURN allocation's relayed address,
+    /// `mapped` (the server-reflexive address the server saw) as its related address.
+    pub fn relayed(component: u8, addr: SocketAddr, mapped: SocketAddr) -> Self {
+        let kind = CandidateType::Relayed;
+        Candidate {
+            foundation: format!("{}", foundation_of(addr, kind)),
+            component,
+            priority: Self::priority_of(kind, u16::MAX, component),
+            addr,
+            kind,
+            related: Some(mapped),
+        }
+    }
+
+    /// The base (§5.1.1.1): where checks from this candidate are sent from — the host
+    /// socket for host and server-reflexive candidates, the relayed address itself for a
+    /// relayed one.
+    pub fn base(&self) -> SocketAddr {
+        match self.kind {
+            CandidateType::ServerReflexive => self.related.unwrap_or(self.addr),
+            _ => self.addr,
+        }
+    }
+
     /// The value of an `a=candidate` line (RFC 8839 §5.1).
     pub fn to_sdp(&self) -> String {
         let mut s = format!(
@@ -281,6 +320,20 @@ pub struct IceConfig {
     pub local: Credentials,
     /// Our host candidates: the component and its socket's address.
     pub host: Vec<(u8, SocketAddr)>,
+    /// Our server-reflexive candidates: the component, the address a STUN server saw, and
+    /// the host address it saw (the base). One equal to a host candidate is dropped (RFC
+    /// 8445 §5.1.3); they are advertised, not paired (§6.1.2.4: a pair is checked from its
+    /// base, which is the host candidate's pair).
+    pub srflx: Vec<(u8, SocketAddr, SocketAddr)>,
+    /// Our relayed candidates: the component, the TURN allocation's relayed address and
+    /// the mapped address the TURN server saw. Checks and answers from one leave with
+    /// [`Transmit::local`] = the relayed address: the driver sends them through the
+    /// allocation; what arrives through it goes to [`IceAgent::handle_relayed`].
+    pub relay: Vec<(u8, SocketAddr, SocketAddr)>,
+    /// Only relayed candidates (a browser's `iceTransportPolicy: "relay"`): no host or
+    /// server-reflexive candidate is advertised or paired, and nothing arriving on the
+    /// host sockets directly is answered.
+    pub relay_only: bool,
     /// The controlling role (the offerer, §6.1.1; a lite peer makes a full agent controlling).
     pub controlling: bool,
     /// Be an ICE-lite agent (§2.5): answer checks only, never send them.
@@ -306,6 +359,9 @@ impl IceConfig {
         IceConfig {
             local,
             host,
+            srflx: Vec::new(),
+            relay: Vec::new(),
+            relay_only: false,
             controlling,
             lite: false,
             seed,
@@ -366,6 +422,8 @@ pub enum IceEvent {
         component: u8,
         /// Our candidate's address.
         local: SocketAddr,
+        /// Our candidate's type (relayed: media goes through the TURN allocation).
+        local_kind: CandidateType,
         /// The peer's.
         remote: SocketAddr,
         /// The peer's candidate's type.
@@ -399,6 +457,9 @@ pub enum IceEvent {
 pub struct Transmit {
     /// The component (its socket).
     pub component: u8,
+    /// The local candidate's base it leaves from: the component's host address, or a
+    /// relayed address ([`IceConfig::relay`]: send it through that TURN allocation).
+    pub local: SocketAddr,
     /// The destination.
     pub to: SocketAddr,
     /// The STUN message.
@@ -453,6 +514,8 @@ struct Txn {
     bytes: Vec<u8>,
     to: SocketAddr,
     component: u8,
+    /// The base it leaves from ([`Transmit::local`]).
+    local: SocketAddr,
     sends: u32,
     rto: Duration,
     next_at: Instant,
@@ -469,10 +532,37 @@ struct Txn {
 /// A request that came before the peer's description.
 #[derive(Debug, Clone)]
 struct Early {
+    local: usize,
     component: u8,
     from: SocketAddr,
     priority: u32,
     use_candidate: bool,
+}
+
+/// Our candidates for `cfg` (what [`IceAgent::local_candidates`] will be, for an SDP made
+/// before the agent exists), and the server-reflexive addresses dropped as equal to a host
+/// candidate (RFC 8445 §5.1.3).
+pub fn local_candidates(cfg: &IceConfig) -> (Vec<Candidate>, Vec<SocketAddr>) {
+    let mut locals: Vec<Candidate> = Vec::new();
+    let mut dropped = Vec::new();
+    if !cfg.relay_only {
+        locals.extend(cfg.host.iter().map(|(c, a)| Candidate::host(*c, *a)));
+        for &(c, addr, base) in &cfg.srflx {
+            // RFC 8445 §5.1.3: a candidate equal to another (same address, same base)
+            // is redundant: a server-reflexive address equal to its host (no NAT).
+            if locals.iter().any(|l| l.component == c && l.addr == addr) {
+                dropped.push(addr);
+            } else {
+                locals.push(Candidate::server_reflexive(c, addr, base));
+            }
+        }
+    }
+    locals.extend(
+        cfg.relay
+            .iter()
+            .map(|&(c, addr, mapped)| Candidate::relayed(c, addr, mapped)),
+    );
+    (locals, dropped)
 }
 
 /// The ICE agent of one call's media (see the module doc for how to drive it).
@@ -501,17 +591,15 @@ pub struct IceAgent {
     events: VecDeque<IceEvent>,
     stats: IceStats,
     prflx: u32,
+    /// Server-reflexive addresses dropped as equal to a host candidate (RFC 8445 §5.1.3).
+    dropped: Vec<SocketAddr>,
 }
 
 impl IceAgent {
     /// An agent with our candidates, waiting for the peer's description.
     pub fn new(cfg: IceConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let locals = cfg
-            .host
-            .iter()
-            .map(|(c, a)| Candidate::host(*c, *a))
-            .collect();
+        let (locals, dropped) = local_candidates(&cfg);
         IceAgent {
             tie_breaker: rng.random(),
             rng,
@@ -532,6 +620,7 @@ impl IceAgent {
             events: VecDeque::new(),
             stats: IceStats::default(),
             prflx: 0,
+            dropped,
             cfg,
         }
     }
@@ -541,6 +630,23 @@ impl IceAgent {
     /// Our candidates (for the SDP).
     pub fn local_candidates(&self) -> &[Candidate] {
         &self.locals
+    }
+
+    /// Server-reflexive addresses not offered: equal to a host candidate (RFC 8445 §5.1.3,
+    /// no NAT between us and the STUN server).
+    pub fn dropped_srflx(&self) -> &[SocketAddr] {
+        &self.dropped
+    }
+
+    /// Our candidate of `component`'s selected pair: its address and type (relayed: its
+    /// media goes through the TURN allocation).
+    pub fn selected_local(&self, component: u8) -> Option<(SocketAddr, CandidateType)> {
+        if self.state == IceState::Disconnected {
+            return None;
+        }
+        let pi = (*self.selected.get(usize::from(component).checked_sub(1)?)?)?;
+        let l = &self.locals[self.pairs[pi].local];
+        Some((l.addr, l.kind))
     }
 
     /// Our credentials (for the SDP).
@@ -621,7 +727,14 @@ impl IceAgent {
         self.started = Some(now);
         let remote = self.remote.as_ref().expect("set just above");
         if !self.cfg.lite {
-            for (li, l) in self.locals.iter().enumerate() {
+            // §6.1.2.4: a server-reflexive local candidate is replaced by its base, whose
+            // pair (the host candidate's) is there already: never paired.
+            let paired = self
+                .locals
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.kind != CandidateType::ServerReflexive);
+            for (li, l) in paired {
                 for (ri, r) in remote.candidates.iter().enumerate() {
                     if l.component == r.component && compatible(l.addr, r.addr) {
                         self.pairs.push(Pair {
@@ -661,7 +774,14 @@ impl IceAgent {
         }
         self.set_state(IceState::Checking);
         for e in std::mem::take(&mut self.early) {
-            self.on_check(now, e.component, e.from, e.priority, e.use_candidate);
+            self.on_check(
+                now,
+                e.local,
+                e.component,
+                e.from,
+                e.priority,
+                e.use_candidate,
+            );
         }
         if !self.cfg.lite && self.pairs.is_empty() {
             // No candidate we can pair with: nothing will ever connect (unless the peer
@@ -693,12 +813,48 @@ impl IceAgent {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), StunError> {
+        let local = self
+            .locals
+            .iter()
+            .position(|c| c.component == component && c.kind == CandidateType::Host);
+        self.handle(now, local, from, bytes)
+    }
+
+    /// A STUN datagram from `from` that arrived through the TURN allocation of our relayed
+    /// candidate `relayed` (a Data indication or ChannelData the driver unwrapped).
+    pub fn handle_relayed(
+        &mut self,
+        now: Instant,
+        relayed: SocketAddr,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), StunError> {
+        let local = self
+            .locals
+            .iter()
+            .position(|c| c.addr == relayed && c.kind == CandidateType::Relayed);
+        self.handle(now, local, from, bytes)
+    }
+
+    fn handle(
+        &mut self,
+        now: Instant,
+        local: Option<usize>,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), StunError> {
         let m = Message::parse(bytes)?;
         if m.method != BINDING {
             return Ok(());
         }
         match m.class {
-            Class::Request => self.on_request(now, component, from, &m),
+            // Requests on no local candidate of ours (the host socket under `relay_only`)
+            // are not answered: that path is not offered.
+            Class::Request => {
+                if let Some(li) = local {
+                    self.on_request(now, li, from, &m);
+                }
+            }
             Class::Success | Class::Error => self.on_response(now, from, &m),
             Class::Indication => {}
         }
@@ -707,7 +863,7 @@ impl IceAgent {
 
     fn respond_error(
         &mut self,
-        component: u8,
+        li: usize,
         to: SocketAddr,
         m: &Message<'_>,
         code: u16,
@@ -718,8 +874,10 @@ impl IceAgent {
         if let Some(k) = key {
             b = b.integrity(k.as_bytes());
         }
+        let l = &self.locals[li];
         self.transmits.push_back(Transmit {
-            component,
+            component: l.component,
+            local: l.base(),
             to,
             bytes: b.fingerprint(),
         });
@@ -729,12 +887,9 @@ impl IceAgent {
     }
 
     /// RFC 8445 §7.3: a check (or a consent check) from the peer.
-    fn on_request(&mut self, now: Instant, component: u8, from: SocketAddr, m: &Message<'_>) {
-        if !self
-            .locals
-            .iter()
-            .any(|c| c.component == component && compatible(c.addr, from))
-        {
+    fn on_request(&mut self, now: Instant, li: usize, from: SocketAddr, m: &Message<'_>) {
+        let component = self.locals[li].component;
+        if !compatible(self.locals[li].addr, from) {
             // Not answered: a path we do not pair (see `compatible`); the peer's check
             // fails as if the packet were lost.
             return;
@@ -743,15 +898,15 @@ impl IceAgent {
         // RFC 8489 §9.1.3: USERNAME "LFRAG:RFRAG" whose first part is ours, and integrity
         // under our password; else 400 (missing) or 401.
         let (Some(user), true) = (m.username, m.has_integrity()) else {
-            return self.respond_error(component, from, m, 400, "Bad Request", None);
+            return self.respond_error(li, from, m, 400, "Bad Request", None);
         };
         let ours = user.split(':').next() == Some(self.cfg.local.ufrag.as_str());
         if !ours || !m.check_integrity(self.cfg.local.pwd.as_bytes()) {
-            return self.respond_error(component, from, m, 401, "Unauthenticated", None);
+            return self.respond_error(li, from, m, 401, "Unauthenticated", None);
         }
         let pwd = self.cfg.local.pwd.clone();
         if !m.unknown_required.is_empty() {
-            return self.respond_error(component, from, m, 420, "Unknown Attribute", Some(&pwd));
+            return self.respond_error(li, from, m, 420, "Unknown Attribute", Some(&pwd));
         }
         // §7.3.1.1: a role conflict (both controlling, or both controlled) is resolved by
         // the tie-breakers: the larger one controls; the agent that keeps its role answers
@@ -764,7 +919,7 @@ impl IceAgent {
         if let (false, Some(theirs)) = (self.cfg.lite, same_role) {
             if (self.tie_breaker >= theirs) == self.cfg.controlling {
                 self.stats.role_conflicts += 1;
-                return self.respond_error(component, from, m, 487, "Role Conflict", Some(&pwd));
+                return self.respond_error(li, from, m, 487, "Role Conflict", Some(&pwd));
             }
             self.switch_role();
         }
@@ -775,6 +930,7 @@ impl IceAgent {
             .fingerprint();
         self.transmits.push_back(Transmit {
             component,
+            local: self.locals[li].base(),
             to: from,
             bytes,
         });
@@ -784,6 +940,7 @@ impl IceAgent {
         if self.remote.is_none() {
             if self.early.len() < MAX_EARLY {
                 self.early.push(Early {
+                    local: li,
                     component,
                     from,
                     priority,
@@ -792,7 +949,7 @@ impl IceAgent {
             }
             return;
         }
-        self.on_check(now, component, from, priority, m.use_candidate);
+        self.on_check(now, li, component, from, priority, m.use_candidate);
     }
 
     fn switch_role(&mut self) {
@@ -809,14 +966,12 @@ impl IceAgent {
     fn on_check(
         &mut self,
         now: Instant,
+        local: usize,
         component: u8,
         from: SocketAddr,
         priority: u32,
         use_candidate: bool,
     ) {
-        let Some(local) = self.locals.iter().position(|c| c.component == component) else {
-            return;
-        };
         let Some(remote) = self.remote.as_mut() else {
             return;
         };
@@ -1022,6 +1177,7 @@ impl IceAgent {
         self.events.push_back(IceEvent::Selected {
             component: comp,
             local: self.locals[p.local].addr,
+            local_kind: self.locals[p.local].kind,
             remote: r.addr,
             remote_kind: r.kind,
         });
@@ -1101,6 +1257,7 @@ impl IceAgent {
             self.stats.checks_sent += 1;
             self.transmits.push_back(Transmit {
                 component: t.component,
+                local: t.local,
                 to: t.to,
                 bytes: t.bytes.clone(),
             });
@@ -1233,7 +1390,7 @@ impl IceAgent {
             .count() as u32;
         // RFC 8445 §14.3.
         let rto = MIN_RTO.max(TA * pending);
-        let (component, to) = (l.component, r.addr);
+        let (component, to, local) = (l.component, r.addr, l.base());
         if !consent {
             self.pairs[pi].state = PairState::InProgress;
             for t in self.txns.iter_mut().filter(|t| t.pair == pi && !t.consent) {
@@ -1246,6 +1403,7 @@ impl IceAgent {
             bytes: bytes.clone(),
             to,
             component,
+            local,
             sends: 1,
             rto,
             next_at: now
@@ -1262,6 +1420,7 @@ impl IceAgent {
         self.stats.checks_sent += 1;
         self.transmits.push_back(Transmit {
             component,
+            local,
             to,
             bytes,
         });
@@ -1876,6 +2035,111 @@ mod tests {
         fn parse(s: &str) -> crate::sdp::SessionDescription {
             crate::sdp::SessionDescription::parse(s.as_bytes()).expect("SDP")
         }
+    }
+
+    #[test]
+    fn a_srflx_equal_to_its_host_is_dropped_and_others_are_offered_not_paired() {
+        let host = addr("192.0.2.1:40001");
+        let mut cfg = IceConfig::new(creds(1), vec![(1, host)], true, 1);
+        cfg.srflx = vec![(1, host, host), (1, addr("203.0.113.7:61000"), host)];
+        let mut a = IceAgent::new(cfg);
+        assert_eq!(a.dropped_srflx(), [host]);
+        let kinds: Vec<_> = a.local_candidates().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [CandidateType::Host, CandidateType::ServerReflexive]);
+        let srflx = &a.local_candidates()[1];
+        assert_eq!(srflx.base(), host);
+        assert!(
+            srflx
+                .to_sdp()
+                .ends_with("typ srflx raddr 192.0.2.1 rport 40001")
+        );
+        assert!(srflx.priority < a.local_candidates()[0].priority);
+        // §6.1.2.4: one pair (host), checks leave from the host socket.
+        let now = Instant::now();
+        a.set_remote(
+            now,
+            RemoteIce {
+                credentials: creds(2),
+                candidates: vec![Candidate::host(1, addr("192.0.2.2:40001"))],
+                lite: false,
+            },
+        );
+        a.handle_timeout(now);
+        let t = a.poll_transmit().expect("a check");
+        assert_eq!((t.local, t.to), (host, addr("192.0.2.2:40001")));
+        a.handle_timeout(now + TA);
+        assert!(a.poll_transmit().is_none(), "only the host pair");
+    }
+
+    /// Two relay-only agents (`iceTransportPolicy: "relay"`): checks leave from and arrive
+    /// at the relayed addresses (a perfect relay between them here), the selected pair is
+    /// relayed on both sides, and a check straight to the host socket is not answered.
+    #[test]
+    fn relay_only_agents_connect_through_their_relayed_candidates() {
+        let relays = [addr("198.51.100.1:50000"), addr("198.51.100.1:50002")];
+        let hosts = [addr("192.0.2.1:40001"), addr("192.0.2.2:40001")];
+        let mut agents: Vec<IceAgent> = (0..2)
+            .map(|i| {
+                let mut cfg = IceConfig::new(creds(i as u8), vec![(1, hosts[i])], i == 0, i as u64);
+                cfg.relay = vec![(1, relays[i], addr("203.0.113.1:1000"))];
+                cfg.relay_only = true;
+                IceAgent::new(cfg)
+            })
+            .collect();
+        for a in &agents {
+            let kinds: Vec<_> = a.local_candidates().iter().map(|c| c.kind).collect();
+            assert_eq!(kinds, [CandidateType::Relayed], "no host under relay_only");
+        }
+        let mut now = Instant::now();
+        let remotes: Vec<_> = agents
+            .iter()
+            .map(|a| RemoteIce {
+                credentials: a.credentials().clone(),
+                candidates: a.local_candidates().to_vec(),
+                lite: false,
+            })
+            .collect();
+        agents[0].set_remote(now, remotes[1].clone());
+        agents[1].set_remote(now, remotes[0].clone());
+        let end = now + Duration::from_secs(5);
+        while now < end && agents.iter().any(|a| a.state() != IceState::Connected) {
+            for i in 0..2 {
+                while let Some(t) = agents[i].poll_transmit() {
+                    assert_eq!(t.local, relays[i], "through the allocation");
+                    let j = relays.iter().position(|r| *r == t.to).expect("to a relay");
+                    agents[j]
+                        .handle_relayed(now, relays[j], relays[i], &t.bytes)
+                        .expect("valid");
+                }
+            }
+            now += Duration::from_millis(5);
+            for a in &mut agents {
+                a.handle_timeout(now);
+            }
+        }
+        for i in 0..2 {
+            assert_eq!(agents[i].state(), IceState::Connected, "agent {i}");
+            assert_eq!(
+                agents[i].selected_local(1),
+                Some((relays[i], CandidateType::Relayed))
+            );
+            assert_eq!(
+                agents[i].selected(1),
+                Some((relays[1 - i], CandidateType::Relayed))
+            );
+        }
+        // Straight to the host socket: not answered (that path is not offered).
+        let check = Builder::new(Class::Request, BINDING, TransactionId([1; 12]))
+            .username(&format!("{}:{}", creds(1).ufrag, creds(0).ufrag))
+            .priority(1)
+            .role(false, 1)
+            .integrity(creds(1).pwd.as_bytes())
+            .fingerprint();
+        while agents[1].poll_transmit().is_some() {}
+        agents[1]
+            .handle_datagram(now, 1, hosts[0], &check)
+            .expect("valid");
+        assert!(agents[1].poll_transmit().is_none());
     }
 
     #[test]

@@ -21,6 +21,22 @@ pub const BINDING: u16 = 0x001;
 
 /// Attribute types (RFC 8489 §18.3, RFC 8445 §16.1).
 pub mod attr {
+    /// CHANNEL-NUMBER (RFC 8656 §18.1).
+    pub const CHANNEL_NUMBER: u16 = 0x000C;
+    /// LIFETIME (RFC 8656 §18.2).
+    pub const LIFETIME: u16 = 0x000D;
+    /// XOR-PEER-ADDRESS (RFC 8656 §18.3).
+    pub const XOR_PEER_ADDRESS: u16 = 0x0012;
+    /// DATA (RFC 8656 §18.4).
+    pub const DATA: u16 = 0x0013;
+    /// REALM (RFC 8489 §14.9).
+    pub const REALM: u16 = 0x0014;
+    /// NONCE (RFC 8489 §14.10).
+    pub const NONCE: u16 = 0x0015;
+    /// XOR-RELAYED-ADDRESS (RFC 8656 §18.5).
+    pub const XOR_RELAYED_ADDRESS: u16 = 0x0016;
+    /// REQUESTED-TRANSPORT (RFC 8656 §18.7).
+    pub const REQUESTED_TRANSPORT: u16 = 0x0019;
     /// USERNAME.
     pub const USERNAME: u16 = 0x0006;
     /// MESSAGE-INTEGRITY (HMAC-SHA1).
@@ -171,6 +187,20 @@ pub struct Message<'a> {
     pub software: Option<&'a str>,
     /// FINGERPRINT present (and right: a wrong one fails the parse).
     pub fingerprint: bool,
+    /// REALM (long-term credentials, RFC 8489 §9.2).
+    pub realm: Option<&'a str>,
+    /// NONCE (long-term credentials, RFC 8489 §9.2).
+    pub nonce: Option<&'a [u8]>,
+    /// XOR-RELAYED-ADDRESS (TURN), un-XORed.
+    pub xor_relayed_address: Option<SocketAddr>,
+    /// XOR-PEER-ADDRESS (TURN), un-XORed.
+    pub xor_peer_address: Option<SocketAddr>,
+    /// LIFETIME in seconds (TURN).
+    pub lifetime: Option<u32>,
+    /// DATA (TURN).
+    pub data: Option<&'a [u8]>,
+    /// CHANNEL-NUMBER (TURN).
+    pub channel_number: Option<u16>,
     /// Comprehension-required attributes (0x0000–0x7FFF) we do not know (RFC 8489 §15:
     /// a request with any is answered 420), at most 8.
     pub unknown_required: Vec<u16>,
@@ -223,6 +253,13 @@ impl<'a> Message<'a> {
             ice_controlled: None,
             error: None,
             software: None,
+            realm: None,
+            nonce: None,
+            xor_relayed_address: None,
+            xor_peer_address: None,
+            lifetime: None,
+            data: None,
+            channel_number: None,
             fingerprint: false,
             unknown_required: Vec::new(),
             integrity_at: None,
@@ -282,6 +319,40 @@ impl<'a> Message<'a> {
             attr::XOR_MAPPED_ADDRESS => {
                 self.xor_mapped_address = Some(xor_address(v, &self.transaction).ok_or_else(bad)?);
             }
+            attr::XOR_RELAYED_ADDRESS => {
+                self.xor_relayed_address = Some(xor_address(v, &self.transaction).ok_or_else(bad)?);
+            }
+            attr::XOR_PEER_ADDRESS => {
+                self.xor_peer_address = Some(xor_address(v, &self.transaction).ok_or_else(bad)?);
+            }
+            attr::REALM => {
+                // RFC 8489 §14.9: fewer than 128 characters (763 bytes) of UTF-8.
+                if v.len() > 763 {
+                    return Err(bad());
+                }
+                self.realm = Some(std::str::from_utf8(v).map_err(|_| bad())?);
+            }
+            attr::NONCE => {
+                // RFC 8489 §14.10: fewer than 128 characters (763 bytes).
+                if v.len() > 763 {
+                    return Err(bad());
+                }
+                self.nonce = Some(v);
+            }
+            attr::LIFETIME => {
+                let b: [u8; 4] = v.try_into().map_err(|_| bad())?;
+                self.lifetime = Some(u32::from_be_bytes(b));
+            }
+            attr::DATA => self.data = Some(v),
+            attr::CHANNEL_NUMBER => {
+                // RFC 8656 §18.1: the number, then 16 bits RFFU.
+                if v.len() != 4 {
+                    return Err(bad());
+                }
+                self.channel_number = Some(be16(v, 0));
+            }
+            // Known, and nothing we act on (RFC 8656 §18.7, §18.6: requests carry them).
+            attr::REQUESTED_TRANSPORT => {}
             attr::PRIORITY => {
                 let b: [u8; 4] = v.try_into().map_err(|_| bad())?;
                 self.priority = Some(u32::from_be_bytes(b));
@@ -493,6 +564,12 @@ impl Builder {
 
     /// XOR-MAPPED-ADDRESS (RFC 8489 §14.2).
     pub fn xor_mapped_address(self, addr: SocketAddr) -> Self {
+        self.xor_address(attr::XOR_MAPPED_ADDRESS, addr)
+    }
+
+    /// An address attribute XORed as XOR-MAPPED-ADDRESS is (RFC 8489 §14.2):
+    /// XOR-RELAYED-ADDRESS and XOR-PEER-ADDRESS (RFC 8656 §18.3, §18.5) too.
+    pub fn xor_address(self, typ: u16, addr: SocketAddr) -> Self {
         let mut key = [0u8; 16];
         key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         key[4..].copy_from_slice(&self.buf[8..HEADER]);
@@ -503,7 +580,38 @@ impl Builder {
             IpAddr::V4(ip) => v.extend(ip.octets().iter().zip(key).map(|(a, k)| a ^ k)),
             IpAddr::V6(ip) => v.extend(ip.octets().iter().zip(key).map(|(a, k)| a ^ k)),
         }
-        self.attribute(attr::XOR_MAPPED_ADDRESS, &v)
+        self.attribute(typ, &v)
+    }
+
+    /// REALM.
+    pub fn realm(self, realm: &str) -> Self {
+        self.attribute(attr::REALM, realm.as_bytes())
+    }
+
+    /// NONCE.
+    pub fn nonce(self, nonce: &[u8]) -> Self {
+        self.attribute(attr::NONCE, nonce)
+    }
+
+    /// LIFETIME in seconds (RFC 8656 §18.2).
+    pub fn lifetime(self, seconds: u32) -> Self {
+        self.attribute(attr::LIFETIME, &seconds.to_be_bytes())
+    }
+
+    /// REQUESTED-TRANSPORT (RFC 8656 §18.7): the IP protocol number, 17 for UDP.
+    pub fn requested_transport(self, protocol: u8) -> Self {
+        self.attribute(attr::REQUESTED_TRANSPORT, &[protocol, 0, 0, 0])
+    }
+
+    /// CHANNEL-NUMBER (RFC 8656 §18.1).
+    pub fn channel_number(self, number: u16) -> Self {
+        let n = number.to_be_bytes();
+        self.attribute(attr::CHANNEL_NUMBER, &[n[0], n[1], 0, 0])
+    }
+
+    /// DATA (RFC 8656 §18.4).
+    pub fn data(self, data: &[u8]) -> Self {
+        self.attribute(attr::DATA, data)
     }
 
     /// ERROR-CODE (RFC 8489 §14.8), `code` 300–699.

@@ -1,6 +1,8 @@
 //! The harness itself: each peer starts, answers, and is gone after drop.
 
-use testpeers::{Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, User, available};
+use testpeers::{
+    Coturn, CoturnConfig, Dnsmasq, DnsmasqConfig, Kamailio, KamailioConfig, User, available,
+};
 
 #[test]
 fn kamailio_starts_answers_and_stops() {
@@ -34,4 +36,21 @@ fn dnsmasq_starts_answers_and_stops() {
     assert!(d.log().contains("probe.invalid"), "{}", d.log());
     drop(d);
     std::net::UdpSocket::bind(("127.0.0.1", port)).expect("dnsmasq released its port");
+}
+
+#[test]
+fn coturn_starts_answers_and_stops() {
+    if !available("turnserver", "coturn") {
+        return;
+    }
+    let c = Coturn::start(&CoturnConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+    let port = c.port();
+    // Its own log file, not syslog (Debian's /etc/turnserver.conf is not read).
+    assert!(
+        c.log().contains("Relay ports initialization done"),
+        "{}",
+        c.log()
+    );
+    drop(c);
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("coturn released its port");
 }
