@@ -25,5 +25,6 @@ pub mod sound;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+pub mod tone;
 pub mod wav;
 pub mod xr;
