@@ -60,14 +60,16 @@ const DTMF_KEYS: [[char; 4]; 4] = [
     ['*', '0', '#', 'D'],
 ];
 
-/// A tone: one frequency, or a pair heard together (Hz).
+/// A tone: one frequency, or a pair heard together (Hz), read by [`Tone::parse`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tone {
-    /// The first (or only) frequency.
-    pub f1: f64,
-    /// The second frequency of a pair.
-    pub f2: Option<f64>,
+    f1: f64,
+    f2: Option<f64>,
 }
+
+/// Its frequencies are finite (checked by [`Tone::parse`], the only way to make one), so
+/// `==` is an equivalence.
+impl Eq for Tone {}
 
 /// Why a tone's text is not a tone.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -118,6 +120,16 @@ impl Tone {
             return Err(ToneError::TooClose);
         }
         Ok(Self { f1, f2 })
+    }
+
+    /// The first (or only) frequency, Hz.
+    pub fn f1(&self) -> f64 {
+        self.f1
+    }
+
+    /// The second frequency of a pair, Hz.
+    pub fn f2(&self) -> Option<f64> {
+        self.f2
     }
 }
 
