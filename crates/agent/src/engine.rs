@@ -54,7 +54,7 @@ mod proxy_link;
 mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
-pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan};
+pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan, TONE_MIN, ToneSpan};
 pub use outbound_flow::{OutboundEndpoint, OutboundSummary};
 pub use transfer::{TransferCounts, TransferReport};
 
@@ -479,6 +479,14 @@ pub struct EndpointReport {
     /// (actions on `audio` or `silence`): when each started and stopped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sound_heard: Vec<SoundSpan>,
+    /// The tones it heard in its calls' received audio, when its group listens for them
+    /// (actions on `tone:…`): which, when each started, how long it lasted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tones_heard: Vec<ToneSpan>,
+    /// The DTMF digits it heard in-band (in the audio), when its group listens for them
+    /// (actions on `inband_dtmf`), over its calls.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dtmf_inband: String,
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
@@ -1009,13 +1017,19 @@ pub fn run_with_targets(
             format!("group `{}` names server {} of {servers}", g.name, g.server),
         ));
     }
-    // A group acting on what its calls hear watches sound (the defaults, unless it says how).
+    // A group acting on what its calls hear watches sound (the defaults, unless it says how),
+    // and listens for the tones and in-band digits its actions wait for.
     for g in &mut plan.groups {
         if let Some(m) = g.media.as_mut()
             && m.sound.is_none()
             && g.event_actions.iter().any(|a| a.on.hears())
         {
             m.sound = Some(media::sound::SoundConfig::default());
+        }
+        if let Some(m) = g.media.as_mut()
+            && m.tones.is_none()
+        {
+            m.tones = events::tone_listen(&g.event_actions).map(std::sync::Arc::new);
         }
     }
     let shards = plan.shards.max(1);
@@ -3836,6 +3850,7 @@ impl<'a> Shard<'a> {
             let e = ep.error.get_or_insert_with(String::new);
             e.push_str(&format!(" (the server sent a malformed message: {m})"));
         }
+        let (tones_heard, dtmf_inband) = events::tones(ep);
         let report = EndpointReport {
             id: ep.id,
             group: self.plan.groups[ep.group].name.clone(),
@@ -3862,6 +3877,8 @@ impl<'a> Shard<'a> {
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
             sound_heard: events::sounds(ep),
+            tones_heard,
+            dtmf_inband,
             transfer: ep.transfers.take().map(|t| t.report),
             outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
             trace: if keep || failed {

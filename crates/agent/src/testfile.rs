@@ -1747,7 +1747,7 @@ pub fn prepare_parsed(
                 }
             }
             if let Some(on) = on {
-                if on.hears() && g.media == Some(false) {
+                if (on.hears() || on.listens()) && g.media == Some(false) {
                     let span = a.on.as_ref().map_or(0..0, Spanned::span);
                     return cx.err(span, afield("on"), "hears RTP: needs media = true");
                 }
@@ -3610,7 +3610,13 @@ call = "group:callees"
                 "on = \"ringing\", do = \"hold\"",
                 "on",
                 "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
-                 answered, audio, silence, silence:DURATION, early_media or message",
+                 answered, audio, silence, silence:DURATION, early_media, message, \
+                 tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]",
+            ),
+            (
+                "on = \"tone:440+4800\", do = \"hangup\"",
+                "on",
+                "`tone:440+4800`: 4800 Hz is outside 50–3900 Hz",
             ),
             (
                 "at = \"1s\", on = \"held\", do = \"hold\"",
@@ -3711,6 +3717,12 @@ call = "group:callees"
             ),
             (
                 "media = false\nactions = [{ on = \"silence\", do = \"hangup\" }]\n",
+                14,
+                "group[0].actions[0].on",
+                "hears RTP: needs media = true",
+            ),
+            (
+                "media = false\nactions = [{ on = \"tone:2100\", do = \"hangup\" }]\n",
                 14,
                 "group[0].actions[0].on",
                 "hears RTP: needs media = true",

@@ -390,3 +390,77 @@ actions = [{ on = "silence", do = "hangup" }]
         assert!(!has_note(r, "sound stopped"), "{:#?}", notes(r));
     }
 }
+
+/// A WAV of 4 s at 8 kHz: 0.5 s of silence, a fax CED (2100 Hz, 1 s), 0.5 s of silence,
+/// then the in-band DTMF digits 4 and 7 (100 ms each, 100 ms apart), then silence.
+fn tones_wav() -> Vec<u8> {
+    let sine = |f: &[f64], i: u32| -> i16 {
+        f.iter()
+            .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin())
+            .sum::<f64>()
+            .round() as i16
+    };
+    let pcm: Vec<i16> = (0..32_000)
+        .map(|i| match i {
+            4000..12_000 => sine(&[2100.0], i),
+            16_000..16_800 => sine(&[770.0, 1209.0], i),
+            17_600..18_400 => sine(&[852.0, 1209.0], i),
+            _ => 0,
+        })
+        .collect();
+    media::wav::write_pcm16(&pcm, 8000)
+}
+
+/// Tones and in-band DTMF, sipmeter against sipmeter: the callees play a CED then the digits
+/// 4 and 7 in their audio (`source`); the callers press 9 (RFC 4733) on the CED
+/// (`tone:2100`, heard for 200 ms) and hang up on the in-band `47`; a busy tone they also
+/// wait for never comes. The callers' reports put the CED at 0.5–1.5 s, the 9 at 0.7 s, the
+/// digits heard in-band and the hang-up on the 7 (2.2 s in).
+#[test]
+fn callers_act_on_a_tone_and_on_in_band_digits() {
+    let path = ivr_dir("events-tones");
+    let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
+    std::fs::write(dir.join("tones.wav"), tones_wav()).unwrap();
+    let file = head("events-tones", "6s", 26)
+        + r#"source = "tones.wav"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { on = "tone:2100", do = "dtmf", digits = "9" },
+  { on = "tone:480+620", do = "hold" },
+  { on = "inband_dtmf:47", do = "hangup" },
+]
+"#;
+    let reports = run(&path, &file);
+    let near = |got: Option<f64>, want: f64| ivr_common::near(got, want, 160.0);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let (n, at) = fired(r, "tone:2100", "dtmf");
+        assert_eq!(n, 1, "{:#?}", notes(r));
+        near(at, 700.0);
+        assert_eq!(fired(r, "tone:480+620", "hold"), (0, None));
+        let (n, at) = fired(r, "inband_dtmf:47", "hangup");
+        assert_eq!(n, 1, "{:#?}", notes(r));
+        near(at, 2200.0);
+        let [ced] = &r.tones_heard[..] else {
+            panic!("{:?}", r.tones_heard)
+        };
+        assert_eq!((ced.call, ced.tone.as_str()), (1, "2100"), "{ced:?}");
+        near(Some(ced.start_ms), 500.0);
+        // Blocks of 40 ms, timed by the packets' arrival: within a block of 1 s.
+        let d = ced.duration_ms.unwrap_or(f64::NAN);
+        assert!((960.0..1040.0).contains(&d), "{ced:?}");
+        assert_eq!(r.dtmf_inband, "47");
+        assert_eq!(r.dtmf_sent, "9");
+        assert!(has_note(r, "tone 2100 Hz heard from "), "{:#?}", notes(r));
+        assert!(has_note(r, "in-band DTMF 7 heard "), "{:#?}", notes(r));
+        assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 1);
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert_eq!(r.dtmf_received, "9");
+        assert!(r.tones_heard.is_empty() && r.dtmf_inband.is_empty());
+    }
+}

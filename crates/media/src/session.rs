@@ -41,9 +41,9 @@ use crate::rtcp::{
 use crate::rtp::{self, RtpError, RtpHeader, RtpPacket};
 use crate::sdp::{Codec, Direction, Negotiated};
 use crate::sound::{SoundConfig, SoundWatch};
-use crate::tone::{Tone, ToneWatch};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
+use crate::tone::{Tone, ToneWatch};
 use crate::xr::{DlrrItem, GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
 
 /// How a session is set up.

@@ -398,7 +398,8 @@ impl ToneWatch {
                 w.run = Some((from, end));
                 if !w.heard && end - from >= w.min {
                     w.heard = true;
-                    self.events.push_back(ToneEvent::Heard { tone: k, at: from });
+                    self.events
+                        .push_back(ToneEvent::Heard { tone: k, at: from });
                 }
             }
             if let Some(d) = &mut self.dtmf
@@ -581,7 +582,12 @@ mod tests {
         let mut t = t0;
         let mut w = ToneWatch::new(&[(tone("2100"), MIN), (tone("1000"), MIN)], false);
         feed(&mut w, &mut t, &tones(&[], 200, 8000, 0), 8000);
-        feed(&mut w, &mut t, &tones(&[(2100.0, -30.0)], 1000, 8000, 0), 8000);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(2100.0, -30.0)], 1000, 8000, 0),
+            8000,
+        );
         let ev = drain(&mut w);
         let start = t0 + Duration::from_millis(200);
         assert_eq!(ev, [ToneEvent::Heard { tone: 0, at: start }]);
@@ -603,7 +609,12 @@ mod tests {
         let t0 = Instant::now();
         let mut t = t0;
         let mut w = ToneWatch::new(&[(tone("425"), MIN)], false);
-        feed(&mut w, &mut t, &tones(&[(425.0, -10.0)], 600, 8000, 0), 8000);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(425.0, -10.0)], 600, 8000, 0),
+            8000,
+        );
         assert_eq!(heard(&mut w), [0]);
         let end = t0 + Duration::from_millis(600);
         assert_eq!(w.poll_timeout(), Some(end + TONE_GAP));
@@ -719,7 +730,12 @@ mod tests {
             ],
             false,
         );
-        feed(&mut w, &mut t, &tones(&[(1000.0, -10.0)], 200, 8000, 0), 8000);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(1000.0, -10.0)], 200, 8000, 0),
+            8000,
+        );
         feed(&mut w, &mut t, &tones(&[], 200, 8000, 0), 8000);
         assert_eq!(heard(&mut w), [1]);
         // US busy: 0.5 s on, 0.5 s off, three times.
@@ -758,7 +774,12 @@ mod tests {
         for rate in [16000, 48000] {
             let mut t = Instant::now();
             let mut w = ToneWatch::new(&[(tone("2100"), MIN), (tone("440+480"), MIN)], true);
-            feed(&mut w, &mut t, &tones(&[(2100.0, -20.0)], 400, rate, 0), rate);
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(2100.0, -20.0)], 400, rate, 0),
+                rate,
+            );
             feed(
                 &mut w,
                 &mut t,
