@@ -253,6 +253,22 @@ pub enum ActionKind {
     },
     /// End the call now with BYE, before the call's duration: a normal end, not a failure.
     Hangup,
+    /// A SIP MESSAGE (RFC 3428) in the call's dialog, `text/plain`.
+    Message {
+        /// Its body.
+        text: String,
+    },
+}
+
+/// The MESSAGEs an endpoint sent in its calls (the `message` action), in its report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MessageCounts {
+    /// Sent.
+    pub sent: u32,
+    /// Answered 2xx.
+    pub answered_2xx: u32,
+    /// Answered with an error, or not at all (408).
+    pub failed: u32,
 }
 
 /// A whole run.
@@ -487,6 +503,9 @@ pub struct EndpointReport {
     /// (actions on `inband_dtmf`), over its calls.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub dtmf_inband: String,
+    /// The MESSAGEs it sent in its calls (the `message` action), when it sent any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageCounts>,
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
@@ -1543,6 +1562,8 @@ struct Endpoint {
     samples: Vec<SampleRecord>,
     dtmf_sent: String,
     dtmf_received: String,
+    /// The MESSAGEs it sent, once it sent one.
+    messages: Option<Box<MessageCounts>>,
     /// Its call transfers, once it sent one.
     transfers: Option<Box<transfer::Transfers>>,
     /// Its actions on events, once a call of a group with some was answered.
@@ -1996,6 +2017,7 @@ impl<'a> Shard<'a> {
                 samples: Vec::new(),
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
+                messages: None,
                 transfers: None,
                 events: None,
                 link,
@@ -2159,6 +2181,18 @@ impl<'a> Shard<'a> {
                             ep.attended_transfer(now, call, (target, *consult), ip, version)
                         }
                         None => "attended transfer not begun: no target".to_owned(),
+                    }
+                }
+                ActionKind::Message { text } => {
+                    let n = text.len();
+                    if ep
+                        .ua
+                        .message(now, call, "text/plain", Bytes::from(text.clone()))
+                    {
+                        ep.messages.get_or_insert_with(Box::default).sent += 1;
+                        format!("MESSAGE (text/plain, {n} bytes)")
+                    } else {
+                        "MESSAGE not sent: no dialog".to_owned()
                     }
                 }
                 ActionKind::Hangup => {
@@ -3299,7 +3333,7 @@ impl<'a> Shard<'a> {
             // of the endpoint's call (if it has one up) fires.
             UaEvent::Message { content_type, body } => {
                 let call = ep.active_call;
-                self.events_message(idx, now, call, content_type.as_deref(), body.len(), false);
+                self.events_message(idx, now, call, content_type.as_deref(), &body, false);
             }
         }
     }
@@ -3530,8 +3564,24 @@ impl<'a> Shard<'a> {
                 }
             }
             CallEvent::Message { content_type, body } => {
-                let (t, n) = (content_type.as_deref(), body.len());
-                self.events_message(idx, now, Some(call), t, n, true);
+                let t = content_type.as_deref();
+                self.events_message(idx, now, Some(call), t, &body, true);
+            }
+            CallEvent::Modified {
+                method: Method::Message,
+                code,
+                ..
+            } => {
+                let m = ep.messages.get_or_insert_with(Box::default);
+                if (200..300).contains(&code) {
+                    m.answered_2xx += 1;
+                } else {
+                    m.failed += 1;
+                    ep.worsen(
+                        Outcome::CompletedWithWarnings,
+                        format!("MESSAGE in the call answered {code}: {}", hint_for(code)),
+                    );
+                }
             }
             CallEvent::Modified { method, code, .. } if code >= 300 => {
                 ep.worsen(
@@ -3879,6 +3929,7 @@ impl<'a> Shard<'a> {
             sound_heard: events::sounds(ep),
             tones_heard,
             dtmf_inband,
+            messages: ep.messages.take().map(|m| *m),
             transfer: ep.transfers.take().map(|t| t.report),
             outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
             trace: if keep || failed {

@@ -464,3 +464,53 @@ actions = [
         assert!(r.tones_heard.is_empty() && r.dtmf_inband.is_empty());
     }
 }
+
+/// MESSAGE as an action and as a condition, sipmeter against sipmeter: the callers send
+/// "hello" half a second into the call and "the menu, please" at 1 s (RFC 3428, in the
+/// dialog); the callees hang up on the message that contains `menu` (not on the first).
+/// The callers count both MESSAGEs sent and answered 200.
+#[test]
+fn a_message_is_sent_in_the_call_and_its_text_is_a_condition() {
+    let file = head("events-message", "4s", 27)
+        + r#"actions = [{ on = "message:menu", do = "hangup" }]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { at = "500ms", do = "message", text = "hello" },
+  { at = "1s", do = "message", text = "the menu, please" },
+]
+"#;
+    let reports = run("events-message", &file);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let m = r.messages.unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!((m.sent, m.answered_2xx, m.failed), (2, 2, 0), "{r:#?}");
+        let sent = messages(r, Direction::Sent, "MESSAGE ");
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(
+            has_note(r, "action: MESSAGE (text/plain, 5 bytes)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert_eq!(messages(r, Direction::Received, "BYE ").len(), 1);
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((1000.0..2000.0).contains(&lasted), "{lasted} ms of 4 s");
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let (n, at) = fired(r, "message:menu", "hangup");
+        assert_eq!(n, 1);
+        ivr_common::near(at, 1000.0, 160.0);
+        assert!(
+            has_note(
+                r,
+                "MESSAGE received in the call (text/plain, 5 bytes): answered 200"
+            ),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(r.messages.is_none());
+    }
+}

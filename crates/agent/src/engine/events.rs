@@ -60,6 +60,8 @@ pub enum CallTrigger {
     EarlyMedia,
     /// A SIP MESSAGE came (RFC 3428), in the call or outside it while the call is up.
     Message,
+    /// A SIP MESSAGE whose body contains this text (as written, case and all).
+    MessageText(String),
     /// A tone was heard for its minimum duration (`None`: [`TONE_MIN`]) in what we receive
     /// ([`media::tone`]): a single frequency (`tone:2100`) or a pair (`tone:440+480`).
     Tone(Tone, Option<Duration>),
@@ -94,6 +96,14 @@ impl CallTrigger {
     /// `tone:425:1s`, `inband_dtmf` or `inband_dtmf:123#`; the error in words.
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim().to_ascii_lowercase();
+        if lower.starts_with("message:") {
+            // The text as written: case counts in a message.
+            let text = s.trim().get("message:".len()..).unwrap_or("");
+            if text.is_empty() {
+                return Err("`message:` names no text (e.g. message:hello)".into());
+            }
+            return Ok(Self::MessageText(text.to_owned()));
+        }
         if let Some(t) = lower.strip_prefix("tone:") {
             let (f, min) = match t.split_once(':') {
                 Some((f, d)) => {
@@ -140,7 +150,7 @@ impl CallTrigger {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
                          reinvite, answered, audio, silence, silence:DURATION, early_media, \
-                         message, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]"
+                         message, message:TEXT, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]"
                     ));
                 }
             },
@@ -175,6 +185,7 @@ impl fmt::Display for CallTrigger {
             Self::Silence(Some(d)) => write!(f, "silence:{}", Secs(*d)),
             Self::EarlyMedia => f.write_str("early_media"),
             Self::Message => f.write_str("message"),
+            Self::MessageText(t) => write!(f, "message:{t}"),
             Self::Tone(t, None) => write!(f, "tone:{t}"),
             Self::Tone(t, Some(d)) => write!(f, "tone:{t}:{}", Secs(*d)),
             Self::InbandDtmf(None) => f.write_str("inband_dtmf"),
@@ -308,6 +319,8 @@ pub(super) struct EventState {
     digits: String,
     /// The in-band digits heard in the current call.
     inband: String,
+    /// The body of the last MESSAGE that came (for `message:TEXT`).
+    message: String,
     /// The in-band digits heard over the endpoint's calls (at most [`MAX_INBAND`]).
     inband_all: String,
     /// The tones heard, over the endpoint's calls (at most [`MAX_SPANS`]).
@@ -355,6 +368,7 @@ impl EventState {
             pending: Vec::new(),
             digits: String::new(),
             inband: String::new(),
+            message: String::new(),
             inband_all: String::new(),
             tones: Vec::new(),
             rtp_seen: 0,
@@ -467,9 +481,10 @@ impl<'a> Shard<'a> {
         now: Instant,
         call: Option<CallId>,
         content_type: Option<&str>,
-        len: usize,
+        body: &[u8],
         in_call: bool,
     ) {
+        let len = body.len();
         let ep = &mut self.endpoints[idx];
         let place = if in_call {
             "in the call"
@@ -483,7 +498,8 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        if let (Some(call), true) = (call, ep.events.is_some()) {
+        if let (Some(call), Some(e)) = (call, ep.events.as_deref_mut()) {
+            e.message = String::from_utf8_lossy(body).into_owned();
             self.fire(idx, now, call, Happened::Message);
             self.schedule(idx);
         }
@@ -816,6 +832,7 @@ impl<'a> Shard<'a> {
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
                 (CallTrigger::Message, Happened::Message) => true,
+                (CallTrigger::MessageText(t), Happened::Message) => e.message.contains(t.as_str()),
                 (CallTrigger::EarlyMedia, Happened::EarlyMedia { at })
                 | (CallTrigger::Audio, Happened::Sound { at }) => {
                     when = at;
@@ -1024,6 +1041,7 @@ mod tests {
                 CallTrigger::Tone(tone("1000"), Some(Duration::from_millis(150))),
             ),
             ("inband_dtmf", CallTrigger::InbandDtmf(None)),
+            ("message:bye", CallTrigger::MessageText("bye".into())),
             (
                 "inband_dtmf:12a#",
                 CallTrigger::InbandDtmf(Some("12A#".into())),
@@ -1051,6 +1069,11 @@ mod tests {
                 .unwrap_err()
                 .contains("expected an event")
         );
+        // A message's text keeps its case.
+        assert_eq!(
+            CallTrigger::parse(" Message:Press 1 ").unwrap(),
+            CallTrigger::MessageText("Press 1".into())
+        );
         for (bad, what) in [
             ("tone:", "is not a frequency in Hz"),
             ("tone:busy", "`busy` is not a frequency in Hz"),
@@ -1061,6 +1084,7 @@ mod tests {
             ("tone:425:2m", "at most 60 s"),
             ("tone:425:soon", "the tone's length"),
             ("inband_dtmf:", "names no digit"),
+            ("message:", "names no text"),
             ("inband_dtmf:5x", "`x` is not a DTMF digit"),
         ] {
             let e = CallTrigger::parse(bad).unwrap_err();
