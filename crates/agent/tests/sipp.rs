@@ -2133,10 +2133,7 @@ fn tones_pcap() -> Vec<u8> {
     let mut ulaw = Vec::new();
     media::g711::Law::Ulaw.encode(&pcm, &mut ulaw);
     // The pcap's global header: v2.4, microseconds, Ethernet (link type 1).
-    let mut out = Vec::new();
-    for w in [0xa1b2_c3d4u32] {
-        out.extend(w.to_le_bytes());
-    }
+    let mut out = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     out.extend(2u16.to_le_bytes());
     out.extend(4u16.to_le_bytes());
     out.extend([0u8; 8]);
