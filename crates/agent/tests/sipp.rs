@@ -1072,8 +1072,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         kind: ActionKind::Hangup,
                     }],
                 }],
-                // On the CED: 9 by INFO and a MESSAGE; on the in-band 47: hang up. A busy
-                // tone never comes.
+                // On the CED: 9 by INFO; on the in-band 47: a MESSAGE; on the busy tone:
+                // hang up. A ringback tone never comes.
                 Uas::PlaysTones => {
                     let ced = CallTrigger::parse("tone:2100").unwrap();
                     let action = |on: &CallTrigger, name: &str, kind| EventAction {
@@ -1096,19 +1096,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                             },
                         ),
                         action(
-                            &ced,
+                            &CallTrigger::parse("inband_dtmf:47").unwrap(),
                             "message",
                             ActionKind::Message {
-                                text: "CED heard".into(),
+                                text: "CED heard, then 47".into(),
                             },
                         ),
                         action(
-                            &CallTrigger::parse("tone:480+620").unwrap(),
+                            &CallTrigger::parse("tone:440+480").unwrap(),
                             "hold",
                             ActionKind::Hold,
                         ),
                         action(
-                            &CallTrigger::parse("inband_dtmf:47").unwrap(),
+                            &CallTrigger::parse("tone:480+620").unwrap(),
                             "hangup",
                             ActionKind::Hangup,
                         ),
@@ -2114,7 +2114,8 @@ fn our_callers_answer_messages_and_hang_up_on_the_second() {
 /// The audio [`Uas::PlaysTones`] plays, as SIPp's `play_pcap_audio` wants it: a pcap
 /// (Ethernet, IPv4, UDP) of RTP PCMU packets, 20 ms apart: 0.5 s of silence, a fax CED
 /// (2100 Hz, about −10 dBm0) for 1 s, 0.5 s of silence, the DTMF digits 4 and 7 (100 ms
-/// each, 100 ms apart), then 1.2 s of silence.
+/// each, 100 ms apart, from 2 s on), 0.2 s of silence, then a US busy tone (480+620 Hz,
+/// 0.5 s on, 0.5 s off) from 2.5 s to 5.5 s.
 fn tones_pcap() -> Vec<u8> {
     let sine = |f: &[f64], i: u32| -> i16 {
         f.iter()
@@ -2122,11 +2123,12 @@ fn tones_pcap() -> Vec<u8> {
             .sum::<f64>()
             .round() as i16
     };
-    let pcm: Vec<i16> = (0..28_000)
+    let pcm: Vec<i16> = (0..44_000)
         .map(|i| match i {
             4000..12_000 => sine(&[2100.0], i),
             16_000..16_800 => sine(&[770.0, 1209.0], i),
             17_600..18_400 => sine(&[852.0, 1209.0], i),
+            20_000.. if (i - 20_000) % 8000 < 4000 => sine(&[480.0, 620.0], i),
             _ => 0,
         })
         .collect();
@@ -2191,9 +2193,10 @@ fn tones_scenario() -> String {
 
 /// Tones and in-band DTMF from SIPp (`testdata/sipp/uas-plays-tones.xml`, `play_pcap_audio`
 /// of [`tones_pcap`]): our callers hear the CED 0.5 s into the call and, once it lasted
-/// 200 ms, press 9 by INFO and send a MESSAGE (SIPp checks both and answers the MESSAGE
-/// 200); they read the in-band 4 and 7 and hang up on them (SIPp fails the call unless our
-/// BYE comes); the busy tone they also wait for never comes.
+/// 200 ms, press 9 by INFO; they read the in-band 4 and 7 and send a MESSAGE saying so
+/// (SIPp checks both and answers the MESSAGE 200); they hang up on the busy tone (480+620
+/// Hz) heard from 2.5 s (SIPp fails the call unless our BYE comes); the ringback tone they
+/// also wait for never comes.
 #[test]
 fn our_callers_act_on_a_sipp_ced_and_its_in_band_digits() {
     let (_, reports, sipp) = media_to_a_sipp_uas(Uas::PlaysTones);
@@ -2213,19 +2216,24 @@ fn our_callers_act_on_a_sipp_ced_and_its_in_band_digits() {
             fired,
             [
                 ("tone:2100", "dtmf", 1),
-                ("tone:2100", "message", 1),
-                ("tone:480+620", "hold", 0),
-                ("inband_dtmf:47", "hangup", 1)
+                ("inband_dtmf:47", "message", 1),
+                ("tone:440+480", "hold", 0),
+                ("tone:480+620", "hangup", 1)
             ]
         );
         // SIPp plays from the ACK, which leaves right after our answer.
         let ced_at = r.event_actions[0].first_ms.unwrap();
         assert!((600.0..1000.0).contains(&ced_at), "{ced_at} ms");
+        let said_at = r.event_actions[1].first_ms.unwrap();
+        assert!((2200.0..2600.0).contains(&said_at), "{said_at} ms");
+        // The busy tone from 2.5 s, heard for 200 ms.
         let bye_at = r.event_actions[3].first_ms.unwrap();
-        assert!((2200.0..2600.0).contains(&bye_at), "{bye_at} ms");
-        let [ced] = &r.tones_heard[..] else {
+        assert!((2700.0..3100.0).contains(&bye_at), "{bye_at} ms");
+        let [ced, busy] = &r.tones_heard[..] else {
             panic!("{:?}", r.tones_heard)
         };
+        assert_eq!(busy.tone, "480+620");
+        assert!((2400.0..2800.0).contains(&busy.start_ms), "{busy:?}");
         assert_eq!(ced.tone, "2100");
         assert!((400.0..800.0).contains(&ced.start_ms), "{ced:?}");
         // Whole 40 ms blocks, timed by the packets' arrival (±20 ms of jitter allowed): 1 s

@@ -18,8 +18,9 @@
 //!   its tones.
 //! - A tone is *heard* once blocks in a row have it for the tone's minimum duration; it
 //!   started at the first of them. It ends at the end of the last block that had it: at a
-//!   block without it, at a stretch without packets, or [`TONE_GAP`] after its last block
-//!   with no audio since ([`ToneWatch::handle_timeout`]).
+//!   block without it, at a stretch without packets (a frame more than [`LATE`] after the
+//!   last one's end; less is jitter), or [`TONE_GAP`] after its last block with no audio
+//!   since ([`ToneWatch::handle_timeout`]).
 //! - In-band DTMF, in the manner of ITU-T Q.24 (if asked): blocks of [`DTMF_BLOCK`]
 //!   (12.5 ms), the four row and four column frequencies, a digit when the strongest row and
 //!   column hold [`DTMF_SHARE`] of the energy, the column within −8/+4 dB of the row (normal
@@ -48,6 +49,10 @@ pub const TWIST_DB: f64 = 8.0;
 pub const MIN_LEVEL_DBOV: f64 = crate::audio::VAD_THRESHOLD_DBOV;
 /// A heard tone ends this long after its last block when no audio came since.
 pub const TONE_GAP: Duration = Duration::from_millis(200);
+/// A frame that arrives this much later than the previous frame's end comes after a
+/// stretch without packets (the tones end there); later by less is jitter, and the audio
+/// goes on (a loaded sender or receiver delays packets by tens of ms).
+pub const LATE: Duration = Duration::from_millis(100);
 /// The lowest and highest frequency a tone may have (heard at 8 kHz, below its Nyquist).
 pub const FREQ_RANGE: (f64, f64) = (50.0, 3900.0);
 
@@ -376,7 +381,7 @@ impl ToneWatch {
         // A frame after a stretch without packets: the blocks in progress are not audio
         // heard in a row, and the tones heard end where the audio stopped.
         if let Some(to) = self.heard_to
-            && now > to + len.max(Duration::from_millis(10))
+            && now > to + LATE
         {
             self.end_all(to);
         }
@@ -609,12 +614,17 @@ mod tests {
         let t0 = Instant::now();
         let mut t = t0;
         let mut w = ToneWatch::new(&[(tone("425"), MIN)], false);
-        feed(
-            &mut w,
-            &mut t,
-            &tones(&[(425.0, -10.0)], 600, 8000, 0),
-            8000,
-        );
+        // A frame 80 ms late (jitter) and a burst after it: the tone goes on.
+        let pcm = tones(&[(425.0, -10.0)], 600, 8000, 0);
+        for (k, f) in pcm.chunks(160).enumerate() {
+            let late = match k {
+                10 => Duration::from_millis(80),
+                11..14 => Duration::from_millis(80 - 20 * (k as u64 - 10)),
+                _ => Duration::ZERO,
+            };
+            w.handle_pcm(t + late, f, 8000);
+            t += F;
+        }
         assert_eq!(heard(&mut w), [0]);
         let end = t0 + Duration::from_millis(600);
         assert_eq!(w.poll_timeout(), Some(end + TONE_GAP));
@@ -628,6 +638,32 @@ mod tests {
                 start: t0,
                 end
             }]
+        );
+        // A frame after a stretch of more than 100 ms without packets: the tone heard
+        // before it ended where its packets stopped.
+        let mut t = end + Duration::from_secs(1);
+        let t1 = t;
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(425.0, -10.0)], 300, 8000, 0),
+            8000,
+        );
+        t += Duration::from_millis(101);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(425.0, -10.0)], 300, 8000, 0),
+            8000,
+        );
+        let ev = drain(&mut w);
+        assert!(
+            matches!(ev[..], [
+                ToneEvent::Heard { at: a, .. },
+                ToneEvent::Ended { start, end: e, .. },
+                ToneEvent::Heard { .. },
+            ] if a == t1 && start == t1 && e == t1 + Duration::from_millis(280)),
+            "{ev:?}"
         );
     }
 
