@@ -391,24 +391,10 @@ actions = [{ on = "silence", do = "hangup" }]
     }
 }
 
-/// A WAV of 4 s at 8 kHz: 0.5 s of silence, a fax CED (2100 Hz, 1 s), 0.5 s of silence,
-/// then the in-band DTMF digits 4 and 7 (100 ms each, 100 ms apart), then silence.
+/// A WAV of 4 s at 8 kHz: a CED at 0.5-1.5 s, the in-band digits 4 and 7 from 2 s on
+/// ([`ivr_common::tones_pcm`], no busy tone).
 fn tones_wav() -> Vec<u8> {
-    let sine = |f: &[f64], i: u32| -> i16 {
-        f.iter()
-            .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin())
-            .sum::<f64>()
-            .round() as i16
-    };
-    let pcm: Vec<i16> = (0..32_000)
-        .map(|i| match i {
-            4000..12_000 => sine(&[2100.0], i),
-            16_000..16_800 => sine(&[770.0, 1209.0], i),
-            17_600..18_400 => sine(&[852.0, 1209.0], i),
-            _ => 0,
-        })
-        .collect();
-    media::wav::write_pcm16(&pcm, 8000)
+    media::wav::write_pcm16(&ivr_common::tones_pcm(32_000, false), 8000)
 }
 
 /// Tones and in-band DTMF, sipmeter against sipmeter: the callees play a CED then the digits

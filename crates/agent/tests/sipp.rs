@@ -2112,26 +2112,11 @@ fn our_callers_answer_messages_and_hang_up_on_the_second() {
 }
 
 /// The audio [`Uas::PlaysTones`] plays, as SIPp's `play_pcap_audio` wants it: a pcap
-/// (Ethernet, IPv4, UDP) of RTP PCMU packets, 20 ms apart: 0.5 s of silence, a fax CED
-/// (2100 Hz, about −10 dBm0) for 1 s, 0.5 s of silence, the DTMF digits 4 and 7 (100 ms
-/// each, 100 ms apart, from 2 s on), 0.2 s of silence, then a US busy tone (480+620 Hz,
-/// 0.5 s on, 0.5 s off) from 2.5 s to 5.5 s.
+/// (Ethernet, IPv4, UDP) of RTP PCMU packets, 20 ms apart, of 5.5 s of
+/// [`ivr_common::tones_pcm`]: a CED at 0.5-1.5 s, the in-band 4 and 7 from 2 s on, a US
+/// busy tone (0.5 s on, 0.5 s off) from 2.5 s on.
 fn tones_pcap() -> Vec<u8> {
-    let sine = |f: &[f64], i: u32| -> i16 {
-        f.iter()
-            .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin())
-            .sum::<f64>()
-            .round() as i16
-    };
-    let pcm: Vec<i16> = (0..44_000)
-        .map(|i| match i {
-            4000..12_000 => sine(&[2100.0], i),
-            16_000..16_800 => sine(&[770.0, 1209.0], i),
-            17_600..18_400 => sine(&[852.0, 1209.0], i),
-            20_000.. if (i - 20_000) % 8000 < 4000 => sine(&[480.0, 620.0], i),
-            _ => 0,
-        })
-        .collect();
+    let pcm = ivr_common::tones_pcm(44_000, true);
     let mut ulaw = Vec::new();
     media::g711::Law::Ulaw.encode(&pcm, &mut ulaw);
     // The pcap's global header: v2.4, microseconds, Ethernet (link type 1).

@@ -398,6 +398,21 @@ impl EventState {
     }
 }
 
+/// The endpoint's call and its answer, if the call is up ([`call_up`]).
+fn up_call(ep: &Endpoint, stopping: bool) -> Option<(CallId, Instant)> {
+    let call = ep.active_call.filter(|c| call_up(ep, *c, stopping))?;
+    Some((call, ep.answered_at?))
+}
+
+/// Ms from the call's answer to `t` (negative before it: early media).
+fn since_answer(answered: Instant, t: Instant) -> f64 {
+    if t >= answered {
+        ms(t - answered)
+    } else {
+        -ms(answered - t)
+    }
+}
+
 /// Whether the endpoint's `call` is its call, answered and up (not ending), in a run not
 /// stopping: when scenario actions run and events count. A caller's phase stays
 /// `Disconnecting` from its first hang-up on (phases only rise), so its later calls are up
@@ -568,26 +583,18 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         // Before the answer (early media) the watch keeps what it heard: told from the
         // answer on, in that call's times.
-        let up = ep
-            .active_call
-            .is_some_and(|c| call_up(ep, c, self.stopping));
-        let (Some(e), Some(call), Some(answered), true) =
-            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at, up)
-        else {
+        let Some((call, answered)) = up_call(ep, self.stopping) else {
             return false;
         };
-        let Some(w) = ep.media.as_deref_mut().and_then(CallMedia::sound_mut) else {
+        let (Some(e), Some(w)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref_mut().and_then(CallMedia::sound_mut),
+        ) else {
             return false;
         };
         w.handle_timeout(now);
         let gap = w.config().gap;
-        let into = |t: Instant| {
-            if t >= answered {
-                ms(t - answered)
-            } else {
-                -ms(answered - t)
-            }
-        };
+        let into = |t: Instant| since_answer(answered, t);
         let mut started = Vec::new();
         while let Some(ev) = w.poll_event() {
             let note = match ev {
@@ -655,25 +662,17 @@ impl<'a> Shard<'a> {
         };
         // Before the answer (early media) the watch keeps what it heard, as the sound
         // watch does.
-        let up = ep
-            .active_call
-            .is_some_and(|c| call_up(ep, c, self.stopping));
-        let (Some(e), Some(call), Some(answered), true) =
-            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at, up)
-        else {
+        let Some((call, answered)) = up_call(ep, self.stopping) else {
             return false;
         };
-        let Some(w) = ep.media.as_deref_mut().and_then(CallMedia::tones_mut) else {
+        let (Some(e), Some(w)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref_mut().and_then(CallMedia::tones_mut),
+        ) else {
             return false;
         };
         w.handle_timeout(now);
-        let into = |t: Instant| {
-            if t >= answered {
-                ms(t - answered)
-            } else {
-                -ms(answered - t)
-            }
-        };
+        let into = |t: Instant| since_answer(answered, t);
         // A tone's first entry (its shortest minimum) is the one reported.
         let reported = |i: usize| {
             listen
