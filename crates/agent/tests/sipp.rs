@@ -715,6 +715,9 @@ enum Uas {
     /// outside the dialog a second after the ACK, one inside it a second later, and fails
     /// the call unless our BYE follows the second within 3 s.
     SendsMessages,
+    /// The same UAS, for callers that hang up on the MESSAGE whose text has `Inside` (the
+    /// second: "Inside the call"; the first says "Outside the call").
+    SendsMessagesText,
     /// `testdata/sipp/uas-plays-tones.xml`, 8 s calls: plays [`tones_pcap`] with
     /// `play_pcap_audio` from the ACK on (a CED at 0.5-1.5 s, in-band 4 and 7 at 2.0 and
     /// 2.2 s); fails the call unless INFO `9`, a MESSAGE saying `CED heard`, and our BYE come
@@ -930,7 +933,9 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
-            Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
+            Uas::SendsMessages | Uas::SendsMessagesText => {
+                vec!["-sf", sipp_scenario!("uas-sends-messages.xml")]
+            }
             Uas::PlaysTones => vec!["-sf", tones_scenario.as_deref().unwrap_or_default()],
             Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
                 "-sf",
@@ -1072,6 +1077,27 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         kind: ActionKind::Hangup,
                     }],
                 }],
+                // The MESSAGE saying `Inside` ends our call; `inside` (case counts) never
+                // comes.
+                Uas::SendsMessagesText => {
+                    [("message:Inside", "hangup"), ("message:inside", "hold")]
+                        .into_iter()
+                        .map(|(on, name)| EventAction {
+                            on: CallTrigger::parse(on).unwrap(),
+                            repeat: false,
+                            nth: None,
+                            name: name.into(),
+                            steps: vec![CallAction {
+                                at: Duration::ZERO,
+                                kind: if name == "hold" {
+                                    ActionKind::Hold
+                                } else {
+                                    ActionKind::Hangup
+                                },
+                            }],
+                        })
+                        .collect()
+                }
                 // On the CED: 9 by INFO; on the in-band 47: a MESSAGE; on the busy tone:
                 // hang up. A ringback tone never comes.
                 Uas::PlaysTones => {
@@ -1186,7 +1212,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             Uas::DropsSrtp(_) => 4,
-            Uas::SendsInfoHash | Uas::SendsMessages | Uas::PlaysTones => 8,
+            Uas::SendsInfoHash | Uas::SendsMessages | Uas::SendsMessagesText | Uas::PlaysTones => 8,
             Uas::IvrMenu => 10,
             Uas::EarlyMedia => 6,
             _ => 3,
@@ -2229,6 +2255,28 @@ fn our_callers_act_on_a_sipp_ced_and_its_in_band_digits() {
         assert_eq!(r.dtmf_sent, "9");
         let m = r.messages.unwrap_or_else(|| panic!("{r:#?}"));
         assert_eq!((m.sent, m.answered_2xx, m.failed), (1, 1, 0));
+    }
+}
+
+/// A MESSAGE's text as the condition, against SIPp (`uas-sends-messages.xml`: "Outside the
+/// call" a second into the call, "Inside the call" a second later): our callers hang up on
+/// `message:Inside` — the second, not the first — and `message:inside` never fires (case
+/// counts); SIPp fails the call unless our BYE follows the second.
+#[test]
+fn our_callers_hang_up_on_the_message_with_their_text() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SendsMessagesText);
+    assert_eq!(sipp, 0, "SIPp: our BYE after the second MESSAGE");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let fired: Vec<(&str, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.fired))
+            .collect();
+        assert_eq!(fired, [("message:Inside", 1), ("message:inside", 0)]);
+        let at = r.event_actions[0].first_ms.unwrap();
+        assert!((1900.0..2600.0).contains(&at), "{at} ms");
     }
 }
 
