@@ -26,6 +26,7 @@ use media::sdp::{
 use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, SessionConfig};
 use media::sound::{SoundConfig, SoundWatch};
 use media::srtp::{Mki, Suite};
+use media::tone::{Tone, ToneWatch};
 use media::turn::{TurnClient, TurnConfig, TurnEvent, TurnState};
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -80,6 +81,9 @@ pub struct MediaPlan {
     /// Watch when sound starts and stops in what each call receives (scenario actions on
     /// `audio` or `silence`; `None`: not watched).
     pub sound: Option<SoundConfig>,
+    /// Watch tones and in-band DTMF in what each call receives (scenario actions on
+    /// `tone:F` or `inband_dtmf`; `None`: not watched).
+    pub tones: Option<Arc<ToneListen>>,
     /// ICE (RFC 8445, `ice`): host candidates in the SDP, connectivity checks on the RTP
     /// (and RTCP) socket, media to the nominated pair; a peer without ICE gets plain media.
     pub ice: bool,
@@ -103,6 +107,16 @@ impl IceServers {
     fn any(&self) -> bool {
         self.stun.is_some() || self.turn.is_some()
     }
+}
+
+/// The tones a group's calls listen for ([`MediaPlan::tones`]), shared by its calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToneListen {
+    /// The tones, each with its minimum duration; a tone's entries are in increasing
+    /// minimum order (the first is the one reported in `tones_heard`).
+    pub tones: Vec<(Tone, Duration)>,
+    /// In-band DTMF digits too.
+    pub inband_dtmf: bool,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -175,6 +189,7 @@ impl Default for MediaPlan {
             rtcp_xr: false,
             rtcp_interval: Duration::from_secs(5),
             sound: None,
+            tones: None,
             ice: false,
             ice_servers: IceServers::default(),
         }
@@ -895,6 +910,8 @@ pub struct CallMedia {
     source: SourceKind,
     /// Watch sound in the call's received audio ([`MediaPlan::sound`]).
     sound: Option<SoundConfig>,
+    /// Watch tones in the call's received audio ([`MediaPlan::tones`]).
+    tones: Option<Arc<ToneListen>>,
     /// The datagram being sent (one buffer for all of the call's packets).
     out: Vec<u8>,
     /// Datagrams the socket refused (buffer full): counted, never retried.
@@ -1579,6 +1596,7 @@ impl CallMedia {
             generation,
             source: plan.source.clone(),
             sound: plan.sound,
+            tones: plan.tones.clone(),
             out: Vec::with_capacity(256),
             send_errors: 0,
             rtp_source: None,
@@ -1920,6 +1938,9 @@ impl CallMedia {
         let mut session = MediaSession::new(cfg, at).map_err(|e| e.to_string())?;
         if let Some(sound) = self.sound {
             session.watch_sound(sound);
+        }
+        if let Some(t) = &self.tones {
+            session.watch_tones(&t.tones, t.inband_dtmf);
         }
         for (t, d) in self.held_dtls.drain(..) {
             // Dropped as noise by the handshake if it is not this call's.
@@ -2268,6 +2289,12 @@ impl CallMedia {
     /// ([`MediaPlan::sound`]) and the media started.
     pub fn sound_mut(&mut self) -> Option<&mut SoundWatch> {
         self.session.as_mut().and_then(MediaSession::sound_mut)
+    }
+
+    /// Tones and in-band DTMF in the call's received audio, if watched
+    /// ([`MediaPlan::tones`]) and the media started.
+    pub fn tones_mut(&mut self) -> Option<&mut ToneWatch> {
+        self.session.as_mut().and_then(MediaSession::tones_mut)
     }
 
     /// The negotiated codec's name (`PCMU` …).

@@ -54,7 +54,7 @@ mod proxy_link;
 mod shared_link;
 mod transfer;
 use crate::failover::{EndpointFailover, TargetList, TargetTable};
-pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan};
+pub use events::{CallTrigger, EventAction, EventActionReport, SoundSpan, TONE_MIN, ToneSpan};
 pub use outbound_flow::{OutboundEndpoint, OutboundSummary};
 pub use transfer::{TransferCounts, TransferReport};
 
@@ -265,6 +265,22 @@ pub enum ActionKind {
     },
     /// End the call now with BYE, before the call's duration: a normal end, not a failure.
     Hangup,
+    /// A SIP MESSAGE (RFC 3428) in the call's dialog, `text/plain`.
+    Message {
+        /// Its body.
+        text: String,
+    },
+}
+
+/// The MESSAGEs an endpoint sent in its calls (the `message` action), in its report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct MessageCounts {
+    /// Sent.
+    pub sent: u32,
+    /// Answered 2xx.
+    pub answered_2xx: u32,
+    /// Answered with an error, or not at all (408).
+    pub failed: u32,
 }
 
 /// A whole run.
@@ -491,6 +507,17 @@ pub struct EndpointReport {
     /// (actions on `audio` or `silence`): when each started and stopped.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sound_heard: Vec<SoundSpan>,
+    /// The tones it heard in its calls' received audio, when its group listens for them
+    /// (actions on `tone:…`): which, when each started, how long it lasted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tones_heard: Vec<ToneSpan>,
+    /// The DTMF digits it heard in-band (in the audio), when its group listens for them
+    /// (actions on `inband_dtmf`), over its calls.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub dtmf_inband: String,
+    /// The MESSAGEs it sent in its calls (the `message` action), when it sent any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<MessageCounts>,
     /// Its call transfers (the `transfer` action), when it sent any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<TransferReport>,
@@ -1037,13 +1064,19 @@ pub fn run_with_targets(
             format!("group `{}` names server {} of {servers}", g.name, g.server),
         ));
     }
-    // A group acting on what its calls hear watches sound (the defaults, unless it says how).
+    // A group acting on what its calls hear watches sound (the defaults, unless it says how),
+    // and listens for the tones and in-band digits its actions wait for.
     for g in &mut plan.groups {
         if let Some(m) = g.media.as_mut()
             && m.sound.is_none()
             && g.event_actions.iter().any(|a| a.on.hears())
         {
             m.sound = Some(media::sound::SoundConfig::default());
+        }
+        if let Some(m) = g.media.as_mut()
+            && m.tones.is_none()
+        {
+            m.tones = events::tone_listen(&g.event_actions).map(std::sync::Arc::new);
         }
     }
     let shards = plan.shards.max(1);
@@ -1560,6 +1593,8 @@ struct Endpoint {
     samples: Vec<SampleRecord>,
     dtmf_sent: String,
     dtmf_received: String,
+    /// The MESSAGEs it sent, once it sent one.
+    messages: Option<Box<MessageCounts>>,
     /// Its call transfers, once it sent one.
     transfers: Option<Box<transfer::Transfers>>,
     /// Its actions on events, once a call of a group with some was answered.
@@ -2024,6 +2059,7 @@ impl<'a> Shard<'a> {
                 samples: Vec::new(),
                 dtmf_sent: String::new(),
                 dtmf_received: String::new(),
+                messages: None,
                 transfers: None,
                 events: None,
                 link,
@@ -2187,6 +2223,18 @@ impl<'a> Shard<'a> {
                             ep.attended_transfer(now, call, (target, *consult), ip, version)
                         }
                         None => "attended transfer not begun: no target".to_owned(),
+                    }
+                }
+                ActionKind::Message { text } => {
+                    let n = text.len();
+                    if ep
+                        .ua
+                        .message(now, call, "text/plain", Bytes::from(text.clone()))
+                    {
+                        ep.messages.get_or_insert_with(Box::default).sent += 1;
+                        format!("MESSAGE (text/plain, {n} bytes)")
+                    } else {
+                        "MESSAGE not sent: no dialog".to_owned()
                     }
                 }
                 ActionKind::Hangup => {
@@ -3335,7 +3383,7 @@ impl<'a> Shard<'a> {
             // of the endpoint's call (if it has one up) fires.
             UaEvent::Message { content_type, body } => {
                 let call = ep.active_call;
-                self.events_message(idx, now, call, content_type.as_deref(), body.len(), false);
+                self.events_message(idx, now, call, content_type.as_deref(), &body, false);
             }
         }
     }
@@ -3570,8 +3618,24 @@ impl<'a> Shard<'a> {
                 }
             }
             CallEvent::Message { content_type, body } => {
-                let (t, n) = (content_type.as_deref(), body.len());
-                self.events_message(idx, now, Some(call), t, n, true);
+                let t = content_type.as_deref();
+                self.events_message(idx, now, Some(call), t, &body, true);
+            }
+            CallEvent::Modified {
+                method: Method::Message,
+                code,
+                ..
+            } => {
+                let m = ep.messages.get_or_insert_with(Box::default);
+                if (200..300).contains(&code) {
+                    m.answered_2xx += 1;
+                } else {
+                    m.failed += 1;
+                    ep.worsen(
+                        Outcome::CompletedWithWarnings,
+                        format!("MESSAGE in the call answered {code}: {}", hint_for(code)),
+                    );
+                }
             }
             CallEvent::Modified { method, code, .. } if code >= 300 => {
                 ep.worsen(
@@ -3890,6 +3954,7 @@ impl<'a> Shard<'a> {
             let e = ep.error.get_or_insert_with(String::new);
             e.push_str(&format!(" (the server sent a malformed message: {m})"));
         }
+        let (tones_heard, dtmf_inband) = events::tones(ep);
         let report = EndpointReport {
             id: ep.id,
             group: self.plan.groups[ep.group].name.clone(),
@@ -3916,6 +3981,9 @@ impl<'a> Shard<'a> {
             dtmf_received: std::mem::take(&mut ep.dtmf_received),
             event_actions: events::report(&self.plan.groups[ep.group].event_actions, ep),
             sound_heard: events::sounds(ep),
+            tones_heard,
+            dtmf_inband,
+            messages: ep.messages.take().map(|m| *m),
             transfer: ep.transfers.take().map(|t| t.report),
             outbound: ep.ob.as_deref().map(|o| o.report(&ep.ua)),
             peer_reasons: std::mem::take(&mut ep.reasons).into_vec(),

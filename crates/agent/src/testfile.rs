@@ -550,8 +550,9 @@ pub struct ActionEntry {
     /// Time after the call is answered (or `on`).
     pub at: Option<Spanned<String>>,
     /// The event that runs it (instead of `at`): `dtmf`, `dtmf:DIGITS`, `held`, `resumed`,
-    /// `reinvite`, `answered`, `audio`, `silence`, `silence:DURATION`, `early_media` or
-    /// `message`.
+    /// `reinvite`, `answered`, `audio`, `silence`, `silence:DURATION`, `early_media`,
+    /// `message`, `message:TEXT`, `tone:HZ[+HZ][:DURATION]`, `inband_dtmf` or
+    /// `inband_dtmf:DIGITS`.
     pub on: Option<Spanned<String>>,
     /// With `on`: the delay from the event (default none).
     pub after: Option<Spanned<String>>,
@@ -559,9 +560,12 @@ pub struct ActionEntry {
     pub repeat: Option<Spanned<bool>>,
     /// With `on`: the event's n-th time in a call (1: the first), e.g. the second silence.
     pub nth: Option<Spanned<i64>>,
-    /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer`, `attended_transfer` or `hangup`.
+    /// `hold`, `resume`, `reinvite`, `dtmf`, `transfer`, `attended_transfer`, `message` or
+    /// `hangup`.
     #[serde(rename = "do")]
     pub action: Spanned<String>,
+    /// For `message`: the MESSAGE's body (`text/plain`).
+    pub text: Option<Spanned<String>>,
     /// For `dtmf`: the digits (0-9 * # A-D), sent one after another.
     pub digits: Option<Spanned<String>>,
     /// For `dtmf`: each digit's duration (default 100ms; INFO digits are sent 2× apart).
@@ -1964,6 +1968,26 @@ pub fn prepare_parsed(
                     };
                     actions.push(CallAction { at, kind });
                 }
+                "message" => {
+                    let Some(text) = &a.text else {
+                        return cx.err(a.action.span(), afield("text"), "message needs `text`");
+                    };
+                    if text.get_ref().len() > 1300 {
+                        // RFC 3428 §7: a MESSAGE over 1300 bytes needs congestion control
+                        // (a stream transport) and is not sent by a UDP user agent.
+                        return cx.err(
+                            text.span(),
+                            afield("text"),
+                            "at most 1300 bytes (RFC 3428 §7)",
+                        );
+                    }
+                    actions.push(CallAction {
+                        at,
+                        kind: ActionKind::Message {
+                            text: text.get_ref().clone(),
+                        },
+                    });
+                }
                 "hangup" | "hang-up" | "bye" => actions.push(CallAction {
                     at,
                     kind: ActionKind::Hangup,
@@ -1974,13 +1998,13 @@ pub fn prepare_parsed(
                         afield("do"),
                         format!(
                             "`{other}`: expected hold, resume, reinvite, dtmf, transfer, \
-                             attended_transfer or hangup"
+                             attended_transfer, message or hangup"
                         ),
                     );
                 }
             }
             if let Some(on) = on {
-                if on.hears() && g.media == Some(false) {
+                if (on.hears() || on.listens()) && g.media == Some(false) {
                     let span = a.on.as_ref().map_or(0..0, Spanned::span);
                     return cx.err(span, afield("on"), "hears RTP: needs media = true");
                 }
@@ -3861,7 +3885,7 @@ call = "group:callees"
         let e = prepare("t.toml", &bad, b"s", 0).unwrap_err();
         assert!(
             e.message.contains(
-                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer or hangup"
+                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer, message or hangup"
             ),
             "{e}"
         );
@@ -4062,7 +4086,13 @@ call = "group:callees"
                 "on = \"ringing\", do = \"hold\"",
                 "on",
                 "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
-                 answered, audio, silence, silence:DURATION, early_media or message",
+                 answered, audio, silence, silence:DURATION, early_media, message, \
+                 message:TEXT, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]",
+            ),
+            (
+                "on = \"tone:440+4800\", do = \"hangup\"",
+                "on",
+                "`tone:440+4800`: 4800 Hz is outside 50–3900 Hz",
             ),
             (
                 "at = \"1s\", on = \"held\", do = \"hold\"",
@@ -4094,7 +4124,7 @@ call = "group:callees"
             (
                 "on = \"held\", do = \"dance\"",
                 "do",
-                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer or hangup",
+                "expected hold, resume, reinvite, dtmf, transfer, attended_transfer, message or hangup",
             ),
             (
                 "on = \"silence:0s\", do = \"hold\"",
@@ -4163,6 +4193,12 @@ call = "group:callees"
             ),
             (
                 "media = false\nactions = [{ on = \"silence\", do = \"hangup\" }]\n",
+                14,
+                "group[0].actions[0].on",
+                "hears RTP: needs media = true",
+            ),
+            (
+                "media = false\nactions = [{ on = \"tone:2100\", do = \"hangup\" }]\n",
                 14,
                 "group[0].actions[0].on",
                 "hears RTP: needs media = true",

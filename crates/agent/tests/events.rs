@@ -390,3 +390,114 @@ actions = [{ on = "silence", do = "hangup" }]
         assert!(!has_note(r, "sound stopped"), "{:#?}", notes(r));
     }
 }
+
+/// A WAV of 4 s at 8 kHz: a CED at 0.5-1.5 s, the in-band digits 4 and 7 from 2 s on
+/// ([`ivr_common::tones_pcm`], no busy tone).
+fn tones_wav() -> Vec<u8> {
+    media::wav::write_pcm16(&ivr_common::tones_pcm(32_000, false), 8000)
+}
+
+/// Tones and in-band DTMF, sipmeter against sipmeter: the callees play a CED then the digits
+/// 4 and 7 in their audio (`source`); the callers press 9 (RFC 4733) on the CED
+/// (`tone:2100`, heard for 200 ms) and hang up on the in-band `47`; a busy tone they also
+/// wait for never comes. The callers' reports put the CED at 0.5–1.5 s, the 9 at 0.7 s, the
+/// digits heard in-band and the hang-up on the 7 (2.2 s in).
+#[test]
+fn callers_act_on_a_tone_and_on_in_band_digits() {
+    let path = ivr_dir("events-tones");
+    let dir = std::path::Path::new(&path).parent().unwrap().to_owned();
+    std::fs::write(dir.join("tones.wav"), tones_wav()).unwrap();
+    let file = head("events-tones", "6s", 26)
+        + r#"source = "tones.wav"
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { on = "tone:2100", do = "dtmf", digits = "9" },
+  { on = "tone:480+620", do = "hold" },
+  { on = "inband_dtmf:47", do = "hangup" },
+]
+"#;
+    let reports = run(&path, &file);
+    let near = |got: Option<f64>, want: f64| ivr_common::near(got, want, 160.0);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let (n, at) = fired(r, "tone:2100", "dtmf");
+        assert_eq!(n, 1, "{:#?}", notes(r));
+        near(at, 700.0);
+        assert_eq!(fired(r, "tone:480+620", "hold"), (0, None));
+        let (n, at) = fired(r, "inband_dtmf:47", "hangup");
+        assert_eq!(n, 1, "{:#?}", notes(r));
+        near(at, 2200.0);
+        let [ced] = &r.tones_heard[..] else {
+            panic!("{:?}", r.tones_heard)
+        };
+        assert_eq!((ced.call, ced.tone.as_str()), (1, "2100"), "{ced:?}");
+        near(Some(ced.start_ms), 500.0);
+        // Whole 40 ms blocks, timed by the packets' arrival (±20 ms of jitter allowed): 1 s
+        // or its last partial block short.
+        let d = ced.duration_ms.unwrap_or(f64::NAN);
+        assert!((940.0..1020.0).contains(&d), "{ced:?}");
+        assert_eq!(r.dtmf_inband, "47");
+        assert_eq!(r.dtmf_sent, "9");
+        assert!(has_note(r, "tone 2100 Hz heard from "), "{:#?}", notes(r));
+        assert!(has_note(r, "in-band DTMF 7 heard "), "{:#?}", notes(r));
+        assert_eq!(messages(r, Direction::Sent, "BYE ").len(), 1);
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        assert_eq!(r.dtmf_received, "9");
+        assert!(r.tones_heard.is_empty() && r.dtmf_inband.is_empty());
+    }
+}
+
+/// MESSAGE as an action and as a condition, sipmeter against sipmeter: the callers send
+/// "hello" half a second into the call and "the menu, please" at 1 s (RFC 3428, in the
+/// dialog); the callees hang up on the message that contains `menu` (not on the first).
+/// The callers count both MESSAGEs sent and answered 200.
+#[test]
+fn a_message_is_sent_in_the_call_and_its_text_is_a_condition() {
+    let file = head("events-message", "4s", 27)
+        + r#"actions = [{ on = "message:menu", do = "hangup" }]
+
+[[group]]
+name = "callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:callees"
+actions = [
+  { at = "500ms", do = "message", text = "hello" },
+  { at = "1s", do = "message", text = "the menu, please" },
+]
+"#;
+    let reports = run("events-message", &file);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let m = r.messages.unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!((m.sent, m.answered_2xx, m.failed), (2, 2, 0), "{r:#?}");
+        let sent = messages(r, Direction::Sent, "MESSAGE ");
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(
+            has_note(r, "action: MESSAGE (text/plain, 5 bytes)"),
+            "{:#?}",
+            notes(r)
+        );
+        assert_eq!(messages(r, Direction::Received, "BYE ").len(), 1);
+        let lasted = r.timings.call_duration_ms.unwrap();
+        assert!((1000.0..2000.0).contains(&lasted), "{lasted} ms of 4 s");
+    }
+    for r in reports.iter().filter(|r| r.group == "callees") {
+        let (n, at) = fired(r, "message:menu", "hangup");
+        assert_eq!(n, 1);
+        ivr_common::near(at, 1000.0, 160.0);
+        assert!(
+            has_note(
+                r,
+                "MESSAGE received in the call (text/plain, 5 bytes): answered 200"
+            ),
+            "{:#?}",
+            notes(r)
+        );
+        assert!(r.messages.is_none());
+    }
+}

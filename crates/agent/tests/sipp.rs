@@ -718,6 +718,14 @@ enum Uas {
     /// outside the dialog a second after the ACK, one inside it a second later, and fails
     /// the call unless our BYE follows the second within 3 s.
     SendsMessages,
+    /// The same UAS, for callers that hang up on the MESSAGE whose text has `Inside` (the
+    /// second: "Inside the call"; the first says "Outside the call").
+    SendsMessagesText,
+    /// `testdata/sipp/uas-plays-tones.xml`, 8 s calls: plays [`tones_pcap`] with
+    /// `play_pcap_audio` from the ACK on (a CED at 0.5-1.5 s, in-band 4 and 7 at 2.0 and
+    /// 2.2 s); fails the call unless INFO `9`, a MESSAGE saying `CED heard`, and our BYE come
+    /// in time.
+    PlaysTones,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -854,6 +862,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             }
         })
     });
+    // [`Uas::PlaysTones`]: its pcap, and its scenario naming the pcap's path.
+    let tones_scenario = (uas == Uas::PlaysTones).then(tones_scenario);
     let offer = match uas {
         Uas::DelayedOffer => OfferTiming::Late,
         _ => OfferTiming::Early,
@@ -934,7 +944,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::SendsInfoHash => vec!["-sf", sipp_scenario!("uas-sends-info-hash.xml")],
             Uas::IvrMenu => vec!["-sf", sipp_scenario!("uas-ivr-menu.xml")],
             Uas::EarlyMedia => vec!["-sf", sipp_scenario!("uas-early-media.xml")],
-            Uas::SendsMessages => vec!["-sf", sipp_scenario!("uas-sends-messages.xml")],
+            Uas::SendsMessages | Uas::SendsMessagesText => {
+                vec!["-sf", sipp_scenario!("uas-sends-messages.xml")]
+            }
+            Uas::PlaysTones => vec!["-sf", tones_scenario.as_deref().unwrap_or_default()],
             Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
             Uas::ChecksIdentity => vec!["-sf", sipp_scenario!("uas-checks-identity.xml")],
             Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
@@ -975,6 +988,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::DropsSrtp(_)
                 | Uas::IvrMenu
                 | Uas::EarlyMedia
+                | Uas::PlaysTones
                 | Uas::AnswersIceNeverChecks
                 | Uas::AnswersIceTcpOnly
         ) {
@@ -1093,6 +1107,69 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         kind: ActionKind::Hangup,
                     }],
                 }],
+                // The MESSAGE saying `Inside` ends our call; `inside` (case counts) never
+                // comes.
+                Uas::SendsMessagesText => {
+                    [("message:Inside", "hangup"), ("message:inside", "hold")]
+                        .into_iter()
+                        .map(|(on, name)| EventAction {
+                            on: CallTrigger::parse(on).unwrap(),
+                            repeat: false,
+                            nth: None,
+                            name: name.into(),
+                            steps: vec![CallAction {
+                                at: Duration::ZERO,
+                                kind: if name == "hold" {
+                                    ActionKind::Hold
+                                } else {
+                                    ActionKind::Hangup
+                                },
+                            }],
+                        })
+                        .collect()
+                }
+                // On the CED: 9 by INFO; on the in-band 47: a MESSAGE; on the busy tone:
+                // hang up. A ringback tone never comes.
+                Uas::PlaysTones => {
+                    let ced = CallTrigger::parse("tone:2100").unwrap();
+                    let action = |on: &CallTrigger, name: &str, kind| EventAction {
+                        on: on.clone(),
+                        repeat: false,
+                        nth: None,
+                        name: name.into(),
+                        steps: vec![CallAction {
+                            at: Duration::ZERO,
+                            kind,
+                        }],
+                    };
+                    vec![
+                        action(
+                            &ced,
+                            "dtmf",
+                            ActionKind::DtmfInfo {
+                                digit: '9',
+                                duration_ms: 100,
+                            },
+                        ),
+                        action(
+                            &CallTrigger::parse("inband_dtmf:47").unwrap(),
+                            "message",
+                            ActionKind::Message {
+                                text: "CED heard, then 47".into(),
+                            },
+                        ),
+                        action(
+                            &CallTrigger::parse("tone:440+480").unwrap(),
+                            "hold",
+                            ActionKind::Hold,
+                        ),
+                        action(
+                            &CallTrigger::parse("tone:480+620").unwrap(),
+                            "hangup",
+                            ActionKind::Hangup,
+                        ),
+                    ]
+                }
                 // 3 s after early media's first packet (2 s before the answer): hang up.
                 Uas::EarlyMedia => vec![EventAction {
                     on: CallTrigger::EarlyMedia,
@@ -1165,7 +1242,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DemandsSessionTimer | Uas::DemandsReinviteRefresh | Uas::NeverRefreshes => 7,
             Uas::MovesMediaAway | Uas::PausesRtp => 6,
             Uas::DropsSrtp(_) => 4,
-            Uas::SendsInfoHash | Uas::SendsMessages => 8,
+            Uas::SendsInfoHash | Uas::SendsMessages | Uas::SendsMessagesText | Uas::PlaysTones => 8,
             Uas::IvrMenu => 10,
             Uas::EarlyMedia => 6,
             _ => 3,
@@ -2094,6 +2171,149 @@ fn our_callers_answer_messages_and_hang_up_on_the_second() {
                 r.trace
             );
         }
+    }
+}
+
+/// The audio [`Uas::PlaysTones`] plays, as SIPp's `play_pcap_audio` wants it: a pcap
+/// (Ethernet, IPv4, UDP) of RTP PCMU packets, 20 ms apart, of 5.5 s of
+/// [`ivr_common::tones_pcm`]: a CED at 0.5-1.5 s, the in-band 4 and 7 from 2 s on, a US
+/// busy tone (0.5 s on, 0.5 s off) from 2.5 s on.
+fn tones_pcap() -> Vec<u8> {
+    let pcm = ivr_common::tones_pcm(44_000, true);
+    let mut ulaw = Vec::new();
+    media::g711::Law::Ulaw.encode(&pcm, &mut ulaw);
+    // The pcap's global header: v2.4, microseconds, Ethernet (link type 1).
+    let mut out = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    out.extend(2u16.to_le_bytes());
+    out.extend(4u16.to_le_bytes());
+    out.extend([0u8; 8]);
+    out.extend(65_535u32.to_le_bytes());
+    out.extend(1u32.to_le_bytes());
+    for (k, frame) in ulaw.chunks(160).enumerate() {
+        let k = k as u32;
+        let mut rtp = vec![0x80, if k == 0 { 0x80 } else { 0x00 }];
+        rtp.extend(((k & 0xffff) as u16).to_be_bytes());
+        rtp.extend((k * 160).to_be_bytes());
+        rtp.extend(0x5eed_70e5u32.to_be_bytes());
+        rtp.extend(frame);
+        let udp_len = 8 + rtp.len() as u16;
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
+        let sum = agent::pcap::internet_checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let mut pkt = vec![0u8; 12];
+        pkt.extend([0x08, 0x00]);
+        pkt.extend(ip);
+        pkt.extend(6000u16.to_be_bytes());
+        pkt.extend(6002u16.to_be_bytes());
+        pkt.extend(udp_len.to_be_bytes());
+        pkt.extend([0, 0]);
+        pkt.extend(rtp);
+        let us = k * 20_000;
+        out.extend((us / 1_000_000).to_le_bytes());
+        out.extend((us % 1_000_000).to_le_bytes());
+        out.extend((pkt.len() as u32).to_le_bytes());
+        out.extend((pkt.len() as u32).to_le_bytes());
+        out.extend(pkt);
+    }
+    out
+}
+
+/// Writes [`tones_pcap`] and `uas-plays-tones.xml` naming its path to a directory of the
+/// test's own; the scenario's path.
+fn tones_scenario() -> String {
+    let dir = std::env::temp_dir().join(format!("sipmeter-sipp-tones-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pcap = dir.join("tones-pcmu.pcap");
+    std::fs::write(&pcap, tones_pcap()).unwrap();
+    let xml = std::fs::read_to_string(sipp_scenario!("uas-plays-tones.xml"))
+        .unwrap()
+        .replace(
+            "play_pcap_audio=\"tones-pcmu.pcap\"",
+            &format!("play_pcap_audio=\"{}\"", pcap.display()),
+        );
+    let path = dir.join("uas-plays-tones.xml");
+    std::fs::write(&path, xml).unwrap();
+    path.display().to_string()
+}
+
+/// Tones and in-band DTMF from SIPp (`testdata/sipp/uas-plays-tones.xml`, `play_pcap_audio`
+/// of [`tones_pcap`]): our callers hear the CED 0.5 s into the call and, once it lasted
+/// 200 ms, press 9 by INFO; they read the in-band 4 and 7 and send a MESSAGE saying so
+/// (SIPp checks both and answers the MESSAGE 200); they hang up on the busy tone (480+620
+/// Hz) heard from 2.5 s (SIPp fails the call unless our BYE comes); the ringback tone they
+/// also wait for never comes.
+#[test]
+fn our_callers_act_on_a_sipp_ced_and_its_in_band_digits() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::PlaysTones);
+    assert_eq!(
+        sipp, 0,
+        "SIPp: 9 by INFO, the MESSAGE, then our BYE, in time"
+    );
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let fired: Vec<(&str, &str, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.action.as_str(), a.fired))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                ("tone:2100", "dtmf", 1),
+                ("inband_dtmf:47", "message", 1),
+                ("tone:440+480", "hold", 0),
+                ("tone:480+620", "hangup", 1)
+            ]
+        );
+        // SIPp plays from the ACK, which leaves right after our answer.
+        let ced_at = r.event_actions[0].first_ms.unwrap();
+        assert!((600.0..1000.0).contains(&ced_at), "{ced_at} ms");
+        let said_at = r.event_actions[1].first_ms.unwrap();
+        assert!((2200.0..2600.0).contains(&said_at), "{said_at} ms");
+        // The busy tone from 2.5 s, heard for 200 ms.
+        let bye_at = r.event_actions[3].first_ms.unwrap();
+        assert!((2700.0..3100.0).contains(&bye_at), "{bye_at} ms");
+        let [ced, busy] = &r.tones_heard[..] else {
+            panic!("{:?}", r.tones_heard)
+        };
+        assert_eq!(busy.tone, "480+620");
+        assert!((2400.0..2800.0).contains(&busy.start_ms), "{busy:?}");
+        assert_eq!(ced.tone, "2100");
+        assert!((400.0..800.0).contains(&ced.start_ms), "{ced:?}");
+        // Whole 40 ms blocks, timed by the packets' arrival (±20 ms of jitter allowed): 1 s
+        // or its last partial block short.
+        let d = ced.duration_ms.unwrap_or(f64::NAN);
+        assert!((940.0..1020.0).contains(&d), "{ced:?}");
+        assert_eq!(r.dtmf_inband, "47");
+        assert_eq!(r.dtmf_sent, "9");
+        let m = r.messages.unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!((m.sent, m.answered_2xx, m.failed), (1, 1, 0));
+    }
+}
+
+/// A MESSAGE's text as the condition, against SIPp (`uas-sends-messages.xml`: "Outside the
+/// call" a second into the call, "Inside the call" a second later): our callers hang up on
+/// `message:Inside` — the second, not the first — and `message:inside` never fires (case
+/// counts); SIPp fails the call unless our BYE follows the second.
+#[test]
+fn our_callers_hang_up_on_the_message_with_their_text() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SendsMessagesText);
+    assert_eq!(sipp, 0, "SIPp: our BYE after the second MESSAGE");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let fired: Vec<(&str, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.fired))
+            .collect();
+        assert_eq!(fired, [("message:Inside", 1), ("message:inside", 0)]);
+        let at = r.event_actions[0].first_ms.unwrap();
+        assert!((1900.0..2600.0).contains(&at), "{at} ms");
     }
 }
 

@@ -25,6 +25,7 @@ pub mod sound;
 pub mod srtp;
 pub mod stats;
 pub mod stun;
+pub mod tone;
 pub mod turn;
 pub mod wav;
 pub mod xr;

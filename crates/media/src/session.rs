@@ -43,6 +43,7 @@ use crate::sdp::{Codec, Direction, Negotiated};
 use crate::sound::{SoundConfig, SoundWatch};
 use crate::srtp::{SrtpContext, SrtpError, SrtpParams, SrtpStream};
 use crate::stats::{ReceiveStats, ReportInterval, Verdict};
+use crate::tone::{Tone, ToneWatch};
 use crate::xr::{DlrrItem, GMIN, RX_CONFIG_JB_ADAPTIVE, UNAVAILABLE, VoipMetrics, XrBlock};
 
 /// How a session is set up.
@@ -727,6 +728,9 @@ pub struct MediaSession {
     /// When sound starts and stops in what we decode, for a session asked to watch it
     /// ([`MediaSession::watch_sound`]).
     sound: Option<Box<SoundWatch>>,
+    /// Tones and in-band DTMF in what we decode, for a session asked to watch them
+    /// ([`MediaSession::watch_tones`]).
+    tones: Option<Box<ToneWatch>>,
     decoded: Vec<i16>,
     origin: Option<Instant>,
     seen_resets: (u64, u64),
@@ -831,6 +835,7 @@ impl MediaSession {
             jb: JitterBuffer::new(cfg.ptime_ms),
             meter: LevelMeter::default(),
             sound: None,
+            tones: None,
             decoded: Vec::with_capacity(frame as usize),
             origin: None,
             seen_resets: (0, 0),
@@ -1499,11 +1504,14 @@ impl MediaSession {
         self.decoded.clear();
         self.coder.decode(payload, &mut self.decoded);
         let level = self.meter.add_frame(&self.decoded);
+        // The decoder's rate: our frame (`pcm`) is `ptime_ms` of it.
+        let rate = (self.pcm.len() as u64 * 1000 / u64::from(self.cfg.ptime_ms.max(1))).max(1);
         if let (Some(w), Some(level)) = (self.sound.as_deref_mut(), level) {
-            // The decoder's rate: our frame (`pcm`) is `ptime_ms` of it.
-            let rate = (self.pcm.len() as u64 * 1000 / u64::from(self.cfg.ptime_ms.max(1))).max(1);
             let len = Duration::from_micros(self.decoded.len() as u64 * 1_000_000 / rate);
             w.handle_frame(now, level, len);
+        }
+        if let Some(w) = self.tones.as_deref_mut() {
+            w.handle_pcm(now, &self.decoded, u32::try_from(rate).unwrap_or(u32::MAX));
         }
     }
 
@@ -1517,6 +1525,18 @@ impl MediaSession {
     /// its events.
     pub fn sound_mut(&mut self) -> Option<&mut SoundWatch> {
         self.sound.as_deref_mut()
+    }
+
+    /// Watches these tones (each with its minimum duration) and, if `dtmf`, in-band DTMF in
+    /// the audio decoded from now on ([`crate::tone`]): the frames the level meter measures.
+    pub fn watch_tones(&mut self, tones: &[(Tone, Duration)], dtmf: bool) {
+        self.tones = Some(Box::new(ToneWatch::new(tones, dtmf)));
+    }
+
+    /// The tone watch, if [`Self::watch_tones`] started one: drive its timeout and drain its
+    /// events.
+    pub fn tones_mut(&mut self) -> Option<&mut ToneWatch> {
+        self.tones.as_deref_mut()
     }
 
     /// Applies a new direction after a re-INVITE/UPDATE (hold: `SendOnly`/`Inactive`,
@@ -3011,6 +3031,72 @@ mod tests {
         assert!(matches!(seen[2], SoundEvent::Started { .. }));
         // The first packet arrives at 5 ms; the 50th (the last of the tone) ends at 1005 ms.
         assert_eq!([at(&seen[0]), at(&seen[1]), at(&seen[2])], [5, 1005, 3005]);
+    }
+
+    /// A CED (2100 Hz, 1 s) then a DTMF `5` (100 ms) from a WAV clip over PCMU and G.722:
+    /// the receiving session's tone watch, fed the frames it decodes at the codec's rate,
+    /// hears the tone where it was sent and reads the digit.
+    #[test]
+    fn tones_and_inband_digits_are_heard_where_they_are() {
+        use crate::audio::SourceKind;
+        use crate::tone::ToneEvent;
+        use crate::wav::{WavAudio, write_pcm16};
+        let sine = |f: &[f64], i: i32| -> i16 {
+            f.iter()
+                .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin())
+                .sum::<f64>() as i16
+        };
+        let clip: Vec<i16> = (0..24000)
+            .map(|i| match i {
+                0..8000 => sine(&[2100.0], i),
+                12000..12800 => sine(&[770.0, 1336.0], i),
+                _ => 0,
+            })
+            .collect();
+        let clip = WavAudio::from_wav_bytes(&write_pcm16(&clip, 8000)).unwrap();
+        for codec in [Codec::Pcmu, Codec::G722] {
+            let t0 = Instant::now();
+            let mut tx = cfg(0xa, codec, 1);
+            tx.source.kind = SourceKind::Wav(clip.clone());
+            let mut a = MediaSession::new(tx, t0).unwrap();
+            let mut b = MediaSession::new(cfg(0xb, codec, 2), t0).unwrap();
+            let min = Duration::from_millis(200);
+            let ced = crate::tone::Tone::parse("2100").unwrap();
+            let busy = crate::tone::Tone::parse("480+620").unwrap();
+            b.watch_tones(&[(ced, min), (busy, min)], true);
+            let mut seen = Vec::new();
+            for ms in (0..2500).step_by(5) {
+                let now = t0 + Duration::from_millis(ms);
+                while let Some(o) = a.poll_transmit(now) {
+                    if o.kind == PacketKind::Rtp {
+                        b.handle_packet(now + Duration::from_millis(5), &o.bytes)
+                            .unwrap();
+                    }
+                }
+                let w = b.tones_mut().unwrap();
+                w.handle_timeout(now);
+                seen.extend(std::iter::from_fn(|| w.poll_event()));
+            }
+            let ms = |t: Instant| t.duration_since(t0).as_millis();
+            let [
+                ToneEvent::Heard { tone: 0, at },
+                ToneEvent::Ended {
+                    tone: 0,
+                    start,
+                    end,
+                },
+                ToneEvent::Digit { digit: '5', at: d },
+            ] = seen[..]
+            else {
+                panic!("{codec:?}: {seen:?}");
+            };
+            // The first packet arrives at 5 ms; the tone's 50th packet ends at 1005 ms, the
+            // digit's first starts at 1505 ms (blocks of 40 and 12.5 ms from the first sample;
+            // G.722's filters delay a little).
+            assert_eq!((ms(at), ms(start)), (5, 5), "{codec:?}");
+            assert!((965..=1005).contains(&ms(end)), "{codec:?}: {seen:?}");
+            assert!((1505..1530).contains(&ms(d)), "{codec:?}: {seen:?}");
+        }
     }
 
     #[test]

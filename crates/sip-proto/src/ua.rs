@@ -540,6 +540,7 @@ enum InDialogMethod {
     Reinvite,
     Update,
     Info,
+    Message,
     Prack,
 }
 
@@ -549,6 +550,7 @@ impl InDialogMethod {
             Self::Reinvite => Method::Invite,
             Self::Update => Method::Update,
             Self::Info => Method::Info,
+            Self::Message => Method::Message,
             Self::Prack => Method::Prack,
         }
     }
@@ -3345,6 +3347,18 @@ impl UserAgent {
             now,
             id,
             InDialogMethod::Info,
+            Some((content_type, body)),
+            None,
+        )
+    }
+
+    /// Sends MESSAGE (RFC 3428) in a call's dialog, e.g. `text/plain`; its final answer comes
+    /// as [`CallEvent::Modified`] with `method` MESSAGE (408 when none came).
+    pub fn message(&mut self, now: Instant, id: CallId, content_type: &str, body: Bytes) -> bool {
+        self.send_in_dialog(
+            now,
+            id,
+            InDialogMethod::Message,
             Some((content_type, body)),
             None,
         )
@@ -6666,6 +6680,44 @@ mod tests {
                 "{events:?}"
             );
         }
+    }
+
+    /// RFC 3428: our MESSAGE in a call goes in its dialog (its Call-ID, both tags, the next
+    /// CSeq), the peer's user agent reports it as the call's, and its 200 comes back to us
+    /// as the MESSAGE's answer.
+    #[test]
+    fn a_message_we_send_in_a_call_is_answered_and_told() {
+        let mut p = Pair::new();
+        let (call, _) = confirmed_call(&mut p);
+        p.events_a.clear();
+        assert!(p.a.message(p.now, call, "text/plain", Bytes::from_static(b"hello")));
+        p.run(Duration::from_millis(100));
+        let sent = Message::parse(&last_sent(&p, true, "MESSAGE")).unwrap();
+        assert_eq!(sent.cseq().map(|c| c.method.clone()), Some(Method::Message));
+        assert!(
+            sent.headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag())
+                .is_some(),
+            "in the dialog: the To tag"
+        );
+        assert!(p.events_b.iter().any(|e| matches!(
+            e,
+            UaEvent::Call(_, CallEvent::Message { content_type, body })
+                if content_type.as_deref() == Some("text/plain") && &body[..] == b"hello"
+        )));
+        assert!(
+            p.events_a.iter().any(|e| matches!(
+                e,
+                UaEvent::Call(c, CallEvent::Modified { method: Method::Message, code: 200, .. })
+                    if *c == call
+            )),
+            "{:?}",
+            p.events_a
+        );
+        // No call, no MESSAGE.
+        assert!(!p.a.message(p.now, CallId(999), "text/plain", Bytes::new()));
     }
 
     #[test]

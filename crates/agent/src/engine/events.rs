@@ -28,6 +28,7 @@ use serde::Serialize;
 use sip_proto::ua::{CallId, CallState};
 
 use media::sound::{SoundConfig, SoundEvent};
+use media::tone::{Tone, ToneEvent};
 
 use super::{ActionKind, CallAction, Endpoint, Phase, Shard, ms};
 use crate::callmedia::CallMedia;
@@ -59,13 +60,71 @@ pub enum CallTrigger {
     EarlyMedia,
     /// A SIP MESSAGE came (RFC 3428), in the call or outside it while the call is up.
     Message,
+    /// A SIP MESSAGE whose body contains this text (as written, case and all).
+    MessageText(String),
+    /// A tone was heard for its minimum duration (`None`: [`TONE_MIN`]) in what we receive
+    /// ([`media::tone`]): a single frequency (`tone:2100`) or a pair (`tone:440+480`).
+    Tone(Tone, Option<Duration>),
+    /// An in-band DTMF digit was heard in what we receive (the audio, not RFC 4733 events
+    /// nor INFO): any digit, or the in-band digits since the answer (or since this action's
+    /// last match) end with these.
+    InbandDtmf(Option<String>),
+}
+
+/// How long a tone must be heard without its own length (`tone:425:1s`).
+pub const TONE_MIN: Duration = Duration::from_millis(200);
+
+/// Upper-case DTMF digits from `dtmf:…`'s text; the error in words.
+fn digits_of(digits: &str, what: &str) -> Result<String, String> {
+    if digits.is_empty() {
+        return Err(format!(
+            "`{what}:` names no digit (e.g. {what}:5, {what}:123#)"
+        ));
+    }
+    if let Some(c) = digits
+        .chars()
+        .find(|c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'))
+    {
+        return Err(format!("`{c}` is not a DTMF digit (0-9 * # A-D)"));
+    }
+    Ok(digits.to_ascii_uppercase())
 }
 
 impl CallTrigger {
     /// Reads `dtmf`, `dtmf:123#`, `held`, `resumed`, `reinvite`, `answered`, `audio`,
-    /// `silence`, `silence:1.5s`, `early_media` or `message`; the error in words.
+    /// `silence`, `silence:1.5s`, `early_media`, `message`, `tone:2100`, `tone:440+480`,
+    /// `tone:425:1s`, `inband_dtmf` or `inband_dtmf:123#`; the error in words.
     pub fn parse(s: &str) -> Result<Self, String> {
         let lower = s.trim().to_ascii_lowercase();
+        if lower.starts_with("message:") {
+            // The text as written: case counts in a message.
+            let text = s.trim().get("message:".len()..).unwrap_or("");
+            if text.is_empty() {
+                return Err("`message:` names no text (e.g. message:hello)".into());
+            }
+            return Ok(Self::MessageText(text.to_owned()));
+        }
+        if let Some(t) = lower.strip_prefix("tone:") {
+            let (f, min) = match t.split_once(':') {
+                Some((f, d)) => {
+                    let d = crate::testfile::parse_duration(d)
+                        .map_err(|e| format!("`{s}`: the tone's length: {e}"))?;
+                    if d.is_zero() || d > Duration::from_secs(60) {
+                        return Err(format!("`{s}`: a tone lasts more than 0 s, at most 60 s"));
+                    }
+                    (f, Some(d))
+                }
+                None => (t, None),
+            };
+            let tone = Tone::parse(f).map_err(|e| format!("`{s}`: {e}"))?;
+            return Ok(Self::Tone(tone, min));
+        }
+        if let Some(d) = lower
+            .strip_prefix("inband_dtmf:")
+            .or_else(|| lower.strip_prefix("inband-dtmf:"))
+        {
+            return Ok(Self::InbandDtmf(Some(digits_of(d, "inband_dtmf")?)));
+        }
         if let Some(d) = lower.strip_prefix("silence:") {
             let d = crate::testfile::parse_duration(d)
                 .map_err(|e| format!("`{s}`: the silence's length: {e}"))?;
@@ -80,24 +139,18 @@ impl CallTrigger {
             "silence" => Self::Silence(None),
             "early_media" | "early-media" => Self::EarlyMedia,
             "message" => Self::Message,
+            "inband_dtmf" | "inband-dtmf" => Self::InbandDtmf(None),
             "dtmf" => Self::Dtmf(None),
             "held" | "hold" => Self::Held,
             "resumed" | "resume" => Self::Resumed,
             "reinvite" | "re-invite" => Self::Reinvite,
             _ => match lower.strip_prefix("dtmf:") {
-                Some("") => return Err("`dtmf:` names no digit (e.g. dtmf:5, dtmf:123#)".into()),
-                Some(digits) => {
-                    if let Some(c) = digits.chars().find(
-                        |c| !matches!(c.to_ascii_uppercase(), '0'..='9' | '*' | '#' | 'A'..='D'),
-                    ) {
-                        return Err(format!("`{c}` is not a DTMF digit (0-9 * # A-D)"));
-                    }
-                    Self::Dtmf(Some(digits.to_ascii_uppercase()))
-                }
+                Some(digits) => Self::Dtmf(Some(digits_of(digits, "dtmf")?)),
                 None => {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
-                         reinvite, answered, audio, silence, silence:DURATION, early_media or message"
+                         reinvite, answered, audio, silence, silence:DURATION, early_media, \
+                         message, message:TEXT, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]"
                     ));
                 }
             },
@@ -110,6 +163,11 @@ impl CallTrigger {
     /// sound).
     pub fn hears(&self) -> bool {
         matches!(self, Self::Audio | Self::Silence(_))
+    }
+
+    /// Whether it waits for a tone or an in-band digit (its calls then watch tones).
+    pub fn listens(&self) -> bool {
+        matches!(self, Self::Tone(..) | Self::InbandDtmf(_))
     }
 }
 
@@ -124,12 +182,27 @@ impl fmt::Display for CallTrigger {
             Self::Reinvite => f.write_str("reinvite"),
             Self::Audio => f.write_str("audio"),
             Self::Silence(None) => f.write_str("silence"),
-            Self::Silence(Some(d)) if d.subsec_millis() == 0 && d.as_secs() > 0 => {
-                write!(f, "silence:{}s", d.as_secs())
-            }
-            Self::Silence(Some(d)) => write!(f, "silence:{}ms", d.as_millis()),
+            Self::Silence(Some(d)) => write!(f, "silence:{}", Secs(*d)),
             Self::EarlyMedia => f.write_str("early_media"),
             Self::Message => f.write_str("message"),
+            Self::MessageText(t) => write!(f, "message:{t}"),
+            Self::Tone(t, None) => write!(f, "tone:{t}"),
+            Self::Tone(t, Some(d)) => write!(f, "tone:{t}:{}", Secs(*d)),
+            Self::InbandDtmf(None) => f.write_str("inband_dtmf"),
+            Self::InbandDtmf(Some(d)) => write!(f, "inband_dtmf:{d}"),
+        }
+    }
+}
+
+/// A length as the test file writes it: `2s`, or `1500ms`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_millis() == 0 && self.0.as_secs() > 0 {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            write!(f, "{}ms", self.0.as_millis())
         }
     }
 }
@@ -182,14 +255,40 @@ pub struct SoundSpan {
     pub level_dbov: f64,
 }
 
-/// Sounds kept per endpoint for its report (later ones are counted in the trace only).
+/// A tone heard in a call, in an endpoint's report (`tones_heard`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToneSpan {
+    /// The endpoint's call it was heard in (1: its first).
+    pub call: u32,
+    /// The tone (`2100`, `440+480`), Hz.
+    pub tone: String,
+    /// When it started, ms after the call's answer (negative: early media, before it).
+    pub start_ms: f64,
+    /// How long it lasted (to the end of its last 40 ms block with it); `None`: still
+    /// heard when the call ended.
+    pub duration_ms: Option<f64>,
+}
+
+/// Sounds (and tones) kept per endpoint for its report (later ones are in the trace only).
 const MAX_SPANS: usize = 100;
+
+/// In-band digits kept per endpoint for its report (`dtmf_inband`).
+const MAX_INBAND: usize = 1000;
 
 /// What happened in a call (what [`CallTrigger`]s wait for).
 #[derive(Debug, Clone, Copy)]
 enum Happened {
     Answered,
-    Digit,
+    /// A digit came: in-band (heard in the audio), or RFC 4733 or INFO.
+    Digit {
+        inband: bool,
+    },
+    /// A tone was heard for `min`; it started at `at`.
+    Tone {
+        tone: Tone,
+        min: Duration,
+        at: Instant,
+    },
     Offer {
         holds_us: Option<bool>,
     },
@@ -218,6 +317,14 @@ pub(super) struct EventState {
     pending: Vec<Pending>,
     /// The digits received in the current call, upper case.
     digits: String,
+    /// The in-band digits heard in the current call.
+    inband: String,
+    /// The body of the last MESSAGE that came (for `message:TEXT`).
+    message: String,
+    /// The in-band digits heard over the endpoint's calls (at most [`MAX_INBAND`]).
+    inband_all: String,
+    /// The tones heard, over the endpoint's calls (at most [`MAX_SPANS`]).
+    tones: Vec<ToneSpan>,
     /// How many of the current call's RFC 4733 digits were seen (its media session's count).
     rtp_seen: usize,
     /// The peer holds us (its last offer), in the current call.
@@ -260,6 +367,10 @@ impl EventState {
             per: vec![PerAction::default(); actions],
             pending: Vec::new(),
             digits: String::new(),
+            inband: String::new(),
+            message: String::new(),
+            inband_all: String::new(),
+            tones: Vec::new(),
             rtp_seen: 0,
             held: false,
             steps_run: 0,
@@ -273,6 +384,7 @@ impl EventState {
     fn new_call(&mut self) {
         self.pending.clear();
         self.digits.clear();
+        self.inband.clear();
         self.rtp_seen = 0;
         self.held = false;
         self.calls += 1;
@@ -283,6 +395,21 @@ impl EventState {
             p.hits = 0;
             p.runs_seen = 0;
         }
+    }
+}
+
+/// The endpoint's call and its answer, if the call is up ([`call_up`]).
+fn up_call(ep: &Endpoint, stopping: bool) -> Option<(CallId, Instant)> {
+    let call = ep.active_call.filter(|c| call_up(ep, *c, stopping))?;
+    Some((call, ep.answered_at?))
+}
+
+/// Ms from the call's answer to `t` (negative before it: early media).
+fn since_answer(answered: Instant, t: Instant) -> f64 {
+    if t >= answered {
+        ms(t - answered)
+    } else {
+        -ms(answered - t)
     }
 }
 
@@ -369,9 +496,10 @@ impl<'a> Shard<'a> {
         now: Instant,
         call: Option<CallId>,
         content_type: Option<&str>,
-        len: usize,
+        body: &[u8],
         in_call: bool,
     ) {
+        let len = body.len();
         let ep = &mut self.endpoints[idx];
         let place = if in_call {
             "in the call"
@@ -385,7 +513,8 @@ impl<'a> Shard<'a> {
             ),
             now - self.start,
         ));
-        if let (Some(call), true) = (call, ep.events.is_some()) {
+        if let (Some(call), Some(e)) = (call, ep.events.as_deref_mut()) {
+            e.message = String::from_utf8_lossy(body).into_owned();
             self.fire(idx, now, call, Happened::Message);
             self.schedule(idx);
         }
@@ -395,7 +524,7 @@ impl<'a> Shard<'a> {
     pub(super) fn events_digit(&mut self, idx: usize, now: Instant, call: CallId, digit: char) {
         if let Some(e) = self.endpoints[idx].events.as_deref_mut() {
             e.digits.push(digit.to_ascii_uppercase());
-            self.fire(idx, now, call, Happened::Digit);
+            self.fire(idx, now, call, Happened::Digit { inband: false });
         }
     }
 
@@ -415,7 +544,8 @@ impl<'a> Shard<'a> {
         }
         let digits = self.events_rtp_digits(idx, now);
         let sound = self.events_sound(idx, now);
-        if digits || sound {
+        let tones = self.events_tones(idx, now);
+        if digits || sound || tones {
             self.schedule(idx);
         }
     }
@@ -453,26 +583,18 @@ impl<'a> Shard<'a> {
         let ep = &mut self.endpoints[idx];
         // Before the answer (early media) the watch keeps what it heard: told from the
         // answer on, in that call's times.
-        let up = ep
-            .active_call
-            .is_some_and(|c| call_up(ep, c, self.stopping));
-        let (Some(e), Some(call), Some(answered), true) =
-            (ep.events.as_deref_mut(), ep.active_call, ep.answered_at, up)
-        else {
+        let Some((call, answered)) = up_call(ep, self.stopping) else {
             return false;
         };
-        let Some(w) = ep.media.as_deref_mut().and_then(CallMedia::sound_mut) else {
+        let (Some(e), Some(w)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref_mut().and_then(CallMedia::sound_mut),
+        ) else {
             return false;
         };
         w.handle_timeout(now);
         let gap = w.config().gap;
-        let into = |t: Instant| {
-            if t >= answered {
-                ms(t - answered)
-            } else {
-                -ms(answered - t)
-            }
-        };
+        let into = |t: Instant| since_answer(answered, t);
         let mut started = Vec::new();
         while let Some(ev) = w.poll_event() {
             let note = match ev {
@@ -520,6 +642,104 @@ impl<'a> Shard<'a> {
         }
         if let Some((since, runs)) = quiet {
             fired |= self.fire(idx, now, call, Happened::Quiet { since, runs });
+        }
+        fired
+    }
+
+    /// Tones and in-band digits heard in the call's received audio (its media session's
+    /// tone watch, [`media::tone`]): notes in the trace, the report's tones and digits, and
+    /// the actions on them. True if an action fired.
+    fn events_tones(&mut self, idx: usize, now: Instant) -> bool {
+        let plan = self.plan;
+        let start = self.start;
+        let ep = &mut self.endpoints[idx];
+        let Some(listen) = plan.groups[ep.group]
+            .media
+            .as_ref()
+            .and_then(|m| m.tones.as_deref())
+        else {
+            return false;
+        };
+        // Before the answer (early media) the watch keeps what it heard, as the sound
+        // watch does.
+        let Some((call, answered)) = up_call(ep, self.stopping) else {
+            return false;
+        };
+        let (Some(e), Some(w)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref_mut().and_then(CallMedia::tones_mut),
+        ) else {
+            return false;
+        };
+        w.handle_timeout(now);
+        let into = |t: Instant| since_answer(answered, t);
+        // A tone's first entry (its shortest minimum) is the one reported.
+        let reported = |i: usize| {
+            listen
+                .tones
+                .get(i)
+                .is_some_and(|(t, _)| listen.tones.iter().position(|(u, _)| u == t) == Some(i))
+        };
+        let mut happened = Vec::new();
+        while let Some(ev) = w.poll_event() {
+            let note =
+                match ev {
+                    ToneEvent::Heard { tone, at } => {
+                        let Some(&(t, min)) = listen.tones.get(tone) else {
+                            continue;
+                        };
+                        happened.push((Happened::Tone { tone: t, min, at }, None));
+                        if !reported(tone) {
+                            continue;
+                        }
+                        if e.tones.len() < MAX_SPANS {
+                            e.tones.push(ToneSpan {
+                                call: e.calls,
+                                tone: t.to_string(),
+                                start_ms: into(at),
+                                duration_ms: None,
+                            });
+                        }
+                        format!(
+                            "tone {t} Hz heard from {:.2} s into the call",
+                            into(at) / 1000.0
+                        )
+                    }
+                    ToneEvent::Ended { tone, start, end } => {
+                        let Some((t, _)) = listen.tones.get(tone).filter(|_| reported(tone)) else {
+                            continue;
+                        };
+                        let name = t.to_string();
+                        if let Some(s) = e.tones.iter_mut().rev().find(|s| {
+                            s.call == e.calls && s.tone == name && s.duration_ms.is_none()
+                        }) {
+                            s.duration_ms = Some(ms(end - start));
+                        }
+                        format!(
+                            "tone {t} Hz ended {:.2} s into the call (heard {} ms)",
+                            into(end) / 1000.0,
+                            (end - start).as_millis()
+                        )
+                    }
+                    ToneEvent::Digit { digit, at } => {
+                        if e.inband_all.len() < MAX_INBAND {
+                            e.inband_all.push(digit);
+                        }
+                        happened.push((Happened::Digit { inband: true }, Some(digit)));
+                        format!(
+                            "in-band DTMF {digit} heard {:.2} s into the call",
+                            into(at) / 1000.0
+                        )
+                    }
+                };
+            ep.trace.push(TraceEntry::note(note, now - start));
+        }
+        let mut fired = false;
+        for (what, digit) in happened {
+            if let (Some(d), Some(e)) = (digit, self.endpoints[idx].events.as_deref_mut()) {
+                e.inband.push(d);
+            }
+            fired |= self.fire(idx, now, call, what);
         }
         fired
     }
@@ -582,22 +802,36 @@ impl<'a> Shard<'a> {
             let mut when = now;
             let hit = match (&a.on, what) {
                 (CallTrigger::Answered, Happened::Answered) => true,
-                (CallTrigger::Dtmf(None), Happened::Digit) => true,
-                (CallTrigger::Dtmf(Some(seq)), Happened::Digit) => {
-                    let hit = e
-                        .digits
+                (CallTrigger::Dtmf(None), Happened::Digit { inband: false })
+                | (CallTrigger::InbandDtmf(None), Happened::Digit { inband: true }) => true,
+                (CallTrigger::Dtmf(Some(seq)), Happened::Digit { inband: false })
+                | (CallTrigger::InbandDtmf(Some(seq)), Happened::Digit { inband: true }) => {
+                    let digits = if matches!(a.on, CallTrigger::Dtmf(_)) {
+                        &e.digits
+                    } else {
+                        &e.inband
+                    };
+                    let hit = digits
                         .get(p.from..)
                         .is_some_and(|d| d.ends_with(seq.as_str()));
                     if hit {
                         // The next match starts after this one ("11" in "111" once, not twice).
-                        p.from = e.digits.len();
+                        p.from = digits.len();
                     }
                     hit
+                }
+                (CallTrigger::Tone(t, d), Happened::Tone { tone, min, at })
+                    if *t == tone && d.unwrap_or(TONE_MIN) == min =>
+                {
+                    // It was heard once it had lasted its minimum (from the answer on).
+                    when = (at + min).max(answered.unwrap_or(at));
+                    true
                 }
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
                 (CallTrigger::Message, Happened::Message) => true,
+                (CallTrigger::MessageText(t), Happened::Message) => e.message.contains(t.as_str()),
                 (CallTrigger::EarlyMedia, Happened::EarlyMedia { at })
                 | (CallTrigger::Audio, Happened::Sound { at }) => {
                     when = at;
@@ -720,6 +954,51 @@ pub(super) fn report(actions: &[EventAction], ep: &Endpoint) -> Vec<EventActionR
         .collect()
 }
 
+/// What a group's calls listen for, from its actions on `tone:…` and `inband_dtmf` (`None`:
+/// none): each tone with each minimum its actions wait for, shortest first.
+pub(crate) fn tone_listen(actions: &[EventAction]) -> Option<crate::callmedia::ToneListen> {
+    let mut tones: Vec<(Tone, Duration)> = Vec::new();
+    let mut inband_dtmf = false;
+    for a in actions {
+        match &a.on {
+            CallTrigger::Tone(t, d) => {
+                let min = d.unwrap_or(TONE_MIN);
+                if !tones.contains(&(*t, min)) {
+                    // After the tone's entries of a shorter minimum, before the rest.
+                    let pos = tones
+                        .iter()
+                        .rposition(|(u, m)| u == t && *m < min)
+                        .map_or_else(
+                            || {
+                                tones
+                                    .iter()
+                                    .position(|(u, _)| u == t)
+                                    .unwrap_or(tones.len())
+                            },
+                            |i| i + 1,
+                        );
+                    tones.insert(pos, (*t, min));
+                }
+            }
+            CallTrigger::InbandDtmf(_) => inband_dtmf = true,
+            _ => {}
+        }
+    }
+    (!tones.is_empty() || inband_dtmf)
+        .then_some(crate::callmedia::ToneListen { tones, inband_dtmf })
+}
+
+/// The tones and the in-band digits the endpoint heard, for its report (empty when its
+/// group listens for none).
+pub(super) fn tones(ep: &mut Endpoint) -> (Vec<ToneSpan>, String) {
+    ep.events.as_deref_mut().map_or_else(Default::default, |e| {
+        (
+            std::mem::take(&mut e.tones),
+            std::mem::take(&mut e.inband_all),
+        )
+    })
+}
+
 /// The sounds the endpoint heard, for its report (empty when its group watches none).
 pub(super) fn sounds(ep: &mut Endpoint) -> Vec<SoundSpan> {
     ep.events
@@ -750,6 +1029,22 @@ mod tests {
                 "silence:2s",
                 CallTrigger::Silence(Some(Duration::from_secs(2))),
             ),
+            ("tone:2100", CallTrigger::Tone(tone("2100"), None)),
+            ("tone:440+480", CallTrigger::Tone(tone("440+480"), None)),
+            (
+                "tone:425:1s",
+                CallTrigger::Tone(tone("425"), Some(Duration::from_secs(1))),
+            ),
+            (
+                "tone:1000:150ms",
+                CallTrigger::Tone(tone("1000"), Some(Duration::from_millis(150))),
+            ),
+            ("inband_dtmf", CallTrigger::InbandDtmf(None)),
+            ("message:bye", CallTrigger::MessageText("bye".into())),
+            (
+                "inband_dtmf:12a#",
+                CallTrigger::InbandDtmf(Some("12A#".into())),
+            ),
         ] {
             let parsed = CallTrigger::parse(text).unwrap();
             assert_eq!(parsed, t, "{text}");
@@ -773,6 +1068,65 @@ mod tests {
                 .unwrap_err()
                 .contains("expected an event")
         );
+        // A message's text keeps its case.
+        assert_eq!(
+            CallTrigger::parse(" Message:Press 1 ").unwrap(),
+            CallTrigger::MessageText("Press 1".into())
+        );
+        for (bad, what) in [
+            ("tone:", "is not a frequency in Hz"),
+            ("tone:busy", "`busy` is not a frequency in Hz"),
+            ("tone:5000", "5000 Hz is outside 50–3900 Hz"),
+            ("tone:350+440+480", "one frequency or a pair"),
+            ("tone:440+440", "less than 25 Hz apart"),
+            ("tone:425:0s", "more than 0 s"),
+            ("tone:425:2m", "at most 60 s"),
+            ("tone:425:soon", "the tone's length"),
+            ("inband_dtmf:", "names no digit"),
+            ("message:", "names no text"),
+            ("inband_dtmf:5x", "`x` is not a DTMF digit"),
+        ] {
+            let e = CallTrigger::parse(bad).unwrap_err();
+            assert!(e.contains(what), "{bad}: {e}");
+        }
+    }
+
+    fn tone(s: &str) -> Tone {
+        Tone::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_group_listens_for_each_tone_and_minimum_its_actions_wait_for() {
+        let action = |on: &str| EventAction {
+            on: CallTrigger::parse(on).unwrap(),
+            repeat: false,
+            nth: None,
+            name: "hangup".into(),
+            steps: Vec::new(),
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(tone_listen(&[action("silence"), action("dtmf:5")]), None);
+        let l = tone_listen(&[
+            action("tone:425:1s"),
+            action("tone:440+480"),
+            action("tone:425"),
+            action("tone:425:1s"),
+            action("tone:425:100ms"),
+        ])
+        .unwrap();
+        // Each tone's shortest minimum first: the one reported.
+        assert_eq!(
+            l.tones,
+            [
+                (tone("425"), ms(100)),
+                (tone("425"), ms(200)),
+                (tone("425"), ms(1000)),
+                (tone("440+480"), ms(200)),
+            ]
+        );
+        assert!(!l.inband_dtmf);
+        let l = tone_listen(&[action("inband_dtmf:1")]).unwrap();
+        assert!(l.tones.is_empty() && l.inband_dtmf);
     }
 
     #[test]

@@ -4,6 +4,29 @@
 
 use agent::engine::EndpointReport;
 
+/// `len` samples at 8 kHz of what the tone tests play: 0.5 s of silence, a fax CED (2100 Hz,
+/// about −10 dBm0) for 1 s, 0.5 s of silence, the in-band DTMF digits 4 and 7 (100 ms each,
+/// 100 ms apart, from 2 s on), 0.2 s of silence, then, if `busy`, a US busy tone (480+620
+/// Hz, 0.5 s on, 0.5 s off) from 2.5 s on, else silence.
+#[allow(dead_code)] // Each test binary takes what it needs.
+pub fn tones_pcm(len: u32, busy: bool) -> Vec<i16> {
+    let sine = |f: &[f64], i: u32| -> i16 {
+        f.iter()
+            .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin())
+            .sum::<f64>()
+            .round() as i16
+    };
+    (0..len)
+        .map(|i| match i {
+            4000..12_000 => sine(&[2100.0], i),
+            16_000..16_800 => sine(&[770.0, 1209.0], i),
+            17_600..18_400 => sine(&[852.0, 1209.0], i),
+            20_000.. if busy && (i - 20_000) % 8000 < 4000 => sine(&[480.0, 620.0], i),
+            _ => 0,
+        })
+        .collect()
+}
+
 /// Asserts `got` (ms after the answer) is about `want`: from 60 ms before (the first packet
 /// may come before the caller has the 200 OK) to `late` after (the peer's media start).
 pub fn near(got: Option<f64>, want: f64, late: f64) {

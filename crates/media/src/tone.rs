@@ -1,0 +1,909 @@
+//! What tones the far end's audio carries, as an IVR or PBX test needs to know: a ringback or
+//! busy tone (a single frequency such as Europe's 425 Hz, or a pair such as the US 440+480 Hz
+//! ringback and 480+620 Hz busy), a fax CED (2100 Hz), a beep before a voicemail, and in-band
+//! DTMF digits (phones and gateways that send no RFC 4733 events).
+//!
+//! Drive a [`ToneWatch`] with [`ToneWatch::handle_pcm`] for each decoded frame (its arrival
+//! time, its samples, their rate) and [`ToneWatch::handle_timeout`] when
+//! [`ToneWatch::poll_timeout`] is due; drain [`ToneWatch::poll_event`] after each. Nothing
+//! here reads the clock.
+//!
+//! - The samples are cut into blocks of [`TONE_BLOCK`] (40 ms); in each, the Goertzel
+//!   algorithm measures the energy at each watched frequency (at the frequency and 0.5 %
+//!   either side, a tolerance of about ±1.5 %), as a share of the block's whole energy. A
+//!   block *has* a tone when its level is at least [`MIN_LEVEL_DBOV`] and the tone's
+//!   frequencies hold at least [`TONE_SHARE`] of its energy; for a pair, their levels are
+//!   also within [`TWIST_DB`] of each other. So speech, noise, a neighbour frequency (425 Hz
+//!   for a 440 Hz tone) and one tone of a pair are not the tone, and a pair is not either of
+//!   its tones.
+//! - A tone is *heard* once blocks in a row have it for the tone's minimum duration; it
+//!   started at the first of them. It ends at the end of the last block that had it: at a
+//!   block without it, at a stretch without packets (a frame more than [`LATE`] after the
+//!   last one's end; less is jitter), or [`TONE_GAP`] after its last block with no audio
+//!   since ([`ToneWatch::handle_timeout`]).
+//! - In-band DTMF, in the manner of ITU-T Q.24 (if asked): blocks of [`DTMF_BLOCK`]
+//!   (12.5 ms), the four row and four column frequencies, a digit when the strongest row and
+//!   column hold [`DTMF_SHARE`] of the energy, the column within −8/+4 dB of the row (normal
+//!   and reverse twist), in two blocks in a row (a tone of 37.5 ms or more is always caught;
+//!   one of less than 25 ms never is). The same digit again needs a block without it between.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// The block over which tones are measured (40 ms: 25 Hz apart is told apart).
+pub const TONE_BLOCK: Duration = Duration::from_millis(40);
+/// The block over which DTMF is measured (12.5 ms, 100 samples at 8 kHz: the leakage of one
+/// row or column into its neighbour is below −20 dB).
+pub const DTMF_BLOCK: Duration = Duration::from_micros(12_500);
+/// The share of a block's energy a tone's frequencies must hold (−0.5 dB): more than the
+/// stronger tone of a pair within [`TWIST_DB`] holds (0.86), so such a pair is not its
+/// stronger tone alone.
+pub const TONE_SHARE: f64 = 0.9;
+/// The share of a DTMF block's energy its row and column must hold (−1.5 dB).
+pub const DTMF_SHARE: f64 = 0.7;
+/// The most two tones of a pair may differ in level, dB.
+pub const TWIST_DB: f64 = 8.0;
+/// The least level of a block that may have a tone (the level meter's speech threshold:
+/// −45 dBov, about −39 dBm0 — G.711's full-scale sine is +3.17 dBm0 and −3.01 dBov).
+pub const MIN_LEVEL_DBOV: f64 = crate::audio::VAD_THRESHOLD_DBOV;
+/// A heard tone ends this long after its last block when no audio came since.
+pub const TONE_GAP: Duration = Duration::from_millis(200);
+/// A frame that arrives this much later than the previous frame's end comes after a
+/// stretch without packets (the tones end there); later by less is jitter, and the audio
+/// goes on (a loaded sender or receiver delays packets by tens of ms).
+pub const LATE: Duration = Duration::from_millis(100);
+/// The lowest and highest frequency a tone may have (heard at 8 kHz, below its Nyquist).
+pub const FREQ_RANGE: (f64, f64) = (50.0, 3900.0);
+
+const DTMF_ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
+const DTMF_COLS: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
+const DTMF_KEYS: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
+
+/// A tone: one frequency, or a pair heard together (Hz), read by [`Tone::parse`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tone {
+    f1: f64,
+    f2: Option<f64>,
+}
+
+/// Its frequencies are finite (checked by [`Tone::parse`], the only way to make one), so
+/// `==` is an equivalence.
+impl Eq for Tone {}
+
+/// Why a tone's text is not a tone.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToneError {
+    /// Not a frequency in Hz.
+    #[error("`{0}` is not a frequency in Hz (e.g. 2100, 425, 440+480)")]
+    NotAFrequency(String),
+    /// Outside what a narrowband call carries.
+    #[error("{0} Hz is outside 50–3900 Hz")]
+    OutOfRange(f64),
+    /// More than two frequencies.
+    #[error("a tone has one frequency or a pair (440+480), not more")]
+    TooMany,
+    /// A pair of one frequency twice, or so close they cannot be told apart.
+    #[error("the pair's frequencies are less than 25 Hz apart")]
+    TooClose,
+}
+
+impl Tone {
+    /// Reads `2100`, `425`, `440+480` (spaces and a trailing `Hz` allowed).
+    pub fn parse(s: &str) -> Result<Self, ToneError> {
+        let one = |p: &str| -> Result<f64, ToneError> {
+            let t = p.trim();
+            let t = t
+                .strip_suffix("Hz")
+                .or_else(|| t.strip_suffix("hz"))
+                .unwrap_or(t)
+                .trim();
+            let f: f64 = t
+                .parse()
+                .map_err(|_| ToneError::NotAFrequency(p.trim().to_string()))?;
+            if !f.is_finite() || !(FREQ_RANGE.0..=FREQ_RANGE.1).contains(&f) {
+                return Err(if f.is_finite() {
+                    ToneError::OutOfRange(f)
+                } else {
+                    ToneError::NotAFrequency(p.trim().to_string())
+                });
+            }
+            Ok(f)
+        };
+        let mut parts = s.split('+');
+        let f1 = one(parts.next().unwrap_or(""))?;
+        let f2 = parts.next().map(one).transpose()?;
+        if parts.next().is_some() {
+            return Err(ToneError::TooMany);
+        }
+        if f2.is_some_and(|f2| (f2 - f1).abs() < 25.0) {
+            return Err(ToneError::TooClose);
+        }
+        Ok(Self { f1, f2 })
+    }
+
+    /// The first (or only) frequency, Hz.
+    pub fn f1(&self) -> f64 {
+        self.f1
+    }
+
+    /// The second frequency of a pair, Hz.
+    pub fn f2(&self) -> Option<f64> {
+        self.f2
+    }
+}
+
+impl fmt::Display for Tone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.f1)?;
+        if let Some(f2) = self.f2 {
+            write!(f, "+{f2}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A change [`ToneWatch`] saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ToneEvent {
+    /// The watched tone number `tone` was heard for its minimum duration; it started at `at`.
+    Heard { tone: usize, at: Instant },
+    /// The heard tone `tone`, which started at `start`, ended at `end`.
+    Ended {
+        tone: usize,
+        start: Instant,
+        end: Instant,
+    },
+    /// An in-band DTMF digit started at `at`.
+    Digit { digit: char, at: Instant },
+}
+
+/// One Goertzel filter: the energy at one frequency over a block.
+#[derive(Debug, Clone, Copy)]
+struct Goertzel {
+    coeff: f64,
+    s1: f64,
+    s2: f64,
+}
+
+impl Goertzel {
+    fn new(freq: f64, rate: u32) -> Self {
+        let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate.max(1));
+        Self {
+            coeff: 2.0 * w.cos(),
+            s1: 0.0,
+            s2: 0.0,
+        }
+    }
+
+    fn push(&mut self, x: f64) {
+        let s = x + self.coeff * self.s1 - self.s2;
+        self.s2 = self.s1;
+        self.s1 = s;
+    }
+
+    /// |X(f)|² over the block so far; the filter starts afresh.
+    fn take(&mut self) -> f64 {
+        let p = self.s1 * self.s1 + self.s2 * self.s2 - self.coeff * self.s1 * self.s2;
+        self.s1 = 0.0;
+        self.s2 = 0.0;
+        p.max(0.0)
+    }
+}
+
+/// Filters over blocks of a fixed number of samples: each frequency's share of the block's
+/// energy when a block completes.
+#[derive(Debug, Clone)]
+struct Bank {
+    /// Per frequency, its filters (the frequency and its tolerance probes).
+    filters: Vec<Vec<Goertzel>>,
+    /// Samples per block.
+    len: usize,
+    n: usize,
+    energy: f64,
+    /// When the current block's first sample was heard.
+    start: Option<Instant>,
+}
+
+impl Bank {
+    fn new(freqs: &[f64], rate: u32, block: Duration, probes: &[f64]) -> Self {
+        let len = ((f64::from(rate) * block.as_secs_f64()).round() as usize).max(1);
+        Self {
+            filters: freqs
+                .iter()
+                .map(|f| probes.iter().map(|p| Goertzel::new(f * p, rate)).collect())
+                .collect(),
+            len,
+            n: 0,
+            energy: 0.0,
+            start: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        for g in self.filters.iter_mut().flatten() {
+            g.take();
+        }
+        self.n = 0;
+        self.energy = 0.0;
+        self.start = None;
+    }
+
+    /// Adds one sample heard at `at`; a completed block's start, level (dBov) and per
+    /// frequency its share of the energy (the best of its probes).
+    fn push(&mut self, at: Instant, x: f64, shares: &mut Vec<f64>) -> Option<(Instant, f64)> {
+        self.start.get_or_insert(at);
+        for g in self.filters.iter_mut().flatten() {
+            g.push(x);
+        }
+        self.energy += x * x;
+        self.n += 1;
+        if self.n < self.len {
+            return None;
+        }
+        let n = self.n as f64;
+        let energy = self.energy;
+        shares.clear();
+        for probes in &mut self.filters {
+            let best = probes.iter_mut().map(Goertzel::take).fold(0.0, f64::max);
+            // A sine of amplitude A over N samples: |X|² = (AN/2)², energy A²N/2, so the
+            // share is 2|X|²/(N·energy) = 1 for a pure tone at the frequency.
+            shares.push(if energy > 0.0 {
+                (2.0 * best / (n * energy)).min(1.0)
+            } else {
+                0.0
+            });
+        }
+        let start = self.start.take()?;
+        self.n = 0;
+        self.energy = 0.0;
+        Some((start, crate::audio::dbov(energy / n)))
+    }
+}
+
+/// A watched tone's state.
+#[derive(Debug, Clone)]
+struct Watched {
+    tone: Tone,
+    min: Duration,
+    /// Its block: [`TONE_BLOCK`], or for a pair the first whole number of its beat's periods
+    /// from [`TONE_BLOCK`] on (so each tone leaks nothing into the other's filter, and the
+    /// block's energy is the sum of theirs).
+    block: Duration,
+    bank: Bank,
+    /// The current run of blocks with it: its start, the end of its last block.
+    run: Option<(Instant, Instant)>,
+    /// The run was heard (lasted `min`).
+    heard: bool,
+}
+
+impl Watched {
+    fn new(tone: Tone, min: Duration, rate: u32) -> Self {
+        let block = match tone.f2 {
+            None => TONE_BLOCK,
+            Some(f2) => {
+                let beat = 1.0 / (f2 - tone.f1).abs();
+                Duration::from_secs_f64(beat * (TONE_BLOCK.as_secs_f64() / beat).ceil())
+            }
+        };
+        let freqs: Vec<f64> = std::iter::once(tone.f1).chain(tone.f2).collect();
+        Self {
+            tone,
+            min,
+            block,
+            bank: Bank::new(&freqs, rate, block, &[0.995, 1.0, 1.005]),
+            run: None,
+            heard: false,
+        }
+    }
+
+    /// A block ended at `start` + its length: whether it has the tone.
+    fn has(&self, level: f64, shares: &[f64]) -> bool {
+        let twist = 10f64.powf(TWIST_DB / 10.0);
+        level >= MIN_LEVEL_DBOV
+            && match shares {
+                [p1] => *p1 >= TONE_SHARE,
+                [p1, p2] => {
+                    p1 + p2 >= TONE_SHARE
+                        && *p1 > 0.0
+                        && *p2 > 0.0
+                        && p1 / p2 <= twist
+                        && p2 / p1 <= twist
+                }
+                _ => false,
+            }
+    }
+}
+
+/// The in-band DTMF detector's state.
+#[derive(Debug, Clone)]
+struct Dtmf {
+    bank: Bank,
+    /// The digit of the last block, and when its run started, and whether it was told.
+    last: Option<(char, Instant, bool)>,
+}
+
+/// Tones and in-band DTMF in one received stream; see the module doc.
+#[derive(Debug, Clone)]
+pub struct ToneWatch {
+    rate: u32,
+    watched: Vec<Watched>,
+    dtmf: Option<Dtmf>,
+    /// When the last frame's samples end.
+    heard_to: Option<Instant>,
+    shares: Vec<f64>,
+    events: VecDeque<ToneEvent>,
+}
+
+impl ToneWatch {
+    /// A watch for these tones (each with its minimum duration), and in-band DTMF if `dtmf`.
+    pub fn new(tones: &[(Tone, Duration)], dtmf: bool) -> Self {
+        let rate = 8000;
+        Self {
+            rate,
+            watched: tones
+                .iter()
+                .map(|(t, min)| Watched::new(*t, *min, rate))
+                .collect(),
+            dtmf: dtmf.then(|| Dtmf::new(rate)),
+            heard_to: None,
+            shares: Vec::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The watched tones, in the order given.
+    pub fn tones(&self) -> impl Iterator<Item = Tone> + '_ {
+        self.watched.iter().map(|w| w.tone)
+    }
+
+    /// One decoded frame arrived at `now`: `pcm` at `rate` samples per second.
+    pub fn handle_pcm(&mut self, now: Instant, pcm: &[i16], rate: u32) {
+        if pcm.is_empty() || rate == 0 {
+            return;
+        }
+        if rate != self.rate {
+            self.end_all(self.heard_to.unwrap_or(now));
+            self.rate = rate;
+            for w in &mut self.watched {
+                *w = Watched::new(w.tone, w.min, rate);
+            }
+            if let Some(d) = &mut self.dtmf {
+                *d = Dtmf::new(rate);
+            }
+        }
+        let len = Duration::from_nanos(pcm.len() as u64 * 1_000_000_000 / u64::from(rate));
+        // A frame after a stretch without packets: the blocks in progress are not audio
+        // heard in a row, and the tones heard end where the audio stopped.
+        if let Some(to) = self.heard_to
+            && now > to + LATE
+        {
+            self.end_all(to);
+        }
+        self.handle_timeout(now);
+        let step = 1.0 / f64::from(rate);
+        for (i, s) in pcm.iter().enumerate() {
+            let at = now + Duration::from_secs_f64(i as f64 * step);
+            let x = f64::from(*s);
+            for (k, w) in self.watched.iter_mut().enumerate() {
+                let Some((start, level)) = w.bank.push(at, x, &mut self.shares) else {
+                    continue;
+                };
+                if !w.has(level, &self.shares) {
+                    end_run(w, k, &mut self.events);
+                    continue;
+                }
+                let end = start + w.block;
+                let (from, _) = *w.run.get_or_insert((start, end));
+                w.run = Some((from, end));
+                if !w.heard && end - from >= w.min {
+                    w.heard = true;
+                    self.events
+                        .push_back(ToneEvent::Heard { tone: k, at: from });
+                }
+            }
+            if let Some(d) = &mut self.dtmf
+                && let Some((start, level)) = d.bank.push(at, x, &mut self.shares)
+            {
+                d.block(start, level, &self.shares, &mut self.events);
+            }
+        }
+        self.heard_to = Some(now + len);
+    }
+
+    fn end_all(&mut self, at: Instant) {
+        for (i, w) in self.watched.iter_mut().enumerate() {
+            if let Some((_, end)) = &mut w.run {
+                *end = (*end).min(at);
+            }
+            end_run(w, i, &mut self.events);
+            w.bank.reset();
+        }
+        if let Some(d) = &mut self.dtmf {
+            d.bank.reset();
+            d.last = None;
+        }
+    }
+
+    /// Time passed to `now`: a heard tone with no audio for [`TONE_GAP`] has ended.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(to) = self.heard_to
+            && now >= to + TONE_GAP
+            && self.watched.iter().any(|w| w.run.is_some())
+        {
+            self.end_all(to);
+        }
+    }
+
+    /// When a heard tone ends unless audio comes first.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.watched
+            .iter()
+            .any(|w| w.heard)
+            .then_some(self.heard_to? + TONE_GAP)
+    }
+
+    /// The next change seen.
+    pub fn poll_event(&mut self) -> Option<ToneEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Dtmf {
+    fn new(rate: u32) -> Self {
+        let all: Vec<f64> = DTMF_ROWS.iter().chain(&DTMF_COLS).copied().collect();
+        Self {
+            bank: Bank::new(&all, rate, DTMF_BLOCK, &[1.0]),
+            last: None,
+        }
+    }
+
+    /// A block ended: the digit it has, if any; a digit is told at its second block.
+    fn block(
+        &mut self,
+        start: Instant,
+        level: f64,
+        shares: &[f64],
+        events: &mut VecDeque<ToneEvent>,
+    ) {
+        let best = |s: &[f64]| {
+            s.iter()
+                .enumerate()
+                .fold((0, 0.0), |b, (i, p)| if *p > b.1 { (i, *p) } else { b })
+        };
+        let (r, pr) = best(&shares[..4]);
+        let (c, pc) = best(&shares[4..]);
+        // Twist: the column (high group) 8 dB below the row at most (normal twist), 4 dB
+        // above it at most (reverse twist).
+        let ratio = if pr > 0.0 { pc / pr } else { 0.0 };
+        let digit = (level >= MIN_LEVEL_DBOV
+            && pr + pc >= DTMF_SHARE
+            && (10f64.powf(-0.8)..=10f64.powf(0.4)).contains(&ratio))
+        .then(|| DTMF_KEYS[r][c]);
+        self.last = match (digit, self.last) {
+            (None, _) => None,
+            (Some(k), Some((l, from, told))) if k == l => {
+                if !told {
+                    events.push_back(ToneEvent::Digit { digit: k, at: from });
+                }
+                Some((k, from, true))
+            }
+            (Some(k), _) => Some((k, start, false)),
+        };
+    }
+}
+
+/// Ends a watched tone's run (told if it was heard).
+fn end_run(w: &mut Watched, i: usize, events: &mut VecDeque<ToneEvent>) {
+    if let (Some((start, end)), true) = (w.run.take(), w.heard) {
+        events.push_back(ToneEvent::Ended {
+            tone: i,
+            start,
+            end,
+        });
+    }
+    w.heard = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::{SourceConfig, SpeechSource};
+    use crate::g711::Law;
+
+    const F: Duration = Duration::from_millis(20);
+
+    /// A sine's peak at `dbm0` (G.711: the full-scale sine is +3.17 dBm0).
+    fn peak(dbm0: f64) -> f64 {
+        32767.0 * 10f64.powf((dbm0 - 3.17) / 20.0)
+    }
+
+    /// `ms` of the sum of these sines (Hz, dBm0) at `rate`, from sample `n0` on, through
+    /// µ-law when at 8 kHz (what a PCMU call carries).
+    fn tones(parts: &[(f64, f64)], ms: u64, rate: u32, n0: u64) -> Vec<i16> {
+        let n = ms * u64::from(rate) / 1000;
+        let pcm: Vec<i16> = (n0..n0 + n)
+            .map(|i| {
+                let t = i as f64 / f64::from(rate);
+                parts
+                    .iter()
+                    .map(|(f, l)| peak(*l) * (2.0 * std::f64::consts::PI * f * t).sin())
+                    .sum::<f64>()
+                    .round()
+                    .clamp(-32768.0, 32767.0) as i16
+            })
+            .collect();
+        through_ulaw(pcm, rate)
+    }
+
+    fn through_ulaw(pcm: Vec<i16>, rate: u32) -> Vec<i16> {
+        if rate != 8000 {
+            return pcm;
+        }
+        let mut bytes = Vec::new();
+        Law::Ulaw.encode(&pcm, &mut bytes);
+        let mut out = Vec::new();
+        Law::Ulaw.decode(&bytes, &mut out);
+        out
+    }
+
+    /// Feeds `pcm` in 20 ms frames from `*t` on.
+    fn feed(w: &mut ToneWatch, t: &mut Instant, pcm: &[i16], rate: u32) {
+        let per = (rate / 50) as usize;
+        for f in pcm.chunks(per) {
+            w.handle_pcm(*t, f, rate);
+            *t += F;
+        }
+    }
+
+    fn drain(w: &mut ToneWatch) -> Vec<ToneEvent> {
+        std::iter::from_fn(|| w.poll_event()).collect()
+    }
+
+    fn tone(s: &str) -> Tone {
+        Tone::parse(s).unwrap()
+    }
+
+    fn heard(w: &mut ToneWatch) -> Vec<usize> {
+        drain(w)
+            .into_iter()
+            .filter_map(|e| match e {
+                ToneEvent::Heard { tone, .. } => Some(tone),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const MIN: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn a_fax_ced_is_heard_from_its_start_to_its_end() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut w = ToneWatch::new(&[(tone("2100"), MIN), (tone("1000"), MIN)], false);
+        feed(&mut w, &mut t, &tones(&[], 200, 8000, 0), 8000);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(2100.0, -30.0)], 1000, 8000, 0),
+            8000,
+        );
+        let ev = drain(&mut w);
+        let start = t0 + Duration::from_millis(200);
+        assert_eq!(ev, [ToneEvent::Heard { tone: 0, at: start }]);
+        // Silence after it: the block after the tone's last ends it.
+        feed(&mut w, &mut t, &tones(&[], 200, 8000, 0), 8000);
+        assert_eq!(
+            drain(&mut w),
+            [ToneEvent::Ended {
+                tone: 0,
+                start,
+                end: start + Duration::from_secs(1)
+            }]
+        );
+        assert_eq!(w.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_tone_ends_where_its_packets_stopped() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut w = ToneWatch::new(&[(tone("425"), MIN)], false);
+        // A frame 80 ms late (jitter) and a burst after it: the tone goes on.
+        let pcm = tones(&[(425.0, -10.0)], 600, 8000, 0);
+        for (k, f) in pcm.chunks(160).enumerate() {
+            let late = match k {
+                10 => Duration::from_millis(80),
+                11..14 => Duration::from_millis(80 - 20 * (k as u64 - 10)),
+                _ => Duration::ZERO,
+            };
+            w.handle_pcm(t + late, f, 8000);
+            t += F;
+        }
+        assert_eq!(heard(&mut w), [0]);
+        let end = t0 + Duration::from_millis(600);
+        assert_eq!(w.poll_timeout(), Some(end + TONE_GAP));
+        w.handle_timeout(end + TONE_GAP - Duration::from_millis(1));
+        assert!(drain(&mut w).is_empty());
+        w.handle_timeout(end + TONE_GAP);
+        assert_eq!(
+            drain(&mut w),
+            [ToneEvent::Ended {
+                tone: 0,
+                start: t0,
+                end
+            }]
+        );
+        // A frame after a stretch of more than 100 ms without packets: the tone heard
+        // before it ended where its packets stopped.
+        let mut t = end + Duration::from_secs(1);
+        let t1 = t;
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(425.0, -10.0)], 300, 8000, 0),
+            8000,
+        );
+        t += Duration::from_millis(101);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(425.0, -10.0)], 300, 8000, 0),
+            8000,
+        );
+        let ev = drain(&mut w);
+        assert!(
+            matches!(ev[..], [
+                ToneEvent::Heard { at: a, .. },
+                ToneEvent::Ended { start, end: e, .. },
+                ToneEvent::Heard { .. },
+            ] if a == t1 && start == t1 && e == t1 + Duration::from_millis(280)),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn a_pair_is_not_either_of_its_tones_nor_a_neighbour() {
+        let watched = [
+            (tone("440"), MIN),
+            (tone("480"), MIN),
+            (tone("440+480"), MIN),
+            (tone("350+440"), MIN),
+            (tone("480+620"), MIN),
+            (tone("425"), MIN),
+        ];
+        for (parts, want) in [
+            (&[(440.0, -20.0), (480.0, -20.0)][..], &[2][..]),
+            (&[(350.0, -13.0), (440.0, -13.0)][..], &[3][..]),
+            (&[(480.0, -24.0), (620.0, -24.0)][..], &[4][..]),
+            // A twist of 6 dB is still the pair; at 12 dB it is the stronger tone alone.
+            (&[(480.0, -18.0), (620.0, -24.0)][..], &[4][..]),
+            (&[(480.0, -18.0), (620.0, -30.0)][..], &[1][..]),
+            (&[(440.0, -20.0)][..], &[0][..]),
+            (&[(480.0, -20.0)][..], &[1][..]),
+            (&[(425.0, -20.0)][..], &[5][..]),
+            // Neighbours: 15 Hz off 440 and 425, 25 Hz off 480.
+            (&[(455.0, -20.0)][..], &[][..]),
+            (&[(410.0, -20.0)][..], &[][..]),
+            (&[(505.0, -20.0)][..], &[][..]),
+            // Within the tolerance (±1.5 %): 6 Hz off 425 and 440.
+            (&[(431.0, -20.0)][..], &[5][..]),
+            (&[(434.0, -20.0)][..], &[0][..]),
+        ] {
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&watched, false);
+            feed(&mut w, &mut t, &tones(parts, 1000, 8000, 0), 8000);
+            assert_eq!(heard(&mut w), want, "{parts:?}");
+        }
+    }
+
+    #[test]
+    fn levels_down_to_minus_30_dbm0_are_heard_and_too_quiet_is_not() {
+        for (level, want) in [(0.0, true), (-20.0, true), (-30.0, true), (-45.0, false)] {
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&[(tone("1000"), MIN), (tone("440+480"), MIN)], false);
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(1000.0, level)], 500, 8000, 0),
+                8000,
+            );
+            let mut t = Instant::now();
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(440.0, level - 3.0), (480.0, level - 3.0)], 500, 8000, 0),
+                8000,
+            );
+            let h = heard(&mut w);
+            assert_eq!(h.len(), if want { 2 } else { 0 }, "{level} dBm0: {h:?}");
+        }
+    }
+
+    #[test]
+    fn speech_and_noise_are_no_tone_and_no_digit() {
+        let watched: Vec<(Tone, Duration)> = [
+            "440", "425", "350+440", "440+480", "480+620", "1000", "2100", "400", "950",
+        ]
+        .iter()
+        .map(|s| (tone(s), Duration::from_millis(100)))
+        .collect();
+        for rate in [8000, 16000] {
+            // The generator's talk spurts (a 140 Hz voiced complex) and pauses of noise, and
+            // loud white noise.
+            let mut speech = SpeechSource::new(SourceConfig::default(), rate);
+            let mut pcm = vec![0; rate as usize * 10];
+            speech.fill(&mut pcm);
+            let noisy = SourceConfig {
+                talk_ms: 0,
+                pause_ms: 1000,
+                noise_dbov: -15.0,
+                ..SourceConfig::default()
+            };
+            let mut noise = vec![0; rate as usize * 5];
+            SpeechSource::new(noisy, rate).fill(&mut noise);
+            for pcm in [pcm, noise] {
+                let mut t = Instant::now();
+                let mut w = ToneWatch::new(&watched, true);
+                feed(&mut w, &mut t, &through_ulaw(pcm, rate), rate);
+                assert_eq!(drain(&mut w), [], "at {rate} Hz");
+            }
+        }
+    }
+
+    #[test]
+    fn a_tone_shorter_than_its_minimum_is_not_heard_and_a_cadence_is_heard_each_time() {
+        let mut t = Instant::now();
+        let mut w = ToneWatch::new(
+            &[
+                (tone("1000"), Duration::from_millis(300)),
+                (tone("1000"), Duration::from_millis(100)),
+            ],
+            false,
+        );
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(1000.0, -10.0)], 200, 8000, 0),
+            8000,
+        );
+        feed(&mut w, &mut t, &tones(&[], 200, 8000, 0), 8000);
+        assert_eq!(heard(&mut w), [1]);
+        // US busy: 0.5 s on, 0.5 s off, three times.
+        let mut w = ToneWatch::new(&[(tone("480+620"), MIN)], false);
+        let t0 = t;
+        for _ in 0..3 {
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(480.0, -24.0), (620.0, -24.0)], 500, 8000, 0),
+                8000,
+            );
+            feed(&mut w, &mut t, &tones(&[], 500, 8000, 0), 8000);
+        }
+        let ev = drain(&mut w);
+        let spans: Vec<(u128, u128)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                ToneEvent::Ended { start, end, .. } => {
+                    Some(((*start - t0).as_millis(), (*end - t0).as_millis()))
+                }
+                _ => None,
+            })
+            .collect();
+        // Blocks of 40 ms from the first sample: each burst is seen whole or to 40 ms.
+        assert_eq!(ev.len(), 6, "{ev:?}");
+        for (k, (s, e)) in spans.iter().enumerate() {
+            let on = k as u128 * 1000;
+            assert!((on..on + 40).contains(s), "{spans:?}");
+            assert!((on + 460..=on + 500).contains(e), "{spans:?}");
+        }
+    }
+
+    #[test]
+    fn wideband_audio_is_measured_at_its_own_rate() {
+        for rate in [16000, 48000] {
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&[(tone("2100"), MIN), (tone("440+480"), MIN)], true);
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(2100.0, -20.0)], 400, rate, 0),
+                rate,
+            );
+            feed(
+                &mut w,
+                &mut t,
+                &tones(&[(440.0, -20.0), (480.0, -20.0)], 400, rate, 0),
+                rate,
+            );
+            assert_eq!(heard(&mut w), [0, 1], "at {rate} Hz");
+        }
+    }
+
+    /// `digits`, each `on` ms of its row and column at −10/−12 dBm0 and `off` ms of silence.
+    fn dtmf(digits: &str, on: u64, off: u64, rate: u32) -> Vec<i16> {
+        let mut pcm = Vec::new();
+        for d in digits.chars() {
+            let (r, c) = (0..16)
+                .map(|i| (i / 4, i % 4))
+                .find(|(r, c)| DTMF_KEYS[*r][*c] == d)
+                .unwrap();
+            pcm.extend(tones(
+                &[(DTMF_ROWS[r], -10.0), (DTMF_COLS[c], -12.0)],
+                on,
+                rate,
+                0,
+            ));
+            pcm.extend(tones(&[], off, rate, 0));
+        }
+        pcm
+    }
+
+    fn digits(w: &mut ToneWatch) -> String {
+        drain(w)
+            .into_iter()
+            .filter_map(|e| match e {
+                ToneEvent::Digit { digit, .. } => Some(digit),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inband_dtmf_digits_are_read_and_too_short_ones_are_not() {
+        for rate in [8000, 16000] {
+            let all = "1234567890*#ABCD";
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&[], true);
+            feed(&mut w, &mut t, &dtmf(all, 60, 60, rate), rate);
+            assert_eq!(digits(&mut w), all, "at {rate} Hz");
+            // 40 ms tones and 40 ms pauses (Q.24's shortest), the same digit twice.
+            let mut w = ToneWatch::new(&[], true);
+            feed(&mut w, &mut t, &dtmf("5599", 40, 40, rate), rate);
+            assert_eq!(digits(&mut w), "5599", "at {rate} Hz");
+            // 20 ms: not a digit.
+            let mut w = ToneWatch::new(&[], true);
+            feed(&mut w, &mut t, &dtmf("123", 20, 80, rate), rate);
+            assert_eq!(digits(&mut w), "", "at {rate} Hz");
+        }
+        // When it started: the first block with it.
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut w = ToneWatch::new(&[], true);
+        let mut pcm = tones(&[], 100, 8000, 0);
+        pcm.extend(dtmf("7", 100, 0, 8000));
+        feed(&mut w, &mut t, &pcm, 8000);
+        assert_eq!(
+            drain(&mut w),
+            [ToneEvent::Digit {
+                digit: '7',
+                at: t0 + Duration::from_millis(100)
+            }]
+        );
+    }
+
+    #[test]
+    fn tones_parse_and_print_back() {
+        assert_eq!(tone("2100").to_string(), "2100");
+        assert_eq!(tone(" 440 + 480 ").to_string(), "440+480");
+        assert_eq!(tone("425Hz").to_string(), "425");
+        assert_eq!(tone("1004.5").to_string(), "1004.5");
+        for (bad, err) in [
+            ("", ToneError::NotAFrequency(String::new())),
+            ("abc", ToneError::NotAFrequency("abc".into())),
+            ("inf", ToneError::NotAFrequency("inf".into())),
+            ("4000", ToneError::OutOfRange(4000.0)),
+            ("10", ToneError::OutOfRange(10.0)),
+            ("350+440+480", ToneError::TooMany),
+            ("440+450", ToneError::TooClose),
+        ] {
+            assert_eq!(Tone::parse(bad), Err(err), "{bad}");
+        }
+    }
+}
