@@ -238,7 +238,7 @@ fn a_changed_nat_binding_fails_the_udp_flow_and_registers_again() {
         assert!(registers.len() >= 3, "{} REGISTERs", registers.len());
         for reg in registers {
             assert_eq!(reg.remote, Some(addr));
-            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", addr.port());
+            let route = format!("Route: <sip:127.0.0.1:{};lr;ob>\r\n", addr.port());
             assert!(reg.text.contains(&route), "{}", reg.text);
         }
     }
