@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent::builtin::BuiltinRegistrar;
 use agent::engine::{EndpointReport, Outcome, RunSummary};
 use agent::trace::Direction;
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::Host;
 use sip_net::tls::CertificateAuthority;
 use testpeers::{
     Kamailio, KamailioConfig, KamailioOutbound, TempDir, User, outbound_available, tls_available,
@@ -513,13 +516,13 @@ fn run_through_edge(
 /// each callee's INVITE came from `proxy` on the flow (the local address) its last REGISTER
 /// before it used.
 fn assert_through_edge(
-    pair: &EdgePair,
+    logs: impl Fn() -> String,
     reports: &[EndpointReport],
     proxy: SocketAddr,
     route: &str,
 ) {
     for r in reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", pair.logs());
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", logs());
         for reg in r
             .trace
             .iter()
@@ -536,7 +539,7 @@ fn assert_through_edge(
         assert!(
             ok.iter().any(|m| m.contains("Require: outbound\r\n")),
             "{ok:#?}\n{}",
-            pair.logs()
+            logs()
         );
     }
     for r in reports.iter().filter(|r| r.group == "callees") {
@@ -574,7 +577,7 @@ fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_th
     let edge = pair.edge.addr();
     let (summary, reports) = run_through_edge(&pair, "udp", edge, &calls(3), "3s", "");
     assert_through_edge(
-        &pair,
+        || pair.logs(),
         &reports,
         edge,
         &format!("<sip:127.0.0.1:{};lr;ob>", edge.port()),
@@ -605,7 +608,7 @@ fn through_the_edge_over_a_stream(
         "<sip:127.0.0.1:{};transport={transport};lr;ob>",
         proxy.port()
     );
-    assert_through_edge(pair, &reports, proxy, &route);
+    assert_through_edge(|| pair.logs(), &reports, proxy, &route);
     for r in &reports {
         let notes = streams_common::notes(r);
         let connects: Vec<_> = notes
@@ -727,7 +730,7 @@ fn a_cut_flow_to_the_edge_proxy_is_found_failed_and_registered_again() {
     );
     breaker.join().unwrap();
     assert_through_edge(
-        &pair,
+        || pair.logs(),
         &reports,
         relay.addr,
         &format!("<sip:{};transport=tcp;lr;ob>", relay.addr),
@@ -747,4 +750,88 @@ fn a_cut_flow_to_the_edge_proxy_is_found_failed_and_registered_again() {
         "one flow each, then a new one each"
     );
     Relay::cut(&relay.conns);
+}
+
+/// RFC 5626 §6 at the built-in registrar behind a Kamailio edge proxy (the phones reach the
+/// edge over TCP, the edge the registrar over UDP): the REGISTER arrives with the edge's Path
+/// (`ob`), the 200 says `Require: outbound` (no Flow-Timer: the edge keeps the flow), and a
+/// call to a phone goes from the registrar to the edge with the Path as its Route, then down
+/// the phone's flow.
+#[test]
+fn the_builtin_registrar_behind_a_kamailio_edge_grants_outbound_and_routes_along_the_path() {
+    if !outbound_available() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            RegistrarConfig {
+                domain: "127.0.0.1".into(),
+                host: Host::parse("127.0.0.1").unwrap(),
+                port: 0,
+                transport: "UDP".into(),
+                auth: AuthMode::Open,
+                secret: b"outbound behind an edge".to_vec(),
+                min_expires: 10,
+                max_expires: 3600,
+            },
+        ))
+        .unwrap();
+    let edge = Kamailio::start(&KamailioConfig {
+        users: (1001..=1020)
+            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+            .collect(),
+        forward_to: Some(format!("sip:{}", reg.addr())),
+        outbound: Some(KamailioOutbound { flow_timer: 0 }),
+        edge: true,
+        invite_auth: false,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = test_file(
+        "3s",
+        1,
+        &format!(
+            "port = {}\ntransport = \"tcp\"\noutbound_proxy = \"{}\"",
+            reg.addr().port(),
+            edge.addr()
+        ),
+        &calls(3),
+    );
+    let (summary, reports) = streams_common::run_file("outbound-builtin-edge.toml", &text);
+    let logs = || format!("edge log:\n{}", edge.log());
+    assert_through_edge(
+        logs,
+        &reports,
+        edge.addr(),
+        &format!("<sip:{};transport=tcp;lr;ob>", edge.addr()),
+    );
+    for r in &reports {
+        for ok in received(r, "SIP/2.0 200 ")
+            .iter()
+            .filter(|m| m.contains("REGISTER"))
+        {
+            assert!(!ok.contains("Flow-Timer"), "not through an edge: {ok}");
+        }
+        let notes = streams_common::notes(r);
+        streams_common::note_at(
+            &notes,
+            "outbound in use: Require: outbound in the 2xx; no Flow-Timer",
+        );
+    }
+    assert!(
+        edge.log().contains("edge: INVITE along the Path to "),
+        "{}",
+        logs()
+    );
+    assert_eq!(summary.calls_answered, 3, "{}", logs());
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
+    let stats = rt.block_on(reg.stop());
+    assert!(stats.forwarded >= 3, "{stats:?}");
 }
