@@ -220,6 +220,8 @@ struct Relay {
     /// Each relayed connection: both sockets and its silence switch.
     conns: Arc<Mutex<Vec<Relayed>>>,
     accepted: Arc<Mutex<u32>>,
+    /// Answers relayed to the endpoints that grant outbound (`Require: outbound`).
+    granted: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct Relayed {
@@ -234,7 +236,8 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(Mutex::new(0));
-        let (c, a) = (conns.clone(), accepted.clone());
+        let granted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (c, a, g) = (conns.clone(), accepted.clone(), granted.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -248,11 +251,16 @@ impl Relay {
                     server: server.try_clone().unwrap(),
                     silent: silent.clone(),
                 });
-                for (mut from, mut into) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut into, to_client) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
                 ] {
                     let s = silent.clone();
+                    let g = g.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
@@ -261,6 +269,16 @@ impl Relay {
                                 Ok(n) if !s.load(Ordering::SeqCst) => {
                                     if into.write_all(&buf[..n]).is_err() {
                                         break;
+                                    }
+                                    if to_client {
+                                        let grants = buf[..n]
+                                            .windows(19)
+                                            .filter(|w| *w == b"Require: outbound\r\n")
+                                            .count();
+                                        g.fetch_add(
+                                            u32::try_from(grants).unwrap_or(u32::MAX),
+                                            Ordering::SeqCst,
+                                        );
                                     }
                                 }
                                 Ok(_) => {} // silenced: dropped
@@ -275,6 +293,7 @@ impl Relay {
             addr,
             conns,
             accepted,
+            granted,
         }
     }
 
@@ -710,14 +729,21 @@ fn a_cut_flow_to_the_edge_proxy_is_found_failed_and_registered_again() {
     }
     let pair = EdgePair::start(None, false);
     let relay = Relay::start(pair.edge.addr());
+    let n = 3;
+    // The flows are cut once every phone's registration was granted outbound (waited for,
+    // not timed: a loaded machine registers late).
     let breaker = {
-        let conns = relay.conns.clone();
+        let (conns, granted) = (relay.conns.clone(), relay.granted.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while granted.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The last 200 was relayed: a moment for the phones to read it.
+            std::thread::sleep(Duration::from_millis(200));
             Relay::cut(&conns);
         })
     };
-    let n = 3;
     let (summary, reports) = run_through_edge(
         &pair,
         "tcp",
@@ -725,7 +751,7 @@ fn a_cut_flow_to_the_edge_proxy_is_found_failed_and_registered_again() {
         &format!(
             "\n[[group]]\nname = \"phones\"\nendpoints = {n}\nregistrar = \"kam\"\nrole = \"register\"\n"
         ),
-        "4s",
+        "6s",
         "",
     );
     breaker.join().unwrap();
