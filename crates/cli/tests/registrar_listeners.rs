@@ -42,33 +42,47 @@ fn check(port: u16, transport: &str, password: &str) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn one_registrar_answers_on_every_listener() {
+/// `sipmeter registrar` with `args`, killed when the returned guard drops, the line it prints
+/// once listening, and its stdout (kept open: it may print more).
+fn start_registrar(args: &[&str]) -> (Proc, String, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args([
-            "registrar",
-            "--domain",
-            "lab.test",
-            "--account",
-            "1001:right",
-        ])
-        .args(["--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"])
-        .args(["--listen", "ws:127.0.0.1:0"])
+        .arg("registrar")
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("sipmeter registrar starts");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let _reg = Proc(child);
+    let reg = Proc(child);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    // "sipmeter registrar listening on udp:127.0.0.1:P tcp:127.0.0.1:P ws:127.0.0.1:P for …"
-    let port = |proto: &str| -> u16 {
-        line.split(&format!("{proto}:127.0.0.1:"))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no {proto} port in {line:?}"))
-    };
+    (reg, line, out)
+}
+
+/// The `proto` listener's port in the line "sipmeter registrar listening on
+/// udp:127.0.0.1:P tcp:127.0.0.1:P ws:127.0.0.1:P for …".
+fn port_in(line: &str, proto: &str) -> u16 {
+    line.split(&format!("{proto}:127.0.0.1:"))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no {proto} port in {line:?}"))
+}
+
+#[test]
+fn one_registrar_answers_on_every_listener() {
+    let (_reg, line, _out) = start_registrar(&[
+        "--domain",
+        "lab.test",
+        "--account",
+        "1001:right",
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--listen",
+        "ws:127.0.0.1:0",
+    ]);
+    let port = |proto: &str| port_in(&line, proto);
     let (udp, tcp, ws) = (port("udp"), port("tcp"), port("ws"));
 
     for (transport, port) in [("udp", udp), ("tcp", tcp), ("ws", ws)] {
@@ -127,22 +141,10 @@ fn a_listener_on_every_address_needs_and_uses_advertise() {
 /// RFC 5626 outbound REGISTER sent straight over TCP (its head, up to the blank line).
 fn outbound_register_over_tcp(flow_timer: &[&str]) -> String {
     use std::io::{Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args(["registrar", "--open", "--listen", "tcp:127.0.0.1:0"])
-        .args(flow_timer)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sipmeter registrar starts");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let _reg = Proc(child);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .split("tcp:127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no tcp port in {line:?}"));
+    let mut args = vec!["--open", "--listen", "tcp:127.0.0.1:0"];
+    args.extend_from_slice(flow_timer);
+    let (_reg, line, _out) = start_registrar(&args);
+    let port = port_in(&line, "tcp");
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();

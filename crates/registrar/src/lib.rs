@@ -2157,22 +2157,28 @@ From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: ob{i}\r\n\
 CSeq: 1 REGISTER\r\nSupported: {supported}\r\nContact: <sip:a@10.0.0.1:5062>{contact_params}\r\n\
 Expires: 600\r\nContent-Length: 0\r\n\r\n"
             );
-            reg.handle_message(
-                Instant::now(),
-                1_900_000_000,
-                Message::parse(raw.as_bytes()).unwrap(),
-                source,
-            );
-            let (_, bytes) = reg.poll_transmit().expect("an answer");
-            let answer = Message::parse(&bytes).unwrap();
-            let text = String::from_utf8_lossy(&bytes);
-            assert_eq!(answer.status(), Some(200), "{text}");
-            assert_eq!(
-                answer.headers.value(&HeaderName::Require) == Some("outbound"),
-                granted,
-                "case {i}: {text}"
-            );
+            let (answer, text) =
+                registered_outbound(&mut reg, Message::parse(raw.as_bytes()).unwrap(), source);
+            assert_eq!(answer, granted, "case {i}: {text}");
         }
+    }
+
+    /// `reg`'s 200 to `register` from `source`: whether it says `Require: outbound`, and the
+    /// answer's text.
+    fn registered_outbound(
+        reg: &mut Registrar,
+        register: Message,
+        source: SocketAddr,
+    ) -> (bool, String) {
+        reg.handle_message(Instant::now(), 1_900_000_000, register, source);
+        let (_, bytes) = reg.poll_transmit().expect("an answer");
+        let answer = Message::parse(&bytes).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert_eq!(answer.status(), Some(200), "{text}");
+        (
+            answer.headers.value(&HeaderName::Require) == Some("outbound"),
+            text,
+        )
     }
 
     /// A REGISTER for `a` with outbound asked (Supported, reg-id, instance) from `source`,
@@ -2214,16 +2220,10 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
                 ..open_registrar().config.clone()
             });
             let now = Instant::now();
-            reg.handle_message(now, 1_900_000_000, outbound_register(i, from, &above), from);
-            let (_, bytes) = reg.poll_transmit().expect("an answer");
-            let answer = Message::parse(&bytes).unwrap();
-            let text = String::from_utf8_lossy(&bytes);
-            assert_eq!(answer.status(), Some(200), "{text}");
-            assert_eq!(
-                answer.headers.value(&HeaderName::Require) == Some("outbound"),
-                require,
-                "case {i}: {text}"
-            );
+            let (granted, text) =
+                registered_outbound(&mut reg, outbound_register(i, from, &above), from);
+            assert_eq!(granted, require, "case {i}: {text}");
+            let answer = Message::parse(text.as_bytes()).unwrap();
             assert_eq!(
                 answer.headers.value(&flow_timer_name()),
                 flow_timer,
