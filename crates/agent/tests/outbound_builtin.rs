@@ -107,7 +107,17 @@ fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
 /// CRLF keep-alive of ours on it.
 #[test]
 fn over_websocket_outbound_is_granted_and_no_crlf_is_sent() {
-    let (summary, reports) = builtin_run("ws");
+    over_a_websocket("ws");
+}
+
+/// The same over WSS (the built-in registrar's certificate, made for the run).
+#[test]
+fn over_secure_websocket_outbound_is_granted_and_no_crlf_is_sent() {
+    over_a_websocket("wss");
+}
+
+fn over_a_websocket(transport: &str) {
+    let (summary, reports) = builtin_run(transport);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let notes = streams_common::notes(r);
