@@ -148,22 +148,21 @@ fn stop_the_first_proxy_between_calls(
         "",
         &format!("calls = 2\npause = \"{pause}s\""),
     ));
-    let mut up = 0;
-    wait_until(&rx, "the first calls were up", |e| {
-        if matches!(
-            e,
-            RunEvent::Phase {
-                phase: Phase::Incall,
-                ..
-            }
-        ) {
-            up += 1;
-        }
-        up >= 4
-    });
+    wait_for_phases(&rx, "the first calls were up", Phase::Incall, 4);
     std::thread::sleep(std::time::Duration::from_millis(after));
     drop(first);
     run.join().unwrap().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Reads the run's events until `n` endpoints entered `phase` (`what` names it).
+fn wait_for_phases(rx: &std::sync::mpsc::Receiver<RunEvent>, what: &str, phase: Phase, n: u32) {
+    let mut seen = 0;
+    wait_until(rx, what, |e| {
+        if matches!(e, RunEvent::Phase { phase: p, .. } if *p == phase) {
+            seen += 1;
+        }
+        seen >= n
+    });
 }
 
 fn callers(reports: &[EndpointReport]) -> impl Iterator<Item = &EndpointReport> {
@@ -568,19 +567,7 @@ role = "register"
         port = reg.addr().port()
     );
     let (rx, run) = start(&toml);
-    let mut registered = 0;
-    wait_until(&rx, "both phones registered", |e| {
-        if matches!(
-            e,
-            RunEvent::Phase {
-                phase: Phase::Registered,
-                ..
-            }
-        ) {
-            registered += 1;
-        }
-        registered >= 2
-    });
+    wait_for_phases(&rx, "both phones registered", Phase::Registered, 2);
     drop(p1);
     let (summary, reports) = run.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let refused = format!("outbound proxy: target {a1} TCP failed: connect failed: ");
