@@ -224,6 +224,7 @@ impl BuiltinRegistrar {
             }
         }
         core.set_service_limits(services.limits);
+        core.set_flow_timer(services.flow_timer);
         let mut media = ServiceMedia::new(addrs.iter().map(|(a, _)| a.ip()).collect(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
@@ -348,6 +349,7 @@ impl BuiltinRegistrar {
         let task = tokio::spawn(async move {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);
+            core.set_flow_timer(services.flow_timer);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);

@@ -73,6 +73,18 @@ pub struct ServerTarget {
     pub transport: TransportPlan,
 }
 
+impl ServerTarget {
+    /// RFC 5626 outbound through an outbound proxy over TCP, TLS, WS or WSS: the flow is the
+    /// endpoint's connection to the proxy (§3.2, the edge proxy's side of it), so that is its
+    /// only connection and carries the REGISTER, the calls and the keep-alives; the registrar
+    /// is reached through the proxy only.
+    pub fn flow_via_proxy(&self) -> bool {
+        self.transport.outbound
+            && self.outbound_proxy.is_some()
+            && self.transport.kind != FlowKind::Udp
+    }
+}
+
 /// How the endpoints of a run reach their server.
 #[derive(Debug, Clone)]
 pub struct TransportPlan {
@@ -1147,11 +1159,16 @@ pub fn run_with_targets(
                         }))
                     }
                 };
-                Some(Arc::new(StreamSettings {
-                    dscp: t.sip_dscp,
-                    proxy,
-                    ..s
-                }))
+                if server.flow_via_proxy() {
+                    // RFC 5626: the endpoint's one connection, its flow, is the proxy's.
+                    proxy
+                } else {
+                    Some(Arc::new(StreamSettings {
+                        dscp: t.sip_dscp,
+                        proxy,
+                        ..s
+                    }))
+                }
             }
         });
     }
@@ -4259,16 +4276,23 @@ impl<'a> Shard<'a> {
             return;
         }
         let addr = self.stream_target(idx, now);
+        let via_proxy = self.plan.site_server(self.site(idx)).flow_via_proxy();
         let ep = &mut self.endpoints[idx];
         ep.link.generation += 1;
         ep.link.local = None;
         ep.link.addr = Some(addr);
         ep.trace.push(TraceEntry::note(
             format!(
-                "connecting over {} to {}{}",
+                "connecting over {} to {}{}{}",
                 settings.kind.via_token(),
+                if via_proxy { "the outbound proxy " } else { "" },
                 addr,
-                if ep.link.was_up { " (reconnect)" } else { "" }
+                match (via_proxy, ep.link.was_up) {
+                    (true, true) => " (the RFC 5626 flow) (reconnect)",
+                    (true, false) => " (the RFC 5626 flow)",
+                    (false, true) => " (reconnect)",
+                    (false, false) => "",
+                }
             ),
             now - self.start,
         ));

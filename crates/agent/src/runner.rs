@@ -130,6 +130,19 @@ pub fn execute(
     } else {
         None
     };
+    // RFC 5626: the built-in registrar's Flow-Timer is the shortest `keepalive` of the
+    // registrar entries it serves (whole seconds, at least 1), so its outbound phones keep
+    // the interval their file sets and the 2xx says so.
+    let flow_timer = prepared
+        .builtin_sites
+        .iter()
+        .filter_map(|&site| prepared.plan.site_server(site).transport.keepalive)
+        .map(|k| {
+            let secs = k.as_secs() + u64::from(k.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+        })
+        .min()
+        .or(Some(registrar::DEFAULT_FLOW_TIMER));
     let listens = kinds
         .iter()
         .map(|kind| match (kind, &tls) {
@@ -153,7 +166,10 @@ pub fn execute(
                 min_expires: 10,
                 max_expires: 3600,
             },
-            ServiceOptions::default(),
+            ServiceOptions {
+                flow_timer,
+                ..ServiceOptions::default()
+            },
         ))
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     for &site in &prepared.builtin_sites {

@@ -52,16 +52,20 @@ pub struct ServiceOptions {
     pub rtp_ports: Option<(u16, u16)>,
     /// Limits enforced by the core (the longest call).
     pub limits: ServiceLimits,
+    /// The `Flow-Timer` (seconds) the registrar sends an RFC 5626 outbound phone that reached
+    /// it over a connection of its own (`registrar::Registrar::set_flow_timer`; `None`: none).
+    pub flow_timer: Option<u32>,
 }
 
 impl Default for ServiceOptions {
     /// 30 s of silence ends a call (RTCP alone, every ≤ 7.5 s, keeps a held call alive);
-    /// system-chosen ports; calls up to four hours.
+    /// system-chosen ports; calls up to four hours; Flow-Timer 120 s.
     fn default() -> Self {
         Self {
             inactivity: Duration::from_secs(30),
             rtp_ports: None,
             limits: ServiceLimits::default(),
+            flow_timer: Some(registrar::DEFAULT_FLOW_TIMER),
         }
     }
 }

@@ -1176,10 +1176,6 @@ fn transport_plan(
             Some(
                 "outbound = true registers the flow (RFC 5626 §4.2): it does not go with register = false",
             )
-        } else if r.outbound_proxy.is_some() && kind != Some(FlowKind::Udp) {
-            Some(
-                "outbound = true with an outbound_proxy is supported over udp only yet (over tcp/tls/ws/wss the REGISTER would need the proxy's connection): use transport = \"udp\", or register with the edge proxy as the registrar",
-            )
         } else {
             None
         };
@@ -3492,10 +3488,6 @@ call = "group:callees"
             ),
             ("keepalive = \"0s\"", "needs keep-alives"),
             ("register = false", "register = false"),
-            (
-                "transport = \"tcp\"\noutbound_proxy = \"127.0.0.2:5070\"",
-                "over udp only",
-            ),
         ] {
             let file = GOOD.replace(
                 "transport = \"udp\"",
@@ -3510,12 +3502,21 @@ call = "group:callees"
             let line = file.lines().position(|l| l == "outbound = true").unwrap() + 1;
             assert_eq!(e.line, line, "{e}");
         }
-        // Over udp an outbound proxy takes the REGISTER too.
-        let udp = GOOD.replace(
-            "transport = \"udp\"",
-            "transport = \"udp\"\noutbound_proxy = \"127.0.0.2:5070\"\noutbound = true",
-        );
-        assert!(prepare("t.toml", &udp, b"s", 0).is_ok());
+        // An outbound proxy takes the REGISTER too, over every transport (over a stream
+        // transport the flow is the connection to the proxy).
+        for transport in ["udp", "tcp", "tls", "ws", "wss"] {
+            let proxied = GOOD.replace(
+                "transport = \"udp\"",
+                &format!(
+                    "transport = \"{transport}\"\noutbound_proxy = \"127.0.0.2:5070\"\noutbound = true"
+                ),
+            );
+            let p = prepare("t.toml", &proxied, b"s", 0).unwrap();
+            assert!(
+                p.plan.server.flow_via_proxy() == (transport != "udp"),
+                "{transport}"
+            );
+        }
     }
 
     #[test]

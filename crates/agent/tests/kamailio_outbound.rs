@@ -14,9 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agent::builtin::BuiltinRegistrar;
 use agent::engine::{EndpointReport, Outcome, RunSummary};
 use agent::trace::Direction;
-use testpeers::{Kamailio, KamailioConfig, KamailioOutbound, User, outbound_available};
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::Host;
+use sip_net::tls::CertificateAuthority;
+use testpeers::{
+    Kamailio, KamailioConfig, KamailioOutbound, TempDir, User, outbound_available, tls_available,
+    websocket_available,
+};
 
 mod streams_common;
 
@@ -213,6 +220,8 @@ struct Relay {
     /// Each relayed connection: both sockets and its silence switch.
     conns: Arc<Mutex<Vec<Relayed>>>,
     accepted: Arc<Mutex<u32>>,
+    /// Answers relayed to the endpoints that grant outbound (`Require: outbound`).
+    granted: Arc<std::sync::atomic::AtomicU32>,
 }
 
 struct Relayed {
@@ -227,7 +236,8 @@ impl Relay {
         let addr = listener.local_addr().unwrap();
         let conns = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(Mutex::new(0));
-        let (c, a) = (conns.clone(), accepted.clone());
+        let granted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (c, a, g) = (conns.clone(), accepted.clone(), granted.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -241,11 +251,16 @@ impl Relay {
                     server: server.try_clone().unwrap(),
                     silent: silent.clone(),
                 });
-                for (mut from, mut into) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (mut from, mut into, to_client) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
                 ] {
                     let s = silent.clone();
+                    let g = g.clone();
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16384];
                         loop {
@@ -254,6 +269,16 @@ impl Relay {
                                 Ok(n) if !s.load(Ordering::SeqCst) => {
                                     if into.write_all(&buf[..n]).is_err() {
                                         break;
+                                    }
+                                    if to_client {
+                                        let grants = buf[..n]
+                                            .windows(19)
+                                            .filter(|w| *w == b"Require: outbound\r\n")
+                                            .count();
+                                        g.fetch_add(
+                                            u32::try_from(grants).unwrap_or(u32::MAX),
+                                            Ordering::SeqCst,
+                                        );
                                     }
                                 }
                                 Ok(_) => {} // silenced: dropped
@@ -268,6 +293,7 @@ impl Relay {
             addr,
             conns,
             accepted,
+            granted,
         }
     }
 
@@ -365,6 +391,13 @@ fn flows_fail_and_recover(
             "{e:?}"
         );
     }
+    assert_each_recovered_once(&summary, &relay, n);
+    summary
+}
+
+/// Each of the `n` phones failed and recovered once, over a second connection through
+/// `relay` (then closed).
+fn assert_each_recovered_once(summary: &RunSummary, relay: &Relay, n: u32) {
     let o = summary.outbound.clone().unwrap();
     assert_eq!(
         (o.endpoints_in_use, o.flow_failures, o.recoveries),
@@ -377,7 +410,6 @@ fn flows_fail_and_recover(
         "one connection each, then a new one each"
     );
     Relay::cut(&relay.conns);
-    summary
 }
 
 #[test]
@@ -415,64 +447,118 @@ fn a_silent_flow_fails_on_the_missing_pong_and_is_registered_again() {
     assert!(o.pongs >= 2, "pongs before the silence: {o:?}");
 }
 
-/// RFC 5626 §5 with two Kamailio: an edge proxy (`outbound`, `path`, `stun`; 407 on INVITE)
-/// in front of a registrar (`outbound_mode` 1, `use_path`). Over UDP with `outbound_proxy` the
-/// REGISTER goes to the edge with its Route, the edge adds a Path with `ob`, the registrar
-/// answers `Require: outbound`; STUN keep-alives go to the edge; calls reach the callees
-/// from the edge along the Path.
-#[test]
-fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_the_flow() {
-    if !outbound_available() {
-        return;
+/// Two Kamailio for RFC 5626 §5: a registrar (`outbound_mode` 1, `use_path`, Flow-Timer 2)
+/// and an edge proxy in front of it (`outbound`, `path`, `stun`; 407 on INVITE, Record-Route)
+/// that adds a Path to REGISTER and sends what comes back along it down the phone's flow. The
+/// edge listens for TLS (certificate from `ca`) and WebSocket when asked; it reaches the
+/// registrar over UDP.
+struct EdgePair {
+    registrar: Kamailio,
+    edge: Kamailio,
+}
+
+impl EdgePair {
+    fn start(ca: Option<&CertificateAuthority>, websocket: bool) -> EdgePair {
+        let users = || {
+            (1001..=1020)
+                .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+                .collect()
+        };
+        let registrar = Kamailio::start(&KamailioConfig {
+            users: users(),
+            invite_auth: false,
+            outbound: Some(KamailioOutbound { flow_timer: 2 }),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let edge = Kamailio::start(&KamailioConfig {
+            users: users(),
+            forward_to: Some(format!("sip:127.0.0.1:{}", registrar.port())),
+            outbound: Some(KamailioOutbound { flow_timer: 0 }),
+            edge: true,
+            tls: ca.map(streams_common::kamailio_tls),
+            websocket,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        EdgePair { registrar, edge }
     }
-    let users = || {
-        (1001..=1020)
-            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
-            .collect()
-    };
-    let registrar = Kamailio::start(&KamailioConfig {
-        users: users(),
-        invite_auth: false,
-        outbound: Some(KamailioOutbound { flow_timer: 2 }),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let edge = Kamailio::start(&KamailioConfig {
-        users: users(),
-        forward_to: Some(format!("sip:127.0.0.1:{}", registrar.port())),
-        outbound: Some(KamailioOutbound { flow_timer: 0 }),
-        edge: true,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let text = test_file(
-        "3s",
-        1,
-        &format!(
-            "port = {}\ntransport = \"udp\"\noutbound_proxy = \"127.0.0.1:{}\"",
-            registrar.port(),
-            edge.port()
-        ),
-        &calls(3),
-    );
-    let (summary, reports) = streams_common::run_file("outbound-edge.toml", &text);
-    let logs = || {
+
+    fn logs(&self) -> String {
         format!(
             "edge log:\n{}\nregistrar log:\n{}",
-            edge.log(),
-            registrar.log()
+            self.edge.log(),
+            self.registrar.log()
         )
-    };
-    for r in &reports {
+    }
+
+    /// The registrar saw the edge's Path with `ob` (the flow), and the edge sent an INVITE
+    /// along a Path.
+    fn assert_path_with_ob(&self) {
+        let path = self
+            .registrar
+            .log()
+            .lines()
+            .find(|l| l.contains("REGISTER from 1001 with Path: <sip:"))
+            .unwrap_or_else(|| panic!("no Path at the registrar: {}", self.logs()))
+            .to_owned();
+        assert!(
+            path.contains(&format!("@127.0.0.1:{};lr;ob>", self.edge.port())),
+            "the Path names the edge and the flow (ob): {path}\n{}",
+            self.logs()
+        );
+        assert!(
+            self.edge.log().contains("edge: INVITE along the Path to "),
+            "{}",
+            self.logs()
+        );
+    }
+}
+
+/// `calls(n)` through the edge proxy at `proxy` over `transport` (`extra`: more registrar
+/// keys), the registrar named by its UDP port.
+fn run_through_edge(
+    pair: &EdgePair,
+    transport: &str,
+    proxy: SocketAddr,
+    groups: &str,
+    duration: &str,
+    extra: &str,
+) -> (RunSummary, Vec<EndpointReport>) {
+    let text = test_file(
+        duration,
+        1,
+        &format!(
+            "port = {}\ntransport = \"{transport}\"\noutbound_proxy = \"{proxy}\"\n{extra}",
+            pair.registrar.port(),
+        ),
+        groups,
+    );
+    streams_common::run_file("outbound-edge.toml", &text)
+}
+
+/// Each endpoint SUCCESS and granted outbound; every REGISTER went to `proxy` with `route`;
+/// each callee's INVITE came from `proxy` on the flow (the local address) its last REGISTER
+/// before it used.
+fn assert_through_edge(
+    logs: impl Fn() -> String,
+    reports: &[EndpointReport],
+    proxy: SocketAddr,
+    route: &str,
+) {
+    for r in reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}\n{}", logs());
         for reg in r
             .trace
             .iter()
             .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
         {
-            assert_eq!(reg.remote, Some(edge.addr()), "{}", reg.text);
-            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", edge.port());
-            assert!(reg.text.contains(&route), "{}", reg.text);
+            assert_eq!(reg.remote, Some(proxy), "{}", reg.text);
+            assert!(
+                reg.text.contains(&format!("Route: {route}\r\n")),
+                "{}",
+                reg.text
+            );
         }
         let ok = received(r, "SIP/2.0 200 ");
         assert!(
@@ -480,41 +566,293 @@ fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_th
             "{ok:#?}\n{}",
             logs()
         );
-        let notes = streams_common::notes(r);
-        let i = streams_common::note_at(&notes, "STUN Binding response from ");
-        assert!(
-            notes[i].contains(&format!("from {}:", edge.addr())),
-            "{}",
-            notes[i]
-        );
     }
     for r in reports.iter().filter(|r| r.group == "callees") {
-        let invite = r
+        let at = r
             .trace
             .iter()
-            .find(|e| e.direction == Direction::Received && e.first_line().starts_with("INVITE "))
+            .position(|e| {
+                e.direction == Direction::Received && e.first_line().starts_with("INVITE ")
+            })
             .expect("the callee got its call");
-        assert_eq!(invite.remote, Some(edge.addr()), "{}", invite.text);
+        let invite = &r.trace[at];
+        assert_eq!(invite.remote, Some(proxy), "{}", invite.text);
+        let register = r.trace[..at]
+            .iter()
+            .rev()
+            .find(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+            .expect("registered before the call");
+        assert_eq!(
+            invite.local, register.local,
+            "the call came over the flow the REGISTER made"
+        );
     }
-    let path = registrar
-        .log()
-        .lines()
-        .find(|l| l.contains("REGISTER from 1001 with Path: <sip:"))
-        .unwrap_or_else(|| panic!("no Path at the registrar: {}", logs()))
-        .to_owned();
-    let log = edge.log();
-    assert!(
-        path.contains(&format!("@127.0.0.1:{};lr;ob>", edge.port())),
-        "the Path names the edge and the flow (ob): {path}\n{}",
-        logs()
+}
+
+/// RFC 5626 §5 with two Kamailio, over UDP with `outbound_proxy`: the REGISTER goes to the
+/// edge with its Route (`ob`), the edge adds a Path with `ob`, the registrar answers `Require:
+/// outbound`; STUN keep-alives go to the edge; calls reach the callees from the edge along
+/// the Path.
+#[test]
+fn through_a_kamailio_edge_proxy_the_register_gets_a_path_and_calls_come_over_the_flow() {
+    if !outbound_available() {
+        return;
+    }
+    let pair = EdgePair::start(None, false);
+    let edge = pair.edge.addr();
+    let (summary, reports) = run_through_edge(&pair, "udp", edge, &calls(3), "3s", "");
+    assert_through_edge(
+        || pair.logs(),
+        &reports,
+        edge,
+        &format!("<sip:127.0.0.1:{};lr;ob>", edge.port()),
     );
-    assert!(
-        log.contains("edge: INVITE along the Path to "),
-        "{}",
-        logs()
-    );
+    for r in &reports {
+        let notes = streams_common::notes(r);
+        let i = streams_common::note_at(&notes, "STUN Binding response from ");
+        assert!(notes[i].contains(&format!("from {edge}:")), "{}", notes[i]);
+    }
+    pair.assert_path_with_ob();
     assert_eq!(summary.calls_answered, 3);
     let o = summary.outbound.unwrap();
     assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
     assert!(o.pongs >= 6, "{o:?}");
+}
+
+/// The same over a stream transport (RFC 5626 §3.2: the flow is the phone's connection to
+/// the edge): only a connection to the edge is opened, REGISTER and INVITE both go on it with
+/// the edge's Route, and the calls come back on it.
+fn through_the_edge_over_a_stream(
+    pair: &EdgePair,
+    transport: &str,
+    proxy: SocketAddr,
+    extra: &str,
+) -> RunSummary {
+    let (summary, reports) = run_through_edge(pair, transport, proxy, &calls(3), "3s", extra);
+    let route = format!(
+        "<sip:127.0.0.1:{};transport={transport};lr;ob>",
+        proxy.port()
+    );
+    assert_through_edge(|| pair.logs(), &reports, proxy, &route);
+    for r in &reports {
+        let notes = streams_common::notes(r);
+        let connects: Vec<_> = notes
+            .iter()
+            .filter(|n| n.starts_with("connecting over "))
+            .collect();
+        assert!(!connects.is_empty(), "{notes:#?}");
+        assert!(
+            connects.iter().all(|n| n.contains(&format!(
+                "to the outbound proxy {proxy} (the RFC 5626 flow)"
+            ))),
+            "one connection, to the edge: {connects:#?}"
+        );
+        let sends: std::collections::HashSet<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Direction::Sent)
+            .map(|e| (e.local, e.remote))
+            .collect();
+        assert_eq!(sends.len(), 1, "everything on the one flow: {sends:?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        for inv in sent(r, "INVITE ") {
+            assert!(inv.contains(&format!("Route: {route}\r\n")), "{inv}");
+            let contact = inv.lines().find(|l| l.starts_with("Contact: ")).unwrap();
+            assert!(contact.ends_with(";ob>"), "RFC 5626 §4.3: {contact}");
+        }
+    }
+    pair.assert_path_with_ob();
+    assert_eq!(summary.calls_answered, 3, "{}", pair.logs());
+    let o = summary.outbound.clone().unwrap();
+    assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
+    summary
+}
+
+#[test]
+fn through_a_kamailio_edge_proxy_over_tcp_the_flow_is_the_proxy_connection() {
+    if !outbound_available() {
+        return;
+    }
+    let pair = EdgePair::start(None, false);
+    let summary = through_the_edge_over_a_stream(&pair, "tcp", pair.edge.addr(), "");
+    // CRLF keep-alives to the edge (Flow-Timer 2 from the registrar, through the edge).
+    let o = summary.outbound.unwrap();
+    assert!(o.pongs >= 6, "{o:?}");
+}
+
+/// The registrar keys trusting `ca` (its certificate in a file of the returned directory).
+fn trusting(ca: &CertificateAuthority) -> (TempDir, String) {
+    let dir = TempDir::new("sipmeter-outbound-tls").unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, ca.cert_pem()).unwrap();
+    let keys = format!("tls_verify = \"custom\"\ntls_ca = \"{}\"", file.display());
+    (dir, keys)
+}
+
+#[test]
+fn through_a_kamailio_edge_proxy_over_tls_the_flow_is_the_proxy_connection() {
+    if !outbound_available() || !tls_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("sipmeter outbound test CA").unwrap();
+    let pair = EdgePair::start(Some(&ca), false);
+    let (_dir, trust) = trusting(&ca);
+    let summary =
+        through_the_edge_over_a_stream(&pair, "tls", pair.edge.tls_addr().unwrap(), &trust);
+    let o = summary.outbound.unwrap();
+    assert!(o.pongs >= 6, "{o:?}");
+}
+
+#[test]
+fn through_a_kamailio_edge_proxy_over_ws_the_flow_is_the_proxy_connection() {
+    if !outbound_available() || !websocket_available() {
+        return;
+    }
+    let pair = EdgePair::start(None, true);
+    let ws = SocketAddr::new(pair.edge.addr().ip(), pair.edge.ws_port().unwrap());
+    through_the_edge_over_a_stream(&pair, "ws", ws, "");
+}
+
+#[test]
+fn through_a_kamailio_edge_proxy_over_wss_the_flow_is_the_proxy_connection() {
+    if !outbound_available() || !tls_available() || !websocket_available() {
+        return;
+    }
+    let ca = CertificateAuthority::new("sipmeter outbound test CA").unwrap();
+    let pair = EdgePair::start(Some(&ca), true);
+    let wss = SocketAddr::new(pair.edge.addr().ip(), pair.edge.wss_port().unwrap());
+    let (_dir, trust) = trusting(&ca);
+    through_the_edge_over_a_stream(&pair, "wss", wss, &trust);
+}
+
+/// A flow to the edge cut by a relay between the phones and the edge is found failed, and
+/// each phone connects to the edge again and registers over the new flow.
+#[test]
+fn a_cut_flow_to_the_edge_proxy_is_found_failed_and_registered_again() {
+    if !outbound_available() {
+        return;
+    }
+    let pair = EdgePair::start(None, false);
+    let relay = Relay::start(pair.edge.addr());
+    let n = 3;
+    // The flows are cut once every phone's registration was granted outbound (waited for,
+    // not timed: a loaded machine registers late).
+    let breaker = {
+        let (conns, granted) = (relay.conns.clone(), relay.granted.clone());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while granted.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The last 200 was relayed: a moment for the phones to read it.
+            std::thread::sleep(Duration::from_millis(200));
+            Relay::cut(&conns);
+        })
+    };
+    let (summary, reports) = run_through_edge(
+        &pair,
+        "tcp",
+        relay.addr,
+        &format!(
+            "\n[[group]]\nname = \"phones\"\nendpoints = {n}\nregistrar = \"kam\"\nrole = \"register\"\n"
+        ),
+        "6s",
+        "",
+    );
+    breaker.join().unwrap();
+    assert_through_edge(
+        || pair.logs(),
+        &reports,
+        relay.addr,
+        &format!("<sip:{};transport=tcp;lr;ob>", relay.addr),
+    );
+    for r in &reports {
+        assert_recovered(r, "the connection closed", &pair.edge);
+    }
+    assert_each_recovered_once(&summary, &relay, n);
+}
+
+/// RFC 5626 §6 at the built-in registrar behind a Kamailio edge proxy (the phones reach the
+/// edge over TCP, the edge the registrar over UDP): the REGISTER arrives with the edge's Path
+/// (`ob`), the 200 says `Require: outbound` (no Flow-Timer: the edge keeps the flow), and a
+/// call to a phone goes from the registrar to the edge with the Path as its Route, then down
+/// the phone's flow.
+#[test]
+fn the_builtin_registrar_behind_a_kamailio_edge_grants_outbound_and_routes_along_the_path() {
+    if !outbound_available() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            RegistrarConfig {
+                domain: "127.0.0.1".into(),
+                host: Host::parse("127.0.0.1").unwrap(),
+                port: 0,
+                transport: "UDP".into(),
+                auth: AuthMode::Open,
+                secret: b"outbound behind an edge".to_vec(),
+                min_expires: 10,
+                max_expires: 3600,
+            },
+        ))
+        .unwrap();
+    let edge = Kamailio::start(&KamailioConfig {
+        users: (1001..=1020)
+            .map(|n| User::new(&n.to_string(), &format!("pw{n}")))
+            .collect(),
+        forward_to: Some(format!("sip:{}", reg.addr())),
+        outbound: Some(KamailioOutbound { flow_timer: 0 }),
+        edge: true,
+        invite_auth: false,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let text = test_file(
+        "3s",
+        1,
+        &format!(
+            "port = {}\ntransport = \"tcp\"\noutbound_proxy = \"{}\"",
+            reg.addr().port(),
+            edge.addr()
+        ),
+        &calls(3),
+    );
+    let (summary, reports) = streams_common::run_file("outbound-builtin-edge.toml", &text);
+    let logs = || format!("edge log:\n{}", edge.log());
+    assert_through_edge(
+        logs,
+        &reports,
+        edge.addr(),
+        &format!("<sip:{};transport=tcp;lr;ob>", edge.addr()),
+    );
+    for r in &reports {
+        for ok in received(r, "SIP/2.0 200 ")
+            .iter()
+            .filter(|m| m.contains("REGISTER"))
+        {
+            assert!(!ok.contains("Flow-Timer"), "not through an edge: {ok}");
+        }
+        let notes = streams_common::notes(r);
+        streams_common::note_at(
+            &notes,
+            "outbound in use: Require: outbound in the 2xx; no Flow-Timer",
+        );
+    }
+    assert!(
+        edge.log().contains("edge: INVITE along the Path to "),
+        "{}",
+        logs()
+    );
+    assert_eq!(summary.calls_answered, 3, "{}", logs());
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.endpoints_in_use, o.flow_failures), (6, 0), "{o:?}");
+    let stats = rt.block_on(reg.stop());
+    assert!(stats.forwarded >= 3, "{stats:?}");
 }

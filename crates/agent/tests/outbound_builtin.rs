@@ -47,13 +47,20 @@ call = "group:callees"
     streams_common::run_file_at("outbound-builtin.toml", &text, now)
 }
 
-fn assert_builtin_outbound(summary: &RunSummary, reports: &[EndpointReport], by: &str) {
+/// `granted` is how the note names the Flow-Timer: the built-in registrar sends one (its
+/// entry's `keepalive`, 1 s here) to a phone on a connection of its own, none over UDP.
+fn assert_builtin_outbound(
+    summary: &RunSummary,
+    reports: &[EndpointReport],
+    granted: &str,
+    by: &str,
+) {
     for r in reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let notes = streams_common::notes(r);
         let i = streams_common::note_at(
             &notes,
-            "outbound in use: Require: outbound in the 2xx; no Flow-Timer",
+            &format!("outbound in use: Require: outbound in the 2xx; {granted}"),
         );
         assert!(notes[i].contains(by), "{}", notes[i]);
     }
@@ -71,7 +78,7 @@ fn assert_builtin_outbound(summary: &RunSummary, reports: &[EndpointReport], by:
 #[test]
 fn the_builtin_registrar_grants_outbound_and_answers_stun_over_udp() {
     let (summary, reports) = builtin_run("udp");
-    assert_builtin_outbound(&summary, &reports, "STUN Binding requests");
+    assert_builtin_outbound(&summary, &reports, "no Flow-Timer", "STUN Binding requests");
     for r in &reports {
         let notes = streams_common::notes(r);
         streams_common::note_at(&notes, "STUN Binding response from ");
@@ -81,18 +88,43 @@ fn the_builtin_registrar_grants_outbound_and_answers_stun_over_udp() {
 #[test]
 fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
     let (summary, reports) = builtin_run("tcp");
-    assert_builtin_outbound(&summary, &reports, "CRLF ping");
+    assert_builtin_outbound(&summary, &reports, "Flow-Timer: 1;", "CRLF ping");
+    for r in &reports {
+        let ok = r
+            .trace
+            .iter()
+            .find(|e| {
+                e.direction == Direction::Received
+                    && e.first_line().starts_with("SIP/2.0 200 ")
+                    && e.text.contains(" REGISTER\r\n")
+            })
+            .expect("a 200 to REGISTER");
+        assert!(ok.text.contains("Flow-Timer: 1\r\n"), "{}", ok.text);
+    }
 }
 
 /// Over WebSocket (RFC 7118) the flow is kept by the WebSocket itself: outbound in use, no
 /// CRLF keep-alive of ours on it.
 #[test]
 fn over_websocket_outbound_is_granted_and_no_crlf_is_sent() {
-    let (summary, reports) = builtin_run("ws");
+    over_a_websocket("ws");
+}
+
+/// The same over WSS (the built-in registrar's certificate, made for the run).
+#[test]
+fn over_secure_websocket_outbound_is_granted_and_no_crlf_is_sent() {
+    over_a_websocket("wss");
+}
+
+fn over_a_websocket(transport: &str) {
+    let (summary, reports) = builtin_run(transport);
     for r in &reports {
         assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
         let notes = streams_common::notes(r);
-        let i = streams_common::note_at(&notes, "outbound in use");
+        let i = streams_common::note_at(
+            &notes,
+            "outbound in use: Require: outbound in the 2xx; Flow-Timer: 1;",
+        );
         assert!(
             notes[i].contains("the WebSocket's own keep-alive"),
             "{}",
@@ -238,7 +270,7 @@ fn a_changed_nat_binding_fails_the_udp_flow_and_registers_again() {
         assert!(registers.len() >= 3, "{} REGISTERs", registers.len());
         for reg in registers {
             assert_eq!(reg.remote, Some(addr));
-            let route = format!("Route: <sip:127.0.0.1:{};lr>\r\n", addr.port());
+            let route = format!("Route: <sip:127.0.0.1:{};lr;ob>\r\n", addr.port());
             assert!(reg.text.contains(&route), "{}", reg.text);
         }
     }

@@ -148,22 +148,21 @@ fn stop_the_first_proxy_between_calls(
         "",
         &format!("calls = 2\npause = \"{pause}s\""),
     ));
-    let mut up = 0;
-    wait_until(&rx, "the first calls were up", |e| {
-        if matches!(
-            e,
-            RunEvent::Phase {
-                phase: Phase::Incall,
-                ..
-            }
-        ) {
-            up += 1;
-        }
-        up >= 4
-    });
+    wait_for_phases(&rx, "the first calls were up", Phase::Incall, 4);
     std::thread::sleep(std::time::Duration::from_millis(after));
     drop(first);
     run.join().unwrap().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Reads the run's events until `n` endpoints entered `phase` (`what` names it).
+fn wait_for_phases(rx: &std::sync::mpsc::Receiver<RunEvent>, what: &str, phase: Phase, n: u32) {
+    let mut seen = 0;
+    wait_until(rx, what, |e| {
+        if matches!(e, RunEvent::Phase { phase: p, .. } if *p == phase) {
+            seen += 1;
+        }
+        seen >= n
+    });
 }
 
 fn callers(reports: &[EndpointReport]) -> impl Iterator<Item = &EndpointReport> {
@@ -509,4 +508,97 @@ fn auto_refuses_a_proxy_published_only_over_another_transport_than_the_registrar
             && e.contains("not over UDP on IPv4 (the registrar's transport"),
         "{e}"
     );
+}
+
+/// RFC 5626 outbound through an edge proxy located by SRV (`_sip._tcp.proxy.test`: two
+/// Kamailio edges in front of a registrar with outbound), over TCP: the flow is the phone's
+/// connection to the first edge. The first edge dies once the phones are registered: each
+/// finds its flow failed, its new connection to the first is refused, and it moves to the
+/// second target (RFC 3263 §4.3), where it registers again.
+#[test]
+fn an_outbound_flow_moves_to_the_second_srv_edge_when_the_first_dies() {
+    if !peers() || !testpeers::outbound_available() {
+        return;
+    }
+    let reg = kamailio(KamailioConfig {
+        invite_auth: false,
+        outbound: Some(testpeers::KamailioOutbound { flow_timer: 20 }),
+        ..Default::default()
+    });
+    let edge = || {
+        kamailio(KamailioConfig {
+            forward_to: Some(format!("sip:{}", reg.addr())),
+            outbound: Some(testpeers::KamailioOutbound { flow_timer: 0 }),
+            edge: true,
+            ..Default::default()
+        })
+    };
+    let (p1, p2) = (edge(), edge());
+    let (a1, a2) = (p1.addr(), p2.addr());
+    let dns = dns("_sip._tcp", "proxy.test", a1, a2);
+    let toml = format!(
+        r#"
+name = "outbound flow failover"
+seed = 12
+shards = 1
+time_limit = "60s"
+duration = "6s"
+dns_server = "{dns}"
+
+[[registrar]]
+id = "pbx"
+domain = "127.0.0.1"
+port = {port}
+transport = "tcp"
+outbound_proxy = "proxy.test"
+outbound = true
+
+[[accounts]]
+registrar = "pbx"
+range = {{ from = 1001, to = 1004, password = "pw{{n}}" }}
+
+[[group]]
+name = "phones"
+endpoints = 2
+registrar = "pbx"
+role = "register"
+"#,
+        dns = dns.addr(),
+        port = reg.addr().port()
+    );
+    let (rx, run) = start(&toml);
+    wait_for_phases(&rx, "both phones registered", Phase::Registered, 2);
+    drop(p1);
+    let (summary, reports) = run.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let refused = format!("outbound proxy: target {a1} TCP failed: connect failed: ");
+    let skipped = format!(
+        "outbound proxy: target {a1} TCP is down (found by another endpoint of the shard); sending to {a2} TCP (SRV 2 of 2)"
+    );
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+        let n = notes(r);
+        let at = |prefix: &str| {
+            n.iter()
+                .position(|t| t.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no note {prefix:?}: {n:#?}"))
+        };
+        let failed = at("outbound flow failed: the connection closed");
+        assert!(
+            n.iter().any(|t| (t.starts_with(&refused)
+                && t.ends_with(&format!("; trying {a2} TCP (SRV 2 of 2)")))
+                || *t == skipped),
+            "{n:#?}"
+        );
+        let moved = at(&format!(
+            "connecting over TCP to the outbound proxy {a2} (the RFC 5626 flow)"
+        ));
+        let recovered = at("outbound flow recovered");
+        assert!(failed < moved && moved < recovered, "{n:#?}");
+        let registers = sent(r, "REGISTER");
+        assert_eq!(registers[0].remote, Some(a1), "{r:#?}");
+        assert_eq!(registers.last().unwrap().remote, Some(a2), "{r:#?}");
+    }
+    assert!(summary.failovers >= 1, "{}", summary.failovers);
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.flow_failures, o.recoveries), (2, 2), "{o:?}");
 }

@@ -52,6 +52,11 @@ pub struct RegistrarArgs {
     /// Longest registration granted, seconds (a longer Expires is granted this).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..))]
     max_expires: u32,
+    /// RFC 5626 outbound: the Flow-Timer, seconds, in the 2xx to a phone that registered with
+    /// outbound straight over TCP, TLS, WS or WSS (it keeps its flow alive at 80–100 % of
+    /// it); 0 sends none.
+    #[arg(long, default_value_t = registrar::DEFAULT_FLOW_TIMER)]
+    flow_timer: u32,
     /// The service numbers' RTP/RTCP port pairs come from this range, e.g. 20000-30000
     /// (default: chosen by the system).
     #[arg(long, value_name = "FROM-TO", value_parser = agent::testfile::parse_port_range)]
@@ -299,6 +304,7 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
             limits: registrar::ServiceLimits {
                 max_call: args.max_call,
             },
+            flow_timer: (args.flow_timer > 0).then_some(args.flow_timer),
         };
         let wanted: Vec<String> = listens
             .iter()

@@ -42,33 +42,47 @@ fn check(port: u16, transport: &str, password: &str) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn one_registrar_answers_on_every_listener() {
+/// `sipmeter registrar` with `args`, killed when the returned guard drops, the line it prints
+/// once listening, and its stdout (kept open: it may print more).
+fn start_registrar(args: &[&str]) -> (Proc, String, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipmeter"))
-        .args([
-            "registrar",
-            "--domain",
-            "lab.test",
-            "--account",
-            "1001:right",
-        ])
-        .args(["--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0"])
-        .args(["--listen", "ws:127.0.0.1:0"])
+        .arg("registrar")
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .expect("sipmeter registrar starts");
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let _reg = Proc(child);
+    let reg = Proc(child);
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    // "sipmeter registrar listening on udp:127.0.0.1:P tcp:127.0.0.1:P ws:127.0.0.1:P for …"
-    let port = |proto: &str| -> u16 {
-        line.split(&format!("{proto}:127.0.0.1:"))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no {proto} port in {line:?}"))
-    };
+    (reg, line, out)
+}
+
+/// The `proto` listener's port in the line "sipmeter registrar listening on
+/// udp:127.0.0.1:P tcp:127.0.0.1:P ws:127.0.0.1:P for …".
+fn port_in(line: &str, proto: &str) -> u16 {
+    line.split(&format!("{proto}:127.0.0.1:"))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no {proto} port in {line:?}"))
+}
+
+#[test]
+fn one_registrar_answers_on_every_listener() {
+    let (_reg, line, _out) = start_registrar(&[
+        "--domain",
+        "lab.test",
+        "--account",
+        "1001:right",
+        "--listen",
+        "udp:127.0.0.1:0",
+        "--listen",
+        "tcp:127.0.0.1:0",
+        "--listen",
+        "ws:127.0.0.1:0",
+    ]);
+    let port = |proto: &str| port_in(&line, proto);
     let (udp, tcp, ws) = (port("udp"), port("tcp"), port("ws"));
 
     for (transport, port) in [("udp", udp), ("tcp", tcp), ("ws", ws)] {
@@ -121,4 +135,57 @@ fn a_listener_on_every_address_needs_and_uses_advertise() {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("registered"), "{stdout}");
     assert!(!stdout.contains("::ffff:"), "{stdout}");
+}
+
+/// `sipmeter registrar --open` on one TCP listener with `flow_timer` args: the answer to an
+/// RFC 5626 outbound REGISTER sent straight over TCP (its head, up to the blank line).
+fn outbound_register_over_tcp(flow_timer: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut args = vec!["--open", "--listen", "tcp:127.0.0.1:0"];
+    args.extend_from_slice(flow_timer);
+    let (_reg, line, _out) = start_registrar(&args);
+    let port = port_in(&line, "tcp");
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let register = format!(
+        "REGISTER sip:127.0.0.1:{port};transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP {local};branch=z9hG4bKflowtimer;rport\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: flow-timer@test\r\n\
+CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:1001@{local};transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000001>\"\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(register.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).expect("an answer within 10 s");
+        assert!(n > 0, "closed before an answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// RFC 5626 §4.4.1: the Flow-Timer in the 200 to a phone registered straight over TCP is
+/// 120 s by default, `--flow-timer N` sets it and `--flow-timer 0` sends none.
+#[test]
+fn the_flow_timer_of_an_outbound_register_over_tcp_is_set_by_flow_timer() {
+    for (args, expected) in [
+        (&[][..], Some("Flow-Timer: 120\r\n")),
+        (&["--flow-timer", "7"][..], Some("Flow-Timer: 7\r\n")),
+        (&["--flow-timer", "0"][..], None),
+    ] {
+        let answer = outbound_register_over_tcp(args);
+        assert!(answer.starts_with("SIP/2.0 200 "), "{args:?}: {answer}");
+        assert!(
+            answer.contains("Require: outbound\r\n"),
+            "{args:?}: {answer}"
+        );
+        match expected {
+            Some(h) => assert!(answer.contains(h), "{args:?}: {answer}"),
+            None => assert!(!answer.contains("Flow-Timer"), "{args:?}: {answer}"),
+        }
+    }
 }

@@ -107,28 +107,77 @@ impl std::fmt::Debug for RegistrarConfig {
     }
 }
 
-/// RFC 5626 §6: a REGISTER asking for outbound (`outbound` in Supported, a Contact with
-/// `reg-id`) straight from the phone (one Via, no Path): this registrar is its edge proxy
-/// too, and it already reaches a binding over the flow its REGISTER came on (the binding's
-/// source), so its 2xx says `Require: outbound`.
-fn outbound_asked(req: &Message, contacts: &[Contact]) -> bool {
+/// How a REGISTER asking for outbound (`outbound` in Supported, a Contact with `reg-id`)
+/// reached us (RFC 5626 §6), when the registrar can grant it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutboundVia {
+    /// Straight from the phone (one Via, no Path): this registrar is its edge proxy too, and
+    /// it reaches the binding over the flow its REGISTER came on (the binding's source).
+    Direct,
+    /// Through an edge proxy whose Path URI (the first) carries `ob`: the edge keeps the flow,
+    /// and the binding is reached along the Path (RFC 3327).
+    Edge,
+}
+
+/// RFC 5626 §6: outbound asked for, and how it came; `None` when not asked or when it came
+/// through a proxy that did not say it keeps the flow (no `ob` in the first Path URI).
+fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundVia> {
     let supported = req
         .headers
         .get_all(&HeaderName::Supported)
         .flat_map(|h| h.value().split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
-    let one_hop = req.headers.get(&HeaderName::Path).is_none()
-        && req
-            .headers
-            .get_all(&HeaderName::Via)
-            .map(|h| top_commas(h.value()).count() + 1)
-            .sum::<usize>()
-            == 1;
     let reg_id = contacts
         .iter()
         .any(|c| matches!(c, Contact::Addr(a) if a.params.get("reg-id").is_some()));
-    supported && one_hop && reg_id
+    if !supported || !reg_id {
+        return None;
+    }
+    match req.headers.get(&HeaderName::Path) {
+        Some(path) => {
+            let first = <RouteRef as sip_msg::HeaderView>::parse(first_value(path.value()));
+            first
+                .ok()
+                .and_then(|r| r.uri.as_sip().map(|u| u.params.contains("ob")))
+                .is_some_and(|ob| ob)
+                .then_some(OutboundVia::Edge)
+        }
+        None => {
+            let vias = req
+                .headers
+                .get_all(&HeaderName::Via)
+                .map(|h| top_commas(h.value()).count() + 1)
+                .sum::<usize>();
+            (vias == 1).then_some(OutboundVia::Direct)
+        }
+    }
 }
+
+/// The Path of a REGISTER (RFC 3327), its values joined in order: the Route a request to
+/// the binding carries. `None` without one.
+fn path_of(req: &Message) -> Option<Box<str>> {
+    let mut all = req
+        .headers
+        .get_all(&HeaderName::Path)
+        .map(|h| h.value().trim());
+    let first = all.next()?;
+    let mut joined = first.to_owned();
+    for v in all {
+        joined.push_str(", ");
+        joined.push_str(v);
+    }
+    Some(joined.into_boxed_str())
+}
+
+/// The `Flow-Timer` header name (RFC 5626 §11.2).
+fn flow_timer_name() -> HeaderName {
+    HeaderName::Other(Box::new("Flow-Timer".to_owned()))
+}
+
+/// The Flow-Timer the registrar sends by default (seconds, [`Registrar::set_flow_timer`]):
+/// RFC 5626 §4.4.1's suggested interval for connection-oriented transports, whose keep-alives
+/// it asks at 80–100 % of.
+pub const DEFAULT_FLOW_TIMER: u32 = 120;
 
 /// `Require: outbound` (RFC 5626 §6).
 fn require_outbound() -> Header {
@@ -280,6 +329,9 @@ pub struct Binding {
     pub source: SocketAddr,
     /// The interface its REGISTER came in on (the binding is reached there).
     pub iface: u8,
+    /// The Path its REGISTER carried (RFC 3327), joined: a request to the binding carries it
+    /// as its Route. `None` for a phone that reached us directly.
+    pub path: Option<Box<str>>,
     /// When it lapses.
     pub expires_at: Instant,
     /// The Call-ID of the REGISTER that made it, as a keyed 64-bit digest (`Registrar::call_id_key`),
@@ -372,6 +424,8 @@ pub struct Registrar {
     /// Room the answers are printed in, kept between messages (each answer is then copied
     /// out at its exact size: one allocation, which a `Bytes` takes as it is).
     scratch: Scratch,
+    /// The Flow-Timer sent to an outbound phone on a connection (RFC 5626 §4.4.1).
+    flow_timer: Option<u32>,
 }
 
 /// Buffers [`Registrar::respond`] prints into, reused from one answer to the next.
@@ -405,7 +459,36 @@ impl Registrar {
             auth,
             services: services::Services::default(),
             scratch: Scratch::default(),
+            flow_timer: Some(DEFAULT_FLOW_TIMER),
         }
+    }
+
+    /// The `Flow-Timer` (seconds) of the 2xx to an outbound REGISTER that reached us straight
+    /// from the phone over TCP, TLS, WS or WSS (RFC 5626 §4.4.1: the phone keeps its flow
+    /// alive at 80–100 % of it); `None`: none sent. Default [`DEFAULT_FLOW_TIMER`]. Not sent
+    /// over UDP (the phone's own STUN interval stands) nor through an edge proxy (the edge
+    /// keeps the flow).
+    pub fn set_flow_timer(&mut self, secs: Option<u32>) {
+        self.flow_timer = secs;
+    }
+
+    /// The 2xx's headers for an outbound REGISTER that came `via` from `source`: `Require:
+    /// outbound` (RFC 5626 §6), and `Flow-Timer` for a phone on a connection of its own.
+    fn outbound_headers(&self, via: Option<OutboundVia>, source: Flow) -> Vec<Header> {
+        let Some(via) = via else {
+            return Vec::new();
+        };
+        let mut h = vec![require_outbound()];
+        let stream = !self
+            .ifaces
+            .of(source)
+            .config
+            .transport
+            .eq_ignore_ascii_case("UDP");
+        if let (OutboundVia::Direct, true, Some(secs)) = (via, stream, self.flow_timer) {
+            h.push(Header::new(flow_timer_name(), secs.to_string()));
+        }
+        h
     }
 
     /// Adds a listening interface (its Via transport token, address and port as our Via and
@@ -721,6 +804,7 @@ impl Registrar {
             .collect();
         let star = contacts.iter().any(|c| matches!(c, Contact::Star));
         let outbound = outbound_asked(req, &contacts);
+        let path = path_of(req);
         // §10.3 step 6: `*` only with Expires: 0, and alone.
         if star && (default_expires != 0 || contacts.len() != 1) {
             self.respond(
@@ -780,7 +864,7 @@ impl Registrar {
         if order == Order::Same {
             let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
             let mut extra = listed_contacts(list, now);
-            extra.extend(outbound.then(require_outbound));
+            extra.extend(self.outbound_headers(outbound, source));
             self.stats.registered += 1;
             self.respond(req, top, source, 200, "OK", &extra);
             return;
@@ -816,7 +900,7 @@ impl Registrar {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
                 // Nearly every user has one contact: room for exactly one more, not the four
-                // a first push reserves (a Binding is 216 bytes, per registered endpoint).
+                // a first push reserves (a Binding is 232 bytes, per registered endpoint).
                 if list.len() == list.capacity() {
                     list.reserve_exact(1);
                 }
@@ -824,6 +908,7 @@ impl Registrar {
                     contact: addr.uri,
                     source: source.addr,
                     iface: source.iface,
+                    path: path.clone(),
                     expires_at,
                     call_id,
                     cseq,
@@ -840,7 +925,7 @@ impl Registrar {
             list.shrink_to_fit();
         }
         let mut extra = listed_contacts(list, now);
-        extra.extend(outbound.then(require_outbound));
+        extra.extend(self.outbound_headers(outbound, source));
         for key in unbound {
             self.reindex(key);
         }
@@ -950,6 +1035,8 @@ impl Registrar {
             return;
         }
 
+        // The binding's Path, as the forwarded request's first Route (RFC 3327 §5.3).
+        let mut path_route: Option<Box<str>> = None;
         let target: Option<Flow> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
@@ -1080,6 +1167,9 @@ impl Registrar {
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.flow();
+                    // RFC 3327 §5.3: behind an edge proxy the request goes along the Path
+                    // (its Route), to the edge, over the flow the REGISTER came on.
+                    path_route = b.path.clone();
                     // §16.5 target → §16.6 step 2: the Request-URI becomes the contact; every
                     // header and the body are forwarded as received.
                     req.set_request_uri(contact);
@@ -1160,6 +1250,7 @@ impl Registrar {
                 vias: &vias[..1 + usize::from(is_stamped)],
                 drop_top_via: is_stamped,
                 record_route,
+                route: path_route.as_deref(),
                 pop_routes,
                 max_forwards: Some(&forwards_text),
             },
@@ -1235,6 +1326,7 @@ impl Registrar {
                 vias: &[],
                 drop_top_via: ours,
                 record_route: None,
+                route: None,
                 pop_routes: 0,
                 max_forwards: None,
             },
@@ -1450,6 +1542,8 @@ struct ForwardHead<'a> {
     drop_top_via: bool,
     /// A `Record-Route` printed after the Vias.
     record_route: Option<&'a str>,
+    /// A `Route` printed after them, above the received Route values (a binding's Path).
+    route: Option<&'a str>,
     /// This many first values of Route are left out (ours, RFC 3261 §16.4; two when double
     /// record-routed, RFC 5658 §4).
     pop_routes: u8,
@@ -1515,6 +1609,9 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     }
     if let Some(rr) = head.record_route {
         line(out, &HeaderName::RecordRoute, rr);
+    }
+    if let Some(route) = head.route {
+        line(out, &HeaderName::Route, route);
     }
     let (mut via_left, mut routes_left, mut forwards_left) =
         (head.drop_top_via, head.pop_routes, head.max_forwards);
@@ -2060,20 +2157,103 @@ From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: ob{i}\r\n\
 CSeq: 1 REGISTER\r\nSupported: {supported}\r\nContact: <sip:a@10.0.0.1:5062>{contact_params}\r\n\
 Expires: 600\r\nContent-Length: 0\r\n\r\n"
             );
-            reg.handle_message(
-                Instant::now(),
-                1_900_000_000,
-                Message::parse(raw.as_bytes()).unwrap(),
-                source,
-            );
-            let (_, bytes) = reg.poll_transmit().expect("an answer");
-            let answer = Message::parse(&bytes).unwrap();
-            let text = String::from_utf8_lossy(&bytes);
-            assert_eq!(answer.status(), Some(200), "{text}");
+            let (answer, text) =
+                registered_outbound(&mut reg, Message::parse(raw.as_bytes()).unwrap(), source);
+            assert_eq!(answer, granted, "case {i}: {text}");
+        }
+    }
+
+    /// `reg`'s 200 to `register` from `source`: whether it says `Require: outbound`, and the
+    /// answer's text.
+    fn registered_outbound(
+        reg: &mut Registrar,
+        register: Message,
+        source: SocketAddr,
+    ) -> (bool, String) {
+        reg.handle_message(Instant::now(), 1_900_000_000, register, source);
+        let (_, bytes) = reg.poll_transmit().expect("an answer");
+        let answer = Message::parse(&bytes).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert_eq!(answer.status(), Some(200), "{text}");
+        (
+            answer.headers.value(&HeaderName::Require) == Some("outbound"),
+            text,
+        )
+    }
+
+    /// A REGISTER for `a` with outbound asked (Supported, reg-id, instance) from `source`,
+    /// `above` printed above its Via (the edge proxy's Via and Path, or nothing).
+    fn outbound_register(i: usize, source: SocketAddr, above: &str) -> Message {
+        let raw = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\n{above}Via: SIP/2.0/TCP {source};branch=z9hG4bKob{i}\r\n\
+From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: obp{i}\r\n\
+CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:a@10.0.0.1:5062;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        Message::parse(raw.as_bytes()).unwrap()
+    }
+
+    /// RFC 5626 §6 behind an edge proxy: a REGISTER whose first Path URI has `ob` is granted
+    /// outbound (one without `ob`, through a proxy, is not), and a call to the binding goes to
+    /// the edge with the Path as its Route (RFC 3327 §5.3). Flow-Timer only to a phone that
+    /// reached us directly over a connection (TCP here), not over UDP nor through the edge.
+    #[test]
+    fn outbound_behind_an_edge_proxy_routes_along_the_path_and_flow_timer_is_for_direct_streams() {
+        let phone: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let edge: SocketAddr = "192.0.2.9:5060".parse().unwrap();
+        let edge_via = "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKedge\r\n";
+        let path_ob = "Path: <sip:tok3n@192.0.2.9:5060;lr;ob>\r\n";
+        let path = "Path: <sip:192.0.2.9:5060;lr>\r\n";
+        for (i, (transport, above, from, require, flow_timer)) in [
+            ("TCP", String::new(), phone, true, Some("120")),
+            ("UDP", String::new(), phone, true, None),
+            ("UDP", format!("{edge_via}{path_ob}"), edge, true, None),
+            ("TCP", format!("{edge_via}{path_ob}"), edge, true, None),
+            ("UDP", format!("{edge_via}{path}"), edge, false, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut reg = Registrar::new(RegistrarConfig {
+                transport: transport.into(),
+                ..open_registrar().config.clone()
+            });
+            let now = Instant::now();
+            let (granted, text) =
+                registered_outbound(&mut reg, outbound_register(i, from, &above), from);
+            assert_eq!(granted, require, "case {i}: {text}");
+            let answer = Message::parse(text.as_bytes()).unwrap();
             assert_eq!(
-                answer.headers.value(&HeaderName::Require) == Some("outbound"),
-                granted,
+                answer.headers.value(&flow_timer_name()),
+                flow_timer,
                 "case {i}: {text}"
+            );
+            if from != edge {
+                continue;
+            }
+            // A call to `a` goes to the edge, its Route the Path.
+            let invite = format!(
+                "INVITE sip:a@reg.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKc{i}\r\n\
+From: <sip:b@reg.test>;tag=2\r\nTo: <sip:a@reg.test>\r\nCall-ID: call{i}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:b@192.0.2.7:5060>\r\nContent-Length: 0\r\n\r\n"
+            );
+            let caller: SocketAddr = "192.0.2.7:5060".parse().unwrap();
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(invite.as_bytes()).unwrap(),
+                caller,
+            );
+            let (to, bytes) = reg.poll_transmit().expect("the INVITE forwarded");
+            let text = String::from_utf8_lossy(&bytes);
+            assert_eq!(to, edge, "{text}");
+            let fwd = Message::parse(&bytes).unwrap();
+            let route = &above[above.find("Path: ").unwrap() + 6..above.len() - 2];
+            assert_eq!(fwd.headers.value(&HeaderName::Route), Some(route), "{text}");
+            assert!(
+                text.starts_with("INVITE sip:a@10.0.0.1:5062;transport=tcp SIP/2.0\r\n"),
+                "{text}"
             );
         }
     }
@@ -2290,6 +2470,7 @@ f: <sip:a@x>;tag=1\r\nt: <sip:b@x>;tag=2\r\ni: c\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n"
                         vias,
                         drop_top_via,
                         record_route: rr,
+                        route: None,
                         pop_routes,
                         max_forwards: mf,
                     },

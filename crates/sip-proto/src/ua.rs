@@ -1828,6 +1828,20 @@ impl UserAgent {
         text
     }
 
+    /// The outbound proxy's Route (`;lr`), with `ob` when `ob`: the `ob` URI parameter tells
+    /// the edge proxy (RFC 5626 §5) that the phone wants this request's flow kept for the
+    /// registration or dialog (Kamailio's outbound module reads it from the topmost Route);
+    /// `None` without an outbound proxy.
+    fn proxy_route(&self, ob: bool) -> Option<NameAddr> {
+        let proxy = self.profile.outbound_proxy.as_ref()?.clone();
+        let lr = proxy.with_param("lr", None);
+        Some(NameAddr::new(if ob {
+            lr.with_param("ob", None)
+        } else {
+            lr
+        }))
+    }
+
     /// Our Contact for a dialog-forming request we send: with `ob` in its URI once the
     /// registration uses outbound (RFC 5626 §4.3: the edge proxy then keeps the dialog's
     /// requests to us on this flow).
@@ -2050,8 +2064,8 @@ impl UserAgent {
         if self.outbound.is_some() {
             // RFC 5626 §4.2.1: `outbound` (and Path, RFC 3327, which an edge proxy adds).
             b = b.header(HeaderName::Supported, "path, outbound");
-            if let Some(proxy) = self.profile.outbound_proxy.as_ref().filter(|_| proxied) {
-                b = b.route(NameAddr::new(proxy.clone().with_param("lr", None)));
+            if let Some(route) = self.proxy_route(true).filter(|_| proxied) {
+                b = b.route(route);
             }
         }
         let mut req = b.build();
@@ -2275,10 +2289,12 @@ impl UserAgent {
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
             .header(HeaderName::Contact, self.dialog_contact_text(proxied));
-        let destination = match &self.profile.outbound_proxy {
-            Some(proxy) => {
-                // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr>.
-                b = b.route(NameAddr::new(proxy.clone().with_param("lr", None)));
+        // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr> (`;ob` too once
+        // outbound is in use, as its Contact carries `ob`).
+        let in_use = self.outbound_grant().is_some_and(|g| g.in_use);
+        let destination = match self.proxy_route(in_use) {
+            Some(route) => {
+                b = b.route(route);
                 Destination::OutboundProxy
             }
             None => Destination::Registrar,
@@ -7769,9 +7785,10 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             200,
             &[("Contact", "<sip:alice@127.0.0.1:5061>;expires=120")],
         );
+        // RFC 5626: `ob` on the edge proxy's Route asks it to keep the flow.
         assert_eq!(
             reg.headers.value(&HeaderName::Route),
-            Some("<sip:proxy.example.com:5060;lr>")
+            Some("<sip:proxy.example.com:5060;lr;ob>")
         );
         assert_eq!(
             ua.outbound_grant(),
@@ -7783,9 +7800,44 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
         drain(&mut ua);
         ua.call(t0, Uri::parse("sip:1002@example.test").unwrap(), None);
         let (out, _) = drain(&mut ua);
+        let inv = parse(&out[0]);
         assert_eq!(
-            parse(&out[0]).headers.value(&HeaderName::Contact),
+            inv.headers.value(&HeaderName::Contact),
             Some("<sip:alice@127.0.0.1:5061>")
+        );
+        assert_eq!(
+            inv.headers.value(&HeaderName::Route),
+            Some("<sip:proxy.example.com:5060;lr>"),
+            "not in use: no ob"
+        );
+    }
+
+    /// Outbound in use through an edge proxy: the INVITE's Route carries `ob` as its Contact
+    /// does.
+    #[test]
+    fn outbound_in_use_puts_ob_on_the_invites_route() {
+        let mut cfg = config("alice", 5061, 1);
+        cfg.outbound_proxy =
+            Some(SipUri::new(Host::parse("proxy.example.com").unwrap()).with_port(5060));
+        let t0 = Instant::now();
+        let mut ua = UserAgent::new(cfg);
+        ua.enable_outbound(crate::outbound::instance_urn(1));
+        ua.register(t0);
+        answer_register(&mut ua, t0, 200, &[("Require", "outbound")]);
+        drain(&mut ua);
+        ua.call(t0, Uri::parse("sip:1002@example.test").unwrap(), None);
+        let (out, _) = drain(&mut ua);
+        let inv = parse(&out[0]);
+        assert_eq!(out[0].destination, Destination::OutboundProxy);
+        assert_eq!(
+            inv.headers.value(&HeaderName::Route),
+            Some("<sip:proxy.example.com:5060;lr;ob>")
+        );
+        assert!(
+            inv.headers
+                .value(&HeaderName::Contact)
+                .is_some_and(|c| c.ends_with(";ob>")),
+            "{inv}"
         );
     }
 

@@ -263,8 +263,11 @@ impl Kamailio {
                         ))
                     })?;
                 (
+                    // The edge stays in the dialogs it delivers down a flow (RFC 5626 §5.3's
+                    // Record-Route): over a stream transport the phone takes no connection, so
+                    // the registrar cannot reach its Contact but through the edge.
                     format!(
-                        "\tif ($sp == {port} && loose_route()) {{\n\t\txlog(\"L_NOTICE\", \"edge: $rm along the Path to $du\\n\");\n\t\troute(RELAY);\n\t\texit;\n\t}}\n"
+                        "\tif ($sp == {port} && loose_route()) {{\n\t\txlog(\"L_NOTICE\", \"edge: $rm along the Path to $du\\n\");\n\t\tif (is_method(\"INVITE\")) {{\n\t\t\trecord_route();\n\t\t}}\n\t\troute(RELAY);\n\t\texit;\n\t}}\n"
                     ),
                     format!(
                         "\t\tif (!add_path()) {{\n\t\t\tsl_send_reply(\"503\", \"Path Failed\");\n\t\t\texit;\n\t\t}}\n\t\t$du = \"{uri}\";\n\t\troute(RELAY);"

@@ -58,8 +58,13 @@ impl Shard<'_> {
     /// Failover is possible for server `site`'s endpoints: more than one target, not
     /// stopping.
     fn can_fail_over(&self, site: usize) -> bool {
-        // A shared connection stays on its target (`shared_link`): no failover.
-        self.targets[site].len() > 1 && !self.stopping && !self.shares_connection(site)
+        // A shared connection stays on its target (`shared_link`): no failover. An outbound
+        // flow through the proxy reaches the registrar through it: the proxy picks the
+        // registrar's target, not us.
+        self.targets[site].len() > 1
+            && !self.stopping
+            && !self.shares_connection(site)
+            && !self.plan.site_server(site).flow_via_proxy()
     }
 
     /// Stream transports: where endpoint `idx`'s next connection goes. Its current target,
@@ -67,6 +72,17 @@ impl Shard<'_> {
     pub(super) fn stream_target(&mut self, idx: usize, now: Instant) -> std::net::SocketAddr {
         let at = now - self.start;
         let site = self.site(idx);
+        if let Some((_, proxy)) = self
+            .plan
+            .site_server(site)
+            .outbound_proxy
+            .as_ref()
+            .filter(|_| self.plan.site_server(site).flow_via_proxy())
+        {
+            // RFC 5626: the flow goes to the outbound proxy's current target.
+            self.endpoints[idx].failover.register_pending = false;
+            return self.proxy_target_up(idx, now, *proxy);
+        }
         let ep = &mut self.endpoints[idx];
         // The old connection (and any REGISTER on it) is gone with its agent.
         ep.failover.register_pending = false;
@@ -88,6 +104,15 @@ impl Shard<'_> {
     /// it was doing). False: the engine handles the failure as before.
     pub(super) fn connect_failed_over(&mut self, idx: usize, now: Instant, error: &str) -> bool {
         let site = self.site(idx);
+        if self.plan.site_server(site).flow_via_proxy() {
+            // RFC 5626's flow to the outbound proxy: its next target (RFC 3263 §4.3).
+            if !self.proxy_flow_failed_over(idx, now, error) {
+                return false;
+            }
+            self.endpoints[idx].link.failures = 0;
+            self.connect(idx, now);
+            return true;
+        }
         if !self.can_fail_over(site) || self.endpoints[idx].link.leaving {
             return false;
         }

@@ -113,7 +113,11 @@ impl Shard<'_> {
         reason: &str,
         retry_after: Option<Duration>,
     ) -> bool {
-        if self.endpoints[idx].proxy_failover.is_none() {
+        // An outbound flow through the proxy (RFC 5626) is the registration's: an INVITE does
+        // not move it (a new flow is formed when it fails, and registered).
+        if self.endpoints[idx].proxy_failover.is_none()
+            || self.plan.site_server(self.site(idx)).flow_via_proxy()
+        {
             return false;
         }
         let Some((retry, failure)) = self.call_retry(idx, call, code, reason, retry_after) else {
@@ -146,15 +150,21 @@ impl Shard<'_> {
         now: Instant,
         error: &str,
     ) -> bool {
-        if self.stopping || self.endpoints[idx].link.leaving {
-            return false;
-        }
-        let failure = Failure::Transport(format!("connect failed: {error}"));
-        if !self.proxy_moved_on(idx, now, true, &failure) {
+        if !self.proxy_flow_failed_over(idx, now, error) {
             return false;
         }
         self.connect_proxy(idx, now);
         true
+    }
+
+    /// A connect of endpoint `idx` to its proxy target failed: true when it has moved to the
+    /// proxy's next target (the caller connects there).
+    pub(super) fn proxy_flow_failed_over(&mut self, idx: usize, now: Instant, error: &str) -> bool {
+        if self.stopping || self.endpoints[idx].link.leaving {
+            return false;
+        }
+        let failure = Failure::Transport(format!("connect failed: {error}"));
+        self.proxy_moved_on(idx, now, true, &failure)
     }
 
     /// Endpoint `idx`'s proxy target failed (the one its INVITE went to, or with `current`

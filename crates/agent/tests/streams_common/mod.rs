@@ -8,7 +8,7 @@ use sip_net::tls::CertificateAuthority;
 use testpeers::KamailioTls;
 
 /// A TLS listener for Kamailio with a certificate for 127.0.0.1 signed by `ca`.
-#[allow(dead_code)] // reason: kamailio_outbound.rs shares the module and runs no TLS
+#[allow(dead_code)] // reason: outbound_builtin.rs shares the module and runs no Kamailio
 pub fn kamailio_tls(ca: &CertificateAuthority) -> KamailioTls {
     let cert = ca.issue(&["127.0.0.1".to_owned()]).unwrap();
     KamailioTls {
