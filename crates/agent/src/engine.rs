@@ -209,6 +209,41 @@ pub struct GroupPlan {
     pub media: Option<MediaPlan>,
     /// How its phones present themselves: `user_agent`, `display_name`, `headers`.
     pub identity: GroupIdentity,
+    /// How its phones ring and answer: `ring_timeout`, `reject`, `answer_delay = "never"`.
+    pub ringing: Ringing,
+}
+
+/// How a group's phones ring and answer beyond `answer_delay`: the callers' no-answer time,
+/// the callees' refusals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ringing {
+    /// Callers (`ring_timeout`): a call not answered this long after its INVITE is
+    /// cancelled (CANCEL), as a phone gives up; the call's result is `cancelled`.
+    pub ring_timeout: Option<Duration>,
+    /// Callees (`reject`, `reject_percent`): this share of the calls is refused with the
+    /// code after `answer_delay` of ringing, as a user declining.
+    pub reject: Option<Reject>,
+    /// Callees (`answer_delay = "never"`): ring until the caller gives up.
+    pub never_answer: bool,
+}
+
+/// A callee's planned refusal of calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    /// The final response (400..=699).
+    pub code: u16,
+    /// Percent of the calls (1..=100), spread evenly over the group's calls.
+    pub percent: u8,
+}
+
+impl Reject {
+    /// Whether the `n`-th call of the group (0-based, counted over its endpoints in turn)
+    /// is refused: the refused calls are spread evenly (30 % refuses the 4th, 7th and 10th
+    /// of every ten, counted from 1).
+    pub fn refuses(&self, n: u64) -> bool {
+        let p = u64::from(self.percent);
+        (n + 1) * p / 100 > n * p / 100
+    }
 }
 
 /// How a group's phones present themselves to the server.
@@ -492,6 +527,8 @@ pub struct EndpointReport {
     pub calls_attempted: u32,
     /// Calls received.
     pub calls_received: u32,
+    /// Calls received and refused as the group's `reject` asks.
+    pub calls_refused: u32,
     /// RFC 4028 session refreshes of its calls: ours (each answered 2xx), and the peer's we
     /// answered 2xx (a re-INVITE or UPDATE in a call with a session timer is one).
     pub session_refreshes_sent: u32,
@@ -1552,6 +1589,10 @@ enum Script {
     DialAt,
     /// Answer the incoming call now.
     Answer(CallId),
+    /// Refuse the incoming call now with the group's `reject` code.
+    Refuse(CallId),
+    /// Cancel the call now if it is still unanswered (the group's `ring_timeout`).
+    GiveUp,
     /// Hang up now.
     HangUp(CallId),
     /// Answerers: poll until every caller of the run is done, then un-register.
@@ -1620,6 +1661,10 @@ struct Endpoint {
     /// The Call-ID of the current call (its route retires when the call ends).
     call_cid: Option<String>,
     done: bool,
+    /// A refusal the group asked for (`reject`) was sent: its `Failed` is no failure.
+    refusing: bool,
+    /// Calls it refused as its group's `reject` asks.
+    calls_refused: u32,
     /// The connection (stream transports).
     link: Link,
     /// Has its own UDP socket in the shard's poll set (`udp_socket = "per-endpoint"`).
@@ -2068,6 +2113,8 @@ impl<'a> Shard<'a> {
                 trace: Trace::default(),
                 call_cid: None,
                 done: false,
+                refusing: false,
+                calls_refused: 0,
                 next_action: 0,
                 media: None,
                 offer: None,
@@ -2481,7 +2528,9 @@ impl<'a> Shard<'a> {
             ep.hang_up_consult(now);
             let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
             match (ep.script, ep.active_call) {
-                (Script::HangUp(_) | Script::Answer(_), _) => ep.script_at = Some(now),
+                (Script::HangUp(_) | Script::Answer(_) | Script::Refuse(_), _) => {
+                    ep.script_at = Some(now)
+                }
                 // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
                 // until that BYE arrives, then un-register (see `after_call`).
                 (_, Some(call)) if caller => {
@@ -3002,6 +3051,28 @@ impl<'a> Shard<'a> {
             }
             Script::DialAt => self.dial(idx, now),
             Script::Answer(call) => self.answer(idx, now, call),
+            Script::Refuse(call) => {
+                let code = self.plan.groups[ep.group]
+                    .ringing
+                    .reject
+                    .map_or(486, |r| r.code);
+                ep.refusing = true;
+                ep.ua.reject(now, call, code);
+            }
+            Script::GiveUp => {
+                if let Some(call) = ep.active_call.filter(|_| ep.answered_at.is_none()) {
+                    let limit = self.plan.groups[ep.group].ringing.ring_timeout;
+                    let why = format!(
+                        "not answered within the ring_timeout ({}): cancelled",
+                        limit.map_or_else(String::new, |d| format!("{d:?}"))
+                    );
+                    ep.trace
+                        .push(TraceEntry::note(why.clone(), now - self.start));
+                    ep.worsen(Outcome::CallFailed, why);
+                    ep.set_phase(Phase::Disconnecting, &events);
+                    ep.ua.hangup(now, call);
+                }
+            }
             Script::HangUp(call) => {
                 ep.set_phase(Phase::Disconnecting, &events);
                 ep.ua.hangup(now, call);
@@ -3111,6 +3182,10 @@ impl<'a> Shard<'a> {
         // callee's offer (`CallEvent::Offered`).
         let sdp = (!late).then_some(sdp);
         ep.active_call = Some(ep.ua.call(now, target, sdp));
+        if let Some(limit) = plan.groups[ep.group].ringing.ring_timeout {
+            ep.script = Script::GiveUp;
+            ep.script_at = Some(now + limit);
+        }
     }
 
     /// Which server of [`RunPlan::servers`] endpoint `idx` uses.
@@ -3452,8 +3527,25 @@ impl<'a> Shard<'a> {
                     Role::Answer { answer_delay } => *answer_delay,
                     _ => Duration::ZERO,
                 };
-                ep.script = Script::Answer(call);
-                ep.script_at = Some(now + delay);
+                let ringing = &plan.groups[ep.group].ringing;
+                // The group's calls counted over its endpoints in turn: the refused ones
+                // spread evenly.
+                let nth = u64::from(ep.calls_received - 1)
+                    * plan.groups[ep.group].endpoints.len() as u64
+                    + ep.index as u64;
+                if ringing.never_answer {
+                    // Rings until the caller gives up (its CANCEL: `Failed` 487).
+                    ep.script = Script::Idle;
+                    ep.script_at = None;
+                } else {
+                    let refuse = ringing.reject.is_some_and(|r| r.refuses(nth));
+                    ep.script = if refuse {
+                        Script::Refuse(call)
+                    } else {
+                        Script::Answer(call)
+                    };
+                    ep.script_at = Some(now + delay);
+                }
             }
             CallEvent::Trying => {
                 if ep.timings.time_to_100_ms.is_none() {
@@ -3584,6 +3676,28 @@ impl<'a> Shard<'a> {
                 if let Some(at) = early_rtp {
                     self.events_early_media(idx, now, call, at);
                 }
+            }
+            CallEvent::Failed { code, reason }
+                if matches!(plan.groups[ep.group].role, Role::Answer { .. })
+                    && ep.active_call == Some(call)
+                    && (std::mem::take(&mut ep.refusing) || code == 487) =>
+            {
+                // What the callee was told to do (`reject`), or the caller giving up on a
+                // ringing phone (its CANCEL, or a BYE of the early dialog): the call's
+                // result, not the callee's failure.
+                ep.call_code = Some(code);
+                ep.call_result = Some(classify(code));
+                ep.calls_refused += u32::from(code != 487);
+                let note = if code == 487 {
+                    format!("the caller gave up before the answer ({reason})")
+                } else {
+                    format!("refused with {code} as the group's reject asks")
+                };
+                ep.trace.push(TraceEntry::note(note, now - self.start));
+                ep.ua.forget_call(call);
+                ep.active_call = None;
+                self.end_media(idx, now);
+                self.after_call(idx, now);
             }
             CallEvent::Failed { code, reason } => {
                 ep.call_code = Some(code);
@@ -3984,6 +4098,7 @@ impl<'a> Shard<'a> {
             calls_answered: ep.calls_answered,
             calls_attempted: ep.calls_attempted,
             calls_received: ep.calls_received,
+            calls_refused: ep.calls_refused,
             session_refreshes_sent: ep.refreshes.0,
             session_refreshes_received: ep.refreshes.1,
             offer: match &self.plan.groups[ep.group].role {

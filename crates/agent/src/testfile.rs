@@ -22,7 +22,7 @@ use crate::callmedia::{IceServers, MediaPlan, SrtpMode};
 use crate::dscp::Dscp;
 use crate::engine::{
     ActionKind, CallAction, CallTrigger, EndpointPlan, EventAction, GroupIdentity, GroupPlan,
-    OfferTiming, Role, RunPlan, RunSummary, ServerTarget, TransportPlan,
+    OfferTiming, Reject, Ringing, Role, RunPlan, RunSummary, ServerTarget, TransportPlan,
 };
 use crate::flow::FlowKind;
 use media::turn::TurnConfig;
@@ -190,8 +190,14 @@ pub struct GroupEntry {
     pub registrar: Spanned<String>,
     /// `answer`, `call` or `register`.
     pub role: Option<Spanned<String>>,
-    /// For `answer`: delay before 200 OK.
+    /// For `answer`: delay before 200 OK, or `"never"` (ring until the caller gives up).
     pub answer_delay: Option<Spanned<String>>,
+    /// For `answer`: refuse calls with this final response (400..=699) after `answer_delay`.
+    pub reject: Option<Spanned<i64>>,
+    /// For `answer` with `reject`: the share of the calls refused, percent (default 100).
+    pub reject_percent: Option<Spanned<i64>>,
+    /// For `call`: cancel a call not answered this long after its INVITE.
+    pub ring_timeout: Option<Spanned<String>>,
     /// For `call`: `group:NAME`, or a URI template such as `sip:{n}@pbx.example.com`.
     pub call: Option<Spanned<String>>,
     /// For `call`: calls per endpoint (default 1).
@@ -356,6 +362,67 @@ fn header_text(cx: &Ctx<'_>, v: &Spanned<String>, field: String) -> Result<Strin
         );
     }
     Ok(t.to_owned())
+}
+
+/// A group's `ring_timeout` (callers), `reject`, `reject_percent` and `answer_delay =
+/// "never"` (callees).
+fn ringing_of(cx: &Ctx<'_>, g: &GroupEntry, gi: usize, role: &Role) -> Result<Ringing, FileError> {
+    let field = |f: &str| format!("group[{gi}].{f}");
+    let answers = matches!(role, Role::Answer { .. });
+    let mut r = Ringing::default();
+    if let Some(t) = &g.ring_timeout {
+        if !matches!(role, Role::Call { .. }) {
+            return cx.err(t.span(), field("ring_timeout"), "is for calling groups");
+        }
+        let d = cx.duration(t, &field("ring_timeout"))?;
+        if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+            return cx.err(t.span(), field("ring_timeout"), "must be 100ms ..= 1h");
+        }
+        r.ring_timeout = Some(d);
+    }
+    if let Some(d) = &g.answer_delay
+        && d.get_ref().eq_ignore_ascii_case("never")
+    {
+        if !answers {
+            return cx.err(d.span(), field("answer_delay"), "is for answering groups");
+        }
+        r.never_answer = true;
+    }
+    if let Some(code) = &g.reject {
+        if !answers {
+            return cx.err(code.span(), field("reject"), "is for answering groups");
+        }
+        if r.never_answer {
+            return cx.err(
+                code.span(),
+                field("reject"),
+                "a phone that never answers refuses nothing: drop answer_delay = \"never\" \
+                 or reject",
+            );
+        }
+        let c = *code.get_ref();
+        if !(400..=699).contains(&c) {
+            return cx.err(
+                code.span(),
+                field("reject"),
+                format!("{c}: expected a final response code 400..=699 (486 busy, 480 not available, 603 decline)"),
+            );
+        }
+        let percent = match &g.reject_percent {
+            None => 100,
+            Some(p) if (1..=100).contains(p.get_ref()) => *p.get_ref() as u8,
+            Some(p) => {
+                return cx.err(p.span(), field("reject_percent"), "must be 1 ..= 100");
+            }
+        };
+        r.reject = Some(Reject {
+            code: c as u16,
+            percent,
+        });
+    } else if let Some(p) = &g.reject_percent {
+        return cx.err(p.span(), field("reject_percent"), "needs reject = CODE");
+    }
+    Ok(r)
 }
 
 /// A group's `user_agent`, `display_name` and `headers`.
@@ -1765,6 +1832,7 @@ pub fn prepare_parsed(
                 answer_delay: g
                     .answer_delay
                     .as_ref()
+                    .filter(|d| !d.get_ref().eq_ignore_ascii_case("never"))
                     .map(|d| cx.duration(d, &field("answer_delay")))
                     .transpose()?
                     .unwrap_or(Duration::ZERO),
@@ -2162,6 +2230,7 @@ pub fn prepare_parsed(
             None
         };
         let session_timer = session_timer_of(&cx, g, gi)?;
+        let ringing = ringing_of(&cx, g, gi, &role)?;
         plans.push(GroupPlan {
             server: site,
             media,
@@ -2172,6 +2241,7 @@ pub fn prepare_parsed(
             role,
             prack: g.prack,
             identity: identity_of(&cx, g, gi)?,
+            ringing,
             session_timer,
             register: registers(g.registrar.get_ref()),
         });
@@ -2849,6 +2919,127 @@ call = "group:callees"
     /// `srtp` per group: off by default, "sdes", "optional" or "dtls"; a bad value, or SRTP without
     /// `rtcp_xr` per group (default off); on with `media = false` names its line and field;
     /// a value that is not a boolean is an error of the file.
+    /// `ring_timeout` on callers, `reject`, `reject_percent` and `answer_delay = "never"` on
+    /// callees; each on the wrong role, out of range or contradicting another names its
+    /// line and field.
+    #[test]
+    fn ringing_keys_are_read_per_group() {
+        let with = |callee: &str, caller: &str| {
+            GOOD.replace(
+                "answer_delay = \"1s\"",
+                &format!("answer_delay = \"1s\"\n{callee}"),
+            )
+            .replace(
+                "call = \"group:callees\"",
+                &format!("call = \"group:callees\"\n{caller}"),
+            )
+        };
+        let p = prepare(
+            "t.toml",
+            &with(
+                "reject = 486\nreject_percent = 30",
+                "ring_timeout = \"30s\"",
+            ),
+            b"s",
+            0,
+        )
+        .unwrap()
+        .plan;
+        let ringing = |name: &str| p.groups.iter().find(|g| g.name == name).unwrap().ringing;
+        assert_eq!(
+            ringing("callees").reject,
+            Some(Reject {
+                code: 486,
+                percent: 30
+            })
+        );
+        assert_eq!(
+            ringing("callers").ring_timeout,
+            Some(Duration::from_secs(30))
+        );
+        let p = prepare("t.toml", &with("reject = 603", ""), b"s", 0)
+            .unwrap()
+            .plan;
+        assert_eq!(p.groups[0].ringing.reject.map(|r| r.percent), Some(100));
+        let never = GOOD.replace("answer_delay = \"1s\"", "answer_delay = \"never\"");
+        let p = prepare("t.toml", &never, b"s", 0).unwrap().plan;
+        assert!(p.groups[0].ringing.never_answer);
+        for (callee, caller, field, message) in [
+            ("reject = 200", "", "group[0].reject", "400..=699"),
+            (
+                "reject = 486\nreject_percent = 0",
+                "",
+                "group[0].reject_percent",
+                "1 ..= 100",
+            ),
+            (
+                "reject_percent = 50",
+                "",
+                "group[0].reject_percent",
+                "needs reject",
+            ),
+            (
+                "",
+                "reject = 486",
+                "group[1].reject",
+                "for answering groups",
+            ),
+            (
+                "ring_timeout = \"5s\"",
+                "",
+                "group[0].ring_timeout",
+                "for calling groups",
+            ),
+            (
+                "",
+                "ring_timeout = \"10ms\"",
+                "group[1].ring_timeout",
+                "100ms ..= 1h",
+            ),
+            (
+                "",
+                "ring_timeout = \"soon\"",
+                "group[1].ring_timeout",
+                "not a duration",
+            ),
+        ] {
+            let e = prepare("t.toml", &with(callee, caller), b"s", 0).unwrap_err();
+            assert_eq!(e.field, field, "{callee}/{caller}: {e}");
+            assert!(e.message.contains(message), "{callee}/{caller}: {e}");
+        }
+        let e = prepare(
+            "t.toml",
+            &never.replace(
+                "answer_delay = \"never\"",
+                "answer_delay = \"never\"\nreject = 486",
+            ),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "group[0].reject", "{e}");
+        assert!(e.message.contains("never answers"), "{e}");
+    }
+
+    /// A share of the calls refused is spread evenly: exactly that many in every hundred,
+    /// 30 % refusing the 4th, 7th and 10th of every ten (counted from 1).
+    #[test]
+    fn refused_calls_are_spread_evenly() {
+        for percent in [1u8, 25, 30, 50, 99, 100] {
+            let r = Reject { code: 486, percent };
+            let n = (0..100).filter(|&n| r.refuses(n)).count();
+            assert_eq!(n, usize::from(percent), "{percent} %");
+            let n = (100..300).filter(|&n| r.refuses(n)).count();
+            assert_eq!(n, 2 * usize::from(percent), "{percent} %");
+        }
+        let r = Reject {
+            code: 486,
+            percent: 30,
+        };
+        let refused: Vec<u64> = (0..10).filter(|&n| r.refuses(n)).map(|n| n + 1).collect();
+        assert_eq!(refused, [4, 7, 10]);
+    }
+
     /// `user_agent`, `display_name` and `headers` per group: read in the file's order;
     /// a header SIP manages, a name that is not a token, a name given twice or a value with
     /// a line break names its line and field.
@@ -3657,6 +3848,16 @@ call = "group:callees"
         let e = prepare(
             "t.toml",
             &GOOD.replace("ramp = \"20/s\"", "ramp = 20\nbogus = 1"),
+            b"s",
+            0,
+        )
+        .unwrap_err();
+        // Two errors: the first in the file's order is reported (toml's preserve_order).
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("invalid type: integer `20`"), "{e}");
+        let e = prepare(
+            "t.toml",
+            &GOOD.replace("ramp = \"20/s\"", "ramp = \"20/s\"\nbogus = 1"),
             b"s",
             0,
         )

@@ -116,6 +116,7 @@ fn answers_that_waited_in_a_coalescing_shard_are_timed_from_their_arrival() {
                 credentials: None,
             }],
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: false,

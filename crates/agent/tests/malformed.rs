@@ -77,6 +77,7 @@ fn a_malformed_response_fails_one_endpoint_clearly_and_spares_the_others() {
                 })
                 .collect(),
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: true,

@@ -278,6 +278,7 @@ fn drop_connections_between_calls(shared: bool) -> (RunSummary, Vec<EndpointRepo
         name: name.into(),
         endpoints: endpoints(name),
         prack: false,
+        ringing: Default::default(),
         identity: Default::default(),
         session_timer: None,
         register: true,

@@ -80,6 +80,7 @@ fn callers(group: &str, n: usize, service: &str, codecs: Vec<Codec>) -> GroupPla
             offer: OfferTiming::Early,
         },
         prack: false,
+        ringing: Default::default(),
         identity: Default::default(),
         session_timer: None,
         register: true,

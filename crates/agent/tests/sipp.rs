@@ -168,6 +168,7 @@ fn callee1() -> GroupPlan {
             credentials: None,
         }],
         prack: false,
+        ringing: Default::default(),
         identity: Default::default(),
         session_timer: None,
         register: true,
@@ -379,6 +380,7 @@ fn our_callers_call_a_sipp_uas() {
         name: "callers".into(),
         endpoints,
         prack: false,
+        ringing: Default::default(),
         identity: Default::default(),
         session_timer: None,
         register: true,
@@ -636,6 +638,7 @@ fn direct_to_a_sipp_uas(kind: FlowKind) {
                 })
                 .collect(),
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: false,
@@ -1019,6 +1022,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 })
                 .collect(),
             prack: false,
+            ringing: Default::default(),
             identity: match uas {
                 // A desk phone's model, a display name and two headers of the user's.
                 Uas::ChecksIdentity => GroupIdentity {

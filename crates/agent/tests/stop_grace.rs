@@ -123,6 +123,7 @@ fn an_answerer_whose_caller_never_hangs_up_ends_the_run_itself() {
                 credentials: None,
             }],
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: true,

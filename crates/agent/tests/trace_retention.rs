@@ -91,6 +91,7 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
                 credentials: None,
             }],
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: false,

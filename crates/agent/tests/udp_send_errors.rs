@@ -91,6 +91,7 @@ fn a_refused_datagram_fails_its_endpoint_and_spares_the_others() {
                 })
                 .collect(),
             prack: false,
+            ringing: Default::default(),
             identity: Default::default(),
             session_timer: None,
             register: false,

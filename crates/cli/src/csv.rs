@@ -62,6 +62,7 @@ const COLUMNS: &[Column] = &[
     ("calls_attempted", |r| r.calls_attempted.into()),
     ("calls_answered", |r| r.calls_answered.into()),
     ("calls_received", |r| r.calls_received.into()),
+    ("calls_refused", |r| r.calls_refused.into()),
     ("registration_ms", |r| r.timings.registration_ms.into()),
     ("time_to_100_ms", |r| r.timings.time_to_100_ms.into()),
     ("time_to_180_ms", |r| r.timings.time_to_180_ms.into()),
