@@ -129,8 +129,11 @@ pub struct RequestBuilder {
 struct Parts {
     method: Method,
     uri: Uri,
-    /// Via values, printed when added.
-    via: Vec<String>,
+    /// Via values, printed when added: the top one apart (a request nearly always has one
+    /// Via, and a list of one would be an allocation of its own).
+    via: Option<String>,
+    /// The Via values under the top one.
+    via_more: Vec<String>,
     max_forwards: u8,
     routes: Vec<Addr>,
     from: Option<Addr>,
@@ -142,8 +145,34 @@ struct Parts {
     /// not one per value. [`Addr::Span`] points into it.
     texts: String,
     contact: Option<NameAddr>,
-    extra: Vec<Header>,
+    extra: Vec<Extra>,
     body: Option<(String, Bytes)>,
+}
+
+/// A header added with [`RequestBuilder::header`], [`RequestBuilder::header_line`] or
+/// [`RequestBuilder::header_with`] (a value written into the builder's `texts`, no `String`
+/// of its own).
+#[derive(Debug)]
+enum Extra {
+    Line(Header),
+    Span(HeaderName, usize, usize),
+}
+
+impl Extra {
+    fn name(&self) -> &HeaderName {
+        match self {
+            Self::Line(h) => h.name(),
+            Self::Span(name, ..) => name,
+        }
+    }
+
+    /// The value: a span is a range of `texts`, which only grows (made by `write_span`).
+    fn value<'a>(&'a self, texts: &'a str) -> &'a str {
+        match self {
+            Self::Line(h) => h.value(),
+            Self::Span(_, start, end) => texts.get(*start..*end).unwrap_or_default(),
+        }
+    }
 }
 
 impl RequestBuilder {
@@ -152,7 +181,8 @@ impl RequestBuilder {
         let parts = Box::new(Parts {
             method,
             uri,
-            via: Vec::new(),
+            via: None,
+            via_more: Vec::new(),
             max_forwards: 70,
             routes: Vec::new(),
             from: None,
@@ -168,15 +198,18 @@ impl RequestBuilder {
     }
 
     /// Adds a Via (the first added is the top one).
-    pub fn via(mut self, via: Via) -> Self {
-        self.parts.via.push(text_of(&via, 96));
-        self
+    pub fn via(self, via: Via) -> Self {
+        self.via_text(text_of(&via, 96))
     }
 
     /// Adds a Via value already printed (`SIP/2.0/UDP host:port;branch=…`), as a caller that
     /// writes its Via straight into one string does.
     pub fn via_text(mut self, via: String) -> Self {
-        self.parts.via.push(via);
+        if self.parts.via.is_none() {
+            self.parts.via = Some(via);
+        } else {
+            self.parts.via_more.push(via);
+        }
         self
     }
 
@@ -239,9 +272,15 @@ impl RequestBuilder {
 
     /// Writes a value into the builder's own string and returns where it lies.
     fn write_span(&mut self, write: impl FnOnce(&mut String)) -> Addr {
+        let (start, end) = self.write_range(write);
+        Addr::Span(start, end)
+    }
+
+    /// Writes a value into the builder's own string and returns its range.
+    fn write_range(&mut self, write: impl FnOnce(&mut String)) -> (usize, usize) {
         let start = self.parts.texts.len();
         write(&mut self.parts.texts);
-        Addr::Span(start, self.parts.texts.len())
+        (start, self.parts.texts.len())
     }
 
     /// Sets From to the text that `write` appends to the string it is given (the value
@@ -285,14 +324,27 @@ impl RequestBuilder {
 
     /// Adds any other header.
     pub fn header(mut self, name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
-        self.parts.extra.push(Header::new(name, value));
+        self.parts.extra.push(Extra::Line(Header::new(name, value)));
+        self
+    }
+
+    /// Adds any other header, its value written in place (see [`RequestBuilder::from_with`]):
+    /// printed as [`RequestBuilder::header`] prints the same value, without a `String` of its
+    /// own.
+    pub fn header_with(
+        mut self,
+        name: impl Into<HeaderName>,
+        write: impl FnOnce(&mut String),
+    ) -> Self {
+        let (start, end) = self.write_range(write);
+        self.parts.extra.push(Extra::Span(name.into(), start, end));
         self
     }
 
     /// Adds a header built already ([`Header::from_shared`], [`Header::from_static`]):
     /// printed `Name: value` as [`RequestBuilder::header`] prints its.
     pub fn header_line(mut self, header: Header) -> Self {
-        self.parts.extra.push(header);
+        self.parts.extra.push(Extra::Line(header));
         self
     }
 
@@ -316,7 +368,8 @@ impl RequestBuilder {
         // The number of lines written below, exactly. The list gets room for one more: a
         // request answered with a challenge is sent again with its credentials added (RFC
         // 3261 §22.2, §22.3), which would otherwise double the list.
-        let lines = p.via.len()
+        let vias = || p.via.iter().chain(&p.via_more);
+        let lines = vias().count()
             + 1
             + p.routes.len()
             + [&p.from, &p.to, &p.call_id]
@@ -329,18 +382,18 @@ impl RequestBuilder {
             + 1
             + usize::from(has_body);
         let head = String::with_capacity(
-            400 + p.via.iter().map(|v| v.len() + 8).sum::<usize>()
+            400 + vias().map(|v| v.len() + 8).sum::<usize>()
                 + p.routes.len() * 72
                 + p.extra
                     .iter()
-                    .map(|h| h.name().as_str().len() + h.value().len() + 4)
+                    .map(|h| h.name().as_str().len() + h.value(&p.texts).len() + 4)
                     .sum::<usize>(),
         );
         let mut w = HeadWriter {
             head,
             lines: Headers::with_capacity(lines + 1),
         };
-        for v in &p.via {
+        for v in vias() {
             w.text(HeaderName::Via, v);
         }
         w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
@@ -366,7 +419,7 @@ impl RequestBuilder {
             w.name_addr(HeaderName::Contact, c);
         }
         for h in p.extra.iter().filter(|h| !skipped(h.name())) {
-            w.text(h.name().clone(), h.value());
+            w.text(h.name().clone(), h.value(&p.texts));
         }
         let body = match p.body {
             Some((ct, body)) => {
@@ -403,6 +456,7 @@ impl fmt::Debug for RequestBuilder {
             .field("method", &p.method)
             .field("uri", &p.uri)
             .field("via", &p.via)
+            .field("via_more", &p.via_more)
             .field("max_forwards", &p.max_forwards)
             .field("routes", &p.routes)
             .field("from", &p.from)
@@ -495,6 +549,48 @@ impl HeadWriter {
 mod tests {
     use super::*;
     use crate::typed::{CSeq, MaxForwards};
+
+    #[test]
+    fn values_written_in_place_print_as_owned_values_do() {
+        // `header_with` and `header_line(from_static)` print exactly what `header` prints,
+        // in the order added, among other values written in place; a second Via goes under
+        // the first.
+        let uri = Uri::parse("sip:x@example.com").unwrap();
+        let base = || {
+            RequestBuilder::new(Method::Register, uri.clone())
+                .via_text("SIP/2.0/UDP a.example:5060;branch=z9hG4bK1".into())
+                .via_text("SIP/2.0/UDP b.example;branch=z9hG4bK2".into())
+                .from_with(|s| s.push_str("<sip:x@example.com>;tag=1"))
+                .call_id_with(|s| s.push_str("c@h"))
+        };
+        let owned = base()
+            .header(HeaderName::Contact, "<sip:x@1.2.3.4:5060>")
+            .header(HeaderName::Expires, "3600")
+            .header(HeaderName::Allow, "INVITE, ACK")
+            .header("X-Empty", "")
+            .build();
+        let in_place = base()
+            .header_with(HeaderName::Contact, |s| s.push_str("<sip:x@1.2.3.4:5060>"))
+            .header_with(HeaderName::Expires, |s| push_decimal(s, 3600))
+            .header_line(Header::from_static(HeaderName::Allow, "INVITE, ACK"))
+            .header_with("X-Empty", |_| {})
+            .build();
+        assert_eq!(
+            String::from_utf8(in_place.to_bytes()).unwrap(),
+            String::from_utf8(owned.to_bytes()).unwrap()
+        );
+        let text = String::from_utf8(in_place.to_bytes()).unwrap();
+        assert!(text.starts_with(
+            "REGISTER sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a.example:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b.example;branch=z9hG4bK2\r\n"
+        ), "{text}");
+        assert_eq!(
+            in_place
+                .headers
+                .get(&HeaderName::Expires)
+                .map(|h| h.value()),
+            Some("3600")
+        );
+    }
 
     #[test]
     fn numbers_are_printed_as_display_prints_them() {

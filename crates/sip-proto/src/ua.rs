@@ -1808,24 +1808,31 @@ impl UserAgent {
 
     /// [`UserAgent::contact_text`] from the proxy connection's address when `proxied`.
     fn contact_text_at(&self, proxied: bool) -> String {
-        let (host, port) = self.local_of(proxied);
         let transport = &self.profile.transport;
         let udp = transport.eq_ignore_ascii_case("udp");
         let mut text = String::with_capacity(
             48 + self.user.len() + if udp { 0 } else { 11 + transport.len() },
         );
+        self.write_contact_at(&mut text, proxied);
+        text
+    }
+
+    /// [`UserAgent::contact_text_at`] appended to `text` (a builder's string).
+    fn write_contact_at(&self, text: &mut String, proxied: bool) {
+        let (host, port) = self.local_of(proxied);
+        let transport = &self.profile.transport;
+        let udp = transport.eq_ignore_ascii_case("udp");
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
-        sip_msg::push_host(&mut text, host);
+        sip_msg::push_host(text, host);
         text.push(':');
-        sip_msg::push_decimal(&mut text, u64::from(port));
+        sip_msg::push_decimal(text, u64::from(port));
         if !udp {
             text.push_str(";transport=");
             text.extend(transport.chars().map(|c| c.to_ascii_lowercase()));
         }
         text.push('>');
-        text
     }
 
     /// The outbound proxy's Route (`;lr`), with `ob` when `ob`: the `ob` URI parameter tells
@@ -1842,15 +1849,15 @@ impl UserAgent {
         }))
     }
 
-    /// Our Contact for a dialog-forming request we send: with `ob` in its URI once the
-    /// registration uses outbound (RFC 5626 §4.3: the edge proxy then keeps the dialog's
-    /// requests to us on this flow).
-    fn dialog_contact_text(&self, proxied: bool) -> String {
-        let mut text = self.contact_text_at(proxied);
+    /// Our Contact for a dialog-forming request we send, appended to `text` (a builder's
+    /// string): with `ob` in its URI once the registration uses outbound (RFC 5626 §4.3: the
+    /// edge proxy then keeps the dialog's requests to us on this flow).
+    fn write_dialog_contact(&self, text: &mut String, proxied: bool) {
+        self.write_contact_at(text, proxied);
         if self.outbound_grant().is_some_and(|g| g.in_use) {
+            // `write_contact_at` ends the address with `>`.
             text.insert_str(text.len() - 1, ";ob");
         }
-        text
     }
 
     /// The registrar's URI as text (the digest URI of a REGISTER), printed straight into a
@@ -2035,17 +2042,9 @@ impl UserAgent {
         let proxied = self.register_proxied();
         let (via, branch) = self.new_via_branch_at(proxied);
         let mut aor = 0..0;
-        let mut contact = self.contact_text_at(proxied);
-        if let Some(o) = &self.outbound {
-            // RFC 5626 §4.2: the flow's reg-id and the phone's instance ID.
-            contact.push_str(";reg-id=");
-            sip_msg::push_decimal(&mut contact, u64::from(crate::outbound::REG_ID));
-            contact.push_str(";+sip.instance=\"<");
-            contact.push_str(&o.instance);
-            contact.push_str(">\"");
-        }
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
-            .reserve_text(2 * (8 + self.user.len() + self.profile.domain.len()) + 21 + 40)
+            // From, To, Call-ID, then our Contact and Expires (written in place too).
+            .reserve_text(3 * (8 + self.user.len()) + 2 * self.profile.domain.len() + 150)
             .via_text(via)
             .from_with(|s| {
                 let start = s.len();
@@ -2058,12 +2057,26 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, self.reg_call_id))
             .cseq(self.reg_cseq)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, contact)
-            .header(HeaderName::Expires, decimal_text(expires));
-        let mut b = self.common(b).header(HeaderName::Allow, ALLOW);
+            .header_with(HeaderName::Contact, |s| {
+                self.write_contact_at(s, proxied);
+                if let Some(o) = &self.outbound {
+                    // RFC 5626 §4.2: the flow's reg-id and the phone's instance ID.
+                    s.push_str(";reg-id=");
+                    sip_msg::push_decimal(s, u64::from(crate::outbound::REG_ID));
+                    s.push_str(";+sip.instance=\"<");
+                    s.push_str(&o.instance);
+                    s.push_str(">\"");
+                }
+            })
+            .header_with(HeaderName::Expires, |s| {
+                sip_msg::push_decimal(s, u64::from(expires))
+            });
+        let mut b = self
+            .common(b)
+            .header_line(Header::from_static(HeaderName::Allow, ALLOW));
         if self.outbound.is_some() {
             // RFC 5626 §4.2.1: `outbound` (and Path, RFC 3327, which an edge proxy adds).
-            b = b.header(HeaderName::Supported, "path, outbound");
+            b = b.header_line(Header::from_static(HeaderName::Supported, "path, outbound"));
             if let Some(route) = self.proxy_route(true).filter(|_| proxied) {
                 b = b.route(route);
             }
@@ -2272,7 +2285,7 @@ impl UserAgent {
         let _ = target.write_to(&mut to);
         to.push('>');
         let mut b = RequestBuilder::new(Method::Invite, target)
-            .reserve_text(8 + self.user.len() + self.profile.domain.len() + 5 + 16 + 40)
+            .reserve_text(2 * self.user.len() + self.profile.domain.len() + 125)
             .via_text(via)
             // From and Call-ID are written into the builder's one string (no `String` each).
             .from_with(|s| {
@@ -2288,7 +2301,9 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, random))
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, self.dialog_contact_text(proxied));
+            .header_with(HeaderName::Contact, |s| {
+                self.write_dialog_contact(s, proxied)
+            });
         // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr> (`;ob` too once
         // outbound is in use, as its Contact carries `ob`).
         let in_use = self.outbound_grant().is_some_and(|g| g.in_use);
@@ -2302,8 +2317,8 @@ impl UserAgent {
         let timers = self.profile.session_timer;
         b = self
             .common(b)
-            .header(HeaderName::Allow, ALLOW)
-            .header(HeaderName::Supported, self.supported());
+            .header_line(Header::from_static(HeaderName::Allow, ALLOW))
+            .header_line(Header::from_static(HeaderName::Supported, self.supported()));
         // RFC 4028 §7.1: the interval we ask for, the refresher we want (none: the UAS
         // chooses), our Min-SE when we have one.
         let session = timers.map(|t| SessionTimer {
