@@ -339,8 +339,11 @@ pub struct ClientTransaction {
     reliable: bool,
     config: TimerConfig,
     state: State,
-    request: Bytes,
-    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3).
+    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3). It is printed
+    /// again for each retransmission (the same bytes: printing is deterministic) instead of
+    /// its printed bytes being kept beside it: retransmissions are rare, and the bytes of
+    /// the first transmission are then the sender's alone (no shared buffer to count, no
+    /// second copy held while the transaction waits).
     request_msg: RequestMsg,
     ack: Option<Bytes>,
     interval: Duration,
@@ -439,7 +442,6 @@ impl ClientTransaction {
             } else {
                 State::Trying
             },
-            request: Bytes::from(request.to_bytes()),
             request_msg: request,
             ack: None,
             interval: config.t1,
@@ -454,7 +456,7 @@ impl ClientTransaction {
     /// [`ClientTransaction::started`] (once).
     pub(crate) fn arm(&mut self, now: Instant) {
         self.transmits.push_back(Transmit {
-            bytes: self.request.clone(),
+            bytes: Bytes::from(self.request_msg.to_bytes()),
             retransmission: false,
         });
         let (retransmit, timeout) = if self.invite {
@@ -500,11 +502,7 @@ impl ClientTransaction {
             self.state,
             State::Completed | State::Accepted | State::Terminated
         ) {
-            // A request is never empty: an empty one was shed already.
-            if !self.request.is_empty() {
-                self.request = Bytes::new();
-                self.request_msg = RequestMsg::Gone;
-            }
+            self.request_msg = RequestMsg::Gone;
             // Drained queues give their room back.
             self.transmits.shrink();
             self.events.shrink();
@@ -518,11 +516,9 @@ impl ClientTransaction {
         if !matches!(
             self.state,
             State::Completed | State::Accepted | State::Terminated
-        ) || self.request.is_empty()
-        {
+        ) {
             return None;
         }
-        self.request = Bytes::new();
         match std::mem::replace(&mut self.request_msg, RequestMsg::Gone) {
             RequestMsg::Own(m) => Some(m),
             RequestMsg::Shared(m) => Some(Arc::unwrap_or_clone(m)),
@@ -712,7 +708,7 @@ impl ClientTransaction {
                     ) {
                         self.retransmissions += 1;
                         self.transmits.push_back(Transmit {
-                            bytes: self.request.clone(),
+                            bytes: Bytes::from(self.request_msg.to_bytes()),
                             retransmission: true,
                         });
                         push_event(
@@ -1258,6 +1254,37 @@ Content-Length: 0\r\n\r\n"
             .filter(|(_, e)| matches!(e, TxnEvent::Retransmitted { .. }))
             .map(|(d, _)| d.as_millis() as u64)
             .collect()
+    }
+
+    #[test]
+    fn every_retransmission_is_the_first_transmission_byte_for_byte() {
+        // The request is printed again for each retransmission (its bytes are not kept):
+        // Timer A's six resends of an INVITE (and Timer E's of a REGISTER) are the bytes
+        // first sent, which are the request as printed.
+        let now = Instant::now();
+        for method in ["INVITE", "REGISTER"] {
+            let req = request(method);
+            let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+            let first = t.poll_transmit().unwrap();
+            assert!(!first.retransmission);
+            assert_eq!(&first.bytes[..], &req.to_bytes()[..]);
+            let mut at = now;
+            let mut resent = 0;
+            while let Some(next) = t.poll_timeout() {
+                if next > now + Duration::from_secs(20) {
+                    break;
+                }
+                at = at.max(next);
+                t.handle_timeout(at);
+                while let Some(x) = t.poll_transmit() {
+                    assert!(x.retransmission);
+                    assert_eq!(x.bytes, first.bytes);
+                    resent += 1;
+                }
+                while t.poll_event().is_some() {}
+            }
+            assert!(resent >= 5, "{method}: {resent} retransmissions");
+        }
     }
 
     #[test]
