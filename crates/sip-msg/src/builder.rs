@@ -131,9 +131,9 @@ struct Parts {
     uri: Uri,
     /// Via values, printed when added: the top one apart (a request nearly always has one
     /// Via, and a list of one would be an allocation of its own).
-    via: Option<String>,
+    via: Option<Addr>,
     /// The Via values under the top one.
-    via_more: Vec<String>,
+    via_more: Vec<Addr>,
     max_forwards: u8,
     routes: Vec<Addr>,
     from: Option<Addr>,
@@ -205,12 +205,23 @@ impl RequestBuilder {
     /// Adds a Via value already printed (`SIP/2.0/UDP host:port;branch=…`), as a caller that
     /// writes its Via straight into one string does.
     pub fn via_text(mut self, via: String) -> Self {
+        self.push_via(Addr::Text(via));
+        self
+    }
+
+    /// Adds a Via value written in place (see [`RequestBuilder::from_with`]).
+    pub fn via_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        let via = self.write_span(write);
+        self.push_via(via);
+        self
+    }
+
+    fn push_via(&mut self, via: Addr) {
         if self.parts.via.is_none() {
             self.parts.via = Some(via);
         } else {
             self.parts.via_more.push(via);
         }
-        self
     }
 
     /// Sets Max-Forwards.
@@ -382,7 +393,7 @@ impl RequestBuilder {
             + 1
             + usize::from(has_body);
         let head = String::with_capacity(
-            400 + vias().map(|v| v.len() + 8).sum::<usize>()
+            400 + vias().map(|v| v.len_hint() + 8).sum::<usize>()
                 + p.routes.len() * 72
                 + p.extra
                     .iter()
@@ -394,7 +405,7 @@ impl RequestBuilder {
             lines: Headers::with_capacity(lines + 1),
         };
         for v in vias() {
-            w.text(HeaderName::Via, v);
+            w.addr(HeaderName::Via, v, &p.texts);
         }
         w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
         for r in &p.routes {
@@ -478,6 +489,17 @@ enum Addr {
     Parsed(NameAddr),
     Text(String),
     Span(usize, usize),
+}
+
+impl Addr {
+    /// The printed length, for the room a head is given (a name-addr's is a guess).
+    fn len_hint(&self) -> usize {
+        match self {
+            Self::Parsed(_) => 64,
+            Self::Text(t) => t.len(),
+            Self::Span(start, end) => end - start,
+        }
+    }
 }
 
 /// The header section of a built request: `Name: value` lines in one string, and where each

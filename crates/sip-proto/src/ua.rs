@@ -1885,8 +1885,15 @@ impl UserAgent {
     /// [`UserAgent::new_via_branch`] from the proxy connection's address when `proxied`.
     fn new_via_branch_at(&mut self, proxied: bool) -> (String, u64) {
         let branch: u64 = self.rng.random();
-        let (host, port) = self.local_of(proxied);
         let mut via = String::with_capacity(64);
+        self.write_via_at(&mut via, proxied, branch);
+        (via, branch)
+    }
+
+    /// [`UserAgent::new_via_branch_at`]'s Via with the random part `branch`, appended to
+    /// `via` (a builder's string).
+    fn write_via_at(&self, via: &mut String, proxied: bool, branch: u64) {
+        let (host, port) = self.local_of(proxied);
         // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
         // piece (no formatting machinery, no upper-cased copy of the transport).
         via.push_str("SIP/2.0/");
@@ -1897,15 +1904,14 @@ impl UserAgent {
                 .map(|c| c.to_ascii_uppercase()),
         );
         via.push(' ');
-        sip_msg::push_host(&mut via, host);
+        sip_msg::push_host(via, host);
         via.push(':');
-        sip_msg::push_decimal(&mut via, u64::from(port));
+        sip_msg::push_decimal(via, u64::from(port));
         via.push_str(";branch=");
         via.push_str(BRANCH_MAGIC);
-        sip_msg::push_hex16(&mut via, branch);
+        sip_msg::push_hex16(via, branch);
         // RFC 3581: ask for the source port, so answers reach us through NAT.
         via.push_str(";rport");
-        (via, branch)
     }
 
     /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
@@ -2040,12 +2046,13 @@ impl UserAgent {
         // From, To and Call-ID are written into the builder's one string (no `String` each);
         // the AOR is printed once, for From, and copied for To.
         let proxied = self.register_proxied();
-        let (via, branch) = self.new_via_branch_at(proxied);
+        // The branch's random part (drawn first, as `new_via_branch_at` draws it).
+        let branch: u64 = self.rng.random();
         let mut aor = 0..0;
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
-            // From, To, Call-ID, then our Contact and Expires (written in place too).
-            .reserve_text(3 * (8 + self.user.len()) + 2 * self.profile.domain.len() + 150)
-            .via_text(via)
+            // Via, From, To, Call-ID, then our Contact and Expires (all written in place).
+            .reserve_text(3 * (8 + self.user.len()) + 2 * self.profile.domain.len() + 230)
+            .via_with(|s| self.write_via_at(s, proxied, branch))
             .from_with(|s| {
                 let start = s.len();
                 self.write_aor(s);
@@ -2083,16 +2090,20 @@ impl UserAgent {
         }
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
-        let cnonce = tag_from(self.rng.random());
-        let uri = self.registrar_uri_text();
-        if let Some(h) = self.auth.preemptive(
-            self.credentials.as_ref(),
-            &Method::Register,
-            &uri,
-            b"",
-            &cnonce,
-        ) {
-            req.headers.push(h);
+        // The cnonce is drawn in every case (the RNG's sequence does not depend on whether a
+        // challenge is kept); its text and the digest URI are written only when one is.
+        let cnonce: u64 = self.rng.random();
+        if self.credentials.is_some() && self.auth.has_challenge() {
+            let (cnonce, uri) = (tag_from(cnonce), self.registrar_uri_text());
+            if let Some(h) = self.auth.preemptive(
+                self.credentials.as_ref(),
+                &Method::Register,
+                &uri,
+                b"",
+                &cnonce,
+            ) {
+                req.headers.push(h);
+            }
         }
         let destination = self.register_destination();
         self.start_client_branch(now, req, branch, owner, destination);
@@ -2276,7 +2287,8 @@ impl UserAgent {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
         let proxied = self.profile.outbound_proxy.is_some();
-        let (via, branch) = self.new_via_branch_at(proxied);
+        // The branch's random part (drawn here, as `new_via_branch_at` draws it).
+        let branch: u64 = self.rng.random();
         // `NameAddr::new(target)` printed (no display name, no parameters) without a copy of
         // the target, which the request line takes.
         let mut to = String::with_capacity(64);
@@ -2285,8 +2297,8 @@ impl UserAgent {
         let _ = target.write_to(&mut to);
         to.push('>');
         let mut b = RequestBuilder::new(Method::Invite, target)
-            .reserve_text(2 * self.user.len() + self.profile.domain.len() + 125)
-            .via_text(via)
+            .reserve_text(2 * self.user.len() + self.profile.domain.len() + 205)
+            .via_with(|s| self.write_via_at(s, proxied, branch))
             // From and Call-ID are written into the builder's one string (no `String` each).
             .from_with(|s| {
                 if let Some(name) = &self.profile.caller.display_name {
