@@ -1894,24 +1894,7 @@ impl UserAgent {
     /// `via` (a builder's string).
     fn write_via_at(&self, via: &mut String, proxied: bool, branch: u64) {
         let (host, port) = self.local_of(proxied);
-        // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
-        // piece (no formatting machinery, no upper-cased copy of the transport).
-        via.push_str("SIP/2.0/");
-        via.extend(
-            self.profile
-                .transport
-                .chars()
-                .map(|c| c.to_ascii_uppercase()),
-        );
-        via.push(' ');
-        sip_msg::push_host(via, host);
-        via.push(':');
-        sip_msg::push_decimal(via, u64::from(port));
-        via.push_str(";branch=");
-        via.push_str(BRANCH_MAGIC);
-        sip_msg::push_hex16(via, branch);
-        // RFC 3581: ask for the source port, so answers reach us through NAT.
-        via.push_str(";rport");
+        write_via(via, &self.profile.transport, host, port, branch);
     }
 
     /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
@@ -2827,8 +2810,15 @@ impl UserAgent {
         forks: Vec<KeptFork>,
         answer: Option<Bytes>,
     ) {
-        let via = self.new_via_branch_at(self.proxied(id)).0;
-        let mut ack = self.common(dialog.request_via_text(Method::Ack, via, Some(seq)));
+        // The branch's random part (drawn as `new_via_branch_at` draws it); the Via is
+        // written into the builder's string.
+        let (proxied, branch) = (self.proxied(id), self.rng.random::<u64>());
+        let mut ack = self.common(dialog.request_via_with(
+            Method::Ack,
+            |s| self.write_via_at(s, proxied, branch),
+            80,
+            Some(seq),
+        ));
         if let Some(answer) = answer {
             ack = ack.body("application/sdp", answer);
         }
@@ -3266,8 +3256,15 @@ impl UserAgent {
 
     /// [`Self::send_bye`] with the header `extra` (a `Reason`, RFC 3326) when given.
     fn send_bye_with(&mut self, now: Instant, id: CallId, extra: Option<Header>) {
-        let (via, branch) = self.new_via_branch_at(self.proxied(id));
-        let ua = self.profile.user_agent.clone();
+        // The branch's random part (drawn as `new_via_branch_at` draws it); the Via is
+        // written into the builder's string, from the parts read here (the call is borrowed
+        // while it is written).
+        let proxied = self.proxied(id);
+        let branch: u64 = self.rng.random();
+        let profile = Arc::clone(&self.profile);
+        let (host, port) = self.local_of(proxied);
+        let host = host.clone();
+        let ua = profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -3276,8 +3273,9 @@ impl UserAgent {
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
+        let via = |s: &mut String| write_via(s, &profile.transport, &host, port, branch);
         let mut bye = dialog
-            .request_via_text(Method::Bye, via, None)
+            .request_via_with(Method::Bye, via, 80, None)
             .header_line(Header::from_shared(HeaderName::UserAgent, ua));
         if let Some(h) = extra {
             bye = bye.header_line(h);
@@ -5932,6 +5930,23 @@ impl UserAgent {
             self.calls = VecDeque::new();
         }
     }
+}
+
+/// Our Via, `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x};rport`,
+/// appended to `via` piece by piece (no formatting machinery, no upper-cased copy of the
+/// transport): what `Via::new(transport, host, port, branch)` with `;rport` prints.
+fn write_via(via: &mut String, transport: &str, host: &Host, port: u16, branch: u64) {
+    via.push_str("SIP/2.0/");
+    via.extend(transport.chars().map(|c| c.to_ascii_uppercase()));
+    via.push(' ');
+    sip_msg::push_host(via, host);
+    via.push(':');
+    sip_msg::push_decimal(via, u64::from(port));
+    via.push_str(";branch=");
+    via.push_str(BRANCH_MAGIC);
+    sip_msg::push_hex16(via, branch);
+    // RFC 3581: ask for the source port, so answers reach us through NAT.
+    via.push_str(";rport");
 }
 
 /// `n` in decimal, as `to_string` prints it, without the formatting machinery.
