@@ -2822,7 +2822,7 @@ impl UserAgent {
         if let Some(answer) = answer {
             ack = ack.body("application/sdp", answer);
         }
-        let ack = Bytes::from(ack.build().to_bytes());
+        let ack = Bytes::from(ack.build_bytes());
         let dest = Destination::Uri(dialog.next_hop_shared());
         let Some(call) = self.call_mut(id) else {
             return;
