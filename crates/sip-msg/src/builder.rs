@@ -129,8 +129,11 @@ pub struct RequestBuilder {
 struct Parts {
     method: Method,
     uri: Uri,
-    /// Via values, printed when added.
-    via: Vec<String>,
+    /// Via values, printed when added: the top one apart (a request nearly always has one
+    /// Via, and a list of one would be an allocation of its own).
+    via: Option<Addr>,
+    /// The Via values under the top one.
+    via_more: Vec<Addr>,
     max_forwards: u8,
     routes: Vec<Addr>,
     from: Option<Addr>,
@@ -142,8 +145,34 @@ struct Parts {
     /// not one per value. [`Addr::Span`] points into it.
     texts: String,
     contact: Option<NameAddr>,
-    extra: Vec<Header>,
+    extra: Vec<Extra>,
     body: Option<(String, Bytes)>,
+}
+
+/// A header added with [`RequestBuilder::header`], [`RequestBuilder::header_line`] or
+/// [`RequestBuilder::header_with`] (a value written into the builder's `texts`, no `String`
+/// of its own).
+#[derive(Debug)]
+enum Extra {
+    Line(Header),
+    Span(HeaderName, usize, usize),
+}
+
+impl Extra {
+    fn name(&self) -> &HeaderName {
+        match self {
+            Self::Line(h) => h.name(),
+            Self::Span(name, ..) => name,
+        }
+    }
+
+    /// The value: a span is a range of `texts`, which only grows (made by `write_span`).
+    fn value<'a>(&'a self, texts: &'a str) -> &'a str {
+        match self {
+            Self::Line(h) => h.value(),
+            Self::Span(_, start, end) => texts.get(*start..*end).unwrap_or_default(),
+        }
+    }
 }
 
 impl RequestBuilder {
@@ -152,7 +181,8 @@ impl RequestBuilder {
         let parts = Box::new(Parts {
             method,
             uri,
-            via: Vec::new(),
+            via: None,
+            via_more: Vec::new(),
             max_forwards: 70,
             routes: Vec::new(),
             from: None,
@@ -168,16 +198,30 @@ impl RequestBuilder {
     }
 
     /// Adds a Via (the first added is the top one).
-    pub fn via(mut self, via: Via) -> Self {
-        self.parts.via.push(text_of(&via, 96));
-        self
+    pub fn via(self, via: Via) -> Self {
+        self.via_text(text_of(&via, 96))
     }
 
     /// Adds a Via value already printed (`SIP/2.0/UDP host:port;branch=…`), as a caller that
     /// writes its Via straight into one string does.
     pub fn via_text(mut self, via: String) -> Self {
-        self.parts.via.push(via);
+        self.push_via(Addr::Text(via));
         self
+    }
+
+    /// Adds a Via value written in place (see [`RequestBuilder::from_with`]).
+    pub fn via_with(mut self, write: impl FnOnce(&mut String)) -> Self {
+        let via = self.write_span(write);
+        self.push_via(via);
+        self
+    }
+
+    fn push_via(&mut self, via: Addr) {
+        if self.parts.via.is_none() {
+            self.parts.via = Some(via);
+        } else {
+            self.parts.via_more.push(via);
+        }
     }
 
     /// Sets Max-Forwards.
@@ -239,9 +283,15 @@ impl RequestBuilder {
 
     /// Writes a value into the builder's own string and returns where it lies.
     fn write_span(&mut self, write: impl FnOnce(&mut String)) -> Addr {
+        let (start, end) = self.write_range(write);
+        Addr::Span(start, end)
+    }
+
+    /// Writes a value into the builder's own string and returns its range.
+    fn write_range(&mut self, write: impl FnOnce(&mut String)) -> (usize, usize) {
         let start = self.parts.texts.len();
         write(&mut self.parts.texts);
-        Addr::Span(start, self.parts.texts.len())
+        (start, self.parts.texts.len())
     }
 
     /// Sets From to the text that `write` appends to the string it is given (the value
@@ -285,14 +335,27 @@ impl RequestBuilder {
 
     /// Adds any other header.
     pub fn header(mut self, name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
-        self.parts.extra.push(Header::new(name, value));
+        self.parts.extra.push(Extra::Line(Header::new(name, value)));
+        self
+    }
+
+    /// Adds any other header, its value written in place (see [`RequestBuilder::from_with`]):
+    /// printed as [`RequestBuilder::header`] prints the same value, without a `String` of its
+    /// own.
+    pub fn header_with(
+        mut self,
+        name: impl Into<HeaderName>,
+        write: impl FnOnce(&mut String),
+    ) -> Self {
+        let (start, end) = self.write_range(write);
+        self.parts.extra.push(Extra::Span(name.into(), start, end));
         self
     }
 
     /// Adds a header built already ([`Header::from_shared`], [`Header::from_static`]):
     /// printed `Name: value` as [`RequestBuilder::header`] prints its.
     pub fn header_line(mut self, header: Header) -> Self {
-        self.parts.extra.push(header);
+        self.parts.extra.push(Extra::Line(header));
         self
     }
 
@@ -307,86 +370,11 @@ impl RequestBuilder {
     /// Every header is written into one text buffer that the message's headers share (as a
     /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
-        let p = *self.parts;
-        let has_body = p.body.as_ref().is_some_and(|(_, b)| !b.is_empty());
-        // Content-Length is always computed, and the body's type replaces another one.
-        let skipped = |name: &HeaderName| {
-            *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
-        };
-        // The number of lines written below, exactly. The list gets room for one more: a
-        // request answered with a challenge is sent again with its credentials added (RFC
-        // 3261 §22.2, §22.3), which would otherwise double the list.
-        let lines = p.via.len()
-            + 1
-            + p.routes.len()
-            + [&p.from, &p.to, &p.call_id]
-                .iter()
-                .filter(|a| a.is_some())
-                .count()
-            + 1
-            + usize::from(p.contact.is_some())
-            + p.extra.iter().filter(|h| !skipped(h.name())).count()
-            + 1
-            + usize::from(has_body);
-        let head = String::with_capacity(
-            400 + p.via.iter().map(|v| v.len() + 8).sum::<usize>()
-                + p.routes.len() * 72
-                + p.extra
-                    .iter()
-                    .map(|h| h.name().as_str().len() + h.value().len() + 4)
-                    .sum::<usize>(),
-        );
-        let mut w = HeadWriter {
-            head,
-            lines: Headers::with_capacity(lines + 1),
-        };
-        for v in &p.via {
-            w.text(HeaderName::Via, v);
-        }
-        w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
-        for r in &p.routes {
-            w.addr(HeaderName::Route, r, &p.texts);
-        }
-        for (name, addr) in [
-            (HeaderName::From, &p.from),
-            (HeaderName::To, &p.to),
-            (HeaderName::CallId, &p.call_id),
-        ] {
-            if let Some(a) = addr {
-                w.addr(name, a, &p.texts);
-            }
-        }
-        // `CSeq: <seq> <method>`, as `CSeq`'s `Display` prints it.
-        let at = w.open(&HeaderName::CSeq);
-        push_decimal(&mut w.head, u64::from(p.cseq));
-        w.head.push(' ');
-        w.head.push_str(p.method.as_str());
-        w.close(HeaderName::CSeq, at);
-        if let Some(c) = &p.contact {
-            w.name_addr(HeaderName::Contact, c);
-        }
-        for h in p.extra.iter().filter(|h| !skipped(h.name())) {
-            w.text(h.name().clone(), h.value());
-        }
-        let body = match p.body {
-            Some((ct, body)) => {
-                if !body.is_empty() {
-                    w.text(HeaderName::ContentType, &ct);
-                }
-                // usize is at most 64 bits on every target we build for.
-                w.number(HeaderName::ContentLength, body.len() as u64);
-                body
-            }
-            None => {
-                w.text(HeaderName::ContentLength, "0");
-                Bytes::new()
-            }
-        };
-        let HeadWriter {
-            head,
-            lines: mut written,
-        } = w;
-        debug_assert_eq!(written.len(), lines, "the room made is the room used");
+        let mut p = *self.parts;
+        let body = p.body.take();
+        let (w, body) = write_head(&p, body, true);
+        let HeadWriter { head, lines } = w;
+        let mut written = lines.unwrap_or_default();
         let mut m = Message::new_request(p.method, p.uri);
         // The lines are ranges of the head text, which they hold once.
         written.attach_head(Arc::from(head));
@@ -394,6 +382,120 @@ impl RequestBuilder {
         m.put_body(body);
         m
     }
+
+    /// The request printed, exactly as `build().to_bytes()` prints it, for a caller that
+    /// only sends it (a 2xx's ACK): the start line and the headers are written into one
+    /// scratch text, then copied with the body into a buffer of the exact size (a caller may
+    /// keep it), with no header list, no shared head text and no `Message` made.
+    pub fn build_bytes(self) -> Vec<u8> {
+        let mut p = *self.parts;
+        let body = p.body.take();
+        let (w, body) = write_head(&p, body, false);
+        let mut out = Vec::with_capacity(w.head.len() + 2 + body.len());
+        out.extend_from_slice(w.head.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+/// Writes the header lines of `p` (its `body` taken out of it), each ended by CRLF, noting each
+/// line's range when `lines` (for [`RequestBuilder::build`]); otherwise after the start line
+/// as `Message::to_bytes` prints it, with room left for the empty line and the body (for
+/// [`RequestBuilder::build_bytes`]). Gives the writer and the body.
+fn write_head(p: &Parts, body: Option<(String, Bytes)>, lines: bool) -> (HeadWriter, Bytes) {
+    let has_body = body.as_ref().is_some_and(|(_, b)| !b.is_empty());
+    // Content-Length is always computed, and the body's type replaces another one.
+    let skipped = |name: &HeaderName| {
+        *name == HeaderName::ContentLength || (has_body && *name == HeaderName::ContentType)
+    };
+    // The number of lines written below, exactly. The list gets room for one more: a
+    // request answered with a challenge is sent again with its credentials added (RFC
+    // 3261 §22.2, §22.3), which would otherwise double the list.
+    let vias = || p.via.iter().chain(&p.via_more);
+    let count = vias().count()
+        + 1
+        + p.routes.len()
+        + [&p.from, &p.to, &p.call_id]
+            .iter()
+            .filter(|a| a.is_some())
+            .count()
+        + 1
+        + usize::from(p.contact.is_some())
+        + p.extra.iter().filter(|h| !skipped(h.name())).count()
+        + 1
+        + usize::from(has_body);
+    let room = 400
+        + vias().map(|v| v.len_hint() + 8).sum::<usize>()
+        + p.routes.len() * 72
+        + p.extra
+            .iter()
+            .map(|h| h.name().as_str().len() + h.value(&p.texts).len() + 4)
+            .sum::<usize>();
+    let head = if lines {
+        String::with_capacity(room)
+    } else {
+        // The start line too (a guess of 80 bytes).
+        let mut head = String::with_capacity(80 + room);
+        // `Method SP Request-URI SP SIP-Version`, as a built message's start line prints.
+        head.push_str(p.method.as_str());
+        head.push(' ');
+        // Writing into a String never fails.
+        let _ = p.uri.write_to(&mut head);
+        head.push_str(" SIP/2.0\r\n");
+        head
+    };
+    let mut w = HeadWriter {
+        head,
+        lines: lines.then(|| Headers::with_capacity(count + 1)),
+    };
+    for v in vias() {
+        w.addr(HeaderName::Via, v, &p.texts);
+    }
+    w.number(HeaderName::MaxForwards, u64::from(p.max_forwards));
+    for r in &p.routes {
+        w.addr(HeaderName::Route, r, &p.texts);
+    }
+    for (name, addr) in [
+        (HeaderName::From, &p.from),
+        (HeaderName::To, &p.to),
+        (HeaderName::CallId, &p.call_id),
+    ] {
+        if let Some(a) = addr {
+            w.addr(name, a, &p.texts);
+        }
+    }
+    // `CSeq: <seq> <method>`, as `CSeq`'s `Display` prints it.
+    let at = w.open(&HeaderName::CSeq);
+    push_decimal(&mut w.head, u64::from(p.cseq));
+    w.head.push(' ');
+    w.head.push_str(p.method.as_str());
+    w.close(HeaderName::CSeq, at);
+    if let Some(c) = &p.contact {
+        w.name_addr(HeaderName::Contact, c);
+    }
+    for h in p.extra.iter().filter(|h| !skipped(h.name())) {
+        w.text(h.name().clone(), h.value(&p.texts));
+    }
+    let body = match body {
+        Some((ct, body)) => {
+            if !body.is_empty() {
+                w.text(HeaderName::ContentType, &ct);
+            }
+            // usize is at most 64 bits on every target we build for.
+            w.number(HeaderName::ContentLength, body.len() as u64);
+            body
+        }
+        None => {
+            w.text(HeaderName::ContentLength, "0");
+            Bytes::new()
+        }
+    };
+    debug_assert!(
+        w.lines.as_ref().is_none_or(|l| l.len() == count),
+        "the room made is the room used"
+    );
+    (w, body)
 }
 
 impl fmt::Debug for RequestBuilder {
@@ -403,6 +505,7 @@ impl fmt::Debug for RequestBuilder {
             .field("method", &p.method)
             .field("uri", &p.uri)
             .field("via", &p.via)
+            .field("via_more", &p.via_more)
             .field("max_forwards", &p.max_forwards)
             .field("routes", &p.routes)
             .field("from", &p.from)
@@ -426,12 +529,24 @@ enum Addr {
     Span(usize, usize),
 }
 
+impl Addr {
+    /// The printed length, for the room a head is given (a name-addr's is a guess).
+    fn len_hint(&self) -> usize {
+        match self {
+            Self::Parsed(_) => 64,
+            Self::Text(t) => t.len(),
+            Self::Span(start, end) => end - start,
+        }
+    }
+}
+
 /// The header section of a built request: `Name: value` lines in one string, and where each
 /// line and value lies in it.
 struct HeadWriter {
     head: String,
-    /// The lines written so far, as ranges of `head` (given to them once it is complete).
-    lines: Headers,
+    /// The lines written so far, as ranges of `head` (given to them once it is complete);
+    /// `None` when only the text is wanted ([`RequestBuilder::build_bytes`]).
+    lines: Option<Headers>,
 }
 
 impl HeadWriter {
@@ -449,12 +564,19 @@ impl HeadWriter {
             u32::try_from(value),
             u32::try_from(end),
         ) {
-            (Ok(start), Ok(value), Ok(end)) => self.lines.push_line(name, start, end, (value, end)),
+            _ if self.lines.is_none() => {}
+            (Ok(start), Ok(value), Ok(end)) => {
+                if let Some(lines) = &mut self.lines {
+                    lines.push_line(name, start, end, (value, end));
+                }
+            }
             // Past 4 GiB of header text (absurd, but not a panic): a value of its own. The
             // range was cut by this writer at character boundaries.
             _ => {
                 let text = self.head.get(value..end).unwrap_or_default().to_owned();
-                self.lines.push(Header::new(name, text));
+                if let Some(lines) = &mut self.lines {
+                    lines.push(Header::new(name, text));
+                }
             }
         }
         self.head.push_str("\r\n");
@@ -495,6 +617,95 @@ impl HeadWriter {
 mod tests {
     use super::*;
     use crate::typed::{CSeq, MaxForwards};
+
+    #[test]
+    fn a_request_printed_at_once_is_the_built_one_printed() {
+        // `build_bytes` gives exactly `build().to_bytes()`: every kind of value (typed,
+        // text, written in place), skipped and replaced headers, with and without a body,
+        // and a Request-URI longer than the room guessed for the start line.
+        let long = format!("sip:{}@example.com;transport=tcp", "x".repeat(300));
+        for (uri, body, routes) in [
+            ("sip:bob@example.com", None, 0),
+            ("sip:bob@192.0.2.1:5062", Some(&b"v=0\r\n"[..]), 1),
+            (long.as_str(), Some(&b""[..]), 3),
+            ("tel:+15551234", Some(&b"x"[..]), 2),
+        ] {
+            let make = || {
+                let mut b = RequestBuilder::new(Method::Ack, Uri::parse(uri).unwrap())
+                    .via_with(|s| s.push_str("SIP/2.0/UDP h:5060;branch=z9hG4bKa;rport"))
+                    .via_text("SIP/2.0/TCP p.example;branch=z9hG4bKb".into())
+                    .from_with(|s| s.push_str("<sip:a@example.com>;tag=1"))
+                    .to(NameAddr::new(Uri::parse("sip:bob@example.com").unwrap()))
+                    .call_id("c@h")
+                    .cseq(7)
+                    .max_forwards(69)
+                    .contact(NameAddr::new(Uri::parse("sip:a@192.0.2.9:5070").unwrap()))
+                    .header("Content-Length", "99")
+                    .header(HeaderName::ContentType, "text/old")
+                    .header_with("X-In-Place", |s| s.push_str("yes"))
+                    .header_line(Header::from_static(HeaderName::Allow, "ACK"));
+                for i in 0..routes {
+                    b = match i {
+                        0 => b.route(NameAddr::new(Uri::parse("sip:p0.example;lr").unwrap())),
+                        1 => b.route_text("<sip:p1.example;lr>".into()),
+                        _ => b.route_with(|s| s.push_str("<sip:p2.example;lr>")),
+                    };
+                }
+                if let Some(body) = body {
+                    b = b.body("application/sdp", Bytes::copy_from_slice(body));
+                }
+                b
+            };
+            let built = make().build().to_bytes();
+            assert_eq!(
+                String::from_utf8(make().build_bytes()).unwrap(),
+                String::from_utf8(built).unwrap(),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_written_in_place_print_as_owned_values_do() {
+        // `header_with` and `header_line(from_static)` print exactly what `header` prints,
+        // in the order added, among other values written in place; a second Via goes under
+        // the first.
+        let uri = Uri::parse("sip:x@example.com").unwrap();
+        let base = || {
+            RequestBuilder::new(Method::Register, uri.clone())
+                .via_text("SIP/2.0/UDP a.example:5060;branch=z9hG4bK1".into())
+                .via_text("SIP/2.0/UDP b.example;branch=z9hG4bK2".into())
+                .from_with(|s| s.push_str("<sip:x@example.com>;tag=1"))
+                .call_id_with(|s| s.push_str("c@h"))
+        };
+        let owned = base()
+            .header(HeaderName::Contact, "<sip:x@1.2.3.4:5060>")
+            .header(HeaderName::Expires, "3600")
+            .header(HeaderName::Allow, "INVITE, ACK")
+            .header("X-Empty", "")
+            .build();
+        let in_place = base()
+            .header_with(HeaderName::Contact, |s| s.push_str("<sip:x@1.2.3.4:5060>"))
+            .header_with(HeaderName::Expires, |s| push_decimal(s, 3600))
+            .header_line(Header::from_static(HeaderName::Allow, "INVITE, ACK"))
+            .header_with("X-Empty", |_| {})
+            .build();
+        assert_eq!(
+            String::from_utf8(in_place.to_bytes()).unwrap(),
+            String::from_utf8(owned.to_bytes()).unwrap()
+        );
+        let text = String::from_utf8(in_place.to_bytes()).unwrap();
+        assert!(text.starts_with(
+            "REGISTER sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a.example:5060;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b.example;branch=z9hG4bK2\r\n"
+        ), "{text}");
+        assert_eq!(
+            in_place
+                .headers
+                .get(&HeaderName::Expires)
+                .map(|h| h.value()),
+            Some("3600")
+        );
+    }
 
     #[test]
     fn numbers_are_printed_as_display_prints_them() {

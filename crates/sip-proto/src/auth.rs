@@ -94,6 +94,12 @@ impl Authenticator {
         Ok(Header::new(answer_name, value))
     }
 
+    /// Whether a 401 challenge is kept for [`Authenticator::preemptive`] (without it, that
+    /// gives nothing).
+    pub fn has_challenge(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// Credentials for a new request from the last 401 challenge, if any (nc incremented).
     pub fn preemptive(
         &mut self,

@@ -422,6 +422,28 @@ impl Dialog {
         via: String,
         cseq: Option<u32>,
     ) -> RequestBuilder {
+        self.request_via(method, |b| b.via_text(via), 0, cseq)
+    }
+
+    /// [`Dialog::request`] with the Via value written by `via` straight into the builder's
+    /// one string (no `String` of its own), about `via_len` bytes.
+    pub fn request_via_with(
+        &mut self,
+        method: Method,
+        via: impl FnOnce(&mut String),
+        via_len: usize,
+        cseq: Option<u32>,
+    ) -> RequestBuilder {
+        self.request_via(method, |b| b.via_with(via), via_len, cseq)
+    }
+
+    fn request_via(
+        &mut self,
+        method: Method,
+        via: impl FnOnce(RequestBuilder) -> RequestBuilder,
+        via_len: usize,
+        cseq: Option<u32>,
+    ) -> RequestBuilder {
         let seq = match cseq {
             Some(s) => s,
             None => {
@@ -441,14 +463,13 @@ impl Dialog {
         };
         // The kept texts and the route set are written into the builder's one string: one
         // allocation for all of them, not a `String` per value.
-        let mut b = RequestBuilder::new(method, uri)
-            .reserve_text(
-                self.local_uri.len()
-                    + self.remote_uri.len()
-                    + self.id.call_id.len()
-                    + self.route_set.len() * 48,
-            )
-            .via_text(via);
+        let mut b = via(RequestBuilder::new(method, uri).reserve_text(
+            via_len
+                + self.local_uri.len()
+                + self.remote_uri.len()
+                + self.id.call_id.len()
+                + self.route_set.len() * 48,
+        ));
         if strict {
             for r in &self.route_set[1..] {
                 b = b.route(r.clone());

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_msg::typed::{FromRef, Route, To, Via, ViaBranch, ViaRef};
-use sip_msg::{Header, HeaderName, Headers, HostRef, Message, Method, TypedHeader, text_of};
+#[cfg(test)]
+use sip_msg::{Header, Headers};
+use sip_msg::{HeaderName, HostRef, Message, Method, TypedHeader, text_of};
 
 // The timer names, base intervals and the deadline table live in `crate::timer`; re-exported
 // here so `transaction::{Timer, TimerConfig}` keep working.
@@ -339,8 +341,11 @@ pub struct ClientTransaction {
     reliable: bool,
     config: TimerConfig,
     state: State,
-    request: Bytes,
-    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3).
+    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3). It is printed
+    /// again for each retransmission (the same bytes: printing is deterministic) instead of
+    /// its printed bytes being kept beside it: retransmissions are rare, and the bytes of
+    /// the first transmission are then the sender's alone (no shared buffer to count, no
+    /// second copy held while the transaction waits).
     request_msg: RequestMsg,
     ack: Option<Bytes>,
     interval: Duration,
@@ -439,7 +444,6 @@ impl ClientTransaction {
             } else {
                 State::Trying
             },
-            request: Bytes::from(request.to_bytes()),
             request_msg: request,
             ack: None,
             interval: config.t1,
@@ -454,7 +458,7 @@ impl ClientTransaction {
     /// [`ClientTransaction::started`] (once).
     pub(crate) fn arm(&mut self, now: Instant) {
         self.transmits.push_back(Transmit {
-            bytes: self.request.clone(),
+            bytes: Bytes::from(self.request_msg.to_bytes()),
             retransmission: false,
         });
         let (retransmit, timeout) = if self.invite {
@@ -500,11 +504,7 @@ impl ClientTransaction {
             self.state,
             State::Completed | State::Accepted | State::Terminated
         ) {
-            // A request is never empty: an empty one was shed already.
-            if !self.request.is_empty() {
-                self.request = Bytes::new();
-                self.request_msg = RequestMsg::Gone;
-            }
+            self.request_msg = RequestMsg::Gone;
             // Drained queues give their room back.
             self.transmits.shrink();
             self.events.shrink();
@@ -518,11 +518,9 @@ impl ClientTransaction {
         if !matches!(
             self.state,
             State::Completed | State::Accepted | State::Terminated
-        ) || self.request.is_empty()
-        {
+        ) {
             return None;
         }
-        self.request = Bytes::new();
         match std::mem::replace(&mut self.request_msg, RequestMsg::Gone) {
             RequestMsg::Own(m) => Some(m),
             RequestMsg::Shared(m) => Some(Arc::unwrap_or_clone(m)),
@@ -653,7 +651,7 @@ impl ClientTransaction {
                 self.timers.stop(Timer::A);
                 self.timers.stop(Timer::B);
                 self.state = State::Completed;
-                let ack = Bytes::from(self.build_ack(resp).to_bytes());
+                let ack = Bytes::from(self.build_ack_bytes(resp));
                 self.ack = Some(ack.clone());
                 self.transmits.push_back(Transmit {
                     bytes: ack,
@@ -712,7 +710,7 @@ impl ClientTransaction {
                     ) {
                         self.retransmissions += 1;
                         self.transmits.push_back(Transmit {
-                            bytes: self.request.clone(),
+                            bytes: Bytes::from(self.request_msg.to_bytes()),
                             retransmission: true,
                         });
                         push_event(
@@ -752,6 +750,9 @@ impl ClientTransaction {
 
     /// §17.1.1.3: the ACK for a non-2xx final response: same Request-URI, Call-ID, From, top
     /// Via and CSeq number as the INVITE, To from the response, the INVITE's Route set.
+    /// The reference for [`ClientTransaction::build_ack_bytes`]: the ACK as a message (its
+    /// `to_bytes` are what that function prints).
+    #[cfg(test)]
     fn build_ack(&self, resp: &Message) -> Message {
         let invite = &self.request_msg;
         // `new` only accepts requests (TxnKey::of_client_request needs a CSeq and a Via, and
@@ -803,6 +804,138 @@ impl ClientTransaction {
         ack.headers
             .push(Header::from_static(HeaderName::ContentLength, "0"));
         ack
+    }
+
+    /// The ACK for the non-2xx `resp` printed (RFC 3261 §17.1.1.3), byte for byte what
+    /// `build_ack(resp).to_bytes()` prints (test `the_ack_printed_at_once_is_the_built_one`),
+    /// written straight into a buffer of its exact size (kept until Timer D): no owned copy
+    /// of the Request-URI, no header list, no `To` and `CSeq` strings, no `Message`.
+    fn build_ack_bytes(&self, resp: &Message) -> Vec<u8> {
+        /// `fmt::Write` over bytes (what the URI is printed through).
+        struct Out<'a>(&'a mut Vec<u8>);
+        impl std::fmt::Write for Out<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        /// Counts what is written (the URI's printed length, before the buffer is made).
+        struct Count(usize);
+        impl std::fmt::Write for Count {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0 += s.len();
+                Ok(())
+            }
+        }
+        let invite = &self.request_msg;
+        // `new` only accepts requests (TxnKey::of_client_request needs a CSeq and a Via, and
+        // responses never reach here), so the Request-URI is present.
+        let uri = invite.request_uri().expect("a request has a Request-URI");
+        // The lines in the order `build_ack` pushes them: (name, value) or a line as sent.
+        enum Line<'a> {
+            Raw(&'a [u8]),
+            Value(&'a str, &'a str),
+        }
+        /// A request's line copied into the ACK: printed as the request printed it.
+        fn as_sent(h: sip_msg::HeaderRef<'_>) -> Line<'_> {
+            match h.raw() {
+                Some(raw) => Line::Raw(raw),
+                None => Line::Value(h.name().as_str(), h.value()),
+            }
+        }
+        let mut joined_top = None;
+        let via = invite.headers.get(&HeaderName::Via).map(|via| {
+            // §17.1.1.3: one Via, equal to the request's top Via. A line holding one value
+            // (ours always does) is that line as sent; a joined line is parsed for its first.
+            let value = via.value();
+            if value.contains(',') {
+                let top = invite
+                    .headers
+                    .typed::<Via>()
+                    .and_then(Result::ok)
+                    .map_or_else(|| value.to_owned(), |v| text_of(&v, 96));
+                joined_top = Some(top);
+                None
+            } else {
+                Some(as_sent(via))
+            }
+        });
+        // The CSeq number in decimal, as `Display` prints it (at most 10 digits).
+        let mut digits = [0u8; 10];
+        let mut at = digits.len();
+        let mut n = invite.cseq().map_or(1, |c| c.seq);
+        loop {
+            at -= 1;
+            // `n % 10` is a digit: the cast cuts nothing.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let seq = &digits[at..];
+        let via = &via;
+        let joined_top = joined_top.as_deref().unwrap_or("");
+        let route = Route::NAME;
+        let lines = || {
+            via.iter()
+                .map(move |v| match v {
+                    Some(Line::Raw(raw)) => Line::Raw(raw),
+                    Some(Line::Value(name, value)) => Line::Value(name, value),
+                    None => Line::Value("Via", joined_top),
+                })
+                .chain([Line::Value("Max-Forwards", "70")])
+                .chain(invite.headers.get_all(&route).map(as_sent))
+                .chain(
+                    [HeaderName::From, HeaderName::CallId]
+                        .into_iter()
+                        .filter_map(|name| invite.headers.get(&name).map(as_sent)),
+                )
+                .chain(
+                    resp.headers
+                        .get(&To::NAME)
+                        .map(|to| Line::Value("To", to.value())),
+                )
+        };
+        let line_len = |l: &Line<'_>| match l {
+            Line::Raw(raw) => raw.len() + 2,
+            Line::Value(name, value) => name.len() + 2 + value.len() + 2,
+        };
+        let mut uri_len = Count(0);
+        // Counting never fails.
+        let _ = uri.write_to(&mut uri_len);
+        // `ACK <uri> SIP/2.0`, the lines, `CSeq: <seq> ACK`, `Content-Length: 0`, the end.
+        let size = 4
+            + uri_len.0
+            + 10
+            + lines().map(|l| line_len(&l)).sum::<usize>()
+            + 6
+            + seq.len()
+            + 6
+            + 19
+            + 2;
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(b"ACK ");
+        // Writing into a Vec never fails.
+        let _ = uri.write_to(&mut Out(&mut out));
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        for l in lines() {
+            match l {
+                Line::Raw(raw) => out.extend_from_slice(raw),
+                Line::Value(name, value) => {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        // `CSeq { seq, method: Ack }` as its Display prints it.
+        out.extend_from_slice(b"CSeq: ");
+        out.extend_from_slice(seq);
+        out.extend_from_slice(b" ACK\r\nContent-Length: 0\r\n\r\n");
+        debug_assert_eq!(out.len(), size, "the room made is the room used");
+        out
     }
 
     /// The next bytes to send.
@@ -1258,6 +1391,90 @@ Content-Length: 0\r\n\r\n"
             .filter(|(_, e)| matches!(e, TxnEvent::Retransmitted { .. }))
             .map(|(d, _)| d.as_millis() as u64)
             .collect()
+    }
+
+    #[test]
+    fn the_ack_printed_at_once_is_the_built_one() {
+        // `build_ack_bytes` prints what `build_ack(..).to_bytes()` printed: requests parsed
+        // (compact names, odd spacing, joined Vias, several or no routes, large CSeq numbers)
+        // or with a Via set afresh (an owned value), responses with a compact `t:`.
+        let now = Instant::now();
+        let base = String::from_utf8(request("INVITE").to_bytes()).unwrap();
+        let mut requests: Vec<Message> = [
+            base.clone(),
+            base.replace("Route: <sip:p1.example;lr>\r\n", ""),
+            base.replace(
+                "Route: <sip:p1.example;lr>\r\n",
+                "Route: <sip:p1.example;lr>\r\nRoute: <sip:p2.example;lr>, <sip:p3.example;lr>\r\n",
+            ),
+            base.replace("Via: ", "v:   ")
+                .replace("From: ", "f: ")
+                .replace("Call-ID: ", "i: "),
+            base.replace(
+                "branch=z9hG4bK74bf9",
+                "branch=z9hG4bK74bf9, SIP/2.0/TCP p.example;branch=z9hG4bKp",
+            ),
+            base.replace("CSeq: 1 INVITE", "CSeq: 4294967295 INVITE"),
+            base.replace("CSeq: 1 INVITE", "CSeq: 1000 INVITE").replace(
+                "sip:bob@biloxi.example SIP/2.0",
+                "sip:bob:pw@[2001:db8::1]:5070;transport=tcp?x=y SIP/2.0",
+            ),
+        ]
+        .iter()
+        .map(|raw| Message::parse(raw.as_bytes()).unwrap())
+        .collect();
+        let mut set = requests[0].clone();
+        set.headers.set(Header::new(
+            HeaderName::Via,
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnew;rport",
+        ));
+        requests.push(set);
+        for req in &requests {
+            for compact_to in [false, true] {
+                let t = ClientTransaction::new(now, req, false, TimerConfig::default()).unwrap();
+                let mut resp = response(req, 407);
+                if compact_to {
+                    let raw = String::from_utf8(resp.to_bytes())
+                        .unwrap()
+                        .replace("\r\nTo: ", "\r\nt:  ");
+                    resp = Message::parse(raw.as_bytes()).unwrap();
+                }
+                let want = String::from_utf8(t.build_ack(&resp).to_bytes()).unwrap();
+                let got = String::from_utf8(t.build_ack_bytes(&resp)).unwrap();
+                assert_eq!(got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn every_retransmission_is_the_first_transmission_byte_for_byte() {
+        // The request is printed again for each retransmission (its bytes are not kept):
+        // Timer A's six resends of an INVITE (and Timer E's of a REGISTER) are the bytes
+        // first sent, which are the request as printed.
+        let now = Instant::now();
+        for method in ["INVITE", "REGISTER"] {
+            let req = request(method);
+            let mut t = ClientTransaction::new(now, &req, false, TimerConfig::default()).unwrap();
+            let first = t.poll_transmit().unwrap();
+            assert!(!first.retransmission);
+            assert_eq!(&first.bytes[..], &req.to_bytes()[..]);
+            let mut at = now;
+            let mut resent = 0;
+            while let Some(next) = t.poll_timeout() {
+                if next > now + Duration::from_secs(20) {
+                    break;
+                }
+                at = at.max(next);
+                t.handle_timeout(at);
+                while let Some(x) = t.poll_transmit() {
+                    assert!(x.retransmission);
+                    assert_eq!(x.bytes, first.bytes);
+                    resent += 1;
+                }
+                while t.poll_event().is_some() {}
+            }
+            assert!(resent >= 5, "{method}: {resent} retransmissions");
+        }
     }
 
     #[test]

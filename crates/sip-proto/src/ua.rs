@@ -1808,24 +1808,31 @@ impl UserAgent {
 
     /// [`UserAgent::contact_text`] from the proxy connection's address when `proxied`.
     fn contact_text_at(&self, proxied: bool) -> String {
-        let (host, port) = self.local_of(proxied);
         let transport = &self.profile.transport;
         let udp = transport.eq_ignore_ascii_case("udp");
         let mut text = String::with_capacity(
             48 + self.user.len() + if udp { 0 } else { 11 + transport.len() },
         );
+        self.write_contact_at(&mut text, proxied);
+        text
+    }
+
+    /// [`UserAgent::contact_text_at`] appended to `text` (a builder's string).
+    fn write_contact_at(&self, text: &mut String, proxied: bool) {
+        let (host, port) = self.local_of(proxied);
+        let transport = &self.profile.transport;
+        let udp = transport.eq_ignore_ascii_case("udp");
         text.push_str("<sip:");
         text.push_str(&self.user);
         text.push('@');
-        sip_msg::push_host(&mut text, host);
+        sip_msg::push_host(text, host);
         text.push(':');
-        sip_msg::push_decimal(&mut text, u64::from(port));
+        sip_msg::push_decimal(text, u64::from(port));
         if !udp {
             text.push_str(";transport=");
             text.extend(transport.chars().map(|c| c.to_ascii_lowercase()));
         }
         text.push('>');
-        text
     }
 
     /// The outbound proxy's Route (`;lr`), with `ob` when `ob`: the `ob` URI parameter tells
@@ -1842,15 +1849,15 @@ impl UserAgent {
         }))
     }
 
-    /// Our Contact for a dialog-forming request we send: with `ob` in its URI once the
-    /// registration uses outbound (RFC 5626 §4.3: the edge proxy then keeps the dialog's
-    /// requests to us on this flow).
-    fn dialog_contact_text(&self, proxied: bool) -> String {
-        let mut text = self.contact_text_at(proxied);
+    /// Our Contact for a dialog-forming request we send, appended to `text` (a builder's
+    /// string): with `ob` in its URI once the registration uses outbound (RFC 5626 §4.3: the
+    /// edge proxy then keeps the dialog's requests to us on this flow).
+    fn write_dialog_contact(&self, text: &mut String, proxied: bool) {
+        self.write_contact_at(text, proxied);
         if self.outbound_grant().is_some_and(|g| g.in_use) {
+            // `write_contact_at` ends the address with `>`.
             text.insert_str(text.len() - 1, ";ob");
         }
-        text
     }
 
     /// The registrar's URI as text (the digest URI of a REGISTER), printed straight into a
@@ -1878,27 +1885,16 @@ impl UserAgent {
     /// [`UserAgent::new_via_branch`] from the proxy connection's address when `proxied`.
     fn new_via_branch_at(&mut self, proxied: bool) -> (String, u64) {
         let branch: u64 = self.rng.random();
-        let (host, port) = self.local_of(proxied);
         let mut via = String::with_capacity(64);
-        // `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x}`, piece by
-        // piece (no formatting machinery, no upper-cased copy of the transport).
-        via.push_str("SIP/2.0/");
-        via.extend(
-            self.profile
-                .transport
-                .chars()
-                .map(|c| c.to_ascii_uppercase()),
-        );
-        via.push(' ');
-        sip_msg::push_host(&mut via, host);
-        via.push(':');
-        sip_msg::push_decimal(&mut via, u64::from(port));
-        via.push_str(";branch=");
-        via.push_str(BRANCH_MAGIC);
-        sip_msg::push_hex16(&mut via, branch);
-        // RFC 3581: ask for the source port, so answers reach us through NAT.
-        via.push_str(";rport");
+        self.write_via_at(&mut via, proxied, branch);
         (via, branch)
+    }
+
+    /// [`UserAgent::new_via_branch_at`]'s Via with the random part `branch`, appended to
+    /// `via` (a builder's string).
+    fn write_via_at(&self, via: &mut String, proxied: bool, branch: u64) {
+        let (host, port) = self.local_of(proxied);
+        write_via(via, &self.profile.transport, host, port, branch);
     }
 
     /// A Call-ID: `random` as 16 hex digits `@` our host (what `format!("{random:016x}@{host}")`
@@ -2033,20 +2029,13 @@ impl UserAgent {
         // From, To and Call-ID are written into the builder's one string (no `String` each);
         // the AOR is printed once, for From, and copied for To.
         let proxied = self.register_proxied();
-        let (via, branch) = self.new_via_branch_at(proxied);
+        // The branch's random part (drawn first, as `new_via_branch_at` draws it).
+        let branch: u64 = self.rng.random();
         let mut aor = 0..0;
-        let mut contact = self.contact_text_at(proxied);
-        if let Some(o) = &self.outbound {
-            // RFC 5626 §4.2: the flow's reg-id and the phone's instance ID.
-            contact.push_str(";reg-id=");
-            sip_msg::push_decimal(&mut contact, u64::from(crate::outbound::REG_ID));
-            contact.push_str(";+sip.instance=\"<");
-            contact.push_str(&o.instance);
-            contact.push_str(">\"");
-        }
         let b = RequestBuilder::new(Method::Register, self.profile.registrar_uri.clone())
-            .reserve_text(2 * (8 + self.user.len() + self.profile.domain.len()) + 21 + 40)
-            .via_text(via)
+            // Via, From, To, Call-ID, then our Contact and Expires (all written in place).
+            .reserve_text(3 * (8 + self.user.len()) + 2 * self.profile.domain.len() + 230)
+            .via_with(|s| self.write_via_at(s, proxied, branch))
             .from_with(|s| {
                 let start = s.len();
                 self.write_aor(s);
@@ -2058,28 +2047,46 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, self.reg_call_id))
             .cseq(self.reg_cseq)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, contact)
-            .header(HeaderName::Expires, decimal_text(expires));
-        let mut b = self.common(b).header(HeaderName::Allow, ALLOW);
+            .header_with(HeaderName::Contact, |s| {
+                self.write_contact_at(s, proxied);
+                if let Some(o) = &self.outbound {
+                    // RFC 5626 §4.2: the flow's reg-id and the phone's instance ID.
+                    s.push_str(";reg-id=");
+                    sip_msg::push_decimal(s, u64::from(crate::outbound::REG_ID));
+                    s.push_str(";+sip.instance=\"<");
+                    s.push_str(&o.instance);
+                    s.push_str(">\"");
+                }
+            })
+            .header_with(HeaderName::Expires, |s| {
+                sip_msg::push_decimal(s, u64::from(expires))
+            });
+        let mut b = self
+            .common(b)
+            .header_line(Header::from_static(HeaderName::Allow, ALLOW));
         if self.outbound.is_some() {
             // RFC 5626 §4.2.1: `outbound` (and Path, RFC 3327, which an edge proxy adds).
-            b = b.header(HeaderName::Supported, "path, outbound");
+            b = b.header_line(Header::from_static(HeaderName::Supported, "path, outbound"));
             if let Some(route) = self.proxy_route(true).filter(|_| proxied) {
                 b = b.route(route);
             }
         }
         let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
-        let cnonce = tag_from(self.rng.random());
-        let uri = self.registrar_uri_text();
-        if let Some(h) = self.auth.preemptive(
-            self.credentials.as_ref(),
-            &Method::Register,
-            &uri,
-            b"",
-            &cnonce,
-        ) {
-            req.headers.push(h);
+        // The cnonce is drawn in every case (the RNG's sequence does not depend on whether a
+        // challenge is kept); its text and the digest URI are written only when one is.
+        let cnonce: u64 = self.rng.random();
+        if self.credentials.is_some() && self.auth.has_challenge() {
+            let (cnonce, uri) = (tag_from(cnonce), self.registrar_uri_text());
+            if let Some(h) = self.auth.preemptive(
+                self.credentials.as_ref(),
+                &Method::Register,
+                &uri,
+                b"",
+                &cnonce,
+            ) {
+                req.headers.push(h);
+            }
         }
         let destination = self.register_destination();
         self.start_client_branch(now, req, branch, owner, destination);
@@ -2263,7 +2270,8 @@ impl UserAgent {
         let local_tag = tag_from(self.rng.random());
         let random = self.rng.random::<u64>();
         let proxied = self.profile.outbound_proxy.is_some();
-        let (via, branch) = self.new_via_branch_at(proxied);
+        // The branch's random part (drawn here, as `new_via_branch_at` draws it).
+        let branch: u64 = self.rng.random();
         // `NameAddr::new(target)` printed (no display name, no parameters) without a copy of
         // the target, which the request line takes.
         let mut to = String::with_capacity(64);
@@ -2272,8 +2280,8 @@ impl UserAgent {
         let _ = target.write_to(&mut to);
         to.push('>');
         let mut b = RequestBuilder::new(Method::Invite, target)
-            .reserve_text(8 + self.user.len() + self.profile.domain.len() + 5 + 16 + 40)
-            .via_text(via)
+            .reserve_text(2 * self.user.len() + self.profile.domain.len() + 205)
+            .via_with(|s| self.write_via_at(s, proxied, branch))
             // From and Call-ID are written into the builder's one string (no `String` each).
             .from_with(|s| {
                 if let Some(name) = &self.profile.caller.display_name {
@@ -2288,7 +2296,9 @@ impl UserAgent {
             .call_id_with(|s| self.write_call_id(s, random))
             .cseq(1)
             // Our Contact (after CSeq, where `.contact` puts it: the first header added).
-            .header(HeaderName::Contact, self.dialog_contact_text(proxied));
+            .header_with(HeaderName::Contact, |s| {
+                self.write_dialog_contact(s, proxied)
+            });
         // The seed's rule: every INVITE carries Route: <sip:PROXY:PORT;lr> (`;ob` too once
         // outbound is in use, as its Contact carries `ob`).
         let in_use = self.outbound_grant().is_some_and(|g| g.in_use);
@@ -2302,8 +2312,8 @@ impl UserAgent {
         let timers = self.profile.session_timer;
         b = self
             .common(b)
-            .header(HeaderName::Allow, ALLOW)
-            .header(HeaderName::Supported, self.supported());
+            .header_line(Header::from_static(HeaderName::Allow, ALLOW))
+            .header_line(Header::from_static(HeaderName::Supported, self.supported()));
         // RFC 4028 §7.1: the interval we ask for, the refresher we want (none: the UAS
         // chooses), our Min-SE when we have one.
         let session = timers.map(|t| SessionTimer {
@@ -2800,12 +2810,19 @@ impl UserAgent {
         forks: Vec<KeptFork>,
         answer: Option<Bytes>,
     ) {
-        let via = self.new_via_branch_at(self.proxied(id)).0;
-        let mut ack = self.common(dialog.request_via_text(Method::Ack, via, Some(seq)));
+        // The branch's random part (drawn as `new_via_branch_at` draws it); the Via is
+        // written into the builder's string.
+        let (proxied, branch) = (self.proxied(id), self.rng.random::<u64>());
+        let mut ack = self.common(dialog.request_via_with(
+            Method::Ack,
+            |s| self.write_via_at(s, proxied, branch),
+            80,
+            Some(seq),
+        ));
         if let Some(answer) = answer {
             ack = ack.body("application/sdp", answer);
         }
-        let ack = Bytes::from(ack.build().to_bytes());
+        let ack = Bytes::from(ack.build_bytes());
         let dest = Destination::Uri(dialog.next_hop_shared());
         let Some(call) = self.call_mut(id) else {
             return;
@@ -3239,8 +3256,15 @@ impl UserAgent {
 
     /// [`Self::send_bye`] with the header `extra` (a `Reason`, RFC 3326) when given.
     fn send_bye_with(&mut self, now: Instant, id: CallId, extra: Option<Header>) {
-        let (via, branch) = self.new_via_branch_at(self.proxied(id));
-        let ua = self.profile.user_agent.clone();
+        // The branch's random part (drawn as `new_via_branch_at` draws it); the Via is
+        // written into the builder's string, from the parts read here (the call is borrowed
+        // while it is written).
+        let proxied = self.proxied(id);
+        let branch: u64 = self.rng.random();
+        let profile = Arc::clone(&self.profile);
+        let (host, port) = self.local_of(proxied);
+        let host = host.clone();
+        let ua = profile.user_agent.clone();
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -3249,8 +3273,9 @@ impl UserAgent {
         let Some(dialog) = call.dialog.as_mut() else {
             return;
         };
+        let via = |s: &mut String| write_via(s, &profile.transport, &host, port, branch);
         let mut bye = dialog
-            .request_via_text(Method::Bye, via, None)
+            .request_via_with(Method::Bye, via, 80, None)
             .header_line(Header::from_shared(HeaderName::UserAgent, ua));
         if let Some(h) = extra {
             bye = bye.header_line(h);
@@ -5905,6 +5930,23 @@ impl UserAgent {
             self.calls = VecDeque::new();
         }
     }
+}
+
+/// Our Via, `SIP/2.0/{TRANSPORT} {host}:{port};branch={BRANCH_MAGIC}{branch:016x};rport`,
+/// appended to `via` piece by piece (no formatting machinery, no upper-cased copy of the
+/// transport): what `Via::new(transport, host, port, branch)` with `;rport` prints.
+fn write_via(via: &mut String, transport: &str, host: &Host, port: u16, branch: u64) {
+    via.push_str("SIP/2.0/");
+    via.extend(transport.chars().map(|c| c.to_ascii_uppercase()));
+    via.push(' ');
+    sip_msg::push_host(via, host);
+    via.push(':');
+    sip_msg::push_decimal(via, u64::from(port));
+    via.push_str(";branch=");
+    via.push_str(BRANCH_MAGIC);
+    sip_msg::push_hex16(via, branch);
+    // RFC 3581: ask for the source port, so answers reach us through NAT.
+    via.push_str(";rport");
 }
 
 /// `n` in decimal, as `to_string` prints it, without the formatting machinery.
