@@ -26,6 +26,16 @@
 //!   column hold [`DTMF_SHARE`] of the energy, the column within −8/+4 dB of the row (normal
 //!   and reverse twist), in two blocks in a row (a tone of 37.5 ms or more is always caught;
 //!   one of less than 25 ms never is). The same digit again needs a block without it between.
+//! - Special Information Tones (if asked, [`ToneWatch::with_sit`]): the three-tone sequence
+//!   a network plays before an announcement saying why a call failed (ANSI T1.401 /
+//!   Telcordia SR-2275, within ITU-T E.180 §2.6's bands). Blocks of [`SIT_BLOCK`] (20 ms:
+//!   the first nulls of its filters are 50 Hz away, so 913.8 Hz and 985.2 Hz, 1370.6 Hz and
+//!   1428.5 Hz, 58–71 Hz apart, do not leak into each other); a block is one of the five
+//!   SIT frequencies when it holds [`SIT_SHARE`] of the block's energy; runs of blocks of
+//!   one frequency are segments, timed to a block. Segment 1 at 913.8 or 985.2 Hz, segment 2
+//!   at 1370.6 or 1428.5 Hz, segment 3 at 1776.7 Hz, each short (274 ms) or long (380 ms),
+//!   at most [`SIT_MAX_GAP`] between them: the frequencies and the durations of the first
+//!   two give the kind ([`SitKind`]). Told when the third segment ends.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -55,6 +65,21 @@ pub const TONE_GAP: Duration = Duration::from_millis(200);
 pub const LATE: Duration = Duration::from_millis(100);
 /// The lowest and highest frequency a tone may have (heard at 8 kHz, below its Nyquist).
 pub const FREQ_RANGE: (f64, f64) = (50.0, 3900.0);
+
+/// The block over which SIT segments are measured and timed.
+pub const SIT_BLOCK: Duration = Duration::from_millis(20);
+/// The share of a SIT block's energy its frequency must hold (−1.5 dB): a block half one
+/// segment and half the next holds a quarter of each, and is neither.
+pub const SIT_SHARE: f64 = 0.7;
+/// The longest stretch between two SIT segments (ANSI T1.401 asks for at most 4 ms of
+/// silence, ITU-T E.180 at most 30 ms; a block straddling the change is neither tone).
+pub const SIT_MAX_GAP: Duration = Duration::from_millis(60);
+/// A short SIT segment, as measured in whole blocks (nominal 274 ms ± 5 %).
+const SIT_SHORT: (Duration, Duration) = (Duration::from_millis(200), Duration::from_millis(310));
+/// A long SIT segment, as measured in whole blocks (nominal 380 ms ± 5 %).
+const SIT_LONG: (Duration, Duration) = (Duration::from_millis(320), Duration::from_millis(440));
+/// The SIT frequencies (Hz): segment 1 low/high, segment 2 low/high, segment 3.
+pub const SIT_FREQS: [f64; 5] = [913.8, 985.2, 1370.6, 1428.5, 1776.7];
 
 const DTMF_ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
 const DTMF_COLS: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
@@ -148,6 +173,102 @@ impl fmt::Display for Tone {
     }
 }
 
+/// What a Special Information Tone says (ANSI T1.401 / Telcordia SR-2275 encoding: the
+/// frequency, low or high, and the duration, short or long, of its first two segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SitKind {
+    /// IC, intercept (vacant number, changed number): 913.8 S, 1370.6 S.
+    Intercept,
+    /// VC, vacant code (an unassigned area or office code): 985.2 L, 1370.6 S.
+    VacantCode,
+    /// RO′, reorder within the local network (equipment irregularity): 913.8 S, 1428.5 L.
+    ReorderIntra,
+    /// RO″, reorder by an inter-exchange carrier: 985.2 S, 1370.6 L.
+    ReorderInter,
+    /// NC′, no circuit within the local network (trunk blockage, emergency): 985.2 L, 1428.5 L.
+    NoCircuitIntra,
+    /// NC″, no circuit at an inter-exchange carrier: 913.8 L, 1370.6 L.
+    NoCircuitInter,
+    /// IO, ineffective other (a call failure not otherwise classed): 913.8 L, 1428.5 S.
+    IneffectiveOther,
+    /// Reserved for future use: 985.2 S, 1428.5 S.
+    Reserved,
+    /// A combination of the first two segments the table assigns to no kind (8 of 16).
+    Unassigned,
+}
+
+impl SitKind {
+    /// Every kind.
+    pub const ALL: [SitKind; 9] = [
+        Self::Intercept,
+        Self::VacantCode,
+        Self::ReorderIntra,
+        Self::ReorderInter,
+        Self::NoCircuitIntra,
+        Self::NoCircuitInter,
+        Self::IneffectiveOther,
+        Self::Reserved,
+        Self::Unassigned,
+    ];
+
+    /// Its code, lower case, as events and reports name it (`ic`, `vc`, `ro`, `nc`, `io`,
+    /// `reserved`, `unassigned`): intra- and inter-network reorder (or no circuit) share theirs.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Intercept => "ic",
+            Self::VacantCode => "vc",
+            Self::ReorderIntra | Self::ReorderInter => "ro",
+            Self::NoCircuitIntra | Self::NoCircuitInter => "nc",
+            Self::IneffectiveOther => "io",
+            Self::Reserved => "reserved",
+            Self::Unassigned => "unassigned",
+        }
+    }
+
+    /// In words (`no circuit`, `reorder, inter-exchange carrier` …).
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Intercept => "intercept",
+            Self::VacantCode => "vacant code",
+            Self::ReorderIntra => "reorder",
+            Self::ReorderInter => "reorder, inter-exchange carrier",
+            Self::NoCircuitIntra => "no circuit",
+            Self::NoCircuitInter => "no circuit, inter-exchange carrier",
+            Self::IneffectiveOther => "ineffective other",
+            Self::Reserved => "reserved code",
+            Self::Unassigned => "unassigned code",
+        }
+    }
+
+    /// The kind of a first segment (high frequency, long) and a second (high, long).
+    fn of(first: (bool, bool), second: (bool, bool)) -> Self {
+        match (first, second) {
+            ((false, false), (false, false)) => Self::Intercept,
+            ((true, true), (false, false)) => Self::VacantCode,
+            ((false, false), (true, true)) => Self::ReorderIntra,
+            ((true, false), (false, true)) => Self::ReorderInter,
+            ((true, true), (true, true)) => Self::NoCircuitIntra,
+            ((false, true), (false, true)) => Self::NoCircuitInter,
+            ((false, true), (true, false)) => Self::IneffectiveOther,
+            ((true, false), (true, false)) => Self::Reserved,
+            _ => Self::Unassigned,
+        }
+    }
+
+    /// Reads a code (`ic`, `vc`, `ro`, `nc`, `io`, `reserved`, `unassigned`, any case), as
+    /// [`Self::code`] spells it.
+    pub fn parse_code(s: &str) -> Option<&'static str> {
+        let l = s.trim().to_ascii_lowercase();
+        Self::ALL.iter().map(|k| k.code()).find(|c| *c == l)
+    }
+}
+
+impl fmt::Display for SitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code().to_ascii_uppercase(), self.words())
+    }
+}
+
 /// A change [`ToneWatch`] saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ToneEvent {
@@ -161,6 +282,13 @@ pub enum ToneEvent {
     },
     /// An in-band DTMF digit started at `at`.
     Digit { digit: char, at: Instant },
+    /// A Special Information Tone of this kind, from `start` (its first segment's) to `end`
+    /// (its third segment's end, when it is told).
+    Sit {
+        kind: SitKind,
+        start: Instant,
+        end: Instant,
+    },
 }
 
 /// One Goertzel filter: the energy at one frequency over a block.
@@ -328,12 +456,126 @@ struct Dtmf {
     last: Option<(char, Instant, bool)>,
 }
 
+/// A SIT segment: its frequency (index into [`SIT_FREQS`]), its first block's start, the
+/// end of its last block.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    freq: usize,
+    start: Instant,
+    end: Instant,
+}
+
+/// The SIT detector's state.
+#[derive(Debug, Clone)]
+struct Sit {
+    bank: Bank,
+    /// The segment in progress.
+    run: Option<Segment>,
+    /// The segments before it, in order, each within [`SIT_MAX_GAP`] of the next (at most 2).
+    done: Vec<Segment>,
+}
+
+impl Sit {
+    fn new(rate: u32) -> Self {
+        Self {
+            bank: Bank::new(&SIT_FREQS, rate, SIT_BLOCK, &[1.0]),
+            run: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// A block ended: the SIT frequency it has, if any.
+    fn block(
+        &mut self,
+        start: Instant,
+        level: f64,
+        shares: &[f64],
+        events: &mut VecDeque<ToneEvent>,
+    ) {
+        let best = shares
+            .iter()
+            .enumerate()
+            .fold((0, 0.0), |b, (i, p)| if *p > b.1 { (i, *p) } else { b });
+        let freq = (level >= MIN_LEVEL_DBOV && best.1 >= SIT_SHARE).then_some(best.0);
+        let end = start + SIT_BLOCK;
+        match (self.run, freq) {
+            (Some(r), Some(f)) if r.freq == f => {
+                self.run = Some(Segment { end, ..r });
+                // A segment already too long for a SIT is no segment of one.
+                if end - r.start > SIT_LONG.1 {
+                    self.done.clear();
+                }
+            }
+            (_, f) => {
+                self.close(events);
+                if let Some(freq) = f {
+                    self.run = Some(Segment { freq, start, end });
+                }
+            }
+        }
+        // Too long without a segment: what came before is not followed by the next.
+        if self.run.is_none()
+            && let Some(last) = self.done.last()
+            && end - last.end > SIT_MAX_GAP
+        {
+            self.done.clear();
+        }
+    }
+
+    /// The segment in progress ended: a SIT if it is the third of one.
+    fn close(&mut self, events: &mut VecDeque<ToneEvent>) {
+        let Some(seg) = self.run.take() else {
+            return;
+        };
+        let len = seg.end - seg.start;
+        let long = |len: Duration| (SIT_LONG.0..=SIT_LONG.1).contains(&len);
+        let timed = (SIT_SHORT.0..=SIT_SHORT.1).contains(&len) || long(len);
+        if self
+            .done
+            .last()
+            .is_some_and(|l| seg.start.saturating_duration_since(l.end) > SIT_MAX_GAP)
+        {
+            self.done.clear();
+        }
+        if !timed {
+            self.done.clear();
+            return;
+        }
+        match (seg.freq, &self.done[..]) {
+            // The third: always 1776.7 Hz (long in every assigned code; a short one is
+            // taken too, ITU-T E.180 allows it).
+            (4, [a, b]) if a.freq <= 1 && (2..=3).contains(&b.freq) => {
+                let kind = SitKind::of(
+                    (a.freq == 1, long(a.end - a.start)),
+                    (b.freq == 3, long(b.end - b.start)),
+                );
+                events.push_back(ToneEvent::Sit {
+                    kind,
+                    start: a.start,
+                    end: seg.end,
+                });
+                self.done.clear();
+            }
+            (0 | 1, _) => self.done = vec![seg],
+            (2 | 3, [a]) if a.freq <= 1 => self.done.push(seg),
+            _ => self.done.clear(),
+        }
+    }
+
+    fn reset(&mut self, events: &mut VecDeque<ToneEvent>) {
+        self.close(events);
+        self.done.clear();
+        self.bank.reset();
+    }
+}
+
 /// Tones and in-band DTMF in one received stream; see the module doc.
 #[derive(Debug, Clone)]
 pub struct ToneWatch {
     rate: u32,
     watched: Vec<Watched>,
     dtmf: Option<Dtmf>,
+    sit: Option<Sit>,
     /// When the last frame's samples end.
     heard_to: Option<Instant>,
     shares: Vec<f64>,
@@ -351,10 +593,22 @@ impl ToneWatch {
                 .map(|(t, min)| Watched::new(*t, *min, rate))
                 .collect(),
             dtmf: dtmf.then(|| Dtmf::new(rate)),
+            sit: None,
             heard_to: None,
             shares: Vec::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Watches for Special Information Tones too (`on`), told as [`ToneEvent::Sit`].
+    pub fn with_sit(mut self, on: bool) -> Self {
+        self.sit = on.then(|| Sit::new(self.rate));
+        self
+    }
+
+    /// Whether it watches for Special Information Tones.
+    pub fn watches_sit(&self) -> bool {
+        self.sit.is_some()
     }
 
     /// The watched tones, in the order given.
@@ -375,6 +629,9 @@ impl ToneWatch {
             }
             if let Some(d) = &mut self.dtmf {
                 *d = Dtmf::new(rate);
+            }
+            if let Some(s) = &mut self.sit {
+                *s = Sit::new(rate);
             }
         }
         let len = Duration::from_nanos(pcm.len() as u64 * 1_000_000_000 / u64::from(rate));
@@ -412,6 +669,11 @@ impl ToneWatch {
             {
                 d.block(start, level, &self.shares, &mut self.events);
             }
+            if let Some(s) = &mut self.sit
+                && let Some((start, level)) = s.bank.push(at, x, &mut self.shares)
+            {
+                s.block(start, level, &self.shares, &mut self.events);
+            }
         }
         self.heard_to = Some(now + len);
     }
@@ -428,13 +690,17 @@ impl ToneWatch {
             d.bank.reset();
             d.last = None;
         }
+        if let Some(s) = &mut self.sit {
+            s.reset(&mut self.events);
+        }
     }
 
     /// Time passed to `now`: a heard tone with no audio for [`TONE_GAP`] has ended.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(to) = self.heard_to
             && now >= to + TONE_GAP
-            && self.watched.iter().any(|w| w.run.is_some())
+            && (self.watched.iter().any(|w| w.run.is_some())
+                || self.sit.as_ref().is_some_and(|s| s.run.is_some()))
         {
             self.end_all(to);
         }
@@ -442,9 +708,7 @@ impl ToneWatch {
 
     /// When a heard tone ends unless audio comes first.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.watched
-            .iter()
-            .any(|w| w.heard)
+        (self.watched.iter().any(|w| w.heard) || self.sit.as_ref().is_some_and(|s| s.run.is_some()))
             .then_some(self.heard_to? + TONE_GAP)
     }
 
@@ -886,6 +1150,210 @@ mod tests {
                 at: t0 + Duration::from_millis(100)
             }]
         );
+    }
+
+    /// A SIT's segments as (Hz, ms) with `gap` ms of silence between them, at `dbm0`.
+    fn sit(segs: &[(f64, u64)], gap: u64, dbm0: f64, rate: u32) -> Vec<i16> {
+        let mut pcm = Vec::new();
+        for (k, (f, ms)) in segs.iter().enumerate() {
+            if k > 0 && gap > 0 {
+                pcm.extend(tones(&[], gap, rate, 0));
+            }
+            // Each segment's phase runs on from the signal's start, as a generator's does.
+            let n0 = pcm.len() as u64;
+            pcm.extend(tones(&[(*f, dbm0)], *ms, rate, n0));
+        }
+        pcm
+    }
+
+    /// The SIT segments of each assigned kind (ANSI T1.401 / Telcordia SR-2275; S 274 ms,
+    /// L 380 ms), the third always 1776.7 Hz long.
+    fn sit_table() -> Vec<(SitKind, [(f64, u64); 3])> {
+        let (s, l) = (274, 380);
+        let [lo1, hi1, lo2, hi2, third] = SIT_FREQS;
+        vec![
+            (SitKind::Intercept, [(lo1, s), (lo2, s), (third, l)]),
+            (SitKind::VacantCode, [(hi1, l), (lo2, s), (third, l)]),
+            (SitKind::ReorderIntra, [(lo1, s), (hi2, l), (third, l)]),
+            (SitKind::ReorderInter, [(hi1, s), (lo2, l), (third, l)]),
+            (SitKind::NoCircuitIntra, [(hi1, l), (hi2, l), (third, l)]),
+            (SitKind::NoCircuitInter, [(lo1, l), (lo2, l), (third, l)]),
+            (SitKind::IneffectiveOther, [(lo1, l), (hi2, s), (third, l)]),
+            (SitKind::Reserved, [(hi1, s), (hi2, s), (third, l)]),
+            (SitKind::Unassigned, [(lo1, s), (lo2, l), (third, l)]),
+        ]
+    }
+
+    fn sits(w: &mut ToneWatch) -> Vec<(SitKind, Instant, Instant)> {
+        drain(w)
+            .into_iter()
+            .filter_map(|e| match e {
+                ToneEvent::Sit { kind, start, end } => Some((kind, start, end)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_sit_kind_is_told_from_its_segments() {
+        for rate in [8000, 16000] {
+            for (kind, segs) in sit_table() {
+                let t0 = Instant::now();
+                let mut t = t0;
+                let mut w = ToneWatch::new(&[], false).with_sit(true);
+                assert!(w.watches_sit());
+                let mut pcm = tones(&[], 300, rate, 0);
+                pcm.extend(sit(&segs, 0, -24.0, rate));
+                pcm.extend(tones(&[], 400, rate, 0));
+                feed(&mut w, &mut t, &pcm, rate);
+                let got = sits(&mut w);
+                let [(k, start, end)] = got[..] else {
+                    panic!("{kind:?} at {rate} Hz: {got:?}")
+                };
+                assert_eq!(k, kind, "at {rate} Hz");
+                // Timed to a block: from 300 ms, to the third segment's end.
+                let total: u64 = segs.iter().map(|s| s.1).sum();
+                let from = start - t0;
+                let to = end - t0;
+                assert!(
+                    (280..=320).contains(&from.as_millis()),
+                    "{kind:?}: {from:?}"
+                );
+                let want = 300 + total as u128;
+                assert!(
+                    (want - 40..=want + 20).contains(&to.as_millis()),
+                    "{kind:?}: {to:?}, want {want} ms"
+                );
+            }
+        }
+        // Codes and words, for events and reports.
+        assert_eq!(SitKind::NoCircuitIntra.to_string(), "NC (no circuit)");
+        assert_eq!(SitKind::parse_code("RO"), Some("ro"));
+        assert_eq!(SitKind::parse_code("xx"), None);
+    }
+
+    #[test]
+    fn a_sit_with_short_gaps_quiet_or_followed_by_an_announcement_is_told() {
+        let [lo1, _, lo2, _, third] = SIT_FREQS;
+        let segs = [(lo1, 274), (lo2, 274), (third, 380)];
+        // 4 ms (ANSI) and 30 ms (ITU-T E.180) between segments, at −12 and −32 dBm0.
+        for (gap, level) in [(4, -12.0), (30, -32.0)] {
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&[], false).with_sit(true);
+            feed(&mut w, &mut t, &sit(&segs, gap, level, 8000), 8000);
+            // Then the announcement: the generator's speech.
+            let mut speech = SpeechSource::new(SourceConfig::default(), 8000);
+            let mut pcm = vec![0; 8000 * 3];
+            speech.fill(&mut pcm);
+            feed(&mut w, &mut t, &through_ulaw(pcm, 8000), 8000);
+            let got: Vec<SitKind> = sits(&mut w).into_iter().map(|s| s.0).collect();
+            assert_eq!(got, [SitKind::Intercept], "{gap} ms gaps at {level} dBm0");
+        }
+        // The packets stop with the third segment: told once the audio has been gone for
+        // TONE_GAP.
+        let mut t = Instant::now();
+        let mut w = ToneWatch::new(&[], false).with_sit(true);
+        feed(&mut w, &mut t, &sit(&segs, 0, -24.0, 8000), 8000);
+        assert_eq!(sits(&mut w), []);
+        let due = w.poll_timeout().expect("a segment in progress");
+        w.handle_timeout(due);
+        let got: Vec<SitKind> = sits(&mut w).into_iter().map(|s| s.0).collect();
+        assert_eq!(got, [SitKind::Intercept]);
+        assert_eq!(w.poll_timeout(), None);
+    }
+
+    #[test]
+    fn wrong_durations_frequencies_or_order_are_no_sit() {
+        let [lo1, hi1, lo2, hi2, third] = SIT_FREQS;
+        let cases: [(&str, Vec<(f64, u64)>); 9] = [
+            (
+                "segments too short",
+                vec![(lo1, 150), (lo2, 150), (third, 380)],
+            ),
+            (
+                "a first segment too long",
+                vec![(lo1, 600), (lo2, 274), (third, 380)],
+            ),
+            (
+                "a third segment too short",
+                vec![(hi1, 380), (hi2, 380), (third, 120)],
+            ),
+            (
+                "a third segment too long",
+                vec![(hi1, 380), (hi2, 380), (third, 900)],
+            ),
+            // ITU-T E.180's nominal 950/1400/1800 Hz are not the North American frequencies.
+            (
+                "ITU-T nominal frequencies",
+                vec![(950.0, 330), (1400.0, 330), (1800.0, 330)],
+            ),
+            (
+                "1.5 % high",
+                vec![(lo1 * 1.015, 274), (lo2 * 1.015, 274), (third * 1.015, 380)],
+            ),
+            (
+                "the order reversed",
+                vec![(third, 380), (lo2, 274), (lo1, 274)],
+            ),
+            (
+                "two first segments",
+                vec![(lo1, 274), (hi1, 274), (third, 380)],
+            ),
+            ("no second segment", vec![(lo1, 274), (third, 380)]),
+        ];
+        for (what, segs) in cases {
+            let mut t = Instant::now();
+            let mut w = ToneWatch::new(&[], false).with_sit(true);
+            feed(&mut w, &mut t, &sit(&segs, 0, -24.0, 8000), 8000);
+            feed(&mut w, &mut t, &tones(&[], 400, 8000, 0), 8000);
+            assert_eq!(sits(&mut w), [], "{what}");
+        }
+        // Segments 200 ms apart are not one SIT.
+        let mut t = Instant::now();
+        let mut w = ToneWatch::new(&[], false).with_sit(true);
+        feed(
+            &mut w,
+            &mut t,
+            &sit(&[(lo1, 274), (lo2, 274), (third, 380)], 200, -24.0, 8000),
+            8000,
+        );
+        feed(&mut w, &mut t, &tones(&[], 400, 8000, 0), 8000);
+        assert_eq!(sits(&mut w), [], "200 ms gaps");
+        // A DTMF digit's or a busy tone's frequencies are not SIT segments either.
+        let mut t = Instant::now();
+        let mut w = ToneWatch::new(&[], false).with_sit(true);
+        feed(&mut w, &mut t, &dtmf("159#", 300, 100, 8000), 8000);
+        feed(
+            &mut w,
+            &mut t,
+            &tones(&[(480.0, -20.0), (620.0, -20.0)], 1000, 8000, 0),
+            8000,
+        );
+        assert_eq!(sits(&mut w), [], "DTMF and busy");
+    }
+
+    #[test]
+    fn speech_and_noise_are_no_sit() {
+        for rate in [8000, 16000] {
+            let mut speech = SpeechSource::new(SourceConfig::default(), rate);
+            let mut pcm = vec![0; rate as usize * 20];
+            speech.fill(&mut pcm);
+            let noisy = SourceConfig {
+                talk_ms: 0,
+                pause_ms: 1000,
+                noise_dbov: -15.0,
+                ..SourceConfig::default()
+            };
+            let mut noise = vec![0; rate as usize * 5];
+            SpeechSource::new(noisy, rate).fill(&mut noise);
+            for pcm in [pcm, noise] {
+                let mut t = Instant::now();
+                let mut w = ToneWatch::new(&[], false).with_sit(true);
+                feed(&mut w, &mut t, &through_ulaw(pcm, rate), rate);
+                w.handle_timeout(t + Duration::from_secs(1));
+                assert_eq!(sits(&mut w), [], "at {rate} Hz");
+            }
+        }
     }
 
     #[test]
