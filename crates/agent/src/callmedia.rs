@@ -117,6 +117,8 @@ pub struct ToneListen {
     pub tones: Vec<(Tone, Duration)>,
     /// In-band DTMF digits too.
     pub inband_dtmf: bool,
+    /// Special Information Tones too.
+    pub sit: bool,
 }
 
 /// A group's `srtp`: whether the calls' media is protected (SRTP, RFC 3711) with keys
@@ -1940,7 +1942,7 @@ impl CallMedia {
             session.watch_sound(sound);
         }
         if let Some(t) = &self.tones {
-            session.watch_tones(&t.tones, t.inband_dtmf);
+            session.watch_tones(&t.tones, t.inband_dtmf, t.sit);
         }
         for (t, d) in self.held_dtls.drain(..) {
             // Dropped as noise by the handshake if it is not this call's.

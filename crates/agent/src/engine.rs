@@ -1593,6 +1593,9 @@ enum Script {
     Refuse(CallId),
     /// Cancel the call now if it is still unanswered (the group's `ring_timeout`).
     GiveUp,
+    /// Cancel the call now if it is still unanswered: an action `hangup` on what was heard
+    /// in early media (a SIT, a tone, in-band digits; `events::EventState::early_hangup`).
+    EarlyHangup,
     /// Hang up now.
     HangUp(CallId),
     /// Answerers: poll until every caller of the run is done, then un-register.
@@ -3073,6 +3076,17 @@ impl<'a> Shard<'a> {
                     ep.ua.hangup(now, call);
                 }
             }
+            Script::EarlyHangup => {
+                let call = ep.active_call.filter(|_| ep.answered_at.is_none());
+                if let (Some(call), Some(why)) = (call, self.take_early_hangup(idx)) {
+                    let ep = &mut self.endpoints[idx];
+                    ep.trace
+                        .push(TraceEntry::note(why.clone(), now - self.start));
+                    ep.worsen(Outcome::CallFailed, why);
+                    ep.set_phase(Phase::Disconnecting, &events);
+                    ep.ua.hangup(now, call);
+                }
+            }
             Script::HangUp(call) => {
                 ep.set_phase(Phase::Disconnecting, &events);
                 ep.ua.hangup(now, call);
@@ -3181,11 +3195,13 @@ impl<'a> Shard<'a> {
         // A late offer: the INVITE goes without SDP; the media bound above answers the
         // callee's offer (`CallEvent::Offered`).
         let sdp = (!late).then_some(sdp);
-        ep.active_call = Some(ep.ua.call(now, target, sdp));
+        let call = ep.ua.call(now, target, sdp);
+        ep.active_call = Some(call);
         if let Some(limit) = plan.groups[ep.group].ringing.ring_timeout {
             ep.script = Script::GiveUp;
             ep.script_at = Some(now + limit);
         }
+        self.events_dialled(idx, call);
     }
 
     /// Which server of [`RunPlan::servers`] endpoint `idx` uses.

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    ActionKind, CallAction, CallTrigger, EndpointPlan, EndpointReport, EventAction, GroupIdentity,
-    GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary, ServerTarget,
-    StopHandle, TransportPlan, run,
+    ActionKind, CallAction, CallResult, CallTrigger, EndpointPlan, EndpointReport, EventAction,
+    GroupIdentity, GroupPlan, OfferTiming, Outcome, Phase, Role, RunEvent, RunPlan, RunSummary,
+    ServerTarget, StopHandle, TransportPlan, run,
 };
 use agent::flow::FlowKind;
 use agent::trace::Direction;
@@ -729,6 +729,13 @@ enum Uas {
     /// 2.2 s); fails the call unless INFO `9`, a MESSAGE saying `CED heard`, and our BYE come
     /// in time.
     PlaysTones,
+    /// `testdata/sipp/uas-sit-expects-cancel.xml`: a 183 with its SDP, then [`sit_pcap`]
+    /// (a SIT NC from 0.2 s on) by `play_pcap_audio`; fails the call unless our CANCEL
+    /// comes within 3 s of the 183, answers it 200 and the INVITE 487.
+    SitExpectsCancel,
+    /// `testdata/sipp/uas-sit-then-404.xml`: the same early media, then 404 Not Found 3 s
+    /// after the 183 (a CANCEL fails the call).
+    SitThen404,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -867,6 +874,20 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     });
     // [`Uas::PlaysTones`]: its pcap, and its scenario naming the pcap's path.
     let tones_scenario = (uas == Uas::PlaysTones).then(tones_scenario);
+    // [`Uas::SitExpectsCancel`], [`Uas::SitThen404`]: the SIT's pcap and the scenario.
+    let sit_scenario = match uas {
+        Uas::SitExpectsCancel => Some(pcap_scenario(
+            "uas-sit-expects-cancel.xml",
+            "sit-pcmu.pcap",
+            &sit_pcm(),
+        )),
+        Uas::SitThen404 => Some(pcap_scenario(
+            "uas-sit-then-404.xml",
+            "sit-pcmu.pcap",
+            &sit_pcm(),
+        )),
+        _ => None,
+    };
     let offer = match uas {
         Uas::DelayedOffer => OfferTiming::Late,
         _ => OfferTiming::Early,
@@ -951,6 +972,9 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-sends-messages.xml")]
             }
             Uas::PlaysTones => vec!["-sf", tones_scenario.as_deref().unwrap_or_default()],
+            Uas::SitExpectsCancel | Uas::SitThen404 => {
+                vec!["-sf", sit_scenario.as_deref().unwrap_or_default()]
+            }
             Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
             Uas::ChecksIdentity => vec!["-sf", sipp_scenario!("uas-checks-identity.xml")],
             Uas::AnswersIceNeverChecks | Uas::AnswersIceTcpOnly => vec![
@@ -992,6 +1016,8 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::IvrMenu
                 | Uas::EarlyMedia
                 | Uas::PlaysTones
+                | Uas::SitExpectsCancel
+                | Uas::SitThen404
                 | Uas::AnswersIceNeverChecks
                 | Uas::AnswersIceTcpOnly
         ) {
@@ -1174,6 +1200,35 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         ),
                     ]
                 }
+                // On a SIT of any kind: hang up (before the answer: CANCEL); one of another
+                // kind (vacant code) never comes.
+                Uas::SitExpectsCancel => ["sit:vc", "tone:sit"]
+                    .into_iter()
+                    .map(|on| EventAction {
+                        on: CallTrigger::parse(on).unwrap(),
+                        repeat: false,
+                        nth: None,
+                        name: "hangup".into(),
+                        steps: vec![CallAction {
+                            at: Duration::ZERO,
+                            kind: ActionKind::Hangup,
+                        }],
+                    })
+                    .collect(),
+                // On the SIT: a digit, which waits for an answer that never comes.
+                Uas::SitThen404 => vec![EventAction {
+                    on: CallTrigger::parse("tone:sit").unwrap(),
+                    repeat: false,
+                    nth: None,
+                    name: "dtmf".into(),
+                    steps: vec![CallAction {
+                        at: Duration::ZERO,
+                        kind: ActionKind::DtmfInfo {
+                            digit: '1',
+                            duration_ms: 100,
+                        },
+                    }],
+                }],
                 // 3 s after early media's first packet (2 s before the answer): hang up.
                 Uas::EarlyMedia => vec![EventAction {
                     on: CallTrigger::EarlyMedia,
@@ -2183,9 +2238,14 @@ fn our_callers_answer_messages_and_hang_up_on_the_second() {
 /// [`ivr_common::tones_pcm`]: a CED at 0.5-1.5 s, the in-band 4 and 7 from 2 s on, a US
 /// busy tone (0.5 s on, 0.5 s off) from 2.5 s on.
 fn tones_pcap() -> Vec<u8> {
-    let pcm = ivr_common::tones_pcm(44_000, true);
+    pcap_of(&ivr_common::tones_pcm(44_000, true))
+}
+
+/// A pcap (Ethernet, IPv4, UDP) of RTP PCMU packets, 20 ms apart, of `pcm` (8 kHz), as
+/// SIPp's `play_pcap_audio` wants it.
+fn pcap_of(pcm: &[i16]) -> Vec<u8> {
     let mut ulaw = Vec::new();
-    media::g711::Law::Ulaw.encode(&pcm, &mut ulaw);
+    media::g711::Law::Ulaw.encode(pcm, &mut ulaw);
     // The pcap's global header: v2.4, microseconds, Ethernet (link type 1).
     let mut out = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     out.extend(2u16.to_le_bytes());
@@ -2241,6 +2301,165 @@ fn tones_scenario() -> String {
     let path = dir.join("uas-plays-tones.xml");
     std::fs::write(&path, xml).unwrap();
     path.display().to_string()
+}
+
+/// What [`Uas::SitExpectsCancel`] and [`Uas::SitThen404`] play in early media (8 kHz): 0.2 s
+/// of silence, a Special Information Tone NC "no circuit" (Telcordia SR-2275: 985.2 Hz,
+/// 1428.5 Hz, 1776.7 Hz, 380 ms each, no gap, at −24 dBm0 as ITU-T E.180 asks), 0.3 s of
+/// silence, the "announcement" (1.5 s of 440 Hz at −20 dBm0), then silence to 4 s.
+fn sit_pcm() -> Vec<i16> {
+    // A sine's peak at −24 dBm0 (G.711's full-scale sine is +3.17 dBm0).
+    let peak = |dbm0: f64| 32767.0 * 10f64.powf((dbm0 - 3.17) / 20.0);
+    let sine = |f: f64, a: f64, i: u32| -> i16 {
+        (a * (2.0 * std::f64::consts::PI * f * f64::from(i) / 8000.0).sin()).round() as i16
+    };
+    let seg = 3040; // 380 ms
+    let sit_at = 1600; // 0.2 s
+    let ann = sit_at + 3 * seg + 2400;
+    (0..32_000u32)
+        .map(|i| match i {
+            _ if (sit_at..sit_at + seg).contains(&i) => sine(985.2, peak(-24.0), i),
+            _ if (sit_at + seg..sit_at + 2 * seg).contains(&i) => sine(1428.5, peak(-24.0), i),
+            _ if (sit_at + 2 * seg..sit_at + 3 * seg).contains(&i) => sine(1776.7, peak(-24.0), i),
+            _ if (ann..ann + 12_000).contains(&i) => sine(440.0, peak(-20.0), i),
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Writes a pcap of `pcm` and the scenario `name` of `testdata/sipp` naming its path (in
+/// place of `pcap`) to a directory of the test's own; the scenario's path.
+fn pcap_scenario(name: &str, pcap: &str, pcm: &[i16]) -> String {
+    let dir = std::env::temp_dir().join(format!("sipmeter-sipp-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(pcap);
+    std::fs::write(&path, pcap_of(pcm)).unwrap();
+    let src = format!("{}/../../testdata/sipp/{name}", env!("CARGO_MANIFEST_DIR"));
+    let xml = std::fs::read_to_string(&src).unwrap().replace(
+        &format!("play_pcap_audio=\"{pcap}\""),
+        &format!("play_pcap_audio=\"{}\"", path.display()),
+    );
+    assert!(
+        xml.contains(&path.display().to_string()),
+        "{src} plays {pcap}"
+    );
+    let out = dir.join(name);
+    std::fs::write(&out, xml).unwrap();
+    out.display().to_string()
+}
+
+/// The trace notes of a report.
+fn notes_of(r: &EndpointReport) -> Vec<&str> {
+    r.trace
+        .iter()
+        .filter(|e| e.direction == Direction::Note)
+        .map(|e| e.text.as_str())
+        .collect()
+}
+
+/// A Special Information Tone in early media from SIPp (`testdata/sipp/uas-sit-expects-cancel.xml`:
+/// a 183 with its SDP answer, then by `play_pcap_audio` 0.2 s of silence and a SIT NC, 1.14 s
+/// long): our callers, told `on = "tone:sit", do = "hangup"`, hear it before any answer and
+/// CANCEL the call at its end — SIPp fails the call unless the CANCEL comes within 3 s of its
+/// 183, then answers it 200 and the INVITE 487. The call's result is `cancelled`, the
+/// endpoint CALL_FAILED saying which SIT ended it; `sit:vc` never fires.
+#[test]
+fn our_callers_cancel_on_a_sit_heard_in_early_media() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SitExpectsCancel);
+    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        let why = "SIT NC (no circuit) heard in early media: cancelled (on tone:sit: hangup)";
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+        assert_eq!(
+            (r.call_code, r.call_result),
+            (Some(487), Some(CallResult::Cancelled)),
+            "{r:#?}"
+        );
+        assert_eq!((r.calls_attempted, r.calls_answered), (1, 0), "{r:#?}");
+        let fired: Vec<(&str, u32, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.fired, a.before_answer))
+            .collect();
+        assert_eq!(fired, [("sit:vc", 0, 0), ("tone:sit", 1, 1)]);
+        let notes = notes_of(r);
+        for note in [
+            "early media: the 183's SDP answer starts the media",
+            "event tone:sit: hangup before the answer (CANCEL)",
+            why,
+        ] {
+            assert!(notes.contains(&note), "{note}: {notes:#?}");
+        }
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("SIT NC (no circuit) heard in early media from 0.")),
+            "{notes:#?}"
+        );
+        // In the report: the SIT, timed from the INVITE (the call was never answered).
+        let [sit] = &r.tones_heard[..] else {
+            panic!("{:?}", r.tones_heard)
+        };
+        assert_eq!(
+            (sit.tone.as_str(), sit.unanswered),
+            ("sit:nc", true),
+            "{sit:?}"
+        );
+        assert!((150.0..700.0).contains(&sit.start_ms), "{sit:?}");
+        let d = sit.duration_ms.unwrap_or(f64::NAN);
+        assert!((1080.0..1200.0).contains(&d), "{sit:?}");
+    }
+}
+
+/// The same SIT without a `hangup` on it (`testdata/sipp/uas-sit-then-404.xml`: the SIT in
+/// early media, then 404 Not Found 3 s after the 183): our callers send no CANCEL (SIPp
+/// fails the call on one), the call ends with the server's 404 (CALL_FAILED, its result
+/// `rejected`), and the report names the SIT's kind; the `dtmf` action on it waited for an
+/// answer that never came.
+#[test]
+fn a_sit_in_early_media_is_reported_with_the_servers_final_code() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SitThen404);
+    assert_eq!(sipp, 0, "SIPp: no CANCEL, our ACK to its 404");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(
+            (r.call_code, r.call_result),
+            (Some(404), Some(CallResult::Rejected)),
+            "{r:#?}"
+        );
+        assert!(
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("call failed: 404")),
+            "{r:#?}"
+        );
+        let a = &r.event_actions[0];
+        assert_eq!(
+            (a.on.as_str(), a.fired, a.before_answer),
+            ("tone:sit", 0, 0)
+        );
+        assert_eq!(r.dtmf_sent, "");
+        let notes = notes_of(r);
+        assert!(
+            notes.contains(&"event tone:sit: dtmf waits for the answer (heard in early media)"),
+            "{notes:#?}"
+        );
+        let [sit] = &r.tones_heard[..] else {
+            panic!("{:?}", r.tones_heard)
+        };
+        assert_eq!(
+            (sit.tone.as_str(), sit.unanswered),
+            ("sit:nc", true),
+            "{sit:?}"
+        );
+        assert!((150.0..700.0).contains(&sit.start_ms), "{sit:?}");
+        // The 404 came 3 s after the 183, well after the SIT's end.
+        let setup_failed_at = r.timings.time_to_180_ms.unwrap_or(f64::NAN);
+        assert!(setup_failed_at < sit.start_ms, "{r:#?}");
+    }
 }
 
 /// Tones and in-band DTMF from SIPp (`testdata/sipp/uas-plays-tones.xml`, `play_pcap_audio`

@@ -1527,10 +1527,11 @@ impl MediaSession {
         self.sound.as_deref_mut()
     }
 
-    /// Watches these tones (each with its minimum duration) and, if `dtmf`, in-band DTMF in
-    /// the audio decoded from now on ([`crate::tone`]): the frames the level meter measures.
-    pub fn watch_tones(&mut self, tones: &[(Tone, Duration)], dtmf: bool) {
-        self.tones = Some(Box::new(ToneWatch::new(tones, dtmf)));
+    /// Watches these tones (each with its minimum duration) and, if `dtmf`, in-band DTMF
+    /// and, if `sit`, Special Information Tones in the audio decoded from now on
+    /// ([`crate::tone`]): the frames the level meter measures.
+    pub fn watch_tones(&mut self, tones: &[(Tone, Duration)], dtmf: bool, sit: bool) {
+        self.tones = Some(Box::new(ToneWatch::new(tones, dtmf).with_sit(sit)));
     }
 
     /// The tone watch, if [`Self::watch_tones`] started one: drive its timeout and drain its
@@ -3063,7 +3064,7 @@ mod tests {
             let min = Duration::from_millis(200);
             let ced = crate::tone::Tone::parse("2100").unwrap();
             let busy = crate::tone::Tone::parse("480+620").unwrap();
-            b.watch_tones(&[(ced, min), (busy, min)], true);
+            b.watch_tones(&[(ced, min), (busy, min)], true, false);
             let mut seen = Vec::new();
             for ms in (0..2500).step_by(5) {
                 let now = t0 + Duration::from_millis(ms);

@@ -28,9 +28,9 @@ use serde::Serialize;
 use sip_proto::ua::{CallId, CallState};
 
 use media::sound::{SoundConfig, SoundEvent};
-use media::tone::{Tone, ToneEvent};
+use media::tone::{SitKind, Tone, ToneEvent};
 
-use super::{ActionKind, CallAction, Endpoint, Phase, Shard, ms};
+use super::{ActionKind, CallAction, Endpoint, Phase, Script, Shard, ms};
 use crate::callmedia::CallMedia;
 use crate::trace::TraceEntry;
 
@@ -69,6 +69,9 @@ pub enum CallTrigger {
     /// nor INFO): any digit, or the in-band digits since the answer (or since this action's
     /// last match) end with these.
     InbandDtmf(Option<String>),
+    /// A Special Information Tone was heard ([`media::tone`]): any (`tone:sit`), or of one
+    /// kind (`sit:nc`: its code, [`SitKind::code`]).
+    Sit(Option<&'static str>),
 }
 
 /// How long a tone must be heard without its own length (`tone:425:1s`).
@@ -103,6 +106,18 @@ impl CallTrigger {
                 return Err("`message:` names no text (e.g. message:hello)".into());
             }
             return Ok(Self::MessageText(text.to_owned()));
+        }
+        let sit = lower.strip_prefix("tone:").unwrap_or(&lower);
+        if sit == "sit" {
+            return Ok(Self::Sit(None));
+        }
+        if let Some(code) = sit.strip_prefix("sit:") {
+            return match SitKind::parse_code(code) {
+                Some(c) => Ok(Self::Sit(Some(c))),
+                None => Err(format!(
+                    "`{s}`: `{code}` is not a SIT kind (ic, vc, ro, nc, io, reserved, unassigned)"
+                )),
+            };
         }
         if let Some(t) = lower.strip_prefix("tone:") {
             let (f, min) = match t.split_once(':') {
@@ -150,7 +165,8 @@ impl CallTrigger {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
                          reinvite, answered, audio, silence, silence:DURATION, early_media, \
-                         message, message:TEXT, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]"
+                         message, message:TEXT, tone:HZ[+HZ][:DURATION], tone:sit, sit:KIND or \
+                         inband_dtmf[:DIGITS]"
                     ));
                 }
             },
@@ -167,7 +183,14 @@ impl CallTrigger {
 
     /// Whether it waits for a tone or an in-band digit (its calls then watch tones).
     pub fn listens(&self) -> bool {
-        matches!(self, Self::Tone(..) | Self::InbandDtmf(_))
+        matches!(self, Self::Tone(..) | Self::InbandDtmf(_) | Self::Sit(_))
+    }
+
+    /// Whether it counts before the answer too: what a caller hears in early media (a
+    /// tone, a SIT, an in-band digit). Its `hangup` then CANCELs the call; its other
+    /// actions wait for the answer.
+    pub fn before_answer(&self) -> bool {
+        self.listens()
     }
 }
 
@@ -190,6 +213,8 @@ impl fmt::Display for CallTrigger {
             Self::Tone(t, Some(d)) => write!(f, "tone:{t}:{}", Secs(*d)),
             Self::InbandDtmf(None) => f.write_str("inband_dtmf"),
             Self::InbandDtmf(Some(d)) => write!(f, "inband_dtmf:{d}"),
+            Self::Sit(None) => f.write_str("tone:sit"),
+            Self::Sit(Some(c)) => write!(f, "sit:{c}"),
         }
     }
 }
@@ -238,6 +263,14 @@ pub struct EventActionReport {
     pub fired: u32,
     /// When it first ran, ms after its call's answer.
     pub first_ms: Option<f64>,
+    /// Of `fired`, the times it ran before its call's answer: a `hangup` on what was heard
+    /// in early media, which CANCELled the call.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub before_answer: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A sound heard in a call, in an endpoint's report (`sound_heard`): what an IVR test that
@@ -260,13 +293,18 @@ pub struct SoundSpan {
 pub struct ToneSpan {
     /// The endpoint's call it was heard in (1: its first).
     pub call: u32,
-    /// The tone (`2100`, `440+480`), Hz.
+    /// The tone (`2100`, `440+480`), Hz, or a Special Information Tone and its kind
+    /// (`sit:nc`, [`SitKind::code`]).
     pub tone: String,
-    /// When it started, ms after the call's answer (negative: early media, before it).
+    /// When it started, ms after the call's answer (negative: early media, before it); in
+    /// a call never answered, ms after its INVITE (`unanswered`).
     pub start_ms: f64,
     /// How long it lasted (to the end of its last 40 ms block with it); `None`: still
     /// heard when the call ended.
     pub duration_ms: Option<f64>,
+    /// Heard in a call never answered (early media): `start_ms` counts from the INVITE.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
 }
 
 /// Sounds (and tones) kept per endpoint for its report (later ones are in the trace only).
@@ -307,12 +345,32 @@ enum Happened {
         since: Instant,
         runs: u32,
     },
+    /// A Special Information Tone of this kind ended at `end`.
+    Sit {
+        kind: SitKind,
+        end: Instant,
+    },
+}
+
+impl Happened {
+    /// Whether it counts before the answer (see [`CallTrigger::before_answer`]).
+    fn before_answer(self) -> bool {
+        matches!(
+            self,
+            Self::Tone { .. } | Self::Sit { .. } | Self::Digit { inband: true }
+        )
+    }
 }
 
 /// One endpoint's actions on events: per action, and the current call's.
 #[derive(Debug)]
 pub(super) struct EventState {
     per: Vec<PerAction>,
+    /// The call the state is of (a caller's from its INVITE on, a callee's from its answer).
+    call: Option<CallId>,
+    /// A `hangup` on what was heard in early media, due at this time (the endpoint's
+    /// [`Script::EarlyHangup`]): its action, and why in words for the trace and the report.
+    early_hangup: Option<(Instant, usize, String)>,
     /// Steps queued by events, in time order (equal times in queuing order).
     pending: Vec<Pending>,
     /// The digits received in the current call, upper case.
@@ -352,6 +410,8 @@ struct PerAction {
     hits: u32,
     /// The runs of sound its last `silence` came after: the next needs sound again.
     runs_seen: u32,
+    /// Of `fired`, the runs before the call's answer (an early `hangup`'s CANCEL).
+    before_answer: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -365,6 +425,8 @@ impl EventState {
     fn new(actions: usize) -> Self {
         Self {
             per: vec![PerAction::default(); actions],
+            call: None,
+            early_hangup: None,
             pending: Vec::new(),
             digits: String::new(),
             inband: String::new(),
@@ -381,7 +443,9 @@ impl EventState {
     }
 
     /// A new call: nothing pending, no digit, not held, every action ready again.
-    fn new_call(&mut self) {
+    fn new_call(&mut self, call: CallId) {
+        self.call = Some(call);
+        self.early_hangup = None;
         self.pending.clear();
         self.digits.clear();
         self.inband.clear();
@@ -402,6 +466,21 @@ impl EventState {
 fn up_call(ep: &Endpoint, stopping: bool) -> Option<(CallId, Instant)> {
     let call = ep.active_call.filter(|c| call_up(ep, *c, stopping))?;
     Some((call, ep.answered_at?))
+}
+
+/// The endpoint's call while it is in early media: placed by it, not answered (nor
+/// ending), in a run not stopping; with the time its INVITE went (what is heard then is
+/// timed from).
+fn early_call(ep: &Endpoint, stopping: bool) -> Option<(CallId, Instant)> {
+    let call = ep.active_call?;
+    (!stopping
+        && ep.answered_at.is_none()
+        && ep.ua.is_outgoing(call)
+        && matches!(
+            ep.ua.call_state(call),
+            Some(CallState::Calling | CallState::Early)
+        ))
+    .then_some((call, ep.invite_sent?))
 }
 
 /// Ms from the call's answer to `t` (negative before it: early media).
@@ -460,11 +539,76 @@ impl<'a> Shard<'a> {
         if actions == 0 {
             return;
         }
+        let ep = &mut self.endpoints[idx];
+        let invite = ep.invite_sent;
+        let e = ep
+            .events
+            .get_or_insert_with(|| Box::new(EventState::new(actions)));
+        if e.call == Some(call) {
+            // A call of ours, its events since its INVITE: what was heard in early media
+            // is now timed from the answer, and a `hangup` not yet due runs after it (a BYE).
+            if let Some(invite) = invite {
+                let shift = ms(now.saturating_duration_since(invite));
+                for t in e
+                    .tones
+                    .iter_mut()
+                    .filter(|t| t.call == e.calls && t.unanswered)
+                {
+                    t.start_ms -= shift;
+                    t.unanswered = false;
+                }
+            }
+            if let Some((at, action, _)) = e.early_hangup.take() {
+                let pos = e.pending.partition_point(|q| q.at <= at);
+                e.pending.insert(
+                    pos,
+                    Pending {
+                        at,
+                        action,
+                        step: 0,
+                    },
+                );
+            }
+            if matches!(ep.script, Script::EarlyHangup) {
+                ep.script = Script::Idle;
+                ep.script_at = None;
+            }
+        } else {
+            e.new_call(call);
+        }
+        self.fire(idx, now, call, Happened::Answered);
+    }
+
+    /// The endpoint placed a call (its INVITE went): its actions on events start afresh in
+    /// it, for what it hears in early media.
+    pub(super) fn events_dialled(&mut self, idx: usize, call: CallId) {
+        let actions = self.plan.groups[self.endpoints[idx].group]
+            .event_actions
+            .len();
+        if actions == 0 {
+            return;
+        }
         self.endpoints[idx]
             .events
             .get_or_insert_with(|| Box::new(EventState::new(actions)))
-            .new_call();
-        self.fire(idx, now, call, Happened::Answered);
+            .new_call(call);
+    }
+
+    /// A `hangup` on what was heard in early media is due: the reason, counted as its
+    /// action's run, if the call is still unanswered.
+    pub(super) fn take_early_hangup(&mut self, idx: usize) -> Option<String> {
+        let ep = &mut self.endpoints[idx];
+        let e = ep.events.as_deref_mut()?;
+        let (_, action, why) = e.early_hangup.take()?;
+        if ep.answered_at.is_some() {
+            return None;
+        }
+        e.steps_run += 1;
+        if let Some(p) = e.per.get_mut(action) {
+            p.fired += 1;
+            p.before_answer += 1;
+        }
+        Some(why)
     }
 
     /// The call, just answered, had early media: its first RTP packet came at `at`.
@@ -660,10 +804,14 @@ impl<'a> Shard<'a> {
         else {
             return false;
         };
-        // Before the answer (early media) the watch keeps what it heard, as the sound
-        // watch does.
-        let Some((call, answered)) = up_call(ep, self.stopping) else {
-            return false;
+        // Before the answer (early media) a caller hears tones too, timed from its INVITE
+        // until the answer comes (then from the answer, [`Self::events_answered`]).
+        let (call, answered, early) = match up_call(ep, self.stopping) {
+            Some((call, answered)) => (call, answered, false),
+            None => match early_call(ep, self.stopping) {
+                Some((call, invite)) => (call, invite, true),
+                None => return false,
+            },
         };
         let (Some(e), Some(w)) = (
             ep.events.as_deref_mut(),
@@ -673,6 +821,23 @@ impl<'a> Shard<'a> {
         };
         w.handle_timeout(now);
         let into = |t: Instant| since_answer(answered, t);
+        let when = |t: Instant| {
+            if early {
+                format!("in early media, {:.2} s after the INVITE", into(t) / 1000.0)
+            } else {
+                format!("{:.2} s into the call", into(t) / 1000.0)
+            }
+        };
+        let from = |t: Instant| {
+            if early {
+                format!(
+                    "in early media from {:.2} s after the INVITE",
+                    into(t) / 1000.0
+                )
+            } else {
+                format!("from {:.2} s into the call", into(t) / 1000.0)
+            }
+        };
         // A tone's first entry (its shortest minimum) is the one reported.
         let reported = |i: usize| {
             listen
@@ -698,12 +863,10 @@ impl<'a> Shard<'a> {
                                 tone: t.to_string(),
                                 start_ms: into(at),
                                 duration_ms: None,
+                                unanswered: early,
                             });
                         }
-                        format!(
-                            "tone {t} Hz heard from {:.2} s into the call",
-                            into(at) / 1000.0
-                        )
+                        format!("tone {t} Hz heard {}", from(at))
                     }
                     ToneEvent::Ended { tone, start, end } => {
                         let Some((t, _)) = listen.tones.get(tone).filter(|_| reported(tone)) else {
@@ -716,8 +879,8 @@ impl<'a> Shard<'a> {
                             s.duration_ms = Some(ms(end - start));
                         }
                         format!(
-                            "tone {t} Hz ended {:.2} s into the call (heard {} ms)",
-                            into(end) / 1000.0,
+                            "tone {t} Hz ended {} (heard {} ms)",
+                            when(end),
                             (end - start).as_millis()
                         )
                     }
@@ -726,9 +889,26 @@ impl<'a> Shard<'a> {
                             e.inband_all.push(digit);
                         }
                         happened.push((Happened::Digit { inband: true }, Some(digit)));
+                        format!("in-band DTMF {digit} heard {}", when(at))
+                    }
+                    ToneEvent::Sit { kind, start, end } => {
+                        if !listen.sit {
+                            continue;
+                        }
+                        if e.tones.len() < MAX_SPANS {
+                            e.tones.push(ToneSpan {
+                                call: e.calls,
+                                tone: format!("sit:{}", kind.code()),
+                                start_ms: into(start),
+                                duration_ms: Some(ms(end - start)),
+                                unanswered: early,
+                            });
+                        }
+                        happened.push((Happened::Sit { kind, end }, None));
                         format!(
-                            "in-band DTMF {digit} heard {:.2} s into the call",
-                            into(at) / 1000.0
+                            "SIT {kind} heard {} ({} ms)",
+                            from(start),
+                            (end - start).as_millis()
                         )
                     }
                 };
@@ -779,6 +959,9 @@ impl<'a> Shard<'a> {
         let silence = self.silence_of(self.endpoints[idx].group);
         let ep = &mut self.endpoints[idx];
         let up = call_up(ep, call, stopping);
+        // What a caller hears in early media counts before the answer.
+        let early =
+            !up && what.before_answer() && early_call(ep, stopping).is_some_and(|(c, _)| c == call);
         let answered = ep.answered_at;
         let Some(e) = ep.events.as_deref_mut() else {
             return false;
@@ -792,10 +975,11 @@ impl<'a> Shard<'a> {
             }
             _ => (false, false),
         };
-        if !up {
+        if !up && !early {
             return false;
         }
         let mut notes = Vec::new();
+        let mut hangup_at: Option<Instant> = None;
         for (i, a) in plan.groups[ep.group].event_actions.iter().enumerate() {
             let p = &mut e.per[i];
             // When the event came: a silence came when it had lasted long enough.
@@ -825,6 +1009,12 @@ impl<'a> Shard<'a> {
                 {
                     // It was heard once it had lasted its minimum (from the answer on).
                     when = (at + min).max(answered.unwrap_or(at));
+                    true
+                }
+                (CallTrigger::Sit(code), Happened::Sit { kind, end })
+                    if code.is_none_or(|c| c == kind.code()) =>
+                {
+                    when = end.max(answered.unwrap_or(end));
                     true
                 }
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
@@ -862,6 +1052,42 @@ impl<'a> Shard<'a> {
                 continue;
             }
             p.this_call = true;
+            let after = a.steps.first().map_or(Duration::ZERO, |s| s.at);
+            let nth = a.nth.map_or(String::new(), |n| format!(" (its #{n})"));
+            if early {
+                // Before the answer only a `hangup` runs (a CANCEL, at its time unless the
+                // answer comes first); the other actions wait for the answer, as the
+                // steps of `early_media` do (a step already due then runs at once).
+                let hangup = matches!(a.steps.first().map(|s| &s.kind), Some(ActionKind::Hangup));
+                if hangup && e.early_hangup.is_none() {
+                    let at = when + after;
+                    let heard = match what {
+                        Happened::Sit { kind, .. } => format!("SIT {kind} heard"),
+                        Happened::Tone { tone, .. } => format!("tone {tone} Hz heard"),
+                        _ => format!("in-band DTMF {} heard", e.inband),
+                    };
+                    e.early_hangup = Some((
+                        at,
+                        i,
+                        format!("{heard} in early media: cancelled (on {}: hangup)", a.on),
+                    ));
+                    hangup_at = Some(at);
+                    notes.push(format!(
+                        "event {}{nth}: hangup before the answer (CANCEL){}",
+                        a.on,
+                        if after.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" in {} ms", after.as_millis())
+                        }
+                    ));
+                    continue;
+                }
+                notes.push(format!(
+                    "event {}{nth}: {} waits for the answer (heard in early media)",
+                    a.on, a.name
+                ));
+            }
             for (step, s) in a.steps.iter().enumerate() {
                 let at = when + s.at;
                 // After the last step due no later (stable: queuing order at equal times).
@@ -875,8 +1101,9 @@ impl<'a> Shard<'a> {
                     },
                 );
             }
-            let after = a.steps.first().map_or(Duration::ZERO, |s| s.at);
-            let nth = a.nth.map_or(String::new(), |n| format!(" (its #{n})"));
+            if early {
+                continue;
+            }
             let quiet = match what {
                 Happened::Quiet { since, .. } => format!(
                     ", quiet since {:.2} s into the call",
@@ -898,6 +1125,18 @@ impl<'a> Shard<'a> {
         let fired = !notes.is_empty();
         for n in notes {
             ep.trace.push(TraceEntry::note(n, now - start));
+        }
+        // The CANCEL's time, unless the ring_timeout gives up first.
+        if let Some(at) = hangup_at {
+            let keep = match ep.script {
+                Script::GiveUp => ep.script_at.is_some_and(|t| t <= at),
+                Script::Idle => false,
+                _ => ep.script_at.is_some(),
+            };
+            if !keep {
+                ep.script = Script::EarlyHangup;
+                ep.script_at = Some(at);
+            }
         }
         fired
     }
@@ -949,6 +1188,7 @@ pub(super) fn report(actions: &[EventAction], ep: &Endpoint) -> Vec<EventActionR
                 nth: a.nth,
                 fired: p.map_or(0, |p| p.fired),
                 first_ms: p.and_then(|p| p.first_ms),
+                before_answer: p.map_or(0, |p| p.before_answer),
             }
         })
         .collect()
@@ -959,6 +1199,7 @@ pub(super) fn report(actions: &[EventAction], ep: &Endpoint) -> Vec<EventActionR
 pub(crate) fn tone_listen(actions: &[EventAction]) -> Option<crate::callmedia::ToneListen> {
     let mut tones: Vec<(Tone, Duration)> = Vec::new();
     let mut inband_dtmf = false;
+    let mut sit = false;
     for a in actions {
         match &a.on {
             CallTrigger::Tone(t, d) => {
@@ -981,11 +1222,15 @@ pub(crate) fn tone_listen(actions: &[EventAction]) -> Option<crate::callmedia::T
                 }
             }
             CallTrigger::InbandDtmf(_) => inband_dtmf = true,
+            CallTrigger::Sit(_) => sit = true,
             _ => {}
         }
     }
-    (!tones.is_empty() || inband_dtmf)
-        .then_some(crate::callmedia::ToneListen { tones, inband_dtmf })
+    (!tones.is_empty() || inband_dtmf || sit).then_some(crate::callmedia::ToneListen {
+        tones,
+        inband_dtmf,
+        sit,
+    })
 }
 
 /// The tones and the in-band digits the endpoint heard, for its report (empty when its
