@@ -4289,7 +4289,13 @@ call = "group:callees"
                 "on",
                 "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
                  answered, audio, silence, silence:DURATION, early_media, message, \
-                 message:TEXT, tone:HZ[+HZ][:DURATION] or inband_dtmf[:DIGITS]",
+                 message:TEXT, tone:HZ[+HZ][:DURATION], tone:sit, sit:KIND or \
+                 inband_dtmf[:DIGITS]",
+            ),
+            (
+                "on = \"sit:busy\", do = \"hangup\"",
+                "on",
+                "`sit:busy`: `busy` is not a SIT kind",
             ),
             (
                 "on = \"tone:440+4800\", do = \"hangup\"",
@@ -4401,6 +4407,12 @@ call = "group:callees"
             ),
             (
                 "media = false\nactions = [{ on = \"tone:2100\", do = \"hangup\" }]\n",
+                14,
+                "group[0].actions[0].on",
+                "hears RTP: needs media = true",
+            ),
+            (
+                "media = false\nactions = [{ on = \"tone:sit\", do = \"hangup\" }]\n",
                 14,
                 "group[0].actions[0].on",
                 "hears RTP: needs media = true",

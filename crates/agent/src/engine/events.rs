@@ -1290,6 +1290,9 @@ mod tests {
                 "inband_dtmf:12a#",
                 CallTrigger::InbandDtmf(Some("12A#".into())),
             ),
+            ("tone:sit", CallTrigger::Sit(None)),
+            ("sit:nc", CallTrigger::Sit(Some("nc"))),
+            ("sit:ro", CallTrigger::Sit(Some("ro"))),
         ] {
             let parsed = CallTrigger::parse(text).unwrap();
             assert_eq!(parsed, t, "{text}");
@@ -1313,6 +1316,29 @@ mod tests {
                 .unwrap_err()
                 .contains("expected an event")
         );
+        // SIT spellings: `sit` alone, `tone:sit:KIND`, any case.
+        assert_eq!(CallTrigger::parse("SIT").unwrap(), CallTrigger::Sit(None));
+        assert_eq!(
+            CallTrigger::parse("tone:sit:IC").unwrap(),
+            CallTrigger::Sit(Some("ic"))
+        );
+        // What a caller's early media counts for, and what it does not.
+        for (on, early) in [
+            ("tone:sit", true),
+            ("sit:vc", true),
+            ("tone:480+620", true),
+            ("inband_dtmf:1", true),
+            ("audio", false),
+            ("silence", false),
+            ("dtmf", false),
+            ("early_media", false),
+        ] {
+            assert_eq!(
+                CallTrigger::parse(on).unwrap().before_answer(),
+                early,
+                "{on}"
+            );
+        }
         // A message's text keeps its case.
         assert_eq!(
             CallTrigger::parse(" Message:Press 1 ").unwrap(),
@@ -1330,6 +1356,8 @@ mod tests {
             ("inband_dtmf:", "names no digit"),
             ("message:", "names no text"),
             ("inband_dtmf:5x", "`x` is not a DTMF digit"),
+            ("sit:xx", "`xx` is not a SIT kind"),
+            ("tone:sit:", "`` is not a SIT kind"),
         ] {
             let e = CallTrigger::parse(bad).unwrap_err();
             assert!(e.contains(what), "{bad}: {e}");
@@ -1371,7 +1399,9 @@ mod tests {
         );
         assert!(!l.inband_dtmf);
         let l = tone_listen(&[action("inband_dtmf:1")]).unwrap();
-        assert!(l.tones.is_empty() && l.inband_dtmf);
+        assert!(l.tones.is_empty() && l.inband_dtmf && !l.sit);
+        let l = tone_listen(&[action("sit:nc")]).unwrap();
+        assert!(l.tones.is_empty() && !l.inband_dtmf && l.sit);
     }
 
     #[test]
