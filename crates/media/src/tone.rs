@@ -173,6 +173,52 @@ impl fmt::Display for Tone {
     }
 }
 
+/// A tone's cadence: bursts `on` long, `off` apart — a busy or reorder tone heard as one
+/// thing rather than burst by burst. Matched on two bursts of a watched tone
+/// ([`ToneEvent::Ended`]) and the gap between them ([`Cadence::follows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// How long each burst lasts.
+    pub on: Duration,
+    /// The silence between bursts.
+    pub off: Duration,
+}
+
+impl Cadence {
+    /// North America's busy tone (480+620 Hz): 0.5 s on, 0.5 s off (60 interruptions a
+    /// minute, ANSI T1.401).
+    pub const US_BUSY: Cadence = Cadence {
+        on: Duration::from_millis(500),
+        off: Duration::from_millis(500),
+    };
+    /// North America's reorder ("fast busy", 480+620 Hz): 0.25 s on, 0.25 s off (120 a
+    /// minute).
+    pub const US_REORDER: Cadence = Cadence {
+        on: Duration::from_millis(250),
+        off: Duration::from_millis(250),
+    };
+
+    /// The minimum duration its tone is to be watched with, so each burst is heard: its
+    /// `on` less two blocks (a burst is measured in whole blocks), at least one block.
+    pub fn min_burst(&self) -> Duration {
+        self.on.saturating_sub(2 * TONE_BLOCK).max(TONE_BLOCK)
+    }
+
+    /// Whether burst `b` follows burst `a` (each its start and end, as
+    /// [`ToneEvent::Ended`] tells them) in this cadence: both about `on` long, about `off`
+    /// apart — within 25 % or 80 ms (two blocks), whichever is more.
+    pub fn follows(&self, a: (Instant, Instant), b: (Instant, Instant)) -> bool {
+        let near = |got: Duration, want: Duration| {
+            let tol = (want / 4).max(Duration::from_millis(80));
+            got + tol >= want && got <= want + tol
+        };
+        b.0 >= a.1
+            && near(a.1 - a.0, self.on)
+            && near(b.1 - b.0, self.on)
+            && near(b.0 - a.1, self.off)
+    }
+}
+
 /// What a Special Information Tone says (ANSI T1.401 / Telcordia SR-2275 encoding: the
 /// frequency, low or high, and the duration, short or long, of its first two segments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1354,6 +1400,65 @@ mod tests {
                 assert_eq!(sits(&mut w), [], "at {rate} Hz");
             }
         }
+    }
+
+    /// The bursts (start, end) of tone 0 heard in `pcm`.
+    fn bursts(min: Duration, tone_: &str, pcm: &[i16]) -> Vec<(Instant, Instant)> {
+        let mut t = Instant::now();
+        let mut w = ToneWatch::new(&[(tone(tone_), min)], false);
+        feed(&mut w, &mut t, pcm, 8000);
+        w.handle_timeout(t + Duration::from_secs(1));
+        drain(&mut w)
+            .into_iter()
+            .filter_map(|e| match e {
+                ToneEvent::Ended { start, end, .. } => Some((start, end)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `cycles` of a 480+620 Hz tone `on` ms on, `off` ms off.
+    fn cadenced(on: u64, off: u64, cycles: usize) -> Vec<i16> {
+        let mut pcm = Vec::new();
+        for _ in 0..cycles {
+            let n0 = pcm.len() as u64;
+            pcm.extend(tones(&[(480.0, -20.0), (620.0, -20.0)], on, 8000, n0));
+            pcm.extend(tones(&[], off, 8000, 0));
+        }
+        pcm
+    }
+
+    #[test]
+    fn busy_and_reorder_cadences_are_told_apart() {
+        let (busy, reorder) = (Cadence::US_BUSY, Cadence::US_REORDER);
+        assert_eq!(busy.min_burst(), Duration::from_millis(420));
+        assert_eq!(reorder.min_burst(), Duration::from_millis(170));
+        let pairs = |c: &Cadence, b: &[(Instant, Instant)]| {
+            b.windows(2).filter(|w| c.follows(w[0], w[1])).count()
+        };
+        // A busy tone, watched for either cadence's bursts: busy, not reorder.
+        for min in [busy.min_burst(), reorder.min_burst()] {
+            let b = bursts(min, "480+620", &cadenced(500, 500, 3));
+            assert_eq!(b.len(), 3, "{min:?}");
+            assert_eq!((pairs(&busy, &b), pairs(&reorder, &b)), (2, 0), "{min:?}");
+        }
+        // A reorder tone: its bursts are too short for the busy tone's watch; reorder.
+        assert_eq!(
+            bursts(busy.min_burst(), "480+620", &cadenced(250, 250, 4)),
+            []
+        );
+        let b = bursts(reorder.min_burst(), "480+620", &cadenced(250, 250, 4));
+        assert_eq!(b.len(), 4);
+        assert_eq!((pairs(&busy, &b), pairs(&reorder, &b)), (0, 3));
+        // Neither: a steady tone (one burst), bursts of the wrong length or gap.
+        assert_eq!(
+            bursts(reorder.min_burst(), "480+620", &cadenced(3000, 200, 1)).len(),
+            1
+        );
+        let b = bursts(reorder.min_burst(), "480+620", &cadenced(500, 1500, 3));
+        assert_eq!((pairs(&busy, &b), pairs(&reorder, &b)), (0, 0), "{b:?}");
+        let b = bursts(reorder.min_burst(), "480+620", &cadenced(250, 700, 3));
+        assert_eq!((pairs(&busy, &b), pairs(&reorder, &b)), (0, 0), "{b:?}");
     }
 
     #[test]
