@@ -4289,8 +4289,8 @@ call = "group:callees"
                 "on",
                 "`ringing`: expected an event: dtmf, dtmf:DIGITS, held, resumed, reinvite, \
                  answered, audio, silence, silence:DURATION, early_media, message, \
-                 message:TEXT, tone:HZ[+HZ][:DURATION], tone:sit, sit:KIND or \
-                 inband_dtmf[:DIGITS]",
+                 message:TEXT, tone:HZ[+HZ][:DURATION], tone:HZ[+HZ]:ON/OFF, busy, reorder, \
+                 tone:sit, sit:KIND or inband_dtmf[:DIGITS]",
             ),
             (
                 "on = \"sit:busy\", do = \"hangup\"",

@@ -729,13 +729,16 @@ enum Uas {
     /// 2.2 s); fails the call unless INFO `9`, a MESSAGE saying `CED heard`, and our BYE come
     /// in time.
     PlaysTones,
-    /// `testdata/sipp/uas-sit-expects-cancel.xml`: a 183 with its SDP, then [`sit_pcap`]
+    /// `testdata/sipp/uas-early-tone-expects-cancel.xml`: a 183 with its SDP, then [`sit_pcap`]
     /// (a SIT NC from 0.2 s on) by `play_pcap_audio`; fails the call unless our CANCEL
     /// comes within 3 s of the 183, answers it 200 and the INVITE 487.
     SitExpectsCancel,
-    /// `testdata/sipp/uas-sit-then-404.xml`: the same early media, then 404 Not Found 3 s
+    /// `testdata/sipp/uas-early-tone-then-404.xml`: the same early media, then 404 Not Found 3 s
     /// after the 183 (a CANCEL fails the call).
     SitThen404,
+    /// `testdata/sipp/uas-early-tone-expects-cancel.xml` playing [`reorder_pcm`] (a US
+    /// reorder tone from 0.2 s on) in early media; expects our CANCEL within 3 s of its 183.
+    ReorderExpectsCancel,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -877,14 +880,19 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
     // [`Uas::SitExpectsCancel`], [`Uas::SitThen404`]: the SIT's pcap and the scenario.
     let sit_scenario = match uas {
         Uas::SitExpectsCancel => Some(pcap_scenario(
-            "uas-sit-expects-cancel.xml",
-            "sit-pcmu.pcap",
+            "uas-early-tone-expects-cancel.xml",
+            "early-pcmu.pcap",
             &sit_pcm(),
         )),
         Uas::SitThen404 => Some(pcap_scenario(
-            "uas-sit-then-404.xml",
-            "sit-pcmu.pcap",
+            "uas-early-tone-then-404.xml",
+            "early-pcmu.pcap",
             &sit_pcm(),
+        )),
+        Uas::ReorderExpectsCancel => Some(pcap_scenario(
+            "uas-early-tone-expects-cancel.xml",
+            "early-pcmu.pcap",
+            &reorder_pcm(),
         )),
         _ => None,
     };
@@ -972,7 +980,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-sends-messages.xml")]
             }
             Uas::PlaysTones => vec!["-sf", tones_scenario.as_deref().unwrap_or_default()],
-            Uas::SitExpectsCancel | Uas::SitThen404 => {
+            Uas::SitExpectsCancel | Uas::SitThen404 | Uas::ReorderExpectsCancel => {
                 vec!["-sf", sit_scenario.as_deref().unwrap_or_default()]
             }
             Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
@@ -1018,6 +1026,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::PlaysTones
                 | Uas::SitExpectsCancel
                 | Uas::SitThen404
+                | Uas::ReorderExpectsCancel
                 | Uas::AnswersIceNeverChecks
                 | Uas::AnswersIceTcpOnly
         ) {
@@ -1203,6 +1212,20 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 // On a SIT of any kind: hang up (before the answer: CANCEL); one of another
                 // kind (vacant code) never comes.
                 Uas::SitExpectsCancel => ["sit:vc", "tone:sit"]
+                    .into_iter()
+                    .map(|on| EventAction {
+                        on: CallTrigger::parse(on).unwrap(),
+                        repeat: false,
+                        nth: None,
+                        name: "hangup".into(),
+                        steps: vec![CallAction {
+                            at: Duration::ZERO,
+                            kind: ActionKind::Hangup,
+                        }],
+                    })
+                    .collect(),
+                // On a reorder tone's cadence: hang up (CANCEL); a busy tone never comes.
+                Uas::ReorderExpectsCancel => ["busy", "reorder"]
                     .into_iter()
                     .map(|on| EventAction {
                         on: CallTrigger::parse(on).unwrap(),
@@ -2327,6 +2350,22 @@ fn sit_pcm() -> Vec<i16> {
         .collect()
 }
 
+/// What [`Uas::ReorderExpectsCancel`] plays in early media (8 kHz): 0.2 s of silence, then a
+/// North American reorder tone (480+620 Hz at −20 dBm0 each, 0.25 s on, 0.25 s off) to 4 s.
+fn reorder_pcm() -> Vec<i16> {
+    let peak = 32767.0 * 10f64.powf((-20.0 - 3.17) / 20.0);
+    (0..32_000u32)
+        .map(|i| {
+            if i < 1600 || (i - 1600) % 4000 >= 2000 {
+                return 0;
+            }
+            let t = f64::from(i) / 8000.0;
+            let w = |f: f64| (2.0 * std::f64::consts::PI * f * t).sin();
+            (peak * (w(480.0) + w(620.0))).round() as i16
+        })
+        .collect()
+}
+
 /// Writes a pcap of `pcm` and the scenario `name` of `testdata/sipp` naming its path (in
 /// place of `pcap`) to a directory of the test's own; the scenario's path.
 fn pcap_scenario(name: &str, pcap: &str, pcm: &[i16]) -> String {
@@ -2357,7 +2396,7 @@ fn notes_of(r: &EndpointReport) -> Vec<&str> {
         .collect()
 }
 
-/// A Special Information Tone in early media from SIPp (`testdata/sipp/uas-sit-expects-cancel.xml`:
+/// A Special Information Tone in early media from SIPp (`testdata/sipp/uas-early-tone-expects-cancel.xml`:
 /// a 183 with its SDP answer, then by `play_pcap_audio` 0.2 s of silence and a SIT NC, 1.14 s
 /// long): our callers, told `on = "tone:sit", do = "hangup"`, hear it before any answer and
 /// CANCEL the call at its end — SIPp fails the call unless the CANCEL comes within 3 s of its
@@ -2413,7 +2452,49 @@ fn our_callers_cancel_on_a_sit_heard_in_early_media() {
     }
 }
 
-/// The same SIT without a `hangup` on it (`testdata/sipp/uas-sit-then-404.xml`: the SIT in
+/// A reorder tone ("fast busy") in early media from SIPp (`uas-early-tone-expects-cancel.xml`
+/// playing [`reorder_pcm`]): our callers, told `on = "reorder", do = "hangup"`, hear its
+/// cadence — two bursts of 250 ms, 250 ms apart — before any answer and CANCEL the call at
+/// the second burst's end (SIPp fails the call unless the CANCEL comes within 3 s of its
+/// 183); `busy` (0.5 s on, 0.5 s off) never fires.
+#[test]
+fn our_callers_cancel_on_a_reorder_cadence_heard_in_early_media() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::ReorderExpectsCancel);
+    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        let why = "tone 480+620 Hz heard in its cadence (250 ms on, 250 ms off) in early \
+                   media: cancelled (on reorder: hangup)";
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+        assert_eq!(
+            (r.call_code, r.call_result),
+            (Some(487), Some(CallResult::Cancelled)),
+            "{r:#?}"
+        );
+        let fired: Vec<(&str, u32, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.fired, a.before_answer))
+            .collect();
+        assert_eq!(fired, [("busy", 0, 0), ("reorder", 1, 1)]);
+        let notes = notes_of(r);
+        assert!(
+            notes.contains(&"event reorder: hangup before the answer (CANCEL)"),
+            "{notes:#?}"
+        );
+        // The bursts heard before the CANCEL, timed from the INVITE: the first from 0.2 s
+        // (after the 183's few ms), 250 ms long to a block.
+        let first = r.tones_heard.first().unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!((first.tone.as_str(), first.unanswered), ("480+620", true));
+        assert!((150.0..600.0).contains(&first.start_ms), "{first:?}");
+        let d = first.duration_ms.unwrap_or(f64::NAN);
+        assert!((170.0..=300.0).contains(&d), "{first:?}");
+        assert!(r.tones_heard.len() >= 2, "{:?}", r.tones_heard);
+    }
+}
+
+/// The same SIT without a `hangup` on it (`testdata/sipp/uas-early-tone-then-404.xml`: the SIT in
 /// early media, then 404 Not Found 3 s after the 183): our callers send no CANCEL (SIPp
 /// fails the call on one), the call ends with the server's 404 (CALL_FAILED, its result
 /// `rejected`), and the report names the SIT's kind; the `dtmf` action on it waited for an

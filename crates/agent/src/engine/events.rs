@@ -28,7 +28,7 @@ use serde::Serialize;
 use sip_proto::ua::{CallId, CallState};
 
 use media::sound::{SoundConfig, SoundEvent};
-use media::tone::{SitKind, Tone, ToneEvent};
+use media::tone::{Cadence, SitKind, Tone, ToneEvent};
 
 use super::{ActionKind, CallAction, Endpoint, Phase, Script, Shard, ms};
 use crate::callmedia::CallMedia;
@@ -72,6 +72,9 @@ pub enum CallTrigger {
     /// A Special Information Tone was heard ([`media::tone`]): any (`tone:sit`), or of one
     /// kind (`sit:nc`: its code, [`SitKind::code`]).
     Sit(Option<&'static str>),
+    /// A tone heard in a cadence ([`Cadence`]): two bursts about `on` long, about `off`
+    /// apart (`busy`, `reorder`: North America's 480+620 Hz; `tone:425:500ms/500ms`).
+    Cadence(Tone, Cadence),
 }
 
 /// How long a tone must be heard without its own length (`tone:425:1s`).
@@ -119,6 +122,33 @@ impl CallTrigger {
                 )),
             };
         }
+        let us = Tone::parse("480+620").ok();
+        match (lower.as_str(), us) {
+            ("busy", Some(t)) => return Ok(Self::Cadence(t, Cadence::US_BUSY)),
+            ("reorder" | "fast_busy", Some(t)) => return Ok(Self::Cadence(t, Cadence::US_REORDER)),
+            _ => {}
+        }
+        if let Some(t) = lower.strip_prefix("tone:")
+            && let Some((f, c)) = t.split_once(':')
+            && let Some((on, off)) = c.split_once('/')
+        {
+            let len = |d: &str, what: &str| -> Result<Duration, String> {
+                let d = crate::testfile::parse_duration(d)
+                    .map_err(|e| format!("`{s}`: the cadence's {what}: {e}"))?;
+                if d < Duration::from_millis(100) || d > Duration::from_secs(10) {
+                    return Err(format!(
+                        "`{s}`: a cadence's {what} is 100 ms to 10 s (e.g. tone:425:500ms/500ms)"
+                    ));
+                }
+                Ok(d)
+            };
+            let cadence = Cadence {
+                on: len(on, "on time")?,
+                off: len(off, "off time")?,
+            };
+            let tone = Tone::parse(f).map_err(|e| format!("`{s}`: {e}"))?;
+            return Ok(Self::Cadence(tone, cadence));
+        }
         if let Some(t) = lower.strip_prefix("tone:") {
             let (f, min) = match t.split_once(':') {
                 Some((f, d)) => {
@@ -165,8 +195,8 @@ impl CallTrigger {
                     return Err(format!(
                         "`{s}`: expected an event: dtmf, dtmf:DIGITS, held, resumed, \
                          reinvite, answered, audio, silence, silence:DURATION, early_media, \
-                         message, message:TEXT, tone:HZ[+HZ][:DURATION], tone:sit, sit:KIND or \
-                         inband_dtmf[:DIGITS]"
+                         message, message:TEXT, tone:HZ[+HZ][:DURATION], tone:HZ[+HZ]:ON/OFF, busy, \
+                         reorder, tone:sit, sit:KIND or inband_dtmf[:DIGITS]"
                     ));
                 }
             },
@@ -183,7 +213,10 @@ impl CallTrigger {
 
     /// Whether it waits for a tone or an in-band digit (its calls then watch tones).
     pub fn listens(&self) -> bool {
-        matches!(self, Self::Tone(..) | Self::InbandDtmf(_) | Self::Sit(_))
+        matches!(
+            self,
+            Self::Tone(..) | Self::InbandDtmf(_) | Self::Sit(_) | Self::Cadence(..)
+        )
     }
 
     /// Whether it counts before the answer too: what a caller hears in early media (a
@@ -215,6 +248,11 @@ impl fmt::Display for CallTrigger {
             Self::InbandDtmf(Some(d)) => write!(f, "inband_dtmf:{d}"),
             Self::Sit(None) => f.write_str("tone:sit"),
             Self::Sit(Some(c)) => write!(f, "sit:{c}"),
+            Self::Cadence(t, c) => match (t.to_string().as_str(), *c) {
+                ("480+620", Cadence::US_BUSY) => f.write_str("busy"),
+                ("480+620", Cadence::US_REORDER) => f.write_str("reorder"),
+                _ => write!(f, "tone:{t}:{}/{}", Secs(c.on), Secs(c.off)),
+            },
         }
     }
 }
@@ -350,6 +388,13 @@ enum Happened {
         kind: SitKind,
         end: Instant,
     },
+    /// A burst of a tone heard for `min` ended: from `start` to `end`.
+    ToneEnded {
+        tone: Tone,
+        min: Duration,
+        start: Instant,
+        end: Instant,
+    },
 }
 
 impl Happened {
@@ -357,7 +402,10 @@ impl Happened {
     fn before_answer(self) -> bool {
         matches!(
             self,
-            Self::Tone { .. } | Self::Sit { .. } | Self::Digit { inband: true }
+            Self::Tone { .. }
+                | Self::Sit { .. }
+                | Self::ToneEnded { .. }
+                | Self::Digit { inband: true }
         )
     }
 }
@@ -412,6 +460,8 @@ struct PerAction {
     runs_seen: u32,
     /// Of `fired`, the runs before the call's answer (an early `hangup`'s CANCEL).
     before_answer: u32,
+    /// The last burst of its cadence's tone in the current call (start, end).
+    burst: Option<(Instant, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -458,6 +508,7 @@ impl EventState {
             p.from = 0;
             p.hits = 0;
             p.runs_seen = 0;
+            p.burst = None;
         }
     }
 }
@@ -869,6 +920,15 @@ impl<'a> Shard<'a> {
                         format!("tone {t} Hz heard {}", from(at))
                     }
                     ToneEvent::Ended { tone, start, end } => {
+                        if let Some(&(t, min)) = listen.tones.get(tone) {
+                            let burst = Happened::ToneEnded {
+                                tone: t,
+                                min,
+                                start,
+                                end,
+                            };
+                            happened.push((burst, None));
+                        }
                         let Some((t, _)) = listen.tones.get(tone).filter(|_| reported(tone)) else {
                             continue;
                         };
@@ -1017,6 +1077,22 @@ impl<'a> Shard<'a> {
                     when = end.max(answered.unwrap_or(end));
                     true
                 }
+                (
+                    CallTrigger::Cadence(t, c),
+                    Happened::ToneEnded {
+                        tone,
+                        min,
+                        start,
+                        end,
+                    },
+                ) if *t == tone && c.min_burst() == min => {
+                    // The burst before it, then this one, in the cadence. The next match
+                    // may start from this burst (a repeating action fires each cycle).
+                    let hit = p.burst.is_some_and(|a| c.follows(a, (start, end)));
+                    p.burst = Some((start, end));
+                    when = end.max(answered.unwrap_or(end));
+                    hit
+                }
                 (CallTrigger::Held, Happened::Offer { .. }) => held,
                 (CallTrigger::Resumed, Happened::Offer { .. }) => resumed,
                 (CallTrigger::Reinvite, Happened::Offer { .. }) => true,
@@ -1064,6 +1140,14 @@ impl<'a> Shard<'a> {
                     let heard = match what {
                         Happened::Sit { kind, .. } => format!("SIT {kind} heard"),
                         Happened::Tone { tone, .. } => format!("tone {tone} Hz heard"),
+                        Happened::ToneEnded { tone, .. } => match &a.on {
+                            CallTrigger::Cadence(_, c) => format!(
+                                "tone {tone} Hz heard in its cadence ({} ms on, {} ms off)",
+                                c.on.as_millis(),
+                                c.off.as_millis()
+                            ),
+                            _ => format!("tone {tone} Hz heard"),
+                        },
                         _ => format!("in-band DTMF {} heard", e.inband),
                     };
                     e.early_hangup = Some((
@@ -1202,8 +1286,12 @@ pub(crate) fn tone_listen(actions: &[EventAction]) -> Option<crate::callmedia::T
     let mut sit = false;
     for a in actions {
         match &a.on {
-            CallTrigger::Tone(t, d) => {
-                let min = d.unwrap_or(TONE_MIN);
+            CallTrigger::Tone(..) | CallTrigger::Cadence(..) => {
+                let (t, min) = match &a.on {
+                    CallTrigger::Cadence(t, c) => (t, c.min_burst()),
+                    CallTrigger::Tone(t, d) => (t, d.unwrap_or(TONE_MIN)),
+                    _ => continue,
+                };
                 if !tones.contains(&(*t, min)) {
                     // After the tone's entries of a shorter minimum, before the rest.
                     let pos = tones
@@ -1293,6 +1381,34 @@ mod tests {
             ("tone:sit", CallTrigger::Sit(None)),
             ("sit:nc", CallTrigger::Sit(Some("nc"))),
             ("sit:ro", CallTrigger::Sit(Some("ro"))),
+            (
+                "busy",
+                CallTrigger::Cadence(tone("480+620"), Cadence::US_BUSY),
+            ),
+            (
+                "reorder",
+                CallTrigger::Cadence(tone("480+620"), Cadence::US_REORDER),
+            ),
+            (
+                "tone:425:500ms/1500ms",
+                CallTrigger::Cadence(
+                    tone("425"),
+                    Cadence {
+                        on: Duration::from_millis(500),
+                        off: Duration::from_millis(1500),
+                    },
+                ),
+            ),
+            (
+                "tone:425:1s/4s",
+                CallTrigger::Cadence(
+                    tone("425"),
+                    Cadence {
+                        on: Duration::from_secs(1),
+                        off: Duration::from_secs(4),
+                    },
+                ),
+            ),
         ] {
             let parsed = CallTrigger::parse(text).unwrap();
             assert_eq!(parsed, t, "{text}");
@@ -1328,6 +1444,7 @@ mod tests {
             ("sit:vc", true),
             ("tone:480+620", true),
             ("inband_dtmf:1", true),
+            ("reorder", true),
             ("audio", false),
             ("silence", false),
             ("dtmf", false),
@@ -1357,6 +1474,10 @@ mod tests {
             ("message:", "names no text"),
             ("inband_dtmf:5x", "`x` is not a DTMF digit"),
             ("sit:xx", "`xx` is not a SIT kind"),
+            ("tone:425:50ms/500ms", "100 ms to 10 s"),
+            ("tone:425:500ms/11s", "100 ms to 10 s"),
+            ("tone:425:500ms/x", "the cadence's off time"),
+            ("tone:busy:500ms/500ms", "`busy` is not a frequency"),
             ("tone:sit:", "`` is not a SIT kind"),
         ] {
             let e = CallTrigger::parse(bad).unwrap_err();
@@ -1402,6 +1523,12 @@ mod tests {
         assert!(l.tones.is_empty() && l.inband_dtmf && !l.sit);
         let l = tone_listen(&[action("sit:nc")]).unwrap();
         assert!(l.tones.is_empty() && !l.inband_dtmf && l.sit);
+        // A cadence listens for its tone's bursts: its `on` less two blocks.
+        let l = tone_listen(&[action("busy"), action("reorder")]).unwrap();
+        assert_eq!(
+            l.tones,
+            [(tone("480+620"), ms(170)), (tone("480+620"), ms(420))]
+        );
     }
 
     #[test]
