@@ -729,7 +729,11 @@ enum Uas {
     /// 2.2 s); fails the call unless INFO `9`, a MESSAGE saying `CED heard`, and our BYE come
     /// in time.
     PlaysTones,
-    /// `testdata/sipp/uas-early-tone-expects-cancel.xml`: a 183 with its SDP, then [`sit_pcap`]
+    /// `testdata/sipp/uas-early-tone-then-answers.xml`, 6 s calls: a 183, then
+    /// [`early_tone_pcm`] (1 s of 440 Hz from 0.2 s on) by `play_pcap_audio`, the 200 OK 2 s
+    /// after the 183; for callers acting on the tone with actions that wait for the answer.
+    EarlyMediaDeferred,
+    /// `testdata/sipp/uas-early-tone-expects-cancel.xml`: a 183 with its SDP, then [`sit_pcm`]
     /// (a SIT NC from 0.2 s on) by `play_pcap_audio`; fails the call unless our CANCEL
     /// comes within 3 s of the 183, answers it 200 and the INVITE 487.
     SitExpectsCancel,
@@ -889,6 +893,11 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "early-pcmu.pcap",
             &sit_pcm(),
         )),
+        Uas::EarlyMediaDeferred => Some(pcap_scenario(
+            "uas-early-tone-then-answers.xml",
+            "early-pcmu.pcap",
+            &early_tone_pcm(),
+        )),
         Uas::ReorderExpectsCancel => Some(pcap_scenario(
             "uas-early-tone-expects-cancel.xml",
             "early-pcmu.pcap",
@@ -980,7 +989,10 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 vec!["-sf", sipp_scenario!("uas-sends-messages.xml")]
             }
             Uas::PlaysTones => vec!["-sf", tones_scenario.as_deref().unwrap_or_default()],
-            Uas::SitExpectsCancel | Uas::SitThen404 | Uas::ReorderExpectsCancel => {
+            Uas::SitExpectsCancel
+            | Uas::SitThen404
+            | Uas::ReorderExpectsCancel
+            | Uas::EarlyMediaDeferred => {
                 vec!["-sf", sit_scenario.as_deref().unwrap_or_default()]
             }
             Uas::EndsWithReasons => vec!["-sf", sipp_scenario!("uas-ends-with-reasons.xml")],
@@ -1023,6 +1035,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::DropsSrtp(_)
                 | Uas::IvrMenu
                 | Uas::EarlyMedia
+                | Uas::EarlyMediaDeferred
                 | Uas::PlaysTones
                 | Uas::SitExpectsCancel
                 | Uas::SitThen404
@@ -1252,6 +1265,29 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                         },
                     }],
                 }],
+                // On the prompt's 440 Hz heard in early media: a digit (RFC 4733), which
+                // waits for the answer, and a hang-up 3 s after it, due after the answer (a
+                // BYE, not a CANCEL).
+                Uas::EarlyMediaDeferred => [
+                    (
+                        "dtmf",
+                        ActionKind::Dtmf {
+                            digits: "1".into(),
+                            duration_ms: 100,
+                        },
+                        Duration::ZERO,
+                    ),
+                    ("hangup", ActionKind::Hangup, Duration::from_secs(3)),
+                ]
+                .into_iter()
+                .map(|(name, kind, at)| EventAction {
+                    on: CallTrigger::parse("tone:440:100ms").unwrap(),
+                    repeat: false,
+                    nth: None,
+                    name: name.into(),
+                    steps: vec![CallAction { at, kind }],
+                })
+                .collect(),
                 // 3 s after early media's first packet (2 s before the answer): hang up.
                 Uas::EarlyMedia => vec![EventAction {
                     on: CallTrigger::EarlyMedia,
@@ -1326,7 +1362,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::DropsSrtp(_) => 4,
             Uas::SendsInfoHash | Uas::SendsMessages | Uas::SendsMessagesText | Uas::PlaysTones => 8,
             Uas::IvrMenu => 10,
-            Uas::EarlyMedia => 6,
+            Uas::EarlyMedia | Uas::EarlyMediaDeferred => 6,
             _ => 3,
         }),
         ramp_per_sec: 0.0,
@@ -2350,6 +2386,21 @@ fn sit_pcm() -> Vec<i16> {
         .collect()
 }
 
+/// What [`Uas::EarlyMediaDeferred`] plays in early media (8 kHz): 0.2 s of silence, 1 s of
+/// 440 Hz at −20 dBm0, silence to 4 s.
+fn early_tone_pcm() -> Vec<i16> {
+    let peak = 32767.0 * 10f64.powf((-20.0 - 3.17) / 20.0);
+    (0..32_000u32)
+        .map(|i| {
+            if !(1600..9600).contains(&i) {
+                return 0;
+            }
+            let t = f64::from(i) / 8000.0;
+            (peak * (2.0 * std::f64::consts::PI * 440.0 * t).sin()).round() as i16
+        })
+        .collect()
+}
+
 /// What [`Uas::ReorderExpectsCancel`] plays in early media (8 kHz): 0.2 s of silence, then a
 /// North American reorder tone (480+620 Hz at −20 dBm0 each, 0.25 s on, 0.25 s off) to 4 s.
 fn reorder_pcm() -> Vec<i16> {
@@ -2671,6 +2722,65 @@ fn our_callers_hear_early_media_and_act_on_it() {
         let m = r.media.as_ref().expect("media measured");
         assert!(m.rx_packets >= 100, "{m:?}");
         assert_eq!(m.calls_with_gaps, 0, "{m:?}");
+    }
+}
+
+/// Actions on a tone heard in early media that wait for the answer (SIPp's
+/// `uas-early-tone-then-answers.xml`: a 183, by `play_pcap_audio` 0.2 s of silence and 1 s
+/// of 440 Hz, the 200 OK 2 s after the 183): `dtmf` on `tone:440:100ms` runs at the answer — SIPp's SDP has no
+/// telephone-event, so it is the warning "DTMF 1 not sent", noted after the answer — and a
+/// `hangup` 3 s after the tone (heard 0.2 s after the 183, for 100 ms) is due after the
+/// answer: a BYE about 1.3 s into the call, not a CANCEL (SIPp takes our BYE).
+#[test]
+fn actions_on_a_tone_heard_in_early_media_run_after_the_answer() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::EarlyMediaDeferred);
+    assert_eq!(sipp, 0, "SIPp: two calls answered, ended by our BYE");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CompletedWithWarnings, "{r:#?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some("DTMF 1 not sent: telephone-event was not negotiated"),
+            "{r:#?}"
+        );
+        assert_eq!(r.call_result, Some(CallResult::Answered), "{r:#?}");
+        let fired: Vec<(&str, &str, u32, u32)> = r
+            .event_actions
+            .iter()
+            .map(|a| (a.on.as_str(), a.action.as_str(), a.fired, a.before_answer))
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                ("tone:440:100ms", "dtmf", 1, 0),
+                ("tone:440:100ms", "hangup", 1, 0)
+            ]
+        );
+        // The digit at the answer (it was due before it).
+        let dtmf_at = r.event_actions[0].first_ms.unwrap_or(f64::NAN);
+        assert!(
+            (0.0..100.0).contains(&dtmf_at),
+            "{dtmf_at} ms: {:#?}",
+            notes_of(r)
+        );
+        let lasted = r.timings.call_duration_ms.expect("answered");
+        assert!((800.0..1800.0).contains(&lasted), "{lasted} ms of 6 s");
+        let notes = notes_of(r);
+        for note in [
+            "event tone:440:100ms: dtmf waits for the answer (heard in early media)",
+            "event tone:440:100ms: hangup in 3000 ms (a CANCEL if still unanswered)",
+        ] {
+            assert!(notes.contains(&note), "{note}: {notes:#?}");
+        }
+        // The digit's step ran after the answer, the hang-up too (a BYE).
+        let pos = |n: &str| notes.iter().position(|x| x.starts_with(n));
+        let answer = pos("early media: its first RTP packet came ").expect("answered");
+        assert!(pos("action on tone:440:100ms: DTMF 1 not sent").is_some_and(|p| p > answer));
+        assert!(pos("action on tone:440:100ms: hang-up (BYE)").is_some_and(|p| p > answer));
+        // The tone in the report, before the answer: negative.
+        let t = r.tones_heard.first().unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!((t.tone.as_str(), t.unanswered), ("440", false), "{t:?}");
+        assert!((-2100.0..-1500.0).contains(&t.start_ms), "{t:?}");
     }
 }
 

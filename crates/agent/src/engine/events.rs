@@ -1156,15 +1156,15 @@ impl<'a> Shard<'a> {
                         format!("{heard} in early media: cancelled (on {}: hangup)", a.on),
                     ));
                     hangup_at = Some(at);
-                    notes.push(format!(
-                        "event {}{nth}: hangup before the answer (CANCEL){}",
-                        a.on,
-                        if after.is_zero() {
-                            String::new()
-                        } else {
-                            format!(" in {} ms", after.as_millis())
-                        }
-                    ));
+                    notes.push(if after.is_zero() {
+                        format!("event {}{nth}: hangup before the answer (CANCEL)", a.on)
+                    } else {
+                        format!(
+                            "event {}{nth}: hangup in {} ms (a CANCEL if still unanswered)",
+                            a.on,
+                            after.as_millis()
+                        )
+                    });
                     continue;
                 }
                 notes.push(format!(
