@@ -33,7 +33,7 @@ use media::rtp;
 use media::sdp::Negotiated;
 use media::session::{MediaSession, PacketKind};
 use mio::net::UdpSocket as MioUdpSocket;
-use registrar::services::{EchoAction, EchoMedia, tone_session};
+use registrar::services::{EchoAction, EchoMedia, sit_session, tone_session};
 use registrar::{Registrar, Service, ServiceCallId, ServiceEvent, ServiceLimits};
 use tokio::io::unix::AsyncFd;
 
@@ -365,12 +365,17 @@ impl ServiceMedia {
                         }
                         Media::Echo(echo)
                     }
-                    Service::Tone => {
+                    Service::Tone | Service::Sit => {
                         // The tone's schedule starts on the media grid, on the least loaded
                         // of the next 20 grid points (the timer ticks on the grid).
                         let (at, slot) = SlotLoad::take(now);
                         call.slot = Some(slot);
-                        match tone_session(n, ssrc, id.0, at) {
+                        let session = if service == Service::Sit {
+                            sit_session(n, ssrc, id.0, at)
+                        } else {
+                            tone_session(n, ssrc, id.0, at)
+                        };
+                        match session {
                             Ok(s) => Media::Tone {
                                 session: Box::new(s),
                                 rtp_to: n.remote_rtp,

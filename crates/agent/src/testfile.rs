@@ -1755,7 +1755,7 @@ pub fn prepare_parsed(
         // `transfer` action's `to`): one URI per endpoint of the group (or one for all).
         let targets_of = |call: &Spanned<String>, fname: String| -> Result<Vec<Uri>, FileError> {
             let targets: Vec<Uri> = if let Some(name) = call.get_ref().strip_prefix("builtin:") {
-                // The built-in registrar's service numbers (echo, tone) at its domain.
+                // The built-in registrar's service numbers (echo, tone, sit) at its domain.
                 if !is_builtin {
                     return cx.err(
                         call.span(),
@@ -1770,7 +1770,9 @@ pub fn prepare_parsed(
                     return cx.err(
                         call.span(),
                         fname.clone(),
-                        format!("no service `{name}`: use builtin:echo or builtin:tone"),
+                        format!(
+                            "no service `{name}`: use builtin:echo, builtin:tone or builtin:sit"
+                        ),
                     );
                 };
                 match Uri::parse(&format!("sip:{}@{}", service.name(), server.domain)) {
@@ -4505,7 +4507,7 @@ call = "group:callees"
     #[test]
     fn builtin_service_targets_resolve_to_the_builtin_domain() {
         let base = "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\n\n[[group]]\nname = \"c\"\nendpoints = 3\nregistrar = \"builtin\"\n";
-        for service in ["echo", "tone"] {
+        for service in ["echo", "tone", "sit"] {
             let p = prepare(
                 "t.toml",
                 &format!("{base}call = \"builtin:{service}\"\n"),
@@ -4531,7 +4533,7 @@ call = "group:callees"
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.toml:12: group[0].call: no service `music`: use builtin:echo or builtin:tone"
+            "t.toml:12: group[0].call: no service `music`: use builtin:echo, builtin:tone or builtin:sit"
         );
         // A test on another registrar cannot use them.
         let e = prepare(

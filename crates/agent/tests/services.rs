@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::callmedia::{MediaPlan, SrtpMode};
 use agent::engine::{
-    ActionKind, CallAction, EndpointPlan, EndpointReport, GroupPlan, OfferTiming, Outcome, Phase,
-    Role, RunPlan, RunSummary, ServerTarget, StopHandle, run,
+    ActionKind, CallAction, CallResult, CallTrigger, EndpointPlan, EndpointReport, EventAction,
+    GroupPlan, OfferTiming, Outcome, Phase, Role, RunPlan, RunSummary, ServerTarget, StopHandle,
+    run,
 };
 use agent::trace::Direction;
 use media::sdp::Codec;
@@ -346,6 +347,83 @@ fn five_callers_hear_the_tone_at_its_level() {
     }
     let s = rt.block_on(reg.stop()).services;
     assert_eq!((s.answered, s.active, s.ended_bye), (5, 0, 5), "{s:?}");
+}
+
+/// `builtin:sit`: the registrar answers with a 183 and its SDP, plays a SIT IC (intercept) in
+/// early media and refuses the call with 404 2.5 s later. Callers with `on = "sit:ic", do =
+/// "hangup"` hear it before any answer and CANCEL the call at its end (the registrar answers
+/// 200 and the INVITE 487: result `cancelled`, CALL_FAILED naming the SIT); callers whose
+/// action waits for another kind (`sit:nc`) send nothing, get the 404 (result `rejected`),
+/// and their report names the SIT heard (`sit:ic`). No call is answered.
+#[test]
+fn sit_callers_cancel_on_the_sit_or_get_its_404() {
+    let rt = runtime();
+    let reg = rt
+        .block_on(BuiltinRegistrar::start_udp(
+            "127.0.0.1:0".parse().unwrap(),
+            config(AuthMode::Ephemeral),
+        ))
+        .unwrap();
+    let hangup = |on: &str| EventAction {
+        on: CallTrigger::parse(on).unwrap(),
+        repeat: false,
+        nth: None,
+        name: "hangup".into(),
+        steps: vec![CallAction {
+            at: Duration::ZERO,
+            kind: ActionKind::Hangup,
+        }],
+    };
+    let mut cancel = callers("cancel", 2, "sit", vec![Codec::Pcmu]);
+    cancel.event_actions = vec![hangup("sit:ic")];
+    let mut listen = callers("listen", 2, "sit", vec![Codec::Pcma]);
+    listen.event_actions = vec![hangup("sit:nc")];
+    let (summary, reports) = run_against(&reg, vec![cancel, listen], Duration::from_secs(3));
+    assert_eq!(summary.calls_answered, 0, "{summary:?}");
+    assert_eq!(reports.len(), 4);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(r.calls_answered, 0, "{r:#?}");
+        let [sit] = &r.tones_heard[..] else {
+            panic!("{}: {:?}", r.user, r.tones_heard)
+        };
+        assert_eq!(
+            (sit.tone.as_str(), sit.unanswered),
+            ("sit:ic", true),
+            "{sit:?}"
+        );
+        // 274 + 274 + 380 ms, to a 20 ms block.
+        let d = sit.duration_ms.unwrap_or(f64::NAN);
+        assert!((880.0..960.0).contains(&d), "{sit:?}");
+        let a = &r.event_actions[0];
+        if r.group == "cancel" {
+            assert_eq!(
+                (r.call_code, r.call_result),
+                (Some(487), Some(CallResult::Cancelled)),
+                "{r:#?}"
+            );
+            assert_eq!(
+                r.error.as_deref(),
+                Some("SIT IC (intercept) heard in early media: cancelled (on sit:ic: hangup)")
+            );
+            assert_eq!((a.fired, a.before_answer), (1, 1));
+        } else {
+            assert_eq!(
+                (r.call_code, r.call_result),
+                (Some(404), Some(CallResult::Rejected)),
+                "{r:#?}"
+            );
+            assert!(
+                r.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("call failed: 404 Not Found")),
+                "{r:#?}"
+            );
+            assert_eq!((a.fired, a.before_answer), (0, 0));
+        }
+    }
+    let s = rt.block_on(reg.stop()).services;
+    assert_eq!((s.answered, s.active), (0, 0), "{s:?}");
 }
 
 /// SRTP with SDES keys to the service numbers: `srtp = "sdes"` callers (RTP/SAVP) to echo

@@ -1,5 +1,15 @@
 //! Service numbers answered by the registrar itself: `echo` reflects the caller's RTP back
-//! to it, `tone` plays a 1 kHz tone. One endpoint can so test a path alone.
+//! to it, `tone` plays a 1 kHz tone, `sit` plays a Special Information Tone in early media
+//! and then refuses the call (a number not in service, the old network's way). One
+//! endpoint can so test a path alone.
+//!
+//! `sit`: the 183 Session Progress carries the SDP answer and the media starts with it
+//! ([`sit_session`]: 0.2 s of silence, the SIT IC "intercept" of ANSI T1.401 — 913.8 Hz
+//! 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms — at −24 dBm0, 1.5 s of silence, looped);
+//! [`SIT_FINAL_AFTER`] after the 183, 404 Not Found ends the call (never answered). A
+//! CANCEL before that gets 200 and the INVITE 487 (RFC 3261 §9.2). An INVITE without an
+//! offer gets the 404 at once (no early media without an answer to give). The final
+//! response is not retransmitted (no Timer G): the ACK is not waited for.
 //!
 //! The SIP side is a small sans-IO UAS ([`Services`], driven by the [`crate::Registrar`]
 //! core): INVITE → 100, 180, 200 with an SDP answer (RFC 3264, through the media crate's
@@ -82,7 +92,12 @@ pub enum Service {
     Echo,
     /// Plays a [`TONE_HZ`] tone at [`TONE_DBOV`].
     Tone,
+    /// Early media with a SIT IC, then 404 (see the module doc).
+    Sit,
 }
+
+/// How long after its 183 the `sit` service refuses the call (404).
+pub const SIT_FINAL_AFTER: Duration = Duration::from_millis(2500);
 
 impl Service {
     /// The service a Request-URI user names (`echo`, `tone`).
@@ -90,6 +105,7 @@ impl Service {
         match user {
             "echo" => Some(Service::Echo),
             "tone" => Some(Service::Tone),
+            "sit" => Some(Service::Sit),
             _ => None,
         }
     }
@@ -99,6 +115,7 @@ impl Service {
         match self {
             Service::Echo => "echo",
             Service::Tone => "tone",
+            Service::Sit => "sit",
         }
     }
 }
@@ -123,6 +140,10 @@ pub enum EndReason {
     /// Our 200 carried the offer (the INVITE had none) and the ACK brought no usable answer
     /// (RFC 3264 §5: none, unreadable, or no codec of ours): BYE.
     BadAnswer,
+    /// `sit`: refused with 404 after its early media.
+    Refused404,
+    /// `sit`: the caller CANCELled during the early media (487).
+    Cancelled,
 }
 
 /// What the socket driver must do for the service calls.
@@ -218,6 +239,11 @@ enum State {
     },
     /// Confirmed.
     Confirmed,
+    /// `sit`: 183 with the answer sent, the media playing; 404 at `final_at`.
+    Early {
+        invite: Box<Message>,
+        final_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -334,6 +360,7 @@ impl Services {
                 State::WaitAck { next, give_up, .. } => {
                     Some(next.unwrap_or(*give_up).min(*give_up))
                 }
+                State::Early { final_at, .. } => Some(*final_at),
                 _ => None,
             };
             retrans.into_iter().chain(Some(c.ends_at))
@@ -386,9 +413,28 @@ impl Services {
         let result = match (method, to_tag) {
             (Method::Invite, None) => self.retransmitted_invite(cfg, req, source, out),
             (Method::Cancel, _) => {
-                // RFC 3261 §9.2: the INVITE was already answered; the CANCEL gets 200 and
-                // changes nothing.
                 out.push_back(respond(cfg, req, source, 200, "OK", None));
+                // RFC 3261 §9.2: an INVITE not yet answered (`sit`'s early media) ends with
+                // 487; one already answered is not changed by the CANCEL.
+                if let Some(call) = self.calls.get(&call_id)
+                    && let State::Early { invite, .. } = &call.state
+                {
+                    let tag = call.local.tag().unwrap_or_default();
+                    let (peer, id) = (call.peer, call.id);
+                    out.push_back(respond(
+                        cfg,
+                        invite,
+                        peer,
+                        487,
+                        "Request Terminated",
+                        Some(&tag),
+                    ));
+                    self.events.push_back(ServiceEvent::End {
+                        call: id,
+                        reason: EndReason::Cancelled,
+                    });
+                    self.forget(&call_id, now);
+                }
                 Verdict::Handled
             }
             (_, Some(_)) => self.in_dialog(now, ifaces, req, &call_id, source, out),
@@ -602,6 +648,39 @@ impl Services {
             return;
         };
         let peer = call.peer;
+        if call.service == Service::Sit {
+            let Some((answer, negotiated)) = answered else {
+                // No offer to answer in a 183: refused at once.
+                out.push_back(respond(cfg, &invite, peer, 404, "Not Found", Some(&tag)));
+                self.events.push_back(ServiceEvent::End {
+                    call: id,
+                    reason: EndReason::Refused404,
+                });
+                self.forget(&call_id, now);
+                self.recompute_timeout();
+                return;
+            };
+            // RFC 3960 §3: the answer in the 183 starts the (early) media.
+            let mut resp = response(cfg, &invite, peer, 183, "Session Progress", Some(&tag));
+            resp.headers.push(Header::new(
+                HeaderName::Contact,
+                format!("<{}>", our_uri(cfg, Service::Sit)),
+            ));
+            resp.set_body("application/sdp", answer.to_string());
+            out.push_back((peer, Bytes::from(resp.to_bytes())));
+            call.state = State::Early {
+                invite: Box::new(invite),
+                final_at: now + SIT_FINAL_AFTER,
+            };
+            call.media = Some(local);
+            self.events.push_back(ServiceEvent::Media {
+                call: id,
+                service: Service::Sit,
+                negotiated,
+            });
+            self.recompute_timeout();
+            return;
+        }
         out.push_back(respond(cfg, &invite, peer, 180, "Ringing", Some(&tag)));
         let cseq = invite.cseq().map_or(0, |c| c.seq);
         let Some((answer, negotiated)) = answered else {
@@ -831,6 +910,31 @@ impl Services {
         }
         self.ended.retain(|_, until| *until > now);
         let mut to_end = Vec::new();
+        let mut refused = Vec::new();
+        for (call_id, call) in &self.calls {
+            if let State::Early { invite, final_at } = &call.state
+                && *final_at <= now
+            {
+                let cfg = &ifaces.of(call.peer).config;
+                let tag = call.local.tag().unwrap_or_default();
+                out.push_back(respond(
+                    cfg,
+                    invite,
+                    call.peer,
+                    404,
+                    "Not Found",
+                    Some(&tag),
+                ));
+                refused.push((call_id.clone(), call.id));
+            }
+        }
+        for (call_id, id) in refused {
+            self.events.push_back(ServiceEvent::End {
+                call: id,
+                reason: EndReason::Refused404,
+            });
+            self.forget(&call_id, now);
+        }
         for call in self.calls.values_mut() {
             if call.ends_at <= now {
                 to_end.push((call.id, EndReason::MaxDuration));
@@ -1374,6 +1478,47 @@ fn tone_clip() -> WavAudio {
         WavAudio::new(samples, rate)
     })
     .clone()
+}
+
+/// The `sit` service's clip at 8 kHz, shared by all its calls: 0.2 s of silence, the SIT IC
+/// (913.8 Hz 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms, each segment's phase running on,
+/// at −24 dBm0 as ITU-T E.180 asks: G.711's full-scale sine is +3.17 dBm0), 1.5 s of
+/// silence.
+fn sit_clip() -> WavAudio {
+    static CLIP: OnceLock<WavAudio> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let rate = 8000u32;
+        let amp = 32767.0 * 10f64.powf((-24.0 - 3.17) / 20.0);
+        let ms = |m: u32| m * rate / 1000;
+        let mut samples = vec![0i16; ms(200) as usize];
+        for (f, len) in [(913.8, 274), (1370.6, 274), (1776.7, 380)] {
+            let n0 = samples.len() as u32;
+            samples.extend((n0..n0 + ms(len)).map(|n| {
+                let w = 2.0 * std::f64::consts::PI * f * f64::from(n) / f64::from(rate);
+                (amp * w.sin()).round() as i16
+            }));
+        }
+        samples.extend(std::iter::repeat_n(0, ms(1500) as usize));
+        WavAudio::new(samples.into(), rate)
+    })
+    .clone()
+}
+
+/// The `sit` service's media: a [`MediaSession`] as the tone's, whose source is
+/// [`sit_clip`], looped.
+pub fn sit_session(
+    n: &Negotiated,
+    ssrc: u32,
+    seed: u64,
+    now: Instant,
+) -> Result<MediaSession, ConfigError> {
+    let mut cfg = SessionConfig::from_negotiated(n, ssrc, format!("sit-{ssrc:08x}@sipmeter"), seed);
+    cfg.source = SourceConfig {
+        kind: SourceKind::Wav(sit_clip()),
+        seed,
+        ..SourceConfig::default()
+    };
+    MediaSession::new(cfg, now)
 }
 
 /// Tone's media: a [`MediaSession`] (paced RTP in the negotiated codec, RTCP reports, and
