@@ -11,15 +11,21 @@
 //! [`media::sound`]: what an IVR test waits for — "the prompt ended, press 1"); early media
 //! (told at the answer); a SIP MESSAGE.
 //!
+//! Tones (a SIT, a cadence) and in-band digits: what [`media::tone`] hears.
+//!
 //! An event only counts while the call is up (answered, confirmed, not ending, the run not
-//! stopping). It queues its action's steps `after` it (an INFO DTMF of several digits is one
+//! stopping) — except what a caller hears in early media ([`CallTrigger::before_answer`]),
+//! which counts from its INVITE on: a `hangup` on it CANCELs the call
+//! ([`super::Script::EarlyHangup`]), any other action waits for the answer.
+//!
+//! An event queues its action's steps `after` it (an INFO DTMF of several digits is one
 //! step per digit); the shard runs them with the timed actions, in time order and under the
 //! same rule (no new offer while one is open, RFC 3264 §4). Each action fires once per call
 //! unless it says `repeat = true`, or at its event's n-th time only (`nth`: each action
 //! counts its event's times); steps not run when the call ends are dropped.
 //!
 //! The state lives in a box that only endpoints of a group with such actions get, made at
-//! their first answer: other endpoints pay one pointer.
+//! their first INVITE (a caller) or answer (a callee): other endpoints pay one pointer.
 
 use std::fmt;
 use std::time::{Duration, Instant};
