@@ -426,6 +426,47 @@ fn sit_callers_cancel_on_the_sit_or_get_its_404() {
     assert_eq!((s.answered, s.active), (0, 0), "{s:?}");
 }
 
+/// The same from a test file, as a user writes it: `call = "builtin:sit"` and `actions = [{
+/// on = "tone:sit", do = "hangup" }]` — each call CANCELled on the SIT in early media.
+#[test]
+fn a_test_file_cancels_builtin_sit_on_its_sit() {
+    let text = r#"name = "sit"
+duration = "2s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+
+[[group]]
+name = "alone"
+endpoints = 2
+registrar = "builtin"
+call = "builtin:sit"
+actions = [{ on = "tone:sit", do = "hangup" }]
+"#;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let prepared = agent::testfile::prepare("sit.toml", text, b"file secret", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (tx, _rx) = mpsc::channel();
+    let (summary, reports) = agent::runner::execute(prepared, tx, StopHandle::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.calls_answered, 0, "{summary:?}");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.call_result, Some(CallResult::Cancelled), "{r:#?}");
+        assert_eq!(
+            r.error.as_deref(),
+            Some("SIT IC (intercept) heard in early media: cancelled (on tone:sit: hangup)"),
+            "{r:#?}"
+        );
+        let tones: Vec<&str> = r.tones_heard.iter().map(|t| t.tone.as_str()).collect();
+        assert_eq!(tones, ["sit:ic"]);
+    }
+}
+
 /// SRTP with SDES keys to the service numbers: `srtp = "sdes"` callers (RTP/SAVP) to echo
 /// and tone, an `"optional"` one (RTP/AVP with keys) to echo, and an `"sdes"` one with a
 /// delayed offer (echo offers RTP/AVP with its keys in the 200). Each is answered with one
