@@ -332,7 +332,8 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                     banner.push_str(&format!("TLS: {what}\n"));
                 }
                 banner.push_str(&format!(
-                    "service numbers: echo@{d} reflects RTP, tone@{d} plays {} Hz at {} dBov\n",
+                    "service numbers: echo@{d} reflects RTP, tone@{d} plays {} Hz at {} dBov, \
+                     sit@{d} plays a SIT in early media then refuses with 404\n",
                     registrar::services::TONE_HZ,
                     registrar::services::TONE_DBOV,
                     d = args.domain
