@@ -515,7 +515,7 @@ impl Shard<'_> {
         // place, then set aside.
         let first_media = ep.media.take();
         let offer = if with_media {
-            self.bind_media(idx)
+            self.bind_media(idx, false)
                 .and_then(|()| self.endpoints[idx].media.as_deref().map(CallMedia::offer))
         } else {
             Some(sdp_offer(ip, 0, u64::from(self.endpoints[idx].id)))
