@@ -518,6 +518,25 @@ fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
     for r in &reports {
         assert_success(r);
     }
+    // Each plain call lasted its 1 s: its BYE was not held up behind a gathering (a
+    // blocked shard made a call in progress last 1 s + the 2 s of the callee's gathering).
+    for r in reports.iter().filter(|r| r.group == "plain_callers") {
+        let byes: Vec<f64> = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.text.starts_with("BYE "))
+            .map(|t| t.at_ms)
+            .collect();
+        let answers = answers_received(r);
+        assert_eq!((answers.len(), byes.len()), (3, 3), "{}", r.user);
+        for (a, b) in answers.iter().zip(&byes) {
+            assert!(
+                b - a < 1500.0,
+                "{}: answered at {a} ms, BYE at {b} ms",
+                r.user
+            );
+        }
+    }
     let ice_caller = reports.iter().find(|r| r.group == "ice_callers").unwrap();
     let note_at = |r: &EndpointReport, what: &str| {
         r.trace
