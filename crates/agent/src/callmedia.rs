@@ -2253,12 +2253,11 @@ impl CallMedia {
         if let Some(ice) = self.ice.as_deref_mut()
             && let Some(g) = ice.gathering.as_mut()
         {
+            // Not counted as stray: a server's late duplicate answer is no peer's RTP.
             if let (Some(from), false) = (from, rtcp)
                 && g.handle_datagram(now, from, bytes)
             {
                 send_gathering(&self.rtp, g, now);
-            } else {
-                self.stray += 1;
             }
             return;
         }

@@ -2561,9 +2561,15 @@ impl<'a> Shard<'a> {
             ep.hang_up_consult(now);
             let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
             match (ep.script, ep.active_call) {
-                (Script::HangUp(_) | Script::Answer(_) | Script::Refuse(_), _) => {
-                    ep.script_at = Some(now)
-                }
+                // A callee still gathering answers once it is done (as one that was to
+                // answer now), then the caller's BYE ends the call.
+                (
+                    Script::HangUp(_)
+                    | Script::Answer(_)
+                    | Script::Refuse(_)
+                    | Script::Gather(Deferred::Answer(_)),
+                    _,
+                ) => ep.script_at = Some(now),
                 // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
                 // until that BYE arrives, then un-register (see `after_call`).
                 (_, Some(call)) if caller => {
