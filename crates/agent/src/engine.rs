@@ -2669,8 +2669,11 @@ impl<'a> Shard<'a> {
                     // The servers answered: the INVITE or answer goes at once, not at the
                     // gathering's next retransmission.
                     let ep = &mut self.endpoints[t.endpoint];
+                    let consult = ep.consult_gathered(now);
                     if matches!(ep.script, Script::Gather(_)) {
                         ep.script_at = Some(now);
+                    }
+                    if consult || matches!(ep.script, Script::Gather(_)) {
                         self.schedule(t.endpoint);
                     }
                 }
@@ -3220,8 +3223,15 @@ impl<'a> Shard<'a> {
     /// Answers the incoming call: with media, the SDP answer to the caller's offer (488 and
     /// NEGOTIATION_FAILED when nothing matches).
     fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
+        self.answer_gathered(idx, now, call, true);
+    }
+
+    /// [`Self::answer`]; with `defer` its ICE gathering goes alongside the shard and the
+    /// answer waits for it ([`Self::gather_first`]), without (an INVITE with Replaces,
+    /// answered at once) the gathering is done here, the shard waiting.
+    fn answer_gathered(&mut self, idx: usize, now: Instant, call: CallId, defer: bool) {
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
-        if with_media && self.bind_media(idx, true).is_none() {
+        if with_media && self.bind_media(idx, defer).is_none() {
             self.endpoints[idx].ua.reject(now, call, 500);
             return;
         }

@@ -381,7 +381,9 @@ impl Shard<'_> {
             // Answered as any incoming call, into media of its own; the old call's stays
             // aside until the answer is out.
             let old_media = ep.media.take();
-            self.answer(idx, now, call);
+            // Its ICE gathering (STUN/TURN servers) is done at once, the shard waiting: the
+            // takeover below needs the answer out now.
+            self.answer_gathered(idx, now, call, false);
             let ep = &mut self.endpoints[idx];
             let new_media = std::mem::replace(&mut ep.media, old_media);
             if ep.ua.call_state(call) != Some(CallState::Answering) {
