@@ -2666,6 +2666,70 @@ mod tests {
     /// A peer flooding one socket is read [`BATCHES_PER_PASS`] batches at a time: the pass
     /// ends (the loop serves the other calls and its timers) and the re-armed socket is
     /// reported again by the edge-triggered set, with no new datagram, until it is drained.
+    /// A deferred gathering: the Binding goes out at the bind, the call is `gathering` and
+    /// its RTP socket in the media set; the server's answer comes through the set and
+    /// `receive` like any datagram, `drive_gathering` then takes the srflx candidate (in the
+    /// offer), times the gathering and takes the socket out of the set (a later datagram is
+    /// not reported).
+    #[tokio::test]
+    async fn a_deferred_gathering_is_answered_through_the_media_set() {
+        use media::stun::{BINDING, Builder, Class, Message};
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let stun = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let plan = MediaPlan {
+            ice: true,
+            rtcp_mux: true,
+            ice_servers: IceServers {
+                stun: Some(stun.local_addr().unwrap()),
+                turn: None,
+                relay_only: false,
+            },
+            ..MediaPlan::default()
+        };
+        let t0 = Instant::now();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        assert!(a.gathering() && !a.gathering_done());
+        assert!(a.gathering_timeout().is_some_and(|t| t > t0));
+        let mut buf = [0u8; 256];
+        stun.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, from) = stun.recv_from(&mut buf).unwrap();
+        assert_eq!(from, a.rtp.local_addr().unwrap());
+        let txn = Message::parse(&buf[..n]).unwrap().transaction;
+        let mapped: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let answer = Builder::new(Class::Success, BINDING, txn)
+            .xor_mapped_address(mapped)
+            .fingerprint();
+        stun.send_to(&answer, from).unwrap();
+        let mut batch = RecvBatch::default();
+        let k = driver.wait_ready(Duration::from_secs(5));
+        assert_eq!(k, 1, "the RTP socket reported by the set");
+        let t = driver.token(0).unwrap();
+        assert!(!t.rtcp);
+        assert_eq!(a.receive(t.rtcp, &mut batch).0, 1);
+        assert!(a.gathering_done());
+        let took = a.drive_gathering(Instant::now(), &driver).expect("over");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(!a.gathering());
+        let offer = String::from_utf8(a.offer().to_vec()).unwrap();
+        assert!(
+            offer.contains(" 192.0.2.7 40000 typ srflx raddr 127.0.0.1 "),
+            "{offer}"
+        );
+        let notes = a.take_ice_notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("ICE gathering took ") && n.ends_with(" ms)")),
+            "{notes:?}"
+        );
+        assert_eq!(a.ice_summary().and_then(|s| s.gathered_in), Some(took));
+        // Out of the set: a datagram to the RTP socket is no longer reported.
+        stun.send_to(b"late", from).unwrap();
+        assert_eq!(driver.wait_ready(Duration::from_millis(50)), 0);
+    }
+
     #[tokio::test]
     async fn a_flooded_socket_is_read_a_capped_batch_per_pass_and_reported_again() {
         let ip: IpAddr = [127, 0, 0, 1].into();
