@@ -1731,7 +1731,11 @@ impl Endpoint {
         if self.media.as_deref().is_some_and(&is) {
             return self.media.as_deref_mut();
         }
-        self.consult_media().filter(|m| is(m))
+        if self.consult_media().is_some_and(|m| is(m)) {
+            return self.consult_media();
+        }
+        // An INVITE with Replaces whose answer waits for its media's ICE gathering.
+        self.replacing_media().filter(|m| is(m))
     }
 
     /// When its media (the call's and the consultation call's) must run next.
@@ -2639,6 +2643,7 @@ impl<'a> Shard<'a> {
         self.events_media(idx, now);
         self.run_actions(idx, now);
         self.run_attended(idx, now);
+        self.run_replacing(idx, now);
         self.media_timeout(idx, now);
         self.outbound_timer(idx, now);
         self.pump(idx, now);
@@ -2669,7 +2674,7 @@ impl<'a> Shard<'a> {
                     // The servers answered: the INVITE or answer goes at once, not at the
                     // gathering's next retransmission.
                     let ep = &mut self.endpoints[t.endpoint];
-                    let consult = ep.consult_gathered(now);
+                    let consult = ep.consult_gathered(now) | ep.replacing_gathered(now);
                     if matches!(ep.script, Script::Gather(_)) {
                         ep.script_at = Some(now);
                     }
@@ -2890,10 +2895,10 @@ impl<'a> Shard<'a> {
     }
 
     /// Binds the next call's media; `None` (and an OSERROR outcome) when no ports are free.
-    /// With `defer`, its ICE gathering goes on alongside the shard ([`Self::gather_first`]);
-    /// without, it is done here, the shard waiting (an attended transfer's consultation
-    /// call, whose offer goes at once).
-    fn bind_media(&mut self, idx: usize, defer: bool) -> Option<()> {
+    /// Its ICE gathering (STUN/TURN servers) goes on alongside the shard: the caller waits
+    /// for it ([`Self::gather_first`], an attended transfer's `Step::Gathering`, an INVITE
+    /// with Replaces' `Replacing`).
+    fn bind_media(&mut self, idx: usize) -> Option<()> {
         let plan = self.plan;
         let ip = self.local(idx).ip();
         self.media_generation += 1;
@@ -2909,7 +2914,7 @@ impl<'a> Shard<'a> {
             idx,
             generation,
             &self.media,
-            defer,
+            true,
         ) {
             Ok(m) => {
                 ep.media = Some(Box::new(m));
@@ -3222,16 +3227,10 @@ impl<'a> Shard<'a> {
 
     /// Answers the incoming call: with media, the SDP answer to the caller's offer (488 and
     /// NEGOTIATION_FAILED when nothing matches).
+    /// With ICE servers the answer waits for the media's gathering ([`Self::gather_first`]).
     fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
-        self.answer_gathered(idx, now, call, true);
-    }
-
-    /// [`Self::answer`]; with `defer` its ICE gathering goes alongside the shard and the
-    /// answer waits for it ([`Self::gather_first`]), without (an INVITE with Replaces,
-    /// answered at once) the gathering is done here, the shard waiting.
-    fn answer_gathered(&mut self, idx: usize, now: Instant, call: CallId, defer: bool) {
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
-        if with_media && self.bind_media(idx, defer).is_none() {
+        if with_media && self.bind_media(idx).is_none() {
             self.endpoints[idx].ua.reject(now, call, 500);
             return;
         }
@@ -3298,7 +3297,7 @@ impl<'a> Shard<'a> {
             return;
         }
         if plan.groups[ep.group].media.is_some() {
-            if self.bind_media(idx, true).is_none() {
+            if self.bind_media(idx).is_none() {
                 let ep = &mut self.endpoints[idx];
                 ep.script = Script::Unregister;
                 ep.script_at = Some(now);

@@ -382,4 +382,32 @@ fn a_consultation_call_gathers_its_ice_candidates_before_its_invite() {
         let ice = r.media.as_ref().and_then(|m| m.ice.as_ref()).expect("ice");
         assert_eq!((ice.gathered, ice.turn_failures), (2, 0), "{ice:?}");
     }
+    // The targets' answer to the transferees' INVITE with Replaces waited for its own
+    // gathering too (the consultation call went on meanwhile), then took the call over.
+    for r in reports.iter().filter(|r| r.group == "targets") {
+        let notes: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let waits = notes
+            .iter()
+            .position(|n| {
+                n.starts_with("ICE gathering started: the answer to the INVITE with Replaces")
+            })
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        let replaced = notes
+            .iter()
+            .position(|n| n.starts_with("our call is replaced by the call"))
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        assert!(
+            notes[waits..replaced]
+                .iter()
+                .any(|n| n.starts_with("ICE gathering took ")),
+            "{notes:?}"
+        );
+        let t = r.transfer.as_ref().expect("a call replaced");
+        assert_eq!(t.replaced, 1, "{t:?}");
+    }
 }

@@ -535,7 +535,7 @@ impl Shard<'_> {
         // place, then set aside.
         let first_media = ep.media.take();
         let bound = if with_media {
-            self.bind_media(idx, true)
+            self.bind_media(idx)
         } else {
             Some(())
         };
