@@ -15,8 +15,8 @@
 //! [`Gathering::finish`] gives the candidates, the TURN allocation (kept for the call) and
 //! the trace lines. `now` is always passed in; no I/O, no clock reads.
 //!
-//! [`gather_blocking`] drives it on a blocking socket, for the one caller that cannot wait
-//! (an attended transfer's consultation call, whose offer is made at once).
+//! [`gather_blocking`] drives it on a blocking socket, for callers outside a shard's loop
+//! (`CallMedia::bind` without `defer`: tests, tools); the engine never uses it.
 
 use std::collections::VecDeque;
 use std::io;
