@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::gather::{Gathered, Gathering, gather_blocking, turn_note};
 use crate::rxstamp::RecvBatch;
 use bytes::Bytes;
 use media::audio::SourceKind;
@@ -27,7 +28,7 @@ use media::session::{CallMediaSummary, MediaSession, PacketKind, Sample, Session
 use media::sound::{SoundConfig, SoundWatch};
 use media::srtp::{Mki, Suite};
 use media::tone::{Tone, ToneWatch};
-use media::turn::{TurnClient, TurnConfig, TurnEvent, TurnState};
+use media::turn::{TurnClient, TurnConfig, TurnEvent};
 use mio::net::UdpSocket as MioUdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use sip_proto::ua::SrtpPolicy;
@@ -646,6 +647,12 @@ impl MediaDriver {
             .reregister(sock, token.pack(), Interest::READABLE);
     }
 
+    /// Takes a socket out of the set (the RTP socket after its call's gathering). An error
+    /// leaves it in: its datagrams are then read early, which changes no figure.
+    pub fn deregister(&self, sock: &mut MioUdpSocket) {
+        let _ = self.poll.registry().deregister(sock);
+    }
+
     /// The `i`-th readable socket of the last [`Self::poll_ready`].
     pub fn token(&self, i: usize) -> Option<MediaToken> {
         self.ready.get(i).copied()
@@ -972,6 +979,11 @@ struct IceCall {
     turn: Option<TurnClient>,
     /// Why the allocation failed, if it did.
     turn_error: Option<String>,
+    /// The STUN Binding and TURN Allocate in flight: the offer or answer waits for them
+    /// ([`CallMedia::gathering`]); the RTP socket is in the shard's media set meanwhile.
+    gathering: Option<Gathering>,
+    /// How long the gathering took, once it is over.
+    gathered_in: Option<Duration>,
     agent: Option<IceAgent>,
     /// The peer's description has no ICE: plain media to its c=/m= address (RFC 8445 §5.1).
     fallback: bool,
@@ -1013,6 +1025,8 @@ pub struct IceSummary {
     pub relayed: Option<SocketAddr>,
     /// Why the TURN allocation failed (`TURN 401 Unauthorized: …`), if it did.
     pub turn_error: Option<String>,
+    /// How long gathering the STUN and TURN candidates took (`None`: no servers).
+    pub gathered_in: Option<Duration>,
     /// Unreadable STUN datagrams.
     pub malformed: u64,
     /// RTP and RTCP packets made but not sent: no pair selected (RFC 8445 §12.1).
@@ -1151,6 +1165,25 @@ impl IceCall {
         }
     }
 
+    /// Takes what the gathering found: the srflx and relayed candidates (component 1,
+    /// based on the RTP socket `base`), the allocation, and the trace lines; an srflx
+    /// address equal to a host candidate is dropped (RFC 8445 §5.1.3) and traced.
+    fn take_gathered(&mut self, g: Gathered, base: SocketAddr) {
+        self.srflx = g.srflx.map(|a| (1, a, base)).into_iter().collect();
+        self.relay = g.relay.map(|(r, m)| (1, r, m)).into_iter().collect();
+        self.turn = g.turn;
+        self.turn_error = g.turn_error;
+        self.notes.extend(g.notes);
+        self.gathered_in = Some(g.took);
+        let (_, dropped) = media::ice::local_candidates(&self.config(true, 0));
+        for a in dropped {
+            self.notes.push(format!(
+                "ICE: server-reflexive candidate {a} equals the host candidate: dropped \
+                 (RFC 8445 §5.1.3)"
+            ));
+        }
+    }
+
     fn checking(&self) -> bool {
         self.agent
             .as_ref()
@@ -1170,6 +1203,7 @@ impl IceCall {
             local_kind: self.selected_local,
             relayed: self.relay.first().map(|r| r.1),
             turn_error: self.turn_error.clone(),
+            gathered_in: self.gathered_in,
             malformed: self.malformed,
             not_sent: self.not_sent,
         }
@@ -1279,197 +1313,17 @@ impl IceCall {
     }
 }
 
-/// How long a call's gathering may take: the STUN Binding and the TURN Allocate (its 401
-/// and the second try) on a nearby server take a few round trips.
-const GATHER_LIMIT: Duration = Duration::from_secs(2);
-/// The STUN Binding request is sent again this often while gathering.
-const BINDING_RTO: Duration = Duration::from_millis(250);
-
-/// What [`gather`] found.
-#[derive(Default)]
-struct Gathered {
-    /// XOR-MAPPED-ADDRESS from the STUN server.
-    srflx: Option<SocketAddr>,
-    /// The relayed and mapped addresses of the allocation.
-    relay: Option<(SocketAddr, SocketAddr)>,
-    /// The allocation (kept for the call: refreshes, permissions, channels, release).
-    turn: Option<TurnClient>,
-    turn_error: Option<String>,
-    notes: Vec<String>,
-}
-
-/// Gathers the call's server-reflexive and relayed candidates on its RTP socket before
-/// the offer or answer is made (RFC 8445 §5.1.1; no trickle: they must be in the SDP). It
-/// waits for the servers' answers (at most [`GATHER_LIMIT`]): the shard waits with it.
-/// Datagrams from anywhere else meanwhile are dropped (the call has no peer yet).
-fn gather(rtp: &std::net::UdpSocket, servers: &IceServers, seed: u64) -> io::Result<Gathered> {
-    use media::stun::{BINDING, Builder, Class, Message, TransactionId};
-    let mut g = Gathered::default();
-    let start = Instant::now();
-    let end = start + GATHER_LIMIT;
-    let txn = TransactionId(std::array::from_fn(|i| {
-        (seed >> (8 * (i % 8))) as u8 ^ i as u8
-    }));
-    let binding = Builder::new(Class::Request, BINDING, txn).fingerprint();
-    let mut stun = servers.stun.map(|a| (a, start));
-    let mut turn = servers.turn.clone().map(|cfg| TurnClient::new(cfg, seed));
-    if let Some(t) = turn.as_mut() {
-        t.allocate(start);
-    }
-    rtp.set_nonblocking(false)?;
-    let mut buf = [0u8; 2048];
-    loop {
-        let now = Instant::now();
-        // A server the socket cannot send to (another address family, no route) is a
-        // note and no candidate, not a failure of the call's bind.
-        if let Some((to, at)) = stun
-            && at <= now
-        {
-            stun = match rtp.send_to(&binding, to) {
-                Ok(_) => Some((to, now + BINDING_RTO)),
-                Err(e) => {
-                    g.notes.push(format!("STUN {to}: cannot send: {e}"));
-                    None
-                }
-            };
+/// Sends the gathering's datagrams from the RTP socket; a server the socket cannot send
+/// to (another address family, no route) is the gathering's to note.
+fn send_gathering(rtp: &MioUdpSocket, g: &mut Gathering, now: Instant) {
+    while let Some((d, to)) = g.poll_transmit() {
+        match crate::rxstamp::send_to(rtp, &d, &socket2::SockAddr::from(to)) {
+            Ok(_) => {}
+            // An ICMP port unreachable from an earlier request: the server is not there;
+            // its silence ends the gathering at the limit, as a lost datagram would.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+            Err(e) => g.handle_send_error(now, to, &e),
         }
-        if let Some(t) = turn.as_mut() {
-            if t.poll_timeout().is_some_and(|x| x <= now) {
-                t.handle_timeout(now);
-            }
-            while let Some(d) = t.poll_transmit() {
-                if let Err(e) = rtp.send_to(&d, t.server()) {
-                    let why = format!("TURN server {}: cannot send: {e}", t.server());
-                    g.notes.push(format!("TURN: no relayed candidate: {why}"));
-                    g.turn_error = Some(why);
-                    break;
-                }
-            }
-            while let Some(e) = t.poll_event() {
-                g.notes.push(turn_note(&e));
-            }
-        }
-        if g.turn_error.is_some() {
-            turn = None;
-        }
-        let turn_done = turn
-            .as_ref()
-            .is_none_or(|t| t.state() != TurnState::Allocating);
-        if (stun.is_none() && turn_done) || now >= end {
-            break;
-        }
-        let next = [
-            stun.map(|s| s.1),
-            turn.as_ref().and_then(TurnClient::poll_timeout),
-            Some(end),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(end);
-        rtp.set_read_timeout(Some(
-            next.saturating_duration_since(now)
-                .max(Duration::from_millis(1)),
-        ))?;
-        let (n, from) = match rtp.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let now = Instant::now();
-        if let Some((to, _)) = stun
-            && from == to
-            && let Ok(m) = Message::parse(&buf[..n])
-            && m.transaction == txn
-        {
-            match (m.class, m.xor_mapped_address) {
-                (Class::Success, Some(a)) => {
-                    g.notes
-                        .push(format!("STUN {to}: server-reflexive address {a}"));
-                    g.srflx = Some(a);
-                }
-                _ => g
-                    .notes
-                    .push(format!("STUN {to}: no XOR-MAPPED-ADDRESS in the answer")),
-            }
-            stun = None;
-        } else if let Some(t) = turn.as_mut().filter(|t| t.server() == from) {
-            let _ = t.handle_datagram(now, &buf[..n]);
-        }
-    }
-    rtp.set_read_timeout(None)?;
-    rtp.set_nonblocking(true)?;
-    if let Some((to, _)) = stun {
-        g.notes.push(format!(
-            "STUN {to}: no answer within {GATHER_LIMIT:?}: no server-reflexive candidate"
-        ));
-    }
-    if let Some(mut t) = turn {
-        while let Some(e) = t.poll_event() {
-            g.notes.push(turn_note(&e));
-        }
-        match (t.relayed(), t.mapped()) {
-            (Some(r), m) => {
-                g.relay = Some((r, m.unwrap_or(r)));
-                g.turn = Some(t);
-            }
-            (None, _) => {
-                let why = t.error().map_or_else(
-                    || {
-                        format!(
-                            "TURN server {} did not allocate within {GATHER_LIMIT:?}",
-                            t.server()
-                        )
-                    },
-                    ToString::to_string,
-                );
-                g.notes.push(format!("TURN: no relayed candidate: {why}"));
-                g.turn_error = Some(why);
-            }
-        }
-    }
-    Ok(g)
-}
-
-/// The trace line of a TURN allocation step (RFC 8656), if it is worth one.
-fn turn_note(e: &TurnEvent) -> String {
-    match e {
-        TurnEvent::Challenged { realm } => {
-            format!("TURN Allocate: 401 challenge (realm {realm:?}), sent again with credentials")
-        }
-        TurnEvent::StaleNonce => "TURN 438 Stale Nonce: sent again with the new nonce".into(),
-        TurnEvent::Allocated {
-            relayed,
-            mapped,
-            lifetime,
-        } => format!(
-            "TURN allocation: relayed {relayed}, mapped {}, lifetime {} s",
-            mapped.map_or("-".to_string(), |m| m.to_string()),
-            lifetime.as_secs()
-        ),
-        TurnEvent::Refreshed { lifetime } => {
-            format!(
-                "TURN allocation refreshed: lifetime {} s",
-                lifetime.as_secs()
-            )
-        }
-        TurnEvent::PermissionCreated(ip) => format!("TURN permission for {ip}"),
-        TurnEvent::ChannelBound { peer, channel } => {
-            format!("TURN channel {channel:#06x} bound to {peer}")
-        }
-        TurnEvent::PeerFailed { peer, error } => format!("TURN for peer {peer}: {error}"),
-        TurnEvent::Failed(e) => format!("TURN allocation failed: {e}"),
-        TurnEvent::Closed => "TURN allocation released (Refresh, lifetime 0)".into(),
     }
 }
 
@@ -1493,7 +1347,14 @@ impl Drop for CallMedia {
 }
 
 impl CallMedia {
-    /// Binds the call's port pair and adds both sockets to the shard's media set.
+    /// Binds the call's port pair and adds the RTCP socket to the shard's media set. With
+    /// ICE servers (`stun_server`, `turn_server`) the call's gathering starts: with `defer`
+    /// its requests are sent and the call is [`Self::gathering`] until
+    /// [`Self::drive_gathering`] says it is over (the RTP socket is in the set meanwhile, so
+    /// the servers' answers are read by [`Self::receive`]); without, the gathering is done
+    /// here, waiting for the servers (at most [`crate::gather::GATHER_LIMIT`]: the thread
+    /// waits with it).
+    #[allow(clippy::too_many_arguments)] // Each is a different part of the shard's state.
     pub fn bind(
         ip: IpAddr,
         ports: &mut PortAllocator,
@@ -1502,6 +1363,7 @@ impl CallMedia {
         endpoint: usize,
         generation: u64,
         driver: &MediaDriver,
+        defer: bool,
     ) -> io::Result<Self> {
         let (rtp, rtcp) = ports.bind_pair(ip)?;
         rtp.set_nonblocking(true)?;
@@ -1517,7 +1379,7 @@ impl CallMedia {
         crate::rxstamp::enable_tos(&rtp, ip.is_ipv6())?;
         crate::rxstamp::enable_tos(&rtcp, ip.is_ipv6())?;
         let port = rtp.local_addr()?.port();
-        let ice = if plan.ice {
+        let mut ice = if plan.ice {
             // One component with rtcp-mux (RFC 5761 §5.1.3 with ICE: RTCP on the RTP
             // candidate), else RTP and RTCP.
             let mut host = vec![(1, rtp.local_addr()?)];
@@ -1527,47 +1389,60 @@ impl CallMedia {
             // The password keys the checks' integrity: from the system's CSPRNG, not the
             // run's seed.
             let creds = Credentials::generate(getrandom::fill).map_err(io::Error::other)?;
-            let g = if plan.ice_servers.any() {
-                gather(&rtp, &plan.ice_servers, session_id)?
-            } else {
-                Gathered::default()
+            let servers = &plan.ice_servers;
+            let (gathering, g) = match (servers.any(), defer) {
+                (false, _) => (None, None),
+                (true, true) => (
+                    Some(Gathering::new(servers, session_id, Instant::now())),
+                    None,
+                ),
+                (true, false) => (None, Some(gather_blocking(&rtp, servers, session_id)?)),
             };
-            let rtp_addr = rtp.local_addr()?;
-            Some(Box::new(IceCall {
+            let mut ice = Box::new(IceCall {
                 creds,
                 host,
-                srflx: g.srflx.map(|a| (1, a, rtp_addr)).into_iter().collect(),
-                relay: g.relay.map(|(r, m)| (1, r, m)).into_iter().collect(),
-                relay_only: plan.ice_servers.relay_only,
-                turn: g.turn,
-                turn_error: g.turn_error,
+                srflx: Vec::new(),
+                relay: Vec::new(),
+                relay_only: servers.relay_only,
+                turn: None,
+                turn_error: None,
+                gathering,
+                gathered_in: None,
                 selected_local: None,
                 agent: None,
                 fallback: false,
                 held: Vec::new(),
                 held_dtls: Vec::new(),
                 wake: None,
-                notes: g.notes,
+                notes: Vec::new(),
                 malformed: 0,
                 not_sent: 0,
                 failure_taken: false,
                 selected: None,
-            }))
+            });
+            if let Some(g) = g {
+                ice.take_gathered(g, rtp.local_addr()?);
+            }
+            Some(ice)
         } else {
             None
         };
-        let ice = ice.map(|mut i| {
-            let (_, dropped) = media::ice::local_candidates(&i.config(true, 0));
-            for a in dropped {
-                i.notes.push(format!(
-                    "ICE: server-reflexive candidate {a} equals the host candidate: dropped \
-                     (RFC 8445 §5.1.3)"
-                ));
-            }
-            i
-        });
-        let rtp = MioUdpSocket::from_std(rtp);
+        let mut rtp = MioUdpSocket::from_std(rtp);
         let mut rtcp = MioUdpSocket::from_std(rtcp);
+        if let Some(g) = ice.as_deref_mut().and_then(|i| i.gathering.as_mut()) {
+            // The servers' answers are read when the set reports the socket (not on the
+            // media's read schedule: there is none yet); it leaves the set when the
+            // gathering is over.
+            driver.register(
+                &mut rtp,
+                MediaToken {
+                    endpoint,
+                    generation: (generation & 0x7fff_ffff) as u32,
+                    rtcp: false,
+                },
+            )?;
+            send_gathering(&rtp, g, Instant::now());
+        }
         // Only RTCP (a datagram every few seconds) is in the set. The RTP socket is read on
         // the call's own schedule ([`Self::read_due`]): in the set, every datagram cost a
         // readiness callback at arrival (and at the sender's buffer release) and a report
@@ -2311,6 +2186,48 @@ impl CallMedia {
         s.config().srtp.as_ref().map(|s| s.suite.name())
     }
 
+    /// The call's ICE gathering is in progress: its offer or answer must wait (no trickle).
+    pub fn gathering(&self) -> bool {
+        self.ice.as_deref().is_some_and(|i| i.gathering.is_some())
+    }
+
+    /// The gathering is over (every server answered or failed) but not yet taken by
+    /// [`Self::drive_gathering`].
+    pub fn gathering_done(&self) -> bool {
+        self.ice
+            .as_deref()
+            .and_then(|i| i.gathering.as_ref())
+            .is_some_and(Gathering::is_done)
+    }
+
+    /// When [`Self::drive_gathering`] must run next (a STUN or TURN retransmission, the
+    /// limit), while gathering.
+    pub fn gathering_timeout(&self) -> Option<Instant> {
+        self.ice.as_deref()?.gathering.as_ref()?.poll_timeout()
+    }
+
+    /// Runs the gathering's timers due by `now` and sends what they made; once it is over,
+    /// takes the candidates (the offer and answer now carry them), takes the RTP socket out
+    /// of `driver`'s set and returns how long the gathering took. `None` while it goes on.
+    pub fn drive_gathering(&mut self, now: Instant, driver: &MediaDriver) -> Option<Duration> {
+        let ice = self.ice.as_deref_mut()?;
+        let g = ice.gathering.as_mut()?;
+        if g.poll_timeout().is_some_and(|t| t <= now) {
+            g.handle_timeout(now);
+        }
+        send_gathering(&self.rtp, g, now);
+        if !g.is_done() {
+            return None;
+        }
+        let g = ice.gathering.take()?.finish(now);
+        driver.deregister(&mut self.rtp);
+        let took = g.took;
+        // The srflx candidate's base is the RTP socket, the host candidate of component 1.
+        let base = ice.host.first().map(|h| h.1)?;
+        ice.take_gathered(g, base);
+        Some(took)
+    }
+
     /// When [`Self::on_timeout`] (or [`Self::read_due`]) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let s = self.session.as_ref()?;
@@ -2333,6 +2250,19 @@ impl CallMedia {
     /// A datagram arrived on the RTP (or `rtcp`) socket from `from`: STUN goes to the
     /// call's ICE (RFC 7983: first byte 0–3; one branch for RTP), the rest to the session.
     fn on_datagram(&mut self, now: Instant, bytes: &[u8], from: Option<SocketAddr>, rtcp: bool) {
+        // Gathering: the STUN and TURN servers' answers; anything else is dropped (the call
+        // has no peer yet: our offer or answer has not gone).
+        if let Some(ice) = self.ice.as_deref_mut()
+            && let Some(g) = ice.gathering.as_mut()
+        {
+            // Not counted as stray: a server's late duplicate answer is no peer's RTP.
+            if let (Some(from), false) = (from, rtcp)
+                && g.handle_datagram(now, from, bytes)
+            {
+                send_gathering(&self.rtp, g, now);
+            }
+            return;
+        }
         // From our TURN server on the RTP socket: unwrapped (a Data indication or
         // ChannelData), then taken as from the peer it came from.
         if let Some(ice) = self.ice.as_deref_mut()
@@ -2533,6 +2463,18 @@ impl CallMedia {
     pub fn finish(mut self, now: Instant) -> Option<(CallMediaSummary, Sample)> {
         // What already arrived counts (the shard reads its sockets on its own schedule).
         self.drain();
+        if let Some(ice) = self.ice.as_deref_mut()
+            && let Some(g) = ice.gathering.take()
+        {
+            // Ended while gathering (the run stopped, the caller cancelled): an allocation
+            // already made is released like the call's.
+            let g = g.finish(now);
+            ice.turn = g.turn;
+            if let Some(turn) = ice.turn.as_mut() {
+                turn.close(now);
+                ice.drive_turn(now, &self.rtp, &mut self.send_errors);
+            }
+        }
         let s = self.session.as_mut()?;
         s.stop(now);
         let last = s.sample(now);
@@ -2596,53 +2538,6 @@ pub fn codec_by_name(name: &str) -> Option<Codec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Gathering never fails the call's bind: a server of the other address family is a
-    /// note, a silent TURN server is a TURN error after [`GATHER_LIMIT`]; the socket is
-    /// non-blocking again afterwards.
-    #[test]
-    fn gathering_from_unreachable_or_silent_servers_is_a_note_not_an_error() {
-        let cfg = |server: SocketAddr| TurnConfig {
-            server,
-            username: "u".into(),
-            password: "p".into(),
-        };
-        let v6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        v6.set_nonblocking(true).unwrap();
-        let v4: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let servers = IceServers {
-            stun: Some(v4),
-            turn: Some(cfg(v4)),
-            relay_only: false,
-        };
-        let g = gather(&v6, &servers, 1).unwrap();
-        assert_eq!((g.srflx, g.relay), (None, None));
-        let e = g.turn_error.expect("a TURN error");
-        assert!(e.contains("cannot send"), "{e}");
-        assert!(
-            g.notes
-                .iter()
-                .any(|n| n.starts_with("STUN 127.0.0.1:9: cannot send"))
-        );
-
-        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rtp.set_nonblocking(true).unwrap();
-        let servers = IceServers {
-            stun: None,
-            turn: Some(cfg(silent.local_addr().unwrap())),
-            relay_only: true,
-        };
-        let g = gather(&rtp, &servers, 1).unwrap();
-        let e = g.turn_error.expect("a TURN error");
-        assert!(e.contains("did not allocate within 2s"), "{e}");
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            rtp.recv_from(&mut buf).unwrap_err().kind(),
-            io::ErrorKind::WouldBlock,
-            "non-blocking again"
-        );
-    }
 
     #[test]
     fn ports_come_in_even_odd_pairs_from_the_range() {
@@ -2724,8 +2619,8 @@ mod tests {
         let ip: IpAddr = [127, 0, 0, 1].into();
         let mut ports = PortAllocator::new(None, 0);
         let plan = MediaPlan::default();
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, driver).unwrap();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 1, 1, driver, true).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 2, 1, driver, true).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
@@ -2773,13 +2668,86 @@ mod tests {
     /// A peer flooding one socket is read [`BATCHES_PER_PASS`] batches at a time: the pass
     /// ends (the loop serves the other calls and its timers) and the re-armed socket is
     /// reported again by the edge-triggered set, with no new datagram, until it is drained.
+    /// A deferred gathering: the Binding goes out at the bind, the call is `gathering` and
+    /// its RTP socket in the media set; the server's answer comes through the set and
+    /// `receive` like any datagram, `drive_gathering` then takes the srflx candidate (in the
+    /// offer), times the gathering and takes the socket out of the set (a later datagram is
+    /// not reported).
+    #[tokio::test]
+    async fn a_deferred_gathering_is_answered_through_the_media_set() {
+        use media::stun::{BINDING, Builder, Class, Message};
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let mut driver = MediaDriver::new().unwrap();
+        let mut ports = PortAllocator::new(None, 0);
+        let stun = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let plan = MediaPlan {
+            ice: true,
+            rtcp_mux: true,
+            ice_servers: IceServers {
+                stun: Some(stun.local_addr().unwrap()),
+                turn: None,
+                relay_only: false,
+            },
+            ..MediaPlan::default()
+        };
+        let t0 = Instant::now();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        assert!(a.gathering() && !a.gathering_done());
+        assert!(a.gathering_timeout().is_some_and(|t| t > t0));
+        let mut buf = [0u8; 256];
+        stun.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (n, from) = stun.recv_from(&mut buf).unwrap();
+        assert_eq!(from, a.rtp.local_addr().unwrap());
+        let txn = Message::parse(&buf[..n]).unwrap().transaction;
+        let mapped: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let answer = Builder::new(Class::Success, BINDING, txn)
+            .xor_mapped_address(mapped)
+            .fingerprint();
+        stun.send_to(&answer, from).unwrap();
+        let mut batch = RecvBatch::default();
+        let k = driver.wait_ready(Duration::from_secs(5));
+        assert_eq!(k, 1, "the RTP socket reported by the set");
+        let t = driver.token(0).unwrap();
+        assert!(!t.rtcp);
+        assert_eq!(a.receive(t.rtcp, &mut batch).0, 1);
+        assert!(a.gathering_done());
+        let took = a.drive_gathering(Instant::now(), &driver).expect("over");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert!(!a.gathering());
+        let offer = String::from_utf8(a.offer().to_vec()).unwrap();
+        assert!(
+            offer.contains(" 192.0.2.7 40000 typ srflx raddr 127.0.0.1 "),
+            "{offer}"
+        );
+        let notes = a.take_ice_notes();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("ICE gathering took ") && n.ends_with(" ms)")),
+            "{notes:?}"
+        );
+        assert_eq!(a.ice_summary().and_then(|s| s.gathered_in), Some(took));
+        // Out of the set: a datagram to the RTP socket is no longer reported.
+        stun.send_to(b"late", from).unwrap();
+        assert_eq!(driver.wait_ready(Duration::from_millis(50)), 0);
+    }
+
     #[tokio::test]
     async fn a_flooded_socket_is_read_a_capped_batch_per_pass_and_reported_again() {
         let ip: IpAddr = [127, 0, 0, 1].into();
         let mut driver = MediaDriver::new().unwrap();
         let mut ports = PortAllocator::new(None, 0);
-        let mut a =
-            CallMedia::bind(ip, &mut ports, &MediaPlan::default(), 1, 7, 3, &driver).unwrap();
+        let mut a = CallMedia::bind(
+            ip,
+            &mut ports,
+            &MediaPlan::default(),
+            1,
+            7,
+            3,
+            &driver,
+            true,
+        )
+        .unwrap();
         let cap = (BATCHES_PER_PASS * crate::rxstamp::BATCH) as u64;
         let flood = 2 * cap + 10;
         let peer = std::net::UdpSocket::bind((ip, 0)).unwrap();
@@ -2818,8 +2786,8 @@ mod tests {
         let driver = MediaDriver::new().unwrap();
         let mut ports = PortAllocator::new(None, 0);
         let plan = MediaPlan::default();
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver, true).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
@@ -2869,8 +2837,8 @@ mod tests {
             srtp: SrtpMode::Sdes,
             ..MediaPlan::default()
         };
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver, true).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
@@ -2908,8 +2876,8 @@ mod tests {
         };
         let ip: IpAddr = [127, 0, 0, 1].into();
         let mut ports = PortAllocator::new(None, 0);
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver, true).unwrap();
         let now = Instant::now();
         let answer = b.answer(&a.offer(), 0xb, "b@test", 2, now).unwrap();
         a.apply_answer(&answer, 0xa, "a@test", 1, now).unwrap();
@@ -3214,8 +3182,8 @@ mod tests {
         let mut driver = MediaDriver::new().unwrap();
         let mut ports = PortAllocator::new(None, 0);
         let plan = MediaPlan::default();
-        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver).unwrap();
-        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver).unwrap();
+        let mut a = CallMedia::bind(ip, &mut ports, &plan, 1, 7, 3, &driver, true).unwrap();
+        let mut b = CallMedia::bind(ip, &mut ports, &plan, 2, 8, 1, &driver, true).unwrap();
         let now = Instant::now();
         let mut batch = RecvBatch::default();
         // Before the media starts nothing is read on schedule.
@@ -3300,8 +3268,8 @@ mod tests {
         let base = on_grid(now);
         let mut start = |calls: &mut Vec<CallMedia>| {
             let n = calls.len() as u64;
-            let mut a = CallMedia::bind(ip, &mut ports, &plan, n, 1, n, &driver).unwrap();
-            let mut b = CallMedia::bind(ip, &mut ports, &plan, n, 2, n, &driver).unwrap();
+            let mut a = CallMedia::bind(ip, &mut ports, &plan, n, 1, n, &driver, true).unwrap();
+            let mut b = CallMedia::bind(ip, &mut ports, &plan, n, 2, n, &driver, true).unwrap();
             let answer = b.answer(&a.offer(), 1, "b@test", n, now).unwrap();
             a.apply_answer(&answer, 2, "a@test", n, now).unwrap();
             calls.push(b);

@@ -759,6 +759,14 @@ pub struct IceReport {
     pub fallbacks: u32,
     /// Calls whose ICE connected.
     pub connected: u32,
+    /// Calls that gathered candidates from a STUN or TURN server (`stun_server`,
+    /// `turn_server`).
+    pub gathered: u32,
+    /// Mean time those calls' gathering took (the STUN Binding and the TURN Allocate, up
+    /// to the last answer or the 2 s limit), ms: their INVITE or answer waited that long.
+    pub gathering_ms: Option<f64>,
+    /// The longest of them, ms.
+    pub gathering_max_ms: Option<f64>,
     /// RTP and RTCP packets made but not sent because no pair was selected (RFC 8445
     /// §12.1: before ICE connected, after it failed or lost consent), over the calls; they
     /// are in `tx_packets` (which counts what the calls made).
@@ -1589,6 +1597,9 @@ enum Script {
     DialAt,
     /// Answer the incoming call now.
     Answer(CallId),
+    /// The call's media is gathering its STUN/TURN candidates: the INVITE or the answer
+    /// waits for them (woken by a server's answer, a retransmission or the limit).
+    Gather(Deferred),
     /// Refuse the incoming call now with the group's `reject` code.
     Refuse(CallId),
     /// Cancel the call now if it is still unanswered (the group's `ring_timeout`).
@@ -1606,6 +1617,15 @@ enum Script {
     Connect,
     /// Nothing scheduled.
     Idle,
+}
+
+/// What waits for a call's gathering ([`Script::Gather`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deferred {
+    /// The caller's INVITE (with our offer, or none for a late offer).
+    Invite,
+    /// The callee's answer (its 2xx) to this call.
+    Answer(CallId),
 }
 
 #[derive(Debug)]
@@ -1714,7 +1734,11 @@ impl Endpoint {
         if self.media.as_deref().is_some_and(&is) {
             return self.media.as_deref_mut();
         }
-        self.consult_media().filter(|m| is(m))
+        if self.consult_media().is_some_and(|m| is(m)) {
+            return self.consult_media();
+        }
+        // An INVITE with Replaces whose answer waits for its media's ICE gathering.
+        self.replacing_media().filter(|m| is(m))
     }
 
     /// When its media (the call's and the consultation call's) must run next.
@@ -1787,6 +1811,10 @@ struct Shard<'a> {
     timer: Option<PreciseTimer>,
     /// The last media batch was full: more sockets may be readable.
     media_pending: bool,
+    /// Until when calls may be gathering ICE candidates ([`Self::gather_first`]): the media
+    /// set, where their servers' answers arrive, is looked at at least every
+    /// [`GATHER_READ_EVERY`] until then.
+    gather_until: Option<Instant>,
     ports: PortAllocator,
     /// Counts calls with media (tells a call's datagrams from an earlier call's).
     media_generation: u64,
@@ -1923,6 +1951,10 @@ const SILENT_CALL_MIN: Duration = media::gaps::AUDIO_GAP_MIN;
 /// While media runs, the shard reads its RTCP sockets at least this often (arrival times
 /// are the kernel's, so only the processing waits; RTP is read on each call's schedule).
 const MEDIA_READ_EVERY: Duration = Duration::from_millis(20);
+/// How often the media set is looked at while calls gather ICE candidates: a STUN or TURN
+/// answer waits at most this long in the socket (the set does not wake the loop; its
+/// arrival time is the kernel's, so the gathering's time does not include the wait).
+const GATHER_READ_EVERY: Duration = Duration::from_millis(1);
 
 /// The trace note of a hold or resume: `what`, or that it was not sent (the call was not
 /// confirmed, or an offer was open: RFC 3264 §4).
@@ -2028,6 +2060,7 @@ impl<'a> Shard<'a> {
                 None
             },
             media_pending: false,
+            gather_until: None,
             ports: PortAllocator::new(plan.rtp_ports, index.wrapping_mul(997)),
             media_generation: 0,
             pacer: MediaPacer::default(),
@@ -2408,7 +2441,11 @@ impl<'a> Shard<'a> {
                 fired += 1;
             }
             self.probe.mark("sip timers", fired);
-            let paced = if self.media_pending || self.pacer.active() {
+            if self.gather_until.is_some_and(|t| t < now) {
+                self.gather_until = None;
+            }
+            let paced = if self.media_pending || self.pacer.active() || self.gather_until.is_some()
+            {
                 self.pace_media()
             } else {
                 0
@@ -2531,9 +2568,15 @@ impl<'a> Shard<'a> {
             ep.hang_up_consult(now);
             let caller = matches!(self.plan.groups[ep.group].role, Role::Call { .. });
             match (ep.script, ep.active_call) {
-                (Script::HangUp(_) | Script::Answer(_) | Script::Refuse(_), _) => {
-                    ep.script_at = Some(now)
-                }
+                // A callee still gathering answers once it is done (as one that was to
+                // answer now), then the caller's BYE ends the call.
+                (
+                    Script::HangUp(_)
+                    | Script::Answer(_)
+                    | Script::Refuse(_)
+                    | Script::Gather(Deferred::Answer(_)),
+                    _,
+                ) => ep.script_at = Some(now),
                 // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
                 // until that BYE arrives, then un-register (see `after_call`).
                 (_, Some(call)) if caller => {
@@ -2603,6 +2646,7 @@ impl<'a> Shard<'a> {
         self.events_media(idx, now);
         self.run_actions(idx, now);
         self.run_attended(idx, now);
+        self.run_replacing(idx, now);
         self.media_timeout(idx, now);
         self.outbound_timer(idx, now);
         self.pump(idx, now);
@@ -2628,6 +2672,18 @@ impl<'a> Shard<'a> {
                 self.media.received += read;
                 if more {
                     media.rearm(t.rtcp, &self.media, t);
+                }
+                if media.gathering_done() {
+                    // The servers answered: the INVITE or answer goes at once, not at the
+                    // gathering's next retransmission.
+                    let ep = &mut self.endpoints[t.endpoint];
+                    let consult = ep.consult_gathered(now) | ep.replacing_gathered(now);
+                    if matches!(ep.script, Script::Gather(_)) {
+                        ep.script_at = Some(now);
+                    }
+                    if consult || matches!(ep.script, Script::Gather(_)) {
+                        self.schedule(t.endpoint);
+                    }
                 }
                 self.trace_ice(t.endpoint, now);
                 self.events_media(t.endpoint, now);
@@ -2709,6 +2765,10 @@ impl<'a> Shard<'a> {
     /// included), and while media runs at least every [`MEDIA_READ_EVERY`] (RTCP datagrams
     /// do not wake the loop).
     fn next_media_pass(&mut self, now: Instant, next: Instant) -> Instant {
+        let next = match self.gather_until {
+            Some(_) => next.min(now + GATHER_READ_EVERY),
+            None => next,
+        };
         if !self.pacer.active() {
             return next;
         }
@@ -2775,7 +2835,72 @@ impl<'a> Shard<'a> {
         let _ = self.events.send(RunEvent::Sample(Box::new(record)));
     }
 
+    /// The call's media is gathering (ICE `stun_server`/`turn_server`): `then` waits for it
+    /// (`true`), the shard goes on with its other endpoints meanwhile. The servers' answers
+    /// come through the media set ([`Self::on_media_ready`]), the retransmissions and the
+    /// limit through the endpoint's timer.
+    fn gather_first(&mut self, idx: usize, now: Instant, then: Deferred) -> bool {
+        let ep = &mut self.endpoints[idx];
+        let Some(at) = ep
+            .media
+            .as_deref()
+            .filter(|m| m.gathering())
+            .map(|m| m.gathering_timeout().unwrap_or(now))
+        else {
+            return false;
+        };
+        ep.script = Script::Gather(then);
+        ep.script_at = Some(at);
+        // The gathering's records are the call's (dropped with it if it goes well).
+        ep.trace.call_begins();
+        let what = match then {
+            Deferred::Invite => "INVITE",
+            Deferred::Answer(_) => "answer",
+        };
+        ep.trace.push(TraceEntry::note(
+            format!(
+                "ICE gathering started: the {what} waits for the STUN/TURN servers (at most \
+                 {:?})",
+                crate::gather::GATHER_LIMIT
+            ),
+            now - self.start,
+        ));
+        self.gather_until = self
+            .gather_until
+            .max(Some(now + crate::gather::GATHER_LIMIT));
+        true
+    }
+
+    /// The gathering's timer (a retransmission, the limit) or its last answer: once it is
+    /// over, what waited for it goes (the INVITE, the answer) with the candidates it found.
+    fn gather_step(&mut self, idx: usize, now: Instant, then: Deferred) {
+        let ep = &mut self.endpoints[idx];
+        let Some(media) = ep.media.as_deref_mut() else {
+            return;
+        };
+        if media.drive_gathering(now, &self.media).is_none() {
+            ep.script = Script::Gather(then);
+            ep.script_at = Some(media.gathering_timeout().unwrap_or(now));
+            return;
+        }
+        let at = now - self.start;
+        for n in media.take_ice_notes() {
+            ep.trace.push(TraceEntry::note(n, at));
+        }
+        match then {
+            Deferred::Invite => self.send_invite(idx, now),
+            // The caller may have cancelled meanwhile (the call is gone).
+            Deferred::Answer(call) if ep.active_call == Some(call) => {
+                self.send_answer(idx, now, call)
+            }
+            Deferred::Answer(_) => {}
+        }
+    }
+
     /// Binds the next call's media; `None` (and an OSERROR outcome) when no ports are free.
+    /// Its ICE gathering (STUN/TURN servers) goes on alongside the shard: the caller waits
+    /// for it ([`Self::gather_first`], an attended transfer's `Step::Gathering`, an INVITE
+    /// with Replaces' `Replacing`).
     fn bind_media(&mut self, idx: usize) -> Option<()> {
         let plan = self.plan;
         let ip = self.local(idx).ip();
@@ -2792,6 +2917,7 @@ impl<'a> Shard<'a> {
             idx,
             generation,
             &self.media,
+            true,
         ) {
             Ok(m) => {
                 ep.media = Some(Box::new(m));
@@ -2846,6 +2972,13 @@ impl<'a> Shard<'a> {
             r.media_not_sent += i.not_sent;
             r.failures += u32::from(ice_failed.is_some());
             r.fallbacks += u32::from(i.state == "fallback");
+            if let Some(d) = i.gathered_in {
+                let ms = d.as_secs_f64() * 1000.0;
+                let n = f64::from(r.gathered);
+                r.gathering_ms = Some((r.gathering_ms.unwrap_or(0.0) * n + ms) / (n + 1.0));
+                r.gathering_max_ms = Some(r.gathering_max_ms.unwrap_or(0.0).max(ms));
+                r.gathered += 1;
+            }
             if let Some(d) = i.stats.connected_after {
                 let ms = d.as_secs_f64() * 1000.0;
                 let n = f64::from(r.connected);
@@ -3054,6 +3187,7 @@ impl<'a> Shard<'a> {
             }
             Script::DialAt => self.dial(idx, now),
             Script::Answer(call) => self.answer(idx, now, call),
+            Script::Gather(then) => self.gather_step(idx, now, then),
             Script::Refuse(call) => {
                 let code = self.plan.groups[ep.group]
                     .ringing
@@ -3107,15 +3241,25 @@ impl<'a> Shard<'a> {
 
     /// Answers the incoming call: with media, the SDP answer to the caller's offer (488 and
     /// NEGOTIATION_FAILED when nothing matches).
+    /// With ICE servers the answer waits for the media's gathering ([`Self::gather_first`]).
     fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
-        let events = self.events.clone();
-        let sdp_ip = self.local(idx).ip();
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
-        let offer = self.endpoints[idx].offer.take();
         if with_media && self.bind_media(idx).is_none() {
             self.endpoints[idx].ua.reject(now, call, 500);
             return;
         }
+        if self.gather_first(idx, now, Deferred::Answer(call)) {
+            return;
+        }
+        self.send_answer(idx, now, call);
+    }
+
+    /// The answer itself, once the call's media is bound (and gathered).
+    fn send_answer(&mut self, idx: usize, now: Instant, call: CallId) {
+        let events = self.events.clone();
+        let sdp_ip = self.local(idx).ip();
+        let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
+        let offer = self.endpoints[idx].offer.take();
         let sdp = match offer {
             _ if !with_media => sdp_offer(sdp_ip, 0, u64::from(self.endpoints[idx].id)),
             // An INVITE without offer (RFC 3264 §4): our offer goes in the 2xx, the caller's
@@ -3157,25 +3301,40 @@ impl<'a> Shard<'a> {
         }
         let plan = self.plan;
         let ep = &mut self.endpoints[idx];
-        let Role::Call { targets, offer, .. } = &plan.groups[ep.group].role else {
+        let Role::Call { targets, .. } = &plan.groups[ep.group].role else {
             return;
         };
-        let late = *offer == OfferTiming::Late;
         if targets.is_empty() {
             ep.worsen(Outcome::CallFailed, "no call target".into());
             ep.script = Script::Unregister;
             ep.script_at = Some(now);
             return;
         }
-        let target = targets[ep.index % targets.len()].clone();
-        let id = u64::from(ep.id);
-        let sdp = if plan.groups[ep.group].media.is_some() {
+        if plan.groups[ep.group].media.is_some() {
             if self.bind_media(idx).is_none() {
                 let ep = &mut self.endpoints[idx];
                 ep.script = Script::Unregister;
                 ep.script_at = Some(now);
                 return;
             }
+            if self.gather_first(idx, now, Deferred::Invite) {
+                return;
+            }
+        }
+        self.send_invite(idx, now);
+    }
+
+    /// The INVITE itself, once the call's media is bound (and gathered).
+    fn send_invite(&mut self, idx: usize, now: Instant) {
+        let plan = self.plan;
+        let ep = &mut self.endpoints[idx];
+        let Role::Call { targets, offer, .. } = &plan.groups[ep.group].role else {
+            return;
+        };
+        let late = *offer == OfferTiming::Late;
+        let target = targets[ep.index % targets.len()].clone();
+        let id = u64::from(ep.id);
+        let sdp = if plan.groups[ep.group].media.is_some() {
             match self.endpoints[idx].media.as_deref() {
                 Some(m) => m.offer(),
                 None => sdp_offer(self.local(idx).ip(), 0, id),

@@ -11,6 +11,7 @@ pub mod eventbuf;
 pub mod failover;
 pub mod fasthash;
 pub mod flow;
+pub mod gather;
 pub mod hints;
 pub mod netpoll;
 pub mod pcap;

@@ -193,7 +193,7 @@ fn webrtc_media(driver: &MediaDriver) -> CallMedia {
         ..MediaPlan::default()
     };
     let ip: IpAddr = [127, 0, 0, 1].into();
-    CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, driver).unwrap()
+    CallMedia::bind(ip, &mut ports, &plan, 1, 0, 1, driver, false).unwrap()
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -437,3 +437,216 @@ fn without_the_relay_policy_a_failed_allocation_leaves_the_host_path() {
         );
     }
 }
+
+/// ICE groups (`ice_keys`, `calls` calls each) and a plain group on one shard
+/// (`shards = 1`): one ICE caller and callee, two plain callers making three calls each.
+fn alongside(ice_keys: &str, ice_endpoints: u32, ice_calls: u32) -> String {
+    format!(
+        r#"
+name = "gathering alongside plain calls"
+duration = "1s"
+seed = 12
+shards = 1
+time_limit = "40s"
+
+[[registrar]]
+id = "builtin"
+kind = "builtin"
+transport = "udp"
+
+[[group]]
+name = "ice_callees"
+endpoints = {ice_endpoints}
+registrar = "builtin"
+role = "answer"
+answer_delay = "10ms"
+{ice_keys}
+
+[[group]]
+name = "ice_callers"
+endpoints = {ice_endpoints}
+registrar = "builtin"
+call = "group:ice_callees"
+calls = {ice_calls}
+{ice_keys}
+
+[[group]]
+name = "plain_callees"
+endpoints = 2
+registrar = "builtin"
+role = "answer"
+answer_delay = "10ms"
+
+[[group]]
+name = "plain_callers"
+endpoints = 2
+registrar = "builtin"
+call = "group:plain_callees"
+calls = 3
+pause = "50ms"
+"#
+    )
+}
+
+/// When (ms since the run's start) `r` received a 2xx to an INVITE.
+fn answers_received(r: &EndpointReport) -> Vec<f64> {
+    r.trace
+        .iter()
+        .filter(|t| t.direction == Direction::Received && t.text.starts_with("SIP/2.0 200"))
+        .filter(|t| t.text.contains(" INVITE\r\n"))
+        .map(|t| t.at_ms)
+        .collect()
+}
+
+/// A STUN and a TURN server that never answer (a bound socket that reads nothing) cost an
+/// ICE call its gathering limit (2 s) before its INVITE, and its callee the same before its
+/// answer, but only them: on the same shard the plain group's calls are set up and
+/// answered meanwhile, with their usual setup times. (When gathering blocked the shard,
+/// nothing else on it moved for those 2 s: no plain call could be answered inside the ICE
+/// caller's gathering.) The silent servers are notes, not failures: the host pair carries
+/// the ICE call (`ice_policy = "all"`).
+#[test]
+fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nstun_server = \"{addr}\"\nturn_server = \"{addr}\"\n\
+         turn_user = \"u\"\nturn_password = \"p\""
+    );
+    let (summary, reports) = run_file(&alongside(&ice, 1, 1));
+    assert_eq!(summary.calls_answered, 7, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+    }
+    // Each plain call lasted its 1 s: its BYE was not held up behind a gathering (a
+    // blocked shard made a call in progress last 1 s + the 2 s of the callee's gathering).
+    for r in reports.iter().filter(|r| r.group == "plain_callers") {
+        let byes: Vec<f64> = r
+            .trace
+            .iter()
+            .filter(|t| t.direction == Direction::Sent && t.text.starts_with("BYE "))
+            .map(|t| t.at_ms)
+            .collect();
+        let answers = answers_received(r);
+        assert_eq!((answers.len(), byes.len()), (3, 3), "{}", r.user);
+        for (a, b) in answers.iter().zip(&byes) {
+            assert!(
+                b - a < 1500.0,
+                "{}: answered at {a} ms, BYE at {b} ms",
+                r.user
+            );
+        }
+    }
+    let ice_caller = reports.iter().find(|r| r.group == "ice_callers").unwrap();
+    let note_at = |r: &EndpointReport, what: &str| {
+        r.trace
+            .iter()
+            .find(|t| t.direction == Direction::Note && t.text.contains(what))
+            .map(|t| t.at_ms)
+            .unwrap_or_else(|| panic!("{}: no {what:?} in {:?}", r.user, notes(r)))
+    };
+    let began = note_at(ice_caller, "ICE gathering started");
+    let ended = note_at(
+        ice_caller,
+        "ICE gathering took 2000 ms (STUN no answer, TURN no allocation)",
+    );
+    let invite = ice_caller
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Sent && t.text.starts_with("INVITE "))
+        .map(|t| t.at_ms)
+        .expect("the INVITE");
+    assert!(
+        invite >= ended && ended >= began + 1990.0,
+        "{began} {ended} {invite}"
+    );
+    for r in reports.iter().filter(|r| r.group.starts_with("ice_")) {
+        let ice = r.media.as_ref().and_then(|m| m.ice.as_ref()).expect("ice");
+        assert_eq!(
+            (ice.gathered, ice.gathering_max_ms, ice.turn_failures),
+            (1, Some(2000.0), 1),
+            "{ice:?}"
+        );
+        assert_eq!(ice.local_candidate, Some("host"), "{ice:?}");
+        let n = notes(r);
+        assert!(
+            n.iter()
+                .any(|t| t.contains("STUN") && t.contains("no answer")),
+            "{n:?}"
+        );
+    }
+    // The plain calls went on while the ICE caller gathered.
+    let mut inside = 0;
+    for r in reports.iter().filter(|r| r.group == "plain_callers") {
+        assert_eq!(r.calls_attempted, 3, "{}", r.user);
+        inside += answers_received(r)
+            .iter()
+            .filter(|&&t| t > began && t < ended)
+            .count();
+        let setup = r.timings.call_setup_ms.expect("a setup time");
+        assert!(setup < 500.0, "{}: setup {setup} ms", r.user);
+    }
+    assert!(
+        inside >= 2,
+        "{inside} plain calls answered during the gathering"
+    );
+    drop(silent);
+}
+
+/// Relay-only calls through coturn, two per caller, beside plain calls on one shard: each
+/// call's INVITE and answer wait for its own allocation (timed in the report and the
+/// trace), the relayed candidates carry the media, and the plain calls are unaffected.
+#[test]
+fn relayed_calls_gather_beside_plain_calls_on_one_shard() {
+    let Some(server) = coturn() else {
+        return;
+    };
+    let ice = turn_keys(&server, "p", true);
+    let (summary, reports) = run_file(&alongside(&ice, 2, 2));
+    assert_eq!(summary.calls_answered, 10, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+    }
+    for r in reports.iter().filter(|r| r.group.starts_with("ice_")) {
+        let m = r.media.as_ref().expect("media measured");
+        let ice = m.ice.as_ref().expect("an ice report");
+        assert_eq!(
+            (ice.local_candidate, ice.remote_candidate),
+            (Some("relay"), Some("relay")),
+            "{}: {ice:?} {:?}",
+            r.user,
+            notes(r)
+        );
+        assert_eq!((ice.gathered, ice.turn_failures), (2, 0), "{ice:?}");
+        let max = ice.gathering_max_ms.expect("gathering timed");
+        assert!(max > 0.0 && max < 2000.0, "{ice:?}");
+        assert!(m.rx_packets >= 50, "{}: {m:?}", r.user);
+        let n = notes(r);
+        assert_eq!(
+            n.iter()
+                .filter(|t| t.starts_with("ICE gathering took ") && t.contains("TURN "))
+                .count(),
+            2,
+            "{n:?}"
+        );
+        // The offer or answer went after its allocation.
+        let allocated = r
+            .trace
+            .iter()
+            .position(|t| t.text.starts_with("TURN allocation: relayed"))
+            .expect("an allocation");
+        let sdp = r
+            .trace
+            .iter()
+            .position(|t| {
+                t.direction == Direction::Sent
+                    && (t.text.starts_with("INVITE ") || t.text.starts_with("SIP/2.0 200"))
+                    && t.text.contains(" typ relay ")
+            })
+            .expect("an SDP with the relayed candidate");
+        assert!(allocated < sdp, "{n:?}");
+    }
+    for r in reports.iter().filter(|r| r.group == "plain_callers") {
+        assert_eq!(r.calls_attempted, 3, "{}", r.user);
+    }
+}

@@ -318,3 +318,96 @@ fn a_late_offer_callers_consultation_call_offers_in_the_ack() {
     }
     assert_eq!(summary.transfers.succeeded, 2);
 }
+
+/// ICE with a STUN and a TURN server (coturn) on the callers and the targets: the
+/// consultation call gathers like any call — its INVITE waits for its own allocation, the
+/// shard does not — and offers the relayed candidate; the transfer succeeds as without.
+#[test]
+fn a_consultation_call_gathers_its_ice_candidates_before_its_invite() {
+    use agent::trace::Direction::{Note, Sent};
+    if !testpeers::available("turnserver", "coturn") {
+        return;
+    }
+    let server = testpeers::Coturn::start(&testpeers::CoturnConfig::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nstun_server = \"{0}\"\nturn_server = \"{0}\"\n\
+         turn_user = \"u\"\nturn_password = \"p\"\n",
+        server.addr()
+    );
+    let text = attended()
+        .replace(
+            "name = \"targets\"\n",
+            &format!("name = \"targets\"\n{ice}"),
+        )
+        .replace(
+            "name = \"callers\"\n",
+            &format!("name = \"callers\"\n{ice}"),
+        );
+    let (summary, reports) = run("attended-ice.toml", &text);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    }
+    assert_eq!(summary.transfers.succeeded, 2);
+    for r in reports.iter().filter(|r| r.group == "callers") {
+        let notes: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let waits = notes
+            .iter()
+            .position(|n| n.starts_with("ICE gathering started: the consultation INVITE waits"))
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        // The first call's gathering and the consultation's, each with its allocation.
+        let took: Vec<_> = notes
+            .iter()
+            .filter(|n| n.starts_with("ICE gathering took ") && n.contains("TURN "))
+            .collect();
+        assert_eq!(took.len(), 2, "{notes:?}");
+        assert!(
+            notes[waits..]
+                .iter()
+                .any(|n| n.starts_with("ICE gathering took ")),
+            "{notes:?}"
+        );
+        let invites: Vec<_> = messages(r, Sent, "INVITE ").collect();
+        let first = header(invites[0], "Call-ID");
+        let consult = invites
+            .iter()
+            .find(|m| header(m, "Call-ID") != first)
+            .expect("a consultation INVITE");
+        assert!(consult.contains(" typ relay "), "{consult}");
+        let ice = r.media.as_ref().and_then(|m| m.ice.as_ref()).expect("ice");
+        assert_eq!((ice.gathered, ice.turn_failures), (2, 0), "{ice:?}");
+    }
+    // The targets' answer to the transferees' INVITE with Replaces waited for its own
+    // gathering too (the consultation call went on meanwhile), then took the call over.
+    for r in reports.iter().filter(|r| r.group == "targets") {
+        let notes: Vec<_> = r
+            .trace
+            .iter()
+            .filter(|e| e.direction == Note)
+            .map(|e| e.text.as_str())
+            .collect();
+        let waits = notes
+            .iter()
+            .position(|n| {
+                n.starts_with("ICE gathering started: the answer to the INVITE with Replaces")
+            })
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        let replaced = notes
+            .iter()
+            .position(|n| n.starts_with("our call is replaced by the call"))
+            .unwrap_or_else(|| panic!("{notes:?}"));
+        assert!(
+            notes[waits..replaced]
+                .iter()
+                .any(|n| n.starts_with("ICE gathering took ")),
+            "{notes:?}"
+        );
+        let t = r.transfer.as_ref().expect("a call replaced");
+        assert_eq!(t.replaced, 1, "{t:?}");
+    }
+}

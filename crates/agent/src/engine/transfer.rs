@@ -27,7 +27,7 @@ use serde::Serialize;
 use sip_msg::Uri;
 use sip_proto::ua::{CallEvent, CallId, CallState, reason_phrase};
 
-use super::{Endpoint, Outcome, Script, Shard, ms};
+use super::{CallMedia, Endpoint, Outcome, Script, Shard, ms};
 
 mod attended;
 use crate::hints::hint_for;
@@ -137,16 +137,68 @@ pub(super) struct Transfers {
     replaced: Option<CallId>,
     /// The attended transfer going on (we are the transferor).
     attended: Option<Box<attended::Attended>>,
+    /// An INVITE with Replaces whose answer waits for its media's ICE gathering.
+    replacing: Option<Box<Replacing>>,
+}
+
+/// An INVITE with Replaces taking over the endpoint's call, answered once its media has
+/// gathered its STUN/TURN candidates (the old call goes on meanwhile).
+#[derive(Debug)]
+pub(super) struct Replacing {
+    /// The new call and the one it replaces.
+    call: CallId,
+    old: CallId,
+    /// The new call's Call-ID (for the notes).
+    cid: String,
+    /// The new call's media, gathering.
+    pub(super) media: Box<CallMedia>,
+    /// When its gathering is due next (now once the servers answered).
+    due: Instant,
 }
 
 impl Transfers {
-    /// When the attended transfer's next step is due.
+    /// When the attended transfer's next step, or the gathering of a replacing call, is
+    /// due.
     pub(super) fn due(&self) -> Option<Instant> {
-        self.attended.as_deref().and_then(attended::Attended::due)
+        let replacing = self.replacing.as_ref().map(|r| r.due);
+        self.attended
+            .as_deref()
+            .and_then(attended::Attended::due)
+            .into_iter()
+            .chain(replacing)
+            .min()
     }
 }
 
 impl Endpoint {
+    /// The media of an INVITE with Replaces whose answer waits for its gathering.
+    pub(super) fn replacing_media(&mut self) -> Option<&mut CallMedia> {
+        Some(
+            &mut *self
+                .transfers
+                .as_deref_mut()?
+                .replacing
+                .as_deref_mut()?
+                .media,
+        )
+    }
+
+    /// That media's gathering is over (its servers answered): the answer is due now. True
+    /// if one was waiting.
+    pub(super) fn replacing_gathered(&mut self, now: Instant) -> bool {
+        match self
+            .transfers
+            .as_deref_mut()
+            .and_then(|t| t.replacing.as_deref_mut())
+        {
+            Some(r) => {
+                r.due = now;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends REFER to `target` in `call` (the `transfer` action); the trace note, `Err`
     /// when it was not sent.
     pub(super) fn transfer(
@@ -374,45 +426,162 @@ impl Shard<'_> {
             let cid = ep.ua.sip_call_id(call).unwrap_or_default().to_owned();
             ep.offer = offer.clone();
             ep.calls_received += 1;
-            let script = (ep.script, ep.script_at);
-            if ep.script == Script::HangUp(old) {
-                ep.script = Script::HangUp(call);
-            }
             // Answered as any incoming call, into media of its own; the old call's stays
             // aside until the answer is out.
+            let with_media = self.plan.groups[ep.group].media.is_some();
             let old_media = ep.media.take();
-            self.answer(idx, now, call);
+            let bound = if with_media {
+                self.bind_media(idx)
+            } else {
+                Some(())
+            };
             let ep = &mut self.endpoints[idx];
             let new_media = std::mem::replace(&mut ep.media, old_media);
-            if ep.ua.call_state(call) != Some(CallState::Answering) {
-                // Refused (488, no ports): the user agent ended nothing, the call goes on.
-                (ep.script, ep.script_at) = script;
-                ep.trace.push(TraceEntry::note(
-                    format!(
-                        "the INVITE with Replaces (call {cid}) could not be answered: our call                          went on"
-                    ),
-                    at,
-                ));
-                return true;
+            match (bound, new_media) {
+                (None, _) => {
+                    // No RTP ports (OSERROR, said by `bind_media`): refused, our call goes on.
+                    ep.ua.reject(now, call, 500);
+                    ep.trace.push(TraceEntry::note(
+                        format!(
+                            "the INVITE with Replaces (call {cid}) could not be answered: our \
+                             call went on"
+                        ),
+                        at,
+                    ));
+                }
+                // ICE with STUN/TURN servers: the answer (and the takeover) wait for the
+                // candidates, the old call goes on meanwhile; the shard does not wait.
+                (Some(()), Some(m)) if m.gathering() => {
+                    let due = m.gathering_timeout().unwrap_or(now);
+                    ep.trace.push(TraceEntry::note(
+                        format!(
+                            "ICE gathering started: the answer to the INVITE with Replaces \
+                             (call {cid}) waits for the STUN/TURN servers (at most {:?})",
+                            crate::gather::GATHER_LIMIT
+                        ),
+                        at,
+                    ));
+                    ep.transfers.get_or_insert_with(Box::default).replacing =
+                        Some(Box::new(Replacing {
+                            call,
+                            old,
+                            cid,
+                            media: m,
+                            due,
+                        }));
+                    self.gather_until = self
+                        .gather_until
+                        .max(Some(now + crate::gather::GATHER_LIMIT));
+                    return true;
+                }
+                (Some(()), m) => self.take_over(idx, now, call, old, cid, m),
             }
+            return true;
+        }
+        self.on_replaced_call_event(idx, now, call, ce)
+    }
+
+    /// Answers the INVITE with Replaces `call` into `new_media` (bound, gathered) and, once
+    /// the answer is out, ends the endpoint's call `old` it replaces (RFC 3891 §3): the
+    /// endpoint's call from now on. Refused (488), our call goes on.
+    fn take_over(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        old: CallId,
+        cid: String,
+        new_media: Option<Box<CallMedia>>,
+    ) {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let script = (ep.script, ep.script_at);
+        if ep.script == Script::HangUp(old) {
+            ep.script = Script::HangUp(call);
+        }
+        let old_media = std::mem::replace(&mut ep.media, new_media);
+        self.send_answer(idx, now, call);
+        let ep = &mut self.endpoints[idx];
+        let new_media = std::mem::replace(&mut ep.media, old_media);
+        if ep.ua.call_state(call) != Some(CallState::Answering) {
+            // Refused (488, no ports): the user agent ended nothing, the call goes on.
+            (ep.script, ep.script_at) = script;
             ep.trace.push(TraceEntry::note(
                 format!(
-                    "our call is replaced by the call {cid} (an INVITE with Replaces, RFC 3891                      §3): answered at once, the old call ended with BYE"
+                    "the INVITE with Replaces (call {cid}) could not be answered: our call \
+                     went on"
                 ),
                 at,
             ));
-            let t = ep.transfers.get_or_insert_with(Box::default);
-            t.report.replaced += 1;
-            t.replaced = Some(old);
-            if let Some(a) = ep.answered_at {
-                ep.timings.call_duration_ms.get_or_insert(ms(now - a));
-            }
-            self.end_media(idx, now);
-            let ep = &mut self.endpoints[idx];
-            ep.media = new_media;
-            ep.active_call = Some(call);
-            return true;
+            return;
         }
+        ep.trace.push(TraceEntry::note(
+            format!(
+                "our call is replaced by the call {cid} (an INVITE with Replaces, RFC 3891 \
+                 §3): answered at once, the old call ended with BYE"
+            ),
+            at,
+        ));
+        let t = ep.transfers.get_or_insert_with(Box::default);
+        t.report.replaced += 1;
+        t.replaced = Some(old);
+        if let Some(a) = ep.answered_at {
+            ep.timings.call_duration_ms.get_or_insert(ms(now - a));
+        }
+        self.end_media(idx, now);
+        let ep = &mut self.endpoints[idx];
+        ep.media = new_media;
+        ep.active_call = Some(call);
+    }
+
+    /// An INVITE with Replaces whose answer waited for its media's gathering: once that is
+    /// over, the answer and the takeover — unless our call ended meanwhile (RFC 3891 §3:
+    /// 481, no dialog to replace).
+    pub(super) fn run_replacing(&mut self, idx: usize, now: Instant) {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
+        let Some(t) = ep.transfers.as_deref_mut() else {
+            return;
+        };
+        let Some(r) = t.replacing.as_deref_mut().filter(|r| r.due <= now) else {
+            return;
+        };
+        if r.media.drive_gathering(now, &self.media).is_none() {
+            r.due = r.media.gathering_timeout().unwrap_or(now);
+            return;
+        }
+        let Some(mut r) = t.replacing.take() else {
+            return;
+        };
+        for n in r.media.take_ice_notes() {
+            ep.trace.push(TraceEntry::note(n, at));
+        }
+        if ep.active_call != Some(r.old) {
+            ep.ua.reject(now, r.call, 481);
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "the INVITE with Replaces (call {}) refused with 481: our call ended while \
+                     its answer waited for the ICE gathering",
+                    r.cid
+                ),
+                at,
+            ));
+            return;
+        }
+        self.take_over(idx, now, r.call, r.old, r.cid, Some(r.media));
+    }
+
+    /// The events of our call an INVITE with Replaces took over (its end): true when `ce`
+    /// was taken here.
+    fn on_replaced_call_event(
+        &mut self,
+        idx: usize,
+        now: Instant,
+        call: CallId,
+        ce: &CallEvent,
+    ) -> bool {
+        let at = now - self.start;
+        let ep = &mut self.endpoints[idx];
         let Some(t) = ep.transfers.as_deref_mut() else {
             return false;
         };

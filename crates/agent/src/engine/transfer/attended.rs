@@ -45,6 +45,10 @@ enum Step {
     Holding,
     /// The hold was answered: the consultation call is placed at `due`.
     Dial,
+    /// The consultation call's media gathers its STUN/TURN candidates (ICE): its INVITE
+    /// goes once that is over (`due`: the gathering's next timer, or now when the servers
+    /// have answered).
+    Gathering,
     /// The consultation call is ringing.
     Ringing,
     /// The target answered: the REFER goes at `due`.
@@ -98,12 +102,28 @@ impl Attended {
     pub(in crate::engine) fn due(&self) -> Option<Instant> {
         self.due
     }
+
+    /// The consultation call's gathering is over (its servers answered): its INVITE is
+    /// due now. True if it was waiting for it.
+    pub(in crate::engine) fn gathered(&mut self, now: Instant) -> bool {
+        let waiting = self.step == Step::Gathering;
+        if waiting {
+            self.due = Some(now);
+        }
+        waiting
+    }
 }
 
 impl Endpoint {
     /// The attended transfer going on, if any.
     fn attended(&mut self) -> Option<&mut Attended> {
         self.transfers.as_deref_mut()?.attended.as_deref_mut()
+    }
+
+    /// The consultation call's gathering is over: its INVITE is due now. True if it was
+    /// waiting for it.
+    pub(in crate::engine) fn consult_gathered(&mut self, now: Instant) -> bool {
+        self.attended().is_some_and(|a| a.gathered(now))
     }
 
     /// The consultation call's media, when one runs.
@@ -243,7 +263,7 @@ impl Endpoint {
             Some(a)
                 if matches!(
                     a.step,
-                    Step::Holding | Step::Dial | Step::Ringing | Step::Talking
+                    Step::Holding | Step::Dial | Step::Gathering | Step::Ringing | Step::Talking
                 ) =>
             {
                 a.step = Step::GivenUp;
@@ -446,6 +466,7 @@ impl Shard<'_> {
         let (step, first, consult, target) = (a.step, a.first, a.call, a.target.clone());
         match step {
             Step::Dial => self.place_consult(idx, now),
+            Step::Gathering => self.consult_gathered(idx, now),
             Step::Talking => {
                 let uri = consult.and_then(|c| ep.ua.replaces_uri(c, &target));
                 let Some(uri) = uri else {
@@ -498,12 +519,11 @@ impl Shard<'_> {
     fn place_consult(&mut self, idx: usize, now: Instant) {
         let at = now - self.start;
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
-        let ip = self.local(idx).ip();
         let ep = &mut self.endpoints[idx];
         let Some(a) = ep.attended() else {
             return;
         };
-        let (first, target) = (a.first, a.target.clone());
+        let first = a.first;
         if ep.ua.call_state(first) != Some(CallState::Confirmed) {
             if let Some(a) = ep.attended() {
                 a.step = Step::GivenUp;
@@ -514,15 +534,38 @@ impl Shard<'_> {
         // The first call's media stays the endpoint's; the consultation's is bound in its
         // place, then set aside.
         let first_media = ep.media.take();
-        let offer = if with_media {
+        let bound = if with_media {
             self.bind_media(idx)
-                .and_then(|()| self.endpoints[idx].media.as_deref().map(CallMedia::offer))
         } else {
-            Some(sdp_offer(ip, 0, u64::from(self.endpoints[idx].id)))
+            Some(())
         };
         let ep = &mut self.endpoints[idx];
         let consult_media = std::mem::replace(&mut ep.media, first_media);
-        let Some(offer) = offer else {
+        // ICE with STUN/TURN servers: the INVITE waits for the candidates, the shard does
+        // not (see `Shard::gather_first`).
+        if let Some(t) = consult_media
+            .as_deref()
+            .filter(|m| m.gathering())
+            .map(|m| m.gathering_timeout().unwrap_or(now))
+            && let Some(a) = ep.attended()
+        {
+            a.step = Step::Gathering;
+            a.due = Some(t);
+            a.media = consult_media;
+            ep.trace.push(TraceEntry::note(
+                format!(
+                    "ICE gathering started: the consultation INVITE waits for the STUN/TURN \
+                     servers (at most {:?})",
+                    crate::gather::GATHER_LIMIT
+                ),
+                at,
+            ));
+            self.gather_until = self
+                .gather_until
+                .max(Some(now + crate::gather::GATHER_LIMIT));
+            return;
+        }
+        if bound.is_none() {
             // No RTP ports (OSERROR, said by `bind_media`).
             self.fail_attended(
                 idx,
@@ -532,6 +575,62 @@ impl Shard<'_> {
                     .to_owned(),
             );
             return;
+        }
+        self.invite_consult(idx, now, consult_media);
+    }
+
+    /// The consultation call's gathering is due (a retransmission, the limit, or the
+    /// servers answered): once it is over, its INVITE goes with the candidates found —
+    /// unless the first call ended or the run stops meanwhile.
+    fn consult_gathered(&mut self, idx: usize, now: Instant) {
+        let at = now - self.start;
+        let stopping = self.stopping;
+        let ep = &mut self.endpoints[idx];
+        let Some(a) = ep
+            .transfers
+            .as_deref_mut()
+            .and_then(|t| t.attended.as_deref_mut())
+        else {
+            return;
+        };
+        let first = a.first;
+        let Some(m) = a.media.as_deref_mut() else {
+            return;
+        };
+        if m.drive_gathering(now, &self.media).is_none() {
+            a.due = Some(m.gathering_timeout().unwrap_or(now));
+            return;
+        }
+        let notes = m.take_ice_notes();
+        let consult_media = a.media.take();
+        for n in notes {
+            ep.trace.push(TraceEntry::note(n, at));
+        }
+        if stopping || ep.ua.call_state(first) != Some(CallState::Confirmed) {
+            // Its media was never used: dropped, not measured (no call was made).
+            drop(consult_media);
+            if let Some(a) = ep.attended() {
+                a.step = Step::GivenUp;
+            }
+            ep.settle_attended();
+            return;
+        }
+        self.invite_consult(idx, now, consult_media);
+    }
+
+    /// Sends the consultation call's INVITE, its media (if any) bound and gathered.
+    fn invite_consult(&mut self, idx: usize, now: Instant, consult_media: Option<Box<CallMedia>>) {
+        let at = now - self.start;
+        let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
+        let ip = self.local(idx).ip();
+        let ep = &mut self.endpoints[idx];
+        let Some(target) = ep.attended().map(|a| a.target.clone()) else {
+            return;
+        };
+        let offer = match consult_media.as_deref() {
+            Some(m) => m.offer(),
+            None if !with_media => sdp_offer(ip, 0, u64::from(ep.id)),
+            None => return,
         };
         // A caller with `offer = "late"` consults as it calls: no SDP in the INVITE, the
         // target's offer (in its 2xx) answered in the ACK (`CallEvent::Offered` below).
