@@ -338,10 +338,25 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                     registrar::services::TONE_DBOV,
                     d = args.domain
                 ));
+                // Ctrl-C is handled from before the banner: a script that interrupts the
+                // registrar as soon as it reads the address gets the stop and its stats.
+                #[cfg(unix)]
+                let mut interrupt =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
                 let mut stdout = std::io::stdout();
                 let _ = stdout
                     .write_all(banner.as_bytes())
                     .and_then(|()| stdout.flush());
+                #[cfg(unix)]
+                match interrupt.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+                #[cfg(not(unix))]
                 let _ = tokio::signal::ctrl_c().await;
                 let stats = reg.stop().await;
                 let _ = writeln!(std::io::stdout(), "stopped: {stats:?}");

@@ -99,6 +99,10 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
+    // The handlers are installed before the address is printed: a supervisor (or a test)
+    // that sends SIGTERM as soon as it reads the address gets a graceful stop, not the
+    // default action of the signal.
+    let shutdown = shutdown_signal()?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -146,7 +150,7 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         token,
     );
     axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     purge.abort();
     store.close().await;
@@ -154,24 +158,27 @@ async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C or (on Unix) SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the Ctrl-C and (on Unix) SIGTERM handlers now, and returns a future that
+/// resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGINT: {e}"))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| anyhow::anyhow!("cannot handle SIGTERM: {e}"))?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
