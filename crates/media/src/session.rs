@@ -198,10 +198,19 @@ pub struct Outgoing {
 /// The jitter buffer's largest delay, ms.
 const JB_MAX_MS: f64 = 300.0;
 
+/// Consecutive late packets after which the buffer re-syncs to the stream's new delay.
+const JB_RESYNC_LATE: u32 = 3;
+
 /// A simple adaptive jitter-buffer model: playout at the fastest relative transit seen plus a
 /// target delay of `ptime + 3·J` (J the A.8 jitter), clamped to [ptime, 300 ms], raised at
 /// once and lowered by half the difference per second. A packet later than its playout
 /// instant is late (discarded); the delay a packet waits is the current delay.
+///
+/// A step in the stream's delay (a sender that stalled once and kept its new pace, a route
+/// change) makes every later packet late by the same amount, which jitter (a spread, not a
+/// step) never raises the target enough to absorb. As a real buffer does after an underrun,
+/// [`JB_RESYNC_LATE`] late packets in a row re-sync playout to the newest: those before it
+/// are discarded, the stream plays on from it.
 #[derive(Debug, Clone)]
 struct JitterBuffer {
     ptime_ms: f64,
@@ -212,6 +221,8 @@ struct JitterBuffer {
     ext_ts: Option<(u32, i64)>,
     late_total: u64,
     late_interval: u64,
+    /// Late packets in a row (see [`JB_RESYNC_LATE`]).
+    late_run: u32,
     delay_sum_ms: f64,
     delay_n: u64,
 }
@@ -226,6 +237,7 @@ impl JitterBuffer {
             ext_ts: None,
             late_total: 0,
             late_interval: 0,
+            late_run: 0,
             delay_sum_ms: 0.0,
             delay_n: 0,
         }
@@ -234,6 +246,7 @@ impl JitterBuffer {
     fn reset(&mut self) {
         self.base_ns = None;
         self.ext_ts = None;
+        self.late_run = 0;
     }
 
     /// Returns true if the packet is in time for playout.
@@ -255,13 +268,20 @@ impl JitterBuffer {
                 rel
             }
         };
-        let lateness_ms = (rel - base) as f64 / 1e6;
+        let mut lateness_ms = (rel - base) as f64 / 1e6;
         // The fastest packet waits `target` before playout; one later than that missed it.
         if lateness_ms > self.target_ms + 1e-9 {
-            self.late_total += 1;
-            self.late_interval += 1;
-            return false;
+            self.late_run += 1;
+            if self.late_run < JB_RESYNC_LATE {
+                self.late_total += 1;
+                self.late_interval += 1;
+                return false;
+            }
+            // A delay step: playout re-syncs to this packet.
+            self.base_ns = Some(rel);
+            lateness_ms = 0.0;
         }
+        self.late_run = 0;
         self.delay_sum_ms += self.target_ms - lateness_ms;
         self.delay_n += 1;
         true
@@ -1967,6 +1987,49 @@ impl MediaSession {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 20 ms G.711 stream into the buffer: packet `k` sent at `k`·20 ms, arriving
+    /// `delay_ms(k)` later; whether each was in time.
+    fn jb_stream(n: u32, delay_ms: impl Fn(u32) -> i128) -> (JitterBuffer, Vec<bool>) {
+        let mut jb = JitterBuffer::new(20);
+        let played = (0..n)
+            .map(|k| {
+                let arrival = (i128::from(k) * 20 + delay_ms(k)) * 1_000_000;
+                jb.on_packet(arrival, 1000 + k * 160, 8000)
+            })
+            .collect();
+        (jb, played)
+    }
+
+    /// A sender that stalls once and keeps its new pace (SIPp's `rtp_stream` under load did):
+    /// the two packets after the 100 ms step are discarded, the third re-syncs playout and
+    /// the stream plays on, rather than every packet after the step being late.
+    #[test]
+    fn the_jitter_buffer_re_syncs_after_a_delay_step() {
+        let (jb, played) = jb_stream(100, |k| if k < 50 { 0 } else { 100 });
+        let late: Vec<usize> = (0..100).filter(|&k| !played[k]).collect();
+        assert_eq!(late, [50, 51]);
+        assert_eq!(jb.late_total, 2);
+        // Back to the old delay: early packets, played, and the base follows them down.
+        let (jb, played) = jb_stream(150, |k| if (50..100).contains(&k) { 100 } else { 0 });
+        assert_eq!(played.iter().filter(|p| !**p).count(), 2);
+        assert_eq!(jb.late_total, 2);
+    }
+
+    /// Jitter is not a step: one packet late, or two in a row, is discarded and playout keeps
+    /// its timing (the packet after it is in time again).
+    #[test]
+    fn late_packets_that_are_not_a_step_are_discarded() {
+        let (jb, played) = jb_stream(100, |k| match k {
+            30 => 60,
+            60 | 61 => 80,
+            _ => 0,
+        });
+        let late: Vec<usize> = (0..100).filter(|&k| !played[k]).collect();
+        assert_eq!(late, [30, 60, 61]);
+        assert_eq!(jb.late_total, 3);
+        assert_eq!(jb.base_ns, Some(-1000 * 1_000_000_000 / 8000));
+    }
     use crate::dtmf::TelephoneEvent;
     use crate::emodel::{Delays, Params};
     use crate::impair::{Impairment, ImpairmentConfig, Loss};
