@@ -105,7 +105,7 @@ pub struct IceServers {
 }
 
 impl IceServers {
-    fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         self.stun.is_some() || self.turn.is_some()
     }
 }

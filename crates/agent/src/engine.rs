@@ -1626,6 +1626,9 @@ enum Deferred {
     Invite,
     /// The callee's answer (its 2xx) to this call.
     Answer(CallId),
+    /// The callee's answer to this call, due at this instant (its `answer_delay` after the
+    /// INVITE): the gathering started at the INVITE, so it overlaps the ringing.
+    AnswerAt(CallId, Instant),
 }
 
 #[derive(Debug)]
@@ -2577,6 +2580,10 @@ impl<'a> Shard<'a> {
                     | Script::Gather(Deferred::Answer(_)),
                     _,
                 ) => ep.script_at = Some(now),
+                (Script::Gather(Deferred::AnswerAt(call, _)), _) => {
+                    ep.script = Script::Gather(Deferred::Answer(call));
+                    ep.script_at = Some(now);
+                }
                 // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
                 // until that BYE arrives, then un-register (see `after_call`).
                 (_, Some(call)) if caller => {
@@ -2853,18 +2860,23 @@ impl<'a> Shard<'a> {
         ep.script_at = Some(at);
         // The gathering's records are the call's (dropped with it if it goes well).
         ep.trace.call_begins();
-        let what = match then {
-            Deferred::Invite => "INVITE",
-            Deferred::Answer(_) => "answer",
-        };
-        ep.trace.push(TraceEntry::note(
-            format!(
-                "ICE gathering started: the {what} waits for the STUN/TURN servers (at most \
-                 {:?})",
-                crate::gather::GATHER_LIMIT
+        let limit = crate::gather::GATHER_LIMIT;
+        let note = match then {
+            Deferred::Invite => format!(
+                "ICE gathering started: the INVITE waits for the STUN/TURN servers (at most \
+                 {limit:?})"
             ),
-            now - self.start,
-        ));
+            Deferred::Answer(_) => format!(
+                "ICE gathering started: the answer waits for the STUN/TURN servers (at most \
+                 {limit:?})"
+            ),
+            Deferred::AnswerAt(_, due) => format!(
+                "ICE gathering started at the INVITE, beside the ringing: the answer, due in \
+                 {} ms, waits for the STUN/TURN servers if they take longer (at most {limit:?})",
+                (due.saturating_duration_since(now).as_secs_f64() * 1000.0).round()
+            ),
+        };
+        ep.trace.push(TraceEntry::note(note, now - self.start));
         self.gather_until = self
             .gather_until
             .max(Some(now + crate::gather::GATHER_LIMIT));
@@ -2874,6 +2886,25 @@ impl<'a> Shard<'a> {
     /// The gathering's timer (a retransmission, the limit) or its last answer: once it is
     /// over, what waited for it goes (the INVITE, the answer) with the candidates it found.
     fn gather_step(&mut self, idx: usize, now: Instant, then: Deferred) {
+        if let Deferred::AnswerAt(call, due) = then
+            && self.endpoints[idx].media.is_none()
+        {
+            // The INVITE just came: the media is bound and its gathering starts now, the
+            // answer at its time (or when the gathering ends, if that is later).
+            if self.endpoints[idx].active_call != Some(call) {
+                return;
+            }
+            if self.bind_media(idx).is_none() {
+                self.endpoints[idx].ua.reject(now, call, 500);
+                return;
+            }
+            if !self.gather_first(idx, now, then) {
+                let ep = &mut self.endpoints[idx];
+                ep.script = Script::Answer(call);
+                ep.script_at = Some(due);
+            }
+            return;
+        }
         let ep = &mut self.endpoints[idx];
         let Some(media) = ep.media.as_deref_mut() else {
             return;
@@ -2893,7 +2924,15 @@ impl<'a> Shard<'a> {
             Deferred::Answer(call) if ep.active_call == Some(call) => {
                 self.send_answer(idx, now, call)
             }
-            Deferred::Answer(_) => {}
+            Deferred::AnswerAt(call, due) if ep.active_call == Some(call) => {
+                if now >= due {
+                    self.send_answer(idx, now, call);
+                } else {
+                    ep.script = Script::Answer(call);
+                    ep.script_at = Some(due);
+                }
+            }
+            Deferred::Answer(_) | Deferred::AnswerAt(..) => {}
         }
     }
 
@@ -3244,7 +3283,9 @@ impl<'a> Shard<'a> {
     /// With ICE servers the answer waits for the media's gathering ([`Self::gather_first`]).
     fn answer(&mut self, idx: usize, now: Instant, call: CallId) {
         let with_media = self.plan.groups[self.endpoints[idx].group].media.is_some();
-        if with_media && self.bind_media(idx).is_none() {
+        // Bound already when the gathering started at the INVITE (`Deferred::AnswerAt`).
+        let bound = self.endpoints[idx].media.is_some();
+        if with_media && !bound && self.bind_media(idx).is_none() {
             self.endpoints[idx].ua.reject(now, call, 500);
             return;
         }
@@ -3714,12 +3755,20 @@ impl<'a> Shard<'a> {
                     ep.script_at = None;
                 } else {
                     let refuse = ringing.reject.is_some_and(|r| r.refuses(nth));
-                    ep.script = if refuse {
-                        Script::Refuse(call)
-                    } else {
-                        Script::Answer(call)
+                    // With STUN/TURN servers the gathering starts now, beside the ringing,
+                    // rather than adding its time to the answer's delay.
+                    let gathers = plan.groups[ep.group]
+                        .media
+                        .as_ref()
+                        .is_some_and(|m| m.ice && m.ice_servers.any());
+                    (ep.script, ep.script_at) = match (refuse, gathers) {
+                        (true, _) => (Script::Refuse(call), Some(now + delay)),
+                        (false, true) => (
+                            Script::Gather(Deferred::AnswerAt(call, now + delay)),
+                            Some(now),
+                        ),
+                        (false, false) => (Script::Answer(call), Some(now + delay)),
                     };
-                    ep.script_at = Some(now + delay);
                 }
             }
             CallEvent::Trying => {

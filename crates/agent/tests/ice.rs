@@ -593,6 +593,58 @@ fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
     drop(silent);
 }
 
+/// A callee gathers from the INVITE on, beside its ringing: with a silent STUN/TURN server
+/// (2 s to give up) and `answer_delay = "2s"`, its answer comes 2 s after the INVITE, not
+/// 4 s (the delay, then the gathering). A callee gathering only at its answer made each
+/// call's setup the sum of both.
+#[test]
+fn a_callee_gathers_while_it_rings() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nstun_server = \"{addr}\"\nturn_server = \"{addr}\"\n\
+         turn_user = \"u\"\nturn_password = \"p\""
+    );
+    let text =
+        alongside(&ice, 1, 1).replacen("answer_delay = \"10ms\"", "answer_delay = \"2s\"", 1);
+    let (summary, reports) = run_file(&text);
+    assert_eq!(summary.calls_answered, 7, "{summary:?}");
+    for r in &reports {
+        assert_success(r);
+    }
+    let caller = reports.iter().find(|r| r.group == "ice_callers").unwrap();
+    let setup = caller.timings.call_setup_ms.expect("a setup time");
+    assert!((1900.0..3000.0).contains(&setup), "setup {setup} ms");
+    let callee = reports.iter().find(|r| r.group == "ice_callees").unwrap();
+    let at = |what: &str| {
+        callee
+            .trace
+            .iter()
+            .find(|t| t.text.starts_with(what))
+            .map(|t| t.at_ms)
+            .unwrap_or_else(|| panic!("no {what:?} in {:#?}", callee.trace))
+    };
+    let invite = at("INVITE ");
+    let began =
+        at("ICE gathering started at the INVITE, beside the ringing: the answer, due in 2000 ms");
+    let ended = at("ICE gathering took 2000 ms");
+    let answer = callee
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Sent && t.text.starts_with("SIP/2.0 200 "))
+        .map(|t| t.at_ms)
+        .expect("the answer");
+    assert!(
+        began - invite < 100.0,
+        "INVITE at {invite} ms, gathering at {began} ms"
+    );
+    assert!(
+        (1990.0..2300.0).contains(&(answer - invite)) && answer >= ended,
+        "INVITE at {invite} ms, gathered at {ended} ms, answered at {answer} ms"
+    );
+    drop(silent);
+}
+
 /// Relay-only calls through coturn, two per caller, beside plain calls on one shard: each
 /// call's INVITE and answer wait for its own allocation (timed in the report and the
 /// trace), the relayed candidates carry the media, and the plain calls are unaffected.
