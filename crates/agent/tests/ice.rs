@@ -498,6 +498,27 @@ fn answers_received(r: &EndpointReport) -> Vec<f64> {
         .collect()
 }
 
+/// When (ms since the run's start) `r` first sent a message starting with `start`.
+fn first_sent(r: &EndpointReport, start: &str) -> f64 {
+    r.trace
+        .iter()
+        .find(|t| t.direction == Direction::Sent && t.text.starts_with(start))
+        .map(|t| t.at_ms)
+        .unwrap_or_else(|| panic!("{}: no {start:?} sent", r.user))
+}
+
+/// A STUN and TURN "server" that never answers (a bound socket that reads nothing), and the
+/// group keys naming it.
+fn silent_ice_servers() -> (std::net::UdpSocket, String) {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let ice = format!(
+        "ice = true\nrtcp_mux = true\nstun_server = \"{addr}\"\nturn_server = \"{addr}\"\n\
+         turn_user = \"u\"\nturn_password = \"p\""
+    );
+    (silent, ice)
+}
+
 /// A STUN and a TURN server that never answer (a bound socket that reads nothing) cost an
 /// ICE call its gathering limit (2 s) before its INVITE, and its callee the same before its
 /// answer, but only them: on the same shard the plain group's calls are set up and
@@ -507,12 +528,7 @@ fn answers_received(r: &EndpointReport) -> Vec<f64> {
 /// the ICE call (`ice_policy = "all"`).
 #[test]
 fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    let ice = format!(
-        "ice = true\nrtcp_mux = true\nstun_server = \"{addr}\"\nturn_server = \"{addr}\"\n\
-         turn_user = \"u\"\nturn_password = \"p\""
-    );
+    let (silent, ice) = silent_ice_servers();
     let (summary, reports) = run_file(&alongside(&ice, 1, 1));
     assert_eq!(summary.calls_answered, 7, "{summary:?}");
     for r in &reports {
@@ -550,12 +566,7 @@ fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
         ice_caller,
         "ICE gathering took 2000 ms (STUN no answer, TURN no allocation)",
     );
-    let invite = ice_caller
-        .trace
-        .iter()
-        .find(|t| t.direction == Direction::Sent && t.text.starts_with("INVITE "))
-        .map(|t| t.at_ms)
-        .expect("the INVITE");
+    let invite = first_sent(ice_caller, "INVITE ");
     assert!(
         invite >= ended && ended >= began + 1990.0,
         "{began} {ended} {invite}"
@@ -599,12 +610,7 @@ fn a_silent_ice_server_holds_its_own_calls_not_the_shard() {
 /// call's setup the sum of both.
 #[test]
 fn a_callee_gathers_while_it_rings() {
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    let ice = format!(
-        "ice = true\nrtcp_mux = true\nstun_server = \"{addr}\"\nturn_server = \"{addr}\"\n\
-         turn_user = \"u\"\nturn_password = \"p\""
-    );
+    let (silent, ice) = silent_ice_servers();
     let text =
         alongside(&ice, 1, 1).replacen("answer_delay = \"10ms\"", "answer_delay = \"2s\"", 1);
     let (summary, reports) = run_file(&text);
@@ -628,12 +634,7 @@ fn a_callee_gathers_while_it_rings() {
     let began =
         at("ICE gathering started at the INVITE, beside the ringing: the answer, due in 2000 ms");
     let ended = at("ICE gathering took 2000 ms");
-    let answer = callee
-        .trace
-        .iter()
-        .find(|t| t.direction == Direction::Sent && t.text.starts_with("SIP/2.0 200 "))
-        .map(|t| t.at_ms)
-        .expect("the answer");
+    let answer = first_sent(callee, "SIP/2.0 200 ");
     assert!(
         began - invite < 100.0,
         "INVITE at {invite} ms, gathering at {began} ms"
