@@ -8,8 +8,10 @@
 //! 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms — at −24 dBm0, 1.5 s of silence, looped);
 //! [`SIT_FINAL_AFTER`] after the 183, 404 Not Found ends the call (never answered). A
 //! CANCEL before that gets 200 and the INVITE 487 (RFC 3261 §9.2). An INVITE without an
-//! offer gets the 404 at once (no early media without an answer to give). The final
-//! response is not retransmitted (no Timer G): the ACK is not waited for.
+//! offer gets the 404 at once (no early media without an answer to give). A final non-2xx
+//! response to an INVITE that was taken (sent after its 100 or 183: `sit`'s 404, a CANCEL's
+//! 487, a 503 for want of ports) waits for its ACK as RFC 3261 §17.2.1 says: sent again for
+//! a retransmitted INVITE and, over UDP, on Timer G until the ACK or Timer H.
 //!
 //! The SIP side is a small sans-IO UAS ([`Services`], driven by the [`crate::Registrar`]
 //! core): INVITE → 100, 180, 200 with an SDP answer (RFC 3264, through the media crate's
@@ -246,6 +248,19 @@ enum State {
     },
 }
 
+/// A final non-2xx response to an INVITE, kept until its ACK (RFC 3261 §17.2.1): sent
+/// again for a retransmitted INVITE, and over UDP on Timer G (T1 doubling up to T2) until
+/// the ACK or Timer H (64·T1).
+#[derive(Debug)]
+struct Refused {
+    branch: String,
+    peer: Flow,
+    resp: Bytes,
+    next: Option<Instant>,
+    interval: Duration,
+    give_up: Instant,
+}
+
 #[derive(Debug)]
 struct Call {
     id: ServiceCallId,
@@ -275,6 +290,9 @@ pub struct Services {
     by_id: HashMap<ServiceCallId, String>,
     /// Ended calls (Call-ID → forget at), to answer a retransmitted BYE.
     ended: HashMap<String, Instant>,
+    /// INVITEs refused (`sit`'s 404, a CANCEL's 487) whose ACK has not come: the server
+    /// transaction's Completed state (RFC 3261 §17.2.1), by Call-ID.
+    refused: HashMap<String, Refused>,
     events: VecDeque<ServiceEvent>,
     next_id: u64,
     limits: ServiceLimits,
@@ -303,6 +321,7 @@ impl Services {
             calls: HashMap::new(),
             by_id: HashMap::new(),
             ended: HashMap::new(),
+            refused: HashMap::new(),
             events: VecDeque::new(),
             next_id: 1,
             limits,
@@ -341,7 +360,7 @@ impl Services {
 
     /// True when there is no call to look up: the core's fast path.
     pub(crate) fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.ended.is_empty()
+        self.calls.is_empty() && self.ended.is_empty() && self.refused.is_empty()
     }
 
     /// The next event for the driver.
@@ -365,7 +384,14 @@ impl Services {
             };
             retrans.into_iter().chain(Some(c.ends_at))
         });
-        self.next_timeout = calls.chain(self.ended.values().copied()).min();
+        let refused = self
+            .refused
+            .values()
+            .map(|r| r.next.unwrap_or(r.give_up).min(r.give_up));
+        self.next_timeout = calls
+            .chain(refused)
+            .chain(self.ended.values().copied())
+            .min();
     }
 
     /// True if `msg` is a response to a request we sent (our BYE): it ends here.
@@ -390,6 +416,24 @@ impl Services {
         let cfg = &ifaces.of(source).config;
         let method = req.method().unwrap_or(Method::Options);
         let to_tag = req.to().and_then(|t| t.tag());
+        if let Some(r) = self.refused.get(&call_id) {
+            let branch = req.top_via().and_then(|v| v.branch()).unwrap_or_default();
+            match method {
+                // §17.2.1: the ACK confirms the refusal (Timer I has nothing to absorb that
+                // the Call-ID's lingering does not).
+                Method::Ack => {
+                    self.refused.remove(&call_id);
+                    self.recompute_timeout();
+                    return Verdict::Handled;
+                }
+                // A retransmitted INVITE gets the final response again.
+                Method::Invite if to_tag.is_none() && branch == r.branch => {
+                    out.push_back((r.peer, r.resp.clone()));
+                    return Verdict::Handled;
+                }
+                _ => {}
+            }
+        }
         if !self.calls.contains_key(&call_id) {
             if self.ended.contains_key(&call_id) {
                 // A retransmitted BYE whose 200 was lost is answered again; anything else
@@ -421,19 +465,12 @@ impl Services {
                 {
                     let tag = call.local.tag().unwrap_or_default();
                     let (peer, id) = (call.peer, call.id);
-                    out.push_back(respond(
-                        cfg,
-                        invite,
-                        peer,
-                        487,
-                        "Request Terminated",
-                        Some(&tag),
-                    ));
+                    let refusal = respond(cfg, invite, peer, 487, "Request Terminated", Some(&tag));
                     self.events.push_back(ServiceEvent::End {
                         call: id,
                         reason: EndReason::Cancelled,
                     });
-                    self.forget(&call_id, now);
+                    self.refuse(now, cfg, &call_id, refusal, out);
                 }
                 Verdict::Handled
             }
@@ -600,15 +637,15 @@ impl Services {
         let cfg = &ifaces.of(call.peer).config;
         let tag = call.local.tag().unwrap_or_default();
         let Ok(rtp) = rtp else {
-            out.push_back(respond(
+            let refusal = respond(
                 cfg,
                 &invite,
                 call.peer,
                 503,
                 "Service Unavailable (no RTP port)",
                 Some(&tag),
-            ));
-            self.forget(&call_id, now);
+            );
+            self.refuse(now, cfg, &call_id, refusal, out);
             self.recompute_timeout();
             return;
         };
@@ -629,21 +666,14 @@ impl Services {
             })
         };
         let Some((answered, local)) = ready else {
-            out.push_back(respond(
-                cfg,
-                &invite,
-                call.peer,
-                500,
-                "Server Error",
-                Some(&tag),
-            ));
+            let refusal = respond(cfg, &invite, call.peer, 500, "Server Error", Some(&tag));
             // The ports were bound for it: released like any ended call's (reachable only
             // when the random source fails, but a bound port must never leak).
             self.events.push_back(ServiceEvent::End {
                 call: id,
                 reason: EndReason::Refused,
             });
-            self.forget(&call_id, now);
+            self.refuse(now, cfg, &call_id, refusal, out);
             self.recompute_timeout();
             return;
         };
@@ -651,12 +681,12 @@ impl Services {
         if call.service == Service::Sit {
             let Some((answer, negotiated)) = answered else {
                 // No offer to answer in a 183: refused at once.
-                out.push_back(respond(cfg, &invite, peer, 404, "Not Found", Some(&tag)));
+                let refusal = respond(cfg, &invite, peer, 404, "Not Found", Some(&tag));
                 self.events.push_back(ServiceEvent::End {
                     call: id,
                     reason: EndReason::Refused404,
                 });
-                self.forget(&call_id, now);
+                self.refuse(now, cfg, &call_id, refusal, out);
                 self.recompute_timeout();
                 return;
             };
@@ -917,24 +947,33 @@ impl Services {
             {
                 let cfg = &ifaces.of(call.peer).config;
                 let tag = call.local.tag().unwrap_or_default();
-                out.push_back(respond(
-                    cfg,
-                    invite,
-                    call.peer,
-                    404,
-                    "Not Found",
-                    Some(&tag),
-                ));
-                refused.push((call_id.clone(), call.id));
+                let refusal = respond(cfg, invite, call.peer, 404, "Not Found", Some(&tag));
+                refused.push((call_id.clone(), call.id, refusal));
             }
         }
-        for (call_id, id) in refused {
+        for (call_id, id, refusal) in refused {
             self.events.push_back(ServiceEvent::End {
                 call: id,
                 reason: EndReason::Refused404,
             });
-            self.forget(&call_id, now);
+            let Some(call) = self.calls.get(&call_id) else {
+                continue;
+            };
+            let cfg = &ifaces.of(call.peer).config;
+            self.refuse(now, cfg, &call_id, refusal, out);
         }
+        // §17.2.1: Timer G retransmits a refusal not yet acknowledged, Timer H gives up.
+        self.refused.retain(|_, r| {
+            if r.give_up <= now {
+                return false;
+            }
+            if let Some(at) = r.next.filter(|at| *at <= now) {
+                out.push_back((r.peer, r.resp.clone()));
+                r.interval = (r.interval * 2).min(T2);
+                r.next = Some(at + r.interval);
+            }
+            true
+        });
         for call in self.calls.values_mut() {
             if call.ends_at <= now {
                 to_end.push((call.id, EndReason::MaxDuration));
@@ -962,6 +1001,35 @@ impl Services {
             self.end_call(now, ifaces, id, reason, out);
         }
         self.recompute_timeout();
+    }
+
+    /// Sends a final non-2xx response to the call's INVITE and ends the call; the response
+    /// waits for its ACK in [`Self::refused`].
+    fn refuse(
+        &mut self,
+        now: Instant,
+        cfg: &RegistrarConfig,
+        call_id: &str,
+        refusal: (Flow, Bytes),
+        out: &mut VecDeque<(Flow, Bytes)>,
+    ) {
+        if let Some(call) = self.calls.get(call_id) {
+            let reliable = !cfg.transport.eq_ignore_ascii_case("UDP");
+            let (peer, resp) = refusal.clone();
+            self.refused.insert(
+                call_id.to_owned(),
+                Refused {
+                    branch: call.branch.clone(),
+                    peer,
+                    resp,
+                    next: (!reliable).then_some(now + T1),
+                    interval: T1,
+                    give_up: now + T1 * 64,
+                },
+            );
+        }
+        out.push_back(refusal);
+        self.forget(call_id, now);
     }
 
     fn forget(&mut self, call_id: &str, now: Instant) {

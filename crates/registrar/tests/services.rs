@@ -929,3 +929,82 @@ fn an_unbounded_max_call_is_no_limit() {
     reg.handle_timeout(now + Duration::from_secs(365 * 86_400));
     assert_eq!(reg.stats().services.active, 1);
 }
+
+/// What the registrar sends by `until`, firing its timers every 100 ms from `from`: the
+/// status codes of its responses.
+fn codes_sent_by(reg: &mut Registrar, from: Instant, until: Instant) -> Vec<u16> {
+    let mut codes = Vec::new();
+    let mut now = from;
+    while now <= until {
+        reg.handle_timeout(now);
+        while reg.poll_service_event().is_some() {}
+        codes.extend(
+            std::iter::from_fn(|| reg.poll_transmit())
+                .map(|(_, b)| Message::parse(&b).unwrap().status().unwrap_or(0)),
+        );
+        now += Duration::from_millis(100);
+    }
+    codes
+}
+
+/// alice's request to `sit` (see [`alice_request`]).
+fn to_sit(
+    method: &str,
+    call_id: &str,
+    cseq: u32,
+    to_tag: &str,
+    branch: &str,
+    body: &[u8],
+) -> String {
+    alice_request(method, call_id, cseq, to_tag, branch, body).replace("echo@", "sit@")
+}
+
+/// RFC 3261 §17.2.1: `sit`'s 404 (and a CANCEL's 487) is a final non-2xx response to an
+/// INVITE over UDP: sent again for a retransmitted INVITE and on Timer G (T1 doubling up to
+/// T2) until the ACK comes, and given up at Timer H (64·T1) without one.
+#[test]
+fn sit_refusals_are_retransmitted_until_their_ack() {
+    let t0 = Instant::now();
+    let invite = offer(vec![Codec::Pcmu], Direction::SendRecv, 1);
+    let mut reg = open_registrar();
+    let (sent, _) = exchange(&mut reg, t0, &to_sit("INVITE", "s1", 1, "", "i", &invite));
+    let codes: Vec<_> = sent.iter().filter_map(Message::status).collect();
+    assert_eq!(codes.last(), Some(&183), "{sent:?}");
+    let tag = sent.last().unwrap().to().and_then(|t| t.tag()).unwrap();
+    // 2.5 s after the 183: the 404; Timer G at +0.5 s and +1.5 s.
+    let at404 = t0 + registrar::services::SIT_FINAL_AFTER;
+    let codes = codes_sent_by(&mut reg, t0, at404 + Duration::from_millis(1600));
+    assert_eq!(codes, [404, 404, 404]);
+    // A retransmitted INVITE gets it again; the ACK ends it.
+    let now = at404 + Duration::from_millis(1700);
+    let (sent, _) = exchange(&mut reg, now, &to_sit("INVITE", "s1", 1, "", "i", &invite));
+    assert_eq!(
+        sent.iter().filter_map(Message::status).collect::<Vec<_>>(),
+        [404]
+    );
+    let (sent, _) = exchange(&mut reg, now, &to_sit("ACK", "s1", 1, &tag, "i", b""));
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(codes_sent_by(&mut reg, now, now + Duration::from_secs(40)).is_empty());
+
+    // Never acknowledged: 0, 0.5, 1.5, 3.5, 7.5, 11.5 … 31.5 s, then Timer H.
+    let mut reg = open_registrar();
+    exchange(&mut reg, t0, &to_sit("INVITE", "s2", 1, "", "i", &invite));
+    let codes = codes_sent_by(&mut reg, t0, at404 + Duration::from_secs(40));
+    assert_eq!(codes, [404; 11]);
+
+    // A CANCEL's 487, the same way.
+    let mut reg = open_registrar();
+    exchange(&mut reg, t0, &to_sit("INVITE", "s3", 1, "", "i", &invite));
+    let (sent, _) = exchange(&mut reg, t0, &to_sit("CANCEL", "s3", 1, "", "i", b""));
+    let codes: Vec<_> = sent.iter().filter_map(Message::status).collect();
+    assert_eq!(codes, [200, 487]);
+    let tag = sent[1].to().and_then(|t| t.tag()).unwrap();
+    assert_eq!(
+        codes_sent_by(&mut reg, t0, t0 + Duration::from_millis(600)),
+        [487]
+    );
+    let now = t0 + Duration::from_millis(700);
+    let (sent, _) = exchange(&mut reg, now, &to_sit("ACK", "s3", 1, &tag, "i", b""));
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(codes_sent_by(&mut reg, now, now + Duration::from_secs(40)).is_empty());
+}
