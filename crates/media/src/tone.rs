@@ -35,7 +35,9 @@
 //!   one frequency are segments, timed to a block. Segment 1 at 913.8 or 985.2 Hz, segment 2
 //!   at 1370.6 or 1428.5 Hz, segment 3 at 1776.7 Hz, each short (274 ms) or long (380 ms),
 //!   at most [`SIT_MAX_GAP`] between them: the frequencies and the durations of the first
-//!   two give the kind ([`SitKind`]). Told when the third segment ends.
+//!   two give the kind ([`SitKind`]). ITU-T E.180's generic SIT (950, 1400, 1800 Hz, each
+//!   330 ± 70 ms) has filters of its own; a SIT with any segment at one of those is
+//!   [`SitKind::Generic`]. Told when the third segment ends.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -80,6 +82,11 @@ const SIT_SHORT: (Duration, Duration) = (Duration::from_millis(200), Duration::f
 const SIT_LONG: (Duration, Duration) = (Duration::from_millis(320), Duration::from_millis(440));
 /// The SIT frequencies (Hz): segment 1 low/high, segment 2 low/high, segment 3.
 pub const SIT_FREQS: [f64; 5] = [913.8, 985.2, 1370.6, 1428.5, 1776.7];
+/// ITU-T E.180 §2.6's nominal SIT frequencies (Hz), segments 1, 2 and 3 (950, 1400 and
+/// 1800 Hz ± 50, each 330 ± 70 ms): the generic SIT of networks outside North America.
+pub const SIT_ITU_FREQS: [f64; 3] = [950.0, 1400.0, 1800.0];
+/// An ITU-T generic SIT segment, as measured in whole blocks (nominal 330 ± 70 ms).
+const SIT_ITU: (Duration, Duration) = (Duration::from_millis(240), Duration::from_millis(420));
 
 const DTMF_ROWS: [f64; 4] = [697.0, 770.0, 852.0, 941.0];
 const DTMF_COLS: [f64; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
@@ -241,11 +248,14 @@ pub enum SitKind {
     Reserved,
     /// A combination of the first two segments the table assigns to no kind (8 of 16).
     Unassigned,
+    /// ITU-T E.180's generic SIT (950, 1400, 1800 Hz, no code in its segments): the call
+    /// could not be completed for a reason the announcement gives.
+    Generic,
 }
 
 impl SitKind {
     /// Every kind.
-    pub const ALL: [SitKind; 9] = [
+    pub const ALL: [SitKind; 10] = [
         Self::Intercept,
         Self::VacantCode,
         Self::ReorderIntra,
@@ -255,6 +265,7 @@ impl SitKind {
         Self::IneffectiveOther,
         Self::Reserved,
         Self::Unassigned,
+        Self::Generic,
     ];
 
     /// Its code, lower case, as events and reports name it (`ic`, `vc`, `ro`, `nc`, `io`,
@@ -268,6 +279,7 @@ impl SitKind {
             Self::IneffectiveOther => "io",
             Self::Reserved => "reserved",
             Self::Unassigned => "unassigned",
+            Self::Generic => "generic",
         }
     }
 
@@ -283,6 +295,7 @@ impl SitKind {
             Self::IneffectiveOther => "ineffective other",
             Self::Reserved => "reserved code",
             Self::Unassigned => "unassigned code",
+            Self::Generic => "ITU-T generic",
         }
     }
 
@@ -301,7 +314,8 @@ impl SitKind {
         }
     }
 
-    /// Reads a code (`ic`, `vc`, `ro`, `nc`, `io`, `reserved`, `unassigned`, any case), as
+    /// Reads a code (`ic`, `vc`, `ro`, `nc`, `io`, `reserved`, `unassigned`, `generic`, any
+    /// case), as
     /// [`Self::code`] spells it.
     pub fn parse_code(s: &str) -> Option<&'static str> {
         let l = s.trim().to_ascii_lowercase();
@@ -502,8 +516,8 @@ struct Dtmf {
     last: Option<(char, Instant, bool)>,
 }
 
-/// A SIT segment: its frequency (index into [`SIT_FREQS`]), its first block's start, the
-/// end of its last block.
+/// A SIT segment: its frequency (index into [`SIT_FREQS`], then [`SIT_ITU_FREQS`] from 5),
+/// its first block's start, the end of its last block.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     freq: usize,
@@ -524,7 +538,12 @@ struct Sit {
 impl Sit {
     fn new(rate: u32) -> Self {
         Self {
-            bank: Bank::new(&SIT_FREQS, rate, SIT_BLOCK, &[1.0]),
+            bank: Bank::new(
+                &[&SIT_FREQS[..], &SIT_ITU_FREQS].concat(),
+                rate,
+                SIT_BLOCK,
+                &[1.0],
+            ),
             run: None,
             done: Vec::new(),
         }
@@ -575,7 +594,10 @@ impl Sit {
         };
         let len = seg.end - seg.start;
         let long = |len: Duration| (SIT_LONG.0..=SIT_LONG.1).contains(&len);
-        let timed = (SIT_SHORT.0..=SIT_SHORT.1).contains(&len) || long(len);
+        let itu = |s: &Segment| s.freq >= SIT_FREQS.len();
+        let timed = (SIT_SHORT.0..=SIT_SHORT.1).contains(&len)
+            || long(len)
+            || (itu(&seg) && (SIT_ITU.0..=SIT_ITU.1).contains(&len));
         if self
             .done
             .last()
@@ -587,14 +609,27 @@ impl Sit {
             self.done.clear();
             return;
         }
-        match (seg.freq, &self.done[..]) {
-            // The third: always 1776.7 Hz (long in every assigned code; a short one is
-            // taken too, ITU-T E.180 allows it).
-            (4, [a, b]) if a.freq <= 1 && (2..=3).contains(&b.freq) => {
-                let kind = SitKind::of(
-                    (a.freq == 1, long(a.end - a.start)),
-                    (b.freq == 3, long(b.end - b.start)),
-                );
+        // Which segment a frequency can be: 1 (913.8, 985.2, 950), 2 (1370.6, 1428.5, 1400)
+        // or 3 (1776.7, 1800).
+        let place = |f: usize| match f {
+            0 | 1 | 5 => 1,
+            2 | 3 | 6 => 2,
+            _ => 3,
+        };
+        match (place(seg.freq), &self.done[..]) {
+            // The third: 1776.7 Hz (long in every assigned code; a short one is taken too,
+            // ITU-T E.180 allows it), or 1800 Hz.
+            (3, [a, b]) if place(a.freq) == 1 && place(b.freq) == 2 => {
+                // All three within E.180's bands, so any at its nominal frequency makes it
+                // the generic SIT; the code is read from North American ones only.
+                let kind = if itu(a) || itu(b) || itu(&seg) {
+                    SitKind::Generic
+                } else {
+                    SitKind::of(
+                        (a.freq == 1, long(a.end - a.start)),
+                        (b.freq == 3, long(b.end - b.start)),
+                    )
+                };
                 events.push_back(ToneEvent::Sit {
                     kind,
                     start: a.start,
@@ -602,8 +637,8 @@ impl Sit {
                 });
                 self.done.clear();
             }
-            (0 | 1, _) => self.done = vec![seg],
-            (2 | 3, [a]) if a.freq <= 1 => self.done.push(seg),
+            (1, _) => self.done = vec![seg],
+            (2, [a]) if place(a.freq) == 1 => self.done.push(seg),
             _ => self.done.clear(),
         }
     }
@@ -1308,6 +1343,49 @@ mod tests {
         assert_eq!(w.poll_timeout(), None);
     }
 
+    /// ITU-T E.180 §2.6's SIT (950, 1400, 1800 Hz, 330 ± 70 ms each, up to 30 ms apart), as
+    /// European networks and Asterisk's `info` indication play it (15 ms apart), is the
+    /// generic kind; so is one mixing its frequencies with North American ones.
+    #[test]
+    fn the_itu_t_generic_sit_is_told() {
+        let [f1, f2, f3] = SIT_ITU_FREQS;
+        let cases: [(&[(f64, u64)], u64); 6] = [
+            (&[(f1, 330), (f2, 330), (f3, 330)], 0),
+            (&[(f1, 330), (f2, 330), (f3, 330)], 15),
+            (&[(f1, 260), (f2, 400), (f3, 330)], 30),
+            (&[(f1, 400), (f2, 260), (f3, 400)], 15),
+            (&[(f1, 330), (SIT_FREQS[2], 274), (SIT_FREQS[4], 380)], 0),
+            // A North American SIT 1.5 % high has no code, but is within E.180's bands.
+            (
+                &[
+                    (913.8 * 1.015, 274),
+                    (1370.6 * 1.015, 274),
+                    (1776.7 * 1.015, 380),
+                ],
+                0,
+            ),
+        ];
+        for rate in [8000, 16000] {
+            for (segs, gap) in cases {
+                let t0 = Instant::now();
+                let mut t = t0;
+                let mut w = ToneWatch::new(&[], false).with_sit(true);
+                let mut pcm = tones(&[], 300, rate, 0);
+                pcm.extend(sit(segs, gap, -24.0, rate));
+                pcm.extend(tones(&[], 1000, rate, 0));
+                feed(&mut w, &mut t, &pcm, rate);
+                let got = sits(&mut w);
+                let [(SitKind::Generic, start, _)] = got[..] else {
+                    panic!("{segs:?} {gap} ms apart at {rate} Hz: {got:?}")
+                };
+                let from = (start - t0).as_millis();
+                assert!((280..=320).contains(&from), "{from} ms");
+            }
+        }
+        assert_eq!(SitKind::Generic.to_string(), "GENERIC (ITU-T generic)");
+        assert_eq!(SitKind::parse_code("Generic"), Some("generic"));
+    }
+
     #[test]
     fn wrong_durations_frequencies_or_order_are_no_sit() {
         let [lo1, hi1, lo2, hi2, third] = SIT_FREQS;
@@ -1328,14 +1406,13 @@ mod tests {
                 "a third segment too long",
                 vec![(hi1, 380), (hi2, 380), (third, 900)],
             ),
-            // ITU-T E.180's nominal 950/1400/1800 Hz are not the North American frequencies.
             (
-                "ITU-T nominal frequencies",
-                vec![(950.0, 330), (1400.0, 330), (1800.0, 330)],
+                "ITU-T frequencies, segments too long",
+                vec![(950.0, 500), (1400.0, 500), (1800.0, 500)],
             ),
             (
-                "1.5 % high",
-                vec![(lo1 * 1.015, 274), (lo2 * 1.015, 274), (third * 1.015, 380)],
+                "a third segment outside E.180's 1800 ± 50 Hz",
+                vec![(lo1, 274), (lo2, 274), (1900.0, 380)],
             ),
             (
                 "the order reversed",

@@ -124,7 +124,7 @@ impl CallTrigger {
             return match SitKind::parse_code(code) {
                 Some(c) => Ok(Self::Sit(Some(c))),
                 None => Err(format!(
-                    "`{s}`: `{code}` is not a SIT kind (ic, vc, ro, nc, io, reserved, unassigned)"
+                    "`{s}`: `{code}` is not a SIT kind (ic, vc, ro, nc, io, reserved, unassigned, generic)"
                 )),
             };
         }
