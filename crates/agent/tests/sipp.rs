@@ -743,6 +743,9 @@ enum Uas {
     /// `testdata/sipp/uas-early-tone-expects-cancel.xml` playing [`reorder_pcm`] (a US
     /// reorder tone from 0.2 s on) in early media; expects our CANCEL within 3 s of its 183.
     ReorderExpectsCancel,
+    /// `testdata/sipp/uas-early-tone-expects-cancel.xml` playing [`early_tone_pcm`] (0.2 s of
+    /// silence, then 1 s of 440 Hz) in early media; expects our CANCEL within 3 s of its 183.
+    SoundExpectsCancel,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -903,6 +906,11 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "early-pcmu.pcap",
             &reorder_pcm(),
         )),
+        Uas::SoundExpectsCancel => Some(pcap_scenario(
+            "uas-early-tone-expects-cancel.xml",
+            "early-pcmu.pcap",
+            &early_tone_pcm(),
+        )),
         _ => None,
     };
     let offer = match uas {
@@ -992,6 +1000,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::SitExpectsCancel
             | Uas::SitThen404
             | Uas::ReorderExpectsCancel
+            | Uas::SoundExpectsCancel
             | Uas::EarlyMediaDeferred => {
                 vec!["-sf", sit_scenario.as_deref().unwrap_or_default()]
             }
@@ -1040,6 +1049,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::SitExpectsCancel
                 | Uas::SitThen404
                 | Uas::ReorderExpectsCancel
+                | Uas::SoundExpectsCancel
                 | Uas::AnswersIceNeverChecks
                 | Uas::AnswersIceTcpOnly
         ) {
@@ -1224,33 +1234,11 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 }
                 // On a SIT of any kind: hang up (before the answer: CANCEL); one of another
                 // kind (vacant code) never comes.
-                Uas::SitExpectsCancel => ["sit:vc", "tone:sit"]
-                    .into_iter()
-                    .map(|on| EventAction {
-                        on: CallTrigger::parse(on).unwrap(),
-                        repeat: false,
-                        nth: None,
-                        name: "hangup".into(),
-                        steps: vec![CallAction {
-                            at: Duration::ZERO,
-                            kind: ActionKind::Hangup,
-                        }],
-                    })
-                    .collect(),
+                Uas::SitExpectsCancel => hangup_on(&["sit:vc", "tone:sit"]),
                 // On a reorder tone's cadence: hang up (CANCEL); a busy tone never comes.
-                Uas::ReorderExpectsCancel => ["busy", "reorder"]
-                    .into_iter()
-                    .map(|on| EventAction {
-                        on: CallTrigger::parse(on).unwrap(),
-                        repeat: false,
-                        nth: None,
-                        name: "hangup".into(),
-                        steps: vec![CallAction {
-                            at: Duration::ZERO,
-                            kind: ActionKind::Hangup,
-                        }],
-                    })
-                    .collect(),
+                Uas::ReorderExpectsCancel => hangup_on(&["busy", "reorder"]),
+                // On any sound: hang up (CANCEL).
+                Uas::SoundExpectsCancel => hangup_on(&["audio"]),
                 // On the SIT: a digit, which waits for an answer that never comes.
                 Uas::SitThen404 => vec![EventAction {
                     on: CallTrigger::parse("tone:sit").unwrap(),
@@ -2447,6 +2435,23 @@ fn pcap_scenario(name: &str, pcap: &str, pcm: &[i16]) -> String {
 }
 
 /// The trace notes of a report.
+/// One `hangup` action on each of these events.
+fn hangup_on(events: &[&str]) -> Vec<EventAction> {
+    events
+        .iter()
+        .map(|on| EventAction {
+            on: CallTrigger::parse(on).unwrap(),
+            repeat: false,
+            nth: None,
+            name: "hangup".into(),
+            steps: vec![CallAction {
+                at: Duration::ZERO,
+                kind: ActionKind::Hangup,
+            }],
+        })
+        .collect()
+}
+
 fn notes_of(r: &EndpointReport) -> Vec<&str> {
     r.trace
         .iter()
@@ -2550,6 +2555,47 @@ fn our_callers_cancel_on_a_reorder_cadence_heard_in_early_media() {
         let d = first.duration_ms.unwrap_or(f64::NAN);
         assert!((170.0..=300.0).contains(&d), "{first:?}");
         assert!(r.tones_heard.len() >= 2, "{:?}", r.tones_heard);
+    }
+}
+
+/// Sound in early media from SIPp (`uas-early-tone-expects-cancel.xml` playing
+/// [`early_tone_pcm`]: 0.2 s of silence, then 440 Hz): our callers, told `on = "audio", do =
+/// "hangup"` (an announcement where ringback was wanted), CANCEL the call as soon as it
+/// starts (SIPp fails the call unless the CANCEL comes within 3 s of its 183).
+#[test]
+fn our_callers_cancel_on_sound_heard_in_early_media() {
+    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SoundExpectsCancel);
+    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        let why = "sound heard in early media: cancelled (on audio: hangup)";
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+        assert_eq!(
+            (r.call_code, r.call_result),
+            (Some(487), Some(CallResult::Cancelled)),
+            "{r:#?}"
+        );
+        let a = &r.event_actions[0];
+        assert_eq!((a.on.as_str(), a.fired, a.before_answer), ("audio", 1, 1));
+        let notes = notes_of(r);
+        assert!(
+            notes.contains(&"event audio: hangup before the answer (CANCEL)"),
+            "{notes:#?}"
+        );
+        // The CANCEL right after the sound's start (0.2 s after the 183).
+        let sent_at = |start: &str| {
+            r.trace
+                .iter()
+                .find(|t| t.direction == Direction::Sent && t.text.starts_with(start))
+                .map(|t| t.at_ms)
+                .unwrap_or_else(|| panic!("no {start:?} sent: {r:#?}"))
+        };
+        let (invite, cancel) = (sent_at("INVITE "), sent_at("CANCEL "));
+        assert!(
+            (150.0..700.0).contains(&(cancel - invite)),
+            "{invite} {cancel}"
+        );
     }
 }
 

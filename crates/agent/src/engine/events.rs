@@ -14,7 +14,8 @@
 //! Tones (a SIT, a cadence) and in-band digits: what [`media::tone`] hears.
 //!
 //! An event only counts while the call is up (answered, confirmed, not ending, the run not
-//! stopping) — except what a caller hears in early media ([`CallTrigger::before_answer`]),
+//! stopping) — except what a caller hears in early media ([`CallTrigger::before_answer`]:
+//! tones, SITs, in-band digits, sound starting),
 //! which counts from its INVITE on: a `hangup` on it CANCELs the call
 //! ([`super::Script::EarlyHangup`]), any other action waits for the answer.
 //!
@@ -226,10 +227,10 @@ impl CallTrigger {
     }
 
     /// Whether it counts before the answer too: what a caller hears in early media (a
-    /// tone, a SIT, an in-band digit). Its `hangup` then CANCELs the call; its other
-    /// actions wait for the answer.
+    /// tone, a SIT, an in-band digit, sound starting). Its `hangup` then CANCELs the call;
+    /// its other actions wait for the answer.
     pub fn before_answer(&self) -> bool {
-        self.listens()
+        self.listens() || matches!(self, Self::Audio)
     }
 }
 
@@ -412,6 +413,7 @@ impl Happened {
                 | Self::Sit { .. }
                 | Self::ToneEnded { .. }
                 | Self::Digit { inband: true }
+                | Self::Sound { .. }
         )
     }
 }
@@ -450,6 +452,9 @@ pub(super) struct EventState {
     /// Quiet since when, after how many runs of sound, in the current call (its sound
     /// watch, as last read): when a `silence` comes due.
     quiet: Option<(Instant, u32)>,
+    /// Sounds of the current call that `audio` was told of in early media (still queued in
+    /// its sound watch, told in the trace and report from the answer on, not fired again).
+    early_sounds: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -495,6 +500,7 @@ impl EventState {
             calls: 0,
             spans: Vec::new(),
             quiet: None,
+            early_sounds: 0,
         }
     }
 
@@ -509,6 +515,7 @@ impl EventState {
         self.held = false;
         self.calls += 1;
         self.quiet = None;
+        self.early_sounds = 0;
         for p in &mut self.per {
             p.this_call = false;
             p.from = 0;
@@ -783,9 +790,9 @@ impl<'a> Shard<'a> {
         let start = self.start;
         let ep = &mut self.endpoints[idx];
         // Before the answer (early media) the watch keeps what it heard: told from the
-        // answer on, in that call's times.
+        // answer on, in that call's times; only `audio` counts it then.
         let Some((call, answered)) = up_call(ep, self.stopping) else {
-            return false;
+            return self.early_sound(idx, now);
         };
         let (Some(e), Some(w)) = (
             ep.events.as_deref_mut(),
@@ -838,11 +845,36 @@ impl<'a> Shard<'a> {
         // endpoint is scheduled again).
         let mut fired = quiet.map(|q| q.1) != e.quiet.map(|q| q.1);
         e.quiet = quiet;
-        for at in started {
+        // Those `audio` was told of in early media do not fire it again.
+        let told = std::mem::take(&mut e.early_sounds);
+        for at in started.into_iter().skip(told) {
             fired |= self.fire(idx, now, call, Happened::Sound { at });
         }
         if let Some((since, runs)) = quiet {
             fired |= self.fire(idx, now, call, Happened::Quiet { since, runs });
+        }
+        fired
+    }
+
+    /// Sound started in a caller's early media: `audio` fires (its `hangup` CANCELs the
+    /// call, its other actions wait for the answer); the sounds stay in the watch, to be
+    /// told in the trace and the report from the answer on. True if an action fired.
+    fn early_sound(&mut self, idx: usize, now: Instant) -> bool {
+        let ep = &mut self.endpoints[idx];
+        let Some((call, _)) = early_call(ep, self.stopping) else {
+            return false;
+        };
+        let (Some(e), Some(w)) = (
+            ep.events.as_deref_mut(),
+            ep.media.as_deref_mut().and_then(CallMedia::sound_mut),
+        ) else {
+            return false;
+        };
+        let new: Vec<Instant> = w.queued_starts().skip(e.early_sounds).collect();
+        e.early_sounds += new.len();
+        let mut fired = false;
+        for at in new {
+            fired |= self.fire(idx, now, call, Happened::Sound { at });
         }
         fired
     }
@@ -1154,6 +1186,7 @@ impl<'a> Shard<'a> {
                             ),
                             _ => format!("tone {tone} Hz heard"),
                         },
+                        Happened::Sound { .. } => "sound heard".to_string(),
                         _ => format!("in-band DTMF {} heard", e.inband),
                     };
                     e.early_hangup = Some((
@@ -1451,7 +1484,7 @@ mod tests {
             ("tone:480+620", true),
             ("inband_dtmf:1", true),
             ("reorder", true),
-            ("audio", false),
+            ("audio", true),
             ("silence", false),
             ("dtmf", false),
             ("early_media", false),
