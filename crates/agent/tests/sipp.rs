@@ -2435,6 +2435,25 @@ fn pcap_scenario(name: &str, pcap: &str, pcm: &[i16]) -> String {
 }
 
 /// The trace notes of a report.
+/// Calls to SIPp's `uas` that our callers CANCEL on what they hear in early media: SIPp
+/// takes the CANCEL (within 3 s of its 183), the call's result is `cancelled` (487) and each
+/// endpoint CALL_FAILED saying `why`; the two reports.
+fn cancelled_in_early_media(uas: Uas, why: &str) -> Vec<EndpointReport> {
+    let (_, reports, sipp) = media_to_a_sipp_uas(uas);
+    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
+    assert_eq!(reports.len(), 2);
+    for r in &reports {
+        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+        assert_eq!(
+            (r.call_code, r.call_result),
+            (Some(487), Some(CallResult::Cancelled)),
+            "{r:#?}"
+        );
+    }
+    reports
+}
+
 /// One `hangup` action on each of these events.
 fn hangup_on(events: &[&str]) -> Vec<EventAction> {
     events
@@ -2468,18 +2487,9 @@ fn notes_of(r: &EndpointReport) -> Vec<&str> {
 /// endpoint CALL_FAILED saying which SIT ended it; `sit:vc` never fires.
 #[test]
 fn our_callers_cancel_on_a_sit_heard_in_early_media() {
-    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SitExpectsCancel);
-    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
-    assert_eq!(reports.len(), 2);
+    let why = "SIT NC (no circuit) heard in early media: cancelled (on tone:sit: hangup)";
+    let reports = cancelled_in_early_media(Uas::SitExpectsCancel, why);
     for r in &reports {
-        let why = "SIT NC (no circuit) heard in early media: cancelled (on tone:sit: hangup)";
-        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
-        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
-        assert_eq!(
-            (r.call_code, r.call_result),
-            (Some(487), Some(CallResult::Cancelled)),
-            "{r:#?}"
-        );
         assert_eq!((r.calls_attempted, r.calls_answered), (1, 0), "{r:#?}");
         let fired: Vec<(&str, u32, u32)> = r
             .event_actions
@@ -2523,19 +2533,10 @@ fn our_callers_cancel_on_a_sit_heard_in_early_media() {
 /// 183); `busy` (0.5 s on, 0.5 s off) never fires.
 #[test]
 fn our_callers_cancel_on_a_reorder_cadence_heard_in_early_media() {
-    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::ReorderExpectsCancel);
-    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
-    assert_eq!(reports.len(), 2);
+    let why = "tone 480+620 Hz heard in its cadence (250 ms on, 250 ms off) in early \
+               media: cancelled (on reorder: hangup)";
+    let reports = cancelled_in_early_media(Uas::ReorderExpectsCancel, why);
     for r in &reports {
-        let why = "tone 480+620 Hz heard in its cadence (250 ms on, 250 ms off) in early \
-                   media: cancelled (on reorder: hangup)";
-        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
-        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
-        assert_eq!(
-            (r.call_code, r.call_result),
-            (Some(487), Some(CallResult::Cancelled)),
-            "{r:#?}"
-        );
         let fired: Vec<(&str, u32, u32)> = r
             .event_actions
             .iter()
@@ -2564,18 +2565,9 @@ fn our_callers_cancel_on_a_reorder_cadence_heard_in_early_media() {
 /// starts (SIPp fails the call unless the CANCEL comes within 3 s of its 183).
 #[test]
 fn our_callers_cancel_on_sound_heard_in_early_media() {
-    let (_, reports, sipp) = media_to_a_sipp_uas(Uas::SoundExpectsCancel);
-    assert_eq!(sipp, 0, "SIPp: our CANCEL within 3 s of the 183, 487, ACK");
-    assert_eq!(reports.len(), 2);
+    let why = "sound heard in early media: cancelled (on audio: hangup)";
+    let reports = cancelled_in_early_media(Uas::SoundExpectsCancel, why);
     for r in &reports {
-        let why = "sound heard in early media: cancelled (on audio: hangup)";
-        assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
-        assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
-        assert_eq!(
-            (r.call_code, r.call_result),
-            (Some(487), Some(CallResult::Cancelled)),
-            "{r:#?}"
-        );
         let a = &r.event_actions[0];
         assert_eq!((a.on.as_str(), a.fired, a.before_answer), ("audio", 1, 1));
         let notes = notes_of(r);
