@@ -2434,7 +2434,6 @@ fn pcap_scenario(name: &str, pcap: &str, pcm: &[i16]) -> String {
     out.display().to_string()
 }
 
-/// The trace notes of a report.
 /// Calls to SIPp's `uas` that our callers CANCEL on what they hear in early media: SIPp
 /// takes the CANCEL (within 3 s of its 183), the call's result is `cancelled` (487) and each
 /// endpoint CALL_FAILED saying `why`; the two reports.
@@ -2471,6 +2470,7 @@ fn hangup_on(events: &[&str]) -> Vec<EventAction> {
         .collect()
 }
 
+/// The trace notes of a report.
 fn notes_of(r: &EndpointReport) -> Vec<&str> {
     r.trace
         .iter()
