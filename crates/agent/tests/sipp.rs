@@ -1630,14 +1630,7 @@ fn an_ice_peer_without_a_usable_candidate_ends_the_call_at_once() {
             error.starts_with("ICE failed: no candidate pair"),
             "{error}"
         );
-        let at = |first: &str| {
-            r.trace
-                .iter()
-                .find(|t| t.direction == Direction::Sent && t.text.starts_with(first))
-                .map(|t| t.at_ms)
-                .unwrap_or_else(|| panic!("no {first} sent: {:#?}", r.trace))
-        };
-        let (ack, bye) = (at("ACK "), at("BYE "));
+        let (ack, bye) = (first_sent(r, "ACK "), first_sent(r, "BYE "));
         assert!(bye - ack < 500.0, "BYE {bye} ms, ACK {ack} ms");
         let m = r.media.as_ref().expect("media measured");
         let ice = m.ice.as_ref().expect("ice report");
@@ -2470,6 +2463,15 @@ fn hangup_on(events: &[&str]) -> Vec<EventAction> {
         .collect()
 }
 
+/// When (ms since the run's start) `r` first sent a message starting with `start`.
+fn first_sent(r: &EndpointReport, start: &str) -> f64 {
+    r.trace
+        .iter()
+        .find(|t| t.direction == Direction::Sent && t.text.starts_with(start))
+        .map(|t| t.at_ms)
+        .unwrap_or_else(|| panic!("no {start:?} sent: {:#?}", r.trace))
+}
+
 /// The trace notes of a report.
 fn notes_of(r: &EndpointReport) -> Vec<&str> {
     r.trace
@@ -2576,14 +2578,7 @@ fn our_callers_cancel_on_sound_heard_in_early_media() {
             "{notes:#?}"
         );
         // The CANCEL right after the sound's start (0.2 s after the 183).
-        let sent_at = |start: &str| {
-            r.trace
-                .iter()
-                .find(|t| t.direction == Direction::Sent && t.text.starts_with(start))
-                .map(|t| t.at_ms)
-                .unwrap_or_else(|| panic!("no {start:?} sent: {r:#?}"))
-        };
-        let (invite, cancel) = (sent_at("INVITE "), sent_at("CANCEL "));
+        let (invite, cancel) = (first_sent(r, "INVITE "), first_sent(r, "CANCEL "));
         assert!(
             (150.0..700.0).contains(&(cancel - invite)),
             "{invite} {cancel}"
