@@ -2971,6 +2971,7 @@ impl<'a> Shard<'a> {
 
     /// The call ended: RTCP BYE, and its figures folded into the endpoint's media report.
     fn end_media(&mut self, idx: usize, now: Instant) {
+        self.events_unanswered_sounds(idx, now);
         let ep = &mut self.endpoints[idx];
         let Some(mut media) = ep.media.take() else {
             return;

@@ -354,7 +354,8 @@ fn five_callers_hear_the_tone_at_its_level() {
 /// "hangup"` hear it before any answer and CANCEL the call at its end (the registrar answers
 /// 200 and the INVITE 487: result `cancelled`, CALL_FAILED naming the SIT); callers whose
 /// action waits for another kind (`sit:nc`) send nothing, get the 404 (result `rejected`),
-/// and their report names the SIT heard (`sit:ic`). No call is answered.
+/// and their report names the SIT heard (`sit:ic`); watching sound, they report it too, as
+/// a sound of a call never answered, timed from the INVITE. No call is answered.
 #[test]
 fn sit_callers_cancel_on_the_sit_or_get_its_404() {
     let rt = runtime();
@@ -378,6 +379,9 @@ fn sit_callers_cancel_on_the_sit_or_get_its_404() {
     cancel.event_actions = vec![hangup("sit:ic")];
     let mut listen = callers("listen", 2, "sit", vec![Codec::Pcma]);
     listen.event_actions = vec![hangup("sit:nc")];
+    if let Some(m) = listen.media.as_mut() {
+        m.sound = Some(media::sound::SoundConfig::default());
+    }
     let (summary, reports) = run_against(&reg, vec![cancel, listen], Duration::from_secs(3));
     assert_eq!(summary.calls_answered, 0, "{summary:?}");
     assert_eq!(reports.len(), 4);
@@ -420,6 +424,27 @@ fn sit_callers_cancel_on_the_sit_or_get_its_404() {
                 "{r:#?}"
             );
             assert_eq!((a.fired, a.before_answer), (0, 0));
+            // The SIT, 0.2 s after the 183, then 1.5 s of silence; the 404 2.5 s after the
+            // 183 (the sound had stopped: quiet for more than the watch's 1 s gap).
+            let [s] = &r.sound_heard[..] else {
+                panic!("{}: {:?}", r.user, r.sound_heard)
+            };
+            assert!(s.unanswered, "{s:?}");
+            assert!((150.0..500.0).contains(&s.start_ms), "{s:?}");
+            let end = s.end_ms.unwrap_or(f64::NAN);
+            assert!((1050.0..1400.0).contains(&end), "{s:?}");
+            let notes: Vec<&str> = r
+                .trace
+                .iter()
+                .filter(|t| t.direction == Direction::Note)
+                .map(|t| t.text.as_str())
+                .collect();
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.starts_with("sound heard in early media from 0.")),
+                "{notes:#?}"
+            );
         }
     }
     let s = rt.block_on(reg.stop()).services;

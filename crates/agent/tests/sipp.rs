@@ -743,9 +743,6 @@ enum Uas {
     /// `testdata/sipp/uas-early-tone-expects-cancel.xml` playing [`reorder_pcm`] (a US
     /// reorder tone from 0.2 s on) in early media; expects our CANCEL within 3 s of its 183.
     ReorderExpectsCancel,
-    /// `testdata/sipp/uas-early-tone-expects-cancel.xml` playing [`early_tone_pcm`] (0.2 s of
-    /// silence, then 1 s of 440 Hz) in early media; expects our CANCEL within 3 s of its 183.
-    SoundExpectsCancel,
     /// The stock UAS: answers, sends no RTP.
     Silent,
     /// `testdata/sipp/uas-moves-media.xml` with `-rtp_echo`: answers with its media on a
@@ -906,11 +903,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             "early-pcmu.pcap",
             &reorder_pcm(),
         )),
-        Uas::SoundExpectsCancel => Some(pcap_scenario(
-            "uas-early-tone-expects-cancel.xml",
-            "early-pcmu.pcap",
-            &early_tone_pcm(),
-        )),
+
         _ => None,
     };
     let offer = match uas {
@@ -1000,7 +993,6 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
             Uas::SitExpectsCancel
             | Uas::SitThen404
             | Uas::ReorderExpectsCancel
-            | Uas::SoundExpectsCancel
             | Uas::EarlyMediaDeferred => {
                 vec!["-sf", sit_scenario.as_deref().unwrap_or_default()]
             }
@@ -1049,7 +1041,6 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 | Uas::SitExpectsCancel
                 | Uas::SitThen404
                 | Uas::ReorderExpectsCancel
-                | Uas::SoundExpectsCancel
                 | Uas::AnswersIceNeverChecks
                 | Uas::AnswersIceTcpOnly
         ) {
@@ -1237,8 +1228,7 @@ fn media_to_a_sipp_uas(uas: Uas) -> (RunSummary, Vec<EndpointReport>, i32) {
                 Uas::SitExpectsCancel => hangup_on(&["sit:vc", "tone:sit"]),
                 // On a reorder tone's cadence: hang up (CANCEL); a busy tone never comes.
                 Uas::ReorderExpectsCancel => hangup_on(&["busy", "reorder"]),
-                // On any sound: hang up (CANCEL).
-                Uas::SoundExpectsCancel => hangup_on(&["audio"]),
+
                 // On the SIT: a digit, which waits for an answer that never comes.
                 Uas::SitThen404 => vec![EventAction {
                     on: CallTrigger::parse("tone:sit").unwrap(),
@@ -2558,31 +2548,6 @@ fn our_callers_cancel_on_a_reorder_cadence_heard_in_early_media() {
         let d = first.duration_ms.unwrap_or(f64::NAN);
         assert!((170.0..=300.0).contains(&d), "{first:?}");
         assert!(r.tones_heard.len() >= 2, "{:?}", r.tones_heard);
-    }
-}
-
-/// Sound in early media from SIPp (`uas-early-tone-expects-cancel.xml` playing
-/// [`early_tone_pcm`]: 0.2 s of silence, then 440 Hz): our callers, told `on = "audio", do =
-/// "hangup"` (an announcement where ringback was wanted), CANCEL the call as soon as it
-/// starts (SIPp fails the call unless the CANCEL comes within 3 s of its 183).
-#[test]
-fn our_callers_cancel_on_sound_heard_in_early_media() {
-    let why = "sound heard in early media: cancelled (on audio: hangup)";
-    let reports = cancelled_in_early_media(Uas::SoundExpectsCancel, why);
-    for r in &reports {
-        let a = &r.event_actions[0];
-        assert_eq!((a.on.as_str(), a.fired, a.before_answer), ("audio", 1, 1));
-        let notes = notes_of(r);
-        assert!(
-            notes.contains(&"event audio: hangup before the answer (CANCEL)"),
-            "{notes:#?}"
-        );
-        // The CANCEL right after the sound's start (0.2 s after the 183).
-        let (invite, cancel) = (first_sent(r, "INVITE "), first_sent(r, "CANCEL "));
-        assert!(
-            (150.0..700.0).contains(&(cancel - invite)),
-            "{invite} {cancel}"
-        );
     }
 }
 

@@ -142,15 +142,6 @@ impl SoundWatch {
         Some(self.last_loud_end? + self.cfg.gap)
     }
 
-    /// When each sound not yet taken by [`Self::poll_event`] started, in order: what a
-    /// caller acting on sound in early media looks at, leaving the events to be told later.
-    pub fn queued_starts(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.events.iter().filter_map(|e| match e {
-            SoundEvent::Started { at, .. } => Some(*at),
-            SoundEvent::Stopped { .. } => None,
-        })
-    }
-
     /// The next change seen.
     pub fn poll_event(&mut self) -> Option<SoundEvent> {
         self.events.pop_front()

@@ -14,8 +14,7 @@
 //! Tones (a SIT, a cadence) and in-band digits: what [`media::tone`] hears.
 //!
 //! An event only counts while the call is up (answered, confirmed, not ending, the run not
-//! stopping) — except what a caller hears in early media ([`CallTrigger::before_answer`]:
-//! tones, SITs, in-band digits, sound starting),
+//! stopping) — except what a caller hears in early media ([`CallTrigger::before_answer`]),
 //! which counts from its INVITE on: a `hangup` on it CANCELs the call
 //! ([`super::Script::EarlyHangup`]), any other action waits for the answer.
 //!
@@ -227,10 +226,10 @@ impl CallTrigger {
     }
 
     /// Whether it counts before the answer too: what a caller hears in early media (a
-    /// tone, a SIT, an in-band digit, sound starting). Its `hangup` then CANCELs the call;
-    /// its other actions wait for the answer.
+    /// tone, a SIT, an in-band digit). Its `hangup` then CANCELs the call; its other
+    /// actions wait for the answer.
     pub fn before_answer(&self) -> bool {
-        self.listens() || matches!(self, Self::Audio)
+        self.listens()
     }
 }
 
@@ -324,13 +323,17 @@ fn is_zero(n: &u32) -> bool {
 pub struct SoundSpan {
     /// The endpoint's call it was heard in (1: its first).
     pub call: u32,
-    /// When it started, ms after the call's answer (negative: early media, before it).
+    /// When it started, ms after the call's answer (negative: early media, before it); in
+    /// a call never answered, ms after its INVITE (`unanswered`).
     pub start_ms: f64,
     /// When it stopped (its last loud frame ended), known once it had been quiet for the
     /// group's `silence`; `None`: still sounding, or quiet for less, when the call ended.
     pub end_ms: Option<f64>,
     /// Its loudest frame, dBov.
     pub level_dbov: f64,
+    /// Heard in a call never answered (early media): its times count from the INVITE.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
 }
 
 /// A tone heard in a call, in an endpoint's report (`tones_heard`).
@@ -413,7 +416,6 @@ impl Happened {
                 | Self::Sit { .. }
                 | Self::ToneEnded { .. }
                 | Self::Digit { inband: true }
-                | Self::Sound { .. }
         )
     }
 }
@@ -452,9 +454,6 @@ pub(super) struct EventState {
     /// Quiet since when, after how many runs of sound, in the current call (its sound
     /// watch, as last read): when a `silence` comes due.
     quiet: Option<(Instant, u32)>,
-    /// Sounds of the current call that `audio` was told of in early media (still queued in
-    /// its sound watch, told in the trace and report from the answer on, not fired again).
-    early_sounds: usize,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -500,7 +499,6 @@ impl EventState {
             calls: 0,
             spans: Vec::new(),
             quiet: None,
-            early_sounds: 0,
         }
     }
 
@@ -515,7 +513,6 @@ impl EventState {
         self.held = false;
         self.calls += 1;
         self.quiet = None;
-        self.early_sounds = 0;
         for p in &mut self.per {
             p.this_call = false;
             p.from = 0;
@@ -790,9 +787,9 @@ impl<'a> Shard<'a> {
         let start = self.start;
         let ep = &mut self.endpoints[idx];
         // Before the answer (early media) the watch keeps what it heard: told from the
-        // answer on, in that call's times; only `audio` counts it then.
+        // answer on, in that call's times.
         let Some((call, answered)) = up_call(ep, self.stopping) else {
-            return self.early_sound(idx, now);
+            return false;
         };
         let (Some(e), Some(w)) = (
             ep.events.as_deref_mut(),
@@ -813,6 +810,7 @@ impl<'a> Shard<'a> {
                             start_ms: into(at),
                             end_ms: None,
                             level_dbov: (level_dbov * 10.0).round() / 10.0,
+                            unanswered: false,
                         });
                     }
                     started.push(at);
@@ -845,9 +843,7 @@ impl<'a> Shard<'a> {
         // endpoint is scheduled again).
         let mut fired = quiet.map(|q| q.1) != e.quiet.map(|q| q.1);
         e.quiet = quiet;
-        // Those `audio` was told of in early media do not fire it again.
-        let told = std::mem::take(&mut e.early_sounds);
-        for at in started.into_iter().skip(told) {
+        for at in started {
             fired |= self.fire(idx, now, call, Happened::Sound { at });
         }
         if let Some((since, runs)) = quiet {
@@ -856,27 +852,58 @@ impl<'a> Shard<'a> {
         fired
     }
 
-    /// Sound started in a caller's early media: `audio` fires (its `hangup` CANCELs the
-    /// call, its other actions wait for the answer); the sounds stay in the watch, to be
-    /// told in the trace and the report from the answer on. True if an action fired.
-    fn early_sound(&mut self, idx: usize, now: Instant) -> bool {
+    /// A caller's call ends unanswered: the sounds of its early media, which its sound watch
+    /// kept to tell from the answer on, go into the trace and the report now, timed from its
+    /// INVITE (`unanswered`).
+    pub(super) fn events_unanswered_sounds(&mut self, idx: usize, now: Instant) {
+        let start = self.start;
         let ep = &mut self.endpoints[idx];
-        let Some((call, _)) = early_call(ep, self.stopping) else {
-            return false;
+        let (None, Some(invite)) = (ep.answered_at, ep.invite_sent) else {
+            return;
         };
         let (Some(e), Some(w)) = (
             ep.events.as_deref_mut(),
             ep.media.as_deref_mut().and_then(CallMedia::sound_mut),
         ) else {
-            return false;
+            return;
         };
-        let new: Vec<Instant> = w.queued_starts().skip(e.early_sounds).collect();
-        e.early_sounds += new.len();
-        let mut fired = false;
-        for at in new {
-            fired |= self.fire(idx, now, call, Happened::Sound { at });
+        w.handle_timeout(now);
+        let into = |t: Instant| ms(t.saturating_duration_since(invite));
+        while let Some(ev) = w.poll_event() {
+            let note = match ev {
+                SoundEvent::Started { at, level_dbov } => {
+                    if e.spans.len() < MAX_SPANS {
+                        e.spans.push(SoundSpan {
+                            call: e.calls,
+                            start_ms: into(at),
+                            end_ms: None,
+                            level_dbov: (level_dbov * 10.0).round() / 10.0,
+                            unanswered: true,
+                        });
+                    }
+                    format!(
+                        "sound heard in early media from {:.2} s after the INVITE \
+                         ({level_dbov:.1} dBov)",
+                        into(at) / 1000.0
+                    )
+                }
+                SoundEvent::Stopped { at, level_dbov } => {
+                    if let Some(s) = e
+                        .spans
+                        .last_mut()
+                        .filter(|s| s.call == e.calls && s.end_ms.is_none())
+                    {
+                        s.end_ms = Some(into(at));
+                    }
+                    format!(
+                        "sound in early media stopped {:.2} s after the INVITE (loudest \
+                         {level_dbov:.1} dBov)",
+                        into(at) / 1000.0
+                    )
+                }
+            };
+            ep.trace.push(TraceEntry::note(note, now - start));
         }
-        fired
     }
 
     /// Tones and in-band digits heard in the call's received audio (its media session's
@@ -1186,7 +1213,6 @@ impl<'a> Shard<'a> {
                             ),
                             _ => format!("tone {tone} Hz heard"),
                         },
-                        Happened::Sound { .. } => "sound heard".to_string(),
                         _ => format!("in-band DTMF {} heard", e.inband),
                     };
                     e.early_hangup = Some((
@@ -1484,7 +1510,7 @@ mod tests {
             ("tone:480+620", true),
             ("inband_dtmf:1", true),
             ("reorder", true),
-            ("audio", true),
+            ("audio", false),
             ("silence", false),
             ("dtmf", false),
             ("early_media", false),
