@@ -3995,7 +3995,7 @@ impl UserAgent {
     }
 
     /// A new INVITE, whose server transaction was just pushed (the last of `server`).
-    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
+    fn on_new_invite(&mut self, now: Instant, mut req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         // The caller's URI for the event, from the dialog's reading of the From (not read
         // twice): `from_uri_text`'s text.
@@ -4003,7 +4003,7 @@ impl UserAgent {
         let dialog = match Dialog::from_uas_noting(&req, &local_tag, Some(&mut from)) {
             // The INVITE's offer is theirs to be answered (RFC 3261 §13.3.1).
             Ok(mut d) => {
-                if sdp_of(&req).is_some() {
+                if has_sdp(&req) {
                     d.offer = OpenOffer::Theirs;
                 }
                 d
@@ -4049,7 +4049,8 @@ impl UserAgent {
         if let Some(e) = self.server.last_mut() {
             e.call = Some(id);
         }
-        let offer = sdp_of(&req);
+        // Taken out, not cloned: `keep_only` below drops the body anyway.
+        let offer = has_sdp(&req).then(|| req.take_body());
         // The call keeps of the INVITE what its responses read (RFC 3261 §8.2.6.2 copies Via,
         // From, To, Call-ID, CSeq; §12.1.1 Record-Route; RFC 3262 §3: Require, Supported),
         // copied apart: not its body (a slice of the whole datagram) nor its other headers,
@@ -4618,7 +4619,7 @@ impl UserAgent {
                 id,
                 fork,
                 &method,
-                sdp_of(req).is_some(),
+                has_sdp(req),
                 ids.as_ref().and_then(|i| i.from_tag.as_deref()),
             )
         {
@@ -6001,11 +6002,17 @@ fn supports_100rel(msg: &Message) -> bool {
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
-    let ct = msg.headers.value(&HeaderName::ContentType)?.as_bytes();
-    let sdp = ct
-        .get(..15)
-        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"));
-    (sdp && !msg.body().is_empty()).then(|| msg.body().clone())
+    has_sdp(msg).then(|| msg.body().clone())
+}
+
+/// True when `msg` carries an SDP body (what [`sdp_of`] gives), without a copy of the body's
+/// handle: the clone of a body that shares a received datagram can allocate.
+fn has_sdp(msg: &Message) -> bool {
+    msg.headers
+        .value(&HeaderName::ContentType)
+        .and_then(|ct| ct.as_bytes().get(..15))
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))
+        && !msg.body().is_empty()
 }
 
 /// `Host` equality (names compared exactly, as the owned `Host`'s `==` does) for a host read
