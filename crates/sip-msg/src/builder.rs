@@ -28,6 +28,28 @@ pub fn text_of(value: &impl fmt::Display, capacity: usize) -> String {
 /// Appends `v` as 16 lower-case hex digits (what `format!("{v:016x}")` gives, without the
 /// formatting machinery).
 pub fn push_hex16(s: &mut String, v: u64) {
+    s.push_str(hex16(v, &mut HexText::default()));
+}
+
+/// Room for [`hex16`]'s text (on the stack: a tag or cnonce used once needs no `String`).
+pub struct HexText(crate::text::Block);
+
+impl fmt::Debug for HexText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HexText").field(&self.0.0).finish()
+    }
+}
+
+impl Default for HexText {
+    fn default() -> Self {
+        Self(crate::text::Block([0; 16]))
+    }
+}
+
+/// `v` as 16 lower-case hex digits written into `out` ([`tag_from`]'s text, without a
+/// `String`).
+pub fn hex16(v: u64, out: &mut HexText) -> &str {
+    let out = &mut out.0;
     // The eight nibbles of `x`, most significant first, one per byte (little-endian word).
     fn spread(x: u32) -> u64 {
         // Bytes of `x` most significant first, then each 16-bit and 8-bit half apart.
@@ -44,12 +66,11 @@ pub fn push_hex16(s: &mut String, v: u64) {
         let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
         n + 0x3030_3030_3030_3030 + letters * 0x27
     }
-    let mut out = crate::text::Block([0; 16]);
     // `v >> 32` and `v as u32` keep the two halves: the casts cut nothing that is used.
     out.0[..8].copy_from_slice(&ascii(spread((v >> 32) as u32)).to_le_bytes());
     out.0[8..].copy_from_slice(&ascii(spread(v as u32)).to_le_bytes());
     // Only ASCII hex digits are written, so this never falls back.
-    s.push_str(std::str::from_utf8(&out.0).unwrap_or_default());
+    std::str::from_utf8(&out.0).unwrap_or_default()
 }
 
 /// Appends `ip` as its `Display` prints it (IPv4 without the formatting machinery).
@@ -821,6 +842,7 @@ mod tests {
             let mut s = String::from("x");
             push_hex16(&mut s, v);
             assert_eq!(s, format!("x{v:016x}"));
+            assert_eq!(hex16(v, &mut HexText::default()), tag_from(v));
         }
         assert_eq!(branch_from(0xabc), format!("{BRANCH_MAGIC}{:016x}", 0xabc));
         assert_eq!(tag_from(u64::MAX), "ffffffffffffffff");

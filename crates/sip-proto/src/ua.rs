@@ -2177,7 +2177,9 @@ impl UserAgent {
         resp: &Message,
         req: &Message,
     ) -> Result<Header, AuthFailure> {
-        let cnonce = tag_from(self.rng.random());
+        // On the stack: the cnonce is only read while the answer is computed.
+        let mut cnonce = sip_msg::HexText::default();
+        let cnonce = sip_msg::hex16(self.rng.random(), &mut cnonce);
         let uri = self.registrar_uri_text();
         self.auth.challenge(
             self.credentials.as_ref(),
@@ -2727,7 +2729,9 @@ impl UserAgent {
                     // Writing into a String never fails.
                     let _ = u.write_to(&mut uri);
                 }
-                let cnonce = tag_from(self.rng.random());
+                // On the stack: the cnonce is only read while the answer is computed.
+                let mut cnonce = sip_msg::HexText::default();
+                let cnonce = sip_msg::hex16(self.rng.random(), &mut cnonce);
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
                 let Some(Slot::Live(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
@@ -4218,14 +4222,16 @@ impl UserAgent {
         extra: &[Header],
         body: Option<(&str, &[u8])>,
     ) {
-        let tag = tag_from(self.rng.random());
+        // On the stack: the tag is printed into the response and not kept.
+        let mut tag = sip_msg::HexText::default();
+        let tag = sip_msg::hex16(self.rng.random(), &mut tag);
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
         // `extra` then Server, chained (no list per response). `write_full_response` reserves
         // what it needs.
         let extra = extra.iter().chain(std::iter::once(&server));
         let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), extra, body, &mut out);
+        Message::write_full_response(req, code, reason, Some(tag), extra, body, &mut out);
         if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
