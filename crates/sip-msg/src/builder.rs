@@ -170,6 +170,39 @@ struct Parts {
     body: Option<(String, Bytes)>,
 }
 
+impl Parts {
+    /// The method and the Request-URI, taken out (placeholders left: the parts are emptied
+    /// next).
+    fn take_line(&mut self) -> (Method, Uri) {
+        let empty = Uri::Sip(crate::uri::SipUri::new(crate::uri::Host::Name(
+            String::new(),
+        )));
+        (
+            std::mem::replace(&mut self.method, Method::Ack),
+            std::mem::replace(&mut self.uri, empty),
+        )
+    }
+
+    /// Back to what [`RequestBuilder::new`] sets up, but for the method and the Request-URI
+    /// (placeholders until the next builder sets them), keeping the room of the lists and of
+    /// `texts`.
+    fn empty(&mut self) {
+        drop(self.take_line());
+        self.via = None;
+        self.via_more.clear();
+        self.max_forwards = 70;
+        self.routes.clear();
+        self.from = None;
+        self.to = None;
+        self.call_id = None;
+        self.cseq = 1;
+        self.texts.clear();
+        self.contact = None;
+        self.extra.clear();
+        self.body = None;
+    }
+}
+
 /// A header added with [`RequestBuilder::header`], [`RequestBuilder::header_line`] or
 /// [`RequestBuilder::header_with`] (a value written into the builder's `texts`, no `String`
 /// of its own).
@@ -199,22 +232,31 @@ impl Extra {
 impl RequestBuilder {
     /// Starts a request; CSeq defaults to 1 and Max-Forwards to 70.
     pub fn new(method: Method, uri: Uri) -> Self {
-        let parts = Box::new(Parts {
-            method,
-            uri,
-            via: None,
-            via_more: Vec::new(),
-            max_forwards: 70,
-            routes: Vec::new(),
-            from: None,
-            to: None,
-            call_id: None,
-            cseq: 1,
-            texts: String::new(),
-            contact: None,
-            extra: Vec::new(),
-            body: None,
-        });
+        let parts = match scratch::PARTS.take() {
+            // The thread's last builder's box, emptied when it was built ([`Parts::empty`]):
+            // its lists and string keep their room.
+            Some(mut kept) => {
+                kept.method = method;
+                kept.uri = uri;
+                kept
+            }
+            None => Box::new(Parts {
+                method,
+                uri,
+                via: None,
+                via_more: Vec::new(),
+                max_forwards: 70,
+                routes: Vec::new(),
+                from: None,
+                to: None,
+                call_id: None,
+                cseq: 1,
+                texts: String::new(),
+                contact: None,
+                extra: Vec::new(),
+                body: None,
+            }),
+        };
         Self { parts }
     }
 
@@ -391,15 +433,17 @@ impl RequestBuilder {
     /// Every header is written into one text buffer that the message's headers share (as a
     /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
-        let mut p = *self.parts;
+        let mut p = self.parts;
         let body = p.body.take();
         let (w, body) = write_head(&p, body, true);
         let HeadWriter { head, lines } = w;
         let mut written = lines.unwrap_or_default();
-        let mut m = Message::new_request(p.method, p.uri);
+        let (method, uri) = p.take_line();
+        let mut m = Message::new_request(method, uri);
         // The lines are ranges of the head text, which they hold once.
         written.attach_head(Arc::from(head.as_str()));
         scratch::put(head);
+        scratch::keep_parts(p);
         m.headers = written;
         m.put_body(body);
         m
@@ -410,7 +454,7 @@ impl RequestBuilder {
     /// scratch text, then copied with the body into a buffer of the exact size (a caller may
     /// keep it), with no header list, no shared head text and no `Message` made.
     pub fn build_bytes(self) -> Vec<u8> {
-        let mut p = *self.parts;
+        let mut p = self.parts;
         let body = p.body.take();
         let (w, body) = write_head(&p, body, false);
         let mut out = Vec::with_capacity(w.head.len() + 2 + body.len());
@@ -418,37 +462,53 @@ impl RequestBuilder {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&body);
         scratch::put(w.head);
+        scratch::keep_parts(p);
         out
     }
 }
 
-/// The text a head is written into before it is copied out ([`RequestBuilder::build`] into
-/// the shared head text, [`RequestBuilder::build_bytes`] into the exact-size bytes), kept
-/// for the thread's next request: one allocation (and free) less per request built. Not
-/// state of any request: taken empty, handed back cleared (a nested build finds it taken
-/// and makes its own).
+/// What a request is built with, kept for the thread's next request: the text a head is
+/// written into before it is copied out ([`RequestBuilder::build`] into the shared head text,
+/// [`RequestBuilder::build_bytes`] into the exact-size bytes), and the builder's box of
+/// parts, emptied, with the room of its lists and of its string of values written in place.
+/// Allocations (and frees) fewer per request built: the head text, the box, the string and
+/// the list of extra headers. Not state of any request: taken, handed back empty (a nested
+/// builder finds them taken and makes its own).
 mod scratch {
     use std::cell::Cell;
+
+    use super::Parts;
 
     /// Larger texts are not kept (a rare huge request leaves no lasting footprint).
     const KEEP_AT_MOST: usize = 16 * 1024;
 
     thread_local! {
-        static TEXT: Cell<String> = const { Cell::new(String::new()) };
+        /// The head being written.
+        static HEAD: Cell<String> = const { Cell::new(String::new()) };
+        /// The last builder's parts, emptied.
+        pub(super) static PARTS: Cell<Option<Box<Parts>>> = const { Cell::new(None) };
     }
 
-    /// An empty text with room for `room` bytes.
+    /// The kept head text, empty, with room for `room` bytes.
     pub(super) fn take(room: usize) -> String {
-        let mut text = TEXT.take();
+        let mut text = HEAD.take();
         text.reserve(room);
         text
     }
 
-    /// Gives `text` back for the next request.
+    /// Gives the head text back for the next request.
     pub(super) fn put(mut text: String) {
         if text.capacity() <= KEEP_AT_MOST {
             text.clear();
-            TEXT.set(text);
+            HEAD.set(text);
+        }
+    }
+
+    /// Keeps a built request's parts, emptied, for the thread's next builder.
+    pub(super) fn keep_parts(mut parts: Box<Parts>) {
+        if parts.texts.capacity() <= KEEP_AT_MOST {
+            parts.empty();
+            PARTS.set(Some(parts));
         }
     }
 }
@@ -717,6 +777,46 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn a_builder_after_another_starts_as_a_fresh_one() {
+        // The thread keeps a built request's parts, emptied, for its next builder: nothing
+        // of the last request (Vias, Max-Forwards, routes, From/To/Call-ID, CSeq, Contact,
+        // extra headers, body, texts written in place) shows in the next one.
+        let minimal = || {
+            let b = RequestBuilder::new(Method::Bye, Uri::parse("sip:b@example.com").unwrap())
+                .call_id("m@h");
+            (b.build().to_bytes(), {
+                let b = RequestBuilder::new(Method::Bye, Uri::parse("sip:b@example.com").unwrap());
+                b.call_id("m@h").build_bytes()
+            })
+        };
+        // A new thread's first builder is a fresh one.
+        let fresh = std::thread::spawn(minimal).join().unwrap();
+        assert_eq!(fresh.0, fresh.1);
+        let full = || {
+            RequestBuilder::new(Method::Invite, Uri::parse("sip:x@example.org").unwrap())
+                .via_with(|s| s.push_str("SIP/2.0/UDP h:5060;branch=z9hG4bKa"))
+                .via_text("SIP/2.0/UDP p:5060;branch=z9hG4bKb".into())
+                .max_forwards(9)
+                .route_with(|s| s.push_str("<sip:p.example;lr>"))
+                .from_with(|s| s.push_str("<sip:a@example.org>;tag=9"))
+                .to_with(|s| s.push_str("<sip:x@example.org>"))
+                .call_id("full@h")
+                .cseq(99)
+                .contact(NameAddr::new(Uri::parse("sip:a@192.0.2.9").unwrap()))
+                .header_with("X-Old", |s| s.push_str("old"))
+                .header_line(Header::from_static(HeaderName::Allow, "INVITE"))
+                .body("application/sdp", Bytes::from_static(b"v=0\r\n"))
+        };
+        let _ = full().build();
+        assert_eq!(minimal(), fresh);
+        let _ = full().build_bytes();
+        assert_eq!(minimal(), fresh);
+        // A builder dropped unbuilt leaves nothing either.
+        drop(full());
+        assert_eq!(minimal(), fresh);
     }
 
     #[test]
