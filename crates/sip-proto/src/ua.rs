@@ -2188,7 +2188,7 @@ impl UserAgent {
             &Method::Register,
             &uri,
             b"",
-            &cnonce,
+            cnonce,
         )
     }
 
@@ -2746,7 +2746,7 @@ impl UserAgent {
                     &Method::Invite,
                     &uri,
                     rejected.body(),
-                    &cnonce,
+                    cnonce,
                 ) {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
                     Err(f) => {
