@@ -188,18 +188,35 @@ impl Parts {
     /// `texts`.
     fn empty(&mut self) {
         drop(self.take_line());
-        self.via = None;
-        self.via_more.clear();
-        self.max_forwards = 70;
-        self.routes.clear();
-        self.from = None;
-        self.to = None;
-        self.call_id = None;
-        self.cseq = 1;
-        self.texts.clear();
-        self.contact = None;
-        self.extra.clear();
-        self.body = None;
+        // Every field named (no `..`): a field added to `Parts` must be reset here too.
+        let Parts {
+            method: _,
+            uri: _,
+            via,
+            via_more,
+            max_forwards,
+            routes,
+            from,
+            to,
+            call_id,
+            cseq,
+            texts,
+            contact,
+            extra,
+            body,
+        } = self;
+        *via = None;
+        via_more.clear();
+        *max_forwards = 70;
+        routes.clear();
+        *from = None;
+        *to = None;
+        *call_id = None;
+        *cseq = 1;
+        texts.clear();
+        *contact = None;
+        extra.clear();
+        *body = None;
     }
 }
 
