@@ -278,6 +278,49 @@ pub enum Qop {
     AuthInt,
 }
 
+/// The qop values a challenge offers (RFC 7616 §3.3), each once, in the order first offered.
+/// Held inline: there are two known values, and a challenge read needs no list allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QopOffer {
+    /// The values offered, first first; `None` after the last.
+    list: [Option<Qop>; 2],
+}
+
+impl QopOffer {
+    /// True when `qop` is offered.
+    pub fn contains(&self, qop: &Qop) -> bool {
+        self.list.contains(&Some(*qop))
+    }
+
+    /// The first value offered.
+    pub fn first(&self) -> Option<&Qop> {
+        self.list[0].as_ref()
+    }
+
+    /// True when no known value is offered.
+    pub fn is_empty(&self) -> bool {
+        self.list[0].is_none()
+    }
+
+    /// The values offered, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Qop> + '_ {
+        self.list.iter().map_while(|q| *q)
+    }
+
+    /// Notes `qop` as offered (a value offered again keeps its first place).
+    fn push(&mut self, qop: Qop) {
+        if let Some(slot) = self.list.iter_mut().find(|q| q.is_none_or(|q| q == qop)) {
+            *slot = Some(qop);
+        }
+    }
+}
+
+impl<const N: usize> PartialEq<[Qop; N]> for QopOffer {
+    fn eq(&self, other: &[Qop; N]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
+}
+
 /// Reads the `name=value` parameters of a digest header in place and hands each to `f`, in
 /// order: names as written (compare them case-insensitively), values unquoted (borrowed
 /// unless they hold escapes). Nothing is collected: the callers keep the values they know.
@@ -455,7 +498,7 @@ pub struct Challenge<'a> {
     /// The algorithm (MD5 when absent).
     pub algorithm: Algorithm,
     /// The qop values offered; empty for an RFC 2069 style challenge.
-    pub qop: Vec<Qop>,
+    pub qop: QopOffer,
     /// True when the previous credentials were right but the nonce expired.
     pub stale: bool,
 }
@@ -477,21 +520,16 @@ impl<'a> Challenge<'a> {
             None => Algorithm::Md5,
         };
         let qop = match qop.as_deref() {
-            None => Vec::new(),
+            None => QopOffer::default(),
             Some(q) => {
-                let offered: Vec<Qop> = q
-                    .split(',')
-                    .map(str::trim)
-                    .filter_map(|t| {
-                        if t.eq_ignore_ascii_case("auth") {
-                            Some(Qop::Auth)
-                        } else if t.eq_ignore_ascii_case("auth-int") {
-                            Some(Qop::AuthInt)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect();
+                let mut offered = QopOffer::default();
+                for t in q.split(',').map(str::trim) {
+                    if t.eq_ignore_ascii_case("auth") {
+                        offered.push(Qop::Auth);
+                    } else if t.eq_ignore_ascii_case("auth-int") {
+                        offered.push(Qop::AuthInt);
+                    }
+                }
                 if offered.is_empty() {
                     return Err(AuthError::UnsupportedQop);
                 }
@@ -1604,6 +1642,31 @@ mod tests {
             c.authorize(&ch, &creds, "REGISTER", "sip:r", b"", "c")
                 .contains("nc=00000002")
         );
+    }
+
+    #[test]
+    fn qop_offers_keep_the_first_place_of_each_known_value() {
+        let offer = |q: &str| {
+            Challenge::parse(&format!(r#"Digest realm="r", nonce="n", qop="{q}""#)).map(|c| c.qop)
+        };
+        let cases: [(&str, &[Qop]); 6] = [
+            ("auth", &[Qop::Auth]),
+            ("auth-int", &[Qop::AuthInt]),
+            ("auth-int, auth", &[Qop::AuthInt, Qop::Auth]),
+            ("AUTH,auth,auth-int,auth", &[Qop::Auth, Qop::AuthInt]),
+            ("x, auth-int, y, auth-int", &[Qop::AuthInt]),
+            ("auth-int,x,auth", &[Qop::AuthInt, Qop::Auth]),
+        ];
+        for (q, want) in cases {
+            let qop = offer(q).unwrap();
+            assert_eq!(qop.iter().collect::<Vec<_>>(), want, "{q}");
+            assert_eq!(qop.first(), want.first(), "{q}");
+            assert_eq!(qop.contains(&Qop::Auth), want.contains(&Qop::Auth), "{q}");
+            assert!(!qop.is_empty());
+        }
+        assert_eq!(offer("x, y"), Err(AuthError::UnsupportedQop));
+        let none = Challenge::parse(r#"Digest realm="r", nonce="n""#).unwrap();
+        assert!(none.qop.is_empty() && none.qop.first().is_none());
     }
 
     #[test]

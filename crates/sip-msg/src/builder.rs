@@ -28,6 +28,28 @@ pub fn text_of(value: &impl fmt::Display, capacity: usize) -> String {
 /// Appends `v` as 16 lower-case hex digits (what `format!("{v:016x}")` gives, without the
 /// formatting machinery).
 pub fn push_hex16(s: &mut String, v: u64) {
+    s.push_str(hex16(v, &mut HexText::default()));
+}
+
+/// Room for [`hex16`]'s text (on the stack: a tag or cnonce used once needs no `String`).
+pub struct HexText(crate::text::Block);
+
+impl fmt::Debug for HexText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("HexText").field(&self.0.0).finish()
+    }
+}
+
+impl Default for HexText {
+    fn default() -> Self {
+        Self(crate::text::Block([0; 16]))
+    }
+}
+
+/// `v` as 16 lower-case hex digits written into `out` ([`tag_from`]'s text, without a
+/// `String`).
+pub fn hex16(v: u64, out: &mut HexText) -> &str {
+    let out = &mut out.0;
     // The eight nibbles of `x`, most significant first, one per byte (little-endian word).
     fn spread(x: u32) -> u64 {
         // Bytes of `x` most significant first, then each 16-bit and 8-bit half apart.
@@ -44,12 +66,11 @@ pub fn push_hex16(s: &mut String, v: u64) {
         let letters = ((n + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
         n + 0x3030_3030_3030_3030 + letters * 0x27
     }
-    let mut out = crate::text::Block([0; 16]);
     // `v >> 32` and `v as u32` keep the two halves: the casts cut nothing that is used.
     out.0[..8].copy_from_slice(&ascii(spread((v >> 32) as u32)).to_le_bytes());
     out.0[8..].copy_from_slice(&ascii(spread(v as u32)).to_le_bytes());
     // Only ASCII hex digits are written, so this never falls back.
-    s.push_str(std::str::from_utf8(&out.0).unwrap_or_default());
+    std::str::from_utf8(&out.0).unwrap_or_default()
 }
 
 /// Appends `ip` as its `Display` prints it (IPv4 without the formatting machinery).
@@ -149,6 +170,56 @@ struct Parts {
     body: Option<(String, Bytes)>,
 }
 
+impl Parts {
+    /// The method and the Request-URI, taken out (placeholders left: the parts are emptied
+    /// next).
+    fn take_line(&mut self) -> (Method, Uri) {
+        let empty = Uri::Sip(crate::uri::SipUri::new(crate::uri::Host::Name(
+            String::new(),
+        )));
+        (
+            std::mem::replace(&mut self.method, Method::Ack),
+            std::mem::replace(&mut self.uri, empty),
+        )
+    }
+
+    /// Back to what [`RequestBuilder::new`] sets up, but for the method and the Request-URI
+    /// (placeholders until the next builder sets them), keeping the room of the lists and of
+    /// `texts`.
+    fn empty(&mut self) {
+        drop(self.take_line());
+        // Every field named (no `..`): a field added to `Parts` must be reset here too.
+        let Parts {
+            method: _,
+            uri: _,
+            via,
+            via_more,
+            max_forwards,
+            routes,
+            from,
+            to,
+            call_id,
+            cseq,
+            texts,
+            contact,
+            extra,
+            body,
+        } = self;
+        *via = None;
+        via_more.clear();
+        *max_forwards = 70;
+        routes.clear();
+        *from = None;
+        *to = None;
+        *call_id = None;
+        *cseq = 1;
+        texts.clear();
+        *contact = None;
+        extra.clear();
+        *body = None;
+    }
+}
+
 /// A header added with [`RequestBuilder::header`], [`RequestBuilder::header_line`] or
 /// [`RequestBuilder::header_with`] (a value written into the builder's `texts`, no `String`
 /// of its own).
@@ -178,22 +249,31 @@ impl Extra {
 impl RequestBuilder {
     /// Starts a request; CSeq defaults to 1 and Max-Forwards to 70.
     pub fn new(method: Method, uri: Uri) -> Self {
-        let parts = Box::new(Parts {
-            method,
-            uri,
-            via: None,
-            via_more: Vec::new(),
-            max_forwards: 70,
-            routes: Vec::new(),
-            from: None,
-            to: None,
-            call_id: None,
-            cseq: 1,
-            texts: String::new(),
-            contact: None,
-            extra: Vec::new(),
-            body: None,
-        });
+        let parts = match scratch::PARTS.take() {
+            // The thread's last builder's box, emptied when it was built ([`Parts::empty`]):
+            // its lists and string keep their room.
+            Some(mut kept) => {
+                kept.method = method;
+                kept.uri = uri;
+                kept
+            }
+            None => Box::new(Parts {
+                method,
+                uri,
+                via: None,
+                via_more: Vec::new(),
+                max_forwards: 70,
+                routes: Vec::new(),
+                from: None,
+                to: None,
+                call_id: None,
+                cseq: 1,
+                texts: String::new(),
+                contact: None,
+                extra: Vec::new(),
+                body: None,
+            }),
+        };
         Self { parts }
     }
 
@@ -370,14 +450,17 @@ impl RequestBuilder {
     /// Every header is written into one text buffer that the message's headers share (as a
     /// parsed message's do): one allocation for the header section instead of one per value.
     pub fn build(self) -> Message {
-        let mut p = *self.parts;
+        let mut p = self.parts;
         let body = p.body.take();
         let (w, body) = write_head(&p, body, true);
         let HeadWriter { head, lines } = w;
         let mut written = lines.unwrap_or_default();
-        let mut m = Message::new_request(p.method, p.uri);
+        let (method, uri) = p.take_line();
+        let mut m = Message::new_request(method, uri);
         // The lines are ranges of the head text, which they hold once.
-        written.attach_head(Arc::from(head));
+        written.attach_head(Arc::from(head.as_str()));
+        scratch::put(head);
+        scratch::keep_parts(p);
         m.headers = written;
         m.put_body(body);
         m
@@ -388,14 +471,62 @@ impl RequestBuilder {
     /// scratch text, then copied with the body into a buffer of the exact size (a caller may
     /// keep it), with no header list, no shared head text and no `Message` made.
     pub fn build_bytes(self) -> Vec<u8> {
-        let mut p = *self.parts;
+        let mut p = self.parts;
         let body = p.body.take();
         let (w, body) = write_head(&p, body, false);
         let mut out = Vec::with_capacity(w.head.len() + 2 + body.len());
         out.extend_from_slice(w.head.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&body);
+        scratch::put(w.head);
+        scratch::keep_parts(p);
         out
+    }
+}
+
+/// What a request is built with, kept for the thread's next request: the text a head is
+/// written into before it is copied out ([`RequestBuilder::build`] into the shared head text,
+/// [`RequestBuilder::build_bytes`] into the exact-size bytes), and the builder's box of
+/// parts, emptied, with the room of its lists and of its string of values written in place.
+/// Allocations (and frees) fewer per request built: the head text, the box, the string and
+/// the list of extra headers. Not state of any request: taken, handed back empty (a nested
+/// builder finds them taken and makes its own).
+mod scratch {
+    use std::cell::Cell;
+
+    use super::Parts;
+
+    /// Larger texts are not kept (a rare huge request leaves no lasting footprint).
+    const KEEP_AT_MOST: usize = 16 * 1024;
+
+    thread_local! {
+        /// The head being written.
+        static HEAD: Cell<String> = const { Cell::new(String::new()) };
+        /// The last builder's parts, emptied.
+        pub(super) static PARTS: Cell<Option<Box<Parts>>> = const { Cell::new(None) };
+    }
+
+    /// The kept head text, empty, with room for `room` bytes.
+    pub(super) fn take(room: usize) -> String {
+        let mut text = HEAD.take();
+        text.reserve(room);
+        text
+    }
+
+    /// Gives the head text back for the next request.
+    pub(super) fn put(mut text: String) {
+        if text.capacity() <= KEEP_AT_MOST {
+            text.clear();
+            HEAD.set(text);
+        }
+    }
+
+    /// Keeps a built request's parts, emptied, for the thread's next builder.
+    pub(super) fn keep_parts(mut parts: Box<Parts>) {
+        if parts.texts.capacity() <= KEEP_AT_MOST {
+            parts.empty();
+            PARTS.set(Some(parts));
+        }
     }
 }
 
@@ -433,10 +564,10 @@ fn write_head(p: &Parts, body: Option<(String, Bytes)>, lines: bool) -> (HeadWri
             .map(|h| h.name().as_str().len() + h.value(&p.texts).len() + 4)
             .sum::<usize>();
     let head = if lines {
-        String::with_capacity(room)
+        scratch::take(room)
     } else {
         // The start line too (a guess of 80 bytes).
-        let mut head = String::with_capacity(80 + room);
+        let mut head = scratch::take(80 + room);
         // `Method SP Request-URI SP SIP-Version`, as a built message's start line prints.
         head.push_str(p.method.as_str());
         head.push(' ');
@@ -666,6 +797,79 @@ mod tests {
     }
 
     #[test]
+    fn a_builder_after_another_starts_as_a_fresh_one() {
+        // The thread keeps a built request's parts, emptied, for its next builder: nothing
+        // of the last request (Vias, Max-Forwards, routes, From/To/Call-ID, CSeq, Contact,
+        // extra headers, body, texts written in place) shows in the next one.
+        let minimal = || {
+            let b = RequestBuilder::new(Method::Bye, Uri::parse("sip:b@example.com").unwrap())
+                .call_id("m@h");
+            (b.build().to_bytes(), {
+                let b = RequestBuilder::new(Method::Bye, Uri::parse("sip:b@example.com").unwrap());
+                b.call_id("m@h").build_bytes()
+            })
+        };
+        // A new thread's first builder is a fresh one.
+        let fresh = std::thread::spawn(minimal).join().unwrap();
+        assert_eq!(fresh.0, fresh.1);
+        let full = || {
+            RequestBuilder::new(Method::Invite, Uri::parse("sip:x@example.org").unwrap())
+                .via_with(|s| s.push_str("SIP/2.0/UDP h:5060;branch=z9hG4bKa"))
+                .via_text("SIP/2.0/UDP p:5060;branch=z9hG4bKb".into())
+                .max_forwards(9)
+                .route_with(|s| s.push_str("<sip:p.example;lr>"))
+                .from_with(|s| s.push_str("<sip:a@example.org>;tag=9"))
+                .to_with(|s| s.push_str("<sip:x@example.org>"))
+                .call_id("full@h")
+                .cseq(99)
+                .contact(NameAddr::new(Uri::parse("sip:a@192.0.2.9").unwrap()))
+                .header_with("X-Old", |s| s.push_str("old"))
+                .header_line(Header::from_static(HeaderName::Allow, "INVITE"))
+                .body("application/sdp", Bytes::from_static(b"v=0\r\n"))
+        };
+        let _ = full().build();
+        assert_eq!(minimal(), fresh);
+        let _ = full().build_bytes();
+        assert_eq!(minimal(), fresh);
+        // A builder dropped unbuilt leaves nothing either.
+        drop(full());
+        assert_eq!(minimal(), fresh);
+    }
+
+    #[test]
+    fn heads_written_in_the_kept_scratch_text_print_as_the_first_one() {
+        // The scratch text a head is written in is kept between requests (and dropped when
+        // it grew past its bound): whatever was built before, the same builder gives the same
+        // bytes, by `build` and by `build_bytes`, and the built head reads as its own.
+        let make = |extra: usize| {
+            RequestBuilder::new(Method::Options, Uri::parse("sip:b@example.com").unwrap())
+                .via_text("SIP/2.0/UDP h:5060;branch=z9hG4bKs".into())
+                .from_with(|s| s.push_str("<sip:a@example.com>;tag=1"))
+                .to_with(|s| s.push_str("<sip:b@example.com>"))
+                .call_id("s@h")
+                .cseq(1)
+                .header_with("X-Pad", |s| s.push_str(&"p".repeat(extra)))
+        };
+        let first = make(10).build().to_bytes();
+        for extra in [10, 20_000, 10, 3_000, 0, 10] {
+            let built = make(extra).build();
+            let again = make(extra).build_bytes();
+            assert_eq!(built.to_bytes(), again, "{extra}");
+            assert_eq!(built.headers.value(&HeaderName::CallId), Some("s@h"));
+            assert_eq!(
+                built
+                    .headers
+                    .value(&HeaderName::from("X-Pad"))
+                    .map(str::len),
+                Some(extra)
+            );
+            if extra == 10 {
+                assert_eq!(make(extra).build().to_bytes(), first);
+            }
+        }
+    }
+
+    #[test]
     fn values_written_in_place_print_as_owned_values_do() {
         // `header_with` and `header_line(from_static)` print exactly what `header` prints,
         // in the order added, among other values written in place; a second Via goes under
@@ -821,6 +1025,7 @@ mod tests {
             let mut s = String::from("x");
             push_hex16(&mut s, v);
             assert_eq!(s, format!("x{v:016x}"));
+            assert_eq!(hex16(v, &mut HexText::default()), tag_from(v));
         }
         assert_eq!(branch_from(0xabc), format!("{BRANCH_MAGIC}{:016x}", 0xabc));
         assert_eq!(tag_from(u64::MAX), "ffffffffffffffff");

@@ -37,8 +37,8 @@ pub mod typed;
 mod uri;
 
 pub use builder::{
-    BRANCH_MAGIC, RequestBuilder, branch_from, push_decimal, push_hex16, push_host, push_host_ref,
-    push_ip, tag_from, text_of,
+    BRANCH_MAGIC, HexText, RequestBuilder, branch_from, hex16, push_decimal, push_hex16, push_host,
+    push_host_ref, push_ip, tag_from, text_of,
 };
 pub use error::{ErrorKind, HeaderError, ParseError, UriError, Warning, WarningKind};
 pub use framer::{Frame, FrameError, Framer};

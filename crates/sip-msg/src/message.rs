@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use crate::error::{ErrorKind, HeaderError, ParseError, Warning, WarningKind};
 use crate::header::{Header, HeaderName, HeaderRef, HeaderView, Headers, Raw, TypedHeader};
@@ -184,13 +184,13 @@ impl Message {
         if bytes.len() > DEFAULT_MAX_SIZE {
             return Err(ParseError::new(ErrorKind::TooLarge, 0));
         }
-        parse(bytes, None)
+        parse(Input::Borrowed(bytes))
     }
 
     /// Like [`Message::parse`], without copying the body (the header section is copied once
     /// into a shared UTF-8 buffer that every header points into).
     pub fn parse_bytes(bytes: Bytes) -> Result<Self, ParseError> {
-        parse(&bytes, Some(&bytes))
+        parse(Input::Owned(bytes))
     }
 
     /// The start line.
@@ -1284,7 +1284,37 @@ fn read_headers(
     Ok(content_length)
 }
 
-fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
+/// What [`parse`] reads: bytes lent (the body is copied out) or a received buffer given (the
+/// body is the buffer itself, or a slice of it).
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Bytes),
+}
+
+impl Input<'_> {
+    /// The body, `range` of the input.
+    fn body(self, range: std::ops::Range<usize>) -> Bytes {
+        match self {
+            _ if range.is_empty() => Bytes::new(),
+            Input::Borrowed(b) => Bytes::copy_from_slice(&b[range]),
+            // The body runs to the end (the usual datagram): the given buffer itself with its
+            // head cut off. `slice` would clone it, and the clone of a `Bytes` made from a
+            // `Vec` allocates a shared header; `advance` only moves the start (the buffer is
+            // freed whole when the body is dropped, as a slice's is).
+            Input::Owned(mut b) if range.end == b.len() => {
+                b.advance(range.start);
+                b
+            }
+            Input::Owned(b) => b.slice(range),
+        }
+    }
+}
+
+fn parse(input: Input<'_>) -> Result<Message, ParseError> {
+    let (bytes, owner) = match &input {
+        Input::Borrowed(b) => (*b, None),
+        Input::Owned(b) => (&b[..], Some(b)),
+    };
     // RFC 3261 §7.5: ignore CRLFs before the start line.
     let skip = bytes
         .iter()
@@ -1356,7 +1386,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
                     kind: WarningKind::MissingContentLength,
                 });
             }
-            src.bytes(body_at, buf.len())
+            body_at..buf.len()
         }
         Some((line, length)) => match length {
             Ok(ContentLength(n)) => {
@@ -1379,7 +1409,7 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
                         kind: WarningKind::ExtraBytes,
                     });
                 }
-                src.bytes(body_at, body_at + n)
+                body_at..body_at + n
             }
             Err(e) => {
                 return Err(ParseError::in_header(
@@ -1390,6 +1420,8 @@ fn parse(bytes: &[u8], owner: Option<&Bytes>) -> Result<Message, ParseError> {
             }
         },
     };
+    // The body's range of the input (`buf` starts `skip` bytes in).
+    let body = input.body(skip + body.start..skip + body.end);
     Ok(Message {
         start,
         start_raw,
@@ -2164,6 +2196,39 @@ Max-Forwards: 70\r\ncontent-length: 0\r\n\r\n",
             (m.status(), m.reason()),
             (Some(183), Some("Session Progress"))
         );
+    }
+
+    #[test]
+    fn a_body_shared_with_the_datagram_is_the_copied_one() {
+        let head = "MESSAGE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                    Call-ID: c\r\nCSeq: 1 MESSAGE\r\n";
+        for (extra, rest) in [
+            ("Content-Length: 5\r\n", "hello"),
+            ("Content-Length: 3\r\n", "hello"),
+            ("Content-Length: 0\r\n", "hello"),
+            ("Content-Length: 0\r\n", ""),
+            ("", "hello"),
+            ("", ""),
+        ] {
+            for lead in ["", "\r\n\r\n"] {
+                let text = format!("{lead}{head}{extra}\r\n{rest}");
+                let copied = Message::parse(text.as_bytes()).unwrap();
+                // A `Bytes` made from a `Vec` (what a driver hands on), and a static one.
+                for owner in [
+                    Bytes::from(text.clone().into_bytes()),
+                    Bytes::from(text.clone()).slice(..),
+                ] {
+                    let shared = Message::parse_bytes(owner).unwrap();
+                    assert_eq!(shared.body(), copied.body(), "{text:?}");
+                    assert_eq!(shared.to_bytes(), copied.to_bytes(), "{text:?}");
+                    assert_eq!(shared.warnings(), copied.warnings(), "{text:?}");
+                    // The body outlives the message it came with, as a slice of it did.
+                    let body = shared.body().clone();
+                    drop(shared);
+                    assert_eq!(&body[..], copied.body(), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]

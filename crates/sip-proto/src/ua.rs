@@ -2177,7 +2177,9 @@ impl UserAgent {
         resp: &Message,
         req: &Message,
     ) -> Result<Header, AuthFailure> {
-        let cnonce = tag_from(self.rng.random());
+        // On the stack: the cnonce is only read while the answer is computed.
+        let mut cnonce = sip_msg::HexText::default();
+        let cnonce = sip_msg::hex16(self.rng.random(), &mut cnonce);
         let uri = self.registrar_uri_text();
         self.auth.challenge(
             self.credentials.as_ref(),
@@ -2186,7 +2188,7 @@ impl UserAgent {
             &Method::Register,
             &uri,
             b"",
-            &cnonce,
+            cnonce,
         )
     }
 
@@ -2727,7 +2729,9 @@ impl UserAgent {
                     // Writing into a String never fails.
                     let _ = u.write_to(&mut uri);
                 }
-                let cnonce = tag_from(self.rng.random());
+                // On the stack: the cnonce is only read while the answer is computed.
+                let mut cnonce = sip_msg::HexText::default();
+                let cnonce = sip_msg::hex16(self.rng.random(), &mut cnonce);
                 // Fields borrowed apart: the rejected INVITE is read where it is kept.
                 let Some(Slot::Live(call)) = self.slot(id).and_then(|i| self.calls.get(i)) else {
                     return;
@@ -2742,7 +2746,7 @@ impl UserAgent {
                     &Method::Invite,
                     &uri,
                     rejected.body(),
-                    &cnonce,
+                    cnonce,
                 ) {
                     Ok(header) => self.reinvite_with_auth(now, id, header),
                     Err(f) => {
@@ -3995,7 +3999,7 @@ impl UserAgent {
     }
 
     /// A new INVITE, whose server transaction was just pushed (the last of `server`).
-    fn on_new_invite(&mut self, now: Instant, req: Message, source: SocketAddr) {
+    fn on_new_invite(&mut self, now: Instant, mut req: Message, source: SocketAddr) {
         let local_tag = tag_from(self.rng.random());
         // The caller's URI for the event, from the dialog's reading of the From (not read
         // twice): `from_uri_text`'s text.
@@ -4003,7 +4007,7 @@ impl UserAgent {
         let dialog = match Dialog::from_uas_noting(&req, &local_tag, Some(&mut from)) {
             // The INVITE's offer is theirs to be answered (RFC 3261 §13.3.1).
             Ok(mut d) => {
-                if sdp_of(&req).is_some() {
+                if has_sdp(&req) {
                     d.offer = OpenOffer::Theirs;
                 }
                 d
@@ -4049,7 +4053,8 @@ impl UserAgent {
         if let Some(e) = self.server.last_mut() {
             e.call = Some(id);
         }
-        let offer = sdp_of(&req);
+        // Taken out, not cloned: `keep_only` below drops the body anyway.
+        let offer = has_sdp(&req).then(|| req.take_body());
         // The call keeps of the INVITE what its responses read (RFC 3261 §8.2.6.2 copies Via,
         // From, To, Call-ID, CSeq; §12.1.1 Record-Route; RFC 3262 §3: Require, Supported),
         // copied apart: not its body (a slice of the whole datagram) nor its other headers,
@@ -4217,14 +4222,16 @@ impl UserAgent {
         extra: &[Header],
         body: Option<(&str, &[u8])>,
     ) {
-        let tag = tag_from(self.rng.random());
+        // On the stack: the tag is printed into the response and not kept.
+        let mut tag = sip_msg::HexText::default();
+        let tag = sip_msg::hex16(self.rng.random(), &mut tag);
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
         // `extra` then Server, chained (no list per response). `write_full_response` reserves
         // what it needs.
         let extra = extra.iter().chain(std::iter::once(&server));
         let mut out = Vec::new();
-        Message::write_full_response(req, code, reason, Some(&tag), extra, body, &mut out);
+        Message::write_full_response(req, code, reason, Some(tag), extra, body, &mut out);
         if let Some(e) = self.server.iter_mut().find(|e| e.txn.key() == &key) {
             // An INVITE refused before it became a call (RFC 3261 §17.2.1: the final response
             // through its own transaction, which then waits for the ACK and ends).
@@ -4618,7 +4625,7 @@ impl UserAgent {
                 id,
                 fork,
                 &method,
-                sdp_of(req).is_some(),
+                has_sdp(req),
                 ids.as_ref().and_then(|i| i.from_tag.as_deref()),
             )
         {
@@ -6001,11 +6008,17 @@ fn supports_100rel(msg: &Message) -> bool {
 }
 
 fn sdp_of(msg: &Message) -> Option<Bytes> {
-    let ct = msg.headers.value(&HeaderName::ContentType)?.as_bytes();
-    let sdp = ct
-        .get(..15)
-        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"));
-    (sdp && !msg.body().is_empty()).then(|| msg.body().clone())
+    has_sdp(msg).then(|| msg.body().clone())
+}
+
+/// True when `msg` carries an SDP body (what [`sdp_of`] gives), without a copy of the body's
+/// handle: the clone of a body that shares a received datagram can allocate.
+fn has_sdp(msg: &Message) -> bool {
+    msg.headers
+        .value(&HeaderName::ContentType)
+        .and_then(|ct| ct.as_bytes().get(..15))
+        .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))
+        && !msg.body().is_empty()
 }
 
 /// `Host` equality (names compared exactly, as the owned `Host`'s `==` does) for a host read
