@@ -5,7 +5,9 @@
 //! whole messages to the single task that owns the sans-IO core; the core's output goes back
 //! on the connection whose peer address it names (RFC 3261 §18.2.2: responses return on the
 //! connection the request came on). A message for an address with no open connection is
-//! dropped and counted: the registrar does not open connections to endpoints. With several
+//! dropped and counted: the registrar does not open connections to endpoints. A closed
+//! connection is reported to the core ([`Registrar::handle_flow_closed`]): the outbound
+//! bindings made over it fail (RFC 5626 §7) and requests to them get 430. With several
 //! listeners each UDP socket has a reader task feeding the same core, and every message
 //! carries its listener ([`Flow::iface`]).
 //!
@@ -267,7 +269,11 @@ impl BuiltinRegistrar {
                 tokio::select! {
                     ev = inbox.recv() => match ev {
                         Some(ConnEvent::Open(peer, tx)) => { conns.insert(peer, tx); }
-                        Some(ConnEvent::Closed(peer)) => { conns.remove(&peer); }
+                        Some(ConnEvent::Closed(peer)) => {
+                            conns.remove(&peer);
+                            // RFC 5626 §7: the outbound bindings over it fail (the core decides).
+                            core.handle_flow_closed(Instant::now(), peer);
+                        }
                         Some(ConnEvent::Message(peer, bytes)) => {
                             // Malformed input is dropped here; a registrar answers what it can read.
                             if let Ok(msg) = Message::parse_bytes(bytes) {
