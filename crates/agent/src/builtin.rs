@@ -227,6 +227,7 @@ impl BuiltinRegistrar {
         }
         core.set_service_limits(services.limits);
         core.set_flow_timer(services.flow_timer);
+        core.set_failed_flow_hold(services.failed_flow_hold);
         let mut media = ServiceMedia::new(addrs.iter().map(|(a, _)| a.ip()).collect(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
@@ -356,6 +357,7 @@ impl BuiltinRegistrar {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);
             core.set_flow_timer(services.flow_timer);
+            core.set_failed_flow_hold(services.failed_flow_hold);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
