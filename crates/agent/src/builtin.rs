@@ -296,16 +296,23 @@ impl BuiltinRegistrar {
                         let _ = sock.send_to(&bytes, to.addr).await;
                         continue;
                     }
-                    match conns.get(&to) {
-                        // A full or closed connection must not stop the registrar.
-                        Some(tx) => {
-                            let _ = tx.try_send(bytes);
-                        }
+                    // A full or closed connection must not stop the registrar. One closed
+                    // before its `Closed` came in (or gone): the core answers what it can
+                    // (430 to a request for an outbound flow, RFC 5626 §5.3).
+                    let undelivered = match conns.get(&to) {
+                        Some(tx) => match tx.try_send(bytes) {
+                            Err(mpsc::error::TrySendError::Closed(bytes)) => Some(bytes),
+                            _ => None,
+                        },
                         None => {
                             core_counters
                                 .dropped_no_connection
                                 .fetch_add(1, Ordering::Relaxed);
+                            Some(bytes)
                         }
+                    };
+                    if let Some(bytes) = undelivered {
+                        core.handle_undeliverable(Instant::now(), to, bytes);
                     }
                 }
             }

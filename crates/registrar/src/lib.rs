@@ -686,6 +686,38 @@ impl Registrar {
         }
     }
 
+    /// The driver could not send `bytes` (from [`Self::poll_transmit_flow`]) to `flow`: no
+    /// connection to it is open any more, and the core has not yet been told it closed
+    /// ([`Self::handle_flow_closed`] comes next). A request forwarded over an RFC 5626
+    /// outbound flow straight from a phone (a [`FlowState::Direct`] binding's) is answered
+    /// 430 Flow Failed (§5.3) to its sender, as if the phone had answered, so the caller
+    /// learns at once; an ACK, a response, or anything sent to another flow is dropped, as
+    /// before.
+    pub fn handle_undeliverable(&mut self, _now: Instant, flow: Flow, bytes: Bytes) {
+        if !self.outbound_flows.contains_key(&flow) {
+            return;
+        }
+        let Ok(req) = Message::parse_bytes(bytes) else {
+            return;
+        };
+        if !req.is_request() || req.method().is_none_or(|m| m == Method::Ack) {
+            return;
+        }
+        // The To tag our own answers to the caller's request carry (`respond`): its Via is
+        // the one below ours, so the ACK of this 430 ends here as theirs do.
+        let mut caller = req.clone();
+        pop_first_value(&mut caller, HeaderName::Via);
+        let Some(top) = TopVia::of(&caller) else {
+            return;
+        };
+        let tag = Tag::of(top.tag_hash);
+        let answer = Message::response_to(&req, 430, "Flow Failed", Some(tag.as_str()));
+        // Our Via is on top: the response path pops it and sends the 430 where the request
+        // came from.
+        self.stats.refused += 1;
+        self.forward_response(answer, flow);
+    }
+
     /// Drops lapsed bindings; runs the service calls' timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.services
@@ -1850,7 +1882,6 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
 
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
 /// keep their received bytes.
-#[cfg(test)]
 fn pop_first_value(msg: &mut Message, name: HeaderName) {
     let Some(i) = msg.headers.position(&name) else {
         return;
@@ -2729,6 +2760,80 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         reg.handle_flow_closed(t0, Flow::first(phone));
         assert_eq!(reg.bindings("u")[0].flow_state, FlowState::Direct);
         assert_eq!(send_to_user(&mut reg, t0, "u", 5), Ok(Flow::first(phone)));
+    }
+
+    /// RFC 5626 §5.3 in the race before the driver's word of a close: a request the driver
+    /// could not deliver to a Direct outbound flow comes back 430 to the caller (our Via
+    /// popped, a To tag whose ACK ends here); one to a plain binding's flow, and an ACK, are
+    /// dropped as before.
+    #[test]
+    fn an_undeliverable_request_to_an_outbound_flow_is_answered_430() {
+        let mut reg = tcp_registrar();
+        let now = Instant::now();
+        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
+        register_tcp(&mut reg, now, "a", phone, Some("a"), "");
+        register_tcp(&mut reg, now, "c", plain, None, "");
+        let invite = |user: &str| {
+            format!(
+                "INVITE sip:{user}@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKinv{user}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:caller@reg.test>;tag=9\r\nTo: <sip:{user}@reg.test>\r\n\
+Call-ID: inv{user}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{caller};transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n"
+            )
+        };
+        for user in ["a", "c"] {
+            let raw = invite(user);
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(raw.as_bytes()).unwrap(),
+                caller,
+            );
+            let (to, bytes) = reg.poll_transmit_flow().expect("forwarded");
+            reg.handle_undeliverable(now, to, bytes);
+            if user == "c" {
+                assert!(reg.poll_transmit().is_none(), "a plain binding: dropped");
+                continue;
+            }
+            let (back, bytes) = reg.poll_transmit_flow().expect("a 430");
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            assert_eq!(back, Flow::first(caller), "{text}");
+            assert!(text.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{text}");
+            let answer = Message::parse(&bytes).unwrap();
+            let vias: Vec<_> = answer.headers.get_all(&HeaderName::Via).collect();
+            assert_eq!(vias.len(), 1, "ours popped: {text}");
+            assert!(vias[0].value().contains("branch=z9hG4bKinva"), "{text}");
+            let tag = answer
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag().map(std::borrow::Cow::into_owned))
+                .expect("a To tag");
+            // The caller's ACK of the 430 ends at the registrar.
+            let ack = format!(
+                "ACK sip:a@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKinva\r\n\
+Max-Forwards: 70\r\nFrom: <sip:caller@reg.test>;tag=9\r\nTo: <sip:a@reg.test>;tag={tag}\r\n\
+Call-ID: inva\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            );
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(ack.as_bytes()).unwrap(),
+                caller,
+            );
+            assert!(reg.poll_transmit().is_none(), "the ACK went nowhere");
+            assert_eq!(reg.stats().refused, 1);
+        }
+        // An ACK the driver could not deliver is not answered.
+        let ack = format!(
+            "ACK sip:a@10.0.0.1:40001 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsmx\r\n\
+Via: SIP/2.0/TCP {caller};branch=z9hG4bKack\r\nFrom: <sip:caller@reg.test>;tag=9\r\n\
+To: <sip:a@reg.test>;tag=x\r\nCall-ID: ack\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        reg.handle_undeliverable(now, Flow::first(phone), Bytes::from(ack));
+        assert!(reg.poll_transmit().is_none());
     }
 
     #[test]
