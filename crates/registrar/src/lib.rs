@@ -13,7 +13,9 @@
 //! is passed for credential expiry. A driver of connections (TCP, TLS, WS, WSS) says when
 //! one closes with [`Registrar::handle_flow_closed`] (the flow it names): RFC 5626 outbound
 //! bindings made straight over it fail (requests to them get 430 Flow Failed) and are
-//! dropped after a hold; other bindings are not touched (see [`FlowState`]).
+//! dropped after a hold; other bindings are not touched (see [`FlowState`]). Bytes it could
+//! not send because their connection was gone go back with
+//! [`Registrar::handle_undeliverable`] (a request for such a flow is answered 430 then).
 //!
 //! The proxy is stateless (RFC 3261 §16.11): it forwards requests and responses without
 //! transaction state, computing its Via branch from the incoming one so that retransmissions
