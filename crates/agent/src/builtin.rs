@@ -5,7 +5,9 @@
 //! whole messages to the single task that owns the sans-IO core; the core's output goes back
 //! on the connection whose peer address it names (RFC 3261 §18.2.2: responses return on the
 //! connection the request came on). A message for an address with no open connection is
-//! dropped and counted: the registrar does not open connections to endpoints. With several
+//! dropped and counted: the registrar does not open connections to endpoints. A closed
+//! connection is reported to the core ([`Registrar::handle_flow_closed`]): the outbound
+//! bindings made over it fail (RFC 5626 §7) and requests to them get 430. With several
 //! listeners each UDP socket has a reader task feeding the same core, and every message
 //! carries its listener ([`Flow::iface`]).
 //!
@@ -225,6 +227,7 @@ impl BuiltinRegistrar {
         }
         core.set_service_limits(services.limits);
         core.set_flow_timer(services.flow_timer);
+        core.set_failed_flow_hold(services.failed_flow_hold);
         let mut media = ServiceMedia::new(addrs.iter().map(|(a, _)| a.ip()).collect(), &services)?;
         let counters = Arc::new(ConnCounters::default());
         let (stop, mut stopped) = watch::channel(false);
@@ -267,7 +270,11 @@ impl BuiltinRegistrar {
                 tokio::select! {
                     ev = inbox.recv() => match ev {
                         Some(ConnEvent::Open(peer, tx)) => { conns.insert(peer, tx); }
-                        Some(ConnEvent::Closed(peer)) => { conns.remove(&peer); }
+                        Some(ConnEvent::Closed(peer)) => {
+                            conns.remove(&peer);
+                            // RFC 5626 §7: the outbound bindings over it fail (the core decides).
+                            core.handle_flow_closed(Instant::now(), peer);
+                        }
                         Some(ConnEvent::Message(peer, bytes)) => {
                             // Malformed input is dropped here; a registrar answers what it can read.
                             if let Ok(msg) = Message::parse_bytes(bytes) {
@@ -289,16 +296,23 @@ impl BuiltinRegistrar {
                         let _ = sock.send_to(&bytes, to.addr).await;
                         continue;
                     }
-                    match conns.get(&to) {
-                        // A full or closed connection must not stop the registrar.
-                        Some(tx) => {
-                            let _ = tx.try_send(bytes);
-                        }
+                    // A full or closed connection must not stop the registrar. One closed
+                    // before its `Closed` came in (or gone): the core answers what it can
+                    // (430 to a request for an outbound flow, RFC 5626 §5.3).
+                    let undelivered = match conns.get(&to) {
+                        Some(tx) => match tx.try_send(bytes) {
+                            Err(mpsc::error::TrySendError::Closed(bytes)) => Some(bytes),
+                            _ => None,
+                        },
                         None => {
                             core_counters
                                 .dropped_no_connection
                                 .fetch_add(1, Ordering::Relaxed);
+                            Some(bytes)
                         }
+                    };
+                    if let Some(bytes) = undelivered {
+                        core.handle_undeliverable(Instant::now(), to, bytes);
                     }
                 }
             }
@@ -350,6 +364,7 @@ impl BuiltinRegistrar {
             let mut core = Registrar::new(config);
             core.set_service_limits(services.limits);
             core.set_flow_timer(services.flow_timer);
+            core.set_failed_flow_hold(services.failed_flow_hold);
             let mut buf = vec![0u8; 65_536];
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);

@@ -13,6 +13,15 @@ pub fn hint_for(code: u16) -> &'static str {
             "the server requires or refuses a SIP extension: compare Require/Supported in the trace"
         }
         423 => "interval too brief: the server wants a longer registration (Min-Expires)",
+        // RFC 5626 §5.3 / §11.5: the proxy knew the callee's flow had failed.
+        430 => {
+            "flow failed: the callee's RFC 5626 outbound connection to its registrar or edge proxy closed; it must register again on a new flow"
+        }
+        // RFC 5626 §6 / §11.6: the registrar saw the REGISTER come through a proxy (more
+        // than one Via) whose Path has no `ob` (or no Path at all).
+        439 => {
+            "the first hop (outbound proxy) lacks RFC 5626 outbound support: set outbound = false, or use an edge proxy that supports it (its Path URI carries ob)"
+        }
         480 => "the user is known but not reachable now (not registered)",
         483 => "too many hops: a routing loop between proxies",
         486 | 600 => "busy: the callee is in another call",
@@ -23,5 +32,18 @@ pub fn hint_for(code: u16) -> &'static str {
         502 | 504 => "an upstream server failed or timed out: the next hop behind this server",
         503 => "service unavailable: the server is overloaded or not running",
         _ => "see the SIP trace for the exact response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hint_for;
+
+    /// The RFC 5626 codes name what failed and, for 439, the fix.
+    #[test]
+    fn outbound_codes_have_their_hints() {
+        assert!(hint_for(439).contains("set outbound = false"));
+        assert!(hint_for(439).contains("first hop (outbound proxy)"));
+        assert!(hint_for(430).starts_with("flow failed"));
     }
 }

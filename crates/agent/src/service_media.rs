@@ -55,17 +55,23 @@ pub struct ServiceOptions {
     /// The `Flow-Timer` (seconds) the registrar sends an RFC 5626 outbound phone that reached
     /// it over a connection of its own (`registrar::Registrar::set_flow_timer`; `None`: none).
     pub flow_timer: Option<u32>,
+    /// How long the registrar keeps an RFC 5626 outbound binding whose connection closed,
+    /// answering 430 (Flow Failed), before dropping it
+    /// (`registrar::Registrar::set_failed_flow_hold`).
+    pub failed_flow_hold: Duration,
 }
 
 impl Default for ServiceOptions {
     /// 30 s of silence ends a call (RTCP alone, every ≤ 7.5 s, keeps a held call alive);
-    /// system-chosen ports; calls up to four hours; Flow-Timer 120 s.
+    /// system-chosen ports; calls up to four hours; Flow-Timer 120 s; a failed flow's binding
+    /// held 30 s.
     fn default() -> Self {
         Self {
             inactivity: Duration::from_secs(30),
             rtp_ports: None,
             limits: ServiceLimits::default(),
             flow_timer: Some(registrar::DEFAULT_FLOW_TIMER),
+            failed_flow_hold: registrar::DEFAULT_FAILED_FLOW_HOLD,
         }
     }
 }

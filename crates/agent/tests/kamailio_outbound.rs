@@ -8,10 +8,9 @@
 //! Skipped with a message when `kamailio` or `kamailio-outbound-modules` is absent (fails
 //! instead with `SIPMETER_REQUIRE_PEERS=1`).
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agent::builtin::BuiltinRegistrar;
@@ -25,7 +24,10 @@ use testpeers::{
     websocket_available,
 };
 
+mod relay_common;
 mod streams_common;
+
+use relay_common::{Relay, Relayed};
 
 fn kamailio(flow_timer: u32) -> Kamailio {
     let users = (1001..=1020)
@@ -210,110 +212,6 @@ fn calls_through_kamailio_over_udp_keep_the_flow_with_stun() {
             "{}",
             notes[i]
         );
-    }
-}
-
-/// A TCP relay between the endpoints and Kamailio that the test can cut (close every
-/// connection) or silence (keep the connections open, forward nothing on them).
-struct Relay {
-    addr: SocketAddr,
-    /// Each relayed connection: both sockets and its silence switch.
-    conns: Arc<Mutex<Vec<Relayed>>>,
-    accepted: Arc<Mutex<u32>>,
-    /// Answers relayed to the endpoints that grant outbound (`Require: outbound`).
-    granted: Arc<std::sync::atomic::AtomicU32>,
-}
-
-struct Relayed {
-    client: TcpStream,
-    server: TcpStream,
-    silent: Arc<AtomicBool>,
-}
-
-impl Relay {
-    fn start(to: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let accepted = Arc::new(Mutex::new(0));
-        let granted = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let (c, a, g) = (conns.clone(), accepted.clone(), granted.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(to) else {
-                    continue;
-                };
-                *a.lock().unwrap() += 1;
-                let silent = Arc::new(AtomicBool::new(false));
-                c.lock().unwrap().push(Relayed {
-                    client: client.try_clone().unwrap(),
-                    server: server.try_clone().unwrap(),
-                    silent: silent.clone(),
-                });
-                for (mut from, mut into, to_client) in [
-                    (
-                        client.try_clone().unwrap(),
-                        server.try_clone().unwrap(),
-                        false,
-                    ),
-                    (server, client, true),
-                ] {
-                    let s = silent.clone();
-                    let g = g.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) if !s.load(Ordering::SeqCst) => {
-                                    if into.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                    if to_client {
-                                        let grants = buf[..n]
-                                            .windows(19)
-                                            .filter(|w| *w == b"Require: outbound\r\n")
-                                            .count();
-                                        g.fetch_add(
-                                            u32::try_from(grants).unwrap_or(u32::MAX),
-                                            Ordering::SeqCst,
-                                        );
-                                    }
-                                }
-                                Ok(_) => {} // silenced: dropped
-                            }
-                        }
-                        let _ = into.shutdown(Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay {
-            addr,
-            conns,
-            accepted,
-            granted,
-        }
-    }
-
-    /// Closes every connection relayed so far (`conns` of a relay).
-    fn cut(conns: &Mutex<Vec<Relayed>>) {
-        for c in conns.lock().unwrap().drain(..) {
-            let _ = c.client.shutdown(Shutdown::Both);
-            let _ = c.server.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Silences every connection relayed so far; later ones are relayed.
-    fn silence(conns: &Mutex<Vec<Relayed>>) {
-        for c in conns.lock().unwrap().iter() {
-            c.silent.store(true, Ordering::SeqCst);
-        }
-    }
-
-    fn accepted(&self) -> u32 {
-        *self.accepted.lock().unwrap()
     }
 }
 

@@ -1,17 +1,26 @@
 //! RFC 5626 outbound (`outbound = true`) against the built-in registrar over real loopback
 //! UDP and TCP (its 2xx says `Require: outbound`, it answers STUN on its UDP port and CRLF
 //! pings on TCP), and against a scripted UDP registrar whose STUN answers report a changed
-//! NAT binding: the phone finds its flow failed and registers again.
+//! NAT binding: the phone finds its flow failed and registers again. The built-in
+//! registrar's own side of a failed flow (a cut TCP connection: 430, then 480, then the
+//! phone back on a new flow) and its 439 to a REGISTER through a proxy without `ob`.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use agent::builtin::{BuiltinRegistrar, Listen, ServiceOptions};
 use agent::engine::{EndpointReport, Outcome, RunSummary};
 use agent::trace::Direction;
+use registrar::{AuthMode, RegistrarConfig};
+use sip_msg::Host;
 
+mod relay_common;
 mod streams_common;
+
+use relay_common::Relay;
 
 fn builtin_run(transport: &str) -> (RunSummary, Vec<EndpointReport>) {
     let text = format!(
@@ -321,4 +330,281 @@ fn unanswered_stun_keepalives_fail_the_udp_flow_after_10_s() {
         o.keepalives_sent >= o.pongs + 10,
         "unanswered keep-alives sent again: {o:?}"
     );
+}
+
+/// The built-in registrar on its own: `listen`, open (no digest), domain `flow13.test` (a
+/// name: a Request-URI at 127.0.0.1:5060 would be another server's, forwarded there), a
+/// failed flow's binding held `hold`.
+fn builtin_registrar(
+    rt: &tokio::runtime::Runtime,
+    listen: Listen,
+    hold: Duration,
+) -> BuiltinRegistrar {
+    rt.block_on(BuiltinRegistrar::start_with(
+        listen,
+        RegistrarConfig {
+            domain: "flow13.test".into(),
+            host: Host::parse("127.0.0.1").unwrap(),
+            port: 0,
+            transport: String::new(),
+            auth: AuthMode::Open,
+            secret: b"flow13".to_vec(),
+            min_expires: 10,
+            max_expires: 3600,
+        },
+        ServiceOptions {
+            failed_flow_hold: hold,
+            ..ServiceOptions::default()
+        },
+    ))
+    .unwrap()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A caller on its own TCP connection to the registrar: sends MESSAGEs to an AOR and reads
+/// what comes back for each.
+struct Prober {
+    conn: TcpStream,
+    sent: u32,
+}
+
+impl Prober {
+    fn connect(to: SocketAddr) -> Prober {
+        let conn = TcpStream::connect(to).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        Prober { conn, sent: 0 }
+    }
+
+    /// A MESSAGE to `sip:user@flow13.test`: the status of its answer, or `None` when none came
+    /// within 700 ms (a request forwarded to a flow the registrar had not yet heard was
+    /// closed is lost with it).
+    fn message(&mut self, user: &str) -> Option<u16> {
+        self.sent += 1;
+        let i = self.sent;
+        let local = self.conn.local_addr().unwrap();
+        let call_id = format!("probe{i}");
+        let req = format!(
+            "MESSAGE sip:{user}@flow13.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKprobe{i}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:prober@flow13.test>;tag=p{i}\r\nTo: <sip:{user}@flow13.test>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        self.conn.write_all(req.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(700);
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            let mut buf = [0u8; 4096];
+            match self.conn.read(&mut buf) {
+                Ok(0) => panic!("the registrar closed the prober's connection"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+            // Whole answers (no bodies: Content-Length 0), an earlier probe's skipped.
+            let text = String::from_utf8_lossy(&got).into_owned();
+            for answer in text.split("\r\n\r\n") {
+                if answer.contains(&format!("Call-ID: {call_id}\r\n"))
+                    && let Some(code) = answer
+                        .strip_prefix("SIP/2.0 ")
+                        .and_then(|r| r.get(..3))
+                        .and_then(|c| c.parse().ok())
+                {
+                    return Some(code);
+                }
+            }
+        }
+        None
+    }
+
+    /// Probes every 100 ms until an answer `code` comes (within `limit`); every answer
+    /// before it must be one of `before` (`None`: no answer). The answers seen.
+    fn until(
+        &mut self,
+        user: &str,
+        code: u16,
+        before: &[Option<u16>],
+        limit: Duration,
+    ) -> Vec<Option<u16>> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let got = self.message(user);
+            seen.push(got);
+            if got == Some(code) {
+                return seen;
+            }
+            assert!(before.contains(&got), "waiting for {code}: {seen:?}");
+            assert!(Instant::now() < end, "no {code} in time: {seen:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// RFC 5626 §5.3, §6, §7 against the built-in registrar over real TCP: a phone registered
+/// with outbound through a relay has its connection cut. The registrar fails its binding:
+/// a MESSAGE to it gets 430 (Flow Failed) while the binding is held (1 s here), then 480
+/// once dropped; the phone finds its flow failed and registers again over a new connection
+/// (the relay holds new connections 3 s, so that all of this is seen first), and the next
+/// MESSAGE reaches it there.
+#[test]
+fn a_cut_flow_fails_the_builtin_binding_430_then_480_and_the_phone_registers_again() {
+    let rt = runtime();
+    let reg = builtin_registrar(
+        &rt,
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        Duration::from_secs(1),
+    );
+    let relay = Relay::start(reg.addr());
+    let (conns, granted, hold_new, to) = (
+        relay.conns.clone(),
+        relay.granted.clone(),
+        relay.hold_new.clone(),
+        reg.addr(),
+    );
+    let probes = std::thread::spawn(move || {
+        let start = Instant::now();
+        while granted.load(Ordering::SeqCst) < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never registered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut p = Prober::connect(to);
+        let before = p.message("2001");
+        hold_new.store(3000, Ordering::SeqCst);
+        Relay::cut(&conns);
+        let failed = p.until("2001", 430, &[None], Duration::from_secs(2));
+        let dropped = p.until("2001", 480, &[Some(430)], Duration::from_secs(3));
+        let back = p.until("2001", 200, &[Some(480)], Duration::from_secs(6));
+        (before, failed, dropped, back)
+    });
+    let text = phones(
+        "outbound flow cut at the built-in registrar",
+        "8s",
+        1,
+        &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
+    );
+    let (summary, reports) = streams_common::run_file("outbound-builtin-cut.toml", &text);
+    let (before, failed, dropped, back) = probes.join().unwrap();
+    assert_eq!(
+        before,
+        Some(200),
+        "the MESSAGE reached the phone before the cut"
+    );
+    eprintln!("after the cut: {failed:?}, then {dropped:?}, then {back:?}");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let notes = streams_common::notes(r);
+    let in_use = streams_common::note_at(&notes, "outbound in use");
+    let lost = streams_common::note_at(&notes, "outbound flow failed: the connection closed");
+    let recovered = streams_common::note_at(&notes, "outbound flow recovered");
+    assert!(in_use < lost && lost < recovered, "{notes:#?}");
+    // Registered from two local addresses (two connections), one instance; the MESSAGEs
+    // came in on the first, then on the second.
+    let registers: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Sent && e.first_line().starts_with("REGISTER "))
+        .collect();
+    let (first, last) = (registers[0].local, registers[registers.len() - 1].local);
+    assert_ne!(first, last, "registered again over a new connection");
+    let messages: Vec<_> = r
+        .trace
+        .iter()
+        .filter(|e| e.direction == Direction::Received && e.first_line().starts_with("MESSAGE "))
+        .map(|e| e.local)
+        .collect();
+    assert_eq!(messages, [first, last], "{messages:?}");
+    let o = summary.outbound.unwrap();
+    assert_eq!(
+        (o.endpoints_in_use, o.flow_failures, o.recoveries),
+        (1, 1, 1),
+        "{o:?}"
+    );
+    assert_eq!(relay.accepted(), 2);
+    Relay::cut(&relay.conns);
+    let stats = rt.block_on(reg.stop());
+    // The 430s and the 480s, and nothing else refused.
+    let refused = [&failed, &dropped, &back]
+        .into_iter()
+        .flatten()
+        .filter(|c| matches!(c, Some(430 | 480)))
+        .count();
+    assert_eq!(stats.refused, refused as u64, "{stats:?}");
+}
+
+/// A stateless UDP proxy in a thread in front of `registrar`: adds its Via to each request
+/// (no Path: it keeps no flow, RFC 5626 §5.1), and sends the answers back to the phone
+/// (one phone only). Its address.
+fn proxy_without_path(registrar: SocketAddr) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut phone = None;
+        let mut buf = [0u8; 65536];
+        let mut n_req = 0u32;
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                return;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if from == registrar {
+                // Our Via (the first) goes.
+                let Some(to) = phone else { continue };
+                let Some(start) = text.find("\r\nVia: ") else {
+                    continue;
+                };
+                let end = start + 2 + text[start + 2..].find("\r\n").unwrap();
+                let answer = format!("{}{}", &text[..start], &text[end..]);
+                let _ = sock.send_to(answer.as_bytes(), to);
+            } else if sip_proto::stun::binding_request_tid(&buf[..n]).is_none() {
+                phone = Some(from);
+                n_req += 1;
+                let line_end = text.find("\r\n").unwrap();
+                let request = format!(
+                    "{}\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKproxy{n_req}{}",
+                    &text[..line_end],
+                    &text[line_end..]
+                );
+                let _ = sock.send_to(request.as_bytes(), registrar);
+            }
+        }
+    });
+    addr
+}
+
+/// RFC 5626 §6 end to end: phones with `outbound = true` whose outbound proxy adds no Path
+/// with `ob` are refused 439 by the built-in registrar, and each ends REGISTRATION_FAILED with
+/// the code and the hint naming the fix.
+#[test]
+fn a_register_through_a_proxy_without_ob_fails_439_with_the_hint() {
+    let rt = runtime();
+    let reg = builtin_registrar(
+        &rt,
+        Listen::Udp("127.0.0.1:0".parse().unwrap()),
+        Duration::from_secs(1),
+    );
+    let proxy = proxy_without_path(reg.addr());
+    let text = phones(
+        "outbound through a proxy without ob",
+        "2s",
+        1,
+        &format!("port = {}\noutbound_proxy = \"{proxy}\"", reg.addr().port()),
+    );
+    let (_, reports) = streams_common::run_file("outbound-no-ob.toml", &text);
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::RegistrationFailed, "{r:#?}");
+    assert_eq!(r.registration_code, Some(439));
+    let error = r.error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with("REGISTER failed: 439 First Hop Lacks Outbound Support: the first hop (outbound proxy) lacks RFC 5626 outbound support: set outbound = false"),
+        "{error}"
+    );
+    let stats = rt.block_on(reg.stop());
+    assert_eq!((stats.registered, stats.refused), (0, 1), "{stats:?}");
 }

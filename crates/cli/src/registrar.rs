@@ -305,6 +305,7 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                 max_call: args.max_call,
             },
             flow_timer: (args.flow_timer > 0).then_some(args.flow_timer),
+            ..ServiceOptions::default()
         };
         let wanted: Vec<String> = listens
             .iter()

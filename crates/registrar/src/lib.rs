@@ -10,7 +10,12 @@
 //! address it came from), drain [`Registrar::poll_transmit`] (bytes and the address to send
 //! them to), and call [`Registrar::handle_timeout`] when [`Registrar::poll_timeout`] has
 //! passed (bindings expire). It never reads the clock; `now_unix` (seconds since the epoch)
-//! is passed for credential expiry.
+//! is passed for credential expiry. A driver of connections (TCP, TLS, WS, WSS) says when
+//! one closes with [`Registrar::handle_flow_closed`] (the flow it names): RFC 5626 outbound
+//! bindings made straight over it fail (requests to them get 430 Flow Failed) and are
+//! dropped after a hold; other bindings are not touched (see [`FlowState`]). Bytes it could
+//! not send because their connection was gone go back with
+//! [`Registrar::handle_undeliverable`] (a request for such a flow is answered 430 then).
 //!
 //! The proxy is stateless (RFC 3261 §16.11): it forwards requests and responses without
 //! transaction state, computing its Via branch from the incoming one so that retransmissions
@@ -119,9 +124,19 @@ enum OutboundVia {
     Edge,
 }
 
-/// RFC 5626 §6: outbound asked for, and how it came; `None` when not asked or when it came
-/// through a proxy that did not say it keeps the flow (no `ob` in the first Path URI).
-fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundVia> {
+/// What a REGISTER asking for outbound gets (RFC 5626 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutboundAsk {
+    /// Outbound applies: `Require: outbound` in the 2xx.
+    Grant(OutboundVia),
+    /// Through a proxy that did not say it keeps the flow: 439 (First Hop Lacks Outbound
+    /// Support).
+    FirstHopLacksOutbound,
+}
+
+/// RFC 5626 §6: outbound asked for (`outbound` in Supported and a Contact with `reg-id`),
+/// and how it came; `None` when not asked (a `reg-id` alone is ignored).
+fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
     let supported = req
         .headers
         .get_all(&HeaderName::Supported)
@@ -133,24 +148,32 @@ fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundVia> {
     if !supported || !reg_id {
         return None;
     }
-    match req.headers.get(&HeaderName::Path) {
-        Some(path) => {
-            let first = <RouteRef as sip_msg::HeaderView>::parse(first_value(path.value()));
-            first
-                .ok()
-                .and_then(|r| r.uri.as_sip().map(|u| u.params.contains("ob")))
-                .is_some_and(|ob| ob)
-                .then_some(OutboundVia::Edge)
-        }
-        None => {
-            let vias = req
-                .headers
-                .get_all(&HeaderName::Via)
-                .map(|h| top_commas(h.value()).count() + 1)
-                .sum::<usize>();
-            (vias == 1).then_some(OutboundVia::Direct)
-        }
-    }
+    let path_ob = req.headers.get(&HeaderName::Path).map(|path| {
+        let first = <RouteRef as sip_msg::HeaderView>::parse(first_value(path.value()));
+        first
+            .ok()
+            .and_then(|r| r.uri.as_sip().map(|u| u.params.contains("ob")))
+            .is_some_and(|ob| ob)
+    });
+    let vias = req
+        .headers
+        .get_all(&HeaderName::Via)
+        .map(|h| top_commas(h.value()).count() + 1)
+        .sum::<usize>();
+    // RFC 5626 §6: "the registrar MUST check from its Via header field if the registrar is
+    // the first hop or not. If the registrar is not the first hop, it MUST examine the Path
+    // header of the request. If the Path header field is missing or it exists but the first
+    // URI does not have an "ob" URI parameter, then outbound processing MUST NOT be applied
+    // to the registration. In this case, [...] if the REGISTER request contains the reg-id
+    // and the outbound option tag in a Supported header field, then the registrar MUST
+    // respond to the REGISTER request with a 439 (First Hop Lacks Outbound Support)
+    // response". As the first hop (one Via) the Path is not examined for that; one with
+    // `ob` (an odd proxy that added no Via) is still the route to the binding.
+    Some(match (vias > 1, path_ob) {
+        (_, Some(true)) => OutboundAsk::Grant(OutboundVia::Edge),
+        (true, _) => OutboundAsk::FirstHopLacksOutbound,
+        (false, _) => OutboundAsk::Grant(OutboundVia::Direct),
+    })
 }
 
 /// The Path of a REGISTER (RFC 3327), its values joined in order: the Route a request to
@@ -334,11 +357,37 @@ pub struct Binding {
     pub path: Option<Box<str>>,
     /// When it lapses.
     pub expires_at: Instant,
+    /// Its flow as RFC 5626 sees it: not outbound, through an edge, straight from the phone,
+    /// or failed (its connection closed, [`Registrar::handle_flow_closed`]).
+    pub flow_state: FlowState,
+    /// A keyed digest of its `+sip.instance` and `reg-id` (RFC 5626 §6) when outbound was
+    /// granted: a later REGISTER of the same pair replaces it, whatever its contact URI.
+    instance: Option<std::num::NonZeroU64>,
     /// The Call-ID of the REGISTER that made it, as a keyed 64-bit digest (`Registrar::call_id_key`),
     /// and that REGISTER's CSeq: a later REGISTER of the same Call-ID must carry a higher CSeq
     /// to change the binding (RFC 3261 §10.3 step 7).
     call_id: u64,
     cseq: u32,
+}
+
+/// A binding's flow (RFC 5626 §3.2: a flow is the transport association a phone's
+/// REGISTER came over, and through which it is reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    /// Not an outbound registration (RFC 3261 rules only): it lives until it expires or is
+    /// removed, whatever becomes of the connection it came over.
+    Plain,
+    /// Outbound through an edge proxy (a Path with `ob`): the edge keeps the flow; our
+    /// connection to the edge is not the phone's.
+    Edge,
+    /// Outbound straight from the phone (one Via): its flow is the connection (or UDP
+    /// 5-tuple) its REGISTER came over, [`Binding::flow`].
+    Direct,
+    /// A [`FlowState::Direct`] binding whose connection closed: never used again (RFC 5626
+    /// §7); a request finding only such bindings gets 430 (Flow Failed, §5.3) until they are
+    /// dropped ([`Registrar::set_failed_flow_hold`]) or replaced by the phone's REGISTER on a
+    /// new flow (§6).
+    Failed,
 }
 
 /// How a REGISTER stands to a binding it would change (RFC 3261 §10.3 steps 6 and 7).
@@ -426,7 +475,20 @@ pub struct Registrar {
     scratch: Scratch,
     /// The Flow-Timer sent to an outbound phone on a connection (RFC 5626 §4.4.1).
     flow_timer: Option<u32>,
+    /// Connection (a flow on a TCP, TLS, WS or WSS interface) → the users with a
+    /// [`FlowState::Direct`] binding made over it, so that [`Registrar::handle_flow_closed`]
+    /// finds them without a walk over every binding. An entry goes when its connection
+    /// closes; a user whose binding moved meanwhile is looked at and left alone then.
+    outbound_flows: HashMap<Flow, Vec<Box<str>>>,
+    /// How long a binding whose flow failed is kept (answering 430) before it is dropped.
+    failed_flow_hold: Duration,
 }
+
+/// How long a binding whose connection closed is kept by default, answering 430 (Flow
+/// Failed) to requests, before it is dropped ([`Registrar::set_failed_flow_hold`]): RFC 5626
+/// §4.5's base time when every flow failed (30 s), the longest a phone whose first attempt
+/// on a new flow works waits before registering again.
+pub const DEFAULT_FAILED_FLOW_HOLD: Duration = Duration::from_secs(30);
 
 /// Buffers [`Registrar::respond`] prints into, reused from one answer to the next.
 #[derive(Debug, Default)]
@@ -460,7 +522,45 @@ impl Registrar {
             services: services::Services::default(),
             scratch: Scratch::default(),
             flow_timer: Some(DEFAULT_FLOW_TIMER),
+            outbound_flows: HashMap::new(),
+            failed_flow_hold: DEFAULT_FAILED_FLOW_HOLD,
         }
+    }
+
+    /// How long a binding whose flow failed ([`Self::handle_flow_closed`]) stays, answering
+    /// 430 (Flow Failed) to the requests that find it, before it is dropped (then 480 or 404,
+    /// as for a user with no binding). Zero drops it at once. Default
+    /// [`DEFAULT_FAILED_FLOW_HOLD`].
+    pub fn set_failed_flow_hold(&mut self, hold: Duration) {
+        self.failed_flow_hold = hold;
+    }
+
+    /// The driver's word that a connection (a flow on a TCP, TLS, WS or WSS interface)
+    /// closed, whichever side closed it. The outbound bindings made straight over it
+    /// ([`FlowState::Direct`]) fail (RFC 5626 §7: a failed flow is not used again; the phone
+    /// registers again over a new one): they become [`FlowState::Failed`] and are dropped
+    /// after the hold ([`Self::set_failed_flow_hold`]). Other bindings stay as they are: a
+    /// plain (RFC 3261) binding outlives its connection until it expires, and behind an edge
+    /// proxy the edge keeps the phone's flow. Call [`Self::poll_timeout`] again after it.
+    pub fn handle_flow_closed(&mut self, now: Instant, flow: Flow) {
+        let Some(users) = self.outbound_flows.remove(&flow) else {
+            return;
+        };
+        let until = now + self.failed_flow_hold;
+        for user in users {
+            let Some(list) = self.bindings.get_mut(&user) else {
+                continue;
+            };
+            for b in list
+                .iter_mut()
+                .filter(|b| b.flow_state == FlowState::Direct && b.flow() == flow)
+            {
+                b.flow_state = FlowState::Failed;
+                b.expires_at = b.expires_at.min(until);
+                self.earliest = Some(self.earliest.map_or(b.expires_at, |e| e.min(b.expires_at)));
+            }
+        }
+        self.drop_lapsed(now);
     }
 
     /// The `Flow-Timer` (seconds) of the 2xx to an outbound REGISTER that reached us straight
@@ -588,10 +688,47 @@ impl Registrar {
         }
     }
 
+    /// The driver could not send `bytes` (from [`Self::poll_transmit_flow`]) to `flow`: no
+    /// connection to it is open any more, and the core has not yet been told it closed
+    /// ([`Self::handle_flow_closed`] comes next). A request forwarded over an RFC 5626
+    /// outbound flow straight from a phone (a [`FlowState::Direct`] binding's) is answered
+    /// 430 Flow Failed (§5.3) to its sender, as if the phone had answered, so the caller
+    /// learns at once; an ACK, a response, or anything sent to another flow is dropped, as
+    /// before.
+    pub fn handle_undeliverable(&mut self, _now: Instant, flow: Flow, bytes: Bytes) {
+        if !self.outbound_flows.contains_key(&flow) {
+            return;
+        }
+        let Ok(req) = Message::parse_bytes(bytes) else {
+            return;
+        };
+        if !req.is_request() || req.method().is_none_or(|m| m == Method::Ack) {
+            return;
+        }
+        // The To tag our own answers to the caller's request carry (`respond`): its Via is
+        // the one below ours, so the ACK of this 430 ends here as theirs do.
+        let mut caller = req.clone();
+        pop_first_value(&mut caller, HeaderName::Via);
+        let Some(top) = TopVia::of(&caller) else {
+            return;
+        };
+        let tag = Tag::of(top.tag_hash);
+        let answer = Message::response_to(&req, 430, "Flow Failed", Some(tag.as_str()));
+        // Our Via is on top: the response path pops it and sends the 430 where the request
+        // came from.
+        self.stats.refused += 1;
+        self.forward_response(answer, flow);
+    }
+
     /// Drops lapsed bindings; runs the service calls' timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.services
             .handle_timeout(now, &self.ifaces, &mut self.out);
+        self.drop_lapsed(now);
+    }
+
+    /// Drops the bindings lapsed at `now`.
+    fn drop_lapsed(&mut self, now: Instant) {
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }
@@ -803,8 +940,30 @@ impl Registrar {
             .filter_map(Result::ok)
             .collect();
         let star = contacts.iter().any(|c| matches!(c, Contact::Star));
-        let outbound = outbound_asked(req, &contacts);
+        let outbound = match outbound_asked(req, &contacts) {
+            // RFC 5626 §6 (see `outbound_asked`): through a proxy that keeps no flow.
+            Some(OutboundAsk::FirstHopLacksOutbound) => {
+                self.respond(
+                    req,
+                    top,
+                    source,
+                    439,
+                    "First Hop Lacks Outbound Support",
+                    &[],
+                );
+                return;
+            }
+            Some(OutboundAsk::Grant(via)) => Some(via),
+            None => None,
+        };
         let path = path_of(req);
+        // Over a connection, a flow that can close (`handle_flow_closed`).
+        let on_stream = !self
+            .ifaces
+            .of(source)
+            .config
+            .transport
+            .eq_ignore_ascii_case("UDP");
         // §10.3 step 6: `*` only with Expires: 0, and alone.
         if star && (default_expires != 0 || contacts.len() != 1) {
             self.respond(
@@ -891,8 +1050,29 @@ impl Registrar {
             let expires = c.expires().unwrap_or(default_expires);
             // Each contact's URI is moved into its binding (not copied).
             let Contact::Addr(addr) = c else { continue };
-            // §10.3 step 7: a binding of the same contact (§19.1.4) is replaced.
-            list.retain(|b| !uri_eq::equivalent(&b.contact, &addr.uri));
+            // RFC 5626 §6: with outbound granted, a contact with an instance and a reg-id is
+            // an outbound binding of that pair.
+            let instance = outbound.and_then(|_| {
+                let instance = addr.params.get("+sip.instance")??;
+                let reg_id = addr.params.get("reg-id")??;
+                Some(instance_digest(&self.call_id_key, instance, reg_id))
+            });
+            let flow_state = match (instance, outbound) {
+                (Some(_), Some(OutboundVia::Direct)) => FlowState::Direct,
+                (Some(_), Some(OutboundVia::Edge)) => FlowState::Edge,
+                _ => FlowState::Plain,
+            };
+            // §10.3 step 7: a binding of the same contact (§19.1.4) is replaced; RFC 5626 §6:
+            // so is one of the same instance and reg-id (the phone's new flow replaces the
+            // old, failed or not, whatever its contact URI now says).
+            list.retain(|b| {
+                let replaced = uri_eq::equivalent(&b.contact, &addr.uri)
+                    || (instance.is_some() && b.instance == instance);
+                if replaced && !found_by_user(&user, &b.contact) {
+                    unbound.push(contact_key(&b.contact));
+                }
+                !replaced
+            });
             // The contact a binding replaced had the same user part: it was listed in
             // `contacts` exactly when this one is.
             let key = (!found_by_user(&user, &addr.uri)).then(|| contact_key(&addr.uri));
@@ -900,7 +1080,7 @@ impl Registrar {
                 let granted = expires.min(self.config.max_expires);
                 let expires_at = now + Duration::from_secs(granted.into());
                 // Nearly every user has one contact: room for exactly one more, not the four
-                // a first push reserves (a Binding is 232 bytes, per registered endpoint).
+                // a first push reserves (a Binding is 240 bytes, per registered endpoint).
                 if list.len() == list.capacity() {
                     list.reserve_exact(1);
                 }
@@ -910,9 +1090,17 @@ impl Registrar {
                     iface: source.iface,
                     path: path.clone(),
                     expires_at,
+                    flow_state,
+                    instance,
                     call_id,
                     cseq,
                 });
+                if flow_state == FlowState::Direct && on_stream {
+                    let users = self.outbound_flows.entry(source).or_default();
+                    if !users.iter().any(|u| **u == *user) {
+                        users.push(Box::from(&*user));
+                    }
+                }
                 if let Some(key) = key {
                     self.contacts.insert(key, source);
                 }
@@ -1076,7 +1264,7 @@ impl Registrar {
                         Some(user) => match self
                             .bindings
                             .get(user.as_str())
-                            .and_then(|l| l.last())
+                            .and_then(|l| live_binding(l))
                             .map(|b| (b.contact.clone(), b.flow()))
                         {
                             Some((contact, to)) => {
@@ -1163,7 +1351,18 @@ impl Registrar {
                     iface: self.ifaces.for_uri(&u, addr.ip(), None, source.iface),
                 })
             });
-            match self.bindings.get(&*user).and_then(|l| l.last()) {
+            let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
+            match live_binding(list) {
+                // RFC 5626 §5.3: the flow to the phone no longer exists (its connection
+                // closed, `handle_flow_closed`), and no other binding does: 430 (Flow
+                // Failed). The phone is expected to register again over a new flow; once the
+                // failed binding is dropped, 480.
+                None if list.iter().any(|b| b.flow_state == FlowState::Failed) => {
+                    if method != Method::Ack {
+                        self.respond(&req, top, source, 430, "Flow Failed", &[]);
+                    }
+                    return;
+                }
                 Some(b) => {
                     let contact = b.contact.clone();
                     let to = b.flow();
@@ -1427,6 +1626,14 @@ impl Registrar {
     }
 }
 
+/// The binding of a user's list a request goes to: the last made (the newest) whose flow
+/// has not failed (RFC 5626 §7: a failed flow is not used).
+fn live_binding(list: &[Binding]) -> Option<&Binding> {
+    list.iter()
+        .rev()
+        .find(|b| b.flow_state != FlowState::Failed)
+}
+
 /// The Contact lines of a 200 to a REGISTER: every binding of the AOR (`list`) with the
 /// seconds it has left.
 fn listed_contacts(list: &[Binding], now: Instant) -> Vec<Header> {
@@ -1453,6 +1660,20 @@ impl std::fmt::Debug for CallIdKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
     }
+}
+
+/// The digest of a contact's `+sip.instance` and `reg-id` (RFC 5626 §6), keyed as the
+/// Call-ID digests are (`Registrar::call_id_digest`), never zero.
+fn instance_digest(key: &CallIdKey, instance: &str, reg_id: &str) -> std::num::NonZeroU64 {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_u64(key.0[0]);
+    h.write_u64(key.0[1]);
+    h.write(instance.as_bytes());
+    // A separator no instance holds unquoted, so ("a", "1") and ("a1", "") differ.
+    h.write_u8(0);
+    h.write(reg_id.as_bytes());
+    std::num::NonZeroU64::new(h.finish()).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 fn call_id_key_of(secret: &[u8]) -> CallIdKey {
@@ -1663,7 +1884,6 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
 
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
 /// keep their received bytes.
-#[cfg(test)]
 fn pop_first_value(msg: &mut Message, name: HeaderName) {
     let Some(i) = msg.headers.position(&name) else {
         return;
@@ -2127,7 +2347,8 @@ CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     }
 
     /// RFC 5626 §6: a REGISTER with `Supported: outbound` and a `reg-id` straight from the
-    /// phone gets `Require: outbound`; without either, or through another proxy, it does not.
+    /// phone gets `Require: outbound`; without either it does not (through another proxy:
+    /// `a_register_through_a_proxy_without_ob_gets_439`).
     #[test]
     fn an_outbound_register_is_answered_require_outbound() {
         let source: SocketAddr = "192.0.2.1:40000".parse().unwrap();
@@ -2141,7 +2362,7 @@ CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             ("path", ";reg-id=1", "", false),
             ("outbound", "", "", false),
             (
-                "outbound",
+                "path",
                 ";reg-id=1",
                 "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKedge\r\n",
                 false,
@@ -2195,7 +2416,7 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
     }
 
     /// RFC 5626 §6 behind an edge proxy: a REGISTER whose first Path URI has `ob` is granted
-    /// outbound (one without `ob`, through a proxy, is not), and a call to the binding goes to
+    /// outbound (one without `ob` gets 439, see below), and a call to the binding goes to
     /// the edge with the Path as its Route (RFC 3327 §5.3). Flow-Timer only to a phone that
     /// reached us directly over a connection (TCP here), not over UDP nor through the edge.
     #[test]
@@ -2210,7 +2431,8 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
             ("UDP", String::new(), phone, true, None),
             ("UDP", format!("{edge_via}{path_ob}"), edge, true, None),
             ("TCP", format!("{edge_via}{path_ob}"), edge, true, None),
-            ("UDP", format!("{edge_via}{path}"), edge, false, None),
+            // The first hop (one Via): the Path is not examined for outbound (§6).
+            ("UDP", path.to_owned(), edge, true, None),
         ]
         .into_iter()
         .enumerate()
@@ -2256,6 +2478,364 @@ CSeq: 1 INVITE\r\nContact: <sip:b@192.0.2.7:5060>\r\nContent-Length: 0\r\n\r\n"
                 "{text}"
             );
         }
+    }
+
+    /// RFC 5626 §6: a REGISTER asking for outbound (Supported, reg-id) that came through a
+    /// proxy (two Vias) whose Path is missing or lacks `ob` is refused with 439 and binds
+    /// nothing; without `outbound` in Supported its reg-id is ignored (200, no Require); with
+    /// `ob` in the first Path URI, or straight from the phone, it is granted.
+    #[test]
+    fn a_register_through_a_proxy_without_ob_gets_439() {
+        let edge: SocketAddr = "192.0.2.9:5060".parse().unwrap();
+        let edge_via = "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKedge\r\n";
+        let contact = "Contact: <sip:a@10.0.0.1:5062;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"\r\n";
+        for (i, (above, supported, status, require)) in [
+            // No Path at all.
+            (edge_via.to_owned(), "path, outbound", 439, false),
+            // A Path whose first URI lacks `ob` (a later one with it does not count).
+            (
+                format!(
+                    "{edge_via}Path: <sip:192.0.2.9:5060;lr>\r\nPath: <sip:192.0.2.8;lr;ob>\r\n"
+                ),
+                "path, outbound",
+                439,
+                false,
+            ),
+            // Two Vias in one line are two hops too.
+            (
+                "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKedge, ".to_owned(),
+                "outbound",
+                439,
+                false,
+            ),
+            // Not asked (no `outbound` option tag): the reg-id is ignored.
+            (
+                format!("{edge_via}Path: <sip:192.0.2.9:5060;lr>\r\n"),
+                "path",
+                200,
+                false,
+            ),
+            (
+                format!("{edge_via}Path: <sip:192.0.2.9:5060;lr;ob>\r\n"),
+                "path, outbound",
+                200,
+                true,
+            ),
+            (String::new(), "outbound", 200, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut reg = open_registrar();
+            // A Via line ending in ", " continues on the phone's Via value.
+            let (above, via_name) = match above.strip_suffix(", ") {
+                Some(joined) => (format!("{joined}, "), ""),
+                None => (above, "Via: "),
+            };
+            let raw = format!(
+                "REGISTER sip:reg.test SIP/2.0\r\n{above}{via_name}SIP/2.0/TCP 10.0.0.1:5062;branch=z9hG4bK439{i}\r\n\
+From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: fh{i}\r\n\
+CSeq: 1 REGISTER\r\nSupported: {supported}\r\n{contact}Expires: 600\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = Message::parse(raw.as_bytes()).unwrap();
+            reg.handle_message(Instant::now(), 1_900_000_000, msg, edge);
+            let (to, bytes) = reg.poll_transmit().expect("an answer");
+            let text = String::from_utf8_lossy(&bytes);
+            let answer = Message::parse(&bytes).unwrap();
+            assert_eq!(to, edge, "case {i}");
+            assert_eq!(answer.status(), Some(status), "case {i}: {text}");
+            assert_eq!(
+                answer.headers.value(&HeaderName::Require) == Some("outbound"),
+                require,
+                "case {i}: {text}"
+            );
+            if status == 439 {
+                assert!(
+                    text.starts_with("SIP/2.0 439 First Hop Lacks Outbound Support\r\n"),
+                    "{text}"
+                );
+                assert!(reg.bindings("a").is_empty(), "case {i}: nothing bound");
+                assert_eq!(reg.stats().refused, 1);
+            } else {
+                assert_eq!(reg.bindings("a").len(), 1, "case {i}");
+            }
+        }
+    }
+
+    /// A registrar on TCP, as `open_registrar`.
+    fn tcp_registrar() -> Registrar {
+        Registrar::new(RegistrarConfig {
+            transport: "TCP".into(),
+            ..open_registrar().config.clone()
+        })
+    }
+
+    /// Registers `user` over TCP from `source` (its contact at `source`): with outbound
+    /// (`instance` and reg-id 1) when `instance` is given, else a plain REGISTER. `above`:
+    /// an edge proxy's Via and Path, or nothing.
+    fn register_tcp(
+        reg: &mut Registrar,
+        now: Instant,
+        user: &str,
+        source: SocketAddr,
+        instance: Option<&str>,
+        above: &str,
+    ) {
+        static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let params = instance.map_or(String::new(), |i| {
+            format!(";reg-id=1;+sip.instance=\"<urn:uuid:{i}>\"")
+        });
+        // Two instances on one connection are two contacts (a `line` parameter of each).
+        let line = instance.map_or(String::new(), |i| format!(";line={i}"));
+        let raw = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\n{above}Via: SIP/2.0/TCP {source};branch=z9hG4bKr{cseq}\r\n\
+From: <sip:{user}@reg.test>;tag=1\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: tcp-{user}\r\n\
+CSeq: {cseq} REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:{user}@{source};transport=tcp{line}>{params}\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let from = if above.is_empty() {
+            source
+        } else {
+            "192.0.2.9:5060".parse().unwrap()
+        };
+        reg.handle_message(
+            now,
+            1_900_000_000,
+            Message::parse(raw.as_bytes()).unwrap(),
+            from,
+        );
+        let (_, bytes) = reg.poll_transmit().expect("an answer");
+        let answer = Message::parse(&bytes).unwrap();
+        assert_eq!(
+            answer.status(),
+            Some(200),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(
+            answer.headers.value(&HeaderName::Require) == Some("outbound"),
+            instance.is_some()
+        );
+    }
+
+    /// What a MESSAGE (an initial request) to `user` from a caller becomes: `Ok(flow)`, the
+    /// flow it was forwarded to, or `Err(status)` of the answer to the caller.
+    fn send_to_user(reg: &mut Registrar, now: Instant, user: &str, i: u32) -> Result<Flow, u16> {
+        let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
+        let raw = format!(
+            "MESSAGE sip:{user}@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKm{user}{i}\r\n\
+From: <sip:caller@reg.test>;tag=9\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: m{user}{i}\r\n\
+CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        );
+        reg.handle_message(
+            now,
+            1_900_000_000,
+            Message::parse(raw.as_bytes()).unwrap(),
+            caller,
+        );
+        let (to, bytes) = reg.poll_transmit_flow().expect("an output");
+        assert!(reg.poll_transmit().is_none());
+        let msg = Message::parse(&bytes).unwrap();
+        match msg.status() {
+            Some(code) => {
+                assert_eq!(to.addr, caller);
+                Err(code)
+            }
+            None => Ok(to),
+        }
+    }
+
+    /// RFC 5626 §5.3, §6, §7 on a connection that closes: a Direct outbound binding over it
+    /// fails (a request to its user gets 430 Flow Failed) and is dropped after the hold (480
+    /// then); a plain binding and one behind an edge proxy are left as they are; a REGISTER
+    /// of the same instance and reg-id over a new connection replaces the failed binding.
+    #[test]
+    fn a_closed_connection_fails_its_outbound_bindings_only() {
+        let mut reg = tcp_registrar();
+        let t0 = Instant::now();
+        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let edge = Flow::first("192.0.2.9:5060".parse().unwrap());
+        register_tcp(&mut reg, t0, "a", phone, Some("a"), "");
+        register_tcp(&mut reg, t0, "c", plain, None, "");
+        let edge_above = "Via: SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKedge\r\nPath: <sip:192.0.2.9:5060;transport=tcp;lr;ob>\r\n";
+        register_tcp(
+            &mut reg,
+            t0,
+            "e",
+            "10.0.0.5:40005".parse().unwrap(),
+            Some("e"),
+            edge_above,
+        );
+        let states = |reg: &Registrar, user: &str| -> Vec<FlowState> {
+            reg.bindings(user).iter().map(|b| b.flow_state).collect()
+        };
+        assert_eq!(states(&reg, "a"), [FlowState::Direct]);
+        assert_eq!(states(&reg, "c"), [FlowState::Plain]);
+        assert_eq!(states(&reg, "e"), [FlowState::Edge]);
+        assert_eq!(send_to_user(&mut reg, t0, "a", 1), Ok(Flow::first(phone)));
+
+        // Every connection closes: only the Direct outbound binding fails.
+        let t1 = t0 + Duration::from_secs(1);
+        for flow in [Flow::first(phone), Flow::first(plain), edge] {
+            reg.handle_flow_closed(t1, flow);
+        }
+        assert_eq!(states(&reg, "a"), [FlowState::Failed]);
+        assert_eq!(send_to_user(&mut reg, t1, "a", 2), Err(430));
+        assert_eq!(send_to_user(&mut reg, t1, "c", 3), Ok(Flow::first(plain)));
+        assert_eq!(send_to_user(&mut reg, t1, "e", 4), Ok(edge));
+        // A second word of the same close changes nothing.
+        reg.handle_flow_closed(t1, Flow::first(phone));
+        assert_eq!(states(&reg, "a"), [FlowState::Failed]);
+
+        // The hold runs out: the failed binding goes (480: the user is known), and the
+        // registrar's next wake-up was at most the hold away.
+        let lapse = t1 + DEFAULT_FAILED_FLOW_HOLD;
+        assert!(reg.poll_timeout().is_some_and(|t| t <= lapse));
+        reg.handle_timeout(lapse - Duration::from_millis(1));
+        assert_eq!(send_to_user(&mut reg, lapse, "a", 5), Err(430));
+        reg.handle_timeout(lapse);
+        assert!(reg.bindings("a").is_empty());
+        assert_eq!(send_to_user(&mut reg, lapse, "a", 6), Err(480));
+        assert_eq!(
+            send_to_user(&mut reg, lapse, "c", 7),
+            Ok(Flow::first(plain))
+        );
+        assert_eq!(send_to_user(&mut reg, lapse, "e", 8), Ok(edge));
+    }
+
+    /// RFC 5626 §6: the phone registers the same instance and reg-id again over a new
+    /// connection (a new source port, so a new contact URI) while its failed binding is
+    /// held: the new binding replaces it, and requests go to the new flow. The old
+    /// connection's close, told again, does not touch it. With a zero hold the failed
+    /// binding goes at once (480). Over UDP nothing closes.
+    #[test]
+    fn the_phone_registering_again_on_a_new_flow_replaces_the_failed_binding() {
+        let mut reg = tcp_registrar();
+        let t0 = Instant::now();
+        let old: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let new: SocketAddr = "10.0.0.1:40011".parse().unwrap();
+        register_tcp(&mut reg, t0, "a", old, Some("a"), "");
+        // A second phone of the same user (another instance) on the same connection is not
+        // the first's binding; it fails with the connection too.
+        register_tcp(&mut reg, t0, "a", old, Some("a2"), "");
+        assert_eq!(reg.bindings("a").len(), 2);
+        reg.handle_flow_closed(t0, Flow::first(old));
+        assert!(
+            reg.bindings("a")
+                .iter()
+                .all(|b| b.flow_state == FlowState::Failed)
+        );
+        assert_eq!(send_to_user(&mut reg, t0, "a", 1), Err(430));
+        register_tcp(&mut reg, t0, "a", new, Some("a"), "");
+        let list = reg.bindings("a");
+        assert_eq!(list.len(), 2, "{list:#?}");
+        assert_eq!(list[1].flow_state, FlowState::Direct);
+        assert_eq!(list[1].source, new);
+        assert_eq!(
+            list[0].flow_state,
+            FlowState::Failed,
+            "the other instance's"
+        );
+        assert_eq!(send_to_user(&mut reg, t0, "a", 2), Ok(Flow::first(new)));
+        reg.handle_flow_closed(t0, Flow::first(old));
+        assert_eq!(send_to_user(&mut reg, t0, "a", 3), Ok(Flow::first(new)));
+        // The new connection closes too, with no hold: both gone at once.
+        reg.set_failed_flow_hold(Duration::ZERO);
+        reg.handle_flow_closed(t0, Flow::first(new));
+        assert_eq!(
+            reg.bindings("a").len(),
+            1,
+            "the other instance's, held still"
+        );
+        reg.handle_flow_closed(t0, Flow::first(old));
+        reg.handle_timeout(t0 + DEFAULT_FAILED_FLOW_HOLD);
+        assert!(reg.bindings("a").is_empty());
+        assert_eq!(send_to_user(&mut reg, t0, "a", 4), Err(480));
+
+        // Over UDP an outbound binding is Direct too, but no connection closes: a stray
+        // word of one is ignored.
+        let mut reg = open_registrar();
+        let phone: SocketAddr = "10.0.0.1:5062".parse().unwrap();
+        register_tcp(&mut reg, t0, "u", phone, Some("u"), "");
+        reg.handle_flow_closed(t0, Flow::first(phone));
+        assert_eq!(reg.bindings("u")[0].flow_state, FlowState::Direct);
+        assert_eq!(send_to_user(&mut reg, t0, "u", 5), Ok(Flow::first(phone)));
+    }
+
+    /// RFC 5626 §5.3 in the race before the driver's word of a close: a request the driver
+    /// could not deliver to a Direct outbound flow comes back 430 to the caller (our Via
+    /// popped, a To tag whose ACK ends here); one to a plain binding's flow, and an ACK, are
+    /// dropped as before.
+    #[test]
+    fn an_undeliverable_request_to_an_outbound_flow_is_answered_430() {
+        let mut reg = tcp_registrar();
+        let now = Instant::now();
+        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
+        register_tcp(&mut reg, now, "a", phone, Some("a"), "");
+        register_tcp(&mut reg, now, "c", plain, None, "");
+        let invite = |user: &str| {
+            format!(
+                "INVITE sip:{user}@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKinv{user}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:caller@reg.test>;tag=9\r\nTo: <sip:{user}@reg.test>\r\n\
+Call-ID: inv{user}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{caller};transport=tcp>\r\n\
+Content-Length: 0\r\n\r\n"
+            )
+        };
+        for user in ["a", "c"] {
+            let raw = invite(user);
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(raw.as_bytes()).unwrap(),
+                caller,
+            );
+            let (to, bytes) = reg.poll_transmit_flow().expect("forwarded");
+            reg.handle_undeliverable(now, to, bytes);
+            if user == "c" {
+                assert!(reg.poll_transmit().is_none(), "a plain binding: dropped");
+                continue;
+            }
+            let (back, bytes) = reg.poll_transmit_flow().expect("a 430");
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            assert_eq!(back, Flow::first(caller), "{text}");
+            assert!(text.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{text}");
+            let answer = Message::parse(&bytes).unwrap();
+            let vias: Vec<_> = answer.headers.get_all(&HeaderName::Via).collect();
+            assert_eq!(vias.len(), 1, "ours popped: {text}");
+            assert!(vias[0].value().contains("branch=z9hG4bKinva"), "{text}");
+            let tag = answer
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag().map(std::borrow::Cow::into_owned))
+                .expect("a To tag");
+            // The caller's ACK of the 430 ends at the registrar.
+            let ack = format!(
+                "ACK sip:a@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKinva\r\n\
+Max-Forwards: 70\r\nFrom: <sip:caller@reg.test>;tag=9\r\nTo: <sip:a@reg.test>;tag={tag}\r\n\
+Call-ID: inva\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+            );
+            reg.handle_message(
+                now,
+                1_900_000_000,
+                Message::parse(ack.as_bytes()).unwrap(),
+                caller,
+            );
+            assert!(reg.poll_transmit().is_none(), "the ACK went nowhere");
+            assert_eq!(reg.stats().refused, 1);
+        }
+        // An ACK the driver could not deliver is not answered.
+        let ack = format!(
+            "ACK sip:a@10.0.0.1:40001 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKsmx\r\n\
+Via: SIP/2.0/TCP {caller};branch=z9hG4bKack\r\nFrom: <sip:caller@reg.test>;tag=9\r\n\
+To: <sip:a@reg.test>;tag=x\r\nCall-ID: ack\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        reg.handle_undeliverable(now, Flow::first(phone), Bytes::from(ack));
+        assert!(reg.poll_transmit().is_none());
     }
 
     #[test]
