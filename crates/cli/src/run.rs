@@ -336,6 +336,7 @@ fn polled(rx: &mpsc::Receiver<RunEvent>) -> impl Iterator<Item = RunEvent> + '_ 
 /// First Ctrl-C: stop the run gracefully (calls hang up, endpoints un-register, the report
 /// is written). Second Ctrl-C: quit at once.
 pub(crate) fn watch_ctrl_c(stop: StopHandle) {
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("ctrl-c".into())
         .spawn(move || {
@@ -345,7 +346,28 @@ pub(crate) fn watch_ctrl_c(stop: StopHandle) {
             else {
                 return;
             };
+            // The handler is installed before the run goes on (`ready`): a Ctrl-C right at
+            // the start stops the run rather than killing the process.
+            #[cfg(unix)]
             rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let interrupt = signal(SignalKind::interrupt());
+                let _ = ready_tx.send(());
+                let Ok(mut interrupt) = interrupt else {
+                    return;
+                };
+                if interrupt.recv().await.is_none() {
+                    return;
+                }
+                eprintln!("stopping: hanging up, un-registering (Ctrl-C again to quit at once)");
+                stop.stop();
+                if interrupt.recv().await.is_some() {
+                    std::process::exit(130);
+                }
+            });
+            #[cfg(not(unix))]
+            rt.block_on(async {
+                let _ = ready_tx.send(());
                 if tokio::signal::ctrl_c().await.is_err() {
                     return;
                 }
@@ -356,8 +378,11 @@ pub(crate) fn watch_ctrl_c(stop: StopHandle) {
                 }
             });
         });
-    if let Err(e) = spawned {
-        eprintln!("sipmeter: Ctrl-C will not stop the run gracefully: {e}");
+    match spawned {
+        Ok(_) => {
+            let _ = ready_rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+        Err(e) => eprintln!("sipmeter: Ctrl-C will not stop the run gracefully: {e}"),
     }
 }
 
