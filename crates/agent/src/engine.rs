@@ -2580,8 +2580,14 @@ impl<'a> Shard<'a> {
                     | Script::Gather(Deferred::Answer(_)),
                     _,
                 ) => ep.script_at = Some(now),
+                // Gathering beside the ringing: the answer goes once it is done (or at once
+                // if the gathering has not started yet).
                 (Script::Gather(Deferred::AnswerAt(call, _)), _) => {
-                    ep.script = Script::Gather(Deferred::Answer(call));
+                    ep.script = if ep.media.is_some() {
+                        Script::Gather(Deferred::Answer(call))
+                    } else {
+                        Script::Answer(call)
+                    };
                     ep.script_at = Some(now);
                 }
                 // Callers hang up (BYE, or CANCEL while it rings); answerers stay registered
