@@ -502,6 +502,33 @@ impl EventState {
         }
     }
 
+    /// A sound of the current call started or stopped: its span in the report (times by
+    /// `into`, ms), at most [`MAX_SPANS`] over the endpoint's calls.
+    fn sound_span(&mut self, ev: SoundEvent, into: impl Fn(Instant) -> f64, unanswered: bool) {
+        match ev {
+            SoundEvent::Started { at, level_dbov } if self.spans.len() < MAX_SPANS => {
+                self.spans.push(SoundSpan {
+                    call: self.calls,
+                    start_ms: into(at),
+                    end_ms: None,
+                    level_dbov: (level_dbov * 10.0).round() / 10.0,
+                    unanswered,
+                });
+            }
+            SoundEvent::Started { .. } => {}
+            SoundEvent::Stopped { at, .. } => {
+                let call = self.calls;
+                if let Some(s) = self
+                    .spans
+                    .last_mut()
+                    .filter(|s| s.call == call && s.end_ms.is_none())
+                {
+                    s.end_ms = Some(into(at));
+                }
+            }
+        }
+    }
+
     /// A new call: nothing pending, no digit, not held, every action ready again.
     fn new_call(&mut self, call: CallId) {
         self.call = Some(call);
@@ -804,15 +831,7 @@ impl<'a> Shard<'a> {
         while let Some(ev) = w.poll_event() {
             let note = match ev {
                 SoundEvent::Started { at, level_dbov } => {
-                    if e.spans.len() < MAX_SPANS {
-                        e.spans.push(SoundSpan {
-                            call: e.calls,
-                            start_ms: into(at),
-                            end_ms: None,
-                            level_dbov: (level_dbov * 10.0).round() / 10.0,
-                            unanswered: false,
-                        });
-                    }
+                    e.sound_span(ev, into, false);
                     started.push(at);
                     format!(
                         "sound started {:.2} s into the call ({level_dbov:.1} dBov)",
@@ -820,13 +839,7 @@ impl<'a> Shard<'a> {
                     )
                 }
                 SoundEvent::Stopped { at, level_dbov } => {
-                    if let Some(s) = e
-                        .spans
-                        .last_mut()
-                        .filter(|s| s.call == e.calls && s.end_ms.is_none())
-                    {
-                        s.end_ms = Some(into(at));
-                    }
+                    e.sound_span(ev, into, false);
                     format!(
                         "sound stopped {:.2} s into the call (loudest {level_dbov:.1} dBov; \
                          quiet for {} ms since)",
@@ -870,31 +883,14 @@ impl<'a> Shard<'a> {
         w.handle_timeout(now);
         let into = |t: Instant| ms(t.saturating_duration_since(invite));
         while let Some(ev) = w.poll_event() {
+            e.sound_span(ev, into, true);
             let note = match ev {
-                SoundEvent::Started { at, level_dbov } => {
-                    if e.spans.len() < MAX_SPANS {
-                        e.spans.push(SoundSpan {
-                            call: e.calls,
-                            start_ms: into(at),
-                            end_ms: None,
-                            level_dbov: (level_dbov * 10.0).round() / 10.0,
-                            unanswered: true,
-                        });
-                    }
-                    format!(
-                        "sound heard in early media from {:.2} s after the INVITE \
-                         ({level_dbov:.1} dBov)",
-                        into(at) / 1000.0
-                    )
-                }
+                SoundEvent::Started { at, level_dbov } => format!(
+                    "sound heard in early media from {:.2} s after the INVITE \
+                     ({level_dbov:.1} dBov)",
+                    into(at) / 1000.0
+                ),
                 SoundEvent::Stopped { at, level_dbov } => {
-                    if let Some(s) = e
-                        .spans
-                        .last_mut()
-                        .filter(|s| s.call == e.calls && s.end_ms.is_none())
-                    {
-                        s.end_ms = Some(into(at));
-                    }
                     format!(
                         "sound in early media stopped {:.2} s after the INVITE (loudest \
                          {level_dbov:.1} dBov)",
