@@ -160,15 +160,12 @@ fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
         .get_all(&HeaderName::Via)
         .map(|h| top_commas(h.value()).count() + 1)
         .sum::<usize>();
-    // RFC 5626 §6: "the registrar MUST check from its Via header field if the registrar is
-    // the first hop or not. If the registrar is not the first hop, it MUST examine the Path
-    // header of the request. If the Path header field is missing or it exists but the first
-    // URI does not have an "ob" URI parameter, then outbound processing MUST NOT be applied
-    // to the registration. In this case, [...] if the REGISTER request contains the reg-id
-    // and the outbound option tag in a Supported header field, then the registrar MUST
-    // respond to the REGISTER request with a 439 (First Hop Lacks Outbound Support)
-    // response". As the first hop (one Via) the Path is not examined for that; one with
-    // `ob` (an odd proxy that added no Via) is still the route to the binding.
+    // RFC 5626 §6, in our words: the registrar learns from the Via whether it is the first
+    // hop. If it is not, it looks at the Path: with no Path, or a first Path URI without
+    // `ob`, outbound is not applied, and a REGISTER that asked for it (a reg-id, and
+    // `outbound` in Supported) is answered 439 First Hop Lacks Outbound Support. As the
+    // first hop (one Via) the Path is not examined for that; one with `ob` (an odd proxy
+    // that added no Via) is still the route to the binding.
     Some(match (vias > 1, path_ob) {
         (_, Some(true)) => OutboundAsk::Grant(OutboundVia::Edge),
         (true, _) => OutboundAsk::FirstHopLacksOutbound,
@@ -2227,6 +2224,37 @@ fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    /// Hands the text `raw` to the core as received from `from` at `now`, and returns the
+    /// core's first output: where it goes, the message parsed, and its text (for assertion
+    /// messages).
+    fn deliver(
+        reg: &mut Registrar,
+        now: Instant,
+        raw: &str,
+        from: SocketAddr,
+    ) -> (SocketAddr, Message, String) {
+        let (to, msg, text) = deliver_flow(reg, now, raw, from);
+        (to.addr, msg, text)
+    }
+
+    /// [`deliver`], with the output's flow (for connection-oriented registrars).
+    fn deliver_flow(
+        reg: &mut Registrar,
+        now: Instant,
+        raw: &str,
+        from: SocketAddr,
+    ) -> (Flow, Message, String) {
+        reg.handle_message(
+            now,
+            1_900_000_000,
+            Message::parse(raw.as_bytes()).unwrap(),
+            from,
+        );
+        let (to, bytes) = reg.poll_transmit_flow().expect("an output");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (to, Message::parse(&bytes).unwrap(), text)
+    }
+
     fn open_registrar() -> Registrar {
         Registrar::new(RegistrarConfig {
             domain: "reg.test".into(),
@@ -2256,21 +2284,9 @@ mod tests {
 From: <sip:{user}@reg.test>;tag=1\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: r-{user}\r\n\
 CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         );
-        reg.handle_message(
-            now,
-            1_900_000_000,
-            Message::parse(raw.as_bytes()).unwrap(),
-            source,
-        );
-        let (to, bytes) = reg.poll_transmit().expect("an answer");
+        let (to, answer, text) = deliver(reg, now, &raw, source);
         assert_eq!(to, source);
-        let answer = Message::parse(&bytes).unwrap();
-        assert_eq!(
-            answer.status(),
-            Some(200),
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert_eq!(answer.status(), Some(200), "{text}");
         assert!(reg.poll_transmit().is_none());
     }
 
@@ -2282,20 +2298,8 @@ CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: {expires}\r\nContent-L
 From: <sip:x@reg.test>;tag=a\r\nTo: <sip:y@reg.test>;tag=b\r\nCall-ID: c1\r\n\
 CSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         );
-        reg.handle_message(
-            now,
-            1_900_000_000,
-            Message::parse(raw.as_bytes()).unwrap(),
-            from,
-        );
-        let (to, bytes) = reg.poll_transmit().expect("the BYE forwarded");
-        let fwd = Message::parse(&bytes).unwrap();
-        assert_eq!(
-            fwd.method(),
-            Some(Method::Bye),
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        let (to, fwd, text) = deliver(reg, now, &raw, from);
+        assert_eq!(fwd.method(), Some(Method::Bye), "{text}");
         assert!(reg.poll_transmit().is_none());
         to
     }
@@ -2378,8 +2382,7 @@ From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: ob{i}\r\n\
 CSeq: 1 REGISTER\r\nSupported: {supported}\r\nContact: <sip:a@10.0.0.1:5062>{contact_params}\r\n\
 Expires: 600\r\nContent-Length: 0\r\n\r\n"
             );
-            let (answer, text) =
-                registered_outbound(&mut reg, Message::parse(raw.as_bytes()).unwrap(), source);
+            let (answer, text) = registered_outbound(&mut reg, &raw, source);
             assert_eq!(answer, granted, "case {i}: {text}");
         }
     }
@@ -2388,13 +2391,10 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
     /// answer's text.
     fn registered_outbound(
         reg: &mut Registrar,
-        register: Message,
+        register: &str,
         source: SocketAddr,
     ) -> (bool, String) {
-        reg.handle_message(Instant::now(), 1_900_000_000, register, source);
-        let (_, bytes) = reg.poll_transmit().expect("an answer");
-        let answer = Message::parse(&bytes).unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (_, answer, text) = deliver(reg, Instant::now(), register, source);
         assert_eq!(answer.status(), Some(200), "{text}");
         (
             answer.headers.value(&HeaderName::Require) == Some("outbound"),
@@ -2404,15 +2404,14 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
 
     /// A REGISTER for `a` with outbound asked (Supported, reg-id, instance) from `source`,
     /// `above` printed above its Via (the edge proxy's Via and Path, or nothing).
-    fn outbound_register(i: usize, source: SocketAddr, above: &str) -> Message {
-        let raw = format!(
+    fn outbound_register(i: usize, source: SocketAddr, above: &str) -> String {
+        format!(
             "REGISTER sip:reg.test SIP/2.0\r\n{above}Via: SIP/2.0/TCP {source};branch=z9hG4bKob{i}\r\n\
 From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: obp{i}\r\n\
 CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
 Contact: <sip:a@10.0.0.1:5062;transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:1>\"\r\n\
 Expires: 600\r\nContent-Length: 0\r\n\r\n"
-        );
-        Message::parse(raw.as_bytes()).unwrap()
+        )
     }
 
     /// RFC 5626 §6 behind an edge proxy: a REGISTER whose first Path URI has `ob` is granted
@@ -2443,7 +2442,7 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
             });
             let now = Instant::now();
             let (granted, text) =
-                registered_outbound(&mut reg, outbound_register(i, from, &above), from);
+                registered_outbound(&mut reg, &outbound_register(i, from, &above), from);
             assert_eq!(granted, require, "case {i}: {text}");
             let answer = Message::parse(text.as_bytes()).unwrap();
             assert_eq!(
@@ -2461,16 +2460,8 @@ From: <sip:b@reg.test>;tag=2\r\nTo: <sip:a@reg.test>\r\nCall-ID: call{i}\r\n\
 CSeq: 1 INVITE\r\nContact: <sip:b@192.0.2.7:5060>\r\nContent-Length: 0\r\n\r\n"
             );
             let caller: SocketAddr = "192.0.2.7:5060".parse().unwrap();
-            reg.handle_message(
-                now,
-                1_900_000_000,
-                Message::parse(invite.as_bytes()).unwrap(),
-                caller,
-            );
-            let (to, bytes) = reg.poll_transmit().expect("the INVITE forwarded");
-            let text = String::from_utf8_lossy(&bytes);
+            let (to, fwd, text) = deliver(&mut reg, now, &invite, caller);
             assert_eq!(to, edge, "{text}");
-            let fwd = Message::parse(&bytes).unwrap();
             let route = &above[above.find("Path: ").unwrap() + 6..above.len() - 2];
             assert_eq!(fwd.headers.value(&HeaderName::Route), Some(route), "{text}");
             assert!(
@@ -2537,11 +2528,7 @@ CSeq: 1 INVITE\r\nContact: <sip:b@192.0.2.7:5060>\r\nContent-Length: 0\r\n\r\n"
 From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: fh{i}\r\n\
 CSeq: 1 REGISTER\r\nSupported: {supported}\r\n{contact}Expires: 600\r\nContent-Length: 0\r\n\r\n"
             );
-            let msg = Message::parse(raw.as_bytes()).unwrap();
-            reg.handle_message(Instant::now(), 1_900_000_000, msg, edge);
-            let (to, bytes) = reg.poll_transmit().expect("an answer");
-            let text = String::from_utf8_lossy(&bytes);
-            let answer = Message::parse(&bytes).unwrap();
+            let (to, answer, text) = deliver(&mut reg, Instant::now(), &raw, edge);
             assert_eq!(to, edge, "case {i}");
             assert_eq!(answer.status(), Some(status), "case {i}: {text}");
             assert_eq!(
@@ -2599,20 +2586,8 @@ Contact: <sip:{user}@{source};transport=tcp{line}>{params}\r\nExpires: 600\r\nCo
         } else {
             "192.0.2.9:5060".parse().unwrap()
         };
-        reg.handle_message(
-            now,
-            1_900_000_000,
-            Message::parse(raw.as_bytes()).unwrap(),
-            from,
-        );
-        let (_, bytes) = reg.poll_transmit().expect("an answer");
-        let answer = Message::parse(&bytes).unwrap();
-        assert_eq!(
-            answer.status(),
-            Some(200),
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        let (_, answer, text) = deliver(reg, now, &raw, from);
+        assert_eq!(answer.status(), Some(200), "{text}");
         assert_eq!(
             answer.headers.value(&HeaderName::Require) == Some("outbound"),
             instance.is_some()
@@ -2628,15 +2603,8 @@ Contact: <sip:{user}@{source};transport=tcp{line}>{params}\r\nExpires: 600\r\nCo
 From: <sip:caller@reg.test>;tag=9\r\nTo: <sip:{user}@reg.test>\r\nCall-ID: m{user}{i}\r\n\
 CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         );
-        reg.handle_message(
-            now,
-            1_900_000_000,
-            Message::parse(raw.as_bytes()).unwrap(),
-            caller,
-        );
-        let (to, bytes) = reg.poll_transmit_flow().expect("an output");
+        let (to, msg, _) = deliver_flow(reg, now, &raw, caller);
         assert!(reg.poll_transmit().is_none());
-        let msg = Message::parse(&bytes).unwrap();
         match msg.status() {
             Some(code) => {
                 assert_eq!(to.addr, caller);
@@ -3242,14 +3210,7 @@ f: <sip:a@reg.test>;tag=1\r\nt: <sip:127.0.0.1>\r\ni: c\r\nCSeq: 1 OPTIONS\r\nl:
 From: <sip:x@reg.test>;tag=a\r\nTo: <{target}>\r\nCall-ID: c2\r\n\
 CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             );
-            reg.handle_message(
-                now,
-                1_900_000_000,
-                Message::parse(raw.as_bytes()).unwrap(),
-                from,
-            );
-            let (to, bytes) = reg.poll_transmit().expect("the INVITE forwarded");
-            let fwd = Message::parse(&bytes).unwrap();
+            let (to, fwd, _) = deliver(&mut reg, now, &raw, from);
             assert_eq!(to, src);
             assert_eq!(
                 fwd.request_uri().unwrap().to_string(),
