@@ -109,6 +109,8 @@ pub struct ConnectionStats {
 enum ConnEvent {
     Open(Flow, mpsc::Sender<Bytes>),
     Message(Flow, Bytes),
+    /// A CRLFCRLF keep-alive came (and was answered): the flow is alive.
+    Alive(Flow),
     Closed(Flow),
 }
 
@@ -276,11 +278,14 @@ impl BuiltinRegistrar {
                             core.handle_flow_closed(Instant::now(), peer);
                         }
                         Some(ConnEvent::Message(peer, bytes)) => {
-                            // Malformed input is dropped here; a registrar answers what it can read.
-                            if let Ok(msg) = Message::parse_bytes(bytes) {
-                                core.handle_message_on(Instant::now(), unix_now(), msg, peer);
+                            // Malformed input is dropped here; a registrar answers what it can
+                            // read. It still shows the flow alive.
+                            match Message::parse_bytes(bytes) {
+                                Ok(msg) => core.handle_message_on(Instant::now(), unix_now(), msg, peer),
+                                Err(_) => core.handle_flow_alive(Instant::now(), peer),
                             }
                         }
+                        Some(ConnEvent::Alive(peer)) => core.handle_flow_alive(Instant::now(), peer),
                         None => break,
                     },
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
@@ -290,6 +295,11 @@ impl BuiltinRegistrar {
                     _ = stopped.changed() => break,
                 }
                 media.drive(&mut core);
+                // A connection silent past its Flow-Timer: dropping its sender ends its task,
+                // which closes it (its `Closed` then finds its bindings already failed).
+                while let Some(flow) = core.poll_close_flow() {
+                    conns.remove(&flow);
+                }
                 while let Some((to, bytes)) = core.poll_transmit_flow() {
                     if let Some(Some(sock)) = udp.get(usize::from(to.iface)) {
                         // A send error to one endpoint must not stop the registrar.
@@ -565,6 +575,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
                         Ok(Frame::Ping) => {
                             if wr.write_all(b"\r\n").await.is_err() { break 'conn; }
+                            if events.send(ConnEvent::Alive(peer)).await.is_err() {
+                                break 'conn;
+                            }
                         }
                         Ok(Frame::Pong) => {}
                         // An unframeable stream cannot be resynchronised: close it.

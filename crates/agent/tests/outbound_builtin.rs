@@ -340,6 +340,22 @@ fn builtin_registrar(
     listen: Listen,
     hold: Duration,
 ) -> BuiltinRegistrar {
+    builtin_registrar_with(
+        rt,
+        listen,
+        ServiceOptions {
+            failed_flow_hold: hold,
+            ..ServiceOptions::default()
+        },
+    )
+}
+
+/// [`builtin_registrar`] with these settings.
+fn builtin_registrar_with(
+    rt: &tokio::runtime::Runtime,
+    listen: Listen,
+    services: ServiceOptions,
+) -> BuiltinRegistrar {
     rt.block_on(BuiltinRegistrar::start_with(
         listen,
         RegistrarConfig {
@@ -352,10 +368,7 @@ fn builtin_registrar(
             min_expires: 10,
             max_expires: 3600,
         },
-        ServiceOptions {
-            failed_flow_hold: hold,
-            ..ServiceOptions::default()
-        },
+        services,
     ))
     .unwrap()
 }
@@ -536,6 +549,80 @@ fn a_cut_flow_fails_the_builtin_binding_430_then_480_and_the_phone_registers_aga
         .filter(|c| matches!(c, Some(430 | 480)))
         .count();
     assert_eq!(stats.refused, refused as u64, "{stats:?}");
+}
+
+/// RFC 5626 §4.4.1 from the built-in registrar's side over real TCP: a phone registered with
+/// outbound (Flow-Timer 1 s) through a relay that then goes silent both ways (a NAT that
+/// dropped the connection without a word: no FIN, no RST). Its keep-alives no longer reach
+/// the registrar, which after 1.25 s of silence closes the connection and fails the
+/// binding: a MESSAGE to the phone, lost in the silent connection before, gets 430 while the
+/// binding is held (1 s), then 480; the phone sees its connection closed and registers again
+/// over a new one (held 3 s by the relay), where the next MESSAGE reaches it.
+#[test]
+fn a_silent_flow_is_closed_by_the_builtin_registrar_and_the_phone_registers_again() {
+    let rt = runtime();
+    let reg = builtin_registrar_with(
+        &rt,
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServiceOptions {
+            failed_flow_hold: Duration::from_secs(1),
+            flow_timer: Some(1),
+            ..ServiceOptions::default()
+        },
+    );
+    let relay = Relay::start(reg.addr());
+    let (conns, granted, hold_new, to) = (
+        relay.conns.clone(),
+        relay.granted.clone(),
+        relay.hold_new.clone(),
+        reg.addr(),
+    );
+    let probes = std::thread::spawn(move || {
+        let start = Instant::now();
+        while granted.load(Ordering::SeqCst) < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never registered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut p = Prober::connect(to);
+        let before = p.message("2001");
+        hold_new.store(3000, Ordering::SeqCst);
+        Relay::silence(&conns);
+        let silenced = Instant::now();
+        let failed = p.until("2001", 430, &[None, Some(200)], Duration::from_secs(4));
+        let closed_after = silenced.elapsed();
+        let dropped = p.until("2001", 480, &[Some(430)], Duration::from_secs(3));
+        let back = p.until("2001", 200, &[Some(480)], Duration::from_secs(6));
+        (before, failed, closed_after, dropped, back)
+    });
+    let text = phones(
+        "outbound flow silenced at the built-in registrar",
+        "10s",
+        1,
+        &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
+    );
+    let (summary, reports) = streams_common::run_file("outbound-builtin-silent.toml", &text);
+    let (before, failed, closed_after, dropped, back) = probes.join().unwrap();
+    assert_eq!(before, Some(200), "the MESSAGE reached the phone first");
+    eprintln!("after the silence: {failed:?} ({closed_after:?}), then {dropped:?}, then {back:?}");
+    // Heard last at most 1 s (a keep-alive) before the silence; closed 1.25 s after that,
+    // looked at every 156 ms; and the 430 came within the prober's 100 ms + 700 ms.
+    assert!(
+        closed_after >= Duration::from_millis(250) && closed_after <= Duration::from_millis(2300),
+        "{closed_after:?}"
+    );
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    let notes = streams_common::notes(r);
+    let lost = streams_common::note_at(&notes, "outbound flow failed: the connection closed");
+    let recovered = streams_common::note_at(&notes, "outbound flow recovered");
+    assert!(lost < recovered, "{notes:#?}");
+    let o = summary.outbound.unwrap();
+    assert_eq!((o.flow_failures, o.recoveries), (1, 1), "{o:?}");
+    assert_eq!(relay.accepted(), 2);
+    Relay::cut(&relay.conns);
+    let stats = rt.block_on(reg.stop());
+    assert_eq!(stats.silent_flows_closed, 1, "{stats:?}");
 }
 
 /// A stateless UDP proxy in a thread in front of `registrar`: adds its Via to each request

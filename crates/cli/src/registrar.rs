@@ -57,6 +57,11 @@ pub struct RegistrarArgs {
     /// it); 0 sends none.
     #[arg(long, default_value_t = registrar::DEFAULT_FLOW_TIMER)]
     flow_timer: u32,
+    /// RFC 5626 outbound: how long the binding of a phone whose flow failed (its connection
+    /// closed, or silent for a quarter longer than the Flow-Timer) answers 430 Flow Failed
+    /// before it is dropped (then 480); 0s drops it at once.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = agent::testfile::parse_duration)]
+    failed_flow_hold: std::time::Duration,
     /// The service numbers' RTP/RTCP port pairs come from this range, e.g. 20000-30000
     /// (default: chosen by the system).
     #[arg(long, value_name = "FROM-TO", value_parser = agent::testfile::parse_port_range)]
@@ -305,7 +310,7 @@ pub fn run(args: &RegistrarArgs) -> ExitCode {
                 max_call: args.max_call,
             },
             flow_timer: (args.flow_timer > 0).then_some(args.flow_timer),
-            ..ServiceOptions::default()
+            failed_flow_hold: args.failed_flow_hold,
         };
         let wanted: Vec<String> = listens
             .iter()

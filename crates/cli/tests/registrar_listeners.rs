@@ -140,10 +140,17 @@ fn a_listener_on_every_address_needs_and_uses_advertise() {
 /// `sipmeter registrar --open` on one TCP listener with `flow_timer` args: the answer to an
 /// RFC 5626 outbound REGISTER sent straight over TCP (its head, up to the blank line).
 fn outbound_register_over_tcp(flow_timer: &[&str]) -> String {
+    outbound_phone_over_tcp(flow_timer).3
+}
+
+/// A phone, user 1001, registered with RFC 5626 outbound straight over TCP at `sipmeter
+/// registrar --open` on one TCP listener with `more` args: the registrar, its TCP port, the
+/// phone's connection, and the answer to its REGISTER (its head).
+fn outbound_phone_over_tcp(more: &[&str]) -> (Proc, u16, std::net::TcpStream, String) {
     use std::io::{Read, Write};
     let mut args = vec!["--open", "--listen", "tcp:127.0.0.1:0"];
-    args.extend_from_slice(flow_timer);
-    let (_reg, line, _out) = start_registrar(&args);
+    args.extend_from_slice(more);
+    let (reg, line, _out) = start_registrar(&args);
     let port = port_in(&line, "tcp");
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -165,7 +172,74 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
         assert!(n > 0, "closed before an answer: {answer:?}");
         answer.extend_from_slice(&buf[..n]);
     }
-    String::from_utf8_lossy(&answer).into_owned()
+    (
+        reg,
+        port,
+        tcp,
+        String::from_utf8_lossy(&answer).into_owned(),
+    )
+}
+
+/// The status of the answer to a MESSAGE to 1001 sent by a caller on a TCP connection of its
+/// own to the registrar at `port`.
+fn message_to_1001(port: u16, i: u32) -> u16 {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let req = format!(
+        "MESSAGE sip:1001@127.0.0.1:{port};transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP {local};branch=z9hG4bKmsg{i}\r\nMax-Forwards: 70\r\n\
+From: <sip:caller@127.0.0.1>;tag=c{i}\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: msg{i}@test\r\n\
+CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).expect("an answer within 5 s");
+        assert!(n > 0, "closed before an answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a response: {text}"))
+}
+
+/// RFC 5626 §4.4.1 from `sipmeter registrar`'s side: a phone registered with outbound
+/// straight over TCP (`--flow-timer 1`) that then sends nothing, no CRLF keep-alive either,
+/// has its connection closed 1.25 s after it was last heard; a MESSAGE to it gets 430 Flow
+/// Failed for `--failed-flow-hold 1s`, then 480.
+#[test]
+fn a_silent_outbound_phone_is_closed_after_the_flow_timer_and_held_for_failed_flow_hold() {
+    use std::io::Read;
+    let (_reg, port, mut phone, answer) =
+        outbound_phone_over_tcp(&["--flow-timer", "1", "--failed-flow-hold", "1s"]);
+    let registered = std::time::Instant::now();
+    assert!(answer.contains("Flow-Timer: 1\r\n"), "{answer}");
+    phone
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = phone.read(&mut buf).expect("closed within 5 s");
+    let closed_after = registered.elapsed();
+    assert_eq!(
+        n,
+        0,
+        "only a close: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        closed_after >= std::time::Duration::from_millis(1200)
+            && closed_after <= std::time::Duration::from_millis(2500),
+        "{closed_after:?}"
+    );
+    assert_eq!(message_to_1001(port, 1), 430);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(message_to_1001(port, 2), 480);
 }
 
 /// RFC 5626 §4.4.1: the Flow-Timer in the 200 to a phone registered straight over TCP is

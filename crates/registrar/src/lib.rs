@@ -433,6 +433,9 @@ pub struct Stats {
     pub responses_forwarded: u64,
     /// Messages dropped (malformed or not ours).
     pub dropped: u64,
+    /// Connections closed because nothing came over them for longer than the Flow-Timer
+    /// allows ([`Registrar::poll_close_flow`]).
+    pub silent_flows_closed: u64,
     /// The service numbers (echo, tone).
     pub services: ServiceStats,
 }
@@ -476,9 +479,47 @@ pub struct Registrar {
     /// [`FlowState::Direct`] binding made over it, so that [`Registrar::handle_flow_closed`]
     /// finds them without a walk over every binding. An entry goes when its connection
     /// closes; a user whose binding moved meanwhile is looked at and left alone then.
-    outbound_flows: HashMap<Flow, Vec<Box<str>>>,
+    outbound_flows: HashMap<Flow, OutboundFlow>,
     /// How long a binding whose flow failed is kept (answering 430) before it is dropped.
     failed_flow_hold: Duration,
+    /// Connections that closed under a [`FlowState::Direct`] binding → when their hold
+    /// ends: an in-dialog request whose target is one gets 430 (Flow Failed) until then, as
+    /// an initial request to the failed binding's user does. A message received on the same
+    /// address and port again (a new connection) takes its flow out.
+    failed_flows: HashMap<Flow, Instant>,
+    /// When the outbound connections are next looked at for silence (`None`: none to
+    /// look at, or no Flow-Timer sent).
+    flow_sweep: Option<Instant>,
+    /// Connections the driver is to close ([`Registrar::poll_close_flow`]).
+    closing: VecDeque<Flow>,
+}
+
+/// A connection with outbound bindings made straight over it ([`FlowState::Direct`]).
+#[derive(Debug)]
+struct OutboundFlow {
+    /// The users with such a binding.
+    users: Vec<Box<str>>,
+    /// When anything last came over it: a message, or a keep-alive the driver reported
+    /// ([`Registrar::handle_flow_alive`]).
+    heard: Instant,
+    /// Watched for silence: a TCP or TLS connection, where the phone keeps its flow with
+    /// CRLF keep-alives (RFC 5626 §3.5.1). Not a WebSocket: its keep-alive, WebSocket pings,
+    /// is answered below the driver, which never sees it.
+    watched: bool,
+}
+
+/// How long an outbound connection may stay silent before the registrar takes it for dead,
+/// for a Flow-Timer of `secs`: a quarter more than the Flow-Timer. RFC 5626 §4.4.1 has the
+/// phone send its keep-alives at 80–100 % of the Flow-Timer, so a live phone is always
+/// heard within it; the quarter is slack for a late keep-alive, our choice.
+fn silent_flow_limit(secs: u32) -> Duration {
+    Duration::from_secs(u64::from(secs)) * 5 / 4
+}
+
+/// How often the outbound connections are looked at for silence: an eighth of the limit
+/// (a dead flow is found at most 1/8 late), at least every 100 ms.
+fn flow_sweep_period(secs: u32) -> Duration {
+    (silent_flow_limit(secs) / 8).max(Duration::from_millis(100))
 }
 
 /// How long a binding whose connection closed is kept by default, answering 430 (Flow
@@ -521,6 +562,9 @@ impl Registrar {
             flow_timer: Some(DEFAULT_FLOW_TIMER),
             outbound_flows: HashMap::new(),
             failed_flow_hold: DEFAULT_FAILED_FLOW_HOLD,
+            failed_flows: HashMap::new(),
+            flow_sweep: None,
+            closing: VecDeque::new(),
         }
     }
 
@@ -540,10 +584,11 @@ impl Registrar {
     /// plain (RFC 3261) binding outlives its connection until it expires, and behind an edge
     /// proxy the edge keeps the phone's flow. Call [`Self::poll_timeout`] again after it.
     pub fn handle_flow_closed(&mut self, now: Instant, flow: Flow) {
-        let Some(users) = self.outbound_flows.remove(&flow) else {
+        let Some(OutboundFlow { users, .. }) = self.outbound_flows.remove(&flow) else {
             return;
         };
         let until = now + self.failed_flow_hold;
+        let mut failed = false;
         for user in users {
             let Some(list) = self.bindings.get_mut(&user) else {
                 continue;
@@ -555,7 +600,11 @@ impl Registrar {
                 b.flow_state = FlowState::Failed;
                 b.expires_at = b.expires_at.min(until);
                 self.earliest = Some(self.earliest.map_or(b.expires_at, |e| e.min(b.expires_at)));
+                failed = true;
             }
+        }
+        if failed && until > now {
+            self.failed_flows.insert(flow, until);
         }
         self.drop_lapsed(now);
     }
@@ -677,12 +726,13 @@ impl Registrar {
         next
     }
 
-    /// When the next binding lapses (or a service call's timer fires).
+    /// When the next binding lapses, a service call's timer fires, or the outbound
+    /// connections are looked at for silence.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.earliest, self.services.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.earliest, self.services.poll_timeout(), self.flow_sweep]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The driver could not send `bytes` (from [`Self::poll_transmit_flow`]) to `flow`: no
@@ -717,11 +767,60 @@ impl Registrar {
         self.forward_response(answer, flow);
     }
 
-    /// Drops lapsed bindings; runs the service calls' timers.
+    /// Drops lapsed bindings; runs the service calls' timers; takes outbound connections
+    /// silent for too long for dead ([`Self::poll_close_flow`]).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.services
             .handle_timeout(now, &self.ifaces, &mut self.out);
         self.drop_lapsed(now);
+        if self.flow_sweep.is_some_and(|t| t <= now) {
+            self.sweep_silent_flows(now);
+        }
+    }
+
+    /// The driver's word that something came over `flow` that is not a message for the
+    /// core: a CRLFCRLF keep-alive (RFC 5626 §3.5.1) or an empty WebSocket message. Messages
+    /// count by themselves ([`Self::handle_message_on`]).
+    pub fn handle_flow_alive(&mut self, now: Instant, flow: Flow) {
+        if self.outbound_flows.is_empty() {
+            return;
+        }
+        if let Some(f) = self.outbound_flows.get_mut(&flow) {
+            f.heard = now;
+        }
+    }
+
+    /// The next connection the driver is to close: a TCP or TLS connection with outbound
+    /// bindings straight from a phone that sent nothing, keep-alives included, for a quarter
+    /// longer than the Flow-Timer it was given (RFC 5626 §4.4.1; a NAT or firewall on the way
+    /// that dropped the connection without a word). WebSockets are not watched. Its bindings have already failed, as for
+    /// [`Self::handle_flow_closed`] (which the driver may still call when the connection
+    /// closes; it then does nothing).
+    pub fn poll_close_flow(&mut self) -> Option<Flow> {
+        self.closing.pop_front()
+    }
+
+    /// Fails the outbound connections heard from last longer ago than the limit.
+    fn sweep_silent_flows(&mut self, now: Instant) {
+        self.flow_sweep = None;
+        let Some(secs) = self.flow_timer else {
+            return;
+        };
+        let limit = silent_flow_limit(secs);
+        let silent: Vec<Flow> = self
+            .outbound_flows
+            .iter()
+            .filter(|(_, f)| f.watched && now.saturating_duration_since(f.heard) >= limit)
+            .map(|(flow, _)| *flow)
+            .collect();
+        for flow in silent {
+            self.stats.silent_flows_closed += 1;
+            self.closing.push_back(flow);
+            self.handle_flow_closed(now, flow);
+        }
+        if self.outbound_flows.values().any(|f| f.watched) {
+            self.flow_sweep = Some(now + flow_sweep_period(secs));
+        }
     }
 
     /// Drops the bindings lapsed at `now`.
@@ -729,6 +828,7 @@ impl Registrar {
         if self.earliest.is_none_or(|t| t > now) {
             return;
         }
+        self.failed_flows.retain(|_, until| *until > now);
         let mut unbound = Vec::new();
         for (user, list) in self.bindings.iter_mut() {
             list.retain(|b| {
@@ -762,6 +862,11 @@ impl Registrar {
 
     /// Handles one message received from `source` (an address on one of the interfaces).
     pub fn handle_message_on(&mut self, now: Instant, now_unix: u64, msg: Message, source: Flow) {
+        self.handle_flow_alive(now, source);
+        if !self.failed_flows.is_empty() {
+            // A message on a failed connection's address and port: a new connection there.
+            self.failed_flows.remove(&source);
+        }
         if msg.is_request() {
             self.handle_request(now, now_unix, msg, source);
         } else if !self.services.is_idle() && self.services.owns_response(&msg) {
@@ -1093,9 +1198,20 @@ impl Registrar {
                     cseq,
                 });
                 if flow_state == FlowState::Direct && on_stream {
-                    let users = self.outbound_flows.entry(source).or_default();
-                    if !users.iter().any(|u| **u == *user) {
-                        users.push(Box::from(&*user));
+                    let transport = &self.ifaces.of(source).config.transport;
+                    let watched = ["TCP", "TLS"]
+                        .iter()
+                        .any(|t| transport.eq_ignore_ascii_case(t));
+                    let flow = self.outbound_flows.entry(source).or_insert(OutboundFlow {
+                        users: Vec::new(),
+                        heard: now,
+                        watched,
+                    });
+                    if !flow.users.iter().any(|u| **u == *user) {
+                        flow.users.push(Box::from(&*user));
+                    }
+                    if let (None, Some(secs), true) = (self.flow_sweep, self.flow_timer, watched) {
+                        self.flow_sweep = Some(now + flow_sweep_period(secs));
                     }
                 }
                 if let Some(key) = key {
@@ -1396,6 +1512,15 @@ impl Registrar {
             }
             return;
         };
+        // RFC 5626 §5.3 for a dialog: the target's connection closed under an outbound
+        // binding (`handle_flow_closed`), so the request cannot reach the phone: 430 (Flow
+        // Failed), as for an initial request to its user. An ACK is dropped.
+        if in_dialog && self.failed_flows.get(&to).is_some_and(|until| *until > now) {
+            if method != Method::Ack {
+                self.respond(&req, top, source, 430, "Flow Failed", &[]);
+            }
+            return;
+        }
         // §16.6 step 4: Record-Route on dialog-creating requests.
         let Scratch {
             out,
@@ -2736,6 +2861,176 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     /// could not deliver to a Direct outbound flow comes back 430 to the caller (our Via
     /// popped, a To tag whose ACK ends here); one to a plain binding's flow, and an ACK, are
     /// dropped as before.
+    /// RFC 5626 §4.4.1 from the registrar's side: a connection with an outbound binding
+    /// straight from the phone (Flow-Timer 120 s sent) that carries nothing, keep-alives
+    /// included, for 150 s (a quarter more) is taken for dead: the driver is told to close
+    /// it and its bindings fail as for a close (430). A keep-alive or a message on it keeps
+    /// it; plain and edge bindings' connections are not watched; without a Flow-Timer none
+    /// is.
+    #[test]
+    fn a_silent_outbound_connection_is_closed_and_its_binding_fails() {
+        let mut reg = tcp_registrar();
+        let t0 = Instant::now();
+        let secs = |n: f64| t0 + Duration::from_secs_f64(n);
+        let (pinged, talking): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:40001".parse().unwrap(),
+            "10.0.0.3:40003".parse().unwrap(),
+        );
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
+        register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
+        register_tcp(&mut reg, t0, "c", plain, None, "");
+        // Looked at every 150 s / 8.
+        assert_eq!(reg.poll_timeout(), Some(secs(18.75)));
+        // `a` sends a keep-alive at 100 s; `b` a message at 140 s (its OPTIONS to us).
+        reg.handle_flow_alive(secs(100.0), Flow::first(pinged));
+        let options = format!(
+            "OPTIONS sip:reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {talking};branch=z9hG4bKopt\r\n\
+From: <sip:b@reg.test>;tag=1\r\nTo: <sip:reg.test>\r\nCall-ID: opt\r\nCSeq: 1 OPTIONS\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let (_, answer, _) = deliver(&mut reg, secs(140.0), &options, talking);
+        assert_eq!(answer.status(), Some(200));
+        let mut t = 0.0;
+        let mut closed = Vec::new();
+        while t < 320.0 {
+            t += 1.0;
+            if reg.poll_timeout().is_some_and(|w| w <= secs(t)) {
+                reg.handle_timeout(secs(t));
+            }
+            while let Some(flow) = reg.poll_close_flow() {
+                closed.push((t, flow));
+            }
+        }
+        // `a` heard last at 100 s: closed at the first look after 250 s; `b` after 290 s.
+        let closed_at = |addr| {
+            closed
+                .iter()
+                .find(|(_, f)| *f == Flow::first(addr))
+                .map(|c| c.0)
+        };
+        let a_at = closed_at(pinged).expect("a's connection closed");
+        assert!((250.0..=250.0 + 18.75 + 1.0).contains(&a_at), "{closed:?}");
+        let b_at = closed_at(talking).expect("b's connection closed");
+        assert!((290.0..=290.0 + 18.75 + 1.0).contains(&b_at), "{closed:?}");
+        assert_eq!(
+            closed.len(),
+            2,
+            "the plain binding's connection is not watched"
+        );
+        assert_eq!(reg.stats().silent_flows_closed, 2);
+        // `b` failed within the last 30 s: 430; `a`'s failed binding is gone after its hold.
+        assert_eq!(send_to_user(&mut reg, secs(t), "b", 1), Err(430));
+        assert_eq!(send_to_user(&mut reg, secs(t), "a", 4), Err(480));
+        assert_eq!(
+            send_to_user(&mut reg, secs(t), "c", 2),
+            Ok(Flow::first(plain))
+        );
+        // The driver closes it and says so: nothing more happens.
+        reg.handle_flow_closed(secs(t), Flow::first(pinged));
+        assert_eq!(reg.stats().silent_flows_closed, 2);
+        assert!(reg.poll_close_flow().is_none());
+
+        // Without a Flow-Timer sent no connection is watched, nor a WebSocket (its pings
+        // never reach the core).
+        let mut quiet = tcp_registrar();
+        quiet.set_flow_timer(None);
+        let ws = Registrar::new(RegistrarConfig {
+            transport: "WS".into(),
+            ..open_registrar().config.clone()
+        });
+        for mut reg in [quiet, ws] {
+            register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
+            assert_eq!(reg.bindings("a")[0].flow_state, FlowState::Direct);
+            reg.handle_timeout(secs(500.0));
+            assert!(reg.poll_close_flow().is_none());
+            assert_eq!(
+                send_to_user(&mut reg, secs(500.0), "a", 3),
+                Ok(Flow::first(pinged))
+            );
+        }
+    }
+
+    /// RFC 5626 §5.3 inside a dialog: once the connection under a phone's outbound binding
+    /// closed, an in-dialog request to its contact gets 430 from us (an ACK is dropped) for
+    /// the hold, where before it was forwarded into the closed connection and lost. A plain
+    /// binding's dialog is forwarded as before, and a message on the same address and port
+    /// (a new connection there) ends the refusal.
+    #[test]
+    fn an_in_dialog_request_to_a_failed_flow_is_answered_430() {
+        let mut reg = tcp_registrar();
+        let t0 = Instant::now();
+        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
+        register_tcp(&mut reg, t0, "a", phone, Some("a"), "");
+        register_tcp(&mut reg, t0, "c", plain, None, "");
+        let in_dialog = |method: &str, user: &str, contact: SocketAddr, i: u32| {
+            format!(
+                "{method} sip:{user}@{contact};transport=tcp;line={user} SIP/2.0\r\n\
+Via: SIP/2.0/TCP {caller};branch=z9hG4bKd{user}{i}\r\nMax-Forwards: 70\r\n\
+From: <sip:caller@reg.test>;tag=9\r\nTo: <sip:{user}@reg.test>;tag=callee\r\n\
+Call-ID: dlg{user}\r\nCSeq: {i} {method}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let bye_a = |i| in_dialog("BYE", "a", phone, i);
+        let (to, fwd, text) = deliver_flow(&mut reg, t0, &bye_a(1), caller);
+        assert_eq!(
+            (to, fwd.method()),
+            (Flow::first(phone), Some(Method::Bye)),
+            "{text}"
+        );
+
+        let t1 = t0 + Duration::from_secs(1);
+        reg.handle_flow_closed(t1, Flow::first(phone));
+        reg.handle_flow_closed(t1, Flow::first(plain));
+        let (to, answer, text) = deliver_flow(&mut reg, t1, &bye_a(2), caller);
+        assert_eq!(to, Flow::first(caller), "{text}");
+        assert!(text.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{text}");
+        assert_eq!(
+            answer.headers.get_all(&HeaderName::Via).count(),
+            1,
+            "{text}"
+        );
+        assert!(reg.poll_transmit().is_none());
+        // An in-dialog ACK to it goes nowhere and is not answered.
+        let ack = in_dialog("ACK", "a", phone, 3);
+        reg.handle_message(
+            t1,
+            1_900_000_000,
+            Message::parse(ack.as_bytes()).unwrap(),
+            caller,
+        );
+        assert!(reg.poll_transmit().is_none());
+        // The plain binding's dialog: forwarded as before (RFC 3261 keeps no flows).
+        let (to, fwd, text) = deliver_flow(&mut reg, t1, &in_dialog("INFO", "c", plain, 4), caller);
+        assert_eq!(
+            (to, fwd.method()),
+            (Flow::first(plain), Some(Method::Info)),
+            "{text}"
+        );
+
+        // The phone connects again from the same address and port (its REGISTER there ends
+        // the refusal), and the dialog's requests reach it.
+        register_tcp(&mut reg, t1, "a", phone, Some("a"), "");
+        let (to, fwd, text) = deliver_flow(&mut reg, t1, &bye_a(5), caller);
+        assert_eq!(
+            (to, fwd.method()),
+            (Flow::first(phone), Some(Method::Bye)),
+            "{text}"
+        );
+
+        // Closed again: 430 until the hold ends, then no longer.
+        reg.handle_flow_closed(t1, Flow::first(phone));
+        let (_, _, text) = deliver_flow(&mut reg, t1, &bye_a(6), caller);
+        assert!(text.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{text}");
+        let lapse = t1 + DEFAULT_FAILED_FLOW_HOLD;
+        reg.handle_timeout(lapse);
+        assert!(reg.failed_flows.is_empty());
+        let (_, fwd, text) = deliver_flow(&mut reg, lapse, &bye_a(7), caller);
+        assert_eq!(fwd.method(), Some(Method::Bye), "{text}");
+    }
+
     #[test]
     fn an_undeliverable_request_to_an_outbound_flow_is_answered_430() {
         let mut reg = tcp_registrar();

@@ -78,7 +78,6 @@ impl Relay {
     }
 
     /// Silences every connection relayed so far; later ones are relayed.
-    #[allow(dead_code)] // reason: outbound_builtin.rs shares the module and only cuts
     pub fn silence(conns: &Mutex<Vec<Relayed>>) {
         for c in conns.lock().unwrap().iter() {
             c.silent.store(true, Ordering::SeqCst);
