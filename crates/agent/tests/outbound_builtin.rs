@@ -459,6 +459,62 @@ Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     }
 }
 
+/// What a prober saw of phone 2001 through its flow's break ([`probe_through_a_break`]).
+struct Probed {
+    /// The answer to the MESSAGE before the break.
+    before: Option<u16>,
+    /// The answers after it, up to the first 430.
+    failed: Vec<Option<u16>>,
+    /// How long after the break the 430 came.
+    failed_after: Duration,
+    /// Then up to the first 480 (the failed binding dropped).
+    dropped: Vec<Option<u16>>,
+    /// Then up to the first 200 (the phone back on a new flow).
+    back: Vec<Option<u16>>,
+}
+
+/// In a thread: once phone 2001 registered through `relay` (outbound granted), a MESSAGE
+/// to it at the registrar `to`; then the relay holds new connections 3 s, `break_flow`
+/// breaks those relayed so far, and the MESSAGEs go on until a 430 (only `before_430`
+/// until then, within `limit_430` seconds), a 480 and a 200.
+fn probe_through_a_break(
+    relay: &Relay,
+    to: SocketAddr,
+    break_flow: fn(&std::sync::Mutex<Vec<relay_common::Relayed>>),
+    before_430: &'static [Option<u16>],
+    limit_430: u64,
+) -> std::thread::JoinHandle<Probed> {
+    let (conns, granted, hold_new) = (
+        relay.conns.clone(),
+        relay.granted.clone(),
+        relay.hold_new.clone(),
+    );
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while granted.load(Ordering::SeqCst) < 1 {
+            assert!(start.elapsed() < Duration::from_secs(5), "never registered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut p = Prober::connect(to);
+        let before = p.message("2001");
+        hold_new.store(3000, Ordering::SeqCst);
+        break_flow(&conns);
+        let broken = Instant::now();
+        let failed = p.until("2001", 430, before_430, Duration::from_secs(limit_430));
+        let failed_after = broken.elapsed();
+        let dropped = p.until("2001", 480, &[Some(430)], Duration::from_secs(3));
+        let back = p.until("2001", 200, &[Some(480)], Duration::from_secs(6));
+        Probed {
+            before,
+            failed,
+            failed_after,
+            dropped,
+            back,
+        }
+    })
+}
+
 /// RFC 5626 §5.3, §6, §7 against the built-in registrar over real TCP: a phone registered
 /// with outbound through a relay has its connection cut. The registrar fails its binding:
 /// a MESSAGE to it gets 430 (Flow Failed) while the binding is held (1 s here), then 480
@@ -474,28 +530,7 @@ fn a_cut_flow_fails_the_builtin_binding_430_then_480_and_the_phone_registers_aga
         Duration::from_secs(1),
     );
     let relay = Relay::start(reg.addr());
-    let (conns, granted, hold_new, to) = (
-        relay.conns.clone(),
-        relay.granted.clone(),
-        relay.hold_new.clone(),
-        reg.addr(),
-    );
-    let probes = std::thread::spawn(move || {
-        let start = Instant::now();
-        while granted.load(Ordering::SeqCst) < 1 {
-            assert!(start.elapsed() < Duration::from_secs(5), "never registered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let mut p = Prober::connect(to);
-        let before = p.message("2001");
-        hold_new.store(3000, Ordering::SeqCst);
-        Relay::cut(&conns);
-        let failed = p.until("2001", 430, &[None], Duration::from_secs(2));
-        let dropped = p.until("2001", 480, &[Some(430)], Duration::from_secs(3));
-        let back = p.until("2001", 200, &[Some(480)], Duration::from_secs(6));
-        (before, failed, dropped, back)
-    });
+    let probes = probe_through_a_break(&relay, reg.addr(), Relay::cut, &[None], 2);
     let text = phones(
         "outbound flow cut at the built-in registrar",
         "8s",
@@ -503,7 +538,13 @@ fn a_cut_flow_fails_the_builtin_binding_430_then_480_and_the_phone_registers_aga
         &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
     );
     let (summary, reports) = streams_common::run_file("outbound-builtin-cut.toml", &text);
-    let (before, failed, dropped, back) = probes.join().unwrap();
+    let Probed {
+        before,
+        failed,
+        dropped,
+        back,
+        ..
+    } = probes.join().unwrap();
     assert_eq!(
         before,
         Some(200),
@@ -571,30 +612,7 @@ fn a_silent_flow_is_closed_by_the_builtin_registrar_and_the_phone_registers_agai
         },
     );
     let relay = Relay::start(reg.addr());
-    let (conns, granted, hold_new, to) = (
-        relay.conns.clone(),
-        relay.granted.clone(),
-        relay.hold_new.clone(),
-        reg.addr(),
-    );
-    let probes = std::thread::spawn(move || {
-        let start = Instant::now();
-        while granted.load(Ordering::SeqCst) < 1 {
-            assert!(start.elapsed() < Duration::from_secs(5), "never registered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let mut p = Prober::connect(to);
-        let before = p.message("2001");
-        hold_new.store(3000, Ordering::SeqCst);
-        Relay::silence(&conns);
-        let silenced = Instant::now();
-        let failed = p.until("2001", 430, &[None, Some(200)], Duration::from_secs(4));
-        let closed_after = silenced.elapsed();
-        let dropped = p.until("2001", 480, &[Some(430)], Duration::from_secs(3));
-        let back = p.until("2001", 200, &[Some(480)], Duration::from_secs(6));
-        (before, failed, closed_after, dropped, back)
-    });
+    let probes = probe_through_a_break(&relay, reg.addr(), Relay::silence, &[None, Some(200)], 4);
     let text = phones(
         "outbound flow silenced at the built-in registrar",
         "10s",
@@ -602,7 +620,13 @@ fn a_silent_flow_is_closed_by_the_builtin_registrar_and_the_phone_registers_agai
         &format!("port = {}\ntransport = \"tcp\"", relay.addr.port()),
     );
     let (summary, reports) = streams_common::run_file("outbound-builtin-silent.toml", &text);
-    let (before, failed, closed_after, dropped, back) = probes.join().unwrap();
+    let Probed {
+        before,
+        failed,
+        failed_after: closed_after,
+        dropped,
+        back,
+    } = probes.join().unwrap();
     assert_eq!(before, Some(200), "the MESSAGE reached the phone first");
     eprintln!("after the silence: {failed:?} ({closed_after:?}), then {dropped:?}, then {back:?}");
     // Heard last at most 1 s (a keep-alive) before the silence; closed 1.25 s after that,

@@ -2719,6 +2719,18 @@ Contact: <sip:{user}@{source};transport=tcp{line}>{params}\r\nExpires: 600\r\nCo
         );
     }
 
+    /// A TCP registrar where, at `now`, user `a` registered with outbound straight from
+    /// 10.0.0.1:40001 and user `c` without outbound from 10.0.0.2:40002: the registrar and
+    /// the two addresses.
+    fn outbound_and_plain(now: Instant) -> (Registrar, SocketAddr, SocketAddr) {
+        let mut reg = tcp_registrar();
+        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        register_tcp(&mut reg, now, "a", phone, Some("a"), "");
+        register_tcp(&mut reg, now, "c", plain, None, "");
+        (reg, phone, plain)
+    }
+
     /// What a MESSAGE (an initial request) to `user` from a caller becomes: `Ok(flow)`, the
     /// flow it was forwarded to, or `Err(status)` of the answer to the caller.
     fn send_to_user(reg: &mut Registrar, now: Instant, user: &str, i: u32) -> Result<Flow, u16> {
@@ -2745,13 +2757,9 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     /// of the same instance and reg-id over a new connection replaces the failed binding.
     #[test]
     fn a_closed_connection_fails_its_outbound_bindings_only() {
-        let mut reg = tcp_registrar();
         let t0 = Instant::now();
-        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
-        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let (mut reg, phone, plain) = outbound_and_plain(t0);
         let edge = Flow::first("192.0.2.9:5060".parse().unwrap());
-        register_tcp(&mut reg, t0, "a", phone, Some("a"), "");
-        register_tcp(&mut reg, t0, "c", plain, None, "");
         let edge_above = "Via: SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKedge\r\nPath: <sip:192.0.2.9:5060;transport=tcp;lr;ob>\r\n";
         register_tcp(
             &mut reg,
@@ -2958,13 +2966,9 @@ Content-Length: 0\r\n\r\n"
     /// (a new connection there) ends the refusal.
     #[test]
     fn an_in_dialog_request_to_a_failed_flow_is_answered_430() {
-        let mut reg = tcp_registrar();
         let t0 = Instant::now();
-        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
-        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let (mut reg, phone, plain) = outbound_and_plain(t0);
         let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
-        register_tcp(&mut reg, t0, "a", phone, Some("a"), "");
-        register_tcp(&mut reg, t0, "c", plain, None, "");
         let in_dialog = |method: &str, user: &str, contact: SocketAddr, i: u32| {
             format!(
                 "{method} sip:{user}@{contact};transport=tcp;line={user} SIP/2.0\r\n\
@@ -3033,13 +3037,9 @@ Call-ID: dlg{user}\r\nCSeq: {i} {method}\r\nContent-Length: 0\r\n\r\n"
 
     #[test]
     fn an_undeliverable_request_to_an_outbound_flow_is_answered_430() {
-        let mut reg = tcp_registrar();
         let now = Instant::now();
-        let phone: SocketAddr = "10.0.0.1:40001".parse().unwrap();
-        let plain: SocketAddr = "10.0.0.2:40002".parse().unwrap();
+        let (mut reg, phone, _) = outbound_and_plain(now);
         let caller: SocketAddr = "192.0.2.7:5070".parse().unwrap();
-        register_tcp(&mut reg, now, "a", phone, Some("a"), "");
-        register_tcp(&mut reg, now, "c", plain, None, "");
         let invite = |user: &str| {
             format!(
                 "INVITE sip:{user}@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKinv{user}\r\n\
