@@ -107,12 +107,27 @@ pub struct ConnectionStats {
 }
 
 enum ConnEvent {
-    Open(Flow, mpsc::Sender<Bytes>),
+    /// A connection opened: its flow, its id ([`next_conn_id`]), and where to put what is to
+    /// be sent on it.
+    Open(Flow, u64, mpsc::Sender<Bytes>),
     Message(Flow, Bytes),
     /// A CRLFCRLF keep-alive came (and was answered): the flow is alive.
     Alive(Flow),
-    Closed(Flow),
+    /// The connection of this id closed.
+    Closed(Flow, u64),
 }
+
+/// A new connection's id: a phone that reconnects from the same address and port makes a
+/// flow equal to its old one's, and the old connection's close, reported late, must not be
+/// taken for the new one's.
+fn next_conn_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// At most one [`ConnEvent::Alive`] per connection in this long: a peer streaming CRLFCRLF
+/// cannot flood the core's inbox. Well under any Flow-Timer (whole seconds).
+const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A listener bound, before the core runs.
 enum Bound {
@@ -266,16 +281,22 @@ impl BuiltinRegistrar {
         drop(events);
         let core_counters = counters.clone();
         let task = tokio::spawn(async move {
-            let mut conns: HashMap<Flow, mpsc::Sender<Bytes>> = HashMap::new();
+            // Open connections: id and sender of each.
+            let mut conns: HashMap<Flow, (u64, mpsc::Sender<Bytes>)> = HashMap::new();
             loop {
                 let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
                 tokio::select! {
                     ev = inbox.recv() => match ev {
-                        Some(ConnEvent::Open(peer, tx)) => { conns.insert(peer, tx); }
-                        Some(ConnEvent::Closed(peer)) => {
-                            conns.remove(&peer);
-                            // RFC 5626 §7: the outbound bindings over it fail (the core decides).
-                            core.handle_flow_closed(Instant::now(), peer);
+                        Some(ConnEvent::Open(peer, id, tx)) => { conns.insert(peer, (id, tx)); }
+                        Some(ConnEvent::Closed(peer, id)) => {
+                            // Only the current connection of that flow: an older one's late
+                            // close says nothing of it, and one closed for silence
+                            // (`poll_close_flow`, already removed) is old news to the core.
+                            if conns.get(&peer).is_some_and(|(current, _)| *current == id) {
+                                conns.remove(&peer);
+                                // RFC 5626 §7: the outbound bindings over it fail (the core decides).
+                                core.handle_flow_closed(Instant::now(), peer);
+                            }
                         }
                         Some(ConnEvent::Message(peer, bytes)) => {
                             // Malformed input is dropped here; a registrar answers what it can
@@ -310,7 +331,7 @@ impl BuiltinRegistrar {
                     // before its `Closed` came in (or gone): the core answers what it can
                     // (430 to a request for an outbound flow, RFC 5626 §5.3).
                     let undelivered = match conns.get(&to) {
-                        Some(tx) => match tx.try_send(bytes) {
+                        Some((_, tx)) => match tx.try_send(bytes) {
                             Err(mpsc::error::TrySendError::Closed(bytes)) => Some(bytes),
                             _ => None,
                         },
@@ -555,9 +576,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
-    if events.send(ConnEvent::Open(peer, tx)).await.is_err() {
+    let id = next_conn_id();
+    if events.send(ConnEvent::Open(peer, id, tx)).await.is_err() {
         return;
     }
+    let mut alive_told: Option<tokio::time::Instant> = None;
     let mut framer = Framer::new(MAX_MESSAGE);
     let mut buf = vec![0u8; 16 * 1024];
     'conn: loop {
@@ -575,8 +598,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
                         Ok(Frame::Ping) => {
                             if wr.write_all(b"\r\n").await.is_err() { break 'conn; }
-                            if events.send(ConnEvent::Alive(peer)).await.is_err() {
-                                break 'conn;
+                            let now = tokio::time::Instant::now();
+                            if alive_told.is_none_or(|t| now - t >= ALIVE_EVERY) {
+                                alive_told = Some(now);
+                                if events.send(ConnEvent::Alive(peer)).await.is_err() {
+                                    break 'conn;
+                                }
                             }
                         }
                         Ok(Frame::Pong) => {}
@@ -597,7 +624,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let _ = wr.shutdown().await;
-    let _ = events.send(ConnEvent::Closed(peer)).await;
+    let _ = events.send(ConnEvent::Closed(peer, id)).await;
 }
 
 /// Moves whole messages between one WebSocket (one SIP message per WebSocket message,
@@ -609,7 +636,8 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     mut stopped: watch::Receiver<bool>,
 ) {
     let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
-    if events.send(ConnEvent::Open(peer, tx)).await.is_err() {
+    let id = next_conn_id();
+    if events.send(ConnEvent::Open(peer, id, tx)).await.is_err() {
         return;
     }
     loop {
@@ -634,7 +662,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     ws.close().await;
-    let _ = events.send(ConnEvent::Closed(peer)).await;
+    let _ = events.send(ConnEvent::Closed(peer, id)).await;
 }
 
 fn unix_now() -> u64 {

@@ -32,12 +32,14 @@
 //!   the first nulls of its filters are 50 Hz away, so 913.8 Hz and 985.2 Hz, 1370.6 Hz and
 //!   1428.5 Hz, 58–71 Hz apart, do not leak into each other); a block is one of the five
 //!   SIT frequencies when it holds [`SIT_SHARE`] of the block's energy; runs of blocks of
-//!   one frequency are segments, timed to a block. Segment 1 at 913.8 or 985.2 Hz, segment 2
-//!   at 1370.6 or 1428.5 Hz, segment 3 at 1776.7 Hz, each short (274 ms) or long (380 ms),
-//!   at most [`SIT_MAX_GAP`] between them: the frequencies and the durations of the first
-//!   two give the kind ([`SitKind`]). ITU-T E.180's generic SIT (950, 1400, 1800 Hz, each
-//!   330 ± 70 ms) has filters of its own; a SIT with any segment at one of those is
-//!   [`SitKind::Generic`]. Told when the third segment ends.
+//!   one segment's frequencies are segments (the frequency that won most of its blocks is
+//!   the segment's), timed to a block. Segment 1 at 913.8 or 985.2 Hz, segment 2 at 1370.6
+//!   or 1428.5 Hz, segment 3 at 1776.7 Hz, each short (274 ms) or long (380 ms), at most
+//!   [`SIT_MAX_GAP`] between them: the frequencies and the durations of the first two give
+//!   the kind ([`SitKind`]). ITU-T E.180's generic SIT (950, 1400, 1800 Hz, each 330 ± 70 ms)
+//!   has filters of its own; a SIT whose first or second segment is at one of those is
+//!   [`SitKind::Generic`] (not the third alone: 1800 Hz is 23 Hz from 1776.7 Hz, where a
+//!   North American third a little high lands). Told when the third segment ends.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -516,13 +518,45 @@ struct Dtmf {
     last: Option<(char, Instant, bool)>,
 }
 
-/// A SIT segment: its frequency (index into [`SIT_FREQS`], then [`SIT_ITU_FREQS`] from 5),
-/// its first block's start, the end of its last block.
+/// A SIT segment: the blocks won by each filter (index into [`SIT_FREQS`], then
+/// [`SIT_ITU_FREQS`] from 5), all of one place ([`sit_place`]), its first block's start, the
+/// end of its last block. A tone between two filters of a place may win one block and the
+/// other the next: still one segment, whose frequency is the filter that won most.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
-    freq: usize,
+    votes: [u16; SIT_FILTERS],
     start: Instant,
     end: Instant,
+}
+
+/// The SIT filters: North American then ITU-T.
+const SIT_FILTERS: usize = SIT_FREQS.len() + SIT_ITU_FREQS.len();
+
+impl Segment {
+    /// A segment of one block won by filter `freq`.
+    fn new(freq: usize, start: Instant, end: Instant) -> Self {
+        let mut votes = [0; SIT_FILTERS];
+        votes[freq] = 1;
+        Self { votes, start, end }
+    }
+
+    /// The filter that won most of its blocks (the lower on a tie).
+    fn freq(&self) -> usize {
+        (0..SIT_FILTERS)
+            .rev()
+            .max_by_key(|&f| self.votes[f])
+            .unwrap_or(0)
+    }
+}
+
+/// Which segment of a SIT a filter's frequency can be: 1 (913.8, 985.2, 950 Hz), 2
+/// (1370.6, 1428.5, 1400 Hz) or 3 (1776.7, 1800 Hz).
+fn sit_place(freq: usize) -> u8 {
+    match freq {
+        0 | 1 | 5 => 1,
+        2 | 3 | 6 => 2,
+        _ => 3,
+    }
 }
 
 /// The SIT detector's state.
@@ -563,9 +597,10 @@ impl Sit {
             .fold((0, 0.0), |b, (i, p)| if *p > b.1 { (i, *p) } else { b });
         let freq = (level >= MIN_LEVEL_DBOV && best.1 >= SIT_SHARE).then_some(best.0);
         let end = start + SIT_BLOCK;
-        match (self.run, freq) {
-            (Some(r), Some(f)) if r.freq == f => {
-                self.run = Some(Segment { end, ..r });
+        match (&mut self.run, freq) {
+            (Some(r), Some(f)) if sit_place(r.freq()) == sit_place(f) => {
+                r.votes[f] = r.votes[f].saturating_add(1);
+                r.end = end;
                 // A segment already too long for a SIT is no segment of one.
                 if end - r.start > SIT_LONG.1 {
                     self.done.clear();
@@ -574,7 +609,7 @@ impl Sit {
             (_, f) => {
                 self.close(events);
                 if let Some(freq) = f {
-                    self.run = Some(Segment { freq, start, end });
+                    self.run = Some(Segment::new(freq, start, end));
                 }
             }
         }
@@ -594,7 +629,7 @@ impl Sit {
         };
         let len = seg.end - seg.start;
         let long = |len: Duration| (SIT_LONG.0..=SIT_LONG.1).contains(&len);
-        let itu = |s: &Segment| s.freq >= SIT_FREQS.len();
+        let itu = |s: &Segment| s.freq() >= SIT_FREQS.len();
         let timed = (SIT_SHORT.0..=SIT_SHORT.1).contains(&len)
             || long(len)
             || (itu(&seg) && (SIT_ITU.0..=SIT_ITU.1).contains(&len));
@@ -609,25 +644,22 @@ impl Sit {
             self.done.clear();
             return;
         }
-        // Which segment a frequency can be: 1 (913.8, 985.2, 950), 2 (1370.6, 1428.5, 1400)
-        // or 3 (1776.7, 1800).
-        let place = |f: usize| match f {
-            0 | 1 | 5 => 1,
-            2 | 3 | 6 => 2,
-            _ => 3,
-        };
-        match (place(seg.freq), &self.done[..]) {
+        let place = |s: &Segment| sit_place(s.freq());
+        match (place(&seg), &self.done[..]) {
             // The third: 1776.7 Hz (long in every assigned code; a short one is taken too,
             // ITU-T E.180 allows it), or 1800 Hz.
-            (3, [a, b]) if place(a.freq) == 1 && place(b.freq) == 2 => {
-                // All three within E.180's bands, so any at its nominal frequency makes it
-                // the generic SIT; the code is read from North American ones only.
-                let kind = if itu(a) || itu(b) || itu(&seg) {
+            (3, [a, b]) if place(a) == 1 && place(b) == 2 => {
+                // All three lie within E.180's bands. The code is read from the first two
+                // segments when both are North American; either one nearest its ITU-T
+                // frequency makes it the generic SIT. Not the third: 1776.7 and 1800 Hz
+                // are 23 Hz apart, so a North American third a little high is nearer 1800
+                // and must not lose its code.
+                let kind = if itu(a) || itu(b) {
                     SitKind::Generic
                 } else {
                     SitKind::of(
-                        (a.freq == 1, long(a.end - a.start)),
-                        (b.freq == 3, long(b.end - b.start)),
+                        (a.freq() == 1, long(a.end - a.start)),
+                        (b.freq() == 3, long(b.end - b.start)),
                     )
                 };
                 events.push_back(ToneEvent::Sit {
@@ -638,7 +670,7 @@ impl Sit {
                 self.done.clear();
             }
             (1, _) => self.done = vec![seg],
-            (2, [a]) if place(a.freq) == 1 => self.done.push(seg),
+            (2, [a]) if place(a) == 1 => self.done.push(seg),
             _ => self.done.clear(),
         }
     }
@@ -1384,6 +1416,51 @@ mod tests {
         }
         assert_eq!(SitKind::Generic.to_string(), "GENERIC (ITU-T generic)");
         assert_eq!(SitKind::parse_code("Generic"), Some("generic"));
+    }
+
+    /// Off-nominal North American SITs: a third segment 0.7 % high (1789 Hz, nearer the ITU-T
+    /// 1800 Hz filter; the two filters are only 23 Hz apart, so blocks go to either) keeps its
+    /// code; a second segment 1 % high (1384 Hz, 14 and 16 Hz from the 1370.6 and 1400 Hz
+    /// filters), whose blocks too go to either, is still one segment.
+    #[test]
+    fn off_nominal_sits_keep_their_code_or_are_still_told() {
+        let [lo1, hi1, lo2, _, third] = SIT_FREQS;
+        let cases = [
+            (
+                vec![(hi1, 380), (lo2, 274), (third * 1.007, 380)],
+                Some(SitKind::VacantCode),
+            ),
+            (
+                vec![(lo1, 274), (lo2, 274), (third * 1.007, 380)],
+                Some(SitKind::Intercept),
+            ),
+            // Any kind: between two filters, the vote decides it.
+            (
+                vec![(lo1 * 1.015, 274), (lo2 * 1.01, 274), (third * 1.007, 380)],
+                None,
+            ),
+            // The third midway between its two filters: the code is kept all the same.
+            (
+                vec![(hi1, 380), (lo2, 274), ((third + 1800.0) / 2.0, 380)],
+                Some(SitKind::VacantCode),
+            ),
+        ];
+        for rate in [8000, 16000] {
+            for (segs, want) in &cases {
+                let mut t = Instant::now();
+                let mut w = ToneWatch::new(&[], false).with_sit(true);
+                let mut pcm = tones(&[], 300, rate, 0);
+                pcm.extend(sit(segs, 0, -24.0, rate));
+                pcm.extend(tones(&[], 1000, rate, 0));
+                // Through G.711, as it arrives: its quantisation noise moves the shares.
+                feed(&mut w, &mut t, &through_ulaw(pcm, rate), rate);
+                let got: Vec<SitKind> = sits(&mut w).into_iter().map(|s| s.0).collect();
+                assert_eq!(got.len(), 1, "{segs:?} at {rate} Hz: {got:?}");
+                if let Some(kind) = want {
+                    assert_eq!(got[0], *kind, "{segs:?} at {rate} Hz");
+                }
+            }
+        }
     }
 
     #[test]

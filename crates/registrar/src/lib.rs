@@ -134,17 +134,20 @@ enum OutboundAsk {
     FirstHopLacksOutbound,
 }
 
-/// RFC 5626 §6: outbound asked for (`outbound` in Supported and a Contact with `reg-id`),
-/// and how it came; `None` when not asked (a `reg-id` alone is ignored).
+/// RFC 5626 §6: outbound asked for (`outbound` in Supported and a Contact with `reg-id` and
+/// `+sip.instance`), and how it came; `None` when not asked (a `reg-id` without an instance,
+/// or without the option tag, is ignored, as the binding ignores it).
 fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
     let supported = req
         .headers
         .get_all(&HeaderName::Supported)
         .flat_map(|h| h.value().split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
-    let reg_id = contacts
-        .iter()
-        .any(|c| matches!(c, Contact::Addr(a) if a.params.get("reg-id").is_some()));
+    let reg_id = contacts.iter().any(|c| {
+        matches!(c, Contact::Addr(a)
+            if a.params.get("reg-id").flatten().is_some()
+                && a.params.get("+sip.instance").flatten().is_some())
+    });
     if !supported || !reg_id {
         return None;
     }
@@ -523,9 +526,10 @@ fn flow_sweep_period(secs: u32) -> Duration {
 }
 
 /// How long a binding whose connection closed is kept by default, answering 430 (Flow
-/// Failed) to requests, before it is dropped ([`Registrar::set_failed_flow_hold`]): RFC 5626
-/// §4.5's base time when every flow failed (30 s), the longest a phone whose first attempt
-/// on a new flow works waits before registering again.
+/// Failed) to requests, before it is dropped ([`Registrar::set_failed_flow_hold`]): 30 s,
+/// RFC 5626 §4.5's base back-off time when every flow failed. A phone registers again at
+/// once on a new flow; when that attempt fails it waits about this long before the next, and
+/// callers meanwhile learn that the flow failed (430) rather than that the user is away (480).
 pub const DEFAULT_FAILED_FLOW_HOLD: Duration = Duration::from_secs(30);
 
 /// Buffers [`Registrar::respond`] prints into, reused from one answer to the next.
@@ -573,7 +577,8 @@ impl Registrar {
     /// as for a user with no binding). Zero drops it at once. Default
     /// [`DEFAULT_FAILED_FLOW_HOLD`].
     pub fn set_failed_flow_hold(&mut self, hold: Duration) {
-        self.failed_flow_hold = hold;
+        // At most a year: `now + hold` must not overflow an `Instant`.
+        self.failed_flow_hold = hold.min(Duration::from_secs(365 * 86_400));
     }
 
     /// The driver's word that a connection (a flow on a TCP, TLS, WS or WSS interface)
@@ -703,7 +708,8 @@ impl Registrar {
         );
     }
 
-    /// The live bindings of `user`.
+    /// The bindings of `user`, failed ones ([`FlowState::Failed`], answering 430 until
+    /// their hold ends) included.
     pub fn bindings(&self, user: &str) -> &[Binding] {
         self.bindings.get(user).map_or(&[], Vec::as_slice)
     }
@@ -737,11 +743,11 @@ impl Registrar {
 
     /// The driver could not send `bytes` (from [`Self::poll_transmit_flow`]) to `flow`: no
     /// connection to it is open any more, and the core has not yet been told it closed
-    /// ([`Self::handle_flow_closed`] comes next). A request forwarded over an RFC 5626
-    /// outbound flow straight from a phone (a [`FlowState::Direct`] binding's) is answered
-    /// 430 Flow Failed (§5.3) to its sender, as if the phone had answered, so the caller
-    /// learns at once; an ACK, a response, or anything sent to another flow is dropped, as
-    /// before.
+    /// ([`Self::handle_flow_closed`] comes next). A request forwarded over a connection that
+    /// carries an RFC 5626 outbound flow straight from a phone (a [`FlowState::Direct`]
+    /// binding's; whichever binding the request was for) is answered 430 Flow Failed (§5.3) to
+    /// its sender, as if the phone had answered, so the caller learns at once; an ACK, a
+    /// response, or anything sent to another connection is dropped, as before.
     pub fn handle_undeliverable(&mut self, _now: Instant, flow: Flow, bytes: Bytes) {
         if !self.outbound_flows.contains_key(&flow) {
             return;
@@ -773,6 +779,9 @@ impl Registrar {
         self.services
             .handle_timeout(now, &self.ifaces, &mut self.out);
         self.drop_lapsed(now);
+        if !self.failed_flows.is_empty() {
+            self.failed_flows.retain(|_, until| *until > now);
+        }
         if self.flow_sweep.is_some_and(|t| t <= now) {
             self.sweep_silent_flows(now);
         }
@@ -814,6 +823,21 @@ impl Registrar {
             .map(|(flow, _)| *flow)
             .collect();
         for flow in silent {
+            // Still under an outbound binding? One deregistered, lapsed or replaced by a
+            // plain one leaves its entry behind: the phone owes no keep-alive for it, and
+            // the connection may carry other bindings. Then only the entry goes.
+            let carried = self.outbound_flows.get(&flow).is_some_and(|f| {
+                f.users.iter().any(|user| {
+                    self.bindings.get(user).is_some_and(|list| {
+                        list.iter()
+                            .any(|b| b.flow_state == FlowState::Direct && b.flow() == flow)
+                    })
+                })
+            });
+            if !carried {
+                self.outbound_flows.remove(&flow);
+                continue;
+            }
             self.stats.silent_flows_closed += 1;
             self.closing.push_back(flow);
             self.handle_flow_closed(now, flow);
@@ -1383,6 +1407,17 @@ impl Registrar {
                             Some((contact, to)) => {
                                 req.set_request_uri(contact);
                                 Some(to)
+                            }
+                            // Only failed flows left (RFC 5626 §5.3): 430, as for an initial
+                            // request to the user.
+                            None if self.bindings.get(user.as_str()).is_some_and(|l| {
+                                l.iter().any(|b| b.flow_state == FlowState::Failed)
+                            }) =>
+                            {
+                                if method != Method::Ack {
+                                    self.respond(&req, top, source, 430, "Flow Failed", &[]);
+                                }
+                                return;
                             }
                             None => None,
                         },
@@ -2888,6 +2923,20 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
         register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
         register_tcp(&mut reg, t0, "c", plain, None, "");
+        // `d` registers with outbound too, then takes its binding back at 10 s: it owes no
+        // keep-alive for it, and its connection is left alone.
+        let gone: SocketAddr = "10.0.0.4:40004".parse().unwrap();
+        register_tcp(&mut reg, t0, "d", gone, Some("d"), "");
+        let deregister = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {gone};branch=z9hG4bKunreg\r\n\
+From: <sip:d@reg.test>;tag=1\r\nTo: <sip:d@reg.test>\r\nCall-ID: tcp-d\r\n\
+CSeq: 1000000 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:d@{gone};transport=tcp;line=d>;reg-id=1;+sip.instance=\"<urn:uuid:d>\";expires=0\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        let (_, answer, text) = deliver(&mut reg, secs(10.0), &deregister, gone);
+        assert_eq!(answer.status(), Some(200), "{text}");
+        assert!(reg.bindings("d").is_empty());
         // Looked at every 150 s / 8.
         assert_eq!(reg.poll_timeout(), Some(secs(18.75)));
         // `a` sends a keep-alive at 100 s; `b` a message at 140 s (its OPTIONS to us).
@@ -2924,7 +2973,7 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(
             closed.len(),
             2,
-            "the plain binding's connection is not watched"
+            "neither the plain binding's connection nor the one whose binding went"
         );
         assert_eq!(reg.stats().silent_flows_closed, 2);
         // `b` failed within the last 30 s: 430; `a`'s failed binding is gone after its hold.
@@ -2997,6 +3046,14 @@ Call-ID: dlg{user}\r\nCSeq: {i} {method}\r\nContent-Length: 0\r\n\r\n"
             "{text}"
         );
         assert!(reg.poll_transmit().is_none());
+        // The same from a peer that ignored the Record-Route and sends to the AOR.
+        let by_aor = format!(
+            "BYE sip:a@reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {caller};branch=z9hG4bKaor\r\n\
+Max-Forwards: 70\r\nFrom: <sip:caller@reg.test>;tag=9\r\nTo: <sip:a@reg.test>;tag=callee\r\n\
+Call-ID: dlga\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (_, _, text) = deliver_flow(&mut reg, t1, &by_aor, caller);
+        assert!(text.starts_with("SIP/2.0 430 Flow Failed\r\n"), "{text}");
         // An in-dialog ACK to it goes nowhere and is not answered.
         let ack = in_dialog("ACK", "a", phone, 3);
         reg.handle_message(

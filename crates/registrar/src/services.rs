@@ -431,6 +431,12 @@ impl Services {
                     out.push_back((r.peer, r.resp.clone()));
                     return Verdict::Handled;
                 }
+                // §9.2: a CANCEL crossing the final response finds the INVITE's transaction
+                // (Completed): 200, and nothing else changes.
+                Method::Cancel if branch == r.branch => {
+                    out.push_back(respond(cfg, req, source, 200, "OK", None));
+                    return Verdict::Handled;
+                }
                 _ => {}
             }
         }
@@ -970,7 +976,8 @@ impl Services {
             if let Some(at) = r.next.filter(|at| *at <= now) {
                 out.push_back((r.peer, r.resp.clone()));
                 r.interval = (r.interval * 2).min(T2);
-                r.next = Some(at + r.interval);
+                // From now, not from when it was due: a late wake-up sends one, not a burst.
+                r.next = Some(at.max(now) + r.interval);
             }
             true
         });

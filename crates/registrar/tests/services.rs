@@ -982,6 +982,12 @@ fn sit_refusals_are_retransmitted_until_their_ack() {
         sent.iter().filter_map(Message::status).collect::<Vec<_>>(),
         [404]
     );
+    // A CANCEL crossing the 404 (§9.2): 200, and the 404 still waits for its ACK.
+    let (sent, _) = exchange(&mut reg, now, &to_sit("CANCEL", "s1", 1, "", "i", b""));
+    assert_eq!(
+        sent.iter().filter_map(Message::status).collect::<Vec<_>>(),
+        [200]
+    );
     let (sent, _) = exchange(&mut reg, now, &to_sit("ACK", "s1", 1, &tag, "i", b""));
     assert!(sent.is_empty(), "{sent:?}");
     assert!(codes_sent_by(&mut reg, now, now + Duration::from_secs(40)).is_empty());
@@ -991,6 +997,16 @@ fn sit_refusals_are_retransmitted_until_their_ack() {
     exchange(&mut reg, t0, &to_sit("INVITE", "s2", 1, "", "i", &invite));
     let codes = codes_sent_by(&mut reg, t0, at404 + Duration::from_secs(40));
     assert_eq!(codes, [404; 11]);
+
+    // Wake-ups 5 s and 10 s late send one 404 each, not the backlog, and the next is due
+    // one interval after the wake-up, not in the past.
+    let mut reg = open_registrar();
+    exchange(&mut reg, t0, &to_sit("INVITE", "s4", 1, "", "i", &invite));
+    let late = at404 + Duration::from_secs(5);
+    assert_eq!(codes_sent_by(&mut reg, late, late), [404]);
+    let later = late + Duration::from_secs(10);
+    assert_eq!(codes_sent_by(&mut reg, later, later), [404]);
+    assert!(reg.poll_timeout().is_some_and(|t| t > later));
 
     // A CANCEL's 487, the same way.
     let mut reg = open_registrar();
