@@ -1125,9 +1125,16 @@ impl Registrar {
             list.iter()
                 // Another Call-ID is always newer: only bindings of this one are compared.
                 .filter(|b| b.call_id == call_id)
+                // The bindings the request would change: of an equivalent contact, or
+                // (RFC 5626 §6) of the same instance and reg-id.
                 .filter(|b| {
                     star || contacts.iter().any(|c| match c {
-                        Contact::Addr(a) => uri_eq::equivalent(&b.contact, &a.uri),
+                        Contact::Addr(a) => {
+                            uri_eq::equivalent(&b.contact, &a.uri)
+                                || b.instance.is_some_and(|i| {
+                                    instance_of(&self.call_id_key, a, outbound) == Some(i)
+                                })
+                        }
                         Contact::Star => false,
                     })
                 })
@@ -1176,13 +1183,7 @@ impl Registrar {
             let expires = c.expires().unwrap_or(default_expires);
             // Each contact's URI is moved into its binding (not copied).
             let Contact::Addr(addr) = c else { continue };
-            // RFC 5626 §6: with outbound granted, a contact with an instance and a reg-id is
-            // an outbound binding of that pair.
-            let instance = outbound.and_then(|_| {
-                let instance = addr.params.get("+sip.instance")??;
-                let reg_id = addr.params.get("reg-id")??;
-                Some(instance_digest(&self.call_id_key, instance, reg_id))
-            });
+            let instance = instance_of(&self.call_id_key, &addr, outbound);
             let flow_state = match (instance, outbound) {
                 (Some(_), Some(OutboundVia::Direct)) => FlowState::Direct,
                 (Some(_), Some(OutboundVia::Edge)) => FlowState::Edge,
@@ -1821,6 +1822,19 @@ impl std::fmt::Debug for CallIdKey {
 
 /// The digest of a contact's `+sip.instance` and `reg-id` (RFC 5626 §6), keyed as the
 /// Call-ID digests are (`Registrar::call_id_digest`), never zero.
+/// RFC 5626 §6: with outbound granted (`outbound`), a contact with an instance and a reg-id
+/// is an outbound binding of that pair: its [`instance_digest`]; else `None`.
+fn instance_of(
+    key: &CallIdKey,
+    addr: &sip_msg::typed::NameAddr,
+    outbound: Option<OutboundVia>,
+) -> Option<std::num::NonZeroU64> {
+    outbound?;
+    let instance = addr.params.get("+sip.instance")??;
+    let reg_id = addr.params.get("reg-id")??;
+    Some(instance_digest(key, instance, reg_id))
+}
+
 fn instance_digest(key: &CallIdKey, instance: &str, reg_id: &str) -> std::num::NonZeroU64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
@@ -3006,6 +3020,32 @@ Content-Length: 0\r\n\r\n"
                 Ok(Flow::first(pinged))
             );
         }
+    }
+
+    /// RFC 3261 §10.3 step 7 with RFC 5626 §6: a late REGISTER of the same Call-ID with a
+    /// lower CSeq, from the phone's old flow (another contact URI, the same instance and
+    /// reg-id), fails (400) and leaves the newer binding it would have replaced.
+    #[test]
+    fn a_late_register_of_an_old_flow_does_not_replace_the_newer_binding() {
+        let mut reg = tcp_registrar();
+        let now = Instant::now();
+        let (old, new): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:40001".parse().unwrap(),
+            "10.0.0.1:40011".parse().unwrap(),
+        );
+        register_tcp(&mut reg, now, "a", new, Some("a"), "");
+        let late = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/TCP {old};branch=z9hG4bKlate\r\n\
+From: <sip:a@reg.test>;tag=1\r\nTo: <sip:a@reg.test>\r\nCall-ID: tcp-a\r\n\
+CSeq: 0 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:a@{old};transport=tcp;line=a>;reg-id=1;+sip.instance=\"<urn:uuid:a>\"\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (_, answer, text) = deliver(&mut reg, now, &late, old);
+        assert_eq!(answer.status(), Some(400), "{text}");
+        let list = reg.bindings("a");
+        assert_eq!(list.len(), 1, "{list:#?}");
+        assert_eq!(list[0].source, new);
     }
 
     /// RFC 5626 §5.3 inside a dialog: once the connection under a phone's outbound binding
