@@ -503,7 +503,7 @@ impl RequestBuilder {
 /// Allocations (and frees) fewer per request built: the head text, the box, the string and
 /// the list of extra headers. Not state of any request: taken, handed back empty (a nested
 /// builder finds them taken and makes its own).
-mod scratch {
+pub(crate) mod scratch {
     use std::cell::Cell;
 
     use super::Parts;
@@ -519,14 +519,14 @@ mod scratch {
     }
 
     /// The kept head text, empty, with room for `room` bytes.
-    pub(super) fn take(room: usize) -> String {
+    pub(crate) fn take(room: usize) -> String {
         let mut text = HEAD.take();
         text.reserve(room);
         text
     }
 
     /// Gives the head text back for the next request.
-    pub(super) fn put(mut text: String) {
+    pub(crate) fn put(mut text: String) {
         if text.capacity() <= KEEP_AT_MOST {
             text.clear();
             HEAD.set(text);

@@ -724,7 +724,9 @@ impl Headers {
             count += 1;
             size += line_of(h).map_or(0, |l| l.len() + 2);
         }
-        let mut text = String::with_capacity(size);
+        // Written in the builder's kept scratch text, then copied into the shared one (no
+        // `String` allocated and freed per request kept).
+        let mut text = crate::builder::scratch::take(size);
         text.push_str(first);
         text.push_str("\r\n");
         let mut list = spare::take(count);
@@ -768,7 +770,8 @@ impl Headers {
                 repr,
             });
         }
-        let head: Arc<str> = Arc::from(text);
+        let head: Arc<str> = Arc::from(text.as_str());
+        crate::builder::scratch::put(text);
         for (i, start, end) in unfolded {
             if let Some(Header {
                 repr: Repr::Parsed(p),
@@ -1059,6 +1062,58 @@ mod tests {
             })
             .collect();
         (headers, m.to_bytes())
+    }
+
+    #[test]
+    fn a_request_kept_in_the_scratch_text_reads_as_one_kept_on_a_fresh_thread() {
+        // `keep_only` writes the kept lines in the builder's scratch text: whatever was
+        // built or kept before on the thread (short, long, past the scratch's bound), the
+        // kept request reads and prints the same, and the next build is not changed by it.
+        fn text(pad: usize) -> String {
+            format!(
+                "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\n folded\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nX-Pad: {}\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+                "p".repeat(pad)
+            )
+        }
+        fn kept(pad: usize) -> Message {
+            Message::parse(text(pad).as_bytes())
+                .unwrap()
+                .keep_only(|n| *n != HeaderName::Contact)
+        }
+        fn build(pad: usize) -> Message {
+            crate::RequestBuilder::new(
+                crate::Method::Options,
+                crate::Uri::parse("sip:b@h").unwrap(),
+            )
+            .via_text("SIP/2.0/UDP h;branch=z9hG4bKs".into())
+            .call_id("s@h")
+            .cseq(1)
+            .header_with("X-Pad", |s| s.push_str(&"q".repeat(pad)))
+            .build()
+        }
+        let pads = [0, 10, 20_000, 3_000, 0];
+        let fresh: Vec<_> = pads
+            .iter()
+            .map(|&pad| {
+                std::thread::spawn(move || (reading(&kept(pad)), reading(&build(pad))))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::spawn(move || {
+            for (k, &pad) in pads.iter().enumerate() {
+                for &before in &pads {
+                    drop(build(before));
+                    drop(kept(before));
+                    let m = kept(pad);
+                    assert_eq!(reading(&m), fresh[k].0, "{pad} after {before}");
+                    assert!(m.headers.get(&HeaderName::Contact).is_none());
+                    assert_eq!(reading(&build(pad)), fresh[k].1, "{pad} after {before}");
+                }
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
