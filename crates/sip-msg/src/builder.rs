@@ -115,6 +115,18 @@ pub fn push_host_ref(s: &mut String, host: &crate::uri::HostRef<'_>) {
     }
 }
 
+/// [`push_host_ref`] into any writer (a text on the stack). Not what `push_host_ref` calls:
+/// a generic function is compiled where it is used, so this one leaves the code of this
+/// crate (and the instruction counts of its parser) as they were.
+pub fn write_host_ref(w: &mut impl fmt::Write, host: &crate::uri::HostRef<'_>) -> fmt::Result {
+    use crate::uri::HostRef;
+    match host {
+        HostRef::Name(n) => w.write_str(n),
+        HostRef::V4(a) => crate::text::write_ipv4(w, *a),
+        HostRef::V6(a) => w.write_fmt(format_args!("[{a}]")),
+    }
+}
+
 /// Appends `n` in decimal (what `n.to_string()` gives, without the formatting machinery).
 pub fn push_decimal(s: &mut String, n: u64) {
     s.push_str(crate::text::decimal(n, &mut [0; 20]));
@@ -491,7 +503,7 @@ impl RequestBuilder {
 /// Allocations (and frees) fewer per request built: the head text, the box, the string and
 /// the list of extra headers. Not state of any request: taken, handed back empty (a nested
 /// builder finds them taken and makes its own).
-mod scratch {
+pub(crate) mod scratch {
     use std::cell::Cell;
 
     use super::Parts;
@@ -507,14 +519,14 @@ mod scratch {
     }
 
     /// The kept head text, empty, with room for `room` bytes.
-    pub(super) fn take(room: usize) -> String {
+    pub(crate) fn take(room: usize) -> String {
         let mut text = HEAD.take();
         text.reserve(room);
         text
     }
 
     /// Gives the head text back for the next request.
-    pub(super) fn put(mut text: String) {
+    pub(crate) fn put(mut text: String) {
         if text.capacity() <= KEEP_AT_MOST {
             text.clear();
             HEAD.set(text);
@@ -951,6 +963,59 @@ mod tests {
         }
     }
     use crate::uri::{Host, SipUri};
+
+    #[test]
+    fn a_host_written_anywhere_prints_as_pushed_into_a_string() {
+        /// A writer that is not a `String`, giving up past `room` bytes.
+        struct Small {
+            text: Vec<u8>,
+            room: usize,
+        }
+        impl fmt::Write for Small {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                if self.text.len() + s.len() > self.room {
+                    return Err(fmt::Error);
+                }
+                self.text.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        let v4 = (0..=255u8).flat_map(|o| {
+            [
+                format!("{o}.0.0.0"),
+                format!("1.{o}.2.3"),
+                format!("255.255.{o}.255"),
+                format!("10.0.0.{o}"),
+            ]
+        });
+        let others = [
+            "h",
+            "PC33.Atlanta.example",
+            "[2001:DB8::1]",
+            "[::1]",
+            "[::ffff:192.0.2.1]",
+        ];
+        for text in v4.chain(others.iter().map(|s| (*s).to_owned())) {
+            let host = crate::uri::HostRef::parse(&text).unwrap();
+            let mut pushed = String::from("x");
+            push_host_ref(&mut pushed, &host);
+            let mut written = String::from("x");
+            write_host_ref(&mut written, &host).unwrap();
+            assert_eq!(written, pushed);
+            let mut small = Small {
+                text: b"x".to_vec(),
+                room: 64,
+            };
+            write_host_ref(&mut small, &host).unwrap();
+            assert_eq!(small.text, pushed.as_bytes());
+            // A writer that gives up: the error comes back.
+            let mut full = Small {
+                text: Vec::new(),
+                room: 0,
+            };
+            assert!(write_host_ref(&mut full, &host).is_err());
+        }
+    }
 
     #[test]
     fn table_and_word_printing_matches_the_formatting_machinery() {

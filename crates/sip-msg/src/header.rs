@@ -600,6 +600,75 @@ pub struct Headers {
     list: Vec<Header>,
 }
 
+/// The list goes back to the thread's spare lists ([`spare`]), emptied, for the next message
+/// parsed.
+impl Drop for Headers {
+    fn drop(&mut self) {
+        spare::give(&mut self.list);
+    }
+}
+
+/// Header lists of dropped messages, kept for the next messages made on the same thread: a
+/// message is mostly parsed, handled and dropped before the next one is parsed, so its list
+/// (a heap block of 56 bytes a header) is used again, still in the cache, instead of a fresh
+/// one allocated for every message and freed after it.
+mod spare {
+    use std::cell::RefCell;
+
+    use super::Header;
+
+    /// Lists kept per thread at most.
+    pub(super) const KEPT: usize = 4;
+    /// A list with room for more headers than this is freed, not kept (a rare long message
+    /// must not hold memory for the thread's life).
+    const MAX_ROOM: usize = 64;
+
+    thread_local! {
+        static LISTS: RefCell<Vec<Vec<Header>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty list with room for `n` headers: a kept one when there is one.
+    pub(super) fn take(n: usize) -> Vec<Header> {
+        // `try_*`: a list asked for while the thread's lists are borrowed (not reached: only
+        // `give` and this borrow them, and neither makes a message) or destroyed is new.
+        let kept = LISTS
+            .try_with(|l| l.try_borrow_mut().ok().and_then(|mut l| l.pop()))
+            .ok()
+            .flatten();
+        match kept {
+            Some(mut list) => {
+                list.reserve(n);
+                list
+            }
+            None => Vec::with_capacity(n),
+        }
+    }
+
+    /// Empties `list` and keeps it for [`take`] (unless the thread keeps enough, or it is
+    /// too large or has no room at all).
+    pub(super) fn give(list: &mut Vec<Header>) {
+        if list.capacity() == 0 || list.capacity() > MAX_ROOM {
+            return;
+        }
+        // The headers are dropped here, before the list is borrowed: a header holds no
+        // `Headers`, so this does not come back into `give`.
+        list.clear();
+        let _ = LISTS.try_with(|l| {
+            if let Ok(mut l) = l.try_borrow_mut()
+                && l.len() < KEPT
+            {
+                l.push(std::mem::take(list));
+            }
+        });
+    }
+
+    /// How many lists this thread keeps (tests).
+    #[cfg(test)]
+    pub(super) fn kept() -> usize {
+        LISTS.with(|l| l.borrow().len())
+    }
+}
+
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Headers").field(&DebugList(self)).finish()
@@ -621,11 +690,12 @@ impl Headers {
         Self::default()
     }
 
-    /// Room for `n` headers without reallocating.
+    /// Room for `n` headers without reallocating (a list of a message dropped on this
+    /// thread when one is kept, see [`spare`]).
     pub fn with_capacity(n: usize) -> Self {
         Self {
             head: None,
-            list: Vec::with_capacity(n),
+            list: spare::take(n),
         }
     }
 
@@ -654,10 +724,12 @@ impl Headers {
             count += 1;
             size += line_of(h).map_or(0, |l| l.len() + 2);
         }
-        let mut text = String::with_capacity(size);
+        // Written in the builder's kept scratch text, then copied into the shared one (no
+        // `String` allocated and freed per request kept).
+        let mut text = crate::builder::scratch::take(size);
         text.push_str(first);
         text.push_str("\r\n");
-        let mut list = Vec::with_capacity(count);
+        let mut list = spare::take(count);
         // Unfolded values (rare) get their range once the text is shared: (index, range).
         let mut unfolded: Vec<(usize, u32, u32)> = Vec::new();
         for h in self.iter().filter(|h| keep(h.name())) {
@@ -698,7 +770,8 @@ impl Headers {
                 repr,
             });
         }
-        let head: Arc<str> = Arc::from(text);
+        let head: Arc<str> = Arc::from(text.as_str());
+        crate::builder::scratch::put(text);
         for (i, start, end) in unfolded {
             if let Some(Header {
                 repr: Repr::Parsed(p),
@@ -964,5 +1037,150 @@ impl Headers {
             Repr::InHead { .. } => self.view_of(&h).to_header(),
             _ => h,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    /// Every header as (name, value, raw line), and the message printed.
+    type Reading = (Vec<(String, String, Option<Vec<u8>>)>, Vec<u8>);
+
+    /// Every header of `m` as (name, value, raw line), and the message printed.
+    fn reading(m: &Message) -> Reading {
+        let headers = m
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name().as_str().to_owned(),
+                    h.value().to_owned(),
+                    h.raw().map(<[u8]>::to_vec),
+                )
+            })
+            .collect();
+        (headers, m.to_bytes())
+    }
+
+    #[test]
+    fn a_request_kept_in_the_scratch_text_reads_as_one_kept_on_a_fresh_thread() {
+        // `keep_only` writes the kept lines in the builder's scratch text: whatever was
+        // built or kept before on the thread (short, long, past the scratch's bound), the
+        // kept request reads and prints the same, and the next build is not changed by it.
+        fn text(pad: usize) -> String {
+            format!(
+                "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\n folded\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nX-Pad: {}\r\nContact: <sip:a@h>\r\nContent-Length: 0\r\n\r\n",
+                "p".repeat(pad)
+            )
+        }
+        fn kept(pad: usize) -> Message {
+            Message::parse(text(pad).as_bytes())
+                .unwrap()
+                .keep_only(|n| *n != HeaderName::Contact)
+        }
+        fn build(pad: usize) -> Message {
+            crate::RequestBuilder::new(
+                crate::Method::Options,
+                crate::Uri::parse("sip:b@h").unwrap(),
+            )
+            .via_text("SIP/2.0/UDP h;branch=z9hG4bKs".into())
+            .call_id("s@h")
+            .cseq(1)
+            .header_with("X-Pad", |s| s.push_str(&"q".repeat(pad)))
+            .build()
+        }
+        let pads = [0, 10, 20_000, 3_000, 0];
+        let fresh: Vec<_> = pads
+            .iter()
+            .map(|&pad| {
+                std::thread::spawn(move || (reading(&kept(pad)), reading(&build(pad))))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::spawn(move || {
+            for (k, &pad) in pads.iter().enumerate() {
+                for &before in &pads {
+                    drop(build(before));
+                    drop(kept(before));
+                    let m = kept(pad);
+                    assert_eq!(reading(&m), fresh[k].0, "{pad} after {before}");
+                    assert!(m.headers.get(&HeaderName::Contact).is_none());
+                    assert_eq!(reading(&build(pad)), fresh[k].1, "{pad} after {before}");
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_message_parsed_into_a_kept_list_reads_as_one_parsed_into_a_new_one() {
+        let long: String = (0..40).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+        let texts = [
+            "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@h>;tag=2\r\n folded\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            format!("OPTIONS sip:b@h SIP/2.0\r\n{long}{long}Content-Length: 0\r\n\r\n"),
+            "SIP/2.0 100 Trying\r\n\r\n".to_owned(),
+        ];
+        // The reference: each text parsed on a thread of its own, into a new list.
+        let fresh: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                let t = t.clone();
+                std::thread::spawn(move || reading(&Message::parse(t.as_bytes()).unwrap()))
+                    .join()
+                    .unwrap()
+            })
+            .collect();
+        std::thread::spawn(move || {
+            assert_eq!(spare::kept(), 0);
+            // Every order of two texts: the second is parsed into the first one's list.
+            for (i, a) in texts.iter().enumerate() {
+                for (j, b) in texts.iter().enumerate() {
+                    drop(Message::parse(a.as_bytes()).unwrap());
+                    let m = Message::parse(b.as_bytes()).unwrap();
+                    assert_eq!(reading(&m), fresh[j], "{i} then {j}");
+                }
+            }
+            // The 81-header message's list is freed, not kept; the others are (from none
+            // kept: dropping a list taken out directly does not keep it).
+            while spare::kept() > 0 {
+                drop(spare::take(0));
+            }
+            let lists: Vec<_> = texts[..3]
+                .iter()
+                .map(|t| Message::parse(t.as_bytes()).unwrap())
+                .collect();
+            assert_eq!(spare::kept(), 0);
+            drop(lists);
+            assert_eq!(spare::kept(), 2);
+            // A message without headers takes a kept list too, and gives it back.
+            let m = Message::parse(texts[3].as_bytes()).unwrap();
+            assert_eq!(spare::kept(), 1);
+            assert_eq!(reading(&m), fresh[3]);
+            drop(m);
+            assert_eq!(spare::kept(), 2);
+            // No more than `KEPT` lists are kept.
+            let many: Vec<_> = (0..10)
+                .map(|_| Message::parse(texts[0].as_bytes()).unwrap())
+                .collect();
+            drop(many);
+            assert_eq!(spare::kept(), spare::KEPT);
+            // A kept list is taken again: a message parsed after takes one.
+            let m = Message::parse(texts[0].as_bytes()).unwrap();
+            assert_eq!(spare::kept(), spare::KEPT - 1);
+            assert_eq!(reading(&m), fresh[0]);
+            // A message kept for its responses reads as before too (its list is a kept one).
+            let kept = Message::parse(texts[0].as_bytes())
+                .unwrap()
+                .keep_only(|n| *n != HeaderName::CallId);
+            assert_eq!(kept.headers.len(), 5);
+            assert!(kept.headers.get(&HeaderName::CallId).is_none());
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -38,7 +38,7 @@ mod uri;
 
 pub use builder::{
     BRANCH_MAGIC, HexText, RequestBuilder, branch_from, hex16, push_decimal, push_hex16, push_host,
-    push_host_ref, push_ip, tag_from, text_of,
+    push_host_ref, push_ip, tag_from, text_of, write_host_ref,
 };
 pub use error::{ErrorKind, HeaderError, ParseError, UriError, Warning, WarningKind};
 pub use framer::{Frame, FrameError, Framer};

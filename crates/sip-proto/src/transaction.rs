@@ -15,7 +15,7 @@
 //! "REGISTER retransmitted 3 times, then Timer F fired".
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use crate::fifo::SlimFifo;
@@ -100,17 +100,68 @@ pub enum TxnError {
 }
 
 /// What identifies a transaction when matching messages to it (RFC 3261 §17.1.3, §17.2.3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Its branch and sent-by are one text, inline when short ([`KeyText`]): no allocation for
+/// the keys of the usual requests.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TxnKey {
-    /// The top Via branch.
-    pub branch: String,
-    /// The top Via sent-by, lower-cased (`host:port`); empty for client keys.
-    pub sent_by: String,
+    /// The top Via branch, then its sent-by, lower-cased (`host:port`; empty for client keys).
+    text: KeyText,
     /// The method; ACK maps to INVITE for server matching.
     pub method: Method,
 }
 
+impl fmt::Debug for TxnKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TxnKey")
+            .field("branch", &self.branch())
+            .field("sent_by", &self.sent_by())
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
 impl TxnKey {
+    /// The key of `branch`, `sent_by` (as given: a server key's is lower-cased) and `method`.
+    pub fn new(branch: &str, sent_by: &str, method: Method) -> Self {
+        let mut text = KeyText::default();
+        text.push_str(branch);
+        text.end_branch();
+        text.push_str(sent_by);
+        Self { text, method }
+    }
+
+    /// The client key of a request whose branch we made from 64 random bits (what
+    /// [`sip_msg::branch_from`] gives), with no sent-by.
+    pub fn client(random: u64, method: Method) -> Self {
+        let mut text = KeyText::default();
+        text.push_str(sip_msg::BRANCH_MAGIC);
+        text.push_str(sip_msg::hex16(random, &mut sip_msg::HexText::default()));
+        text.end_branch();
+        Self { text, method }
+    }
+
+    /// The top Via branch.
+    pub fn branch(&self) -> &str {
+        self.text.parts().0
+    }
+
+    /// The top Via sent-by, lower-cased (`host:port`); empty for client keys.
+    pub fn sent_by(&self) -> &str {
+        self.text.parts().1
+    }
+
+    /// The branch's bytes (no UTF-8 check: for comparing and hashing).
+    #[inline]
+    pub fn branch_bytes(&self) -> &[u8] {
+        self.text.byte_parts().0
+    }
+
+    /// The sent-by's bytes (as [`TxnKey::branch_bytes`]).
+    #[inline]
+    pub fn sent_by_bytes(&self) -> &[u8] {
+        self.text.byte_parts().1
+    }
+
     /// The key of a response, matching the client transaction that sent its request (§17.1.3).
     pub fn of_response(resp: &Message) -> Option<Self> {
         Self::of_client_request(resp)
@@ -119,11 +170,7 @@ impl TxnKey {
     /// The key of our own outgoing request (client side).
     pub fn of_client_request(req: &Message) -> Option<Self> {
         let (branch, method) = client_match(req)?;
-        Some(Self {
-            branch: branch.into_owned(),
-            sent_by: String::new(),
-            method,
-        })
+        Some(Self::new(&branch, "", method))
     }
 
     /// True when `resp` answers the client transaction with this key (RFC 3261 §17.1.3):
@@ -135,7 +182,9 @@ impl TxnKey {
     /// True for the client key of `branch` and `method` (what [`TxnKey::matches_response`]
     /// compares; read the two once to match many keys).
     pub fn is(&self, branch: &str, method: &Method) -> bool {
-        self.sent_by.is_empty() && self.branch == branch && self.method == *method
+        self.sent_by_bytes().is_empty()
+            && self.branch_bytes() == branch.as_bytes()
+            && self.method == *method
     }
 
     /// The key of a received request, matching a server transaction (§17.2.3); ACK matches
@@ -191,21 +240,28 @@ impl<'a> ServerKeyRef<'a> {
         }
     }
 
-    /// The owned key.
+    /// The owned key (its texts inline when short: no allocation for the usual branch and
+    /// sent-by).
     pub fn to_key(&self) -> TxnKey {
-        let mut sent_by = String::with_capacity(24);
-        self.write_sent_by(&mut sent_by);
-        sent_by.make_ascii_lowercase();
+        let mut text = KeyText::default();
+        text.push_str(&self.branch);
+        text.end_branch();
+        // Writing into a `KeyText` never fails (a long text moves to the heap).
+        let _ = sip_msg::write_host_ref(&mut text, &self.host);
+        if let Some(p) = self.port {
+            text.push_str(":");
+            text.push_str(port_text(p, &mut [0; 5]));
+        }
+        text.sent_by_to_lowercase();
         TxnKey {
-            branch: self.branch.clone().into_owned(),
-            sent_by,
+            text,
             method: self.method.clone(),
         }
     }
 
     /// True when this is `key` (`self.to_key() == *key`), compared in place.
     pub fn matches(&self, key: &TxnKey) -> bool {
-        if key.method != self.method || key.branch != *self.branch {
+        if key.method != self.method || key.branch_bytes() != self.branch.as_bytes() {
             return false;
         }
         // The sent-by as printed, compared case-insensitively (the key holds it lower-cased),
@@ -215,12 +271,158 @@ impl<'a> ServerKeyRef<'a> {
         let fits = write!(text, "{}", self.host).is_ok()
             && self.port.is_none_or(|p| write!(text, ":{p}").is_ok());
         if fits {
-            text.as_bytes().eq_ignore_ascii_case(key.sent_by.as_bytes())
+            text.as_bytes().eq_ignore_ascii_case(key.sent_by_bytes())
         } else {
             let mut sent_by = String::new();
             self.write_sent_by(&mut sent_by);
-            sent_by.eq_ignore_ascii_case(&key.sent_by)
+            sent_by.as_bytes().eq_ignore_ascii_case(key.sent_by_bytes())
         }
+    }
+}
+
+/// A port in decimal, written into `digits` (no formatting machinery).
+fn port_text(port: u16, digits: &mut [u8; 5]) -> &str {
+    let mut at = digits.len();
+    let mut n = port;
+    loop {
+        at -= 1;
+        // `n % 10` is one digit: the cast cuts nothing.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: the conversion cannot fail (`unwrap_or_default` only keeps it total).
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
+}
+
+/// A transaction key's text: its branch, then its sent-by. Inline up to
+/// [`KeyText::INLINE`] bytes (a branch made here is 23 bytes, a sent-by `a.b.c.d:port` at
+/// most 21), on the heap past that. A key is made for every transaction; its branch and
+/// sent-by as two `String`s were two allocations per received request and one per sent one.
+#[derive(Clone)]
+enum KeyText {
+    /// The text is `bytes[..len]`, the branch `bytes[..split]`; written from `&str`s only,
+    /// whole (a text that does not fit moves to the heap): UTF-8, cut at a boundary.
+    Inline {
+        len: u8,
+        split: u8,
+        bytes: [u8; KeyText::INLINE],
+    },
+    /// The branch is `text[..split]`.
+    Heap { text: String, split: usize },
+}
+
+impl KeyText {
+    /// The longest text held inline (the whole key is 48 bytes, as its two `String`s were).
+    const INLINE: usize = 45;
+
+    /// The branch and the sent-by, as bytes.
+    #[inline]
+    fn byte_parts(&self) -> (&[u8], &[u8]) {
+        match self {
+            KeyText::Inline { len, split, bytes } => {
+                bytes[..usize::from(*len)].split_at(usize::from(*split))
+            }
+            KeyText::Heap { text, split } => text.as_bytes().split_at(*split),
+        }
+    }
+
+    /// The branch and the sent-by.
+    fn parts(&self) -> (&str, &str) {
+        match self {
+            KeyText::Inline { .. } => {
+                let (b, s) = self.byte_parts();
+                // Written from `&str`s, whole, and cut where one ended (see `Inline`): the
+                // checks cannot fail (`unwrap_or_default` only keeps this total).
+                (
+                    std::str::from_utf8(b).unwrap_or_default(),
+                    std::str::from_utf8(s).unwrap_or_default(),
+                )
+            }
+            KeyText::Heap { text, split } => text.split_at(*split),
+        }
+    }
+
+    /// Appends `s`, moving the text to the heap when it no longer fits inline.
+    #[inline]
+    fn push_str(&mut self, s: &str) {
+        match self {
+            KeyText::Inline { len, split, bytes } => {
+                let at = usize::from(*len);
+                match bytes.get_mut(at..at + s.len()) {
+                    Some(slot) => {
+                        slot.copy_from_slice(s.as_bytes());
+                        // `at + s.len() <= INLINE < 256`: the cast cuts nothing.
+                        *len = (at + s.len()) as u8;
+                    }
+                    None => {
+                        let split = usize::from(*split);
+                        let (b, rest) = self.parts();
+                        let mut text = String::with_capacity(at + s.len());
+                        text.push_str(b);
+                        text.push_str(rest);
+                        text.push_str(s);
+                        *self = KeyText::Heap { text, split };
+                    }
+                }
+            }
+            KeyText::Heap { text, .. } => text.push_str(s),
+        }
+    }
+
+    /// Ends the branch: what is pushed next is the sent-by.
+    fn end_branch(&mut self) {
+        match self {
+            KeyText::Inline { len, split, .. } => *split = *len,
+            KeyText::Heap { text, split } => *split = text.len(),
+        }
+    }
+
+    /// Lower-cases the ASCII letters of the sent-by.
+    fn sent_by_to_lowercase(&mut self) {
+        match self {
+            KeyText::Inline { len, split, bytes } => {
+                bytes[usize::from(*split)..usize::from(*len)].make_ascii_lowercase();
+            }
+            KeyText::Heap { text, split } => text[*split..].make_ascii_lowercase(),
+        }
+    }
+}
+
+impl Default for KeyText {
+    fn default() -> Self {
+        KeyText::Inline {
+            len: 0,
+            split: 0,
+            bytes: [0; Self::INLINE],
+        }
+    }
+}
+
+impl fmt::Write for KeyText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_str(s);
+        Ok(())
+    }
+}
+
+/// Equal when the branch and the sent-by are (inline or not).
+impl PartialEq for KeyText {
+    fn eq(&self, other: &Self) -> bool {
+        self.byte_parts() == other.byte_parts()
+    }
+}
+
+impl Eq for KeyText {}
+
+/// Hashes as the two `String`s it replaces did.
+impl std::hash::Hash for KeyText {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let (branch, sent_by) = self.parts();
+        branch.hash(state);
+        sent_by.hash(state);
     }
 }
 
@@ -301,8 +503,7 @@ fn push_event(q: &mut SlimFifo<Box<TxnEvent>>, ev: TxnEvent) {
 /// Takes a transaction's key out of it (for its finished record), leaving an empty one.
 fn take_key(key: &mut TxnKey) -> TxnKey {
     TxnKey {
-        branch: std::mem::take(&mut key.branch),
-        sent_by: std::mem::take(&mut key.sent_by),
+        text: std::mem::take(&mut key.text),
         method: std::mem::replace(&mut key.method, Method::Ack),
     }
 }
@@ -1642,7 +1843,7 @@ Content-Length: 0\r\n\r\n"
         assert_eq!(t.state(), State::Terminated);
         assert_eq!(t.poll_timeout(), None);
         assert!(t.is_quiet() && t.poll_transmit().is_none());
-        assert!(t.key().branch.is_empty());
+        assert!(t.key().branch().is_empty());
         assert!(t.take_finished().is_none(), "taken once");
         // A server non-INVITE in Completed: its record re-sends the final response.
         let reg = request("REGISTER");
@@ -1985,6 +2186,107 @@ To: <sip:bob@biloxi.example>;tag=8321234356\r\nCSeq: 1 ACK\r\nContent-Length: 0\
             ack.headers.value(&HeaderName::CallId),
             Some("3848276298220188511@atlanta.example")
         );
+    }
+
+    /// A key's text (inline or not) holds, compares and hashes as the two `String`s it
+    /// replaces: a server key's sent-by is the one printed into a `String` (host, `:`, port,
+    /// lower-cased) as before, a client key's branch is `branch_from`'s, and a branch and a
+    /// sent-by of any length (multi-byte characters across the inline limit) read back as
+    /// written.
+    #[test]
+    fn key_texts_read_as_the_strings_they_replace() {
+        use std::hash::{BuildHasher, RandomState};
+        let hashes = RandomState::new();
+        let long = format!("{}.Example", "h".repeat(40));
+        let hosts = [
+            "192.0.2.1".to_owned(),
+            "0.0.0.0".to_owned(),
+            "255.255.255.255".to_owned(),
+            "PC33.Atlanta.example".to_owned(),
+            "[2001:DB8::1]".to_owned(),
+            "[::ffff:192.0.2.1]".to_owned(),
+            long,
+        ];
+        for host in &hosts {
+            for port in [None, Some(0), Some(9), Some(10), Some(5060), Some(65535)] {
+                let sent_by = match port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.clone(),
+                };
+                let raw = String::from_utf8(request("INVITE").to_bytes())
+                    .unwrap()
+                    .replace("192.0.2.1:5060;", &format!("{sent_by};"));
+                let m = Message::parse(raw.as_bytes()).unwrap();
+                let read = ServerKeyRef::read(&m).unwrap();
+                let mut printed = String::new();
+                read.write_sent_by(&mut printed);
+                printed.make_ascii_lowercase();
+                let key = read.to_key();
+                assert_eq!(key.sent_by(), printed, "{sent_by}");
+                assert_eq!(key.branch(), "z9hG4bK74bf9");
+                assert_eq!(key, TxnKey::new("z9hG4bK74bf9", &printed, Method::Invite));
+                assert!(read.matches(&key));
+            }
+        }
+        for r in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let key = TxnKey::client(r, Method::Register);
+            assert_eq!(key.branch(), sip_msg::branch_from(r));
+            assert_eq!(
+                key,
+                TxnKey::new(&sip_msg::branch_from(r), "", Method::Register)
+            );
+            assert!(key.is(&sip_msg::branch_from(r), &Method::Register));
+        }
+        // The two `String`s the key held: the same equality and hashes.
+        #[derive(Hash, PartialEq)]
+        struct Before {
+            branch: String,
+            sent_by: String,
+            method: Method,
+        }
+        let mut texts = Vec::new();
+        for len in [0, 1, 20, 22, 23, 24, 25, 44, 45, 46, 47, 90] {
+            for tail in ["", "é", "€", "𝄞"] {
+                texts.push(format!("{}{tail}", "a".repeat(len)));
+            }
+        }
+        let keys: Vec<(TxnKey, Before)> = texts
+            .iter()
+            .flat_map(|b| texts.iter().map(move |s| (b, s)))
+            .filter(|(b, s)| b.len() + s.len() < 60 || b.len() == 90 || s.len() == 90)
+            .map(|(b, s)| {
+                let key = TxnKey::new(b, s, Method::Invite);
+                assert_eq!((key.branch(), key.sent_by()), (b.as_str(), s.as_str()));
+                assert_eq!(
+                    (key.branch_bytes(), key.sent_by_bytes()),
+                    (b.as_bytes(), s.as_bytes())
+                );
+                let before = Before {
+                    branch: b.clone(),
+                    sent_by: s.clone(),
+                    method: Method::Invite,
+                };
+                assert_eq!(hashes.hash_one(&key), hashes.hash_one(&before));
+                (key, before)
+            })
+            .collect();
+        // Equal exactly when the `String`s were (a branch's end moved is another key).
+        for (i, (a, before_a)) in keys.iter().enumerate().step_by(7) {
+            for (b, before_b) in &keys {
+                assert_eq!(a == b, before_a == before_b, "{a:?} {b:?}");
+            }
+            assert_eq!(
+                format!("{a:?}"),
+                format!(
+                    "TxnKey {{ branch: {:?}, sent_by: {:?}, method: Invite }}",
+                    before_a.branch, before_a.sent_by
+                ),
+                "{i}"
+            );
+        }
+        for port in 0..=u16::MAX {
+            assert_eq!(port_text(port, &mut [0; 5]), port.to_string());
+        }
     }
 
     /// A received request's key read in place is the owned key (`to_key` is what

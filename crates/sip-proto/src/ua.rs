@@ -52,7 +52,7 @@ use sip_msg::typed::{
 };
 use sip_msg::{
     BRANCH_MAGIC, Header, HeaderName, Headers, Host, HostRef, Message, Method, RequestBuilder,
-    SipUri, Uri, UriRef, branch_from, tag_from,
+    SipUri, Uri, UriRef, tag_from,
 };
 
 use crate::auth::{AuthFailure, Authenticator, Credentials};
@@ -1234,9 +1234,9 @@ struct FinishedEntry {
 
 /// FNV-1a of a branch: a cheap first comparison of keys (not a defence against anything;
 /// a collision only costs the full comparison that follows).
-fn branch_hash(branch: &str) -> u64 {
-    branch.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+fn branch_hash(branch: &[u8]) -> u64 {
+    branch.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
@@ -1509,7 +1509,7 @@ fn push_finished(list: &mut VecDeque<FinishedEntry>, txn: Finished, peer: Peer) 
         }
         _ => list.len(),
     };
-    let branch_hash = branch_hash(&txn.key().branch);
+    let branch_hash = branch_hash(txn.key().branch_bytes());
     list.insert(
         at,
         FinishedEntry {
@@ -1928,11 +1928,7 @@ impl UserAgent {
         owner: Owner,
         destination: Destination,
     ) {
-        let key = req.method().map(|method| TxnKey {
-            branch: branch_from(branch),
-            sent_by: String::new(),
-            method,
-        });
+        let key = req.method().map(|method| TxnKey::client(branch, method));
         self.start_client_keyed(now, req, key, owner, destination);
     }
 
@@ -2394,11 +2390,7 @@ impl UserAgent {
         id: CallId,
         destination: Destination,
     ) {
-        let key = TxnKey {
-            branch: branch_from(branch),
-            sent_by: String::new(),
-            method: Method::Invite,
-        };
+        let key = TxnKey::client(branch, Method::Invite);
         self.push_client(
             now,
             RequestMsg::Shared(invite),
@@ -4306,7 +4298,7 @@ impl UserAgent {
         let Some((branch, method)) = client_match(resp) else {
             return false;
         };
-        let h = branch_hash(&branch);
+        let h = branch_hash(branch.as_bytes());
         self.client.iter().any(|e| e.txn.key().is(&branch, &method))
             || self.finished.iter().any(|f| {
                 f.branch_hash == h
@@ -4557,16 +4549,14 @@ impl UserAgent {
 
     fn on_cancel(&mut self, now: Instant, req: &Message, source: SocketAddr, key: &TxnKey) {
         // §9.2: the CANCEL matches the INVITE's server transaction by branch and sent-by.
-        let invite_key = TxnKey {
-            method: Method::Invite,
-            ..key.clone()
-        };
+        let mut invite_key = key.clone();
+        invite_key.method = Method::Invite;
         // The INVITE's transaction, at work or finished (an ended call keeps no key: the
         // transaction is what the CANCEL matches).
         let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
         let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
         let id = at_work.and_then(|e| e.call);
-        let h = branch_hash(&invite_key.branch);
+        let h = branch_hash(invite_key.branch_bytes());
         let known = at_work.is_some()
             || self.finished.iter().any(|f| {
                 f.branch_hash == h
@@ -5493,7 +5483,7 @@ impl UserAgent {
             let this = all()
                 .nth(1)
                 .is_some()
-                .then(|| branch_hash(&self.client[i].txn.key().branch));
+                .then(|| branch_hash(self.client[i].txn.key().branch_bytes()));
             for (n, ev) in all().enumerate() {
                 let is_2xx = matches!(ev, TxnEvent::Response(r)
                     if r.status().is_some_and(|c| (200..300).contains(&c)));
@@ -5502,7 +5492,7 @@ impl UserAgent {
                     (true, _, Some(h)) => self.client.iter().position(|e| {
                         e.owner == owner
                             && e.txn.state() != State::Terminated
-                            && branch_hash(&e.txn.key().branch) == h
+                            && branch_hash(e.txn.key().branch_bytes()) == h
                     }),
                     _ => None,
                 };
@@ -5531,7 +5521,7 @@ impl UserAgent {
                     let at = match (n, this) {
                         (0, _) => Some(i),
                         (_, Some(h)) => self.client.iter().position(|e| {
-                            e.owner == owner && branch_hash(&e.txn.key().branch) == h
+                            e.owner == owner && branch_hash(e.txn.key().branch_bytes()) == h
                         }),
                         _ => None,
                     };
@@ -5579,7 +5569,7 @@ impl UserAgent {
         method: &Method,
         resp: &Message,
     ) -> bool {
-        let h = branch_hash(branch);
+        let h = branch_hash(branch.as_bytes());
         let Some(f) = self.finished.iter().find(|f| {
             f.branch_hash == h
                 && matches!(f.peer, Peer::Client(..))
@@ -5631,7 +5621,7 @@ impl UserAgent {
         req: &Message,
         key: &ServerKeyRef<'_>,
     ) -> Option<FinishedReply> {
-        let h = branch_hash(&key.branch);
+        let h = branch_hash(key.branch.as_bytes());
         let f = self.finished.iter_mut().find(|f| {
             f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && key.matches(f.txn.key())
         })?;
