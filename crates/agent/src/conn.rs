@@ -81,8 +81,8 @@ impl StreamSettings {
                 },
             },
             timeout: Duration::from_secs(5),
-            // RFC 7118 has no CRLF keep-alive: WebSocket has its own ping.
-            keepalive: keepalive.filter(|_| !kind.websocket()),
+            // Over a WebSocket the keep-alive is a ping frame (RFC 7118 has no CRLF one).
+            keepalive,
             dscp: None,
             proxy: None,
         })

@@ -94,8 +94,9 @@ struct Conn {
     flow: Option<Box<FlowKeep>>,
 }
 
-/// RFC 5626 §4.4.1 keep-alives of a flow: CRLF pings at a random 80–100 % of the period,
-/// each answered by a CRLF pong within [`PONG_TIMEOUT`] or the flow has failed.
+/// RFC 5626 §4.4.1 keep-alives of a flow: CRLF pings (over a WebSocket, ping frames) at a
+/// random 80–100 % of the period, each answered by a CRLF pong (a pong frame) within
+/// [`PONG_TIMEOUT`] or the flow has failed.
 struct FlowKeep {
     /// The Flow-Timer, else the configured interval.
     period: Duration,
@@ -119,12 +120,31 @@ impl FlowKeep {
     }
 }
 
+/// The pong to an outbound flow's ping (RFC 5626 §4.4.1; over a WebSocket, RFC 6455
+/// §5.5.3) on connection `key`: counted, and the next ping goes 80–100 % of the period after
+/// the last. A pong nobody waits for (a server's heartbeat) changes nothing.
+fn pong(
+    c: &mut Conn,
+    flows: &mut FlowCounts,
+    deadlines: &mut BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    key: usize,
+) {
+    if let Some(f) = c.flow.as_deref_mut()
+        && let Some(sent) = f.awaiting.take()
+    {
+        flows.pongs += 1;
+        let next = sent + f.next_gap();
+        c.deadline = Some(next);
+        deadlines.push(Reverse((next, key, c.generation)));
+    }
+}
+
 /// Keep-alive counts of the flows that use outbound ([`NetPoll::flow_counts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowCounts {
-    /// CRLF pings sent.
+    /// Pings sent: CRLFCRLF, or WebSocket ping frames.
     pub pings: u64,
-    /// CRLF pongs received in answer.
+    /// Pongs received in answer: CRLF, or WebSocket pong frames.
     pub pongs: u64,
     /// Flows closed because a pong did not come.
     pub missing_pongs: u64,
@@ -252,8 +272,9 @@ impl NetPoll {
     /// Flow-Timer, else the configured interval), each answered by a CRLF pong within
     /// `pong_timeout` ([`PONG_TIMEOUT`]), else the connection is closed as a failed flow
     /// (§4.4.1). `seed` seeds
-    /// the draws. False when the connection is not open, or is a WebSocket (its own
-    /// keep-alive, RFC 6455 pings, is the transport's: no CRLF on it).
+    /// the draws. Over a WebSocket the pings are ping frames and the pongs pong frames
+    /// (RFC 6455 §5.5.2; RFC 7118 has no CRLF keep-alive). False when the connection is not
+    /// open.
     pub fn keep_flow(
         &mut self,
         endpoint: usize,
@@ -267,7 +288,7 @@ impl NetPoll {
         let Some(c) = self.cell_mut(k).and_then(Option::as_mut) else {
             return false;
         };
-        if c.phase != Phase::Open || c.settings.kind.websocket() {
+        if c.phase != Phase::Open {
             return false;
         }
         let mut keep = Box::new(FlowKeep {
@@ -365,21 +386,33 @@ impl NetPoll {
                     };
                     let wait = flow.pong_timeout;
                     if flow.awaiting.is_some() {
+                        let (what, rfc) = if c.ws.is_some() {
+                            ("WebSocket pong", "RFC 6455 §5.5.2")
+                        } else {
+                            ("CRLF pong", "RFC 5626 §4.4.1")
+                        };
                         self.flows.missing_pongs += 1;
-                        let waited = wait;
                         self.close_with(
                             endpoint,
                             format!(
-                                "no CRLF pong within {} ms of our keep-alive ping (RFC 5626 §4.4.1): the flow failed",
-                                waited.as_millis()
+                                "no {what} within {} ms of our keep-alive ping ({rfc}): the flow failed",
+                                wait.as_millis()
                             ),
                         );
                         continue;
                     }
-                    // RFC 5626 §4.4.1: a double CRLF, answered by a single CRLF within 10 s.
+                    // RFC 5626 §4.4.1: a double CRLF, answered by a single CRLF within 10 s;
+                    // over a WebSocket, a ping frame answered by a pong (RFC 6455 §5.5.2,
+                    // as RFC 7118 §6 lets a WebSocket keep itself alive).
                     flow.awaiting = Some(at.max(now));
-                    if c.queue.len() < SEND_QUEUE {
-                        c.queue.push_back(Bytes::from_static(b"\r\n\r\n"));
+                    let ping = match c.ws.as_deref_mut() {
+                        Some(w) => w.ping().map(Bytes::from),
+                        None => Some(Bytes::from_static(b"\r\n\r\n")),
+                    };
+                    if let Some(ping) = ping
+                        && c.queue.len() < SEND_QUEUE
+                    {
+                        c.queue.push_back(ping);
                     }
                     self.flows.pings += 1;
                     self.set_deadline(endpoint, at.max(now) + wait);
@@ -392,9 +425,16 @@ impl NetPoll {
                         continue;
                     };
                     // RFC 5626 §3.5.1: a double CRLF; the server's CRLF pong is skipped by
-                    // the framer. A full queue has no room for it, and needs none.
-                    if c.queue.len() < SEND_QUEUE {
-                        c.queue.push_back(Bytes::from_static(b"\r\n\r\n"));
+                    // the framer. Over a WebSocket a ping frame (RFC 6455 §5.5.2), its pong
+                    // ignored. A full queue has no room for it, and needs none.
+                    let ping = match c.ws.as_deref_mut() {
+                        Some(w) => w.ping().map(Bytes::from),
+                        None => Some(Bytes::from_static(b"\r\n\r\n")),
+                    };
+                    if let Some(ping) = ping
+                        && c.queue.len() < SEND_QUEUE
+                    {
+                        c.queue.push_back(ping);
                     }
                     self.set_deadline(endpoint, at.max(now) + period);
                     if let Err(e) = self.flush(endpoint) {
@@ -870,6 +910,10 @@ impl NetPoll {
                     open(c)
                 }
                 WsEvent::Message(m) => StreamEvent::Message(m),
+                WsEvent::Pong => {
+                    pong(c, &mut self.flows, &mut self.deadlines, endpoint);
+                    continue;
+                }
                 WsEvent::Closed => continue,
             };
             self.ready.push_back(StreamIn {
@@ -898,18 +942,7 @@ impl NetPoll {
                     generation,
                     event: StreamEvent::Message(m),
                 }),
-                Ok(Frame::Pong) => {
-                    // RFC 5626 §4.4.1: the pong to an outbound flow's ping; the next ping
-                    // goes 80–100 % of the period after the last.
-                    if let Some(f) = c.flow.as_deref_mut()
-                        && let Some(sent) = f.awaiting.take()
-                    {
-                        self.flows.pongs += 1;
-                        let next = sent + f.next_gap();
-                        c.deadline = Some(next);
-                        self.deadlines.push(Reverse((next, endpoint, generation)));
-                    }
-                }
+                Ok(Frame::Pong) => pong(c, &mut self.flows, &mut self.deadlines, endpoint),
                 Ok(Frame::Ping) => {}
                 Err(e) => return Err(Box::new(e.into())),
             }
@@ -1411,6 +1444,56 @@ mod tests {
             StreamEvent::Closed(why) => assert_eq!(why, "the server closed the connection"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// RFC 5626 §4.4.1 over a WebSocket (RFC 6455 §5.5.2) against sip-net's server side
+    /// (tungstenite, which answers pings as it reads): once the flow is kept, each keep-alive
+    /// is a ping frame, counted with its pong; a server that stops reading leaves a ping
+    /// unanswered past the pong timeout, and the flow fails.
+    #[tokio::test]
+    async fn an_outbound_flow_over_a_websocket_pings_and_fails_without_a_pong() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let mut events = VecDeque::new();
+        net.connect(1, 1, Instant::now(), ws_settings(addr));
+        let (tcp, _) = listener.accept().await.unwrap();
+        let accept = sip_net::ws::accept(tcp);
+        let mut server = tokio::select! {
+            r = accept => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        let ev = next(&mut net, &mut events).await;
+        assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        assert!(net.keep_flow(
+            1,
+            Leg::Server,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+            9,
+            Instant::now()
+        ));
+        // The server reads (and so answers pings) for 400 ms: no message comes.
+        tokio::select! {
+            r = server.recv() => panic!("{r:?}"),
+            () = drive(&mut net, &mut events) => unreachable!(),
+            () = tokio::time::sleep(Duration::from_millis(400)) => {}
+        }
+        let c = net.flow_counts();
+        assert!(c.pings >= 4 && c.pongs + 1 >= c.pings, "{c:?}");
+        assert!(events.is_empty(), "{events:?}");
+        // It stops reading: the next ping goes unanswered.
+        let StreamEvent::Closed(why) = next(&mut net, &mut events).await.event else {
+            panic!("the flow closed");
+        };
+        assert!(
+            why.starts_with(
+                "no WebSocket pong within 300 ms of our keep-alive ping (RFC 6455 §5.5.2)"
+            ),
+            "{why}"
+        );
+        assert_eq!(net.flow_counts().missing_pongs, 1);
+        drop(server);
     }
 
     /// A port that answers the upgrade with HTTP 404: a failure after TCP, in words, with

@@ -112,41 +112,22 @@ fn the_builtin_registrar_grants_outbound_and_answers_pings_over_tcp() {
     }
 }
 
-/// Over WebSocket (RFC 7118) the flow is kept by the WebSocket itself: outbound in use, no
-/// CRLF keep-alive of ours on it.
+/// Over WebSocket (RFC 7118, which has no CRLF keep-alive) the flow is kept by WebSocket
+/// ping frames (RFC 6455 §5.5.2), each answered by a pong (the registrar's tungstenite).
 #[test]
-fn over_websocket_outbound_is_granted_and_no_crlf_is_sent() {
+fn over_websocket_outbound_is_granted_and_kept_by_websocket_pings() {
     over_a_websocket("ws");
 }
 
 /// The same over WSS (the built-in registrar's certificate, made for the run).
 #[test]
-fn over_secure_websocket_outbound_is_granted_and_no_crlf_is_sent() {
+fn over_secure_websocket_outbound_is_granted_and_kept_by_websocket_pings() {
     over_a_websocket("wss");
 }
 
 fn over_a_websocket(transport: &str) {
     let (summary, reports) = builtin_run(transport);
-    for r in &reports {
-        assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
-        let notes = streams_common::notes(r);
-        let i = streams_common::note_at(
-            &notes,
-            "outbound in use: Require: outbound in the 2xx; Flow-Timer: 1;",
-        );
-        assert!(
-            notes[i].contains("the WebSocket's own keep-alive"),
-            "{}",
-            notes[i]
-        );
-    }
-    assert_eq!(summary.calls_answered, 3);
-    let o = summary.outbound.as_ref().unwrap();
-    assert_eq!(
-        (o.endpoints_in_use, o.keepalives_sent, o.flow_failures),
-        (6, 0, 0),
-        "{o:?}"
-    );
+    assert_builtin_outbound(&summary, &reports, "Flow-Timer: 1;", "WebSocket ping");
 }
 
 /// A test file: `n` phones (2001…) registered for `duration` with outbound at the scripted

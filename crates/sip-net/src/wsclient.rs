@@ -30,6 +30,9 @@ pub enum WsEvent {
     Message(Bytes),
     /// The server closed the WebSocket (our close frame in answer is queued).
     Closed,
+    /// A pong (RFC 6455 §5.5.3): the answer to our ping ([`WsClient::ping`]), or one the
+    /// server sent unasked (a heartbeat).
+    Pong,
 }
 
 /// A WebSocket failure, in words.
@@ -137,6 +140,13 @@ impl WsClient {
         Some(self.masked(opcode, message))
     }
 
+    /// A ping frame (RFC 6455 §5.5.2, masked, no payload): the keep-alive of an RFC 5626
+    /// outbound flow over WebSocket, answered by a pong ([`WsEvent::Pong`]); `None` unless
+    /// open.
+    pub fn ping(&mut self) -> Option<Vec<u8>> {
+        self.is_open().then(|| self.masked(0x9, &[]))
+    }
+
     /// Queues a close frame (normal closure, §7.4.1) unless closed already.
     pub fn close(&mut self) {
         if self.is_open() {
@@ -220,7 +230,7 @@ impl WsClient {
                     let f = self.masked(0xA, &payload);
                     self.output.extend_from_slice(&f);
                 }
-                0xA => {}
+                0xA => return Ok(Some(WsEvent::Pong)),
                 other => {
                     return Err(WsFailure::Protocol(format!(
                         "a frame with the unknown opcode {other:#x}"
@@ -537,6 +547,31 @@ mod tests {
             (0x8, 1001u16.to_be_bytes().to_vec())
         );
         assert_eq!(c.frame(b"x"), None);
+    }
+
+    /// RFC 6455 §5.5.2/§5.5.3: our keep-alive ping is a masked, empty ping frame; the
+    /// server's pong, even between two fragments of a message, is told; no ping once closed.
+    #[test]
+    fn our_pings_and_their_pongs() {
+        let mut c = open_client();
+        let ping = c.ping().expect("open");
+        assert_eq!(ping[1] & 0x80, 0x80, "masked");
+        assert_eq!(unmask(&ping), (0x9, Vec::new()));
+        c.push(&server_frame(true, 0xA, b""));
+        assert_eq!(c.next_event(), Ok(Some(WsEvent::Pong)));
+        c.push(&server_frame(false, 0x1, b"OPTIONS sip:a "));
+        c.push(&server_frame(true, 0xA, b"beat"));
+        c.push(&server_frame(true, 0x0, b"SIP/2.0\r\n\r\n"));
+        assert_eq!(c.next_event(), Ok(Some(WsEvent::Pong)));
+        assert_eq!(
+            c.next_event(),
+            Ok(Some(WsEvent::Message(Bytes::from_static(
+                b"OPTIONS sip:a SIP/2.0\r\n\r\n"
+            ))))
+        );
+        assert!(!c.wants_write(), "a pong is not answered");
+        c.close();
+        assert_eq!(c.ping(), None);
     }
 
     #[test]

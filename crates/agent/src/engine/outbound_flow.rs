@@ -3,10 +3,10 @@
 //! - REGISTER carries `+sip.instance` and `reg-id` ([`sip_proto::ua::UserAgent::enable_outbound`],
 //!   set up in `new_ua`); the 2xx's `Require: outbound` says the registrar uses the flow.
 //! - In use, the flow is kept alive (§4.4.1) at a random 80–100 % of the 2xx's Flow-Timer, else
-//!   of the `keepalive` interval: over TCP and TLS by CRLF pings whose pongs the poll set checks
-//!   ([`crate::netpoll::NetPoll::keep_flow`]); over UDP by STUN Binding requests to the flow's
-//!   peer (§4.4.2, [`sip_proto::stun`]) sent from here. WebSocket flows keep the transport's
-//!   own keep-alive (none of ours).
+//!   of the `keepalive` interval: over TCP and TLS by CRLF pings, over WS and WSS by WebSocket
+//!   ping frames (RFC 6455 §5.5.2; RFC 7118 has no CRLF keep-alive), whose pongs the poll set
+//!   checks ([`crate::netpoll::NetPoll::keep_flow`]); over UDP by STUN Binding requests to the
+//!   flow's peer (§4.4.2, [`sip_proto::stun`]) sent from here.
 //! - A flow fails (§4.4.1) when a pong or a STUN answer does not come within 10 s, when the
 //!   connection closes, or when the STUN answer's XOR-MAPPED-ADDRESS changes (the NAT binding
 //!   moved). The phone then registers again over a new flow (a new connection, or a new
@@ -200,7 +200,9 @@ impl Shard<'_> {
         ob.period = period;
         let how = match kind {
             FlowKind::Udp => "STUN Binding requests (RFC 5626 §4.4.2)",
-            FlowKind::Ws | FlowKind::Wss => "the WebSocket's own keep-alive (no CRLF on it)",
+            FlowKind::Ws | FlowKind::Wss => {
+                "WebSocket ping, pong expected within 10 s (RFC 6455 §5.5.2; no CRLF on it)"
+            }
             _ => "CRLF ping, CRLF pong expected within 10 s (RFC 5626 §4.4.1)",
         };
         ep.trace.push(TraceEntry::note(
@@ -216,7 +218,7 @@ impl Shard<'_> {
         ));
         match kind {
             FlowKind::Udp => ob.stun_at = Some(now + keepalive_after(period, r)),
-            FlowKind::Ws | FlowKind::Wss => {}
+            // TCP and TLS: CRLF; WS and WSS: WebSocket ping frames (the poll set knows which).
             _ => {
                 let key = self.conn_key(idx);
                 self.net
