@@ -110,9 +110,11 @@ enum ConnEvent {
     /// A connection opened: its flow, its id ([`next_conn_id`]), and where to put what is to
     /// be sent on it.
     Open(Flow, u64, mpsc::Sender<Bytes>),
-    Message(Flow, Bytes),
-    /// A CRLFCRLF keep-alive came (and was answered): the flow is alive.
-    Alive(Flow),
+    /// A message, on a connection (its id) or a UDP socket (`None`).
+    Message(Flow, Option<u64>, Bytes),
+    /// A CRLFCRLF keep-alive came on the connection of this id (and was answered): the flow
+    /// is alive.
+    Alive(Flow, u64),
     /// The connection of this id closed.
     Closed(Flow, u64),
 }
@@ -298,7 +300,11 @@ impl BuiltinRegistrar {
                                 core.handle_flow_closed(Instant::now(), peer);
                             }
                         }
-                        Some(ConnEvent::Message(peer, bytes)) => {
+                        // What a connection sent before it was closed or replaced (read before
+                        // its task saw the close) is dropped: it must not revive the flow.
+                        Some(ConnEvent::Message(peer, Some(id), _) | ConnEvent::Alive(peer, id))
+                            if conns.get(&peer).is_none_or(|(current, _)| *current != id) => {}
+                        Some(ConnEvent::Message(peer, _, bytes)) => {
                             // Malformed input is dropped here; a registrar answers what it can
                             // read. It still shows the flow alive.
                             match Message::parse_bytes(bytes) {
@@ -306,7 +312,7 @@ impl BuiltinRegistrar {
                                 Err(_) => core.handle_flow_alive(Instant::now(), peer),
                             }
                         }
-                        Some(ConnEvent::Alive(peer)) => core.handle_flow_alive(Instant::now(), peer),
+                        Some(ConnEvent::Alive(peer, _)) => core.handle_flow_alive(Instant::now(), peer),
                         None => break,
                     },
                     () = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {
@@ -491,7 +497,7 @@ async fn udp_reader(sock: Arc<UdpSocket>, iface: u8, events: mpsc::Sender<ConnEv
         }
         let msg = Bytes::copy_from_slice(&buf[..n]);
         if events
-            .send(ConnEvent::Message(Flow { addr, iface }, msg))
+            .send(ConnEvent::Message(Flow { addr, iface }, None, msg))
             .await
             .is_err()
         {
@@ -591,7 +597,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 while let Some(frame) = framer.next_frame() {
                     match frame {
                         Ok(Frame::Message(m)) => {
-                            if events.send(ConnEvent::Message(peer, m)).await.is_err() {
+                            if events.send(ConnEvent::Message(peer, Some(id), m)).await.is_err() {
                                 break 'conn;
                             }
                         }
@@ -601,7 +607,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                             let now = tokio::time::Instant::now();
                             if alive_told.is_none_or(|t| now - t >= ALIVE_EVERY) {
                                 alive_told = Some(now);
-                                if events.send(ConnEvent::Alive(peer)).await.is_err() {
+                                if events.send(ConnEvent::Alive(peer, id)).await.is_err() {
                                     break 'conn;
                                 }
                             }
@@ -644,7 +650,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             r = ws.recv() => match r {
                 Ok(Some(m)) => {
-                    if events.send(ConnEvent::Message(peer, m)).await.is_err() {
+                    if events.send(ConnEvent::Message(peer, Some(id), m)).await.is_err() {
                         break;
                     }
                 }

@@ -81,7 +81,7 @@ impl StreamSettings {
                 },
             },
             timeout: Duration::from_secs(5),
-            // Over a WebSocket the keep-alive is a ping frame (RFC 7118 has no CRLF one).
+            // Over a WebSocket the keep-alive is a ping frame (RFC 6455 §5.5.2), our choice.
             keepalive,
             dscp: None,
             proxy: None,

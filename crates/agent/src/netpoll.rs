@@ -273,7 +273,7 @@ impl NetPoll {
     /// `pong_timeout` ([`PONG_TIMEOUT`]), else the connection is closed as a failed flow
     /// (§4.4.1). `seed` seeds
     /// the draws. Over a WebSocket the pings are ping frames and the pongs pong frames
-    /// (RFC 6455 §5.5.2; RFC 7118 has no CRLF keep-alive). False when the connection is not
+    /// (RFC 6455 §5.5.2, our choice over CRLF inside WebSocket messages). False when the connection is not
     /// open.
     pub fn keep_flow(
         &mut self,
@@ -402,16 +402,15 @@ impl NetPoll {
                         continue;
                     }
                     // RFC 5626 §4.4.1: a double CRLF, answered by a single CRLF within 10 s;
-                    // over a WebSocket, a ping frame answered by a pong (RFC 6455 §5.5.2,
-                    // as RFC 7118 §6 lets a WebSocket keep itself alive).
+                    // over a WebSocket, a ping frame answered by a pong (RFC 6455 §5.5.2).
+                    // Queued past the queue's soft limit: its pong is waited for, so a burst
+                    // that filled the queue must not leave it unsent (a false failure).
                     flow.awaiting = Some(at.max(now));
                     let ping = match c.ws.as_deref_mut() {
                         Some(w) => w.ping().map(Bytes::from),
                         None => Some(Bytes::from_static(b"\r\n\r\n")),
                     };
-                    if let Some(ping) = ping
-                        && c.queue.len() < SEND_QUEUE
-                    {
+                    if let Some(ping) = ping {
                         c.queue.push_back(ping);
                     }
                     self.flows.pings += 1;
@@ -735,7 +734,7 @@ impl NetPoll {
                 None => self.opened(endpoint, now, &settings),
             }
         }
-        match self.read(endpoint, &settings) {
+        match self.read(endpoint, &settings, now) {
             Ok(()) => {}
             Err(e) => return self.end(endpoint, &e),
         }
@@ -776,7 +775,7 @@ impl NetPoll {
             }
             self.opened(endpoint, now, &settings);
             // Application data may have come with the handshake's last flight.
-            if let Err(e) = self.read(endpoint, &settings) {
+            if let Err(e) = self.read(endpoint, &settings, now) {
                 self.end(endpoint, &e);
             }
         }
@@ -815,7 +814,12 @@ impl NetPoll {
     }
 
     /// Reads until the socket would block; whole messages become events.
-    fn read(&mut self, endpoint: usize, settings: &StreamSettings) -> Result<(), Box<FlowError>> {
+    fn read(
+        &mut self,
+        endpoint: usize,
+        settings: &StreamSettings,
+        now: Instant,
+    ) -> Result<(), Box<FlowError>> {
         // The table by field: the buffer and the event queue are borrowed beside it.
         let Some(c) = self.conns[endpoint & 1]
             .get_mut(endpoint >> 1)
@@ -899,6 +903,7 @@ impl NetPoll {
                 c.queue.push_back(Bytes::from(w.take_output()));
             }
         }
+        let mut ws_opened = false;
         for e in got {
             let event = match e {
                 WsEvent::Open => {
@@ -907,6 +912,7 @@ impl NetPoll {
                         "HTTP upgrade to WebSocket at {url} with subprotocol sip (RFC 7118)"
                     ));
                     self.opened += 1;
+                    ws_opened = true;
                     open(c)
                 }
                 WsEvent::Message(m) => StreamEvent::Message(m),
@@ -922,6 +928,12 @@ impl NetPoll {
                 generation,
                 event,
             });
+        }
+        // Open over a WebSocket: the plain keep-alive starts, as `opened` starts it for TCP.
+        if ws_opened && let Some(period) = settings.keepalive {
+            let at = now + period;
+            c.deadline = Some(at);
+            self.deadlines.push(Reverse((at, endpoint, c.generation)));
         }
         match failure {
             None => {}
@@ -1395,7 +1407,8 @@ mod tests {
     }
 
     /// SIP over WebSocket against sip-net's server side (tungstenite): the upgrade note,
-    /// a message each way, no CRLF keep-alive, and the server's close reported.
+    /// the plain keep-alive (10 ms here) running as ping frames the server answers, a message
+    /// each way with no CRLF keep-alive, and the server's close reported.
     #[tokio::test]
     async fn websocket_messages_both_ways_and_the_servers_close() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1422,6 +1435,20 @@ mod tests {
                     addr.port()
                 )
             ]
+        );
+        // The keep-alive is due one period after the open, and due again after each: 100 ms
+        // of pings, answered as the server reads, with nothing else on the connection.
+        assert!(net.next_deadline().is_some(), "a keep-alive after the open");
+        tokio::select! {
+            r = server.recv() => panic!("{r:?}"),
+            () = drive(&mut net, &mut events) => unreachable!(),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        assert!(events.is_empty(), "{events:?}");
+        assert!(
+            net.next_deadline()
+                .is_some_and(|t| t > Instant::now() - Duration::from_millis(20)),
+            "the next keep-alive"
         );
         let options = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(

@@ -505,10 +505,11 @@ struct OutboundFlow {
     /// When anything last came over it: a message, or a keep-alive the driver reported
     /// ([`Registrar::handle_flow_alive`]).
     heard: Instant,
-    /// Watched for silence: a TCP or TLS connection, where the phone keeps its flow with
-    /// CRLF keep-alives (RFC 5626 §3.5.1). Not a WebSocket: its keep-alive, WebSocket pings,
-    /// is answered below the driver, which never sees it.
-    watched: bool,
+    /// The Flow-Timer (seconds) the phone was given when the connection is watched for
+    /// silence: a TCP or TLS connection, where the phone keeps its flow with CRLF
+    /// keep-alives (RFC 5626 §3.5.1), with a Flow-Timer sent. Not a WebSocket: its
+    /// keep-alive, WebSocket pings, is answered below the driver, which never sees it.
+    watched: Option<u32>,
 }
 
 /// How long an outbound connection may stay silent before the registrar takes it for dead,
@@ -802,7 +803,9 @@ impl Registrar {
     /// The next connection the driver is to close: a TCP or TLS connection with outbound
     /// bindings straight from a phone that sent nothing, keep-alives included, for a quarter
     /// longer than the Flow-Timer it was given (RFC 5626 §4.4.1; a NAT or firewall on the way
-    /// that dropped the connection without a word). WebSockets are not watched. Its bindings have already failed, as for
+    /// that dropped the connection without a word). WebSockets are not watched. A driver
+    /// drains this after each input, as it does [`Self::poll_transmit_flow`]: the queue
+    /// holds every connection failed so far. Its bindings have already failed, as for
     /// [`Self::handle_flow_closed`] (which the driver may still call when the connection
     /// closes; it then does nothing).
     pub fn poll_close_flow(&mut self) -> Option<Flow> {
@@ -812,14 +815,15 @@ impl Registrar {
     /// Fails the outbound connections heard from last longer ago than the limit.
     fn sweep_silent_flows(&mut self, now: Instant) {
         self.flow_sweep = None;
-        let Some(secs) = self.flow_timer else {
-            return;
-        };
-        let limit = silent_flow_limit(secs);
+        // Each against the Flow-Timer it was given.
         let silent: Vec<Flow> = self
             .outbound_flows
             .iter()
-            .filter(|(_, f)| f.watched && now.saturating_duration_since(f.heard) >= limit)
+            .filter(|(_, f)| {
+                f.watched.is_some_and(|secs| {
+                    now.saturating_duration_since(f.heard) >= silent_flow_limit(secs)
+                })
+            })
             .map(|(flow, _)| *flow)
             .collect();
         for flow in silent {
@@ -842,7 +846,7 @@ impl Registrar {
             self.closing.push_back(flow);
             self.handle_flow_closed(now, flow);
         }
-        if self.outbound_flows.values().any(|f| f.watched) {
+        if let Some(secs) = self.outbound_flows.values().filter_map(|f| f.watched).min() {
             self.flow_sweep = Some(now + flow_sweep_period(secs));
         }
     }
@@ -1224,19 +1228,24 @@ impl Registrar {
                 });
                 if flow_state == FlowState::Direct && on_stream {
                     let transport = &self.ifaces.of(source).config.transport;
-                    let watched = ["TCP", "TLS"]
-                        .iter()
-                        .any(|t| transport.eq_ignore_ascii_case(t));
+                    let watched = self.flow_timer.filter(|_| {
+                        ["TCP", "TLS"]
+                            .iter()
+                            .any(|t| transport.eq_ignore_ascii_case(t))
+                    });
                     let flow = self.outbound_flows.entry(source).or_insert(OutboundFlow {
                         users: Vec::new(),
                         heard: now,
                         watched,
                     });
+                    // The Flow-Timer of its last 2xx.
+                    flow.watched = watched;
                     if !flow.users.iter().any(|u| **u == *user) {
                         flow.users.push(Box::from(&*user));
                     }
-                    if let (None, Some(secs), true) = (self.flow_sweep, self.flow_timer, watched) {
-                        self.flow_sweep = Some(now + flow_sweep_period(secs));
+                    if let Some(secs) = watched {
+                        let at = now + flow_sweep_period(secs);
+                        self.flow_sweep = Some(self.flow_sweep.map_or(at, |t| t.min(at)));
                     }
                 }
                 if let Some(key) = key {
@@ -1820,8 +1829,6 @@ impl std::fmt::Debug for CallIdKey {
     }
 }
 
-/// The digest of a contact's `+sip.instance` and `reg-id` (RFC 5626 §6), keyed as the
-/// Call-ID digests are (`Registrar::call_id_digest`), never zero.
 /// RFC 5626 §6: with outbound granted (`outbound`), a contact with an instance and a reg-id
 /// is an outbound binding of that pair: its [`instance_digest`]; else `None`.
 fn instance_of(
@@ -1835,6 +1842,8 @@ fn instance_of(
     Some(instance_digest(key, instance, reg_id))
 }
 
+/// The digest of a contact's `+sip.instance` and `reg-id` (RFC 5626 §6), keyed as the
+/// Call-ID digests are (`Registrar::call_id_digest`), never zero.
 fn instance_digest(key: &CallIdKey, instance: &str, reg_id: &str) -> std::num::NonZeroU64 {
     use std::hash::Hasher;
     let mut h = std::hash::DefaultHasher::new();
@@ -2914,10 +2923,6 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(send_to_user(&mut reg, t0, "u", 5), Ok(Flow::first(phone)));
     }
 
-    /// RFC 5626 §5.3 in the race before the driver's word of a close: a request the driver
-    /// could not deliver to a Direct outbound flow comes back 430 to the caller (our Via
-    /// popped, a To tag whose ACK ends here); one to a plain binding's flow, and an ACK, are
-    /// dropped as before.
     /// RFC 5626 §4.4.1 from the registrar's side: a connection with an outbound binding
     /// straight from the phone (Flow-Timer 120 s sent) that carries nothing, keep-alives
     /// included, for 150 s (a quarter more) is taken for dead: the driver is told to close
@@ -3001,6 +3006,24 @@ Content-Length: 0\r\n\r\n"
         reg.handle_flow_closed(secs(t), Flow::first(pinged));
         assert_eq!(reg.stats().silent_flows_closed, 2);
         assert!(reg.poll_close_flow().is_none());
+
+        // Each connection against the Flow-Timer it was given: `a` 120 s, then `b` 10 s.
+        let mut reg = tcp_registrar();
+        register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
+        reg.set_flow_timer(Some(10));
+        register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
+        let mut closed = Vec::new();
+        for t in 1..=40 {
+            if reg.poll_timeout().is_some_and(|w| w <= secs(f64::from(t))) {
+                reg.handle_timeout(secs(f64::from(t)));
+            }
+            closed.extend(std::iter::from_fn(|| reg.poll_close_flow()).map(|f| (t, f)));
+        }
+        // b after 12.5 s (looked at every 1.56 s, here on whole seconds), a not yet.
+        assert!(
+            matches!(closed[..], [(13..=15, f)] if f == Flow::first(talking)),
+            "{closed:?}"
+        );
 
         // Without a Flow-Timer sent no connection is watched, nor a WebSocket (its pings
         // never reach the core).
@@ -3132,6 +3155,10 @@ Call-ID: dlga\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(fwd.method(), Some(Method::Bye), "{text}");
     }
 
+    /// RFC 5626 §5.3 in the race before the driver's word of a close: a request the driver
+    /// could not deliver to a Direct outbound flow comes back 430 to the caller (our Via
+    /// popped, a To tag whose ACK ends here); one to a plain binding's flow, and an ACK, are
+    /// dropped as before.
     #[test]
     fn an_undeliverable_request_to_an_outbound_flow_is_answered_430() {
         let now = Instant::now();

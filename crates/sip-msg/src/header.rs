@@ -627,12 +627,21 @@ mod spare {
         static LISTS: RefCell<Vec<Vec<Header>>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// An empty list with room for `n` headers: a kept one when there is one.
+    /// An empty list with room for `n` headers: a kept one when there is one not much
+    /// larger (at most twice `n`, or 16), so that a message kept for long (a request kept
+    /// for its responses, for a whole call) does not hold the room of the longest message
+    /// the thread saw.
     pub(super) fn take(n: usize) -> Vec<Header> {
+        let most = n.saturating_mul(2).max(16);
         // `try_*`: a list asked for while the thread's lists are borrowed (not reached: only
         // `give` and this borrow them, and neither makes a message) or destroyed is new.
         let kept = LISTS
-            .try_with(|l| l.try_borrow_mut().ok().and_then(|mut l| l.pop()))
+            .try_with(|l| {
+                l.try_borrow_mut().ok().and_then(|mut l| {
+                    let i = l.iter().rposition(|v| v.capacity() <= most)?;
+                    Some(l.swap_remove(i))
+                })
+            })
             .ok()
             .flatten();
         match kept {
@@ -1118,6 +1127,8 @@ mod tests {
 
     #[test]
     fn a_message_parsed_into_a_kept_list_reads_as_one_parsed_into_a_new_one() {
+        // Asks for room enough that any kept list is taken (none has room for more than 64).
+        const MAX_HEADERS_KEPT: usize = 64;
         let long: String = (0..40).map(|i| format!("X-H{i}: {i}\r\n")).collect();
         let texts = [
             "INVITE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".to_owned(),
@@ -1148,7 +1159,7 @@ mod tests {
             // The 81-header message's list is freed, not kept; the others are (from none
             // kept: dropping a list taken out directly does not keep it).
             while spare::kept() > 0 {
-                drop(spare::take(0));
+                drop(spare::take(MAX_HEADERS_KEPT));
             }
             let lists: Vec<_> = texts[..3]
                 .iter()
@@ -1173,6 +1184,22 @@ mod tests {
             let m = Message::parse(texts[0].as_bytes()).unwrap();
             assert_eq!(spare::kept(), spare::KEPT - 1);
             assert_eq!(reading(&m), fresh[0]);
+            drop(m);
+            // A list with room for many more headers than a message has is not taken for it
+            // (a kept message must not hold the longest message's room): a 41-header
+            // message's list stays for a 41-header one.
+            while spare::kept() > 0 {
+                drop(spare::take(MAX_HEADERS_KEPT));
+            }
+            let wide = format!("OPTIONS sip:b@h SIP/2.0\r\n{long}Content-Length: 0\r\n\r\n");
+            drop(Message::parse(wide.as_bytes()).unwrap());
+            assert_eq!(spare::kept(), 1);
+            let small = Message::parse(texts[0].as_bytes()).unwrap();
+            assert_eq!(spare::kept(), 1, "the wide list is left");
+            assert!(small.headers.list.capacity() <= 16);
+            let again = Message::parse(wide.as_bytes()).unwrap();
+            assert_eq!(spare::kept(), 0, "taken for a message as wide");
+            drop((small, again));
             // A message kept for its responses reads as before too (its list is a kept one).
             let kept = Message::parse(texts[0].as_bytes())
                 .unwrap()

@@ -4,7 +4,7 @@
 //!   set up in `new_ua`); the 2xx's `Require: outbound` says the registrar uses the flow.
 //! - In use, the flow is kept alive (§4.4.1) at a random 80–100 % of the 2xx's Flow-Timer, else
 //!   of the `keepalive` interval: over TCP and TLS by CRLF pings, over WS and WSS by WebSocket
-//!   ping frames (RFC 6455 §5.5.2; RFC 7118 has no CRLF keep-alive), whose pongs the poll set
+//!   ping frames (RFC 6455 §5.5.2; our choice over CRLF inside WebSocket messages), whose pongs the poll set
 //!   checks ([`crate::netpoll::NetPoll::keep_flow`]); over UDP by STUN Binding requests to the
 //!   flow's peer (§4.4.2, [`sip_proto::stun`]) sent from here.
 //! - A flow fails (§4.4.1) when a pong or a STUN answer does not come within 10 s, when the
