@@ -1125,6 +1125,19 @@ mod tests {
     }
 
     /// The next event (the set driven meanwhile).
+    /// `keep_flow` of connection `key` with a fast flow: a ping every 50 ms (80–100 % of it),
+    /// each pong due within 300 ms.
+    fn keep_fast(net: &mut NetPoll, key: usize) -> bool {
+        net.keep_flow(
+            key,
+            Leg::Server,
+            Duration::from_millis(50),
+            Duration::from_millis(300),
+            9,
+            Instant::now(),
+        )
+    }
+
     async fn next(net: &mut NetPoll, events: &mut VecDeque<StreamIn>) -> StreamIn {
         let deadline = Instant::now() + Duration::from_secs(5);
         while events.is_empty() {
@@ -1160,26 +1173,12 @@ mod tests {
         // The configured keep-alive is long: the flow's own period takes over.
         let settings = tcp_settings(addr, Some(Duration::from_secs(30)));
         let mut events = VecDeque::new();
-        assert!(!net.keep_flow(
-            2,
-            Leg::Server,
-            Duration::from_millis(50),
-            Duration::from_millis(300),
-            9,
-            Instant::now()
-        ));
+        assert!(!keep_fast(&mut net, 2));
         net.connect(2, 1, Instant::now(), settings);
         let (mut server, _) = listener.accept().await.unwrap();
         let ev = next(&mut net, &mut events).await;
         assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
-        assert!(net.keep_flow(
-            2,
-            Leg::Server,
-            Duration::from_millis(50),
-            Duration::from_millis(300),
-            9,
-            Instant::now()
-        ));
+        assert!(keep_fast(&mut net, 2));
         // Two pings answered with a pong each.
         for _ in 0..2 {
             let mut ping = [0u8; 4];
@@ -1492,14 +1491,7 @@ mod tests {
         };
         let ev = next(&mut net, &mut events).await;
         assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
-        assert!(net.keep_flow(
-            1,
-            Leg::Server,
-            Duration::from_millis(50),
-            Duration::from_millis(300),
-            9,
-            Instant::now()
-        ));
+        assert!(keep_fast(&mut net, 1));
         // The server reads (and so answers pings) for 400 ms: no message comes.
         tokio::select! {
             r = server.recv() => panic!("{r:?}"),

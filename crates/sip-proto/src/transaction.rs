@@ -250,7 +250,7 @@ impl<'a> ServerKeyRef<'a> {
         let _ = sip_msg::write_host_ref(&mut text, &self.host);
         if let Some(p) = self.port {
             text.push_str(":");
-            text.push_str(port_text(p, &mut [0; 5]));
+            text.push_str(decimal_text(p.into(), &mut [0; 20]));
         }
         text.sent_by_to_lowercase();
         TxnKey {
@@ -280,10 +280,11 @@ impl<'a> ServerKeyRef<'a> {
     }
 }
 
-/// A port in decimal, written into `digits` (no formatting machinery).
-fn port_text(port: u16, digits: &mut [u8; 5]) -> &str {
+/// `n` in decimal, as `Display` prints it, written into `digits` (no formatting
+/// machinery): a port, a CSeq number.
+fn decimal_text(n: u64, digits: &mut [u8; 20]) -> &str {
     let mut at = digits.len();
-    let mut n = port;
+    let mut n = n;
     loop {
         at -= 1;
         // `n % 10` is one digit: the cast cuts nothing.
@@ -1061,20 +1062,9 @@ impl ClientTransaction {
                 Some(as_sent(via))
             }
         });
-        // The CSeq number in decimal, as `Display` prints it (at most 10 digits).
-        let mut digits = [0u8; 10];
-        let mut at = digits.len();
-        let mut n = invite.cseq().map_or(1, |c| c.seq);
-        loop {
-            at -= 1;
-            // `n % 10` is a digit: the cast cuts nothing.
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        let seq = &digits[at..];
+        // The CSeq number in decimal, as `Display` prints it.
+        let mut digits = [0u8; 20];
+        let seq = decimal_text(invite.cseq().map_or(1, |c| c.seq).into(), &mut digits).as_bytes();
         let via = &via;
         let joined_top = joined_top.as_deref().unwrap_or("");
         let route = Route::NAME;
@@ -2285,7 +2275,10 @@ To: <sip:bob@biloxi.example>;tag=8321234356\r\nCSeq: 1 ACK\r\nContent-Length: 0\
             );
         }
         for port in 0..=u16::MAX {
-            assert_eq!(port_text(port, &mut [0; 5]), port.to_string());
+            assert_eq!(decimal_text(port.into(), &mut [0; 20]), port.to_string());
+        }
+        for n in [u64::from(u32::MAX), u64::MAX, 1_000_000_007] {
+            assert_eq!(decimal_text(n, &mut [0; 20]), n.to_string());
         }
     }
 
