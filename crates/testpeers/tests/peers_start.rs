@@ -18,7 +18,7 @@ fn kamailio_starts_answers_and_stops() {
     let port = k.port();
     drop(k);
     // The port is free again once Kamailio is gone.
-    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("kamailio released its port");
+    released("kamailio", port);
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn dnsmasq_starts_answers_and_stops() {
     let port = d.port();
     assert!(d.log().contains("probe.invalid"), "{}", d.log());
     drop(d);
-    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("dnsmasq released its port");
+    released("dnsmasq", port);
 }
 
 #[test]
@@ -52,5 +52,20 @@ fn coturn_starts_answers_and_stops() {
         c.log()
     );
     drop(c);
-    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("coturn released its port");
+    released("coturn", port);
+}
+
+/// `peer`'s UDP port on 127.0.0.1 can be bound again within 2 s of its drop (the process
+/// group is killed on drop; a process of it may take a moment to exit and close the socket).
+fn released(peer: &str, port: u16) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+            Ok(_) => return,
+            Err(e) if std::time::Instant::now() >= end => {
+                panic!("{peer} released its port {port} within 2 s: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
 }
