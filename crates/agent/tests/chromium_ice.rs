@@ -59,21 +59,30 @@ fn start_driver() -> Driver {
 
 /// One WebDriver request; the response's `value`.
 fn wd(d: &Driver, method: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    try_wd(d, method, path, body).unwrap()
+}
+
+/// [`wd`], its connection's failure an error.
+fn try_wd(
+    d: &Driver,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> std::io::Result<serde_json::Value> {
     let body = body.to_string();
-    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", d.port))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     // chromedriver keeps the connection open: read the headers, then Content-Length bytes.
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
+        s.read_exact(&mut byte)?;
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
@@ -83,11 +92,11 @@ fn wd(d: &Driver, method: &str, path: &str, body: &serde_json::Value) -> serde_j
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Content-Length in {head}"));
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
+    s.read_exact(&mut body)?;
     let json = String::from_utf8_lossy(&body);
     let v: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
-    v["value"].clone()
+    Ok(v["value"].clone())
 }
 
 /// Runs `script` (async: it calls `done(result)`) in the page.
@@ -125,7 +134,20 @@ fn open_session(d: &Driver) -> String {
                  "--autoplay-policy=no-user-gesture-required",
                  format!("--user-data-dir={}", d.profile.display())],
     } } } });
-    let session = wd(d, "POST", "/session", &caps);
+    // chromedriver has once reset the connection of its first session request while it was
+    // still starting (a loaded machine): the request is made again, up to 3 times.
+    let mut tries = 0;
+    let session = loop {
+        tries += 1;
+        match try_wd(d, "POST", "/session", &caps) {
+            Ok(v) => break v,
+            Err(e) if tries < 3 => {
+                eprintln!("chromedriver: {e}; asking for a session again");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => panic!("no session from chromedriver after {tries} tries: {e}"),
+        }
+    };
     session["sessionId"].as_str().expect("a session").to_owned()
 }
 
