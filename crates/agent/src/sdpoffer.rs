@@ -13,9 +13,9 @@ use bytes::Bytes;
 pub fn sdp(ip: IpAddr, port: u16, session: u64, version: u64, direction: &str) -> Bytes {
     let mut s = String::with_capacity(320);
     s.push_str("v=0\r\no=sipmeter ");
-    push_u64(&mut s, session);
+    sip_msg::push_decimal(&mut s, session);
     s.push(' ');
-    push_u64(&mut s, version);
+    sip_msg::push_decimal(&mut s, version);
     s.push_str(" IN ");
     let at = s.len();
     push_net_addr(&mut s, ip);
@@ -23,7 +23,7 @@ pub fn sdp(ip: IpAddr, port: u16, session: u64, version: u64, direction: &str) -
     s.push_str("\r\ns=sipmeter\r\nc=IN ");
     s.extend_from_within(net_addr);
     s.push_str("\r\nt=0 0\r\nm=audio ");
-    push_u64(&mut s, u64::from(port));
+    sip_msg::push_decimal(&mut s, u64::from(port));
     s.push_str(
         " RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=",
     );
@@ -41,30 +41,13 @@ fn push_net_addr(s: &mut String, ip: IpAddr) {
                 if i > 0 {
                     s.push('.');
                 }
-                push_u64(s, u64::from(o));
+                sip_msg::push_decimal(s, u64::from(o));
             }
         }
         IpAddr::V6(a) => {
             s.push_str("IP6 ");
             s.push_str(&a.to_string());
         }
-    }
-}
-
-/// `n` in decimal.
-fn push_u64(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        s.push(char::from(d));
     }
 }
 

@@ -45,5 +45,5 @@ pub use framer::{Frame, FrameError, Framer};
 pub use header::{Header, HeaderName, HeaderRef, HeaderView, Headers, TypedHeader};
 pub use message::{DEFAULT_MAX_SIZE, Message, RequestLine, StartLine, StatusLine, find_in_line};
 pub use method::Method;
-pub use text::{Params, ParamsRef, trim_fast};
+pub use text::{Params, ParamsRef, decimal, trim_fast};
 pub use uri::{Host, HostRef, Scheme, SipUri, SipUriRef, Uri, UriRef, escape_hvalue, unescape};

@@ -1060,8 +1060,9 @@ impl Params {
 /// UTF-8 check for the Max-Forwards, CSeq and Content-Length of nearly every message).
 const PAIRS: &str = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
 
-/// `n` in decimal, written into `buf` (20 bytes hold any `u64`).
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+/// `n` in decimal, as `Display` prints it, written into `buf` (20 bytes hold any `u64`)
+/// without the formatting machinery: a port, a CSeq number, a Content-Length.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     if n < 100 {
         // `n` < 100: in bounds, and ASCII, so on character boundaries.
         let at = 2 * n as usize + usize::from(n < 10);
