@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Call rate with zero call length, side by side with SIPp, on loopback UDP:
+# Call rate with zero call length, side by side with SIPp, on loopback UDP (or TCP):
 #   SIPp UAC → SIPp UAS   and   sipmeter UAC → SIPp UAS
 # At each target rate both generators place CALLS calls (INVITE/100/180/200/ACK/BYE/200)
 # against a fresh SIPp UAS. Prints the rate reached, failed calls, the generator's CPU
@@ -21,6 +21,9 @@
 # CPS_FLOOR=1 adds a third line per rate: the floor (crates/agent/examples/cps_floor.rs), the
 # caller's datagrams with sipmeter's socket handling and no SIP work, measured the same way
 # (perf stat with CPS_PERF=1): the kernel's and a minimal loop's CPU per call.
+# CPS_TRANSPORT=tcp runs every side over TCP instead: SIPp with `-t t1` (one connection, as a
+# trunk), sipmeter with `transport = "tcp"` and `connections = "shared"` (one connection per
+# shard, the same shape). The floor is UDP only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CALLS=${1:-5000}
@@ -36,6 +39,13 @@ else
 fi
 FLOOR_BIN=$CARGO_TARGET_DIR/release/examples/cps_floor
 [[ -z ${CPS_FLOOR:-} ]] || cargo build --release -q -p agent --example cps_floor
+TRANSPORT=${CPS_TRANSPORT:-udp}
+case $TRANSPORT in
+  udp) SIPP_T=() ; TOML_T= ;;
+  tcp) SIPP_T=(-t t1) ; TOML_T=$'transport = "tcp"\nconnections = "shared"' ;;
+  *) echo "CPS_TRANSPORT: udp or tcp, not $TRANSPORT" >&2; exit 2 ;;
+esac
+[[ -z ${CPS_FLOOR:-} || $TRANSPORT == udp ]] || { echo "CPS_FLOOR: UDP only" >&2; exit 2; }
 WORK=$(mktemp -d)
 UAS_PID=
 # CPS_KEEP=1 keeps the last run's files (config, report, SIPp's statistics) and says where.
@@ -44,7 +54,7 @@ trap '{ [[ -z $UAS_PID ]] || kill "$UAS_PID" 2>/dev/null; } || true; if [[ -n ${
 free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # sipp -bg prints "Background mode - PID=[1234]".
 start_uas() {
-  UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" ${CPS_UAS_BUFF:+-buff_size "$CPS_UAS_BUFF"} -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
+  UAS_PID=$(sipp -sn uas -i 127.0.0.1 -p "$1" "${SIPP_T[@]}" ${CPS_UAS_BUFF:+-buff_size "$CPS_UAS_BUFF"} -nostdin -bg 2>&1 | sed -n 's/.*PID=\[\([0-9]*\)\].*/\1/p' || true)
   sleep 0.5
 }
 # The UAS's CPU seconds so far (utime + stime of /proc/PID/stat), into UAS_CPU.
@@ -69,13 +79,13 @@ perf_report() {
     END { printf "%-24s perf stat: task-clock %.0f ms = %.1f µs/call, %d context switches = %.2f per call, %.2f page faults per call\n", "", t, t * 1000 / c, cs, cs / c, pf / c }' "$1"
 }
 
-echo "== $CALLS calls per rate, zero call length, loopback UDP ($(nproc) cores), SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
+echo "== $CALLS calls per rate, zero call length, loopback ${TRANSPORT^^} ($(nproc) cores), SIPp $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)"
 for RATE in "${RATES[@]}"; do
   # CPS_NO_SIPP_UAC=1 skips the SIPp UAC run (when only two sipmeter builds are compared).
   if [[ -z ${CPS_NO_SIPP_UAC:-} ]]; then
   PORT=$(free_port); start_uas "$PORT"
   /usr/bin/time -f "%e %U %S %M" -o "$WORK/sipp.time" \
-    sipp -sn uac 127.0.0.1:"$PORT" -i 127.0.0.1 -r "$RATE" -l 5000 -m "$CALLS" -d 0 -nostdin \
+    sipp -sn uac 127.0.0.1:"$PORT" -i 127.0.0.1 "${SIPP_T[@]}" -r "$RATE" -l 5000 -m "$CALLS" -d 0 -nostdin \
     -trace_stat -stf "$WORK/sipp.csv" >/dev/null 2>&1 || true
   stop_uas "$PORT"
   read -r W U S R <<< "$(times "$WORK/sipp.time")"
@@ -113,6 +123,7 @@ id = "sipp"
 domain = "127.0.0.1"
 port = $PORT
 register = false
+$TOML_T
 ${CPS_RCVBUF:+udp_recv_buffer = $CPS_RCVBUF}
 [[group]]
 name = "caller"

@@ -2406,6 +2406,7 @@ impl<'a> Shard<'a> {
             self.probe.mark("flush", 0);
             if now >= next_done_check {
                 if self.done_count == self.endpoints.len() {
+                    self.net.flush_queued();
                     self.flush_udp_wait().await;
                     let _ = self.events.flush();
                     return Ok(());
@@ -2463,6 +2464,9 @@ impl<'a> Shard<'a> {
             if self.net.pending() {
                 self.on_net();
             }
+            // Each connection's messages of this turn in one write; a connection that
+            // failed then is news for the next turn, which comes at once (`pending`).
+            self.net.flush_queued();
             self.probe.mark("net", 0);
             let next = self
                 .timers
@@ -2485,7 +2489,8 @@ impl<'a> Shard<'a> {
                 }
                 next
             };
-            // What this turn sent leaves now, before the loop sleeps.
+            // What this turn sent leaves now, before the loop sleeps: each connection's
+            // messages in one write (above), the UDP datagrams in one sendmmsg.
             self.flush_udp_wait().await;
             self.probe.sleeping(next);
             let wake = tokio::time::Instant::from_std(next);

@@ -12,9 +12,13 @@
 //! [`StreamIn`] events. Deadlines (connect and handshake timeouts, CRLF keep-alives) are in one
 //! heap: [`NetPoll::next_deadline`] and [`NetPoll::on_timeout`].
 //!
-//! Sending never waits: a message is written at once when the socket takes it, else queued
-//! (at most [`SEND_QUEUE`] messages per connection) and written when the socket is writable.
-//! A full queue refuses the message ([`Sent::Full`]): the shard counts a dropped send.
+//! Sending never waits: [`NetPoll::send`] queues a message (at most [`SEND_QUEUE`] per
+//! connection; a full queue refuses it, [`Sent::Full`], and the shard counts a dropped send)
+//! and the shard calls [`NetPoll::flush_queued`] once per turn of its loop, before it sleeps:
+//! what a turn queued on one connection leaves in one write (`writev` of up to
+//! [`WRITE_BATCH`] messages; over TLS, one write of their records), as the shard's UDP sends
+//! leave in one `sendmmsg`. A connection with [`FLUSH_AT`] messages queued is written at
+//! once. What the socket does not take waits until it is writable.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -39,6 +43,18 @@ use sip_proto::outbound::keepalive_after;
 
 /// How many readiness events one poll of the set hands back.
 const EVENTS_PER_POLL: usize = 256;
+
+/// At most this many queued messages go in one `writev` (Linux takes up to 1,024 slices).
+pub const WRITE_BATCH: usize = 64;
+
+/// A connection with this many messages queued in one turn is written at once, not at the
+/// turn's end: a burst (a trunk's thousands of endpoints starting) never fills its queue
+/// ([`SEND_QUEUE`]) before the socket had its chance.
+pub const FLUSH_AT: usize = WRITE_BATCH;
+
+/// At most this many bytes of messages handed to rustls at once (its outgoing buffer holds
+/// 64 KiB; one message alone may be larger, as before).
+const TLS_BATCH: usize = 16 * 1024;
 
 /// The result of [`NetPoll::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +101,8 @@ struct Conn {
     /// (plain TCP; TLS takes a whole message into its own buffer).
     queue: VecDeque<Bytes>,
     offset: usize,
+    /// Listed in [`NetPoll::unflushed`]: it has messages queued since the last flush.
+    unflushed: bool,
     /// The connect's trace notes, handed over with [`StreamEvent::Connected`].
     notes: Vec<String>,
     /// The phase timeout, or the next keep-alive once open.
@@ -171,6 +189,8 @@ pub struct NetPoll {
     opened: u64,
     /// Outbound flows' keep-alive counts.
     flows: FlowCounts,
+    /// Connections with messages queued since the last [`NetPoll::flush_queued`] (keys).
+    unflushed: Vec<usize>,
 }
 
 impl std::fmt::Debug for NetPoll {
@@ -234,6 +254,7 @@ impl NetPoll {
             buf: vec![0; 65_536].into_boxed_slice(),
             opened: 0,
             flows: FlowCounts::default(),
+            unflushed: Vec::new(),
         })
     }
 
@@ -507,6 +528,7 @@ impl NetPoll {
             framer: Framer::new(MAX_MESSAGE),
             queue: VecDeque::new(),
             offset: 0,
+            unflushed: false,
             notes: Vec::new(),
             deadline: None,
             flow: None,
@@ -516,6 +538,8 @@ impl NetPoll {
 
     /// Closes endpoint `endpoint`'s connection `leg` on purpose (no event).
     pub fn close(&mut self, endpoint: usize, leg: Leg) {
+        // What the turn queued (an un-REGISTER, a BYE) leaves first, if the socket takes it.
+        let _ = self.flush(key(endpoint, leg));
         let Some(mut c) = self.cell_mut(key(endpoint, leg)).and_then(Option::take) else {
             return;
         };
@@ -543,8 +567,9 @@ impl NetPoll {
         let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
     }
 
-    /// Queues one message on endpoint `endpoint`'s open connection `leg` and writes what the
-    /// socket takes.
+    /// Queues one message on endpoint `endpoint`'s open connection `leg`. It is written by
+    /// the next [`Self::flush_queued`] (with whatever else the turn queued on the
+    /// connection), or at once when [`FLUSH_AT`] messages are queued.
     pub fn send(&mut self, endpoint: usize, leg: Leg, bytes: Bytes) -> Sent {
         let endpoint = key(endpoint, leg);
         let Some(c) = self
@@ -564,10 +589,38 @@ impl NetPoll {
             },
             None => c.queue.push_back(bytes),
         }
-        if let Err(e) = self.flush(endpoint) {
-            self.close_with(endpoint, format!("send failed: {e}"));
+        if c.queue.len() >= FLUSH_AT {
+            if let Err(e) = self.flush(endpoint) {
+                self.close_with(endpoint, format!("send failed: {e}"));
+            }
+        } else if !c.unflushed {
+            c.unflushed = true;
+            self.unflushed.push(endpoint);
         }
         Sent::Queued
+    }
+
+    /// Writes what [`Self::send`] queued since the last call, each connection's messages
+    /// together (the shard calls it once per turn, before it sleeps). A connection whose
+    /// write fails is closed ([`StreamEvent::Closed`]).
+    pub fn flush_queued(&mut self) {
+        let mut keys = std::mem::take(&mut self.unflushed);
+        for &k in &keys {
+            let Some(c) = self.cell_mut(k).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !std::mem::replace(&mut c.unflushed, false) {
+                continue;
+            }
+            if let Err(e) = self.flush(k) {
+                self.close_with(k, format!("send failed: {e}"));
+            }
+        }
+        keys.clear();
+        // The list's room is kept (nothing was queued while it was out: `flush` queues none).
+        if self.unflushed.is_empty() {
+            self.unflushed = keys;
+        }
     }
 
     /// Adds endpoint `endpoint`'s own UDP socket to the set.
@@ -986,13 +1039,26 @@ impl NetPoll {
         loop {
             match &mut c.tls {
                 None => {
-                    let Some(front) = c.queue.front() else {
+                    if c.queue.is_empty() {
                         return Ok(());
-                    };
-                    match c.sock.write(&front[c.offset..]) {
-                        Ok(n) => {
-                            c.offset += n;
-                            if c.offset == front.len() {
+                    }
+                    // Every queued message (up to WRITE_BATCH) in one write.
+                    let mut slices = [io::IoSlice::new(&[]); WRITE_BATCH];
+                    let mut n = 0;
+                    for (i, m) in c.queue.iter().take(WRITE_BATCH).enumerate() {
+                        slices[i] = io::IoSlice::new(if i == 0 { &m[c.offset..] } else { m });
+                        n = i + 1;
+                    }
+                    match c.sock.write_vectored(&slices[..n]) {
+                        Ok(mut wrote) => {
+                            // Whole messages written leave the queue; a part moves the offset.
+                            while let Some(front) = c.queue.front() {
+                                let left = front.len() - c.offset;
+                                if wrote < left {
+                                    c.offset += wrote;
+                                    break;
+                                }
+                                wrote -= left;
                                 c.queue.pop_front();
                                 c.offset = 0;
                             }
@@ -1011,14 +1077,30 @@ impl NetPoll {
                             Err(e) => return Err(e),
                         }
                     }
-                    // rustls holds nothing unsent: hand it the next message.
+                    // rustls holds nothing unsent: hand it the queued messages (up to
+                    // WRITE_BATCH and TLS_BATCH bytes, within rustls's 64 KiB buffer),
+                    // whose records then leave in one write.
                     if matches!(c.phase, Phase::Connecting | Phase::Handshaking) {
                         return Ok(());
                     }
-                    let Some(m) = c.queue.pop_front() else {
+                    let mut bytes = 0;
+                    let take = c
+                        .queue
+                        .iter()
+                        .take(WRITE_BATCH)
+                        .take_while(|m| {
+                            bytes += m.len();
+                            bytes <= TLS_BATCH
+                        })
+                        .count()
+                        .max(1)
+                        .min(c.queue.len());
+                    if take == 0 {
                         return Ok(());
-                    };
-                    t.writer().write_all(&m)?;
+                    }
+                    for m in c.queue.drain(..take) {
+                        t.writer().write_all(&m)?;
+                    }
                 }
             }
         }
@@ -1110,6 +1192,7 @@ mod tests {
         loop {
             let now = Instant::now();
             net.on_timeout(now);
+            net.flush_queued();
             while let Some(e) = net.next_event() {
                 events.push_back(e);
             }
@@ -1259,11 +1342,12 @@ mod tests {
             StreamEvent::Message(m) => assert_eq!(&m[..], &options[..]),
             other => panic!("{other:?}"),
         }
-        // What the shard sends is written as is.
+        // What the shard sends is written as is, at the turn's flush.
         assert_eq!(
             net.send(3, Leg::Server, Bytes::from_static(options)),
             Sent::Queued
         );
+        net.flush_queued();
         let mut got = vec![0u8; options.len()];
         loop {
             server.read_exact(&mut got[..4]).await.unwrap();
@@ -1388,6 +1472,114 @@ mod tests {
             net.send(0, Leg::Server, Bytes::from_static(b"\r\n\r\n")),
             Sent::Queued
         );
+    }
+
+    /// Reads from `server` until `n` bytes came, or `wait` passed with nothing more.
+    async fn read_upto(
+        server: &mut (impl AsyncReadExt + Unpin),
+        n: usize,
+        wait: Duration,
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while got.len() < n {
+            match tokio::time::timeout(wait, server.read(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+                _ => break,
+            }
+        }
+        got
+    }
+
+    /// `n` numbered messages of about 500 bytes, each its own SIP-like text.
+    fn numbered(n: usize) -> Vec<Bytes> {
+        (0..n)
+            .map(|i| {
+                let mut m = format!("OPTIONS sip:{i:05}@127.0.0.1 SIP/2.0\r\n").into_bytes();
+                m.resize(500, b'x');
+                Bytes::from(m)
+            })
+            .collect()
+    }
+
+    /// A turn's messages wait for `flush_queued` and then leave together, in order, over
+    /// TCP and over TLS; a connection with `FLUSH_AT` queued is written at once, and a close
+    /// writes what was queued before it.
+    #[tokio::test]
+    async fn a_turns_messages_leave_together_at_the_flush() {
+        let messages = numbered(FLUSH_AT + 36);
+        let all: Vec<u8> = messages.iter().flat_map(|m| m.iter().copied()).collect();
+        let cut = FLUSH_AT * 500;
+        for secure in [false, true] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut net = NetPoll::new().unwrap();
+            let settings = if secure {
+                let issued = tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+                let client = ClientSettings {
+                    verify: tls::Verify::InsecureSkipVerification,
+                    identity: None,
+                };
+                let server = tls::ServerSettings {
+                    identity: issued.identity().unwrap(),
+                    client_cas: None,
+                };
+                let config = server.config().unwrap();
+                let settings = Arc::new(
+                    StreamSettings::new(FlowKind::Tls, addr, "127.0.0.1", &client, None, "/", None)
+                        .unwrap(),
+                );
+                (settings, Some(config))
+            } else {
+                (tcp_settings(addr, None), None)
+            };
+            let mut events = VecDeque::new();
+            net.connect(0, 1, Instant::now(), settings.0.clone());
+            let (tcp, _) = tokio::select! {
+                r = listener.accept() => r.unwrap(),
+                () = drive(&mut net, &mut events) => unreachable!(),
+            };
+            let mut server: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match settings.1 {
+                Some(config) => Box::new(tokio::select! {
+                    r = tls::accept(tcp, config) => r.unwrap(),
+                    () = drive(&mut net, &mut events) => unreachable!(),
+                }),
+                None => Box::new(tcp),
+            };
+            assert!(matches!(
+                next(&mut net, &mut events).await.event,
+                StreamEvent::Connected { .. }
+            ));
+            // Queued, not written: nothing on the wire before the flush.
+            for m in &messages[..10] {
+                assert_eq!(net.send(0, Leg::Server, m.clone()), Sent::Queued);
+            }
+            let early = read_upto(&mut server, 1, Duration::from_millis(100)).await;
+            assert!(
+                early.is_empty(),
+                "secure {secure}: {} bytes before the flush",
+                early.len()
+            );
+            net.flush_queued();
+            let got = read_upto(&mut server, 10 * 500, Duration::from_secs(5)).await;
+            assert_eq!(got, all[..10 * 500], "secure {secure}");
+            // FLUSH_AT queued in one turn: written at once, the rest at the flush.
+            for m in &messages[10..] {
+                assert_eq!(net.send(0, Leg::Server, m.clone()), Sent::Queued);
+            }
+            let at_once = read_upto(&mut server, cut, Duration::from_secs(5)).await;
+            assert_eq!(at_once, all[10 * 500..10 * 500 + cut], "secure {secure}");
+            let early = read_upto(&mut server, 1, Duration::from_millis(100)).await;
+            assert!(
+                early.is_empty(),
+                "secure {secure}: {} bytes before the flush",
+                early.len()
+            );
+            // A close writes what the turn queued first.
+            net.close(0, Leg::Server);
+            let rest = read_upto(&mut server, all.len(), Duration::from_secs(5)).await;
+            assert_eq!(rest, all[10 * 500 + cut..], "secure {secure}");
+        }
     }
 
     fn ws_settings(addr: SocketAddr) -> Arc<StreamSettings> {
