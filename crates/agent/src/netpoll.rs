@@ -103,6 +103,9 @@ struct Conn {
     offset: usize,
     /// Listed in [`NetPoll::unflushed`]: it has messages queued since the last flush.
     unflushed: bool,
+    /// At most this many messages queued ([`SEND_QUEUE`], or more for a shared
+    /// connection: [`NetPoll::set_send_limit`]).
+    limit: usize,
     /// The connect's trace notes, handed over with [`StreamEvent::Connected`].
     notes: Vec<String>,
     /// The phase timeout, or the next keep-alive once open.
@@ -452,7 +455,7 @@ impl NetPoll {
                         None => Some(Bytes::from_static(b"\r\n\r\n")),
                     };
                     if let Some(ping) = ping
-                        && c.queue.len() < SEND_QUEUE
+                        && c.queue.len() < c.limit
                     {
                         c.queue.push_back(ping);
                     }
@@ -529,6 +532,7 @@ impl NetPoll {
             queue: VecDeque::new(),
             offset: 0,
             unflushed: false,
+            limit: SEND_QUEUE,
             notes: Vec::new(),
             deadline: None,
             flow: None,
@@ -579,7 +583,7 @@ impl NetPoll {
         else {
             return Sent::NotConnected;
         };
-        if c.queue.len() >= SEND_QUEUE {
+        if c.queue.len() >= c.limit {
             return Sent::Full;
         }
         match c.ws.as_mut() {
@@ -589,7 +593,9 @@ impl NetPoll {
             },
             None => c.queue.push_back(bytes),
         }
-        if c.queue.len() >= FLUSH_AT {
+        // Every FLUSH_AT queued (not on each send past it: a socket that is full is written
+        // again when it is writable).
+        if c.queue.len() % FLUSH_AT == 0 {
             if let Err(e) = self.flush(endpoint) {
                 self.close_with(endpoint, format!("send failed: {e}"));
             }
@@ -620,6 +626,15 @@ impl NetPoll {
         // The list's room is kept (nothing was queued while it was out: `flush` queues none).
         if self.unflushed.is_empty() {
             self.unflushed = keys;
+        }
+    }
+
+    /// Lets connection `leg` of `endpoint` (made by the last `connect_to`) hold up to `limit`
+    /// messages queued instead of [`SEND_QUEUE`]: a shared connection carries many
+    /// endpoints' messages.
+    pub fn set_send_limit(&mut self, endpoint: usize, leg: Leg, limit: usize) {
+        if let Some(c) = self.cell_mut(key(endpoint, leg)).and_then(Option::as_mut) {
+            c.limit = limit.max(1);
         }
     }
 
@@ -1423,14 +1438,23 @@ mod tests {
 
     /// A bounded queue: while the server reads nothing, messages queue up to the bound and
     /// the next one is refused; once the server reads, everything queued arrives in order.
+    /// A shared connection's bound is its own (`set_send_limit`).
     #[tokio::test]
     async fn a_full_queue_refuses_sends_and_drains_in_order() {
+        full_queue(None).await;
+        full_queue(Some(600)).await;
+    }
+
+    async fn full_queue(limit: Option<usize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut net = NetPoll::new().unwrap();
         let settings = tcp_settings(addr, None);
         let mut events = VecDeque::new();
         net.connect(0, 1, Instant::now(), settings.clone());
+        if let Some(l) = limit {
+            net.set_send_limit(0, Leg::Server, l);
+        }
         let (mut server, _) = listener.accept().await.unwrap();
         assert!(matches!(
             next(&mut net, &mut events).await.event,
@@ -1448,7 +1472,12 @@ mod tests {
             }
             assert!(sent < 100_000, "never full");
         };
-        assert!(full && sent as usize >= SEND_QUEUE, "{sent}");
+        let bound = limit.unwrap_or(SEND_QUEUE);
+        // The kernel's buffers hold a few messages more than the queue, never many.
+        assert!(
+            full && sent as usize >= bound && (sent as usize) < bound + 200,
+            "{sent}"
+        );
         // The server reads everything while the set writes the rest.
         let expected = sent as usize * 64 * 1024;
         let mut got = Vec::with_capacity(expected);

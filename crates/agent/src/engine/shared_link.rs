@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Shard;
-use crate::conn::{StreamEvent, StreamIn};
+use crate::conn::{SEND_QUEUE, SHARED_SEND_QUEUE_MAX, StreamEvent, StreamIn};
 use crate::netpoll::Leg;
 use crate::trace::TraceEntry;
 
@@ -112,6 +112,13 @@ impl Shard<'_> {
             link.addr,
             settings,
         );
+        // Room for every member's messages (a trunk waits for a slow server, it does not
+        // drop its calls' messages).
+        let limit = link
+            .members
+            .saturating_mul(SEND_QUEUE)
+            .min(SHARED_SEND_QUEUE_MAX);
+        self.net.set_send_limit(link.key, Leg::Server, limit);
     }
 
     /// `connect` for an endpoint on a shared connection: it joins the connection (opening
