@@ -26,6 +26,7 @@ use bytes::Bytes;
 use registrar::{Flow, Registrar, RegistrarConfig};
 use sip_msg::{Frame, Framer, Host, Message};
 use sip_net::tls::{ServerSettings, TlsError};
+use sip_net::ws::WsIn;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
@@ -646,12 +647,24 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     if events.send(ConnEvent::Open(peer, id, tx)).await.is_err() {
         return;
     }
+    let mut alive_told: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            r = ws.recv() => match r {
-                Ok(Some(m)) => {
+            r = ws.recv_any() => match r {
+                Ok(Some(WsIn::Message(m))) => {
                     if events.send(ConnEvent::Message(peer, Some(id), m)).await.is_err() {
                         break;
+                    }
+                }
+                // RFC 5626 §4.4.1 over a WebSocket: a ping frame (tungstenite sends the
+                // pong) keeps the flow, as a CRLFCRLF does over TCP.
+                Ok(Some(WsIn::Alive)) => {
+                    let now = tokio::time::Instant::now();
+                    if alive_told.is_none_or(|t| now - t >= ALIVE_EVERY) {
+                        alive_told = Some(now);
+                        if events.send(ConnEvent::Alive(peer, id)).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 Ok(None) | Err(_) => break,

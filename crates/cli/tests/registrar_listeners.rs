@@ -263,3 +263,88 @@ fn the_flow_timer_of_an_outbound_register_over_tcp_is_set_by_flow_timer() {
         }
     }
 }
+
+/// A phone, user 1001, registered with RFC 5626 outbound straight over a WebSocket at
+/// `sipmeter registrar --open` on one WS listener with `more` args: the registrar, the
+/// phone's WebSocket, and the answer to its REGISTER.
+async fn outbound_phone_over_ws(
+    more: &[&str],
+) -> (
+    Proc,
+    sip_net::ws::SipWebSocket<tokio::net::TcpStream>,
+    String,
+) {
+    let mut args = vec!["--open", "--listen", "ws:127.0.0.1:0"];
+    args.extend_from_slice(more);
+    let (reg, line, _out) = start_registrar(&args);
+    let port = port_in(&line, "ws");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let local = tcp.local_addr().unwrap();
+    let mut ws = sip_net::ws::connect(tcp, false, &format!("127.0.0.1:{port}"), "/", false)
+        .await
+        .expect("the WebSocket upgrade");
+    let register = format!(
+        "REGISTER sip:127.0.0.1:{port};transport=ws SIP/2.0\r\n\
+Via: SIP/2.0/WS {local};branch=z9hG4bKwsflow;rport\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: ws-flow@test\r\n\
+CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:1001@{local};transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000002>\"\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    ws.send(register.as_bytes()).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), ws.recv())
+        .await
+        .expect("an answer within 10 s")
+        .unwrap()
+        .expect("an answer, not a close");
+    (reg, ws, String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// RFC 5626 §4.4.1 over a WebSocket, from `sipmeter registrar`'s side (`--flow-timer 1`): a
+/// phone registered with outbound straight over WS that sends WebSocket ping frames every
+/// 300 ms keeps its connection for as long as it pings (2.5 s here, twice the limit); once
+/// it stops, the registrar closes the connection 1.25 s after the last ping.
+#[tokio::test]
+async fn a_websocket_phone_is_kept_by_its_pings_and_closed_when_it_goes_silent() {
+    use sip_net::ws::WsIn;
+    use std::time::{Duration, Instant};
+    let (_reg, mut ws, answer) =
+        outbound_phone_over_ws(&["--flow-timer", "1", "--failed-flow-hold", "1s"]).await;
+    assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+    assert!(answer.contains("Flow-Timer: 1\r\n"), "{answer}");
+    // Pinging: the connection stays (pongs come back, nothing else, no close).
+    let start = Instant::now();
+    let mut pongs = 0;
+    while start.elapsed() < Duration::from_millis(2500) {
+        ws.ping().await.unwrap();
+        let until = tokio::time::Instant::now() + Duration::from_millis(300);
+        loop {
+            match tokio::time::timeout_at(until, ws.recv_any()).await {
+                Err(_) => break,
+                Ok(Ok(Some(WsIn::Alive))) => pongs += 1,
+                Ok(other) => panic!("pinging, at {:?}: {other:?}", start.elapsed()),
+            }
+        }
+    }
+    assert!(pongs >= 6, "{pongs} pongs");
+    // Silent: closed 1.25 s after the last ping (looked at every eighth of that).
+    let last_ping = Instant::now() - Duration::from_millis(300);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.recv_any().await {
+                Ok(Some(WsIn::Alive)) => {}
+                Ok(None) | Err(_) => return Instant::now(),
+                Ok(Some(WsIn::Message(m))) => panic!("{m:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 5 s");
+    let after = closed - last_ping;
+    assert!(
+        after >= Duration::from_millis(1100) && after <= Duration::from_millis(2500),
+        "{after:?}"
+    );
+}

@@ -507,8 +507,9 @@ struct OutboundFlow {
     heard: Instant,
     /// The Flow-Timer (seconds) the phone was given when the connection is watched for
     /// silence: a TCP or TLS connection, where the phone keeps its flow with CRLF
-    /// keep-alives (RFC 5626 §3.5.1), with a Flow-Timer sent. Not a WebSocket: its
-    /// keep-alive, WebSocket pings, is answered below the driver, which never sees it.
+    /// keep-alives (RFC 5626 §3.5.1), or a WS or WSS one, where it sends WebSocket ping
+    /// frames (the driver reports them: [`Registrar::handle_flow_alive`]), with a Flow-Timer
+    /// sent.
     watched: Option<u32>,
 }
 
@@ -800,10 +801,12 @@ impl Registrar {
         }
     }
 
-    /// The next connection the driver is to close: a TCP or TLS connection with outbound
-    /// bindings straight from a phone that sent nothing, keep-alives included, for a quarter
-    /// longer than the Flow-Timer it was given (RFC 5626 §4.4.1; a NAT or firewall on the way
-    /// that dropped the connection without a word). WebSockets are not watched. A driver
+    /// The next connection the driver is to close: a TCP, TLS, WS or WSS connection with
+    /// outbound bindings straight from a phone that sent nothing, keep-alives included (CRLF
+    /// pings; over a WebSocket, ping frames, which the driver reports through
+    /// [`Self::handle_flow_alive`]), for a quarter longer than the Flow-Timer it was given
+    /// (RFC 5626 §4.4.1; a NAT or firewall on the way that dropped the connection without a
+    /// word). A driver
     /// drains this after each input, as it does [`Self::poll_transmit_flow`]: the queue
     /// holds every connection failed so far. Its bindings have already failed, as for
     /// [`Self::handle_flow_closed`] (which the driver may still call when the connection
@@ -1229,7 +1232,7 @@ impl Registrar {
                 if flow_state == FlowState::Direct && on_stream {
                     let transport = &self.ifaces.of(source).config.transport;
                     let watched = self.flow_timer.filter(|_| {
-                        ["TCP", "TLS"]
+                        ["TCP", "TLS", "WS", "WSS"]
                             .iter()
                             .any(|t| transport.eq_ignore_ascii_case(t))
                     });
@@ -2928,7 +2931,7 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
     /// included, for 150 s (a quarter more) is taken for dead: the driver is told to close
     /// it and its bindings fail as for a close (430). A keep-alive or a message on it keeps
     /// it; plain and edge bindings' connections are not watched; without a Flow-Timer none
-    /// is.
+    /// is. WS and WSS connections are watched as TCP ones.
     #[test]
     fn a_silent_outbound_connection_is_closed_and_its_binding_fails() {
         let mut reg = tcp_registrar();
@@ -3025,22 +3028,42 @@ Content-Length: 0\r\n\r\n"
             "{closed:?}"
         );
 
-        // Without a Flow-Timer sent no connection is watched, nor a WebSocket (its pings
-        // never reach the core).
+        // Without a Flow-Timer sent no connection is watched.
         let mut quiet = tcp_registrar();
         quiet.set_flow_timer(None);
-        let ws = Registrar::new(RegistrarConfig {
-            transport: "WS".into(),
-            ..open_registrar().config.clone()
-        });
-        for mut reg in [quiet, ws] {
+        register_tcp(&mut quiet, t0, "a", pinged, Some("a"), "");
+        assert_eq!(quiet.bindings("a")[0].flow_state, FlowState::Direct);
+        quiet.handle_timeout(secs(500.0));
+        assert!(quiet.poll_close_flow().is_none());
+        assert_eq!(
+            send_to_user(&mut quiet, secs(500.0), "a", 3),
+            Ok(Flow::first(pinged))
+        );
+
+        // A WebSocket and a secure one are watched as TCP is: their ping frames, reported
+        // by the driver, keep them; silent past 150 s, they are closed.
+        for transport in ["WS", "WSS"] {
+            let mut reg = Registrar::new(RegistrarConfig {
+                transport: transport.into(),
+                ..open_registrar().config.clone()
+            });
             register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
+            register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
             assert_eq!(reg.bindings("a")[0].flow_state, FlowState::Direct);
-            reg.handle_timeout(secs(500.0));
-            assert!(reg.poll_close_flow().is_none());
-            assert_eq!(
-                send_to_user(&mut reg, secs(500.0), "a", 3),
-                Ok(Flow::first(pinged))
+            reg.handle_flow_alive(secs(100.0), Flow::first(pinged));
+            let mut closed = Vec::new();
+            for t in 1..=300 {
+                if reg.poll_timeout().is_some_and(|w| w <= secs(f64::from(t))) {
+                    reg.handle_timeout(secs(f64::from(t)));
+                }
+                closed.extend(std::iter::from_fn(|| reg.poll_close_flow()).map(|f| (t, f)));
+            }
+            // b silent from the start: closed at the first look after 150 s; a, heard at
+            // 100 s, at the first after 250 s.
+            assert!(
+                matches!(closed[..], [(150..=170, b), (250..=270, a)]
+                    if b == Flow::first(talking) && a == Flow::first(pinged)),
+                "{transport}: {closed:?}"
             );
         }
     }

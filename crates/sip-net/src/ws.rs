@@ -159,6 +159,15 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(SipWebSocket { inner })
 }
 
+/// What [`SipWebSocket::recv_any`] received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsIn {
+    /// One SIP message.
+    Message(Bytes),
+    /// A ping or pong frame: the peer is there.
+    Alive,
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> SipWebSocket<S> {
     /// The stream underneath (TCP or TLS).
     pub fn get_ref(&self) -> &S {
@@ -183,16 +192,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SipWebSocket<S> {
     /// Cancel safe: `StreamExt::next` keeps partial frames in the stream.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, WsError> {
         loop {
+            match self.recv_any().await? {
+                Some(WsIn::Message(m)) => return Ok(Some(m)),
+                Some(WsIn::Alive) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Receives the next SIP message or control frame: a ping or pong is [`WsIn::Alive`] (an
+    /// RFC 5626 keep-alive over a WebSocket: the peer is there). `Ok(None)` when the peer
+    /// closed the WebSocket. Pings are answered by tungstenite on the next read or write.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: `StreamExt::next` keeps partial frames in the stream.
+    pub async fn recv_any(&mut self) -> Result<Option<WsIn>, WsError> {
+        loop {
             match self.inner.next().await {
                 None | Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                    return Ok(Some(m.into_data()));
+                    return Ok(Some(WsIn::Message(m.into_data())));
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(Some(WsIn::Alive)),
+                Some(Ok(Message::Frame(_))) => {}
                 Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => return Ok(None),
                 Some(Err(e)) => return Err(e),
             }
         }
+    }
+
+    /// Sends a ping frame (RFC 6455 §5.5.2), as a phone keeps its flow (RFC 5626 §4.4.1).
+    pub async fn ping(&mut self) -> Result<(), WsError> {
+        self.inner.send(Message::Ping(Vec::new().into())).await
     }
 
     /// Closes the WebSocket (best effort).
