@@ -103,6 +103,8 @@ struct Conn {
     offset: usize,
     /// Listed in [`NetPoll::unflushed`]: it has messages queued since the last flush.
     unflushed: bool,
+    /// Registered for writability too (while connecting, and while a write is blocked).
+    writable: bool,
     /// At most this many messages queued ([`SEND_QUEUE`], or more for a shared
     /// connection: [`NetPoll::set_send_limit`]).
     limit: usize,
@@ -532,6 +534,7 @@ impl NetPoll {
             queue: VecDeque::new(),
             offset: 0,
             unflushed: false,
+            writable: true,
             limit: SEND_QUEUE,
             notes: Vec::new(),
             deadline: None,
@@ -1043,79 +1046,102 @@ impl NetPoll {
         Ok(())
     }
 
-    /// Writes what is queued until the socket would block.
+    /// Writes what is queued until the socket would block. An open connection is watched
+    /// for writability only while a write is blocked: on loopback every ACK would raise a
+    /// writable edge, and so wake the shard, after each of our writes.
     fn flush(&mut self, endpoint: usize) -> io::Result<()> {
-        let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
+        let registry = self.poll.get_ref().registry();
+        let Some(c) = self.conns[endpoint & 1]
+            .get_mut(endpoint >> 1)
+            .and_then(Option::as_mut)
+        else {
             return Ok(());
         };
         if c.phase == Phase::Connecting {
             return Ok(());
         }
-        loop {
-            match &mut c.tls {
-                None => {
-                    if c.queue.is_empty() {
-                        return Ok(());
-                    }
-                    // Every queued message (up to WRITE_BATCH) in one write.
-                    let mut slices = [io::IoSlice::new(&[]); WRITE_BATCH];
-                    let mut n = 0;
-                    for (i, m) in c.queue.iter().take(WRITE_BATCH).enumerate() {
-                        slices[i] = io::IoSlice::new(if i == 0 { &m[c.offset..] } else { m });
-                        n = i + 1;
-                    }
-                    match c.sock.write_vectored(&slices[..n]) {
-                        Ok(mut wrote) => {
-                            // Whole messages written leave the queue; a part moves the offset.
-                            while let Some(front) = c.queue.front() {
-                                let left = front.len() - c.offset;
-                                if wrote < left {
-                                    c.offset += wrote;
-                                    break;
-                                }
-                                wrote -= left;
-                                c.queue.pop_front();
-                                c.offset = 0;
+        let blocked = write_queue(c);
+        let want = c.phase != Phase::Open || matches!(blocked, Ok(true));
+        if want != c.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut c.sock, token(endpoint, false), interest)?;
+            c.writable = want;
+        }
+        blocked.map(|_| ())
+    }
+}
+
+/// Writes `c`'s queue until it is empty (`Ok(false)`) or the socket would block
+/// (`Ok(true)`).
+fn write_queue(c: &mut Conn) -> io::Result<bool> {
+    loop {
+        match &mut c.tls {
+            None => {
+                if c.queue.is_empty() {
+                    return Ok(false);
+                }
+                // Every queued message (up to WRITE_BATCH) in one write.
+                let mut slices = [io::IoSlice::new(&[]); WRITE_BATCH];
+                let mut n = 0;
+                for (i, m) in c.queue.iter().take(WRITE_BATCH).enumerate() {
+                    slices[i] = io::IoSlice::new(if i == 0 { &m[c.offset..] } else { m });
+                    n = i + 1;
+                }
+                match c.sock.write_vectored(&slices[..n]) {
+                    Ok(mut wrote) => {
+                        // Whole messages written leave the queue; a part moves the offset.
+                        while let Some(front) = c.queue.front() {
+                            let left = front.len() - c.offset;
+                            if wrote < left {
+                                c.offset += wrote;
+                                break;
                             }
+                            wrote -= left;
+                            c.queue.pop_front();
+                            c.offset = 0;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(t) => {
+                while t.wants_write() {
+                    match t.write_tls(&mut c.sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
                 }
-                Some(t) => {
-                    while t.wants_write() {
-                        match t.write_tls(&mut c.sock) {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    // rustls holds nothing unsent: hand it the queued messages (up to
-                    // WRITE_BATCH and TLS_BATCH bytes, within rustls's 64 KiB buffer),
-                    // whose records then leave in one write.
-                    if matches!(c.phase, Phase::Connecting | Phase::Handshaking) {
-                        return Ok(());
-                    }
-                    let mut bytes = 0;
-                    let take = c
-                        .queue
-                        .iter()
-                        .take(WRITE_BATCH)
-                        .take_while(|m| {
-                            bytes += m.len();
-                            bytes <= TLS_BATCH
-                        })
-                        .count()
-                        .max(1)
-                        .min(c.queue.len());
-                    if take == 0 {
-                        return Ok(());
-                    }
-                    for m in c.queue.drain(..take) {
-                        t.writer().write_all(&m)?;
-                    }
+                // rustls holds nothing unsent: hand it the queued messages (up to
+                // WRITE_BATCH and TLS_BATCH bytes, within rustls's 64 KiB buffer),
+                // whose records then leave in one write.
+                if matches!(c.phase, Phase::Connecting | Phase::Handshaking) {
+                    return Ok(false);
+                }
+                let mut bytes = 0;
+                let take = c
+                    .queue
+                    .iter()
+                    .take(WRITE_BATCH)
+                    .take_while(|m| {
+                        bytes += m.len();
+                        bytes <= TLS_BATCH
+                    })
+                    .count()
+                    .max(1)
+                    .min(c.queue.len());
+                if take == 0 {
+                    return Ok(false);
+                }
+                for m in c.queue.drain(..take) {
+                    t.writer().write_all(&m)?;
                 }
             }
         }
