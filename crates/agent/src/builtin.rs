@@ -113,7 +113,8 @@ enum ConnEvent {
     Open(Flow, u64, mpsc::Sender<Bytes>),
     /// A message, on a connection (its id) or a UDP socket (`None`).
     Message(Flow, Option<u64>, Bytes),
-    /// A CRLFCRLF keep-alive came on the connection of this id (and was answered): the flow
+    /// A keep-alive came on the connection of this id: a CRLFCRLF (answered with a CRLF), or
+    /// over a WebSocket a ping frame (tungstenite sends the pong) or a pong frame. The flow
     /// is alive.
     Alive(Flow, u64),
     /// The connection of this id closed.
@@ -129,7 +130,7 @@ fn next_conn_id() -> u64 {
 }
 
 /// At most one [`ConnEvent::Alive`] per connection in this long: a peer streaming CRLFCRLF
-/// cannot flood the core's inbox. Well under any Flow-Timer (whole seconds).
+/// or ping frames cannot flood the core's inbox. Well under any Flow-Timer (whole seconds).
 const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A listener bound, before the core runs.
@@ -273,6 +274,9 @@ impl BuiltinRegistrar {
                             iface,
                             tls,
                             websocket,
+                            ws_ping_after: services
+                                .flow_timer
+                                .map(|s| std::time::Duration::from_secs(u64::from(s.max(1)))),
                         },
                         events.clone(),
                         stop.subscribe(),
@@ -524,6 +528,9 @@ struct Acceptor {
     iface: u8,
     tls: Option<Arc<sip_net::tls::rustls::ServerConfig>>,
     websocket: bool,
+    /// A WebSocket silent this long gets a ping frame from us (the Flow-Timer: see
+    /// [`serve_websocket`]); `None`: never.
+    ws_ping_after: Option<std::time::Duration>,
 }
 
 async fn accept_loop(
@@ -532,6 +539,7 @@ async fn accept_loop(
         iface,
         tls,
         websocket,
+        ws_ping_after,
     }: Acceptor,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
@@ -553,13 +561,13 @@ async fn accept_loop(
                     match (tls, websocket) {
                         (None, false) => serve_connection(tcp, peer, events, stopped).await,
                         (None, true) => match sip_net::ws::accept(tcp).await {
-                            Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                            Ok(ws) => serve_websocket(ws, peer, events, stopped, ws_ping_after).await,
                             Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
                         },
                         (Some(config), ws) => match sip_net::tls::accept(tcp, config).await {
                             Ok(stream) if !ws => serve_connection(stream, peer, events, stopped).await,
                             Ok(stream) => match sip_net::ws::accept(stream).await {
-                                Ok(ws) => serve_websocket(ws, peer, events, stopped).await,
+                                Ok(ws) => serve_websocket(ws, peer, events, stopped, ws_ping_after).await,
                                 Err(_) => { counters.ws_failed.fetch_add(1, Ordering::Relaxed); }
                             },
                             Err(_) => {
@@ -636,11 +644,18 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Moves whole messages between one WebSocket (one SIP message per WebSocket message,
 /// RFC 7118 §5) and the core until either side closes.
+///
+/// A WebSocket that carried nothing for `ping_after` (the Flow-Timer) gets a ping frame:
+/// a browser cannot send ping frames and its SIP stack (JsSIP, SIP.js by default) sends no
+/// CRLF keep-alive, but every browser answers a ping with a pong, which tells the core the
+/// flow is alive before its silence limit (a quarter more than the Flow-Timer) is reached.
+/// A phone that keeps its own flow (ours ping at 80–100 % of it) is never pinged.
 async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: sip_net::ws::SipWebSocket<S>,
     peer: Flow,
     events: mpsc::Sender<ConnEvent>,
     mut stopped: watch::Receiver<bool>,
+    ping_after: Option<std::time::Duration>,
 ) {
     let (tx, mut outbox) = mpsc::channel::<Bytes>(256);
     let id = next_conn_id();
@@ -648,10 +663,13 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let mut alive_told: Option<tokio::time::Instant> = None;
+    let ping_at = |from: tokio::time::Instant| ping_after.map(|d| from + d);
+    let mut next_ping = ping_at(tokio::time::Instant::now());
     loop {
         tokio::select! {
             r = ws.recv_any() => match r {
                 Ok(Some(WsIn::Message(m))) => {
+                    next_ping = ping_at(tokio::time::Instant::now());
                     if events.send(ConnEvent::Message(peer, Some(id), m)).await.is_err() {
                         break;
                     }
@@ -660,6 +678,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
                 // pong) keeps the flow, as a CRLFCRLF does over TCP.
                 Ok(Some(WsIn::Alive)) => {
                     let now = tokio::time::Instant::now();
+                    next_ping = ping_at(now);
                     if alive_told.is_none_or(|t| now - t >= ALIVE_EVERY) {
                         alive_told = Some(now);
                         if events.send(ConnEvent::Alive(peer, id)).await.is_err() {
@@ -677,6 +696,19 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 None => break,
             },
+            () = async {
+                match next_ping {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Silent for the Flow-Timer: ask (its pong is the answer), then wait as long
+                // again before asking again.
+                next_ping = ping_at(tokio::time::Instant::now());
+                if ws.ping().await.is_err() {
+                    break;
+                }
+            }
             _ = stopped.changed() => break,
         }
     }

@@ -2399,6 +2399,9 @@ impl<'a> Shard<'a> {
         tokio::pin!(sleep);
         loop {
             self.probe.turn();
+            // What the last wake's input made (answers, ACKs, retries) leaves before this
+            // turn's timers and media pass.
+            self.net.flush_queued();
             let now = Instant::now();
             if self.events.due().is_some_and(|t| t <= now) {
                 let _ = self.events.flush();

@@ -302,49 +302,59 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
     (reg, ws, String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// RFC 5626 §4.4.1 over a WebSocket, from `sipmeter registrar`'s side (`--flow-timer 1`): a
-/// phone registered with outbound straight over WS that sends WebSocket ping frames every
-/// 300 ms keeps its connection for as long as it pings (2.5 s here, twice the limit); once
-/// it stops, the registrar closes the connection 1.25 s after the last ping.
+/// RFC 5626 §4.4.1 over a WebSocket, from `sipmeter registrar`'s side (`--flow-timer 1`),
+/// for a phone registered with outbound straight over WS:
+/// - one that sends ping frames every 300 ms (as ours do) keeps its connection while it
+///   pings (2.5 s here, twice the silence limit of 1.25 s);
+/// - one that sends nothing but reads (a browser: it cannot send ping frames, but answers
+///   the registrar's, sent after a Flow-Timer of silence) keeps it too (3 s);
+/// - one that neither sends nor reads (gone behind a NAT) is closed: after 3 s of it the
+///   stream ends.
 #[tokio::test]
-async fn a_websocket_phone_is_kept_by_its_pings_and_closed_when_it_goes_silent() {
+async fn a_websocket_phone_is_kept_while_it_pings_or_answers_and_closed_when_gone() {
     use sip_net::ws::WsIn;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let (_reg, mut ws, answer) =
         outbound_phone_over_ws(&["--flow-timer", "1", "--failed-flow-hold", "1s"]).await;
     assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
     assert!(answer.contains("Flow-Timer: 1\r\n"), "{answer}");
-    // Pinging: the connection stays (pongs come back, nothing else, no close).
-    let start = Instant::now();
-    let mut pongs = 0;
-    while start.elapsed() < Duration::from_millis(2500) {
+    // Pinging: pongs come back, nothing else, no close.
+    let mut alive = 0;
+    for _ in 0..8 {
         ws.ping().await.unwrap();
         let until = tokio::time::Instant::now() + Duration::from_millis(300);
         loop {
             match tokio::time::timeout_at(until, ws.recv_any()).await {
                 Err(_) => break,
-                Ok(Ok(Some(WsIn::Alive))) => pongs += 1,
-                Ok(other) => panic!("pinging, at {:?}: {other:?}", start.elapsed()),
+                Ok(Ok(Some(WsIn::Alive))) => alive += 1,
+                Ok(other) => panic!("pinging: {other:?}"),
             }
         }
     }
-    assert!(pongs >= 6, "{pongs} pongs");
-    // Silent: closed 1.25 s after the last ping (looked at every eighth of that).
-    let last_ping = Instant::now() - Duration::from_millis(300);
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+    assert!(alive >= 6, "{alive} pongs");
+    // Reading only: the registrar's pings (answered as we read) keep it.
+    let mut pinged = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match tokio::time::timeout_at(until, ws.recv_any()).await {
+            Err(_) => break,
+            Ok(Ok(Some(WsIn::Alive))) => pinged += 1,
+            Ok(other) => panic!("reading only, after {pinged} pings: {other:?}"),
+        }
+    }
+    assert!(pinged >= 2, "{pinged} pings from the registrar in 3 s");
+    // Gone: neither a ping nor a pong for 3 s; then the stream has ended (the registrar
+    // closed it 1.25 s after it last heard from us).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             match ws.recv_any().await {
                 Ok(Some(WsIn::Alive)) => {}
-                Ok(None) | Err(_) => return Instant::now(),
+                Ok(None) | Err(_) => return,
                 Ok(Some(WsIn::Message(m))) => panic!("{m:?}"),
             }
         }
     })
-    .await
-    .expect("closed within 5 s");
-    let after = closed - last_ping;
-    assert!(
-        after >= Duration::from_millis(1100) && after <= Duration::from_millis(2500),
-        "{after:?}"
-    );
+    .await;
+    assert!(ended.is_ok(), "still open after 3 s of silence both ways");
 }
