@@ -302,6 +302,24 @@ Expires: 600\r\nContent-Length: 0\r\n\r\n"
     (reg, ws, String::from_utf8_lossy(&answer).into_owned())
 }
 
+/// Reads `ws` for `wait`: how many ping or pong frames came (tungstenite answers pings as
+/// it reads). Anything else (a message, a close) fails the test, named by `what`.
+async fn control_frames_for(
+    ws: &mut sip_net::ws::SipWebSocket<tokio::net::TcpStream>,
+    wait: std::time::Duration,
+    what: &str,
+) -> usize {
+    let until = tokio::time::Instant::now() + wait;
+    let mut n = 0;
+    loop {
+        match tokio::time::timeout_at(until, ws.recv_any()).await {
+            Err(_) => return n,
+            Ok(Ok(Some(sip_net::ws::WsIn::Alive))) => n += 1,
+            Ok(other) => panic!("{what}, after {n} control frames: {other:?}"),
+        }
+    }
+}
+
 /// RFC 5626 §4.4.1 over a WebSocket, from `sipmeter registrar`'s side (`--flow-timer 1`),
 /// for a phone registered with outbound straight over WS:
 /// - one that sends ping frames every 300 ms (as ours do) keeps its connection while it
@@ -322,26 +340,11 @@ async fn a_websocket_phone_is_kept_while_it_pings_or_answers_and_closed_when_gon
     let mut alive = 0;
     for _ in 0..8 {
         ws.ping().await.unwrap();
-        let until = tokio::time::Instant::now() + Duration::from_millis(300);
-        loop {
-            match tokio::time::timeout_at(until, ws.recv_any()).await {
-                Err(_) => break,
-                Ok(Ok(Some(WsIn::Alive))) => alive += 1,
-                Ok(other) => panic!("pinging: {other:?}"),
-            }
-        }
+        alive += control_frames_for(&mut ws, Duration::from_millis(300), "pinging").await;
     }
     assert!(alive >= 6, "{alive} pongs");
     // Reading only: the registrar's pings (answered as we read) keep it.
-    let mut pinged = 0;
-    let until = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        match tokio::time::timeout_at(until, ws.recv_any()).await {
-            Err(_) => break,
-            Ok(Ok(Some(WsIn::Alive))) => pinged += 1,
-            Ok(other) => panic!("reading only, after {pinged} pings: {other:?}"),
-        }
-    }
+    let pinged = control_frames_for(&mut ws, Duration::from_secs(3), "reading only").await;
     assert!(pinged >= 2, "{pinged} pings from the registrar in 3 s");
     // Gone: neither a ping nor a pong for 3 s; then the stream has ended (the registrar
     // closed it 1.25 s after it last heard from us).
