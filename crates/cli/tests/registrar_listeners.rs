@@ -137,6 +137,20 @@ fn a_listener_on_every_address_needs_and_uses_advertise() {
     assert!(!stdout.contains("::ffff:"), "{stdout}");
 }
 
+/// An RFC 5626 outbound REGISTER of user 1001 straight over `transport` (`tcp`, `ws`) from
+/// `local` to the registrar at 127.0.0.1:`port`.
+fn outbound_register(transport: &str, port: u16, local: std::net::SocketAddr) -> String {
+    let via = transport.to_ascii_uppercase();
+    format!(
+        "REGISTER sip:127.0.0.1:{port};transport={transport} SIP/2.0\r\n\
+Via: SIP/2.0/{via} {local};branch=z9hG4bKflow{transport};rport\r\nMax-Forwards: 70\r\n\
+From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: flow-{transport}@test\r\n\
+CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
+Contact: <sip:1001@{local};transport={transport}>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000001>\"\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 /// `sipmeter registrar --open` on one TCP listener with `flow_timer` args: the answer to an
 /// RFC 5626 outbound REGISTER sent straight over TCP (its head, up to the blank line).
 fn outbound_register_over_tcp(flow_timer: &[&str]) -> String {
@@ -156,14 +170,7 @@ fn outbound_phone_over_tcp(more: &[&str]) -> (Proc, u16, std::net::TcpStream, St
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let local = tcp.local_addr().unwrap();
-    let register = format!(
-        "REGISTER sip:127.0.0.1:{port};transport=tcp SIP/2.0\r\n\
-Via: SIP/2.0/TCP {local};branch=z9hG4bKflowtimer;rport\r\nMax-Forwards: 70\r\n\
-From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: flow-timer@test\r\n\
-CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
-Contact: <sip:1001@{local};transport=tcp>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000001>\"\r\n\
-Expires: 600\r\nContent-Length: 0\r\n\r\n"
-    );
+    let register = outbound_register("tcp", port, local);
     tcp.write_all(register.as_bytes()).unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
@@ -285,14 +292,7 @@ async fn outbound_phone_over_ws(
     let mut ws = sip_net::ws::connect(tcp, false, &format!("127.0.0.1:{port}"), "/", false)
         .await
         .expect("the WebSocket upgrade");
-    let register = format!(
-        "REGISTER sip:127.0.0.1:{port};transport=ws SIP/2.0\r\n\
-Via: SIP/2.0/WS {local};branch=z9hG4bKwsflow;rport\r\nMax-Forwards: 70\r\n\
-From: <sip:1001@127.0.0.1>;tag=1\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: ws-flow@test\r\n\
-CSeq: 1 REGISTER\r\nSupported: path, outbound\r\n\
-Contact: <sip:1001@{local};transport=ws>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-000000000002>\"\r\n\
-Expires: 600\r\nContent-Length: 0\r\n\r\n"
-    );
+    let register = outbound_register("ws", port, local);
     ws.send(register.as_bytes()).await.unwrap();
     let answer = tokio::time::timeout(std::time::Duration::from_secs(10), ws.recv())
         .await
