@@ -116,6 +116,10 @@ pub struct TransportPlan {
     /// RFC 5626 outbound (`outbound = true`): instance and reg-id in REGISTER, flow
     /// keep-alives with their answers checked, a new registration when the flow fails.
     pub outbound: bool,
+    /// The built-in registrar's entries only (`failed_flow_hold`): how long its RFC 5626
+    /// bindings whose flow failed answer 430 before they are dropped (`None`: its default,
+    /// 30 s; the shortest of the run's entries wins).
+    pub failed_flow_hold: Option<Duration>,
 }
 
 impl Default for TransportPlan {
@@ -133,6 +137,7 @@ impl Default for TransportPlan {
             udp_send_buffer: None,
             sip_dscp: None,
             outbound: false,
+            failed_flow_hold: None,
         }
     }
 }

@@ -143,6 +143,13 @@ pub fn execute(
         })
         .min()
         .or(Some(registrar::DEFAULT_FLOW_TIMER));
+    // `failed_flow_hold`: the shortest of those entries', else the registrar's default.
+    let failed_flow_hold = prepared
+        .builtin_sites
+        .iter()
+        .filter_map(|&site| prepared.plan.site_server(site).transport.failed_flow_hold)
+        .min()
+        .unwrap_or(registrar::DEFAULT_FAILED_FLOW_HOLD);
     let listens = kinds
         .iter()
         .map(|kind| match (kind, &tls) {
@@ -168,6 +175,7 @@ pub fn execute(
             },
             ServiceOptions {
                 flow_timer,
+                failed_flow_hold,
                 ..ServiceOptions::default()
             },
         ))

@@ -116,6 +116,9 @@ pub struct RegistrarEntry {
     pub ws_path: Option<Spanned<String>>,
     /// CRLF keep-alive interval on tcp/tls (RFC 5626 §3.5.1), e.g. `30s` (default) or `0s` (off).
     pub keepalive: Option<Spanned<String>>,
+    /// The built-in registrar only: how long an RFC 5626 binding whose flow failed answers
+    /// 430 before it is dropped, e.g. `30s` (default) or `0s`.
+    pub failed_flow_hold: Option<Spanned<String>>,
     /// Reconnect and re-register when a connection drops (default true).
     pub reconnect: Option<bool>,
     /// UDP: `shared` (one socket per shard, default) or `per-endpoint`.
@@ -1275,6 +1278,19 @@ fn transport_plan(
         udp_send_buffer: buffer(&r.udp_send_buffer, "udp_send_buffer")?,
         sip_dscp: cx.dscp(&r.sip_dscp, &field("sip_dscp"))?,
         outbound,
+        failed_flow_hold: match &r.failed_flow_hold {
+            None => None,
+            Some(h) => match cx.duration(h, &field("failed_flow_hold"))? {
+                d if d > MAX_FAILED_FLOW_HOLD => {
+                    return cx.err(
+                        h.span(),
+                        field("failed_flow_hold"),
+                        "at most 8760h (a year)",
+                    );
+                }
+                d => Some(d),
+            },
+        },
     };
     if let Some(p) = &r.ws_path
         && !p.get_ref().starts_with('/')
@@ -1283,6 +1299,9 @@ fn transport_plan(
     }
     Ok((kind, plan))
 }
+
+/// The longest `failed_flow_hold` (the registrar caps it there too).
+const MAX_FAILED_FLOW_HOLD: Duration = Duration::from_secs(365 * 86_400);
 
 /// Largest WAV file accepted as a source.
 const MAX_WAV_BYTES: u64 = 64 << 20;
@@ -1416,6 +1435,13 @@ pub fn prepare_parsed(
             .is_some_and(|k| k.eq_ignore_ascii_case("builtin"))
             || r.id == "builtin";
         let (kind, transport) = transport_plan(&cx, file, r, i)?;
+        if let Some(h) = r.failed_flow_hold.as_ref().filter(|_| !is_builtin) {
+            return cx.err(
+                h.span(),
+                field("failed_flow_hold"),
+                "applies to the built-in registrar (kind = \"builtin\"): another server keeps its own",
+            );
+        }
         if is_builtin {
             builtin = Some(secret.to_vec());
             let placeholder: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -3662,6 +3688,49 @@ call = "group:callees"
         assert_eq!(e.field, "registrar[0].outbound_proxy", "{e}");
         assert_eq!(e.line, 7, "{e}");
         assert!(e.to_string().contains("takes no outbound proxy"), "{e}");
+    }
+
+    /// `failed_flow_hold` sets the built-in registrar's 430 window; another server's entry
+    /// refuses it, and a bad or over-long value names its line.
+    #[test]
+    fn failed_flow_hold_is_the_builtin_registrars() {
+        let builtin = |hold: &str| {
+            format!(
+                "name = \"a\"\nduration = \"2s\"\n\n[[registrar]]\nid = \"builtin\"\nkind = \"builtin\"\ntransport = \"tcp\"\n{hold}\n\n[[group]]\nname = \"c\"\nendpoints = 1\nregistrar = \"builtin\"\ncall = \"sip:x@sipmeter.builtin\"\n"
+            )
+        };
+        let p = prepare("t.toml", &builtin(""), b"s", 0).unwrap();
+        assert_eq!(p.plan.server.transport.failed_flow_hold, None);
+        let p = prepare("t.toml", &builtin("failed_flow_hold = \"5s\""), b"s", 0).unwrap();
+        assert_eq!(
+            p.plan.server.transport.failed_flow_hold,
+            Some(Duration::from_secs(5))
+        );
+        for (hold, words) in [
+            ("failed_flow_hold = \"soon\"", ""),
+            ("failed_flow_hold = \"9000h\"", "at most 8760h"),
+        ] {
+            let e = prepare("t.toml", &builtin(hold), b"s", 0).unwrap_err();
+            assert_eq!(e.field, "registrar[0].failed_flow_hold", "{hold}: {e}");
+            assert_eq!(e.line, 8, "{hold}: {e}");
+            assert!(e.to_string().contains(words), "{hold}: {e}");
+        }
+        let other = GOOD.replace(
+            "transport = \"udp\"",
+            "transport = \"udp\"\nfailed_flow_hold = \"5s\"",
+        );
+        let e = prepare("t.toml", &other, b"s", 0).unwrap_err();
+        assert_eq!(e.field, "registrar[0].failed_flow_hold", "{e}");
+        assert!(
+            e.to_string().contains("applies to the built-in registrar"),
+            "{e}"
+        );
+        let line = other
+            .lines()
+            .position(|l| l.starts_with("failed_flow_hold"))
+            .unwrap()
+            + 1;
+        assert_eq!(e.line, line, "{e}");
     }
 
     #[test]
