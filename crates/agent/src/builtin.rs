@@ -129,6 +129,10 @@ fn next_conn_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How long a WebSocket send may wait for the peer to take it (its buffers full: a peer
+/// that stopped reading) before the connection is closed.
+const WS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// At most one [`ConnEvent::Alive`] per connection in this long: a peer streaming CRLFCRLF
 /// or ping frames cannot flood the core's inbox. Well under any Flow-Timer (whole seconds).
 const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -649,7 +653,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// a browser cannot send ping frames and its SIP stack (JsSIP, SIP.js by default) sends no
 /// CRLF keep-alive, but every browser answers a ping with a pong, which tells the core the
 /// flow is alive before its silence limit (a quarter more than the Flow-Timer) is reached.
-/// A phone that keeps its own flow (ours ping at 80–100 % of it) is never pinged.
+/// A phone that keeps its own flow (ours ping at 80–100 % of it) is rarely pinged. A send
+/// (a message, a ping) that the peer does not take within [`WS_SEND_LIMIT`] (a peer that
+/// stopped reading) ends the connection, so the task never hangs on a stalled peer.
 async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: sip_net::ws::SipWebSocket<S>,
     peer: Flow,
@@ -690,7 +696,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
             },
             out = outbox.recv() => match out {
                 Some(bytes) => {
-                    if ws.send(&bytes).await.is_err() {
+                    if !matches!(tokio::time::timeout(WS_SEND_LIMIT, ws.send(&bytes)).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -705,7 +711,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
                 // Silent for the Flow-Timer: ask (its pong is the answer), then wait as long
                 // again before asking again.
                 next_ping = ping_at(tokio::time::Instant::now());
-                if ws.ping().await.is_err() {
+                if !matches!(tokio::time::timeout(WS_SEND_LIMIT, ws.ping()).await, Ok(Ok(()))) {
                     break;
                 }
             }

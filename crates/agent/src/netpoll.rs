@@ -14,8 +14,9 @@
 //!
 //! Sending never waits: [`NetPoll::send`] queues a message (at most [`SEND_QUEUE`] per
 //! connection; a full queue refuses it, [`Sent::Full`], and the shard counts a dropped send)
-//! and the shard calls [`NetPoll::flush_queued`] once per turn of its loop, before it sleeps:
-//! what a turn queued on one connection leaves in one write (`writev` of up to
+//! and the shard calls [`NetPoll::flush_queued`] at the top of each turn of its loop (what
+//! the last wake's input made) and before it sleeps (what the turn's timers made): what was
+//! queued on one connection meanwhile leaves in one write (`writev` of up to
 //! [`WRITE_BATCH`] messages; over TLS, one write of their records), as the shard's UDP sends
 //! leave in one `sendmmsg`. A connection with [`FLUSH_AT`] messages queued is written at
 //! once. What the socket does not take waits until it is writable.
@@ -103,7 +104,8 @@ struct Conn {
     offset: usize,
     /// Listed in [`NetPoll::unflushed`]: it has messages queued since the last flush.
     unflushed: bool,
-    /// Registered for writability too (while connecting, and while a write is blocked).
+    /// Registered for writability too: before it is open (connect, TLS handshake, WebSocket
+    /// upgrade) and while a write is blocked.
     writable: bool,
     /// At most this many messages queued ([`SEND_QUEUE`], or more for a shared
     /// connection: [`NetPoll::set_send_limit`]).
@@ -610,8 +612,8 @@ impl NetPoll {
     }
 
     /// Writes what [`Self::send`] queued since the last call, each connection's messages
-    /// together (the shard calls it once per turn, before it sleeps). A connection whose
-    /// write fails is closed ([`StreamEvent::Closed`]).
+    /// together (the shard calls it at the top of each turn and before it sleeps). A
+    /// connection whose write fails is closed ([`StreamEvent::Closed`]).
     pub fn flush_queued(&mut self) {
         let mut keys = std::mem::take(&mut self.unflushed);
         for &k in &keys {
