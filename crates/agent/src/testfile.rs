@@ -3324,18 +3324,15 @@ call = "group:callees"
             "call = \"group:callees\"",
             "call = \"group:callees\"\nsrtp_suites = [\"AEAD_AES_256_GCM\"]",
         );
-        let e = prepare("t.toml", &off, b"s", 0).unwrap_err();
-        assert_eq!(e.field, "group[1].srtp_suites", "{e}");
-        assert!(e.message.contains("needs srtp = \"sdes\""), "{e}");
+        refused(&off, "group[1].srtp_suites", "needs srtp = \"sdes\"");
         let dtls = GOOD.replace(
             "call = \"group:callees\"",
             "call = \"group:callees\"\nsrtp = \"dtls\"\nsrtp_suites = [\"AEAD_AES_256_GCM\"]",
         );
-        let e = prepare("t.toml", &dtls, b"s", 0).unwrap_err();
-        assert_eq!(e.field, "group[1].srtp_suites", "{e}");
-        assert!(
-            e.message.contains("does not apply to srtp = \"dtls\""),
-            "{e}"
+        refused(
+            &dtls,
+            "group[1].srtp_suites",
+            "does not apply to srtp = \"dtls\"",
         );
     }
 
@@ -3690,6 +3687,15 @@ call = "group:callees"
         assert!(e.to_string().contains("takes no outbound proxy"), "{e}");
     }
 
+    /// The error `file` is refused with, after checking that it names `field` and says
+    /// `words`.
+    fn refused(file: &str, field: &str, words: &str) -> FileError {
+        let e = prepare("t.toml", file, b"s", 0).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(words), "{e}");
+        e
+    }
+
     /// `failed_flow_hold` sets the built-in registrar's 430 window; another server's entry
     /// refuses it, and a bad or over-long value names its line.
     #[test]
@@ -3710,20 +3716,17 @@ call = "group:callees"
             ("failed_flow_hold = \"soon\"", ""),
             ("failed_flow_hold = \"9000h\"", "at most 8760h"),
         ] {
-            let e = prepare("t.toml", &builtin(hold), b"s", 0).unwrap_err();
-            assert_eq!(e.field, "registrar[0].failed_flow_hold", "{hold}: {e}");
+            let e = refused(&builtin(hold), "registrar[0].failed_flow_hold", words);
             assert_eq!(e.line, 8, "{hold}: {e}");
-            assert!(e.to_string().contains(words), "{hold}: {e}");
         }
         let other = GOOD.replace(
             "transport = \"udp\"",
             "transport = \"udp\"\nfailed_flow_hold = \"5s\"",
         );
-        let e = prepare("t.toml", &other, b"s", 0).unwrap_err();
-        assert_eq!(e.field, "registrar[0].failed_flow_hold", "{e}");
-        assert!(
-            e.to_string().contains("applies to the built-in registrar"),
-            "{e}"
+        let e = refused(
+            &other,
+            "registrar[0].failed_flow_hold",
+            "applies to the built-in registrar",
         );
         let line = other
             .lines()

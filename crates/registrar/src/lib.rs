@@ -2926,6 +2926,20 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(send_to_user(&mut reg, t0, "u", 5), Ok(Flow::first(phone)));
     }
 
+    /// Runs `reg`'s timers on whole seconds after `t0`, up to `last`: the connections it
+    /// closed for silence, with the second each was closed at.
+    fn closed_each_second(reg: &mut Registrar, t0: Instant, last: u32) -> Vec<(u32, Flow)> {
+        let mut closed = Vec::new();
+        for t in 1..=last {
+            let now = t0 + Duration::from_secs(u64::from(t));
+            if reg.poll_timeout().is_some_and(|w| w <= now) {
+                reg.handle_timeout(now);
+            }
+            closed.extend(std::iter::from_fn(|| reg.poll_close_flow()).map(|f| (t, f)));
+        }
+        closed
+    }
+
     /// RFC 5626 §4.4.1 from the registrar's side: a connection with an outbound binding
     /// straight from the phone (Flow-Timer 120 s sent) that carries nothing, keep-alives
     /// included, for 150 s (a quarter more) is taken for dead: the driver is told to close
@@ -3015,13 +3029,7 @@ Content-Length: 0\r\n\r\n"
         register_tcp(&mut reg, t0, "a", pinged, Some("a"), "");
         reg.set_flow_timer(Some(10));
         register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
-        let mut closed = Vec::new();
-        for t in 1..=40 {
-            if reg.poll_timeout().is_some_and(|w| w <= secs(f64::from(t))) {
-                reg.handle_timeout(secs(f64::from(t)));
-            }
-            closed.extend(std::iter::from_fn(|| reg.poll_close_flow()).map(|f| (t, f)));
-        }
+        let closed = closed_each_second(&mut reg, t0, 40);
         // b after 12.5 s (looked at every 1.56 s, here on whole seconds), a not yet.
         assert!(
             matches!(closed[..], [(13..=15, f)] if f == Flow::first(talking)),
@@ -3051,13 +3059,7 @@ Content-Length: 0\r\n\r\n"
             register_tcp(&mut reg, t0, "b", talking, Some("b"), "");
             assert_eq!(reg.bindings("a")[0].flow_state, FlowState::Direct);
             reg.handle_flow_alive(secs(100.0), Flow::first(pinged));
-            let mut closed = Vec::new();
-            for t in 1..=300 {
-                if reg.poll_timeout().is_some_and(|w| w <= secs(f64::from(t))) {
-                    reg.handle_timeout(secs(f64::from(t)));
-                }
-                closed.extend(std::iter::from_fn(|| reg.poll_close_flow()).map(|f| (t, f)));
-            }
+            let closed = closed_each_second(&mut reg, t0, 300);
             // b silent from the start: closed at the first look after 150 s; a, heard at
             // 100 s, at the first after 250 s.
             assert!(
