@@ -115,20 +115,20 @@ TOML
 import json, sys
 v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 r, cores, scores, drops = float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-m = [e["media"] for e in v["endpoints"] if e.get("media")]
-tx = sum(x["tx_packets"] for x in m); rx = sum(x["rx_packets"] for x in m)
-lost = sum(max(0, x["rx_lost"]) for x in m)
-mos = sum(x["mos"] for x in m) / len(m) if m else 0
-minmos = min((x["mos_min"] or x["mos"]) for x in m) if m else 0
-jit = sum(x["jitter_ms"] for x in m) / len(m) if m else 0
-maxjit = max((x["jitter_max_ms"] for x in m), default=0)
+sys.path.insert(0, "benches/load")
+from rtpfig import media_figures
+f = media_figures(v)
+tx, rx, loss, mos, minmos = f["tx"], f["rx"], f["loss_pct"], f["mos"], f["min_mos"]
+jit, maxjit = f["jitter_ms"], f["max_jitter_ms"]
 sm = v["summary"]
 p99 = sm.get("send_jitter_p99_ms")
 p99s = f"{p99:7.3f}ms" if p99 is not None else "        -"
 flag = "OVERLOADED" if sm["generator_overloaded"] else ""
+if f["unrated"]:
+    flag += f" unrated {f['unrated']}"
 if sm.get("calls_answered", n) < n:
     flag += f" answered {sm.get('calls_answered')}/{n}"
-print(f"{n:7d} {tx:12d} {rx:12d} {100*lost/max(1,rx+lost):8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {sm['late_timers']:7d} {p99s} {cores:>8} {scores:>8} {drops:>10} {r/n:8.1f}  {flag}")
+print(f"{n:7d} {tx:12d} {rx:12d} {loss:8.3f} {mos:6.2f} {minmos:6.2f} {jit:7.2f}ms {maxjit:7.2f}ms {sm['late_timers']:7d} {p99s} {cores:>8} {scores:>8} {drops:>10} {r/n:8.1f}  {flag}")
 PY
 done
 echo "(loss: RFC 3550 A.3 on the echoed stream, i.e. both directions through SIPp; cores: while all calls are up)"

@@ -129,9 +129,9 @@ fn next_conn_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// How long a WebSocket send may wait for the peer to take it (its buffers full: a peer
-/// that stopped reading) before the connection is closed.
-const WS_SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a send on an accepted connection (TCP, TLS, WS, WSS) may wait for the peer to
+/// take it (its buffers full: a peer that stopped reading) before the connection is closed.
+const SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// At most one [`ConnEvent::Alive`] per connection in this long: a peer streaming CRLFCRLF
 /// or ping frames cannot flood the core's inbox. Well under any Flow-Timer (whole seconds).
@@ -587,6 +587,10 @@ async fn accept_loop(
 }
 
 /// Moves whole messages between one connection and the core until either side closes.
+///
+/// A write (a message, a pong) that the peer does not take within [`SEND_LIMIT`] (a peer
+/// that stopped reading, its window full) ends the connection: the task never hangs on a
+/// stalled peer, and the core sees the close.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: Flow,
@@ -616,7 +620,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         // RFC 5626 §3.5.1: answer a CRLFCRLF ping with a CRLF pong.
                         Ok(Frame::Ping) => {
-                            if wr.write_all(b"\r\n").await.is_err() { break 'conn; }
+                            if !write_within(&mut wr, b"\r\n").await { break 'conn; }
                             let now = tokio::time::Instant::now();
                             if alive_told.is_none_or(|t| now - t >= ALIVE_EVERY) {
                                 alive_told = Some(now);
@@ -633,7 +637,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             out = outbox.recv() => match out {
                 Some(bytes) => {
-                    if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
+                    if !write_within(&mut wr, &bytes).await {
                         break 'conn;
                     }
                 }
@@ -646,6 +650,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = events.send(ConnEvent::Closed(peer, id)).await;
 }
 
+/// Writes and flushes `bytes`; false when that failed or took longer than [`SEND_LIMIT`].
+async fn write_within<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> bool {
+    let write = async {
+        wr.write_all(bytes).await?;
+        wr.flush().await
+    };
+    matches!(tokio::time::timeout(SEND_LIMIT, write).await, Ok(Ok(())))
+}
+
 /// Moves whole messages between one WebSocket (one SIP message per WebSocket message,
 /// RFC 7118 §5) and the core until either side closes.
 ///
@@ -654,7 +667,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// CRLF keep-alive, but every browser answers a ping with a pong, which tells the core the
 /// flow is alive before its silence limit (a quarter more than the Flow-Timer) is reached.
 /// A phone that keeps its own flow (ours ping at 80–100 % of it) is rarely pinged. A send
-/// (a message, a ping) that the peer does not take within [`WS_SEND_LIMIT`] (a peer that
+/// (a message, a ping) that the peer does not take within [`SEND_LIMIT`] (a peer that
 /// stopped reading) ends the connection, so the task never hangs on a stalled peer.
 async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: sip_net::ws::SipWebSocket<S>,
@@ -696,7 +709,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
             },
             out = outbox.recv() => match out {
                 Some(bytes) => {
-                    if !matches!(tokio::time::timeout(WS_SEND_LIMIT, ws.send(&bytes)).await, Ok(Ok(()))) {
+                    if !matches!(tokio::time::timeout(SEND_LIMIT, ws.send(&bytes)).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -711,7 +724,7 @@ async fn serve_websocket<S: AsyncRead + AsyncWrite + Unpin>(
                 // Silent for the Flow-Timer: ask (its pong is the answer), then wait as long
                 // again before asking again.
                 next_ping = ping_at(tokio::time::Instant::now());
-                if !matches!(tokio::time::timeout(WS_SEND_LIMIT, ws.ping()).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(SEND_LIMIT, ws.ping()).await, Ok(Ok(()))) {
                     break;
                 }
             }
@@ -726,4 +739,65 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that stops reading (its window full) cannot hold a connection's task: the
+    /// write gives up after [`SEND_LIMIT`], the connection closes, and the core hears of it.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_closed_after_the_send_limit() {
+        // 1 KiB of buffer between the task and a peer that never reads.
+        let (ours, _peer) = tokio::io::duplex(1024);
+        let (events_tx, mut events) = mpsc::channel(16);
+        let (_stop, stopped) = watch::channel(false);
+        let flow = Flow::first("127.0.0.1:5070".parse().unwrap());
+        let task = tokio::spawn(serve_connection(ours, flow, events_tx, stopped));
+        let Some(ConnEvent::Open(_, id, outbox)) = events.recv().await else {
+            panic!("the connection was not opened first")
+        };
+        let start = tokio::time::Instant::now();
+        outbox.try_send(Bytes::from(vec![b'x'; 4096])).unwrap();
+        match events.recv().await {
+            Some(ConnEvent::Closed(f, closed)) => assert_eq!((f, closed), (flow, id)),
+            _ => panic!("expected the close"),
+        }
+        assert!(
+            start.elapsed() >= SEND_LIMIT,
+            "closed after {:?}",
+            start.elapsed()
+        );
+        assert!(
+            start.elapsed() < SEND_LIMIT * 2,
+            "closed after {:?}",
+            start.elapsed()
+        );
+        task.await.unwrap();
+    }
+
+    /// A peer that reads slowly, but takes the whole message within the limit (here in
+    /// eight reads over half of it), gets every byte and keeps its connection.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_reading_within_the_limit_gets_every_byte() {
+        let (ours, mut peer) = tokio::io::duplex(1024);
+        let (events_tx, mut events) = mpsc::channel(16);
+        let (_stop, stopped) = watch::channel(false);
+        let flow = Flow::first("127.0.0.1:5070".parse().unwrap());
+        tokio::spawn(serve_connection(ours, flow, events_tx, stopped));
+        let Some(ConnEvent::Open(_, _, outbox)) = events.recv().await else {
+            panic!("the connection was not opened first")
+        };
+        outbox.try_send(Bytes::from(vec![b'x'; 4096])).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 512];
+        while got.len() < 4096 {
+            tokio::time::sleep(SEND_LIMIT / 16).await;
+            let n = peer.read(&mut chunk).await.unwrap();
+            got.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(got, vec![b'x'; 4096]);
+        assert!(events.try_recv().is_err(), "the connection was closed");
+    }
 }
