@@ -2522,28 +2522,43 @@ impl<'a> Shard<'a> {
                 () = PreciseTimer::fired_if(self.timer.as_ref()) => self.probe.woke(),
                 () = &mut sleep => self.probe.woke(),
             }
-            // Coalescing: the socket did not wake the loop; what waits in it is read now.
-            if self.coalesce.coalescing() || self.udp_more {
+            // Coalescing: a disarmed source did not wake the loop; what waits in it is
+            // read now.
+            self.coalesce.woke(Instant::now());
+            if !self.sock.is_armed() || self.udp_more {
                 let got = self.on_udp_readable();
                 self.probe.mark("sip rx (coalesced)", got);
+            }
+            if !self.net.is_armed() {
+                self.net.poll_ready(Instant::now());
+                self.on_net();
+                self.probe.mark("net rx (coalesced)", 0);
             }
         }
     }
 
-    /// The SIP socket's mode for the coming sleep, and when to wake (see `sipsock`):
-    /// `next` is the loop's next deadline. A busy shard takes the socket out of the reactor
-    /// and wakes after a quantum; an idle one waits for the socket or `next`.
+    /// The signalling sources' mode for the coming sleep, and when to wake (see `sipsock`):
+    /// `next` is the loop's next deadline. A busy shard takes the sources that delivered
+    /// lately (the SIP socket, the connections' poll set) out of the reactor and wakes after
+    /// a quantum to read them; an idle one waits for them or `next`. A source quiet for a
+    /// while stays armed (a TCP run's UDP socket is not read at every quantum).
     fn plan_sip_sleep(&mut self, now: Instant, next: Instant) -> Instant {
-        let (coalesce, wake) = self
+        let (_, wake) = self
             .coalesce
             .plan_sleep(now, next, self.timers.next_deadline());
-        if coalesce {
+        // Only if the reactor could not take a source (out of memory): read it every
+        // millisecond instead, so nothing waits for ever.
+        let mut wake = wake;
+        if self.coalesce.coalesce_streams(now) {
+            self.net.disarm();
+        } else if self.net.arm().is_err() {
+            wake = wake.min(now + Duration::from_millis(1));
+        }
+        if self.coalesce.coalesce_udp(now) {
             self.sock.disarm();
         } else if self.sock.arm().is_err() {
-            // Only if the reactor could not take the socket (out of memory): read it every
-            // millisecond instead, so nothing waits for ever.
             self.coalesce.read_without_waking();
-            return next.min(now + Duration::from_millis(1));
+            wake = wake.min(now + Duration::from_millis(1));
         }
         wake
     }
@@ -2728,6 +2743,7 @@ impl<'a> Shard<'a> {
         // messages made due (Timer K of a last BYE's answer) fire first, as they would had
         // the close come a moment later (a server that hangs up once it is done).
         let mut first = true;
+        let mut got = 0;
         while let Some(m) = self.net.peek_event() {
             if !first && matches!(m.event, StreamEvent::Closed(_)) {
                 break;
@@ -2737,7 +2753,10 @@ impl<'a> Shard<'a> {
                 break;
             };
             self.on_stream(Instant::now(), m);
+            got += 1;
         }
+        // What came on the connections makes the next sleep a coalescing one, as datagrams do.
+        self.coalesce.read_streams(got, Instant::now());
     }
 
     /// One media pass: first every call due by now sends its packets due (without the

@@ -12,6 +12,12 @@
 //! [`StreamIn`] events. Deadlines (connect and handshake timeouts, CRLF keep-alives) are in one
 //! heap: [`NetPoll::next_deadline`] and [`NetPoll::on_timeout`].
 //!
+//! A busy shard coalesces its wakes (see `sipsock`): it takes the set out of its reactor
+//! ([`NetPoll::disarm`]), so arrivals on the connections no longer wake it one by one, and
+//! looks at the set ([`NetPoll::poll_ready`]) on each wake, at most a quantum later. A plain
+//! TCP read shorter than the buffer ends the socket's reads for that wake (no read that would
+//! only say `WouldBlock`).
+//!
 //! Sending never waits: [`NetPoll::send`] queues a message (at most [`SEND_QUEUE`] per
 //! connection; a full queue refuses it, [`Sent::Full`], and the shard counts a dropped send)
 //! and the shard calls [`NetPoll::flush_queued`] at the top of each turn of its loop (what
@@ -25,6 +31,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,7 +184,11 @@ pub struct FlowCounts {
 
 /// A shard's signalling sockets in one poll set.
 pub struct NetPoll {
-    poll: AsyncFd<Poll>,
+    poll: Poll,
+    /// A second descriptor of the poll set (`dup`), registered with the shard's reactor while
+    /// armed (`armed`), else kept here (`rfd`): see [`NetPoll::arm`].
+    rfd: Option<OwnedFd>,
+    armed: Option<AsyncFd<OwnedFd>>,
     events: Events,
     /// Connections by endpoint index: to the server ([`Leg::Server`]) and to the outbound
     /// proxy ([`Leg::Proxy`], grown only when some endpoint has one).
@@ -190,7 +201,9 @@ pub struct NetPoll {
     ready: VecDeque<StreamIn>,
     /// The last poll returned a full batch: more sockets may be ready.
     more: bool,
-    tokens: Vec<Token>,
+    /// The last poll's ready sockets, and whether each reported its peer's close or an
+    /// error (then read to the end: see [`NetPoll::read`]).
+    tokens: Vec<(Token, bool)>,
     buf: Box<[u8]>,
     /// Connections that reached the open phase, reconnects included.
     opened: u64,
@@ -245,12 +258,12 @@ impl NetPoll {
     /// A new, empty set (each connection says how it is made). Must be called inside a tokio
     /// runtime with I/O enabled.
     pub fn new() -> io::Result<Self> {
-        // As for the media driver: sound for an owned `mio::Poll`, which closes its
-        // descriptor only when dropped, after the `AsyncFd` has deregistered it.
-        #[allow(deprecated)] // reason: `register_with_interest` is `unsafe`, denied here
-        let poll = AsyncFd::with_interest(Poll::new()?, tokio::io::Interest::READABLE)?;
-        Ok(Self {
+        let poll = Poll::new()?;
+        let rfd = Some(poll.registry().as_fd().try_clone_to_owned()?);
+        let mut net = Self {
             poll,
+            rfd,
+            armed: None,
             events: Events::with_capacity(EVENTS_PER_POLL),
             conns: [Vec::new(), Vec::new()],
             udp: Vec::new(),
@@ -262,15 +275,51 @@ impl NetPoll {
             opened: 0,
             flows: FlowCounts::default(),
             unflushed: Vec::new(),
-        })
+        };
+        net.arm()?;
+        Ok(net)
     }
 
     /// Resolves when some socket of the set may be ready; then call [`Self::poll_ready`].
+    /// Never resolves while disarmed ([`Self::disarm`]).
     pub async fn readable(&self) -> io::Result<()> {
-        let mut guard = self.poll.readable().await?;
-        // Cleared before the set is drained: readiness after the drain raises a new edge.
-        guard.clear_ready();
+        match &self.armed {
+            Some(a) => {
+                let mut guard = a.readable().await?;
+                // Cleared before the set is drained: readiness after the drain raises a new
+                // edge.
+                guard.clear_ready();
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the sockets' news wakes the shard ([`Self::readable`]).
+    pub fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// The sockets' news wakes the shard from now on (one `epoll_ctl`); news already
+    /// waiting is reported at once (the kernel looks at the set's readiness when its
+    /// descriptor is added). A new set starts armed.
+    pub fn arm(&mut self) -> io::Result<()> {
+        if self.armed.is_none() {
+            let fd = match self.rfd.take() {
+                Some(fd) => fd,
+                None => self.poll.registry().as_fd().try_clone_to_owned()?,
+            };
+            self.armed = Some(crate::sipsock::register(fd, tokio::io::Interest::READABLE)?);
+        }
         Ok(())
+    }
+
+    /// The sockets' news no longer wakes the shard (one `epoll_ctl`): it waits in the set
+    /// until [`Self::poll_ready`] looks (a busy shard coalescing its wakes, see `sipsock`).
+    pub fn disarm(&mut self) {
+        if let Some(a) = self.armed.take() {
+            self.rfd = Some(a.into_inner());
+        }
     }
 
     /// True when events wait for the shard or sockets may still be ready: the shard loop
@@ -347,7 +396,6 @@ impl NetPoll {
         // An error (EINTR) reads as "nothing ready"; the next edge retries.
         if self
             .poll
-            .get_mut()
             .poll(&mut self.events, Some(Duration::ZERO))
             .is_err()
         {
@@ -355,14 +403,18 @@ impl NetPoll {
         }
         let mut tokens = std::mem::take(&mut self.tokens);
         tokens.clear();
-        tokens.extend(self.events.iter().map(|e| e.token()));
+        tokens.extend(
+            self.events
+                .iter()
+                .map(|e| (e.token(), e.is_read_closed() || e.is_error())),
+        );
         self.more = tokens.len() == EVENTS_PER_POLL;
-        for &t in &tokens {
+        for &(t, closing) in &tokens {
             let key = t.0 >> 1;
             if t.0 & 1 == 1 {
                 self.read_udp(key >> 1);
             } else {
-                self.drive(key, now);
+                self.drive(key, now, closing);
             }
         }
         self.tokens = tokens;
@@ -503,7 +555,7 @@ impl NetPoll {
         }
         let endpoint = key(endpoint, leg);
         let started = connect_marked(addr, settings.dscp).and_then(|mut sock| {
-            self.poll.get_ref().registry().register(
+            self.poll.registry().register(
                 &mut sock,
                 token(endpoint, false),
                 Interest::READABLE | Interest::WRITABLE,
@@ -573,7 +625,7 @@ impl NetPoll {
                 let _ = t.write_tls(&mut c.sock);
             }
         }
-        let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
+        let _ = self.poll.registry().deregister(&mut c.sock);
     }
 
     /// Queues one message on endpoint `endpoint`'s open connection `leg`. It is written by
@@ -647,11 +699,9 @@ impl NetPoll {
     pub fn add_udp(&mut self, endpoint: usize, sock: std::net::UdpSocket) -> io::Result<()> {
         sock.set_nonblocking(true)?;
         let mut sock = UdpSocket::from_std(sock);
-        self.poll.get_ref().registry().register(
-            &mut sock,
-            token(endpoint << 1, true),
-            Interest::READABLE,
-        )?;
+        self.poll
+            .registry()
+            .register(&mut sock, token(endpoint << 1, true), Interest::READABLE)?;
         if self.udp.len() <= endpoint {
             self.udp.resize_with(endpoint + 1, || None);
         }
@@ -675,7 +725,7 @@ impl NetPoll {
     /// Closes endpoint `endpoint`'s own UDP socket.
     pub fn remove_udp(&mut self, endpoint: usize) {
         if let Some(mut s) = self.udp.get_mut(endpoint).and_then(Option::take) {
-            let _ = self.poll.get_ref().registry().deregister(&mut s);
+            let _ = self.poll.registry().deregister(&mut s);
         }
     }
 
@@ -753,14 +803,14 @@ impl NetPoll {
             // What is queued (a WebSocket close answering the server's) leaves if it can.
             let _ = self.flush(endpoint);
             if let Some(mut c) = self.cell_mut(endpoint).and_then(Option::take) {
-                let _ = self.poll.get_ref().registry().deregister(&mut c.sock);
+                let _ = self.poll.registry().deregister(&mut c.sock);
             }
             self.push(endpoint, generation, StreamEvent::Closed(reason));
         }
     }
 
     /// The socket of endpoint `endpoint` is ready: moves the connection on.
-    fn drive(&mut self, endpoint: usize, now: Instant) {
+    fn drive(&mut self, endpoint: usize, now: Instant, closing: bool) {
         let Some(c) = self.cell_mut(endpoint).and_then(Option::as_mut) else {
             return;
         };
@@ -807,7 +857,7 @@ impl NetPoll {
                 None => self.opened(endpoint, now, &settings),
             }
         }
-        match self.read(endpoint, &settings, now) {
+        match self.read(endpoint, &settings, now, closing) {
             Ok(()) => {}
             Err(e) => return self.end(endpoint, &e),
         }
@@ -848,7 +898,7 @@ impl NetPoll {
             }
             self.opened(endpoint, now, &settings);
             // Application data may have come with the handshake's last flight.
-            if let Err(e) = self.read(endpoint, &settings, now) {
+            if let Err(e) = self.read(endpoint, &settings, now, closing) {
                 self.end(endpoint, &e);
             }
         }
@@ -887,11 +937,18 @@ impl NetPoll {
     }
 
     /// Reads until the socket would block; whole messages become events.
+    ///
+    /// A plain TCP read that returns less than the buffer has drained the socket: the
+    /// read that would only say so (`WouldBlock`) is not made, as nginx does. Bytes that
+    /// arrive after it raise a new edge. Unless the poll reported the peer's close or an
+    /// error with this wake (`closing`): then it reads on to the end (0) or the error, since
+    /// that edge came with the last data and none follows it.
     fn read(
         &mut self,
         endpoint: usize,
         settings: &StreamSettings,
         now: Instant,
+        closing: bool,
     ) -> Result<(), Box<FlowError>> {
         // The table by field: the buffer and the event queue are borrowed beside it.
         let Some(c) = self.conns[endpoint & 1]
@@ -909,7 +966,12 @@ impl NetPoll {
                         closed = true;
                         break;
                     }
-                    Ok(n) => feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]),
+                    Ok(n) => {
+                        feed(c.ws.as_deref_mut(), &mut c.framer, &self.buf[..n]);
+                        if n < self.buf.len() && !closing {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(Box::new(e.into())),
@@ -1052,7 +1114,7 @@ impl NetPoll {
     /// for writability only while a write is blocked: on loopback every ACK would raise a
     /// writable edge, and so wake the shard, after each of our writes.
     fn flush(&mut self, endpoint: usize) -> io::Result<()> {
-        let registry = self.poll.get_ref().registry();
+        let registry = self.poll.registry();
         let Some(c) = self.conns[endpoint & 1]
             .get_mut(endpoint >> 1)
             .and_then(Option::as_mut)
@@ -1286,6 +1348,86 @@ mod tests {
             )
             .unwrap(),
         )
+    }
+
+    /// A disarmed set (a busy shard coalescing its wakes) wakes no one: what arrives waits
+    /// until the shard looks (`poll_ready`), and arming again reports news already there at
+    /// once. A message and the peer's close that arrive together are both read, though the
+    /// read of the message is short (the socket then drained): the close came with it.
+    #[tokio::test]
+    async fn a_disarmed_set_keeps_its_news_for_the_next_look() {
+        use std::collections::HashMap;
+        const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let mut events = VecDeque::new();
+        for key in [2, 4] {
+            net.connect(key, 1, Instant::now(), tcp_settings(addr, None));
+        }
+        let mut accepted = vec![
+            listener.accept().await.unwrap(),
+            listener.accept().await.unwrap(),
+        ];
+        // The server's side of each endpoint's connection, by the endpoint's address.
+        let mut peer_of = HashMap::new();
+        for _ in 0..2 {
+            let ev = next(&mut net, &mut events).await;
+            let StreamEvent::Connected { local, .. } = ev.event else {
+                panic!("{ev:?}")
+            };
+            let i = accepted
+                .iter()
+                .position(|(_, from)| *from == local)
+                .unwrap();
+            peer_of.insert(ev.endpoint, accepted.swap_remove(i).0);
+        }
+        let mut first = peer_of.remove(&2).unwrap();
+        let mut second = peer_of.remove(&4).unwrap();
+        assert!(net.is_armed());
+        net.disarm();
+        assert!(!net.is_armed());
+        // A message, then the close, from the first peer.
+        first.write_all(MSG).await.unwrap();
+        drop(first);
+        let woke = tokio::time::timeout(Duration::from_millis(200), net.readable()).await;
+        assert!(woke.is_err(), "a disarmed set woke the shard");
+        net.poll_ready(Instant::now());
+        let got: Vec<_> = std::iter::from_fn(|| net.next_event()).collect();
+        assert!(
+            matches!(&got[..], [
+                StreamIn { endpoint: 2, event: StreamEvent::Message(m), .. },
+                StreamIn { endpoint: 2, event: StreamEvent::Closed(_), .. },
+            ] if &m[..] == MSG),
+            "{got:?}"
+        );
+        // News on the second while disarmed is reported as soon as the set is armed.
+        second.write_all(MSG).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.arm().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), net.readable())
+            .await
+            .expect("armed with news waiting: at once")
+            .unwrap();
+        net.poll_ready(Instant::now());
+        let ev = net.next_event().expect("the message");
+        assert!(
+            matches!(&ev.event, StreamEvent::Message(m) if &m[..] == MSG) && ev.endpoint == 4,
+            "{ev:?}"
+        );
+        // A message in two parts: the short read of the first leaves the second to its
+        // own edge, and it is read then.
+        let (head, tail) = MSG.split_at(10);
+        second.write_all(head).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.poll_ready(Instant::now());
+        assert!(net.next_event().is_none());
+        second.write_all(tail).await.unwrap();
+        let ev = next(&mut net, &mut events).await;
+        assert!(
+            matches!(&ev.event, StreamEvent::Message(m) if &m[..] == MSG),
+            "{ev:?}"
+        );
     }
 
     /// RFC 5626 §4.4.1 over a real loopback connection: once the flow is kept

@@ -14,6 +14,13 @@
 //!   counted as lateness). A wake that finds the socket empty and nothing due within the
 //!   quantum goes back to **ready**, so an idle shard neither spins nor waits.
 //!
+//! The same holds for the shard's connections (TCP, TLS, WS, WSS: `NetPoll`): while
+//! coalescing, the connections' poll set is out of the reactor too and is looked at on each
+//! wake. Each source leaves the reactor only if it delivered something within
+//! [`QUIET_SOURCE`]: in a run over TCP the UDP socket, which carries nothing, stays armed and
+//! is not read at every wake (over TCP at 3,000 calls/s that was a `recvmmsg` finding nothing
+//! on 4,617 wakes per 15,000 calls), and in a run over UDP the poll set stays armed.
+//!
 //! What is measured does not move with the mode: each datagram carries the kernel's receive
 //! stamp (`SO_TIMESTAMPNS`, see `rxstamp` and `udpbatch::RecvBatch::arrival`), and the
 //! engine times answers from it.
@@ -127,7 +134,7 @@ impl std::fmt::Debug for SipSocket {
 }
 
 /// Registers `fd` with the reactor for `interest`.
-fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // `with_interest` is deprecated for types whose descriptor could be closed behind the
     // reactor's back; an `OwnedFd` closes its descriptor only when dropped, after the
     // `AsyncFd` has deregistered it (as for the media driver's timer and `NetPoll`). The
@@ -218,14 +225,26 @@ impl SipSocket {
     }
 }
 
+/// How recently a source (the UDP socket, the stream connections) must have delivered
+/// something for a coalescing sleep to take it out of the reactor. A source quiet for longer
+/// stays armed and is not read on each wake: in a run over TCP the shard's UDP socket
+/// carries nothing, and reading it at every quantum was one `recvmmsg` that found nothing
+/// per wake (4,617 in 15,000 calls over TCP); in a run over UDP the connections are none.
+pub const QUIET_SOURCE: Duration = Duration::from_secs(1);
+
 /// The loop's mode and its decisions (sans-IO: the shard applies them to its
-/// [`SipSocket`]).
+/// [`SipSocket`] and its connections, `NetPoll`).
 #[derive(Debug, Clone)]
 pub struct Coalescer {
     quantum: Duration,
     coalescing: bool,
-    /// Datagrams read since the loop last slept.
+    /// The UDP socket could not be armed for the coming sleep: it is read on the wake.
+    unarmable: bool,
+    /// Datagrams and stream messages read since the loop last slept.
     got: usize,
+    /// When the UDP socket last delivered a datagram, and the connections a message.
+    udp_heard: Option<Instant>,
+    streams_heard: Option<Instant>,
     /// When the socket was last read: a coalescing wake comes one quantum after it, so a
     /// pass that took longer than the quantum does not sleep (a saturated loop never idles
     /// with datagrams waiting).
@@ -243,7 +262,10 @@ impl Coalescer {
         Self {
             quantum,
             coalescing: false,
+            unarmable: false,
             got: 0,
+            udp_heard: None,
+            streams_heard: None,
             last_read: None,
             slack: Duration::ZERO,
             coalesced_sleeps: 0,
@@ -264,12 +286,46 @@ impl Coalescer {
     pub fn read(&mut self, n: usize, at: Instant) {
         self.got += n;
         self.last_read = Some(at);
+        if n > 0 {
+            self.udp_heard = Some(at);
+        }
+    }
+
+    /// A coalescing wake at `at`: the next one comes a quantum after it at the earliest,
+    /// whichever sources it reads (with none out of the reactor, it reads none).
+    pub fn woke(&mut self, at: Instant) {
+        if self.coalescing {
+            self.last_read = Some(at);
+        }
+    }
+
+    /// The loop read its connections at `at` and got `n` messages (or other news).
+    pub fn read_streams(&mut self, n: usize, at: Instant) {
+        self.got += n;
+        self.last_read = Some(at);
+        if n > 0 {
+            self.streams_heard = Some(at);
+        }
     }
 
     /// The socket could not be armed: the loop reads it on each wake, as when coalescing
     /// (and wakes at least every millisecond).
     pub fn read_without_waking(&mut self) {
         self.coalescing = true;
+        self.unarmable = true;
+    }
+
+    /// For the coming sleep (after [`Self::plan_sleep`]): whether the UDP socket is out of
+    /// the reactor and read on the wake. Coalescing, and a datagram came within
+    /// [`QUIET_SOURCE`] (or the socket cannot be armed).
+    pub fn coalesce_udp(&self, now: Instant) -> bool {
+        self.unarmable || (self.coalescing && heard_within(self.udp_heard, now))
+    }
+
+    /// For the coming sleep: whether the connections are out of the reactor and read on
+    /// the wake. Coalescing, and a message came on one within [`QUIET_SOURCE`].
+    pub fn coalesce_streams(&self, now: Instant) -> bool {
+        self.coalescing && heard_within(self.streams_heard, now)
     }
 
     /// How late a timer that fell due at `at` and fires at `now` really is: its wait minus
@@ -289,6 +345,8 @@ impl Coalescer {
         sip_next: Option<Instant>,
     ) -> (bool, Instant) {
         let got = std::mem::take(&mut self.got);
+        // Arming is tried again before each sleep.
+        self.unarmable = false;
         let busy = !self.quantum.is_zero()
             && (got > 0 || sip_next.is_some_and(|t| t < now + self.quantum));
         self.coalescing = busy;
@@ -310,6 +368,11 @@ impl Coalescer {
             (false, next)
         }
     }
+}
+
+/// Whether `heard` is within [`QUIET_SOURCE`] before `now`.
+fn heard_within(heard: Option<Instant>, now: Instant) -> bool {
+    heard.is_some_and(|t| now.saturating_duration_since(t) < QUIET_SOURCE)
 }
 
 #[cfg(test)]
@@ -378,6 +441,52 @@ mod tests {
         // The progress tick or an event flush close by is not a reason to coalesce.
         let later = now + Duration::from_secs(1);
         assert_eq!(c.plan_sleep(now, soon, Some(later)), (false, soon));
+    }
+
+    /// Only a source that delivered within [`QUIET_SOURCE`] leaves the reactor while the
+    /// loop coalesces: over TCP the UDP socket stays armed (not read at each wake), over UDP
+    /// the connections do.
+    #[test]
+    fn only_a_source_heard_lately_is_read_on_each_wake() {
+        let mut c = Coalescer::new(Q);
+        let now = Instant::now();
+        let far = now + Duration::from_secs(10);
+        // Busy from dense timers alone: neither source has said anything.
+        let soon = now + Q / 4;
+        assert_eq!(c.plan_sleep(now, soon, Some(soon)), (true, now + Q));
+        assert!(!c.coalesce_udp(now) && !c.coalesce_streams(now));
+        // Messages on the connections: they are read on the wakes, the UDP socket is not.
+        c.read_streams(4, now);
+        assert!(c.plan_sleep(now, far, Some(far)).0);
+        assert!(c.coalesce_streams(now) && !c.coalesce_udp(now));
+        // A wake that found nothing on them keeps them coalesced while still busy.
+        c.read_streams(0, now + Q);
+        let t = now + QUIET_SOURCE / 2;
+        assert!(c.plan_sleep(t, t + Q / 4, Some(t + Q / 4)).0);
+        assert!(c.coalesce_streams(t));
+        // Quiet for a second: armed again even though the loop still coalesces.
+        let t = now + QUIET_SOURCE;
+        assert!(c.plan_sleep(t, t + Q / 4, Some(t + Q / 4)).0);
+        assert!(!c.coalesce_streams(t));
+        // A datagram: the UDP socket is read on the wakes.
+        c.read(2, t);
+        assert!(c.plan_sleep(t, far, Some(far)).0);
+        assert!(c.coalesce_udp(t) && !c.coalesce_streams(t));
+        // Not coalescing (idle): both armed, whatever came lately.
+        let t = t + Q;
+        assert_eq!(c.plan_sleep(t, far, Some(far)), (false, far));
+        assert!(!c.coalesce_udp(t) && !c.coalesce_streams(t));
+        // A socket that cannot be armed is read on every wake.
+        c.read_without_waking();
+        assert!(c.coalesce_udp(t + QUIET_SOURCE * 2));
+        // Busy from dense timers with both sources armed: the wake is a quantum after the
+        // last wake, not at once (no spinning until the timer is due).
+        let t = t + QUIET_SOURCE * 2;
+        assert!(c.plan_sleep(t, t + Q / 4, Some(t + Q / 4)).0);
+        assert!(!c.coalesce_udp(t) && !c.coalesce_streams(t));
+        c.woke(t);
+        let (_, wake) = c.plan_sleep(t, t + Q / 4, Some(t + Q / 4));
+        assert_eq!(wake, t + Q);
     }
 
     #[test]
