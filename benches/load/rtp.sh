@@ -121,6 +121,7 @@ import json, sys
 v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 u, s, r, cores = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 streams, regcores = int(sys.argv[7]), sys.argv[8]
+sys.dont_write_bytecode = True
 sys.path.insert(0, "benches/load")
 from rtpfig import media_figures
 f = media_figures(v)

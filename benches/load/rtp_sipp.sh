@@ -115,6 +115,7 @@ TOML
 import json, sys
 v = json.load(open(sys.argv[1])); n = int(sys.argv[2])
 r, cores, scores, drops = float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+sys.dont_write_bytecode = True
 sys.path.insert(0, "benches/load")
 from rtpfig import media_figures
 f = media_figures(v)

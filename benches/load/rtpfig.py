@@ -1,6 +1,6 @@
 """The media figures of a sipmeter run report, as benches/load/rtp.sh and rtp_sipp.sh print
-them: sums of packets and loss over every endpoint with media, MOS and jitter averaged over
-the calls that were rated. A call with audio gaps or without audio has no MOS (the report
+them: sums of packets and loss, and jitter averaged, over every endpoint with media; MOS
+averaged over the calls that were rated. A call with audio gaps or without audio has no MOS (the report
 says null, "not rated"): such calls are counted, not averaged in as 0, so an overloaded run
 still prints its row instead of failing."""
 

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sip_net::tls::{self, ClientSettings};
@@ -108,6 +108,10 @@ pub struct StreamIn {
     pub generation: u32,
     /// What happened.
     pub event: StreamEvent,
+    /// For a message or datagram: when its last bytes reached the socket (the kernel's
+    /// receive stamp, `SO_TIMESTAMPNS`), so that a shard reading it later (coalescing its
+    /// wakes) still times answers from their arrival. `None`: no stamp (the time read).
+    pub arrived: Option<Instant>,
 }
 
 /// The events of one connection.

@@ -2484,6 +2484,14 @@ impl<'a> Shard<'a> {
                 .min(deadline.max(now))
                 .min(self.events.due().unwrap_or(next_progress));
             let next = self.net.next_deadline().map_or(next, |t| t.min(next));
+            // Every endpoint done: the loop ends at its next look (above), not at whatever
+            // deadline comes next (up to the progress tick, a second: the run's end was
+            // that much late whenever its last endpoint finished after the look).
+            let next = if self.done_count == self.endpoints.len() {
+                next.min(next_done_check)
+            } else {
+                next
+            };
             let next = if self.udp_more { now } else { next };
             let next = self.plan_sip_sleep(now, next);
             let next = self.next_media_pass(now, next);
@@ -2752,7 +2760,12 @@ impl<'a> Shard<'a> {
             let Some(m) = self.net.next_event() else {
                 break;
             };
-            self.on_stream(Instant::now(), m);
+            // As for the shared UDP socket: the state machines see the loop's time, the
+            // timings the message's arrival (read later when the loop coalesced its wakes).
+            let now = Instant::now();
+            self.rx_arrival = m.arrived.map(|at| at.min(now));
+            self.on_stream(now, m);
+            self.rx_arrival = None;
             got += 1;
         }
         // What came on the connections makes the next sleep a coalescing one, as datagrams do.

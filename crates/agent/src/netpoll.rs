@@ -91,6 +91,9 @@ enum Phase {
 /// One endpoint's connection.
 struct Conn {
     generation: u32,
+    /// When the last bytes read from the socket reached it (the kernel's stamp): the
+    /// arrival of the messages those bytes completed ([`StreamIn::arrived`]).
+    arrived: Option<Instant>,
     /// The server this connection goes to (one of the run's targets, RFC 3263).
     addr: SocketAddr,
     /// How it is made: transport, TLS, WebSocket, timeouts, keep-alive.
@@ -555,6 +558,8 @@ impl NetPoll {
         }
         let endpoint = key(endpoint, leg);
         let started = connect_marked(addr, settings.dscp).and_then(|mut sock| {
+            // Arrival stamps (see `StreamIn::arrived`); without them, the time read.
+            let _ = crate::rxstamp::enable(&sock);
             self.poll.registry().register(
                 &mut sock,
                 token(endpoint, false),
@@ -576,6 +581,7 @@ impl NetPoll {
         };
         *cell = Some(Conn {
             generation,
+            arrived: None,
             addr,
             settings,
             sock,
@@ -698,6 +704,8 @@ impl NetPoll {
     /// Adds endpoint `endpoint`'s own UDP socket to the set.
     pub fn add_udp(&mut self, endpoint: usize, sock: std::net::UdpSocket) -> io::Result<()> {
         sock.set_nonblocking(true)?;
+        // Arrival stamps (see `StreamIn::arrived`); without them, the time read.
+        let _ = crate::rxstamp::enable(&sock);
         let mut sock = UdpSocket::from_std(sock);
         self.poll
             .registry()
@@ -734,8 +742,8 @@ impl NetPoll {
             return;
         };
         loop {
-            match s.recv_from(&mut self.buf) {
-                Ok((n, from)) => self.ready.push_back(StreamIn {
+            match crate::rxstamp::recv(s, &mut self.buf) {
+                Ok((n, at, Some(from), _)) => self.ready.push_back(StreamIn {
                     endpoint,
                     leg: Leg::Server,
                     generation: 0,
@@ -744,7 +752,9 @@ impl NetPoll {
                         Bytes::copy_from_slice(&self.buf[..n]),
                         crate::udpbatch::canonical(from),
                     ),
+                    arrived: Some(at),
                 }),
+                Ok((_, _, None, _)) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 // ICMP errors on an unconnected UDP socket are not fatal: keep reading.
                 Err(_) => {}
@@ -784,6 +794,7 @@ impl NetPoll {
             leg: leg_of(key),
             generation,
             event,
+            arrived: None,
         });
     }
 
@@ -961,7 +972,7 @@ impl NetPoll {
         let mut closed = false;
         loop {
             match &mut c.tls {
-                None => match c.sock.read(&mut self.buf) {
+                None => match stamped_read(&c.sock, &mut self.buf, &mut c.arrived) {
                     Ok(0) => {
                         closed = true;
                         break;
@@ -977,7 +988,7 @@ impl NetPoll {
                     Err(e) => return Err(Box::new(e.into())),
                 },
                 Some(t) => {
-                    match t.read_tls(&mut c.sock) {
+                    match t.read_tls(&mut Stamped(&c.sock, &mut c.arrived)) {
                         Ok(0) => closed = true,
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1062,6 +1073,7 @@ impl NetPoll {
                 leg: leg_of(endpoint),
                 generation,
                 event,
+                arrived: c.arrived,
             });
         }
         // Open over a WebSocket: the plain keep-alive starts, as `opened` starts it for TCP.
@@ -1088,6 +1100,7 @@ impl NetPoll {
                     leg: leg_of(endpoint),
                     generation,
                     event: StreamEvent::Message(m),
+                    arrived: c.arrived,
                 }),
                 Ok(Frame::Pong) => pong(c, &mut self.flows, &mut self.deadlines, endpoint),
                 Ok(Frame::Ping) => {}
@@ -1267,6 +1280,30 @@ fn tls_io_error(e: io::Error, settings: &StreamSettings) -> FlowError {
     }
 }
 
+/// Reads from `sock` into `buf` with `recvmsg`, and notes in `arrived` when the last bytes
+/// read reached the socket (the kernel's stamp, `SO_TIMESTAMPNS`, set when the connection
+/// was made; else the time read).
+fn stamped_read(
+    sock: &TcpStream,
+    buf: &mut [u8],
+    arrived: &mut Option<Instant>,
+) -> io::Result<usize> {
+    let (n, at, _, _) = crate::rxstamp::recv(sock, buf)?;
+    if n > 0 {
+        *arrived = Some(at);
+    }
+    Ok(n)
+}
+
+/// A connection's socket as rustls reads it ([`stamped_read`]).
+struct Stamped<'a>(&'a TcpStream, &'a mut Option<Instant>);
+
+impl Read for Stamped<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        stamped_read(self.0, buf, self.1)
+    }
+}
+
 /// Starts a non-blocking TCP connection to `addr`, its packets (the SYN too) marked `dscp`.
 fn connect_marked(addr: SocketAddr, dscp: Option<crate::dscp::Dscp>) -> io::Result<TcpStream> {
     let Some(d) = dscp else {
@@ -1389,10 +1426,12 @@ mod tests {
         assert!(!net.is_armed());
         // A message, then the close, from the first peer.
         first.write_all(MSG).await.unwrap();
+        let sent = Instant::now();
         drop(first);
         let woke = tokio::time::timeout(Duration::from_millis(200), net.readable()).await;
         assert!(woke.is_err(), "a disarmed set woke the shard");
         net.poll_ready(Instant::now());
+        let read = Instant::now();
         let got: Vec<_> = std::iter::from_fn(|| net.next_event()).collect();
         assert!(
             matches!(&got[..], [
@@ -1400,6 +1439,16 @@ mod tests {
                 StreamIn { endpoint: 2, event: StreamEvent::Closed(_), .. },
             ] if &m[..] == MSG),
             "{got:?}"
+        );
+        // Read 200 ms late, the message is stamped with its arrival (the kernel's stamp),
+        // not with the read.
+        let arrived = got[0].arrived.expect("a stamp");
+        assert!(
+            arrived <= sent + Duration::from_millis(50)
+                && read - arrived >= Duration::from_millis(150),
+            "arrived {:?} after the write, read {:?} after it",
+            arrived.saturating_duration_since(sent),
+            read - sent
         );
         // News on the second while disarmed is reported as soon as the set is armed.
         second.write_all(MSG).await.unwrap();
@@ -1415,15 +1464,18 @@ mod tests {
             matches!(&ev.event, StreamEvent::Message(m) if &m[..] == MSG) && ev.endpoint == 4,
             "{ev:?}"
         );
-        // A message in two parts: the short read of the first leaves the second to its
-        // own edge, and it is read then.
+        // A message in two parts, the set disarmed (looked at by the shard only): the short
+        // read of the first leaves the second to its own edge, and the next look reads it.
+        net.disarm();
         let (head, tail) = MSG.split_at(10);
         second.write_all(head).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         net.poll_ready(Instant::now());
         assert!(net.next_event().is_none());
         second.write_all(tail).await.unwrap();
-        let ev = next(&mut net, &mut events).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.poll_ready(Instant::now());
+        let ev = net.next_event().expect("the message, whole");
         assert!(
             matches!(&ev.event, StreamEvent::Message(m) if &m[..] == MSG),
             "{ev:?}"

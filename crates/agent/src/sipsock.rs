@@ -19,11 +19,13 @@
 //! wake. Each source leaves the reactor only if it delivered something within
 //! [`QUIET_SOURCE`]: in a run over TCP the UDP socket, which carries nothing, stays armed and
 //! is not read at every wake (over TCP at 3,000 calls/s that was a `recvmmsg` finding nothing
-//! on 4,617 wakes per 15,000 calls), and in a run over UDP the poll set stays armed.
+//! on 4,617 wakes per 15,000 calls), and in a run over the shared UDP socket the poll set
+//! stays armed (with `udp_socket = "per-endpoint"` it carries the datagrams and coalesces).
 //!
 //! What is measured does not move with the mode: each datagram carries the kernel's receive
-//! stamp (`SO_TIMESTAMPNS`, see `rxstamp` and `udpbatch::RecvBatch::arrival`), and the
-//! engine times answers from it.
+//! stamp (`SO_TIMESTAMPNS`, see `rxstamp` and `udpbatch::RecvBatch::arrival`), and so does
+//! each message on a connection or an endpoint's own UDP socket (`StreamIn::arrived`: the
+//! stamp of the last bytes that completed it), and the engine times answers from it.
 //!
 //! Why the socket leaves the reactor rather than being ignored: tokio registers a socket
 //! edge-triggered for reading and writing, and the kernel wakes a parked `epoll_wait` for
@@ -238,14 +240,13 @@ pub const QUIET_SOURCE: Duration = Duration::from_secs(1);
 pub struct Coalescer {
     quantum: Duration,
     coalescing: bool,
-    /// The UDP socket could not be armed for the coming sleep: it is read on the wake.
-    unarmable: bool,
     /// Datagrams and stream messages read since the loop last slept.
     got: usize,
     /// When the UDP socket last delivered a datagram, and the connections a message.
     udp_heard: Option<Instant>,
     streams_heard: Option<Instant>,
-    /// When the socket was last read: a coalescing wake comes one quantum after it, so a
+    /// When a source was last read, or the last coalescing wake ([`Self::woke`]): a
+    /// coalescing wake comes one quantum after it, so a
     /// pass that took longer than the quantum does not sleep (a saturated loop never idles
     /// with datagrams waiting).
     last_read: Option<Instant>,
@@ -262,7 +263,6 @@ impl Coalescer {
         Self {
             quantum,
             coalescing: false,
-            unarmable: false,
             got: 0,
             udp_heard: None,
             streams_heard: None,
@@ -277,7 +277,9 @@ impl Coalescer {
         self.quantum
     }
 
-    /// Whether the socket is out of the reactor: each wake must read it.
+    /// Whether the coming sleep coalesces (a busy shard): it wakes at most a quantum after
+    /// the last read and reads the sources out of the reactor ([`Self::coalesce_udp`],
+    /// [`Self::coalesce_streams`]).
     pub fn coalescing(&self) -> bool {
         self.coalescing
     }
@@ -312,14 +314,14 @@ impl Coalescer {
     /// (and wakes at least every millisecond).
     pub fn read_without_waking(&mut self) {
         self.coalescing = true;
-        self.unarmable = true;
     }
 
     /// For the coming sleep (after [`Self::plan_sleep`]): whether the UDP socket is out of
     /// the reactor and read on the wake. Coalescing, and a datagram came within
-    /// [`QUIET_SOURCE`] (or the socket cannot be armed).
+    /// [`QUIET_SOURCE`]. (A socket the reactor could not take is read on every wake too:
+    /// the shard reads whatever is not armed.)
     pub fn coalesce_udp(&self, now: Instant) -> bool {
-        self.unarmable || (self.coalescing && heard_within(self.udp_heard, now))
+        self.coalescing && heard_within(self.udp_heard, now)
     }
 
     /// For the coming sleep: whether the connections are out of the reactor and read on
@@ -336,8 +338,9 @@ impl Coalescer {
 
     /// Before the loop sleeps: the mode for the sleep and when to wake. `next` is the
     /// loop's next deadline of any kind; `sip_next` the SIP timer heap's (the dense
-    /// deadlines of a busy run). Returns (coalesce, wake): with `coalesce`, the socket must
-    /// be disarmed and the loop wakes at `wake` to drain it; else armed.
+    /// deadlines of a busy run). Returns (coalesce, wake): with `coalesce`, the loop wakes at
+    /// `wake` to read the sources that delivered lately, which it takes out of the reactor
+    /// ([`Self::coalesce_udp`], [`Self::coalesce_streams`]); else every source is armed.
     pub fn plan_sleep(
         &mut self,
         now: Instant,
@@ -345,8 +348,6 @@ impl Coalescer {
         sip_next: Option<Instant>,
     ) -> (bool, Instant) {
         let got = std::mem::take(&mut self.got);
-        // Arming is tried again before each sleep.
-        self.unarmable = false;
         let busy = !self.quantum.is_zero()
             && (got > 0 || sip_next.is_some_and(|t| t < now + self.quantum));
         self.coalescing = busy;
@@ -476,9 +477,6 @@ mod tests {
         let t = t + Q;
         assert_eq!(c.plan_sleep(t, far, Some(far)), (false, far));
         assert!(!c.coalesce_udp(t) && !c.coalesce_streams(t));
-        // A socket that cannot be armed is read on every wake.
-        c.read_without_waking();
-        assert!(c.coalesce_udp(t + QUIET_SOURCE * 2));
         // Busy from dense timers with both sources armed: the wake is a quantum after the
         // last wake, not at once (no spinning until the timer is due).
         let t = t + QUIET_SOURCE * 2;

@@ -177,6 +177,7 @@ impl Shard<'_> {
                 leg: Leg::Server,
                 generation,
                 event,
+                arrived: self.rx_arrival,
             },
         );
     }
