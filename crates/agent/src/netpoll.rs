@@ -204,6 +204,12 @@ pub struct NetPoll {
     ready: VecDeque<StreamIn>,
     /// The last poll returned a full batch: more sockets may be ready.
     more: bool,
+    /// When the set was polled before the current poll: bytes read now reached their socket
+    /// after it (their edge came after that poll), so an arrival stamp is never taken as
+    /// earlier (see [`StreamIn::arrived`]).
+    floor: Option<Instant>,
+    /// When the set was last polled.
+    polled: Option<Instant>,
     /// The last poll's ready sockets, and whether each reported its peer's close or an
     /// error (then read to the end: see [`NetPoll::read`]).
     tokens: Vec<(Token, bool)>,
@@ -267,6 +273,8 @@ impl NetPoll {
             poll,
             rfd,
             armed: None,
+            floor: None,
+            polled: None,
             events: Events::with_capacity(EVENTS_PER_POLL),
             conns: [Vec::new(), Vec::new()],
             udp: Vec::new(),
@@ -396,6 +404,7 @@ impl NetPoll {
     /// Moves bytes for one batch of ready sockets (never blocks); events wait in
     /// [`Self::next_event`].
     pub fn poll_ready(&mut self, now: Instant) {
+        self.floor = self.polled.replace(now);
         // An error (EINTR) reads as "nothing ready"; the next edge retries.
         if self
             .poll
@@ -969,6 +978,9 @@ impl NetPoll {
             return Ok(());
         };
         let cert = settings.tls.as_ref().is_some_and(|t| t.2);
+        // Stamps no earlier than the set's previous poll: a lost segment's retransmission
+        // makes data readable with the stamp of a later segment that came before it.
+        let floor = self.floor;
         let mut closed = false;
         loop {
             match &mut c.tls {
@@ -1073,7 +1085,7 @@ impl NetPoll {
                 leg: leg_of(endpoint),
                 generation,
                 event,
-                arrived: c.arrived,
+                arrived: c.arrived.map(|a| floor.map_or(a, |f| a.max(f))),
             });
         }
         // Open over a WebSocket: the plain keep-alive starts, as `opened` starts it for TCP.
@@ -1100,7 +1112,7 @@ impl NetPoll {
                     leg: leg_of(endpoint),
                     generation,
                     event: StreamEvent::Message(m),
-                    arrived: c.arrived,
+                    arrived: c.arrived.map(|a| floor.map_or(a, |f| a.max(f))),
                 }),
                 Ok(Frame::Pong) => pong(c, &mut self.flows, &mut self.deadlines, endpoint),
                 Ok(Frame::Ping) => {}
@@ -1424,7 +1436,8 @@ mod tests {
         assert!(net.is_armed());
         net.disarm();
         assert!(!net.is_armed());
-        // A message, then the close, from the first peer.
+        // A message, then the close, from the first peer (the kernel stamping by then).
+        crate::rxstamp::tests::stamping_on();
         first.write_all(MSG).await.unwrap();
         let sent = Instant::now();
         drop(first);

@@ -177,7 +177,9 @@ impl Shard<'_> {
                 leg: Leg::Server,
                 generation,
                 event,
-                arrived: self.rx_arrival,
+                // Not read past `on_net`, which set `rx_arrival` for the shared
+                // connection's message (it stays set while it is handed on here).
+                arrived: None,
             },
         );
     }
