@@ -31,7 +31,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,10 @@ use mio::{Events, Interest, Poll, Token};
 use sip_msg::{Frame, Framer};
 use sip_net::tls::{self, Negotiated, rustls};
 use sip_net::wsclient::{WsClient, WsEvent, WsFailure};
-use tokio::io::unix::AsyncFd;
 
 use crate::conn::{SEND_QUEUE, StreamEvent, StreamIn, StreamSettings, UNREACHABLE_HINT};
 use crate::flow::{FlowError, MAX_MESSAGE, tls_timeout, ws_timeout};
+use crate::sipsock::Armable;
 #[cfg(doc)]
 use sip_proto::outbound::PONG_TIMEOUT;
 use sip_proto::outbound::keepalive_after;
@@ -189,9 +189,8 @@ pub struct FlowCounts {
 pub struct NetPoll {
     poll: Poll,
     /// A second descriptor of the poll set (`dup`), registered with the shard's reactor while
-    /// armed (`armed`), else kept here (`rfd`): see [`NetPoll::arm`].
-    rfd: Option<OwnedFd>,
-    armed: Option<AsyncFd<OwnedFd>>,
+    /// armed: see [`NetPoll::arm`].
+    read: Armable,
     events: Events,
     /// Connections by endpoint index: to the server ([`Leg::Server`]) and to the outbound
     /// proxy ([`Leg::Proxy`], grown only when some endpoint has one).
@@ -268,11 +267,10 @@ impl NetPoll {
     /// runtime with I/O enabled.
     pub fn new() -> io::Result<Self> {
         let poll = Poll::new()?;
-        let rfd = Some(poll.registry().as_fd().try_clone_to_owned()?);
+        let read = Armable::new(poll.registry().as_fd().try_clone_to_owned()?);
         let mut net = Self {
             poll,
-            rfd,
-            armed: None,
+            read,
             floor: None,
             polled: None,
             events: Events::with_capacity(EVENTS_PER_POLL),
@@ -292,45 +290,30 @@ impl NetPoll {
     }
 
     /// Resolves when some socket of the set may be ready; then call [`Self::poll_ready`].
-    /// Never resolves while disarmed ([`Self::disarm`]).
+    /// Never resolves while disarmed ([`Self::disarm`]). The readiness is cleared before the
+    /// set is drained: readiness after the drain raises a new edge.
     pub async fn readable(&self) -> io::Result<()> {
-        match &self.armed {
-            Some(a) => {
-                let mut guard = a.readable().await?;
-                // Cleared before the set is drained: readiness after the drain raises a new
-                // edge.
-                guard.clear_ready();
-                Ok(())
-            }
-            None => std::future::pending().await,
-        }
+        self.read.readable().await
     }
 
     /// Whether the sockets' news wakes the shard ([`Self::readable`]).
     pub fn is_armed(&self) -> bool {
-        self.armed.is_some()
+        self.read.is_armed()
     }
 
     /// The sockets' news wakes the shard from now on (one `epoll_ctl`); news already
     /// waiting is reported at once (the kernel looks at the set's readiness when its
     /// descriptor is added). A new set starts armed.
     pub fn arm(&mut self) -> io::Result<()> {
-        if self.armed.is_none() {
-            let fd = match self.rfd.take() {
-                Some(fd) => fd,
-                None => self.poll.registry().as_fd().try_clone_to_owned()?,
-            };
-            self.armed = Some(crate::sipsock::register(fd, tokio::io::Interest::READABLE)?);
-        }
-        Ok(())
+        let poll = &self.poll;
+        self.read
+            .arm(|| poll.registry().as_fd().try_clone_to_owned())
     }
 
     /// The sockets' news no longer wakes the shard (one `epoll_ctl`): it waits in the set
     /// until [`Self::poll_ready`] looks (a busy shard coalescing its wakes, see `sipsock`).
     pub fn disarm(&mut self) {
-        if let Some(a) = self.armed.take() {
-            self.rfd = Some(a.into_inner());
-        }
+        self.read.disarm();
     }
 
     /// True when events wait for the shard or sockets may still be ready: the shard loop

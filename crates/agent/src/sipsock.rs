@@ -117,10 +117,8 @@ pub fn quantum_for(media: bool) -> Duration {
 /// readability only while [armed](Self::arm).
 pub struct SipSocket {
     sock: std::net::UdpSocket,
-    /// A second descriptor of the socket (`dup`), registered for readability while armed
-    /// (`armed`), else kept here. `None` in both only if a registration failed and took it.
-    rfd: Option<OwnedFd>,
-    armed: Option<AsyncFd<OwnedFd>>,
+    /// A second descriptor of the socket (`dup`), registered for readability while armed.
+    read: Armable,
     /// A third descriptor, registered for writability while a full send buffer is waited
     /// for (one descriptor cannot be in one epoll set twice).
     wfd: Option<OwnedFd>,
@@ -130,13 +128,13 @@ impl std::fmt::Debug for SipSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SipSocket")
             .field("sock", &self.sock)
-            .field("armed", &self.armed.is_some())
+            .field("armed", &self.read.is_armed())
             .finish_non_exhaustive()
     }
 }
 
 /// Registers `fd` with the reactor for `interest`.
-pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
+fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<OwnedFd>> {
     // `with_interest` is deprecated for types whose descriptor could be closed behind the
     // reactor's back; an `OwnedFd` closes its descriptor only when dropped, after the
     // `AsyncFd` has deregistered it (as for the media driver's timer and `NetPoll`). The
@@ -145,18 +143,73 @@ pub(crate) fn register(fd: OwnedFd, interest: Interest) -> io::Result<AsyncFd<Ow
     AsyncFd::with_interest(fd, interest)
 }
 
+/// A descriptor that wakes the shard's reactor only while armed: registered for readability
+/// then, else kept aside (a second descriptor of a socket or of a poll set, `dup`, so the
+/// original is never the one deregistered). Used for the shard's SIP socket and its
+/// connections' poll set (`NetPoll`).
+pub(crate) struct Armable {
+    /// The descriptor while disarmed. `None` in both only if a registration failed and took
+    /// it (`arm` then makes another with its `dup`).
+    idle: Option<OwnedFd>,
+    armed: Option<AsyncFd<OwnedFd>>,
+}
+
+impl Armable {
+    /// Disarmed, holding `fd`.
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Self {
+            idle: Some(fd),
+            armed: None,
+        }
+    }
+
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// Registers the descriptor (one `epoll_ctl`); readiness already there is reported at
+    /// once (the kernel checks it when the descriptor is added). `dup` makes a new one if a
+    /// failed registration took the last.
+    pub(crate) fn arm(&mut self, dup: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<()> {
+        if self.armed.is_none() {
+            let fd = match self.idle.take() {
+                Some(fd) => fd,
+                None => dup()?,
+            };
+            self.armed = Some(register(fd, Interest::READABLE)?);
+        }
+        Ok(())
+    }
+
+    /// Deregisters the descriptor (one `epoll_ctl`) and keeps it.
+    pub(crate) fn disarm(&mut self) {
+        if let Some(a) = self.armed.take() {
+            self.idle = Some(a.into_inner());
+        }
+    }
+
+    /// Resolves when the armed descriptor is readable, with the readiness cleared (the
+    /// caller then reads until drained, or looks again without sleeping if it stopped
+    /// short). Never resolves while disarmed.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match &self.armed {
+            Some(a) => {
+                let mut guard = a.readable().await?;
+                guard.clear_ready();
+                Ok(())
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
 impl SipSocket {
     /// Takes a non-blocking socket; it starts armed. Must be called inside a tokio runtime.
     pub fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
         sock.set_nonblocking(true)?;
-        let rfd = Some(sock.try_clone()?.into());
+        let read = Armable::new(sock.try_clone()?.into());
         let wfd = Some(sock.try_clone()?.into());
-        let mut s = Self {
-            sock,
-            rfd,
-            armed: None,
-            wfd,
-        };
+        let mut s = Self { sock, read, wfd };
         s.arm()?;
         Ok(s)
     }
@@ -167,41 +220,26 @@ impl SipSocket {
 
     /// Whether a datagram wakes the loop.
     pub fn is_armed(&self) -> bool {
-        self.armed.is_some()
+        self.read.is_armed()
     }
 
     /// A datagram wakes the loop from now on (one `epoll_ctl`). One already waiting is
     /// reported at once: the kernel checks readiness when the descriptor is added.
     pub fn arm(&mut self) -> io::Result<()> {
-        if self.armed.is_none() {
-            let fd = match self.rfd.take() {
-                Some(fd) => fd,
-                None => self.sock.try_clone()?.into(),
-            };
-            self.armed = Some(register(fd, Interest::READABLE)?);
-        }
-        Ok(())
+        let sock = &self.sock;
+        self.read.arm(|| Ok(sock.try_clone()?.into()))
     }
 
     /// Datagrams no longer wake the loop (one `epoll_ctl`); they wait in the socket.
     pub fn disarm(&mut self) {
-        if let Some(a) = self.armed.take() {
-            self.rfd = Some(a.into_inner());
-        }
+        self.read.disarm();
     }
 
     /// Resolves when the armed socket is readable, with the readiness cleared (the caller
     /// then drains the socket, or looks again without sleeping if it stopped short). Never
     /// resolves while disarmed.
     pub async fn readable(&self) -> io::Result<()> {
-        match &self.armed {
-            Some(a) => {
-                let mut guard = a.readable().await?;
-                guard.clear_ready();
-                Ok(())
-            }
-            None => std::future::pending().await,
-        }
+        self.read.readable().await
     }
 
     /// Resolves once the socket's send buffer has room again (after a `WouldBlock`).
