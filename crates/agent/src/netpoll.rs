@@ -387,7 +387,12 @@ impl NetPoll {
     /// Moves bytes for one batch of ready sockets (never blocks); events wait in
     /// [`Self::next_event`].
     pub fn poll_ready(&mut self, now: Instant) {
-        self.floor = self.polled.replace(now);
+        // After a full batch the sockets left over were ready before that poll: the floor
+        // stays the one before it.
+        let previous = self.polled.replace(now);
+        if !self.more {
+            self.floor = previous;
+        }
         // An error (EINTR) reads as "nothing ready"; the next edge retries.
         if self
             .poll
