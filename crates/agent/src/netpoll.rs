@@ -203,9 +203,9 @@ pub struct NetPoll {
     ready: VecDeque<StreamIn>,
     /// The last poll returned a full batch: more sockets may be ready.
     more: bool,
-    /// When the set was polled before the current poll: bytes read now reached their socket
-    /// after it (their edge came after that poll), so an arrival stamp is never taken as
-    /// earlier (see [`StreamIn::arrived`]).
+    /// When the set was polled before the current poll (before the first of a run of full
+    /// batches): bytes read now reached their socket after it (their edge came after that
+    /// poll), so an arrival stamp is never taken as earlier (see [`StreamIn::arrived`]).
     floor: Option<Instant>,
     /// When the set was last polled.
     polled: Option<Instant>,
