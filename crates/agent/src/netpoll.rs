@@ -1755,6 +1755,86 @@ mod tests {
             .collect()
     }
 
+    /// Over TLS (rustls reads through the stamping reader) and on an endpoint's own UDP
+    /// socket, a message read late carries when it arrived, as over plain TCP.
+    #[tokio::test]
+    async fn messages_over_tls_and_own_udp_carry_their_arrival() {
+        use tokio::io::AsyncWriteExt;
+        const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        crate::rxstamp::tests::stamping_on();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let mut events = VecDeque::new();
+        let issued = tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+        let client = ClientSettings {
+            verify: tls::Verify::InsecureSkipVerification,
+            identity: None,
+        };
+        let config = tls::ServerSettings {
+            identity: issued.identity().unwrap(),
+            client_cas: None,
+        }
+        .config()
+        .unwrap();
+        let settings = Arc::new(
+            StreamSettings::new(FlowKind::Tls, addr, "127.0.0.1", &client, None, "/", None)
+                .unwrap(),
+        );
+        net.connect(0, 1, Instant::now(), settings);
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        // Without it the server's second segment (the message, after its session tickets)
+        // waits for our delayed ACK under Nagle, and really arrives 20–40 ms later.
+        tcp.set_nodelay(true).unwrap();
+        let mut server = tokio::select! {
+            r = tls::accept(tcp, config) => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        let ev = next(&mut net, &mut events).await;
+        assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        // An endpoint's own UDP socket in the same set, and a peer for it.
+        let own = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let own_addr = own.local_addr().unwrap();
+        net.add_udp(1, own).unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+
+        net.disarm();
+        // Well after the set's last poll (a stamp no earlier than that poll is not enough).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = Instant::now();
+        server.write_all(MSG).await.unwrap();
+        server.flush().await.unwrap();
+        peer.send_to(MSG, own_addr).unwrap();
+        let sent = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        net.poll_ready(Instant::now());
+        let read = Instant::now();
+        let got: Vec<_> = std::iter::from_fn(|| net.next_event()).collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        for ev in &got {
+            match &ev.event {
+                StreamEvent::Message(m) | StreamEvent::Datagram(m, _) => assert_eq!(&m[..], MSG),
+                other => panic!("{other:?}"),
+            }
+            let arrived = ev.arrived.expect("a stamp");
+            // Between the writes (a millisecond of slack: the stamp is the wall clock's,
+            // taken back to the monotonic one) and well before the read.
+            let slack = Duration::from_millis(1);
+            assert!(
+                arrived + slack >= before
+                    && arrived <= sent + slack
+                    && read - arrived >= Duration::from_millis(150),
+                "{:?}: arrived {:?} after the writes began, {:?} before the read",
+                ev.event,
+                arrived.saturating_duration_since(before),
+                read - arrived
+            );
+        }
+    }
+
     /// A turn's messages wait for `flush_queued` and then leave together, in order, over
     /// TCP and over TLS; a connection with `FLUSH_AT` queued is written at once, and a close
     /// writes what was queued before it.
