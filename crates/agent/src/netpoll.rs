@@ -1387,6 +1387,24 @@ mod tests {
         )
     }
 
+    /// TLS to `addr` (a self-signed certificate for 127.0.0.1, not verified), and the
+    /// server's config to accept with.
+    fn tls_settings(addr: SocketAddr) -> (Arc<StreamSettings>, Arc<rustls::ServerConfig>) {
+        let issued = tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+        let client = ClientSettings {
+            verify: tls::Verify::InsecureSkipVerification,
+            identity: None,
+        };
+        let server = tls::ServerSettings {
+            identity: issued.identity().unwrap(),
+            client_cas: None,
+        };
+        let settings =
+            StreamSettings::new(FlowKind::Tls, addr, "127.0.0.1", &client, None, "/", None)
+                .unwrap();
+        (Arc::new(settings), server.config().unwrap())
+    }
+
     /// A disarmed set (a busy shard coalescing its wakes) wakes no one: what arrives waits
     /// until the shard looks (`poll_ready`), and arming again reports news already there at
     /// once. A message and the peer's close that arrive together are both read, though the
@@ -1766,21 +1784,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut net = NetPoll::new().unwrap();
         let mut events = VecDeque::new();
-        let issued = tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
-        let client = ClientSettings {
-            verify: tls::Verify::InsecureSkipVerification,
-            identity: None,
-        };
-        let config = tls::ServerSettings {
-            identity: issued.identity().unwrap(),
-            client_cas: None,
-        }
-        .config()
-        .unwrap();
-        let settings = Arc::new(
-            StreamSettings::new(FlowKind::Tls, addr, "127.0.0.1", &client, None, "/", None)
-                .unwrap(),
-        );
+        let (settings, config) = tls_settings(addr);
         net.connect(0, 1, Instant::now(), settings);
         let (tcp, _) = tokio::select! {
             r = listener.accept() => r.unwrap(),
@@ -1848,20 +1852,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let mut net = NetPoll::new().unwrap();
             let settings = if secure {
-                let issued = tls::self_signed(&["127.0.0.1".to_owned()]).unwrap();
-                let client = ClientSettings {
-                    verify: tls::Verify::InsecureSkipVerification,
-                    identity: None,
-                };
-                let server = tls::ServerSettings {
-                    identity: issued.identity().unwrap(),
-                    client_cas: None,
-                };
-                let config = server.config().unwrap();
-                let settings = Arc::new(
-                    StreamSettings::new(FlowKind::Tls, addr, "127.0.0.1", &client, None, "/", None)
-                        .unwrap(),
-                );
+                let (settings, config) = tls_settings(addr);
                 (settings, Some(config))
             } else {
                 (tcp_settings(addr, None), None)
