@@ -3,7 +3,7 @@
 #   SIPp UAC → SIPp UAS   and   sipmeter UAC → SIPp UAS
 # At each target rate both generators place CALLS calls (INVITE/100/180/200/ACK/BYE/200)
 # against a fresh SIPp UAS. Prints the rate reached, failed calls, the generator's CPU
-# seconds (user+sys), CPU per call and peak RSS. Measures; never fails on a figure.
+# seconds (user+sys), CPU per call (and its user and system parts) and peak RSS. Measures; never fails on a figure.
 #
 #   benches/load/cps.sh [CALLS] RATE1 RATE2 …      (default: 5000 calls at 200 500 1000 2000/s)
 # Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or
@@ -69,8 +69,8 @@ times() { tail -1 "$1"; }   # /usr/bin/time's last line: wall user sys maxrss
 report() { # name rate wall user sys rss calls failed
   awk -v n="$1" -v t="$2" -v w="$3" -v u="$4" -v s="$5" -v r="$6" -v c="$7" -v f="$8" -v uas="$UAS_CPU" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
     cpu = u + s
-    printf "%-24s target %5d/s  %6d calls in %6.2f s = %6.0f calls/s  failed %5d (%.2f %%)  CPU %6.2f s = %6.1f µs/call  RSS %6.1f MB  UAS %5.1f µs/call  load %s\n",
-      n, t, c, w, c / w, f, 100 * f / c, cpu, cpu / c * 1e6, r / 1024, uas / c * 1e6, load }'
+    printf "%-24s target %5d/s  %6d calls in %6.2f s = %6.0f calls/s  failed %5d (%.2f %%)  CPU %6.2f s = %6.1f µs/call (user %.1f + sys %.1f)  RSS %6.1f MB  UAS %5.1f µs/call  load %s\n",
+      n, t, c, w, c / w, f, 100 * f / c, cpu, cpu / c * 1e6, u / c * 1e6, s / c * 1e6, r / 1024, uas / c * 1e6, load }'
 }
 
 # perf stat's CSV (FILE) per call (CALLS): task-clock and context switches.

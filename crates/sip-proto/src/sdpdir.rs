@@ -238,11 +238,15 @@ pub(crate) fn answered_codec(ours: &[u8], answer: &[u8]) -> Option<String> {
         .find(|c| ours.iter().any(|(_, o)| o == c))
 }
 
-/// Whether the first format of `answer`'s audio stream is the first of `ours`' and a static
-/// payload type (RFC 3551 §6: the same number is the same codec): the answer keeps our first
-/// codec. A scan of the `m=` lines, no allocation (every call's answer is looked at).
+/// Whether the first format of `answer`'s audio stream (in use: its port is not 0) is the
+/// first of `ours`' and a static payload type (RFC 3551 §6: the same number is the same
+/// codec): the answer keeps our first codec, as [`answered_codec`] would find. Our own port
+/// does not matter, as it does not there: a call without media offers port 0, and its
+/// answers are looked at here too. A scan of the `m=` lines, no allocation (every call's
+/// answer is looked at).
 pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
-    fn first(sdp: &[u8]) -> Option<&[u8]> {
+    /// The first format of the audio stream, with whether its port is 0.
+    fn first(sdp: &[u8]) -> Option<(&[u8], bool)> {
         let at = sdp.windows(8).position(|w| w == b"m=audio ")?;
         let mut parts = sdp[at + 8..]
             .split(|b| *b == b'\r' || *b == b'\n')
@@ -250,10 +254,10 @@ pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
             .split(|b| *b == b' ')
             .filter(|p| !p.is_empty());
         let (port, pt) = (parts.next()?, parts.nth(1)?);
-        (port != b"0").then_some(pt)
+        Some((pt, port == b"0"))
     }
     match (first(ours), first(answer)) {
-        (Some(a), Some(b)) => {
+        (Some((a, _)), Some((b, false))) => {
             a == b && std::str::from_utf8(a).is_ok_and(|pt| pt.parse::<u8>().is_ok_and(|n| n < 96))
         }
         _ => false,
@@ -1300,6 +1304,19 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
         assert!(!keeps_our_first_codec(
             BOTH.as_bytes(),
             b"v=0\r\nm=audio 0 RTP/AVP 0\r\n"
+        ));
+        // Our offer without media (port 0): the answer's codec is still read without
+        // `answered_codec`, and says what that would.
+        let no_media = BOTH.replacen("m=audio 30000", "m=audio 0", 1);
+        let answer = b"v=0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert!(keeps_our_first_codec(no_media.as_bytes(), answer));
+        assert_eq!(
+            answered_codec(no_media.as_bytes(), answer),
+            codec_in(no_media.as_bytes())
+        );
+        assert!(!keeps_our_first_codec(
+            no_media.as_bytes(),
+            b"v=0\r\nm=audio 6000 RTP/AVP 8\r\n"
         ));
         let held = Bytes::from(BOTH.replace("a=sendrecv", "a=sendonly"));
         assert_eq!(offer_again(&held, None), held);
