@@ -2766,10 +2766,15 @@ impl<'a> Shard<'a> {
             // As for the shared UDP socket: the state machines see the loop's time, the
             // timings the message's arrival (read later when the loop coalesced its wakes).
             let now = Instant::now();
+            // Only traffic counts: a connection made, refused or closed says nothing of
+            // what comes next, and the idle shard that made it should still wake at once
+            // for the first answer.
+            if matches!(m.event, StreamEvent::Message(_) | StreamEvent::Datagram(..)) {
+                got += 1;
+            }
             self.rx_arrival = m.arrived.map(|at| at.min(now));
             self.on_stream(now, m);
             self.rx_arrival = None;
-            got += 1;
         }
         // What came on the connections makes the next sleep a coalescing one, as datagrams do.
         self.coalesce.read_streams(got, Instant::now());

@@ -339,7 +339,8 @@ impl Coalescer {
         }
     }
 
-    /// The loop read its connections at `at` and got `n` messages (or other news).
+    /// The loop read its connections at `at` and got `n` messages (a connection made or
+    /// closed is not counted: it says nothing of what comes next).
     pub fn read_streams(&mut self, n: usize, at: Instant) {
         self.got += n;
         self.last_read = Some(at);
