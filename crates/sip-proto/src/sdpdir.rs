@@ -247,7 +247,7 @@ pub(crate) fn answered_codec(ours: &[u8], answer: &[u8]) -> Option<String> {
 pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
     /// The first format of the audio stream, with whether its port is 0.
     fn first(sdp: &[u8]) -> Option<(&[u8], bool)> {
-        let at = sdp.windows(8).position(|w| w == b"m=audio ")?;
+        let at = memchr::memmem::find(sdp, b"m=audio ")?;
         let mut parts = sdp[at + 8..]
             .split(|b| *b == b'\r' || *b == b'\n')
             .next()?
