@@ -946,8 +946,9 @@ impl NetPoll {
 
     /// Reads until the socket would block; whole messages become events.
     ///
-    /// A plain TCP read that returns less than the buffer has drained the socket: the
-    /// read that would only say so (`WouldBlock`) is not made, as nginx does. Bytes that
+    /// A read that returns less than asked for (the buffer over plain TCP, what rustls asks
+    /// for over TLS) has drained the socket: the read that would only say so (`WouldBlock`)
+    /// is not made, as nginx does. Bytes that
     /// arrive after it raise a new edge. Unless the poll reported the peer's close or an
     /// error with this wake (`closing`): then it reads on to the end (0) or the error, since
     /// that edge came with the last data and none follows it.
@@ -988,7 +989,8 @@ impl NetPoll {
                     Err(e) => return Err(Box::new(e.into())),
                 },
                 Some(t) => {
-                    match t.read_tls(&mut Stamped(&c.sock, &mut c.arrived)) {
+                    let mut short = false;
+                    match t.read_tls(&mut Stamped(&c.sock, &mut c.arrived, &mut short)) {
                         Ok(0) => closed = true,
                         Ok(_) => {}
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -1020,7 +1022,9 @@ impl NetPoll {
                             Err(e) => return Err(Box::new(e.into())),
                         }
                     }
-                    if closed {
+                    // As over plain TCP: a read shorter than rustls asked for emptied the
+                    // socket, and asking again would only be told so.
+                    if closed || (short && !closing) {
                         break;
                     }
                 }
@@ -1295,12 +1299,15 @@ fn stamped_read(
     Ok(n)
 }
 
-/// A connection's socket as rustls reads it ([`stamped_read`]).
-struct Stamped<'a>(&'a TcpStream, &'a mut Option<Instant>);
+/// A connection's socket as rustls reads it ([`stamped_read`]); the flag says whether the
+/// read was short (some bytes, fewer than asked for: the socket was emptied).
+struct Stamped<'a>(&'a TcpStream, &'a mut Option<Instant>, &'a mut bool);
 
 impl Read for Stamped<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        stamped_read(self.0, buf, self.1)
+        let n = stamped_read(self.0, buf, self.1)?;
+        *self.2 = n > 0 && n < buf.len();
+        Ok(n)
     }
 }
 
@@ -1837,6 +1844,95 @@ mod tests {
                 read - arrived
             );
         }
+    }
+
+    /// Over TLS a read shorter than rustls asked for ends the socket's reads for the look, as
+    /// over plain TCP, and nothing is lost for it: a burst larger than rustls's reads is read
+    /// whole in one look; a message in two records, the second sent later, is read whole at
+    /// the look after it; and a message with the server's close behind it (close_notify and
+    /// FIN) gives the message, then the close.
+    #[tokio::test]
+    async fn a_tls_connection_read_short_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut net = NetPoll::new().unwrap();
+        let mut events = VecDeque::new();
+        let (settings, config) = tls_settings(addr);
+        net.connect(0, 1, Instant::now(), settings);
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        tcp.set_nodelay(true).unwrap();
+        let mut server = tokio::select! {
+            r = tls::accept(tcp, config) => r.unwrap(),
+            () = drive(&mut net, &mut events) => unreachable!(),
+        };
+        let ev = next(&mut net, &mut events).await;
+        assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        net.disarm();
+        let messages = |got: Vec<StreamIn>| -> Vec<Bytes> {
+            got.into_iter()
+                .map(|e| match e.event {
+                    StreamEvent::Message(m) => m,
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        // Whole SIP messages of 500 bytes each (a body fills them up).
+        let sip = |n: usize| -> Vec<Bytes> {
+            (0..n)
+                .map(|i| {
+                    let head = format!("OPTIONS sip:{i:05}@127.0.0.1 SIP/2.0\r\nContent-Length: ");
+                    let body = 500 - head.len() - "400\r\n\r\n".len();
+                    Bytes::from(format!("{head}{body}\r\n\r\n{}", "x".repeat(body)))
+                })
+                .collect()
+        };
+        // 200 of them (100 KB: many records and many of rustls's reads).
+        let burst = sip(200);
+        for m in &burst {
+            server.write_all(m).await.unwrap();
+        }
+        server.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        net.poll_ready(Instant::now());
+        let got = messages(std::iter::from_fn(|| net.next_event()).collect());
+        assert!(
+            got == burst,
+            "{} messages of {} read",
+            got.len(),
+            burst.len()
+        );
+        // A message in two records, the second 50 ms later.
+        let one = &sip(1)[0];
+        let (head, tail) = one.split_at(200);
+        server.write_all(head).await.unwrap();
+        server.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.poll_ready(Instant::now());
+        assert!(net.next_event().is_none());
+        server.write_all(tail).await.unwrap();
+        server.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.poll_ready(Instant::now());
+        let got: Vec<_> = std::iter::from_fn(|| net.next_event()).collect();
+        assert_eq!(messages(got), vec![one.clone()]);
+        // A message, then the server's close.
+        server.write_all(one).await.unwrap();
+        server.shutdown().await.unwrap();
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        net.poll_ready(Instant::now());
+        let got: Vec<_> = std::iter::from_fn(|| net.next_event()).collect();
+        assert!(
+            matches!(&got[..], [
+                StreamIn { endpoint: 0, event: StreamEvent::Message(m), .. },
+                StreamIn { endpoint: 0, event: StreamEvent::Closed(_), .. },
+            ] if m == one),
+            "{got:?}"
+        );
     }
 
     /// A turn's messages wait for `flush_queued` and then leave together, in order, over
