@@ -3,7 +3,8 @@
 #   SIPp UAC → SIPp UAS   and   sipmeter UAC → SIPp UAS
 # At each target rate both generators place CALLS calls (INVITE/100/180/200/ACK/BYE/200)
 # against a fresh SIPp UAS. Prints the rate reached, failed calls, the generator's CPU
-# seconds (user+sys), CPU per call (and its user and system parts) and peak RSS. Measures; never fails on a figure.
+# seconds (user+sys), CPU per call (and its user and system parts) and peak RSS. Measures;
+# never fails on a figure.
 #
 #   benches/load/cps.sh [CALLS] RATE1 RATE2 …      (default: 5000 calls at 200 500 1000 2000/s)
 # Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or

@@ -5,7 +5,7 @@
 //!
 //! The quantum is made huge here (500 ms, `sipsock::set_quantum`; this file is its own
 //! process) so that the wait is unmistakable. A scripted UAS answers INVITE with 100 at once,
-//! 180 40 ms later and 200 OK 40 ms after that. The caller is idle when the 100 comes, so
+//! 180 80 ms later and 200 OK 80 ms after that. The caller is idle when the 100 comes, so
 //! it reads it at once, then coalesces: the 180 and the 200 sit in the socket until the
 //! quantum ends. The trace (read times) shows that wait; the timings must not.
 //!
@@ -31,7 +31,7 @@ use sip_proto::transaction::TimerConfig;
 const SDP: &str = "v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 const QUANTUM: Duration = Duration::from_millis(500);
-const RING_AFTER: Duration = Duration::from_millis(40);
+const RING_AFTER: Duration = Duration::from_millis(80);
 
 /// How the caller reaches the scripted UAS.
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +87,8 @@ fn scripted_uas(sock: UdpSocket, stop: Arc<AtomicBool>) {
         };
         for (wait, bytes) in answers(&req, &contact) {
             std::thread::sleep(wait);
-            sock.send_to(&bytes, from).unwrap();
+            // A caller gone is the run's failure to report, not this thread's.
+            let _ = sock.send_to(&bytes, from);
         }
     }
 }
@@ -127,7 +128,8 @@ fn scripted_uas_tcp(listener: TcpListener, stop: Arc<AtomicBool>) {
                 };
                 for (wait, bytes) in answers(&req, &contact) {
                     std::thread::sleep(wait);
-                    conn.write_all(&bytes).unwrap();
+                    // A caller gone is the run's failure to report, not this thread's.
+                    let _ = conn.write_all(&bytes);
                 }
             }
         }
@@ -284,7 +286,7 @@ fn timed_from_arrival(way: Way) {
     let read_200 = read("SIP/2.0 200");
     assert!(read_180 >= 450.0, "180 read {read_180} ms after the INVITE");
     assert!(read_200 >= 450.0, "200 read {read_200} ms after the INVITE");
-    // Yet the timings (the first call's) are the arrivals': 40 and 80 ms after the INVITE (give or take the
+    // Yet the timings (the first call's) are the arrivals': 80 and 160 ms after the INVITE (give or take the
     // scripted peer's scheduling), not the reads.
     let t = &r.timings;
     let t100 = t.time_to_100_ms.unwrap();
@@ -292,19 +294,19 @@ fn timed_from_arrival(way: Way) {
     let setup = t.call_setup_ms.unwrap();
     assert!(t100 <= read_100 && t100 < 250.0, "{way:?}: {t:?}");
     assert_eq!(t.post_dial_delay_ms, Some(t180), "{t:?}");
-    assert!((79.0..250.0).contains(&setup), "{way:?}: {t:?}");
+    assert!((159.0..400.0).contains(&setup), "{way:?}: {t:?}");
     match way {
         // Each datagram carries its own stamp.
         Way::SharedUdp | Way::OwnUdp => {
             assert!(
-                (39.0..250.0).contains(&t180) && setup > t180,
+                (79.0..250.0).contains(&t180) && setup > t180,
                 "{way:?}: {t:?}"
             );
         }
         // On a connection one read took both answers, and the kernel stamps a read with
         // its last bytes' arrival: the 180 is timed at the 200's, late by less than the
-        // time between two reads (a quantum: 0.5 ms in a run), never early, and not by
-        // the 400 ms it waited.
+        // time between two reads (here a quantum of 500 ms; in a run 0.5 ms plus the
+        // timer's granularity), never early, and not by the wait in the socket.
         Way::Tcp => assert_eq!(t180, setup, "{t:?}"),
     }
     // The quantum's slack is not lateness: the second dial fired ~400 ms after its

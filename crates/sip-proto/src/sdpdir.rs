@@ -240,28 +240,55 @@ pub(crate) fn answered_codec(ours: &[u8], answer: &[u8]) -> Option<String> {
 
 /// Whether the first format of `answer`'s audio stream (in use: its port is not 0) is the
 /// first of `ours`' and a static payload type (RFC 3551 §6: the same number is the same
-/// codec): the answer keeps our first codec, as [`answered_codec`] would find. Our own port
-/// does not matter, as it does not there: a call without media offers port 0, and its
-/// answers are looked at here too. A scan of the `m=` lines, no allocation (every call's
-/// answer is looked at).
+/// codec) that the answer does not map to another codec (an `a=rtpmap` for it, if any, says
+/// what ours says): the answer keeps our first codec, as [`answered_codec`] would find. Our
+/// own port does not matter, as it does not there: a call without media offers port 0, and
+/// its answers are looked at here too. A scan of the audio sections, no allocation (every
+/// call's answer is looked at).
 pub(crate) fn keeps_our_first_codec(ours: &[u8], answer: &[u8]) -> bool {
-    /// The first format of the audio stream, with whether its port is 0.
-    fn first(sdp: &[u8]) -> Option<(&[u8], bool)> {
-        let at = memchr::memmem::find(sdp, b"m=audio ")?;
-        let mut parts = sdp[at + 8..]
-            .split(|b| *b == b'\r' || *b == b'\n')
-            .next()?
-            .split(|b| *b == b' ')
-            .filter(|p| !p.is_empty());
-        let (port, pt) = (parts.next()?, parts.nth(1)?);
-        Some((pt, port == b"0"))
-    }
-    match (first(ours), first(answer)) {
-        (Some((a, _)), Some((b, false))) => {
-            a == b && std::str::from_utf8(a).is_ok_and(|pt| pt.parse::<u8>().is_ok_and(|n| n < 96))
+    match (first_format(ours), first_format(answer)) {
+        (Some((a, _, ours)), Some((b, false, answer))) => {
+            a == b
+                && std::str::from_utf8(a).is_ok_and(|pt| pt.parse::<u8>().is_ok_and(|n| n < 96))
+                && section_rtpmap(answer, a).is_none_or(|m| {
+                    section_rtpmap(ours, a).is_some_and(|o| o.eq_ignore_ascii_case(m))
+                })
         }
         _ => false,
     }
+}
+
+/// The first format of `sdp`'s audio stream, whether its port is 0, and the stream's
+/// section (its `m=` line up to the next one), as [`audio_stream`] finds them: the first
+/// `m=audio` line.
+fn first_format(sdp: &[u8]) -> Option<(&[u8], bool, &[u8])> {
+    let at = if sdp.starts_with(b"m=audio ") {
+        0
+    } else {
+        memchr::memmem::find(sdp, b"\nm=audio ")? + 1
+    };
+    let section = &sdp[at..];
+    let section =
+        memchr::memmem::find(&section[1..], b"\nm=").map_or(section, |end| &section[..=end]);
+    let mut parts = section[8..]
+        .split(|b| *b == b'\r' || *b == b'\n')
+        .next()?
+        .split(|b| *b == b' ')
+        .filter(|p| !p.is_empty());
+    let (port, pt) = (parts.next()?, parts.nth(1)?);
+    Some((pt, port == b"0", section))
+}
+
+/// The value of `section`'s `a=rtpmap:` line for payload type `pt` (`NAME/RATE[/…]`), as
+/// [`pt_and_value`] reads it (trimmed).
+fn section_rtpmap<'a>(section: &'a [u8], pt: &[u8]) -> Option<&'a [u8]> {
+    memchr::memmem::find_iter(section, b"\na=rtpmap:").find_map(|at| {
+        let line = section[at + 10..]
+            .split(|b| *b == b'\r' || *b == b'\n')
+            .next()?;
+        let (p, value) = line.split_at(line.iter().position(|b| *b == b' ')?);
+        (p.trim_ascii() == pt).then(|| value.trim_ascii())
+    })
 }
 
 /// The first voice codec of `sdp`'s audio stream (`NAME/RATE`).
@@ -1317,6 +1344,33 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=rtcp-mux
         assert!(!keeps_our_first_codec(
             no_media.as_bytes(),
             b"v=0\r\nm=audio 6000 RTP/AVP 8\r\n"
+        ));
+        // A static number the answer maps to another codec, or to the same in other
+        // letters; an `m=audio` that does not start a line.
+        let g722 = BOTH.replace("RTP/AVP 0 8 101", "RTP/AVP 9 0 101").replace(
+            "a=rtpmap:0 PCMU/8000",
+            "a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000",
+        );
+        let misnamed =
+            "v=0\r\nm=audio 6000 RTP/AVP 9 0\r\na=rtpmap:9 G722/16000\r\na=rtpmap:0 PCMU/8000\r\n";
+        assert!(!keeps_our_first_codec(g722.as_bytes(), misnamed.as_bytes()));
+        assert_eq!(
+            answered_codec(g722.as_bytes(), misnamed.as_bytes()).as_deref(),
+            Some("PCMU/8000")
+        );
+        let lower = "v=0\r\nm=audio 6000 RTP/AVP 9\r\na=rtpmap:9 g722/8000\r\n";
+        assert!(keeps_our_first_codec(g722.as_bytes(), lower.as_bytes()));
+        assert_eq!(
+            answered_codec(g722.as_bytes(), lower.as_bytes()),
+            codec_in(g722.as_bytes())
+        );
+        // An rtpmap of the answer's video stream says nothing of its audio.
+        let video =
+            "v=0\r\nm=audio 6000 RTP/AVP 0\r\nm=video 6002 RTP/AVP 0\r\na=rtpmap:0 H261/90000\r\n";
+        assert!(keeps_our_first_codec(BOTH.as_bytes(), video.as_bytes()));
+        assert!(!keeps_our_first_codec(
+            BOTH.as_bytes(),
+            b"v=0\r\ns=m=audio 5 RTP/AVP 0\r\n"
         ));
         let held = Bytes::from(BOTH.replace("a=sendrecv", "a=sendonly"));
         assert_eq!(offer_again(&held, None), held);
