@@ -1780,13 +1780,11 @@ mod tests {
             .collect()
     }
 
-    /// Over TLS (rustls reads through the stamping reader) and on an endpoint's own UDP
-    /// socket, a message read late carries when it arrived, as over plain TCP.
-    #[tokio::test]
-    async fn messages_over_tls_and_own_udp_carry_their_arrival() {
-        use tokio::io::AsyncWriteExt;
-        const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
-        crate::rxstamp::tests::stamping_on();
+    /// A set with endpoint 0 connected over TLS to a server of the test's, and the server's
+    /// side of the connection (`TCP_NODELAY`: without it the server's second segment, a
+    /// message after its session tickets, waits for our delayed ACK under Nagle and really
+    /// arrives 20–40 ms later). The Connected event is taken.
+    async fn tls_connected() -> (NetPoll, tls::ServerStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut net = NetPoll::new().unwrap();
@@ -1797,15 +1795,25 @@ mod tests {
             r = listener.accept() => r.unwrap(),
             () = drive(&mut net, &mut events) => unreachable!(),
         };
-        // Without it the server's second segment (the message, after its session tickets)
-        // waits for our delayed ACK under Nagle, and really arrives 20–40 ms later.
         tcp.set_nodelay(true).unwrap();
-        let mut server = tokio::select! {
+        let server = tokio::select! {
             r = tls::accept(tcp, config) => r.unwrap(),
             () = drive(&mut net, &mut events) => unreachable!(),
         };
         let ev = next(&mut net, &mut events).await;
         assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        assert!(events.is_empty(), "{events:?}");
+        (net, server)
+    }
+
+    /// Over TLS (rustls reads through the stamping reader) and on an endpoint's own UDP
+    /// socket, a message read late carries when it arrived, as over plain TCP.
+    #[tokio::test]
+    async fn messages_over_tls_and_own_udp_carry_their_arrival() {
+        use tokio::io::AsyncWriteExt;
+        const MSG: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        crate::rxstamp::tests::stamping_on();
+        let (mut net, mut server) = tls_connected().await;
         // An endpoint's own UDP socket in the same set, and a peer for it.
         let own = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let own_addr = own.local_addr().unwrap();
@@ -1854,23 +1862,7 @@ mod tests {
     #[tokio::test]
     async fn a_tls_connection_read_short_loses_nothing() {
         use tokio::io::AsyncWriteExt;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut net = NetPoll::new().unwrap();
-        let mut events = VecDeque::new();
-        let (settings, config) = tls_settings(addr);
-        net.connect(0, 1, Instant::now(), settings);
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => r.unwrap(),
-            () = drive(&mut net, &mut events) => unreachable!(),
-        };
-        tcp.set_nodelay(true).unwrap();
-        let mut server = tokio::select! {
-            r = tls::accept(tcp, config) => r.unwrap(),
-            () = drive(&mut net, &mut events) => unreachable!(),
-        };
-        let ev = next(&mut net, &mut events).await;
-        assert!(matches!(ev.event, StreamEvent::Connected { .. }), "{ev:?}");
+        let (mut net, mut server) = tls_connected().await;
         net.disarm();
         let messages = |got: Vec<StreamIn>| -> Vec<Bytes> {
             got.into_iter()
