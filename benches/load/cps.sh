@@ -10,7 +10,10 @@
 # Needs sipp (Debian sip-tester) and /usr/bin/time; builds sipmeter in release mode, or
 # measures the binary SIPMETER_BIN names (to compare two builds). SIPMETER_WRAP prefixes
 # sipmeter's command, e.g. SIPMETER_WRAP="strace -c -f -o /tmp/sc" counts its syscalls
-# (its figures then include strace's overhead). CPS_PERF=1 wraps it in `perf stat` and
+# (its figures then include strace's overhead), and SIPMETER_WRAP="valgrind --tool=callgrind
+# --callgrind-out-file=/tmp/cg" with `2000 200` (a rate valgrind keeps up with) counts the
+# instructions of a whole run, repeatable where the machine's timings are not (compare two
+# builds by `callgrind_annotate --inclusive=yes` on agent::engine::Shard::run). CPS_PERF=1 wraps it in `perf stat` and
 # prints its task-clock, context switches and page faults per call. Each line ends with the SIPp UAS's
 # own CPU per call (read from /proc before it is stopped) and the load average. Only the
 # SIPp UAS this script started are stopped (by PID), never other runs'.
