@@ -25,7 +25,8 @@
 //! What is measured does not move with the mode: each datagram carries the kernel's receive
 //! stamp (`SO_TIMESTAMPNS`, see `rxstamp` and `udpbatch::RecvBatch::arrival`), and so does
 //! each message on a connection or an endpoint's own UDP socket (`StreamIn::arrived`: the
-//! stamp of the last bytes that completed it), and the engine times answers from it.
+//! stamp of the read that completed it; messages one read completes share it), and the
+//! engine times answers from it.
 //!
 //! Why the socket leaves the reactor rather than being ignored: tokio registers a socket
 //! edge-triggered for reading and writing, and the kernel wakes a parked `epoll_wait` for
@@ -339,8 +340,8 @@ impl Coalescer {
         }
     }
 
-    /// The loop read its connections at `at` and got `n` messages (a connection made or
-    /// closed is not counted: it says nothing of what comes next).
+    /// The loop read its connections at `at` and got `n` messages (a connection made,
+    /// refused or closed is not counted: it says nothing of what comes next).
     pub fn read_streams(&mut self, n: usize, at: Instant) {
         self.got += n;
         self.last_read = Some(at);
