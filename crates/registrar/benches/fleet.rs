@@ -21,6 +21,10 @@
 //! Run: `cargo bench -p registrar --bench fleet` (N = 10,000; `FLEET_N` overrides).
 //! Instructions of the timed phases only:
 //! `FLEET_N=1000 valgrind --tool=callgrind --toggle-collect='fleet::phase_*' <bench binary>`.
+//! Those of the user agents alone (the figure's share: what they receive parsed, what they
+//! send printed, the calls they are asked to make, answer and end):
+//! `--toggle-collect='fleet::ua_*'` and `--toggle-collect='sip_proto::ua::UserAgent::M'` for
+//! each `M` of `register`, `call`, `answer` and `hangup` instead.
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -245,29 +249,7 @@ fn settle(
     let Net { queue, next } = net;
     loop {
         std::mem::swap(queue, next);
-        split.uas(|| {
-            for &i in dirty.iter() {
-                while let Some(o) = uas[i].poll_transmit() {
-                    let to = match o.destination {
-                        Destination::Registrar | Destination::OutboundProxy => reg_addr(),
-                        Destination::Source(a) => a,
-                        Destination::Uri(u) => {
-                            let s = u.as_sip().unwrap();
-                            let Host::V4(ip) = s.host else {
-                                unreachable!("IPv4 only")
-                            };
-                            SocketAddr::new(ip.into(), s.port.unwrap_or(5060))
-                        }
-                    };
-                    queue.push((addr_of(i), to, o.bytes));
-                }
-                while let Some(e) = uas[i].poll_event() {
-                    if let UaEvent::Call(call, CallEvent::Incoming { .. }) = e {
-                        incoming[i] = Some(call);
-                    }
-                }
-            }
-        });
+        split.uas(|| ua_send(uas, dirty, incoming, queue));
         dirty.clear();
         if queue.is_empty() {
             return messages;
@@ -283,15 +265,60 @@ fn settle(
                 }
             }
         });
-        split.uas(|| {
-            for (from, to, bytes) in queue.drain(..).filter(|(_, to, _)| *to != reg_addr()) {
-                if let Some(i) = index.of(to) {
-                    let msg = Message::parse_bytes(bytes).unwrap();
-                    uas[i].handle_message(now, msg, from);
-                    dirty.push(i);
+        split.uas(|| ua_receive(uas, index, now, dirty, queue));
+    }
+}
+
+/// The phones' output of a round: every message the `dirty` endpoints send, queued with its
+/// destination, and the incoming calls they report. A function of its own (not inlined), as
+/// [`ua_receive`], so that `valgrind --tool=callgrind --toggle-collect='fleet::ua_*'` counts the
+/// user agents' share alone.
+#[inline(never)]
+fn ua_send(
+    uas: &mut [UserAgent],
+    dirty: &[usize],
+    incoming: &mut [Option<CallId>],
+    queue: &mut Vec<(SocketAddr, SocketAddr, Bytes)>,
+) {
+    for &i in dirty.iter() {
+        while let Some(o) = uas[i].poll_transmit() {
+            let to = match o.destination {
+                Destination::Registrar | Destination::OutboundProxy => reg_addr(),
+                Destination::Source(a) => a,
+                Destination::Uri(u) => {
+                    let s = u.as_sip().unwrap();
+                    let Host::V4(ip) = s.host else {
+                        unreachable!("IPv4 only")
+                    };
+                    SocketAddr::new(ip.into(), s.port.unwrap_or(5060))
                 }
+            };
+            queue.push((addr_of(i), to, o.bytes));
+        }
+        while let Some(e) = uas[i].poll_event() {
+            if let UaEvent::Call(call, CallEvent::Incoming { .. }) = e {
+                incoming[i] = Some(call);
             }
-        });
+        }
+    }
+}
+
+/// The phones' input of a round: every message of `queue` not for the registrar, parsed and
+/// handed to its endpoint, which is noted in `dirty`.
+#[inline(never)]
+fn ua_receive(
+    uas: &mut [UserAgent],
+    index: &Index,
+    now: Instant,
+    dirty: &mut Vec<usize>,
+    queue: &mut Vec<(SocketAddr, SocketAddr, Bytes)>,
+) {
+    for (from, to, bytes) in queue.drain(..).filter(|(_, to, _)| *to != reg_addr()) {
+        if let Some(i) = index.of(to) {
+            let msg = Message::parse_bytes(bytes).unwrap();
+            uas[i].handle_message(now, msg, from);
+            dirty.push(i);
+        }
     }
 }
 
