@@ -807,8 +807,13 @@ impl ClientTransaction {
         match (self.state, code) {
             (State::Calling | State::Trying | State::Proceeding, 100..=199) => {
                 if self.state == State::Calling {
-                    // §17.1.1.2: a provisional response stops INVITE retransmissions.
+                    // §17.1.1.2: a provisional response stops INVITE retransmissions, and
+                    // Timer B ends only a transaction still in Calling (Figure 5): a callee
+                    // may ring for as long as it likes; the caller gives up with CANCEL.
                     self.timers.stop(Timer::A);
+                    if self.invite {
+                        self.timers.stop(Timer::B);
+                    }
                 }
                 self.state = State::Proceeding;
                 if !self.invite && !self.reliable {
@@ -921,6 +926,19 @@ impl ClientTransaction {
                 Timer::D | Timer::K | Timer::M => self.terminate(),
                 _ => {}
             }
+        }
+    }
+
+    /// A CANCEL for this INVITE has gone out (RFC 3261 §9.1): "If there is no final response
+    /// for the original request in 64*T1 seconds ..., the client SHOULD then consider the
+    /// original transaction cancelled and SHOULD destroy the client transaction". Timer B,
+    /// which no longer runs in Proceeding, is armed for that: 64·T1 from now, reported as it
+    /// is in Calling (`TxnEvent::Timeout(Timer::B)`, the transaction ended). In Calling, the
+    /// Timer B of the INVITE still runs and comes first; in other states it does nothing.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        if self.invite && self.state == State::Proceeding && self.timers.get(Timer::B).is_none() {
+            self.timers
+                .set_after(Timer::B, now, self.config.initial(Timer::B, self.reliable));
         }
     }
 
@@ -1972,6 +1990,108 @@ Content-Length: 0\r\n\r\n"
             ev.iter()
                 .any(|(d, e)| matches!(e, TxnEvent::Timeout(Timer::B)) && d.as_secs() == 32)
         );
+    }
+
+    #[test]
+    fn timer_b_does_not_end_an_invite_in_proceeding() {
+        // RFC 3261 §17.1.1.2 and Figure 5: Timer B only fires out of Calling ("If the client
+        // transaction is still in the 'Calling' state when timer B fires ..."); once a
+        // provisional response moved the transaction to Proceeding, it waits for the final
+        // response however long the callee rings (a UAC gives up with CANCEL, §9.1).
+        let now = Instant::now();
+        for reliable in [false, true] {
+            let inv = request("INVITE");
+            let mut t =
+                ClientTransaction::new(now, &inv, reliable, TimerConfig::default()).unwrap();
+            t.poll_transmit().unwrap();
+            t.handle_response(now + Duration::from_millis(100), &response(&inv, 180));
+            assert_eq!(t.state(), State::Proceeding);
+            let ev = run_client(&mut t, now, Duration::from_secs(60));
+            assert!(
+                !ev.iter().any(|(_, e)| matches!(e, TxnEvent::Timeout(_))),
+                "reliable={reliable}: {ev:?}"
+            );
+            assert_eq!(t.state(), State::Proceeding, "reliable={reliable}");
+            // The 200 that comes after 60 s of ringing is still the transaction's.
+            t.handle_response(now + Duration::from_secs(60), &response(&inv, 200));
+            assert_eq!(t.state(), State::Accepted, "reliable={reliable}");
+        }
+        // Without a provisional response Timer B still ends it at 64·T1.
+        let inv = request("INVITE");
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        let ev = run_client(&mut t, now, Duration::from_secs(60));
+        assert!(
+            ev.iter()
+                .any(|(at, e)| matches!(e, TxnEvent::Timeout(Timer::B))
+                    && *at == Duration::from_secs(32)),
+            "{ev:?}"
+        );
+        assert_eq!(t.state(), State::Terminated);
+    }
+
+    #[test]
+    fn a_cancelled_invite_without_a_final_response_ends_64_t1_after_the_cancel() {
+        // RFC 3261 §9.1: "If there is no final response for the original request in 64*T1
+        // seconds ..., the client SHOULD then consider the original transaction cancelled and
+        // SHOULD destroy the client transaction handling the original request."
+        let now = Instant::now();
+        let inv = request("INVITE");
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        t.poll_transmit().unwrap();
+        t.handle_response(now + Duration::from_secs(1), &response(&inv, 180));
+        // The CANCEL goes out 50 s later; no final response ever comes (an RFC 2543 UAS).
+        let cancelled_at = now + Duration::from_secs(50);
+        t.cancel_sent(cancelled_at);
+        t.cancel_sent(cancelled_at + Duration::from_secs(1)); // once armed, not moved
+        let ev = run_client(&mut t, now, Duration::from_secs(200));
+        let timeouts: Vec<Duration> = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, TxnEvent::Timeout(_)))
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(timeouts, [Duration::from_secs(50 + 32)], "{ev:?}");
+        assert!(
+            ev.iter()
+                .any(|(_, e)| matches!(e, TxnEvent::Timeout(Timer::B)))
+        );
+        assert_eq!(t.state(), State::Terminated);
+
+        // The usual end: the 487 comes, so the guard never fires.
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        t.poll_transmit().unwrap();
+        t.handle_response(now + Duration::from_secs(1), &response(&inv, 180));
+        t.cancel_sent(now + Duration::from_secs(2));
+        t.handle_response(now + Duration::from_secs(3), &response(&inv, 487));
+        assert_eq!(t.state(), State::Completed);
+        let ev = run_client(&mut t, now, Duration::from_secs(200));
+        assert!(
+            !ev.iter().any(|(_, e)| matches!(e, TxnEvent::Timeout(_))),
+            "{ev:?}"
+        );
+        // Nor does a CANCEL in another state arm anything: Calling keeps its own Timer B
+        // (from the INVITE), a non-INVITE has none.
+        let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
+        t.cancel_sent(now + Duration::from_secs(10));
+        let ev = run_client(&mut t, now, Duration::from_secs(200));
+        let timeouts: Vec<Duration> = ev
+            .iter()
+            .filter(|(_, e)| matches!(e, TxnEvent::Timeout(_)))
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(timeouts, [Duration::from_secs(32)], "{ev:?}");
+        let opt = request("OPTIONS");
+        let mut t = ClientTransaction::new(now, &opt, false, TimerConfig::default()).unwrap();
+        t.handle_response(now + Duration::from_secs(1), &response(&opt, 100));
+        t.cancel_sent(now + Duration::from_secs(2));
+        let ev = run_client(&mut t, now, Duration::from_secs(200));
+        let timeouts: Vec<(Duration, Timer)> = ev
+            .iter()
+            .filter_map(|(at, e)| match e {
+                TxnEvent::Timeout(timer) => Some((*at, *timer)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(timeouts, [(Duration::from_secs(32), Timer::F)]);
     }
 
     #[test]

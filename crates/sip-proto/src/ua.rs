@@ -2449,7 +2449,17 @@ impl UserAgent {
             return;
         };
         match code {
-            100 => self.call_event(id, CallEvent::Trying),
+            100 => {
+                // §9.1: any provisional response, 100 included, lets a CANCEL go out (and
+                // one asked for before it is sent now: the INVITE's transaction is in
+                // Proceeding, where Timer B no longer ends it, §17.1.1.2).
+                call.provisional_seen = true;
+                let cancel = call.cancel == Cancel::Pending;
+                self.call_event(id, CallEvent::Trying);
+                if cancel {
+                    self.send_cancel(now, id);
+                }
+            }
             101..=199 => {
                 call.provisional_seen = true;
                 if call.state == CallState::Calling {
@@ -3244,6 +3254,15 @@ impl UserAgent {
             Destination::Registrar
         };
         self.start_client(now, cancel, Owner::Cancel(id), dest);
+        // §9.1: without a final response to the INVITE 64·T1 after its CANCEL, the INVITE
+        // is taken as cancelled and its transaction ends (Timer B, armed again for that).
+        if let Some(e) = self
+            .client
+            .iter_mut()
+            .find(|e| e.owner == Owner::Invite(id))
+        {
+            e.txn.cancel_sent(now);
+        }
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId) {
@@ -5687,13 +5706,18 @@ impl UserAgent {
                 }
                 Owner::Invite(id) => {
                     let referrer = self.referrer_of(id);
-                    self.call_event(
-                        id,
-                        CallEvent::Failed {
-                            code: 408,
-                            reason: format!("no final response (Timer {timer:?} fired)"),
-                        },
-                    );
+                    let cancelled = self
+                        .call_ref(id)
+                        .is_some_and(|c| c.provisional_seen && c.state == CallState::Terminating);
+                    let reason = if cancelled {
+                        format!(
+                            "no final response within 64×T1 of the CANCEL (RFC 3261 §9.1: \
+                             Timer {timer:?} fired)"
+                        )
+                    } else {
+                        format!("no final response (Timer {timer:?} fired)")
+                    };
+                    self.call_event(id, CallEvent::Failed { code: 408, reason });
                     self.notify_referrer(now, id, referrer, 408, None);
                 }
                 Owner::Bye(id) => self.call_event(
@@ -6273,6 +6297,76 @@ mod tests {
 
     fn has(ev: &[UaEvent], f: impl Fn(&CallEvent) -> bool) -> bool {
         ev.iter().any(|e| matches!(e, UaEvent::Call(_, c) if f(c)))
+    }
+
+    #[test]
+    fn a_call_ringing_longer_than_64_t1_is_still_answered() {
+        // RFC 3261 §17.1.1.2: Timer B ends only an INVITE still in Calling; a callee that
+        // rings for 40 s and then answers gets its 2xx ACKed and the call is up (Timer B used
+        // to end the caller's INVITE at 32 s: a 408 with no CANCEL, the 200 never ACKed).
+        let mut p = Pair::new();
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(50));
+        let bob_call = *incoming(&p.events_b).last().unwrap();
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_secs(40));
+        assert_eq!(p.a.call_state(call), Some(CallState::Early));
+        assert!(!has(&p.events_a, |c| matches!(c, CallEvent::Failed { .. })));
+        p.b.answer(p.now, bob_call, Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(100));
+        assert_eq!(p.a.call_state(call), Some(CallState::Confirmed));
+        assert_eq!(p.b.call_state(bob_call), Some(CallState::Confirmed));
+        assert_eq!(count_of(&p, "ACK sip:bob@127.0.0.1:5062"), 1);
+    }
+
+    #[test]
+    fn a_cancel_whose_invite_never_gets_a_final_response_ends_the_call_at_64_t1() {
+        // RFC 3261 §9.1: a UAC "cannot rely on receiving a 487 ... as an RFC 2543-compliant
+        // UAS will not generate such a response. If there is no final response for the
+        // original request in 64*T1 seconds ..., the client SHOULD then consider the original
+        // transaction cancelled". Bob's 487 is lost every time it is sent.
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, _| !from_a && m.status() == Some(487));
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+        p.run(Duration::from_millis(50));
+        let bob_call = *incoming(&p.events_b).last().unwrap();
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_secs(10));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_secs(31));
+        assert_eq!(count_of(&p, "200 OK (CANCEL)"), 1);
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminating));
+        p.run(Duration::from_secs(2));
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Failed { code: 408, reason } if reason.contains("64×T1 of the CANCEL")
+        )));
+    }
+
+    #[test]
+    fn a_hangup_before_a_100_cancels_once_the_100_comes() {
+        // RFC 3261 §9.1: a CANCEL waits for a provisional response, 100 included. Bob only
+        // ever sends 100 Trying (its 180 is lost every time): Alice's hang-up, asked at once,
+        // goes out when the 100 comes, and the 487 ends the call (Timer B no longer does,
+        // once the INVITE is in Proceeding).
+        let mut p = Pair::new();
+        p.drop = Box::new(|from_a, m, _| !from_a && m.status() == Some(180));
+        let call =
+            p.a.call(p.now, Pair::bob_uri(), Some(Bytes::from_static(b"v=0\r\n")));
+        p.a.hangup(p.now, call);
+        p.run(Duration::from_millis(50));
+        let bob_call = *incoming(&p.events_b).last().unwrap();
+        p.b.ring(p.now, bob_call);
+        p.run(Duration::from_secs(1));
+        assert_eq!(count_of(&p, "200 OK (CANCEL)"), 1);
+        assert_eq!(p.a.call_state(call), Some(CallState::Terminated));
+        assert!(has(&p.events_a, |c| matches!(
+            c,
+            CallEvent::Failed { code: 487, .. }
+        )));
     }
 
     #[test]
