@@ -176,6 +176,26 @@ fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
     })
 }
 
+/// The option tags of every `name` header (Require, Proxy-Require) that are not in `known`
+/// (compared case-insensitively), joined for an Unsupported header; `None` when every one
+/// is known (RFC 3261 §8.2.2.3, §16.3 step 5).
+fn unsupported_tags(req: &Message, name: &HeaderName, known: &[&str]) -> Option<String> {
+    let mut tags = Vec::new();
+    for h in req.headers.get_all(name) {
+        for t in h
+            .value()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            if !known.iter().any(|k| k.eq_ignore_ascii_case(t)) {
+                tags.push(t);
+            }
+        }
+    }
+    (!tags.is_empty()).then(|| tags.join(", "))
+}
+
 /// The Path of a REGISTER (RFC 3327), its values joined in order: the Route a request to
 /// the binding carries. `None` without one.
 fn path_of(req: &Message) -> Option<Box<str>> {
@@ -1026,6 +1046,12 @@ impl Registrar {
             self.respond(req, top, source, 400, "Bad Request (no user in To)", &[]);
             return;
         };
+        // §10.3 step 2: Require is processed as a UAS does (§8.2.2.3): 420 for what we lack.
+        if let Some(tags) = unsupported_tags(req, &HeaderName::Require, &["path", "outbound"]) {
+            let h = Header::new(HeaderName::Unsupported, tags);
+            self.respond(req, top, source, 420, "Bad Extension", &[h]);
+            return;
+        }
         match self.auth.check(req, &Method::Register, now_unix, false) {
             auth::Outcome::Allowed(auth_user) => {
                 // Third-party registration (RFC 3261 §10.2, From ≠ To) is allowed; with a
@@ -1321,6 +1347,15 @@ impl Registrar {
                 return;
             }
         };
+        // §16.3 step 5: a Proxy-Require option tag the proxy does not understand (it
+        // understands none) gets 420 with Unsupported. An ACK is dropped.
+        if let Some(tags) = unsupported_tags(&req, &HeaderName::ProxyRequire, &[]) {
+            if method != Method::Ack {
+                let h = Header::new(HeaderName::Unsupported, tags);
+                self.respond(&req, top, source, 420, "Bad Extension", &[h]);
+            }
+            return;
+        }
         // Printed in place of the received one when the request is forwarded.
         let forwards_text: std::borrow::Cow<'static, str> =
             match SMALL_DECIMALS.get(forwards as usize) {
@@ -1375,29 +1410,28 @@ impl Registrar {
 
         // The binding's Path, as the forwarded request's first Route (RFC 3327 §5.3).
         let mut path_route: Option<Box<str>> = None;
+        // The Route entry after ours (§16.4), if any: the next hop (§16.6 step 7); `Some(None)`
+        // for one we cannot reach (a name, or not a SIP URI).
+        let after_ours = (pop_routes > 0).then(|| nth_value(&req, &ROUTE, pop_routes.into()));
+        let next_route = match &after_ours {
+            Some(text) => text
+                .as_deref()
+                .map(|t| <RouteRef as sip_msg::HeaderView>::parse(first_value(t))),
+            None => req.headers.view::<RouteRef>(),
+        }
+        .and_then(Result::ok)
+        .map(|r| match r.uri.as_sip() {
+            Some(u) => host_ip(&u.host).map(|ip| Flow {
+                addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
+                iface: self
+                    .ifaces
+                    .for_target(u.scheme, u.transport().as_deref(), ip, source.iface),
+            }),
+            None => None,
+        });
         let target: Option<Flow> = if in_dialog || method == Method::Ack {
             // In-dialog: the Request-URI is the remote target (a registered contact), or the
             // next Route entry.
-            let after_ours = (pop_routes > 0).then(|| nth_value(&req, &ROUTE, pop_routes.into()));
-            let next_route = match &after_ours {
-                Some(text) => text
-                    .as_deref()
-                    .map(|t| <RouteRef as sip_msg::HeaderView>::parse(first_value(t))),
-                None => req.headers.view::<RouteRef>(),
-            }
-            .and_then(Result::ok)
-            .map(|r| match r.uri.as_sip() {
-                Some(u) => host_ip(&u.host).map(|ip| Flow {
-                    addr: SocketAddr::new(ip, u.port.unwrap_or(5060)),
-                    iface: self.ifaces.for_target(
-                        u.scheme,
-                        u.transport().as_deref(),
-                        ip,
-                        source.iface,
-                    ),
-                }),
-                None => None,
-            });
             match next_route {
                 Some(addr) => addr,
                 None => {
@@ -1553,6 +1587,13 @@ impl Registrar {
                     return;
                 }
             }
+        };
+        // §16.6 steps 6–7: an initial request retargeted above still goes to the first Route
+        // value left (a preloaded route beyond us), unless a Path was put above it (its first
+        // hop is the binding's flow).
+        let target = match (in_dialog || method == Method::Ack, &path_route, next_route) {
+            (false, None, Some(hop)) => hop,
+            _ => target,
         };
         let Some(to) = target else {
             if method != Method::Ack {
@@ -3824,5 +3865,84 @@ Call-ID: {call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(forwarded_to(&mut reg, now, "sip:alice@10.0.0.7:5062"), b);
         reg.handle_timeout(now + Duration::from_secs(601));
         assert!(reg.contacts.is_empty(), "{:?}", reg.contacts);
+    }
+
+    /// RFC 3261 §16.3 step 5: a request whose Proxy-Require names an option tag the proxy
+    /// does not understand is answered 420 (Bad Extension) with an Unsupported header
+    /// listing it; it is not forwarded.
+    #[test]
+    fn an_unknown_proxy_require_is_answered_420() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let bob: SocketAddr = "192.0.2.2:40001".parse().unwrap();
+        register(&mut reg, now, "bob", "sip:bob@10.0.0.2:5062", 600, bob);
+        let alice: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let raw = format!(
+            "INVITE sip:bob@reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKpr1\r\n\
+From: <sip:alice@reg.test>;tag=a\r\nTo: <sip:bob@reg.test>\r\nCall-ID: pr1\r\n\
+CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nProxy-Require: x-no-such-ext\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (to, answer, text) = deliver(&mut reg, now, &raw, alice);
+        assert_eq!(to, alice, "{text}");
+        assert_eq!(answer.status(), Some(420), "{text}");
+        assert_eq!(
+            answer.headers.value(&HeaderName::Unsupported),
+            Some("x-no-such-ext"),
+            "{text}"
+        );
+    }
+
+    /// RFC 3261 §10.3 step 2 (and §8.2.2.3): the registrar processes Require as a UAS does:
+    /// an option tag it does not support gets 420 (Bad Extension) with Unsupported, and no
+    /// binding is made.
+    #[test]
+    fn a_register_requiring_an_unknown_extension_is_answered_420() {
+        let mut reg = open_registrar();
+        let src: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let raw = format!(
+            "REGISTER sip:reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKrq1\r\n\
+From: <sip:alice@reg.test>;tag=1\r\nTo: <sip:alice@reg.test>\r\nCall-ID: rq1\r\n\
+CSeq: 1 REGISTER\r\nRequire: x-no-such-ext\r\nContact: <sip:alice@10.0.0.1:5062>\r\n\
+Expires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (_, answer, text) = deliver(&mut reg, Instant::now(), &raw, src);
+        assert_eq!(answer.status(), Some(420), "{text}");
+        assert_eq!(
+            answer.headers.value(&HeaderName::Unsupported),
+            Some("x-no-such-ext"),
+            "{text}"
+        );
+        assert!(reg.bindings("alice").is_empty());
+    }
+
+    /// RFC 3261 §16.6 steps 6–7: after our own Route entry is removed (§16.4), the next hop
+    /// of a forwarded request is the first remaining Route value (a loose router), else the
+    /// Request-URI. An initial INVITE with a preloaded route set beyond us went straight to
+    /// the callee's binding, skipping the proxy its Route named.
+    #[test]
+    fn an_initial_request_follows_the_route_left_after_ours() {
+        let mut reg = open_registrar();
+        let now = Instant::now();
+        let bob: SocketAddr = "192.0.2.2:40001".parse().unwrap();
+        register(&mut reg, now, "bob", "sip:bob@10.0.0.2:5062", 600, bob);
+        let alice: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let raw = format!(
+            "INVITE sip:bob@reg.test SIP/2.0\r\nVia: SIP/2.0/UDP {alice};branch=z9hG4bKrt1\r\n\
+Route: <sip:127.0.0.1:5060;lr>, <sip:192.0.2.50:5080;lr>\r\n\
+From: <sip:alice@reg.test>;tag=a\r\nTo: <sip:bob@reg.test>\r\nCall-ID: rt1\r\n\
+CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (to, fwd, text) = deliver(&mut reg, now, &raw, alice);
+        assert_eq!(fwd.method(), Some(Method::Invite), "{text}");
+        assert_eq!(
+            fwd.headers.value(&HeaderName::Route),
+            Some("<sip:192.0.2.50:5080;lr>"),
+            "{text}"
+        );
+        assert_eq!(
+            to,
+            "192.0.2.50:5080".parse::<SocketAddr>().unwrap(),
+            "{text}"
+        );
     }
 }
