@@ -1577,6 +1577,17 @@ Content-Length: 0\r\n\r\n"
         out
     }
 
+    /// The timeouts among `events`: (offset, timer).
+    fn timeouts(events: &[(Duration, TxnEvent)]) -> Vec<(Duration, Timer)> {
+        events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                TxnEvent::Timeout(timer) => Some((*at, *timer)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn retransmit_times(events: &[(Duration, TxnEvent)]) -> Vec<u64> {
         events
             .iter()
@@ -2007,10 +2018,7 @@ Content-Length: 0\r\n\r\n"
             t.handle_response(now + Duration::from_millis(100), &response(&inv, 180));
             assert_eq!(t.state(), State::Proceeding);
             let ev = run_client(&mut t, now, Duration::from_secs(60));
-            assert!(
-                !ev.iter().any(|(_, e)| matches!(e, TxnEvent::Timeout(_))),
-                "reliable={reliable}: {ev:?}"
-            );
+            assert_eq!(timeouts(&ev), [], "reliable={reliable}: {ev:?}");
             assert_eq!(t.state(), State::Proceeding, "reliable={reliable}");
             // The 200 that comes after 60 s of ringing is still the transaction's.
             t.handle_response(now + Duration::from_secs(60), &response(&inv, 200));
@@ -2020,10 +2028,9 @@ Content-Length: 0\r\n\r\n"
         let inv = request("INVITE");
         let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
         let ev = run_client(&mut t, now, Duration::from_secs(60));
-        assert!(
-            ev.iter()
-                .any(|(at, e)| matches!(e, TxnEvent::Timeout(Timer::B))
-                    && *at == Duration::from_secs(32)),
+        assert_eq!(
+            timeouts(&ev),
+            [(Duration::from_secs(32), Timer::B)],
             "{ev:?}"
         );
         assert_eq!(t.state(), State::Terminated);
@@ -2044,15 +2051,10 @@ Content-Length: 0\r\n\r\n"
         t.cancel_sent(cancelled_at);
         t.cancel_sent(cancelled_at + Duration::from_secs(1)); // once armed, not moved
         let ev = run_client(&mut t, now, Duration::from_secs(200));
-        let timeouts: Vec<Duration> = ev
-            .iter()
-            .filter(|(_, e)| matches!(e, TxnEvent::Timeout(_)))
-            .map(|(at, _)| *at)
-            .collect();
-        assert_eq!(timeouts, [Duration::from_secs(50 + 32)], "{ev:?}");
-        assert!(
-            ev.iter()
-                .any(|(_, e)| matches!(e, TxnEvent::Timeout(Timer::B)))
+        assert_eq!(
+            timeouts(&ev),
+            [(Duration::from_secs(50 + 32), Timer::B)],
+            "{ev:?}"
         );
         assert_eq!(t.state(), State::Terminated);
 
@@ -2064,34 +2066,23 @@ Content-Length: 0\r\n\r\n"
         t.handle_response(now + Duration::from_secs(3), &response(&inv, 487));
         assert_eq!(t.state(), State::Completed);
         let ev = run_client(&mut t, now, Duration::from_secs(200));
-        assert!(
-            !ev.iter().any(|(_, e)| matches!(e, TxnEvent::Timeout(_))),
-            "{ev:?}"
-        );
+        assert_eq!(timeouts(&ev), [], "{ev:?}");
         // Nor does a CANCEL in another state arm anything: Calling keeps its own Timer B
         // (from the INVITE), a non-INVITE has none.
         let mut t = ClientTransaction::new(now, &inv, false, TimerConfig::default()).unwrap();
         t.cancel_sent(now + Duration::from_secs(10));
         let ev = run_client(&mut t, now, Duration::from_secs(200));
-        let timeouts: Vec<Duration> = ev
-            .iter()
-            .filter(|(_, e)| matches!(e, TxnEvent::Timeout(_)))
-            .map(|(at, _)| *at)
-            .collect();
-        assert_eq!(timeouts, [Duration::from_secs(32)], "{ev:?}");
+        assert_eq!(
+            timeouts(&ev),
+            [(Duration::from_secs(32), Timer::B)],
+            "{ev:?}"
+        );
         let opt = request("OPTIONS");
         let mut t = ClientTransaction::new(now, &opt, false, TimerConfig::default()).unwrap();
         t.handle_response(now + Duration::from_secs(1), &response(&opt, 100));
         t.cancel_sent(now + Duration::from_secs(2));
         let ev = run_client(&mut t, now, Duration::from_secs(200));
-        let timeouts: Vec<(Duration, Timer)> = ev
-            .iter()
-            .filter_map(|(at, e)| match e {
-                TxnEvent::Timeout(timer) => Some((*at, *timer)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(timeouts, [(Duration::from_secs(32), Timer::F)]);
+        assert_eq!(timeouts(&ev), [(Duration::from_secs(32), Timer::F)]);
     }
 
     #[test]
