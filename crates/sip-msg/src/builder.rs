@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::header::{Header, HeaderName, Headers};
-use crate::message::Message;
+use crate::message::{Message, WholeText};
 use crate::method::Method;
 use crate::typed::{NameAddr, Via};
 use crate::uri::Uri;
@@ -461,18 +461,47 @@ impl RequestBuilder {
     ///
     /// Every header is written into one text buffer that the message's headers share (as a
     /// parsed message's do): one allocation for the header section instead of one per value.
+    ///
+    /// That text is the whole request as it goes on the wire: the start line, the header
+    /// lines, the empty line and the body (when it is UTF-8, as SDP is), so that
+    /// [`Message::wire`] sends it without printing it again, and the body is a range of it
+    /// too (one copy of it in the request, not two).
     pub fn build(self) -> Message {
         let mut p = self.parts;
         let body = p.body.take();
         let (w, body) = write_head(&p, body, true);
-        let HeadWriter { head, lines } = w;
+        let HeadWriter {
+            mut head,
+            start_line,
+            lines,
+        } = w;
+        head.push_str("\r\n");
+        let body_at = head.len();
+        let whole = match std::str::from_utf8(&body) {
+            Ok(text) => {
+                head.push_str(text);
+                true
+            }
+            // Printed by `to_bytes` when sent.
+            Err(_) => false,
+        };
         let mut written = lines.unwrap_or_default();
         let (method, uri) = p.take_line();
         let mut m = Message::new_request(method, uri);
-        // The lines are ranges of the head text, which they hold once.
-        written.attach_head(Arc::from(head.as_str()));
+        // The lines are ranges of the text, which they hold once.
+        let text: Arc<str> = Arc::from(head.as_str());
         scratch::put(head);
         scratch::keep_parts(p);
+        let body = if whole && !body.is_empty() {
+            Bytes::from_owner(WholeText(Arc::clone(&text))).slice(body_at..)
+        } else {
+            body
+        };
+        // A start line of 4 GiB or more (absurd, but not a panic) is printed from the parts.
+        if let Ok(line) = u32::try_from(start_line) {
+            m.set_start_text(Arc::clone(&text), line);
+        }
+        written.attach_head(text);
         m.headers = written;
         m.put_body(body);
         m
@@ -542,10 +571,10 @@ pub(crate) mod scratch {
     }
 }
 
-/// Writes the header lines of `p` (its `body` taken out of it), each ended by CRLF, noting each
-/// line's range when `lines` (for [`RequestBuilder::build`]); otherwise after the start line
-/// as `Message::to_bytes` prints it, with room left for the empty line and the body (for
-/// [`RequestBuilder::build_bytes`]). Gives the writer and the body.
+/// Writes the start line of `p` and its header lines (its `body` taken out of it), each
+/// ended by CRLF, as `Message::to_bytes` prints them, with room left for the empty line and
+/// the body; notes each header line's range when `lines` (for [`RequestBuilder::build`];
+/// not for [`RequestBuilder::build_bytes`]). Gives the writer and the body.
 fn write_head(p: &Parts, body: Option<(String, Bytes)>, lines: bool) -> (HeadWriter, Bytes) {
     let has_body = body.as_ref().is_some_and(|(_, b)| !b.is_empty());
     // Content-Length is always computed, and the body's type replaces another one.
@@ -569,27 +598,27 @@ fn write_head(p: &Parts, body: Option<(String, Bytes)>, lines: bool) -> (HeadWri
         + 1
         + usize::from(has_body);
     let room = 400
+        + body.as_ref().map_or(0, |(_, b)| b.len())
         + vias().map(|v| v.len_hint() + 8).sum::<usize>()
         + p.routes.len() * 72
         + p.extra
             .iter()
             .map(|h| h.name().as_str().len() + h.value(&p.texts).len() + 4)
             .sum::<usize>();
-    let head = if lines {
-        scratch::take(room)
-    } else {
-        // The start line too (a guess of 80 bytes).
-        let mut head = scratch::take(80 + room);
-        // `Method SP Request-URI SP SIP-Version`, as a built message's start line prints.
-        head.push_str(p.method.as_str());
-        head.push(' ');
-        // Writing into a String never fails.
-        let _ = p.uri.write_to(&mut head);
-        head.push_str(" SIP/2.0\r\n");
-        head
-    };
+    // The start line first (room for it: a guess of 80 bytes; for the empty line and a
+    // body, the caller's).
+    let mut head = scratch::take(80 + room);
+    // `Method SP Request-URI SP SIP-Version`, as a built message's start line prints.
+    head.push_str(p.method.as_str());
+    head.push(' ');
+    // Writing into a String never fails.
+    let _ = p.uri.write_to(&mut head);
+    head.push_str(" SIP/2.0");
+    let start_line = head.len();
+    head.push_str("\r\n");
     let mut w = HeadWriter {
         head,
+        start_line,
         lines: lines.then(|| Headers::with_capacity(count + 1)),
     };
     for v in vias() {
@@ -686,7 +715,10 @@ impl Addr {
 /// The header section of a built request: `Name: value` lines in one string, and where each
 /// line and value lies in it.
 struct HeadWriter {
+    /// The start line, CRLF, then the header lines, each ended by CRLF.
     head: String,
+    /// The start line's length (without its CRLF).
+    start_line: usize,
     /// The lines written so far, as ranges of `head` (given to them once it is complete);
     /// `None` when only the text is wanted ([`RequestBuilder::build_bytes`]).
     lines: Option<Headers>,
@@ -806,6 +838,82 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    #[test]
+    fn a_built_request_is_sent_as_its_one_text_until_it_is_edited() {
+        // `wire` gives what `to_bytes` prints. For a request as built, the very text its
+        // header lines (and its body) are ranges of; for one edited since, a new print.
+        let sdp: &[u8] = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n";
+        let make = |body: Option<&[u8]>| {
+            let b = RequestBuilder::new(Method::Invite, Uri::parse("sip:b@example.com").unwrap())
+                .via_text("SIP/2.0/UDP h:5060;branch=z9hG4bKw".into())
+                .from_with(|s| s.push_str("<sip:a@example.com>;tag=1"))
+                .to_with(|s| s.push_str("<sip:b@example.com>"))
+                .call_id("w@h")
+                .cseq(3);
+            match body {
+                Some(body) => b.body("application/sdp", Bytes::copy_from_slice(body)),
+                None => b,
+            }
+        };
+        let in_text = |m: &Message, p: *const u8| {
+            let (text, ..) = m.headers.one_block().expect("lines of one text");
+            text.as_bytes().as_ptr_range().contains(&p)
+        };
+        let not_utf8: &[u8] = b"\xff\xfe not UTF-8";
+        for (body, shared) in [(None, true), (Some(sdp), true), (Some(&b""[..]), true)] {
+            let m = make(body).build();
+            let wire = m.wire();
+            assert_eq!(&wire[..], &m.to_bytes()[..], "{body:?}");
+            assert_eq!(in_text(&m, wire.as_ptr()), shared, "{body:?}");
+            if let Some(b) = body.filter(|b| !b.is_empty()) {
+                assert_eq!(&m.body()[..], b);
+                assert!(
+                    in_text(&m, m.body().as_ptr()),
+                    "the body is a range of the text"
+                );
+            }
+        }
+        // A body that is not UTF-8 is not part of the text: printed when sent.
+        let m = make(Some(not_utf8)).build();
+        let wire = m.wire();
+        assert_eq!(&wire[..], &m.to_bytes()[..]);
+        assert!(wire.ends_with(not_utf8));
+        assert!(!in_text(&m, wire.as_ptr()));
+        // Every edit is sent as edited.
+        type Edit = fn(&mut Message);
+        let edits: [(&str, Edit); 7] = [
+            ("push", |m| m.headers.push(Header::new("X-Late", "1"))),
+            ("remove last", |m| {
+                m.headers.remove(&HeaderName::ContentLength)
+            }),
+            ("remove first", |m| {
+                drop(m.headers.remove_first(&HeaderName::Via))
+            }),
+            ("set", |m| {
+                m.headers.set(Header::new(HeaderName::CallId, "x@h"))
+            }),
+            ("uri", |m| {
+                m.set_request_uri(Uri::parse("sip:c@example.com").unwrap());
+            }),
+            ("take body", |m| drop(m.take_body())),
+            ("set body", |m| {
+                m.set_body("application/sdp", &b"v=1\r\n"[..])
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut m = make(Some(sdp)).build();
+            let before = m.to_bytes();
+            edit(&mut m);
+            let wire = m.wire();
+            assert_ne!(&wire[..], &before[..], "{what}");
+            assert_eq!(&wire[..], &m.to_bytes()[..], "{what}");
+        }
+        // A parsed message prints as received.
+        let raw = make(Some(sdp)).build().to_bytes();
+        let parsed = Message::parse(&raw).unwrap();
+        assert_eq!(&parsed.wire()[..], &raw[..]);
     }
 
     #[test]

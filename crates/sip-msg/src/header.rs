@@ -878,6 +878,13 @@ impl Headers {
     /// CRLF (a message as parsed or as built, not edited since): the bytes from the first
     /// line to the end of the last, which print as the headers printed one by one do.
     pub(crate) fn as_one_block(&self) -> Option<&[u8]> {
+        let (head, first, end) = self.one_block()?;
+        head.as_bytes().get(first..end)
+    }
+
+    /// [`Headers::as_one_block`] as the head text the block is part of and the block's range
+    /// in it.
+    pub(crate) fn one_block(&self) -> Option<(&Arc<str>, usize, usize)> {
         let mut it = self.iter();
         let (head, first, mut end) = it.next()?.shared_line()?;
         for h in it {
@@ -888,7 +895,8 @@ impl Headers {
             }
             end = line_end;
         }
-        head.as_bytes().get(first as usize..end as usize)
+        let (first, end) = (first as usize, end as usize);
+        head.as_bytes().get(first..end).map(|_| (head, first, end))
     }
 
     /// The first header named `name`.

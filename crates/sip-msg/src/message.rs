@@ -153,6 +153,16 @@ pub struct Message {
     warnings: Vec<Warning>,
 }
 
+/// A message's whole printed text as the owner of the [`Bytes`] that send it
+/// ([`Message::wire`]: no copy).
+pub(crate) struct WholeText(pub(crate) Arc<str>);
+
+impl AsRef<[u8]> for WholeText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 impl Message {
     /// A new request with no headers (see [`crate::RequestBuilder`] for a complete one).
     pub fn new_request(method: Method, uri: Uri) -> Self {
@@ -667,6 +677,51 @@ impl Message {
         } else {
             out.extend_from_slice(b"\r\n");
         }
+    }
+
+    /// The message on the wire, as [`Message::to_bytes`] prints it, to send: without a copy
+    /// when the message's shared text is already exactly that — a request made by
+    /// [`crate::RequestBuilder::build`] and not changed since, whose start line, headers,
+    /// empty line and body were written as one text — else printed.
+    pub fn wire(&self) -> Bytes {
+        match self.whole_text() {
+            Some(text) => Bytes::from_owner(WholeText(Arc::clone(text))),
+            None => Bytes::from(self.to_bytes()),
+        }
+    }
+
+    /// The shared text this message prints as, whole: when its start line is the text's
+    /// first line, its headers ([`Headers::one_block`]) the lines after it, and the rest of
+    /// the text the empty line and this message's body. Checked at each call (the headers
+    /// are public and may have been edited since the text was written).
+    fn whole_text(&self) -> Option<&Arc<str>> {
+        let Raw::Text {
+            head,
+            start: 0,
+            end: line,
+        } = &self.start_raw
+        else {
+            return None;
+        };
+        let (block_head, first, end) = self.headers.one_block()?;
+        let text = head.as_bytes();
+        let line = *line as usize;
+        let whole = Arc::ptr_eq(head, block_head)
+            && first == line + 2
+            && text.get(line..first) == Some(b"\r\n".as_slice())
+            && text.get(end..end + 4) == Some(b"\r\n\r\n".as_slice())
+            && text.get(end + 4..) == Some(&self.body[..]);
+        whole.then_some(head)
+    }
+
+    /// Makes `text`'s first `line` bytes this message's start line as printed (a built
+    /// request's, written with its headers into one text: [`Message::wire`]).
+    pub(crate) fn set_start_text(&mut self, text: Arc<str>, line: u32) {
+        self.start_raw = Raw::Text {
+            head: text,
+            start: 0,
+            end: line,
+        };
     }
 
     /// The message on the wire: parsed lines as received, built ones canonical, then the body.

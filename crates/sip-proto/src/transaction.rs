@@ -525,11 +525,10 @@ pub struct ClientTransaction {
     reliable: bool,
     config: TimerConfig,
     state: State,
-    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3). It is printed
-    /// again for each retransmission (the same bytes: printing is deterministic) instead of
-    /// its printed bytes being kept beside it: retransmissions are rare, and the bytes of
-    /// the first transmission are then the sender's alone (no shared buffer to count, no
-    /// second copy held while the transaction waits).
+    /// The request, which the ACK for a non-2xx response copies (§17.1.1.3). Each
+    /// transmission sends [`Message::wire`]: a built request's one text, start line to body,
+    /// shared without a copy (the retransmissions too); a request edited after it was built
+    /// printed again.
     request_msg: RequestMsg,
     ack: Option<Bytes>,
     interval: Duration,
@@ -642,7 +641,7 @@ impl ClientTransaction {
     /// [`ClientTransaction::started`] (once).
     pub(crate) fn arm(&mut self, now: Instant) {
         self.transmits.push_back(Transmit {
-            bytes: Bytes::from(self.request_msg.to_bytes()),
+            bytes: self.request_msg.wire(),
             retransmission: false,
         });
         let (retransmit, timeout) = if self.invite {
@@ -899,7 +898,7 @@ impl ClientTransaction {
                     ) {
                         self.retransmissions += 1;
                         self.transmits.push_back(Transmit {
-                            bytes: Bytes::from(self.request_msg.to_bytes()),
+                            bytes: self.request_msg.wire(),
                             retransmission: true,
                         });
                         push_event(

@@ -2067,10 +2067,11 @@ impl UserAgent {
                 b = b.route(route);
             }
         }
-        let mut req = b.build();
         // Reuse the last challenge (RFC 7616 §3.4: nc increments), so refreshes need no 401.
         // The cnonce is drawn in every case (the RNG's sequence does not depend on whether a
-        // challenge is kept); its text and the digest URI are written only when one is.
+        // challenge is kept); its text and the digest URI are written only when one is. The
+        // credentials go in before the request is built, so that it is sent as built
+        // (`Message::wire`: its one text, not printed again).
         let cnonce: u64 = self.rng.random();
         if self.credentials.is_some() && self.auth.has_challenge() {
             let (cnonce, uri) = (tag_from(cnonce), self.registrar_uri_text());
@@ -2081,9 +2082,10 @@ impl UserAgent {
                 b"",
                 &cnonce,
             ) {
-                req.headers.push(h);
+                b = b.header_line(h);
             }
         }
+        let req = b.build();
         let destination = self.register_destination();
         self.start_client_branch(now, req, branch, owner, destination);
     }
@@ -3009,10 +3011,9 @@ impl UserAgent {
         {
             ack = ack.body("application/sdp", self.rejecting_answer(&offer));
         }
-        let ack = ack.build();
         let out = Outgoing {
             destination: Destination::Uri(dialog.next_hop_shared()),
-            bytes: Bytes::from(ack.to_bytes()),
+            bytes: Bytes::from(ack.build_bytes()),
             retransmission: false,
         };
         Some((out, Some((theirs, dialog))))
