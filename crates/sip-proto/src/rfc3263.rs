@@ -54,16 +54,19 @@ pub struct Destination {
     pub port: Option<u16>,
     /// The URI's `transport` parameter (`None` or [`Transport::Auto`]: discover it).
     pub transport: Option<Transport>,
-    /// True for a `sips:` URI: only TLS-protected transports are acceptable (RFC 3263 §4.1).
+    /// True for a `sips:` URI: only TLS-protected transports are acceptable (RFC 3263 §4.1);
+    /// its `transport=tcp` means TLS over TCP (RFC 3261 §26.2.2), planned as [`Transport::Tls`].
     pub sips: bool,
 }
 
 impl Destination {
-    /// Where REGISTER goes for a registrar configuration (AUTO becomes "discover").
+    /// Where REGISTER goes for a registrar configuration (AUTO becomes "discover"): the URI
+    /// [`RegistrarConfig::registration_uri`] writes, so a fixed transport's default port is
+    /// there and RFC 3263 §4.2 asks A/AAAA only, as for any URI with a port.
     pub fn from_registrar(config: &RegistrarConfig) -> Self {
         Self {
             host: config.domain().clone(),
-            port: config.port(),
+            port: config.effective_port(),
             transport: Some(config.transport()).filter(|&t| t != Transport::Auto),
             sips: false,
         }
@@ -181,7 +184,7 @@ pub enum Failure {
 /// A misuse of the planner's API, or a destination RFC 3263 cannot serve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// A sips URI with a transport that is not TLS-protected (RFC 3261 §26.2.2).
+    /// A sips URI with a transport that cannot carry TLS, e.g. UDP (RFC 3261 §26.2.2).
     #[error("sips requires tls or wss, not {0}")]
     InsecureTransportForSips(Transport),
     /// An answer to a question that was not asked (or was already answered).
@@ -266,6 +269,12 @@ impl<R: Rng> Planner<R> {
     /// Starts a plan; `rng` drives RFC 2782 weighted selection (seed it to replay a run).
     pub fn new(dest: Destination, rng: R) -> Result<Self, PlanError> {
         let transport = dest.transport.filter(|&t| t != Transport::Auto);
+        // RFC 3261 §26.2.2: "sips:alice@atlanta.com;transport=tcp" is valid, TLS being implied
+        // by the scheme (RFC 3263 §4.1 "TCP for a SIPS URI", §4.2 `_sips` for it): our TLS.
+        let transport = transport.map(|t| match t {
+            Transport::Tcp if dest.sips => Transport::Tls,
+            t => t,
+        });
         if let Some(t) = transport
             && dest.sips
             && !t.is_secure()
@@ -820,6 +829,73 @@ mod tests {
         let c = RegistrarConfig::new("10.0.0.50", Some(5060), Tcp, None).unwrap();
         let got = plan_with(&mut NoDns, Destination::from_registrar(&c), rng()).unwrap();
         assert_eq!(got, vec![tgt(Tcp, "10.0.0.50", 5060)]);
+    }
+
+    /// RFC 3263 §4.2: `registration_uri()` writes the transport's default port for a fixed
+    /// transport (`sip:sip.example.com:5060;transport=udp`), and a URI with a port is located
+    /// by A/AAAA only: the planner must locate that URI, not ask SRV and go elsewhere.
+    #[test]
+    fn from_registrar_locates_the_registration_uri() {
+        let zone = || {
+            FakeDns::default()
+                .srv(
+                    "_sip._udp.sip.example.com",
+                    &[(0, 0, 5070, "elsewhere.example.com")],
+                )
+                .srv(
+                    "_sips._tcp.pbx.corp.net",
+                    &[(0, 0, 5071, "elsewhere.example.com")],
+                )
+                .a("elsewhere.example.com", "192.0.2.77")
+                .a("sip.example.com", "192.0.2.1")
+                .a("pbx.corp.net", "192.0.2.2")
+        };
+        for (domain, t, ip, port) in [
+            ("sip.example.com", Udp, "192.0.2.1", 5060),
+            ("pbx.corp.net", Tls, "192.0.2.2", 5061),
+        ] {
+            let c = RegistrarConfig::new(domain, None, t, None).unwrap();
+            assert!(c.registration_uri().contains(&format!(":{port};")));
+            let mut dns = zone();
+            let got = plan_with(&mut dns, Destination::from_registrar(&c), rng()).unwrap();
+            assert_eq!(got, vec![tgt(t, ip, port)], "{}", c.registration_uri());
+            assert!(
+                dns.asked.iter().all(|q| q.rtype != RecordType::Srv),
+                "a URI with a port asks no SRV: {:?}",
+                dns.asked()
+            );
+        }
+    }
+
+    /// RFC 3261 §26.2.2: "sips:alice@atlanta.com;transport=tcp" is a valid SIPS URI (TLS over
+    /// TCP); RFC 3263 §4.1 says TCP for a SIPS URI and §4.2 asks `_sips._tcp` for it.
+    #[test]
+    fn sips_with_transport_tcp_is_tls_over_tcp() {
+        let got = plan_with(&mut NoDns, dest("10.0.0.50", None, Some(Tcp), true), rng());
+        assert_eq!(got.unwrap(), vec![tgt(Tls, "10.0.0.50", 5061)]);
+
+        let mut dns = FakeDns::default()
+            .srv(
+                "_sips._tcp.example.com",
+                &[(10, 0, 5061, "tls1.example.com")],
+            )
+            .srv(
+                "_sip._tcp.example.com",
+                &[(10, 0, 5060, "tcp1.example.com")],
+            )
+            .a("tls1.example.com", "192.0.2.10")
+            .a("tcp1.example.com", "192.0.2.11");
+        let got = plan_with(&mut dns, dest("example.com", None, Some(Tcp), true), rng());
+        assert_eq!(got.unwrap(), vec![tgt(Tls, "192.0.2.10", 5061)]);
+        assert_eq!(dns.asked()[0], "_sips._tcp.example.com Srv");
+
+        let mut dns = FakeDns::default().a("example.com", "192.0.2.99");
+        let got = plan_with(
+            &mut dns,
+            dest("example.com", Some(5071), Some(Tcp), true),
+            rng(),
+        );
+        assert_eq!(got.unwrap(), vec![tgt(Tls, "192.0.2.99", 5071)]);
     }
 
     #[test]

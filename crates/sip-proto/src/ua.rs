@@ -1382,6 +1382,14 @@ const REG_423_RETRIED: u8 = 2;
 /// asked for its next deadline after every event). Set when one is armed; taken again (by
 /// that walk) at the end of `handle_message` and `handle_timeout` while set.
 const CALL_TIMERS: u8 = 4;
+/// [`UserAgent::flags`]: the REGISTER in progress got a provisional response, so its Timer F
+/// is not "no response" (RFC 3263 §4.3: a timeout is a failure to move to the next server
+/// only when nothing at all came back). Cleared by each new REGISTER.
+const REG_PROVISIONAL: u8 = 8;
+/// [`UserAgent::flags`]: set while [`UserAgent::handle_transport_error`] ends the pending
+/// transactions, whose Timer F then stands for the transport failure (RFC 3263 §4.3 fails
+/// over on it, provisional or not).
+const TRANSPORT_FAILED: u8 = 16;
 
 /// A simulated SIP phone.
 #[derive(Debug)]
@@ -1404,8 +1412,8 @@ pub struct UserAgent {
     reg_cseq: u32,
     reg_expires: u32,
     reg_refresh_at: Option<Instant>,
-    /// `REG_REFRESH`, `REG_423_RETRIED` and `CALL_TIMERS` (one byte: the phone's inline
-    /// size has no room for a third `bool`).
+    /// `REG_REFRESH`, `REG_423_RETRIED`, `CALL_TIMERS`, `REG_PROVISIONAL` and
+    /// `TRANSPORT_FAILED` (one byte: the phone's inline size has no room for a third `bool`).
     flags: u8,
     /// Calls by handle: `calls[i]` is `CallId(first_call + i)`. A live call is boxed; an
     /// ended one keeps only its SDP in its slot ([`Slot::Ended`]), a
@@ -2020,6 +2028,7 @@ impl UserAgent {
 
     fn send_register(&mut self, now: Instant, expires: u32, owner: Owner) {
         self.reg_cseq += 1;
+        self.set_flag(REG_PROVISIONAL, false);
         // The AOR printed once, for To and (with our tag) From: `<sip:user@domain>`, what
         // `NameAddr::new(aor)` prints (no parameters, so the tag goes last).
         // From, To and Call-ID are written into the builder's one string (no `String` each);
@@ -2101,7 +2110,7 @@ impl UserAgent {
         // The reason phrase, copied only for a failure that reports it.
         let reason = || resp.reason().unwrap_or("").to_owned();
         match code {
-            100..=199 => {}
+            100..=199 => self.set_flag(REG_PROVISIONAL, true),
             200..=299 => {
                 self.auth.succeeded();
                 if owner == Owner::Unregister {
@@ -5245,7 +5254,9 @@ impl UserAgent {
         for e in &mut self.client {
             e.txn.handle_transport_error();
         }
+        self.set_flag(TRANSPORT_FAILED, true);
         self.drain_client(now);
+        self.set_flag(TRANSPORT_FAILED, false);
     }
 
     /// Fires everything due at `now`.
@@ -5703,7 +5714,15 @@ impl UserAgent {
             TxnEvent::Response(ref resp) => self.on_client_response(now, owner, req, resp),
             TxnEvent::Timeout(timer) => match owner {
                 Owner::Register | Owner::Unregister => {
-                    self.register_failed(owner, 408, format!("no response (Timer {timer:?} fired)"))
+                    // RFC 3263 §4.3: only a timeout "without ever having received any
+                    // response, provisional or final" (or a transport failure) sends the
+                    // request to the next server; the agent fails over on "no response".
+                    let reason = if self.flag(REG_PROVISIONAL) && !self.flag(TRANSPORT_FAILED) {
+                        format!("no final response after a provisional (Timer {timer:?} fired)")
+                    } else {
+                        format!("no response (Timer {timer:?} fired)")
+                    };
+                    self.register_failed(owner, 408, reason)
                 }
                 Owner::Invite(id) => {
                     let referrer = self.referrer_of(id);
@@ -7813,6 +7832,44 @@ To: <sip:bob@b.example>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r
             ),
             "{ev:?}"
         );
+    }
+
+    /// RFC 3263 §4.3: a timeout is a failure to move to the next server only "if the
+    /// transaction layer times out without ever having received any response, provisional or
+    /// final". A REGISTER answered 100 Trying whose Timer F then fires must not be reported as
+    /// "no response (Timer F fired)", the reason the agent fails over on; a transport error
+    /// still is, provisional or not (§4.3: transport failures always count).
+    #[test]
+    fn register_timer_f_after_a_provisional_is_not_no_response() {
+        let reason_after = |provisional: bool, transport_error: bool| {
+            let mut ua = UserAgent::new(config("alice", 5061, 1));
+            let t0 = Instant::now();
+            ua.register(t0);
+            if provisional {
+                answer_register(&mut ua, t0, 100, &[]);
+            }
+            if transport_error {
+                ua.handle_transport_error(t0 + Duration::from_secs(1));
+            }
+            while let Some(t) = ua.poll_timeout() {
+                ua.handle_timeout(t);
+                while ua.poll_transmit().is_some() {}
+            }
+            let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+            match ev.last() {
+                Some(UaEvent::RegistrationFailed { code: 408, reason }) => reason.clone(),
+                other => panic!("{other:?} in {ev:?}"),
+            }
+        };
+        assert_eq!(reason_after(false, false), "no response (Timer F fired)");
+        let r = reason_after(true, false);
+        assert!(
+            !r.starts_with("no response (Timer") && !r.starts_with("no final response (Timer"),
+            "{r}"
+        );
+        assert!(r.contains("provisional") && r.contains("Timer F"), "{r}");
+        assert_eq!(reason_after(true, true), "no response (Timer F fired)");
+        assert_eq!(reason_after(false, true), "no response (Timer F fired)");
     }
 
     #[test]
