@@ -201,7 +201,7 @@ pub struct Terms {
     pub ro: f64,
     /// Simultaneous impairment Is.
     pub is: f64,
-    /// Delay impairment Id = Idte + Idle + Idd.
+    /// Delay impairment Id = Idte (Idtes when STMR > 20 dB) + Idle + Idd.
     pub id: f64,
     /// Pure-delay part of Id.
     pub idd: f64,
@@ -328,12 +328,20 @@ fn rating_nb(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: f
     let is = iolr + ist + iq;
 
     // §7.4 delay impairment.
-    let terv = p.telr - 40.0 * log10((1.0 + d.t / 10.0) / (1.0 + d.t / 150.0))
+    let mut terv = p.telr - 40.0 * log10((1.0 + d.t / 10.0) / (1.0 + d.t / 150.0))
         + 6.0 * (-0.3 * d.t * d.t).exp();
+    // G.107 §7.4: with STMR < 9 dB, TERV in Re becomes TERVs = TERV + Ist/2.
+    if p.stmr < 9.0 {
+        terv += ist / 2.0;
+    }
     let roe = -1.5 * (no - p.rlr);
     let re = 80.0 + 2.5 * (terv - 14.0);
-    let idte =
+    let mut idte =
         ((roe - re) / 2.0 + ((roe - re).powi(2) / 4.0 + 100.0).sqrt() - 1.0) * (1.0 - (-d.t).exp());
+    // G.107 §7.4: with STMR > 20 dB, Idte becomes Idtes = √(Idte² + Ist²).
+    if p.stmr > 20.0 {
+        idte = idte.hypot(ist);
+    }
     let rle = 10.5 * (p.wepl + 7.0) * (d.tr + 1.0).powf(-0.25);
     let idle = (ro - rle) / 2.0 + ((ro - rle).powi(2) / 4.0 + 169.0).sqrt();
     let idd = delay_impairment(p, d.ta);
