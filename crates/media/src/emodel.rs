@@ -201,7 +201,7 @@ pub struct Terms {
     pub ro: f64,
     /// Simultaneous impairment Is.
     pub is: f64,
-    /// Delay impairment Id = Idte + Idle + Idd.
+    /// Delay impairment Id = Idte (Idtes when STMR > 20 dB) + Idle + Idd.
     pub id: f64,
     /// Pure-delay part of Id.
     pub idd: f64,
@@ -328,12 +328,20 @@ fn rating_nb(p: &Params, d: Delays, codec: CodecImpairment, ppl: f64, burst_r: f
     let is = iolr + ist + iq;
 
     // §7.4 delay impairment.
-    let terv = p.telr - 40.0 * log10((1.0 + d.t / 10.0) / (1.0 + d.t / 150.0))
+    let mut terv = p.telr - 40.0 * log10((1.0 + d.t / 10.0) / (1.0 + d.t / 150.0))
         + 6.0 * (-0.3 * d.t * d.t).exp();
+    // G.107 §7.4: with STMR < 9 dB, TERV in Re becomes TERVs = TERV + Ist/2.
+    if p.stmr < 9.0 {
+        terv += ist / 2.0;
+    }
     let roe = -1.5 * (no - p.rlr);
     let re = 80.0 + 2.5 * (terv - 14.0);
-    let idte =
+    let mut idte =
         ((roe - re) / 2.0 + ((roe - re).powi(2) / 4.0 + 100.0).sqrt() - 1.0) * (1.0 - (-d.t).exp());
+    // G.107 §7.4: with STMR > 20 dB, Idte becomes Idtes = √(Idte² + Ist²).
+    if p.stmr > 20.0 {
+        idte = idte.hypot(ist);
+    }
     let rle = 10.5 * (p.wepl + 7.0) * (d.tr + 1.0).powf(-0.25);
     let idle = (ro - rle) / 2.0 + ((ro - rle).powi(2) / 4.0 + 169.0).sqrt();
     let idd = delay_impairment(p, d.ta);
@@ -448,6 +456,45 @@ mod tests {
             1.0,
         );
         assert_eq!(round(t.r, 2), 91.76);
+    }
+
+    /// G.107 §7.4, the two sidetone cases of the talker-echo term: for STMR > 20 dB, Idte
+    /// is replaced by Idtes = √(Idte² + Ist²); for STMR < 9 dB, TERV in Re is replaced by
+    /// TERVs = TERV + Ist/2. The defaults (STMR 15) take neither.
+    #[test]
+    fn sidetone_outside_9_to_20_db_changes_the_talker_echo_term() {
+        let with = |stmr: f64, d: Delays| {
+            let p = Params {
+                stmr,
+                ..Params::default()
+            };
+            rating(&p, d, CodecImpairment::G711_PLC, 0.0, 1.0)
+        };
+        // STMR 25, T = Tr = Ta = 0. STMRo = −10·lg(10^−2.5 + 10^−6.5) = 25.00;
+        // Ist = 12·(1 + 2^8)^(1/8) − 28·(1 + (26/19.4)^35)^(1/35) − 13·(1 + (22/33)^13)^(1/13)
+        // + 29 = 24.012 − 37.526 − 13.005 + 29 = 2.48. Idte = 0 (T = 0), so Idtes = Ist
+        // = 2.48 and Id = 2.48 + Idle 0.15 = 2.63; Is = 0.44 + 2.48 + 0.97 = 3.89;
+        // R = 94.77 − 3.89 − 2.63 = 88.24 (90.73 without Idtes).
+        let t = with(25.0, Delays::default());
+        assert_eq!(round(t.is, 2), 3.89);
+        assert_eq!(round(t.id, 2), 2.63);
+        assert_eq!(round(t.r, 2), 88.24);
+        // STMR 5, T = 50 ms, Tr = 100 ms. STMRo = 5.00, Ist = 4.19; TERV = 65 − 40·lg(6 /
+        // 1.333) + 0 = 38.87, TERVs = 38.87 + 4.19/2 = 40.97; Re = 80 + 2.5·(40.97 − 14) =
+        // 147.42, Roe = 94.77; Idte = ((Roe − Re)/2 + √((Roe − Re)²/4 + 100) − 1)·(1 − e^−50)
+        // = 0.84 (1.02 with TERV); Idle 0.58; R = 94.77 − 5.61 − 1.41 = 87.75 (87.56 with TERV).
+        let d = Delays {
+            t: 50.0,
+            tr: 100.0,
+            ta: 50.0,
+        };
+        let t = with(5.0, d);
+        assert_eq!(round(t.is, 2), 5.61);
+        assert_eq!(round(t.id, 2), 1.41);
+        assert_eq!(round(t.r, 2), 87.75);
+        // Inside 9..=20 dB nothing changes: the echo-path case of `bursty_loss_and_delay`.
+        assert_eq!(round(with(15.0, d).r, 2), 91.76);
+        assert_eq!(round(with(20.0, Delays::default()).id, 2), 0.15);
     }
 
     #[test]

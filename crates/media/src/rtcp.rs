@@ -416,6 +416,35 @@ mod tests {
         );
     }
 
+    /// RFC 3550 §6.4.1 / A.3: cumulative lost is 24-bit signed, clamped (not wrapped) at
+    /// 0x7fffff and −0x800000.
+    #[test]
+    fn cumulative_lost_is_clamped_to_24_bit_signed() {
+        for (lost, wire, back) in [
+            (0x0100_0000, [0x7f, 0xff, 0xff], 0x7f_ffff),
+            (-0x0100_0000, [0x80, 0, 0], -0x80_0000),
+            (-1, [0xff, 0xff, 0xff], -1),
+        ] {
+            let rr = RtcpPacket::ReceiverReport {
+                ssrc: 1,
+                reports: vec![ReportBlock {
+                    cumulative_lost: lost,
+                    ..block()
+                }],
+            };
+            let bytes = build_compound(std::slice::from_ref(&rr));
+            // Header 4, reporter 4, then SSRC_n 4 and fraction 1: the field is at 13..16.
+            assert_eq!(&bytes[13..16], &wire, "{lost}");
+            let Ok(p) = parse_compound(&bytes) else {
+                panic!("{lost}")
+            };
+            let RtcpPacket::ReceiverReport { reports, .. } = &p[0] else {
+                panic!("{p:?}")
+            };
+            assert_eq!(reports[0].cumulative_lost, back);
+        }
+    }
+
     #[test]
     fn rfc3550_rtt_example() {
         // RFC 3550 Figure 2: A = 0xb710:8000 (46864.5 s), LSR = 0xb705:2000 (46853.125 s),

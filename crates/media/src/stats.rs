@@ -1000,6 +1000,52 @@ mod tests {
         assert!(s.totals().clock_skew_ppm.unwrap().abs() < 1e-6);
     }
 
+    /// RFC 3550 A.8 by hand, on an uneven stream whose RTP timestamps wrap at 2^32: arrivals
+    /// 0, 20, 45, 60, 80 ms, timestamps 160 apart (8 kHz) from 2^32 − 320. Packet 0 is on
+    /// probation; from packet 1 on the transits (arrival − timestamp, in 1/8000 s, relative)
+    /// are 0, 40, 0, 0: |D| = 40, 40, 0 → J = 2.5, 2.5 + 37.5/16 = 4.84375,
+    /// 4.84375 − 4.84375/16 = 4.541015625.
+    #[test]
+    fn a8_jitter_by_hand_across_the_timestamp_wrap() {
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        let base = 0u32.wrapping_sub(320);
+        for (i, ms) in [0u64, 20, 45, 60, 80].into_iter().enumerate() {
+            let ts = base.wrapping_add(i as u32 * SPP);
+            s.on_packet(t0 + Duration::from_millis(ms), i as u16, ts, 1, false, 172);
+        }
+        let t = s.totals();
+        assert!((t.jitter - 4.541_015_625).abs() < 1e-9, "{}", t.jitter);
+        assert!((t.max_jitter - 4.843_75).abs() < 1e-9, "{}", t.max_jitter);
+        assert_eq!(t.ts_jumps, 0);
+    }
+
+    /// RFC 3550 A.1 around the 16-bit wrap: a late packet from before the wrap is late (not a
+    /// jump), a second copy of it a duplicate; the extended highest counts the cycle.
+    #[test]
+    fn late_and_duplicate_across_the_sequence_wrap() {
+        let mut s = ReceiveStats::new(8000, SPP);
+        let t0 = Instant::now();
+        let order = [65_533u16, 65_534, 0, 65_535, 1, 65_535, 2];
+        let pkts: Vec<_> = order
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (*q, 20 * i as u64))
+            .collect();
+        use Verdict::*;
+        assert_eq!(
+            feed(&mut s, t0, &pkts),
+            vec![
+                Probation, InOrder, InOrder, Late, InOrder, Duplicate, InOrder
+            ]
+        );
+        let t = s.totals();
+        // Base 65534, highest 65536 + 2: expected 5, received 5.
+        assert_eq!((t.expected, t.received, t.lost), (5, 5, 0));
+        assert_eq!(t.ext_highest_seq, 65_536 + 2);
+        assert_eq!((t.duplicates, t.out_of_order, t.seq_jumps), (1, 1, 0));
+    }
+
     #[test]
     fn report_interval_fraction() {
         let mut r = ReportInterval::default();
