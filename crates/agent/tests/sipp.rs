@@ -3298,3 +3298,63 @@ fn a_sipp_callee_ringing_past_timer_b_then_answering_is_answered() {
         "SIPp got its ACK and our BYE"
     );
 }
+
+/// A callee that answers our CANCEL but never the INVITE
+/// (`testdata/sipp/uas-rings-ignores-cancel.xml`: 100, 180, 200 to the CANCEL, no 487, as an
+/// RFC 2543 UAS may), called with a `ring_timeout` of 500 ms and T1 of 100 ms. RFC 3261
+/// §9.1: 64·T1 (6.4 s) after the CANCEL our caller takes the INVITE as cancelled: the call
+/// ends then, not earlier (the INVITE's own Timer B stopped at the 180), with 408; the
+/// trace says why (`no final response within 64×T1 of the CANCEL`), and nothing else is
+/// sent (SIPp stays 7.5 s in the call after the CANCEL and fails it on any message).
+#[test]
+fn a_sipp_callee_that_never_answers_our_cancel_ends_the_call_64_t1_after_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_to_a_ringing_sipp(
+        sipp_scenario!("uas-rings-ignores-cancel.xml"),
+        "ring_timeout = \"500ms\"",
+    );
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(
+        (r.call_code, r.call_result, r.calls_answered),
+        (Some(408), Some(CallResult::Timeout), 0),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.error.as_deref(),
+        Some("not answered within the ring_timeout (500ms): cancelled"),
+        "{r:#?}"
+    );
+    assert_eq!(invite_responses_at(&r, "SIP/2.0 180 ").len(), 1, "{r:#?}");
+    let invite = sent(&r, "INVITE ")[0].at_ms;
+    let cancel = sent(&r, "CANCEL ");
+    assert_eq!(cancel.len(), 1, "{r:#?}");
+    let cancel = cancel[0].at_ms;
+    assert!(cancel - invite >= 500.0, "{r:#?}");
+    // The 408's own words, in the trace (the error keeps our give-up).
+    let failed = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Note && t.text.starts_with("call failed: "))
+        .unwrap_or_else(|| panic!("the 408's words in the trace: {r:#?}"));
+    assert_eq!(
+        failed.text,
+        "call failed: 408 no final response within 64×T1 of the CANCEL (RFC 3261 §9.1: Timer \
+         B fired)"
+    );
+    let ended = failed.at_ms;
+    // No earlier than 64·T1 after the CANCEL; generous above (a slow, shared machine).
+    assert!(
+        (6400.0..12_000.0).contains(&(ended - cancel)),
+        "the call ended {} ms after the CANCEL, not 64·T1 (6.4 s)",
+        ended - cancel
+    );
+    assert!(
+        sent(&r, "ACK ").is_empty() && sent(&r, "BYE ").is_empty(),
+        "{r:#?}"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp answered our CANCEL and heard nothing more"
+    );
+}
