@@ -3993,14 +3993,30 @@ impl<'a> Shard<'a> {
                 } else {
                     Outcome::CallFailed
                 };
-                let mut why = format!("call failed: {code} {reason}: {}", hint_for(code));
-                if !self.reasons_in_hand.is_empty() {
-                    why.push_str(&format!(
+                let far_reasons = if self.reasons_in_hand.is_empty() {
+                    String::new()
+                } else {
+                    format!(
                         " (the far end's Reason: {})",
                         self.reasons_in_hand.join(", ")
+                    )
+                };
+                let why = format!(
+                    "call failed: {code} {reason}: {}{far_reasons}",
+                    hint_for(code)
+                );
+                ep.worsen(outcome, why.clone());
+                if ep.error.as_deref() != Some(why.as_str()) {
+                    // The endpoint's error already names an earlier cause (our own give-up:
+                    // a `ring_timeout`, a `hangup` in early media): the failure's own words go
+                    // in the trace, or they are lost — a CANCEL that never got its 487 ends in
+                    // a 408 saying so 64·T1 later (RFC 3261 §9.1). Without the code's hint,
+                    // which is for the error (a 408's "unreachable" would mislead here).
+                    ep.trace.push(TraceEntry::note(
+                        format!("call failed: {code} {reason}{far_reasons}"),
+                        now - self.start,
                     ));
                 }
-                ep.worsen(outcome, why);
                 ep.ua.forget_call(call);
                 if ep.active_call == Some(call) {
                     ep.active_call = None;

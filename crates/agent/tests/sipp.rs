@@ -3193,3 +3193,168 @@ actions = [{{ at = "1s", do = "attended_transfer", to = "sip:service@127.0.0.1:{
     assert!(m.rx_packets >= 200 && m.rx_lost == 0, "{m:?}");
     assert_eq!(summary.transfers.succeeded, 1);
 }
+
+/// One call of our caller (`t1 = 100ms`, so 64·T1 = 6.4 s; 1 s calls; the test-file lines
+/// `extra` added to its group) straight to a SIPp UAS running `scenario` (no REGISTER):
+/// the caller's report, and SIPp (still running: wait for it after the report's checks).
+fn one_call_to_a_ringing_sipp(scenario: &str, extra: &str) -> (EndpointReport, Sipp) {
+    let (sipp, port) = sipp_uas_once(&["-sf", scenario]);
+    let text = format!(
+        r#"
+name = "a ringing SIPp"
+duration = "1s"
+seed = 5
+shards = 1
+t1 = "100ms"
+time_limit = "40s"
+
+[[registrar]]
+id = "sipp"
+domain = "127.0.0.1"
+port = {port}
+register = false
+
+[[group]]
+name = "callers"
+endpoints = 1
+registrar = "sipp"
+call = "sip:service@127.0.0.1:{port}"
+{extra}
+"#
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut prepared = agent::testfile::prepare("ringing-sipp.toml", &text, b"sipp", now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    prepared.plan.keep_all_traces = true;
+    let (tx, _rx) = mpsc::channel();
+    let (_summary, mut reports) =
+        agent::runner::execute(prepared, tx, agent::engine::StopHandle::default()).unwrap();
+    assert_eq!(reports.len(), 1);
+    (reports.remove(0), sipp)
+}
+
+/// The trace entries `r` sent whose text starts with `start`.
+fn sent<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a agent::trace::TraceEntry> {
+    r.trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.text.starts_with(start))
+        .collect()
+}
+
+/// When `r` received the responses to its INVITE whose status line starts with `status`
+/// (`SIP/2.0 200 `), ms from its start.
+fn invite_responses_at(r: &EndpointReport, status: &str) -> Vec<f64> {
+    r.trace
+        .iter()
+        .filter(|t| {
+            t.direction == Direction::Received
+                && t.text.starts_with(status)
+                && t.text
+                    .lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(" INVITE"))
+        })
+        .map(|t| t.at_ms)
+        .collect()
+}
+
+/// A callee ringing longer than Timer B (`testdata/sipp/uas-rings-past-timer-b.xml`: 100,
+/// 180, then 200 OK with SDP 7.5 s later; our T1 of 100 ms makes 64·T1 6.4 s). RFC 3261
+/// §17.1.1.2: Timer B ends only an INVITE still in Calling, so after the 180 our caller
+/// waits for the answer: the call is answered, the 200 comes once and is ACKed once (SIPp
+/// sends it again every 500 ms, doubling, until the ACK, and fails the call without one),
+/// and our BYE ends it. Before 978398e the INVITE ended at 6.4 s with 408, and the 200 was
+/// never ACKed.
+#[test]
+fn a_sipp_callee_ringing_past_timer_b_then_answering_is_answered() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_to_a_ringing_sipp(sipp_scenario!("uas-rings-past-timer-b.xml"), "");
+    assert_eq!(r.outcome, Outcome::Success, "{r:#?}");
+    assert_eq!(
+        (r.call_code, r.call_result, r.calls_answered),
+        (Some(200), Some(CallResult::Answered), 1),
+        "{r:#?}"
+    );
+    let invite = sent(&r, "INVITE ")[0].at_ms;
+    assert_eq!(invite_responses_at(&r, "SIP/2.0 180 ").len(), 1, "{r:#?}");
+    let ok = invite_responses_at(&r, "SIP/2.0 200 ");
+    assert_eq!(ok.len(), 1, "one 200, never sent again: {r:#?}");
+    assert!(
+        ok[0] - invite > 6400.0,
+        "the 200 came {} ms after the INVITE, not past 64·T1",
+        ok[0] - invite
+    );
+    let acks = sent(&r, "ACK ");
+    assert_eq!(acks.len(), 1, "{r:#?}");
+    assert!(acks[0].at_ms >= ok[0], "{r:#?}");
+    assert!(sent(&r, "CANCEL ").is_empty(), "{r:#?}");
+    let bye = sent(&r, "BYE ");
+    assert!(bye.len() == 1 && bye[0].at_ms > ok[0], "{r:#?}");
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp got its ACK and our BYE"
+    );
+}
+
+/// A callee that answers our CANCEL but never the INVITE
+/// (`testdata/sipp/uas-rings-ignores-cancel.xml`: 100, 180, 200 to the CANCEL, no 487, as an
+/// RFC 2543 UAS may), called with a `ring_timeout` of 500 ms and T1 of 100 ms. RFC 3261
+/// §9.1: 64·T1 (6.4 s) after the CANCEL our caller takes the INVITE as cancelled: the call
+/// ends then, not earlier (the INVITE's own Timer B stopped at the 180), with 408; the
+/// trace says why (`no final response within 64×T1 of the CANCEL`), and nothing else is
+/// sent (SIPp stays 7.5 s in the call after the CANCEL and fails it on any message).
+#[test]
+fn a_sipp_callee_that_never_answers_our_cancel_ends_the_call_64_t1_after_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_to_a_ringing_sipp(
+        sipp_scenario!("uas-rings-ignores-cancel.xml"),
+        "ring_timeout = \"500ms\"",
+    );
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(
+        (r.call_code, r.call_result, r.calls_answered),
+        (Some(408), Some(CallResult::Timeout), 0),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.error.as_deref(),
+        Some("not answered within the ring_timeout (500ms): cancelled"),
+        "{r:#?}"
+    );
+    assert_eq!(invite_responses_at(&r, "SIP/2.0 180 ").len(), 1, "{r:#?}");
+    let invite = sent(&r, "INVITE ")[0].at_ms;
+    let cancel = sent(&r, "CANCEL ");
+    assert_eq!(cancel.len(), 1, "{r:#?}");
+    let cancel = cancel[0].at_ms;
+    assert!(cancel - invite >= 500.0, "{r:#?}");
+    // The 408's own words, in the trace (the error keeps our give-up).
+    let failed = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Note && t.text.starts_with("call failed: "))
+        .unwrap_or_else(|| panic!("the 408's words in the trace: {r:#?}"));
+    assert_eq!(
+        failed.text,
+        "call failed: 408 no final response within 64×T1 of the CANCEL (RFC 3261 §9.1: Timer \
+         B fired)"
+    );
+    let ended = failed.at_ms;
+    // No earlier than 64·T1 after the CANCEL; generous above (a slow, shared machine).
+    assert!(
+        (6400.0..12_000.0).contains(&(ended - cancel)),
+        "the call ended {} ms after the CANCEL, not 64·T1 (6.4 s)",
+        ended - cancel
+    );
+    assert!(
+        sent(&r, "ACK ").is_empty() && sent(&r, "BYE ").is_empty(),
+        "{r:#?}"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp answered our CANCEL and heard nothing more"
+    );
+}
