@@ -2516,7 +2516,10 @@ impl UserAgent {
                                 None => &mut call.last_rseq,
                                 Some(i) => &mut call.forks[i].last_rseq,
                             };
-                            if last.is_none_or(|last| rseq > last) {
+                            // §4: the first RSeq starts the count; a later one is taken
+                            // only when it is one more than the last (a retransmission, or
+                            // one after a gap, is neither PRACKed nor processed further).
+                            if last.is_none_or(|last| last.checked_add(1) == Some(rseq)) {
                                 *last = Some(rseq);
                                 // RFC 3262 §5: its SDP answers our INVITE's offer, or is the
                                 // callee's offer (the first reliable 1xx with SDP).
@@ -2558,6 +2561,14 @@ impl UserAgent {
                                         .events
                                         .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
                                 }
+                            } else if last.is_some_and(|last| rseq > last) {
+                                // Past a missing one (the UAS sent one we never got, or
+                                // numbers wrongly): not PRACKed (§4; not cached either: the
+                                // UAS sends the missing one again, then this one).
+                                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                                    what: "reliable provisional whose RSeq is not one more than \
+                                           the last (RFC 3262 §4): not PRACKed",
+                                });
                             }
                         }
                         None => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
@@ -3752,6 +3763,22 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
+        // RFC 3261 §12.2.1.2: the 2xx to a target refresh request replaces the remote target
+        // with its Contact; UPDATE is one (RFC 3311 §5.1), in an early dialog too (the
+        // dialog its To tag names). A re-INVITE's 2xx did it already (its ACK goes there).
+        if kind == InDialogMethod::Update
+            && (200..300).contains(&code)
+            && let Some(c) = self.call_mut(id)
+            && let Some(tag) = resp
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag())
+            && let Some(fork) = fork_of(c, &tag)
+            && let Some(d) = dialog_of_mut(c, fork)
+        {
+            d.refresh_target(resp);
+        }
         let retried = self.session_after_refresh(now, id, kind, code, Some(resp));
         // A retried request's answer: its glare retries are over (those of its dialog: the
         // response's To tag is the one our request had).
@@ -3780,6 +3807,19 @@ impl UserAgent {
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
+        self.end_if_dialog_gone(now, id, code);
+    }
+
+    /// RFC 3261 §12.2.1.2: "If the response for a request within a dialog is a 481
+    /// (Call/Transaction Does Not Exist) or a 408 (Request Timeout), the UAC SHOULD terminate
+    /// the dialog", and so for no response at all (reported as 408); §14.1 says the same of a
+    /// re-INVITE. The call (confirmed: an early dialog's requests are not the call's end) is
+    /// ended with BYE (§15), as the session timer does for a refresh answered so
+    /// ([`UserAgent::session_after_refresh`]); the BYE's own answer (481, most likely) ends it.
+    fn end_if_dialog_gone(&mut self, now: Instant, id: CallId, code: u16) {
+        if matches!(code, 408 | 481) && self.call_state(id) == Some(CallState::Confirmed) {
+            self.send_bye(now, id);
+        }
     }
 
     /// The ACK of a 2xx to our re-INVITE (RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx),
@@ -4851,10 +4891,15 @@ impl UserAgent {
                 let configured = offer.as_ref().and_then(|_| self.profile.codecs.clone());
                 let policy = self.profile.srtp;
                 let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
+                    // §3 (RAck, §7.2): its RSeq, CSeq number and method are those of the
+                    // outstanding provisional (the INVITE's CSeq: kept until the final).
+                    let invite_seq = c.invite.as_deref().and_then(Message::cseq).map(|s| s.seq);
                     let outstanding = c.prov_retransmit.is_some()
-                        && rack
-                            .as_ref()
-                            .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
+                        && rack.as_ref().is_some_and(|r| {
+                            r.rseq.wrapping_add(1) == c.next_rseq
+                                && Some(r.cseq) == invite_seq
+                                && r.method == Method::Invite
+                        });
                     if !outstanding {
                         return PrackSdp::NoMatch;
                     }
@@ -5304,13 +5349,16 @@ impl UserAgent {
             self.send_register(now, expires, Owner::Register);
         }
         // UAS reliable provisional retransmissions (RFC 3262 §3): T1 doubling until PRACK.
-        for slot in self.calls.iter_mut() {
+        let first = self.first_call;
+        let mut unpracked = Vec::new();
+        for (i, slot) in self.calls.iter_mut().enumerate() {
             let Some(call) = slot.as_mut() else { continue };
             let Some((bytes, next, interval, deadline)) = call.prov_retransmit.as_mut() else {
                 continue;
             };
             if *deadline <= now {
                 call.prov_retransmit = None;
+                unpracked.push(Self::id_at(first, i));
                 continue;
             }
             if *next <= now {
@@ -5332,6 +5380,26 @@ impl UserAgent {
                 }
                 *interval *= 2;
                 *next = now + *interval;
+            }
+        }
+        for id in unpracked {
+            // §3: "If a reliable provisional response is retransmitted for 64*T1 seconds
+            // without reception of a corresponding PRACK, the UAS SHOULD reject the original
+            // request with a 5xx response" (else the caller waits on, for a final response
+            // nothing will send).
+            if self
+                .respond_invite(now, id, 500, "Server Internal Error", None)
+                .is_some()
+            {
+                self.call_event(
+                    id,
+                    CallEvent::Failed {
+                        code: 500,
+                        reason: "no PRACK for our reliable provisional within 64×T1 \
+                                 (RFC 3262 §3): rejected with 500"
+                            .into(),
+                    },
+                );
             }
         }
         // Our re-INVITEs and UPDATEs refused with 491, due again (§14.1).
@@ -5756,7 +5824,8 @@ impl UserAgent {
                             code: 408,
                             sdp: None,
                         },
-                    ))
+                    ));
+                    self.end_if_dialog_gone(now, id, 408);
                 }
                 Owner::Refer(id) => self.on_refer_response(now, id, 408),
                 Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}

@@ -137,9 +137,13 @@ fn a_reliable_provisional_never_pracked_rejects_the_invite_with_5xx_at_64_t1() {
         "{sent:?}"
     );
     assert!(
-        events_of(&events, b)
-            .iter()
-            .any(|e| matches!(e, CallEvent::Failed { code: 500..=599, .. })),
+        events_of(&events, b).iter().any(|e| matches!(
+            e,
+            CallEvent::Failed {
+                code: 500..=599,
+                ..
+            }
+        )),
         "{events:?}"
     );
     assert_eq!(bob.call_state(b), Some(CallState::Terminated));
@@ -178,8 +182,9 @@ fn a_prack_whose_rack_names_another_request_gets_481() {
                 .any(|e| matches!(e, CallEvent::Pracked { .. })),
             "{what}: {ev:?}"
         );
-        // The right PRACK is still taken.
-        deliver(&mut bob, now, ALICE, &out);
+        // The right PRACK is still taken (in the next CSeq: the refused one took 2).
+        let right = edited(prack[0], "CSeq: 2 PRACK", "CSeq: 3 PRACK");
+        bob.handle_message(now, right, addr(ALICE));
         let (reply, ev) = drain(&mut bob);
         assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{what}: {reply:?}");
         assert!(
