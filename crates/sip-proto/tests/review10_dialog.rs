@@ -336,3 +336,48 @@ fn an_unanswered_request_in_the_call_ends_it_with_bye() {
         "{events:?}"
     );
 }
+
+/// RFC 3262 §3: "The UAS MAY send a final response to the initial request before having
+/// received PRACKs for all unacknowledged reliable provisional responses, unless the final
+/// response is 2xx and any of the unacknowledged reliable provisional responses contained a
+/// session description. In that case, it MUST NOT send a final response until those
+/// provisional responses are acknowledged." Bob sends a reliable 183 with SDP and answers at
+/// once: his 200 waits for Alice's PRACK, then goes (after the PRACK's 200). Before the fix
+/// the 200 went at once, crossing the PRACK. A reliable 180 without SDP does not hold it.
+#[test]
+fn the_2xx_waits_for_the_prack_of_a_reliable_provisional_with_sdp() {
+    let now = Instant::now();
+    let (mut alice, a, mut bob, b) = calling(now, true, true);
+    bob.progress(now, b, sdp("v=0 b early\r\n"));
+    bob.answer(now, b, Some(sdp("v=0 b\r\n")));
+    let (out, _) = drain(&mut bob);
+    assert_eq!(of(&out, "SIP/2.0 183 ").len(), 1, "{out:?}");
+    assert!(
+        of(&out, "SIP/2.0 200 ").is_empty(),
+        "2xx before PRACK: {out:?}"
+    );
+    deliver(&mut alice, now, BOB, &out);
+    let (prack, _) = drain(&mut alice);
+    assert_eq!(of(&prack, "PRACK ").len(), 1, "{prack:?}");
+    deliver(&mut bob, now, ALICE, &prack);
+    let (out, _) = drain(&mut bob);
+    let firsts: Vec<String> = out
+        .iter()
+        .map(|o| {
+            let m = msg(o);
+            format!("{} {}", m.status().unwrap_or(0), m.cseq().unwrap().method)
+        })
+        .collect();
+    assert_eq!(firsts, ["200 PRACK", "200 INVITE"], "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+
+    // A reliable 180 without SDP, then the answer: the 200 goes at once.
+    let (_alice, _a, mut bob, b) = calling(now, true, true);
+    bob.ring(now, b);
+    bob.answer(now, b, Some(sdp("v=0 b\r\n")));
+    let (out, _) = drain(&mut bob);
+    assert_eq!(of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
+}
