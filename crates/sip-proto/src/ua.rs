@@ -1262,6 +1262,10 @@ struct Call {
     local_tag: String,
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
+    /// UAS (the bit is the caller's only; a byte more would take the call's box past its
+    /// size class, test `calls_stay_small`): [`UserAgent::answer`] came while the reliable
+    /// provisional in `prov_retransmit` carries SDP ([`carries_body`]): the 2xx (with
+    /// `local_sdp`) is held until the PRACK is taken (RFC 3262 §3).
     provisional_seen: bool,
     /// UAC: a CANCEL asked before any provisional response, or sent for a reason the call's
     /// outcome names.
@@ -3892,6 +3896,18 @@ impl UserAgent {
     pub fn answer(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) {
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = sdp.clone();
+            // RFC 3262 §3: while a reliable provisional with SDP waits for its PRACK, the
+            // UAS "MUST NOT send a final response" that is a 2xx: it goes once the PRACK
+            // is taken (or a 500 goes at 64·T1 without one).
+            if c.invite.is_some()
+                && c.prov_retransmit
+                    .as_ref()
+                    .is_some_and(|(bytes, ..)| carries_body(bytes))
+            {
+                // The UAS's use of the bit: the answer is held.
+                c.provisional_seen = true;
+                return;
+            }
         }
         if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
             let t1 = self.profile.timers.t1;
@@ -4947,6 +4963,14 @@ impl UserAgent {
                             queues(&mut self.queues)
                                 .events
                                 .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
+                        }
+                        // The 2xx held for this PRACK (RFC 3262 §3) goes now, after its 200.
+                        let held = self.call_mut(id).and_then(|c| {
+                            // `provisional_seen`: the UAS's answer held (see the field).
+                            std::mem::take(&mut c.provisional_seen).then(|| c.local_sdp.clone())
+                        });
+                        if let Some(sdp) = held {
+                            self.answer(now, id, sdp);
                         }
                     }
                     PrackSdp::Refused => {
@@ -6097,6 +6121,15 @@ fn from_uri_text(msg: &Message) -> String {
 }
 
 /// True when `msg` lists `100rel` in a Require header (any line).
+/// True when the message `bytes` (one we printed: its head ends at the first blank line)
+/// has a body.
+fn carries_body(bytes: &[u8]) -> bool {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_some_and(|end| bytes.len() > end + 4)
+}
+
 fn requires_100rel(msg: &Message) -> bool {
     msg.headers
         .typed_all::<Require>()
