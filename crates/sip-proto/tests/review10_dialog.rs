@@ -381,3 +381,47 @@ fn the_2xx_waits_for_the_prack_of_a_reliable_provisional_with_sdp() {
     let (out, _) = drain(&mut bob);
     assert_eq!(of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
 }
+
+/// RFC 3261 §13.2.2.4: the 2xx whose dialog identifier matches an early dialog "MUST" move
+/// that dialog to the confirmed state: it is the same dialog, and §12.2.2's remote sequence
+/// number goes on. Bob sends an UPDATE with CSeq 5 in the early dialog; after the 2xx, a
+/// request of his with CSeq 3 is out of order: 500. Before the fix the confirmed dialog was
+/// made afresh from the 2xx with no remote sequence number, and took it (200).
+#[test]
+fn the_remote_cseq_of_the_early_dialog_goes_on_in_the_confirmed_one() {
+    let now = Instant::now();
+    let (mut alice, a, mut bob, b) = calling(now, false, true);
+    bob.ring(now, b);
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Early));
+    assert!(bob.update(now, b, None));
+    let (out, _) = drain(&mut bob);
+    let update = of(&out, "UPDATE ");
+    assert_eq!(update.len(), 1, "{out:?}");
+    let text = String::from_utf8(update[0].bytes.to_vec()).unwrap();
+    let cseq = format!("CSeq: {} UPDATE", msg(update[0]).cseq().unwrap().seq);
+    alice.handle_message(
+        now,
+        Message::parse(text.replacen(&cseq, "CSeq: 5 UPDATE", 1).as_bytes()).unwrap(),
+        addr(BOB),
+    );
+    let (reply, _) = drain(&mut alice);
+    assert_eq!(of(&reply, "SIP/2.0 200 ").len(), 1, "{reply:?}");
+    bob.answer(now, b, Some(sdp("v=0 b\r\n")));
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    // Bob's INFO with CSeq 3 (below the 5 of his UPDATE).
+    assert!(bob.info(now, b, "application/dtmf-relay", Bytes::new()));
+    let (out, _) = drain(&mut bob);
+    let info = of(&out, "INFO ");
+    assert_eq!(info.len(), 1, "{out:?}");
+    let text = String::from_utf8(info[0].bytes.to_vec()).unwrap();
+    let cseq = format!("CSeq: {} INFO", msg(info[0]).cseq().unwrap().seq);
+    alice.handle_message(
+        now,
+        Message::parse(text.replacen(&cseq, "CSeq: 3 INFO", 1).as_bytes()).unwrap(),
+        addr(BOB),
+    );
+    let (reply, _) = drain(&mut alice);
+    assert_eq!(of(&reply, "SIP/2.0 500 ").len(), 1, "{reply:?}");
+}
