@@ -2676,6 +2676,10 @@ impl UserAgent {
                 {
                     if early.id.remote_tag == dialog.id.remote_tag {
                         dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                        // §13.2.2.4: the early dialog is confirmed, not made again: the
+                        // peer's requests in it set the remote CSeq the dialog goes on
+                        // from (§12.2.2).
+                        dialog.remote_seq = dialog.remote_seq.max(early.remote_seq);
                         answered_early = early.offer == OpenOffer::Answered;
                     } else if early.local_seq > seq {
                         kept_forks.push(KeptFork {
