@@ -425,3 +425,29 @@ fn the_remote_cseq_of_the_early_dialog_goes_on_in_the_confirmed_one() {
     let (reply, _) = drain(&mut alice);
     assert_eq!(of(&reply, "SIP/2.0 500 ").len(), 1, "{reply:?}");
 }
+
+/// RFC 3262 §3: "The UAS MUST NOT send a second reliable provisional response until the
+/// first is acknowledged." Bob rings (reliable 180, RSeq 1) and sends 183 with SDP before
+/// Alice's PRACK comes: the 183 goes at once as RSeq 2, the 180 is no longer retransmitted,
+/// and Alice's PRACK of RSeq 1 gets 481. Not fixed in review10 (the 183 must wait in the call
+/// for the PRACK, and `Call` and `Rare` are at their size limits): ignored until it is.
+#[test]
+#[ignore = "open defect (docs/notes-review10.md): a second reliable 1xx goes before the first is PRACKed"]
+fn a_second_reliable_provisional_waits_for_the_prack_of_the_first() {
+    let now = Instant::now();
+    let (mut alice, _a, mut bob, b) = calling(now, true, true);
+    bob.ring(now, b);
+    bob.progress(now, b, sdp("v=0 b early\r\n"));
+    let (out, _) = drain(&mut bob);
+    assert_eq!(of(&out, "SIP/2.0 180 ").len(), 1, "{out:?}");
+    assert!(
+        of(&out, "SIP/2.0 183 ").is_empty(),
+        "183 before the PRACK: {out:?}"
+    );
+    deliver(&mut alice, now, BOB, &out);
+    let (prack, _) = drain(&mut alice);
+    deliver(&mut bob, now, ALICE, &prack);
+    let (out, _) = drain(&mut bob);
+    assert_eq!(of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
+    assert_eq!(of(&out, "SIP/2.0 183 ").len(), 1, "{out:?}");
+}
