@@ -1262,6 +1262,10 @@ struct Call {
     local_tag: String,
     dialog: Option<Dialog>,
     /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
+    /// UAS (the bit is the caller's only; a byte more would take the call's box past its
+    /// size class, test `calls_stay_small`): [`UserAgent::answer`] came while the reliable
+    /// provisional in `prov_retransmit` carries SDP ([`carries_body`]): the 2xx (with
+    /// `local_sdp`) is held until the PRACK is taken (RFC 3262 §3).
     provisional_seen: bool,
     /// UAC: a CANCEL asked before any provisional response, or sent for a reason the call's
     /// outcome names.
@@ -2516,7 +2520,10 @@ impl UserAgent {
                                 None => &mut call.last_rseq,
                                 Some(i) => &mut call.forks[i].last_rseq,
                             };
-                            if last.is_none_or(|last| rseq > last) {
+                            // §4: the first RSeq starts the count; a later one is taken
+                            // only when it is one more than the last (a retransmission, or
+                            // one after a gap, is neither PRACKed nor processed further).
+                            if last.is_none_or(|last| last.checked_add(1) == Some(rseq)) {
                                 *last = Some(rseq);
                                 // RFC 3262 §5: its SDP answers our INVITE's offer, or is the
                                 // callee's offer (the first reliable 1xx with SDP).
@@ -2558,6 +2565,14 @@ impl UserAgent {
                                         .events
                                         .push_back(UaEvent::Call(id, CallEvent::Pracked { rseq }));
                                 }
+                            } else if last.is_some_and(|last| rseq > last) {
+                                // Past a missing one (the UAS sent one we never got, or
+                                // numbers wrongly): not PRACKed (§4; not cached either: the
+                                // UAS sends the missing one again, then this one).
+                                queues(&mut self.queues).events.push_back(UaEvent::Ignored {
+                                    what: "reliable provisional whose RSeq is not one more than \
+                                           the last (RFC 3262 §4): not PRACKed",
+                                });
                             }
                         }
                         None => queues(&mut self.queues).events.push_back(UaEvent::Ignored {
@@ -2661,6 +2676,10 @@ impl UserAgent {
                 {
                     if early.id.remote_tag == dialog.id.remote_tag {
                         dialog.local_seq = dialog.local_seq.max(early.local_seq);
+                        // §13.2.2.4: the early dialog is confirmed, not made again: the
+                        // peer's requests in it set the remote CSeq the dialog goes on
+                        // from (§12.2.2).
+                        dialog.remote_seq = dialog.remote_seq.max(early.remote_seq);
                         answered_early = early.offer == OpenOffer::Answered;
                     } else if early.local_seq > seq {
                         kept_forks.push(KeptFork {
@@ -3752,6 +3771,22 @@ impl UserAgent {
         if kind == InDialogMethod::Prack {
             return;
         }
+        // RFC 3261 §12.2.1.2: the 2xx to a target refresh request replaces the remote target
+        // with its Contact; UPDATE is one (RFC 3311 §5.1), in an early dialog too (the
+        // dialog its To tag names). A re-INVITE's 2xx did it already (its ACK goes there).
+        if kind == InDialogMethod::Update
+            && (200..300).contains(&code)
+            && let Some(c) = self.call_mut(id)
+            && let Some(tag) = resp
+                .headers
+                .view::<ToRef>()
+                .and_then(Result::ok)
+                .and_then(|t| t.tag())
+            && let Some(fork) = fork_of(c, &tag)
+            && let Some(d) = dialog_of_mut(c, fork)
+        {
+            d.refresh_target(resp);
+        }
         let retried = self.session_after_refresh(now, id, kind, code, Some(resp));
         // A retried request's answer: its glare retries are over (those of its dialog: the
         // response's To tag is the one our request had).
@@ -3780,6 +3815,19 @@ impl UserAgent {
         queues(&mut self.queues)
             .events
             .push_back(UaEvent::Call(id, CallEvent::Modified { method, code, sdp }));
+        self.end_if_dialog_gone(now, id, code);
+    }
+
+    /// RFC 3261 §12.2.1.2: "If the response for a request within a dialog is a 481
+    /// (Call/Transaction Does Not Exist) or a 408 (Request Timeout), the UAC SHOULD terminate
+    /// the dialog", and so for no response at all (reported as 408); §14.1 says the same of a
+    /// re-INVITE. The call (confirmed: an early dialog's requests are not the call's end) is
+    /// ended with BYE (§15), as the session timer does for a refresh answered so
+    /// ([`UserAgent::session_after_refresh`]); the BYE's own answer (481, most likely) ends it.
+    fn end_if_dialog_gone(&mut self, now: Instant, id: CallId, code: u16) {
+        if matches!(code, 408 | 481) && self.call_state(id) == Some(CallState::Confirmed) {
+            self.send_bye(now, id);
+        }
     }
 
     /// The ACK of a 2xx to our re-INVITE (RFC 3261 §13.2.2.4: the UAC core ACKs every 2xx),
@@ -3852,6 +3900,18 @@ impl UserAgent {
     pub fn answer(&mut self, now: Instant, id: CallId, sdp: Option<Bytes>) {
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = sdp.clone();
+            // RFC 3262 §3: while a reliable provisional with SDP waits for its PRACK, the
+            // UAS "MUST NOT send a final response" that is a 2xx: it goes once the PRACK
+            // is taken (or a 500 goes at 64·T1 without one).
+            if c.invite.is_some()
+                && c.prov_retransmit
+                    .as_ref()
+                    .is_some_and(|(bytes, ..)| carries_body(bytes))
+            {
+                // The UAS's use of the bit: the answer is held.
+                c.provisional_seen = true;
+                return;
+            }
         }
         if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
             let t1 = self.profile.timers.t1;
@@ -4851,10 +4911,15 @@ impl UserAgent {
                 let configured = offer.as_ref().and_then(|_| self.profile.codecs.clone());
                 let policy = self.profile.srtp;
                 let verdict = self.call_mut(id).map_or(PrackSdp::NoMatch, |c| {
+                    // §3 (RAck, §7.2): its RSeq, CSeq number and method are those of the
+                    // outstanding provisional (the INVITE's CSeq: kept until the final).
+                    let invite_seq = c.invite.as_deref().and_then(Message::cseq).map(|s| s.seq);
                     let outstanding = c.prov_retransmit.is_some()
-                        && rack
-                            .as_ref()
-                            .is_some_and(|r| r.rseq.wrapping_add(1) == c.next_rseq);
+                        && rack.as_ref().is_some_and(|r| {
+                            r.rseq.wrapping_add(1) == c.next_rseq
+                                && Some(r.cseq) == invite_seq
+                                && r.method == Method::Invite
+                        });
                     if !outstanding {
                         return PrackSdp::NoMatch;
                     }
@@ -4902,6 +4967,14 @@ impl UserAgent {
                             queues(&mut self.queues)
                                 .events
                                 .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
+                        }
+                        // The 2xx held for this PRACK (RFC 3262 §3) goes now, after its 200.
+                        let held = self.call_mut(id).and_then(|c| {
+                            // `provisional_seen`: the UAS's answer held (see the field).
+                            std::mem::take(&mut c.provisional_seen).then(|| c.local_sdp.clone())
+                        });
+                        if let Some(sdp) = held {
+                            self.answer(now, id, sdp);
                         }
                     }
                     PrackSdp::Refused => {
@@ -5304,13 +5377,16 @@ impl UserAgent {
             self.send_register(now, expires, Owner::Register);
         }
         // UAS reliable provisional retransmissions (RFC 3262 §3): T1 doubling until PRACK.
-        for slot in self.calls.iter_mut() {
+        let first = self.first_call;
+        let mut unpracked = Vec::new();
+        for (i, slot) in self.calls.iter_mut().enumerate() {
             let Some(call) = slot.as_mut() else { continue };
             let Some((bytes, next, interval, deadline)) = call.prov_retransmit.as_mut() else {
                 continue;
             };
             if *deadline <= now {
                 call.prov_retransmit = None;
+                unpracked.push(Self::id_at(first, i));
                 continue;
             }
             if *next <= now {
@@ -5332,6 +5408,26 @@ impl UserAgent {
                 }
                 *interval *= 2;
                 *next = now + *interval;
+            }
+        }
+        for id in unpracked {
+            // §3: "If a reliable provisional response is retransmitted for 64*T1 seconds
+            // without reception of a corresponding PRACK, the UAS SHOULD reject the original
+            // request with a 5xx response" (else the caller waits on, for a final response
+            // nothing will send).
+            if self
+                .respond_invite(now, id, 500, "Server Internal Error", None)
+                .is_some()
+            {
+                self.call_event(
+                    id,
+                    CallEvent::Failed {
+                        code: 500,
+                        reason: "no PRACK for our reliable provisional within 64×T1 \
+                                 (RFC 3262 §3): rejected with 500"
+                            .into(),
+                    },
+                );
             }
         }
         // Our re-INVITEs and UPDATEs refused with 491, due again (§14.1).
@@ -5756,7 +5852,8 @@ impl UserAgent {
                             code: 408,
                             sdp: None,
                         },
-                    ))
+                    ));
+                    self.end_if_dialog_gone(now, id, 408);
                 }
                 Owner::Refer(id) => self.on_refer_response(now, id, 408),
                 Owner::InDialog(..) | Owner::Cancel(_) | Owner::ForkBye(_) | Owner::Notify(_) => {}
@@ -6028,6 +6125,15 @@ fn from_uri_text(msg: &Message) -> String {
 }
 
 /// True when `msg` lists `100rel` in a Require header (any line).
+/// True when the message `bytes` (one we printed: its head ends at the first blank line)
+/// has a body.
+fn carries_body(bytes: &[u8]) -> bool {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_some_and(|end| bytes.len() > end + 4)
+}
+
 fn requires_100rel(msg: &Message) -> bool {
     msg.headers
         .typed_all::<Require>()
