@@ -972,6 +972,15 @@ impl Headers {
     pub fn view_all<'a, T: HeaderView<'a> + 'a>(
         &'a self,
     ) -> impl Iterator<Item = Result<T, HeaderError>> + 'a {
+        self.view_all_texts::<T>().map(|(_, v)| v)
+    }
+
+    /// [`Headers::view_all`] with the text each value was read from (trimmed; empty for a
+    /// line whose list cannot be split): what a caller keeps as received rather than an
+    /// owned parse printed again (a dialog's route set).
+    pub fn view_all_texts<'a, T: HeaderView<'a> + 'a>(
+        &'a self,
+    ) -> impl Iterator<Item = (&'a str, Result<T, HeaderError>)> + 'a {
         self.list
             .iter()
             .filter(|h| h.name == T::NAME)
@@ -994,7 +1003,10 @@ impl Headers {
                     .into_iter()
                     .chain(parts.into_iter().flatten().map(|p| Ok(trim_fast(p))))
             })
-            .map(|v| v.and_then(T::parse))
+            .map(|v| match v {
+                Ok(text) => (text, T::parse(text)),
+                Err(e) => ("", Err(e)),
+            })
     }
 
     /// The index of the first header named `name` (for [`Headers::insert`]).

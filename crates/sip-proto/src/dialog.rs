@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use sip_msg::typed::{CallIdRef, ContactRef, FromRef, NameAddr, RecordRouteRef, ToRef, Via};
-use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, text_of};
+use sip_msg::{HeaderName, Message, Method, RequestBuilder, Uri, UriRef, text_of};
 
 /// What identifies a dialog (RFC 3261 §12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,16 +30,17 @@ pub struct Dialog {
     pub remote_uri: String,
     /// Where in-dialog requests go: the peer's Contact.
     pub remote_target: Uri,
-    /// The route set from Record-Route, in the order our requests must carry it.
-    pub route_set: Vec<NameAddr>,
+    /// The route set from Record-Route, in the order our requests must carry it; `None`
+    /// when the peer's request or response had none (no allocation for it).
+    route_set: Option<Box<RouteSet>>,
     /// Our last CSeq number.
     pub local_seq: u32,
     /// The peer's last CSeq number, once it sent a request.
     pub remote_seq: Option<u32>,
-    /// The next hop as last handed out by [`Dialog::next_hop_shared`]: the dialog's
-    /// requests (ACK, BYE, re-INVITE...) share one copy instead of a `Uri` and an `Arc`
-    /// each. Compared with the next hop before use, so a changed route set or remote
-    /// target is never missed.
+    /// The remote target as last handed out by [`Dialog::next_hop_shared`] when there is no
+    /// route set: the dialog's requests (ACK, BYE, re-INVITE...) share one copy instead of
+    /// a `Uri` and an `Arc` each. Compared with the remote target before use, so a target
+    /// refresh is never missed.
     hop: Option<Arc<Uri>>,
     /// The INVITE's offer/answer in this dialog ([`OpenOffer`]; in the room the two
     /// numbers above leave, no bigger dialog).
@@ -223,27 +224,88 @@ fn side_noting(
     Ok((tag, text))
 }
 
-/// Every Record-Route entry, read in place and copied (as the owned parse gives them).
-fn record_routes(msg: &Message) -> Vec<NameAddr> {
-    // Room for one entry per Record-Route line (the usual one entry a line): collected from a
-    // filtering iterator the list would start with room for 4 (a `NameAddr` is 224 bytes),
-    // and a dialog keeps its route set for its whole life.
+/// A dialog's route set (RFC 3261 §12.1.1, §12.1.2): fixed when the dialog is made (a
+/// target refresh changes the remote target only, §12.2), so it is kept as the text each
+/// Route value is printed from, and the first entry's URI (the next hop, and whether it is
+/// a strict router) read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteSet {
+    /// Each entry as our requests' Route values print it, in their order.
+    entries: Vec<Box<str>>,
+    /// The URI of `entries[0]`.
+    first: Arc<Uri>,
+}
+
+impl RouteSet {
+    /// The route set of these entries' texts (each a name-addr), in this order; `None` when
+    /// there is none or the first does not read.
+    #[cfg(test)]
+    fn of(entries: Vec<Box<str>>) -> Option<Box<Self>> {
+        let first = sip_msg::typed::NameAddrRef::parse(entries.first()?)
+            .ok()?
+            .uri
+            .into_owned();
+        Some(Box::new(Self {
+            entries,
+            first: Arc::new(first),
+        }))
+    }
+
+    /// The first route is a strict router (its URI has no `lr`, RFC 3261 §16.12.1.2).
+    fn strict(&self) -> bool {
+        self.first.as_sip().is_some_and(|u| !u.is_loose_route())
+    }
+}
+
+/// The route set of `msg`'s Record-Route entries (read in place, entries that do not read
+/// left out), `reversed` for the UAC (§12.1.2); `None` without any.
+///
+/// An entry `<uri>[;params]` (how proxies print it) is kept as received, as a proxy expects
+/// it back; another form (a display name, which the typed print re-quotes; a bare
+/// addr-spec, whose parameters would be the header's once printed without `<>`) as the
+/// typed print gives it.
+fn record_routes(msg: &Message, reversed: bool) -> Option<Box<RouteSet>> {
+    // Room for one entry per Record-Route line (the usual one entry a line); a dialog keeps
+    // its route set for its whole life.
     let lines = msg.headers.get_all(&HeaderName::RecordRoute).count();
     if lines == 0 {
-        return Vec::new();
+        return None;
     }
-    let mut routes = Vec::with_capacity(lines);
-    routes.extend(
-        msg.headers
-            .view_all::<RecordRouteRef>()
-            .filter_map(Result::ok)
-            .map(|r| r.0.into_owned()),
-    );
-    if routes.capacity() > routes.len() {
+    let mut entries: Vec<Box<str>> = Vec::with_capacity(lines);
+    // The URI our requests' route set starts with: the first entry read, or the last
+    // (reversed); made owned once, at the end (or already owned for a typed entry).
+    let mut first: Option<Result<UriRef<'_>, Uri>> = None;
+    for (text, entry) in msg.headers.view_all_texts::<RecordRouteRef>() {
+        let Ok(RecordRouteRef(entry)) = entry else {
+            continue;
+        };
+        if text.starts_with('<') {
+            entries.push(text.into());
+            if first.is_none() || reversed {
+                first = Some(Ok(entry.uri));
+            }
+        } else {
+            let owned = entry.into_owned();
+            entries.push(text_of(&owned, text.len() + 4).into_boxed_str());
+            if first.is_none() || reversed {
+                first = Some(Err(owned.uri));
+            }
+        }
+    }
+    if entries.capacity() > entries.len() {
         // Several entries on one line (or a line that did not read): the exact room.
-        routes.shrink_to_fit();
+        entries.shrink_to_fit();
     }
-    routes
+    if reversed {
+        entries.reverse();
+    }
+    Some(Box::new(RouteSet {
+        entries,
+        first: Arc::new(match first? {
+            Ok(read) => read.into_owned(),
+            Err(owned) => owned,
+        }),
+    }))
 }
 
 impl Dialog {
@@ -329,8 +391,7 @@ impl Dialog {
             (Err(e), None) => return Err(e),
         };
         let call_id = request.call_id().ok_or(DialogError::BadHeader("Call-ID"))?;
-        let mut route_set = record_routes(response);
-        route_set.reverse();
+        let route_set = record_routes(response, true);
         Ok(Self {
             local_uri,
             remote_uri,
@@ -374,7 +435,7 @@ impl Dialog {
                 remote_tag,
             },
             remote_target: contact_uri(request)?,
-            route_set: record_routes(request),
+            route_set: record_routes(request, false),
             local_seq: 0,
             remote_seq: request.cseq().map(|c| c.seq),
             hop: None,
@@ -389,22 +450,31 @@ impl Dialog {
 
     fn next_hop_ref(&self) -> &Uri {
         self.route_set
-            .first()
-            .map_or(&self.remote_target, |r| &r.uri)
+            .as_ref()
+            .map_or(&self.remote_target, |r| &r.first)
     }
 
     /// [`Dialog::next_hop`], shared: the same `Arc` for each request while the next hop
-    /// stays the same (a new one once the route set's first entry or, without a route set,
-    /// the remote target changed).
+    /// stays the same (the route set's first entry, else the remote target until a target
+    /// refresh changes it).
     pub fn next_hop_shared(&mut self) -> Arc<Uri> {
+        if let Some(routes) = &self.route_set {
+            return Arc::clone(&routes.first);
+        }
         if let Some(hop) = &self.hop
-            && **hop == *self.next_hop_ref()
+            && **hop == self.remote_target
         {
             return Arc::clone(hop);
         }
-        let hop = Arc::new(self.next_hop_ref().clone());
+        let hop = Arc::new(self.remote_target.clone());
         self.hop = Some(Arc::clone(&hop));
         hop
+    }
+
+    /// The route set's entries as our requests' Route values print them, in their order
+    /// (empty without a route set).
+    pub fn route_set(&self) -> &[Box<str>] {
+        self.route_set.as_ref().map_or(&[], |r| &r.entries)
     }
 
     /// A new in-dialog request (§12.2.1.1) with the next CSeq (ACK and CANCEL reuse the
@@ -451,16 +521,13 @@ impl Dialog {
                 self.local_seq
             }
         };
-        let strict = self
-            .route_set
-            .first()
-            .and_then(|r| r.uri.as_sip())
-            .is_some_and(|u| !u.is_loose_route());
-        let uri = if strict {
-            self.route_set[0].uri.clone()
-        } else {
-            self.remote_target.clone()
+        let routes = self.route_set.as_deref();
+        let strict = routes.is_some_and(RouteSet::strict);
+        let uri = match routes {
+            Some(r) if strict => (*r.first).clone(),
+            _ => self.remote_target.clone(),
         };
+        let entries = routes.map_or(&[][..], |r| &r.entries);
         // The kept texts and the route set are written into the builder's one string: one
         // allocation for all of them, not a `String` per value.
         let mut b = via(RequestBuilder::new(method, uri).reserve_text(
@@ -468,21 +535,22 @@ impl Dialog {
                 + self.local_uri.len()
                 + self.remote_uri.len()
                 + self.id.call_id.len()
-                + self.route_set.len() * 48,
+                + entries.iter().map(|r| r.len()).sum::<usize>(),
         ));
-        if strict {
-            for r in &self.route_set[1..] {
-                b = b.route(r.clone());
-            }
-            b = b.route(NameAddr::new(self.remote_target.clone()));
+        // Written straight from the route set's texts (no copy of them).
+        let (entries, last) = if strict {
+            (
+                entries.get(1..).unwrap_or_default(),
+                Some(NameAddr::new(self.remote_target.clone())),
+            )
         } else {
-            // Printed straight from the route set (no copy of the name-addrs).
-            for r in &self.route_set {
-                // Writing into a String never fails.
-                b = b.route_with(|s| {
-                    let _ = r.write_to(s);
-                });
-            }
+            (entries, None)
+        };
+        for r in entries {
+            b = b.route_with(|s| s.push_str(r));
+        }
+        if let Some(last) = last {
+            b = b.route(last);
         }
         b.from_with(|s| s.push_str(&self.local_uri))
             .to_with(|s| s.push_str(&self.remote_uri))
@@ -683,7 +751,19 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 .into_iter()
                 .map(|r| r.unwrap().0)
                 .collect();
-            assert_eq!(d.route_set, routes, "{rr}");
+            // Each kept text reads as the typed entry; `<uri>;params` is kept as received.
+            let kept: Vec<NameAddr> = (d.route_set().iter())
+                .map(|r| NameAddr::parse(r).unwrap())
+                .collect();
+            assert_eq!(kept, routes, "{rr}");
+            for r in d.route_set().iter().filter(|r| r.starts_with('<')) {
+                assert!(rr.contains(&**r), "{r} is not as received in {rr}");
+            }
+            assert_eq!(
+                d.route_set.as_ref().map(|r| (*r.first).clone()),
+                routes.first().map(|r| r.uri.clone()),
+                "{rr}"
+            );
         }
     }
 
@@ -714,9 +794,10 @@ From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\n
 Contact: <sip:alice@192.0.2.1>\r\n{rr}Content-Length: 0\r\n\r\n"
             ).as_bytes())
             .unwrap();
+            let room = |d: &Dialog| d.route_set.as_ref().map_or(0, |r| r.entries.capacity());
             let uas = Dialog::from_uas(&req, "lt").unwrap();
-            assert_eq!(uas.route_set.len(), n, "{rr}");
-            assert_eq!(uas.route_set.capacity(), n, "{rr}");
+            assert_eq!(uas.route_set().len(), n, "{rr}");
+            assert_eq!(room(&uas), n, "{rr}");
             let resp = Message::parse(format!(
                 "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
 From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>;tag=tt\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\
@@ -724,12 +805,18 @@ Contact: <sip:bob@192.0.2.2>\r\n{rr}Content-Length: 0\r\n\r\n"
             ).as_bytes())
             .unwrap();
             let uac = Dialog::from_uac(&req, &resp).unwrap();
-            assert_eq!(uac.route_set.len(), n, "{rr}");
-            assert_eq!(uac.route_set.capacity(), n, "{rr}");
-            // The UAC's is the UAS's reversed (§12.1.2).
-            let mut reversed = uas.route_set.clone();
+            assert_eq!(uac.route_set().len(), n, "{rr}");
+            assert_eq!(room(&uac), n, "{rr}");
+            // The UAC's is the UAS's reversed (§12.1.2), its first URI the UAS's last.
+            let mut reversed = uas.route_set().to_vec();
             reversed.reverse();
-            assert_eq!(uac.route_set, reversed, "{rr}");
+            assert_eq!(uac.route_set(), reversed, "{rr}");
+            if n > 0 {
+                let last = NameAddr::parse(uas.route_set().last().unwrap())
+                    .unwrap()
+                    .uri;
+                assert_eq!(uac.next_hop(), last, "{rr}");
+            }
         }
     }
 
@@ -757,7 +844,7 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r
             let mut owned = RequestBuilder::new(
                 Method::Bye,
                 if strict {
-                    d.route_set[0].uri.clone()
+                    (*d.route_set.as_ref().unwrap().first).clone()
                 } else {
                     d.remote_target.clone()
                 },
@@ -768,13 +855,13 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r
             .call_id(d.id.call_id.clone())
             .cseq(d.local_seq + 1);
             if strict {
-                for r in &d.route_set[1..] {
-                    owned = owned.route(r.clone());
+                for r in &d.route_set()[1..] {
+                    owned = owned.route(NameAddr::parse(r).unwrap());
                 }
                 owned = owned.route(NameAddr::new(d.remote_target.clone()));
             } else {
-                for r in &d.route_set {
-                    owned = owned.route_text(text_of(r, 48));
+                for r in d.route_set() {
+                    owned = owned.route(NameAddr::parse(r).unwrap());
                 }
             }
             let want = String::from_utf8(owned.build().to_bytes()).unwrap();
@@ -795,7 +882,7 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r
             assert!(d.remote_uri.ends_with("<sip:alice@a.example>;tag=ft"));
             assert_eq!(
                 got.headers.get_all(&HeaderName::Route).count(),
-                d.route_set.len(),
+                d.route_set().len(),
                 "{rr}"
             );
             if strict {
@@ -830,14 +917,14 @@ Contact: <sip:alice@192.0.2.1:5070>\r\nContent-Length: 0\r\n\r\n";
         assert!(!Arc::ptr_eq(&first, &moved));
         assert_eq!(moved.to_string(), "sip:alice@192.0.2.2:5072");
         // A route set set by hand: its first entry is the next hop.
-        d.route_set = vec![NameAddr::parse("<sip:p1.example;lr>").unwrap()];
+        d.route_set = RouteSet::of(vec!["<sip:p1.example;lr>".into()]);
         let routed = d.next_hop_shared();
         assert_eq!(routed.to_string(), "sip:p1.example;lr");
         assert_eq!(*routed, d.next_hop());
         // A clone shares the kept one and follows its own changes.
         let mut c = d.clone();
         assert!(Arc::ptr_eq(&c.next_hop_shared(), &routed));
-        c.route_set.clear();
+        c.route_set = None;
         assert_eq!(c.next_hop_shared().to_string(), "sip:alice@192.0.2.2:5072");
         assert!(Arc::ptr_eq(&d.next_hop_shared(), &routed));
     }
