@@ -1261,12 +1261,9 @@ struct Call {
     invite: Option<Arc<Message>>,
     local_tag: String,
     dialog: Option<Dialog>,
-    /// UAC: a provisional response arrived, so CANCEL may be sent (§9.1).
-    /// UAS (the bit is the caller's only; a byte more would take the call's box past its
-    /// size class, test `calls_stay_small`): [`UserAgent::answer`] came while the reliable
-    /// provisional in `prov_retransmit` carries SDP ([`carries_body`]): the 2xx (with
-    /// `local_sdp`) is held until the PRACK is taken (RFC 3262 §3).
-    provisional_seen: bool,
+    /// UAC: whether a provisional response arrived. UAS: the response held until the PRACK
+    /// of the reliable provisional in `prov_retransmit` ([`Provisional`]).
+    provisional: Provisional,
     /// UAC: a CANCEL asked before any provisional response, or sent for a reason the call's
     /// outcome names.
     cancel: Cancel,
@@ -1292,6 +1289,31 @@ struct Call {
     /// Our re-INVITEs and UPDATEs refused with 491, to be sent again, and a late offer's
     /// owed answer ([`Rare`]).
     rare: Option<Box<Rare>>,
+}
+
+/// [`Call::provisional`]: what each role keeps of provisional responses beyond the dialog,
+/// in one byte for both (a call is the caller's or the callee's, never both; a byte more
+/// would take the call's box past its size class, test `calls_stay_small`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Provisional {
+    /// UAC: no provisional response yet. UAS: nothing held.
+    #[default]
+    None,
+    /// UAC: a provisional response arrived, so CANCEL may be sent (RFC 3261 §9.1).
+    Seen,
+    /// UAS: [`UserAgent::ring`] came while the reliable provisional in `prov_retransmit`
+    /// waits for its PRACK: the 180 goes, reliable, once that PRACK is taken (RFC 3262 §3:
+    /// "MUST NOT send a second reliable provisional response until the first is
+    /// acknowledged").
+    HeldRinging,
+    /// UAS: [`UserAgent::progress`] came then: the 183 goes with `local_sdp` (its SDP) once
+    /// the PRACK is taken, as `HeldRinging`.
+    HeldProgress,
+    /// UAS: [`UserAgent::answer`] came while the reliable provisional in `prov_retransmit`
+    /// carries SDP ([`carries_body`]): the 2xx (with `local_sdp`) is held until the PRACK is
+    /// taken (RFC 3262 §3). It takes the place of a held 1xx: the final response makes it
+    /// moot.
+    HeldAnswer,
 }
 
 /// One call handle's state.
@@ -2374,7 +2396,7 @@ impl UserAgent {
             invite: Some(Arc::clone(&invite)),
             local_tag,
             dialog: None,
-            provisional_seen: false,
+            provisional: Provisional::None,
             cancel: Cancel::No,
             ack: None,
             local_sdp: offer,
@@ -2468,7 +2490,7 @@ impl UserAgent {
                 // §9.1: any provisional response, 100 included, lets a CANCEL go out (and
                 // one asked for before it is sent now: the INVITE's transaction is in
                 // Proceeding, where Timer B no longer ends it, §17.1.1.2).
-                call.provisional_seen = true;
+                call.provisional = Provisional::Seen;
                 let cancel = call.cancel == Cancel::Pending;
                 self.call_event(id, CallEvent::Trying);
                 if cancel {
@@ -2476,7 +2498,7 @@ impl UserAgent {
                 }
             }
             101..=199 => {
-                call.provisional_seen = true;
+                call.provisional = Provisional::Seen;
                 if call.state == CallState::Calling {
                     call.state = CallState::Early;
                 }
@@ -3121,7 +3143,7 @@ impl UserAgent {
         invite.headers.set(Header::new(HeaderName::Via, via));
         edit(invite);
         let invite = call.invite.clone();
-        call.provisional_seen = false;
+        call.provisional = Provisional::None;
         // The other forks' early dialogs were the rejected INVITE's.
         call.forks = Vec::new();
         let dest = if self.profile.outbound_proxy.is_some() {
@@ -3213,7 +3235,7 @@ impl UserAgent {
             }
             (_, CallState::Confirmed) | (false, CallState::Answering) => self.send_bye(now, id),
             (true, CallState::Calling | CallState::Early) => {
-                if call.provisional_seen {
+                if call.provisional == Provisional::Seen {
                     // A reliable 1xx's offer waiting for our answer is answered first.
                     self.answer_owed_offer_rejecting(now, id);
                     self.send_cancel(now, id);
@@ -3868,9 +3890,13 @@ impl UserAgent {
 
     // ---- incoming calls ----
 
-    /// Sends 180 Ringing on an incoming call.
+    /// Sends 180 Ringing on an incoming call. Reliable when both sides use 100rel (RFC 3262
+    /// §3); while an earlier reliable provisional waits for its PRACK, the 180 waits in the
+    /// call and goes once that PRACK is taken ([`Self::held_for_prack`]).
     pub fn ring(&mut self, now: Instant, id: CallId) {
-        self.respond_invite(now, id, 180, "Ringing", None);
+        if !self.held_for_prack(id, Provisional::HeldRinging) {
+            self.respond_invite(now, id, 180, "Ringing", None);
+        }
         self.now_early(id);
     }
 
@@ -3878,13 +3904,35 @@ impl UserAgent {
     /// §13.3.1.1). Reliable when both sides use 100rel (RFC 3262 §3): its SDP is then the
     /// answer to the INVITE's offer (or our offer when the INVITE had none, RFC 3262 §5); an
     /// unreliable one only previews the answer the 2xx will carry (RFC 6337 §3.1.1). Our SDP
-    /// becomes `sdp` (the 2xx carries it again).
+    /// becomes `sdp` (the 2xx carries it again). While an earlier reliable provisional waits
+    /// for its PRACK, the 183 waits in the call, as [`Self::ring`]'s 180.
     pub fn progress(&mut self, now: Instant, id: CallId, sdp: Bytes) {
         if let Some(c) = self.call_mut(id) {
             c.local_sdp = Some(sdp.clone());
         }
-        self.respond_invite(now, id, 183, "Session Progress", Some(sdp));
+        if !self.held_for_prack(id, Provisional::HeldProgress) {
+            self.respond_invite(now, id, 183, "Session Progress", Some(sdp));
+        }
         self.now_early(id);
+    }
+
+    /// RFC 3262 §3: "The UAS MUST NOT send a second reliable provisional response until the
+    /// first is acknowledged." True when the reliable provisional in `prov_retransmit` still
+    /// waits for its PRACK: the provisional asked for (`held`, 180 or 183) is then kept in
+    /// the call instead, in place of one held before (the latest the application asked for
+    /// is the one the caller needs), and goes once the PRACK is taken. A 2xx already held
+    /// stays: the final response makes a later provisional moot. Only reliable provisionals
+    /// set `prov_retransmit`, and whether one is reliable depends on the profile and the
+    /// INVITE alone, so the held one will be reliable too.
+    fn held_for_prack(&mut self, id: CallId, held: Provisional) -> bool {
+        let Some(c) = self.call_mut(id) else {
+            return false;
+        };
+        let waiting = c.invite.is_some() && c.prov_retransmit.is_some();
+        if waiting && c.provisional != Provisional::HeldAnswer {
+            c.provisional = held;
+        }
+        waiting
     }
 
     /// An incoming call that sent a provisional response is early.
@@ -3908,8 +3956,8 @@ impl UserAgent {
                     .as_ref()
                     .is_some_and(|(bytes, ..)| carries_body(bytes))
             {
-                // The UAS's use of the bit: the answer is held.
-                c.provisional_seen = true;
+                // In place of a held 1xx, if any.
+                c.provisional = Provisional::HeldAnswer;
                 return;
             }
         }
@@ -4065,8 +4113,12 @@ impl UserAgent {
         }
         if code >= 200 {
             // The final answer is out: the server transaction re-sends a non-2xx, the call
-            // keeps a 2xx's bytes, the dialog holds what in-dialog requests need.
+            // keeps a 2xx's bytes, the dialog holds what in-dialog requests need. A 1xx
+            // held for a PRACK is dropped: none may follow a final response. (RFC 3262 §3
+            // lets a non-2xx go before the PRACK, and a 2xx when the unacknowledged
+            // reliable 1xx has no SDP; `answer` holds it otherwise.)
             call.invite = None;
+            call.provisional = Provisional::None;
         }
         if reliable {
             // §3: retransmit from T1 doubling (no cap) until PRACK, give up after 64*T1.
@@ -4150,7 +4202,7 @@ impl UserAgent {
             invite: Some(Arc::new(kept)),
             local_tag,
             dialog: Some(dialog),
-            provisional_seen: false,
+            provisional: Provisional::None,
             cancel: Cancel::No,
             ack: None,
             local_sdp: None,
@@ -4968,13 +5020,19 @@ impl UserAgent {
                                 .events
                                 .push_back(UaEvent::Call(id, CallEvent::Reinvited { sdp: offer }));
                         }
-                        // The 2xx held for this PRACK (RFC 3262 §3) goes now, after its 200.
-                        let held = self.call_mut(id).and_then(|c| {
-                            // `provisional_seen`: the UAS's answer held (see the field).
-                            std::mem::take(&mut c.provisional_seen).then(|| c.local_sdp.clone())
-                        });
-                        if let Some(sdp) = held {
-                            self.answer(now, id, sdp);
+                        // The 2xx or the next reliable 1xx held for this PRACK (RFC 3262
+                        // §3) goes now, after its 200.
+                        let held = self
+                            .call_mut(id)
+                            .map(|c| (std::mem::take(&mut c.provisional), c.local_sdp.clone()));
+                        match held {
+                            Some((Provisional::HeldAnswer, sdp)) => self.answer(now, id, sdp),
+                            Some((Provisional::HeldRinging, _)) => self.ring(now, id),
+                            Some((Provisional::HeldProgress, Some(sdp))) => {
+                                self.progress(now, id, sdp);
+                            }
+                            // Only a UAS takes a PRACK, and it holds nothing else.
+                            _ => {}
                         }
                     }
                     PrackSdp::Refused => {
@@ -5822,9 +5880,9 @@ impl UserAgent {
                 }
                 Owner::Invite(id) => {
                     let referrer = self.referrer_of(id);
-                    let cancelled = self
-                        .call_ref(id)
-                        .is_some_and(|c| c.provisional_seen && c.state == CallState::Terminating);
+                    let cancelled = self.call_ref(id).is_some_and(|c| {
+                        c.provisional == Provisional::Seen && c.state == CallState::Terminating
+                    });
                     let reason = if cancelled {
                         format!(
                             "no final response within 64×T1 of the CANCEL (RFC 3261 §9.1: \

@@ -428,14 +428,14 @@ fn the_remote_cseq_of_the_early_dialog_goes_on_in_the_confirmed_one() {
 
 /// RFC 3262 §3: "The UAS MUST NOT send a second reliable provisional response until the
 /// first is acknowledged." Bob rings (reliable 180, RSeq 1) and sends 183 with SDP before
-/// Alice's PRACK comes: the 183 goes at once as RSeq 2, the 180 is no longer retransmitted,
-/// and Alice's PRACK of RSeq 1 gets 481. Not fixed in review10 (the 183 must wait in the call
-/// for the PRACK, and `Call` and `Rare` are at their size limits): ignored until it is.
+/// Alice's PRACK comes: the 183 waits in Bob's call. Alice's PRACK of RSeq 1 gets 200 and
+/// the 183 goes after it as RSeq 2, whose own PRACK is taken too. Before the fix the 183
+/// went at once as RSeq 2, the 180 was no longer retransmitted, and Alice's PRACK of RSeq 1
+/// got 481.
 #[test]
-#[ignore = "open defect (docs/notes-review10.md): a second reliable 1xx goes before the first is PRACKed"]
 fn a_second_reliable_provisional_waits_for_the_prack_of_the_first() {
     let now = Instant::now();
-    let (mut alice, _a, mut bob, b) = calling(now, true, true);
+    let (mut alice, a, mut bob, b) = calling(now, true, true);
     bob.ring(now, b);
     bob.progress(now, b, sdp("v=0 b early\r\n"));
     let (out, _) = drain(&mut bob);
@@ -447,7 +447,95 @@ fn a_second_reliable_provisional_waits_for_the_prack_of_the_first() {
     deliver(&mut alice, now, BOB, &out);
     let (prack, _) = drain(&mut alice);
     deliver(&mut bob, now, ALICE, &prack);
-    let (out, _) = drain(&mut bob);
+    let (out, ev) = drain(&mut bob);
     assert_eq!(of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
     assert_eq!(of(&out, "SIP/2.0 183 ").len(), 1, "{out:?}");
+    let r183 = msg(of(&out, "SIP/2.0 183 ")[0]);
+    assert_eq!(r183.headers.value(&HeaderName::RSeq), Some("2"), "{out:?}");
+    assert!(
+        events_of(&ev, b)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Pracked { rseq: 1 })),
+        "{ev:?}"
+    );
+    // The 183's PRACK is taken; the answer then goes at once.
+    deliver(&mut alice, now, BOB, &out);
+    let (prack, _) = drain(&mut alice);
+    assert_eq!(of(&prack, "PRACK ").len(), 1, "{prack:?}");
+    deliver(&mut bob, now, ALICE, &prack);
+    let (out, ev) = drain(&mut bob);
+    assert_eq!(of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
+    assert!(
+        events_of(&ev, b)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Pracked { rseq: 2 })),
+        "{ev:?}"
+    );
+    deliver(&mut alice, now, BOB, &out);
+    bob.answer(now, b, Some(sdp("v=0 b early\r\n")));
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+}
+
+/// RFC 3262 §3 again: a held provisional is dropped once a final response is due. After a
+/// reliable 180 without SDP, the answer goes at once (the rule holding a 2xx only covers a
+/// reliable 1xx with SDP) and the held 183 never goes, not even after the PRACK. After a
+/// reliable 183 with SDP, the 2xx waits for the PRACK ("MUST NOT send a final response until
+/// those provisional responses are acknowledged"), and the 180 asked for meanwhile never
+/// goes: the PRACK's 200 is followed by the 2xx alone.
+#[test]
+fn a_held_provisional_gives_way_to_the_final_response() {
+    let now = Instant::now();
+    // Reliable 180 without SDP, 183 held, then the answer.
+    let (mut alice, a, mut bob, b) = calling(now, true, true);
+    bob.ring(now, b);
+    bob.progress(now, b, sdp("v=0 b early\r\n"));
+    bob.answer(now, b, Some(sdp("v=0 b\r\n")));
+    let (out, _) = drain(&mut bob);
+    let firsts: Vec<u16> = out.iter().map(|o| msg(o).status().unwrap_or(0)).collect();
+    assert_eq!(firsts, [180, 200], "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+
+    // Reliable 183 with SDP, 180 held, the 2xx held: the PRACK releases the 2xx only.
+    let (mut alice, a, mut bob, b) = calling(now, true, true);
+    bob.progress(now, b, sdp("v=0 b early\r\n"));
+    bob.ring(now, b);
+    bob.answer(now, b, Some(sdp("v=0 b early\r\n")));
+    let (out, _) = drain(&mut bob);
+    let firsts: Vec<u16> = out.iter().map(|o| msg(o).status().unwrap_or(0)).collect();
+    assert_eq!(firsts, [183], "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    let (prack, _) = drain(&mut alice);
+    deliver(&mut bob, now, ALICE, &prack);
+    let (out, _) = drain(&mut bob);
+    let firsts: Vec<String> = out
+        .iter()
+        .map(|o| {
+            let m = msg(o);
+            format!("{} {}", m.status().unwrap_or(0), m.cseq().unwrap().method)
+        })
+        .collect();
+    assert_eq!(firsts, ["200 PRACK", "200 INVITE"], "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    settle(now, &mut alice, &mut bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+
+    // A reliable 180, a 183 held, then a rejection: the 486 goes, the 183 never does.
+    let (mut alice, _a, mut bob, b) = calling(now, true, true);
+    bob.ring(now, b);
+    bob.progress(now, b, sdp("v=0 b early\r\n"));
+    bob.reject(now, b, 486);
+    let (out, _) = drain(&mut bob);
+    let firsts: Vec<u16> = out.iter().map(|o| msg(o).status().unwrap_or(0)).collect();
+    assert_eq!(firsts, [180, 486], "{out:?}");
+    deliver(&mut alice, now, BOB, &out);
+    let (prack, _) = drain(&mut alice);
+    deliver(&mut bob, now, ALICE, &prack);
+    let (out, _) = drain(&mut bob);
+    assert!(of(&out, "SIP/2.0 183 ").is_empty(), "{out:?}");
 }
