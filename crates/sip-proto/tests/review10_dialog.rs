@@ -19,6 +19,28 @@ fn edited(o: &Outgoing, from: &str, to: &str) -> Message {
     Message::parse(text.replacen(from, to, 1).as_bytes()).unwrap()
 }
 
+/// After the PRACK reached the callee: it answers the PRACK, then sends the INVITE's 2xx
+/// (held for that PRACK), and both ends are confirmed once the caller has it.
+fn prack_answered_then_2xx(
+    now: Instant,
+    (alice, a): (&mut UserAgent, CallId),
+    (bob, b): (&mut UserAgent, CallId),
+) {
+    let (out, _) = drain(bob);
+    let firsts: Vec<String> = out
+        .iter()
+        .map(|o| {
+            let m = msg(o);
+            format!("{} {}", m.status().unwrap_or(0), m.cseq().unwrap().method)
+        })
+        .collect();
+    assert_eq!(firsts, ["200 PRACK", "200 INVITE"], "{out:?}");
+    deliver(alice, now, BOB, &out);
+    settle(now, alice, bob);
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+}
+
 /// Alice's call to Bob answered and ACKed (no 100rel): (alice, her call, bob, his call).
 fn confirmed(now: Instant) -> (UserAgent, CallId, UserAgent, CallId) {
     let (mut alice, a, mut bob, b) = calling(now, false, true);
@@ -360,19 +382,7 @@ fn the_2xx_waits_for_the_prack_of_a_reliable_provisional_with_sdp() {
     let (prack, _) = drain(&mut alice);
     assert_eq!(of(&prack, "PRACK ").len(), 1, "{prack:?}");
     deliver(&mut bob, now, ALICE, &prack);
-    let (out, _) = drain(&mut bob);
-    let firsts: Vec<String> = out
-        .iter()
-        .map(|o| {
-            let m = msg(o);
-            format!("{} {}", m.status().unwrap_or(0), m.cseq().unwrap().method)
-        })
-        .collect();
-    assert_eq!(firsts, ["200 PRACK", "200 INVITE"], "{out:?}");
-    deliver(&mut alice, now, BOB, &out);
-    settle(now, &mut alice, &mut bob);
-    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
-    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+    prack_answered_then_2xx(now, (&mut alice, a), (&mut bob, b));
 
     // A reliable 180 without SDP, then the answer: the 200 goes at once.
     let (_alice, _a, mut bob, b) = calling(now, true, true);
@@ -511,19 +521,7 @@ fn a_held_provisional_gives_way_to_the_final_response() {
     deliver(&mut alice, now, BOB, &out);
     let (prack, _) = drain(&mut alice);
     deliver(&mut bob, now, ALICE, &prack);
-    let (out, _) = drain(&mut bob);
-    let firsts: Vec<String> = out
-        .iter()
-        .map(|o| {
-            let m = msg(o);
-            format!("{} {}", m.status().unwrap_or(0), m.cseq().unwrap().method)
-        })
-        .collect();
-    assert_eq!(firsts, ["200 PRACK", "200 INVITE"], "{out:?}");
-    deliver(&mut alice, now, BOB, &out);
-    settle(now, &mut alice, &mut bob);
-    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
-    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+    prack_answered_then_2xx(now, (&mut alice, a), (&mut bob, b));
 
     // A reliable 180, a 183 held, then a rejection: the 486 goes, the 183 never does.
     let (mut alice, _a, mut bob, b) = calling(now, true, true);
