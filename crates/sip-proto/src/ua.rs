@@ -4605,6 +4605,20 @@ impl UserAgent {
         // The ACK of our 2xx to a re-INVITE without offer: its answer to ours (§14.2); a
         // late ACK of an earlier 2xx (another CSeq) is not it.
         let seq = req.cseq().map(|c| c.seq);
+        // The ACK of our 2xx to a re-INVITE, with or without offer (its CSeq number is the
+        // 2xx's): the 2xx goes no more (§13.3.1.4). Read from the kept bytes only while one
+        // is retransmitted in a confirmed call (a re-INVITE's 2xx: rare).
+        if call.state == CallState::Confirmed
+            && call.ok_retransmit.as_ref().is_some_and(|(bytes, ..)| {
+                Message::parse(bytes)
+                    .ok()
+                    .and_then(|m| m.cseq())
+                    .map(|c| c.seq)
+                    == seq
+            })
+        {
+            call.ok_retransmit = None;
+        }
         if call.state == CallState::Confirmed
             && let Some(d) = call.dialog.as_mut()
             && d.offer == OpenOffer::Ours
@@ -4860,13 +4874,15 @@ impl UserAgent {
                         resp.headers.push(line);
                     }
                 }
-                let offered = reoffer && sdp.is_some();
                 if let Some(sdp) = sdp {
                     resp.set_body("application/sdp", sdp);
                 }
-                if offered {
-                    // §13.3.1.4 (§14.2: as for an INVITE): our 2xx with its offer goes
-                    // again until the ACK, which carries the answer.
+                if method == Method::Invite {
+                    // §13.3.1.4 (§14.2: as for an INVITE): our 2xx goes again until the ACK
+                    // (which carries the answer when the 2xx carries our offer), whether or
+                    // not it answers an offer: the server transaction, in Accepted, absorbs
+                    // the re-INVITE's retransmissions and sends no 2xx itself (RFC 6026
+                    // §8.7), so a 2xx lost once is only sent again from here.
                     let t1 = self.profile.timers.t1;
                     let first = if self.profile.reliable { 64 * t1 } else { t1 };
                     let bytes = Bytes::from(resp.to_bytes());
