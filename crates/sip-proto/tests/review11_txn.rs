@@ -157,3 +157,58 @@ fn a_lost_2xx_to_a_reinvite_with_an_offer_is_sent_again_until_the_ack() {
         "2xx after the ACK: {b_sent:?}"
     );
 }
+
+/// RFC 3261 §13.3.1.4: "Since 2xx is retransmitted end-to-end, there may be hops between UAS
+/// and UAC that are UDP. To ensure reliable delivery across these hops, the response is
+/// retransmitted periodically even if the transport at the UAS is reliable." Alice and Bob on
+/// TCP (a proxy between them would have UDP on the far side); Bob's 200 is lost once on the
+/// way (on that UDP hop). Bob must send it again at T1 and stop at the ACK. Before the fix a
+/// UAS on a reliable transport sent its 2xx once (its first retransmission was set at
+/// 64·T1, where it gives up instead): the call failed at 32 s, "no ACK for our 2xx", and the
+/// caller's INVITE had no final response.
+#[test]
+fn the_2xx_goes_again_until_the_ack_on_a_reliable_transport_too() {
+    let start = Instant::now();
+    let tcp = |user, port, seed| {
+        let mut c = common::config(user, port, seed, false, "tcp");
+        c.transport = "TCP".into();
+        c.reliable = true;
+        UserAgent::new(c)
+    };
+    let (mut alice, mut bob) = (tcp("alice", ALICE, 41), tcp("bob", BOB, 42));
+    let (a, invite) = common::call_bob(&mut alice, start);
+    let b = common::incoming(&mut bob, start, &invite);
+    bob.answer(start, b, Some(sdp("v=0 b\r\n")));
+    let mut lost = 0;
+    let (a_sent, _, b_sent, b_ev) = run(
+        start,
+        Duration::from_secs(40),
+        &mut alice,
+        &mut bob,
+        |who, o, _| {
+            let drop = who == "bob" && o.bytes.starts_with(b"SIP/2.0 200 ") && lost == 0;
+            lost += usize::from(drop);
+            drop
+        },
+    );
+    assert_eq!(lost, 1);
+    let oks: Vec<_> = b_sent
+        .iter()
+        .filter(|(_, l)| l.starts_with("SIP/2.0 200 "))
+        .collect();
+    assert_eq!(oks.len(), 2, "{b_sent:?}");
+    assert_eq!(oks[1].0, Duration::from_millis(500), "{b_sent:?}");
+    assert_eq!(
+        a_sent.iter().filter(|(_, l)| l.starts_with("ACK ")).count(),
+        1,
+        "{a_sent:?}"
+    );
+    assert!(
+        !events_of(&b_ev, b)
+            .iter()
+            .any(|e| matches!(e, CallEvent::Ended { .. } | CallEvent::Failed { .. })),
+        "{b_ev:?}"
+    );
+    assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
+    assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
+}
