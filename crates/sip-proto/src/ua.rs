@@ -3915,13 +3915,13 @@ impl UserAgent {
         }
         if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
             let t1 = self.profile.timers.t1;
-            let reliable = self.profile.reliable;
             if let Some(c) = self.call_mut(id) {
                 c.state = CallState::Answering;
-                // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK (on every
-                // transport: the 2xx crosses proxies hop by hop), give up after 64*T1.
-                let first = if reliable { 64 * t1 } else { t1 };
-                c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK, give up after
+                // 64*T1, on every transport: "there may be hops between UAS and UAC that
+                // are UDP ... the response is retransmitted periodically even if the
+                // transport at the UAS is reliable".
+                c.ok_retransmit = Some((bytes, now + t1, t1, now + 64 * t1));
                 // RFC 4028 §10: the session interval starts with the 2xx.
                 if let Some(session) = session_of(c) {
                     session.restart(now);
@@ -4883,12 +4883,12 @@ impl UserAgent {
                     // not it answers an offer: the server transaction, in Accepted, absorbs
                     // the re-INVITE's retransmissions and sends no 2xx itself (RFC 6026
                     // §8.7), so a 2xx lost once is only sent again from here.
+                    // On every transport, as `answer` does.
                     let t1 = self.profile.timers.t1;
-                    let first = if self.profile.reliable { 64 * t1 } else { t1 };
                     let bytes = Bytes::from(resp.to_bytes());
                     if let Some(c) = self.call_mut(id) {
                         c.source = Some(source);
-                        c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                        c.ok_retransmit = Some((bytes, now + t1, t1, now + 64 * t1));
                     }
                     self.set_flag(CALL_TIMERS, true);
                 }
