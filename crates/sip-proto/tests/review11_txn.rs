@@ -212,3 +212,166 @@ fn the_2xx_goes_again_until_the_ack_on_a_reliable_transport_too() {
     assert_eq!(alice.call_state(a), Some(CallState::Confirmed));
     assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
 }
+
+/// A request from Alice's address, written by hand: `method` with the branch `branch` and
+/// CSeq number 1, outside any dialog.
+fn by_hand(method: &str, branch: &str) -> sip_msg::Message {
+    let text = format!(
+        "{method} sip:bob@127.0.0.1:5064 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5062;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@example.test>;tag=a1\r\n\
+         To: <sip:bob@example.test>\r\n\
+         Call-ID: review11-cancel@127.0.0.1\r\n\
+         CSeq: 1 {method}\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: 2\r\n\r\nhi"
+    );
+    let text = if method == "CANCEL" {
+        text.replace(
+            "Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+            "Content-Length: 0\r\n\r\n",
+        )
+    } else {
+        text
+    };
+    sip_msg::Message::parse(text.as_bytes()).unwrap()
+}
+
+/// RFC 3261 §9.2: the UAS finds the transaction a CANCEL cancels "by taking the CANCEL
+/// request, and then assuming that the request method is anything but CANCEL or ACK and
+/// applying the transaction matching procedures of Section 17.2.3"; "Regardless of the
+/// method of the original request, as long as the CANCEL matched an existing transaction,
+/// the UAS answers the CANCEL request itself with a 200 (OK) response" (and 481 only when
+/// none matched). Alice's MESSAGE is answered 200 and its server transaction waits out
+/// Timer J; a CANCEL with its branch gets 200 and changes nothing (the MESSAGE has its final
+/// response); a CANCEL naming no transaction still gets 481. Before the fix only an INVITE's
+/// transaction was looked for: the first CANCEL got 481 too.
+#[test]
+fn a_cancel_matching_a_non_invite_transaction_gets_200() {
+    let now = Instant::now();
+    let mut bob = common::agent("bob", BOB, 42, false, "bob");
+    let from = common::addr(ALICE);
+    bob.handle_message(now, by_hand("MESSAGE", "z9hG4bKmsg1"), from);
+    let (out, _) = drain(&mut bob);
+    assert_eq!(common::of(&out, "SIP/2.0 200 ").len(), 1, "{out:?}");
+    bob.handle_message(now, by_hand("CANCEL", "z9hG4bKmsg1"), from);
+    let (out, _) = drain(&mut bob);
+    let ok = common::of(&out, "SIP/2.0 200 ");
+    assert_eq!((ok.len(), out.len()), (1, 1), "{out:?}");
+    assert_eq!(
+        common::msg(ok[0]).cseq().unwrap().method,
+        sip_msg::Method::Cancel
+    );
+    // A CANCEL matching nothing: 481.
+    bob.handle_message(now, by_hand("CANCEL", "z9hG4bKnone"), from);
+    let (out, _) = drain(&mut bob);
+    assert_eq!(common::of(&out, "SIP/2.0 481 ").len(), 1, "{out:?}");
+}
+
+/// RFC 3261 §9.2: the 200 to a CANCEL is built per §8.2.6, "noting that the To tag of the
+/// response to the CANCEL and the To tag in the response to the original request SHOULD be
+/// the same". Bob rings (180 with his tag); Alice hangs up and her CANCEL reaches Bob: the
+/// 200 to the CANCEL carries the tag of the 180 and of the 487. Before the fix it carried a
+/// fresh random tag, as every response made outside a call does.
+#[test]
+fn the_200_to_a_cancel_carries_the_to_tag_of_the_invites_responses() {
+    let now = Instant::now();
+    let (mut alice, a, mut bob, b) = calling(now, false, true);
+    bob.ring(now, b);
+    let (ringing, _) = drain(&mut bob);
+    let r180 = common::of(&ringing, "SIP/2.0 180 ");
+    assert_eq!(r180.len(), 1, "{ringing:?}");
+    let tag = common::to_tag(&common::msg(r180[0]));
+    deliver(&mut alice, now, BOB, &ringing);
+    drain(&mut alice);
+    alice.hangup(now, a);
+    let (cancel, _) = drain(&mut alice);
+    assert_eq!(common::of(&cancel, "CANCEL ").len(), 1, "{cancel:?}");
+    deliver(&mut bob, now, ALICE, &cancel);
+    let (out, _) = drain(&mut bob);
+    let tags = |prefix: &str, method: sip_msg::Method| -> Vec<String> {
+        common::of(&out, prefix)
+            .iter()
+            .map(|o| common::msg(o))
+            .filter(|m| m.cseq().unwrap().method == method)
+            .map(|m| common::to_tag(&m))
+            .collect()
+    };
+    assert_eq!(
+        tags("SIP/2.0 487 ", sip_msg::Method::Invite),
+        [tag.clone()],
+        "{out:?}"
+    );
+    assert_eq!(
+        tags("SIP/2.0 200 ", sip_msg::Method::Cancel),
+        [tag],
+        "{out:?}"
+    );
+}
+
+/// Checked correct (no defect): RFC 3261 §17's timer values on a reliable transport. Client
+/// INVITE: no Timer A, Timer B 64·T1, Timer D zero (§17.1.1.2); client non-INVITE: no Timer
+/// E, Timer F 64·T1, Timer K zero (§17.1.2.2); server INVITE: no Timer G, Timer H 64·T1,
+/// Timer I zero (§17.2.1); server non-INVITE: Timer J zero (§17.2.2); RFC 6026's Timers L
+/// and M 64·T1 on every transport (§8.4, §8.7).
+#[test]
+fn reliable_transport_timer_values() {
+    use sip_proto::timer::{Timer, TimerConfig};
+    use sip_proto::transaction::{ClientTransaction, ServerTransaction, State, TxnEvent};
+    let now = Instant::now();
+    let c = TimerConfig::default();
+    let t64 = now + Duration::from_secs(32);
+    let invite = by_hand("INVITE", "z9hG4bKrel1");
+    let message = by_hand("MESSAGE", "z9hG4bKrel2");
+    let resp =
+        |req: &sip_msg::Message, code| sip_msg::Message::response_to(req, code, "X", Some("t1"));
+    // Client INVITE: the only deadline is Timer B's; a 486 ends it at once (D = 0).
+    let mut t = ClientTransaction::new(now, &invite, true, c).unwrap();
+    assert_eq!(t.poll_timeout(), Some(t64));
+    t.handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(t.retransmissions(), 0);
+    t.handle_response(now, &resp(&invite, 486));
+    assert_eq!(t.state(), State::Completed);
+    assert_eq!(t.poll_timeout(), Some(now));
+    t.handle_timeout(now);
+    assert_eq!(t.state(), State::Terminated);
+    // Client INVITE, 2xx: Accepted for 64·T1 (Timer M).
+    let mut t = ClientTransaction::new(now, &invite, true, c).unwrap();
+    t.handle_response(now, &resp(&invite, 200));
+    assert_eq!((t.state(), t.poll_timeout()), (State::Accepted, Some(t64)));
+    // Client non-INVITE: Timer F only; K = 0.
+    let mut t = ClientTransaction::new(now, &message, true, c).unwrap();
+    assert_eq!(t.poll_timeout(), Some(t64));
+    t.handle_response(now, &resp(&message, 200));
+    assert_eq!((t.state(), t.poll_timeout()), (State::Completed, Some(now)));
+    // Server INVITE, non-2xx: no Timer G, Timer H at 64·T1; the ACK: Confirmed, I = 0.
+    let mut s = ServerTransaction::new(&invite, true, c).unwrap();
+    s.send_response(now, &resp(&invite, 486)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(t64));
+    let ack = by_hand("ACK", "z9hG4bKrel1");
+    s.handle_request(now, &ack);
+    assert_eq!((s.state(), s.poll_timeout()), (State::Confirmed, Some(now)));
+    // Server INVITE, non-2xx, no ACK: Timer H reports the failure, nothing was resent.
+    let mut s = ServerTransaction::new(&invite, true, c).unwrap();
+    s.send_response(now, &resp(&invite, 486)).unwrap();
+    s.handle_timeout(t64);
+    let ev: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(
+        ev.iter().any(|e| matches!(e, TxnEvent::Timeout(Timer::H))),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, TxnEvent::Retransmitted { .. })),
+        "{ev:?}"
+    );
+    // Server INVITE, 2xx: Accepted for 64·T1 (Timer L).
+    let mut s = ServerTransaction::new(&invite, true, c).unwrap();
+    s.send_response(now, &resp(&invite, 200)).unwrap();
+    assert_eq!((s.state(), s.poll_timeout()), (State::Accepted, Some(t64)));
+    // Server non-INVITE: J = 0.
+    let mut s = ServerTransaction::new(&message, true, c).unwrap();
+    s.send_response(now, &resp(&message, 200)).unwrap();
+    assert_eq!((s.state(), s.poll_timeout()), (State::Completed, Some(now)));
+}
