@@ -4303,9 +4303,29 @@ impl UserAgent {
         extra: &[Header],
         body: Option<(&str, &[u8])>,
     ) {
+        self.respond_tagged(now, req, key, source, (code, reason), extra, body, None);
+    }
+
+    /// [`UserAgent::respond_with`] with the To tag `tag` for a request without one (`None`:
+    /// a fresh random tag).
+    #[allow(clippy::too_many_arguments)] // reason: respond_with's, and the tag
+    fn respond_tagged(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        key: TxnKey,
+        source: SocketAddr,
+        (code, reason): (u16, &str),
+        extra: &[Header],
+        body: Option<(&str, &[u8])>,
+        tag: Option<&str>,
+    ) {
         // On the stack: the tag is printed into the response and not kept.
-        let mut tag = sip_msg::HexText::default();
-        let tag = sip_msg::hex16(self.rng.random(), &mut tag);
+        let mut fresh = sip_msg::HexText::default();
+        let tag = match tag {
+            Some(tag) => tag,
+            None => sip_msg::hex16(self.rng.random(), &mut fresh),
+        };
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
         // `extra` then Server, chained (no list per response). `write_full_response` reserves
@@ -4651,26 +4671,45 @@ impl UserAgent {
     }
 
     fn on_cancel(&mut self, now: Instant, req: &Message, source: SocketAddr, key: &TxnKey) {
-        // §9.2: the CANCEL matches the INVITE's server transaction by branch and sent-by.
-        let mut invite_key = key.clone();
-        invite_key.method = Method::Invite;
-        // The INVITE's transaction, at work or finished (an ended call keeps no key: the
-        // transaction is what the CANCEL matches).
-        let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
-        let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
-        let id = at_work.and_then(|e| e.call);
-        let h = branch_hash(invite_key.branch_bytes());
+        // §9.2: the transaction a CANCEL cancels is found "assuming that the request method
+        // is anything but CANCEL or ACK and applying the transaction matching procedures of
+        // Section 17.2.3": its branch and sent-by, an INVITE's or any other request's.
+        let cancels = |k: &TxnKey| {
+            !matches!(k.method, Method::Cancel | Method::Ack)
+                && k.branch_bytes() == key.branch_bytes()
+                && k.sent_by_bytes() == key.sent_by_bytes()
+        };
+        // The transaction, at work or finished (an ended call keeps no key: the transaction
+        // is what the CANCEL matches).
+        let at_work = self.server.iter().find(|e| cancels(e.txn.key()));
+        let invite = at_work.filter(|e| e.txn.key().method == Method::Invite);
+        let proceeding = invite.is_some_and(|e| e.txn.state() == State::Proceeding);
+        let id = invite.and_then(|e| e.call);
+        let h = branch_hash(key.branch_bytes());
         let known = at_work.is_some()
             || self.finished.iter().any(|f| {
-                f.branch_hash == h
-                    && matches!(f.peer, Peer::Server(_))
-                    && f.txn.key() == &invite_key
+                f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && cancels(f.txn.key())
             });
         if !known {
             self.respond_no_such_call(now, req, key.clone(), source);
             return;
         }
-        self.respond_stateless(now, req, key.clone(), source, 200, "OK");
+        // §9.2: "the To tag of the response to the CANCEL and the To tag in the response to
+        // the original request SHOULD be the same": the call's tag while its INVITE's
+        // transaction is at work (a finished one's call is not looked for: a fresh tag).
+        let tag = id
+            .and_then(|id| self.call_ref(id))
+            .map(|c| c.local_tag.clone());
+        self.respond_tagged(
+            now,
+            req,
+            key.clone(),
+            source,
+            (200, "OK"),
+            &[],
+            None,
+            tag.as_deref(),
+        );
         if let (true, Some(id)) = (proceeding, id) {
             self.respond_invite(now, id, 487, "Request Terminated", None);
             self.call_event(

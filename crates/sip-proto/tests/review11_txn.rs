@@ -300,7 +300,7 @@ fn the_200_to_a_cancel_carries_the_to_tag_of_the_invites_responses() {
     };
     assert_eq!(
         tags("SIP/2.0 487 ", sip_msg::Method::Invite),
-        [tag.clone()],
+        std::slice::from_ref(&tag),
         "{out:?}"
     );
     assert_eq!(
