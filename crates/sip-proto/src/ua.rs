@@ -3963,13 +3963,13 @@ impl UserAgent {
         }
         if let Some(bytes) = self.respond_invite(now, id, 200, "OK", sdp) {
             let t1 = self.profile.timers.t1;
-            let reliable = self.profile.reliable;
             if let Some(c) = self.call_mut(id) {
                 c.state = CallState::Answering;
-                // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK (on every
-                // transport: the 2xx crosses proxies hop by hop), give up after 64*T1.
-                let first = if reliable { 64 * t1 } else { t1 };
-                c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                // §13.3.1.4: retransmit 2xx from T1 doubling to T2 until ACK, give up after
+                // 64*T1, on every transport: "there may be hops between UAS and UAC that
+                // are UDP ... the response is retransmitted periodically even if the
+                // transport at the UAS is reliable".
+                c.ok_retransmit = Some((bytes, now + t1, t1, now + 64 * t1));
                 // RFC 4028 §10: the session interval starts with the 2xx.
                 if let Some(session) = session_of(c) {
                     session.restart(now);
@@ -4355,9 +4355,29 @@ impl UserAgent {
         extra: &[Header],
         body: Option<(&str, &[u8])>,
     ) {
+        self.respond_tagged(now, req, key, source, (code, reason), extra, body, None);
+    }
+
+    /// [`UserAgent::respond_with`] with the To tag `tag` for a request without one (`None`:
+    /// a fresh random tag).
+    #[allow(clippy::too_many_arguments)] // reason: respond_with's, and the tag
+    fn respond_tagged(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        key: TxnKey,
+        source: SocketAddr,
+        (code, reason): (u16, &str),
+        extra: &[Header],
+        body: Option<(&str, &[u8])>,
+        tag: Option<&str>,
+    ) {
         // On the stack: the tag is printed into the response and not kept.
-        let mut tag = sip_msg::HexText::default();
-        let tag = sip_msg::hex16(self.rng.random(), &mut tag);
+        let mut fresh = sip_msg::HexText::default();
+        let tag = match tag {
+            Some(tag) => tag,
+            None => sip_msg::hex16(self.rng.random(), &mut fresh),
+        };
         let server = Header::from_shared(HeaderName::Server, Arc::clone(&self.profile.user_agent));
         // Printed straight into the bytes to send (the bytes `response_to` + `to_bytes` gave),
         // `extra` then Server, chained (no list per response). `write_full_response` reserves
@@ -4657,6 +4677,20 @@ impl UserAgent {
         // The ACK of our 2xx to a re-INVITE without offer: its answer to ours (§14.2); a
         // late ACK of an earlier 2xx (another CSeq) is not it.
         let seq = req.cseq().map(|c| c.seq);
+        // The ACK of our 2xx to a re-INVITE, with or without offer (its CSeq number is the
+        // 2xx's): the 2xx goes no more (§13.3.1.4). Read from the kept bytes only while one
+        // is retransmitted in a confirmed call (a re-INVITE's 2xx: rare).
+        if call.state == CallState::Confirmed
+            && call.ok_retransmit.as_ref().is_some_and(|(bytes, ..)| {
+                Message::parse(bytes)
+                    .ok()
+                    .and_then(|m| m.cseq())
+                    .map(|c| c.seq)
+                    == seq
+            })
+        {
+            call.ok_retransmit = None;
+        }
         if call.state == CallState::Confirmed
             && let Some(d) = call.dialog.as_mut()
             && d.offer == OpenOffer::Ours
@@ -4689,26 +4723,45 @@ impl UserAgent {
     }
 
     fn on_cancel(&mut self, now: Instant, req: &Message, source: SocketAddr, key: &TxnKey) {
-        // §9.2: the CANCEL matches the INVITE's server transaction by branch and sent-by.
-        let mut invite_key = key.clone();
-        invite_key.method = Method::Invite;
-        // The INVITE's transaction, at work or finished (an ended call keeps no key: the
-        // transaction is what the CANCEL matches).
-        let at_work = self.server.iter().find(|e| e.txn.key() == &invite_key);
-        let proceeding = at_work.is_some_and(|e| e.txn.state() == State::Proceeding);
-        let id = at_work.and_then(|e| e.call);
-        let h = branch_hash(invite_key.branch_bytes());
+        // §9.2: the transaction a CANCEL cancels is found "assuming that the request method
+        // is anything but CANCEL or ACK and applying the transaction matching procedures of
+        // Section 17.2.3": its branch and sent-by, an INVITE's or any other request's.
+        let cancels = |k: &TxnKey| {
+            !matches!(k.method, Method::Cancel | Method::Ack)
+                && k.branch_bytes() == key.branch_bytes()
+                && k.sent_by_bytes() == key.sent_by_bytes()
+        };
+        // The transaction, at work or finished (an ended call keeps no key: the transaction
+        // is what the CANCEL matches).
+        let at_work = self.server.iter().find(|e| cancels(e.txn.key()));
+        let invite = at_work.filter(|e| e.txn.key().method == Method::Invite);
+        let proceeding = invite.is_some_and(|e| e.txn.state() == State::Proceeding);
+        let id = invite.and_then(|e| e.call);
+        let h = branch_hash(key.branch_bytes());
         let known = at_work.is_some()
             || self.finished.iter().any(|f| {
-                f.branch_hash == h
-                    && matches!(f.peer, Peer::Server(_))
-                    && f.txn.key() == &invite_key
+                f.branch_hash == h && matches!(f.peer, Peer::Server(_)) && cancels(f.txn.key())
             });
         if !known {
             self.respond_no_such_call(now, req, key.clone(), source);
             return;
         }
-        self.respond_stateless(now, req, key.clone(), source, 200, "OK");
+        // §9.2: "the To tag of the response to the CANCEL and the To tag in the response to
+        // the original request SHOULD be the same": the call's tag while its INVITE's
+        // transaction is at work (a finished one's call is not looked for: a fresh tag).
+        let tag = id
+            .and_then(|id| self.call_ref(id))
+            .map(|c| c.local_tag.clone());
+        self.respond_tagged(
+            now,
+            req,
+            key.clone(),
+            source,
+            (200, "OK"),
+            &[],
+            None,
+            tag.as_deref(),
+        );
         if let (true, Some(id)) = (proceeding, id) {
             self.respond_invite(now, id, 487, "Request Terminated", None);
             self.call_event(
@@ -4912,19 +4965,21 @@ impl UserAgent {
                         resp.headers.push(line);
                     }
                 }
-                let offered = reoffer && sdp.is_some();
                 if let Some(sdp) = sdp {
                     resp.set_body("application/sdp", sdp);
                 }
-                if offered {
-                    // §13.3.1.4 (§14.2: as for an INVITE): our 2xx with its offer goes
-                    // again until the ACK, which carries the answer.
+                if method == Method::Invite {
+                    // §13.3.1.4 (§14.2: as for an INVITE): our 2xx goes again until the ACK
+                    // (which carries the answer when the 2xx carries our offer), whether or
+                    // not it answers an offer: the server transaction, in Accepted, absorbs
+                    // the re-INVITE's retransmissions and sends no 2xx itself (RFC 6026
+                    // §8.7), so a 2xx lost once is only sent again from here.
+                    // On every transport, as `answer` does.
                     let t1 = self.profile.timers.t1;
-                    let first = if self.profile.reliable { 64 * t1 } else { t1 };
                     let bytes = Bytes::from(resp.to_bytes());
                     if let Some(c) = self.call_mut(id) {
                         c.source = Some(source);
-                        c.ok_retransmit = Some((bytes, now + first, t1, now + 64 * t1));
+                        c.ok_retransmit = Some((bytes, now + t1, t1, now + 64 * t1));
                     }
                     self.set_flag(CALL_TIMERS, true);
                 }

@@ -243,11 +243,26 @@ fn a_reinvite_before_the_ack_confirms_the_call_first() {
         "{calls:?}"
     );
     assert_eq!(bob.call_state(b), Some(CallState::Confirmed));
-    // No 2xx retransmission is due any more; the ACK is taken silently.
+    // No retransmission of the INVITE's 2xx is due any more; the ACK is taken silently.
+    // The re-INVITE's 2xx, not ACKed yet (not delivered to Alice), goes again at T1
+    // (§13.3.1.4, §14.2), and no more once Alice's ACK of it is in.
     deliver(&mut bob, now, ALICE, &ack);
     let (_, ev) = drain(&mut bob);
     assert!(!ev.iter().any(|e| matches!(e, UaEvent::Call(..))), "{ev:?}");
-    bob.handle_timeout(now + std::time::Duration::from_millis(600));
+    let later = now + std::time::Duration::from_millis(600);
+    bob.handle_timeout(later);
+    let (out, _) = drain(&mut bob);
+    let again = of(&out, "SIP/2.0 200 ");
+    assert!(
+        again.iter().all(|o| msg(o).cseq().unwrap().seq == 2),
+        "the INVITE's 2xx again: {out:?}"
+    );
+    assert_eq!(again.len(), 1, "{out:?}");
+    deliver(&mut alice, later, BOB, &reply);
+    let (ack2, _) = drain(&mut alice);
+    assert_eq!(of(&ack2, "ACK ").len(), 1, "{ack2:?}");
+    deliver(&mut bob, later, ALICE, &ack2);
+    bob.handle_timeout(later + std::time::Duration::from_secs(5));
     let (out, _) = drain(&mut bob);
     assert!(of(&out, "SIP/2.0 200 ").is_empty(), "{out:?}");
 }
