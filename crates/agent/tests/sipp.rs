@@ -3358,3 +3358,65 @@ fn a_sipp_callee_that_never_answers_our_cancel_ends_the_call_64_t1_after_it() {
         "SIPp answered our CANCEL and heard nothing more"
     );
 }
+
+/// A callee that loses the call once it is up (`testdata/sipp/uas-forgets-the-call.xml`, as
+/// a PBX after a restart): our caller's INFO (a DTMF digit 300 ms into its 1 s call) is
+/// answered 481, and so is the BYE that follows. RFC 3261 §12.2.1.2: a 481 to a request
+/// inside the dialog ends it, so our caller sends BYE at once (SIPp fails the call unless it
+/// comes within 2 s), well before the call's planned end, and sends nothing more. The call
+/// was cut short by the peer: CALL_FAILED, with the error naming the INFO and its 481 (not a
+/// warning on a completed call, and not the BYE's 481 as a teardown error).
+#[test]
+fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_to_a_ringing_sipp(
+        sipp_scenario!("uas-forgets-the-call.xml"),
+        r#"actions = [{ at = "300ms", do = "dtmf", method = "info", digits = "5" }]"#,
+    );
+    let why = "our INFO in the call was answered 481: the peer no longer knows the call, so \
+               we ended it with BYE (RFC 3261 §12.2.1.2)";
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+    assert_eq!(
+        (r.call_code, r.call_result, r.calls_answered),
+        (Some(200), Some(CallResult::Answered), 1),
+        "{r:#?}"
+    );
+    let info = sent(&r, "INFO ");
+    assert_eq!(info.len(), 1, "{r:#?}");
+    let answered = r
+        .trace
+        .iter()
+        .find(|t| {
+            t.direction == Direction::Received
+                && t.text.starts_with("SIP/2.0 481 ")
+                && t.text
+                    .lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(" INFO"))
+        })
+        .unwrap_or_else(|| panic!("the INFO's 481 in the trace: {r:#?}"))
+        .at_ms;
+    let bye = sent(&r, "BYE ");
+    assert_eq!(bye.len(), 1, "{r:#?}");
+    assert!(bye[0].at_ms >= answered, "{r:#?}");
+    // The note says why, when it happened (the call's records keep it).
+    let note = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Note && t.text == why)
+        .unwrap_or_else(|| panic!("the reason in the trace: {r:#?}"));
+    assert!(
+        note.at_ms >= answered && note.at_ms <= bye[0].at_ms + 1.0,
+        "{r:#?}"
+    );
+    let lasted = r.timings.call_duration_ms.expect("answered");
+    assert!(
+        lasted < 1000.0,
+        "the call lasted {lasted} ms of its planned 1 s"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp got our BYE after its 481"
+    );
+}
