@@ -290,6 +290,15 @@ fn sipp_calls_groups(
     groups: Vec<GroupPlan>,
     sipp: impl FnOnce(&str) -> i32,
 ) -> (i32, Vec<EndpointReport>) {
+    sipp_calls_planned(groups, |_| {}, sipp)
+}
+
+/// [`sipp_calls_groups`] with the run's plan changed by `change` first (its T1, its length).
+fn sipp_calls_planned(
+    groups: Vec<GroupPlan>,
+    change: impl FnOnce(&mut RunPlan),
+    sipp: impl FnOnce(&str) -> i32,
+) -> (i32, Vec<EndpointReport>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -298,7 +307,8 @@ fn sipp_calls_groups(
         .unwrap();
     let reg = registrar(&rt, AuthMode::Open);
     let to = format!("127.0.0.1:{}", reg.addr().port());
-    let the_plan = plan(&reg, groups, Duration::from_secs(4));
+    let mut the_plan = plan(&reg, groups, Duration::from_secs(4));
+    change(&mut the_plan);
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
     until_registered(&rx);
@@ -3418,5 +3428,77 @@ fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed()
         sipp.wait(Duration::from_secs(30)),
         0,
         "SIPp got our BYE after its 481"
+    );
+}
+
+/// A caller asking for 100rel that never PRACKs (`testdata/sipp/uac-never-pracks.xml`)
+/// calls our callee (100rel on, T1 = 100 ms, answering after 7 s). Its 180 is reliable and
+/// goes again until 64·T1 (6.4 s); RFC 3262 §3: then the callee rejects the INVITE with 500
+/// (SIPp checks the 180's `Require: 100rel` and `RSeq`, and fails the call on a 200 or no
+/// final response within 10 s), and no 200 follows at 7 s. The endpoint ends CALL_FAILED
+/// with the call's code 500, and its error says that the caller never sent the PRACK: the
+/// 500 is ours, not a server's failure.
+#[test]
+fn a_sipp_caller_that_never_pracks_our_reliable_180_gets_500_at_64_t1() {
+    let callee = GroupPlan {
+        prack: true,
+        role: Role::Answer {
+            answer_delay: Duration::from_secs(7),
+        },
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-never-pracks.xml");
+    let (code, reports) = sipp_calls_planned(
+        vec![callee],
+        |p| {
+            p.timers.t1 = Duration::from_millis(100);
+            p.call_duration = Duration::from_secs(8);
+        },
+        |to| sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"]),
+    );
+    assert_eq!(code, 0, "SIPp's INVITE got a reliable 180, then 500");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(
+        (r.calls_received, r.call_code, r.call_result),
+        (1, Some(500), Some(CallResult::Rejected)),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.error.as_deref(),
+        Some(
+            "call failed: 500 no PRACK for our reliable provisional within 64×T1 (RFC 3262 \
+             §3): rejected with 500: the caller (or a proxy on its path) never acknowledged \
+             our reliable 180/183 with PRACK: check that it supports 100rel and that its \
+             PRACKs reach us"
+        ),
+        "{r:#?}"
+    );
+    let received_invite = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Received && t.text.starts_with("INVITE "))
+        .unwrap_or_else(|| panic!("SIPp's INVITE in the trace: {r:#?}"))
+        .at_ms;
+    let ringing = sent(r, "SIP/2.0 180 ");
+    assert!(
+        ringing.len() > 1 && ringing.iter().all(|t| t.text.contains("\r\nRSeq: 1\r\n")),
+        "one reliable 180, sent again until 64·T1: {r:#?}"
+    );
+    let rejected = sent(r, "SIP/2.0 500 ");
+    assert_eq!(rejected.len(), 1, "{r:#?}");
+    let after = rejected[0].at_ms - received_invite;
+    // No earlier than 64·T1 after the 180; generous above (a slow, shared machine).
+    assert!(
+        (6400.0..9000.0).contains(&after),
+        "the 500 went {after} ms after the INVITE, not 64·T1 (6.4 s)"
+    );
+    assert!(
+        sent(r, "SIP/2.0 200 ").is_empty(),
+        "no 200 to the INVITE after its 500: {r:#?}"
+    );
+    assert!(
+        ringing.iter().all(|t| t.at_ms < rejected[0].at_ms),
+        "no 180 after the 500: {r:#?}"
     );
 }
