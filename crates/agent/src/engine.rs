@@ -23,8 +23,8 @@ use sip_msg::{Host, Message, Method, SipUri, Uri};
 use sip_proto::auth::Credentials;
 use sip_proto::transaction::TimerConfig;
 use sip_proto::ua::{
-    CallEvent, CallId, Destination, SessionTimerConfig, SrtpPolicy, UaEvent, UaIdentity, UaProfile,
-    UserAgent,
+    CallEvent, CallId, CallState, Destination, SessionTimerConfig, SrtpPolicy, UaEvent, UaIdentity,
+    UaProfile, UserAgent,
 };
 
 use sip_net::tls::ClientSettings;
@@ -37,7 +37,7 @@ use crate::conn::{StreamEvent, StreamIn, StreamSettings};
 use crate::eventbuf::EventSink;
 use crate::fasthash::FastMap;
 use crate::flow::FlowKind;
-use crate::hints::hint_for;
+use crate::hints::{hint_for, hint_for_incoming};
 use crate::netpoll::{Leg, NetPoll, Sent};
 use crate::routes::CallRoutes;
 use crate::sdpoffer::sdp;
@@ -1781,6 +1781,12 @@ struct Shard<'a> {
     /// The far end's reasons (RFC 3326) on the message being handled, for the words of the
     /// call failure it causes (empty outside `on_message`).
     reasons_in_hand: Vec<String>,
+    /// The endpoint and its call that was confirmed when the message or timeout being handled
+    /// went into its user agent (`None` outside `on_message` and `on_timer`): a 481 or 408
+    /// to our request inside that call, after which the call is `Terminating`, means the
+    /// user agent ended it with BYE for that answer (RFC 3261 §12.2.1.2), not that we were
+    /// hanging up already (see `dialog_gone`).
+    confirmed_in_hand: Option<(usize, CallId)>,
     /// What this turn of the loop sends on `sock` (endpoint and trace time of each), written
     /// with one `sendmmsg` before the loop sleeps: see `udpbatch`.
     udp_out: SendQueue<(usize, Duration)>,
@@ -1938,6 +1944,13 @@ fn dtmf_of(content_type: Option<&str>, body: &[u8]) -> Option<char> {
     (chars.next().is_none() && matches!(d, '0'..='9' | '*' | '#' | 'A'..='D')).then_some(d)
 }
 
+/// Endpoint `idx`'s call, when it is confirmed (see `Shard::confirmed_in_hand`).
+fn confirmed(idx: usize, ep: &Endpoint) -> Option<(usize, CallId)> {
+    ep.active_call
+        .filter(|&c| ep.ua.call_state(c) == Some(CallState::Confirmed))
+        .map(|c| (idx, c))
+}
+
 fn classify(code: u16) -> CallResult {
     match code {
         200..=299 => CallResult::Answered,
@@ -2043,6 +2056,7 @@ impl<'a> Shard<'a> {
             udp_more: false,
             rx_arrival: None,
             reasons_in_hand: Vec::new(),
+            confirmed_in_hand: None,
             udp_out: SendQueue::default(),
             udp_in: RecvBatch::default(),
             locals,
@@ -2682,6 +2696,7 @@ impl<'a> Shard<'a> {
         {
             let ep = &mut self.endpoints[idx];
             if ep.ua.poll_timeout().is_some_and(|t| t <= now) {
+                self.confirmed_in_hand = confirmed(idx, ep);
                 ep.ua.handle_timeout(now);
             }
         }
@@ -2702,6 +2717,7 @@ impl<'a> Shard<'a> {
         self.media_timeout(idx, now);
         self.outbound_timer(idx, now);
         self.pump(idx, now);
+        self.confirmed_in_hand = None;
     }
 
     /// Reads the media sockets the set reports readable: each one's datagrams go straight
@@ -3770,6 +3786,14 @@ impl<'a> Shard<'a> {
         {
             return;
         }
+        if let CallEvent::Modified {
+            method,
+            code: code @ (408 | 481),
+            ..
+        } = &ce
+        {
+            self.dialog_gone(idx, now, call, method, *code);
+        }
         let plan = self.plan;
         let events = self.events.clone();
         let local_ip = self.local(idx).ip();
@@ -4001,10 +4025,14 @@ impl<'a> Shard<'a> {
                         self.reasons_in_hand.join(", ")
                     )
                 };
-                let why = format!(
-                    "call failed: {code} {reason}: {}{far_reasons}",
+                // A call we received failed on a final response of ours (the reason says which):
+                // a hint about a server's response would mislead.
+                let hint = if ep.ua.is_outgoing(call) {
                     hint_for(code)
-                );
+                } else {
+                    hint_for_incoming(code)
+                };
+                let why = format!("call failed: {code} {reason}: {hint}{far_reasons}");
                 ep.worsen(outcome, why.clone());
                 if ep.error.as_deref() != Some(why.as_str()) {
                     // The endpoint's error already names an earlier cause (our own give-up:
@@ -4170,7 +4198,9 @@ impl<'a> Shard<'a> {
             }
             CallEvent::SessionExpired { interval, code } => {
                 // The session was lost in the middle of the call: the call failed (not a slow
-                // answer, TIMEOUT), and the error says whose refresh was missing.
+                // answer, TIMEOUT), and the error says whose refresh was missing. A refresh
+                // answered 481 or 408 is said here: its `Modified` adds nothing.
+                self.confirmed_in_hand = None;
                 let why = if code == 0 {
                     format!(
                         "the peer did not refresh the session (RFC 4028 §10): no re-INVITE or \
@@ -4196,6 +4226,40 @@ impl<'a> Shard<'a> {
             | CallEvent::TransferUnknown { .. }
             | CallEvent::Referred { .. } => {}
         }
+    }
+
+    /// Our request inside the confirmed call `call` (`method`) was answered 481 or 408, or
+    /// not at all (408): RFC 3261 §12.2.1.2, the user agent ended the call with BYE. The peer
+    /// cut the call short, so the call failed, and the error and the trace say which request
+    /// was answered how (a BYE answered 481 next is no teardown error: the outcome stays).
+    /// Not when the call was ending already (our BYE went first, the peer then refused the
+    /// request): the `Modified` arm's warning is all.
+    fn dialog_gone(&mut self, idx: usize, now: Instant, call: CallId, method: &Method, code: u16) {
+        let ep = &mut self.endpoints[idx];
+        if self.confirmed_in_hand != Some((idx, call))
+            || ep.ua.call_state(call) != Some(CallState::Terminating)
+        {
+            return;
+        }
+        self.confirmed_in_hand = None;
+        let request = match method {
+            Method::Invite => "re-INVITE".to_owned(),
+            m => m.to_string(),
+        };
+        let why = if code == 481 {
+            format!(
+                "our {request} in the call was answered 481: the peer no longer knows the call, \
+                 so we ended it with BYE (RFC 3261 §12.2.1.2)"
+            )
+        } else {
+            format!(
+                "our {request} in the call got no answer in time (408): the peer is unreachable \
+                 or lost the call, so we ended it with BYE (RFC 3261 §12.2.1.2)"
+            )
+        };
+        ep.trace
+            .push(TraceEntry::note(why.clone(), now - self.start));
+        ep.worsen(Outcome::CallFailed, why);
     }
 
     /// Traces what the media of endpoint `idx` followed of the peer's `what` inside the call
@@ -4676,10 +4740,12 @@ impl<'a> Shard<'a> {
         if ep.done {
             return;
         }
+        self.confirmed_in_hand = confirmed(idx, ep);
         ep.ua.handle_message(now, msg, from);
         self.reasons_in_hand = noted.labels;
         self.pump(idx, now);
         self.reasons_in_hand.clear();
+        self.confirmed_in_hand = None;
     }
 
     /// Opens endpoint `idx`'s connection (a new generation); it registers once connected.

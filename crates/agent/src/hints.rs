@@ -35,9 +35,22 @@ pub fn hint_for(code: u16) -> &'static str {
     }
 }
 
+/// What to check when a call we received ends with our own final response `code`: the
+/// reason names it; [`hint_for`] is about a response a server sent us.
+pub fn hint_for_incoming(code: u16) -> &'static str {
+    match code {
+        // RFC 3262 §3: our reliable 1xx went unacknowledged for 64·T1 (the user agent's
+        // only 500 of its own; one after our own failure, no RTP ports, is OSERROR first).
+        500 => {
+            "the caller (or a proxy on its path) never acknowledged our reliable 180/183 with PRACK: check that it supports 100rel and that its PRACKs reach us"
+        }
+        _ => hint_for(code),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::hint_for;
+    use super::{hint_for, hint_for_incoming};
 
     /// The RFC 5626 codes name what failed and, for 439, the fix.
     #[test]
@@ -45,5 +58,13 @@ mod tests {
         assert!(hint_for(439).contains("set outbound = false"));
         assert!(hint_for(439).contains("first hop (outbound proxy)"));
         assert!(hint_for(430).starts_with("flow failed"));
+    }
+
+    /// Our own 500 to a caller blames its missing PRACK, not a server; other codes are as
+    /// for a response received.
+    #[test]
+    fn incoming_calls_500_names_the_missing_prack() {
+        assert!(hint_for_incoming(500).contains("never acknowledged our reliable 180/183"));
+        assert_eq!(hint_for_incoming(408), hint_for(408));
     }
 }

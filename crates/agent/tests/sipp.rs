@@ -290,6 +290,15 @@ fn sipp_calls_groups(
     groups: Vec<GroupPlan>,
     sipp: impl FnOnce(&str) -> i32,
 ) -> (i32, Vec<EndpointReport>) {
+    sipp_calls_planned(groups, |_| {}, sipp)
+}
+
+/// [`sipp_calls_groups`] with the run's plan changed by `change` first (its T1, its length).
+fn sipp_calls_planned(
+    groups: Vec<GroupPlan>,
+    change: impl FnOnce(&mut RunPlan),
+    sipp: impl FnOnce(&str) -> i32,
+) -> (i32, Vec<EndpointReport>) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -298,7 +307,8 @@ fn sipp_calls_groups(
         .unwrap();
     let reg = registrar(&rt, AuthMode::Open);
     let to = format!("127.0.0.1:{}", reg.addr().port());
-    let the_plan = plan(&reg, groups, Duration::from_secs(4));
+    let mut the_plan = plan(&reg, groups, Duration::from_secs(4));
+    change(&mut the_plan);
     let (tx, rx) = mpsc::channel();
     let engine = std::thread::spawn(move || run(the_plan, tx, StopHandle::default()));
     until_registered(&rx);
@@ -3356,5 +3366,139 @@ fn a_sipp_callee_that_never_answers_our_cancel_ends_the_call_64_t1_after_it() {
         sipp.wait(Duration::from_secs(30)),
         0,
         "SIPp answered our CANCEL and heard nothing more"
+    );
+}
+
+/// A callee that loses the call once it is up (`testdata/sipp/uas-forgets-the-call.xml`, as
+/// a PBX after a restart): our caller's INFO (a DTMF digit 300 ms into its 1 s call) is
+/// answered 481, and so is the BYE that follows. RFC 3261 §12.2.1.2: a 481 to a request
+/// inside the dialog ends it, so our caller sends BYE at once (SIPp fails the call unless it
+/// comes within 2 s), well before the call's planned end, and sends nothing more. The call
+/// was cut short by the peer: CALL_FAILED, with the error naming the INFO and its 481 (not a
+/// warning on a completed call, and not the BYE's 481 as a teardown error).
+#[test]
+fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_to_a_ringing_sipp(
+        sipp_scenario!("uas-forgets-the-call.xml"),
+        r#"actions = [{ at = "300ms", do = "dtmf", method = "info", digits = "5" }]"#,
+    );
+    let why = "our INFO in the call was answered 481: the peer no longer knows the call, so \
+               we ended it with BYE (RFC 3261 §12.2.1.2)";
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+    assert_eq!(
+        (r.call_code, r.call_result, r.calls_answered),
+        (Some(200), Some(CallResult::Answered), 1),
+        "{r:#?}"
+    );
+    let info = sent(&r, "INFO ");
+    assert_eq!(info.len(), 1, "{r:#?}");
+    let answered = r
+        .trace
+        .iter()
+        .find(|t| {
+            t.direction == Direction::Received
+                && t.text.starts_with("SIP/2.0 481 ")
+                && t.text
+                    .lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(" INFO"))
+        })
+        .unwrap_or_else(|| panic!("the INFO's 481 in the trace: {r:#?}"))
+        .at_ms;
+    let bye = sent(&r, "BYE ");
+    assert_eq!(bye.len(), 1, "{r:#?}");
+    assert!(bye[0].at_ms >= answered, "{r:#?}");
+    // The note says why, when it happened (the call's records keep it).
+    let note = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Note && t.text == why)
+        .unwrap_or_else(|| panic!("the reason in the trace: {r:#?}"));
+    assert!(
+        note.at_ms >= answered && note.at_ms <= bye[0].at_ms + 1.0,
+        "{r:#?}"
+    );
+    let lasted = r.timings.call_duration_ms.expect("answered");
+    assert!(
+        lasted < 1000.0,
+        "the call lasted {lasted} ms of its planned 1 s"
+    );
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp got our BYE after its 481"
+    );
+}
+
+/// A caller asking for 100rel that never PRACKs (`testdata/sipp/uac-never-pracks.xml`)
+/// calls our callee (100rel on, T1 = 100 ms, answering after 7 s). Its 180 is reliable and
+/// goes again until 64·T1 (6.4 s); RFC 3262 §3: then the callee rejects the INVITE with 500
+/// (SIPp checks the 180's `Require: 100rel` and `RSeq`, and fails the call on a 200 or no
+/// final response within 10 s), and no 200 follows at 7 s. The endpoint ends CALL_FAILED
+/// with the call's code 500, and its error says that the caller never sent the PRACK: the
+/// 500 is ours, not a server's failure.
+#[test]
+fn a_sipp_caller_that_never_pracks_our_reliable_180_gets_500_at_64_t1() {
+    let callee = GroupPlan {
+        prack: true,
+        role: Role::Answer {
+            answer_delay: Duration::from_secs(7),
+        },
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-never-pracks.xml");
+    let (code, reports) = sipp_calls_planned(
+        vec![callee],
+        |p| {
+            p.timers.t1 = Duration::from_millis(100);
+            p.call_duration = Duration::from_secs(8);
+        },
+        |to| sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"]),
+    );
+    assert_eq!(code, 0, "SIPp's INVITE got a reliable 180, then 500");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(
+        (r.calls_received, r.call_code, r.call_result),
+        (1, Some(500), Some(CallResult::Rejected)),
+        "{r:#?}"
+    );
+    assert_eq!(
+        r.error.as_deref(),
+        Some(
+            "call failed: 500 no PRACK for our reliable provisional within 64×T1 (RFC 3262 \
+             §3): rejected with 500: the caller (or a proxy on its path) never acknowledged \
+             our reliable 180/183 with PRACK: check that it supports 100rel and that its \
+             PRACKs reach us"
+        ),
+        "{r:#?}"
+    );
+    let received_invite = r
+        .trace
+        .iter()
+        .find(|t| t.direction == Direction::Received && t.text.starts_with("INVITE "))
+        .unwrap_or_else(|| panic!("SIPp's INVITE in the trace: {r:#?}"))
+        .at_ms;
+    let ringing = sent(r, "SIP/2.0 180 ");
+    assert!(
+        ringing.len() > 1 && ringing.iter().all(|t| t.text.contains("\r\nRSeq: 1\r\n")),
+        "one reliable 180, sent again until 64·T1: {r:#?}"
+    );
+    let rejected = sent(r, "SIP/2.0 500 ");
+    assert_eq!(rejected.len(), 1, "{r:#?}");
+    let after = rejected[0].at_ms - received_invite;
+    // No earlier than 64·T1 after the 180; generous above (a slow, shared machine).
+    assert!(
+        (6400.0..9000.0).contains(&after),
+        "the 500 went {after} ms after the INVITE, not 64·T1 (6.4 s)"
+    );
+    assert!(
+        sent(r, "SIP/2.0 200 ").is_empty(),
+        "no 200 to the INVITE after its 500: {r:#?}"
+    );
+    assert!(
+        ringing.iter().all(|t| t.at_ms < rejected[0].at_ms),
+        "no 180 after the 500: {r:#?}"
     );
 }
