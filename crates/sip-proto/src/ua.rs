@@ -2178,9 +2178,8 @@ impl UserAgent {
                     ));
                     let (via, branch) = self.new_via_branch_at(self.register_proxied());
                     retry.headers.set(Header::new(HeaderName::Via, via));
-                    retry.headers.remove(&HeaderName::Authorization);
-                    retry.headers.remove(&HeaderName::ProxyAuthorization);
-                    retry.headers.push(header);
+                    // RFC 3261 §22.3: the credentials of the other realms stay.
+                    crate::auth::put_credentials(&mut retry.headers, header);
                     let destination = self.register_destination();
                     self.start_client_branch(now, retry, branch, owner, destination);
                 }
@@ -3072,13 +3071,10 @@ impl UserAgent {
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
     fn reinvite_with_auth(&mut self, now: Instant, id: CallId, header: Header) {
         self.send_invite_again(now, id, |invite| {
-            invite.headers.remove(&HeaderName::Authorization);
-            invite.headers.remove(&HeaderName::ProxyAuthorization);
-            // Room for exactly the credentials: the list was made to fit the first INVITE,
-            // and a doubled list (12 spare slots of 56 bytes) would be kept until the 2xx is
-            // ACKed.
-            invite.headers.reserve_exact(1);
-            invite.headers.push(header);
+            // RFC 3261 §22.3: the credentials of the other realms stay. Room for exactly
+            // the credentials: the list was made to fit the first INVITE, and a doubled list
+            // (12 spare slots of 56 bytes) would be kept until the 2xx is ACKed.
+            crate::auth::put_credentials(&mut invite.headers, header);
         });
     }
 
