@@ -2241,13 +2241,17 @@ impl UserAgent {
 
     /// The lifetime the registrar granted: our Contact's `expires`, else Expires, else asked.
     fn granted_expires(&self, resp: &Message) -> u32 {
-        // Read in place: our Contact is `sip:user@local_host:local_port` (see `contact`); a
-        // contact is ours when user, host and port (5060 when absent) are the same.
+        // Read in place: our Contact is `sip:user@host:port` with the address the REGISTER
+        // wrote (`write_contact_at`: the outbound proxy connection's when it goes through
+        // it); a contact is ours when user, host and port (5060 when absent) are the same.
+        // RFC 3261 §10.2.4: the lifetime is that of the binding we asked for, not another
+        // flow's or another phone's.
+        let (host, port) = self.local_of(self.register_proxied());
         let is_ours = |u: &UriRef<'_>| {
             u.as_sip().is_some_and(|u| {
                 u.user == Some(&*self.user)
-                    && host_ref_is(&u.host, &self.local_host)
-                    && u.port.unwrap_or(5060) == self.local_port
+                    && host_ref_is(&u.host, host)
+                    && u.port.unwrap_or(5060) == port
             })
         };
         let from_contact = resp
