@@ -2133,6 +2133,9 @@ impl UserAgent {
         owner: Owner,
     ) {
         let code = resp.status().unwrap_or(0);
+        if code >= 200 && self.register_overtaken(owner) {
+            return;
+        }
         // The reason phrase, copied only for a failure that reports it.
         let reason = || resp.reason().unwrap_or("").to_owned();
         match code {
@@ -2141,6 +2144,7 @@ impl UserAgent {
                 self.auth.succeeded();
                 if owner == Owner::Unregister {
                     self.reg_state = RegState::Unregistered;
+                    self.reg_refresh_at = None;
                     queues(&mut self.queues)
                         .events
                         .push_back(UaEvent::Unregistered { code });
@@ -2224,7 +2228,23 @@ impl UserAgent {
         )
     }
 
+    /// True when `owner` is a REGISTER (a refresh, or its retry) that an un-REGISTER sent
+    /// since has overtaken: its outcome changes nothing. A 200 would arm a refresh that
+    /// registers the phone again after it unregistered, and a challenge or a 423 answered
+    /// would send a REGISTER whose CSeq, higher than the un-REGISTER's, makes the binding
+    /// again at the registrar (RFC 3261 §10.3 step 7 applies the later one).
+    fn register_overtaken(&self, owner: Owner) -> bool {
+        owner == Owner::Register
+            && matches!(
+                self.reg_state,
+                RegState::Unregistering | RegState::Unregistered
+            )
+    }
+
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
+        if self.register_overtaken(owner) {
+            return;
+        }
         if owner == Owner::Unregister {
             self.reg_state = RegState::Unregistered;
             queues(&mut self.queues)
