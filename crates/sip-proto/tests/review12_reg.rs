@@ -347,3 +347,59 @@ fn a_refresh_overtaken_by_an_unregister_does_not_register_again() {
         assert_eq!(ua.registration(), RegState::Unregistered, "{case}");
     }
 }
+
+/// The challenge a REGISTER refresh reuses (RFC 7616 §3.4: nc increments) is the
+/// registrar's. RFC 3261 §22.1: "The realm string alone defines the protection domain"; a
+/// 401 from the callee (another realm) to an INVITE between two refreshes is not the
+/// registrar's protection space, and credentials for it sent to the registrar only cost a
+/// new challenge.
+#[test]
+fn a_refresh_reuses_the_registrars_challenge_not_a_callees() {
+    let t0 = Instant::now();
+    let mut ua = alice();
+    ua.register(t0);
+    let r1 = sent(&mut ua, Method::Register);
+    ua.handle_message(
+        t0,
+        answer(&r1, 401, &[("WWW-Authenticate", REGISTRAR)]),
+        server(),
+    );
+    let r2 = sent(&mut ua, Method::Register);
+    let ours = r2.headers.value(&HeaderName::Contact).unwrap().to_owned();
+    let granted = format!("{ours};expires=300");
+    ua.handle_message(t0, answer(&r2, 200, &[("Contact", &granted)]), server());
+    drain(&mut ua);
+    ua.call(
+        t0,
+        Uri::parse("sip:bob@example.test").unwrap(),
+        Some(bytes::Bytes::from_static(b"v=0\r\n")),
+    );
+    let i1 = sent(&mut ua, Method::Invite);
+    let callee = r#"Digest realm="bob.test", nonce="b1", qop="auth""#;
+    ua.handle_message(
+        t0,
+        answer(&i1, 401, &[("WWW-Authenticate", callee)]),
+        server(),
+    );
+    let i2 = sent(&mut ua, Method::Invite);
+    assert_eq!(realms(&i2, &HeaderName::Authorization), ["bob.test"]);
+    ua.handle_timeout(t0 + Duration::from_secs(268));
+    let refresh = sent(&mut ua, Method::Register);
+    let creds: Vec<_> = refresh
+        .headers
+        .get_all(&HeaderName::Authorization)
+        .map(|h| sip_auth::Authorization::parse(h.value()).unwrap())
+        .map(|a| {
+            (
+                a.realm.into_owned(),
+                a.nonce.into_owned(),
+                a.nc.unwrap().into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        creds,
+        [("example.test".into(), "r1".into(), "00000002".into())],
+        "the refresh answers the registrar's challenge again"
+    );
+}
