@@ -27,9 +27,9 @@ pub enum AuthFailure {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     client: DigestClient,
-    /// The last 401 challenge answered, reused for REGISTER refreshes (RFC 7616 §3.4 nc):
-    /// its header value as received, read again when reused (a refresh, rare) so that an
-    /// idle phone keeps one string instead of the parsed fields.
+    /// The last 401 challenge to a REGISTER answered, reused for REGISTER refreshes (RFC
+    /// 7616 §3.4 nc): its header value as received, read again when reused (a refresh,
+    /// rare) so that an idle phone keeps one string instead of the parsed fields.
     last: Option<Box<str>>,
     /// Credentials were last sent unprompted, with the nonce of `last`: a rejection of those
     /// is a fresh challenge, not a wrong password.
@@ -126,7 +126,11 @@ impl Authenticator {
         let value = self
             .client
             .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
-        if answer_name == HeaderName::Authorization {
+        // Only the registrar's challenge is kept: `preemptive` answers it for REGISTER
+        // refreshes. A 401 to another request (a callee's, another realm: RFC 3261 §22.1,
+        // "The realm string alone defines the protection domain") is not the registrar's
+        // protection space and must not replace it.
+        if answer_name == HeaderName::Authorization && *method == Method::Register {
             self.last = Some(raw.into());
         }
         Ok(Header::new(answer_name, value))
