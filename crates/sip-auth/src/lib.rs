@@ -1576,6 +1576,61 @@ mod tests {
         }
     }
 
+    /// Review 12: the answer is written as RFC 7616 §3.4 writes it. `algorithm`, `qop` and
+    /// `nc` are tokens (unquoted); `username`, `realm`, `nonce`, `uri`, `response`, `cnonce`
+    /// and `opaque` are quoted strings. Without qop in the challenge (RFC 2069, kept by RFC
+    /// 2617 §3.2.2) there is no `cnonce`, `nc` or `qop`, and the response is H(HA1:nonce:HA2).
+    /// SHA-512-256 is chosen over SHA-256 and MD5 whatever the server's order (our local
+    /// policy, which RFC 7616 §3.7 allows over the server's preference order: see
+    /// [`Challenge::strongest`]), and `stale=TRUE` reads in any case (§3.3:
+    /// case-insensitive).
+    #[test]
+    fn answers_quote_what_rfc_7616_quotes_and_nothing_else() {
+        let creds = Credentials::new("Mufasa", "Circle of Life");
+        let v = DigestClient::default().authorize(
+            &Challenge::parse(&RFC7616_CHALLENGE.replace("ALG", "SHA-256")).unwrap(),
+            &creds,
+            "GET",
+            "/dir/index.html",
+            b"",
+            RFC7616_CNONCE,
+        );
+        for part in [
+            "Digest username=\"Mufasa\"",
+            "realm=\"http-auth@example.org\"",
+            "uri=\"/dir/index.html\"",
+            "algorithm=SHA-256,",
+            &format!("cnonce=\"{RFC7616_CNONCE}\""),
+            "qop=auth,",
+            "nc=00000001",
+            "opaque=\"FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS\"",
+        ] {
+            assert!(v.contains(part), "{part} in {v}");
+        }
+        assert!(!v.contains("nc=\"") && !v.contains("qop=\"") && !v.contains("algorithm=\""));
+        // RFC 2069 style: no qop offered.
+        let old = Challenge::parse(r#"Digest realm="r", nonce="n""#).unwrap();
+        assert!(old.qop.is_empty());
+        let v = DigestClient::default().authorize(&old, &creds, "REGISTER", "sip:r", b"", "c");
+        assert!(
+            !v.contains("cnonce") && !v.contains("nc=") && !v.contains("qop"),
+            "{v}"
+        );
+        let ha1 = Algorithm::Md5.hash(b"Mufasa:r:Circle of Life");
+        let ha2 = Algorithm::Md5.hash(b"REGISTER:sip:r");
+        let expected = Algorithm::Md5.hash(format!("{ha1}:n:{ha2}").as_bytes());
+        assert!(v.contains(&format!("response=\"{expected}\"")), "{v}");
+        // The strongest of three, whatever their order; stale in upper case.
+        let sha512 =
+            r#"Digest realm="r", nonce="n3", algorithm=SHA-512-256, qop="auth", stale=TRUE"#;
+        let sha256 = r#"Digest realm="r", nonce="n2", algorithm=SHA-256, qop="auth""#;
+        let md5 = r#"Digest realm="r", nonce="n1", qop="auth""#;
+        let best = Challenge::strongest([md5, sha512, sha256]).unwrap();
+        assert_eq!((best.algorithm, best.stale), (Algorithm::Sha512_256, true));
+        let v = DigestClient::default().authorize(&best, &creds, "REGISTER", "sip:r", b"", "c");
+        assert!(v.contains("algorithm=SHA-512-256,"), "{v}");
+    }
+
     #[test]
     fn strongest_challenge_wins_and_bad_ones_are_skipped() {
         let md5 = r#"Digest realm="r", nonce="n1""#;

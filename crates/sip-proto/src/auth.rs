@@ -1,8 +1,10 @@
 //! Answers digest challenges for the agent (glue over `sip-auth`).
 
+use std::borrow::Cow;
+
 use sip_auth::{Challenge, DigestClient};
 pub use sip_auth::{Credentials, Secret};
-use sip_msg::{Header, HeaderName, Message, Method};
+use sip_msg::{Header, HeaderName, Headers, Message, Method};
 
 /// Why a challenge was not answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,19 +27,55 @@ pub enum AuthFailure {
 #[derive(Debug, Default)]
 pub struct Authenticator {
     client: DigestClient,
-    /// The last 401 challenge answered, reused for REGISTER refreshes (RFC 7616 §3.4 nc):
-    /// its header value as received, read again when reused (a refresh, rare) so that an
-    /// idle phone keeps one string instead of the parsed fields.
+    /// The last 401 challenge to a REGISTER answered, reused for REGISTER refreshes (RFC
+    /// 7616 §3.4 nc): its header value as received, read again when reused (a refresh,
+    /// rare) so that an idle phone keeps one string instead of the parsed fields.
     last: Option<Box<str>>,
     /// Credentials were last sent unprompted, with the nonce of `last`: a rejection of those
     /// is a fresh challenge, not a wrong password.
     preemptive: bool,
 }
 
-fn nonce_of(value: &str) -> Option<String> {
-    sip_auth::Authorization::parse(value)
-        .ok()
-        .map(|a| a.nonce.into_owned())
+/// The nonce of the credentials among `headers` named `name` that are for `realm`.
+fn nonce_for(headers: &Headers, name: &HeaderName, realm: &str) -> Option<String> {
+    headers.get_all(name).find_map(|h| {
+        let a = sip_auth::Authorization::parse(h.value()).ok()?;
+        (a.realm == realm).then(|| a.nonce.into_owned())
+    })
+}
+
+/// The realm of a credentials value (`None` when it does not read).
+fn realm_of(value: &str) -> Option<Cow<'_, str>> {
+    sip_auth::Authorization::parse(value).ok().map(|a| a.realm)
+}
+
+/// Puts `header`, credentials answering a challenge, into the headers of the request sent
+/// again: the credentials of its kind (`Authorization` or `Proxy-Authorization`) for its
+/// realm are replaced, and every other credentials value stays. RFC 3261 §22.3: "If a UA
+/// receives a Proxy-Authenticate header field value in a 401/407 response to a request with
+/// a particular Call-ID, it should incorporate credentials for that realm in all subsequent
+/// requests that contain the same Call-ID"; dropping the proxy's credentials to answer the
+/// registrar's 401 (or the other way round) makes each challenge the other's again, and the
+/// request never gets through.
+pub fn put_credentials(headers: &mut Headers, header: Header) {
+    let name = header.name().clone();
+    let realm = realm_of(header.value()).map(Cow::into_owned);
+    let kept: Vec<Header> = headers
+        .get_all(&name)
+        .filter(|h| {
+            realm
+                .as_deref()
+                .is_none_or(|r| realm_of(h.value()).as_deref() != Some(r))
+        })
+        .map(|h| h.to_header())
+        .collect();
+    headers.remove(&name);
+    // Room for exactly these: a kept request (a call's INVITE) is not given a doubled list.
+    headers.reserve_exact(kept.len() + 1);
+    for h in kept {
+        headers.push(h);
+    }
+    headers.push(header);
 }
 
 impl Authenticator {
@@ -73,10 +111,10 @@ impl Authenticator {
             resp.headers.get_all(&challenge_name).map(|h| h.value()),
         )
         .map_err(AuthFailure::BadChallenge)?;
-        let sent = rejected
-            .headers
-            .get(&answer_name)
-            .and_then(|h| nonce_of(h.value()));
+        // RFC 3261 §22.2, §22.3: a challenge is a rejection of the credentials we sent for
+        // its realm; credentials for another realm (another proxy on the path, or the
+        // registrar behind it) are answered to, not a rejection.
+        let sent = nonce_for(&rejected.headers, &answer_name, &ch.realm);
         if let Some(nonce) = sent {
             let was_preemptive =
                 self.preemptive && self.last_challenge().is_some_and(|l| l.nonce == nonce);
@@ -88,7 +126,11 @@ impl Authenticator {
         let value = self
             .client
             .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
-        if answer_name == HeaderName::Authorization {
+        // Only the registrar's challenge is kept: `preemptive` answers it for REGISTER
+        // refreshes. A 401 to another request (a callee's, another realm: RFC 3261 §22.1,
+        // "The realm string alone defines the protection domain") is not the registrar's
+        // protection space and must not replace it.
+        if answer_name == HeaderName::Authorization && *method == Method::Register {
             self.last = Some(raw.into());
         }
         Ok(Header::new(answer_name, value))

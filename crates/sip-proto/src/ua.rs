@@ -2133,6 +2133,9 @@ impl UserAgent {
         owner: Owner,
     ) {
         let code = resp.status().unwrap_or(0);
+        if code >= 200 && self.register_overtaken(owner) {
+            return;
+        }
         // The reason phrase, copied only for a failure that reports it.
         let reason = || resp.reason().unwrap_or("").to_owned();
         match code {
@@ -2141,6 +2144,7 @@ impl UserAgent {
                 self.auth.succeeded();
                 if owner == Owner::Unregister {
                     self.reg_state = RegState::Unregistered;
+                    self.reg_refresh_at = None;
                     queues(&mut self.queues)
                         .events
                         .push_back(UaEvent::Unregistered { code });
@@ -2178,9 +2182,8 @@ impl UserAgent {
                     ));
                     let (via, branch) = self.new_via_branch_at(self.register_proxied());
                     retry.headers.set(Header::new(HeaderName::Via, via));
-                    retry.headers.remove(&HeaderName::Authorization);
-                    retry.headers.remove(&HeaderName::ProxyAuthorization);
-                    retry.headers.push(header);
+                    // RFC 3261 §22.3: the credentials of the other realms stay.
+                    crate::auth::put_credentials(&mut retry.headers, header);
                     let destination = self.register_destination();
                     self.start_client_branch(now, retry, branch, owner, destination);
                 }
@@ -2225,7 +2228,23 @@ impl UserAgent {
         )
     }
 
+    /// True when `owner` is a REGISTER (a refresh, or its retry) that an un-REGISTER sent
+    /// since has overtaken: its outcome changes nothing. A 200 would arm a refresh that
+    /// registers the phone again after it unregistered, and a challenge or a 423 answered
+    /// would send a REGISTER whose CSeq, higher than the un-REGISTER's, makes the binding
+    /// again at the registrar (RFC 3261 §10.3 step 7 applies the later one).
+    fn register_overtaken(&self, owner: Owner) -> bool {
+        owner == Owner::Register
+            && matches!(
+                self.reg_state,
+                RegState::Unregistering | RegState::Unregistered
+            )
+    }
+
     fn register_failed(&mut self, owner: Owner, code: u16, reason: String) {
+        if self.register_overtaken(owner) {
+            return;
+        }
         if owner == Owner::Unregister {
             self.reg_state = RegState::Unregistered;
             queues(&mut self.queues)
@@ -2242,13 +2261,17 @@ impl UserAgent {
 
     /// The lifetime the registrar granted: our Contact's `expires`, else Expires, else asked.
     fn granted_expires(&self, resp: &Message) -> u32 {
-        // Read in place: our Contact is `sip:user@local_host:local_port` (see `contact`); a
-        // contact is ours when user, host and port (5060 when absent) are the same.
+        // Read in place: our Contact is `sip:user@host:port` with the address the REGISTER
+        // wrote (`write_contact_at`: the outbound proxy connection's when it goes through
+        // it); a contact is ours when user, host and port (5060 when absent) are the same.
+        // RFC 3261 §10.2.4: the lifetime is that of the binding we asked for, not another
+        // flow's or another phone's.
+        let (host, port) = self.local_of(self.register_proxied());
         let is_ours = |u: &UriRef<'_>| {
             u.as_sip().is_some_and(|u| {
                 u.user == Some(&*self.user)
-                    && host_ref_is(&u.host, &self.local_host)
-                    && u.port.unwrap_or(5060) == self.local_port
+                    && host_ref_is(&u.host, host)
+                    && u.port.unwrap_or(5060) == port
             })
         };
         let from_contact = resp
@@ -3072,13 +3095,10 @@ impl UserAgent {
     /// RFC 3261 §22.2: the same INVITE with credentials, a new branch and the next CSeq.
     fn reinvite_with_auth(&mut self, now: Instant, id: CallId, header: Header) {
         self.send_invite_again(now, id, |invite| {
-            invite.headers.remove(&HeaderName::Authorization);
-            invite.headers.remove(&HeaderName::ProxyAuthorization);
-            // Room for exactly the credentials: the list was made to fit the first INVITE,
-            // and a doubled list (12 spare slots of 56 bytes) would be kept until the 2xx is
-            // ACKed.
-            invite.headers.reserve_exact(1);
-            invite.headers.push(header);
+            // RFC 3261 §22.3: the credentials of the other realms stay. Room for exactly
+            // the credentials: the list was made to fit the first INVITE, and a doubled list
+            // (12 spare slots of 56 bytes) would be kept until the 2xx is ACKed.
+            crate::auth::put_credentials(&mut invite.headers, header);
         });
     }
 

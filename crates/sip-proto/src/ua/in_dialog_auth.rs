@@ -119,9 +119,8 @@ impl UserAgent {
         req.headers
             .set(Header::new(HeaderName::CSeq, cseq_text(seq, &method)));
         req.headers.set(Header::new(HeaderName::Via, via));
-        req.headers.remove(&HeaderName::Authorization);
-        req.headers.remove(&HeaderName::ProxyAuthorization);
-        req.headers.push(header);
+        // RFC 3261 §22.3: the credentials of the other realms stay.
+        crate::auth::put_credentials(&mut req.headers, header);
         self.start_client_branch(now, req, branch, owner, dest);
         true
     }
