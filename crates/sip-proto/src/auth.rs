@@ -18,6 +18,24 @@ pub enum AuthFailure {
     /// The challenge could not be read or uses no supported algorithm.
     #[error("unusable challenge: {0}")]
     BadChallenge(sip_auth::AuthError),
+    /// The server answered `stale=true` to the nonce of its own last stale challenge, again
+    /// and again: a fresh nonce is not stale, so answering once more would loop forever.
+    #[error("stale=true to the nonce the server had just given, {STALE_RUN_LIMIT} times in a row")]
+    StaleLoop,
+}
+
+/// How many times in a row the server may call stale the nonce of its own last stale
+/// challenge before that is a failure ([`AuthFailure::StaleLoop`]); once may be a server
+/// whose clock stepped, or a nonce lifetime shorter than the round trip.
+const STALE_RUN_LIMIT: u8 = 2;
+
+/// A short fingerprint of a nonce (FNV-1a, 32 bits): to tell whether the credentials a
+/// stale challenge rejects carried the nonce of the previous stale challenge, without
+/// keeping the nonce.
+fn nonce_mark(nonce: &str) -> u32 {
+    nonce.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Per-agent digest state: the nonce counts, and the last challenge for reuse.
@@ -34,6 +52,11 @@ pub struct Authenticator {
     /// Credentials were last sent unprompted, with the nonce of `last`: a rejection of those
     /// is a fresh challenge, not a wrong password.
     preemptive: bool,
+    /// How many stale challenges in a row rejected the nonce of the stale challenge before
+    /// them ([`STALE_RUN_LIMIT`]).
+    stale_run: u8,
+    /// [`nonce_mark`] of the nonce of the last stale challenge answered (0: none).
+    stale_nonce: u32,
 }
 
 /// The nonce of the credentials among `headers` named `name` that are for `realm`.
@@ -120,6 +143,22 @@ impl Authenticator {
                 self.preemptive && self.last_challenge().is_some_and(|l| l.nonce == nonce);
             if !ch.stale && !was_preemptive {
                 return Err(AuthFailure::Rejected);
+            }
+            if ch.stale {
+                // RFC 7616 §3.3: stale means the nonce was valid but old, so the one the
+                // server has just given cannot be; a server that says it of each fresh one
+                // would have us answer forever.
+                if self.stale_nonce != 0 && nonce_mark(&nonce) == self.stale_nonce {
+                    self.stale_run += 1;
+                    if self.stale_run >= STALE_RUN_LIMIT {
+                        self.stale_run = 0;
+                        self.stale_nonce = 0;
+                        return Err(AuthFailure::StaleLoop);
+                    }
+                } else {
+                    self.stale_run = 0;
+                }
+                self.stale_nonce = nonce_mark(&ch.nonce);
             }
         }
         self.preemptive = false;

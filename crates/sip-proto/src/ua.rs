@@ -8701,6 +8701,48 @@ mod auth_tests {
     }
 
     #[test]
+    fn a_server_that_calls_each_fresh_nonce_stale_fails_the_registration_instead_of_looping() {
+        // Each REGISTER with credentials is answered 401 stale=true with a new nonce (RFC
+        // 7616 §3.3: stale means a valid but old nonce, which the one just given is not).
+        // The first stale is answered (an expired nonce), and once more; the next is a
+        // failure, not a REGISTER after REGISTER for ever.
+        let issuer = NonceIssuer::new(b"k", 3600);
+        let mut ua = UserAgent::new(config());
+        let now = Instant::now();
+        ua.register(now);
+        let mut registers = 0;
+        for round in 0..10 {
+            let Some(o) = ua.poll_transmit() else { break };
+            let req = Message::parse(&o.bytes).unwrap();
+            registers += 1;
+            let stale = req.headers.get(&HeaderName::Authorization).is_some();
+            let mut resp = Message::response_to(&req, 401, "Unauthorized", Some("srv"));
+            let ch = issuer.challenge(
+                "example.test",
+                sip_auth::Algorithm::Sha256,
+                stale,
+                1_000 + round,
+            );
+            resp.headers
+                .push(Header::new(HeaderName::WwwAuthenticate, ch));
+            ua.handle_message(now, resp, "127.0.0.1:5060".parse().unwrap());
+        }
+        assert_eq!(
+            registers, 4,
+            "REGISTER, its answer, and two answers to stale"
+        );
+        let ev: Vec<_> = std::iter::from_fn(|| ua.poll_event()).collect();
+        assert!(
+            matches!(
+                ev.last(),
+                Some(UaEvent::RegistrationFailed { code: 401, reason })
+                    if reason.contains("stale=true to the nonce the server had just given")
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
     fn the_invite_is_shared_by_the_call_and_its_transaction_and_changed_in_place_for_a_retry() {
         let server = Server {
             issuer: NonceIssuer::new(b"k", 3600),
