@@ -82,6 +82,13 @@ fn realm_of(value: &str) -> Option<Cow<'_, str>> {
 /// request never gets through.
 pub fn put_credentials(headers: &mut Headers, header: Header) {
     let name = header.name().clone();
+    if headers.get(&name).is_none() {
+        // Nearly always: the request had no credentials of this kind (the first challenge
+        // of its realm), so nothing is read. Room for exactly these.
+        headers.reserve_exact(1);
+        headers.push(header);
+        return;
+    }
     let realm = realm_of(header.value()).map(Cow::into_owned);
     let kept: Vec<Header> = headers
         .get_all(&name)
