@@ -32,7 +32,7 @@ pub struct Dialog {
     pub remote_target: Uri,
     /// The route set from Record-Route, in the order our requests must carry it; `None`
     /// when the peer's request or response had none (no allocation for it).
-    route_set: Option<Box<RouteSet>>,
+    route_set: Option<RouteSet>,
     /// Our last CSeq number.
     pub local_seq: u32,
     /// The peer's last CSeq number, once it sent a request.
@@ -228,11 +228,14 @@ fn side_noting(
 /// target refresh changes the remote target only, §12.2), so it is kept as the text each
 /// Route value is printed from, and the first entry's URI (the next hop, and whether it is
 /// a strict router) read once.
+/// Two blocks (the text and the URI), inline in the dialog in the room of the list of
+/// owned name-addrs it replaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RouteSet {
-    /// Each entry as our requests' Route values print it, in their order.
-    entries: Vec<Box<str>>,
-    /// The URI of `entries[0]`.
+    /// Each entry as our requests' Route values print it, in their order, one a line (a
+    /// header value read holds no line feed).
+    text: Box<str>,
+    /// The URI of the first entry.
     first: Arc<Uri>,
 }
 
@@ -240,15 +243,20 @@ impl RouteSet {
     /// The route set of these entries' texts (each a name-addr), in this order; `None` when
     /// there is none or the first does not read.
     #[cfg(test)]
-    fn of(entries: Vec<Box<str>>) -> Option<Box<Self>> {
+    fn of(entries: &[&str]) -> Option<Self> {
         let first = sip_msg::typed::NameAddrRef::parse(entries.first()?)
             .ok()?
             .uri
             .into_owned();
-        Some(Box::new(Self {
-            entries,
+        Some(Self {
+            text: entries.join("\n").into_boxed_str(),
             first: Arc::new(first),
-        }))
+        })
+    }
+
+    /// The entries, in the order our requests carry them.
+    fn entries(&self) -> std::str::Split<'_, char> {
+        self.text.split('\n')
     }
 
     /// The first route is a strict router (its URI has no `lr`, RFC 3261 §16.12.1.2).
@@ -264,14 +272,31 @@ impl RouteSet {
 /// it back; another form (a display name, which the typed print re-quotes; a bare
 /// addr-spec, whose parameters would be the header's once printed without `<>`) as the
 /// typed print gives it.
-fn record_routes(msg: &Message, reversed: bool) -> Option<Box<RouteSet>> {
-    // Room for one entry per Record-Route line (the usual one entry a line); a dialog keeps
-    // its route set for its whole life.
-    let lines = msg.headers.get_all(&HeaderName::RecordRoute).count();
+fn record_routes(msg: &Message, reversed: bool) -> Option<RouteSet> {
+    // Room for the lines' values and a line feed between two: exactly the text for the
+    // usual one entry a line, so that it is kept without a copy into a smaller block (the
+    // entries as received fit in it, each line feed in a line replacing at least a comma).
+    let (room, lines) = (msg.headers.get_all(&HeaderName::RecordRoute))
+        .fold((0, 0), |(room, lines), h| (room + h.value().len(), lines + 1));
     if lines == 0 {
         return None;
     }
-    let mut entries: Vec<Box<str>> = Vec::with_capacity(lines);
+    let room = room + lines - 1;
+    let mut entries = String::with_capacity(room);
+    // Reversed (the UAC's), each entry goes in front of those before it.
+    let mut put = |entry: &str| {
+        if reversed {
+            if !entries.is_empty() {
+                entries.insert(0, '\n');
+            }
+            entries.insert_str(0, entry);
+        } else {
+            if !entries.is_empty() {
+                entries.push('\n');
+            }
+            entries.push_str(entry);
+        }
+    };
     // The URI our requests' route set starts with: the first entry read, or the last
     // (reversed); made owned once, at the end (or already owned for a typed entry).
     let mut first: Option<Result<UriRef<'_>, Uri>> = None;
@@ -280,32 +305,27 @@ fn record_routes(msg: &Message, reversed: bool) -> Option<Box<RouteSet>> {
             continue;
         };
         if text.starts_with('<') {
-            entries.push(text.into());
+            put(text);
             if first.is_none() || reversed {
                 first = Some(Ok(entry.uri));
             }
         } else {
             let owned = entry.into_owned();
-            entries.push(text_of(&owned, text.len() + 4).into_boxed_str());
+            put(&text_of(&owned, text.len() + 4));
             if first.is_none() || reversed {
                 first = Some(Err(owned.uri));
             }
         }
     }
-    if entries.capacity() > entries.len() {
-        // Several entries on one line (or a line that did not read): the exact room.
-        entries.shrink_to_fit();
-    }
-    if reversed {
-        entries.reverse();
-    }
-    Some(Box::new(RouteSet {
-        entries,
-        first: Arc::new(match first? {
-            Ok(read) => read.into_owned(),
-            Err(owned) => owned,
-        }),
-    }))
+    let first = match first? {
+        Ok(read) => read.into_owned(),
+        Err(owned) => owned,
+    };
+    Some(RouteSet {
+        // Exact room (a line that did not read, or spaces after commas, leave some over).
+        text: entries.into_boxed_str(),
+        first: Arc::new(first),
+    })
 }
 
 impl Dialog {
@@ -472,9 +492,9 @@ impl Dialog {
     }
 
     /// The route set's entries as our requests' Route values print them, in their order
-    /// (empty without a route set).
-    pub fn route_set(&self) -> &[Box<str>] {
-        self.route_set.as_ref().map_or(&[], |r| &r.entries)
+    /// (none without a route set).
+    pub fn route_set(&self) -> impl Iterator<Item = &str> {
+        self.route_set.iter().flat_map(RouteSet::entries)
     }
 
     /// A new in-dialog request (§12.2.1.1) with the next CSeq (ACK and CANCEL reuse the
@@ -521,13 +541,12 @@ impl Dialog {
                 self.local_seq
             }
         };
-        let routes = self.route_set.as_deref();
+        let routes = self.route_set.as_ref();
         let strict = routes.is_some_and(RouteSet::strict);
         let uri = match routes {
             Some(r) if strict => (*r.first).clone(),
             _ => self.remote_target.clone(),
         };
-        let entries = routes.map_or(&[][..], |r| &r.entries);
         // The kept texts and the route set are written into the builder's one string: one
         // allocation for all of them, not a `String` per value.
         let mut b = via(RequestBuilder::new(method, uri).reserve_text(
@@ -535,18 +554,12 @@ impl Dialog {
                 + self.local_uri.len()
                 + self.remote_uri.len()
                 + self.id.call_id.len()
-                + entries.iter().map(|r| r.len()).sum::<usize>(),
+                + routes.map_or(0, |r| r.text.len()),
         ));
-        // Written straight from the route set's texts (no copy of them).
-        let (entries, last) = if strict {
-            (
-                entries.get(1..).unwrap_or_default(),
-                Some(NameAddr::new(self.remote_target.clone())),
-            )
-        } else {
-            (entries, None)
-        };
-        for r in entries {
+        // Written straight from the route set's text (no copy of it); a strict first route
+        // is the Request-URI instead, and the remote target goes last.
+        let last = strict.then(|| NameAddr::new(self.remote_target.clone()));
+        for r in self.route_set().skip(usize::from(strict)) {
             b = b.route_with(|s| s.push_str(r));
         }
         if let Some(last) = last {
@@ -752,12 +765,12 @@ Contact: {contact}\r\n{rr}Content-Length: 0\r\n\r\n"
                 .map(|r| r.unwrap().0)
                 .collect();
             // Each kept text reads as the typed entry; `<uri>;params` is kept as received.
-            let kept: Vec<NameAddr> = (d.route_set().iter())
+            let kept: Vec<NameAddr> = (d.route_set())
                 .map(|r| NameAddr::parse(r).unwrap())
                 .collect();
             assert_eq!(kept, routes, "{rr}");
-            for r in d.route_set().iter().filter(|r| r.starts_with('<')) {
-                assert!(rr.contains(&**r), "{r} is not as received in {rr}");
+            for r in d.route_set().filter(|r| r.starts_with('<')) {
+                assert!(rr.contains(r), "{r} is not as received in {rr}");
             }
             assert_eq!(
                 d.route_set.as_ref().map(|r| (*r.first).clone()),
@@ -794,9 +807,21 @@ From: <sip:alice@a.example>;tag=ft\r\nTo: <sip:bob@b.example>\r\nCall-ID: c1\r\n
 Contact: <sip:alice@192.0.2.1>\r\n{rr}Content-Length: 0\r\n\r\n"
             ).as_bytes())
             .unwrap();
-            let room = |d: &Dialog| d.route_set.as_ref().map_or(0, |r| r.entries.capacity());
+            // One text, no room over: the entries and a line feed between two.
+            let room = |d: &Dialog| {
+                let entries: Vec<&str> = d.route_set().collect();
+                assert_eq!(
+                    d.route_set.as_ref().map_or(0, |r| r.text.len()),
+                    entries
+                        .iter()
+                        .map(|e| e.len() + 1)
+                        .sum::<usize>()
+                        .saturating_sub(1)
+                );
+                entries.len()
+            };
             let uas = Dialog::from_uas(&req, "lt").unwrap();
-            assert_eq!(uas.route_set().len(), n, "{rr}");
+            assert_eq!(uas.route_set().count(), n, "{rr}");
             assert_eq!(room(&uas), n, "{rr}");
             let resp = Message::parse(format!(
                 "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\r\n\
@@ -805,12 +830,12 @@ Contact: <sip:bob@192.0.2.2>\r\n{rr}Content-Length: 0\r\n\r\n"
             ).as_bytes())
             .unwrap();
             let uac = Dialog::from_uac(&req, &resp).unwrap();
-            assert_eq!(uac.route_set().len(), n, "{rr}");
+            assert_eq!(uac.route_set().count(), n, "{rr}");
             assert_eq!(room(&uac), n, "{rr}");
             // The UAC's is the UAS's reversed (§12.1.2), its first URI the UAS's last.
-            let mut reversed = uas.route_set().to_vec();
+            let mut reversed: Vec<&str> = uas.route_set().collect();
             reversed.reverse();
-            assert_eq!(uac.route_set(), reversed, "{rr}");
+            assert_eq!(uac.route_set().collect::<Vec<_>>(), reversed, "{rr}");
             if n > 0 {
                 let last = NameAddr::parse(uas.route_set().last().unwrap())
                     .unwrap()
@@ -855,7 +880,7 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r
             .call_id(d.id.call_id.clone())
             .cseq(d.local_seq + 1);
             if strict {
-                for r in &d.route_set()[1..] {
+                for r in d.route_set().skip(1) {
                     owned = owned.route(NameAddr::parse(r).unwrap());
                 }
                 owned = owned.route(NameAddr::new(d.remote_target.clone()));
@@ -882,7 +907,7 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@192.0.2.1:5070>\r\n{rr}Content-Length: 0\r
             assert!(d.remote_uri.ends_with("<sip:alice@a.example>;tag=ft"));
             assert_eq!(
                 got.headers.get_all(&HeaderName::Route).count(),
-                d.route_set().len(),
+                d.route_set().count(),
                 "{rr}"
             );
             if strict {
@@ -917,7 +942,7 @@ Contact: <sip:alice@192.0.2.1:5070>\r\nContent-Length: 0\r\n\r\n";
         assert!(!Arc::ptr_eq(&first, &moved));
         assert_eq!(moved.to_string(), "sip:alice@192.0.2.2:5072");
         // A route set set by hand: its first entry is the next hop.
-        d.route_set = RouteSet::of(vec!["<sip:p1.example;lr>".into()]);
+        d.route_set = RouteSet::of(&["<sip:p1.example;lr>"]);
         let routed = d.next_hop_shared();
         assert_eq!(routed.to_string(), "sip:p1.example;lr");
         assert_eq!(*routed, d.next_hop());
