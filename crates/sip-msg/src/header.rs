@@ -74,8 +74,9 @@ macro_rules! header_names {
 }
 
 // RFC 3261 §7.3.3 and §20; compact forms from RFC 3261, RFC 3515 (r), RFC 3892 (b),
-// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d); Replaces (RFC 3891) has none. `from_name` tries the names in this order:
-// the headers of every request and response come first.
+// RFC 3265 (o, u), RFC 4028 (x), RFC 3841 (j, d); Replaces (RFC 3891) and Service-Route
+// (RFC 3608) have none. `from_name` tries the names in this order: the headers of every
+// request and response come first.
 header_names! {
     Via => "Via", "v";
     From => "From", "f";
@@ -136,6 +137,7 @@ header_names! {
     Unsupported => "Unsupported";
     Warning => "Warning";
     AcceptContact => "Accept-Contact", "a";
+    ServiceRoute => "Service-Route";
 }
 
 impl HeaderName {

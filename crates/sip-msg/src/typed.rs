@@ -284,6 +284,11 @@ name_addr_header!(
     RecordRoute, RecordRouteRef, RecordRoute, true
 );
 name_addr_header!(
+    /// One `Service-Route` entry (RFC 3608: the route a registrar's 2xx to a REGISTER gives
+    /// for the requests the UA sends outside a dialog).
+    ServiceRoute, ServiceRouteRef, ServiceRoute, true
+);
+name_addr_header!(
     /// The `Refer-To` header (RFC 3515).
     ReferTo, ReferToRef, ReferTo, false
 );

@@ -106,6 +106,10 @@ pub struct KamailioConfig {
     /// at `forward_to`: REGISTER goes on to it with a Path naming this flow (`add_path`, `ob`),
     /// and requests coming back from it along that Path are loose-routed to the phone's flow.
     pub edge: bool,
+    /// RFC 3608: the 200 to a REGISTER carries `Service-Route: <this value>` (the registrar
+    /// appends it with `append_to_reply` before `save`). `@PORT@` and `@IP@` in it are
+    /// Kamailio's SIP port and address.
+    pub service_route: Option<String>,
 }
 
 /// Kamailio's RFC 5626 settings ([`KamailioConfig::outbound`]).
@@ -149,6 +153,7 @@ impl Default for KamailioConfig {
             shm_mb: 64,
             outbound: None,
             edge: false,
+            service_route: None,
         }
     }
 }
@@ -276,6 +281,22 @@ impl Kamailio {
             }
             _ => (String::new(), "\t\troute(REGISTRAR);".to_owned()),
         };
+        let service_route = match &config.service_route {
+            // Nothing Kamailio's script would read as a quote, an escape or a variable.
+            Some(v)
+                if v.bytes()
+                    .all(|b| (b.is_ascii_graphic() || b == b' ') && !b"\"\\$".contains(&b)) =>
+            {
+                format!("\tappend_to_reply(\"Service-Route: {v}\\r\\n\");\n")
+            }
+            Some(v) => {
+                return Err(PeerError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("service_route {v:?} is not a plain header value"),
+                )));
+            }
+            None => String::new(),
+        };
         let (dialog_module, channel_limit) = match config.max_calls {
             Some(n) => (
                 "loadmodule \"dialog.so\"\nmodparam(\"dialog\", \"profiles_no_value\", \"calls\")\n"
@@ -345,6 +366,7 @@ impl Kamailio {
             )
             .replace("@EDGE_ROUTE@", &edge_route)
             .replace("@REGISTER@", &register)
+            .replace("@SERVICE_ROUTE@", &service_route)
             .replace("@CHANNEL_LIMIT@", &channel_limit)
             .replace("@LOCATION@", &location)
             .replace("@TLS_CORE@", &tls_core)
