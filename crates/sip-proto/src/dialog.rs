@@ -277,7 +277,9 @@ fn record_routes(msg: &Message, reversed: bool) -> Option<RouteSet> {
     // usual one entry a line, so that it is kept without a copy into a smaller block (the
     // entries as received fit in it, each line feed in a line replacing at least a comma).
     let (room, lines) = (msg.headers.get_all(&HeaderName::RecordRoute))
-        .fold((0, 0), |(room, lines), h| (room + h.value().len(), lines + 1));
+        .fold((0, 0), |(room, lines), h| {
+            (room + h.value().len(), lines + 1)
+        });
     if lines == 0 {
         return None;
     }
