@@ -1,0 +1,117 @@
+//! Review 13: the registrar (RFC 3261 §10.3, RFC 3327) and the stateless proxy (RFC 3261
+//! §16, RFC 3581) against the RFC text. One process, no sockets, no clock (a fixed `Instant`
+//! moved by hand).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use registrar::{AuthMode, Registrar, RegistrarConfig};
+use sip_msg::{HeaderName, Host, Message};
+
+const NOW_UNIX: u64 = 1_900_000_000;
+
+fn registrar() -> Registrar {
+    Registrar::new(RegistrarConfig {
+        domain: "sipmeter.test".into(),
+        host: Host::parse("127.0.0.1").unwrap(),
+        port: 5060,
+        transport: "UDP".into(),
+        auth: AuthMode::Open,
+        secret: b"review13 secret".to_vec(),
+        min_expires: 60,
+        max_expires: 3600,
+    })
+}
+
+fn alice() -> SocketAddr {
+    "192.0.2.7:5070".parse().unwrap()
+}
+
+fn bob() -> SocketAddr {
+    "192.0.2.8:5080".parse().unwrap()
+}
+
+/// The messages the registrar sends for `raw` (from `source`, at `now`), with where each went.
+fn handle(
+    reg: &mut Registrar,
+    now: Instant,
+    raw: &str,
+    source: SocketAddr,
+) -> Vec<(SocketAddr, Message)> {
+    let msg = Message::parse(raw.as_bytes()).expect("the test's message parses");
+    reg.handle_message(now, NOW_UNIX, msg, source);
+    std::iter::from_fn(|| reg.poll_transmit())
+        .map(|(to, b)| {
+            let m = Message::parse(&b).unwrap_or_else(|e| {
+                panic!(
+                    "the registrar's output parses ({e:?}):\n{}",
+                    String::from_utf8_lossy(&b)
+                )
+            });
+            (to, m)
+        })
+        .collect()
+}
+
+/// A REGISTER of `user` from `src` with this Call-ID and CSeq; `more` are extra header lines
+/// (each ending in CRLF), Contact lines included.
+fn register(user: &str, src: SocketAddr, call_id: &str, cseq: u32, more: &str) -> String {
+    format!(
+        "REGISTER sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP {src};branch=z9hG4bKr{call_id}{cseq}\r\n\
+From: <sip:{user}@sipmeter.test>;tag=f{cseq}\r\nTo: <sip:{user}@sipmeter.test>\r\nCall-ID: {call_id}\r\n\
+CSeq: {cseq} REGISTER\r\n{more}Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn values(m: &Message, name: &HeaderName) -> Vec<String> {
+    m.headers
+        .get_all(name)
+        .map(|h| h.value().to_owned())
+        .collect()
+}
+
+fn invite(user: &str, branch: &str, more: &str) -> String {
+    format!(
+        "INVITE sip:{user}@sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bK{branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:{user}@sipmeter.test>\r\n\
+Call-ID: inv-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.7:5070>\r\n{more}Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// RFC 3261 §10.3 step 8: the 200 lists the *current* bindings, each with the interval left.
+/// A binding whose time has passed, before the driver's next `handle_timeout`, is not one:
+/// it is neither listed (as `expires=0`, which reads as removed) nor used as a target; a
+/// binding with less than a second left is listed with `expires=1`, not 0.
+#[test]
+fn a_lapsed_binding_is_neither_listed_nor_reached_before_the_timer_runs() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let a = "Contact: <sip:bob@192.0.2.8:5080>;expires=60\r\n";
+    let got = handle(&mut reg, t0, &register("bob", bob(), "c1", 1, a), bob());
+    assert_eq!(got[0].1.status(), Some(200));
+    // 59.5 s later: half a second left.
+    let t1 = t0 + Duration::from_millis(59_500);
+    let b = "Contact: <sip:bob@192.0.2.8:5081>;expires=600\r\n";
+    let got = handle(&mut reg, t1, &register("bob", bob(), "c2", 1, b), bob());
+    let listed = values(&got[0].1, &HeaderName::Contact);
+    assert!(
+        listed.contains(&"<sip:bob@192.0.2.8:5080>;expires=1".to_owned()),
+        "half a second left is listed as 1: {listed:?}"
+    );
+    // 61 s after t0 the first binding has lapsed; no handle_timeout ran.
+    let t2 = t0 + Duration::from_secs(61);
+    let got = handle(&mut reg, t2, &register("bob", bob(), "c3", 1, ""), bob());
+    let listed = values(&got[0].1, &HeaderName::Contact);
+    assert_eq!(
+        listed,
+        ["<sip:bob@192.0.2.8:5081>;expires=599"],
+        "only the current binding"
+    );
+    // Carol's only binding lapsed: an INVITE to her gets 480, not forwarded to the contact.
+    let c = "Contact: <sip:carol@192.0.2.9:5090>\r\nExpires: 60\r\n";
+    let carol: SocketAddr = "192.0.2.9:5090".parse().unwrap();
+    handle(&mut reg, t0, &register("carol", carol, "c4", 1, c), carol);
+    let got = handle(&mut reg, t2, &invite("carol", "i1", ""), alice());
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, got[0].1.status()), (alice(), Some(480)));
+}
