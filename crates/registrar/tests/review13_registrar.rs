@@ -115,3 +115,26 @@ fn a_lapsed_binding_is_neither_listed_nor_reached_before_the_timer_runs() {
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].0, got[0].1.status()), (alice(), Some(480)));
 }
+
+/// RFC 3261 §10.3: "Registrars MUST NOT include a Record-Route header field in any response
+/// to a REGISTER request." A REGISTER that passed a proxy treating REGISTER as an unknown
+/// method may carry one; the 200 (and the 200 to OPTIONS, which creates no dialog) must not
+/// copy it.
+#[test]
+fn no_record_route_in_the_answer_to_a_register() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let more = "Record-Route: <sip:192.0.2.50;lr>\r\nContact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\n";
+    let got = handle(&mut reg, t0, &register("bob", bob(), "rr", 1, more), bob());
+    assert_eq!(got[0].1.status(), Some(200));
+    assert!(
+        values(&got[0].1, &HeaderName::RecordRoute).is_empty(),
+        "no Record-Route in the 200"
+    );
+    let opts = "OPTIONS sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKo1\r\n\
+Record-Route: <sip:192.0.2.50;lr>\r\nFrom: <sip:alice@sipmeter.test>;tag=o1\r\nTo: <sip:sipmeter.test>\r\n\
+Call-ID: opt1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let got = handle(&mut reg, t0, opts, alice());
+    assert_eq!(got[0].1.status(), Some(200));
+    assert!(values(&got[0].1, &HeaderName::RecordRoute).is_empty());
+}
