@@ -941,6 +941,26 @@ impl Registrar {
         reason: &str,
         extra: &[Header],
     ) {
+        // RFC 3261 §10.3: "Registrars MUST NOT include a Record-Route header field in any
+        // response to a REGISTER request" (one may come through a proxy that took REGISTER for
+        // an unknown method). `write_response` copies Record-Route into every 101–299 (right
+        // for a UAS's dialog-creating responses, §12.1.1); the registrar's own 2xx answer
+        // REGISTER and OPTIONS, which create no dialog, so it is left out of them. Rare: the
+        // copy is made only when the request has one.
+        let stripped;
+        let req =
+            if (101..300).contains(&code) && req.headers.get(&HeaderName::RecordRoute).is_some() {
+                let mut copy = req.clone();
+                while copy
+                    .headers
+                    .remove_first(&HeaderName::RecordRoute)
+                    .is_some()
+                {}
+                stripped = copy;
+                &stripped
+            } else {
+                req
+            };
         // Printed straight from the request's lines into the bytes to send (the same bytes as
         // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
         let Scratch {
