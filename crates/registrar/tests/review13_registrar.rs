@@ -138,3 +138,28 @@ Call-ID: opt1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(got[0].1.status(), Some(200));
     assert!(values(&got[0].1, &HeaderName::RecordRoute).is_empty());
 }
+
+/// RFC 3327 §5.3: the registrar stores the Path and, when the UA said it supports Path,
+/// returns the Path it stored in the 200, in the order received.
+#[test]
+fn the_path_is_returned_in_the_200() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let edge: SocketAddr = "192.0.2.60:5060".parse().unwrap();
+    let raw = "REGISTER sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.60:5060;branch=z9hG4bKe1\r\n\
+Via: SIP/2.0/UDP 192.0.2.8:5080;branch=z9hG4bKp1\r\nPath: <sip:192.0.2.60:5060;lr>\r\nPath: <sip:192.0.2.61;lr>\r\n\
+Supported: path\r\nFrom: <sip:bob@sipmeter.test>;tag=p1\r\nTo: <sip:bob@sipmeter.test>\r\nCall-ID: path1\r\n\
+CSeq: 1 REGISTER\r\nContact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    let got = handle(&mut reg, t0, raw, edge);
+    assert_eq!(got[0].1.status(), Some(200));
+    let path: Vec<String> = got[0]
+        .1
+        .headers
+        .typed_all::<sip_msg::typed::Route>()
+        .into_iter()
+        .map(|r| r.unwrap().to_string())
+        .collect();
+    assert!(path.is_empty(), "Path is not printed as Route");
+    let path = values(&got[0].1, &HeaderName::Path).join(", ");
+    assert_eq!(path, "<sip:192.0.2.60:5060;lr>, <sip:192.0.2.61;lr>");
+}
