@@ -138,11 +138,7 @@ enum OutboundAsk {
 /// `+sip.instance`), and how it came; `None` when not asked (a `reg-id` without an instance,
 /// or without the option tag, is ignored, as the binding ignores it).
 fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
-    let supported = req
-        .headers
-        .get_all(&HeaderName::Supported)
-        .flat_map(|h| h.value().split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
+    let supported = supports(req, "outbound");
     let reg_id = contacts.iter().any(|c| {
         matches!(c, Contact::Addr(a)
             if a.params.get("reg-id").flatten().is_some()
@@ -174,6 +170,14 @@ fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
         (true, _) => OutboundAsk::FirstHopLacksOutbound,
         (false, _) => OutboundAsk::Grant(OutboundVia::Direct),
     })
+}
+
+/// True when the request's Supported names the option tag `tag` (any case).
+fn supports(req: &Message, tag: &str) -> bool {
+    req.headers
+        .get_all(&HeaderName::Supported)
+        .flat_map(|h| h.value().split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
 }
 
 /// The option tags of every `name` header (Require, Proxy-Require) that are not in `known`
@@ -1141,6 +1145,13 @@ impl Registrar {
             None => None,
         };
         let path = path_of(req);
+        // RFC 3327 §5.3: the registrar returns the Path it stored, in the 200, to a UA that
+        // said it supports Path (`path` in Supported; Kamailio's `path_mode` "lazy" reading:
+        // a UA that did not say so gets none, as before).
+        let path_back = path
+            .as_ref()
+            .filter(|_| supports(req, "path"))
+            .map(|p| Header::new(HeaderName::Path, p.to_string()));
         // Over a connection, a flow that can close (`handle_flow_closed`).
         let on_stream = !self
             .ifaces
@@ -1214,6 +1225,7 @@ impl Registrar {
         if order == Order::Same {
             let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
             let mut extra = listed_contacts(list, now);
+            extra.extend(path_back);
             extra.extend(self.outbound_headers(outbound, source));
             self.stats.registered += 1;
             self.respond(req, top, source, 200, "OK", &extra);
@@ -1314,6 +1326,7 @@ impl Registrar {
             list.shrink_to_fit();
         }
         let mut extra = listed_contacts(list, now);
+        extra.extend(path_back);
         extra.extend(self.outbound_headers(outbound, source));
         for key in unbound {
             self.reindex(key);
