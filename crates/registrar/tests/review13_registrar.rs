@@ -163,3 +163,32 @@ CSeq: 1 REGISTER\r\nContact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\nContent
     let path = values(&got[0].1, &HeaderName::Path).join(", ");
     assert_eq!(path, "<sip:192.0.2.60:5060;lr>, <sip:192.0.2.61;lr>");
 }
+
+/// RFC 3261 §16.4: "If the Request-URI contains a value this proxy previously placed into a
+/// Record-Route header field ..., the proxy MUST replace the Request-URI in the request with
+/// the last value from the Route header field, and remove that value from the Route header
+/// field." (A strict router before us.)
+#[test]
+fn a_request_uri_naming_our_record_route_takes_the_last_route() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let raw = "BYE sip:127.0.0.1:5060;lr SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKs1\r\n\
+Max-Forwards: 70\r\nRoute: <sip:192.0.2.30;lr>, <sip:bob@192.0.2.8:5080>\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\n\
+To: <sip:bob@sipmeter.test>;tag=b1\r\nCall-ID: strict1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let got = handle(&mut reg, t0, raw, alice());
+    assert_eq!(got.len(), 1);
+    let (to, m) = &got[0];
+    assert!(m.is_request(), "forwarded: {m:?}");
+    assert_eq!(
+        m.request_uri().unwrap().to_string(),
+        "sip:bob@192.0.2.8:5080"
+    );
+    let routes: Vec<String> = m
+        .headers
+        .typed_all::<sip_msg::typed::Route>()
+        .into_iter()
+        .map(|r| r.unwrap().to_string())
+        .collect();
+    assert_eq!(routes, ["<sip:192.0.2.30;lr>"]);
+    assert_eq!(*to, "192.0.2.30:5060".parse::<SocketAddr>().unwrap());
+}
