@@ -1036,6 +1036,32 @@ impl Registrar {
         }
     }
 
+    /// True when the Request-URI is a URI we record-route with: no user, the address and
+    /// port of one of our interfaces (RFC 3261 §16.4, a strict router's Request-URI).
+    fn request_uri_is_ours(&self, req: &Message) -> bool {
+        let at = |user: bool, host: &HostRef<'_>, port: Option<u16>| {
+            !user && self.ifaces.0.iter().any(|i| i.is_at(host, port))
+        };
+        match req.request_uri_in_place() {
+            Some(u) => u
+                .as_sip()
+                .is_some_and(|u| at(u.user.is_some(), &u.host, u.port)),
+            // Set by us (not as received): compared as owned.
+            None => req.request_uri().is_some_and(|u| {
+                u.as_sip().is_some_and(|u| {
+                    u.user.is_none()
+                        && self.ifaces.0.iter().any(|i| {
+                            let host = match (&u.host, &i.config.host) {
+                                (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+                                (a, b) => a == b,
+                            };
+                            host && u.port.unwrap_or(5060) == i.config.port
+                        })
+                })
+            }),
+        }
+    }
+
     /// True when the Request-URI names us, not a user.
     fn is_for_us(&self, req: &Message) -> bool {
         req.request_uri()
@@ -1402,6 +1428,15 @@ impl Registrar {
                 None => forwards.to_string().into(),
             };
 
+        // §16.4: "If the Request-URI contains a value this proxy previously placed into a
+        // Record-Route header field ..., the proxy MUST replace the Request-URI in the request
+        // with the last value from the Route header field, and remove that value from the
+        // Route header field": a strict router before us (RFC 2543 style) put our
+        // Record-Route URI (an interface's address and port, no user) there. Rare: the Route
+        // lines are rewritten then.
+        if req.headers.get(&HeaderName::Route).is_some() && self.request_uri_is_ours(&req) {
+            take_last_route_as_request_uri(&mut req);
+        }
         // §16.4: remove our own Route entry (loose routing) from the top: one naming the
         // address and port of one of our interfaces, or our domain (the domain this registrar
         // is responsible for, in any case) with no port or one of ours. With several
@@ -2145,6 +2180,35 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(msg.body());
+}
+
+/// RFC 3261 §16.4 for a request a strict router sent us: the last Route value becomes the
+/// Request-URI and leaves the Route (the values left are written on one Route line, where
+/// the first was). A last value that is not a readable name-addr changes nothing.
+fn take_last_route_as_request_uri(req: &mut Message) {
+    let mut values: Vec<String> = Vec::new();
+    for h in req.headers.get_all(&HeaderName::Route) {
+        let v = h.value();
+        let mut start = 0;
+        for at in top_commas(v).chain([v.len()]) {
+            values.push(trim_fast(&v[start..at]).to_owned());
+            start = at + 1;
+        }
+    }
+    let Some(last) = values.pop() else { return };
+    let Ok(route) = <RouteRef as sip_msg::HeaderView>::parse(&last) else {
+        return;
+    };
+    let uri = route.uri.into_owned();
+    let Some(at) = req.headers.position(&HeaderName::Route) else {
+        return;
+    };
+    req.headers.remove(&HeaderName::Route);
+    if !values.is_empty() {
+        req.headers
+            .insert(at, Header::new(HeaderName::Route, values.join(", ")));
+    }
+    req.set_request_uri(uri);
 }
 
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
