@@ -2136,8 +2136,10 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     }
     let (mut via_left, mut routes_left, mut forwards_left) =
         (head.drop_top_via, head.pop_routes, head.max_forwards);
+    let mut has_length = false;
     for h in msg.headers.iter() {
         let name = h.name();
+        has_length |= *name == HeaderName::ContentLength;
         if via_left && *name == HeaderName::Via {
             // The first value goes; the rest of its line stays.
             via_left = false;
@@ -2177,6 +2179,15 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     }
     if let Some(v) = forwards_left {
         line(out, &HeaderName::MaxForwards, v);
+    }
+    if !has_length {
+        // RFC 3261 §18.3, §20.14: a message on a stream MUST carry Content-Length, and one
+        // that came as a datagram without it may leave on a connection (another interface,
+        // or a binding's flow). Its body is the rest of the datagram.
+        out.extend_from_slice(b"Content-Length: ");
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(sip_msg::decimal(msg.body().len() as u64, &mut digits).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(msg.body());

@@ -209,7 +209,12 @@ fn a_request_forwarded_onto_a_stream_carries_content_length() {
     let raw = "REGISTER sip:sipmeter.test SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.8:40000;branch=z9hG4bKt1\r\n\
 From: <sip:bob@sipmeter.test>;tag=t1\r\nTo: <sip:bob@sipmeter.test>\r\nCall-ID: tcp1\r\nCSeq: 1 REGISTER\r\n\
 Contact: <sip:bob@192.0.2.8:40000;transport=tcp>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
-    reg.handle_message_on(t0, NOW_UNIX, Message::parse(raw.as_bytes()).unwrap(), bob_tcp);
+    reg.handle_message_on(
+        t0,
+        NOW_UNIX,
+        Message::parse(raw.as_bytes()).unwrap(),
+        bob_tcp,
+    );
     while reg.poll_transmit_flow().is_some() {}
     let body = "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
     let raw = format!(
@@ -217,12 +222,19 @@ Contact: <sip:bob@192.0.2.8:40000;transport=tcp>\r\nExpires: 600\r\nContent-Leng
 Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>\r\n\
 Call-ID: nocl\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.7:5070>\r\nContent-Type: application/sdp\r\n\r\n{body}"
     );
-    reg.handle_message(t0, NOW_UNIX, Message::parse(raw.as_bytes()).unwrap(), alice());
+    reg.handle_message(
+        t0,
+        NOW_UNIX,
+        Message::parse(raw.as_bytes()).unwrap(),
+        alice(),
+    );
     let (flow, bytes) = reg.poll_transmit_flow().expect("forwarded");
     assert_eq!(flow, bob_tcp);
     let m = Message::parse(&bytes).unwrap();
     assert_eq!(
-        m.headers.typed::<sip_msg::typed::ContentLength>().map(|c| c.unwrap().0),
+        m.headers
+            .typed::<sip_msg::typed::ContentLength>()
+            .map(|c| c.unwrap().0),
         Some(body.len() as u32),
         "{}",
         String::from_utf8_lossy(&bytes)
