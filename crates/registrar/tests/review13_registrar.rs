@@ -240,3 +240,20 @@ Call-ID: nocl\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.7:5070>\r\nConten
         String::from_utf8_lossy(&bytes)
     );
 }
+
+/// RFC 3261 §16.3 step 2 / §8.2.2.1: a Request-URI whose scheme the proxy does not
+/// understand SHOULD get 416 (Unsupported URI Scheme), not 404.
+#[test]
+fn an_unknown_request_uri_scheme_gets_416() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    for uri in ["mailto:bob@sipmeter.test", "http://sipmeter.test/bob"] {
+        let raw = format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKu1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>\r\n\
+Call-ID: scheme1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let got = handle(&mut reg, t0, &raw, alice());
+        assert_eq!(got[0].1.status(), Some(416), "{uri}");
+    }
+}
