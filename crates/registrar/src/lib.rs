@@ -1023,6 +1023,22 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
+        // RFC 3261 §16.3 step 2 (§8.2.2.1 for the registrar as a UAS): "If the Request-URI
+        // has a URI whose scheme is not understood by the proxy, the proxy SHOULD reject the
+        // request with a 416 (Unsupported URI Scheme) response." We read sip:, sips: and
+        // tel: (a tel: number names no binding here: 404, as before). An ACK is not answered.
+        let unknown_scheme = match req.request_uri_in_place() {
+            Some(u) => matches!(u, sip_msg::UriRef::Other { .. }),
+            None => req
+                .request_uri()
+                .is_some_and(|u| matches!(&*u, Uri::Other { .. })),
+        };
+        if unknown_scheme {
+            if method != Method::Ack {
+                self.respond(&req, top, source, 416, "Unsupported URI Scheme", &[]);
+            }
+            return;
+        }
         match method {
             Method::Register => self.register(now, now_unix, &req, top, cseq.seq, source),
             Method::Options if self.is_for_us(&req) => {
