@@ -257,3 +257,21 @@ Call-ID: scheme1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(got[0].1.status(), Some(416), "{uri}");
     }
 }
+
+/// RFC 3261 §10.3 step 7 reads each Contact; one that cannot be read is a malformed request
+/// (§8.2, §21.4.1: 400). Before, it was left out silently: a REGISTER whose only Contact was
+/// unreadable was taken for a query and answered 200, and the phone believed it was bound.
+#[test]
+fn a_register_with_an_unreadable_contact_gets_400() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    for contact in [
+        "Contact: <sip:bob@192.0.2.8:5080\r\n",
+        "Contact: <sip:bob@192.0.2.8:5081>, <>\r\n",
+    ] {
+        let more = format!("{contact}Expires: 600\r\n");
+        let got = handle(&mut reg, t0, &register("bob", bob(), "bad", 1, &more), bob());
+        assert_eq!(got[0].1.status(), Some(400), "{contact}");
+    }
+    assert!(reg.bindings("bob").is_empty(), "nothing bound");
+}
