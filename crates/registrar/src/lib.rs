@@ -1163,12 +1163,18 @@ impl Registrar {
             .typed::<Expires>()
             .and_then(Result::ok)
             .map_or(3600, |e| e.0);
-        let contacts: Vec<Contact> = req
+        // §10.3 step 7 reads every Contact value: one that cannot be read makes the request
+        // malformed (400), rather than a query answered 200 that the phone would take for its
+        // binding.
+        let Ok(contacts) = req
             .headers
             .typed_all::<Contact>()
             .into_iter()
-            .filter_map(Result::ok)
-            .collect();
+            .collect::<Result<Vec<Contact>, _>>()
+        else {
+            self.respond(req, top, source, 400, "Bad Request (Contact)", &[]);
+            return;
+        };
         let star = contacts.iter().any(|c| matches!(c, Contact::Star));
         let outbound = match outbound_asked(req, &contacts) {
             // RFC 5626 §6 (see `outbound_asked`): through a proxy that keeps no flow.

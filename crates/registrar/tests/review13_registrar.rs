@@ -270,7 +270,12 @@ fn a_register_with_an_unreadable_contact_gets_400() {
         "Contact: <sip:bob@192.0.2.8:5081>, <>\r\n",
     ] {
         let more = format!("{contact}Expires: 600\r\n");
-        let got = handle(&mut reg, t0, &register("bob", bob(), "bad", 1, &more), bob());
+        let got = handle(
+            &mut reg,
+            t0,
+            &register("bob", bob(), "bad", 1, &more),
+            bob(),
+        );
         assert_eq!(got[0].1.status(), Some(400), "{contact}");
     }
     assert!(reg.bindings("bob").is_empty(), "nothing bound");
