@@ -280,3 +280,39 @@ fn a_register_with_an_unreadable_contact_gets_400() {
     }
     assert!(reg.bindings("bob").is_empty(), "nothing bound");
 }
+
+/// RFC 3261 §16.6 step 6: "If the copy contains a Route header field, the proxy MUST inspect
+/// the URI in its first value. If that URI does not contain an lr parameter, the proxy MUST
+/// modify the copy as follows: - The proxy MUST place the Request-URI into the Route header
+/// field as the last value. - The proxy MUST then place the first Route header field value
+/// into the Request-URI and remove that value from the Route header field." (A strict router
+/// after us.)
+#[test]
+fn a_strict_router_next_gets_the_request_uri_from_the_route() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let raw = "BYE sip:bob@192.0.2.8:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKsn1\r\n\
+Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>, <sip:192.0.2.30;maddr=192.0.2.30>\r\nRoute: <sip:192.0.2.31;lr>\r\n\
+From: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>;tag=b1\r\nCall-ID: strictnext1\r\n\
+CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let got = handle(&mut reg, t0, raw, alice());
+    assert_eq!(got.len(), 1);
+    let (to, m) = &got[0];
+    assert!(m.is_request(), "forwarded: {m:?}");
+    assert_eq!(
+        m.request_uri().unwrap().to_string(),
+        "sip:192.0.2.30;maddr=192.0.2.30"
+    );
+    let routes: Vec<String> = m
+        .headers
+        .typed_all::<sip_msg::typed::Route>()
+        .into_iter()
+        .map(|r| r.unwrap().to_string())
+        .collect();
+    assert_eq!(
+        routes,
+        ["<sip:192.0.2.31;lr>", "<sip:bob@192.0.2.8:5080>"],
+        "the Request-URI is the last Route value"
+    );
+    assert_eq!(*to, "192.0.2.30:5060".parse::<SocketAddr>().unwrap());
+}
