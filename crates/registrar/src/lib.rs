@@ -1696,6 +1696,32 @@ impl Registrar {
             }
             return;
         };
+        // §16.6 step 6: the next hop is the Route value after ours; one without `lr` is a
+        // strict router, which expects its URI as the Request-URI: "The proxy MUST place the
+        // Request-URI into the Route header field as the last value ... then place the first
+        // Route header field value into the Request-URI and remove that value". Rare: the
+        // common loose route costs one `lr` lookup.
+        if next_route.is_some() && (in_dialog || method == Method::Ack || path_route.is_none()) {
+            let strict = nth_value(&req, &ROUTE, pop_routes.into()).and_then(|t| {
+                let r = <RouteRef as sip_msg::HeaderView>::parse(first_value(&t)).ok()?;
+                let loose = r.uri.as_sip()?.params.contains("lr");
+                (!loose).then(|| r.uri.into_owned())
+            });
+            if let Some(next) = strict
+                && let Some(old) = req.request_uri().map(std::borrow::Cow::into_owned)
+            {
+                let mut last = String::with_capacity(64);
+                last.push('<');
+                // Writing into a String never fails.
+                let _ = old.write_to(&mut last);
+                last.push('>');
+                req.set_request_uri(next);
+                // The strict router's value leaves the Route with ours (`pop_routes`); the
+                // old Request-URI goes last, on a line of its own after every other Route.
+                pop_routes += 1;
+                req.headers.push(Header::new(HeaderName::Route, last));
+            }
+        }
         // RFC 5626 §5.3 for a dialog: the target's connection closed under an outbound
         // binding (`handle_flow_closed`), so the request cannot reach the phone: 430 (Flow
         // Failed), as for an initial request to its user. An ACK is dropped.
