@@ -316,3 +316,112 @@ CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
     );
     assert_eq!(*to, "192.0.2.30:5060".parse::<SocketAddr>().unwrap());
 }
+
+/// Checked correct (no change): RFC 3261 §10.3 step 6, "*" only with `Expires: 0` and as
+/// the only Contact (400 otherwise, nothing changes); with both it removes every binding of
+/// the AOR.
+#[test]
+fn star_needs_expires_zero_and_no_other_contact() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let two = "Contact: <sip:bob@192.0.2.8:5080>, <sip:bob@192.0.2.8:5081>\r\nExpires: 600\r\n";
+    let got = handle(&mut reg, t0, &register("bob", bob(), "s1", 1, two), bob());
+    assert_eq!(values(&got[0].1, &HeaderName::Contact).len(), 2);
+    for (cseq, more) in [
+        (2, "Contact: *\r\nExpires: 600\r\n"),
+        (3, "Contact: *\r\n"),
+        (
+            4,
+            "Contact: *\r\nContact: <sip:bob@192.0.2.8:5082>\r\nExpires: 0\r\n",
+        ),
+    ] {
+        let got = handle(
+            &mut reg,
+            t0,
+            &register("bob", bob(), "s1", cseq, more),
+            bob(),
+        );
+        assert_eq!(got[0].1.status(), Some(400), "{more}");
+        assert_eq!(reg.bindings("bob").len(), 2, "{more}: nothing changes");
+    }
+    let more = "Contact: *\r\nExpires: 0\r\n";
+    let got = handle(&mut reg, t0, &register("bob", bob(), "s1", 5, more), bob());
+    assert_eq!(got[0].1.status(), Some(200));
+    assert!(values(&got[0].1, &HeaderName::Contact).is_empty());
+    assert!(reg.bindings("bob").is_empty());
+}
+
+/// Checked correct (no change): RFC 3261 §16.11, the stateless proxy. A retransmitted INVITE
+/// and its CANCEL leave with the same branch (a function of the incoming one) to the same
+/// place; the proxy sends no 100 Trying (one message out per message in); the response
+/// pops our Via and goes to the next Via's `received` and `rport` (RFC 3581), or its sent-by
+/// port when it asked for no rport (§18.2.2).
+#[test]
+fn stateless_branches_cancel_and_the_response_path() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let b = "Contact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\n";
+    handle(&mut reg, t0, &register("bob", bob(), "sb", 1, b), bob());
+    let natted: SocketAddr = "198.51.100.7:31000".parse().unwrap();
+    let inv = invite("bob", "sl1", "").replace(";branch=z9hG4bKsl1", ";branch=z9hG4bKsl1;rport");
+    let first = handle(&mut reg, t0, &inv, natted);
+    let again = handle(&mut reg, t0, &inv, natted);
+    assert_eq!(first.len(), 1, "no 100 Trying from a stateless proxy");
+    let top_via = |m: &Message| values(m, &HeaderName::Via)[0].clone();
+    assert_eq!(first[0].0, bob());
+    assert_eq!(top_via(&first[0].1), top_via(&again[0].1), "retransmission");
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let c = handle(&mut reg, t0, &cancel, natted);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].0, bob());
+    assert_eq!(top_via(&c[0].1), top_via(&first[0].1), "CANCEL's branch");
+    // Bob's 180: our Via popped, sent to received:rport.
+    let fwd = &first[0].1;
+    let vias: String = values(fwd, &HeaderName::Via)
+        .iter()
+        .map(|v| format!("Via: {v}\r\n"))
+        .collect();
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\n{vias}From: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>;tag=b9\r\n\
+Call-ID: inv-sl1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let got = handle(&mut reg, t0, &ringing, bob());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, natted, "to received and rport");
+    assert_eq!(values(&got[0].1, &HeaderName::Via).len(), 1, "ours popped");
+    // Without rport asked: received, and the sent-by port.
+    let inv = invite("bob", "sl2", "");
+    let first = handle(&mut reg, t0, &inv, natted);
+    let vias: String = values(&first[0].1, &HeaderName::Via)
+        .iter()
+        .map(|v| format!("Via: {v}\r\n"))
+        .collect();
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\n{vias}From: <sip:alice@sipmeter.test>;tag=a1\r\nTo: <sip:bob@sipmeter.test>;tag=b9\r\n\
+Call-ID: inv-sl2\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let got = handle(&mut reg, t0, &ringing, bob());
+    assert_eq!(
+        got[0].0,
+        "198.51.100.7:5070".parse::<SocketAddr>().unwrap(),
+        "received, sent-by port"
+    );
+}
+
+/// Checked correct (no change): RFC 3261 §16.3 step 3, Max-Forwards 0 gets 483 and is not
+/// forwarded; otherwise it leaves one less.
+#[test]
+fn max_forwards_zero_gets_483() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let b = "Contact: <sip:bob@192.0.2.8:5080>\r\nExpires: 600\r\n";
+    handle(&mut reg, t0, &register("bob", bob(), "mf", 1, b), bob());
+    let zero = invite("bob", "mf0", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let got = handle(&mut reg, t0, &zero, alice());
+    assert_eq!((got.len(), got[0].1.status()), (1, Some(483)));
+    let one = invite("bob", "mf1", "").replace("Max-Forwards: 70", "Max-Forwards: 1");
+    let got = handle(&mut reg, t0, &one, alice());
+    assert_eq!(values(&got[0].1, &HeaderName::MaxForwards), ["0"]);
+}
