@@ -138,11 +138,7 @@ enum OutboundAsk {
 /// `+sip.instance`), and how it came; `None` when not asked (a `reg-id` without an instance,
 /// or without the option tag, is ignored, as the binding ignores it).
 fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
-    let supported = req
-        .headers
-        .get_all(&HeaderName::Supported)
-        .flat_map(|h| h.value().split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
+    let supported = supports(req, "outbound");
     let reg_id = contacts.iter().any(|c| {
         matches!(c, Contact::Addr(a)
             if a.params.get("reg-id").flatten().is_some()
@@ -174,6 +170,14 @@ fn outbound_asked(req: &Message, contacts: &[Contact]) -> Option<OutboundAsk> {
         (true, _) => OutboundAsk::FirstHopLacksOutbound,
         (false, _) => OutboundAsk::Grant(OutboundVia::Direct),
     })
+}
+
+/// True when the request's Supported names the option tag `tag` (any case).
+fn supports(req: &Message, tag: &str) -> bool {
+    req.headers
+        .get_all(&HeaderName::Supported)
+        .flat_map(|h| h.value().split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(tag))
 }
 
 /// The option tags of every `name` header (Require, Proxy-Require) that are not in `known`
@@ -913,6 +917,11 @@ impl Registrar {
 
     /// Handles one message received from `source` (an address on one of the interfaces).
     pub fn handle_message_on(&mut self, now: Instant, now_unix: u64, msg: Message, source: Flow) {
+        // RFC 3261 §10.3 step 8: only current bindings are listed and reached. A driver may
+        // hand a message in before the timer of a binding lapsed by then has run (its event
+        // loop picked the message first): that binding goes now, not at `handle_timeout`.
+        // (One comparison when nothing has lapsed.)
+        self.drop_lapsed(now);
         self.handle_flow_alive(now, source);
         if !self.failed_flows.is_empty() {
             // A message on a failed connection's address and port: a new connection there.
@@ -936,6 +945,26 @@ impl Registrar {
         reason: &str,
         extra: &[Header],
     ) {
+        // RFC 3261 §10.3: "Registrars MUST NOT include a Record-Route header field in any
+        // response to a REGISTER request" (one may come through a proxy that took REGISTER for
+        // an unknown method). `write_response` copies Record-Route into every 101–299 (right
+        // for a UAS's dialog-creating responses, §12.1.1); the registrar's own 2xx answer
+        // REGISTER and OPTIONS, which create no dialog, so it is left out of them. Rare: the
+        // copy is made only when the request has one.
+        let stripped;
+        let req =
+            if (101..300).contains(&code) && req.headers.get(&HeaderName::RecordRoute).is_some() {
+                let mut copy = req.clone();
+                while copy
+                    .headers
+                    .remove_first(&HeaderName::RecordRoute)
+                    .is_some()
+                {}
+                stripped = copy;
+                &stripped
+            } else {
+                req
+            };
         // Printed straight from the request's lines into the bytes to send (the same bytes as
         // `Message::response_to` + `to_bytes`, test `a_printed_answer_is_the_built_one`).
         let Scratch {
@@ -994,6 +1023,22 @@ impl Registrar {
             self.stats.dropped += 1;
             return;
         };
+        // RFC 3261 §16.3 step 2 (§8.2.2.1 for the registrar as a UAS): "If the Request-URI
+        // has a URI whose scheme is not understood by the proxy, the proxy SHOULD reject the
+        // request with a 416 (Unsupported URI Scheme) response." We read sip:, sips: and
+        // tel: (a tel: number names no binding here: 404, as before). An ACK is not answered.
+        let unknown_scheme = match req.request_uri_in_place() {
+            Some(u) => matches!(u, sip_msg::UriRef::Other { .. }),
+            None => req
+                .request_uri()
+                .is_some_and(|u| matches!(&*u, Uri::Other { .. })),
+        };
+        if unknown_scheme {
+            if method != Method::Ack {
+                self.respond(&req, top, source, 416, "Unsupported URI Scheme", &[]);
+            }
+            return;
+        }
         match method {
             Method::Register => self.register(now, now_unix, &req, top, cseq.seq, source),
             Method::Options if self.is_for_us(&req) => {
@@ -1004,6 +1049,32 @@ impl Registrar {
                 self.respond(&req, top, source, 200, "OK", &[allow]);
             }
             _ => self.proxy(now, now_unix, req, top, source),
+        }
+    }
+
+    /// True when the Request-URI is a URI we record-route with: no user, the address and
+    /// port of one of our interfaces (RFC 3261 §16.4, a strict router's Request-URI).
+    fn request_uri_is_ours(&self, req: &Message) -> bool {
+        let at = |user: bool, host: &HostRef<'_>, port: Option<u16>| {
+            !user && self.ifaces.0.iter().any(|i| i.is_at(host, port))
+        };
+        match req.request_uri_in_place() {
+            Some(u) => u
+                .as_sip()
+                .is_some_and(|u| at(u.user.is_some(), &u.host, u.port)),
+            // Set by us (not as received): compared as owned.
+            None => req.request_uri().is_some_and(|u| {
+                u.as_sip().is_some_and(|u| {
+                    u.user.is_none()
+                        && self.ifaces.0.iter().any(|i| {
+                            let host = match (&u.host, &i.config.host) {
+                                (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+                                (a, b) => a == b,
+                            };
+                            host && u.port.unwrap_or(5060) == i.config.port
+                        })
+                })
+            }),
         }
     }
 
@@ -1092,12 +1163,18 @@ impl Registrar {
             .typed::<Expires>()
             .and_then(Result::ok)
             .map_or(3600, |e| e.0);
-        let contacts: Vec<Contact> = req
+        // §10.3 step 7 reads every Contact value: one that cannot be read makes the request
+        // malformed (400), rather than a query answered 200 that the phone would take for its
+        // binding.
+        let Ok(contacts) = req
             .headers
             .typed_all::<Contact>()
             .into_iter()
-            .filter_map(Result::ok)
-            .collect();
+            .collect::<Result<Vec<Contact>, _>>()
+        else {
+            self.respond(req, top, source, 400, "Bad Request (Contact)", &[]);
+            return;
+        };
         let star = contacts.iter().any(|c| matches!(c, Contact::Star));
         let outbound = match outbound_asked(req, &contacts) {
             // RFC 5626 §6 (see `outbound_asked`): through a proxy that keeps no flow.
@@ -1116,6 +1193,13 @@ impl Registrar {
             None => None,
         };
         let path = path_of(req);
+        // RFC 3327 §5.3: the registrar returns the Path it stored, in the 200, to a UA that
+        // said it supports Path (`path` in Supported; Kamailio's `path_mode` "lazy" reading:
+        // a UA that did not say so gets none, as before).
+        let path_back = path
+            .as_ref()
+            .filter(|_| supports(req, "path"))
+            .map(|p| Header::new(HeaderName::Path, p.to_string()));
         // Over a connection, a flow that can close (`handle_flow_closed`).
         let on_stream = !self
             .ifaces
@@ -1189,6 +1273,7 @@ impl Registrar {
         if order == Order::Same {
             let list = self.bindings.get(&*user).map_or(&[][..], Vec::as_slice);
             let mut extra = listed_contacts(list, now);
+            extra.extend(path_back);
             extra.extend(self.outbound_headers(outbound, source));
             self.stats.registered += 1;
             self.respond(req, top, source, 200, "OK", &extra);
@@ -1289,6 +1374,7 @@ impl Registrar {
             list.shrink_to_fit();
         }
         let mut extra = listed_contacts(list, now);
+        extra.extend(path_back);
         extra.extend(self.outbound_headers(outbound, source));
         for key in unbound {
             self.reindex(key);
@@ -1364,6 +1450,15 @@ impl Registrar {
                 None => forwards.to_string().into(),
             };
 
+        // §16.4: "If the Request-URI contains a value this proxy previously placed into a
+        // Record-Route header field ..., the proxy MUST replace the Request-URI in the request
+        // with the last value from the Route header field, and remove that value from the
+        // Route header field": a strict router before us (RFC 2543 style) put our
+        // Record-Route URI (an interface's address and port, no user) there. Rare: the Route
+        // lines are rewritten then.
+        if req.headers.get(&HeaderName::Route).is_some() && self.request_uri_is_ours(&req) {
+            take_last_route_as_request_uri(&mut req);
+        }
         // §16.4: remove our own Route entry (loose routing) from the top: one naming the
         // address and port of one of our interfaces, or our domain (the domain this registrar
         // is responsible for, in any case) with no port or one of ours. With several
@@ -1601,6 +1696,32 @@ impl Registrar {
             }
             return;
         };
+        // §16.6 step 6: the next hop is the Route value after ours; one without `lr` is a
+        // strict router, which expects its URI as the Request-URI: "The proxy MUST place the
+        // Request-URI into the Route header field as the last value ... then place the first
+        // Route header field value into the Request-URI and remove that value". Rare: the
+        // common loose route costs one `lr` lookup.
+        if next_route.is_some() && (in_dialog || method == Method::Ack || path_route.is_none()) {
+            let strict = nth_value(&req, &ROUTE, pop_routes.into()).and_then(|t| {
+                let r = <RouteRef as sip_msg::HeaderView>::parse(first_value(&t)).ok()?;
+                let loose = r.uri.as_sip()?.params.contains("lr");
+                (!loose).then(|| r.uri.into_owned())
+            });
+            if let Some(next) = strict
+                && let Some(old) = req.request_uri().map(std::borrow::Cow::into_owned)
+            {
+                let mut last = String::with_capacity(64);
+                last.push('<');
+                // Writing into a String never fails.
+                let _ = old.write_to(&mut last);
+                last.push('>');
+                req.set_request_uri(next);
+                // The strict router's value leaves the Route with ours (`pop_routes`); the
+                // old Request-URI goes last, on a line of its own after every other Route.
+                pop_routes += 1;
+                req.headers.push(Header::new(HeaderName::Route, last));
+            }
+        }
         // RFC 5626 §5.3 for a dialog: the target's connection closed under an outbound
         // binding (`handle_flow_closed`), so the request cannot reach the phone: 430 (Flow
         // Failed), as for an initial request to its user. An ACK is dropped.
@@ -1850,7 +1971,10 @@ fn live_binding(list: &[Binding]) -> Option<&Binding> {
 fn listed_contacts(list: &[Binding], now: Instant) -> Vec<Header> {
     let mut extra = Vec::with_capacity(list.len());
     for b in list {
-        let left = b.expires_at.saturating_duration_since(now).as_secs();
+        // Rounded up: a current binding (`drop_lapsed` has run) has more than 0 s left, and
+        // `expires=0` would read as removed (§10.2.4).
+        let left = b.expires_at.saturating_duration_since(now);
+        let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         // `<contact>;expires=left`, written into one string.
         let mut value = String::with_capacity(64);
         value.push('<');
@@ -2060,8 +2184,10 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     }
     let (mut via_left, mut routes_left, mut forwards_left) =
         (head.drop_top_via, head.pop_routes, head.max_forwards);
+    let mut has_length = false;
     for h in msg.headers.iter() {
         let name = h.name();
+        has_length |= *name == HeaderName::ContentLength;
         if via_left && *name == HeaderName::Via {
             // The first value goes; the rest of its line stays.
             via_left = false;
@@ -2102,8 +2228,46 @@ fn write_forwarded(msg: &Message, head: &ForwardHead<'_>, text: &mut String, out
     if let Some(v) = forwards_left {
         line(out, &HeaderName::MaxForwards, v);
     }
+    if !has_length {
+        // RFC 3261 §18.3, §20.14: a message on a stream MUST carry Content-Length, and one
+        // that came as a datagram without it may leave on a connection (another interface,
+        // or a binding's flow). Its body is the rest of the datagram.
+        out.extend_from_slice(b"Content-Length: ");
+        let mut digits = [0u8; 20];
+        out.extend_from_slice(sip_msg::decimal(msg.body().len() as u64, &mut digits).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(msg.body());
+}
+
+/// RFC 3261 §16.4 for a request a strict router sent us: the last Route value becomes the
+/// Request-URI and leaves the Route (the values left are written on one Route line, where
+/// the first was). A last value that is not a readable name-addr changes nothing.
+fn take_last_route_as_request_uri(req: &mut Message) {
+    let mut values: Vec<String> = Vec::new();
+    for h in req.headers.get_all(&HeaderName::Route) {
+        let v = h.value();
+        let mut start = 0;
+        for at in top_commas(v).chain([v.len()]) {
+            values.push(trim_fast(&v[start..at]).to_owned());
+            start = at + 1;
+        }
+    }
+    let Some(last) = values.pop() else { return };
+    let Ok(route) = <RouteRef as sip_msg::HeaderView>::parse(&last) else {
+        return;
+    };
+    let uri = route.uri.into_owned();
+    let Some(at) = req.headers.position(&HeaderName::Route) else {
+        return;
+    };
+    req.headers.remove(&HeaderName::Route);
+    if !values.is_empty() {
+        req.headers
+            .insert(at, Header::new(HeaderName::Route, values.join(", ")));
+    }
+    req.set_request_uri(uri);
 }
 
 /// Removes the first value of a (possibly comma-joined) header, in place: the other headers
@@ -2897,7 +3061,12 @@ CSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
         let lapse = t1 + DEFAULT_FAILED_FLOW_HOLD;
         assert!(reg.poll_timeout().is_some_and(|t| t <= lapse));
         reg.handle_timeout(lapse - Duration::from_millis(1));
-        assert_eq!(send_to_user(&mut reg, lapse, "a", 5), Err(430));
+        // The last instant of the hold (at `lapse` the binding has lapsed, and a message
+        // then no longer finds it, whether or not `handle_timeout` has run: review13).
+        assert_eq!(
+            send_to_user(&mut reg, lapse - Duration::from_millis(1), "a", 5),
+            Err(430)
+        );
         reg.handle_timeout(lapse);
         assert!(reg.bindings("a").is_empty());
         assert_eq!(send_to_user(&mut reg, lapse, "a", 6), Err(480));
