@@ -49,6 +49,19 @@ fn answer(req: &Message, code: u16, extra: &[(&str, &str)]) -> Message {
     }
     resp
 }
+/// `req` answered `code` with the challenge `(name, value)`: the request the phone sends
+/// again (of `method`).
+fn challenged(
+    ua: &mut UserAgent,
+    t0: Instant,
+    req: &Message,
+    code: u16,
+    challenge: (&str, &str),
+    method: Method,
+) -> Message {
+    ua.handle_message(t0, answer(req, code, &[challenge]), server());
+    sent(ua, method)
+}
 
 /// The realms of the `name` headers of `m` (credentials), in order.
 fn realms(m: &Message, name: &HeaderName) -> Vec<String> {
@@ -79,30 +92,36 @@ fn the_credentials_of_each_realm_stay_in_the_later_retries_of_a_register() {
     let mut ua = alice();
     ua.register(t0);
     let r1 = sent(&mut ua, Method::Register);
-    ua.handle_message(
+    let r2 = challenged(
+        &mut ua,
         t0,
-        answer(&r1, 407, &[("Proxy-Authenticate", PROXY)]),
-        server(),
+        &r1,
+        407,
+        ("Proxy-Authenticate", PROXY),
+        Method::Register,
     );
-    let r2 = sent(&mut ua, Method::Register);
     assert_eq!(realms(&r2, &HeaderName::ProxyAuthorization), ["proxy.test"]);
     // A second proxy on the path challenges too: not a rejection of proxy.test's credentials.
-    ua.handle_message(
+    let r3 = challenged(
+        &mut ua,
         t0,
-        answer(&r2, 407, &[("Proxy-Authenticate", EDGE)]),
-        server(),
+        &r2,
+        407,
+        ("Proxy-Authenticate", EDGE),
+        Method::Register,
     );
-    let r3 = sent(&mut ua, Method::Register);
     assert_eq!(
         realms(&r3, &HeaderName::ProxyAuthorization),
         ["proxy.test", "edge.test"]
     );
-    ua.handle_message(
+    let r4 = challenged(
+        &mut ua,
         t0,
-        answer(&r3, 401, &[("WWW-Authenticate", REGISTRAR)]),
-        server(),
+        &r3,
+        401,
+        ("WWW-Authenticate", REGISTRAR),
+        Method::Register,
     );
-    let r4 = sent(&mut ua, Method::Register);
     assert_eq!(
         realms(&r4, &HeaderName::ProxyAuthorization),
         ["proxy.test", "edge.test"],
@@ -194,19 +213,23 @@ fn an_invite_challenged_by_a_proxy_then_by_the_callee_carries_both_credentials()
         Some(bytes::Bytes::from_static(b"v=0\r\n")),
     );
     let i1 = sent(&mut ua, Method::Invite);
-    ua.handle_message(
+    let i2 = challenged(
+        &mut ua,
         t0,
-        answer(&i1, 407, &[("Proxy-Authenticate", PROXY)]),
-        server(),
+        &i1,
+        407,
+        ("Proxy-Authenticate", PROXY),
+        Method::Invite,
     );
-    let i2 = sent(&mut ua, Method::Invite);
     assert_eq!(realms(&i2, &HeaderName::ProxyAuthorization), ["proxy.test"]);
-    ua.handle_message(
+    let i3 = challenged(
+        &mut ua,
         t0,
-        answer(&i2, 401, &[("WWW-Authenticate", REGISTRAR)]),
-        server(),
+        &i2,
+        401,
+        ("WWW-Authenticate", REGISTRAR),
+        Method::Invite,
     );
-    let i3 = sent(&mut ua, Method::Invite);
     assert_eq!(
         realms(&i3, &HeaderName::ProxyAuthorization),
         ["proxy.test"],
@@ -359,12 +382,14 @@ fn a_refresh_reuses_the_registrars_challenge_not_a_callees() {
     let mut ua = alice();
     ua.register(t0);
     let r1 = sent(&mut ua, Method::Register);
-    ua.handle_message(
+    let r2 = challenged(
+        &mut ua,
         t0,
-        answer(&r1, 401, &[("WWW-Authenticate", REGISTRAR)]),
-        server(),
+        &r1,
+        401,
+        ("WWW-Authenticate", REGISTRAR),
+        Method::Register,
     );
-    let r2 = sent(&mut ua, Method::Register);
     let ours = r2.headers.value(&HeaderName::Contact).unwrap().to_owned();
     let granted = format!("{ours};expires=300");
     ua.handle_message(t0, answer(&r2, 200, &[("Contact", &granted)]), server());
@@ -376,12 +401,14 @@ fn a_refresh_reuses_the_registrars_challenge_not_a_callees() {
     );
     let i1 = sent(&mut ua, Method::Invite);
     let callee = r#"Digest realm="bob.test", nonce="b1", qop="auth""#;
-    ua.handle_message(
+    let i2 = challenged(
+        &mut ua,
         t0,
-        answer(&i1, 401, &[("WWW-Authenticate", callee)]),
-        server(),
+        &i1,
+        401,
+        ("WWW-Authenticate", callee),
+        Method::Invite,
     );
-    let i2 = sent(&mut ua, Method::Invite);
     assert_eq!(realms(&i2, &HeaderName::Authorization), ["bob.test"]);
     ua.handle_timeout(t0 + Duration::from_secs(268));
     let refresh = sent(&mut ua, Method::Register);
