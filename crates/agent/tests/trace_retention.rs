@@ -121,6 +121,22 @@ fn three_calls(keep_all_traces: bool) -> EndpointReport {
     reports.remove(0)
 }
 
+/// How many `method` requests the endpoint sent, a retransmission not counted again (the
+/// same top Via branch): SIPp binds its port before it reads it, so under load the first
+/// INVITE may go again at T1.
+fn sent_requests(r: &EndpointReport, method: &str) -> usize {
+    let mut branches: Vec<&str> = r
+        .trace
+        .iter()
+        .filter(|t| t.direction == Direction::Sent && t.first_line().starts_with(method))
+        .filter_map(|t| t.text.split("branch=").nth(1))
+        .map(|b| b.split([';', '\r', ',']).next().unwrap_or(b))
+        .collect();
+    branches.sort_unstable();
+    branches.dedup();
+    branches.len()
+}
+
 fn first_lines(r: &EndpointReport, direction: Direction) -> Vec<String> {
     r.trace
         .iter()
@@ -136,7 +152,7 @@ fn a_failed_endpoint_keeps_its_failing_call_and_counts_the_calls_left_out() {
     assert_eq!((r.calls_attempted, r.calls_answered), (3, 2));
     assert_eq!(r.call_code, Some(486));
     let sent = first_lines(&r, Direction::Sent);
-    let invites = sent.iter().filter(|l| l.starts_with("INVITE ")).count();
+    let invites = sent_requests(&r, "INVITE ");
     assert_eq!(invites, 1, "only the failing call's INVITE: {sent:?}");
     assert!(sent.iter().all(|l| !l.starts_with("BYE ")), "{sent:?}");
     let received = first_lines(&r, Direction::Received);
@@ -170,15 +186,7 @@ fn all_traces_keeps_every_call() {
     let r = three_calls(true);
     assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
     let sent = first_lines(&r, Direction::Sent);
-    assert_eq!(
-        sent.iter().filter(|l| l.starts_with("INVITE ")).count(),
-        3,
-        "{sent:?}"
-    );
-    assert_eq!(
-        sent.iter().filter(|l| l.starts_with("BYE ")).count(),
-        2,
-        "{sent:?}"
-    );
+    assert_eq!(sent_requests(&r, "INVITE "), 3, "{sent:?}");
+    assert_eq!(sent_requests(&r, "BYE "), 2, "{sent:?}");
     assert!(r.trace.iter().all(|t| !t.text.contains("left out")));
 }
