@@ -44,6 +44,11 @@ pub fn hint_for_incoming(code: u16) -> &'static str {
         500 => {
             "the caller (or a proxy on its path) never acknowledged our reliable 180/183 with PRACK: check that it supports 100rel and that its PRACKs reach us"
         }
+        // RFC 3261 §13.3.1.4: our 2xx went again until 64·T1 and no ACK came; we ended the
+        // call with BYE (the user agent's only 408 of its own on a call it received).
+        408 => {
+            "the caller never acknowledged our 200 with ACK: check that its ACK reaches us (the Contact and Record-Route we sent, NAT, a proxy that drops it)"
+        }
         _ => hint_for(code),
     }
 }
@@ -60,11 +65,12 @@ mod tests {
         assert!(hint_for(430).starts_with("flow failed"));
     }
 
-    /// Our own 500 to a caller blames its missing PRACK, not a server; other codes are as
-    /// for a response received.
+    /// Our own 500 to a caller blames its missing PRACK, our 408 its missing ACK, not a
+    /// server; other codes are as for a response received.
     #[test]
     fn incoming_calls_500_names_the_missing_prack() {
         assert!(hint_for_incoming(500).contains("never acknowledged our reliable 180/183"));
-        assert_eq!(hint_for_incoming(408), hint_for(408));
+        assert!(hint_for_incoming(408).contains("never acknowledged our 200 with ACK"));
+        assert_eq!(hint_for_incoming(486), hint_for(486));
     }
 }

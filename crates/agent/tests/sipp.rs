@@ -3505,3 +3505,54 @@ fn a_sipp_caller_that_never_pracks_our_reliable_180_gets_500_at_64_t1() {
         "no 180 after the 500: {r:#?}"
     );
 }
+
+/// A caller that never ACKs our 200 (`testdata/sipp/uac-never-acks.xml`) calls our callee
+/// (T1 = 100 ms, answering at once). RFC 3261 §13.3.1.4: the 200 goes again until 64·T1
+/// (6.4 s), then the callee ends the call with BYE, which SIPp waits for and answers. The
+/// endpoint ends TIMEOUT with the call's code 408, and its error says the caller never
+/// sent the ACK, not that a server is unreachable.
+#[test]
+fn a_sipp_caller_that_never_acks_our_200_gets_a_bye_at_64_t1() {
+    let callee = GroupPlan {
+        role: Role::Answer {
+            answer_delay: Duration::ZERO,
+        },
+        ..callee1()
+    };
+    let scenario = sipp_scenario!("uac-never-acks.xml");
+    let (code, reports) = sipp_calls_planned(
+        vec![callee],
+        |p| {
+            p.timers.t1 = Duration::from_millis(100);
+            p.call_duration = Duration::from_secs(10);
+        },
+        |to| sipp_calls_callee1(to, &["-sf", scenario, "-m", "1"]),
+    );
+    assert_eq!(code, 0, "SIPp's INVITE got a 200, then our BYE");
+    let r = &reports[0];
+    assert_eq!(r.outcome, Outcome::Timeout, "{r:#?}");
+    assert_eq!((r.calls_received, r.call_code), (1, Some(408)), "{r:#?}");
+    assert_eq!(
+        r.error.as_deref(),
+        Some(
+            "call failed: 408 no ACK for our 2xx: the caller never acknowledged our 200 with \
+             ACK: check that its ACK reaches us (the Contact and Record-Route we sent, NAT, a \
+             proxy that drops it)"
+        ),
+        "{r:#?}"
+    );
+    let ok = sent(r, "SIP/2.0 200 ");
+    assert!(ok.len() > 1, "the 200 sent again until 64·T1: {r:#?}");
+    let bye = sent(r, "BYE ");
+    assert_eq!(bye.len(), 1, "{r:#?}");
+    let after = bye[0].at_ms - ok[0].at_ms;
+    // No earlier than 64·T1 after the first 200; generous above (a slow, shared machine).
+    assert!(
+        (6400.0..9000.0).contains(&after),
+        "the BYE went {after} ms after the 200, not 64·T1 (6.4 s)"
+    );
+    assert!(
+        ok.iter().all(|t| t.at_ms < bye[0].at_ms),
+        "no 200 after the BYE: {r:#?}"
+    );
+}
