@@ -3211,11 +3211,20 @@ actions = [{{ at = "1s", do = "attended_transfer", to = "sip:service@127.0.0.1:{
 /// `extra` added to its group) straight to a SIPp UAS running `scenario` (no REGISTER):
 /// the caller's report, and SIPp (still running: wait for it after the report's checks).
 fn one_call_to_a_ringing_sipp(scenario: &str, extra: &str) -> (EndpointReport, Sipp) {
+    one_call_of_to_a_ringing_sipp("1s", scenario, extra)
+}
+
+/// [`one_call_to_a_ringing_sipp`] with a call planned to last `duration`.
+fn one_call_of_to_a_ringing_sipp(
+    duration: &str,
+    scenario: &str,
+    extra: &str,
+) -> (EndpointReport, Sipp) {
     let (sipp, port) = sipp_uas_once(&["-sf", scenario]);
     let text = format!(
         r#"
 name = "a ringing SIPp"
-duration = "1s"
+duration = "{duration}"
 seed = 5
 shards = 1
 t1 = "100ms"
@@ -3388,6 +3397,20 @@ fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed()
     );
     let why = "our INFO in the call was answered 481: the peer no longer knows the call, so \
                we ended it with BYE (RFC 3261 §12.2.1.2)";
+    assert_eq!(sent(&r, "INFO ").len(), 1, "{r:#?}");
+    ended_at_once_by_a_481(&r, "INFO", why, 1000.0);
+    assert_eq!(
+        sipp.wait(Duration::from_secs(30)),
+        0,
+        "SIPp got our BYE after its 481"
+    );
+}
+
+/// The call `r` was answered, then our `method` inside it answered 481, and the call ended
+/// at once: CALL_FAILED with the error `why`, our one BYE after the 481, the reason noted in
+/// the trace when it happened, the call shorter than `before_ms` (its planned length).
+/// Gives when the 481 came.
+fn ended_at_once_by_a_481(r: &EndpointReport, method: &str, why: &str, before_ms: f64) -> f64 {
     assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
     assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
     assert_eq!(
@@ -3395,21 +3418,8 @@ fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed()
         (Some(200), Some(CallResult::Answered), 1),
         "{r:#?}"
     );
-    let info = sent(&r, "INFO ");
-    assert_eq!(info.len(), 1, "{r:#?}");
-    let answered = r
-        .trace
-        .iter()
-        .find(|t| {
-            t.direction == Direction::Received
-                && t.text.starts_with("SIP/2.0 481 ")
-                && t.text
-                    .lines()
-                    .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(" INFO"))
-        })
-        .unwrap_or_else(|| panic!("the INFO's 481 in the trace: {r:#?}"))
-        .at_ms;
-    let bye = sent(&r, "BYE ");
+    let answered = received_at(r, "SIP/2.0 481 ", method);
+    let bye = sent(r, "BYE ");
     assert_eq!(bye.len(), 1, "{r:#?}");
     assert!(bye[0].at_ms >= answered, "{r:#?}");
     // The note says why, when it happened (the call's records keep it).
@@ -3424,14 +3434,91 @@ fn a_sipp_callee_answering_our_info_481_has_the_call_ended_and_reported_failed()
     );
     let lasted = r.timings.call_duration_ms.expect("answered");
     assert!(
-        lasted < 1000.0,
-        "the call lasted {lasted} ms of its planned 1 s"
+        lasted < before_ms,
+        "the call lasted {lasted} ms of its planned {before_ms} ms"
     );
+    answered
+}
+
+/// The trace entry `r` received first whose start line starts with `start` and whose CSeq
+/// names `method`; its time.
+fn received_at(r: &EndpointReport, start: &str, method: &str) -> f64 {
+    r.trace
+        .iter()
+        .find(|t| {
+            t.direction == Direction::Received
+                && t.text.starts_with(start)
+                && t.text.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("cseq:")
+                        && l.ends_with(&format!(" {method}"))
+                })
+        })
+        .unwrap_or_else(|| panic!("{start} to {method} in the trace: {r:#?}"))
+        .at_ms
+}
+
+/// A callee that forgot the call (`testdata/sipp/uas-forgets-the-call-on-reinvite.xml`)
+/// answers our hold re-INVITE 481. Our transaction ACKs the 481 (RFC 3261 §17.1.1.3: SIPp
+/// waits for it), and the call ends with our BYE at once (§12.2.1.2, §14.1; SIPp fails the
+/// call unless the BYE comes within 2 s), well before its planned end. CALL_FAILED, the
+/// error naming the re-INVITE and its 481, the reason in the trace.
+#[test]
+fn a_sipp_callee_answering_our_reinvite_481_has_the_call_ended_and_reported_failed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_of_to_a_ringing_sipp(
+        "3s",
+        sipp_scenario!("uas-forgets-the-call-on-reinvite.xml"),
+        r#"actions = [{ at = "300ms", do = "hold" }]"#,
+    );
+    let why = "our re-INVITE in the call was answered 481: the peer no longer knows the call, \
+               so we ended it with BYE (RFC 3261 §12.2.1.2)";
+    assert_eq!(
+        sent(&r, "INVITE ").len(),
+        2,
+        "the INVITE and the re-INVITE: {r:#?}"
+    );
+    let refused = ended_at_once_by_a_481(&r, "INVITE", why, 2500.0);
+    // Two ACKs: the 200's, then the 481's (RFC 3261 §17.1.1.3).
+    let acks = sent(&r, "ACK ");
+    assert_eq!(acks.len(), 2, "{r:#?}");
+    assert!(acks[1].at_ms >= refused, "{r:#?}");
     assert_eq!(
         sipp.wait(Duration::from_secs(30)),
         0,
-        "SIPp got our BYE after its 481"
+        "SIPp got the ACK of its 481 and our BYE"
     );
+}
+
+/// A callee that stops answering inside the call (`testdata/sipp/uas-ignores-reinvite.xml`)
+/// never answers our hold re-INVITE. It goes again from T1 (100 ms), doubling, and Timer B
+/// ends the transaction at 64·T1 (6.4 s) with a 408 of our own; the call then
+/// ends with our BYE (RFC 3261 §12.2.1.2, §14.1), before its planned 10 s. CALL_FAILED, the
+/// error saying the re-INVITE got no answer in time.
+#[test]
+fn a_sipp_callee_never_answering_our_reinvite_has_the_call_ended_at_timer_b() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (r, sipp) = one_call_of_to_a_ringing_sipp(
+        "10s",
+        sipp_scenario!("uas-ignores-reinvite.xml"),
+        r#"actions = [{ at = "300ms", do = "hold" }]"#,
+    );
+    let why = "our re-INVITE in the call got no answer in time (408): the peer is unreachable \
+               or lost the call, so we ended it with BYE (RFC 3261 §12.2.1.2)";
+    assert_eq!(r.outcome, Outcome::CallFailed, "{r:#?}");
+    assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
+    let invites = sent(&r, "INVITE ");
+    // The first INVITE once (answered at once), the re-INVITE at 0, 0.1, 0.3, 0.7, 1.5, 3.1
+    // and 6.3 s after it (Timer A doubles from T1, no T2 cap for an INVITE, §17.1.2.2): 8.
+    assert_eq!(invites.len(), 8, "{r:#?}");
+    let reinvite = invites[1].at_ms;
+    let bye = sent(&r, "BYE ");
+    assert_eq!(bye.len(), 1, "{r:#?}");
+    let waited = bye[0].at_ms - reinvite;
+    assert!(
+        (6400.0..8000.0).contains(&waited),
+        "our BYE {waited} ms after the re-INVITE, not at Timer B (6.4 s)"
+    );
+    assert_eq!(sipp.wait(Duration::from_secs(30)), 0, "SIPp got our BYE");
 }
 
 /// A caller asking for 100rel that never PRACKs (`testdata/sipp/uac-never-pracks.xml`)
