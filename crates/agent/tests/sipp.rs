@@ -3211,11 +3211,11 @@ actions = [{{ at = "1s", do = "attended_transfer", to = "sip:service@127.0.0.1:{
 /// `extra` added to its group) straight to a SIPp UAS running `scenario` (no REGISTER):
 /// the caller's report, and SIPp (still running: wait for it after the report's checks).
 fn one_call_to_a_ringing_sipp(scenario: &str, extra: &str) -> (EndpointReport, Sipp) {
-    one_call_of_to_a_ringing_sipp("1s", scenario, extra)
+    one_call_lasting_to_a_ringing_sipp("1s", scenario, extra)
 }
 
 /// [`one_call_to_a_ringing_sipp`] with a call planned to last `duration`.
-fn one_call_of_to_a_ringing_sipp(
+fn one_call_lasting_to_a_ringing_sipp(
     duration: &str,
     scenario: &str,
     extra: &str,
@@ -3269,14 +3269,21 @@ fn sent<'a>(r: &'a EndpointReport, start: &str) -> Vec<&'a agent::trace::TraceEn
 /// When `r` received the responses to its INVITE whose status line starts with `status`
 /// (`SIP/2.0 200 `), ms from its start.
 fn invite_responses_at(r: &EndpointReport, status: &str) -> Vec<f64> {
+    responses_at(r, status, "INVITE")
+}
+
+/// When `r` received the responses to its `method` requests whose status line starts with
+/// `status`, ms from its start.
+fn responses_at(r: &EndpointReport, status: &str, method: &str) -> Vec<f64> {
     r.trace
         .iter()
         .filter(|t| {
             t.direction == Direction::Received
                 && t.text.starts_with(status)
-                && t.text
-                    .lines()
-                    .any(|l| l.to_ascii_lowercase().starts_with("cseq:") && l.ends_with(" INVITE"))
+                && t.text.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("cseq:")
+                        && l.strip_suffix(method).is_some_and(|l| l.ends_with(' '))
+                })
         })
         .map(|t| t.at_ms)
         .collect()
@@ -3418,7 +3425,9 @@ fn ended_at_once_by_a_481(r: &EndpointReport, method: &str, why: &str, before_ms
         (Some(200), Some(CallResult::Answered), 1),
         "{r:#?}"
     );
-    let answered = received_at(r, "SIP/2.0 481 ", method);
+    let answered = *responses_at(r, "SIP/2.0 481 ", method)
+        .first()
+        .unwrap_or_else(|| panic!("the 481 to our {method} in the trace: {r:#?}"));
     let bye = sent(r, "BYE ");
     assert_eq!(bye.len(), 1, "{r:#?}");
     assert!(bye[0].at_ms >= answered, "{r:#?}");
@@ -3440,23 +3449,6 @@ fn ended_at_once_by_a_481(r: &EndpointReport, method: &str, why: &str, before_ms
     answered
 }
 
-/// The trace entry `r` received first whose start line starts with `start` and whose CSeq
-/// names `method`; its time.
-fn received_at(r: &EndpointReport, start: &str, method: &str) -> f64 {
-    r.trace
-        .iter()
-        .find(|t| {
-            t.direction == Direction::Received
-                && t.text.starts_with(start)
-                && t.text.lines().any(|l| {
-                    l.to_ascii_lowercase().starts_with("cseq:")
-                        && l.ends_with(&format!(" {method}"))
-                })
-        })
-        .unwrap_or_else(|| panic!("{start} to {method} in the trace: {r:#?}"))
-        .at_ms
-}
-
 /// A callee that forgot the call (`testdata/sipp/uas-forgets-the-call-on-reinvite.xml`)
 /// answers our hold re-INVITE 481. Our transaction ACKs the 481 (RFC 3261 §17.1.1.3: SIPp
 /// waits for it), and the call ends with our BYE at once (§12.2.1.2, §14.1; SIPp fails the
@@ -3465,7 +3457,7 @@ fn received_at(r: &EndpointReport, start: &str, method: &str) -> f64 {
 #[test]
 fn a_sipp_callee_answering_our_reinvite_481_has_the_call_ended_and_reported_failed() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (r, sipp) = one_call_of_to_a_ringing_sipp(
+    let (r, sipp) = one_call_lasting_to_a_ringing_sipp(
         "3s",
         sipp_scenario!("uas-forgets-the-call-on-reinvite.xml"),
         r#"actions = [{ at = "300ms", do = "hold" }]"#,
@@ -3497,7 +3489,7 @@ fn a_sipp_callee_answering_our_reinvite_481_has_the_call_ended_and_reported_fail
 #[test]
 fn a_sipp_callee_never_answering_our_reinvite_has_the_call_ended_at_timer_b() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (r, sipp) = one_call_of_to_a_ringing_sipp(
+    let (r, sipp) = one_call_lasting_to_a_ringing_sipp(
         "10s",
         sipp_scenario!("uas-ignores-reinvite.xml"),
         r#"actions = [{ at = "300ms", do = "hold" }]"#,
@@ -3508,7 +3500,7 @@ fn a_sipp_callee_never_answering_our_reinvite_has_the_call_ended_at_timer_b() {
     assert_eq!(r.error.as_deref(), Some(why), "{r:#?}");
     let invites = sent(&r, "INVITE ");
     // The first INVITE once (answered at once), the re-INVITE at 0, 0.1, 0.3, 0.7, 1.5, 3.1
-    // and 6.3 s after it (Timer A doubles from T1, no T2 cap for an INVITE, §17.1.2.2): 8.
+    // and 6.3 s after it (Timer A doubles from T1, no T2 cap for an INVITE, §17.1.1.2): 8.
     assert_eq!(invites.len(), 8, "{r:#?}");
     let reinvite = invites[1].at_ms;
     let bye = sent(&r, "BYE ");
