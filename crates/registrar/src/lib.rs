@@ -1976,13 +1976,13 @@ fn listed_contacts(list: &[Binding], now: Instant) -> Vec<Header> {
         let left = b.expires_at.saturating_duration_since(now);
         let left = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         // `<contact>;expires=left`, written into one string.
-        let mut value = String::with_capacity(64);
-        value.push('<');
-        // Writing into a String never fails.
-        let _ = b.contact.write_to(&mut value);
-        value.push_str(">;expires=");
-        sip_msg::push_decimal(&mut value, left);
-        extra.push(Header::new(HeaderName::Contact, value));
+        extra.push(Header::written(HeaderName::Contact, |value| {
+            value.push('<');
+            // Writing into a String never fails.
+            let _ = b.contact.write_to(value);
+            value.push_str(">;expires=");
+            sip_msg::push_decimal(value, left);
+        }));
     }
     extra
 }

@@ -758,6 +758,24 @@ impl DigestClient {
         body: &[u8],
         cnonce: &str,
     ) -> String {
+        let mut v = String::new();
+        self.authorize_into(&mut v, ch, creds, method, uri, body, cnonce);
+        v
+    }
+
+    /// [`DigestClient::authorize`] appended to `v` (a header's scratch text, so the value is
+    /// kept with no room to spare).
+    #[allow(clippy::too_many_arguments)] // reason: `authorize`'s arguments and the text it writes in
+    pub fn authorize_into(
+        &mut self,
+        v: &mut String,
+        ch: &Challenge<'_>,
+        creds: &Credentials,
+        method: &str,
+        uri: &str,
+        body: &[u8],
+        cnonce: &str,
+    ) {
         // The challenge's realm wins: it is what the server will hash with.
         let realm: &str = &ch.realm;
         let qop = if ch.qop.contains(&Qop::Auth) {
@@ -792,7 +810,7 @@ impl DigestClient {
         );
         // Written piece by piece into one string (what the `format!` calls it replaces gave).
         // The fixed text is at most 136 bytes (quoting may add more: the string grows then).
-        let mut v = String::with_capacity(
+        v.reserve(
             136 + creds.username.len()
                 + realm.len()
                 + ch.nonce.len()
@@ -827,7 +845,6 @@ impl DigestClient {
             v.push_str(&quote(o));
             v.push('"');
         }
-        v
     }
 
     /// How many nonces keep their count.
@@ -1267,10 +1284,14 @@ impl NonceText {
 
 /// A challenge header value for an already quoted realm and a nonce.
 fn challenge_text(realm_q: &str, nonce: &str, algorithm: Algorithm, stale: bool) -> String {
+    // Exactly its length: the text is kept as a header's value, with no room to spare.
+    let stale_text = if stale { ", stale=true" } else { "" };
     let mut v = String::with_capacity(
-        "Digest realm=\"\", nonce=\"\", algorithm=SHA-512-256-sess, qop=\"auth\", stale=true".len()
+        "Digest realm=\"\", nonce=\"\", algorithm=, qop=\"auth\"".len()
             + realm_q.len()
-            + nonce.len(),
+            + nonce.len()
+            + algorithm.as_str().len()
+            + stale_text.len(),
     );
     v.push_str("Digest realm=\"");
     v.push_str(realm_q);
@@ -1279,9 +1300,12 @@ fn challenge_text(realm_q: &str, nonce: &str, algorithm: Algorithm, stale: bool)
     v.push_str("\", algorithm=");
     v.push_str(algorithm.as_str());
     v.push_str(", qop=\"auth\"");
-    if stale {
-        v.push_str(", stale=true");
-    }
+    v.push_str(stale_text);
+    debug_assert_eq!(
+        v.len(),
+        v.capacity(),
+        "the challenge's length is computed exactly"
+    );
     v
 }
 

@@ -313,6 +313,12 @@ impl From<&str> for HeaderName {
     }
 }
 
+thread_local! {
+    /// The text [`Header::written`] writes a value in before copying it out (kept between
+    /// calls; taken while in use, so a nested call writes in a fresh one).
+    static VALUE_SCRATCH: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
 /// A header held by a message is read through [`HeaderRef`] (`headers.get(..)`,
 /// `headers.iter()`): a parsed line is a range of the message's head text, which the
@@ -339,27 +345,44 @@ enum Repr {
         /// The value's range.
         value: (u32, u32),
     },
-    /// [`Repr::InHead`] taken out of its message: it holds the head text itself.
-    Shared {
-        /// The header section as received.
-        head: Arc<str>,
-        /// First byte of the line(s).
-        start: u32,
-        /// End of the line(s), without the final CRLF.
-        end: u32,
-        /// The value's range.
-        value: (u32, u32),
-    },
+    /// [`Repr::InHead`] taken out of its message: it holds the head text itself (boxed, rare:
+    /// a header taken out of a message, or copied into one holding another text).
+    Shared(Box<SharedLine>),
     /// Parsed, with a value that needed unfolding or repair (rare: boxed to keep `Header`
     /// small): the owned value and the received bytes.
     Parsed(Box<(String, Raw)>),
-    /// Built locally: printed as `Name: value`.
-    Owned(String),
+    /// Built locally: printed as `Name: value` (a `Box<str>`, not a `String`: the list's
+    /// slot is sized by its largest form).
+    Owned(Box<str>),
     /// Built locally from a constant (`Content-Length: 0`): no allocation.
     Static(&'static str),
     /// Built locally from a shared text (a phone group's `User-Agent`): a copy of the header
     /// costs a reference count, not an allocation.
     SharedText(Arc<str>),
+}
+
+impl Repr {
+    /// The value's range in the head text, for a line of one.
+    fn line_value(&self) -> Option<(u32, u32)> {
+        match self {
+            Repr::InHead { value, .. } => Some(*value),
+            Repr::Shared(l) => Some(l.value),
+            _ => None,
+        }
+    }
+}
+
+/// A line of a head text held with the text ([`Repr::Shared`]).
+#[derive(Clone)]
+struct SharedLine {
+    /// The header section as received.
+    head: Arc<str>,
+    /// First byte of the line(s).
+    start: u32,
+    /// End of the line(s), without the final CRLF.
+    end: u32,
+    /// The value's range.
+    value: (u32, u32),
 }
 
 /// Where a header's received bytes live.
@@ -418,7 +441,24 @@ impl Header {
     pub fn new(name: impl Into<HeaderName>, value: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            repr: Repr::Owned(value.into()),
+            repr: Repr::Owned(value.into().into_boxed_str()),
+        }
+    }
+
+    /// A header built locally whose value `write` appends to an empty string: written in
+    /// this thread's scratch text and kept in a block of exactly its length (one allocation;
+    /// a `String` with room to spare would be shrunk into the header, a reallocation).
+    pub fn written(name: HeaderName, write: impl FnOnce(&mut String)) -> Self {
+        let mut text = VALUE_SCRATCH.take();
+        text.clear();
+        write(&mut text);
+        let value = Box::from(text.as_str());
+        if text.capacity() <= 4096 {
+            VALUE_SCRATCH.set(text);
+        }
+        Self {
+            name,
+            repr: Repr::Owned(value),
         }
     }
 
@@ -492,7 +532,7 @@ impl<'a> HeaderRef<'a> {
     pub fn value(self) -> &'a str {
         let (text, range): (&'a str, _) = match &self.header.repr {
             Repr::InHead { value, .. } => (self.head.map_or("", |h| h), *value),
-            Repr::Shared { head, value, .. } => (head, *value),
+            Repr::Shared(l) => (&l.head, l.value),
             Repr::Parsed(p) => return &p.0,
             Repr::Owned(s) => return s,
             Repr::Static(s) => return s,
@@ -509,9 +549,7 @@ impl<'a> HeaderRef<'a> {
     pub fn raw(self) -> Option<&'a [u8]> {
         let (text, start, end): (&'a str, _, _) = match &self.header.repr {
             Repr::InHead { start, end, .. } => (self.head.map_or("", |h| h), *start, *end),
-            Repr::Shared {
-                head, start, end, ..
-            } => (head, *start, *end),
+            Repr::Shared(l) => (&l.head, l.start, l.end),
             Repr::Parsed(p) => return p.1.as_bytes(),
             Repr::Owned(_) | Repr::Static(_) | Repr::SharedText(_) => return None,
         };
@@ -530,12 +568,12 @@ impl<'a> HeaderRef<'a> {
         match (&self.header.repr, self.head) {
             (&Repr::InHead { start, end, value }, Some(head)) => Header {
                 name: self.header.name.clone(),
-                repr: Repr::Shared {
+                repr: Repr::Shared(Box::new(SharedLine {
                     head: Arc::clone(head),
                     start,
                     end,
                     value,
-                },
+                })),
             },
             // Not reached (a line of a head is only in the `Headers` holding that head): an
             // empty built header keeps the function total.
@@ -548,12 +586,7 @@ impl<'a> HeaderRef<'a> {
     fn shared_line(self) -> Option<(&'a Arc<str>, u32, u32)> {
         match (&self.header.repr, self.head) {
             (Repr::InHead { start, end, .. }, Some(head)) => Some((head, *start, *end)),
-            (
-                Repr::Shared {
-                    head, start, end, ..
-                },
-                _,
-            ) => Some((head, *start, *end)),
+            (Repr::Shared(l), _) => Some((&l.head, l.start, l.end)),
             _ => None,
         }
     }
@@ -612,7 +645,7 @@ impl Drop for Headers {
 
 /// Header lists of dropped messages, kept for the next messages made on the same thread: a
 /// message is mostly parsed, handled and dropped before the next one is parsed, so its list
-/// (a heap block of 56 bytes a header) is used again, still in the cache, instead of a fresh
+/// (a heap block of 40 bytes a header) is used again, still in the cache, instead of a fresh
 /// one allocated for every message and freed after it.
 mod spare {
     use std::cell::RefCell;
@@ -758,10 +791,7 @@ impl Headers {
                             unfolded.push((list.len(), new, end));
                             Repr::Parsed(Box::new((p.0.clone(), Raw::None)))
                         }
-                        (
-                            Repr::InHead { value, .. } | Repr::Shared { value, .. },
-                            Some((_, start, _)),
-                        ) => {
+                        (repr, Some((_, start, _))) if let Some(value) = repr.line_value() => {
                             // The value lies inside its line (`start <= value <= end`): the
                             // differences are the same offsets in the copy.
                             let shift = |v: u32| new + v.saturating_sub(start);
@@ -1093,6 +1123,37 @@ mod tests {
             })
             .collect();
         (headers, m.to_bytes())
+    }
+
+    #[test]
+    fn a_written_header_reads_as_one_built_from_its_string() {
+        let written = Header::written(HeaderName::CSeq, |t| t.push_str("2 INVITE"));
+        let built = Header::new(HeaderName::CSeq, "2 INVITE");
+        assert_eq!(written.value(), "2 INVITE");
+        assert_eq!(written.raw(), None);
+        assert_eq!(format!("{written:?}"), format!("{built:?}"));
+        // Written inside another one's writing (the scratch text is taken): both whole.
+        let outer = Header::written(HeaderName::Via, |t| {
+            let inner = Header::written(HeaderName::CallId, |t| t.push_str("a@b"));
+            t.push_str("SIP/2.0/UDP h;x=");
+            t.push_str(inner.value());
+        });
+        assert_eq!(outer.value(), "SIP/2.0/UDP h;x=a@b");
+        // The scratch text is emptied before each use.
+        let next = Header::written(HeaderName::To, |t| t.push_str("<sip:b@h>"));
+        assert_eq!(next.value(), "<sip:b@h>");
+    }
+
+    #[test]
+    fn a_line_taken_out_of_its_message_keeps_its_value_and_bytes() {
+        let m = Message::parse(b"OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nCall-ID:  c@h \r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
+        let taken = m.headers.get(&HeaderName::CallId).unwrap().to_header();
+        drop(m);
+        assert_eq!(taken.value(), "c@h");
+        assert_eq!(taken.raw(), Some(b"Call-ID:  c@h ".as_slice()));
+        let mut other = Headers::new();
+        other.push_ref(taken.by_ref());
+        assert_eq!(other.get(&HeaderName::CallId).unwrap().value(), "c@h");
     }
 
     #[test]

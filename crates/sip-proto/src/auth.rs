@@ -169,9 +169,9 @@ impl Authenticator {
             }
         }
         self.preemptive = false;
-        let value = self
-            .client
-            .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
+        let header = Header::written(answer_name.clone(), |v| {
+            (self.client).authorize_into(v, &ch, creds, method.as_str(), uri, body, cnonce)
+        });
         // Only the registrar's challenge is kept: `preemptive` answers it for REGISTER
         // refreshes. A 401 to another request (a callee's, another realm: RFC 3261 §22.1,
         // "The realm string alone defines the protection domain") is not the registrar's
@@ -179,7 +179,7 @@ impl Authenticator {
         if answer_name == HeaderName::Authorization && *method == Method::Register {
             self.last = Some(raw.into());
         }
-        Ok(Header::new(answer_name, value))
+        Ok(header)
     }
 
     /// Whether a 401 challenge is kept for [`Authenticator::preemptive`] (without it, that
@@ -200,11 +200,11 @@ impl Authenticator {
         let creds = creds?;
         // The challenge is read in place from `last` while the client counts the nonce.
         let ch = Challenge::parse(self.last.as_deref()?).ok()?;
-        let value = self
-            .client
-            .authorize(&ch, creds, method.as_str(), uri, body, cnonce);
+        let header = Header::written(HeaderName::Authorization, |v| {
+            (self.client).authorize_into(v, &ch, creds, method.as_str(), uri, body, cnonce)
+        });
         self.preemptive = true;
-        Some(Header::new(HeaderName::Authorization, value))
+        Some(header)
     }
 
     /// The kept challenge, read again (it parsed when it was received, so it parses now).

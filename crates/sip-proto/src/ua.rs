@@ -1899,6 +1899,7 @@ impl UserAgent {
     /// Our Contact as text: what `text_of(&self.contact(), _)` prints (`<sip:user@host:port>`,
     /// `;transport=…` inside when not UDP), written straight into its string without building
     /// the URI (test `our_contact_text_is_the_printed_contact`).
+    #[cfg(test)]
     fn contact_text(&self) -> String {
         self.contact_text_at(false)
     }
@@ -1984,6 +1985,14 @@ impl UserAgent {
         let branch: u64 = self.rng.random();
         let mut via = String::with_capacity(64);
         self.write_via_at(&mut via, proxied, branch);
+        (via, branch)
+    }
+
+    /// [`UserAgent::new_via_branch_at`] as a header (its value in a block of its exact
+    /// length), and the branch's random part.
+    fn new_via_header_at(&mut self, proxied: bool) -> (Header, u64) {
+        let branch: u64 = self.rng.random();
+        let via = Header::written(HeaderName::Via, |v| self.write_via_at(v, proxied, branch));
         (via, branch)
     }
 
@@ -2245,12 +2254,11 @@ impl UserAgent {
                 Ok(header) => {
                     let mut retry = req.into_owned();
                     self.reg_cseq += 1;
-                    retry.headers.set(Header::new(
-                        HeaderName::CSeq,
-                        cseq_text(self.reg_cseq, &Method::Register),
-                    ));
-                    let (via, branch) = self.new_via_branch_at(self.register_proxied());
-                    retry.headers.set(Header::new(HeaderName::Via, via));
+                    retry
+                        .headers
+                        .set(cseq_header(self.reg_cseq, &Method::Register));
+                    let (via, branch) = self.new_via_header_at(self.register_proxied());
+                    retry.headers.set(via);
                     // RFC 3261 §22.3: the credentials of the other realms stay.
                     crate::auth::put_credentials(&mut retry.headers, header);
                     let destination = self.register_destination();
@@ -3223,7 +3231,7 @@ impl UserAgent {
     /// Sends the call's INVITE again (a new branch, the next CSeq number), changed by `edit`:
     /// after a challenge (RFC 3261 §22.2) or a 422 (RFC 4028 §7.4).
     fn send_invite_again(&mut self, now: Instant, id: CallId, edit: impl FnOnce(&mut Message)) {
-        let (via, branch) = self.new_via_branch_at(self.proxied(id));
+        let (via, branch) = self.new_via_header_at(self.proxied(id));
         let Some(call) = self.call_mut(id) else {
             return;
         };
@@ -3233,11 +3241,8 @@ impl UserAgent {
             return;
         };
         let seq = invite.cseq().map_or(1, |c| c.seq) + 1;
-        invite.headers.set(Header::new(
-            HeaderName::CSeq,
-            cseq_text(seq, &Method::Invite),
-        ));
-        invite.headers.set(Header::new(HeaderName::Via, via));
+        invite.headers.set(cseq_header(seq, &Method::Invite));
+        invite.headers.set(via);
         edit(invite);
         let invite = call.invite.clone();
         call.provisional = Provisional::None;
@@ -4143,7 +4148,7 @@ impl UserAgent {
         // where they are, not collected (no list per response).
         let contact = (101..300)
             .contains(&code)
-            .then(|| Header::new(HeaderName::Contact, self.contact_text()));
+            .then(|| Header::written(HeaderName::Contact, |t| self.write_contact_at(t, false)));
         let allow = (code == 200).then(|| Header::from_static(HeaderName::Allow, ALLOW));
         let supported =
             (code == 200).then(|| Header::from_static(HeaderName::Supported, self.supported()));
@@ -6299,13 +6304,23 @@ fn decimal_text(n: u32) -> String {
 
 /// A CSeq value, `{seq} {method}` as `CSeq`'s `Display` prints it, without the formatting
 /// machinery.
+#[cfg(test)]
 fn cseq_text(seq: u32, method: &Method) -> String {
-    let method = method.as_str();
-    let mut text = String::with_capacity(11 + method.len());
-    sip_msg::push_decimal(&mut text, u64::from(seq));
-    text.push(' ');
-    text.push_str(method);
+    let mut text = String::new();
+    write_cseq(&mut text, seq, method);
     text
+}
+
+/// [`cseq_text`] appended to `text`.
+fn write_cseq(text: &mut String, seq: u32, method: &Method) {
+    sip_msg::push_decimal(text, u64::from(seq));
+    text.push(' ');
+    text.push_str(method.as_str());
+}
+
+/// A CSeq header of `seq` and `method` (its value in a block of its exact length).
+fn cseq_header(seq: u32, method: &Method) -> Header {
+    Header::written(HeaderName::CSeq, |t| write_cseq(t, seq, method))
 }
 
 /// The From URI of `msg` as text (empty when From is missing or malformed): read in place

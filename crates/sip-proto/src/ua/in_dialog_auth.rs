@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use rand::Rng;
 use sip_msg::typed::ToRef;
-use sip_msg::{Header, HeaderName, Message, tag_from};
+use sip_msg::{Message, tag_from};
 
-use super::{Call, CallId, Destination, Owner, UserAgent, cseq_text};
+use super::{Call, CallId, Destination, Owner, UserAgent, cseq_header};
 use crate::dialog::Dialog;
 
 /// The call and whether `owner`'s requests are sent again after a challenge: those in a
@@ -102,7 +102,7 @@ impl UserAgent {
         };
         // The Via of the connection the request left on (a call placed through an outbound
         // proxy's own connection has that connection's address).
-        let (via, branch) = self.new_via_branch_at(self.proxied(id));
+        let (via, branch) = self.new_via_header_at(self.proxied(id));
         let Some(call) = self.call_mut(id) else {
             return false;
         };
@@ -116,9 +116,8 @@ impl UserAgent {
             self.refer_sent_again(id, seq);
         }
         let mut req = rejected.into_owned();
-        req.headers
-            .set(Header::new(HeaderName::CSeq, cseq_text(seq, &method)));
-        req.headers.set(Header::new(HeaderName::Via, via));
+        req.headers.set(cseq_header(seq, &method));
+        req.headers.set(via);
         // RFC 3261 §22.3: the credentials of the other realms stay.
         crate::auth::put_credentials(&mut req.headers, header);
         self.start_client_branch(now, req, branch, owner, dest);
