@@ -902,6 +902,18 @@ mod tests {
                 m.set_body("application/sdp", &b"v=1\r\n"[..])
             }),
         ];
+        // Every header as read: name, value, received bytes.
+        let reading = |m: &Message| -> Vec<(String, String, Option<Vec<u8>>)> {
+            (m.headers.iter())
+                .map(|h| {
+                    (
+                        h.name().to_string(),
+                        h.value().to_owned(),
+                        h.raw().map(<[u8]>::to_vec),
+                    )
+                })
+                .collect()
+        };
         for (what, edit) in edits {
             let mut m = make(Some(sdp)).build();
             let before = m.to_bytes();
@@ -909,11 +921,86 @@ mod tests {
             let wire = m.wire();
             assert_ne!(&wire[..], &before[..], "{what}");
             assert_eq!(&wire[..], &m.to_bytes()[..], "{what}");
+            // `wire_whole` sends it made whole.
+            let mut w = m.clone();
+            let sent = w.wire_whole();
+            assert_eq!(&sent[..], &wire[..], "{what}");
+            assert!(
+                in_text(&w, sent.as_ptr()),
+                "{what}: sent as the text, no copy"
+            );
+            // Made whole, it prints and reads the same, and is sent as its one text.
+            let (headers, body) = (reading(&m), m.body().clone());
+            let uri = m.request_uri().map(std::borrow::Cow::into_owned);
+            m.make_whole();
+            assert_eq!(&m.to_bytes()[..], &wire[..], "{what}");
+            let sent = m.wire();
+            assert_eq!(&sent[..], &wire[..], "{what}");
+            assert!(
+                in_text(&m, sent.as_ptr()),
+                "{what}: sent as the text, no copy"
+            );
+            // Headers added after the build become lines of the text, as built ones are
+            // (their received bytes: the line printed); the others read as before.
+            let printed_line = |(n, v, raw): (String, String, Option<Vec<u8>>)| {
+                let line = raw.unwrap_or_else(|| format!("{n}: {v}").into_bytes());
+                (n, v, Some(line))
+            };
+            let headers: Vec<_> = headers.into_iter().map(printed_line).collect();
+            assert_eq!(reading(&m), headers, "{what}");
+            assert_eq!(m.body(), &body, "{what}");
+            assert_eq!(
+                m.request_uri().map(std::borrow::Cow::into_owned),
+                uri,
+                "{what}"
+            );
+            if !m.body().is_empty() {
+                assert!(
+                    in_text(&m, m.body().as_ptr()),
+                    "{what}: the body is a range of it"
+                );
+            }
+            // Edited again, it prints as edited (and can be made whole again).
+            m.headers.set(Header::new(HeaderName::CallId, "again@h"));
+            let edited = m.wire();
+            assert_eq!(&edited[..], &m.to_bytes()[..], "{what}");
+            m.make_whole();
+            assert_eq!(&m.wire()[..], &edited[..], "{what}");
+            assert_eq!(
+                m.headers.value(&HeaderName::CallId),
+                Some("again@h"),
+                "{what}"
+            );
         }
-        // A parsed message prints as received.
+        // A parsed message prints as received, and made whole (after an edit) likewise.
         let raw = make(Some(sdp)).build().to_bytes();
         let parsed = Message::parse(&raw).unwrap();
         assert_eq!(&parsed.wire()[..], &raw[..]);
+        let mut edited = parsed.clone();
+        edited
+            .headers
+            .set(Header::new(HeaderName::CSeq, "4 INVITE"));
+        let printed = edited.to_bytes();
+        edited.make_whole();
+        assert_eq!(&edited.wire()[..], &printed[..]);
+        assert!(in_text(&edited, edited.wire().as_ptr()));
+        // A folded value stays as it is (no range of a new text can give it): printed.
+        let folded = b"OPTIONS sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKf\r\nSubject: a\r\n  b\r\nCall-ID: f@h\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let mut m = Message::parse(folded).unwrap();
+        m.headers.set(Header::new(HeaderName::CallId, "g@h"));
+        let printed = m.to_bytes();
+        m.make_whole();
+        assert_eq!(&m.wire()[..], &printed[..]);
+        assert_eq!(
+            m.headers.value(&HeaderName::from_name("Subject")),
+            Some("a b")
+        );
+        // A body that is not UTF-8 stays apart from the text, printed when sent.
+        let mut m = make(Some(not_utf8)).build();
+        m.headers.set(Header::new(HeaderName::CallId, "n@h"));
+        let printed = m.to_bytes();
+        m.make_whole();
+        assert_eq!(&m.wire()[..], &printed[..]);
     }
 
     #[test]

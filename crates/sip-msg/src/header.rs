@@ -582,6 +582,13 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
+    /// [`HeaderRef::raw`] as text, for a line that is a range of a head text (no UTF-8 check:
+    /// the text is a `str`, cut at ASCII line ends).
+    fn line_text(self) -> Option<&'a str> {
+        let (head, start, end) = self.shared_line()?;
+        head.get(start as usize..end as usize)
+    }
+
     /// For a line that is a range of a head text: the text and the line's range.
     fn shared_line(self) -> Option<(&'a Arc<str>, u32, u32)> {
         match (&self.header.repr, self.head) {
@@ -833,6 +840,70 @@ impl Headers {
             },
             head,
         )
+    }
+
+    /// Each header's line as [`crate::Message::to_bytes`] prints it (its received bytes, or
+    /// `Name: value`) and, for a line that becomes a range of a new text, where its value lies
+    /// in it (from the line's first byte); `None` when a header cannot be held as such a range
+    /// (a value unfolded or repaired from its received lines).
+    fn line_parts(h: HeaderRef<'_>) -> Option<(usize, (usize, usize))> {
+        let (start, value) = match &h.header.repr {
+            Repr::Parsed(_) => return None,
+            Repr::InHead { start, value, .. } => (*start, *value),
+            Repr::Shared(l) => (l.start, l.value),
+            Repr::Owned(_) | Repr::Static(_) | Repr::SharedText(_) => {
+                let name = h.name().as_str().len() + 2;
+                let line = name + h.value().len();
+                return Some((line, (name, line)));
+            }
+        };
+        // The value lies inside its line (`start <= value <= end`); clamped so that the
+        // ranges made from it stay inside the line whatever it holds.
+        let line = h.line_text()?.len();
+        let at = |v: u32| (v.saturating_sub(start) as usize).min(line);
+        Some((line, (at(value.0), at(value.1))))
+    }
+
+    /// Whether every header can be rewritten by [`Headers::write_lines`] and [`Headers::rebase`].
+    pub(crate) fn can_rewrite(&self) -> bool {
+        self.iter().all(|h| Self::line_parts(h).is_some())
+    }
+
+    /// Appends every header's line and a CRLF to `text` (as `to_bytes` prints them), and the
+    /// length that adds. Only after [`Headers::can_rewrite`].
+    pub(crate) fn write_lines(&self, text: &mut String) {
+        for h in self.iter() {
+            match h.line_text() {
+                Some(line) => text.push_str(line),
+                None => {
+                    text.push_str(h.name().as_str());
+                    text.push_str(": ");
+                    text.push_str(h.value());
+                }
+            }
+            text.push_str("\r\n");
+        }
+    }
+
+    /// Makes every header a range of `head`, whose lines from byte `first` are the ones
+    /// [`Headers::write_lines`] wrote for them (and no more). Only after
+    /// [`Headers::can_rewrite`].
+    pub(crate) fn rebase(&mut self, head: Arc<str>, first: usize) {
+        let mut at = first;
+        for i in 0..self.list.len() {
+            let Some((line, value)) = Self::line_parts(self.view_of(&self.list[i])) else {
+                continue;
+            };
+            // The text is no longer than the message's printed form, which the caller checked
+            // fits in 32 bits.
+            self.list[i].repr = Repr::InHead {
+                start: at as u32,
+                end: (at + line) as u32,
+                value: ((at + value.0) as u32, (at + value.1) as u32),
+            };
+            at += line + 2;
+        }
+        self.head = Some(head);
     }
 
     /// Gives these headers the head text their lines are ranges of (a parsed message's, once

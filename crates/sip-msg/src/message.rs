@@ -690,6 +690,82 @@ impl Message {
         }
     }
 
+    /// Makes the text this message prints as its one shared text, as
+    /// [`crate::RequestBuilder::build`] writes a request: the start line, the header lines, the
+    /// empty line and the body, printed once (what [`Message::to_bytes`] prints), with the
+    /// headers made ranges of it. [`Message::wire`] then sends it without printing it again.
+    ///
+    /// For a request edited after it was built or parsed (a retry with credentials: a new
+    /// Via, CSeq and Authorization), which otherwise is printed again for every transmission
+    /// and keeps the text it was first written in alive for its unchanged lines. Nothing
+    /// changes when the message is whole already, when its body is not UTF-8, or when a
+    /// header holds a value unfolded from its received lines.
+    pub fn make_whole(&mut self) {
+        if self.whole_text().is_none() {
+            self.rewrite_whole();
+        }
+    }
+
+    /// [`Message::wire`] after [`Message::make_whole`]: the message's one text when it is
+    /// whole or can be made so (checked once), else printed.
+    pub fn wire_whole(&mut self) -> Bytes {
+        if let Some(text) = self.whole_text() {
+            return Bytes::from_owner(WholeText(Arc::clone(text)));
+        }
+        match self.rewrite_whole() {
+            Some(text) => Bytes::from_owner(WholeText(text)),
+            None => Bytes::from(self.to_bytes()),
+        }
+    }
+
+    /// [`Message::make_whole`] for a message known not to be whole: its new text, or `None`
+    /// when it stays as it is.
+    fn rewrite_whole(&mut self) -> Option<Arc<str>> {
+        if self.headers.is_empty() || !self.headers.can_rewrite() {
+            return None;
+        }
+        let body = std::str::from_utf8(&self.body).ok()?;
+        let mut text = crate::builder::scratch::take(512 + body.len());
+        match self.start_raw.as_bytes() {
+            Some(raw) => match std::str::from_utf8(raw) {
+                Ok(line) => text.push_str(line),
+                Err(_) => {
+                    crate::builder::scratch::put(text);
+                    return None;
+                }
+            },
+            None => {
+                // Writing into a String never fails.
+                let _ = self.start.write_to(&mut text);
+            }
+        }
+        let line = text.len();
+        text.push_str("\r\n");
+        let first = text.len();
+        self.headers.write_lines(&mut text);
+        text.push_str("\r\n");
+        let body_at = text.len();
+        text.push_str(body);
+        // Ranges are 32-bit (as a parsed message's): a text longer than that stays as it is.
+        if u32::try_from(text.len()).is_err() {
+            crate::builder::scratch::put(text);
+            return None;
+        }
+        let line = line as u32;
+        let whole: Arc<str> = Arc::from(text.as_str());
+        crate::builder::scratch::put(text);
+        self.headers.rebase(Arc::clone(&whole), first);
+        if !self.body.is_empty() {
+            self.body = Bytes::from_owner(WholeText(Arc::clone(&whole))).slice(body_at..);
+        }
+        self.set_start_text(Arc::clone(&whole), line);
+        debug_assert!(
+            self.whole_text().is_some(),
+            "a message made whole reads as whole"
+        );
+        Some(whole)
+    }
+
     /// The shared text this message prints as, whole: when its start line is the text's
     /// first line, its headers ([`Headers::one_block`]) the lines after it, and the rest of
     /// the text the empty line and this message's body. Checked at each call (the headers

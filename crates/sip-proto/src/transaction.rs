@@ -640,8 +640,15 @@ impl ClientTransaction {
     /// Queues the first transmission and arms the timers of a transaction just made by
     /// [`ClientTransaction::started`] (once).
     pub(crate) fn arm(&mut self, now: Instant) {
+        // A request edited since it was built (a retry with credentials) is printed once, into
+        // a text of its own that every transmission then shares, rather than printed again for
+        // each one while it also keeps the text it was built in.
+        let bytes = match &mut self.request_msg {
+            RequestMsg::Own(m) => m.wire_whole(),
+            shared => shared.wire(),
+        };
         self.transmits.push_back(Transmit {
-            bytes: self.request_msg.wire(),
+            bytes,
             retransmission: false,
         });
         let (retransmit, timeout) = if self.invite {

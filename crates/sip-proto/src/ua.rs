@@ -3249,6 +3249,9 @@ impl UserAgent {
         invite.headers.set(cseq_header(seq, &Method::Invite));
         invite.headers.set(via);
         edit(invite);
+        // Printed once, into the text its transaction's transmissions share (see
+        // `ClientTransaction::arm`).
+        invite.make_whole();
         let invite = call.invite.clone();
         call.provisional = Provisional::None;
         // The other forks' early dialogs were the rejected INVITE's.
