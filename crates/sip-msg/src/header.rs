@@ -400,8 +400,9 @@ pub(crate) enum Raw {
         /// End of the line(s), without the final CRLF.
         end: u32,
     },
-    /// The exact bytes of a header section that is not valid UTF-8.
-    Bytes(Bytes),
+    /// The exact bytes of a header section that is not valid UTF-8 (rare: boxed, so that a
+    /// message's start line holds 32 bytes for its received form, not 40).
+    Bytes(Box<Bytes>),
 }
 
 impl Raw {

@@ -35,8 +35,10 @@ pub enum Method {
     Message,
     /// RFC 3903
     Publish,
-    /// Any other token.
-    Extension(Box<str>),
+    /// Any other token (behind one thin pointer: a method is in every request line and every
+    /// transaction key, and the unit variants need only a tag beside it).
+    #[allow(clippy::redundant_allocation)] // reason: see above
+    Extension(Box<Box<str>>),
 }
 
 impl Method {
@@ -57,7 +59,7 @@ impl Method {
             "REFER" => Method::Refer,
             "MESSAGE" => Method::Message,
             "PUBLISH" => Method::Publish,
-            other if is_token(other) => Method::Extension(other.into()),
+            other if is_token(other) => Method::Extension(Box::new(other.into())),
             _ => return None,
         })
     }
