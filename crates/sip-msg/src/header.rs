@@ -843,68 +843,61 @@ impl Headers {
         )
     }
 
-    /// Each header's line as [`crate::Message::to_bytes`] prints it (its received bytes, or
-    /// `Name: value`) and, for a line that becomes a range of a new text, where its value lies
-    /// in it (from the line's first byte); `None` when a header cannot be held as such a range
-    /// (a value unfolded or repaired from its received lines).
-    fn line_parts(h: HeaderRef<'_>) -> Option<(usize, (usize, usize))> {
-        let (start, value) = match &h.header.repr {
-            Repr::Parsed(_) => return None,
-            Repr::InHead { start, value, .. } => (*start, *value),
-            Repr::Shared(l) => (l.start, l.value),
-            Repr::Owned(_) | Repr::Static(_) | Repr::SharedText(_) => {
-                let name = h.name().as_str().len() + 2;
-                let line = name + h.value().len();
-                return Some((line, (name, line)));
-            }
-        };
-        // The value lies inside its line (`start <= value <= end`); clamped so that the
-        // ranges made from it stay inside the line whatever it holds.
-        let line = h.line_text()?.len();
-        let at = |v: u32| (v.saturating_sub(start) as usize).min(line);
-        Some((line, (at(value.0), at(value.1))))
-    }
-
-    /// Whether every header can be rewritten by [`Headers::write_lines`] and [`Headers::rebase`].
-    pub(crate) fn can_rewrite(&self) -> bool {
-        self.iter().all(|h| Self::line_parts(h).is_some())
-    }
-
-    /// Appends every header's line and a CRLF to `text` (as `to_bytes` prints them), and the
-    /// length that adds. Only after [`Headers::can_rewrite`].
-    pub(crate) fn write_lines(&self, text: &mut String) {
+    /// The bytes [`Headers::rewrite_into`] writes (every line and its CRLF), when every
+    /// header can be rewritten so: all but a value unfolded or repaired from its received
+    /// lines (no range of a new text gives it).
+    pub(crate) fn rewritten_len(&self) -> Option<usize> {
+        let mut len = 0;
         for h in self.iter() {
-            match h.line_text() {
-                Some(line) => text.push_str(line),
-                None => {
-                    text.push_str(h.name().as_str());
-                    text.push_str(": ");
-                    text.push_str(h.value());
-                }
-            }
-            text.push_str("\r\n");
+            len += 2 + match (&h.header.repr, h.line_text()) {
+                (Repr::Parsed(_), _) => return None,
+                (Repr::InHead { .. } | Repr::Shared(_), Some(line)) => line.len(),
+                (Repr::InHead { .. } | Repr::Shared(_), None) => return None,
+                _ => h.name().as_str().len() + 2 + h.value().len(),
+            };
         }
+        Some(len)
     }
 
-    /// Makes every header a range of `head`, whose lines from byte `first` are the ones
-    /// [`Headers::write_lines`] wrote for them (and no more). Only after
-    /// [`Headers::can_rewrite`].
-    pub(crate) fn rebase(&mut self, head: Arc<str>, first: usize) {
-        let mut at = first;
+    /// Appends every header's line and a CRLF to `text`, as `to_bytes` prints them (its
+    /// received bytes, or `Name: value`), and makes each header that range of `text` (its
+    /// value the same range as before within the line). The headers read from `text` once it
+    /// is given to them ([`Headers::attach_head`]), not before. Only after
+    /// [`Headers::rewritten_len`] said they can be, and `text` ends under 4 GiB (ranges are
+    /// 32-bit).
+    pub(crate) fn rewrite_into(&mut self, text: &mut String) {
         for i in 0..self.list.len() {
-            let Some((line, value)) = Self::line_parts(self.view_of(&self.list[i])) else {
-                continue;
+            let at = text.len();
+            let (line, value) = {
+                let h = self.view_of(&self.list[i]);
+                match (&h.header.repr, h.line_text()) {
+                    (Repr::InHead { start, value, .. }, Some(line)) => {
+                        text.push_str(line);
+                        (line.len(), (value.0 - start, value.1 - start))
+                    }
+                    (Repr::Shared(l), Some(line)) => {
+                        text.push_str(line);
+                        (line.len(), (l.value.0 - l.start, l.value.1 - l.start))
+                    }
+                    // Built: `Name: value` (and not reached for the forms above).
+                    _ => {
+                        let name = h.name().as_str();
+                        text.push_str(name);
+                        text.push_str(": ");
+                        text.push_str(h.value());
+                        let line = text.len() - at;
+                        (line, ((name.len() + 2) as u32, line as u32))
+                    }
+                }
             };
-            // The text is no longer than the message's printed form, which the caller checked
-            // fits in 32 bits.
+            text.push_str("\r\n");
+            let at = at as u32;
             self.list[i].repr = Repr::InHead {
-                start: at as u32,
-                end: (at + line) as u32,
-                value: ((at + value.0) as u32, (at + value.1) as u32),
+                start: at,
+                end: at + line as u32,
+                value: (at + value.0, at + value.1),
             };
-            at += line + 2;
         }
-        self.head = Some(head);
     }
 
     /// Gives these headers the head text their lines are ranges of (a parsed message's, once

@@ -726,11 +726,12 @@ impl Message {
     /// [`Message::make_whole`] for a message known not to be whole: its new text, or `None`
     /// when it stays as it is.
     fn rewrite_whole(&mut self) -> Option<Arc<str>> {
-        if self.headers.is_empty() || !self.headers.can_rewrite() {
+        if self.headers.is_empty() {
             return None;
         }
+        let headers = self.headers.rewritten_len()?;
         let body = std::str::from_utf8(&self.body).ok()?;
-        let mut text = crate::builder::scratch::take(512 + body.len());
+        let mut text = crate::builder::scratch::take(128 + headers + 2 + body.len());
         match self.start_raw.as_bytes() {
             Some(raw) => match std::str::from_utf8(raw) {
                 Ok(line) => text.push_str(line),
@@ -745,21 +746,20 @@ impl Message {
             }
         }
         let line = text.len();
-        text.push_str("\r\n");
-        let first = text.len();
-        self.headers.write_lines(&mut text);
-        text.push_str("\r\n");
-        let body_at = text.len();
-        text.push_str(body);
         // Ranges are 32-bit (as a parsed message's): a text longer than that stays as it is.
-        if u32::try_from(text.len()).is_err() {
+        if u32::try_from(line + 2 + headers + 2 + body.len()).is_err() {
             crate::builder::scratch::put(text);
             return None;
         }
+        text.push_str("\r\n");
+        self.headers.rewrite_into(&mut text);
+        text.push_str("\r\n");
+        let body_at = text.len();
+        text.push_str(body);
         let line = line as u32;
         let whole: Arc<str> = Arc::from(text.as_str());
         crate::builder::scratch::put(text);
-        self.headers.rebase(Arc::clone(&whole), first);
+        self.headers.attach_head(Arc::clone(&whole));
         if !self.body.is_empty() {
             self.body = Bytes::from_owner(WholeText(Arc::clone(&whole))).slice(body_at..);
         }
