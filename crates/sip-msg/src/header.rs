@@ -871,13 +871,17 @@ impl Headers {
             let (line, value) = {
                 let h = self.view_of(&self.list[i]);
                 match (&h.header.repr, h.line_text()) {
+                    // The value lies inside its line (`start <= value <= end`): its offsets in
+                    // the line are the same in the new text (saturating: total whatever it is).
                     (Repr::InHead { start, value, .. }, Some(line)) => {
                         text.push_str(line);
-                        (line.len(), (value.0 - start, value.1 - start))
+                        let at = |v: u32| v.saturating_sub(*start);
+                        (line.len(), (at(value.0), at(value.1)))
                     }
                     (Repr::Shared(l), Some(line)) => {
                         text.push_str(line);
-                        (line.len(), (l.value.0 - l.start, l.value.1 - l.start))
+                        let at = |v: u32| v.saturating_sub(l.start);
+                        (line.len(), (at(l.value.0), at(l.value.1)))
                     }
                     // Built: `Name: value` (and not reached for the forms above).
                     _ => {
