@@ -313,12 +313,6 @@ impl From<&str> for HeaderName {
     }
 }
 
-thread_local! {
-    /// The text [`Header::written`] writes a value in before copying it out (kept between
-    /// calls; taken while in use, so a nested call writes in a fresh one).
-    static VALUE_SCRATCH: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
-}
-
 /// One header line: its name, its unfolded value, and (when parsed) the exact bytes received.
 /// A header held by a message is read through [`HeaderRef`] (`headers.get(..)`,
 /// `headers.iter()`): a parsed line is a range of the message's head text, which the
@@ -447,16 +441,14 @@ impl Header {
     }
 
     /// A header built locally whose value `write` appends to an empty string: written in
-    /// this thread's scratch text and kept in a block of exactly its length (one allocation;
-    /// a `String` with room to spare would be shrunk into the header, a reallocation).
+    /// the thread's scratch text (the one the request builder writes heads in) and kept in a
+    /// block of exactly its length (one allocation; a `String` with room to spare would be
+    /// shrunk into the header, a reallocation).
     pub fn written(name: HeaderName, write: impl FnOnce(&mut String)) -> Self {
-        let mut text = VALUE_SCRATCH.take();
-        text.clear();
+        let mut text = crate::builder::scratch::take(0);
         write(&mut text);
         let value = Box::from(text.as_str());
-        if text.capacity() <= 4096 {
-            VALUE_SCRATCH.set(text);
-        }
+        crate::builder::scratch::put(text);
         Self {
             name,
             repr: Repr::Owned(value),
@@ -870,18 +862,14 @@ impl Headers {
             let at = text.len();
             let (line, value) = {
                 let h = self.view_of(&self.list[i]);
-                match (&h.header.repr, h.line_text()) {
+                match (h.shared_line(), h.header.repr.line_value()) {
                     // The value lies inside its line (`start <= value <= end`): its offsets in
                     // the line are the same in the new text (saturating: total whatever it is).
-                    (Repr::InHead { start, value, .. }, Some(line)) => {
+                    (Some((head, start, end)), Some(value)) => {
+                        let line = head.get(start as usize..end as usize).unwrap_or_default();
                         text.push_str(line);
-                        let at = |v: u32| v.saturating_sub(*start);
+                        let at = |v: u32| v.saturating_sub(start);
                         (line.len(), (at(value.0), at(value.1)))
-                    }
-                    (Repr::Shared(l), Some(line)) => {
-                        text.push_str(line);
-                        let at = |v: u32| v.saturating_sub(l.start);
-                        (line.len(), (at(l.value.0), at(l.value.1)))
                     }
                     // Built: `Name: value` (and not reached for the forms above).
                     _ => {
