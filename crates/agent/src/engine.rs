@@ -1244,6 +1244,16 @@ pub fn run_with_targets(
     // of mimalloc's arenas at the first touch, mostly never used. Without media too: a
     // SIP-only run of 6,000 calls at 2,000/s peaked at 41–42 MB RSS with them and 21–24 MB
     // without, and `clear_page_erms` under huge-page faults was 7 % of its perf samples.
+    // But first the run's heap, written up front in huge pages (see heap.rs): no page fault
+    // for it while the run is timed, and 2 MB pages for the TLB.
+    let endpoints: usize = plan.groups.iter().map(|g| g.endpoints.len()).sum();
+    let with_media: usize = plan
+        .groups
+        .iter()
+        .filter(|g| g.media.is_some())
+        .map(|g| g.endpoints.len())
+        .sum();
+    let _ = crate::heap::prefault(crate::heap::estimate(endpoints, with_media));
     let _ = crate::callmedia::disable_huge_pages();
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();

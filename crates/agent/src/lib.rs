@@ -12,6 +12,7 @@ pub mod failover;
 pub mod fasthash;
 pub mod flow;
 pub mod gather;
+pub mod heap;
 pub mod hints;
 pub mod netpoll;
 pub mod pcap;

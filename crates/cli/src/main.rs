@@ -19,6 +19,32 @@ mod serve;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The allocator's first arena, handed over before `main`'s first allocation
+/// (`agent::heap`: a run writes the part it needs in huge pages before its shards start).
+#[allow(unsafe_code)] // reason: registering a constructor and declaring mimalloc's C entry point
+mod first_arena {
+    unsafe extern "C" {
+        // In the mimalloc library the `mimalloc` crate links (its C API, `mimalloc.h`).
+        fn mi_manage_os_memory(
+            start: *mut std::ffi::c_void,
+            size: usize,
+            is_committed: bool,
+            is_large: bool,
+            is_zero: bool,
+            numa_node: std::ffi::c_int,
+        ) -> bool;
+    }
+
+    extern "C" fn reserve() {
+        agent::heap::reserve(mi_manage_os_memory);
+    }
+
+    // SAFETY: run by the C runtime before `main`; `reserve` neither allocates nor panics.
+    #[unsafe(link_section = ".init_array")]
+    #[used]
+    static RESERVE: extern "C" fn() = reserve;
+}
+
 /// Test and monitor SIP/VoIP infrastructure.
 #[derive(Debug, Parser)]
 #[command(name = "sipmeter", version, about)]
@@ -64,5 +90,28 @@ fn main() -> ExitCode {
         Command::Capacity(args) => capacity::run(&args),
         Command::Registrar(args) => registrar::run(&args),
         Command::Serve(args) => serve::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The constructor gave mimalloc its first arena before any allocation, so the heap's
+    /// blocks come from it, and a run can write its first megabytes up front.
+    #[test]
+    fn the_heap_starts_in_the_reserved_region() {
+        let (start, len) = agent::heap::region().expect("the region was reserved before main");
+        assert_eq!(start % (2 << 20), 0, "2 MB aligned");
+        assert_eq!(len, agent::heap::REGION);
+        let blocks: Vec<Box<[u8; 100]>> = (0..1000).map(|_| Box::new([7; 100])).collect();
+        for b in &blocks {
+            let at = b.as_ptr() as usize;
+            assert!(
+                (start..start + len).contains(&at),
+                "{at:#x} outside the region"
+            );
+        }
+        // 3 MB rounds up to 4 MB (two huge pages), and writing them keeps what is there.
+        assert_eq!(agent::heap::prefault(3 << 20).unwrap(), 4 << 20);
+        assert!(blocks.iter().all(|b| b.iter().all(|&x| x == 7)));
     }
 }
