@@ -1245,7 +1245,9 @@ pub fn run_with_targets(
     // SIP-only run of 6,000 calls at 2,000/s peaked at 41–42 MB RSS with them and 21–24 MB
     // without, and `clear_page_erms` under huge-page faults was 7 % of its perf samples.
     // But first the run's heap, written up front in huge pages (see heap.rs): no page fault
-    // for it while the run is timed, and 2 MB pages for the TLB.
+    // for it while the run is timed, and 2 MB pages for the TLB; and nothing purged from it
+    // (which would split those pages) until the run has returned.
+    let _hold = crate::heap::Hold::new();
     let endpoints: usize = plan.groups.iter().map(|g| g.endpoints.len()).sum();
     let with_media: usize = plan
         .groups

@@ -4,18 +4,23 @@
 //! timed, and in this VM every fresh 4 KB page of it costs a page fault of 3–4 µs; spread over
 //! 4 KB pages it also outgrows the TLB's reach (`docs/performance.md`, 2026-12-04). Huge pages
 //! cannot simply be left on: each first touch of a fresh 2 MB page zeroes it while a shard waits
-//! (`callmedia/thp.rs`). So the binary hands the allocator, before its first allocation, one
-//! 2 MB-aligned region asking for huge pages ([`reserve`]: mimalloc's first arena, from which
-//! every thread takes its pages until it is full), and a run writes the part it will need
-//! ([`prefault`]) before its shards start, then turns huge pages off for every later fault. The
-//! run's heap is then in 2 MB pages that no timed phase faults in.
+//! (`callmedia/thp.rs`). So:
+//! - the binary hands the allocator, before its first allocation, one 2 MB-aligned region
+//!   asking for huge pages ([`reserve`], registered in `.init_array`): mimalloc's first arena,
+//!   from which every thread takes its pages until it is full;
+//! - a run writes the part it will need ([`prefault`]) before its shards start, with huge pages
+//!   allowed for that moment, then turns them off for every later fault;
+//! - while a run lasts ([`Hold`]) the allocator gives nothing back to the system: a purge
+//!   (`MADV_DONTNEED` on memory freed a while ago) would split those 2 MB pages and the run
+//!   would fault the memory in again, 4 KB at a time. After the run it purges as before.
 //!
-//! [`reserve`] runs before `main` (the binary registers it in `.init_array`), so it must not
-//! allocate, panic or read Rust's environment; it records the region in two atomics.
-#![allow(unsafe_code)] // reason: mmap and madvise on a region given to the allocator (see above)
+//! [`reserve`] runs before `main`, so it must not allocate, panic or read Rust's environment;
+//! it records the region in two atomics.
+#![allow(unsafe_code)] // reason: mmap, madvise and prctl, and mimalloc's C API (see above)
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_long, c_void};
 use std::io;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The region's size: virtual address space, backed only where it is written. mimalloc's own
@@ -27,14 +32,13 @@ const HUGE: usize = 2 << 20;
 static START: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
 
-/// The allocator's call that takes a region as an arena (mimalloc's `mi_manage_os_memory`:
-/// start, size, committed, pinned (never decommitted), zeroed, NUMA node).
-pub type Manage = unsafe extern "C" fn(*mut c_void, usize, bool, bool, bool, c_int) -> bool;
+/// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`; the sys crate names no constant).
+const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Maps [`REGION`] bytes aligned to 2 MB, asks for huge pages on them and gives them to the
-/// allocator as its first arena. Call once, before the first allocation (from `.init_array`);
-/// on any failure the allocator keeps its own arenas and [`prefault`] does nothing.
-pub fn reserve(manage: Manage) {
+/// allocator as its first arena. For `.init_array`, before the first allocation; on any
+/// failure the allocator keeps its own arenas and [`prefault`] does nothing.
+pub extern "C" fn reserve() {
     // SAFETY: an anonymous private mapping of fresh address space; nothing else refers to it.
     let p = unsafe {
         libc::mmap(
@@ -52,12 +56,21 @@ pub fn reserve(manage: Manage) {
     let start = (p as usize).next_multiple_of(HUGE);
     // SAFETY: [start, start + REGION) lies inside the mapping just made (HUGE bytes of slack).
     // The allocator takes it as an arena: committed (a private anonymous mapping), not pinned
-    // (memory freed and left unused past mimalloc's purge delay is given back as from its own
-    // arenas: a long `serve` does not keep a big run's peak), and zeroed.
-    // Without MADV_HUGEPAGE (THP off system-wide) it is still a valid arena of 4 KB pages.
+    // (memory freed outside a run is given back as from its own arenas: a long `serve` does
+    // not keep a big run's peak), zeroed, any NUMA node, open to every heap. Without
+    // MADV_HUGEPAGE (THP off system-wide) it is still a valid arena of 4 KB pages.
     let ok = unsafe {
         libc::madvise(start as *mut c_void, REGION, libc::MADV_HUGEPAGE);
-        manage(start as *mut c_void, REGION, true, false, true, -1)
+        libmimalloc_sys::mi_manage_os_memory_ex(
+            start as *mut c_void,
+            REGION,
+            true,
+            false,
+            true,
+            -1,
+            false,
+            std::ptr::null_mut(),
+        )
     };
     if ok {
         START.store(start, Ordering::Release);
@@ -88,10 +101,10 @@ pub fn estimate(endpoints: usize, media_endpoints: usize) -> usize {
 
 /// Writes the region's first `bytes` (rounded up to 2 MB, at most [`REGION`]) in huge pages
 /// where the kernel allows them (`MADV_POPULATE_WRITE`: the pages are backed and mapped
-/// writable without their contents changing, so memory already in use is safe). Returns the
-/// bytes written: 0 when the region was not reserved (a binary without [`reserve`]) or
-/// `bytes` is 0. Call it before huge pages are turned off for the process: pages written
-/// after are 4 KB.
+/// writable without their contents changing, so memory already in use is safe). Huge pages are
+/// allowed for this call if the process had them off, and left as they were after it; parts
+/// already written in 4 KB pages stay so. Returns the bytes written: 0 when the region was not
+/// reserved (a binary without [`reserve`]) or `bytes` is 0.
 pub fn prefault(bytes: usize) -> io::Result<usize> {
     let start = START.load(Ordering::Acquire);
     let len = bytes
@@ -100,13 +113,73 @@ pub fn prefault(bytes: usize) -> io::Result<usize> {
     if start == 0 || len == 0 {
         return Ok(0);
     }
+    // SAFETY: prctl with integer arguments only; the THP flag reads and writes no memory.
+    let off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
+    if off {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    }
     // SAFETY: the range lies inside the region `reserve` mapped and never unmaps;
     // MADV_POPULATE_WRITE only backs pages, it writes no byte that the program can see.
     let r = unsafe { libc::madvise(start as *mut c_void, len, libc::MADV_POPULATE_WRITE) };
-    if r == 0 {
-        Ok(len)
-    } else {
-        Err(io::Error::last_os_error())
+    let err = io::Error::last_os_error();
+    if off {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, 0, 0, 0) };
+    }
+    if r == 0 { Ok(len) } else { Err(err) }
+}
+
+/// mimalloc's purge delay now, in ms (-1: it purges nothing).
+pub fn purge_delay() -> c_long {
+    // SAFETY: as in `Hold::new`.
+    unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) }
+}
+
+/// Runs in progress, and the purge delay to restore when the last one ends.
+static HELD: Mutex<(usize, c_long)> = Mutex::new((0, 0));
+
+/// While one lives, the allocator purges nothing (mimalloc's purge delay is -1), so that
+/// memory a run freed stays in its pages for the run to use again. Runs may overlap (`serve`):
+/// the delay is restored when the last hold is dropped. Without the region it does nothing.
+#[derive(Debug)]
+pub struct Hold(bool);
+
+impl Hold {
+    /// Stops purging until the returned hold, and every other, is dropped.
+    pub fn new() -> Hold {
+        if START.load(Ordering::Acquire) == 0 {
+            return Hold(false);
+        }
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if held.0 == 0 {
+            // SAFETY: mimalloc's option calls take an option number and a value only.
+            held.1 = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
+            // SAFETY: as above.
+            unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+        }
+        held.0 += 1;
+        Hold(true)
+    }
+}
+
+impl Default for Hold {
+    fn default() -> Hold {
+        Hold::new()
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        held.0 -= 1;
+        if held.0 == 0 {
+            // SAFETY: as in `new`.
+            unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, held.1) };
+        }
     }
 }
 

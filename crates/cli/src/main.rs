@@ -21,29 +21,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The allocator's first arena, handed over before `main`'s first allocation
 /// (`agent::heap`: a run writes the part it needs in huge pages before its shards start).
-#[allow(unsafe_code)] // reason: registering a constructor and declaring mimalloc's C entry point
-mod first_arena {
-    unsafe extern "C" {
-        // In the mimalloc library the `mimalloc` crate links (its C API, `mimalloc.h`).
-        fn mi_manage_os_memory(
-            start: *mut std::ffi::c_void,
-            size: usize,
-            is_committed: bool,
-            is_large: bool,
-            is_zero: bool,
-            numa_node: std::ffi::c_int,
-        ) -> bool;
-    }
-
-    extern "C" fn reserve() {
-        agent::heap::reserve(mi_manage_os_memory);
-    }
-
-    // SAFETY: run by the C runtime before `main`; `reserve` neither allocates nor panics.
-    #[unsafe(link_section = ".init_array")]
-    #[used]
-    static RESERVE: extern "C" fn() = reserve;
-}
+// SAFETY: run by the C runtime before `main`; `reserve` neither allocates nor panics.
+#[allow(unsafe_code)] // reason: a constructor in `.init_array`
+#[unsafe(link_section = ".init_array")]
+#[used]
+static RESERVE: extern "C" fn() = agent::heap::reserve;
 
 /// Test and monitor SIP/VoIP infrastructure.
 #[derive(Debug, Parser)]
@@ -113,5 +95,21 @@ mod tests {
         // 3 MB rounds up to 4 MB (two huge pages), and writing them keeps what is there.
         assert_eq!(agent::heap::prefault(3 << 20).unwrap(), 4 << 20);
         assert!(blocks.iter().all(|b| b.iter().all(|&x| x == 7)));
+    }
+
+    /// While any run holds the heap, mimalloc purges nothing; the last hold's end restores
+    /// its delay.
+    #[test]
+    fn runs_hold_the_heap_until_the_last_one_ends() {
+        use agent::heap::{Hold, purge_delay};
+        let before = purge_delay();
+        assert!(before >= 0, "mimalloc purges by default ({before} ms)");
+        let first = Hold::new();
+        assert_eq!(purge_delay(), -1);
+        let second = Hold::new();
+        drop(first);
+        assert_eq!(purge_delay(), -1, "a run still holds it");
+        drop(second);
+        assert_eq!(purge_delay(), before);
     }
 }

@@ -143,29 +143,11 @@ mod heap;
 
 /// The allocator's first arena, handed over before `main`'s first allocation, as the
 /// `sipmeter` binary does (crates/cli/src/main.rs).
-#[allow(unsafe_code)] // reason: registering a constructor and declaring mimalloc's C entry point
-mod first_arena {
-    unsafe extern "C" {
-        // In the mimalloc library the `mimalloc` crate links (its C API, `mimalloc.h`).
-        fn mi_manage_os_memory(
-            start: *mut std::ffi::c_void,
-            size: usize,
-            is_committed: bool,
-            is_large: bool,
-            is_zero: bool,
-            numa_node: std::ffi::c_int,
-        ) -> bool;
-    }
-
-    extern "C" fn reserve() {
-        super::heap::reserve(mi_manage_os_memory);
-    }
-
-    // SAFETY: run by the C runtime before `main`; `reserve` neither allocates nor panics.
-    #[unsafe(link_section = ".init_array")]
-    #[used]
-    static RESERVE: extern "C" fn() = reserve;
-}
+// SAFETY: run by the C runtime before `main`; `reserve` neither allocates nor panics.
+#[allow(unsafe_code)] // reason: a constructor in `.init_array`
+#[unsafe(link_section = ".init_array")]
+#[used]
+static RESERVE: extern "C" fn() = heap::reserve;
 
 const SECRET: &[u8] = b"bench";
 const NOW_UNIX: u64 = 1_900_000_000;
@@ -483,6 +465,7 @@ fn main() {
     let written = heap::prefault(heap::estimate(n, 0));
     let prefault_time = t.elapsed();
     disable_huge_pages();
+    let _hold = heap::Hold::new();
     let mut reg = Registrar::new(RegistrarConfig {
         domain: "bench.test".into(),
         host: Host::parse("127.0.0.1").unwrap(),
