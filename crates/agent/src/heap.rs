@@ -102,7 +102,8 @@ pub fn estimate(endpoints: usize, media_endpoints: usize) -> usize {
 /// Writes the region's first `bytes` (rounded up to 2 MB, at most [`REGION`]) in huge pages
 /// where the kernel allows them (`MADV_POPULATE_WRITE`: the pages are backed and mapped
 /// writable without their contents changing, so memory already in use is safe). Huge pages are
-/// allowed for this call if the process had them off, and left as they were after it; parts
+/// allowed for this call if the process had them off, and left as they were after it, unless
+/// another run holds the heap (`serve`: its shards must not meet a 2 MB fault meanwhile); parts
 /// already written in 4 KB pages stay so. Returns the bytes written: 0 when the region was not
 /// reserved (a binary without [`reserve`]) or `bytes` is 0.
 pub fn prefault(bytes: usize) -> io::Result<usize> {
@@ -113,9 +114,11 @@ pub fn prefault(bytes: usize) -> io::Result<usize> {
     if start == 0 || len == 0 {
         return Ok(0);
     }
+    // Huge pages allowed for the call: the process has them off and no other run is going.
     // SAFETY: prctl with integer arguments only; the THP flag reads and writes no memory.
-    let off = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1;
-    if off {
+    let allow = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1
+        && HELD.lock().unwrap_or_else(|e| e.into_inner()).0 <= 1;
+    if allow {
         // SAFETY: as above.
         unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0 as libc::c_ulong, 0, 0, 0) };
     }
@@ -123,7 +126,7 @@ pub fn prefault(bytes: usize) -> io::Result<usize> {
     // MADV_POPULATE_WRITE only backs pages, it writes no byte that the program can see.
     let r = unsafe { libc::madvise(start as *mut c_void, len, libc::MADV_POPULATE_WRITE) };
     let err = io::Error::last_os_error();
-    if off {
+    if allow {
         // SAFETY: as above.
         unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, 0, 0, 0) };
     }
