@@ -1244,9 +1244,9 @@ pub fn run_with_targets(
     // of mimalloc's arenas at the first touch, mostly never used. Without media too: a
     // SIP-only run of 6,000 calls at 2,000/s peaked at 41–42 MB RSS with them and 21–24 MB
     // without, and `clear_page_erms` under huge-page faults was 7 % of its perf samples.
-    // But first the run's heap, written up front in huge pages (see heap.rs): no page fault
-    // for it while the run is timed, and 2 MB pages for the TLB; and nothing purged from it
-    // (which would split those pages) until the run has returned.
+    // But first, when asked (SIPMETER_HEAP_MB), the run's heap written up front in huge pages
+    // (see heap.rs): no page fault for it while the run is timed, and 2 MB pages for the TLB;
+    // and nothing purged (which would split those pages) until the run has returned.
     let _hold = crate::heap::Hold::new();
     let endpoints: usize = plan.groups.iter().map(|g| g.endpoints.len()).sum();
     let with_media: usize = plan
@@ -1255,7 +1255,15 @@ pub fn run_with_targets(
         .filter(|g| g.media.is_some())
         .map(|g| g.endpoints.len())
         .sum();
-    let _ = crate::heap::prefault(crate::heap::estimate(endpoints, with_media));
+    // Calls in flight at once: the rate times a call's length (and 250 ms to set it up and
+    // end it), at most one per endpoint; every endpoint at once when the rate is not capped.
+    let in_flight = if plan.cps > 0.0 {
+        let per_call = plan.call_duration.as_secs_f64() + 0.25;
+        ((plan.cps * per_call).ceil() as usize).min(endpoints)
+    } else {
+        endpoints
+    };
+    let _ = crate::heap::prefault(crate::heap::to_write(endpoints, in_flight, with_media));
     let _ = crate::callmedia::disable_huge_pages();
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();

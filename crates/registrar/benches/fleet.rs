@@ -17,10 +17,11 @@
 //!   on 2026-12-04 it touched 3,900 new ones at N = 10,000 until the boxes of a transaction
 //!   and a call shrank, then 7). Each phase prints its page faults.
 //!
-//! The process is set up as `sipmeter run` sets up its own: the allocator's first arena is
-//! handed over before `main` (`agent::heap`, the same file, compiled in here), the part the
-//! run will need is written up front in huge pages (`heap::estimate` of N endpoints: 94 MB at
-//! N = 10,000, ≈ 60 MB of which is used), and huge pages are then off for every later fault.
+//! The process is set up as `sipmeter run` sets up its own with `SIPMETER_HEAP_MB=auto`: the
+//! allocator's first arena is handed over before `main` (`agent::heap`, the same file, compiled
+//! in here), the part the run will need is written up front in huge pages (`heap::estimate` of N endpoints and N/2
+//! calls in flight: 76 MB at N = 10,000, ≈ 60 MB of which is used), and huge pages are then
+//! off for every later fault; nothing is purged while the bench runs.
 //! `SIPMETER_HEAP_MB=0` writes nothing up front: each phase then pays for its fresh 4 KB pages
 //! (3–4 µs each in this VM) and runs on 4 KB pages (the TLB's reach), as before 2026-12-04
 //! 17:00.
@@ -462,7 +463,13 @@ fn main() {
         .unwrap_or(10_000);
     // As `sipmeter run` does before its shards start (crates/agent/src/engine.rs).
     let t = Instant::now();
-    let written = heap::prefault(heap::estimate(n, 0));
+    // The run's estimate unless SIPMETER_HEAP_MB says otherwise (`sipmeter run` writes
+    // nothing unless it is set: see heap.rs).
+    let bytes = match std::env::var_os("SIPMETER_HEAP_MB") {
+        None => heap::estimate(n, n / 2, 0),
+        Some(_) => heap::to_write(n, n / 2, 0),
+    };
+    let written = heap::prefault(bytes);
     let prefault_time = t.elapsed();
     disable_huge_pages();
     let _hold = heap::Hold::new();
