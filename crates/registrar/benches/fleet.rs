@@ -18,13 +18,13 @@
 //!   and a call shrank, then 7). Each phase prints its page faults.
 //!
 //! The process is set up as `sipmeter run` sets up its own with `SIPMETER_HEAP_MB=auto`: the
-//! allocator's first arena is handed over before `main` (`agent::heap`, the same file, compiled
-//! in here), the part the run will need is written up front in huge pages (`heap::estimate` of N endpoints and N/2
-//! calls in flight: 76 MB at N = 10,000, ≈ 60 MB of which is used), and huge pages are then
-//! off for every later fault; nothing is purged while the bench runs.
-//! `SIPMETER_HEAP_MB=0` writes nothing up front: each phase then pays for its fresh 4 KB pages
-//! (3–4 µs each in this VM) and runs on 4 KB pages (the TLB's reach), as before 2026-12-04
-//! 17:00.
+//! allocator's first arena is handed over before `main` (`agent::heap`, the same file,
+//! compiled in here), the part the run will need is written up front in huge pages
+//! (`heap::estimate` of N endpoints and N/2 calls in flight: 76 MB at N = 10,000, ≈ 60 MB of
+//! which is used), and huge pages are then off for every later fault; nothing is purged while
+//! the bench runs. `SIPMETER_HEAP_MB=0` writes nothing up front: each phase then pays for its
+//! fresh 4 KB pages (3–4 µs each in this VM) and runs on 4 KB pages (the TLB's reach), as
+//! before 2026-12-04 16:30.
 //!
 //! The fake network is the harness's: its buffers are allocated once, before the count
 //! starts, and the registrar's output is drained after each message it handles, as its
