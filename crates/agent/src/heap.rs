@@ -44,6 +44,12 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// allocator as its first arena. For `.init_array`, before the first allocation; on any
 /// failure the allocator keeps its own arenas and [`prefault`] does nothing.
 pub extern "C" fn reserve() {
+    // Under strict overcommit a writable mapping is charged in full at once (MAP_NORESERVE is
+    // ignored): 1 GiB of commit charge taken from the system. The allocator's own arenas
+    // commit as they grow, so they are left alone there.
+    if strict_overcommit() {
+        return;
+    }
     // SAFETY: an anonymous private mapping of fresh address space; nothing else refers to it.
     let p = unsafe {
         libc::mmap(
@@ -81,6 +87,27 @@ pub extern "C" fn reserve() {
         START.store(start, Ordering::Release);
         LEN.store(REGION, Ordering::Release);
     }
+}
+
+/// Whether `vm.overcommit_memory` is 2 (strict). Reads the file with no allocation: this runs
+/// before `main`.
+fn strict_overcommit() -> bool {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/sys/vm/overcommit_memory".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    let mut b = [0u8; 4];
+    // SAFETY: reads at most `b.len()` bytes into `b`.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), b.len()) };
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    n > 0 && b[0] == b'2'
 }
 
 /// The region's start and length, when [`reserve`] succeeded.
