@@ -91,7 +91,7 @@ pub extern "C" fn reserve() {
 
 /// Whether `vm.overcommit_memory` is 2 (strict). Reads the file with no allocation: this runs
 /// before `main`.
-fn strict_overcommit() -> bool {
+pub fn strict_overcommit() -> bool {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.
     let fd = unsafe {
         libc::open(
