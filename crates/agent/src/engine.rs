@@ -1248,22 +1248,25 @@ pub fn run_with_targets(
     // (see heap.rs): no page fault for it while the run is timed, and 2 MB pages for the TLB;
     // and nothing purged (which would split those pages) until the run has returned.
     let _hold = crate::heap::Hold::new();
-    let endpoints: usize = plan.groups.iter().map(|g| g.endpoints.len()).sum();
-    let with_media: usize = plan
-        .groups
-        .iter()
-        .filter(|g| g.media.is_some())
-        .map(|g| g.endpoints.len())
-        .sum();
-    // Calls in flight at once: the rate times a call's length (and 250 ms to set it up and
-    // end it), at most one per endpoint; every endpoint at once when the rate is not capped.
-    let in_flight = if plan.cps > 0.0 {
-        let per_call = plan.call_duration.as_secs_f64() + 0.25;
-        ((plan.cps * per_call).ceil() as usize).min(endpoints)
-    } else {
-        endpoints
-    };
-    let _ = crate::heap::prefault(crate::heap::to_write(endpoints, in_flight, with_media));
+    let asked = crate::heap::asked(|| {
+        let endpoints = total as usize;
+        let with_media: usize = (plan.groups.iter())
+            .filter(|g| g.media.is_some())
+            .map(|g| g.endpoints.len())
+            .sum();
+        // Calls in flight at once: the rate times a call's length (and 250 ms to set it up
+        // and end it), at most one per endpoint; every endpoint at once with no rate cap.
+        let in_flight = if plan.cps > 0.0 {
+            let per_call = plan.call_duration.as_secs_f64() + 0.25;
+            ((plan.cps * per_call).ceil() as usize).min(endpoints)
+        } else {
+            endpoints
+        };
+        crate::heap::estimate(endpoints, in_flight, with_media)
+    });
+    if let Some(bytes) = asked {
+        let _ = crate::heap::prefault(bytes);
+    }
     let _ = crate::callmedia::disable_huge_pages();
     let plan = Arc::new(plan);
     let (tx, rx) = mpsc::channel();

@@ -8,7 +8,7 @@
 //! - the binary hands the allocator, before its first allocation, one 2 MB-aligned region
 //!   asking for huge pages ([`reserve`], registered in `.init_array`): mimalloc's first arena,
 //!   from which every thread takes its pages until it is full;
-//! - a run asked to (`SIPMETER_HEAP_MB`, [`to_write`]) writes the part it will need
+//! - a run asked to (`SIPMETER_HEAP_MB`, [`asked`]) writes the part it will need
 //!   ([`prefault`]) before its shards start, with huge pages allowed for that moment, then turns
 //!   them off for every later fault. Not by default: mimalloc spreads its threads over the
 //!   arena's 32 MiB chunks, so in a run of several threads part of what was written stays
@@ -116,14 +116,18 @@ pub fn region() -> Option<(usize, usize)> {
     (start != 0).then(|| (start, LEN.load(Ordering::Acquire)))
 }
 
-/// How many bytes a run writes up front, as `SIPMETER_HEAP_MB` asks: unset or `0`, none (the
-/// default); `auto`, the run's [`estimate`]; `N`, N MiB.
-pub fn to_write(endpoints: usize, calls_in_flight: usize, media_endpoints: usize) -> usize {
-    match std::env::var("SIPMETER_HEAP_MB").as_deref().map(str::trim) {
-        Ok("auto") => estimate(endpoints, calls_in_flight, media_endpoints),
-        Ok(v) => v.parse::<usize>().map_or(0, |mb| mb << 20),
-        Err(_) => 0,
-    }
+/// How many bytes `SIPMETER_HEAP_MB` asks a run to write up front: `None` when it is unset;
+/// `auto`, the run's [`estimate`] (computed only then); `N`, N MiB; `0` or anything else, 0.
+pub fn asked(estimate: impl FnOnce() -> usize) -> Option<usize> {
+    asked_by(std::env::var("SIPMETER_HEAP_MB").ok().as_deref(), estimate)
+}
+
+/// [`asked`] for the variable's value.
+fn asked_by(value: Option<&str>, estimate: impl FnOnce() -> usize) -> Option<usize> {
+    Some(match value?.trim() {
+        "auto" => estimate(),
+        v => v.parse::<usize>().map_or(0, |mb| mb << 20),
+    })
 }
 
 /// What a run needs in its heap: 16 MiB for the runtime; 2 KiB per endpoint (a registered
@@ -232,6 +236,18 @@ mod tests {
     fn without_a_region_nothing_is_written() {
         // The test binary uses the system allocator and never calls `reserve`.
         assert_eq!(prefault(64 << 20).unwrap(), 0);
+    }
+
+    #[test]
+    fn sipmeter_heap_mb_is_read_as_auto_a_size_or_nothing() {
+        let est = || 76 << 20;
+        assert_eq!(asked_by(None, est), None);
+        assert_eq!(asked_by(Some("auto"), est), Some(76 << 20));
+        assert_eq!(asked_by(Some(" 96 "), est), Some(96 << 20));
+        assert_eq!(asked_by(Some("0"), est), Some(0));
+        assert_eq!(asked_by(Some("lots"), est), Some(0), "unreadable: nothing");
+        // The estimate is computed only for `auto`.
+        assert_eq!(asked_by(Some("8"), || unreachable!()), Some(8 << 20));
     }
 
     #[test]

@@ -465,11 +465,8 @@ fn main() {
     let t = Instant::now();
     // The run's estimate unless SIPMETER_HEAP_MB says otherwise (`sipmeter run` writes
     // nothing unless it is set: see heap.rs).
-    let bytes = match std::env::var_os("SIPMETER_HEAP_MB") {
-        None => heap::estimate(n, n / 2, 0),
-        Some(_) => heap::to_write(n, n / 2, 0),
-    };
-    let written = heap::prefault(bytes);
+    let estimate = || heap::estimate(n, n / 2, 0);
+    let written = heap::prefault(heap::asked(estimate).unwrap_or_else(estimate));
     let prefault_time = t.elapsed();
     disable_huge_pages();
     let _hold = heap::Hold::new();
