@@ -13,8 +13,9 @@
 //!   them off for every later fault. Not by default: mimalloc spreads its threads over the
 //!   arena's 32 MiB chunks, so in a run of several threads part of what was written stays
 //!   unused (a `benches/load/cps.sh` run of 4,000 endpoints at 4,000 calls/s: page faults 0.67
-//!   → 0.39 per call, CPU per call unchanged within the noise, RSS 64 → 93 MB); in one thread
-//!   with 10,000 phones in flight at once (the fleet bench) it is 15–19 % faster;
+//!   → 0.39–0.50 per call, but CPU per call 1–7 µs higher in 6 of 6 pairs, the writing
+//!   included, and RSS 64 → 77–93 MB); in one thread with 10,000 phones in flight at once (the
+//!   fleet bench) it is 15–19 % faster;
 //! - while a run lasts ([`Hold`]) the allocator gives nothing back to the system: a purge
 //!   (`MADV_DONTNEED` on memory freed a while ago) would split those 2 MB pages and the run
 //!   would fault the memory in again, 4 KB at a time. After the run it purges as before.
