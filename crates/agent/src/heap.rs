@@ -118,17 +118,30 @@ pub fn region() -> Option<(usize, usize)> {
 }
 
 /// How many bytes `SIPMETER_HEAP_MB` asks a run to write up front: `None` when it is unset;
-/// `auto`, the run's [`estimate`] (computed only then); `N`, N MiB; `0` or anything else, 0.
+/// `auto`, the run's [`estimate`] (computed only then); `N`, N MiB; `0`, nothing. Any other
+/// value is said on standard error, and nothing is written.
 pub fn asked(estimate: impl FnOnce() -> usize) -> Option<usize> {
-    asked_by(std::env::var("SIPMETER_HEAP_MB").ok().as_deref(), estimate)
+    match asked_by(std::env::var("SIPMETER_HEAP_MB").ok().as_deref(), estimate) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("sipmeter: {e}");
+            Some(0)
+        }
+    }
 }
 
 /// [`asked`] for the variable's value.
-fn asked_by(value: Option<&str>, estimate: impl FnOnce() -> usize) -> Option<usize> {
-    Some(match value?.trim() {
-        "auto" => estimate(),
-        v => v.parse::<usize>().map_or(0, |mb| mb << 20),
-    })
+fn asked_by(
+    value: Option<&str>,
+    estimate: impl FnOnce() -> usize,
+) -> Result<Option<usize>, String> {
+    let Some(v) = value else { return Ok(None) };
+    match v.trim() {
+        "auto" => Ok(Some(estimate())),
+        n => n.parse::<usize>().map(|mb| Some(mb << 20)).map_err(|_| {
+            format!("SIPMETER_HEAP_MB={v:?} is neither `auto` nor a number of MiB: nothing written up front")
+        }),
+    }
 }
 
 /// What a run needs in its heap: 16 MiB for the runtime; 2 KiB per endpoint (a registered
@@ -242,13 +255,14 @@ mod tests {
     #[test]
     fn sipmeter_heap_mb_is_read_as_auto_a_size_or_nothing() {
         let est = || 76 << 20;
-        assert_eq!(asked_by(None, est), None);
-        assert_eq!(asked_by(Some("auto"), est), Some(76 << 20));
-        assert_eq!(asked_by(Some(" 96 "), est), Some(96 << 20));
-        assert_eq!(asked_by(Some("0"), est), Some(0));
-        assert_eq!(asked_by(Some("lots"), est), Some(0), "unreadable: nothing");
+        assert_eq!(asked_by(None, est), Ok(None));
+        assert_eq!(asked_by(Some("auto"), est), Ok(Some(76 << 20)));
+        assert_eq!(asked_by(Some(" 96 "), est), Ok(Some(96 << 20)));
+        assert_eq!(asked_by(Some("0"), est), Ok(Some(0)));
+        let e = asked_by(Some("lots"), est).unwrap_err();
+        assert!(e.contains("SIPMETER_HEAP_MB=\"lots\""), "{e}");
         // The estimate is computed only for `auto`.
-        assert_eq!(asked_by(Some("8"), || unreachable!()), Some(8 << 20));
+        assert_eq!(asked_by(Some("8"), || unreachable!()), Ok(Some(8 << 20)));
     }
 
     #[test]
